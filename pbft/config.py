@@ -1,0 +1,304 @@
+"""Network configuration: YAML in, frozen dataclasses out.
+
+`load_config` validates the whole file and reports every problem at once,
+each with its path in the file (`nodes[2].port: ...`), so an operator fixes a
+configuration in one pass. Relative paths are resolved against the folder
+that holds the configuration file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from pbft.crypto import parse_public_key
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+# Repository URLs come only from here. Remote schemes are the ones git
+# speaks without running a helper program; anything else must be a path.
+_URL = re.compile(r"(https?|ssh|git|file)://[^\s]+|[^\s-][^\s]*")
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: int
+    host: str
+    port: int
+    public_key: str  # 64 hex digits; "" only while keys are being generated
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    name: str
+    host: str
+    port: int
+    public_key: str
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    image: str = "pbft-ci/busybox:latest"
+    timeout_s: float = 300.0
+    memory_mb: int = 256
+    cpus: float = 1.0
+    pids_limit: int = 128
+    output_cap_bytes: int = 1_000_000
+    user: str = "1000:1000"
+    max_concurrent: int = 2
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    checkpoint_interval: int = 128  # K in the paper
+    log_window: int = 256  # L: H = h + L
+    batch_max: int = 64  # requests per pre-prepare
+    pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before batching
+    max_buffered: int = 4096  # early messages a replica holds before dropping
+    client_retransmit_s: float = 5.0
+    client_deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    path: Path
+    f: int
+    nodes: tuple[NodeConfig, ...]
+    clients: tuple[ClientConfig, ...]
+    repositories: tuple[RepositoryConfig, ...]
+    build: BuildConfig = field(default_factory=BuildConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    data_dir: Path = Path("data")
+    log_dir: Path = Path("log")
+    keys_dir: Path = Path("keys")
+    allow_byzantine: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.nodes)
+
+    def node(self, node_id: int) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(f"no node {node_id} in {self.path}")
+
+    def client(self, name: str) -> ClientConfig:
+        for client in self.clients:
+            if client.name == name:
+                return client
+        raise KeyError(f"no client {name!r} in {self.path}")
+
+    def repository(self, name: str) -> RepositoryConfig | None:
+        return next((repo for repo in self.repositories if repo.name == name), None)
+
+    def node_key_path(self, node_id: int) -> Path:
+        return self.keys_dir / f"node-{node_id}.key"
+
+    def client_key_path(self, name: str) -> Path:
+        return self.keys_dir / f"client-{name}.key"
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.problems: list[str] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def get(self, data: dict, key: str, where: str, check: Callable[[Any], Any], default: Any = ...):
+        if key not in data or data[key] is None:
+            if default is ...:
+                self.fail(f"{where}{key}", "is required")
+            return None if default is ... else default
+        try:
+            return check(data[key])
+        except (TypeError, ValueError) as error:
+            self.fail(f"{where}{key}", str(error))
+            return None if default is ... else default
+
+    def public_key(self, entry: dict, where: str, require: bool) -> str:
+        if "public_key" in entry:
+            text = self.get(entry, "public_key", where, _public_key_hex, "")
+        elif "public_key_file" in entry:
+            path = self.base / str(entry["public_key_file"])
+            if not path.exists():
+                if require:
+                    self.fail(f"{where}public_key_file", f"{path} does not exist (run scripts/keygen.py)")
+                return ""
+            text = self.get({"k": path.read_text().strip()}, "k", f"{where}public_key_file ", _public_key_hex, "")
+        else:
+            self.fail(f"{where}public_key", "is required (or public_key_file)")
+            text = ""
+        return text
+
+
+def _typed(kind: type, minimum: float | None = None) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if kind is float and type(value) is int:
+            value = float(value)
+        if type(value) is not kind:
+            raise ValueError(f"must be {kind.__name__}, not {type(value).__name__}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return check
+
+
+def _matching(pattern: re.Pattern, what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"is not a valid {what}: {value!r}")
+        return value
+
+    return check
+
+
+def _host(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+    return _matching(_HOST, "host name or IP address")(value)
+
+
+def _port(value: Any) -> int:
+    port = _typed(int, 1)(value)
+    if port > 65535:
+        raise ValueError("must be at most 65535")
+    return port
+
+
+def _public_key_hex(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be 64 hex digits")
+    parse_public_key(value)
+    return value.lower()
+
+
+def _dataclass_section(reader: _Reader, data: Any, where: str, cls: type) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        reader.fail(where, "must be a mapping")
+        return cls()
+    defaults = cls()
+    values = {}
+    for name, default in vars(defaults).items():
+        kind = type(default)
+        values[name] = reader.get(data, name, f"{where}.", _typed(kind, 0 if kind in (int, float) else None), default)
+    for unknown in sorted(set(data) - set(values)):
+        reader.fail(f"{where}.{unknown}", "unknown setting")
+    return cls(**values)
+
+
+def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
+    items = data.get(key)
+    if not isinstance(items, list) or not items:
+        reader.fail(key, "must be a non-empty list")
+        return []
+    out = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]"
+        if not isinstance(item, dict):
+            reader.fail(where, "must be a mapping")
+        else:
+            out.append((f"{where}.", item))
+    return out
+
+
+def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig:
+    """Read and validate a network configuration; raise ConfigError listing every problem."""
+    path = Path(path).resolve()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(path, [f"cannot read: {error}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["the file must hold a mapping"])
+    reader = _Reader(path.parent)
+
+    f = reader.get(data, "f", "", _typed(int, 0), 0)
+    nodes = []
+    for where, item in _entries(reader, data, "nodes"):
+        nodes.append(NodeConfig(
+            id=reader.get(item, "id", where, _typed(int, 0), -1),
+            host=reader.get(item, "host", where, _host, ""),
+            port=reader.get(item, "port", where, _port, 0),
+            public_key=reader.public_key(item, where, require_keys),
+        ))
+    ids = sorted(node.id for node in nodes)
+    if nodes and ids != list(range(len(nodes))):
+        reader.fail("nodes", f"ids must be 0..{len(nodes) - 1}, each once; got {ids}")
+    if nodes and len(nodes) < 3 * f + 1:
+        reader.fail("f", f"n = {len(nodes)} nodes tolerate at most f = {(len(nodes) - 1) // 3}; need n >= 3f+1")
+    clients = []
+    for where, item in _entries(reader, data, "clients"):
+        clients.append(ClientConfig(
+            name=reader.get(item, "name", where, _matching(_NAME, "client name"), ""),
+            host=reader.get(item, "host", where, _host, ""),
+            port=reader.get(item, "port", where, _port, 0),
+            public_key=reader.public_key(item, where, require_keys),
+        ))
+    repositories = []
+    for where, item in _entries(reader, data, "repositories"):
+        url = reader.get(item, "url", where, _matching(_URL, "repository URL or path"), "")
+        if url and "://" not in url and not url.startswith(("/", "git@")):
+            url = str((path.parent / url).resolve())
+        repositories.append(RepositoryConfig(
+            name=reader.get(item, "name", where, _matching(_NAME, "repository name"), ""),
+            url=url,
+        ))
+    for label, names in (("nodes", [(n.host, n.port) for n in nodes]),
+                         ("clients", [c.name for c in clients]),
+                         ("repositories", [r.name for r in repositories])):
+        if len(set(names)) != len(names):
+            reader.fail(label, "entries must be unique")
+
+    def directory(key: str, default: str) -> Path:
+        value = reader.get(data, key, "", _typed(str), default)
+        return (path.parent / value).resolve()
+
+    config = NetworkConfig(
+        path=path,
+        f=f,
+        nodes=tuple(sorted(nodes, key=lambda node: node.id)),
+        clients=tuple(clients),
+        repositories=tuple(repositories),
+        build=_dataclass_section(reader, data.get("build"), "build", BuildConfig),
+        protocol=_dataclass_section(reader, data.get("protocol"), "protocol", ProtocolConfig),
+        data_dir=directory("data_dir", "data"),
+        log_dir=directory("log_dir", "log"),
+        keys_dir=directory("keys_dir", "keys"),
+        allow_byzantine=reader.get(data, "allow_byzantine", "", _typed(bool), False),
+    )
+    known = {"f", "nodes", "clients", "repositories", "build", "protocol",
+             "data_dir", "log_dir", "keys_dir", "allow_byzantine"}
+    for unknown in sorted(set(data) - known):
+        reader.fail(str(unknown), "unknown setting")
+    if reader.problems:
+        raise ConfigError(path, reader.problems)
+    return config

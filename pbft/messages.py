@@ -1,0 +1,301 @@
+"""Protocol messages, their wire form and strict decoding.
+
+A message is a frozen dataclass. Its *payload* is the dict that gets signed;
+the wire form is the payload plus `sig` (and, for a pre-prepare, the batch of
+requests it orders, which the signed digest already binds). `decode` accepts
+only well-formed input and raises `MessageError` with a reason otherwise, so
+nothing malformed from a peer ever reaches the protocol core.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Union
+
+from pbft.encoding import digest
+
+STATUSES = ("success", "failure", "error", "timeout")
+MAX_BATCH = 1024
+MAX_TEXT = 1024
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SIG = re.compile(r"[0-9a-f]{128}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class MessageError(ValueError):
+    """A frame that is not a well-formed protocol message."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a client asks the network to build."""
+
+    repository: str
+    branch: str
+    commit: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"repository": self.repository, "branch": self.branch, "commit": self.commit}
+
+
+@dataclass(frozen=True)
+class Request:
+    """<REQUEST, o, t, c> signed by client c; t orders one client's requests."""
+
+    client: str
+    timestamp: int
+    operation: Operation
+    sig: str = ""
+    TYPE = "request"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "client": self.client,
+            "timestamp": self.timestamp,
+            "operation": self.operation.to_dict(),
+        }
+
+    def digest(self) -> str:
+        # The signature is part of the digest, so a pre-prepare binds the
+        # exact signed request and nobody can swap in a re-signed variant.
+        return digest({"payload": self.payload(), "sig": self.sig})
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.client, self.timestamp)
+
+
+@dataclass(frozen=True)
+class PrePrepare:
+    """<PRE-PREPARE, v, n, d> signed by the primary of v, with the batch d names."""
+
+    view: int
+    seq: int
+    digest: str
+    sender: int
+    batch: tuple[Request, ...] = ()
+    sig: str = ""
+    TYPE = "preprepare"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "view": self.view,
+            "seq": self.seq,
+            "digest": self.digest,
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
+class _Vote:
+    """Shared shape of PREPARE and COMMIT: <TYPE, v, n, d, i> signed by node i."""
+
+    view: int
+    seq: int
+    digest: str
+    sender: int
+    sig: str = ""
+    TYPE = ""
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "view": self.view,
+            "seq": self.seq,
+            "digest": self.digest,
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
+class Prepare(_Vote):
+    TYPE = "prepare"
+
+
+@dataclass(frozen=True)
+class Commit(_Vote):
+    TYPE = "commit"
+
+
+@dataclass(frozen=True)
+class Result:
+    """A build outcome; `agreed()` is the part every honest node computes alike."""
+
+    status: str
+    exit_code: int | None
+    commit: str | None
+    reason: str = ""
+
+    def agreed(self) -> dict:
+        return {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
+
+    def to_dict(self) -> dict:
+        return {**self.agreed(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """<REPLY, v, t, c, i, r> signed by node i."""
+
+    view: int
+    timestamp: int
+    client: str
+    sender: int
+    result: Result
+    sig: str = ""
+    TYPE = "reply"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "view": self.view,
+            "timestamp": self.timestamp,
+            "client": self.client,
+            "sender": self.sender,
+            "result": self.result.to_dict(),
+        }
+
+
+Message = Union[Request, PrePrepare, Prepare, Commit, Reply]
+
+
+def batch_digest(batch: tuple[Request, ...]) -> str:
+    return digest([request.digest() for request in batch])
+
+
+def signed(message: Message, sign) -> Message:
+    """Return `message` carrying the signature `sign(payload)`."""
+    return replace(message, sig=sign(message.payload()))
+
+
+def encode(message: Message) -> dict:
+    wire: dict[str, Any] = {**message.payload(), "sig": message.sig}
+    if isinstance(message, PrePrepare):
+        wire["batch"] = [encode(request) for request in message.batch]
+    return wire
+
+
+# --- decoding ------------------------------------------------------------
+
+
+def _field(data: dict, name: str) -> Any:
+    if name not in data:
+        raise MessageError(f"missing field {name!r}")
+    return data[name]
+
+
+def _int(data: dict, name: str) -> int:
+    value = _field(data, name)
+    if type(value) is not int or value < 0 or value >= 2**63:
+        raise MessageError(f"{name} must be a non-negative 63-bit integer")
+    return value
+
+
+def _text(data: dict, name: str, pattern: re.Pattern | None = None, limit: int = MAX_TEXT) -> str:
+    value = _field(data, name)
+    if not isinstance(value, str) or len(value) > limit:
+        raise MessageError(f"{name} must be a string of at most {limit} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise MessageError(f"{name} is not well formed")
+    return value
+
+
+def _optional_text(data: dict, name: str) -> str | None:
+    return None if data.get(name) is None else _text(data, name)
+
+
+def _operation(data: Any) -> Operation:
+    if not isinstance(data, dict):
+        raise MessageError("operation must be an object")
+    return Operation(
+        repository=_text(data, "repository", _NAME),
+        branch=_text(data, "branch", limit=255),
+        commit=_optional_text(data, "commit"),
+    )
+
+
+def _result(data: Any) -> Result:
+    if not isinstance(data, dict):
+        raise MessageError("result must be an object")
+    status = _text(data, "status")
+    if status not in STATUSES:
+        raise MessageError(f"unknown status {status!r}")
+    exit_code = data.get("exit_code")
+    if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
+        raise MessageError("exit_code must be an integer or null")
+    return Result(status, exit_code, _optional_text(data, "commit"), _text(data, "reason"))
+
+
+def _decode_request(data: dict) -> Request:
+    return Request(
+        client=_text(data, "client", _NAME),
+        timestamp=_int(data, "timestamp"),
+        operation=_operation(_field(data, "operation")),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
+def _decode_preprepare(data: dict) -> PrePrepare:
+    batch = _field(data, "batch")
+    if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_BATCH:
+        raise MessageError(f"batch must hold 1 to {MAX_BATCH} requests")
+    requests = []
+    for item in batch:
+        if not isinstance(item, dict) or item.get("type") != Request.TYPE:
+            raise MessageError("batch items must be requests")
+        requests.append(_decode_request(item))
+    return PrePrepare(
+        view=_int(data, "view"),
+        seq=_int(data, "seq"),
+        digest=_text(data, "digest", _HEX64),
+        sender=_int(data, "sender"),
+        batch=tuple(requests),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
+def _decode_vote(cls):
+    def decode_vote(data: dict):
+        return cls(
+            view=_int(data, "view"),
+            seq=_int(data, "seq"),
+            digest=_text(data, "digest", _HEX64),
+            sender=_int(data, "sender"),
+            sig=_text(data, "sig", _SIG),
+        )
+
+    return decode_vote
+
+
+def _decode_reply(data: dict) -> Reply:
+    return Reply(
+        view=_int(data, "view"),
+        timestamp=_int(data, "timestamp"),
+        client=_text(data, "client", _NAME),
+        sender=_int(data, "sender"),
+        result=_result(_field(data, "result")),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
+_DECODERS = {
+    Request.TYPE: _decode_request,
+    PrePrepare.TYPE: _decode_preprepare,
+    Prepare.TYPE: _decode_vote(Prepare),
+    Commit.TYPE: _decode_vote(Commit),
+    Reply.TYPE: _decode_reply,
+}
+
+
+def decode(data: Any) -> Message:
+    """Turn a parsed JSON frame into a message, or raise MessageError."""
+    if not isinstance(data, dict):
+        raise MessageError("a message must be a JSON object")
+    decoder = _DECODERS.get(data.get("type"))
+    if decoder is None:
+        raise MessageError(f"unknown message type {str(data.get('type'))[:32]!r}")
+    return decoder(data)

@@ -1,0 +1,47 @@
+"""Quorum rules as small pure functions (OSDI'99 §4.2, §4.1).
+
+Every count is over distinct senders: callers keep votes in a mapping from
+sender to what that sender said, so a repeated or replayed vote from one
+node can never count twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Hashable, Mapping, TypeVar
+
+V = TypeVar("V", bound=Hashable)
+
+
+def prepare_quorum(f: int) -> int:
+    """Matching PREPAREs from distinct backups that, with the pre-prepare, make a request prepared."""
+    return 2 * f
+
+
+def commit_quorum(f: int) -> int:
+    """Matching COMMITs from distinct nodes (own included) that make a request committed-local."""
+    return 2 * f + 1
+
+
+def reply_quorum(f: int) -> int:
+    """Matching REPLYs a client needs: at least one of f+1 distinct nodes is honest."""
+    return f + 1
+
+
+def matching(votes: Mapping[int, V], value: V) -> int:
+    """How many distinct senders voted for `value`."""
+    return sum(1 for vote in votes.values() if vote == value)
+
+
+def winner(votes: Mapping[int, V], needed: int) -> tuple[V, list[int]] | None:
+    """The value at least `needed` distinct senders agree on, with those senders.
+
+    With needed > len(votes)/2 at most one value can win; callers use the
+    quorum sizes above, which guarantee that among honest-majority votes.
+    """
+    if not votes:
+        return None
+    value, count = Counter(votes.values()).most_common(1)[0]
+    if count < needed:
+        return None
+    return value, sorted(sender for sender, vote in votes.items() if vote == value)

@@ -122,6 +122,25 @@ class Commit(_Vote):
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """<CHECKPOINT, n, d, i>: node i's digest of the replicated state after sequence n."""
+
+    seq: int
+    state_digest: str
+    sender: int
+    sig: str = ""
+    TYPE = "checkpoint"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "seq": self.seq,
+            "state_digest": self.state_digest,
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
 class Result:
     """A build outcome; `agreed()` is the part every honest node computes alike."""
 
@@ -160,7 +179,7 @@ class Reply:
         }
 
 
-Message = Union[Request, PrePrepare, Prepare, Commit, Reply]
+Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, Reply]
 
 
 def batch_digest(batch: tuple[Request, ...]) -> str:
@@ -271,6 +290,15 @@ def _decode_vote(cls):
     return decode_vote
 
 
+def _decode_checkpoint(data: dict) -> Checkpoint:
+    return Checkpoint(
+        seq=_int(data, "seq"),
+        state_digest=_text(data, "state_digest", _HEX64),
+        sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
 def _decode_reply(data: dict) -> Reply:
     return Reply(
         view=_int(data, "view"),
@@ -287,6 +315,7 @@ _DECODERS = {
     PrePrepare.TYPE: _decode_preprepare,
     Prepare.TYPE: _decode_vote(Prepare),
     Commit.TYPE: _decode_vote(Commit),
+    Checkpoint.TYPE: _decode_checkpoint,
     Reply.TYPE: _decode_reply,
 }
 

@@ -1,0 +1,107 @@
+"""An in-memory PBFT cluster for core tests: real replicas, real signatures.
+
+Messages travel through a FIFO the test controls: it can deliver all,
+hold some back, reorder or drop them, and inject forged ones. Builds are
+simulated by a function of the operation, reported back in start order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+from pbft.crypto import Ed25519Authenticator, generate_private_key
+from pbft.effects import Broadcast, Execute, SendReply, SendTo
+from pbft.messages import Message, Operation, Reply, Request, Result, signed
+from pbft.replica import Replica, ReplicaSettings
+
+CLIENT = "client"
+
+
+@lru_cache(maxsize=None)
+def keys(count: int = 4):
+    """Key pairs for `count` nodes and one client, made once per test run."""
+    return [generate_private_key() for _ in range(count)], generate_private_key()
+
+
+def authenticator(node_keys, client_key, private_key) -> Ed25519Authenticator:
+    return Ed25519Authenticator(
+        private_key,
+        {i: key.public_key() for i, key in enumerate(node_keys)},
+        {CLIENT: client_key.public_key()},
+    )
+
+
+def default_build(operation: Operation) -> Result:
+    if operation.branch == "master":
+        return Result("success", 0, "a" * 40)
+    return Result("failure", 3, "b" * 40)
+
+
+@dataclass
+class Cluster:
+    n: int = 4
+    f: int = 1
+    settings: dict = field(default_factory=dict)
+    build: Callable[[Operation], Result] = default_build
+
+    def __post_init__(self) -> None:
+        self.node_keys, self.client_key = keys(self.n)
+        self.client_auth = authenticator(self.node_keys, self.client_key, self.client_key)
+        self.replicas = [
+            Replica(
+                ReplicaSettings(node_id=i, n=self.n, f=self.f, **self.settings),
+                authenticator(self.node_keys, self.client_key, self.node_keys[i]),
+            )
+            for i in range(self.n)
+        ]
+        self.network: deque[tuple[int, Message]] = deque()  # (destination, message)
+        self.executed: list[list[Execute]] = [[] for _ in range(self.n)]
+        self.replies: list[Reply] = []
+        self.drops: list[tuple[int, str]] = []
+        self.crashed: set[int] = set()
+        self._timestamp = 0
+
+    def request(self, branch: str = "master", timestamp: int | None = None) -> Request:
+        if timestamp is None:
+            self._timestamp += 1
+            timestamp = self._timestamp
+        return signed(Request(CLIENT, timestamp, Operation("example", branch)), self.client_auth.sign)
+
+    def deliver_to(self, node: int, message: Message) -> str | None:
+        reason = self.replicas[node].receive(message)
+        if reason is not None:
+            self.drops.append((node, reason))
+        self._collect(node)
+        return reason
+
+    def _collect(self, node: int) -> None:
+        for effect in self.replicas[node].take_effects():
+            if isinstance(effect, Broadcast):
+                for other in range(self.n):
+                    if other != node:
+                        self.network.append((other, effect.message))
+            elif isinstance(effect, SendTo):
+                self.network.append((effect.node, effect.message))
+            elif isinstance(effect, SendReply):
+                self.replies.append(effect.reply)
+            elif isinstance(effect, Execute):
+                self.executed[node].append(effect)
+                for request in effect.requests:
+                    self.replicas[node].execution_finished(request, self.build(request.operation))
+                self._collect(node)
+
+    def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:
+        """Deliver until the network is quiet; `keep` decides which messages survive."""
+        while self.network:
+            node, message = self.network.popleft()
+            if node not in self.crashed and keep(node, message):
+                self.deliver_to(node, message)
+
+    def executed_seqs(self, node: int) -> list[int]:
+        return [effect.seq for effect in self.executed[node]]
+
+    def builds(self, node: int) -> list[Request]:
+        return [request for effect in self.executed[node] for request in effect.requests]

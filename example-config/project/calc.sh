@@ -1,0 +1,5 @@
+#!/bin/sh
+# A tiny "program" under test: add two integers.
+add() {
+    echo $(($1 + $2))
+}

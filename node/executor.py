@@ -1,0 +1,329 @@
+"""The executor: turn a committed build request into a BuildResult.
+
+fetch the mirror → resolve the commit → export it into a fresh workspace →
+read the build spec → run it in the sandbox → write the build log.
+
+`run` never raises for a problem with the build: every failure becomes an
+`error` result whose reason is the same text on every honest node, because
+the reason travels with the result the nodes sign. Details that differ between
+nodes (paths, daemon messages, timings) go only to this node's build log.
+"""
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from node.buildspec import SPEC_FILE, parse_build_spec
+from node.gitmirror import GitError, GitMirrors, export
+from node.sandbox import BuildLimits, SandboxError, build_image, run_container
+from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
+
+log = logging.getLogger(__name__)
+
+# A leading dot is refused so that "." and ".." never name a workspace.
+_BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+STATUSES = ("success", "failure", "error", "timeout")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    status: str
+    exit_code: int | None
+    commit: str | None
+    reason: str = ""
+    log_path: str = ""
+
+    def agreed(self) -> dict:
+        """The deterministic part of the outcome, which the nodes sign and compare."""
+        return {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
+
+    def to_dict(self) -> dict:
+        return {**self.agreed(), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BuildResult":
+        status, exit_code, commit = d.get("status"), d.get("exit_code"), d.get("commit")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+            raise ValueError("exit_code must be an integer or null")
+        if commit is not None:
+            check_commit_sha(commit)
+        reason = d.get("reason", "")
+        if not isinstance(reason, str):
+            raise ValueError("reason must be a string")
+        return cls(status=status, exit_code=exit_code, commit=commit, reason=reason)
+
+
+class _BuildError(Exception):
+    """Ends a build early with an `error` result; `detail` goes to the log only."""
+
+    def __init__(self, reason: str, detail: str = "", commit: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.commit = commit
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        log_dir: Path,
+        node_id: int,
+        limits: BuildLimits,
+        max_concurrent: int = 2,
+        docker_client=None,
+    ):
+        self._data_dir = Path(data_dir).resolve()
+        self._log_dir = Path(log_dir)
+        self._node_id = node_id
+        self._limits = limits
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._mirrors = GitMirrors(self._data_dir / "mirrors")
+        self._docker = docker_client
+        self._owns_docker = docker_client is None
+        self._docker_guard = threading.Lock()
+        self._running = 0
+        self._active_ids: set[str] = set()
+        # Containers carry it so that close() finds this executor's builds only,
+        # even with several nodes (or test runs) sharing one engine.
+        self._instance_id = uuid.uuid4().hex
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def close(self) -> None:
+        """Kill this executor's running containers, then let go of the engine.
+
+        A cancelled `run` leaves its worker thread waiting on the container;
+        killing it lets the thread remove the container and the workspace
+        right away instead of at the build's deadline.
+        """
+        if self._docker is None:
+            return
+        try:
+            running = self._docker.containers.list(filters={"label": f"pbft-ci.executor={self._instance_id}"})
+        except docker.errors.DockerException:
+            log.warning("could not list running builds of node %s", self._node_id, exc_info=True)
+            running = []
+        for container in running:
+            try:
+                container.kill()
+            except docker.errors.DockerException:
+                # It exited on its own meanwhile; its thread removes it.
+                pass
+        if self._owns_docker:
+            self._docker.close()
+            self._docker = None
+
+    async def run(
+        self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None
+    ) -> BuildResult:
+        if not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
+            return BuildResult("error", None, None, "invalid build id")
+        if build_id in self._active_ids:
+            # Two builds would share one workspace and one log file.
+            return BuildResult("error", None, None, "build id already running")
+        started = time.monotonic()
+        # Checked before any git call: these names end up on git command lines
+        # and in file paths.
+        try:
+            check_repository_name(repository_name)
+            check_branch_name(branch)
+            if commit is not None:
+                check_commit_sha(commit)
+        except ValueError as exc:
+            rejected = BuildResult("error", None, None, f"invalid request: {exc}")
+            output = _CappedOutput(self._limits.output_cap_bytes)
+            return await asyncio.to_thread(
+                self._finish, build_id, repository_name, branch, rejected, output, started
+            )
+
+        self._active_ids.add(build_id)
+        try:
+            async with self._semaphore:
+                self._running += 1
+                try:
+                    return await asyncio.to_thread(
+                        self._build, build_id, repository_name, repository_url, branch, commit
+                    )
+                finally:
+                    self._running -= 1
+        finally:
+            self._active_ids.discard(build_id)
+
+    def _build(self, build_id: str, name: str, url: str, branch: str, commit: str | None) -> BuildResult:
+        """The whole build, blocking; runs in a worker thread."""
+        started = time.monotonic()
+        log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, name, branch)
+        output = _CappedOutput(self._limits.output_cap_bytes)
+        workspace = self._data_dir / "workspaces" / build_id
+        try:
+            result = self._build_in(workspace, build_id, name, url, branch, commit, output)
+        except _BuildError as exc:
+            output.write(exc.detail.encode(errors="replace"))
+            result = BuildResult("error", None, exc.commit, exc.reason)
+        except Exception:
+            # A bug or an unexpected environment problem must not take the
+            # node down; the traceback stays in the node log.
+            log.exception("build %s failed unexpectedly", build_id)
+            result = BuildResult("error", None, None, "internal executor error")
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
+        return self._finish(build_id, name, branch, result, output, started)
+
+    def _finish(self, build_id, name, branch, result: BuildResult, output: "_CappedOutput", started) -> BuildResult:
+        duration_ms = round((time.monotonic() - started) * 1000)
+        log_path = self._write_log(build_id, name, branch, result, output, duration_ms)
+        log.info(
+            "build end id=%s node=%s repo=%r branch=%r commit=%s status=%s exit_code=%s duration_ms=%d",
+            build_id, self._node_id, name, branch, (result.commit or "-")[:12],
+            result.status, result.exit_code, duration_ms,
+        )
+        return BuildResult(result.status, result.exit_code, result.commit, result.reason, log_path)
+
+    def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> BuildResult:
+        try:
+            repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit)
+            try:
+                shutil.rmtree(workspace, ignore_errors=True)
+                workspace.mkdir(parents=True)
+                export(repo, resolved, workspace)
+            finally:
+                repo.close()
+        except GitError as exc:
+            raise _BuildError(exc.reason, exc.detail) from None
+        try:
+            return self._run_sandboxed(workspace, build_id, name, resolved, output)
+        except SandboxError as exc:
+            raise _BuildError(exc.reason, exc.detail, resolved) from None
+
+    def _run_sandboxed(self, workspace: Path, build_id: str, name: str, commit: str, output) -> BuildResult:
+        limits = self._limits
+        labels = {
+            "pbft-ci.build": build_id,
+            "pbft-ci.node": str(self._node_id),
+            "pbft-ci.executor": self._instance_id,
+        }
+        spec_path = workspace / SPEC_FILE
+        if spec_path.is_symlink():
+            # Reading it would follow the link on the node's own file system.
+            raise _BuildError(f"{SPEC_FILE} must be a regular file", commit=commit)
+        if spec_path.is_file():
+            try:
+                spec = parse_build_spec(spec_path.read_bytes())
+            except ValueError as exc:
+                raise _BuildError(str(exc), commit=commit) from None
+            timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
+            _make_writable_for(workspace, limits.user)
+            outcome = run_container(
+                self._client(), image=spec.image or limits.image,
+                command=["/bin/sh", "-e", "-c", spec.script()],
+                workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
+            )
+        elif (workspace / "Dockerfile").is_file():
+            timeout_s = limits.timeout_s
+            tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
+            build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
+            output.write(build_log.encode(errors="replace"))
+            outcome = run_container(
+                self._client(), image=tag, command=None,
+                workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
+            )
+        else:
+            raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
+
+        output.write(outcome.output)
+        output.truncated |= outcome.truncated
+        if outcome.exit_code is None:
+            return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s")
+        status = "success" if outcome.exit_code == 0 else "failure"
+        return BuildResult(status, outcome.exit_code, commit)
+
+    def _client(self) -> docker.DockerClient:
+        # Created on first use so that a node starts (and answers with error
+        # results) even while the engine is down.
+        with self._docker_guard:
+            if self._docker is None:
+                try:
+                    self._docker = docker.from_env()
+                except docker.errors.DockerException as exc:
+                    raise SandboxError("docker engine unavailable", str(exc)) from None
+            return self._docker
+
+    def _write_log(self, build_id, name, branch, result: BuildResult, output: "_CappedOutput", duration_ms) -> str:
+        path = self._log_dir / f"build-node{self._node_id}-{build_id}.log"
+        try:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as file:
+                file.write(
+                    f"== pbft-ci build {build_id} node {self._node_id} repo {name!r} branch {branch!r} "
+                    f"commit {result.commit or '-'}\n".encode()
+                )
+                file.write(output.data)
+                if output.data and not output.data.endswith(b"\n"):
+                    file.write(b"\n")
+                if output.truncated:
+                    file.write(f"== output truncated at {output.cap_bytes} bytes\n".encode())
+                reason = f" reason {result.reason}" if result.reason else ""
+                file.write(
+                    f"== status {result.status} exit_code {result.exit_code} "
+                    f"duration_ms {duration_ms}{reason}\n".encode()
+                )
+        except OSError:
+            log.exception("could not write build log %s", path)
+            return ""
+        return str(path)
+
+
+class _CappedOutput:
+    """Build output kept up to a byte cap; whatever comes later is dropped."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap_bytes = cap_bytes
+        self.data = b""
+        self.truncated = False
+
+    def write(self, chunk: bytes) -> None:
+        room = self.cap_bytes - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+        self.data += chunk[: max(room, 0)]
+
+
+def _image_name(repository_name: str) -> str:
+    """A Docker repository path component: lowercase alphanumerics joined by '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", repository_name.lower()).strip("-") or "repository"
+
+
+def _make_writable_for(root: Path, user: str) -> None:
+    """Let the container's build user ("uid:gid") write to the workspace.
+
+    As root we hand the tree to that user. Otherwise we cannot chown, so the
+    tree is opened to everyone; it lives under the node's private data dir.
+    """
+    uid, _, gid = user.partition(":")
+    as_root = os.geteuid() == 0
+    entries = [str(root)]
+    for directory, dirnames, filenames in os.walk(root):
+        entries.extend(os.path.join(directory, name) for name in dirnames + filenames)
+    for entry in entries:
+        if as_root:
+            os.lchown(entry, int(uid), int(gid or uid))
+        elif not os.path.islink(entry):
+            mode = os.lstat(entry).st_mode
+            extra = 0o777 if os.path.isdir(entry) else 0o666 | (mode & 0o111)
+            os.chmod(entry, mode | extra)

@@ -1,0 +1,119 @@
+"""Cached bare mirrors of the configured repositories, and exporting one commit.
+
+All calls block; the executor runs them in a worker thread. Branch names and
+commit ids must already have passed pbft.refs: they reach git only as full
+refs or object names, after `--` where git accepts one. Failures raise
+GitError with a deterministic reason; git's own stderr goes to the build log.
+"""
+
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import git
+
+# A mirror must never wait for a password on the node's terminal, nor hang
+# forever on a stalled HTTP transfer while holding its repository's lock.
+_GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+    "GIT_HTTP_LOW_SPEED_TIME": "60",
+}
+
+# $GIT_DIR/info/attributes outranks the repository's own .gitattributes.
+# export-subst could expand "$Format:%ar$" to a relative date, and export-ignore
+# would hide files from the build; both are turned off so that every node gets
+# exactly the bytes of the commit.
+_EXPORT_ATTRIBUTES = "* -export-subst -export-ignore\n"
+
+
+class GitError(Exception):
+    """Resolving or exporting failed; `reason` is deterministic, `detail` is for the log."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class GitMirrors:
+    def __init__(self, root: Path):
+        self._root = root
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def resolve(self, *, name: str, url: str, branch: str, commit: str | None) -> tuple[git.Repo, str]:
+        """Update the mirror of `name` and return it with the commit to build.
+
+        The update and the lookup happen under the repository's lock so that
+        concurrent builds never see a half-written mirror.
+        """
+        with self._lock(name):
+            repo = self._update(name, url)
+            if commit is None:
+                return repo, _rev_parse(repo, f"refs/heads/{branch}", f"branch not found: {branch}")
+            return repo, _rev_parse(repo, commit, f"commit not found: {commit}")
+
+    def _update(self, name: str, url: str) -> git.Repo:
+        path = self._root / f"{name}.git"
+        if not path.exists():
+            return self._clone(path, url)
+        repo = git.Repo(path)
+        repo.git.update_environment(**_GIT_ENV)
+        # The config is the only source of URLs; follow it if it changed.
+        if repo.remotes.origin.url != url:
+            with repo.config_writer() as writer:
+                writer.set_value('remote "origin"', "url", url)
+        try:
+            repo.git.fetch("--prune", "--", "origin")
+        except git.GitCommandError as exc:
+            raise GitError("fetch failed", exc.stderr) from None
+        return repo
+
+    def _clone(self, path: Path, url: str) -> git.Repo:
+        # Clone beside the final path and rename, so that an interrupted clone
+        # never leaves something that looks like a mirror.
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            repo = git.Repo.clone_from(url, partial, mirror=True, env=_GIT_ENV)
+        except git.GitCommandError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise GitError("clone failed", exc.stderr) from None
+        (partial / "info").mkdir(exist_ok=True)
+        (partial / "info" / "attributes").write_text(_EXPORT_ATTRIBUTES)
+        repo.close()
+        partial.rename(path)
+        repo = git.Repo(path)
+        repo.git.update_environment(**_GIT_ENV)
+        return repo
+
+
+def _rev_parse(repo: git.Repo, revision: str, reason: str) -> str:
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
+    except git.GitCommandError:
+        raise GitError(reason) from None
+
+
+def export(repo: git.Repo, commit: str, dest: Path) -> None:
+    """Write the tree of `commit` into the empty directory `dest`, without .git."""
+    process = repo.git.archive("--format=tar", "--end-of-options", commit, as_process=True)
+    try:
+        with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+            # The "tar" filter keeps absolute symlinks (legitimate in a
+            # repository) but refuses anything landing outside `dest`.
+            archive.extractall(dest, filter="tar")
+        process.wait()
+    except (tarfile.TarError, OSError, git.GitCommandError) as exc:
+        raise GitError("export failed", str(exc)) from None
+    finally:
+        if process.proc is not None and process.proc.poll() is None:
+            process.proc.kill()
+

@@ -1,0 +1,138 @@
+"""Fixtures for the executor tests: a Docker engine, the default image, git repositories.
+
+Imported by tests/test_executor.py (tests/conftest.py belongs to the protocol
+tests), so everything here is a fixture or a helper that module uses.
+"""
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import yaml
+
+from node.executor import Executor
+from node.sandbox import BuildLimits
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE = BuildLimits().image
+
+# Fixed identity and dates make the test commits independent of the machine's
+# git configuration.
+_GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@pbft-ci.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@pbft-ci.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def _engine_or_skip() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker engine answers: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = _engine_or_skip()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def default_image(docker_client) -> str:
+    """The default build image, built by the project's own script when missing."""
+    try:
+        docker_client.images.get(DEFAULT_IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run([str(REPO_ROOT / "scripts" / "build-image.sh")], check=True)
+    return DEFAULT_IMAGE
+
+
+class GitRepo:
+    """A throwaway non-bare repository that tests fill one commit at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True)
+        self._git("init", "--quiet", "--initial-branch=master", "--template=")
+
+    def _git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], env=_GIT_ENV, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    def commit(self, branch: str, files: dict[str, str], message: str = "change") -> str:
+        """Commit `files` (written over the branch's tree) on `branch`, creating it from master."""
+        if self._git("branch", "--list", branch):
+            self._git("checkout", "--quiet", branch)
+        elif self._git("branch", "--list"):
+            self._git("checkout", "--quiet", "-b", branch, "master")
+        else:
+            self._git("checkout", "--quiet", "--orphan", branch)
+        for name, text in files.items():
+            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.path / name).write_text(text)
+        self._git("add", "--all")
+        self._git("commit", "--quiet", "--no-verify", "-m", message)
+        return self._git("rev-parse", "HEAD")
+
+
+def spec(*commands: str, **options) -> str:
+    """The text of a .pbft-ci.yml running `commands`, with optional image / timeout_s."""
+    return yaml.safe_dump({"commands": list(commands), **options})
+
+
+@pytest.fixture
+def git_repo(tmp_path) -> GitRepo:
+    return GitRepo(tmp_path / "origin")
+
+
+@pytest.fixture
+def make_executor(tmp_path, docker_client, default_image):
+    """Executors over this test's data and log dirs, closed after the test."""
+    executors = []
+
+    def make(**limit_overrides) -> Executor:
+        max_concurrent = limit_overrides.pop("max_concurrent", 2)
+        executor = Executor(
+            data_dir=tmp_path / "data",
+            log_dir=tmp_path / "log",
+            node_id=7,
+            limits=BuildLimits(**limit_overrides),
+            max_concurrent=max_concurrent,
+            docker_client=docker_client,
+        )
+        executors.append(executor)
+        return executor
+
+    yield make
+    for executor in executors:
+        executor.close()
+
+
+@pytest.fixture
+def build_ids(docker_client):
+    """Fresh build ids; afterwards, no container labelled with one may remain."""
+    issued = []
+
+    def new_id() -> str:
+        issued.append(f"t-{uuid.uuid4().hex[:12]}")
+        return issued[-1]
+
+    yield new_id
+    for build_id in issued:
+        left = docker_client.containers.list(all=True, filters={"label": f"pbft-ci.build={build_id}"})
+        assert not left, f"containers left behind by {build_id}: {[c.id[:12] for c in left]}"

@@ -1,0 +1,348 @@
+"""The executor against a real git repository and the real Docker engine."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+from node.executor import BuildResult
+from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
+    build_ids,
+    default_image,
+    docker_client,
+    git_repo,
+    make_executor,
+    spec,
+)
+
+pytestmark = pytest.mark.docker
+
+PASSING = {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "echo tests passed\n"}
+
+
+async def build(executor, git_repo, build_ids, branch="master", **kwargs) -> BuildResult:
+    return await executor.run(
+        build_id=build_ids(),
+        repository_name=kwargs.pop("repository_name", "example"),
+        repository_url=str(git_repo.path),
+        branch=branch,
+        **kwargs,
+    )
+
+
+def log_text(result: BuildResult) -> str:
+    with open(result.log_path, encoding="utf-8", errors="replace") as file:
+        return file.read()
+
+
+async def test_passing_build_is_a_success_of_the_branch_head(make_executor, git_repo, build_ids):
+    head = git_repo.commit("master", PASSING)
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
+    assert result.reason == ""
+    text = log_text(result)
+    assert "tests passed" in text
+    assert "== status success exit_code 0 duration_ms" in text
+
+
+async def test_failing_command_is_a_failure_with_its_exit_code(make_executor, git_repo, build_ids):
+    git_repo.commit("master", PASSING)
+    head = git_repo.commit("feature", {"test.sh": "echo broken\nexit 3\n"})
+
+    result = await build(make_executor(), git_repo, build_ids, branch="feature")
+
+    assert result.agreed() == {"status": "failure", "exit_code": 3, "commit": head}
+
+
+async def test_later_commands_do_not_run_after_a_failing_one(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("false", "echo not reached")})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code) == ("failure", 1)
+    assert "not reached" not in log_text(result)
+
+
+async def test_nonexistent_branch_is_an_error(make_executor, git_repo, build_ids):
+    git_repo.commit("master", PASSING)
+
+    result = await build(make_executor(), git_repo, build_ids, branch="nope")
+
+    assert result.to_dict() == {
+        "status": "error", "exit_code": None, "commit": None, "reason": "branch not found: nope",
+    }
+    assert "branch not found: nope" in log_text(result)
+
+
+@pytest.mark.parametrize("branch", ["-x", "a..b", "--upload-pack=touch /tmp/pwned", "a b", "HEAD"])
+async def test_bad_branch_name_is_an_error_without_touching_git(make_executor, tmp_path, build_ids, branch):
+    executor = make_executor()
+
+    result = await executor.run(
+        build_id=build_ids(), repository_name="example",
+        repository_url=str(tmp_path / "no-such-repository"), branch=branch,
+    )
+
+    assert result.status == "error"
+    assert result.reason.startswith("invalid request: branch name")
+    assert not (tmp_path / "data" / "mirrors").exists()
+
+
+async def test_workspace_holds_the_exact_bytes_of_the_commit(make_executor, git_repo, build_ids):
+    # Export attributes in the repository must not hide or rewrite files:
+    # "$Format:%ar$" would differ between nodes.
+    git_repo.commit("master", {
+        ".gitattributes": "test.sh export-ignore\nversion export-subst\n",
+        ".pbft-ci.yml": spec("sh test.sh", "cat version"),
+        "test.sh": "echo test ran\n",
+        "version": "$Format:%ar$\n",
+    })
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.status == "success"
+    assert "test ran\n$Format:%ar$" in log_text(result)
+
+
+async def test_mirror_follows_new_commits(make_executor, git_repo, build_ids):
+    executor = make_executor()
+    git_repo.commit("master", PASSING)
+    await build(executor, git_repo, build_ids)
+    newer = git_repo.commit("master", {"test.sh": "exit 4\n"})
+
+    result = await build(executor, git_repo, build_ids)
+
+    assert result.agreed() == {"status": "failure", "exit_code": 4, "commit": newer}
+
+
+async def test_pinned_commit_is_built_instead_of_the_branch_head(make_executor, git_repo, build_ids):
+    old = git_repo.commit("master", {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "exit 3\n"})
+    git_repo.commit("master", {"test.sh": "exit 0\n"})
+
+    result = await build(make_executor(), git_repo, build_ids, commit=old)
+
+    assert result.agreed() == {"status": "failure", "exit_code": 3, "commit": old}
+
+
+@pytest.mark.parametrize(
+    "commit, reason",
+    [
+        ("0" * 40, "commit not found: " + "0" * 40),
+        ("abc123", "invalid request: commit must be 40 or 64 lowercase hex digits"),
+        ("A" * 40, "invalid request: commit must be 40 or 64 lowercase hex digits"),
+    ],
+)
+async def test_unknown_or_malformed_commit_is_an_error(make_executor, git_repo, build_ids, commit, reason):
+    git_repo.commit("master", PASSING)
+
+    result = await build(make_executor(), git_repo, build_ids, commit=commit)
+
+    assert (result.status, result.exit_code, result.reason) == ("error", None, reason)
+
+
+@pytest.mark.parametrize("limit_s, spec_timeout_s", [(300.0, 1), (1.0, 60)])
+async def test_overrunning_build_is_killed_at_the_deadline(make_executor, git_repo, build_ids, limit_s, spec_timeout_s):
+    head = git_repo.commit("master", {".pbft-ci.yml": spec("echo started", "sleep 30", timeout_s=spec_timeout_s)})
+
+    started = time.monotonic()
+    result = await build(make_executor(timeout_s=limit_s), git_repo, build_ids)
+
+    assert time.monotonic() - started < 10
+    assert result.to_dict() == {"status": "timeout", "exit_code": None, "commit": head, "reason": "build exceeded 1 s"}
+    assert "started" in log_text(result)
+
+
+class _Listener:
+    """A TCP server on every host address that counts the connections it gets."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("0.0.0.0", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+
+def _host_address() -> str:
+    """An address of this host other than loopback when there is a route, else loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+async def test_build_has_no_network(make_executor, git_repo, build_ids):
+    listener = _Listener()
+    url = f"http://{_host_address()}:{listener.port}/"
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        "ip -o link",
+        # Exit 4 if any interface besides loopback exists, 5 when the host
+        # cannot be reached, 6 if it can.
+        "test \"$(ip -o link | grep -vc ': lo:')\" -eq 0 || exit 4",
+        f"wget -q -T 3 -O /dev/null {url} && exit 6 || exit 5",
+    )})
+
+    try:
+        result = await build(make_executor(), git_repo, build_ids)
+    finally:
+        listener.socket.close()
+
+    assert (result.status, result.exit_code) == ("failure", 5)
+    assert ": lo:" in log_text(result)
+    assert listener.connections == 0
+
+
+async def test_build_runs_unprivileged_in_a_limited_container(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        "echo uid=$(id -u)",
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        "echo built > artefact && cat artefact",
+        "echo scratch > /tmp/scratch",
+        "touch /root-file 2>/dev/null && echo root-writable || echo root-read-only",
+    )})
+
+    result = await build(make_executor(memory_mb=64, pids_limit=50), git_repo, build_ids)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert "uid=1000" in text
+    assert "CapEff:\t0000000000000000" in text
+    assert "NoNewPrivs:\t1" in text
+    assert str(64 * 1024 * 1024) in text
+    assert "\n50\n" in text
+    assert "built" in text
+    assert "root-read-only" in text
+
+
+async def test_output_is_capped_in_the_log(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("yes 0123456789 | head -c 1000000")})
+    cap_bytes = 10_000
+
+    result = await build(make_executor(output_cap_bytes=cap_bytes), git_repo, build_ids)
+
+    assert result.status == "success"
+    text = log_text(result)
+    assert f"output truncated at {cap_bytes} bytes" in text
+    assert len(text.encode()) <= cap_bytes + 1024
+
+
+async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_repo, build_ids, docker_client):
+    head = git_repo.commit("master", {
+        "Dockerfile": (
+            "FROM pbft-ci/busybox:latest\n"
+            "COPY check.sh /workspace/check.sh\n"
+            'CMD ["sh", "/workspace/check.sh"]\n'
+        ),
+        "check.sh": 'echo "from Dockerfile as $(id -u)"\n',
+    })
+
+    try:
+        result = await build(make_executor(), git_repo, build_ids, repository_name="Docker_Only")
+    finally:
+        docker_client.images.remove(f"pbft-ci-build/docker-only:{head[:12]}", force=True)
+
+    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
+    assert "from Dockerfile as 1000" in log_text(result)
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        ({"README": "nothing to build\n"}, "no .pbft-ci.yml or Dockerfile"),
+        ({".pbft-ci.yml": "commands: []\n"}, ".pbft-ci.yml: commands: must be a non-empty list of strings"),
+        ({".pbft-ci.yml": "commands: [\n"}, None),
+        ({".pbft-ci.yml": spec("true", image="pbft-ci/none:1")}, "image not found: pbft-ci/none:1"),
+    ],
+)
+async def test_unbuildable_commit_is_an_error_with_a_reason(make_executor, git_repo, build_ids, files, reason):
+    head = git_repo.commit("master", files)
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code, result.commit) == ("error", None, head)
+    if reason is None:
+        assert result.reason.startswith(".pbft-ci.yml: invalid YAML")
+    else:
+        assert result.reason == reason
+
+
+async def test_two_builds_run_concurrently(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("sleep 1")})
+    executor = make_executor(max_concurrent=2)
+    both = asyncio.gather(build(executor, git_repo, build_ids), build(executor, git_repo, build_ids))
+    most_running = 0
+    while not both.done():
+        most_running = max(most_running, executor.running)
+        await asyncio.sleep(0.01)
+
+    results = await both
+
+    assert [result.status for result in results] == ["success", "success"]
+    assert most_running == 2
+    assert executor.running == 0
+
+
+async def test_close_kills_the_container_of_a_cancelled_build(make_executor, git_repo, build_ids, docker_client):
+    git_repo.commit("master", {".pbft-ci.yml": spec("sleep 60")})
+    executor = make_executor()
+    build_id = build_ids()
+    running = asyncio.create_task(
+        executor.run(build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master")
+    )
+    label = {"label": f"pbft-ci.build={build_id}"}
+    while not docker_client.containers.list(filters=label):
+        await asyncio.sleep(0.05)
+
+    running.cancel()
+    executor.close()
+
+    deadline = time.monotonic() + 10
+    while docker_client.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not docker_client.containers.list(all=True, filters=label)
+
+
+async def test_invalid_build_id_is_an_error(make_executor, git_repo):
+    result = await make_executor().run(
+        build_id="../x", repository_name="example", repository_url=str(git_repo.path), branch="master"
+    )
+
+    assert (result.status, result.reason, result.log_path) == ("error", "invalid build id", "")
+
+
+def test_result_round_trips_through_a_dict():
+    result = BuildResult("failure", 3, "a" * 40, "", log_path="/somewhere")
+
+    assert BuildResult.from_dict(result.to_dict()) == BuildResult("failure", 3, "a" * 40)
+    assert "log_path" not in result.to_dict()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"status": "passed", "exit_code": 0, "commit": None},
+        {"status": "failure", "exit_code": "3", "commit": None},
+        {"status": "failure", "exit_code": True, "commit": None},
+        {"status": "error", "exit_code": None, "commit": "HEAD"},
+        {"status": "error", "exit_code": None, "commit": None, "reason": 5},
+    ],
+)
+def test_malformed_result_dict_is_refused(bad):
+    with pytest.raises(ValueError):
+        BuildResult.from_dict(bad)

@@ -179,7 +179,24 @@ class Reply:
         }
 
 
-Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, Reply]
+@dataclass(frozen=True)
+class Hello:
+    """<HELLO, c, i> signed by client c on opening its connection to node i.
+
+    It tells node i that this connection carries c's replies. Naming the node
+    keeps a captured hello from subscribing a stranger anywhere else.
+    """
+
+    client: str
+    node: int
+    sig: str = ""
+    TYPE = "hello"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "client": self.client, "node": self.node}
+
+
+Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, Reply, Hello]
 
 
 def batch_digest(batch: tuple[Request, ...]) -> str:
@@ -310,6 +327,10 @@ def _decode_reply(data: dict) -> Reply:
     )
 
 
+def _decode_hello(data: dict) -> Hello:
+    return Hello(client=_text(data, "client", _NAME), node=_int(data, "node"), sig=_text(data, "sig", _SIG))
+
+
 _DECODERS = {
     Request.TYPE: _decode_request,
     PrePrepare.TYPE: _decode_preprepare,
@@ -317,6 +338,7 @@ _DECODERS = {
     Commit.TYPE: _decode_vote(Commit),
     Checkpoint.TYPE: _decode_checkpoint,
     Reply.TYPE: _decode_reply,
+    Hello.TYPE: _decode_hello,
 }
 
 

@@ -1,0 +1,174 @@
+"""The driver: feeds the pure replica and carries out the effects it asks for.
+
+Frames from peers and clients are parsed and decoded here; anything malformed
+is dropped and counted before it reaches the protocol core. Effects are
+carried out in the order the replica produced them. Builds run concurrently
+in the executor; their results go back into the replica, which signs replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from dataclasses import replace
+from typing import Awaitable, Callable, Protocol
+
+from pbft.config import NetworkConfig
+from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo
+from pbft.messages import Hello, MessageError, Request, Result, decode, encode
+from pbft.replica import Replica
+
+logger = logging.getLogger(__name__)
+
+
+class Build(Protocol):
+    """Runs one build; the executor in production, a fake in tests."""
+
+    def __call__(self, *, build_id: str, repository_name: str, repository_url: str,
+                 branch: str, commit: str | None) -> Awaitable[Result]: ...
+
+
+class Sender(Protocol):
+    def send(self, frame: str) -> None: ...
+
+
+def lie(result: Result) -> Result:
+    """The `lie` Byzantine behaviour: report the opposite of what the build did."""
+    if result.status == "success":
+        return replace(result, status="failure", exit_code=1)
+    if result.status == "failure":
+        return replace(result, status="success", exit_code=0)
+    return result
+
+
+class Driver:
+    def __init__(
+        self,
+        replica: Replica,
+        config: NetworkConfig,
+        build: Build,
+        peers: dict[int, Sender],
+        *,
+        tamper: Callable[[Result], Result] | None = None,
+    ) -> None:
+        self.replica = replica
+        self.config = config
+        self.build = build
+        self.peers = peers
+        self.tamper = tamper
+        self.clients: dict[str, set[Sender]] = {}
+        self.builds: set[asyncio.Task] = set()
+        self.drops: Counter[str] = Counter()
+
+    @property
+    def builds_running(self) -> int:
+        return len(self.builds)
+
+    def status(self) -> dict:
+        replica = self.replica
+        return {
+            "id": replica.id,
+            "view": replica.view,
+            "primary": replica.primary(),
+            "last_executed": replica.last_executed,
+            "low_watermark": replica.low_watermark,
+            "high_watermark": replica.high_watermark,
+            "builds_running": self.builds_running,
+        }
+
+    # --- input --------------------------------------------------------
+
+    def on_frame(self, frame: str | bytes, connection: Sender | None = None) -> None:
+        """Handle one frame from a peer or, with `connection`, from a client."""
+        try:
+            message = decode(json.loads(frame))
+        except (ValueError, MessageError, RecursionError) as error:
+            self._drop("malformed_frame", str(error)[:200])
+            return
+        if connection is not None:
+            if isinstance(message, Hello):
+                self._register_client(message, connection)
+                return
+            if not isinstance(message, Request):
+                self._drop("client_sent_non_request", message.TYPE)
+                return
+        reason = self.replica.receive(message)
+        if reason is not None:
+            self.drops[reason] += 1
+        self._carry_out(self.replica.take_effects())
+
+    def _register_client(self, hello: Hello, connection: Sender) -> None:
+        """Route a client's replies over the connection it opened and proved it owns.
+
+        Replies never go to an address taken from a message, and nobody but
+        the key holder can subscribe to a client's replies.
+        """
+        if hello.node != self.replica.id:
+            self._drop("hello_for_another_node", str(hello.node))
+        elif not self.replica.auth.verify_client(hello.client, hello.payload(), hello.sig):
+            self._drop("hello_bad_signature", hello.client)
+        else:
+            self.clients.setdefault(hello.client, set()).add(connection)
+
+    def client_gone(self, connection: Sender) -> None:
+        for connections in self.clients.values():
+            connections.discard(connection)
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.drops[reason] += 1
+        logger.warning("node=%d dropped frame: %s (%s)", self.replica.id, reason, detail)
+
+    # --- effects ------------------------------------------------------
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Broadcast):
+                frame = json.dumps(encode(effect.message))
+                for peer in self.peers.values():
+                    peer.send(frame)
+            elif isinstance(effect, SendTo):
+                peer = self.peers.get(effect.node)
+                if peer is not None:
+                    peer.send(json.dumps(encode(effect.message)))
+            elif isinstance(effect, SendReply):
+                frame = json.dumps(encode(effect.reply))
+                for connection in list(self.clients.get(effect.reply.client, ())):
+                    connection.send(frame)
+            elif isinstance(effect, Execute):
+                for request in effect.requests:
+                    self._start_build(effect.seq, request)
+
+    def _start_build(self, seq: int, request: Request) -> None:
+        task = asyncio.create_task(self._run_build(seq, request))
+        self.builds.add(task)
+        task.add_done_callback(self.builds.discard)
+
+    async def _run_build(self, seq: int, request: Request) -> None:
+        operation = request.operation
+        repository = self.config.repository(operation.repository)
+        build_id = f"{request.client}-{request.timestamp}"
+        if repository is None:
+            result = Result("error", None, None, f"unknown repository: {operation.repository}")
+        else:
+            logger.info(
+                "node=%d seq=%d build=%s start repository=%s branch=%s",
+                self.replica.id, seq, build_id, repository.name, operation.branch,
+            )
+            result = await self.build(
+                build_id=build_id,
+                repository_name=repository.name,
+                repository_url=repository.url,
+                branch=operation.branch,
+                commit=operation.commit,
+            )
+        if self.tamper is not None:
+            result = self.tamper(result)
+            logger.warning("node=%d seq=%d build=%s byzantine: reporting %s", self.replica.id, seq, build_id, result)
+        logger.info(
+            "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
+            self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],
+        )
+        self.replica.execution_finished(request, result)
+        self._carry_out(self.replica.take_effects())

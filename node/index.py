@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Run one pbft-ci node of a network configuration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+# Run as `python node/index.py`: make the project root importable, and take
+# node/ itself off the path so its modules never shadow the standard library.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from aiohttp import web  # noqa: E402
+
+from node.driver import lie  # noqa: E402
+from node.server import make_app  # noqa: E402
+from pbft.config import ConfigError, load_config  # noqa: E402
+
+BYZANTINE_MODES = {"lie": lie}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run one pbft-ci node: it orders build requests with PBFT and runs each build in Docker.",
+    )
+    parser.add_argument("--config", default="example-config/network.yaml",
+                        help="network configuration YAML (default: %(default)s)")
+    parser.add_argument("--id", type=int, required=True, help="this node's id in the configuration")
+    parser.add_argument("--host", help="address to listen on (default: the node's host in the configuration)")
+    parser.add_argument("--log-file",
+                        help="log file (default: <log_dir>/node-<id>.log from the configuration; '-' for stderr)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging threshold (default: %(default)s)")
+    parser.add_argument("--byzantine", choices=sorted(BYZANTINE_MODES),
+                        help="demos and tests only: misbehave on purpose. 'lie' reports a flipped exit code. "
+                             "Refused unless the configuration sets allow_byzantine: true")
+    return parser.parse_args(argv)
+
+
+def configure_logging(path: str, level: str) -> None:
+    handler: logging.Handler
+    if path == "-":
+        handler = logging.StreamHandler()
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if not 0 <= args.id < config.n:
+        print(f"--id must be a node of {config.path}: 0..{config.n - 1}", file=sys.stderr)
+        return 2
+    if args.byzantine and not config.allow_byzantine:
+        print(f"--byzantine is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)
+        return 2
+    if not config.node_key_path(args.id).exists():
+        print(f"no private key at {config.node_key_path(args.id)}: run scripts/keygen.py {args.config}",
+              file=sys.stderr)
+        return 2
+    node = config.node(args.id)
+    configure_logging(args.log_file or str(config.log_dir / f"node-{args.id}.log"), args.log_level)
+    if args.byzantine:
+        logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, args.byzantine)
+    app = make_app(config, args.id, tamper=BYZANTINE_MODES.get(args.byzantine))
+    web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The node's aiohttp application: peer and client WebSockets, and /status.
+
+`make_app` builds everything a node needs from its configuration; the
+resources (peer links, executor, driver) live in `cleanup_ctx`, so tests and
+the CLI start and stop a node the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Callable
+
+import aiohttp
+from aiohttp import web
+
+from node.driver import Build, Driver
+from node.peers import PeerLink
+from pbft.config import NetworkConfig
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import Result
+from pbft.replica import Replica, ReplicaSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+DRIVER = web.AppKey("driver", Driver)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+
+
+class ClientConnection:
+    """Replies toward one client WebSocket, written in order by one task."""
+
+    def __init__(self, ws: web.WebSocketResponse, queue_limit: int = 1000) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_limit)
+        self._task = asyncio.create_task(self._write())
+
+    def send(self, frame: str) -> None:
+        # A client that stops reading loses replies, not our memory; it can
+        # always retransmit its request and get the stored reply again.
+        if not self._queue.full():
+            self._queue.put_nowait(frame)
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            try:
+                await self._ws.send_str(frame)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def authenticator_for(config: NetworkConfig, private_key) -> Ed25519Authenticator:
+    return Ed25519Authenticator(
+        private_key,
+        {node.id: parse_public_key(node.public_key) for node in config.nodes},
+        {client.name: parse_public_key(client.public_key) for client in config.clients},
+    )
+
+
+def make_app(
+    config: NetworkConfig,
+    node_id: int,
+    *,
+    build: Build | None = None,
+    tamper: Callable[[Result], Result] | None = None,
+) -> web.Application:
+    """A node of `config`; `build` replaces the Docker executor (tests), `tamper` its results (Byzantine demos)."""
+    app = web.Application()
+    settings = ReplicaSettings(
+        node_id=node_id,
+        n=config.n,
+        f=config.f,
+        checkpoint_interval=config.protocol.checkpoint_interval,
+        log_window=config.protocol.log_window,
+        batch_max=config.protocol.batch_max,
+        pipeline_depth=config.protocol.pipeline_depth,
+        max_buffered=config.protocol.max_buffered,
+    )
+
+    async def resources(app: web.Application):
+        auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)))
+        executor = None
+        run_build = build
+        if run_build is None:
+            executor = _make_executor(config, node_id)
+
+            async def run_build(**build_args) -> Result:
+                outcome = await executor.run(**build_args)
+                return Result(outcome.status, outcome.exit_code, outcome.commit, outcome.reason)
+        async with aiohttp.ClientSession() as session:
+            links = {
+                node.id: PeerLink(node.id, f"http://{node.host}:{node.port}/peer", session)
+                for node in config.nodes
+                if node.id != node_id
+            }
+            driver = Driver(Replica(settings, auth), config, run_build, links, tamper=tamper)
+            app[DRIVER] = driver
+            for link in links.values():
+                link.start()
+            yield
+            for link in links.values():
+                await link.close()
+            for task in list(driver.builds):
+                task.cancel()
+            await asyncio.gather(*driver.builds, return_exceptions=True)
+        if executor is not None:
+            executor.close()
+
+    app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(close_sockets)
+    app.router.add_get("/status", status)
+    app.router.add_get("/peer", peer_socket)
+    app.router.add_get("/client", client_socket)
+    return app
+
+
+def _make_executor(config: NetworkConfig, node_id: int):
+    from node.executor import Executor
+    from node.sandbox import BuildLimits
+
+    build = config.build
+    limits = BuildLimits(
+        image=build.image,
+        timeout_s=build.timeout_s,
+        memory_mb=build.memory_mb,
+        cpus=build.cpus,
+        pids_limit=build.pids_limit,
+        output_cap_bytes=build.output_cap_bytes,
+        user=build.user,
+    )
+    return Executor(
+        data_dir=config.data_dir / f"node-{node_id}",
+        log_dir=config.log_dir,
+        node_id=node_id,
+        limits=limits,
+        max_concurrent=build.max_concurrent,
+    )
+
+
+async def close_sockets(app: web.Application) -> None:
+    """Close open WebSockets on shutdown instead of waiting for the peers to hang up."""
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"node shutting down")
+
+
+async def open_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=10.0)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    return ws
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DRIVER].status())
+
+
+async def peer_socket(request: web.Request) -> web.WebSocketResponse:
+    """Frames from another node's outbound link; signatures, not the socket, say who sent them."""
+    ws = await open_socket(request)
+    driver = request.app[DRIVER]
+    async for frame in ws:
+        if frame.type == aiohttp.WSMsgType.TEXT:
+            driver.on_frame(frame.data)
+    return ws
+
+
+async def client_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = await open_socket(request)
+    driver = request.app[DRIVER]
+    connection = ClientConnection(ws)
+    try:
+        async for frame in ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                driver.on_frame(frame.data, connection)
+    finally:
+        driver.client_gone(connection)
+        await connection.close()
+    return ws

@@ -1,0 +1,60 @@
+"""Throw-away network configurations for tests: fresh keys, free loopback ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import yaml
+
+from pbft.crypto import generate_private_key, public_key_hex, save_private_key
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_network(
+    root: Path,
+    *,
+    n: int = 4,
+    f: int = 1,
+    repositories: dict[str, str] | None = None,
+    allow_byzantine: bool = False,
+    protocol: dict | None = None,
+    build: dict | None = None,
+) -> Path:
+    """Write keys and a network YAML under `root`; return the YAML's path."""
+    keys = root / "keys"
+
+    def key_for(name: str) -> str:
+        private = generate_private_key()
+        save_private_key(private, keys / f"{name}.key")
+        return public_key_hex(private)
+
+    config = {
+        "f": f,
+        "nodes": [
+            {"id": i, "host": "127.0.0.1", "port": free_port(), "public_key": key_for(f"node-{i}")}
+            for i in range(n)
+        ],
+        "clients": [
+            {"name": "client", "host": "127.0.0.1", "port": free_port(), "public_key": key_for("client-client")}
+        ],
+        "repositories": [
+            {"name": name, "url": url} for name, url in (repositories or {"example": str(root / "repo")}).items()
+        ],
+        "keys_dir": "keys",
+        "data_dir": "data",
+        "log_dir": "log",
+        "allow_byzantine": allow_byzantine,
+    }
+    if protocol:
+        config["protocol"] = protocol
+    if build:
+        config["build"] = build
+    path = root / "network.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

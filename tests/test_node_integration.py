@@ -1,0 +1,153 @@
+"""Four real nodes on loopback (aiohttp, WebSockets, Ed25519), builds faked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from node.driver import lie
+from node.server import make_app
+from pbft.config import load_config
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import Hello, Operation, Reply, Request, Result, decode, encode, signed
+from pbft.quorum import reply_quorum, winner
+from tests.network import write_network
+
+
+async def fake_build(*, build_id, repository_name, repository_url, branch, commit) -> Result:
+    await asyncio.sleep(0)
+    if branch == "master":
+        return Result("success", 0, "a" * 40)
+    return Result("failure", 3, "b" * 40)
+
+
+class Network:
+    def __init__(self, config, tampered: set[int]) -> None:
+        self.config = config
+        self.tampered = tampered
+        self.runners: dict[int, web.AppRunner] = {}
+        client_key = load_private_key(config.client_key_path("client"))
+        self.auth = Ed25519Authenticator(
+            client_key,
+            {node.id: parse_public_key(node.public_key) for node in config.nodes},
+            {},
+        )
+
+    async def start(self, node_id: int) -> None:
+        app = make_app(self.config, node_id, build=fake_build, tamper=lie if node_id in self.tampered else None)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        node = self.config.node(node_id)
+        await web.TCPSite(runner, node.host, node.port).start()
+        self.runners[node_id] = runner
+
+    async def stop(self, node_id: int) -> None:
+        await self.runners.pop(node_id).cleanup()
+
+    async def submit(self, session, branch: str, timestamp: int, targets) -> tuple[dict, list[Reply]]:
+        """Send a signed request to `targets` and wait for f+1 matching replies."""
+        request = signed(Request("client", timestamp, Operation("example", branch)), self.auth.sign)
+        sockets = {
+            node_id: await session.ws_connect(f"http://127.0.0.1:{self.config.node(node_id).port}/client")
+            for node_id in self.runners
+        }
+        replies: dict[int, Reply] = {}
+        try:
+            for node_id, ws in sockets.items():
+                await ws.send_str(json.dumps(encode(signed(Hello("client", node_id), self.auth.sign))))
+            for node_id in targets:
+                await sockets[node_id].send_str(json.dumps(encode(request)))
+            async def collect(ws):
+                async for frame in ws:
+                    reply = decode(json.loads(frame.data))
+                    assert self.auth.verify_node(reply.sender, reply.payload(), reply.sig)
+                    if reply.timestamp == timestamp:
+                        replies.setdefault(reply.sender, reply)
+                    votes = {s: tuple(sorted(r.result.agreed().items())) for s, r in replies.items()}
+                    if winner(votes, reply_quorum(self.config.f)):
+                        return
+            done, pending = await asyncio.wait([asyncio.create_task(collect(ws)) for ws in sockets.values()],
+                                               timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        finally:
+            for ws in sockets.values():
+                await ws.close()
+        votes = {s: tuple(sorted(r.result.agreed().items())) for s, r in replies.items()}
+        found = winner(votes, reply_quorum(self.config.f))
+        assert found is not None, f"no quorum; replies: {replies}"
+        return dict(found[0]), list(replies.values())
+
+
+@pytest.fixture
+async def network(tmp_path):
+    networks = []
+
+    async def start(tampered=frozenset(), nodes=range(4)):
+        config = load_config(write_network(tmp_path, allow_byzantine=bool(tampered)))
+        net = Network(config, set(tampered))
+        for node_id in nodes:
+            await net.start(node_id)
+        networks.append(net)
+        return net
+
+    yield start
+    for net in networks:
+        for node_id in list(net.runners):
+            await net.stop(node_id)
+
+
+async def status_of(session, net, node_id):
+    async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/status") as response:
+        return await response.json()
+
+
+async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "master", 1, [0])
+        assert agreed == {"status": "success", "exit_code": 0, "commit": "a" * 40}
+        agreed, _ = await net.submit(session, "feature", 2, [0])
+        assert agreed["status"] == "failure" and agreed["exit_code"] == 3
+        for _ in range(50):
+            statuses = [await status_of(session, net, i) for i in range(4)]
+            if all(s["last_executed"] == 2 for s in statuses):
+                break
+            await asyncio.sleep(0.05)
+        assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
+        assert statuses[1] == {
+            "id": 1, "view": 0, "primary": 0, "last_executed": 2,
+            "low_watermark": 0, "high_watermark": 256, "builds_running": 0,
+        }
+
+
+async def test_a_lying_node_does_not_change_the_verdict(network):
+    net = await network(tampered={3})
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "master", 1, range(4))
+    assert agreed["status"] == "success"
+    lies = [reply for reply in replies if reply.sender == 3]
+    assert all(reply.result.status == "failure" for reply in lies)
+
+
+async def test_one_backup_down_still_commits(network):
+    net = await network(nodes=[0, 1, 2])
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "feature", 7, [0])
+    assert agreed == {"status": "failure", "exit_code": 3, "commit": "b" * 40}
+    assert {reply.sender for reply in replies} <= {0, 1, 2}
+
+
+async def test_malformed_frames_are_dropped_and_the_node_keeps_working(network):
+    net = await network()
+    port = net.config.node(1).port
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as ws:
+            for junk in ("not json", "[]", json.dumps({"type": "prepare"}), json.dumps({"type": "nope"})):
+                await ws.send_str(junk)
+        agreed, _ = await net.submit(session, "master", 3, [0])
+    assert agreed["status"] == "success"

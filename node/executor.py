@@ -26,43 +26,24 @@ import docker.errors
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.gitmirror import GitError, GitMirrors, export
 from node.sandbox import BuildLimits, SandboxError, build_image, run_container
+from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 
 log = logging.getLogger(__name__)
 
 # A leading dot is refused so that "." and ".." never name a workspace.
 _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-STATUSES = ("success", "failure", "error", "timeout")
 
 
 @dataclass(frozen=True)
-class BuildResult:
-    status: str
-    exit_code: int | None
-    commit: str | None
-    reason: str = ""
+class BuildResult(Result):
+    """A build's outcome plus where this node wrote its output.
+
+    `log_path` is local to this node and never signed: `agreed()` and
+    `to_dict()` come from `Result`, which is what nodes compare and sign.
+    """
+
     log_path: str = ""
-
-    def agreed(self) -> dict:
-        """The deterministic part of the outcome, which the nodes sign and compare."""
-        return {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
-
-    def to_dict(self) -> dict:
-        return {**self.agreed(), "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BuildResult":
-        status, exit_code, commit = d.get("status"), d.get("exit_code"), d.get("commit")
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
-            raise ValueError("exit_code must be an integer or null")
-        if commit is not None:
-            check_commit_sha(commit)
-        reason = d.get("reason", "")
-        if not isinstance(reason, str):
-            raise ValueError("reason must be a string")
-        return cls(status=status, exit_code=exit_code, commit=commit, reason=reason)
 
 
 class _BuildError(Exception):

@@ -90,10 +90,7 @@ def make_app(
         run_build = build
         if run_build is None:
             executor = _make_executor(config, node_id)
-
-            async def run_build(**build_args) -> Result:
-                outcome = await executor.run(**build_args)
-                return Result(outcome.status, outcome.exit_code, outcome.commit, outcome.reason)
+            run_build = executor.run
         async with aiohttp.ClientSession() as session:
             links = {
                 node.id: PeerLink(node.id, f"http://{node.host}:{node.port}/peer", session)

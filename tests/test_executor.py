@@ -326,23 +326,7 @@ async def test_invalid_build_id_is_an_error(make_executor, git_repo):
     assert (result.status, result.reason, result.log_path) == ("error", "invalid build id", "")
 
 
-def test_result_round_trips_through_a_dict():
+def test_the_log_path_is_never_part_of_what_nodes_sign():
     result = BuildResult("failure", 3, "a" * 40, "", log_path="/somewhere")
 
-    assert BuildResult.from_dict(result.to_dict()) == BuildResult("failure", 3, "a" * 40)
-    assert "log_path" not in result.to_dict()
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"status": "passed", "exit_code": 0, "commit": None},
-        {"status": "failure", "exit_code": "3", "commit": None},
-        {"status": "failure", "exit_code": True, "commit": None},
-        {"status": "error", "exit_code": None, "commit": "HEAD"},
-        {"status": "error", "exit_code": None, "commit": None, "reason": 5},
-    ],
-)
-def test_malformed_result_dict_is_refused(bad):
-    with pytest.raises(ValueError):
-        BuildResult.from_dict(bad)
+    assert result.to_dict() == {"status": "failure", "exit_code": 3, "commit": "a" * 40, "reason": ""}

@@ -1,0 +1,152 @@
+"""The client's HTTP interface: the webhook and the build records.
+
+Handlers are thin: `client.intake` validates, `client.service` talks to the
+network, `client.records` stores. Bad input is answered with a 4xx and a
+reason; a 500 means a bug in this program and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
+from client.links import NodeLinks
+from client.records import BuildRecords, records_path
+from client.service import ClientService, Verdict
+from pbft.config import NetworkConfig
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import encode
+
+log = logging.getLogger(__name__)
+
+RECORDS_KEY = web.AppKey("records", BuildRecords)
+SERVICE_KEY = web.AppKey("service", ClientService)
+REPOSITORIES_KEY = web.AppKey("repositories", tuple)
+
+DEFAULT_BUILDS_LIMIT = 50
+MAX_BUILDS_LIMIT = 1000
+# Build ids are request timestamps in microseconds, which SQLite stores as 63-bit integers.
+MAX_BUILD_ID = 2**63 - 1
+
+
+def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
+    config.client(client_name)  # raises KeyError for a name the config does not know
+    auth = Ed25519Authenticator(
+        load_private_key(config.client_key_path(client_name)),
+        {node.id: parse_public_key(node.public_key) for node in config.nodes},
+        {},
+    )
+    app = web.Application(middlewares=[_errors_as_json])
+    app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
+
+    async def records_ctx(app: web.Application) -> AsyncIterator[None]:
+        records = BuildRecords(records_path(config.data_dir, client_name))
+        app[RECORDS_KEY] = records
+        yield
+        records.close()
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            service = ClientService(
+                config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s
+            )
+            app[SERVICE_KEY] = service
+            service.start()
+            yield
+            await service.close()
+
+    async def abandon_outstanding(app: web.Application) -> None:
+        # Webhooks may wait minutes for a verdict; a shutdown should not.
+        app[SERVICE_KEY].abandon_all()
+
+    app.cleanup_ctx.extend([records_ctx, service_ctx])
+    app.on_shutdown.append(abandon_outstanding)
+    app.router.add_post("/webHook", webhook)
+    app.router.add_get("/builds", list_builds)
+    app.router.add_get("/builds/{build_id}", get_build)
+    return app
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except WebhookError as error:
+        return web.json_response({"error": error.reason}, status=error.status)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return web.json_response({"error": error.reason}, status=error.status, headers=headers)
+    except Exception:
+        log.exception("bug while handling %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    body = await _read_capped(request)
+    operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
+    verdict = await request.app[SERVICE_KEY].submit(operation)
+    if verdict.accepted:
+        return web.json_response(_verdict_json(verdict))
+    error, status = ("client shutting down", 503) if verdict.abandoned else ("no quorum before the deadline", 504)
+    return web.json_response(
+        {"error": error, "build_id": verdict.build_id, "replies": [encode(reply) for reply in verdict.replies]},
+        status=status,
+    )
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """Read at most one byte past the cap, so an oversized body is refused without buffering it."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise WebhookError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            break
+    return bytes(body)
+
+
+def _verdict_json(verdict: Verdict) -> dict:
+    result = verdict.result
+    answer = {
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "commit": result.commit,
+        "agreed_by": verdict.agreed_by,
+        "build_id": verdict.build_id,
+        "elapsed_ms": verdict.elapsed_ms,
+    }
+    if result.status == "error":
+        answer["reason"] = result.reason
+    return answer
+
+
+async def list_builds(request: web.Request) -> web.Response:
+    limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
+    if limit is None:
+        raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
+    return web.json_response({"builds": request.app[RECORDS_KEY].recent(limit)})
+
+
+async def get_build(request: web.Request) -> web.Response:
+    build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
+    if build_id is None:
+        raise web.HTTPBadRequest(reason="build id must be a decimal number")
+    record = request.app[RECORDS_KEY].get(build_id)
+    if record is None:
+        raise web.HTTPNotFound(reason=f"no build {build_id}")
+    return web.json_response(record)
+
+
+def _bounded_int(text: str, low: int, high: int) -> int | None:
+    """The decimal integer `text` if it lies in [low, high], else None."""
+    if not (text.isascii() and text.isdecimal()) or len(text) > len(str(high)):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None

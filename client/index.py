@@ -1,0 +1,86 @@
+"""Run the pbft-ci client: the webhook endpoint in front of a PBFT network.
+
+A `POST /webHook` with `{"branch": ...}` is signed and sent to the network;
+the answer is the build result once f+1 nodes have signed the same one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, sys.path[0] is client/, whose module names could shadow
+# the standard library; the repository root is what imports need instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+
+from client.app import make_app  # noqa: E402
+from pbft.config import ConfigError, load_config  # noqa: E402
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0],
+        epilog="Keys must exist first: python3 scripts/keygen.py CONFIG (scripts/startClient.sh does it).",
+    )
+    parser.add_argument(
+        "--config", default="example-config/network.yaml", help="network configuration YAML (default: %(default)s)"
+    )
+    parser.add_argument("--name", help="which client of the configuration to run as (default: the first one)")
+    parser.add_argument("--host", help="address to listen on (default: the client's host in the configuration)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: the client's port in the configuration)")
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        help="seconds a webhook waits for f+1 matching replies before answering 504"
+        " (default: protocol.client_deadline_s in the configuration)",
+    )
+    parser.add_argument(
+        "--log-file", help="where to log, '-' for stderr (default: client.log in the configuration's log_dir)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    name = args.name or config.clients[0].name
+    try:
+        client = config.client(name)
+    except KeyError as error:
+        print(error.args[0], file=sys.stderr)
+        return 2
+    if args.deadline_s is not None and args.deadline_s <= 0:
+        print("--deadline-s must be positive", file=sys.stderr)
+        return 2
+    key_path = config.client_key_path(name)
+    if not key_path.exists():
+        print(f"{key_path} does not exist: run python3 scripts/keygen.py {args.config}", file=sys.stderr)
+        return 2
+    if args.log_file == "-":
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
+    else:
+        log_file = Path(args.log_file) if args.log_file else config.log_dir / "client.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(filename=log_file, level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger(__name__).info("client %s starting with %s", name, config.path)
+    web.run_app(
+        make_app(config, name, deadline_s=args.deadline_s),
+        host=client.host if args.host is None else args.host,
+        port=client.port if args.port is None else args.port,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

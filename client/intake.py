@@ -1,0 +1,106 @@
+"""Parse and validate the body of a `POST /webHook`.
+
+The body is untrusted: it comes from a forge or from anyone who can reach
+the client's port. Everything that reaches the network is checked here, and
+every rejection carries an HTTP status and a reason the caller can act on.
+Repository URLs are never taken from the body, only configured names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from pbft.messages import Operation
+from pbft.refs import check_branch_name, check_commit_sha
+
+MAX_BODY_BYTES = 64 * 1024
+# `curl -d '{"branch": "x"}'` labels its JSON body as a form, so that label
+# is accepted too; the body is parsed as JSON either way.
+ACCEPTED_CONTENT_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
+KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
+
+
+class WebhookError(Exception):
+    """A webhook the client refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def media_type(content_type_header: str) -> str:
+    """`application/json; charset=utf-8` → `application/json`."""
+    return content_type_header.split(";", 1)[0].strip().lower()
+
+
+def parse_webhook(body: bytes, content_type_header: str, repositories: Sequence[str]) -> Operation:
+    """Return the operation a webhook body asks for, or raise WebhookError.
+
+    `repositories` are the configured repository names; the first is the
+    default when the body names none.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    if media_type(content_type_header) not in ACCEPTED_CONTENT_TYPES:
+        raise WebhookError(415, "content type must be application/json")
+    data = _json_object(body)
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise WebhookError(400, f"unknown keys: {', '.join(repr(key)[:40] for key in unknown[:5])}")
+    return Operation(
+        repository=_repository(data, repositories),
+        branch=_branch(data),
+        commit=_commit(data),
+    )
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise WebhookError(400, "body is not UTF-8") from None
+    except ValueError as error:
+        raise WebhookError(400, f"body is not valid JSON: {error}") from None
+    except RecursionError:
+        # The C scanner recurses once per nesting level; a 64 KiB body of
+        # brackets is deep enough to exhaust the stack.
+        raise WebhookError(400, "body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise WebhookError(400, "body must be a JSON object")
+    return data
+
+
+def _branch(data: dict) -> str:
+    branch = data.get("branch")
+    if not isinstance(branch, str):
+        raise WebhookError(400, "branch is required and must be a string")
+    try:
+        check_branch_name(branch)
+    except ValueError as error:
+        raise WebhookError(400, str(error)) from None
+    return branch
+
+
+def _repository(data: dict, repositories: Sequence[str]) -> str:
+    if "repository" not in data:
+        return repositories[0]
+    repository = data["repository"]
+    if not isinstance(repository, str):
+        raise WebhookError(400, "repository must be a string")
+    if repository not in repositories:
+        raise WebhookError(400, "unknown repository")
+    return repository
+
+
+def _commit(data: dict) -> str | None:
+    # An explicit null means the same as no commit: build the branch head.
+    commit = data.get("commit")
+    if commit is None:
+        return None
+    try:
+        check_commit_sha(commit)
+    except ValueError as error:
+        raise WebhookError(400, str(error)) from None
+    return commit

@@ -1,0 +1,125 @@
+"""Persistent WebSocket links from the client to every node.
+
+Addresses come from the configuration only. Each link reconnects on its own
+with capped exponential backoff for as long as the client runs, and calls
+`on_connect` for every new connection before reading from it: a node routes
+a client's replies only over connections on which the client said HELLO,
+and saying it is the service's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Iterable
+
+import aiohttp
+
+from pbft.config import NodeConfig
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 5.0
+# Pings let a link notice a node that vanished without closing the TCP connection.
+HEARTBEAT_S = 10.0
+
+OnFrame = Callable[[int, str], None]
+OnConnect = Callable[[int], Awaitable[None]]
+
+
+def client_url(node: NodeConfig) -> str:
+    host = f"[{node.host}]" if ":" in node.host else node.host
+    return f"ws://{host}:{node.port}/client"
+
+
+class NodeLink:
+    """One node's link: a reconnect loop and the socket of the moment."""
+
+    def __init__(self, session: aiohttp.ClientSession, node: NodeConfig) -> None:
+        self.node_id = node.id
+        self.url = client_url(node)
+        self._session = session
+        self._socket: aiohttp.ClientWebSocketResponse | None = None
+
+    async def send(self, text: str) -> bool:
+        """Send one frame if connected; return whether it was handed to the socket."""
+        socket = self._socket
+        if socket is None or socket.closed:
+            return False
+        try:
+            await socket.send_str(text)
+        except (aiohttp.ClientError, ConnectionError) as error:
+            log.info("send to node %d failed: %s", self.node_id, error)
+            return False
+        return True
+
+    async def run(self, on_frame: OnFrame, on_connect: OnConnect) -> None:
+        """Connect, deliver frames, reconnect; returns only by cancellation."""
+        backoff_s = INITIAL_BACKOFF_S
+        # Report the first failed attempt of an outage, not every retry.
+        outage_reported = False
+        while True:
+            try:
+                async with self._session.ws_connect(self.url, heartbeat=HEARTBEAT_S) as socket:
+                    self._socket = socket
+                    backoff_s = INITIAL_BACKOFF_S
+                    outage_reported = False
+                    log.info("link to node %d up (%s)", self.node_id, self.url)
+                    await on_connect(self.node_id)
+                    await self._receive(socket, on_frame)
+                log.info("link to node %d closed", self.node_id)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                level = logging.DEBUG if outage_reported else logging.INFO
+                log.log(level, "link to node %d: cannot connect: %s", self.node_id, error or type(error).__name__)
+                outage_reported = True
+            finally:
+                self._socket = None
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    async def _receive(self, socket: aiohttp.ClientWebSocketResponse, on_frame: OnFrame) -> None:
+        async for message in socket:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                on_frame(self.node_id, message.data)
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                log.warning("link to node %d: %s", self.node_id, socket.exception())
+            else:
+                log.warning("ignore_frame_not_text from node %d: %s", self.node_id, message.type.name)
+
+
+class NodeLinks:
+    """The links to all nodes of a network, started and stopped together."""
+
+    def __init__(self, session: aiohttp.ClientSession, nodes: Iterable[NodeConfig]) -> None:
+        self._links = {node.id: NodeLink(session, node) for node in nodes}
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self, on_frame: OnFrame, on_connect: OnConnect) -> None:
+        self._tasks = [
+            asyncio.create_task(link.run(on_frame, on_connect), name=f"link-{node_id}")
+            for node_id, link in self._links.items()
+        ]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def send(self, node_id: int, text: str) -> bool:
+        return await self._links[node_id].send(text)
+
+    async def broadcast(self, text: str) -> list[int]:
+        """Send to every node; return the ids it reached."""
+        sent = await asyncio.gather(*(link.send(text) for link in self._links.values()))
+        return [node_id for node_id, ok in zip(self._links, sent) if ok]
+
+
+def _report_crash(task: asyncio.Task) -> None:
+    # A link loop ends only by cancellation; anything else is a bug that
+    # would otherwise silently cut the client off from a node.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s crashed", task.get_name(), exc_info=task.exception())

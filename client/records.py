@@ -1,0 +1,147 @@
+"""Build records of one client, in SQLite.
+
+One row per request, keyed by its timestamp (the build id). Every change is
+a single transaction, so a crash leaves either the old row or the new one.
+The file also keeps the last timestamp the client used: PBFT nodes execute a
+client's request only if its timestamp is higher than the last one they saw
+from that client, so timestamps must keep increasing across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pbft.messages import Reply, Request, Result, encode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS builds (
+    build_id INTEGER PRIMARY KEY,
+    repository TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_requested TEXT,
+    submitted_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'timeout')),
+    result TEXT,
+    agreed_by TEXT NOT NULL DEFAULT '[]',
+    elapsed_ms INTEGER,
+    request TEXT NOT NULL,
+    replies TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS client_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_SUMMARY_COLUMNS = (
+    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms"
+)
+
+
+def records_path(data_dir: Path, client_name: str) -> Path:
+    return data_dir / f"client-{client_name}" / "builds.sqlite"
+
+
+class BuildRecords:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._db:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def next_timestamp(self, now_us: int) -> int:
+        """Reserve and return max(now_us, last + 1) in one atomic statement."""
+        with self._db:
+            row = self._db.execute(
+                "INSERT INTO client_state (key, value) VALUES ('last_timestamp', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = max(value + 1, excluded.value)"
+                " RETURNING value",
+                (now_us,),
+            ).fetchone()
+        return row[0]
+
+    def add_pending(self, request: Request, submitted_at: float) -> None:
+        operation = request.operation
+        with self._db:
+            self._db.execute(
+                "INSERT INTO builds (build_id, repository, branch, commit_requested, submitted_at,"
+                " state, request) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (
+                    request.timestamp,
+                    operation.repository,
+                    operation.branch,
+                    operation.commit,
+                    datetime.fromtimestamp(submitted_at, timezone.utc).isoformat(),
+                    json.dumps(encode(request)),
+                ),
+            )
+
+    def accept(
+        self, build_id: int, result: Result, agreed_by: list[int], elapsed_ms: int, replies: list[Reply]
+    ) -> None:
+        self._finish(build_id, "accepted", json.dumps(result.to_dict()), agreed_by, elapsed_ms, replies)
+
+    def time_out(self, build_id: int, elapsed_ms: int, replies: list[Reply]) -> None:
+        self._finish(build_id, "timeout", None, [], elapsed_ms, replies)
+
+    def _finish(
+        self,
+        build_id: int,
+        state: str,
+        result_json: str | None,
+        agreed_by: list[int],
+        elapsed_ms: int,
+        replies: list[Reply],
+    ) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE builds SET state = ?, result = ?, agreed_by = ?, elapsed_ms = ?, replies = ?"
+                " WHERE build_id = ?",
+                (
+                    state,
+                    result_json,
+                    json.dumps(agreed_by),
+                    elapsed_ms,
+                    json.dumps([encode(reply) for reply in replies]),
+                    build_id,
+                ),
+            )
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` builds, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM builds ORDER BY build_id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_summary(row) for row in rows]
+
+    def get(self, build_id: int) -> dict[str, Any] | None:
+        """The full record, with the signed request and the signed replies."""
+        row = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, request, replies FROM builds WHERE build_id = ?", (build_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {**_summary(row), "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "build_id": str(row["build_id"]),
+        "repository": row["repository"],
+        "branch": row["branch"],
+        "commit_requested": row["commit_requested"],
+        "submitted_at": row["submitted_at"],
+        "state": row["state"],
+        "result": None if row["result"] is None else json.loads(row["result"]),
+        "agreed_by": json.loads(row["agreed_by"]),
+        "elapsed_ms": row["elapsed_ms"],
+    }

@@ -1,0 +1,223 @@
+"""Submitting requests to the network and waiting for f+1 matching replies.
+
+`submit` signs a request with a fresh timestamp, records it, sends it to the
+primary of the view the client believes current, retransmits it to all
+nodes every `client_retransmit_s` until f+1 nodes agree (OSDI'99 §4.1), and
+gives up at the deadline. Replies arrive through `on_frame`, which verifies
+each one and routes it by timestamp to that request's collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol
+
+from client.collector import ReplyCollector, vouched_view
+from client.records import BuildRecords
+from pbft.config import NetworkConfig
+from pbft.crypto import Authenticator
+from pbft.messages import Hello, MessageError, Operation, Reply, Request, Result, decode, encode, signed
+
+log = logging.getLogger(__name__)
+
+
+class Links(Protocol):
+    """What the service needs from the node links (see client.links.NodeLinks)."""
+
+    def start(self, on_frame: Callable[[int, str], None], on_connect: Callable[[int], Awaitable[None]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, node_id: int, text: str) -> bool: ...
+
+    async def broadcast(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one request ended: accepted with a result, or out of time."""
+
+    build_id: str
+    accepted: bool
+    result: Result | None
+    agreed_by: list[int]
+    replies: list[Reply]
+    elapsed_ms: int
+    abandoned: bool = False  # the client shut down before a quorum or the deadline
+
+
+@dataclass
+class _Outstanding:
+    frame: str
+    collector: ReplyCollector
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    retransmitted: bool = False
+
+
+class ClientService:
+    def __init__(
+        self,
+        config: NetworkConfig,
+        name: str,
+        auth: Authenticator,
+        records: BuildRecords,
+        links: Links,
+        *,
+        deadline_s: float | None = None,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._node_ids = frozenset(node.id for node in config.nodes)
+        self._auth = auth
+        self._records = records
+        self._links = links
+        self._retransmit_s = config.protocol.client_retransmit_s
+        self._deadline_s = config.protocol.client_deadline_s if deadline_s is None else deadline_s
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._views: dict[int, int] = {}
+        self._closing = False
+        self._hello_frames = {
+            node.id: json.dumps(encode(signed(Hello(name, node.id), auth.sign))) for node in config.nodes
+        }
+
+    def start(self) -> None:
+        self._links.start(self.on_frame, self.on_connect)
+
+    def abandon_all(self) -> None:
+        """Stop waiting for every outstanding request, so a shutdown is not held up by them."""
+        self._closing = True
+        for outstanding in self._outstanding.values():
+            outstanding.done.set()
+
+    async def close(self) -> None:
+        await self._links.close()
+
+    @property
+    def view(self) -> int:
+        return vouched_view(self._views, self._config.f)
+
+    @property
+    def primary(self) -> int:
+        return self.view % self._config.n
+
+    async def submit(self, operation: Operation) -> Verdict:
+        started_s = time.monotonic()
+        timestamp = self._records.next_timestamp(time.time_ns() // 1000)
+        request = signed(Request(self.name, timestamp, operation), self._auth.sign)
+        self._records.add_pending(request, submitted_at=time.time())
+        outstanding = _Outstanding(json.dumps(encode(request)), ReplyCollector(self.name, timestamp, self._config.f))
+        self._outstanding[timestamp] = outstanding
+        try:
+            await self._send_first(timestamp, operation, outstanding)
+            await self._await_quorum(timestamp, outstanding, started_s)
+        finally:
+            del self._outstanding[timestamp]
+        return self._finish(timestamp, operation, outstanding.collector, started_s)
+
+    async def _send_first(self, timestamp: int, operation: Operation, outstanding: _Outstanding) -> None:
+        primary = self.primary
+        sent = await self._links.send(primary, outstanding.frame)
+        log.info(
+            "submitted build %d: %s %s commit=%s view=%d primary=%d%s",
+            timestamp, operation.repository, operation.branch, operation.commit, self.view, primary,
+            "" if sent else " (link down: sent when it comes up)",
+        )
+
+    async def _await_quorum(self, timestamp: int, outstanding: _Outstanding, started_s: float) -> None:
+        deadline_s = started_s + self._deadline_s
+        retransmit_at_s = started_s + self._retransmit_s
+        while not self._closing:
+            wake_s = min(retransmit_at_s, deadline_s)
+            try:
+                await asyncio.wait_for(outstanding.done.wait(), timeout=max(0.0, wake_s - time.monotonic()))
+                return
+            except asyncio.TimeoutError:
+                pass
+            if retransmit_at_s >= deadline_s:
+                return
+            outstanding.retransmitted = True
+            sent = await self._links.broadcast(outstanding.frame)
+            log.info(
+                "retransmitted build %d to all nodes: view=%d reached=%s replies_from=%s",
+                timestamp, self.view, sent, [reply.sender for reply in outstanding.collector.replies],
+            )
+            retransmit_at_s += self._retransmit_s
+
+    def _finish(self, timestamp: int, operation: Operation, collector: ReplyCollector, started_s: float) -> Verdict:
+        elapsed_ms = round((time.monotonic() - started_s) * 1000)
+        replies = collector.replies
+        if collector.accepted:
+            result = collector.result
+            self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
+            log.info(
+                "accepted build %d: %s status=%s exit_code=%s commit=%s view=%d agreed_by=%s elapsed_ms=%d",
+                timestamp, operation.branch, result.status, result.exit_code, result.commit,
+                self.view, collector.agreed_by, elapsed_ms,
+            )
+        else:
+            self._records.time_out(timestamp, elapsed_ms, replies)
+            log.warning(
+                "%s build %d: %s view=%d no quorum among replies_from=%s elapsed_ms=%d",
+                "abandoned at shutdown" if self._closing else "timed out",
+                timestamp, operation.branch, self.view, [reply.sender for reply in replies], elapsed_ms,
+            )
+        return Verdict(
+            build_id=str(timestamp),
+            accepted=collector.accepted,
+            result=collector.result,
+            agreed_by=collector.agreed_by,
+            replies=replies,
+            elapsed_ms=elapsed_ms,
+            abandoned=self._closing and not collector.accepted,
+        )
+
+    async def on_connect(self, node_id: int) -> None:
+        """Say HELLO on a new connection, then send it what that node should have had.
+
+        A request whose send found the link down, or that a restarted node
+        lost, reaches the node now instead of at the next retransmission.
+        """
+        await self._links.send(node_id, self._hello_frames[node_id])
+        primary = self.primary
+        for outstanding in list(self._outstanding.values()):
+            if outstanding.retransmitted or node_id == primary:
+                await self._links.send(node_id, outstanding.frame)
+
+    def on_frame(self, link_node_id: int, text: str) -> None:
+        """Verify a frame from a node and count it; drop anything else with a reason."""
+        reply = self._parse_reply(link_node_id, text)
+        if reply is None:
+            return
+        outstanding = self._outstanding.get(reply.timestamp)
+        if outstanding is None:
+            # Replies beyond the f+1 that decided a request arrive after it is done.
+            log.debug("late reply from node %d for build %d", reply.sender, reply.timestamp)
+            return
+        if not self._auth.verify_node(reply.sender, reply.payload(), reply.sig):
+            log.warning("ignore_reply_bad_signature: sender %d on link %d", reply.sender, link_node_id)
+            return
+        self._views[reply.sender] = max(reply.view, self._views.get(reply.sender, 0))
+        log.debug("reply from node %d for build %d: %s", reply.sender, reply.timestamp, reply.result.agreed())
+        if outstanding.collector.add(reply):
+            outstanding.done.set()
+
+    def _parse_reply(self, link_node_id: int, text: str) -> Reply | None:
+        try:
+            message = decode(json.loads(text))
+        except (json.JSONDecodeError, MessageError, RecursionError) as error:
+            log.warning("ignore_frame_malformed from link %d: %s", link_node_id, str(error)[:200])
+            return None
+        if not isinstance(message, Reply):
+            log.warning("ignore_frame_not_reply from link %d: %s", link_node_id, type(message).__name__)
+            return None
+        if message.client != self.name:
+            log.warning("ignore_reply_other_client from link %d: %r", link_node_id, message.client)
+            return None
+        if message.sender not in self._node_ids:
+            log.warning("ignore_reply_unknown_sender from link %d: %d", link_node_id, message.sender)
+            return None
+        return message

@@ -1,0 +1,382 @@
+"""The client over real loopback sockets, against fake nodes with real signatures.
+
+The fake nodes stand in for a PBFT network: each serves `/client` over a
+WebSocket, checks the client's signatures, and once the "primary" has the
+request, every non-silent node sends its signed reply on the connections
+on which the client said HELLO (the wire protocol's rule). A backup
+that receives a request while the primary is silent stands for a completed
+view change: the next non-silent node becomes primary and the replies carry
+the new view. Nodes can be honest, lying, forging or silent.
+"""
+
+import asyncio
+import hashlib
+import json
+import time
+
+import pytest
+import yaml
+from aiohttp import web
+
+from client.app import make_app
+from client.records import BuildRecords, records_path
+from pbft.config import NetworkConfig, load_config
+from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
+from pbft.messages import Hello, Reply, Request, Result, decode, encode, signed
+
+F = 1
+N = 3 * F + 1
+CLIENT = "ci"
+RETRANSMIT_S = 0.3
+
+
+def honest_result(branch: str) -> Result:
+    if branch == "missing":
+        return Result("error", None, None, f"branch {branch} not found")
+    commit = hashlib.sha1(branch.encode()).hexdigest()
+    if branch.startswith("fail"):
+        return Result("failure", 1, commit)
+    return Result("success", 0, commit)
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.node_keys = [generate_private_key() for _ in range(N)]
+        self.client_key = generate_private_key()
+        public = {i: key.public_key() for i, key in enumerate(self.node_keys)}
+        clients = {CLIENT: self.client_key.public_key()}
+        self.auths = [Ed25519Authenticator(key, public, clients) for key in self.node_keys]
+        self.verifier = Ed25519Authenticator(None, public, clients)
+        self.behaviour = {i: "honest" for i in range(N)}
+        self.delay_s = {i: 0.0 for i in range(N)}
+        self.view = 0
+        self.received: dict[int, list[int]] = {i: [] for i in range(N)}
+        self.first_arrival_s: dict[tuple[int, int], float] = {}
+        self.committed: dict[int, tuple[int, Request]] = {}
+        self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
+        self._tasks: set[asyncio.Task] = set()
+        self.config: NetworkConfig | None = None  # set once the servers' ports are known
+
+    def app(self, node_id: int) -> web.Application:
+        async def client_socket(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            try:
+                async for frame in ws:
+                    self.on_frame(node_id, ws, frame.data)
+            finally:
+                self.registered[node_id].discard(ws)
+            return ws
+
+        async def close_sockets(app: web.Application) -> None:
+            for ws in list(self.registered[node_id]):
+                await ws.close()
+
+        app = web.Application()
+        app.router.add_get("/client", client_socket)
+        app.on_shutdown.append(close_sockets)
+        return app
+
+    def on_frame(self, node_id: int, ws: web.WebSocketResponse, text: str) -> None:
+        message = decode(json.loads(text))
+        assert self.verifier.verify_client(message.client, message.payload(), message.sig)
+        if isinstance(message, Hello):
+            assert message.node == node_id
+            self.registered[node_id].add(ws)
+        else:
+            assert isinstance(message, Request)
+            self.on_request(node_id, message)
+
+    def on_request(self, node_id: int, request: Request) -> None:
+        self.received[node_id].append(request.timestamp)
+        self.first_arrival_s.setdefault((node_id, request.timestamp), time.monotonic())
+        if self.behaviour[node_id] == "silent":
+            return
+        if request.timestamp in self.committed:
+            self._reply(node_id, request.timestamp)
+            return
+        while self.behaviour[self.view % N] == "silent":
+            self.view += 1
+        self.committed[request.timestamp] = (self.view, request)
+        for sender in range(N):
+            self._reply(sender, request.timestamp)
+
+    def _reply(self, node_id: int, timestamp: int) -> None:
+        behaviour = self.behaviour[node_id]
+        if behaviour == "silent":
+            return
+        view, request = self.committed[timestamp]
+        result = honest_result(request.operation.branch)
+        if behaviour in ("liar", "forger"):
+            result = Result("success", 0, "f" * 40)
+        senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]
+        frames = [
+            json.dumps(encode(signed(Reply(view, timestamp, request.client, sender, result), self.auths[node_id].sign)))
+            for sender in senders
+        ]
+        sockets = list(self.registered[node_id])
+        task = asyncio.create_task(self._send(self.delay_s[node_id], sockets, frames))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _send(delay_s: float, sockets, frames) -> None:
+        await asyncio.sleep(delay_s)
+        for ws in sockets:
+            for frame in frames:
+                if not ws.closed:
+                    await ws.send_str(frame)
+
+
+@pytest.fixture
+async def cluster(aiohttp_server, tmp_path):
+    cluster = FakeCluster()
+    servers = [await aiohttp_server(cluster.app(i)) for i in range(N)]
+    keys_dir = tmp_path / "keys"
+    save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
+    config = {
+        "f": F,
+        "nodes": [
+            {"id": i, "host": "127.0.0.1", "port": server.port, "public_key": public_key_hex(cluster.node_keys[i])}
+            for i, server in enumerate(servers)
+        ],
+        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key)}],
+        "repositories": [{"name": "example", "url": str(tmp_path / "repo")}, {"name": "other", "url": str(tmp_path)}],
+        "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
+        "keys_dir": str(keys_dir),
+        "data_dir": str(tmp_path / "data"),
+        "log_dir": str(tmp_path / "log"),
+    }
+    (tmp_path / "network.yaml").write_text(yaml.safe_dump(config))
+    cluster.config = load_config(tmp_path / "network.yaml")
+    return cluster
+
+
+async def start_client(aiohttp_client, cluster, **kwargs):
+    """The client app, once every node has its HELLO (as a network would after start-up)."""
+    client = await aiohttp_client(make_app(cluster.config, CLIENT, **kwargs))
+    async with asyncio.timeout(5):
+        while not all(cluster.registered.values()):
+            await asyncio.sleep(0.01)
+    return client
+
+
+@pytest.fixture
+async def client(cluster, aiohttp_client):
+    return await start_client(aiohttp_client, cluster)
+
+
+async def post(client, body):
+    response = await client.post("/webHook", json=body)
+    return response.status, await response.json()
+
+
+async def test_verdict_agreed_despite_a_lying_node(cluster, client):
+    cluster.behaviour[3] = "liar"
+    cluster.delay_s.update({0: 0.05, 1: 0.05, 2: 0.05})  # the lie arrives first
+
+    status, verdict = await post(client, {"branch": "main"})
+
+    assert status == 200
+    assert verdict["status"] == "success" and verdict["exit_code"] == 0
+    assert verdict["commit"] == honest_result("main").commit
+    assert len(verdict["agreed_by"]) == F + 1 and 3 not in verdict["agreed_by"]
+    assert "reason" not in verdict
+    assert int(verdict["build_id"]) in cluster.committed
+
+
+async def test_builds_keep_the_signed_request_and_the_certificate(cluster, client):
+    _, verdict = await post(client, {"branch": "release/1.0", "repository": "other"})
+
+    listing = await (await client.get("/builds")).json()
+    assert [build["build_id"] for build in listing["builds"]] == [verdict["build_id"]]
+    summary = listing["builds"][0]
+    assert summary["state"] == "accepted" and summary["branch"] == "release/1.0" and summary["repository"] == "other"
+    assert summary["agreed_by"] == verdict["agreed_by"]
+
+    record = await (await client.get(f"/builds/{verdict['build_id']}")).json()
+    request = decode(record["request"])
+    assert cluster.verifier.verify_client(CLIENT, request.payload(), request.sig)
+    assert str(request.timestamp) == verdict["build_id"]
+    replies = [decode(reply) for reply in record["replies"]]
+    certificate = [reply for reply in replies if reply.sender in verdict["agreed_by"]]
+    assert len(certificate) == F + 1
+    for reply in certificate:
+        assert cluster.verifier.verify_node(reply.sender, reply.payload(), reply.sig)
+        assert reply.result.commit == verdict["commit"]
+
+
+async def test_error_verdict_carries_a_reason(client):
+    status, verdict = await post(client, {"branch": "missing"})
+    assert status == 200
+    assert verdict["status"] == "error" and verdict["exit_code"] is None
+    assert verdict["reason"] == "branch missing not found"
+
+
+async def test_forged_replies_are_dropped(cluster, client, caplog):
+    cluster.behaviour[3] = "forger"
+    cluster.delay_s.update({0: 0.05, 1: 0.05, 2: 0.05})
+
+    status, verdict = await post(client, {"branch": "main"})
+
+    assert status == 200 and verdict["commit"] == honest_result("main").commit
+    assert "ignore_reply_bad_signature" in caplog.text
+
+
+async def test_504_when_only_f_nodes_answer(cluster, aiohttp_client):
+    for node_id in (1, 2, 3):
+        cluster.behaviour[node_id] = "silent"
+    client = await start_client(aiohttp_client, cluster, deadline_s=1.0)
+
+    response = await client.post("/webHook", json={"branch": "main"})
+
+    assert response.status == 504
+    answer = await response.json()
+    assert answer["error"] == "no quorum before the deadline"
+    assert [reply["sender"] for reply in answer["replies"]] == [0]
+    record = await (await client.get(f"/builds/{answer['build_id']}")).json()
+    assert record["state"] == "timeout" and record["result"] is None and record["elapsed_ms"] >= 1000
+    # Silent nodes were sent the request again every retransmission interval.
+    assert cluster.received[1].count(int(answer["build_id"])) >= 2
+
+
+async def test_one_liar_and_one_honest_node_never_make_a_verdict(cluster, aiohttp_client):
+    cluster.behaviour.update({1: "silent", 2: "silent", 3: "liar"})
+    client = await start_client(aiohttp_client, cluster, deadline_s=0.8)
+
+    response = await client.post("/webHook", json={"branch": "main"})
+
+    assert response.status == 504
+    assert sorted(reply["sender"] for reply in (await response.json())["replies"]) == [0, 3]
+
+
+async def test_shutdown_answers_waiting_webhooks_at_once(cluster, client):
+    for node_id in range(N):
+        cluster.behaviour[node_id] = "silent"
+    waiting = asyncio.create_task(client.post("/webHook", json={"branch": "main"}))
+    async with asyncio.timeout(5):
+        while not cluster.received[0]:
+            await asyncio.sleep(0.01)
+    build_id = cluster.received[0][0]
+
+    async with asyncio.timeout(2):
+        await client.server.close()
+        response = await waiting
+
+    assert response.status == 503
+    assert (await response.json())["build_id"] == str(build_id)
+    records = BuildRecords(records_path(cluster.config.data_dir, CLIENT))
+    assert records.get(build_id)["state"] == "timeout"
+    records.close()
+
+
+async def test_retransmits_to_all_nodes_when_the_primary_is_silent(cluster, client):
+    # A first build makes every connection one the nodes can reply on.
+    status, _ = await post(client, {"branch": "warm-up"})
+    assert status == 200
+    cluster.behaviour[0] = "silent"
+
+    status, verdict = await post(client, {"branch": "main"})
+
+    assert status == 200 and set(verdict["agreed_by"]) <= {1, 2, 3}
+    assert verdict["elapsed_ms"] >= RETRANSMIT_S * 1000
+    build_id = int(verdict["build_id"])
+    to_primary_s = cluster.first_arrival_s[(0, build_id)]
+    for backup in (1, 2, 3):
+        # Backups got the request only when it was retransmitted to all nodes.
+        assert cluster.first_arrival_s[(backup, build_id)] - to_primary_s >= RETRANSMIT_S * 0.9
+    assert cluster.view == 1
+
+    # The replies carried view 1, so the next request goes straight to node 1.
+    status, verdict = await post(client, {"branch": "next"})
+    assert status == 200 and verdict["elapsed_ms"] < RETRANSMIT_S * 1000
+    assert int(verdict["build_id"]) not in cluster.received[0]
+
+
+async def test_links_reconnect_and_say_hello_again(cluster, client):
+    for sockets in cluster.registered.values():
+        for ws in list(sockets):
+            await ws.close()
+    async with asyncio.timeout(5):
+        while not all(cluster.registered.values()):
+            await asyncio.sleep(0.01)
+
+    status, verdict = await post(client, {"branch": "main"})
+
+    assert status == 200 and verdict["elapsed_ms"] < RETRANSMIT_S * 1000
+
+
+async def test_concurrent_webhooks_each_get_their_own_verdict(cluster, client):
+    branches = [f"feature/{i}" for i in range(6)] + ["fail/one", "missing"]
+
+    answers = await asyncio.gather(*(post(client, {"branch": branch}) for branch in branches))
+
+    assert all(status == 200 for status, _ in answers)
+    for branch, (_, verdict) in zip(branches, answers):
+        expected = honest_result(branch)
+        assert (verdict["status"], verdict["exit_code"], verdict["commit"]) == (
+            expected.status, expected.exit_code, expected.commit,
+        )
+    build_ids = [int(verdict["build_id"]) for _, verdict in answers]
+    assert len(set(build_ids)) == len(branches)
+    # Each request went to the primary only, and none needed retransmitting.
+    assert sorted(cluster.received[0]) == sorted(build_ids)
+    assert cluster.received[1] == cluster.received[2] == cluster.received[3] == []
+
+    listing = await (await client.get("/builds", params={"limit": "3"})).json()
+    assert [int(build["build_id"]) for build in listing["builds"]] == sorted(build_ids, reverse=True)[:3]
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status",
+    [
+        ("POST", "/webHook", {"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400),
+        ("POST", "/webHook", {"json": {"branch": "--upload-pack=evil"}}, 400),
+        ("POST", "/webHook", {"json": {"branch": "main", "repository": "https://x/y.git"}}, 400),
+        ("POST", "/webHook", {"data": b" " * 70_000}, 413),
+        ("POST", "/webHook", {"data": '{"branch": "main"}', "headers": {"Content-Type": "text/plain"}}, 415),
+        ("GET", "/webHook", {}, 405),
+        ("GET", "/builds", {"params": {"limit": "0"}}, 400),
+        ("GET", "/builds", {"params": {"limit": "many"}}, 400),
+        ("GET", "/builds", {"params": {"limit": "9" * 5000}}, 400),
+        ("GET", "/builds/abc", {}, 400),
+        ("GET", "/builds/99999999999999999999", {}, 400),
+        ("GET", "/builds/123", {}, 404),
+        ("GET", "/nowhere", {}, 404),
+    ],
+)
+async def test_bad_input_gets_a_4xx_with_a_reason(cluster, client, method, path, kwargs, status):
+    response = await client.request(method, path, **kwargs)
+    assert response.status == status
+    assert (await response.json())["error"]
+    assert all(not received for received in cluster.received.values())
+
+
+async def test_oversized_chunked_body_is_refused_without_a_length(client):
+    async def chunks():
+        for _ in range(20):
+            yield b" " * 4096
+
+    response = await client.post("/webHook", data=chunks())
+    assert response.status == 413
+
+
+async def test_curl_style_form_content_type_is_accepted(client):
+    # What `curl -d '{"branch":"main"}' URL` sends.
+    response = await client.post(
+        "/webHook", data='{"branch":"main"}', headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status == 200
+
+
+def test_timestamps_keep_increasing_across_restarts(tmp_path):
+    path = tmp_path / "builds.sqlite"
+    records = BuildRecords(path)
+    assert records.next_timestamp(1_000) == 1_000
+    assert records.next_timestamp(1_000) == 1_001
+    assert records.next_timestamp(5_000) == 5_000
+    records.close()
+    # The clock went backwards while the client was down.
+    records = BuildRecords(path)
+    assert records.next_timestamp(10) == 5_001
+    records.close()

@@ -1,0 +1,213 @@
+"""The client's acceptance rule (OSDI'99 §4.1): f+1 matching replies from distinct nodes.
+
+The collector tests are pure (n = 4, f = 1, unsigned replies: the collector
+trusts its caller to have checked signatures). The last tests drive the
+service layer with in-memory links and real signatures, to show that it
+verifies and routes replies before anything is counted.
+"""
+
+import asyncio
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from client.collector import ReplyCollector, agreed_part, vouched_view
+from client.records import BuildRecords
+from client.service import ClientService
+from pbft.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig
+from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex
+from pbft.messages import Operation, Reply, Result, encode, signed
+
+F = 1
+N = 3 * F + 1
+CLIENT = "ci"
+T = 1_700_000_000_000_000
+GOOD = Result("success", 0, "a" * 40)
+BAD = Result("failure", 1, "b" * 40)
+
+
+def reply(sender: int, result: Result = GOOD, *, timestamp: int = T, client: str = CLIENT, view: int = 0) -> Reply:
+    return Reply(view=view, timestamp=timestamp, client=client, sender=sender, result=result)
+
+
+def collector() -> ReplyCollector:
+    return ReplyCollector(CLIENT, T, F)
+
+
+def test_f_plus_one_matching_replies_suffice():
+    replies = collector()
+    assert replies.add(reply(0)) is False
+    assert replies.add(reply(2)) is True
+    assert replies.accepted
+    assert replies.result == GOOD
+    assert replies.agreed_by == [0, 2]
+    assert [r.sender for r in replies.certificate] == [0, 2]
+
+
+def test_f_matching_replies_are_not_enough():
+    replies = collector()
+    replies.add(reply(1))
+    assert not replies.accepted
+    assert replies.result is None and replies.agreed_by == [] and replies.certificate == []
+
+
+def test_one_liar_never_gets_its_result_accepted():
+    replies = collector()
+    replies.add(reply(3, BAD))
+    replies.add(reply(0, GOOD))
+    assert not replies.accepted
+    assert replies.add(reply(1, GOOD)) is True
+    assert replies.result == GOOD and 3 not in replies.agreed_by
+
+
+def test_repeated_sender_counts_once():
+    replies = collector()
+    replies.add(reply(3, BAD))
+    assert replies.add(reply(3, BAD)) is False
+    assert replies.add(reply(3, BAD, view=1)) is False
+    assert not replies.accepted
+    assert [r.sender for r in replies.replies] == [3]
+
+
+def test_first_reply_per_sender_is_kept():
+    # A node that changes its answer does not get a second vote.
+    replies = collector()
+    replies.add(reply(0, BAD))
+    replies.add(reply(0, GOOD))
+    replies.add(reply(1, GOOD))
+    assert not replies.accepted
+    assert replies.replies[0].result == BAD
+
+
+def test_acceptance_fires_exactly_once():
+    replies = collector()
+    fired = [replies.add(reply(sender)) for sender in range(N)]
+    assert fired == [False, True, False, False]
+    assert replies.agreed_by == [0, 1]
+    assert len(replies.replies) == N
+
+
+def test_replies_for_another_request_are_ignored():
+    replies = collector()
+    assert replies.add(reply(0, timestamp=T + 1)) is False
+    assert replies.add(reply(1, client="mallory")) is False
+    replies.add(reply(2, timestamp=T + 1))
+    assert not replies.accepted and replies.replies == []
+
+
+def test_reason_is_not_part_of_the_agreement():
+    replies = collector()
+    replies.add(reply(0, Result("error", None, None, "no such branch")))
+    replies.add(reply(1, Result("error", None, None, "fatal: couldn't find remote ref")))
+    assert replies.accepted and replies.result.reason == "no such branch"
+
+
+results = st.builds(
+    Result,
+    status=st.sampled_from(["success", "failure", "error", "timeout"]),
+    exit_code=st.one_of(st.none(), st.integers(-1, 3)),
+    commit=st.sampled_from([None, "a" * 40, "b" * 40]),
+)
+
+
+@given(
+    honest=results,
+    lies=st.lists(results, min_size=F, max_size=F),
+    order=st.permutations(range(N)),
+    liar_ids=st.sets(st.integers(0, N - 1), min_size=F, max_size=F),
+)
+def test_any_f_liars_in_any_order_never_win(honest, lies, order, liar_ids):
+    answers = dict(zip(sorted(liar_ids), lies))
+    replies = collector()
+    for sender in order:
+        # Liars may also repeat themselves; only their first reply counts.
+        for _ in range(2 if sender in answers else 1):
+            replies.add(reply(sender, answers.get(sender, honest)))
+    assert replies.accepted
+    assert agreed_part(replies.result) == agreed_part(honest)
+    assert len(replies.agreed_by) == F + 1
+
+
+def test_vouched_view_needs_f_plus_one_reports():
+    assert vouched_view({}, F) == 0
+    assert vouched_view({3: 1000}, F) == 0
+    assert vouched_view({3: 1000, 0: 2}, F) == 2
+    assert vouched_view({3: 1000, 0: 2, 1: 5}, F) == 5
+
+
+# --- the service layer: verification and routing before counting ---------
+
+
+class MemoryLinks:
+    """Links that record what the service sends and never touch a network."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []
+
+    def start(self, on_frame, on_connect) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, node_id: int, text: str) -> bool:
+        self.sent.append((node_id, text))
+        return True
+
+    async def broadcast(self, text: str) -> list[int]:
+        return [node_id for node_id in range(N) if await self.send(node_id, text)]
+
+
+def _service(tmp_path):
+    node_keys = [generate_private_key() for _ in range(N)]
+    client_key = generate_private_key()
+    config = NetworkConfig(
+        path=tmp_path / "network.yaml",
+        f=F,
+        nodes=tuple(NodeConfig(i, "127.0.0.1", 1, public_key_hex(key)) for i, key in enumerate(node_keys)),
+        clients=(ClientConfig(CLIENT, "127.0.0.1", 1, public_key_hex(client_key)),),
+        repositories=(RepositoryConfig("example", "/nonexistent"),),
+        protocol=ProtocolConfig(client_retransmit_s=60.0, client_deadline_s=60.0),
+        data_dir=tmp_path,
+    )
+    public = {i: key.public_key() for i, key in enumerate(node_keys)}
+    auth = Ed25519Authenticator(client_key, public, {})
+    node_auths = [Ed25519Authenticator(key, public, {}) for key in node_keys]
+    links = MemoryLinks()
+    records = BuildRecords(tmp_path / "builds.sqlite")
+    return ClientService(config, CLIENT, auth, records, links), links, node_auths, records
+
+
+async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_path, caplog):
+    service, links, node_auths, records = _service(tmp_path)
+    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    while not links.sent:
+        await asyncio.sleep(0)
+    t = json.loads(links.sent[0][1])["timestamp"]
+
+    def frame(sender: int, *, signer: int | None = None, **changes) -> str:
+        message = reply(sender, **{"timestamp": t, **changes})
+        return json.dumps(encode(signed(message, node_auths[sender if signer is None else signer].sign)))
+
+    service.on_frame(1, frame(1, timestamp=t + 1))  # another request: not counted
+    service.on_frame(1, frame(1, client="other"))  # another client
+    service.on_frame(3, frame(0, signer=3))  # node 3 forging node 0's reply
+    service.on_frame(3, frame(3, result=BAD))  # node 3 lying under its own name
+    service.on_frame(2, "{not json")
+    service.on_frame(2, json.dumps({"type": "prepare"}))
+    await asyncio.sleep(0.01)
+    assert not task.done()
+    service.on_frame(0, frame(0))
+    await asyncio.sleep(0.01)
+    assert not task.done()
+    service.on_frame(2, frame(2))
+    verdict = await asyncio.wait_for(task, 1)
+
+    assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 2]
+    assert [r.sender for r in verdict.replies] == [3, 0, 2]
+    assert {node_id for node_id, _ in links.sent} == {0}, "first send goes to the primary only"
+    for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed"):
+        assert reason in caplog.text
+    assert records.get(t)["state"] == "accepted"
+    records.close()

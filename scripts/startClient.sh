@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the pbft-ci client in the foreground: scripts/startClient.sh [CONFIG]
-# The client's key pair is generated first if it is missing (keygen keeps
-# existing keys). Logs go to the configuration's log_dir (log/client.log).
+# The machine is set up first (scripts/setup.sh, quick when already done: the
+# Python packages in .venv and the client's key pair among them). Logs go to
+# the configuration's log_dir (log/client.log).
 set -euo pipefail
 
 config="${1:-example-config/network.yaml}"
@@ -11,5 +12,5 @@ if [[ $# -ge 1 && "$config" != /* ]]; then
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-python3 scripts/keygen.py "$config"
-exec python3 client/index.py --config "$config"
+./scripts/setup.sh "$config"
+exec .venv/bin/python client/index.py --config "$config"

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Prepare this machine to run pbft-ci: scripts/setup.sh [CONFIG]
+#
+# Every step checks before it acts, so a second run only looks and takes a
+# fraction of a second. The steps: the Debian packages the executor and the
+# build image need, Python packages in .venv, a Docker engine, the local build
+# image, the key pairs of CONFIG, and the example git repository.
+#
+# Installing system packages or starting a Docker engine needs root and
+# apt-get (Debian); elsewhere the script stops and says what to install.
+set -euo pipefail
+
+config="${1:-example-config/network.yaml}"
+# A path given relative to the caller's directory must survive the cd below.
+if [[ $# -ge 1 && "$config" != /* ]]; then
+    config="$(pwd)/$config"
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "setup: $*"; }
+fail() { echo "setup: error: $*" >&2; exit 1; }
+
+# Run a step quietly and print the gist of its output on one line (a short
+# output joined, a long one's last line); show everything if it fails.
+step() {
+    local label=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        if [[ $(wc -l <<<"$out") -le 2 ]]; then
+            say "$label: $(paste -sd ' ' <<<"$out")"
+        else
+            say "$label: $(tail -n 1 <<<"$out")"
+        fi
+    else
+        echo "$out" >&2
+        fail "$label failed"
+    fi
+}
+
+can_apt() { [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null; }
+
+apt_updated=0
+apt_install() {
+    # The package lists of a fresh machine are empty, so update once, and only
+    # when something is actually missing.
+    if [[ $apt_updated -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+deb_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# --- Debian packages: git for the executor, busybox-static for the build image.
+missing=()
+command -v git >/dev/null || missing+=(git)
+if command -v dpkg-query >/dev/null && ! deb_installed busybox-static; then
+    missing+=(busybox-static)
+fi
+# python3 -m venv needs ensurepip, which Debian ships separately.
+if [[ ! -x .venv/bin/python ]] && ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+if [[ ${#missing[@]} -eq 0 ]]; then
+    say "system packages present"
+elif can_apt; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+elif [[ " ${missing[*]} " == *" git "* || " ${missing[*]} " == *" python3-venv "* ]]; then
+    fail "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]}) or run this script as root"
+else
+    # busybox-static is only needed to build the image; build-image.sh says so if it must.
+    say "not root: skipping ${missing[*]}"
+fi
+
+# --- Python packages, reinstalled only when requirements.txt changes.
+if [[ ! -x .venv/bin/python ]]; then
+    say "creating .venv"
+    python3 -m venv .venv
+fi
+wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+stamp=.venv/.requirements.sha256
+if [[ -f $stamp && "$(cat "$stamp")" == "$wanted" ]]; then
+    say "python packages up to date (.venv)"
+else
+    say "installing python packages into .venv"
+    if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1); then
+        echo "$out" >&2
+        fail "pip could not install requirements.txt"
+    fi
+    echo "$wanted" >"$stamp"
+fi
+
+# --- Docker engine: use one that answers; start one only where none runs.
+if docker info >/dev/null 2>&1; then
+    say "docker engine answers"
+else
+    if ! can_apt; then
+        fail "no Docker engine answers. Install and start one (Debian: apt-get install docker.io; dockerd), or run this script as root to have it done"
+    fi
+    if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
+        say "installing docker.io"
+        apt_install docker.io
+    fi
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        say "dockerd is running but not answering yet; waiting"
+    else
+        say "starting dockerd (log/dockerd.log)"
+        mkdir -p log
+        # Its own session, so it outlives this script and the shell that ran it.
+        setsid nohup dockerd --storage-driver=overlay2 --iptables=false --ip-forward=false --bridge=none \
+            </dev/null >>log/dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 120); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    docker info >/dev/null 2>&1 || fail "dockerd did not answer within 60 s; see log/dockerd.log"
+    say "docker engine answers"
+fi
+
+# --- The default build image, built locally (no registry is reachable).
+if docker image inspect pbft-ci/busybox:latest >/dev/null 2>&1; then
+    say "build image pbft-ci/busybox:latest present"
+else
+    step "build image" scripts/build-image.sh
+fi
+
+# --- Key pairs of every node and client of the configuration.
+step "keys" .venv/bin/python scripts/keygen.py "$config"
+
+# --- The example repository the example configuration builds.
+step "example repository" scripts/make-example-repo.sh data/example-repo

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Start every node of a network configuration in the background.
+#
+#   ./startNetwork.sh [CONFIG] [--byzantine ID:MODE]...
+#
+# CONFIG defaults to example-config/network.yaml. The machine is set up first
+# (scripts/setup.sh: packages, Docker engine, build image, keys, example
+# repository). Each node's stdout and stderr go to log/node-<id>.stdout and
+# its log to <log_dir>/node-<id>.log; the process ids are kept in
+# run/network.pids for ./stopNetwork.sh. The script returns once every node
+# answers GET /status.
+#
+# --byzantine ID:MODE starts node ID misbehaving on purpose (MODE "lie" flips
+# the exit code it reports). For demos and tests only: the node refuses it
+# unless the configuration sets allow_byzantine: true.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 [CONFIG] [--byzantine ID:MODE]..." >&2
+    exit 2
+}
+
+config=""
+declare -A byzantine=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --byzantine=*) spec="${1#--byzantine=}"; shift ;;
+        --byzantine) [[ $# -ge 2 ]] || usage; spec="$2"; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) usage ;;
+        *) [[ -z "$config" ]] || usage; config="$1"; shift; continue ;;
+    esac
+    [[ "$spec" =~ ^([0-9]+):([a-z]+)$ ]] || { echo "--byzantine wants ID:MODE, e.g. 3:lie; got '$spec'" >&2; exit 2; }
+    byzantine[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+done
+config="${config:-example-config/network.yaml}"
+# A path given relative to the caller's directory must survive the cd below.
+if [[ "$config" != /* ]]; then
+    config="$(pwd)/$config"
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+pid_file=run/network.pids
+
+# True when PID is alive and still runs a pbft-ci node (pids get reused).
+is_node() {
+    local cmdline
+    cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
+    [[ "$cmdline" == *node/index.py* ]]
+}
+
+if [[ -f $pid_file ]]; then
+    while read -r pid id _; do
+        if is_node "$pid"; then
+            echo "a network started by $0 is still running (node $id is pid $pid): run ./stopNetwork.sh first" >&2
+            exit 1
+        fi
+    done <"$pid_file"
+    rm -f "$pid_file"
+fi
+
+./scripts/setup.sh "$config"
+
+# Node ids and addresses come from the configuration, read by the project's own
+# loader so that every error is reported as the nodes would report it.
+if ! nodes=$(.venv/bin/python -c '
+import sys
+from pbft.config import ConfigError, load_config
+try:
+    config = load_config(sys.argv[1])
+except ConfigError as error:
+    sys.exit(str(error))
+print("log_dir", config.log_dir)
+for node in config.nodes:
+    print(node.id, node.host, node.port)
+' "$config"); then
+    exit 1
+fi
+log_dir=$(awk '$1 == "log_dir" { sub(/^log_dir /, ""); print }' <<<"$nodes")
+nodes=$(grep -v '^log_dir ' <<<"$nodes")
+
+for id in "${!byzantine[@]}"; do
+    grep -q "^$id " <<<"$nodes" || { echo "--byzantine $id:${byzantine[$id]}: no node $id in $config" >&2; exit 2; }
+done
+
+mkdir -p run log
+: >"$pid_file"
+declare -A pids=() urls=()
+while read -r id host port; do
+    extra=()
+    if [[ -n "${byzantine[$id]:-}" ]]; then
+        extra=(--byzantine "${byzantine[$id]}")
+    fi
+    # A node listening on every address is asked for its status on loopback.
+    case "$host" in
+        0.0.0.0) host=127.0.0.1 ;;
+        ::) host="[::1]" ;;
+        *:*) host="[$host]" ;;
+    esac
+    nohup .venv/bin/python node/index.py --config "$config" --id "$id" "${extra[@]}" \
+        </dev/null >"log/node-$id.stdout" 2>&1 &
+    pids[$id]=$!
+    urls[$id]="http://$host:$port/status"
+    echo "${pids[$id]} $id $config" >>"$pid_file"
+done <<<"$nodes"
+
+# True while a node we just started is alive. Its command line is no use here:
+# until nohup has exec'd Python it still reads as this script's.
+alive() {
+    kill -0 "$1" 2>/dev/null && [[ "$( { cut -d' ' -f3 "/proc/$1/stat"; } 2>/dev/null)" != Z ]]
+}
+
+# Answers when the node at URL reports the expected id on its status endpoint.
+status_ok() {
+    .venv/bin/python -c '
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=1) as response:
+        sys.exit(0 if json.load(response).get("id") == int(sys.argv[2]) else 1)
+except (OSError, ValueError):
+    sys.exit(1)
+' "$1" "$2"
+}
+
+pending=("${!pids[@]}")
+deadline=$((SECONDS + 30))
+while [[ ${#pending[@]} -gt 0 ]]; do
+    still=()
+    for id in "${pending[@]}"; do
+        if ! alive "${pids[$id]}"; then
+            echo "node $id (pid ${pids[$id]}) exited during start-up; last lines of log/node-$id.stdout:" >&2
+            tail -n 20 "log/node-$id.stdout" | sed 's/^/    /' >&2
+            ./stopNetwork.sh >&2
+            exit 1
+        fi
+        status_ok "${urls[$id]}" "$id" || still+=("$id")
+    done
+    pending=("${still[@]+"${still[@]}"}")
+    if [[ ${#pending[@]} -gt 0 ]]; then
+        if [[ $SECONDS -ge $deadline ]]; then
+            echo "nodes ${pending[*]} did not answer GET /status within 30 s; see log/node-<id>.stdout" >&2
+            ./stopNetwork.sh >&2
+            exit 1
+        fi
+        sleep 0.2
+    fi
+done
+
+echo "network up: $(wc -l <"$pid_file") nodes of $config"
+while read -r pid id _; do
+    echo "  node $id  pid $pid  ${urls[$id]}${byzantine[$id]:+  (byzantine: ${byzantine[$id]})}"
+done <"$pid_file"
+echo "logs: $log_dir/node-<id>.log (protocol and builds), $log_dir/build-*.log (build output), log/node-<id>.stdout"
+echo "stop: ./stopNetwork.sh"

@@ -94,7 +94,7 @@ class Driver:
             if not isinstance(message, Request):
                 self._drop("client_sent_non_request", message.TYPE)
                 return
-        reason = self.replica.receive(message)
+        reason = self.replica.receive(message, asyncio.get_running_loop().time())
         if reason is not None:
             self.drops[reason] += 1
         self._carry_out(self.replica.take_effects())
@@ -111,6 +111,14 @@ class Driver:
             self._drop("hello_bad_signature", hello.client)
         else:
             self.clients.setdefault(hello.client, set()).add(connection)
+
+    async def tick_forever(self, interval_s: float = 0.1) -> None:
+        """Give the replica the time, so its view-change timers can fire."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            self.replica.tick(loop.time())
+            self._carry_out(self.replica.take_effects())
 
     def client_gone(self, connection: Sender) -> None:
         for connections in self.clients.values():

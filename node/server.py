@@ -82,6 +82,7 @@ def make_app(
         batch_max=config.protocol.batch_max,
         pipeline_depth=config.protocol.pipeline_depth,
         max_buffered=config.protocol.max_buffered,
+        view_change_timeout_s=config.protocol.view_change_timeout_s,
     )
 
     async def resources(app: web.Application):
@@ -101,7 +102,10 @@ def make_app(
             app[DRIVER] = driver
             for link in links.values():
                 link.start()
+            ticker = asyncio.create_task(driver.tick_forever())
             yield
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
             for link in links.values():
                 await link.close()
             for task in list(driver.builds):

@@ -72,6 +72,7 @@ class ProtocolConfig:
     batch_max: int = 64  # requests per pre-prepare
     pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before batching
     max_buffered: int = 4096  # early messages a replica holds before dropping
+    view_change_timeout_s: float = 4.0  # a backup's wait for a request to execute; doubles per view change
     client_retransmit_s: float = 5.0
     client_deadline_s: float = 600.0
 

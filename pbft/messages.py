@@ -17,6 +17,8 @@ from pbft.encoding import digest
 
 STATUSES = ("success", "failure", "error", "timeout")
 MAX_BATCH = 1024
+MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
+MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_TEXT = 1024
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -141,6 +143,63 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class PreparedCertificate:
+    """Proof that a batch prepared at (view, seq): its pre-prepare and 2f matching prepares."""
+
+    preprepare: PrePrepare
+    prepares: tuple[Prepare, ...]
+
+    def to_dict(self) -> dict:
+        return {"preprepare": encode(self.preprepare), "prepares": [encode(p) for p in self.prepares]}
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """<VIEW-CHANGE, v+1, n, C, P, i> (§4.4): node i's stable checkpoint n with its
+    proof C, and a prepared certificate for every batch above n that it saw prepare."""
+
+    view: int
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]
+    prepared: tuple[PreparedCertificate, ...]
+    sender: int
+    sig: str = ""
+    TYPE = "view-change"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "view": self.view,
+            "stable_seq": self.stable_seq,
+            "checkpoint_proof": [encode(c) for c in self.checkpoint_proof],
+            "prepared": [cert.to_dict() for cert in self.prepared],
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
+class NewView:
+    """<NEW-VIEW, v+1, V, O> (§4.4): the 2f+1 view changes V the new primary used
+    and the pre-prepares O it re-issues from them, null batches filling gaps."""
+
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    preprepares: tuple[PrePrepare, ...]
+    sender: int
+    sig: str = ""
+    TYPE = "new-view"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "view": self.view,
+            "view_changes": [encode(vc) for vc in self.view_changes],
+            "preprepares": [encode(pp) for pp in self.preprepares],
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
 class Result:
     """A build outcome; `agreed()` is the part every honest node computes alike."""
 
@@ -196,7 +255,7 @@ class Hello:
         return {"type": self.TYPE, "client": self.client, "node": self.node}
 
 
-Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, Reply, Hello]
+Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Reply, Hello]
 
 
 def batch_digest(batch: tuple[Request, ...]) -> str:
@@ -209,6 +268,7 @@ def signed(message: Message, sign) -> Message:
 
 
 def encode(message: Message) -> dict:
+    # Payloads of view changes hold whole encoded messages already.
     wire: dict[str, Any] = {**message.payload(), "sig": message.sig}
     if isinstance(message, PrePrepare):
         wire["batch"] = [encode(request) for request in message.batch]
@@ -275,15 +335,23 @@ def _decode_request(data: dict) -> Request:
     )
 
 
+def _list(data: dict, name: str, limit: int, minimum: int = 0) -> list:
+    value = _field(data, name)
+    if not isinstance(value, list) or not minimum <= len(value) <= limit:
+        raise MessageError(f"{name} must be a list of {minimum} to {limit} items")
+    return value
+
+
+def _nested(value: Any, cls):
+    if not isinstance(value, dict) or value.get("type") != cls.TYPE:
+        raise MessageError(f"expected a {cls.TYPE} message")
+    return _DECODERS[cls.TYPE](value)
+
+
 def _decode_preprepare(data: dict) -> PrePrepare:
-    batch = _field(data, "batch")
-    if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_BATCH:
-        raise MessageError(f"batch must hold 1 to {MAX_BATCH} requests")
-    requests = []
-    for item in batch:
-        if not isinstance(item, dict) or item.get("type") != Request.TYPE:
-            raise MessageError("batch items must be requests")
-        requests.append(_decode_request(item))
+    # An empty batch is the null request a new primary uses to fill a gap (§4.4).
+    batch = _list(data, "batch", MAX_BATCH)
+    requests = [_nested(item, Request) for item in batch]
     return PrePrepare(
         view=_int(data, "view"),
         seq=_int(data, "seq"),
@@ -316,6 +384,36 @@ def _decode_checkpoint(data: dict) -> Checkpoint:
     )
 
 
+def _decode_certificate(data: Any) -> PreparedCertificate:
+    if not isinstance(data, dict):
+        raise MessageError("a prepared certificate must be an object")
+    return PreparedCertificate(
+        preprepare=_nested(_field(data, "preprepare"), PrePrepare),
+        prepares=tuple(_nested(item, Prepare) for item in _list(data, "prepares", MAX_VOTES)),
+    )
+
+
+def _decode_view_change(data: dict) -> ViewChange:
+    return ViewChange(
+        view=_int(data, "view"),
+        stable_seq=_int(data, "stable_seq"),
+        checkpoint_proof=tuple(_nested(item, Checkpoint) for item in _list(data, "checkpoint_proof", MAX_VOTES)),
+        prepared=tuple(_decode_certificate(item) for item in _list(data, "prepared", MAX_LOG)),
+        sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
+def _decode_new_view(data: dict) -> NewView:
+    return NewView(
+        view=_int(data, "view"),
+        view_changes=tuple(_nested(item, ViewChange) for item in _list(data, "view_changes", MAX_VOTES)),
+        preprepares=tuple(_nested(item, PrePrepare) for item in _list(data, "preprepares", MAX_LOG)),
+        sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
 def _decode_reply(data: dict) -> Reply:
     return Reply(
         view=_int(data, "view"),
@@ -337,6 +435,8 @@ _DECODERS = {
     Prepare.TYPE: _decode_vote(Prepare),
     Commit.TYPE: _decode_vote(Commit),
     Checkpoint.TYPE: _decode_checkpoint,
+    ViewChange.TYPE: _decode_view_change,
+    NewView.TYPE: _decode_new_view,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
 }

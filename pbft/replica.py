@@ -21,15 +21,19 @@ from pbft.messages import (
     Checkpoint,
     Commit,
     Message,
+    NewView,
     PrePrepare,
     Prepare,
+    PreparedCertificate,
     Reply,
     Request,
     Result,
+    ViewChange,
     batch_digest,
     signed,
 )
-from pbft.quorum import commit_quorum, matching, prepare_quorum
+from pbft.quorum import commit_quorum, matching, prepare_quorum, reply_quorum
+from pbft.viewchange import Membership, NewViewPlan, plan_new_view, view_change_problem
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class ReplicaSettings:
     batch_max: int = 64
     pipeline_depth: int = 8
     max_buffered: int = 4096
+    view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
@@ -59,10 +64,15 @@ class Slot:
     """Everything this replica knows about one sequence number in its view."""
 
     preprepare: PrePrepare | None = None
-    prepares: dict[int, str] = field(default_factory=dict)  # sender -> digest
-    commits: dict[int, str] = field(default_factory=dict)
+    # Signed votes by sender: prepares make up the certificate a view change carries.
+    prepares: dict[int, Prepare] = field(default_factory=dict)
+    commits: dict[int, Commit] = field(default_factory=dict)
     prepared: bool = False
     committed: bool = False
+
+
+def _digests(votes: dict[int, Prepare] | dict[int, Commit]) -> dict[int, str]:
+    return {sender: vote.digest for sender, vote in votes.items()}
 
 
 class Replica:
@@ -79,11 +89,23 @@ class Replica:
         self.pending: deque[Request] = deque()  # primary: requests waiting for a sequence number
         self.pending_keys: set[tuple[str, int]] = set()
         self.forwarded: set[tuple[str, int]] = set()  # backup: requests sent on to the primary
+        # Requests a client sent us directly that have not executed yet: a
+        # backup's view-change timer runs while this is not empty (§4.4).
+        self.waiting: dict[tuple[str, int], Request] = {}
         # Exactly-once: every executed request, with its reply once the build finished.
         self.executed: dict[tuple[str, int], Reply | None] = {}
-        self.checkpoints: dict[int, dict[int, str]] = {}  # seq -> sender -> state digest
+        self.checkpoints: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
         self.own_checkpoints: dict[int, str] = {}
+        self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving low_watermark
+        self.prepared_certs: dict[int, PreparedCertificate] = {}  # seq -> latest certificate
         self.future: deque[Message] = deque(maxlen=settings.max_buffered)
+        # View change state (§4.4): while changing, only checkpoints and view-change traffic count.
+        self.changing_view = False
+        self.view_changes: dict[int, dict[int, ViewChange]] = {}  # view -> sender -> message
+        self.view_changes_in_a_row = 0
+        self.now = 0.0
+        self.timer_deadline: float | None = None
+        self.members = Membership(settings.n, settings.f, settings.log_window)
         self._outbox: list[Effect] = []
 
     # --- derived values -----------------------------------------------
@@ -112,14 +134,18 @@ class Replica:
 
     # --- inputs -------------------------------------------------------
 
-    def receive(self, message: Message) -> str | None:
+    def receive(self, message: Message, now: float | None = None) -> str | None:
         """Handle one decoded message; return why it was dropped, or None."""
+        if now is not None:
+            self.now = max(self.now, now)
         handler = {
             Request: self._on_request,
             PrePrepare: self._on_preprepare,
             Prepare: self._on_prepare,
             Commit: self._on_commit,
             Checkpoint: self._on_checkpoint,
+            ViewChange: self._on_view_change,
+            NewView: self._on_new_view,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -129,6 +155,14 @@ class Replica:
             logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, _describe(message), reason)
         self._check_invariants()
         return reason
+
+    def tick(self, now: float) -> None:
+        """Advance the clock; a backup whose timer expired moves to the next view (§4.4)."""
+        self.now = max(self.now, now)
+        if self.timer_deadline is not None and self.now >= self.timer_deadline:
+            logger.warning("node=%d view=%d timer expired", self.id, self.view)
+            self._start_view_change(self.view + 1)
+        self._check_invariants()
 
     def execution_finished(self, request: Request, result: Result) -> None:
         """A build started by an Execute effect has an outcome: reply to its client."""
@@ -151,7 +185,12 @@ class Replica:
             # A retransmission: the client lost our reply, so send it again.
             self._outbox.append(SendReply(reply))
             return None
+        self.waiting[request.key] = request
+        if self.changing_view:
+            return None  # handed to the new primary once the view is in place
         if not self.is_primary:
+            if self.timer_deadline is None:
+                self._start_timer()
             if request.key in self.forwarded:
                 return "ignore_request_already_forwarded"
             self.forwarded.add(request.key)
@@ -175,6 +214,7 @@ class Replica:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
         while (
             self.pending
+            and not self.changing_view
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
@@ -188,14 +228,12 @@ class Replica:
                 PrePrepare(self.view, self.next_seq, batch_digest(tuple(batch)), self.id, tuple(batch)),
                 self.auth.sign,
             )
-            slot = self._slot(preprepare.seq)
-            slot.preprepare = preprepare
             logger.info(
                 "node=%d view=%d seq=%d phase=pre-prepare digest=%s requests=%d",
                 self.id, self.view, preprepare.seq, preprepare.digest[:8], len(batch),
             )
             self._outbox.append(Broadcast(preprepare))
-            self._advance(preprepare.seq)
+            self._accept_preprepare(preprepare)
 
     # --- three phases (§4.2) ------------------------------------------
 
@@ -217,17 +255,20 @@ class Replica:
             if slot.preprepare.digest != message.digest:
                 return "ignore_preprepare_conflicting_digest"
             return "ignore_preprepare_duplicate"
-        slot.preprepare = message
-        for request in message.batch:
-            self.forwarded.discard(request.key)
-        prepare = signed(Prepare(self.view, message.seq, message.digest, self.id), self.auth.sign)
-        slot.prepares[self.id] = message.digest
-        logger.info(
-            "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
-        )
-        self._outbox.append(Broadcast(prepare))
-        self._advance(message.seq)
+        self._accept_preprepare(message)
         return None
+
+    def _accept_preprepare(self, message: PrePrepare) -> None:
+        slot = self._slot(message.seq)
+        slot.preprepare = message
+        if not self.is_primary:
+            prepare = signed(Prepare(self.view, message.seq, message.digest, self.id), self.auth.sign)
+            slot.prepares[self.id] = prepare
+            logger.info(
+                "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
+            )
+            self._outbox.append(Broadcast(prepare))
+        self._advance(message.seq)
 
     def _on_prepare(self, message: Prepare) -> str | None:
         reason = self._check_vote("prepare", message)
@@ -259,15 +300,15 @@ class Replica:
 
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
         """Keep a message of a view this replica has not entered yet, in a bounded buffer."""
-        if message.view > self.view:
+        if message.view > self.view or (self.changing_view and message.view == self.view):
             self.future.append(message)
             return True
         return False
 
-    def _record_vote(self, votes: dict[int, str], kind: str, message: Prepare | Commit) -> str | None:
+    def _record_vote(self, votes: dict, kind: str, message: Prepare | Commit) -> str | None:
         if message.sender in votes:
-            return None if votes[message.sender] == message.digest else f"ignore_{kind}_sender_changed_digest"
-        votes[message.sender] = message.digest
+            return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
+        votes[message.sender] = message
         self._advance(message.seq)
         return None
 
@@ -283,14 +324,18 @@ class Replica:
         preprepare = slot.preprepare
         if preprepare is None:
             return
-        if not slot.prepared and matching(slot.prepares, preprepare.digest) >= prepare_quorum(self.f):
+        if not slot.prepared and matching(_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.f):
             slot.prepared = True
-            slot.commits[self.id] = preprepare.digest
+            proof = tuple(vote for vote in slot.prepares.values() if vote.digest == preprepare.digest)
+            self.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
+            commit = signed(Commit(self.view, seq, preprepare.digest, self.id), self.auth.sign)
+            slot.commits[self.id] = commit
             logger.info(
                 "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
-            self._outbox.append(Broadcast(signed(Commit(self.view, seq, preprepare.digest, self.id), self.auth.sign)))
-        if slot.prepared and not slot.committed and matching(slot.commits, preprepare.digest) >= commit_quorum(self.f):
+            self._outbox.append(Broadcast(commit))
+        committed_votes = matching(_digests(slot.commits), preprepare.digest)
+        if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.f):
             slot.committed = True
             logger.info(
                 "node=%d view=%d seq=%d phase=committed digest=%s", self.id, self.view, seq, preprepare.digest[:8]
@@ -308,10 +353,13 @@ class Replica:
             seq = self.last_executed + 1
             fresh = []
             for request in slot.preprepare.batch:
+                self.waiting.pop(request.key, None)
+                self.forwarded.discard(request.key)
                 if request.key in self.executed:
                     continue
                 self.executed[request.key] = None
                 fresh.append(request)
+            self._restart_timer_after_progress()
             self.last_executed = seq
             self.state_digest = digest([self.state_digest, seq, slot.preprepare.digest])
             logger.info(
@@ -329,7 +377,7 @@ class Replica:
     def _take_checkpoint(self, seq: int) -> None:
         self.own_checkpoints[seq] = self.state_digest
         checkpoint = signed(Checkpoint(seq, self.state_digest, self.id), self.auth.sign)
-        self.checkpoints.setdefault(seq, {})[self.id] = self.state_digest
+        self.checkpoints.setdefault(seq, {})[self.id] = checkpoint
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
         self._outbox.append(Broadcast(checkpoint))
         self._maybe_stable(seq)
@@ -346,18 +394,22 @@ class Replica:
         votes = self.checkpoints.setdefault(message.seq, {})
         if message.sender in votes:
             return "ignore_checkpoint_duplicate"
-        votes[message.sender] = message.state_digest
+        votes[message.sender] = message
         self._maybe_stable(message.seq)
         return None
 
     def _maybe_stable(self, seq: int) -> None:
         """A checkpoint is stable once 2f+1 nodes, this one included, vouch for our digest."""
         own = self.own_checkpoints.get(seq)
-        if own is None or matching(self.checkpoints.get(seq, {}), own) < commit_quorum(self.f):
+        votes = self.checkpoints.get(seq, {})
+        if own is None or seq <= self.low_watermark or matching(_state_digests(votes), own) < commit_quorum(self.f):
             return
         self.low_watermark = seq
+        self.stable_proof = tuple(vote for vote in votes.values() if vote.state_digest == own)
         for old in [s for s in self.slots if s <= seq]:
             del self.slots[old]
+        for old in [s for s in self.prepared_certs if s <= seq]:
+            del self.prepared_certs[old]
         for old in [s for s in self.checkpoints if s < seq]:
             del self.checkpoints[old]
         for old in [s for s in self.own_checkpoints if s < seq]:
@@ -366,14 +418,188 @@ class Replica:
         if self.is_primary:
             self._issue_preprepares()
 
+    # --- view change (§4.4, §4.5.2) --------------------------------------
+
+    def _timeout_s(self) -> float:
+        return self.settings.view_change_timeout_s * 2 ** min(self.view_changes_in_a_row, 10)
+
+    def _start_timer(self) -> None:
+        self.timer_deadline = self.now + self._timeout_s()
+
+    def _restart_timer_after_progress(self) -> None:
+        """Executing a request proves the view works: reset the doubling, and keep
+        the timer only while other requests are still waiting."""
+        self.view_changes_in_a_row = 0
+        self.timer_deadline = None
+        if self.waiting and not self.is_primary:
+            self._start_timer()
+
+    def _start_view_change(self, view: int) -> None:
+        assert view > self.view or (view == self.view and not self.changing_view)
+        self.view = view
+        self.changing_view = True
+        self.view_changes_in_a_row += 1
+        # Waiting for NEW-VIEW is itself timed, twice as long each time (§4.5.2).
+        self._start_timer()
+        for request in self.pending:
+            self.waiting.setdefault(request.key, request)
+        self.pending.clear()
+        self.pending_keys.clear()
+        message = signed(
+            ViewChange(
+                view,
+                self.low_watermark,
+                self.stable_proof,
+                tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > self.low_watermark),
+                self.id,
+            ),
+            self.auth.sign,
+        )
+        self.view_changes.setdefault(view, {})[self.id] = message
+        logger.warning(
+            "node=%d view=%d phase=view-change stable=%d prepared=%d",
+            self.id, view, self.low_watermark, len(message.prepared),
+        )
+        self._outbox.append(Broadcast(message))
+        self._maybe_send_new_view(view)
+
+    def _on_view_change(self, message: ViewChange) -> str | None:
+        if message.view < self.view or (message.view == self.view and not self.changing_view):
+            return "ignore_view-change_stale"
+        problem = view_change_problem(message, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_view-change_{problem}"
+        votes = self.view_changes.setdefault(message.view, {})
+        if message.sender in votes:
+            return "ignore_view-change_duplicate"
+        votes[message.sender] = message
+        # f+1 nodes asking for later views include an honest one: join the
+        # smallest of those views rather than wait for our own timer (§4.5.2).
+        later = {
+            sender: view
+            for view, senders in self.view_changes.items()
+            if view > self.view or (view == self.view and not self.changing_view)
+            for sender in senders
+            if sender != self.id
+        }
+        if len(later) >= reply_quorum(self.f):
+            self._start_view_change(min(later.values()))
+        self._maybe_send_new_view(message.view)
+        return None
+
+    def _maybe_send_new_view(self, view: int) -> None:
+        """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
+        votes = self.view_changes.get(view, {})
+        if (
+            self.primary(view) != self.id
+            or view != self.view
+            or not self.changing_view
+            or self.id not in votes
+            or len(votes) < commit_quorum(self.f)
+        ):
+            return
+        chosen = tuple(votes[sender] for sender in sorted(votes)[: commit_quorum(self.f)])
+        if self.id not in {vc.sender for vc in chosen}:
+            chosen = (votes[self.id],) + chosen[1:]
+        plan = plan_new_view(chosen, view, self.members)
+        preprepares = tuple(
+            signed(PrePrepare(view, seq, old.digest, self.id, old.batch), self.auth.sign)
+            for seq, old in sorted(plan.batches.items())
+        )
+        message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
+        self._outbox.append(Broadcast(message))
+        self._enter_view(view, plan, preprepares)
+
+    def _on_new_view(self, message: NewView) -> str | None:
+        if message.view < self.view or (message.view == self.view and not self.changing_view):
+            return "ignore_new-view_stale"
+        if message.sender != self.primary(message.view):
+            return "ignore_new-view_not_from_primary"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_new-view_bad_signature"
+        senders = {vc.sender for vc in message.view_changes}
+        if len(senders) != len(message.view_changes) or len(senders) < commit_quorum(self.f):
+            return "ignore_new-view_too_few_view_changes"
+        for vc in message.view_changes:
+            if vc.view != message.view:
+                return "ignore_new-view_view_change_for_other_view"
+            problem = view_change_problem(vc, self.members, self.auth)
+            if problem is not None:
+                return f"ignore_new-view_{problem}"
+        # Recompute what the primary had to re-issue and accept nothing else.
+        plan = plan_new_view(message.view_changes, message.view, self.members)
+        expected = [(seq, old.digest) for seq, old in sorted(plan.batches.items())]
+        if [(pp.seq, pp.digest) for pp in message.preprepares] != expected:
+            return "ignore_new-view_wrong_preprepares"
+        for pp in message.preprepares:
+            if pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch):
+                return "ignore_new-view_malformed_preprepare"
+            if not self.auth.verify_node(pp.sender, pp.payload(), pp.sig):
+                return "ignore_new-view_bad_preprepare_signature"
+        self._enter_view(message.view, plan, message.preprepares)
+        return None
+
+    def _enter_view(self, view: int, plan: NewViewPlan, preprepares: tuple[PrePrepare, ...]) -> None:
+        self.view = view
+        self.changing_view = False
+        self.timer_deadline = None
+        self.forwarded.clear()
+        for old in [v for v in self.view_changes if v <= view]:
+            del self.view_changes[old]
+        self._adopt_checkpoint(plan)
+        self.slots = {}
+        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark])
+        logger.warning(
+            "node=%d view=%d phase=new-view primary=%d reissued=%d",
+            self.id, view, self.primary(), len(preprepares),
+        )
+        for pp in preprepares:
+            if self.in_window(pp.seq):
+                self._accept_preprepare(pp)
+        replay = [m for m in self.future if m.view == view]
+        self.future = deque((m for m in self.future if m.view > view), maxlen=self.settings.max_buffered)
+        for message in replay:
+            self.receive(message)
+        self._hand_over_waiting(preprepares)
+
+    def _adopt_checkpoint(self, plan: NewViewPlan) -> None:
+        """Move up to the new view's stable checkpoint when our own state matches it."""
+        if plan.stable_seq <= self.low_watermark or self.own_checkpoints.get(plan.stable_seq) is None:
+            return
+        for checkpoint in plan.checkpoint_proof:
+            self.checkpoints.setdefault(plan.stable_seq, {}).setdefault(checkpoint.sender, checkpoint)
+        self._maybe_stable(plan.stable_seq)
+
+    def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:
+        """Requests that clients sent us and that did not execute go to the new primary."""
+        reissued = {request.key for pp in preprepares for request in pp.batch}
+        open_requests = [r for key, r in self.waiting.items() if key not in reissued and key not in self.executed]
+        if self.is_primary:
+            for request in open_requests:
+                if request.key not in self.pending_keys:
+                    self.pending.append(request)
+                    self.pending_keys.add(request.key)
+            self._issue_preprepares()
+        else:
+            for request in open_requests:
+                self.forwarded.add(request.key)
+                self._outbox.append(SendTo(self.primary(), request))
+            if self.waiting:
+                self._start_timer()
+
     # --- invariants ----------------------------------------------------
 
     def _check_invariants(self) -> None:
         assert self.low_watermark <= self.last_executed <= self.high_watermark
+        assert not (self.changing_view and self.timer_deadline is None)
         assert all(self.in_window(seq) for seq in self.slots)
         for slot in self.slots.values():
             if slot.committed:
                 assert slot.prepared and slot.preprepare is not None
+
+
+def _state_digests(votes: dict[int, Checkpoint]) -> dict[int, str]:
+    return {sender: vote.state_digest for sender, vote in votes.items()}
 
 
 def _describe(message: Message) -> str:

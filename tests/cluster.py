@@ -100,6 +100,13 @@ class Cluster:
             if node not in self.crashed and keep(node, message):
                 self.deliver_to(node, message)
 
+    def tick(self, now: float) -> None:
+        """Advance every live replica's clock to `now`, then deliver what that caused."""
+        for node in range(self.n):
+            if node not in self.crashed:
+                self.replicas[node].tick(now)
+                self._collect(node)
+
     def executed_seqs(self, node: int) -> list[int]:
         return [effect.seq for effect in self.executed[node]]
 

@@ -169,8 +169,10 @@ def test_commit_for_an_unknown_sequence_number_is_kept_until_its_preprepare():
     request = cluster.request()
     cluster.deliver_to(0, request)
     preprepare = next(m for node, m in cluster.network if node == 1)
-    digest = preprepare.digest
-    for sender in (2, 3):
-        commit = signed(Commit(0, 1, digest, sender), cluster.replicas[sender].auth.sign)
+    commits = {
+        sender: signed(Commit(0, 1, preprepare.digest, sender), cluster.replicas[sender].auth.sign)
+        for sender in (2, 3)
+    }
+    for commit in commits.values():
         assert cluster.deliver_to(1, commit) is None
-    assert cluster.replicas[1].slots[1].commits == {2: digest, 3: digest}
+    assert cluster.replicas[1].slots[1].commits == commits

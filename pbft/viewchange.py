@@ -1,0 +1,122 @@
+"""Checking view-change evidence and deriving a new view (OSDI'99 §4.4, §4.5).
+
+Pure functions over signed messages. A VIEW-CHANGE is only as good as the
+proofs inside it, so every checkpoint and every prepared certificate it
+carries is verified here; the new primary and every backup then compute the
+same set of re-issued pre-prepares from the same 2f+1 view changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pbft.crypto import Authenticator
+from pbft.messages import Checkpoint, PrePrepare, PreparedCertificate, ViewChange, batch_digest
+from pbft.quorum import commit_quorum, prepare_quorum
+
+NULL_DIGEST = batch_digest(())
+
+
+@dataclass(frozen=True)
+class Membership:
+    n: int
+    f: int
+    log_window: int
+
+    def primary(self, view: int) -> int:
+        return view % self.n
+
+
+def checkpoint_proof_problem(
+    proof: tuple[Checkpoint, ...], seq: int, members: Membership, auth: Authenticator
+) -> str | None:
+    """Why `proof` does not show 2f+1 nodes vouching for one state at `seq`, or None."""
+    if seq == 0:
+        return None if not proof else "checkpoint_proof_for_genesis"
+    senders = {c.sender for c in proof}
+    if len(senders) != len(proof) or len(senders) < commit_quorum(members.f):
+        return "checkpoint_proof_too_small"
+    if len({c.state_digest for c in proof}) != 1 or any(c.seq != seq for c in proof):
+        return "checkpoint_proof_mismatch"
+    for checkpoint in proof:
+        if not 0 <= checkpoint.sender < members.n or not auth.verify_node(
+            checkpoint.sender, checkpoint.payload(), checkpoint.sig
+        ):
+            return "checkpoint_proof_bad_signature"
+    return None
+
+
+def certificate_problem(
+    cert: PreparedCertificate, before_view: int, members: Membership, auth: Authenticator
+) -> str | None:
+    """Why `cert` does not prove that its batch prepared in a view before `before_view`, or None."""
+    preprepare = cert.preprepare
+    if preprepare.view >= before_view:
+        return "certificate_from_future_view"
+    if preprepare.sender != members.primary(preprepare.view):
+        return "certificate_preprepare_not_from_primary"
+    if preprepare.digest != batch_digest(preprepare.batch):
+        return "certificate_wrong_digest"
+    if not auth.verify_node(preprepare.sender, preprepare.payload(), preprepare.sig):
+        return "certificate_bad_preprepare_signature"
+    senders = set()
+    for prepare in cert.prepares:
+        if (prepare.view, prepare.seq, prepare.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
+            return "certificate_prepare_mismatch"
+        if prepare.sender == preprepare.sender or not 0 <= prepare.sender < members.n:
+            return "certificate_prepare_bad_sender"
+        if not auth.verify_node(prepare.sender, prepare.payload(), prepare.sig):
+            return "certificate_bad_prepare_signature"
+        senders.add(prepare.sender)
+    if len(senders) < prepare_quorum(members.f):
+        return "certificate_too_few_prepares"
+    return None
+
+
+def view_change_problem(message: ViewChange, members: Membership, auth: Authenticator) -> str | None:
+    """Why a VIEW-CHANGE is not acceptable evidence, or None; its own signature included."""
+    if not 0 <= message.sender < members.n:
+        return "unknown_sender"
+    if not auth.verify_node(message.sender, message.payload(), message.sig):
+        return "bad_signature"
+    problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, members, auth)
+    if problem is not None:
+        return problem
+    seqs = [cert.preprepare.seq for cert in message.prepared]
+    if len(set(seqs)) != len(seqs):
+        return "two_certificates_for_one_seq"
+    if any(not message.stable_seq < seq <= message.stable_seq + members.log_window for seq in seqs):
+        return "certificate_out_of_window"
+    for cert in message.prepared:
+        problem = certificate_problem(cert, message.view, members, auth)
+        if problem is not None:
+            return problem
+    return None
+
+
+@dataclass(frozen=True)
+class NewViewPlan:
+    """What 2f+1 view changes determine: the checkpoint to start from and the batches to re-issue."""
+
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]
+    batches: dict[int, PrePrepare]  # seq -> the old pre-prepare to re-issue (a null one fills a gap)
+
+
+def plan_new_view(view_changes: tuple[ViewChange, ...], view: int, members: Membership) -> NewViewPlan:
+    """min-s is the latest stable checkpoint any of them proves; for each sequence number
+    up to max-s, re-issue the batch prepared in the highest view, or a null batch."""
+    latest = max(view_changes, key=lambda vc: vc.stable_seq)
+    min_s = latest.stable_seq
+    chosen: dict[int, PrePrepare] = {}
+    for vc in view_changes:
+        for cert in vc.prepared:
+            pp = cert.preprepare
+            if pp.seq > min_s and (pp.seq not in chosen or pp.view > chosen[pp.seq].view):
+                chosen[pp.seq] = pp
+    max_s = max(chosen, default=min_s)
+    batches = {
+        seq: chosen.get(seq) or PrePrepare(view, seq, NULL_DIGEST, members.primary(view), ())
+        for seq in range(min_s + 1, max_s + 1)
+    }
+    return NewViewPlan(min_s, latest.checkpoint_proof, batches)

@@ -1,0 +1,183 @@
+"""View changes of the pure replica (OSDI'99 §4.4, §4.5.2)."""
+
+from dataclasses import replace
+
+from pbft.messages import NewView, PrePrepare, Prepare, ViewChange, signed
+from tests.cluster import Cluster
+
+T = 4.0  # ReplicaSettings.view_change_timeout_s
+
+
+def retransmit_to_all(cluster, request, nodes=range(4)):
+    for node in nodes:
+        if node not in cluster.crashed:
+            cluster.deliver_to(node, request)
+
+
+def test_a_crashed_primary_is_replaced_and_the_request_executes():
+    cluster = Cluster()
+    cluster.crashed.add(0)
+    request = cluster.request("feature")
+    retransmit_to_all(cluster, request)  # the client got no answer from the primary
+    cluster.run()
+    assert all(cluster.executed_seqs(node) == [] for node in (1, 2, 3))
+    cluster.tick(T - 0.01)
+    assert all(not cluster.replicas[node].changing_view for node in (1, 2, 3))
+    cluster.tick(T)
+    cluster.run()
+    for node in (1, 2, 3):
+        replica = cluster.replicas[node]
+        assert (replica.view, replica.changing_view) == (1, False)
+        assert cluster.builds(node) == [request]
+        assert replica.timer_deadline is None  # nothing is waiting any more
+    assert {reply.view for reply in cluster.replies} == {1}
+
+
+def test_a_batch_committed_in_the_old_view_keeps_its_sequence_number():
+    cluster = Cluster()
+    first = cluster.request("master")
+    cluster.deliver_to(0, first)
+
+    # Node 3 misses every commit for seq 1: nodes 0-2 execute it, node 3 only prepares.
+    def keep(node, message):
+        return not (node == 3 and message.TYPE == "commit")
+
+    cluster.run(keep)
+    assert cluster.executed_seqs(3) == [] and cluster.executed_seqs(1) == [1]
+    cluster.crashed.add(0)
+    second = cluster.request("feature")
+    retransmit_to_all(cluster, second)
+    cluster.run()
+    cluster.tick(T)
+    cluster.run()
+    for node in (1, 2, 3):
+        assert cluster.replicas[node].view == 1
+        assert cluster.builds(node) == [first, second]  # once each, in the same order
+        assert cluster.executed_seqs(node)[:1] == [1]
+
+
+def test_gaps_below_a_prepared_batch_are_filled_with_null_batches():
+    cluster = Cluster()
+    first, second = cluster.request("master"), cluster.request("feature")
+    cluster.deliver_to(0, first)
+    cluster.deliver_to(0, second)
+
+    # Seq 1 never gets past the pre-prepare anywhere; seq 2 prepares everywhere.
+    def keep(node, message):
+        return not (message.seq == 1 and message.TYPE in ("prepare", "commit")) and message.TYPE != "commit"
+
+    cluster.run(keep)
+    assert all(cluster.replicas[node].slots[2].prepared for node in (1, 2, 3))
+    assert not any(cluster.replicas[node].slots[1].prepared for node in (1, 2, 3))
+    cluster.crashed.add(0)
+    retransmit_to_all(cluster, first)
+    cluster.run()
+    cluster.tick(T)
+    cluster.run()
+    for node in (1, 2, 3):
+        effects = cluster.executed[node]
+        assert [(e.view, e.seq, len(e.requests)) for e in effects[:2]] == [(1, 1, 0), (1, 2, 1)]
+        assert cluster.builds(node) == [second, first]  # seq 1 became null; first was ordered anew
+
+
+def test_the_timer_doubles_when_the_next_primary_is_silent_too():
+    cluster = Cluster()
+    cluster.crashed.update({0})
+    request = cluster.request()
+    retransmit_to_all(cluster, request)
+    cluster.run(lambda node, message: node != 1 and message.TYPE != "new-view")
+    # Node 1 (primary of view 1) is cut off from now on, so view 1 never starts.
+    cluster.crashed.add(1)
+    cluster.tick(T)
+    cluster.run()
+    assert [cluster.replicas[n].view for n in (2, 3)] == [1, 1]
+    assert all(cluster.replicas[n].changing_view for n in (2, 3))
+    # The wait for NEW-VIEW is 2T, not T.
+    cluster.tick(T + 2 * T - 0.01)
+    assert [cluster.replicas[n].view for n in (2, 3)] == [1, 1]
+    cluster.tick(T + 2 * T)
+    assert [cluster.replicas[n].view for n in (2, 3)] == [2, 2]
+
+
+def test_f_plus_one_view_changes_make_a_node_join_before_its_timer():
+    cluster = Cluster()
+    cluster.crashed.add(0)
+    request = cluster.request()
+    # Only nodes 1 and 2 heard from the client; node 3 has no timer running.
+    retransmit_to_all(cluster, request, nodes=(1, 2))
+    cluster.run(lambda node, message: node != 3)
+    assert cluster.replicas[3].timer_deadline is None
+    cluster.replicas[1].tick(T)
+    cluster.replicas[2].tick(T)
+    for node in (1, 2):
+        cluster._collect(node)
+    cluster.run()
+    assert cluster.replicas[3].view == 1 and not cluster.replicas[3].changing_view
+    assert cluster.builds(3) == [request]
+
+
+def view_change_messages(cluster):
+    """Crash the primary, let nodes 1-3 time out, and capture their VIEW-CHANGEs and the NEW-VIEW.
+
+    Only node 1, the new primary, hears anything; nodes 2 and 3 stay in the view change.
+    """
+    cluster.deliver_to(0, cluster.request())
+    cluster.run()
+    cluster.crashed.add(0)
+    retransmit_to_all(cluster, cluster.request("feature"))
+    cluster.run()
+    captured = []
+
+    def keep(node, message):
+        captured.append(message)
+        return node == 1
+
+    cluster.tick(T)
+    cluster.run(keep)
+    view_changes = {m.sender: m for m in captured if isinstance(m, ViewChange)}
+    new_view = next(m for m in captured if isinstance(m, NewView))
+    return view_changes, new_view
+
+
+def test_a_new_view_whose_preprepares_do_not_follow_from_its_proofs_is_refused():
+    cluster = Cluster()
+    view_changes, new_view = view_change_messages(cluster)
+    node1 = cluster.replicas[1]
+    extra = signed(PrePrepare(1, 9, new_view.preprepares[0].digest, 1), node1.auth.sign)
+    forged = signed(replace(new_view, preprepares=new_view.preprepares + (extra,)), node1.auth.sign)
+    assert cluster.deliver_to(2, forged) == "ignore_new-view_wrong_preprepares"
+    too_few = signed(replace(new_view, view_changes=new_view.view_changes[:2]), node1.auth.sign)
+    assert cluster.deliver_to(2, too_few) == "ignore_new-view_too_few_view_changes"
+    assert cluster.deliver_to(2, new_view) is None
+    assert cluster.replicas[2].view == 1 and not cluster.replicas[2].changing_view
+
+
+def test_a_view_change_with_a_forged_certificate_is_refused():
+    cluster = Cluster()
+    view_changes, _ = view_change_messages(cluster)
+    honest = view_changes[3]
+    assert honest.prepared, "node 3 prepared the first request in view 0"
+    cert = honest.prepared[0]
+    # Replace one prepare by one that node 3 signed in node 1's name.
+    forged_vote = signed(replace(cert.prepares[0], sender=1), cluster.replicas[3].auth.sign)
+    bad_cert = replace(cert, prepares=(forged_vote,) + cert.prepares[1:])
+    forged = signed(replace(honest, prepared=(bad_cert,)), cluster.replicas[3].auth.sign)
+    assert cluster.replicas[2].receive(forged) in (
+        "ignore_view-change_certificate_bad_prepare_signature",
+        "ignore_view-change_certificate_prepare_bad_sender",
+    )
+    thin = signed(replace(honest, prepared=(replace(cert, prepares=cert.prepares[:1]),)), cluster.replicas[3].auth.sign)
+    assert cluster.replicas[2].receive(thin) == "ignore_view-change_certificate_too_few_prepares"
+    unsigned = replace(honest, sig="0" * 128)
+    assert cluster.replicas[2].receive(unsigned) == "ignore_view-change_bad_signature"
+
+
+def test_messages_of_the_old_view_are_refused_after_a_view_change():
+    cluster = Cluster()
+    cluster.crashed.add(0)
+    retransmit_to_all(cluster, cluster.request())
+    cluster.run()
+    cluster.tick(T)
+    cluster.run()
+    stale = signed(Prepare(0, 2, "a" * 64, 2), cluster.replicas[2].auth.sign)
+    assert cluster.deliver_to(1, stale) == "ignore_prepare_old_view"

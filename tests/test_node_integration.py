@@ -88,7 +88,8 @@ async def network(tmp_path):
     networks = []
 
     async def start(tampered=frozenset(), nodes=range(4)):
-        config = load_config(write_network(tmp_path, allow_byzantine=bool(tampered)))
+        protocol = {"view_change_timeout_s": 0.5}
+        config = load_config(write_network(tmp_path, allow_byzantine=bool(tampered), protocol=protocol))
         net = Network(config, set(tampered))
         for node_id in nodes:
             await net.start(node_id)
@@ -106,6 +107,16 @@ async def status_of(session, net, node_id):
         return await response.json()
 
 
+async def settled_statuses(session, net, nodes, done):
+    """Statuses of `nodes` once `done` holds for all of them (nodes finish a step at slightly different times)."""
+    for _ in range(100):
+        statuses = [await status_of(session, net, i) for i in nodes]
+        if all(done(status) for status in statuses):
+            break
+        await asyncio.sleep(0.05)
+    return statuses
+
+
 async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
     net = await network()
     async with aiohttp.ClientSession() as session:
@@ -113,11 +124,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert agreed == {"status": "success", "exit_code": 0, "commit": "a" * 40}
         agreed, _ = await net.submit(session, "feature", 2, [0])
         assert agreed["status"] == "failure" and agreed["exit_code"] == 3
-        for _ in range(50):
-            statuses = [await status_of(session, net, i) for i in range(4)]
-            if all(s["last_executed"] == 2 for s in statuses):
-                break
-            await asyncio.sleep(0.05)
+        statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 2)
         assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
         assert statuses[1] == {
             "id": 1, "view": 0, "primary": 0, "last_executed": 2,
@@ -151,3 +158,14 @@ async def test_malformed_frames_are_dropped_and_the_node_keeps_working(network):
                 await ws.send_str(junk)
         agreed, _ = await net.submit(session, "master", 3, [0])
     assert agreed["status"] == "success"
+
+
+async def test_when_the_primary_is_down_the_backups_change_view_and_answer(network):
+    net = await network(nodes=[1, 2, 3])
+    async with aiohttp.ClientSession() as session:
+        # The client's retransmission to all nodes starts the backups' timers.
+        agreed, replies = await net.submit(session, "master", 11, [1, 2, 3])
+        assert agreed["status"] == "success"
+        assert {reply.view for reply in replies} == {1}
+        statuses = await settled_statuses(session, net, (1, 2, 3), lambda s: s["view"] == 1)
+    assert [(s["view"], s["primary"]) for s in statuses] == [(1, 1)] * 3

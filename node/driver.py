@@ -12,9 +12,9 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from dataclasses import replace
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Protocol
 
+from node.byzantine import HONEST, Behaviour
 from pbft.config import NetworkConfig
 from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo
 from pbft.messages import Hello, MessageError, Request, Result, decode, encode
@@ -34,15 +34,6 @@ class Sender(Protocol):
     def send(self, frame: str) -> None: ...
 
 
-def lie(result: Result) -> Result:
-    """The `lie` Byzantine behaviour: report the opposite of what the build did."""
-    if result.status == "success":
-        return replace(result, status="failure", exit_code=1)
-    if result.status == "failure":
-        return replace(result, status="success", exit_code=0)
-    return result
-
-
 class Driver:
     def __init__(
         self,
@@ -51,13 +42,13 @@ class Driver:
         build: Build,
         peers: dict[int, Sender],
         *,
-        tamper: Callable[[Result], Result] | None = None,
+        behaviour: Behaviour = HONEST,
     ) -> None:
         self.replica = replica
         self.config = config
         self.build = build
         self.peers = peers
-        self.tamper = tamper
+        self.behaviour = behaviour
         self.clients: dict[str, set[Sender]] = {}
         self.builds: set[asyncio.Task] = set()
         self.drops: Counter[str] = Counter()
@@ -171,9 +162,7 @@ class Driver:
                 branch=operation.branch,
                 commit=operation.commit,
             )
-        if self.tamper is not None:
-            result = self.tamper(result)
-            logger.warning("node=%d seq=%d build=%s byzantine: reporting %s", self.replica.id, seq, build_id, result)
+        result = self.behaviour.tamper(result)
         logger.info(
             "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
             self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],

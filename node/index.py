@@ -14,12 +14,9 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from aiohttp import web  # noqa: E402
 
-from node.driver import lie  # noqa: E402
+from node.byzantine import HONEST, MODES  # noqa: E402
 from node.server import make_app  # noqa: E402
 from pbft.config import ConfigError, load_config  # noqa: E402
-
-BYZANTINE_MODES = {"lie": lie}
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -33,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="log file (default: <log_dir>/node-<id>.log from the configuration; '-' for stderr)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging threshold (default: %(default)s)")
-    parser.add_argument("--byzantine", choices=sorted(BYZANTINE_MODES),
+    parser.add_argument("--byzantine", choices=sorted(MODES),
                         help="demos and tests only: misbehave on purpose. 'lie' reports a flipped exit code. "
                              "Refused unless the configuration sets allow_byzantine: true")
     return parser.parse_args(argv)
@@ -72,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_file or str(config.log_dir / f"node-{args.id}.log"), args.log_level)
     if args.byzantine:
         logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, args.byzantine)
-    app = make_app(config, args.id, tamper=BYZANTINE_MODES.get(args.byzantine))
+    behaviour = MODES[args.byzantine]() if args.byzantine else HONEST
+    app = make_app(config, args.id, behaviour=behaviour)
     web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)
     return 0
 

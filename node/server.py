@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Callable
-
 import aiohttp
 from aiohttp import web
 
+from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
 from node.peers import PeerLink
 from pbft.config import NetworkConfig
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.messages import Result
 from pbft.replica import Replica, ReplicaSettings
 
 logger = logging.getLogger(__name__)
@@ -69,9 +67,9 @@ def make_app(
     node_id: int,
     *,
     build: Build | None = None,
-    tamper: Callable[[Result], Result] | None = None,
+    behaviour: Behaviour = HONEST,
 ) -> web.Application:
-    """A node of `config`; `build` replaces the Docker executor (tests), `tamper` its results (Byzantine demos)."""
+    """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos)."""
     app = web.Application()
     settings = ReplicaSettings(
         node_id=node_id,
@@ -98,7 +96,8 @@ def make_app(
                 for node in config.nodes
                 if node.id != node_id
             }
-            driver = Driver(Replica(settings, auth), config, run_build, links, tamper=tamper)
+            peers = {peer_id: behaviour.peer(peer_id, link) for peer_id, link in links.items()}
+            driver = Driver(Replica(settings, auth), config, run_build, peers, behaviour=behaviour)
             app[DRIVER] = driver
             for link in links.values():
                 link.start()
@@ -177,11 +176,12 @@ async def client_socket(request: web.Request) -> web.WebSocketResponse:
     ws = await open_socket(request)
     driver = request.app[DRIVER]
     connection = ClientConnection(ws)
+    replies = driver.behaviour.client(connection)
     try:
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
-                driver.on_frame(frame.data, connection)
+                driver.on_frame(frame.data, replies)
     finally:
-        driver.client_gone(connection)
+        driver.client_gone(replies)
         await connection.close()
     return ws

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.driver import lie
+from node.byzantine import HONEST, Lie
 from node.server import make_app
 from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
@@ -38,7 +38,7 @@ class Network:
         )
 
     async def start(self, node_id: int) -> None:
-        app = make_app(self.config, node_id, build=fake_build, tamper=lie if node_id in self.tampered else None)
+        app = make_app(self.config, node_id, build=fake_build, behaviour=Lie() if node_id in self.tampered else HONEST)
         runner = web.AppRunner(app)
         await runner.setup()
         node = self.config.node(node_id)

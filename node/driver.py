@@ -15,8 +15,9 @@ from collections import Counter
 from typing import Awaitable, Protocol
 
 from node.byzantine import HONEST, Behaviour
+from node.storage import NodeStore
 from pbft.config import NetworkConfig
-from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo
+from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch
 from pbft.messages import Hello, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica
 
@@ -43,12 +44,14 @@ class Driver:
         peers: dict[int, Sender],
         *,
         behaviour: Behaviour = HONEST,
+        store: NodeStore | None = None,
     ) -> None:
         self.replica = replica
         self.config = config
         self.build = build
         self.peers = peers
         self.behaviour = behaviour
+        self.store = store
         self.clients: dict[str, set[Sender]] = {}
         self.builds: set[asyncio.Task] = set()
         self.drops: Counter[str] = Counter()
@@ -103,6 +106,10 @@ class Driver:
         else:
             self.clients.setdefault(hello.client, set()).add(connection)
 
+    def resume(self) -> None:
+        """Carry out what the replica produced before the driver existed (a restore)."""
+        self._carry_out(self.replica.take_effects())
+
     async def tick_forever(self, interval_s: float = 0.1) -> None:
         """Give the replica the time, so its view-change timers can fire."""
         loop = asyncio.get_running_loop()
@@ -122,6 +129,11 @@ class Driver:
     # --- effects ------------------------------------------------------
 
     def _carry_out(self, effects: list[Effect]) -> None:
+        if not effects:
+            return
+        if self.store is not None:
+            # Persist before send: nothing leaves this node that its disk does not back.
+            self.store.save(self.replica.durable_state(), effects)
         for effect in effects:
             if isinstance(effect, Broadcast):
                 frame = json.dumps(encode(effect.message))
@@ -137,9 +149,15 @@ class Driver:
                     connection.send(frame)
             elif isinstance(effect, Execute):
                 for request in effect.requests:
-                    self._start_build(effect.seq, request)
+                    self.start_build(effect.seq, request)
+            elif isinstance(effect, ServeFetch):
+                entries = []
+                if self.store is not None:
+                    entries = self.store.ledger_entries(effect.fetch.from_seq, self.replica.low_watermark)
+                self.replica.answer_fetch(effect.fetch, entries)
+                self._carry_out(self.replica.take_effects())
 
-    def _start_build(self, seq: int, request: Request) -> None:
+    def start_build(self, seq: int, request: Request) -> None:
         task = asyncio.create_task(self._run_build(seq, request))
         self.builds.add(task)
         task.add_done_callback(self.builds.discard)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
+from node.storage import NodeStore
 from node.peers import PeerLink
 from pbft.config import NetworkConfig
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
@@ -97,8 +98,22 @@ def make_app(
                 if node.id != node_id
             }
             peers = {peer_id: behaviour.peer(peer_id, link) for peer_id, link in links.items()}
-            driver = Driver(Replica(settings, auth), config, run_build, peers, behaviour=behaviour)
+            store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite")
+            loaded = store.load()
+            now = asyncio.get_running_loop().time()
+            if loaded is None:
+                replica = Replica(settings, auth)
+            else:
+                replica = Replica.restore(settings, auth, loaded.state, loaded.messages, loaded.executed, now)
+                logger.warning(
+                    "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",
+                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(loaded.unfinished),
+                )
+            driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
             app[DRIVER] = driver
+            for seq, request in loaded.unfinished if loaded else ():
+                driver.start_build(seq, request)
+            driver.resume()
             for link in links.values():
                 link.start()
             ticker = asyncio.create_task(driver.tick_forever())
@@ -110,6 +125,7 @@ def make_app(
             for task in list(driver.builds):
                 task.cancel()
             await asyncio.gather(*driver.builds, return_exceptions=True)
+            store.close()
         if executor is not None:
             executor.close()
 

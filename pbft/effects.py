@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from pbft.messages import Message, Reply, Request
+from pbft.messages import Fetch, Message, Reply, Request
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,33 @@ class SendReply:
 
 @dataclass(frozen=True)
 class Execute:
-    """Start the builds of a committed batch; emitted strictly in sequence order.
+    """A batch joins the ledger; emitted strictly in sequence order.
 
-    `requests` holds only the requests that were not executed before: a
-    request ordered twice is built once.
+    `requests` are the builds to start: only requests not executed before (a
+    request ordered twice is built once), and none for batches learnt by
+    state transfer, whose builds other nodes already ran.
     """
 
     view: int
     seq: int
+    digest: str
+    batch: tuple[Request, ...]
     requests: tuple[Request, ...]
+    state_digest: str  # hash chain over the ledger up to and including this batch
 
 
-Effect = Union[Broadcast, SendTo, SendReply, Execute]
+@dataclass(frozen=True)
+class Store:
+    """Persist a protocol message this node accepted or sent, before anything of this step is sent."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class ServeFetch:
+    """A peer asked for the ledger from `fetch.from_seq`: read it and call `Replica.answer_fetch`."""
+
+    fetch: Fetch
+
+
+Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch]

@@ -200,6 +200,70 @@ class NewView:
 
 
 @dataclass(frozen=True)
+class CommittedCertificate:
+    """Proof that a batch committed at (view, seq): its pre-prepare and 2f+1 matching commits."""
+
+    preprepare: PrePrepare
+    commits: tuple[Commit, ...]
+
+    def to_dict(self) -> dict:
+        return {"preprepare": encode(self.preprepare), "commits": [encode(c) for c in self.commits]}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One executed batch, as state transfer carries it below a stable checkpoint."""
+
+    seq: int
+    batch: tuple[Request, ...]
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "batch": [encode(r) for r in self.batch]}
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """<FETCH, n, i>: node i has executed up to n-1 and asks peers for what follows."""
+
+    from_seq: int
+    sender: int
+    sig: str = ""
+    TYPE = "fetch"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "from_seq": self.from_seq, "sender": self.sender}
+
+
+@dataclass(frozen=True)
+class StateTransfer:
+    """A peer's answer to FETCH (§4.3 state transfer, simplified to whole batches).
+
+    `entries` lead up to `stable_seq` and are trusted only if hashing them onto
+    the receiver's own state yields the digest the 2f+1 checkpoints in
+    `checkpoint_proof` vouch for. `certificates` cover sequence numbers above
+    it, each proven committed by 2f+1 signed commits.
+    """
+
+    stable_seq: int
+    checkpoint_proof: tuple[Checkpoint, ...]
+    entries: tuple[LedgerEntry, ...]
+    certificates: tuple[CommittedCertificate, ...]
+    sender: int
+    sig: str = ""
+    TYPE = "state"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "stable_seq": self.stable_seq,
+            "checkpoint_proof": [encode(c) for c in self.checkpoint_proof],
+            "entries": [entry.to_dict() for entry in self.entries],
+            "certificates": [cert.to_dict() for cert in self.certificates],
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
 class Result:
     """A build outcome; `agreed()` is the part every honest node computes alike."""
 
@@ -255,7 +319,9 @@ class Hello:
         return {"type": self.TYPE, "client": self.client, "node": self.node}
 
 
-Message = Union[Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Reply, Hello]
+Message = Union[
+    Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, Reply, Hello
+]
 
 
 def batch_digest(batch: tuple[Request, ...]) -> str:
@@ -414,6 +480,39 @@ def _decode_new_view(data: dict) -> NewView:
     )
 
 
+def _decode_fetch(data: dict) -> Fetch:
+    return Fetch(from_seq=_int(data, "from_seq"), sender=_int(data, "sender"), sig=_text(data, "sig", _SIG))
+
+
+def _decode_entry(data: Any) -> LedgerEntry:
+    if not isinstance(data, dict):
+        raise MessageError("a ledger entry must be an object")
+    return LedgerEntry(
+        seq=_int(data, "seq"),
+        batch=tuple(_nested(item, Request) for item in _list(data, "batch", MAX_BATCH)),
+    )
+
+
+def _decode_committed(data: Any) -> CommittedCertificate:
+    if not isinstance(data, dict):
+        raise MessageError("a committed certificate must be an object")
+    return CommittedCertificate(
+        preprepare=_nested(_field(data, "preprepare"), PrePrepare),
+        commits=tuple(_nested(item, Commit) for item in _list(data, "commits", MAX_VOTES)),
+    )
+
+
+def _decode_state(data: dict) -> StateTransfer:
+    return StateTransfer(
+        stable_seq=_int(data, "stable_seq"),
+        checkpoint_proof=tuple(_nested(item, Checkpoint) for item in _list(data, "checkpoint_proof", MAX_VOTES)),
+        entries=tuple(_decode_entry(item) for item in _list(data, "entries", MAX_LOG)),
+        certificates=tuple(_decode_committed(item) for item in _list(data, "certificates", MAX_LOG)),
+        sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
 def _decode_reply(data: dict) -> Reply:
     return Reply(
         view=_int(data, "view"),
@@ -437,6 +536,8 @@ _DECODERS = {
     Checkpoint.TYPE: _decode_checkpoint,
     ViewChange.TYPE: _decode_view_change,
     NewView.TYPE: _decode_new_view,
+    Fetch.TYPE: _decode_fetch,
+    StateTransfer.TYPE: _decode_state,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
 }

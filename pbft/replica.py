@@ -15,11 +15,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pbft.crypto import Authenticator
-from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo
+from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch, Store
 from pbft.encoding import digest
 from pbft.messages import (
     Checkpoint,
     Commit,
+    CommittedCertificate,
+    Fetch,
+    LedgerEntry,
     Message,
     NewView,
     PrePrepare,
@@ -28,12 +31,22 @@ from pbft.messages import (
     Reply,
     Request,
     Result,
+    StateTransfer,
     ViewChange,
     batch_digest,
+    decode,
+    encode,
     signed,
 )
 from pbft.quorum import commit_quorum, matching, prepare_quorum, reply_quorum
-from pbft.viewchange import Membership, NewViewPlan, plan_new_view, view_change_problem
+from pbft.viewchange import (
+    Membership,
+    NewViewPlan,
+    checkpoint_proof_problem,
+    committed_certificate_problem,
+    plan_new_view,
+    view_change_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +64,10 @@ class ReplicaSettings:
     pipeline_depth: int = 8
     max_buffered: int = 4096
     view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
+    fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
+    # Exactly-once bookkeeping forgets a client's requests this much older than
+    # its newest executed one, so memory does not grow with requests served.
+    request_expiry_s: float = 3600.0
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
@@ -105,6 +122,15 @@ class Replica:
         self.view_changes_in_a_row = 0
         self.now = 0.0
         self.timer_deadline: float | None = None
+        # Exactly-once beyond memory: per client, timestamps at or below the floor are done.
+        self.client_floor: dict[str, int] = {}
+        self.client_latest: dict[str, int] = {}
+        # State transfer: the highest sequence number any verified message named,
+        # when this replica last executed something, and when it may ask again.
+        self.highest_seen = 0
+        self.last_progress_at = 0.0
+        self.next_fetch_at = 0.0
+        self.fetch_served_at: dict[int, float] = {}
         self.members = Membership(settings.n, settings.f, settings.log_window)
         self._outbox: list[Effect] = []
 
@@ -146,6 +172,8 @@ class Replica:
             Checkpoint: self._on_checkpoint,
             ViewChange: self._on_view_change,
             NewView: self._on_new_view,
+            Fetch: self._on_fetch,
+            StateTransfer: self._on_state_transfer,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -162,6 +190,7 @@ class Replica:
         if self.timer_deadline is not None and self.now >= self.timer_deadline:
             logger.warning("node=%d view=%d timer expired", self.id, self.view)
             self._start_view_change(self.view + 1)
+        self._maybe_fetch()
         self._check_invariants()
 
     def execution_finished(self, request: Request, result: Result) -> None:
@@ -178,10 +207,12 @@ class Replica:
     def _on_request(self, request: Request) -> str | None:
         if not self.auth.verify_client(request.client, request.payload(), request.sig):
             return "ignore_request_bad_signature"
+        if request.key not in self.executed and self._expired(request):
+            return "ignore_request_expired"
         if request.key in self.executed:
             reply = self.executed[request.key]
             if reply is None:
-                return "ignore_request_executing"
+                return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again.
             self._outbox.append(SendReply(reply))
             return None
@@ -261,9 +292,11 @@ class Replica:
     def _accept_preprepare(self, message: PrePrepare) -> None:
         slot = self._slot(message.seq)
         slot.preprepare = message
+        self._outbox.append(Store(message))
         if not self.is_primary:
             prepare = signed(Prepare(self.view, message.seq, message.digest, self.id), self.auth.sign)
             slot.prepares[self.id] = prepare
+            self._outbox.append(Store(prepare))
             logger.info(
                 "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
             )
@@ -292,6 +325,7 @@ class Replica:
         return self._check_view_and_window(kind, message)
 
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
+        self.highest_seen = max(self.highest_seen, message.seq)
         if message.view < self.view:
             return f"ignore_{kind}_old_view"
         if not self.in_window(message.seq):
@@ -309,6 +343,7 @@ class Replica:
         if message.sender in votes:
             return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
         votes[message.sender] = message
+        self._outbox.append(Store(message))
         self._advance(message.seq)
         return None
 
@@ -330,6 +365,7 @@ class Replica:
             self.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
             commit = signed(Commit(self.view, seq, preprepare.digest, self.id), self.auth.sign)
             slot.commits[self.id] = commit
+            self._outbox.append(Store(commit))
             logger.info(
                 "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
@@ -350,27 +386,50 @@ class Replica:
             if slot is None or not slot.committed:
                 return
             assert slot.preprepare is not None
-            seq = self.last_executed + 1
-            fresh = []
-            for request in slot.preprepare.batch:
-                self.waiting.pop(request.key, None)
-                self.forwarded.discard(request.key)
-                if request.key in self.executed:
-                    continue
-                self.executed[request.key] = None
-                fresh.append(request)
-            self._restart_timer_after_progress()
-            self.last_executed = seq
-            self.state_digest = digest([self.state_digest, seq, slot.preprepare.digest])
-            logger.info(
-                "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
-                self.id, self.view, seq, slot.preprepare.digest[:8], len(fresh),
-            )
-            self._outbox.append(Execute(self.view, seq, tuple(fresh)))
-            if seq % self.settings.checkpoint_interval == 0:
-                self._take_checkpoint(seq)
+            self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, build=True)
             if self.is_primary:
                 self._issue_preprepares()
+
+    def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], *, build: bool) -> None:
+        """Execute one batch: the only place last_executed and the state digest move forward one step."""
+        assert seq == self.last_executed + 1
+        fresh = []
+        for request in batch:
+            self.waiting.pop(request.key, None)
+            self.forwarded.discard(request.key)
+            if request.key in self.executed or self._expired(request):
+                continue
+            self.executed[request.key] = None
+            self.client_latest[request.client] = max(request.timestamp, self.client_latest.get(request.client, 0))
+            fresh.append(request)
+        self.last_executed = seq
+        self.last_progress_at = self.now
+        self.state_digest = digest([self.state_digest, seq, batch_id])
+        logger.info(
+            "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
+            self.id, self.view, seq, batch_id[:8], len(fresh) if build else 0,
+        )
+        self._outbox.append(
+            Execute(self.view, seq, batch_id, batch, tuple(fresh) if build else (), self.state_digest)
+        )
+        self._restart_timer_after_progress()
+        if seq % self.settings.checkpoint_interval == 0:
+            self._forget_expired_requests()
+            self._take_checkpoint(seq)
+
+    def _expired(self, request: Request) -> bool:
+        return request.timestamp <= self.client_floor.get(request.client, -1)
+
+    def _forget_expired_requests(self) -> None:
+        """Drop exactly-once entries far older than each client's newest request.
+
+        Done at checkpoint boundaries, as a function of the ledger alone, so
+        every honest replica forgets the same entries at the same point.
+        """
+        expiry_us = int(self.settings.request_expiry_s * 1_000_000)
+        for client, latest in self.client_latest.items():
+            self.client_floor[client] = max(self.client_floor.get(client, -1), latest - expiry_us)
+        self.executed = {key: reply for key, reply in self.executed.items() if key[1] > self.client_floor[key[0]]}
 
     # --- checkpoints and garbage collection (§4.3) ---------------------
 
@@ -378,6 +437,7 @@ class Replica:
         self.own_checkpoints[seq] = self.state_digest
         checkpoint = signed(Checkpoint(seq, self.state_digest, self.id), self.auth.sign)
         self.checkpoints.setdefault(seq, {})[self.id] = checkpoint
+        self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
         self._outbox.append(Broadcast(checkpoint))
         self._maybe_stable(seq)
@@ -387,6 +447,7 @@ class Replica:
             return "ignore_checkpoint_unknown_sender"
         if not self.auth.verify_node(message.sender, message.payload(), message.sig):
             return "ignore_checkpoint_bad_signature"
+        self.highest_seen = max(self.highest_seen, message.seq)
         if message.seq <= self.low_watermark or message.seq % self.settings.checkpoint_interval:
             return "ignore_checkpoint_stale"
         if message.seq > self.high_watermark + self.settings.log_window:
@@ -395,6 +456,7 @@ class Replica:
         if message.sender in votes:
             return "ignore_checkpoint_duplicate"
         votes[message.sender] = message
+        self._outbox.append(Store(message))
         self._maybe_stable(message.seq)
         return None
 
@@ -417,6 +479,106 @@ class Replica:
         logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, own[:8])
         if self.is_primary:
             self._issue_preprepares()
+
+    # --- state transfer (§4.3, §5.3.2) ---------------------------------
+
+    def _maybe_fetch(self) -> None:
+        """Ask peers for the ledger when others are ahead and we have made no progress for a while."""
+        if self.highest_seen <= self.last_executed or self.now < self.next_fetch_at:
+            return
+        if self.now - self.last_progress_at < self.settings.fetch_interval_s:
+            return
+        self.next_fetch_at = self.now + self.settings.fetch_interval_s
+        logger.warning(
+            "node=%d view=%d phase=fetch from=%d highest_seen=%d",
+            self.id, self.view, self.last_executed + 1, self.highest_seen,
+        )
+        self._outbox.append(Broadcast(signed(Fetch(self.last_executed + 1, self.id), self.auth.sign)))
+
+    def _on_fetch(self, message: Fetch) -> str | None:
+        if not 0 <= message.sender < self.settings.n or message.sender == self.id:
+            return "ignore_fetch_unknown_sender"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_fetch_bad_signature"
+        if message.from_seq > self.last_executed:
+            return "ignore_fetch_nothing_newer"
+        # Answering reads the ledger and can be large: one answer per peer per interval.
+        if self.now < self.fetch_served_at.get(message.sender, float("-inf")) + self.settings.fetch_interval_s / 2:
+            return "ignore_fetch_too_soon"
+        self.fetch_served_at[message.sender] = self.now
+        self._outbox.append(ServeFetch(message))
+        return None
+
+    def answer_fetch(self, fetch: Fetch, entries: list[LedgerEntry]) -> None:
+        """Send `fetch.sender` the ledger entries the driver read (from_seq .. h) and
+        committed certificates for what this replica executed above h."""
+        certificates = []
+        for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
+            slot = self.slots.get(seq)
+            if slot is None or not slot.committed or slot.preprepare is None:
+                break
+            digest_ = slot.preprepare.digest
+            commits = tuple(vote for vote in slot.commits.values() if vote.digest == digest_)
+            certificates.append(CommittedCertificate(slot.preprepare, commits))
+        message = StateTransfer(
+            self.low_watermark,
+            self.stable_proof,
+            tuple(entry for entry in entries if fetch.from_seq <= entry.seq <= self.low_watermark),
+            tuple(certificates),
+            self.id,
+        )
+        self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
+
+    def _on_state_transfer(self, message: StateTransfer) -> str | None:
+        if not 0 <= message.sender < self.settings.n:
+            return "ignore_state_unknown_sender"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_state_bad_signature"
+        if message.stable_seq > self.last_executed:
+            reason = self._adopt_ledger(message)
+            if reason is not None:
+                return reason
+        for cert in message.certificates:
+            seq = cert.preprepare.seq
+            if seq <= self.last_executed or not self.in_window(seq):
+                continue
+            problem = committed_certificate_problem(cert, self.members, self.auth)
+            if problem is not None:
+                return f"ignore_state_{problem}"
+            slot = self._slot(seq)
+            if not slot.committed:
+                # 2f+1 commits prove the decision at seq, whatever view we are in now.
+                slot.preprepare = cert.preprepare
+                slot.commits = {commit.sender: commit for commit in cert.commits}
+                slot.prepared = slot.committed = True
+                self._outbox.append(Store(cert.preprepare))
+                self._outbox.extend(Store(commit) for commit in cert.commits)
+        self._execute_ready()
+        return None
+
+    def _adopt_ledger(self, message: StateTransfer) -> str | None:
+        """Take the batches up to a stable checkpoint we missed, without running their builds."""
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        entries = [entry for entry in message.entries if entry.seq > self.last_executed]
+        if [entry.seq for entry in entries] != list(range(self.last_executed + 1, message.stable_seq + 1)):
+            return "ignore_state_entries_not_contiguous"
+        chained = self.state_digest
+        for entry in entries:
+            chained = digest([chained, entry.seq, batch_digest(entry.batch)])
+        if chained != message.checkpoint_proof[0].state_digest:
+            return "ignore_state_entries_do_not_match_checkpoint"
+        for entry in entries:
+            self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
+        seq = message.stable_seq
+        self.own_checkpoints[seq] = self.state_digest
+        for checkpoint in message.checkpoint_proof:
+            self.checkpoints.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
+            self._outbox.append(Store(checkpoint))
+        self._maybe_stable(seq)
+        logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
+        return None
 
     # --- view change (§4.4, §4.5.2) --------------------------------------
 
@@ -586,6 +748,94 @@ class Replica:
                 self._outbox.append(SendTo(self.primary(), request))
             if self.waiting:
                 self._start_timer()
+
+    # --- persistence (crash recovery) -----------------------------------
+
+    def durable_state(self) -> dict:
+        """What, besides the stored messages and the ledger, a restart needs (JSON-safe)."""
+        return {
+            "view": self.view,
+            "changing_view": self.changing_view,
+            "view_changes_in_a_row": self.view_changes_in_a_row,
+            "low_watermark": self.low_watermark,
+            "last_executed": self.last_executed,
+            "next_seq": self.next_seq,
+            "state_digest": self.state_digest,
+            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
+            "client_floor": self.client_floor,
+            "client_latest": self.client_latest,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        settings: ReplicaSettings,
+        auth: Authenticator,
+        state: dict,
+        messages: list[Message],
+        executed: dict[tuple[str, int], Reply | None],
+        now: float = 0.0,
+    ) -> "Replica":
+        """Rebuild a replica from what its driver persisted before a crash.
+
+        `messages` are the protocol messages it stored (its own and those it
+        accepted); they were verified before they were stored. Nothing is sent
+        while restoring: the replica resumes in its view (or view change) and
+        asks its peers for anything it missed.
+        """
+        replica = cls(settings, auth)
+        replica.now = replica.last_progress_at = now
+        for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
+                     "next_seq", "state_digest", "client_floor", "client_latest"):
+            setattr(replica, name, state[name])
+        replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
+        replica.executed = dict(executed)
+        by_view: dict[tuple[int, int], Slot] = {}
+        for message in messages:
+            replica._restore_message(message, by_view)
+        for (view, seq), slot in sorted(by_view.items()):
+            replica._restore_progress(seq, slot)
+            # Only the current view's slots take part in agreement; older ones
+            # live on as prepared certificates for the next view change.
+            if view == replica.view and not replica.changing_view:
+                replica.slots[seq] = slot
+        if replica.changing_view:
+            replica._start_timer()
+        # Peers may have moved on while we were down: ask them once at start.
+        replica.highest_seen = replica.last_executed + 1
+        replica.last_progress_at = now - settings.fetch_interval_s
+        replica._execute_ready()
+        replica._check_invariants()
+        return replica
+
+    def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
+        if isinstance(message, Checkpoint):
+            if message.seq >= self.low_watermark:
+                self.checkpoints.setdefault(message.seq, {})[message.sender] = message
+                if message.sender == self.id:
+                    self.own_checkpoints[message.seq] = message.state_digest
+            return
+        if not self.in_window(message.seq):
+            return
+        slot = by_view.setdefault((message.view, message.seq), Slot())
+        if isinstance(message, PrePrepare):
+            slot.preprepare = message
+        elif isinstance(message, Prepare):
+            slot.prepares.setdefault(message.sender, message)
+        else:
+            slot.commits.setdefault(message.sender, message)
+
+    def _restore_progress(self, seq: int, slot: Slot) -> None:
+        """Recompute prepared and committed-local from the restored votes, sending nothing."""
+        if slot.preprepare is None:
+            return
+        wanted = slot.preprepare.digest
+        if matching(_digests(slot.prepares), wanted) >= prepare_quorum(self.f) or self.id in slot.commits:
+            slot.prepared = True
+            proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
+            if len(proof) >= prepare_quorum(self.f):
+                self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
+        slot.committed = slot.prepared and matching(_digests(slot.commits), wanted) >= commit_quorum(self.f)
 
     # --- invariants ----------------------------------------------------
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pbft.crypto import Authenticator
-from pbft.messages import Checkpoint, PrePrepare, PreparedCertificate, ViewChange, batch_digest
+from pbft.messages import (
+    Checkpoint,
+    CommittedCertificate,
+    PrePrepare,
+    PreparedCertificate,
+    ViewChange,
+    batch_digest,
+)
 from pbft.quorum import commit_quorum, prepare_quorum
 
 NULL_DIGEST = batch_digest(())
@@ -70,6 +77,29 @@ def certificate_problem(
         senders.add(prepare.sender)
     if len(senders) < prepare_quorum(members.f):
         return "certificate_too_few_prepares"
+    return None
+
+
+def committed_certificate_problem(
+    cert: CommittedCertificate, members: Membership, auth: Authenticator
+) -> str | None:
+    """Why `cert` does not prove its batch committed (pre-prepare + 2f+1 matching commits), or None."""
+    preprepare = cert.preprepare
+    if preprepare.sender != members.primary(preprepare.view):
+        return "certificate_preprepare_not_from_primary"
+    if preprepare.digest != batch_digest(preprepare.batch):
+        return "certificate_wrong_digest"
+    if not auth.verify_node(preprepare.sender, preprepare.payload(), preprepare.sig):
+        return "certificate_bad_preprepare_signature"
+    senders = set()
+    for commit in cert.commits:
+        if (commit.view, commit.seq, commit.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
+            return "certificate_commit_mismatch"
+        if not 0 <= commit.sender < members.n or not auth.verify_node(commit.sender, commit.payload(), commit.sig):
+            return "certificate_bad_commit_signature"
+        senders.add(commit.sender)
+    if len(senders) < commit_quorum(members.f):
+        return "certificate_too_few_commits"
     return None
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from pbft.crypto import Ed25519Authenticator, generate_private_key
-from pbft.effects import Broadcast, Execute, SendReply, SendTo
-from pbft.messages import Message, Operation, Reply, Request, Result, signed
+from node.storage import NodeStore
+from pbft.effects import Broadcast, Execute, SendReply, SendTo, ServeFetch
+from pbft.messages import LedgerEntry, Message, Operation, Reply, Request, Result, signed
 from pbft.replica import Replica, ReplicaSettings
 
 CLIENT = "client"
@@ -46,6 +48,7 @@ class Cluster:
     f: int = 1
     settings: dict = field(default_factory=dict)
     build: Callable[[Operation], Result] = default_build
+    store_dir: Path | None = None  # persist every replica's steps in SQLite, as nodes do
 
     def __post_init__(self) -> None:
         self.node_keys, self.client_key = keys(self.n)
@@ -62,6 +65,9 @@ class Cluster:
         self.replies: list[Reply] = []
         self.drops: list[tuple[int, str]] = []
         self.crashed: set[int] = set()
+        self.stores = {}
+        if self.store_dir is not None:
+            self.stores = {i: NodeStore(self.store_dir / f"node-{i}.sqlite") for i in range(self.n)}
         self._timestamp = 0
 
     def request(self, branch: str = "master", timestamp: int | None = None) -> Request:
@@ -78,7 +84,10 @@ class Cluster:
         return reason
 
     def _collect(self, node: int) -> None:
-        for effect in self.replicas[node].take_effects():
+        effects = self.replicas[node].take_effects()
+        if node in self.stores and effects:
+            self.stores[node].save(self.replicas[node].durable_state(), effects)
+        for effect in effects:
             if isinstance(effect, Broadcast):
                 for other in range(self.n):
                     if other != node:
@@ -91,6 +100,12 @@ class Cluster:
                 self.executed[node].append(effect)
                 for request in effect.requests:
                     self.replicas[node].execution_finished(request, self.build(request.operation))
+                self._collect(node)
+            elif isinstance(effect, ServeFetch):
+                entries = [
+                    LedgerEntry(e.seq, e.batch) for e in self.executed[node] if e.seq >= effect.fetch.from_seq
+                ]
+                self.replicas[node].answer_fetch(effect.fetch, entries)
                 self._collect(node)
 
     def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:
@@ -106,6 +121,19 @@ class Cluster:
             if node not in self.crashed:
                 self.replicas[node].tick(now)
                 self._collect(node)
+
+    def restart(self, node: int, now: float = 0.0) -> None:
+        """Replace a crashed node's replica by one restored from its store, as a restarted process does."""
+        loaded = self.stores[node].load()
+        self.replicas[node] = Replica.restore(
+            self.replicas[node].settings, self.replicas[node].auth,
+            loaded.state, loaded.messages, loaded.executed, now,
+        )
+        self.crashed.discard(node)
+        self._collect(node)
+
+    def ledger(self, node: int) -> list[tuple[int, str]]:
+        return [(effect.seq, effect.digest) for effect in self.executed[node]]
 
     def executed_seqs(self, node: int) -> list[int]:
         return [effect.seq for effect in self.executed[node]]

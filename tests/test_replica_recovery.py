@@ -1,0 +1,110 @@
+"""Checkpoints, state transfer and crash recovery of the pure replica (OSDI'99 §4.3, §5.3)."""
+
+from pbft.messages import Fetch, LedgerEntry, signed
+from tests.cluster import Cluster
+
+SMALL = {"checkpoint_interval": 2, "log_window": 4, "pipeline_depth": 2, "batch_max": 1}
+
+
+def submit(cluster, count, branch="master"):
+    requests = []
+    for _ in range(count):
+        request = cluster.request(branch)
+        requests.append(request)
+        cluster.deliver_to(cluster.replicas[1].primary(), request)
+        cluster.run()
+    return requests
+
+
+def test_a_node_that_missed_stable_checkpoints_catches_up_by_state_transfer():
+    cluster = Cluster(settings=SMALL)
+    cluster.crashed.add(3)  # cut off: receives nothing
+    requests = submit(cluster, 7)
+    assert cluster.replicas[0].low_watermark == 6 and cluster.executed_seqs(3) == []
+    cluster.crashed.discard(3)
+    submit(cluster, 1)  # node 3 now sees traffic far beyond its window
+    assert cluster.replicas[3].highest_seen > cluster.replicas[3].last_executed
+    cluster.tick(10.0)  # no progress for longer than fetch_interval_s: it asks
+    cluster.run()
+    replica = cluster.replicas[3]
+    assert replica.last_executed == 8 and replica.low_watermark == 8
+    assert cluster.ledger(3) == cluster.ledger(0)
+    assert replica.state_digest == cluster.replicas[0].state_digest
+    # Batches learnt below the stable checkpoint are not built again here.
+    assert [len(effect.requests) for effect in cluster.executed[3][:6]] == [0] * 6
+    assert all(request.key in replica.executed for request in requests)
+
+
+def test_state_that_does_not_hash_to_the_checkpoint_is_refused():
+    cluster = Cluster(settings=SMALL)
+    cluster.crashed.add(3)
+    submit(cluster, 6)
+    helper = cluster.replicas[1]
+    # Node 1 answers with two batches swapped: the chain no longer matches the proof.
+    forged = [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]]
+    forged[0], forged[1] = LedgerEntry(1, forged[1].batch), LedgerEntry(2, forged[0].batch)
+    helper.answer_fetch(signed(Fetch(1, 3), cluster.replicas[3].auth.sign), forged)
+    (state_message,) = [effect.message for effect in helper.take_effects()]
+    cluster.crashed.discard(3)
+    assert cluster.deliver_to(3, state_message) == "ignore_state_entries_do_not_match_checkpoint"
+    assert cluster.replicas[3].last_executed == 0
+
+
+def test_commit_certificates_carry_a_node_across_a_gap_above_the_checkpoint():
+    cluster = Cluster(settings={"checkpoint_interval": 100, "log_window": 200})
+    cluster.crashed.add(3)
+    submit(cluster, 3)
+    cluster.crashed.discard(3)
+    submit(cluster, 1)  # seq 4: node 3 takes part but cannot execute past its gap
+    assert cluster.replicas[3].last_executed == 0 and cluster.replicas[3].slots[4].committed
+    cluster.tick(10.0)
+    cluster.run()
+    assert cluster.executed_seqs(3) == [1, 2, 3, 4]
+    # Above the checkpoint there is no proof of past builds: the node builds them itself.
+    assert [len(effect.requests) for effect in cluster.executed[3]] == [1, 1, 1, 1]
+
+
+def test_a_restarted_node_resumes_from_its_store_and_catches_up(tmp_path):
+    cluster = Cluster(settings=SMALL, store_dir=tmp_path)
+    submit(cluster, 3)
+    before = cluster.replicas[2]
+    cluster.crashed.add(2)  # kill -9: whatever it had in memory is gone
+    submit(cluster, 4)
+    cluster.restart(2, now=20.0)
+    restored = cluster.replicas[2]
+    assert restored is not before
+    assert (restored.view, restored.last_executed) == (before.view, before.last_executed)
+    assert restored.state_digest == before.state_digest
+    cluster.tick(25.0)
+    cluster.run()
+    assert cluster.replicas[2].last_executed == 7
+    assert cluster.replicas[2].state_digest == cluster.replicas[0].state_digest
+    executed_seqs = cluster.executed_seqs(2)
+    assert len(executed_seqs) == len(set(executed_seqs))  # nothing executed twice across the restart
+
+
+def test_a_restarted_primary_does_not_reuse_sequence_numbers(tmp_path):
+    cluster = Cluster(settings={"checkpoint_interval": 100, "log_window": 200}, store_dir=tmp_path)
+    submit(cluster, 2)
+    cluster.crashed.add(0)
+    cluster.restart(0, now=1.0)
+    assert cluster.replicas[0].next_seq == 2
+    third = submit(cluster, 1)[0]
+    assert [effect.seq for effect in cluster.executed[1]] == [1, 2, 3]
+    assert cluster.builds(1)[-1] == third
+
+
+def test_exactly_once_memory_forgets_requests_older_than_the_expiry():
+    cluster = Cluster(settings={**SMALL, "request_expiry_s": 1.0})
+    early = cluster.request(timestamp=1_000)
+    cluster.deliver_to(0, early)
+    cluster.run()
+    for step in range(1, 6):
+        cluster.deliver_to(0, cluster.request(timestamp=1_000 + step * 1_000_000))
+        cluster.run()
+    replica = cluster.replicas[1]
+    assert early.key not in replica.executed
+    assert len(replica.executed) <= 3
+    # The forgotten request can never run again: it is below the client's floor.
+    assert cluster.deliver_to(0, early) == "ignore_request_expired"
+    assert cluster.builds(1).count(early) == 1

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from node.byzantine import HONEST, Lie
-from node.server import make_app
+from node.server import DRIVER, make_app
 from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Hello, Operation, Reply, Request, Result, decode, encode, signed
@@ -169,3 +169,20 @@ async def test_when_the_primary_is_down_the_backups_change_view_and_answer(netwo
         assert {reply.view for reply in replies} == {1}
         statuses = await settled_statuses(session, net, (1, 2, 3), lambda s: s["view"] == 1)
     assert [(s["view"], s["primary"]) for s in statuses] == [(1, 1)] * 3
+
+
+async def test_a_restarted_node_resumes_from_disk_and_catches_up(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        await net.submit(session, "master", 21, [0])
+        await settled_statuses(session, net, [2], lambda s: s["last_executed"] == 1)
+        await net.stop(2)
+        for timestamp in (22, 23, 24):
+            await net.submit(session, "feature", timestamp, [0])
+        await net.start(2)
+        restored = await status_of(session, net, 2)
+        assert restored["last_executed"] >= 1  # what it executed before the stop survived
+        statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 4)
+    assert [s["last_executed"] for s in statuses] == [4, 4, 4, 4]
+    ledgers = {i: net.runners[i].app[DRIVER].store.ledger() for i in range(4)}
+    assert all(ledger == ledgers[0] for ledger in ledgers.values())

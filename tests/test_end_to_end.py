@@ -215,6 +215,12 @@ def check_three_verdicts(base_url: str, config: NetworkConfig) -> list[dict]:
     return [master, feature, missing]
 
 
+def node_status(config: NetworkConfig, node_id: int) -> dict:
+    node = config.node(node_id)
+    with urllib.request.urlopen(f"http://{node.host}:{node.port}/status", timeout=5) as response:
+        return json.load(response)
+
+
 # --- log files ---------------------------------------------------------------
 
 
@@ -259,8 +265,10 @@ def test_readme_commands_give_agreed_verdicts_even_with_a_node_killed(network, t
         check_three_verdicts(base_url, config)
         check_logs(offsets, started_at)
 
-        # Node 0 is the primary of view 0, so killing node 2 needs no view change.
-        victim = 2
+        # Nodes keep their view across restarts, so ask which one leads now and
+        # kill another: a backup's loss needs no view change.
+        primary = node_status(config, 0)["primary"]
+        victim = next(node.id for node in config.nodes if node.id != primary)
         assert running_node(pids[victim])
         os.kill(pids[victim], signal.SIGKILL)
         deadline = time.monotonic() + 10

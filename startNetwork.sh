@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start every node of a network configuration in the background.
 #
-#   ./startNetwork.sh [CONFIG] [--byzantine ID:MODE]...
+#   ./startNetwork.sh [CONFIG] [--byzantine ID:MODE[:ARG]]...
 #
 # CONFIG defaults to example-config/network.yaml. The machine is set up first
 # (scripts/setup.sh: packages, Docker engine, build image, keys, example
@@ -10,13 +10,14 @@
 # run/network.pids for ./stopNetwork.sh. The script returns once every node
 # answers GET /status.
 #
-# --byzantine ID:MODE starts node ID misbehaving on purpose (MODE "lie" flips
-# the exit code it reports). For demos and tests only: the node refuses it
-# unless the configuration sets allow_byzantine: true.
+# --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
+# equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200). For
+# demos and tests only: the node refuses it unless the configuration sets
+# allow_byzantine: true.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 [CONFIG] [--byzantine ID:MODE]..." >&2
+    echo "usage: $0 [CONFIG] [--byzantine ID:MODE[:ARG]]..." >&2
     exit 2
 }
 
@@ -26,12 +27,14 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --byzantine=*) spec="${1#--byzantine=}"; shift ;;
         --byzantine) [[ $# -ge 2 ]] || usage; spec="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) usage ;;
         *) [[ -z "$config" ]] || usage; config="$1"; shift; continue ;;
     esac
-    [[ "$spec" =~ ^([0-9]+):([a-z]+)$ ]] || { echo "--byzantine wants ID:MODE, e.g. 3:lie; got '$spec'" >&2; exit 2; }
-    byzantine[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+    [[ "$spec" =~ ^([0-9]+):([a-z-]+)(:([0-9]+))?$ ]] ||
+        { echo "--byzantine wants ID:MODE[:ARG], e.g. 3:lie or 2:delay:200; got '$spec'" >&2; exit 2; }
+    # Stored as the words node/index.py takes after --byzantine: MODE [ARG].
+    byzantine[${BASH_REMATCH[1]}]="${BASH_REMATCH[2]}${BASH_REMATCH[4]:+ ${BASH_REMATCH[4]}}"
 done
 config="${config:-example-config/network.yaml}"
 # A path given relative to the caller's directory must survive the cd below.
@@ -89,7 +92,8 @@ declare -A pids=() urls=()
 while read -r id host port; do
     extra=()
     if [[ -n "${byzantine[$id]:-}" ]]; then
-        extra=(--byzantine "${byzantine[$id]}")
+        read -ra words <<<"${byzantine[$id]}"
+        extra=(--byzantine "${words[@]}")
     fi
     # A node listening on every address is asked for its status on loopback.
     case "$host" in

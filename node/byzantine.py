@@ -1,21 +1,35 @@
-"""Byzantine behaviours for demos and tests (`node/index.py --byzantine MODE`).
+"""Byzantine behaviours for demos and tests (`node/index.py --byzantine MODE [ARG]`).
 
 A behaviour sits between an honest node and the world: it may wrap each peer
 link and each client connection, and rewrite build results before the node
 signs them. The protocol core stays honest; every misbehaviour is something a
-real faulty node could do on the wire. Nodes refuse these modes unless the
-configuration sets `allow_byzantine: true`.
+real faulty node could do on the wire, and each one is logged at warning
+(rate-limited where it could flood the log). Nodes refuse these modes unless
+the configuration sets `allow_byzantine: true`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from dataclasses import replace
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from pbft.messages import Result
+from Crypto.PublicKey import ECC
+
+from pbft.crypto import generate_private_key, sign_bytes
+from pbft.encoding import canonical
+from pbft.messages import MessageError, PrePrepare, Result, batch_digest, decode, encode, signed
 
 logger = logging.getLogger(__name__)
+
+Sign = Callable[[dict], str]
 
 
 class Sender(Protocol):
@@ -36,6 +50,35 @@ class Behaviour:
     def tamper(self, result: Result) -> Result:
         return result
 
+    def __str__(self) -> str:
+        return self.name
+
+
+class RateLimitedWarning:
+    """Log a misbehaviour at most once per `interval_s`, counting the ones in between."""
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last_s: float | None = None
+        self._unreported = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        self._unreported += 1
+        now_s = self._clock()
+        if self._last_s is not None and now_s - self._last_s < self._interval_s:
+            return
+        logger.warning(message + " (%d time(s) since the last report)", *args, self._unreported)
+        self._last_s = now_s
+        self._unreported = 0
+
+
+class _Relay:
+    """A Sender that hands every frame to `send` (a behaviour's method bound to one target)."""
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self.send = send
+
 
 class Lie(Behaviour):
     """Report the opposite of what each build did: a flipped status and exit code."""
@@ -53,5 +96,241 @@ class Lie(Behaviour):
         return lied
 
 
+class Silent(Behaviour):
+    """Receive everything, send nothing: neither protocol messages nor replies."""
+
+    name = "silent"
+
+    def __init__(self) -> None:
+        self._warn = RateLimitedWarning()
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        return _Relay(lambda frame: self._withhold(f"node {peer_id}"))
+
+    def client(self, connection: Sender) -> Sender:
+        return _Relay(lambda frame: self._withhold("a client"))
+
+    def _withhold(self, target: str) -> None:
+        self._warn("byzantine silent: withheld a frame to %s", target)
+
+
+class CrashAfter(Behaviour):
+    """Send `frames` frames in total (peers and clients), then stop the process abruptly on the next.
+
+    Frames still queued in the links are lost, as they would be in a real crash.
+    """
+
+    name = "crash-after"
+
+    def __init__(self, frames: int, *, exit_process: Callable[[int], object] = os._exit) -> None:
+        if frames < 1:
+            raise ValueError("crash-after needs a positive number of frames")
+        self.frames = frames
+        self.sent = 0
+        self.crashed = False
+        self._exit_process = exit_process
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.frames}"
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        return _Relay(lambda frame: self._send(link, frame))
+
+    def client(self, connection: Sender) -> Sender:
+        return _Relay(lambda frame: self._send(connection, frame))
+
+    def _send(self, target: Sender, frame: str) -> None:
+        if self.crashed:
+            return
+        if self.sent < self.frames:
+            self.sent += 1
+            target.send(frame)
+            return
+        self.crashed = True
+        # Log first: os._exit skips every cleanup, and the handler flushes per record.
+        logger.critical("byzantine crash-after: sent %d frames, crashing now", self.sent)
+        self._exit_process(1)
+
+
+class Delay(Behaviour):
+    """Hold back everything sent to peers and clients by `delay_ms`, keeping each target's order."""
+
+    name = "delay"
+
+    def __init__(self, delay_ms: int) -> None:
+        if delay_ms < 1:
+            raise ValueError("delay needs a positive number of milliseconds")
+        self.delay_ms = delay_ms
+        self._warn = RateLimitedWarning()
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.delay_ms}"
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        return _Delayed(link, self.delay_ms / 1000, self._warn)
+
+    def client(self, connection: Sender) -> Sender:
+        return _Delayed(connection, self.delay_ms / 1000, self._warn)
+
+
+class _Delayed:
+    """One target's frames in a FIFO, released by a single timer for the oldest one.
+
+    Timers alone would not do: asyncio does not promise to run two callbacks
+    due at the same instant in the order they were scheduled.
+    """
+
+    def __init__(self, target: Sender, delay_s: float, warn: RateLimitedWarning) -> None:
+        self._target = target
+        self._delay_s = delay_s
+        self._warn = warn
+        self._queue: deque[tuple[float, str]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def send(self, frame: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._warn("byzantine delay: holding frames back by %d ms", round(self._delay_s * 1000))
+        self._queue.append((loop.time() + self._delay_s, frame))
+        if self._timer is None:
+            self._timer = loop.call_at(self._queue[0][0], self._release)
+
+    def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The timer fired for the head, perhaps a clock tick early: it is due.
+        self._target.send(self._queue.popleft()[1])
+        now_s = loop.time()
+        while self._queue and self._queue[0][0] <= now_s:
+            self._target.send(self._queue.popleft()[1])
+        self._timer = loop.call_at(self._queue[0][0], self._release) if self._queue else None
+
+
+class Equivocate(Behaviour):
+    """As primary, order a different batch for odd-numbered peers than for even-numbered ones.
+
+    Odd peers get the batch without its last request (an empty batch is the
+    valid null request), signed with this node's own key, so both
+    pre-prepares for one (view, seq) verify and only their digests differ.
+    """
+
+    name = "equivocate"
+
+    def __init__(self, sign: Sign) -> None:
+        self._sign = sign
+        self._last: tuple[str, str] | None = None  # (honest frame, its equivocating twin)
+        self._warn = RateLimitedWarning()
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        if peer_id % 2 == 0:
+            return link
+        return _Relay(lambda frame: link.send(self._twin(frame)))
+
+    def _twin(self, frame: str) -> str:
+        if '"preprepare"' not in frame:
+            return frame
+        if self._last is not None and self._last[0] == frame:
+            return self._last[1]
+        try:
+            message = decode(json.loads(frame))
+        except (ValueError, MessageError):
+            return frame
+        if not isinstance(message, PrePrepare) or not message.batch:
+            return frame
+        batch = message.batch[:-1]
+        twin = signed(replace(message, digest=batch_digest(batch), batch=batch), self._sign)
+        self._warn(
+            "byzantine equivocate: view=%d seq=%d digest=%s (%d requests) to even peers, digest=%s (%d) to odd peers",
+            message.view, message.seq, message.digest[:8], len(message.batch), twin.digest[:8], len(batch),
+        )
+        self._last = (frame, json.dumps(encode(twin)))
+        return self._last[1]
+
+
+class Forge(Behaviour):
+    """Send every message forged, so honest receivers drop it on its signature.
+
+    Messages alternate between two forgeries: signed with a key nobody
+    registered, and naming another node as sender under this node's signature.
+    A message that names no sender (a forwarded request) is always re-signed
+    with the wrong key.
+    """
+
+    name = "forge"
+
+    def __init__(self) -> None:
+        self._wrong_key = generate_private_key()
+        self._peer_ids: set[int] = set()
+        self._count = 0
+        self._warn = RateLimitedWarning()
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        self._peer_ids.add(peer_id)
+        return _Relay(lambda frame: link.send(self._forge(frame, peer_id)))
+
+    def client(self, connection: Sender) -> Sender:
+        return _Relay(lambda frame: connection.send(self._forge(frame, None)))
+
+    def _forge(self, frame: str, destination: int | None) -> str:
+        try:
+            message = decode(json.loads(frame))
+        except (ValueError, MessageError):
+            return frame
+        self._count += 1
+        names_sender = "sender" in {field.name for field in fields(message)}
+        others = sorted(self._peer_ids - {destination, getattr(message, "sender", None)})
+        if names_sender and others and self._count % 2 == 0:
+            forged = replace(message, sender=others[0])
+            how = f"naming node {others[0]} as sender"
+        else:
+            forged = replace(message, sig=sign_bytes(self._wrong_key, canonical(message.payload())))
+            how = "signed with a wrong key"
+        self._warn("byzantine forge: sent a %s %s", message.TYPE, how)
+        return json.dumps(encode(forged))
+
+
 HONEST = Behaviour()
-MODES = {"lie": Lie}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How `--byzantine NAME [ARG]` builds a behaviour; `argument` names ARG, if the mode takes one."""
+
+    build: Callable[..., Behaviour]
+    argument: str | None = None
+
+
+MODES: dict[str, Mode] = {
+    "lie": Mode(lambda *, sign: Lie()),
+    "silent": Mode(lambda *, sign: Silent()),
+    "crash-after": Mode(lambda frames, *, sign: CrashAfter(frames), argument="N (frames sent before crashing)"),
+    "equivocate": Mode(lambda *, sign: Equivocate(sign)),
+    "forge": Mode(lambda *, sign: Forge()),
+    "delay": Mode(lambda delay_ms, *, sign: Delay(delay_ms), argument="MS (milliseconds)"),
+}
+
+
+def parse_mode(words: list[str]) -> tuple[str, int | None]:
+    """Check the words of `--byzantine MODE [ARG]`; ValueError says what is wrong with them."""
+    name, *rest = words
+    mode = MODES.get(name)
+    if mode is None:
+        raise ValueError(f"unknown mode {name!r}; choose one of: {', '.join(MODES)}")
+    if mode.argument is None:
+        if rest:
+            raise ValueError(f"{name} takes no argument, got {' '.join(rest)!r}")
+        return name, None
+    if len(rest) != 1 or not re.fullmatch(r"[0-9]+", rest[0]) or int(rest[0]) < 1:
+        raise ValueError(f"{name} needs one positive integer argument {mode.argument}, "
+                         f"e.g. --byzantine {name} 200; got {' '.join(rest) or 'nothing'!r}")
+    return name, int(rest[0])
+
+
+def make_behaviour(name: str, argument: int | None, *, private_key: ECC.EccKey) -> Behaviour:
+    """The behaviour `parse_mode` accepted; `private_key` is this node's (equivocate signs with it)."""
+    mode = MODES[name]
+
+    def sign(payload: dict) -> str:
+        return sign_bytes(private_key, canonical(payload))
+
+    if argument is None:
+        return mode.build(sign=sign)
+    return mode.build(argument, sign=sign)

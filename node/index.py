@@ -14,9 +14,10 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from aiohttp import web  # noqa: E402
 
-from node.byzantine import HONEST, MODES  # noqa: E402
+from node.byzantine import HONEST, MODES, make_behaviour, parse_mode  # noqa: E402
 from node.server import make_app  # noqa: E402
 from pbft.config import ConfigError, load_config  # noqa: E402
+from pbft.crypto import load_private_key  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -30,10 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="log file (default: <log_dir>/node-<id>.log from the configuration; '-' for stderr)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging threshold (default: %(default)s)")
-    parser.add_argument("--byzantine", choices=sorted(MODES),
-                        help="demos and tests only: misbehave on purpose. 'lie' reports a flipped exit code. "
-                             "Refused unless the configuration sets allow_byzantine: true")
-    return parser.parse_args(argv)
+    parser.add_argument("--byzantine", nargs="+", metavar=("MODE", "ARG"),
+                        help="demos and tests only: misbehave on purpose. MODE is one of "
+                             f"{', '.join(MODES)}; crash-after and delay take a positive integer "
+                             "(frames sent before crashing, milliseconds), e.g. --byzantine delay 200. "
+                             "Refused unless the configuration sets allow_byzantine: true.")
+    args = parser.parse_args(argv)
+    if args.byzantine:
+        try:
+            args.byzantine = parse_mode(args.byzantine)
+        except ValueError as error:
+            parser.error(f"--byzantine: {error}")
+    return args
 
 
 def configure_logging(path: str, level: str) -> None:
@@ -67,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     node = config.node(args.id)
     configure_logging(args.log_file or str(config.log_dir / f"node-{args.id}.log"), args.log_level)
+    behaviour = HONEST
     if args.byzantine:
-        logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, args.byzantine)
-    behaviour = MODES[args.byzantine]() if args.byzantine else HONEST
+        behaviour = make_behaviour(*args.byzantine, private_key=load_private_key(config.node_key_path(args.id)))
+        logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, behaviour)
     app = make_app(config, args.id, behaviour=behaviour)
     web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)
     return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbft.effects import Effect, Execute, SendReply, Store
-from pbft.messages import LedgerEntry, Message, Reply, Request, decode, encode
+from pbft.messages import LedgerEntry, Message, NewView, Reply, Request, decode, encode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -113,15 +113,25 @@ class NodeStore:
             if low_watermark > self._pruned_below:
                 # Below a stable checkpoint the ledger is the record; votes are no longer needed.
                 self._db.execute(
-                    "DELETE FROM messages WHERE seq <= ? AND type != 'checkpoint' OR seq < ?",
+                    "DELETE FROM messages WHERE type NOT IN ('checkpoint', 'new-view') AND seq <= ?"
+                    " OR type = 'checkpoint' AND seq < ?",
                     (low_watermark, low_watermark),
                 )
                 self._pruned_below = low_watermark
 
     def _store_message(self, message: Message) -> None:
+        if isinstance(message, NewView):
+            # Only the NEW-VIEW of the current view is ever needed again.
+            self._db.execute("DELETE FROM messages WHERE type = ?", (NewView.TYPE,))
         self._db.execute(
             "INSERT OR IGNORE INTO messages (type, view, seq, sender, body) VALUES (?, ?, ?, ?, ?)",
-            (message.TYPE, getattr(message, "view", 0), message.seq, message.sender, json.dumps(encode(message))),
+            (
+                message.TYPE,
+                getattr(message, "view", 0),
+                getattr(message, "seq", 0),
+                message.sender,
+                json.dumps(encode(message)),
+            ),
         )
 
     def _store_execution(self, effect: Execute) -> None:

@@ -223,15 +223,16 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class Fetch:
-    """<FETCH, n, i>: node i has executed up to n-1 and asks peers for what follows."""
+    """<FETCH, n, v, i>: node i, in view v, has executed up to n-1 and asks peers for what follows."""
 
     from_seq: int
+    view: int
     sender: int
     sig: str = ""
     TYPE = "fetch"
 
     def payload(self) -> dict:
-        return {"type": self.TYPE, "from_seq": self.from_seq, "sender": self.sender}
+        return {"type": self.TYPE, "from_seq": self.from_seq, "view": self.view, "sender": self.sender}
 
 
 @dataclass(frozen=True)
@@ -241,13 +242,15 @@ class StateTransfer:
     `entries` lead up to `stable_seq` and are trusted only if hashing them onto
     the receiver's own state yields the digest the 2f+1 checkpoints in
     `checkpoint_proof` vouch for. `certificates` cover sequence numbers above
-    it, each proven committed by 2f+1 signed commits.
+    it, each proven committed by 2f+1 signed commits. `new_view` is the
+    NEW-VIEW that started the sender's view, for a receiver left in an older one.
     """
 
     stable_seq: int
     checkpoint_proof: tuple[Checkpoint, ...]
     entries: tuple[LedgerEntry, ...]
     certificates: tuple[CommittedCertificate, ...]
+    new_view: NewView | None
     sender: int
     sig: str = ""
     TYPE = "state"
@@ -259,6 +262,7 @@ class StateTransfer:
             "checkpoint_proof": [encode(c) for c in self.checkpoint_proof],
             "entries": [entry.to_dict() for entry in self.entries],
             "certificates": [cert.to_dict() for cert in self.certificates],
+            "new_view": None if self.new_view is None else encode(self.new_view),
             "sender": self.sender,
         }
 
@@ -481,7 +485,9 @@ def _decode_new_view(data: dict) -> NewView:
 
 
 def _decode_fetch(data: dict) -> Fetch:
-    return Fetch(from_seq=_int(data, "from_seq"), sender=_int(data, "sender"), sig=_text(data, "sig", _SIG))
+    return Fetch(
+        from_seq=_int(data, "from_seq"), view=_int(data, "view"), sender=_int(data, "sender"), sig=_text(data, "sig", _SIG)
+    )
 
 
 def _decode_entry(data: Any) -> LedgerEntry:
@@ -508,6 +514,7 @@ def _decode_state(data: dict) -> StateTransfer:
         checkpoint_proof=tuple(_nested(item, Checkpoint) for item in _list(data, "checkpoint_proof", MAX_VOTES)),
         entries=tuple(_decode_entry(item) for item in _list(data, "entries", MAX_LOG)),
         certificates=tuple(_decode_committed(item) for item in _list(data, "certificates", MAX_LOG)),
+        new_view=None if data.get("new_view") is None else _nested(data["new_view"], NewView),
         sender=_int(data, "sender"),
         sig=_text(data, "sig", _SIG),
     )

@@ -127,9 +127,12 @@ class Replica:
         self.client_latest: dict[str, int] = {}
         # State transfer: the highest sequence number any verified message named,
         # when this replica last executed something, and when it may ask again.
-        self.highest_seen = 0
+        self.highest_seen = 0  # from commits and checkpoints: others prepared or executed this far
+        self.highest_seen_view = 0
         self.last_progress_at = 0.0
         self.next_fetch_at = 0.0
+        self.fetches_without_progress = 0
+        self.last_new_view: NewView | None = None  # what started our view, for peers left behind
         self.fetch_served_at: dict[int, float] = {}
         self.members = Membership(settings.n, settings.f, settings.log_window)
         self._outbox: list[Effect] = []
@@ -325,7 +328,9 @@ class Replica:
         return self._check_view_and_window(kind, message)
 
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        self.highest_seen = max(self.highest_seen, message.seq)
+        self.highest_seen_view = max(self.highest_seen_view, message.view)
+        if isinstance(message, Commit):
+            self.highest_seen = max(self.highest_seen, message.seq)
         if message.view < self.view:
             return f"ignore_{kind}_old_view"
         if not self.in_window(message.seq):
@@ -404,6 +409,7 @@ class Replica:
             fresh.append(request)
         self.last_executed = seq
         self.last_progress_at = self.now
+        self.fetches_without_progress = 0
         self.state_digest = digest([self.state_digest, seq, batch_id])
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
@@ -483,24 +489,32 @@ class Replica:
     # --- state transfer (§4.3, §5.3.2) ---------------------------------
 
     def _maybe_fetch(self) -> None:
-        """Ask peers for the ledger when others are ahead and we have made no progress for a while."""
-        if self.highest_seen <= self.last_executed or self.now < self.next_fetch_at:
+        """Ask peers for what we missed when others are ahead and we have made no progress for a while.
+
+        Unanswered asks back off (doubling), so a node that is only waiting
+        for a stalled sequence number does not flood its peers.
+        """
+        behind = self.highest_seen > self.last_executed or self.highest_seen_view > self.view
+        if not behind or self.now < self.next_fetch_at:
             return
         if self.now - self.last_progress_at < self.settings.fetch_interval_s:
             return
-        self.next_fetch_at = self.now + self.settings.fetch_interval_s
+        self.next_fetch_at = self.now + self.settings.fetch_interval_s * 2 ** min(self.fetches_without_progress, 5)
+        self.fetches_without_progress += 1
         logger.warning(
-            "node=%d view=%d phase=fetch from=%d highest_seen=%d",
-            self.id, self.view, self.last_executed + 1, self.highest_seen,
+            "node=%d view=%d phase=fetch from=%d highest_seen=%d highest_view=%d",
+            self.id, self.view, self.last_executed + 1, self.highest_seen, self.highest_seen_view,
         )
-        self._outbox.append(Broadcast(signed(Fetch(self.last_executed + 1, self.id), self.auth.sign)))
+        fetch = Fetch(self.last_executed + 1, self.view, self.id)
+        self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))
 
     def _on_fetch(self, message: Fetch) -> str | None:
         if not 0 <= message.sender < self.settings.n or message.sender == self.id:
             return "ignore_fetch_unknown_sender"
         if not self.auth.verify_node(message.sender, message.payload(), message.sig):
             return "ignore_fetch_bad_signature"
-        if message.from_seq > self.last_executed:
+        newer_view = message.view < self.view and self.last_new_view is not None
+        if message.from_seq > self.last_executed and not newer_view:
             return "ignore_fetch_nothing_newer"
         # Answering reads the ledger and can be large: one answer per peer per interval.
         if self.now < self.fetch_served_at.get(message.sender, float("-inf")) + self.settings.fetch_interval_s / 2:
@@ -525,6 +539,7 @@ class Replica:
             self.stable_proof,
             tuple(entry for entry in entries if fetch.from_seq <= entry.seq <= self.low_watermark),
             tuple(certificates),
+            self.last_new_view if fetch.view < self.view else None,
             self.id,
         )
         self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
@@ -538,6 +553,11 @@ class Replica:
             reason = self._adopt_ledger(message)
             if reason is not None:
                 return reason
+        new_view = message.new_view
+        if new_view is not None and (new_view.view > self.view or (new_view.view == self.view and self.changing_view)):
+            reason = self._on_new_view(new_view)
+            if reason is not None:
+                return f"ignore_state_{reason}"
         for cert in message.certificates:
             seq = cert.preprepare.seq
             if seq <= self.last_executed or not self.in_window(seq):
@@ -670,7 +690,7 @@ class Replica:
         )
         message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
         self._outbox.append(Broadcast(message))
-        self._enter_view(view, plan, preprepares)
+        self._enter_view(message, plan)
 
     def _on_new_view(self, message: NewView) -> str | None:
         if message.view < self.view or (message.view == self.view and not self.changing_view):
@@ -698,10 +718,13 @@ class Replica:
                 return "ignore_new-view_malformed_preprepare"
             if not self.auth.verify_node(pp.sender, pp.payload(), pp.sig):
                 return "ignore_new-view_bad_preprepare_signature"
-        self._enter_view(message.view, plan, message.preprepares)
+        self._enter_view(message, plan)
         return None
 
-    def _enter_view(self, view: int, plan: NewViewPlan, preprepares: tuple[PrePrepare, ...]) -> None:
+    def _enter_view(self, new_view: NewView, plan: NewViewPlan) -> None:
+        view, preprepares = new_view.view, new_view.preprepares
+        self.last_new_view = new_view
+        self._outbox.append(Store(new_view))
         self.view = view
         self.changing_view = False
         self.timer_deadline = None
@@ -792,7 +815,11 @@ class Replica:
         replica.executed = dict(executed)
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:
-            replica._restore_message(message, by_view)
+            if isinstance(message, NewView):
+                if replica.last_new_view is None or replica.last_new_view.view < message.view:
+                    replica.last_new_view = message
+            else:
+                replica._restore_message(message, by_view)
         for (view, seq), slot in sorted(by_view.items()):
             replica._restore_progress(seq, slot)
             # Only the current view's slots take part in agreement; older ones

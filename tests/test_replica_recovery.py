@@ -43,7 +43,7 @@ def test_state_that_does_not_hash_to_the_checkpoint_is_refused():
     # Node 1 answers with two batches swapped: the chain no longer matches the proof.
     forged = [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]]
     forged[0], forged[1] = LedgerEntry(1, forged[1].batch), LedgerEntry(2, forged[0].batch)
-    helper.answer_fetch(signed(Fetch(1, 3), cluster.replicas[3].auth.sign), forged)
+    helper.answer_fetch(signed(Fetch(1, 0, 3), cluster.replicas[3].auth.sign), forged)
     (state_message,) = [effect.message for effect in helper.take_effects()]
     cluster.crashed.discard(3)
     assert cluster.deliver_to(3, state_message) == "ignore_state_entries_do_not_match_checkpoint"
@@ -108,3 +108,36 @@ def test_exactly_once_memory_forgets_requests_older_than_the_expiry():
     # The forgotten request can never run again: it is below the client's floor.
     assert cluster.deliver_to(0, early) == "ignore_request_expired"
     assert cluster.builds(1).count(early) == 1
+
+
+def test_a_node_restarted_into_an_old_view_learns_the_new_view_from_its_peers(tmp_path):
+    cluster = Cluster(settings={"checkpoint_interval": 100, "log_window": 200}, store_dir=tmp_path)
+    submit(cluster, 1)
+    cluster.crashed.add(0)  # the primary dies; the others move to view 1 without it
+    request = cluster.request("feature")
+    for node in (1, 2, 3):
+        cluster.deliver_to(node, request)
+    cluster.run()
+    cluster.tick(4.0)
+    cluster.run()
+    assert [cluster.replicas[n].view for n in (1, 2, 3)] == [1, 1, 1]
+    cluster.restart(0, now=10.0)
+    assert cluster.replicas[0].view == 0
+    submit(cluster, 1)  # view-1 traffic reaches node 0, which buffers it and asks for state
+    cluster.tick(20.0)
+    cluster.run()
+    assert (cluster.replicas[0].view, cluster.replicas[0].changing_view) == (1, False)
+    assert cluster.ledger(0)[-1] == cluster.ledger(1)[-1]
+    assert cluster.replicas[0].state_digest == cluster.replicas[1].state_digest
+
+
+def test_a_node_that_only_waits_for_a_stalled_sequence_number_backs_off(tmp_path):
+    cluster = Cluster()
+    replica = cluster.replicas[3]
+    replica.highest_seen = 5  # others committed beyond us, and nobody answers
+    asks = []
+    for second in range(1, 40):
+        replica.tick(float(second))
+        asks += [second for effect in replica.take_effects() if effect.message.TYPE == "fetch"]
+    assert asks[:4] == [1, 2, 4, 8]
+    assert len(asks) <= 6

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start every node of a network configuration in the background.
+# Start every node of a network configuration that is not running yet, in the
+# background.
 #
 #   ./startNetwork.sh [CONFIG] [--byzantine ID:MODE[:ARG]]...
 #
@@ -52,14 +53,19 @@ is_node() {
     [[ "$cmdline" == *node/index.py* ]]
 }
 
+# Nodes of this configuration that still run are kept: running the script
+# again restarts only the nodes that died (a node killed with kill -9 rejoins
+# from its own data directory and catches up).
+declare -A running=()
 if [[ -f $pid_file ]]; then
-    while read -r pid id _; do
-        if is_node "$pid"; then
-            echo "a network started by $0 is still running (node $id is pid $pid): run ./stopNetwork.sh first" >&2
+    while read -r pid id started_config; do
+        is_node "$pid" || continue
+        if [[ "$started_config" != "$config" ]]; then
+            echo "nodes of $started_config are running (node $id is pid $pid): run ./stopNetwork.sh first" >&2
             exit 1
         fi
+        running[$id]=$pid
     done <"$pid_file"
-    rm -f "$pid_file"
 fi
 
 ./scripts/setup.sh "$config"
@@ -87,9 +93,14 @@ for id in "${!byzantine[@]}"; do
 done
 
 mkdir -p run log
-: >"$pid_file"
+: >"$pid_file.new"
 declare -A pids=() urls=()
 while read -r id host port; do
+    if [[ -n "${running[$id]:-}" ]]; then
+        echo "${running[$id]} $id $config" >>"$pid_file.new"
+        urls[$id]="http://$host:$port/status"
+        continue
+    fi
     extra=()
     if [[ -n "${byzantine[$id]:-}" ]]; then
         read -ra words <<<"${byzantine[$id]}"
@@ -105,8 +116,9 @@ while read -r id host port; do
         </dev/null >"log/node-$id.stdout" 2>&1 &
     pids[$id]=$!
     urls[$id]="http://$host:$port/status"
-    echo "${pids[$id]} $id $config" >>"$pid_file"
+    echo "${pids[$id]} $id $config" >>"$pid_file.new"
 done <<<"$nodes"
+mv "$pid_file.new" "$pid_file"
 
 # True while a node we just started is alive. Its command line is no use here:
 # until nohup has exec'd Python it still reads as this script's.
@@ -150,7 +162,7 @@ while [[ ${#pending[@]} -gt 0 ]]; do
     fi
 done
 
-echo "network up: $(wc -l <"$pid_file") nodes of $config"
+echo "network up: $(wc -l <"$pid_file") nodes of $config (${#pids[@]} started now)"
 while read -r pid id _; do
     echo "  node $id  pid $pid  ${urls[$id]}${byzantine[$id]:+  (byzantine: ${byzantine[$id]})}"
 done <"$pid_file"

@@ -22,16 +22,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from node.storage import NodeStore
 from pbft.config import NetworkConfig, load_config
 from tests.test_end_to_end import (
     FEATURE_EXIT_CODE,
     _docker_answers,
     branch_commit,
     client,
+    describe,
     liar_config,
     log_offsets,
     network,  # noqa: F401 (a fixture: pytest passes it by name)
     new_log_text,
+    run_script,
     running_node,
     webhook,
 )
@@ -192,3 +195,45 @@ def test_an_equivocating_primary_splits_no_honest_nodes_and_verdicts_keep_coming
     executed_everywhere = [seq for seq, digests in by_seq.items() if set(digests) == set(honest)]
     # The split slot, then the first webhook, then the batch or batches of the three concurrent ones.
     assert len(executed_everywhere) >= 3, by_seq
+
+
+def test_a_node_killed_and_restarted_during_50_webhooks_catches_up_and_ledgers_agree(network, tmp_path):
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    pids = network(str(config_path))
+    config = load_config(config_path)
+    victim = 2  # a backup: node 0 leads view 0 in the fresh data directory
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        branches = ["master", "feature"] * 25
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = [pool.submit(webhook, base_url, config, branch) for branch in branches]
+            while sum(future.done() for future in futures) < 10:
+                time.sleep(0.1)
+            kill_9(pids[victim])
+            while sum(future.done() for future in futures) < 25:
+                time.sleep(0.1)
+            # Running the start script again restarts just the missing node.
+            restarted = network(str(config_path))
+            assert restarted[victim] != pids[victim]
+            assert {i: restarted[i] for i in restarted if i != victim} == {i: pids[i] for i in pids if i != victim}
+            verdicts = [future.result() for future in futures]
+        for branch, verdict in zip(branches, verdicts):
+            expect(verdict, branch)
+
+        target = max(status(config, node.id)["last_executed"] for node in config.nodes)
+        statuses = wait_for_statuses(config, [node.id for node in config.nodes],
+                                     lambda s: s["last_executed"] >= target, timeout_s=60)
+        assert all(s["last_executed"] >= target for s in statuses.values()), statuses
+
+    result = run_script("./stopNetwork.sh")
+    assert result.returncode == 0, describe(result)
+    ledgers = {}
+    for node in config.nodes:
+        store = NodeStore(config.data_dir / f"node-{node.id}" / "node.sqlite")
+        ledgers[node.id] = {seq: (digest, state) for seq, digest, state in store.ledger()}
+        store.close()
+    shared = set.intersection(*(set(ledger) for ledger in ledgers.values()))
+    assert len(shared) >= 50, {node_id: len(ledger) for node_id, ledger in ledgers.items()}
+    for seq in shared:
+        assert len({ledgers[node_id][seq] for node_id in ledgers}) == 1, seq
+

@@ -1,0 +1,194 @@
+"""What a node sends, honest or Byzantine (issue 3, item 6).
+
+A Byzantine node runs an honest replica and rewrites its outgoing messages:
+each behaviour turns one send the replica asked for into zero or more sends,
+signed with the node's own key (it knows no other). Rewriting the outbox
+keeps every behaviour small and lets it act in whatever role the node holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import replace
+
+from pbft.messages import Checkpoint, Commit, Message, Operation, PrePrepare, Prepare, Reply, Request, Result, batch_digest, signed
+from pbft.sim.auth import SimAuthenticator, keyed_signature
+from pbft.sim.faults import NodeFault
+from pbft.sim.network import Address
+
+Send = tuple[Address, Message, float]  # destination, message, extra delay in seconds
+
+
+def bogus_digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def flipped(result: Result) -> Result:
+    """The verdict a liar reports: success becomes failure and anything else success."""
+    if result.status == "success":
+        return Result("failure", 1, result.commit, "lie")
+    return Result("success", 0, result.commit, "lie")
+
+
+class Honest:
+    kind = "honest"
+
+    def observe(self, message: Message) -> None:
+        """Byzantine behaviours may remember what they receive; honest nodes need not."""
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        return [(dst, message, 0.0)]
+
+
+class Silent(Honest):
+    kind = "silent"
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        return []
+
+
+class CrashAfter(Honest):
+    kind = "crash-after"
+
+    def __init__(self, messages: int) -> None:
+        self.remaining = messages
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if self.remaining <= 0:
+            return []
+        self.remaining -= 1
+        return [(dst, message, 0.0)]
+
+
+class Delay(Honest):
+    kind = "delay"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        return [(dst, message, self.delay_s)]
+
+
+class Lie(Honest):
+    kind = "lie"
+
+    def __init__(self, auth: SimAuthenticator) -> None:
+        self.auth = auth
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if isinstance(message, Reply):
+            message = signed(replace(message, result=flipped(message.result)), self.auth.sign)
+        return [(dst, message, 0.0)]
+
+
+class Equivocate(Honest):
+    """Tells half of the nodes one thing and the other half another.
+
+    As primary it pre-prepares a different valid batch at the same sequence
+    number for half of the backups; as a backup it votes for a digest
+    nobody proposed towards half of the nodes.
+    """
+
+    kind = "equivocate"
+
+    def __init__(self, node: int, n: int, auth: SimAuthenticator) -> None:
+        self.node = node
+        self.n = n
+        self.auth = auth
+        self.known: dict[tuple[str, int], Request] = {}  # valid client requests seen, to build other batches from
+        self.alternatives: dict[tuple[int, int], PrePrepare | None] = {}  # (view, seq) -> the other pre-prepare
+
+    def observe(self, message: Message) -> None:
+        requests = message.batch if isinstance(message, PrePrepare) else (message,) if isinstance(message, Request) else ()
+        for request in requests:
+            self.known[request.key] = request
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if not isinstance(dst, int) or (dst - self.node) % self.n <= self.n // 2:
+            return [(dst, message, 0.0)]
+        if isinstance(message, PrePrepare):
+            other = self._alternative(message)
+            return [(dst, other or message, 0.0)]
+        if isinstance(message, (Prepare, Commit)):
+            message = replace(message, digest=bogus_digest(message.view, message.seq))
+        elif isinstance(message, Checkpoint):
+            message = replace(message, state_digest=bogus_digest(message.seq))
+        else:
+            return [(dst, message, 0.0)]
+        return [(dst, signed(message, self.auth.sign), 0.0)]
+
+    def _alternative(self, preprepare: PrePrepare) -> PrePrepare | None:
+        slot = (preprepare.view, preprepare.seq)
+        if slot not in self.alternatives:
+            self.alternatives[slot] = self._build_alternative(preprepare)
+        return self.alternatives[slot]
+
+    def _build_alternative(self, preprepare: PrePrepare) -> PrePrepare | None:
+        """Swap in another client's valid request, or reorder the batch; None if neither exists."""
+        others = [request for key, request in self.known.items() if request not in preprepare.batch]
+        if others:
+            batch = preprepare.batch[:-1] + (others[-1],)
+        elif len(preprepare.batch) > 1:
+            batch = preprepare.batch[::-1]
+        else:
+            return None
+        return signed(replace(preprepare, batch=batch, digest=batch_digest(batch)), self.auth.sign)
+
+
+class Forge(Honest):
+    """Sends each message, then a tampered copy that names another node as sender
+    (signed with its own key) or carries a signature from a key nobody trusts.
+    """
+
+    kind = "forge"
+
+    def __init__(self, node: int, n: int, auth: SimAuthenticator, rng: random.Random) -> None:
+        self.node = node
+        self.n = n
+        self.auth = auth
+        self.stranger_secret = rng.randbytes(32)
+        self.forged = 0
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        self.forged += 1
+        victim = (self.node + 1 + self.forged % (self.n - 1)) % self.n
+        tampered = _tampered(message, victim if self.forged % 2 else self.node)
+        if self.forged % 2:
+            forgery = signed(tampered, self.auth.sign)
+        else:
+            forgery = replace(tampered, sig=keyed_signature(self.stranger_secret, tampered.payload()))
+        return [(dst, message, 0.0), (dst, forgery, 0.0)]
+
+
+def _tampered(message: Message, sender: int) -> Message:
+    if isinstance(message, (Prepare, Commit)):
+        return replace(message, sender=sender, digest=bogus_digest(message.view, message.seq, sender))
+    if isinstance(message, Checkpoint):
+        return replace(message, sender=sender, state_digest=bogus_digest(message.seq, sender))
+    if isinstance(message, Reply):
+        return replace(message, sender=sender, result=flipped(message.result))
+    if isinstance(message, PrePrepare):
+        return replace(message, sender=sender)
+    if isinstance(message, Request):
+        return replace(message, operation=Operation(message.operation.repository, "forged"))
+    return message
+
+
+def behaviour_for(fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: random.Random) -> Honest:
+    """The behaviour of a node given its fault; network faults leave it honest."""
+    kind = fault.kind if fault is not None else "honest"
+    if kind == "silent":
+        return Silent()
+    if kind == "crash-after":
+        return CrashAfter(fault.messages)
+    if kind == "delay":
+        return Delay(fault.delay_s)
+    if kind == "lie":
+        return Lie(auth)
+    if kind == "equivocate":
+        return Equivocate(fault.node, n, auth)
+    if kind == "forge":
+        return Forge(fault.node, n, auth, rng)
+    return Honest()

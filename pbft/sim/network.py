@@ -1,0 +1,59 @@
+"""The simulated network: per-message delay, duplication, loss and partitions.
+
+Addresses are node ids (int) and client names (str). The network only
+decides *whether* and *when* a message arrives; the cluster's event queue
+carries it there. All randomness comes from the seed's RNG.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pbft.sim.faults import FaultPlan
+
+Address = int | str
+
+
+class Network:
+    def __init__(self, plan: FaultPlan, rng: random.Random) -> None:
+        self._plan = plan
+        self._rng = rng
+        self._isolated = [(fault.node, fault.window) for fault in plan.node_faults if fault.kind == "isolate"]
+        self._lossy = [(fault.node, fault.window, fault.drop_p) for fault in plan.node_faults if fault.kind == "lossy"]
+        self._crashed = [(fault.node, fault.window) for fault in plan.node_faults if fault.kind == "crash"]
+
+    def is_down(self, node: Address, time_s: float) -> bool:
+        """A crashed node neither receives nor sends; it keeps its state for the restart."""
+        return any(node == crashed and window.covers(time_s) for crashed, window in self._crashed)
+
+    def cut(self, src: Address, dst: Address, time_s: float) -> str | None:
+        """Why the link src→dst carries nothing at `time_s`, if it is cut."""
+        for node, window in self._isolated:
+            if node in (src, dst) and window.covers(time_s):
+                return "partition_isolated"
+        if self._plan.split is not None:
+            side, window = self._plan.split
+            if isinstance(src, int) and isinstance(dst, int) and (src in side) != (dst in side) and window.covers(time_s):
+                return "partition_split"
+        return None
+
+    def transit(self, src: Address, dst: Address, now_s: float, extra_delay_s: float) -> tuple[list[float], str | None]:
+        """Arrival times of one send (none if lost, two if duplicated), and why it was lost."""
+        reason = self.cut(src, dst, now_s) or self._lost(src, dst, now_s)
+        if reason is not None:
+            return [], reason
+        rng, plan = self._rng, self._plan
+        arrivals = [now_s + extra_delay_s + rng.uniform(plan.delay_min_s, plan.delay_max_s)]
+        if rng.random() < plan.duplicate_p:
+            arrivals.append(now_s + extra_delay_s + rng.uniform(plan.delay_min_s, plan.delay_max_s))
+        return arrivals, None
+
+    def _lost(self, src: Address, dst: Address, now_s: float) -> str | None:
+        for node, window, drop_p in self._lossy:
+            if node in (src, dst) and window.covers(now_s) and self._rng.random() < drop_p:
+                return "lossy_link"
+        if self._plan.drop is not None:
+            drop_p, window = self._plan.drop
+            if window.covers(now_s) and self._rng.random() < drop_p:
+                return "network_loss"
+        return None

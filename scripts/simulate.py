@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbft.sim import SimOptions, run_seed  # noqa: E402
-from pbft.sim.node import replica_has_timers  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,16 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run this one seed only")
     parser.add_argument("--requests", type=int, default=20, help="requests per seed (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="print each seed's trace")
-    faults = parser.add_mutually_exclusive_group()
-    faults.add_argument("--primary-faults", dest="primary_faults", action="store_true", default=None,
-                        help="also fault the primary, splits and network-wide loss (default: if the replica has view-change timers)")
-    faults.add_argument("--no-primary-faults", dest="primary_faults", action="store_false")
+    parser.add_argument("--no-primary-faults", dest="primary_faults", action="store_false",
+                        help="never fault the primary, split the network or lose messages network-wide")
     args = parser.parse_args(argv)
     # The replica logs every dropped message at warning; the trace already records them.
     logging.getLogger("pbft").setLevel(logging.ERROR)
 
-    primary_faults = replica_has_timers() if args.primary_faults is None else args.primary_faults
-    options = SimOptions(requests=args.requests, primary_faults=primary_faults, verbose=args.verbose)
+    options = SimOptions(requests=args.requests, primary_faults=args.primary_faults, verbose=args.verbose)
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     started_s = time.perf_counter()
     safety = liveness = 0
@@ -60,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed_s = time.perf_counter() - started_s
     print(
         f"seeds={len(seeds)} safety_violations={safety} liveness_failures={liveness} elapsed_s={elapsed_s:.1f} "
-        f"seeds_per_s={len(seeds) / elapsed_s:.1f} primary_faults={primary_faults} "
+        f"seeds_per_s={len(seeds) / elapsed_s:.1f} primary_faults={args.primary_faults} "
         "faults=" + ",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items()))
     )
-    flag = "" if args.primary_faults is None else " --primary-faults" if primary_faults else " --no-primary-faults"
+    flag = "" if args.primary_faults else " --no-primary-faults"
     for seed, outcome in failures:
         print(
             f"seed={seed} {outcome.violations[0]} [{outcome.plan.describe()}] "

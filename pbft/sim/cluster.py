@@ -10,9 +10,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pbft.effects import Broadcast, Execute, SendReply, SendTo
+from pbft.effects import Broadcast, Execute, SendReply, SendTo, ServeFetch, Store
 from pbft.messages import Message, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim.auth import SimKeys
@@ -21,17 +21,17 @@ from pbft.sim.checkers import SafetyChecker, Violation, liveness_failures
 from pbft.sim.client import SimClient, verdict
 from pbft.sim.faults import FaultPlan, choose_plan
 from pbft.sim.network import Address, Network
-from pbft.sim.node import SimNode, replica_has_timers
+from pbft.sim.node import SimNode
 from pbft.sim.workload import Submission, build_result, make_workload
 
-_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK = range(5)
+_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _RESTART = range(6)
 
 
 @dataclass(frozen=True)
 class SimOptions:
     requests: int = 20
-    # Faults only view change can recover from; on by default once the replica has timers.
-    primary_faults: bool = field(default_factory=replica_has_timers)
+    # Faults only view change can recover from: the primary's, splits, network-wide loss.
+    primary_faults: bool = True
     submit_window_s: float = 3.0
     build_min_s: float = 0.1
     build_max_s: float = 5.0
@@ -110,8 +110,10 @@ class SimCluster:
         for submission in make_workload(rng, options.requests, client_names, options.submit_window_s):
             self._push(submission.time_s, _SUBMIT, submission)
         for node in range(self.n):
-            if self.nodes[node].has_timers:
-                self._push(options.tick_interval_s, _TICK, node)
+            self._push(options.tick_interval_s, _TICK, node)
+        for fault in self.plan.node_faults:
+            if fault.kind == "crash":
+                self._push(fault.window.end_s, _RESTART, fault.node)
 
     # --- the event loop ------------------------------------------------
 
@@ -123,6 +125,7 @@ class SimCluster:
             _SUBMIT: self._submit,
             _RETRANSMIT: self._retransmit,
             _TICK: self._tick,
+            _RESTART: self._restart,
         }
         while self._queue and not self._finished():
             time_s, _, kind, a, b = heapq.heappop(self._queue)
@@ -194,7 +197,7 @@ class SimCluster:
         request, result = build
         self._in_flight -= 1
         if self.network.is_down(node, self.now_s):
-            # The process died with the build; whether a restarted node re-runs it is the persistence layer's job.
+            # The process died with the build; the restarted node runs it again.
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
             return
@@ -222,6 +225,15 @@ class SimCluster:
             self._drain(node)
         self._push(self.now_s + self.options.tick_interval_s, _TICK, node)
 
+    def _restart(self, node: int, _: None) -> None:
+        """The crashed process comes back: only what its store kept survives."""
+        unfinished = self.nodes[node].restart(self.now_s)
+        self._log(f"restart node={node} view={self.nodes[node].replica.view} "
+                  f"last_executed={self.nodes[node].replica.last_executed} rebuilding={len(unfinished)}")
+        for _seq, request in unfinished:
+            self._start_build(node, request)
+        self._drain(node)
+
     # --- effects -----------------------------------------------------------
 
     def _drain(self, node: int) -> None:
@@ -230,6 +242,7 @@ class SimCluster:
             self._carry_out(node, sim_node, effects)
 
     def _carry_out(self, node: int, sim_node: SimNode, effects: list) -> None:
+        sim_node.persist(effects)
         for effect in effects:
             kind = type(effect)
             if kind is Broadcast:
@@ -244,25 +257,24 @@ class SimCluster:
                     self.safety.produced((reply.client, reply.timestamp), verdict(reply.result))
                 self._emit(node, effect.reply.client, effect.reply)
             elif kind is Execute:
-                sim_node.record(effect)
                 self._execute(node, effect)
-            elif kind.__name__ == "ServeFetch":
-                # State transfer: matched by name, since cores before it have no such effect to import.
-                sim_node.serve_fetch(effect.fetch)
+            elif kind is ServeFetch:
+                sim_node.serve_fetch(effect)
             else:
-                # Effects the simulator does not model yet (persistence, say) must not stop a run.
-                self.stats[f"unknown_effect_{kind.__name__}"] += 1
+                assert kind is Store, f"effect {kind.__name__} is not simulated"
 
     def _execute(self, node: int, effect: Execute) -> None:
         builds = tuple(request.key for request in effect.requests)
         if self.nodes[node].honest:
-            # Execute effects gain the batch digest with state transfer; older ones only list the builds.
-            self.safety.executed(self.now_s, node, effect.seq, getattr(effect, "digest", builds), builds)
+            self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
         self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
         for request in effect.requests:
-            build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
-            self._in_flight += 1
-            self._push(self.now_s + build_s, _BUILD_DONE, node, (request, build_result(request.operation, build_s)))
+            self._start_build(node, request)
+
+    def _start_build(self, node: int, request: Request) -> None:
+        build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
+        self._in_flight += 1
+        self._push(self.now_s + build_s, _BUILD_DONE, node, (request, build_result(request.operation, build_s)))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:
         """Send through the node's behaviour, which may drop, alter, add or delay messages."""

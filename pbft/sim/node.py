@@ -1,21 +1,17 @@
 """One simulated node: a replica, the behaviour that filters what it sends,
-and an adapter over the replica's evolving interface.
-
-`receive(..., now=)` and `tick(now)` arrive with view change; probing the
-replica once here lets the simulator drive the core before and after.
+and the node's real SQLite store (in memory), so a crash loses exactly what a
+killed process loses and a restart goes through `Replica.restore`.
 """
 
 from __future__ import annotations
 
-import inspect
+from pathlib import Path
 
-from pbft.messages import Message
+from node.storage import NodeStore
+from pbft.effects import Effect, ServeFetch
+from pbft.messages import Message, Request
 from pbft.replica import Replica
 from pbft.sim.byzantine import Honest
-
-
-def replica_has_timers() -> bool:
-    return callable(getattr(Replica, "tick", None))
 
 
 class SimNode:
@@ -23,32 +19,31 @@ class SimNode:
         self.replica = replica
         self.behaviour = behaviour
         self.honest = behaviour.kind == "honest"
-        self._receive_takes_now = "now" in inspect.signature(replica.receive).parameters
-        self._tick = getattr(replica, "tick", None)
-        self.ledger: dict[int, tuple] = {}  # seq -> executed batch, as a real node persists it
-
-    @property
-    def has_timers(self) -> bool:
-        return self._tick is not None
+        self.store = NodeStore(Path(":memory:"))
 
     def receive(self, message: Message, now_s: float) -> str | None:
         self.behaviour.observe(message)
-        if self._receive_takes_now:
-            return self.replica.receive(message, now=now_s)
-        return self.replica.receive(message)
+        return self.replica.receive(message, now=now_s)
 
     def tick(self, now_s: float) -> None:
-        self._tick(now_s)
+        self.replica.tick(now_s)
 
-    def record(self, execute: object) -> None:
-        """Keep the ledger from Execute effects that carry their batch (those of state-transfer cores)."""
-        batch = getattr(execute, "batch", None)
-        if batch is not None:
-            self.ledger[execute.seq] = batch
+    def persist(self, effects: list[Effect]) -> None:
+        """Save a step before any of its effects is carried out, as the node's driver does."""
+        self.store.save(self.replica.durable_state(), effects)
 
-    def serve_fetch(self, fetch: object) -> None:
-        """Answer a peer's FETCH from the ledger, as the driver does with its storage."""
-        from pbft.messages import LedgerEntry  # exists only in cores that emit ServeFetch
+    def serve_fetch(self, effect: ServeFetch) -> None:
+        """Answer a peer's FETCH from the stored ledger, as the driver does."""
+        entries = self.store.ledger_entries(effect.fetch.from_seq, self.replica.low_watermark)
+        self.replica.answer_fetch(effect.fetch, entries)
 
-        entries = [LedgerEntry(seq, batch) for seq, batch in sorted(self.ledger.items()) if seq >= fetch.from_seq]
-        self.replica.answer_fetch(fetch, entries)
+    def restart(self, now_s: float) -> list[tuple[int, Request]]:
+        """Forget everything in memory and restore from the store; return the builds to run again."""
+        loaded = self.store.load()
+        if loaded is None:
+            self.replica = Replica(self.replica.settings, self.replica.auth)
+            return []
+        self.replica = Replica.restore(
+            self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
+        )
+        return loaded.unfinished

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pbft.crypto import Authenticator
 from pbft.messages import (
     Checkpoint,
+    Commit,
     CommittedCertificate,
     PrePrepare,
+    Prepare,
     PreparedCertificate,
     ViewChange,
     batch_digest,
@@ -53,54 +55,58 @@ def checkpoint_proof_problem(
     return None
 
 
-def certificate_problem(
-    cert: PreparedCertificate, before_view: int, members: Membership, auth: Authenticator
-) -> str | None:
-    """Why `cert` does not prove that its batch prepared in a view before `before_view`, or None."""
-    preprepare = cert.preprepare
-    if preprepare.view >= before_view:
-        return "certificate_from_future_view"
+def _preprepare_problem(preprepare: PrePrepare, members: Membership, auth: Authenticator) -> str | None:
     if preprepare.sender != members.primary(preprepare.view):
         return "certificate_preprepare_not_from_primary"
     if preprepare.digest != batch_digest(preprepare.batch):
         return "certificate_wrong_digest"
     if not auth.verify_node(preprepare.sender, preprepare.payload(), preprepare.sig):
         return "certificate_bad_preprepare_signature"
-    senders = set()
-    for prepare in cert.prepares:
-        if (prepare.view, prepare.seq, prepare.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
-            return "certificate_prepare_mismatch"
-        if prepare.sender == preprepare.sender or not 0 <= prepare.sender < members.n:
-            return "certificate_prepare_bad_sender"
-        if not auth.verify_node(prepare.sender, prepare.payload(), prepare.sig):
-            return "certificate_bad_prepare_signature"
-        senders.add(prepare.sender)
-    if len(senders) < prepare_quorum(members.f):
-        return "certificate_too_few_prepares"
     return None
+
+
+def _votes_problem(
+    votes: tuple[Prepare, ...] | tuple[Commit, ...],
+    preprepare: PrePrepare,
+    needed: int,
+    members: Membership,
+    auth: Authenticator,
+) -> str | None:
+    """Why `votes` are not `needed` distinct, valid votes for exactly this pre-prepare, or None."""
+    kind = "prepare" if all(isinstance(vote, Prepare) for vote in votes) else "commit"
+    senders = set()
+    for vote in votes:
+        if (vote.view, vote.seq, vote.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
+            return f"certificate_{kind}_mismatch"
+        # The primary's pre-prepare stands for its prepare (§4.2): it never counts twice.
+        if not 0 <= vote.sender < members.n or (kind == "prepare" and vote.sender == preprepare.sender):
+            return f"certificate_{kind}_bad_sender"
+        if not auth.verify_node(vote.sender, vote.payload(), vote.sig):
+            return f"certificate_bad_{kind}_signature"
+        senders.add(vote.sender)
+    if len(senders) < needed:
+        return f"certificate_too_few_{kind}s"
+    return None
+
+
+def certificate_problem(
+    cert: PreparedCertificate, before_view: int, members: Membership, auth: Authenticator
+) -> str | None:
+    """Why `cert` does not prove that its batch prepared in a view before `before_view`, or None."""
+    if cert.preprepare.view >= before_view:
+        return "certificate_from_future_view"
+    return _preprepare_problem(cert.preprepare, members, auth) or _votes_problem(
+        cert.prepares, cert.preprepare, prepare_quorum(members.f), members, auth
+    )
 
 
 def committed_certificate_problem(
     cert: CommittedCertificate, members: Membership, auth: Authenticator
 ) -> str | None:
     """Why `cert` does not prove its batch committed (pre-prepare + 2f+1 matching commits), or None."""
-    preprepare = cert.preprepare
-    if preprepare.sender != members.primary(preprepare.view):
-        return "certificate_preprepare_not_from_primary"
-    if preprepare.digest != batch_digest(preprepare.batch):
-        return "certificate_wrong_digest"
-    if not auth.verify_node(preprepare.sender, preprepare.payload(), preprepare.sig):
-        return "certificate_bad_preprepare_signature"
-    senders = set()
-    for commit in cert.commits:
-        if (commit.view, commit.seq, commit.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
-            return "certificate_commit_mismatch"
-        if not 0 <= commit.sender < members.n or not auth.verify_node(commit.sender, commit.payload(), commit.sig):
-            return "certificate_bad_commit_signature"
-        senders.add(commit.sender)
-    if len(senders) < commit_quorum(members.f):
-        return "certificate_too_few_commits"
-    return None
+    return _preprepare_problem(cert.preprepare, members, auth) or _votes_problem(
+        cert.commits, cert.preprepare, commit_quorum(members.f), members, auth
+    )
 
 
 def view_change_problem(message: ViewChange, members: Membership, auth: Authenticator) -> str | None:

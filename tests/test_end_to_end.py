@@ -52,7 +52,7 @@ def _docker_answers() -> bool:
         return False
 
 
-pytestmark = [
+E2E_MARKS = [
     pytest.mark.e2e,
     pytest.mark.docker,
     pytest.mark.skipif(
@@ -60,6 +60,7 @@ pytestmark = [
         reason="no Docker engine answers `docker info` (scripts/setup.sh installs and starts one as root on Debian)",
     ),
 ]
+pytestmark = E2E_MARKS
 
 
 # --- running the README's commands -----------------------------------------

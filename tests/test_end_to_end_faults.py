@@ -10,23 +10,20 @@ plus the build.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import yaml
 
 from node.storage import NodeStore
 from pbft.config import NetworkConfig, load_config
 from tests.test_end_to_end import (
+    E2E_MARKS,
     FEATURE_EXIT_CODE,
-    _docker_answers,
     branch_commit,
     client,
     describe,
@@ -34,30 +31,17 @@ from tests.test_end_to_end import (
     log_offsets,
     network,  # noqa: F401 (a fixture: pytest passes it by name)
     new_log_text,
+    node_status as status,
     run_script,
     running_node,
     webhook,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.docker,
-    pytest.mark.skipif(
-        not _docker_answers(),
-        reason="no Docker engine answers `docker info` (scripts/setup.sh installs and starts one as root on Debian)",
-    ),
-]
+pytestmark = E2E_MARKS
 
-STATUS_TIMEOUT_S = 5
 # Room for the builds themselves: two run at a time per node, about 1 s each.
 BUILDS_S = 15
 EXECUTE_LINE = re.compile(r"node=(\d+) view=\d+ seq=(\d+) phase=execute digest=([0-9a-f]+)")
-
-
-def status(config: NetworkConfig, node_id: int) -> dict:
-    node = config.node(node_id)
-    with urllib.request.urlopen(f"http://{node.host}:{node.port}/status", timeout=STATUS_TIMEOUT_S) as response:
-        return json.load(response)
 
 
 def wait_for_statuses(config: NetworkConfig, nodes, done, timeout_s: float = 30) -> dict[int, dict]:

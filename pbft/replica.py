@@ -610,7 +610,10 @@ class Replica:
 
     def _restart_timer_after_progress(self) -> None:
         """Executing a request proves the view works: reset the doubling, and keep
-        the timer only while other requests are still waiting."""
+        the timer only while other requests are still waiting. Batches learnt
+        by state transfer during a view change prove nothing about the next view."""
+        if self.changing_view:
+            return
         self.view_changes_in_a_row = 0
         self.timer_deadline = None
         if self.waiting and not self.is_primary:

@@ -141,3 +141,23 @@ def test_a_node_that_only_waits_for_a_stalled_sequence_number_backs_off(tmp_path
         asks += [second for effect in replica.take_effects() if effect.message.TYPE == "fetch"]
     assert asks[:4] == [1, 2, 4, 8]
     assert len(asks) <= 6
+
+
+def test_state_learnt_during_a_view_change_keeps_the_view_change_timer():
+    cluster = Cluster(settings=SMALL)
+    cluster.crashed.add(3)
+    requests = submit(cluster, 6)
+    cluster.crashed.discard(3)
+    lagging = cluster.replicas[3]
+    # A client retransmits to node 3 directly: its timer starts, and the request's
+    # batch is among those the state transfer brings, so nothing else keeps it waiting.
+    lagging.receive(requests[-1], now=0.0)
+    lagging.tick(100.0)
+    assert lagging.changing_view and lagging.view == 1
+    lagging.take_effects()
+    helper = cluster.replicas[1]
+    helper.answer_fetch(signed(Fetch(1, 1, 3), lagging.auth.sign), [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]])
+    (state_message,) = [effect.message for effect in helper.take_effects()]
+    assert lagging.receive(state_message, now=100.5) is None
+    assert lagging.last_executed == 6
+    assert lagging.changing_view and lagging.timer_deadline is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 
@@ -127,16 +128,22 @@ class SimCluster:
             _TICK: self._tick,
             _RESTART: self._restart,
         }
-        while self._queue and not self._finished():
-            time_s, _, kind, a, b = heapq.heappop(self._queue)
-            if time_s > deadline_s:
-                break
-            self.now_s = time_s
-            handlers[kind](a, b)
-        violations = list(self.safety.violations)
+        broken = None
+        try:
+            while self._queue and not self._finished():
+                time_s, _, kind, a, b = heapq.heappop(self._queue)
+                if time_s > deadline_s:
+                    break
+                self.now_s = time_s
+                handlers[kind](a, b)
+        except AssertionError as error:
+            # A replica's own invariant tripped: a bug, reported with the seed like any violation.
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
+        violations = list(self.safety.violations) + ([broken] if broken else [])
         submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
         accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
-        if not self._finished():
+        if broken is None and not self._finished():
             violations += liveness_failures(self.now_s, submitted, accepted)
         self._log(f"end at {self.now_s:.3f}s: {len(accepted)}/{self.options.requests} accepted, {dict(self.stats)}")
         return SeedOutcome(self.seed, self.plan, violations, self.now_s, self.stats, self.trace)

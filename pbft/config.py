@@ -23,6 +23,8 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # Repository URLs come only from here. Remote schemes are the ones git
 # speaks without running a helper program; anything else must be a path.
 _URL = re.compile(r"(https?|ssh|git|file)://[^\s]+|[^\s-][^\s]*")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_FULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)+")
 
 
 class ConfigError(Exception):
@@ -45,12 +47,22 @@ class ClientConfig:
     host: str
     port: int
     public_key: str
+    max_body_bytes: int = 1_048_576  # webhook bodies above this are refused with 413
+    public_url: str = ""  # base of the status URLs given to forges; default http://host:port
 
 
 @dataclass(frozen=True)
 class RepositoryConfig:
     name: str
     url: str
+    # Forge integration (all optional). `full_name` ("owner/repo") and `url`
+    # are what a forge's push payload is matched against.
+    full_name: str = ""
+    secret: str = ""  # webhook secret: HMAC key (GitHub, Gitea) or token (GitLab)
+    build_tags: bool = False  # tag pushes are ignored unless this is set
+    status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
+    status_token: str = ""
+    status_context: str = "pbft-ci"
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class BuildConfig:
     output_cap_bytes: int = 1_000_000
     user: str = "1000:1000"
     max_concurrent: int = 2
+    allow_root: bool = False  # may a repository's .pbft-ci.yml ask to build as root?
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,17 @@ class _Reader:
         except (TypeError, ValueError) as error:
             self.fail(f"{where}{key}", str(error))
             return None if default is ... else default
+
+    def secret(self, entry: dict, where: str, key: str) -> str:
+        """A secret inline (`key`) or, better kept out of the file, from `<key>_file`."""
+        if f"{key}_file" not in entry:
+            return self.get(entry, key, where, _typed(str), "")
+        path = self.base / str(entry[f"{key}_file"])
+        try:
+            return path.read_text().strip()
+        except OSError as error:
+            self.fail(f"{where}{key}_file", f"cannot read {path}: {error.strerror}")
+            return ""
 
     def public_key(self, entry: dict, where: str, require: bool) -> str:
         if "public_key" in entry:
@@ -263,6 +287,8 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
             host=reader.get(item, "host", where, _host, ""),
             port=reader.get(item, "port", where, _port, 0),
             public_key=reader.public_key(item, where, require_keys),
+            max_body_bytes=reader.get(item, "max_body_bytes", where, _typed(int, 1), ClientConfig.max_body_bytes),
+            public_url=reader.get(item, "public_url", where, _matching(_HTTP_URL, "http(s) URL"), ""),
         ))
     repositories = []
     for where, item in _entries(reader, data, "repositories"):
@@ -272,6 +298,12 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         repositories.append(RepositoryConfig(
             name=reader.get(item, "name", where, _matching(_NAME, "repository name"), ""),
             url=url,
+            full_name=reader.get(item, "full_name", where, _matching(_FULL_NAME, "owner/repository name"), ""),
+            secret=reader.secret(item, where, "secret"),
+            build_tags=reader.get(item, "build_tags", where, _typed(bool), False),
+            status_api=reader.get(item, "status_api", where, _matching(_HTTP_URL, "http(s) URL"), ""),
+            status_token=reader.secret(item, where, "status_token"),
+            status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
         ))
     for label, names in (("nodes", [(n.host, n.port) for n in nodes]),
                          ("clients", [c.name for c in clients]),

@@ -1,0 +1,75 @@
+"""The network configuration: YAML in, frozen dataclasses out, every problem reported at once."""
+
+import pytest
+import yaml
+
+from pbft.config import ConfigError, load_config
+from tests.network import write_network
+
+
+def edit(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_example_configuration_loads(tmp_path):
+    config = load_config(write_network(tmp_path))
+    assert (config.n, config.f) == (4, 1)
+    assert config.repository("example").url == str(tmp_path / "repo")
+    assert config.repository("nope") is None
+    assert config.protocol.checkpoint_interval == 128 and config.protocol.log_window == 256
+    assert config.data_dir == tmp_path / "data"
+
+
+def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
+    def break_it(data):
+        data["f"] = 2
+        data["nodes"][1]["port"] = 70000
+        data["nodes"][2]["public_key"] = "zz"
+        data["repositories"][0]["url"] = "-oProxyCommand=evil"
+        data["build"] = {"timeout_s": "long", "gpus": 1}
+        data["surprise"] = True
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), break_it))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "nodes[1].port: must be at most 65535",
+        "nodes[2].public_key",
+        "repositories[0].url: is not a valid repository URL or path",
+        "build.timeout_s: must be float",
+        "build.gpus: unknown setting",
+        "surprise: unknown setting",
+        "f: n = 4 nodes tolerate at most f = 1",
+    ):
+        assert expected in problems, problems
+    assert len(caught.value.problems) == 7
+
+
+def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):
+    def renumber(data):
+        data["nodes"][3]["id"] = 7
+
+    with pytest.raises(ConfigError, match=r"ids must be 0..3, each once"):
+        load_config(edit(write_network(tmp_path), renumber))
+
+
+def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
+    (tmp_path / "hook.secret").write_text("It's a Secret to Everybody\n")
+
+    def add_forge(data):
+        data["repositories"][0].update(full_name="octo/example", secret_file="hook.secret", build_tags=True)
+
+    path = write_network(tmp_path)
+    repository = load_config(edit(path, add_forge)).repository("example")
+    assert (repository.full_name, repository.secret, repository.build_tags) == (
+        "octo/example", "It's a Secret to Everybody", True
+    )
+
+    def missing(data):
+        data["repositories"][0]["status_token_file"] = "absent.token"
+
+    with pytest.raises(ConfigError, match=r"repositories\[0\].status_token_file: cannot read"):
+        load_config(edit(path, missing))

@@ -185,5 +185,5 @@ class Driver:
             "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
             self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],
         )
-        self.replica.execution_finished(request, result)
+        self.replica.execution_finished(request, result, seq)
         self._carry_out(self.replica.take_effects())

@@ -98,7 +98,7 @@ def make_app(
                 if node.id != node_id
             }
             peers = {peer_id: behaviour.peer(peer_id, link) for peer_id, link in links.items()}
-            store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite")
+            store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
             loaded = store.load()
             now = asyncio.get_running_loop().time()
             if loaded is None:
@@ -133,6 +133,7 @@ def make_app(
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
+    app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
     return app
@@ -176,6 +177,18 @@ async def open_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[DRIVER].status())
+
+
+async def build_at(request: web.Request) -> web.Response:
+    """The builds ordered at one sequence number: this node's result, the certified verdict, every vote."""
+    text = request.match_info["seq"]
+    if not text.isdigit() or len(text) > 18:
+        return web.json_response({"error": "a sequence number is a non-negative integer"}, status=400)
+    driver = request.app[DRIVER]
+    records = driver.store.build_records(int(text)) if driver.store is not None else []
+    if not records:
+        return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
+    return web.json_response({"seq": int(text), "builds": records})
 
 
 async def peer_socket(request: web.Request) -> web.WebSocketResponse:

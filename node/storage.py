@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbft.effects import Effect, Execute, SendReply, Store
-from pbft.messages import LedgerEntry, Message, NewView, Reply, Request, decode, encode
+from pbft.messages import LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
+from pbft.quorum import verdict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -36,6 +37,23 @@ CREATE TABLE IF NOT EXISTS ledger (
     digest TEXT NOT NULL,
     batch TEXT NOT NULL,
     state_digest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    client TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    sender INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (client, timestamp, sender)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    client TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT,
+    PRIMARY KEY (client, timestamp)
 );
 CREATE TABLE IF NOT EXISTS builds (
     client TEXT NOT NULL,
@@ -58,8 +76,16 @@ class Loaded:
     unfinished: list[tuple[int, Request]]
 
 
+AGREED = ("status", "exit_code", "commit")  # the part of a result that nodes vote on
+
+
+def _agreed(result: dict) -> tuple:
+    return tuple(result[name] for name in AGREED)
+
+
 class NodeStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, n: int, f: int) -> None:
+        self._n, self._f = n, f
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -120,6 +146,9 @@ class NodeStore:
                 self._pruned_below = low_watermark
 
     def _store_message(self, message: Message) -> None:
+        if isinstance(message, ResultVote):
+            self._store_vote(message)
+            return
         if isinstance(message, NewView):
             # Only the NEW-VIEW of the current view is ever needed again.
             self._db.execute("DELETE FROM messages WHERE type = ?", (NewView.TYPE,))
@@ -133,6 +162,52 @@ class NodeStore:
                 json.dumps(encode(message)),
             ),
         )
+
+    def _store_vote(self, vote: ResultVote) -> None:
+        """Record a node's RESULT (its first only) and re-tally that build's verdict."""
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO votes (client, timestamp, sender, seq, result, body) VALUES (?, ?, ?, ?, ?, ?)",
+            (vote.client, vote.timestamp, vote.sender, vote.seq, json.dumps(vote.result.to_dict()),
+             json.dumps(encode(vote))),
+        ).rowcount
+        if not inserted:
+            return
+        votes = {
+            sender: _agreed(json.loads(result))
+            for sender, result in self._db.execute(
+                "SELECT sender, result FROM votes WHERE client = ? AND timestamp = ?", (vote.client, vote.timestamp)
+            )
+        }
+        state, agreed = verdict(votes, self._n, self._f)
+        self._db.execute(
+            "INSERT OR REPLACE INTO verdicts (client, timestamp, seq, state, result) VALUES (?, ?, ?, ?, ?)",
+            (vote.client, vote.timestamp, vote.seq, state, None if agreed is None else json.dumps(dict(zip(AGREED, agreed)))),
+        )
+
+    def build_records(self, seq: int) -> list[dict]:
+        """Every build ordered at `seq`: this node's result, the certified verdict and every node's vote."""
+        rows = self._db.execute("SELECT batch FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        if rows is None:
+            return []
+        records = []
+        for request in (decode(wire) for wire in json.loads(rows[0])):
+            key = (request.client, request.timestamp)
+            own = self._db.execute("SELECT reply FROM builds WHERE client = ? AND timestamp = ?", key).fetchone()
+            state = self._db.execute("SELECT state, result FROM verdicts WHERE client = ? AND timestamp = ?", key)
+            state = state.fetchone() or ("pending", None)
+            votes = self._db.execute(
+                "SELECT sender, body FROM votes WHERE client = ? AND timestamp = ? ORDER BY sender", key
+            )
+            records.append({
+                "seq": seq,
+                "client": request.client,
+                "timestamp": request.timestamp,
+                "operation": request.operation.to_dict(),
+                "own_result": None if own is None or own[0] is None else json.loads(own[0])["result"],
+                "verdict": {"state": state[0], "result": None if state[1] is None else json.loads(state[1])},
+                "votes": [{"node": sender, "vote": json.loads(body)} for sender, body in votes],
+            })
+        return records
 
     def _store_execution(self, effect: Execute) -> None:
         batch = json.dumps([encode(request) for request in effect.batch])

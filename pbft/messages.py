@@ -323,8 +323,40 @@ class Hello:
         return {"type": self.TYPE, "client": self.client, "node": self.node}
 
 
+@dataclass(frozen=True)
+class ResultVote:
+    """<RESULT, n, c, t, r, i>: node i's outcome of client c's request t, ordered at n.
+
+    2f+1 matching votes certify a build's result in every honest node's
+    ledger, independently of what any client accepted.
+    """
+
+    seq: int
+    client: str
+    timestamp: int
+    result: Result
+    sender: int
+    sig: str = ""
+    TYPE = "result"
+
+    def payload(self) -> dict:
+        return {
+            "type": self.TYPE,
+            "seq": self.seq,
+            "client": self.client,
+            "timestamp": self.timestamp,
+            "result": self.result.to_dict(),
+            "sender": self.sender,
+        }
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.client, self.timestamp)
+
+
 Message = Union[
-    Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, Reply, Hello
+    Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, ResultVote, Reply,
+    Hello,
 ]
 
 
@@ -520,6 +552,17 @@ def _decode_state(data: dict) -> StateTransfer:
     )
 
 
+def _decode_result_vote(data: dict) -> ResultVote:
+    return ResultVote(
+        seq=_int(data, "seq"),
+        client=_text(data, "client", _NAME),
+        timestamp=_int(data, "timestamp"),
+        result=_result(_field(data, "result")),
+        sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
 def _decode_reply(data: dict) -> Reply:
     return Reply(
         view=_int(data, "view"),
@@ -545,6 +588,7 @@ _DECODERS = {
     NewView.TYPE: _decode_new_view,
     Fetch.TYPE: _decode_fetch,
     StateTransfer.TYPE: _decode_state,
+    ResultVote.TYPE: _decode_result_vote,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
 }

@@ -45,3 +45,19 @@ def winner(votes: Mapping[int, V], needed: int) -> tuple[V, list[int]] | None:
     if count < needed:
         return None
     return value, sorted(sender for sender, vote in votes.items() if vote == value)
+
+
+def verdict(votes: Mapping[int, V], n: int, f: int) -> tuple[str, V | None]:
+    """What nodes' RESULT votes for one build amount to.
+
+    "certified" once 2f+1 distinct nodes agree (two results can never both
+    get there); "disputed" once no result can get there any more, however the
+    missing nodes vote (honest nodes disagree: a flaky build); else "pending".
+    """
+    found = winner(votes, commit_quorum(f))
+    if found is not None:
+        return "certified", found[0]
+    best = max(Counter(votes.values()).values(), default=0)
+    if best + (n - len(votes)) < commit_quorum(f):
+        return "disputed", None
+    return "pending", None

@@ -31,6 +31,7 @@ from pbft.messages import (
     Reply,
     Request,
     Result,
+    ResultVote,
     StateTransfer,
     ViewChange,
     batch_digest,
@@ -116,6 +117,7 @@ class Replica:
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving low_watermark
         self.prepared_certs: dict[int, PreparedCertificate] = {}  # seq -> latest certificate
         self.future: deque[Message] = deque(maxlen=settings.max_buffered)
+        self.early_votes: deque[ResultVote] = deque(maxlen=settings.max_buffered)
         # View change state (§4.4): while changing, only checkpoints and view-change traffic count.
         self.changing_view = False
         self.view_changes: dict[int, dict[int, ViewChange]] = {}  # view -> sender -> message
@@ -177,6 +179,7 @@ class Replica:
             NewView: self._on_new_view,
             Fetch: self._on_fetch,
             StateTransfer: self._on_state_transfer,
+            ResultVote: self._on_result_vote,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -196,14 +199,20 @@ class Replica:
         self._maybe_fetch()
         self._check_invariants()
 
-    def execution_finished(self, request: Request, result: Result) -> None:
-        """A build started by an Execute effect has an outcome: reply to its client."""
-        assert request.key in self.executed, "result for a request that was never executed"
+    def execution_finished(self, request: Request, result: Result, seq: int) -> None:
+        """A build started by an Execute effect at `seq` has an outcome: reply to its
+        client, and tell the other nodes, so that every ledger can certify it."""
+        if request.key not in self.executed:
+            assert self._expired(request), "result for a request that was never executed"
+            return
         if self.executed[request.key] is not None:
             return
         reply = signed(Reply(self.view, request.timestamp, request.client, self.id, result), self.auth.sign)
         self.executed[request.key] = reply
         self._outbox.append(SendReply(reply))
+        vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
+        self._outbox.append(Store(vote))
+        self._outbox.append(Broadcast(vote))
 
     # --- requests (§4.1, §4.2) -----------------------------------------
 
@@ -407,6 +416,7 @@ class Replica:
             self.executed[request.key] = None
             self.client_latest[request.client] = max(request.timestamp, self.client_latest.get(request.client, 0))
             fresh.append(request)
+        self._release_early_votes(batch)
         self.last_executed = seq
         self.last_progress_at = self.now
         self.fetches_without_progress = 0
@@ -436,6 +446,35 @@ class Replica:
         for client, latest in self.client_latest.items():
             self.client_floor[client] = max(self.client_floor.get(client, -1), latest - expiry_us)
         self.executed = {key: reply for key, reply in self.executed.items() if key[1] > self.client_floor[key[0]]}
+
+    # --- certified results ------------------------------------------------
+
+    def _on_result_vote(self, message: ResultVote) -> str | None:
+        """Keep another node's RESULT for the ledger; the store tallies them into a verdict."""
+        if not 0 <= message.sender < self.settings.n:
+            return "ignore_result_unknown_sender"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_result_bad_signature"
+        if message.key in self.executed:
+            self._outbox.append(Store(message))
+        elif message.timestamp <= self.client_floor.get(message.client, -1):
+            return "ignore_result_expired"
+        else:
+            # A faster node finished a build we have not ordered yet: keep it, bounded.
+            self.early_votes.append(message)
+        return None
+
+    def _release_early_votes(self, batch: tuple[Request, ...]) -> None:
+        keys = {request.key for request in batch}
+        if not any(vote.key in keys for vote in self.early_votes):
+            return
+        kept = deque(maxlen=self.settings.max_buffered)
+        for vote in self.early_votes:
+            if vote.key in keys:
+                self._outbox.append(Store(vote))
+            else:
+                kept.append(vote)
+        self.early_votes = kept
 
     # --- checkpoints and garbage collection (§4.3) ---------------------
 

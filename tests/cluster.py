@@ -15,7 +15,7 @@ from typing import Callable
 
 from pbft.crypto import Ed25519Authenticator, generate_private_key
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, SendReply, SendTo, ServeFetch
+from pbft.effects import Broadcast, Execute, SendReply, SendTo, ServeFetch, Store
 from pbft.messages import LedgerEntry, Message, Operation, Reply, Request, Result, signed
 from pbft.replica import Replica, ReplicaSettings
 
@@ -63,11 +63,12 @@ class Cluster:
         self.network: deque[tuple[int, Message]] = deque()  # (destination, message)
         self.executed: list[list[Execute]] = [[] for _ in range(self.n)]
         self.replies: list[Reply] = []
+        self.stored: list[list[Message]] = [[] for _ in range(self.n)]  # what each node persisted
         self.drops: list[tuple[int, str]] = []
         self.crashed: set[int] = set()
         self.stores = {}
         if self.store_dir is not None:
-            self.stores = {i: NodeStore(self.store_dir / f"node-{i}.sqlite") for i in range(self.n)}
+            self.stores = {i: NodeStore(self.store_dir / f"node-{i}.sqlite", n=self.n, f=self.f) for i in range(self.n)}
         self._timestamp = 0
 
     def request(self, branch: str = "master", timestamp: int | None = None) -> Request:
@@ -85,6 +86,7 @@ class Cluster:
 
     def _collect(self, node: int) -> None:
         effects = self.replicas[node].take_effects()
+        self.stored[node].extend(effect.message for effect in effects if isinstance(effect, Store))
         if node in self.stores and effects:
             self.stores[node].save(self.replicas[node].durable_state(), effects)
         for effect in effects:
@@ -99,7 +101,7 @@ class Cluster:
             elif isinstance(effect, Execute):
                 self.executed[node].append(effect)
                 for request in effect.requests:
-                    self.replicas[node].execution_finished(request, self.build(request.operation))
+                    self.replicas[node].execution_finished(request, self.build(request.operation), effect.seq)
                 self._collect(node)
             elif isinstance(effect, ServeFetch):
                 entries = [

@@ -213,7 +213,7 @@ def test_a_node_killed_and_restarted_during_50_webhooks_catches_up_and_ledgers_a
     assert result.returncode == 0, describe(result)
     ledgers = {}
     for node in config.nodes:
-        store = NodeStore(config.data_dir / f"node-{node.id}" / "node.sqlite")
+        store = NodeStore(config.data_dir / f"node-{node.id}" / "node.sqlite", n=config.n, f=config.f)
         ledgers[node.id] = {seq: (digest, state) for seq, digest, state in store.ledger()}
         store.close()
     shared = set.intersection(*(set(ledger) for ledger in ledgers.values()))

@@ -186,3 +186,30 @@ async def test_a_restarted_node_resumes_from_disk_and_catches_up(network):
     assert [s["last_executed"] for s in statuses] == [4, 4, 4, 4]
     ledgers = {i: net.runners[i].app[DRIVER].store.ledger() for i in range(4)}
     assert all(ledger == ledgers[0] for ledger in ledgers.values())
+
+
+async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network):
+    net = await network(tampered={3})
+    async with aiohttp.ClientSession() as session:
+        await net.submit(session, "master", 31, range(4))
+
+        async def records(node_id):
+            async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/builds/1") as response:
+                assert response.status == 200
+                return (await response.json())["builds"][0]
+
+        for _ in range(100):
+            views = [await records(i) for i in range(4)]
+            if all(len(view["votes"]) == 4 for view in views):
+                break
+            await asyncio.sleep(0.05)
+        for view in views:
+            assert view["verdict"] == {"state": "certified", "result": {"status": "success", "exit_code": 0, "commit": "a" * 40}}
+            liar = next(vote["vote"] for vote in view["votes"] if vote["node"] == 3)
+            assert liar["result"]["status"] == "failure"  # visible, and outvoted
+        assert views[0]["own_result"]["status"] == "success"
+        assert views[3]["own_result"]["status"] == "failure"
+        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/99") as response:
+            assert response.status == 404
+        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/-1") as response:
+            assert response.status == 400

@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from pbft.effects import Execute
-from pbft.messages import Commit, PrePrepare, Prepare, batch_digest, signed
+from pbft.messages import Commit, PrePrepare, Prepare, Result, ResultVote, batch_digest, signed
 from tests.cluster import Cluster
 
 
@@ -176,3 +176,20 @@ def test_commit_for_an_unknown_sequence_number_is_kept_until_its_preprepare():
     for commit in commits.values():
         assert cluster.deliver_to(1, commit) is None
     assert cluster.replicas[1].slots[1].commits == commits
+
+
+def test_a_result_vote_for_a_build_not_yet_ordered_waits_for_it():
+    cluster = Cluster()
+    request = cluster.request()
+    early = signed(ResultVote(1, request.client, request.timestamp, Result("success", 0, "a" * 40), 2),
+                   cluster.replicas[2].auth.sign)
+    assert cluster.replicas[1].receive(early) is None
+    assert list(cluster.replicas[1].early_votes) == [early]
+    assert cluster.replicas[1].take_effects() == []
+    cluster.deliver_to(0, request)
+    cluster.run()
+    assert early in cluster.stored[1] and not cluster.replicas[1].early_votes
+    votes = [m for m in cluster.stored[1] if isinstance(m, ResultVote)]
+    assert {vote.sender for vote in votes} == {0, 1, 2, 3}  # every node's RESULT reached node 1 (the store keeps the first of each)
+    forged = replace(early, sender=3)
+    assert cluster.replicas[1].receive(forged) == "ignore_result_bad_signature"

@@ -200,15 +200,15 @@ class SimCluster:
         self.stats[f"lost_{reason}"] += 1
         self._log(f"lost {src}->{dst} {describe(message)}: {reason}")
 
-    def _build_done(self, node: int, build: tuple[Request, Result]) -> None:
-        request, result = build
+    def _build_done(self, node: int, build: tuple[int, Request, Result]) -> None:
+        seq, request, result = build
         self._in_flight -= 1
         if self.network.is_down(node, self.now_s):
             # The process died with the build; the restarted node runs it again.
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
             return
-        self.nodes[node].replica.execution_finished(request, result)
+        self.nodes[node].replica.execution_finished(request, result, seq)
         self._drain(node)
 
     def _submit(self, submission: Submission, _: None) -> None:
@@ -237,8 +237,8 @@ class SimCluster:
         unfinished = self.nodes[node].restart(self.now_s)
         self._log(f"restart node={node} view={self.nodes[node].replica.view} "
                   f"last_executed={self.nodes[node].replica.last_executed} rebuilding={len(unfinished)}")
-        for _seq, request in unfinished:
-            self._start_build(node, request)
+        for seq, request in unfinished:
+            self._start_build(node, seq, request)
         self._drain(node)
 
     # --- effects -----------------------------------------------------------
@@ -276,12 +276,12 @@ class SimCluster:
             self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
         self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
         for request in effect.requests:
-            self._start_build(node, request)
+            self._start_build(node, effect.seq, request)
 
-    def _start_build(self, node: int, request: Request) -> None:
+    def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
         self._in_flight += 1
-        self._push(self.now_s + build_s, _BUILD_DONE, node, (request, build_result(request.operation, build_s)))
+        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, build_result(request.operation, build_s)))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:
         """Send through the node's behaviour, which may drop, alter, add or delay messages."""

@@ -19,7 +19,7 @@ class SimNode:
         self.replica = replica
         self.behaviour = behaviour
         self.honest = behaviour.kind == "honest"
-        self.store = NodeStore(Path(":memory:"))
+        self.store = NodeStore(Path(":memory:"), n=replica.settings.n, f=replica.settings.f)
 
     def receive(self, message: Message, now_s: float) -> str | None:
         self.behaviour.observe(message)

@@ -1,0 +1,44 @@
+"""The node's SQLite store: certified and disputed verdicts from RESULT votes (n = 4, f = 1)."""
+
+from pbft.effects import Execute, Store
+from pbft.messages import Result, ResultVote, batch_digest, signed
+from pbft.quorum import verdict
+from node.storage import NodeStore
+from tests.cluster import Cluster
+
+PASS = Result("success", 0, "a" * 40)
+FAIL = Result("failure", 3, "a" * 40)
+
+
+def test_verdict_rule():
+    assert verdict({0: "ok", 1: "ok", 2: "ok"}, 4, 1) == ("certified", "ok")
+    assert verdict({0: "ok", 1: "ok", 3: "bad"}, 4, 1) == ("pending", None)  # node 2 may still make it 3
+    assert verdict({0: "ok", 1: "ok", 2: "bad", 3: "bad"}, 4, 1) == ("disputed", None)
+    assert verdict({}, 4, 1) == ("pending", None)
+
+
+def stored_build(tmp_path, votes):
+    cluster = Cluster()
+    request = cluster.request()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    execute = Execute(0, 1, batch_digest((request,)), (request,), (request,), "0" * 64)
+    effects = [execute] + [
+        Store(signed(ResultVote(1, request.client, request.timestamp, result, sender), cluster.replicas[sender].auth.sign))
+        for sender, result in votes
+    ]
+    store.save(cluster.replicas[0].durable_state(), effects)
+    (record,) = store.build_records(1)
+    return record
+
+
+def test_three_matching_votes_certify_and_a_repeated_vote_counts_once(tmp_path):
+    record = stored_build(tmp_path, [(0, PASS), (1, PASS), (1, FAIL), (3, FAIL), (2, PASS)])
+    assert record["verdict"] == {"state": "certified", "result": PASS.agreed()}
+    assert [vote["node"] for vote in record["votes"]] == [0, 1, 2, 3]
+    assert next(v["vote"] for v in record["votes"] if v["node"] == 1)["result"]["status"] == "success"
+
+
+def test_honest_nodes_that_disagree_make_a_disputed_build(tmp_path):
+    record = stored_build(tmp_path, [(0, PASS), (1, FAIL), (2, PASS), (3, FAIL)])
+    assert record["verdict"] == {"state": "disputed", "result": None}
+    assert {v["vote"]["result"]["status"] for v in record["votes"]} == {"success", "failure"}

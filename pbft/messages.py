@@ -598,7 +598,8 @@ def decode(data: Any) -> Message:
     """Turn a parsed JSON frame into a message, or raise MessageError."""
     if not isinstance(data, dict):
         raise MessageError("a message must be a JSON object")
-    decoder = _DECODERS.get(data.get("type"))
+    kind = data.get("type")
+    decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
     if decoder is None:
         raise MessageError(f"unknown message type {str(data.get('type'))[:32]!r}")
     return decoder(data)

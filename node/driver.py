@@ -70,6 +70,7 @@ class Driver:
             "low_watermark": replica.low_watermark,
             "high_watermark": replica.high_watermark,
             "builds_running": self.builds_running,
+            "dropped": dict(self.drops),
         }
 
     # --- input --------------------------------------------------------

@@ -24,6 +24,10 @@ from pbft.replica import Replica, ReplicaSettings
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+# Far above what a peer sends in normal operation (a few frames per request),
+# far below what would let one connection keep a node busy verifying junk.
+PEER_FRAMES_PER_S = 5_000
+PEER_FRAME_BURST = 10_000
 DRIVER = web.AppKey("driver", Driver)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
@@ -191,13 +195,42 @@ async def build_at(request: web.Request) -> web.Response:
     return web.json_response({"seq": int(text), "builds": records})
 
 
+class FrameBudget:
+    """A token bucket per connection: a flooding peer loses its excess frames, not our time."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated_s = asyncio.get_running_loop().time()
+
+    def take(self) -> bool:
+        now_s = asyncio.get_running_loop().time()
+        self.tokens = min(self.burst, self.tokens + (now_s - self.updated_s) * self.rate_per_s)
+        self.updated_s = now_s
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 async def peer_socket(request: web.Request) -> web.WebSocketResponse:
     """Frames from another node's outbound link; signatures, not the socket, say who sent them."""
     ws = await open_socket(request)
     driver = request.app[DRIVER]
+    budget = FrameBudget(PEER_FRAMES_PER_S, PEER_FRAME_BURST)
     async for frame in ws:
-        if frame.type == aiohttp.WSMsgType.TEXT:
+        if frame.type == aiohttp.WSMsgType.ERROR:
+            too_big = getattr(ws.exception(), "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+            driver.drops["peer_frame_too_big" if too_big else "peer_frame_error"] += 1
+        elif frame.type != aiohttp.WSMsgType.TEXT:
+            driver.drops[f"peer_frame_{frame.type.name.lower()}"] += 1
+        elif not budget.take():
+            driver.drops["peer_over_budget"] += 1
+        else:
             driver.on_frame(frame.data)
+        # Let the other connections take their turn: one peer cannot hog the loop.
+        await asyncio.sleep(0)
     return ws
 
 

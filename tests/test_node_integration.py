@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -10,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from node.byzantine import HONEST, Lie
-from node.server import DRIVER, make_app
+from node.server import DRIVER, MAX_FRAME_BYTES, make_app
 from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Hello, Operation, Reply, Request, Result, decode, encode, signed
@@ -128,7 +129,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
         assert statuses[1] == {
             "id": 1, "view": 0, "primary": 0, "last_executed": 2,
-            "low_watermark": 0, "high_watermark": 256, "builds_running": 0,
+            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "dropped": {},
         }
 
 
@@ -156,8 +157,40 @@ async def test_malformed_frames_are_dropped_and_the_node_keeps_working(network):
         async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as ws:
             for junk in ("not json", "[]", json.dumps({"type": "prepare"}), json.dumps({"type": "nope"})):
                 await ws.send_str(junk)
+            await ws.send_bytes(b"binary")
         agreed, _ = await net.submit(session, "master", 3, [0])
-    assert agreed["status"] == "success"
+        assert agreed["status"] == "success"
+        dropped = (await status_of(session, net, 1))["dropped"]
+    assert dropped["malformed_frame"] == 4 and dropped["peer_frame_binary"] == 1
+
+
+async def test_a_flooding_peer_loses_its_excess_and_cannot_stall_the_node(network):
+    net = await network()
+    port = net.config.node(1).port
+    junk = json.dumps({"type": "prepare", "view": 0, "seq": 1, "digest": "a" * 64, "sender": 2, "sig": "b" * 128})
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as flood:
+            for _ in range(30_000):
+                await flood.send_str(junk)
+            agreed, _ = await net.submit(session, "master", 4, [0])
+            assert agreed["status"] == "success"
+        dropped = (await status_of(session, net, 1))["dropped"]
+    assert dropped.get("peer_over_budget", 0) > 0
+    assert dropped["ignore_prepare_bad_signature"] + dropped["peer_over_budget"] <= 30_000
+
+
+async def test_an_oversized_frame_closes_that_connection_only(network):
+    net = await network()
+    port = net.config.node(1).port
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as ws:
+            with contextlib.suppress(ConnectionError):  # the node hangs up before it has read it all
+                await ws.send_str("x" * (MAX_FRAME_BYTES + 1))
+                await ws.receive()
+        agreed, _ = await net.submit(session, "master", 5, [0])
+        assert agreed["status"] == "success"
+        dropped = (await status_of(session, net, 1))["dropped"]
+    assert dropped == {"peer_frame_too_big": 1}
 
 
 async def test_when_the_primary_is_down_the_backups_change_view_and_answer(network):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from typing import Callable
 import aiohttp
 from aiohttp import web
 
@@ -198,14 +199,15 @@ async def build_at(request: web.Request) -> web.Response:
 class FrameBudget:
     """A token bucket per connection: a flooding peer loses its excess frames, not our time."""
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float]) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
+        self.clock = clock
         self.tokens = float(burst)
-        self.updated_s = asyncio.get_running_loop().time()
+        self.updated_s = clock()
 
     def take(self) -> bool:
-        now_s = asyncio.get_running_loop().time()
+        now_s = self.clock()
         self.tokens = min(self.burst, self.tokens + (now_s - self.updated_s) * self.rate_per_s)
         self.updated_s = now_s
         if self.tokens < 1:
@@ -218,7 +220,7 @@ async def peer_socket(request: web.Request) -> web.WebSocketResponse:
     """Frames from another node's outbound link; signatures, not the socket, say who sent them."""
     ws = await open_socket(request)
     driver = request.app[DRIVER]
-    budget = FrameBudget(PEER_FRAMES_PER_S, PEER_FRAME_BURST)
+    budget = FrameBudget(PEER_FRAMES_PER_S, PEER_FRAME_BURST, asyncio.get_running_loop().time)
     async for frame in ws:
         if frame.type == aiohttp.WSMsgType.ERROR:
             too_big = getattr(ws.exception(), "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

@@ -1,8 +1,9 @@
 """The client's HTTP interface: the webhook and the build records.
 
-Handlers are thin: `client.intake` validates, `client.service` talks to the
-network, `client.records` stores. Bad input is answered with a 4xx and a
-reason; a 500 means a bug in this program and is logged with its traceback.
+Handlers are thin: `client.intake` and `client.forges` validate,
+`client.service` talks to the network, `client.records` stores. Bad input
+is answered with a 4xx and a reason; a 500 means a bug in this program and
+is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
+from client.certificate import CertificateUnavailable, certificate_from_record
+from client.deliveries import WebhookSettings, answer_delivery
+from client.forges import forge_of, parse_delivery
+from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
+from client.statuses import commit_statuses_ctx
 from pbft.config import NetworkConfig
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.encoding import canonical
 from pbft.messages import encode
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 RECORDS_KEY = web.AppKey("records", BuildRecords)
 SERVICE_KEY = web.AppKey("service", ClientService)
 REPOSITORIES_KEY = web.AppKey("repositories", tuple)
+WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -42,6 +49,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     )
     app = web.Application(middlewares=[_errors_as_json])
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
+    app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
         records = BuildRecords(records_path(config.data_dir, client_name))
@@ -64,10 +72,13 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
         app[SERVICE_KEY].abandon_all()
 
     app.cleanup_ctx.extend([records_ctx, service_ctx])
+    # After the service's context: statuses observe the service, and stop before it closes.
+    app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
     app.router.add_get("/builds/{build_id}", get_build)
+    app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     return app
 
 
@@ -88,7 +99,12 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
 
 
 async def webhook(request: web.Request) -> web.Response:
-    body = await _read_capped(request)
+    settings = request.app[WEBHOOK_SETTINGS_KEY]
+    body = await _read_capped(request, settings.max_body_bytes)
+    forge = forge_of(request.headers)
+    if forge is not None:
+        delivery = parse_delivery(forge, body, request.headers, settings.repositories)
+        return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
     operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
     verdict = await request.app[SERVICE_KEY].submit(operation)
     if verdict.accepted:
@@ -100,15 +116,18 @@ async def webhook(request: web.Request) -> web.Response:
     )
 
 
-async def _read_capped(request: web.Request) -> bytes:
-    """Read at most one byte past the cap, so an oversized body is refused without buffering it."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise WebhookError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 by its declared length or once it grows past `max_bytes`.
+
+    The plain call has its own, smaller cap in `client.intake`.
+    """
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise WebhookError(413, f"body is larger than {max_bytes} bytes")
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            break
+        if len(body) > max_bytes:
+            raise WebhookError(413, f"body is larger than {max_bytes} bytes")
     return bytes(body)
 
 
@@ -142,6 +161,22 @@ async def get_build(request: web.Request) -> web.Response:
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
     return web.json_response(record)
+
+
+async def get_certificate(request: web.Request) -> web.Response:
+    build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
+    if build_id is None:
+        raise web.HTTPBadRequest(reason="build id must be a decimal number")
+    record = request.app[RECORDS_KEY].get(build_id)
+    if record is None:
+        raise web.HTTPNotFound(reason=f"no build {build_id}")
+    try:
+        certificate = certificate_from_record(record)
+    except CertificateUnavailable as error:
+        raise web.HTTPConflict(reason=str(error)) from None
+    # Canonical JSON has no insignificant whitespace, so every byte of the
+    # file a user saves is covered by a signature or by the verifier's checks.
+    return web.Response(body=canonical(certificate), content_type="application/json")
 
 
 def _bounded_int(text: str, low: int, high: int) -> int | None:

@@ -2,6 +2,8 @@
 
 A `POST /webHook` with `{"branch": ...}` is signed and sent to the network;
 the answer is the build result once f+1 nodes have signed the same one.
+`verify CERT.json --config NETWORK.yaml` checks a verdict certificate
+(`GET /builds/{id}/certificate`) offline, with the network's public keys only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from client.app import make_app  # noqa: E402
+from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
 from pbft.config import ConfigError, load_config  # noqa: E402
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -26,7 +29,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.strip().splitlines()[0],
+        usage="%(prog)s [options]\n       %(prog)s verify CERT.json --config NETWORK.yaml",
+        description="Run the pbft-ci client, the webhook endpoint in front of a PBFT network (first form),"
+        " or check a verdict certificate offline (second form; see '%(prog)s verify -h').",
         epilog="Keys must exist first: python3 scripts/keygen.py CONFIG (scripts/startClient.sh does it).",
     )
     parser.add_argument(
@@ -48,6 +53,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # A leading word picks the subcommand, so `index.py [options]` keeps
+    # running the client exactly as it did before `verify` existed.
+    if argv[:1] == ["verify"]:
+        return verify(argv[1:])
+    return run(argv)
+
+
+def verify(argv: list[str]) -> int:
+    """Exit 0 for a valid certificate, 1 for an invalid one, 2 for a usage or configuration error."""
+    parser = argparse.ArgumentParser(
+        prog=f"{Path(sys.argv[0]).name} verify",
+        description="Check a verdict certificate offline: the client's signature on the request and"
+        " f+1 distinct configured nodes' signatures on one agreed result. Prints one line;"
+        " exit 0 when valid, 1 with the reason when not, 2 on usage or configuration errors.",
+    )
+    parser.add_argument(
+        "certificate", metavar="CERT.json", help="the certificate, as GET /builds/{id}/certificate serves it"
+    )
+    parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        raw = Path(args.certificate).read_bytes()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"cannot read {args.certificate}: {error.strerror}", file=sys.stderr)
+        return 2
+    try:
+        summary = check_certificate(parse_certificate(raw), config)
+    except CertificateError as error:
+        print(f"invalid: {error.reason}", file=sys.stderr)
+        return 1
+    print(summary.line())
+    return 0
+
+
+def run(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)

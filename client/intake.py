@@ -14,11 +14,18 @@ from typing import Sequence
 from pbft.messages import Operation
 from pbft.refs import check_branch_name, check_commit_sha
 
+# The plain call is a few dozen bytes; forge payloads, which list commits,
+# are capped separately by the client's `max_body_bytes`.
 MAX_BODY_BYTES = 64 * 1024
 # `curl -d '{"branch": "x"}'` labels its JSON body as a form, so that label
 # is accepted too; the body is parsed as JSON either way.
 ACCEPTED_CONTENT_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
+# Git allows these in branch names, but a shell gives them meaning. Builds
+# never run git through a shell, yet branch names end up in logs, build
+# scripts and users' copy-and-paste, so a name such as `x;rm -rf ~` is
+# refused here rather than trusted to be quoted everywhere downstream.
+SHELL_METACHARACTERS = frozenset(";|&$`<>()'\"!")
 
 
 class WebhookError(Exception):
@@ -45,7 +52,7 @@ def parse_webhook(body: bytes, content_type_header: str, repositories: Sequence[
         raise WebhookError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
     if media_type(content_type_header) not in ACCEPTED_CONTENT_TYPES:
         raise WebhookError(415, "content type must be application/json")
-    data = _json_object(body)
+    data = json_object(body)
     unknown = sorted(set(data) - KNOWN_KEYS)
     if unknown:
         raise WebhookError(400, f"unknown keys: {', '.join(repr(key)[:40] for key in unknown[:5])}")
@@ -56,7 +63,8 @@ def parse_webhook(body: bytes, content_type_header: str, repositories: Sequence[
     )
 
 
-def _json_object(body: bytes) -> dict:
+def json_object(body: bytes) -> dict:
+    """The JSON object in `body`, or WebhookError 400 saying why there is none."""
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -76,11 +84,28 @@ def _branch(data: dict) -> str:
     branch = data.get("branch")
     if not isinstance(branch, str):
         raise WebhookError(400, "branch is required and must be a string")
+    return checked_branch(branch)
+
+
+def checked_branch(name: str) -> str:
+    """`name` if git would accept it as a branch and it has no shell metacharacter, else WebhookError 400."""
     try:
-        check_branch_name(branch)
+        check_branch_name(name)
     except ValueError as error:
         raise WebhookError(400, str(error)) from None
-    return branch
+    metacharacter = next((char for char in name if char in SHELL_METACHARACTERS), None)
+    if metacharacter is not None:
+        raise WebhookError(400, f"branch name contains shell metacharacter {metacharacter!r}")
+    return name
+
+
+def checked_commit(commit: object) -> str:
+    """`commit` if it is a full commit id, else WebhookError 400."""
+    try:
+        check_commit_sha(commit)
+    except ValueError as error:
+        raise WebhookError(400, str(error)) from None
+    return commit
 
 
 def _repository(data: dict, repositories: Sequence[str]) -> str:
@@ -99,8 +124,4 @@ def _commit(data: dict) -> str | None:
     commit = data.get("commit")
     if commit is None:
         return None
-    try:
-        check_commit_sha(commit)
-    except ValueError as error:
-        raise WebhookError(400, str(error)) from None
-    return commit
+    return checked_commit(commit)

@@ -4,7 +4,9 @@ One row per request, keyed by its timestamp (the build id). Every change is
 a single transaction, so a crash leaves either the old row or the new one.
 The file also keeps the last timestamp the client used: PBFT nodes execute a
 client's request only if its timestamp is higher than the last one they saw
-from that client, so timestamps must keep increasing across restarts.
+from that client, so timestamps must keep increasing across restarts. And
+it keeps the forge delivery ids it has answered, so a redelivery after a
+restart still finds the build it started.
 """
 
 from __future__ import annotations
@@ -35,7 +37,17 @@ CREATE TABLE IF NOT EXISTS client_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    repository TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    build_id INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (repository, delivery_id)
+);
 """
+# Forges redeliver on request for a few days at most; older delivery ids are
+# forgotten so the table does not grow for ever.
+DELIVERY_RETENTION_S = 30 * 24 * 3600
 
 _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms"
@@ -114,6 +126,25 @@ class BuildRecords:
                     json.dumps([encode(reply) for reply in replies]),
                     build_id,
                 ),
+            )
+
+    def delivery_build(self, repository: str, delivery_id: str) -> int | None:
+        """The build a forge delivery already started, if it was seen before."""
+        row = self._db.execute(
+            "SELECT build_id FROM deliveries WHERE repository = ? AND delivery_id = ?", (repository, delivery_id)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def add_delivery(self, repository: str, delivery_id: str, build_id: int, received_at: float) -> None:
+        # Keyed by repository too, so that a delivery id claimed through an
+        # unsigned repository cannot shadow a signed delivery to another.
+        with self._db:
+            self._db.execute(
+                "DELETE FROM deliveries WHERE received_at < ?", (received_at - DELIVERY_RETENTION_S,)
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO deliveries (repository, delivery_id, build_id, received_at) VALUES (?, ?, ?, ?)",
+                (repository, delivery_id, build_id, received_at),
             )
 
     def recent(self, limit: int) -> list[dict[str, Any]]:

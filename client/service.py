@@ -24,6 +24,10 @@ from pbft.messages import Hello, MessageError, Operation, Reply, Request, Result
 
 log = logging.getLogger(__name__)
 
+# How long close() lets abandoned background builds write their records;
+# only a send stuck on a full socket could take longer.
+BACKGROUND_CLOSE_S = 5.0
+
 
 class Links(Protocol):
     """What the service needs from the node links (see client.links.NodeLinks)."""
@@ -35,6 +39,17 @@ class Links(Protocol):
     async def send(self, node_id: int, text: str) -> bool: ...
 
     async def broadcast(self, text: str) -> list[int]: ...
+
+
+class BuildObserver(Protocol):
+    """Told about each request as it goes out and as it ends (e.g. client.statuses.CommitStatuses).
+
+    Both calls are made on the build's path, so they must not block or raise.
+    """
+
+    def submitted(self, build_id: str, operation: Operation) -> None: ...
+
+    def finished(self, operation: Operation, verdict: Verdict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,12 +95,25 @@ class ClientService:
         self._outstanding: dict[int, _Outstanding] = {}
         self._views: dict[int, int] = {}
         self._closing = False
+        self._background: set[asyncio.Task] = set()
+        self._observers: list[BuildObserver] = []
         self._hello_frames = {
             node.id: json.dumps(encode(signed(Hello(name, node.id), auth.sign))) for node in config.nodes
         }
 
     def start(self) -> None:
         self._links.start(self.on_frame, self.on_connect)
+
+    def observe(self, observer: BuildObserver) -> None:
+        self._observers.append(observer)
+
+    def _notify(self, event: str, *args) -> None:
+        # Reporting on a build must never fail the build or its webhook.
+        for observer in self._observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("observer %s failed on %s", type(observer).__name__, event)
 
     def abandon_all(self) -> None:
         """Stop waiting for every outstanding request, so a shutdown is not held up by them."""
@@ -94,6 +122,13 @@ class ClientService:
             outstanding.done.set()
 
     async def close(self) -> None:
+        # Builds followed in the background end promptly once abandoned, and
+        # are awaited so that their records are written before the file closes.
+        self.abandon_all()
+        if self._background:
+            _, stuck = await asyncio.wait(set(self._background), timeout=BACKGROUND_CLOSE_S)
+            for task in stuck:
+                task.cancel()
         await self._links.close()
 
     @property
@@ -105,12 +140,41 @@ class ClientService:
         return self.view % self._config.n
 
     async def submit(self, operation: Operation) -> Verdict:
+        timestamp, started_s = self._begin(operation)
+        return await self._follow(timestamp, operation, started_s)
+
+    def submit_in_background(self, operation: Operation) -> int:
+        """Sign, record and start a request, and return its build id at once.
+
+        Forges give up on a webhook after about ten seconds, so a delivery is
+        answered with the build id while a task waits for the verdict, which
+        lands in the build records. The service holds the task so it is not
+        garbage-collected, and `close` waits for it.
+        """
+        timestamp, started_s = self._begin(operation)
+        task = asyncio.create_task(self._follow(timestamp, operation, started_s), name=f"build-{timestamp}")
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return timestamp
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    def _begin(self, operation: Operation) -> tuple[int, float]:
+        # Synchronous up to the registration, so a caller gets a build id
+        # that is already recorded and already listening for replies.
         started_s = time.monotonic()
         timestamp = self._records.next_timestamp(time.time_ns() // 1000)
         request = signed(Request(self.name, timestamp, operation), self._auth.sign)
         self._records.add_pending(request, submitted_at=time.time())
         outstanding = _Outstanding(json.dumps(encode(request)), ReplyCollector(self.name, timestamp, self._config.f))
         self._outstanding[timestamp] = outstanding
+        return timestamp, started_s
+
+    async def _follow(self, timestamp: int, operation: Operation, started_s: float) -> Verdict:
+        outstanding = self._outstanding[timestamp]
         try:
             await self._send_first(timestamp, operation, outstanding)
             await self._await_quorum(timestamp, outstanding, started_s)
@@ -126,6 +190,7 @@ class ClientService:
             timestamp, operation.repository, operation.branch, operation.commit, self.view, primary,
             "" if sent else " (link down: sent when it comes up)",
         )
+        self._notify("submitted", str(timestamp), operation)
 
     async def _await_quorum(self, timestamp: int, outstanding: _Outstanding, started_s: float) -> None:
         deadline_s = started_s + self._deadline_s
@@ -165,7 +230,7 @@ class ClientService:
                 "abandoned at shutdown" if self._closing else "timed out",
                 timestamp, operation.branch, self.view, [reply.sender for reply in replies], elapsed_ms,
             )
-        return Verdict(
+        verdict = Verdict(
             build_id=str(timestamp),
             accepted=collector.accepted,
             result=collector.result,
@@ -174,6 +239,8 @@ class ClientService:
             elapsed_ms=elapsed_ms,
             abandoned=self._closing and not collector.accepted,
         )
+        self._notify("finished", operation, verdict)
+        return verdict
 
     async def on_connect(self, node_id: int) -> None:
         """Say HELLO on a new connection, then send it what that node should have had.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
+from client.intake import MAX_BODY_BYTES, SHELL_METACHARACTERS, WebhookError, parse_webhook
 from pbft.messages import Operation
 
 REPOSITORIES = ("example", "other")
@@ -59,6 +59,16 @@ def test_valid_bodies(body, content_type, expected):
         ({"branch": "a b"}, JSON, 400, "forbidden character"),
         ({"branch": "x" * 300}, JSON, 400, "longer than"),
         ({"branch": "caf\u00e9"}, JSON, 400, "non-ASCII"),
+        ({"branch": "a\nb"}, JSON, 400, "control"),
+        ({"branch": "x;reboot"}, JSON, 400, "shell metacharacter ';'"),
+        ({"branch": "$(id)"}, JSON, 400, "shell metacharacter '$'"),
+        ({"branch": "a|b"}, JSON, 400, "shell metacharacter '|'"),
+        ({"branch": "a&b"}, JSON, 400, "shell metacharacter '&'"),
+        ({"branch": "`id`"}, JSON, 400, "shell metacharacter '`'"),
+        ({"branch": "a<b"}, JSON, 400, "shell metacharacter '<'"),
+        ({"branch": "a>b"}, JSON, 400, "shell metacharacter '>'"),
+        ({"branch": "it's"}, JSON, 400, "shell metacharacter \"'\""),
+        ({"branch": "wow!"}, JSON, 400, "shell metacharacter '!'"),
         ({"branch": "master", "repository": "https://evil.example/x.git"}, JSON, 400, "unknown repository"),
         ({"branch": "master", "repository": "nope"}, JSON, 400, "unknown repository"),
         ({"branch": "master", "repository": ["example"]}, JSON, 400, "must be a string"),
@@ -83,7 +93,7 @@ json_values = st.recursive(
 webhook_like = st.fixed_dictionaries(
     {},
     optional={
-        "branch": st.one_of(st.text(max_size=40), json_values),
+        "branch": st.one_of(st.text(max_size=40), st.text(alphabet="ab/.-;|&$`<>()'\"!", max_size=12), json_values),
         "repository": st.one_of(st.sampled_from(REPOSITORIES), json_values),
         "commit": st.one_of(st.just(SHA1), json_values),
     },
@@ -98,6 +108,7 @@ def _parses_or_refuses(body: bytes, content_type: str) -> None:
         assert 400 <= error.status < 500 and error.reason
     else:
         assert operation.repository in REPOSITORIES
+        assert not SHELL_METACHARACTERS.intersection(operation.branch)
 
 
 @given(st.binary(max_size=300), content_types)

@@ -1,0 +1,186 @@
+"""Verdict certificates: the signed request and the f+1 signed replies behind a verdict.
+
+A client accepts a result once f+1 distinct nodes sign it, and at most f nodes
+are faulty, so the same f+1 signatures convince anyone else who holds the
+network's public keys. `certificate_from_record` cuts that proof out of a
+build record; `check_certificate` re-checks it offline from the public keys
+alone and takes nothing on the word of the client that served it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pbft.config import NetworkConfig
+from pbft.crypto import parse_public_key, verify_bytes
+from pbft.encoding import canonical
+from pbft.messages import STATUSES, MessageError, Reply, Request, decode, encode
+from pbft.quorum import reply_quorum
+
+VERSION = 1
+_CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
+_RESULT_KEYS = {"status", "exit_code", "commit"}
+
+
+class CertificateError(ValueError):
+    """A certificate that does not prove its verdict; `reason` says the first thing wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CertificateUnavailable(Exception):
+    """A build that has no verdict to certify (yet, or ever)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a valid certificate proves."""
+
+    build_id: int
+    client: str
+    repository: str
+    branch: str
+    status: str
+    exit_code: int | None
+    commit: str | None
+    signers: tuple[int, ...]
+    needed: int
+
+    def line(self) -> str:
+        exit_code = "none" if self.exit_code is None else self.exit_code
+        commit = "none" if self.commit is None else self.commit[:12]
+        return (
+            f"valid: build {self.build_id} {self.status} exit_code={exit_code} commit={commit}"
+            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed)"
+        )
+
+
+def certificate_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The certificate of an accepted build, from `BuildRecords.get`.
+
+    Only the replies that carry the accepted result go in: a reply that
+    disagreed was not part of the proof, and including it would make a
+    valid verdict look disputed to whoever checks it.
+    """
+    if record["state"] == "pending":
+        raise CertificateUnavailable(f"build {record['build_id']} is pending: no verdict yet")
+    if record["state"] != "accepted":
+        raise CertificateUnavailable(f"build {record['build_id']} timed out without f+1 matching replies")
+    result = {key: record["result"][key] for key in _RESULT_KEYS}
+    replies = [
+        reply
+        for reply in record["replies"]
+        if reply["sender"] in record["agreed_by"] and {key: reply["result"][key] for key in _RESULT_KEYS} == result
+    ]
+    replies.sort(key=lambda reply: reply["sender"])
+    return {"version": VERSION, "request": record["request"], "replies": replies, "result": result}
+
+
+def parse_certificate(raw: bytes) -> Any:
+    """The JSON value in `raw`; a file that is not JSON is an invalid certificate like any other."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CertificateError("not JSON") from None
+
+
+def check_certificate(data: Any, config: NetworkConfig) -> Summary:
+    """Check a parsed certificate against the network's public keys; raise CertificateError if it fails."""
+    if not isinstance(data, dict) or set(data) != _CERTIFICATE_KEYS:
+        raise CertificateError(f"a certificate is an object with exactly {sorted(_CERTIFICATE_KEYS)}")
+    if data["version"] != VERSION or type(data["version"]) is not int:
+        raise CertificateError(f"unsupported version {str(data['version'])[:32]!r}")
+    request = _checked_request(data["request"], config)
+    result = _checked_result(data["result"])
+    signers, agreed = _checked_replies(data["replies"], request, config)
+    if len(agreed) > 1:
+        raise CertificateError("replies disagree")
+    if agreed and agreed != {_agreed(result)}:
+        raise CertificateError("the replies carry a different result than the certificate states")
+    needed = reply_quorum(config.f)
+    if len(signers) < needed:
+        raise CertificateError(f"{len(signers)} matching replies, {needed} needed")
+    operation = request.operation
+    return Summary(
+        build_id=request.timestamp,
+        client=request.client,
+        repository=operation.repository,
+        branch=operation.branch,
+        status=result["status"],
+        exit_code=result["exit_code"],
+        commit=result["commit"],
+        signers=tuple(sorted(signers)),
+        needed=needed,
+    )
+
+
+def _decoded(wire: Any, cls: type, what: str):
+    try:
+        message = decode(wire)
+    except (MessageError, RecursionError) as error:
+        raise CertificateError(f"{what}: {error}") from None
+    if not isinstance(message, cls):
+        raise CertificateError(f"{what}: expected a {cls.TYPE} message")
+    # Decoding ignores unknown fields and reads a missing optional field as
+    # null, so a renamed `"commit":null` would still verify. A certificate must
+    # hold exactly the signed messages, which makes every byte of it count.
+    if encode(message) != wire:
+        raise CertificateError(f"{what}: unexpected or missing fields")
+    return message
+
+
+def _checked_request(wire: Any, config: NetworkConfig) -> Request:
+    request = _decoded(wire, Request, "request")
+    client = next((client for client in config.clients if client.name == request.client), None)
+    if client is None:
+        raise CertificateError(f"request: unknown client {request.client!r}")
+    if not verify_bytes(parse_public_key(client.public_key), canonical(request.payload()), request.sig):
+        raise CertificateError(f"request: bad signature of client {request.client!r}")
+    return request
+
+
+def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> tuple[list[int], set[tuple]]:
+    """The distinct signers of `replies` and the agreed results they carry, each reply checked on its own."""
+    if not isinstance(replies, list):
+        raise CertificateError("replies must be a list")
+    node_keys = {node.id: node.public_key for node in config.nodes}
+    signers: list[int] = []
+    agreed: set[tuple] = set()
+    for index, wire in enumerate(replies):
+        reply = _decoded(wire, Reply, f"reply {index}")
+        if reply.sender not in node_keys:
+            raise CertificateError(f"unknown node {reply.sender}")
+        if not verify_bytes(parse_public_key(node_keys[reply.sender]), canonical(reply.payload()), reply.sig):
+            raise CertificateError(f"reply from node {reply.sender}: bad signature")
+        if reply.sender in signers:
+            raise CertificateError(f"node {reply.sender} signed twice")
+        if (reply.client, reply.timestamp) != request.key:
+            raise CertificateError(
+                f"reply from node {reply.sender} is for another request"
+                f" (client {reply.client!r}, timestamp {reply.timestamp})"
+            )
+        signers.append(reply.sender)
+        agreed.add(_agreed(reply.result.agreed()))
+    return signers, agreed
+
+
+def _checked_result(result: Any) -> dict:
+    # The stated result is unsigned; it only has to be well formed here,
+    # because it must then equal what every signed reply says.
+    if not isinstance(result, dict) or set(result) != _RESULT_KEYS:
+        raise CertificateError(f"result must be an object with exactly {sorted(_RESULT_KEYS)}")
+    if result["status"] not in STATUSES:
+        raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
+    if result["exit_code"] is not None and type(result["exit_code"]) is not int:
+        raise CertificateError("result: exit_code must be an integer or null")
+    if result["commit"] is not None and not isinstance(result["commit"], str):
+        raise CertificateError("result: commit must be a string or null")
+    return result
+
+
+def _agreed(result: dict) -> tuple:
+    return (result["status"], result["exit_code"], result["commit"])

@@ -1,0 +1,71 @@
+"""Answering forge deliveries: at once, with where the verdict will appear.
+
+Forges give up on a webhook after about ten seconds, while consensus and a
+build take longer, so a push is answered `202` with the build id and a
+status URL as soon as the request is signed and recorded; the service
+follows it in the background and the verdict lands in the build records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from client.forges import Build, Delivery, Ignored, Pong
+from client.records import BuildRecords
+from client.service import ClientService
+from pbft.config import NetworkConfig, RepositoryConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    repositories: tuple[RepositoryConfig, ...]
+    max_body_bytes: int
+    status_base_url: str  # status URLs are this + /builds/<id>
+
+    @classmethod
+    def from_config(cls, config: NetworkConfig, client_name: str) -> WebhookSettings:
+        # The configured address, not the request's Host header: a status URL
+        # is handed on to forges and must not echo what a caller made up.
+        # Behind a proxy, or listening on 0.0.0.0, set the client's public_url.
+        client = config.client(client_name)
+        host = f"[{client.host}]" if ":" in client.host else client.host
+        base = client.public_url.rstrip("/") or f"http://{host}:{client.port}"
+        return cls(config.repositories, client.max_body_bytes, base)
+
+
+def answer_delivery(
+    delivery: Delivery, service: ClientService, records: BuildRecords, settings: WebhookSettings
+) -> web.Response:
+    if isinstance(delivery, Ignored):
+        log.info("forge delivery ignored: %s", delivery.reason)
+        return web.json_response({"ignored": True, "reason": delivery.reason}, status=202)
+    if isinstance(delivery, Pong):
+        log.info("forge ping for %s", delivery.repository)
+        return web.json_response({"pong": True, "repository": delivery.repository})
+    assert isinstance(delivery, Build)
+    operation, delivery_id = delivery.operation, delivery.delivery_id
+    # From the lookup to the insert nothing awaits, so two copies of one
+    # delivery arriving together cannot both start a build.
+    if delivery_id is not None:
+        known = records.delivery_build(operation.repository, delivery_id)
+        if known is not None:
+            log.info("forge redelivery %s of build %d: nothing new to build", delivery_id, known)
+            return _started(known, settings, redelivery=True)
+    build_id = service.submit_in_background(operation)
+    if delivery_id is not None:
+        records.add_delivery(operation.repository, delivery_id, build_id, time.time())
+    log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
+    return _started(build_id, settings, redelivery=False)
+
+
+def _started(build_id: int, settings: WebhookSettings, *, redelivery: bool) -> web.Response:
+    answer = {"build_id": str(build_id), "status_url": f"{settings.status_base_url}/builds/{build_id}"}
+    if redelivery:
+        answer["redelivery"] = True
+    return web.json_response(answer, status=202)

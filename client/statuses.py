@@ -1,0 +1,273 @@
+"""Commit statuses back to the forge, in the shape of GitHub's statuses API.
+
+A repository reports statuses when its config has `status_api`,
+`status_token` and `full_name`. `CommitStatuses` turns the service's events
+into statuses: `pending` right after a request is submitted, and `success`,
+`failure` or `error` once a verdict is accepted. The client cannot see when
+a request is ordered (nodes reply only after the build), so "pending" means
+"submitted to the network for ordering and building"; that is honest and
+early enough for a forge to show the check as running.
+
+A status names a commit. Pending is posted only for a request that pins one;
+a request for a branch head learns its commit from the agreed result, so its
+first status is the final one. A verdict with no commit at all (a branch
+that does not exist) gets no status.
+
+`StatusPoster` keeps all of this off the build path: `post` never waits, a
+bounded queue feeds a few worker tasks, and each status is retried with
+exponential backoff. Only the newest state per commit and context is kept,
+so a retried `pending` can never land after the `success` that replaced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from client.service import Verdict
+from pbft.config import NetworkConfig, RepositoryConfig
+from pbft.messages import Operation
+from pbft.refs import check_commit_sha
+
+log = logging.getLogger(__name__)
+
+# GitHub refuses descriptions longer than this.
+MAX_DESCRIPTION_CHARS = 140
+# How long a shutdown waits for queued statuses before dropping them.
+CLOSE_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    """One status to post; `url` is built from the config and a checked commit sha only."""
+
+    url: str
+    token: str = field(repr=False)
+    state: str
+    context: str
+    description: str
+    target_url: str
+    build_id: str
+
+    def body(self) -> dict:
+        return {
+            "state": self.state,
+            "context": self.context,
+            "description": self.description,
+            "target_url": self.target_url,
+        }
+
+
+class StatusPoster:
+    """Posts statuses in the background: bounded, retried, newest state per commit wins."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        workers: int = 4,
+        max_queued: int = 1000,
+        max_attempts: int = 5,
+        first_backoff_s: float = 0.5,
+        call_timeout_s: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._worker_count = workers
+        self._max_attempts = max_attempts
+        self._first_backoff_s = first_backoff_s
+        self._call_timeout = aiohttp.ClientTimeout(total=call_timeout_s)
+        # Keys waiting for a worker; a key is in `_latest` from when it is
+        # queued until a worker has posted its newest status.
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(max_queued)
+        self._latest: dict[tuple[str, str], CommitStatus] = {}
+        self._workers: list[asyncio.Task] = []
+        self._closed = False
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._worker_count)]
+
+    def post(self, status: CommitStatus) -> bool:
+        """Queue `status` without waiting; False if it was dropped."""
+        if self._closed:
+            log.warning("status %s for build %s dropped: shutting down", status.state, status.build_id)
+            return False
+        key = (status.url, status.context)
+        if key in self._latest:
+            # A worker already owns this commit; it posts the newest state next.
+            self._latest[key] = status
+            return True
+        try:
+            self._queue.put_nowait(key)
+        except asyncio.QueueFull:
+            log.warning("status %s for build %s dropped: queue full", status.state, status.build_id)
+            return False
+        self._latest[key] = status
+        return True
+
+    async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._queue.join(), grace_s)
+        except asyncio.TimeoutError:
+            log.warning("shutting down with %d commit statuses not posted", len(self._latest))
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            try:
+                await self._deliver(key)
+            except Exception:
+                log.exception("bug while posting a commit status")
+                self._latest.pop(key, None)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, key: tuple[str, str]) -> None:
+        while True:
+            status = self._latest[key]
+            await self._post_with_retries(key, status)
+            if self._latest[key] is status:
+                del self._latest[key]
+                return
+
+    async def _post_with_retries(self, key: tuple[str, str], status: CommitStatus) -> None:
+        backoff_s = self._first_backoff_s
+        for attempt in range(1, self._max_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(backoff_s)
+                backoff_s *= 2
+                if self._latest[key] is not status:
+                    log.info("status %s for build %s superseded before it was posted", status.state, status.build_id)
+                    return
+            if not await self._post_once(status, attempt):
+                return
+        log.warning(
+            "gave up on status %s for build %s at %s after %d attempts",
+            status.state, status.build_id, status.url, self._max_attempts,
+        )
+
+    async def _post_once(self, status: CommitStatus, attempt: int) -> bool:
+        """Post once; True if it is worth trying again."""
+        headers = {"Authorization": f"Bearer {status.token}", "Accept": "application/vnd.github+json"}
+        try:
+            # No redirects: the token goes only to the URL the config names.
+            async with self._session.post(
+                status.url, json=status.body(), headers=headers, timeout=self._call_timeout, allow_redirects=False
+            ) as response:
+                code = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            log.warning(
+                "status %s for build %s, attempt %d: %s %s",
+                status.state, status.build_id, attempt, type(error).__name__, str(error)[:200],
+            )
+            return True
+        if 200 <= code < 300:
+            log.info("posted status %s for build %s to %s", status.state, status.build_id, status.url)
+            return False
+        retry = code == 429 or code >= 500
+        log.warning(
+            "status %s for build %s, attempt %d: HTTP %d%s",
+            status.state, status.build_id, attempt, code, "" if retry else " (not retried)",
+        )
+        return retry
+
+
+def reports_statuses(repository: RepositoryConfig) -> bool:
+    return bool(repository.status_api and repository.status_token and repository.full_name)
+
+
+class CommitStatuses:
+    """Turns the service's submissions and verdicts into commit statuses (a service observer)."""
+
+    def __init__(self, config: NetworkConfig, client_name: str, poster: StatusPoster) -> None:
+        self._repositories = {repo.name: repo for repo in config.repositories if reports_statuses(repo)}
+        client = config.client(client_name)
+        base_url = client.public_url or f"http://{client.host}:{client.port}"
+        self._builds_url = base_url.rstrip("/") + "/builds/"
+        self._n = config.n
+        self._quorum = config.f + 1
+        self._poster = poster
+
+    def submitted(self, build_id: str, operation: Operation) -> None:
+        repository = self._repositories.get(operation.repository)
+        if repository is None:
+            return
+        if operation.commit is None:
+            log.info("no pending status for build %s: its commit is known only from the verdict", build_id)
+            return
+        description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
+        self._post(repository, operation.commit, build_id, "pending", description)
+
+    def finished(self, operation: Operation, verdict: Verdict) -> None:
+        repository = self._repositories.get(operation.repository)
+        if repository is None:
+            return
+        if verdict.abandoned:
+            # The network may still build it; a status saying otherwise would be a guess.
+            log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
+            return
+        sha = operation.commit or (verdict.result.commit if verdict.accepted else None)
+        if sha is None:
+            log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
+            return
+        state, description = self._final(verdict)
+        self._post(repository, sha, verdict.build_id, state, description)
+
+    def _final(self, verdict: Verdict) -> tuple[str, str]:
+        if not verdict.accepted:
+            return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
+        result = verdict.result
+        exit_code = "" if result.exit_code is None else f" (exit {result.exit_code})"
+        state, what = {
+            "success": ("success", f"passed{exit_code}"),
+            "failure": ("failure", f"failed{exit_code}"),
+            "timeout": ("error", f"timed out{exit_code}"),
+        }.get(result.status, ("error", f"error{exit_code}: {result.reason}"))
+        # The agreement is the point of this CI, so the end of the text is kept whole.
+        agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"
+        return state, f"build {what}"[: MAX_DESCRIPTION_CHARS - len(agreement)] + agreement
+
+    def _post(self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str) -> None:
+        try:
+            check_commit_sha(sha)
+        except ValueError:
+            log.warning("no status for build %s: commit %r is not a full sha", build_id, sha[:80])
+            return
+        self._poster.post(CommitStatus(
+            url=f"{repository.status_api.rstrip('/')}/repos/{repository.full_name}/statuses/{sha}",
+            token=repository.status_token,
+            state=state,
+            context=repository.status_context,
+            description=description[:MAX_DESCRIPTION_CHARS],
+            target_url=self._builds_url + build_id,
+            build_id=build_id,
+        ))
+
+
+def commit_statuses_ctx(
+    config: NetworkConfig, client_name: str, service_key: web.AppKey
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that posts statuses for the app's service; it must come after the service's."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        names = [repo.name for repo in config.repositories if reports_statuses(repo)]
+        if not names:
+            yield
+            return
+        log.info("posting commit statuses for %s", ", ".join(names))
+        async with aiohttp.ClientSession() as session:
+            poster = StatusPoster(session)
+            poster.start()
+            app[service_key].observe(CommitStatuses(config, client_name, poster))
+            yield
+            await poster.close(CLOSE_GRACE_S)
+
+    return ctx

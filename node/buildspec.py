@@ -4,6 +4,7 @@
     commands:                       # required, run in order by `sh -e`
       - sh test.sh
     timeout_s: 60                   # optional, capped by the node's limit
+    user: root                      # optional; refused unless the network allows root builds
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
@@ -15,7 +16,7 @@ import yaml
 
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
-_KEYS = ("image", "commands", "timeout_s")
+_KEYS = ("image", "commands", "timeout_s", "user")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class BuildSpec:
     image: str | None
     commands: tuple[str, ...]
     timeout_s: float | None
+    user: str | None = None  # "root" or None (the node's build user)
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -59,10 +61,16 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0
     ):
         errors.append("timeout_s: must be a positive number")
+    user = document.get("user")
+    if user is not None and user != "root":
+        # The node picks the unprivileged build user; a spec can only ask to
+        # leave it for root, which the executor then allows or refuses.
+        errors.append("user: must be 'root' when given")
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return BuildSpec(
         image=image,
         commands=tuple(commands),
         timeout_s=None if timeout_s is None else float(timeout_s),
+        user=user,
     )

@@ -11,7 +11,6 @@ nodes (paths, daemon messages, timings) go only to this node's build log.
 
 import asyncio
 import logging
-import os
 import re
 import shutil
 import threading
@@ -25,11 +24,19 @@ import docker.errors
 
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.gitmirror import GitError, GitMirrors, export
-from node.sandbox import BuildLimits, SandboxError, build_image, run_container
+from node.sandbox import (
+    ROOT_USER,
+    BuildLimits,
+    SandboxError,
+    build_image,
+    run_container,
+)
 from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 
 log = logging.getLogger(__name__)
+
+ROOT_REFUSED = "build spec asks for root; the network does not allow it"
 
 # A leading dot is refused so that "." and ".." never name a workspace.
 _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -208,12 +215,14 @@ class Executor:
                 spec = parse_build_spec(spec_path.read_bytes())
             except ValueError as exc:
                 raise _BuildError(str(exc), commit=commit) from None
+            if spec.user == "root" and not limits.allow_root:
+                raise _BuildError(ROOT_REFUSED, commit=commit)
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
-            _make_writable_for(workspace, limits.user)
             outcome = run_container(
                 self._client(), image=spec.image or limits.image,
                 command=["/bin/sh", "-e", "-c", spec.script()],
                 workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
+                user=ROOT_USER if spec.user == "root" else limits.user,
             )
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
@@ -229,6 +238,9 @@ class Executor:
 
         output.write(outcome.output)
         output.truncated |= outcome.truncated
+        if outcome.oom_killed:
+            # Only in the log: the exit code (137) is what nodes agree on.
+            output.note(f"killed: out of memory (limit {limits.memory_mb} MB)")
         if outcome.exit_code is None:
             return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s")
         status = "success" if outcome.exit_code == 0 else "failure"
@@ -259,6 +271,7 @@ class Executor:
                     file.write(b"\n")
                 if output.truncated:
                     file.write(f"== output truncated at {output.cap_bytes} bytes\n".encode())
+                file.writelines(f"== {note}\n".encode() for note in output.notes)
                 reason = f" reason {result.reason}" if result.reason else ""
                 file.write(
                     f"== status {result.status} exit_code {result.exit_code} "
@@ -277,6 +290,7 @@ class _CappedOutput:
         self.cap_bytes = cap_bytes
         self.data = b""
         self.truncated = False
+        self.notes: list[str] = []
 
     def write(self, chunk: bytes) -> None:
         room = self.cap_bytes - len(self.data)
@@ -284,27 +298,12 @@ class _CappedOutput:
             self.truncated = True
         self.data += chunk[: max(room, 0)]
 
+    def note(self, text: str) -> None:
+        """A line from the node about the build, written after the output and never capped."""
+        self.notes.append(text)
+
 
 def _image_name(repository_name: str) -> str:
     """A Docker repository path component: lowercase alphanumerics joined by '-'."""
     return re.sub(r"[^a-z0-9]+", "-", repository_name.lower()).strip("-") or "repository"
 
-
-def _make_writable_for(root: Path, user: str) -> None:
-    """Let the container's build user ("uid:gid") write to the workspace.
-
-    As root we hand the tree to that user. Otherwise we cannot chown, so the
-    tree is opened to everyone; it lives under the node's private data dir.
-    """
-    uid, _, gid = user.partition(":")
-    as_root = os.geteuid() == 0
-    entries = [str(root)]
-    for directory, dirnames, filenames in os.walk(root):
-        entries.extend(os.path.join(directory, name) for name in dirnames + filenames)
-    for entry in entries:
-        if as_root:
-            os.lchown(entry, int(uid), int(gid or uid))
-        elif not os.path.islink(entry):
-            mode = os.lstat(entry).st_mode
-            extra = 0o777 if os.path.isdir(entry) else 0o666 | (mode & 0o111)
-            os.chmod(entry, mode | extra)

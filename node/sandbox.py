@@ -4,17 +4,33 @@ Everything here is blocking (docker SDK over HTTP); the executor calls it from
 a worker thread. Problems the build owner should see as an ``error`` result are
 raised as SandboxError with a deterministic reason, so that honest nodes report
 the same text; the daemon's own message goes to the build log as detail.
+
+What bounds a hostile build: network none; memory without swap (an endless
+allocation is OOM-killed, exit 137); a pids limit (a fork bomb runs out of
+processes); a CPU share; a wall-clock deadline enforced with kill; a read-only
+root file system, so only /workspace and /tmp are writable, both on
+size-limited tmpfs; output read live with a byte cap and never stored by
+the daemon. Builds run as the node's build user, never privileged, with no
+capabilities.
 """
 
+import tarfile
+import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.types import LogConfig, Mount
 
-TMPFS_SIZE = "64m"
+ROOT_USER = "0:0"
+# Seconds to let the output reader drain what the daemon still holds once the
+# container has stopped, before we cut the connection.
+_OUTPUT_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -25,7 +41,10 @@ class BuildLimits:
     cpus: float = 1.0
     pids_limit: int = 128
     output_cap_bytes: int = 1_000_000
-    user: str = "1000:1000"
+    user: str = "1000:1000"  # numeric uid:gid, so the workspace can be handed to it
+    allow_root: bool = False  # may a build spec ask for `user: root`?
+    tmp_mb: int = 64
+    workspace_mb: int = 1024
 
 
 class SandboxError(Exception):
@@ -42,10 +61,11 @@ class ContainerOutcome:
     exit_code: int | None  # None when the deadline killed the container
     output: bytes          # at most the output cap
     truncated: bool
+    oom_killed: bool = False
 
 
-def _host_config(limits: BuildLimits) -> dict:
-    """Container options shared by spec builds and Dockerfile builds."""
+def _host_config(limits: BuildLimits, user: str) -> dict:
+    """Container options shared by spec builds, Dockerfile builds and workspace holders."""
     memory = f"{limits.memory_mb}m"
     return dict(
         network_mode="none",
@@ -57,8 +77,21 @@ def _host_config(limits: BuildLimits) -> dict:
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         privileged=False,
-        user=limits.user,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE}"},
+        # Explicit rather than the daemon's default, which an operator may change.
+        ipc_mode="private",
+        # Under host memory pressure the kernel should pick a build, not the node.
+        oom_score_adj=500,
+        user=user,
+        tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m"},
+        # The output is read live over an attach (see _OutputCapture), so the
+        # daemon keeps no copy at all. A size-capped json-file log was
+        # measured to be worse: the daemon JSON-encodes the whole flood of a
+        # build writing without end, and a kill at the deadline then waits
+        # seconds for the logger to drain.
+        log_config=LogConfig(type="none"),
+        # /dev/shm is the one writable place the read-only root leaves
+        # besides /tmp and /workspace; bound it like /tmp.
+        shm_size=f"{limits.tmp_mb}m",
     )
 
 
@@ -71,21 +104,66 @@ def run_container(
     limits: BuildLimits,
     timeout_s: float,
     labels: dict[str, str],
+    user: str | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
 
-    With a workspace, it is bind-mounted read-write at /workspace and the root
-    file system is read-only. Without one (an image built from the
-    repository's Dockerfile) the sources live in the image, so its root file
-    system stays writable; it is thrown away with the container anyway.
+    With a workspace, its tree is copied onto a size-limited tmpfs at
+    /workspace and the root file system is read-only. Without one (an image
+    built from the repository's Dockerfile) the sources live in the image, so
+    its root file system stays writable; it is thrown away with the container.
     """
-    options = _host_config(limits)
-    if workspace is not None:
-        options.update(
-            volumes={str(workspace): {"bind": "/workspace", "mode": "rw"}},
-            working_dir="/workspace",
-            read_only=True,
+    user = user or limits.user
+    options = _host_config(limits, user)
+    _check_image(client, image)
+
+    volume = holder = container = capture = None
+    try:
+        if workspace is not None:
+            volume = _workspace_volume(client, limits, user, labels)
+            options.update(
+                mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True)],
+                working_dir="/workspace",
+                read_only=True,
+            )
+            holder = _fill_workspace(
+                client, image, options, workspace, user, labels, timeout_s, limits.workspace_mb
+            )
+        container = client.containers.create(
+            image, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
         )
+        # Attached before start, so no output is missed however fast it comes.
+        capture = _OutputCapture(container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes)
+        container.start()
+        if holder is not None:
+            # Still running after the build started, the holder kept the tmpfs
+            # mounted until the build's own mount took over. Stopped (killed
+            # by Executor.close), the build may have found an empty workspace.
+            holder.reload()
+            if holder.status != "running":
+                raise SandboxError("docker error: workspace lost before the build started")
+            _remove(holder)
+            holder = None
+        exit_code = _wait(container, timeout_s)
+        output, truncated = capture.finish()
+        container.reload()
+        oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        return ContainerOutcome(exit_code, output, truncated, oom_killed)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise SandboxError("docker error: container failed to run", str(exc)) from None
+    finally:
+        if capture is not None:
+            capture.close()
+        try:
+            for leftover in (container, holder):
+                if leftover is not None:
+                    _remove(leftover)
+        finally:
+            if volume is not None:
+                _remove_volume(volume)
+
+
+def _check_image(client: docker.DockerClient, image: str) -> None:
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
@@ -95,18 +173,121 @@ def run_container(
     except docker.errors.APIError as exc:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
 
-    container = None
+
+def _numeric_owner(user: str) -> tuple[int, int]:
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise SandboxError(f"build user must be numeric uid:gid, not {user!r}")
+    return int(uid), int(gid or uid)
+
+
+def _workspace_volume(client: docker.DockerClient, limits: BuildLimits, user: str, labels: dict[str, str]):
+    """A tmpfs volume of workspace_mb, owned by the build user.
+
+    Why tmpfs: overlay2 on ext4 has no per-container disk quota (storage_opt
+    size needs xfs with pquota), and a bind mount of a host directory is
+    bounded only by the host's disk. A tmpfs has a hard size, its pages are
+    charged to the memory cgroup of whoever writes them, and it vanishes when
+    the last container using it is gone.
+    """
+    uid, gid = _numeric_owner(user)
+    options = f"size={limits.workspace_mb}m,uid={uid},gid={gid},mode=0755,nosuid,nodev"
+    return client.volumes.create(
+        name=f"pbft-ci-workspace-{uuid.uuid4().hex}",
+        driver="local",
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options},
+        labels=labels,
+    )
+
+
+def _fill_workspace(client, image, options, workspace: Path, user: str, labels, timeout_s: float, size_mb: int):
+    """Copy the workspace tree into the volume; return the container holding it mounted.
+
+    A tmpfs volume is emptied whenever nothing has it mounted, and the daemon
+    mounts volumes for an archive upload only while the call lasts, so the
+    upload goes through a running holder container. The build container mounts
+    the same tmpfs before the holder is removed.
+    """
+    holder = client.containers.create(
+        image, ["/bin/sh", "-c", f"sleep {int(timeout_s) + 60}"],
+        labels={**labels, "pbft-ci.role": "workspace-holder"}, detach=True, **options,
+    )
     try:
-        container = client.containers.create(image, command, labels=labels, detach=True, **options)
-        container.start()
-        exit_code = _wait(container, timeout_s)
-        output, truncated = _read_output(container, limits.output_cap_bytes)
-        return ContainerOutcome(exit_code, output, truncated)
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-        raise SandboxError("docker error: container failed to run", str(exc)) from None
-    finally:
-        if container is not None:
-            _remove(container)
+        holder.start()
+        with tempfile.TemporaryFile() as archive:
+            _write_archive(archive, workspace, _numeric_owner(user))
+            archive.seek(0)
+            try:
+                holder.put_archive("/workspace", archive)
+            except docker.errors.APIError as exc:
+                # Most likely the sources do not fit; the same tree and limit
+                # give the same outcome on every node.
+                raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
+    except BaseException:
+        _remove(holder)
+        raise
+    return holder
+
+
+def _write_archive(archive, root: Path, owner: tuple[int, int]) -> None:
+    """A tar of the tree under `root`, every entry owned by the build user.
+
+    Symbolic links are stored as links, never followed; the daemon unpacks
+    inside the container's root, so a link cannot reach the host either way.
+    """
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid = owner
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for entry in sorted(root.iterdir()):
+            tar.add(entry, arcname=entry.name, filter=owned)
+
+
+class _OutputCapture:
+    """Reads a container's output in a thread, keeping the first `cap_bytes`.
+
+    Past the cap it detaches: the container keeps running until it exits or
+    the deadline, and the daemon discards what it writes.
+    """
+
+    def __init__(self, stream, cap_bytes: int):
+        self._stream = stream
+        self._cap_bytes = cap_bytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._truncated = False
+        self._thread = threading.Thread(target=self._read, name="build-output", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._stream:
+                room = self._cap_bytes - self._size
+                if len(chunk) > room:
+                    self._chunks.append(chunk[:room])
+                    self._truncated = True
+                    return
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+        except (OSError, ValueError, requests.exceptions.RequestException):
+            # The connection was cut: by close() after the drain time, or by a
+            # daemon restart, which the wait reports on its own.
+            pass
+        finally:
+            self._stream.close()
+
+    def finish(self) -> tuple[bytes, bool]:
+        """The output once the container has stopped."""
+        self._thread.join(_OUTPUT_DRAIN_S)
+        self.close()
+        return b"".join(self._chunks), self._truncated
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._stream.close()
+            self._thread.join(_OUTPUT_DRAIN_S)
 
 
 def _wait(container, timeout_s: float) -> int | None:
@@ -128,28 +309,25 @@ def _wait(container, timeout_s: float) -> int | None:
     return None
 
 
-def _read_output(container, cap_bytes: int) -> tuple[bytes, bool]:
-    """Stream stdout and stderr after exit, keeping at most `cap_bytes` in memory."""
-    chunks = []
-    size = 0
-    stream = container.logs(stdout=True, stderr=True, stream=True, follow=False)
-    try:
-        for chunk in stream:
-            if size + len(chunk) > cap_bytes:
-                chunks.append(chunk[: cap_bytes - size])
-                return b"".join(chunks), True
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        stream.close()
-    return b"".join(chunks), False
-
-
 def _remove(container) -> None:
     """Remove the container, retrying briefly while the daemon finishes a kill."""
     for attempt in range(5):
         try:
             container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+
+
+def _remove_volume(volume) -> None:
+    """Remove the workspace volume; the daemon may still be releasing its mount."""
+    for attempt in range(5):
+        try:
+            volume.remove(force=True)
             return
         except docker.errors.NotFound:
             return

@@ -125,7 +125,7 @@ def make_executor(tmp_path, docker_client, default_image):
 
 @pytest.fixture
 def build_ids(docker_client):
-    """Fresh build ids; afterwards, no container labelled with one may remain."""
+    """Fresh build ids; afterwards, no container or workspace volume labelled with one may remain."""
     issued = []
 
     def new_id() -> str:
@@ -136,3 +136,5 @@ def build_ids(docker_client):
     for build_id in issued:
         left = docker_client.containers.list(all=True, filters={"label": f"pbft-ci.build={build_id}"})
         assert not left, f"containers left behind by {build_id}: {[c.id[:12] for c in left]}"
+        volumes = docker_client.volumes.list(filters={"label": f"pbft-ci.build={build_id}"})
+        assert not volumes, f"volumes left behind by {build_id}: {[v.name for v in volumes]}"

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from node.buildspec import parse_build_spec
 from node.executor import BuildResult
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
@@ -330,3 +331,10 @@ def test_the_log_path_is_never_part_of_what_nodes_sign():
     result = BuildResult("failure", 3, "a" * 40, "", log_path="/somewhere")
 
     assert result.to_dict() == {"status": "failure", "exit_code": 3, "commit": "a" * 40, "reason": ""}
+
+
+def test_build_spec_may_ask_for_root_and_for_no_other_user():
+    assert parse_build_spec(b"commands: [id]\nuser: root\n").user == "root"
+    assert parse_build_spec(b"commands: [id]\n").user is None
+    with pytest.raises(ValueError, match="user: must be 'root' when given"):
+        parse_build_spec(b"commands: [id]\nuser: build\n")

@@ -24,13 +24,8 @@ import docker.errors
 
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.gitmirror import GitError, GitMirrors, export
-from node.sandbox import (
-    ROOT_USER,
-    BuildLimits,
-    SandboxError,
-    build_image,
-    run_container,
-)
+from node.sandbox import ROOT_USER, SandboxError, build_image, run_container
+from pbft.config import BuildConfig
 from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 
@@ -70,7 +65,7 @@ class Executor:
         data_dir: Path,
         log_dir: Path,
         node_id: int,
-        limits: BuildLimits,
+        limits: BuildConfig,
         max_concurrent: int = 2,
         docker_client=None,
     ):

@@ -27,24 +27,12 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
+from pbft.config import BuildConfig
+
 ROOT_USER = "0:0"
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
-
-
-@dataclass(frozen=True)
-class BuildLimits:
-    image: str = "pbft-ci/busybox:latest"
-    timeout_s: float = 300.0
-    memory_mb: int = 256
-    cpus: float = 1.0
-    pids_limit: int = 128
-    output_cap_bytes: int = 1_000_000
-    user: str = "1000:1000"  # numeric uid:gid, so the workspace can be handed to it
-    allow_root: bool = False  # may a build spec ask for `user: root`?
-    tmp_mb: int = 64
-    workspace_mb: int = 1024
 
 
 class SandboxError(Exception):
@@ -64,7 +52,7 @@ class ContainerOutcome:
     oom_killed: bool = False
 
 
-def _host_config(limits: BuildLimits, user: str) -> dict:
+def _host_config(limits: BuildConfig, user: str) -> dict:
     """Container options shared by spec builds, Dockerfile builds and workspace holders."""
     memory = f"{limits.memory_mb}m"
     return dict(
@@ -101,7 +89,7 @@ def run_container(
     image: str,
     command: list[str] | None,
     workspace: Path | None,
-    limits: BuildLimits,
+    limits: BuildConfig,
     timeout_s: float,
     labels: dict[str, str],
     user: str | None = None,
@@ -181,7 +169,7 @@ def _numeric_owner(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
-def _workspace_volume(client: docker.DockerClient, limits: BuildLimits, user: str, labels: dict[str, str]):
+def _workspace_volume(client: docker.DockerClient, limits: BuildConfig, user: str, labels: dict[str, str]):
     """A tmpfs volume of workspace_mb, owned by the build user.
 
     Why tmpfs: overlay2 on ext4 has no per-container disk quota (storage_opt
@@ -338,7 +326,7 @@ def _remove_volume(volume) -> None:
 
 
 def build_image(
-    client: docker.DockerClient, *, context: Path, tag: str, limits: BuildLimits, timeout_s: float
+    client: docker.DockerClient, *, context: Path, tag: str, limits: BuildConfig, timeout_s: float
 ) -> str:
     """Build the repository's Dockerfile offline; return the build log text."""
     memory = limits.memory_mb * 1024 * 1024

@@ -145,25 +145,15 @@ def make_app(
 
 
 def _make_executor(config: NetworkConfig, node_id: int):
+    # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.executor import Executor
-    from node.sandbox import BuildLimits
 
-    build = config.build
-    limits = BuildLimits(
-        image=build.image,
-        timeout_s=build.timeout_s,
-        memory_mb=build.memory_mb,
-        cpus=build.cpus,
-        pids_limit=build.pids_limit,
-        output_cap_bytes=build.output_cap_bytes,
-        user=build.user,
-    )
     return Executor(
         data_dir=config.data_dir / f"node-{node_id}",
         log_dir=config.log_dir,
         node_id=node_id,
-        limits=limits,
-        max_concurrent=build.max_concurrent,
+        limits=config.build,
+        max_concurrent=config.build.max_concurrent,
     )
 
 

@@ -76,6 +76,8 @@ class BuildConfig:
     user: str = "1000:1000"
     max_concurrent: int = 2
     allow_root: bool = False  # may a repository's .pbft-ci.yml ask to build as root?
+    tmp_mb: int = 64  # size of the build's /tmp and /dev/shm
+    workspace_mb: int = 1024  # size of the tmpfs the build's /workspace lives on
 
 
 @dataclass(frozen=True)
@@ -315,13 +317,16 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         value = reader.get(data, key, "", _typed(str), default)
         return (path.parent / value).resolve()
 
+    build = _dataclass_section(reader, data.get("build"), "build", BuildConfig)
+    if not re.fullmatch(r"[0-9]+:[0-9]+", build.user):
+        reader.fail("build.user", "must be a numeric uid:gid, e.g. 1000:1000")
     config = NetworkConfig(
         path=path,
         f=f,
         nodes=tuple(sorted(nodes, key=lambda node: node.id)),
         clients=tuple(clients),
         repositories=tuple(repositories),
-        build=_dataclass_section(reader, data.get("build"), "build", BuildConfig),
+        build=build,
         protocol=_dataclass_section(reader, data.get("protocol"), "protocol", ProtocolConfig),
         data_dir=directory("data_dir", "data"),
         log_dir=directory("log_dir", "log"),

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from node.executor import Executor
-from node.sandbox import BuildLimits
+from pbft.config import BuildConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE = BuildLimits().image
+DEFAULT_IMAGE = BuildConfig().image
 
 # Fixed identity and dates make the test commits independent of the machine's
 # git configuration.
@@ -111,7 +111,7 @@ def make_executor(tmp_path, docker_client, default_image):
             data_dir=tmp_path / "data",
             log_dir=tmp_path / "log",
             node_id=7,
-            limits=BuildLimits(**limit_overrides),
+            limits=BuildConfig(**limit_overrides),
             max_concurrent=max_concurrent,
             docker_client=docker_client,
         )

@@ -29,7 +29,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
         data["nodes"][1]["port"] = 70000
         data["nodes"][2]["public_key"] = "zz"
         data["repositories"][0]["url"] = "-oProxyCommand=evil"
-        data["build"] = {"timeout_s": "long", "gpus": 1}
+        data["build"] = {"timeout_s": "long", "gpus": 1, "user": "build"}
         data["surprise"] = True
 
     with pytest.raises(ConfigError) as caught:
@@ -41,11 +41,12 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
         "repositories[0].url: is not a valid repository URL or path",
         "build.timeout_s: must be float",
         "build.gpus: unknown setting",
+        "build.user: must be a numeric uid:gid",
         "surprise: unknown setting",
         "f: n = 4 nodes tolerate at most f = 1",
     ):
         assert expected in problems, problems
-    assert len(caught.value.problems) == 7
+    assert len(caught.value.problems) == 8
 
 
 def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from node.executor import ROOT_REFUSED, BuildResult, Executor
-from node.sandbox import BuildLimits
+from pbft.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     GitRepo,
     build_ids,
@@ -23,7 +23,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
-LIMITS = BuildLimits(
+LIMITS = BuildConfig(
     timeout_s=10.0,
     memory_mb=64,
     pids_limit=64,
@@ -203,7 +203,7 @@ async def test_root_build_when_allowed_still_has_no_privileges(tmp_path, origin,
     )})
     executor = Executor(
         data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=9,
-        limits=BuildLimits(allow_root=True, memory_mb=64), docker_client=docker_client,
+        limits=BuildConfig(allow_root=True, memory_mb=64), docker_client=docker_client,
     )
     try:
         result = await run_build(executor, origin, build_ids(), "as_root_allowed")

@@ -88,6 +88,29 @@ class Executor:
     def running(self) -> int:
         return self._running
 
+    def sweep_leftovers(self) -> int:
+        """Remove containers and workspace volumes a killed earlier process of this node left.
+
+        A node killed with `kill -9` cannot remove its builds; they would run
+        on to their deadline and keep their workspaces. They carry this node's
+        data directory as a label, which no other node or network shares.
+        Returns how many were removed.
+        """
+        label = {"label": f"pbft-ci.data={self._data_dir}"}
+        removed = 0
+        try:
+            for container in self._client().containers.list(all=True, filters=label):
+                container.remove(force=True)
+                removed += 1
+            for volume in self._client().volumes.list(filters=label):
+                volume.remove(force=True)
+                removed += 1
+        except docker.errors.DockerException:
+            log.warning("could not sweep leftover builds of node %s", self._node_id, exc_info=True)
+        if removed:
+            log.warning("node %s removed %d containers and volumes left by a previous run", self._node_id, removed)
+        return removed
+
     def close(self) -> None:
         """Kill this executor's running containers, then let go of the engine.
 
@@ -199,6 +222,7 @@ class Executor:
         labels = {
             "pbft-ci.build": build_id,
             "pbft-ci.node": str(self._node_id),
+            "pbft-ci.data": str(self._data_dir),
             "pbft-ci.executor": self._instance_id,
         }
         spec_path = workspace / SPEC_FILE

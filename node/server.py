@@ -95,6 +95,7 @@ def make_app(
         run_build = build
         if run_build is None:
             executor = _make_executor(config, node_id)
+            await asyncio.to_thread(executor.sweep_leftovers)
             run_build = executor.run
         async with aiohttp.ClientSession() as session:
             links = {

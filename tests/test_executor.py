@@ -1,10 +1,12 @@
 """The executor against a real git repository and the real Docker engine."""
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 
+import docker.errors
 import pytest
 
 from node.buildspec import parse_build_spec
@@ -338,3 +340,24 @@ def test_build_spec_may_ask_for_root_and_for_no_other_user():
     assert parse_build_spec(b"commands: [id]\n").user is None
     with pytest.raises(ValueError, match="user: must be 'root' when given"):
         parse_build_spec(b"commands: [id]\nuser: build\n")
+
+
+def test_a_restarted_node_sweeps_the_builds_its_killed_process_left(make_executor, docker_client, default_image):
+    executor = make_executor()
+    mine = {"pbft-ci.data": str(executor._data_dir), "pbft-ci.build": "left-behind"}
+    other = {"pbft-ci.data": "/another/network/node-0", "pbft-ci.build": "not-ours"}
+    leftovers = [
+        docker_client.containers.create(default_image, ["sleep", "60"], labels=mine),
+        docker_client.volumes.create(labels=mine),
+    ]
+    stranger = docker_client.containers.create(default_image, ["sleep", "60"], labels=other)
+    try:
+        assert executor.sweep_leftovers() == 2
+        assert not docker_client.containers.list(all=True, filters={"label": "pbft-ci.build=left-behind"})
+        assert not docker_client.volumes.list(filters={"label": "pbft-ci.build=left-behind"})
+        assert docker_client.containers.list(all=True, filters={"label": "pbft-ci.build=not-ours"})
+    finally:
+        stranger.remove(force=True)
+        for leftover in leftovers:
+            with contextlib.suppress(docker.errors.NotFound):
+                leftover.remove(force=True)

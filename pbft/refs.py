@@ -14,6 +14,10 @@ MAX_BRANCH_BYTES = 255
 
 # Characters git forbids anywhere in a ref name besides control characters.
 _FORBIDDEN_CHARS = frozenset(" ~^:?*[\\")
+# Git accepts these, we do not: a branch name ends up in logs, commit-status
+# descriptions and users' copy-and-paste, so `x;rm -rf ~` is refused at the
+# door rather than trusted to be quoted everywhere downstream.
+SHELL_METACHARACTERS = frozenset(";|&$`<>()'\"!")
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -31,6 +35,8 @@ def check_branch_name(name: str) -> None:
             raise ValueError("branch name contains a control or non-ASCII character")
         if char in _FORBIDDEN_CHARS:
             raise ValueError(f"branch name contains forbidden character {char!r}")
+        if char in SHELL_METACHARACTERS:
+            raise ValueError(f"branch name contains shell metacharacter {char!r}")
     if name.startswith("-"):
         raise ValueError("branch name starts with '-'")
     if name in ("@", "HEAD"):

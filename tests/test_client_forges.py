@@ -17,12 +17,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from client.deliveries import WebhookSettings
-from client.forges import Build, Ignored, Pong, forge_of, github_signature, hmac_sha256_hex, parse_delivery
-from client.intake import SHELL_METACHARACTERS, WebhookError
+from client.forges import (
+    Build,
+    Ignored,
+    Pong,
+    forge_of,
+    github_signature,
+    hmac_sha256_hex,
+    parse_delivery,
+)
+from client.intake import WebhookError
 from client.records import BuildRecords, records_path
 from pbft.config import RepositoryConfig
 from pbft.messages import Operation
-from pbft.refs import check_branch_name, check_commit_sha
+from pbft.refs import SHELL_METACHARACTERS, check_branch_name, check_commit_sha
 from tests.test_client_app import CLIENT, N, cluster, honest_result, start_client  # noqa: F401 (cluster is a fixture)
 
 GITHUB_SECRET = "It's a Secret to Everybody"

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.intake import MAX_BODY_BYTES, SHELL_METACHARACTERS, WebhookError, parse_webhook
+from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
 from pbft.messages import Operation
+from pbft.refs import SHELL_METACHARACTERS
 
 REPOSITORIES = ("example", "other")
 JSON = "application/json"

@@ -153,23 +153,23 @@ async def list_builds(request: web.Request) -> web.Response:
     return web.json_response({"builds": request.app[RECORDS_KEY].recent(limit)})
 
 
-async def get_build(request: web.Request) -> web.Response:
+def _record(request: web.Request) -> dict:
+    """The build record the URL names, or the 400/404 that says why there is none."""
     build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")
     record = request.app[RECORDS_KEY].get(build_id)
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
-    return web.json_response(record)
+    return record
+
+
+async def get_build(request: web.Request) -> web.Response:
+    return web.json_response(_record(request))
 
 
 async def get_certificate(request: web.Request) -> web.Response:
-    build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
-    if build_id is None:
-        raise web.HTTPBadRequest(reason="build id must be a decimal number")
-    record = request.app[RECORDS_KEY].get(build_id)
-    if record is None:
-        raise web.HTTPNotFound(reason=f"no build {build_id}")
+    record = _record(request)
     try:
         certificate = certificate_from_record(record)
     except CertificateUnavailable as error:

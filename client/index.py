@@ -22,9 +22,7 @@ from aiohttp import web  # noqa: E402
 
 from client.app import make_app  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
-from pbft.config import ConfigError, load_config  # noqa: E402
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,12 +72,11 @@ def verify(argv: list[str]) -> int:
     )
     parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-        raw = Path(args.certificate).read_bytes()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
+    try:
+        raw = Path(args.certificate).read_bytes()
     except OSError as error:
         print(f"cannot read {args.certificate}: {error.strerror}", file=sys.stderr)
         return 2
@@ -94,10 +91,8 @@ def verify(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     name = args.name or config.clients[0].name
     try:
@@ -112,12 +107,7 @@ def run(argv: list[str]) -> int:
     if not key_path.exists():
         print(f"{key_path} does not exist: run python3 scripts/keygen.py {args.config}", file=sys.stderr)
         return 2
-    if args.log_file == "-":
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
-    else:
-        log_file = Path(args.log_file) if args.log_file else config.log_dir / "client.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(filename=log_file, level=logging.INFO, format=LOG_FORMAT)
+    configure_logging(args.log_file or config.log_dir / "client.log")
     logging.getLogger(__name__).info("client %s starting with %s", name, config.path)
     web.run_app(
         make_app(config, name, deadline_s=args.deadline_s),

@@ -16,7 +16,7 @@ from aiohttp import web  # noqa: E402
 
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode  # noqa: E402
 from node.server import make_app  # noqa: E402
-from pbft.config import ConfigError, load_config  # noqa: E402
+from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
 from pbft.crypto import load_private_key  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,24 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def configure_logging(path: str, level: str) -> None:
-    handler: logging.Handler
-    if path == "-":
-        handler = logging.StreamHandler()
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     if not 0 <= args.id < config.n:
         print(f"--id must be a node of {config.path}: 0..{config.n - 1}", file=sys.stderr)

@@ -299,30 +299,25 @@ def _wait(container, timeout_s: float) -> int | None:
 
 def _remove(container) -> None:
     """Remove the container, retrying briefly while the daemon finishes a kill."""
-    for attempt in range(5):
-        try:
-            container.remove(force=True)
-            return
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
+    _remove_with_retries(container)
 
 
 def _remove_volume(volume) -> None:
     """Remove the workspace volume; the daemon may still be releasing its mount."""
-    for attempt in range(5):
+    _remove_with_retries(volume)
+
+
+def _remove_with_retries(thing, attempts: int = 5, pause_s: float = 0.2) -> None:
+    for attempt in range(attempts):
         try:
-            volume.remove(force=True)
+            thing.remove(force=True)
             return
         except docker.errors.NotFound:
             return
         except docker.errors.APIError:
-            if attempt == 4:
+            if attempt == attempts - 1:
                 raise
-            time.sleep(0.2)
+            time.sleep(pause_s)
 
 
 def build_image(

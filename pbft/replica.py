@@ -124,6 +124,7 @@ class Replica:
         self.view_changes_in_a_row = 0
         self.now = 0.0
         self.timer_deadline: float | None = None
+        self.view_change_resend_at = 0.0
         # Exactly-once beyond memory: per client, timestamps at or below the floor are done.
         self.client_floor: dict[str, int] = {}
         self.client_latest: dict[str, int] = {}
@@ -196,6 +197,8 @@ class Replica:
         if self.timer_deadline is not None and self.now >= self.timer_deadline:
             logger.warning("node=%d view=%d timer expired", self.id, self.view)
             self._start_view_change(self.view + 1)
+        elif self.changing_view and self.now >= self.view_change_resend_at:
+            self._send_view_change()
         self._maybe_fetch()
         self._check_invariants()
 
@@ -663,15 +666,21 @@ class Replica:
         self.view = view
         self.changing_view = True
         self.view_changes_in_a_row += 1
-        # Waiting for NEW-VIEW is itself timed, twice as long each time (§4.5.2).
-        self._start_timer()
+        self.timer_deadline = None
         for request in self.pending:
             self.waiting.setdefault(request.key, request)
         self.pending.clear()
         self.pending_keys.clear()
+        self._send_view_change()
+        self._maybe_start_new_view_timer()
+        self._maybe_send_new_view(view)
+
+    def _send_view_change(self) -> None:
+        """Broadcast our VIEW-CHANGE for the view we are changing to; again every T while we wait,
+        since a lost or forgotten one (a peer restarted) would otherwise stall the change."""
         message = signed(
             ViewChange(
-                view,
+                self.view,
                 self.low_watermark,
                 self.stable_proof,
                 tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > self.low_watermark),
@@ -679,13 +688,24 @@ class Replica:
             ),
             self.auth.sign,
         )
-        self.view_changes.setdefault(view, {})[self.id] = message
+        self.view_changes.setdefault(self.view, {})[self.id] = message
+        self.view_change_resend_at = self.now + self.settings.view_change_timeout_s
         logger.warning(
             "node=%d view=%d phase=view-change stable=%d prepared=%d",
-            self.id, view, self.low_watermark, len(message.prepared),
+            self.id, self.view, self.low_watermark, len(message.prepared),
         )
         self._outbox.append(Broadcast(message))
-        self._maybe_send_new_view(view)
+
+    def _maybe_start_new_view_timer(self) -> None:
+        """Time the wait for NEW-VIEW only once 2f+1 nodes want this view (§4.5.2): a node
+        that alone suspects the primary waits for the others instead of racing ahead
+        through views nobody else will join. The wait doubles each time."""
+        if (
+            self.changing_view
+            and self.timer_deadline is None
+            and len(self.view_changes.get(self.view, {})) >= commit_quorum(self.f)
+        ):
+            self._start_timer()
 
     def _on_view_change(self, message: ViewChange) -> str | None:
         if message.view < self.view or (message.view == self.view and not self.changing_view):
@@ -697,6 +717,7 @@ class Replica:
         if message.sender in votes:
             return "ignore_view-change_duplicate"
         votes[message.sender] = message
+        self._maybe_start_new_view_timer()
         # f+1 nodes asking for later views include an honest one: join the
         # smallest of those views rather than wait for our own timer (§4.5.2).
         later = {
@@ -869,7 +890,9 @@ class Replica:
             if view == replica.view and not replica.changing_view:
                 replica.slots[seq] = slot
         if replica.changing_view:
-            replica._start_timer()
+            # Peers forgot nothing, but the view changes we had collected are
+            # gone: say ours again and wait for 2f+1 before timing anything.
+            replica._send_view_change()
         # Peers may have moved on while we were down: ask them once at start.
         replica.highest_seen = replica.last_executed + 1
         replica.last_progress_at = now - settings.fetch_interval_s
@@ -910,7 +933,6 @@ class Replica:
 
     def _check_invariants(self) -> None:
         assert self.low_watermark <= self.last_executed <= self.high_watermark
-        assert not (self.changing_view and self.timer_deadline is None)
         assert all(self.in_window(seq) for seq in self.slots)
         for slot in self.slots.values():
             if slot.committed:

@@ -1,8 +1,9 @@
 """Checkpoints, state transfer and crash recovery of the pure replica (OSDI'99 §4.3, §5.3)."""
 
-from pbft.messages import Fetch, LedgerEntry, signed
+from pbft.messages import Fetch, LedgerEntry, ViewChange, signed
 from tests.cluster import Cluster
 
+T_VIEW_CHANGE = 4.0  # ReplicaSettings.view_change_timeout_s
 SMALL = {"checkpoint_interval": 2, "log_window": 4, "pipeline_depth": 2, "batch_max": 1}
 
 
@@ -155,9 +156,29 @@ def test_state_learnt_during_a_view_change_keeps_the_view_change_timer():
     lagging.tick(100.0)
     assert lagging.changing_view and lagging.view == 1
     lagging.take_effects()
+    for sender in (1, 2):  # 2f+1 nodes want view 1: the wait for NEW-VIEW is timed
+        vote = signed(ViewChange(1, 0, (), (), sender), cluster.replicas[sender].auth.sign)
+        assert lagging.receive(vote, now=100.0) is None
+    assert lagging.timer_deadline is not None
     helper = cluster.replicas[1]
     helper.answer_fetch(signed(Fetch(1, 1, 3), lagging.auth.sign), [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]])
     (state_message,) = [effect.message for effect in helper.take_effects()]
     assert lagging.receive(state_message, now=100.5) is None
     assert lagging.last_executed == 6
     assert lagging.changing_view and lagging.timer_deadline is not None
+
+
+def test_a_node_restarted_in_a_view_change_says_its_view_change_again(tmp_path):
+    cluster = Cluster(store_dir=tmp_path)
+    cluster.crashed.add(0)
+    for node in (1, 2, 3):
+        cluster.deliver_to(node, cluster.request())
+    cluster.network.clear()
+    cluster.replicas[3].tick(T_VIEW_CHANGE)
+    cluster._collect(3)
+    cluster.network.clear()  # its VIEW-CHANGE is lost, then it is killed
+    cluster.crashed.add(3)
+    cluster.restart(3, now=50.0)
+    resent = [message for node, message in cluster.network if message.TYPE == "view-change"]
+    assert {(message.view, message.sender) for message in resent} == {(1, 3)}
+    assert cluster.replicas[3].changing_view

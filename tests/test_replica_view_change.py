@@ -81,22 +81,33 @@ def test_gaps_below_a_prepared_batch_are_filled_with_null_batches():
 
 
 def test_the_timer_doubles_when_the_next_primary_is_silent_too():
-    cluster = Cluster()
-    cluster.crashed.update({0})
-    request = cluster.request()
-    retransmit_to_all(cluster, request)
-    cluster.run(lambda node, message: node != 1 and message.TYPE != "new-view")
-    # Node 1 (primary of view 1) is cut off from now on, so view 1 never starts.
-    cluster.crashed.add(1)
+    cluster = Cluster(n=7, f=2)
+    cluster.crashed.update({0, 1})  # the primaries of views 0 and 1
+    retransmit_to_all(cluster, cluster.request(), nodes=range(7))
+    cluster.run()
     cluster.tick(T)
     cluster.run()
-    assert [cluster.replicas[n].view for n in (2, 3)] == [1, 1]
-    assert all(cluster.replicas[n].changing_view for n in (2, 3))
-    # The wait for NEW-VIEW is 2T, not T.
+    live = range(2, 7)
+    assert all(cluster.replicas[n].view == 1 and cluster.replicas[n].changing_view for n in live)
+    # Five view changes for view 1 (2f+1) are in: the wait for NEW-VIEW is 2T, not T.
     cluster.tick(T + 2 * T - 0.01)
-    assert [cluster.replicas[n].view for n in (2, 3)] == [1, 1]
+    assert all(cluster.replicas[n].view == 1 for n in live)
     cluster.tick(T + 2 * T)
-    assert [cluster.replicas[n].view for n in (2, 3)] == [2, 2]
+    cluster.run()
+    assert all(cluster.replicas[n].view == 2 and not cluster.replicas[n].changing_view for n in live)
+
+
+def test_a_node_alone_in_a_view_change_waits_and_repeats_itself_instead_of_racing_ahead():
+    cluster = Cluster()
+    lonely = cluster.replicas[3]
+    lonely.receive(cluster.request(), now=0.0)
+    lonely.take_effects()
+    lonely.tick(T)
+    sent = [effect.message for effect in lonely.take_effects()]
+    assert [m.TYPE for m in sent] == ["view-change"] and lonely.timer_deadline is None
+    lonely.tick(100 * T)  # nobody joins: it stays at view 1 and says so again every T
+    again = [effect.message for effect in lonely.take_effects()]
+    assert lonely.view == 1 and [(m.TYPE, m.view) for m in again] == [("view-change", 1)]
 
 
 def test_f_plus_one_view_changes_make_a_node_join_before_its_timer():

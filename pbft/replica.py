@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 
 from pbft.crypto import Authenticator
-from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch, Store
+from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, Store
 from pbft.encoding import digest
 from pbft.messages import (
     Checkpoint,
     Commit,
-    CommittedCertificate,
     Fetch,
-    LedgerEntry,
     Message,
     NewView,
-    PrePrepare,
     Prepare,
     PreparedCertificate,
+    PrePrepare,
     Reply,
     Request,
     Result,
@@ -35,65 +32,30 @@ from pbft.messages import (
     StateTransfer,
     ViewChange,
     batch_digest,
-    decode,
-    encode,
     signed,
 )
-from pbft.quorum import commit_quorum, matching, prepare_quorum, reply_quorum
+from pbft.quorum import commit_quorum, matching, prepare_quorum
+from pbft.replica_persistence import Persistence
+from pbft.replica_transfer import LedgerCatchUp
+from pbft.replica_viewchange import ViewChanges
+from pbft.slot import (
+    GENESIS_STATE,
+    ReplicaSettings,
+    Slot,
+    checkpoint_digests,
+    vote_digests,
+)
 from pbft.viewchange import (
     Membership,
-    NewViewPlan,
-    checkpoint_proof_problem,
-    committed_certificate_problem,
-    plan_new_view,
-    view_change_problem,
 )
 
 logger = logging.getLogger(__name__)
 
-GENESIS_STATE = "0" * 64
 
+class Replica(ViewChanges, LedgerCatchUp, Persistence):
+    """One PBFT node's protocol state; the view-change, state-transfer and
+    persistence parts live in their own modules as mixins."""
 
-@dataclass(frozen=True)
-class ReplicaSettings:
-    node_id: int
-    n: int
-    f: int
-    checkpoint_interval: int = 128
-    log_window: int = 256
-    batch_max: int = 64
-    pipeline_depth: int = 8
-    max_buffered: int = 4096
-    view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
-    fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
-    # Exactly-once bookkeeping forgets a client's requests this much older than
-    # its newest executed one, so memory does not grow with requests served.
-    request_expiry_s: float = 3600.0
-
-    def __post_init__(self) -> None:
-        assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
-        assert 0 <= self.node_id < self.n
-        assert self.log_window >= self.checkpoint_interval > 0
-        assert self.batch_max > 0 and self.pipeline_depth > 0
-
-
-@dataclass
-class Slot:
-    """Everything this replica knows about one sequence number in its view."""
-
-    preprepare: PrePrepare | None = None
-    # Signed votes by sender: prepares make up the certificate a view change carries.
-    prepares: dict[int, Prepare] = field(default_factory=dict)
-    commits: dict[int, Commit] = field(default_factory=dict)
-    prepared: bool = False
-    committed: bool = False
-
-
-def _digests(votes: dict[int, Prepare] | dict[int, Commit]) -> dict[int, str]:
-    return {sender: vote.digest for sender, vote in votes.items()}
-
-
-class Replica:
     def __init__(self, settings: ReplicaSettings, auth: Authenticator) -> None:
         self.settings = settings
         self.auth = auth
@@ -376,7 +338,7 @@ class Replica:
         preprepare = slot.preprepare
         if preprepare is None:
             return
-        if not slot.prepared and matching(_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.f):
+        if not slot.prepared and matching(vote_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.f):
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == preprepare.digest)
             self.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
@@ -387,7 +349,7 @@ class Replica:
                 "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
             self._outbox.append(Broadcast(commit))
-        committed_votes = matching(_digests(slot.commits), preprepare.digest)
+        committed_votes = matching(vote_digests(slot.commits), preprepare.digest)
         if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.f):
             slot.committed = True
             logger.info(
@@ -512,7 +474,7 @@ class Replica:
         """A checkpoint is stable once 2f+1 nodes, this one included, vouch for our digest."""
         own = self.own_checkpoints.get(seq)
         votes = self.checkpoints.get(seq, {})
-        if own is None or seq <= self.low_watermark or matching(_state_digests(votes), own) < commit_quorum(self.f):
+        if own is None or seq <= self.low_watermark or matching(checkpoint_digests(votes), own) < commit_quorum(self.f):
             return
         self.low_watermark = seq
         self.stable_proof = tuple(vote for vote in votes.values() if vote.state_digest == own)
@@ -528,407 +490,6 @@ class Replica:
         if self.is_primary:
             self._issue_preprepares()
 
-    # --- state transfer (§4.3, §5.3.2) ---------------------------------
-
-    def _maybe_fetch(self) -> None:
-        """Ask peers for what we missed when others are ahead and we have made no progress for a while.
-
-        Unanswered asks back off (doubling), so a node that is only waiting
-        for a stalled sequence number does not flood its peers.
-        """
-        behind = self.highest_seen > self.last_executed or self.highest_seen_view > self.view
-        if not behind or self.now < self.next_fetch_at:
-            return
-        if self.now - self.last_progress_at < self.settings.fetch_interval_s:
-            return
-        self.next_fetch_at = self.now + self.settings.fetch_interval_s * 2 ** min(self.fetches_without_progress, 5)
-        self.fetches_without_progress += 1
-        logger.warning(
-            "node=%d view=%d phase=fetch from=%d highest_seen=%d highest_view=%d",
-            self.id, self.view, self.last_executed + 1, self.highest_seen, self.highest_seen_view,
-        )
-        fetch = Fetch(self.last_executed + 1, self.view, self.id)
-        self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))
-
-    def _on_fetch(self, message: Fetch) -> str | None:
-        if not 0 <= message.sender < self.settings.n or message.sender == self.id:
-            return "ignore_fetch_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_fetch_bad_signature"
-        newer_view = message.view < self.view and self.last_new_view is not None
-        if message.from_seq > self.last_executed and not newer_view:
-            return "ignore_fetch_nothing_newer"
-        # Answering reads the ledger and can be large: one answer per peer per interval.
-        if self.now < self.fetch_served_at.get(message.sender, float("-inf")) + self.settings.fetch_interval_s / 2:
-            return "ignore_fetch_too_soon"
-        self.fetch_served_at[message.sender] = self.now
-        self._outbox.append(ServeFetch(message))
-        return None
-
-    def answer_fetch(self, fetch: Fetch, entries: list[LedgerEntry]) -> None:
-        """Send `fetch.sender` the ledger entries the driver read (from_seq .. h) and
-        committed certificates for what this replica executed above h."""
-        certificates = []
-        for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
-            slot = self.slots.get(seq)
-            if slot is None or not slot.committed or slot.preprepare is None:
-                break
-            digest_ = slot.preprepare.digest
-            commits = tuple(vote for vote in slot.commits.values() if vote.digest == digest_)
-            certificates.append(CommittedCertificate(slot.preprepare, commits))
-        message = StateTransfer(
-            self.low_watermark,
-            self.stable_proof,
-            tuple(entry for entry in entries if fetch.from_seq <= entry.seq <= self.low_watermark),
-            tuple(certificates),
-            self.last_new_view if fetch.view < self.view else None,
-            self.id,
-        )
-        self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
-
-    def _on_state_transfer(self, message: StateTransfer) -> str | None:
-        if not 0 <= message.sender < self.settings.n:
-            return "ignore_state_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_state_bad_signature"
-        if message.stable_seq > self.last_executed:
-            reason = self._adopt_ledger(message)
-            if reason is not None:
-                return reason
-        new_view = message.new_view
-        if new_view is not None and (new_view.view > self.view or (new_view.view == self.view and self.changing_view)):
-            reason = self._on_new_view(new_view)
-            if reason is not None:
-                return f"ignore_state_{reason}"
-        for cert in message.certificates:
-            seq = cert.preprepare.seq
-            if seq <= self.last_executed or not self.in_window(seq):
-                continue
-            problem = committed_certificate_problem(cert, self.members, self.auth)
-            if problem is not None:
-                return f"ignore_state_{problem}"
-            slot = self._slot(seq)
-            if not slot.committed:
-                # 2f+1 commits prove the decision at seq, whatever view we are in now.
-                slot.preprepare = cert.preprepare
-                slot.commits = {commit.sender: commit for commit in cert.commits}
-                slot.prepared = slot.committed = True
-                self._outbox.append(Store(cert.preprepare))
-                self._outbox.extend(Store(commit) for commit in cert.commits)
-        self._execute_ready()
-        return None
-
-    def _adopt_ledger(self, message: StateTransfer) -> str | None:
-        """Take the batches up to a stable checkpoint we missed, without running their builds."""
-        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
-        if problem is not None:
-            return f"ignore_state_{problem}"
-        entries = [entry for entry in message.entries if entry.seq > self.last_executed]
-        if [entry.seq for entry in entries] != list(range(self.last_executed + 1, message.stable_seq + 1)):
-            return "ignore_state_entries_not_contiguous"
-        chained = self.state_digest
-        for entry in entries:
-            chained = digest([chained, entry.seq, batch_digest(entry.batch)])
-        if chained != message.checkpoint_proof[0].state_digest:
-            return "ignore_state_entries_do_not_match_checkpoint"
-        for entry in entries:
-            self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
-        seq = message.stable_seq
-        self.own_checkpoints[seq] = self.state_digest
-        for checkpoint in message.checkpoint_proof:
-            self.checkpoints.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
-            self._outbox.append(Store(checkpoint))
-        self._maybe_stable(seq)
-        logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
-        return None
-
-    # --- view change (§4.4, §4.5.2) --------------------------------------
-
-    def _timeout_s(self) -> float:
-        return self.settings.view_change_timeout_s * 2 ** min(self.view_changes_in_a_row, 10)
-
-    def _start_timer(self) -> None:
-        self.timer_deadline = self.now + self._timeout_s()
-
-    def _restart_timer_after_progress(self) -> None:
-        """Executing a request proves the view works: reset the doubling, and keep
-        the timer only while other requests are still waiting. Batches learnt
-        by state transfer during a view change prove nothing about the next view."""
-        if self.changing_view:
-            return
-        self.view_changes_in_a_row = 0
-        self.timer_deadline = None
-        if self.waiting and not self.is_primary:
-            self._start_timer()
-
-    def _start_view_change(self, view: int) -> None:
-        assert view > self.view or (view == self.view and not self.changing_view)
-        self.view = view
-        self.changing_view = True
-        self.view_changes_in_a_row += 1
-        self.timer_deadline = None
-        for request in self.pending:
-            self.waiting.setdefault(request.key, request)
-        self.pending.clear()
-        self.pending_keys.clear()
-        self._send_view_change()
-        self._maybe_start_new_view_timer()
-        self._maybe_send_new_view(view)
-
-    def _send_view_change(self) -> None:
-        """Broadcast our VIEW-CHANGE for the view we are changing to; again every T while we wait,
-        since a lost or forgotten one (a peer restarted) would otherwise stall the change."""
-        message = signed(
-            ViewChange(
-                self.view,
-                self.low_watermark,
-                self.stable_proof,
-                tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > self.low_watermark),
-                self.id,
-            ),
-            self.auth.sign,
-        )
-        self.view_changes.setdefault(self.view, {})[self.id] = message
-        self.view_change_resend_at = self.now + self.settings.view_change_timeout_s
-        logger.warning(
-            "node=%d view=%d phase=view-change stable=%d prepared=%d",
-            self.id, self.view, self.low_watermark, len(message.prepared),
-        )
-        self._outbox.append(Broadcast(message))
-
-    def _maybe_start_new_view_timer(self) -> None:
-        """Time the wait for NEW-VIEW only once 2f+1 nodes want this view (§4.5.2): a node
-        that alone suspects the primary waits for the others instead of racing ahead
-        through views nobody else will join. The wait doubles each time."""
-        if (
-            self.changing_view
-            and self.timer_deadline is None
-            and len(self.view_changes.get(self.view, {})) >= commit_quorum(self.f)
-        ):
-            self._start_timer()
-
-    def _on_view_change(self, message: ViewChange) -> str | None:
-        if message.view < self.view or (message.view == self.view and not self.changing_view):
-            return "ignore_view-change_stale"
-        problem = view_change_problem(message, self.members, self.auth)
-        if problem is not None:
-            return f"ignore_view-change_{problem}"
-        votes = self.view_changes.setdefault(message.view, {})
-        if message.sender in votes:
-            return "ignore_view-change_duplicate"
-        votes[message.sender] = message
-        self._maybe_start_new_view_timer()
-        # f+1 nodes asking for later views include an honest one: join the
-        # smallest of those views rather than wait for our own timer (§4.5.2).
-        later = {
-            sender: view
-            for view, senders in self.view_changes.items()
-            if view > self.view or (view == self.view and not self.changing_view)
-            for sender in senders
-            if sender != self.id
-        }
-        if len(later) >= reply_quorum(self.f):
-            self._start_view_change(min(later.values()))
-        self._maybe_send_new_view(message.view)
-        return None
-
-    def _maybe_send_new_view(self, view: int) -> None:
-        """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
-        votes = self.view_changes.get(view, {})
-        if (
-            self.primary(view) != self.id
-            or view != self.view
-            or not self.changing_view
-            or self.id not in votes
-            or len(votes) < commit_quorum(self.f)
-        ):
-            return
-        chosen = tuple(votes[sender] for sender in sorted(votes)[: commit_quorum(self.f)])
-        if self.id not in {vc.sender for vc in chosen}:
-            chosen = (votes[self.id],) + chosen[1:]
-        plan = plan_new_view(chosen, view, self.members)
-        preprepares = tuple(
-            signed(PrePrepare(view, seq, old.digest, self.id, old.batch), self.auth.sign)
-            for seq, old in sorted(plan.batches.items())
-        )
-        message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
-        self._outbox.append(Broadcast(message))
-        self._enter_view(message, plan)
-
-    def _on_new_view(self, message: NewView) -> str | None:
-        if message.view < self.view or (message.view == self.view and not self.changing_view):
-            return "ignore_new-view_stale"
-        if message.sender != self.primary(message.view):
-            return "ignore_new-view_not_from_primary"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_new-view_bad_signature"
-        senders = {vc.sender for vc in message.view_changes}
-        if len(senders) != len(message.view_changes) or len(senders) < commit_quorum(self.f):
-            return "ignore_new-view_too_few_view_changes"
-        for vc in message.view_changes:
-            if vc.view != message.view:
-                return "ignore_new-view_view_change_for_other_view"
-            problem = view_change_problem(vc, self.members, self.auth)
-            if problem is not None:
-                return f"ignore_new-view_{problem}"
-        # Recompute what the primary had to re-issue and accept nothing else.
-        plan = plan_new_view(message.view_changes, message.view, self.members)
-        expected = [(seq, old.digest) for seq, old in sorted(plan.batches.items())]
-        if [(pp.seq, pp.digest) for pp in message.preprepares] != expected:
-            return "ignore_new-view_wrong_preprepares"
-        for pp in message.preprepares:
-            if pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch):
-                return "ignore_new-view_malformed_preprepare"
-            if not self.auth.verify_node(pp.sender, pp.payload(), pp.sig):
-                return "ignore_new-view_bad_preprepare_signature"
-        self._enter_view(message, plan)
-        return None
-
-    def _enter_view(self, new_view: NewView, plan: NewViewPlan) -> None:
-        view, preprepares = new_view.view, new_view.preprepares
-        self.last_new_view = new_view
-        self._outbox.append(Store(new_view))
-        self.view = view
-        self.changing_view = False
-        self.timer_deadline = None
-        self.forwarded.clear()
-        for old in [v for v in self.view_changes if v <= view]:
-            del self.view_changes[old]
-        self._adopt_checkpoint(plan)
-        self.slots = {}
-        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark])
-        logger.warning(
-            "node=%d view=%d phase=new-view primary=%d reissued=%d",
-            self.id, view, self.primary(), len(preprepares),
-        )
-        for pp in preprepares:
-            if self.in_window(pp.seq):
-                self._accept_preprepare(pp)
-        replay = [m for m in self.future if m.view == view]
-        self.future = deque((m for m in self.future if m.view > view), maxlen=self.settings.max_buffered)
-        for message in replay:
-            self.receive(message)
-        self._hand_over_waiting(preprepares)
-
-    def _adopt_checkpoint(self, plan: NewViewPlan) -> None:
-        """Move up to the new view's stable checkpoint when our own state matches it."""
-        if plan.stable_seq <= self.low_watermark or self.own_checkpoints.get(plan.stable_seq) is None:
-            return
-        for checkpoint in plan.checkpoint_proof:
-            self.checkpoints.setdefault(plan.stable_seq, {}).setdefault(checkpoint.sender, checkpoint)
-        self._maybe_stable(plan.stable_seq)
-
-    def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:
-        """Requests that clients sent us and that did not execute go to the new primary."""
-        reissued = {request.key for pp in preprepares for request in pp.batch}
-        open_requests = [r for key, r in self.waiting.items() if key not in reissued and key not in self.executed]
-        if self.is_primary:
-            for request in open_requests:
-                if request.key not in self.pending_keys:
-                    self.pending.append(request)
-                    self.pending_keys.add(request.key)
-            self._issue_preprepares()
-        else:
-            for request in open_requests:
-                self.forwarded.add(request.key)
-                self._outbox.append(SendTo(self.primary(), request))
-            if self.waiting:
-                self._start_timer()
-
-    # --- persistence (crash recovery) -----------------------------------
-
-    def durable_state(self) -> dict:
-        """What, besides the stored messages and the ledger, a restart needs (JSON-safe)."""
-        return {
-            "view": self.view,
-            "changing_view": self.changing_view,
-            "view_changes_in_a_row": self.view_changes_in_a_row,
-            "low_watermark": self.low_watermark,
-            "last_executed": self.last_executed,
-            "next_seq": self.next_seq,
-            "state_digest": self.state_digest,
-            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
-            "client_floor": self.client_floor,
-            "client_latest": self.client_latest,
-        }
-
-    @classmethod
-    def restore(
-        cls,
-        settings: ReplicaSettings,
-        auth: Authenticator,
-        state: dict,
-        messages: list[Message],
-        executed: dict[tuple[str, int], Reply | None],
-        now: float = 0.0,
-    ) -> "Replica":
-        """Rebuild a replica from what its driver persisted before a crash.
-
-        `messages` are the protocol messages it stored (its own and those it
-        accepted); they were verified before they were stored. Nothing is sent
-        while restoring: the replica resumes in its view (or view change) and
-        asks its peers for anything it missed.
-        """
-        replica = cls(settings, auth)
-        replica.now = replica.last_progress_at = now
-        for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
-                     "next_seq", "state_digest", "client_floor", "client_latest"):
-            setattr(replica, name, state[name])
-        replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
-        replica.executed = dict(executed)
-        by_view: dict[tuple[int, int], Slot] = {}
-        for message in messages:
-            if isinstance(message, NewView):
-                if replica.last_new_view is None or replica.last_new_view.view < message.view:
-                    replica.last_new_view = message
-            else:
-                replica._restore_message(message, by_view)
-        for (view, seq), slot in sorted(by_view.items()):
-            replica._restore_progress(seq, slot)
-            # Only the current view's slots take part in agreement; older ones
-            # live on as prepared certificates for the next view change.
-            if view == replica.view and not replica.changing_view:
-                replica.slots[seq] = slot
-        if replica.changing_view:
-            # Peers forgot nothing, but the view changes we had collected are
-            # gone: say ours again and wait for 2f+1 before timing anything.
-            replica._send_view_change()
-        # Peers may have moved on while we were down: ask them once at start.
-        replica.highest_seen = replica.last_executed + 1
-        replica.last_progress_at = now - settings.fetch_interval_s
-        replica._execute_ready()
-        replica._check_invariants()
-        return replica
-
-    def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
-        if isinstance(message, Checkpoint):
-            if message.seq >= self.low_watermark:
-                self.checkpoints.setdefault(message.seq, {})[message.sender] = message
-                if message.sender == self.id:
-                    self.own_checkpoints[message.seq] = message.state_digest
-            return
-        if not self.in_window(message.seq):
-            return
-        slot = by_view.setdefault((message.view, message.seq), Slot())
-        if isinstance(message, PrePrepare):
-            slot.preprepare = message
-        elif isinstance(message, Prepare):
-            slot.prepares.setdefault(message.sender, message)
-        else:
-            slot.commits.setdefault(message.sender, message)
-
-    def _restore_progress(self, seq: int, slot: Slot) -> None:
-        """Recompute prepared and committed-local from the restored votes, sending nothing."""
-        if slot.preprepare is None:
-            return
-        wanted = slot.preprepare.digest
-        if matching(_digests(slot.prepares), wanted) >= prepare_quorum(self.f) or self.id in slot.commits:
-            slot.prepared = True
-            proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
-            if len(proof) >= prepare_quorum(self.f):
-                self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
-        slot.committed = slot.prepared and matching(_digests(slot.commits), wanted) >= commit_quorum(self.f)
-
     # --- invariants ----------------------------------------------------
 
     def _check_invariants(self) -> None:
@@ -937,10 +498,6 @@ class Replica:
         for slot in self.slots.values():
             if slot.committed:
                 assert slot.prepared and slot.preprepare is not None
-
-
-def _state_digests(votes: dict[int, Checkpoint]) -> dict[int, str]:
-    return {sender: vote.state_digest for sender, vote in votes.items()}
 
 
 def _describe(message: Message) -> str:

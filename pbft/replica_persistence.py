@@ -1,0 +1,117 @@
+"""What a replica saves for crash recovery, and how it is rebuilt from that after a restart."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pbft.crypto import Authenticator
+from pbft.messages import (
+    Checkpoint,
+    Message,
+    NewView,
+    Prepare,
+    PreparedCertificate,
+    PrePrepare,
+    Reply,
+    decode,
+    encode,
+)
+from pbft.quorum import commit_quorum, matching, prepare_quorum
+from pbft.slot import ReplicaSettings, Slot, vote_digests
+
+
+class Persistence:
+    """Part of `pbft.replica.Replica`; the state it uses is set up there."""
+
+    def durable_state(self) -> dict:
+        """What, besides the stored messages and the ledger, a restart needs (JSON-safe)."""
+        return {
+            "view": self.view,
+            "changing_view": self.changing_view,
+            "view_changes_in_a_row": self.view_changes_in_a_row,
+            "low_watermark": self.low_watermark,
+            "last_executed": self.last_executed,
+            "next_seq": self.next_seq,
+            "state_digest": self.state_digest,
+            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
+            "client_floor": self.client_floor,
+            "client_latest": self.client_latest,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        settings: ReplicaSettings,
+        auth: Authenticator,
+        state: dict,
+        messages: list[Message],
+        executed: dict[tuple[str, int], Reply | None],
+        now: float = 0.0,
+    ) -> Self:
+        """Rebuild a replica from what its driver persisted before a crash.
+
+        `messages` are the protocol messages it stored (its own and those it
+        accepted); they were verified before they were stored. Nothing is sent
+        while restoring: the replica resumes in its view (or view change) and
+        asks its peers for anything it missed.
+        """
+        replica = cls(settings, auth)
+        replica.now = replica.last_progress_at = now
+        for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
+                     "next_seq", "state_digest", "client_floor", "client_latest"):
+            setattr(replica, name, state[name])
+        replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
+        replica.executed = dict(executed)
+        by_view: dict[tuple[int, int], Slot] = {}
+        for message in messages:
+            if isinstance(message, NewView):
+                if replica.last_new_view is None or replica.last_new_view.view < message.view:
+                    replica.last_new_view = message
+            else:
+                replica._restore_message(message, by_view)
+        for (view, seq), slot in sorted(by_view.items()):
+            replica._restore_progress(seq, slot)
+            # Only the current view's slots take part in agreement; older ones
+            # live on as prepared certificates for the next view change.
+            if view == replica.view and not replica.changing_view:
+                replica.slots[seq] = slot
+        if replica.changing_view:
+            # Peers forgot nothing, but the view changes we had collected are
+            # gone: say ours again and wait for 2f+1 before timing anything.
+            replica._send_view_change()
+        # Peers may have moved on while we were down: ask them once at start.
+        replica.highest_seen = replica.last_executed + 1
+        replica.last_progress_at = now - settings.fetch_interval_s
+        replica._execute_ready()
+        replica._check_invariants()
+        return replica
+
+    def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
+        if isinstance(message, Checkpoint):
+            if message.seq >= self.low_watermark:
+                self.checkpoints.setdefault(message.seq, {})[message.sender] = message
+                if message.sender == self.id:
+                    self.own_checkpoints[message.seq] = message.state_digest
+            return
+        if not self.in_window(message.seq):
+            return
+        slot = by_view.setdefault((message.view, message.seq), Slot())
+        if isinstance(message, PrePrepare):
+            slot.preprepare = message
+        elif isinstance(message, Prepare):
+            slot.prepares.setdefault(message.sender, message)
+        else:
+            slot.commits.setdefault(message.sender, message)
+
+    def _restore_progress(self, seq: int, slot: Slot) -> None:
+        """Recompute prepared and committed-local from the restored votes, sending nothing."""
+        if slot.preprepare is None:
+            return
+        wanted = slot.preprepare.digest
+        if matching(vote_digests(slot.prepares), wanted) >= prepare_quorum(self.f) or self.id in slot.commits:
+            slot.prepared = True
+            proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
+            if len(proof) >= prepare_quorum(self.f):
+                self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
+        slot.committed = slot.prepared and matching(vote_digests(slot.commits), wanted) >= commit_quorum(self.f)
+

@@ -1,0 +1,140 @@
+"""State transfer (OSDI'99 §4.3, §5.3.2): asking peers for what a lagging replica missed,
+answering them, and adopting only what 2f+1 signatures prove."""
+
+from __future__ import annotations
+
+import logging
+
+from pbft.effects import Broadcast, SendTo, ServeFetch, Store
+from pbft.encoding import digest
+from pbft.messages import (
+    CommittedCertificate,
+    Fetch,
+    LedgerEntry,
+    StateTransfer,
+    batch_digest,
+    signed,
+)
+from pbft.viewchange import (
+    checkpoint_proof_problem,
+    committed_certificate_problem,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class LedgerCatchUp:
+    """Part of `pbft.replica.Replica`; the state it uses is set up there."""
+
+    def _maybe_fetch(self) -> None:
+        """Ask peers for what we missed when others are ahead and we have made no progress for a while.
+
+        Unanswered asks back off (doubling), so a node that is only waiting
+        for a stalled sequence number does not flood its peers.
+        """
+        behind = self.highest_seen > self.last_executed or self.highest_seen_view > self.view
+        if not behind or self.now < self.next_fetch_at:
+            return
+        if self.now - self.last_progress_at < self.settings.fetch_interval_s:
+            return
+        self.next_fetch_at = self.now + self.settings.fetch_interval_s * 2 ** min(self.fetches_without_progress, 5)
+        self.fetches_without_progress += 1
+        logger.warning(
+            "node=%d view=%d phase=fetch from=%d highest_seen=%d highest_view=%d",
+            self.id, self.view, self.last_executed + 1, self.highest_seen, self.highest_seen_view,
+        )
+        fetch = Fetch(self.last_executed + 1, self.view, self.id)
+        self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))
+
+    def _on_fetch(self, message: Fetch) -> str | None:
+        if not 0 <= message.sender < self.settings.n or message.sender == self.id:
+            return "ignore_fetch_unknown_sender"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_fetch_bad_signature"
+        newer_view = message.view < self.view and self.last_new_view is not None
+        if message.from_seq > self.last_executed and not newer_view:
+            return "ignore_fetch_nothing_newer"
+        # Answering reads the ledger and can be large: one answer per peer per interval.
+        if self.now < self.fetch_served_at.get(message.sender, float("-inf")) + self.settings.fetch_interval_s / 2:
+            return "ignore_fetch_too_soon"
+        self.fetch_served_at[message.sender] = self.now
+        self._outbox.append(ServeFetch(message))
+        return None
+
+    def answer_fetch(self, fetch: Fetch, entries: list[LedgerEntry]) -> None:
+        """Send `fetch.sender` the ledger entries the driver read (from_seq .. h) and
+        committed certificates for what this replica executed above h."""
+        certificates = []
+        for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
+            slot = self.slots.get(seq)
+            if slot is None or not slot.committed or slot.preprepare is None:
+                break
+            digest_ = slot.preprepare.digest
+            commits = tuple(vote for vote in slot.commits.values() if vote.digest == digest_)
+            certificates.append(CommittedCertificate(slot.preprepare, commits))
+        message = StateTransfer(
+            self.low_watermark,
+            self.stable_proof,
+            tuple(entry for entry in entries if fetch.from_seq <= entry.seq <= self.low_watermark),
+            tuple(certificates),
+            self.last_new_view if fetch.view < self.view else None,
+            self.id,
+        )
+        self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
+
+    def _on_state_transfer(self, message: StateTransfer) -> str | None:
+        if not 0 <= message.sender < self.settings.n:
+            return "ignore_state_unknown_sender"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_state_bad_signature"
+        if message.stable_seq > self.last_executed:
+            reason = self._adopt_ledger(message)
+            if reason is not None:
+                return reason
+        new_view = message.new_view
+        if new_view is not None and (new_view.view > self.view or (new_view.view == self.view and self.changing_view)):
+            reason = self._on_new_view(new_view)
+            if reason is not None:
+                return f"ignore_state_{reason}"
+        for cert in message.certificates:
+            seq = cert.preprepare.seq
+            if seq <= self.last_executed or not self.in_window(seq):
+                continue
+            problem = committed_certificate_problem(cert, self.members, self.auth)
+            if problem is not None:
+                return f"ignore_state_{problem}"
+            slot = self._slot(seq)
+            if not slot.committed:
+                # 2f+1 commits prove the decision at seq, whatever view we are in now.
+                slot.preprepare = cert.preprepare
+                slot.commits = {commit.sender: commit for commit in cert.commits}
+                slot.prepared = slot.committed = True
+                self._outbox.append(Store(cert.preprepare))
+                self._outbox.extend(Store(commit) for commit in cert.commits)
+        self._execute_ready()
+        return None
+
+    def _adopt_ledger(self, message: StateTransfer) -> str | None:
+        """Take the batches up to a stable checkpoint we missed, without running their builds."""
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        entries = [entry for entry in message.entries if entry.seq > self.last_executed]
+        if [entry.seq for entry in entries] != list(range(self.last_executed + 1, message.stable_seq + 1)):
+            return "ignore_state_entries_not_contiguous"
+        chained = self.state_digest
+        for entry in entries:
+            chained = digest([chained, entry.seq, batch_digest(entry.batch)])
+        if chained != message.checkpoint_proof[0].state_digest:
+            return "ignore_state_entries_do_not_match_checkpoint"
+        for entry in entries:
+            self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
+        seq = message.stable_seq
+        self.own_checkpoints[seq] = self.state_digest
+        for checkpoint in message.checkpoint_proof:
+            self.checkpoints.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
+            self._outbox.append(Store(checkpoint))
+        self._maybe_stable(seq)
+        logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
+        return None
+

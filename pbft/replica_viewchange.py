@@ -1,0 +1,219 @@
+"""View changes (OSDI'99 §4.4, §4.5.2): timers, VIEW-CHANGE, NEW-VIEW, and entering a view."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from pbft.effects import Broadcast, SendTo, Store
+from pbft.messages import (
+    NewView,
+    PrePrepare,
+    ViewChange,
+    batch_digest,
+    signed,
+)
+from pbft.quorum import commit_quorum, reply_quorum
+from pbft.viewchange import (
+    NewViewPlan,
+    plan_new_view,
+    view_change_problem,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ViewChanges:
+    """Part of `pbft.replica.Replica`; the state it uses is set up there."""
+
+    def _timeout_s(self) -> float:
+        return self.settings.view_change_timeout_s * 2 ** min(self.view_changes_in_a_row, 10)
+
+    def _start_timer(self) -> None:
+        self.timer_deadline = self.now + self._timeout_s()
+
+    def _restart_timer_after_progress(self) -> None:
+        """Executing a request proves the view works: reset the doubling, and keep
+        the timer only while other requests are still waiting. Batches learnt
+        by state transfer during a view change prove nothing about the next view."""
+        if self.changing_view:
+            return
+        self.view_changes_in_a_row = 0
+        self.timer_deadline = None
+        if self.waiting and not self.is_primary:
+            self._start_timer()
+
+    def _start_view_change(self, view: int) -> None:
+        assert view > self.view or (view == self.view and not self.changing_view)
+        self.view = view
+        self.changing_view = True
+        self.view_changes_in_a_row += 1
+        self.timer_deadline = None
+        for request in self.pending:
+            self.waiting.setdefault(request.key, request)
+        self.pending.clear()
+        self.pending_keys.clear()
+        self._send_view_change()
+        self._maybe_start_new_view_timer()
+        self._maybe_send_new_view(view)
+
+    def _send_view_change(self) -> None:
+        """Broadcast our VIEW-CHANGE for the view we are changing to; again every T while we wait,
+        since a lost or forgotten one (a peer restarted) would otherwise stall the change."""
+        message = signed(
+            ViewChange(
+                self.view,
+                self.low_watermark,
+                self.stable_proof,
+                tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > self.low_watermark),
+                self.id,
+            ),
+            self.auth.sign,
+        )
+        self.view_changes.setdefault(self.view, {})[self.id] = message
+        self.view_change_resend_at = self.now + self.settings.view_change_timeout_s
+        logger.warning(
+            "node=%d view=%d phase=view-change stable=%d prepared=%d",
+            self.id, self.view, self.low_watermark, len(message.prepared),
+        )
+        self._outbox.append(Broadcast(message))
+
+    def _maybe_start_new_view_timer(self) -> None:
+        """Time the wait for NEW-VIEW only once 2f+1 nodes want this view (§4.5.2): a node
+        that alone suspects the primary waits for the others instead of racing ahead
+        through views nobody else will join. The wait doubles each time."""
+        if (
+            self.changing_view
+            and self.timer_deadline is None
+            and len(self.view_changes.get(self.view, {})) >= commit_quorum(self.f)
+        ):
+            self._start_timer()
+
+    def _on_view_change(self, message: ViewChange) -> str | None:
+        if message.view < self.view or (message.view == self.view and not self.changing_view):
+            return "ignore_view-change_stale"
+        problem = view_change_problem(message, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_view-change_{problem}"
+        votes = self.view_changes.setdefault(message.view, {})
+        if message.sender in votes:
+            return "ignore_view-change_duplicate"
+        votes[message.sender] = message
+        self._maybe_start_new_view_timer()
+        # f+1 nodes asking for later views include an honest one: join the
+        # smallest of those views rather than wait for our own timer (§4.5.2).
+        later = {
+            sender: view
+            for view, senders in self.view_changes.items()
+            if view > self.view or (view == self.view and not self.changing_view)
+            for sender in senders
+            if sender != self.id
+        }
+        if len(later) >= reply_quorum(self.f):
+            self._start_view_change(min(later.values()))
+        self._maybe_send_new_view(message.view)
+        return None
+
+    def _maybe_send_new_view(self, view: int) -> None:
+        """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
+        votes = self.view_changes.get(view, {})
+        if (
+            self.primary(view) != self.id
+            or view != self.view
+            or not self.changing_view
+            or self.id not in votes
+            or len(votes) < commit_quorum(self.f)
+        ):
+            return
+        chosen = tuple(votes[sender] for sender in sorted(votes)[: commit_quorum(self.f)])
+        if self.id not in {vc.sender for vc in chosen}:
+            chosen = (votes[self.id],) + chosen[1:]
+        plan = plan_new_view(chosen, view, self.members)
+        preprepares = tuple(
+            signed(PrePrepare(view, seq, old.digest, self.id, old.batch), self.auth.sign)
+            for seq, old in sorted(plan.batches.items())
+        )
+        message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
+        self._outbox.append(Broadcast(message))
+        self._enter_view(message, plan)
+
+    def _on_new_view(self, message: NewView) -> str | None:
+        if message.view < self.view or (message.view == self.view and not self.changing_view):
+            return "ignore_new-view_stale"
+        if message.sender != self.primary(message.view):
+            return "ignore_new-view_not_from_primary"
+        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+            return "ignore_new-view_bad_signature"
+        senders = {vc.sender for vc in message.view_changes}
+        if len(senders) != len(message.view_changes) or len(senders) < commit_quorum(self.f):
+            return "ignore_new-view_too_few_view_changes"
+        for vc in message.view_changes:
+            if vc.view != message.view:
+                return "ignore_new-view_view_change_for_other_view"
+            problem = view_change_problem(vc, self.members, self.auth)
+            if problem is not None:
+                return f"ignore_new-view_{problem}"
+        # Recompute what the primary had to re-issue and accept nothing else.
+        plan = plan_new_view(message.view_changes, message.view, self.members)
+        expected = [(seq, old.digest) for seq, old in sorted(plan.batches.items())]
+        if [(pp.seq, pp.digest) for pp in message.preprepares] != expected:
+            return "ignore_new-view_wrong_preprepares"
+        for pp in message.preprepares:
+            if pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch):
+                return "ignore_new-view_malformed_preprepare"
+            if not self.auth.verify_node(pp.sender, pp.payload(), pp.sig):
+                return "ignore_new-view_bad_preprepare_signature"
+        self._enter_view(message, plan)
+        return None
+
+    def _enter_view(self, new_view: NewView, plan: NewViewPlan) -> None:
+        view, preprepares = new_view.view, new_view.preprepares
+        self.last_new_view = new_view
+        self._outbox.append(Store(new_view))
+        self.view = view
+        self.changing_view = False
+        self.timer_deadline = None
+        self.forwarded.clear()
+        for old in [v for v in self.view_changes if v <= view]:
+            del self.view_changes[old]
+        self._adopt_checkpoint(plan)
+        self.slots = {}
+        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark])
+        logger.warning(
+            "node=%d view=%d phase=new-view primary=%d reissued=%d",
+            self.id, view, self.primary(), len(preprepares),
+        )
+        for pp in preprepares:
+            if self.in_window(pp.seq):
+                self._accept_preprepare(pp)
+        replay = [m for m in self.future if m.view == view]
+        self.future = deque((m for m in self.future if m.view > view), maxlen=self.settings.max_buffered)
+        for message in replay:
+            self.receive(message)
+        self._hand_over_waiting(preprepares)
+
+    def _adopt_checkpoint(self, plan: NewViewPlan) -> None:
+        """Move up to the new view's stable checkpoint when our own state matches it."""
+        if plan.stable_seq <= self.low_watermark or self.own_checkpoints.get(plan.stable_seq) is None:
+            return
+        for checkpoint in plan.checkpoint_proof:
+            self.checkpoints.setdefault(plan.stable_seq, {}).setdefault(checkpoint.sender, checkpoint)
+        self._maybe_stable(plan.stable_seq)
+
+    def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:
+        """Requests that clients sent us and that did not execute go to the new primary."""
+        reissued = {request.key for pp in preprepares for request in pp.batch}
+        open_requests = [r for key, r in self.waiting.items() if key not in reissued and key not in self.executed]
+        if self.is_primary:
+            for request in open_requests:
+                if request.key not in self.pending_keys:
+                    self.pending.append(request)
+                    self.pending_keys.add(request.key)
+            self._issue_preprepares()
+        else:
+            for request in open_requests:
+                self.forwarded.add(request.key)
+                self._outbox.append(SendTo(self.primary(), request))
+            if self.waiting:
+                self._start_timer()
+

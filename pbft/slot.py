@@ -1,0 +1,52 @@
+"""The replica's data: its settings and what it knows about one sequence number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pbft.messages import Checkpoint, Commit, Prepare, PrePrepare
+
+GENESIS_STATE = "0" * 64
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    node_id: int
+    n: int
+    f: int
+    checkpoint_interval: int = 128
+    log_window: int = 256
+    batch_max: int = 64
+    pipeline_depth: int = 8
+    max_buffered: int = 4096
+    view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
+    fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
+    # Exactly-once bookkeeping forgets a client's requests this much older than
+    # its newest executed one, so memory does not grow with requests served.
+    request_expiry_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
+        assert 0 <= self.node_id < self.n
+        assert self.log_window >= self.checkpoint_interval > 0
+        assert self.batch_max > 0 and self.pipeline_depth > 0
+
+
+@dataclass
+class Slot:
+    """Everything this replica knows about one sequence number in its view."""
+
+    preprepare: PrePrepare | None = None
+    # Signed votes by sender: prepares make up the certificate a view change carries.
+    prepares: dict[int, Prepare] = field(default_factory=dict)
+    commits: dict[int, Commit] = field(default_factory=dict)
+    prepared: bool = False
+    committed: bool = False
+
+
+def vote_digests(votes: dict[int, Prepare] | dict[int, Commit]) -> dict[int, str]:
+    return {sender: vote.digest for sender, vote in votes.items()}
+
+
+def checkpoint_digests(votes: dict[int, Checkpoint]) -> dict[int, str]:
+    return {sender: vote.state_digest for sender, vote in votes.items()}

@@ -248,9 +248,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _on_preprepare(self, message: PrePrepare) -> str | None:
         if message.sender != self.primary(message.view):
             return "ignore_preprepare_not_from_primary"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_preprepare_bad_signature"
-        reason = self._check_view_and_window("preprepare", message)
+        reason = self._node_signature_problem(message) or self._check_view_and_window("preprepare", message)
         if reason is not None or self._buffer_if_future(message):
             return reason
         if message.digest != batch_digest(message.batch):
@@ -295,11 +293,15 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return self._record_vote(self._slot(message.seq).commits, "commit", message)
 
     def _check_vote(self, kind: str, message: Prepare | Commit) -> str | None:
+        return self._node_signature_problem(message) or self._check_view_and_window(kind, message)
+
+    def _node_signature_problem(self, message: Message) -> str | None:
+        """Why `message` is not signed by the configured node it names as sender, or None."""
         if not 0 <= message.sender < self.settings.n:
-            return f"ignore_{kind}_unknown_sender"
+            return f"ignore_{message.TYPE}_unknown_sender"
         if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return f"ignore_{kind}_bad_signature"
-        return self._check_view_and_window(kind, message)
+            return f"ignore_{message.TYPE}_bad_signature"
+        return None
 
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
         self.highest_seen_view = max(self.highest_seen_view, message.view)
@@ -416,10 +418,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _on_result_vote(self, message: ResultVote) -> str | None:
         """Keep another node's RESULT for the ledger; the store tallies them into a verdict."""
-        if not 0 <= message.sender < self.settings.n:
-            return "ignore_result_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_result_bad_signature"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
         if message.key in self.executed:
             self._outbox.append(Store(message))
         elif message.timestamp <= self.client_floor.get(message.client, -1):
@@ -453,10 +454,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self._maybe_stable(seq)
 
     def _on_checkpoint(self, message: Checkpoint) -> str | None:
-        if not 0 <= message.sender < self.settings.n:
-            return "ignore_checkpoint_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_checkpoint_bad_signature"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
         self.highest_seen = max(self.highest_seen, message.seq)
         if message.seq <= self.low_watermark or message.seq % self.settings.checkpoint_interval:
             return "ignore_checkpoint_stale"

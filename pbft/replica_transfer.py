@@ -47,10 +47,11 @@ class LedgerCatchUp:
         self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))
 
     def _on_fetch(self, message: Fetch) -> str | None:
-        if not 0 <= message.sender < self.settings.n or message.sender == self.id:
+        if message.sender == self.id:
             return "ignore_fetch_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_fetch_bad_signature"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
         newer_view = message.view < self.view and self.last_new_view is not None
         if message.from_seq > self.last_executed and not newer_view:
             return "ignore_fetch_nothing_newer"
@@ -83,10 +84,9 @@ class LedgerCatchUp:
         self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
 
     def _on_state_transfer(self, message: StateTransfer) -> str | None:
-        if not 0 <= message.sender < self.settings.n:
-            return "ignore_state_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return "ignore_state_bad_signature"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
         if message.stable_seq > self.last_executed:
             reason = self._adopt_ledger(message)
             if reason is not None:

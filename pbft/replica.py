@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from pbft.catchup import CatchUp
 from pbft.crypto import Authenticator
 from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, Store
 from pbft.encoding import digest
@@ -90,13 +91,11 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # Exactly-once beyond memory: per client, timestamps at or below the floor are done.
         self.client_floor: dict[str, int] = {}
         self.client_latest: dict[str, int] = {}
-        # State transfer: the highest sequence number any verified message named,
-        # when this replica last executed something, and when it may ask again.
-        self.highest_seen = 0  # from commits and checkpoints: others prepared or executed this far
-        self.highest_seen_view = 0
-        self.last_progress_at = 0.0
-        self.next_fetch_at = 0.0
-        self.fetches_without_progress = 0
+        # State transfer: what peers vouch for beyond our state, and when to ask them.
+        self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
+        # The stable checkpoint the current view started from (min-s, §4.4): a primary
+        # that has not executed that far yet catches up before it issues anything.
+        self.view_stable_seq = 0
         self.last_new_view: NewView | None = None  # what started our view, for peers left behind
         self.fetch_served_at: dict[int, float] = {}
         self.members = Membership(settings.n, settings.f, settings.log_window)
@@ -150,6 +149,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             reason = handler(message)
         if reason is not None:
             logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, _describe(message), reason)
+        self.catch_up.update(self.now, self.last_executed, self.view)
         self._check_invariants()
         return reason
 
@@ -223,6 +223,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         while (
             self.pending
             and not self.changing_view
+            and self.last_executed >= self.view_stable_seq
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
@@ -304,13 +305,14 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return None
 
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        self.highest_seen_view = max(self.highest_seen_view, message.view)
-        if isinstance(message, Commit):
-            self.highest_seen = max(self.highest_seen, message.seq)
         if message.view < self.view:
             return f"ignore_{kind}_old_view"
         if not self.in_window(message.seq):
             return f"ignore_{kind}_out_of_window"
+        # Signed, current or later view, in our window: evidence of where the sender is.
+        self.catch_up.claim_view(message.sender, message.view)
+        if isinstance(message, Commit):
+            self.catch_up.claim_seq(message.sender, message.seq)
         return None
 
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
@@ -385,8 +387,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             fresh.append(request)
         self._release_early_votes(batch)
         self.last_executed = seq
-        self.last_progress_at = self.now
-        self.fetches_without_progress = 0
+        self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
@@ -457,8 +458,12 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        self.highest_seen = max(self.highest_seen, message.seq)
-        if message.seq <= self.low_watermark or message.seq % self.settings.checkpoint_interval:
+        if message.seq % self.settings.checkpoint_interval:
+            return "ignore_checkpoint_not_at_interval"
+        # A signed checkpoint says its sender executed this far; f+1 of them must agree
+        # before that counts, so it is taken even beyond the range kept below.
+        self.catch_up.claim_seq(message.sender, message.seq)
+        if message.seq <= self.low_watermark:
             return "ignore_checkpoint_stale"
         if message.seq > self.high_watermark + self.settings.log_window:
             return "ignore_checkpoint_out_of_window"

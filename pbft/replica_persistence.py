@@ -32,6 +32,7 @@ class Persistence:
             "low_watermark": self.low_watermark,
             "last_executed": self.last_executed,
             "next_seq": self.next_seq,
+            "view_stable_seq": self.view_stable_seq,
             "state_digest": self.state_digest,
             "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
             "client_floor": self.client_floor,
@@ -56,10 +57,11 @@ class Persistence:
         asks its peers for anything it missed.
         """
         replica = cls(settings, auth)
-        replica.now = replica.last_progress_at = now
+        replica.now = replica.catch_up.last_progress_at = now
         for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
                      "next_seq", "state_digest", "client_floor", "client_latest"):
             setattr(replica, name, state[name])
+        replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
         replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
         replica.executed = dict(executed)
         by_view: dict[tuple[int, int], Slot] = {}
@@ -80,8 +82,7 @@ class Persistence:
             # gone: say ours again and wait for 2f+1 before timing anything.
             replica._send_view_change()
         # Peers may have moved on while we were down: ask them once at start.
-        replica.highest_seen = replica.last_executed + 1
-        replica.last_progress_at = now - settings.fetch_interval_s
+        replica.catch_up.ask_at_once = True
         replica._execute_ready()
         replica._check_invariants()
         return replica

@@ -27,21 +27,12 @@ class LedgerCatchUp:
     """Part of `pbft.replica.Replica`; the state it uses is set up there."""
 
     def _maybe_fetch(self) -> None:
-        """Ask peers for what we missed when others are ahead and we have made no progress for a while.
-
-        Unanswered asks back off (doubling), so a node that is only waiting
-        for a stalled sequence number does not flood its peers.
-        """
-        behind = self.highest_seen > self.last_executed or self.highest_seen_view > self.view
-        if not behind or self.now < self.next_fetch_at:
+        """Ask peers for what we missed, once trusted evidence has shown us behind for a while."""
+        if not self.catch_up.should_ask(self.now, self.last_executed, self.view):
             return
-        if self.now - self.last_progress_at < self.settings.fetch_interval_s:
-            return
-        self.next_fetch_at = self.now + self.settings.fetch_interval_s * 2 ** min(self.fetches_without_progress, 5)
-        self.fetches_without_progress += 1
         logger.warning(
-            "node=%d view=%d phase=fetch from=%d highest_seen=%d highest_view=%d",
-            self.id, self.view, self.last_executed + 1, self.highest_seen, self.highest_seen_view,
+            "node=%d view=%d phase=fetch from=%d vouched_seq=%d vouched_view=%d",
+            self.id, self.view, self.last_executed + 1, self.catch_up.target_seq(), self.catch_up.target_view(),
         )
         fetch = Fetch(self.last_executed + 1, self.view, self.id)
         self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))

@@ -95,6 +95,8 @@ class ViewChanges:
         problem = view_change_problem(message, self.members, self.auth)
         if problem is not None:
             return f"ignore_view-change_{problem}"
+        # A verified 2f+1 checkpoint proof: we may be behind it.
+        self.catch_up.proven(message.stable_seq)
         votes = self.view_changes.setdefault(message.view, {})
         if message.sender in votes:
             return "ignore_view-change_duplicate"
@@ -177,8 +179,11 @@ class ViewChanges:
         for old in [v for v in self.view_changes if v <= view]:
             del self.view_changes[old]
         self._adopt_checkpoint(plan)
+        self.catch_up.proven(plan.stable_seq)
+        self.view_stable_seq = plan.stable_seq
         self.slots = {}
-        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark])
+        # Never issue at or below the view's stable checkpoint, even if we are behind it.
+        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark, plan.stable_seq])
         logger.warning(
             "node=%d view=%d phase=new-view primary=%d reissued=%d",
             self.id, view, self.primary(), len(preprepares),

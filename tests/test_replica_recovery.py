@@ -24,7 +24,7 @@ def test_a_node_that_missed_stable_checkpoints_catches_up_by_state_transfer():
     assert cluster.replicas[0].low_watermark == 6 and cluster.executed_seqs(3) == []
     cluster.crashed.discard(3)
     submit(cluster, 1)  # node 3 now sees traffic far beyond its window
-    assert cluster.replicas[3].highest_seen > cluster.replicas[3].last_executed
+    assert cluster.replicas[3].catch_up.target_seq() > cluster.replicas[3].last_executed
     cluster.tick(10.0)  # no progress for longer than fetch_interval_s: it asks
     cluster.run()
     replica = cluster.replicas[3]
@@ -135,7 +135,8 @@ def test_a_node_restarted_into_an_old_view_learns_the_new_view_from_its_peers(tm
 def test_a_node_that_only_waits_for_a_stalled_sequence_number_backs_off(tmp_path):
     cluster = Cluster()
     replica = cluster.replicas[3]
-    replica.highest_seen = 5  # others committed beyond us, and nobody answers
+    replica.catch_up.proven(5)  # a verified checkpoint proof beyond us, and nobody answers
+    replica.tick(0.0)
     asks = []
     for second in range(1, 40):
         replica.tick(float(second))

@@ -142,7 +142,7 @@ def test_checkpoints_with_bad_signatures_or_off_interval_are_refused():
     forged = signed(Checkpoint(2, "a" * 64, 2), cluster.replicas[3].auth.sign)
     assert cluster.deliver_to(1, forged) == "ignore_checkpoint_bad_signature"
     odd = signed(Checkpoint(3, "a" * 64, 2), cluster.replicas[2].auth.sign)
-    assert cluster.deliver_to(1, odd) == "ignore_checkpoint_stale"
+    assert cluster.deliver_to(1, odd) == "ignore_checkpoint_not_at_interval"
     # Two matching checkpoints from others do not make a state stable that this node has not reached.
     for sender in (2, 3):
         vote = signed(Checkpoint(2, "a" * 64, sender), cluster.replicas[sender].auth.sign)

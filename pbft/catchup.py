@@ -1,0 +1,93 @@
+"""When a replica is behind its peers, and when it may ask them for state (OSDI'99 §5.3.2).
+
+A replica catches up only on evidence it can trust: f+1 distinct nodes
+vouching for a sequence number or view beyond its own (at least one of them
+is honest), or a checkpoint proof signed by 2f+1 nodes that it verified.
+Evidence is recorded only from messages that passed every check, so a single
+faulty peer naming an absurd sequence number or view moves nothing.
+
+Being behind is normal for a moment: in fault-free operation the first peer
+COMMITs arrive before a replica's own. It asks only after it has been behind,
+without executing anything, for `interval_s`; unanswered asks back off
+(doubling, capped), so a node waiting on a stalled sequence number does not
+flood its peers.
+"""
+
+from __future__ import annotations
+
+from pbft.quorum import reply_quorum
+
+BACKOFF_CAP = 5  # at most interval_s * 2**5 between unanswered asks
+
+
+def vouched(claims: dict[int, int], needed: int) -> int:
+    """The highest value that at least `needed` distinct senders claimed (0 if none)."""
+    if len(claims) < needed:
+        return 0
+    return sorted(claims.values(), reverse=True)[needed - 1]
+
+
+class CatchUp:
+    def __init__(self, f: int, interval_s: float) -> None:
+        self.f = f
+        self.interval_s = interval_s
+        # Per sender, the highest sequence number / view it showed in a validated
+        # message: one entry per node, so the memory is bounded by n.
+        self.seq_claims: dict[int, int] = {}
+        self.view_claims: dict[int, int] = {}
+        self.proven_seq = 0  # highest checkpoint a verified 2f+1 proof showed us
+        self.behind_since: float | None = None
+        self.last_progress_at = 0.0
+        self.next_ask_at = 0.0
+        self.asks_without_progress = 0
+        self.ask_at_once = False  # after a restart: peers may have moved on while we were down
+
+    # --- evidence -------------------------------------------------------
+
+    def claim_seq(self, sender: int, seq: int) -> None:
+        if seq > self.seq_claims.get(sender, 0):
+            self.seq_claims[sender] = seq
+
+    def claim_view(self, sender: int, view: int) -> None:
+        if view > self.view_claims.get(sender, 0):
+            self.view_claims[sender] = view
+
+    def proven(self, seq: int) -> None:
+        self.proven_seq = max(self.proven_seq, seq)
+
+    def target_seq(self) -> int:
+        return max(self.proven_seq, vouched(self.seq_claims, reply_quorum(self.f)))
+
+    def target_view(self) -> int:
+        return vouched(self.view_claims, reply_quorum(self.f))
+
+    # --- timing -----------------------------------------------------------
+
+    def progressed(self, now: float) -> None:
+        """This replica executed a batch: whatever wait it was in starts again."""
+        self.last_progress_at = now
+        self.asks_without_progress = 0
+        self.behind_since = None
+
+    def update(self, now: float, last_executed: int, view: int) -> bool:
+        """Note whether we are behind as of `now` (after each input); return whether we are."""
+        behind = self.target_seq() > last_executed or self.target_view() > view
+        if not behind:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = now
+        return behind
+
+    def should_ask(self, now: float, last_executed: int, view: int) -> bool:
+        """Whether to ask peers for state now; records the ask when it says yes."""
+        if not self.update(now, last_executed, view) and not self.ask_at_once:
+            return False
+        if not self.ask_at_once:
+            assert self.behind_since is not None
+            waited_since = max(self.behind_since, self.last_progress_at)
+            if now - waited_since < self.interval_s or now < self.next_ask_at:
+                return False
+        self.ask_at_once = False
+        self.next_ask_at = now + self.interval_s * 2 ** min(self.asks_without_progress, BACKOFF_CAP)
+        self.asks_without_progress += 1
+        return True

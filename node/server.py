@@ -107,17 +107,19 @@ def make_app(
             store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
             loaded = store.load()
             now = asyncio.get_running_loop().time()
+            rerun = []
             if loaded is None:
                 replica = Replica(settings, auth)
             else:
                 replica = Replica.restore(settings, auth, loaded.state, loaded.messages, loaded.executed, now)
+                rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(
                     "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",
-                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(loaded.unfinished),
+                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
             app[DRIVER] = driver
-            for seq, request in loaded.unfinished if loaded else ():
+            for seq, request in rerun:
                 driver.start_build(seq, request)
             driver.resume()
             for link in links.values():

@@ -61,14 +61,22 @@ CREATE TABLE IF NOT EXISTS builds (
     seq INTEGER NOT NULL,
     request TEXT NOT NULL,
     reply TEXT,
+    built INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (client, timestamp)
 );
 """
+# Stores written before the column existed: every row in them was built here.
+MIGRATIONS = {("builds", "built"): "ALTER TABLE builds ADD COLUMN built INTEGER NOT NULL DEFAULT 1"}
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """Everything `Replica.restore` needs, plus the builds that were running at the crash."""
+    """Everything `Replica.restore` needs, plus the builds that were running at the crash.
+
+    `executed` holds every request the ledger executed, built here or learnt;
+    which of them still count is the replica's rule (its client floors), as is
+    which unfinished builds to run again (`Replica.builds_to_rerun`).
+    """
 
     state: dict
     messages: list[Message]
@@ -91,6 +99,9 @@ class NodeStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        for (table, column), statement in MIGRATIONS.items():
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(statement)
         self._pruned_below = 0
 
     def close(self) -> None:
@@ -105,14 +116,11 @@ class NodeStore:
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         executed: dict[tuple[str, int], Reply | None] = {}
         unfinished = []
-        floors = state["client_floor"]
-        for client, timestamp, seq, request, reply in self._db.execute(
-            "SELECT client, timestamp, seq, request, reply FROM builds ORDER BY seq"
+        for client, timestamp, seq, request, reply, built in self._db.execute(
+            "SELECT client, timestamp, seq, request, reply, built FROM builds ORDER BY seq"
         ):
-            if timestamp <= floors.get(client, -1):
-                continue
             executed[(client, timestamp)] = None if reply is None else decode(json.loads(reply))
-            if reply is None:
+            if reply is None and built:
                 unfinished.append((seq, decode(json.loads(request))))
         self._pruned_below = state["low_watermark"]
         return Loaded(state, messages, executed, unfinished)
@@ -215,11 +223,12 @@ class NodeStore:
             "INSERT OR REPLACE INTO ledger (seq, view, digest, batch, state_digest) VALUES (?, ?, ?, ?, ?)",
             (effect.seq, effect.view, effect.digest, batch, effect.state_digest),
         )
-        for request in effect.requests:
-            self._db.execute(
-                "INSERT OR IGNORE INTO builds (client, timestamp, seq, request) VALUES (?, ?, ?, ?)",
-                (request.client, request.timestamp, effect.seq, json.dumps(encode(request))),
-            )
+        for requests, built in ((effect.requests, 1), (effect.learnt, 0)):
+            for request in requests:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO builds (client, timestamp, seq, request, built) VALUES (?, ?, ?, ?, ?)",
+                    (request.client, request.timestamp, effect.seq, json.dumps(encode(request)), built),
+                )
 
     def ledger_entries(self, from_seq: int, to_seq: int) -> list[LedgerEntry]:
         rows = self._db.execute(

@@ -40,7 +40,9 @@ class Execute:
 
     `requests` are the builds to start: only requests not executed before (a
     request ordered twice is built once), and none for batches learnt by
-    state transfer, whose builds other nodes already ran.
+    state transfer, whose builds other nodes already ran. Those are in
+    `learnt`: executed here, never built here. Both count for exactly-once,
+    so the store records both.
     """
 
     view: int
@@ -49,6 +51,7 @@ class Execute:
     batch: tuple[Request, ...]
     requests: tuple[Request, ...]
     state_digest: str  # hash chain over the ledger up to and including this batch
+    learnt: tuple[Request, ...] = ()
 
 
 @dataclass(frozen=True)

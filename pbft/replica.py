@@ -307,12 +307,14 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
         if message.view < self.view:
             return f"ignore_{kind}_old_view"
-        if not self.in_window(message.seq):
-            return f"ignore_{kind}_out_of_window"
-        # Signed, current or later view, in our window: evidence of where the sender is.
+        # Signed and of our view or a later one: a claim of where its sender is. Claims
+        # beyond our window count too (a node far behind sees nothing else), since
+        # CatchUp keeps one per sender and believes a value only when f+1 senders reach it.
         self.catch_up.claim_view(message.sender, message.view)
         if isinstance(message, Commit):
             self.catch_up.claim_seq(message.sender, message.seq)
+        if not self.in_window(message.seq):
+            return f"ignore_{kind}_out_of_window"
         return None
 
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
@@ -393,16 +395,19 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
             self.id, self.view, seq, batch_id[:8], len(fresh) if build else 0,
         )
-        self._outbox.append(
-            Execute(self.view, seq, batch_id, batch, tuple(fresh) if build else (), self.state_digest)
-        )
+        built, learnt = (tuple(fresh), ()) if build else ((), tuple(fresh))
+        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt))
         self._restart_timer_after_progress()
         if seq % self.settings.checkpoint_interval == 0:
             self._forget_expired_requests()
             self._take_checkpoint(seq)
 
     def _expired(self, request: Request) -> bool:
-        return request.timestamp <= self.client_floor.get(request.client, -1)
+        return self._expired_key(request.key)
+
+    def _expired_key(self, key: tuple[str, int]) -> bool:
+        client, timestamp = key
+        return timestamp <= self.client_floor.get(client, -1)
 
     def _forget_expired_requests(self) -> None:
         """Drop exactly-once entries far older than each client's newest request.
@@ -413,7 +418,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         expiry_us = int(self.settings.request_expiry_s * 1_000_000)
         for client, latest in self.client_latest.items():
             self.client_floor[client] = max(self.client_floor.get(client, -1), latest - expiry_us)
-        self.executed = {key: reply for key, reply in self.executed.items() if key[1] > self.client_floor[key[0]]}
+        self.executed = {key: reply for key, reply in self.executed.items() if not self._expired_key(key)}
+        # Requests that never got ordered (their client gave up) can never run now either.
+        self.waiting = {key: request for key, request in self.waiting.items() if not self._expired_key(key)}
+        self.forwarded = {key for key in self.forwarded if not self._expired_key(key)}
 
     # --- certified results ------------------------------------------------
 

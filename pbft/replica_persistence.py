@@ -13,6 +13,7 @@ from pbft.messages import (
     PreparedCertificate,
     PrePrepare,
     Reply,
+    Request,
     decode,
     encode,
 )
@@ -63,7 +64,8 @@ class Persistence:
             setattr(replica, name, state[name])
         replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
         replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
-        replica.executed = dict(executed)
+        # Exactly-once: what the ledger executed, built here or learnt, less what expired.
+        replica.executed = {key: reply for key, reply in executed.items() if not replica._expired_key(key)}
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:
             if isinstance(message, NewView):
@@ -86,6 +88,10 @@ class Persistence:
         replica._execute_ready()
         replica._check_invariants()
         return replica
+
+    def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
+        """Of the builds a killed process left unfinished, those this replica still owes a reply."""
+        return [(seq, request) for seq, request in unfinished if self.executed.get(request.key, False) is None]
 
     def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
         if isinstance(message, Checkpoint):

@@ -61,3 +61,43 @@ def test_idle_gaps_cause_no_fetch_and_every_node_builds_every_request():
     assert "fetch" not in sent
     for node in range(4):
         assert cluster.builds(node) == requests, node
+
+
+def test_requests_learnt_by_state_transfer_stay_executed_across_a_restart(tmp_path):
+    """Exactly-once (§4.1) is rebuilt from disk the same whether a batch was built here
+    or learnt by state transfer: a retransmission after a restart starts nothing."""
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1}, store_dir=tmp_path)
+    cluster.crashed.add(3)
+    requests = submit(cluster, 6)
+    cluster.crashed.discard(3)
+    latest = submit(cluster, 1)
+    cluster.tick(10.0)
+    cluster.run()
+    # Seqs 1-6 came with the stable checkpoint's proof; seq 7 with a commit certificate.
+    assert cluster.replicas[3].last_executed == 7 and cluster.builds(3) == latest
+    before = dict(cluster.replicas[3].executed)
+    cluster.crashed.add(3)
+    cluster.restart(3, now=20.0)
+    restored = cluster.replicas[3]
+    assert restored.executed.keys() == before.keys()
+    assert all(request.key in restored.executed for request in requests)
+    cluster.network.clear()
+    for request in requests:  # the client lost its replies and sends to every node
+        assert cluster.deliver_to(3, request) == "ignore_request_no_reply_yet"
+    assert restored.timer_deadline is None and not restored.waiting
+    assert not [m for _, m in cluster.network if m.TYPE in ("view-change", "request")]
+
+
+def test_requests_that_never_execute_are_forgotten_with_their_client_floor():
+    """A request a client sent to a backup that never got ordered (the client gave up)
+    does not stay in memory for ever: it goes when its timestamp falls below the floor."""
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1, "request_expiry_s": 1.0})
+    stray = cluster.request(timestamp=1_000)
+    cluster.replicas[2].receive(stray)
+    cluster.replicas[2].take_effects()  # forwarded to the primary, but that message is lost
+    assert stray.key in cluster.replicas[2].waiting
+    for step in range(1, 5):
+        cluster.deliver_to(0, cluster.request(timestamp=1_000 + step * 2_000_000))
+        cluster.run()
+    assert stray.key not in cluster.replicas[2].waiting
+    assert stray.key not in cluster.replicas[2].forwarded

@@ -42,3 +42,24 @@ def test_honest_nodes_that_disagree_make_a_disputed_build(tmp_path):
     record = stored_build(tmp_path, [(0, PASS), (1, FAIL), (2, PASS), (3, FAIL)])
     assert record["verdict"] == {"state": "disputed", "result": None}
     assert {v["vote"]["result"]["status"] for v in record["votes"]} == {"success", "failure"}
+
+
+def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_unfinished_builds(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "node.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE builds (client TEXT NOT NULL, timestamp INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " request TEXT NOT NULL, reply TEXT, PRIMARY KEY (client, timestamp))"
+    )
+    old.commit()
+    old.close()
+    cluster = Cluster()
+    built, learnt = cluster.request(), cluster.request()
+    store = NodeStore(path, n=4, f=1)
+    execute = Execute(0, 1, batch_digest((built, learnt)), (built, learnt), (built,), "0" * 64, learnt=(learnt,))
+    store.save(cluster.replicas[0].durable_state(), [execute])
+    loaded = store.load()
+    assert loaded.executed == {built.key: None, learnt.key: None}  # both count for exactly-once
+    assert loaded.unfinished == [(1, built)]  # only what this node built is built again

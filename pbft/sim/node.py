@@ -46,4 +46,4 @@ class SimNode:
         self.replica = Replica.restore(
             self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
         )
-        return loaded.unfinished
+        return self.replica.builds_to_rerun(loaded.unfinished)

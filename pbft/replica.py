@@ -79,11 +79,15 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.own_checkpoints: dict[int, str] = {}
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving low_watermark
         self.prepared_certs: dict[int, PreparedCertificate] = {}  # seq -> latest certificate
-        self.future: deque[Message] = deque(maxlen=settings.max_buffered)
-        self.early_votes: deque[ResultVote] = deque(maxlen=settings.max_buffered)
+        # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
+        # per sender, so that one faulty node's flood cannot push out anybody else's.
+        self.future: dict[int, deque[Message]] = {}
+        self.early_votes: dict[int, deque[ResultVote]] = {}
         # View change state (§4.4): while changing, only checkpoints and view-change traffic count.
         self.changing_view = False
-        self.view_changes: dict[int, dict[int, ViewChange]] = {}  # view -> sender -> message
+        # Each node's latest VIEW-CHANGE, ours included: what a new view needs, and bounded by n.
+        self.view_changes: dict[int, ViewChange] = {}
+        self.new_view_served_at: dict[int, float] = {}
         self.view_changes_in_a_row = 0
         self.now = 0.0
         self.timer_deadline: float | None = None
@@ -117,6 +121,20 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     @property
     def is_primary(self) -> bool:
         return self.primary() == self.id
+
+    @property
+    def per_sender_buffer(self) -> int:
+        return max(16, self.settings.max_buffered // self.settings.n)
+
+    def _buffer(self, buffers: dict[int, deque], sender: int, message: Message) -> None:
+        buffer = buffers.get(sender)
+        if buffer is None:
+            buffer = buffers[sender] = deque(maxlen=self.per_sender_buffer)
+        buffer.append(message)
+
+    def buffered(self, buffers: dict[int, deque]) -> list[Message]:
+        """Everything in per-sender buffers such as `future` or `early_votes`, sender by sender."""
+        return [message for sender in sorted(buffers) for message in buffers[sender]]
 
     def in_window(self, seq: int) -> bool:
         return self.low_watermark < seq <= self.high_watermark
@@ -320,7 +338,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
         """Keep a message of a view this replica has not entered yet, in a bounded buffer."""
         if message.view > self.view or (self.changing_view and message.view == self.view):
-            self.future.append(message)
+            self._buffer(self.future, message.sender, message)
             return True
         return False
 
@@ -436,20 +454,15 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return "ignore_result_expired"
         else:
             # A faster node finished a build we have not ordered yet: keep it, bounded.
-            self.early_votes.append(message)
+            self._buffer(self.early_votes, message.sender, message)
         return None
 
     def _release_early_votes(self, batch: tuple[Request, ...]) -> None:
         keys = {request.key for request in batch}
-        if not any(vote.key in keys for vote in self.early_votes):
-            return
-        kept = deque(maxlen=self.settings.max_buffered)
-        for vote in self.early_votes:
-            if vote.key in keys:
-                self._outbox.append(Store(vote))
-            else:
-                kept.append(vote)
-        self.early_votes = kept
+        for sender, votes in self.early_votes.items():
+            if any(vote.key in keys for vote in votes):
+                self._outbox.extend(Store(vote) for vote in votes if vote.key in keys)
+                self.early_votes[sender] = deque((v for v in votes if v.key not in keys), maxlen=votes.maxlen)
 
     # --- checkpoints and garbage collection (§4.3) ---------------------
 

@@ -70,7 +70,7 @@ class ViewChanges:
             ),
             self.auth.sign,
         )
-        self.view_changes.setdefault(self.view, {})[self.id] = message
+        self.view_changes[self.id] = message
         self.view_change_resend_at = self.now + self.settings.view_change_timeout_s
         logger.warning(
             "node=%d view=%d phase=view-change stable=%d prepared=%d",
@@ -85,40 +85,62 @@ class ViewChanges:
         if (
             self.changing_view
             and self.timer_deadline is None
-            and len(self.view_changes.get(self.view, {})) >= commit_quorum(self.f)
+            and len(self._view_changes_for(self.view)) >= commit_quorum(self.f)
         ):
             self._start_timer()
 
+    def _view_changes_for(self, view: int) -> dict[int, ViewChange]:
+        return {sender: vc for sender, vc in self.view_changes.items() if vc.view == view}
+
+    def stored_view_changes(self):
+        return iter(self.view_changes.values())
+
     def _on_view_change(self, message: ViewChange) -> str | None:
-        if message.view < self.view or (message.view == self.view and not self.changing_view):
+        if message.view == self.view and not self.changing_view:
+            return self._serve_new_view(message)
+        if message.view < self.view:
             return "ignore_view-change_stale"
+        kept = self.view_changes.get(message.sender)
+        if kept is not None and kept.view >= message.view:
+            return "ignore_view-change_duplicate" if kept.view == message.view else "ignore_view-change_superseded"
         problem = view_change_problem(message, self.members, self.auth)
         if problem is not None:
             return f"ignore_view-change_{problem}"
         # A verified 2f+1 checkpoint proof: we may be behind it.
         self.catch_up.proven(message.stable_seq)
-        votes = self.view_changes.setdefault(message.view, {})
-        if message.sender in votes:
-            return "ignore_view-change_duplicate"
-        votes[message.sender] = message
+        self.view_changes[message.sender] = message
         self._maybe_start_new_view_timer()
         # f+1 nodes asking for later views include an honest one: join the
         # smallest of those views rather than wait for our own timer (§4.5.2).
-        later = {
-            sender: view
-            for view, senders in self.view_changes.items()
-            if view > self.view or (view == self.view and not self.changing_view)
-            for sender in senders
-            if sender != self.id
-        }
+        later = [
+            vc.view
+            for sender, vc in self.view_changes.items()
+            if sender != self.id and (vc.view > self.view or (vc.view == self.view and not self.changing_view))
+        ]
         if len(later) >= reply_quorum(self.f):
-            self._start_view_change(min(later.values()))
+            self._start_view_change(min(later))
         self._maybe_send_new_view(message.view)
+        return None
+
+    def _serve_new_view(self, message: ViewChange) -> str | None:
+        """A node still asks for the view we are in: it missed the NEW-VIEW, so send it again,
+        at most once per view-change period per node (it repeats its VIEW-CHANGE that often)."""
+        new_view = self.last_new_view
+        if new_view is None or new_view.view != self.view:
+            return "ignore_view-change_stale"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        last = self.new_view_served_at.get(message.sender, float("-inf"))
+        if self.now < last + self.settings.view_change_timeout_s / 2:
+            return "ignore_view-change_new_view_sent_recently"
+        self.new_view_served_at[message.sender] = self.now
+        self._outbox.append(SendTo(message.sender, new_view))
         return None
 
     def _maybe_send_new_view(self, view: int) -> None:
         """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
-        votes = self.view_changes.get(view, {})
+        votes = self._view_changes_for(view)
         if (
             self.primary(view) != self.id
             or view != self.view
@@ -176,8 +198,7 @@ class ViewChanges:
         self.changing_view = False
         self.timer_deadline = None
         self.forwarded.clear()
-        for old in [v for v in self.view_changes if v <= view]:
-            del self.view_changes[old]
+        self.view_changes = {sender: vc for sender, vc in self.view_changes.items() if vc.view > view}
         self._adopt_checkpoint(plan)
         self.catch_up.proven(plan.stable_seq)
         self.view_stable_seq = plan.stable_seq
@@ -191,8 +212,11 @@ class ViewChanges:
         for pp in preprepares:
             if self.in_window(pp.seq):
                 self._accept_preprepare(pp)
-        replay = [m for m in self.future if m.view == view]
-        self.future = deque((m for m in self.future if m.view > view), maxlen=self.settings.max_buffered)
+        replay = [m for buffer in self.future.values() for m in buffer if m.view == view]
+        self.future = {
+            sender: deque((m for m in buffer if m.view > view), maxlen=buffer.maxlen)
+            for sender, buffer in self.future.items()
+        }
         for message in replay:
             self.receive(message)
         self._hand_over_waiting(preprepares)

@@ -1,6 +1,7 @@
 """Failure modes of long-lived networks: lagging nodes, idle gaps, restarts (OSDI'99 §4.3-§4.5, §5.3)."""
 
-from tests.cluster import Cluster
+from pbft.messages import Commit, Fetch, Result, ResultVote, ViewChange, signed
+from tests.cluster import CLIENT, Cluster
 
 T = 4.0  # ReplicaSettings.view_change_timeout_s
 K4 = {"checkpoint_interval": 4, "log_window": 8, "pipeline_depth": 8, "batch_max": 1}
@@ -101,3 +102,64 @@ def test_requests_that_never_execute_are_forgotten_with_their_client_floor():
         cluster.run()
     assert stray.key not in cluster.replicas[2].waiting
     assert stray.key not in cluster.replicas[2].forwarded
+
+
+def test_view_changes_are_kept_one_per_sender_whatever_views_a_faulty_node_invents():
+    """§4.4 needs only each node's latest VIEW-CHANGE; keeping one per view it names
+    would let one faulty node grow every honest node's memory without bound."""
+    cluster = Cluster()
+    liar = cluster.replicas[3]
+    target = cluster.replicas[1]
+    for view in range(1, 2_001):
+        spam = signed(ViewChange(view, 0, (), (), 3), liar.auth.sign)
+        target.receive(spam)
+    assert sum(1 for _ in target.stored_view_changes()) <= cluster.n
+    assert (target.view, target.changing_view) == (0, False)  # one node alone moves nobody
+    target.take_effects()
+    honest = signed(ViewChange(1, 0, (), (), 2), cluster.replicas[2].auth.sign)
+    assert target.receive(honest) is None  # f+1 = 2 senders beyond view 0: join the smallest (view 1)
+    assert (target.view, target.changing_view) == (1, True)
+
+
+def test_one_commit_with_an_absurd_sequence_number_starts_no_catch_up():
+    cluster = Cluster()
+    idle = cluster.replicas[1]
+    absurd = signed(Commit(0, 10**12, "d" * 64, 3), cluster.replicas[3].auth.sign)
+    idle.receive(absurd)
+    idle.take_effects()
+    for second in range(1, 120):
+        idle.tick(float(second))
+    assert [effect for effect in idle.take_effects() if isinstance(effect.message, Fetch)] == []
+
+
+def test_a_flood_of_result_votes_from_one_node_cannot_evict_another_nodes_early_vote():
+    cluster = Cluster(settings={"max_buffered": 64})
+    request = cluster.request()
+    result = Result("success", 0, "a" * 40)
+    early = signed(ResultVote(1, CLIENT, request.timestamp, result, 2), cluster.replicas[2].auth.sign)
+    node1 = cluster.replicas[1]
+    assert node1.receive(early) is None
+    for timestamp in range(10_000, 10_500):  # builds nobody ordered
+        node1.receive(signed(ResultVote(1, CLIENT, timestamp, result, 3), cluster.replicas[3].auth.sign))
+    assert sum(len(votes) for votes in node1.early_votes.values()) <= 64
+    cluster.deliver_to(0, request)
+    cluster.run()
+    assert early in cluster.stored[1]
+
+
+def test_a_backup_that_missed_the_new_view_is_sent_it_when_it_repeats_its_view_change():
+    cluster = Cluster()
+    cluster.crashed.add(0)
+    request = cluster.request()
+    for node in (1, 2, 3):
+        cluster.deliver_to(node, request)
+    cluster.run()
+    cluster.tick(T)
+    cluster.run(lambda node, message: not (node == 3 and message.TYPE == "new-view"))
+    late = cluster.replicas[3]
+    assert late.changing_view and late.view == 1
+    assert (cluster.replicas[1].view, cluster.replicas[1].changing_view) == (1, False)
+    cluster.tick(2 * T)  # node 3 says its VIEW-CHANGE again; the new primary answers with NEW-VIEW
+    cluster.run()
+    assert (late.view, late.changing_view) == (1, False)
+    assert cluster.builds(3) == [request]

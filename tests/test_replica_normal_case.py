@@ -184,11 +184,11 @@ def test_a_result_vote_for_a_build_not_yet_ordered_waits_for_it():
     early = signed(ResultVote(1, request.client, request.timestamp, Result("success", 0, "a" * 40), 2),
                    cluster.replicas[2].auth.sign)
     assert cluster.replicas[1].receive(early) is None
-    assert list(cluster.replicas[1].early_votes) == [early]
+    assert cluster.replicas[1].buffered(cluster.replicas[1].early_votes) == [early]
     assert cluster.replicas[1].take_effects() == []
     cluster.deliver_to(0, request)
     cluster.run()
-    assert early in cluster.stored[1] and not cluster.replicas[1].early_votes
+    assert early in cluster.stored[1] and not cluster.replicas[1].buffered(cluster.replicas[1].early_votes)
     votes = [m for m in cluster.stored[1] if isinstance(m, ResultVote)]
     assert {vote.sender for vote in votes} == {0, 1, 2, 3}  # every node's RESULT reached node 1 (the store keeps the first of each)
     forged = replace(early, sender=3)

@@ -98,15 +98,17 @@ def test_a_sender_cannot_change_its_vote():
 
 
 def test_messages_of_a_future_view_are_buffered_not_applied():
-    cluster = Cluster(settings={"max_buffered": 2})
-    votes = [signed(Prepare(1, 1, "a" * 64, sender), cluster.replicas[sender].auth.sign) for sender in (2, 3, 0)]
-    for vote in votes[:2]:
+    cluster = Cluster(settings={"max_buffered": 64})  # 16 per sender at n = 4
+    node1 = cluster.replicas[1]
+    other = signed(Prepare(1, 1, "a" * 64, 3), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, other) is None
+    # Node 0 is the primary of view 0 but a backup in view 1: its prepares for view 1 are valid and buffered.
+    flood = [signed(Prepare(1, seq, "a" * 64, 0), cluster.replicas[0].auth.sign) for seq in range(1, 41)]
+    for vote in flood:
         assert cluster.deliver_to(1, vote) is None
-    assert cluster.replicas[1].slots == {}
-    assert list(cluster.replicas[1].future) == votes[:2]
-    # Node 0 is the primary of view 0 but a backup in view 1: its prepare for view 1 is valid and buffered.
-    cluster.deliver_to(1, votes[2])
-    assert list(cluster.replicas[1].future) == votes[1:]  # bounded: the oldest made room
+    assert node1.slots == {}
+    # Bounded per sender: node 0's oldest made room for its newest, and node 3's stayed.
+    assert node1.buffered(node1.future) == flood[-16:] + [other]
 
 
 def test_a_replayed_request_is_built_once_and_answered_from_the_stored_reply():

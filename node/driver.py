@@ -17,6 +17,7 @@ from typing import Awaitable, Protocol
 from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
+from pbft.ledger import MemoryLedger
 from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch
 from pbft.messages import Hello, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica
@@ -152,10 +153,7 @@ class Driver:
                 for request in effect.requests:
                     self.start_build(effect.seq, request)
             elif isinstance(effect, ServeFetch):
-                entries = []
-                if self.store is not None:
-                    entries = self.store.ledger_entries(effect.fetch.from_seq, self.replica.low_watermark)
-                self.replica.answer_fetch(effect.fetch, entries)
+                self.replica.answer_fetch(effect.fetch, self.store if self.store is not None else MemoryLedger())
                 self._carry_out(self.replica.take_effects())
 
     def start_build(self, seq: int, request: Request) -> None:

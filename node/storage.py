@@ -14,8 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbft.effects import Effect, Execute, SendReply, Store
-from pbft.messages import LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
+from pbft.effects import Effect, Execute, KeepStableProof, SendReply, Store
+from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
 from pbft.quorum import verdict
 
 SCHEMA = """
@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS verdicts (
     state TEXT NOT NULL,
     result TEXT,
     PRIMARY KEY (client, timestamp)
+);
+CREATE TABLE IF NOT EXISTS stable_proofs (
+    seq INTEGER PRIMARY KEY,
+    proof TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS builds (
     client TEXT NOT NULL,
@@ -137,6 +141,11 @@ class NodeStore:
                     self._store_message(effect.message)
                 elif isinstance(effect, Execute):
                     self._store_execution(effect)
+                elif isinstance(effect, KeepStableProof):
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO stable_proofs (seq, proof) VALUES (?, ?)",
+                        (effect.seq, json.dumps([encode(checkpoint) for checkpoint in effect.proof])),
+                    )
                 elif isinstance(effect, SendReply):
                     reply = effect.reply
                     self._db.execute(
@@ -235,6 +244,16 @@ class NodeStore:
             "SELECT seq, batch FROM ledger WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
         )
         return [LedgerEntry(seq, tuple(decode(wire) for wire in json.loads(batch))) for seq, batch in rows]
+
+    def stable_proof_seqs(self, from_seq: int, to_seq: int) -> list[int]:
+        rows = self._db.execute(
+            "SELECT seq FROM stable_proofs WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
+        )
+        return [seq for (seq,) in rows]
+
+    def stable_proof(self, seq: int) -> tuple[Checkpoint, ...] | None:
+        row = self._db.execute("SELECT proof FROM stable_proofs WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else tuple(decode(wire) for wire in json.loads(row[0]))
 
     def ledger(self) -> list[tuple[int, str, str]]:
         """(seq, batch digest, state digest) of every executed batch, for comparing nodes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from pbft.messages import Fetch, Message, Reply, Request
+from pbft.messages import Checkpoint, Fetch, Message, Reply, Request
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,18 @@ class Store:
 
 @dataclass(frozen=True)
 class ServeFetch:
-    """A peer asked for the ledger from `fetch.from_seq`: read it and call `Replica.answer_fetch`."""
+    """A peer asked for the ledger from `fetch.from_seq`: call `Replica.answer_fetch` with the store."""
 
     fetch: Fetch
 
 
-Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch]
+@dataclass(frozen=True)
+class KeepStableProof:
+    """`seq` became stable: keep its 2f+1 checkpoints for good, so that state transfer can
+    end a chunk there for a node that is further behind (see `pbft.ledger`)."""
+
+    seq: int
+    proof: tuple[Checkpoint, ...]
+
+
+Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch, KeepStableProof]

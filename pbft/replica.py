@@ -15,7 +15,7 @@ from collections import deque
 
 from pbft.catchup import CatchUp
 from pbft.crypto import Authenticator
-from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, Store
+from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, SendReply, SendTo, Store
 from pbft.encoding import digest
 from pbft.messages import (
     Checkpoint,
@@ -101,7 +101,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # that has not executed that far yet catches up before it issues anything.
         self.view_stable_seq = 0
         self.last_new_view: NewView | None = None  # what started our view, for peers left behind
-        self.fetch_served_at: dict[int, float] = {}
+        self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (from_seq, when) of the last answer
         self.members = Membership(settings.n, settings.f, settings.log_window)
         self._outbox: list[Effect] = []
 
@@ -504,6 +504,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return
         self.low_watermark = seq
         self.stable_proof = tuple(vote for vote in votes.values() if vote.state_digest == own)
+        self._outbox.append(KeepStableProof(seq, self.stable_proof))
         for old in [s for s in self.slots if s <= seq]:
             del self.slots[old]
         for old in [s for s in self.prepared_certs if s <= seq]:

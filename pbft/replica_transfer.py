@@ -7,10 +7,10 @@ import logging
 
 from pbft.effects import Broadcast, SendTo, ServeFetch, Store
 from pbft.encoding import digest
+from pbft.ledger import LedgerReader
 from pbft.messages import (
     CommittedCertificate,
     Fetch,
-    LedgerEntry,
     StateTransfer,
     batch_digest,
     signed,
@@ -34,8 +34,10 @@ class LedgerCatchUp:
             "node=%d view=%d phase=fetch from=%d vouched_seq=%d vouched_view=%d",
             self.id, self.view, self.last_executed + 1, self.catch_up.target_seq(), self.catch_up.target_view(),
         )
-        fetch = Fetch(self.last_executed + 1, self.view, self.id)
-        self._outbox.append(Broadcast(signed(fetch, self.auth.sign)))
+        self._outbox.append(Broadcast(self._fetch()))
+
+    def _fetch(self) -> Fetch:
+        return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)
 
     def _on_fetch(self, message: Fetch) -> str | None:
         if message.sender == self.id:
@@ -46,39 +48,55 @@ class LedgerCatchUp:
         newer_view = message.view < self.view and self.last_new_view is not None
         if message.from_seq > self.last_executed and not newer_view:
             return "ignore_fetch_nothing_newer"
-        # Answering reads the ledger and can be large: one answer per peer per interval.
-        if self.now < self.fetch_served_at.get(message.sender, float("-inf")) + self.settings.fetch_interval_s / 2:
+        # Answering reads the ledger: the same ask from one peer is answered once per
+        # half interval, while its ask for the next chunk is answered at once.
+        served_from, served_at = self.fetch_served.get(message.sender, (0, float("-inf")))
+        if message.from_seq <= served_from and self.now < served_at + self.settings.fetch_interval_s / 2:
             return "ignore_fetch_too_soon"
-        self.fetch_served_at[message.sender] = self.now
+        self.fetch_served[message.sender] = (message.from_seq, self.now)
         self._outbox.append(ServeFetch(message))
         return None
 
-    def answer_fetch(self, fetch: Fetch, entries: list[LedgerEntry]) -> None:
-        """Send `fetch.sender` the ledger entries the driver read (from_seq .. h) and
-        committed certificates for what this replica executed above h."""
+    def answer_fetch(self, fetch: Fetch, ledger: LedgerReader) -> None:
+        """Send `fetch.sender` one chunk of the ledger from `fetch.from_seq`, ending at a stable
+        checkpoint with its proof; the chunk that reaches h also carries committed
+        certificates for what this replica executed above h."""
+        end = self._chunk_end(fetch.from_seq, ledger)
+        proof = self.stable_proof if end == self.low_watermark else ledger.stable_proof(end)
+        assert proof is not None, "the store lists a proof it cannot return"
         certificates = []
         for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
             slot = self.slots.get(seq)
-            if slot is None or not slot.committed or slot.preprepare is None:
+            if end != self.low_watermark or slot is None or not slot.committed or slot.preprepare is None:
                 break
             digest_ = slot.preprepare.digest
             commits = tuple(vote for vote in slot.commits.values() if vote.digest == digest_)
             certificates.append(CommittedCertificate(slot.preprepare, commits))
         message = StateTransfer(
-            self.low_watermark,
-            self.stable_proof,
-            tuple(entry for entry in entries if fetch.from_seq <= entry.seq <= self.low_watermark),
+            end,
+            proof,
+            tuple(ledger.ledger_entries(fetch.from_seq, end)) if fetch.from_seq <= end else (),
             tuple(certificates),
             self.last_new_view if fetch.view < self.view else None,
             self.id,
         )
         self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
 
+    def _chunk_end(self, from_seq: int, ledger: LedgerReader) -> int:
+        """The furthest kept stable checkpoint within `transfer_chunk` batches of `from_seq`
+        (or the nearest one beyond, if none is that close); h when it is close enough."""
+        if from_seq > self.low_watermark:
+            return self.low_watermark
+        kept = ledger.stable_proof_seqs(from_seq, self.low_watermark - 1) + [self.low_watermark]
+        close = [seq for seq in kept if seq - from_seq < self.settings.transfer_chunk]
+        return close[-1] if close else kept[0]
+
     def _on_state_transfer(self, message: StateTransfer) -> str | None:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        if message.stable_seq > self.last_executed:
+        adopted = message.stable_seq > self.last_executed
+        if adopted:
             reason = self._adopt_ledger(message)
             if reason is not None:
                 return reason
@@ -103,6 +121,9 @@ class LedgerCatchUp:
                 self._outbox.append(Store(cert.preprepare))
                 self._outbox.extend(Store(commit) for commit in cert.commits)
         self._execute_ready()
+        if adopted and self.catch_up.target_seq() > self.last_executed:
+            # One chunk of several: ask the node that sent it for the next one at once.
+            self._outbox.append(SendTo(message.sender, self._fetch()))
         return None
 
     def _adopt_ledger(self, message: StateTransfer) -> str | None:
@@ -110,6 +131,7 @@ class LedgerCatchUp:
         problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
         if problem is not None:
             return f"ignore_state_{problem}"
+        self.catch_up.proven(message.stable_seq)
         entries = [entry for entry in message.entries if entry.seq > self.last_executed]
         if [entry.seq for entry in entries] != list(range(self.last_executed + 1, message.stable_seq + 1)):
             return "ignore_state_entries_not_contiguous"

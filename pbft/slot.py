@@ -21,6 +21,7 @@ class ReplicaSettings:
     max_buffered: int = 4096
     view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
     fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
+    transfer_chunk: int = 256  # batches per state-transfer answer, where the kept checkpoint proofs allow
     # Exactly-once bookkeeping forgets a client's requests this much older than
     # its newest executed one, so memory does not grow with requests served.
     request_expiry_s: float = 3600.0
@@ -29,7 +30,7 @@ class ReplicaSettings:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
         assert 0 <= self.node_id < self.n
         assert self.log_window >= self.checkpoint_interval > 0
-        assert self.batch_max > 0 and self.pipeline_depth > 0
+        assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0
 
 
 @dataclass

@@ -15,8 +15,9 @@ from typing import Callable
 
 from pbft.crypto import Ed25519Authenticator, generate_private_key
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, SendReply, SendTo, ServeFetch, Store
-from pbft.messages import LedgerEntry, Message, Operation, Reply, Request, Result, signed
+from pbft.effects import Broadcast, Execute, KeepStableProof, SendReply, SendTo, ServeFetch, Store
+from pbft.ledger import MemoryLedger
+from pbft.messages import Message, Operation, Reply, Request, Result, signed
 from pbft.replica import Replica, ReplicaSettings
 
 CLIENT = "client"
@@ -64,6 +65,7 @@ class Cluster:
         self.executed: list[list[Execute]] = [[] for _ in range(self.n)]
         self.replies: list[Reply] = []
         self.stored: list[list[Message]] = [[] for _ in range(self.n)]  # what each node persisted
+        self.ledgers = [MemoryLedger() for _ in range(self.n)]  # what each node's store would answer a FETCH from
         self.drops: list[tuple[int, str]] = []
         self.crashed: set[int] = set()
         self.stores = {}
@@ -98,16 +100,16 @@ class Cluster:
                 self.network.append((effect.node, effect.message))
             elif isinstance(effect, SendReply):
                 self.replies.append(effect.reply)
+            elif isinstance(effect, KeepStableProof):
+                self.ledgers[node].proofs[effect.seq] = effect.proof
             elif isinstance(effect, Execute):
                 self.executed[node].append(effect)
+                self.ledgers[node].batches[effect.seq] = effect.batch
                 for request in effect.requests:
                     self.replicas[node].execution_finished(request, self.build(request.operation), effect.seq)
                 self._collect(node)
             elif isinstance(effect, ServeFetch):
-                entries = [
-                    LedgerEntry(e.seq, e.batch) for e in self.executed[node] if e.seq >= effect.fetch.from_seq
-                ]
-                self.replicas[node].answer_fetch(effect.fetch, entries)
+                self.replicas[node].answer_fetch(effect.fetch, self.ledgers[node])
                 self._collect(node)
 
     def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:

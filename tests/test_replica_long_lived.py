@@ -163,3 +163,30 @@ def test_a_backup_that_missed_the_new_view_is_sent_it_when_it_repeats_its_view_c
     cluster.run()
     assert (late.view, late.changing_view) == (1, False)
     assert cluster.builds(3) == [request]
+
+
+def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
+    """§5.3.2: a gap longer than one answer may carry comes in chunks, each ending at a
+    stable checkpoint whose 2f+1 proof the sender kept, so each is checked on its own."""
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1, "transfer_chunk": 4})
+    cluster.crashed.add(3)
+    requests = submit(cluster, 40)
+    cluster.crashed.discard(3)
+    latest = submit(cluster, 1)  # seq 41, above the last stable checkpoint (40)
+    chunks = []
+
+    def keep(node, message):
+        if node == 3 and message.TYPE == "state":
+            chunks.append(message)
+        return True
+
+    cluster.tick(10.0)
+    cluster.run(keep)
+    replica = cluster.replicas[3]
+    assert replica.last_executed == 41 and replica.state_digest == cluster.replicas[0].state_digest
+    assert cluster.ledger(3) == cluster.ledger(0)
+    assert max(len(chunk.entries) for chunk in chunks) <= 4
+    assert sum(len(chunk.entries) for chunk in chunks if chunk.sender == chunks[-1].sender) >= 40
+    # Nothing below the checkpoints is built again; what it was sent certificates for, it builds.
+    assert cluster.builds(3) == latest
+    assert all(request.key in replica.executed for request in requests)

@@ -1,6 +1,7 @@
 """Checkpoints, state transfer and crash recovery of the pure replica (OSDI'99 §4.3, §5.3)."""
 
-from pbft.messages import Fetch, LedgerEntry, ViewChange, signed
+from pbft.ledger import MemoryLedger
+from pbft.messages import Fetch, ViewChange, signed
 from tests.cluster import Cluster
 
 T_VIEW_CHANGE = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -42,8 +43,9 @@ def test_state_that_does_not_hash_to_the_checkpoint_is_refused():
     submit(cluster, 6)
     helper = cluster.replicas[1]
     # Node 1 answers with two batches swapped: the chain no longer matches the proof.
-    forged = [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]]
-    forged[0], forged[1] = LedgerEntry(1, forged[1].batch), LedgerEntry(2, forged[0].batch)
+    forged = MemoryLedger()
+    forged.batches = dict(cluster.ledgers[1].batches)
+    forged.batches[1], forged.batches[2] = forged.batches[2], forged.batches[1]
     helper.answer_fetch(signed(Fetch(1, 0, 3), cluster.replicas[3].auth.sign), forged)
     (state_message,) = [effect.message for effect in helper.take_effects()]
     cluster.crashed.discard(3)
@@ -162,7 +164,7 @@ def test_state_learnt_during_a_view_change_keeps_the_view_change_timer():
         assert lagging.receive(vote, now=100.0) is None
     assert lagging.timer_deadline is not None
     helper = cluster.replicas[1]
-    helper.answer_fetch(signed(Fetch(1, 1, 3), lagging.auth.sign), [LedgerEntry(e.seq, e.batch) for e in cluster.executed[1]])
+    helper.answer_fetch(signed(Fetch(1, 1, 3), lagging.auth.sign), cluster.ledgers[1])
     (state_message,) = [effect.message for effect in helper.take_effects()]
     assert lagging.receive(state_message, now=100.5) is None
     assert lagging.last_executed == 6

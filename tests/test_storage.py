@@ -63,3 +63,19 @@ def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_un
     loaded = store.load()
     assert loaded.executed == {built.key: None, learnt.key: None}  # both count for exactly-once
     assert loaded.unfinished == [(1, built)]  # only what this node built is built again
+
+
+def test_stable_checkpoint_proofs_are_kept_for_state_transfer_chunks(tmp_path):
+    from pbft.effects import KeepStableProof
+    from pbft.messages import Checkpoint
+
+    cluster = Cluster()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    proofs = {
+        seq: tuple(signed(Checkpoint(seq, f"{seq:064x}", i), cluster.replicas[i].auth.sign) for i in range(3))
+        for seq in (128, 256, 384)
+    }
+    store.save(cluster.replicas[0].durable_state(), [KeepStableProof(seq, proof) for seq, proof in proofs.items()])
+    assert store.stable_proof_seqs(129, 384) == [256, 384]
+    assert store.stable_proof(256) == proofs[256]
+    assert store.stable_proof(200) is None

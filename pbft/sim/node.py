@@ -34,8 +34,7 @@ class SimNode:
 
     def serve_fetch(self, effect: ServeFetch) -> None:
         """Answer a peer's FETCH from the stored ledger, as the driver does."""
-        entries = self.store.ledger_entries(effect.fetch.from_seq, self.replica.low_watermark)
-        self.replica.answer_fetch(effect.fetch, entries)
+        self.replica.answer_fetch(effect.fetch, self.store)
 
     def restart(self, now_s: float) -> list[tuple[int, Request]]:
         """Forget everything in memory and restore from the store; return the builds to run again."""

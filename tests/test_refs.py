@@ -21,7 +21,8 @@ STRICTER_THAN_GIT = ["@", "é", "x" * 256, "a!b", "a'b", 'a"b', "a&b", "a;b", "a
 
 
 def git_accepts(name: str) -> bool:
-    result = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True)
+    # Outside any repository: inside one, `@{-1}` names the branch checked out before.
+    result = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True, cwd="/")
     return result.returncode == 0
 
 

@@ -14,9 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbft.effects import Effect, Execute, KeepStableProof, SendReply, Store
+from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
-from pbft.quorum import verdict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -84,15 +83,8 @@ class Loaded:
 
     state: dict
     messages: list[Message]
-    executed: dict[tuple[str, int], Reply | None]
+    executed: dict[tuple[str, int], tuple[int, Reply | None]]  # key -> (seq, reply)
     unfinished: list[tuple[int, Request]]
-
-
-AGREED = ("status", "exit_code", "commit")  # the part of a result that nodes vote on
-
-
-def _agreed(result: dict) -> tuple:
-    return tuple(result[name] for name in AGREED)
 
 
 class NodeStore:
@@ -118,12 +110,13 @@ class NodeStore:
             return None
         state = json.loads(row[0])
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
-        executed: dict[tuple[str, int], Reply | None] = {}
+        messages += [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM votes")]
+        executed: dict[tuple[str, int], tuple[int, Reply | None]] = {}
         unfinished = []
         for client, timestamp, seq, request, reply, built in self._db.execute(
             "SELECT client, timestamp, seq, request, reply, built FROM builds ORDER BY seq"
         ):
-            executed[(client, timestamp)] = None if reply is None else decode(json.loads(reply))
+            executed[(client, timestamp)] = (seq, None if reply is None else decode(json.loads(reply)))
             if reply is None and built:
                 unfinished.append((seq, decode(json.loads(request))))
         self._pruned_below = state["low_watermark"]
@@ -141,6 +134,12 @@ class NodeStore:
                     self._store_message(effect.message)
                 elif isinstance(effect, Execute):
                     self._store_execution(effect)
+                elif isinstance(effect, RecordVerdict):
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO verdicts (client, timestamp, seq, state, result) VALUES (?, ?, ?, ?, ?)",
+                        (effect.client, effect.timestamp, effect.seq, effect.state,
+                         None if effect.result is None else json.dumps(effect.result)),
+                    )
                 elif isinstance(effect, KeepStableProof):
                     self._db.execute(
                         "INSERT OR REPLACE INTO stable_proofs (seq, proof) VALUES (?, ?)",
@@ -181,24 +180,11 @@ class NodeStore:
         )
 
     def _store_vote(self, vote: ResultVote) -> None:
-        """Record a node's RESULT (its first only) and re-tally that build's verdict."""
-        inserted = self._db.execute(
+        # The replica sends only a node's first vote for a build; IGNORE makes a replay harmless.
+        self._db.execute(
             "INSERT OR IGNORE INTO votes (client, timestamp, sender, seq, result, body) VALUES (?, ?, ?, ?, ?, ?)",
             (vote.client, vote.timestamp, vote.sender, vote.seq, json.dumps(vote.result.to_dict()),
              json.dumps(encode(vote))),
-        ).rowcount
-        if not inserted:
-            return
-        votes = {
-            sender: _agreed(json.loads(result))
-            for sender, result in self._db.execute(
-                "SELECT sender, result FROM votes WHERE client = ? AND timestamp = ?", (vote.client, vote.timestamp)
-            )
-        }
-        state, agreed = verdict(votes, self._n, self._f)
-        self._db.execute(
-            "INSERT OR REPLACE INTO verdicts (client, timestamp, seq, state, result) VALUES (?, ?, ?, ?, ?)",
-            (vote.client, vote.timestamp, vote.seq, state, None if agreed is None else json.dumps(dict(zip(AGREED, agreed)))),
         )
 
     def build_records(self, seq: int) -> list[dict]:

@@ -77,4 +77,15 @@ class KeepStableProof:
     proof: tuple[Checkpoint, ...]
 
 
-Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch, KeepStableProof]
+@dataclass(frozen=True)
+class RecordVerdict:
+    """A build's verdict is decided: "certified" with the agreed result, or "disputed"."""
+
+    seq: int
+    client: str
+    timestamp: int
+    state: str
+    result: dict | None
+
+
+Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch, KeepStableProof, RecordVerdict]

@@ -20,6 +20,7 @@ MAX_BATCH = 1024
 MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_TEXT = 1024
+MAX_VOTE_FETCH = 64  # builds asked about in one VOTE-FETCH
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")
@@ -68,6 +69,20 @@ class Request:
     @property
     def key(self) -> tuple[str, int]:
         return (self.client, self.timestamp)
+
+
+@dataclass(frozen=True)
+class VoteFetch:
+    """<VOTE-FETCH, keys, i>: node i has no verdict yet for these builds (client, timestamp)
+    and asks its peers for the signed RESULT votes they hold for them."""
+
+    keys: tuple[tuple[str, int], ...]
+    sender: int
+    sig: str = ""
+    TYPE = "vote-fetch"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "keys": [[client, timestamp] for client, timestamp in self.keys], "sender": self.sender}
 
 
 @dataclass(frozen=True)
@@ -356,7 +371,7 @@ class ResultVote:
 
 Message = Union[
     Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, ResultVote, Reply,
-    Hello,
+    Hello, VoteFetch,
 ]
 
 
@@ -552,6 +567,15 @@ def _decode_state(data: dict) -> StateTransfer:
     )
 
 
+def _decode_vote_fetch(data: dict) -> VoteFetch:
+    keys = []
+    for item in _list(data, "keys", MAX_VOTE_FETCH, minimum=1):
+        if not isinstance(item, list) or len(item) != 2:
+            raise MessageError("a vote-fetch key must be [client, timestamp]")
+        keys.append((_text({"client": item[0]}, "client", _NAME), _int({"timestamp": item[1]}, "timestamp")))
+    return VoteFetch(keys=tuple(keys), sender=_int(data, "sender"), sig=_text(data, "sig", _SIG))
+
+
 def _decode_result_vote(data: dict) -> ResultVote:
     return ResultVote(
         seq=_int(data, "seq"),
@@ -589,6 +613,7 @@ _DECODERS = {
     Fetch.TYPE: _decode_fetch,
     StateTransfer.TYPE: _decode_state,
     ResultVote.TYPE: _decode_result_vote,
+    VoteFetch.TYPE: _decode_vote_fetch,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
 }

@@ -15,7 +15,7 @@ from collections import deque
 
 from pbft.catchup import CatchUp
 from pbft.crypto import Authenticator
-from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, SendReply, SendTo, Store
+from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
 from pbft.encoding import digest
 from pbft.messages import (
     Checkpoint,
@@ -32,9 +32,11 @@ from pbft.messages import (
     ResultVote,
     StateTransfer,
     ViewChange,
+    VoteFetch,
     batch_digest,
     signed,
 )
+from pbft.messages import MAX_VOTE_FETCH
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.replica_persistence import Persistence
 from pbft.replica_transfer import LedgerCatchUp
@@ -49,6 +51,7 @@ from pbft.slot import (
 from pbft.viewchange import (
     Membership,
 )
+from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # Each node's latest VIEW-CHANGE, ours included: what a new view needs, and bounded by n.
         self.view_changes: dict[int, ViewChange] = {}
         self.new_view_served_at: dict[int, float] = {}
+        self.result_votes = ResultVotes(settings.n, settings.f, settings.vote_retry_s)
+        self.votes_served_at: dict[int, float] = {}
         self.view_changes_in_a_row = 0
         self.now = 0.0
         self.timer_deadline: float | None = None
@@ -160,6 +165,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             Fetch: self._on_fetch,
             StateTransfer: self._on_state_transfer,
             ResultVote: self._on_result_vote,
+            VoteFetch: self._on_vote_fetch,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -180,6 +186,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         elif self.changing_view and self.now >= self.view_change_resend_at:
             self._send_view_change()
         self._maybe_fetch()
+        self._ask_for_votes()
         self._check_invariants()
 
     def execution_finished(self, request: Request, result: Result, seq: int) -> None:
@@ -194,8 +201,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.executed[request.key] = reply
         self._outbox.append(SendReply(reply))
         vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
-        self._outbox.append(Store(vote))
+        self._count_vote(vote)
         self._outbox.append(Broadcast(vote))
+        self.result_votes.expect(request.key, self.now)
 
     # --- requests (§4.1, §4.2) -----------------------------------------
 
@@ -403,6 +411,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             if request.key in self.executed or self._expired(request):
                 continue
             self.executed[request.key] = None
+            self.result_votes.ordered(request.key, seq)
+            if not build:
+                self.result_votes.expect(request.key, self.now)
             self.client_latest[request.client] = max(request.timestamp, self.client_latest.get(request.client, 0))
             fresh.append(request)
         self._release_early_votes(batch)
@@ -440,29 +451,63 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # Requests that never got ordered (their client gave up) can never run now either.
         self.waiting = {key: request for key, request in self.waiting.items() if not self._expired_key(key)}
         self.forwarded = {key for key in self.forwarded if not self._expired_key(key)}
+        self.result_votes.forget(self._expired_key)
 
     # --- certified results ------------------------------------------------
 
     def _on_result_vote(self, message: ResultVote) -> str | None:
-        """Keep another node's RESULT for the ledger; the store tallies them into a verdict."""
+        """Count another node's RESULT towards the build's verdict."""
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        if message.key in self.executed:
-            self._outbox.append(Store(message))
-        elif message.timestamp <= self.client_floor.get(message.client, -1):
+        if message.key in self.result_votes:
+            return None if self._count_vote(message) else "ignore_result_not_first_vote"
+        if self._expired_key(message.key):
             return "ignore_result_expired"
-        else:
-            # A faster node finished a build we have not ordered yet: keep it, bounded.
-            self._buffer(self.early_votes, message.sender, message)
+        # A faster node finished a build we have not ordered yet: keep it, bounded.
+        self._buffer(self.early_votes, message.sender, message)
         return None
 
+    def _count_vote(self, vote: ResultVote) -> bool:
+        kept, decided = self.result_votes.add(vote)
+        if kept:
+            self._outbox.append(Store(vote))
+        if decided is not None:
+            state, result = decided
+            seq = self.result_votes.seq[vote.key]
+            logger.info("node=%d view=%d seq=%d build=%s verdict=%s", self.id, self.view, seq, vote.key, state)
+            self._outbox.append(RecordVerdict(seq, vote.client, vote.timestamp, state, result))
+        return kept
+
     def _release_early_votes(self, batch: tuple[Request, ...]) -> None:
-        keys = {request.key for request in batch}
+        keys = {request.key for request in batch if request.key in self.result_votes}
         for sender, votes in self.early_votes.items():
             if any(vote.key in keys for vote in votes):
-                self._outbox.extend(Store(vote) for vote in votes if vote.key in keys)
+                for vote in votes:
+                    if vote.key in keys:
+                        self._count_vote(vote)
                 self.early_votes[sender] = deque((v for v in votes if v.key not in keys), maxlen=votes.maxlen)
+
+    def _ask_for_votes(self) -> None:
+        keys = self.result_votes.due(self.now, MAX_VOTE_FETCH)
+        if keys:
+            logger.info("node=%d view=%d phase=vote-fetch builds=%d", self.id, self.view, len(keys))
+            self._outbox.append(Broadcast(signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
+
+    def _on_vote_fetch(self, message: VoteFetch) -> str | None:
+        """Send a peer every signed vote we hold for the builds it asks about (each is
+        checkable on its own), at most once per half retry period per peer."""
+        reason = self._node_signature_problem(message)
+        if reason is not None or message.sender == self.id:
+            return reason or "ignore_vote-fetch_from_self"
+        if self.now < self.votes_served_at.get(message.sender, float("-inf")) + self.settings.vote_retry_s / 2:
+            return "ignore_vote-fetch_too_soon"
+        self.votes_served_at[message.sender] = self.now
+        for key in message.keys:
+            for vote in self.result_votes.held(key):
+                if vote.sender != message.sender:
+                    self._outbox.append(SendTo(message.sender, vote))
+        return None
 
     # --- checkpoints and garbage collection (§4.3) ---------------------
 

@@ -14,6 +14,7 @@ from pbft.messages import (
     PrePrepare,
     Reply,
     Request,
+    ResultVote,
     decode,
     encode,
 )
@@ -47,7 +48,7 @@ class Persistence:
         auth: Authenticator,
         state: dict,
         messages: list[Message],
-        executed: dict[tuple[str, int], Reply | None],
+        executed: dict[tuple[str, int], tuple[int, Reply | None]],
         now: float = 0.0,
     ) -> Self:
         """Rebuild a replica from what its driver persisted before a crash.
@@ -64,13 +65,20 @@ class Persistence:
             setattr(replica, name, state[name])
         replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
         replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
-        # Exactly-once: what the ledger executed, built here or learnt, less what expired.
-        replica.executed = {key: reply for key, reply in executed.items() if not replica._expired_key(key)}
+        # Exactly-once: what the ledger executed (key -> (seq, reply)), built here or learnt,
+        # less what expired; and the votes on those builds, counted by the same rule as live.
+        for key, (seq, reply) in executed.items():
+            if not replica._expired_key(key):
+                replica.executed[key] = reply
+                replica.result_votes.ordered(key, seq)
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:
             if isinstance(message, NewView):
                 if replica.last_new_view is None or replica.last_new_view.view < message.view:
                     replica.last_new_view = message
+            elif isinstance(message, ResultVote):
+                if message.key in replica.result_votes:
+                    replica.result_votes.add(message)
             else:
                 replica._restore_message(message, by_view)
         for (view, seq), slot in sorted(by_view.items()):
@@ -83,8 +91,11 @@ class Persistence:
             # Peers forgot nothing, but the view changes we had collected are
             # gone: say ours again and wait for 2f+1 before timing anything.
             replica._send_view_change()
-        # Peers may have moved on while we were down: ask them once at start.
+        # Peers may have moved on while we were down: ask them once at start, and
+        # ask for the votes of every build whose verdict we do not know yet.
         replica.catch_up.ask_at_once = True
+        for key in list(replica.result_votes.votes):
+            replica.result_votes.expect(key, now)
         replica._execute_ready()
         replica._check_invariants()
         return replica
@@ -92,6 +103,7 @@ class Persistence:
     def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
         """Of the builds a killed process left unfinished, those this replica still owes a reply."""
         return [(seq, request) for seq, request in unfinished if self.executed.get(request.key, False) is None]
+
 
     def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
         if isinstance(message, Checkpoint):

@@ -68,6 +68,8 @@ class Cluster:
         self.ledgers = [MemoryLedger() for _ in range(self.n)]  # what each node's store would answer a FETCH from
         self.drops: list[tuple[int, str]] = []
         self.crashed: set[int] = set()
+        self.slow: set[int] = set()  # nodes whose builds do not finish until finish_builds()
+        self.running: dict[int, list[tuple[int, Request]]] = {}
         self.stores = {}
         if self.store_dir is not None:
             self.stores = {i: NodeStore(self.store_dir / f"node-{i}.sqlite", n=self.n, f=self.f) for i in range(self.n)}
@@ -105,12 +107,19 @@ class Cluster:
             elif isinstance(effect, Execute):
                 self.executed[node].append(effect)
                 self.ledgers[node].batches[effect.seq] = effect.batch
-                for request in effect.requests:
-                    self.replicas[node].execution_finished(request, self.build(request.operation), effect.seq)
-                self._collect(node)
+                self.running.setdefault(node, []).extend((effect.seq, request) for request in effect.requests)
+                if node not in self.slow:
+                    self.finish_builds(node)
             elif isinstance(effect, ServeFetch):
                 self.replicas[node].answer_fetch(effect.fetch, self.ledgers[node])
                 self._collect(node)
+
+    def finish_builds(self, node: int) -> None:
+        """The builds `node` started report their results, in start order."""
+        builds, self.running[node] = self.running.get(node, []), []
+        for seq, request in builds:
+            self.replicas[node].execution_finished(request, self.build(request.operation), seq)
+        self._collect(node)
 
     def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:
         """Deliver until the network is quiet; `keep` decides which messages survive."""
@@ -127,13 +136,17 @@ class Cluster:
                 self._collect(node)
 
     def restart(self, node: int, now: float = 0.0) -> None:
-        """Replace a crashed node's replica by one restored from its store, as a restarted process does."""
+        """Replace a crashed node's replica by one restored from its store, as a restarted process does:
+        builds its killed process was running start again."""
         loaded = self.stores[node].load()
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
             loaded.state, loaded.messages, loaded.executed, now,
         )
         self.crashed.discard(node)
+        self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)
+        if node not in self.slow:
+            self.finish_builds(node)
         self._collect(node)
 
     def ledger(self, node: int) -> list[tuple[int, str]]:

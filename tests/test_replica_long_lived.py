@@ -190,3 +190,23 @@ def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
     # Nothing below the checkpoints is built again; what it was sent certificates for, it builds.
     assert cluster.builds(3) == latest
     assert all(request.key in replica.executed for request in requests)
+
+
+def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_peers(tmp_path):
+    """Votes that reached a node while it was down are lost to it; it asks its peers for
+    them, and every honest node's ledger ends with the same certified verdict."""
+    cluster = Cluster(store_dir=tmp_path)
+    cluster.slow.add(3)
+    request = submit(cluster, 1, keep=lambda node, message: not (node == 3 and message.TYPE == "result"))[0]
+    assert cluster.replicas[3].executed == {request.key: None}  # ordered, still building
+    cluster.crashed.add(3)  # kill -9 in the middle of the build
+    cluster.slow.discard(3)
+    cluster.restart(3, now=30.0)  # the build runs again and node 3 votes; nobody else's vote is here
+    cluster.run()
+    assert cluster.stores[3].build_records(1)[0]["verdict"]["state"] == "pending"
+    cluster.tick(30.0 + cluster.replicas[3].settings.vote_retry_s)
+    cluster.run()
+    records = [cluster.stores[node].build_records(1)[0] for node in range(4)]
+    assert {record["verdict"]["state"] for record in records} == {"certified"}
+    assert all(record["verdict"] == records[0]["verdict"] for record in records)
+    assert [len(record["votes"]) for record in records] == [4, 4, 4, 4]

@@ -1,8 +1,9 @@
 """The node's SQLite store: certified and disputed verdicts from RESULT votes (n = 4, f = 1)."""
 
-from pbft.effects import Execute, Store
+from pbft.effects import Execute, RecordVerdict, Store
 from pbft.messages import Result, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
+from pbft.votes import ResultVotes
 from node.storage import NodeStore
 from tests.cluster import Cluster
 
@@ -17,31 +18,51 @@ def test_verdict_rule():
     assert verdict({}, 4, 1) == ("pending", None)
 
 
-def stored_build(tmp_path, votes):
+def cast(cluster, request, votes):
+    return [
+        signed(ResultVote(1, request.client, request.timestamp, result, sender), cluster.replicas[sender].auth.sign)
+        for sender, result in votes
+    ]
+
+
+def tally(votes, n=4, f=1):
+    """Feed votes to the core's vote table as they arrive; return what was kept and what was decided."""
+    table = ResultVotes(n, f, retry_s=1.0)
+    table.ordered(votes[0].key, 1)
+    kept, decided = [], []
+    for vote in votes:
+        was_kept, verdict_now = table.add(vote)
+        kept += [vote.sender] if was_kept else []
+        decided += [verdict_now] if verdict_now else []
+    return kept, decided
+
+
+def test_three_matching_votes_certify_and_a_repeated_vote_counts_once():
+    cluster = Cluster()
+    votes = cast(cluster, cluster.request(), [(0, PASS), (1, PASS), (1, FAIL), (3, FAIL), (2, PASS)])
+    kept, decided = tally(votes)
+    assert kept == [0, 1, 3, 2]  # node 1's second vote is not its first: ignored
+    assert decided == [("certified", PASS.agreed())]  # decided once, by the third PASS
+
+
+def test_honest_nodes_that_disagree_make_a_disputed_build():
+    cluster = Cluster()
+    votes = cast(cluster, cluster.request(), [(0, PASS), (1, FAIL), (2, PASS), (3, FAIL)])
+    assert tally(votes)[1] == [("disputed", None)]
+
+
+def test_the_store_keeps_votes_and_the_verdict_the_replica_decided(tmp_path):
     cluster = Cluster()
     request = cluster.request()
     store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
     execute = Execute(0, 1, batch_digest((request,)), (request,), (request,), "0" * 64)
-    effects = [execute] + [
-        Store(signed(ResultVote(1, request.client, request.timestamp, result, sender), cluster.replicas[sender].auth.sign))
-        for sender, result in votes
-    ]
-    store.save(cluster.replicas[0].durable_state(), effects)
+    votes = cast(cluster, request, [(0, PASS), (1, PASS), (2, PASS)])
+    verdict_effect = RecordVerdict(1, request.client, request.timestamp, "certified", PASS.agreed())
+    store.save(cluster.replicas[0].durable_state(), [execute, *map(Store, votes), verdict_effect])
     (record,) = store.build_records(1)
-    return record
-
-
-def test_three_matching_votes_certify_and_a_repeated_vote_counts_once(tmp_path):
-    record = stored_build(tmp_path, [(0, PASS), (1, PASS), (1, FAIL), (3, FAIL), (2, PASS)])
     assert record["verdict"] == {"state": "certified", "result": PASS.agreed()}
-    assert [vote["node"] for vote in record["votes"]] == [0, 1, 2, 3]
-    assert next(v["vote"] for v in record["votes"] if v["node"] == 1)["result"]["status"] == "success"
-
-
-def test_honest_nodes_that_disagree_make_a_disputed_build(tmp_path):
-    record = stored_build(tmp_path, [(0, PASS), (1, FAIL), (2, PASS), (3, FAIL)])
-    assert record["verdict"] == {"state": "disputed", "result": None}
-    assert {v["vote"]["result"]["status"] for v in record["votes"]} == {"success", "failure"}
+    assert [vote["node"] for vote in record["votes"]] == [0, 1, 2]
+    assert store.load().executed == {request.key: (1, None)}
 
 
 def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_unfinished_builds(tmp_path):
@@ -61,7 +82,7 @@ def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_un
     execute = Execute(0, 1, batch_digest((built, learnt)), (built, learnt), (built,), "0" * 64, learnt=(learnt,))
     store.save(cluster.replicas[0].durable_state(), [execute])
     loaded = store.load()
-    assert loaded.executed == {built.key: None, learnt.key: None}  # both count for exactly-once
+    assert loaded.executed == {built.key: (1, None), learnt.key: (1, None)}  # both count for exactly-once
     assert loaded.unfinished == [(1, built)]  # only what this node built is built again
 
 

@@ -13,7 +13,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 
-from pbft.effects import Broadcast, Execute, KeepStableProof, SendReply, SendTo, ServeFetch, Store
+from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, ServeFetch, Store
 from pbft.messages import Message, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim.auth import SimKeys
@@ -268,7 +268,7 @@ class SimCluster:
             elif kind is ServeFetch:
                 sim_node.serve_fetch(effect)
             else:
-                assert kind in (Store, KeepStableProof), f"effect {kind.__name__} is not simulated"
+                assert kind in (Store, KeepStableProof, RecordVerdict), f"effect {kind.__name__} is not simulated"
 
     def _execute(self, node: int, effect: Execute) -> None:
         builds = tuple(request.key for request in effect.requests)

@@ -1,0 +1,82 @@
+"""Certified results: every node's signed RESULT for each executed build, and the verdict.
+
+A build's verdict is "certified" once 2f+1 distinct nodes voted the same
+agreed result, "disputed" once no result can get there any more, and
+"pending" until then (`pbft.quorum.verdict`). Only a node's first vote for a
+build counts. A node that missed votes (it was down, or the votes came
+before it ordered the build and were lost with its memory) asks its peers
+for them, with a backoff per build, until the verdict is decided; so after
+any fault heals every honest node holds the same verdict.
+"""
+
+from __future__ import annotations
+
+from pbft.messages import Result, ResultVote
+from pbft.quorum import verdict
+
+Key = tuple[str, int]  # (client, timestamp)
+BACKOFF_CAP = 6  # at most retry_s * 2**6 between asks about one build
+
+
+def agreed_part(result: Result) -> tuple:
+    """What nodes vote on, as a hashable value: the deterministic part of a build's outcome."""
+    return tuple(sorted(result.agreed().items()))
+
+
+class ResultVotes:
+    def __init__(self, n: int, f: int, retry_s: float) -> None:
+        self.n, self.f, self.retry_s = n, f, retry_s
+        self.votes: dict[Key, dict[int, ResultVote]] = {}  # executed builds only: bounded by the client table
+        self.seq: dict[Key, int] = {}
+        self.decided: dict[Key, str] = {}
+        self.asks: dict[Key, tuple[float, int]] = {}  # undecided build -> (next ask at, asks so far)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self.votes
+
+    def ordered(self, key: Key, seq: int) -> None:
+        """The build executed at `seq` here: its votes count from now on."""
+        self.votes.setdefault(key, {})
+        self.seq[key] = seq
+
+    def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
+        """Keep a sender's first vote for an ordered build. Returns whether it was kept,
+        and (state, agreed result) if this vote decided the verdict."""
+        held = self.votes[vote.key]
+        if vote.sender in held:
+            return False, None
+        held[vote.sender] = vote
+        if vote.key in self.decided:
+            return True, None
+        state, agreed = verdict({sender: agreed_part(v.result) for sender, v in held.items()}, self.n, self.f)
+        if state == "pending":
+            return True, None
+        self.decided[vote.key] = state
+        self.asks.pop(vote.key, None)
+        return True, (state, None if agreed is None else dict(agreed))
+
+    def state(self, key: Key) -> str:
+        return self.decided.get(key, "pending")
+
+    def expect(self, key: Key, now: float) -> None:
+        """Our part is done (we voted, or learnt the build without running it): if the
+        verdict is still open `retry_s` from now, ask the peers for their votes."""
+        if key in self.votes and key not in self.decided and key not in self.asks:
+            self.asks[key] = (now + self.retry_s, 0)
+
+    def due(self, now: float, limit: int) -> list[Key]:
+        """Undecided builds to ask about now, oldest first; each is asked again later, doubling."""
+        keys = [key for at, key in sorted((at, key) for key, (at, _) in self.asks.items() if at <= now)][:limit]
+        for key in keys:
+            tries = self.asks[key][1] + 1
+            self.asks[key] = (now + self.retry_s * 2 ** min(tries, BACKOFF_CAP), tries)
+        return keys
+
+    def held(self, key: Key) -> list[ResultVote]:
+        return list(self.votes.get(key, {}).values())
+
+    def forget(self, expired) -> None:
+        """Drop builds whose requests the client table forgot (`expired(key)` is true)."""
+        for table in (self.votes, self.seq, self.decided, self.asks):
+            for key in [key for key in table if expired(key)]:
+                del table[key]

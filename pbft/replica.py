@@ -14,6 +14,7 @@ import logging
 from collections import deque
 
 from pbft.catchup import CatchUp
+from pbft.clients import ClientTable
 from pbft.crypto import Authenticator
 from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
 from pbft.encoding import digest
@@ -70,14 +71,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.next_seq = 0  # highest sequence number this replica assigned as primary
         self.state_digest = GENESIS_STATE  # hash chain over executed batches
         self.slots: dict[int, Slot] = {}
-        self.pending: deque[Request] = deque()  # primary: requests waiting for a sequence number
-        self.pending_keys: set[tuple[str, int]] = set()
-        self.forwarded: set[tuple[str, int]] = set()  # backup: requests sent on to the primary
-        # Requests a client sent us directly that have not executed yet: a
-        # backup's view-change timer runs while this is not empty (§4.4).
-        self.waiting: dict[tuple[str, int], Request] = {}
-        # Exactly-once: every executed request, with its reply once the build finished.
-        self.executed: dict[tuple[str, int], Reply | None] = {}
+        self.clients = ClientTable(int(settings.request_expiry_s * 1_000_000))
         self.checkpoints: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
         self.own_checkpoints: dict[int, str] = {}
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving low_watermark
@@ -97,9 +91,6 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.now = 0.0
         self.timer_deadline: float | None = None
         self.view_change_resend_at = 0.0
-        # Exactly-once beyond memory: per client, timestamps at or below the floor are done.
-        self.client_floor: dict[str, int] = {}
-        self.client_latest: dict[str, int] = {}
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
         # The stable checkpoint the current view started from (min-s, §4.4): a primary
@@ -192,13 +183,14 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def execution_finished(self, request: Request, result: Result, seq: int) -> None:
         """A build started by an Execute effect at `seq` has an outcome: reply to its
         client, and tell the other nodes, so that every ledger can certify it."""
-        if request.key not in self.executed:
-            assert self._expired(request), "result for a request that was never executed"
+        executed = self.clients.executed
+        if request.key not in executed:
+            assert self.clients.expired(request.key), "result for a request that was never executed"
             return
-        if self.executed[request.key] is not None:
+        if executed[request.key] is not None:
             return
         reply = signed(Reply(self.view, request.timestamp, request.client, self.id, result), self.auth.sign)
-        self.executed[request.key] = reply
+        executed[request.key] = reply
         self._outbox.append(SendReply(reply))
         vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
         self._count_vote(vote)
@@ -210,30 +202,29 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _on_request(self, request: Request) -> str | None:
         if not self.auth.verify_client(request.client, request.payload(), request.sig):
             return "ignore_request_bad_signature"
-        if request.key not in self.executed and self._expired(request):
+        clients = self.clients
+        if request.key not in clients.executed and clients.expired(request.key):
             return "ignore_request_expired"
-        if request.key in self.executed:
-            reply = self.executed[request.key]
+        if request.key in clients.executed:
+            reply = clients.executed[request.key]
             if reply is None:
                 return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again.
             self._outbox.append(SendReply(reply))
             return None
-        self.waiting[request.key] = request
+        clients.waiting[request.key] = request
         if self.changing_view:
             return None  # handed to the new primary once the view is in place
         if not self.is_primary:
             if self.timer_deadline is None:
                 self._start_timer()
-            if request.key in self.forwarded:
+            if request.key in clients.forwarded:
                 return "ignore_request_already_forwarded"
-            self.forwarded.add(request.key)
+            clients.forwarded.add(request.key)
             self._outbox.append(SendTo(self.primary(), request))
             return None
-        if request.key in self.pending_keys or self._is_ordered(request):
+        if self._is_ordered(request) or not clients.queue(request):
             return "ignore_request_already_ordered"
-        self.pending.append(request)
-        self.pending_keys.add(request.key)
         self._issue_preprepares()
         return None
 
@@ -247,20 +238,16 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _issue_preprepares(self) -> None:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
         while (
-            self.pending
+            self.clients.pending
             and not self.changing_view
             and self.last_executed >= self.view_stable_seq
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
-            batch = []
-            while self.pending and len(batch) < self.settings.batch_max:
-                request = self.pending.popleft()
-                self.pending_keys.discard(request.key)
-                batch.append(request)
+            batch = self.clients.next_batch(self.settings.batch_max)
             self.next_seq += 1
             preprepare = signed(
-                PrePrepare(self.view, self.next_seq, batch_digest(tuple(batch)), self.id, tuple(batch)),
+                PrePrepare(self.view, self.next_seq, batch_digest(batch), self.id, batch),
                 self.auth.sign,
             )
             logger.info(
@@ -404,18 +391,11 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], *, build: bool) -> None:
         """Execute one batch: the only place last_executed and the state digest move forward one step."""
         assert seq == self.last_executed + 1
-        fresh = []
-        for request in batch:
-            self.waiting.pop(request.key, None)
-            self.forwarded.discard(request.key)
-            if request.key in self.executed or self._expired(request):
-                continue
-            self.executed[request.key] = None
+        fresh = tuple(request for request in batch if self.clients.execute(request))
+        for request in fresh:
             self.result_votes.ordered(request.key, seq)
             if not build:
                 self.result_votes.expect(request.key, self.now)
-            self.client_latest[request.client] = max(request.timestamp, self.client_latest.get(request.client, 0))
-            fresh.append(request)
         self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
@@ -424,34 +404,18 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
             self.id, self.view, seq, batch_id[:8], len(fresh) if build else 0,
         )
-        built, learnt = (tuple(fresh), ()) if build else ((), tuple(fresh))
+        built, learnt = (fresh, ()) if build else ((), fresh)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt))
         self._restart_timer_after_progress()
         if seq % self.settings.checkpoint_interval == 0:
             self._forget_expired_requests()
             self._take_checkpoint(seq)
 
-    def _expired(self, request: Request) -> bool:
-        return self._expired_key(request.key)
-
-    def _expired_key(self, key: tuple[str, int]) -> bool:
-        client, timestamp = key
-        return timestamp <= self.client_floor.get(client, -1)
-
     def _forget_expired_requests(self) -> None:
-        """Drop exactly-once entries far older than each client's newest request.
-
-        Done at checkpoint boundaries, as a function of the ledger alone, so
-        every honest replica forgets the same entries at the same point.
-        """
-        expiry_us = int(self.settings.request_expiry_s * 1_000_000)
-        for client, latest in self.client_latest.items():
-            self.client_floor[client] = max(self.client_floor.get(client, -1), latest - expiry_us)
-        self.executed = {key: reply for key, reply in self.executed.items() if not self._expired_key(key)}
-        # Requests that never got ordered (their client gave up) can never run now either.
-        self.waiting = {key: request for key, request in self.waiting.items() if not self._expired_key(key)}
-        self.forwarded = {key for key in self.forwarded if not self._expired_key(key)}
-        self.result_votes.forget(self._expired_key)
+        """Done at checkpoint boundaries, as a function of the ledger alone, so every
+        honest replica forgets the same requests (and their votes) at the same point."""
+        self.clients.forget_expired()
+        self.result_votes.forget(self.clients.expired)
 
     # --- certified results ------------------------------------------------
 
@@ -462,7 +426,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return reason
         if message.key in self.result_votes:
             return None if self._count_vote(message) else "ignore_result_not_first_vote"
-        if self._expired_key(message.key):
+        if self.clients.expired(message.key):
             return "ignore_result_expired"
         # A faster node finished a build we have not ordered yet: keep it, bounded.
         self._buffer(self.early_votes, message.sender, message)

@@ -37,8 +37,8 @@ class Persistence:
             "view_stable_seq": self.view_stable_seq,
             "state_digest": self.state_digest,
             "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
-            "client_floor": self.client_floor,
-            "client_latest": self.client_latest,
+            "client_floor": self.clients.floor,
+            "client_latest": self.clients.latest,
         }
 
     @classmethod
@@ -61,15 +61,16 @@ class Persistence:
         replica = cls(settings, auth)
         replica.now = replica.catch_up.last_progress_at = now
         for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
-                     "next_seq", "state_digest", "client_floor", "client_latest"):
+                     "next_seq", "state_digest"):
             setattr(replica, name, state[name])
+        replica.clients.floor, replica.clients.latest = state["client_floor"], state["client_latest"]
         replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
         replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
         # Exactly-once: what the ledger executed (key -> (seq, reply)), built here or learnt,
         # less what expired; and the votes on those builds, counted by the same rule as live.
         for key, (seq, reply) in executed.items():
-            if not replica._expired_key(key):
-                replica.executed[key] = reply
+            if not replica.clients.expired(key):
+                replica.clients.executed[key] = reply
                 replica.result_votes.ordered(key, seq)
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:
@@ -102,7 +103,7 @@ class Persistence:
 
     def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
         """Of the builds a killed process left unfinished, those this replica still owes a reply."""
-        return [(seq, request) for seq, request in unfinished if self.executed.get(request.key, False) is None]
+        return [(seq, request) for seq, request in unfinished if self.clients.executed.get(request.key, False) is None]
 
 
     def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:

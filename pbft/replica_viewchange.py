@@ -40,7 +40,7 @@ class ViewChanges:
             return
         self.view_changes_in_a_row = 0
         self.timer_deadline = None
-        if self.waiting and not self.is_primary:
+        if self.clients.waiting and not self.is_primary:
             self._start_timer()
 
     def _start_view_change(self, view: int) -> None:
@@ -49,10 +49,7 @@ class ViewChanges:
         self.changing_view = True
         self.view_changes_in_a_row += 1
         self.timer_deadline = None
-        for request in self.pending:
-            self.waiting.setdefault(request.key, request)
-        self.pending.clear()
-        self.pending_keys.clear()
+        self.clients.unqueue_all()
         self._send_view_change()
         self._maybe_start_new_view_timer()
         self._maybe_send_new_view(view)
@@ -197,7 +194,7 @@ class ViewChanges:
         self.view = view
         self.changing_view = False
         self.timer_deadline = None
-        self.forwarded.clear()
+        self.clients.forwarded.clear()
         self.view_changes = {sender: vc for sender, vc in self.view_changes.items() if vc.view > view}
         self._adopt_checkpoint(plan)
         self.catch_up.proven(plan.stable_seq)
@@ -232,17 +229,15 @@ class ViewChanges:
     def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:
         """Requests that clients sent us and that did not execute go to the new primary."""
         reissued = {request.key for pp in preprepares for request in pp.batch}
-        open_requests = [r for key, r in self.waiting.items() if key not in reissued and key not in self.executed]
+        open_requests = self.clients.still_open(reissued)
         if self.is_primary:
             for request in open_requests:
-                if request.key not in self.pending_keys:
-                    self.pending.append(request)
-                    self.pending_keys.add(request.key)
+                self.clients.queue(request)
             self._issue_preprepares()
         else:
             for request in open_requests:
-                self.forwarded.add(request.key)
+                self.clients.forwarded.add(request.key)
                 self._outbox.append(SendTo(self.primary(), request))
-            if self.waiting:
+            if self.clients.waiting:
                 self._start_timer()
 

@@ -461,7 +461,7 @@ async def test_an_equivocating_primary_splits_no_honest_nodes_and_a_view_change_
     assert by_seq and all(len(set(digests.values())) == 1 for digests in by_seq.values()), by_seq
     assert all(set(digests) == set(honest) for digests in by_seq.values()), by_seq
     for key in ((CLIENT, 1), (CLIENT, 2), (CLIENT, 3)):
-        assert all(key in net.replica(i).executed for i in honest)
+        assert all(key in net.replica(i).clients.executed for i in honest)
 
 
 async def test_a_forging_backup_does_not_change_the_verdicts(network):

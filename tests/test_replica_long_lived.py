@@ -76,16 +76,16 @@ def test_requests_learnt_by_state_transfer_stay_executed_across_a_restart(tmp_pa
     cluster.run()
     # Seqs 1-6 came with the stable checkpoint's proof; seq 7 with a commit certificate.
     assert cluster.replicas[3].last_executed == 7 and cluster.builds(3) == latest
-    before = dict(cluster.replicas[3].executed)
+    before = dict(cluster.replicas[3].clients.executed)
     cluster.crashed.add(3)
     cluster.restart(3, now=20.0)
     restored = cluster.replicas[3]
-    assert restored.executed.keys() == before.keys()
-    assert all(request.key in restored.executed for request in requests)
+    assert restored.clients.executed.keys() == before.keys()
+    assert all(request.key in restored.clients.executed for request in requests)
     cluster.network.clear()
     for request in requests:  # the client lost its replies and sends to every node
         assert cluster.deliver_to(3, request) == "ignore_request_no_reply_yet"
-    assert restored.timer_deadline is None and not restored.waiting
+    assert restored.timer_deadline is None and not restored.clients.waiting
     assert not [m for _, m in cluster.network if m.TYPE in ("view-change", "request")]
 
 
@@ -96,12 +96,12 @@ def test_requests_that_never_execute_are_forgotten_with_their_client_floor():
     stray = cluster.request(timestamp=1_000)
     cluster.replicas[2].receive(stray)
     cluster.replicas[2].take_effects()  # forwarded to the primary, but that message is lost
-    assert stray.key in cluster.replicas[2].waiting
+    assert stray.key in cluster.replicas[2].clients.waiting
     for step in range(1, 5):
         cluster.deliver_to(0, cluster.request(timestamp=1_000 + step * 2_000_000))
         cluster.run()
-    assert stray.key not in cluster.replicas[2].waiting
-    assert stray.key not in cluster.replicas[2].forwarded
+    assert stray.key not in cluster.replicas[2].clients.waiting
+    assert stray.key not in cluster.replicas[2].clients.forwarded
 
 
 def test_view_changes_are_kept_one_per_sender_whatever_views_a_faulty_node_invents():
@@ -189,7 +189,7 @@ def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
     assert sum(len(chunk.entries) for chunk in chunks if chunk.sender == chunks[-1].sender) >= 40
     # Nothing below the checkpoints is built again; what it was sent certificates for, it builds.
     assert cluster.builds(3) == latest
-    assert all(request.key in replica.executed for request in requests)
+    assert all(request.key in replica.clients.executed for request in requests)
 
 
 def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_peers(tmp_path):
@@ -198,7 +198,7 @@ def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_pee
     cluster = Cluster(store_dir=tmp_path)
     cluster.slow.add(3)
     request = submit(cluster, 1, keep=lambda node, message: not (node == 3 and message.TYPE == "result"))[0]
-    assert cluster.replicas[3].executed == {request.key: None}  # ordered, still building
+    assert cluster.replicas[3].clients.executed == {request.key: None}  # ordered, still building
     cluster.crashed.add(3)  # kill -9 in the middle of the build
     cluster.slow.discard(3)
     cluster.restart(3, now=30.0)  # the build runs again and node 3 votes; nobody else's vote is here

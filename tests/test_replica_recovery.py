@@ -34,7 +34,7 @@ def test_a_node_that_missed_stable_checkpoints_catches_up_by_state_transfer():
     assert replica.state_digest == cluster.replicas[0].state_digest
     # Batches learnt below the stable checkpoint are not built again here.
     assert [len(effect.requests) for effect in cluster.executed[3][:6]] == [0] * 6
-    assert all(request.key in replica.executed for request in requests)
+    assert all(request.key in replica.clients.executed for request in requests)
 
 
 def test_state_that_does_not_hash_to_the_checkpoint_is_refused():
@@ -106,8 +106,8 @@ def test_exactly_once_memory_forgets_requests_older_than_the_expiry():
         cluster.deliver_to(0, cluster.request(timestamp=1_000 + step * 1_000_000))
         cluster.run()
     replica = cluster.replicas[1]
-    assert early.key not in replica.executed
-    assert len(replica.executed) <= 3
+    assert early.key not in replica.clients.executed
+    assert len(replica.clients.executed) <= 3
     # The forgotten request can never run again: it is below the client's floor.
     assert cluster.deliver_to(0, early) == "ignore_request_expired"
     assert cluster.builds(1).count(early) == 1

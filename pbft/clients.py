@@ -1,0 +1,86 @@
+"""The client table: exactly-once execution and the requests still open (OSDI'99 §4.1, §4.4).
+
+Every executed request is remembered with its reply (None until the build
+finished, or for ever when this node learnt the batch by state transfer and
+never built it), so a retransmission is answered, never run again. Memory
+does not grow with the requests served: at each checkpoint a client's floor
+rises to its newest executed timestamp less `expiry_us`, and everything at or
+below the floor is forgotten. Since the floor is a function of the ledger
+alone, every honest replica forgets the same requests at the same point.
+
+Open requests: those a client sent to this node that have not executed
+(`waiting`; a backup's view-change timer runs while there are any), those a
+backup forwarded to the primary, and the primary's queue of requests not yet
+given a sequence number (`pending`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pbft.messages import Reply, Request
+
+Key = tuple[str, int]  # (client, timestamp)
+
+
+class ClientTable:
+    def __init__(self, expiry_us: int) -> None:
+        self.expiry_us = expiry_us
+        self.executed: dict[Key, Reply | None] = {}
+        self.floor: dict[str, int] = {}  # per client: timestamps at or below are done, or never will be
+        self.latest: dict[str, int] = {}  # per client: newest timestamp executed
+        self.waiting: dict[Key, Request] = {}
+        self.forwarded: set[Key] = set()
+        self.pending: deque[Request] = deque()
+        self.pending_keys: set[Key] = set()
+
+    def expired(self, key: Key) -> bool:
+        client, timestamp = key
+        return timestamp <= self.floor.get(client, -1)
+
+    def execute(self, request: Request) -> bool:
+        """`request` is in a batch that joins the ledger: whether it is new (to be built)."""
+        self.waiting.pop(request.key, None)
+        self.forwarded.discard(request.key)
+        if request.key in self.executed or self.expired(request.key):
+            return False
+        self.executed[request.key] = None
+        self.latest[request.client] = max(request.timestamp, self.latest.get(request.client, 0))
+        return True
+
+    def forget_expired(self) -> None:
+        """Raise every client's floor and drop what fell below it (called at checkpoints)."""
+        for client, latest in self.latest.items():
+            self.floor[client] = max(self.floor.get(client, -1), latest - self.expiry_us)
+        self.executed = {key: reply for key, reply in self.executed.items() if not self.expired(key)}
+        # Requests that never got ordered (their client gave up) can never run now either.
+        self.waiting = {key: request for key, request in self.waiting.items() if not self.expired(key)}
+        self.forwarded = {key for key in self.forwarded if not self.expired(key)}
+
+    # --- the primary's queue ----------------------------------------------
+
+    def queue(self, request: Request) -> bool:
+        if request.key in self.pending_keys:
+            return False
+        self.pending.append(request)
+        self.pending_keys.add(request.key)
+        return True
+
+    def next_batch(self, batch_max: int) -> tuple[Request, ...]:
+        batch = []
+        while self.pending and len(batch) < batch_max:
+            request = self.pending.popleft()
+            self.pending_keys.discard(request.key)
+            batch.append(request)
+        return tuple(batch)
+
+    def unqueue_all(self) -> None:
+        """A view change: queued requests wait for the next primary like any other."""
+        for request in self.pending:
+            self.waiting.setdefault(request.key, request)
+        self.pending.clear()
+        self.pending_keys.clear()
+
+    def still_open(self, reissued: set[Key]) -> list[Request]:
+        """Waiting requests that the new view neither re-issued nor executed."""
+        return [r for key, r in self.waiting.items() if key not in reissued and key not in self.executed]

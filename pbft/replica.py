@@ -14,6 +14,8 @@ import logging
 from collections import deque
 
 from pbft.catchup import CatchUp
+from pbft.checkpoints import Checkpoints
+from pbft.message_log import MessageLog
 from pbft.clients import ClientTable
 from pbft.crypto import Authenticator
 from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
@@ -46,7 +48,6 @@ from pbft.slot import (
     GENESIS_STATE,
     ReplicaSettings,
     Slot,
-    checkpoint_digests,
     vote_digests,
 )
 from pbft.viewchange import (
@@ -66,16 +67,12 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.auth = auth
         self.id = settings.node_id
         self.view = 0
-        self.low_watermark = 0  # h: sequence number of the last stable checkpoint
         self.last_executed = 0
         self.next_seq = 0  # highest sequence number this replica assigned as primary
         self.state_digest = GENESIS_STATE  # hash chain over executed batches
-        self.slots: dict[int, Slot] = {}
+        self.log = MessageLog()
         self.clients = ClientTable(int(settings.request_expiry_s * 1_000_000))
-        self.checkpoints: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
-        self.own_checkpoints: dict[int, str] = {}
-        self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving low_watermark
-        self.prepared_certs: dict[int, PreparedCertificate] = {}  # seq -> latest certificate
+        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window)
         # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
         # per sender, so that one faulty node's flood cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
@@ -106,6 +103,19 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     @property
     def f(self) -> int:
         return self.settings.f
+
+    @property
+    def low_watermark(self) -> int:
+        """h: the sequence number of the last stable checkpoint."""
+        return self.checkpoints.stable_seq
+
+    @property
+    def stable_proof(self) -> tuple[Checkpoint, ...]:
+        return self.checkpoints.stable_proof
+
+    @property
+    def slots(self) -> dict[int, Slot]:
+        return self.log.slots
 
     @property
     def high_watermark(self) -> int:
@@ -270,7 +280,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         for request in message.batch:
             if not self.auth.verify_client(request.client, request.payload(), request.sig):
                 return "ignore_preprepare_bad_request_signature"
-        slot = self._slot(message.seq)
+        slot = self.log.slot(message.seq)
         if slot.preprepare is not None:
             if slot.preprepare.digest != message.digest:
                 return "ignore_preprepare_conflicting_digest"
@@ -279,7 +289,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return None
 
     def _accept_preprepare(self, message: PrePrepare) -> None:
-        slot = self._slot(message.seq)
+        slot = self.log.slot(message.seq)
         slot.preprepare = message
         self._outbox.append(Store(message))
         if not self.is_primary:
@@ -298,13 +308,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             reason = "ignore_prepare_from_primary"
         if reason is not None or self._buffer_if_future(message):
             return reason
-        return self._record_vote(self._slot(message.seq).prepares, "prepare", message)
+        return self._record_vote(self.log.slot(message.seq).prepares, "prepare", message)
 
     def _on_commit(self, message: Commit) -> str | None:
         reason = self._check_vote("commit", message)
         if reason is not None or self._buffer_if_future(message):
             return reason
-        return self._record_vote(self._slot(message.seq).commits, "commit", message)
+        return self._record_vote(self.log.slot(message.seq).commits, "commit", message)
 
     def _check_vote(self, kind: str, message: Prepare | Commit) -> str | None:
         return self._node_signature_problem(message) or self._check_view_and_window(kind, message)
@@ -345,12 +355,6 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self._advance(message.seq)
         return None
 
-    def _slot(self, seq: int) -> Slot:
-        slot = self.slots.get(seq)
-        if slot is None:
-            slot = self.slots[seq] = Slot()
-        return slot
-
     def _advance(self, seq: int) -> None:
         """Move one sequence number through prepared and committed-local, then execute."""
         slot = self.slots[seq]
@@ -360,7 +364,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if not slot.prepared and matching(vote_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.f):
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == preprepare.digest)
-            self.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
+            self.log.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
             commit = signed(Commit(self.view, seq, preprepare.digest, self.id), self.auth.sign)
             slot.commits[self.id] = commit
             self._outbox.append(Store(commit))
@@ -407,7 +411,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         built, learnt = (fresh, ()) if build else ((), fresh)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt))
         self._restart_timer_after_progress()
-        if seq % self.settings.checkpoint_interval == 0:
+        if self.checkpoints.due(seq):
             self._forget_expired_requests()
             self._take_checkpoint(seq)
 
@@ -476,9 +480,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     # --- checkpoints and garbage collection (§4.3) ---------------------
 
     def _take_checkpoint(self, seq: int) -> None:
-        self.own_checkpoints[seq] = self.state_digest
+        self.checkpoints.computed(seq, self.state_digest)
         checkpoint = signed(Checkpoint(seq, self.state_digest, self.id), self.auth.sign)
-        self.checkpoints.setdefault(seq, {})[self.id] = checkpoint
+        self.checkpoints.add(checkpoint)
         self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
         self._outbox.append(Broadcast(checkpoint))
@@ -488,41 +492,24 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        if message.seq % self.settings.checkpoint_interval:
-            return "ignore_checkpoint_not_at_interval"
-        # A signed checkpoint says its sender executed this far; f+1 of them must agree
-        # before that counts, so it is taken even beyond the range kept below.
-        self.catch_up.claim_seq(message.sender, message.seq)
-        if message.seq <= self.low_watermark:
-            return "ignore_checkpoint_stale"
-        if message.seq > self.high_watermark + self.settings.log_window:
-            return "ignore_checkpoint_out_of_window"
-        votes = self.checkpoints.setdefault(message.seq, {})
-        if message.sender in votes:
-            return "ignore_checkpoint_duplicate"
-        votes[message.sender] = message
+        if self.checkpoints.due(message.seq):
+            # A signed checkpoint says its sender executed this far; f+1 of them must agree
+            # before that counts, so it is taken even beyond the range kept below.
+            self.catch_up.claim_seq(message.sender, message.seq)
+        problem = self.checkpoints.add(message)
+        if problem is not None:
+            return f"ignore_checkpoint_{problem}"
         self._outbox.append(Store(message))
         self._maybe_stable(message.seq)
         return None
 
     def _maybe_stable(self, seq: int) -> None:
         """A checkpoint is stable once 2f+1 nodes, this one included, vouch for our digest."""
-        own = self.own_checkpoints.get(seq)
-        votes = self.checkpoints.get(seq, {})
-        if own is None or seq <= self.low_watermark or matching(checkpoint_digests(votes), own) < commit_quorum(self.f):
+        if not self.checkpoints.try_stable(seq):
             return
-        self.low_watermark = seq
-        self.stable_proof = tuple(vote for vote in votes.values() if vote.state_digest == own)
+        self.log.collect_garbage(seq)
         self._outbox.append(KeepStableProof(seq, self.stable_proof))
-        for old in [s for s in self.slots if s <= seq]:
-            del self.slots[old]
-        for old in [s for s in self.prepared_certs if s <= seq]:
-            del self.prepared_certs[old]
-        for old in [s for s in self.checkpoints if s < seq]:
-            del self.checkpoints[old]
-        for old in [s for s in self.own_checkpoints if s < seq]:
-            del self.own_checkpoints[old]
-        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, own[:8])
+        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, self.checkpoints.own[seq][:8])
         if self.is_primary:
             self._issue_preprepares()
 

@@ -60,12 +60,12 @@ class Persistence:
         """
         replica = cls(settings, auth)
         replica.now = replica.catch_up.last_progress_at = now
-        for name in ("view", "changing_view", "view_changes_in_a_row", "low_watermark", "last_executed",
-                     "next_seq", "state_digest"):
+        for name in ("view", "changing_view", "view_changes_in_a_row", "last_executed", "next_seq", "state_digest"):
             setattr(replica, name, state[name])
+        replica.checkpoints.stable_seq = state["low_watermark"]
         replica.clients.floor, replica.clients.latest = state["client_floor"], state["client_latest"]
         replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
-        replica.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
+        replica.checkpoints.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
         # Exactly-once: what the ledger executed (key -> (seq, reply)), built here or learnt,
         # less what expired; and the votes on those builds, counted by the same rule as live.
         for key, (seq, reply) in executed.items():
@@ -87,7 +87,7 @@ class Persistence:
             # Only the current view's slots take part in agreement; older ones
             # live on as prepared certificates for the next view change.
             if view == replica.view and not replica.changing_view:
-                replica.slots[seq] = slot
+                replica.log.slots[seq] = slot
         if replica.changing_view:
             # Peers forgot nothing, but the view changes we had collected are
             # gone: say ours again and wait for 2f+1 before timing anything.
@@ -109,9 +109,9 @@ class Persistence:
     def _restore_message(self, message: Message, by_view: dict[tuple[int, int], Slot]) -> None:
         if isinstance(message, Checkpoint):
             if message.seq >= self.low_watermark:
-                self.checkpoints.setdefault(message.seq, {})[message.sender] = message
+                self.checkpoints.votes.setdefault(message.seq, {})[message.sender] = message
                 if message.sender == self.id:
-                    self.own_checkpoints[message.seq] = message.state_digest
+                    self.checkpoints.computed(message.seq, message.state_digest)
             return
         if not self.in_window(message.seq):
             return
@@ -132,6 +132,6 @@ class Persistence:
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
             if len(proof) >= prepare_quorum(self.f):
-                self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
+                self.log.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
         slot.committed = slot.prepared and matching(vote_digests(slot.commits), wanted) >= commit_quorum(self.f)
 

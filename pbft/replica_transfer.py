@@ -9,7 +9,6 @@ from pbft.effects import Broadcast, SendTo, ServeFetch, Store
 from pbft.encoding import digest
 from pbft.ledger import LedgerReader
 from pbft.messages import (
-    CommittedCertificate,
     Fetch,
     StateTransfer,
     batch_digest,
@@ -65,13 +64,12 @@ class LedgerCatchUp:
         proof = self.stable_proof if end == self.low_watermark else ledger.stable_proof(end)
         assert proof is not None, "the store lists a proof it cannot return"
         certificates = []
-        for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
-            slot = self.slots.get(seq)
-            if end != self.low_watermark or slot is None or not slot.committed or slot.preprepare is None:
-                break
-            digest_ = slot.preprepare.digest
-            commits = tuple(vote for vote in slot.commits.values() if vote.digest == digest_)
-            certificates.append(CommittedCertificate(slot.preprepare, commits))
+        if end == self.low_watermark:
+            for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
+                certificate = self.log.committed_certificate(seq)
+                if certificate is None:
+                    break
+                certificates.append(certificate)
         message = StateTransfer(
             end,
             proof,
@@ -112,7 +110,7 @@ class LedgerCatchUp:
             problem = committed_certificate_problem(cert, self.members, self.auth)
             if problem is not None:
                 return f"ignore_state_{problem}"
-            slot = self._slot(seq)
+            slot = self.log.slot(seq)
             if not slot.committed:
                 # 2f+1 commits prove the decision at seq, whatever view we are in now.
                 slot.preprepare = cert.preprepare
@@ -143,10 +141,9 @@ class LedgerCatchUp:
         for entry in entries:
             self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
         seq = message.stable_seq
-        self.own_checkpoints[seq] = self.state_digest
-        for checkpoint in message.checkpoint_proof:
-            self.checkpoints.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
-            self._outbox.append(Store(checkpoint))
+        self.checkpoints.computed(seq, self.state_digest)
+        self.checkpoints.adopt_proof(seq, message.checkpoint_proof)
+        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
         self._maybe_stable(seq)
         logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
         return None

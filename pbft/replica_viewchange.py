@@ -62,7 +62,7 @@ class ViewChanges:
                 self.view,
                 self.low_watermark,
                 self.stable_proof,
-                tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > self.low_watermark),
+                self.log.prepared_above(self.low_watermark),
                 self.id,
             ),
             self.auth.sign,
@@ -199,7 +199,7 @@ class ViewChanges:
         self._adopt_checkpoint(plan)
         self.catch_up.proven(plan.stable_seq)
         self.view_stable_seq = plan.stable_seq
-        self.slots = {}
+        self.log.new_view()
         # Never issue at or below the view's stable checkpoint, even if we are behind it.
         self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark, plan.stable_seq])
         logger.warning(
@@ -220,10 +220,9 @@ class ViewChanges:
 
     def _adopt_checkpoint(self, plan: NewViewPlan) -> None:
         """Move up to the new view's stable checkpoint when our own state matches it."""
-        if plan.stable_seq <= self.low_watermark or self.own_checkpoints.get(plan.stable_seq) is None:
+        if plan.stable_seq <= self.low_watermark or plan.stable_seq not in self.checkpoints.own:
             return
-        for checkpoint in plan.checkpoint_proof:
-            self.checkpoints.setdefault(plan.stable_seq, {}).setdefault(checkpoint.sender, checkpoint)
+        self.checkpoints.adopt_proof(plan.stable_seq, plan.checkpoint_proof)
         self._maybe_stable(plan.stable_seq)
 
     def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pbft.messages import Checkpoint, Commit, Prepare, PrePrepare
+from pbft.messages import Commit, Prepare, PrePrepare
 
 GENESIS_STATE = "0" * 64
 
@@ -49,6 +49,3 @@ class Slot:
 def vote_digests(votes: dict[int, Prepare] | dict[int, Commit]) -> dict[int, str]:
     return {sender: vote.digest for sender, vote in votes.items()}
 
-
-def checkpoint_digests(votes: dict[int, Checkpoint]) -> dict[int, str]:
-    return {sender: vote.state_digest for sender, vote in votes.items()}

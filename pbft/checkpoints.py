@@ -1,0 +1,63 @@
+"""Checkpoints and the low watermark (OSDI'99 §4.3).
+
+Every `interval` executed batches a replica signs the digest of its state
+(the hash chain over the ledger). A checkpoint is stable once 2f+1 nodes,
+this one included, vouch for the digest this replica computed itself; its
+sequence number becomes the low watermark h, and those 2f+1 signatures are
+the proof a view change or a state transfer carries. Votes are kept only
+from h up to two windows ahead, one per sender and sequence number, so a
+faulty node can hold at most (2L/K) entries here.
+"""
+
+from __future__ import annotations
+
+from pbft.messages import Checkpoint
+from pbft.quorum import commit_quorum
+
+
+class Checkpoints:
+    def __init__(self, f: int, interval: int, log_window: int) -> None:
+        self.f, self.interval, self.log_window = f, interval, log_window
+        self.votes: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
+        self.own: dict[int, str] = {}  # seq -> the state digest this replica computed there
+        self.stable_seq = 0  # h
+        self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving h
+
+    def due(self, seq: int) -> bool:
+        return seq % self.interval == 0
+
+    def add(self, vote: Checkpoint) -> str | None:
+        """Keep a peer's (or our own) signed checkpoint; return why not, if it is not kept."""
+        if not self.due(vote.seq):
+            return "not_at_interval"
+        if vote.seq <= self.stable_seq:
+            return "stale"
+        if vote.seq > self.stable_seq + 2 * self.log_window:
+            return "out_of_window"
+        votes = self.votes.setdefault(vote.seq, {})
+        if vote.sender in votes:
+            return "duplicate"
+        votes[vote.sender] = vote
+        return None
+
+    def computed(self, seq: int, state_digest: str) -> None:
+        """This replica's own state digest at `seq`: what a stable proof must match."""
+        self.own[seq] = state_digest
+
+    def adopt_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> None:
+        """Votes from a verified 2f+1 proof (a view change or state transfer carried it)."""
+        for checkpoint in proof:
+            self.votes.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
+
+    def try_stable(self, seq: int) -> bool:
+        """Make `seq` stable if 2f+1 votes match our own digest there; forget what it supersedes."""
+        own = self.own.get(seq)
+        if own is None or seq <= self.stable_seq:
+            return False
+        proof = tuple(vote for vote in self.votes.get(seq, {}).values() if vote.state_digest == own)
+        if len(proof) < commit_quorum(self.f):
+            return False
+        self.stable_seq, self.stable_proof = seq, proof
+        self.votes = {s: votes for s, votes in self.votes.items() if s >= seq}
+        self.own = {s: digest for s, digest in self.own.items() if s >= seq}
+        return True

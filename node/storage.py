@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from pbft.replica_persistence import DurableState
 from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
 
@@ -81,7 +82,7 @@ class Loaded:
     which unfinished builds to run again (`Replica.builds_to_rerun`).
     """
 
-    state: dict
+    state: DurableState
     messages: list[Message]
     executed: dict[tuple[str, int], tuple[int, Reply | None]]  # key -> (seq, reply)
     unfinished: list[tuple[int, Request]]
@@ -108,7 +109,7 @@ class NodeStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
         if row is None:
             return None
-        state = json.loads(row[0])
+        state = DurableState.from_json(json.loads(row[0]))
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         messages += [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM votes")]
         executed: dict[tuple[str, int], tuple[int, Reply | None]] = {}
@@ -119,15 +120,15 @@ class NodeStore:
             executed[(client, timestamp)] = (seq, None if reply is None else decode(json.loads(reply)))
             if reply is None and built:
                 unfinished.append((seq, decode(json.loads(request))))
-        self._pruned_below = state["low_watermark"]
+        self._pruned_below = state.low_watermark
         return Loaded(state, messages, executed, unfinished)
 
-    def save(self, state: dict, effects: list[Effect]) -> None:
+    def save(self, state: DurableState, effects: list[Effect]) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (json.dumps(state),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (json.dumps(state.to_json()),)
             )
             for effect in effects:
                 if isinstance(effect, Store):
@@ -151,7 +152,7 @@ class NodeStore:
                         "UPDATE builds SET reply = ? WHERE client = ? AND timestamp = ?",
                         (json.dumps(encode(reply)), reply.client, reply.timestamp),
                     )
-            low_watermark = state["low_watermark"]
+            low_watermark = state.low_watermark
             if low_watermark > self._pruned_below:
                 # Below a stable checkpoint the ledger is the record; votes are no longer needed.
                 self._db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Self
 
 from pbft.crypto import Authenticator
@@ -22,31 +23,62 @@ from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.slot import ReplicaSettings, Slot, vote_digests
 
 
+@dataclass(frozen=True)
+class DurableState:
+    """What, besides the stored messages, votes and the ledger, a restart needs."""
+
+    view: int
+    changing_view: bool
+    view_changes_in_a_row: int
+    low_watermark: int
+    last_executed: int
+    next_seq: int
+    view_stable_seq: int
+    state_digest: str
+    stable_proof: tuple[Checkpoint, ...]
+    client_floor: dict[str, int]
+    client_latest: dict[str, int]
+
+    def to_json(self) -> dict:
+        return {
+            **{field.name: getattr(self, field.name) for field in fields(self)},
+            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> DurableState:
+        # Stores written before view_stable_seq existed lack it: those views started from 0.
+        return cls(**{
+            **data,
+            "view_stable_seq": data.get("view_stable_seq", 0),
+            "stable_proof": tuple(decode(wire) for wire in data["stable_proof"]),
+        })
+
+
 class Persistence:
     """Part of `pbft.replica.Replica`; the state it uses is set up there."""
 
-    def durable_state(self) -> dict:
-        """What, besides the stored messages and the ledger, a restart needs (JSON-safe)."""
-        return {
-            "view": self.view,
-            "changing_view": self.changing_view,
-            "view_changes_in_a_row": self.view_changes_in_a_row,
-            "low_watermark": self.low_watermark,
-            "last_executed": self.last_executed,
-            "next_seq": self.next_seq,
-            "view_stable_seq": self.view_stable_seq,
-            "state_digest": self.state_digest,
-            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
-            "client_floor": self.clients.floor,
-            "client_latest": self.clients.latest,
-        }
+    def durable_state(self) -> DurableState:
+        return DurableState(
+            view=self.view,
+            changing_view=self.changing_view,
+            view_changes_in_a_row=self.view_changes_in_a_row,
+            low_watermark=self.low_watermark,
+            last_executed=self.last_executed,
+            next_seq=self.next_seq,
+            view_stable_seq=self.view_stable_seq,
+            state_digest=self.state_digest,
+            stable_proof=self.stable_proof,
+            client_floor=dict(self.clients.floor),
+            client_latest=dict(self.clients.latest),
+        )
 
     @classmethod
     def restore(
         cls,
         settings: ReplicaSettings,
         auth: Authenticator,
-        state: dict,
+        state: DurableState,
         messages: list[Message],
         executed: dict[tuple[str, int], tuple[int, Reply | None]],
         now: float = 0.0,
@@ -60,12 +92,12 @@ class Persistence:
         """
         replica = cls(settings, auth)
         replica.now = replica.catch_up.last_progress_at = now
-        for name in ("view", "changing_view", "view_changes_in_a_row", "last_executed", "next_seq", "state_digest"):
-            setattr(replica, name, state[name])
-        replica.checkpoints.stable_seq = state["low_watermark"]
-        replica.clients.floor, replica.clients.latest = state["client_floor"], state["client_latest"]
-        replica.view_stable_seq = state.get("view_stable_seq", 0)  # absent in stores written before it existed
-        replica.checkpoints.stable_proof = tuple(decode(wire) for wire in state["stable_proof"])
+        replica.view, replica.changing_view = state.view, state.changing_view
+        replica.view_changes_in_a_row = state.view_changes_in_a_row
+        replica.last_executed, replica.next_seq = state.last_executed, state.next_seq
+        replica.view_stable_seq, replica.state_digest = state.view_stable_seq, state.state_digest
+        replica.checkpoints.stable_seq, replica.checkpoints.stable_proof = state.low_watermark, state.stable_proof
+        replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)
         # Exactly-once: what the ledger executed (key -> (seq, reply)), built here or learnt,
         # less what expired; and the votes on those builds, counted by the same rule as live.
         for key, (seq, reply) in executed.items():

@@ -128,6 +128,14 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def is_primary(self) -> bool:
         return self.primary() == self.id
 
+    def not_entered(self, view: int) -> bool:
+        """`view` is one this replica has not entered: a later one, or the one it is changing to."""
+        return view > self.view or (view == self.view and self.changing_view)
+
+    def would_move(self, view: int) -> bool:
+        """Changing to `view` would move this replica on: a later view, or a change away from this one."""
+        return view > self.view or (view == self.view and not self.changing_view)
+
     @property
     def per_sender_buffer(self) -> int:
         return max(16, self.settings.max_buffered // self.settings.n)
@@ -321,11 +329,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _node_signature_problem(self, message: Message) -> str | None:
         """Why `message` is not signed by the configured node it names as sender, or None."""
-        if not 0 <= message.sender < self.settings.n:
-            return f"ignore_{message.TYPE}_unknown_sender"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
-            return f"ignore_{message.TYPE}_bad_signature"
-        return None
+        problem = self.members.signature_problem(message, self.auth)
+        return None if problem is None else f"ignore_{message.TYPE}_{problem}"
 
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
         if message.view < self.view:
@@ -342,7 +347,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
         """Keep a message of a view this replica has not entered yet, in a bounded buffer."""
-        if message.view > self.view or (self.changing_view and message.view == self.view):
+        if self.not_entered(message.view):
             self._buffer(self.future, message.sender, message)
             return True
         return False

@@ -99,7 +99,7 @@ class LedgerCatchUp:
             if reason is not None:
                 return reason
         new_view = message.new_view
-        if new_view is not None and (new_view.view > self.view or (new_view.view == self.view and self.changing_view)):
+        if new_view is not None and self.not_entered(new_view.view):
             reason = self._on_new_view(new_view)
             if reason is not None:
                 return f"ignore_state_{reason}"

@@ -44,7 +44,7 @@ class ViewChanges:
             self._start_timer()
 
     def _start_view_change(self, view: int) -> None:
-        assert view > self.view or (view == self.view and not self.changing_view)
+        assert self.would_move(view)
         self.view = view
         self.changing_view = True
         self.view_changes_in_a_row += 1
@@ -112,7 +112,7 @@ class ViewChanges:
         later = [
             vc.view
             for sender, vc in self.view_changes.items()
-            if sender != self.id and (vc.view > self.view or (vc.view == self.view and not self.changing_view))
+            if sender != self.id and self.would_move(vc.view)
         ]
         if len(later) >= reply_quorum(self.f):
             self._start_view_change(min(later))
@@ -159,11 +159,11 @@ class ViewChanges:
         self._enter_view(message, plan)
 
     def _on_new_view(self, message: NewView) -> str | None:
-        if message.view < self.view or (message.view == self.view and not self.changing_view):
+        if not self.not_entered(message.view):
             return "ignore_new-view_stale"
         if message.sender != self.primary(message.view):
             return "ignore_new-view_not_from_primary"
-        if not self.auth.verify_node(message.sender, message.payload(), message.sig):
+        if not self.members.signed_by_member(message, self.auth):
             return "ignore_new-view_bad_signature"
         senders = {vc.sender for vc in message.view_changes}
         if len(senders) != len(message.view_changes) or len(senders) < commit_quorum(self.f):
@@ -182,7 +182,7 @@ class ViewChanges:
         for pp in message.preprepares:
             if pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch):
                 return "ignore_new-view_malformed_preprepare"
-            if not self.auth.verify_node(pp.sender, pp.payload(), pp.sig):
+            if not self.members.signed_by_member(pp, self.auth):
                 return "ignore_new-view_bad_preprepare_signature"
         self._enter_view(message, plan)
         return None

@@ -35,6 +35,17 @@ class Membership:
     def primary(self, view: int) -> int:
         return view % self.n
 
+    def signature_problem(self, message, auth: Authenticator) -> str | None:
+        """Why `message` is not signed by the configured node it names as its sender, or None."""
+        if not 0 <= message.sender < self.n:
+            return "unknown_sender"
+        if not auth.verify_node(message.sender, message.payload(), message.sig):
+            return "bad_signature"
+        return None
+
+    def signed_by_member(self, message, auth: Authenticator) -> bool:
+        return self.signature_problem(message, auth) is None
+
 
 def checkpoint_proof_problem(
     proof: tuple[Checkpoint, ...], seq: int, members: Membership, auth: Authenticator
@@ -47,11 +58,8 @@ def checkpoint_proof_problem(
         return "checkpoint_proof_too_small"
     if len({c.state_digest for c in proof}) != 1 or any(c.seq != seq for c in proof):
         return "checkpoint_proof_mismatch"
-    for checkpoint in proof:
-        if not 0 <= checkpoint.sender < members.n or not auth.verify_node(
-            checkpoint.sender, checkpoint.payload(), checkpoint.sig
-        ):
-            return "checkpoint_proof_bad_signature"
+    if not all(members.signed_by_member(checkpoint, auth) for checkpoint in proof):
+        return "checkpoint_proof_bad_signature"
     return None
 
 
@@ -60,7 +68,7 @@ def _preprepare_problem(preprepare: PrePrepare, members: Membership, auth: Authe
         return "certificate_preprepare_not_from_primary"
     if preprepare.digest != batch_digest(preprepare.batch):
         return "certificate_wrong_digest"
-    if not auth.verify_node(preprepare.sender, preprepare.payload(), preprepare.sig):
+    if not members.signed_by_member(preprepare, auth):
         return "certificate_bad_preprepare_signature"
     return None
 
@@ -79,9 +87,9 @@ def _votes_problem(
         if (vote.view, vote.seq, vote.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
             return f"certificate_{kind}_mismatch"
         # The primary's pre-prepare stands for its prepare (§4.2): it never counts twice.
-        if not 0 <= vote.sender < members.n or (kind == "prepare" and vote.sender == preprepare.sender):
+        if kind == "prepare" and vote.sender == preprepare.sender:
             return f"certificate_{kind}_bad_sender"
-        if not auth.verify_node(vote.sender, vote.payload(), vote.sig):
+        if not members.signed_by_member(vote, auth):
             return f"certificate_bad_{kind}_signature"
         senders.add(vote.sender)
     if len(senders) < needed:
@@ -111,10 +119,9 @@ def committed_certificate_problem(
 
 def view_change_problem(message: ViewChange, members: Membership, auth: Authenticator) -> str | None:
     """Why a VIEW-CHANGE is not acceptable evidence, or None; its own signature included."""
-    if not 0 <= message.sender < members.n:
-        return "unknown_sender"
-    if not auth.verify_node(message.sender, message.payload(), message.sig):
-        return "bad_signature"
+    problem = members.signature_problem(message, auth)
+    if problem is not None:
+        return problem
     problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, members, auth)
     if problem is not None:
         return problem

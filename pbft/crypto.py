@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Mapping
 
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from pbft.encoding import canonical
-
-
-class Authenticator(Protocol):
-    """What the protocol core needs from cryptography; simulations may swap it."""
-
-    def sign(self, payload: dict) -> str: ...
-
-    def verify_node(self, node_id: int, payload: dict, sig: str) -> bool: ...
-
-    def verify_client(self, client: str, payload: dict, sig: str) -> bool: ...
 
 
 def generate_private_key() -> ECC.EccKey:

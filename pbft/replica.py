@@ -17,7 +17,7 @@ from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.message_log import MessageLog
 from pbft.clients import ClientTable
-from pbft.crypto import Authenticator
+from pbft.authenticator import Authenticator
 from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
 from pbft.encoding import digest
 from pbft.messages import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Self
 
-from pbft.crypto import Authenticator
+from pbft.authenticator import Authenticator
 from pbft.messages import (
     Checkpoint,
     Message,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pbft.crypto import Authenticator
+from pbft.authenticator import Authenticator
 from pbft.messages import (
     Checkpoint,
     Commit,

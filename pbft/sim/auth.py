@@ -41,7 +41,7 @@ class SimKeys:
 
 
 class SimAuthenticator:
-    """Implements `pbft.crypto.Authenticator`; verification recomputes with the claimed signer's secret."""
+    """Implements `pbft.authenticator.Authenticator`; verification recomputes with the claimed signer's secret."""
 
     def __init__(self, keys: SimKeys, secret: bytes) -> None:
         self._keys = keys

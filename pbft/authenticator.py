@@ -1,0 +1,18 @@
+"""What the protocol core needs from cryptography, and nothing else.
+
+`pbft.crypto.Ed25519Authenticator` implements it for nodes and clients; the
+simulator swaps in a cheaper one. Keeping the contract here keeps key files
+and the crypto library out of the core's imports.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Authenticator(Protocol):
+    def sign(self, payload: dict) -> str: ...
+
+    def verify_node(self, node_id: int, payload: dict, sig: str) -> bool: ...
+
+    def verify_client(self, client: str, payload: dict, sig: str) -> bool: ...

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable, Protocol
 from client.collector import ReplyCollector, vouched_view
 from client.records import BuildRecords
 from pbft.config import NetworkConfig
-from pbft.crypto import Authenticator
+from pbft.authenticator import Authenticator
 from pbft.messages import Hello, MessageError, Operation, Reply, Request, Result, decode, encode, signed
 
 log = logging.getLogger(__name__)

@@ -50,9 +50,7 @@ from pbft.slot import (
     Slot,
     vote_digests,
 )
-from pbft.viewchange import (
-    Membership,
-)
+from pbft.viewchange import LatestViewChanges, Membership
 from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
@@ -80,7 +78,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # View change state (§4.4): while changing, only checkpoints and view-change traffic count.
         self.changing_view = False
         # Each node's latest VIEW-CHANGE, ours included: what a new view needs, and bounded by n.
-        self.view_changes: dict[int, ViewChange] = {}
+        self.view_changes = LatestViewChanges()
         self.new_view_served_at: dict[int, float] = {}
         self.result_votes = ResultVotes(settings.n, settings.f, settings.vote_retry_s)
         self.votes_served_at: dict[int, float] = {}

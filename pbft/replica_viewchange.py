@@ -67,7 +67,7 @@ class ViewChanges:
             ),
             self.auth.sign,
         )
-        self.view_changes[self.id] = message
+        self.view_changes.keep(message)
         self.view_change_resend_at = self.now + self.settings.view_change_timeout_s
         logger.warning(
             "node=%d view=%d phase=view-change stable=%d prepared=%d",
@@ -82,38 +82,28 @@ class ViewChanges:
         if (
             self.changing_view
             and self.timer_deadline is None
-            and len(self._view_changes_for(self.view)) >= commit_quorum(self.f)
+            and len(self.view_changes.for_view(self.view)) >= commit_quorum(self.f)
         ):
             self._start_timer()
-
-    def _view_changes_for(self, view: int) -> dict[int, ViewChange]:
-        return {sender: vc for sender, vc in self.view_changes.items() if vc.view == view}
-
-    def stored_view_changes(self):
-        return iter(self.view_changes.values())
 
     def _on_view_change(self, message: ViewChange) -> str | None:
         if message.view == self.view and not self.changing_view:
             return self._serve_new_view(message)
         if message.view < self.view:
             return "ignore_view-change_stale"
-        kept = self.view_changes.get(message.sender)
-        if kept is not None and kept.view >= message.view:
-            return "ignore_view-change_duplicate" if kept.view == message.view else "ignore_view-change_superseded"
+        superseded = self.view_changes.supersedes(message)
+        if superseded is not None:
+            return f"ignore_view-change_{superseded}"
         problem = view_change_problem(message, self.members, self.auth)
         if problem is not None:
             return f"ignore_view-change_{problem}"
         # A verified 2f+1 checkpoint proof: we may be behind it.
         self.catch_up.proven(message.stable_seq)
-        self.view_changes[message.sender] = message
+        self.view_changes.keep(message)
         self._maybe_start_new_view_timer()
         # f+1 nodes asking for later views include an honest one: join the
         # smallest of those views rather than wait for our own timer (§4.5.2).
-        later = [
-            vc.view
-            for sender, vc in self.view_changes.items()
-            if sender != self.id and self.would_move(vc.view)
-        ]
+        later = [view for view in self.view_changes.views_of_others(self.id) if self.would_move(view)]
         if len(later) >= reply_quorum(self.f):
             self._start_view_change(min(later))
         self._maybe_send_new_view(message.view)
@@ -137,7 +127,7 @@ class ViewChanges:
 
     def _maybe_send_new_view(self, view: int) -> None:
         """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
-        votes = self._view_changes_for(view)
+        votes = self.view_changes.for_view(view)
         if (
             self.primary(view) != self.id
             or view != self.view
@@ -195,7 +185,7 @@ class ViewChanges:
         self.changing_view = False
         self.timer_deadline = None
         self.clients.forwarded.clear()
-        self.view_changes = {sender: vc for sender, vc in self.view_changes.items() if vc.view > view}
+        self.view_changes.entered(view)
         self._adopt_checkpoint(plan)
         self.catch_up.proven(plan.stable_seq)
         self.view_stable_seq = plan.stable_seq

@@ -47,6 +47,37 @@ class Membership:
         return self.signature_problem(message, auth) is None
 
 
+class LatestViewChanges:
+    """Each node's latest VIEW-CHANGE, ours included (§4.4): what a new view needs.
+
+    One per sender, so a faulty node inventing views holds one entry here, and
+    a node that asks for a later view withdraws its support for earlier ones.
+    """
+
+    def __init__(self) -> None:
+        self.by_sender: dict[int, ViewChange] = {}
+
+    def supersedes(self, message: ViewChange) -> str | None:
+        """Why `message` adds nothing to what its sender said before, or None."""
+        kept = self.by_sender.get(message.sender)
+        if kept is None or kept.view < message.view:
+            return None
+        return "duplicate" if kept.view == message.view else "superseded"
+
+    def keep(self, message: ViewChange) -> None:
+        self.by_sender[message.sender] = message
+
+    def for_view(self, view: int) -> dict[int, ViewChange]:
+        return {sender: vc for sender, vc in self.by_sender.items() if vc.view == view}
+
+    def views_of_others(self, me: int) -> list[int]:
+        return [vc.view for sender, vc in self.by_sender.items() if sender != me]
+
+    def entered(self, view: int) -> None:
+        """A view started: what asked for it or an earlier one is done."""
+        self.by_sender = {sender: vc for sender, vc in self.by_sender.items() if vc.view > view}
+
+
 def checkpoint_proof_problem(
     proof: tuple[Checkpoint, ...], seq: int, members: Membership, auth: Authenticator
 ) -> str | None:

@@ -294,6 +294,10 @@ class Result:
     def agreed(self) -> dict:
         return {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
 
+    def agreed_key(self) -> tuple:
+        """`agreed()` as a hashable value, for counting matching results."""
+        return (self.status, self.exit_code, self.commit)
+
     def to_dict(self) -> dict:
         return {**self.agreed(), "reason": self.reason}
 

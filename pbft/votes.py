@@ -11,16 +11,11 @@ any fault heals every honest node holds the same verdict.
 
 from __future__ import annotations
 
-from pbft.messages import Result, ResultVote
+from pbft.messages import ResultVote
 from pbft.quorum import verdict
 
 Key = tuple[str, int]  # (client, timestamp)
 BACKOFF_CAP = 6  # at most retry_s * 2**6 between asks about one build
-
-
-def agreed_part(result: Result) -> tuple:
-    """What nodes vote on, as a hashable value: the deterministic part of a build's outcome."""
-    return tuple(sorted(result.agreed().items()))
 
 
 class ResultVotes:
@@ -48,12 +43,14 @@ class ResultVotes:
         held[vote.sender] = vote
         if vote.key in self.decided:
             return True, None
-        state, agreed = verdict({sender: agreed_part(v.result) for sender, v in held.items()}, self.n, self.f)
+        state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, self.n, self.f)
         if state == "pending":
             return True, None
         self.decided[vote.key] = state
         self.asks.pop(vote.key, None)
-        return True, (state, None if agreed is None else dict(agreed))
+        if agreed is None:
+            return True, (state, None)
+        return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
 
     def state(self, key: Key) -> str:
         return self.decided.get(key, "pending")

@@ -8,6 +8,7 @@ the CLI start and stop a node the same way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from typing import Callable
@@ -20,6 +21,7 @@ from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from pbft.config import NetworkConfig
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import encode
 from pbft.replica import Replica, ReplicaSettings
 
 logger = logging.getLogger(__name__)
@@ -241,6 +243,9 @@ async def client_socket(request: web.Request) -> web.WebSocketResponse:
     driver = request.app[DRIVER]
     connection = ClientConnection(ws)
     replies = driver.behaviour.client(connection)
+    # The challenge is the connection's, not a protocol output: it goes out
+    # unchanged even from a node that misbehaves with its replies.
+    connection.send(json.dumps(encode(driver.issue_challenge(replies))))
     try:
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:

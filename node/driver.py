@@ -18,6 +18,7 @@ from typing import Awaitable, Protocol
 from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
+from pbft.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch
 from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica
@@ -58,6 +59,7 @@ class Driver:
         self._challenges: dict[Sender, str] = {}
         self.builds: set[asyncio.Task] = set()
         self.drops: Counter[str] = Counter()
+        self._drop_log = DropLogLimiter()
 
     @property
     def builds_running(self) -> int:
@@ -142,8 +144,13 @@ class Driver:
             connections.discard(connection)
 
     def _drop(self, reason: str, detail: str) -> None:
+        """Count every drop; log a reason at most once per interval, however fast junk arrives."""
         self.drops[reason] += 1
-        logger.warning("node=%d dropped frame: %s (%s)", self.replica.id, reason, detail)
+        suppressed = self._drop_log.admit(reason)
+        if suppressed is not None:
+            logger.warning(
+                "node=%d dropped frame: %s (%s)%s", self.replica.id, reason, detail, suppressed_note(suppressed)
+            )
 
     # --- effects ------------------------------------------------------
 

@@ -1,21 +1,24 @@
 """Persistent WebSocket links from the client to every node.
 
 Addresses come from the configuration only. Each link reconnects on its own
-with capped exponential backoff for as long as the client runs, and calls
-`on_connect` for every new connection before reading from it: a node routes
-a client's replies only over connections on which the client said HELLO,
-and saying it is the service's business.
+with capped exponential backoff for as long as the client runs. On every new
+connection the node speaks first, with a fresh challenge; the link waits for
+it and calls `on_connect` with it before reading anything else: a node routes
+a client's replies only over a connection on which the client said HELLO
+over that connection's challenge, and saying it is the service's business.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Awaitable, Callable, Iterable
 
 import aiohttp
 
 from pbft.config import NodeConfig
+from pbft.messages import Challenge, MessageError, decode
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +26,11 @@ INITIAL_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 # Pings let a link notice a node that vanished without closing the TCP connection.
 HEARTBEAT_S = 10.0
+# A node sends its challenge as soon as the socket opens; one that does not is treated as down.
+CHALLENGE_TIMEOUT_S = 10.0
 
 OnFrame = Callable[[int, str], None]
-OnConnect = Callable[[int], Awaitable[None]]
+OnConnect = Callable[[int, str], Awaitable[None]]  # node id, that connection's challenge
 
 
 def client_url(node: NodeConfig) -> str:
@@ -62,12 +67,14 @@ class NodeLink:
         while True:
             try:
                 async with self._session.ws_connect(self.url, heartbeat=HEARTBEAT_S) as socket:
-                    self._socket = socket
-                    backoff_s = INITIAL_BACKOFF_S
-                    outage_reported = False
-                    log.info("link to node %d up (%s)", self.node_id, self.url)
-                    await on_connect(self.node_id)
-                    await self._receive(socket, on_frame)
+                    challenge = await self._challenge(socket)
+                    if challenge is not None:
+                        self._socket = socket
+                        backoff_s = INITIAL_BACKOFF_S
+                        outage_reported = False
+                        log.info("link to node %d up (%s)", self.node_id, self.url)
+                        await on_connect(self.node_id, challenge)
+                        await self._receive(socket, on_frame)
                 log.info("link to node %d closed", self.node_id)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
                 level = logging.DEBUG if outage_reported else logging.INFO
@@ -77,6 +84,23 @@ class NodeLink:
                 self._socket = None
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+
+    async def _challenge(self, socket: aiohttp.ClientWebSocketResponse) -> str | None:
+        """The challenge the node opens every connection with, or None (logged) if the first frame is not one."""
+        # Not receive(timeout=...): aiohttp restarts that timeout at every PING it answers.
+        frame = await asyncio.wait_for(socket.receive(), CHALLENGE_TIMEOUT_S)
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            log.warning("link to node %d: closed before its challenge (%s)", self.node_id, frame.type.name)
+            return None
+        try:
+            message = decode(json.loads(frame.data))
+        except (ValueError, MessageError, RecursionError) as error:
+            log.warning("ignore_challenge_malformed from node %d: %s", self.node_id, str(error)[:200])
+            return None
+        if not isinstance(message, Challenge):
+            log.warning("ignore_frame_not_challenge from node %d: %s", self.node_id, message.TYPE)
+            return None
+        return message.challenge
 
     async def _receive(self, socket: aiohttp.ClientWebSocketResponse, on_frame: OnFrame) -> None:
         async for message in socket:

@@ -32,7 +32,7 @@ BACKGROUND_CLOSE_S = 5.0
 class Links(Protocol):
     """What the service needs from the node links (see client.links.NodeLinks)."""
 
-    def start(self, on_frame: Callable[[int, str], None], on_connect: Callable[[int], Awaitable[None]]) -> None: ...
+    def start(self, on_frame: Callable[[int, str], None], on_connect: Callable[[int, str], Awaitable[None]]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -97,9 +97,6 @@ class ClientService:
         self._closing = False
         self._background: set[asyncio.Task] = set()
         self._observers: list[BuildObserver] = []
-        self._hello_frames = {
-            node.id: json.dumps(encode(signed(Hello(name, node.id), auth.sign))) for node in config.nodes
-        }
 
     def start(self) -> None:
         self._links.start(self.on_frame, self.on_connect)
@@ -242,13 +239,14 @@ class ClientService:
         self._notify("finished", operation, verdict)
         return verdict
 
-    async def on_connect(self, node_id: int) -> None:
-        """Say HELLO on a new connection, then send it what that node should have had.
+    async def on_connect(self, node_id: int, challenge: str) -> None:
+        """Say HELLO over the connection's challenge, then send it what that node should have had.
 
         A request whose send found the link down, or that a restarted node
         lost, reaches the node now instead of at the next retransmission.
         """
-        await self._links.send(node_id, self._hello_frames[node_id])
+        hello = signed(Hello(self.name, node_id, challenge), self._auth.sign)
+        await self._links.send(node_id, json.dumps(encode(hello)))
         primary = self.primary
         for outstanding in list(self._outstanding.values()):
             if outstanding.retransmitted or node_id == primary:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections import Counter
 from typing import Awaitable, Protocol
 
 from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
-from pbft.ledger import MemoryLedger
+from pbft.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch
-from pbft.messages import Hello, MessageError, Request, Result, decode, encode
+from pbft.ledger import MemoryLedger
+from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Request, Result, decode, encode
 from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,11 @@ class Driver:
         self.behaviour = behaviour
         self.store = store
         self.clients: dict[str, set[Sender]] = {}
+        # The challenge issued on each client connection that has not said HELLO yet.
+        self._challenges: dict[Sender, str] = {}
         self.builds: set[asyncio.Task] = set()
         self.drops: Counter[str] = Counter()
+        self._drop_log = DropLogLimiter()
 
     @property
     def builds_running(self) -> int:
@@ -95,14 +100,28 @@ class Driver:
             self.drops[reason] += 1
         self._carry_out(self.replica.take_effects())
 
+    def issue_challenge(self, connection: Sender) -> Challenge:
+        """A fresh challenge for a new client connection: the one HELLO it may carry must sign it."""
+        challenge = Challenge(secrets.token_hex(CHALLENGE_BYTES))
+        self._challenges[connection] = challenge.challenge
+        return challenge
+
     def _register_client(self, hello: Hello, connection: Sender) -> None:
         """Route a client's replies over the connection it opened and proved it owns.
 
         Replies never go to an address taken from a message, and nobody but
-        the key holder can subscribe to a client's replies.
+        the key holder can subscribe to a client's replies: a HELLO must sign
+        the challenge issued on this connection, so one captured on another
+        connection, or said before, subscribes nobody. Each connection gets
+        one attempt.
         """
+        issued = self._challenges.pop(connection, None)
         if hello.node != self.replica.id:
             self._drop("hello_for_another_node", str(hello.node))
+        elif issued is None:
+            self._drop("hello_challenge_used", hello.client)
+        elif hello.challenge != issued:
+            self._drop("hello_wrong_challenge", hello.client)
         elif not self.replica.auth.verify_client(hello.client, hello.payload(), hello.sig):
             self._drop("hello_bad_signature", hello.client)
         else:
@@ -121,12 +140,18 @@ class Driver:
             self._carry_out(self.replica.take_effects())
 
     def client_gone(self, connection: Sender) -> None:
+        self._challenges.pop(connection, None)
         for connections in self.clients.values():
             connections.discard(connection)
 
     def _drop(self, reason: str, detail: str) -> None:
+        """Count every drop; log a reason at most once per interval, however fast junk arrives."""
         self.drops[reason] += 1
-        logger.warning("node=%d dropped frame: %s (%s)", self.replica.id, reason, detail)
+        suppressed = self._drop_log.admit(reason)
+        if suppressed is not None:
+            logger.warning(
+                "node=%d dropped frame: %s (%s)%s", self.replica.id, reason, detail, suppressed_note(suppressed)
+            )
 
     # --- effects ------------------------------------------------------
 

@@ -2,8 +2,12 @@
 
 Each link owns a bounded queue and a task that connects to the address the
 configuration gives for that peer, reconnects with capped exponential backoff
-and sends queued frames in order. Incoming traffic arrives on the peers' own
-links to us (see `node.server`), so these sockets only ever send.
+and sends queued frames in order. Protocol traffic from a peer arrives on the
+peer's own link to us (see `node.server`), so nothing useful ever arrives on
+these sockets; but each one is still read, concurrently with sending, because
+reading is what answers the far end's heartbeat PINGs and what notices that
+the far end closed. An unread socket looks dead to its server after one
+heartbeat period and is torn down, however healthy the peer.
 """
 
 from __future__ import annotations
@@ -17,16 +21,40 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
+# Pings let both ends notice a peer that vanished without closing the TCP connection.
+HEARTBEAT_S = 10.0
 
 
 class PeerLink:
-    def __init__(self, peer_id: int, url: str, session: aiohttp.ClientSession, *, queue_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        peer_id: int,
+        url: str,
+        session: aiohttp.ClientSession,
+        *,
+        queue_limit: int = 10_000,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
         self.peer_id = peer_id
         self.url = url
         self._session = session
+        self._heartbeat_s = heartbeat_s
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_limit)
+        # A frame taken from the queue but not yet handed to a socket; it goes
+        # out first on the next connection if this one ends under it.
+        self._pending: str | None = None
         self._task: asyncio.Task | None = None
         self.dropped = 0
+        self.connected = False
+        self.connections = 0
+
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first: each one means the link was lost once."""
+        return max(self.connections - 1, 0)
+
+    def status(self) -> dict:
+        return {"connected": self.connected, "reconnects": self.reconnects}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{self.peer_id}")
@@ -52,18 +80,46 @@ class PeerLink:
 
     async def _run(self) -> None:
         backoff_s = BACKOFF_START_S
-        pending: str | None = None
         while True:
             try:
-                async with self._session.ws_connect(self.url, heartbeat=10.0) as ws:
-                    logger.info("connected to node %d at %s", self.peer_id, self.url)
+                async with self._session.ws_connect(self.url, heartbeat=self._heartbeat_s) as ws:
+                    self.connections += 1
+                    self.connected = True
+                    logger.info("connected to node %d at %s (reconnects: %d)", self.peer_id, self.url, self.reconnects)
                     backoff_s = BACKOFF_START_S
-                    while True:
-                        if pending is None:
-                            pending = await self._queue.get()
-                        await ws.send_str(pending)
-                        pending = None
+                    await self._serve(ws)
+                logger.info("link to node %d closed", self.peer_id)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError, RuntimeError) as error:
                 logger.debug("link to node %d down (%s); retrying in %.1fs", self.peer_id, error, backoff_s)
+            finally:
+                self.connected = False
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send and read on one connection until either side of it ends."""
+        tasks = {asyncio.create_task(self._send_queued(ws)), asyncio.create_task(self._read(ws))}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # a send that failed ends the connection with its error
+
+    async def _send_queued(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            if self._pending is None:
+                self._pending = await self._queue.get()
+            await ws.send_str(self._pending)
+            self._pending = None
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Consume the socket until it closes; aiohttp answers PINGs as it reads.
+
+        A peer has no reason to send data frames here, so any it sends are ignored.
+        """
+        async for frame in ws:
+            if frame.type == aiohttp.WSMsgType.ERROR:
+                logger.info("link to node %d: %s", self.peer_id, ws.exception())

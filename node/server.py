@@ -8,6 +8,7 @@ the CLI start and stop a node the same way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from typing import Callable
@@ -17,9 +18,10 @@ from aiohttp import web
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
 from node.storage import NodeStore
-from node.peers import PeerLink
+from node.peers import HEARTBEAT_S, PeerLink
 from pbft.config import NetworkConfig
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import encode
 from pbft.replica import Replica, ReplicaSettings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 PEER_FRAMES_PER_S = 5_000
 PEER_FRAME_BURST = 10_000
 DRIVER = web.AppKey("driver", Driver)
+LINKS = web.AppKey("links", dict)
+HEARTBEAT = web.AppKey("heartbeat_s", float)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 
@@ -74,9 +78,14 @@ def make_app(
     *,
     build: Build | None = None,
     behaviour: Behaviour = HONEST,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> web.Application:
-    """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos)."""
+    """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos).
+
+    `heartbeat_s` is the WebSocket ping period on every socket of the node, both ends; tests shorten it.
+    """
     app = web.Application()
+    app[HEARTBEAT] = heartbeat_s
     settings = ReplicaSettings(
         node_id=node_id,
         n=config.n,
@@ -99,10 +108,11 @@ def make_app(
             run_build = executor.run
         async with aiohttp.ClientSession() as session:
             links = {
-                node.id: PeerLink(node.id, f"http://{node.host}:{node.port}/peer", session)
+                node.id: PeerLink(node.id, f"http://{node.host}:{node.port}/peer", session, heartbeat_s=heartbeat_s)
                 for node in config.nodes
                 if node.id != node_id
             }
+            app[LINKS] = links
             peers = {peer_id: behaviour.peer(peer_id, link) for peer_id, link in links.items()}
             store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
             loaded = store.load()
@@ -167,14 +177,15 @@ async def close_sockets(app: web.Application) -> None:
 
 
 async def open_socket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=10.0)
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=request.app[HEARTBEAT])
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     return ws
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DRIVER].status())
+    links = {peer_id: link.status() for peer_id, link in request.app[LINKS].items()}
+    return web.json_response({**request.app[DRIVER].status(), "links": links})
 
 
 async def build_at(request: web.Request) -> web.Response:
@@ -234,6 +245,9 @@ async def client_socket(request: web.Request) -> web.WebSocketResponse:
     driver = request.app[DRIVER]
     connection = ClientConnection(ws)
     replies = driver.behaviour.client(connection)
+    # The challenge is the connection's, not a protocol output: it goes out
+    # unchanged even from a node that misbehaves with its replies.
+    connection.send(json.dumps(encode(driver.issue_challenge(replies))))
     try:
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:

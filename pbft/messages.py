@@ -25,6 +25,8 @@ MAX_VOTE_FETCH = 64  # builds asked about in one VOTE-FETCH
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CHALLENGE_BYTES = 32
+_CHALLENGE = re.compile(f"[0-9a-f]{{{2 * CHALLENGE_BYTES}}}")
 
 
 class MessageError(ValueError):
@@ -326,20 +328,38 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Challenge:
+    """Node i's fresh random challenge: the first frame on every client connection.
+
+    Unsigned: only the node that issued it checks it, against what it sent
+    on that very connection.
+    """
+
+    challenge: str  # CHALLENGE_BYTES random bytes, hex
+    TYPE = "challenge"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "challenge": self.challenge}
+
+
+@dataclass(frozen=True)
 class Hello:
-    """<HELLO, c, i> signed by client c on opening its connection to node i.
+    """<HELLO, c, i, x> signed by client c, answering node i's challenge x on one connection.
 
     It tells node i that this connection carries c's replies. Naming the node
-    keeps a captured hello from subscribing a stranger anywhere else.
+    keeps a captured hello from subscribing a stranger anywhere else, and the
+    challenge, good for one HELLO on the connection it was issued on, keeps it
+    from subscribing a stranger later.
     """
 
     client: str
     node: int
+    challenge: str
     sig: str = ""
     TYPE = "hello"
 
     def payload(self) -> dict:
-        return {"type": self.TYPE, "client": self.client, "node": self.node}
+        return {"type": self.TYPE, "client": self.client, "node": self.node, "challenge": self.challenge}
 
 
 @dataclass(frozen=True)
@@ -388,7 +408,9 @@ def signed(message: Message, sign) -> Message:
     return replace(message, sig=sign(message.payload()))
 
 
-def encode(message: Message) -> dict:
+def encode(message: Message | Challenge) -> dict:
+    if isinstance(message, Challenge):
+        return message.payload()
     # Payloads of view changes hold whole encoded messages already.
     wire: dict[str, Any] = {**message.payload(), "sig": message.sig}
     if isinstance(message, PrePrepare):
@@ -602,8 +624,17 @@ def _decode_reply(data: dict) -> Reply:
     )
 
 
+def _decode_challenge(data: dict) -> Challenge:
+    return Challenge(challenge=_text(data, "challenge", _CHALLENGE))
+
+
 def _decode_hello(data: dict) -> Hello:
-    return Hello(client=_text(data, "client", _NAME), node=_int(data, "node"), sig=_text(data, "sig", _SIG))
+    return Hello(
+        client=_text(data, "client", _NAME),
+        node=_int(data, "node"),
+        challenge=_text(data, "challenge", _CHALLENGE),
+        sig=_text(data, "sig", _SIG),
+    )
 
 
 _DECODERS = {
@@ -620,10 +651,11 @@ _DECODERS = {
     VoteFetch.TYPE: _decode_vote_fetch,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
+    Challenge.TYPE: _decode_challenge,
 }
 
 
-def decode(data: Any) -> Message:
+def decode(data: Any) -> Message | Challenge:
     """Turn a parsed JSON frame into a message, or raise MessageError."""
     if not isinstance(data, dict):
         raise MessageError("a message must be a JSON object")

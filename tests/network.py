@@ -1,13 +1,15 @@
-"""Throw-away network configurations for tests: fresh keys, free loopback ports."""
+"""Throw-away network configurations for tests: fresh keys, free loopback ports; a client's HELLO."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import yaml
 
 from pbft.crypto import generate_private_key, public_key_hex, save_private_key
+from pbft.messages import Challenge, Hello, decode, encode, signed
 
 
 def free_port() -> int:
@@ -58,3 +60,12 @@ def write_network(
     path = root / "network.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+async def say_hello(ws, client: str, node_id: int, sign) -> Hello:
+    """Answer the challenge a node opens a /client socket with, as the client does; return the HELLO sent."""
+    challenge = decode(json.loads((await ws.receive()).data))
+    assert isinstance(challenge, Challenge)
+    hello = signed(Hello(client, node_id, challenge.challenge), sign)
+    await ws.send_str(json.dumps(encode(hello)))
+    return hello

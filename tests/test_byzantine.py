@@ -39,7 +39,6 @@ from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from pbft.messages import (
     Commit,
-    Hello,
     Operation,
     Prepare,
     PrePrepare,
@@ -53,7 +52,7 @@ from pbft.messages import (
 )
 from pbft.quorum import reply_quorum, winner
 from tests.cluster import CLIENT, authenticator, keys
-from tests.network import write_network
+from tests.network import say_hello, write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUCCESS = {"status": "success", "exit_code": 0, "commit": "a" * 40}
@@ -341,7 +340,7 @@ class Network:
     async def connect(self, session: aiohttp.ClientSession) -> None:
         for node_id in self.runners:
             ws = await session.ws_connect(f"http://127.0.0.1:{self.config.node(node_id).port}/client")
-            await ws.send_str(frame_of(signed(Hello("client", node_id), self.auth.sign)))
+            await say_hello(ws, "client", node_id, self.auth.sign)
             self.sockets[node_id] = ws
             self.readers.append(asyncio.create_task(self._read(ws)))
 

@@ -3,15 +3,16 @@
 The fake nodes stand in for a PBFT network: each serves `/client` over a
 WebSocket, checks the client's signatures, and once the "primary" has the
 request, every non-silent node sends its signed reply on the connections
-on which the client said HELLO (the wire protocol's rule). A backup
-that receives a request while the primary is silent stands for a completed
-view change: the next non-silent node becomes primary and the replies carry
-the new view. Nodes can be honest, lying, forging or silent.
+on which the client said HELLO over that connection's challenge (the wire
+protocol's rule). A backup that receives a request while the primary is
+silent stands for a completed view change: the next non-silent node becomes
+primary and the replies carry the new view. Nodes can be honest, lying, forging or silent.
 """
 
 import asyncio
 import hashlib
 import json
+import secrets
 import time
 
 import pytest
@@ -22,7 +23,7 @@ from client.app import make_app
 from client.records import BuildRecords, records_path
 from pbft.config import NetworkConfig, load_config
 from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
-from pbft.messages import Hello, Reply, Request, Result, decode, encode, signed
+from pbft.messages import Challenge, Hello, Reply, Request, Result, decode, encode, signed
 
 F = 1
 N = 3 * F + 1
@@ -61,9 +62,11 @@ class FakeCluster:
         async def client_socket(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse()
             await ws.prepare(request)
+            challenge = secrets.token_hex(32)
+            await ws.send_str(json.dumps(encode(Challenge(challenge))))
             try:
                 async for frame in ws:
-                    self.on_frame(node_id, ws, frame.data)
+                    self.on_frame(node_id, ws, challenge, frame.data)
             finally:
                 self.registered[node_id].discard(ws)
             return ws
@@ -77,11 +80,11 @@ class FakeCluster:
         app.on_shutdown.append(close_sockets)
         return app
 
-    def on_frame(self, node_id: int, ws: web.WebSocketResponse, text: str) -> None:
+    def on_frame(self, node_id: int, ws: web.WebSocketResponse, challenge: str, text: str) -> None:
         message = decode(json.loads(text))
         assert self.verifier.verify_client(message.client, message.payload(), message.sig)
         if isinstance(message, Hello):
-            assert message.node == node_id
+            assert message.node == node_id and message.challenge == challenge
             self.registered[node_id].add(ws)
         else:
             assert isinstance(message, Request)

@@ -6,8 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbft.messages import (
+    Challenge,
     Checkpoint,
     Commit,
+    Hello,
     MessageError,
     Operation,
     PrePrepare,
@@ -29,6 +31,7 @@ json_values = st.recursive(
 )
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True)
 naturals = st.integers(min_value=0, max_value=2**40)
+challenges = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
 
 
 @st.composite
@@ -45,6 +48,8 @@ def messages(draw):
         Checkpoint(seq, "e" * 64, sender, SIG),
         Reply(view, request.timestamp, request.client, sender, result, SIG),
         ResultVote(seq, request.client, request.timestamp, result, sender, SIG),
+        Hello(request.client, sender, draw(challenges), SIG),
+        Challenge(draw(challenges)),
     ]))
 
 

@@ -14,9 +14,9 @@ from node.byzantine import HONEST, Lie
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget, make_app
 from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.messages import Hello, Operation, Reply, Request, Result, decode, encode, signed
+from pbft.messages import Operation, Reply, Request, Result, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
-from tests.network import write_network
+from tests.network import say_hello, write_network
 
 
 async def fake_build(*, build_id, repository_name, repository_url, branch, commit) -> Result:
@@ -59,7 +59,7 @@ class Network:
         replies: dict[int, Reply] = {}
         try:
             for node_id, ws in sockets.items():
-                await ws.send_str(json.dumps(encode(signed(Hello("client", node_id), self.auth.sign))))
+                await say_hello(ws, "client", node_id, self.auth.sign)
             for node_id in targets:
                 await sockets[node_id].send_str(json.dumps(encode(request)))
             async def collect(ws):
@@ -130,6 +130,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert statuses[1] == {
             "id": 1, "view": 0, "primary": 0, "last_executed": 2,
             "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "dropped": {},
+            "links": {peer: {"connected": True, "reconnects": 0} for peer in ("0", "2", "3")},
         }
 
 

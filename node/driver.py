@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 from collections import Counter
-from typing import Awaitable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
@@ -25,6 +26,12 @@ from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Reque
 from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
+
+
+def exit_process() -> None:
+    """Flush the logs and end the process without unwinding (fail-stop)."""
+    logging.shutdown()
+    os._exit(70)
 
 
 class Build(Protocol):
@@ -48,6 +55,7 @@ class Driver:
         *,
         behaviour: Behaviour = HONEST,
         store: NodeStore | None = None,
+        fail_stop: Callable[[], None] = exit_process,
     ) -> None:
         self.replica = replica
         self.config = config
@@ -55,6 +63,8 @@ class Driver:
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
+        self.fail_stop = fail_stop
+        self.stopped = False
         self.clients: dict[str, set[Sender]] = {}
         # The challenge issued on each client connection that has not said HELLO yet.
         self._challenges: dict[Sender, str] = {}
@@ -95,7 +105,7 @@ class Driver:
             if not isinstance(message, Request):
                 self._drop("client_sent_non_request", message.TYPE)
                 return
-        reason = self.replica.receive(message, asyncio.get_running_loop().time())
+        reason = self._step(self.replica.receive, message, asyncio.get_running_loop().time())
         if reason is not None:
             self.drops[reason] += 1
         self._carry_out(self.replica.take_effects())
@@ -136,7 +146,7 @@ class Driver:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval_s)
-            self.replica.tick(loop.time())
+            self._step(self.replica.tick, loop.time())
             self._carry_out(self.replica.take_effects())
 
     def client_gone(self, connection: Sender) -> None:
@@ -153,10 +163,26 @@ class Driver:
                 "node=%d dropped frame: %s (%s)%s", self.replica.id, reason, detail, suppressed_note(suppressed)
             )
 
+    def _step(self, step: Callable, *args: object) -> str | None:
+        """Run one replica step. A tripped invariant is our own bug and the replica's memory
+        can no longer be trusted: stop at once, before any effect of that step is saved or
+        sent, so the node is either whole or down (a crash fault), never half-alive. A
+        restart rebuilds it from what was saved before the step."""
+        if self.stopped:
+            return None
+        try:
+            return step(*args)
+        except AssertionError:
+            logger.critical("node=%d replica invariant broken: stopping", self.replica.id, exc_info=True)
+            self.stopped = True
+            self.replica.take_effects()
+            self.fail_stop()
+            return None
+
     # --- effects ------------------------------------------------------
 
     def _carry_out(self, effects: list[Effect]) -> None:
-        if not effects:
+        if not effects or self.stopped:
             return
         if self.store is not None:
             # Persist before send: nothing leaves this node that its disk does not back.
@@ -178,7 +204,7 @@ class Driver:
                 for request in effect.requests:
                     self.start_build(effect.seq, request)
             elif isinstance(effect, ServeFetch):
-                self.replica.answer_fetch(effect.fetch, self.store if self.store is not None else MemoryLedger())
+                self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
                 self._carry_out(self.replica.take_effects())
 
     def start_build(self, seq: int, request: Request) -> None:
@@ -209,5 +235,5 @@ class Driver:
             "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
             self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],
         )
-        self.replica.execution_finished(request, result, seq)
+        self._step(self.replica.execution_finished, request, result, seq)
         self._carry_out(self.replica.take_effects())

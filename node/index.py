@@ -15,6 +15,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from aiohttp import web  # noqa: E402
 
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode  # noqa: E402
+from node.instant import instant_build  # noqa: E402
 from node.server import make_app  # noqa: E402
 from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
 from pbft.crypto import load_private_key  # noqa: E402
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{', '.join(MODES)}; crash-after and delay take a positive integer "
                              "(frames sent before crashing, milliseconds), e.g. --byzantine delay 200. "
                              "Refused unless the configuration sets allow_byzantine: true.")
+    parser.add_argument("--instant-builds", action="store_true",
+                        help="tests and benchmarks only: answer every build at once without Docker. "
+                             "Refused unless the configuration sets allow_byzantine: true.")
     args = parser.parse_args(argv)
     if args.byzantine:
         try:
@@ -53,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.id < config.n:
         print(f"--id must be a node of {config.path}: 0..{config.n - 1}", file=sys.stderr)
         return 2
-    if args.byzantine and not config.allow_byzantine:
-        print(f"--byzantine is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)
-        return 2
+    for switch, used in (("--byzantine", args.byzantine), ("--instant-builds", args.instant_builds)):
+        if used and not config.allow_byzantine:
+            print(f"{switch} is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)
+            return 2
     if not config.node_key_path(args.id).exists():
         print(f"no private key at {config.node_key_path(args.id)}: run scripts/keygen.py {args.config}",
               file=sys.stderr)
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.byzantine:
         behaviour = make_behaviour(*args.byzantine, private_key=load_private_key(config.node_key_path(args.id)))
         logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, behaviour)
-    app = make_app(config, args.id, behaviour=behaviour)
+    app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None)
     web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)
     return 0
 

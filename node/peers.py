@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Callable
 
 import aiohttp
 
@@ -23,6 +25,11 @@ BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 # Pings let both ends notice a peer that vanished without closing the TCP connection.
 HEARTBEAT_S = 10.0
+# A frame that waited longer than this for its peer is stale: delivering a backlog of
+# old votes to a node that was down would make it execute (and build) batches the
+# others finished long ago, instead of catching up by state transfer. PBFT recovers
+# from the loss (clients retransmit, VIEW-CHANGEs repeat, checkpoints prove state).
+MAX_FRAME_AGE_S = 5.0
 
 
 class PeerLink:
@@ -34,17 +41,22 @@ class PeerLink:
         *,
         queue_limit: int = 10_000,
         heartbeat_s: float = HEARTBEAT_S,
+        max_age_s: float = MAX_FRAME_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer_id = peer_id
         self.url = url
         self._session = session
         self._heartbeat_s = heartbeat_s
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_limit)
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue(maxsize=queue_limit)
         # A frame taken from the queue but not yet handed to a socket; it goes
         # out first on the next connection if this one ends under it.
         self._pending: str | None = None
         self._task: asyncio.Task | None = None
         self.dropped = 0
+        self.expired = 0  # frames dropped for waiting longer than max_age_s
         self.connected = False
         self.connections = 0
 
@@ -54,7 +66,8 @@ class PeerLink:
         return max(self.connections - 1, 0)
 
     def status(self) -> dict:
-        return {"connected": self.connected, "reconnects": self.reconnects}
+        return {"connected": self.connected, "reconnects": self.reconnects, "dropped": self.dropped,
+                "expired": self.expired}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"peer-link-{self.peer_id}")
@@ -76,7 +89,7 @@ class PeerLink:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 logger.warning("link to node %d full: dropped %d frames so far", self.peer_id, self.dropped)
-        self._queue.put_nowait(frame)
+        self._queue.put_nowait((self._clock(), frame))
 
     async def _run(self) -> None:
         backoff_s = BACKOFF_START_S
@@ -111,7 +124,11 @@ class PeerLink:
     async def _send_queued(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             if self._pending is None:
-                self._pending = await self._queue.get()
+                queued_at, frame = await self._queue.get()
+                if self._clock() - queued_at > self._max_age_s:
+                    self.expired += 1
+                    continue
+                self._pending = frame
             await ws.send_str(self._pending)
             self._pending = None
 

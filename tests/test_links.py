@@ -65,7 +65,7 @@ async def test_idle_links_stay_up_across_many_heartbeats(nodes):
         answers = await statuses(session, nodes)
     for status in answers:
         others = {str(node.id) for node in nodes.nodes if node.id != status["id"]}
-        assert status["links"] == {peer: {"connected": True, "reconnects": 0} for peer in others}
+        assert status["links"] == {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in others}
         # The far end of an unread link times out its PING and counts the frame error.
         assert "peer_frame_error" not in status["dropped"]
 
@@ -96,7 +96,7 @@ async def test_a_link_whose_peer_hangs_up_reconnects_at_once_and_sends_what_was_
             async with asyncio.timeout(2):
                 while link.connections < 2 or not link.connected:
                     await asyncio.sleep(0.01)
-            assert link.status() == {"connected": True, "reconnects": 1}
+            assert link.status() == {"connected": True, "reconnects": 1, "dropped": 0, "expired": 0}
             link.send("frame after the hang-up")
             async with asyncio.timeout(2):
                 while connections[1] != ["frame after the hang-up"]:
@@ -104,6 +104,36 @@ async def test_a_link_whose_peer_hangs_up_reconnects_at_once_and_sends_what_was_
         finally:
             await link.close()
     assert not link.connected
+
+
+async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delivered(aiohttp_server):
+    received: list[str] = []
+
+    async def peer(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for frame in ws:
+            received.append(frame.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/peer", peer)
+    server = await aiohttp_server(app)
+    now = [0.0]
+    async with aiohttp.ClientSession() as session:
+        link = PeerLink(1, str(server.make_url("/peer")), session, max_age_s=5.0, clock=lambda: now[0])
+        for index in range(3):
+            link.send(f"old {index}")  # queued while the peer was down
+        now[0] = 60.0  # it comes back a minute later
+        link.send("fresh")
+        link.start()
+        try:
+            async with asyncio.timeout(2):
+                while received != ["fresh"]:
+                    await asyncio.sleep(0.01)
+        finally:
+            await link.close()
+    assert link.status()["expired"] == 3
 
 
 def client_auth(config) -> Ed25519Authenticator:

@@ -22,7 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from node.storage import NodeStore  # noqa: E402
 from pbft.sim import SimOptions, run_seed  # noqa: E402
+
+
+def memory_store(n: int, f: int) -> NodeStore:
+    """The node's real SQLite store, in memory: what the simulator persists each step into."""
+    return NodeStore(Path(":memory:"), n=n, f=f)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # The replica logs every dropped message at warning; the trace already records them.
     logging.getLogger("pbft").setLevel(logging.ERROR)
 
-    options = SimOptions(requests=args.requests, primary_faults=args.primary_faults, verbose=args.verbose)
+    options = SimOptions(store_factory=memory_store, requests=args.requests, primary_faults=args.primary_faults, verbose=args.verbose)
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     started_s = time.perf_counter()
     safety = liveness = 0

@@ -13,8 +13,11 @@ import os
 import random
 from collections import Counter
 
+from pathlib import Path
+
 import pytest
 
+from node.storage import NodeStore
 from pbft.messages import Operation, Request, Result, decode, encode, signed
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
@@ -23,6 +26,16 @@ from pbft.sim.client import verdict
 from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, NETWORK_KINDS
 
 SEEDS = int(os.environ.get("PBFT_SIM_SEEDS", "300"))
+
+
+def memory_store(n: int, f: int) -> NodeStore:
+    return NodeStore(Path(":memory:"), n=n, f=f)
+
+
+def options(**overrides) -> SimOptions:
+    """Simulator options with every node on the real store, in memory."""
+    return SimOptions(store_factory=memory_store, **overrides)
+
 SUCCESS = verdict(Result("success", 0, "c" * 40))
 FAILURE = verdict(Result("failure", 1, "c" * 40))
 
@@ -33,12 +46,12 @@ def quiet_replica_logs(caplog):
     caplog.set_level(logging.ERROR, logger="pbft")
 
 
-def _seeds_with(kind: str, options: SimOptions, node: int | None = None, wanted: int = 20) -> list[SimCluster]:
+def _seeds_with(kind: str, sim_options: SimOptions, node: int | None = None, wanted: int = 20) -> list[SimCluster]:
     """Clusters (not yet run) whose plan includes `kind`, on `node` if given."""
     found = []
     seed = 0
     while len(found) < wanted:
-        cluster = SimCluster(seed, options)
+        cluster = SimCluster(seed, sim_options)
         if any(fault.kind == kind and node in (None, fault.node) for fault in cluster.plan.node_faults):
             found.append(cluster)
         seed += 1
@@ -52,7 +65,7 @@ def test_seed_sweep_keeps_safety_and_liveness():
     kinds: Counter = Counter()
     failures = []
     for seed in range(SEEDS):
-        outcome = run_seed(seed)
+        outcome = run_seed(seed, options())
         kinds.update(outcome.plan.kinds())
         if outcome.violations:
             failures.append(
@@ -67,8 +80,8 @@ def test_seed_sweep_keeps_safety_and_liveness():
 
 
 def test_a_seed_replays_exactly():
-    first = run_seed(7, SimOptions(verbose=True))
-    second = run_seed(7, SimOptions(verbose=True))
+    first = run_seed(7, options(verbose=True))
+    second = run_seed(7, options(verbose=True))
     assert first.trace == second.trace
     assert len(first.trace) > 100
 
@@ -121,19 +134,19 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
     # Backups that execute whatever pre-prepare they see first let an equivocating primary split them.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda f: 0)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda f: 1)
-    clusters = _seeds_with("equivocate", SimOptions(primary_faults=True), node=0, wanted=10)
+    clusters = _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=10)
     outcomes = [cluster.run() for cluster in clusters]
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
 
 
 def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):
     monkeypatch.setattr("pbft.sim.client.reply_quorum", lambda f: 1)
-    outcomes = [cluster.run() for cluster in _seeds_with("lie", SimOptions(), wanted=10)]
+    outcomes = [cluster.run() for cluster in _seeds_with("lie", options(), wanted=10)]
     assert any("no honest node produced" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
 
 
 def test_simulation_reports_liveness_when_builds_outlast_the_bound():
-    outcome = run_seed(3, SimOptions(build_min_s=500.0, build_max_s=600.0))
+    outcome = run_seed(3, options(build_min_s=500.0, build_max_s=600.0))
     assert outcome.liveness_failures and not outcome.safety_violations
 
 
@@ -153,7 +166,7 @@ def test_sim_signatures_verify_only_with_the_signers_secret():
 def test_crashed_nodes_restart_from_their_stores_without_breaking_safety():
     restarted = []
     for seed in range(60):
-        outcome = run_seed(seed, SimOptions(verbose=True))
+        outcome = run_seed(seed, options(verbose=True))
         if any(" restart node=" in line for line in outcome.trace):
             restarted.append(seed)
             assert not outcome.violations, (seed, outcome.violations)

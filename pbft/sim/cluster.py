@@ -24,12 +24,15 @@ from pbft.sim.faults import FaultPlan, choose_plan
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
 from pbft.sim.workload import Submission, build_result, make_workload
+from pbft.storage import StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _RESTART = range(6)
 
 
 @dataclass(frozen=True)
 class SimOptions:
+    # Each node's store, made fresh per node: the simulator knows stores only by the core's contract.
+    store_factory: StoreFactory | None = None
     requests: int = 20
     # Faults only view change can recover from: the primary's, splits, network-wide loss.
     primary_faults: bool = True
@@ -77,6 +80,7 @@ class SimCluster:
     def __init__(self, seed: int, options: SimOptions) -> None:
         self.seed = seed
         self.options = options
+        assert options.store_factory is not None, "SimOptions.store_factory is required: (n, f) -> a ReplicaStore"
         self.rng = rng = random.Random(seed)
         self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
         checkpoint_interval = rng.choice((2, 4, 8, 128))
@@ -97,7 +101,8 @@ class SimCluster:
         for node in range(self.n):
             auth = keys.for_node(node)
             replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
-            self.nodes.append(SimNode(replica, behaviour_for(byzantine.get(node), self.n, auth, rng)))
+            behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng)
+            self.nodes.append(SimNode(replica, behaviour, options.store_factory(self.n, self.f)))
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
         self.safety = SafetyChecker()
         self.stats: Counter = Counter()
@@ -234,7 +239,8 @@ class SimCluster:
 
     def _restart(self, node: int, _: None) -> None:
         """The crashed process comes back: only what its store kept survives."""
-        unfinished = self.nodes[node].restart(self.now_s)
+        loaded = self.nodes[node].restart(self.now_s)
+        unfinished = loaded.unfinished if loaded is not None else []
         self._log(f"restart node={node} view={self.nodes[node].replica.view} "
                   f"last_executed={self.nodes[node].replica.last_executed} rebuilding={len(unfinished)}")
         for seq, request in unfinished:
@@ -297,5 +303,5 @@ class SimCluster:
             self._push(time_s, _DELIVER, (src, dst), message)
 
 
-def run_seed(seed: int, options: SimOptions | None = None) -> SeedOutcome:
-    return SimCluster(seed, options or SimOptions()).run()
+def run_seed(seed: int, options: SimOptions) -> SeedOutcome:
+    return SimCluster(seed, options).run()

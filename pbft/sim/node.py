@@ -21,7 +21,6 @@ class SimNode:
         self.store = store
 
     def receive(self, message: Message, now_s: float) -> str | None:
-        self.behaviour.observe(message)
         return self.replica.receive(message, now=now_s)
 
     def tick(self, now_s: float) -> None:

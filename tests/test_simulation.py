@@ -460,3 +460,16 @@ def test_simulation_catches_a_node_that_stops_listening(monkeypatch):
 def test_synced_stores_never_forget_what_a_node_sent():
     for cluster in _seeds_with("power-loss", options(), wanted=8):
         assert not [violation for violation in cluster.run().violations if violation.kind == "amnesia"]
+
+
+def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it():
+    cluster = SimCluster(0, options(long_fraction=1.0, long_requests=400))
+    settings = cluster.nodes[0].replica.settings
+    assert cluster.long and settings.batch_max == 1 and settings.checkpoint_interval <= 16
+    [down] = cluster.plan.node_faults
+    assert down.kind == "crash" and down.window.end_s - down.window.start_s > 0.7 * cluster.workload.span_s
+    outcome = cluster.run()
+    assert "long" in outcome.kinds and not outcome.safety_violations and not outcome.liveness_failures
+    up = [node.replica for node in cluster.nodes if node.replica.id != down.node]
+    assert min(replica.last_executed for replica in up) >= 400
+    assert min(replica.low_watermark for replica in up) >= 400 - settings.log_window

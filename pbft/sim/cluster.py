@@ -48,7 +48,7 @@ from pbft.sim.settled import (
     ledger_failures,
 )
 from pbft.sim.store import UnsyncedStore
-from pbft.sim.workload import Submission, Workload, build_result, long_workload, make_workload
+from pbft.sim.workload import Submission, build_result, long_workload, make_workload
 from pbft.storage import StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART = range(7)
@@ -155,9 +155,14 @@ class SimCluster:
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
         else:
             self.workload = make_workload(rng, options.requests, client_names, options.submit_window_s)
-            self.plan = choose_plan(rng, self.n, self.f, options.primary_faults, horizon_s=self.workload.span_s)
-            if any(fault.kind == "restart-after-transfer" for fault in self.plan.node_faults):
-                # A transfer carries ledger entries only below a stable checkpoint: make them come often.
+            self.plan = choose_plan(
+                rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
+            )
+            if self.plan.next_primary_lags() or any(
+                fault.kind == "restart-after-transfer" for fault in self.plan.node_faults
+            ):
+                # These scenarios need stable checkpoints a node misses (a transfer carries ledger
+                # entries only below one): make them come often.
                 checkpoint_interval = min(checkpoint_interval, 4)
         settings = dict(
             n=self.n,

@@ -188,12 +188,17 @@ def _lag(rng: random.Random, node: int, heal_s: float, window: Window | None = N
     )
 
 
-def choose_plan(rng: random.Random, n: int, f: int, primary_faults: bool, horizon_s: float = 10.0) -> FaultPlan:
+def choose_plan(
+    rng: random.Random, n: int, f: int, primary_faults: bool, horizon_s: float = 10.0,
+    idle_gaps: list[tuple[float, float]] | None = None,
+) -> FaultPlan:
     """Draw one scenario. Without `primary_faults`, node 0 (primary of view 0)
     stays correct and every link to it stays up: only view change could
     recover from a faulty primary, a quorum-less split, network-wide loss or
     a blackout. `horizon_s` is how long the workload lasts: faults usually
-    come in its first ten seconds, sometimes anywhere in it.
+    come in its first ten seconds, sometimes anywhere in it. `idle_gaps`
+    (the workload's, as (last request before, first after)) let F1's
+    scenario put the primary's crash where nothing is left to order.
     """
     heal_s = rng.uniform(2.0, 10.0) if rng.random() < 0.7 else rng.uniform(2.0, max(10.0, min(horizon_s, 120.0)))
     eligible = list(range(n)) if primary_faults else list(range(1, n))
@@ -202,13 +207,8 @@ def choose_plan(rng: random.Random, n: int, f: int, primary_faults: bool, horizo
     node_faults = [_node_fault(rng, rng.choice(kinds), node, heal_s) for node in sorted(faulty)]
     lags = []
     if primary_faults and rng.random() < 0.12:
-        # F1: node 1 misses the first seconds of traffic, then node 0 goes down and node 1 must lead view 1.
-        node_faults = [fault for fault in node_faults if fault.node not in (0, 1)][: f - 1]
-        lag_end_s = rng.uniform(0.5, heal_s * 0.8)
-        crash_s = rng.uniform(lag_end_s * 0.5, lag_end_s + 1.0)
-        node_faults.insert(0, NodeFault(rng.choice(("crash", "power-loss")), 0, Window(crash_s, rng.uniform(crash_s + 0.5, heal_s + 2.0))))
-        heal_s = max(heal_s, node_faults[0].window.end_s)
-        lags.append(Lag(1, Window(0.0, lag_end_s), drop_p=rng.uniform(0.6, 1.0), delay_s=rng.uniform(0.0, 0.3)))
+        node_faults, lag, heal_s = _next_primary_lags(rng, f, node_faults, heal_s, idle_gaps or [])
+        lags.append(lag)
     elif rng.random() < 0.35:
         correct = [node for node in eligible if node not in faulty]
         count = 1 if n < 7 or rng.random() < 0.5 else 2
@@ -236,6 +236,29 @@ def choose_plan(rng: random.Random, n: int, f: int, primary_faults: bool, horizo
         drop=drop,
         blackout=blackout,
     )
+
+
+def _next_primary_lags(
+    rng: random.Random, f: int, node_faults: list[NodeFault], heal_s: float, idle_gaps: list[tuple[float, float]]
+) -> tuple[list[NodeFault], Lag, float]:
+    """F1: node 1 misses the traffic of the first seconds, checkpoints included, then node 0
+    goes down and node 1 must lead view 1. When the workload has an idle gap, node 0 goes down
+    in it, after everything before it is ordered, and stays down while the next requests come."""
+    others = [fault for fault in node_faults if fault.node not in (0, 1)][: f - 1]
+    if idle_gaps and rng.random() < 0.7:
+        before_s, after_s = rng.choice(idle_gaps)
+        lag_end_s = before_s + rng.uniform(0.5, 1.0)
+        crash_s = rng.uniform(lag_end_s, max(lag_end_s, after_s - 0.2))
+        crash = Window(crash_s, after_s + rng.uniform(5.0, 30.0))
+        drop_p = rng.uniform(0.9, 1.0)
+    else:
+        lag_end_s = rng.uniform(0.5, heal_s * 0.8)
+        crash_s = rng.uniform(lag_end_s * 0.5, lag_end_s + 1.0)
+        crash = Window(crash_s, rng.uniform(crash_s + 0.5, heal_s + 2.0))
+        drop_p = rng.uniform(0.6, 1.0)
+    primary = NodeFault(rng.choice(("crash", "power-loss")), 0, crash)
+    lag = Lag(1, Window(0.0, lag_end_s), drop_p=drop_p, delay_s=rng.uniform(0.0, 0.3))
+    return [primary] + others, lag, max(heal_s, crash.end_s)
 
 
 def long_plan(rng: random.Random, n: int, f: int, span_s: float) -> FaultPlan:

@@ -25,9 +25,6 @@ class Network:
         if plan.blackout is not None:
             self._down += [(node, plan.blackout.window(node)) for node in range(plan.n)]
 
-    def down_windows(self) -> list[tuple[int, Window]]:
-        return list(self._down)
-
     def add_down(self, node: int, window: Window) -> None:
         """A crash the run decides on as it goes (after a node's first state transfer)."""
         self._down.append((node, window))

@@ -39,6 +39,11 @@ class Workload:
     def span_s(self) -> float:
         return self.submissions[-1].time_s if self.submissions else 0.0
 
+    def idle_gaps(self, at_least_s: float = 1.5) -> list[tuple[float, float]]:
+        """(last request before, first request after) of each gap of at least `at_least_s` with nothing asked."""
+        times = [submission.time_s for submission in self.submissions]
+        return [(earlier, later) for earlier, later in zip(times, times[1:]) if later - earlier >= at_least_s]
+
     @property
     def longest_idle_s(self) -> float:
         times = [submission.time_s for submission in self.submissions]

@@ -196,6 +196,7 @@ class SimCluster:
         self._quiet_from_s = max(self.plan.heal_s, self.workload.span_s)  # every fault over, every request sent
         self._settle_from_s: float | None = None
         self._down: dict[int, _Down] = {}
+        self._incarnation = [0] * self.n  # which process of each node is running
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
         self._late_fetches: dict[int, str] = {}
@@ -386,9 +387,9 @@ class SimCluster:
         self.stats[f"lost_{reason.split(':')[0]}"] += 1
         self._log(f"lost {src}->{dst} {describe(message)}: {reason}")
 
-    def _build_done(self, node: int, build: tuple[int, Request, Result]) -> None:
-        seq, request, result = build
-        if self._is_down(node):
+    def _build_done(self, node: int, build: tuple[int, Request, Result, int]) -> None:
+        seq, request, result, incarnation = build
+        if self._is_down(node) or incarnation != self._incarnation[node]:
             # The process died with the build; the restarted node runs it again.
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
@@ -427,6 +428,7 @@ class SimCluster:
             self._down[node].power_loss |= power_loss
             return
         self._down[node] = _Down(set(self.nodes[node].replica.executed), power_loss)
+        self._incarnation[node] += 1  # builds the dead process started never report
         self._log(f"{'power loss' if power_loss else 'crash'} node={node} "
                   f"last_executed={self.nodes[node].replica.last_executed}")
 
@@ -522,7 +524,8 @@ class SimCluster:
 
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
-        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, build_result(request.operation, build_s)))
+        result = build_result(request.operation, build_s)
+        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, result, self._incarnation[node]))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:
         """Send through the node's behaviour, which may drop, alter, add or delay messages."""

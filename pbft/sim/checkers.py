@@ -134,7 +134,7 @@ class BuildChecker:
             return
         self._reported.add(("fetch", node))
         self.violations.append(Violation(
-            "fetch", time_s, f"node {node} sent FETCH in a seed without faults ({detail})"
+            "fetch", time_s, f"node {node} sent FETCH in a seed without faults, lags aside ({detail})"
         ))
 
 

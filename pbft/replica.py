@@ -95,6 +95,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (from_seq, when) of the last answer
         self.members = Membership(settings.n, settings.f, settings.log_window)
         self._outbox: list[Effect] = []
+        self._replay_due = False  # a view started or the window moved: buffered messages may be ready
 
     # --- derived values -----------------------------------------------
 
@@ -161,6 +162,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         """Handle one decoded message; return why it was dropped, or None."""
         if now is not None:
             self.now = max(self.now, now)
+        reason = self._handle(message)
+        self._replay_ready()
+        self.catch_up.update(self.now, self.last_executed, self.view)
+        self._check_invariants()
+        return reason
+
+    def _handle(self, message: Message) -> str | None:
         handler = {
             Request: self._on_request,
             PrePrepare: self._on_preprepare,
@@ -180,8 +188,6 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             reason = handler(message)
         if reason is not None:
             logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, _describe(message), reason)
-        self.catch_up.update(self.now, self.last_executed, self.view)
-        self._check_invariants()
         return reason
 
     def tick(self, now: float) -> None:
@@ -192,6 +198,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             self._start_view_change(self.view + 1)
         elif self.changing_view and self.now >= self.view_change_resend_at:
             self._send_view_change()
+        self._replay_ready()
         self._maybe_fetch()
         self._ask_for_votes()
         self._check_invariants()
@@ -339,16 +346,39 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.catch_up.claim_view(message.sender, message.view)
         if isinstance(message, Commit):
             self.catch_up.claim_seq(message.sender, message.seq)
-        if not self.in_window(message.seq):
+        # Up to one window beyond H is a checkpoint we have not made stable yet, as a
+        # slower node often has not: keep those for later rather than learn them by
+        # state transfer and never build them.
+        if not self.low_watermark < message.seq <= self.high_watermark + self.settings.log_window:
             return f"ignore_{kind}_out_of_window"
         return None
 
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
-        """Keep a message of a view this replica has not entered yet, in a bounded buffer."""
-        if self.not_entered(message.view):
+        """Keep a message of a view this replica has not entered yet, or just above its
+        window, in a bounded per-sender buffer; `_replay_ready` hands it back in time."""
+        if self.not_entered(message.view) or message.seq > self.high_watermark:
             self._buffer(self.future, message.sender, message)
             return True
         return False
+
+    def _replay_ready(self) -> None:
+        """At the end of a step in which a view started or the window moved, take back the
+        buffered messages whose view and window have come, and drop those now stale.
+        (Doing it within the step would execute batches in the middle of another change.)"""
+        if not self._replay_due:
+            return
+        self._replay_due = False
+        ready = []
+        for sender, buffer in self.future.items():
+            kept = deque(maxlen=buffer.maxlen)
+            for message in buffer:
+                if message.view < self.view or message.seq <= self.low_watermark:
+                    continue
+                (kept if self.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
+            self.future[sender] = kept
+        for message in ready:
+            self._handle(message)
+        self._replay_ready()  # what they did may have moved the window again
 
     def _record_vote(self, votes: dict, kind: str, message: Prepare | Commit) -> str | None:
         if message.sender in votes:
@@ -510,9 +540,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         """A checkpoint is stable once 2f+1 nodes, this one included, vouch for our digest."""
         if not self.checkpoints.try_stable(seq):
             return
+        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, self.checkpoints.own[seq][:8])
         self.log.collect_garbage(seq)
         self._outbox.append(KeepStableProof(seq, self.stable_proof))
-        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, self.checkpoints.own[seq][:8])
+        self._replay_due = True
         if self.is_primary:
             self._issue_preprepares()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 from pbft.effects import Broadcast, SendTo, Store
 from pbft.messages import (
@@ -199,13 +198,7 @@ class ViewChanges:
         for pp in preprepares:
             if self.in_window(pp.seq):
                 self._accept_preprepare(pp)
-        replay = [m for buffer in self.future.values() for m in buffer if m.view == view]
-        self.future = {
-            sender: deque((m for m in buffer if m.view > view), maxlen=buffer.maxlen)
-            for sender, buffer in self.future.items()
-        }
-        for message in replay:
-            self.receive(message)
+        self._replay_due = True
         self._hand_over_waiting(preprepares)
 
     def _adopt_checkpoint(self, plan: NewViewPlan) -> None:

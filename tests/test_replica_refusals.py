@@ -72,13 +72,17 @@ def test_a_conflicting_preprepare_for_the_same_view_and_sequence_is_refused():
     assert cluster.replicas[1].slots[1].preprepare == first
 
 
-def test_sequence_numbers_outside_the_watermarks_are_refused():
+def test_sequence_numbers_outside_the_watermarks_are_refused_or_kept_for_the_next_window():
     cluster = Cluster(settings={"log_window": 4, "checkpoint_interval": 2})
     request = cluster.request()
-    assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=5)) == "ignore_preprepare_out_of_window"
     assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=0)) == "ignore_preprepare_out_of_window"
     vote = signed(Prepare(0, 9, "a" * 64, 2), cluster.replicas[2].auth.sign)
-    assert cluster.deliver_to(1, vote) == "ignore_prepare_out_of_window"
+    assert cluster.deliver_to(1, vote) == "ignore_prepare_out_of_window"  # beyond H + L
+    # Beyond H but within the next window: kept, not used, until a checkpoint moves the window.
+    above = preprepare_for(cluster, request, seq=5)
+    assert cluster.deliver_to(1, above) is None
+    replica = cluster.replicas[1]
+    assert 5 not in replica.slots and replica.buffered(replica.future) == [above]
     assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=4)) is None
 
 

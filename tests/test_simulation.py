@@ -2,8 +2,8 @@
 
 The seed sweep is the CI gate (PBFT_SIM_SEEDS seeds, default 300). The
 targeted tests show that each checker fires on the violation it exists
-for, both fed directly and on a deliberately broken cluster, so a green
-sweep means something.
+for, both fed directly and on a deliberately broken cluster, and stays
+quiet on legitimate PBFT behaviour, so a green sweep means something.
 """
 
 from __future__ import annotations
@@ -13,16 +13,47 @@ import os
 import random
 from collections import Counter
 
+from pathlib import Path
+
 import pytest
 
-from pbft.messages import Operation, Request, Result, decode, encode, signed
+from node.storage import NodeStore
+from pbft.effects import Broadcast
+from pbft.messages import Checkpoint, Commit, Operation, Prepare, Request, Result, ResultVote, decode, encode, signed
+from pbft.replica import Replica, ReplicaSettings
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
-from pbft.sim.checkers import SafetyChecker, liveness_failures
+from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
+from pbft.sim.checkers import (
+    BuildChecker,
+    MemoryBounds,
+    MemoryChecker,
+    SafetyChecker,
+    forgotten,
+    liveness_failures,
+    replica_sizes,
+    restore_problem,
+    vouched,
+)
 from pbft.sim.client import verdict
-from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, NETWORK_KINDS
+from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, Window, choose_plan
+from pbft.sim.network import Network
+from pbft.sim.node import SimNode
+from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetch_failures, ledger_failures
+from pbft.sim.store import UnsyncedStore
+from pbft.sim.workload import SHAPES, make_workload
 
 SEEDS = int(os.environ.get("PBFT_SIM_SEEDS", "300"))
+
+
+def memory_store(n: int, f: int) -> NodeStore:
+    return NodeStore(Path(":memory:"), n=n, f=f)
+
+
+def options(**overrides) -> SimOptions:
+    """Simulator options with every node on the real store, in memory."""
+    return SimOptions(**{"store_factory": memory_store, **overrides})
+
 SUCCESS = verdict(Result("success", 0, "c" * 40))
 FAILURE = verdict(Result("failure", 1, "c" * 40))
 
@@ -33,12 +64,12 @@ def quiet_replica_logs(caplog):
     caplog.set_level(logging.ERROR, logger="pbft")
 
 
-def _seeds_with(kind: str, options: SimOptions, node: int | None = None, wanted: int = 20) -> list[SimCluster]:
+def _seeds_with(kind: str, sim_options: SimOptions, node: int | None = None, wanted: int = 20) -> list[SimCluster]:
     """Clusters (not yet run) whose plan includes `kind`, on `node` if given."""
     found = []
     seed = 0
     while len(found) < wanted:
-        cluster = SimCluster(seed, options)
+        cluster = SimCluster(seed, sim_options)
         if any(fault.kind == kind and node in (None, fault.node) for fault in cluster.plan.node_faults):
             found.append(cluster)
         seed += 1
@@ -52,23 +83,23 @@ def test_seed_sweep_keeps_safety_and_liveness():
     kinds: Counter = Counter()
     failures = []
     for seed in range(SEEDS):
-        outcome = run_seed(seed)
-        kinds.update(outcome.plan.kinds())
+        outcome = run_seed(seed, options())
+        kinds.update(outcome.kinds)
         if outcome.violations:
             failures.append(
-                f"seed={seed} {outcome.violations[0]} [{outcome.plan.describe()}] "
+                f"seed={seed} {outcome.first_violation} [{outcome.plan.describe()}] "
                 f"replay: python scripts/simulate.py --seed {seed} --verbose"
             )
     print(f"seeds={SEEDS} fault kinds: {dict(sorted(kinds.items()))}")
-    assert not failures, "\n".join(failures)
-    expected = set(NETWORK_KINDS + BYZANTINE_KINDS + GLOBAL_KINDS)
+    assert not failures, f"{len(failures)} of {SEEDS} seeds failed:\n" + "\n".join(failures)
+    expected = set(NETWORK_KINDS + BYZANTINE_KINDS + GLOBAL_KINDS + LAG_KINDS) | set(SHAPES) - {"steady"}
     if SEEDS >= 300:
         assert expected <= set(kinds), f"fault kinds never drawn: {expected - set(kinds)}"
 
 
 def test_a_seed_replays_exactly():
-    first = run_seed(7, SimOptions(verbose=True))
-    second = run_seed(7, SimOptions(verbose=True))
+    first = run_seed(7, options(verbose=True))
+    second = run_seed(7, options(verbose=True))
     assert first.trace == second.trace
     assert len(first.trace) > 100
 
@@ -121,19 +152,19 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
     # Backups that execute whatever pre-prepare they see first let an equivocating primary split them.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda f: 0)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda f: 1)
-    clusters = _seeds_with("equivocate", SimOptions(primary_faults=True), node=0, wanted=10)
+    clusters = _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=10)
     outcomes = [cluster.run() for cluster in clusters]
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
 
 
 def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):
     monkeypatch.setattr("pbft.sim.client.reply_quorum", lambda f: 1)
-    outcomes = [cluster.run() for cluster in _seeds_with("lie", SimOptions(), wanted=10)]
+    outcomes = [cluster.run() for cluster in _seeds_with("lie", options(), wanted=10)]
     assert any("no honest node produced" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
 
 
 def test_simulation_reports_liveness_when_builds_outlast_the_bound():
-    outcome = run_seed(3, SimOptions(build_min_s=500.0, build_max_s=600.0))
+    outcome = run_seed(3, options(build_min_s=500.0, build_max_s=600.0))
     assert outcome.liveness_failures and not outcome.safety_violations
 
 
@@ -153,9 +184,292 @@ def test_sim_signatures_verify_only_with_the_signers_secret():
 def test_crashed_nodes_restart_from_their_stores_without_breaking_safety():
     restarted = []
     for seed in range(60):
-        outcome = run_seed(seed, SimOptions(verbose=True))
+        outcome = run_seed(seed, options(verbose=True))
         if any(" restart node=" in line for line in outcome.trace):
             restarted.append(seed)
-            assert not outcome.violations, (seed, outcome.violations)
+            assert not outcome.safety_violations, (seed, outcome.safety_violations)
     # A crash that ends before every request is answered restarts its node from the store.
     assert len(restarted) >= 3, restarted
+
+
+# --- the plan: lags, new faults, workload shapes ---------------------------------
+
+
+def test_lagging_nodes_are_correct_nodes_on_top_of_f_faults():
+    rng = random.Random(5)
+    plans = [choose_plan(rng, 4, 1, primary_faults=True, horizon_s=60.0) for _ in range(400)]
+    lagging = [plan for plan in plans if plan.lags]
+    assert len(lagging) > 50
+    for plan in lagging:
+        assert not plan.lagging & plan.faulty and len(plan.faulty) <= plan.f
+        assert all(lag.window.end_s <= plan.heal_s for lag in plan.lags)
+    # F1's scenario: node 1, primary of view 1, lags while node 0 goes down.
+    assert sum(plan.next_primary_lags() for plan in plans) > 20
+    assert any(len(plan.faulty) == plan.f and plan.lags for plan in plans)
+
+
+def test_without_primary_faults_node_0_never_lags_or_fails():
+    rng = random.Random(6)
+    for _ in range(300):
+        plan = choose_plan(rng, 4, 1, primary_faults=False)
+        assert 0 not in plan.faulty | plan.lagging and plan.blackout is None
+
+
+def test_a_lag_loses_only_messages_to_the_lagging_node_while_it_lasts():
+    plan = FaultPlan(n=4, f=1, heal_s=5.0, lags=(Lag(2, Window(1.0, 3.0), drop_p=1.0, delay_s=0.0),))
+    network = Network(plan, random.Random(2))
+    assert network.transit(0, 2, 2.0, 0.0) == ([], "lag")
+    assert network.transit(2, 0, 2.0, 0.0)[0]  # what the lagging node sends still arrives
+    assert network.transit(0, 2, 3.5, 0.0)[0]  # and it hears everything once the lag is over
+    assert network.transit(0, 1, 2.0, 0.0)[0]
+
+
+def test_workloads_have_idle_gaps_and_bursts():
+    shapes = {}
+    for seed in range(60):
+        workload = make_workload(random.Random(seed), 20, ["a", "b"], 3.0)
+        shapes.setdefault(workload.shape, []).append(workload)
+    assert set(shapes) == set(SHAPES)
+    assert all(workload.longest_idle_s >= 1.5 for workload in shapes["idle"])
+    assert max(workload.longest_idle_s for workload in shapes["idle"]) > 60.0  # minutes, sometimes
+    for workload in shapes["burst"]:
+        times = [submission.time_s for submission in workload.submissions]
+        assert sum(later - earlier < 0.05 for earlier, later in zip(times, times[1:])) >= 10
+
+
+# --- Byzantine floods ------------------------------------------------------------
+
+
+def _auth():
+    keys = SimKeys.generate(random.Random(1), 4, ["client-0"])
+    return keys, keys.for_node(3)
+
+
+def test_view_change_spam_is_signed_and_each_for_a_new_view():
+    keys, auth = _auth()
+    spam = ViewChangeSpam(3, auth)
+    sends = spam.outgoing(0, Prepare(0, 1, "a" * 64, 3)) + spam.outgoing(0, Prepare(0, 2, "a" * 64, 3))
+    spammed = [message for _, message, _ in sends if message.TYPE == "view-change"]
+    views = [message.view for message in spammed]
+    assert len(views) == 2 * ViewChangeSpam.PER_SEND and len(set(views)) == len(views)
+    for message in spammed:
+        assert keys.for_node(0).verify_node(3, message.payload(), message.sig)
+        assert decode(encode(message)) == message
+
+
+def test_absurd_sequence_numbers_are_signed_commits_and_checkpoints():
+    keys, auth = _auth()
+    sends = AbsurdSeq(3, auth).outgoing(1, Commit(2, 5, "a" * 64, 3))
+    absurd = [message for _, message, _ in sends[1:]]
+    assert {type(message) for message in absurd} == {Commit, Checkpoint}
+    assert all(message.seq == 10**12 and keys.for_node(1).verify_node(3, message.payload(), message.sig)
+               for message in absurd)
+
+
+def test_a_vote_flood_follows_each_honest_vote_with_more_than_a_buffer_of_ghosts():
+    keys, auth = _auth()
+    flood = VoteFlood(3, 4, auth, max_buffered=8)
+    honest = ResultVote(1, "client-0", 1, Result("success", 0, "c" * 40), 1)
+    sends = flood.observe(honest)
+    assert {dst for dst, _, _ in sends} == {0, 2}  # not back to the voter, not to itself
+    assert len(sends) == 2 * 9
+    assert all(message.client.startswith("ghost-") and decode(encode(message)) == message for _, message, _ in sends)
+    assert flood.observe(honest) == []  # one flood per honest vote
+
+
+# --- the new checkers, fed directly -------------------------------------------------
+
+
+def test_build_checker_reports_a_normal_node_that_ordered_without_building():
+    checker = BuildChecker(normal=frozenset({0, 1, 2}), fetch_free=True)
+    checker.executed(1.0, 0, 1, batch=[("c", 1)], builds=[("c", 1)], by_transfer=False)
+    checker.executed(1.0, 0, 2, batch=[("c", 1)], builds=[], by_transfer=False)  # ordered twice, built once: fine
+    assert checker.violations == []
+    checker.executed(2.0, 1, 1, batch=[("c", 1)], builds=[], by_transfer=True)
+    [violation] = checker.violations
+    assert violation.kind == "built" and "node 1" in violation.text and "state transfer" in violation.text
+
+
+def test_build_checker_lets_faulty_and_lagging_nodes_catch_up_by_transfer():
+    checker = BuildChecker(normal=frozenset({0, 1}), fetch_free=False)
+    checker.executed(2.0, 3, 1, batch=[("c", 1)], builds=[], by_transfer=True)  # node 3 crashed or lagged
+    checker.fetched(2.0, 3, "from=1")
+    checker.fetched(2.0, 0, "from=1")  # the seed has faults: a fetch is no violation
+    assert checker.violations == []
+
+
+def test_build_checker_reports_a_fetch_in_a_seed_without_faults_once_per_node():
+    checker = BuildChecker(normal=frozenset({0, 1, 2, 3}), fetch_free=True)
+    for _ in range(3):
+        checker.fetched(4.5, 2, "from=3 highest_seen=3")
+    [violation] = checker.violations
+    assert violation.kind == "fetch" and "node 2" in violation.text
+
+
+def test_restore_check_compares_executed_requests_above_the_client_floor():
+    before = {("c", 1), ("c", 5), ("c", 6)}
+    assert restore_problem(2, before, {("c", 5), ("c", 6)}, floors={"c": 1}) is None
+    problem = restore_problem(2, before, {("c", 5), ("c", 7)}, floors={"c": 1})
+    assert "lost 1 executed request(s) ('c', 6)" in problem and "gained 1" in problem
+
+
+def test_amnesia_check_finds_a_sent_commit_the_store_lost_and_ignores_pruned_votes():
+    commit = Commit(0, 5, "a" * 64, 1)
+    sent = {vouched(commit), vouched(Prepare(0, 3, "b" * 64, 1)), vouched(Checkpoint(4, "c" * 64, 1))}
+    assert forgotten(sent, [Checkpoint(4, "c" * 64, 1)], low_watermark=4) == [vouched(commit)]
+    assert forgotten(sent, [commit, Checkpoint(4, "c" * 64, 1)], low_watermark=4) == []
+
+
+def test_unsynced_store_loses_exactly_its_last_step():
+    store = UnsyncedStore(lambda: memory_store(4, 1))
+    replica = Replica(ReplicaSettings(node_id=1, n=4, f=1), SimKeys.generate(random.Random(1), 4, []).for_node(1))
+    commit = Commit(0, 1, "a" * 64, 1)
+    store.save(dict(replica.durable_state(), view=3), [])
+    store.save(dict(replica.durable_state(), view=4), [Broadcast(commit)])
+    assert store.load().state["view"] == 4
+    assert store.lose_last_step() == 1
+    assert store.load().state["view"] == 3
+
+
+def test_memory_checker_reports_each_part_over_its_bound_once():
+    settings = ReplicaSettings(node_id=0, n=4, f=1, checkpoint_interval=4, log_window=8, max_buffered=16)
+    bounds = MemoryBounds.for_settings(settings)
+    replica = Replica(settings, SimKeys.generate(random.Random(1), 4, []).for_node(0))
+    sizes = replica_sizes(replica)
+    assert set(sizes) == set(bounds.limits()) and not any(sizes.values())
+    checker = MemoryChecker(bounds)
+    checker.check(1.0, 2, sizes)
+    assert checker.violations == []
+    for _ in range(2):
+        checker.check(1.0, 2, dict(sizes, view_changes=bounds.view_changes + 1, future=16))
+    [violation] = checker.violations
+    assert violation.kind == "memory" and "view_changes" in violation.text
+
+
+def test_convergence_check_reports_a_lone_view_change_and_a_node_left_behind():
+    agreed = NodeEnd(1, False, 20)
+    assert convergence_failures(70.0, {0: agreed, 1: agreed, 2: agreed}) == []
+    [lone] = convergence_failures(70.0, {0: NodeEnd(2, True, 20), 1: agreed, 2: agreed})
+    assert lone.kind == "converge" and "node 0 view 2 (changing)" in lone.text
+    [behind] = convergence_failures(70.0, {0: agreed, 1: NodeEnd(1, False, 16), 2: agreed})
+    assert "node 1 view 1 at seq 16" in behind.text
+
+
+def test_late_fetches_count_only_for_nodes_that_converged():
+    [failure] = late_fetch_failures(70.0, {0: "highest_seen=1000000000000", 3: "from=5"}, converged={0, 1, 2})
+    assert failure.kind == "fetch" and "node 0" in failure.text
+
+
+def _view(state, result=None, own=None, voters=()):
+    agreed = lambda r: None if r is None else (r, 0 if r == "success" else 1, "c" * 40)
+    return BuildView(1, agreed(own), state, agreed(result), frozenset(voters))
+
+
+def test_ledger_check_accepts_agreeing_ledgers():
+    views = {node: _view("certified", "success", "success", (0, 1, 2, 3)) for node in range(4)}
+    assert ledger_failures(70.0, {node: {("c", 1): view} for node, view in views.items()}, 3, True) == []
+
+
+def test_ledger_check_reports_a_node_that_lacks_votes_others_certified():
+    ledgers = {node: {("c", 1): _view("certified", "success", "success", (0, 1, 2))} for node in range(3)}
+    ledgers[2] = {("c", 1): _view("pending", None, "success", (2,))}
+    [failure] = ledger_failures(70.0, ledgers, 3, True, delivered={(2, ("c", 1), 0)})
+    assert failure.kind == "ledger" and "node 2 pending" in failure.text
+    assert "votes of 0 delivered, not kept" in failure.text and "votes of 1 never delivered" in failure.text
+
+
+def test_ledger_check_reports_two_certified_results():
+    ledgers = {0: {("c", 1): _view("certified", "success")}, 1: {("c", 1): _view("certified", "failure")}}
+    [failure] = ledger_failures(70.0, ledgers, 3, False)
+    assert "two results certified" in failure.text
+
+
+def test_ledger_check_allows_a_byzantine_vote_to_decide_at_some_nodes_only():
+    # Two honest builders and a Byzantine vote that reached node 0 alone: certified there, pending at 1.
+    ledgers = {0: {("c", 1): _view("certified", "success", "success", (0, 1, 3))},
+               1: {("c", 1): _view("pending", None, "success", (0, 1))}}
+    assert ledger_failures(70.0, ledgers, 3, byzantine_free=False) == []
+    assert ledger_failures(70.0, ledgers, 3, byzantine_free=True)
+
+
+# --- the new checkers, catching broken clusters ------------------------------------
+
+
+def _fault_free_seeds(wanted: int) -> list[int]:
+    return [seed for seed in range(200) if SimCluster(seed, options()).plan.kinds() == ["none"]][:wanted]
+
+
+def test_simulation_catches_a_node_that_never_builds(monkeypatch):
+    original = Replica._append_to_ledger
+
+    def lazy(self, seq, batch_id, batch, *, build):
+        original(self, seq, batch_id, batch, build=build and self.id != 2)
+
+    monkeypatch.setattr(Replica, "_append_to_ledger", lazy)
+    outcome = run_seed(_fault_free_seeds(1)[0], options())
+    assert any(violation.kind == "built" and "node 2" in violation.text for violation in outcome.violations)
+
+
+def test_simulation_catches_a_store_that_forgets_executed_requests():
+    class Forgetful:
+        def __init__(self, n, f):
+            self.inner = memory_store(n, f)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def load(self):
+            loaded = self.inner.load()
+            return loaded and type(loaded)(loaded.state, loaded.messages, {}, loaded.unfinished)
+
+    restored = []
+    for cluster in _seeds_with("crash", options(store_factory=Forgetful), wanted=6):
+        restored += [violation for violation in cluster.run().violations if violation.kind == "restore"]
+    assert restored and "lost" in restored[0].text
+
+
+def test_simulation_catches_a_store_that_loses_sent_commits():
+    class Unsafe:
+        def __init__(self, n, f):
+            self.inner = memory_store(n, f)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def save(self, state, effects):
+            self.inner.save(state, [effect for effect in effects if not isinstance(getattr(effect, "message", None), Commit)])
+
+    outcomes = [cluster.run() for cluster in _seeds_with("crash", options(store_factory=Unsafe), wanted=4)]
+    assert any(violation.kind == "amnesia" for outcome in outcomes for violation in outcome.violations)
+
+
+def test_simulation_catches_a_node_that_stops_listening(monkeypatch):
+    original = SimNode.receive
+
+    def deaf(self, message, now_s):
+        if self.replica.id == 3 and self.replica.last_executed >= 1:
+            return "deaf"
+        return original(self, message, now_s)
+
+    monkeypatch.setattr(SimNode, "receive", deaf)
+    outcome = run_seed(_fault_free_seeds(1)[0], options())
+    kinds = {violation.kind for violation in outcome.violations}
+    assert "converge" in kinds and "ledger" in kinds and "safety" not in kinds
+
+
+def test_synced_stores_never_forget_what_a_node_sent():
+    for cluster in _seeds_with("power-loss", options(), wanted=8):
+        assert not [violation for violation in cluster.run().violations if violation.kind == "amnesia"]
+
+
+def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it():
+    cluster = SimCluster(0, options(long_fraction=1.0, long_requests=400))
+    settings = cluster.nodes[0].replica.settings
+    assert cluster.long and settings.batch_max == 1 and settings.checkpoint_interval <= 16
+    [down] = cluster.plan.node_faults
+    assert down.kind == "crash" and down.window.end_s - down.window.start_s > 0.7 * cluster.workload.span_s
+    outcome = cluster.run()
+    assert "long" in outcome.kinds and not outcome.safety_violations and not outcome.liveness_failures
+    up = [node.replica for node in cluster.nodes if node.replica.id != down.node]
+    assert min(replica.last_executed for replica in up) >= 400
+    assert min(replica.low_watermark for replica in up) >= 400 - settings.log_window

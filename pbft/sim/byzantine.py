@@ -12,7 +12,21 @@ import hashlib
 import random
 from dataclasses import replace
 
-from pbft.messages import Checkpoint, Commit, Message, Operation, PrePrepare, Prepare, Reply, Request, Result, batch_digest, signed
+from pbft.messages import (
+    Checkpoint,
+    Commit,
+    Message,
+    Operation,
+    PrePrepare,
+    Prepare,
+    Reply,
+    Request,
+    Result,
+    ResultVote,
+    ViewChange,
+    batch_digest,
+    signed,
+)
 from pbft.sim.auth import SimAuthenticator, keyed_signature
 from pbft.sim.faults import NodeFault
 from pbft.sim.network import Address
@@ -34,8 +48,9 @@ def flipped(result: Result) -> Result:
 class Honest:
     kind = "honest"
 
-    def observe(self, message: Message) -> None:
-        """Byzantine behaviours may remember what they receive; honest nodes need not."""
+    def observe(self, message: Message) -> list[Send]:
+        """Byzantine behaviours may remember what they receive, and answer it at once; honest nodes need not."""
+        return []
 
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         return [(dst, message, 0.0)]
@@ -100,10 +115,11 @@ class Equivocate(Honest):
         self.known: dict[tuple[str, int], Request] = {}  # valid client requests seen, to build other batches from
         self.alternatives: dict[tuple[int, int], PrePrepare | None] = {}  # (view, seq) -> the other pre-prepare
 
-    def observe(self, message: Message) -> None:
+    def observe(self, message: Message) -> list[Send]:
         requests = message.batch if isinstance(message, PrePrepare) else (message,) if isinstance(message, Request) else ()
         for request in requests:
             self.known[request.key] = request
+        return []
 
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         if not isinstance(dst, int) or (dst - self.node) % self.n <= self.n // 2:
@@ -162,6 +178,91 @@ class Forge(Honest):
         return [(dst, message, 0.0), (dst, forgery, 0.0)]
 
 
+class ViewChangeSpam(Honest):
+    """Alongside each message to a node, VIEW-CHANGEs for views nobody asked for.
+
+    Each is well formed and signed by this node (genesis checkpoint, no
+    certificates), for a view far ahead and new each time, so a replica
+    that keeps one per sender per view keeps all of them.
+    """
+
+    kind = "vc-spam"
+    PER_SEND = 3
+    LIMIT = 900  # per destination: enough to show unbounded growth, cheap to simulate
+
+    def __init__(self, node: int, auth: SimAuthenticator) -> None:
+        self.node = node
+        self.auth = auth
+        self.sent: dict[int, int] = {}
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        sends = [(dst, message, 0.0)]
+        if not isinstance(dst, int):
+            return sends
+        for _ in range(min(self.PER_SEND, self.LIMIT - self.sent.get(dst, 0))):
+            self.sent[dst] = self.sent.get(dst, 0) + 1
+            spam = ViewChange(1000 + self.sent[dst], 0, (), (), self.node)
+            sends.append((dst, signed(spam, self.auth.sign), 0.0))
+        return sends
+
+
+class AbsurdSeq(Honest):
+    """Now and then, a signed COMMIT and CHECKPOINT for a sequence number nobody will reach."""
+
+    kind = "absurd-seq"
+    SEQ = 10**12  # a multiple of every checkpoint interval the simulator draws
+    EVERY = 40  # messages to one destination between two absurd pairs
+
+    def __init__(self, node: int, auth: SimAuthenticator) -> None:
+        self.node = node
+        self.auth = auth
+        self.sent: dict[int, int] = {}
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        sends = [(dst, message, 0.0)]
+        if not isinstance(dst, int):
+            return sends
+        count = self.sent[dst] = self.sent.get(dst, 0) + 1
+        if count % self.EVERY == 1:
+            view = getattr(message, "view", 0)
+            commit = Commit(view, self.SEQ, bogus_digest("absurd", view), self.node)
+            checkpoint = Checkpoint(self.SEQ, bogus_digest("absurd"), self.node)
+            sends += [(dst, signed(commit, self.auth.sign), 0.0), (dst, signed(checkpoint, self.auth.sign), 0.0)]
+        return sends
+
+
+class VoteFlood(Honest):
+    """As soon as an honest node's RESULT vote reaches it, a buffer's worth of signed votes
+    for requests that do not exist to every other node: one that keeps that honest vote
+    as an early one (it has not ordered the request yet) loses it. At most four buffers
+    per node."""
+
+    kind = "vote-flood"
+
+    def __init__(self, node: int, n: int, auth: SimAuthenticator, max_buffered: int) -> None:
+        self.node = node
+        self.n = n
+        self.auth = auth
+        self.burst = max_buffered + 1
+        self.limit = 4 * self.burst
+        self.sent: dict[int, int] = {}
+        self.seen: set[tuple[str, int]] = set()
+
+    def observe(self, message: Message) -> list[Send]:
+        if not isinstance(message, ResultVote) or message.sender == self.node or message.key in self.seen:
+            return []
+        self.seen.add(message.key)
+        sends = []
+        for dst in range(self.n):
+            if dst in (self.node, message.sender):
+                continue
+            for _ in range(min(self.burst, self.limit - self.sent.get(dst, 0))):
+                count = self.sent[dst] = self.sent.get(dst, 0) + 1
+                ghost = ResultVote(count, f"ghost-{count % 7}", 10**9 + count, Result("success", 0, "0" * 40), self.node)
+                sends.append((dst, signed(ghost, self.auth.sign), 0.0))
+        return sends
+
+
 def _tampered(message: Message, sender: int) -> Message:
     if isinstance(message, (Prepare, Commit)):
         return replace(message, sender=sender, digest=bogus_digest(message.view, message.seq, sender))
@@ -176,7 +277,9 @@ def _tampered(message: Message, sender: int) -> Message:
     return message
 
 
-def behaviour_for(fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: random.Random) -> Honest:
+def behaviour_for(
+    fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: random.Random, max_buffered: int
+) -> Honest:
     """The behaviour of a node given its fault; network faults leave it honest."""
     kind = fault.kind if fault is not None else "honest"
     if kind == "silent":
@@ -191,4 +294,10 @@ def behaviour_for(fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: 
         return Equivocate(fault.node, n, auth)
     if kind == "forge":
         return Forge(fault.node, n, auth, rng)
+    if kind == "vc-spam":
+        return ViewChangeSpam(fault.node, auth)
+    if kind == "absurd-seq":
+        return AbsurdSeq(fault.node, auth)
+    if kind == "vote-flood":
+        return VoteFlood(fault.node, n, auth, max_buffered)
     return Honest()

@@ -1,8 +1,27 @@
-"""Safety and liveness checkers, fed by the cluster as events happen.
+"""Checkers fed by the cluster as events happen.
 
 They see only what honest nodes do: Byzantine nodes may do anything, and
 the protocol's promise is about the rest. Crashed, isolated or lossy nodes
 are faulty for liveness but still honest here, since they never lie.
+
+Each violation has a kind, one per checker:
+
+- `safety`: two honest nodes executed different batches at one sequence
+  number, a node built a request twice, a client accepted a verdict no
+  honest node produced, or a replica's own invariant tripped;
+- `liveness`: a request had no verdict by the bound after healing;
+- `built`: a node that was neither faulty nor lagging, in a seed where
+  nothing could legitimately keep it from the normal case, ordered a
+  request without building it (it adopted the batch by state transfer);
+- `fetch`: such a node sent FETCH in a seed whose only faults are lags, or
+  an honest node kept fetching after the network settled;
+- `restore`: a restarted replica's executed-request table differs from the
+  one it had when it went down;
+- `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
+  CHECKPOINT the node had sent;
+- `memory`: a replica's log, buffers, view changes or checkpoints grew
+  past their bound;
+- `converge`, `ledger`: see `pbft.sim.settled`.
 """
 
 from __future__ import annotations
@@ -10,12 +29,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Iterable
 
+from pbft.messages import Checkpoint, Commit, Message, Prepare
+from pbft.slot import ReplicaSettings
+
 RequestKey = tuple[str, int]  # (client, timestamp)
+CHECKS = ("safety", "liveness", "built", "fetch", "restore", "amnesia", "memory", "converge", "ledger")
 
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # "safety" or "liveness"
+    kind: str  # one of CHECKS
     time_s: float
     text: str
 
@@ -67,6 +90,147 @@ def liveness_failures(time_s: float, submitted: Iterable[RequestKey], accepted: 
         return []
     shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
     return [Violation("liveness", time_s, f"{len(missing)} request(s) without a verdict: {shown}")]
+
+
+class BuildChecker:
+    """Every request a normal node orders, it orders by the normal case and builds (checker a).
+
+    `normal` nodes are honest, never faulty and never lagging, in a seed
+    without splits, network-wide loss, blackouts, equivocation or faulty
+    nodes on lossy or cut links (any of which, as primary, can withhold a
+    pre-prepare from one correct node): nothing
+    can keep them from receiving what the other correct nodes send, so
+    they never need state transfer and every batch they execute carries
+    the builds they must run. Where `fetch_free` (no faults but lags), they
+    also never send FETCH. Faulty and lagging nodes may learn batches by
+    transfer without building them: that is how PBFT catches them up.
+    """
+
+    def __init__(self, normal: frozenset[int], fetch_free: bool) -> None:
+        self.normal = normal
+        self.fetch_free = fetch_free
+        self.violations: list[Violation] = []
+        self._built: dict[int, set[RequestKey]] = {}
+        self._reported: set[tuple[str, int]] = set()
+
+    def executed(
+        self, time_s: float, node: int, seq: int, batch: Iterable[RequestKey], builds: Iterable[RequestKey],
+        by_transfer: bool,
+    ) -> None:
+        built = self._built.setdefault(node, set())
+        built.update(builds)
+        if node not in self.normal or ("built", node) in self._reported:
+            return
+        missing = [key for key in batch if key not in built]
+        if missing:
+            self._reported.add(("built", node))
+            how = "adopted by state transfer" if by_transfer else "no build started"
+            self.violations.append(Violation(
+                "built", time_s, f"node {node} ordered {missing[0]} at seq {seq} without building it ({how})"
+            ))
+
+    def fetched(self, time_s: float, node: int, detail: str) -> None:
+        if not self.fetch_free or node not in self.normal or ("fetch", node) in self._reported:
+            return
+        self._reported.add(("fetch", node))
+        self.violations.append(Violation(
+            "fetch", time_s, f"node {node} sent FETCH in a seed without faults, lags aside ({detail})"
+        ))
+
+
+def restore_problem(node: int, before: set[RequestKey], after: set[RequestKey], floors: dict[str, int]) -> str | None:
+    """Why a restarted node's executed requests (above each client's floor) differ from those it had at the crash."""
+    def above(keys: set[RequestKey]) -> set[RequestKey]:
+        return {key for key in keys if key[1] > floors.get(key[0], -1)}
+
+    lost, gained = sorted(above(before) - above(after)), sorted(above(after) - above(before))
+    if not lost and not gained:
+        return None
+    parts = []
+    if lost:
+        parts.append(f"lost {len(lost)} executed request(s) {_first(lost)}")
+    if gained:
+        parts.append(f"gained {len(gained)} it had not executed {_first(gained)}")
+    return f"node {node} restarted and " + " and ".join(parts)
+
+
+def vouched(message: Message) -> tuple | None:
+    """What a PREPARE, COMMIT or CHECKPOINT commits its sender to; None for other messages."""
+    if isinstance(message, (Prepare, Commit)):
+        return (message.TYPE, message.view, message.seq, message.digest)
+    if isinstance(message, Checkpoint):
+        return (message.TYPE, 0, message.seq, message.state_digest)
+    return None
+
+
+def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: int) -> list[tuple]:
+    """What a node sent and its store no longer holds; the store may prune below its stable checkpoint."""
+    kept = {vouched(message) for message in stored}
+    return sorted(
+        item for item in sent
+        if item not in kept and (item[2] > low_watermark or (item[0] == Checkpoint.TYPE and item[2] == low_watermark))
+    )
+
+
+@dataclass(frozen=True)
+class MemoryBounds:
+    slots: int  # the log covers h < seq <= H
+    buffered: int  # each buffer of per-sender buffers (future messages, early result votes), and waiting requests
+    view_changes: int  # one per sender
+    checkpoints: int  # sequence numbers with checkpoint votes
+
+    @classmethod
+    def for_settings(cls, settings: ReplicaSettings) -> MemoryBounds:
+        return cls(
+            slots=settings.log_window,
+            buffered=settings.n * max(16, settings.max_buffered // settings.n),
+            view_changes=settings.n,
+            # Checkpoints are accepted up to H + log window, one per interval, and the stable one is kept.
+            checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2,
+        )
+
+    def limits(self) -> dict[str, int]:
+        return {
+            "slots": self.slots,
+            "future": self.buffered,
+            "early_votes": self.buffered,
+            "waiting": self.buffered,
+            "view_changes": self.view_changes,
+            "checkpoints": self.checkpoints,
+        }
+
+
+def replica_sizes(replica) -> dict[str, int]:
+    """How much a replica holds in each part that peers can make grow."""
+    return {
+        "slots": len(replica.slots),
+        "future": len(replica.buffered(replica.future)),
+        "early_votes": len(replica.buffered(replica.early_votes)),
+        "waiting": len(replica.clients.waiting),
+        "view_changes": len(replica.view_changes.by_sender),
+        "checkpoints": len(replica.checkpoints.votes),
+    }
+
+
+class MemoryChecker:
+    """Every honest replica stays within its bounds, checked after each message it takes (checker d)."""
+
+    def __init__(self, bounds: MemoryBounds) -> None:
+        self.limits = bounds.limits()
+        self.violations: list[Violation] = []
+        self._reported: set[tuple[int, str]] = set()
+
+    def check(self, time_s: float, node: int, sizes: dict[str, int]) -> None:
+        for name, size in sizes.items():
+            if size > self.limits[name] and (node, name) not in self._reported:
+                self._reported.add((node, name))
+                self.violations.append(Violation(
+                    "memory", time_s, f"node {node} holds {size} {name}, over its bound of {self.limits[name]}"
+                ))
+
+
+def _first(items: list) -> str:
+    return ", ".join(map(str, items[:3])) + (" ..." if len(items) > 3 else "")
 
 
 def _short(batch: Hashable) -> str:

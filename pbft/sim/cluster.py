@@ -1,8 +1,12 @@
 """A whole PBFT cluster on a simulated network with a fake clock.
 
-One `random.Random(seed)` draws the configuration, the fault plan, the
-workload, every message delay and loss, and every build time, so a seed
+One `random.Random(seed)` draws the configuration, the workload, the fault
+plan, every message delay and loss, and every build time, so a seed
 replays exactly. Events wait in a heap ordered by (time, insertion order).
+
+A run ends `settle_s` after every request has its verdict and every fault
+is over (then the end-of-run checks of `pbft.sim.settled` apply), or at
+the liveness bound if some request never gets one.
 """
 
 from __future__ import annotations
@@ -14,32 +18,69 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, ServeFetch, Store
-from pbft.messages import Message, MessageError, Request, Result, decode, encode
+from pbft.messages import Fetch, Message, MessageError, Request, Result, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import behaviour_for
-from pbft.sim.checkers import SafetyChecker, Violation, liveness_failures
+from pbft.sim.checkers import (
+    CHECKS,
+    BuildChecker,
+    MemoryBounds,
+    MemoryChecker,
+    SafetyChecker,
+    Violation,
+    forgotten,
+    liveness_failures,
+    replica_sizes,
+    restore_problem,
+    vouched,
+)
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import FaultPlan, choose_plan
+from pbft.sim.faults import DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
-from pbft.sim.workload import Submission, build_result, make_workload
+from pbft.sim.settled import (
+    NodeEnd,
+    build_views,
+    converged_nodes,
+    convergence_failures,
+    late_fetch_failures,
+    ledger_failures,
+)
+from pbft.sim.store import UnsyncedStore
+from pbft.sim.workload import Submission, build_result, long_workload, make_workload
+from pbft.storage import StoreFactory
 
-_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _RESTART = range(6)
+_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART = range(7)
+
+# Small enough that a flood of a few hundred messages overflows a buffer,
+# ample for honest traffic: at most a pipeline of messages per node per view.
+MAX_BUFFERED = 256
 
 
 @dataclass(frozen=True)
 class SimOptions:
+    # Each node's store, made fresh per node: the simulator knows stores only by the core's contract.
+    store_factory: StoreFactory | None = None
     requests: int = 20
-    # Faults only view change can recover from: the primary's, splits, network-wide loss.
+    # Faults only view change can recover from: the primary's, splits, network-wide loss, blackouts.
     primary_faults: bool = True
     submit_window_s: float = 3.0
     build_min_s: float = 0.1
     build_max_s: float = 5.0
     client_timeout_s: float = 6.0
     tick_interval_s: float = 0.25
-    # Generous next to view-change timeouts that double: the run ends early once every request has its verdict.
+    # Generous next to view-change timeouts that double.
     liveness_bound_s: float = 120.0
+    # Idle time, clocks running, after the last verdict and the last fault, before the end-of-run checks.
+    settle_s: float = 60.0
+    # Share of seeds that are long runs: `long_requests` single-request batches, a small
+    # checkpoint interval, and one node down for most of the run.
+    long_fraction: float = 0.0
+    long_requests: int = 10_000
+    # Power loss also drops the last saved step (SQLite synchronous=NORMAL). Off: every
+    # step is synced (FULL) and power loss is a crash at a step boundary. See pbft.sim.faults.
+    unsynced_stores: bool = False
     verbose: bool = False
 
 
@@ -47,6 +88,7 @@ class SimOptions:
 class SeedOutcome:
     seed: int
     plan: FaultPlan
+    kinds: list[str]  # the plan's fault kinds, the workload's shape if not steady, and "long"
     violations: list[Violation]
     end_s: float
     stats: Counter
@@ -59,6 +101,26 @@ class SeedOutcome:
     @property
     def liveness_failures(self) -> list[Violation]:
         return [violation for violation in self.violations if violation.kind == "liveness"]
+
+    @property
+    def failed_checks(self) -> list[str]:
+        found = {violation.kind for violation in self.violations}
+        return [check for check in CHECKS if check in found]
+
+    @property
+    def first_violation(self) -> Violation | None:
+        """The one to show: of the gravest check that failed, the earliest."""
+        if not self.violations:
+            return None
+        return min(self.violations, key=lambda violation: (CHECKS.index(violation.kind), violation.time_s))
+
+
+@dataclass
+class _Down:
+    """What a node had when it went down, to compare with what it restores."""
+
+    executed: set[tuple[str, int]]
+    power_loss: bool
 
 
 def describe(message: Message) -> str:
@@ -77,79 +139,159 @@ class SimCluster:
     def __init__(self, seed: int, options: SimOptions) -> None:
         self.seed = seed
         self.options = options
+        assert options.store_factory is not None, "SimOptions.store_factory is required: (n, f) -> a ReplicaStore"
         self.rng = rng = random.Random(seed)
-        self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
-        checkpoint_interval = rng.choice((2, 4, 8, 128))
+        self.long = options.long_fraction > 0 and rng.random() < options.long_fraction
+        if self.long:
+            self.n, self.f = 4, 1
+            checkpoint_interval, batch_max, pipeline_depth = rng.choice((4, 8, 16)), 1, rng.randint(2, 8)
+        else:
+            self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
+            checkpoint_interval, batch_max, pipeline_depth = rng.choice((2, 4, 8, 128)), rng.randint(1, 8), rng.randint(1, 8)
+        client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
+        keys = SimKeys.generate(rng, self.n, client_names)
+        if self.long:
+            self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
+            self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
+        else:
+            self.workload = make_workload(rng, options.requests, client_names, options.submit_window_s)
+            self.plan = choose_plan(
+                rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
+            )
+            if self.plan.next_primary_lags() or any(
+                fault.kind == "restart-after-transfer" for fault in self.plan.node_faults
+            ):
+                # These scenarios need stable checkpoints a node misses (a transfer carries ledger
+                # entries only below one): make them come often.
+                checkpoint_interval = min(checkpoint_interval, 4)
         settings = dict(
             n=self.n,
             f=self.f,
             checkpoint_interval=checkpoint_interval,
             log_window=2 * checkpoint_interval,
-            batch_max=rng.randint(1, 8),
-            pipeline_depth=rng.randint(1, 8),
+            batch_max=batch_max,
+            pipeline_depth=pipeline_depth,
+            max_buffered=MAX_BUFFERED,
         )
-        client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
-        keys = SimKeys.generate(rng, self.n, client_names)
-        self.plan = choose_plan(rng, self.n, self.f, options.primary_faults)
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
-        self.nodes = []
+        self.unsynced: dict[int, UnsyncedStore] = {}
+        self.nodes: list[SimNode] = []
         for node in range(self.n):
             auth = keys.for_node(node)
             replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
-            self.nodes.append(SimNode(replica, behaviour_for(byzantine.get(node), self.n, auth, rng)))
+            behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, MAX_BUFFERED)
+            self.nodes.append(SimNode(replica, behaviour, self._store(node)))
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
+        self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker()
+        self.builds = self._build_checker()
+        self.memory = MemoryChecker(MemoryBounds.for_settings(self.nodes[0].replica.settings))
         self.stats: Counter = Counter()
         self.trace: list[str] | None = [] if options.verbose else None
         self.now_s = 0.0
         self._queue: list[tuple] = []
         self._order = 0
-        self._in_flight = 0  # messages and builds not yet arrived: the run is over only when none remain
-        self._unanswered = options.requests
-        self._log(f"seed={seed} settings={settings} clients={client_names} plan: {self.plan.describe()}")
-        for submission in make_workload(rng, options.requests, client_names, options.submit_window_s):
+        self._unanswered = len(self.workload.submissions)
+        self._quiet_from_s = max(self.plan.heal_s, self.workload.span_s)  # every fault over, every request sent
+        self._settle_from_s: float | None = None
+        self._down: dict[int, _Down] = {}
+        self._incarnation = [0] * self.n  # which process of each node is running
+        self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
+        self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
+        self._late_fetches: dict[int, str] = {}
+        self._votes_delivered: set[tuple[int, tuple[str, int], int]] = set()  # (node, build, honest voter)
+        self._restart_after_transfer = {
+            fault.node: fault for fault in self.plan.node_faults if fault.kind == "restart-after-transfer"
+        }
+        self._delivering_transfer = False
+        self._log(f"seed={seed} settings={settings} clients={client_names} workload={self.workload.shape}"
+                  f"{' long' if self.long else ''} plan: {self.plan.describe()}")
+        for submission in self.workload.submissions:
             self._push(submission.time_s, _SUBMIT, submission)
         for node in range(self.n):
             self._push(options.tick_interval_s, _TICK, node)
         for fault in self.plan.node_faults:
-            if fault.kind == "crash":
+            if fault.kind in DOWN_KINDS:
+                self._push(fault.window.start_s, _CRASH, fault.node, fault.kind == "power-loss")
                 self._push(fault.window.end_s, _RESTART, fault.node)
+        if self.plan.blackout is not None:
+            for node in range(self.n):
+                self._push(self.plan.blackout.start_s, _CRASH, node, True)
+                self._push(self.plan.blackout.restart_s[node], _RESTART, node)
+
+    def _store(self, node: int):
+        factory, n, f = self.options.store_factory, self.n, self.f
+        if self.options.unsynced_stores and self.plan.loses_power(node):
+            store = self.unsynced[node] = UnsyncedStore(lambda: factory(n, f))
+            return store
+        return factory(n, f)
+
+    def _build_checker(self) -> BuildChecker:
+        plan = self.plan
+        shared = plan.split is not None or plan.drop is not None or plan.blackout is not None
+        # A faulty node that may be primary can withhold a pre-prepare from one correct node
+        # (by equivocating or by a lossy or cut link), which then rightly catches up by transfer.
+        withholding = any(fault.kind in ("equivocate", "lossy", "isolate") for fault in plan.node_faults)
+        normal = frozenset()
+        if not shared and not withholding:
+            normal = frozenset(self.honest - plan.faulty - plan.lagging)
+        return BuildChecker(normal, fetch_free=not shared and not plan.node_faults)
+
+    def kinds(self) -> list[str]:
+        kinds = self.plan.kinds()
+        if self.workload.shape != "steady":
+            kinds.append(self.workload.shape)
+        if self.options.unsynced_stores and any(self.plan.loses_power(node) for node in range(self.n)):
+            kinds.append("unsynced")
+        return kinds + (["long"] if self.long else [])
 
     # --- the event loop ------------------------------------------------
 
     def run(self) -> SeedOutcome:
-        deadline_s = self.plan.heal_s + self.options.liveness_bound_s
         handlers = {
             _DELIVER: self._deliver,
             _BUILD_DONE: self._build_done,
             _SUBMIT: self._submit,
             _RETRANSMIT: self._retransmit,
             _TICK: self._tick,
+            _CRASH: self._crash,
             _RESTART: self._restart,
         }
         broken = None
         try:
-            while self._queue and not self._finished():
+            while self._queue:
                 time_s, _, kind, a, b = heapq.heappop(self._queue)
-                if time_s > deadline_s:
+                if time_s > self._end_s():
                     break
                 self.now_s = time_s
                 handlers[kind](a, b)
+                if self._settle_from_s is None and self._unanswered == 0 and self.now_s >= self._quiet_from_s:
+                    self._settle_from_s = self.now_s
+                    self._log(f"every request answered and every fault over: settling for {self.options.settle_s}s")
         except AssertionError as error:
             # A replica's own invariant tripped: a bug, reported with the seed like any violation.
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
-        violations = list(self.safety.violations) + ([broken] if broken else [])
-        submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
-        accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
-        if broken is None and not self._finished():
+        violations = self.safety.violations + self.builds.violations + self.memory.violations + self._restarts
+        if broken is not None:
+            violations.append(broken)
+        elif self._unanswered:
+            submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
+            accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
             violations += liveness_failures(self.now_s, submitted, accepted)
-        self._log(f"end at {self.now_s:.3f}s: {len(accepted)}/{self.options.requests} accepted, {dict(self.stats)}")
-        return SeedOutcome(self.seed, self.plan, violations, self.now_s, self.stats, self.trace)
+        else:
+            violations += self._settled_failures()
+        answered = len(self.workload.submissions) - self._unanswered
+        self._log(f"end at {self.now_s:.3f}s: {answered}/{len(self.workload.submissions)} accepted, {dict(self.stats)}")
+        for violation in violations:
+            self._log(f"VIOLATION {violation}")
+        return SeedOutcome(self.seed, self.plan, self.kinds(), violations, self.now_s, self.stats, self.trace)
 
-    def _finished(self) -> bool:
-        return self._unanswered == 0 and self._in_flight == 0
+    def _end_s(self) -> float:
+        if self._settle_from_s is not None:
+            return self._settle_from_s + self.options.settle_s
+        return self._quiet_from_s + self.options.liveness_bound_s
 
     def _push(self, time_s: float, kind: int, a: object, b: object = None) -> None:
         self._order += 1
@@ -159,13 +301,31 @@ class SimCluster:
         if self.trace is not None:
             self.trace.append(f"{self.now_s:9.4f} {text}")
 
+    # --- the end-of-run checks ---------------------------------------------
+
+    def _settled_failures(self) -> list[Violation]:
+        ends = {
+            node: NodeEnd(replica.view, replica.changing_view, replica.last_executed)
+            for node in sorted(self.honest)
+            for replica in (self.nodes[node].replica,)
+        }
+        failures = convergence_failures(self.now_s, ends)
+        failures += late_fetch_failures(self.now_s, self._late_fetches, converged_nodes(ends))
+        prefix = min(end.last_executed for end in ends.values())
+        ledgers = {node: {} for node in ends}
+        for node, ledger in ledgers.items():
+            store = self.nodes[node].store
+            for seq in range(1, prefix + 1):
+                ledger.update(build_views(store.build_records(seq)))
+        byzantine_free = self.honest == frozenset(range(self.n))
+        return failures + ledger_failures(self.now_s, ledgers, 2 * self.f + 1, byzantine_free, self._votes_delivered)
+
     # --- events ----------------------------------------------------------
 
     def _deliver(self, route: tuple[Address, Address], message: Message) -> None:
         src, dst = route
-        self._in_flight -= 1
         lost = self.network.cut(src, dst, self.now_s)
-        if lost is None and isinstance(dst, int) and self.network.is_down(dst, self.now_s):
+        if lost is None and isinstance(dst, int) and self._is_down(dst):
             lost = "node_down"
         if lost is not None:
             self._lose(src, dst, message, lost)
@@ -177,14 +337,41 @@ class SimCluster:
             self._lose(src, dst, message, f"codec: {error}")
             return
         self.stats["delivered"] += 1
-        if isinstance(dst, int):
-            reason = self.nodes[dst].receive(message, self.now_s)
-            if reason is not None:
-                self.stats[reason] += 1
-            self._log(f"deliver {src}->{dst} {describe(message)}" + (f" DROPPED {reason}" if reason else ""))
-            self._drain(dst)
-        else:
+        if not isinstance(dst, int):
             self._reply_arrived(src, self.clients[dst], message)
+            return
+        sim_node = self.nodes[dst]
+        if isinstance(message, ResultVote) and isinstance(src, int) and src in self.honest:
+            self._votes_delivered.add((dst, message.key, src))
+        for target, sent, extra_delay_s in sim_node.behaviour.observe(message):
+            self._send(dst, target, sent, extra_delay_s)
+        executed_before = sim_node.replica.last_executed
+        reason = sim_node.receive(message, self.now_s)
+        if reason is not None:
+            self.stats[reason] += 1
+        self._log(f"deliver {src}->{dst} {describe(message)}" + (f" DROPPED {reason}" if reason else ""))
+        self._delivering_transfer = isinstance(message, StateTransfer)
+        self._drain(dst)
+        self._delivering_transfer = False
+        if isinstance(message, StateTransfer) and executed_before < message.stable_seq <= sim_node.replica.last_executed:
+            self._adopted_ledger(dst, executed_before)
+        if sim_node.honest:
+            self.memory.check(self.now_s, dst, replica_sizes(sim_node.replica))
+
+    def _adopted_ledger(self, node: int, executed_before: int) -> None:
+        """A node took batches by state transfer; a `restart-after-transfer` node crashes soon after its first."""
+        self.stats["state_transfers_adopted"] += 1
+        self._log(f"node {node} adopted the ledger {executed_before + 1}..{self.nodes[node].replica.last_executed} by state transfer")
+        fault = self._restart_after_transfer.pop(node, None)
+        if fault is None:
+            return
+        window = Window(self.now_s + fault.delay_s, self.now_s + fault.delay_s + fault.down_s)
+        self.network.add_down(node, window)
+        self._push(window.start_s, _CRASH, node, False)
+        self._push(window.end_s, _RESTART, node)
+        self._quiet_from_s = max(self._quiet_from_s, window.end_s)
+        self._settle_from_s = None
+        self.stats["restarts_after_transfer"] += 1
 
     def _reply_arrived(self, src: Address, client: SimClient, reply: Message) -> None:
         accepted, reason = client.on_reply(reply)
@@ -197,13 +384,12 @@ class SimCluster:
             self.safety.accepted(self.now_s, (client.name, reply.timestamp), accepted)
 
     def _lose(self, src: Address, dst: Address, message: Message, reason: str) -> None:
-        self.stats[f"lost_{reason}"] += 1
+        self.stats[f"lost_{reason.split(':')[0]}"] += 1
         self._log(f"lost {src}->{dst} {describe(message)}: {reason}")
 
-    def _build_done(self, node: int, build: tuple[int, Request, Result]) -> None:
-        seq, request, result = build
-        self._in_flight -= 1
-        if self.network.is_down(node, self.now_s):
+    def _build_done(self, node: int, build: tuple[int, Request, Result, int]) -> None:
+        seq, request, result, incarnation = build
+        if self._is_down(node) or incarnation != self._incarnation[node]:
             # The process died with the build; the restarted node runs it again.
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
@@ -227,19 +413,60 @@ class SimCluster:
         self._push(self.now_s + self.options.client_timeout_s, _RETRANSMIT, client, timestamp)
 
     def _tick(self, node: int, _: None) -> None:
-        if not self.network.is_down(node, self.now_s):
+        if not self._is_down(node):
             self.nodes[node].tick(self.now_s)
             self._drain(node)
         self._push(self.now_s + self.options.tick_interval_s, _TICK, node)
 
+    def _is_down(self, node: int) -> bool:
+        """Down from its crash event until its restart event, which may share an instant with other events."""
+        return node in self._down or self.network.is_down(node, self.now_s)
+
+    def _crash(self, node: int, power_loss: bool) -> None:
+        """The node's process (or machine) stops: it keeps only its store."""
+        if node in self._down:
+            self._down[node].power_loss |= power_loss
+            return
+        self._down[node] = _Down(set(self.nodes[node].replica.clients.executed), power_loss)
+        self._incarnation[node] += 1  # builds the dead process started never report
+        self._log(f"{'power loss' if power_loss else 'crash'} node={node} "
+                  f"last_executed={self.nodes[node].replica.last_executed}")
+
     def _restart(self, node: int, _: None) -> None:
         """The crashed process comes back: only what its store kept survives."""
-        unfinished = self.nodes[node].restart(self.now_s)
-        self._log(f"restart node={node} view={self.nodes[node].replica.view} "
-                  f"last_executed={self.nodes[node].replica.last_executed} rebuilding={len(unfinished)}")
-        for seq, request in unfinished:
+        if self.network.is_down(node, self.now_s) or node not in self._down:
+            return  # another of its down windows is still open
+        down = self._down.pop(node)
+        sim_node = self.nodes[node]
+        lost_effects = self.unsynced[node].lose_last_step() if down.power_loss and node in self.unsynced else 0
+        loaded = sim_node.restart(self.now_s)
+        replica = sim_node.replica
+        rerun = replica.builds_to_rerun(loaded.unfinished) if loaded else []
+        self._log(f"restart node={node} view={replica.view} last_executed={replica.last_executed} "
+                  f"rebuilding={len(rerun)} lost_unsynced_effects={lost_effects}")
+        if sim_node.honest:
+            self._check_restored(node, down, loaded, lost_effects)
+        for seq, request in rerun:
             self._start_build(node, seq, request)
         self._drain(node)
+
+    def _check_restored(self, node: int, down: _Down, loaded, lost_effects: int) -> None:
+        replica = self.nodes[node].replica
+        stored = loaded.messages if loaded is not None else []
+        low_watermark = loaded.state.low_watermark if loaded is not None else 0
+        missing = forgotten(self._sent[node], stored, low_watermark)
+        if missing:
+            kind, view, seq, digest = missing[0]
+            self._restarts.append(Violation(
+                "amnesia", self.now_s,
+                f"node {node} restarted without the {kind.upper()} v={view} n={seq} d={digest[:6]} it had sent"
+                f" ({len(missing)} sent message(s) forgotten, {lost_effects} effects of its last step unsynced)",
+            ))
+        if lost_effects:
+            return  # an unsynced step may hold executions too: amnesia already tells the story
+        problem = restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
+        if problem is not None:
+            self._restarts.append(Violation("restore", self.now_s, problem))
 
     # --- effects -----------------------------------------------------------
 
@@ -253,6 +480,8 @@ class SimCluster:
         for effect in effects:
             kind = type(effect)
             if kind is Broadcast:
+                if sim_node.honest:
+                    self._vouch(node, effect.message)
                 for other in range(self.n):
                     if other != node:
                         self._emit(node, other, effect.message)
@@ -270,18 +499,34 @@ class SimCluster:
             else:
                 assert kind in (Store, KeepStableProof, RecordVerdict), f"effect {kind.__name__} is not simulated"
 
+    def _vouch(self, node: int, message: Message) -> None:
+        """Remember what an honest node told everyone, to find what a restart forgot, and who fetches."""
+        item = vouched(message)
+        if item is not None:
+            self._sent[node].add(item)
+        elif isinstance(message, Fetch):
+            self.stats["fetches_sent"] += 1
+            replica = self.nodes[node].replica
+            detail = (f"from={message.from_seq} view={message.view} vouched_seq={replica.catch_up.target_seq()} "
+                      f"vouched_view={replica.catch_up.target_view()}")
+            self.builds.fetched(self.now_s, node, detail)
+            if self._settle_from_s is not None and self.now_s >= self._settle_from_s + self.options.settle_s / 2:
+                self._late_fetches.setdefault(node, detail)
+
     def _execute(self, node: int, effect: Execute) -> None:
         builds = tuple(request.key for request in effect.requests)
         if self.nodes[node].honest:
             self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
+            batch = tuple(request.key for request in effect.batch)
+            self.builds.executed(self.now_s, node, effect.seq, batch, builds, self._delivering_transfer)
         self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
         for request in effect.requests:
             self._start_build(node, effect.seq, request)
 
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
-        self._in_flight += 1
-        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, build_result(request.operation, build_s)))
+        result = build_result(request.operation, build_s)
+        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, result, self._incarnation[node]))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:
         """Send through the node's behaviour, which may drop, alter, add or delay messages."""
@@ -293,9 +538,8 @@ class SimCluster:
         if reason is not None:
             self._lose(src, dst, message, reason)
         for time_s in arrivals:
-            self._in_flight += 1
             self._push(time_s, _DELIVER, (src, dst), message)
 
 
-def run_seed(seed: int, options: SimOptions | None = None) -> SeedOutcome:
-    return SimCluster(seed, options or SimOptions()).run()
+def run_seed(seed: int, options: SimOptions) -> SeedOutcome:
+    return SimCluster(seed, options).run()

@@ -2,9 +2,27 @@
 
 A plan is drawn from the seed's RNG before anything runs, so a seed names
 one exact scenario. At most f nodes are faulty. Network faults (crash,
-isolation, lossy links, splits, network-wide loss) all end by `heal_s`;
-Byzantine nodes stay Byzantine for the whole run, since PBFT must stay live
-with f of them. Liveness is judged only after `heal_s`.
+power loss, isolation, lossy links, splits, network-wide loss, blackouts)
+all end by `heal_s`; Byzantine nodes stay Byzantine for the whole run,
+since PBFT must stay live with f of them. Liveness is judged only after
+`heal_s` (and after a restart the run itself schedules, see
+`restart-after-transfer`).
+
+Lagging is not a fault. A `Lag` makes one node lose or receive late a
+share of the messages sent to it for a while; under PBFT that is only
+asynchrony, so lagging nodes do not count toward f, come on top of up to f
+real faults, and must order every request once the lag ends. Plans
+sometimes make the next primary (node 1) lag while the primary (node 0)
+crashes: the lagging node then leads a view change it is behind for.
+
+Power loss and stores. A store synced at every step (SQLite
+synchronous=FULL) survives power loss exactly as it survives a killed
+process, so `power-loss` and `blackout` are then crashes at a step
+boundary and every checker applies. With `SimOptions.unsynced_stores`
+(off by default) a power loss also drops the node's last saved step,
+messages it already sent included, as synchronous=NORMAL can: the node
+becomes amnesiac, which PBFT counts as Byzantine. Such seeds show why
+every step must be synced; their violations are expected, not core bugs.
 """
 
 from __future__ import annotations
@@ -13,11 +31,18 @@ import random
 from dataclasses import dataclass, field
 
 # A faulty node's misbehaviour while its window lasts; it is honest otherwise.
-NETWORK_KINDS = ("crash", "isolate", "lossy")
+# `power-loss` is a crash of the whole machine; `restart-after-transfer` crashes
+# a node in its window and again soon after its first state transfer.
+NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer")
+DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is down during its window
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
-BYZANTINE_KINDS = ("silent", "crash-after", "equivocate", "lie", "forge", "delay")
+BYZANTINE_KINDS = (
+    "silent", "crash-after", "equivocate", "lie", "forge", "delay", "vc-spam", "absurd-seq", "vote-flood",
+)
 # Faults that touch every node, so they may strand the primary's messages too.
-GLOBAL_KINDS = ("split", "drop")
+GLOBAL_KINDS = ("split", "drop", "blackout")
+# Not faults: a node that is only slow or on a lossy link for a while.
+LAG_KINDS = ("lag", "next-primary-lag")
 
 
 @dataclass(frozen=True)
@@ -28,6 +53,9 @@ class Window:
     def covers(self, time_s: float) -> bool:
         return self.start_s <= time_s < self.end_s
 
+    def __str__(self) -> str:
+        return f"{self.start_s:.2f}-{self.end_s:.2f}s"
+
 
 @dataclass(frozen=True)
 class NodeFault:
@@ -36,12 +64,42 @@ class NodeFault:
     window: Window | None = None  # network kinds only
     drop_p: float = 0.0  # lossy
     messages: int = 0  # crash-after
-    delay_s: float = 0.0  # delay
+    delay_s: float = 0.0  # delay; restart-after-transfer: from the first transfer to the second crash
+    down_s: float = 0.0  # restart-after-transfer: how long the second crash lasts
 
     def label(self) -> str:
-        detail = {"lossy": f" p={self.drop_p:.2f}", "crash-after": f" {self.messages}", "delay": f" {self.delay_s * 1000:.0f}ms"}
-        window = f" {self.window.start_s:.2f}-{self.window.end_s:.2f}s" if self.window else ""
+        detail = {
+            "lossy": f" p={self.drop_p:.2f}",
+            "crash-after": f" {self.messages}",
+            "delay": f" {self.delay_s * 1000:.0f}ms",
+            "restart-after-transfer": f" then +{self.delay_s:.2f}s down {self.down_s:.2f}s",
+        }
+        window = f" {self.window}" if self.window else ""
         return f"{self.kind}{detail.get(self.kind, '')} node={self.node}{window}"
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Messages sent to `node` during `window` are lost with `drop_p` or arrive up to `delay_s` late."""
+
+    node: int
+    window: Window
+    drop_p: float
+    delay_s: float
+
+    def label(self) -> str:
+        return f"lag node={self.node} p={self.drop_p:.2f} +{self.delay_s * 1000:.0f}ms {self.window}"
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """Every node loses power at `start_s`; node i is back at `restart_s[i]`."""
+
+    start_s: float
+    restart_s: tuple[float, ...]
+
+    def window(self, node: int) -> Window:
+        return Window(self.start_s, self.restart_s[node])
 
 
 @dataclass(frozen=True)
@@ -53,30 +111,52 @@ class FaultPlan:
     delay_max_s: float = 0.05
     duplicate_p: float = 0.0
     node_faults: tuple[NodeFault, ...] = ()
+    lags: tuple[Lag, ...] = ()
     split: tuple[frozenset[int], Window] | None = None
     drop: tuple[float, Window] | None = None  # network-wide loss probability
+    blackout: Blackout | None = None
     faulty: frozenset[int] = field(init=False)
+    lagging: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faulty", frozenset(fault.node for fault in self.node_faults))
+        object.__setattr__(self, "lagging", frozenset(lag.node for lag in self.lags))
         assert len(self.faulty) <= self.f, "a plan may make at most f nodes faulty"
+        assert not self.faulty & self.lagging, "a lagging node is correct, not one of the f faulty"
 
     def byzantine(self) -> dict[int, NodeFault]:
         return {fault.node: fault for fault in self.node_faults if fault.kind in BYZANTINE_KINDS}
 
+    def fault_of(self, node: int) -> NodeFault | None:
+        return next((fault for fault in self.node_faults if fault.node == node), None)
+
+    def loses_power(self, node: int) -> bool:
+        fault = self.fault_of(node)
+        return self.blackout is not None or (fault is not None and fault.kind == "power-loss")
+
+    def next_primary_lags(self) -> bool:
+        """F1's scenario: the primary of view 0 goes down while the primary of view 1 lags."""
+        primary = self.fault_of(0)
+        return primary is not None and primary.kind in DOWN_KINDS and 1 % self.n in self.lagging
+
     def kinds(self) -> list[str]:
         kinds = [fault.kind for fault in self.node_faults]
-        kinds += [kind for kind, present in (("split", self.split), ("drop", self.drop)) if present]
+        kinds += ["lag"] if self.lags else []
+        kinds += ["next-primary-lag"] if self.next_primary_lags() else []
+        kinds += [kind for kind, present in (("split", self.split), ("drop", self.drop), ("blackout", self.blackout))
+                  if present]
         return kinds or ["none"]
 
     def describe(self) -> str:
-        parts = [fault.label() for fault in self.node_faults]
+        parts = [fault.label() for fault in self.node_faults] + [lag.label() for lag in self.lags]
         if self.split:
             side, window = self.split
-            parts.append(f"split {sorted(side)} {window.start_s:.2f}-{window.end_s:.2f}s")
+            parts.append(f"split {sorted(side)} {window}")
         if self.drop:
             drop_p, window = self.drop
-            parts.append(f"drop p={drop_p:.2f} {window.start_s:.2f}-{window.end_s:.2f}s")
+            parts.append(f"drop p={drop_p:.2f} {window}")
+        if self.blackout:
+            parts.append(f"blackout {self.blackout.start_s:.2f}s back {max(self.blackout.restart_s):.2f}s")
         parts.append(f"dup p={self.duplicate_p:.2f} delay {self.delay_min_s * 1000:.0f}-{self.delay_max_s * 1000:.0f}ms")
         return f"n={self.n} f={self.f} heal={self.heal_s:.2f}s " + ", ".join(parts)
 
@@ -87,6 +167,8 @@ def _window(rng: random.Random, heal_s: float) -> Window:
 
 
 def _node_fault(rng: random.Random, kind: str, node: int, heal_s: float) -> NodeFault:
+    if kind == "restart-after-transfer":
+        return NodeFault(kind, node, _window(rng, heal_s), delay_s=rng.uniform(0.0, 2.0), down_s=rng.uniform(0.5, 5.0))
     if kind in NETWORK_KINDS:
         return NodeFault(kind, node, _window(rng, heal_s), drop_p=rng.uniform(0.1, 0.7) if kind == "lossy" else 0.0)
     if kind == "crash-after":
@@ -96,29 +178,97 @@ def _node_fault(rng: random.Random, kind: str, node: int, heal_s: float) -> Node
     return NodeFault(kind, node)
 
 
-def choose_plan(rng: random.Random, n: int, f: int, primary_faults: bool) -> FaultPlan:
+def _lag(rng: random.Random, node: int, heal_s: float, window: Window | None = None) -> Lag:
+    lossy = rng.random() < 0.7
+    return Lag(
+        node,
+        window or _window(rng, heal_s),
+        drop_p=rng.uniform(0.2, 1.0) if lossy else 0.0,
+        delay_s=rng.uniform(0.0, 0.5) if lossy else rng.uniform(0.2, 3.0),
+    )
+
+
+def choose_plan(
+    rng: random.Random, n: int, f: int, primary_faults: bool, horizon_s: float = 10.0,
+    idle_gaps: list[tuple[float, float]] | None = None,
+) -> FaultPlan:
     """Draw one scenario. Without `primary_faults`, node 0 (primary of view 0)
     stays correct and every link to it stays up: only view change could
-    recover from a faulty primary, a quorum-less split or network-wide loss.
+    recover from a faulty primary, a quorum-less split, network-wide loss or
+    a blackout. `horizon_s` is how long the workload lasts: faults usually
+    come in its first ten seconds, sometimes anywhere in it. `idle_gaps`
+    (the workload's, as (last request before, first after)) let F1's
+    scenario put the primary's crash where nothing is left to order.
     """
-    heal_s = rng.uniform(2.0, 10.0)
+    heal_s = rng.uniform(2.0, 10.0) if rng.random() < 0.7 else rng.uniform(2.0, max(10.0, min(horizon_s, 120.0)))
     eligible = list(range(n)) if primary_faults else list(range(1, n))
     faulty = rng.sample(eligible, rng.randint(0, f) if rng.random() < 0.3 else f)
     kinds = NETWORK_KINDS + BYZANTINE_KINDS
-    node_faults = tuple(_node_fault(rng, rng.choice(kinds), node, heal_s) for node in sorted(faulty))
-    split = drop = None
+    node_faults = [_node_fault(rng, rng.choice(kinds), node, heal_s) for node in sorted(faulty)]
+    lags = []
+    if primary_faults and rng.random() < 0.12:
+        node_faults, lag, heal_s = _next_primary_lags(rng, f, node_faults, heal_s, idle_gaps or [])
+        lags.append(lag)
+    elif rng.random() < 0.35:
+        correct = [node for node in eligible if node not in faulty]
+        count = 1 if n < 7 or rng.random() < 0.5 else 2
+        for node in rng.sample(correct, min(count, len(correct))):
+            lags.append(_lag(rng, node, heal_s))
+    split = drop = blackout = None
     if primary_faults and rng.random() < 0.3:
-        if rng.random() < 0.5:
+        choice = rng.random()
+        if choice < 0.4:
             split = (frozenset(rng.sample(range(n), n // 2)), _window(rng, heal_s))
-        else:
+        elif choice < 0.8:
             drop = (rng.uniform(0.01, 0.1), _window(rng, heal_s))
+        else:
+            start_s = rng.uniform(0.0, heal_s * 0.6)
+            blackout = Blackout(start_s, tuple(rng.uniform(start_s + 0.2, heal_s) for _ in range(n)))
     return FaultPlan(
         n=n,
         f=f,
         heal_s=heal_s,
         delay_max_s=rng.uniform(0.005, 0.05),
         duplicate_p=rng.uniform(0.0, 0.05),
-        node_faults=node_faults,
+        node_faults=tuple(sorted(node_faults, key=lambda fault: fault.node)),
+        lags=tuple(lags),
         split=split,
         drop=drop,
+        blackout=blackout,
+    )
+
+
+def _next_primary_lags(
+    rng: random.Random, f: int, node_faults: list[NodeFault], heal_s: float, idle_gaps: list[tuple[float, float]]
+) -> tuple[list[NodeFault], Lag, float]:
+    """F1: node 1 misses the traffic of the first seconds, checkpoints included, then node 0
+    goes down and node 1 must lead view 1. When the workload has an idle gap, node 0 goes down
+    in it, after everything before it is ordered, and stays down while the next requests come."""
+    others = [fault for fault in node_faults if fault.node not in (0, 1)][: f - 1]
+    if idle_gaps and rng.random() < 0.7:
+        before_s, after_s = rng.choice(idle_gaps)
+        lag_end_s = before_s + rng.uniform(0.5, 1.0)
+        crash_s = rng.uniform(lag_end_s, max(lag_end_s, after_s - 0.2))
+        crash = Window(crash_s, after_s + rng.uniform(5.0, 30.0))
+        drop_p = rng.uniform(0.9, 1.0)
+    else:
+        lag_end_s = rng.uniform(0.5, heal_s * 0.8)
+        crash_s = rng.uniform(lag_end_s * 0.5, lag_end_s + 1.0)
+        crash = Window(crash_s, rng.uniform(crash_s + 0.5, heal_s + 2.0))
+        drop_p = rng.uniform(0.6, 1.0)
+    primary = NodeFault(rng.choice(("crash", "power-loss")), 0, crash)
+    lag = Lag(1, Window(0.0, lag_end_s), drop_p=drop_p, delay_s=rng.uniform(0.0, 0.3))
+    return [primary] + others, lag, max(heal_s, crash.end_s)
+
+
+def long_plan(rng: random.Random, n: int, f: int, span_s: float) -> FaultPlan:
+    """A long run: one node down from early on until near the end, so it must catch up thousands of batches."""
+    down = Window(rng.uniform(0.02, 0.1) * span_s, rng.uniform(0.85, 0.95) * span_s)
+    node = rng.randrange(n)
+    return FaultPlan(
+        n=n,
+        f=f,
+        heal_s=down.end_s,
+        delay_max_s=rng.uniform(0.005, 0.05),
+        node_faults=(NodeFault("crash", node, down),),
     )

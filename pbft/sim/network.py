@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from pbft.sim.faults import FaultPlan
+from pbft.sim.faults import DOWN_KINDS, FaultPlan, Window
 
 Address = int | str
 
@@ -20,11 +20,18 @@ class Network:
         self._rng = rng
         self._isolated = [(fault.node, fault.window) for fault in plan.node_faults if fault.kind == "isolate"]
         self._lossy = [(fault.node, fault.window, fault.drop_p) for fault in plan.node_faults if fault.kind == "lossy"]
-        self._crashed = [(fault.node, fault.window) for fault in plan.node_faults if fault.kind == "crash"]
+        self._lags = list(plan.lags)
+        self._down = [(fault.node, fault.window) for fault in plan.node_faults if fault.kind in DOWN_KINDS]
+        if plan.blackout is not None:
+            self._down += [(node, plan.blackout.window(node)) for node in range(plan.n)]
+
+    def add_down(self, node: int, window: Window) -> None:
+        """A crash the run decides on as it goes (after a node's first state transfer)."""
+        self._down.append((node, window))
 
     def is_down(self, node: Address, time_s: float) -> bool:
-        """A crashed node neither receives nor sends; it keeps its state for the restart."""
-        return any(node == crashed and window.covers(time_s) for crashed, window in self._crashed)
+        """A crashed node neither receives nor sends; it keeps its store for the restart."""
+        return any(node == down and window.covers(time_s) for down, window in self._down)
 
     def cut(self, src: Address, dst: Address, time_s: float) -> str | None:
         """Why the link src→dst carries nothing at `time_s`, if it is cut."""
@@ -43,6 +50,7 @@ class Network:
         if reason is not None:
             return [], reason
         rng, plan = self._rng, self._plan
+        extra_delay_s += self._lag_delay(dst, now_s)
         arrivals = [now_s + extra_delay_s + rng.uniform(plan.delay_min_s, plan.delay_max_s)]
         if rng.random() < plan.duplicate_p:
             arrivals.append(now_s + extra_delay_s + rng.uniform(plan.delay_min_s, plan.delay_max_s))
@@ -52,8 +60,14 @@ class Network:
         for node, window, drop_p in self._lossy:
             if node in (src, dst) and window.covers(now_s) and self._rng.random() < drop_p:
                 return "lossy_link"
+        for lag in self._lags:
+            if lag.node == dst and lag.window.covers(now_s) and self._rng.random() < lag.drop_p:
+                return "lag"
         if self._plan.drop is not None:
             drop_p, window = self._plan.drop
             if window.covers(now_s) and self._rng.random() < drop_p:
                 return "network_loss"
         return None
+
+    def _lag_delay(self, dst: Address, now_s: float) -> float:
+        return sum(self._rng.uniform(0.0, lag.delay_s) for lag in self._lags if lag.node == dst and lag.window.covers(now_s))

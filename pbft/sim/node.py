@@ -1,28 +1,26 @@
 """One simulated node: a replica, the behaviour that filters what it sends,
-and the node's real SQLite store (in memory), so a crash loses exactly what a
+and a store behind the `pbft.storage.ReplicaStore` contract (the node's real
+SQLite store, in memory, in practice), so a crash loses exactly what a
 killed process loses and a restart goes through `Replica.restore`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from node.storage import NodeStore
 from pbft.effects import Effect, ServeFetch
-from pbft.messages import Message, Request
+from pbft.messages import Message
 from pbft.replica import Replica
 from pbft.sim.byzantine import Honest
+from pbft.storage import Loaded, ReplicaStore
 
 
 class SimNode:
-    def __init__(self, replica: Replica, behaviour: Honest) -> None:
+    def __init__(self, replica: Replica, behaviour: Honest, store: ReplicaStore) -> None:
         self.replica = replica
         self.behaviour = behaviour
         self.honest = behaviour.kind == "honest"
-        self.store = NodeStore(Path(":memory:"), n=replica.settings.n, f=replica.settings.f)
+        self.store = store
 
     def receive(self, message: Message, now_s: float) -> str | None:
-        self.behaviour.observe(message)
         return self.replica.receive(message, now=now_s)
 
     def tick(self, now_s: float) -> None:
@@ -36,13 +34,13 @@ class SimNode:
         """Answer a peer's FETCH from the stored ledger, as the driver does."""
         self.replica.answer_fetch(effect.fetch, self.store)
 
-    def restart(self, now_s: float) -> list[tuple[int, Request]]:
-        """Forget everything in memory and restore from the store; return the builds to run again."""
+    def restart(self, now_s: float) -> Loaded | None:
+        """Forget everything in memory and restore from the store; return what the store gave back."""
         loaded = self.store.load()
         if loaded is None:
             self.replica = Replica(self.replica.settings, self.replica.auth)
-            return []
+            return None
         self.replica = Replica.restore(
             self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
         )
-        return self.replica.builds_to_rerun(loaded.unfinished)
+        return loaded

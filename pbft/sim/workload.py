@@ -3,6 +3,12 @@
 A build's agreed outcome is a pure function of its operation, as with a real
 pinned commit, so honest nodes agree; the free-text reason carries the
 build time and so differs between nodes, as real logs would.
+
+A seed's workload has a shape: `steady` (requests spread over a few
+seconds), `burst` (a few bursts, each many requests within 50 ms) or `idle`
+(groups of requests separated by idle gaps of seconds to minutes, where
+timers and fetch intervals elapse with nothing to order). Long runs
+(`long_workload`) are a steady stream of thousands of requests.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pbft.encoding import digest
 from pbft.messages import Operation, Result
 
 REPOSITORY = "example"
+SHAPES = ("steady", "burst", "idle")
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,26 @@ class Submission:
     time_s: float
     client: str
     operation: Operation
+
+
+@dataclass(frozen=True)
+class Workload:
+    shape: str
+    submissions: tuple[Submission, ...]  # in time order
+
+    @property
+    def span_s(self) -> float:
+        return self.submissions[-1].time_s if self.submissions else 0.0
+
+    def idle_gaps(self, at_least_s: float = 1.5) -> list[tuple[float, float]]:
+        """(last request before, first request after) of each gap of at least `at_least_s` with nothing asked."""
+        times = [submission.time_s for submission in self.submissions]
+        return [(earlier, later) for earlier, later in zip(times, times[1:]) if later - earlier >= at_least_s]
+
+    @property
+    def longest_idle_s(self) -> float:
+        times = [submission.time_s for submission in self.submissions]
+        return max((later - earlier for earlier, later in zip(times, times[1:])), default=0.0)
 
 
 def build_result(operation: Operation, build_s: float) -> Result:
@@ -34,10 +61,44 @@ def build_result(operation: Operation, build_s: float) -> Result:
     return Result("error", None, None, f"no such branch; {reason}")
 
 
-def make_workload(rng: random.Random, requests: int, clients: list[str], submit_window_s: float) -> list[Submission]:
-    """`requests` submissions at random times; close times make concurrent requests and batches."""
-    submissions = []
+def _operation(rng: random.Random, index: int) -> Operation:
+    branch = rng.choice((f"pass-{index}", f"fail-{rng.randint(1, 125)}-{index}", f"missing-{index}"))
+    return Operation(REPOSITORY, branch)
+
+
+def _times(rng: random.Random, shape: str, requests: int, submit_window_s: float) -> list[float]:
+    if shape == "steady":
+        return [rng.uniform(0.0, submit_window_s) for _ in range(requests)]
+    if shape == "burst":
+        span_s = rng.uniform(submit_window_s, 60.0)
+        starts = [rng.uniform(0.0, span_s) for _ in range(rng.randint(1, 4))]
+        return [rng.choice(starts) + rng.uniform(0.0, 0.05) for _ in range(requests)]
+    # idle: groups of requests, each followed by seconds or minutes in which nothing is asked.
+    times, start_s = [], 0.0
+    sizes = [0] * rng.randint(2, 5)
+    for _ in range(requests):
+        sizes[rng.randrange(len(sizes))] += 1
+    for size in sizes:
+        spread_s = rng.uniform(0.0, 1.0)
+        times += [start_s + rng.uniform(0.0, spread_s) for _ in range(size)]
+        start_s += spread_s + (rng.uniform(1.5, 10.0) if rng.random() < 0.5 else rng.uniform(10.0, 150.0))
+    return times
+
+
+def make_workload(rng: random.Random, requests: int, clients: list[str], submit_window_s: float) -> Workload:
+    """`requests` submissions of a shape drawn from the seed; close times make concurrent requests and batches."""
+    shape = rng.choice(SHAPES)
+    submissions = [
+        Submission(time_s, rng.choice(clients), _operation(rng, index))
+        for index, time_s in enumerate(_times(rng, shape, requests, submit_window_s))
+    ]
+    return Workload(shape, tuple(sorted(submissions, key=lambda submission: submission.time_s)))
+
+
+def long_workload(rng: random.Random, requests: int, clients: list[str], rate_per_s: float) -> Workload:
+    """A steady stream at about `rate_per_s` requests a second, for runs that cross many checkpoints."""
+    time_s, submissions = 0.0, []
     for index in range(requests):
-        branch = rng.choice((f"pass-{index}", f"fail-{rng.randint(1, 125)}-{index}", f"missing-{index}"))
-        submissions.append(Submission(rng.uniform(0.0, submit_window_s), rng.choice(clients), Operation(REPOSITORY, branch)))
-    return sorted(submissions, key=lambda submission: submission.time_s)
+        time_s += rng.expovariate(rate_per_s)
+        submissions.append(Submission(time_s, rng.choice(clients), _operation(rng, index)))
+    return Workload("steady", tuple(submissions))

@@ -1,0 +1,53 @@
+"""What the protocol core expects of a node's durable storage: a contract, not an implementation.
+
+The core never opens a store. A driver saves each replica step before it
+carries out any of that step's effects, answers FETCH from the stored ledger,
+and rebuilds the replica with `Replica.restore` from what `load` returns.
+`node.storage.NodeStore` fulfils this contract; the simulator is handed a
+store factory and speaks to stores only through it, so nothing in `pbft/`
+depends on `node/`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from pbft.effects import Effect
+from pbft.ledger import LedgerReader
+from pbft.messages import Message, Reply, Request
+from pbft.replica_persistence import DurableState
+
+
+class Loaded(Protocol):
+    """What a store gives back after a stop: enough for `Replica.restore`, and the builds to run again."""
+
+    @property
+    def state(self) -> DurableState: ...  # `Replica.durable_state()` as last saved
+
+    @property
+    def messages(self) -> list[Message]: ...  # protocol messages since the last stable checkpoint, and RESULT votes
+
+    @property
+    def executed(self) -> dict[tuple[str, int], tuple[int, Reply | None]]: ...  # every executed request: (seq, reply)
+
+    @property
+    def unfinished(self) -> list[tuple[int, Request]]: ...  # (seq, request) of builds started here, never answered
+
+
+class ReplicaStore(LedgerReader, Protocol):
+    """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""
+
+    def save(self, state: DurableState, effects: list[Effect]) -> None:
+        """Make one replica step durable, atomically, before any of its effects is carried out."""
+
+    def load(self) -> Loaded | None:
+        """What was saved before the last stop, or None for a node that never ran."""
+
+    def build_records(self, seq: int) -> list[dict]:
+        """Each build ordered at `seq`: `client`, `timestamp`, `own_result` (this node's result
+        dict or None), `verdict` ({"state": certified|disputed|pending, "result": dict or None})
+        and `votes` (every node's RESULT vote kept for it)."""
+
+
+# A fresh, empty store for one node of a network of n = 3f+1: (n, f) -> store.
+StoreFactory = Callable[[int, int], ReplicaStore]

@@ -1,0 +1,49 @@
+"""The protocol core is pure (DESIGN.md): no I/O, no clock, nothing from the node or client."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ["pbft.replica", "pbft.sim.cluster"]  # entry points: everything they reach inside pbft is core
+FORBIDDEN = {"asyncio", "sqlite3", "os", "time", "socket", "subprocess", "aiohttp", "docker", "git", "node", "client"}
+
+
+def imports_of(module: str) -> set[str]:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT / module.replace(".", "/") / "__init__.py"
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def reachable(entry: str) -> dict[str, set[str]]:
+    """Every pbft module `entry` imports, directly or not, with what each imports."""
+    seen: dict[str, set[str]] = {}
+    todo = [entry]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen[module] = imports_of(module)
+        todo += [name for name in seen[module] if name.startswith("pbft.") or name == "pbft"]
+    return seen
+
+
+@pytest.mark.parametrize("entry", CORE)
+def test_the_core_imports_no_io_clock_or_node_code(entry):
+    offending = {
+        module: sorted(name for name in names if name.split(".")[0] in FORBIDDEN)
+        for module, names in reachable(entry).items()
+    }
+    assert {module: names for module, names in offending.items() if names} == {}
+
+
+def test_the_check_sees_a_forbidden_import():
+    assert "os" in imports_of("pbft.crypto")  # key files: outside the core, and the check notices

@@ -32,8 +32,10 @@ class CatchUp:
         self.f = f
         self.interval_s = interval_s
         # Per sender, the highest sequence number / view it showed in a validated
-        # message: one entry per node, so the memory is bounded by n.
-        self.seq_claims: dict[int, int] = {}
+        # message: one entry per node, so the memory is bounded by n. A COMMIT shows
+        # its sender prepared a batch; a CHECKPOINT or STATUS that it executed it.
+        self.commit_claims: dict[int, int] = {}
+        self.executed_claims: dict[int, int] = {}
         self.view_claims: dict[int, int] = {}
         self.proven_seq = 0  # highest checkpoint a verified 2f+1 proof showed us
         self.behind_since: float | None = None
@@ -41,12 +43,15 @@ class CatchUp:
         self.next_ask_at = 0.0
         self.asks_without_progress = 0
         self.ask_at_once = False  # after a restart: peers may have moved on while we were down
+        self.announced_at = 0.0  # when we last said STATUS
+        self.announcements = 0  # STATUS messages since our last progress: each waits twice as long
 
     # --- evidence -------------------------------------------------------
 
-    def claim_seq(self, sender: int, seq: int) -> None:
-        if seq > self.seq_claims.get(sender, 0):
-            self.seq_claims[sender] = seq
+    def claim_seq(self, sender: int, seq: int, *, executed: bool) -> None:
+        claims = self.executed_claims if executed else self.commit_claims
+        if seq > claims.get(sender, 0):
+            claims[sender] = seq
 
     def claim_view(self, sender: int, view: int) -> None:
         if view > self.view_claims.get(sender, 0):
@@ -55,8 +60,13 @@ class CatchUp:
     def proven(self, seq: int) -> None:
         self.proven_seq = max(self.proven_seq, seq)
 
+    def executed_seq(self) -> int:
+        """How far f+1 nodes (so at least one honest) executed, as far as we know."""
+        return max(self.proven_seq, vouched(self.executed_claims, reply_quorum(self.f)))
+
     def target_seq(self) -> int:
-        return max(self.proven_seq, vouched(self.seq_claims, reply_quorum(self.f)))
+        """How far to catch up: what was executed, or committed (served as commit certificates)."""
+        return max(self.executed_seq(), vouched(self.commit_claims, reply_quorum(self.f)))
 
     def target_view(self) -> int:
         return vouched(self.view_claims, reply_quorum(self.f))
@@ -67,6 +77,7 @@ class CatchUp:
         """This replica executed a batch: whatever wait it was in starts again."""
         self.last_progress_at = now
         self.asks_without_progress = 0
+        self.announcements = 0
         self.behind_since = None
 
     def update(self, now: float, last_executed: int, view: int) -> bool:
@@ -77,6 +88,20 @@ class CatchUp:
         elif self.behind_since is None:
             self.behind_since = now
         return behind
+
+    def should_announce(self, now: float, interval_s: float) -> bool:
+        """Whether to say STATUS now: after `interval_s` without progress, then after twice
+        as long each time (capped), so an idle network costs a message per node per few minutes."""
+        quiet_since = max(self.last_progress_at, self.announced_at)
+        if now - quiet_since < interval_s * 2 ** min(self.announcements, BACKOFF_CAP + 1):
+            return False
+        self.announced_at = now
+        self.announcements += 1
+        return True
+
+    def behind(self, last_executed: int) -> bool:
+        """Honest peers executed beyond us: a stall here is ours, not the network's."""
+        return self.executed_seq() > last_executed
 
     def should_ask(self, now: float, last_executed: int, view: int) -> bool:
         """Whether to ask peers for state now; records the ask when it says yes."""

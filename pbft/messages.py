@@ -74,6 +74,23 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Status:
+    """<STATUS, v, n, i>: node i is in view v (not changing it) and has executed up to n.
+
+    Sent when the network has been idle for a while, so that a node that missed the
+    last batches learns it is behind even when nothing else will be sent (§5.3)."""
+
+    view: int
+    last_executed: int
+    sender: int
+    sig: str = ""
+    TYPE = "status"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "view": self.view, "last_executed": self.last_executed, "sender": self.sender}
+
+
+@dataclass(frozen=True)
 class VoteFetch:
     """<VOTE-FETCH, keys, i>: node i has no verdict yet for these builds (client, timestamp)
     and asks its peers for the signed RESULT votes they hold for them."""
@@ -395,7 +412,7 @@ class ResultVote:
 
 Message = Union[
     Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, ResultVote, Reply,
-    Hello, VoteFetch,
+    Hello, VoteFetch, Status,
 ]
 
 
@@ -593,6 +610,13 @@ def _decode_state(data: dict) -> StateTransfer:
     )
 
 
+def _decode_status(data: dict) -> Status:
+    return Status(
+        view=_int(data, "view"), last_executed=_int(data, "last_executed"), sender=_int(data, "sender"),
+        sig=_text(data, "sig", _SIG),
+    )
+
+
 def _decode_vote_fetch(data: dict) -> VoteFetch:
     keys = []
     for item in _list(data, "keys", MAX_VOTE_FETCH, minimum=1):
@@ -649,6 +673,7 @@ _DECODERS = {
     StateTransfer.TYPE: _decode_state,
     ResultVote.TYPE: _decode_result_vote,
     VoteFetch.TYPE: _decode_vote_fetch,
+    Status.TYPE: _decode_status,
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
     Challenge.TYPE: _decode_challenge,

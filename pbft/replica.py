@@ -34,6 +34,7 @@ from pbft.messages import (
     Result,
     ResultVote,
     StateTransfer,
+    Status,
     ViewChange,
     VoteFetch,
     batch_digest,
@@ -181,6 +182,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             StateTransfer: self._on_state_transfer,
             ResultVote: self._on_result_vote,
             VoteFetch: self._on_vote_fetch,
+            Status: self._on_status,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -194,13 +196,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         """Advance the clock; a backup whose timer expired moves to the next view (§4.4)."""
         self.now = max(self.now, now)
         if self.timer_deadline is not None and self.now >= self.timer_deadline:
-            logger.warning("node=%d view=%d timer expired", self.id, self.view)
-            self._start_view_change(self.view + 1)
+            self._timer_expired()
         elif self.changing_view and self.now >= self.view_change_resend_at:
             self._send_view_change()
         self._replay_ready()
         self._maybe_fetch()
         self._ask_for_votes()
+        self._maybe_announce()
         self._check_invariants()
 
     def execution_finished(self, request: Request, result: Result, seq: int) -> None:
@@ -345,7 +347,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # CatchUp keeps one per sender and believes a value only when f+1 senders reach it.
         self.catch_up.claim_view(message.sender, message.view)
         if isinstance(message, Commit):
-            self.catch_up.claim_seq(message.sender, message.seq)
+            self.catch_up.claim_seq(message.sender, message.seq, executed=False)
         # Up to one window beyond H is a checkpoint we have not made stable yet, as a
         # slower node often has not: keep those for later rather than learn them by
         # state transfer and never build them.
@@ -528,7 +530,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if self.checkpoints.due(message.seq):
             # A signed checkpoint says its sender executed this far; f+1 of them must agree
             # before that counts, so it is taken even beyond the range kept below.
-            self.catch_up.claim_seq(message.sender, message.seq)
+            self.catch_up.claim_seq(message.sender, message.seq, executed=True)
         problem = self.checkpoints.add(message)
         if problem is not None:
             return f"ignore_checkpoint_{problem}"

@@ -11,6 +11,7 @@ from pbft.ledger import LedgerReader
 from pbft.messages import (
     Fetch,
     StateTransfer,
+    Status,
     batch_digest,
     signed,
 )
@@ -34,6 +35,21 @@ class LedgerCatchUp:
             self.id, self.view, self.last_executed + 1, self.catch_up.target_seq(), self.catch_up.target_view(),
         )
         self._outbox.append(Broadcast(self._fetch()))
+
+    def _maybe_announce(self) -> None:
+        if self.changing_view or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
+            return
+        status = signed(Status(self.view, self.last_executed, self.id), self.auth.sign)
+        self._outbox.append(Broadcast(status))
+
+    def _on_status(self, message: Status) -> str | None:
+        """A peer says where it is: a claim like any other, believed once f+1 make it."""
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        self.catch_up.claim_view(message.sender, message.view)
+        self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
+        return None
 
     def _fetch(self) -> Fetch:
         return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)

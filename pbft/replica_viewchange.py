@@ -42,6 +42,20 @@ class ViewChanges:
         if self.clients.waiting and not self.is_primary:
             self._start_timer()
 
+    def _timer_expired(self) -> None:
+        """The request we wait for did not execute in time: suspect the primary (§4.4), unless
+        f+1 nodes show that the stall is ours. A node that merely lags behind peers that
+        went on (or that missed the NEW-VIEW of a view they are working in) catches up
+        instead; a view change it started alone would leave it out of the network."""
+        if self.catch_up.behind(self.last_executed) or (self.changing_view and self.catch_up.target_view() >= self.view):
+            logger.warning("node=%d view=%d timer expired while behind its peers: catching up", self.id, self.view)
+            self._start_timer()
+            if self.changing_view:
+                self._send_view_change()  # peers in this view answer with its NEW-VIEW
+            return
+        logger.warning("node=%d view=%d timer expired", self.id, self.view)
+        self._start_view_change(self.view + 1)
+
     def _start_view_change(self, view: int) -> None:
         assert self.would_move(view)
         self.view = view

@@ -21,6 +21,7 @@ class ReplicaSettings:
     max_buffered: int = 4096
     view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
     fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
+    status_interval_s: float = 5.0  # idle this long, a node tells its peers where it is (then backs off)
     vote_retry_s: float = 2.0  # how long a build's verdict may stay open here before we ask peers for votes
     transfer_chunk: int = 256  # batches per state-transfer answer, where the kept checkpoint proofs allow
     # Exactly-once bookkeeping forgets a client's requests this much older than

@@ -1,6 +1,6 @@
 """Failure modes of long-lived networks: lagging nodes, idle gaps, restarts (OSDI'99 §4.3-§4.5, §5.3)."""
 
-from pbft.messages import Commit, Fetch, Result, ResultVote, ViewChange, signed
+from pbft.messages import Checkpoint, Commit, Fetch, Result, ResultVote, ViewChange, signed
 from tests.cluster import CLIENT, Cluster
 
 T = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -210,3 +210,35 @@ def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_pee
     assert {record["verdict"]["state"] for record in records} == {"certified"}
     assert all(record["verdict"] == records[0]["verdict"] for record in records)
     assert [len(record["votes"]) for record in records] == [4, 4, 4, 4]
+
+
+def test_a_node_that_missed_the_last_batches_of_a_now_idle_network_learns_it_from_status():
+    """§5.3: nodes say STATUS when idle; f+1 of them ahead show a node it is behind,
+    although no request, commit or checkpoint will ever come again."""
+    cluster = Cluster(settings={"checkpoint_interval": 100, "log_window": 200})
+    submit(cluster, 2)
+    submit(cluster, 2, keep=lambda node, message: node != 3)  # node 3 misses seqs 3 and 4
+    assert cluster.replicas[3].last_executed == 2
+    now = 0.0
+    for _ in range(20):  # the network stays idle
+        now += 1.0
+        cluster.tick(now)
+        cluster.run()
+    assert cluster.replicas[3].last_executed == 4
+    assert cluster.ledger(3) == cluster.ledger(0)
+    assert cluster.builds(3)[-2:] == cluster.builds(0)[-2:]  # above the checkpoint: built, not just learnt
+
+
+def test_a_lagging_node_whose_timer_fires_catches_up_instead_of_changing_view_alone():
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4})
+    lagging = cluster.replicas[3]
+    requests = submit(cluster, 2, keep=lambda node, message: node != 3)
+    lagging.receive(requests[-1], now=0.0)  # the client retransmitted to it: its timer runs
+    lagging.take_effects()
+    for sender in (0, 1):  # f+1 signed checkpoints show it the others executed seq 2
+        vote = signed(Checkpoint(2, cluster.replicas[sender].state_digest, sender), cluster.replicas[sender].auth.sign)
+        lagging.receive(vote, now=0.0)
+    lagging.tick(T + 0.1)
+    sent = [effect.message.TYPE for effect in lagging.take_effects() if hasattr(effect, "message")]
+    assert "view-change" not in sent and not lagging.changing_view and lagging.view == 0
+    assert "fetch" in sent

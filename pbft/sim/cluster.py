@@ -309,7 +309,7 @@ class SimCluster:
             for node in sorted(self.honest)
             for replica in (self.nodes[node].replica,)
         }
-        failures = convergence_failures(self.now_s, ends)
+        failures = convergence_failures(self.now_s, ends, 2 * self.f + 1)
         failures += late_fetch_failures(self.now_s, self._late_fetches, converged_nodes(ends))
         prefix = min(end.last_executed for end in ends.values())
         ledgers = {node: {} for node in ends}

@@ -18,6 +18,8 @@ from pbft.messages import (
     Request,
     Result,
     ResultVote,
+    Status,
+    VoteFetch,
     batch_digest,
     decode,
     encode,
@@ -50,6 +52,8 @@ def messages(draw):
         ResultVote(seq, request.client, request.timestamp, result, sender, SIG),
         Hello(request.client, sender, draw(challenges), SIG),
         Challenge(draw(challenges)),
+        Status(view, seq, sender, SIG),
+        VoteFetch(((request.client, request.timestamp),) * draw(st.integers(1, 64)), sender, SIG),
     ]))
 
 

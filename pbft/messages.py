@@ -20,7 +20,7 @@ MAX_BATCH = 1024
 MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_TEXT = 1024
-MAX_VOTE_FETCH = 64  # builds asked about in one VOTE-FETCH
+MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")

@@ -494,16 +494,18 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _ask_for_votes(self) -> None:
         keys = self.result_votes.due(self.now, MAX_VOTE_FETCH)
         if keys:
-            logger.info("node=%d view=%d phase=vote-fetch builds=%d", self.id, self.view, len(keys))
-            self._outbox.append(Broadcast(signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
+            peer = self.result_votes.peer_to_ask(self.settings.n, self.id)
+            logger.info("node=%d view=%d phase=vote-fetch builds=%d from=%d", self.id, self.view, len(keys), peer)
+            self._outbox.append(SendTo(peer, signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
 
     def _on_vote_fetch(self, message: VoteFetch) -> str | None:
         """Send a peer every signed vote we hold for the builds it asks about (each is
-        checkable on its own), at most once per half retry period per peer."""
+        checkable on its own), at most once per quarter retry period per peer (an
+        honest one asks at most every half period)."""
         reason = self._node_signature_problem(message)
         if reason is not None or message.sender == self.id:
             return reason or "ignore_vote-fetch_from_self"
-        if self.now < self.votes_served_at.get(message.sender, float("-inf")) + self.settings.vote_retry_s / 2:
+        if self.now < self.votes_served_at.get(message.sender, float("-inf")) + self.settings.vote_retry_s / 4:
             return "ignore_vote-fetch_too_soon"
         self.votes_served_at[message.sender] = self.now
         for key in message.keys:

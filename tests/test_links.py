@@ -70,6 +70,14 @@ async def test_idle_links_stay_up_across_many_heartbeats(nodes):
         assert "peer_frame_error" not in status["dropped"]
 
 
+async def serve_peer(aiohttp_server, handler) -> str:
+    """A stand-in peer at /peer; returns its URL."""
+    app = web.Application()
+    app.router.add_get("/peer", handler)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/peer"))
+
+
 async def test_a_link_whose_peer_hangs_up_reconnects_at_once_and_sends_what_was_queued(aiohttp_server):
     connections: list[list[str]] = []
 
@@ -85,12 +93,10 @@ async def test_a_link_whose_peer_hangs_up_reconnects_at_once_and_sends_what_was_
             frames.append(frame.data)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/peer", peer)
-    server = await aiohttp_server(app)
+    url = await serve_peer(aiohttp_server, peer)
     async with aiohttp.ClientSession() as session:
         # The default heartbeat is far longer than this test: only reading notices the hang-up.
-        link = PeerLink(1, str(server.make_url("/peer")), session)
+        link = PeerLink(1, url, session)
         link.start()
         try:
             async with asyncio.timeout(2):
@@ -116,12 +122,10 @@ async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delive
             received.append(frame.data)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/peer", peer)
-    server = await aiohttp_server(app)
+    url = await serve_peer(aiohttp_server, peer)
     now = [0.0]
     async with aiohttp.ClientSession() as session:
-        link = PeerLink(1, str(server.make_url("/peer")), session, max_age_s=5.0, clock=lambda: now[0])
+        link = PeerLink(1, url, session, max_age_s=5.0, clock=lambda: now[0])
         for index in range(3):
             link.send(f"old {index}")  # queued while the peer was down
         now[0] = 60.0  # it comes back a minute later

@@ -178,7 +178,21 @@ class Forge(Honest):
         return [(dst, message, 0.0), (dst, forgery, 0.0)]
 
 
-class ViewChangeSpam(Honest):
+class Flooder(Honest):
+    """A Byzantine node that adds signed junk to what it sends, counted per destination."""
+
+    def __init__(self, node: int, auth: SimAuthenticator) -> None:
+        self.node = node
+        self.auth = auth
+        self.sent: dict[int, int] = {}
+
+    def count(self, dst: int) -> int:
+        """One more junk message to `dst`: how many so far."""
+        self.sent[dst] = self.sent.get(dst, 0) + 1
+        return self.sent[dst]
+
+
+class ViewChangeSpam(Flooder):
     """Alongside each message to a node, VIEW-CHANGEs for views nobody asked for.
 
     Each is well formed and signed by this node (genesis checkpoint, no
@@ -190,40 +204,28 @@ class ViewChangeSpam(Honest):
     PER_SEND = 3
     LIMIT = 900  # per destination: enough to show unbounded growth, cheap to simulate
 
-    def __init__(self, node: int, auth: SimAuthenticator) -> None:
-        self.node = node
-        self.auth = auth
-        self.sent: dict[int, int] = {}
-
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         sends = [(dst, message, 0.0)]
         if not isinstance(dst, int):
             return sends
         for _ in range(min(self.PER_SEND, self.LIMIT - self.sent.get(dst, 0))):
-            self.sent[dst] = self.sent.get(dst, 0) + 1
-            spam = ViewChange(1000 + self.sent[dst], 0, (), (), self.node)
+            spam = ViewChange(1000 + self.count(dst), 0, (), (), self.node)
             sends.append((dst, signed(spam, self.auth.sign), 0.0))
         return sends
 
 
-class AbsurdSeq(Honest):
+class AbsurdSeq(Flooder):
     """Now and then, a signed COMMIT and CHECKPOINT for a sequence number nobody will reach."""
 
     kind = "absurd-seq"
     SEQ = 10**12  # a multiple of every checkpoint interval the simulator draws
     EVERY = 40  # messages to one destination between two absurd pairs
 
-    def __init__(self, node: int, auth: SimAuthenticator) -> None:
-        self.node = node
-        self.auth = auth
-        self.sent: dict[int, int] = {}
-
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         sends = [(dst, message, 0.0)]
         if not isinstance(dst, int):
             return sends
-        count = self.sent[dst] = self.sent.get(dst, 0) + 1
-        if count % self.EVERY == 1:
+        if self.count(dst) % self.EVERY == 1:
             view = getattr(message, "view", 0)
             commit = Commit(view, self.SEQ, bogus_digest("absurd", view), self.node)
             checkpoint = Checkpoint(self.SEQ, bogus_digest("absurd"), self.node)
@@ -231,7 +233,7 @@ class AbsurdSeq(Honest):
         return sends
 
 
-class VoteFlood(Honest):
+class VoteFlood(Flooder):
     """As soon as an honest node's RESULT vote reaches it, a buffer's worth of signed votes
     for requests that do not exist to every other node: one that keeps that honest vote
     as an early one (it has not ordered the request yet) loses it. At most four buffers
@@ -240,12 +242,10 @@ class VoteFlood(Honest):
     kind = "vote-flood"
 
     def __init__(self, node: int, n: int, auth: SimAuthenticator, max_buffered: int) -> None:
-        self.node = node
+        super().__init__(node, auth)
         self.n = n
-        self.auth = auth
         self.burst = max_buffered + 1
         self.limit = 4 * self.burst
-        self.sent: dict[int, int] = {}
         self.seen: set[tuple[str, int]] = set()
 
     def observe(self, message: Message) -> list[Send]:
@@ -257,7 +257,7 @@ class VoteFlood(Honest):
             if dst in (self.node, message.sender):
                 continue
             for _ in range(min(self.burst, self.limit - self.sent.get(dst, 0))):
-                count = self.sent[dst] = self.sent.get(dst, 0) + 1
+                count = self.count(dst)
                 ghost = ResultVote(count, f"ghost-{count % 7}", 10**9 + count, Result("success", 0, "0" * 40), self.node)
                 sends.append((dst, signed(ghost, self.auth.sign), 0.0))
         return sends

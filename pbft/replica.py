@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from pbft.authenticator import Authenticator
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
-from pbft.message_log import MessageLog
 from pbft.clients import ClientTable
-from pbft.authenticator import Authenticator
 from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
 from pbft.encoding import digest
+from pbft.message_log import MessageLog
 from pbft.messages import (
+    MAX_VOTE_FETCH,
     Checkpoint,
     Commit,
     Fetch,
@@ -40,7 +41,6 @@ from pbft.messages import (
     batch_digest,
     signed,
 )
-from pbft.messages import MAX_VOTE_FETCH
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.replica_persistence import Persistence
 from pbft.replica_transfer import LedgerCatchUp
@@ -58,8 +58,13 @@ logger = logging.getLogger(__name__)
 
 
 class Replica(ViewChanges, LedgerCatchUp, Persistence):
-    """One PBFT node's protocol state; the view-change, state-transfer and
-    persistence parts live in their own modules as mixins."""
+    """One PBFT node: a router over parts that each keep their own state and can be
+    read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
+    (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
+    (`pbft.viewchange`), the client table (`pbft.clients`), catch-up evidence
+    (`pbft.catchup`) and result votes (`pbft.votes`). The rules that move
+    between them live here and in the mixins for view changes, state transfer
+    and persistence."""
 
     def __init__(self, settings: ReplicaSettings, auth: Authenticator) -> None:
         self.settings = settings

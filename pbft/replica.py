@@ -499,9 +499,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _ask_for_votes(self) -> None:
         keys = self.result_votes.due(self.now, MAX_VOTE_FETCH)
         if keys:
-            peer = self.result_votes.peer_to_ask(self.settings.n, self.id)
-            logger.info("node=%d view=%d phase=vote-fetch builds=%d from=%d", self.id, self.view, len(keys), peer)
-            self._outbox.append(SendTo(peer, signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
+            # Every peer: any one of them may be the only one that heard the vote we lack.
+            logger.info("node=%d view=%d phase=vote-fetch builds=%d", self.id, self.view, len(keys))
+            self._outbox.append(Broadcast(signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
 
     def _on_vote_fetch(self, message: VoteFetch) -> str | None:
         """Send a peer every signed vote we hold for the builds it asks about (each is

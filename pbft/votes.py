@@ -15,7 +15,7 @@ from pbft.messages import ResultVote
 from pbft.quorum import verdict
 
 Key = tuple[str, int]  # (client, timestamp)
-BACKOFF_CAP = 6  # at most retry_s * 2**6 between asks about one build
+BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon after a partition heals
 
 
 class ResultVotes:
@@ -25,11 +25,9 @@ class ResultVotes:
         self.seq: dict[Key, int] = {}
         self.decided: dict[Key, str] = {}
         self.asks: dict[Key, tuple[float, int]] = {}  # undecided build -> (next ask at, asks so far)
-        # One VOTE-FETCH per half retry period, to one peer at a time in turn: a node that
-        # learnt thousands of builds by state transfer fills their verdicts at a steady
-        # pace, never faster than its peers answer.
+        # One VOTE-FETCH per half retry period: a node that learnt thousands of builds by
+        # state transfer fills their verdicts at a steady pace its peers can answer.
         self.last_fetch_at = float("-inf")
-        self.fetches = 0
 
     def __contains__(self, key: Key) -> bool:
         return key in self.votes
@@ -73,15 +71,10 @@ class ResultVotes:
         keys = [key for at, key in sorted((at, key) for key, (at, _) in self.asks.items() if at <= now)][:limit]
         if keys:
             self.last_fetch_at = now
-            self.fetches += 1
         for key in keys:
             tries = self.asks[key][1] + 1
             self.asks[key] = (now + self.retry_s * 2 ** min(tries, BACKOFF_CAP), tries)
         return keys
-
-    def peer_to_ask(self, n: int, me: int) -> int:
-        """The peers in turn, one per VOTE-FETCH, so one that lacks the votes or lies costs a turn."""
-        return [node for node in range(n) if node != me][self.fetches % (n - 1)]
 
     def held(self, key: Key) -> list[ResultVote]:
         return list(self.votes.get(key, {}).values())

@@ -309,7 +309,9 @@ class SimCluster:
             for node in sorted(self.honest)
             for replica in (self.nodes[node].replica,)
         }
-        failures = convergence_failures(self.now_s, ends, 2 * self.f + 1)
+        # Byzantine nodes may work in the common view too: the honest ones there need only
+        # make up the rest of a quorum for it to go on, or to change views with the waiting.
+        failures = convergence_failures(self.now_s, ends, 2 * self.f + 1 - len(self.plan.byzantine()))
         failures += late_fetch_failures(self.now_s, self._late_fetches, converged_nodes(ends))
         prefix = min(end.last_executed for end in ends.values())
         ledgers = {node: {} for node in ends}

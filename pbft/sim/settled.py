@@ -8,7 +8,8 @@ answered, then `SimOptions.settle_s` of idle time with the clocks running.
   it may never work in an earlier view again (its promise keeps NEW-VIEWs
   safe), so it catches up the ledger by state transfer and is taken into the
   next view change the others make (its VIEW-CHANGE is already counted). Not
-  all of them may wait so: at least 2f+1 must share the working view.
+  all of them may wait so: the working view must hold a quorum, 2f+1 nodes of
+  which only the Byzantine ones may be missing from the honest nodes checked.
 - `fetch`: an honest node that converged stopped asking for state; one
   still fetching in the second half of the settle time would fetch forever.
 - `ledger` (checker e): every honest node's store holds the same verdict
@@ -45,7 +46,7 @@ def converged_nodes(ends: dict[int, NodeEnd]) -> set[int]:
 
 
 def convergence_failures(time_s: float, ends: dict[int, NodeEnd], quorum: int) -> list[Violation]:
-    """`quorum`: how many honest nodes (2f+1) must share the working view."""
+    """`quorum`: how many honest nodes must share the working view (2f+1, less the Byzantine nodes)."""
     working = converged_nodes(ends)
     if working:
         common = ends[next(iter(working))]

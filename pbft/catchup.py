@@ -6,6 +6,10 @@ is honest), or a checkpoint proof signed by 2f+1 nodes that it verified.
 Evidence is recorded only from messages that passed every check, so a single
 faulty peer naming an absurd sequence number or view moves nothing.
 
+Where nothing else would show it (the network went idle right after the
+batches a node missed), nodes say STATUS after a quiet interval, backing
+off while the quiet lasts.
+
 Being behind is normal for a moment: in fault-free operation the first peer
 COMMITs arrive before a replica's own. It asks only after it has been behind,
 without executing anything, for `interval_s`; unanswered asks back off

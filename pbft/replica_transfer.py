@@ -114,6 +114,10 @@ class LedgerCatchUp:
             reason = self._adopt_ledger(message)
             if reason is not None:
                 return reason
+        elif message.stable_seq > self.low_watermark:
+            reason = self._adopt_proof(message)
+            if reason is not None:
+                return reason
         new_view = message.new_view
         if new_view is not None and self.not_entered(new_view.view):
             reason = self._on_new_view(new_view)
@@ -138,6 +142,17 @@ class LedgerCatchUp:
         if adopted and self.catch_up.target_seq() > self.last_executed:
             # One chunk of several: ask the node that sent it for the next one at once.
             self._outbox.append(SendTo(message.sender, self._fetch()))
+        return None
+
+    def _adopt_proof(self, message: StateTransfer) -> str | None:
+        """We executed up to a checkpoint but missed the CHECKPOINTs that make it stable, so
+        our window cannot move: the proof a peer sent does it, if it vouches for our digest."""
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        self.checkpoints.adopt_proof(message.stable_seq, message.checkpoint_proof)
+        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
+        self._maybe_stable(message.stable_seq)
         return None
 
     def _adopt_ledger(self, message: StateTransfer) -> str | None:

@@ -242,3 +242,21 @@ def test_a_lagging_node_whose_timer_fires_catches_up_instead_of_changing_view_al
     sent = [effect.message.TYPE for effect in lagging.take_effects() if hasattr(effect, "message")]
     assert "view-change" not in sent and not lagging.changing_view and lagging.view == 0
     assert "fetch" in sent
+
+
+def test_a_node_that_executed_up_to_a_checkpoint_but_missed_its_votes_takes_the_proof_from_a_peer():
+    """§4.3: a node whose window cannot move (it lacks 2f+1 CHECKPOINTs for a seq it did
+    execute) takes the stable proof a state transfer carries, then the commits above it."""
+    cluster = Cluster(settings=K4)
+    submit(cluster, 8, keep=lambda node, message: not (node == 3 and message.TYPE == "checkpoint"))
+    stuck = cluster.replicas[3]
+    assert (stuck.last_executed, stuck.low_watermark) == (8, 0) and cluster.replicas[0].low_watermark == 8
+    latest = submit(cluster, 3)  # seqs 9-11: above node 3's window
+    assert stuck.last_executed == 8
+    now = 0.0
+    for _ in range(15):
+        now += 1.0
+        cluster.tick(now)
+        cluster.run()
+    assert (stuck.last_executed, stuck.low_watermark) == (11, 8)
+    assert cluster.builds(3)[-3:] == latest

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
@@ -94,9 +95,30 @@ def network_pids() -> dict[int, int]:
     return pids
 
 
+def remove_builds_under(directory: Path) -> None:
+    """Remove the build containers and workspace volumes of nodes whose data lives under
+    `directory`: a node a test killed with `kill -9` and never started again left them."""
+    engine = docker.from_env()
+    label = {"label": "pbft-ci.data"}
+
+    def under(labels: dict) -> bool:
+        return Path(labels["pbft-ci.data"]).is_relative_to(directory)
+
+    try:
+        for container in engine.containers.list(all=True, filters=label):  # before their volumes
+            if under(container.labels):
+                container.remove(force=True)
+        for volume in engine.volumes.list(filters=label):
+            if under(volume.attrs["Labels"]):
+                volume.remove(force=True)
+    finally:
+        engine.close()
+
+
 @pytest.fixture
-def network() -> Iterator:
-    """`start(*args)` runs ./startNetwork.sh ARGS; ./stopNetwork.sh always runs afterwards."""
+def network(tmp_path) -> Iterator:
+    """`start(*args)` runs ./startNetwork.sh ARGS; ./stopNetwork.sh always runs afterwards,
+    and what killed nodes of the test's own data directories left in Docker is removed."""
     started: list[dict[int, int]] = []
 
     def start(*args: str) -> dict[int, int]:
@@ -112,6 +134,7 @@ def network() -> Iterator:
         stopped = run_script("./stopNetwork.sh")
         assert stopped.returncode == 0, describe(stopped)
         leftovers = [pid for pids in started for pid in pids.values() if running_node(pid)]
+        remove_builds_under(tmp_path)
         assert not leftovers, f"node processes still running after ./stopNetwork.sh: {leftovers}"
 
 

@@ -151,6 +151,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             buffer = buffers[sender] = deque(maxlen=self.per_sender_buffer)
         buffer.append(message)
 
+    def _served_recently(self, served_at: dict[int, float], sender: int, interval_s: float) -> bool:
+        """Whether `sender` was answered less than `interval_s` ago; if not, it is answered now."""
+        if self.now < served_at.get(sender, float("-inf")) + interval_s:
+            return True
+        served_at[sender] = self.now
+        return False
+
     def buffered(self, buffers: dict[int, deque]) -> list[Message]:
         """Everything in per-sender buffers such as `future` or `early_votes`, sender by sender."""
         return [message for sender in sorted(buffers) for message in buffers[sender]]
@@ -510,9 +517,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         reason = self._node_signature_problem(message)
         if reason is not None or message.sender == self.id:
             return reason or "ignore_vote-fetch_from_self"
-        if self.now < self.votes_served_at.get(message.sender, float("-inf")) + self.settings.vote_retry_s / 4:
+        if self._served_recently(self.votes_served_at, message.sender, self.settings.vote_retry_s / 4):
             return "ignore_vote-fetch_too_soon"
-        self.votes_served_at[message.sender] = self.now
         for key in message.keys:
             for vote in self.result_votes.held(key):
                 if vote.sender != message.sender:

@@ -131,10 +131,8 @@ class ViewChanges:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        last = self.new_view_served_at.get(message.sender, float("-inf"))
-        if self.now < last + self.settings.view_change_timeout_s / 2:
+        if self._served_recently(self.new_view_served_at, message.sender, self.settings.view_change_timeout_s / 2):
             return "ignore_view-change_new_view_sent_recently"
-        self.new_view_served_at[message.sender] = self.now
         self._outbox.append(SendTo(message.sender, new_view))
         return None
 

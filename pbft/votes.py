@@ -55,9 +55,6 @@ class ResultVotes:
             return True, (state, None)
         return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
 
-    def state(self, key: Key) -> str:
-        return self.decided.get(key, "pending")
-
     def expect(self, key: Key, now: float) -> None:
         """Our part is done (we voted, or learnt the build without running it): if the
         verdict is still open `retry_s` from now, ask the peers for their votes."""

@@ -77,7 +77,7 @@ class SafetyChecker:
     def accepted(self, time_s: float, key: RequestKey, verdict: Hashable) -> None:
         """A client accepted `verdict` for its request `key`."""
         if verdict not in self._produced.get(key, ()):
-            self._violate(time_s, f"client accepted {dict(verdict)} for {key}, which no honest node produced")
+            self._violate(time_s, f"client accepted {verdict} for {key}, which no honest node produced")
 
     def _violate(self, time_s: float, text: str) -> None:
         self.violations.append(Violation("safety", time_s, text))

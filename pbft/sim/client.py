@@ -14,7 +14,7 @@ Verdict = tuple  # the agreed part of a result, hashable
 
 
 def verdict(result: Result) -> Verdict:
-    return tuple(sorted(result.agreed().items()))
+    return result.agreed_key()
 
 
 class SimClient:

@@ -382,7 +382,7 @@ class SimCluster:
         self._log(f"deliver {src}->{client.name} {describe(reply)}" + (f" DROPPED {reason}" if reason else ""))
         if accepted is not None:
             self._unanswered -= 1
-            self._log(f"ACCEPT {client.name} t={reply.timestamp} {dict(accepted)}")
+            self._log(f"ACCEPT {client.name} t={reply.timestamp} {accepted}")
             self.safety.accepted(self.now_s, (client.name, reply.timestamp), accepted)
 
     def _lose(self, src: Address, dst: Address, message: Message, reason: str) -> None:

@@ -92,5 +92,8 @@ def test_a_node_killed_in_the_middle_of_a_build_ends_with_its_peers_certified_ve
         assert all(v == verdicts_at_seq[0] for v in verdicts_at_seq.values()), verdicts_at_seq
         assert all(b["verdict"]["state"] == "certified" for b in records[victim][seq]), records[victim][seq]
     assert status(config, victim)["last_executed"] == 2
-    # It really died mid-build: the restarted process ran that build again.
-    assert re.search(rf"node={victim} restored: .* unfinished_builds=1", new_log_text(f"node-{victim}.log", offsets))
+    # It really died mid-build: the restarted process ran that build again (and, if it
+    # was still building seq 1 when the master webhook returned, that one too).
+    text = new_log_text(f"node-{victim}.log", offsets)
+    assert re.search(rf"node={victim} restored: .* unfinished_builds=[12]\b", text), text[-3000:]
+    assert len(re.findall(rf"node={victim} seq=2 build=\S+ start", text)) == 2, text[-3000:]

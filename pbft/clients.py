@@ -16,6 +16,7 @@ given a sequence number (`pending`).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from pbft.messages import Reply, Request
@@ -29,6 +30,9 @@ class ClientTable:
         self.executed: dict[Key, Reply | None] = {}
         self.floor: dict[str, int] = {}  # per client: timestamps at or below are done, or never will be
         self.latest: dict[str, int] = {}  # per client: newest timestamp executed
+        # Per client, a min-heap of the executed timestamps: a checkpoint forgets in time
+        # proportional to what it forgets, not to the hour of requests the table holds.
+        self._timestamps: dict[str, list[int]] = {}
         self.waiting: dict[Key, Request] = {}
         self.forwarded: set[Key] = set()
         self.pending: deque[Request] = deque()
@@ -44,18 +48,31 @@ class ClientTable:
         self.forwarded.discard(request.key)
         if request.key in self.executed or self.expired(request.key):
             return False
-        self.executed[request.key] = None
+        self.remember(request.key, None)
         self.latest[request.client] = max(request.timestamp, self.latest.get(request.client, 0))
         return True
 
-    def forget_expired(self) -> None:
-        """Raise every client's floor and drop what fell below it (called at checkpoints)."""
+    def remember(self, key: Key, reply: Reply | None) -> None:
+        """Record `key` as executed (a restore replays the ledger through here)."""
+        if key not in self.executed:
+            heapq.heappush(self._timestamps.setdefault(key[0], []), key[1])
+        self.executed[key] = reply
+
+    def forget_expired(self) -> list[Key]:
+        """Raise every client's floor and drop what fell below it (called at checkpoints).
+        Returns the executed requests forgotten."""
+        forgotten = []
         for client, latest in self.latest.items():
-            self.floor[client] = max(self.floor.get(client, -1), latest - self.expiry_us)
-        self.executed = {key: reply for key, reply in self.executed.items() if not self.expired(key)}
+            floor = self.floor[client] = max(self.floor.get(client, -1), latest - self.expiry_us)
+            timestamps = self._timestamps.get(client, [])
+            while timestamps and timestamps[0] <= floor:
+                key = (client, heapq.heappop(timestamps))
+                del self.executed[key]
+                forgotten.append(key)
         # Requests that never got ordered (their client gave up) can never run now either.
         self.waiting = {key: request for key, request in self.waiting.items() if not self.expired(key)}
         self.forwarded = {key for key in self.forwarded if not self.expired(key)}
+        return forgotten
 
     # --- the primary's queue ----------------------------------------------
 

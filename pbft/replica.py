@@ -465,8 +465,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _forget_expired_requests(self) -> None:
         """Done at checkpoint boundaries, as a function of the ledger alone, so every
         honest replica forgets the same requests (and their votes) at the same point."""
-        self.clients.forget_expired()
-        self.result_votes.forget(self.clients.expired)
+        self.result_votes.forget(self.clients.forget_expired())
 
     # --- certified results ------------------------------------------------
 

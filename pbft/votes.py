@@ -76,8 +76,8 @@ class ResultVotes:
     def held(self, key: Key) -> list[ResultVote]:
         return list(self.votes.get(key, {}).values())
 
-    def forget(self, expired) -> None:
-        """Drop builds whose requests the client table forgot (`expired(key)` is true)."""
-        for table in (self.votes, self.seq, self.decided, self.asks):
-            for key in [key for key in table if expired(key)]:
-                del table[key]
+    def forget(self, keys: list[Key]) -> None:
+        """Drop builds whose requests the client table forgot."""
+        for key in keys:
+            for table in (self.votes, self.seq, self.decided, self.asks):
+                table.pop(key, None)

@@ -106,6 +106,7 @@ class NodeStore:
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(statement)
         self._pruned_below = 0
+        self._saved_state: DurableState | None = None  # the state row as on disk, to skip rewriting it
 
     def close(self) -> None:
         self._db.close()
@@ -127,15 +128,21 @@ class NodeStore:
             if reply is None and built:
                 unfinished.append((seq, decode(json.loads(request))))
         self._pruned_below = state.low_watermark
+        self._saved_state = state
         return Loaded(state, messages, executed, unfinished)
 
     def save(self, state: DurableState, effects: list[Effect]) -> None:
-        """Persist one replica step atomically: its state and whatever its effects make durable."""
+        """Persist one replica step atomically: its state and whatever its effects make durable.
+        Most steps (a PREPARE counted, say) change neither: they cost no transaction."""
+        state_changed = state != self._saved_state
+        if not state_changed and not effects:
+            return
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (json.dumps(state.to_json()),)
-            )
+            if state_changed:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (json.dumps(state.to_json()),)
+                )
             for effect in effects:
                 if isinstance(effect, Store):
                     self._store_message(effect.message)
@@ -167,6 +174,7 @@ class NodeStore:
                     (low_watermark, low_watermark),
                 )
                 self._pruned_below = low_watermark
+        self._saved_state = state
 
     def _store_message(self, message: Message) -> None:
         if isinstance(message, ResultVote):

@@ -26,6 +26,8 @@ class UnsyncedStore:
 
     def save(self, state: DurableState, effects: list[Effect]) -> None:
         self._inner.save(state, effects)
+        if not effects and self._journal and self._journal[-1][0] == state:
+            return  # a step that wrote nothing: the last step that did stays the one to lose
         self._journal.append((state, list(effects)))  # DurableState is a frozen copy
 
     def lose_last_step(self) -> int:

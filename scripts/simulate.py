@@ -2,11 +2,13 @@
 """Run the seeded fault simulator over many seeds, or replay one.
 
     python scripts/simulate.py --seeds 300            # seeds 0..299
-    python scripts/simulate.py --seeds 10000 --start 5000
+    python scripts/simulate.py --seeds 20000 --jobs 2 # every core; the summary does not depend on --jobs
     python scripts/simulate.py --seed 1234 --verbose  # replay one seed with its trace
-    python scripts/simulate.py --long --seeds 3       # long runs: 10,000 batches, one node down for most of it
+    python scripts/simulate.py --long --seeds 3       # only long runs: 10,000 batches, one node down for most of it
+    python scripts/simulate.py --long-every 0         # no long runs (they take ~25 s each)
     python scripts/simulate.py --unsynced-stores      # power loss also drops each node's last saved step
 
+Every 40th seed (39, 79, ...) is a long run, so 20,000 seeds hold 500.
 Prints one summary line (seeds run, how many failed each check, time,
 seeds/s and how many seeds ran each fault kind), then how many seeds of
 each kind failed, then one line per failing seed with its gravest first
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 import time
 from collections import Counter
@@ -26,13 +29,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.storage import NodeStore  # noqa: E402
-from pbft.sim import SimOptions, run_seed  # noqa: E402
+from pbft.sim import SeedOutcome, SimOptions, run_seed  # noqa: E402
 from pbft.sim.checkers import CHECKS  # noqa: E402
 
 
 def memory_store(n: int, f: int) -> NodeStore:
     """The node's real SQLite store, in memory: what the simulator persists each step into."""
     return NodeStore(Path(":memory:"), n=n, f=f)
+
+
+def _run_in_worker(job: tuple[int, SimOptions]) -> SeedOutcome:
+    seed, options = job
+    logging.getLogger("pbft").setLevel(logging.ERROR)
+    return run_seed(seed, options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="never fault the primary, split the network, lose messages network-wide or black it out")
     parser.add_argument("--long", action="store_true",
                         help="every seed is a long run (see --long-requests); slow, not for CI")
-    parser.add_argument("--long-fraction", type=float, default=0.0,
-                        help="share of seeds that are long runs, drawn per seed (default: %(default)s)")
+    parser.add_argument("--long-every", type=int, default=40,
+                        help="seed k is a long run when k %% LONG_EVERY == LONG_EVERY - 1; 0: none "
+                             "(default: %(default)s)")
     parser.add_argument("--long-requests", type=int, default=10_000,
                         help="requests, one batch each, in a long run (default: %(default)s)")
     parser.add_argument("--unsynced-stores", action="store_true",
                         help="power loss drops the last saved step, as SQLite synchronous=NORMAL can; "
                              "its seeds fail by design, showing why every step must be synced")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
     # The replica logs every dropped message at warning; the trace already records them.
     logging.getLogger("pbft").setLevel(logging.ERROR)
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         store_factory=memory_store,
         requests=args.requests,
         primary_faults=args.primary_faults,
-        long_fraction=1.0 if args.long else args.long_fraction,
+        long_every=1 if args.long else args.long_every,
         long_requests=args.long_requests,
         unsynced_stores=args.unsynced_stores,
         verbose=args.verbose,
@@ -72,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     failing_kinds: Counter = Counter()
     failed_checks: Counter = Counter()
     failures = []
-    for seed in seeds:
-        outcome = run_seed(seed, options)
+    jobs = [(seed, options) for seed in seeds]
+    pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
+    outcomes = pool.imap(_run_in_worker, jobs) if pool else map(_run_in_worker, jobs)
+    for done, (seed, outcome) in enumerate(zip(seeds, outcomes), start=1):
+        if done % 1000 == 0:  # a sweep of thousands of seeds runs for an hour: show it moving
+            print(f"{done}/{len(seeds)} seeds, {len(failures)} failed, "
+                  f"{time.perf_counter() - started_s:.0f}s", file=sys.stderr, flush=True)
         kinds.update(outcome.kinds)
         if outcome.trace is not None:
             print("\n".join(outcome.trace))
@@ -81,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if outcome.violations:
             failing_kinds.update(outcome.kinds)
             failures.append((seed, outcome))
+    if pool:
+        pool.close()
     elapsed_s = time.perf_counter() - started_s
     checks = " ".join(f"{check}={failed_checks[check]}" for check in CHECKS)
     print(
@@ -94,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         ))
     flags = f" --requests {args.requests}"
     flags += "" if args.primary_faults else " --no-primary-faults"
-    flags += f" --long --long-requests {args.long_requests}" if args.long else ""
-    flags += f" --long-fraction {args.long_fraction} --long-requests {args.long_requests}" if args.long_fraction and not args.long else ""
+    flags += " --long" if args.long else ""
+    flags += f" --long-every {args.long_every}" if args.long_every != 40 and not args.long else ""
+    flags += f" --long-requests {args.long_requests}" if args.long_requests != 10_000 else ""
     flags += " --unsynced-stores" if args.unsynced_stores else ""
     for seed, outcome in failures:
         others = [check for check in outcome.failed_checks if check != outcome.first_violation.kind]

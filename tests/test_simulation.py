@@ -470,7 +470,7 @@ def test_synced_stores_never_forget_what_a_node_sent():
 
 
 def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it():
-    cluster = SimCluster(0, options(long_fraction=1.0, long_requests=400))
+    cluster = SimCluster(0, options(long_every=1, long_requests=400))
     settings = cluster.nodes[0].replica.settings
     assert cluster.long and settings.batch_max == 1 and settings.checkpoint_interval <= 16
     [down] = cluster.plan.node_faults

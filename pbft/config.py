@@ -76,8 +76,9 @@ class BuildConfig:
     user: str = "1000:1000"
     max_concurrent: int = 2
     allow_root: bool = False  # may a repository's .pbft-ci.yml ask to build as root?
-    tmp_mb: int = 64  # size of the build's /tmp and /dev/shm
+    tmp_mb: int = 64  # size of the build's /tmp and, separately, of its /dev/shm
     workspace_mb: int = 1024  # size of the tmpfs the build's /workspace lives on
+    home_mb: int = 256  # size of the tmpfs the build's HOME (/home/build) lives on
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,16 @@ def _typed(kind: type, minimum: float | None = None) -> Callable[[Any], Any]:
     return check
 
 
+def _more_than_zero(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        value = _typed(kind)(value)
+        if not value > 0:
+            raise ValueError("must be more than 0")
+        return value
+
+    return check
+
+
 def _matching(pattern: re.Pattern, what: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not pattern.fullmatch(value):
@@ -226,7 +237,11 @@ def _public_key_hex(value: Any) -> str:
     return value.lower()
 
 
-def _dataclass_section(reader: _Reader, data: Any, where: str, cls: type) -> Any:
+def _dataclass_section(
+    reader: _Reader, data: Any, where: str, cls: type, checks: dict[str, Callable[[Any], Any]] | None = None
+) -> Any:
+    """A section read into `cls`: a number is at least 0 unless `checks` names a stricter rule."""
+    checks = checks or {}
     if data is None:
         return cls()
     if not isinstance(data, dict):
@@ -236,10 +251,35 @@ def _dataclass_section(reader: _Reader, data: Any, where: str, cls: type) -> Any
     values = {}
     for name, default in vars(defaults).items():
         kind = type(default)
-        values[name] = reader.get(data, name, f"{where}.", _typed(kind, 0 if kind in (int, float) else None), default)
+        check = checks.get(name) or _typed(kind, 0 if kind in (int, float) else None)
+        values[name] = reader.get(data, name, f"{where}.", check, default)
     for unknown in sorted(set(data) - set(values)):
         reader.fail(f"{where}.{unknown}", "unknown setting")
     return cls(**values)
+
+
+# A build cannot run with none of these: zero memory, processes or room on a
+# tmpfs fails every build in ways that look like the build's own fault, and
+# zero concurrent builds would wait forever.
+_BUILD_CHECKS = {
+    **{
+        name: _typed(int, 1)
+        for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent")
+    },
+    "timeout_s": _more_than_zero(float),
+    "cpus": _more_than_zero(float),
+}
+
+
+def _check_build_fits_client_deadline(reader: _Reader, build: BuildConfig, protocol: ProtocolConfig) -> None:
+    """The client waits client_deadline_s for f+1 replies; a build allowed to run
+    as long or longer would time out at the client while its nodes still agree."""
+    if build.timeout_s >= protocol.client_deadline_s:
+        reader.fail(
+            "build.timeout_s",
+            f"{build.timeout_s:g} s must be less than protocol.client_deadline_s ({protocol.client_deadline_s:g} s): "
+            "a build at its full timeout could not be answered before the client gives up",
+        )
 
 
 def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
@@ -317,9 +357,11 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         value = reader.get(data, key, "", _typed(str), default)
         return (path.parent / value).resolve()
 
-    build = _dataclass_section(reader, data.get("build"), "build", BuildConfig)
+    build = _dataclass_section(reader, data.get("build"), "build", BuildConfig, _BUILD_CHECKS)
     if not re.fullmatch(r"[0-9]+:[0-9]+", build.user):
         reader.fail("build.user", "must be a numeric uid:gid, e.g. 1000:1000")
+    protocol = _dataclass_section(reader, data.get("protocol"), "protocol", ProtocolConfig)
+    _check_build_fits_client_deadline(reader, build, protocol)
     config = NetworkConfig(
         path=path,
         f=f,
@@ -327,7 +369,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         clients=tuple(clients),
         repositories=tuple(repositories),
         build=build,
-        protocol=_dataclass_section(reader, data.get("protocol"), "protocol", ProtocolConfig),
+        protocol=protocol,
         data_dir=directory("data_dir", "data"),
         log_dir=directory("log_dir", "log"),
         keys_dir=directory("keys_dir", "keys"),

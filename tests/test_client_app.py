@@ -146,6 +146,8 @@ async def cluster(aiohttp_server, tmp_path):
         "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key)}],
         "repositories": [{"name": "example", "url": str(tmp_path / "repo")}, {"name": "other", "url": str(tmp_path)}],
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
+        # Builds never run here (the nodes are fakes), but a build must fit the deadline.
+        "build": {"timeout_s": 5.0},
         "keys_dir": str(keys_dir),
         "data_dir": str(tmp_path / "data"),
         "log_dir": str(tmp_path / "log"),

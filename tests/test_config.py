@@ -74,3 +74,45 @@ def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
 
     with pytest.raises(ConfigError, match=r"repositories\[0\].status_token_file: cannot read"):
         load_config(edit(path, missing))
+
+
+def test_a_build_must_be_able_to_finish_before_the_client_gives_up(tmp_path):
+    def slow_builds(data):
+        data["build"] = {"timeout_s": 600}
+        data["protocol"] = {"client_deadline_s": 600}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), slow_builds))
+    assert caught.value.problems == [
+        "build.timeout_s: 600 s must be less than protocol.client_deadline_s (600 s): "
+        "a build at its full timeout could not be answered before the client gives up"
+    ]
+
+
+def test_the_defaults_and_the_example_keep_builds_within_the_client_deadline(tmp_path):
+    config = load_config(write_network(tmp_path))
+    assert config.build.timeout_s < config.protocol.client_deadline_s
+    assert config.build.home_mb == 256
+
+
+@pytest.mark.parametrize(
+    "setting, value, problem",
+    [
+        ("memory_mb", 0, "build.memory_mb: must be at least 1"),
+        ("workspace_mb", 0, "build.workspace_mb: must be at least 1"),
+        ("tmp_mb", 0, "build.tmp_mb: must be at least 1"),
+        ("home_mb", 0, "build.home_mb: must be at least 1"),
+        ("pids_limit", 0, "build.pids_limit: must be at least 1"),
+        ("max_concurrent", 0, "build.max_concurrent: must be at least 1"),
+        ("cpus", 0, "build.cpus: must be more than 0"),
+        ("cpus", -1.5, "build.cpus: must be more than 0"),
+        ("timeout_s", 0, "build.timeout_s: must be more than 0"),
+    ],
+)
+def test_build_limits_that_leave_no_room_are_refused(tmp_path, setting, value, problem):
+    def zero(data):
+        data["build"] = {setting: value}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), zero))
+    assert caught.value.problems == [problem]

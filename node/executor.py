@@ -24,7 +24,8 @@ import docker.errors
 
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.gitmirror import GitError, GitMirrors, export
-from node.sandbox import ROOT_USER, SandboxError, build_image, run_container
+from node.identity import HOME_DIR
+from node.sandbox import ROOT_USER, SandboxError, build_image, memory_budget, run_container
 from pbft.config import BuildConfig
 from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
@@ -75,6 +76,8 @@ class Executor:
         self._limits = limits
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
+        # The passwd and group files generated per image (node/identity.py).
+        self._identity_dir = self._data_dir / "etc"
         self._docker = docker_client
         self._owns_docker = docker_client is None
         self._docker_guard = threading.Lock()
@@ -237,20 +240,27 @@ class Executor:
             if spec.user == "root" and not limits.allow_root:
                 raise _BuildError(ROOT_REFUSED, commit=commit)
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
+            image = spec.image or limits.image
+            user = ROOT_USER if spec.user == "root" else limits.user
+            output.settings += _spec_settings(limits, image, user, timeout_s, spec.timeout_s)
+            budget = memory_budget(limits, with_workspace=True)
             outcome = run_container(
-                self._client(), image=spec.image or limits.image,
+                self._client(), image=image,
                 command=["/bin/sh", "-e", "-c", spec.script()],
                 workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
-                user=ROOT_USER if spec.user == "root" else limits.user,
+                identity_dir=self._identity_dir, user=user,
             )
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
+            output.settings += _dockerfile_settings(limits, tag, timeout_s)
+            budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
             outcome = run_container(
                 self._client(), image=tag, command=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
+                identity_dir=self._identity_dir,
             )
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
@@ -259,7 +269,7 @@ class Executor:
         output.truncated |= outcome.truncated
         if outcome.oom_killed:
             # Only in the log: the exit code (137) is what nodes agree on.
-            output.note(f"killed: out of memory (limit {limits.memory_mb} MB)")
+            output.note(f"killed: out of memory (limit {budget.breakdown()})")
         if outcome.exit_code is None:
             return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s")
         status = "success" if outcome.exit_code == 0 else "failure"
@@ -285,6 +295,8 @@ class Executor:
                     f"== pbft-ci build {build_id} node {self._node_id} repo {name!r} branch {branch!r} "
                     f"commit {result.commit or '-'}\n".encode()
                 )
+                settings = output.settings or ["none: the build ended before its sandbox was set up"]
+                file.writelines(f"== settings {line}\n".encode() for line in settings)
                 file.write(output.data)
                 if output.data and not output.data.endswith(b"\n"):
                     file.write(b"\n")
@@ -310,6 +322,8 @@ class _CappedOutput:
         self.data = b""
         self.truncated = False
         self.notes: list[str] = []
+        # What the build ran with, written at the top of the log and never capped.
+        self.settings: list[str] = []
 
     def write(self, chunk: bytes) -> None:
         room = self.cap_bytes - len(self.data)
@@ -320,6 +334,38 @@ class _CappedOutput:
     def note(self, text: str) -> None:
         """A line from the node about the build, written after the output and never capped."""
         self.notes.append(text)
+
+
+def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float, spec_timeout_s) -> list[str]:
+    """The two settings lines of a .pbft-ci.yml build, as it will run."""
+    timeout = f"timeout {timeout_s:g} s"
+    if spec_timeout_s is not None and spec_timeout_s > limits.timeout_s:
+        timeout += f" (the spec's {spec_timeout_s:g} s capped to the network's limit)"
+    return [
+        f"image {image}, user {user}, {timeout}, network none, root file system read-only",
+        _resource_settings(limits, with_workspace=True),
+    ]
+
+
+def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> list[str]:
+    """The settings of a Dockerfile build: `docker build` first, then the image run like a spec build."""
+    return [
+        f"docker build: network none, memory {limits.memory_mb} MB, timeout {timeout_s:g} s, "
+        "Docker's defaults otherwise",
+        f"run: image {tag}, user {limits.user}, timeout {timeout_s:g} s, network none, "
+        f"root file system writable (the image's own, discarded), no /workspace tmpfs, "
+        + _resource_settings(limits, with_workspace=False),
+    ]
+
+
+def _resource_settings(limits: BuildConfig, *, with_workspace: bool) -> str:
+    budget = memory_budget(limits, with_workspace=with_workspace)
+    workspace = f"workspace {limits.workspace_mb} MB, " if with_workspace else ""
+    return (
+        f"memory {budget.breakdown()}, cpus {limits.cpus:g}, pids {limits.pids_limit}, "
+        f"{workspace}tmp {limits.tmp_mb} MB, home {limits.home_mb} MB at {HOME_DIR}, "
+        f"output cap {limits.output_cap_bytes} bytes"
+    )
 
 
 def _image_name(repository_name: str) -> str:

@@ -8,10 +8,13 @@ the same text; the daemon's own message goes to the build log as detail.
 What bounds a hostile build: network none; memory without swap (an endless
 allocation is OOM-killed, exit 137); a pids limit (a fork bomb runs out of
 processes); a CPU share; a wall-clock deadline enforced with kill; a read-only
-root file system, so only /workspace and /tmp are writable, both on
-size-limited tmpfs; output read live with a byte cap and never stored by
-the daemon. Builds run as the node's build user, never privileged, with no
-capabilities.
+root file system, so only /workspace, /tmp, /dev/shm and the home directory
+are writable, each a size-limited tmpfs; output read live with a byte cap and
+never stored by the daemon. Builds run as the node's build user, never
+privileged, with no capabilities.
+
+What a real test suite needs besides: a writable HOME, a passwd entry for its
+uid (node/identity.py) and a /tmp it may run programs from.
 """
 
 import tarfile
@@ -27,6 +30,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
+from node.identity import HOME_DIR, IdentityError, build_identity
 from pbft.config import BuildConfig
 
 ROOT_USER = "0:0"
@@ -52,9 +56,51 @@ class ContainerOutcome:
     oom_killed: bool = False
 
 
-def _host_config(limits: BuildConfig, user: str) -> dict:
+@dataclass(frozen=True)
+class MemoryBudget:
+    """A container's memory limit: the processes' share plus room for every tmpfs to be full.
+
+    tmpfs pages are charged to the memory cgroup of the container writing
+    them, so with the processes' share alone a build filling its workspace is
+    OOM-killed long before the workspace is full. With room for every tmpfs
+    on top, filling one ends in "No space left on device" at its size, as on
+    a disk. The price: while the tmpfs are empty, processes may use the whole
+    sum.
+    """
+
+    processes_mb: int
+    workspace_mb: int  # 0 when the build has no /workspace tmpfs (a Dockerfile build)
+    tmp_mb: int
+    shm_mb: int
+    home_mb: int
+
+    @property
+    def total_mb(self) -> int:
+        return self.processes_mb + self.workspace_mb + self.tmp_mb + self.shm_mb + self.home_mb
+
+    def breakdown(self) -> str:
+        parts = [f"{self.processes_mb} processes"]
+        if self.workspace_mb:
+            parts.append(f"{self.workspace_mb} /workspace")
+        parts += [f"{self.tmp_mb} /tmp", f"{self.shm_mb} /dev/shm", f"{self.home_mb} {HOME_DIR}"]
+        return f"{self.total_mb} MB ({' + '.join(parts)})"
+
+
+def memory_budget(limits: BuildConfig, *, with_workspace: bool) -> MemoryBudget:
+    # /dev/shm is a tmpfs of its own, as large as /tmp (shm_size below).
+    return MemoryBudget(
+        processes_mb=limits.memory_mb,
+        workspace_mb=limits.workspace_mb if with_workspace else 0,
+        tmp_mb=limits.tmp_mb,
+        shm_mb=limits.tmp_mb,
+        home_mb=limits.home_mb,
+    )
+
+
+def _host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
     """Container options shared by spec builds, Dockerfile builds and workspace holders."""
-    memory = f"{limits.memory_mb}m"
+    memory = f"{budget.total_mb}m"
+    uid, gid = _numeric_owner(user)
     return dict(
         network_mode="none",
         mem_limit=memory,
@@ -70,7 +116,13 @@ def _host_config(limits: BuildConfig, user: str) -> dict:
         # Under host memory pressure the kernel should pick a build, not the node.
         oom_score_adj=500,
         user=user,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m"},
+        # Docker mounts a tmpfs noexec unless told otherwise; test suites
+        # write helper scripts to /tmp and tools install into ~/.local/bin,
+        # then run them. nosuid keeps a set-uid file written there inert.
+        tmpfs={
+            "/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_mb}m",
+            HOME_DIR: f"rw,exec,nosuid,nodev,size={limits.home_mb}m,uid={uid},gid={gid},mode=0700",
+        },
         # The output is read live over an attach (see _OutputCapture), so the
         # daemon keeps no copy at all. A size-capped json-file log was
         # measured to be worse: the daemon JSON-encodes the whole flood of a
@@ -92,6 +144,7 @@ def run_container(
     limits: BuildConfig,
     timeout_s: float,
     labels: dict[str, str],
+    identity_dir: Path,
     user: str | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
@@ -100,25 +153,29 @@ def run_container(
     /workspace and the root file system is read-only. Without one (an image
     built from the repository's Dockerfile) the sources live in the image, so
     its root file system stays writable; it is thrown away with the container.
+    Either way the build gets HOME, a passwd entry and the tmpfs mounts;
+    `identity_dir` is where this node keeps the generated passwd files.
     """
     user = user or limits.user
-    options = _host_config(limits, user)
-    _check_image(client, image)
+    options = _host_config(limits, user, memory_budget(limits, with_workspace=workspace is not None))
+    image_id = _check_image(client, image)
 
     volume = holder = container = capture = None
     try:
+        identity = _identity(client, image_id, user, identity_dir, labels)
+        options.update(environment=identity.environment(), mounts=identity.mounts())
         if workspace is not None:
             volume = _workspace_volume(client, limits, user, labels)
             options.update(
-                mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True)],
+                mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *options["mounts"]],
                 working_dir="/workspace",
                 read_only=True,
             )
             holder = _fill_workspace(
-                client, image, options, workspace, user, labels, timeout_s, limits.workspace_mb
+                client, image_id, options, workspace, user, labels, timeout_s, limits.workspace_mb
             )
         container = client.containers.create(
-            image, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
+            image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
         )
         # Attached before start, so no output is missed however fast it comes.
         capture = _OutputCapture(container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes)
@@ -151,15 +208,25 @@ def run_container(
                 _remove_volume(volume)
 
 
-def _check_image(client: docker.DockerClient, image: str) -> None:
+def _check_image(client: docker.DockerClient, image: str) -> str:
+    """The image's id. The build runs that id, so the passwd entry made for it
+    fits what runs even if the tag is moved meanwhile."""
     try:
-        client.images.get(image)
+        return client.images.get(image).id
     except docker.errors.ImageNotFound:
         # Never pull: there is no registry, and an image fetched on one node
         # but not another would make honest nodes disagree.
         raise SandboxError(f"image not found: {image}") from None
     except docker.errors.APIError as exc:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
+
+
+def _identity(client, image_id: str, user: str, identity_dir: Path, labels: dict[str, str]):
+    uid, gid = _numeric_owner(user)
+    try:
+        return build_identity(client, image_id=image_id, uid=uid, gid=gid, cache_dir=identity_dir, labels=labels)
+    except IdentityError as exc:
+        raise SandboxError(str(exc)) from None
 
 
 def _numeric_owner(user: str) -> tuple[int, int]:

@@ -227,7 +227,9 @@ async def test_build_runs_unprivileged_in_a_limited_container(make_executor, git
     assert "uid=1000" in text
     assert "CapEff:\t0000000000000000" in text
     assert "NoNewPrivs:\t1" in text
-    assert str(64 * 1024 * 1024) in text
+    # The processes' share plus room for every tmpfs to be full (defaults:
+    # 1024 workspace, 64 /tmp, 64 /dev/shm, 256 home).
+    assert str((64 + 1024 + 64 + 64 + 256) * 1024 * 1024) in text
     assert "\n50\n" in text
     assert "built" in text
     assert "root-read-only" in text
@@ -260,8 +262,13 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
     finally:
         docker_client.images.remove(f"pbft-ci-build/docker-only:{head[:12]}", force=True)
 
+    text = log_text(result)
     assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
-    assert "from Dockerfile as 1000" in log_text(result)
+    assert "from Dockerfile as 1000" in text
+    lines = text.splitlines()
+    assert lines[1].startswith("== settings docker build: network none, memory 256 MB, timeout 300 s"), lines
+    assert lines[2].startswith(f"== settings run: image pbft-ci-build/docker-only:{head[:12]}, user 1000:1000,"), lines
+    assert "root file system writable" in lines[2] and "home 256 MB" in lines[2], lines
 
 
 @pytest.mark.parametrize(
@@ -361,3 +368,90 @@ def test_a_restarted_node_sweeps_the_builds_its_killed_process_left(make_executo
         for leftover in leftovers:
             with contextlib.suppress(docker.errors.NotFound):
                 leftover.remove(force=True)
+
+
+async def test_build_has_a_home_a_user_name_and_an_executable_tmp(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        "echo name=$(id -un) group=$(id -gn)",
+        "echo home=$HOME user=$USER logname=$LOGNAME",
+        "mkdir -p ~/.cache/pip && echo hi > ~/.cache/pip/f && cat ~/.cache/pip/f",
+        "stat -c 'home-mode=%a owner=%u:%g' ~",
+        "printf '#!/bin/sh\\necho ran\\n' > /tmp/s.sh && chmod +x /tmp/s.sh && /tmp/s.sh",
+        "grep '^build:' /etc/passwd",
+        "grep ':1000:$' /etc/group",
+        "echo owned >> /etc/passwd 2>/dev/null && echo passwd-writable || echo passwd-read-only",
+        "grep -E ' /etc/(passwd|group) ' /proc/mounts",
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert "name=build group=build" in text
+    assert "home=/home/build user=build logname=build" in text
+    assert "\nhi\n" in text
+    assert "home-mode=700 owner=1000:1000" in text
+    assert "\nran\n" in text
+    assert "build:x:1000:1000:" in text and ":/home/build:/bin/sh" in text
+    assert "passwd-read-only" in text
+    mounted = [line.split() for line in text.splitlines() if line.split()[1:2] in (["/etc/passwd"], ["/etc/group"])]
+    assert len(mounted) == 2 and all(fields[3].startswith("ro,") for fields in mounted), text
+
+
+@pytest.mark.parametrize("written_mb, status", [(150, "success"), (250, "failure")])
+async def test_a_full_workspace_is_out_of_space_rather_than_out_of_memory(
+    make_executor, git_repo, build_ids, written_mb, status
+):
+    git_repo.commit("master", {".pbft-ci.yml": spec(f"dd if=/dev/zero of=/workspace/f bs=1M count={written_mb}")})
+
+    result = await build(make_executor(memory_mb=64, workspace_mb=200), git_repo, build_ids)
+
+    text = log_text(result)
+    assert result.status == status, text
+    assert "killed: out of memory" not in text
+    if status == "failure":
+        assert result.exit_code not in (None, 0, 137), text
+        assert "No space left on device" in text
+
+
+async def test_the_log_starts_with_the_effective_settings(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("echo built", timeout_s=900)})
+
+    result = await build(make_executor(timeout_s=300.0, memory_mb=64), git_repo, build_ids)
+
+    lines = log_text(result).splitlines()
+    assert result.status == "success", lines
+    assert lines[0].startswith("== pbft-ci build ")
+    settings = [line for line in lines[1:3] if line.startswith("== settings ")]
+    assert len(settings) == 2, lines
+    text = "\n".join(settings)
+    for shown in (
+        "image pbft-ci/busybox:latest",
+        "user 1000:1000",
+        "timeout 300 s (the spec's 900 s capped to the network's limit)",
+        "network none",
+        "memory 1472 MB (64 processes + 1024 /workspace + 64 /tmp + 64 /dev/shm + 256 /home/build)",
+        "cpus 1",
+        "pids 128",
+        "workspace 1024 MB",
+        "tmp 64 MB",
+        "home 256 MB",
+    ):
+        assert shown in text, text
+
+
+async def test_a_spec_within_the_limit_keeps_its_timeout_in_the_settings(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("true", timeout_s=30)})
+
+    result = await build(make_executor(timeout_s=300.0), git_repo, build_ids)
+
+    text = log_text(result)
+    assert "timeout 30 s," in text and "capped" not in text, text
+
+
+async def test_a_build_that_never_reached_the_sandbox_says_so_in_its_settings_line(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {"README": "nothing to build\n"})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert log_text(result).splitlines()[1] == "== settings none: the build ended before its sandbox was set up"

@@ -30,7 +30,10 @@ LIMITS = BuildConfig(
     output_cap_bytes=20_000,
     tmp_mb=8,
     workspace_mb=16,
+    home_mb=8,
 )
+# The container's limit: the processes' 64 MB plus room for every tmpfs to be full.
+MEMORY_BREAKDOWN = "104 MB (64 processes + 16 /workspace + 8 /tmp + 8 /dev/shm + 8 /home/build)"
 HOSTILE_TIMEOUT_S = 3
 NORMAL = {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "echo normal build ran\n"}
 
@@ -87,7 +90,7 @@ HOSTILE = {
     "endless_allocation": (
         # Command substitution keeps everything `yes` writes in the shell's
         # memory; the memory cgroup OOM-kills it.
-        ["x=$(yes)"], {"failure"}, 137, "== killed: out of memory (limit 64 MB)",
+        ["x=$(yes)"], {"failure"}, 137, f"== killed: out of memory (limit {MEMORY_BREAKDOWN})",
     ),
     "endless_loop": (["while :; do :; done"], {"timeout"}, None, ""),
     "network": (
@@ -95,7 +98,11 @@ HOSTILE = {
         # network, which would pass for the wrong reason.
         ["nc -w 2 1.1.1.1 53 < /dev/null"], {"failure"}, 1, "Network is unreachable",
     ),
-    "write_etc": (["echo owned > /etc/passwd"], {"failure"}, None, "Read-only file system"),
+    # /etc/passwd is the node's file, bind-mounted read-only: the build user
+    # is refused before the read-only mount is even reached.
+    "write_passwd": (["echo owned > /etc/passwd"], {"failure"}, None, "can't create /etc/passwd"),
+    "write_etc": (["touch /etc/owned"], {"failure"}, None, "Read-only file system"),
+    "fill_home": (["dd if=/dev/zero of=$HOME/fill bs=1M"], {"failure"}, 1, "No space left on device"),
     "write_root": (["touch /owned"], {"failure"}, None, "Read-only file system"),
     "write_usr": (["mkdir -p /usr/local/bin"], {"failure"}, None, "Read-only file system"),
     "fill_tmp": (["dd if=/dev/zero of=/tmp/fill bs=1M"], {"failure"}, 1, "No space left on device"),
@@ -160,7 +167,8 @@ async def test_container_is_never_privileged(node_executor, origin, build_ids, d
     host = containers[0].attrs["HostConfig"]
     config = containers[0].attrs["Config"]
     mounts = containers[0].attrs["Mounts"]
-    volume_options = docker_client.volumes.get(mounts[0]["Name"]).attrs["Options"]
+    workspace = next(m for m in mounts if m["Destination"] == "/workspace")
+    volume_options = docker_client.volumes.get(workspace["Name"]).attrs["Options"]
 
     result = await running
 
@@ -173,12 +181,15 @@ async def test_container_is_never_privileged(node_executor, origin, build_ids, d
     assert host["PidMode"] == "" and host["UsernsMode"] == "" and host["UTSMode"] == ""
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
-    assert host["Memory"] == host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["Memory"] == host["MemorySwap"] == (64 + 16 + 8 + 8 + 8) * 1024 * 1024
     assert host["PidsLimit"] == 64
     assert host["ShmSize"] == 8 * 1024 * 1024
-    assert "size=8m" in host["Tmpfs"]["/tmp"]
+    assert "size=8m" in host["Tmpfs"]["/tmp"] and "nosuid" in host["Tmpfs"]["/tmp"]
+    assert "size=8m" in host["Tmpfs"]["/home/build"] and "mode=0700" in host["Tmpfs"]["/home/build"]
     assert config["User"] == "1000:1000"
-    assert [(m["Type"], m["Destination"], m["RW"]) for m in mounts] == [("volume", "/workspace", True)]
+    assert sorted((m["Type"], m["Destination"], m["RW"]) for m in mounts) == [
+        ("bind", "/etc/group", False), ("bind", "/etc/passwd", False), ("volume", "/workspace", True),
+    ]
     assert volume_options["type"] == "tmpfs" and "size=16m" in volume_options["o"]
     text = log_text(result)
     assert "uid=1000" in text
@@ -199,6 +210,8 @@ async def test_root_build_when_allowed_still_has_no_privileges(tmp_path, origin,
         "grep CapEff /proc/self/status",
         "echo built > artefact",
         "touch /etc/owned 2>/dev/null && echo root-writable || echo root-read-only",
+        "echo owned >> /etc/passwd 2>/dev/null && echo passwd-writable || echo passwd-read-only",
+        "echo home=$HOME && touch $HOME/x && echo home-writable",
         user="root",
     )})
     executor = Executor(
@@ -215,6 +228,8 @@ async def test_root_build_when_allowed_still_has_no_privileges(tmp_path, origin,
     assert "uid=0" in text
     assert "CapEff:\t0000000000000000" in text
     assert "root-read-only" in text
+    assert "passwd-read-only" in text
+    assert "home=/home/build" in text and "home-writable" in text
 
 
 async def test_the_node_still_builds_after_the_hostile_builds(node_executor, origin, build_ids, docker_client):

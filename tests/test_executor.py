@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import threading
 import time
@@ -455,3 +456,27 @@ async def test_a_build_that_never_reached_the_sandbox_says_so_in_its_settings_li
     result = await build(make_executor(), git_repo, build_ids)
 
     assert log_text(result).splitlines()[1] == "== settings none: the build ended before its sandbox was set up"
+
+
+async def test_an_image_without_passwd_or_etc_gets_both_entries(
+    make_executor, git_repo, build_ids, docker_client, default_image, tmp_path
+):
+    # The busybox binary the default image was built from, alone in an image.
+    context = tmp_path / "bare-image"
+    (context / "root" / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", context / "root" / "bin" / "busybox")
+    (context / "root" / "bin" / "sh").symlink_to("busybox")
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY root/ /\n")
+    image = f"pbft-ci-test/bare:{build_ids()}"
+    docker_client.images.build(path=str(context), tag=image, network_mode="none", rm=True)
+    git_repo.commit("master", {".pbft-ci.yml": spec("/bin/busybox id", "/bin/busybox cat /etc/passwd", image=image)})
+
+    try:
+        result = await build(make_executor(), git_repo, build_ids)
+    finally:
+        docker_client.images.remove(image, force=True)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert "uid=1000(build) gid=1000(build)" in text
+    assert "root:x:0:0:root:/root:/bin/sh\nbuild:x:1000:1000:pbft-ci build:/home/build:/bin/sh\n" in text

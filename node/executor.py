@@ -22,6 +22,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from node.buildlog import BuildLog
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.gitmirror import GitError, GitMirrors, export
 from node.identity import HOME_DIR
@@ -156,10 +157,8 @@ class Executor:
                 check_commit_sha(commit)
         except ValueError as exc:
             rejected = BuildResult("error", None, None, f"invalid request: {exc}")
-            output = _CappedOutput(self._limits.output_cap_bytes)
-            return await asyncio.to_thread(
-                self._finish, build_id, repository_name, branch, rejected, output, started
-            )
+            output = self._open_log(build_id, repository_name, branch)
+            return await asyncio.to_thread(self._finish, build_id, repository_name, branch, rejected, output, started)
 
         self._active_ids.add(build_id)
         try:
@@ -178,7 +177,7 @@ class Executor:
         """The whole build, blocking; runs in a worker thread."""
         started = time.monotonic()
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, name, branch)
-        output = _CappedOutput(self._limits.output_cap_bytes)
+        output = self._open_log(build_id, name, branch)
         workspace = self._data_dir / "workspaces" / build_id
         try:
             result = self._build_in(workspace, build_id, name, url, branch, commit, output)
@@ -194,9 +193,16 @@ class Executor:
             shutil.rmtree(workspace, ignore_errors=True)
         return self._finish(build_id, name, branch, result, output, started)
 
-    def _finish(self, build_id, name, branch, result: BuildResult, output: "_CappedOutput", started) -> BuildResult:
+    def _open_log(self, build_id: str, name: str, branch: str) -> BuildLog:
+        return BuildLog(
+            self._log_dir / f"build-node{self._node_id}-{build_id}.log",
+            self._limits.output_cap_bytes,
+            f"pbft-ci build {build_id} node {self._node_id} repo {name!r} branch {branch!r}",
+        )
+
+    def _finish(self, build_id, name, branch, result: BuildResult, output: BuildLog, started) -> BuildResult:
         duration_ms = round((time.monotonic() - started) * 1000)
-        log_path = self._write_log(build_id, name, branch, result, output, duration_ms)
+        log_path = output.close(result.status, result.exit_code, duration_ms, result.reason)
         log.info(
             "build end id=%s node=%s repo=%r branch=%r commit=%s status=%s exit_code=%s duration_ms=%d",
             build_id, self._node_id, name, branch, (result.commit or "-")[:12],
@@ -215,6 +221,7 @@ class Executor:
                 repo.close()
         except GitError as exc:
             raise _BuildError(exc.reason, exc.detail) from None
+        output.commit(resolved)
         try:
             return self._run_sandboxed(workspace, build_id, name, resolved, output)
         except SandboxError as exc:
@@ -242,30 +249,29 @@ class Executor:
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             user = ROOT_USER if spec.user == "root" else limits.user
-            output.settings += _spec_settings(limits, image, user, timeout_s, spec.timeout_s)
+            output.settings(_spec_settings(limits, image, user, timeout_s, spec.timeout_s))
             budget = memory_budget(limits, with_workspace=True)
             outcome = run_container(
                 self._client(), image=image,
                 command=["/bin/sh", "-e", "-c", spec.script()],
                 workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
-                identity_dir=self._identity_dir, user=user,
+                identity_dir=self._identity_dir, user=user, on_output=output.write,
             )
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
-            output.settings += _dockerfile_settings(limits, tag, timeout_s)
+            output.settings(_dockerfile_settings(limits, tag, timeout_s))
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
             outcome = run_container(
                 self._client(), image=tag, command=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
-                identity_dir=self._identity_dir,
+                identity_dir=self._identity_dir, on_output=output.write,
             )
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
 
-        output.write(outcome.output)
         output.truncated |= outcome.truncated
         if outcome.oom_killed:
             # Only in the log: the exit code (137) is what nodes agree on.
@@ -285,55 +291,6 @@ class Executor:
                 except docker.errors.DockerException as exc:
                     raise SandboxError("docker engine unavailable", str(exc)) from None
             return self._docker
-
-    def _write_log(self, build_id, name, branch, result: BuildResult, output: "_CappedOutput", duration_ms) -> str:
-        path = self._log_dir / f"build-node{self._node_id}-{build_id}.log"
-        try:
-            self._log_dir.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as file:
-                file.write(
-                    f"== pbft-ci build {build_id} node {self._node_id} repo {name!r} branch {branch!r} "
-                    f"commit {result.commit or '-'}\n".encode()
-                )
-                settings = output.settings or ["none: the build ended before its sandbox was set up"]
-                file.writelines(f"== settings {line}\n".encode() for line in settings)
-                file.write(output.data)
-                if output.data and not output.data.endswith(b"\n"):
-                    file.write(b"\n")
-                if output.truncated:
-                    file.write(f"== output truncated at {output.cap_bytes} bytes\n".encode())
-                file.writelines(f"== {note}\n".encode() for note in output.notes)
-                reason = f" reason {result.reason}" if result.reason else ""
-                file.write(
-                    f"== status {result.status} exit_code {result.exit_code} "
-                    f"duration_ms {duration_ms}{reason}\n".encode()
-                )
-        except OSError:
-            log.exception("could not write build log %s", path)
-            return ""
-        return str(path)
-
-
-class _CappedOutput:
-    """Build output kept up to a byte cap; whatever comes later is dropped."""
-
-    def __init__(self, cap_bytes: int):
-        self.cap_bytes = cap_bytes
-        self.data = b""
-        self.truncated = False
-        self.notes: list[str] = []
-        # What the build ran with, written at the top of the log and never capped.
-        self.settings: list[str] = []
-
-    def write(self, chunk: bytes) -> None:
-        room = self.cap_bytes - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-        self.data += chunk[: max(room, 0)]
-
-    def note(self, text: str) -> None:
-        """A line from the node about the build, written after the output and never capped."""
-        self.notes.append(text)
 
 
 def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float, spec_timeout_s) -> list[str]:

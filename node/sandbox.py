@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import docker
 import docker.errors
@@ -146,6 +147,7 @@ def run_container(
     labels: dict[str, str],
     identity_dir: Path,
     user: str | None = None,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
 
@@ -155,6 +157,8 @@ def run_container(
     its root file system stays writable; it is thrown away with the container.
     Either way the build gets HOME, a passwd entry and the tmpfs mounts;
     `identity_dir` is where this node keeps the generated passwd files.
+    `on_output` gets each piece of output as it comes (from another thread),
+    so the build log grows while the build runs.
     """
     user = user or limits.user
     options = _host_config(limits, user, memory_budget(limits, with_workspace=workspace is not None))
@@ -178,7 +182,9 @@ def run_container(
             image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
         )
         # Attached before start, so no output is missed however fast it comes.
-        capture = _OutputCapture(container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes)
+        capture = _OutputCapture(
+            container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
+        )
         container.start()
         if holder is not None:
             # Still running after the build started, the holder kept the tmpfs
@@ -307,9 +313,10 @@ class _OutputCapture:
     the deadline, and the daemon discards what it writes.
     """
 
-    def __init__(self, stream, cap_bytes: int):
+    def __init__(self, stream, cap_bytes: int, on_output: Callable[[bytes], None] | None = None):
         self._stream = stream
         self._cap_bytes = cap_bytes
+        self._on_output = on_output or (lambda chunk: None)
         self._chunks: list[bytes] = []
         self._size = 0
         self._truncated = False
@@ -322,9 +329,11 @@ class _OutputCapture:
                 room = self._cap_bytes - self._size
                 if len(chunk) > room:
                     self._chunks.append(chunk[:room])
+                    self._on_output(chunk[:room])
                     self._truncated = True
                     return
                 self._chunks.append(chunk)
+                self._on_output(chunk)
                 self._size += len(chunk)
         except (OSError, ValueError, requests.exceptions.RequestException):
             # The connection was cut: by close() after the drain time, or by a

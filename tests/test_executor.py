@@ -267,9 +267,10 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
     assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
     assert "from Dockerfile as 1000" in text
     lines = text.splitlines()
-    assert lines[1].startswith("== settings docker build: network none, memory 256 MB, timeout 300 s"), lines
-    assert lines[2].startswith(f"== settings run: image pbft-ci-build/docker-only:{head[:12]}, user 1000:1000,"), lines
-    assert "root file system writable" in lines[2] and "home 256 MB" in lines[2], lines
+    assert lines[1] == f"== commit {head}", lines
+    assert lines[2].startswith("== settings docker build: network none, memory 256 MB, timeout 300 s"), lines
+    assert lines[3].startswith(f"== settings run: image pbft-ci-build/docker-only:{head[:12]}, user 1000:1000,"), lines
+    assert "root file system writable" in lines[3] and "home 256 MB" in lines[3], lines
 
 
 @pytest.mark.parametrize(
@@ -423,7 +424,7 @@ async def test_the_log_starts_with_the_effective_settings(make_executor, git_rep
     lines = log_text(result).splitlines()
     assert result.status == "success", lines
     assert lines[0].startswith("== pbft-ci build ")
-    settings = [line for line in lines[1:3] if line.startswith("== settings ")]
+    settings = [line for line in lines[2:4] if line.startswith("== settings ")]
     assert len(settings) == 2, lines
     text = "\n".join(settings)
     for shown in (
@@ -455,7 +456,7 @@ async def test_a_build_that_never_reached_the_sandbox_says_so_in_its_settings_li
 
     result = await build(make_executor(), git_repo, build_ids)
 
-    assert log_text(result).splitlines()[1] == "== settings none: the build ended before its sandbox was set up"
+    assert log_text(result).splitlines()[2] == "== settings none: the build ended before its sandbox was set up"
 
 
 async def test_an_image_without_passwd_or_etc_gets_both_entries(
@@ -480,3 +481,28 @@ async def test_an_image_without_passwd_or_etc_gets_both_entries(
     assert result.status == "success", text
     assert "uid=1000(build) gid=1000(build)" in text
     assert "root:x:0:0:root:/root:/bin/sh\nbuild:x:1000:1000:pbft-ci build:/home/build:/bin/sh\n" in text
+
+
+async def test_the_log_grows_while_the_build_runs(make_executor, git_repo, build_ids, tmp_path):
+    head = git_repo.commit("master", {".pbft-ci.yml": spec("echo started", "sleep 3", "echo finished")})
+    build_id = build_ids()
+    running = asyncio.create_task(
+        make_executor().run(build_id=build_id, repository_name="example", repository_url=str(git_repo.path),
+                            branch="master")
+    )
+    path = tmp_path / "log" / f"build-node7-{build_id}.log"
+
+    # Whatever the machine's speed, the build sleeps between its two lines: the
+    # first must be readable while the build still runs.
+    seen_while_running = ""
+    while not running.done() and "started" not in seen_while_running:
+        seen_while_running = path.read_text() if path.exists() else ""
+        await asyncio.sleep(0.05)
+    result = await running
+
+    assert "started" in seen_while_running and "finished" not in seen_while_running
+    assert "== status" not in seen_while_running
+    lines = log_text(result).splitlines()
+    assert lines[1] == f"== commit {head}"
+    assert lines.index("started") < lines.index("finished")
+    assert lines[-1].startswith("== status success exit_code 0 duration_ms")

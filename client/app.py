@@ -14,6 +14,7 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from client.access import AccessRules
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
@@ -33,6 +34,7 @@ RECORDS_KEY = web.AppKey("records", BuildRecords)
 SERVICE_KEY = web.AppKey("service", ClientService)
 REPOSITORIES_KEY = web.AppKey("repositories", tuple)
 WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
+ACCESS_KEY = web.AppKey("access", AccessRules)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -50,6 +52,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app = web.Application(middlewares=[_errors_as_json])
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
+    app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
         records = BuildRecords(records_path(config.data_dir, client_name))
@@ -87,7 +90,7 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except WebhookError as error:
-        return web.json_response({"error": error.reason}, status=error.status)
+        return web.json_response({"error": error.reason}, status=error.status, headers=error.headers)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -100,8 +103,13 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
 
 async def webhook(request: web.Request) -> web.Response:
     settings = request.app[WEBHOOK_SETTINGS_KEY]
-    body = await _read_capped(request, settings.max_body_bytes)
+    # Forges are recognised by their headers and authenticated by the
+    # repository's secret once the body is read; a plain call is checked
+    # before its body is waited for.
     forge = forge_of(request.headers)
+    if forge is None:
+        request.app[ACCESS_KEY].check_plain_call(request.headers)
+    body = await _read_capped(request, settings.max_body_bytes)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
@@ -147,6 +155,7 @@ def _verdict_json(verdict: Verdict) -> dict:
 
 
 async def list_builds(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].check_reader(request.headers)
     limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
@@ -154,7 +163,8 @@ async def list_builds(request: web.Request) -> web.Response:
 
 
 def _record(request: web.Request) -> dict:
-    """The build record the URL names, or the 400/404 that says why there is none."""
+    """The build record the URL names, or the 401/400/404 that says why there is none."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
     build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")

@@ -24,12 +24,14 @@ KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
 
 
 class WebhookError(Exception):
-    """A webhook the client refuses, with the HTTP status to answer."""
+    """A webhook the client refuses, with the HTTP status to answer and `headers`
+    to put on the answer (e.g. WWW-Authenticate with a 401)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 def media_type(content_type_header: str) -> str:

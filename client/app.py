@@ -8,6 +8,7 @@ is logged with its traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator
 
@@ -90,7 +91,10 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except WebhookError as error:
-        return web.json_response({"error": error.reason}, status=error.status, headers=error.headers)
+        response = web.json_response({"error": error.reason}, status=error.status, headers=error.headers)
+        if error.close_connection:
+            await _send_and_close(request, response)
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -101,6 +105,20 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response({"error": "internal error"}, status=500)
 
 
+async def _send_and_close(request: web.Request, response: web.Response) -> None:
+    """Send `response` now and close the connection behind it.
+
+    Returning a response with the body unread would make aiohttp read and
+    discard the rest of the body for up to ten seconds before closing: the
+    very hold on the connection a slow caller must not get.
+    """
+    response.force_close()  # says `Connection: close`
+    await response.prepare(request)
+    await response.write_eof()
+    # Closing the transport flushes the answer written above before the socket closes.
+    request.protocol.force_close()
+
+
 async def webhook(request: web.Request) -> web.Response:
     settings = request.app[WEBHOOK_SETTINGS_KEY]
     # Forges are recognised by their headers and authenticated by the
@@ -109,7 +127,7 @@ async def webhook(request: web.Request) -> web.Response:
     forge = forge_of(request.headers)
     if forge is None:
         request.app[ACCESS_KEY].check_plain_call(request.headers)
-    body = await _read_capped(request, settings.max_body_bytes)
+    body = await _read_capped(request, settings.max_body_bytes, settings.body_timeout_s)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
@@ -124,18 +142,30 @@ async def webhook(request: web.Request) -> web.Response:
     )
 
 
-async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 by its declared length or once it grows past `max_bytes`.
+async def _read_capped(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 by its declared length or once it grows past `max_bytes`,
+    and with 408 (closing the connection) unless it is complete within `timeout_s`.
 
     The plain call has its own, smaller cap in `client.intake`.
     """
     if request.content_length is not None and request.content_length > max_bytes:
         raise WebhookError(413, f"body is larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > max_bytes:
-            raise WebhookError(413, f"body is larger than {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise WebhookError(413, f"body is larger than {max_bytes} bytes")
+    except TimeoutError:
+        raise WebhookError(408, f"body not received within {timeout_s:g} s", close_connection=True) from None
+    except ConnectionResetError:
+        # aiohttp 3.14 fails the body's stream with ConnectionResetError("Connection lost")
+        # when the peer closes mid-body. That is the caller's doing, not a bug here;
+        # the 400 is for the access log, as nobody is left to read it.
+        log.info("caller hung up after %d of %s body bytes: %s %s",
+                 len(body), request.content_length or "?", request.method, request.path)
+        raise WebhookError(400, "caller hung up before the body was complete") from None
     return bytes(body)
 
 

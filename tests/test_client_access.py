@@ -7,14 +7,20 @@ authenticated by their repository's webhook secret and never need the token.
 The app runs against the fake nodes of tests/test_client_app.py.
 """
 
+import asyncio
 import dataclasses
+import json
+import logging
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from client.access import AccessRules
+from client.app import make_app
 from client.index import main as index_main
 from client.intake import WebhookError
-from tests.test_client_app import cluster, honest_result, start_client  # noqa: F401 (cluster is a fixture)
+from tests.test_client_app import CLIENT, cluster, honest_result, start_client  # noqa: F401 (cluster is a fixture)
 from tests.test_client_forges import GITHUB_PUSH, REPOSITORIES, encoded, github_headers
 from tests.network import write_network
 
@@ -136,6 +142,113 @@ async def test_plain_call_is_open_with_the_loopback_opt_out(cluster, aiohttp_cli
     response = await client.post("/webHook", json={"branch": "main", "repository": "open"})
 
     assert response.status == 200
+
+
+# --- slow and vanishing callers --------------------------------------------------------------
+
+
+@pytest.fixture
+async def serve(cluster):  # noqa: F811
+    """Start the client app as `web.run_app` does and return its port.
+
+    aiohttp's test server cancels a handler whose caller disconnects; the
+    client's own server (client/index.py) does not, so a vanished caller
+    surfaces as an error from the body's stream, and that is what these
+    tests must see.
+    """
+    runners = []
+
+    async def start(**settings) -> int:
+        runner = web.AppRunner(make_app(with_client_settings(cluster, **settings).config, CLIENT))
+        runners.append(runner)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        async with asyncio.timeout(5):
+            while not all(cluster.registered.values()):
+                await asyncio.sleep(0.01)
+        return runner.addresses[0][1]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def raw_connection(port: int):
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def partial_post(declared_bytes: int, sent: bytes, headers: str = "") -> bytes:
+    return (
+        f"POST /webHook HTTP/1.1\r\nHost: ci\r\nContent-Type: application/json\r\n{headers}"
+        f"Content-Length: {declared_bytes}\r\n\r\n"
+    ).encode() + sent
+
+
+async def read_until_closed(reader) -> bytes:
+    received = b""
+    while chunk := await reader.read(4096):
+        received += chunk
+    return received
+
+
+async def test_a_body_not_received_in_time_is_408_and_the_connection_closed(cluster, serve):  # noqa: F811
+    reader, writer = await raw_connection(await serve(token=TOKEN, body_timeout_s=0.2))
+    writer.write(partial_post(100, b'{"branch":', f"Authorization: Bearer {TOKEN}\r\n"))
+    await writer.drain()
+
+    # The server answers after 0.2 s and closes; without the close, aiohttp
+    # would keep reading the rest of the body for ten more seconds.
+    async with asyncio.timeout(2):
+        received = await read_until_closed(reader)
+    writer.close()
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"Connection: close" in head
+    assert json.loads(body) == {"error": "body not received within 0.2 s"}
+    assert all(not received for received in cluster.received.values())
+
+
+async def test_the_token_is_checked_before_the_body_is_waited_for(serve):
+    reader, writer = await raw_connection(await serve(token=TOKEN, body_timeout_s=5))
+    writer.write(partial_post(100, b'{"branch":'))
+    await writer.drain()
+
+    async with asyncio.timeout(2):
+        status_line = await reader.readline()
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 401 ")
+
+
+async def test_a_caller_hanging_up_mid_body_is_logged_as_such_not_as_a_bug(serve, caplog):
+    caplog.set_level(logging.INFO)
+    port = await serve(token=TOKEN)
+    reader, writer = await raw_connection(port)
+    # With `Expect: 100-continue` the server says when its handler runs; a
+    # caller gone before that never reaches the handler, so nothing is logged.
+    writer.write(partial_post(100, b"", f"Authorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\n"))
+    await writer.drain()
+    async with asyncio.timeout(2):
+        assert (await reader.readline()).startswith(b"HTTP/1.1 100 ")
+    writer.write(b'{"branch":')
+    await writer.drain()
+    writer.close()
+
+    async with asyncio.timeout(2):
+        while "caller hung up" not in caplog.text:
+            await asyncio.sleep(0.01)
+
+    hung_up = [record for record in caplog.records if "caller hung up" in record.getMessage()]
+    assert [record.levelno for record in hung_up] == [logging.INFO]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+    assert "bug while handling" not in caplog.text
+    # The client still serves the next caller.
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"http://127.0.0.1:{port}/webHook", headers=BEARER,
+                                      json={"branch": "main", "repository": "open"})
+        assert response.status == 200
 
 
 def test_the_client_will_not_listen_beyond_loopback_on_the_token_waiver(tmp_path, capsys):

@@ -8,12 +8,14 @@ is logged with its traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
+from client.access import AccessRules
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
@@ -33,6 +35,7 @@ RECORDS_KEY = web.AppKey("records", BuildRecords)
 SERVICE_KEY = web.AppKey("service", ClientService)
 REPOSITORIES_KEY = web.AppKey("repositories", tuple)
 WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
+ACCESS_KEY = web.AppKey("access", AccessRules)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -50,6 +53,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app = web.Application(middlewares=[_errors_as_json])
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
+    app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
         records = BuildRecords(records_path(config.data_dir, client_name))
@@ -87,7 +91,10 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except WebhookError as error:
-        return web.json_response({"error": error.reason}, status=error.status)
+        response = web.json_response({"error": error.reason}, status=error.status, headers=error.headers)
+        if error.close_connection:
+            await _send_and_close(request, response)
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -98,10 +105,29 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response({"error": "internal error"}, status=500)
 
 
+async def _send_and_close(request: web.Request, response: web.Response) -> None:
+    """Send `response` now and close the connection behind it.
+
+    Returning a response with the body unread would make aiohttp read and
+    discard the rest of the body for up to ten seconds before closing: the
+    very hold on the connection a slow caller must not get.
+    """
+    response.force_close()  # says `Connection: close`
+    await response.prepare(request)
+    await response.write_eof()
+    # Closing the transport flushes the answer written above before the socket closes.
+    request.protocol.force_close()
+
+
 async def webhook(request: web.Request) -> web.Response:
     settings = request.app[WEBHOOK_SETTINGS_KEY]
-    body = await _read_capped(request, settings.max_body_bytes)
+    # Forges are recognised by their headers and authenticated by the
+    # repository's secret once the body is read; a plain call is checked
+    # before its body is waited for.
     forge = forge_of(request.headers)
+    if forge is None:
+        request.app[ACCESS_KEY].check_plain_call(request.headers)
+    body = await _read_capped(request, settings.max_body_bytes, settings.body_timeout_s)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
@@ -116,18 +142,30 @@ async def webhook(request: web.Request) -> web.Response:
     )
 
 
-async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 by its declared length or once it grows past `max_bytes`.
+async def _read_capped(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 by its declared length or once it grows past `max_bytes`,
+    and with 408 (closing the connection) unless it is complete within `timeout_s`.
 
     The plain call has its own, smaller cap in `client.intake`.
     """
     if request.content_length is not None and request.content_length > max_bytes:
         raise WebhookError(413, f"body is larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > max_bytes:
-            raise WebhookError(413, f"body is larger than {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise WebhookError(413, f"body is larger than {max_bytes} bytes")
+    except TimeoutError:
+        raise WebhookError(408, f"body not received within {timeout_s:g} s", close_connection=True) from None
+    except ConnectionResetError:
+        # aiohttp 3.14 fails the body's stream with ConnectionResetError("Connection lost")
+        # when the peer closes mid-body. That is the caller's doing, not a bug here;
+        # the 400 is for the access log, as nobody is left to read it.
+        log.info("caller hung up after %d of %s body bytes: %s %s",
+                 len(body), request.content_length or "?", request.method, request.path)
+        raise WebhookError(400, "caller hung up before the body was complete") from None
     return bytes(body)
 
 
@@ -147,6 +185,7 @@ def _verdict_json(verdict: Verdict) -> dict:
 
 
 async def list_builds(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].check_reader(request.headers)
     limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
@@ -154,7 +193,8 @@ async def list_builds(request: web.Request) -> web.Response:
 
 
 def _record(request: web.Request) -> dict:
-    """The build record the URL names, or the 400/404 that says why there is none."""
+    """The build record the URL names, or the 401/400/404 that says why there is none."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
     build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")

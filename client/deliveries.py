@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class WebhookSettings:
     repositories: tuple[RepositoryConfig, ...]
     max_body_bytes: int
+    body_timeout_s: float  # a body still incomplete after this long is answered 408
     status_base_url: str  # status URLs are this + /builds/<id>
 
     @classmethod
@@ -36,7 +37,7 @@ class WebhookSettings:
         client = config.client(client_name)
         host = f"[{client.host}]" if ":" in client.host else client.host
         base = client.public_url.rstrip("/") or f"http://{host}:{client.port}"
-        return cls(config.repositories, client.max_body_bytes, base)
+        return cls(config.repositories, client.max_body_bytes, client.body_timeout_s, base)
 
 
 def answer_delivery(

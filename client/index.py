@@ -23,6 +23,7 @@ from aiohttp import web  # noqa: E402
 from client.app import make_app  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
 from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
+from pbft.config import is_loopback_host  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,6 +103,12 @@ def run(argv: list[str]) -> int:
         return 2
     if args.deadline_s is not None and args.deadline_s <= 0:
         print("--deadline-s must be positive", file=sys.stderr)
+        return 2
+    # The config may waive the token only because the client listens on loopback.
+    waived = client.plain_without_token and not client.token
+    if args.host is not None and waived and not is_loopback_host(args.host):
+        print(f"--host {args.host} is not a loopback address, but client {name} sets plain_without_token:"
+              " set its token_file instead", file=sys.stderr)
         return 2
     key_path = config.client_key_path(name)
     if not key_path.exists():

@@ -24,12 +24,21 @@ KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
 
 
 class WebhookError(Exception):
-    """A webhook the client refuses, with the HTTP status to answer."""
+    """A webhook the client refuses, with the HTTP status to answer.
 
-    def __init__(self, status: int, reason: str) -> None:
+    `headers` go on the answer (e.g. WWW-Authenticate with a 401);
+    `close_connection` asks for the connection to be closed once the answer
+    is sent, for callers that must not hold it any longer (a body too slow).
+    """
+
+    def __init__(
+        self, status: int, reason: str, *, headers: dict[str, str] | None = None, close_connection: bool = False
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
+        self.close_connection = close_connection
 
 
 def media_type(content_type_header: str) -> str:

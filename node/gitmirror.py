@@ -57,7 +57,9 @@ class GitMirrors:
             repo = self._update(name, url)
             if commit is None:
                 return repo, _rev_parse(repo, f"refs/heads/{branch}", f"branch not found: {branch}")
-            return repo, _rev_parse(repo, commit, f"commit not found: {commit}")
+            resolved = _rev_parse(repo, commit, f"commit not found: {commit}")
+            _check_on_ref(repo, resolved, branch)
+            return repo, resolved
 
     def _update(self, name: str, url: str) -> git.Repo:
         path = self._root / f"{name}.git"
@@ -100,6 +102,40 @@ def _rev_parse(repo: git.Repo, revision: str, reason: str) -> str:
         return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
     except git.GitCommandError:
         raise GitError(reason) from None
+
+
+def _check_on_ref(repo: git.Repo, commit: str, name: str) -> None:
+    """Raise GitError unless `commit` belongs to the branch (or tag) `name`.
+
+    A build is recorded under the name it was asked for, so a pinned commit
+    must be reachable from that branch's head: otherwise anyone could have a
+    commit of their own branch built and recorded as master. Forge tag pushes
+    carry the tag's name in the branch field; a tag names one commit, so
+    there it must be exactly the tag's. Both arguments are checked or
+    resolved object names by now, never raw request text.
+    """
+    head = _rev_parse_or_none(repo, f"refs/heads/{name}")
+    if head is not None:
+        try:
+            # `git merge-base --is-ancestor`: exit 1 means "no", anything else failed.
+            on_branch = repo.is_ancestor(commit, head)
+        except git.GitCommandError as exc:
+            raise GitError("ancestry check failed", exc.stderr) from None
+        if on_branch:
+            return
+        raise GitError(f"commit {commit} is not on branch '{name}'")
+    tagged = _rev_parse_or_none(repo, f"refs/tags/{name}")
+    if tagged is None:
+        raise GitError(f"branch not found: {name}")
+    if tagged != commit:
+        raise GitError(f"commit {commit} is not tag '{name}'")
+
+
+def _rev_parse_or_none(repo: git.Repo, ref: str) -> str | None:
+    try:
+        return _rev_parse(repo, ref, "")
+    except GitError:
+        return None
 
 
 def export(repo: git.Repo, commit: str, dest: Path) -> None:

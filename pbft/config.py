@@ -25,6 +25,14 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _URL = re.compile(r"(https?|ssh|git|file)://[^\s]+|[^\s-][^\s]*")
 _HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 _FULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)+")
+# A bearer token travels in an HTTP header: visible ASCII only, and long
+# enough (e.g. `openssl rand -hex 32`) that guessing it is hopeless.
+_TOKEN = re.compile(r"[!-~]+")
+MIN_TOKEN_CHARS = 32
+_CLIENT_KEYS = frozenset({
+    "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
+    "token", "token_file", "plain_without_token", "body_timeout_s",
+})
 
 
 class ConfigError(Exception):
@@ -49,6 +57,13 @@ class ClientConfig:
     public_key: str
     max_body_bytes: int = 1_048_576  # webhook bodies above this are refused with 413
     public_url: str = ""  # base of the status URLs given to forges; default http://host:port
+    # Plain webhook calls and the build records need `Authorization: Bearer <token>`
+    # when a token is set. Kept out of the repr so a printed config does not leak it.
+    token: str = field(default="", repr=False)
+    # Without a token, plain calls are refused unless this is set, which only a
+    # loopback host may do: then only processes on the machine can reach the client.
+    plain_without_token: bool = False
+    body_timeout_s: float = 10.0  # a body not received in full by then is answered 408
 
 
 @dataclass(frozen=True)
@@ -223,6 +238,23 @@ def _host(value: Any) -> str:
     return _matching(_HOST, "host name or IP address")(value)
 
 
+def _positive_float(value: Any) -> float:
+    number = _typed(float)(value)
+    if not number > 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost": only processes on this machine reach it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _port(value: Any) -> int:
     port = _typed(int, 1)(value)
     if port > 65535:
@@ -297,6 +329,34 @@ def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> ClientConfig:
+    host = reader.get(item, "host", where, _host, "")
+    token = reader.secret(item, where, "token")
+    token_key = f"{where}token_file" if "token_file" in item else f"{where}token"
+    if token and len(token) < MIN_TOKEN_CHARS:
+        reader.fail(token_key, f"must be at least {MIN_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
+    elif token and not _TOKEN.fullmatch(token):
+        reader.fail(token_key, "must be printable ASCII without spaces")
+    plain_without_token = reader.get(item, "plain_without_token", where, _typed(bool), False)
+    if plain_without_token and host and not is_loopback_host(host):
+        reader.fail(f"{where}plain_without_token",
+                    f"only allowed when host is a loopback address (127.0.0.0/8, ::1, localhost), not {host}; "
+                    "set token_file instead")
+    for unknown in sorted(set(item) - _CLIENT_KEYS, key=str):
+        reader.fail(f"{where}{unknown}", "unknown setting")
+    return ClientConfig(
+        name=reader.get(item, "name", where, _matching(_NAME, "client name"), ""),
+        host=host,
+        port=reader.get(item, "port", where, _port, 0),
+        public_key=reader.public_key(item, where, require_keys),
+        max_body_bytes=reader.get(item, "max_body_bytes", where, _typed(int, 1), ClientConfig.max_body_bytes),
+        public_url=reader.get(item, "public_url", where, _matching(_HTTP_URL, "http(s) URL"), ""),
+        token=token,
+        plain_without_token=plain_without_token,
+        body_timeout_s=reader.get(item, "body_timeout_s", where, _positive_float, ClientConfig.body_timeout_s),
+    )
+
+
 def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig:
     """Read and validate a network configuration; raise ConfigError listing every problem."""
     path = Path(path).resolve()
@@ -324,14 +384,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         reader.fail("f", f"n = {len(nodes)} nodes tolerate at most f = {(len(nodes) - 1) // 3}; need n >= 3f+1")
     clients = []
     for where, item in _entries(reader, data, "clients"):
-        clients.append(ClientConfig(
-            name=reader.get(item, "name", where, _matching(_NAME, "client name"), ""),
-            host=reader.get(item, "host", where, _host, ""),
-            port=reader.get(item, "port", where, _port, 0),
-            public_key=reader.public_key(item, where, require_keys),
-            max_body_bytes=reader.get(item, "max_body_bytes", where, _typed(int, 1), ClientConfig.max_body_bytes),
-            public_url=reader.get(item, "public_url", where, _matching(_HTTP_URL, "http(s) URL"), ""),
-        ))
+        clients.append(_client(reader, where, item, require_keys))
     repositories = []
     for where, item in _entries(reader, data, "repositories"):
         url = reader.get(item, "url", where, _matching(_URL, "repository URL or path"), "")

@@ -89,6 +89,10 @@ class GitRepo:
         self._git("commit", "--quiet", "--no-verify", "-m", message)
         return self._git("rev-parse", "HEAD")
 
+    def tag(self, name: str, commit: str, *, annotated: bool = False) -> None:
+        """Tag `commit` as `name`; an annotated tag is an object of its own, as forges send for tag pushes."""
+        self._git("tag", *(["-a", "-m", name] if annotated else []), name, commit)
+
 
 def spec(*commands: str, **options) -> str:
     """The text of a .pbft-ci.yml running `commands`, with optional image / timeout_s."""

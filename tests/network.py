@@ -42,8 +42,10 @@ def write_network(
             {"id": i, "host": "127.0.0.1", "port": free_port(), "public_key": key_for(f"node-{i}")}
             for i in range(n)
         ],
+        # A loopback client, so the README's plain `curl -d` call needs no bearer token.
         "clients": [
-            {"name": "client", "host": "127.0.0.1", "port": free_port(), "public_key": key_for("client-client")}
+            {"name": "client", "host": "127.0.0.1", "port": free_port(), "public_key": key_for("client-client"),
+             "plain_without_token": True}
         ],
         "repositories": [
             {"name": name, "url": url} for name, url in (repositories or {"example": str(root / "repo")}).items()

@@ -143,7 +143,9 @@ async def cluster(aiohttp_server, tmp_path):
             {"id": i, "host": "127.0.0.1", "port": server.port, "public_key": public_key_hex(cluster.node_keys[i])}
             for i, server in enumerate(servers)
         ],
-        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key)}],
+        # Loopback only, so plain calls may go without a bearer token (tests/test_client_access.py has the token).
+        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
+                     "plain_without_token": True}],
         "repositories": [{"name": "example", "url": str(tmp_path / "repo")}, {"name": "other", "url": str(tmp_path)}],
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
         # Builds never run here (the nodes are fakes), but a build must fit the deadline.

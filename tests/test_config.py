@@ -116,3 +116,59 @@ def test_build_limits_that_leave_no_room_are_refused(tmp_path, setting, value, p
     with pytest.raises(ConfigError) as caught:
         load_config(edit(write_network(tmp_path), zero))
     assert caught.value.problems == [problem]
+
+
+TOKEN = "0123456789abcdef" * 4  # 64 characters, as `openssl rand -hex 32` writes
+
+
+def test_client_access_settings_and_their_defaults(tmp_path):
+    (tmp_path / "client.token").write_text(TOKEN + "\n")
+
+    def add_token(data):
+        data["clients"][0].update(token_file="client.token", body_timeout_s=0.5)
+
+    client = load_config(edit(write_network(tmp_path), add_token)).clients[0]
+    assert (client.token, client.body_timeout_s) == (TOKEN, 0.5)
+    assert TOKEN not in repr(client)  # a config printed for debugging does not leak it
+
+    def defaults(data):
+        data["clients"][0] = {key: data["clients"][0][key] for key in ("name", "host", "port", "public_key")}
+
+    client = load_config(edit(tmp_path / "network.yaml", defaults)).clients[0]
+    assert (client.token, client.plain_without_token, client.body_timeout_s) == ("", False, 10.0)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost"])
+def test_plain_calls_without_a_token_may_be_allowed_on_loopback(tmp_path, host):
+    def opt_out(data):
+        data["clients"][0].update(host=host, plain_without_token=True)
+
+    assert load_config(edit(write_network(tmp_path), opt_out)).clients[0].plain_without_token
+
+
+def test_client_access_problems_are_reported_with_their_paths(tmp_path):
+    (tmp_path / "short.token").write_text("too-short\n")
+
+    def break_it(data):
+        data["clients"][0].update(token_file="short.token", body_timeout_s=0)
+        data["clients"].append({**data["clients"][0], "name": "exposed", "host": "0.0.0.0",
+                                "plain_without_token": True, "token_file": "absent.token", "body_timeout_s": -1})
+        data["clients"].append({**data["clients"][0], "name": "spaced", "host": "10.0.0.5", "token": " " * 40,
+                                "token_fiel": "typo.token", "body_timeout_s": 1,
+                                "plain_without_token": False})
+        del data["clients"][2]["token_file"]
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), break_it))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "clients[0].token_file: must be at least 32 characters",
+        "clients[0].body_timeout_s: must be greater than 0",
+        "clients[1].token_file: cannot read",
+        "clients[1].plain_without_token: only allowed when host is a loopback address",
+        "clients[1].body_timeout_s: must be greater than 0",
+        "clients[2].token: must be printable ASCII without spaces",
+        "clients[2].token_fiel: unknown setting",
+    ):
+        assert expected in problems, problems
+    assert len(caught.value.problems) == 7, problems

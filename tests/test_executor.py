@@ -132,6 +132,51 @@ async def test_pinned_commit_is_built_instead_of_the_branch_head(make_executor, 
     assert result.agreed() == {"status": "failure", "exit_code": 3, "commit": old}
 
 
+async def test_pinned_commit_behind_the_branch_head_is_built(make_executor, git_repo, build_ids):
+    older = git_repo.commit("master", PASSING)
+    git_repo.commit("master", {"test.sh": "exit 5\n"})
+
+    result = await build(make_executor(), git_repo, build_ids, commit=older)
+
+    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": older}
+
+
+async def test_pinned_commit_must_be_on_the_named_branch(make_executor, git_repo, build_ids):
+    # Otherwise anyone could make master look broken with a commit of their own branch.
+    git_repo.commit("master", PASSING)
+    feature_only = git_repo.commit("feature", {"test.sh": "exit 3\n"})
+
+    result = await build(make_executor(), git_repo, build_ids, branch="master", commit=feature_only)
+
+    assert result.to_dict() == {
+        "status": "error", "exit_code": None, "commit": None,
+        "reason": f"commit {feature_only} is not on branch 'master'",
+    }
+    assert "exit 3" not in log_text(result)  # nothing of it was run
+
+
+async def test_pinned_commit_on_a_missing_branch_is_an_error(make_executor, git_repo, build_ids):
+    head = git_repo.commit("master", PASSING)
+
+    result = await build(make_executor(), git_repo, build_ids, branch="gone", commit=head)
+
+    assert (result.status, result.commit, result.reason) == ("error", None, "branch not found: gone")
+
+
+@pytest.mark.parametrize("annotated", [False, True])
+async def test_tag_push_builds_the_commit_the_tag_names(make_executor, git_repo, build_ids, annotated):
+    # Forge tag pushes carry the tag's name in the branch field (client.forges).
+    tagged = git_repo.commit("master", PASSING)
+    newer = git_repo.commit("master", {"test.sh": "exit 5\n"})
+    git_repo.tag("v1.0", tagged, annotated=annotated)
+
+    result = await build(make_executor(), git_repo, build_ids, branch="v1.0", commit=tagged)
+    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": tagged}
+
+    result = await build(make_executor(), git_repo, build_ids, branch="v1.0", commit=newer)
+    assert (result.status, result.reason) == ("error", f"commit {newer} is not tag 'v1.0'")
+
+
 @pytest.mark.parametrize(
     "commit, reason",
     [

@@ -32,7 +32,7 @@ def sse_event(name: str, data: str) -> bytes:
 
 
 def sse_comment(text: str) -> bytes:
-    return f": {text}\n\n".encode()
+    return f": {_LINE_BREAK.sub(' ', text)}\n\n".encode()
 
 
 class SseParser:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from node.buildlogs import LOG_SETTINGS, add_build_log_route
+from node.server import make_app
 from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key
 from pbft.logrequest import signed_log_headers
@@ -300,3 +301,15 @@ async def test_follow_decodes_split_utf8_without_losing_characters(node, config,
         file.write(encoded[4:])
         file.flush()
         assert await next_output(response) == "€\n"
+
+
+async def test_the_node_application_serves_build_logs(aiohttp_client, config, client_auth):
+    async def no_build(**_):
+        raise AssertionError("no build is ordered in this test")
+
+    node = await aiohttp_client(make_app(config, NODE_ID, build=no_build))
+    write_log(config, 42, FINISHED)
+
+    response = await get(node, client_auth, f"/logs/{CLIENT}/42")
+
+    assert response.status == 200 and await response.text() == FINISHED

@@ -313,3 +313,16 @@ async def test_the_node_application_serves_build_logs(aiohttp_client, config, cl
     response = await get(node, client_auth, f"/logs/{CLIENT}/42")
 
     assert response.status == 200 and await response.text() == FINISHED
+
+
+async def test_follow_starts_over_when_the_build_runs_again(node, config, client_auth):
+    # A node killed mid-build runs the build again after its restart, and the log is written afresh.
+    timestamp = now_us()
+    write_log(config, timestamp, "== pbft-ci build x node 1\nfirst run, killed half way\n")
+    response = await get(node, client_auth, f"/logs/{CLIENT}/{timestamp}?follow=1")
+    assert await next_output(response) == "== pbft-ci build x node 1\nfirst run, killed half way\n"
+
+    write_log(config, timestamp, "== pbft-ci build x node 1\n")
+
+    assert await next_event(response) == ("reset", "")
+    assert await next_output(response) == "== pbft-ci build x node 1\n"

@@ -123,7 +123,9 @@ async def _plain(
                     raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
         raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {_describe(error)}") from None
-    return web.Response(body=bytes(body), content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)})
+    return web.Response(
+        body=bytes(body), content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)}
+    )
 
 
 async def _follow(

@@ -223,10 +223,11 @@ async def test_follow_passes_the_nodes_events_through_labelled_with_the_node(net
     queue.put_nowait(sse_event("node", "0") + sse_event("verdict", "success"))
     queue.put_nowait(b": keepalive\n\n")
     assert await events.next() == SseEvent(None, "keepalive")
-    queue.put_nowait(sse_event("output", " one\n== status success exit_code 0 duration_ms 3\n") + sse_event("end", ""))
+    last_output = " one\n== status success exit_code 0 duration_ms 3\n"
+    queue.put_nowait(sse_event("output", last_output) + sse_event("end", ""))
     queue.put_nowait(None)
 
-    assert await events.until_closed() == [SseEvent("output", " one\n== status success exit_code 0 duration_ms 3\n"), SseEvent("end", "")]
+    assert await events.until_closed() == [SseEvent("output", last_output), SseEvent("end", "")]
 
 
 async def test_follow_says_when_the_nodes_stream_broke_off(network, client, build_id):
@@ -284,4 +285,6 @@ def test_sse_event_data_cannot_start_fields_of_its_own():
 
 
 def test_sse_comment_stays_one_comment():
-    assert SseParser().feed(sse_comment("waiting\revent: end\ndata: x")) == [SseEvent(None, "waiting event: end data: x")]
+    framed = sse_comment("waiting\revent: end\ndata: x")
+
+    assert SseParser().feed(framed) == [SseEvent(None, "waiting event: end data: x")]

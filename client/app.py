@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from client.access import AccessRules
+from client.buildlogs import add_build_log_proxy, build_log_links, serve_build_log
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
@@ -78,11 +79,13 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.cleanup_ctx.extend([records_ctx, service_ctx])
     # After the service's context: statuses observe the service, and stop before it closes.
     app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
+    add_build_log_proxy(app, config, client_name, auth)
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
+    app.router.add_get("/builds/{build_id}/log", get_build_log)
     return app
 
 
@@ -134,7 +137,7 @@ async def webhook(request: web.Request) -> web.Response:
     operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
     verdict = await request.app[SERVICE_KEY].submit(operation)
     if verdict.accepted:
-        return web.json_response(_verdict_json(verdict))
+        return web.json_response({**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)})
     error, status = ("client shutting down", 503) if verdict.abandoned else ("no quorum before the deadline", 504)
     return web.json_response(
         {"error": error, "build_id": verdict.build_id, "replies": [encode(reply) for reply in verdict.replies]},
@@ -205,7 +208,12 @@ def _record(request: web.Request) -> dict:
 
 
 async def get_build(request: web.Request) -> web.Response:
-    return web.json_response(_record(request))
+    record = _record(request)
+    return web.json_response({**record, "logs": build_log_links(request.app, record["build_id"])})
+
+
+async def get_build_log(request: web.Request) -> web.StreamResponse:
+    return await serve_build_log(request, _record(request))
 
 
 async def get_certificate(request: web.Request) -> web.Response:

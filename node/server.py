@@ -15,6 +15,7 @@ from typing import Callable
 import aiohttp
 from aiohttp import web
 
+from node.buildlogs import add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
 from node.storage import NodeStore
@@ -154,6 +155,7 @@ def make_app(
     app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
+    add_build_log_route(app, config, node_id)
     return app
 
 

@@ -1,0 +1,204 @@
+"""`GET /builds/{id}/log?node=N`: one node's output for a build, fetched from that node.
+
+Nodes serve build output only to the network's clients, on requests signed
+with the client's key (`pbft.logrequest`); this module signs, fetches and
+passes the answer on. One request names one node and the answer is that
+node's output alone, labelled with the node: up to f nodes may lie about a
+build, so outputs are never merged or picked between here — the verdict is
+what f+1 nodes agree on, the output is only what one node says it saw.
+
+Plain requests get the node's file as text. `?follow=1` (or `Accept:
+text/event-stream`) gets server-sent events: first `event: node` with the
+node id, then the node's `output`, `reset`, `end` and `limit` events as it
+sends them, re-framed here so a node cannot add events of other kinds (such
+as a second `node` label); an `error` event says the node's stream broke off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from pbft.authenticator import Authenticator
+from pbft.config import NetworkConfig, NodeConfig
+from pbft.logrequest import signed_log_headers
+from pbft.sse import SseParser, SseTooLarge, sse_comment, sse_event
+
+CONNECT_TIMEOUT_S = 5.0
+PLAIN_TIMEOUT_S = 30.0
+# Nodes send a keepalive every 15 s; a follow stream silent for four times as long is dead.
+FOLLOW_READ_TIMEOUT_S = 60.0
+# Nodes stop following at their own cap; this client waits a little longer before it gives up on one.
+FOLLOW_CAP_SLACK_S = 30.0
+# Node follow streams outlast the client's wait for a verdict by this much (as node.buildlogs does).
+NODE_FOLLOW_SLACK_S = 60.0
+# What a node adds to the capped build output: a header line, notes and the status line.
+LOG_FRAME_BYTES = 1024 * 1024
+FORWARDED_EVENTS = frozenset({"output", "reset", "end", "limit"})
+LAST_EVENTS = frozenset({"end", "limit"})
+NODE_HEADER = "X-Pbft-Node"
+
+
+@dataclass(frozen=True)
+class LogProxySettings:
+    client_name: str
+    nodes: Mapping[int, NodeConfig]
+    auth: Authenticator  # signs as this client
+    follow_cap_s: float
+    max_plain_bytes: int  # a node sending more than a capped build log is refused
+
+    @classmethod
+    def from_config(cls, config: NetworkConfig, client_name: str, auth: Authenticator) -> "LogProxySettings":
+        return cls(
+            client_name=client_name,
+            nodes={node.id: node for node in config.nodes},
+            auth=auth,
+            follow_cap_s=config.protocol.client_deadline_s + NODE_FOLLOW_SLACK_S + FOLLOW_CAP_SLACK_S,
+            max_plain_bytes=config.build.output_cap_bytes + LOG_FRAME_BYTES,
+        )
+
+
+LOG_PROXY = web.AppKey("build_log_proxy", LogProxySettings)
+LOG_SESSION = web.AppKey("build_log_session", aiohttp.ClientSession)
+
+
+def add_build_log_proxy(app: web.Application, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
+    """What `serve_build_log` needs: the settings, and an HTTP session for the app's lifetime."""
+    app[LOG_PROXY] = LogProxySettings.from_config(config, client_name, auth)
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[LOG_SESSION] = session
+            yield
+
+    app.cleanup_ctx.append(session_ctx)
+
+
+def build_log_links(app: web.Application, build_id: str) -> dict[str, str]:
+    """Where each node's output for `build_id` is, as URLs relative to this client."""
+    return {str(node_id): f"/builds/{build_id}/log?node={node_id}" for node_id in sorted(app[LOG_PROXY].nodes)}
+
+
+async def serve_build_log(request: web.Request, record: dict) -> web.StreamResponse:
+    """One node's output for the build `record`; bad input raises an HTTPException with the reason."""
+    settings = request.app[LOG_PROXY]
+    node = _node(request, settings)
+    build_id = record["build_id"]
+    path = f"/logs/{settings.client_name}/{build_id}"
+    follow = request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get("Accept", "")
+    url = URL.build(scheme="http", host=node.host, port=node.port, path=path, query={"follow": "1"} if follow else {})
+    headers = signed_log_headers(settings.auth.sign, settings.client_name, path, node.id, time.time())
+    session = request.app[LOG_SESSION]
+    if follow:
+        return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
+    return await _plain(session, url, headers, node.id, build_id, settings.max_plain_bytes)
+
+
+def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:
+    text = request.query.get("node", "")
+    node_id = int(text) if text.isascii() and text.isdecimal() and len(text) <= 6 else None
+    if node_id not in settings.nodes:
+        known = ", ".join(str(node_id) for node_id in sorted(settings.nodes))
+        raise web.HTTPBadRequest(reason=f"node must be one of {known}: each node's output is shown on its own")
+    return settings.nodes[node_id]
+
+
+async def _plain(
+    session: aiohttp.ClientSession, url: URL, headers: dict, node_id: int, build_id: str, max_bytes: int
+) -> web.Response:
+    timeout = aiohttp.ClientTimeout(total=PLAIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    try:
+        async with session.get(url, headers=headers, timeout=timeout) as upstream:
+            _check_answer(upstream, node_id, build_id)
+            body = bytearray()
+            async for chunk in upstream.content.iter_any():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {_describe(error)}") from None
+    return web.Response(
+        body=bytes(body), content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)}
+    )
+
+
+async def _follow(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict,
+    node_id: int,
+    build_id: str,
+    cap_s: float,
+) -> web.StreamResponse:
+    timeout = aiohttp.ClientTimeout(total=cap_s, connect=CONNECT_TIMEOUT_S, sock_read=FOLLOW_READ_TIMEOUT_S)
+    try:
+        upstream = await session.get(url, headers=headers, timeout=timeout)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {_describe(error)}") from None
+    try:
+        _check_answer(upstream, node_id, build_id)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+                     NODE_HEADER: str(node_id)}
+        )
+        await response.prepare(request)
+        try:
+            await response.write(sse_event("node", str(node_id)))
+            problem = await _pass_events(upstream, response, node_id)
+            if problem is not None:
+                await response.write(sse_event("error", problem))
+            await response.write_eof()
+        except ConnectionError:
+            pass  # The caller went away: closing the node's stream below is all that is left.
+        return response
+    finally:
+        # Closes the connection, so the node stops following too.
+        upstream.close()
+
+
+async def _pass_events(upstream: aiohttp.ClientResponse, response: web.StreamResponse, node_id: int) -> str | None:
+    """Re-frame the node's events to the caller until its last one; what went wrong if the stream broke off.
+
+    Writing to the caller may raise ConnectionError: the caller went away.
+    """
+    parser = SseParser()
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            return f"node {node_id}'s stream broke off: {_describe(error)}"
+        if not chunk:
+            return f"node {node_id}'s stream ended before the build's end"
+        try:
+            events = parser.feed(chunk)
+        except SseTooLarge as error:
+            return f"node {node_id} sent {error}"
+        for event in events:
+            if event.name is None:
+                await response.write(sse_comment(event.data))
+            elif event.name in FORWARDED_EVENTS:
+                await response.write(sse_event(event.name, event.data))
+                if event.name in LAST_EVENTS:
+                    return None
+
+
+def _check_answer(upstream: aiohttp.ClientResponse, node_id: int, build_id: str) -> None:
+    if upstream.status == 404:
+        raise web.HTTPNotFound(reason=f"node {node_id} has no log for build {build_id} (yet)")
+    if upstream.status == 401:
+        raise web.HTTPBadGateway(reason=f"node {node_id} refused this client's signed log request")
+    if upstream.status != 200:
+        raise web.HTTPBadGateway(reason=f"node {node_id} answered {upstream.status}")
+
+
+def _describe(error: BaseException) -> str:
+    # Reasons become HTTP reason phrases and SSE data: one short line.
+    text = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -13,9 +13,20 @@ from pbft.messages import Challenge, Hello, decode, encode, signed
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all are held open until every one is chosen, since the
+    kernel may hand a just-closed port out again (two nodes on one port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def write_network(
@@ -36,15 +47,16 @@ def write_network(
         save_private_key(private, keys / f"{name}.key")
         return public_key_hex(private)
 
+    *node_ports, client_port = free_ports(n + 1)
     config = {
         "f": f,
         "nodes": [
-            {"id": i, "host": "127.0.0.1", "port": free_port(), "public_key": key_for(f"node-{i}")}
+            {"id": i, "host": "127.0.0.1", "port": node_ports[i], "public_key": key_for(f"node-{i}")}
             for i in range(n)
         ],
         # A loopback client, so the README's plain `curl -d` call needs no bearer token.
         "clients": [
-            {"name": "client", "host": "127.0.0.1", "port": free_port(), "public_key": key_for("client-client"),
+            {"name": "client", "host": "127.0.0.1", "port": client_port, "public_key": key_for("client-client"),
              "plain_without_token": True}
         ],
         "repositories": [

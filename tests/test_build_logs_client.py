@@ -80,8 +80,10 @@ async def network(aiohttp_server, tmp_path):
             {"id": i, "host": "127.0.0.1", "port": server.port, "public_key": public_key_hex(cluster.node_keys[i])}
             for i, server in enumerate(nodes.servers)
         ],
-        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key)}],
+        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
+                     "plain_without_token": True}],
         "repositories": [{"name": "example", "url": str(tmp_path / "repo")}],
+        "build": {"timeout_s": 5.0},
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
         "keys_dir": str(keys_dir),
         "data_dir": str(tmp_path / "data"),

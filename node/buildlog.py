@@ -12,7 +12,9 @@ through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
     == status <status> exit_code <code> duration_ms <ms> [reason <text>]
 
 The status line is always last, so a reader knows the log is complete
-when it sees one. The build's output is written by the output reader's
+when it sees one. So that a build cannot print lines of the node's own
+(a fake `== status` would end a live reader early), an output line that
+starts with `==` is written with one space in front. The build's output is written by the output reader's
 thread while the build thread may add lines, hence the lock.
 """
 
@@ -35,6 +37,7 @@ class BuildLog:
         self.truncated = False
         self._size = 0
         self._ends_with_newline = True
+        self._held = b""  # a "=" that began a line, written once the next byte shows it is not "=="
         self._settings_written = False
         self._notes: list[str] = []
         self._lock = threading.Lock()
@@ -66,11 +69,22 @@ class BuildLog:
             if len(chunk) > room:
                 self.truncated = True
                 chunk = chunk[: max(room, 0)]
-            if not chunk:
-                return
             self._size += len(chunk)
-            self._ends_with_newline = chunk.endswith(b"\n")
-            self._append(chunk)
+            self._append_output(chunk)
+
+    def _append_output(self, chunk: bytes) -> None:
+        """Called with the lock held: `chunk` with every line that starts with "==" escaped."""
+        data, self._held = self._held + chunk, b""
+        if data.endswith(b"\n=") or (data == b"=" and self._ends_with_newline):
+            # One "=" at the start of a line: whether a second follows is up to the next piece.
+            data, self._held = data[:-1], b"="
+        if not data:
+            return
+        escaped = data.replace(b"\n==", b"\n ==")
+        if self._ends_with_newline and escaped.startswith(b"=="):
+            escaped = b" " + escaped
+        self._ends_with_newline = data.endswith(b"\n")
+        self._append(escaped)
 
     def note(self, text: str) -> None:
         """A line from the node about the build, written after the output and never capped."""
@@ -80,6 +94,9 @@ class BuildLog:
         """Write the closing lines; return the log's path, or "" if it could not be written."""
         self.settings([NO_SANDBOX])
         with self._lock:
+            if self._held:
+                self._append(self._held)
+                self._ends_with_newline = False
             if not self._ends_with_newline:
                 self._append(b"\n")
         if self.truncated:

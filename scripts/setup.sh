@@ -3,8 +3,8 @@
 #
 # Every step checks before it acts, so a second run only looks and takes a
 # fraction of a second. The steps: the Debian packages the executor and the
-# build image need, Python packages in .venv, a Docker engine, the local build
-# image, the key pairs of CONFIG, and the example git repository.
+# build images need, Python packages in .venv, a Docker engine, the local build
+# images, the key pairs of CONFIG, and the example git repository.
 #
 # Installing system packages or starting a Docker engine needs root and
 # apt-get (Debian); elsewhere the script stops and says what to install.
@@ -54,11 +54,13 @@ deb_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-# --- Debian packages: git for the executor, busybox-static for the build image.
+# --- Debian packages: git for the executor, busybox-static for the default
+# build image, debootstrap for the Debian image of the real-project test.
 missing=()
 command -v git >/dev/null || missing+=(git)
-if command -v dpkg-query >/dev/null && ! deb_installed busybox-static; then
-    missing+=(busybox-static)
+if command -v dpkg-query >/dev/null; then
+    deb_installed busybox-static || missing+=(busybox-static)
+    deb_installed debootstrap || missing+=(debootstrap)
 fi
 # python3 -m venv needs ensurepip, which Debian ships separately.
 if [[ ! -x .venv/bin/python ]] && ! python3 -c "import ensurepip, venv" 2>/dev/null; then
@@ -72,7 +74,8 @@ elif can_apt; then
 elif [[ " ${missing[*]} " == *" git "* || " ${missing[*]} " == *" python3-venv "* ]]; then
     fail "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]}) or run this script as root"
 else
-    # busybox-static is only needed to build the image; build-image.sh says so if it must.
+    # busybox-static and debootstrap are only needed to build the images; their
+    # scripts say so if they must.
     say "not root: skipping ${missing[*]}"
 fi
 
@@ -127,6 +130,20 @@ if docker image inspect pbft-ci/busybox:latest >/dev/null 2>&1; then
     say "build image pbft-ci/busybox:latest present"
 else
     step "build image" scripts/build-image.sh
+fi
+
+# --- The Debian image real Python projects build in (tests/real_project.py).
+# debootstrap needs root; without it, say what to run and go on, since the
+# example network does not need this image.
+debian_image=pbft-ci/debian-python:bookworm
+if docker image inspect "$debian_image" >/dev/null 2>&1; then
+    say "build image $debian_image present"
+elif [[ "$(id -u)" -eq 0 ]]; then
+    say "building $debian_image with debootstrap (once; a few minutes)"
+    step "build image" scripts/build-debian-image.sh
+else
+    say "warning: $debian_image is missing and building it needs root:" \
+        "run sudo scripts/build-debian-image.sh (the real-project test needs it)"
 fi
 
 # --- Key pairs of every node and client of the configuration.

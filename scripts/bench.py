@@ -4,6 +4,7 @@
     python scripts/bench.py durable                  # SQLite synchronous=NORMAL vs FULL
     python scripts/bench.py durable --quick          # a smoke run: few saves, few rounds
     python scripts/bench.py durable --json out.json  # also write the numbers as JSON
+    python scripts/bench.py real-project             # a real test suite: pbft-ci vs plain docker run
 
 Scenarios:
 
@@ -16,16 +17,35 @@ Scenarios:
            The databases live under --dir (default: the repository's data/,
            where the example network keeps its nodes' stores): on tmpfs an
            fsync costs nothing and the comparison says nothing.
+
+  real-project
+           What building through pbft-ci costs for a real test suite: the
+           end-to-end test's project (tests/real_project.py: more-itertools
+           from its PyPI sdist, 660-odd pytest tests in
+           pbft-ci/debian-python:bookworm). It starts a network of its own
+           (fresh keys and ports, in a temporary folder) with the README's
+           scripts, builds master once to warm the nodes' mirrors, then
+           times, alternating the order each round: webhook -> verdict for
+           master; one plain `git clone && docker run` of the same spec with
+           the sandbox's main limits (no network, uid 1000, read-only root,
+           tmpfs workspace); and four such plain runs started at once, the
+           fair control, since the four nodes build on this one machine. It
+           prints seconds (median, min, max) per command. Needs the image
+           (scripts/build-debian-image.sh) and, once, PyPI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +159,159 @@ def durable_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-SCENARIOS = {"durable": (durable, durable_table)}
+def summarize(values: list[float]) -> dict:
+    return {
+        "seconds": [round(value, 3) for value in values],
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+REAL_PROJECT_COMMANDS = {
+    "pbft-ci": "webhook -> verdict, master, 4 nodes",
+    "plain": "git clone && docker run",
+    "plain x4": "4 plain runs at once",
+}
+
+
+def real_project(args: argparse.Namespace) -> dict:
+    # Imported here: only this scenario needs docker, git and the end-to-end helpers.
+    from pbft.config import load_config
+    from tests.network import write_network
+    from tests.real_project import (
+        BUILD_IMAGE_SCRIPT,
+        IMAGE,
+        PROJECT,
+        VERSION,
+        ProjectUnavailable,
+        fetch_sdist,
+        image_present,
+        make_project_repo,
+    )
+
+    rounds = 1 if args.quick else args.rounds
+    if not image_present():
+        raise SystemExit(f"real-project: {IMAGE} is missing; build it with {BUILD_IMAGE_SCRIPT} (as root)")
+    try:
+        sdist = fetch_sdist()
+    except ProjectUnavailable as error:
+        raise SystemExit(f"real-project: {error}") from None
+    load_average = os.getloadavg()
+    samples: dict[str, list[float]] = {name: [] for name in REAL_PROJECT_COMMANDS}
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-") as scratch:
+        root = Path(scratch)
+        repository = root / PROJECT
+        make_project_repo(repository, sdist)
+        config_path = write_network(root, repositories={PROJECT: str(repository)})
+        config = load_config(config_path)
+        with running_network(config_path, config, root) as base_url:
+            measure = {
+                "pbft-ci": lambda: timed_webhook(base_url, config),
+                "plain": lambda: timed_plain_runs(repository, config, root, 1),
+                "plain x4": lambda: timed_plain_runs(repository, config, root, 4),
+            }
+            # Not counted: the nodes clone their mirrors and make the build
+            # user's passwd files on their first build, and the first run of
+            # the image reads it from disk.
+            measure["pbft-ci"]()
+            measure["plain"]()
+            names = list(REAL_PROJECT_COMMANDS)
+            for round_ in range(rounds):
+                for name in names if round_ % 2 == 0 else reversed(names):
+                    samples[name].append(measure[name]())
+    return {
+        "scenario": "real-project",
+        "project": f"{PROJECT}=={VERSION}",
+        "image": IMAGE,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(value, 2) for value in load_average],
+        "results": {name: summarize(values) for name, values in samples.items()},
+    }
+
+
+@contextmanager
+def running_network(config_path: Path, config, root: Path):
+    """./startNetwork.sh and ./scripts/startClient.sh on `config_path`; yields the client's URL."""
+    from tests.test_end_to_end import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
+
+    started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
+    if started.returncode != 0:
+        # Nothing of ours runs: startNetwork.sh stops what it started when it fails.
+        raise SystemExit(f"real-project: could not start the network:\n{describe(started)}")
+    try:
+        with client(config, root / "client.out", str(config_path)) as base_url:
+            yield base_url
+    finally:
+        stopped = run_script("./stopNetwork.sh")
+        remove_builds_under(root)
+        if stopped.returncode != 0:
+            print(describe(stopped), file=sys.stderr)
+
+
+def timed_webhook(base_url: str, config) -> float:
+    """Seconds from the README's webhook call for master to its verdict, which must be success."""
+    from tests.real_project import every_node_log
+    from tests.test_end_to_end import check_certificate, http_json
+
+    started_s = time.perf_counter()
+    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": "master"})
+    elapsed_s = time.perf_counter() - started_s
+    if code != 200 or (verdict.get("status"), verdict.get("exit_code")) != ("success", 0):
+        raise SystemExit(f"real-project: master did not pass through pbft-ci: {code} {verdict}")
+    # After the clock stopped: f+1 signatures, and every node done, so that the
+    # nodes still building do not slow down the next command measured.
+    check_certificate(base_url, config, verdict)
+    every_node_log(base_url, config, verdict)
+    return elapsed_s
+
+
+def timed_plain_runs(repository: Path, config, root: Path, count: int) -> float:
+    """Seconds until `count` plain `git clone && docker run` builds started at once have all passed."""
+    from tests.real_project import plain_build_command
+
+    def one(index: int) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(dir=root, prefix=f"plain-{index}-") as scratch:
+            clone = Path(scratch) / "clone"
+            subprocess.run(["git", "clone", "--quiet", "--branch", "master", str(repository), str(clone)],
+                           check=True, capture_output=True)
+            return subprocess.run(plain_build_command(clone, config.build), check=False,
+                                  capture_output=True, text=True)
+
+    started_s = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(one, range(count)))
+    elapsed_s = time.perf_counter() - started_s
+    for result in results:
+        if result.returncode != 0:
+            raise SystemExit(f"real-project: a plain run exited {result.returncode}:\n{result.stdout[-2000:]}"
+                             f"{result.stderr[-2000:]}")
+    return elapsed_s
+
+
+def real_project_table(report: dict) -> str:
+    load = ", ".join(f"{value:.1f}" for value in report["load_average_at_start"])
+    rows = [
+        f"real-project: {report['project']} in {report['image']}, {report['rounds']} rounds, "
+        f"{report['cpus']} CPUs, load average at start {load}",
+        "",
+        "| command | median s | min s | max s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, label in REAL_PROJECT_COMMANDS.items():
+        result = report["results"][name]
+        rows.append(f"| {name}: {label} | {result['median']:.2f} | {result['min']:.2f} | {result['max']:.2f} |")
+    results = report["results"]
+    rows += [
+        "",
+        f"pbft-ci takes {results['pbft-ci']['median'] / results['plain x4']['median']:.2f}x four plain runs at once "
+        f"and {results['pbft-ci']['median'] / results['plain']['median']:.2f}x one (ratios of medians).",
+    ]
+    return "\n".join(rows)
+
+
+SCENARIOS = {"durable": (durable, durable_table), "real-project": (real_project, real_project_table)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run; its numbers are noisy")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--saves", type=int, default=1000, help="durable: saves per round and mode (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="durable: rounds per mode (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (durable) or per command (real-project) (default: %(default)s)")
     parser.add_argument("--dir", default=str(REPO_ROOT / "data"),
                         help="durable: where the scratch databases go (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 from node.buildspec import SPEC_FILE, parse_build_spec
+from node.identity import HOME_DIR
+from node.sandbox import memory_budget
+from pbft.config import BuildConfig, NetworkConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +69,12 @@ SANDBOX_COMMANDS = [
 
 # Fixed author, committer and dates, and no user configuration (signing,
 # hooks, templates), so the commits are the same on every machine.
+# A build log's last line (README: Build output).
+STATUS_LINE = re.compile(r"^== status (\w+) exit_code (\S+)", re.MULTILINE)
+# Four nodes run the suite at once on a shared machine: the slowest may end
+# this long after the verdict, which needs only f+1 of them.
+ALL_LOGS_TIMEOUT_S = 180
+
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "pbft-ci real project",
     "GIT_AUTHOR_EMAIL": "real-project@pbft-ci.invalid",
@@ -181,25 +194,51 @@ def _git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def plain_build_command(clone: Path, limits: dict[str, int | float] | None = None) -> list[str]:
+def plain_build_command(clone: Path, limits: BuildConfig) -> list[str]:
     """`docker run` of the clone's own spec without pbft-ci, with the sandbox's main limits.
 
     The clone is mounted read-only and copied onto a tmpfs /workspace first,
-    as a node uploads the checked-out tree onto one: the build user (uid 1000)
-    may then write there, and the root file system stays read-only.
+    as a node uploads the checked-out tree onto one: the build user may then
+    write there, and the root file system stays read-only.
     """
-    limits = {"memory_mb": 1664, "cpus": 1.0, "pids_limit": 128, "tmp_mb": 64, "home_mb": 256, "workspace_mb": 1024,
-              **(limits or {})}
     spec = parse_build_spec((clone / SPEC_FILE).read_bytes())
+    memory_mb = memory_budget(limits, with_workspace=True).total_mb
+    uid, _, gid = limits.user.partition(":")
+    owner = f"uid={uid},gid={gid or uid}"
     return [
-        "docker", "run", "--rm", "--network", "none", "--user", "1000:1000", "--read-only",
+        "docker", "run", "--rm", "--network", "none", "--user", limits.user, "--read-only",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--memory", f"{limits['memory_mb']}m", "--memory-swap", f"{limits['memory_mb']}m",
-        "--cpus", str(limits["cpus"]), "--pids-limit", str(limits["pids_limit"]),
-        "--tmpfs", f"/tmp:rw,exec,nosuid,nodev,size={limits['tmp_mb']}m",
-        "--tmpfs", f"/home/build:rw,exec,nosuid,nodev,size={limits['home_mb']}m,uid=1000,gid=1000,mode=0700",
-        "--tmpfs", f"/workspace:rw,exec,nosuid,nodev,size={limits['workspace_mb']}m,uid=1000,gid=1000,mode=0755",
-        "--env", "HOME=/home/build", "--workdir", "/workspace",
+        "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
+        "--cpus", str(limits.cpus), "--pids-limit", str(limits.pids_limit),
+        "--tmpfs", f"/tmp:rw,exec,nosuid,nodev,size={limits.tmp_mb}m",
+        "--tmpfs", f"{HOME_DIR}:rw,exec,nosuid,nodev,size={limits.home_mb}m,{owner},mode=0700",
+        "--tmpfs", f"/workspace:rw,exec,nosuid,nodev,size={limits.workspace_mb}m,{owner},mode=0755",
+        "--env", f"HOME={HOME_DIR}", "--workdir", "/workspace",
         "--mount", f"type=bind,source={clone},target=/src,readonly",
-        spec.image or IMAGE, "/bin/sh", "-e", "-c", "cp -R /src/. /workspace\n" + spec.script(),
+        spec.image or limits.image, "/bin/sh", "-e", "-c", "cp -R /src/. /workspace\n" + spec.script(),
     ]
+
+
+def every_node_log(base_url: str, config: NetworkConfig, verdict: dict) -> dict[int, str]:
+    """Every node's output for the verdict's build, read through the client (README: Build
+    output), once each has its status line: up to f nodes may still be building when the
+    verdict comes."""
+    logs: dict[int, str] = {}
+    deadline = time.monotonic() + ALL_LOGS_TIMEOUT_S
+    for node in config.nodes:
+        url = f"{base_url}/builds/{verdict['build_id']}/log?node={node.id}"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    text = response.read().decode(errors="replace")
+            except urllib.error.HTTPError as error:
+                if error.code != 404:  # 404: the node has not started the build yet
+                    raise
+                text = ""
+            if STATUS_LINE.search(text):
+                logs[node.id] = text
+                break
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"node {node.id} has no status line for {verdict}:\n{text[-2000:]}")
+            time.sleep(0.5)
+    return logs

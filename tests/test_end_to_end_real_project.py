@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pbft.config import NetworkConfig, load_config
+from pbft.config import load_config
 from tests.network import write_network
 from tests.real_project import (
     BROKEN_BRANCH,
@@ -29,7 +26,9 @@ from tests.real_project import (
     PROJECT,
     SANDBOX_BRANCH,
     SANDBOX_MARKERS,
+    STATUS_LINE,
     ProjectUnavailable,
+    every_node_log,
     fetch_sdist,
     image_present,
     make_project_repo,
@@ -43,12 +42,8 @@ from tests.test_end_to_end import (
 
 pytestmark = [*E2E_MARKS, pytest.mark.slow]
 
-# Four nodes run the suite at once on a shared machine: allow the slowest node
-# this long after the verdict to finish its log.
-ALL_LOGS_TIMEOUT_S = 180
 PYTEST_PASSED = re.compile(r"^\d+ passed\b.* in [\d.]+s", re.MULTILINE)
 PYTEST_FAILED = re.compile(r"^1 failed, \d+ passed\b", re.MULTILINE)
-STATUS_LINE = re.compile(r"^== status (\w+) exit_code (\S+)", re.MULTILINE)
 
 
 @pytest.fixture
@@ -57,29 +52,6 @@ def scratch(tmp_path) -> Path:
     so it is torn down after it: the nodes are stopped before their data goes."""
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
-
-
-def node_logs(base_url: str, config: NetworkConfig, verdict: dict) -> dict[int, str]:
-    """Every node's output for the verdict's build, through the client (README: Build output),
-    once each has its status line: up to f nodes may still be building when the verdict comes."""
-    logs: dict[int, str] = {}
-    deadline = time.monotonic() + ALL_LOGS_TIMEOUT_S
-    for node in config.nodes:
-        url = f"{base_url}/builds/{verdict['build_id']}/log?node={node.id}"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    text = response.read().decode(errors="replace")
-            except urllib.error.HTTPError as error:
-                if error.code != 404:  # 404: the node has not started the build yet
-                    raise
-                text = ""
-            if STATUS_LINE.search(text):
-                logs[node.id] = text
-                break
-            assert time.monotonic() < deadline, f"node {node.id} has no status line for {verdict}:\n{text[-2000:]}"
-            time.sleep(0.5)
-    return logs
 
 
 def test_a_real_project_from_its_sdist_passes_fails_and_uses_the_sandbox(scratch, network):
@@ -99,7 +71,7 @@ def test_a_real_project_from_its_sdist_passes_fails_and_uses_the_sandbox(scratch
         # webhook() checks that f+1 distinct nodes signed each verdict (its certificate).
         master = webhook(base_url, config, "master")
         assert (master["status"], master["exit_code"], master["commit"]) == ("success", 0, commits["master"]), master
-        for node_id, text in node_logs(base_url, config, master).items():
+        for node_id, text in every_node_log(base_url, config, master).items():
             assert PYTEST_PASSED.search(text), f"node {node_id} shows no pytest summary:\n{text[-2000:]}"
             assert STATUS_LINE.search(text)[1] == "success", f"node {node_id}:\n{text[-2000:]}"
 
@@ -107,7 +79,7 @@ def test_a_real_project_from_its_sdist_passes_fails_and_uses_the_sandbox(scratch
         assert (broken["status"], broken["exit_code"], broken["commit"]) == (
             "failure", 1, commits[BROKEN_BRANCH]
         ), broken
-        for node_id, text in node_logs(base_url, config, broken).items():
+        for node_id, text in every_node_log(base_url, config, broken).items():
             assert PYTEST_FAILED.search(text), f"node {node_id}:\n{text[-2000:]}"
             assert "test_null_take" in text, f"node {node_id}:\n{text[-2000:]}"
 
@@ -115,6 +87,6 @@ def test_a_real_project_from_its_sdist_passes_fails_and_uses_the_sandbox(scratch
         assert (sandbox["status"], sandbox["exit_code"], sandbox["commit"]) == (
             "success", 0, commits[SANDBOX_BRANCH]
         ), sandbox
-        for node_id, text in node_logs(base_url, config, sandbox).items():
+        for node_id, text in every_node_log(base_url, config, sandbox).items():
             for marker in SANDBOX_MARKERS:
                 assert re.search(rf"^{re.escape(marker)}$", text, re.MULTILINE), f"node {node_id}: {marker!r}:\n{text}"

@@ -133,10 +133,13 @@ else
 fi
 
 # --- The Debian image real Python projects build in (tests/real_project.py).
-# debootstrap needs root; without it, say what to run and go on, since the
-# example network does not need this image.
+# Only for the tests (scripts/test.sh sets PBFT_CI_TEST_IMAGES=1): the example
+# network does not need it, and debootstrap takes minutes. It needs root;
+# without it, say what to run and go on.
 debian_image=pbft-ci/debian-python:bookworm
-if docker image inspect "$debian_image" >/dev/null 2>&1; then
+if [[ "${PBFT_CI_TEST_IMAGES:-0}" != 1 ]]; then
+    :
+elif docker image inspect "$debian_image" >/dev/null 2>&1; then
     say "build image $debian_image present"
 elif [[ "$(id -u)" -eq 0 ]]; then
     say "building $debian_image with debootstrap (once; a few minutes)"

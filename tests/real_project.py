@@ -67,14 +67,14 @@ SANDBOX_COMMANDS = [
     "/tmp/hello.sh",
 ]
 
-# Fixed author, committer and dates, and no user configuration (signing,
-# hooks, templates), so the commits are the same on every machine.
 # A build log's last line (README: Build output).
 STATUS_LINE = re.compile(r"^== status (\w+) exit_code (\S+)", re.MULTILINE)
 # Four nodes run the suite at once on a shared machine: the slowest may end
 # this long after the verdict, which needs only f+1 of them.
 ALL_LOGS_TIMEOUT_S = 180
 
+# Fixed author, committer and dates, and no user configuration (signing,
+# hooks, templates), so the commits are the same on every machine.
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "pbft-ci real project",
     "GIT_AUTHOR_EMAIL": "real-project@pbft-ci.invalid",

@@ -1,0 +1,114 @@
+"""End to end: a user reads every node's output of a running and of a finished build
+through the client alone (GET /builds/{id}/log?node=N, plain and followed live).
+
+The README's commands start the network and the client; the one repository is
+a git repository of the test's own whose build prints a line, sleeps, and
+prints another, so that there is a moment when the build is known to run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+
+import yaml
+
+from pbft.config import load_config
+from tests.test_end_to_end import (
+    E2E_MARKS,
+    client,
+    http_json,
+    network,  # noqa: F401 (a fixture: pytest passes it by name)
+    webhook,
+)
+from tests.test_end_to_end_faults import example_copy
+
+pytestmark = E2E_MARKS
+
+SLOW_SPEC = "commands:\n  - echo build started\n  - sleep 4\n  - echo build finished\n"
+
+
+def slow_repository(path) -> None:
+    path.mkdir()
+    (path / ".pbft-ci.yml").write_text(SLOW_SPEC)
+    for command in (["init", "-q", "-b", "master"], ["add", "."],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "slow build"]):
+        subprocess.run(["git", "-C", str(path), *command], check=True)
+
+
+def followed_events(url: str):
+    """(event, data) pairs of a server-sent event stream, as they arrive."""
+    request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event, data = "message", []
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") or line == "data:":
+                data.append(line[len("data: "):])
+            elif not line:
+                if data or event != "message":
+                    yield event, "\n".join(data)
+                event, data = "message", []
+
+
+def test_a_user_follows_a_running_build_and_reads_every_nodes_finished_log(network, tmp_path):
+    slow_repository(tmp_path / "slow")
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"] = [{"name": "slow", "url": str(tmp_path / "slow")}]
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path))
+    config = load_config(config_path)
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        verdicts = []
+        sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "master")))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while True:
+            code, answer = http_json("GET", f"{base_url}/builds?limit=1")
+            if code == 200 and answer["builds"]:
+                break
+            assert time.monotonic() < deadline, (code, answer)
+            time.sleep(0.1)
+        build_id = answer["builds"][0]["build_id"]
+
+        # Followed live from node 1: the first line arrives while the webhook still waits.
+        events = followed_events(f"{base_url}/builds/{build_id}/log?node=1&follow=1")
+        assert next(events) == ("node", "1")
+        output, seen_running = "", False
+        for event, text in events:
+            assert event in ("output", "end"), (event, text)
+            if event == "end":
+                break
+            output += text + "\n"
+            if "build started" in output and "build finished" not in output:
+                seen_running = sender.is_alive()  # no verdict yet: the build had not ended
+        assert seen_running, f"the first line was not readable while the build ran: {output}"
+        assert output.index("build started") < output.index("build finished"), output
+        assert "== status success exit_code 0" in output, output
+
+        sender.join(timeout=120)
+        assert verdicts and verdicts[0]["status"] == "success", verdicts
+        assert verdicts[0]["logs"] == {str(n.id): f"/builds/{build_id}/log?node={n.id}" for n in config.nodes}
+        # Every node's log, each on its own: the ones still building are waited for.
+        for node in config.nodes:
+            deadline = time.monotonic() + 60
+            while True:
+                with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node.id}", timeout=10) as response:
+                    assert response.headers["X-Pbft-Node"] == str(node.id)
+                    text = response.read().decode()
+                if "== status " in text:
+                    break
+                assert time.monotonic() < deadline, text
+                time.sleep(0.2)
+            assert f"node {node.id} repo 'slow' branch 'master'" in text.splitlines()[0], text
+            assert "build started\nbuild finished\n" in text, text
+            assert text.splitlines()[-1].startswith("== status success exit_code 0"), text
+        code, record = http_json("GET", f"{base_url}/builds/{build_id}")
+        assert code == 200 and json.dumps(record["logs"]) == json.dumps(verdicts[0]["logs"]), record

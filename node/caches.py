@@ -137,6 +137,15 @@ class CacheStore:
         line(f"cache restore miss key {key[:12]}: no usable cache of {repository!r} on this node")
         return None
 
+    def sweep(self) -> None:
+        """Delete what builds of a killed earlier process left: restore links and half-copied tars."""
+        if self._restores.is_dir():
+            for link in self._restores.iterdir():
+                link.unlink(missing_ok=True)
+        if self._root.is_dir():
+            for leftover in self._root.glob("*/.incoming-*"):
+                leftover.unlink(missing_ok=True)
+
     def release(self, build_id: str) -> None:
         (self._restores / f"{build_id}.tar").unlink(missing_ok=True)
 

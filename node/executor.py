@@ -113,15 +113,20 @@ class Executor:
         return self._running
 
     def sweep_leftovers(self) -> int:
-        """Remove containers and workspace volumes a killed earlier process of this node left.
+        """Remove containers, workspace and cache volumes a killed earlier process of this node left.
 
         A node killed with `kill -9` cannot remove its builds; they would run
         on to their deadline and keep their workspaces. They carry this node's
         data directory as a label, which no other node or network shares.
-        Returns how many were removed.
+        Its half-copied caches and restore links go too. Returns how many
+        containers and volumes were removed.
         """
         label = {"label": f"pbft-ci.data={self._data_dir}"}
         removed = 0
+        try:
+            self._caches.sweep()
+        except OSError:
+            log.warning("could not sweep leftover cache files of node %s", self._node_id, exc_info=True)
         try:
             for container in self._client().containers.list(all=True, filters=label):
                 container.remove(force=True)

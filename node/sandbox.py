@@ -58,7 +58,7 @@ class ContainerOutcome:
     truncated: bool
     oom_killed: bool = False
     # For a build with caches that exited 0: whether its cache tar was copied
-    # to CacheMounts.save_to, and if not, why (a deterministic text).
+    # to CacheMounts.save_to, and if not, why (a line for the build log).
     cache_copied: bool = False
     cache_problem: str = ""
 
@@ -357,7 +357,10 @@ def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
                 while chunk := source.read(1024 * 1024):
                     target.write(chunk)
         return True, ""
-    except (tarfile.TarError, _TooLarge, requests.exceptions.RequestException, OSError) as exc:
+    except _TooLarge:
+        cache.save_to.unlink(missing_ok=True)
+        return False, f"larger than {cache.size_mb} MB"
+    except (tarfile.TarError, requests.exceptions.RequestException, OSError) as exc:
         cache.save_to.unlink(missing_ok=True)
         return False, f"could not be copied ({type(exc).__name__})"
     finally:
@@ -366,7 +369,7 @@ def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
 
 
 class _TooLarge(Exception):
-    pass
+    """The daemon sent more than the cache limit allows (plus the wrapping tar's headers)."""
 
 
 class _ChunkReader:

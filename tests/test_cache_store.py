@@ -169,3 +169,16 @@ def test_restore_prefers_the_exact_key_then_the_newest_and_drops_a_changed_file(
     assert not (tmp_path / "caches" / "example" / f"{'b' * 64}.tar").exists()
     store.release("build1")
     assert not hit.tar.exists()
+
+
+def test_a_restarted_node_sweeps_restore_links_and_half_copied_caches(tmp_path):
+    store = CacheStore(tmp_path, keep=3, max_bytes=MIB)
+    store_cache(store, tmp_path, "a" * 64)
+    store.restore("example", "a" * 64, ROOTS, "killed-build", tmp_path / "ws", lambda line: None)
+    half = store.incoming_path("example", "killed-build")
+    half.write_bytes(b"half a tar")
+
+    store.sweep()
+
+    assert list((tmp_path / "cache-restores").iterdir()) == []
+    assert sorted(path.suffix for path in (tmp_path / "caches" / "example").iterdir()) == [".sha256", ".tar"]

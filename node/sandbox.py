@@ -70,12 +70,13 @@ class CacheMounts:
     `restore_tar` (a file on this host, or None) is bind-mounted read-only at
     RESTORE_TAR; the build writes its new cache to OUT_TAR on a tmpfs of
     `size_mb`; after a build that exited 0 the node copies that tar, at most
-    `size_mb`, to `save_to` and nowhere else.
+    `size_mb`, to `save_to` and nowhere else. Without `save_to` (the cache
+    is kept as it is) nothing is copied.
     """
 
     restore_tar: Path | None
     size_mb: int
-    save_to: Path
+    save_to: Path | None
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def run_container(
             holder.reload()
             if holder.status != "running":
                 raise SandboxError("docker error: workspace lost before the build started")
-            if cache is None:
+            if cache is None or cache.save_to is None:
                 _remove(holder)
                 holder = None
         exit_code = _wait(container, timeout_s)
@@ -235,7 +236,7 @@ def run_container(
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         copied, problem = False, ""
-        if cache is not None and exit_code == 0:
+        if cache is not None and cache.save_to is not None and exit_code == 0:
             copied, problem = _copy_cache_out(holder, cache)
         return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:

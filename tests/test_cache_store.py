@@ -151,24 +151,24 @@ def test_restore_prefers_the_exact_key_then_the_newest_and_drops_a_changed_file(
     os.utime(tmp_path / "caches" / "example" / f"{'a' * 64}.tar", ns=(0, 0))
     lines = []
 
-    hit = store.restore("example", "a" * 64, ROOTS, "build1", tmp_path / "ws", lines.append)
-    fallback = store.restore("example", "c" * 64, ROOTS, "build2", tmp_path / "ws", lines.append)
+    fallback = store.restore("example", "c" * 64, ROOTS, "build1", tmp_path / "ws", lines.append)
+    hit = store.restore("example", "a" * 64, ROOTS, "build2", tmp_path / "ws", lines.append)
     with open(tmp_path / "caches" / "example" / f"{'b' * 64}.tar", "r+b") as file:
         file.seek(600)
         file.write(b"tampered")
     dropped = store.restore("example", "b" * 64, ROOTS, "build3", tmp_path / "ws", lines.append)
 
-    assert hit.paths == ("/home/build/.cache/x",) and hit.tar.name == "build1.tar"
-    assert fallback is not None and fallback.tar.name == "build2.tar"
-    assert lines[0].startswith(f"cache restore hit key {'a' * 12} (")
-    assert lines[1].startswith(f"cache restore miss key {'c' * 12}, fallback to key {'b' * 12}, the newest of 'example'")
+    assert (fallback.tar.name, fallback.exact) == ("build1.tar", False)
+    assert (hit.tar.name, hit.exact, hit.paths) == ("build2.tar", True, ("/home/build/.cache/x",))
+    assert lines[0].startswith(f"cache restore miss key {'c' * 12}, fallback to key {'b' * 12}, the newest of 'example'")
+    assert lines[1].startswith(f"cache restore hit key {'a' * 12} (")
     assert lines[2] == f"cache dropped key {'b' * 12}: checksum mismatch (changed on disk)"
-    # The next candidate, the older cache, is restored instead.
+    # The next candidate is restored instead; the hit made it the newest.
     assert lines[3].startswith(f"cache restore miss key {'b' * 12}, fallback to key {'a' * 12}")
     assert dropped is not None
     assert not (tmp_path / "caches" / "example" / f"{'b' * 64}.tar").exists()
     store.release("build1")
-    assert not hit.tar.exists()
+    assert not fallback.tar.exists()
 
 
 def test_a_restarted_node_sweeps_restore_links_and_half_copied_caches(tmp_path):

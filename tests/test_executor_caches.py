@@ -79,8 +79,11 @@ async def test_a_first_build_saves_and_the_next_commit_restores(make_executor, g
     text = log_text(second)
     assert second.status == "success", text
     assert "restored: home-one tox-one" in text
-    assert cache_lines(second)[0] == lines[1].replace("saved", "restore hit").split(";")[0]
-    assert cache_lines(second)[1].startswith("== cache saved key")
+    key = lines[1].split()[4]
+    assert cache_lines(second)[0].startswith(f"== cache restore hit key {key} (")
+    # Restored for its own key, the cache is kept as it is rather than saved again.
+    assert cache_lines(second)[1] == f"== cache not saved: key {key} was restored and is kept as it is"
+    assert "/pbft-cache/out/cache.tar" not in text
 
 
 async def test_another_repository_never_sees_the_cache(make_executor, git_repo, build_ids, tmp_path):
@@ -218,7 +221,7 @@ async def test_a_build_with_caches_keeps_its_exit_code_and_deadline(make_executo
     git_repo.commit("master", cached_project("one", extra=["exit 3"]))
     assert (await build(executor, git_repo, build_ids)).agreed()["exit_code"] == 3
 
-    git_repo.commit("master", cached_project("two", extra=["sleep 30"]))
+    git_repo.commit("master", cached_project("two", requirements="a==2\n", extra=["sleep 30"]))
     result = await build(executor, git_repo, build_ids)
 
     assert (result.status, result.reason) == ("timeout", "build exceeded 2 s")

@@ -6,6 +6,7 @@ through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
     == pbft-ci build <id> node <n> repo '<name>' branch '<branch>'
     == commit <sha>                      once resolved
     == settings ...                      what the sandbox runs with
+    == cache restore ...                 for a build with caches: what it got
     <the build's output, capped>
     == output truncated at <cap> bytes   if it was
     == <notes>                           e.g. killed: out of memory
@@ -60,6 +61,14 @@ class BuildLog:
             self._settings_written = True
         for line in lines:
             self._line(f"settings {line}")
+
+    def node_line(self, text: str) -> None:
+        """A line of the node's written at once (e.g. a cache restored); only before the output starts.
+
+        Later lines of the node go through `note`, which waits for the output
+        to end so that a line never lands in the middle of one of the build's.
+        """
+        self._line(text)
 
     def write(self, chunk: bytes) -> None:
         """Build output, kept up to the cap; whatever comes later is dropped."""

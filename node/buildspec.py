@@ -5,18 +5,53 @@
       - sh test.sh
     timeout_s: 60                   # optional, capped by the node's limit
     user: root                      # optional; refused unless the network allows root builds
+    cache:                          # optional: directories restored before and saved after a build
+      paths: [~/.cache/pip, .tox]   # under HOME (~/...) or relative to /workspace
+      key_files: [requirements.txt] # optional: the cache key covers these files' contents
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
 """
 
+import re
 from dataclasses import dataclass
 
 import yaml
 
+from node.identity import HOME_DIR
+
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
-_KEYS = ("image", "commands", "timeout_s", "user")
+WORKSPACE_DIR = "/workspace"
+MAX_CACHE_PATHS = 16
+MAX_KEY_FILES = 16
+_KEYS = ("image", "commands", "timeout_s", "user", "cache")
+_CACHE_KEYS = ("paths", "key_files")
+# Cache paths end up in a shell script and in tar member names; a plain
+# character set keeps both free of quoting, globbing and encoding surprises.
+_PATH_PART = re.compile(r"[A-Za-z0-9._+@-]+")
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Directories a repository keeps between its builds on one node.
+
+    `paths` are normalized as written ("~/.cache/pip", ".tox"); `key_files`
+    are paths relative to /workspace.
+    """
+
+    paths: tuple[str, ...]
+    key_files: tuple[str, ...] = ()
+
+    def container_paths(self) -> tuple[str, ...]:
+        """The paths as the build container sees them, absolute."""
+        return tuple(_container_path(path) for path in self.paths)
+
+
+def _container_path(path: str) -> str:
+    if path.startswith("~/"):
+        return f"{HOME_DIR}/{path[2:]}"
+    return f"{WORKSPACE_DIR}/{path}"
 
 
 @dataclass(frozen=True)
@@ -25,6 +60,7 @@ class BuildSpec:
     commands: tuple[str, ...]
     timeout_s: float | None
     user: str | None = None  # "root" or None (the node's build user)
+    cache: CacheSpec | None = None
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -66,6 +102,10 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         # The node picks the unprivileged build user; a spec can only ask to
         # leave it for root, which the executor then allows or refuses.
         errors.append("user: must be 'root' when given")
+    cache = None
+    if document.get("cache") is not None:
+        cache, cache_errors = _parse_cache(document["cache"])
+        errors += cache_errors
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return BuildSpec(
@@ -73,4 +113,83 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         commands=tuple(commands),
         timeout_s=None if timeout_s is None else float(timeout_s),
         user=user,
+        cache=cache,
     )
+
+
+def _parse_cache(section) -> tuple[CacheSpec | None, list[str]]:
+    if not isinstance(section, dict):
+        return None, ["cache: must be a mapping with a 'paths' list"]
+    errors = [f"cache: unknown key {key!r}" for key in section if key not in _CACHE_KEYS]
+    paths = section.get("paths")
+    normalized_paths: list[str] = []
+    if not isinstance(paths, list) or not paths:
+        errors.append("cache.paths: must be a non-empty list of strings")
+    elif len(paths) > MAX_CACHE_PATHS:
+        errors.append(f"cache.paths: at most {MAX_CACHE_PATHS} paths")
+    else:
+        for index, path in enumerate(paths):
+            try:
+                normalized = _cache_path(path)
+                _check_no_overlap(normalized, normalized_paths)
+            except ValueError as exc:
+                errors.append(f"cache.paths[{index}]: {exc}")
+                normalized = None
+            normalized_paths.append(normalized)
+    key_files = section.get("key_files", [])
+    normalized_key_files: list[str] = []
+    if not isinstance(key_files, list):
+        errors.append("cache.key_files: must be a list of strings")
+    elif len(key_files) > MAX_KEY_FILES:
+        errors.append(f"cache.key_files: at most {MAX_KEY_FILES} files")
+    else:
+        for index, key_file in enumerate(key_files):
+            try:
+                normalized_key_files.append(_key_file(key_file))
+            except ValueError as exc:
+                errors.append(f"cache.key_files[{index}]: {exc}")
+    if errors:
+        return None, errors
+    return CacheSpec(paths=tuple(normalized_paths), key_files=tuple(normalized_key_files)), []
+
+
+def _cache_path(path) -> str:
+    """'~/…' or a workspace path, normalized: no '.', empty or trailing parts."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("must be a non-empty string")
+    if path.startswith("/"):
+        raise ValueError("must be '~/…' or relative to /workspace, not absolute")
+    under_home = path == "~" or path.startswith("~/")
+    if path.startswith("~") and not under_home:
+        raise ValueError("only '~/' may start a path")
+    parts = _parts(path[1:] if under_home else path)
+    if not parts:
+        raise ValueError("must name a directory below ~ or /workspace, not all of it")
+    return ("~/" if under_home else "") + "/".join(parts)
+
+
+def _key_file(path) -> str:
+    if not isinstance(path, str) or not path:
+        raise ValueError("must be a non-empty string")
+    if path.startswith(("/", "~")):
+        raise ValueError("must be relative to /workspace")
+    parts = _parts(path)
+    if not parts:
+        raise ValueError("must name a file")
+    return "/".join(parts)
+
+
+def _parts(path: str) -> list[str]:
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError("'..' is not allowed")
+    if not all(_PATH_PART.fullmatch(part) for part in parts):
+        raise ValueError("may hold only letters, digits and . _ - + @ between slashes")
+    return parts
+
+
+def _check_no_overlap(path: str, earlier: list[str | None]) -> None:
+    """Nested paths would be saved twice and restored in an order that matters."""
+    for index, other in enumerate(earlier):
+        if other is not None and (path == other or path.startswith(other + "/") or other.startswith(path + "/")):
+            raise ValueError(f"overlaps paths[{index}]")

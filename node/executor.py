@@ -23,10 +23,19 @@ import docker
 import docker.errors
 
 from node.buildlog import BuildLog
-from node.buildspec import SPEC_FILE, parse_build_spec
+from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
+from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.gitmirror import GitError, GitMirrors, export
 from node.identity import HOME_DIR
-from node.sandbox import ROOT_USER, SandboxError, build_image, memory_budget, run_container
+from node.sandbox import (
+    ROOT_USER,
+    CacheMounts,
+    SandboxError,
+    build_image,
+    check_image,
+    memory_budget,
+    run_container,
+)
 from pbft.config import BuildConfig
 from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
@@ -48,6 +57,16 @@ class BuildResult(Result):
     """
 
     log_path: str = ""
+
+
+@dataclass(frozen=True)
+class _CacheRun:
+    """What a build with caches needs after its container: where to save what, under which key."""
+
+    key: str
+    roots: tuple[str, ...]  # the spec's cache paths inside the container
+    mounts: CacheMounts
+    script: str
 
 
 class _BuildError(Exception):
@@ -79,6 +98,7 @@ class Executor:
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         # The passwd and group files generated per image (node/identity.py).
         self._identity_dir = self._data_dir / "etc"
+        self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._docker = docker_client
         self._owns_docker = docker_client is None
         self._docker_guard = threading.Lock()
@@ -93,15 +113,20 @@ class Executor:
         return self._running
 
     def sweep_leftovers(self) -> int:
-        """Remove containers and workspace volumes a killed earlier process of this node left.
+        """Remove containers, workspace and cache volumes a killed earlier process of this node left.
 
         A node killed with `kill -9` cannot remove its builds; they would run
         on to their deadline and keep their workspaces. They carry this node's
         data directory as a label, which no other node or network shares.
-        Returns how many were removed.
+        Its half-copied caches and restore links go too. Returns how many
+        containers and volumes were removed.
         """
         label = {"label": f"pbft-ci.data={self._data_dir}"}
         removed = 0
+        try:
+            self._caches.sweep()
+        except OSError:
+            log.warning("could not sweep leftover cache files of node %s", self._node_id, exc_info=True)
         try:
             for container in self._client().containers.list(all=True, filters=label):
                 container.remove(force=True)
@@ -249,14 +274,31 @@ class Executor:
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             user = ROOT_USER if spec.user == "root" else limits.user
-            output.settings(_spec_settings(limits, image, user, timeout_s, spec.timeout_s))
-            budget = memory_budget(limits, with_workspace=True)
-            outcome = run_container(
-                self._client(), image=image,
-                command=["/bin/sh", "-e", "-c", spec.script()],
-                workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
-                identity_dir=self._identity_dir, user=user, on_output=output.write,
-            )
+            output.settings(_spec_settings(limits, image, user, timeout_s, spec))
+            caching = spec.cache is not None and limits.cache_mb > 0
+            budget = memory_budget(limits, with_workspace=True, with_cache=caching)
+            command = ["/bin/sh", "-e", "-c", spec.script()]
+            cache_run = None
+            if caching:
+                # The key names the image id, so the build must run that id
+                # even if the tag moves meanwhile.
+                image = check_image(self._client(), image)
+                cache_run = self._prepare_cache(name, image, spec.cache, workspace, build_id, output)
+                command = ["/bin/sh", "-e", "-c", cache_run.script, "pbft-ci-cache", spec.script()]
+            try:
+                outcome = run_container(
+                    self._client(), image=image, command=command,
+                    workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
+                    identity_dir=self._identity_dir, user=user, on_output=output.write,
+                    cache=cache_run.mounts if cache_run else None,
+                )
+                if cache_run is not None:
+                    self._save_cache(name, cache_run, outcome, output)
+            finally:
+                if cache_run is not None:
+                    self._caches.release(build_id)
+                    if cache_run.mounts.save_to is not None:
+                        cache_run.mounts.save_to.unlink(missing_ok=True)
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
@@ -281,6 +323,46 @@ class Executor:
         status = "success" if outcome.exit_code == 0 else "failure"
         return BuildResult(status, outcome.exit_code, commit)
 
+    def _prepare_cache(
+        self, name: str, image_id: str, cache: CacheSpec, workspace: Path, build_id: str, output: BuildLog
+    ) -> _CacheRun:
+        roots = cache.container_paths()
+        key = cache_key(name, image_id, cache, workspace)
+        try:
+            restore = self._caches.restore(name, key, roots, build_id, workspace, output.node_line)
+        except OSError as exc:
+            # The node's own disk, not the build: go on without a cache.
+            log.warning("cache restore failed for build %s", build_id, exc_info=True)
+            output.node_line(f"cache restore failed on this node ({type(exc).__name__}); none restored")
+            restore = None
+        # Like GitHub Actions, a cache restored for its own key is kept as it
+        # is: its key files have not changed, and saving it again would cost
+        # every warm build what the cold one paid to save (about 2 s for
+        # 20,000 files; `scripts/bench.py caches`).
+        keep_as_is = restore is not None and restore.exact
+        mounts = CacheMounts(
+            restore_tar=restore.tar if restore else None,
+            size_mb=self._limits.cache_mb,
+            save_to=None if keep_as_is else self._caches.incoming_path(name, build_id),
+        )
+        script = wrapper_script(restore.paths if restore else (), () if keep_as_is else roots, self._limits.cache_mb)
+        return _CacheRun(key, roots, mounts, script)
+
+    def _save_cache(self, name: str, cache_run: _CacheRun, outcome, output: BuildLog) -> None:
+        """Store the cache a successful build left; a cache that cannot be kept never changes the verdict."""
+        if cache_run.mounts.save_to is None:
+            output.note(f"cache not saved: key {cache_run.key[:12]} was restored and is kept as it is")
+        elif outcome.exit_code != 0:
+            output.note("cache not saved: the build did not succeed")
+        elif not outcome.cache_copied:
+            output.note(f"cache not saved: {outcome.cache_problem}")
+        else:
+            try:
+                output.note(self._caches.save(name, cache_run.key, cache_run.mounts.save_to, cache_run.roots))
+            except OSError as exc:
+                log.warning("cache save failed for repository %r", name, exc_info=True)
+                output.note(f"cache not saved: could not store it on this node ({type(exc).__name__})")
+
     def _client(self) -> docker.DockerClient:
         # Created on first use so that a node starts (and answers with error
         # results) even while the engine is down.
@@ -293,15 +375,28 @@ class Executor:
             return self._docker
 
 
-def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float, spec_timeout_s) -> list[str]:
-    """The two settings lines of a .pbft-ci.yml build, as it will run."""
+def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec) -> list[str]:
+    """The settings lines of a .pbft-ci.yml build, as it will run: two, and one more for caches."""
     timeout = f"timeout {timeout_s:g} s"
-    if spec_timeout_s is not None and spec_timeout_s > limits.timeout_s:
-        timeout += f" (the spec's {spec_timeout_s:g} s capped to the network's limit)"
-    return [
+    if spec.timeout_s is not None and spec.timeout_s > limits.timeout_s:
+        timeout += f" (the spec's {spec.timeout_s:g} s capped to the network's limit)"
+    caching = spec.cache is not None and limits.cache_mb > 0
+    lines = [
         f"image {image}, user {user}, {timeout}, network none, root file system read-only",
-        _resource_settings(limits, with_workspace=True),
+        _resource_settings(limits, with_workspace=True, with_cache=caching),
     ]
+    if spec.cache is not None:
+        paths = ", ".join(spec.cache.paths)
+        if spec.cache.key_files:
+            paths += f" (key files {', '.join(spec.cache.key_files)})"
+        if caching:
+            lines.append(
+                f"cache {paths}: at most {limits.cache_mb} MB written to {OUT_DIR}, "
+                f"{limits.cache_keep} kept per repository on this node"
+            )
+        else:
+            lines.append(f"cache {paths}: off on this node (build.cache_mb is 0)")
+    return lines
 
 
 def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> list[str]:
@@ -315,8 +410,8 @@ def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> lis
     ]
 
 
-def _resource_settings(limits: BuildConfig, *, with_workspace: bool) -> str:
-    budget = memory_budget(limits, with_workspace=with_workspace)
+def _resource_settings(limits: BuildConfig, *, with_workspace: bool, with_cache: bool = False) -> str:
+    budget = memory_budget(limits, with_workspace=with_workspace, with_cache=with_cache)
     workspace = f"workspace {limits.workspace_mb} MB, " if with_workspace else ""
     return (
         f"memory {budget.breakdown()}, cpus {limits.cpus:g}, pids {limits.pids_limit}, "

@@ -8,8 +8,9 @@ the same text; the daemon's own message goes to the build log as detail.
 What bounds a hostile build: network none; memory without swap (an endless
 allocation is OOM-killed, exit 137); a pids limit (a fork bomb runs out of
 processes); a CPU share; a wall-clock deadline enforced with kill; a read-only
-root file system, so only /workspace, /tmp, /dev/shm and the home directory
-are writable, each a size-limited tmpfs; output read live with a byte cap and
+root file system, so only /workspace, /tmp, /dev/shm, the home directory
+and (for a build with caches) /pbft-cache/out are writable, each a
+size-limited tmpfs; output read live with a byte cap and
 never stored by the daemon. Builds run as the node's build user, never
 privileged, with no capabilities.
 
@@ -31,6 +32,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
+from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
 from node.identity import HOME_DIR, IdentityError, build_identity
 from pbft.config import BuildConfig
 
@@ -55,6 +57,26 @@ class ContainerOutcome:
     output: bytes          # at most the output cap
     truncated: bool
     oom_killed: bool = False
+    # For a build with caches that exited 0: whether its cache tar was copied
+    # to CacheMounts.save_to, and if not, why (a line for the build log).
+    cache_copied: bool = False
+    cache_problem: str = ""
+
+
+@dataclass(frozen=True)
+class CacheMounts:
+    """A build's caches as the sandbox sees them.
+
+    `restore_tar` (a file on this host, or None) is bind-mounted read-only at
+    RESTORE_TAR; the build writes its new cache to OUT_TAR on a tmpfs of
+    `size_mb`; after a build that exited 0 the node copies that tar, at most
+    `size_mb`, to `save_to` and nowhere else. Without `save_to` (the cache
+    is kept as it is) nothing is copied.
+    """
+
+    restore_tar: Path | None
+    size_mb: int
+    save_to: Path | None
 
 
 @dataclass(frozen=True)
@@ -74,20 +96,23 @@ class MemoryBudget:
     tmp_mb: int
     shm_mb: int
     home_mb: int
+    cache_mb: int = 0  # the tmpfs a build with caches writes its new cache to
 
     @property
     def total_mb(self) -> int:
-        return self.processes_mb + self.workspace_mb + self.tmp_mb + self.shm_mb + self.home_mb
+        return self.processes_mb + self.workspace_mb + self.tmp_mb + self.shm_mb + self.home_mb + self.cache_mb
 
     def breakdown(self) -> str:
         parts = [f"{self.processes_mb} processes"]
         if self.workspace_mb:
             parts.append(f"{self.workspace_mb} /workspace")
         parts += [f"{self.tmp_mb} /tmp", f"{self.shm_mb} /dev/shm", f"{self.home_mb} {HOME_DIR}"]
+        if self.cache_mb:
+            parts.append(f"{self.cache_mb} {OUT_DIR}")
         return f"{self.total_mb} MB ({' + '.join(parts)})"
 
 
-def memory_budget(limits: BuildConfig, *, with_workspace: bool) -> MemoryBudget:
+def memory_budget(limits: BuildConfig, *, with_workspace: bool, with_cache: bool = False) -> MemoryBudget:
     # /dev/shm is a tmpfs of its own, as large as /tmp (shm_size below).
     return MemoryBudget(
         processes_mb=limits.memory_mb,
@@ -95,6 +120,7 @@ def memory_budget(limits: BuildConfig, *, with_workspace: bool) -> MemoryBudget:
         tmp_mb=limits.tmp_mb,
         shm_mb=limits.tmp_mb,
         home_mb=limits.home_mb,
+        cache_mb=limits.cache_mb if with_cache else 0,
     )
 
 
@@ -148,6 +174,7 @@ def run_container(
     identity_dir: Path,
     user: str | None = None,
     on_output: Callable[[bytes], None] | None = None,
+    cache: CacheMounts | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
 
@@ -158,18 +185,26 @@ def run_container(
     Either way the build gets HOME, a passwd entry and the tmpfs mounts;
     `identity_dir` is where this node keeps the generated passwd files.
     `on_output` gets each piece of output as it comes (from another thread),
-    so the build log grows while the build runs.
+    so the build log grows while the build runs. With `cache` (spec builds
+    only) the build gets the cache mounts, and the holder that filled the
+    workspace also keeps the cache tmpfs until the node has copied from it.
     """
     user = user or limits.user
-    options = _host_config(limits, user, memory_budget(limits, with_workspace=workspace is not None))
-    image_id = _check_image(client, image)
+    budget = memory_budget(limits, with_workspace=workspace is not None, with_cache=cache is not None)
+    options = _host_config(limits, user, budget)
+    image_id = check_image(client, image)
 
-    volume = holder = container = capture = None
+    volume = cache_volume = holder = container = capture = None
     try:
         identity = _identity(client, image_id, user, identity_dir, labels)
         options.update(environment=identity.environment(), mounts=identity.mounts())
+        if cache is not None:
+            cache_volume = _tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
+            options["mounts"] += [Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True)]
+            if cache.restore_tar is not None:
+                options["mounts"] += [Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True)]
         if workspace is not None:
-            volume = _workspace_volume(client, limits, user, labels)
+            volume = _tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
             options.update(
                 mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *options["mounts"]],
                 working_dir="/workspace",
@@ -193,13 +228,17 @@ def run_container(
             holder.reload()
             if holder.status != "running":
                 raise SandboxError("docker error: workspace lost before the build started")
-            _remove(holder)
-            holder = None
+            if cache is None or cache.save_to is None:
+                _remove(holder)
+                holder = None
         exit_code = _wait(container, timeout_s)
         output, truncated = capture.finish()
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        return ContainerOutcome(exit_code, output, truncated, oom_killed)
+        copied, problem = False, ""
+        if cache is not None and cache.save_to is not None and exit_code == 0:
+            copied, problem = _copy_cache_out(holder, cache)
+        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
@@ -210,11 +249,12 @@ def run_container(
                 if leftover is not None:
                     _remove(leftover)
         finally:
-            if volume is not None:
-                _remove_volume(volume)
+            for leftover_volume in (volume, cache_volume):
+                if leftover_volume is not None:
+                    _remove_volume(leftover_volume)
 
 
-def _check_image(client: docker.DockerClient, image: str) -> str:
+def check_image(client: docker.DockerClient, image: str) -> str:
     """The image's id. The build runs that id, so the passwd entry made for it
     fits what runs even if the tag is moved meanwhile."""
     try:
@@ -242,8 +282,8 @@ def _numeric_owner(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
-def _workspace_volume(client: docker.DockerClient, limits: BuildConfig, user: str, labels: dict[str, str]):
-    """A tmpfs volume of workspace_mb, owned by the build user.
+def _tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str, labels: dict[str, str], mode: str):
+    """A tmpfs volume of `size_mb`, owned by the build user: the workspace, or the cache tar's.
 
     Why tmpfs: overlay2 on ext4 has no per-container disk quota (storage_opt
     size needs xfs with pquota), and a bind mount of a host directory is
@@ -252,9 +292,9 @@ def _workspace_volume(client: docker.DockerClient, limits: BuildConfig, user: st
     the last container using it is gone.
     """
     uid, gid = _numeric_owner(user)
-    options = f"size={limits.workspace_mb}m,uid={uid},gid={gid},mode=0755,nosuid,nodev"
+    options = f"size={size_mb}m,uid={uid},gid={gid},mode={mode},nosuid,nodev"
     return client.volumes.create(
-        name=f"pbft-ci-workspace-{uuid.uuid4().hex}",
+        name=f"pbft-ci-{role}-{uuid.uuid4().hex}",
         driver="local",
         driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options},
         labels=labels,
@@ -288,6 +328,80 @@ def _fill_workspace(client, image, options, workspace: Path, user: str, labels, 
         _remove(holder)
         raise
     return holder
+
+
+def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
+    """Copy OUT_TAR out of the holder to `cache.save_to`, at most `cache.size_mb`.
+
+    The daemon sends the file wrapped in a tar of its own; only a regular
+    file is taken, and no more bytes than the limit are read.
+    """
+    max_bytes = cache.size_mb * 1024 * 1024
+    holder.reload()
+    if holder.status != "running":
+        return False, "the tmpfs holding it was gone"
+    try:
+        stream, stat = holder.get_archive(OUT_TAR)
+    except docker.errors.NotFound:
+        return False, "the build wrote none (no cache path exists, or it did not fit)"
+    except docker.errors.APIError as exc:
+        return False, f"docker error: {exc.explanation or exc}"
+    try:
+        if stat.get("size", 0) > max_bytes:
+            return False, f"larger than {cache.size_mb} MB"
+        with tarfile.open(fileobj=_ChunkReader(stream, max_bytes + 1024 * 1024), mode="r|") as outer:
+            member = outer.next()
+            if member is None or not member.isfile() or member.size > max_bytes:
+                return False, f"not a regular file of at most {cache.size_mb} MB"
+            source = outer.extractfile(member)
+            with open(cache.save_to, "xb") as target:
+                while chunk := source.read(1024 * 1024):
+                    target.write(chunk)
+        return True, ""
+    except _TooLarge:
+        cache.save_to.unlink(missing_ok=True)
+        return False, f"larger than {cache.size_mb} MB"
+    except (tarfile.TarError, requests.exceptions.RequestException, OSError) as exc:
+        cache.save_to.unlink(missing_ok=True)
+        return False, f"could not be copied ({type(exc).__name__})"
+    finally:
+        # Ends the daemon's response when the copy stopped early.
+        stream.close()
+
+
+class _TooLarge(Exception):
+    """The daemon sent more than the cache limit allows (plus the wrapping tar's headers)."""
+
+
+class _ChunkReader:
+    """A file-like view of the daemon's chunk stream that refuses to read past `limit_bytes`."""
+
+    def __init__(self, chunks, limit_bytes: int):
+        self._chunks = iter(chunks)
+        self._current = b""
+        self._offset = 0
+        self._read_bytes = 0
+        self._limit_bytes = limit_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        parts = []
+        while size != 0:
+            if self._offset == len(self._current):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._read_bytes += len(chunk)
+                if self._read_bytes > self._limit_bytes:
+                    raise _TooLarge()
+                self._current, self._offset = chunk, 0
+                continue
+            available = len(self._current) - self._offset
+            take = available if size < 0 else min(size, available)
+            parts.append(self._current[self._offset:self._offset + take])
+            self._offset += take
+            if size > 0:
+                size -= take
+        return b"".join(parts)
 
 
 def _write_archive(archive, root: Path, owner: tuple[int, int]) -> None:

@@ -94,6 +94,8 @@ class BuildConfig:
     tmp_mb: int = 64  # size of the build's /tmp and, separately, of its /dev/shm
     workspace_mb: int = 1024  # size of the tmpfs the build's /workspace lives on
     home_mb: int = 256  # size of the tmpfs the build's HOME (/home/build) lives on
+    cache_mb: int = 512  # largest build cache (a tar) a node saves for a repository; 0: no caches
+    cache_keep: int = 3  # caches a node keeps per repository, the oldest deleted first
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ def _dataclass_section(
 _BUILD_CHECKS = {
     **{
         name: _typed(int, 1)
-        for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent")
+        for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent", "cache_keep")
     },
     "timeout_s": _more_than_zero(float),
     "cpus": _more_than_zero(float),

@@ -32,6 +32,19 @@ Scenarios:
            fair control, since the four nodes build on this one machine. It
            prints seconds (median, min, max) per command. Needs the image
            (scripts/build-debian-image.sh) and, once, PyPI.
+
+  caches   Build caches on a project whose dependency install is simulated:
+           no network reaches a build, so "installing" is a busybox shell
+           loop writing --files small files into ~/.cache/deps, and hashing
+           --compile-mb MB per 100 files as a stand-in for compiling, all
+           skipped when the directory is already there. Each round uses a
+           fresh node data directory and builds, with the real executor and
+           Docker engine: the first commit with caches off, the first commit
+           with caches on (a miss: installs, then saves), and a second commit
+           with the same lock file (a hit: restores, skips the install, and
+           keeps the cache as it is). The times are the builds' own
+           duration_ms from their logs: git fetch and export, containers,
+           restore, script, save and storing.
 """
 
 from __future__ import annotations
@@ -311,7 +324,121 @@ def real_project_table(report: dict) -> str:
     return "\n".join(rows)
 
 
-SCENARIOS = {"durable": (durable, durable_table), "real-project": (real_project, real_project_table)}
+CACHED_SPEC = """\
+commands:
+  - sh install-deps.sh
+  - 'echo "deps: $(find ~/.cache/deps -type f | wc -l) files; source $(cat version)"'
+cache:
+  paths: [~/.cache/deps]
+  key_files: [deps.lock]
+"""
+INSTALL_DEPS = """\
+if [ -d ~/.cache/deps ]; then echo "deps already installed"; exit 0; fi
+i=0
+while [ "$i" -lt {files} ]; do
+  d=~/.cache/deps/p$((i / 100))
+  if [ ! -d "$d" ]; then
+    mkdir -p "$d"
+    # "compiling" the package: --compile-mb MB of CPU work per 100 files
+    dd if=/dev/zero bs=1M count={compile_mb} 2>/dev/null | sha256sum > "$d/BUILD"
+  fi
+  echo "package $i" > "$d/f$i"
+  i=$((i + 1))
+done
+"""
+CACHE_CASES = ("no cache", "cold (miss, save)", "warm (hit, kept as is)")
+
+
+def caches(args: argparse.Namespace) -> dict:
+    import asyncio
+    import os
+    import re
+    import subprocess
+
+    from node.executor import Executor
+    from pbft.config import BuildConfig
+
+    files = 500 if args.quick else args.files
+    rounds = 1 if args.quick else args.rounds
+    git_env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@pbft-ci.invalid",
+               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@pbft-ci.invalid"}
+
+    def commit(repo: Path, version: str) -> None:
+        (repo / ".pbft-ci.yml").write_text(CACHED_SPEC)
+        install = INSTALL_DEPS.replace("{files}", str(files)).replace("{compile_mb}", str(args.compile_mb))
+        (repo / "install-deps.sh").write_text(install)
+        (repo / "deps.lock").write_text("deps 1.0\n")
+        (repo / "version").write_text(version + "\n")
+        for command in (["add", "--all"], ["commit", "--quiet", "-m", version]):
+            subprocess.run(["git", "-C", str(repo), *command], env=git_env, check=True)
+
+    def duration_ms(result) -> int:
+        text = Path(result.log_path).read_text()
+        if result.status != "success":
+            raise SystemExit(f"bench build failed: {result.to_dict()}\n{text}")
+        return int(re.search(r"^== status success exit_code 0 duration_ms (\d+)$", text, re.M).group(1))
+
+    async def one_round(root: Path, number: int) -> dict[str, int]:
+        repo = root / "origin"
+        repo.mkdir(parents=True)
+        subprocess.run(["git", "-C", str(repo), "init", "--quiet", "--initial-branch=master"], env=git_env, check=True)
+        commit(repo, "one")
+        times = {}
+        for case, cache_mb, data in (("no cache", 0, "plain"), ("cold (miss, save)", 512, "cached")):
+            executor = Executor(data_dir=root / data, log_dir=root / "log", node_id=0,
+                                limits=BuildConfig(cache_mb=cache_mb), max_concurrent=1)
+            try:
+                times[case] = duration_ms(await executor.run(
+                    build_id=f"bench-{number}-{data}-1", repository_name="bench",
+                    repository_url=str(repo), branch="master"))
+                if cache_mb:
+                    commit(repo, "two")
+                    times["warm (hit, kept as is)"] = duration_ms(await executor.run(
+                        build_id=f"bench-{number}-{data}-2", repository_name="bench",
+                        repository_url=str(repo), branch="master"))
+            finally:
+                executor.close()
+        return times
+
+    samples: dict[str, list[int]] = {case: [] for case in CACHE_CASES}
+    for number in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-caches-") as root:
+            for case, value in asyncio.run(one_round(Path(root), number)).items():
+                samples[case].append(value)
+    medians = {case: statistics.median(values) for case, values in samples.items()}
+    return {
+        "scenario": "caches",
+        "files": files,
+        "compile_mb": args.compile_mb,
+        "rounds": rounds,
+        "duration_ms": samples,
+        "median_ms": medians,
+        "warm_speedup": round(medians["cold (miss, save)"] / medians["warm (hit, kept as is)"], 2),
+    }
+
+
+def caches_table(report: dict) -> str:
+    rows = [
+        f"caches: {report['files']} files installed into ~/.cache/deps, sha256 of {report['compile_mb']} MB "
+        f"per 100 files, {report['rounds']} rounds, duration_ms of each build from its log",
+        "",
+        "| build | median ms | min | max | all |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for case in CACHE_CASES:
+        values = report["duration_ms"][case]
+        rows.append(f"| {case} | {report['median_ms'][case]:.0f} | {min(values)} | {max(values)} "
+                    f"| {', '.join(map(str, values))} |")
+    rows += ["", f"A warm build takes 1/{report['warm_speedup']:.2f} of a cold one (ratio of medians)."]
+    return "\n".join(rows)
+
+
+SCENARIOS = {
+    "durable": (durable, durable_table),
+    "real-project": (real_project, real_project_table),
+    "caches": (caches, caches_table),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run; its numbers are noisy")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--saves", type=int, default=1000, help="durable: saves per round and mode (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (durable) or per command (real-project) (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (durable), command (real-project) or case (caches) (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=20000,
+                        help="caches: files the simulated dependency install writes (default: %(default)s)")
+    parser.add_argument("--compile-mb", type=int, default=0,
+                        help="caches: MB hashed per 100 files, the install's CPU work (default: %(default)s)")
     parser.add_argument("--dir", default=str(REPO_ROOT / "data"),
                         help="durable: where the scratch databases go (default: %(default)s)")
     args = parser.parse_args(argv)

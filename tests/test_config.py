@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from pbft.config import ConfigError, load_config
+from pbft.config import BuildConfig, ConfigError, load_config
 from tests.network import write_network
 
 
@@ -95,6 +95,13 @@ def test_the_defaults_and_the_example_keep_builds_within_the_client_deadline(tmp
     assert config.build.home_mb == 256
 
 
+def test_build_caches_have_defaults_and_may_be_switched_off(tmp_path):
+    assert (BuildConfig().cache_mb, BuildConfig().cache_keep) == (512, 3)
+
+    build = load_config(write_network(tmp_path, build={"cache_mb": 0, "cache_keep": 1})).build
+    assert (build.cache_mb, build.cache_keep) == (0, 1)
+
+
 @pytest.mark.parametrize(
     "setting, value, problem",
     [
@@ -107,6 +114,8 @@ def test_the_defaults_and_the_example_keep_builds_within_the_client_deadline(tmp
         ("cpus", 0, "build.cpus: must be more than 0"),
         ("cpus", -1.5, "build.cpus: must be more than 0"),
         ("timeout_s", 0, "build.timeout_s: must be more than 0"),
+        ("cache_keep", 0, "build.cache_keep: must be at least 1"),
+        ("cache_mb", -1, "build.cache_mb: must be at least 0"),
     ],
 )
 def test_build_limits_that_leave_no_room_are_refused(tmp_path, setting, value, problem):

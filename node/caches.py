@@ -1,0 +1,273 @@
+"""Build caches, per repository and per node: the key, the store, the wrapper script.
+
+A spec's `cache:` names directories (under HOME or /workspace) that a build
+gets back from an earlier successful build of the same repository on this
+node. The build itself does the tar work inside its sandbox, driven by a
+script the node generates (`wrapper_script`); the node only stores the tar it
+copied out and hands it back read-only, after checking it (node/cachetar.py).
+
+Layout under the node's data directory:
+
+    caches/<repository>/<key>.tar       the cache
+    caches/<repository>/<key>.sha256    its digest, written by the node when it stored it
+    cache-restores/<build id>.tar       a hard link to the cache a running build was given
+
+A cache changes only how long a build takes, unless it was poisoned; a
+poisoned cache lives on one node only, so it can sway at most that node's vote.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from node.buildspec import WORKSPACE_DIR, CacheSpec
+from node.cachetar import CacheRefused, check_cache_tar
+
+RESTORE_TAR = "/pbft-cache/restore.tar"
+OUT_DIR = "/pbft-cache/out"
+OUT_TAR = f"{OUT_DIR}/cache.tar"
+_CACHE_NAME = re.compile(r"[0-9a-f]{64}\.tar")
+_READ_CHUNK_BYTES = 1024 * 1024
+
+
+def cache_key(repository: str, image_id: str, cache: CacheSpec, workspace: Path) -> str:
+    """sha256 over the repository, the image the build runs, the sorted paths and the key files' contents."""
+    material = {
+        "repository": repository,
+        "image": image_id,
+        "paths": sorted(cache.paths),
+        "key_files": [[name, key_file_digest(workspace, name)] for name in cache.key_files],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def key_file_digest(workspace: Path, relative: str) -> str:
+    """sha256 of a key file in the exported commit; a missing file counts as empty.
+
+    A link (anywhere on the way) or anything but a regular file also counts
+    as missing: reading it would follow the link on the node's own file system.
+    """
+    digest = hashlib.sha256()
+    path = workspace
+    for part in relative.split("/"):
+        path = path / part
+        if path.is_symlink() or not path.exists():
+            return digest.hexdigest()
+    if path.is_file():
+        with open(path, "rb") as file:
+            while chunk := file.read(_READ_CHUNK_BYTES):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Restore:
+    """The cache a build gets: this build's own link to it and the paths to extract."""
+
+    tar: Path
+    paths: tuple[str, ...]  # container paths, absolute
+    exact: bool  # the cache of the build's own key, not a fallback
+
+
+class CacheStore:
+    def __init__(self, data_dir: Path, *, keep: int, max_bytes: int):
+        self._root = data_dir / "caches"
+        self._restores = data_dir / "cache-restores"
+        self._keep = keep
+        self._max_bytes = max_bytes
+
+    def incoming_path(self, repository: str, build_id: str) -> Path:
+        """Where the node copies a finished build's cache tar before checking it."""
+        directory = self._root / repository
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f".incoming-{build_id}.tar"
+
+    def restore(
+        self, repository: str, key: str, roots: tuple[str, ...], build_id: str, workspace: Path,
+        line: Callable[[str], None],
+    ) -> Restore | None:
+        """The cache for `key`, else the newest of the repository (as restore-keys do), else None.
+
+        Each candidate is linked to a name of this build's own, so that a
+        save or prune meanwhile cannot pull it from under the container, and
+        checked through that link: its digest must match, its members must lie
+        inside `roots`. One that fails is deleted, with a line saying why.
+        """
+        exact = self._root / repository / f"{key}.tar"
+        others = [path for path in self._caches(repository) if path != exact]
+        candidates = ([exact] if exact.exists() else []) + others
+        if not candidates:
+            line(f"cache restore miss key {key[:12]}: no cache of {repository!r} on this node")
+            return None
+        self._restores.mkdir(parents=True, exist_ok=True)
+        for candidate in candidates:
+            link = self._restores / f"{build_id}.tar"
+            try:
+                link.unlink(missing_ok=True)
+                os.link(candidate, link)
+                self._check_digest(candidate, link)
+                present = check_cache_tar(link, roots, self._max_bytes)
+            except FileNotFoundError:
+                # Pruned by a concurrent save between listing and linking.
+                continue
+            except CacheRefused as exc:
+                link.unlink(missing_ok=True)
+                self._delete(candidate)
+                line(f"cache dropped key {candidate.stem[:12]}: {exc}")
+                continue
+            link.chmod(0o644)  # read inside the container by the build user
+            size = _size(link.stat().st_size)
+            if candidate == exact:
+                # Used counts as new: pruning deletes the least recently used.
+                os.utime(candidate)
+                line(f"cache restore hit key {key[:12]} ({size})")
+            else:
+                line(f"cache restore miss key {key[:12]}, fallback to key {candidate.stem[:12]}, "
+                     f"the newest of {repository!r} ({size})")
+            in_commit = [root for root in present if _in_commit(workspace, root)]
+            for root in in_commit:
+                line(f"cache restore skips {_spec_form(root)}: the commit has it")
+            wanted = tuple(root for root in present if root not in in_commit)
+            if not wanted:
+                link.unlink()
+                return None
+            return Restore(link, wanted, candidate == exact)
+        line(f"cache restore miss key {key[:12]}: no usable cache of {repository!r} on this node")
+        return None
+
+    def sweep(self) -> None:
+        """Delete what builds of a killed earlier process left: restore links and half-copied tars."""
+        if self._restores.is_dir():
+            for link in self._restores.iterdir():
+                link.unlink(missing_ok=True)
+        if self._root.is_dir():
+            for leftover in self._root.glob("*/.incoming-*"):
+                leftover.unlink(missing_ok=True)
+
+    def release(self, build_id: str) -> None:
+        (self._restores / f"{build_id}.tar").unlink(missing_ok=True)
+
+    def save(self, repository: str, key: str, incoming: Path, roots: tuple[str, ...]) -> str:
+        """Check the copied tar and store it atomically under `key`; the log line saying what happened."""
+        try:
+            check_cache_tar(incoming, roots, self._max_bytes)
+        except CacheRefused as exc:
+            incoming.unlink(missing_ok=True)
+            return f"cache dropped: {exc}"
+        size = incoming.stat().st_size
+        digest_file = incoming.with_suffix(".sha256")
+        digest_file.write_text(_digest(incoming) + "\n")
+        # The digest goes first: a crash between the renames leaves an old tar
+        # with a new digest, which the next restore drops, never a wrong cache.
+        os.replace(digest_file, self._root / repository / f"{key}.sha256")
+        os.replace(incoming, self._root / repository / f"{key}.tar")
+        kept = self._prune(repository)
+        return f"cache saved key {key[:12]} ({_size(size)}); {kept} kept for {repository!r}"
+
+    def _caches(self, repository: str) -> list[Path]:
+        """The repository's caches, newest first (ties by name, so the order is total)."""
+        directory = self._root / repository
+        if not directory.is_dir():
+            return []
+        found = []
+        for path in directory.iterdir():
+            if _CACHE_NAME.fullmatch(path.name):
+                try:
+                    found.append((path.stat().st_mtime_ns, path.name, path))
+                except FileNotFoundError:
+                    continue
+        return [path for _, _, path in sorted(found, reverse=True)]
+
+    def _prune(self, repository: str) -> int:
+        caches = self._caches(repository)
+        for old in caches[self._keep:]:
+            self._delete(old)
+        return min(len(caches), self._keep)
+
+    def _check_digest(self, stored: Path, link: Path) -> None:
+        try:
+            expected = stored.with_suffix(".sha256").read_text().strip()
+        except FileNotFoundError:
+            raise CacheRefused("no checksum stored with it") from None
+        if _digest(link) != expected:
+            raise CacheRefused("checksum mismatch (changed on disk)")
+
+    @staticmethod
+    def _delete(cache: Path) -> None:
+        cache.unlink(missing_ok=True)
+        cache.with_suffix(".sha256").unlink(missing_ok=True)
+
+
+def wrapper_script(restore_paths: tuple[str, ...], save_paths: tuple[str, ...], cache_mb: int) -> str:
+    """The build's command when it has caches: restore, run the spec's script, save.
+
+    Run as `sh -e -c <wrapper> pbft-ci-cache <script>`. The spec's script runs
+    as `/bin/sh -e -c "$1"`, exactly as a build without caches runs it, and
+    its exit status is the container's. A cache that does not extract is
+    removed again and the build goes on without it. The cache is written only
+    after a successful script, into the tmpfs the node copies it from; with
+    no `save_paths` (the build's own key was restored, and is kept as it is)
+    nothing is written.
+    """
+    lines = ["# generated by the pbft-ci node: restore the cache, run the build, save the cache"]
+    if restore_paths:
+        members = " ".join(shlex.quote(path.lstrip("/")) for path in restore_paths)
+        restored = " ".join(shlex.quote(path) for path in restore_paths)
+        lines += [
+            f"if ! tar -xof {RESTORE_TAR} -C / {members}; then",
+            f"  rm -rf {restored}",
+            '  echo "cache dropped: tar could not extract it; the build goes on without it"',
+            "fi",
+        ]
+    lines += ["status=0", '/bin/sh -e -c "$1" || status=$?']
+    if save_paths:
+        members = " ".join(shlex.quote(path.lstrip("/")) for path in save_paths)
+        lines += [
+            'if [ "$status" -eq 0 ]; then',
+            "  set --",
+            f"  for path in {members}; do",
+            '    if [ -e "/$path" ] || [ -h "/$path" ]; then set -- "$@" "$path"; fi',
+            "  done",
+            f'  if [ "$#" -gt 0 ] && ! tar -cf {OUT_TAR} -C / "$@"; then',
+            f"    rm -f {OUT_TAR}",
+            f'    echo "cache not saved: tar could not write it (at most {cache_mb} MB)"',
+            "  fi",
+            "fi",
+        ]
+    lines.append('exit "$status"')
+    return "\n".join(lines) + "\n"
+
+
+def _in_commit(workspace: Path, root: str) -> bool:
+    """Whether the exported commit has something at a /workspace root (a link on the way counts)."""
+    if not root.startswith(WORKSPACE_DIR + "/"):
+        return False
+    path = workspace
+    for part in root[len(WORKSPACE_DIR) + 1:].split("/"):
+        path = path / part
+        if path.is_symlink():
+            return True
+        if not path.exists():
+            return False
+    return True
+
+
+def _spec_form(root: str) -> str:
+    return root[len(WORKSPACE_DIR) + 1:] if root.startswith(WORKSPACE_DIR + "/") else "~/" + root.split("/", 3)[3]
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_READ_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / (1024 * 1024):.1f} MB"

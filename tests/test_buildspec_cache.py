@@ -1,0 +1,72 @@
+"""The `cache:` key of .pbft-ci.yml: pure parsing, deterministic reasons."""
+
+import pytest
+import yaml
+
+from node.buildspec import CacheSpec, parse_build_spec
+
+
+def parse(cache) -> CacheSpec | None:
+    return parse_build_spec(yaml.safe_dump({"commands": ["true"], "cache": cache}).encode()).cache
+
+
+def refusal(cache) -> str:
+    with pytest.raises(ValueError) as caught:
+        parse(cache)
+    return str(caught.value)
+
+
+def test_a_spec_without_cache_has_none():
+    assert parse_build_spec(b"commands: [make]\n").cache is None
+
+
+def test_paths_and_key_files_are_kept_normalized():
+    cache = parse({"paths": ["~/.cache/pip/", ".tox", "./build//out"], "key_files": ["./requirements.txt"]})
+
+    assert cache == CacheSpec(paths=("~/.cache/pip", ".tox", "build/out"), key_files=("requirements.txt",))
+    assert cache.container_paths() == ("/home/build/.cache/pip", "/workspace/.tox", "/workspace/build/out")
+
+
+def test_key_files_are_optional():
+    assert parse({"paths": ["~/.m2"]}).key_files == ()
+
+
+@pytest.mark.parametrize(
+    "cache, reason",
+    [
+        ("~/.cache", "cache: must be a mapping with a 'paths' list"),
+        ({}, "cache.paths: must be a non-empty list of strings"),
+        ({"paths": []}, "cache.paths: must be a non-empty list of strings"),
+        ({"paths": ["~/a"], "keys": ["x"]}, "cache: unknown key 'keys'"),
+        ({"paths": ["/etc"]}, "cache.paths[0]: must be '~/…' or relative to /workspace, not absolute"),
+        ({"paths": ["~root/x"]}, "cache.paths[0]: only '~/' may start a path"),
+        ({"paths": ["~"]}, "cache.paths[0]: must name a directory below ~ or /workspace, not all of it"),
+        ({"paths": ["."]}, "cache.paths[0]: must name a directory below ~ or /workspace, not all of it"),
+        ({"paths": ["~/a/../../etc"]}, "cache.paths[0]: '..' is not allowed"),
+        ({"paths": ["a b"]}, "cache.paths[0]: may hold only letters, digits and . _ - + @ between slashes"),
+        ({"paths": ["a*"]}, "cache.paths[0]: may hold only letters, digits and . _ - + @ between slashes"),
+        ({"paths": [7]}, "cache.paths[0]: must be a non-empty string"),
+        ({"paths": ["~/.cache", "~/.cache/pip"]}, "cache.paths[1]: overlaps paths[0]"),
+        ({"paths": [".tox", "./.tox/"]}, "cache.paths[1]: overlaps paths[0]"),
+        ({"paths": [f"d{index}" for index in range(17)]}, "cache.paths: at most 16 paths"),
+        ({"paths": ["~/a"], "key_files": "requirements.txt"}, "cache.key_files: must be a list of strings"),
+        ({"paths": ["~/a"], "key_files": ["~/x"]}, "cache.key_files[0]: must be relative to /workspace"),
+        ({"paths": ["~/a"], "key_files": ["/etc/passwd"]}, "cache.key_files[0]: must be relative to /workspace"),
+        ({"paths": ["~/a"], "key_files": ["../x"]}, "cache.key_files[0]: '..' is not allowed"),
+        ({"paths": ["~/a"], "key_files": ["."]}, "cache.key_files[0]: must name a file"),
+        ({"paths": ["~/a"], "key_files": [f"f{index}" for index in range(17)]}, "cache.key_files: at most 16 files"),
+    ],
+)
+def test_bad_cache_settings_are_refused_with_a_deterministic_reason(cache, reason):
+    assert refusal(cache) == f".pbft-ci.yml: {reason}"
+
+
+def test_every_cache_problem_is_reported_at_once_with_the_other_keys():
+    with pytest.raises(ValueError) as caught:
+        parse_build_spec(yaml.safe_dump({"commands": [], "cache": {"paths": ["/x", "~/ok", "a/../b"]}}).encode())
+
+    assert str(caught.value) == (
+        ".pbft-ci.yml: commands: must be a non-empty list of strings; "
+        "cache.paths[0]: must be '~/…' or relative to /workspace, not absolute; "
+        "cache.paths[2]: '..' is not allowed"
+    )

@@ -78,6 +78,10 @@ class RepositoryConfig:
     status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
     status_token: str = ""
     status_context: str = "pbft-ci"
+    # May this repository's builds reach the network (e.g. to install
+    # dependencies)? Never this host or the peers (node/buildnet.py). Off by
+    # default: what a build fetches may differ between nodes.
+    build_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -401,6 +405,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
             status_api=reader.get(item, "status_api", where, _matching(_HTTP_URL, "http(s) URL"), ""),
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
+            build_network=reader.get(item, "build_network", where, _typed(bool), False),
         ))
     for label, names in (("nodes", [(n.host, n.port) for n in nodes]),
                          ("clients", [c.name for c in clients]),

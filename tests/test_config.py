@@ -181,3 +181,19 @@ def test_client_access_problems_are_reported_with_their_paths(tmp_path):
     ):
         assert expected in problems, problems
     assert len(caught.value.problems) == 7, problems
+
+
+def test_build_network_is_off_unless_a_repository_asks_for_it(tmp_path):
+    path = write_network(tmp_path)
+    assert load_config(path).repository("example").build_network is False
+
+    def allow(data):
+        data["repositories"][0]["build_network"] = True
+
+    assert load_config(edit(path, allow)).repository("example").build_network is True
+
+    def not_a_flag(data):
+        data["repositories"][0]["build_network"] = "yes"
+
+    with pytest.raises(ConfigError, match=r"repositories\[0\].build_network: must be bool, not str"):
+        load_config(edit(path, not_a_flag))

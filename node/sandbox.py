@@ -5,7 +5,8 @@ a worker thread. Problems the build owner should see as an ``error`` result are
 raised as SandboxError with a deterministic reason, so that honest nodes report
 the same text; the daemon's own message goes to the build log as detail.
 
-What bounds a hostile build: network none; memory without swap (an endless
+What bounds a hostile build: network none (or, for a repository allowed the
+network, one that reaches only beyond this host and its peers: node/buildnet.py); memory without swap (an endless
 allocation is OOM-killed, exit 137); a pids limit (a fork bomb runs out of
 processes); a CPU share; a wall-clock deadline enforced with kill; a read-only
 root file system, so only /workspace, /tmp, /dev/shm, the home directory
@@ -175,6 +176,7 @@ def run_container(
     user: str | None = None,
     on_output: Callable[[bytes], None] | None = None,
     cache: CacheMounts | None = None,
+    network: str | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
 
@@ -188,6 +190,8 @@ def run_container(
     so the build log grows while the build runs. With `cache` (spec builds
     only) the build gets the cache mounts, and the holder that filled the
     workspace also keeps the cache tmpfs until the node has copied from it.
+    With `network` (a Docker network node/buildnet.py made and guards) the
+    build container joins it instead of having none; the holder stays offline.
     """
     user = user or limits.user
     budget = memory_budget(limits, with_workspace=workspace is not None, with_cache=cache is not None)
@@ -213,6 +217,8 @@ def run_container(
             holder = _fill_workspace(
                 client, image_id, options, workspace, user, labels, timeout_s, limits.workspace_mb
             )
+        if network is not None:
+            options = {**options, "network_mode": network}
         container = client.containers.create(
             image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
         )

@@ -23,6 +23,7 @@ import docker
 import docker.errors
 
 from node.buildlog import BuildLog
+from node.buildnet import BuildNetwork
 from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.gitmirror import GitError, GitMirrors, export
@@ -89,7 +90,11 @@ class Executor:
         limits: BuildConfig,
         max_concurrent: int = 2,
         docker_client=None,
+        networked_repositories: frozenset[str] = frozenset(),
+        peer_hosts: tuple[str, ...] = (),
     ):
+        """`networked_repositories` may build with a network (`build_network: true`);
+        `peer_hosts`, the network's node and client hosts, are what those builds must never reach."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -107,6 +112,8 @@ class Executor:
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self._instance_id = uuid.uuid4().hex
+        self._networked = frozenset(networked_repositories)
+        self._build_network = BuildNetwork(self._data_dir, peer_hosts)
 
     @property
     def running(self) -> int:
@@ -119,7 +126,7 @@ class Executor:
         on to their deadline and keep their workspaces. They carry this node's
         data directory as a label, which no other node or network shares.
         Its half-copied caches and restore links go too. Returns how many
-        containers and volumes were removed.
+        containers and volumes were removed (the build network is not counted).
         """
         label = {"label": f"pbft-ci.data={self._data_dir}"}
         removed = 0
@@ -134,6 +141,8 @@ class Executor:
             for volume in self._client().volumes.list(filters=label):
                 volume.remove(force=True)
                 removed += 1
+            # The network and its rules come back with the next networked build.
+            self._build_network.remove(self._client())
         except docker.errors.DockerException:
             log.warning("could not sweep leftover builds of node %s", self._node_id, exc_info=True)
         if removed:
@@ -160,6 +169,13 @@ class Executor:
             except docker.errors.DockerException:
                 # It exited on its own meanwhile; its thread removes it.
                 pass
+        if self._networked:
+            # A stopped node leaves no rules behind; the network goes first,
+            # and the rules stay if it cannot (a build may still be attached).
+            try:
+                self._build_network.remove(self._docker)
+            except docker.errors.DockerException:
+                log.warning("could not remove the build network of node %s", self._node_id, exc_info=True)
         if self._owns_docker:
             self._docker.close()
             self._docker = None
@@ -274,7 +290,10 @@ class Executor:
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             user = ROOT_USER if spec.user == "root" else limits.user
-            output.settings(_spec_settings(limits, image, user, timeout_s, spec))
+            network = None
+            if name in self._networked:
+                network = self._build_network.ensure(self._client()).name
+            output.settings(_spec_settings(limits, image, user, timeout_s, spec, network))
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
             command = ["/bin/sh", "-e", "-c", spec.script()]
@@ -290,7 +309,7 @@ class Executor:
                     self._client(), image=image, command=command,
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
                     identity_dir=self._identity_dir, user=user, on_output=output.write,
-                    cache=cache_run.mounts if cache_run else None,
+                    cache=cache_run.mounts if cache_run else None, network=network,
                 )
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
@@ -375,14 +394,16 @@ class Executor:
             return self._docker
 
 
-def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec) -> list[str]:
+def _spec_settings(
+    limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec, network: str | None = None
+) -> list[str]:
     """The settings lines of a .pbft-ci.yml build, as it will run: two, and one more for caches."""
     timeout = f"timeout {timeout_s:g} s"
     if spec.timeout_s is not None and spec.timeout_s > limits.timeout_s:
         timeout += f" (the spec's {spec.timeout_s:g} s capped to the network's limit)"
     caching = spec.cache is not None and limits.cache_mb > 0
     lines = [
-        f"image {image}, user {user}, {timeout}, network none, root file system read-only",
+        f"image {image}, user {user}, {timeout}, {_network_settings(network)}, root file system read-only",
         _resource_settings(limits, with_workspace=True, with_cache=caching),
     ]
     if spec.cache is not None:
@@ -397,6 +418,12 @@ def _spec_settings(limits: BuildConfig, image: str, user: str, timeout_s: float,
         else:
             lines.append(f"cache {paths}: off on this node (build.cache_mb is 0)")
     return lines
+
+
+def _network_settings(network: str | None) -> str:
+    if network is None:
+        return "network none"
+    return f"network {network} (outside only: not this host, not the peers)"
 
 
 def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> list[str]:

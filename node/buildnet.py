@@ -11,7 +11,8 @@ and nothing else:
   host's addresses (the bridge's gateway included) or its services.
 - filter FORWARD → PBFT-CI-<tag>-FWD: from the bridge, the configured node
   and client addresses and link-local 169.254.0.0/16 (cloud metadata) are
-  dropped, as is traffic between two builds; the rest goes out. Towards the
+  dropped, as is traffic between two builds (which iptables sees only with
+  net.bridge.bridge-nf-call-iptables=1: checked, never set); the rest goes out. Towards the
   bridge only replies pass.
 - nat POSTROUTING → PBFT-CI-<tag>-NAT: MASQUERADE for the bridge's subnet.
 - ip6tables INPUT and FORWARD → PBFT-CI-<tag>-IN/-FWD: all IPv6 from or to the
@@ -50,6 +51,9 @@ IP6TABLES = "ip6tables"
 SYSCTL = "sysctl"
 LINK_LOCAL = "169.254.0.0/16"
 _FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+# Frames from one build to another are bridged, not routed; iptables sees
+# them only with br_netfilter loaded and this switch on.
+_BRIDGED_TO_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _COMMAND_TIMEOUT_S = 10.0
 
 
@@ -102,6 +106,7 @@ class BuildNetwork:
                 return self._ready
             self._ready = None
             try:
+                _check_bridged_traffic_filtered()
                 if self._peers is None:
                     self._peers = _resolve(self._peer_hosts)
                 # Filter rules first: they name only the bridge, so they hold
@@ -286,6 +291,18 @@ def _resolve(hosts: Iterable[str]) -> tuple[str, ...]:
         # All IPv6 from the bridge is dropped anyway.
         addresses.update(str(a) for a in found if a.version == 4 and not a.is_loopback)
     return tuple(sorted(addresses))
+
+
+def _check_bridged_traffic_filtered() -> None:
+    """Refuse rather than let builds reach each other: the node does not load kernel modules or flip
+    bridge-nf-call-iptables, which would change every bridge on the host."""
+    try:
+        enabled = _BRIDGED_TO_IPTABLES.read_text().strip() == "1"
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise ValueError(f"{_BRIDGED_TO_IPTABLES} is not 1 (modprobe br_netfilter; sysctl "
+                         "net.bridge.bridge-nf-call-iptables=1), so builds on the bridge could reach each other")
 
 
 def _enable_forwarding() -> None:

@@ -293,12 +293,18 @@ async def _address_in_running_log(log_dir: Path) -> str:
     raise AssertionError("the first build never printed its address")
 
 
+@pytest.mark.parametrize("missing", ["iptables", "bridged traffic filtering"])
 async def test_without_the_isolation_a_networked_build_is_an_error(
-    make_executor, git_repo, build_ids, monkeypatch
+    make_executor, git_repo, build_ids, monkeypatch, tmp_path, missing
 ):
-    # A node that cannot install its rules (here: no iptables) must not run
-    # the build with a network and without them.
-    monkeypatch.setattr(buildnet, "IPTABLES", "/nonexistent/iptables")
+    # A node that cannot install its rules (no iptables), or whose rules
+    # would not see traffic between builds, must not run the build with a
+    # network and without them.
+    if missing == "iptables":
+        monkeypatch.setattr(buildnet, "IPTABLES", "/nonexistent/iptables")
+    else:
+        (tmp_path / "bridge-nf-call-iptables").write_text("0\n")
+        monkeypatch.setattr(buildnet, "_BRIDGED_TO_IPTABLES", tmp_path / "bridge-nf-call-iptables")
     head = git_repo.commit("master", {".pbft-ci.yml": spec("echo should not run")})
 
     result = await build(make_executor(), git_repo, build_ids, NETWORKED)

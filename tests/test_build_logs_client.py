@@ -11,15 +11,12 @@ import asyncio
 import time
 
 import pytest
-import yaml
 from aiohttp import web
 
 from client.app import make_app
-from pbft.config import load_config
-from pbft.crypto import public_key_hex, save_private_key
 from pbft.logrequest import check_log_request
 from pbft.sse import SseEvent, SseParser, SseTooLarge, sse_comment, sse_event
-from tests.test_client_app import CLIENT, F, N, RETRANSMIT_S, FakeCluster
+from tests.test_client_app import CLIENT, N, FakeCluster, configure
 
 
 class FakeLogNodes:
@@ -72,25 +69,7 @@ async def network(aiohttp_server, tmp_path):
         app.router.add_get("/logs/{client}/{timestamp}", nodes.handler(node_id))
         apps.append(app)
     nodes.servers = [await aiohttp_server(app) for app in apps]
-    keys_dir = tmp_path / "keys"
-    save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
-    config = {
-        "f": F,
-        "nodes": [
-            {"id": i, "host": "127.0.0.1", "port": server.port, "public_key": public_key_hex(cluster.node_keys[i])}
-            for i, server in enumerate(nodes.servers)
-        ],
-        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
-                     "plain_without_token": True}],
-        "repositories": [{"name": "example", "url": str(tmp_path / "repo")}],
-        "build": {"timeout_s": 5.0},
-        "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
-        "keys_dir": str(keys_dir),
-        "data_dir": str(tmp_path / "data"),
-        "log_dir": str(tmp_path / "log"),
-    }
-    (tmp_path / "network.yaml").write_text(yaml.safe_dump(config))
-    cluster.config = load_config(tmp_path / "network.yaml")
+    configure(cluster, [server.port for server in nodes.servers], tmp_path, {"example": str(tmp_path / "repo")})
     return nodes
 
 

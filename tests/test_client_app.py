@@ -131,22 +131,20 @@ class FakeCluster:
                     await ws.send_str(frame)
 
 
-@pytest.fixture
-async def cluster(aiohttp_server, tmp_path):
-    cluster = FakeCluster()
-    servers = [await aiohttp_server(cluster.app(i)) for i in range(N)]
+def configure(cluster: FakeCluster, ports: list[int], tmp_path, repositories: dict[str, str]) -> None:
+    """Write the client's network config for fake nodes listening on `ports`; set `cluster.config`."""
     keys_dir = tmp_path / "keys"
     save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
     config = {
         "f": F,
         "nodes": [
-            {"id": i, "host": "127.0.0.1", "port": server.port, "public_key": public_key_hex(cluster.node_keys[i])}
-            for i, server in enumerate(servers)
+            {"id": i, "host": "127.0.0.1", "port": port, "public_key": public_key_hex(cluster.node_keys[i])}
+            for i, port in enumerate(ports)
         ],
         # Loopback only, so plain calls may go without a bearer token (tests/test_client_access.py has the token).
         "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
                      "plain_without_token": True}],
-        "repositories": [{"name": "example", "url": str(tmp_path / "repo")}, {"name": "other", "url": str(tmp_path)}],
+        "repositories": [{"name": name, "url": url} for name, url in repositories.items()],
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
         # Builds never run here (the nodes are fakes), but a build must fit the deadline.
         "build": {"timeout_s": 5.0},
@@ -156,6 +154,14 @@ async def cluster(aiohttp_server, tmp_path):
     }
     (tmp_path / "network.yaml").write_text(yaml.safe_dump(config))
     cluster.config = load_config(tmp_path / "network.yaml")
+
+
+@pytest.fixture
+async def cluster(aiohttp_server, tmp_path):
+    cluster = FakeCluster()
+    servers = [await aiohttp_server(cluster.app(i)) for i in range(N)]
+    configure(cluster, [server.port for server in servers], tmp_path,
+              {"example": str(tmp_path / "repo"), "other": str(tmp_path)})
     return cluster
 
 

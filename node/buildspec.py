@@ -121,36 +121,14 @@ def _parse_cache(section) -> tuple[CacheSpec | None, list[str]]:
     if not isinstance(section, dict):
         return None, ["cache: must be a mapping with a 'paths' list"]
     errors = [f"cache: unknown key {key!r}" for key in section if key not in _CACHE_KEYS]
-    paths = section.get("paths")
-    normalized_paths: list[str] = []
-    if not isinstance(paths, list) or not paths:
-        errors.append("cache.paths: must be a non-empty list of strings")
-    elif len(paths) > MAX_CACHE_PATHS:
-        errors.append(f"cache.paths: at most {MAX_CACHE_PATHS} paths")
-    else:
-        for index, path in enumerate(paths):
-            try:
-                normalized = _cache_path(path)
-                _check_no_overlap(normalized, normalized_paths)
-            except ValueError as exc:
-                errors.append(f"cache.paths[{index}]: {exc}")
-                normalized = None
-            normalized_paths.append(normalized)
-    key_files = section.get("key_files", [])
-    normalized_key_files: list[str] = []
-    if not isinstance(key_files, list):
-        errors.append("cache.key_files: must be a list of strings")
-    elif len(key_files) > MAX_KEY_FILES:
-        errors.append(f"cache.key_files: at most {MAX_KEY_FILES} files")
-    else:
-        for index, key_file in enumerate(key_files):
-            try:
-                normalized_key_files.append(_key_file(key_file))
-            except ValueError as exc:
-                errors.append(f"cache.key_files[{index}]: {exc}")
+    paths, path_errors = _checked_list(section, "paths", _cache_path_after, limit=MAX_CACHE_PATHS, noun="paths")
+    key_files, key_file_errors = _checked_list(
+        section, "key_files", lambda key_file, _: _key_file(key_file), limit=MAX_KEY_FILES, noun="files", default=[]
+    )
+    errors += path_errors + key_file_errors
     if errors:
         return None, errors
-    return CacheSpec(paths=tuple(normalized_paths), key_files=tuple(normalized_key_files)), []
+    return CacheSpec(paths=tuple(paths), key_files=tuple(key_files)), []
 
 
 def _cache_path(path) -> str:
@@ -186,6 +164,31 @@ def _parts(path: str) -> list[str]:
     if not all(_PATH_PART.fullmatch(part) for part in parts):
         raise ValueError("may hold only letters, digits and . _ - + @ between slashes")
     return parts
+
+
+def _checked_list(section: dict, key: str, normalize, *, limit: int, noun: str, default=None):
+    """The entries of the list at `key`, each normalized by `normalize(entry, earlier)`
+    (None where refused), and the problems; no default means the list is required."""
+    entries = section.get(key, default)
+    if not isinstance(entries, list) or (default is None and not entries):
+        return [], [f"cache.{key}: must be a {'' if default is not None else 'non-empty '}list of strings"]
+    if len(entries) > limit:
+        return [], [f"cache.{key}: at most {limit} {noun}"]
+    normalized: list[str | None] = []
+    errors = []
+    for index, entry in enumerate(entries):
+        try:
+            normalized.append(normalize(entry, normalized))
+        except ValueError as exc:
+            errors.append(f"cache.{key}[{index}]: {exc}")
+            normalized.append(None)
+    return normalized, errors
+
+
+def _cache_path_after(path, earlier: list[str | None]) -> str:
+    normalized = _cache_path(path)
+    _check_no_overlap(normalized, earlier)
+    return normalized
 
 
 def _check_no_overlap(path: str, earlier: list[str | None]) -> None:

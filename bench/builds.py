@@ -1,0 +1,276 @@
+"""Scenarios with real builds: the README's scripts, the Docker engine, a git repository.
+
+`build` and `real-project` time the same three commands, alternating their
+order each round: webhook -> verdict through a network of four nodes on this
+machine; one plain `git clone && docker run` of the same spec with the
+sandbox's main limits; and four such plain runs started at once, the fair
+control, since the four nodes build on this one machine. `build` also takes
+each node's overhead per build from its log: the build's duration less the
+time its own commands ran in the container. `concurrent` sends 20 webhooks
+at once (10 master, 10 feature) and 20 one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.stats import alternating, ratio, summarize
+from pbft.config import NetworkConfig, load_config
+from tests.network import write_network
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = {
+    "pbft-ci": "webhook -> verdict, master, 4 nodes",
+    "plain": "git clone && docker run",
+    "plain x4": "4 plain runs at once",
+}
+EXPECTED = {"master": ("success", 0), "feature": ("failure", 3)}
+BUILD_END = re.compile(r"build end id=(\S+) .* duration_ms=(\d+) commands_ms=(\d+)")
+
+
+@contextmanager
+def running_network(config_path: Path, config: NetworkConfig, root: Path):
+    """./startNetwork.sh and ./scripts/startClient.sh on `config_path`; yields the client's URL."""
+    from tests.test_end_to_end import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
+
+    started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
+    if started.returncode != 0:
+        # Nothing of ours runs: startNetwork.sh stops what it started when it fails.
+        raise SystemExit(f"could not start the network:\n{describe(started)}")
+    try:
+        with client(config, root / "client.out", str(config_path)) as base_url:
+            yield base_url
+    finally:
+        stopped = run_script("./stopNetwork.sh")
+        remove_builds_under(root)
+        if stopped.returncode != 0:
+            print(describe(stopped), file=sys.stderr)
+
+
+def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
+    """The README's webhook call for `branch`; its verdict must be the branch's known one."""
+    from tests.test_end_to_end import http_json
+
+    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch})
+    if code != 200 or (verdict.get("status"), verdict.get("exit_code")) != EXPECTED.get(branch, ("success", 0)):
+        raise SystemExit(f"{branch} did not get its verdict through pbft-ci: {code} {verdict}")
+    return verdict
+
+
+def all_nodes_done(base_url: str, config: NetworkConfig, verdicts: list[dict]) -> None:
+    """Wait, after the clock stopped, until every node has finished every build of `verdicts`,
+    so that nodes still building do not slow down the next command measured."""
+    from tests.real_project import every_node_log
+    from tests.test_end_to_end import check_certificate
+
+    for verdict in verdicts:
+        check_certificate(base_url, config, verdict)
+        every_node_log(base_url, config, verdict)
+
+
+def timed_webhook(base_url: str, config: NetworkConfig, branch: str = "master") -> tuple[float, dict]:
+    started_s = time.perf_counter()
+    verdict = webhook(base_url, config, branch)
+    elapsed_s = time.perf_counter() - started_s
+    all_nodes_done(base_url, config, [verdict])
+    return elapsed_s, verdict
+
+
+def timed_plain_runs(repository: Path, config: NetworkConfig, root: Path, count: int) -> float:
+    """Seconds until `count` plain `git clone && docker run` builds started at once have all passed."""
+    from tests.real_project import plain_build_command
+
+    def one(index: int) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory(dir=root, prefix=f"plain-{index}-") as scratch:
+            clone = Path(scratch) / "clone"
+            subprocess.run(["git", "clone", "--quiet", "--branch", "master", str(repository), str(clone)],
+                           check=True, capture_output=True)
+            return subprocess.run(plain_build_command(clone, config.build), check=False,
+                                  capture_output=True, text=True)
+
+    started_s = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(one, range(count)))
+    elapsed_s = time.perf_counter() - started_s
+    for result in results:
+        if result.returncode != 0:
+            raise SystemExit(f"a plain run exited {result.returncode}:\n{result.stdout[-2000:]}"
+                             f"{result.stderr[-2000:]}")
+    return elapsed_s
+
+
+def node_overheads_ms(log_dir: Path, build_id: str) -> list[int]:
+    """Each node's overhead for one build: duration_ms less commands_ms, from its `build end` log line."""
+    overheads = []
+    for path in sorted(log_dir.glob("node-*.log")):
+        for match in BUILD_END.finditer(path.read_text(errors="replace")):
+            if match.group(1).endswith(f"-{build_id}"):
+                overheads.append(int(match.group(2)) - int(match.group(3)))
+    return overheads
+
+
+def example_repository(root: Path) -> Path:
+    repository = root / "repo"
+    subprocess.run([str(REPO_ROOT / "scripts" / "make-example-repo.sh"), str(repository)],
+                   check=True, capture_output=True)
+    return repository
+
+
+def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: int) -> dict:
+    """Samples of the three commands of COMMANDS, and each node's overhead of every pbft-ci build."""
+    config = load_config(config_path)
+    samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    overheads: list[int] = []
+    with running_network(config_path, config, root) as base_url:
+        def through_pbft_ci() -> float:
+            elapsed_s, verdict = timed_webhook(base_url, config)
+            overheads.extend(node_overheads_ms(config.log_dir, str(verdict["build_id"])))
+            return elapsed_s
+
+        measure = {
+            "pbft-ci": through_pbft_ci,
+            "plain": lambda: timed_plain_runs(repository, config, root, 1),
+            "plain x4": lambda: timed_plain_runs(repository, config, root, 4),
+        }
+        # Not counted: the nodes clone their mirrors and make the build user's
+        # passwd files on their first build, and the first run of the image
+        # reads it from disk.
+        timed_webhook(base_url, config)
+        measure["plain"]()
+        for _, name in alternating(list(COMMANDS), rounds):
+            samples[name].append(measure[name]())
+    results = {name: summarize(values) for name, values in samples.items()}
+    return {
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "results": results,
+        "over_plain_x4": ratio(results["pbft-ci"]["median"], results["plain x4"]["median"]),
+        "over_plain": ratio(results["pbft-ci"]["median"], results["plain"]["median"]),
+        "node_overhead_ms": summarize(overheads, 0) if overheads else None,
+    }
+
+
+def build(args) -> dict:
+    rounds = 1 if args.quick else args.rounds
+    load = [round(value, 2) for value in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-build-") as scratch:
+        root = Path(scratch)
+        repository = example_repository(root)
+        report = compare_with_plain(root, repository, write_network(root), rounds)
+    return {"scenario": "build", "project": "the example project (master)", "image": "pbft-ci/busybox",
+            "load_average_at_start": load, **report}
+
+
+def real_project(args) -> dict:
+    from tests.real_project import (
+        BUILD_IMAGE_SCRIPT,
+        IMAGE,
+        PROJECT,
+        VERSION,
+        ProjectUnavailable,
+        fetch_sdist,
+        image_present,
+        make_project_repo,
+    )
+
+    rounds = 1 if args.quick else args.rounds
+    if not image_present():
+        raise SystemExit(f"real-project: {IMAGE} is missing; build it with {BUILD_IMAGE_SCRIPT} (as root)")
+    try:
+        sdist = fetch_sdist()
+    except ProjectUnavailable as error:
+        raise SystemExit(f"real-project: {error}") from None
+    load = [round(value, 2) for value in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-") as scratch:
+        root = Path(scratch)
+        repository = root / PROJECT
+        make_project_repo(repository, sdist)
+        config_path = write_network(root, repositories={PROJECT: str(repository)})
+        report = compare_with_plain(root, repository, config_path, rounds)
+    return {"scenario": "real-project", "project": f"{PROJECT}=={VERSION}", "image": IMAGE,
+            "load_average_at_start": load, **report}
+
+
+def compare_table(report: dict) -> str:
+    load = ", ".join(f"{value:.1f}" for value in report["load_average_at_start"])
+    rows = [
+        f"{report['scenario']}: {report['project']} in {report['image']}, {report['rounds']} round(s), "
+        f"{report['cpus']} CPUs, load average at start {load}",
+        "",
+        "| command | median s | min s | max s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, label in COMMANDS.items():
+        result = report["results"][name]
+        rows.append(f"| {name}: {label} | {result['median']:.2f} | {result['min']:.2f} | {result['max']:.2f} |")
+    rows += ["", f"pbft-ci takes {report['over_plain_x4']}x four plain runs at once "
+                 f"and {report['over_plain']}x one (ratios of medians)."]
+    overhead = report["node_overhead_ms"]
+    if overhead is not None:
+        rows.append(f"Node overhead per build (duration less the build's own commands, every node): "
+                    f"median {overhead['median']:.0f} ms, min {overhead['min']:.0f}, max {overhead['max']:.0f}.")
+    return "\n".join(rows)
+
+
+def concurrent(args) -> dict:
+    count = 4 if args.quick else 20
+    rounds = 1 if args.quick else args.rounds
+    branches = ["master", "feature"] * (count // 2)
+    samples: dict[str, list[float]] = {"concurrent": [], "sequential": []}
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-concurrent-") as scratch:
+        root = Path(scratch)
+        example_repository(root)
+        config_path = write_network(root)
+        config = load_config(config_path)
+        with running_network(config_path, config, root) as base_url:
+            def at_once() -> float:
+                started_s = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=count) as pool:
+                    verdicts = list(pool.map(lambda branch: webhook(base_url, config, branch), branches))
+                elapsed_s = time.perf_counter() - started_s
+                all_nodes_done(base_url, config, verdicts)
+                return elapsed_s
+
+            def one_after_another() -> float:
+                started_s = time.perf_counter()
+                verdicts = [webhook(base_url, config, branch) for branch in branches]
+                elapsed_s = time.perf_counter() - started_s
+                all_nodes_done(base_url, config, verdicts)
+                return elapsed_s
+
+            measure = {"concurrent": at_once, "sequential": one_after_another}
+            timed_webhook(base_url, config)  # warms the mirrors, as in compare_with_plain
+            for _, name in alternating(list(samples), rounds):
+                samples[name].append(measure[name]())
+    results = {name: summarize(values) for name, values in samples.items()}
+    return {
+        "scenario": "concurrent",
+        "webhooks": count,
+        "max_concurrent_builds_per_node": config.build.max_concurrent,
+        "rounds": rounds,
+        "results": results,
+        "concurrent_over_sequential": ratio(results["concurrent"]["median"], results["sequential"]["median"]),
+    }
+
+
+def concurrent_table(report: dict) -> str:
+    rows = [
+        f"concurrent: {report['webhooks']} webhooks (half master, half feature) at once vs one after another, "
+        f"example project, {report['max_concurrent_builds_per_node']} builds at once per node, "
+        f"{report['rounds']} round(s)",
+        "",
+        "| webhooks | median s | min s | max s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, result in report["results"].items():
+        rows.append(f"| {name} | {result['median']:.2f} | {result['min']:.2f} | {result['max']:.2f} |")
+    rows += ["", f"At once takes {report['concurrent_over_sequential']}x the time of one after another."]
+    return "\n".join(rows)

@@ -1,0 +1,172 @@
+"""A throw-away network for benchmarks: real node processes on loopback and an in-process client.
+
+Each node is `node/index.py` in a process of its own, as ./startNetwork.sh
+starts it, but with keys, ports, data and logs under a temporary folder, so
+a benchmark never touches the example network or its run/network.pids.
+The client is the client's own `ClientService` (signing, retransmission,
+f+1 acceptance, its SQLite build records) without the HTTP front, so that a
+figure measures the protocol and not the webhook's HTTP call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+
+from client.links import NodeLinks
+from client.records import BuildRecords, records_path
+from client.service import ClientService, Verdict
+from pbft.config import NetworkConfig, load_config
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.messages import Operation
+from tests.network import write_network
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+OPERATION = Operation("example", "master")
+
+
+def faults_tolerated(n: int) -> int:
+    return (n - 1) // 3
+
+
+@dataclass
+class NodeProcesses:
+    """The node processes of one network; `stop` ends every one of them, however they fare."""
+
+    config: NetworkConfig
+    processes: dict[int, subprocess.Popen]
+
+    def rss_kib(self) -> dict[int, int]:
+        """Each running node's resident set size (VmRSS), in KiB."""
+        sizes = {}
+        for node_id, process in self.processes.items():
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[node_id] = int(line.split()[1])
+        return sizes
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline_s = time.monotonic() + STOP_GRACE_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline_s - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def start_nodes(root: Path, n: int, *, instant_builds: bool, protocol: dict | None = None,
+                repositories: dict[str, str] | None = None, log_level: str = "INFO",
+                profile_dir: Path | None = None) -> NodeProcesses:
+    """Write a network of `n` nodes under `root` and start every node; returns once all answer GET /status.
+
+    With `profile_dir`, each node runs under cProfile and writes node-<id>.prof there when it stops.
+    """
+    config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds,
+                                protocol=protocol, repositories=repositories)
+    config = load_config(config_path)
+    (root / "log").mkdir(exist_ok=True)
+    extra = ["--instant-builds"] if instant_builds else []
+    processes = {}
+    nodes = NodeProcesses(config, processes)
+    try:
+        for node in config.nodes:
+            profiler = [] if profile_dir is None else ["-m", "cProfile", "-o", str(profile_dir / f"node-{node.id}.prof")]
+            with open(root / "log" / f"node-{node.id}.stdout", "wb") as stdout:
+                processes[node.id] = subprocess.Popen(
+                    [sys.executable, *profiler, str(REPO_ROOT / "node" / "index.py"), "--config", str(config_path),
+                     "--id", str(node.id), "--log-level", log_level, *extra],
+                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                )
+        _wait_until_up(nodes, root)
+    except BaseException:
+        nodes.stop()
+        raise
+    return nodes
+
+
+def _wait_until_up(nodes: NodeProcesses, root: Path) -> None:
+    deadline_s = time.monotonic() + START_TIMEOUT_S
+    pending = {node.id: f"http://{node.host}:{node.port}/status" for node in nodes.config.nodes}
+    while pending:
+        for node_id, url in list(pending.items()):
+            if nodes.processes[node_id].poll() is not None:
+                output = (root / "log" / f"node-{node_id}.stdout").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"node {node_id} exited while starting:\n{output}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if json.load(response).get("id") == node_id:
+                        del pending[node_id]
+            except (OSError, ValueError):
+                pass
+        if pending:
+            if time.monotonic() > deadline_s:
+                raise RuntimeError(f"nodes {sorted(pending)} did not answer GET /status in {START_TIMEOUT_S:g} s")
+            time.sleep(0.1)
+
+
+@asynccontextmanager
+async def client_of(config: NetworkConfig, name: str = "client") -> AsyncIterator[ClientService]:
+    """The client's service, links up and records open, for the network's configured client."""
+    auth = Ed25519Authenticator(
+        load_private_key(config.client_key_path(name)),
+        {node.id: parse_public_key(node.public_key) for node in config.nodes},
+        {},
+    )
+    records = BuildRecords(records_path(config.data_dir, name))
+    try:
+        async with aiohttp.ClientSession() as session:
+            service = ClientService(config, name, auth, records, NodeLinks(session, config.nodes))
+            service.start()
+            try:
+                yield service
+            finally:
+                await service.close()
+    finally:
+        records.close()
+
+
+async def submit_accepted(service: ClientService) -> tuple[float, Verdict]:
+    """Seconds from signing a request to its accepted verdict; raises if it was not accepted."""
+    started_s = time.perf_counter()
+    verdict = await service.submit(OPERATION)
+    elapsed_s = time.perf_counter() - started_s
+    if not verdict.accepted:
+        raise RuntimeError(f"request {verdict.build_id} was not accepted: replies from "
+                           f"{[reply.sender for reply in verdict.replies]}")
+    return elapsed_s, verdict
+
+
+async def settle(service: ClientService, requests: int = 3) -> None:
+    """Send a few requests so that every link is up and every node has warmed its code paths."""
+    for _ in range(requests):
+        await submit_accepted(service)
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)

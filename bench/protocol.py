@@ -1,0 +1,227 @@
+"""Scenarios of the protocol alone: nodes with the test-only instant executor, no Docker.
+
+With builds that answer at once, a request's time from signing to its
+accepted verdict is the whole of what consensus adds to a build: the
+request, the three phases, every node's reply and the client's check of
+f+1 of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.network import client_of, load_average, settle, start_nodes, submit_accepted
+from bench.stats import alternating, percentile, ratio, summarize
+
+CONSENSUS_SIZES = (4, 7, 10, 16)
+IN_FLIGHT = (1, 8, 64, 256)
+
+
+async def sequential_latencies_ms(service, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        elapsed_s, _ = await submit_accepted(service)
+        latencies.append(elapsed_s * 1000)
+    return latencies
+
+
+async def keep_in_flight(service, in_flight: int, *, total: int | None = None, duration_s: float | None = None) -> int:
+    """Keep `in_flight` requests outstanding until `total` were accepted or `duration_s` passed.
+
+    Returns how many were accepted. Each worker submits its next request as
+    soon as its last one is accepted, as that many independent webhooks would.
+    """
+    started = accepted = 0
+    stop_at_s = None if duration_s is None else time.monotonic() + duration_s
+
+    async def worker() -> None:
+        nonlocal started, accepted
+        while (total is None or started < total) and (stop_at_s is None or time.monotonic() < stop_at_s):
+            started += 1
+            await submit_accepted(service)
+            accepted += 1
+
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return accepted
+
+
+def consensus(args) -> dict:
+    requests = 20 if args.quick else args.requests
+    sizes = {}
+    for n in CONSENSUS_SIZES:
+        with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-consensus-{n}-") as scratch:
+            nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile)
+            try:
+                async def measure() -> list[float]:
+                    async with client_of(nodes.config) as service:
+                        await settle(service)
+                        return await sequential_latencies_ms(service, requests)
+
+                latencies = asyncio.run(measure())
+            finally:
+                nodes.stop()
+        sizes[str(n)] = {
+            "f": (n - 1) // 3,
+            "requests": requests,
+            "p50_ms": round(percentile(latencies, 0.5), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2),
+            "min_ms": round(min(latencies), 2),
+            "max_ms": round(max(latencies), 2),
+        }
+    return {"scenario": "consensus", "load_average_at_end": load_average(), "results": sizes}
+
+
+def consensus_table(report: dict) -> str:
+    rows = [
+        "consensus: one request at a time, instant builds; signing a request to its accepted verdict",
+        "",
+        "| n | f | requests | p50 ms | p99 ms | min ms | max ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n, result in report["results"].items():
+        rows.append(f"| {n} | {result['f']} | {result['requests']} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
+                    f"| {result['min_ms']:.1f} | {result['max_ms']:.1f} |")
+    return "\n".join(rows)
+
+
+def throughput(args) -> dict:
+    duration_s = 2.0 if args.quick else args.duration_s
+    rounds = 1 if args.quick else args.rounds
+    rates: dict[str, list[float]] = {str(k): [] for k in IN_FLIGHT}
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-throughput-") as scratch:
+        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
+        try:
+            async def measure() -> None:
+                async with client_of(nodes.config) as service:
+                    await settle(service)
+                    for _, name in alternating(list(rates), rounds):
+                        started_s = time.perf_counter()
+                        accepted = await keep_in_flight(service, int(name), duration_s=duration_s)
+                        rates[name].append(accepted / (time.perf_counter() - started_s))
+
+            asyncio.run(measure())
+        finally:
+            nodes.stop()
+    return {
+        "scenario": "throughput",
+        "n": 4,
+        "duration_s": duration_s,
+        "rounds": rounds,
+        "load_average_at_end": load_average(),
+        "results": {name: summarize(values, 1) for name, values in rates.items()},
+    }
+
+
+def throughput_table(report: dict) -> str:
+    rows = [
+        f"throughput: n = 4, instant builds, signatures verified; accepted requests per second over "
+        f"{report['duration_s']:g} s, {report['rounds']} round(s)",
+        "",
+        "| in flight | median req/s | min | max |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in report["results"].items():
+        rows.append(f"| {name} | {result['median']:.0f} | {result['min']:.0f} | {result['max']:.0f} |")
+    return "\n".join(rows)
+
+
+def idle(args) -> dict:
+    idle_s = 5.0 if args.quick else args.idle_s
+    rounds = 1 if args.quick else args.rounds
+    warm_ms: list[float] = []
+    after_idle_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-idle-") as scratch:
+        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
+        try:
+            async def measure() -> None:
+                async with client_of(nodes.config) as service:
+                    await settle(service)
+                    for _ in range(rounds):
+                        warm_ms.append(statistics.median(await sequential_latencies_ms(service, 5)))
+                        await asyncio.sleep(idle_s)
+                        after_idle_ms.extend(await sequential_latencies_ms(service, 1))
+
+            asyncio.run(measure())
+        finally:
+            nodes.stop()
+    warm, after_idle = summarize(warm_ms, 2), summarize(after_idle_ms, 2)
+    return {
+        "scenario": "idle",
+        "idle_s": idle_s,
+        "rounds": rounds,
+        "results": {"warm_ms": warm, "after_idle_ms": after_idle},
+        "after_idle_over_warm": ratio(after_idle["median"], warm["median"]),
+    }
+
+
+def idle_table(report: dict) -> str:
+    results = report["results"]
+    rows = [
+        f"idle: n = 4, instant builds; the first request after {report['idle_s']:g} s of silence vs a warm one "
+        f"(the median of 5 just before), {report['rounds']} round(s)",
+        "",
+        "| request | median ms | min | max |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, label in (("warm_ms", "warm"), ("after_idle_ms", "first after idle")):
+        result = results[name]
+        rows.append(f"| {label} | {result['median']:.1f} | {result['min']:.1f} | {result['max']:.1f} |")
+    rows += ["", f"The first request after idle takes {report['after_idle_over_warm']}x a warm one."]
+    return "\n".join(rows)
+
+
+def memory(args) -> dict:
+    first, second = (200, 1000) if args.quick else (1000, 10000)
+    in_flight = 64
+    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-memory-") as scratch:
+        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
+        try:
+            samples: dict[int, dict[int, int]] = {}
+
+            async def measure() -> None:
+                async with client_of(nodes.config) as service:
+                    done = 0
+                    for mark in (first, second):
+                        await keep_in_flight(service, in_flight, total=mark - done)
+                        done = mark
+                        # Replies reach the client before the slowest node has stored its own.
+                        await asyncio.sleep(1.0)
+                        samples[mark] = nodes.rss_kib()
+
+            asyncio.run(measure())
+        finally:
+            nodes.stop()
+    per_node = {
+        str(node_id): {
+            "rss_mib": [round(samples[mark][node_id] / 1024, 1) for mark in (first, second)],
+            "growth": round(samples[second][node_id] / samples[first][node_id] - 1, 3),
+        }
+        for node_id in sorted(samples[first])
+    }
+    return {
+        "scenario": "memory",
+        "requests": [first, second],
+        "in_flight": in_flight,
+        "results": per_node,
+        "max_growth": max(node["growth"] for node in per_node.values()),
+    }
+
+
+def memory_table(report: dict) -> str:
+    first, second = report["requests"]
+    rows = [
+        f"memory: n = 4, instant builds, {report['in_flight']} requests in flight; "
+        f"each node's resident set after {first} and after {second} requests",
+        "",
+        f"| node | RSS MiB at {first} | RSS MiB at {second} | growth |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for node_id, result in report["results"].items():
+        at_first, at_second = result["rss_mib"]
+        rows.append(f"| {node_id} | {at_first:.1f} | {at_second:.1f} | {result['growth']:+.1%} |")
+    rows += ["", f"Largest growth: {report['max_growth']:+.1%}."]
+    return "\n".join(rows)

@@ -1,0 +1,64 @@
+"""scripts/bench.py: the statistics it reports, and its --quick run of every scenario (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.stats import alternating, percentile, ratio, summarize
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_percentile_is_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 0.99) == 5.0
+    assert percentile(values, 0.2) == 1.0
+    assert percentile(list(range(1, 101)), 0.99) == 99
+
+
+def test_alternating_reverses_the_order_every_other_round():
+    assert list(alternating(["a", "b", "c"], 3)) == [
+        (0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"), (2, "a"), (2, "b"), (2, "c"),
+    ]
+
+
+def test_summary_keeps_every_value_and_the_range():
+    assert summarize([3.0, 1.0, 2.0]) == {"values": [3.0, 1.0, 2.0], "median": 2.0, "min": 1.0, "max": 3.0}
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) is None
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.e2e
+def test_quick_bench_runs_every_scenario(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--json", str(out), "--dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
+    assert list(reports) == ["consensus", "throughput", "idle", "memory", "build", "concurrent", "durable"]
+
+    assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
+    for size in reports["consensus"]["results"].values():
+        assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
+    assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}
+    assert all(rate["median"] > 0 for rate in reports["throughput"]["results"].values())
+    assert reports["idle"]["after_idle_over_warm"] > 0
+    assert len(reports["memory"]["results"]) == 4
+    assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())
+    build = reports["build"]
+    assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
+    assert reports["concurrent"]["webhooks"] == 4
+    assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
+    # The tables went to stdout, one per scenario.
+    for heading in ("consensus:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:"):
+        assert heading in result.stdout

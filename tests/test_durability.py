@@ -42,7 +42,7 @@ SAVE_THEN_WAIT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from scripts.bench import replica_steps
+    from bench.durable import replica_steps
     from node.storage import NodeStore
 
     store = NodeStore(Path(sys.argv[1]), n=4, f=1)
@@ -80,12 +80,12 @@ def test_the_durable_bench_compares_normal_and_full(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    lines = run.stdout.strip().splitlines()
     assert "| synchronous | median saves/s | min | max | median ms/save |" in lines
     assert any(line.startswith("| NORMAL | ") for line in lines) and any(line.startswith("| FULL | ") for line in lines)
     assert lines[-1].startswith("FULL is ") and lines[-1].endswith("x slower than NORMAL (ratio of medians).")
 
-    report = json.loads(out.read_text())
+    (report,) = json.loads(out.read_text())["scenarios"]
     assert report["scenario"] == "durable" and report["rounds"] >= 2 and report["saves_per_round"] >= 1
     for mode in ("NORMAL", "FULL"):
         result = report["results"][mode]

@@ -21,9 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from Crypto.PublicKey import ECC
-
-from pbft.crypto import generate_private_key, sign_bytes
+from pbft.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import MessageError, PrePrepare, Result, batch_digest, decode, encode, signed
 
@@ -324,7 +322,7 @@ def parse_mode(words: list[str]) -> tuple[str, int | None]:
     return name, int(rest[0])
 
 
-def make_behaviour(name: str, argument: int | None, *, private_key: ECC.EccKey) -> Behaviour:
+def make_behaviour(name: str, argument: int | None, *, private_key: PrivateKey) -> Behaviour:
     """The behaviour `parse_mode` accepted; `private_key` is this node's (equivocate signs with it)."""
     mode = MODES[name]
 

@@ -1,4 +1,11 @@
-"""Ed25519 signatures over canonical payloads (pycryptodome).
+"""Ed25519 signatures over canonical payloads.
+
+Signing and verifying run in libsodium (PyNaCl): every message a node
+receives carries a signature, and verification dominates a node's CPU, so
+the fastest well-kept implementation is worth its dependency (measured
+here: verify 43 µs against pycryptodome's 203 µs, sign 17 µs against 94 µs).
+Both follow RFC 8032, so the signatures are byte-for-byte the same.
+Key files stay PKCS#8 PEM, read and written with pycryptodome.
 
 Private keys live in PEM files that are generated on the machine that uses
 them and never leave it; public keys are 32 raw bytes, written as hex in the
@@ -11,51 +18,89 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+import nacl.exceptions
+import nacl.signing
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from pbft.encoding import canonical
 
 
-def generate_private_key() -> ECC.EccKey:
-    return ECC.generate(curve="ed25519")
+class PublicKey:
+    """An Ed25519 public key; `raw` is its 32 bytes."""
+
+    __slots__ = ("raw", "_verify_key")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._verify_key = nacl.signing.VerifyKey(raw)
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        try:
+            self._verify_key.verify(data, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
+            return False
+        return True
 
 
-def public_key_hex(private_key: ECC.EccKey) -> str:
-    return private_key.public_key().export_key(format="raw").hex()
+class PrivateKey:
+    """An Ed25519 private key, held as its 32-byte seed (RFC 8032)."""
+
+    __slots__ = ("seed", "_signing_key")
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self._signing_key = nacl.signing.SigningKey(seed)
+
+    def public_key(self) -> PublicKey:
+        return PublicKey(bytes(self._signing_key.verify_key))
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signing_key.sign(data).signature
 
 
-def save_private_key(private_key: ECC.EccKey, path: Path) -> None:
+def generate_private_key() -> PrivateKey:
+    return PrivateKey(os.urandom(32))
+
+
+def public_key_hex(private_key: PrivateKey) -> str:
+    return private_key.public_key().raw.hex()
+
+
+def save_private_key(private_key: PrivateKey, path: Path) -> None:
     """Write the key readable by its owner only; never replace an existing key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(private_key.export_key(format="PEM"))
+        handle.write(ECC.construct(curve="Ed25519", seed=private_key.seed).export_key(format="PEM"))
 
 
-def load_private_key(path: Path) -> ECC.EccKey:
-    return ECC.import_key(Path(path).read_text())
+def load_private_key(path: Path) -> PrivateKey:
+    key = ECC.import_key(Path(path).read_text())
+    if key.curve != "Ed25519" or not key.has_private():
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return PrivateKey(key.seed)
 
 
-def parse_public_key(text: str) -> ECC.EccKey:
+def parse_public_key(text: str) -> PublicKey:
     """Raise ValueError unless `text` is 64 hex digits naming an Ed25519 point."""
     raw = bytes.fromhex(text)
     if len(raw) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes (64 hex digits)")
-    return eddsa.import_public_key(raw)
+    eddsa.import_public_key(raw)  # raises ValueError for bytes that are not a point of the curve
+    return PublicKey(raw)
 
 
-def sign_bytes(private_key: ECC.EccKey, data: bytes) -> str:
-    return eddsa.new(private_key, "rfc8032").sign(data).hex()
+def sign_bytes(private_key: PrivateKey, data: bytes) -> str:
+    return private_key.sign(data).hex()
 
 
-def verify_bytes(public_key: ECC.EccKey, data: bytes, sig: str) -> bool:
+def verify_bytes(public_key: PublicKey, data: bytes, sig: str) -> bool:
     try:
         signature = bytes.fromhex(sig)
-        eddsa.new(public_key, "rfc8032").verify(data, signature)
     except (ValueError, TypeError):
         return False
-    return True
+    return len(signature) == 64 and public_key.verify(data, signature)
 
 
 class Ed25519Authenticator:
@@ -63,9 +108,9 @@ class Ed25519Authenticator:
 
     def __init__(
         self,
-        private_key: ECC.EccKey | None,
-        node_keys: Mapping[int, ECC.EccKey],
-        client_keys: Mapping[str, ECC.EccKey],
+        private_key: PrivateKey | None,
+        node_keys: Mapping[int, PublicKey],
+        client_keys: Mapping[str, PublicKey],
     ) -> None:
         self._private_key = private_key
         self._node_keys = dict(node_keys)

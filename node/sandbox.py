@@ -73,6 +73,10 @@ class ContainerOutcome:
     # to CacheMounts.save_to, and if not, why (a line for the build log).
     cache_copied: bool = False
     cache_problem: str = ""
+    # How long the build's own commands ran, as the node saw it: from the
+    # release of the gate (for a Dockerfile build, from its start) to the
+    # container's exit or the kill at the deadline.
+    commands_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -273,14 +277,16 @@ def run_container(
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
             _release_gate(stdin)
+        released = time.monotonic()
         exit_code = _wait(container, timeout_s)
+        commands_ms = round((time.monotonic() - released) * 1000)
         output, truncated = capture.finish()
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         copied, problem = False, ""
         if cache_holder is not None and exit_code == 0:
             copied, problem = _copy_cache_out(cache_holder, cache)
-        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem)
+        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem, commands_ms)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:

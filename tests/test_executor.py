@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import logging
+import re
 import shutil
 import socket
 import threading
@@ -254,6 +256,23 @@ async def test_a_build_reading_stdin_finds_it_at_end_of_file(make_executor, git_
 
     assert result.status == "success", log_text(result)
     assert "stdin ended" in log_text(result)
+
+
+async def test_the_node_log_gives_how_long_the_build_commands_ran(make_executor, git_repo, build_ids, caplog):
+    caplog.set_level(logging.INFO, logger="node.executor")
+    git_repo.commit("master", {".pbft-ci.yml": spec("sleep 1")})
+    executor = make_executor()
+
+    built = await build(executor, git_repo, build_ids)
+    unbuilt = await build(executor, git_repo, build_ids, branch="nope")
+
+    assert (built.status, unbuilt.status) == ("success", "error")
+    ends = [record.getMessage() for record in caplog.records if record.getMessage().startswith("build end ")]
+    times = [{name: int(value) for name, value in re.findall(r" (\w+_ms)=(-?\d+)", end)} for end in ends]
+    assert len(times) == 2, ends
+    # Sanity bounds only: the sleep, and the node's own work around it.
+    assert 900 <= times[0]["commands_ms"] < times[0]["duration_ms"], ends
+    assert times[1]["commands_ms"] == -1, ends
 
 
 class _Listener:

@@ -248,8 +248,8 @@ class Executor:
         """Close the build log and log the build's end.
 
         `commands_ms` is how long the build's own commands ran (-1 in the
-        line when no container ran them), so that duration_ms minus it is
-        what the node spent around them: git, workspace, containers.
+        line when they never ran or the sandbox failed), so that duration_ms
+        minus it is what the node spent around them: git, workspace, containers.
         """
         duration_ms = round((time.monotonic() - started) * 1000)
         log_path = output.close(result.status, result.exit_code, duration_ms, result.reason)

@@ -277,6 +277,8 @@ def run_container(
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
             _release_gate(stdin)
+            _close_stdin(stdin)
+            stdin = None
         released = time.monotonic()
         exit_code = _wait(container, timeout_s)
         commands_ms = round((time.monotonic() - released) * 1000)
@@ -291,7 +293,7 @@ def run_container(
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
         if stdin is not None:
-            # Closed before the go line, the gate exits and the build never runs.
+            # Closed without the go line: the gate exits and the build never runs.
             _close_stdin(stdin)
         if capture is not None:
             capture.close()

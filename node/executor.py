@@ -220,8 +220,9 @@ class Executor:
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, name, branch)
         output = self._open_log(build_id, name, branch)
         workspace = self._data_dir / "workspaces" / build_id
+        commands_ms = None
         try:
-            result = self._build_in(workspace, build_id, name, url, branch, commit, output)
+            result, commands_ms = self._build_in(workspace, build_id, name, url, branch, commit, output)
         except _BuildError as exc:
             output.write(exc.detail.encode(errors="replace"))
             result = BuildResult("error", None, exc.commit, exc.reason)
@@ -232,7 +233,7 @@ class Executor:
             result = BuildResult("error", None, None, "internal executor error")
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
-        return self._finish(build_id, name, branch, result, output, started)
+        return self._finish(build_id, name, branch, result, output, started, commands_ms)
 
     def _open_log(self, build_id: str, name: str, branch: str) -> BuildLog:
         return BuildLog(
@@ -241,17 +242,25 @@ class Executor:
             f"pbft-ci build {build_id} node {self._node_id} repo {name!r} branch {branch!r}",
         )
 
-    def _finish(self, build_id, name, branch, result: BuildResult, output: BuildLog, started) -> BuildResult:
+    def _finish(
+        self, build_id, name, branch, result: BuildResult, output: BuildLog, started, commands_ms: int | None = None
+    ) -> BuildResult:
+        """Close the build log and log the build's end.
+
+        `commands_ms` is how long the build's own commands ran (-1 in the
+        line when they never ran or the sandbox failed), so that duration_ms
+        minus it is what the node spent around them: git, workspace, containers.
+        """
         duration_ms = round((time.monotonic() - started) * 1000)
         log_path = output.close(result.status, result.exit_code, duration_ms, result.reason)
         log.info(
-            "build end id=%s node=%s repo=%r branch=%r commit=%s status=%s exit_code=%s duration_ms=%d",
+            "build end id=%s node=%s repo=%r branch=%r commit=%s status=%s exit_code=%s duration_ms=%d commands_ms=%d",
             build_id, self._node_id, name, branch, (result.commit or "-")[:12],
-            result.status, result.exit_code, duration_ms,
+            result.status, result.exit_code, duration_ms, -1 if commands_ms is None else commands_ms,
         )
         return BuildResult(result.status, result.exit_code, result.commit, result.reason, log_path)
 
-    def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> BuildResult:
+    def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> tuple[BuildResult, int | None]:
         try:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit)
             try:
@@ -268,7 +277,10 @@ class Executor:
         except SandboxError as exc:
             raise _BuildError(exc.reason, exc.detail, resolved) from None
 
-    def _run_sandboxed(self, workspace: Path, build_id: str, name: str, commit: str, output) -> BuildResult:
+    def _run_sandboxed(
+        self, workspace: Path, build_id: str, name: str, commit: str, output
+    ) -> tuple[BuildResult, int | None]:
+        """The build's result and how long its own commands ran (ContainerOutcome.commands_ms)."""
         limits = self._limits
         labels = {
             "pbft-ci.build": build_id,
@@ -338,9 +350,9 @@ class Executor:
             # Only in the log: the exit code (137) is what nodes agree on.
             output.note(f"killed: out of memory (limit {budget.breakdown()})")
         if outcome.exit_code is None:
-            return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s")
+            return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s"), outcome.commands_ms
         status = "success" if outcome.exit_code == 0 else "failure"
-        return BuildResult(status, outcome.exit_code, commit)
+        return BuildResult(status, outcome.exit_code, commit), outcome.commands_ms
 
     def _prepare_cache(
         self, name: str, image_id: str, cache: CacheSpec, workspace: Path, build_id: str, output: BuildLog

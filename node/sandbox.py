@@ -17,8 +17,14 @@ privileged, with no capabilities.
 
 What a real test suite needs besides: a writable HOME, a passwd entry for its
 uid (node/identity.py) and a /tmp it may run programs from.
+
+A spec build is one container: started held at a gate (GATE_COMMAND), filled
+with the sources while it waits, then released. A build that saves a cache is
+the one exception: a second, idle container keeps the cache tmpfs mounted
+until the node has copied the new cache out (see run_container).
 """
 
+import socket
 import tarfile
 import tempfile
 import threading
@@ -38,6 +44,11 @@ from node.identity import HOME_DIR, IdentityError, build_identity
 from pbft.config import BuildConfig
 
 ROOT_USER = "0:0"
+# A spec build's container starts with this in front of its command: it waits
+# for the node to write "go" on its stdin, which the node does once the
+# sources are in /workspace, and only then execs the build. If stdin closes
+# without that line (the node died, or gave up), it exits 1 and runs nothing.
+GATE_COMMAND = ["/bin/sh", "-c", 'read -r go && [ "$go" = go ] && exec "$@"', "pbft-ci-gate"]
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
@@ -62,6 +73,10 @@ class ContainerOutcome:
     # to CacheMounts.save_to, and if not, why (a line for the build log).
     cache_copied: bool = False
     cache_problem: str = ""
+    # How long the build's own commands ran, as the node saw it: from the
+    # release of the gate (for a Dockerfile build, from its start) to the
+    # container's exit or the kill at the deadline.
+    commands_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ def memory_budget(limits: BuildConfig, *, with_workspace: bool, with_cache: bool
 
 
 def _host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
-    """Container options shared by spec builds, Dockerfile builds and workspace holders."""
+    """Container options shared by spec builds, Dockerfile builds and cache holders."""
     memory = f"{budget.total_mb}m"
     uid, gid = _numeric_owner(user)
     return dict(
@@ -187,24 +202,46 @@ def run_container(
     Either way the build gets HOME, a passwd entry and the tmpfs mounts;
     `identity_dir` is where this node keeps the generated passwd files.
     `on_output` gets each piece of output as it comes (from another thread),
-    so the build log grows while the build runs. With `cache` (spec builds
-    only) the build gets the cache mounts, and the holder that filled the
-    workspace also keeps the cache tmpfs until the node has copied from it.
-    With `network` (a Docker network node/buildnet.py made and guards) the
-    build container joins it instead of having none; the holder stays offline.
+    so the build log grows while the build runs. With `network` (a Docker
+    network node/buildnet.py made and guards) the build container joins it
+    instead of having none.
+
+    A spec build runs in one container. The tmpfs workspace is emptied
+    whenever nothing has it mounted, and the daemon mounts a stopped
+    container's volumes for an archive upload only while the call lasts; so
+    the container is started first, held at GATE_COMMAND, which keeps the
+    tmpfs mounted, the sources are uploaded into it, and then the gate is
+    released.
+
+    With `cache` (spec builds only) the build gets the cache mounts. A build
+    that saves its cache (`cache.save_to`) also gets a cache holder: an idle
+    container that mounts only the cache tmpfs, from before the build starts
+    until the node has copied OUT_TAR out, because the tmpfs would vanish
+    with the build container's exit. It is the one case of two containers.
+    The alternative, a wrapper keeping the build container alive after the
+    build until a second signal, was not taken: the container's exit would no
+    longer be the build's end, so the exit code, the deadline kill, the OOM
+    flag and the end of stray background processes would each need a second
+    channel, one the build (running as the same user as the wrapper) could
+    forge or kill. The holder adds one container start only to builds that
+    already pay seconds to write their cache.
     """
     user = user or limits.user
     budget = memory_budget(limits, with_workspace=workspace is not None, with_cache=cache is not None)
     options = _host_config(limits, user, budget)
     image_id = check_image(client, image)
 
-    volume = cache_volume = holder = container = capture = None
+    volume = cache_volume = cache_holder = container = stdin = capture = None
     try:
         identity = _identity(client, image_id, user, identity_dir, labels)
         options.update(environment=identity.environment(), mounts=identity.mounts())
         if cache is not None:
             cache_volume = _tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
-            options["mounts"] += [Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True)]
+            cache_mount = Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True)
+            if cache.save_to is not None:
+                holder_options = {**options, "mounts": [cache_mount], "read_only": True}
+                cache_holder = _hold_cache(client, image_id, holder_options, labels, timeout_s)
+            options["mounts"] += [cache_mount]
             if cache.restore_tar is not None:
                 options["mounts"] += [Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True)]
         if workspace is not None:
@@ -213,45 +250,55 @@ def run_container(
                 mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *options["mounts"]],
                 working_dir="/workspace",
                 read_only=True,
+                stdin_open=True,
             )
-            holder = _fill_workspace(
-                client, image_id, options, workspace, user, labels, timeout_s, limits.workspace_mb
-            )
+            command = [*GATE_COMMAND, *command]
         if network is not None:
-            options = {**options, "network_mode": network}
+            options["network_mode"] = network
+        # Not detached when gated: only then does docker-py set StdinOnce, which
+        # makes the daemon close the build's stdin when the node's attach ends,
+        # after the go line or without it.
         container = client.containers.create(
-            image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
+            image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=workspace is None, **options
         )
-        # Attached before start, so no output is missed however fast it comes.
+        # Both attached before start: no output is missed however fast it
+        # comes, and a node that dies from here on closes the gate's stdin.
+        if workspace is not None:
+            stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
         capture = _OutputCapture(
             container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
         )
         container.start()
-        if holder is not None:
-            # Still running after the build started, the holder kept the tmpfs
-            # mounted until the build's own mount took over. Stopped (killed
-            # by Executor.close), the build may have found an empty workspace.
-            holder.reload()
-            if holder.status != "running":
-                raise SandboxError("docker error: workspace lost before the build started")
-            if cache is None or cache.save_to is None:
-                _remove(holder)
-                holder = None
+        if workspace is not None:
+            _fill_workspace(container, workspace, user, limits.workspace_mb)
+            # Killed meanwhile (by Executor.close), it must not pass for a
+            # build that ran and failed.
+            container.reload()
+            if container.status != "running":
+                raise SandboxError("docker error: container stopped before the build started")
+            _release_gate(stdin)
+            _close_stdin(stdin)
+            stdin = None
+        released = time.monotonic()
         exit_code = _wait(container, timeout_s)
+        commands_ms = round((time.monotonic() - released) * 1000)
         output, truncated = capture.finish()
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         copied, problem = False, ""
-        if cache is not None and cache.save_to is not None and exit_code == 0:
-            copied, problem = _copy_cache_out(holder, cache)
-        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem)
+        if cache_holder is not None and exit_code == 0:
+            copied, problem = _copy_cache_out(cache_holder, cache)
+        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem, commands_ms)
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
+        if stdin is not None:
+            # Closed without the go line: the gate exits and the build never runs.
+            _close_stdin(stdin)
         if capture is not None:
             capture.close()
         try:
-            for leftover in (container, holder):
+            for leftover in (container, cache_holder):
                 if leftover is not None:
                     _remove(leftover)
         finally:
@@ -307,29 +354,54 @@ def _tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: st
     )
 
 
-def _fill_workspace(client, image, options, workspace: Path, user: str, labels, timeout_s: float, size_mb: int):
-    """Copy the workspace tree into the volume; return the container holding it mounted.
+def _fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
+    """Copy the workspace tree into /workspace of the build container, running and held at its gate."""
+    with tempfile.TemporaryFile() as archive:
+        _write_archive(archive, workspace, _numeric_owner(user))
+        archive.seek(0)
+        try:
+            container.put_archive("/workspace", archive)
+        except docker.errors.APIError as exc:
+            # Most likely the sources do not fit; the same tree and limit
+            # give the same outcome on every node.
+            raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
 
-    A tmpfs volume is emptied whenever nothing has it mounted, and the daemon
-    mounts volumes for an archive upload only while the call lasts, so the
-    upload goes through a running holder container. The build container mounts
-    the same tmpfs before the holder is removed.
+
+def _release_gate(stdin) -> None:
+    """Write the go line to the gated container's stdin and end it: the build starts.
+
+    docker-py returns the attach's socket wrapped in a SocketIO opened for
+    reading only; the line goes to the socket underneath. Ending our side
+    makes the daemon close the container's stdin (StdinOnce), so the build
+    sees its stdin at end of file, as a build without a gate would.
+    """
+    try:
+        stdin._sock.sendall(b"go\n")
+        stdin._sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        raise SandboxError("docker error: could not start the build", str(exc)) from None
+
+
+def _close_stdin(stdin) -> None:
+    """Close the attach to the container's stdin: the SocketIO, then the socket under it."""
+    raw = stdin._sock
+    stdin.close()
+    raw.close()
+
+
+def _hold_cache(client, image, options, labels, timeout_s: float):
+    """Start a container that keeps the cache tmpfs mounted after the build container has exited.
+
+    `options` mount the cache tmpfs and nothing else; it runs nothing but
+    sleep, and outlives the build's deadline by a minute, the time the node
+    has to copy the cache out.
     """
     holder = client.containers.create(
         image, ["/bin/sh", "-c", f"sleep {int(timeout_s) + 60}"],
-        labels={**labels, "pbft-ci.role": "workspace-holder"}, detach=True, **options,
+        labels={**labels, "pbft-ci.role": "cache-holder"}, detach=True, **options,
     )
     try:
         holder.start()
-        with tempfile.TemporaryFile() as archive:
-            _write_archive(archive, workspace, _numeric_owner(user))
-            archive.seek(0)
-            try:
-                holder.put_archive("/workspace", archive)
-            except docker.errors.APIError as exc:
-                # Most likely the sources do not fit; the same tree and limit
-                # give the same outcome on every node.
-                raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
     except BaseException:
         _remove(holder)
         raise
@@ -337,7 +409,7 @@ def _fill_workspace(client, image, options, workspace: Path, user: str, labels, 
 
 
 def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
-    """Copy OUT_TAR out of the holder to `cache.save_to`, at most `cache.size_mb`.
+    """Copy OUT_TAR out of the cache holder to `cache.save_to`, at most `cache.size_mb`.
 
     The daemon sends the file wrapped in a tar of its own; only a regular
     file is taken, and no more bytes than the limit are read.

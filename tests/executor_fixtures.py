@@ -13,6 +13,7 @@ import docker
 import docker.errors
 import pytest
 import yaml
+from docker.models.containers import ContainerCollection
 
 from node.executor import Executor
 from pbft.config import BuildConfig
@@ -142,3 +143,18 @@ def build_ids(docker_client):
         assert not left, f"containers left behind by {build_id}: {[c.id[:12] for c in left]}"
         volumes = docker_client.volumes.list(filters={"label": f"pbft-ci.build={build_id}"})
         assert not volumes, f"volumes left behind by {build_id}: {[v.name for v in volumes]}"
+
+
+@pytest.fixture
+def container_roles(monkeypatch) -> dict[str, list[str]]:
+    """The `pbft-ci.role` label of every container created during the test, in order, per build id."""
+    created: dict[str, list[str]] = {}
+    create = ContainerCollection.create
+
+    def counting_create(self, image, command=None, **kwargs):
+        labels = kwargs.get("labels") or {}
+        created.setdefault(labels.get("pbft-ci.build", ""), []).append(labels.get("pbft-ci.role", ""))
+        return create(self, image, command, **kwargs)
+
+    monkeypatch.setattr(ContainerCollection, "create", counting_create)
+    return created

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import logging
+import re
 import shutil
 import socket
 import threading
@@ -12,8 +14,10 @@ import pytest
 
 from node.buildspec import parse_build_spec
 from node.executor import BuildResult
+from node.sandbox import GATE_COMMAND
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
+    container_roles,
     default_image,
     docker_client,
     git_repo,
@@ -203,6 +207,72 @@ async def test_overrunning_build_is_killed_at_the_deadline(make_executor, git_re
     assert time.monotonic() - started < 10
     assert result.to_dict() == {"status": "timeout", "exit_code": None, "commit": head, "reason": "build exceeded 1 s"}
     assert "started" in log_text(result)
+
+
+async def test_a_spec_build_runs_in_one_container(make_executor, git_repo, build_ids, container_roles):
+    git_repo.commit("master", PASSING)
+    build_id = build_ids()
+
+    result = await make_executor().run(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
+    )
+
+    assert result.status == "success", log_text(result)
+    assert "tests passed" in log_text(result)
+    # The identity reader is created, never started, once per image on a node.
+    assert [role for role in container_roles[build_id] if role != "identity-reader"] == ["build"]
+
+
+@pytest.mark.parametrize("line, exit_code, ran", [(b"go\n", 0, True), (b"", 1, False), (b"stop\n", 1, False)])
+def test_the_gate_runs_the_build_only_after_the_go_line(
+    docker_client, default_image, build_ids, line, exit_code, ran
+):
+    # As run_container makes it; closing stdin without "go" is what a node that died does.
+    container = docker_client.containers.create(
+        default_image, [*GATE_COMMAND, "/bin/sh", "-c", "cat; echo the build ran"],
+        labels={"pbft-ci.build": build_ids()}, stdin_open=True, detach=False, network_mode="none",
+    )
+    try:
+        stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
+        output = container.attach(stdout=True, stderr=True, stream=True)
+        container.start()
+        raw = stdin._sock
+        raw.sendall(line)
+        stdin.close()
+        raw.close()
+        # The build's `cat` ends too: after the gate, its stdin is at end of file.
+        assert container.wait(timeout=10)["StatusCode"] == exit_code
+        text = b"".join(output)
+    finally:
+        container.remove(force=True)
+
+    assert (b"the build ran" in text) is ran, text
+
+
+async def test_a_build_reading_stdin_finds_it_at_end_of_file(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("cat", "echo stdin ended", timeout_s=20)})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.status == "success", log_text(result)
+    assert "stdin ended" in log_text(result)
+
+
+async def test_the_node_log_gives_how_long_the_build_commands_ran(make_executor, git_repo, build_ids, caplog):
+    caplog.set_level(logging.INFO, logger="node.executor")
+    git_repo.commit("master", {".pbft-ci.yml": spec("sleep 1")})
+    executor = make_executor()
+
+    built = await build(executor, git_repo, build_ids)
+    unbuilt = await build(executor, git_repo, build_ids, branch="nope")
+
+    assert (built.status, unbuilt.status) == ("success", "error")
+    ends = [record.getMessage() for record in caplog.records if record.getMessage().startswith("build end ")]
+    times = [{name: int(value) for name, value in re.findall(r" (\w+_ms)=(-?\d+)", end)} for end in ends]
+    assert len(times) == 2, ends
+    # Sanity bounds only: the sleep, and the node's own work around it.
+    assert 900 <= times[0]["commands_ms"] < times[0]["duration_ms"], ends
+    assert times[1]["commands_ms"] == -1, ends
 
 
 class _Listener:

@@ -10,6 +10,7 @@ import pytest
 from node.executor import BuildResult
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
+    container_roles,
     default_image,
     docker_client,
     git_repo,
@@ -84,6 +85,22 @@ async def test_a_first_build_saves_and_the_next_commit_restores(make_executor, g
     # Restored for its own key, the cache is kept as it is rather than saved again.
     assert cache_lines(second)[1] == f"== cache not saved: key {key} was restored and is kept as it is"
     assert "/pbft-cache/out/cache.tar" not in text
+
+
+async def test_only_a_build_that_saves_its_cache_has_a_second_container(
+    make_executor, git_repo, build_ids, container_roles
+):
+    executor = make_executor()
+    git_repo.commit("master", cached_project("one"))
+    saved = await build(executor, git_repo, build_ids)
+    git_repo.commit("master", cached_project("two", require=True))
+    kept = await build(executor, git_repo, build_ids)
+
+    assert saved.status == kept.status == "success", log_text(kept)
+    assert cache_lines(kept)[1].endswith("was restored and is kept as it is")
+    # The identity reader is created, never started, once per image on a node.
+    roles = [[role for role in roles if role != "identity-reader"] for roles in container_roles.values()]
+    assert roles == [["cache-holder", "build"], ["build"]]
 
 
 async def test_another_repository_never_sees_the_cache(make_executor, git_repo, build_ids, tmp_path):

@@ -57,6 +57,8 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())
     build = reports["build"]
     assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
+    # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).
+    assert len(build["node_overhead_ms"]["values"]) == 4
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     # The tables went to stdout, one per scenario.

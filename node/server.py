@@ -139,6 +139,7 @@ def make_app(
             yield
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
+            driver.close()
             for link in links.values():
                 await link.close()
             for task in list(driver.builds):

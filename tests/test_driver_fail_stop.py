@@ -1,5 +1,7 @@
-"""A node whose replica trips an invariant stops whole: nothing of that step is saved or sent."""
+"""A node whose replica trips an invariant stops whole: nothing of that step is saved or sent.
+Steps taken in one turn of the event loop are saved together, before any of them is sent."""
 
+import asyncio
 import json
 
 from node.driver import Driver
@@ -33,11 +35,13 @@ async def test_a_broken_invariant_stops_the_node_before_anything_leaves(tmp_path
 
     replica._check_invariants = broken
     driver.on_frame(json.dumps(encode(request)), connection=None)
+    await asyncio.sleep(0)  # the turn's save would run now
     assert stops == [True] and driver.stopped
     assert all(peer.frames == [] for peer in peers.values())  # the pre-prepare never left
     assert store.load() is None  # and nothing of the step was saved
     replica._check_invariants = real_check
     driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
+    await asyncio.sleep(0)
     assert all(peer.frames == [] for peer in peers.values())  # a stopped node stays stopped
 
 
@@ -47,4 +51,35 @@ async def test_a_healthy_step_is_saved_and_sent(tmp_path):
     peers = {i: Recorder() for i in (1, 2, 3)}
     driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
     driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
+    await asyncio.sleep(0)
     assert all(len(peer.frames) == 1 for peer in peers.values()) and store.load() is not None
+
+
+class CountingStore(NodeStore):
+    """A store that says, at each save, how many frames the peers had been sent before it."""
+
+    def __init__(self, path, peers) -> None:
+        super().__init__(path, n=4, f=1)
+        self.peers = peers
+        self.saves: list[tuple[int, int]] = []  # (effects saved, frames already sent)
+
+    def save(self, state, effects) -> None:
+        self.saves.append((len(effects), sum(len(peer.frames) for peer in self.peers.values())))
+        super().save(state, effects)
+
+
+async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent(tmp_path):
+    cluster = Cluster()
+    peers = {i: Recorder() for i in (1, 2, 3)}
+    store = CountingStore(tmp_path / "node.sqlite", peers)
+    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
+    for _ in range(3):
+        driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
+    assert store.saves == [] and all(peer.frames == [] for peer in peers.values())
+    await asyncio.sleep(0)
+    # One save for the three requests' pre-prepares, taken before the first frame left.
+    ((saved, sent_before),) = store.saves
+    assert saved >= 3 and sent_before == 0
+    assert all(len(peer.frames) == 3 for peer in peers.values())
+    driver.close()
+    store.close()

@@ -1,7 +1,11 @@
 """Build records of one client, in SQLite.
 
-One row per request, keyed by its timestamp (the build id). Every change is
-a single transaction, so a crash leaves either the old row or the new one.
+One row per request, keyed by its timestamp (the build id). Writes join an
+open transaction that `commit` ends: the service commits once per turn of
+the event loop for every request begun or finished in it (a group commit:
+one fsync for many webhooks), and waits for that commit before a request
+goes out or a verdict is answered. A crash leaves each row as it was at the
+last commit, never half written.
 The file also keeps the last timestamp the client used: PBFT nodes execute a
 client's request only if its timestamp is higher than the last one they saw
 from that client, so timestamps must keep increasing across restarts. And
@@ -61,41 +65,50 @@ def records_path(data_dir: Path, client_name: str) -> Path:
 class BuildRecords:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
+        # Autocommit mode: transactions are begun and committed here, explicitly.
+        self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        with self._db:
-            self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
 
+    def commit(self) -> None:
+        """Make every write since the last commit durable, all in one transaction."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, parameters: tuple) -> sqlite3.Cursor:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        return self._db.execute(sql, parameters)
+
     def next_timestamp(self, now_us: int) -> int:
-        """Reserve and return max(now_us, last + 1) in one atomic statement."""
-        with self._db:
-            row = self._db.execute(
-                "INSERT INTO client_state (key, value) VALUES ('last_timestamp', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = max(value + 1, excluded.value)"
-                " RETURNING value",
-                (now_us,),
-            ).fetchone()
+        """Reserve and return max(now_us, last + 1) in one statement (durable at the next commit)."""
+        row = self._write(
+            "INSERT INTO client_state (key, value) VALUES ('last_timestamp', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = max(value + 1, excluded.value)"
+            " RETURNING value",
+            (now_us,),
+        ).fetchone()
         return row[0]
 
     def add_pending(self, request: Request, submitted_at: float) -> None:
         operation = request.operation
-        with self._db:
-            self._db.execute(
-                "INSERT INTO builds (build_id, repository, branch, commit_requested, submitted_at,"
-                " state, request) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                (
-                    request.timestamp,
-                    operation.repository,
-                    operation.branch,
-                    operation.commit,
-                    datetime.fromtimestamp(submitted_at, timezone.utc).isoformat(),
-                    json.dumps(encode(request)),
-                ),
-            )
+        self._write(
+            "INSERT INTO builds (build_id, repository, branch, commit_requested, submitted_at,"
+            " state, request) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            (
+                request.timestamp,
+                operation.repository,
+                operation.branch,
+                operation.commit,
+                datetime.fromtimestamp(submitted_at, timezone.utc).isoformat(),
+                json.dumps(encode(request)),
+            ),
+        )
 
     def accept(
         self, build_id: int, result: Result, agreed_by: list[int], elapsed_ms: int, replies: list[Reply]
@@ -114,19 +127,18 @@ class BuildRecords:
         elapsed_ms: int,
         replies: list[Reply],
     ) -> None:
-        with self._db:
-            self._db.execute(
-                "UPDATE builds SET state = ?, result = ?, agreed_by = ?, elapsed_ms = ?, replies = ?"
-                " WHERE build_id = ?",
-                (
-                    state,
-                    result_json,
-                    json.dumps(agreed_by),
-                    elapsed_ms,
-                    json.dumps([encode(reply) for reply in replies]),
-                    build_id,
-                ),
-            )
+        self._write(
+            "UPDATE builds SET state = ?, result = ?, agreed_by = ?, elapsed_ms = ?, replies = ?"
+            " WHERE build_id = ?",
+            (
+                state,
+                result_json,
+                json.dumps(agreed_by),
+                elapsed_ms,
+                json.dumps([encode(reply) for reply in replies]),
+                build_id,
+            ),
+        )
 
     def delivery_build(self, repository: str, delivery_id: str) -> int | None:
         """The build a forge delivery already started, if it was seen before."""
@@ -138,14 +150,14 @@ class BuildRecords:
     def add_delivery(self, repository: str, delivery_id: str, build_id: int, received_at: float) -> None:
         # Keyed by repository too, so that a delivery id claimed through an
         # unsigned repository cannot shadow a signed delivery to another.
-        with self._db:
-            self._db.execute(
-                "DELETE FROM deliveries WHERE received_at < ?", (received_at - DELIVERY_RETENTION_S,)
-            )
-            self._db.execute(
-                "INSERT OR IGNORE INTO deliveries (repository, delivery_id, build_id, received_at) VALUES (?, ?, ?, ?)",
-                (repository, delivery_id, build_id, received_at),
-            )
+        # Committed at once, with the build it started: the forge is answered
+        # next, and a redelivery after a crash must find both.
+        self._write("DELETE FROM deliveries WHERE received_at < ?", (received_at - DELIVERY_RETENTION_S,))
+        self._write(
+            "INSERT OR IGNORE INTO deliveries (repository, delivery_id, build_id, received_at) VALUES (?, ?, ?, ?)",
+            (repository, delivery_id, build_id, received_at),
+        )
+        self.commit()
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds, newest first."""

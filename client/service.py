@@ -97,6 +97,8 @@ class ClientService:
         self._closing = False
         self._background: set[asyncio.Task] = set()
         self._observers: list[BuildObserver] = []
+        # The group commit of the records written in this turn of the event loop, once one is awaited.
+        self._commit: asyncio.Future | None = None
 
     def start(self) -> None:
         self._links.start(self.on_frame, self.on_connect)
@@ -173,11 +175,39 @@ class ClientService:
     async def _follow(self, timestamp: int, operation: Operation, started_s: float) -> Verdict:
         outstanding = self._outstanding[timestamp]
         try:
+            # The request is on the client's disk before any node sees it.
+            await self._records_durable()
             await self._send_first(timestamp, operation, outstanding)
             await self._await_quorum(timestamp, outstanding, started_s)
         finally:
             del self._outstanding[timestamp]
-        return self._finish(timestamp, operation, outstanding.collector, started_s)
+        verdict = self._finish(timestamp, operation, outstanding.collector, started_s)
+        await self._records_durable()
+        self._notify("finished", operation, verdict)
+        return verdict
+
+    async def _records_durable(self) -> None:
+        """Wait until every record written so far is committed.
+
+        One commit at the end of this turn of the event loop serves every
+        request begun or finished in it, so a burst of webhooks pays one
+        fsync, not one each.
+        """
+        if self._commit is None:
+            loop = asyncio.get_running_loop()
+            self._commit = loop.create_future()
+            loop.call_soon(self._commit_records)
+        # Shielded: a cancelled webhook must not cancel the others' commit.
+        await asyncio.shield(self._commit)
+
+    def _commit_records(self) -> None:
+        commit, self._commit = self._commit, None
+        try:
+            self._records.commit()
+        except Exception as error:  # noqa: BLE001 - every waiter gets it
+            commit.set_exception(error)
+        else:
+            commit.set_result(None)
 
     async def _send_first(self, timestamp: int, operation: Operation, outstanding: _Outstanding) -> None:
         primary = self.primary
@@ -236,7 +266,6 @@ class ClientService:
             elapsed_ms=elapsed_ms,
             abandoned=self._closing and not collector.accepted,
         )
-        self._notify("finished", operation, verdict)
         return verdict
 
     async def on_connect(self, node_id: int, challenge: str) -> None:

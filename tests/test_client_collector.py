@@ -8,6 +8,7 @@ verifies and routes replies before anything is counted.
 
 import asyncio
 import json
+import sqlite3
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -210,4 +211,34 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
     for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed"):
         assert reason in caplog.text
     assert records.get(t)["state"] == "accepted"
+    records.close()
+
+
+async def test_requests_begun_together_share_one_commit_made_before_any_is_sent(tmp_path):
+    service, links, node_auths, records = _service(tmp_path)
+    commits: list[int] = []  # frames sent before each commit
+    real_commit = records.commit
+
+    def counting_commit() -> None:
+        commits.append(len(links.sent))
+        real_commit()
+
+    records.commit = counting_commit
+    tasks = [asyncio.create_task(service.submit(Operation("example", "main"))) for _ in range(5)]
+    while len(links.sent) < 5:
+        await asyncio.sleep(0)
+    assert commits == [0], "one commit for the five requests, before the first left"
+    # What the client wrote is on disk: another connection sees every pending build.
+    with sqlite3.connect(tmp_path / "builds.sqlite") as other:
+        assert other.execute("SELECT count(*) FROM builds WHERE state = 'pending'").fetchone()[0] == 5
+    for node_id in (0, 1):
+        for _, text in links.sent[:5]:
+            request = json.loads(text)
+            answer = reply(node_id, timestamp=request["timestamp"])
+            service.on_frame(node_id, json.dumps(encode(signed(answer, node_auths[node_id].sign))))
+    verdicts = await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert all(verdict.accepted for verdict in verdicts)
+    assert commits == [0, 5], "the five verdicts, accepted in one turn, are committed together"
+    with sqlite3.connect(tmp_path / "builds.sqlite") as other:
+        assert other.execute("SELECT count(*) FROM builds WHERE state = 'accepted'").fetchone()[0] == 5
     records.close()

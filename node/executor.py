@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,10 @@ class Executor:
         self._instance_id = uuid.uuid4().hex
         self._networked = frozenset(networked_repositories)
         self._build_network = BuildNetwork(self._data_dir, peer_hosts)
+        # Removes each finished build's containers and volumes after its result is
+        # out: the daemon takes a tenth of a second to tear them down, which no
+        # verdict should wait for. One thread, so removals never pile up on the engine.
+        self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"remove-node{node_id}")
 
     @property
     def running(self) -> int:
@@ -157,6 +162,7 @@ class Executor:
         right away instead of at the build's deadline.
         """
         if self._docker is None:
+            self._janitor.shutdown(wait=True)
             return
         try:
             running = self._docker.containers.list(filters={"label": f"pbft-ci.executor={self._instance_id}"})
@@ -169,6 +175,8 @@ class Executor:
             except docker.errors.DockerException:
                 # It exited on its own meanwhile; its thread removes it.
                 pass
+        # Finished builds' containers go before the engine connection does.
+        self._janitor.shutdown(wait=True)
         if self._networked:
             # A stopped node leaves no rules behind; the network goes first,
             # and the rules stay if it cannot (a build may still be attached).
@@ -322,6 +330,7 @@ class Executor:
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
                     identity_dir=self._identity_dir, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
+                    remove_later=self._remove_later,
                 )
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
@@ -340,7 +349,7 @@ class Executor:
             outcome = run_container(
                 self._client(), image=tag, command=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
-                identity_dir=self._identity_dir, on_output=output.write,
+                identity_dir=self._identity_dir, on_output=output.write, remove_later=self._remove_later,
             )
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
@@ -394,6 +403,15 @@ class Executor:
                 log.warning("cache save failed for repository %r", name, exc_info=True)
                 output.note(f"cache not saved: could not store it on this node ({type(exc).__name__})")
 
+    def _remove_later(self, removal) -> None:
+        try:
+            done = self._janitor.submit(removal)
+        except RuntimeError:
+            # The executor is closing: remove it now, as the build's own last step.
+            removal()
+            return
+        done.add_done_callback(_report_failed_removal)
+
     def _client(self) -> docker.DockerClient:
         # Created on first use so that a node starts (and answers with error
         # results) even while the engine is down.
@@ -404,6 +422,12 @@ class Executor:
                 except docker.errors.DockerException as exc:
                     raise SandboxError("docker engine unavailable", str(exc)) from None
             return self._docker
+
+
+def _report_failed_removal(done) -> None:
+    # The next start's sweep_leftovers removes what is left; say why it is there.
+    if done.exception() is not None:
+        log.warning("could not remove a finished build's containers", exc_info=done.exception())
 
 
 def _spec_settings(

@@ -24,6 +24,7 @@ the one exception: a second, idle container keeps the cache tmpfs mounted
 until the node has copied the new cache out (see run_container).
 """
 
+import functools
 import socket
 import tarfile
 import tempfile
@@ -192,8 +193,13 @@ def run_container(
     on_output: Callable[[bytes], None] | None = None,
     cache: CacheMounts | None = None,
     network: str | None = None,
+    remove_later: Callable[[Callable[[], None]], object] | None = None,
 ) -> ContainerOutcome:
     """Run `command` (or the image's CMD) to completion or until the deadline.
+
+    The containers and volumes are removed before returning, or, given
+    `remove_later` (e.g. a single-thread executor's submit), handed to it so
+    that the outcome is not held up by the daemon tearing them down.
 
     With a workspace, its tree is copied onto a size-limited tmpfs at
     /workspace and the root file system is read-only. Without one (an image
@@ -297,14 +303,25 @@ def run_container(
             _close_stdin(stdin)
         if capture is not None:
             capture.close()
-        try:
-            for leftover in (container, cache_holder):
-                if leftover is not None:
-                    _remove(leftover)
-        finally:
-            for leftover_volume in (volume, cache_volume):
-                if leftover_volume is not None:
-                    _remove_volume(leftover_volume)
+        removal = functools.partial(
+            _remove_all,
+            [leftover for leftover in (container, cache_holder) if leftover is not None],
+            [leftover for leftover in (volume, cache_volume) if leftover is not None],
+        )
+        if remove_later is None:
+            removal()
+        else:
+            remove_later(removal)
+
+
+def _remove_all(containers: list, volumes: list) -> None:
+    """Remove a build's containers, then its volumes, which the containers kept mounted."""
+    try:
+        for container in containers:
+            _remove(container)
+    finally:
+        for volume in volumes:
+            _remove_volume(volume)
 
 
 def check_image(client: docker.DockerClient, image: str) -> str:

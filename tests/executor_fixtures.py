@@ -6,6 +6,7 @@ tests), so everything here is a fixture or a helper that module uses.
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -106,8 +107,12 @@ def git_repo(tmp_path) -> GitRepo:
 
 
 @pytest.fixture
-def make_executor(tmp_path, docker_client, default_image):
-    """Executors over this test's data and log dirs, closed after the test."""
+def make_executor(tmp_path, docker_client, default_image, build_ids):
+    """Executors over this test's data and log dirs, closed after the test.
+
+    Closed before `build_ids` checks for leftovers (it is set up first, so torn
+    down last): a closed executor has removed every finished build's containers.
+    """
     executors = []
 
     def make(**limit_overrides) -> Executor:
@@ -139,10 +144,21 @@ def build_ids(docker_client):
 
     yield new_id
     for build_id in issued:
-        left = docker_client.containers.list(all=True, filters={"label": f"pbft-ci.build={build_id}"})
+        left, volumes = leftovers_of(docker_client, {"label": f"pbft-ci.build={build_id}"})
         assert not left, f"containers left behind by {build_id}: {[c.id[:12] for c in left]}"
-        volumes = docker_client.volumes.list(filters={"label": f"pbft-ci.build={build_id}"})
         assert not volumes, f"volumes left behind by {build_id}: {[v.name for v in volumes]}"
+
+
+def leftovers_of(docker_client, filters: dict, removal_s: float = 30.0) -> tuple[list, list]:
+    """The containers and volumes matching `filters` that remain once the executor's
+    removal thread, which tears a build down right after its result, has had time to."""
+    deadline = time.monotonic() + removal_s
+    while True:
+        containers = docker_client.containers.list(all=True, filters=filters)
+        volumes = docker_client.volumes.list(filters=filters)
+        if not (containers or volumes) or time.monotonic() > deadline:
+            return containers, volumes
+        time.sleep(0.1)
 
 
 @pytest.fixture

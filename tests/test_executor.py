@@ -1,6 +1,7 @@
 """The executor against a real git repository and the real Docker engine."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
@@ -221,6 +222,29 @@ async def test_a_spec_build_runs_in_one_container(make_executor, git_repo, build
     assert "tests passed" in log_text(result)
     # The identity reader is created, never started, once per image on a node.
     assert [role for role in container_roles[build_id] if role != "identity-reader"] == ["build"]
+
+
+async def test_the_result_does_not_wait_for_the_containers_removal(
+    make_executor, git_repo, build_ids, docker_client
+):
+    git_repo.commit("master", PASSING)
+    build_id = build_ids()
+    executor = make_executor()
+    held: list = []
+    # The removal the executor hands on after the build, held here instead of run.
+    executor._janitor.submit = lambda removal: held.append(removal) or concurrent.futures.Future()
+
+    result = await executor.run(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
+    )
+
+    assert result.status == "success", log_text(result)
+    label = {"label": f"pbft-ci.build={build_id}"}
+    assert len(docker_client.containers.list(all=True, filters=label)) == 1, "the result came before the removal"
+    assert len(held) == 1
+    held[0]()
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.volumes.list(filters=label) == []
 
 
 @pytest.mark.parametrize("line, exit_code, ran", [(b"go\n", 0, True), (b"", 1, False), (b"stop\n", 1, False)])

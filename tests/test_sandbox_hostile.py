@@ -18,6 +18,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
     default_image,
     docker_client,
+    leftovers_of,
     spec,
 )
 
@@ -74,8 +75,11 @@ async def hostile_next_to_normal(executor, origin, build_ids, docker_client, bra
         run_build(executor, origin, hostile_id, branch), run_build(executor, origin, build_ids(), "master")
     )
     assert normal.status == "success", log_text(normal)
-    left = docker_client.containers.list(all=True, filters={"label": f"pbft-ci.build={hostile_id}"})
-    assert not left, "the hostile build's containers must be removed before its result is returned"
+    label = f"pbft-ci.build={hostile_id}"
+    running = docker_client.containers.list(filters={"label": label, "status": "running"})
+    assert not running, "nothing of the hostile build may still run when its result is returned"
+    left, _ = leftovers_of(docker_client, {"label": label})
+    assert not left, "the hostile build's containers are removed right after its result"
     return hostile
 
 
@@ -238,6 +242,5 @@ async def test_the_node_still_builds_after_the_hostile_builds(node_executor, ori
     assert result.status == "success", log_text(result)
     assert "normal build ran" in log_text(result)
     assert node_executor.running == 0
-    label = {"label": "pbft-ci.node=9"}
-    assert not docker_client.containers.list(all=True, filters=label)
-    assert not docker_client.volumes.list(filters=label)
+    containers, volumes = leftovers_of(docker_client, {"label": "pbft-ci.node=9"})
+    assert not containers and not volumes

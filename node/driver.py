@@ -28,9 +28,9 @@ from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import Broadcast, Effect, Execute, SendReply, SendTo, ServeFetch
+from pbft.effects import Broadcast, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes
 from pbft.ledger import MemoryLedger
-from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Request, Result, decode, encode
+from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Reply, Request, Result, decode, encode
 from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
@@ -222,15 +222,28 @@ class Driver:
                 if peer is not None:
                     peer.send(json.dumps(encode(effect.message)))
             elif isinstance(effect, SendReply):
-                frame = json.dumps(encode(effect.reply))
-                for connection in list(self.clients.get(effect.reply.client, ())):
-                    connection.send(frame)
+                self._send_reply(effect.reply)
+            elif isinstance(effect, ResendReply):
+                reply = self.store.reply(effect.client, effect.timestamp) if self.store is not None else None
+                if reply is not None:
+                    self._send_reply(reply)
+            elif isinstance(effect, ServeVotes):
+                peer = self.peers.get(effect.node)
+                if peer is not None and self.store is not None:
+                    for vote in self.store.votes(effect.keys):
+                        if vote.sender != effect.node:
+                            peer.send(json.dumps(encode(vote)))
             elif isinstance(effect, Execute):
                 for request in effect.requests:
                     self.start_build(effect.seq, request)
             elif isinstance(effect, ServeFetch):
                 self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
                 self._carry_out(self.replica.take_effects())
+
+    def _send_reply(self, reply: Reply) -> None:
+        frame = json.dumps(encode(reply))
+        for connection in list(self.clients.get(reply.client, ())):
+            connection.send(frame)
 
     def close(self) -> None:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""

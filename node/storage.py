@@ -202,6 +202,21 @@ class NodeStore:
              json.dumps(encode(vote))),
         )
 
+    def reply(self, client: str, timestamp: int) -> Reply | None:
+        row = self._db.execute(
+            "SELECT reply FROM builds WHERE client = ? AND timestamp = ?", (client, timestamp)
+        ).fetchone()
+        return None if row is None or row[0] is None else decode(json.loads(row[0]))
+
+    def votes(self, keys: tuple[tuple[str, int], ...]) -> list[ResultVote]:
+        found = []
+        for client, timestamp in keys:
+            rows = self._db.execute(
+                "SELECT body FROM votes WHERE client = ? AND timestamp = ? ORDER BY sender", (client, timestamp)
+            )
+            found += [decode(json.loads(body)) for (body,) in rows]
+        return found
+
     def build_records(self, seq: int) -> list[dict]:
         """Every build ordered at `seq`: this node's result, the certified verdict and every node's vote."""
         rows = self._db.execute("SELECT batch FROM ledger WHERE seq = ?", (seq,)).fetchone()

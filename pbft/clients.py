@@ -1,8 +1,9 @@
 """The client table: exactly-once execution and the requests still open (OSDI'99 §4.1, §4.4).
 
-Every executed request is remembered with its reply (None until the build
-finished, or for ever when this node learnt the batch by state transfer and
-never built it), so a retransmission is answered, never run again. Memory
+Every executed request is remembered, with True once this node replied (None
+until the build finished, or for ever when this node learnt the batch by
+state transfer and never built it), so a retransmission is answered (with
+the reply the store kept: `ResendReply`), never run again. Memory
 does not grow with the requests served: at each checkpoint a client's floor
 rises to its newest executed timestamp less `expiry_us`, and everything at or
 below the floor is forgotten. Since the floor is a function of the ledger
@@ -19,7 +20,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from pbft.messages import Reply, Request
+from pbft.messages import Request
 
 Key = tuple[str, int]  # (client, timestamp)
 
@@ -27,7 +28,7 @@ Key = tuple[str, int]  # (client, timestamp)
 class ClientTable:
     def __init__(self, expiry_us: int) -> None:
         self.expiry_us = expiry_us
-        self.executed: dict[Key, Reply | None] = {}
+        self.executed: dict[Key, bool | None] = {}  # True: replied
         self.floor: dict[str, int] = {}  # per client: timestamps at or below are done, or never will be
         self.latest: dict[str, int] = {}  # per client: newest timestamp executed
         # Per client, a min-heap of the executed timestamps: a checkpoint forgets in time
@@ -52,11 +53,11 @@ class ClientTable:
         self.latest[request.client] = max(request.timestamp, self.latest.get(request.client, 0))
         return True
 
-    def remember(self, key: Key, reply: Reply | None) -> None:
-        """Record `key` as executed (a restore replays the ledger through here)."""
+    def remember(self, key: Key, replied: bool | None) -> None:
+        """Record `key` as executed, and whether this node replied (a restore replays the ledger through here)."""
         if key not in self.executed:
             heapq.heappush(self._timestamps.setdefault(key[0], []), key[1])
-        self.executed[key] = reply
+        self.executed[key] = replied
 
     def forget_expired(self) -> list[Key]:
         """Raise every client's floor and drop what fell below it (called at checkpoints).

@@ -35,6 +35,24 @@ class SendReply:
 
 
 @dataclass(frozen=True)
+class ResendReply:
+    """A client retransmitted a request this node already answered: send it the reply
+    kept in the store (SendReply saved it), not one held in memory for an hour."""
+
+    client: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class ServeVotes:
+    """A peer asked for the RESULT votes of these builds: send `node` every vote the
+    store kept for them, except its own. Decided builds' votes live only on disk."""
+
+    node: int
+    keys: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class Execute:
     """A batch joins the ledger; emitted strictly in sequence order.
 
@@ -88,4 +106,6 @@ class RecordVerdict:
     result: dict | None
 
 
-Effect = Union[Broadcast, SendTo, SendReply, Execute, Store, ServeFetch, KeepStableProof, RecordVerdict]
+Effect = Union[
+    Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, Store, ServeFetch, KeepStableProof, RecordVerdict
+]

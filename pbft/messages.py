@@ -9,7 +9,9 @@ nothing malformed from a peer ever reaches the protocol core.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
@@ -68,8 +70,9 @@ class Request:
         # exact signed request and nobody can swap in a re-signed variant.
         return digest({"payload": self.payload(), "sig": self.sig})
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, int]:
+        # Cached: the same tuple object keys every table that remembers this request.
         return (self.client, self.timestamp)
 
 
@@ -405,8 +408,9 @@ class ResultVote:
             "sender": self.sender,
         }
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, int]:
+        # Cached: the same tuple object keys every table that remembers this request.
         return (self.client, self.timestamp)
 
 
@@ -457,6 +461,10 @@ def _text(data: dict, name: str, pattern: re.Pattern | None = None, limit: int =
         raise MessageError(f"{name} must be a string of at most {limit} characters")
     if pattern is not None and not pattern.fullmatch(value):
         raise MessageError(f"{name} is not well formed")
+    if pattern is _NAME:
+        # A client's name is in every key of the tables that remember an hour of its
+        # requests: one string object for them all, not one per decoded message.
+        return sys.intern(value)
     return value
 
 

@@ -17,7 +17,18 @@ from pbft.authenticator import Authenticator
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
-from pbft.effects import Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, Store
+from pbft.effects import (
+    Broadcast,
+    Effect,
+    Execute,
+    KeepStableProof,
+    RecordVerdict,
+    ResendReply,
+    SendReply,
+    SendTo,
+    ServeVotes,
+    Store,
+)
 from pbft.encoding import digest
 from pbft.message_log import MessageLog
 from pbft.messages import (
@@ -227,7 +238,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if executed[request.key] is not None:
             return
         reply = signed(Reply(self.view, request.timestamp, request.client, self.id, result), self.auth.sign)
-        executed[request.key] = reply
+        executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         self._outbox.append(SendReply(reply))
         vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
         self._count_vote(vote)
@@ -243,11 +254,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if request.key not in clients.executed and clients.expired(request.key):
             return "ignore_request_expired"
         if request.key in clients.executed:
-            reply = clients.executed[request.key]
-            if reply is None:
+            if clients.executed[request.key] is None:
                 return "ignore_request_no_reply_yet"
-            # A retransmission: the client lost our reply, so send it again.
-            self._outbox.append(SendReply(reply))
+            # A retransmission: the client lost our reply, so send it again, from the store.
+            self._outbox.append(ResendReply(request.client, request.timestamp))
             return None
         clients.waiting[request.key] = request
         if self.changing_view:
@@ -518,10 +528,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return reason or "ignore_vote-fetch_from_self"
         if self._served_recently(self.votes_served_at, message.sender, self.settings.vote_retry_s / 4):
             return "ignore_vote-fetch_too_soon"
-        for key in message.keys:
-            for vote in self.result_votes.held(key):
-                if vote.sender != message.sender:
-                    self._outbox.append(SendTo(message.sender, vote))
+        keys = tuple(key for key in message.keys if key in self.result_votes)
+        if keys:
+            self._outbox.append(ServeVotes(message.sender, keys))
         return None
 
     # --- checkpoints and garbage collection (§4.3) ---------------------

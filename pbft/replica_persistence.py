@@ -102,7 +102,7 @@ class Persistence:
         # less what expired; and the votes on those builds, counted by the same rule as live.
         for key, (seq, reply) in executed.items():
             if not replica.clients.expired(key):
-                replica.clients.remember(key, reply)
+                replica.clients.remember(key, True if reply is not None else None)
                 replica.result_votes.ordered(key, seq)
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:

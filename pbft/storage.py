@@ -2,6 +2,7 @@
 
 The core never opens a store. A driver saves each replica step before it
 carries out any of that step's effects, answers FETCH from the stored ledger,
+resends stored replies and serves stored votes (ResendReply, ServeVotes),
 and rebuilds the replica with `Replica.restore` from what `load` returns.
 `node.storage.NodeStore` fulfils this contract; the simulator is handed a
 store factory and speaks to stores only through it, so nothing in `pbft/`
@@ -14,7 +15,7 @@ from typing import Callable, Protocol
 
 from pbft.effects import Effect
 from pbft.ledger import LedgerReader
-from pbft.messages import Message, Reply, Request
+from pbft.messages import Message, Reply, Request, ResultVote
 from pbft.replica_persistence import DurableState
 
 
@@ -42,6 +43,12 @@ class ReplicaStore(LedgerReader, Protocol):
 
     def load(self) -> Loaded | None:
         """What was saved before the last stop, or None for a node that never ran."""
+
+    def reply(self, client: str, timestamp: int) -> Reply | None:
+        """The reply this node sent for a request (a SendReply it saved), to send again (ResendReply)."""
+
+    def votes(self, keys: tuple[tuple[str, int], ...]) -> list[ResultVote]:
+        """Every RESULT vote kept for these builds (a Store it saved), to serve a VOTE-FETCH (ServeVotes)."""
 
     def build_records(self, seq: int) -> list[dict]:
         """Each build ordered at `seq`: `client`, `timestamp`, `own_result` (this node's result

@@ -7,6 +7,11 @@ build counts. A node that missed votes (it was down, or the votes came
 before it ordered the build and were lost with its memory) asks its peers
 for them, with a backoff per build, until the verdict is decided; so after
 any fault heals every honest node holds the same verdict.
+
+Votes are held in memory only until their build's verdict is decided; then
+only who voted is (a bit per node), so that a node's memory does not grow
+with an hour of builds' signed votes. Every kept vote is in the store, which
+answers a peer's VOTE-FETCH (the ServeVotes effect).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon aft
 class ResultVotes:
     def __init__(self, n: int, f: int, retry_s: float) -> None:
         self.n, self.f, self.retry_s = n, f, retry_s
-        self.votes: dict[Key, dict[int, ResultVote]] = {}  # executed builds only: bounded by the client table
+        self.votes: dict[Key, dict[int, ResultVote]] = {}  # undecided executed builds: their votes so far
+        self.voters: dict[Key, int] = {}  # decided builds: a bit per node whose vote was kept
         self.seq: dict[Key, int] = {}
         self.decided: dict[Key, str] = {}
         self.asks: dict[Key, tuple[float, int]] = {}  # undecided build -> (next ask at, asks so far)
@@ -30,27 +36,35 @@ class ResultVotes:
         self.last_fetch_at = float("-inf")
 
     def __contains__(self, key: Key) -> bool:
-        return key in self.votes
+        """Whether `key` executed here and is not forgotten: its votes count."""
+        return key in self.seq
 
     def ordered(self, key: Key, seq: int) -> None:
         """The build executed at `seq` here: its votes count from now on."""
-        self.votes.setdefault(key, {})
+        if key not in self.decided:
+            self.votes.setdefault(key, {})
         self.seq[key] = seq
 
     def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
         """Keep a sender's first vote for an ordered build. Returns whether it was kept,
         and (state, agreed result) if this vote decided the verdict."""
+        if vote.key in self.decided:
+            bit = 1 << vote.sender
+            if self.voters[vote.key] & bit:
+                return False, None
+            self.voters[vote.key] |= bit
+            return True, None
         held = self.votes[vote.key]
         if vote.sender in held:
             return False, None
         held[vote.sender] = vote
-        if vote.key in self.decided:
-            return True, None
         state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, self.n, self.f)
         if state == "pending":
             return True, None
         self.decided[vote.key] = state
         self.asks.pop(vote.key, None)
+        del self.votes[vote.key]
+        self.voters[vote.key] = sum(1 << sender for sender in held)
         if agreed is None:
             return True, (state, None)
         return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
@@ -58,7 +72,7 @@ class ResultVotes:
     def expect(self, key: Key, now: float) -> None:
         """Our part is done (we voted, or learnt the build without running it): if the
         verdict is still open `retry_s` from now, ask the peers for their votes."""
-        if key in self.votes and key not in self.decided and key not in self.asks:
+        if key in self.votes and key not in self.asks:
             self.asks[key] = (now + self.retry_s, 0)
 
     def due(self, now: float, limit: int) -> list[Key]:
@@ -73,11 +87,8 @@ class ResultVotes:
             self.asks[key] = (now + self.retry_s * 2 ** min(tries, BACKOFF_CAP), tries)
         return keys
 
-    def held(self, key: Key) -> list[ResultVote]:
-        return list(self.votes.get(key, {}).values())
-
     def forget(self, keys: list[Key]) -> None:
         """Drop builds whose requests the client table forgot."""
         for key in keys:
-            for table in (self.votes, self.seq, self.decided, self.asks):
+            for table in (self.votes, self.voters, self.seq, self.decided, self.asks):
                 table.pop(key, None)

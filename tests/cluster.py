@@ -15,9 +15,9 @@ from typing import Callable
 
 from pbft.crypto import Ed25519Authenticator, generate_private_key
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, KeepStableProof, SendReply, SendTo, ServeFetch, Store
+from pbft.effects import Broadcast, Execute, KeepStableProof, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store
 from pbft.ledger import MemoryLedger
-from pbft.messages import Message, Operation, Reply, Request, Result, signed
+from pbft.messages import Message, Operation, Reply, Request, Result, ResultVote, signed
 from pbft.replica import Replica, ReplicaSettings
 
 CLIENT = "client"
@@ -102,6 +102,14 @@ class Cluster:
                 self.network.append((effect.node, effect.message))
             elif isinstance(effect, SendReply):
                 self.replies.append(effect.reply)
+            elif isinstance(effect, ResendReply):
+                key = (effect.client, effect.timestamp)
+                self.replies += [r for r in self.replies if r.sender == node and (r.client, r.timestamp) == key][:1]
+            elif isinstance(effect, ServeVotes):
+                self.network.extend(
+                    (effect.node, vote) for vote in self.stored[node]
+                    if isinstance(vote, ResultVote) and vote.key in effect.keys and vote.sender != effect.node
+                )
             elif isinstance(effect, KeepStableProof):
                 self.ledgers[node].proofs[effect.seq] = effect.proof
             elif isinstance(effect, Execute):

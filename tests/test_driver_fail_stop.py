@@ -6,8 +6,12 @@ import json
 
 from node.driver import Driver
 from node.storage import NodeStore
-from pbft.messages import encode
+from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
+from pbft.messages import Reply, Result, ResultVote, batch_digest, decode, encode, signed
 from tests.cluster import Cluster
+
+
+PASSED = Result("success", 0, "a" * 40)
 
 
 class Recorder:
@@ -81,5 +85,33 @@ async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent
     ((saved, sent_before),) = store.saves
     assert saved >= 3 and sent_before == 0
     assert all(len(peer.frames) == 3 for peer in peers.values())
+    driver.close()
+    store.close()
+
+
+async def test_resent_replies_and_served_votes_come_from_the_store(tmp_path):
+    cluster = Cluster()
+    request = cluster.request()
+    node = cluster.replicas[1]
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    execute = Execute(0, 1, batch_digest((request,)), (request,), (request,), "0" * 64)
+    reply = signed(Reply(0, request.timestamp, request.client, 1, PASSED), node.auth.sign)
+    votes = [
+        signed(ResultVote(1, request.client, request.timestamp, PASSED, sender), cluster.replicas[sender].auth.sign)
+        for sender in (0, 1, 3)
+    ]
+    store.save(node.durable_state(), [execute, SendReply(reply), *map(Store, votes)])
+    peers = {i: Recorder() for i in (0, 2, 3)}
+    client = Recorder()
+    driver = Driver(node, None, None, peers, store=store, fail_stop=lambda: None)
+    driver.clients[request.client] = {client}
+
+    driver._carry_out([ResendReply(request.client, request.timestamp), ServeVotes(3, (request.key,))])
+    await asyncio.sleep(0)
+
+    assert [decode(json.loads(frame)) for frame in client.frames] == [reply]
+    # Node 3 asked: it gets the votes of nodes 0 and 1, not its own back.
+    assert [decode(json.loads(frame)).sender for frame in peers[3].frames] == [0, 1]
+    assert peers[0].frames == [] and peers[2].frames == []
     driver.close()
     store.close()

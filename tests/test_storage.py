@@ -1,7 +1,7 @@
 """The node's SQLite store: certified and disputed verdicts from RESULT votes (n = 4, f = 1)."""
 
-from pbft.effects import Execute, RecordVerdict, Store
-from pbft.messages import Result, ResultVote, batch_digest, signed
+from pbft.effects import Execute, RecordVerdict, SendReply, Store
+from pbft.messages import Reply, Result, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
 from pbft.votes import ResultVotes
 from node.storage import NodeStore
@@ -63,6 +63,23 @@ def test_the_store_keeps_votes_and_the_verdict_the_replica_decided(tmp_path):
     assert record["verdict"] == {"state": "certified", "result": PASS.agreed()}
     assert [vote["node"] for vote in record["votes"]] == [0, 1, 2]
     assert store.load().executed == {request.key: (1, None)}
+
+
+def test_the_store_gives_back_a_reply_and_a_builds_votes_to_send_again(tmp_path):
+    cluster = Cluster()
+    request, other = cluster.request(), cluster.request()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    execute = Execute(0, 1, batch_digest((request, other)), (request, other), (request, other), "0" * 64)
+    reply = signed(Reply(0, request.timestamp, request.client, 0, PASS), cluster.replicas[0].auth.sign)
+    votes = cast(cluster, request, [(2, PASS), (0, PASS)]) + cast(cluster, other, [(1, FAIL)])
+    assert store.reply(request.client, request.timestamp) is None
+    store.save(cluster.replicas[0].durable_state(), [execute, SendReply(reply), *map(Store, votes)])
+    assert store.reply(request.client, request.timestamp) == reply
+    assert store.reply(other.client, other.timestamp) is None  # executed, not answered yet
+    assert [vote.sender for vote in store.votes((request.key,))] == [0, 2]
+    assert store.votes((request.key, other.key)) == [votes[1], votes[0], votes[2]]
+    assert store.votes((("nobody", 1),)) == []
+    store.close()
 
 
 def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_unfinished_builds(tmp_path):

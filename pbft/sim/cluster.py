@@ -17,7 +17,18 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 
-from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, SendReply, SendTo, ServeFetch, Store
+from pbft.effects import (
+    Broadcast,
+    Execute,
+    KeepStableProof,
+    RecordVerdict,
+    ResendReply,
+    SendReply,
+    SendTo,
+    ServeFetch,
+    ServeVotes,
+    Store,
+)
 from pbft.messages import Fetch, Message, MessageError, Request, Result, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim.auth import SimKeys
@@ -500,6 +511,14 @@ class SimCluster:
                     reply = effect.reply
                     self.safety.produced((reply.client, reply.timestamp), verdict(reply.result))
                 self._emit(node, effect.reply.client, effect.reply)
+            elif kind is ResendReply:
+                reply = sim_node.store.reply(effect.client, effect.timestamp)
+                if reply is not None:
+                    self._emit(node, reply.client, reply)
+            elif kind is ServeVotes:
+                for vote in sim_node.store.votes(effect.keys):
+                    if vote.sender != effect.node:
+                        self._emit(node, effect.node, vote)
             elif kind is Execute:
                 self._execute(node, effect)
             elif kind is ServeFetch:

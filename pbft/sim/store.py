@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pbft.effects import Effect
-from pbft.messages import Checkpoint, LedgerEntry
+from pbft.messages import Checkpoint, LedgerEntry, Reply, ResultVote
 from pbft.replica_persistence import DurableState
 from pbft.storage import Loaded, ReplicaStore
 
@@ -51,6 +51,12 @@ class UnsyncedStore:
 
     def stable_proof(self, seq: int) -> tuple[Checkpoint, ...] | None:
         return self._inner.stable_proof(seq)
+
+    def reply(self, client: str, timestamp: int) -> Reply | None:
+        return self._inner.reply(client, timestamp)
+
+    def votes(self, keys: tuple[tuple[str, int], ...]) -> list[ResultVote]:
+        return self._inner.votes(keys)
 
     def build_records(self, seq: int) -> list[dict]:
         return self._inner.build_records(seq)

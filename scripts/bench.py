@@ -50,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench import builds, caches, durable, protocol  # noqa: E402
+from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
     "consensus": (protocol.consensus, protocol.consensus_table),
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             # Written after every scenario, so a long run that fails late keeps what it measured.
             Path(args.json).write_text(json.dumps({"quick": args.quick, "scenarios": reports}, indent=2) + "\n")
+    print(targets_table(reports, args.quick))
     return 0
 
 

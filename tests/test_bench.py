@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.stats import alternating, percentile, ratio, summarize
+from bench.targets import targets_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,5 +63,23 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     # The tables went to stdout, one per scenario.
-    for heading in ("consensus:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:"):
+    for heading in ("consensus:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:", "targets"):
         assert heading in result.stdout
+
+
+def test_targets_table_says_which_targets_a_run_met():
+    reports = [
+        {"scenario": "consensus", "results": {"4": {"p50_ms": 8.5}, "16": {"p50_ms": 55.0}}},
+        {"scenario": "memory", "max_growth": 0.068},
+        {"scenario": "build", "over_plain_x4": 1.3, "node_overhead_ms": None},
+    ]
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in targets_table(reports, quick=False).splitlines()}
+    assert rows["consensus overhead p50, n = 4"].endswith("| 8.5 | yes |")
+    assert rows["consensus overhead p50, n = 16"].endswith("| 55 | no |")
+    assert rows["node RSS growth, 1,000 -> 10,000 requests"].endswith("| 6.8 | yes |")
+    assert rows["webhook -> verdict / four plain runs at once"].endswith("| 1.3 | no |")
+    assert rows["node overhead per build, p50"].endswith("| n/a | n/a |")
+    assert not any(row.startswith(("| ordered requests/s", "| first request after idle")) for row in rows.values()), (
+        "scenarios not run are left out"
+    )
+    assert "say nothing" in targets_table(reports, quick=True).splitlines()[0]

@@ -42,7 +42,10 @@ TARGETS: list[Target] = [
 
 
 def targets_table(reports: list[dict], quick: bool) -> str:
+    """The table of the targets the run's scenarios measure; empty when they measure none."""
     by_scenario = {report["scenario"]: report for report in reports}
+    if not any(scenario in by_scenario for scenario, *_ in TARGETS):
+        return ""
     rows = [
         "targets" + (" (a --quick run: these numbers say nothing)" if quick else ""),
         "",

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             # Written after every scenario, so a long run that fails late keeps what it measured.
             Path(args.json).write_text(json.dumps({"quick": args.quick, "scenarios": reports}, indent=2) + "\n")
-    print(targets_table(reports, args.quick))
+    targets = targets_table(reports, args.quick)
+    if targets:
+        print(targets)
     return 0
 
 

@@ -83,3 +83,4 @@ def test_targets_table_says_which_targets_a_run_met():
         "scenarios not run are left out"
     )
     assert "say nothing" in targets_table(reports, quick=True).splitlines()[0]
+    assert targets_table([{"scenario": "durable"}], quick=False) == ""

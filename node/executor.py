@@ -290,12 +290,7 @@ class Executor:
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms)."""
         limits = self._limits
-        labels = {
-            "pbft-ci.build": build_id,
-            "pbft-ci.node": str(self._node_id),
-            "pbft-ci.data": str(self._data_dir),
-            "pbft-ci.executor": self._instance_id,
-        }
+        labels = {"pbft-ci.build": build_id, **self._labels()}
         spec_path = workspace / SPEC_FILE
         if spec_path.is_symlink():
             # Reading it would follow the link on the node's own file system.
@@ -316,17 +311,14 @@ class Executor:
             output.settings(_spec_settings(limits, image, user, timeout_s, spec, network))
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
-            command = ["/bin/sh", "-e", "-c", spec.script()]
-            cache_run = None
+            image_id = check_image(self._client(), image)
+            script, arguments, cache_run = spec.script(), (), None
             if caching:
-                # The key names the image id, so the build must run that id
-                # even if the tag moves meanwhile.
-                image = check_image(self._client(), image)
-                cache_run = self._prepare_cache(name, image, spec.cache, workspace, build_id, output)
-                command = ["/bin/sh", "-e", "-c", cache_run.script, "pbft-ci-cache", spec.script()]
+                cache_run = self._prepare_cache(name, image_id, spec.cache, workspace, build_id, output)
+                script, arguments = cache_run.script, ("pbft-ci-cache", spec.script())
             try:
                 outcome = run_container(
-                    self._client(), image=image, command=command,
+                    self._client(), image_id=image_id, script=script, arguments=arguments,
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
                     identity_dir=self._identity_dir, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
@@ -347,7 +339,7 @@ class Executor:
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
             outcome = run_container(
-                self._client(), image=tag, command=None,
+                self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
                 identity_dir=self._identity_dir, on_output=output.write, remove_later=self._remove_later,
             )
@@ -402,6 +394,14 @@ class Executor:
             except OSError as exc:
                 log.warning("cache save failed for repository %r", name, exc_info=True)
                 output.note(f"cache not saved: could not store it on this node ({type(exc).__name__})")
+
+    def _labels(self) -> dict[str, str]:
+        """The labels of every container and volume of this executor; a build's add its id."""
+        return {
+            "pbft-ci.node": str(self._node_id),
+            "pbft-ci.data": str(self._data_dir),
+            "pbft-ci.executor": self._instance_id,
+        }
 
     def _remove_later(self, removal) -> None:
         try:

@@ -19,7 +19,9 @@ What a real test suite needs besides: a writable HOME, a passwd entry for its
 uid (node/identity.py) and a /tmp it may run programs from.
 
 A spec build is one container: started held at a gate (GATE_COMMAND), filled
-with the sources while it waits, then handed its script. A build that saves a cache is
+with the sources while it waits, then handed its script. Because nothing about
+the build is fixed before the script arrives, the container can be started
+before the build is known (node/ready.py). A build that saves a cache is
 the one exception: a second, idle container keeps the cache tmpfs mounted
 until the node has copied the new cache out (see run_container).
 """
@@ -207,10 +209,24 @@ class GatedContainer:
     stdin: socket.SocketIO
     output: CancellableStream
 
+    def running(self) -> bool:
+        """Whether it still waits at its gate; not after a kill or an engine restart."""
+        try:
+            self.container.reload()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return self.container.status == "running"
+
     def close_stdin(self) -> None:
         """End the attach to its stdin; before the script's end, the gate then runs nothing."""
         if not self.stdin.closed:
             _close_stdin(self.stdin)
+
+    def discard(self) -> None:
+        """Close both attaches and remove the container, then its workspace volume."""
+        self.close_stdin()
+        self.output.close()
+        _remove_all([self.container], [self.volume])
 
 
 def start_gated_container(
@@ -282,6 +298,8 @@ def run_container(
     cache: CacheMounts | None = None,
     network: str | None = None,
     remove_later: Callable[[Callable[[], None]], object] | None = None,
+    ready: GatedContainer | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> ContainerOutcome:
     """Run `script` with `sh -e -c` (or, with neither script nor workspace, the image's CMD)
     in `image_id` (check_image's) to completion or until the deadline.
@@ -307,7 +325,11 @@ def run_container(
     container's volumes for an archive upload only while the call lasts; so
     the container is started first, held at GATE_COMMAND, which keeps the
     tmpfs mounted, the sources are uploaded into it, and then the script is
-    written to the gate.
+    written to the gate. `ready`, a container start_gated_container started
+    earlier for this image, user and these limits (with no cache, no network
+    and no arguments), is used instead of starting one: the build's script,
+    not the container, is what makes it this build. `on_started` is called
+    once the build's commands run.
 
     With `cache` (spec builds only) the build gets the cache mounts. A build
     that saves its cache (`cache.save_to`) also gets a cache holder: an idle
@@ -323,6 +345,8 @@ def run_container(
     already pay seconds to write their cache.
     """
     assert (script is None) == (workspace is None), "a spec build has both a script and a workspace"
+    assert ready is None or (cache is None and network is None and not arguments), \
+        "a prepared container has no cache mounts, network or arguments"
     user = user or limits.user
     gated = cache_volume = cache_holder = container = capture = None
     try:
@@ -337,15 +361,15 @@ def run_container(
             if cache.restore_tar is not None:
                 cache_mounts.append(Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True))
         if workspace is not None:
-            gated = start_gated_container(
+            gated = ready or start_gated_container(
                 client, image_id=image_id, user=user, limits=limits, labels=labels, identity_dir=identity_dir,
                 role="build", arguments=arguments, cache_mounts=tuple(cache_mounts), network=network,
             )
             container = gated.container
             capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
             _fill_workspace(container, workspace, user, limits.workspace_mb)
-            # Killed meanwhile (by Executor.close), it must not pass for a
-            # build that ran and failed.
+            # Killed meanwhile (by Executor.close, or behind the node's back),
+            # it must not pass for a build that ran and failed.
             container.reload()
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
@@ -364,6 +388,8 @@ def run_container(
             )
             container.start()
         released = time.monotonic()
+        if on_started is not None:
+            on_started()
         exit_code = _wait(container, timeout_s)
         commands_ms = round((time.monotonic() - released) * 1000)
         output, truncated = capture.finish()
@@ -405,8 +431,9 @@ def _remove_all(containers: list, volumes: list) -> None:
 
 
 def check_image(client: docker.DockerClient, image: str) -> str:
-    """The image's id. The build runs that id, so the passwd entry made for it
-    and its cache key fit what runs even if the tag is moved meanwhile."""
+    """The image's id. The build runs that id, so the passwd entry made for it,
+    its cache key and the container prepared for it fit what runs even if the
+    tag is moved meanwhile."""
     try:
         return client.images.get(image).id
     except docker.errors.ImageNotFound:

@@ -487,10 +487,11 @@ async def test_close_kills_the_container_of_a_cancelled_build(make_executor, git
     running.cancel()
     executor.close()
 
+    # Listed while the build's thread removes it, a container may be gone when inspected.
     deadline = time.monotonic() + 10
-    while docker_client.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+    while docker_client.containers.list(all=True, filters=label, ignore_removed=True) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert not docker_client.containers.list(all=True, filters=label)
+    assert not docker_client.containers.list(all=True, filters=label, ignore_removed=True)
 
 
 async def test_invalid_build_id_is_an_error(make_executor, git_repo):

@@ -171,7 +171,7 @@ async def wait_for_prepared(executor, count: int = 1, timeout_s: float = 30) -> 
 async def removed(docker_client, container_id: str, timeout_s: float = 30) -> bool:
     """Whether the container is gone within `timeout_s`; the executor removes it in the background."""
     deadline = time.monotonic() + timeout_s
-    while docker_client.containers.list(all=True, filters={"id": container_id}):
+    while docker_client.containers.list(all=True, filters={"id": container_id}, ignore_removed=True):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.1)

@@ -10,6 +10,7 @@ nodes (paths, daemon messages, timings) go only to this node's build log.
 """
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
@@ -29,14 +30,17 @@ from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.gitmirror import GitError, GitMirrors, export
 from node.identity import HOME_DIR
+from node.ready import ReadyContainers
 from node.sandbox import (
     ROOT_USER,
     CacheMounts,
+    GatedContainer,
     SandboxError,
     build_image,
     check_image,
     memory_budget,
     run_container,
+    start_gated_container,
 )
 from pbft.config import BuildConfig
 from pbft.messages import Result
@@ -119,13 +123,23 @@ class Executor:
         # out: the daemon takes a tenth of a second to tear them down, which no
         # verdict should wait for. One thread, so removals never pile up on the engine.
         self._janitor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"remove-node{node_id}")
+        # Spec builds without caches or a build network run in a container
+        # started before they came, keyed by image id and build user. The next
+        # one is started once a build's commands run, not as soon as the build
+        # takes its container: the start would compete with the upload of the
+        # sources, which the build waits for. With four builds at once on two
+        # cores that made the node's own time per build about 340 ms instead
+        # of 230; only builds that follow each other without a pause find the
+        # next container ready less often.
+        self._ready = ReadyContainers(self._start_ready, thread_name=f"ready-node{node_id}")
 
     @property
     def running(self) -> int:
         return self._running
 
     def sweep_leftovers(self) -> int:
-        """Remove containers, workspace and cache volumes a killed earlier process of this node left.
+        """Remove containers (builds' and prepared ones), workspace and cache volumes a killed
+        earlier process of this node left.
 
         A node killed with `kill -9` cannot remove its builds; they would run
         on to their deadline and keep their workspaces. They carry this node's
@@ -155,12 +169,13 @@ class Executor:
         return removed
 
     def close(self) -> None:
-        """Kill this executor's running containers, then let go of the engine.
+        """Remove the prepared containers, kill this executor's running builds, then let go of the engine.
 
         A cancelled `run` leaves its worker thread waiting on the container;
         killing it lets the thread remove the container and the workspace
         right away instead of at the build's deadline.
         """
+        self._ready.close()
         if self._docker is None:
             self._janitor.shutdown(wait=True)
             return
@@ -290,12 +305,7 @@ class Executor:
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms)."""
         limits = self._limits
-        labels = {
-            "pbft-ci.build": build_id,
-            "pbft-ci.node": str(self._node_id),
-            "pbft-ci.data": str(self._data_dir),
-            "pbft-ci.executor": self._instance_id,
-        }
+        labels = {"pbft-ci.build": build_id, **self._labels()}
         spec_path = workspace / SPEC_FILE
         if spec_path.is_symlink():
             # Reading it would follow the link on the node's own file system.
@@ -316,21 +326,32 @@ class Executor:
             output.settings(_spec_settings(limits, image, user, timeout_s, spec, network))
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
-            command = ["/bin/sh", "-e", "-c", spec.script()]
-            cache_run = None
+            image_id = check_image(self._client(), image)
+            script, arguments, cache_run, ready_key, ready = spec.script(), (), None, None, None
             if caching:
-                # The key names the image id, so the build must run that id
-                # even if the tag moves meanwhile.
-                image = check_image(self._client(), image)
-                cache_run = self._prepare_cache(name, image, spec.cache, workspace, build_id, output)
-                command = ["/bin/sh", "-e", "-c", cache_run.script, "pbft-ci-cache", spec.script()]
+                cache_run = self._prepare_cache(name, image_id, spec.cache, workspace, build_id, output)
+                script, arguments = cache_run.script, ("pbft-ci-cache", spec.script())
+            elif network is None:
+                ready_key = (image_id, user)
+                ready = self._ready.take(ready_key)
+                if ready is not None:
+                    log.debug(
+                        "build id=%s node=%s runs in prepared container %s",
+                        build_id, self._node_id, ready.container.id[:12],
+                    )
+                else:
+                    log.debug(
+                        "build id=%s node=%s has no prepared container for image %s user %s; it starts one",
+                        build_id, self._node_id, image_id[:19], user,
+                    )
             try:
                 outcome = run_container(
-                    self._client(), image=image, command=command,
+                    self._client(), image_id=image_id, script=script, arguments=arguments,
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
                     identity_dir=self._identity_dir, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
-                    remove_later=self._remove_later,
+                    remove_later=self._remove_later, ready=ready,
+                    on_started=None if ready_key is None else functools.partial(self._ready.prepare, ready_key),
                 )
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
@@ -347,7 +368,7 @@ class Executor:
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
             outcome = run_container(
-                self._client(), image=tag, command=None,
+                self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
                 identity_dir=self._identity_dir, on_output=output.write, remove_later=self._remove_later,
             )
@@ -402,6 +423,22 @@ class Executor:
             except OSError as exc:
                 log.warning("cache save failed for repository %r", name, exc_info=True)
                 output.note(f"cache not saved: could not store it on this node ({type(exc).__name__})")
+
+    def _labels(self) -> dict[str, str]:
+        """The labels of every container and volume of this executor; a build's add its id."""
+        return {
+            "pbft-ci.node": str(self._node_id),
+            "pbft-ci.data": str(self._data_dir),
+            "pbft-ci.executor": self._instance_id,
+        }
+
+    def _start_ready(self, key: tuple[str, str]) -> GatedContainer:
+        """A spec build's container for image id and user, as run_container would start it, for the next build."""
+        image_id, user = key
+        return start_gated_container(
+            self._client(), image_id=image_id, user=user, limits=self._limits, labels=self._labels(),
+            identity_dir=self._identity_dir, role="ready",
+        )
 
     def _remove_later(self, removal) -> None:
         try:

@@ -19,7 +19,9 @@ What a real test suite needs besides: a writable HOME, a passwd entry for its
 uid (node/identity.py) and a /tmp it may run programs from.
 
 A spec build is one container: started held at a gate (GATE_COMMAND), filled
-with the sources while it waits, then released. A build that saves a cache is
+with the sources while it waits, then handed its script. Because nothing about
+the build is fixed before the script arrives, the container can be started
+before the build is known (node/ready.py). A build that saves a cache is
 the one exception: a second, idle container keeps the cache tmpfs mounted
 until the node has copied the new cache out (see run_container).
 """
@@ -38,18 +40,31 @@ from typing import Callable
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig, Mount
+from docker.models.containers import Container
+from docker.models.volumes import Volume
+from docker.types import CancellableStream, LogConfig, Mount
 
 from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
 from node.identity import HOME_DIR, IdentityError, build_identity
 from pbft.config import BuildConfig
 
 ROOT_USER = "0:0"
-# A spec build's container starts with this in front of its command: it waits
-# for the node to write "go" on its stdin, which the node does once the
-# sources are in /workspace, and only then execs the build. If stdin closes
-# without that line (the node died, or gave up), it exits 1 and runs nothing.
-GATE_COMMAND = ["/bin/sh", "-c", 'read -r go && [ "$go" = go ] && exec "$@"', "pbft-ci-gate"]
+# Ends every script the node writes to a gated container's stdin. A script cut
+# short (the node died while writing it, or gave up) lacks it, and the gate
+# then runs nothing. It starts with a newline so that the gate can strip it
+# and leave the script exactly as written, trailing newlines included.
+SCRIPT_END = "\n# pbft-ci: end of build script"
+# A spec build's container runs this: it reads the build's script from stdin
+# up to end of file, which the node writes once the sources are in
+# /workspace, and execs `/bin/sh -e -c <script> [arguments]` with it, the
+# same process a script given on the command line would run as. Without
+# SCRIPT_END at its end it exits 1 and runs nothing.
+GATE_COMMAND = [
+    "/bin/sh", "-c",
+    'end=$1; shift; script=$(cat) && case "$script" in '
+    '*"$end") exec /bin/sh -e -c "${script%"$end"}" "$@";; esac; exit 1',
+    "pbft-ci-gate", SCRIPT_END,
+]
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
@@ -75,7 +90,7 @@ class ContainerOutcome:
     cache_copied: bool = False
     cache_problem: str = ""
     # How long the build's own commands ran, as the node saw it: from the
-    # release of the gate (for a Dockerfile build, from its start) to the
+    # script's delivery to the gate (for a Dockerfile build, from its start) to the
     # container's exit or the kill at the deadline.
     commands_ms: int | None = None
 
@@ -179,23 +194,115 @@ def _host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
     )
 
 
+@dataclass
+class GatedContainer:
+    """A spec build's container, started and held at GATE_COMMAND until its script comes.
+
+    While it waits, the gate keeps the empty tmpfs `volume` mounted at
+    /workspace. `stdin` and `output` are the attaches to its input and to its
+    output, both opened before it started: nothing it writes is missed, however
+    late the reading starts, and a node that dies closes the gate's stdin.
+    """
+
+    container: Container
+    volume: Volume
+    stdin: socket.SocketIO
+    output: CancellableStream
+
+    def running(self) -> bool:
+        """Whether it still waits at its gate; not after a kill or an engine restart."""
+        try:
+            self.container.reload()
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return self.container.status == "running"
+
+    def close_stdin(self) -> None:
+        """End the attach to its stdin; before the script's end, the gate then runs nothing."""
+        if not self.stdin.closed:
+            _close_stdin(self.stdin)
+
+    def discard(self) -> None:
+        """Close both attaches and remove the container, then its workspace volume."""
+        self.close_stdin()
+        self.output.close()
+        _remove_all([self.container], [self.volume])
+
+
+def start_gated_container(
+    client: docker.DockerClient,
+    *,
+    image_id: str,
+    user: str,
+    limits: BuildConfig,
+    labels: dict[str, str],
+    identity_dir: Path,
+    role: str,
+    arguments: tuple[str, ...] = (),
+    cache_mounts: tuple[Mount, ...] = (),
+    network: str | None = None,
+) -> GatedContainer:
+    """Create and start a spec build's container with a fresh workspace, held at its gate.
+
+    `arguments` follow the script the gate will run (`sh -e -c <script>
+    arguments...`); `cache_mounts` and `network` are those of a build with
+    caches or a build network. Whatever it made is removed again if it fails.
+    """
+    budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
+    options = _host_config(limits, user, budget)
+    identity = _identity(client, image_id, user, identity_dir, labels)
+    volume = container = stdin = output = None
+    try:
+        volume = _tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
+        options.update(
+            environment=identity.environment(),
+            mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *identity.mounts(), *cache_mounts],
+            working_dir="/workspace",
+            read_only=True,
+            stdin_open=True,
+        )
+        if network is not None:
+            options["network_mode"] = network
+        # Not detached: only then does docker-py set StdinOnce, which makes the
+        # daemon close the build's stdin when the node's attach ends, after the
+        # script or without it.
+        container = client.containers.create(
+            image_id, [*GATE_COMMAND, *arguments], labels={**labels, "pbft-ci.role": role}, detach=False, **options
+        )
+        stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
+        output = container.attach(stdout=True, stderr=True, stream=True)
+        container.start()
+        return GatedContainer(container, volume, stdin, output)
+    except BaseException:
+        if stdin is not None:
+            _close_stdin(stdin)
+        if output is not None:
+            output.close()
+        _remove_all([container] if container is not None else [], [volume] if volume is not None else [])
+        raise
+
+
 def run_container(
     client: docker.DockerClient,
     *,
-    image: str,
-    command: list[str] | None,
+    image_id: str,
+    script: str | None,
     workspace: Path | None,
     limits: BuildConfig,
     timeout_s: float,
     labels: dict[str, str],
     identity_dir: Path,
     user: str | None = None,
+    arguments: tuple[str, ...] = (),
     on_output: Callable[[bytes], None] | None = None,
     cache: CacheMounts | None = None,
     network: str | None = None,
     remove_later: Callable[[Callable[[], None]], object] | None = None,
+    ready: GatedContainer | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> ContainerOutcome:
-    """Run `command` (or the image's CMD) to completion or until the deadline.
+    """Run `script` with `sh -e -c` (or, with neither script nor workspace, the image's CMD)
+    in `image_id` (check_image's) to completion or until the deadline.
 
     The containers and volumes are removed before returning, or, given
     `remove_later` (e.g. a single-thread executor's submit), handed to it so
@@ -210,14 +317,19 @@ def run_container(
     `on_output` gets each piece of output as it comes (from another thread),
     so the build log grows while the build runs. With `network` (a Docker
     network node/buildnet.py made and guards) the build container joins it
-    instead of having none.
+    instead of having none. `arguments` are the script's positional
+    parameters, after its $0.
 
     A spec build runs in one container. The tmpfs workspace is emptied
     whenever nothing has it mounted, and the daemon mounts a stopped
     container's volumes for an archive upload only while the call lasts; so
     the container is started first, held at GATE_COMMAND, which keeps the
-    tmpfs mounted, the sources are uploaded into it, and then the gate is
-    released.
+    tmpfs mounted, the sources are uploaded into it, and then the script is
+    written to the gate. `ready`, a container start_gated_container started
+    earlier for this image, user and these limits (with no cache, no network
+    and no arguments), is used instead of starting one: the build's script,
+    not the container, is what makes it this build. `on_started` is called
+    once the build's commands run.
 
     With `cache` (spec builds only) the build gets the cache mounts. A build
     that saves its cache (`cache.save_to`) also gets a cache holder: an idle
@@ -232,60 +344,52 @@ def run_container(
     forge or kill. The holder adds one container start only to builds that
     already pay seconds to write their cache.
     """
+    assert (script is None) == (workspace is None), "a spec build has both a script and a workspace"
+    assert ready is None or (cache is None and network is None and not arguments), \
+        "a prepared container has no cache mounts, network or arguments"
     user = user or limits.user
-    budget = memory_budget(limits, with_workspace=workspace is not None, with_cache=cache is not None)
-    options = _host_config(limits, user, budget)
-    image_id = check_image(client, image)
-
-    volume = cache_volume = cache_holder = container = stdin = capture = None
+    gated = cache_volume = cache_holder = container = capture = None
     try:
-        identity = _identity(client, image_id, user, identity_dir, labels)
-        options.update(environment=identity.environment(), mounts=identity.mounts())
+        cache_mounts = []
         if cache is not None:
             cache_volume = _tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
-            cache_mount = Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True)
+            cache_mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
             if cache.save_to is not None:
-                holder_options = {**options, "mounts": [cache_mount], "read_only": True}
-                cache_holder = _hold_cache(client, image_id, holder_options, labels, timeout_s)
-            options["mounts"] += [cache_mount]
+                cache_holder = _hold_cache(
+                    client, image_id, limits, user, identity_dir, labels, cache_mounts, timeout_s
+                )
             if cache.restore_tar is not None:
-                options["mounts"] += [Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True)]
+                cache_mounts.append(Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True))
         if workspace is not None:
-            volume = _tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
-            options.update(
-                mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *options["mounts"]],
-                working_dir="/workspace",
-                read_only=True,
-                stdin_open=True,
+            gated = ready or start_gated_container(
+                client, image_id=image_id, user=user, limits=limits, labels=labels, identity_dir=identity_dir,
+                role="build", arguments=arguments, cache_mounts=tuple(cache_mounts), network=network,
             )
-            command = [*GATE_COMMAND, *command]
-        if network is not None:
-            options["network_mode"] = network
-        # Not detached when gated: only then does docker-py set StdinOnce, which
-        # makes the daemon close the build's stdin when the node's attach ends,
-        # after the go line or without it.
-        container = client.containers.create(
-            image_id, command, labels={**labels, "pbft-ci.role": "build"}, detach=workspace is None, **options
-        )
-        # Both attached before start: no output is missed however fast it
-        # comes, and a node that dies from here on closes the gate's stdin.
-        if workspace is not None:
-            stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
-        capture = _OutputCapture(
-            container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
-        )
-        container.start()
-        if workspace is not None:
+            container = gated.container
+            capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
             _fill_workspace(container, workspace, user, limits.workspace_mb)
-            # Killed meanwhile (by Executor.close), it must not pass for a
-            # build that ran and failed.
+            # Killed meanwhile (by Executor.close, or behind the node's back),
+            # it must not pass for a build that ran and failed.
             container.reload()
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
-            _release_gate(stdin)
-            _close_stdin(stdin)
-            stdin = None
+            _deliver_script(gated.stdin, script)
+            gated.close_stdin()
+        else:
+            options = _host_config(limits, user, memory_budget(limits, with_workspace=False))
+            identity = _identity(client, image_id, user, identity_dir, labels)
+            options.update(environment=identity.environment(), mounts=identity.mounts())
+            container = client.containers.create(
+                image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
+            )
+            # Attached before start: no output is missed however fast it comes.
+            capture = _OutputCapture(
+                container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
+            )
+            container.start()
         released = time.monotonic()
+        if on_started is not None:
+            on_started()
         exit_code = _wait(container, timeout_s)
         commands_ms = round((time.monotonic() - released) * 1000)
         output, truncated = capture.finish()
@@ -298,15 +402,17 @@ def run_container(
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
-        if stdin is not None:
-            # Closed without the go line: the gate exits and the build never runs.
-            _close_stdin(stdin)
+        if gated is not None:
+            # Closed before the script's end: the gate exits and the build never runs.
+            gated.close_stdin()
+            if capture is None:
+                gated.output.close()
         if capture is not None:
             capture.close()
         removal = functools.partial(
             _remove_all,
             [leftover for leftover in (container, cache_holder) if leftover is not None],
-            [leftover for leftover in (volume, cache_volume) if leftover is not None],
+            [leftover for leftover in (gated and gated.volume, cache_volume) if leftover is not None],
         )
         if remove_later is None:
             removal()
@@ -325,8 +431,9 @@ def _remove_all(containers: list, volumes: list) -> None:
 
 
 def check_image(client: docker.DockerClient, image: str) -> str:
-    """The image's id. The build runs that id, so the passwd entry made for it
-    fits what runs even if the tag is moved meanwhile."""
+    """The image's id. The build runs that id, so the passwd entry made for it,
+    its cache key and the container prepared for it fit what runs even if the
+    tag is moved meanwhile."""
     try:
         return client.images.get(image).id
     except docker.errors.ImageNotFound:
@@ -384,16 +491,18 @@ def _fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None
             raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
 
 
-def _release_gate(stdin) -> None:
-    """Write the go line to the gated container's stdin and end it: the build starts.
+def _deliver_script(stdin, script: str) -> None:
+    """Write the script and SCRIPT_END to the gated container's stdin and end it: the build starts.
 
     docker-py returns the attach's socket wrapped in a SocketIO opened for
-    reading only; the line goes to the socket underneath. Ending our side
-    makes the daemon close the container's stdin (StdinOnce), so the build
-    sees its stdin at end of file, as a build without a gate would.
+    reading only; the bytes go to the socket underneath. Ending our side
+    makes the daemon close the container's stdin (StdinOnce): the gate's
+    `cat` ends, and the build finds its stdin at end of file, as a build
+    without a gate would. A script is text from YAML, where a lone surrogate
+    can be escaped; it becomes "?" rather than an encoding error.
     """
     try:
-        stdin._sock.sendall(b"go\n")
+        stdin._sock.sendall((script + SCRIPT_END + "\n").encode(errors="replace"))
         stdin._sock.shutdown(socket.SHUT_WR)
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
@@ -406,15 +515,21 @@ def _close_stdin(stdin) -> None:
     raw.close()
 
 
-def _hold_cache(client, image, options, labels, timeout_s: float):
+def _hold_cache(client, image_id, limits, user, identity_dir, labels, cache_mounts, timeout_s: float):
     """Start a container that keeps the cache tmpfs mounted after the build container has exited.
 
-    `options` mount the cache tmpfs and nothing else; it runs nothing but
-    sleep, and outlives the build's deadline by a minute, the time the node
-    has to copy the cache out.
+    It mounts `cache_mounts` (the cache tmpfs) and nothing else, runs nothing
+    but sleep, and outlives the build's deadline by a minute, the time the
+    node has to copy the cache out.
     """
+    options = _host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
+    options.update(
+        environment=_identity(client, image_id, user, identity_dir, labels).environment(),
+        mounts=list(cache_mounts),
+        read_only=True,
+    )
     holder = client.containers.create(
-        image, ["/bin/sh", "-c", f"sleep {int(timeout_s) + 60}"],
+        image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + 60}"],
         labels={**labels, "pbft-ci.role": "cache-holder"}, detach=True, **options,
     )
     try:

@@ -5,6 +5,7 @@ tests), so everything here is a fixture or a helper that module uses.
 """
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -112,6 +113,8 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
 
     Closed before `build_ids` checks for leftovers (it is set up first, so torn
     down last): a closed executor has removed every finished build's containers.
+    Then nothing labelled with the executor may remain either: that covers the
+    containers prepared before any build was known, which carry no build id.
     """
     executors = []
 
@@ -131,6 +134,10 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     yield make
     for executor in executors:
         executor.close()
+    for executor in executors:
+        left, volumes = leftovers_of(docker_client, {"label": f"pbft-ci.executor={executor._instance_id}"})
+        assert not left, f"containers left behind by the executor: {[c.id[:12] for c in left]}"
+        assert not volumes, f"volumes left behind by the executor: {[v.name for v in volumes]}"
 
 
 @pytest.fixture
@@ -151,14 +158,34 @@ def build_ids(docker_client):
 
 def leftovers_of(docker_client, filters: dict, removal_s: float = 30.0) -> tuple[list, list]:
     """The containers and volumes matching `filters` that remain once the executor's
-    removal thread, which tears a build down right after its result, has had time to."""
+    removal thread, which tears a build down right after its result, has had time to.
+
+    Volumes have no id filter: with one (a container found by its id), only
+    containers are looked for.
+    """
     deadline = time.monotonic() + removal_s
     while True:
-        containers = docker_client.containers.list(all=True, filters=filters)
-        volumes = docker_client.volumes.list(filters=filters)
+        # The executor removes containers meanwhile: one listed may be gone when inspected.
+        containers = docker_client.containers.list(all=True, filters=filters, ignore_removed=True)
+        volumes = [] if "id" in filters else docker_client.volumes.list(filters=filters)
         if not (containers or volumes) or time.monotonic() > deadline:
             return containers, volumes
         time.sleep(0.1)
+
+
+def build_container_filters(log_records, build_id: str) -> dict:
+    """Docker filters for the container a build runs in.
+
+    A container prepared before the build came carries no build id; the
+    executor names it in a debug line of the node log (`log_records`, e.g.
+    caplog.records at DEBUG for node.executor). Any other is found by label.
+    """
+    pattern = re.compile(rf"build id={re.escape(build_id)} node=\d+ runs in prepared container (\w+)")
+    for record in log_records:
+        found = pattern.search(record.getMessage())
+        if found:
+            return {"id": found.group(1)}
+    return {"label": [f"pbft-ci.build={build_id}", "pbft-ci.role=build"]}
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from node.executor import BuildResult, Executor
 from pbft.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
+    container_roles,
     default_image,
     docker_client,
     git_repo,
@@ -260,6 +261,31 @@ async def test_a_repository_without_build_network_still_has_no_network(make_exec
     assert (result.status, result.exit_code) == ("success", 0), text
     assert "lo:" in text and PAYLOAD not in text
     assert "network none" in text
+
+
+async def test_a_networked_build_never_runs_in_a_prepared_container(
+    make_executor, git_repo, build_ids, container_roles
+):
+    # The offline build leaves a container prepared for the next build of its
+    # image and user; one with network none, which the networked build must not get.
+    git_repo.commit("master", {".pbft-ci.yml": spec("echo built")})
+    executor = make_executor()
+    assert (await build(executor, git_repo, build_ids, OFFLINE)).status == "success"
+    for _ in range(300):
+        if executor._ready.keys:
+            break
+        await asyncio.sleep(0.1)
+    prepared = executor._ready.keys
+    networked_id = build_ids()
+
+    result = await executor.run(
+        build_id=networked_id, repository_name=NETWORKED, repository_url=str(git_repo.path), branch="master"
+    )
+
+    assert result.status == "success", log_text(result)
+    assert len(prepared) == 1
+    assert [role for role in container_roles[networked_id] if role != "identity-reader"] == ["build"]
+    assert executor._ready.keys == prepared
 
 
 async def test_two_networked_builds_cannot_reach_each_other(make_executor, git_repo, build_ids, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from node.buildspec import parse_build_spec
 from node.executor import BuildResult
-from node.sandbox import GATE_COMMAND
+from node.sandbox import GATE_COMMAND, SCRIPT_END
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
     container_roles,
@@ -247,30 +247,54 @@ async def test_the_result_does_not_wait_for_the_containers_removal(
     assert docker_client.volumes.list(filters=label) == []
 
 
-@pytest.mark.parametrize("line, exit_code, ran", [(b"go\n", 0, True), (b"", 1, False), (b"stop\n", 1, False)])
-def test_the_gate_runs_the_build_only_after_the_go_line(
-    docker_client, default_image, build_ids, line, exit_code, ran
-):
-    # As run_container makes it; closing stdin without "go" is what a node that died does.
+def run_at_gate(docker_client, image, build_id, command, stdin_bytes: bytes) -> tuple[int, bytes]:
+    """Run `command` with stdin attached as run_container does, write `stdin_bytes`, close stdin:
+    the exit code and the output."""
     container = docker_client.containers.create(
-        default_image, [*GATE_COMMAND, "/bin/sh", "-c", "cat; echo the build ran"],
-        labels={"pbft-ci.build": build_ids()}, stdin_open=True, detach=False, network_mode="none",
+        image, command, labels={"pbft-ci.build": build_id}, stdin_open=True, detach=False, network_mode="none",
     )
     try:
         stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
         output = container.attach(stdout=True, stderr=True, stream=True)
         container.start()
         raw = stdin._sock
-        raw.sendall(line)
+        raw.sendall(stdin_bytes)
         stdin.close()
         raw.close()
-        # The build's `cat` ends too: after the gate, its stdin is at end of file.
-        assert container.wait(timeout=10)["StatusCode"] == exit_code
-        text = b"".join(output)
+        return container.wait(timeout=10)["StatusCode"], b"".join(output)
     finally:
         container.remove(force=True)
 
-    assert (b"the build ran" in text) is ran, text
+
+@pytest.mark.parametrize("script", [
+    "echo first\nfalse\necho not reached",
+    "echo before; exit 3",
+    "echo no newline at the end",
+    "echo trailing newlines\n\n\n",
+    "echo $0 $# \"$*\"; printf 'kept\\n\\n'",
+    "cat; echo stdin ended",
+    "echo 'unterminated",
+    "no-such-command",
+    "cat <<EOF\nunterminated here-document",
+])
+def test_the_gate_runs_the_script_exactly_as_sh_e_c_does(docker_client, default_image, build_ids, script):
+    build_id = build_ids()
+
+    direct = run_at_gate(docker_client, default_image, build_id, ["/bin/sh", "-e", "-c", script], b"")
+    gated = run_at_gate(docker_client, default_image, build_id, GATE_COMMAND, (script + SCRIPT_END + "\n").encode())
+
+    assert gated == direct
+
+
+@pytest.mark.parametrize("written", [b"", b"echo the build ran\n", (SCRIPT_END[:-3]).encode(),
+                                     ("echo the build ran" + SCRIPT_END[:-1]).encode()])
+def test_the_gate_runs_nothing_when_stdin_closes_before_the_scripts_end(
+    docker_client, default_image, build_ids, written
+):
+    # A node that died while writing the script leaves it cut short.
+    exit_code, output = run_at_gate(docker_client, default_image, build_ids(), GATE_COMMAND, written)
+
+    assert (exit_code, output) == (1, b"")
 
 
 async def test_a_build_reading_stdin_finds_it_at_end_of_file(make_executor, git_repo, build_ids):
@@ -463,10 +487,11 @@ async def test_close_kills_the_container_of_a_cancelled_build(make_executor, git
     running.cancel()
     executor.close()
 
+    # Listed while the build's thread removes it, a container may be gone when inspected.
     deadline = time.monotonic() + 10
-    while docker_client.containers.list(all=True, filters=label) and time.monotonic() < deadline:
+    while docker_client.containers.list(all=True, filters=label, ignore_removed=True) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert not docker_client.containers.list(all=True, filters=label)
+    assert not docker_client.containers.list(all=True, filters=label, ignore_removed=True)
 
 
 async def test_invalid_build_id_is_an_error(make_executor, git_repo):

@@ -7,6 +7,7 @@ the file runs in well under a minute.
 """
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from node.executor import ROOT_REFUSED, BuildResult, Executor
 from pbft.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     GitRepo,
+    build_container_filters,
     build_ids,
     default_image,
     docker_client,
@@ -67,20 +69,31 @@ def log_text(result: BuildResult) -> str:
         return file.read()
 
 
-async def hostile_next_to_normal(executor, origin, build_ids, docker_client, branch, files) -> BuildResult:
-    """Build `files` on `branch` while a normal build runs; the normal one must succeed."""
+async def hostile_next_to_normal(executor, origin, build_ids, docker_client, branch, files, caplog) -> BuildResult:
+    """Build `files` on `branch` while a normal build runs; the normal one must succeed.
+
+    One of the two usually runs in the container the executor prepared
+    while an earlier build ran, the other in one started for it.
+    """
+    caplog.set_level(logging.DEBUG, logger="node.executor")
     origin.commit(branch, files)
     hostile_id = build_ids()
     hostile, normal = await asyncio.gather(
         run_build(executor, origin, hostile_id, branch), run_build(executor, origin, build_ids(), "master")
     )
     assert normal.status == "success", log_text(normal)
-    label = f"pbft-ci.build={hostile_id}"
-    running = docker_client.containers.list(filters={"label": label, "status": "running"})
+    filters = build_container_filters(caplog.records, hostile_id)
+    running = docker_client.containers.list(filters={**filters, "status": "running"}, ignore_removed=True)
     assert not running, "nothing of the hostile build may still run when its result is returned"
-    left, _ = leftovers_of(docker_client, {"label": label})
+    left, _ = leftovers_of(docker_client, filters)
     assert not left, "the hostile build's containers are removed right after its result"
     return hostile
+
+
+def running_container(docker_client, caplog, build_id: str) -> list:
+    """The container the build runs in, once it runs (a list of one), whether prepared for it or not."""
+    filters = {**build_container_filters(caplog.records, build_id), "status": "running"}
+    return docker_client.containers.list(filters=filters, ignore_removed=True)
 
 
 # (commands, allowed statuses, exit code when it is a failure, text the log must show)
@@ -116,12 +129,12 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-async def test_hostile_build_is_contained(node_executor, origin, build_ids, docker_client, name):
+async def test_hostile_build_is_contained(node_executor, origin, build_ids, docker_client, name, caplog):
     commands, statuses, exit_code, shown = HOSTILE[name]
     files = {".pbft-ci.yml": spec(*commands, timeout_s=HOSTILE_TIMEOUT_S)}
 
     started = time.monotonic()
-    result = await hostile_next_to_normal(node_executor, origin, build_ids, docker_client, name, files)
+    result = await hostile_next_to_normal(node_executor, origin, build_ids, docker_client, name, files, caplog)
 
     text = log_text(result)
     assert result.status in statuses, text
@@ -136,13 +149,15 @@ async def test_hostile_build_is_contained(node_executor, origin, build_ids, dock
     assert len(text.encode()) <= LIMITS.output_cap_bytes + 1024
 
 
-async def test_gigabytes_of_output_are_capped_and_never_stored(node_executor, origin, build_ids, docker_client):
+async def test_gigabytes_of_output_are_capped_and_never_stored(
+    node_executor, origin, build_ids, docker_client, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="node.executor")
     files = {".pbft-ci.yml": spec("yes 'a line of output that goes on and on'", timeout_s=HOSTILE_TIMEOUT_S)}
     origin.commit("output_flood", files)
     build_id = build_ids()
     running = asyncio.create_task(run_build(node_executor, origin, build_id, "output_flood"))
-    label = {"label": [f"pbft-ci.build={build_id}", "pbft-ci.role=build"]}
-    while not (containers := docker_client.containers.list(filters=label)) and not running.done():
+    while not (containers := running_container(docker_client, caplog, build_id)) and not running.done():
         await asyncio.sleep(0.05)
     # The daemon keeps no log of its own to grow; the capture is all there is.
     assert containers and containers[0].attrs["HostConfig"]["LogConfig"]["Type"] == "none"
@@ -155,7 +170,8 @@ async def test_gigabytes_of_output_are_capped_and_never_stored(node_executor, or
     assert len(text.encode()) <= LIMITS.output_cap_bytes + 1024
 
 
-async def test_container_is_never_privileged(node_executor, origin, build_ids, docker_client):
+async def test_container_is_never_privileged(node_executor, origin, build_ids, docker_client, caplog):
+    caplog.set_level(logging.DEBUG, logger="node.executor")
     origin.commit("inspect", {".pbft-ci.yml": spec(
         "echo uid=$(id -u)",
         "grep CapEff /proc/self/status",
@@ -164,8 +180,7 @@ async def test_container_is_never_privileged(node_executor, origin, build_ids, d
     )})
     build_id = build_ids()
     running = asyncio.create_task(run_build(node_executor, origin, build_id, "inspect"))
-    label = {"label": [f"pbft-ci.build={build_id}", "pbft-ci.role=build"]}
-    while not (containers := docker_client.containers.list(filters=label)) and not running.done():
+    while not (containers := running_container(docker_client, caplog, build_id)) and not running.done():
         await asyncio.sleep(0.05)
     assert containers, "the build container was not seen running"
     host = containers[0].attrs["HostConfig"]
@@ -242,5 +257,13 @@ async def test_the_node_still_builds_after_the_hostile_builds(node_executor, ori
     assert result.status == "success", log_text(result)
     assert "normal build ran" in log_text(result)
     assert node_executor.running == 0
+    # Only the container prepared for the next build remains, with its workspace volume.
+    containers, _ = leftovers_of(docker_client, {"label": ["pbft-ci.node=9", "pbft-ci.role=build"]})
+    assert not containers
+    prepared = docker_client.containers.list(all=True, filters={"label": "pbft-ci.node=9"}, ignore_removed=True)
+    volumes = docker_client.volumes.list(filters={"label": "pbft-ci.node=9"})
+    assert [container.labels["pbft-ci.role"] for container in prepared] == ["ready"]
+    assert len(volumes) == 1
+    node_executor.close()
     containers, volumes = leftovers_of(docker_client, {"label": "pbft-ci.node=9"})
     assert not containers and not volumes

@@ -22,6 +22,8 @@ from node.identity import HOME_DIR
 
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
+# Below the kernel's limit on one argument (128 KiB), which the script is passed as.
+MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
@@ -92,6 +94,16 @@ def parse_build_spec(text: bytes) -> BuildSpec:
             for index, command in enumerate(commands)
             if not isinstance(command, str) or not command.strip()
         ]
+        # A shell silently drops a NUL byte, so a command holding one would not
+        # run as written; and the joined script must fit one argument (YAML
+        # aliases can make it far larger than the file).
+        errors += [
+            f"commands[{index}]: must not contain a NUL byte"
+            for index, command in enumerate(commands)
+            if isinstance(command, str) and "\0" in command
+        ]
+        if all(isinstance(command, str) for command in commands) and sum(map(len, commands)) > MAX_SCRIPT_CHARS:
+            errors.append(f"commands: longer than {MAX_SCRIPT_CHARS} characters in all")
     timeout_s = document.get("timeout_s")
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0

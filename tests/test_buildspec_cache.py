@@ -1,4 +1,4 @@
-"""The `cache:` key of .pbft-ci.yml: pure parsing, deterministic reasons."""
+"""Parsing .pbft-ci.yml: the `cache:` key and the limits on commands; pure, with deterministic reasons."""
 
 import pytest
 import yaml
@@ -70,3 +70,13 @@ def test_every_cache_problem_is_reported_at_once_with_the_other_keys():
         "cache.paths[0]: must be '~/…' or relative to /workspace, not absolute; "
         "cache.paths[2]: '..' is not allowed"
     )
+
+
+def test_commands_with_a_nul_byte_or_too_long_in_all_are_refused():
+    with pytest.raises(ValueError, match=r"commands\[1\]: must not contain a NUL byte"):
+        parse_build_spec(b'commands: ["true", "echo a\\0b"]')
+    # YAML aliases repeat one long string far past the file's own size limit.
+    long_line = "x" * 20000
+    text = f"a: &a 'echo {long_line}'\ncommands: [*a, *a, *a, *a]\n".encode()
+    with pytest.raises(ValueError, match="longer than 65536 characters in all"):
+        parse_build_spec(text)

@@ -13,10 +13,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Awaitable, Callable, TypeVar
 
-from bench.network import client_of, load_average, settle, start_nodes, submit_accepted
+from bench.network import NodeProcesses, client_of, load_average, settle, start_nodes, submit_accepted
 from bench.stats import alternating, percentile, ratio, summarize
+from client.service import ClientService
 
+T = TypeVar("T")
 CONSENSUS_SIZES = (4, 7, 10, 16)
 IN_FLIGHT = (1, 8, 64, 256)
 
@@ -49,21 +52,31 @@ async def keep_in_flight(service, in_flight: int, *, total: int | None = None, d
     return accepted
 
 
+def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], Awaitable[T]], *,
+               settled: bool = True) -> T:
+    """Start `n` nodes with instant builds and a client, await `measure(nodes, service)`, stop them all.
+
+    `settled`: a few requests first, so that links are up and code paths warm.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-n{n}-") as scratch:
+        nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile)
+        try:
+            async def run() -> T:
+                async with client_of(nodes.config) as service:
+                    if settled:
+                        await settle(service)
+                    return await measure(nodes, service)
+
+            return asyncio.run(run())
+        finally:
+            nodes.stop()
+
+
 def consensus(args) -> dict:
     requests = 20 if args.quick else args.requests
     sizes = {}
     for n in CONSENSUS_SIZES:
-        with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-consensus-{n}-") as scratch:
-            nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile)
-            try:
-                async def measure() -> list[float]:
-                    async with client_of(nodes.config) as service:
-                        await settle(service)
-                        return await sequential_latencies_ms(service, requests)
-
-                latencies = asyncio.run(measure())
-            finally:
-                nodes.stop()
+        latencies = on_network(args, n, lambda nodes, service: sequential_latencies_ms(service, requests))
         sizes[str(n)] = {
             "f": (n - 1) // 3,
             "requests": requests,
@@ -92,20 +105,14 @@ def throughput(args) -> dict:
     duration_s = 2.0 if args.quick else args.duration_s
     rounds = 1 if args.quick else args.rounds
     rates: dict[str, list[float]] = {str(k): [] for k in IN_FLIGHT}
-    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-throughput-") as scratch:
-        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
-        try:
-            async def measure() -> None:
-                async with client_of(nodes.config) as service:
-                    await settle(service)
-                    for _, name in alternating(list(rates), rounds):
-                        started_s = time.perf_counter()
-                        accepted = await keep_in_flight(service, int(name), duration_s=duration_s)
-                        rates[name].append(accepted / (time.perf_counter() - started_s))
 
-            asyncio.run(measure())
-        finally:
-            nodes.stop()
+    async def measure(nodes, service) -> None:
+        for _, name in alternating(list(rates), rounds):
+            started_s = time.perf_counter()
+            accepted = await keep_in_flight(service, int(name), duration_s=duration_s)
+            rates[name].append(accepted / (time.perf_counter() - started_s))
+
+    on_network(args, 4, measure)
     return {
         "scenario": "throughput",
         "n": 4,
@@ -134,20 +141,14 @@ def idle(args) -> dict:
     rounds = 1 if args.quick else args.rounds
     warm_ms: list[float] = []
     after_idle_ms: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-idle-") as scratch:
-        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
-        try:
-            async def measure() -> None:
-                async with client_of(nodes.config) as service:
-                    await settle(service)
-                    for _ in range(rounds):
-                        warm_ms.append(statistics.median(await sequential_latencies_ms(service, 5)))
-                        await asyncio.sleep(idle_s)
-                        after_idle_ms.extend(await sequential_latencies_ms(service, 1))
 
-            asyncio.run(measure())
-        finally:
-            nodes.stop()
+    async def measure(nodes, service) -> None:
+        for _ in range(rounds):
+            warm_ms.append(statistics.median(await sequential_latencies_ms(service, 5)))
+            await asyncio.sleep(idle_s)
+            after_idle_ms.extend(await sequential_latencies_ms(service, 1))
+
+    on_network(args, 4, measure)
     warm, after_idle = summarize(warm_ms, 2), summarize(after_idle_ms, 2)
     return {
         "scenario": "idle",
@@ -177,24 +178,18 @@ def idle_table(report: dict) -> str:
 def memory(args) -> dict:
     first, second = (200, 1000) if args.quick else (1000, 10000)
     in_flight = 64
-    with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-memory-") as scratch:
-        nodes = start_nodes(Path(scratch), 4, instant_builds=True, profile_dir=args.profile)
-        try:
-            samples: dict[int, dict[int, int]] = {}
+    samples: dict[int, dict[int, int]] = {}
 
-            async def measure() -> None:
-                async with client_of(nodes.config) as service:
-                    done = 0
-                    for mark in (first, second):
-                        await keep_in_flight(service, in_flight, total=mark - done)
-                        done = mark
-                        # Replies reach the client before the slowest node has stored its own.
-                        await asyncio.sleep(1.0)
-                        samples[mark] = nodes.rss_kib()
+    async def measure(nodes, service) -> None:
+        done = 0
+        for mark in (first, second):
+            await keep_in_flight(service, in_flight, total=mark - done)
+            done = mark
+            # Replies reach the client before the slowest node has stored its own.
+            await asyncio.sleep(1.0)
+            samples[mark] = nodes.rss_kib()
 
-            asyncio.run(measure())
-        finally:
-            nodes.stop()
+    on_network(args, 4, measure, settled=False)
     per_node = {
         str(node_id): {
             "rss_mib": [round(samples[mark][node_id] / 1024, 1) for mark in (first, second)],

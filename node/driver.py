@@ -36,9 +36,6 @@ from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
 
-# Effects through which something leaves the node: every step before them must be on disk first.
-_SENDS = (Broadcast, SendTo, SendReply, ResendReply, ServeVotes, ServeFetch)
-
 
 def exit_process() -> None:
     """Flush the logs and end the process without unwinding (fail-stop)."""
@@ -163,8 +160,6 @@ class Driver:
             await asyncio.sleep(interval_s)
             self._step(self.replica.tick, loop.time())
             self._carry_out(self.replica.take_effects())
-            # What waited for a step that sends is saved now at the latest.
-            self.save_and_send(even_without_sends=True)
 
     def client_gone(self, connection: Sender) -> None:
         self._challenges.pop(connection, None)
@@ -215,26 +210,13 @@ class Driver:
             self._save_scheduled = True
             asyncio.get_running_loop().call_soon(self.save_and_send)
 
-    def save_and_send(self, *, even_without_sends: bool = False) -> None:
-        """Save the effects of every step since the last save in one transaction, then carry them out.
-
-        Only once something is to leave the node: steps that merely keep what
-        peers sent (their PREPAREs, COMMITs, RESULT votes), record a verdict or
-        start a build wait for the next step that sends, or the next tick, and
-        share its flush. Nothing sent depends on an unsaved step, so a crash
-        in between loses only what this node may learn again; at n = 16 that
-        is most of a request's steps, and one disk serves every node's flushes.
-        """
+    def save_and_send(self) -> None:
+        """Save the effects of every step since the last save in one transaction, then carry them out."""
         self._save_scheduled = False
-        if self.stopped:
+        effects, self._unsaved = self._unsaved, []
+        if not effects or self.stopped:
             # Stopped by a broken invariant: the state in memory is not to be trusted, and
             # nothing of these steps has left the node, as if it had crashed before them.
-            self._unsaved = []
-            return
-        if not even_without_sends and not any(isinstance(effect, _SENDS) for effect in self._unsaved):
-            return
-        effects, self._unsaved = self._unsaved, []
-        if not effects:
             return
         if self.store is not None:
             # Persist before send: nothing leaves this node that its disk does not back.
@@ -271,7 +253,7 @@ class Driver:
 
     def close(self) -> None:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
-        self.save_and_send(even_without_sends=True)
+        self.save_and_send()
         self.stopped = True
 
     def start_build(self, seq: int, request: Request) -> None:

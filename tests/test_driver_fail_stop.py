@@ -8,7 +8,7 @@ from node.driver import Driver
 from node.storage import NodeStore
 from pbft.config import RepositoryConfig
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
-from pbft.messages import Prepare, Reply, Result, ResultVote, batch_digest, decode, encode, signed
+from pbft.messages import Reply, Result, ResultVote, batch_digest, decode, encode, signed
 from tests.cluster import Cluster
 
 
@@ -148,30 +148,5 @@ async def test_a_build_starts_before_its_step_is_saved_and_shares_the_save_with_
     assert sent_before == 0
     (reply,) = [decode(json.loads(frame)) for frame in client.frames]
     assert reply.result == PASSED and store.reply(request.client, request.timestamp) == reply
-    driver.close()
-    store.close()
-
-
-async def test_steps_that_send_nothing_wait_for_the_next_that_does(tmp_path):
-    cluster = Cluster()
-    peers = {i: Recorder() for i in (1, 2, 3)}
-    store = CountingStore(tmp_path / "node.sqlite", peers)
-    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
-    kept = [signed(Prepare(0, seq, "d" * 64, 1), cluster.replicas[1].auth.sign) for seq in (1, 2)]
-    driver._carry_out([Store(kept[0])])
-    await asyncio.sleep(0)
-    driver._carry_out([Store(kept[1])])
-    await asyncio.sleep(0)
-    assert store.saves == [], "keeping a peer's message sends nothing: no flush of its own"
-    driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
-    await asyncio.sleep(0)
-    # The pre-prepare's save carries the two kept messages too, before the pre-prepare leaves.
-    ((saved, sent_before),) = store.saves
-    assert saved == 3 + 1 and sent_before == 0  # two kept PREPAREs, the request's PRE-PREPARE and its Broadcast
-    assert all(len(peer.frames) == 1 for peer in peers.values())
-    # With nothing to send, a tick saves what waits at the latest.
-    driver._carry_out([Store(signed(Prepare(0, 3, "d" * 64, 2), cluster.replicas[2].auth.sign))])
-    driver.save_and_send(even_without_sends=True)
-    assert [saved for saved, _ in store.saves] == [4, 1]
     driver.close()
     store.close()

@@ -2,10 +2,9 @@
 
 Frames from peers and clients are parsed and decoded here; anything malformed
 is dropped and counted before it reaches the protocol core. Effects are
-carried out in the order the replica produced them, after they are saved,
-except that builds start at once: starting one sends nothing. Builds run
-concurrently in the executor; their results go back into the replica, which
-signs replies.
+carried out in the order the replica produced them, after they are saved.
+Builds run concurrently in the executor; their results go back into the
+replica, which signs replies.
 
 Saving is a group commit: every step taken in one turn of the event loop
 (a frame from each peer whose data arrived together, a run of client
@@ -198,14 +197,6 @@ class Driver:
         if not effects or self.stopped:
             return
         self._unsaved.extend(effects)
-        # Builds start now, before the save: a build sends nothing until its reply,
-        # which waits for a save of its own, and one lost with an unsaved step is
-        # ordered and run again. Started before the save is scheduled, a build that
-        # ends at once (a refused request, the instant executor) shares it.
-        for effect in effects:
-            if isinstance(effect, Execute):
-                for request in effect.requests:
-                    self.start_build(effect.seq, request)
         if not self._save_scheduled:
             self._save_scheduled = True
             asyncio.get_running_loop().call_soon(self.save_and_send)
@@ -242,6 +233,9 @@ class Driver:
                     for vote in self.store.votes(effect.keys):
                         if vote.sender != effect.node:
                             peer.send(json.dumps(encode(vote)))
+            elif isinstance(effect, Execute):
+                for request in effect.requests:
+                    self.start_build(effect.seq, request)
             elif isinstance(effect, ServeFetch):
                 self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
                 self._carry_out(self.replica.take_effects())

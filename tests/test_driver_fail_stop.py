@@ -6,20 +6,12 @@ import json
 
 from node.driver import Driver
 from node.storage import NodeStore
-from pbft.config import RepositoryConfig
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
 from pbft.messages import Reply, Result, ResultVote, batch_digest, decode, encode, signed
 from tests.cluster import Cluster
 
 
 PASSED = Result("success", 0, "a" * 40)
-
-
-class OneRepository:
-    """The part of a network configuration the driver reads to run a build."""
-
-    def repository(self, name: str) -> RepositoryConfig:
-        return RepositoryConfig(name, "/nonexistent")
 
 
 class Recorder:
@@ -121,32 +113,5 @@ async def test_resent_replies_and_served_votes_come_from_the_store(tmp_path):
     # Node 3 asked: it gets the votes of nodes 0 and 1, not its own back.
     assert [decode(json.loads(frame)).sender for frame in peers[3].frames] == [0, 1]
     assert peers[0].frames == [] and peers[2].frames == []
-    driver.close()
-    store.close()
-
-
-async def test_a_build_starts_before_its_step_is_saved_and_shares_the_save_with_its_reply(tmp_path):
-    # One node (f = 0) orders and executes a request in the step that receives it.
-    cluster = Cluster(n=1, f=0)
-    client = Recorder()
-    store = CountingStore(tmp_path / "node.sqlite", {"client": client})
-    started: list[int] = []
-
-    async def build(**request) -> Result:
-        started.append(len(store.saves))
-        return PASSED
-
-    driver = Driver(cluster.replicas[0], OneRepository(), build, {}, store=store, fail_stop=lambda: None)
-    request = cluster.request()
-    driver.clients[request.client] = {client}
-    driver.on_frame(json.dumps(encode(request)), connection=None)
-    while driver.builds or driver._save_scheduled:
-        await asyncio.sleep(0)
-
-    assert started == [0], "the build started before anything was saved"
-    ((saved, sent_before),) = store.saves  # the execution and the reply, in one transaction
-    assert sent_before == 0
-    (reply,) = [decode(json.loads(frame)) for frame in client.frames]
-    assert reply.result == PASSED and store.reply(request.client, request.timestamp) == reply
     driver.close()
     store.close()

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.stats import alternating, ratio, summarize
+from bench.stats import alternating, load_average, ratio, summarize
 from pbft.config import NetworkConfig, load_config
 from tests.network import write_network
 
@@ -160,7 +160,7 @@ def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: 
 
 def build(args) -> dict:
     rounds = 1 if args.quick else args.rounds
-    load = [round(value, 2) for value in os.getloadavg()]
+    load = load_average()
     with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-build-") as scratch:
         root = Path(scratch)
         repository = example_repository(root)
@@ -188,7 +188,7 @@ def real_project(args) -> dict:
         sdist = fetch_sdist()
     except ProjectUnavailable as error:
         raise SystemExit(f"real-project: {error}") from None
-    load = [round(value, 2) for value in os.getloadavg()]
+    load = load_average()
     with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-") as scratch:
         root = Path(scratch)
         repository = root / PROJECT

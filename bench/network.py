@@ -10,9 +10,7 @@ figure measures the protocol and not the webhook's HTTP call.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,11 +23,11 @@ from typing import AsyncIterator
 
 import aiohttp
 
+from client.app import client_authenticator
 from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from pbft.config import NetworkConfig, load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Operation
 from tests.network import write_network
 
@@ -76,15 +74,12 @@ class NodeProcesses:
                 process.wait()
 
 
-def start_nodes(root: Path, n: int, *, instant_builds: bool, protocol: dict | None = None,
-                repositories: dict[str, str] | None = None, log_level: str = "INFO",
-                profile_dir: Path | None = None) -> NodeProcesses:
+def start_nodes(root: Path, n: int, *, instant_builds: bool, profile_dir: Path | None = None) -> NodeProcesses:
     """Write a network of `n` nodes under `root` and start every node; returns once all answer GET /status.
 
     With `profile_dir`, each node runs under cProfile and writes node-<id>.prof there when it stops.
     """
-    config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds,
-                                protocol=protocol, repositories=repositories)
+    config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds)
     config = load_config(config_path)
     (root / "log").mkdir(exist_ok=True)
     extra = ["--instant-builds"] if instant_builds else []
@@ -96,7 +91,7 @@ def start_nodes(root: Path, n: int, *, instant_builds: bool, protocol: dict | No
             with open(root / "log" / f"node-{node.id}.stdout", "wb") as stdout:
                 processes[node.id] = subprocess.Popen(
                     [sys.executable, *profiler, str(REPO_ROOT / "node" / "index.py"), "--config", str(config_path),
-                     "--id", str(node.id), "--log-level", log_level, *extra],
+                     "--id", str(node.id), *extra],
                     stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                 )
         _wait_until_up(nodes, root)
@@ -129,11 +124,7 @@ def _wait_until_up(nodes: NodeProcesses, root: Path) -> None:
 @asynccontextmanager
 async def client_of(config: NetworkConfig, name: str = "client") -> AsyncIterator[ClientService]:
     """The client's service, links up and records open, for the network's configured client."""
-    auth = Ed25519Authenticator(
-        load_private_key(config.client_key_path(name)),
-        {node.id: parse_public_key(node.public_key) for node in config.nodes},
-        {},
-    )
+    auth = client_authenticator(config, name)
     records = BuildRecords(records_path(config.data_dir, name))
     try:
         async with aiohttp.ClientSession() as session:
@@ -163,10 +154,3 @@ async def settle(service: ClientService, requests: int = 3) -> None:
     for _ in range(requests):
         await submit_accepted(service)
 
-
-def load_average() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def run(coroutine):
-    return asyncio.run(coroutine)

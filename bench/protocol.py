@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
-from bench.network import NodeProcesses, client_of, load_average, settle, start_nodes, submit_accepted
-from bench.stats import alternating, percentile, ratio, summarize
+from bench.network import NodeProcesses, client_of, settle, start_nodes, submit_accepted
+from bench.stats import alternating, load_average, percentile, ratio, summarize
 from client.service import ClientService
 
 T = TypeVar("T")

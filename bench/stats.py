@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Iterator, Sequence
 
@@ -29,6 +30,11 @@ def alternating(names: Sequence[str], rounds: int) -> Iterator[tuple[int, str]]:
     for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else reversed(names):
             yield round_, name
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages, to say how busy it was while measuring."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

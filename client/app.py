@@ -44,13 +44,18 @@ MAX_BUILDS_LIMIT = 1000
 MAX_BUILD_ID = 2**63 - 1
 
 
-def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
-    config.client(client_name)  # raises KeyError for a name the config does not know
-    auth = Ed25519Authenticator(
+def client_authenticator(config: NetworkConfig, client_name: str) -> Ed25519Authenticator:
+    """Signs as the client `client_name` with its private key; verifies the network's nodes."""
+    return Ed25519Authenticator(
         load_private_key(config.client_key_path(client_name)),
         {node.id: parse_public_key(node.public_key) for node in config.nodes},
         {},
     )
+
+
+def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
+    config.client(client_name)  # raises KeyError for a name the config does not know
+    auth = client_authenticator(config, client_name)
     app = web.Application(middlewares=[_errors_as_json])
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)

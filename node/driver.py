@@ -28,7 +28,7 @@ from node.byzantine import HONEST, Behaviour
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import Broadcast, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes
+from pbft.effects import Broadcast, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, must_sync
 from pbft.ledger import MemoryLedger
 from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Reply, Request, Result, decode, encode
 from pbft.replica import Replica
@@ -210,8 +210,9 @@ class Driver:
             # nothing of these steps has left the node, as if it had crashed before them.
             return
         if self.store is not None:
-            # Persist before send: nothing leaves this node that its disk does not back.
-            self.store.save(self.replica.durable_state(), effects)
+            # Persist before send: nothing leaves this node that its disk does not back. Turns
+            # that only took messages in skip the fsync; the next turn that sends carries them.
+            self.store.save(self.replica.durable_state(), effects, sync=must_sync(effects, self.replica.id))
         for effect in effects:
             if isinstance(effect, Broadcast):
                 frame = json.dumps(encode(effect.message))

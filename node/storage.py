@@ -3,11 +3,16 @@
 The driver saves each step of the replica in one transaction before it sends
 anything that step produced (raft's "persist before send"), so a node killed
 with `kill -9` restarts with every message it vouched for and every batch it
-executed. The database runs in WAL mode with synchronous=FULL: each commit is
+executed. The database runs in WAL mode. A step that sends, signs or builds
+something (`pbft.effects.must_sync`) commits with synchronous=FULL: the WAL is
 fsynced before `save` returns, so even after a power loss the node remembers
 every PREPARE, COMMIT and VIEW-CHANGE it sent and cannot sign a conflicting
-one. synchronous=NORMAL would survive a killed process but could lose the last
-transactions to a power cut; it remains selectable for measuring the cost
+one. A step that only took messages in commits with synchronous=NORMAL: it
+survives a killed process, and a power cut can take only such steps from the
+end of the WAL (its frames are checksummed in a chain, so what survives is a
+prefix), since the fsync of the next synced commit carries every frame before
+it. A store opened with synchronous=NORMAL never fsyncs a commit and could
+lose sent messages to a power cut; it exists for measuring the cost
 (scripts/bench.py durable).
 """
 
@@ -101,6 +106,7 @@ class NodeStore:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._synchronous = self._mode = synchronous
         self._db.executescript(SCHEMA)
         for (table, column), statement in MIGRATIONS.items():
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
@@ -131,12 +137,17 @@ class NodeStore:
         self._saved_state = state
         return Loaded(state, messages, executed, unfinished)
 
-    def save(self, state: DurableState, effects: list[Effect]) -> None:
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
-        Most steps (a PREPARE counted, say) change neither: they cost no transaction."""
+        Some steps change neither: they cost no transaction. Without `sync` the commit is
+        not fsynced (see `pbft.storage.ReplicaStore.save`); the next synced one carries it."""
         state_changed = state != self._saved_state
         if not state_changed and not effects:
             return
+        mode = self._synchronous if sync else "NORMAL"
+        if mode != self._mode:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._mode = mode
         with self._db:
             self._db.execute("BEGIN")
             if state_changed:

@@ -109,3 +109,21 @@ class RecordVerdict:
 Effect = Union[
     Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, Store, ServeFetch, KeepStableProof, RecordVerdict
 ]
+
+# What a node only took in or concluded: another node's message kept, a verdict reached,
+# a checkpoint's proof kept. A step with nothing else sends, signs and builds nothing.
+_INWARD = (Store, RecordVerdict, KeepStableProof)
+
+
+def must_sync(effects: list[Effect], node_id: int) -> bool:
+    """Whether a step must reach the disk, fsynced, before its effects are carried out.
+
+    A step that only takes in (every effect in `_INWARD`, no message this node
+    signed) commits nothing to anyone: losing it to a power cut, with every
+    later such step, leaves the node as if those messages had been lost on the
+    way, which the protocol survives. Any other step is synced, and the sync
+    carries every earlier step with it, so whatever leaves the node, or starts
+    a build, is on disk with all it rests on.
+    """
+    return any(not isinstance(effect, _INWARD) or (isinstance(effect, Store) and effect.message.sender == node_id)
+               for effect in effects)

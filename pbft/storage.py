@@ -38,8 +38,13 @@ class Loaded(Protocol):
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""
 
-    def save(self, state: DurableState, effects: list[Effect]) -> None:
-        """Make one replica step durable, atomically, before any of its effects is carried out."""
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
+        """Make one replica step durable, atomically, before any of its effects is carried out.
+
+        With `sync` (`pbft.effects.must_sync`) the step is on disk when `save`
+        returns, with every step saved before it. Without, it must survive a
+        killed process, but a power cut may take it and the unsynced steps
+        after it, never a step before the last synced one."""
 
     def load(self) -> Loaded | None:
         """What was saved before the last stop, or None for a node that never ran."""

@@ -6,7 +6,7 @@
     python scripts/simulate.py --seed 1234 --verbose  # replay one seed with its trace
     python scripts/simulate.py --long --seeds 3       # only long runs: 10,000 batches, one node down for most of it
     python scripts/simulate.py --long-every 0         # no long runs (they take ~25 s each)
-    python scripts/simulate.py --unsynced-stores      # power loss also drops each node's last saved step
+    python scripts/simulate.py --unsynced-stores      # no step synced: power loss drops the last saved one
 
 Every 40th seed (39, 79, ...) is a long run, so 20,000 seeds hold 500.
 Prints one summary line (seeds run, how many failed each check, time,
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-requests", type=int, default=10_000,
                         help="requests, one batch each, in a long run (default: %(default)s)")
     parser.add_argument("--unsynced-stores", action="store_true",
-                        help="power loss drops the last saved step, as SQLite synchronous=NORMAL can; "
-                             "its seeds fail by design, showing why every step must be synced")
+                        help="no step is synced and power loss drops the last saved one, sent messages "
+                             "included, as SQLite synchronous=NORMAL throughout can; its seeds fail by design, "
+                             "showing why a step that sends must be synced")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
     # The replica logs every dropped message at warning; the trace already records them.

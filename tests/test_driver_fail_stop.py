@@ -7,7 +7,7 @@ import json
 from node.driver import Driver
 from node.storage import NodeStore
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
-from pbft.messages import Reply, Result, ResultVote, batch_digest, decode, encode, signed
+from pbft.messages import Prepare, Reply, Result, ResultVote, batch_digest, decode, encode, signed
 from tests.cluster import Cluster
 
 
@@ -66,10 +66,12 @@ class CountingStore(NodeStore):
         super().__init__(path, n=4, f=1)
         self.peers = peers
         self.saves: list[tuple[int, int]] = []  # (effects saved, frames already sent)
+        self.syncs: list[bool] = []
 
-    def save(self, state, effects) -> None:
+    def save(self, state, effects, *, sync=True) -> None:
         self.saves.append((len(effects), sum(len(peer.frames) for peer in self.peers.values())))
-        super().save(state, effects)
+        self.syncs.append(sync)
+        super().save(state, effects, sync=sync)
 
 
 async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent(tmp_path):
@@ -85,6 +87,27 @@ async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent
     ((saved, sent_before),) = store.saves
     assert saved >= 3 and sent_before == 0
     assert all(len(peer.frames) == 3 for peer in peers.values())
+    driver.close()
+    store.close()
+
+
+async def test_only_a_turn_that_sends_is_synced(tmp_path):
+    cluster = Cluster()
+    cluster.deliver_to(0, cluster.request())
+    preprepare = next(message for node, message in cluster.network if node == 1)
+    for node in (2, 3):
+        cluster.deliver_to(node, preprepare)
+    prepares = [message for node, message in cluster.network if node == 1 and isinstance(message, Prepare)]
+    peers = {i: Recorder() for i in (0, 2, 3)}
+    store = CountingStore(tmp_path / "node.sqlite", peers)
+    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: None)
+    for message in (preprepare, *prepares):
+        driver.on_frame(json.dumps(encode(message)))
+        await asyncio.sleep(0)
+    # Its own PREPARE goes out: synced. With node 2's it holds 2f and its COMMIT goes
+    # out: synced. Node 3's PREPARE is only taken in: not synced.
+    assert store.syncs == [True, True, False]
+    assert [decode(json.loads(frame)).TYPE for frame in peers[0].frames] == ["prepare", "commit"]
     driver.close()
     store.close()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from node.storage import NodeStore
-from pbft.effects import Broadcast
+from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, Store, must_sync
 from pbft.messages import Checkpoint, Commit, Operation, Prepare, Request, Result, ResultVote, decode, encode, signed
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim import SimCluster, SimOptions, run_seed
@@ -41,7 +41,7 @@ from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KI
 from pbft.sim.network import Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetch_failures, ledger_failures
-from pbft.sim.store import UnsyncedStore
+from pbft.sim.store import PowerCutStore
 from pbft.sim.workload import SHAPES, make_workload
 
 SEEDS = int(os.environ.get("PBFT_SIM_SEEDS", "300"))
@@ -321,15 +321,43 @@ def test_amnesia_check_finds_a_sent_commit_the_store_lost_and_ignores_pruned_vot
     assert forgotten(sent, [commit, Checkpoint(4, "c" * 64, 1)], low_watermark=4) == []
 
 
-def test_unsynced_store_loses_exactly_its_last_step():
-    store = UnsyncedStore(lambda: memory_store(4, 1))
+def _saved_views(store, steps):
     replica = Replica(ReplicaSettings(node_id=1, n=4, f=1), SimKeys.generate(random.Random(1), 4, []).for_node(1))
+    for view, effects, sync in steps:
+        store.save(replace(replica.durable_state(), view=view), effects, sync=sync)
+
+
+def _signed_commits(*senders):
+    keys = SimKeys.generate(random.Random(1), 4, [])
+    return [signed(Commit(0, 1, "a" * 64, sender), keys.for_node(sender).sign) for sender in senders]
+
+
+def test_a_power_cut_takes_every_unsynced_step_after_the_last_synced_one():
+    store = PowerCutStore(lambda: memory_store(4, 1))
+    own, peers = _signed_commits(1, 2)
+    _saved_views(store, [(3, [], True), (4, [Store(own), Broadcast(own)], True),
+                         (5, [Store(peers)], False), (6, [], False)])
+    assert store.load().state.view == 6
+    assert store.lose_power() == 1
+    assert store.load().state.view == 4 and own in store.load().messages and peers not in store.load().messages
+    assert store.lose_power() == 0 and store.load().state.view == 4
+
+
+def test_with_every_step_unsynced_a_power_cut_takes_the_last_step_even_one_that_sent():
+    store = PowerCutStore(lambda: memory_store(4, 1), every_step_unsynced=True)
     commit = Commit(0, 1, "a" * 64, 1)
-    store.save(replace(replica.durable_state(), view=3), [])
-    store.save(replace(replica.durable_state(), view=4), [Broadcast(commit)])
-    assert store.load().state.view == 4
-    assert store.lose_last_step() == 1
+    _saved_views(store, [(3, [], True), (4, [Broadcast(commit)], True)])
+    assert store.lose_power() == 1
     assert store.load().state.view == 3
+
+
+def test_only_steps_that_take_messages_in_skip_the_sync():
+    own, peers = Commit(0, 1, "a" * 64, 1), Commit(0, 1, "a" * 64, 2)
+    verdict = RecordVerdict(1, "client", 1, "certified", {"exit_code": 0})
+    assert not must_sync([Store(peers), verdict, KeepStableProof(4, ())], node_id=1)
+    assert must_sync([Store(own)], node_id=1)
+    assert must_sync([Store(peers), Broadcast(own)], node_id=1)
+    assert must_sync([Execute(0, 1, "d" * 64, (), (), "s" * 64)], node_id=1)
 
 
 def test_memory_checker_reports_each_part_over_its_bound_once():
@@ -443,8 +471,9 @@ def test_simulation_catches_a_store_that_loses_sent_commits():
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-        def save(self, state, effects):
-            self.inner.save(state, [effect for effect in effects if not isinstance(getattr(effect, "message", None), Commit)])
+        def save(self, state, effects, *, sync=True):
+            kept = [effect for effect in effects if not isinstance(getattr(effect, "message", None), Commit)]
+            self.inner.save(state, kept, sync=sync)
 
     outcomes = [cluster.run() for cluster in _seeds_with("crash", options(store_factory=Unsafe), wanted=4)]
     assert any(violation.kind == "amnesia" for outcome in outcomes for violation in outcome.violations)

@@ -58,7 +58,7 @@ from pbft.sim.settled import (
     late_fetch_failures,
     ledger_failures,
 )
-from pbft.sim.store import UnsyncedStore
+from pbft.sim.store import PowerCutStore
 from pbft.sim.workload import Submission, build_result, long_workload, make_workload
 from pbft.storage import StoreFactory
 
@@ -91,8 +91,9 @@ class SimOptions:
     # N seeds holds exactly N // long_every of them and the other seeds' scenarios stay put.
     long_every: int = 0
     long_requests: int = 10_000
-    # Power loss also drops the last saved step (SQLite synchronous=NORMAL). Off: every
-    # step is synced (FULL) and power loss is a crash at a step boundary. See pbft.sim.faults.
+    # Power loss drops the last saved step, whatever it sent (SQLite synchronous=NORMAL
+    # throughout). Off: it drops the unsynced steps after the last synced one, as a node's
+    # store can. See pbft.sim.faults and pbft.sim.store.
     unsynced_stores: bool = False
     verbose: bool = False
 
@@ -188,7 +189,7 @@ class SimCluster:
         )
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
-        self.unsynced: dict[int, UnsyncedStore] = {}
+        self.power_cut_stores: dict[int, PowerCutStore] = {}
         self.nodes: list[SimNode] = []
         for node in range(self.n):
             auth = keys.for_node(node)
@@ -235,8 +236,9 @@ class SimCluster:
 
     def _store(self, node: int):
         factory, n, f = self.options.store_factory, self.n, self.f
-        if self.options.unsynced_stores and self.plan.loses_power(node):
-            store = self.unsynced[node] = UnsyncedStore(lambda: factory(n, f))
+        if self.plan.loses_power(node):
+            store = self.power_cut_stores[node] = PowerCutStore(
+                lambda: factory(n, f), every_step_unsynced=self.options.unsynced_stores)
             return store
         return factory(n, f)
 
@@ -457,7 +459,7 @@ class SimCluster:
             return  # another of its down windows is still open
         down = self._down.pop(node)
         sim_node = self.nodes[node]
-        lost_effects = self.unsynced[node].lose_last_step() if down.power_loss and node in self.unsynced else 0
+        lost_effects = self.power_cut_stores[node].lose_power() if down.power_loss and node in self.power_cut_stores else 0
         loaded = sim_node.restart(self.now_s)
         replica = sim_node.replica
         rerun = replica.builds_to_rerun(loaded.unfinished) if loaded else []
@@ -479,9 +481,9 @@ class SimCluster:
             self._restarts.append(Violation(
                 "amnesia", self.now_s,
                 f"node {node} restarted without the {kind.upper()} v={view} n={seq} d={digest[:6]} it had sent"
-                f" ({len(missing)} sent message(s) forgotten, {lost_effects} effects of its last step unsynced)",
+                f" ({len(missing)} sent message(s) forgotten, {lost_effects} unsynced effects lost)",
             ))
-        if lost_effects:
+        if lost_effects and self.options.unsynced_stores:
             return  # an unsynced step may hold executions too: amnesia already tells the story
         problem = restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
         if problem is not None:

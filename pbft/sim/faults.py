@@ -15,14 +15,17 @@ real faults, and must order every request once the lag ends. Plans
 sometimes make the next primary (node 1) lag while the primary (node 0)
 crashes: the lagging node then leads a view change it is behind for.
 
-Power loss and stores. A store synced at every step (SQLite
-synchronous=FULL) survives power loss exactly as it survives a killed
-process, so `power-loss` and `blackout` are then crashes at a step
-boundary and every checker applies. With `SimOptions.unsynced_stores`
-(off by default) a power loss also drops the node's last saved step,
-messages it already sent included, as synchronous=NORMAL can: the node
-becomes amnesiac, which PBFT counts as Byzantine. Such seeds show why
-every step must be synced; their violations are expected, not core bugs.
+Power loss and stores. A node fsyncs every step that sends, signs or builds
+something and leaves steps that only took messages in unsynced
+(`pbft.effects.must_sync`). A `power-loss` or `blackout` therefore drops
+the unsynced steps after the node's last synced one (`pbft.sim.store`):
+as if the messages they took in had been lost on the way. Every checker
+applies. With `SimOptions.unsynced_stores` (off by default) no step is
+synced and a power loss drops the node's last saved step, messages it
+already sent included, as synchronous=NORMAL throughout can: the node
+becomes amnesiac, which PBFT counts as Byzantine. Such seeds show why a
+step that sends must be synced; their violations are expected, not core
+bugs.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ killed process loses and a restart goes through `Replica.restore`.
 
 from __future__ import annotations
 
-from pbft.effects import Effect, ServeFetch
+from pbft.effects import Effect, ServeFetch, must_sync
 from pbft.messages import Message
 from pbft.replica import Replica
 from pbft.sim.byzantine import Honest
@@ -28,7 +28,7 @@ class SimNode:
 
     def persist(self, effects: list[Effect]) -> None:
         """Save a step before any of its effects is carried out, as the node's driver does."""
-        self.store.save(self.replica.durable_state(), effects)
+        self.store.save(self.replica.durable_state(), effects, sync=must_sync(effects, self.replica.id))
 
     def serve_fetch(self, effect: ServeFetch) -> None:
         """Answer a peer's FETCH from the stored ledger, as the driver does."""

@@ -1,9 +1,15 @@
-"""A store that loses its last saved step on power loss, as SQLite with synchronous=NORMAL can.
+"""A store that loses to a power cut what an unsynced SQLite commit can lose.
 
-The inner store is the real one; every step saved into it is also kept in
-a journal, and a power loss rebuilds the inner store from the journal
-without its last step. Used only with `SimOptions.unsynced_stores`, for
-the nodes that lose power, to show what an unsynced step costs (F7).
+The inner store is the real one; every step saved into it is also kept in a
+journal, and a power cut rebuilds the inner store from the journal without
+the steps the disk may not have had:
+
+- as the node saves (`every_step_unsynced=False`, the default): every step
+  after the last synced one (`pbft.effects.must_sync`). Such steps took
+  messages in and sent nothing, so losing them is losing those messages on
+  the way, which the protocol must survive: every checker still applies;
+- with every step unsynced (SQLite synchronous=NORMAL, `SimOptions.unsynced_stores`):
+  the last step, messages it already sent included, to show what that costs (F7).
 """
 
 from __future__ import annotations
@@ -16,29 +22,36 @@ from pbft.replica_persistence import DurableState
 from pbft.storage import Loaded, ReplicaStore
 
 
-class UnsyncedStore:
+class PowerCutStore:
     """Implements `pbft.storage.ReplicaStore` over `make_store()`."""
 
-    def __init__(self, make_store: Callable[[], ReplicaStore]) -> None:
+    def __init__(self, make_store: Callable[[], ReplicaStore], *, every_step_unsynced: bool = False) -> None:
         self._make_store = make_store
+        self._every_step_unsynced = every_step_unsynced
         self._inner = make_store()
         self._journal: list[tuple[DurableState, list[Effect]]] = []
+        self._synced = 0  # how many journal steps the disk has for certain
 
-    def save(self, state: DurableState, effects: list[Effect]) -> None:
-        self._inner.save(state, effects)
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
+        self._inner.save(state, effects, sync=sync)
         if not effects and self._journal and self._journal[-1][0] == state:
-            return  # a step that wrote nothing: the last step that did stays the one to lose
+            return  # a step that wrote nothing: nothing of it to lose
         self._journal.append((state, list(effects)))  # DurableState is a frozen copy
+        if self._every_step_unsynced:
+            self._synced = len(self._journal) - 1
+        elif sync:
+            self._synced = len(self._journal)
 
-    def lose_last_step(self) -> int:
-        """Power fails before the last step reached the disk; return how many effects it had."""
-        if not self._journal:
+    def lose_power(self) -> int:
+        """Power fails: the steps the disk may lack are gone. Returns how many effects they had."""
+        lost = self._journal[self._synced:]
+        if not lost:
             return 0
-        _, lost = self._journal.pop()
+        del self._journal[self._synced:]
         self._inner = self._make_store()
         for state, effects in self._journal:
             self._inner.save(state, effects)
-        return len(lost)
+        return sum(len(effects) for _, effects in lost)
 
     def load(self) -> Loaded | None:
         return self._inner.load()

@@ -1,66 +1,90 @@
 #!/usr/bin/env bash
-# Stop the nodes that ./startNetwork.sh started: ./stopNetwork.sh
+# Stop what ./startNetwork.sh and ./scripts/startClient.sh --background started:
+# ./stopNetwork.sh
 #
-# Only the processes listed in run/network.pids are signalled, and each only
-# if it still runs node/index.py (a pid may have been reused since). They get
-# SIGTERM and up to 10 s to shut down, then SIGKILL. Running it when nothing
-# is running is harmless.
+# Only the processes listed in run/client.pid and run/network.pids are
+# signalled, and each only if it still runs client/index.py or node/index.py
+# (a pid may have been reused since). The client goes first, so that it does
+# not retry nodes that are going away. Each gets SIGTERM and up to 10 s to
+# shut down, then SIGKILL. Running it when nothing is running is harmless.
 set -euo pipefail
+case "${1:-}" in
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "usage: $0" >&2; exit 2 ;;
+esac
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-pid_file=run/network.pids
 grace_s=10
 
-# True when PID is alive and still runs a pbft-ci node. A zombie has an empty
-# command line, so it counts as stopped.
-is_node() {
+# True when PID is alive and its command line holds SCRIPT (node/index.py or
+# client/index.py). A zombie has an empty command line, so it counts as stopped.
+runs() {
     local cmdline
     cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
-    [[ "$cmdline" == *node/index.py* ]]
+    [[ "$cmdline" == *"$2"* ]]
 }
 
-if [[ ! -f $pid_file ]]; then
-    echo "no network started by ./startNetwork.sh is running (no $pid_file)"
-    exit 0
-fi
-
-running=()
-declare -A ids=()
-while read -r pid id _; do
-    [[ -n "${pid:-}" ]] || continue
-    if is_node "$pid"; then
-        running+=("$pid")
-        ids[$pid]=$id
-    else
-        echo "node ${id:-?} (pid $pid) was not running"
-    fi
-done <"$pid_file"
-
-if [[ ${#running[@]} -eq 0 ]]; then
-    rm -f "$pid_file"
-    echo "nothing to stop"
-    exit 0
-fi
-
-for pid in "${running[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-done
-echo "sent SIGTERM to nodes $(for pid in "${running[@]}"; do printf '%s ' "${ids[$pid]}"; done)"
-
-deadline=$((SECONDS + grace_s))
-while :; do
-    left=()
-    for pid in "${running[@]}"; do
-        is_node "$pid" && left+=("$pid")
+# stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
+# the associative array `labels`), wait up to grace_s, then SIGKILL.
+stop() {
+    local script=$1 pid
+    for pid in "${targets[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
     done
-    running=("${left[@]+"${left[@]}"}")
-    [[ ${#running[@]} -gt 0 && $SECONDS -lt $deadline ]] || break
-    sleep 0.1
-done
+    echo "sent SIGTERM to $(for pid in "${targets[@]}"; do printf '%s ' "${labels[$pid]}"; done)"
+    local deadline=$((SECONDS + grace_s)) left
+    while :; do
+        left=()
+        for pid in "${targets[@]}"; do
+            runs "$pid" "$script" && left+=("$pid")
+        done
+        targets=("${left[@]+"${left[@]}"}")
+        [[ ${#targets[@]} -gt 0 && $SECONDS -lt $deadline ]] || break
+        sleep 0.1
+    done
+    for pid in "${targets[@]+"${targets[@]}"}"; do
+        echo "${labels[$pid]} (pid $pid) still running after ${grace_s} s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
 
-for pid in "${running[@]+"${running[@]}"}"; do
-    echo "node ${ids[$pid]} (pid $pid) still running after ${grace_s} s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-done
-rm -f "$pid_file"
-echo "network stopped"
+stopped_any=false
+declare -A labels=()
+
+client_pid_file=run/client.pid
+if [[ -f $client_pid_file ]]; then
+    read -r pid _ <"$client_pid_file" || true
+    if [[ -n "${pid:-}" ]] && runs "$pid" client/index.py; then
+        targets=("$pid")
+        labels[$pid]="client"
+        stop client/index.py
+        echo "client stopped"
+        stopped_any=true
+    else
+        echo "the client (pid ${pid:-?}) was not running"
+    fi
+    rm -f "$client_pid_file"
+fi
+
+pid_file=run/network.pids
+if [[ -f $pid_file ]]; then
+    targets=()
+    while read -r pid id _; do
+        [[ -n "${pid:-}" ]] || continue
+        if runs "$pid" node/index.py; then
+            targets+=("$pid")
+            labels[$pid]="node $id"
+        else
+            echo "node ${id:-?} (pid $pid) was not running"
+        fi
+    done <"$pid_file"
+    if [[ ${#targets[@]} -gt 0 ]]; then
+        stop node/index.py
+        echo "network stopped"
+        stopped_any=true
+    fi
+    rm -f "$pid_file"
+fi
+
+$stopped_any || echo "nothing to stop (no running client in $client_pid_file, no running node in $pid_file)"

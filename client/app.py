@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
 from client.buildlogs import add_build_log_proxy, build_log_links, serve_build_log
@@ -22,6 +23,7 @@ from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
 from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
+from client.metrics import ClientMetrics
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
@@ -37,6 +39,7 @@ SERVICE_KEY = web.AppKey("service", ClientService)
 REPOSITORIES_KEY = web.AppKey("repositories", tuple)
 WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
 ACCESS_KEY = web.AppKey("access", AccessRules)
+METRICS_KEY = web.AppKey("metrics", ClientMetrics)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -56,7 +59,9 @@ def client_authenticator(config: NetworkConfig, client_name: str) -> Ed25519Auth
 def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
     config.client(client_name)  # raises KeyError for a name the config does not know
     auth = client_authenticator(config, client_name)
-    app = web.Application(middlewares=[_errors_as_json])
+    metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0)
+    app = web.Application(middlewares=[metrics.count_webhooks(), _errors_as_json])  # outermost: sees every answer
+    app[METRICS_KEY] = metrics
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
     app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
@@ -73,6 +78,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
                 config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s
             )
             app[SERVICE_KEY] = service
+            service.observe(metrics)
             service.start()
             yield
             await service.close()
@@ -88,6 +94,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     app.router.add_get("/builds/{build_id}/log", get_build_log)
@@ -190,6 +197,12 @@ def _verdict_json(verdict: Verdict) -> dict:
     if result.status == "error":
         answer["reason"] = result.reason
     return answer
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (client.metrics), behind the same token as the build records."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    return web.Response(body=request.app[METRICS_KEY].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def list_builds(request: web.Request) -> web.Response:

@@ -135,6 +135,11 @@ class ClientService:
         return vouched_view(self._views, self._config.f)
 
     @property
+    def waiting(self) -> int:
+        """Builds sent and not yet ended."""
+        return len(self._outstanding)
+
+    @property
     def primary(self) -> int:
         return self.view % self._config.n
 

@@ -25,12 +25,18 @@ from collections import Counter
 from typing import Awaitable, Callable, Protocol
 
 from node.byzantine import HONEST, Behaviour
+from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import Broadcast, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, must_sync
+from pbft.effects import (
+    Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
+    must_sync,
+)
 from pbft.ledger import MemoryLedger
-from pbft.messages import CHALLENGE_BYTES, Challenge, Hello, MessageError, Reply, Request, Result, decode, encode
+from pbft.messages import (
+    CHALLENGE_BYTES, Challenge, Hello, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
+)
 from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
@@ -82,6 +88,8 @@ class Driver:
         self._save_scheduled = False
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
+        self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
+        self._view = replica.view
 
     @property
     def builds_running(self) -> int:
@@ -116,7 +124,14 @@ class Driver:
             if not isinstance(message, Request):
                 self._drop("client_sent_non_request", message.TYPE)
                 return
-        reason = self._step(self.replica.receive, message, asyncio.get_running_loop().time())
+        now_s = asyncio.get_running_loop().time()
+        if self.metrics is not None:
+            if isinstance(message, Request):
+                self.metrics.requests_received.inc()
+                self.metrics.seen((message.key,), now_s)
+            elif isinstance(message, PrePrepare):
+                self.metrics.seen((request.key for request in message.batch), now_s)
+        reason = self._step(self.replica.receive, message, now_s)
         if reason is not None:
             self.drops[reason] += 1
         self._carry_out(self.replica.take_effects())
@@ -209,6 +224,8 @@ class Driver:
             # Stopped by a broken invariant: the state in memory is not to be trusted, and
             # nothing of these steps has left the node, as if it had crashed before them.
             return
+        if self.metrics is not None:
+            self._count(effects)
         if self.store is not None:
             # Persist before send: nothing leaves this node that its disk does not back. Turns
             # that only took messages in skip the fsync; the next turn that sends carries them.
@@ -241,6 +258,23 @@ class Driver:
                 self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
                 self._carry_out(self.replica.take_effects())
 
+    def _count(self, effects: list[Effect]) -> None:
+        metrics = self.metrics
+        now_s = asyncio.get_running_loop().time()
+        if self.replica.view > self._view:
+            metrics.view_changes.inc(self.replica.view - self._view)
+            self._view = self.replica.view
+        for effect in effects:
+            if isinstance(effect, Execute):
+                metrics.requests_ordered.inc(len(effect.batch))
+                if effect.learnt:
+                    metrics.state_transfers.inc()
+                metrics.executed((request.key for request in effect.batch), now_s)
+            elif isinstance(effect, KeepStableProof):
+                metrics.checkpoints.inc()
+            elif isinstance(effect, RecordVerdict):
+                metrics.verdicts.labels(effect.state).inc()
+
     def _send_reply(self, reply: Reply) -> None:
         frame = json.dumps(encode(reply))
         for connection in list(self.clients.get(reply.client, ())):
@@ -267,6 +301,7 @@ class Driver:
                 "node=%d seq=%d build=%s start repository=%s branch=%s",
                 self.replica.id, seq, build_id, repository.name, operation.branch,
             )
+            started_s = asyncio.get_running_loop().time()
             result = await self.build(
                 build_id=build_id,
                 repository_name=repository.name,
@@ -274,10 +309,14 @@ class Driver:
                 branch=operation.branch,
                 commit=operation.commit,
             )
+            if self.metrics is not None:
+                self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)
         logger.info(
             "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
             self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],
         )
+        if self.metrics is not None:
+            self.metrics.builds.labels(result.status).inc()
         self._step(self.replica.execution_finished, request, result, seq)
         self._carry_out(self.replica.take_effects())

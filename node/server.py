@@ -14,10 +14,12 @@ import weakref
 from typing import Callable
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from node.buildlogs import add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
+from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from pbft.config import NetworkConfig
@@ -129,6 +131,7 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
+            driver.metrics = NodeMetrics(driver.status, lambda: {peer_id: link.status() for peer_id, link in links.items()})
             app[DRIVER] = driver
             for seq, request in rerun:
                 driver.start_build(seq, request)
@@ -153,6 +156,7 @@ def make_app(
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
@@ -187,6 +191,12 @@ async def open_socket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     return ws
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (node.metrics)."""
+    body = request.app[DRIVER].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def status(request: web.Request) -> web.Response:

@@ -9,6 +9,9 @@
 # Installing system packages or starting a Docker engine needs root and
 # apt-get (Debian); elsewhere the script stops and says what to install.
 set -euo pipefail
+case "${1:-}" in
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 
 config="${1:-example-config/network.yaml}"
 # A path given relative to the caller's directory must survive the cd below.

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Run the pbft-ci client in the foreground: scripts/startClient.sh [CONFIG]
-# The machine is set up first (scripts/setup.sh, quick when already done: the
-# Python packages in .venv and the client's key pair among them). Logs go to
-# the configuration's log_dir (log/client.log).
+# Run the pbft-ci client: scripts/startClient.sh [CONFIG] [--background]
+#
+# CONFIG defaults to example-config/network.yaml. The machine is set up first
+# (scripts/setup.sh, quick when already done: the Python packages in .venv and
+# the client's key pair among them). The client logs to the configuration's
+# log_dir (log/client.log).
+#
+# In the foreground it runs until Ctrl-C. With --background it is started
+# with nohup (stdout and stderr in log/client.stdout), its pid is kept in
+# run/client.pid, the script returns once the client answers HTTP, and
+# ./stopNetwork.sh stops it along with the nodes.
 #
 # Plain webhook calls ({"branch": ...}) need a bearer token unless the client
 # listens on loopback and its entry says `plain_without_token: true`, as the
@@ -13,12 +20,110 @@
 #        -d '{"branch":"master"}' localhost:8080/webHook
 set -euo pipefail
 
-config="${1:-example-config/network.yaml}"
+usage() {
+    echo "usage: $0 [CONFIG] [--background]" >&2
+    exit 2
+}
+
+config=""
+background=false
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --background) background=true ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) usage ;;
+        *) [[ -z "$config" ]] || usage; config="$1" ;;
+    esac
+    shift
+done
+config="${config:-example-config/network.yaml}"
 # A path given relative to the caller's directory must survive the cd below.
-if [[ $# -ge 1 && "$config" != /* ]]; then
+if [[ "$config" != /* ]]; then
     config="$(pwd)/$config"
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+pid_file=run/client.pid
+
+# True when PID is alive and still runs the pbft-ci client (pids get reused).
+is_client() {
+    local cmdline
+    cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
+    [[ "$cmdline" == *client/index.py* ]]
+}
+
+if [[ -f $pid_file ]]; then
+    read -r pid _ <"$pid_file" || true
+    if [[ -n "${pid:-}" ]] && is_client "$pid"; then
+        echo "a client is already running (pid $pid, from $pid_file): run ./stopNetwork.sh first" >&2
+        exit 1
+    fi
+    rm -f "$pid_file"
+fi
+
 ./scripts/setup.sh "$config"
-exec .venv/bin/python client/index.py --config "$config"
+
+# Where the client listens and logs, read by the project's own loader so that
+# every error is reported as the client would report it.
+if ! where=$(.venv/bin/python -c '
+import sys
+from pbft.config import ConfigError, load_config
+try:
+    config = load_config(sys.argv[1])
+except ConfigError as error:
+    sys.exit(str(error))
+if not config.clients:
+    sys.exit(f"{sys.argv[1]}: no client in this configuration")
+client = config.clients[0]
+host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(client.host, client.host)
+print(f"[{host}]" if ":" in host else host, client.port, config.log_dir)
+' "$config"); then
+    exit 1
+fi
+read -r host port log_dir <<<"$where"
+url="http://$host:$port"
+
+if ! $background; then
+    echo "client of $config on $url (webhook: $url/webHook), logging to $log_dir/client.log; Ctrl-C stops it"
+    exec .venv/bin/python client/index.py --config "$config"
+fi
+
+mkdir -p run log
+nohup .venv/bin/python client/index.py --config "$config" </dev/null >log/client.stdout 2>&1 &
+pid=$!
+echo "$pid $config" >"$pid_file"
+
+# Any HTTP answer, even a refusal, means the client is up.
+answers() {
+    .venv/bin/python -c '
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=1).close()
+except urllib.error.HTTPError:
+    pass
+except OSError:
+    sys.exit(1)
+' "$url/builds"
+}
+
+deadline=$((SECONDS + 30))
+until answers; do
+    if ! kill -0 "$pid" 2>/dev/null || [[ "$( { cut -d' ' -f3 "/proc/$pid/stat"; } 2>/dev/null)" == Z ]]; then
+        echo "the client (pid $pid) exited during start-up; last lines of log/client.stdout:" >&2
+        tail -n 20 log/client.stdout | sed 's/^/    /' >&2
+        rm -f "$pid_file"
+        exit 1
+    fi
+    if [[ $SECONDS -ge $deadline ]]; then
+        echo "the client (pid $pid) did not answer on $url within 30 s; see log/client.stdout" >&2
+        kill -TERM "$pid" 2>/dev/null || true
+        rm -f "$pid_file"
+        exit 1
+    fi
+    sleep 0.2
+done
+
+echo "client up: pid $pid, $config"
+echo "  webhook: $url/webHook   builds: $url/builds"
+echo "logs: $log_dir/client.log, log/client.stdout"
+echo "stop: ./stopNetwork.sh"

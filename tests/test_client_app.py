@@ -16,6 +16,7 @@ import secrets
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 import yaml
 from aiohttp import web
 
@@ -393,3 +394,29 @@ def test_timestamps_keep_increasing_across_restarts(tmp_path):
     records = BuildRecords(path)
     assert records.next_timestamp(10) == 5_001
     records.close()
+
+
+async def client_metrics(client) -> dict[tuple[str, tuple], float]:
+    response = await client.get("/metrics")
+    assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(await response.text())
+        for sample in family.samples
+    }
+
+
+async def test_metrics_parse_and_count_webhooks_and_verdicts(cluster, client):
+    before = await client_metrics(client)
+    assert before[("pbft_client_builds_submitted_total", ())] == 0
+
+    assert (await post(client, {"branch": "main"}))[0] == 200
+    assert (await post(client, {"branch": "-x"}))[0] == 400
+
+    after = await client_metrics(client)
+    assert after[("pbft_client_builds_submitted_total", ())] == 1
+    assert after[("pbft_client_webhooks_total", (("code", "200"),))] == 1
+    assert after[("pbft_client_webhooks_total", (("code", "400"),))] == 1
+    assert after[("pbft_client_verdicts_total", (("status", "success"),))] == 1
+    assert after[("pbft_client_verdict_seconds_count", ())] == 1
+    assert after[("pbft_client_builds_waiting", ())] == 0

@@ -9,6 +9,7 @@ import json
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.byzantine import HONEST, Lie
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget, make_app
@@ -262,3 +263,45 @@ async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network
             assert response.status == 404
         async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/-1") as response:
             assert response.status == 400
+
+
+async def metrics_of(session, net, node_id) -> dict[tuple[str, tuple], float]:
+    """GET /metrics, parsed with prometheus-client's own parser: {(sample, labels): value}."""
+    async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/metrics") as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        before = [await metrics_of(session, net, i) for i in range(4)]
+        assert all(m[("pbft_requests_ordered_total", ())] == 0 for m in before)
+        await net.submit(session, "master", 1, targets=[0])
+        await net.submit(session, "feature", 2, targets=[0])
+        await settled_statuses(session, net, range(4), lambda status: status["last_executed"] == 2)
+        after = []
+        for i in range(4):
+            for _ in range(100):  # the last peers' RESULT votes may still be on their way
+                metrics = await metrics_of(session, net, i)
+                if metrics.get(("pbft_verdicts_total", (("state", "certified"),))) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            after.append(metrics)
+    assert after[0][("pbft_requests_received_total", ())] == 2  # the primary; backups saw PRE-PREPAREs
+    for metrics in after:
+        assert metrics[("pbft_requests_ordered_total", ())] == 2
+        assert metrics[("pbft_last_executed", ())] == 2 and metrics[("pbft_view", ())] == 0
+        assert metrics[("pbft_builds_finished_total", (("status", "success"),))] == 1
+        assert metrics[("pbft_builds_finished_total", (("status", "failure"),))] == 1
+        assert metrics[("pbft_verdicts_total", (("state", "certified"),))] == 2
+        assert metrics[("pbft_consensus_seconds_count", ())] == 2
+        assert metrics[("pbft_build_seconds_count", ())] == 2
+        assert metrics[("pbft_builds_running", ())] == 0
+        connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
+        assert connected == [1, 1, 1]

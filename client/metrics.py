@@ -1,0 +1,66 @@
+"""The client's Prometheus metrics (GET /metrics): webhooks answered, builds submitted and
+their verdicts, webhook-to-verdict latency and the builds still waiting.
+
+The metrics observe the service as any `client.service.BuildObserver` does;
+the client's registry is its own, not the library's global one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from client.service import Verdict
+from pbft.messages import Operation
+
+VERDICT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+class ClientMetrics:
+    def __init__(self, outstanding: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter("pbft_client_webhooks", "Webhook calls answered, by HTTP status", ["code"], registry=r)
+        self.submitted_builds = Counter("pbft_client_builds_submitted", "Builds sent to the network", registry=r)
+        self.verdicts = Counter(
+            "pbft_client_verdicts",
+            "Builds ended: accepted with f+1 matching replies (by result status), or without (no_quorum, abandoned)",
+            ["status"], registry=r)
+        self.verdict_seconds = Histogram("pbft_client_verdict_seconds", "From a build's request to its verdict",
+                                         buckets=VERDICT_BUCKETS_S, registry=r)
+        outstanding_builds = Gauge("pbft_client_builds_waiting", "Builds sent and not yet ended", registry=r)
+        outstanding_builds.set_function(outstanding)
+
+    # BuildObserver
+    def submitted(self, build_id: str, operation: Operation) -> None:
+        self.submitted_builds.inc()
+
+    def finished(self, operation: Operation, verdict: Verdict) -> None:
+        if verdict.accepted and verdict.result is not None:
+            status = verdict.result.status
+        else:
+            status = "abandoned" if verdict.abandoned else "no_quorum"
+        self.verdicts.labels(status).inc()
+        self.verdict_seconds.observe(verdict.elapsed_ms / 1000)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def count_webhooks(self) -> Callable:
+        """A middleware counting the answers to POST /webHook, refusals included."""
+
+        @web.middleware
+        async def middleware(request: web.Request, handler) -> web.StreamResponse:
+            if request.path != "/webHook":
+                return await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as error:
+                self.webhooks.labels(str(error.status)).inc()
+                raise
+            self.webhooks.labels(str(response.status)).inc()
+            return response
+
+        return middleware

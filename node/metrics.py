@@ -1,0 +1,95 @@
+"""A node's Prometheus metrics (GET /metrics): counters the driver feeds as effects go out,
+and the replica's and links' state read at scrape time.
+
+Each node has a registry of its own, not the library's global one, so that
+several nodes in one process (tests) never share a counter.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+# Requests whose first sighting is remembered until they are executed; the oldest go first.
+MAX_PENDING = 4096
+CONSENSUS_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUILD_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+class NodeMetrics:
+    def __init__(self, state: Callable[[], dict], links: Callable[[], dict[int, dict]]) -> None:
+        """`state`: the driver's status (view, last_executed, builds_running, dropped);
+        `links`: each peer link's status (connected, reconnects, dropped)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests_received = Counter("pbft_requests_received", "Client REQUEST frames this node received", registry=r)
+        self.requests_ordered = Counter(
+            "pbft_requests_ordered", "Requests in the batches this node executed, built here or learnt", registry=r)
+        self.view_changes = Counter("pbft_view_changes", "Views this node moved on to", registry=r)
+        self.checkpoints = Counter("pbft_checkpoints_stable", "Checkpoints that became stable here", registry=r)
+        self.state_transfers = Counter(
+            "pbft_state_transfer_batches", "Batches this node learnt by state transfer instead of building", registry=r)
+        self.verdicts = Counter("pbft_verdicts", "Build verdicts this node recorded, by state", ["state"], registry=r)
+        self.builds = Counter("pbft_builds_finished", "Builds this node ran to a result, by status", ["status"],
+                              registry=r)
+        self.consensus_seconds = Histogram(
+            "pbft_consensus_seconds", "From a request's first sighting here (REQUEST or PRE-PREPARE) to its execution",
+            buckets=CONSENSUS_BUCKETS_S, registry=r)
+        self.build_seconds = Histogram("pbft_build_seconds", "Duration of this node's builds",
+                                       buckets=BUILD_BUCKETS_S, registry=r)
+        r.register(_StateCollector(state, links))
+        self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
+
+    def seen(self, keys: Iterable[tuple[str, int]], now_s: float) -> None:
+        for key in keys:
+            if key not in self._first_seen:
+                self._first_seen[key] = now_s
+                if len(self._first_seen) > MAX_PENDING:
+                    self._first_seen.popitem(last=False)
+
+    def executed(self, keys: Iterable[tuple[str, int]], now_s: float) -> None:
+        for key in keys:
+            seen_s = self._first_seen.pop(key, None)
+            if seen_s is not None:
+                self.consensus_seconds.observe(now_s - seen_s)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector:
+    def __init__(self, state: Callable[[], dict], links: Callable[[], dict[int, dict]]) -> None:
+        self._state = state
+        self._links = links
+
+    def describe(self) -> list[Metric]:
+        return []  # read at scrape time; nothing to check for clashes up front
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._state()
+        for name, text in (("view", "The view this node is in"),
+                           ("primary", "The primary of that view"),
+                           ("last_executed", "The last sequence number this node executed"),
+                           ("low_watermark", "The last stable checkpoint"),
+                           ("high_watermark", "The highest sequence number this node accepts"),
+                           ("builds_running", "Builds running on this node now")):
+            yield GaugeMetricFamily(f"pbft_{name}", text, value=state[name])
+        drops = CounterMetricFamily("pbft_frames_dropped", "Frames this node dropped, by reason", labels=["reason"])
+        for reason, count in sorted(state["dropped"].items()):
+            drops.add_metric([reason], count)
+        yield drops
+        links = self._links()
+        connected = GaugeMetricFamily("pbft_peer_connected", "1 while the link to the peer is up", labels=["peer"])
+        reconnects = CounterMetricFamily("pbft_peer_reconnects", "Times the link to the peer was made again",
+                                         labels=["peer"])
+        unsent = CounterMetricFamily("pbft_peer_frames_unsent", "Frames for the peer dropped unsent, by why",
+                                     labels=["peer", "why"])
+        for peer, link in sorted(links.items()):
+            connected.add_metric([str(peer)], 1 if link["connected"] else 0)
+            reconnects.add_metric([str(peer)], link["reconnects"])
+            unsent.add_metric([str(peer), "queue_full"], link["dropped"])
+            unsent.add_metric([str(peer), "expired"], link["expired"])
+        yield from (connected, reconnects, unsent)

@@ -131,7 +131,7 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
-            driver.metrics = NodeMetrics(driver.status, lambda: {peer_id: link.status() for peer_id, link in links.items()})
+            driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links))
             app[DRIVER] = driver
             for seq, request in rerun:
                 driver.start_build(seq, request)
@@ -200,8 +200,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    links = {peer_id: link.status() for peer_id, link in request.app[LINKS].items()}
-    return web.json_response({**request.app[DRIVER].status(), "links": links})
+    return web.json_response({**request.app[DRIVER].status(), "links": link_statuses(request.app[LINKS])})
+
+
+def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:
+    """Each peer link's state, for GET /status and GET /metrics."""
+    return {peer_id: link.status() for peer_id, link in links.items()}
 
 
 async def build_at(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Throw-away network configurations for tests: fresh keys, free loopback ports; a client's HELLO."""
+"""Throw-away network configurations for tests: fresh keys, free loopback ports; a client's HELLO;
+GET /metrics parsed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from pbft.crypto import generate_private_key, public_key_hex, save_private_key
 from pbft.messages import Challenge, Hello, decode, encode, signed
@@ -83,3 +85,12 @@ async def say_hello(ws, client: str, node_id: int, sign) -> Hello:
     hello = signed(Hello(client, node_id, challenge.challenge), sign)
     await ws.send_str(json.dumps(encode(hello)))
     return hello
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text, parsed with prometheus-client's own parser: {(sample, sorted labels): value}."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

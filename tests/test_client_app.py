@@ -16,7 +16,6 @@ import secrets
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 import yaml
 from aiohttp import web
 
@@ -25,6 +24,7 @@ from client.records import BuildRecords, records_path
 from pbft.config import NetworkConfig, load_config
 from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 from pbft.messages import Challenge, Hello, Reply, Request, Result, decode, encode, signed
+from tests.network import parse_metrics
 
 F = 1
 N = 3 * F + 1
@@ -399,11 +399,7 @@ def test_timestamps_keep_increasing_across_restarts(tmp_path):
 async def client_metrics(client) -> dict[tuple[str, tuple], float]:
     response = await client.get("/metrics")
     assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(await response.text())
-        for sample in family.samples
-    }
+    return parse_metrics(await response.text())
 
 
 async def test_metrics_parse_and_count_webhooks_and_verdicts(cluster, client):

@@ -9,7 +9,6 @@ import json
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.byzantine import HONEST, Lie
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget, make_app
@@ -17,7 +16,7 @@ from pbft.config import load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Operation, Reply, Request, Result, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
-from tests.network import say_hello, write_network
+from tests.network import parse_metrics, say_hello, write_network
 
 
 async def fake_build(*, build_id, repository_name, repository_url, branch, commit) -> Result:
@@ -266,15 +265,9 @@ async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network
 
 
 async def metrics_of(session, net, node_id) -> dict[tuple[str, tuple], float]:
-    """GET /metrics, parsed with prometheus-client's own parser: {(sample, labels): value}."""
     async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/metrics") as response:
         assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+        return parse_metrics(await response.text())
 
 
 async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network):

@@ -74,12 +74,15 @@ class NodeProcesses:
                 process.wait()
 
 
-def start_nodes(root: Path, n: int, *, instant_builds: bool, profile_dir: Path | None = None) -> NodeProcesses:
+def start_nodes(
+    root: Path, n: int, *, instant_builds: bool, profile_dir: Path | None = None, protocol: dict | None = None
+) -> NodeProcesses:
     """Write a network of `n` nodes under `root` and start every node; returns once all answer GET /status.
 
     With `profile_dir`, each node runs under cProfile and writes node-<id>.prof there when it stops.
+    `protocol`: settings of the network YAML's protocol section.
     """
-    config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds)
+    config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds, protocol=protocol)
     config = load_config(config_path)
     (root / "log").mkdir(exist_ok=True)
     extra = ["--instant-builds"] if instant_builds else []

@@ -22,6 +22,9 @@ from client.service import ClientService
 T = TypeVar("T")
 CONSENSUS_SIZES = (4, 7, 10, 16)
 IN_FLIGHT = (1, 8, 64, 256)
+RELAY_SIZES = (4, 7, 10, 16)
+# protocol.relay_votes_from_n that gives each way of voting at any of RELAY_SIZES.
+VOTING = {"all-to-all": 1000, "relayed": 0}
 
 
 async def sequential_latencies_ms(service, count: int) -> list[float]:
@@ -53,13 +56,14 @@ async def keep_in_flight(service, in_flight: int, *, total: int | None = None, d
 
 
 def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], Awaitable[T]], *,
-               settled: bool = True) -> T:
+               settled: bool = True, protocol: dict | None = None) -> T:
     """Start `n` nodes with instant builds and a client, await `measure(nodes, service)`, stop them all.
 
-    `settled`: a few requests first, so that links are up and code paths warm.
+    `settled`: a few requests first, so that links are up and code paths warm. `protocol`:
+    settings of the network's protocol section.
     """
     with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-n{n}-") as scratch:
-        nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile)
+        nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile, protocol=protocol)
         try:
             async def run() -> T:
                 async with client_of(nodes.config) as service:
@@ -98,6 +102,60 @@ def consensus_table(report: dict) -> str:
     for n, result in report["results"].items():
         rows.append(f"| {n} | {result['f']} | {result['requests']} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
                     f"| {result['min_ms']:.1f} | {result['max_ms']:.1f} |")
+    return "\n".join(rows)
+
+
+def relay(args) -> dict:
+    """Consensus latency with votes all-to-all and relayed through the primary, alternating
+    rounds on fresh networks at each size: where relaying starts to pay (relay_votes_from_n)."""
+    sizes = (7,) if args.quick else RELAY_SIZES
+    rounds = 1 if args.quick else args.rounds
+    per_round = 10 if args.quick else max(10, args.requests // rounds)
+    results = {}
+    for n in sizes:
+        latencies: dict[str, list[float]] = {voting: [] for voting in VOTING}
+        round_p50s: dict[str, list[float]] = {voting: [] for voting in VOTING}
+        for _, voting in alternating(list(VOTING), rounds):
+            measured = on_network(
+                args, n, lambda nodes, service: sequential_latencies_ms(service, per_round),
+                protocol={"relay_votes_from_n": VOTING[voting]},
+            )
+            latencies[voting] += measured
+            round_p50s[voting].append(percentile(measured, 0.5))
+        result = {
+            voting: {
+                "p50_ms": round(percentile(values, 0.5), 2),
+                "p99_ms": round(percentile(values, 0.99), 2),
+                "round_p50_ms": summarize(round_p50s[voting], 2),
+            }
+            for voting, values in latencies.items()
+        }
+        result["relayed_over_all_to_all"] = ratio(result["relayed"]["p50_ms"], result["all-to-all"]["p50_ms"])
+        results[str(n)] = result
+    return {
+        "scenario": "relay", "rounds": rounds, "requests_per_round": per_round,
+        "load_average_at_end": load_average(), "results": results,
+    }
+
+
+def relay_table(report: dict) -> str:
+    rows = [
+        f"relay: one request at a time, instant builds; p50 from signing to accepted verdict with votes "
+        f"all-to-all vs relayed by the primary, {report['rounds']} alternating round(s) of "
+        f"{report['requests_per_round']} requests on fresh networks",
+        "",
+        "| n | all-to-all p50 ms | relayed p50 ms | relayed / all-to-all | all-to-all p99 | relayed p99 "
+        "| round p50s all-to-all | round p50s relayed |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for n, result in report["results"].items():
+        each, relayed = result["all-to-all"], result["relayed"]
+        rows.append(
+            f"| {n} | {each['p50_ms']:.1f} | {relayed['p50_ms']:.1f} | {result['relayed_over_all_to_all']} "
+            f"| {each['p99_ms']:.1f} | {relayed['p99_ms']:.1f} "
+            f"| {each['round_p50_ms']['min']:.1f}–{each['round_p50_ms']['max']:.1f} "
+            f"| {relayed['round_p50_ms']['min']:.1f}–{relayed['round_p50_ms']['max']:.1f} |"
+        )
     return "\n".join(rows)
 
 

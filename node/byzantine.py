@@ -23,7 +23,7 @@ from typing import Protocol
 
 from pbft.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
-from pbft.messages import MessageError, PrePrepare, Result, batch_digest, decode, encode, signed
+from pbft.messages import Message, MessageError, PrePrepare, Relay, Result, batch_digest, decode, encode, signed
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +273,12 @@ class Forge(Behaviour):
         except (ValueError, MessageError):
             return frame
         self._count += 1
+        return json.dumps(encode(self._forged(message, destination)))
+
+    def _forged(self, message: Message, destination: int | None) -> Message:
+        if isinstance(message, Relay):
+            # An envelope has no signature to forge: forge what it carries.
+            return Relay(tuple(self._forged(vote, destination) for vote in message.votes))
         names_sender = "sender" in {field.name for field in fields(message)}
         others = sorted(self._peer_ids - {destination, getattr(message, "sender", None)})
         if names_sender and others and self._count % 2 == 0:
@@ -282,7 +288,7 @@ class Forge(Behaviour):
             forged = replace(message, sig=sign_bytes(self._wrong_key, canonical(message.payload())))
             how = "signed with a wrong key"
         self._warn("byzantine forge: sent a %s %s", message.TYPE, how)
-        return json.dumps(encode(forged))
+        return forged
 
 
 HONEST = Behaviour()

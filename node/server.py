@@ -99,6 +99,8 @@ def make_app(
         pipeline_depth=config.protocol.pipeline_depth,
         max_buffered=config.protocol.max_buffered,
         view_change_timeout_s=config.protocol.view_change_timeout_s,
+        relay_votes=config.n >= config.protocol.relay_votes_from_n,
+        relay_fallback_s=config.protocol.relay_fallback_s,
     )
 
     async def resources(app: web.Application):

@@ -110,6 +110,11 @@ class ProtocolConfig:
     pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before batching
     max_buffered: int = 4096  # early messages a replica holds before dropping
     view_change_timeout_s: float = 4.0  # a backup's wait for a request to execute; doubles per view change
+    # Networks of at least this many nodes relay votes through the primary (pbft.messages.Relay):
+    # a backup then takes in a few frames per request instead of about 3n, for one more hop
+    # per phase. Measured with scripts/bench.py (README, Performance).
+    relay_votes_from_n: int = 10
+    relay_fallback_s: float = 0.5  # a relay this overdue, backups vote all-to-all for that slot
     client_retransmit_s: float = 5.0
     client_deadline_s: float = 600.0
 
@@ -420,7 +425,9 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
     build = _dataclass_section(reader, data.get("build"), "build", BuildConfig, _BUILD_CHECKS)
     if not re.fullmatch(r"[0-9]+:[0-9]+", build.user):
         reader.fail("build.user", "must be a numeric uid:gid, e.g. 1000:1000")
-    protocol = _dataclass_section(reader, data.get("protocol"), "protocol", ProtocolConfig)
+    protocol = _dataclass_section(
+        reader, data.get("protocol"), "protocol", ProtocolConfig, {"relay_fallback_s": _more_than_zero(float)}
+    )
     _check_build_fits_client_deadline(reader, build, protocol)
     config = NetworkConfig(
         path=path,

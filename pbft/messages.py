@@ -414,9 +414,29 @@ class ResultVote:
         return (self.client, self.timestamp)
 
 
+@dataclass(frozen=True)
+class Relay:
+    """<RELAY, votes>: signed votes of other nodes, passed on in one frame.
+
+    In a network that relays votes (`ReplicaSettings.relay_votes`), backups send
+    their PREPAREs, COMMITs and RESULTs to the primary alone, and the primary
+    passes a quorum of them on in one frame, so that a backup takes in O(1)
+    frames per phase instead of O(n). A relay is an envelope, not a statement:
+    it carries no signature of its own, and every vote in it is checked against
+    its own signer, exactly as if it had arrived alone. Whoever forges an
+    envelope can fill it only with votes their signers really sent.
+    """
+
+    votes: tuple[Prepare | Commit | ResultVote, ...]
+    TYPE = "relay"
+
+    def payload(self) -> dict:
+        return {"type": self.TYPE, "votes": [encode(vote) for vote in self.votes]}
+
+
 Message = Union[
     Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, ResultVote, Reply,
-    Hello, VoteFetch, Status,
+    Hello, VoteFetch, Status, Relay,
 ]
 
 
@@ -430,7 +450,7 @@ def signed(message: Message, sign) -> Message:
 
 
 def encode(message: Message | Challenge) -> dict:
-    if isinstance(message, Challenge):
+    if isinstance(message, (Challenge, Relay)):
         return message.payload()
     # Payloads of view changes hold whole encoded messages already.
     wire: dict[str, Any] = {**message.payload(), "sig": message.sig}
@@ -656,6 +676,19 @@ def _decode_reply(data: dict) -> Reply:
     )
 
 
+_RELAYED = {Prepare.TYPE: Prepare, Commit.TYPE: Commit, ResultVote.TYPE: ResultVote}
+
+
+def _decode_relay(data: dict) -> Relay:
+    votes = []
+    for item in _list(data, "votes", MAX_VOTES, minimum=1):
+        kind = _RELAYED.get(item.get("type")) if isinstance(item, dict) else None
+        if kind is None:
+            raise MessageError("a relay carries only prepare, commit and result votes")
+        votes.append(_nested(item, kind))
+    return Relay(votes=tuple(votes))
+
+
 def _decode_challenge(data: dict) -> Challenge:
     return Challenge(challenge=_text(data, "challenge", _CHALLENGE))
 
@@ -685,6 +718,7 @@ _DECODERS = {
     Reply.TYPE: _decode_reply,
     Hello.TYPE: _decode_hello,
     Challenge.TYPE: _decode_challenge,
+    Relay.TYPE: _decode_relay,
 }
 
 

@@ -33,6 +33,7 @@ from pbft.encoding import digest
 from pbft.message_log import MessageLog
 from pbft.messages import (
     MAX_VOTE_FETCH,
+    MAX_VOTES,
     Checkpoint,
     Commit,
     Fetch,
@@ -41,6 +42,7 @@ from pbft.messages import (
     Prepare,
     PreparedCertificate,
     PrePrepare,
+    Relay,
     Reply,
     Request,
     Result,
@@ -111,6 +113,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.last_new_view: NewView | None = None  # what started our view, for peers left behind
         self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (from_seq, when) of the last answer
         self.members = Membership(settings.n, settings.f, settings.log_window)
+        self.relay_queue: list[ResultVote] = []  # as primary of a relaying network: RESULTs to pass on
+        self._relaying_in = False  # taking in the votes of a relay, not votes sent straight to us
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
 
@@ -206,6 +210,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             ResultVote: self._on_result_vote,
             VoteFetch: self._on_vote_fetch,
             Status: self._on_status,
+            Relay: self._on_relay,
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -223,6 +228,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         elif self.changing_view and self.now >= self.view_change_resend_at:
             self._send_view_change()
         self._replay_ready()
+        self._flush_relay_queue()
+        self._fall_back_to_all_to_all()
         self._maybe_fetch()
         self._ask_for_votes()
         self._maybe_announce()
@@ -242,7 +249,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self._outbox.append(SendReply(reply))
         vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
         self._count_vote(vote)
-        self._outbox.append(Broadcast(vote))
+        if not self.relaying:
+            self._outbox.append(Broadcast(vote))
+        elif not self.is_primary:
+            self._outbox.append(SendTo(self.primary(), vote))
         self.result_votes.expect(request.key, self.now)
 
     # --- requests (§4.1, §4.2) -----------------------------------------
@@ -336,7 +346,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             logger.info(
                 "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
             )
-            self._outbox.append(Broadcast(prepare))
+            self._send_vote(prepare)
         self._advance(message.seq)
 
     def _on_prepare(self, message: Prepare) -> str | None:
@@ -409,6 +419,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
         votes[message.sender] = message
         self._outbox.append(Store(message))
+        self._joined_all_to_all(message)
         self._advance(message.seq)
         return None
 
@@ -428,14 +439,95 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             logger.info(
                 "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
-            self._outbox.append(Broadcast(commit))
+            if self.relaying and self.is_primary:
+                # The quorum that prepared us prepares every backup, and our commit rides along.
+                self._outbox.append(Broadcast(Relay((*proof, commit))))
+            else:
+                self._send_vote(commit)
         committed_votes = matching(vote_digests(slot.commits), preprepare.digest)
         if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.f):
             slot.committed = True
+            if self.relaying and self.is_primary:
+                # The prepares again, for a backup that lost their relay: held ones cost nothing.
+                certificate = self.log.prepared_certs.get(seq)
+                prepared = certificate.prepares if certificate is not None else ()
+                quorum = tuple(vote for vote in slot.commits.values() if vote.digest == preprepare.digest)
+                self._outbox.append(Broadcast(Relay((*prepared, *quorum))))
             logger.info(
                 "node=%d view=%d seq=%d phase=committed digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
             self._execute_ready()
+
+    # --- relayed votes ----------------------------------------------------
+
+    @property
+    def relaying(self) -> bool:
+        return self.settings.relay_votes
+
+    def _send_vote(self, vote: Prepare | Commit) -> None:
+        """Broadcast our vote, or in a relaying network hand it to the primary, which passes a quorum on."""
+        slot = self.slots[vote.seq]
+        if self.relaying and not self.is_primary and not slot.all_to_all:
+            slot.voted_at = self.now
+            self._outbox.append(SendTo(self.primary(), vote))
+        else:
+            self._outbox.append(Broadcast(vote))
+
+    def _on_relay(self, relay: Relay) -> str | None:
+        """Take in each relayed vote as if it had come alone. Votes we hold already (our own
+        among them) are skipped before their signature is checked: they tell us nothing."""
+        first_problem = None
+        self._relaying_in = True
+        try:
+            for vote in relay.votes:
+                if vote.sender == self.id or self._holds(vote):
+                    continue
+                problem = self._handle(vote)
+                first_problem = first_problem or problem
+        finally:
+            self._relaying_in = False
+        return first_problem
+
+    def _joined_all_to_all(self, vote: Prepare | Commit) -> None:
+        """A backup's vote that came straight from it: it gave up waiting for the primary's
+        relay of this slot, so we vote to everyone in it too, or it would wait in vain."""
+        if self.relaying and not self._relaying_in and not self.is_primary and vote.sender != self.primary(vote.view):
+            slot = self.slots.get(vote.seq)
+            if slot is not None and not slot.all_to_all and vote.view == self.view:
+                self._go_all_to_all(slot)
+
+    def _fall_back_to_all_to_all(self) -> None:
+        """Slots whose relay is overdue go back to all-to-all voting (see relay_fallback_s)."""
+        if not self.relaying or self.is_primary or self.changing_view:
+            return
+        for slot in self.slots.values():
+            if (
+                not slot.committed and not slot.all_to_all and slot.voted_at is not None
+                and self.now - slot.voted_at >= self.settings.relay_fallback_s
+            ):
+                self._go_all_to_all(slot)
+
+    def _go_all_to_all(self, slot: Slot) -> None:
+        slot.all_to_all = True
+        for vote in (slot.prepares.get(self.id), slot.commits.get(self.id)):
+            if vote is not None and vote.view == self.view:
+                self._outbox.append(Broadcast(vote))
+
+    def _holds(self, vote: Prepare | Commit | ResultVote) -> bool:
+        if isinstance(vote, ResultVote):
+            return vote.key in self.result_votes and self.result_votes.has_vote(vote.key, vote.sender)
+        slot = self.slots.get(vote.seq)
+        if slot is None:
+            return False
+        held = (slot.prepares if isinstance(vote, Prepare) else slot.commits).get(vote.sender)
+        return held == vote
+
+    def _flush_relay_queue(self) -> None:
+        """Pass on the RESULTs collected since the last tick, as one frame: verdicts in node
+        ledgers are not on any client's path, so they can wait for company."""
+        if self.relay_queue:
+            votes, self.relay_queue = tuple(self.relay_queue), []
+            self._outbox.append(Broadcast(Relay(votes)))
 
     # --- execution, in sequence order (§4.2) ---------------------------
 
@@ -496,6 +588,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         kept, decided = self.result_votes.add(vote)
         if kept:
             self._outbox.append(Store(vote))
+            if self.relaying and self.is_primary:
+                self.relay_queue.append(vote)
+                if len(self.relay_queue) >= MAX_VOTES:
+                    self._flush_relay_queue()
         if decided is not None:
             state, result = decided
             seq = self.result_votes.seq[vote.key]

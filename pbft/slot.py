@@ -27,6 +27,14 @@ class ReplicaSettings:
     # Exactly-once bookkeeping forgets a client's requests this much older than
     # its newest executed one, so memory does not grow with requests served.
     request_expiry_s: float = 3600.0
+    # Backups send their votes to the primary alone, which passes quorums on in one
+    # frame (`pbft.messages.Relay`): fewer frames per request in a large network,
+    # for one more hop per phase.
+    relay_votes: bool = False
+    # A backup whose vote went to the primary alone and whose slot has not moved on for
+    # this long broadcasts its votes of that slot, as every node does without relaying:
+    # a lost relay or a slow primary then costs this much, not a view change or a transfer.
+    relay_fallback_s: float = 0.5
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
@@ -45,6 +53,10 @@ class Slot:
     commits: dict[int, Commit] = field(default_factory=dict)
     prepared: bool = False
     committed: bool = False
+    # With relayed votes (ReplicaSettings.relay_votes): when our last vote of this slot
+    # went to the primary alone, and whether the slot went back to all-to-all voting.
+    voted_at: float | None = None
+    all_to_all: bool = False
 
 
 def vote_digests(votes: dict[int, Prepare] | dict[int, Commit]) -> dict[int, str]:

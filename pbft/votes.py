@@ -45,6 +45,12 @@ class ResultVotes:
             self.votes.setdefault(key, {})
         self.seq[key] = seq
 
+    def has_vote(self, key: Key, sender: int) -> bool:
+        """Whether a vote of `sender` for the ordered build `key` is kept already."""
+        if key in self.decided:
+            return bool(self.voters[key] & (1 << sender))
+        return sender in self.votes[key]
+
     def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
         """Keep a sender's first vote for an ordered build. Returns whether it was kept,
         and (state, agreed result) if this vote decided the verdict."""

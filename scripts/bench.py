@@ -18,6 +18,9 @@ Scenarios (default: all but real-project and caches):
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
               signing it to the client accepting f+1 matching replies.
+  relay       n = 4, 7, 10, 16, instant builds: consensus p50 with votes
+              all-to-all vs relayed through the primary (protocol.
+              relay_votes_from_n), alternating rounds on fresh networks.
   throughput  n = 4, instant builds: accepted requests per second with 1, 8,
               64 and 256 requests in flight.
   idle        n = 4, instant builds: the first request after --idle-s of
@@ -54,6 +57,7 @@ from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
     "consensus": (protocol.consensus, protocol.consensus_table),
+    "relay": (protocol.relay, protocol.relay_table),
     "throughput": (protocol.throughput, protocol.throughput_table),
     "idle": (protocol.idle, protocol.idle_table),
     "memory": (protocol.memory, protocol.memory_table),
@@ -63,7 +67,7 @@ SCENARIOS = {
     "real-project": (builds.real_project, builds.compare_table),
     "caches": (caches.caches, caches.caches_table),
 }
-DEFAULT = ("consensus", "throughput", "idle", "memory", "build", "concurrent", "durable")
+DEFAULT = ("consensus", "relay", "throughput", "idle", "memory", "build", "concurrent", "durable")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="no step is synced and power loss drops the last saved one, sent messages "
                              "included, as SQLite synchronous=NORMAL throughout can; its seeds fail by design, "
                              "showing why a step that sends must be synced")
+    parser.add_argument("--relay", choices=("alternate", "always", "never"), default="alternate",
+                        help="which seeds relay votes through the primary: the odd ones, all or none "
+                             "(default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
     # The replica logs every dropped message at warning; the trace already records them.
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         long_every=1 if args.long else args.long_every,
         long_requests=args.long_requests,
         unsynced_stores=args.unsynced_stores,
+        relay=args.relay,
         verbose=args.verbose,
     )
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     flags += f" --long-every {args.long_every}" if args.long_every != 40 and not args.long else ""
     flags += f" --long-requests {args.long_requests}" if args.long_requests != 10_000 else ""
     flags += " --unsynced-stores" if args.unsynced_stores else ""
+    flags += f" --relay {args.relay}" if args.relay != "alternate" else ""
     for seed, outcome in failures:
         others = [check for check in outcome.failed_checks if check != outcome.first_violation.kind]
         print(

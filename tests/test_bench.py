@@ -46,11 +46,13 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
-    assert list(reports) == ["consensus", "throughput", "idle", "memory", "build", "concurrent", "durable"]
+    assert list(reports) == ["consensus", "relay", "throughput", "idle", "memory", "build", "concurrent", "durable"]
 
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
+    relay = reports["relay"]["results"]["7"]
+    assert relay["all-to-all"]["p50_ms"] > 0 and relay["relayed"]["p50_ms"] > 0 and relay["relayed_over_all_to_all"] > 0
     assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}
     assert all(rate["median"] > 0 for rate in reports["throughput"]["results"].values())
     assert reports["idle"]["after_idle_over_warm"] > 0
@@ -63,7 +65,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     # The tables went to stdout, one per scenario.
-    for heading in ("consensus:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:", "targets"):
+    for heading in ("consensus:", "relay:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:", "targets"):
         assert heading in result.stdout
 
 

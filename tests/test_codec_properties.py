@@ -14,6 +14,7 @@ from pbft.messages import (
     Operation,
     PrePrepare,
     Prepare,
+    Relay,
     Reply,
     Request,
     Result,
@@ -54,6 +55,8 @@ def messages(draw):
         Challenge(draw(challenges)),
         Status(view, seq, sender, SIG),
         VoteFetch(((request.client, request.timestamp),) * draw(st.integers(1, 64)), sender, SIG),
+        Relay((Prepare(view, seq, "c" * 64, sender, SIG), Commit(view, seq, "d" * 64, sender, SIG),
+               ResultVote(seq, request.client, request.timestamp, result, sender, SIG))),
     ]))
 
 

@@ -19,6 +19,7 @@ from pbft.messages import (
     Operation,
     PrePrepare,
     Prepare,
+    Relay,
     Reply,
     Request,
     Result,
@@ -127,13 +128,21 @@ class Equivocate(Honest):
         if isinstance(message, PrePrepare):
             other = self._alternative(message)
             return [(dst, other or message, 0.0)]
+        if isinstance(message, Relay):
+            # As a relaying primary: our own commit rides in the relay, so lie there.
+            votes = tuple(self._other_vote(vote) if vote.sender == self.node else vote for vote in message.votes)
+            return [(dst, Relay(votes), 0.0)]
+        return [(dst, self._other_vote(message), 0.0)]
+
+    def _other_vote(self, message: Message) -> Message:
+        """Our vote for a digest nobody proposed; other messages as they are."""
         if isinstance(message, (Prepare, Commit)):
             message = replace(message, digest=bogus_digest(message.view, message.seq))
         elif isinstance(message, Checkpoint):
             message = replace(message, state_digest=bogus_digest(message.seq))
         else:
-            return [(dst, message, 0.0)]
-        return [(dst, signed(message, self.auth.sign), 0.0)]
+            return message
+        return signed(message, self.auth.sign)
 
     def _alternative(self, preprepare: PrePrepare) -> PrePrepare | None:
         slot = (preprepare.view, preprepare.seq)
@@ -169,13 +178,17 @@ class Forge(Honest):
 
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         self.forged += 1
+        return [(dst, message, 0.0), (dst, self._forgery(message), 0.0)]
+
+    def _forgery(self, message: Message) -> Message:
+        if isinstance(message, Relay):
+            # An envelope has no signature to forge: forge what it carries.
+            return Relay(tuple(self._forgery(vote) for vote in message.votes))
         victim = (self.node + 1 + self.forged % (self.n - 1)) % self.n
         tampered = _tampered(message, victim if self.forged % 2 else self.node)
         if self.forged % 2:
-            forgery = signed(tampered, self.auth.sign)
-        else:
-            forgery = replace(tampered, sig=keyed_signature(self.stranger_secret, tampered.payload()))
-        return [(dst, message, 0.0), (dst, forgery, 0.0)]
+            return signed(tampered, self.auth.sign)
+        return replace(tampered, sig=keyed_signature(self.stranger_secret, tampered.payload()))
 
 
 class Flooder(Honest):
@@ -249,6 +262,8 @@ class VoteFlood(Flooder):
         self.seen: set[tuple[str, int]] = set()
 
     def observe(self, message: Message) -> list[Send]:
+        if isinstance(message, Relay):
+            return [send for vote in message.votes for send in self.observe(vote)]
         if not isinstance(message, ResultVote) or message.sender == self.node or message.key in self.seen:
             return []
         self.seen.add(message.key)
@@ -266,6 +281,8 @@ class VoteFlood(Flooder):
 def _tampered(message: Message, sender: int) -> Message:
     if isinstance(message, (Prepare, Commit)):
         return replace(message, sender=sender, digest=bogus_digest(message.view, message.seq, sender))
+    if isinstance(message, ResultVote):
+        return replace(message, sender=sender, result=flipped(message.result))
     if isinstance(message, Checkpoint):
         return replace(message, sender=sender, state_digest=bogus_digest(message.seq, sender))
     if isinstance(message, Reply):

@@ -29,7 +29,18 @@ from pbft.effects import (
     ServeVotes,
     Store,
 )
-from pbft.messages import Fetch, Message, MessageError, Request, Result, ResultVote, StateTransfer, decode, encode
+from pbft.messages import (
+    Fetch,
+    Message,
+    MessageError,
+    Relay,
+    Request,
+    Result,
+    ResultVote,
+    StateTransfer,
+    decode,
+    encode,
+)
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import behaviour_for
@@ -95,6 +106,9 @@ class SimOptions:
     # throughout). Off: it drops the unsynced steps after the last synced one, as a node's
     # store can. See pbft.sim.faults and pbft.sim.store.
     unsynced_stores: bool = False
+    # Which seeds run a network that relays votes through the primary (ReplicaSettings.relay_votes):
+    # "alternate" (the odd ones: chosen by number, not drawn, so other draws stay put), "always", "never".
+    relay: str = "alternate"
     verbose: bool = False
 
 
@@ -144,6 +158,8 @@ def describe(message: Message) -> str:
             parts.append(f"{label}={getattr(message, name)}")
     if hasattr(message, "digest") and isinstance(message.digest, str):
         parts.append(f"d={message.digest[:6]}")
+    if isinstance(message, Relay):
+        parts.append("[" + ", ".join(describe(vote) for vote in message.votes) + "]")
     if hasattr(message, "result"):
         parts.append(f"{message.result.status}/{message.result.exit_code}")
     return " ".join(parts)
@@ -186,6 +202,7 @@ class SimCluster:
             batch_max=batch_max,
             pipeline_depth=pipeline_depth,
             max_buffered=MAX_BUFFERED,
+            relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
         )
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
@@ -259,6 +276,8 @@ class SimCluster:
             kinds.append(self.workload.shape)
         if self.options.unsynced_stores and any(self.plan.loses_power(node) for node in range(self.n)):
             kinds.append("unsynced")
+        if self.nodes[0].replica.relaying:
+            kinds.append("relay")
         return kinds + (["long"] if self.long else [])
 
     # --- the event loop ------------------------------------------------
@@ -359,8 +378,11 @@ class SimCluster:
             self._reply_arrived(src, self.clients[dst], message)
             return
         sim_node = self.nodes[dst]
-        if isinstance(message, ResultVote) and isinstance(src, int) and src in self.honest:
-            self._votes_delivered.add((dst, message.key, src))
+        if isinstance(src, int) and src in self.honest:
+            # An honest node sends its own votes, serves others' it holds and relays others' it checked.
+            for vote in message.votes if isinstance(message, Relay) else (message,):
+                if isinstance(vote, ResultVote) and vote.sender in self.honest:
+                    self._votes_delivered.add((dst, vote.key, vote.sender))
         for target, sent, extra_delay_s in sim_node.behaviour.observe(message):
             self._send(dst, target, sent, extra_delay_s)
         executed_before = sim_node.replica.last_executed

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from pbft.messages import Commit, MessageError, Prepare, Relay, Request, ResultVote, decode, encode
+from pbft.messages import Commit, MessageError, Prepare, Relay, ResultVote, decode, encode
 from tests.cluster import Cluster
 
 RELAY = {"relay_votes": True, "relay_fallback_s": 0.5}
@@ -117,4 +117,3 @@ def test_the_relay_codec_takes_only_votes():
         decode({"type": "relay", "votes": [encode(relay)]})
     with pytest.raises(MessageError):
         decode({"type": "relay", "votes": []})
-    assert isinstance(request, Request)

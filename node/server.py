@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from node.buildlogs import add_build_log_route
+from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
 from node.metrics import NodeMetrics
@@ -160,6 +160,7 @@ def make_app(
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
+    app.router.add_get("/requests/{client}/{timestamp}", build_of_request)
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
     add_build_log_route(app, config, node_id)
@@ -220,6 +221,18 @@ async def build_at(request: web.Request) -> web.Response:
     if not records:
         return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
     return web.json_response({"seq": int(text), "builds": records})
+
+
+async def build_of_request(request: web.Request) -> web.Response:
+    """What `GET /builds/{seq}` shows for the one build a client knows by its request's timestamp."""
+    client, text = request.match_info["client"], request.match_info["timestamp"]
+    if not text.isascii() or not text.isdecimal() or len(text) > 19 or int(text) > MAX_TIMESTAMP:
+        return web.json_response({"error": "a timestamp is a non-negative 63-bit integer"}, status=400)
+    driver = request.app[DRIVER]
+    record = driver.store.build_record(client, int(text)) if driver.store is not None else None
+    if record is None:
+        return web.json_response({"error": f"no executed request {text} of client {client!r}"}, status=404)
+    return web.json_response(record)
 
 
 class FrameBudget:

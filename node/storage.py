@@ -253,6 +253,22 @@ class NodeStore:
             })
         return records
 
+    def build_record(self, client: str, timestamp: int) -> dict | None:
+        """`build_records` of the one request (client, timestamp), or None if this node has not executed it.
+
+        A client knows its requests by timestamp, not by the sequence number
+        the network gave them: this is how it finds one in the ledger.
+        """
+        row = self._db.execute("SELECT seq FROM builds WHERE client = ? AND timestamp = ?", (client, timestamp))
+        row = row.fetchone()
+        if row is None:
+            return None
+        return next(
+            (record for record in self.build_records(row[0])
+             if (record["client"], record["timestamp"]) == (client, timestamp)),
+            None,
+        )
+
     def _store_execution(self, effect: Execute) -> None:
         batch = json.dumps([encode(request) for request in effect.batch])
         self._db.execute(

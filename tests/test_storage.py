@@ -65,6 +65,22 @@ def test_the_store_keeps_votes_and_the_verdict_the_replica_decided(tmp_path):
     assert store.load().executed == {request.key: (1, None)}
 
 
+def test_the_store_finds_one_build_by_its_request_for_a_client_that_knows_no_sequence_number(tmp_path):
+    cluster = Cluster()
+    request, other = cluster.request(), cluster.request()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    execute = Execute(0, 1, batch_digest((request, other)), (request, other), (request, other), "0" * 64)
+    votes = cast(cluster, other, [(1, FAIL), (0, PASS)])
+    store.save(cluster.replicas[0].durable_state(), [execute, *map(Store, votes)])
+
+    record = store.build_record(other.client, other.timestamp)
+    assert record == store.build_records(1)[1]  # the second of the batch, not the first
+    assert (record["seq"], record["timestamp"]) == (1, other.timestamp)
+    assert [vote["node"] for vote in record["votes"]] == [0, 1]
+    assert store.build_record(other.client, other.timestamp + 1000) is None
+    assert store.build_record("someone-else", other.timestamp) is None
+
+
 def test_the_store_gives_back_a_reply_and_a_builds_votes_to_send_again(tmp_path):
     cluster = Cluster()
     request, other = cluster.request(), cluster.request()

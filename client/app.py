@@ -1,7 +1,8 @@
-"""The client's HTTP interface: the webhook and the build records.
+"""The client's HTTP interface: the webhook, the build records and what the nodes say.
 
 Handlers are thin: `client.intake` and `client.forges` validate,
-`client.service` talks to the network, `client.records` stores. Bad input
+`client.service` talks to the network, `client.records` stores,
+`client.nodeviews` asks the nodes about themselves and a build. Bad input
 is answered with a 4xx and a reason; a 500 means a bug in this program and
 is logged with its traceback.
 """
@@ -17,13 +18,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
-from client.buildlogs import add_build_log_proxy, build_log_links, serve_build_log
+from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
 from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
+from client.nodeviews import build_view, network_view
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
@@ -98,6 +100,8 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     app.router.add_get("/builds/{build_id}/log", get_build_log)
+    app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
+    app.router.add_get("/network", get_network)
     return app
 
 
@@ -232,6 +236,24 @@ async def get_build(request: web.Request) -> web.Response:
 
 async def get_build_log(request: web.Request) -> web.StreamResponse:
     return await serve_build_log(request, _record(request))
+
+
+async def get_build_nodes(request: web.Request) -> web.Response:
+    """Each node's ledger record of the build, fetched from the nodes, and every vote that verifies."""
+    record = _record(request)
+    proxy = request.app[LOG_PROXY]
+    view = await build_view(
+        request.app[LOG_SESSION], proxy.nodes.values(), proxy.auth, proxy.client_name, int(record["build_id"])
+    )
+    return web.json_response(view)
+
+
+async def get_network(request: web.Request) -> web.Response:
+    """Each node's GET /status, or "unreachable" with the reason, and the view this client follows."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    service = request.app[SERVICE_KEY]
+    nodes = await network_view(request.app[LOG_SESSION], request.app[LOG_PROXY].nodes.values())
+    return web.json_response({"client": {"view": service.view, "primary": service.primary}, "nodes": nodes})
 
 
 async def get_certificate(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
-"""The client's HTTP interface: the webhook, the build records and what the nodes say.
+"""The client's HTTP interface: the webhook, the build records and the dashboard.
 
 Handlers are thin: `client.intake` and `client.forges` validate,
 `client.service` talks to the network, `client.records` stores,
-`client.nodeviews` asks the nodes about themselves and a build. Bad input
+`client.nodeviews` asks the nodes what the dashboard shows of them
+(`client.dashboard` serves its pages). Bad input
 is answered with a 4xx and a reason; a 500 means a bug in this program and
 is logged with its traceback.
 """
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from client.access import AccessRules
 from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
 from client.certificate import CertificateUnavailable, certificate_from_record
+from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
 from client.intake import WebhookError, parse_webhook
@@ -102,6 +104,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}/log", get_build_log)
     app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
     app.router.add_get("/network", get_network)
+    add_dashboard(app)
     return app
 
 

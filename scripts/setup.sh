@@ -4,13 +4,14 @@
 # Every step checks before it acts, so a second run only looks and takes a
 # fraction of a second. The steps: the Debian packages the executor and the
 # build images need, Python packages in .venv, a Docker engine, the local build
-# images, the key pairs of CONFIG, and the example git repository.
+# images (and, for the tests, a headless browser), the key pairs of CONFIG, and
+# the example git repository.
 #
 # Installing system packages or starting a Docker engine needs root and
 # apt-get (Debian); elsewhere the script stops and says what to install.
 set -euo pipefail
 case "${1:-}" in
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 config="${1:-example-config/network.yaml}"
@@ -150,6 +151,30 @@ elif [[ "$(id -u)" -eq 0 ]]; then
 else
     say "warning: $debian_image is missing and building it needs root:" \
         "run sudo scripts/build-debian-image.sh (the real-project test needs it)"
+fi
+
+# --- A headless browser for the dashboard's browser test
+# (tests/test_end_to_end_dashboard.py), for the tests only like the Debian
+# image: Debian's chromium and its chromedriver, so that selenium never
+# downloads a browser or a driver. Without root, say what to install and go on
+# (the test skips itself without them).
+browser_packages=(chromium chromium-driver)
+if [[ "${PBFT_CI_TEST_IMAGES:-0}" != 1 ]] || ! command -v dpkg-query >/dev/null; then
+    :
+else
+    browser_missing=()
+    for package in "${browser_packages[@]}"; do
+        deb_installed "$package" || browser_missing+=("$package")
+    done
+    if [[ ${#browser_missing[@]} -eq 0 ]]; then
+        say "headless browser present (${browser_packages[*]})"
+    elif can_apt; then
+        say "installing ${browser_missing[*]}"
+        apt_install "${browser_missing[@]}"
+    else
+        say "warning: ${browser_missing[*]} missing and installing needs root:" \
+            "run sudo apt-get install ${browser_missing[*]} (the dashboard's browser test needs them)"
+    fi
 fi
 
 # --- Key pairs of every node and client of the configuration.

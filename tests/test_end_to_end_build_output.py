@@ -31,9 +31,10 @@ pytestmark = E2E_MARKS
 SLOW_SPEC = "commands:\n  - echo build started\n  - sleep 4\n  - echo build finished\n"
 
 
-def slow_repository(path) -> None:
+def slow_repository(path, spec: str = SLOW_SPEC) -> None:
+    """A one-commit git repository on master whose build is `spec`."""
     path.mkdir()
-    (path / ".pbft-ci.yml").write_text(SLOW_SPEC)
+    (path / ".pbft-ci.yml").write_text(spec)
     for command in (["init", "-q", "-b", "master"], ["add", "."],
                     ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "slow build"]):
         subprocess.run(["git", "-C", str(path), *command], check=True)

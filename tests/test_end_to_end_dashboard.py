@@ -5,8 +5,9 @@ Chromium, driven by selenium through Debian's chromedriver, opens the
 dashboard and sees what a user would: a build's output streamed into the page
 while the build runs, the finished build with all four nodes' votes, a
 hostile branch name and hostile build output shown as text, and a node killed
-with SIGKILL marked unreachable on the network page. Screenshots go to
-log/dashboard/.
+with SIGKILL marked unreachable on the network page. A client with a bearer
+token, on its own, shows that the token a user types in once reaches every
+request of the pages, and no URL. Screenshots go to log/dashboard/.
 
 The repository's build prints markup, a line, sleeps, and prints another, so
 there is a moment when the build is known to run. The network gets ports of
@@ -29,7 +30,7 @@ from client.records import BuildRecords, records_path
 from pbft.config import NetworkConfig, load_config
 from pbft.crypto import Ed25519Authenticator, load_private_key
 from pbft.messages import Operation, Request, signed
-from tests.network import free_ports
+from tests.network import free_ports, write_network
 from tests.test_end_to_end import (
     E2E_MARKS,
     LOG_DIR,
@@ -243,3 +244,50 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     screenshot(browser, "network-node-down.png")
     code, answer = http_json("GET", f"{base_url}/network")
     assert code == 200 and answer["nodes"][victim]["reachable"] is False, answer
+
+
+def test_with_a_token_the_dashboard_asks_for_it_once_and_sends_it_on_every_request(browser, tmp_path):
+    """No nodes run: the client alone, with a token, and every node unreachable on the network page."""
+    config_path = write_network(tmp_path)
+    data = yaml.safe_load(config_path.read_text())
+    token = "d45b0a2d" * 6
+    (tmp_path / "client.token").write_text(token + "\n")
+    data["clients"][0].pop("plain_without_token")
+    data["clients"][0]["token_file"] = "client.token"
+    config_path.write_text(yaml.safe_dump(data))
+    config = load_config(config_path)
+    token_form, notice = "#token-form", "#notice"
+
+    def form_shown(driver) -> bool:
+        return driver.execute_script("return !document.querySelector(arguments[0]).hidden;", token_form)
+
+    def enter(driver, text: str) -> None:
+        driver.find_element(By.ID, "token-input").send_keys(text)
+        driver.find_element(By.CSS_SELECTOR, f"{token_form} button").click()
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        browser.get(f"{base_url}/dashboard")
+        wait_for(browser, "the token form", form_shown)
+        assert "needs its bearer token" in text_of(browser, notice)
+        assert texts(browser, "#builds tbody tr") == []
+
+        enter(browser, "not-the-token")
+        wait_for(browser, "the wrong token refused", lambda d: "refused the token" in (text_of(d, notice) or ""))
+
+        assert form_shown(browser)
+        enter(browser, token)
+        wait_for(browser, "the builds list", lambda d: texts(d, "#builds tbody tr") == ["No builds yet."])
+        assert not form_shown(browser) and text_of(browser, notice) == ""
+        assert attributes(browser, "#token-forget", "hidden") == [None]
+        screenshot(browser, "token-accepted.png")
+
+        # The token stays with the tab, not the URL, as the user moves between pages.
+        browser.get(f"{base_url}/dashboard/network")
+        states = "#network tr[data-node] td[data-field=state]"
+        wait_for(browser, "every node unreachable", lambda d: texts(d, states) == ["unreachable"] * len(config.nodes))
+        assert token not in browser.current_url and token not in browser.page_source
+        screenshot(browser, "network-unreachable.png")
+
+        browser.find_element(By.ID, "token-forget").click()
+        wait_for(browser, "the token form after forgetting", form_shown)
+        assert browser.execute_script("return sessionStorage.length;") == 0

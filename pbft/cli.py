@@ -17,10 +17,13 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
 
-def load_config_or_report(path: str | Path) -> NetworkConfig | None:
-    """The configuration, or None after printing every problem in it to stderr."""
+def load_config_or_report(path: str | Path, node_id: int | None = None) -> NetworkConfig | None:
+    """The configuration, or None after printing every problem in it to stderr.
+
+    `node_id` is the node about to run with it (see load_config).
+    """
     try:
-        return load_config(path)
+        return load_config(path, node_id=node_id)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None

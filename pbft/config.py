@@ -29,6 +29,14 @@ _FULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 # enough (e.g. `openssl rand -hex 32`) that guessing it is hopeless.
 _TOKEN = re.compile(r"[!-~]+")
 MIN_TOKEN_CHARS = 32
+# Where a node's builds run: a Docker engine on its own machine (unix://), or
+# elsewhere over TLS with client certificates (tcp://) or over ssh (ssh://).
+_DOCKER_SCHEMES = ("unix", "tcp", "ssh")
+_DOCKER_KEYS = ("docker_host", "docker_tls")
+_DOCKER_TLS_FILES = ("ca_file", "cert_file", "key_file")
+# ssh's own user-name rules are looser; this is what fits a URL without quoting
+# and can never be read as an ssh option.
+_SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _CLIENT_KEYS = frozenset({
     "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
     "token", "token_file", "plain_without_token", "body_timeout_s",
@@ -42,11 +50,35 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class DockerTLSConfig:
+    """A tcp:// engine's CA (the node checks the engine) and the node's client certificate (the engine checks the node)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class DockerEngineConfig:
+    """The Docker engine a node runs its builds on.
+
+    `host` "" is the environment's engine (DOCKER_HOST, else the local
+    socket), as `docker.from_env()` finds it. `tls` is set for, and only for,
+    a tcp:// host.
+    """
+
+    host: str = ""
+    tls: DockerTLSConfig | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: int
     host: str
     port: int
     public_key: str  # 64 hex digits; "" only while keys are being generated
+    # Its own entry's docker_host, else build.docker_host, else the environment's.
+    docker: DockerEngineConfig = field(default_factory=DockerEngineConfig)
 
 
 @dataclass(frozen=True)
@@ -325,6 +357,102 @@ def _check_build_fits_client_deadline(reader: _Reader, build: BuildConfig, proto
         )
 
 
+def _docker_host(value: Any) -> str:
+    """unix:///absolute/path, tcp://host:port or ssh://[user@]host[:port]; nothing else, no options or paths."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    scheme, separator, rest = value.partition("://")
+    if not separator or scheme not in _DOCKER_SCHEMES:
+        raise ValueError(f"must start with unix://, tcp:// or ssh://, not {value!r}")
+    if scheme == "unix":
+        if not rest.startswith("/") or re.search(r"[\s\x00]", rest):
+            raise ValueError(f"unix:// needs an absolute socket path without spaces, e.g. unix:///run/docker.sock, "
+                             f"not {value!r}")
+        return value
+    user, at, address = rest.rpartition("@")
+    if at and scheme == "tcp":
+        raise ValueError(f"tcp:// takes no user name: {value!r}")
+    if at and not _SSH_USER.fullmatch(user):
+        raise ValueError(f"is not a valid ssh user name: {user!r}")
+    bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", address)
+    if bracketed:
+        if scheme == "ssh":
+            # The SDK's ssh transport splits host and port at the first colon.
+            raise ValueError(f"ssh:// takes a host name or an IPv4 address, not {value!r}")
+        host, port = bracketed.groups()
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"is not a valid IPv6 address: {host!r}") from None
+    else:
+        # A name or an IPv4 address: no colon, no slash, no leading dash.
+        host, colon, port = address.partition(":")
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"is not a valid {scheme}:// address (host name or IP address, then :port): {value!r}")
+        port = port if colon else None
+    if port is not None:
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            raise ValueError(f"has an invalid port: {value!r}")
+    elif scheme == "tcp":
+        raise ValueError(f"tcp:// needs a port, e.g. tcp://build-1.example:2376, not {value!r}")
+    return value
+
+
+def _docker_tls(reader: _Reader, block: Any, where: str) -> DockerTLSConfig | None:
+    """The `docker_tls` mapping, its three files resolved against the configuration's folder."""
+    if not isinstance(block, dict):
+        reader.fail(where, "must be a mapping with ca_file, cert_file and key_file")
+        return None
+    paths = {}
+    for key in _DOCKER_TLS_FILES:
+        value = reader.get(block, key, f"{where}.", _non_empty_string)
+        paths[key] = (reader.base / value).resolve() if value else None
+    for unknown in sorted(set(block) - set(_DOCKER_TLS_FILES), key=str):
+        reader.fail(f"{where}.{unknown}", "unknown setting")
+    if None in paths.values():
+        return None
+    return DockerTLSConfig(**paths)
+
+
+def _non_empty_string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _docker_engine(reader: _Reader, entry: dict, where: str) -> DockerEngineConfig | None:
+    """`docker_host` and `docker_tls` of the build section or of a node's entry; None when it sets neither."""
+    if entry.get("docker_host") is None and entry.get("docker_tls") is None:
+        return None
+    host = reader.get(entry, "docker_host", where, _docker_host, "")
+    tls = None
+    if entry.get("docker_tls") is not None:
+        tls = _docker_tls(reader, entry["docker_tls"], f"{where}docker_tls")
+        if entry.get("docker_host") is None:
+            reader.fail(f"{where}docker_tls", "needs docker_host (a tcp:// engine) beside it")
+        elif host and not host.startswith("tcp://"):
+            reader.fail(f"{where}docker_tls", "is only for tcp:// engines: unix:// is guarded by the socket's "
+                                              "file permissions, ssh:// by ssh's own keys")
+    elif host.startswith("tcp://"):
+        reader.fail(f"{where}docker_host",
+                    "tcp:// needs docker_tls (ca_file, cert_file, key_file): a Docker API without TLS client "
+                    "certificates lets anyone who reaches its port run containers as root on that machine")
+    return DockerEngineConfig(host, tls)
+
+
+def _check_docker_tls_files(reader: _Reader, engine: DockerEngineConfig, where: str) -> None:
+    """The TLS files of the engine the node starting with this configuration will use must be readable."""
+    if engine.tls is None:
+        return
+    for key in _DOCKER_TLS_FILES:
+        path = getattr(engine.tls, key)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            reader.fail(f"{where}docker_tls.{key}", f"cannot read {path}: {error.strerror}")
+
+
 def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
     items = data.get(key)
     if not isinstance(items, list) or not items:
@@ -368,8 +496,13 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
     )
 
 
-def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig:
-    """Read and validate a network configuration; raise ConfigError listing every problem."""
+def load_config(path: str | Path, *, require_keys: bool = True, node_id: int | None = None) -> NetworkConfig:
+    """Read and validate a network configuration; raise ConfigError listing every problem.
+
+    `node_id` is the node about to run with it: the TLS files of that node's
+    build engine must then be readable. Nobody else's are checked, since
+    each node's machine holds only its own (and the client none).
+    """
     path = Path(path).resolve()
     try:
         data = yaml.safe_load(path.read_text())
@@ -380,14 +513,26 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
     reader = _Reader(path.parent)
 
     f = reader.get(data, "f", "", _typed(int, 0), 0)
+    build_data = data.get("build")
+    # The engine is where a node builds, not how: it may differ per node (a
+    # node's own entry wins), unlike every other build setting.
+    default_engine = DockerEngineConfig()
+    if isinstance(build_data, dict):
+        default_engine = _docker_engine(reader, build_data, "build.") or default_engine
+        build_data = {key: value for key, value in build_data.items() if key not in _DOCKER_KEYS}
     nodes = []
     for where, item in _entries(reader, data, "nodes"):
-        nodes.append(NodeConfig(
+        own_engine = _docker_engine(reader, item, where)
+        node = NodeConfig(
             id=reader.get(item, "id", where, _typed(int, 0), -1),
             host=reader.get(item, "host", where, _host, ""),
             port=reader.get(item, "port", where, _port, 0),
             public_key=reader.public_key(item, where, require_keys),
-        ))
+            docker=own_engine or default_engine,
+        )
+        nodes.append(node)
+        if node_id is not None and node.id == node_id:
+            _check_docker_tls_files(reader, node.docker, where if own_engine else "build.")
     ids = sorted(node.id for node in nodes)
     if nodes and ids != list(range(len(nodes))):
         reader.fail("nodes", f"ids must be 0..{len(nodes) - 1}, each once; got {ids}")
@@ -422,7 +567,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> NetworkConfig
         value = reader.get(data, key, "", _typed(str), default)
         return (path.parent / value).resolve()
 
-    build = _dataclass_section(reader, data.get("build"), "build", BuildConfig, _BUILD_CHECKS)
+    build = _dataclass_section(reader, build_data, "build", BuildConfig, _BUILD_CHECKS)
     if not re.fullmatch(r"[0-9]+:[0-9]+", build.user):
         reader.fail("build.user", "must be a numeric uid:gid, e.g. 1000:1000")
     protocol = _dataclass_section(

@@ -20,6 +20,11 @@ and nothing else:
 - net.ipv4.ip_forward is set to 1 if it is 0 (logged; never set back, since
   other networks on the host may rely on it by then).
 
+The rules are this host's, so they guard builds only if the engine's bridge
+is on this host too: an engine elsewhere (`build.docker_host`), or in another
+network namespace, makes its bridge where none of them apply. The bridge must
+show up here, with the network's gateway address, or no networked build runs.
+
 The rules are in place before the network exists and stay until it is gone.
 Any step that fails ends the build as an `error` with UNAVAILABLE: a build
 never gets a network without its isolation. Only validated config values
@@ -27,10 +32,12 @@ never gets a network without its isolation. Only validated config values
 the command lines, always as argument lists.
 """
 
+import fcntl
 import hashlib
 import ipaddress
 import logging
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -55,6 +62,7 @@ _FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 # them only with br_netfilter loaded and this switch on.
 _BRIDGED_TO_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _COMMAND_TIMEOUT_S = 10.0
+_SIOCGIFADDR = 0x8915
 
 
 def network_tag(data_dir: Path) -> str:
@@ -113,6 +121,7 @@ class BuildNetwork:
                 # before the first container can be attached.
                 self._install(self._filter_chains(self._peers))
                 network = self._network(client)
+                _check_bridge_is_here(network)
                 self._install(self._nat_chains(network.subnet))
                 _enable_forwarding()
             except (_CommandError, OSError, docker.errors.DockerException, ValueError) as exc:
@@ -291,6 +300,27 @@ def _resolve(hosts: Iterable[str]) -> tuple[str, ...]:
         # All IPv6 from the bridge is dropped anyway.
         addresses.update(str(a) for a in found if a.version == 4 and not a.is_loopback)
     return tuple(sorted(addresses))
+
+
+def _check_bridge_is_here(network: NetworkInfo) -> None:
+    """Refuse an engine whose bridge this host's rules would not see (it runs on another machine)."""
+    address = _interface_ipv4(network.bridge)
+    if address != network.gateway:
+        raise ValueError(
+            f"the engine's bridge {network.bridge} (gateway {network.gateway}) is not on this host"
+            f"{'' if address is None else f' (an interface of that name here has {address})'}: "
+            "the build engine runs elsewhere, where this node's iptables rules would not apply"
+        )
+
+
+def _interface_ipv4(name: str) -> str | None:
+    """The IPv4 address of this host's interface `name` (SIOCGIFADDR), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(answer[20:24])
 
 
 def _check_bridged_traffic_filtered() -> None:

@@ -28,9 +28,11 @@ from typing import Callable
 from node.buildspec import WORKSPACE_DIR, CacheSpec
 from node.cachetar import CacheRefused, check_cache_tar
 
-RESTORE_TAR = "/pbft-cache/restore.tar"
 OUT_DIR = "/pbft-cache/out"
 OUT_TAR = f"{OUT_DIR}/cache.tar"
+# The node uploads the cache a build gets here, into the same tmpfs the build
+# later writes its new cache to; the wrapper deletes it once extracted.
+RESTORE_TAR = f"{OUT_DIR}/restore.tar"
 _CACHE_NAME = re.compile(r"[0-9a-f]{64}\.tar")
 _READ_CHUNK_BYTES = 1024 * 1024
 
@@ -223,6 +225,7 @@ def wrapper_script(restore_paths: tuple[str, ...], save_paths: tuple[str, ...], 
             f"  rm -rf {restored}",
             '  echo "cache dropped: tar could not extract it; the build goes on without it"',
             "fi",
+            f"rm -f {RESTORE_TAR}",
         ]
     lines += ["status=0", '/bin/sh -e -c "$1" || status=$?']
     if save_paths:

@@ -28,8 +28,9 @@ from node.buildlog import BuildLog
 from node.buildnet import BuildNetwork
 from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
+from node.engine import connect, describe
 from node.gitmirror import GitError, GitMirrors, export
-from node.identity import HOME_DIR
+from node.identity import HOME_DIR, Identities
 from node.ready import ReadyContainers
 from node.sandbox import (
     ROOT_USER,
@@ -42,7 +43,7 @@ from node.sandbox import (
     run_container,
     start_gated_container,
 )
-from pbft.config import BuildConfig
+from pbft.config import BuildConfig, DockerEngineConfig
 from pbft.messages import Result
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 
@@ -95,10 +96,12 @@ class Executor:
         limits: BuildConfig,
         max_concurrent: int = 2,
         docker_client=None,
+        engine: DockerEngineConfig = DockerEngineConfig(),
         networked_repositories: frozenset[str] = frozenset(),
         peer_hosts: tuple[str, ...] = (),
     ):
-        """`networked_repositories` may build with a network (`build_network: true`);
+        """`engine` is where builds run, unless `docker_client` (tests) is given;
+        `networked_repositories` may build with a network (`build_network: true`);
         `peer_hosts`, the network's node and client hosts, are what those builds must never reach."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
@@ -106,10 +109,9 @@ class Executor:
         self._limits = limits
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
-        # The passwd and group files generated per image (node/identity.py).
-        self._identity_dir = self._data_dir / "etc"
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._docker = docker_client
+        self._engine = engine
         self._owns_docker = docker_client is None
         self._docker_guard = threading.Lock()
         self._running = 0
@@ -117,6 +119,8 @@ class Executor:
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self._instance_id = uuid.uuid4().hex
+        # The passwd and group files made per image, on the engine (node/identity.py).
+        self._identities = Identities(self._labels())
         self._networked = frozenset(networked_repositories)
         self._build_network = BuildNetwork(self._data_dir, peer_hosts)
         # Removes each finished build's containers and volumes after its result is
@@ -192,6 +196,10 @@ class Executor:
                 pass
         # Finished builds' containers go before the engine connection does.
         self._janitor.shutdown(wait=True)
+        try:
+            self._identities.remove_all(self._docker)
+        except docker.errors.DockerException:
+            log.warning("could not remove the identity volumes of node %s", self._node_id, exc_info=True)
         if self._networked:
             # A stopped node leaves no rules behind; the network goes first,
             # and the rules stay if it cannot (a build may still be attached).
@@ -348,7 +356,7 @@ class Executor:
                 outcome = run_container(
                     self._client(), image_id=image_id, script=script, arguments=arguments,
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
-                    identity_dir=self._identity_dir, user=user, on_output=output.write,
+                    identities=self._identities, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
                     remove_later=self._remove_later, ready=ready,
                     on_started=None if ready_key is None else functools.partial(self._ready.prepare, ready_key),
@@ -370,7 +378,7 @@ class Executor:
             outcome = run_container(
                 self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
-                identity_dir=self._identity_dir, on_output=output.write, remove_later=self._remove_later,
+                identities=self._identities, on_output=output.write, remove_later=self._remove_later,
             )
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
@@ -437,7 +445,7 @@ class Executor:
         image_id, user = key
         return start_gated_container(
             self._client(), image_id=image_id, user=user, limits=self._limits, labels=self._labels(),
-            identity_dir=self._identity_dir, role="ready",
+            identities=self._identities, role="ready",
         )
 
     def _remove_later(self, removal) -> None:
@@ -455,9 +463,11 @@ class Executor:
         with self._docker_guard:
             if self._docker is None:
                 try:
-                    self._docker = docker.from_env()
+                    self._docker = connect(self._engine)
                 except docker.errors.DockerException as exc:
-                    raise SandboxError("docker engine unavailable", str(exc)) from None
+                    log.warning("node %s: build engine %s unavailable: %s", self._node_id, describe(self._engine), exc)
+                    raise SandboxError("docker engine unavailable", f"{exc}\n") from None
+                log.info("node %s builds on %s", self._node_id, describe(self._engine))
             return self._docker
 
 

@@ -3,23 +3,30 @@
 Tools look the running uid up in /etc/passwd (`id -un`, `getpass.getuser()`,
 git's committer identity, ssh's ~/.ssh, pip's cache) and many give up when it
 has no entry. The build's root file system is read-only, so the entry cannot
-be added at run time: each node writes passwd and group files per image and
-build user, derived from the image's own, and they are bind-mounted read-only
+be added at run time: each node makes passwd and group files per image and
+build user, derived from the image's own, and they are mounted read-only
 over /etc/passwd and /etc/group.
 
-The image's files are read as data with `get_archive` from a container that is
-created and never started; nothing from the image runs on the host. A bind
-mount names a path on the machine that runs the Docker engine, so this needs
-the engine on the node's own machine (a remote engine would need the files
-shipped to it, a later concern).
+The files live in a volume on the build's own engine, written through the
+Docker API, so that this works whether the engine runs on the node's machine
+or elsewhere (`build.docker_host`): a bind mount names a path on the engine's
+machine, and the volume's mount point is such a path, while the node's data
+directory is not. The image's files are read as data with `get_archive`
+from a container that is created and never started; nothing from the image
+runs on the node.
+
+The volumes belong to one executor (its labels): it removes them when it
+closes, the next start of its node sweeps what a killed one left, and a
+volume removed meanwhile (`docker volume prune` sees no container using it:
+the files are bind-mounted, not the volume) is made again for the next build.
 """
 
 import io
-import os
 import tarfile
-import tempfile
+import threading
+import time
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -33,6 +40,9 @@ FALLBACK_NAME = "pbft-ci-build"
 # Real passwd files are a few kilobytes; an image is chosen by a repository's
 # spec, so bound what a node reads from one.
 MAX_FILE_BYTES = 1024 * 1024
+# Where the reader container mounts the volume it fills; never seen by a build.
+_FILL_DIR = "/pbft-ci-identity"
+ROLE = "identity"
 
 
 class IdentityError(Exception):
@@ -41,33 +51,84 @@ class IdentityError(Exception):
 
 @dataclass(frozen=True)
 class BuildIdentity:
-    """The generated files on this node and the name the build user goes by."""
+    """The generated files, as paths on the engine's machine, and the name the build user goes by."""
 
-    passwd_path: Path
-    group_path: Path
+    passwd_source: str
+    group_source: str
     user_name: str
 
     def mounts(self) -> list[Mount]:
         return [
-            Mount("/etc/passwd", str(self.passwd_path), type="bind", read_only=True),
-            Mount("/etc/group", str(self.group_path), type="bind", read_only=True),
+            Mount("/etc/passwd", self.passwd_source, type="bind", read_only=True),
+            Mount("/etc/group", self.group_source, type="bind", read_only=True),
         ]
 
     def environment(self) -> dict[str, str]:
         return {"HOME": HOME_DIR, "USER": self.user_name, "LOGNAME": self.user_name}
 
 
-def build_identity(
-    client: docker.DockerClient, *, image_id: str, uid: int, gid: int, cache_dir: Path, labels: dict[str, str]
-) -> BuildIdentity:
-    """The identity files for `uid:gid` in the image, generated once per image id and cached."""
-    directory = Path(cache_dir) / image_id.removeprefix("sha256:") / f"{uid}-{gid}"
-    if not (directory / "passwd").is_file():
-        image_passwd, image_group = _read_image_files(client, image_id, labels)
-        passwd, user_name = passwd_with_build_user(image_passwd, uid, gid)
-        group = group_with_build_group(image_group, gid)
-        _publish(directory, {"passwd": passwd, "group": group, "user": user_name.encode()})
-    return BuildIdentity(directory / "passwd", directory / "group", (directory / "user").read_text())
+@dataclass(frozen=True)
+class _Made:
+    volume: str
+    identity: BuildIdentity
+
+
+class Identities:
+    """The identity files of each image and build user one executor builds with, on its engine.
+
+    `labels` are the executor's (never a build's: the files outlive a build).
+    Thread-safe: builds and the preparation of containers ask from their own threads.
+    """
+
+    def __init__(self, labels: dict[str, str]):
+        self._labels = dict(labels)
+        self._made: dict[tuple[str, int, int], _Made] = {}
+        self._guard = threading.Lock()
+
+    def get(self, client: docker.DockerClient, *, image_id: str, uid: int, gid: int) -> BuildIdentity:
+        """The identity for `uid:gid` in the image, made on first use and again if its volume went."""
+        key = (image_id, uid, gid)
+        with self._guard:
+            made = self._made.get(key)
+            if made is not None and _exists(client, made.volume):
+                return made.identity
+            made = self._make(client, image_id, uid, gid)
+            self._made[key] = made
+            return made.identity
+
+    def remove_all(self, client: docker.DockerClient) -> None:
+        """Remove every identity volume of this executor (at close: no build uses them any more)."""
+        with self._guard:
+            self._made.clear()
+            labels = [f"{name}={value}" for name, value in {**self._labels, "pbft-ci.role": ROLE}.items()]
+            for volume in client.volumes.list(filters={"label": labels}):
+                _remove_volume(volume)
+
+    def _make(self, client, image_id: str, uid: int, gid: int) -> _Made:
+        volume = client.volumes.create(
+            name=f"pbft-ci-identity-{uuid.uuid4().hex}", driver="local",
+            labels={**self._labels, "pbft-ci.role": ROLE},
+        )
+        try:
+            # The command is never run; it only satisfies images without a CMD.
+            reader = client.containers.create(
+                image_id, ["/nonexistent"], network_mode="none",
+                labels={**self._labels, "pbft-ci.role": "identity-reader"},
+                mounts=[Mount(_FILL_DIR, volume.name, type="volume", no_copy=True)],
+            )
+            try:
+                image_passwd, image_group = _read_file(reader, "/etc/passwd"), _read_file(reader, "/etc/group")
+                passwd, user_name = passwd_with_build_user(image_passwd, uid, gid)
+                group = group_with_build_group(image_group, gid)
+                reader.put_archive(_FILL_DIR, _archive({"passwd": passwd, "group": group}))
+            finally:
+                reader.remove(force=True)
+            volume.reload()
+            mountpoint = volume.attrs["Mountpoint"]
+        except BaseException:
+            _remove_volume(volume)
+            raise
+        return _Made(volume.name, BuildIdentity(f"{mountpoint}/passwd", f"{mountpoint}/group", user_name))
 
 
 def passwd_with_build_user(image_passwd: bytes | None, uid: int, gid: int) -> tuple[bytes, str]:
@@ -115,18 +176,6 @@ def _free_name(lines: list[bytes]) -> str:
     return BUILD_NAME if BUILD_NAME.encode() not in taken else FALLBACK_NAME
 
 
-def _read_image_files(client, image_id: str, labels: dict[str, str]) -> tuple[bytes | None, bytes | None]:
-    """The image's /etc/passwd and /etc/group (None when absent), from a container never started."""
-    # The command is never run; it only satisfies images without a CMD.
-    container = client.containers.create(
-        image_id, ["/nonexistent"], network_mode="none", labels={**labels, "pbft-ci.role": "identity-reader"}
-    )
-    try:
-        return _read_file(container, "/etc/passwd"), _read_file(container, "/etc/group")
-    finally:
-        container.remove(force=True)
-
-
 def _read_file(container, path: str) -> bytes | None:
     """A regular file's bytes; None when it is missing or not a regular file (a link is not followed)."""
     try:
@@ -148,26 +197,27 @@ def _read_file(container, path: str) -> bytes | None:
         return tar.extractfile(member).read()
 
 
-def _publish(directory: Path, files: dict[str, bytes]) -> None:
-    """Write the files into a fresh directory and rename it into place.
-
-    Two builds of a new image may generate the files at once; the rename makes
-    one of them win whole, and the other's identical files are dropped.
-    """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory.parent))
-    try:
+def _archive(files: dict[str, bytes]) -> bytes:
+    """A tar of `files`, owned by root and readable by all: the build user reads them through the mounts."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, content in files.items():
-            (staging / name).write_bytes(content)
-            # Read inside the container by the build user through the bind mount.
-            (staging / name).chmod(0o644)
-        try:
-            os.rename(staging, directory)
-        except OSError:
-            if not (directory / "passwd").is_file():
-                raise
-    finally:
-        if staging.exists():
-            for leftover in staging.iterdir():
-                leftover.unlink()
-            staging.rmdir()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _exists(client, volume_name: str) -> bool:
+    try:
+        client.volumes.get(volume_name)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
+def _remove_volume(volume) -> None:
+    try:
+        volume.remove(force=True)
+    except docker.errors.NotFound:
+        pass

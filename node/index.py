@@ -51,12 +51,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = load_config_or_report(args.config)
+    config = load_config_or_report(args.config, node_id=args.id)
     if config is None:
         return 2
     if not 0 <= args.id < config.n:
         print(f"--id must be a node of {config.path}: 0..{config.n - 1}", file=sys.stderr)
         return 2
+    if not args.instant_builds:
+        # Imported here: a node with instant builds never needs the docker SDK.
+        from node.engine import missing_support
+
+        problem = missing_support(config.node(args.id).docker)
+        if problem is not None:
+            print(f"{config.path}: node {args.id} cannot reach its build engine: {problem}", file=sys.stderr)
+            return 2
     for switch, used in (("--byzantine", args.byzantine), ("--instant-builds", args.instant_builds)):
         if used and not config.allow_byzantine:
             print(f"{switch} is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)

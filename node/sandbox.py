@@ -27,7 +27,7 @@ until the node has copied the new cache out (see run_container).
 """
 
 import functools
-import socket
+import logging
 import tarfile
 import tempfile
 import threading
@@ -44,9 +44,12 @@ from docker.models.containers import Container
 from docker.models.volumes import Volume
 from docker.types import CancellableStream, LogConfig, Mount
 
+from node.attach import StdinAttach
 from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
-from node.identity import HOME_DIR, IdentityError, build_identity
+from node.identity import HOME_DIR, Identities, IdentityError
 from pbft.config import BuildConfig
+
+log = logging.getLogger(__name__)
 
 ROOT_USER = "0:0"
 # Ends every script the node writes to a gated container's stdin. A script cut
@@ -99,9 +102,11 @@ class ContainerOutcome:
 class CacheMounts:
     """A build's caches as the sandbox sees them.
 
-    `restore_tar` (a file on this host, or None) is bind-mounted read-only at
-    RESTORE_TAR; the build writes its new cache to OUT_TAR on a tmpfs of
-    `size_mb`; after a build that exited 0 the node copies that tar, at most
+    `restore_tar` (a file on this node, or None) is uploaded to RESTORE_TAR,
+    on the tmpfs of `size_mb` that the build writes its new cache to
+    (OUT_TAR) once the wrapper has extracted and deleted it: a copy, since
+    the engine may run on another machine, and the build may do with its
+    copy what it likes; after a build that exited 0 the node copies that tar, at most
     `size_mb`, to `save_to` and nowhere else. Without `save_to` (the cache
     is kept as it is) nothing is copied.
     """
@@ -206,7 +211,7 @@ class GatedContainer:
 
     container: Container
     volume: Volume
-    stdin: socket.SocketIO
+    stdin: StdinAttach
     output: CancellableStream
 
     def running(self) -> bool:
@@ -219,8 +224,7 @@ class GatedContainer:
 
     def close_stdin(self) -> None:
         """End the attach to its stdin; before the script's end, the gate then runs nothing."""
-        if not self.stdin.closed:
-            _close_stdin(self.stdin)
+        self.stdin.close()
 
     def discard(self) -> None:
         """Close both attaches and remove the container, then its workspace volume."""
@@ -236,7 +240,7 @@ def start_gated_container(
     user: str,
     limits: BuildConfig,
     labels: dict[str, str],
-    identity_dir: Path,
+    identities: Identities,
     role: str,
     arguments: tuple[str, ...] = (),
     cache_mounts: tuple[Mount, ...] = (),
@@ -250,7 +254,7 @@ def start_gated_container(
     """
     budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
     options = _host_config(limits, user, budget)
-    identity = _identity(client, image_id, user, identity_dir, labels)
+    identity = _identity(client, identities, image_id, user)
     volume = container = stdin = output = None
     try:
         volume = _tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
@@ -269,13 +273,13 @@ def start_gated_container(
         container = client.containers.create(
             image_id, [*GATE_COMMAND, *arguments], labels={**labels, "pbft-ci.role": role}, detach=False, **options
         )
-        stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
+        stdin = StdinAttach(container.attach_socket(params={"stdin": 1, "stream": 1}))
         output = container.attach(stdout=True, stderr=True, stream=True)
         container.start()
         return GatedContainer(container, volume, stdin, output)
     except BaseException:
         if stdin is not None:
-            _close_stdin(stdin)
+            stdin.close()
         if output is not None:
             output.close()
         _remove_all([container] if container is not None else [], [volume] if volume is not None else [])
@@ -291,7 +295,7 @@ def run_container(
     limits: BuildConfig,
     timeout_s: float,
     labels: dict[str, str],
-    identity_dir: Path,
+    identities: Identities,
     user: str | None = None,
     arguments: tuple[str, ...] = (),
     on_output: Callable[[bytes], None] | None = None,
@@ -313,7 +317,7 @@ def run_container(
     built from the repository's Dockerfile) the sources live in the image, so
     its root file system stays writable; it is thrown away with the container.
     Either way the build gets HOME, a passwd entry and the tmpfs mounts;
-    `identity_dir` is where this node keeps the generated passwd files.
+    `identities` are this executor's passwd and group files on the engine.
     `on_output` gets each piece of output as it comes (from another thread),
     so the build log grows while the build runs. With `network` (a Docker
     network node/buildnet.py made and guards) the build container joins it
@@ -356,18 +360,18 @@ def run_container(
             cache_mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
             if cache.save_to is not None:
                 cache_holder = _hold_cache(
-                    client, image_id, limits, user, identity_dir, labels, cache_mounts, timeout_s
+                    client, image_id, limits, user, identities, labels, cache_mounts, timeout_s
                 )
-            if cache.restore_tar is not None:
-                cache_mounts.append(Mount(RESTORE_TAR, str(cache.restore_tar), type="bind", read_only=True))
         if workspace is not None:
             gated = ready or start_gated_container(
-                client, image_id=image_id, user=user, limits=limits, labels=labels, identity_dir=identity_dir,
+                client, image_id=image_id, user=user, limits=limits, labels=labels, identities=identities,
                 role="build", arguments=arguments, cache_mounts=tuple(cache_mounts), network=network,
             )
             container = gated.container
             capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
             _fill_workspace(container, workspace, user, limits.workspace_mb)
+            if cache is not None and cache.restore_tar is not None:
+                _upload_restore(container, cache.restore_tar, user)
             # Killed meanwhile (by Executor.close, or behind the node's back),
             # it must not pass for a build that ran and failed.
             container.reload()
@@ -377,7 +381,7 @@ def run_container(
             gated.close_stdin()
         else:
             options = _host_config(limits, user, memory_budget(limits, with_workspace=False))
-            identity = _identity(client, image_id, user, identity_dir, labels)
+            identity = _identity(client, identities, image_id, user)
             options.update(environment=identity.environment(), mounts=identity.mounts())
             container = client.containers.create(
                 image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
@@ -444,10 +448,10 @@ def check_image(client: docker.DockerClient, image: str) -> str:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
 
 
-def _identity(client, image_id: str, user: str, identity_dir: Path, labels: dict[str, str]):
+def _identity(client, identities: Identities, image_id: str, user: str):
     uid, gid = _numeric_owner(user)
     try:
-        return build_identity(client, image_id=image_id, uid=uid, gid=gid, cache_dir=identity_dir, labels=labels)
+        return identities.get(client, image_id=image_id, uid=uid, gid=gid)
     except IdentityError as exc:
         raise SandboxError(str(exc)) from None
 
@@ -491,31 +495,48 @@ def _fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None
             raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
 
 
-def _deliver_script(stdin, script: str) -> None:
+def _upload_restore(container, restore_tar: Path, user: str) -> None:
+    """Copy the cache a build gets to RESTORE_TAR in its gated container, readable by the build user only.
+
+    A copy that fails (it does not fit the cache tmpfs, the engine refused)
+    only costs the build its cache: the wrapper finds no tar, says "cache
+    dropped" and the build goes on, as for any cache that does not extract.
+    """
+    directory, _, name = RESTORE_TAR.rpartition("/")
+    uid, gid = _numeric_owner(user)
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.mode = uid, gid, 0o400
+        info.uname = info.gname = ""
+        return info
+
+    with tempfile.TemporaryFile() as archive:
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(restore_tar, arcname=name, filter=owned)
+        archive.seek(0)
+        try:
+            container.put_archive(directory, archive)
+        except docker.errors.APIError as exc:
+            log.warning("could not upload the cache to build container %s: %s", container.id[:12], exc)
+
+
+def _deliver_script(stdin: StdinAttach, script: str) -> None:
     """Write the script and SCRIPT_END to the gated container's stdin and end it: the build starts.
 
-    docker-py returns the attach's socket wrapped in a SocketIO opened for
-    reading only; the bytes go to the socket underneath. Ending our side
-    makes the daemon close the container's stdin (StdinOnce): the gate's
-    `cat` ends, and the build finds its stdin at end of file, as a build
-    without a gate would. A script is text from YAML, where a lone surrogate
-    can be escaped; it becomes "?" rather than an encoding error.
+    Ending our side makes the daemon close the container's stdin
+    (StdinOnce): the gate's `cat` ends, and the build finds its stdin at end
+    of file, as a build without a gate would. A script is text from YAML,
+    where a lone surrogate can be escaped; it becomes "?" rather than an
+    encoding error.
     """
     try:
-        stdin._sock.sendall((script + SCRIPT_END + "\n").encode(errors="replace"))
-        stdin._sock.shutdown(socket.SHUT_WR)
+        stdin.send_all((script + SCRIPT_END + "\n").encode(errors="replace"))
+        stdin.end_input()
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 
 
-def _close_stdin(stdin) -> None:
-    """Close the attach to the container's stdin: the SocketIO, then the socket under it."""
-    raw = stdin._sock
-    stdin.close()
-    raw.close()
-
-
-def _hold_cache(client, image_id, limits, user, identity_dir, labels, cache_mounts, timeout_s: float):
+def _hold_cache(client, image_id, limits, user, identities, labels, cache_mounts, timeout_s: float):
     """Start a container that keeps the cache tmpfs mounted after the build container has exited.
 
     It mounts `cache_mounts` (the cache tmpfs) and nothing else, runs nothing
@@ -524,7 +545,7 @@ def _hold_cache(client, image_id, limits, user, identity_dir, labels, cache_moun
     """
     options = _host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
     options.update(
-        environment=_identity(client, image_id, user, identity_dir, labels).environment(),
+        environment=_identity(client, identities, image_id, user).environment(),
         mounts=list(cache_mounts),
         read_only=True,
     )

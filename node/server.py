@@ -177,6 +177,7 @@ def _make_executor(config: NetworkConfig, node_id: int):
         node_id=node_id,
         limits=config.build,
         max_concurrent=config.build.max_concurrent,
+        engine=config.node(node_id).docker,
         networked_repositories=frozenset(repo.name for repo in config.repositories if repo.build_network),
         # Every node and client of the network: networked builds must reach none of them.
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),

@@ -284,7 +284,7 @@ async def test_a_networked_build_never_runs_in_a_prepared_container(
 
     assert result.status == "success", log_text(result)
     assert len(prepared) == 1
-    assert [role for role in container_roles[networked_id] if role != "identity-reader"] == ["build"]
+    assert container_roles[networked_id] == ["build"]
     assert executor._ready.keys == prepared
 
 

@@ -1,5 +1,7 @@
 """Where a node builds: `build.docker_host`, a node's own `docker_host`, and `docker_tls` for tcp://."""
 
+import importlib.util
+
 import pytest
 
 from pbft.config import ConfigError, DockerEngineConfig, DockerTLSConfig, load_config
@@ -146,3 +148,17 @@ def test_the_starting_node_needs_its_own_tls_files_and_nobody_elses(tmp_path):
     ]
     (tmp_path / "n1" / "key").write_text("key")
     assert load_config(path, node_id=1).node(1).docker.tls.key_file == tmp_path / "n1" / "key"
+
+
+def test_a_node_with_an_ssh_engine_refuses_to_start_without_paramiko(tmp_path, capsys, monkeypatch):
+    from node import index
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "paramiko" else real_find_spec(name, *args))
+    path = with_build_engine(tmp_path, docker_host="ssh://pbft@build-1.example")
+
+    assert index.main(["--config", str(path), "--id", "0", "--log-file", "-"]) == 2
+    assert "node 0 cannot reach its build engine: ssh://pbft@build-1.example needs the paramiko package" in (
+        capsys.readouterr().err
+    )

@@ -220,8 +220,7 @@ async def test_a_spec_build_runs_in_one_container(make_executor, git_repo, build
 
     assert result.status == "success", log_text(result)
     assert "tests passed" in log_text(result)
-    # The identity reader is created, never started, once per image on a node.
-    assert [role for role in container_roles[build_id] if role != "identity-reader"] == ["build"]
+    assert container_roles[build_id] == ["build"]
 
 
 async def test_the_result_does_not_wait_for_the_containers_removal(

@@ -98,9 +98,10 @@ async def test_only_a_build_that_saves_its_cache_has_a_second_container(
 
     assert saved.status == kept.status == "success", log_text(kept)
     assert cache_lines(kept)[1].endswith("was restored and is kept as it is")
-    # The identity reader is created, never started, once per image on a node.
-    roles = [[role for role in roles if role != "identity-reader"] for roles in container_roles.values()]
+    # The identity reader, created and never started once per image on a node, belongs to no build.
+    roles = [roles for build_id, roles in container_roles.items() if build_id]
     assert roles == [["cache-holder", "build"], ["build"]]
+    assert container_roles[""] == ["identity-reader"]
 
 
 async def test_another_repository_never_sees_the_cache(make_executor, git_repo, build_ids, tmp_path):

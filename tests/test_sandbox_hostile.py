@@ -257,13 +257,16 @@ async def test_the_node_still_builds_after_the_hostile_builds(node_executor, ori
     assert result.status == "success", log_text(result)
     assert "normal build ran" in log_text(result)
     assert node_executor.running == 0
-    # Only the container prepared for the next build remains, with its workspace volume.
+    # Only the container prepared for the next build remains, with its volumes.
     containers, _ = leftovers_of(docker_client, {"label": ["pbft-ci.node=9", "pbft-ci.role=build"]})
     assert not containers
     prepared = docker_client.containers.list(all=True, filters={"label": "pbft-ci.node=9"}, ignore_removed=True)
     volumes = docker_client.volumes.list(filters={"label": "pbft-ci.node=9"})
     assert [container.labels["pbft-ci.role"] for container in prepared] == ["ready"]
-    assert len(volumes) == 1
+    # Its workspace, and the build user's passwd and group files (node/identity.py).
+    assert sorted(volume.attrs["Labels"].get("pbft-ci.role", "workspace") for volume in volumes) == [
+        "identity", "workspace",
+    ]
     node_executor.close()
     containers, volumes = leftovers_of(docker_client, {"label": "pbft-ci.node=9"})
     assert not containers and not volumes

@@ -185,10 +185,24 @@ class NetworkConfig:
         return next((repo for repo in self.repositories if repo.name == name), None)
 
     def node_key_path(self, node_id: int) -> Path:
-        return self.keys_dir / f"node-{node_id}.key"
+        return node_key_file(self.keys_dir, node_id)
 
     def client_key_path(self, name: str) -> Path:
-        return self.keys_dir / f"client-{name}.key"
+        return client_key_file(self.keys_dir, name)
+
+
+def node_key_file(keys_dir: Path, node_id: int) -> Path:
+    """Where a node's private key lives in a keys folder (its public half beside it, as .pub)."""
+    return Path(keys_dir) / f"node-{node_id}.key"
+
+
+def client_key_file(keys_dir: Path, name: str) -> Path:
+    return Path(keys_dir) / f"client-{name}.key"
+
+
+def is_client_name(name: str) -> bool:
+    """A client name is also part of its key file's name, so it is checked before use."""
+    return bool(_NAME.fullmatch(name))
 
 
 class _Reader:
@@ -496,6 +510,32 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
     )
 
 
+def _check_distinct(reader: _Reader, nodes: list[NodeConfig], clients: list[ClientConfig]) -> None:
+    """Each node and client needs a name, an address and a key of its own.
+
+    Two entries sharing a key could sign for each other, so one stolen key
+    would make two faulty principals; and a public key pasted into the wrong
+    entry during a key ceremony shows up here instead of as a silent node.
+    """
+    client_names = [client.name for client in clients]
+    for name in sorted({name for name in client_names if client_names.count(name) > 1}):
+        reader.fail("clients", f"name {name!r} is used by more than one client")
+    principals = [("nodes", f"node {node.id}", node) for node in nodes]
+    principals += [("clients", f"client {client.name!r}", client) for client in clients]
+    by_address: dict[tuple[str, int], str] = {}
+    by_key: dict[str, str] = {}
+    for section, label, entry in principals:
+        address = (entry.host, entry.port)
+        if address in by_address:
+            reader.fail(section, f"{label} listens on {entry.host}:{entry.port}, as {by_address[address]} does")
+        by_address.setdefault(address, label)
+        if entry.public_key in by_key:  # "" (a key not generated yet) is never stored
+            reader.fail(section, f"{label} has the same public key as {by_key[entry.public_key]} "
+                                 f"({entry.public_key[:16]}…): every node and client needs a key of its own")
+        elif entry.public_key:
+            by_key[entry.public_key] = label
+
+
 def load_config(path: str | Path, *, require_keys: bool = True, node_id: int | None = None) -> NetworkConfig:
     """Read and validate a network configuration; raise ConfigError listing every problem.
 
@@ -557,11 +597,9 @@ def load_config(path: str | Path, *, require_keys: bool = True, node_id: int | N
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),
         ))
-    for label, names in (("nodes", [(n.host, n.port) for n in nodes]),
-                         ("clients", [c.name for c in clients]),
-                         ("repositories", [r.name for r in repositories])):
-        if len(set(names)) != len(names):
-            reader.fail(label, "entries must be unique")
+    _check_distinct(reader, nodes, clients)
+    if len({repo.name for repo in repositories}) != len(repositories):
+        reader.fail("repositories", "entries must be unique")
 
     def directory(key: str, default: str) -> Path:
         value = reader.get(data, key, "", _typed(str), default)

@@ -1,9 +1,12 @@
 """The network configuration: YAML in, frozen dataclasses out, every problem reported at once."""
 
+import re
+
 import pytest
 import yaml
 
 from pbft.config import BuildConfig, ConfigError, load_config
+from pbft.crypto import generate_private_key, public_key_hex
 from tests.network import write_network
 
 
@@ -12,6 +15,10 @@ def edit(path, change):
     change(data)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def fresh_key() -> str:
+    return public_key_hex(generate_private_key())
 
 
 def test_the_example_configuration_loads(tmp_path):
@@ -55,6 +62,27 @@ def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):
 
     with pytest.raises(ConfigError, match=r"ids must be 0..3, each once"):
         load_config(edit(write_network(tmp_path), renumber))
+
+
+def test_nodes_and_clients_need_addresses_and_keys_of_their_own(tmp_path):
+    def collide(data):
+        data["nodes"][3]["public_key"] = data["nodes"][1]["public_key"]
+        data["clients"][0]["public_key"] = data["nodes"][0]["public_key"]
+        data["nodes"][2].update(host=data["nodes"][0]["host"], port=data["nodes"][0]["port"])
+        data["clients"].append({**data["clients"][0], "public_key": fresh_key(), "port": data["nodes"][1]["port"]})
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), collide))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "nodes: node 3 has the same public key as node 1",
+        "clients: client 'client' has the same public key as node 0",
+        "clients: name 'client' is used by more than one client",
+    ):
+        assert expected in problems, problems
+    for section, who, owner in (("nodes", "node 2", "node 0"), ("clients", "client 'client'", "node 1")):
+        assert re.search(rf"{section}: {who} listens on 127\.0\.0\.1:\d+, as {owner} does", problems), problems
+    assert len(caught.value.problems) == 5, problems
 
 
 def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
@@ -160,9 +188,11 @@ def test_client_access_problems_are_reported_with_their_paths(tmp_path):
 
     def break_it(data):
         data["clients"][0].update(token_file="short.token", body_timeout_s=0)
-        data["clients"].append({**data["clients"][0], "name": "exposed", "host": "0.0.0.0",
+        # Each client a key of its own: a shared one is a problem of its own (below).
+        data["clients"].append({**data["clients"][0], "name": "exposed", "host": "0.0.0.0", "public_key": fresh_key(),
                                 "plain_without_token": True, "token_file": "absent.token", "body_timeout_s": -1})
         data["clients"].append({**data["clients"][0], "name": "spaced", "host": "10.0.0.5", "token": " " * 40,
+                                "public_key": fresh_key(),
                                 "token_fiel": "typo.token", "body_timeout_s": 1,
                                 "plain_without_token": False})
         del data["clients"][2]["token_file"]

@@ -22,7 +22,7 @@ from aiohttp import web  # noqa: E402
 
 from client.app import make_app  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
-from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
+from pbft.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
 from pbft.config import is_loopback_host  # noqa: E402
 
 
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         usage="%(prog)s [options]\n       %(prog)s verify CERT.json --config NETWORK.yaml",
         description="Run the pbft-ci client, the webhook endpoint in front of a PBFT network (first form),"
         " or check a verdict certificate offline (second form; see '%(prog)s verify -h').",
-        epilog="Keys must exist first: python3 scripts/keygen.py CONFIG (scripts/startClient.sh does it).",
+        epilog="Keys must exist first: python3 scripts/keygen.py CONFIG for a network on one machine"
+        " (scripts/startClient.sh does it), scripts/nodekey.py generate --client NAME on the client's own host.",
     )
     parser.add_argument(
         "--config", default="example-config/network.yaml", help="network configuration YAML (default: %(default)s)"
@@ -110,9 +111,9 @@ def run(argv: list[str]) -> int:
         print(f"--host {args.host} is not a loopback address, but client {name} sets plain_without_token:"
               " set its token_file instead", file=sys.stderr)
         return 2
-    key_path = config.client_key_path(name)
-    if not key_path.exists():
-        print(f"{key_path} does not exist: run python3 scripts/keygen.py {args.config}", file=sys.stderr)
+    problem = own_key_problem(config, client=name)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     configure_logging(args.log_file or config.log_dir / "client.log")
     logging.getLogger(__name__).info("client %s starting with %s", name, config.path)

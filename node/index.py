@@ -17,7 +17,7 @@ from aiohttp import web  # noqa: E402
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode  # noqa: E402
 from node.instant import instant_build  # noqa: E402
 from node.server import make_app  # noqa: E402
-from pbft.cli import configure_logging, load_config_or_report  # noqa: E402
+from pbft.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
 from pbft.crypto import load_private_key  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         if used and not config.allow_byzantine:
             print(f"{switch} is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)
             return 2
-    if not config.node_key_path(args.id).exists():
-        print(f"no private key at {config.node_key_path(args.id)}: run scripts/keygen.py {args.config}",
-              file=sys.stderr)
+    problem = own_key_problem(config, node_id=args.id)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     node = config.node(args.id)
     configure_logging(args.log_file or str(config.log_dir / f"node-{args.id}.log"), args.log_level)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pbft.config import ConfigError, NetworkConfig, load_config
+from pbft.crypto import load_private_key, public_key_hex
 from pbft.droplog import ReplicaDropFilter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -27,6 +28,36 @@ def load_config_or_report(path: str | Path, node_id: int | None = None) -> Netwo
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None
+
+
+def own_key_problem(config: NetworkConfig, *, node_id: int | None = None, client: str | None = None) -> str | None:
+    """Why this host cannot sign as node `node_id` (or as `client`), or None when it can.
+
+    On a network with one node per host each host holds only its own private
+    key, so the usual mistakes are a key never generated on this host and a
+    key whose public half is not the one the configuration names. Peers drop
+    everything such a process signs, so it must not start at all.
+    """
+    if node_id is not None:
+        kind, who, flag = "node", f"node {node_id}", f"--node {node_id}"
+        path, public_key = config.node_key_path(node_id), config.node(node_id).public_key
+    else:
+        assert client is not None
+        kind, who, flag = "client", f"client {client!r}", f"--client {client}"
+        path, public_key = config.client_key_path(client), config.client(client).public_key
+    if not path.exists():
+        return (f"no private key for {who} at {path}. On the {kind}'s own host run"
+                f" scripts/nodekey.py generate {flag} --keys-dir {path.parent} and put the public key it prints"
+                f" in {who}'s entry of {config.path} (a network on one machine: scripts/keygen.py {config.path})")
+    try:
+        own = public_key_hex(load_private_key(path))
+    except (OSError, ValueError) as error:
+        return f"cannot read the private key of {who} at {path}: {error}"
+    if own != public_key:
+        return (f"the private key at {path} is not {who}'s: {who}'s entry in {config.path} has public key"
+                f" {public_key[:16]}…, this key's is {own[:16]}…; peers would drop everything it signs"
+                f" (scripts/nodekey.py check {config.path} {flag} says more)")
+    return None
 
 
 def log_handler(path: str | Path) -> logging.Handler:

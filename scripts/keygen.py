@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Generate the Ed25519 key pair of every node and client of a configuration.
+"""Generate the Ed25519 key pairs of a configuration's nodes and clients on this machine.
 
+For a network on one machine (the example): every entry whose public key is
+not known yet (its `public_key_file` does not exist) gets a key pair here.
 Keys that already exist are kept, so running this again is harmless. Private
 keys go to `<keys_dir>/node-<id>.key` and `<keys_dir>/client-<name>.key`
 (mode 0600, never committed); the public halves to the matching `.pub` files
 that the configuration's `public_key_file` entries name.
+
+An entry whose public key is known (inline, or a `.pub` file that exists)
+but whose private key is not here belongs to another host and is left alone:
+with one node per host, each host makes its own key with
+`scripts/nodekey.py generate` (see the README, "One node per host").
 """
 
 from __future__ import annotations
@@ -19,14 +26,26 @@ from pbft.config import ConfigError, load_config  # noqa: E402
 from pbft.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 
 
-def ensure_key(private_path: Path) -> bool:
-    """Create the key pair at `private_path` if missing; return True if created."""
-    created = not private_path.exists()
-    if created:
+def ensure_key(private_path: Path, public_key: str) -> str:
+    """Make the key pair at `private_path` if its public key is not known yet.
+
+    Returns "created", "kept" or "elsewhere" (known public key, no private key
+    here: generating one would not match the configuration).
+    """
+    if private_path.exists():
+        outcome = "kept"
+    elif public_key:
+        return "elsewhere"
+    else:
         save_private_key(generate_private_key(), private_path)
+        outcome = "created"
+    # An existing .pub is never rewritten: if it disagrees with the private
+    # key, the node refuses to start and says so, instead of the mismatch
+    # being papered over here.
     public_path = private_path.with_suffix(".pub")
-    public_path.write_text(public_key_hex(load_private_key(private_path)) + "\n")
-    return created
+    if not public_path.exists():
+        public_path.write_text(public_key_hex(load_private_key(private_path)) + "\n")
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    paths = [config.node_key_path(node.id) for node in config.nodes]
-    paths += [config.client_key_path(client.name) for client in config.clients]
-    created = [path.name for path in paths if ensure_key(path)]
-    print(f"keys in {config.keys_dir}: {len(created)} created, {len(paths) - len(created)} kept")
+    entries = [(config.node_key_path(node.id), node.public_key) for node in config.nodes]
+    entries += [(config.client_key_path(client.name), client.public_key) for client in config.clients]
+    outcomes = [ensure_key(path, public_key) for path, public_key in entries]
+    line = f"keys in {config.keys_dir}: {outcomes.count('created')} created, {outcomes.count('kept')} kept"
+    if "elsewhere" in outcomes:
+        line += f", {outcomes.count('elsewhere')} on other hosts (public key in the configuration)"
+    print(line)
     return 0
 
 

@@ -42,6 +42,7 @@ def runs_client(pid: int) -> bool:
     ((sys.executable, "scripts/bench.py", "--help"), "--quick"),
     ((sys.executable, "scripts/simulate.py", "--help"), "--seeds"),
     ((sys.executable, "scripts/keygen.py", "--help"), "key pair"),
+    ((sys.executable, "scripts/nodekey.py", "--help"), "generate --node 2"),
     ((sys.executable, "client/index.py", "--help"), "--config"),
     ((sys.executable, "node/index.py", "--help"), "--config"),
 ])

@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = load_config_or_report(args.config, node_id=args.id)
+    # The client's secrets (its token, forge secrets) stay on the client's host.
+    config = load_config_or_report(args.config, node_id=args.id, read_secrets=False)
     if config is None:
         return 2
     if not 0 <= args.id < config.n:

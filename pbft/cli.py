@@ -18,13 +18,15 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
 
-def load_config_or_report(path: str | Path, node_id: int | None = None) -> NetworkConfig | None:
+def load_config_or_report(
+    path: str | Path, *, node_id: int | None = None, read_secrets: bool = True
+) -> NetworkConfig | None:
     """The configuration, or None after printing every problem in it to stderr.
 
-    `node_id` is the node about to run with it (see load_config).
+    `node_id` and `read_secrets` are load_config's.
     """
     try:
-        return load_config(path, node_id=node_id)
+        return load_config(path, node_id=node_id, read_secrets=read_secrets)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None

@@ -208,8 +208,9 @@ def is_client_name(name: str) -> bool:
 class _Reader:
     """Collects every problem instead of stopping at the first."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, read_secrets: bool = True) -> None:
         self.base = base
+        self.read_secrets = read_secrets
         self.problems: list[str] = []
 
     def fail(self, where: str, message: str) -> None:
@@ -231,6 +232,8 @@ class _Reader:
         if f"{key}_file" not in entry:
             return self.get(entry, key, where, _typed(str), "")
         path = self.base / str(entry[f"{key}_file"])
+        if not self.read_secrets:
+            return ""
         try:
             return path.read_text().strip()
         except OSError as error:
@@ -536,12 +539,18 @@ def _check_distinct(reader: _Reader, nodes: list[NodeConfig], clients: list[Clie
             by_key[entry.public_key] = label
 
 
-def load_config(path: str | Path, *, require_keys: bool = True, node_id: int | None = None) -> NetworkConfig:
+def load_config(
+    path: str | Path, *, require_keys: bool = True, node_id: int | None = None, read_secrets: bool = True
+) -> NetworkConfig:
     """Read and validate a network configuration; raise ConfigError listing every problem.
 
     `node_id` is the node about to run with it: the TLS files of that node's
     build engine must then be readable. Nobody else's are checked, since
     each node's machine holds only its own (and the client none).
+    `read_secrets=False` leaves the secrets kept in files (a client's token,
+    forges' webhook secrets and status tokens) unread and empty: only the
+    client uses them, so with one node per host they stay on the client's
+    host and a node's host needs none of them.
     """
     path = Path(path).resolve()
     try:
@@ -550,7 +559,7 @@ def load_config(path: str | Path, *, require_keys: bool = True, node_id: int | N
         raise ConfigError(path, [f"cannot read: {error}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["the file must hold a mapping"])
-    reader = _Reader(path.parent)
+    reader = _Reader(path.parent, read_secrets)
 
     f = reader.get(data, "f", "", _typed(int, 0), 0)
     build_data = data.get("build")

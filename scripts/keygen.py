@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", default="example-config/network.yaml", help="network YAML (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, require_keys=False)
+        config = load_config(args.config, require_keys=False, read_secrets=False)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2

@@ -95,7 +95,7 @@ def keys_dir_of(args: argparse.Namespace) -> Path:
     if args.keys_dir is not None:
         return args.keys_dir
     try:
-        return load_config(args.config, require_keys=False).keys_dir
+        return load_config(args.config, require_keys=False, read_secrets=False).keys_dir
     except ConfigError as error:
         raise Refused(str(error)) from None
 
@@ -136,7 +136,9 @@ def show(args: argparse.Namespace) -> None:
 def check(args: argparse.Namespace) -> str:
     """The "ok" line (and a note on stray keys), or Refused with what is wrong."""
     try:
-        config = load_config(args.config)  # also refuses shared ids, names, addresses and keys
+        # Also refuses shared ids, names, addresses and keys. A node's host
+        # holds none of the client's secrets, so only a client reads them.
+        config = load_config(args.config, read_secrets=args.client is not None)
     except ConfigError as error:
         raise Refused(str(error)) from None
     entry = find_entry(args, config)

@@ -104,6 +104,19 @@ def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
         load_config(edit(path, missing))
 
 
+def test_a_node_reads_none_of_the_clients_secret_files(tmp_path):
+    def secrets_elsewhere(data):
+        data["clients"][0]["token_file"] = "on-the-client-host.token"
+        data["repositories"][0].update(secret_file="secrets/hook", status_token_file="secrets/status")
+
+    path = edit(write_network(tmp_path), secrets_elsewhere)
+    with pytest.raises(ConfigError, match="token_file: cannot read"):
+        load_config(path)
+    config = load_config(path, read_secrets=False)
+    assert config.clients[0].token == "" and config.repository("example").secret == ""
+    assert config.repository("example").status_token == ""
+
+
 def test_a_build_must_be_able_to_finish_before_the_client_gives_up(tmp_path):
     def slow_builds(data):
         data["build"] = {"timeout_s": 600}

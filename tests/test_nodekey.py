@@ -8,6 +8,7 @@ section gives them.
 
 from __future__ import annotations
 
+import secrets
 import stat
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pbft.crypto import generate_private_key, public_key_hex
 from tests.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +54,9 @@ def ceremony(tmp_path):
         "f": 1,
         "nodes": [{"id": i, "host": "127.0.0.1", "port": ports[i], "public_key": keys[f"node-{i}"]}
                   for i in range(NODES)],
+        # The token file exists on the client's host only: nodes never read the client's secrets.
         "clients": [{"name": "ci", "host": "127.0.0.1", "port": ports[-1], "public_key": keys["client"],
-                     "plain_without_token": True}],
+                     "token_file": "client.token"}],
         "repositories": [{"name": "example", "url": str(tmp_path / "repo")}],
         "keys_dir": "keys",
         "data_dir": "data",
@@ -65,6 +68,7 @@ def ceremony(tmp_path):
             (host / "network.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     write(data)
+    (hosts["client"] / "client.token").write_text(secrets.token_hex(32) + "\n")
     return hosts, data, write
 
 
@@ -108,6 +112,10 @@ def test_every_host_checks_the_operators_yaml_against_its_own_key(ceremony):
         assert "note:" not in result.stdout  # each host holds only its own private key
     client = nodekey("check", hosts["client"] / "network.yaml", "--client", "ci")
     assert client.returncode == 0 and client.stdout.startswith("ok: client 'ci'"), client
+    # The client's host needs its token; a node's host has none.
+    (hosts["client"] / "client.token").unlink()
+    tokenless = nodekey("check", hosts["client"] / "network.yaml", "--client", "ci")
+    assert tokenless.returncode == 1 and "clients[0].token_file: cannot read" in tokenless.stderr, tokenless
 
 
 def test_a_key_pasted_into_the_wrong_entry_is_named(ceremony):
@@ -154,8 +162,10 @@ def test_a_node_or_client_whose_key_is_not_its_entrys_refuses_to_start(ceremony)
     elsewhere = run(sys.executable, "node/index.py", "--config", hosts["node-2"] / "network.yaml", "--id", "3")
     assert elsewhere.returncode == 2
     assert "no private key for node 3" in elsewhere.stderr and "nodekey.py generate --node 3" in elsewhere.stderr
-    client = run(sys.executable, "client/index.py", "--config", hosts["node-2"] / "network.yaml")
-    assert client.returncode == 2 and "no private key for client 'ci'" in client.stderr, client.stderr
+    data["clients"][0]["public_key"] = public_key_hex(generate_private_key())
+    write(data)
+    client = run(sys.executable, "client/index.py", "--config", hosts["client"] / "network.yaml")
+    assert client.returncode == 2 and "is not client 'ci''s" in client.stderr, client.stderr
 
 
 def test_keygen_leaves_entries_whose_key_lives_on_another_host_alone(ceremony):

@@ -74,7 +74,8 @@ def verify(argv: list[str]) -> int:
     )
     parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
     args = parser.parse_args(argv)
-    config = load_config_or_report(args.config)
+    # Public keys are all it needs: any host may check, holding none of the client's secrets.
+    config = load_config_or_report(args.config, read_secrets=False)
     if config is None:
         return 2
     try:

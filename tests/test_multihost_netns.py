@@ -1,0 +1,382 @@
+"""One node per host: the README's "One node per host" commands, each node on a host of its own.
+
+Every node, and the client, runs in a network namespace of its own with its
+own address on one switch (tests/netns.py), holding only its own private key
+and a copy of the operator's network YAML in a folder of its own (its
+/etc/pbft-ci). The test runs the key ceremony, starts each node with the
+README's command inside its namespace, sends webhooks to the client, and then:
+a node's link goes down (a partition) and webhooks still get correct
+verdicts; every host's packets are delayed by 50 ms and they still do; the
+link comes back and the partitioned node catches up with the others. Builds
+are real: each node reaches the Docker engine through its unix socket, which
+namespaces do not separate, and fetches the example repository from a local
+path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import docker
+import pytest
+import yaml
+
+from node.peers import HEARTBEAT_S
+from pbft.config import NetworkConfig, load_config
+from tests.netns import Lan, sweep_stale_namespaces
+from tests.test_end_to_end import E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, remove_builds_under
+
+pytestmark = [
+    *E2E_MARKS,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs the suite as root)"),
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODES = 4
+PARTITIONED = 2  # a backup: node 0 leads view 0, so the partition needs no view change
+LATENCY_MS = 50
+NODE_PORT = 9000  # every host has an address of its own, so each node can use the same port
+CLIENT_PORT = 8080
+WEBHOOK_TIMEOUT_S = 120
+START_TIMEOUT_S = 60
+CATCH_UP_TIMEOUT_S = 60
+HEARTBEAT_TIMEOUT_S = 3 * HEARTBEAT_S  # a link is closed once a ping goes unanswered
+STOP_GRACE_S = 10
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_the_test() -> None:
+    """In a child before exec: SIGKILL it when the test process dies, even by SIGKILL, so no
+    node outlives a run killed before its teardown."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Hosts:
+    """The LAN, each host's folder, and the processes started on the hosts."""
+
+    def __init__(self, root: Path) -> None:
+        self.lan = Lan([f"node-{i}" for i in range(NODES)] + ["client"])
+        # Named after the LAN, so that what a killed run left in Docker can be found by its tag.
+        self.root = root / self.lan.tag
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def folder(self, name: str) -> Path:
+        """What /etc/pbft-ci is on that host: its keys, and its copy of network.yaml."""
+        return self.root / name
+
+    def run(self, name: str, *command: str | Path, stdout=None) -> subprocess.CompletedProcess:
+        """A README command on host `name`, from the repository root (/opt/pbft-ci)."""
+        return subprocess.run(
+            [*self.lan.exec_prefix(name), *map(str, command)], cwd=REPO_ROOT, text=True, timeout=60,
+            stdin=subprocess.DEVNULL, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def start(self, name: str, *command: str | Path) -> None:
+        output = (self.folder(name) / "stdout").open("wb")
+        self.processes[name] = subprocess.Popen(
+            [*self.lan.exec_prefix(name), *map(str, command)], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+            stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_the_test,
+        )
+        output.close()
+
+    def call_in(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
+        return self.lan.call_in(name, function, *args)
+
+    def tails(self) -> str:
+        """The last lines each host's processes wrote, for failure messages."""
+        parts = []
+        for name in self.processes:
+            for path in (self.folder(name) / "stdout", *sorted((self.folder(name) / "log").glob("*.log"))):
+                if path.exists():
+                    lines = path.read_text(errors="replace").splitlines()[-15:]
+                    parts.append(f"--- {name}: {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """SIGTERM every process started (systemctl stop), SIGKILL what is left after the grace."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def remove_builds_of_runs(tags: set[str]) -> None:
+    """The build containers and volumes of nodes of runs killed before their teardown (their
+    data directories lie under a folder named after the run's tag)."""
+    if not tags:
+        return
+    engine = docker.from_env()
+    label = {"label": "pbft-ci.data"}
+
+    def of_those_runs(labels: dict) -> bool:
+        return any(part in tags for part in Path(labels["pbft-ci.data"]).parts)
+
+    try:
+        for container in engine.containers.list(all=True, filters=label):  # before their volumes
+            if of_those_runs(container.labels):
+                container.remove(force=True)
+        for volume in engine.volumes.list(filters=label):
+            if of_those_runs(volume.attrs["Labels"]):
+                volume.remove(force=True)
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    remove_builds_of_runs(sweep_stale_namespaces())
+    hosts = Hosts(tmp_path)
+    try:
+        hosts.lan.create()
+        yield hosts
+    finally:
+        try:
+            hosts.stop()
+        finally:
+            hosts.lan.destroy()
+            remove_builds_under(tmp_path)
+    assert not hosts.lan.leftovers(), hosts.lan.leftovers()
+
+
+# --- HTTP from inside a host (run through Hosts.call_in) -------------------------------
+
+
+def http_json(method: str, url: str, token: str | None = None, body: dict | None = None,
+              timeout_s: float = 5) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def answers(url: str, token: str | None = None) -> bool:
+    try:
+        return http_json("GET", url, token, timeout_s=1)[0] == 200
+    except (OSError, ValueError):
+        return False
+
+
+def connect_time_s(host: str, port: int) -> float:
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=5):
+        return time.monotonic() - started
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what()}")
+        time.sleep(0.2)
+
+
+# --- the ceremony and the network -------------------------------------------------------
+
+
+def key_ceremony(hosts: Hosts) -> Path:
+    """Each host makes its key; the operator writes network.yaml with the public keys and
+    copies it to every host, which checks it. Returns the operator's file."""
+    public_keys = {}
+    for i in range(NODES):
+        made = hosts.run(f"node-{i}", ".venv/bin/python", "scripts/nodekey.py", "generate", "--node", i,
+                         "--keys-dir", hosts.folder(f"node-{i}") / "keys")
+        assert made.returncode == 0, made.stderr
+        public_keys[i] = made.stdout.strip()
+    made = hosts.run("client", ".venv/bin/python", "scripts/nodekey.py", "generate", "--client", "ci",
+                     "--keys-dir", hosts.folder("client") / "keys")
+    assert made.returncode == 0, made.stderr
+    public_keys["ci"] = made.stdout.strip()
+    with (hosts.folder("client") / "client.token").open("w") as token_file:
+        made = hosts.run("client", ".venv/bin/python", "-c", "import secrets; print(secrets.token_hex(32))",
+                         stdout=token_file)
+    assert made.returncode == 0, made.stderr
+
+    address = {name: host.address for name, host in hosts.lan.hosts.items()}
+    network = {
+        "f": 1,
+        "nodes": [{"id": i, "host": address[f"node-{i}"], "port": NODE_PORT, "public_key": public_keys[i]}
+                  for i in range(NODES)],
+        "clients": [{"name": "ci", "host": address["client"], "port": CLIENT_PORT, "public_key": public_keys["ci"],
+                     "token_file": "client.token"}],
+        "repositories": [{"name": "example", "url": str(EXAMPLE_REPO)}],
+        "keys_dir": "keys",
+        "data_dir": "data",
+        "log_dir": "log",
+        "build": {"timeout_s": 60},
+        "protocol": {"client_deadline_s": WEBHOOK_TIMEOUT_S},
+    }
+    operator = hosts.root / "operator-network.yaml"
+    operator.write_text(yaml.safe_dump(network, sort_keys=False))
+    for name in hosts.lan.hosts:
+        (hosts.folder(name) / "network.yaml").write_text(operator.read_text())
+
+    for i in range(NODES):
+        checked = hosts.run(f"node-{i}", ".venv/bin/python", "scripts/nodekey.py", "check",
+                            hosts.folder(f"node-{i}") / "network.yaml", "--node", i)
+        assert checked.returncode == 0 and checked.stdout.startswith(f"ok: node {i} "), checked
+        # With one node per host, the host holds its own private key and nothing else secret.
+        assert sorted(path.name for path in (hosts.folder(f"node-{i}") / "keys").glob("*.key")) == [f"node-{i}.key"]
+    checked = hosts.run("client", ".venv/bin/python", "scripts/nodekey.py", "check",
+                        hosts.folder("client") / "network.yaml", "--client", "ci")
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: client 'ci' "), checked
+    return operator
+
+
+def status_url(config: NetworkConfig, node_id: int) -> str:
+    node = config.node(node_id)
+    return f"http://{node.host}:{node.port}/status"
+
+
+def status(hosts: Hosts, config: NetworkConfig, node_id: int) -> dict:
+    """GET /status of a node, asked on its own host."""
+    code, body = hosts.call_in(f"node-{node_id}", http_json, "GET", status_url(config, node_id))
+    assert code == 200, body
+    return body
+
+
+def verdicts_at(hosts: Hosts, config: NetworkConfig, node_id: int, seq: int) -> list[tuple]:
+    """(build, verdict state, agreed result) of each build a node ordered at `seq`, asked on its host."""
+    node = config.node(node_id)
+    code, body = hosts.call_in(f"node-{node_id}", http_json, "GET", f"http://{node.host}:{node.port}/builds/{seq}")
+    if code != 200:
+        return [(f"GET /builds/{seq} answered {code}", None, None)]
+    return [((record["client"], record["timestamp"]), record["verdict"]["state"], record["verdict"]["result"])
+            for record in body["builds"]]
+
+
+def start_network(hosts: Hosts, config: NetworkConfig) -> tuple[str, str]:
+    for i in range(NODES):
+        hosts.start(f"node-{i}", ".venv/bin/python", "node/index.py",
+                    "--config", hosts.folder(f"node-{i}") / "network.yaml", "--id", i)
+    hosts.start("client", ".venv/bin/python", "client/index.py", "--config", hosts.folder("client") / "network.yaml")
+    token = (hosts.folder("client") / "client.token").read_text().strip()
+    base_url = f"http://{config.clients[0].host}:{config.clients[0].port}"
+
+    def all_up() -> bool:
+        for name, process in hosts.processes.items():
+            assert process.poll() is None, f"{name} exited with {process.returncode}\n{hosts.tails()}"
+        nodes_up = all(hosts.call_in(f"node-{i}", answers, status_url(config, i)) for i in range(NODES))
+        return nodes_up and hosts.call_in("client", answers, f"{base_url}/builds", token)
+
+    wait_until(all_up, START_TIMEOUT_S, hosts.tails)
+    return base_url, token
+
+
+def webhook(hosts: Hosts, base_url: str, token: str, branch: str) -> dict:
+    """The README's curl with the bearer token, sent on the client's host; checks the verdict."""
+    code, verdict = hosts.call_in("client", http_json, "POST", f"{base_url}/webHook", token, {"branch": branch},
+                                  WEBHOOK_TIMEOUT_S)
+    assert code == 200, (branch, code, verdict, hosts.tails())
+    expected = ("success", 0) if branch == "master" else ("failure", FEATURE_EXIT_CODE)
+    assert (verdict["status"], verdict["exit_code"]) == expected, verdict
+    assert verdict["commit"] == branch_commit(branch), verdict
+    assert len(set(verdict["agreed_by"])) >= 2, verdict
+    return verdict
+
+
+def verify_certificate_on_another_host(hosts: Hosts, base_url: str, token: str, verdict: dict) -> None:
+    """The certificate, checked offline with the public keys of node 3's copy of the YAML."""
+    code, certificate = hosts.call_in("client", http_json, "GET",
+                                      f"{base_url}/builds/{verdict['build_id']}/certificate", token)
+    assert code == 200, certificate
+    path = hosts.root / "cert.json"
+    path.write_text(json.dumps(certificate))
+    checked = hosts.run("node-3", ".venv/bin/python", "client/index.py", "verify", path,
+                        "--config", hosts.folder("node-3") / "network.yaml")
+    assert checked.returncode == 0 and checked.stdout.startswith("valid:"), checked
+
+
+# --- the test ---------------------------------------------------------------------------
+
+
+def test_one_node_per_host_survives_a_partition_and_50_ms_of_latency_and_the_node_catches_up(hosts):
+    # Every node host runs the set-up (packages, Docker engine, build image); here they share one
+    # machine, and the example repository it makes stands for the repository URL of a deployment.
+    setup = subprocess.run(["./scripts/setup.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                           stdin=subprocess.DEVNULL)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    operator = key_ceremony(hosts)
+    config = load_config(operator, read_secrets=False)
+    base_url, token = start_network(hosts, config)
+    others = [i for i in range(NODES) if i != PARTITIONED]
+
+    first = webhook(hosts, base_url, token, "master")
+    webhook(hosts, base_url, token, "feature")
+    verify_certificate_on_another_host(hosts, base_url, token, first)
+
+    # A partition: node 2's cable is pulled at the switch.
+    hosts.lan.link(f"node-{PARTITIONED}", up=False)
+    for branch in ("master", "feature"):
+        verdict = webhook(hosts, base_url, token, branch)
+        assert PARTITIONED not in verdict["agreed_by"], verdict
+
+    # 50 ms on every packet every host sends, the partitioned one included.
+    hosts.lan.add_latency(LATENCY_MS, list(hosts.lan.hosts))
+    node_0 = config.node(0)
+    round_trip_s = hosts.call_in("client", connect_time_s, node_0.host, node_0.port)
+    assert round_trip_s >= 2 * LATENCY_MS / 1000 * 0.9, f"TCP handshake took {round_trip_s * 1000:.1f} ms"
+    for branch in ("master", "feature"):
+        verdict = webhook(hosts, base_url, token, branch)
+        assert PARTITIONED not in verdict["agreed_by"], verdict
+
+    # Long enough for the WebSocket heartbeats to give up on the links (and for what was
+    # queued for node 2 to expire): it has to reconnect and fetch, not just receive late.
+    def cut_off() -> dict[int, dict] | None:
+        statuses = {i: status(hosts, config, i) for i in range(NODES)}
+        executed = {statuses[i]["last_executed"] for i in others}
+        links = statuses[PARTITIONED]["links"]
+        return statuses if len(executed) == 1 and not any(link["connected"] for link in links.values()) else None
+
+    statuses = wait_until(cut_off, HEARTBEAT_TIMEOUT_S, hosts.tails)
+    ahead = statuses[0]["last_executed"]
+    assert statuses[PARTITIONED]["last_executed"] < ahead, statuses  # it missed what came in the partition
+
+    # Healed: the next webhook's messages show node 2 that the others are ahead, and it catches up.
+    hosts.lan.link(f"node-{PARTITIONED}", up=True)
+    webhook(hosts, base_url, token, "master")
+
+    def caught_up() -> dict[int, dict] | None:
+        statuses = {i: status(hosts, config, i) for i in range(NODES)}
+        executed = {s["last_executed"] for s in statuses.values()}
+        views = {s["view"] for s in statuses.values()}
+        return statuses if len(executed) == 1 and len(views) == 1 else None
+
+    statuses = wait_until(caught_up, CATCH_UP_TIMEOUT_S,
+                          lambda: f"{[status(hosts, config, i) for i in range(NODES)]}\n{hosts.tails()}")
+    last = statuses[PARTITIONED]["last_executed"]
+    assert last > ahead, statuses
+
+    # Its ledger ends as the others' do: every build ordered, each with the same certified verdict.
+    def same_ledgers() -> bool:
+        ledgers = {i: [verdicts_at(hosts, config, i, seq) for seq in range(1, last + 1)] for i in (0, PARTITIONED)}
+        certified = all(state == "certified" for entries in ledgers[0] for _, state, _ in entries)
+        return certified and ledgers[0] == ledgers[PARTITIONED]
+
+    wait_until(same_ledgers, CATCH_UP_TIMEOUT_S, lambda: str(
+        {i: [verdicts_at(hosts, config, i, seq) for seq in range(1, last + 1)] for i in (0, PARTITIONED)}))

@@ -15,9 +15,11 @@ path.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ import yaml
 from node.peers import HEARTBEAT_S
 from pbft.config import NetworkConfig, load_config
 from tests.netns import Lan, sweep_stale_namespaces
+from tests.readme import code_blocks, section
 from tests.test_end_to_end import E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, remove_builds_under
 
 pytestmark = [
@@ -46,8 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NODES = 4
 PARTITIONED = 2  # a backup: node 0 leads view 0, so the partition needs no view change
 LATENCY_MS = 50
-NODE_PORT = 9000  # every host has an address of its own, so each node can use the same port
-CLIENT_PORT = 8080
+README_SECTION = "One node per host"
+ETC = "/etc/pbft-ci"  # each test host's folder stands for it
 WEBHOOK_TIMEOUT_S = 120
 START_TIMEOUT_S = 60
 CATCH_UP_TIMEOUT_S = 60
@@ -76,17 +79,16 @@ class Hosts:
         """What /etc/pbft-ci is on that host: its keys, and its copy of network.yaml."""
         return self.root / name
 
-    def run(self, name: str, *command: str | Path, stdout=None) -> subprocess.CompletedProcess:
+    def run(self, name: str, command: list[str], stdout: Path | None = None) -> subprocess.CompletedProcess:
         """A README command on host `name`, from the repository root (/opt/pbft-ci)."""
-        return subprocess.run(
-            [*self.lan.exec_prefix(name), *map(str, command)], cwd=REPO_ROOT, text=True, timeout=60,
-            stdin=subprocess.DEVNULL, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        with open(stdout, "w") if stdout else contextlib.nullcontext(subprocess.PIPE) as output:
+            return subprocess.run([*self.lan.exec_prefix(name), *command], cwd=REPO_ROOT, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.PIPE)
 
-    def start(self, name: str, *command: str | Path) -> None:
+    def start(self, name: str, command: list[str]) -> None:
         output = (self.folder(name) / "stdout").open("wb")
         self.processes[name] = subprocess.Popen(
-            [*self.lan.exec_prefix(name), *map(str, command)], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+            [*self.lan.exec_prefix(name), *command], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
             stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_the_test,
         )
         output.close()
@@ -196,56 +198,94 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: Callable[[]
         time.sleep(0.2)
 
 
-# --- the ceremony and the network -------------------------------------------------------
+# --- the README's commands and YAML ---------------------------------------------------
 
 
-def key_ceremony(hosts: Hosts) -> Path:
+class ReadmeCommands:
+    """The `.venv/bin/python ...` lines of the README's "One node per host", for one test host:
+    its folder stands for /etc/pbft-ci, and the node id or client name for the README's."""
+
+    def __init__(self) -> None:
+        blocks = code_blocks(section(README_SECTION), "sh")
+        self.lines = [shlex.split(line, comments=True) for block in blocks for line in block.splitlines()
+                      if line.startswith(".venv/bin/python ")]
+
+    def get(self, *words: str, folder: Path, node: int | None = None, client: str | None = None,
+            files: dict[str, Path] | None = None) -> tuple[list[str], Path | None]:
+        """The one line whose arguments start with `words`, as argv, and where `>` sends its output."""
+        matches = [argv for argv in self.lines if argv[1:1 + len(words)] == list(words)]
+        assert len(matches) == 1, f"README, {README_SECTION}: {len(matches)} lines start with {words}"
+        argv, stdout = matches[0], None
+        if ">" in argv:
+            argv, stdout = argv[:argv.index(">")], argv[argv.index(">") + 1]
+        command = []
+        for previous, word in zip([None, *argv], argv):
+            if previous in ("--node", "--id"):
+                word = str(node)
+            elif previous == "--client":
+                word = client
+            command.append(self.on_host(word, folder, files or {}))
+        return command, None if stdout is None else Path(self.on_host(stdout, folder, {}))
+
+    @staticmethod
+    def on_host(word: str, folder: Path, files: dict[str, Path]) -> str:
+        if word.startswith(ETC + "/"):
+            return str(folder / word[len(ETC) + 1:])
+        return str(files.get(word, word))
+
+
+def readme_yaml() -> dict:
+    return yaml.safe_load(code_blocks(section(README_SECTION), "yaml")[0])
+
+
+def operators_yaml(hosts: Hosts, public_keys: dict) -> dict:
+    """The README's network YAML with the test's addresses and keys; the example repository;
+    and, with every host's folders under one directory here, data and logs next to each copy."""
+    network = readme_yaml()
+    assert [node["id"] for node in network["nodes"]] == list(range(NODES)) and len(network["clients"]) == 1
+    for node in network["nodes"]:
+        node.update(host=hosts.lan.hosts[f"node-{node['id']}"].address, public_key=public_keys[node["id"]])
+    client = network["clients"][0]
+    client.update(host=hosts.lan.hosts["client"].address, public_key=public_keys[client["name"]])
+    network["repositories"] = [{"name": "example", "url": str(EXAMPLE_REPO)}]
+    assert (network["data_dir"], network["log_dir"]) == ("/var/lib/pbft-ci", "/var/log/pbft-ci"), network
+    network.update(data_dir="data", log_dir="log")
+    return network
+
+
+def key_ceremony(hosts: Hosts, readme: ReadmeCommands) -> None:
     """Each host makes its key; the operator writes network.yaml with the public keys and
-    copies it to every host, which checks it. Returns the operator's file."""
-    public_keys = {}
+    copies it to every host, which checks it."""
+    client = readme_yaml()["clients"][0]["name"]
+    public_keys: dict[int | str, str] = {}
     for i in range(NODES):
-        made = hosts.run(f"node-{i}", ".venv/bin/python", "scripts/nodekey.py", "generate", "--node", i,
-                         "--keys-dir", hosts.folder(f"node-{i}") / "keys")
+        folder = hosts.folder(f"node-{i}")
+        made = hosts.run(f"node-{i}", readme.get("scripts/nodekey.py", "generate", "--node", folder=folder, node=i)[0])
         assert made.returncode == 0, made.stderr
         public_keys[i] = made.stdout.strip()
-    made = hosts.run("client", ".venv/bin/python", "scripts/nodekey.py", "generate", "--client", "ci",
-                     "--keys-dir", hosts.folder("client") / "keys")
+    folder = hosts.folder("client")
+    made = hosts.run("client", readme.get("scripts/nodekey.py", "generate", "--client", folder=folder,
+                                          client=client)[0])
     assert made.returncode == 0, made.stderr
-    public_keys["ci"] = made.stdout.strip()
-    with (hosts.folder("client") / "client.token").open("w") as token_file:
-        made = hosts.run("client", ".venv/bin/python", "-c", "import secrets; print(secrets.token_hex(32))",
-                         stdout=token_file)
+    public_keys[client] = made.stdout.strip()
+    made = hosts.run("client", *readme.get("-c", folder=folder))
     assert made.returncode == 0, made.stderr
 
-    address = {name: host.address for name, host in hosts.lan.hosts.items()}
-    network = {
-        "f": 1,
-        "nodes": [{"id": i, "host": address[f"node-{i}"], "port": NODE_PORT, "public_key": public_keys[i]}
-                  for i in range(NODES)],
-        "clients": [{"name": "ci", "host": address["client"], "port": CLIENT_PORT, "public_key": public_keys["ci"],
-                     "token_file": "client.token"}],
-        "repositories": [{"name": "example", "url": str(EXAMPLE_REPO)}],
-        "keys_dir": "keys",
-        "data_dir": "data",
-        "log_dir": "log",
-        "build": {"timeout_s": 60},
-        "protocol": {"client_deadline_s": WEBHOOK_TIMEOUT_S},
-    }
     operator = hosts.root / "operator-network.yaml"
-    operator.write_text(yaml.safe_dump(network, sort_keys=False))
+    operator.write_text(yaml.safe_dump(operators_yaml(hosts, public_keys), sort_keys=False))
     for name in hosts.lan.hosts:
         (hosts.folder(name) / "network.yaml").write_text(operator.read_text())
 
     for i in range(NODES):
-        checked = hosts.run(f"node-{i}", ".venv/bin/python", "scripts/nodekey.py", "check",
-                            hosts.folder(f"node-{i}") / "network.yaml", "--node", i)
+        folder = hosts.folder(f"node-{i}")
+        checked = hosts.run(f"node-{i}", readme.get("scripts/nodekey.py", "check", ETC + "/network.yaml", "--node",
+                                                    folder=folder, node=i)[0])
         assert checked.returncode == 0 and checked.stdout.startswith(f"ok: node {i} "), checked
         # With one node per host, the host holds its own private key and nothing else secret.
-        assert sorted(path.name for path in (hosts.folder(f"node-{i}") / "keys").glob("*.key")) == [f"node-{i}.key"]
-    checked = hosts.run("client", ".venv/bin/python", "scripts/nodekey.py", "check",
-                        hosts.folder("client") / "network.yaml", "--client", "ci")
-    assert checked.returncode == 0 and checked.stdout.startswith("ok: client 'ci' "), checked
-    return operator
+        assert sorted(path.name for path in (folder / "keys").iterdir()) == [f"node-{i}.key", f"node-{i}.pub"]
+    checked = hosts.run("client", readme.get("scripts/nodekey.py", "check", ETC + "/network.yaml", "--client",
+                                             folder=hosts.folder("client"), client=client)[0])
+    assert checked.returncode == 0 and checked.stdout.startswith(f"ok: client '{client}' "), checked
 
 
 def status_url(config: NetworkConfig, node_id: int) -> str:
@@ -270,12 +310,11 @@ def verdicts_at(hosts: Hosts, config: NetworkConfig, node_id: int, seq: int) -> 
             for record in body["builds"]]
 
 
-def start_network(hosts: Hosts, config: NetworkConfig) -> tuple[str, str]:
+def start_network(hosts: Hosts, readme: ReadmeCommands, config: NetworkConfig) -> tuple[str, str]:
     for i in range(NODES):
-        hosts.start(f"node-{i}", ".venv/bin/python", "node/index.py",
-                    "--config", hosts.folder(f"node-{i}") / "network.yaml", "--id", i)
-    hosts.start("client", ".venv/bin/python", "client/index.py", "--config", hosts.folder("client") / "network.yaml")
-    token = (hosts.folder("client") / "client.token").read_text().strip()
+        hosts.start(f"node-{i}", readme.get("node/index.py", folder=hosts.folder(f"node-{i}"), node=i)[0])
+    hosts.start("client", readme.get("client/index.py", "--config", folder=hosts.folder("client"))[0])
+    token = config.clients[0].token
     base_url = f"http://{config.clients[0].host}:{config.clients[0].port}"
 
     def all_up() -> bool:
@@ -300,15 +339,16 @@ def webhook(hosts: Hosts, base_url: str, token: str, branch: str) -> dict:
     return verdict
 
 
-def verify_certificate_on_another_host(hosts: Hosts, base_url: str, token: str, verdict: dict) -> None:
+def verify_certificate_on_another_host(hosts: Hosts, readme: ReadmeCommands, base_url: str, token: str,
+                                      verdict: dict) -> None:
     """The certificate, checked offline with the public keys of node 3's copy of the YAML."""
     code, certificate = hosts.call_in("client", http_json, "GET",
                                       f"{base_url}/builds/{verdict['build_id']}/certificate", token)
     assert code == 200, certificate
     path = hosts.root / "cert.json"
     path.write_text(json.dumps(certificate))
-    checked = hosts.run("node-3", ".venv/bin/python", "client/index.py", "verify", path,
-                        "--config", hosts.folder("node-3") / "network.yaml")
+    checked = hosts.run("node-3", readme.get("client/index.py", "verify", folder=hosts.folder("node-3"),
+                                             files={"cert.json": path})[0])
     assert checked.returncode == 0 and checked.stdout.startswith("valid:"), checked
 
 
@@ -321,14 +361,15 @@ def test_one_node_per_host_survives_a_partition_and_50_ms_of_latency_and_the_nod
     setup = subprocess.run(["./scripts/setup.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
                            stdin=subprocess.DEVNULL)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    operator = key_ceremony(hosts)
-    config = load_config(operator, read_secrets=False)
-    base_url, token = start_network(hosts, config)
+    readme = ReadmeCommands()
+    key_ceremony(hosts, readme)
+    config = load_config(hosts.folder("client") / "network.yaml")  # the client's copy: its token too
+    base_url, token = start_network(hosts, readme, config)
     others = [i for i in range(NODES) if i != PARTITIONED]
 
     first = webhook(hosts, base_url, token, "master")
     webhook(hosts, base_url, token, "feature")
-    verify_certificate_on_another_host(hosts, base_url, token, first)
+    verify_certificate_on_another_host(hosts, readme, base_url, token, first)
 
     # A partition: node 2's cable is pulled at the switch.
     hosts.lan.link(f"node-{PARTITIONED}", up=False)

@@ -13,11 +13,12 @@ A partition is a switch port set down: the host keeps its address and
 configuration, as a machine whose cable was pulled does.
 
 Latency: `tc qdisc add dev eth0 root netem delay 50ms` is the usual tool, but
-the kernel of this project's CI machines is built without sch_netem ("Specified
-qdisc kind is unknown"). So `EgressDelay` does what netem's delay does with
-NFQUEUE, which that kernel has: an iptables rule in the host's namespace hands
-every packet leaving eth0 to a thread of this process, which lets each go
-`delay_ms` after it arrived, in arrival order.
+some kernels are built without sch_netem, among them the one of the machines
+this project is developed and tested on ("Specified qdisc kind is unknown").
+So `EgressDelay` does what netem's delay does with NFQUEUE, which that kernel
+and Debian's have: an iptables rule in the host's namespace hands every packet
+leaving eth0 to a thread of this process, which lets each go `delay_ms` after
+it arrived, in arrival order.
 """
 
 from __future__ import annotations

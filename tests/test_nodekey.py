@@ -143,6 +143,12 @@ def test_check_catches_shared_keys_and_addresses(ceremony):
     assert "node 3 has the same public key as node 0" in result.stderr, result.stderr
     assert f"node 2 listens on 127.0.0.1:{data['nodes'][1]['port']}, as node 1 does" in result.stderr
 
+    data["nodes"][3].update(id=1, public_key=generate(hosts["node-3"] / "again", "--node", "3"))
+    data["nodes"][2]["port"] += 1000
+    write(data)
+    result = nodekey("check", hosts["node-0"] / "network.yaml", "--node", "0")
+    assert result.returncode == 1 and "ids must be 0..3, each once; got [0, 1, 1, 2]" in result.stderr, result.stderr
+
 
 def test_check_refuses_a_private_key_others_can_read(ceremony):
     hosts, _data, _write = ceremony

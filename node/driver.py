@@ -11,12 +11,14 @@ Saving is a group commit: every step taken in one turn of the event loop
 requests, a tick) is saved in one transaction, flushed once, and only then
 is anything of those steps sent. The fsync, which costs more than the steps
 themselves, is paid per turn instead of per message, and nothing leaves the
-node before its disk backs it.
+node before its disk backs it, but relays of other nodes' votes, which commit
+it to nothing (`pbft.effects.leaves_unsaved`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -31,7 +33,7 @@ from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import (
     Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
-    must_sync,
+    leaves_unsaved, must_sync,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import (
@@ -226,37 +228,45 @@ class Driver:
             return
         if self.metrics is not None:
             self._count(effects)
+        # Persist before send: nothing leaves this node that its disk does not back, but
+        # other nodes' votes passed on, which commit it to nothing. Turns that only took
+        # messages in skip the fsync; the next turn that sends carries them.
+        early = [leaves_unsaved(effect, effects, self.replica.id) for effect in effects]
+        for effect in itertools.compress(effects, early):
+            self._carry_out_one(effect)
         if self.store is not None:
-            # Persist before send: nothing leaves this node that its disk does not back. Turns
-            # that only took messages in skip the fsync; the next turn that sends carries them.
             self.store.save(self.replica.durable_state(), effects, sync=must_sync(effects, self.replica.id))
-        for effect in effects:
-            if isinstance(effect, Broadcast):
-                frame = json.dumps(encode(effect.message))
-                for peer in self.peers.values():
-                    peer.send(frame)
-            elif isinstance(effect, SendTo):
-                peer = self.peers.get(effect.node)
-                if peer is not None:
-                    peer.send(json.dumps(encode(effect.message)))
-            elif isinstance(effect, SendReply):
-                self._send_reply(effect.reply)
-            elif isinstance(effect, ResendReply):
-                reply = self.store.reply(effect.client, effect.timestamp) if self.store is not None else None
-                if reply is not None:
-                    self._send_reply(reply)
-            elif isinstance(effect, ServeVotes):
-                peer = self.peers.get(effect.node)
-                if peer is not None and self.store is not None:
-                    for vote in self.store.votes(effect.keys):
-                        if vote.sender != effect.node:
-                            peer.send(json.dumps(encode(vote)))
-            elif isinstance(effect, Execute):
-                for request in effect.requests:
-                    self.start_build(effect.seq, request)
-            elif isinstance(effect, ServeFetch):
-                self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
-                self._carry_out(self.replica.take_effects())
+        for effect, sent in zip(effects, early):
+            if not sent:
+                self._carry_out_one(effect)
+
+    def _carry_out_one(self, effect: Effect) -> None:
+        if isinstance(effect, Broadcast):
+            frame = json.dumps(encode(effect.message))
+            for peer in self.peers.values():
+                peer.send(frame)
+        elif isinstance(effect, SendTo):
+            peer = self.peers.get(effect.node)
+            if peer is not None:
+                peer.send(json.dumps(encode(effect.message)))
+        elif isinstance(effect, SendReply):
+            self._send_reply(effect.reply)
+        elif isinstance(effect, ResendReply):
+            reply = self.store.reply(effect.client, effect.timestamp) if self.store is not None else None
+            if reply is not None:
+                self._send_reply(reply)
+        elif isinstance(effect, ServeVotes):
+            peer = self.peers.get(effect.node)
+            if peer is not None and self.store is not None:
+                for vote in self.store.votes(effect.keys):
+                    if vote.sender != effect.node:
+                        peer.send(json.dumps(encode(vote)))
+        elif isinstance(effect, Execute):
+            for request in effect.requests:
+                self.start_build(effect.seq, request)
+        elif isinstance(effect, ServeFetch):
+            self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
+            self._carry_out(self.replica.take_effects())
 
     def _count(self, effects: list[Effect]) -> None:
         metrics = self.metrics

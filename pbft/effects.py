@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from pbft.messages import Checkpoint, Fetch, Message, Reply, Request
+from pbft.messages import Checkpoint, Fetch, Message, Relay, Reply, Request
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,31 @@ def must_sync(effects: list[Effect], node_id: int) -> bool:
     A step that only takes in (every effect in `_INWARD`, no message this node
     signed) commits nothing to anyone: losing it to a power cut, with every
     later such step, leaves the node as if those messages had been lost on the
-    way, which the protocol survives. Any other step is synced, and the sync
+    way, which the protocol survives. Passing on other nodes' votes (a Relay)
+    commits the node to nothing either: a vote of its own in a relay was saved,
+    synced, by the step that signed it. Any other step is synced, and the sync
     carries every earlier step with it, so whatever leaves the node, or starts
-    a build, is on disk with all it rests on.
+    a build, is on disk with all it rests on. (A build must not start unsynced:
+    a power cut would take the batch's execution, and the node would run the
+    build again when it executes the batch once more.)
     """
-    return any(not isinstance(effect, _INWARD) or (isinstance(effect, Store) and effect.message.sender == node_id)
-               for effect in effects)
+    for effect in effects:
+        if isinstance(effect, Store):
+            if effect.message.sender == node_id:
+                return True
+        elif isinstance(effect, (Broadcast, SendTo)) and isinstance(effect.message, Relay):
+            continue
+        elif not isinstance(effect, _INWARD):
+            return True
+    return False
+
+
+def leaves_unsaved(effect: Effect, effects: list[Effect], node_id: int) -> bool:
+    """Whether `effect` may be sent before its step is saved: a relay holding no vote
+    that this step signed. Other nodes' votes commit this node to nothing, and its own
+    earlier ones are on disk already (see must_sync), so the relay need not wait for
+    an fsync the step makes for other reasons."""
+    if not isinstance(effect, (Broadcast, SendTo)) or not isinstance(effect.message, Relay):
+        return False
+    signed_now = [other.message for other in effects if isinstance(other, Store) and other.message.sender == node_id]
+    return not any(vote in signed_now for vote in effect.message.votes)

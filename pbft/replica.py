@@ -440,8 +440,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
                 "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
             if self.relaying and self.is_primary:
-                # The quorum that prepared us prepares every backup, and our commit rides along.
-                self._outbox.append(Broadcast(Relay((*proof, commit))))
+                # The quorum that prepared us prepares every backup. It leaves before this step
+                # is on disk (`pbft.effects.leaves_unsaved`); our commit needs the disk first,
+                # and is no backup's to wait for: it rides in the commits' relay.
+                self._outbox.append(Broadcast(Relay(proof)))
             else:
                 self._send_vote(commit)
         committed_votes = matching(vote_digests(slot.commits), preprepare.digest)
@@ -585,10 +587,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return None
 
     def _count_vote(self, vote: ResultVote) -> bool:
+        undecided = vote.key not in self.result_votes.decided
         kept, decided = self.result_votes.add(vote)
         if kept:
             self._outbox.append(Store(vote))
-            if self.relaying and self.is_primary:
+            if self.relaying and self.is_primary and undecided:
+                # Votes up to the one that decides the verdict: the quorum every ledger needs.
+                # Later ones stay with their voters, whose ledgers keep them.
                 self.relay_queue.append(vote)
                 if len(self.relay_queue) >= MAX_VOTES:
                     self._flush_relay_queue()

@@ -3,11 +3,12 @@ Steps taken in one turn of the event loop are saved together, before any of them
 
 import asyncio
 import json
+from dataclasses import replace
 
 from node.driver import Driver
 from node.storage import NodeStore
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
-from pbft.messages import Prepare, Reply, Result, ResultVote, batch_digest, decode, encode, signed
+from pbft.messages import Commit, Prepare, Relay, Reply, Result, ResultVote, batch_digest, decode, encode, signed
 from tests.cluster import Cluster
 
 
@@ -108,6 +109,32 @@ async def test_only_a_turn_that_sends_is_synced(tmp_path):
     # out: synced. Node 3's PREPARE is only taken in: not synced.
     assert store.syncs == [True, True, False]
     assert [decode(json.loads(frame)).TYPE for frame in peers[0].frames] == ["prepare", "commit"]
+    driver.close()
+    store.close()
+
+
+async def test_a_relay_of_other_nodes_votes_leaves_before_the_save_it_does_not_need(tmp_path):
+    cluster = Cluster(settings={"relay_votes": True})
+    cluster.deliver_to(0, cluster.request())
+    preprepare = next(message for node, message in cluster.network if node == 1)
+    cluster.network.clear()
+    for node in (1, 2):
+        cluster.deliver_to(node, preprepare)
+    prepares = [message for node, message in cluster.network if isinstance(message, Prepare)]
+    assert [message.sender for message in prepares] == [1, 2]
+    peers = {i: Recorder() for i in (1, 2, 3)}
+    store = CountingStore(tmp_path / "node.sqlite", peers)
+    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
+    for prepare in prepares:
+        driver.on_frame(json.dumps(encode(prepare)))
+        await asyncio.sleep(0)
+    # Node 1's prepare is only taken in. Node 2's prepares the primary: the relay of both
+    # goes to the three backups before the save, which the primary's new COMMIT must sync.
+    assert store.syncs == [False, True] and store.saves[1][1] == 3
+    relays = [decode(json.loads(frame)) for peer in peers.values() for frame in peer.frames]
+    assert all(isinstance(relay, Relay) and relay.votes == tuple(prepares) for relay in relays)
+    assert Commit(0, 1, preprepare.digest, 0) in [replace(vote, sig="") for vote in store.load().messages
+                                                  if isinstance(vote, Commit)]
     driver.close()
     store.close()
 

@@ -30,6 +30,9 @@ def test_a_relaying_network_orders_builds_and_certifies_verdicts_with_a_few_fram
     cluster.deliver_to(0, request)
     seen = frames_by_kind(cluster)
     cluster.tick(0.1)  # the primary passes the RESULTs on once per tick
+    relays = [message for node, message in cluster.network if isinstance(message, Relay)]
+    # Up to the vote that decided the verdict at the primary: 2f+1 of the seven.
+    assert {len(relay.votes) for relay in relays} == {5} and len(relays) == 6
     after_tick = frames_by_kind(cluster)
     for node in range(7):
         assert cluster.builds(node) == [request]

@@ -19,8 +19,21 @@ from pathlib import Path
 import pytest
 
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, Store, must_sync
-from pbft.messages import Checkpoint, Commit, Operation, Prepare, Request, Result, ResultVote, decode, encode, signed
+from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, SendReply, Store, must_sync
+from pbft.messages import (
+    Checkpoint,
+    Commit,
+    Operation,
+    Prepare,
+    Relay,
+    Reply,
+    Request,
+    Result,
+    ResultVote,
+    decode,
+    encode,
+    signed,
+)
 from pbft.replica import Replica, ReplicaSettings
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
@@ -354,10 +367,13 @@ def test_with_every_step_unsynced_a_power_cut_takes_the_last_step_even_one_that_
 def test_only_steps_that_take_messages_in_skip_the_sync():
     own, peers = Commit(0, 1, "a" * 64, 1), Commit(0, 1, "a" * 64, 2)
     verdict = RecordVerdict(1, "client", 1, "certified", {"exit_code": 0})
+    execute = Execute(0, 1, "d" * 64, (), (), "s" * 64)
     assert not must_sync([Store(peers), verdict, KeepStableProof(4, ())], node_id=1)
+    assert not must_sync([Store(peers), Broadcast(Relay((peers,)))], node_id=1)
     assert must_sync([Store(own)], node_id=1)
     assert must_sync([Store(peers), Broadcast(own)], node_id=1)
-    assert must_sync([Execute(0, 1, "d" * 64, (), (), "s" * 64)], node_id=1)
+    assert must_sync([execute], node_id=1)
+    assert must_sync([SendReply(Reply(0, 1, "client", 1, Result("success", 0, "a" * 40)))], node_id=1)
 
 
 def test_memory_checker_reports_each_part_over_its_bound_once():

@@ -23,8 +23,7 @@ T = TypeVar("T")
 CONSENSUS_SIZES = (4, 7, 10, 16)
 IN_FLIGHT = (1, 8, 64, 256)
 RELAY_SIZES = (4, 7, 10, 16)
-# protocol.relay_votes_from_n that gives each way of voting at any of RELAY_SIZES.
-VOTING = {"all-to-all": 1000, "relayed": 0}
+VOTING = {"all-to-all": False, "relayed": True}  # protocol.relay_votes
 
 
 async def sequential_latencies_ms(service, count: int) -> list[float]:
@@ -106,8 +105,8 @@ def consensus_table(report: dict) -> str:
 
 
 def relay(args) -> dict:
-    """Consensus latency with votes all-to-all and relayed through the primary, alternating
-    rounds on fresh networks at each size: where relaying starts to pay (relay_votes_from_n)."""
+    """Consensus latency with votes all-to-all and relayed through the primary (protocol.relay_votes),
+    alternating rounds on fresh networks at each size."""
     sizes = (7,) if args.quick else RELAY_SIZES
     rounds = 1 if args.quick else args.rounds
     per_round = 10 if args.quick else max(10, args.requests // rounds)
@@ -118,7 +117,7 @@ def relay(args) -> dict:
         for _, voting in alternating(list(VOTING), rounds):
             measured = on_network(
                 args, n, lambda nodes, service: sequential_latencies_ms(service, per_round),
-                protocol={"relay_votes_from_n": VOTING[voting]},
+                protocol={"relay_votes": VOTING[voting]},
             )
             latencies[voting] += measured
             round_p50s[voting].append(percentile(measured, 0.5))

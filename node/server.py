@@ -99,7 +99,7 @@ def make_app(
         pipeline_depth=config.protocol.pipeline_depth,
         max_buffered=config.protocol.max_buffered,
         view_change_timeout_s=config.protocol.view_change_timeout_s,
-        relay_votes=config.n >= config.protocol.relay_votes_from_n,
+        relay_votes=config.protocol.relay_votes,
         relay_fallback_s=config.protocol.relay_fallback_s,
     )
 

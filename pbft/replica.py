@@ -587,13 +587,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return None
 
     def _count_vote(self, vote: ResultVote) -> bool:
-        undecided = vote.key not in self.result_votes.decided
         kept, decided = self.result_votes.add(vote)
         if kept:
             self._outbox.append(Store(vote))
-            if self.relaying and self.is_primary and undecided:
-                # Votes up to the one that decides the verdict: the quorum every ledger needs.
-                # Later ones stay with their voters, whose ledgers keep them.
+            if self.relaying and self.is_primary:
                 self.relay_queue.append(vote)
                 if len(self.relay_queue) >= MAX_VOTES:
                     self._flush_relay_queue()

@@ -20,7 +20,7 @@ Scenarios (default: all but real-project and caches):
               signing it to the client accepting f+1 matching replies.
   relay       n = 4, 7, 10, 16, instant builds: consensus p50 with votes
               all-to-all vs relayed through the primary (protocol.
-              relay_votes_from_n), alternating rounds on fresh networks.
+              relay_votes), alternating rounds on fresh networks.
   throughput  n = 4, instant builds: accepted requests per second with 1, 8,
               64 and 256 requests in flight.
   idle        n = 4, instant builds: the first request after --idle-s of

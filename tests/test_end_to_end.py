@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,18 +98,19 @@ def network_pids() -> dict[int, int]:
 def remove_builds_under(directory: Path) -> None:
     """Remove the build containers and workspace volumes of nodes whose data lives under
     `directory`: a node a test killed with `kill -9` and never started again left them."""
+    remove_builds(lambda data_dir: data_dir.is_relative_to(directory))
+
+
+def remove_builds(of_data_dir: Callable[[Path], bool]) -> None:
+    """Remove the build containers, then the volumes, of nodes whose data directory passes `of_data_dir`."""
     engine = docker.from_env()
     label = {"label": "pbft-ci.data"}
-
-    def under(labels: dict) -> bool:
-        return Path(labels["pbft-ci.data"]).is_relative_to(directory)
-
     try:
         for container in engine.containers.list(all=True, filters=label):  # before their volumes
-            if under(container.labels):
+            if of_data_dir(Path(container.labels["pbft-ci.data"])):
                 container.remove(force=True)
         for volume in engine.volumes.list(filters=label):
-            if under(volume.attrs["Labels"]):
+            if of_data_dir(Path(volume.attrs["Labels"]["pbft-ci.data"])):
                 volume.remove(force=True)
     finally:
         engine.close()

@@ -29,7 +29,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-import docker
 import pytest
 import yaml
 
@@ -37,7 +36,14 @@ from node.peers import HEARTBEAT_S
 from pbft.config import NetworkConfig, load_config
 from tests.netns import Lan, sweep_stale_namespaces
 from tests.readme import code_blocks, section
-from tests.test_end_to_end import E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, remove_builds_under
+from tests.test_end_to_end import (
+    E2E_MARKS,
+    EXAMPLE_REPO,
+    FEATURE_EXIT_CODE,
+    branch_commit,
+    remove_builds,
+    remove_builds_under,
+)
 
 pytestmark = [
     *E2E_MARKS,
@@ -123,23 +129,8 @@ class Hosts:
 def remove_builds_of_runs(tags: set[str]) -> None:
     """The build containers and volumes of nodes of runs killed before their teardown (their
     data directories lie under a folder named after the run's tag)."""
-    if not tags:
-        return
-    engine = docker.from_env()
-    label = {"label": "pbft-ci.data"}
-
-    def of_those_runs(labels: dict) -> bool:
-        return any(part in tags for part in Path(labels["pbft-ci.data"]).parts)
-
-    try:
-        for container in engine.containers.list(all=True, filters=label):  # before their volumes
-            if of_those_runs(container.labels):
-                container.remove(force=True)
-        for volume in engine.volumes.list(filters=label):
-            if of_those_runs(volume.attrs["Labels"]):
-                volume.remove(force=True)
-    finally:
-        engine.close()
+    if tags:
+        remove_builds(lambda data_dir: any(part in tags for part in data_dir.parts))
 
 
 @pytest.fixture

@@ -188,20 +188,25 @@ def test_a_restarted_node_sweeps_its_leftovers_from_the_engine_it_builds_on(
         here.remove(force=True)
 
 
+async def build_over_tls(tmp_path, engine, certificates, git_repo, build_id, ca: str, cert: str):
+    """One build by a node reaching `engine` over tcp with the CA `ca` and the client certificate `cert`."""
+    tls = {"ca_file": str(certificates[ca]), "cert_file": str(certificates[cert]),
+           "key_file": str(certificates[f"{cert}-key"])}
+    executor, data_dir = node_executor(
+        tmp_path, git_repo, docker_host=f"tcp://127.0.0.1:{engine.tcp_port}", docker_tls=tls
+    )
+    try:
+        return await run(executor, git_repo, build_id), data_dir
+    finally:
+        executor.close()
+
+
 async def test_a_tcp_engine_builds_for_a_node_with_a_client_certificate_of_its_ca(
     tmp_path, second_engine, certificates, docker_client, git_repo, build_ids  # noqa: F811
 ):
     head = git_repo.commit("master", PASSING)
-    tls = {"ca_file": str(certificates["ca"]), "cert_file": str(certificates["client"]),
-           "key_file": str(certificates["client-key"])}
-    executor, data_dir = node_executor(
-        tmp_path, git_repo, docker_host=f"tcp://127.0.0.1:{second_engine.tcp_port}", docker_tls=tls
-    )
     started_s = time.time()
-    try:
-        result = await run(executor, git_repo, build_ids())
-    finally:
-        executor.close()
+    result, data_dir = await build_over_tls(tmp_path, second_engine, certificates, git_repo, build_ids(), "ca", "client")
 
     assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}, log_text(result)
     assert containers_created(second_engine.client(), started_s, data_dir)
@@ -218,16 +223,8 @@ async def test_a_tcp_engine_and_a_node_that_do_not_trust_each_other_build_nothin
     tmp_path, second_engine, certificates, git_repo, build_ids, ca, cert  # noqa: F811
 ):
     head = git_repo.commit("master", PASSING)
-    tls = {"ca_file": str(certificates[ca]), "cert_file": str(certificates[cert]),
-           "key_file": str(certificates[f"{cert}-key"])}
-    executor, data_dir = node_executor(
-        tmp_path, git_repo, docker_host=f"tcp://127.0.0.1:{second_engine.tcp_port}", docker_tls=tls
-    )
     started_s = time.time()
-    try:
-        result = await run(executor, git_repo, build_ids())
-    finally:
-        executor.close()
+    result, data_dir = await build_over_tls(tmp_path, second_engine, certificates, git_repo, build_ids(), ca, cert)
 
     assert result.to_dict() == {
         "status": "error", "exit_code": None, "commit": head, "reason": "docker engine unavailable",

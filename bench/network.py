@@ -11,6 +11,7 @@ figure measures the protocol and not the webhook's HTTP call.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,18 @@ class NodeProcesses:
                 if line.startswith("VmRSS:"):
                     sizes[node_id] = int(line.split()[1])
         return sizes
+
+    def cpu_s(self) -> float:
+        """User and system CPU seconds the running nodes have used so far, summed."""
+        ticks = 0
+        for process in self.processes.values():
+            try:
+                stat = Path(f"/proc/{process.pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -9,6 +9,7 @@ f+1 of them.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -75,11 +76,18 @@ def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], A
             nodes.stop()
 
 
+async def latencies_and_cpu(nodes: NodeProcesses, service, count: int) -> tuple[list[float], float]:
+    """`count` requests one at a time: their latencies, and the CPU ms all nodes spent per request."""
+    cpu_before_s = nodes.cpu_s()
+    latencies = await sequential_latencies_ms(service, count)
+    return latencies, (nodes.cpu_s() - cpu_before_s) * 1000 / count
+
+
 def consensus(args) -> dict:
     requests = 20 if args.quick else args.requests
     sizes = {}
     for n in CONSENSUS_SIZES:
-        latencies = on_network(args, n, lambda nodes, service: sequential_latencies_ms(service, requests))
+        latencies, cpu_ms = on_network(args, n, lambda nodes, service: latencies_and_cpu(nodes, service, requests))
         sizes[str(n)] = {
             "f": (n - 1) // 3,
             "requests": requests,
@@ -87,20 +95,25 @@ def consensus(args) -> dict:
             "p99_ms": round(percentile(latencies, 0.99), 2),
             "min_ms": round(min(latencies), 2),
             "max_ms": round(max(latencies), 2),
+            "node_cpu_ms_per_request": round(cpu_ms, 1),
         }
-    return {"scenario": "consensus", "load_average_at_end": load_average(), "results": sizes}
+    return {
+        "scenario": "consensus", "data_dir": tempfile.gettempdir(), "cores": os.cpu_count(),
+        "load_average_at_end": load_average(), "results": sizes,
+    }
 
 
 def consensus_table(report: dict) -> str:
     rows = [
-        "consensus: one request at a time, instant builds; signing a request to its accepted verdict",
+        "consensus: one request at a time, instant builds; signing a request to its accepted verdict; "
+        f"node data in {report['data_dir']} (TMPDIR), {report['cores']} cores",
         "",
-        "| n | f | requests | p50 ms | p99 ms | min ms | max ms |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| n | f | requests | p50 ms | p99 ms | min ms | max ms | CPU ms per request, all nodes |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, result in report["results"].items():
         rows.append(f"| {n} | {result['f']} | {result['requests']} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
-                    f"| {result['min_ms']:.1f} | {result['max_ms']:.1f} |")
+                    f"| {result['min_ms']:.1f} | {result['max_ms']:.1f} | {result['node_cpu_ms_per_request']:.1f} |")
     return "\n".join(rows)
 
 

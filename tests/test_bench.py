@@ -51,6 +51,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
+        assert size["node_cpu_ms_per_request"] > 0
     relay = reports["relay"]["results"]["7"]
     assert relay["all-to-all"]["p50_ms"] > 0 and relay["relayed"]["p50_ms"] > 0 and relay["relayed_over_all_to_all"] > 0
     assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}

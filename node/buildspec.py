@@ -8,6 +8,8 @@
     cache:                          # optional: directories restored before and saved after a build
       paths: [~/.cache/pip, .tox]   # under HOME (~/...) or relative to /workspace
       key_files: [requirements.txt] # optional: the cache key covers these files' contents
+    artifacts:                      # optional: files taken from /workspace after a successful build
+      - dist/*.whl                  # relative paths or globs (node/artifacts.py)
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
 
 SPEC_FILE = ".pbft-ci.yml"
@@ -27,7 +30,7 @@ MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
-_KEYS = ("image", "commands", "timeout_s", "user", "cache")
+_KEYS = ("image", "commands", "timeout_s", "user", "cache", "artifacts")
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
 # character set keeps both free of quoting, globbing and encoding surprises.
@@ -63,6 +66,7 @@ class BuildSpec:
     timeout_s: float | None
     user: str | None = None  # "root" or None (the node's build user)
     cache: CacheSpec | None = None
+    artifacts: tuple[str, ...] = ()  # normalized patterns, as written; () when the spec names none
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -118,6 +122,8 @@ def parse_build_spec(text: bytes) -> BuildSpec:
     if document.get("cache") is not None:
         cache, cache_errors = _parse_cache(document["cache"])
         errors += cache_errors
+    artifacts, artifact_errors = _parse_artifacts(document.get("artifacts"))
+    errors += artifact_errors
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return BuildSpec(
@@ -126,7 +132,31 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         timeout_s=None if timeout_s is None else float(timeout_s),
         user=user,
         cache=cache,
+        artifacts=artifacts,
     )
+
+
+def _parse_artifacts(section) -> tuple[tuple[str, ...], list[str]]:
+    """The `artifacts:` patterns, normalized, and the problems; absent or null means none."""
+    if section is None:
+        return (), []
+    if not isinstance(section, list) or not section:
+        return (), ["artifacts: must be a non-empty list of paths or globs relative to /workspace"]
+    if len(section) > MAX_PATTERNS:
+        return (), [f"artifacts: at most {MAX_PATTERNS} paths or globs"]
+    patterns: list[str | None] = []
+    errors = []
+    for index, entry in enumerate(section):
+        try:
+            pattern = normalize_pattern(entry)
+        except ValueError as exc:
+            errors.append(f"artifacts[{index}]: {exc}")
+            patterns.append(None)
+            continue
+        if pattern in patterns:
+            errors.append(f"artifacts[{index}]: repeats artifacts[{patterns.index(pattern)}]")
+        patterns.append(pattern)
+    return tuple(patterns), errors
 
 
 def _parse_cache(section) -> tuple[CacheSpec | None, list[str]]:

@@ -132,6 +132,8 @@ class BuildConfig:
     home_mb: int = 256  # size of the tmpfs the build's HOME (/home/build) lives on
     cache_mb: int = 512  # largest build cache (a tar) a node saves for a repository; 0: no caches
     cache_keep: int = 3  # caches a node keeps per repository, the oldest deleted first
+    artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/artifacts.py); 0: artifacts off
+    artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,8 @@ def _dataclass_section(
 _BUILD_CHECKS = {
     **{
         name: _typed(int, 1)
-        for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent", "cache_keep")
+        for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent", "cache_keep",
+                     "artifacts_keep")
     },
     "timeout_s": _more_than_zero(float),
     "cpus": _more_than_zero(float),

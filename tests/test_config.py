@@ -143,6 +143,13 @@ def test_build_caches_have_defaults_and_may_be_switched_off(tmp_path):
     assert (build.cache_mb, build.cache_keep) == (0, 1)
 
 
+def test_build_artifacts_have_defaults_and_may_be_switched_off(tmp_path):
+    assert (BuildConfig().artifacts_mb, BuildConfig().artifacts_keep) == (64, 5)
+
+    build = load_config(write_network(tmp_path, build={"artifacts_mb": 0, "artifacts_keep": 1})).build
+    assert (build.artifacts_mb, build.artifacts_keep) == (0, 1)
+
+
 @pytest.mark.parametrize(
     "setting, value, problem",
     [
@@ -157,6 +164,8 @@ def test_build_caches_have_defaults_and_may_be_switched_off(tmp_path):
         ("timeout_s", 0, "build.timeout_s: must be more than 0"),
         ("cache_keep", 0, "build.cache_keep: must be at least 1"),
         ("cache_mb", -1, "build.cache_mb: must be at least 0"),
+        ("artifacts_keep", 0, "build.artifacts_keep: must be at least 1"),
+        ("artifacts_mb", -1, "build.artifacts_mb: must be at least 0"),
     ],
 )
 def test_build_limits_that_leave_no_room_are_refused(tmp_path, setting, value, problem):

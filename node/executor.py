@@ -1,7 +1,8 @@
 """The executor: turn a committed build request into a BuildResult.
 
 fetch the mirror → resolve the commit → export it into a fresh workspace →
-read the build spec → run it in the sandbox → write the build log.
+read the build spec → run it in the sandbox → take its artifacts → write the
+build log.
 
 `run` never raises for a problem with the build: every failure becomes an
 `error` result whose reason is the same text on every honest node, because
@@ -24,22 +25,26 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from node.artifacts import MAX_FILES
+from node.artifactstore import ArtifactStore
 from node.buildlog import BuildLog
 from node.buildnet import BuildNetwork
 from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.engine import connect, describe
-from node.gitmirror import GitError, GitMirrors, export
+from node.gitmirror import GitError, GitMirrors, commit_time, export
 from node.identity import HOME_DIR, Identities
 from node.ready import ReadyContainers
 from node.sandbox import (
     ROOT_USER,
+    ArtifactCopy,
     CacheMounts,
     GatedContainer,
     SandboxError,
     build_image,
     check_image,
     memory_budget,
+    reproducible_environment,
     run_container,
     start_gated_container,
 )
@@ -50,6 +55,7 @@ from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 log = logging.getLogger(__name__)
 
 ROOT_REFUSED = "build spec asks for root; the network does not allow it"
+ARTIFACTS_OFF = "build spec declares artifacts; the network keeps none (build.artifacts_mb is 0)"
 
 # A leading dot is refused so that "." and ".." never name a workspace.
 _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -57,13 +63,25 @@ _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 @dataclass(frozen=True)
 class BuildResult(Result):
-    """A build's outcome plus where this node wrote its output.
+    """A build's outcome plus where this node wrote its output, and the digests of its artifacts.
 
     `log_path` is local to this node and never signed: `agreed()` and
     `to_dict()` come from `Result`, which is what nodes compare and sign.
+
+    `artifacts` are the `(path, "sha256:<hex>")` pairs of a successful build
+    whose spec declares artifacts, sorted by path; () otherwise. They are the
+    same on every honest node whose build wrote the same bytes, and are not
+    signed yet: a later `Result` that carries them in `agreed()` takes them
+    from here (`artifact_digests()`, or node.artifacts.manifest_digest of it
+    for one value). The node also keeps them with the files
+    (node/artifactstore.py).
     """
 
     log_path: str = ""
+    artifacts: tuple[tuple[str, str], ...] = ()
+
+    def artifact_digests(self) -> dict[str, str]:
+        return dict(self.artifacts)
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class Executor:
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
+        self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
         self._engine = engine
         self._owns_docker = docker_client is None
@@ -155,8 +174,9 @@ class Executor:
         removed = 0
         try:
             self._caches.sweep()
+            self._artifacts.sweep()
         except OSError:
-            log.warning("could not sweep leftover cache files of node %s", self._node_id, exc_info=True)
+            log.warning("could not sweep leftover cache or artifact files of node %s", self._node_id, exc_info=True)
         try:
             for container in self._client().containers.list(all=True, filters=label):
                 container.remove(force=True)
@@ -289,7 +309,7 @@ class Executor:
             build_id, self._node_id, name, branch, (result.commit or "-")[:12],
             result.status, result.exit_code, duration_ms, -1 if commands_ms is None else commands_ms,
         )
-        return BuildResult(result.status, result.exit_code, result.commit, result.reason, log_path)
+        return BuildResult(result.status, result.exit_code, result.commit, result.reason, log_path, result.artifacts)
 
     def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> tuple[BuildResult, int | None]:
         try:
@@ -298,22 +318,26 @@ class Executor:
                 shutil.rmtree(workspace, ignore_errors=True)
                 workspace.mkdir(parents=True)
                 export(repo, resolved, workspace)
+                committed_s = commit_time(repo, resolved)
             finally:
                 repo.close()
         except GitError as exc:
             raise _BuildError(exc.reason, exc.detail) from None
         output.commit(resolved)
         try:
-            return self._run_sandboxed(workspace, build_id, name, resolved, output)
+            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, output)
         except SandboxError as exc:
             raise _BuildError(exc.reason, exc.detail, resolved) from None
 
     def _run_sandboxed(
-        self, workspace: Path, build_id: str, name: str, commit: str, output
+        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, output
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms)."""
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
+        # Derived from the commit alone, so the same on every honest node.
+        environment = reproducible_environment(committed_s)
+        artifacts, digests, artifacts_problem = None, (), ""
         spec_path = workspace / SPEC_FILE
         if spec_path.is_symlink():
             # Reading it would follow the link on the node's own file system.
@@ -325,13 +349,15 @@ class Executor:
                 raise _BuildError(str(exc), commit=commit) from None
             if spec.user == "root" and not limits.allow_root:
                 raise _BuildError(ROOT_REFUSED, commit=commit)
+            if spec.artifacts and limits.artifacts_mb == 0:
+                raise _BuildError(ARTIFACTS_OFF, commit=commit)
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             user = ROOT_USER if spec.user == "root" else limits.user
             network = None
             if name in self._networked:
                 network = self._build_network.ensure(self._client()).name
-            output.settings(_spec_settings(limits, image, user, timeout_s, spec, network))
+            output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment))
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
             image_id = check_image(self._client(), image)
@@ -352,6 +378,10 @@ class Executor:
                         "build id=%s node=%s has no prepared container for image %s user %s; it starts one",
                         build_id, self._node_id, image_id[:19], user,
                     )
+            if spec.artifacts:
+                artifacts = ArtifactCopy(
+                    spec.artifacts, self._artifacts.incoming(build_id), max_bytes=limits.artifacts_mb * 1024 * 1024
+                )
             try:
                 outcome = run_container(
                     self._client(), image_id=image_id, script=script, arguments=arguments,
@@ -360,10 +390,18 @@ class Executor:
                     cache=cache_run.mounts if cache_run else None, network=network,
                     remove_later=self._remove_later, ready=ready,
                     on_started=None if ready_key is None else functools.partial(self._ready.prepare, ready_key),
+                    environment=environment, artifacts=artifacts,
                 )
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
+                if artifacts is not None:
+                    digests, artifacts_problem = self._take_artifacts(
+                        name, build_id, commit, artifacts, outcome, output
+                    )
             finally:
+                if artifacts is not None:
+                    # Moved into the store by now if they are kept.
+                    self._artifacts.discard(artifacts.dest)
                 if cache_run is not None:
                     self._caches.release(build_id)
                     if cache_run.mounts.save_to is not None:
@@ -371,7 +409,7 @@ class Executor:
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
-            output.settings(_dockerfile_settings(limits, tag, timeout_s))
+            output.settings(_dockerfile_settings(limits, tag, timeout_s, environment))
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
@@ -379,6 +417,7 @@ class Executor:
                 self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
                 identities=self._identities, on_output=output.write, remove_later=self._remove_later,
+                environment=environment,
             )
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
@@ -389,8 +428,41 @@ class Executor:
             output.note(f"killed: out of memory (limit {budget.breakdown()})")
         if outcome.exit_code is None:
             return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s"), outcome.commands_ms
-        status = "success" if outcome.exit_code == 0 else "failure"
-        return BuildResult(status, outcome.exit_code, commit), outcome.commands_ms
+        if outcome.exit_code != 0:
+            return BuildResult("failure", outcome.exit_code, commit), outcome.commands_ms
+        if artifacts_problem:
+            return BuildResult("error", None, commit, artifacts_problem), outcome.commands_ms
+        return BuildResult("success", 0, commit, artifacts=digests), outcome.commands_ms
+
+    def _take_artifacts(
+        self, name: str, build_id: str, commit: str, copy: ArtifactCopy, outcome, output: BuildLog
+    ) -> tuple[tuple[tuple[str, str], ...], str]:
+        """Store what a successful build left as its artifacts: their digests, or why there are none.
+
+        A build that did not exit 0 gets no artifacts and keeps its verdict;
+        one whose artifacts cannot be taken (node/artifacts.py says why, the
+        same on every honest node) ends as an error.
+        """
+        if outcome.exit_code != 0:
+            output.note("artifacts not taken: the build did not succeed")
+            return (), ""
+        if outcome.artifacts is None:
+            output.note(f"artifacts not taken: {outcome.artifacts_problem}")
+            return (), outcome.artifacts_problem
+        try:
+            sizes, kept = self._artifacts.store(
+                repository=name, build_id=build_id, commit=commit, incoming=copy.dest, digests=outcome.artifacts
+            )
+        except OSError as exc:
+            log.warning("could not store the artifacts of build %s", build_id, exc_info=True)
+            raise _BuildError("could not store the artifacts on this node", f"{exc}\n", commit) from None
+        for path, digest in outcome.artifacts.items():
+            output.note(f"artifact {path} {digest} ({sizes[path]} bytes)")
+        output.note(
+            f"artifacts stored: {len(sizes)} files, {sum(sizes.values())} bytes; "
+            f"those of the newest {kept} builds of {name!r} are kept on this node"
+        )
+        return tuple(outcome.artifacts.items()), ""
 
     def _prepare_cache(
         self, name: str, image_id: str, cache: CacheSpec, workspace: Path, build_id: str, output: BuildLog
@@ -478,9 +550,10 @@ def _report_failed_removal(done) -> None:
 
 
 def _spec_settings(
-    limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec, network: str | None = None
+    limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec, network: str | None,
+    environment: dict[str, str],
 ) -> list[str]:
-    """The settings lines of a .pbft-ci.yml build, as it will run: two, and one more for caches."""
+    """The settings lines of a .pbft-ci.yml build, as it will run: three, and one more each for caches and artifacts."""
     timeout = f"timeout {timeout_s:g} s"
     if spec.timeout_s is not None and spec.timeout_s > limits.timeout_s:
         timeout += f" (the spec's {spec.timeout_s:g} s capped to the network's limit)"
@@ -488,6 +561,7 @@ def _spec_settings(
     lines = [
         f"image {image}, user {user}, {timeout}, {_network_settings(network)}, root file system read-only",
         _resource_settings(limits, with_workspace=True, with_cache=caching),
+        _environment_settings(environment),
     ]
     if spec.cache is not None:
         paths = ", ".join(spec.cache.paths)
@@ -500,7 +574,18 @@ def _spec_settings(
             )
         else:
             lines.append(f"cache {paths}: off on this node (build.cache_mb is 0)")
+    if spec.artifacts:
+        lines.append(
+            f"artifacts {', '.join(spec.artifacts)}: regular files taken after the build succeeds, "
+            f"at most {limits.artifacts_mb} MB and {MAX_FILES} files, "
+            f"those of the newest {limits.artifacts_keep} builds per repository kept on this node"
+        )
     return lines
+
+
+def _environment_settings(environment: dict[str, str]) -> str:
+    shown = ", ".join(f"{name}={value}" for name, value in environment.items())
+    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time)"
 
 
 def _network_settings(network: str | None) -> str:
@@ -509,7 +594,7 @@ def _network_settings(network: str | None) -> str:
     return f"network {network} (outside only: not this host, not the peers)"
 
 
-def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> list[str]:
+def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float, environment: dict[str, str]) -> list[str]:
     """The settings of a Dockerfile build: `docker build` first, then the image run like a spec build."""
     return [
         f"docker build: network none, memory {limits.memory_mb} MB, timeout {timeout_s:g} s, "
@@ -517,6 +602,7 @@ def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float) -> lis
         f"run: image {tag}, user {limits.user}, timeout {timeout_s:g} s, network none, "
         f"root file system writable (the image's own, discarded), no /workspace tmpfs, "
         + _resource_settings(limits, with_workspace=False),
+        f"run: {_environment_settings(environment)}",
     ]
 
 

@@ -138,6 +138,18 @@ def _rev_parse_or_none(repo: git.Repo, ref: str) -> str | None:
         return None
 
 
+def commit_time(repo: git.Repo, commit: str) -> int:
+    """The committer time of `commit` (a resolved object name), in unix seconds: the build's SOURCE_DATE_EPOCH.
+
+    The committer's, not the author's: a rebase or cherry-pick makes a new
+    commit, and its time is when that commit was made.
+    """
+    try:
+        return int(repo.commit(commit).committed_date)
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError("could not read the commit's time", str(exc)) from None
+
+
 def export(repo: git.Repo, commit: str, dest: Path) -> None:
     """Write the tree of `commit` into the empty directory `dest`, without .git."""
     process = repo.git.archive("--format=tar", "--end-of-options", commit, as_process=True)

@@ -21,13 +21,19 @@ uid (node/identity.py) and a /tmp it may run programs from.
 A spec build is one container: started held at a gate (GATE_COMMAND), filled
 with the sources while it waits, then handed its script. Because nothing about
 the build is fixed before the script arrives, the container can be started
-before the build is known (node/ready.py). A build that saves a cache is
-the one exception: a second, idle container keeps the cache tmpfs mounted
-until the node has copied the new cache out (see run_container).
+before the build is known (node/ready.py). A build that saves a cache or
+declares artifacts is the one exception: a second, idle container keeps the
+cache tmpfs and the workspace mounted until the node has copied the new cache
+and the artifacts out (see run_container).
+
+Every spec build gets the same environment for reproducible output
+(`reproducible_environment`): SOURCE_DATE_EPOCH, the commit's time, and a
+fixed time zone and locale.
 """
 
 import functools
 import logging
+import shlex
 import tarfile
 import tempfile
 import threading
@@ -44,6 +50,7 @@ from docker.models.containers import Container
 from docker.models.volumes import Volume
 from docker.types import CancellableStream, LogConfig, Mount
 
+from node.artifacts import MAX_FILES, ArtifactError, Collector, archive_path, archive_roots
 from node.attach import StdinAttach
 from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
 from node.identity import HOME_DIR, Identities, IdentityError
@@ -71,6 +78,39 @@ GATE_COMMAND = [
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
+# How long a holder outlives the build's deadline: the node's time to copy
+# the cache and the artifacts out, which may mean reading a full workspace
+# from an engine on another machine.
+_HOLDER_GRACE_S = 300
+# The time zone and locale every build gets. C.UTF-8 is built into glibc
+# (2.35 and Debian's for long before) and musl; an image without it (busybox
+# has no locales at all) behaves as in the C locale, the same on every node.
+BUILD_TZ = "UTC"
+BUILD_LOCALE = "C.UTF-8"
+
+
+def reproducible_environment(commit_time_s: int) -> dict[str, str]:
+    """What https://reproducible-builds.org asks for: the commit's time instead of the
+    clock's (SOURCE_DATE_EPOCH), and a time zone and locale that no node chooses."""
+    return {
+        "SOURCE_DATE_EPOCH": str(max(commit_time_s, 0)),
+        "TZ": BUILD_TZ,
+        "LC_ALL": BUILD_LOCALE,
+        "LANG": BUILD_LOCALE,
+    }
+
+
+def exported(environment: dict[str, str], script: str) -> str:
+    """`script` with `environment` exported first, on its first line, so that the
+    line numbers the shell reports are those of the script as written.
+
+    A container prepared before its build was known (node/ready.py) cannot
+    have the commit's time in its environment; the script it is handed can.
+    """
+    if not environment:
+        return script
+    assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(environment.items()))
+    return f"export {assignments}; {script}"
 
 
 class SandboxError(Exception):
@@ -96,6 +136,11 @@ class ContainerOutcome:
     # script's delivery to the gate (for a Dockerfile build, from its start) to the
     # container's exit or the kill at the deadline.
     commands_ms: int | None = None
+    # For a build with ArtifactCopy that exited 0: the artifacts copied to its
+    # `dest`, {path: "sha256:<hex>"} sorted by path, or the deterministic
+    # reason they could not be taken (node/artifacts.py).
+    artifacts: dict[str, str] | None = None
+    artifacts_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,21 @@ class CacheMounts:
     restore_tar: Path | None
     size_mb: int
     save_to: Path | None
+
+
+@dataclass(frozen=True)
+class ArtifactCopy:
+    """The artifacts a spec build declares, and where the node puts them after it exits 0.
+
+    The files are read from the engine's archive of the workspace, kept
+    mounted after the build by the holder (see run_container), and written
+    under `dest`, a directory of this node.
+    """
+
+    patterns: tuple[str, ...]
+    dest: Path
+    max_bytes: int
+    max_files: int = MAX_FILES
 
 
 @dataclass(frozen=True)
@@ -304,6 +364,8 @@ def run_container(
     remove_later: Callable[[Callable[[], None]], object] | None = None,
     ready: GatedContainer | None = None,
     on_started: Callable[[], None] | None = None,
+    environment: dict[str, str] | None = None,
+    artifacts: ArtifactCopy | None = None,
 ) -> ContainerOutcome:
     """Run `script` with `sh -e -c` (or, with neither script nor workspace, the image's CMD)
     in `image_id` (check_image's) to completion or until the deadline.
@@ -333,12 +395,14 @@ def run_container(
     earlier for this image, user and these limits (with no cache, no network
     and no arguments), is used instead of starting one: the build's script,
     not the container, is what makes it this build. `on_started` is called
-    once the build's commands run.
+    once the build's commands run. `environment` is exported to the build
+    (for a spec build, by the first line of the script it is handed).
 
     With `cache` (spec builds only) the build gets the cache mounts. A build
-    that saves its cache (`cache.save_to`) also gets a cache holder: an idle
-    container that mounts only the cache tmpfs, from before the build starts
-    until the node has copied OUT_TAR out, because the tmpfs would vanish
+    that saves its cache (`cache.save_to`) or declares `artifacts` also gets
+    a holder: an idle container that mounts the cache tmpfs, the workspace,
+    or both, from before the build's script is handed to it until the node
+    has copied OUT_TAR and the artifacts out, because a tmpfs would vanish
     with the build container's exit. It is the one case of two containers.
     The alternative, a wrapper keeping the build container alive after the
     build until a second signal, was not taken: the container's exit would no
@@ -346,22 +410,22 @@ def run_container(
     flag and the end of stray background processes would each need a second
     channel, one the build (running as the same user as the wrapper) could
     forge or kill. The holder adds one container start only to builds that
-    already pay seconds to write their cache.
+    keep something after they end.
+
+    The cache and the artifacts are copied only after a build that exited 0.
     """
     assert (script is None) == (workspace is None), "a spec build has both a script and a workspace"
     assert ready is None or (cache is None and network is None and not arguments), \
         "a prepared container has no cache mounts, network or arguments"
+    assert artifacts is None or workspace is not None, "only a spec build has artifacts"
     user = user or limits.user
-    gated = cache_volume = cache_holder = container = capture = None
+    environment = environment or {}
+    gated = cache_volume = holder = container = capture = None
     try:
         cache_mounts = []
         if cache is not None:
             cache_volume = _tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
             cache_mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
-            if cache.save_to is not None:
-                cache_holder = _hold_cache(
-                    client, image_id, limits, user, identities, labels, cache_mounts, timeout_s
-                )
         if workspace is not None:
             gated = ready or start_gated_container(
                 client, image_id=image_id, user=user, limits=limits, labels=labels, identities=identities,
@@ -369,6 +433,15 @@ def run_container(
             )
             container = gated.container
             capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
+            held = []
+            if cache is not None and cache.save_to is not None:
+                held += cache_mounts
+            if artifacts is not None:
+                held.append(Mount("/workspace", gated.volume.name, type="volume", no_copy=True))
+            if held:
+                # The build container has both tmpfs mounted already and keeps
+                # them until its exit; the holder shares the mounts from here on.
+                holder = _hold(client, image_id, limits, user, identities, labels, held, timeout_s)
             _fill_workspace(container, workspace, user, limits.workspace_mb)
             if cache is not None and cache.restore_tar is not None:
                 _upload_restore(container, cache.restore_tar, user)
@@ -377,12 +450,12 @@ def run_container(
             container.reload()
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
-            _deliver_script(gated.stdin, script)
+            _deliver_script(gated.stdin, exported(environment, script))
             gated.close_stdin()
         else:
             options = _host_config(limits, user, memory_budget(limits, with_workspace=False))
             identity = _identity(client, identities, image_id, user)
-            options.update(environment=identity.environment(), mounts=identity.mounts())
+            options.update(environment={**identity.environment(), **environment}, mounts=identity.mounts())
             container = client.containers.create(
                 image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
             )
@@ -400,9 +473,15 @@ def run_container(
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         copied, problem = False, ""
-        if cache_holder is not None and exit_code == 0:
-            copied, problem = _copy_cache_out(cache_holder, cache)
-        return ContainerOutcome(exit_code, output, truncated, oom_killed, copied, problem, commands_ms)
+        found, artifacts_problem = None, ""
+        if holder is not None and exit_code == 0:
+            if cache is not None and cache.save_to is not None:
+                copied, problem = _copy_cache_out(holder, cache)
+            if artifacts is not None:
+                found, artifacts_problem = _copy_artifacts_out(holder, artifacts, limits.workspace_mb)
+        return ContainerOutcome(
+            exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem
+        )
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
@@ -415,7 +494,7 @@ def run_container(
             capture.close()
         removal = functools.partial(
             _remove_all,
-            [leftover for leftover in (container, cache_holder) if leftover is not None],
+            [leftover for leftover in (container, holder) if leftover is not None],
             [leftover for leftover in (gated and gated.volume, cache_volume) if leftover is not None],
         )
         if remove_later is None:
@@ -536,22 +615,22 @@ def _deliver_script(stdin: StdinAttach, script: str) -> None:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 
 
-def _hold_cache(client, image_id, limits, user, identities, labels, cache_mounts, timeout_s: float):
-    """Start a container that keeps the cache tmpfs mounted after the build container has exited.
+def _hold(client, image_id, limits, user, identities, labels, mounts, timeout_s: float):
+    """Start a container that keeps `mounts` (the cache tmpfs, the workspace) mounted after the build's exit.
 
-    It mounts `cache_mounts` (the cache tmpfs) and nothing else, runs nothing
-    but sleep, and outlives the build's deadline by a minute, the time the
-    node has to copy the cache out.
+    It mounts those and nothing else, runs nothing but sleep, and outlives
+    the build's deadline by _HOLDER_GRACE_S, the time the node has to copy
+    the cache and the artifacts out.
     """
     options = _host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
     options.update(
         environment=_identity(client, identities, image_id, user).environment(),
-        mounts=list(cache_mounts),
+        mounts=list(mounts),
         read_only=True,
     )
     holder = client.containers.create(
-        image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + 60}"],
-        labels={**labels, "pbft-ci.role": "cache-holder"}, detach=True, **options,
+        image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
+        labels={**labels, "pbft-ci.role": "holder"}, detach=True, **options,
     )
     try:
         holder.start()
@@ -598,6 +677,47 @@ def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
     finally:
         # Ends the daemon's response when the copy stopped early.
         stream.close()
+
+
+def _copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
+    """The artifacts read from the holder's workspace into `artifacts.dest`, or why they cannot be taken.
+
+    A problem of the build (node/artifacts.py's ArtifactError) is returned as
+    its deterministic reason. A problem of this node or its engine raises
+    SandboxError: the holder gone (its tmpfs then reads as empty, which must
+    not pass for a build that wrote nothing), the engine refusing, the
+    node's disk. Each archive is read as it streams, never held whole.
+    """
+    gone = "docker error: the workspace was gone before its artifacts were copied"
+    holder.reload()
+    if holder.status != "running":
+        raise SandboxError(gone)
+    collector = Collector(
+        artifacts.patterns, artifacts.dest, max_bytes=artifacts.max_bytes, max_files=artifacts.max_files
+    )
+    # An honest engine's archive of the workspace holds no more than the
+    # workspace's bytes and a few headers per entry the collector reads.
+    limit_bytes = workspace_mb * 1024 * 1024 + collector.max_entries * 4096
+    try:
+        for root in archive_roots(artifacts.patterns):
+            try:
+                stream, _ = holder.get_archive(archive_path(root))
+            except docker.errors.NotFound:
+                continue  # Nothing of that name in the workspace: its patterns match nothing.
+            try:
+                collector.add_archive(_ChunkReader(stream, limit_bytes), root)
+            finally:
+                stream.close()
+        holder.reload()
+        if holder.status != "running":
+            raise SandboxError(gone)
+        return collector.finish(), ""
+    except ArtifactError as exc:
+        return None, exc.reason
+    except (docker.errors.APIError, requests.exceptions.RequestException, _TooLarge) as exc:
+        raise SandboxError("docker error: could not copy the artifacts out", f"{exc!r}\n") from None
+    except OSError as exc:
+        raise SandboxError("could not copy the artifacts to this node", f"{exc}\n") from None
 
 
 class _TooLarge(Exception):

@@ -118,10 +118,11 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     """
     executors = []
 
-    def make(**limit_overrides) -> Executor:
+    def make(*, data_dir: str = "data", **limit_overrides) -> Executor:
+        """`data_dir` (under the test's tmp_path) differs between executors that stand for different nodes."""
         max_concurrent = limit_overrides.pop("max_concurrent", 2)
         executor = Executor(
-            data_dir=tmp_path / "data",
+            data_dir=tmp_path / data_dir,
             log_dir=tmp_path / "log",
             node_id=7,
             limits=BuildConfig(**limit_overrides),

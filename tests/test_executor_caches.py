@@ -100,7 +100,7 @@ async def test_only_a_build_that_saves_its_cache_has_a_second_container(
     assert cache_lines(kept)[1].endswith("was restored and is kept as it is")
     # The identity reader, created and never started once per image on a node, belongs to no build.
     roles = [roles for build_id, roles in container_roles.items() if build_id]
-    assert roles == [["cache-holder", "build"], ["build"]]
+    assert roles == [["build", "holder"], ["build"]]
     assert container_roles[""] == ["identity-reader"]
 
 

@@ -1,4 +1,4 @@
-"""The node's aiohttp application: peer and client WebSockets, and /status.
+"""The node's aiohttp application: peer and client WebSockets, /status, build logs and artifacts.
 
 `make_app` builds everything a node needs from its configuration; the
 resources (peer links, executor, driver) live in `cleanup_ctx`, so tests and
@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from node.artifactroute import add_artifact_routes
 from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.driver import Build, Driver
@@ -164,6 +165,7 @@ def make_app(
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
     add_build_log_route(app, config, node_id)
+    add_artifact_routes(app, config, node_id)
     return app
 
 

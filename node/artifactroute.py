@@ -1,0 +1,122 @@
+"""`GET /artifacts/{client}/{timestamp}[/{path}]`: a build's artifacts on this node, for the network's clients only.
+
+Without a path: the build's manifest, every artifact's digest and size as
+this node recorded them. With one: the artifact's bytes, with its digest in
+`X-Pbft-Artifact-Digest` (`sha256:<hex>`) and `Repr-Digest` (RFC 9530).
+
+A build is known by its request, as its log is (node.buildlogs): the
+executor's build id is `{client}-{timestamp}`. Requests are signed as log
+requests are (`pbft.logrequest`, over the raw path and this node's id), so
+a signature opens one artifact, or one manifest, on one node. The path must
+be exactly one the manifest lists; nothing else reaches the file system.
+The bytes are served only if they still have the digest recorded when the
+build ended (node/artifactstore.py). That is this node's word only: a client
+compares the digest with the one the network agreed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from node.artifactstore import ArtifactStore, ArtifactUnavailable
+from node.buildlogs import MAX_TIMESTAMP
+from pbft.authenticator import Authenticator
+from pbft.config import NetworkConfig
+from pbft.crypto import Ed25519Authenticator, parse_public_key
+from pbft.logrequest import check_log_request
+
+MANIFEST_ROUTE = "/artifacts/{client}/{timestamp}"
+ARTIFACT_ROUTE = "/artifacts/{client}/{timestamp}/{path:.+}"
+DIGEST_HEADER = "X-Pbft-Artifact-Digest"
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    store: ArtifactStore
+    repositories: tuple[str, ...]
+    node_id: int
+    clients: frozenset[str]
+    verifier: Authenticator  # checks client signatures only; signs nothing
+
+    @classmethod
+    def from_config(cls, config: NetworkConfig, node_id: int) -> "ArtifactSettings":
+        client_keys = {client.name: parse_public_key(client.public_key) for client in config.clients}
+        return cls(
+            # Where node.server's executor keeps them; `keep` matters only to the executor.
+            store=ArtifactStore(Path(config.data_dir) / f"node-{node_id}", keep=config.build.artifacts_keep),
+            repositories=tuple(repository.name for repository in config.repositories),
+            node_id=node_id,
+            clients=frozenset(client_keys),
+            verifier=Ed25519Authenticator(None, {}, client_keys),
+        )
+
+
+ARTIFACT_SETTINGS = web.AppKey("artifact_settings", ArtifactSettings)
+
+
+def add_artifact_routes(app: web.Application, config: NetworkConfig, node_id: int) -> None:
+    app[ARTIFACT_SETTINGS] = ArtifactSettings.from_config(config, node_id)
+    app.router.add_get(MANIFEST_ROUTE, serve_manifest)
+    app.router.add_get(ARTIFACT_ROUTE, serve_artifact)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def _build_id(request: web.Request, settings: ArtifactSettings) -> tuple[str | None, web.Response | None]:
+    """The build id the URL names once its signature holds, or the response refusing it."""
+    # The raw path is what the client signed: it names the build and the file exactly as requested.
+    refusal = check_log_request(
+        request.headers, request.rel_url.raw_path, settings.node_id,
+        settings.verifier.verify_client, settings.clients, time.time(),
+    )
+    if refusal is not None:
+        return None, _error(401, refusal)
+    client = request.match_info["client"]
+    if client not in settings.clients:
+        return None, _error(404, "no such client in this network")
+    text = request.match_info["timestamp"]
+    if not (text.isascii() and text.isdecimal()) or len(text) > len(str(MAX_TIMESTAMP)) or int(text) > MAX_TIMESTAMP:
+        return None, _error(400, f"a build timestamp is a decimal number up to {MAX_TIMESTAMP}")
+    return f"{client}-{int(text)}", None
+
+
+async def serve_manifest(request: web.Request) -> web.Response:
+    settings = request.app[ARTIFACT_SETTINGS]
+    build_id, refused = _build_id(request, settings)
+    if refused is not None:
+        return refused
+    manifest = await asyncio.to_thread(settings.store.manifest, settings.repositories, build_id)
+    if manifest is None:
+        return _error(404, f"no artifacts of build {build_id} on node {settings.node_id}")
+    return web.json_response({"node": settings.node_id, **manifest})
+
+
+async def serve_artifact(request: web.Request) -> web.Response:
+    settings = request.app[ARTIFACT_SETTINGS]
+    build_id, refused = _build_id(request, settings)
+    if refused is not None:
+        return refused
+    path = request.match_info["path"]
+    try:
+        artifact = await asyncio.to_thread(settings.store.read, settings.repositories, build_id, path)
+    except ArtifactUnavailable as exc:
+        return _error(exc.status, f"node {settings.node_id}: {exc.reason}")
+    hex_digest = artifact.digest.removeprefix("sha256:")
+    return web.Response(
+        body=artifact.data,
+        content_type="application/octet-stream",
+        headers={
+            DIGEST_HEADER: artifact.digest,
+            "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(hex_digest)).decode()}:",
+            "Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"',
+            "X-Pbft-Node": str(settings.node_id),
+        },
+    )

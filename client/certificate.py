@@ -22,6 +22,7 @@ from pbft.quorum import reply_quorum
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
+_SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.messages.Spec)
 
 
 class CertificateError(ValueError):
@@ -70,11 +71,11 @@ def certificate_from_record(record: dict[str, Any]) -> dict[str, Any]:
         raise CertificateUnavailable(f"build {record['build_id']} is pending: no verdict yet")
     if record["state"] != "accepted":
         raise CertificateUnavailable(f"build {record['build_id']} timed out without f+1 matching replies")
-    result = {key: record["result"][key] for key in _RESULT_KEYS}
+    result = _agreed_dict(record["result"])
     replies = [
         reply
         for reply in record["replies"]
-        if reply["sender"] in record["agreed_by"] and {key: reply["result"][key] for key in _RESULT_KEYS} == result
+        if reply["sender"] in record["agreed_by"] and _agreed_dict(reply["result"]) == result
     ]
     replies.sort(key=lambda reply: reply["sender"])
     return {"version": VERSION, "request": record["request"], "replies": replies, "result": result}
@@ -171,8 +172,10 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
 def _checked_result(result: Any) -> dict:
     # The stated result is unsigned; it only has to be well formed here,
     # because it must then equal what every signed reply says.
-    if not isinstance(result, dict) or set(result) != _RESULT_KEYS:
-        raise CertificateError(f"result must be an object with exactly {sorted(_RESULT_KEYS)}")
+    if not isinstance(result, dict) or set(result) - {"spec"} != _RESULT_KEYS:
+        raise CertificateError(f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec)")
+    if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
+        raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
     if result["exit_code"] is not None and type(result["exit_code"]) is not int:
@@ -182,5 +185,10 @@ def _checked_result(result: Any) -> dict:
     return result
 
 
-def _agreed(result: dict) -> tuple:
-    return (result["status"], result["exit_code"], result["commit"])
+def _agreed_dict(result: dict) -> dict:
+    """The agreed part of a result's wire form (`Result.agreed()`): all of it but the reason."""
+    return {key: value for key, value in result.items() if key != "reason"}
+
+
+def _agreed(result: dict) -> str:
+    return canonical(result).decode("ascii")

@@ -14,13 +14,12 @@ from typing import Mapping
 from pbft.messages import Reply, Result
 from pbft.quorum import reply_quorum, winner
 
-AgreedResult = tuple[str, int | None, str | None]
+AgreedResult = tuple
 
 
 def agreed_part(result: Result) -> AgreedResult:
-    """The hashable form of what honest nodes compute alike (status, exit code, commit)."""
-    agreed = result.agreed()
-    return (agreed["status"], agreed["exit_code"], agreed["commit"])
+    """The hashable form of what honest nodes compute alike (status, exit code, commit, spec)."""
+    return result.agreed_key()
 
 
 class ReplyCollector:

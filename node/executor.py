@@ -11,7 +11,9 @@ nodes (paths, daemon messages, timings) go only to this node's build log.
 """
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import logging
 import re
 import shutil
@@ -49,7 +51,7 @@ from node.sandbox import (
     start_gated_container,
 )
 from pbft.config import BuildConfig, DockerEngineConfig
-from pbft.messages import Result
+from pbft.messages import Result, Spec
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
 
 log = logging.getLogger(__name__)
@@ -309,7 +311,7 @@ class Executor:
             build_id, self._node_id, name, branch, (result.commit or "-")[:12],
             result.status, result.exit_code, duration_ms, -1 if commands_ms is None else commands_ms,
         )
-        return BuildResult(result.status, result.exit_code, result.commit, result.reason, log_path, result.artifacts)
+        return dataclasses.replace(result, log_path=log_path)
 
     def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> tuple[BuildResult, int | None]:
         try:
@@ -353,6 +355,7 @@ class Executor:
                 raise _BuildError(ARTIFACTS_OFF, commit=commit)
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
+            ran = _spec(spec_path, image)
             user = ROOT_USER if spec.user == "root" else limits.user
             network = None
             if name in self._networked:
@@ -409,6 +412,7 @@ class Executor:
         elif (workspace / "Dockerfile").is_file():
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
+            ran = _spec(workspace / "Dockerfile", tag)
             output.settings(_dockerfile_settings(limits, tag, timeout_s, environment))
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
@@ -427,12 +431,13 @@ class Executor:
             # Only in the log: the exit code (137) is what nodes agree on.
             output.note(f"killed: out of memory (limit {budget.breakdown()})")
         if outcome.exit_code is None:
-            return BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s"), outcome.commands_ms
+            timed_out = BuildResult("timeout", None, commit, f"build exceeded {timeout_s:g} s", spec=ran)
+            return timed_out, outcome.commands_ms
         if outcome.exit_code != 0:
-            return BuildResult("failure", outcome.exit_code, commit), outcome.commands_ms
+            return BuildResult("failure", outcome.exit_code, commit, spec=ran), outcome.commands_ms
         if artifacts_problem:
-            return BuildResult("error", None, commit, artifacts_problem), outcome.commands_ms
-        return BuildResult("success", 0, commit, artifacts=digests), outcome.commands_ms
+            return BuildResult("error", None, commit, artifacts_problem, spec=ran), outcome.commands_ms
+        return BuildResult("success", 0, commit, spec=ran, artifacts=digests), outcome.commands_ms
 
     def _take_artifacts(
         self, name: str, build_id: str, commit: str, copy: ArtifactCopy, outcome, output: BuildLog
@@ -614,6 +619,13 @@ def _resource_settings(limits: BuildConfig, *, with_workspace: bool, with_cache:
         f"{workspace}tmp {limits.tmp_mb} MB, home {limits.home_mb} MB at {HOME_DIR}, "
         f"output cap {limits.output_cap_bytes} bytes"
     )
+
+
+def _spec(path: Path, image: str) -> Spec:
+    """What the build ran, as nodes agree on it and its attestation names it (pbft.messages.Spec).
+    A link is hashed as a link: following it would read this node's own files."""
+    content = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
+    return Spec(path.name, hashlib.sha256(content).hexdigest(), image)
 
 
 def _image_name(repository_name: str) -> str:

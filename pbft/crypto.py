@@ -120,6 +120,10 @@ class Ed25519Authenticator:
         assert self._private_key is not None, "this authenticator only verifies"
         return sign_bytes(self._private_key, canonical(payload))
 
+    def sign_bytes(self, data: bytes) -> str:
+        assert self._private_key is not None, "this authenticator only verifies"
+        return sign_bytes(self._private_key, data)
+
     def verify_node(self, node_id: int, payload: dict, sig: str) -> bool:
         key = self._node_keys.get(node_id)
         return key is not None and verify_bytes(key, canonical(payload), sig)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from pbft.encoding import digest
@@ -27,6 +27,9 @@ MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
+# A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
+_IMAGE = re.compile(r"[!-~]{1,255}")
 CHALLENGE_BYTES = 32
 _CHALLENGE = re.compile(f"[0-9a-f]{{{2 * CHALLENGE_BYTES}}}")
 
@@ -305,20 +308,46 @@ class StateTransfer:
 
 
 @dataclass(frozen=True)
+class Spec:
+    """What a build ran: its spec file (`.pbft-ci.yml` or `Dockerfile`) at the built
+    commit, that file's sha256, and the image by the name the spec or the network's
+    configuration gives it. A function of the commit and the configuration, so every
+    honest node reports the same; the image's id is not (each node has its own copy)."""
+
+    path: str
+    sha256: str
+    image: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "image": self.image}
+
+
+@dataclass(frozen=True)
 class Result:
-    """A build outcome; `agreed()` is the part every honest node computes alike."""
+    """A build outcome; `agreed()` is the part every honest node computes alike.
+
+    `spec` is there only for a build whose container ran; it is compared with
+    the rest, because the verdict's attestation names it (`pbft.attestation`).
+    A result without one has the wire form results had before it existed, so
+    signatures made then still verify.
+    """
 
     status: str
     exit_code: int | None
     commit: str | None
     reason: str = ""
+    # Keyword-only: subclasses (the executor's BuildResult) add positional fields after `reason`.
+    spec: Spec | None = field(default=None, kw_only=True)
 
     def agreed(self) -> dict:
-        return {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
+        agreed = {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
+        if self.spec is not None:
+            agreed["spec"] = self.spec.to_dict()
+        return agreed
 
     def agreed_key(self) -> tuple:
         """`agreed()` as a hashable value, for counting matching results."""
-        return (self.status, self.exit_code, self.commit)
+        return (self.status, self.exit_code, self.commit, self.spec)
 
     def to_dict(self) -> dict:
         return {**self.agreed(), "reason": self.reason}
@@ -334,6 +363,11 @@ class Reply:
     sender: int
     result: Result
     sig: str = ""
+    # Node i's signatures of the verdict's attestation (`pbft.attestation`): the DSSE
+    # signature of the in-toto statement and the signature of its in-toto link. Empty
+    # for a result without a commit, which has no statement.
+    statement_sig: str = ""
+    link_sig: str = ""
     TYPE = "reply"
 
     def payload(self) -> dict:
@@ -344,6 +378,7 @@ class Reply:
             "client": self.client,
             "sender": self.sender,
             "result": self.result.to_dict(),
+            **_attestation_sigs(self),
         }
 
 
@@ -396,6 +431,8 @@ class ResultVote:
     result: Result
     sender: int
     sig: str = ""
+    statement_sig: str = ""  # as in Reply: so that every node's ledger can show the attestation
+    link_sig: str = ""
     TYPE = "result"
 
     def payload(self) -> dict:
@@ -406,6 +443,7 @@ class ResultVote:
             "timestamp": self.timestamp,
             "result": self.result.to_dict(),
             "sender": self.sender,
+            **_attestation_sigs(self),
         }
 
     @functools.cached_property
@@ -432,6 +470,16 @@ class Relay:
 
     def payload(self) -> dict:
         return {"type": self.TYPE, "votes": [encode(vote) for vote in self.votes]}
+
+
+def _attestation_sigs(message: Reply | ResultVote) -> dict:
+    # Left out when empty: replies and votes signed before attestations existed keep their bytes.
+    sigs = {}
+    if message.statement_sig:
+        sigs["statement_sig"] = message.statement_sig
+    if message.link_sig:
+        sigs["link_sig"] = message.link_sig
+    return sigs
 
 
 Message = Union[
@@ -502,6 +550,14 @@ def _operation(data: Any) -> Operation:
     )
 
 
+def _spec(data: Any) -> Spec:
+    if not isinstance(data, dict):
+        raise MessageError("spec must be an object")
+    return Spec(
+        path=_text(data, "path", _SPEC_PATH), sha256=_text(data, "sha256", _HEX64), image=_text(data, "image", _IMAGE)
+    )
+
+
 def _result(data: Any) -> Result:
     if not isinstance(data, dict):
         raise MessageError("result must be an object")
@@ -511,7 +567,12 @@ def _result(data: Any) -> Result:
     exit_code = data.get("exit_code")
     if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
         raise MessageError("exit_code must be an integer or null")
-    return Result(status, exit_code, _optional_text(data, "commit"), _text(data, "reason"))
+    spec = None if data.get("spec") is None else _spec(data["spec"])
+    return Result(status, exit_code, _optional_text(data, "commit"), _text(data, "reason"), spec=spec)
+
+
+def _optional_sig(data: dict, name: str) -> str:
+    return "" if name not in data else _text(data, name, _SIG)
 
 
 def _decode_request(data: dict) -> Request:
@@ -662,6 +723,8 @@ def _decode_result_vote(data: dict) -> ResultVote:
         result=_result(_field(data, "result")),
         sender=_int(data, "sender"),
         sig=_text(data, "sig", _SIG),
+        statement_sig=_optional_sig(data, "statement_sig"),
+        link_sig=_optional_sig(data, "link_sig"),
     )
 
 
@@ -673,6 +736,8 @@ def _decode_reply(data: dict) -> Reply:
         sender=_int(data, "sender"),
         result=_result(_field(data, "result")),
         sig=_text(data, "sig", _SIG),
+        statement_sig=_optional_sig(data, "statement_sig"),
+        link_sig=_optional_sig(data, "link_sig"),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
@@ -244,16 +245,33 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return
         if executed[request.key] is not None:
             return
-        reply = signed(Reply(self.view, request.timestamp, request.client, self.id, result), self.auth.sign)
+        statement_sig, link_sig = self._sign_attestation(request, result)
+        reply = signed(
+            Reply(self.view, request.timestamp, request.client, self.id, result, "", statement_sig, link_sig),
+            self.auth.sign,
+        )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         self._outbox.append(SendReply(reply))
-        vote = signed(ResultVote(seq, request.client, request.timestamp, result, self.id), self.auth.sign)
+        vote = signed(
+            ResultVote(seq, request.client, request.timestamp, result, self.id, "", statement_sig, link_sig),
+            self.auth.sign,
+        )
         self._count_vote(vote)
         if not self.relaying:
             self._outbox.append(Broadcast(vote))
         elif not self.is_primary:
             self._outbox.append(SendTo(self.primary(), vote))
         self.result_votes.expect(request.key, self.now)
+
+    def _sign_attestation(self, request: Request, result: Result) -> tuple[str, str]:
+        """This node's DSSE signature of the build's in-toto statement and its signature of
+        its in-toto link (`pbft.attestation`); none for a result that names no commit.
+        They travel in the reply and the vote, so the client's f+1 replies and every
+        ledger's votes hold an attestation that anyone with the public keys can check."""
+        attestation = Signed(request.operation, result)
+        if not attestation.exists:
+            return "", ""
+        return self.auth.sign_bytes(attestation.pae()), self.auth.sign_bytes(attestation.link_bytes())
 
     # --- requests (§4.1, §4.2) -----------------------------------------
 

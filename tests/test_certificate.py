@@ -249,7 +249,7 @@ def test_the_request_must_carry_its_clients_signature(net):
 
 
 NOT_A_CERTIFICATE = "a certificate is an object with exactly ['replies', 'request', 'result', 'version']"
-NOT_A_RESULT = "result must be an object with exactly ['commit', 'exit_code', 'status']"
+NOT_A_RESULT = "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec)"
 
 
 @pytest.mark.parametrize(
@@ -292,7 +292,7 @@ def test_help_explains_running_and_verifying(capsys):
         main(["-h"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    assert "[options]" in out and "verify CERT.json --config NETWORK.yaml" in out and "--deadline-s" in out
+    assert "[options]" in out and "verify FILE --config NETWORK.yaml" in out and "--deadline-s" in out
 
 
 # --- from a build record --------------------------------------------------

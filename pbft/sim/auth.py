@@ -50,6 +50,9 @@ class SimAuthenticator:
     def sign(self, payload: dict) -> str:
         return keyed_signature(self._secret, payload)
 
+    def sign_bytes(self, data: bytes) -> str:
+        return hashlib.sha512(self._secret + data).hexdigest()
+
     def verify_node(self, node_id: int, payload: dict, sig: str) -> bool:
         secret = self._keys.node_secrets.get(node_id)
         return secret is not None and keyed_signature(secret, payload) == sig

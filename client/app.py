@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
 from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
+from client.attestation import Attested, AttestationUnavailable, attested_from_record
 from client.certificate import CertificateUnavailable, certificate_from_record
+from client.intoto import bundle
 from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery
 from client.forges import forge_of, parse_delivery
@@ -44,6 +46,7 @@ REPOSITORIES_KEY = web.AppKey("repositories", tuple)
 WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
 ACCESS_KEY = web.AppKey("access", AccessRules)
 METRICS_KEY = web.AppKey("metrics", ClientMetrics)
+CONFIG_KEY = web.AppKey("config", NetworkConfig)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -69,6 +72,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
     app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
+    app[CONFIG_KEY] = config
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
         records = BuildRecords(records_path(config.data_dir, client_name))
@@ -101,6 +105,8 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
+    app.router.add_get("/builds/{build_id}/attestation", get_attestation)
+    app.router.add_get("/builds/{build_id}/in-toto", get_in_toto)
     app.router.add_get("/builds/{build_id}/log", get_build_log)
     app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
     app.router.add_get("/network", get_network)
@@ -268,6 +274,36 @@ async def get_certificate(request: web.Request) -> web.Response:
     # Canonical JSON has no insignificant whitespace, so every byte of the
     # file a user saves is covered by a signature or by the verifier's checks.
     return web.Response(body=canonical(certificate), content_type="application/json")
+
+
+def _attested(request: web.Request) -> Attested:
+    try:
+        return attested_from_record(_record(request), request.app[CONFIG_KEY])
+    except AttestationUnavailable as error:
+        raise web.HTTPConflict(reason=str(error)) from None
+
+
+async def get_attestation(request: web.Request) -> web.Response:
+    """The verdict's in-toto statement in one DSSE envelope, signed by f+1 agreeing nodes."""
+    envelope = _attested(request).envelope()
+    return web.Response(body=canonical(envelope), content_type="application/json")
+
+
+async def get_in_toto(request: web.Request) -> web.Response:
+    """A tar of the owner's layout, f+1 agreeing nodes' links and the statement, for in-toto-verify."""
+    attested = _attested(request)
+    path = request.app[CONFIG_KEY].in_toto_layout
+    if path is None:
+        raise web.HTTPConflict(reason="no in-toto layout: the network YAML sets no in_toto_layout")
+    try:
+        layout_bytes = await asyncio.to_thread(path.read_bytes)
+    except OSError as error:
+        raise web.HTTPConflict(reason=f"in-toto layout unreadable: {error.strerror}") from None
+    body = bundle(attested.attestation, attested.signers, layout_bytes)
+    name = f"pbft-ci-{request.match_info['build_id']}-in-toto.tar"
+    return web.Response(
+        body=body, content_type="application/x-tar", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
 
 
 def _bounded_int(text: str, low: int, high: int) -> int | None:

@@ -2,8 +2,9 @@
 
 A `POST /webHook` with `{"branch": ...}` is signed and sent to the network;
 the answer is the build result once f+1 nodes have signed the same one.
-`verify CERT.json --config NETWORK.yaml` checks a verdict certificate
-(`GET /builds/{id}/certificate`) offline, with the network's public keys only.
+`verify FILE --config NETWORK.yaml` checks a verdict certificate
+(`GET /builds/{id}/certificate`) or attestation (`GET /builds/{id}/attestation`,
+a DSSE envelope) offline, with the network's public keys only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from client.app import make_app  # noqa: E402
+from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
 from pbft.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
 from pbft.config import is_loopback_host  # noqa: E402
@@ -28,9 +30,9 @@ from pbft.config import is_loopback_host  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        usage="%(prog)s [options]\n       %(prog)s verify CERT.json --config NETWORK.yaml",
+        usage="%(prog)s [options]\n       %(prog)s verify FILE --config NETWORK.yaml",
         description="Run the pbft-ci client, the webhook endpoint in front of a PBFT network (first form),"
-        " or check a verdict certificate offline (second form; see '%(prog)s verify -h').",
+        " or check a verdict certificate or attestation offline (second form; see '%(prog)s verify -h').",
         epilog="Keys must exist first: python3 scripts/keygen.py CONFIG for a network on one machine"
         " (scripts/startClient.sh does it), scripts/nodekey.py generate --client NAME on the client's own host.",
     )
@@ -62,17 +64,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def verify(argv: list[str]) -> int:
-    """Exit 0 for a valid certificate, 1 for an invalid one, 2 for a usage or configuration error."""
+    """Exit 0 for a valid certificate or attestation, 1 for an invalid one, 2 for a usage or configuration error."""
     parser = argparse.ArgumentParser(
         prog=f"{Path(sys.argv[0]).name} verify",
-        description="Check a verdict certificate offline: the client's signature on the request and"
-        " f+1 distinct configured nodes' signatures on one agreed result. Prints one line;"
+        description="Check a verdict offline. A certificate: the client's signature on the request and"
+        " f+1 distinct configured nodes' signatures on one agreed result. An attestation (DSSE envelope):"
+        " f+1 distinct configured nodes' signatures on one in-toto statement (checked with securesystemslib),"
+        " its types, its commit and its result. Prints one line;"
         " exit 0 when valid, 1 with the reason when not, 2 on usage or configuration errors.",
     )
     parser.add_argument(
-        "certificate", metavar="CERT.json", help="the certificate, as GET /builds/{id}/certificate serves it"
+        "certificate", metavar="FILE",
+        help="a certificate (GET /builds/{id}/certificate) or attestation (GET /builds/{id}/attestation)",
     )
     parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
+    parser.add_argument("--commit", help="attestations: the commit (40 hex digits) the subject must be")
+    parser.add_argument("--result", choices=("pass", "fail"), help="attestations: the result it must state")
     args = parser.parse_args(argv)
     # Public keys are all it needs: any host may check, holding none of the client's secrets.
     config = load_config_or_report(args.config, read_secrets=False)
@@ -84,8 +91,12 @@ def verify(argv: list[str]) -> int:
         print(f"cannot read {args.certificate}: {error.strerror}", file=sys.stderr)
         return 2
     try:
-        summary = check_certificate(parse_certificate(raw), config)
-    except CertificateError as error:
+        data = parse_certificate(raw)
+        if is_envelope(data):
+            summary = check_envelope(data, config, commit=args.commit, result=args.result)
+        else:
+            summary = check_certificate(data, config)
+    except (CertificateError, AttestationError) as error:
         print(f"invalid: {error.reason}", file=sys.stderr)
         return 1
     print(summary.line())

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
 from client.collector import ReplyCollector, vouched_view
+from client.attestation import verify_with
+from pbft.attestation import Signed, signers
 from client.records import BuildRecords
 from pbft.config import NetworkConfig
 from pbft.authenticator import Authenticator
@@ -69,6 +71,7 @@ class Verdict:
 class _Outstanding:
     frame: str
     collector: ReplyCollector
+    operation: Operation
     done: asyncio.Event = field(default_factory=asyncio.Event)
     retransmitted: bool = False
 
@@ -87,6 +90,7 @@ class ClientService:
         self.name = name
         self._config = config
         self._node_ids = frozenset(node.id for node in config.nodes)
+        self._node_keys = {node.id: node.public_key for node in config.nodes}
         self._auth = auth
         self._records = records
         self._links = links
@@ -173,7 +177,9 @@ class ClientService:
         timestamp = self._records.next_timestamp(time.time_ns() // 1000)
         request = signed(Request(self.name, timestamp, operation), self._auth.sign)
         self._records.add_pending(request, submitted_at=time.time())
-        outstanding = _Outstanding(json.dumps(encode(request)), ReplyCollector(self.name, timestamp, self._config.f))
+        outstanding = _Outstanding(
+            json.dumps(encode(request)), ReplyCollector(self.name, timestamp, self._config.f), operation
+        )
         self._outstanding[timestamp] = outstanding
         return timestamp, started_s
 
@@ -298,6 +304,12 @@ class ClientService:
             return
         if not self._auth.verify_node(reply.sender, reply.payload(), reply.sig):
             log.warning("ignore_reply_bad_signature: sender %d on link %d", reply.sender, link_node_id)
+            return
+        attestation = Signed(outstanding.operation, reply.result)
+        if attestation.exists and not signers(attestation, [reply], self._node_keys, verify_with):
+            # Every verdict's f+1 replies must make its attestation: one whose attestation
+            # signatures do not verify is a faulty node's, and does not count.
+            log.warning("ignore_reply_bad_attestation: sender %d on link %d", reply.sender, link_node_id)
             return
         self._views[reply.sender] = max(reply.view, self._views.get(reply.sender, 0))
         log.debug("reply from node %d for build %d: %s", reply.sender, reply.timestamp, reply.result.agreed())

@@ -30,6 +30,7 @@ PREDICATE_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STEP_NAME = "build"
 STATEMENT_FILE = "statement.json"  # the link's product: the statement itself
+STEP_COMMAND = ("pbft-ci", "build")  # what a link reports as run, and a layout expects
 
 
 def statement(operation: Operation, result: Result) -> dict | None:
@@ -92,11 +93,13 @@ def link_signed(operation: Operation, result: Result, statement_payload: bytes) 
     return {
         "_type": "link",
         "name": STEP_NAME,
-        "command": [],
+        # No field is left at in-toto's default: in-toto reads a missing field as its
+        # default and signs what it read, so a renamed default field would still verify.
+        "command": list(STEP_COMMAND),
         "materials": {f"git/{operation.repository}": {"gitCommit": result.commit}},
         "products": {STATEMENT_FILE: {"sha256": hashlib.sha256(statement_payload).hexdigest()}},
         "byproducts": {"return-value": result.exit_code},
-        "environment": {},
+        "environment": {"repository": operation.repository},
     }
 
 

@@ -166,6 +166,9 @@ class NetworkConfig:
     log_dir: Path = Path("log")
     keys_dir: Path = Path("keys")
     allow_byzantine: bool = False
+    # The network owner's signed in-toto layout (scripts/owner.py layout): the client
+    # puts it in each build's in-toto bundle. Only the client reads it.
+    in_toto_layout: Path | None = None
 
     @property
     def n(self) -> int:
@@ -624,6 +627,7 @@ def load_config(
         reader, data.get("protocol"), "protocol", ProtocolConfig, {"relay_fallback_s": _more_than_zero(float)}
     )
     _check_build_fits_client_deadline(reader, build, protocol)
+    layout = reader.get(data, "in_toto_layout", "", _typed(str), "")
     config = NetworkConfig(
         path=path,
         f=f,
@@ -636,9 +640,10 @@ def load_config(
         log_dir=directory("log_dir", "log"),
         keys_dir=directory("keys_dir", "keys"),
         allow_byzantine=reader.get(data, "allow_byzantine", "", _typed(bool), False),
+        in_toto_layout=(path.parent / layout).resolve() if layout else None,
     )
     known = {"f", "nodes", "clients", "repositories", "build", "protocol",
-             "data_dir", "log_dir", "keys_dir", "allow_byzantine"}
+             "data_dir", "log_dir", "keys_dir", "allow_byzantine", "in_toto_layout"}
     for unknown in sorted(set(data) - known):
         reader.fail(str(unknown), "unknown setting")
     if reader.problems:

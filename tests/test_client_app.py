@@ -21,6 +21,7 @@ from aiohttp import web
 
 from client.app import make_app
 from client.records import BuildRecords, records_path
+from pbft.attestation import Signed
 from pbft.config import NetworkConfig, load_config
 from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 from pbft.messages import Challenge, Hello, Reply, Request, Result, decode, encode, signed
@@ -114,8 +115,15 @@ class FakeCluster:
         if behaviour in ("liar", "forger"):
             result = Result("success", 0, "f" * 40)
         senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]
+        auth = self.auths[node_id]
+        # Signed as a replica signs (pbft.replica): the statement's PAE and the link.
+        attestation = Signed(request.operation, result)
+        sigs = (auth.sign_bytes(attestation.pae()), auth.sign_bytes(attestation.link_bytes())) if attestation.exists \
+            else ("", "")
+        if behaviour == "bad-attestation":
+            sigs = (auth.sign_bytes(b"something else"), sigs[1])
         frames = [
-            json.dumps(encode(signed(Reply(view, timestamp, request.client, sender, result), self.auths[node_id].sign)))
+            json.dumps(encode(signed(Reply(view, timestamp, request.client, sender, result, "", *sigs), auth.sign)))
             for sender in senders
         ]
         sockets = list(self.registered[node_id])

@@ -9,6 +9,7 @@ verifies and routes replies before anything is counted.
 import asyncio
 import json
 import sqlite3
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from client.records import BuildRecords
 from client.service import ClientService
 from pbft.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig
 from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex
+from pbft.attestation import Signed
 from pbft.messages import Operation, Reply, Result, encode, signed
 
 F = 1
@@ -180,6 +182,13 @@ def _service(tmp_path):
     return ClientService(config, CLIENT, auth, records, links), links, node_auths, records
 
 
+def attested(message: Reply, auth: Ed25519Authenticator) -> Reply:
+    """`message` with the attestation signatures a replica adds (for the request _service's tests send)."""
+    attestation = Signed(Operation("example", "main"), message.result)
+    return replace(message, statement_sig=auth.sign_bytes(attestation.pae()),
+                   link_sig=auth.sign_bytes(attestation.link_bytes()))
+
+
 async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_path, caplog):
     service, links, node_auths, records = _service(tmp_path)
     task = asyncio.create_task(service.submit(Operation("example", "main")))
@@ -188,13 +197,16 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
     t = json.loads(links.sent[0][1])["timestamp"]
 
     def frame(sender: int, *, signer: int | None = None, **changes) -> str:
-        message = reply(sender, **{"timestamp": t, **changes})
-        return json.dumps(encode(signed(message, node_auths[sender if signer is None else signer].sign)))
+        auth = node_auths[sender if signer is None else signer]
+        message = attested(reply(sender, **{"timestamp": t, **changes}), auth)
+        return json.dumps(encode(signed(message, auth.sign)))
 
     service.on_frame(1, frame(1, timestamp=t + 1))  # another request: not counted
     service.on_frame(1, frame(1, client="other"))  # another client
     service.on_frame(3, frame(0, signer=3))  # node 3 forging node 0's reply
     service.on_frame(3, frame(3, result=BAD))  # node 3 lying under its own name
+    unattested = signed(reply(1, timestamp=t), node_auths[1].sign)
+    service.on_frame(1, json.dumps(encode(unattested)))  # no attestation signatures: not counted
     service.on_frame(2, "{not json")
     service.on_frame(2, json.dumps({"type": "prepare"}))
     await asyncio.sleep(0.01)
@@ -208,7 +220,8 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
     assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 2]
     assert [r.sender for r in verdict.replies] == [3, 0, 2]
     assert {node_id for node_id, _ in links.sent} == {0}, "first send goes to the primary only"
-    for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed"):
+    for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed",
+                   "ignore_reply_bad_attestation"):
         assert reason in caplog.text
     assert records.get(t)["state"] == "accepted"
     records.close()
@@ -234,7 +247,7 @@ async def test_requests_begun_together_share_one_commit_made_before_any_is_sent(
     for node_id in (0, 1):
         for _, text in links.sent[:5]:
             request = json.loads(text)
-            answer = reply(node_id, timestamp=request["timestamp"])
+            answer = attested(reply(node_id, timestamp=request["timestamp"]), node_auths[node_id])
             service.on_frame(node_id, json.dumps(encode(signed(answer, node_auths[node_id].sign))))
     verdicts = await asyncio.wait_for(asyncio.gather(*tasks), 1)
     assert all(verdict.accepted for verdict in verdicts)

@@ -24,8 +24,11 @@ from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from pbft.config import NetworkConfig
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.messages import encode
+from pbft.attestation import Signed, envelope_of, signers
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
+from pbft.encoding import canonical
+from pbft.messages import Operation, decode, encode
+from pbft.quorum import reply_quorum
 from pbft.replica import Replica, ReplicaSettings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ DRIVER = web.AppKey("driver", Driver)
 LINKS = web.AppKey("links", dict)
 HEARTBEAT = web.AppKey("heartbeat_s", float)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+NODE_KEYS = web.AppKey("node_keys", dict)
+QUORUM = web.AppKey("reply_quorum", int)
 
 
 class ClientConnection:
@@ -90,6 +95,8 @@ def make_app(
     """
     app = web.Application()
     app[HEARTBEAT] = heartbeat_s
+    app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
+    app[QUORUM] = reply_quorum(config.f)
     settings = ReplicaSettings(
         node_id=node_id,
         n=config.n,
@@ -162,6 +169,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/requests/{client}/{timestamp}", build_of_request)
+    app.router.add_get("/requests/{client}/{timestamp}/attestation", attestation_of_request)
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
     add_build_log_route(app, config, node_id)
@@ -236,6 +244,43 @@ async def build_of_request(request: web.Request) -> web.Response:
     if record is None:
         return web.json_response({"error": f"no executed request {text} of client {client!r}"}, status=404)
     return web.json_response(record)
+
+
+async def attestation_of_request(request: web.Request) -> web.Response:
+    """The certified verdict of one build as a DSSE envelope, from the votes in this node's ledger:
+    the agreeing voters' signatures of its in-toto statement, each checked here."""
+    client, text = request.match_info["client"], request.match_info["timestamp"]
+    if not text.isascii() or not text.isdecimal() or len(text) > 19 or int(text) > MAX_TIMESTAMP:
+        return web.json_response({"error": "a timestamp is a non-negative 63-bit integer"}, status=400)
+    driver = request.app[DRIVER]
+    record = driver.store.build_record(client, int(text)) if driver.store is not None else None
+    if record is None:
+        return web.json_response({"error": f"no executed request {text} of client {client!r}"}, status=404)
+    envelope, problem = ledger_envelope(record, request.app[NODE_KEYS], request.app[QUORUM])
+    if envelope is None:
+        return web.json_response({"error": problem}, status=409)
+    return web.Response(body=canonical(envelope), content_type="application/json")
+
+
+def ledger_envelope(record: dict, node_keys: dict[int, str], needed: int) -> tuple[dict | None, str]:
+    """The envelope of a ledger record's certified verdict, or None and why there is none."""
+    verdict = record["verdict"]
+    if verdict["state"] != "certified":
+        return None, f"the verdict is {verdict['state']}, not certified"
+    votes = [decode(item["vote"]) for item in record["votes"]]
+    agreed = [vote for vote in votes if vote.result.agreed() == verdict["result"]]
+    operation = Operation(**record["operation"])
+    attestation = Signed(operation, agreed[0].result)
+    if not attestation.exists:
+        return None, "the verdict names no commit: there is nothing to attest"
+    found = signers(attestation, agreed, node_keys, _verify)
+    if len(found) < needed:
+        return None, f"{len(found)} voters signed the verdict's attestation, {needed} needed"
+    return envelope_of(attestation, found), ""
+
+
+def _verify(public_key_hex: str, data: bytes, sig: str) -> bool:
+    return verify_bytes(parse_public_key(public_key_hex), data, sig)
 
 
 class FrameBudget:

@@ -19,6 +19,7 @@ from pbft.messages import (
     Request,
     Result,
     ResultVote,
+    Spec,
     Status,
     VoteFetch,
     batch_digest,
@@ -35,13 +36,20 @@ json_values = st.recursive(
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True)
 naturals = st.integers(min_value=0, max_value=2**40)
 challenges = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
+commits = st.from_regex(r"[0-9a-f]{40}", fullmatch=True)
 
 
 @st.composite
 def messages(draw):
     request = Request(draw(names), draw(naturals), Operation(draw(names), draw(names), None), SIG)
+    spec = draw(st.none() | st.builds(
+        Spec, st.sampled_from([".pbft-ci.yml", "Dockerfile"]), st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        st.from_regex(r"[!-~]{1,40}", fullmatch=True),
+    ))
     result = Result(draw(st.sampled_from(["success", "failure", "error", "timeout"])),
-                    draw(st.none() | st.integers(-255, 255)), None, draw(st.text(max_size=30)))
+                    draw(st.none() | st.integers(-255, 255)), draw(st.none() | commits), draw(st.text(max_size=30)),
+                    spec=spec)
+    statement_sig, link_sig = draw(st.sampled_from([("", ""), (SIG, "cd" * 64)]))
     view, seq, sender = draw(naturals), draw(naturals), draw(st.integers(0, 6))
     return draw(st.sampled_from([
         request,
@@ -49,14 +57,14 @@ def messages(draw):
         Prepare(view, seq, "c" * 64, sender, SIG),
         Commit(view, seq, "d" * 64, sender, SIG),
         Checkpoint(seq, "e" * 64, sender, SIG),
-        Reply(view, request.timestamp, request.client, sender, result, SIG),
-        ResultVote(seq, request.client, request.timestamp, result, sender, SIG),
+        Reply(view, request.timestamp, request.client, sender, result, SIG, statement_sig, link_sig),
+        ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig),
         Hello(request.client, sender, draw(challenges), SIG),
         Challenge(draw(challenges)),
         Status(view, seq, sender, SIG),
         VoteFetch(((request.client, request.timestamp),) * draw(st.integers(1, 64)), sender, SIG),
         Relay((Prepare(view, seq, "c" * 64, sender, SIG), Commit(view, seq, "d" * 64, sender, SIG),
-               ResultVote(seq, request.client, request.timestamp, result, sender, SIG))),
+               ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig))),
     ]))
 
 
@@ -88,3 +96,41 @@ def test_mutated_messages_are_decoded_or_refused(message, data):
     decodes_or_refuses(wire)
     wire.pop(data.draw(st.sampled_from(sorted(wire))))
     decodes_or_refuses(wire)
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages(), st.data())
+def test_mutated_results_and_specs_are_decoded_or_refused(message, data):
+    if not isinstance(message, (Reply, ResultVote)):
+        return
+    wire = encode(message)
+    result = wire["result"]
+    target = result["spec"] if result.get("spec") is not None and data.draw(st.booleans()) else result
+    target[data.draw(st.sampled_from(sorted(target)))] = data.draw(json_values)
+    decodes_or_refuses(wire)
+
+
+def test_attestation_signatures_and_specs_are_checked_like_every_field():
+    result = Result("success", 0, "a" * 40, spec=Spec(".pbft-ci.yml", "b" * 64, "pbft-ci/busybox:latest"))
+    reply = Reply(0, 1, "ci", 2, result, SIG, SIG, SIG)
+    for field, value in [("statement_sig", ""), ("statement_sig", "xy"), ("link_sig", 7), ("link_sig", None)]:
+        try:
+            decode({**encode(reply), field: value})
+        except MessageError:
+            continue
+        raise AssertionError(f"{field}={value!r} was accepted")
+    for spec in [{"path": "other.yml", "sha256": "b" * 64, "image": "x"}, {"path": "Dockerfile", "sha256": "B" * 64,
+                 "image": "x"}, {"path": "Dockerfile", "sha256": "b" * 64, "image": "a b"}, ["Dockerfile"]]:
+        try:
+            decode({**encode(reply), "result": {**result.to_dict(), "spec": spec}})
+        except MessageError:
+            continue
+        raise AssertionError(f"spec {spec!r} was accepted")
+
+
+def test_replies_and_votes_signed_before_attestations_keep_their_wire_form():
+    old = {"type": "reply", "view": 0, "timestamp": 1, "client": "ci", "sender": 2, "sig": SIG,
+           "result": {"status": "success", "exit_code": 0, "commit": "a" * 40, "reason": ""}}
+    reply = decode(old)
+    assert (reply.statement_sig, reply.link_sig, reply.result.spec) == ("", "", None)
+    assert encode(reply) == old

@@ -1,6 +1,7 @@
 """The executor against a real git repository and the real Docker engine."""
 
 import asyncio
+import hashlib
 import concurrent.futures
 import contextlib
 import logging
@@ -16,6 +17,7 @@ import pytest
 from node.buildspec import parse_build_spec
 from node.executor import BuildResult
 from node.sandbox import GATE_COMMAND, SCRIPT_END
+from pbft.messages import Spec
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
     container_roles,
@@ -41,6 +43,11 @@ async def build(executor, git_repo, build_ids, branch="master", **kwargs) -> Bui
     )
 
 
+def outcome(result: BuildResult) -> dict:
+    """The agreed result but the spec (checked on its own where it matters)."""
+    return {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}
+
+
 def log_text(result: BuildResult) -> str:
     with open(result.log_path, encoding="utf-8", errors="replace") as file:
         return file.read()
@@ -51,7 +58,10 @@ async def test_passing_build_is_a_success_of_the_branch_head(make_executor, git_
 
     result = await build(make_executor(), git_repo, build_ids)
 
-    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
+    assert outcome(result) == {"status": "success", "exit_code": 0, "commit": head}
+    # What ran, as every node reports it and the verdict's attestation names it.
+    spec_sha256 = hashlib.sha256(PASSING[".pbft-ci.yml"].encode()).hexdigest()
+    assert result.spec == Spec(".pbft-ci.yml", spec_sha256, "pbft-ci/busybox:latest")
     assert result.reason == ""
     text = log_text(result)
     assert "tests passed" in text
@@ -64,7 +74,7 @@ async def test_failing_command_is_a_failure_with_its_exit_code(make_executor, gi
 
     result = await build(make_executor(), git_repo, build_ids, branch="feature")
 
-    assert result.agreed() == {"status": "failure", "exit_code": 3, "commit": head}
+    assert outcome(result) == {"status": "failure", "exit_code": 3, "commit": head}
 
 
 async def test_later_commands_do_not_run_after_a_failing_one(make_executor, git_repo, build_ids):
@@ -125,7 +135,7 @@ async def test_mirror_follows_new_commits(make_executor, git_repo, build_ids):
 
     result = await build(executor, git_repo, build_ids)
 
-    assert result.agreed() == {"status": "failure", "exit_code": 4, "commit": newer}
+    assert outcome(result) == {"status": "failure", "exit_code": 4, "commit": newer}
 
 
 async def test_pinned_commit_is_built_instead_of_the_branch_head(make_executor, git_repo, build_ids):
@@ -134,7 +144,7 @@ async def test_pinned_commit_is_built_instead_of_the_branch_head(make_executor, 
 
     result = await build(make_executor(), git_repo, build_ids, commit=old)
 
-    assert result.agreed() == {"status": "failure", "exit_code": 3, "commit": old}
+    assert outcome(result) == {"status": "failure", "exit_code": 3, "commit": old}
 
 
 async def test_pinned_commit_behind_the_branch_head_is_built(make_executor, git_repo, build_ids):
@@ -143,7 +153,7 @@ async def test_pinned_commit_behind_the_branch_head_is_built(make_executor, git_
 
     result = await build(make_executor(), git_repo, build_ids, commit=older)
 
-    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": older}
+    assert outcome(result) == {"status": "success", "exit_code": 0, "commit": older}
 
 
 async def test_pinned_commit_must_be_on_the_named_branch(make_executor, git_repo, build_ids):
@@ -176,7 +186,7 @@ async def test_tag_push_builds_the_commit_the_tag_names(make_executor, git_repo,
     git_repo.tag("v1.0", tagged, annotated=annotated)
 
     result = await build(make_executor(), git_repo, build_ids, branch="v1.0", commit=tagged)
-    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": tagged}
+    assert outcome(result) == {"status": "success", "exit_code": 0, "commit": tagged}
 
     result = await build(make_executor(), git_repo, build_ids, branch="v1.0", commit=newer)
     assert (result.status, result.reason) == ("error", f"commit {newer} is not tag 'v1.0'")
@@ -426,7 +436,8 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
         docker_client.images.remove(f"pbft-ci-build/docker-only:{head[:12]}", force=True)
 
     text = log_text(result)
-    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}
+    assert outcome(result) == {"status": "success", "exit_code": 0, "commit": head}
+    assert (result.spec.path, result.spec.image) == ("Dockerfile", f"pbft-ci-build/docker-only:{head[:12]}")
     assert "from Dockerfile as 1000" in text
     lines = text.splitlines()
     assert lines[1] == f"== commit {head}", lines

@@ -123,7 +123,7 @@ async def test_a_node_configured_with_a_second_engines_socket_runs_its_builds_th
         executor.close()
 
     for result in (first, second):
-        assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}, log_text(result)
+        assert result.agreed_key()[:3] == ("success", 0, head), log_text(result)
         assert "tests passed" in log_text(result)
     on_second = containers_created(second_engine.client(), started_s, data_dir)
     assert {event["Actor"]["Attributes"]["pbft-ci.role"] for event in on_second} >= {"build", "identity-reader"}
@@ -208,7 +208,7 @@ async def test_a_tcp_engine_builds_for_a_node_with_a_client_certificate_of_its_c
     started_s = time.time()
     result, data_dir = await build_over_tls(tmp_path, second_engine, certificates, git_repo, build_ids(), "ca", "client")
 
-    assert result.agreed() == {"status": "success", "exit_code": 0, "commit": head}, log_text(result)
+    assert result.agreed_key()[:3] == ("success", 0, head), log_text(result)
     assert containers_created(second_engine.client(), started_s, data_dir)
     assert containers_created(docker_client, started_s, data_dir) == []
 

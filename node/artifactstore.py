@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from node.caches import newest_first
+
 MANIFEST = "manifest.json"
 FILES = "files"
 _INCOMING = ".incoming-"
@@ -137,17 +139,8 @@ class ArtifactStore:
         return None
 
     def _builds(self, repository: str) -> list[Path]:
-        """The repository's stored builds, newest first (ties by name, so the order is total)."""
-        directory = self._root / repository
-        if not directory.is_dir():
-            return []
-        found = []
-        for path in directory.iterdir():
-            try:
-                found.append((path.stat().st_mtime_ns, path.name, path))
-            except FileNotFoundError:
-                continue
-        return [path for _, _, path in sorted(found, reverse=True)]
+        """The repository's stored builds, newest first."""
+        return newest_first(self._root / repository)
 
     def _prune(self, repository: str) -> int:
         builds = self._builds(repository)

@@ -172,18 +172,8 @@ class CacheStore:
         return f"cache saved key {key[:12]} ({_size(size)}); {kept} kept for {repository!r}"
 
     def _caches(self, repository: str) -> list[Path]:
-        """The repository's caches, newest first (ties by name, so the order is total)."""
-        directory = self._root / repository
-        if not directory.is_dir():
-            return []
-        found = []
-        for path in directory.iterdir():
-            if _CACHE_NAME.fullmatch(path.name):
-                try:
-                    found.append((path.stat().st_mtime_ns, path.name, path))
-                except FileNotFoundError:
-                    continue
-        return [path for _, _, path in sorted(found, reverse=True)]
+        """The repository's caches, newest first."""
+        return newest_first(self._root / repository, lambda name: _CACHE_NAME.fullmatch(name) is not None)
 
     def _prune(self, repository: str) -> int:
         caches = self._caches(repository)
@@ -274,3 +264,18 @@ def _digest(path: Path) -> str:
 
 def _size(size_bytes: int) -> str:
     return f"{size_bytes / (1024 * 1024):.1f} MB"
+
+
+def newest_first(directory: Path, wanted: Callable[[str], bool] = lambda name: True) -> list[Path]:
+    """The entries of `directory` whose names are `wanted`, newest first (ties by name, so the
+    order is total); none if it does not exist. One deleted meanwhile is left out."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        if wanted(path.name):
+            try:
+                found.append((path.stat().st_mtime_ns, path.name, path))
+            except FileNotFoundError:
+                continue
+    return [path for _, _, path in sorted(found, reverse=True)]

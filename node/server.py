@@ -234,28 +234,33 @@ async def build_at(request: web.Request) -> web.Response:
     return web.json_response({"seq": int(text), "builds": records})
 
 
-async def build_of_request(request: web.Request) -> web.Response:
-    """What `GET /builds/{seq}` shows for the one build a client knows by its request's timestamp."""
+def _record_of_request(request: web.Request) -> dict:
+    """This node's ledger record of the build named by the route's client and timestamp;
+    raises a 400 or 404 JSON answer when the timestamp is malformed or the build unknown."""
     client, text = request.match_info["client"], request.match_info["timestamp"]
     if not text.isascii() or not text.isdecimal() or len(text) > 19 or int(text) > MAX_TIMESTAMP:
-        return web.json_response({"error": "a timestamp is a non-negative 63-bit integer"}, status=400)
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "a timestamp is a non-negative 63-bit integer"}), content_type="application/json"
+        )
     driver = request.app[DRIVER]
     record = driver.store.build_record(client, int(text)) if driver.store is not None else None
     if record is None:
-        return web.json_response({"error": f"no executed request {text} of client {client!r}"}, status=404)
-    return web.json_response(record)
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no executed request {text} of client {client!r}"}),
+            content_type="application/json",
+        )
+    return record
+
+
+async def build_of_request(request: web.Request) -> web.Response:
+    """What `GET /builds/{seq}` shows for the one build a client knows by its request's timestamp."""
+    return web.json_response(_record_of_request(request))
 
 
 async def attestation_of_request(request: web.Request) -> web.Response:
     """The certified verdict of one build as a DSSE envelope, from the votes in this node's ledger:
     the agreeing voters' signatures of its in-toto statement, each checked here."""
-    client, text = request.match_info["client"], request.match_info["timestamp"]
-    if not text.isascii() or not text.isdecimal() or len(text) > 19 or int(text) > MAX_TIMESTAMP:
-        return web.json_response({"error": "a timestamp is a non-negative 63-bit integer"}, status=400)
-    driver = request.app[DRIVER]
-    record = driver.store.build_record(client, int(text)) if driver.store is not None else None
-    if record is None:
-        return web.json_response({"error": f"no executed request {text} of client {client!r}"}, status=404)
+    record = _record_of_request(request)
     envelope, problem = ledger_envelope(record, request.app[NODE_KEYS], request.app[QUORUM])
     if envelope is None:
         return web.json_response({"error": problem}, status=409)

@@ -119,4 +119,6 @@ def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(netw
             time.sleep(0.3)
         verdicts[node.id] = build["verdict"]
     assert len({json.dumps(v, sort_keys=True) for v in verdicts.values()}) == 1, verdicts
-    assert verdicts[0]["result"] == {"status": "success", "exit_code": 0, "commit": commit}
+    agreed = verdicts[0]["result"]
+    assert (agreed["status"], agreed["exit_code"], agreed["commit"]) == ("success", 0, commit), agreed
+    assert agreed["spec"]["path"] == ".pbft-ci.yml", agreed  # what ran, which every node agreed on too

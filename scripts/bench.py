@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,12 @@ SCENARIOS = {
     "caches": (caches.caches, caches.caches_table),
 }
 DEFAULT = ("consensus", "relay", "throughput", "idle", "memory", "build", "concurrent", "durable")
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """A terminated bench stops the networks it started: the exception runs each scenario's
+    clean-up on its way out, as Ctrl-C does."""
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="consensus, throughput, idle, memory: run the nodes under cProfile, "
                              "writing DIR/node-<id>.prof (later runs overwrite earlier ones)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")

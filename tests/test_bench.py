@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,39 @@ def test_targets_table_says_which_targets_a_run_met():
     )
     assert "say nothing" in targets_table(reports, quick=True).splitlines()[0]
     assert targets_table([{"scenario": "durable"}], quick=False) == ""
+
+
+def node_children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "node/index.py"], capture_output=True, text=True)
+    return [int(child) for child in found.stdout.split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_terminated_bench_stops_the_nodes_it_started():
+    bench = subprocess.Popen(
+        [sys.executable, "scripts/bench.py", "consensus", "--quick"], cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    nodes: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(nodes) < 4 and time.monotonic() < deadline and bench.poll() is None:
+            nodes = node_children(bench.pid)
+            time.sleep(0.05)
+        assert len(nodes) == 4, "the bench's first network did not start"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+        # NodeProcesses.stop waited for each node before the bench exited.
+        assert not [pid for pid in nodes if running(pid)]
+    finally:
+        bench.kill()
+        bench.wait()
+        for pid in nodes:  # only if the bench left them, which the assertion above reports
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)

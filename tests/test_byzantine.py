@@ -239,9 +239,11 @@ async def test_delay_holds_frames_back_by_ms_and_keeps_their_order():
     await asyncio.sleep(0.03)
     sent_s["4"] = loop.time()
     peer.send("4")
-    await asyncio.sleep(0.03)
-    assert not peer_recorder.frames and not client_recorder.frames
-    await asyncio.sleep(0.2)
+    # Wait for delivery, however late a loaded machine makes it: only the lower bound is the
+    # behaviour's, checked below from each frame's own send and arrival times.
+    deadline_s = loop.time() + 10
+    while (len(peer_recorder.frames) < 4 or not client_recorder.frames) and loop.time() < deadline_s:
+        await asyncio.sleep(0.01)
     assert peer_recorder.frames == ["1", "2", "3", "4"]
     assert client_recorder.frames == ["r"]
     arrivals = dict(zip(peer_recorder.frames, peer_recorder.times_s)) | {"r": client_recorder.times_s[0]}

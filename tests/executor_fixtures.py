@@ -202,3 +202,8 @@ def container_roles(monkeypatch) -> dict[str, list[str]]:
 
     monkeypatch.setattr(ContainerCollection, "create", counting_create)
     return created
+
+
+def outcome(result) -> dict:
+    """A build's agreed result but the spec it ran (tests/test_executor.py checks that on its own)."""
+    return {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}

@@ -25,6 +25,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     docker_client,
     git_repo,
     make_executor,
+    outcome,
     spec,
 )
 
@@ -41,11 +42,6 @@ async def build(executor, git_repo, build_ids, branch="master", **kwargs) -> Bui
         branch=branch,
         **kwargs,
     )
-
-
-def outcome(result: BuildResult) -> dict:
-    """The agreed result but the spec (checked on its own where it matters)."""
-    return {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}
 
 
 def log_text(result: BuildResult) -> str:

@@ -20,6 +20,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     docker_client,
     git_repo,
     make_executor,
+    outcome,
     spec,
 )
 
@@ -61,9 +62,6 @@ def stored_builds(tmp_path, repository="example") -> list[str]:
 
 
 
-def without_spec(result) -> dict:
-    """What the build reports but the spec it ran (tests/test_executor.py checks that)."""
-    return {key: value for key, value in result.to_dict().items() if key != "spec"}
 
 async def test_a_deterministic_artifact_gets_one_digest_on_every_node(
     make_executor, git_repo, build_ids, tmp_path
@@ -164,7 +162,7 @@ async def test_a_declared_artifact_the_build_did_not_write_is_an_error(make_exec
 
     result = await build(make_executor(), git_repo, build_ids)
 
-    assert without_spec(result) == {
+    assert {**outcome(result), "reason": result.reason} == {
         "status": "error", "exit_code": None, "commit": head,
         "reason": "artifacts[0] 'dist/*.tar' matched no file; artifacts[1] 'dist' matched no file",
     }
@@ -178,7 +176,7 @@ async def test_a_failed_build_keeps_its_verdict_and_takes_no_artifacts(make_exec
 
     result = await build(make_executor(), git_repo, build_ids)
 
-    assert without_spec(result) == {"status": "failure", "exit_code": 3, "commit": head, "reason": ""}
+    assert {**outcome(result), "reason": result.reason} == {"status": "failure", "exit_code": 3, "commit": head, "reason": ""}
     assert result.artifacts == ()
     assert "== artifacts not taken: the build did not succeed" in log_text(result)
     assert stored_builds(tmp_path) == []

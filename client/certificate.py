@@ -10,6 +10,7 @@ alone and takes nothing on the word of the client that served it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
 _SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.messages.Spec)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # its optional "artifacts": the manifest's digest
 
 
 class CertificateError(ValueError):
@@ -172,10 +174,14 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
 def _checked_result(result: Any) -> dict:
     # The stated result is unsigned; it only has to be well formed here,
     # because it must then equal what every signed reply says.
-    if not isinstance(result, dict) or set(result) - {"spec"} != _RESULT_KEYS:
-        raise CertificateError(f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec)")
+    if not isinstance(result, dict) or set(result) - {"spec", "artifacts"} != _RESULT_KEYS:
+        raise CertificateError(
+            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, and artifacts)"
+        )
     if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
         raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
+    if "artifacts" in result and not (isinstance(result["artifacts"], str) and _DIGEST.fullmatch(result["artifacts"])):
+        raise CertificateError("result: artifacts must be a manifest digest, sha256:<64 hex>")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
     if result["exit_code"] is not None and type(result["exit_code"]) is not int:

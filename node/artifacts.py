@@ -37,9 +37,8 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Mapping
+from typing import IO, Iterable
 
-from pbft.encoding import digest as canonical_digest
 
 WORKSPACE_ARCHIVE_NAME = "workspace"  # the engine names the entries of /workspace's archive "workspace/…"
 MAX_PATTERNS = 32
@@ -323,15 +322,6 @@ def _write(source: IO[bytes], target: Path, size: int) -> str:
     if written != size:
         raise OSError(f"workspace archive cut short in {target.name!r}")
     return "sha256:" + digest.hexdigest()
-
-
-def manifest_digest(digests: Mapping[str, str]) -> str:
-    """One digest for a build's whole set of artifacts: sha256 of the mapping's canonical encoding.
-
-    Two nodes that hold the same files under the same paths get the same
-    value, whatever order they found them in: a compact value to agree on.
-    """
-    return "sha256:" + canonical_digest(dict(digests))
 
 
 def _shown(path: str) -> str:

@@ -85,7 +85,7 @@ class Lie(Behaviour):
 
     def tamper(self, result: Result) -> Result:
         if result.status == "success":
-            lied = replace(result, status="failure", exit_code=1)
+            lied = replace(result, status="failure", exit_code=1, artifacts=None)
         elif result.status == "failure":
             lied = replace(result, status="success", exit_code=0)
         else:

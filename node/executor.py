@@ -50,6 +50,7 @@ from node.sandbox import (
     run_container,
     start_gated_container,
 )
+from pbft.attestation import manifest_digest
 from pbft.config import BuildConfig, DockerEngineConfig
 from pbft.messages import Result, Spec
 from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
@@ -65,25 +66,23 @@ _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 @dataclass(frozen=True)
 class BuildResult(Result):
-    """A build's outcome plus where this node wrote its output, and the digests of its artifacts.
+    """A build's outcome plus where this node wrote its output, and its artifacts' digests.
 
     `log_path` is local to this node and never signed: `agreed()` and
     `to_dict()` come from `Result`, which is what nodes compare and sign.
 
-    `artifacts` are the `(path, "sha256:<hex>")` pairs of a successful build
-    whose spec declares artifacts, sorted by path; () otherwise. They are the
-    same on every honest node whose build wrote the same bytes, and are not
-    signed yet: a later `Result` that carries them in `agreed()` takes them
-    from here (`artifact_digests()`, or node.artifacts.manifest_digest of it
-    for one value). The node also keeps them with the files
-    (node/artifactstore.py).
+    `artifact_files` are the `(path, "sha256:<hex>")` pairs of a successful
+    build whose spec declares artifacts, sorted by path; () otherwise. Only
+    their manifest's digest (`Result.artifacts`) goes on the wire; the pairs
+    stay on this node, which keeps them with the files (node/artifactstore.py)
+    and names them in the verdict's provenance.
     """
 
     log_path: str = ""
-    artifacts: tuple[tuple[str, str], ...] = ()
+    artifact_files: tuple[tuple[str, str], ...] = ()
 
     def artifact_digests(self) -> dict[str, str]:
-        return dict(self.artifacts)
+        return dict(self.artifact_files)
 
 
 @dataclass(frozen=True)
@@ -437,7 +436,12 @@ class Executor:
             return BuildResult("failure", outcome.exit_code, commit, spec=ran), outcome.commands_ms
         if artifacts_problem:
             return BuildResult("error", None, commit, artifacts_problem, spec=ran), outcome.commands_ms
-        return BuildResult("success", 0, commit, spec=ran, artifacts=digests), outcome.commands_ms
+        if digests:
+            agreed = BuildResult(
+                "success", 0, commit, spec=ran, artifacts=manifest_digest(dict(digests)), artifact_files=digests
+            )
+            return agreed, outcome.commands_ms
+        return BuildResult("success", 0, commit, spec=ran), outcome.commands_ms
 
     def _take_artifacts(
         self, name: str, build_id: str, commit: str, copy: ArtifactCopy, outcome, output: BuildLog

@@ -22,7 +22,7 @@ import base64
 import hashlib
 from typing import Callable, Iterable, Mapping, NamedTuple
 
-from pbft.encoding import canonical
+from pbft.encoding import canonical, digest as canonical_digest
 from pbft.messages import Operation, Reply, Result, ResultVote
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -31,6 +31,17 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STEP_NAME = "build"
 STATEMENT_FILE = "statement.json"  # the link's product: the statement itself
 STEP_COMMAND = ("pbft-ci", "build")  # what a link reports as run, and a layout expects
+
+
+def manifest_digest(files: Mapping[str, str]) -> str:
+    """One digest for a build's whole set of artifacts (`Result.artifacts`): sha256 of the
+    canonical encoding of its {path: "sha256:<hex>"} mapping.
+
+    Two nodes that hold the same files under the same paths get the same
+    value, whatever order they found them in. Whoever holds the mapping whose
+    digest the nodes agreed on holds every file's agreed digest.
+    """
+    return "sha256:" + canonical_digest(dict(files))
 
 
 def statement(operation: Operation, result: Result) -> dict | None:

@@ -28,6 +28,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
 _IMAGE = re.compile(r"[!-~]{1,255}")
 CHALLENGE_BYTES = 32
@@ -328,8 +329,11 @@ class Result:
 
     `spec` is there only for a build whose container ran; it is compared with
     the rest, because the verdict's attestation names it (`pbft.attestation`).
-    A result without one has the wire form results had before it existed, so
-    signatures made then still verify.
+    `artifacts` only for a successful build whose spec declares artifacts: the
+    digest of its manifest (`pbft.attestation.manifest_digest`), one value
+    however many files, so that matching results vouch for every file's bytes
+    and a vote stays small. A result without them has the wire form results
+    had before they existed, so signatures made then still verify.
     """
 
     status: str
@@ -338,16 +342,19 @@ class Result:
     reason: str = ""
     # Keyword-only: subclasses (the executor's BuildResult) add positional fields after `reason`.
     spec: Spec | None = field(default=None, kw_only=True)
+    artifacts: str | None = field(default=None, kw_only=True)  # "sha256:<hex>" of the manifest
 
     def agreed(self) -> dict:
         agreed = {"status": self.status, "exit_code": self.exit_code, "commit": self.commit}
         if self.spec is not None:
             agreed["spec"] = self.spec.to_dict()
+        if self.artifacts is not None:
+            agreed["artifacts"] = self.artifacts
         return agreed
 
     def agreed_key(self) -> tuple:
         """`agreed()` as a hashable value, for counting matching results."""
-        return (self.status, self.exit_code, self.commit, self.spec)
+        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts)
 
     def to_dict(self) -> dict:
         return {**self.agreed(), "reason": self.reason}
@@ -568,7 +575,10 @@ def _result(data: Any) -> Result:
     if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
         raise MessageError("exit_code must be an integer or null")
     spec = None if data.get("spec") is None else _spec(data["spec"])
-    return Result(status, exit_code, _optional_text(data, "commit"), _text(data, "reason"), spec=spec)
+    artifacts = None if data.get("artifacts") is None else _text(data, "artifacts", _DIGEST)
+    return Result(
+        status, exit_code, _optional_text(data, "commit"), _text(data, "reason"), spec=spec, artifacts=artifacts
+    )
 
 
 def _optional_sig(data: dict, name: str) -> str:

@@ -18,10 +18,10 @@ from node.artifacts import (
     Pattern,
     archive_path,
     archive_roots,
-    manifest_digest,
     normalize_pattern,
 )
 from node.buildspec import parse_build_spec
+from pbft.attestation import manifest_digest
 
 
 def parse(artifacts):

@@ -249,7 +249,9 @@ def test_the_request_must_carry_its_clients_signature(net):
 
 
 NOT_A_CERTIFICATE = "a certificate is an object with exactly ['replies', 'request', 'result', 'version']"
-NOT_A_RESULT = "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec)"
+NOT_A_RESULT = (
+    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, and artifacts)"
+)
 
 
 @pytest.mark.parametrize(
@@ -269,6 +271,7 @@ NOT_A_RESULT = "result must be an object with exactly ['commit', 'exit_code', 's
         (lambda d: d["result"].update(status="passed"), "result: unknown status 'passed'"),
         (lambda d: d["result"].update(exit_code="0"), "result: exit_code must be an integer or null"),
         (lambda d: d["result"].update(reason="x"), NOT_A_RESULT),
+        (lambda d: d["result"].update(artifacts="sha256:00"), "result: artifacts must be a manifest digest, sha256:<64 hex>"),
     ],
 )
 def test_malformed_certificates_are_refused_with_a_reason(net, change, reason):

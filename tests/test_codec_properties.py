@@ -48,7 +48,7 @@ def messages(draw):
     ))
     result = Result(draw(st.sampled_from(["success", "failure", "error", "timeout"])),
                     draw(st.none() | st.integers(-255, 255)), draw(st.none() | commits), draw(st.text(max_size=30)),
-                    spec=spec)
+                    spec=spec, artifacts=draw(st.none() | st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)))
     statement_sig, link_sig = draw(st.sampled_from([("", ""), (SIG, "cd" * 64)]))
     view, seq, sender = draw(naturals), draw(naturals), draw(st.integers(0, 6))
     return draw(st.sampled_from([
@@ -126,6 +126,12 @@ def test_attestation_signatures_and_specs_are_checked_like_every_field():
         except MessageError:
             continue
         raise AssertionError(f"spec {spec!r} was accepted")
+    for artifacts in ["sha256:" + "B" * 64, "b" * 64, "sha256:" + "b" * 63, "sha512:" + "b" * 64, 7, ["sha256:"]]:
+        try:
+            decode({**encode(reply), "result": {**result.to_dict(), "artifacts": artifacts}})
+        except MessageError:
+            continue
+        raise AssertionError(f"artifacts {artifacts!r} was accepted")
 
 
 def test_replies_and_votes_signed_before_attestations_keep_their_wire_form():

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from node.artifacts import manifest_digest
+from pbft.attestation import manifest_digest
 from node.executor import ARTIFACTS_OFF, BuildResult
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     _GIT_ENV,
@@ -73,9 +73,10 @@ async def test_a_deterministic_artifact_gets_one_digest_on_every_node(
 
     assert first.agreed() == second.agreed(), log_text(first)
     assert (first.status, first.exit_code, first.commit) == ("success", 0, head), log_text(first)
-    assert [path for path, _ in first.artifacts] == ["dist/app.tar"]
-    assert first.artifacts == second.artifacts
-    assert manifest_digest(first.artifact_digests()) == manifest_digest(second.artifact_digests())
+    assert [path for path, _ in first.artifact_files] == ["dist/app.tar"]
+    assert first.artifact_files == second.artifact_files
+    # What nodes agree on is the manifest's digest, and it is that of these files.
+    assert first.agreed()["artifacts"] == manifest_digest(first.artifact_digests())
     # What the node keeps is what it hashed, and the manifest beside it says so.
     (build_dir,) = (tmp_path / "data" / "artifacts" / "example").iterdir()
     manifest = json.loads((build_dir / "manifest.json").read_text())
@@ -110,13 +111,15 @@ async def test_an_artifact_with_random_bytes_or_a_timestamp_differs_between_node
     first = await build(make_executor(), git_repo, build_ids)
     second = await build(make_executor(data_dir="node-b"), git_repo, build_ids)
 
-    # The verdict alone agrees; the bytes do not, and each node shows its own digest.
-    assert first.agreed() == second.agreed(), log_text(first)
-    assert first.status == "success"
-    assert [path for path, _ in first.artifacts] == [path for path, _ in second.artifacts]
-    assert first.artifacts != second.artifacts
+    # The status agrees; the bytes do not, so neither do the results, and each node shows its own digest.
+    assert (first.status, first.exit_code) == (second.status, second.exit_code) == ("success", 0), log_text(first)
+    assert first.agreed() != second.agreed()
+    assert first.agreed() | {"artifacts": None} == second.agreed() | {"artifacts": None}
+    assert [path for path, _ in first.artifact_files] == [path for path, _ in second.artifact_files]
+    assert first.artifact_files != second.artifact_files
     for result in (first, second):
-        (path, digest), = result.artifacts
+        assert result.agreed()["artifacts"] == manifest_digest(result.artifact_digests())
+        (path, digest), = result.artifact_files
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
         assert f"== artifact {path} {digest} " in log_text(result)
 
@@ -166,7 +169,7 @@ async def test_a_declared_artifact_the_build_did_not_write_is_an_error(make_exec
         "status": "error", "exit_code": None, "commit": head,
         "reason": "artifacts[0] 'dist/*.tar' matched no file; artifacts[1] 'dist' matched no file",
     }
-    assert result.artifacts == ()
+    assert result.artifact_files == () and result.artifacts is None
     assert "== artifacts not taken: artifacts[0] 'dist/*.tar' matched no file" in log_text(result)
     assert stored_builds(tmp_path) == []
 
@@ -177,7 +180,7 @@ async def test_a_failed_build_keeps_its_verdict_and_takes_no_artifacts(make_exec
     result = await build(make_executor(), git_repo, build_ids)
 
     assert {**outcome(result), "reason": result.reason} == {"status": "failure", "exit_code": 3, "commit": head, "reason": ""}
-    assert result.artifacts == ()
+    assert result.artifact_files == () and result.artifacts is None
     assert "== artifacts not taken: the build did not succeed" in log_text(result)
     assert stored_builds(tmp_path) == []
     assert not list((tmp_path / "data" / "artifacts").glob(".incoming-*"))
@@ -259,6 +262,6 @@ async def test_a_build_with_a_cache_and_artifacts_has_one_holder(
     text = log_text(result)
     assert result.status == "success", text
     assert re.search(r"== cache saved key [0-9a-f]{12}", text), text
-    assert [path for path, _ in result.artifacts] == ["dist/app.tar"]
+    assert [path for path, _ in result.artifact_files] == ["dist/app.tar"]
     (roles,) = [roles for build_id, roles in container_roles.items() if build_id]
     assert roles == ["build", "holder"]

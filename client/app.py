@@ -161,7 +161,7 @@ async def webhook(request: web.Request) -> web.Response:
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
     operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
     verdict = await request.app[SERVICE_KEY].submit(operation)
-    if verdict.accepted:
+    if verdict.accepted or verdict.divergent:
         return web.json_response({**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)})
     error, status = ("client shutting down", 503) if verdict.abandoned else ("no quorum before the deadline", 504)
     return web.json_response(
@@ -200,7 +200,7 @@ async def _read_capped(request: web.Request, max_bytes: int, timeout_s: float) -
 def _verdict_json(verdict: Verdict) -> dict:
     result = verdict.result
     answer = {
-        "status": result.status,
+        "status": "divergent" if verdict.divergent else result.status,
         "exit_code": result.exit_code,
         "commit": result.commit,
         "agreed_by": verdict.agreed_by,
@@ -209,6 +209,10 @@ def _verdict_json(verdict: Verdict) -> dict:
     }
     if result.status == "error":
         answer["reason"] = result.reason
+    if verdict.divergent:
+        answer["artifacts_by_node"] = {str(node): digest for node, digest in verdict.artifacts_by_node.items()}
+    elif result.artifacts is not None:
+        answer["artifacts"] = result.artifacts
     return answer
 
 

@@ -5,14 +5,25 @@ have already checked. With at most f faulty nodes, f+1 matching replies
 include at least one honest node, so the agreed result is one an honest
 node produced; fewer never suffice, and a node's later replies never
 replace its first, so no node can vote twice or change its vote.
+
+A result that names artifacts (`Result.artifacts`) needs 2f+1 matching
+replies, the quorum that certifies it in every node's ledger: then at
+least f+1 honest nodes built those very bytes, and a build whose honest
+nodes made different bytes cannot be accepted as any one of them. It ends
+`divergent` instead, once at least f+1 nodes replied that it succeeded
+with artifacts and no result can reach its quorum any more, however the
+nodes yet to reply answer. Up to f liars alone cannot cause that: the
+2f+1 honest nodes of a reproducible build still agree.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from typing import Mapping
 
 from pbft.messages import Reply, Result
-from pbft.quorum import reply_quorum, winner
+from pbft.quorum import commit_quorum, reply_quorum
 
 AgreedResult = tuple
 
@@ -25,30 +36,84 @@ def agreed_part(result: Result) -> AgreedResult:
 class ReplyCollector:
     """The replies to one request `(client, timestamp)` and the verdict they make."""
 
-    def __init__(self, client: str, timestamp: int, f: int) -> None:
+    def __init__(self, client: str, timestamp: int, f: int, n: int | None = None) -> None:
         self.client = client
         self.timestamp = timestamp
-        self._needed = reply_quorum(f)
+        self._f = f
+        self._n = 3 * f + 1 if n is None else n
         self._first_reply: dict[int, Reply] = {}
         self._votes: dict[int, AgreedResult] = {}
         self._agreed: tuple[AgreedResult, list[int]] | None = None
+        self._divergent = False
 
     def add(self, reply: Reply) -> bool:
-        """Count `reply`; return True only for the reply that completes the quorum."""
+        """Count `reply`; return True only for the reply that decides the verdict
+        (completes a quorum, or makes every quorum impossible for a build with artifacts)."""
         if (reply.client, reply.timestamp) != (self.client, self.timestamp):
             return False
         if reply.sender in self._first_reply:
             return False
         self._first_reply[reply.sender] = reply
         self._votes[reply.sender] = agreed_part(reply.result)
-        if self._agreed is not None:
+        if self.decided:
             return False
-        self._agreed = winner(self._votes, self._needed)
-        return self._agreed is not None
+        self._agreed = self._winner(reply)
+        self._divergent = self._agreed is None and self._diverged()
+        return self.decided
+
+    def _needed(self, result: Result) -> int:
+        return reply_quorum(self._f) if result.artifacts is None else commit_quorum(self._f)
+
+    def _winner(self, reply: Reply) -> tuple[AgreedResult, list[int]] | None:
+        # Only the newest reply's result gained a vote, so only it can have just won.
+        key = self._votes[reply.sender]
+        senders = sorted(sender for sender, vote in self._votes.items() if vote == key)
+        return (key, senders) if len(senders) >= self._needed(reply.result) else None
+
+    def _diverged(self) -> bool:
+        missing = self._n - len(self._votes)
+        counts = Counter(self._votes.values())
+        results = {self._votes[sender]: reply.result for sender, reply in self._first_reply.items()}
+        if any(count + missing >= self._needed(results[key]) for key, count in counts.items()):
+            return False  # some result can still be accepted
+        if missing and reply_quorum(self._f) <= missing:
+            return False  # the missing nodes alone could still agree on a result without artifacts
+        return self._divergent_outcome() is not None
+
+    def _divergent_outcome(self) -> Result | None:
+        """What at least f+1 nodes agree on but for their artifacts (the most replied such), if any."""
+        outcomes: dict[AgreedResult, list[Result]] = {}
+        for sender in sorted(self._first_reply):
+            result = self._first_reply[sender].result
+            if result.artifacts is not None:
+                outcome = replace(result, artifacts=None)
+                outcomes.setdefault(outcome.agreed_key(), []).append(outcome)
+        found = max(outcomes.values(), key=len, default=[])
+        return found[0] if len(found) >= reply_quorum(self._f) else None
 
     @property
     def accepted(self) -> bool:
         return self._agreed is not None
+
+    @property
+    def divergent(self) -> bool:
+        """Whether the replies show nodes that built different artifacts, and no verdict can come."""
+        return self._divergent
+
+    @property
+    def decided(self) -> bool:
+        return self._agreed is not None or self._divergent
+
+    @property
+    def divergent_outcome(self) -> Result | None:
+        """For a divergent build, what its nodes agree on apart from the artifacts
+        (status, exit code, commit, spec; the reason of the lowest such node)."""
+        return self._divergent_outcome() if self._divergent else None
+
+    @property
+    def artifacts_by_node(self) -> dict[int, str | None]:
+        """Each replying node's artifact manifest digest, by node id (None: its result names none)."""
+        return {sender: self._first_reply[sender].result.artifacts for sender in sorted(self._first_reply)}
 
     @property
     def agreed_by(self) -> list[int]:

@@ -26,7 +26,8 @@ class ClientMetrics:
         self.submitted_builds = Counter("pbft_client_builds_submitted", "Builds sent to the network", registry=r)
         self.verdicts = Counter(
             "pbft_client_verdicts",
-            "Builds ended: accepted with f+1 matching replies (by result status), or without (no_quorum, abandoned)",
+            "Builds ended: accepted with f+1 matching replies (by result status), divergent (artifacts differ "
+            "between nodes), or without a verdict (no_quorum, abandoned)",
             ["status"], registry=r)
         self.verdict_seconds = Histogram("pbft_client_verdict_seconds", "From a build's request to its verdict",
                                          buckets=VERDICT_BUCKETS_S, registry=r)
@@ -40,6 +41,8 @@ class ClientMetrics:
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         if verdict.accepted and verdict.result is not None:
             status = verdict.result.status
+        elif verdict.divergent:
+            status = "divergent"
         else:
             status = "abandoned" if verdict.abandoned else "no_quorum"
         self.verdicts.labels(status).inc()

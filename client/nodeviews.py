@@ -180,12 +180,16 @@ def _result(value: Any) -> dict | None:
     if not isinstance(value, dict) or not isinstance(value.get("status"), str):
         return None
     exit_code, commit, reason = value.get("exit_code"), value.get("commit"), value.get("reason", "")
-    return {
+    artifacts = value.get("artifacts")
+    shown = {
         "status": value["status"][:40],
         "exit_code": exit_code if type(exit_code) is int else None,
         "commit": commit[:64] if isinstance(commit, str) else None,
         "reason": reason[:MAX_TEXT] if isinstance(reason, str) else "",
     }
+    if isinstance(artifacts, str):
+        shown["artifacts"] = artifacts[:80]  # "sha256:" and 64 hex digits; a node may claim anything
+    return shown
 
 
 def _verdict(value: Any) -> dict | None:

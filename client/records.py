@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS builds (
     branch TEXT NOT NULL,
     commit_requested TEXT,
     submitted_at TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'timeout')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'timeout', 'divergent')),
     result TEXT,
     agreed_by TEXT NOT NULL DEFAULT '[]',
     elapsed_ms INTEGER,
@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 # forgotten so the table does not grow for ever.
 DELIVERY_RETENTION_S = 30 * 24 * 3600
 
+# Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
+# alter: `_migrate` copies their builds into a table made by the schema above.
+SCHEMA_VERSION = 1
+
 _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms"
 )
@@ -69,7 +73,31 @@ class BuildRecords:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION in one transaction: all of it or none of it."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"build records of schema version {version}; this client reads up to {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'").fetchone()
+            if exists:
+                self._db.execute("ALTER TABLE builds RENAME TO builds_v0")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            if exists:
+                self._db.execute("INSERT INTO builds SELECT * FROM builds_v0")
+                self._db.execute("DROP TABLE builds_v0")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.commit()
@@ -114,6 +142,27 @@ class BuildRecords:
         self, build_id: int, result: Result, agreed_by: list[int], elapsed_ms: int, replies: list[Reply]
     ) -> None:
         self._finish(build_id, "accepted", json.dumps(result.to_dict()), agreed_by, elapsed_ms, replies)
+
+    def diverge(
+        self,
+        build_id: int,
+        outcome: Result,
+        artifacts_by_node: dict[int, str | None],
+        elapsed_ms: int,
+        replies: list[Reply],
+    ) -> None:
+        """A build whose nodes agree on its outcome but not on its artifacts' bytes.
+
+        Its result is what they agree on with the status `divergent`, and each
+        node's manifest digest under `artifacts_by_node`, never one of them as the
+        artifacts: the signed replies hold the same, for anyone to recheck.
+        """
+        result = {
+            **outcome.to_dict(),
+            "status": "divergent",
+            "artifacts_by_node": {str(node): digest for node, digest in artifacts_by_node.items()},
+        }
+        self._finish(build_id, "divergent", json.dumps(result), [], elapsed_ms, replies)
 
     def time_out(self, build_id: int, elapsed_ms: int, replies: list[Reply]) -> None:
         self._finish(build_id, "timeout", None, [], elapsed_ms, replies)

@@ -2,7 +2,8 @@
 
 `submit` signs a request with a fresh timestamp, records it, sends it to the
 primary of the view the client believes current, retransmits it to all
-nodes every `client_retransmit_s` until f+1 nodes agree (OSDI'99 §4.1), and
+nodes every `client_retransmit_s` until f+1 nodes agree (OSDI'99 §4.1; 2f+1
+for a result with artifacts, or `divergent`: client.collector), and
 gives up at the deadline. Replies arrive through `on_frame`, which verifies
 each one and routes it by timestamp to that request's collector.
 """
@@ -56,7 +57,12 @@ class BuildObserver(Protocol):
 
 @dataclass(frozen=True)
 class Verdict:
-    """How one request ended: accepted with a result, or out of time."""
+    """How one request ended: accepted with a result, divergent, or out of time.
+
+    A divergent build (client.collector) has no agreed result: `result` is
+    what its nodes agree on apart from the artifacts, and `artifacts_by_node`
+    each replying node's own manifest digest.
+    """
 
     build_id: str
     accepted: bool
@@ -65,6 +71,8 @@ class Verdict:
     replies: list[Reply]
     elapsed_ms: int
     abandoned: bool = False  # the client shut down before a quorum or the deadline
+    divergent: bool = False
+    artifacts_by_node: dict[int, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +81,7 @@ class _Outstanding:
     collector: ReplyCollector
     operation: Operation
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    all_replied: asyncio.Event = field(default_factory=asyncio.Event)
     retransmitted: bool = False
 
 
@@ -178,7 +187,9 @@ class ClientService:
         request = signed(Request(self.name, timestamp, operation), self._auth.sign)
         self._records.add_pending(request, submitted_at=time.time())
         outstanding = _Outstanding(
-            json.dumps(encode(request)), ReplyCollector(self.name, timestamp, self._config.f), operation
+            json.dumps(encode(request)),
+            ReplyCollector(self.name, timestamp, self._config.f, self._config.n),
+            operation,
         )
         self._outstanding[timestamp] = outstanding
         return timestamp, started_s
@@ -190,6 +201,8 @@ class ClientService:
             await self._records_durable()
             await self._send_first(timestamp, operation, outstanding)
             await self._await_quorum(timestamp, outstanding, started_s)
+            if outstanding.collector.divergent and not self._closing:
+                await self._await_the_rest(outstanding, started_s)
         finally:
             del self._outstanding[timestamp]
         verdict = self._finish(timestamp, operation, outstanding.collector, started_s)
@@ -250,9 +263,31 @@ class ClientService:
             )
             retransmit_at_s += self._retransmit_s
 
+    async def _await_the_rest(self, outstanding: _Outstanding, started_s: float) -> None:
+        """Give the nodes yet to reply to a divergent build a little longer, so that its
+        record shows every node's digest, not only those that made the verdict."""
+        wait_s = min(self._retransmit_s, started_s + self._deadline_s - time.monotonic())
+        try:
+            await asyncio.wait_for(outstanding.all_replied.wait(), timeout=max(0.0, wait_s))
+        except asyncio.TimeoutError:
+            pass
+
     def _finish(self, timestamp: int, operation: Operation, collector: ReplyCollector, started_s: float) -> Verdict:
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         replies = collector.replies
+        if collector.divergent:
+            outcome, by_node = collector.divergent_outcome, collector.artifacts_by_node
+            self._records.diverge(timestamp, outcome, by_node, elapsed_ms, replies)
+            log.warning(
+                "divergent build %d: %s status=%s commit=%s nodes built different artifacts: %s elapsed_ms=%d",
+                timestamp, operation.branch, outcome.status, outcome.commit,
+                " ".join(f"node{node}={digest}" for node, digest in by_node.items()), elapsed_ms,
+            )
+            verdict = Verdict(
+                build_id=str(timestamp), accepted=False, result=outcome, agreed_by=[], replies=replies,
+                elapsed_ms=elapsed_ms, divergent=True, artifacts_by_node=by_node,
+            )
+            return verdict
         if collector.accepted:
             result = collector.result
             self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
@@ -315,6 +350,8 @@ class ClientService:
         log.debug("reply from node %d for build %d: %s", reply.sender, reply.timestamp, reply.result.agreed())
         if outstanding.collector.add(reply):
             outstanding.done.set()
+        if len(outstanding.collector.replies) == self._config.n:
+            outstanding.all_replied.set()
 
     def _parse_reply(self, link_node_id: int, text: str) -> Reply | None:
         try:

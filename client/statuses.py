@@ -214,7 +214,7 @@ class CommitStatuses:
             # The network may still build it; a status saying otherwise would be a guess.
             log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
             return
-        sha = operation.commit or (verdict.result.commit if verdict.accepted else None)
+        sha = operation.commit or (verdict.result.commit if verdict.accepted or verdict.divergent else None)
         if sha is None:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
@@ -222,6 +222,13 @@ class CommitStatuses:
         self._post(repository, sha, verdict.build_id, state, description)
 
     def _final(self, verdict: Verdict) -> tuple[str, str]:
+        if verdict.divergent:
+            # Not a failure of the tests: the nodes could not vouch for one set of bytes.
+            differing = len(set(verdict.artifacts_by_node.values()))
+            return "error", (
+                f"build divergent: its artifacts differ between nodes ({differing} digests among "
+                f"{len(verdict.artifacts_by_node)} nodes); not reproducible, or a node lies"
+            )
         if not verdict.accepted:
             return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
         result = verdict.result

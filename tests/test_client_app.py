@@ -33,12 +33,17 @@ CLIENT = "ci"
 RETRANSMIT_S = 0.3
 
 
-def honest_result(branch: str) -> Result:
+def honest_result(branch: str, node_id: int = 0) -> Result:
+    """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
+    "artifacts-random…" different bytes on each node (a build that is not reproducible)."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
     if branch.startswith("fail"):
         return Result("failure", 1, commit)
+    if branch.startswith("artifacts"):
+        seed = f"{branch}/{node_id}" if branch.startswith("artifacts-random") else branch
+        return Result("success", 0, commit, artifacts="sha256:" + hashlib.sha256(seed.encode()).hexdigest())
     return Result("success", 0, commit)
 
 
@@ -111,7 +116,7 @@ class FakeCluster:
         if behaviour == "silent":
             return
         view, request = self.committed[timestamp]
-        result = honest_result(request.operation.branch)
+        result = honest_result(request.operation.branch, node_id)
         if behaviour in ("liar", "forger"):
             result = Result("success", 0, "f" * 40)
         senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]
@@ -408,6 +413,27 @@ async def client_metrics(client) -> dict[tuple[str, tuple], float]:
     response = await client.get("/metrics")
     assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
     return parse_metrics(await response.text())
+
+
+async def test_artifacts_are_agreed_by_2f_plus_1_nodes_or_the_build_is_divergent(cluster, client):
+    cluster.behaviour[3] = "liar"
+    status, verdict = await post(client, {"branch": "artifacts"})
+    assert status == 200 and verdict["status"] == "success"
+    assert verdict["artifacts"] == honest_result("artifacts").artifacts
+    assert verdict["agreed_by"] == [0, 1, 2], "a result with artifacts takes 2f+1 nodes"
+
+    cluster.behaviour[3] = "honest"
+    status, verdict = await post(client, {"branch": "artifacts-random"})
+    assert status == 200 and verdict["status"] == "divergent" and verdict["agreed_by"] == []
+    assert "artifacts" not in verdict, "no node's digest is given as the build's"
+    digests = {str(node): honest_result("artifacts-random", node).artifacts for node in range(N)}
+    assert verdict["artifacts_by_node"] == digests and len(set(digests.values())) == N
+    record = await (await client.get(f"/builds/{verdict['build_id']}")).json()
+    assert record["state"] == "divergent" and record["result"]["artifacts_by_node"] == digests
+    certificate = await client.get(f"/builds/{verdict['build_id']}/certificate")
+    assert certificate.status == 409
+    metrics = await client_metrics(client)
+    assert metrics[("pbft_client_verdicts_total", (("status", "divergent"),))] == 1
 
 
 async def test_metrics_parse_and_count_webhooks_and_verdicts(cluster, client):

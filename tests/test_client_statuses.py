@@ -253,3 +253,20 @@ async def test_a_slow_status_server_does_not_delay_the_verdict(
     assert status == 200 and verdict["status"] == "success"
     assert time.monotonic() - started_s < 1.0
     await status_server.wait_for_calls(1)  # the pending status is in flight meanwhile
+
+
+async def test_a_divergent_build_is_an_error_that_says_so(cluster, status_server, aiohttp_client):
+    with_statuses(cluster, status_server)
+    client = await start_client(aiohttp_client, cluster)
+
+    status, verdict = await post(client, {"branch": "artifacts-random", "commit": PINNED})
+    assert status == 200 and verdict["status"] == "divergent"
+    await status_server.wait_for_calls(2)
+
+    pending, final = status_server.calls
+    assert final.path == f"/repos/octo/example/statuses/{PINNED}"
+    assert final.body["state"] == "error"
+    assert final.body["description"] == (
+        f"build divergent: its artifacts differ between nodes ({N} digests among {N} nodes); "
+        "not reproducible, or a node lies"
+    )

@@ -125,11 +125,18 @@ function describeResult(result) {
   let text = String(result.status);
   if (result.exit_code !== null && result.exit_code !== undefined) text += " (exit " + result.exit_code + ")";
   if (result.commit) text += " @ " + short(result.commit);
+  if (typeof result.artifacts === "string") text += ", artifacts " + shortDigest(result.artifacts);
   return text;
 }
 
+// "sha256:" and the first 12 hex digits: enough to tell nodes' digests apart at a glance.
+function shortDigest(digest) {
+  return typeof digest === "string" ? digest.slice(0, 19) : "none";
+}
+
 function sameResult(a, b) {
-  return Boolean(a && b) && a.status === b.status && a.exit_code === b.exit_code && a.commit === b.commit;
+  return Boolean(a && b) && a.status === b.status && a.exit_code === b.exit_code && a.commit === b.commit &&
+    (a.artifacts || null) === (b.artifacts || null);
 }
 
 function seconds(ms) {
@@ -220,6 +227,8 @@ function summary(record) {
     ["Commit built", record.result && record.result.commit ? record.result.commit : null],
     ["Elapsed", elapsed(record)],
     ["Agreed by", record.agreed_by.length ? "nodes " + record.agreed_by.join(", ") : "—"],
+    ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
+    ["Artifacts by node", divergentDigests(record)],
   ];
   const list = el("dl", { class: "summary", id: "summary" });
   for (const [name, value] of rows) {
@@ -228,6 +237,13 @@ function summary(record) {
   }
   if (record.state === "accepted") list.append(el("dt", {}, "Certificate"), el("dd", {}, certificateLink(record.build_id)));
   return list;
+}
+
+// A divergent build's digests, one line per node: the nodes built different bytes, and none is the verdict.
+function divergentDigests(record) {
+  const byNode = record.state === "divergent" && record.result ? record.result.artifacts_by_node : null;
+  if (!byNode || typeof byNode !== "object") return null;
+  return Object.keys(byNode).map((node) => "node " + node + ": " + (byNode[node] || "none")).join("\n");
 }
 
 // The signed reply each node sent this client, by node id (the client verified them as they came).
@@ -243,7 +259,8 @@ function nodeTable(record, nodes) {
   const replies = repliesByNode(record);
   const votes = {};
   for (const vote of nodes.votes) votes[vote.node] = vote.results;
-  const accepted = record.result;
+  // A divergent build has no agreed result to set the nodes' answers against.
+  const accepted = record.state === "accepted" ? record.result : null;
   const cellFor = (result, field) => el("td", { "data-field": field,
     class: accepted && result && !sameResult(result, accepted) ? "differs" : null }, describeResult(result));
   const rows = nodes.nodes.map((view) => {

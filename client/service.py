@@ -3,7 +3,7 @@
 `submit` signs a request with a fresh timestamp, records it, sends it to the
 primary of the view the client believes current, retransmits it to all
 nodes every `client_retransmit_s` until f+1 nodes agree (OSDI'99 §4.1; 2f+1
-for a result with artifacts, or `divergent`: client.collector), and
+for a result with artifacts, or `divergent`: pbft.replies), and
 gives up at the deadline. Replies arrive through `on_frame`, which verifies
 each one and routes it by timestamp to that request's collector.
 """
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
-from client.collector import ReplyCollector, vouched_view
+from pbft.replies import ReplyCollector, vouched_view
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
 from client.records import BuildRecords
@@ -59,7 +59,7 @@ class BuildObserver(Protocol):
 class Verdict:
     """How one request ended: accepted with a result, divergent, or out of time.
 
-    A divergent build (client.collector) has no agreed result: `result` is
+    A divergent build (pbft.replies) has no agreed result: `result` is
     what its nodes agree on apart from the artifacts, and `artifacts_by_node`
     each replying node's own manifest digest.
     """

@@ -14,7 +14,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.collector import ReplyCollector, agreed_part, vouched_view
+from pbft.replies import ReplyCollector, agreed_part, vouched_view
 from client.records import BuildRecords
 from client.service import ClientService
 from pbft.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig

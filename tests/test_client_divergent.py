@@ -1,4 +1,4 @@
-"""Results with artifacts: 2f+1 matching replies, or `divergent` (client.collector).
+"""Results with artifacts: 2f+1 matching replies, or `divergent` (pbft.replies).
 
 The collector tests are pure (n = 4, f = 1, unsigned replies). The last
 tests drive the service with in-memory links and real signatures, and open
@@ -12,7 +12,7 @@ import sqlite3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.collector import ReplyCollector, agreed_part
+from pbft.replies import ReplyCollector, agreed_part
 from client.records import SCHEMA_VERSION, BuildRecords
 from pbft.messages import Operation, Result, encode, signed
 from tests.test_client_collector import CLIENT, F, N, T, _service, attested, reply

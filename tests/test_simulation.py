@@ -49,7 +49,7 @@ from pbft.sim.checkers import (
     restore_problem,
     vouched,
 )
-from pbft.sim.client import verdict
+from pbft.sim.client import DIVERGENT, verdict
 from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, Window, choose_plan
 from pbft.sim.network import Network
 from pbft.sim.node import SimNode
@@ -122,7 +122,7 @@ def test_a_seed_replays_exactly():
 
 
 def test_safety_checker_reports_two_honest_nodes_executing_different_requests_at_one_seq():
-    checker = SafetyChecker()
+    checker = SafetyChecker(f=1)
     checker.executed(1.0, node=1, seq=3, batch="aa" * 32, builds=(("c", 1),))
     checker.executed(1.2, node=2, seq=3, batch="bb" * 32, builds=(("c", 2),))
     assert [violation.kind for violation in checker.violations] == ["safety"]
@@ -130,7 +130,7 @@ def test_safety_checker_reports_two_honest_nodes_executing_different_requests_at
 
 
 def test_safety_checker_accepts_agreeing_nodes():
-    checker = SafetyChecker()
+    checker = SafetyChecker(f=1)
     for node in range(4):
         # A node that learnt the batch by state transfer starts no builds but agrees on the digest.
         checker.executed(1.0, node=node, seq=1, batch="aa" * 32, builds=(("c", 1), ("c", 2)) if node else ())
@@ -140,14 +140,31 @@ def test_safety_checker_accepts_agreeing_nodes():
 
 
 def test_safety_checker_reports_a_verdict_no_honest_node_produced():
-    checker = SafetyChecker()
+    checker = SafetyChecker(f=1)
     checker.produced(("c", 1), SUCCESS)
     checker.accepted(2.0, ("c", 1), FAILURE)
     assert len(checker.violations) == 1 and "no honest node produced" in checker.violations[0].text
 
 
+def test_safety_checker_holds_artifacts_and_divergent_verdicts_to_honest_replies():
+    built, other = ("success", 0, "a" * 40, None, "sha256:" + "1" * 64), ("success", 0, "a" * 40, None, "sha256:" + "2" * 64)
+    checker = SafetyChecker(f=1)
+    checker.produced(("c", 1), built)
+    checker.accepted(2.0, ("c", 1), built)  # one honest node's bytes are not vouched for
+    checker.accepted(2.0, ("c", 2), (DIVERGENT, built[:-1] + (None,)))  # no honest node disagreed
+    assert ["fewer than f+1" in violation.text for violation in checker.violations] == [True, False]
+    assert "divergent, but honest nodes replied only" in checker.violations[1].text
+
+    checker = SafetyChecker(f=1)
+    for verdict in (built, built, other):
+        checker.produced(("c", 1), verdict)
+    checker.accepted(2.0, ("c", 1), built)
+    checker.accepted(2.0, ("c", 1), (DIVERGENT, built[:-1] + (None,)))
+    assert checker.violations == []
+
+
 def test_safety_checker_reports_a_request_executed_twice():
-    checker = SafetyChecker()
+    checker = SafetyChecker(f=1)
     checker.executed(1.0, node=1, seq=1, batch="aa" * 32, builds=(("c", 1),))
     checker.executed(2.0, node=1, seq=2, batch="bb" * 32, builds=(("c", 1),))
     assert any("twice" in violation.text for violation in checker.violations)
@@ -172,9 +189,13 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
 
 
 def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):
-    monkeypatch.setattr("pbft.sim.client.reply_quorum", lambda f: 1)
+    # The simulated clients count replies with the real rule (pbft.replies): make it trust one.
+    monkeypatch.setattr("pbft.replies.reply_quorum", lambda f: 1)
+    monkeypatch.setattr("pbft.replies.commit_quorum", lambda f: 1)
     outcomes = [cluster.run() for cluster in _seeds_with("lie", options(), wanted=10)]
-    assert any("no honest node produced" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
+    caught = [str(violation) for outcome in outcomes for violation in outcome.safety_violations]
+    assert any("no honest node produced" in text for text in caught)
+    assert any("fewer than f+1 honest nodes produced" in text for text in caught), "a lie about artifacts, too"
 
 
 def test_simulation_reports_liveness_when_builds_outlast_the_bound():

@@ -40,7 +40,10 @@ def bogus_digest(*parts: object) -> str:
 
 
 def flipped(result: Result) -> Result:
-    """The verdict a liar reports: success becomes failure and anything else success."""
+    """The verdict a liar reports: artifacts become other bytes under the same exit code,
+    any other success becomes failure, and anything else success."""
+    if result.artifacts is not None:
+        return replace(result, artifacts="sha256:" + bogus_digest("lie", result.artifacts), reason="lie")
     if result.status == "success":
         return Result("failure", 1, result.commit, "lie")
     return Result("success", 0, result.commit, "lie")

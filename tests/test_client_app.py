@@ -145,8 +145,13 @@ class FakeCluster:
                     await ws.send_str(frame)
 
 
-def configure(cluster: FakeCluster, ports: list[int], tmp_path, repositories: dict[str, str]) -> None:
-    """Write the client's network config for fake nodes listening on `ports`; set `cluster.config`."""
+def configure(
+    cluster: FakeCluster, ports: list[int], tmp_path, repositories: dict[str, str], build: dict | None = None
+) -> None:
+    """Write the client's network config for fake nodes listening on `ports`; set `cluster.config`.
+
+    `build` adds to the network's build settings.
+    """
     keys_dir = tmp_path / "keys"
     save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
     config = {
@@ -161,7 +166,7 @@ def configure(cluster: FakeCluster, ports: list[int], tmp_path, repositories: di
         "repositories": [{"name": name, "url": url} for name, url in repositories.items()],
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
         # Builds never run here (the nodes are fakes), but a build must fit the deadline.
-        "build": {"timeout_s": 5.0},
+        "build": {"timeout_s": 5.0, **(build or {})},
         "keys_dir": str(keys_dir),
         "data_dir": str(tmp_path / "data"),
         "log_dir": str(tmp_path / "log"),

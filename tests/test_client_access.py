@@ -122,6 +122,20 @@ async def test_build_records_need_the_token_when_one_is_configured(guarded):
         assert allowed.status == 200, path
 
 
+async def test_artifacts_need_the_token_before_any_node_is_asked(guarded):
+    response = await guarded.post("/webHook", json={"branch": "main", "repository": "open"}, headers=BEARER)
+    build_id = (await response.json())["build_id"]
+
+    for path in (f"/builds/{build_id}/artifacts", f"/builds/{build_id}/artifacts/dist/app.whl"):
+        refused = await guarded.get(path)
+        assert refused.status == 401, path
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        # With the token, the record is read: this build's verdict carries no artifacts.
+        allowed = await guarded.get(path, headers=BEARER)
+        assert allowed.status == 404, path
+        assert (await allowed.json())["error"] == f"build {build_id} declared no artifacts"
+
+
 async def test_plain_call_is_403_without_a_token_or_the_opt_out(cluster, aiohttp_client):  # noqa: F811
     client = await start_client(aiohttp_client, with_client_settings(cluster, plain_without_token=False))
 

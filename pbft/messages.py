@@ -375,6 +375,9 @@ class Reply:
     # for a result without a commit, which has no statement.
     statement_sig: str = ""
     link_sig: str = ""
+    # Node i's DSSE signature of the SLSA provenance of the build's artifacts
+    # (`pbft.provenance`); empty for a build without artifacts.
+    provenance_sig: str = ""
     TYPE = "reply"
 
     def payload(self) -> dict:
@@ -440,6 +443,7 @@ class ResultVote:
     sig: str = ""
     statement_sig: str = ""  # as in Reply: so that every node's ledger can show the attestation
     link_sig: str = ""
+    provenance_sig: str = ""
     TYPE = "result"
 
     def payload(self) -> dict:
@@ -480,12 +484,14 @@ class Relay:
 
 
 def _attestation_sigs(message: Reply | ResultVote) -> dict:
-    # Left out when empty: replies and votes signed before attestations existed keep their bytes.
+    # Left out when empty: replies and votes signed before attestations (or provenance) existed keep their bytes.
     sigs = {}
     if message.statement_sig:
         sigs["statement_sig"] = message.statement_sig
     if message.link_sig:
         sigs["link_sig"] = message.link_sig
+    if message.provenance_sig:
+        sigs["provenance_sig"] = message.provenance_sig
     return sigs
 
 
@@ -735,6 +741,7 @@ def _decode_result_vote(data: dict) -> ResultVote:
         sig=_text(data, "sig", _SIG),
         statement_sig=_optional_sig(data, "statement_sig"),
         link_sig=_optional_sig(data, "link_sig"),
+        provenance_sig=_optional_sig(data, "provenance_sig"),
     )
 
 
@@ -748,6 +755,7 @@ def _decode_reply(data: dict) -> Reply:
         sig=_text(data, "sig", _SIG),
         statement_sig=_optional_sig(data, "statement_sig"),
         link_sig=_optional_sig(data, "link_sig"),
+        provenance_sig=_optional_sig(data, "provenance_sig"),
     )
 
 

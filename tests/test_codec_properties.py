@@ -50,6 +50,7 @@ def messages(draw):
                     draw(st.none() | st.integers(-255, 255)), draw(st.none() | commits), draw(st.text(max_size=30)),
                     spec=spec, artifacts=draw(st.none() | st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)))
     statement_sig, link_sig = draw(st.sampled_from([("", ""), (SIG, "cd" * 64)]))
+    provenance_sig = draw(st.sampled_from(["", "ef" * 64]))
     view, seq, sender = draw(naturals), draw(naturals), draw(st.integers(0, 6))
     return draw(st.sampled_from([
         request,
@@ -57,14 +58,16 @@ def messages(draw):
         Prepare(view, seq, "c" * 64, sender, SIG),
         Commit(view, seq, "d" * 64, sender, SIG),
         Checkpoint(seq, "e" * 64, sender, SIG),
-        Reply(view, request.timestamp, request.client, sender, result, SIG, statement_sig, link_sig),
-        ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig),
+        Reply(view, request.timestamp, request.client, sender, result, SIG, statement_sig, link_sig, provenance_sig),
+        ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig,
+                   provenance_sig),
         Hello(request.client, sender, draw(challenges), SIG),
         Challenge(draw(challenges)),
         Status(view, seq, sender, SIG),
         VoteFetch(((request.client, request.timestamp),) * draw(st.integers(1, 64)), sender, SIG),
         Relay((Prepare(view, seq, "c" * 64, sender, SIG), Commit(view, seq, "d" * 64, sender, SIG),
-               ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig))),
+               ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig,
+                          provenance_sig))),
     ]))
 
 
@@ -112,8 +115,10 @@ def test_mutated_results_and_specs_are_decoded_or_refused(message, data):
 
 def test_attestation_signatures_and_specs_are_checked_like_every_field():
     result = Result("success", 0, "a" * 40, spec=Spec(".pbft-ci.yml", "b" * 64, "pbft-ci/busybox:latest"))
-    reply = Reply(0, 1, "ci", 2, result, SIG, SIG, SIG)
-    for field, value in [("statement_sig", ""), ("statement_sig", "xy"), ("link_sig", 7), ("link_sig", None)]:
+    reply = Reply(0, 1, "ci", 2, result, SIG, SIG, SIG, SIG)
+    for field, value in [("statement_sig", ""), ("statement_sig", "xy"), ("link_sig", 7), ("link_sig", None),
+                         ("provenance_sig", ""), ("provenance_sig", "AB" * 64), ("provenance_sig", SIG + "0"),
+                         ("provenance_sig", None), ("provenance_sig", [SIG])]:
         try:
             decode({**encode(reply), field: value})
         except MessageError:
@@ -138,5 +143,22 @@ def test_replies_and_votes_signed_before_attestations_keep_their_wire_form():
     old = {"type": "reply", "view": 0, "timestamp": 1, "client": "ci", "sender": 2, "sig": SIG,
            "result": {"status": "success", "exit_code": 0, "commit": "a" * 40, "reason": ""}}
     reply = decode(old)
-    assert (reply.statement_sig, reply.link_sig, reply.result.spec) == ("", "", None)
+    assert (reply.statement_sig, reply.link_sig, reply.provenance_sig, reply.result.spec) == ("", "", "", None)
     assert encode(reply) == old
+
+
+def test_replies_and_votes_signed_before_provenance_keep_their_wire_form():
+    """A message with attestation signatures but no provenance signature has the bytes it had before."""
+    result = {"status": "success", "exit_code": 0, "commit": "a" * 40, "reason": "",
+              "spec": {"path": ".pbft-ci.yml", "sha256": "b" * 64, "image": "pbft-ci/busybox:latest"}}
+    old_reply = {"type": "reply", "view": 0, "timestamp": 1, "client": "ci", "sender": 2, "sig": SIG,
+                 "result": result, "statement_sig": SIG, "link_sig": "cd" * 64}
+    old_vote = {"type": "result", "seq": 3, "client": "ci", "timestamp": 1, "sender": 2, "sig": SIG,
+                "result": result, "statement_sig": SIG, "link_sig": "cd" * 64}
+    for old in (old_reply, old_vote):
+        message = decode(old)
+        assert message.provenance_sig == "" and encode(message) == old
+        assert "provenance_sig" not in message.payload()
+    with_provenance = decode({**old_vote, "provenance_sig": "ef" * 64})
+    assert with_provenance.provenance_sig == "ef" * 64
+    assert with_provenance.payload()["provenance_sig"] == "ef" * 64  # signed with the rest

@@ -328,5 +328,10 @@ class Driver:
         )
         if self.metrics is not None:
             self.metrics.builds.labels(result.status).inc()
-        self._step(self.replica.execution_finished, request, result, seq)
+        # The executor's BuildResult keeps the per-file digests the provenance names; a
+        # fake build's plain Result has none. A tampered result keeps the files, but no
+        # longer their manifest, and the replica then signs no provenance.
+        artifact_digests = getattr(result, "artifact_digests", None)
+        artifact_files = artifact_digests() if artifact_digests is not None else {}
+        self._step(self.replica.execution_finished, request, result, seq, artifact_files)
         self._carry_out(self.replica.take_effects())

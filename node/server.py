@@ -109,6 +109,7 @@ def make_app(
         view_change_timeout_s=config.protocol.view_change_timeout_s,
         relay_votes=config.protocol.relay_votes,
         relay_fallback_s=config.protocol.relay_fallback_s,
+        builder_id=config.builder_id,
     )
 
     async def resources(app: web.Application):

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from pbft.crypto import parse_public_key
+from pbft.provenance import builder_id
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -173,6 +174,11 @@ class NetworkConfig:
     @property
     def n(self) -> int:
         return len(self.nodes)
+
+    @property
+    def builder_id(self) -> str:
+        """The network as a SLSA builder (`pbft.provenance.builder_id`): its nodes' keys and f."""
+        return builder_id((node.public_key for node in self.nodes), self.f)
 
     def node(self, node_id: int) -> NodeConfig:
         for node in self.nodes:

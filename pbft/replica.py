@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from types import MappingProxyType
+from typing import Mapping
 
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
@@ -55,6 +57,7 @@ from pbft.messages import (
     batch_digest,
     signed,
 )
+from pbft.provenance import Provenance
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.replica_persistence import Persistence
 from pbft.replica_transfer import LedgerCatchUp
@@ -69,6 +72,7 @@ from pbft.viewchange import LatestViewChanges, Membership
 from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
+NO_FILES: Mapping[str, str] = MappingProxyType({})
 
 
 class Replica(ViewChanges, LedgerCatchUp, Persistence):
@@ -236,9 +240,14 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self._maybe_announce()
         self._check_invariants()
 
-    def execution_finished(self, request: Request, result: Result, seq: int) -> None:
+    def execution_finished(
+        self, request: Request, result: Result, seq: int, artifact_files: Mapping[str, str] = NO_FILES
+    ) -> None:
         """A build started by an Execute effect at `seq` has an outcome: reply to its
-        client, and tell the other nodes, so that every ledger can certify it."""
+        client, and tell the other nodes, so that every ledger can certify it.
+
+        `artifact_files` are the build's artifacts, path to "sha256:<hex>", as this
+        node's executor found them; only their manifest's digest is in `result`."""
         executed = self.clients.executed
         if request.key not in executed:
             assert self.clients.expired(request.key), "result for a request that was never executed"
@@ -246,14 +255,17 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if executed[request.key] is not None:
             return
         statement_sig, link_sig = self._sign_attestation(request, result)
+        provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
-            Reply(self.view, request.timestamp, request.client, self.id, result, "", statement_sig, link_sig),
+            Reply(self.view, request.timestamp, request.client, self.id, result, "", statement_sig, link_sig,
+                  provenance_sig),
             self.auth.sign,
         )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         self._outbox.append(SendReply(reply))
         vote = signed(
-            ResultVote(seq, request.client, request.timestamp, result, self.id, "", statement_sig, link_sig),
+            ResultVote(seq, request.client, request.timestamp, result, self.id, "", statement_sig, link_sig,
+                       provenance_sig),
             self.auth.sign,
         )
         self._count_vote(vote)
@@ -272,6 +284,24 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if not attestation.exists:
             return "", ""
         return self.auth.sign_bytes(attestation.pae()), self.auth.sign_bytes(attestation.link_bytes())
+
+    def _sign_provenance(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> str:
+        """This node's DSSE signature of the SLSA provenance of the build's artifacts
+        (`pbft.provenance`); none for a build without artifacts, for files whose manifest
+        is not the result's, or in a replica that was not told the network's builder id."""
+        if not self.settings.builder_id or result.artifacts is None:
+            return ""
+        provenance = Provenance(
+            request.operation, result, artifact_files,
+            client=request.client, timestamp=request.timestamp, builder_id=self.settings.builder_id,
+        )
+        if not provenance.exists:
+            logger.warning(
+                "node=%d build=%s-%d no provenance signed: its %d artifact files are not the manifest %s",
+                self.id, request.client, request.timestamp, len(artifact_files), result.artifacts[:19],
+            )
+            return ""
+        return self.auth.sign_bytes(provenance.pae())
 
     # --- requests (§4.1, §4.2) -----------------------------------------
 

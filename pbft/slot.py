@@ -35,6 +35,11 @@ class ReplicaSettings:
     # this long broadcasts its votes of that slot, as every node does without relaying:
     # a lost relay or a slow primary then costs this much, not a view change or a transfer.
     relay_fallback_s: float = 0.5
+    # The network as a SLSA builder (`pbft.provenance.builder_id`), which every node
+    # names in the provenance it signs of a build's artifacts. It comes from the
+    # configuration's public keys, which the core never sees; a replica not told
+    # (the simulator, core tests) signs no provenance.
+    builder_id: str = ""
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"

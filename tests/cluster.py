@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from pbft.crypto import Ed25519Authenticator, generate_private_key
 from node.storage import NodeStore
@@ -37,6 +37,10 @@ def authenticator(node_keys, client_key, private_key) -> Ed25519Authenticator:
     )
 
 
+def no_artifacts(node: int, operation: Operation) -> Mapping[str, str]:
+    return {}
+
+
 def default_build(operation: Operation) -> Result:
     if operation.branch == "master":
         return Result("success", 0, "a" * 40)
@@ -49,6 +53,9 @@ class Cluster:
     f: int = 1
     settings: dict = field(default_factory=dict)
     build: Callable[[Operation], Result] = default_build
+    # The per-file digests each node's build found (node, operation -> path -> "sha256:<hex>"),
+    # which a node with the network's builder id signs the provenance of.
+    artifact_files: Callable[[int, Operation], Mapping[str, str]] = no_artifacts
     store_dir: Path | None = None  # persist every replica's steps in SQLite, as nodes do
 
     def __post_init__(self) -> None:
@@ -126,7 +133,8 @@ class Cluster:
         """The builds `node` started report their results, in start order."""
         builds, self.running[node] = self.running.get(node, []), []
         for seq, request in builds:
-            self.replicas[node].execution_finished(request, self.build(request.operation), seq)
+            files = self.artifact_files(node, request.operation)
+            self.replicas[node].execution_finished(request, self.build(request.operation), seq, files)
         self._collect(node)
 
     def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:

@@ -68,7 +68,7 @@ class Network:
                     assert self.auth.verify_node(reply.sender, reply.payload(), reply.sig)
                     if reply.timestamp == timestamp:
                         replies.setdefault(reply.sender, reply)
-                    votes = {s: tuple(sorted(r.result.agreed().items())) for s, r in replies.items()}
+                    votes = {s: r.result.agreed_key() for s, r in replies.items()}
                     if winner(votes, reply_quorum(self.config.f)):
                         return
             done, pending = await asyncio.wait([asyncio.create_task(collect(ws)) for ws in sockets.values()],
@@ -78,10 +78,10 @@ class Network:
         finally:
             for ws in sockets.values():
                 await ws.close()
-        votes = {s: tuple(sorted(r.result.agreed().items())) for s, r in replies.items()}
+        votes = {s: r.result.agreed_key() for s, r in replies.items()}
         found = winner(votes, reply_quorum(self.config.f))
         assert found is not None, f"no quorum; replies: {replies}"
-        return dict(found[0]), list(replies.values())
+        return replies[found[1][0]].result.agreed(), list(replies.values())
 
 
 @pytest.fixture

@@ -5,11 +5,20 @@ are made as the replica makes them (`Authenticator.sign_bytes` over its PAE)
 and the envelope is checked with securesystemslib, as a third party would.
 """
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from node.executor import BuildResult
+from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, manifest_digest
-from pbft.messages import Operation, Result, Spec
-from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance
+from pbft.config import load_config
+from pbft.crypto import parse_public_key, verify_bytes
+from pbft.messages import Operation, Result, ResultVote, Spec
+from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
+from tests.cluster import Cluster, keys
+from tests.network import write_network
+from tests.test_node_integration import Network as NodeNetwork
 
 COMMIT = "6c9a1984d4929131a50de697145df0cd4e74068d"
 SPEC = Spec(".pbft-ci.yml", "ab" * 32, "pbft-ci/busybox:latest")
@@ -105,3 +114,103 @@ def test_the_invocation_is_the_request_and_the_builder_the_network():
     assert details["runDetails"] == {
         "builder": {"id": "pbft-ci:network/x"}, "metadata": {"invocationId": "forge/1700000000000000"},
     }
+
+
+# --- signatures as the replica makes them -----------------------------------
+
+
+def artifact_build(operation: Operation) -> Result:
+    return BUILT if operation.branch == "master" else Result("failure", 3, COMMIT, spec=SPEC)
+
+
+def cluster_keys() -> dict[int, str]:
+    """The public keys of tests.cluster's nodes (made once per run, the same for every Cluster)."""
+    node_keys, _ = keys(4)
+    return {i: key.public_key().raw.hex() for i, key in enumerate(node_keys)}
+
+
+CLUSTER_BUILDER = builder_id(cluster_keys().values(), 1)
+
+
+def cluster_with_artifacts(files_of=lambda node, operation: FILES, builder: str = CLUSTER_BUILDER) -> Cluster:
+    """Replicas told the network's builder id, as node.server makes them, whose builds find `files_of`."""
+    settings = {"builder_id": builder} if builder else {}
+    return Cluster(build=artifact_build, artifact_files=files_of, settings=settings)
+
+
+def verify(public_key_hex: str, data: bytes, sig: str) -> bool:
+    return verify_bytes(parse_public_key(public_key_hex), data, sig)
+
+
+def test_every_node_with_the_agreed_files_signs_the_provenance_in_its_reply_and_its_vote():
+    cluster = cluster_with_artifacts()
+    request = cluster.request("master")
+    cluster.deliver_to(0, request)
+    cluster.run()
+    votes = [message for stored in cluster.stored for message in stored if isinstance(message, ResultVote)]
+    signed = Provenance(request.operation, BUILT, FILES, client=request.client, timestamp=request.timestamp,
+                        builder_id=CLUSTER_BUILDER)
+
+    assert [s.node for s in provenance_signers(signed, cluster.replies, cluster_keys(), verify)] == [0, 1, 2, 3]
+    assert [s.node for s in provenance_signers(signed, votes, cluster_keys(), verify)] == [0, 1, 2, 3]
+    assert {(r.sender, r.provenance_sig) for r in cluster.replies} == {(v.sender, v.provenance_sig) for v in votes}
+
+
+def test_a_node_whose_files_are_not_the_agreed_manifest_signs_no_provenance():
+    """Node 3's build wrote other bytes than its result's manifest names (a result tampered after the
+    build): its reply keeps its verdict signatures, but it vouches for no file."""
+    tampered = {**FILES, "dist/app.tar": "sha256:" + "9" * 64}
+    cluster = cluster_with_artifacts(lambda node, operation: tampered if node == 3 else FILES)
+    cluster.deliver_to(0, cluster.request("master"))
+    cluster.run()
+    by_node = {reply.sender: reply for reply in cluster.replies}
+    assert by_node[3].provenance_sig == "" and by_node[3].statement_sig != ""
+    assert all(by_node[node].provenance_sig for node in (0, 1, 2))
+
+
+@pytest.mark.parametrize("branch, builder", [
+    ("feature", CLUSTER_BUILDER),  # a failed build has no artifacts
+    ("master", ""),  # the simulator's and core tests' replicas are not told a builder id
+])
+def test_no_provenance_without_artifacts_or_without_a_builder_id(branch, builder):
+    cluster = cluster_with_artifacts(builder=builder)
+    cluster.deliver_to(0, cluster.request(branch))
+    cluster.run()
+    assert len(cluster.replies) == 4 and all(reply.provenance_sig == "" for reply in cluster.replies)
+
+
+# --- real nodes: the driver hands the executor's files to the replica -----------
+
+
+async def build_with_artifacts(*, build_id, repository_name, repository_url, branch, commit) -> Result:
+    """What the executor returns for a build whose spec declares artifacts: the files stay on the node."""
+    return BuildResult("success", 0, COMMIT, spec=SPEC, artifacts=BUILT.artifacts,
+                       artifact_files=tuple(sorted(FILES.items())))
+
+
+class ArtifactNetwork(NodeNetwork):
+    async def start(self, node_id: int) -> None:
+        runner = web.AppRunner(make_app(self.config, node_id, build=build_with_artifacts))
+        await runner.setup()
+        node = self.config.node(node_id)
+        await web.TCPSite(runner, node.host, node.port).start()
+        self.runners[node_id] = runner
+
+
+async def test_nodes_sign_the_provenance_of_their_executors_files_under_the_configured_builder(tmp_path):
+    config = load_config(write_network(tmp_path))
+    net = ArtifactNetwork(config, set())
+    try:
+        for node_id in range(4):
+            await net.start(node_id)
+        async with aiohttp.ClientSession() as session:
+            agreed, replies = await net.submit(session, "master", 5, [0])
+    finally:
+        for node_id in list(net.runners):
+            await net.stop(node_id)
+    assert agreed["artifacts"] == BUILT.artifacts
+    signed = Provenance(Operation("example", "master"), BUILT, FILES, client="client", timestamp=5,
+                        builder_id=config.builder_id)
+    node_keys = {node.id: node.public_key for node in config.nodes}
+    found = provenance_signers(signed, replies, node_keys, verify)
+    assert len(found) >= 2 and [s.node for s in found] == sorted(reply.sender for reply in replies)

@@ -3,8 +3,9 @@
 A `POST /webHook` with `{"branch": ...}` is signed and sent to the network;
 the answer is the build result once f+1 nodes have signed the same one.
 `verify FILE --config NETWORK.yaml` checks a verdict certificate
-(`GET /builds/{id}/certificate`) or attestation (`GET /builds/{id}/attestation`,
-a DSSE envelope) offline, with the network's public keys only.
+(`GET /builds/{id}/certificate`), attestation (`GET /builds/{id}/attestation`,
+a DSSE envelope) or artifacts' provenance (a DSSE envelope of SLSA
+provenance) offline, with the network's public keys only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import logging  # noqa: E402
 
 from aiohttp import web  # noqa: E402
@@ -64,22 +66,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def verify(argv: list[str]) -> int:
-    """Exit 0 for a valid certificate or attestation, 1 for an invalid one, 2 for a usage or configuration error."""
+    """Exit 0 for a valid certificate, attestation or provenance, 1 for an invalid one, 2 for a usage or
+    configuration error."""
     parser = argparse.ArgumentParser(
         prog=f"{Path(sys.argv[0]).name} verify",
         description="Check a verdict offline. A certificate: the client's signature on the request and"
         " f+1 distinct configured nodes' signatures on one agreed result. An attestation (DSSE envelope):"
         " f+1 distinct configured nodes' signatures on one in-toto statement (checked with securesystemslib),"
-        " its types, its commit and its result. Prints one line;"
-        " exit 0 when valid, 1 with the reason when not, 2 on usage or configuration errors.",
+        " its types, its commit and its result. A provenance (DSSE envelope of SLSA provenance v1): the same"
+        " signatures, the built commit, this network as the builder, and the given artifact files."
+        " Prints one line; exit 0 when valid, 1 with the reason when not, 2 on usage or configuration errors.",
     )
     parser.add_argument(
         "certificate", metavar="FILE",
-        help="a certificate (GET /builds/{id}/certificate) or attestation (GET /builds/{id}/attestation)",
+        help="a certificate (GET /builds/{id}/certificate), attestation (GET /builds/{id}/attestation)"
+        " or provenance of a build's artifacts",
     )
     parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
-    parser.add_argument("--commit", help="attestations: the commit (40 hex digits) the subject must be")
+    parser.add_argument(
+        "--commit", help="attestations and provenance: the commit (40 hex digits) the subject or source must be"
+    )
     parser.add_argument("--result", choices=("pass", "fail"), help="attestations: the result it must state")
+    parser.add_argument(
+        "--artifact", action="append", default=[], metavar="ARTIFACT",
+        help="provenance: a file whose sha256 must be one of its subjects (repeatable)",
+    )
     args = parser.parse_args(argv)
     # Public keys are all it needs: any host may check, holding none of the client's secrets.
     config = load_config_or_report(args.config, read_secrets=False)
@@ -87,13 +98,17 @@ def verify(argv: list[str]) -> int:
         return 2
     try:
         raw = Path(args.certificate).read_bytes()
+        artifacts = {path: _sha256_of(path) for path in args.artifact}
     except OSError as error:
-        print(f"cannot read {args.certificate}: {error.strerror}", file=sys.stderr)
+        print(f"cannot read {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     try:
         data = parse_certificate(raw)
         if is_envelope(data):
-            summary = check_envelope(data, config, commit=args.commit, result=args.result)
+            summary = check_envelope(data, config, commit=args.commit, result=args.result, artifacts=artifacts)
+        elif artifacts:
+            print("--artifact needs a provenance, not a certificate", file=sys.stderr)
+            return 2
         else:
             summary = check_certificate(data, config)
     except (CertificateError, AttestationError) as error:
@@ -101,6 +116,11 @@ def verify(argv: list[str]) -> int:
         return 1
     print(summary.line())
     return 0
+
+
+def _sha256_of(path: str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def run(argv: list[str]) -> int:

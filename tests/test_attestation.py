@@ -227,7 +227,11 @@ def resigned(net: Network, change) -> dict:
 
 
 @pytest.mark.parametrize("change, options, reason", [
-    (lambda s: s.update(predicateType="https://slsa.dev/provenance/v1"), {}, f"predicateType must be {PREDICATE_TYPE}"),
+    (lambda s: s.update(predicateType="https://slsa.dev/provenance/v0.2"), {},
+     f"predicateType must be {PREDICATE_TYPE} or https://slsa.dev/provenance/v1"),
+    # Another known type is read by its own policy: a verdict's statement is no provenance.
+    (lambda s: s.update(predicateType="https://slsa.dev/provenance/v1"), {},
+     "each subject must be a file named once, with a sha256 digest"),
     (lambda s: s.update(_type="https://in-toto.io/Statement/v0.1"), {}, f"statement _type must be {STATEMENT_TYPE}"),
     (lambda s: None, {"commit": "f" * 40}, f"the subject is commit {COMMIT}, not the requested {'f' * 40}"),
     (lambda s: s["subject"][0]["digest"].update(gitCommit="e" * 40), {},

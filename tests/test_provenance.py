@@ -5,19 +5,37 @@ are made as the replica makes them (`Authenticator.sign_bytes` over its PAE)
 and the envelope is checked with securesystemslib, as a third party would.
 """
 
+import base64
+import copy
+import hashlib
+import json
+from dataclasses import replace
+
 import aiohttp
 import pytest
 from aiohttp import web
+from securesystemslib.dsse import Envelope
+from securesystemslib.exceptions import VerificationError
 
+from client.attestation import (
+    AttestationError,
+    check_envelope,
+    provenance_envelope_from_record,
+    provenance_signers_from_record,
+    sslib_keys,
+)
+from client.certificate import CertificateUnavailable
 from node.executor import BuildResult
 from node.server import make_app
-from pbft.attestation import STATEMENT_TYPE, manifest_digest
+from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
 from pbft.config import load_config
-from pbft.crypto import parse_public_key, verify_bytes
-from pbft.messages import Operation, Result, ResultVote, Spec
+from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
+from pbft.encoding import canonical
+from pbft.messages import Operation, Reply, Result, ResultVote, Spec, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
 from tests.cluster import Cluster, keys
 from tests.network import write_network
+from tests.test_certificate import TIMESTAMP, Network
 from tests.test_node_integration import Network as NodeNetwork
 
 COMMIT = "6c9a1984d4929131a50de697145df0cd4e74068d"
@@ -214,3 +232,181 @@ async def test_nodes_sign_the_provenance_of_their_executors_files_under_the_conf
     node_keys = {node.id: node.public_key for node in config.nodes}
     found = provenance_signers(signed, replies, node_keys, verify)
     assert len(found) >= 2 and [s.node for s in found] == sorted(reply.sender for reply in replies)
+
+
+# --- the client: an envelope of f+1 nodes' signatures, checked offline ----------
+
+
+@pytest.fixture
+def net(tmp_path) -> Network:
+    return Network(tmp_path)
+
+
+def node_auth(net: Network, node: int) -> Ed25519Authenticator:
+    return Ed25519Authenticator(load_private_key(net.keys / f"node-{node}.key"), {}, {})
+
+
+def provenance_for(net: Network, request=None, files=FILES) -> Provenance:
+    """The provenance a node of `net` signs for `request` (the record's), as its replica builds it."""
+    request = request or net.request(timestamp=TIMESTAMP)
+    return Provenance(request.operation, BUILT, files, client=request.client, timestamp=request.timestamp,
+                      builder_id=net.config.builder_id)
+
+
+def reply_of(net: Network, sender: int, provenance_sig: str | None = None) -> Reply:
+    """Node `sender`'s signed reply with the verdict's signatures and, unless given, its provenance signature."""
+    request = net.request(timestamp=TIMESTAMP)
+    auth = node_auth(net, sender)
+    attestation = Signed(request.operation, BUILT)
+    if provenance_sig is None:
+        provenance_sig = auth.sign_bytes(provenance_for(net, request).pae())
+    reply = Reply(0, TIMESTAMP, "client", sender, BUILT, "", auth.sign_bytes(attestation.pae()),
+                  auth.sign_bytes(attestation.link_bytes()), provenance_sig)
+    return signed(reply, net.signer(f"node-{sender}"))
+
+
+def record_of(net: Network, replies: list[Reply], result: Result = BUILT) -> dict:
+    return {
+        "build_id": str(TIMESTAMP), "state": "accepted", "result": result.to_dict(),
+        "agreed_by": sorted(reply.sender for reply in replies),
+        "request": encode(net.request(timestamp=TIMESTAMP)), "replies": [encode(reply) for reply in replies],
+    }
+
+
+def signed_envelope(net: Network, nodes: list[int], payload: bytes) -> dict:
+    return envelope(payload, [
+        (keyid(net.config.node(node).public_key), node_auth(net, node).sign_bytes(pae(payload))) for node in nodes
+    ])
+
+
+def test_the_networks_builder_id_is_stable_and_differs_between_networks(net, tmp_path):
+    again = load_config(net.config_path)
+    other = Network(tmp_path / "other")
+    assert net.config.builder_id == again.builder_id == builder_id(
+        [node.public_key for node in again.nodes], again.f)
+    assert other.config.builder_id != net.config.builder_id
+
+
+def test_f_plus_1_provenance_signatures_verify_with_securesystemslib_and_f_do_not(net):
+    payload = provenance_for(net).payload
+    keys = [key for _, key in sslib_keys(net.config).values()]
+    two = Envelope.from_dict(signed_envelope(net, [1, 3], payload))
+    assert sorted(two.verify(keys, 2)) == sorted(keyid(net.config.node(i).public_key) for i in (1, 3))
+    assert two.payload_type == "application/vnd.in-toto+json"
+    with pytest.raises(VerificationError):
+        Envelope.from_dict(signed_envelope(net, [1], payload)).verify(keys, 2)
+
+
+def test_a_record_and_the_agreed_files_make_an_envelope_of_f_plus_1_signatures(net):
+    """Node 0 signed other bytes: it does not count; the envelope holds f+1 of the others."""
+    forged = node_auth(net, 0).sign_bytes(pae(b"other files"))
+    record = record_of(net, [reply_of(net, 2), reply_of(net, 0, forged), reply_of(net, 1)])
+    assert [s.node for s in provenance_signers_from_record(record, net.config, FILES).signers] == [1, 2]
+    data = provenance_envelope_from_record(record, net.config, dict(reversed(list(FILES.items()))))
+    summary = check_envelope(copy.deepcopy(data), net.config, commit=COMMIT)
+    assert summary.signers == (1, 2) and summary.artifacts == ("README.txt", "dist/a.whl", "dist/app.tar")
+    assert base64.b64decode(data["payload"]) == provenance_for(net).payload
+
+
+def test_f_provenance_signatures_make_no_envelope(net):
+    record = record_of(net, [reply_of(net, 2), reply_of(net, 0, "")])
+    with pytest.raises(CertificateUnavailable, match="1 agreeing nodes signed its artifacts' provenance, 2 needed"):
+        provenance_envelope_from_record(record, net.config, FILES)
+
+
+@pytest.mark.parametrize("files, result, reason", [
+    ({**FILES, "extra": "sha256:" + "4" * 64}, BUILT, "the files given are not its artifacts"),
+    (FILES, Result("success", 0, COMMIT, spec=SPEC), "has no artifacts: there is no provenance"),
+])
+def test_no_envelope_for_files_that_are_not_the_verdicts(net, files, result, reason):
+    record = record_of(net, [reply_of(net, 0), reply_of(net, 1)], result)
+    record["replies"] = [encode(replace(decode(wire), result=result)) for wire in record["replies"]]
+    with pytest.raises(CertificateUnavailable, match=reason):
+        provenance_envelope_from_record(record, net.config, files)
+
+
+def resigned_provenance(net: Network, change) -> dict:
+    """A provenance changed by `change`, then signed by f+1 nodes all the same: what only the policy can refuse."""
+    changed = json.loads(provenance_for(net).payload)
+    change(changed)
+    return signed_envelope(net, [0, 1], canonical(changed))
+
+
+@pytest.mark.parametrize("change, options, reason", [
+    (lambda s: None, {"commit": "f" * 40}, f"the source is commit {COMMIT}, not the requested {'f' * 40}"),
+    (lambda s: None, {"result": "fail"}, "a provenance is of a passing build, not fail"),
+    (lambda s: None, {"artifacts": {"app.tar": "9" * 64}}, "app.tar: its sha256 999999999999 is none of the"
+     " provenance's artifacts"),
+    (lambda s: s["predicate"]["runDetails"]["builder"].update(id="pbft-ci:network/0000000000000000"), {},
+     "the builder is 'pbft-ci:network/0000000000000000', not this network"),
+    (lambda s: s["predicate"]["buildDefinition"].update(buildType="https://example.com/other"), {},
+     f"the provenance's buildType must be {BUILD_TYPE}"),
+    (lambda s: s.update(subject=[]), {}, "the subject must name the artifacts, one or more"),
+    (lambda s: s["subject"].append(dict(s["subject"][0])), {},
+     "each subject must be a file named once, with a sha256 digest"),
+    (lambda s: s["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"].update(gitCommit="x"), {},
+     "the resolved dependencies name no git commit of pbft-ci:repository/example"),
+    (lambda s: s["predicate"]["buildDefinition"]["externalParameters"].update(requestedCommit="e" * 40), {},
+     f"the source is commit {COMMIT}, the request pinned {'e' * 40}"),
+    (lambda s: s.update(_type="https://in-toto.io/Statement/v0.1"), {},
+     "statement _type must be https://in-toto.io/Statement/v1"),
+])
+def test_the_provenance_policy_refuses_what_signatures_alone_would_pass(net, change, options, reason):
+    with pytest.raises(AttestationError) as caught:
+        check_envelope(resigned_provenance(net, change), net.config, **options)
+    assert caught.value.reason.startswith(reason)
+
+
+def test_a_verdicts_statement_names_no_artifact(net):
+    statement = Signed(Operation("example", "main"), BUILT).payload
+    with pytest.raises(AttestationError, match="names no artifact: a file needs a provenance"):
+        check_envelope(signed_envelope(net, [0, 1], statement), net.config, artifacts={"app": "1" * 64})
+
+
+# --- `client/index.py verify` ---------------------------------------------------
+
+
+def test_verify_cli_accepts_a_provenance_and_checks_the_artifact_files(net, tmp_path, capsys):
+    artifact = tmp_path / "app.tar"
+    artifact.write_bytes(b"the artifact's bytes")
+    files = {**FILES, "dist/app.tar": "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()}
+    result = Result("success", 0, COMMIT, spec=SPEC, artifacts=manifest_digest(files))
+    request = net.request(timestamp=TIMESTAMP)
+    signed_by = Provenance(request.operation, result, files, client="client", timestamp=TIMESTAMP,
+                           builder_id=net.config.builder_id)
+    good = net.write(signed_envelope(net, [0, 2], signed_by.payload), "good.provenance.json")
+
+    assert main_verify(net, good, "--artifact", artifact, "--commit", COMMIT) == 0
+    assert capsys.readouterr().out == (
+        f"valid: provenance of 3 artifacts (dist/app.tar checked) from example (main) commit {COMMIT[:12]}"
+        f" built by {net.config.builder_id} signed by nodes [0, 2] (f+1=2 needed)\n"
+    )
+
+    changed_file = tmp_path / "changed.tar"
+    changed_file.write_bytes(b"the artifact's byteS")
+    assert main_verify(net, good, "--artifact", changed_file) == 1
+    assert "is none of the provenance's artifacts" in capsys.readouterr().err
+
+    data = json.loads(good.read_bytes())
+    payload = bytearray(base64.b64decode(data["payload"]))
+    payload[payload.index(b"dist/app.tar")] = ord("D")  # one byte of the signed payload
+    data["payload"] = base64.b64encode(bytes(payload)).decode()
+    changed = net.write(data, "changed.provenance.json")
+    assert main_verify(net, changed) == 1
+    assert capsys.readouterr().err == "invalid: 0 valid node signatures [], 2 needed\n"
+
+
+def test_verify_cli_refuses_an_artifact_for_a_certificate_and_an_unreadable_file(net, tmp_path, capsys):
+    certificate = net.write(net.certificate([net.reply(0), net.reply(1)]))
+    artifact = tmp_path / "app.tar"
+    artifact.write_bytes(b"x")
+    assert main_verify(net, certificate, "--artifact", artifact) == 2
+    assert "--artifact needs a provenance" in capsys.readouterr().err
+    assert main_verify(net, certificate, "--artifact", tmp_path / "absent") == 2
+    assert f"cannot read {tmp_path / 'absent'}" in capsys.readouterr().err
+
+
+def main_verify(net: Network, path, *options) -> int:
+    from client.index import main
+
+    return main(["verify", str(path), "--config", str(net.config_path), *map(str, options)])

@@ -19,9 +19,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
-from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
+from client.artifacts import (
+    ArtifactsUnavailable, add_artifact_proxy, agreed_files, artifact_source, serve_file, serve_manifest,
+)
 from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
-from client.attestation import Attested, AttestationUnavailable, attested_from_record
+from client.attestation import (
+    Attested, AttestationUnavailable, attested_from_record, provenance_envelope_from_record,
+)
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.intoto import bundle
 from client.dashboard import add_dashboard
@@ -112,6 +116,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}/log", get_build_log)
     app.router.add_get("/builds/{build_id}/artifacts", get_artifacts)
     app.router.add_get("/builds/{build_id}/artifacts/{path:.+}", get_artifact)
+    app.router.add_get("/builds/{build_id}/provenance", get_provenance)
     app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
     app.router.add_get("/network", get_network)
     add_dashboard(app)
@@ -263,6 +268,24 @@ async def get_artifacts(request: web.Request) -> web.Response:
 async def get_artifact(request: web.Request) -> web.Response:
     """One artifact's bytes, from the first node whose bytes have the agreed digest."""
     return await serve_file(request, _record(request))
+
+
+async def get_provenance(request: web.Request) -> web.Response:
+    """SLSA provenance of the build's artifacts in one DSSE envelope, signed by f+1 agreeing nodes.
+
+    The record holds only the manifest's digest: the files the nodes signed come
+    from a node's manifest, taken only if it hashes to that digest.
+    """
+    record = _record(request)
+    try:
+        files = await agreed_files(artifact_source(request.app), record)
+    except ArtifactsUnavailable as error:
+        return web.json_response({"error": error.reason}, status=error.status)
+    try:
+        envelope = provenance_envelope_from_record(record, request.app[CONFIG_KEY], files)
+    except AttestationUnavailable as error:
+        raise web.HTTPConflict(reason=str(error)) from None
+    return web.Response(body=canonical(envelope), content_type="application/json")
 
 
 async def get_build_nodes(request: web.Request) -> web.Response:

@@ -126,7 +126,8 @@ async def test_artifacts_need_the_token_before_any_node_is_asked(guarded):
     response = await guarded.post("/webHook", json={"branch": "main", "repository": "open"}, headers=BEARER)
     build_id = (await response.json())["build_id"]
 
-    for path in (f"/builds/{build_id}/artifacts", f"/builds/{build_id}/artifacts/dist/app.whl"):
+    routes = ("artifacts", "artifacts/dist/app.whl", "provenance")
+    for path in (f"/builds/{build_id}/{route}" for route in routes):
         refused = await guarded.get(path)
         assert refused.status == 401, path
         assert refused.headers["WWW-Authenticate"] == "Bearer"

@@ -207,3 +207,17 @@ def container_roles(monkeypatch) -> dict[str, list[str]]:
 def outcome(result) -> dict:
     """A build's agreed result but the spec it ran (tests/test_executor.py checks that on its own)."""
     return {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}
+
+
+async def build(executor, git_repo, build_ids, branch="master", repository_name="example", **kwargs):
+    """One executor run of `git_repo`'s `branch` under a fresh build id: the BuildResult."""
+    return await executor.run(
+        build_id=build_ids(), repository_name=repository_name, repository_url=str(git_repo.path), branch=branch,
+        **kwargs,
+    )
+
+
+def log_text(result) -> str:
+    """The build log a BuildResult names."""
+    with open(result.log_path, encoding="utf-8", errors="replace") as file:
+        return file.read()

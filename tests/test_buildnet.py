@@ -31,6 +31,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     default_image,
     docker_client,
     git_repo,
+    log_text,
     spec,
 )
 
@@ -194,10 +195,6 @@ async def build(executor, git_repo, build_ids, name) -> BuildResult:
     return await executor.run(
         build_id=build_ids(), repository_name=name, repository_url=str(git_repo.path), branch="master"
     )
-
-
-def log_text(result: BuildResult) -> str:
-    return Path(result.log_path).read_text(errors="replace")
 
 
 def get(address: str, port: int, path: str = "/", wait_s: int = 3) -> str:

@@ -19,11 +19,13 @@ from node.executor import BuildResult
 from node.sandbox import GATE_COMMAND, SCRIPT_END
 from pbft.messages import Spec
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
+    build,
     build_ids,
     container_roles,
     default_image,
     docker_client,
     git_repo,
+    log_text,
     make_executor,
     outcome,
     spec,
@@ -32,21 +34,6 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
 pytestmark = pytest.mark.docker
 
 PASSING = {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "echo tests passed\n"}
-
-
-async def build(executor, git_repo, build_ids, branch="master", **kwargs) -> BuildResult:
-    return await executor.run(
-        build_id=build_ids(),
-        repository_name=kwargs.pop("repository_name", "example"),
-        repository_url=str(git_repo.path),
-        branch=branch,
-        **kwargs,
-    )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 async def test_passing_build_is_a_success_of_the_branch_head(make_executor, git_repo, build_ids):

@@ -10,15 +10,17 @@ from datetime import datetime
 
 import pytest
 
+from node.executor import ARTIFACTS_OFF
 from pbft.attestation import manifest_digest
-from node.executor import ARTIFACTS_OFF, BuildResult
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
-    _GIT_ENV,
+    build,
     build_ids,
     container_roles,
     default_image,
     docker_client,
+    _GIT_ENV,
     git_repo,
+    log_text,
     make_executor,
     outcome,
     spec,
@@ -43,17 +45,6 @@ DETERMINISTIC = [
 
 def project(*commands: str, artifacts=("dist/*.tar",), **options) -> dict:
     return {".pbft-ci.yml": spec(*commands, artifacts=list(artifacts), **options), "version": "1.0\n"}
-
-
-async def build(executor, git_repo, build_ids, repository_name="example") -> BuildResult:
-    return await executor.run(
-        build_id=build_ids(), repository_name=repository_name, repository_url=str(git_repo.path), branch="master"
-    )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 def stored_builds(tmp_path, repository="example") -> list[str]:

@@ -9,11 +9,13 @@ import pytest
 
 from node.executor import BuildResult
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
+    build,
     build_ids,
     container_roles,
     default_image,
     docker_client,
     git_repo,
+    log_text,
     make_executor,
     spec,
 )
@@ -38,17 +40,6 @@ def cached_project(version: str, require=False, requirements="a==1\n", extra=(),
         "version": f"{version}\n",
         "requirements.txt": requirements,
     }
-
-
-async def build(executor, git_repo, build_ids, repository_name="example") -> BuildResult:
-    return await executor.run(
-        build_id=build_ids(), repository_name=repository_name, repository_url=str(git_repo.path), branch="master"
-    )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 def cache_lines(result: BuildResult) -> list[str]:

@@ -24,6 +24,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     docker_client,
     git_repo,
     leftovers_of,
+    log_text,
     make_executor,
     spec,
 )
@@ -146,11 +147,6 @@ async def build(executor, git_repo, build_id, **kwargs) -> BuildResult:
         build_id=build_id, repository_name=kwargs.pop("repository_name", "example"),
         repository_url=str(git_repo.path), branch="master", **kwargs,
     )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 def comparable_log(result: BuildResult) -> list[str]:

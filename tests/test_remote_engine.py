@@ -30,6 +30,7 @@ from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     default_image,
     docker_client,
     git_repo,
+    log_text,
     spec,
 )
 from tests.network import free_port, write_network
@@ -93,11 +94,6 @@ async def run(executor, git_repo, build_id) -> BuildResult:  # noqa: F811
     return await executor.run(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
     )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 def containers_created(client, since_s: float, data_dir) -> list[dict]:

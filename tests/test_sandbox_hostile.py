@@ -15,12 +15,13 @@ import pytest
 from node.executor import ROOT_REFUSED, BuildResult, Executor
 from pbft.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
-    GitRepo,
     build_container_filters,
     build_ids,
     default_image,
     docker_client,
+    GitRepo,
     leftovers_of,
+    log_text,
     spec,
 )
 
@@ -62,11 +63,6 @@ async def run_build(executor, origin, build_id, branch) -> BuildResult:
     return await executor.run(
         build_id=build_id, repository_name="hostile", repository_url=str(origin.path), branch=branch
     )
-
-
-def log_text(result: BuildResult) -> str:
-    with open(result.log_path, encoding="utf-8", errors="replace") as file:
-        return file.read()
 
 
 async def hostile_next_to_normal(executor, origin, build_ids, docker_client, branch, files, caplog) -> BuildResult:

@@ -175,6 +175,19 @@ def configure(
     cluster.config = load_config(tmp_path / "network.yaml")
 
 
+async def serve_fake_nodes(aiohttp_server, cluster: FakeCluster, add_routes, tmp_path, **settings) -> list:
+    """Serve each fake node's client socket and the routes `add_routes(app, node_id)` adds to
+    it, and write the config for repository `example` (`settings` as `configure` takes them)."""
+    apps = []
+    for node_id in range(N):
+        app = cluster.app(node_id)
+        add_routes(app, node_id)
+        apps.append(app)
+    servers = [await aiohttp_server(app) for app in apps]
+    configure(cluster, [server.port for server in servers], tmp_path, {"example": str(tmp_path / "repo")}, **settings)
+    return servers
+
+
 @pytest.fixture
 async def cluster(aiohttp_server, tmp_path):
     cluster = FakeCluster()

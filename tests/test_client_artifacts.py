@@ -24,7 +24,7 @@ from client.app import RECORDS_KEY
 from pbft.attestation import manifest_digest
 from pbft.logrequest import check_log_request
 from pbft.messages import Operation, Request, Result
-from tests.test_client_app import CLIENT, N, FakeCluster, configure, start_client
+from tests.test_client_app import CLIENT, N, FakeCluster, serve_fake_nodes, start_client
 
 FILES = {"dist/app-1.0-py3-none-any.whl": b"PK\x03\x04 a wheel", "reports/junit.xml": b"<testsuite tests='3'/>"}
 # The network's limit in the config below; the client cuts a node off a little past it.
@@ -124,14 +124,9 @@ def manifest_body(node_id: int, files: dict) -> bytes:
 async def network(aiohttp_server, tmp_path):
     cluster = FakeCluster()
     nodes = FakeArtifactNodes(cluster)
-    apps = []
-    for node_id in range(N):
-        app = cluster.app(node_id)
-        nodes.add_routes(app, node_id)
-        apps.append(app)
-    nodes.servers = [await aiohttp_server(app) for app in apps]
-    configure(cluster, [server.port for server in nodes.servers], tmp_path, {"example": str(tmp_path / "repo")},
-              build={"artifacts_mb": ARTIFACTS_MB})
+    nodes.servers = await serve_fake_nodes(
+        aiohttp_server, cluster, nodes.add_routes, tmp_path, build={"artifacts_mb": ARTIFACTS_MB}
+    )
     return nodes
 
 

@@ -18,7 +18,7 @@ from client.dashboard import STATIC_DIR
 from client.records import BuildRecords, records_path
 from pbft.crypto import Ed25519Authenticator
 from pbft.messages import Operation, Request, Result, ResultVote, encode, signed
-from tests.test_client_app import CLIENT, N, FakeCluster, configure, honest_result, start_client
+from tests.test_client_app import CLIENT, N, FakeCluster, honest_result, serve_fake_nodes, start_client
 
 TOKEN = "5ec12e7" * 7  # 49 characters
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -85,13 +85,7 @@ class FakeNodeViews:
 async def nodes(aiohttp_server, tmp_path):
     cluster = FakeCluster()
     views = FakeNodeViews(cluster)
-    apps = []
-    for node_id in range(N):
-        app = cluster.app(node_id)
-        views.add_routes(app, node_id)
-        apps.append(app)
-    views.servers = [await aiohttp_server(app) for app in apps]
-    configure(cluster, [server.port for server in views.servers], tmp_path, {"example": str(tmp_path / "repo")})
+    views.servers = await serve_fake_nodes(aiohttp_server, cluster, views.add_routes, tmp_path)
     return views
 
 

@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -40,7 +39,7 @@ from aiohttp import web
 
 from client.buildlogs import LOG_PROXY, LOG_SESSION, NODE_HEADER
 from client.noderequests import describe, read_capped, signed_request
-from pbft.attestation import manifest_digest
+from pbft.attestation import MAX_ARTIFACT_PATH_CHARS, is_artifact_path, is_manifest_entry, manifest_digest
 from pbft.authenticator import Authenticator
 from pbft.config import NetworkConfig, NodeConfig
 
@@ -52,14 +51,10 @@ FILE_TIMEOUT = aiohttp.ClientTimeout(total=120.0, connect=5.0, sock_read=15.0)
 # A manifest lists at most 256 files (node/artifacts.py) with their digests and sizes: well under this.
 MIB = 1024 * 1024
 MAX_MANIFEST_BYTES = MIB
-MAX_PATH_CHARS = 1024
 # No honest file is larger than a build's artifacts together may be. The cap
 # only bounds what a lying node can make this client hold, so a little slack
 # over the network's limit costs nothing.
 FILE_SLACK_BYTES = MIB
-# As the nodes store them (node/artifactstore.py): parts of letters, digits and `. _ + @ -` between slashes.
-_PATH = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 DIGEST_HEADER = "X-Pbft-Artifact-Digest"
 
 
@@ -171,13 +166,6 @@ def node_order(record: dict, nodes: Mapping[int, NodeConfig]) -> list[int]:
     return agreed + [node_id for node_id in sorted(nodes) if node_id not in agreed]
 
 
-def is_artifact_path(path: str) -> bool:
-    """Whether `path` could name a stored artifact: relative, no empty, `.` or `..` part, bounded."""
-    return (
-        len(path) <= MAX_PATH_CHARS and _PATH.fullmatch(path) is not None and not {".", ".."} & set(path.split("/"))
-    )
-
-
 async def agreed_manifest(source: ArtifactSource, record: dict) -> AgreedManifest:
     """The first manifest a node serves whose digest is the agreed one."""
     digest = agreed_digest(record)
@@ -209,7 +197,7 @@ async def agreed_file(source: ArtifactSource, record: dict, path: str) -> Agreed
     """The first bytes a node serves for the artifact at `path` whose sha256 is the agreed one."""
     if not is_artifact_path(path):
         raise ArtifactsUnavailable(
-            400, f"an artifact path is relative, at most {MAX_PATH_CHARS} characters, of letters, digits and"
+            400, f"an artifact path is relative, at most {MAX_ARTIFACT_PATH_CHARS} characters, of letters, digits and"
                  " `. _ + @ -` between single slashes, with no `.` or `..` part",
         )
     build_id = record["build_id"]
@@ -268,7 +256,7 @@ def _files(body: bytes) -> dict[str, str]:
     if not isinstance(files, dict):
         raise _Skipped("sent a manifest without an `artifacts` mapping")
     for path, digest in files.items():
-        if not (is_artifact_path(path) and isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+        if not is_manifest_entry(path, digest):
             raise _Skipped("sent a manifest with a malformed path or digest")
     return files
 

@@ -10,21 +10,19 @@ alone and takes nothing on the word of the client that served it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from pbft.config import NetworkConfig
 from pbft.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
-from pbft.messages import STATUSES, MessageError, Reply, Request, decode, encode
+from pbft.messages import SHA256_DIGEST, STATUSES, MessageError, Reply, Request, decode, encode
 from pbft.quorum import reply_quorum
 
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
 _SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.messages.Spec)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # its optional "artifacts": the manifest's digest
 
 
 class CertificateError(ValueError):
@@ -180,7 +178,7 @@ def _checked_result(result: Any) -> dict:
         )
     if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
         raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
-    if "artifacts" in result and not (isinstance(result["artifacts"], str) and _DIGEST.fullmatch(result["artifacts"])):
+    if "artifacts" in result and not (isinstance(result["artifacts"], str) and SHA256_DIGEST.fullmatch(result["artifacts"])):
         raise CertificateError("result: artifacts must be a manifest digest, sha256:<64 hex>")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")

@@ -21,19 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from node.caches import newest_first
+from pbft.attestation import is_manifest_entry
 
 MANIFEST = "manifest.json"
 FILES = "files"
 _INCOMING = ".incoming-"
-_PATH = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class ArtifactUnavailable(Exception):
@@ -159,7 +157,6 @@ def _read_manifest(directory: Path) -> dict | None:
     if not isinstance(artifacts, dict):
         return None
     for path, digest in artifacts.items():
-        if not (_PATH.fullmatch(path) and not {".", ".."} & set(path.split("/")) and isinstance(digest, str)
-                and _DIGEST.fullmatch(digest)):
+        if not is_manifest_entry(path, digest):
             return None
     return manifest

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.encoding import canonical, digest as canonical_digest
-from pbft.messages import Operation, Reply, Result, ResultVote
+from pbft.messages import SHA256_DIGEST, Operation, Reply, Result, ResultVote
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
@@ -31,6 +32,28 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STEP_NAME = "build"
 STATEMENT_FILE = "statement.json"  # the link's product: the statement itself
 STEP_COMMAND = ("pbft-ci", "build")  # what a link reports as run, and a layout expects
+
+
+# An artifact's path as nodes store and serve it: parts of letters, digits and `. _ + @ -` between slashes.
+MAX_ARTIFACT_PATH_CHARS = 1024
+_ARTIFACT_PATH = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
+
+
+def is_artifact_path(path: str) -> bool:
+    """Whether `path` can name a stored artifact: relative, bounded, no empty, `.` or `..` part."""
+    return (
+        len(path) <= MAX_ARTIFACT_PATH_CHARS
+        and _ARTIFACT_PATH.fullmatch(path) is not None
+        and not {".", ".."} & set(path.split("/"))
+    )
+
+
+def is_manifest_entry(path: object, digest: object) -> bool:
+    """Whether one {path: digest} entry of an artifact manifest is well formed."""
+    return (
+        isinstance(path, str) and is_artifact_path(path)
+        and isinstance(digest, str) and SHA256_DIGEST.fullmatch(digest) is not None
+    )
 
 
 def manifest_digest(files: Mapping[str, str]) -> str:

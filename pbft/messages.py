@@ -28,7 +28,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIG = re.compile(r"[0-9a-f]{128}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# A sha256 as artifact manifests and results write it; the group is the hex.
+SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 # A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
 _IMAGE = re.compile(r"[!-~]{1,255}")
 CHALLENGE_BYTES = 32
@@ -581,7 +582,7 @@ def _result(data: Any) -> Result:
     if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
         raise MessageError("exit_code must be an integer or null")
     spec = None if data.get("spec") is None else _spec(data["spec"])
-    artifacts = None if data.get("artifacts") is None else _text(data, "artifacts", _DIGEST)
+    artifacts = None if data.get("artifacts") is None else _text(data, "artifacts", SHA256_DIGEST)
     return Result(
         status, exit_code, _optional_text(data, "commit"), _text(data, "reason"), spec=spec, artifacts=artifacts
     )

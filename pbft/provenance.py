@@ -17,19 +17,17 @@ so one node's signature can sit beside another's. Pure, like
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.attestation import STATEMENT_TYPE, envelope, keyid, manifest_digest, pae, statement_bytes
 from pbft.encoding import digest as canonical_digest
-from pbft.messages import Operation, Reply, Result, ResultVote
+from pbft.messages import SHA256_DIGEST, Operation, Reply, Result, ResultVote
 
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 # What a pbft-ci build is: the spec file at the built commit, run in the named image
 # on each node. Named like the statement's pbft-ci:repository/… and pbft-ci:image/… URIs.
 BUILD_TYPE = "pbft-ci:buildtype/spec/v1"
 BUILDER_PREFIX = "pbft-ci:network/"
-_FILE_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def builder_id(public_keys: Iterable[str], f: int) -> str:
@@ -64,7 +62,7 @@ def provenance(
         return None
     subject = []
     for path in sorted(files):
-        found = _FILE_DIGEST.fullmatch(files[path]) if isinstance(files[path], str) else None
+        found = SHA256_DIGEST.fullmatch(files[path]) if isinstance(files[path], str) else None
         if found is None:
             return None
         subject.append({"name": path, "digest": {"sha256": found.group(1)}})

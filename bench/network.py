@@ -30,7 +30,7 @@ from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from pbft.config import NetworkConfig, load_config
 from pbft.messages import Operation
-from tests.network import write_network
+from tests.network import parse_metrics, write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -73,6 +73,18 @@ class NodeProcesses:
             fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
         return ticks / os.sysconf("SC_CLK_TCK")
+
+    def synced_save_s(self) -> float:
+        """Seconds the running nodes' event loops have waited for fsynced saves so far, summed
+        (pbft_store_save_seconds in their GET /metrics)."""
+        waited_s = 0.0
+        for node in self.config.nodes:
+            if self.processes[node.id].poll() is not None:
+                continue
+            with urllib.request.urlopen(f"http://{node.host}:{node.port}/metrics", timeout=5) as response:
+                metrics = parse_metrics(response.read().decode())
+            waited_s += metrics.get(("pbft_store_save_seconds_sum", (("synced", "true"),)), 0.0)
+        return waited_s
 
     def stop(self) -> None:
         for process in self.processes.values():

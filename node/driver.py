@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
 
@@ -235,7 +236,11 @@ class Driver:
         for effect in itertools.compress(effects, early):
             self._carry_out_one(effect)
         if self.store is not None:
-            self.store.save(self.replica.durable_state(), effects, sync=must_sync(effects, self.replica.id))
+            sync = must_sync(effects, self.replica.id)
+            started_s = time.perf_counter()
+            self.store.save(self.replica.durable_state(), effects, sync=sync)
+            if self.metrics is not None:
+                self.metrics.save_seconds.labels("true" if sync else "false").observe(time.perf_counter() - started_s)
         for effect, sent in zip(effects, early):
             if not sent:
                 self._carry_out_one(effect)

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 MAX_PENDING = 4096
 CONSENSUS_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BUILD_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+SAVE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class NodeMetrics:
@@ -40,6 +41,11 @@ class NodeMetrics:
             buckets=CONSENSUS_BUCKETS_S, registry=r)
         self.build_seconds = Histogram("pbft_build_seconds", "Duration of this node's builds",
                                        buckets=BUILD_BUCKETS_S, registry=r)
+        # The node's event loop waits for every save: a slow disk (or fsyncs queued behind
+        # other processes') shows here before it shows as consensus latency.
+        self.save_seconds = Histogram(
+            "pbft_store_save_seconds", "Time saving one turn's steps held up this node, by whether it was fsynced",
+            ["synced"], buckets=SAVE_BUCKETS_S, registry=r)
         r.register(_StateCollector(state, links))
         self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
 

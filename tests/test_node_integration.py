@@ -304,6 +304,9 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         assert metrics[("pbft_verdicts_total", (("state", "certified"),))] == 2
         assert metrics[("pbft_consensus_seconds_count", ())] == 2
         assert metrics[("pbft_build_seconds_count", ())] == 2
+        # At least each of its PREPAREs (or PRE-PREPAREs), COMMITs and replies was an fsynced save.
+        assert metrics[("pbft_store_save_seconds_count", (("synced", "true"),))] >= 3 * 2
+        assert metrics[("pbft_store_save_seconds_sum", (("synced", "true"),))] > 0
         assert metrics[("pbft_builds_running", ())] == 0
         connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
         assert connected == [1, 1, 1]

@@ -224,7 +224,7 @@ def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:
 
 
 async def build_at(request: web.Request) -> web.Response:
-    """The builds ordered at one sequence number: this node's result, the certified verdict, every vote."""
+    """The builds ordered at one sequence number: this node's result, the certified verdict, the votes it kept."""
     text = request.match_info["seq"]
     if not text.isdigit() or len(text) > 18:
         return web.json_response({"error": "a sequence number is a non-negative integer"}, status=400)

@@ -229,7 +229,7 @@ class NodeStore:
         return found
 
     def build_records(self, seq: int) -> list[dict]:
-        """Every build ordered at `seq`: this node's result, the certified verdict and every node's vote."""
+        """Every build ordered at `seq`: this node's result, the certified verdict and the votes kept (`pbft.votes`)."""
         rows = self._db.execute("SELECT batch FROM ledger WHERE seq = ?", (seq,)).fetchone()
         if rows is None:
             return []

@@ -9,9 +9,14 @@ for them, with a backoff per build, until the verdict is decided; so after
 any fault heals every honest node holds the same verdict.
 
 Votes are held in memory only until their build's verdict is decided; then
-only who voted is (a bit per node), so that a node's memory does not grow
-with an hour of builds' signed votes. Every kept vote is in the store, which
-answers a peer's VOTE-FETCH (the ServeVotes effect).
+only who voted is (a bit per node) and a hash of the certified result, so that
+a node's memory does not grow with an hour of builds' signed votes. Every kept
+vote is in the store, which answers a peer's VOTE-FETCH (the ServeVotes effect).
+
+After a verdict is certified, a vote for the certified result can change
+nothing and show nothing new: the replica takes it in unchecked and unkept
+(`confirms`). A vote against it is still checked and kept, so that every
+ledger shows which node dissented.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ class ResultVotes:
         self.voters: dict[Key, int] = {}  # decided builds: a bit per node whose vote was kept
         self.seq: dict[Key, int] = {}
         self.decided: dict[Key, str] = {}
+        # Certified builds: hash() of the agreed result (a 64-bit SipHash-keyed value a
+        # faulty node cannot aim at), to tell a confirming late vote from a dissent.
+        self.certified: dict[Key, int] = {}
         self.asks: dict[Key, tuple[float, int]] = {}  # undecided build -> (next ask at, asks so far)
         # One VOTE-FETCH per half retry period: a node that learnt thousands of builds by
         # state transfer fills their verdicts at a steady pace its peers can answer.
@@ -50,6 +58,11 @@ class ResultVotes:
         if key in self.decided:
             return bool(self.voters[key] & (1 << sender))
         return sender in self.votes[key]
+
+    def confirms(self, vote: ResultVote) -> bool:
+        """Whether `vote` is for a certified build and agrees with its verdict."""
+        certified = self.certified.get(vote.key)
+        return certified is not None and certified == hash(vote.result.agreed_key())
 
     def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
         """Keep a sender's first vote for an ordered build. Returns whether it was kept,
@@ -73,6 +86,7 @@ class ResultVotes:
         self.voters[vote.key] = sum(1 << sender for sender in held)
         if agreed is None:
             return True, (state, None)
+        self.certified[vote.key] = hash(agreed)
         return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
 
     def expect(self, key: Key, now: float) -> None:
@@ -96,5 +110,5 @@ class ResultVotes:
     def forget(self, keys: list[Key]) -> None:
         """Drop builds whose requests the client table forgot."""
         for key in keys:
-            for table in (self.votes, self.voters, self.seq, self.decided, self.asks):
+            for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks):
                 table.pop(key, None)

@@ -98,15 +98,16 @@ async def test_only_a_turn_that_sends_is_synced(tmp_path):
     preprepare = next(message for node, message in cluster.network if node == 1)
     for node in (2, 3):
         cluster.deliver_to(node, preprepare)
-    prepares = [message for node, message in cluster.network if node == 1 and isinstance(message, Prepare)]
+    prepare = next(message for node, message in cluster.network if node == 1 and isinstance(message, Prepare))
+    commit = signed(Commit(0, preprepare.seq, preprepare.digest, 2), cluster.replicas[2].auth.sign)
     peers = {i: Recorder() for i in (0, 2, 3)}
     store = CountingStore(tmp_path / "node.sqlite", peers)
     driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: None)
-    for message in (preprepare, *prepares):
+    for message in (preprepare, prepare, commit):
         driver.on_frame(json.dumps(encode(message)))
         await asyncio.sleep(0)
-    # Its own PREPARE goes out: synced. With node 2's it holds 2f and its COMMIT goes
-    # out: synced. Node 3's PREPARE is only taken in: not synced.
+    # Its own PREPARE goes out: synced. With another's it holds 2f and its COMMIT goes
+    # out: synced. Node 2's COMMIT, one short of 2f+1, is only taken in: not synced.
     assert store.syncs == [True, True, False]
     assert [decode(json.loads(frame)).TYPE for frame in peers[0].frames] == ["prepare", "commit"]
     driver.close()

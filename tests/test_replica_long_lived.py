@@ -209,7 +209,11 @@ def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_pee
     records = [cluster.stores[node].build_records(1)[0] for node in range(4)]
     assert {record["verdict"]["state"] for record in records} == {"certified"}
     assert all(record["verdict"] == records[0]["verdict"] for record in records)
-    assert [len(record["votes"]) for record in records] == [4, 4, 4, 4]
+    # Each ledger holds the 2f+1 votes that certified the verdict, its own among them; a
+    # later vote that agrees is not kept (`ResultVotes.confirms`).
+    for node, record in enumerate(records):
+        voters = {vote["node"] for vote in record["votes"]}
+        assert len(voters) >= 3 and node in voters, (node, voters)
 
 
 def test_a_node_that_missed_the_last_batches_of_a_now_idle_network_learns_it_from_status():

@@ -2,6 +2,8 @@
 fill it: decided verdicts drop their signed votes, replies live in the store, and both
 are served from there (ResendReply, ServeVotes)."""
 
+from dataclasses import replace
+
 from pbft.effects import ResendReply, SendReply, ServeVotes
 from pbft.messages import VoteFetch, signed
 from tests.cluster import Cluster
@@ -22,15 +24,35 @@ def test_a_decided_verdict_keeps_who_voted_not_the_signed_votes():
         votes = replica.result_votes
         assert all(votes.decided[request.key] == "certified" for request in requests)
         assert votes.votes == {}, "no signed vote stays in memory once its verdict is decided"
-        assert all(votes.voters[request.key] == 0b1111 for request in requests)
+        # Who voted: the 2f+1 that certified it (this node among them) and any dissent;
+        # a later agreeing vote is not kept (`ResultVotes.confirms`).
+        assert all(
+            bin(votes.voters[request.key]).count("1") >= 3 and votes.voters[request.key] & 1 << replica.id
+            for request in requests
+        )
         assert all(replica.clients.executed[request.key] is True for request in requests)
 
 
-def test_a_late_duplicate_vote_for_a_decided_build_is_refused():
+def test_a_late_vote_for_a_certified_build_is_kept_only_if_it_dissents():
     cluster = Cluster()
     (request,) = run_builds(cluster, 1)
     own_vote = next(m for m in cluster.stored[2] if getattr(m, "key", None) == request.key and m.sender == 2)
-    assert cluster.deliver_to(1, own_vote) == "ignore_result_not_first_vote"
+    stored_before = len(cluster.stored[1])
+    # Agreeing with the verdict, it changes nothing: taken in unchecked, not kept.
+    assert cluster.deliver_to(1, replace(own_vote, sig="00" * 64)) is None
+    assert len(cluster.stored[1]) == stored_before
+    # Against it: checked, and a second vote of a node whose first one is kept is refused...
+    dissent = signed(replace(own_vote, result=replace(own_vote.result, exit_code=1)), cluster.replicas[2].auth.sign)
+    assert cluster.deliver_to(1, replace(dissent, sig="00" * 64)) == "ignore_result_bad_signature"
+    voters = cluster.replicas[1].result_votes.voters[request.key]
+    assert voters & 1 << 2
+    assert cluster.deliver_to(1, dissent) == "ignore_result_not_first_vote"
+    # ...and a dissent from a node whose vote it had not kept is kept, for every ledger to show.
+    absent = next(node for node in range(4) if not voters & 1 << node)
+    other = next(m for m in cluster.stored[absent] if getattr(m, "key", None) == request.key and m.sender == absent)
+    dissent = signed(replace(other, result=replace(other.result, exit_code=1)), cluster.replicas[absent].auth.sign)
+    assert cluster.deliver_to(1, dissent) is None
+    assert cluster.stored[1][-1] == dissent
 
 
 def test_a_retransmitted_request_is_answered_with_the_stored_reply():
@@ -65,8 +87,10 @@ def test_a_vote_fetch_is_served_from_the_store_for_builds_executed_here():
 def test_memory_per_build_stays_small_after_a_restart(tmp_path):
     cluster = Cluster(store_dir=tmp_path)
     requests = run_builds(cluster, 10)
+    voters = {request.key: cluster.replicas[2].result_votes.voters[request.key] for request in requests}
     cluster.restart(2)
     replica = cluster.replicas[2]
     assert replica.result_votes.votes == {}
-    assert all(replica.result_votes.voters[request.key] == 0b1111 for request in requests)
+    assert {request.key: replica.result_votes.voters[request.key] for request in requests} == voters
+    assert all(replica.result_votes.decided[request.key] == "certified" for request in requests)
     assert all(replica.clients.executed[request.key] is True for request in requests)

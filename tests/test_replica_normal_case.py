@@ -190,6 +190,26 @@ def test_a_result_vote_for_a_build_not_yet_ordered_waits_for_it():
     cluster.run()
     assert early in cluster.stored[1] and not cluster.replicas[1].buffered(cluster.replicas[1].early_votes)
     votes = [m for m in cluster.stored[1] if isinstance(m, ResultVote)]
-    assert {vote.sender for vote in votes} == {0, 1, 2, 3}  # every node's RESULT reached node 1 (the store keeps the first of each)
-    forged = replace(early, sender=3)
+    # The 2f+1 RESULTs that certified it, the early one among them; one agreeing after that is not kept.
+    senders = [vote.sender for vote in votes]
+    assert len(senders) == len(set(senders)) >= 3 and {1, 2} <= set(senders)
+    # A forged vote against the verdict is checked, and refused (one for it changes nothing).
+    forged = replace(early, sender=3, result=Result("failure", 1, "a" * 40))
     assert cluster.replicas[1].receive(forged) == "ignore_result_bad_signature"
+
+
+def test_a_vote_for_a_slot_past_its_phase_is_neither_checked_nor_kept():
+    cluster = Cluster()
+    cluster.deliver_to(0, cluster.request())
+    cluster.run()
+    replica = cluster.replicas[1]
+    slot = replica.slots[1]
+    assert slot.prepared and slot.committed
+    stored = len(cluster.stored[1])
+    forged = [kind(0, 1, slot.preprepare.digest, 3, "00" * 64) for kind in (Prepare, Commit)]
+    # Past its phase a vote can change nothing: dropped before its signature is checked.
+    assert [cluster.deliver_to(1, vote) for vote in forged] == [None, None]
+    assert len(cluster.stored[1]) == stored
+    # Before it, the same forgery is checked and refused.
+    slot.committed = False
+    assert cluster.deliver_to(1, forged[1]) == "ignore_commit_bad_signature"

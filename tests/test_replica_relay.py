@@ -31,13 +31,13 @@ def test_a_relaying_network_orders_builds_and_certifies_verdicts_with_a_few_fram
     seen = frames_by_kind(cluster)
     cluster.tick(0.1)  # the primary passes the RESULTs on once per tick
     relays = [message for node, message in cluster.network if isinstance(message, Relay)]
-    # Every node's vote, so that every ledger shows who said what (a liar's too).
-    assert {len(relay.votes) for relay in relays} == {7} and len(relays) == 6
+    # The 2f+1 votes that certified it; a later one that agrees is not kept, so not passed on.
+    assert {len(relay.votes) for relay in relays} == {5} and len(relays) == 6
     after_tick = frames_by_kind(cluster)
     for node in range(7):
         assert cluster.builds(node) == [request]
         assert cluster.replicas[node].result_votes.decided[request.key] == "certified"
-        assert cluster.replicas[node].result_votes.voters[request.key] == 0b1111111
+        assert bin(cluster.replicas[node].result_votes.voters[request.key]).count("1") >= 5
     for backup in range(1, 7):
         # A pre-prepare, the prepares' relay, the commits' relay; then one relay of RESULTs.
         assert seen[backup] == ["preprepare", "relay", "relay"]

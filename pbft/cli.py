@@ -62,6 +62,33 @@ def own_key_problem(config: NetworkConfig, *, node_id: int | None = None, client
     return None
 
 
+class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler that keeps its file's size in memory. The standard one, to
+    decide each rollover, stats the path twice, seeks to the end and formats the record a
+    second time: twice the CPU of the line itself, on every line a node logs per request."""
+
+    def __init__(self, path: str | Path, *, max_bytes: int, backups: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        # Never roll over anything but a regular file (such as /dev/null), as bpo-45401 decided.
+        self._rolls = Path(self.baseFilename).is_file()
+        self._size = self.stream.seek(0, 2)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return self._rolls and self._size >= self.maxBytes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + self.terminator).encode("utf-8")
+            if self._rolls and self._size and self._size + len(line) > self.maxBytes:
+                self.doRollover()
+                self._size = 0
+            self.stream.buffer.write(line)
+            self.flush()  # a line per write: `tail -f` and a crash see every line
+            self._size += len(line)
+        except Exception:
+            self.handleError(record)
+
+
 def log_handler(path: str | Path) -> logging.Handler:
     """A handler writing to `path` ('-' for stderr), rotated by size, with the protocol core's drop lines rate-limited."""
     handler: logging.Handler
@@ -69,7 +96,7 @@ def log_handler(path: str | Path) -> logging.Handler:
         handler = logging.StreamHandler()
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+        handler = SizeRotatingFileHandler(path, max_bytes=LOG_MAX_BYTES, backups=LOG_BACKUPS)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(ReplicaDropFilter())
     return handler

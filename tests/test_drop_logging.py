@@ -94,3 +94,16 @@ def test_log_files_rotate_and_carry_the_drop_filter(tmp_path, monkeypatch):
     assert [path.name for path in files] == ["node-1.log"] + [f"node-1.log.{i}" for i in range(1, cli.LOG_BACKUPS + 1)]
     assert all(path.stat().st_size <= 2_000 for path in files)
     assert "".join(path.read_text() for path in files).count("ignore_prepare_bad_signature") == 1
+
+
+def test_a_reopened_log_rolls_over_by_what_it_already_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "LOG_MAX_BYTES", 2_000)
+    path = tmp_path / "node-1.log"
+    path.write_text("x" * 1_990 + "\n")  # what the node's previous process wrote
+    handler = cli.log_handler(path)
+    try:
+        handler.emit(logging.LogRecord("pbft.replica", logging.INFO, __file__, 1, "node=%d seq=%d", (1, 7), None))
+    finally:
+        handler.close()
+    assert (tmp_path / "node-1.log.1").read_text() == "x" * 1_990 + "\n"
+    assert path.read_text().endswith("INFO pbft.replica node=1 seq=7\n")

@@ -240,7 +240,7 @@ class Driver:
             started_s = time.perf_counter()
             self.store.save(self.replica.durable_state(), effects, sync=sync)
             if self.metrics is not None:
-                self.metrics.save_seconds.labels("true" if sync else "false").observe(time.perf_counter() - started_s)
+                self.metrics.save_seconds_by_sync[sync].observe(time.perf_counter() - started_s)
         for effect, sent in zip(effects, early):
             if not sent:
                 self._carry_out_one(effect)

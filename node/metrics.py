@@ -46,6 +46,8 @@ class NodeMetrics:
         self.save_seconds = Histogram(
             "pbft_store_save_seconds", "Time saving one turn's steps held up this node, by whether it was fsynced",
             ["synced"], buckets=SAVE_BUCKETS_S, registry=r)
+        # Looked up once: labels() takes a lock and checks its arguments, on every save.
+        self.save_seconds_by_sync = {sync: self.save_seconds.labels(str(sync).lower()) for sync in (True, False)}
         r.register(_StateCollector(state, links))
         self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
 

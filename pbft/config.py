@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -137,6 +137,12 @@ class BuildConfig:
     artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
 
 
+# From this many nodes up a network relays votes unless its YAML says otherwise: in
+# scripts/bench.py relay runs, relaying was faster from n = 7 or 10 up, and the extra hop
+# made n = 4 slower (13.4 vs 10.8 ms p50 in one run, 11.4 vs 10.7 in others).
+RELAY_VOTES_FROM_NODES = 7
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     checkpoint_interval: int = 128  # K in the paper
@@ -147,7 +153,8 @@ class ProtocolConfig:
     view_change_timeout_s: float = 4.0  # a backup's wait for a request to execute; doubles per view change
     # Backups send their votes to the primary, which relays quorums (pbft.messages.Relay): a
     # backup takes in a few frames per request instead of about 3n, for one more hop per
-    # phase. Faster at every size measured (scripts/bench.py relay); false votes all-to-all.
+    # phase; false votes all-to-all. Unset, a network of RELAY_VOTES_FROM_NODES or more
+    # relays (see load_config).
     relay_votes: bool = True
     relay_fallback_s: float = 0.5  # a relay this overdue, backups vote all-to-all for that slot
     client_retransmit_s: float = 5.0
@@ -632,6 +639,9 @@ def load_config(
     protocol = _dataclass_section(
         reader, data.get("protocol"), "protocol", ProtocolConfig, {"relay_fallback_s": _more_than_zero(float)}
     )
+    given = data.get("protocol")
+    if not (isinstance(given, dict) and "relay_votes" in given):
+        protocol = replace(protocol, relay_votes=len(nodes) >= RELAY_VOTES_FROM_NODES)
     _check_build_fits_client_deadline(reader, build, protocol)
     layout = reader.get(data, "in_toto_layout", "", _typed(str), "")
     config = NetworkConfig(

@@ -249,3 +249,11 @@ def test_build_network_is_off_unless_a_repository_asks_for_it(tmp_path):
 
     with pytest.raises(ConfigError, match=r"repositories\[0\].build_network: must be bool, not str"):
         load_config(edit(path, not_a_flag))
+
+
+@pytest.mark.parametrize("n, relay", [(4, False), (7, True), (16, True)])
+def test_votes_are_relayed_from_seven_nodes_up_unless_the_network_says(tmp_path, n, relay):
+    assert load_config(write_network(tmp_path / "unset", n=n, f=(n - 1) // 3)).protocol.relay_votes is relay
+    for setting in (True, False):
+        path = write_network(tmp_path / str(setting), n=n, f=(n - 1) // 3, protocol={"relay_votes": setting})
+        assert load_config(path).protocol.relay_votes is setting

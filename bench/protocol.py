@@ -182,12 +182,16 @@ def throughput(args) -> dict:
     duration_s = 2.0 if args.quick else args.duration_s
     rounds = 1 if args.quick else args.rounds
     rates: dict[str, list[float]] = {str(k): [] for k in IN_FLIGHT}
+    # CPU ms per accepted request, of the four nodes together and of the client (this process).
+    cpu_ms: dict[str, dict[str, list[float]]] = {name: {"nodes": [], "client": []} for name in rates}
 
     async def measure(nodes, service) -> None:
         for _, name in alternating(list(rates), rounds):
-            started_s = time.perf_counter()
+            started_s, nodes_cpu_s, client_cpu_s = time.perf_counter(), nodes.cpu_s(), time.process_time()
             accepted = await keep_in_flight(service, int(name), duration_s=duration_s)
             rates[name].append(accepted / (time.perf_counter() - started_s))
+            cpu_ms[name]["nodes"].append((nodes.cpu_s() - nodes_cpu_s) * 1000 / max(accepted, 1))
+            cpu_ms[name]["client"].append((time.process_time() - client_cpu_s) * 1000 / max(accepted, 1))
 
     on_network(args, 4, measure)
     return {
@@ -197,6 +201,10 @@ def throughput(args) -> dict:
         "rounds": rounds,
         "load_average_at_end": load_average(),
         "results": {name: summarize(values, 1) for name, values in rates.items()},
+        "cpu_ms_per_request": {
+            name: {who: round(statistics.median(values), 2) for who, values in split.items()}
+            for name, split in cpu_ms.items()
+        },
     }
 
 
@@ -205,11 +213,13 @@ def throughput_table(report: dict) -> str:
         f"throughput: n = 4, instant builds, signatures verified; accepted requests per second over "
         f"{report['duration_s']:g} s, {report['rounds']} round(s)",
         "",
-        "| in flight | median req/s | min | max |",
-        "| ---: | ---: | ---: | ---: |",
+        "| in flight | median req/s | min | max | CPU ms per request, all nodes | CPU ms per request, client |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in report["results"].items():
-        rows.append(f"| {name} | {result['median']:.0f} | {result['min']:.0f} | {result['max']:.0f} |")
+        cpu = report["cpu_ms_per_request"][name]
+        rows.append(f"| {name} | {result['median']:.0f} | {result['min']:.0f} | {result['max']:.0f} "
+                    f"| {cpu['nodes']:.2f} | {cpu['client']:.2f} |")
     return "\n".join(rows)
 
 

@@ -60,6 +60,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert relay["all-to-all"]["p50_ms"] > 0 and relay["relayed"]["p50_ms"] > 0 and relay["relayed_over_all_to_all"] > 0
     assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}
     assert all(rate["median"] > 0 for rate in reports["throughput"]["results"].values())
+    assert all(cpu["nodes"] > 0 and cpu["client"] > 0 for cpu in reports["throughput"]["cpu_ms_per_request"].values())
     assert reports["idle"]["after_idle_over_warm"] > 0
     assert len(reports["memory"]["results"]) == 4
     assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())

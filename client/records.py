@@ -3,14 +3,22 @@
 One row per request, keyed by its timestamp (the build id). Writes join an
 open transaction that `commit` ends: the service commits once per turn of
 the event loop for every request begun or finished in it (a group commit:
-one fsync for many webhooks), and waits for that commit before a request
-goes out or a verdict is answered. A crash leaves each row as it was at the
-last commit, never half written.
-The file also keeps the last timestamp the client used: PBFT nodes execute a
-client's request only if its timestamp is higher than the last one they saw
-from that client, so timestamps must keep increasing across restarts. And
-it keeps the forge delivery ids it has answered, so a redelivery after a
-restart still finds the build it started.
+one fsync for many webhooks), right after the request goes out, and waits
+for that commit before a verdict is answered. A crash leaves each row as it
+was at the last commit, never half written.
+
+The file also keeps a ceiling on the timestamps the client may have used:
+PBFT nodes execute a client's request only if its timestamp is higher than
+the last one they saw from that client, so timestamps must keep increasing
+across restarts, power cuts included. A request leaves before its record is
+fsynced, so its timestamp must already lie below a ceiling on disk: the
+ceiling is reserved `TIMESTAMP_RESERVE_US` ahead, raised in the group commit
+of any request that passes half of it, and committed before a timestamp is
+used only when one would pass it (the first request after a restart or a
+long idle). A crash costs at most that much of the timestamps' range; a
+clean close keeps only the last one used. And the file keeps the forge
+delivery ids it has answered, so a redelivery after a restart still finds
+the build it started.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 # Forges redeliver on request for a few days at most; older delivery ids are
 # forgotten so the table does not grow for ever.
 DELIVERY_RETENTION_S = 30 * 24 * 3600
+# How far ahead of the timestamps in use their ceiling is reserved on disk (see above):
+# one fsync of its own per ten minutes at most, ten minutes of microseconds skipped per crash.
+TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
 # Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
 # alter: `_migrate` copies their builds into a table made by the schema above.
@@ -74,6 +85,9 @@ class BuildRecords:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._migrate()
+        row = self._db.execute("SELECT value FROM client_state WHERE key = 'last_timestamp'").fetchone()
+        # No timestamp at or below what the file holds is ever issued again.
+        self._last_timestamp = self._ceiling = self._durable_ceiling = 0 if row is None else row[0]
 
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION in one transaction: all of it or none of it."""
@@ -100,6 +114,9 @@ class BuildRecords:
             raise
 
     def close(self) -> None:
+        if self._last_timestamp < self._ceiling:
+            # Nothing above the last timestamp used went out: a restart goes on from it.
+            self._set_ceiling(self._last_timestamp)
         self.commit()
         self._db.close()
 
@@ -107,6 +124,7 @@ class BuildRecords:
         """Make every write since the last commit durable, all in one transaction."""
         if self._db.in_transaction:
             self._db.execute("COMMIT")
+        self._durable_ceiling = self._ceiling
 
     def _write(self, sql: str, parameters: tuple) -> sqlite3.Cursor:
         if not self._db.in_transaction:
@@ -114,14 +132,26 @@ class BuildRecords:
         return self._db.execute(sql, parameters)
 
     def next_timestamp(self, now_us: int) -> int:
-        """Reserve and return max(now_us, last + 1) in one statement (durable at the next commit)."""
-        row = self._write(
+        """Return max(now_us, last + 1), below a ceiling already on disk (see the module's doc).
+
+        Commits, with whatever else is written and not yet committed, only
+        when the timestamp passes the ceiling on disk.
+        """
+        timestamp = max(now_us, self._last_timestamp + 1)
+        self._last_timestamp = timestamp
+        if timestamp > self._ceiling - TIMESTAMP_RESERVE_US // 2:
+            self._set_ceiling(timestamp + TIMESTAMP_RESERVE_US)
+        if timestamp > self._durable_ceiling:
+            self.commit()
+        return timestamp
+
+    def _set_ceiling(self, ceiling: int) -> None:
+        self._write(
             "INSERT INTO client_state (key, value) VALUES ('last_timestamp', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = max(value + 1, excluded.value)"
-            " RETURNING value",
-            (now_us,),
-        ).fetchone()
-        return row[0]
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (ceiling,),
+        )
+        self._ceiling = ceiling
 
     def add_pending(self, request: Request, submitted_at: float) -> None:
         operation = request.operation

@@ -197,9 +197,12 @@ class ClientService:
     async def _follow(self, timestamp: int, operation: Operation, started_s: float) -> Verdict:
         outstanding = self._outstanding[timestamp]
         try:
-            # The request is on the client's disk before any node sees it.
-            await self._records_durable()
+            # Sent first, then committed: the fsync overlaps the nodes' work instead of
+            # delaying it. The request's timestamp is below a ceiling already on disk
+            # (client.records), so a power cut in between cannot hand it out again; the
+            # caller learns the build's id or verdict only after this commit.
             await self._send_first(timestamp, operation, outstanding)
+            await self._records_durable()
             await self._await_quorum(timestamp, outstanding, started_s)
             if outstanding.collector.divergent and not self._closing:
                 await self._await_the_rest(outstanding, started_s)

@@ -414,19 +414,6 @@ async def test_curl_style_form_content_type_is_accepted(client):
     assert response.status == 200
 
 
-def test_timestamps_keep_increasing_across_restarts(tmp_path):
-    path = tmp_path / "builds.sqlite"
-    records = BuildRecords(path)
-    assert records.next_timestamp(1_000) == 1_000
-    assert records.next_timestamp(1_000) == 1_001
-    assert records.next_timestamp(5_000) == 5_000
-    records.close()
-    # The clock went backwards while the client was down.
-    records = BuildRecords(path)
-    assert records.next_timestamp(10) == 5_001
-    records.close()
-
-
 async def client_metrics(client) -> dict[tuple[str, tuple], float]:
     response = await client.get("/metrics")
     assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")

@@ -104,5 +104,9 @@ def log_handler(path: str | Path) -> logging.Handler:
 
 def configure_logging(path: str | Path, level: str = "INFO") -> None:
     """Log to `path` ('-' for stderr), one line per event, without aiohttp's access log."""
+    # LOG_FORMAT names no source line, thread or process: don't look them up for every
+    # record (the logging HOWTO's "Optimization"; a node logs several lines per request).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=level, handlers=[log_handler(path)])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -199,8 +199,8 @@ class ClientService:
         try:
             # Sent first, then committed: the fsync overlaps the nodes' work instead of
             # delaying it. The request's timestamp is below a ceiling already on disk
-            # (client.records), so a power cut in between cannot hand it out again; the
-            # caller learns the build's id or verdict only after this commit.
+            # (client.records), so a power cut in between cannot hand it out again. A
+            # verdict is answered only after this commit and its own.
             await self._send_first(timestamp, operation, outstanding)
             await self._records_durable()
             await self._await_quorum(timestamp, outstanding, started_s)

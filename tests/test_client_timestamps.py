@@ -28,8 +28,9 @@ def committed_ceiling(path) -> int | None:
 def power_cut(path, tmp_path):
     """A copy of the file as a power cut would leave it: committed transactions only.
 
-    The open connection's uncommitted writes live in its own memory until COMMIT,
-    so the files on disk are what survives; copying them (WAL included) is the cut.
+    The open connection's uncommitted writes are in its memory, or in WAL frames
+    without a commit mark that a reader ignores; copying the files (WAL included,
+    not the shared-memory index) leaves exactly what a cut would.
     """
     cut = tmp_path / "after-cut"
     cut.mkdir()

@@ -13,6 +13,16 @@ is anything of those steps sent. The fsync, which costs more than the steps
 themselves, is paid per turn instead of per message, and nothing leaves the
 node before its disk backs it, but relays of other nodes' votes, which commit
 it to nothing (`pbft.effects.leaves_unsaved`).
+
+A turn that only took messages in (`pbft.effects.must_sync` says it need not
+be synced) is not written at once: its effects wait, in memory, for the next
+turn that must be synced, which writes them first, in the same transaction.
+A kill then loses them as a power cut loses unsynced steps, which the
+protocol survives (other nodes' votes lost on the way). At n = 16 the primary
+takes in some 45 votes per request, each in a turn of its own: they cost one
+transaction instead of 45. The tick writes what waited longer, so that the
+ledger's verdicts reach the disk within a tick even on an idle node, and
+reads of the ledger write it first.
 """
 
 from __future__ import annotations
@@ -43,6 +53,10 @@ from pbft.messages import (
 from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
+
+# Effects of inward-only turns held for the next save at most; a node flooded with votes
+# and sending nothing writes them this many at a time instead of holding them all.
+MAX_DEFERRED_EFFECTS = 1000
 
 
 def exit_process() -> None:
@@ -88,6 +102,8 @@ class Driver:
         self.builds: set[asyncio.Task] = set()
         # Effects of the steps taken since the last save, and whether a save is scheduled.
         self._unsaved: list[Effect] = []
+        # Effects of turns that only took messages in, carried by the next save (see the module doc).
+        self._deferred: list[Effect] = []
         self._save_scheduled = False
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
@@ -177,6 +193,7 @@ class Driver:
             await asyncio.sleep(interval_s)
             self._step(self.replica.tick, loop.time())
             self._carry_out(self.replica.take_effects())
+            self.write_deferred()
 
     def client_gone(self, connection: Sender) -> None:
         self._challenges.pop(connection, None)
@@ -236,14 +253,28 @@ class Driver:
         for effect in itertools.compress(effects, early):
             self._carry_out_one(effect)
         if self.store is not None:
-            sync = must_sync(effects, self.replica.id)
-            started_s = time.perf_counter()
-            self.store.save(self.replica.durable_state(), effects, sync=sync)
-            if self.metrics is not None:
-                self.metrics.save_seconds_by_sync[sync].observe(time.perf_counter() - started_s)
+            if must_sync(effects, self.replica.id):
+                self._save(self._deferred + effects, sync=True)
+            else:
+                # Only taken in: nothing of it leaves the node or starts a build, so it can wait.
+                self._deferred += effects
+                if len(self._deferred) >= MAX_DEFERRED_EFFECTS:
+                    self.write_deferred()
         for effect, sent in zip(effects, early):
             if not sent:
                 self._carry_out_one(effect)
+
+    def write_deferred(self) -> None:
+        """Write, unsynced, what turns that only took messages in left waiting."""
+        if self._deferred and not self.stopped and self.store is not None:
+            self._save(self._deferred, sync=False)
+
+    def _save(self, effects: list[Effect], *, sync: bool) -> None:
+        self._deferred = []
+        started_s = time.perf_counter()
+        self.store.save(self.replica.durable_state(), effects, sync=sync)
+        if self.metrics is not None:
+            self.metrics.save_seconds_by_sync[sync].observe(time.perf_counter() - started_s)
 
     def _carry_out_one(self, effect: Effect) -> None:
         if isinstance(effect, Broadcast):
@@ -298,6 +329,7 @@ class Driver:
     def close(self) -> None:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
         self.save_and_send()
+        self.write_deferred()
         self.stopped = True
 
     def start_build(self, seq: int, request: Request) -> None:

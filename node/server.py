@@ -229,6 +229,7 @@ async def build_at(request: web.Request) -> web.Response:
     if not text.isdigit() or len(text) > 18:
         return web.json_response({"error": "a sequence number is a non-negative integer"}, status=400)
     driver = request.app[DRIVER]
+    driver.write_deferred()  # votes and verdicts taken in since the last save are part of the record
     records = driver.store.build_records(int(text)) if driver.store is not None else []
     if not records:
         return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
@@ -244,6 +245,7 @@ def _record_of_request(request: web.Request) -> dict:
             text=json.dumps({"error": "a timestamp is a non-negative 63-bit integer"}), content_type="application/json"
         )
     driver = request.app[DRIVER]
+    driver.write_deferred()
     record = driver.store.build_record(client, int(text)) if driver.store is not None else None
     if record is None:
         raise web.HTTPNotFound(

@@ -92,7 +92,7 @@ async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent
     store.close()
 
 
-async def test_only_a_turn_that_sends_is_synced(tmp_path):
+async def test_only_a_turn_that_sends_is_synced_and_one_that_only_took_in_waits_for_the_next_save(tmp_path):
     cluster = Cluster()
     cluster.deliver_to(0, cluster.request())
     preprepare = next(message for node, message in cluster.network if node == 1)
@@ -107,9 +107,31 @@ async def test_only_a_turn_that_sends_is_synced(tmp_path):
         driver.on_frame(json.dumps(encode(message)))
         await asyncio.sleep(0)
     # Its own PREPARE goes out: synced. With another's it holds 2f and its COMMIT goes
-    # out: synced. Node 2's COMMIT, one short of 2f+1, is only taken in: not synced.
-    assert store.syncs == [True, True, False]
+    # out: synced. Node 2's COMMIT, one short of 2f+1, is only taken in: not saved yet.
+    assert store.syncs == [True, True]
     assert [decode(json.loads(frame)).TYPE for frame in peers[0].frames] == ["prepare", "commit"]
+    assert commit not in store.load().messages
+    driver.write_deferred()  # as the next tick does: unsynced
+    assert store.syncs == [True, True, False] and commit in store.load().messages
+    driver.close()
+    store.close()
+
+
+async def test_effects_waiting_for_a_save_are_bounded(tmp_path, monkeypatch):
+    """A node that only takes votes in, sending nothing, writes them once enough wait."""
+    monkeypatch.setattr("node.driver.MAX_DEFERRED_EFFECTS", 2)
+    cluster = Cluster()
+    cluster.deliver_to(0, cluster.request())
+    preprepare = next(message for node, message in cluster.network if node == 1)
+    commits = [signed(Commit(0, preprepare.seq, preprepare.digest, node), cluster.replicas[node].auth.sign)
+               for node in (2, 3)]
+    peers = {i: Recorder() for i in (0, 2, 3)}
+    store = CountingStore(tmp_path / "node.sqlite", peers)
+    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: None)
+    for commit in commits:  # early commits: taken in, one Store each
+        driver.on_frame(json.dumps(encode(commit)))
+        await asyncio.sleep(0)
+    assert store.syncs == [False] and all(commit in store.load().messages for commit in commits)
     driver.close()
     store.close()
 
@@ -129,9 +151,11 @@ async def test_a_relay_of_other_nodes_votes_leaves_before_the_save_it_does_not_n
     for prepare in prepares:
         driver.on_frame(json.dumps(encode(prepare)))
         await asyncio.sleep(0)
-    # Node 1's prepare is only taken in. Node 2's prepares the primary: the relay of both
-    # goes to the three backups before the save, which the primary's new COMMIT must sync.
-    assert store.syncs == [False, True] and store.saves[1][1] == 3
+    # Node 1's prepare is only taken in: it waits. Node 2's prepares the primary: the relay
+    # of both goes to the three backups before the save, which the primary's new COMMIT
+    # must sync, and which writes node 1's prepare first.
+    assert store.syncs == [True] and store.saves[0][1] == 3
+    assert prepares[0] in store.load().messages
     relays = [decode(json.loads(frame)) for peer in peers.values() for frame in peer.frames]
     assert all(isinstance(relay, Relay) and relay.votes == tuple(prepares) for relay in relays)
     assert Commit(0, 1, preprepare.digest, 0) in [replace(vote, sig="") for vote in store.load().messages

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -78,8 +79,13 @@ class Attested:
         return envelope_of(self.attestation, self.signers)
 
 
+# The network's node keys, parsed once: checking that a key is a curve point costs
+# more than half a signature check, and every reply's attestation names one.
+_node_public_key = functools.lru_cache(maxsize=256)(parse_public_key)
+
+
 def verify_with(public_key_hex: str, data: bytes, sig: str) -> bool:
-    return verify_bytes(parse_public_key(public_key_hex), data, sig)
+    return verify_bytes(_node_public_key(public_key_hex), data, sig)
 
 
 def node_keys(config: NetworkConfig) -> dict[int, str]:

@@ -466,12 +466,14 @@ class ResultVote:
 
 @dataclass(frozen=True)
 class Relay:
-    """<RELAY, votes>: signed votes of other nodes, passed on in one frame.
+    """<RELAY, votes>: signed votes, passed on in one frame.
 
     In a network that relays votes (`ReplicaSettings.relay_votes`), backups send
     their PREPAREs, COMMITs and RESULTs to the primary alone, and the primary
     passes a quorum of them on in one frame, so that a backup takes in O(1)
-    frames per phase instead of O(n). A relay is an envelope, not a statement:
+    frames per phase instead of O(n). Every node also sends its own RESULTs in
+    relays: those it signed since its last tick, in one frame. A relay is an
+    envelope, not a statement:
     it carries no signature of its own, and every vote in it is checked against
     its own signer, exactly as if it had arrived alone. Whoever forges an
     envelope can fill it only with votes their signers really sent.

@@ -118,7 +118,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.last_new_view: NewView | None = None  # what started our view, for peers left behind
         self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (from_seq, when) of the last answer
         self.members = Membership(settings.n, settings.f, settings.log_window)
-        self.relay_queue: list[ResultVote] = []  # as primary of a relaying network: RESULTs to pass on
+        # RESULTs to send at the next tick in one RELAY: our own, and as primary of a relaying
+        # network every kept one (see _flush_relay_queue).
+        self.relay_queue: list[ResultVote] = []
         self._relaying_in = False  # taking in the votes of a relay, not votes sent straight to us
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
@@ -269,10 +271,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             self.auth.sign,
         )
         self._count_vote(vote)
-        if not self.relaying:
-            self._outbox.append(Broadcast(vote))
-        elif not self.is_primary:
-            self._outbox.append(SendTo(self.primary(), vote))
+        if not (self.relaying and self.is_primary):  # a relaying primary queues it with the votes it kept
+            self._queue_for_relay(vote)
         self.result_votes.expect(request.key, self.now)
 
     def _sign_attestation(self, request: Request, result: Result) -> tuple[str, str]:
@@ -592,12 +592,23 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         held = (slot.prepares if isinstance(vote, Prepare) else slot.commits).get(vote.sender)
         return held == vote
 
+    def _queue_for_relay(self, vote: ResultVote) -> None:
+        self.relay_queue.append(vote)
+        if len(self.relay_queue) >= MAX_VOTES:
+            self._flush_relay_queue()
+
     def _flush_relay_queue(self) -> None:
-        """Pass on the RESULTs collected since the last tick, as one frame: verdicts in node
-        ledgers are not on any client's path, so they can wait for company."""
+        """Send the RESULTs queued since the last tick, as one frame: verdicts in node ledgers
+        are not on any client's path, so they can wait for company. A peer then takes in one
+        frame per tick, not one per build and node. A backup of a relaying network sends its
+        own to the primary, which passes them on with the others at its next tick; every
+        other node sends to all."""
         if self.relay_queue:
-            votes, self.relay_queue = tuple(self.relay_queue), []
-            self._outbox.append(Broadcast(Relay(votes)))
+            relay, self.relay_queue = Relay(tuple(self.relay_queue)), []
+            if self.relaying and not self.is_primary:
+                self._outbox.append(SendTo(self.primary(), relay))
+            else:
+                self._outbox.append(Broadcast(relay))
 
     # --- execution, in sequence order (§4.2) ---------------------------
 
@@ -663,9 +674,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if kept:
             self._outbox.append(Store(vote))
             if self.relaying and self.is_primary:
-                self.relay_queue.append(vote)
-                if len(self.relay_queue) >= MAX_VOTES:
-                    self._flush_relay_queue()
+                self._queue_for_relay(vote)
         if decided is not None:
             state, result = decided
             seq = self.result_votes.seq[vote.key]

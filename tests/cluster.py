@@ -151,6 +151,13 @@ class Cluster:
                 self.replicas[node].tick(now)
                 self._collect(node)
 
+    def send_results(self, now: float = 0.0) -> None:
+        """Tick, which sends the RESULTs each node queued, and deliver until quiet; twice, for
+        a relaying primary passes on at its next tick the RESULTs backups sent at theirs."""
+        for _ in range(2):
+            self.tick(now)
+            self.run()
+
     def restart(self, node: int, now: float = 0.0) -> None:
         """Replace a crashed node's replica by one restored from its store, as a restarted process does:
         builds its killed process was running start again."""

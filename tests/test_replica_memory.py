@@ -14,6 +14,7 @@ def run_builds(cluster: Cluster, count: int) -> list:
     for request in requests:
         cluster.deliver_to(0, request)
     cluster.run()
+    cluster.send_results()
     return requests
 
 

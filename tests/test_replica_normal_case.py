@@ -188,6 +188,7 @@ def test_a_result_vote_for_a_build_not_yet_ordered_waits_for_it():
     assert cluster.replicas[1].take_effects() == []
     cluster.deliver_to(0, request)
     cluster.run()
+    cluster.send_results()
     assert early in cluster.stored[1] and not cluster.replicas[1].buffered(cluster.replicas[1].early_votes)
     votes = [m for m in cluster.stored[1] if isinstance(m, ResultVote)]
     # The 2f+1 RESULTs that certified it, the early one among them; one agreeing after that is not kept.

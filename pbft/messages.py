@@ -472,11 +472,12 @@ class Relay:
     their PREPAREs, COMMITs and RESULTs to the primary alone, and the primary
     passes a quorum of them on in one frame, so that a backup takes in O(1)
     frames per phase instead of O(n). Every node also sends its own RESULTs in
-    relays: those it signed since its last tick, in one frame. A relay is an
-    envelope, not a statement:
-    it carries no signature of its own, and every vote in it is checked against
-    its own signer, exactly as if it had arrived alone. Whoever forges an
-    envelope can fill it only with votes their signers really sent.
+    relays: those it signed since its last tick, in one frame.
+
+    A relay is an envelope, not a statement: it carries no signature of its
+    own, and every vote in it is checked against its own signer, exactly as if
+    it had arrived alone. Whoever forges an envelope can fill it only with
+    votes their signers really sent.
     """
 
     votes: tuple[Prepare | Commit | ResultVote, ...]

@@ -254,7 +254,7 @@ class Driver:
             self._carry_out_one(effect)
         if self.store is not None:
             if must_sync(effects, self.replica.id):
-                self._save(self._deferred + effects, sync=True)
+                self._save(effects, sync=True)
             else:
                 # Only taken in: nothing of it leaves the node or starts a build, so it can wait.
                 self._deferred += effects
@@ -267,10 +267,11 @@ class Driver:
     def write_deferred(self) -> None:
         """Write, unsynced, what turns that only took messages in left waiting."""
         if self._deferred and not self.stopped and self.store is not None:
-            self._save(self._deferred, sync=False)
+            self._save([], sync=False)
 
     def _save(self, effects: list[Effect], *, sync: bool) -> None:
-        self._deferred = []
+        """Save `effects`, after whatever waited for a save, in one transaction."""
+        effects, self._deferred = self._deferred + effects, []
         started_s = time.perf_counter()
         self.store.save(self.replica.durable_state(), effects, sync=sync)
         if self.metrics is not None:

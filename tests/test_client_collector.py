@@ -8,8 +8,8 @@ verifies and routes replies before anything is counted.
 
 import asyncio
 import json
-import time
 import sqlite3
+import time
 from dataclasses import replace
 
 from hypothesis import given

@@ -75,16 +75,23 @@ class NodeProcesses:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def synced_save_s(self) -> float:
-        """Seconds the running nodes' event loops have waited for fsynced saves so far, summed
-        (pbft_store_save_seconds in their GET /metrics)."""
-        waited_s = 0.0
+        """Seconds the running nodes' event loops have waited for fsynced saves so far, summed."""
+        return self._metric_sum("pbft_store_save_seconds_sum", (("synced", "true"),))
+
+    def signatures_checked(self) -> int:
+        """Signatures the running nodes have checked so far, summed."""
+        return int(self._metric_sum("pbft_signatures_checked_total"))
+
+    def _metric_sum(self, name: str, labels: tuple = ()) -> float:
+        """One series of the running nodes' GET /metrics, summed over the nodes."""
+        total = 0.0
         for node in self.config.nodes:
             if self.processes[node.id].poll() is not None:
                 continue
             with urllib.request.urlopen(f"http://{node.host}:{node.port}/metrics", timeout=5) as response:
                 metrics = parse_metrics(response.read().decode())
-            waited_s += metrics.get(("pbft_store_save_seconds_sum", (("synced", "true"),)), 0.0)
-        return waited_s
+            total += metrics.get((name, labels), 0.0)
+        return total
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -19,6 +19,8 @@ from typing import Awaitable, Callable, TypeVar
 from bench.network import NodeProcesses, client_of, settle, start_nodes, submit_accepted
 from bench.stats import alternating, load_average, percentile, ratio, summarize
 from client.service import ClientService
+from pbft.crypto import Ed25519Authenticator, generate_private_key
+from pbft.messages import Commit, signed
 
 T = TypeVar("T")
 CONSENSUS_SIZES = (4, 7, 10, 16)
@@ -76,21 +78,37 @@ def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], A
             nodes.stop()
 
 
-async def latencies_and_cpu(nodes: NodeProcesses, service, count: int) -> tuple[list[float], float, float]:
-    """`count` requests one at a time: their latencies, the CPU ms all nodes spent per request, and
-    the ms a node's event loop waited for fsynced saves per request (the mean of the nodes)."""
-    cpu_before_s, synced_before_s = nodes.cpu_s(), nodes.synced_save_s()
+async def latencies_and_cpu(nodes: NodeProcesses, service, count: int) -> tuple[list[float], float, float, float]:
+    """`count` requests one at a time: their latencies, the CPU ms all nodes spent per request,
+    the ms a node's event loop waited for fsynced saves per request (the mean of the nodes), and
+    the signatures all nodes checked per request."""
+    cpu_before_s, synced_before_s, checked_before = nodes.cpu_s(), nodes.synced_save_s(), nodes.signatures_checked()
     latencies = await sequential_latencies_ms(service, count)
     cpu_ms = (nodes.cpu_s() - cpu_before_s) * 1000 / count
     synced_ms = (nodes.synced_save_s() - synced_before_s) * 1000 / count / len(nodes.processes)
-    return latencies, cpu_ms, synced_ms
+    checks = (nodes.signatures_checked() - checked_before) / count
+    return latencies, cpu_ms, synced_ms, checks
+
+
+def signature_check_us(count: int = 2000) -> float:
+    """CPU µs of one signature check as nodes make it (a COMMIT's canonical payload, then Ed25519),
+    in this process: what the checks a request needs cost at the least."""
+    key = generate_private_key()
+    auth = Ed25519Authenticator(key, {0: key.public_key()}, {})
+    commit = signed(Commit(0, 1, "0" * 64, 0), auth.sign)
+    payload = commit.payload()
+    started_s = time.process_time()
+    for _ in range(count):
+        auth.verify_node(0, payload, commit.sig)
+    return (time.process_time() - started_s) * 1e6 / count
 
 
 def consensus(args) -> dict:
     requests = 20 if args.quick else args.requests
+    check_us = signature_check_us()
     sizes = {}
     for n in CONSENSUS_SIZES:
-        latencies, cpu_ms, synced_ms = on_network(
+        latencies, cpu_ms, synced_ms, checks = on_network(
             args, n, lambda nodes, service: latencies_and_cpu(nodes, service, requests))
         sizes[str(n)] = {
             "f": (n - 1) // 3,
@@ -101,9 +119,12 @@ def consensus(args) -> dict:
             "max_ms": round(max(latencies), 2),
             "node_cpu_ms_per_request": round(cpu_ms, 1),
             "synced_save_wait_ms_per_request": round(synced_ms, 1),
+            "signature_checks_per_request": round(checks, 1),
+            "signature_check_cpu_ms_per_request": round(checks * check_us / 1000, 1),
         }
     return {
         "scenario": "consensus", "data_dir": tempfile.gettempdir(), "cores": os.cpu_count(),
+        "signature_check_us": round(check_us, 1),
         "load_average_at_end": load_average(), "results": sizes,
     }
 
@@ -111,15 +132,17 @@ def consensus(args) -> dict:
 def consensus_table(report: dict) -> str:
     rows = [
         "consensus: one request at a time, instant builds; signing a request to its accepted verdict; "
-        f"node data in {report['data_dir']} (TMPDIR), {report['cores']} cores",
+        f"node data in {report['data_dir']} (TMPDIR), {report['cores']} cores; "
+        f"a signature check took {report['signature_check_us']:.0f} µs of CPU here",
         "",
         "| n | f | requests | p50 ms | p99 ms | min ms | max ms | CPU ms per request, all nodes "
-        "| ms a node waited on fsynced saves per request |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| signature checks per request, all nodes (their CPU ms) | ms a node waited on fsynced saves per request |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n, result in report["results"].items():
         rows.append(f"| {n} | {result['f']} | {result['requests']} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} "
                     f"| {result['min_ms']:.1f} | {result['max_ms']:.1f} | {result['node_cpu_ms_per_request']:.1f} "
+                    f"| {result['signature_checks_per_request']:.0f} ({result['signature_check_cpu_ms_per_request']:.1f}) "
                     f"| {result['synced_save_wait_ms_per_request']:.1f} |")
     return "\n".join(rows)
 

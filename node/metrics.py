@@ -21,9 +21,15 @@ SAVE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 
 class NodeMetrics:
-    def __init__(self, state: Callable[[], dict], links: Callable[[], dict[int, dict]]) -> None:
+    def __init__(
+        self,
+        state: Callable[[], dict],
+        links: Callable[[], dict[int, dict]],
+        signatures_checked: Callable[[], int] = lambda: 0,
+    ) -> None:
         """`state`: the driver's status (view, last_executed, builds_running, dropped);
-        `links`: each peer link's status (connected, reconnects, dropped)."""
+        `links`: each peer link's status (connected, reconnects, dropped);
+        `signatures_checked`: how many signatures the node's authenticator checked so far."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests_received = Counter("pbft_requests_received", "Client REQUEST frames this node received", registry=r)
@@ -48,7 +54,7 @@ class NodeMetrics:
             ["synced"], buckets=SAVE_BUCKETS_S, registry=r)
         # Looked up once: labels() takes a lock and checks its arguments, on every save.
         self.save_seconds_by_sync = {sync: self.save_seconds.labels(str(sync).lower()) for sync in (True, False)}
-        r.register(_StateCollector(state, links))
+        r.register(_StateCollector(state, links, signatures_checked))
         self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     def seen(self, keys: Iterable[tuple[str, int]], now_s: float) -> None:
@@ -69,9 +75,12 @@ class NodeMetrics:
 
 
 class _StateCollector:
-    def __init__(self, state: Callable[[], dict], links: Callable[[], dict[int, dict]]) -> None:
+    def __init__(
+        self, state: Callable[[], dict], links: Callable[[], dict[int, dict]], signatures_checked: Callable[[], int]
+    ) -> None:
         self._state = state
         self._links = links
+        self._signatures_checked = signatures_checked
 
     def describe(self) -> list[Metric]:
         return []  # read at scrape time; nothing to check for clashes up front
@@ -89,6 +98,9 @@ class _StateCollector:
         for reason, count in sorted(state["dropped"].items()):
             drops.add_metric([reason], count)
         yield drops
+        # Most of a node's CPU per request at n >= 7 (README "Performance"): one check per vote it counts.
+        yield CounterMetricFamily("pbft_signatures_checked", "Signatures of nodes and clients this node checked",
+                                  value=self._signatures_checked())
         links = self._links()
         connected = GaugeMetricFamily("pbft_peer_connected", "1 while the link to the peer is up", labels=["peer"])
         reconnects = CounterMetricFamily("pbft_peer_reconnects", "Times the link to the peer was made again",

@@ -142,7 +142,7 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
-            driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links))
+            driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
             for seq, request in rerun:
                 driver.start_build(seq, request)

@@ -56,6 +56,9 @@ def test_quick_bench_runs_every_scenario(tmp_path):
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
         assert size["node_cpu_ms_per_request"] > 0
         assert size["synced_save_wait_ms_per_request"] > 0
+        # Every request needs at least one quorum of COMMITs checked at every node.
+        assert size["signature_checks_per_request"] >= 2 * size["f"] * (3 * size["f"] + 1)
+        assert size["signature_check_cpu_ms_per_request"] > 0
     relay = reports["relay"]["results"]["7"]
     assert relay["all-to-all"]["p50_ms"] > 0 and relay["relayed"]["p50_ms"] > 0 and relay["relayed_over_all_to_all"] > 0
     assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}

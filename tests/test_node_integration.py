@@ -308,6 +308,8 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         # At least each of its PREPAREs (or PRE-PREPAREs), COMMITs and replies was an fsynced save.
         assert metrics[("pbft_store_save_seconds_count", (("synced", "true"),))] >= 3 * 2
         assert metrics[("pbft_store_save_seconds_sum", (("synced", "true"),))] > 0
+        # Per build at least two other nodes' COMMITs and RESULTs, and two PREPAREs or the PRE-PREPARE and its request.
+        assert metrics[("pbft_signatures_checked_total", ())] >= 3 * 2 * 2
         assert metrics[("pbft_builds_running", ())] == 0
         connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
         assert connected == [1, 1, 1]

@@ -115,7 +115,7 @@ class Ed25519Authenticator:
         self._private_key = private_key
         self._node_keys = dict(node_keys)
         self._client_keys = dict(client_keys)
-        # Signatures checked so far (GET /metrics): the CPU the protocol cannot do without.
+        # Signatures checked so far, for GET /metrics: CPU no implementation of the protocol can shed.
         self.checks = 0
 
     def sign(self, payload: dict) -> str:

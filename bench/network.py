@@ -74,24 +74,18 @@ class NodeProcesses:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def synced_save_s(self) -> float:
-        """Seconds the running nodes' event loops have waited for fsynced saves so far, summed."""
-        return self._metric_sum("pbft_store_save_seconds_sum", (("synced", "true"),))
-
-    def signatures_checked(self) -> int:
-        """Signatures the running nodes have checked so far, summed."""
-        return int(self._metric_sum("pbft_signatures_checked_total"))
-
-    def _metric_sum(self, name: str, labels: tuple = ()) -> float:
-        """One series of the running nodes' GET /metrics, summed over the nodes."""
-        total = 0.0
+    def metric_sums(self, *series: tuple[str, tuple]) -> tuple[float, ...]:
+        """Each (name, labels) series of the running nodes' GET /metrics, summed over the nodes;
+        one scrape per node for them all."""
+        totals = [0.0] * len(series)
         for node in self.config.nodes:
             if self.processes[node.id].poll() is not None:
                 continue
             with urllib.request.urlopen(f"http://{node.host}:{node.port}/metrics", timeout=5) as response:
                 metrics = parse_metrics(response.read().decode())
-            total += metrics.get((name, labels), 0.0)
-        return total
+            for index, key in enumerate(series):
+                totals[index] += metrics.get(key, 0.0)
+        return tuple(totals)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
@@ -219,11 +220,18 @@ class Driver:
         try:
             return step(*args)
         except AssertionError:
-            logger.critical("node=%d replica invariant broken: stopping", self.replica.id, exc_info=True)
-            self.stopped = True
-            self.replica.take_effects()
-            self.fail_stop()
+            self._stop("node=%d replica invariant broken: stopping", self.replica.id, exc_info=True)
             return None
+
+    def _stop(self, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log why, then stop at once (fail-stop): take no more steps and drop every effect not
+        yet saved, so nothing that rested on them leaves the node. A restart rebuilds the node
+        from what it saved, as after a crash."""
+        logger.critical(message, *args, exc_info=exc_info)
+        self.stopped = True
+        self.replica.take_effects()
+        self._unsaved, self._deferred = [], []
+        self.fail_stop()
 
     # --- effects ------------------------------------------------------
 
@@ -241,8 +249,8 @@ class Driver:
         self._save_scheduled = False
         effects, self._unsaved = self._unsaved, []
         if not effects or self.stopped:
-            # Stopped by a broken invariant: the state in memory is not to be trusted, and
-            # nothing of these steps has left the node, as if it had crashed before them.
+            # Stopped (a broken invariant, a store that cannot write): the state in memory is not
+            # to be trusted, and nothing of these steps has left the node, as if it had crashed before them.
             return
         if self.metrics is not None:
             self._count(effects)
@@ -260,6 +268,8 @@ class Driver:
                 self._deferred += effects
                 if len(self._deferred) >= MAX_DEFERRED_EFFECTS:
                     self.write_deferred()
+            if self.stopped:
+                return  # the save failed: nothing that rests on it may leave the node
         for effect, sent in zip(effects, early):
             if not sent:
                 self._carry_out_one(effect)
@@ -270,10 +280,25 @@ class Driver:
             self._save([], sync=False)
 
     def _save(self, effects: list[Effect], *, sync: bool) -> None:
-        """Save `effects`, after whatever waited for a save, in one transaction."""
+        """Save `effects`, after whatever waited for a save, in one transaction.
+
+        A save that fails (a full disk, an I/O error) stops the node: going on, it would
+        act on steps its disk does not hold, and a restart would not know them (a batch
+        it executed and certified would be missing from its ledger for good). Stopped,
+        it restarts from what it saved and fetches the rest from its peers.
+        """
         effects, self._deferred = self._deferred + effects, []
         started_s = time.perf_counter()
-        self.store.save(self.replica.durable_state(), effects, sync=sync)
+        try:
+            self.store.save(self.replica.durable_state(), effects, sync=sync)
+        except Exception as error:
+            # A full disk needs one clear line; anything but a database or I/O error is a bug of ours.
+            self._stop(
+                "node=%d store cannot write (%s: %s): stopping; free space in %s and restart the node",
+                self.replica.id, type(error).__name__, error, self.store.path.parent,
+                exc_info=not isinstance(error, (sqlite3.Error, OSError)),
+            )
+            return
         if self.metrics is not None:
             self.metrics.save_seconds_by_sync[sync].observe(time.perf_counter() - started_s)
 

@@ -1,14 +1,18 @@
-"""A node whose replica trips an invariant stops whole: nothing of that step is saved or sent.
-Steps taken in one turn of the event loop are saved together, before any of them is sent."""
+"""A node whose replica trips an invariant, or whose store cannot write, stops whole: nothing
+of that step is saved or sent. Steps taken in one turn of the event loop are saved together,
+before any of them is sent."""
 
 import asyncio
 import json
+import logging
+import sqlite3
 from dataclasses import replace
 
 from node.driver import Driver
 from node.storage import NodeStore
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
 from pbft.messages import Commit, Prepare, Relay, Reply, Result, ResultVote, batch_digest, decode, encode, signed
+from pbft.replica import Replica
 from tests.cluster import Cluster
 
 
@@ -48,6 +52,113 @@ async def test_a_broken_invariant_stops_the_node_before_anything_leaves(tmp_path
     driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
     await asyncio.sleep(0)
     assert all(peer.frames == [] for peer in peers.values())  # a stopped node stays stopped
+
+
+class FullStore(NodeStore):
+    """A store on a disk that fills up: the first save whose effects `fills` picks, and every one after it, fails."""
+
+    def __init__(self, path, fills=lambda effect: True) -> None:
+        super().__init__(path, n=4, f=1)
+        self.fills = fills
+        self.full = False
+        self.failed = 0
+
+    def save(self, state, effects, *, sync=True) -> None:
+        if self.full or any(self.fills(effect) for effect in effects):
+            self.full = True
+            self.failed += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        super().save(state, effects, sync=sync)
+
+
+def stop_lines(caplog) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.levelno == logging.CRITICAL]
+
+
+async def test_a_store_that_cannot_write_stops_the_node_before_anything_of_that_turn_leaves(tmp_path, caplog):
+    cluster = Cluster()
+    replica = cluster.replicas[0]
+    store = FullStore(tmp_path / "node-0" / "node.sqlite")
+    peers = {i: Recorder() for i in (1, 2, 3)}
+    stops = []
+    driver = Driver(replica, None, None, peers, store=store, fail_stop=lambda: stops.append(True))
+
+    driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
+    await asyncio.sleep(0)  # the turn's save runs now, and fails
+    assert stops == [True] and driver.stopped and store.failed == 1
+    assert all(peer.frames == [] for peer in peers.values())  # the pre-prepare never left
+    assert store.load() is None
+    # One line that says what to do, without a traceback: a full disk is not a bug.
+    (line,) = stop_lines(caplog)
+    assert not line.exc_info
+    assert line.getMessage() == (
+        f"node=0 store cannot write (OperationalError: database or disk is full): stopping; "
+        f"free space in {tmp_path / 'node-0'} and restart the node"
+    )
+
+    stepped = []
+    replica.receive = lambda message: stepped.append(message)
+    for _ in range(3):
+        driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.15)
+    driver.write_deferred()  # as the tick and a ledger read do
+    assert stepped == [] and stops == [True] and store.failed == 1  # later frames are not stepped
+    assert all(peer.frames == [] for peer in peers.values())
+    store.close()
+
+
+async def test_a_batch_whose_execution_cannot_be_written_is_neither_built_nor_remembered(tmp_path, caplog):
+    """The failure seen on a real network: a node executed a batch it could not write and went on;
+    restarted, its ledger had a hole there for good. Stopped instead, it restarts from a state that
+    has not executed the batch, and executes it again."""
+    cluster = Cluster()
+    to_backup = []
+    cluster.deliver_to(0, cluster.request())
+    cluster.run(keep=lambda node, message: node != 1 or to_backup.append(message))  # the others order it
+    assert cluster.executed_seqs(0) == [1]
+    store = FullStore(tmp_path / "node-1" / "node.sqlite", fills=lambda effect: isinstance(effect, Execute))
+    peers = {i: Recorder() for i in (0, 2, 3)}
+    stops, started = [], []
+    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: stops.append(True))
+    driver.start_build = lambda seq, request: started.append(seq)
+
+    sent_before_stop = None
+    for message in to_backup:
+        driver.on_frame(json.dumps(encode(message)))
+        if not stops:
+            sent_before_stop = [decode(json.loads(frame)).TYPE for frame in peers[0].frames]
+        await asyncio.sleep(0)
+    assert stops == [True] and store.failed == 1
+    assert sent_before_stop == ["prepare", "commit"]  # what earlier turns saved and sent
+    assert [decode(json.loads(frame)).TYPE for frame in peers[0].frames] == sent_before_stop
+    assert started == []  # the build never started
+    assert [line.getMessage().split(" (")[0] for line in stop_lines(caplog)] == ["node=1 store cannot write"]
+    store.full = False  # space freed
+    loaded = store.load()
+    restarted = Replica.restore(cluster.replicas[1].settings, cluster.replicas[1].auth, loaded.state,
+                                loaded.messages, loaded.executed, 0.0)
+    assert restarted.last_executed == 0 and store.ledger() == []  # no hole: seq 1 is still to execute
+    store.close()
+
+
+async def test_a_tick_that_cannot_write_what_waited_stops_the_node(tmp_path, caplog):
+    cluster = Cluster()
+    cluster.deliver_to(0, cluster.request())
+    preprepare = next(message for node, message in cluster.network if node == 1)
+    commit = signed(Commit(0, preprepare.seq, preprepare.digest, 2), cluster.replicas[2].auth.sign)
+    store = FullStore(tmp_path / "node.sqlite")
+    stops = []
+    driver = Driver(cluster.replicas[1], None, None, {}, store=store, fail_stop=lambda: stops.append(True))
+    driver.on_frame(json.dumps(encode(commit)))  # only taken in: it waits for the tick
+    await asyncio.sleep(0)
+    assert stops == [] and store.failed == 0
+    driver.write_deferred()
+    assert stops == [True] and driver.stopped and len(stop_lines(caplog)) == 1
+    driver.write_deferred()
+    driver.close()  # a node shutting down after the stop writes nothing either
+    assert stops == [True] and store.failed == 1
+    store.close()
 
 
 async def test_a_healthy_step_is_saved_and_sent(tmp_path):

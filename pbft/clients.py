@@ -5,20 +5,23 @@ until the build finished, or for ever when this node learnt the batch by
 state transfer and never built it), so a retransmission is answered (with
 the reply the store kept: `ResendReply`), never run again. Memory
 does not grow with the requests served: at each checkpoint a client's floor
-rises to its newest executed timestamp less `expiry_us`, and everything at or
-below the floor is forgotten. Since the floor is a function of the ledger
-alone, every honest replica forgets the same requests at the same point.
+rises to its newest executed timestamp less `expiry_us`, and further until
+at most `max_kept` of its executed requests remain (timestamps are the
+client's to choose, so the first rule alone bounds nothing for a client that
+counts 1, 2, 3, ...); everything at or below the floor is forgotten. Since
+the floor is a function of the ledger alone, every honest replica forgets
+the same requests at the same point.
 
 Open requests: those a client sent to this node that have not executed
-(`waiting`; a backup's view-change timer runs while there are any), those a
-backup forwarded to the primary, and the primary's queue of requests not yet
-given a sequence number (`pending`).
+(`waiting`, at most `max_open` per client; a backup's view-change timer runs
+while there are any), those a backup forwarded to the primary, and the
+primary's queue of requests not yet given a sequence number (`pending`).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 
 from pbft.messages import Request
 
@@ -26,8 +29,10 @@ Key = tuple[str, int]  # (client, timestamp)
 
 
 class ClientTable:
-    def __init__(self, expiry_us: int) -> None:
+    def __init__(self, expiry_us: int, max_kept: int = 4096, max_open: int = 1024) -> None:
         self.expiry_us = expiry_us
+        self.max_kept = max_kept
+        self.max_open = max_open
         self.executed: dict[Key, bool | None] = {}  # True: replied
         self.floor: dict[str, int] = {}  # per client: timestamps at or below are done, or never will be
         self.latest: dict[str, int] = {}  # per client: newest timestamp executed
@@ -35,6 +40,7 @@ class ClientTable:
         # proportional to what it forgets, not to the hour of requests the table holds.
         self._timestamps: dict[str, list[int]] = {}
         self.waiting: dict[Key, Request] = {}
+        self._open: Counter[str] = Counter()  # per client: how many of `waiting` are its
         self.forwarded: set[Key] = set()
         self.pending: deque[Request] = deque()
         self.pending_keys: set[Key] = set()
@@ -43,9 +49,25 @@ class ClientTable:
         client, timestamp = key
         return timestamp <= self.floor.get(client, -1)
 
+    def wait(self, request: Request) -> bool:
+        """A client sent us `request`: keep it until it executes, unless its client has
+        `max_open` requests waiting here already. Returns whether it is waiting."""
+        if request.key not in self.waiting:
+            if self._open[request.client] >= self.max_open:
+                return False
+            self._open[request.client] += 1
+        self.waiting[request.key] = request
+        return True
+
+    def _stop_waiting(self, key: Key) -> None:
+        if self.waiting.pop(key, None) is not None:
+            self._open[key[0]] -= 1
+            if not self._open[key[0]]:
+                del self._open[key[0]]
+
     def execute(self, request: Request) -> bool:
         """`request` is in a batch that joins the ledger: whether it is new (to be built)."""
-        self.waiting.pop(request.key, None)
+        self._stop_waiting(request.key)
         self.forwarded.discard(request.key)
         if request.key in self.executed or self.expired(request.key):
             return False
@@ -64,15 +86,19 @@ class ClientTable:
         Returns the executed requests forgotten."""
         forgotten = []
         for client, latest in self.latest.items():
-            floor = self.floor[client] = max(self.floor.get(client, -1), latest - self.expiry_us)
+            floor = max(self.floor.get(client, -1), latest - self.expiry_us)
             timestamps = self._timestamps.get(client, [])
-            while timestamps and timestamps[0] <= floor:
-                key = (client, heapq.heappop(timestamps))
-                del self.executed[key]
-                forgotten.append(key)
+            while timestamps and (timestamps[0] <= floor or len(timestamps) > self.max_kept):
+                timestamp = heapq.heappop(timestamps)
+                floor = max(floor, timestamp)
+                del self.executed[(client, timestamp)]
+                forgotten.append((client, timestamp))
+            self.floor[client] = floor
         # Requests that never got ordered (their client gave up) can never run now either.
-        self.waiting = {key: request for key, request in self.waiting.items() if not self.expired(key)}
+        for key in [key for key in self.waiting if self.expired(key)]:
+            self._stop_waiting(key)
         self.forwarded = {key for key in self.forwarded if not self.expired(key)}
+        assert all(len(timestamps) <= self.max_kept for timestamps in self._timestamps.values())
         return forgotten
 
     # --- the primary's queue ----------------------------------------------
@@ -95,7 +121,9 @@ class ClientTable:
     def unqueue_all(self) -> None:
         """A view change: queued requests wait for the next primary like any other."""
         for request in self.pending:
-            self.waiting.setdefault(request.key, request)
+            if request.key not in self.waiting:
+                self._open[request.client] += 1  # over max_open only by what was queued already
+                self.waiting[request.key] = request
         self.pending.clear()
         self.pending_keys.clear()
 

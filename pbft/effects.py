@@ -97,7 +97,8 @@ class KeepStableProof:
 
 @dataclass(frozen=True)
 class RecordVerdict:
-    """A build's verdict is decided: "certified" with the agreed result, or "disputed"."""
+    """A build's verdict is decided: "certified" with the agreed result, or "disputed"; or
+    "expired": the build was forgotten (`pbft.clients`) before its verdict reached this node."""
 
     seq: int
     client: str

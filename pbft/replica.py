@@ -93,7 +93,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.next_seq = 0  # highest sequence number this replica assigned as primary
         self.state_digest = GENESIS_STATE  # hash chain over executed batches
         self.log = MessageLog()
-        self.clients = ClientTable(int(settings.request_expiry_s * 1_000_000))
+        self.clients = ClientTable(
+            int(settings.request_expiry_s * 1_000_000), settings.max_requests_per_client, settings.max_open_per_client
+        )
         self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window)
         # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
         # per sender, so that one faulty node's flood cannot push out anybody else's.
@@ -109,6 +111,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.view_changes_in_a_row = 0
         self.now = 0.0
         self.timer_deadline: float | None = None
+        self.timer_request: tuple[str, int] | None = None  # the waiting request the timer runs for (§4.4)
         self.view_change_resend_at = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
@@ -317,7 +320,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             # A retransmission: the client lost our reply, so send it again, from the store.
             self._outbox.append(ResendReply(request.client, request.timestamp))
             return None
-        clients.waiting[request.key] = request
+        if not clients.wait(request):
+            return "ignore_request_client_has_too_many_open"
         if self.changing_view:
             return None  # handed to the new primary once the view is in place
         if not self.is_primary:
@@ -647,8 +651,12 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _forget_expired_requests(self) -> None:
         """Done at checkpoint boundaries, as a function of the ledger alone, so every
-        honest replica forgets the same requests (and their votes) at the same point."""
-        self.result_votes.forget(self.clients.forget_expired())
+        honest replica forgets the same requests (and their votes) at the same point.
+        A build forgotten before its verdict reached us stays open in no table: the
+        ledger says so ("expired") rather than "pending" for ever."""
+        for (client, timestamp), seq in self.result_votes.forget(self.clients.forget_expired()):
+            logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
+            self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
 
     # --- certified results ------------------------------------------------
 

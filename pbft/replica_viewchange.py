@@ -29,16 +29,23 @@ class ViewChanges:
         return self.settings.view_change_timeout_s * 2 ** min(self.view_changes_in_a_row, 10)
 
     def _start_timer(self) -> None:
+        """Time the oldest request we wait for (or, changing views, the wait for NEW-VIEW)."""
         self.timer_deadline = self.now + self._timeout_s()
+        self.timer_request = next(iter(self.clients.waiting), None)
 
     def _restart_timer_after_progress(self) -> None:
-        """Executing a request proves the view works: reset the doubling, and keep
-        the timer only while other requests are still waiting. Batches learnt
-        by state transfer during a view change prove nothing about the next view."""
+        """A batch executed. The timer runs for one request until this backup no longer
+        waits for it, and is then restarted if others are still waiting (§4.4): progress
+        on other requests proves nothing about that one, or a primary could leave one
+        client's requests out for ever while it orders everybody else's. Progress does
+        prove the view works, so the doubling starts over. Batches learnt by state
+        transfer during a view change prove nothing about the next view."""
         if self.changing_view:
             return
         self.view_changes_in_a_row = 0
-        self.timer_deadline = None
+        if self.timer_deadline is not None and self.timer_request in self.clients.waiting:
+            return
+        self.timer_deadline = self.timer_request = None
         if self.clients.waiting and not self.is_primary:
             self._start_timer()
 
@@ -61,7 +68,7 @@ class ViewChanges:
         self.view = view
         self.changing_view = True
         self.view_changes_in_a_row += 1
-        self.timer_deadline = None
+        self.timer_deadline = self.timer_request = None
         self.clients.unqueue_all()
         self._send_view_change()
         self._maybe_start_new_view_timer()
@@ -194,7 +201,7 @@ class ViewChanges:
         self._outbox.append(Store(new_view))
         self.view = view
         self.changing_view = False
-        self.timer_deadline = None
+        self.timer_deadline = self.timer_request = None
         self.clients.forwarded.clear()
         self.view_changes.entered(view)
         self._adopt_checkpoint(plan)

@@ -27,6 +27,12 @@ class ReplicaSettings:
     # Exactly-once bookkeeping forgets a client's requests this much older than
     # its newest executed one, so memory does not grow with requests served.
     request_expiry_s: float = 3600.0
+    # A client picks its own timestamps, so the hour above bounds nothing for a client that
+    # numbers its requests 1, 2, 3, ...: at each checkpoint a client's floor also rises
+    # until at most this many of its executed requests are kept. Its requests that have
+    # not executed yet are bounded too: a node takes at most `max_open_per_client` of them.
+    max_requests_per_client: int = 4096
+    max_open_per_client: int = 1024
     # Backups send their votes to the primary alone, which passes quorums on in one
     # frame (`pbft.messages.Relay`): fewer frames per request in a large network,
     # for one more hop per phase.
@@ -46,6 +52,7 @@ class ReplicaSettings:
         assert 0 <= self.node_id < self.n
         assert self.log_window >= self.checkpoint_interval > 0
         assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0
+        assert self.max_requests_per_client > 0 and self.max_open_per_client > 0
 
 
 @dataclass

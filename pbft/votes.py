@@ -2,7 +2,9 @@
 
 A build's verdict is "certified" once 2f+1 distinct nodes voted the same
 agreed result, "disputed" once no result can get there any more, and
-"pending" until then (`pbft.quorum.verdict`). Only a node's first vote for a
+"pending" until then (`pbft.quorum.verdict`); "expired" if the client
+table forgot the build before its verdict reached this node (it was down or
+behind while its peers served and then forgot the votes). Only a node's first vote for a
 build counts. A node that missed votes (it was down, or the votes came
 before it ordered the build and were lost with its memory) asks its peers
 for them, with a backoff per build, until the verdict is decided; so after
@@ -107,8 +109,11 @@ class ResultVotes:
             self.asks[key] = (now + self.retry_s * 2 ** min(tries, BACKOFF_CAP), tries)
         return keys
 
-    def forget(self, keys: list[Key]) -> None:
-        """Drop builds whose requests the client table forgot."""
+    def forget(self, keys: list[Key]) -> list[tuple[Key, int]]:
+        """Drop builds whose requests the client table forgot. Returns those of them whose
+        verdict this node never learnt, with their sequence numbers."""
+        undecided = [(key, self.seq[key]) for key in keys if key in self.votes]
         for key in keys:
             for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks):
                 table.pop(key, None)
+        return undecided

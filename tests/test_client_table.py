@@ -44,3 +44,34 @@ def test_result_votes_drop_the_builds_the_client_table_forgot():
     votes.forget(table.forget_expired())
     assert ("a", 1) not in votes and ("a", 1) not in votes.asks and ("a", 1) not in votes.seq
     assert ("a", 50) in votes and ("a", 50) in votes.asks
+
+
+def test_a_client_that_counts_its_timestamps_from_one_keeps_at_most_max_kept_requests():
+    # An hour of microseconds expires nothing when timestamps are 1, 2, 3, ...
+    table = ClientTable(expiry_us=3_600_000_000, max_kept=3)
+    for timestamp in range(1, 8):
+        assert table.execute(request("greedy", timestamp))
+    table.execute(request("other", 1))
+    assert sorted(table.forget_expired()) == [("greedy", t) for t in (1, 2, 3, 4)]
+    assert sorted(table.executed) == [("greedy", 5), ("greedy", 6), ("greedy", 7), ("other", 1)]
+    assert table.floor["greedy"] == 4 and table.expired(("greedy", 4)) and not table.expired(("greedy", 5))
+    assert not table.execute(request("greedy", 2)), "a forgotten request never runs again"
+
+
+def test_a_node_keeps_at_most_max_open_requests_of_one_client_waiting():
+    table = ClientTable(expiry_us=10, max_open=2)
+    assert table.wait(request("a", 1)) and table.wait(request("a", 2))
+    assert table.wait(request("a", 2)), "a retransmission of a waiting request is no new one"
+    assert not table.wait(request("a", 3))
+    assert table.wait(request("b", 1)), "the bound is per client"
+    table.execute(request("a", 1))
+    assert table.wait(request("a", 3))
+    assert set(table.waiting) == {("a", 2), ("a", 3), ("b", 1)}
+
+
+def test_a_build_forgotten_before_its_verdict_is_reported_undecided():
+    table, votes = ClientTable(expiry_us=10, max_kept=1), ResultVotes(n=4, f=1, retry_s=2.0)
+    for seq, timestamp in enumerate((1, 2), start=1):
+        table.execute(request("a", timestamp))
+        votes.ordered(("a", timestamp), seq)
+    assert votes.forget(table.forget_expired()) == [(("a", 1), 1)]

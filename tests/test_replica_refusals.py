@@ -154,3 +154,12 @@ def test_checkpoints_with_bad_signatures_or_off_interval_are_refused():
         vote = signed(Checkpoint(2, "a" * 64, sender), cluster.replicas[sender].auth.sign)
         assert cluster.deliver_to(1, vote) is None
     assert cluster.replicas[1].low_watermark == 0
+
+
+def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():
+    cluster = Cluster(settings={"max_open_per_client": 2})
+    cluster.crashed.add(0)  # nothing executes: every request stays open at the backup
+    first, second, third = (cluster.request() for _ in range(3))
+    assert cluster.deliver_to(1, first) is None and cluster.deliver_to(1, second) is None
+    assert cluster.deliver_to(1, third) == "ignore_request_client_has_too_many_open"
+    assert set(cluster.replicas[1].clients.waiting) == {first.key, second.key}

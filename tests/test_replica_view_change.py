@@ -33,6 +33,31 @@ def test_a_crashed_primary_is_replaced_and_the_request_executes():
     assert {reply.view for reply in cluster.replies} == {1}
 
 
+def test_a_primary_that_orders_everything_but_one_request_loses_its_view():
+    """§4.4: a backup's timer runs until it no longer waits for *that* request. A primary
+    that leaves one request out while it orders a new one every second is suspected
+    after one timeout, however much else executes meanwhile."""
+    cluster = Cluster()
+
+    def censor(node, message):
+        return not (node == 0 and message.TYPE == "request" and message.operation.branch == "censored")
+
+    censored = cluster.request("censored")
+    retransmit_to_all(cluster, censored, nodes=(1, 2, 3))  # and the primary, which drops it
+    cluster.run(censor)
+    for second in range(1, 2 * int(T)):
+        cluster.deliver_to(0, cluster.request("master"))
+        cluster.run(censor)
+        cluster.tick(float(second))
+        cluster.run(censor)
+        if second < T:
+            assert all(cluster.replicas[node].view == 0 for node in range(4))
+            assert len(cluster.executed_seqs(1)) == second  # the others' requests execute meanwhile
+    for node in (1, 2, 3):
+        assert cluster.replicas[node].view == 1 and not cluster.replicas[node].changing_view
+        assert censored in cluster.builds(node)
+
+
 def test_a_batch_committed_in_the_old_view_keeps_its_sequence_number():
     cluster = Cluster()
     first = cluster.request("master")

@@ -35,6 +35,7 @@ from pbft.messages import (
     signed,
 )
 from pbft.replica import Replica, ReplicaSettings
+from pbft.clients import ClientTable
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
@@ -186,6 +187,33 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
     clusters = _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=10)
     outcomes = [cluster.run() for cluster in clusters]
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
+
+
+def _restart_timer_on_any_progress(replica) -> None:
+    """The rule before OSDI'99 §4.4 was followed: any executed batch restarts the timer."""
+    if replica.changing_view:
+        return
+    replica.view_changes_in_a_row = 0
+    replica.timer_deadline = None
+    if replica.clients.waiting and not replica.is_primary:
+        replica._start_timer()
+
+
+def test_simulation_catches_a_timer_that_any_progress_restarts(monkeypatch):
+    # A censoring primary orders the busy client's requests every second and drops client-0's.
+    monkeypatch.setattr("pbft.replica.Replica._restart_timer_after_progress", _restart_timer_on_any_progress)
+    # Seeds where nothing else (a split, a blackout) forces a view change anyway.
+    clusters = [cluster for cluster in _seeds_with("censor", options(), node=0, wanted=8)
+                if cluster.plan.kinds() == ["censor"]][:3]
+    assert clusters and all(cluster.run().liveness_failures for cluster in clusters)
+
+
+def test_a_censoring_primary_loses_its_view_and_every_request_is_answered():
+    for cluster in _seeds_with("censor", options(), node=0, wanted=6):
+        outcome = cluster.run()
+        assert not outcome.violations, (outcome.seed, outcome.first_violation)
+        assert outcome.stats["withheld_by_behaviour"] > 0
+        assert any(replica.view > 0 for replica in (node.replica for node in cluster.nodes))
 
 
 def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):
@@ -399,7 +427,7 @@ def test_only_steps_that_take_messages_in_skip_the_sync():
 
 def test_memory_checker_reports_each_part_over_its_bound_once():
     settings = ReplicaSettings(node_id=0, n=4, f=1, checkpoint_interval=4, log_window=8, max_buffered=16)
-    bounds = MemoryBounds.for_settings(settings)
+    bounds = MemoryBounds.for_settings(settings, clients=2)
     replica = Replica(settings, SimKeys.generate(random.Random(1), 4, []).for_node(0))
     sizes = replica_sizes(replica)
     assert set(sizes) == set(bounds.limits()) and not any(sizes.values())
@@ -546,3 +574,25 @@ def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it()
     up = [node.replica for node in cluster.nodes if node.replica.id != down.node]
     assert min(replica.last_executed for replica in up) >= 400
     assert min(replica.low_watermark for replica in up) >= 400 - settings.log_window
+
+
+def test_simulation_catches_a_client_table_bounded_only_by_timestamps(monkeypatch):
+    # Clients number their requests 1, 2, 3, ...: an hour of microseconds never passes.
+    monkeypatch.setattr("pbft.clients.ClientTable.__init__", _unbounded_client_table)
+    outcome = SimCluster(0, options(long_every=1, long_requests=1000)).run()
+    assert any("executed_requests" in violation.text for violation in outcome.violations if violation.kind == "memory")
+
+
+def test_a_long_run_keeps_at_most_max_requests_per_client_and_every_ledger_settles():
+    cluster = SimCluster(0, options(long_every=1, long_requests=1000))
+    outcome = cluster.run()
+    assert not outcome.violations, outcome.first_violation
+    up = [node.replica for node in cluster.nodes if node.replica.id != cluster.plan.node_faults[0].node]
+    assert all(len(replica.clients.executed) < 1000 for replica in up)
+
+
+_real_client_table_init = ClientTable.__init__
+
+
+def _unbounded_client_table(self, expiry_us, max_kept=None, max_open=1024):
+    _real_client_table_init(self, expiry_us, 10**9, max_open)

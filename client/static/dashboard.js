@@ -295,7 +295,7 @@ function nodeTable(record, nodes) {
 // Settled: the verdict is in, and every reachable node holds a final one too.
 function settled(record, nodes) {
   return record.state !== "pending" && nodes.nodes.every((view) => !view.reachable ||
-    (view.verdict && (view.verdict.state === "certified" || view.verdict.state === "disputed")));
+    (view.verdict && view.verdict.state !== "pending"));
 }
 
 // Complete: nothing more can come. Every node answered with its own result, and its vote is in.

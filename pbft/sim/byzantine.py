@@ -29,7 +29,7 @@ from pbft.messages import (
     signed,
 )
 from pbft.sim.auth import SimAuthenticator, keyed_signature
-from pbft.sim.faults import NodeFault
+from pbft.sim.faults import CENSORED_CLIENT, NodeFault
 from pbft.sim.network import Address
 
 Send = tuple[Address, Message, float]  # destination, message, extra delay in seconds
@@ -51,6 +51,10 @@ def flipped(result: Result) -> Result:
 
 class Honest:
     kind = "honest"
+
+    def admits(self, message: Message) -> bool:
+        """Whether the node's replica gets to see `message` at all."""
+        return True
 
     def observe(self, message: Message) -> list[Send]:
         """Byzantine behaviours may remember what they receive, and answer it at once; honest nodes need not."""
@@ -163,6 +167,20 @@ class Equivocate(Honest):
         else:
             return None
         return signed(replace(preprepare, batch=batch, digest=batch_digest(batch)), self.auth.sign)
+
+
+class Censor(Honest):
+    """Never lets its replica see a request of one client, straight from it or forwarded
+    by a backup, and is otherwise honest. As primary it goes on ordering everybody
+    else's requests, so the network looks healthy while that client's requests wait."""
+
+    kind = "censor"
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+
+    def admits(self, message: Message) -> bool:
+        return not (isinstance(message, Request) and message.client == self.client)
 
 
 class Forge(Honest):
@@ -320,4 +338,6 @@ def behaviour_for(
         return AbsurdSeq(fault.node, auth)
     if kind == "vote-flood":
         return VoteFlood(fault.node, n, auth, max_buffered)
+    if kind == "censor":
+        return Censor(CENSORED_CLIENT)
     return Honest()

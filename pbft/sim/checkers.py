@@ -19,8 +19,8 @@ Each violation has a kind, one per checker:
   one it had when it went down;
 - `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
   CHECKPOINT the node had sent;
-- `memory`: a replica's log, buffers, view changes or checkpoints grew
-  past their bound;
+- `memory`: a replica's log, buffers, view changes, checkpoints, executed
+  requests or builds with votes grew past their bound;
 - `converge`, `ledger`: see `pbft.sim.settled`.
 """
 
@@ -207,15 +207,20 @@ class MemoryBounds:
     buffered: int  # each buffer of per-sender buffers (future messages, early result votes), and waiting requests
     view_changes: int  # one per sender
     checkpoints: int  # sequence numbers with checkpoint votes
+    # Executed requests remembered, and builds with votes: per client, what the checkpoint
+    # bound keeps plus what can execute before the next checkpoint forgets.
+    requests: int
 
     @classmethod
-    def for_settings(cls, settings: ReplicaSettings) -> MemoryBounds:
+    def for_settings(cls, settings: ReplicaSettings, clients: int) -> MemoryBounds:
+        per_checkpoint = settings.checkpoint_interval * settings.batch_max
         return cls(
             slots=settings.log_window,
             buffered=settings.n * max(16, settings.max_buffered // settings.n),
             view_changes=settings.n,
             # Checkpoints are accepted up to H + log window, one per interval, and the stable one is kept.
             checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2,
+            requests=clients * (settings.max_requests_per_client + per_checkpoint),
         )
 
     def limits(self) -> dict[str, int]:
@@ -226,6 +231,8 @@ class MemoryBounds:
             "waiting": self.buffered,
             "view_changes": self.view_changes,
             "checkpoints": self.checkpoints,
+            "executed_requests": self.requests,
+            "builds_with_votes": self.requests,
         }
 
 
@@ -238,6 +245,8 @@ def replica_sizes(replica) -> dict[str, int]:
         "waiting": len(replica.clients.waiting),
         "view_changes": len(replica.view_changes.by_sender),
         "checkpoints": len(replica.checkpoints.votes),
+        "executed_requests": len(replica.clients.executed),
+        "builds_with_votes": len(replica.result_votes.seq),
     }
 
 

@@ -33,6 +33,7 @@ from pbft.messages import (
     Fetch,
     Message,
     MessageError,
+    Operation,
     Relay,
     Request,
     Result,
@@ -58,7 +59,7 @@ from pbft.sim.checkers import (
     vouched,
 )
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan
+from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
@@ -70,14 +71,21 @@ from pbft.sim.settled import (
     ledger_failures,
 )
 from pbft.sim.store import PowerCutStore
-from pbft.sim.workload import Submission, build_result, has_artifacts, long_workload, make_workload
+from pbft.sim.workload import REPOSITORY, Submission, build_result, has_artifacts, long_workload, make_workload
 from pbft.storage import StoreFactory
 
-_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART = range(7)
+_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY = range(8)
+
+# How often the busy client of a `censor` seed submits: well within a view-change
+# timeout, so a timer that every executed batch restarted would never expire.
+BUSY_INTERVAL_S = 1.0
 
 # Small enough that a flood of a few hundred messages overflows a buffer,
 # ample for honest traffic: at most a pipeline of messages per node per view.
 MAX_BUFFERED = 256
+# Far below the thousands a long run's clients send, with timestamps 1, 2, 3, ... that
+# the hour of `request_expiry_s` never expires: the per-client bound must do it.
+MAX_REQUESTS_PER_CLIENT = 256
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ class SimCluster:
             self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
             checkpoint_interval, batch_max, pipeline_depth = rng.choice((2, 4, 8, 128)), rng.randint(1, 8), rng.randint(1, 8)
         client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
-        keys = SimKeys.generate(rng, self.n, client_names)
+        keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT])
         if self.long:
             self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
@@ -202,6 +210,7 @@ class SimCluster:
             batch_max=batch_max,
             pipeline_depth=pipeline_depth,
             max_buffered=MAX_BUFFERED,
+            max_requests_per_client=MAX_REQUESTS_PER_CLIENT,
             relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
         )
         self.network = Network(self.plan, rng)
@@ -213,11 +222,13 @@ class SimCluster:
             replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
             behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, MAX_BUFFERED)
             self.nodes.append(SimNode(replica, behaviour, self._store(node)))
+        if self.plan.censors():
+            client_names.append(BUSY_CLIENT)
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker(self.f)
         self.builds = self._build_checker()
-        self.memory = MemoryChecker(MemoryBounds.for_settings(self.nodes[0].replica.settings))
+        self.memory = MemoryChecker(MemoryBounds.for_settings(self.nodes[0].replica.settings, len(self.clients)))
         self.stats: Counter = Counter()
         self.trace: list[str] | None = [] if options.verbose else None
         self.now_s = 0.0
@@ -246,6 +257,8 @@ class SimCluster:
             if fault.kind in DOWN_KINDS:
                 self._push(fault.window.start_s, _CRASH, fault.node, fault.kind == "power-loss")
                 self._push(fault.window.end_s, _RESTART, fault.node)
+        if BUSY_CLIENT in self.clients:
+            self._push(0.0, _BUSY, self.clients[BUSY_CLIENT])
         if self.plan.blackout is not None:
             for node in range(self.n):
                 self._push(self.plan.blackout.start_s, _CRASH, node, True)
@@ -291,6 +304,7 @@ class SimCluster:
             _TICK: self._tick,
             _CRASH: self._crash,
             _RESTART: self._restart,
+            _BUSY: self._busy,
         }
         broken = None
         try:
@@ -395,6 +409,9 @@ class SimCluster:
                     self._votes_delivered.add((dst, vote.key, vote.sender))
         for target, sent, extra_delay_s in sim_node.behaviour.observe(message):
             self._send(dst, target, sent, extra_delay_s)
+        if not sim_node.behaviour.admits(message):
+            self.stats["withheld_by_behaviour"] += 1
+            return
         executed_before = sim_node.replica.last_executed
         reason = sim_node.receive(message, self.now_s)
         if reason is not None:
@@ -456,6 +473,16 @@ class SimCluster:
         self._log(f"submit {client.name} t={request.timestamp} {submission.operation.branch} -> node {client.primary}")
         self._send(client.name, client.primary, request)
         self._push(self.now_s + self.options.client_timeout_s, _RETRANSMIT, client, request.timestamp)
+
+    def _busy(self, client: SimClient, _: None) -> None:
+        """The busy client submits one more request while a request of the workload still
+        waits: a censoring primary then has other work to order the whole time."""
+        busy_open = len(client.requests) - len(client.accepted)
+        if self._unanswered == busy_open or self.now_s > self._end_s():
+            return
+        self._unanswered += 1
+        self._submit(Submission(self.now_s, client.name, Operation(REPOSITORY, f"pass-busy-{len(client.requests)}")), None)
+        self._push(self.now_s + BUSY_INTERVAL_S, _BUSY, client)
 
     def _retransmit(self, client: SimClient, timestamp: int) -> None:
         if timestamp in client.accepted:
@@ -557,8 +584,11 @@ class SimCluster:
                 self._execute(node, effect)
             elif kind is ServeFetch:
                 sim_node.serve_fetch(effect)
+            elif kind is RecordVerdict:
+                if effect.state == "expired":
+                    self.stats["verdicts_expired"] += 1
             else:
-                assert kind in (Store, KeepStableProof, RecordVerdict), f"effect {kind.__name__} is not simulated"
+                assert kind in (Store, KeepStableProof), f"effect {kind.__name__} is not simulated"
 
     def _vouch(self, node: int, message: Message) -> None:
         """Remember what an honest node told everyone, to find what a restart forgot, and who fetches."""

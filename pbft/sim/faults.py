@@ -41,7 +41,12 @@ DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is do
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
 BYZANTINE_KINDS = (
     "silent", "crash-after", "equivocate", "lie", "forge", "delay", "vc-spam", "absurd-seq", "vote-flood",
+    "censor",
 )
+# The client a `censor` node never lets a request of through, and the client that keeps
+# the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
+CENSORED_CLIENT = "client-0"
+BUSY_CLIENT = "busy"
 # Faults that touch every node, so they may strand the primary's messages too.
 GLOBAL_KINDS = ("split", "drop", "blackout")
 # Not faults: a node that is only slow or on a lossy link for a while.
@@ -132,6 +137,9 @@ class FaultPlan:
 
     def fault_of(self, node: int) -> NodeFault | None:
         return next((fault for fault in self.node_faults if fault.node == node), None)
+
+    def censors(self) -> bool:
+        return any(fault.kind == "censor" for fault in self.node_faults)
 
     def loses_power(self, node: int) -> bool:
         fault = self.fault_of(node)

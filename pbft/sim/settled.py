@@ -16,7 +16,10 @@ answered, then `SimOptions.settle_s` of idle time with the clocks running.
   for each build. Two certified results never differ; a result 2f+1
   honest nodes built is certified everywhere; and where no node is
   Byzantine, every node shows the same verdict state, since every vote
-  was sent by an honest node to all.
+  was sent by an honest node to all. A node may show "expired" instead
+  where the per-client bound (`ReplicaSettings.max_requests_per_client`)
+  made its peers and itself forget the build before its votes reached it:
+  it was down or far behind for that many of the client's requests.
 """
 
 from __future__ import annotations
@@ -154,6 +157,7 @@ def _missing(node: int, key: RequestKey, view: BuildView, views: dict[int, Build
 
 
 def _build_problem(views: dict[int, BuildView], quorum: int, byzantine_free: bool) -> str | None:
+    views = {node: view for node, view in views.items() if view.state != "expired"}
     certified = {view.result for view in views.values() if view.state == "certified"}
     if len(certified) > 1:
         return "two results certified"

@@ -1,39 +1,25 @@
 """The driver: feeds the pure replica and carries out the effects it asks for.
 
 Frames from peers and clients are parsed and decoded here; anything malformed
-is dropped and counted before it reaches the protocol core. Effects are
-carried out in the order the replica produced them, after they are saved.
-Builds run concurrently in the executor; their results go back into the
-replica, which signs replies.
+is dropped and counted before it reaches the protocol core. Builds run
+concurrently in the executor; their results go back into the replica, which
+signs replies.
 
-Saving is a group commit: every step taken in one turn of the event loop
-(a frame from each peer whose data arrived together, a run of client
-requests, a tick) is saved in one transaction, flushed once, and only then
-is anything of those steps sent. The fsync, which costs more than the steps
-themselves, is paid per turn instead of per message, and nothing leaves the
-node before its disk backs it, but relays of other nodes' votes, which commit
-it to nothing (`pbft.effects.leaves_unsaved`).
-
-A turn that only took messages in (`pbft.effects.must_sync` says it need not
-be synced) is not written at once: its effects wait, in memory, for the next
-turn that must be synced, which writes them first, in the same transaction.
-A kill then loses them as a power cut loses unsynced steps, which the
-protocol survives (other nodes' votes lost on the way). At n = 16 the primary
-takes in some 45 votes per request, each in a turn of its own: they cost one
-transaction instead of 45. The tick writes what waited longer, so that the
-ledger's verdicts reach the disk within a tick even on an idle node, and
-reads of the ledger write it first.
+Steps, saves and sends go through `pbft.interpreter.Interpreter`, the same
+code the simulator runs: this module is its edges (sockets, the event loop,
+the SQLite store, metrics). The interpreter's doc says how a turn's steps are
+saved in one transaction before anything of them leaves the node, which
+turns wait unsynced, and why a failed save or a broken invariant stops the
+node at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
@@ -43,21 +29,15 @@ from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import (
-    Broadcast, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
-    leaves_unsaved, must_sync,
-)
-from pbft.ledger import MemoryLedger
+from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict
+from pbft.interpreter import Interpreter
 from pbft.messages import (
-    CHALLENGE_BYTES, Challenge, Hello, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
+    CHALLENGE_BYTES, Challenge, Hello, Message, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
 )
 from pbft.replica import Replica
+from pbft.replica_persistence import DurableState
 
 logger = logging.getLogger(__name__)
-
-# Effects of inward-only turns held for the next save at most; a node flooded with votes
-# and sending nothing writes them this many at a time instead of holding them all.
-MAX_DEFERRED_EFFECTS = 1000
 
 
 def exit_process() -> None:
@@ -96,20 +76,19 @@ class Driver:
         self.behaviour = behaviour
         self.store = store
         self.fail_stop = fail_stop
-        self.stopped = False
         self.clients: dict[str, set[Sender]] = {}
         # The challenge issued on each client connection that has not said HELLO yet.
         self._challenges: dict[Sender, str] = {}
         self.builds: set[asyncio.Task] = set()
-        # Effects of the steps taken since the last save, and whether a save is scheduled.
-        self._unsaved: list[Effect] = []
-        # Effects of turns that only took messages in, carried by the next save (see the module doc).
-        self._deferred: list[Effect] = []
-        self._save_scheduled = False
+        self.interpreter = Interpreter(replica, store, self)
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
         self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
         self._view = replica.view
+
+    @property
+    def stopped(self) -> bool:
+        return self.interpreter.stopped
 
     @property
     def builds_running(self) -> int:
@@ -151,10 +130,9 @@ class Driver:
                 self.metrics.seen((message.key,), now_s)
             elif isinstance(message, PrePrepare):
                 self.metrics.seen((request.key for request in message.batch), now_s)
-        reason = self._step(self.replica.receive, message, now_s)
+        reason = self.interpreter.step(self.replica.receive, message, now_s)
         if reason is not None:
             self.drops[reason] += 1
-        self._carry_out(self.replica.take_effects())
 
     def issue_challenge(self, connection: Sender) -> Challenge:
         """A fresh challenge for a new client connection: the one HELLO it may carry must sign it."""
@@ -185,16 +163,21 @@ class Driver:
 
     def resume(self) -> None:
         """Carry out what the replica produced before the driver existed (a restore)."""
-        self._carry_out(self.replica.take_effects())
+        self.interpreter.take()
 
     async def tick_forever(self, interval_s: float = 0.1) -> None:
-        """Give the replica the time, so its view-change timers can fire."""
+        """Give the replica the time, so its view-change timers can fire, and write what
+        turns that only took messages in left waiting, so verdicts reach the disk within
+        a tick even on an idle node."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval_s)
-            self._step(self.replica.tick, loop.time())
-            self._carry_out(self.replica.take_effects())
-            self.write_deferred()
+            self.interpreter.step(self.replica.tick, loop.time())
+            self.interpreter.write_deferred()
+
+    def write_deferred(self) -> None:
+        """Write what waited for a save: a read of the ledger shows what the node took in."""
+        self.interpreter.write_deferred()
 
     def client_gone(self, connection: Sender) -> None:
         self._challenges.pop(connection, None)
@@ -210,125 +193,42 @@ class Driver:
                 "node=%d dropped frame: %s (%s)%s", self.replica.id, reason, detail, suppressed_note(suppressed)
             )
 
-    def _step(self, step: Callable, *args: object) -> str | None:
-        """Run one replica step. A tripped invariant is our own bug and the replica's memory
-        can no longer be trusted: stop at once, before any effect of that step is saved or
-        sent, so the node is either whole or down (a crash fault), never half-alive. A
-        restart rebuilds it from what was saved before the step."""
-        if self.stopped:
-            return None
-        try:
-            return step(*args)
-        except AssertionError:
-            self._stop("node=%d replica invariant broken: stopping", self.replica.id, exc_info=True)
-            return None
+    # --- the interpreter's edges (`pbft.interpreter.Edges`) ----------------
 
-    def _stop(self, message: str, *args: object, exc_info: bool = False) -> None:
-        """Log why, then stop at once (fail-stop): take no more steps and drop every effect not
-        yet saved, so nothing that rested on them leaves the node. A restart rebuilds the node
-        from what it saved, as after a crash."""
-        logger.critical(message, *args, exc_info=exc_info)
-        self.stopped = True
-        self.replica.take_effects()
-        self._unsaved, self._deferred = [], []
-        self.fail_stop()
+    def send(self, node: int, message: Message) -> None:
+        peer = self.peers.get(node)
+        if peer is not None:
+            peer.send(json.dumps(encode(message)))
 
-    # --- effects ------------------------------------------------------
+    def broadcast(self, message: Message) -> None:
+        frame = json.dumps(encode(message))
+        for peer in self.peers.values():
+            peer.send(frame)
 
-    def _carry_out(self, effects: list[Effect]) -> None:
-        """Carry out a step's effects at the end of this turn of the event loop (see the module doc)."""
-        if not effects or self.stopped:
-            return
-        self._unsaved.extend(effects)
-        if not self._save_scheduled:
-            self._save_scheduled = True
-            asyncio.get_running_loop().call_soon(self.save_and_send)
+    def send_reply(self, reply: Reply) -> None:
+        frame = json.dumps(encode(reply))
+        for connection in list(self.clients.get(reply.client, ())):
+            connection.send(frame)
 
-    def save_and_send(self) -> None:
-        """Save the effects of every step since the last save in one transaction, then carry them out."""
-        self._save_scheduled = False
-        effects, self._unsaved = self._unsaved, []
-        if not effects or self.stopped:
-            # Stopped (a broken invariant, a store that cannot write): the state in memory is not
-            # to be trusted, and nothing of these steps has left the node, as if it had crashed before them.
-            return
-        if self.metrics is not None:
-            self._count(effects)
-        # Persist before send: nothing leaves this node that its disk does not back, but
-        # other nodes' votes passed on, which commit it to nothing. Turns that only took
-        # messages in skip the fsync; the next turn that sends carries them.
-        early = [leaves_unsaved(effect, effects, self.replica.id) for effect in effects]
-        for effect in itertools.compress(effects, early):
-            self._carry_out_one(effect)
-        if self.store is not None:
-            if must_sync(effects, self.replica.id):
-                self._save(effects, sync=True)
-            else:
-                # Only taken in: nothing of it leaves the node or starts a build, so it can wait.
-                self._deferred += effects
-                if len(self._deferred) >= MAX_DEFERRED_EFFECTS:
-                    self.write_deferred()
-            if self.stopped:
-                return  # the save failed: nothing that rests on it may leave the node
-        for effect, sent in zip(effects, early):
-            if not sent:
-                self._carry_out_one(effect)
+    def execute(self, effect: Execute) -> None:
+        for request in effect.requests:
+            self.start_build(effect.seq, request)
 
-    def write_deferred(self) -> None:
-        """Write, unsynced, what turns that only took messages in left waiting."""
-        if self._deferred and not self.stopped and self.store is not None:
-            self._save([], sync=False)
+    def schedule(self, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_soon(callback)
 
-    def _save(self, effects: list[Effect], *, sync: bool) -> None:
-        """Save `effects`, after whatever waited for a save, in one transaction.
-
-        A save that fails (a full disk, an I/O error) stops the node: going on, it would
-        act on steps its disk does not hold, and a restart would not know them (a batch
-        it executed and certified would be missing from its ledger for good). Stopped,
-        it restarts from what it saved and fetches the rest from its peers.
-        """
-        effects, self._deferred = self._deferred + effects, []
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool) -> None:
         started_s = time.perf_counter()
-        try:
-            self.store.save(self.replica.durable_state(), effects, sync=sync)
-        except Exception as error:
-            # A full disk needs one clear line; anything but a database or I/O error is a bug of ours.
-            self._stop(
-                "node=%d store cannot write (%s: %s): stopping; free space in %s and restart the node",
-                self.replica.id, type(error).__name__, error, self.store.path.parent,
-                exc_info=not isinstance(error, (sqlite3.Error, OSError)),
-            )
-            return
+        self.store.save(state, effects, sync=sync)
         if self.metrics is not None:
             self.metrics.save_seconds_by_sync[sync].observe(time.perf_counter() - started_s)
 
-    def _carry_out_one(self, effect: Effect) -> None:
-        if isinstance(effect, Broadcast):
-            frame = json.dumps(encode(effect.message))
-            for peer in self.peers.values():
-                peer.send(frame)
-        elif isinstance(effect, SendTo):
-            peer = self.peers.get(effect.node)
-            if peer is not None:
-                peer.send(json.dumps(encode(effect.message)))
-        elif isinstance(effect, SendReply):
-            self._send_reply(effect.reply)
-        elif isinstance(effect, ResendReply):
-            reply = self.store.reply(effect.client, effect.timestamp) if self.store is not None else None
-            if reply is not None:
-                self._send_reply(reply)
-        elif isinstance(effect, ServeVotes):
-            peer = self.peers.get(effect.node)
-            if peer is not None and self.store is not None:
-                for vote in self.store.votes(effect.keys):
-                    if vote.sender != effect.node:
-                        peer.send(json.dumps(encode(vote)))
-        elif isinstance(effect, Execute):
-            for request in effect.requests:
-                self.start_build(effect.seq, request)
-        elif isinstance(effect, ServeFetch):
-            self._step(self.replica.answer_fetch, effect.fetch, self.store if self.store is not None else MemoryLedger())
-            self._carry_out(self.replica.take_effects())
+    def saving(self, effects: list[Effect]) -> None:
+        if self.metrics is not None:
+            self._count(effects)
+
+    def stop(self) -> None:
+        self.fail_stop()
 
     def _count(self, effects: list[Effect]) -> None:
         metrics = self.metrics
@@ -347,16 +247,9 @@ class Driver:
             elif isinstance(effect, RecordVerdict):
                 metrics.verdicts.labels(effect.state).inc()
 
-    def _send_reply(self, reply: Reply) -> None:
-        frame = json.dumps(encode(reply))
-        for connection in list(self.clients.get(reply.client, ())):
-            connection.send(frame)
-
     def close(self) -> None:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
-        self.save_and_send()
-        self.write_deferred()
-        self.stopped = True
+        self.interpreter.close()
 
     def start_build(self, seq: int, request: Request) -> None:
         task = asyncio.create_task(self._run_build(seq, request))
@@ -396,5 +289,4 @@ class Driver:
         # longer their manifest, and the replica then signs no provenance.
         artifact_digests = getattr(result, "artifact_digests", None)
         artifact_files = artifact_digests() if artifact_digests is not None else {}
-        self._step(self.replica.execution_finished, request, result, seq, artifact_files)
-        self._carry_out(self.replica.take_effects())
+        self.interpreter.step(self.replica.execution_finished, request, result, seq, artifact_files)

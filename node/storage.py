@@ -26,6 +26,7 @@ from pathlib import Path
 from pbft.replica_persistence import DurableState
 from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
+from pbft.storage import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -141,7 +142,14 @@ class NodeStore:
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
         Some steps change neither: they cost no transaction. Without `sync` the commit is
-        not fsynced (see `pbft.storage.ReplicaStore.save`); the next synced one carries it."""
+        not fsynced (see `pbft.storage.ReplicaStore.save`); the next synced one carries it.
+        A full or failing disk raises `StoreError`, naming the data directory."""
+        try:
+            self._write(state, effects, sync=sync)
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(error, str(self.path.parent)) from error
+
+    def _write(self, state: DurableState, effects: list[Effect], *, sync: bool) -> None:
         state_changed = state != self._saved_state
         if not state_changed and not effects:
             return

@@ -19,6 +19,14 @@ from pbft.messages import Message, Reply, Request, ResultVote
 from pbft.replica_persistence import DurableState
 
 
+class StoreError(Exception):
+    """A store could not write (its disk is full, or failing): what `save` raises then."""
+
+    def __init__(self, cause: Exception, directory: str) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.directory = directory
+
+
 class Loaded(Protocol):
     """What a store gives back after a stop: enough for `Replica.restore`, and the builds to run again."""
 
@@ -44,7 +52,8 @@ class ReplicaStore(LedgerReader, Protocol):
         With `sync` (`pbft.effects.must_sync`) the step is on disk when `save`
         returns, with every step saved before it. Without, it must survive a
         killed process, but a power cut may take it and the unsynced steps
-        after it, never a step before the last synced one."""
+        after it, never a step before the last synced one. A store that cannot write
+        raises `StoreError`."""
 
     def load(self) -> Loaded | None:
         """What was saved before the last stop, or None for a node that never ran."""

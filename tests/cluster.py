@@ -1,8 +1,12 @@
-"""An in-memory PBFT cluster for core tests: real replicas, real signatures.
+"""An in-memory PBFT cluster for core tests: real replicas, real signatures,
+and the interpreter the node's driver runs (`pbft.interpreter`), each node on
+the node's real store (in memory unless `store_dir` is given).
 
 Messages travel through a FIFO the test controls: it can deliver all,
-hold some back, reorder or drop them, and inject forged ones. Builds are
-simulated by a function of the operation, reported back in start order.
+hold some back, reorder or drop them, and inject forged ones. Each delivery
+is one turn: its save runs, then its sends, before `deliver_to` returns.
+Builds are simulated by a function of the operation, reported back in start
+order.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from pbft.crypto import Ed25519Authenticator, generate_private_key
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, KeepStableProof, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store
+from pbft.crypto import Ed25519Authenticator, generate_private_key
+from pbft.effects import Effect, Execute, KeepStableProof, Store
+from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
-from pbft.messages import Message, Operation, Reply, Request, Result, ResultVote, signed
+from pbft.messages import Message, Operation, Reply, Request, Result, signed
 from pbft.replica import Replica, ReplicaSettings
+from pbft.replica_persistence import DurableState
 
 CLIENT = "client"
 
@@ -71,15 +77,18 @@ class Cluster:
         self.network: deque[tuple[int, Message]] = deque()  # (destination, message)
         self.executed: list[list[Execute]] = [[] for _ in range(self.n)]
         self.replies: list[Reply] = []
-        self.stored: list[list[Message]] = [[] for _ in range(self.n)]  # what each node persisted
-        self.ledgers = [MemoryLedger() for _ in range(self.n)]  # what each node's store would answer a FETCH from
+        self.stored: list[list[Message]] = [[] for _ in range(self.n)]  # what each node saved, or will at its next write
+        self.ledgers = [MemoryLedger() for _ in range(self.n)]  # each node's ledger, for a test that forges an answer
         self.drops: list[tuple[int, str]] = []
         self.crashed: set[int] = set()
         self.slow: set[int] = set()  # nodes whose builds do not finish until finish_builds()
         self.running: dict[int, list[tuple[int, Request]]] = {}
-        self.stores = {}
-        if self.store_dir is not None:
-            self.stores = {i: NodeStore(self.store_dir / f"node-{i}.sqlite", n=self.n, f=self.f) for i in range(self.n)}
+        self.stores = {
+            i: NodeStore(self.store_dir / f"node-{i}.sqlite" if self.store_dir else Path(":memory:"), n=self.n, f=self.f)
+            for i in range(self.n)
+        }
+        self._interpreters: dict[int, Interpreter] = {}
+        self._turn_ends: dict[int, list[Callable[[], None]]] = {i: [] for i in range(self.n)}
         self._timestamp = 0
 
     def request(self, branch: str = "master", timestamp: int | None = None) -> Request:
@@ -88,68 +97,56 @@ class Cluster:
             timestamp = self._timestamp
         return signed(Request(CLIENT, timestamp, Operation("example", branch)), self.client_auth.sign)
 
+    def interpreter(self, node: int) -> Interpreter:
+        """Node's interpreter; a new one (a new process) once a test put in another replica."""
+        interpreter = self._interpreters.get(node)
+        if interpreter is None or interpreter.replica is not self.replicas[node]:
+            interpreter = self._interpreters[node] = Interpreter(self.replicas[node], self.stores[node], _Edges(self, node))
+            self._turn_ends[node].clear()
+        return interpreter
+
     def deliver_to(self, node: int, message: Message) -> str | None:
-        reason = self.replicas[node].receive(message)
+        reason = self.interpreter(node).step(self.replicas[node].receive, message)
         if reason is not None:
             self.drops.append((node, reason))
-        self._collect(node)
+        self._end_turn(node)
         return reason
 
-    def _collect(self, node: int) -> None:
-        effects = self.replicas[node].take_effects()
-        self.stored[node].extend(effect.message for effect in effects if isinstance(effect, Store))
-        if node in self.stores and effects:
-            self.stores[node].save(self.replicas[node].durable_state(), effects)
-        for effect in effects:
-            if isinstance(effect, Broadcast):
-                for other in range(self.n):
-                    if other != node:
-                        self.network.append((other, effect.message))
-            elif isinstance(effect, SendTo):
-                self.network.append((effect.node, effect.message))
-            elif isinstance(effect, SendReply):
-                self.replies.append(effect.reply)
-            elif isinstance(effect, ResendReply):
-                key = (effect.client, effect.timestamp)
-                self.replies += [r for r in self.replies if r.sender == node and (r.client, r.timestamp) == key][:1]
-            elif isinstance(effect, ServeVotes):
-                self.network.extend(
-                    (effect.node, vote) for vote in self.stored[node]
-                    if isinstance(vote, ResultVote) and vote.key in effect.keys and vote.sender != effect.node
-                )
-            elif isinstance(effect, KeepStableProof):
-                self.ledgers[node].proofs[effect.seq] = effect.proof
-            elif isinstance(effect, Execute):
-                self.executed[node].append(effect)
-                self.ledgers[node].batches[effect.seq] = effect.batch
-                self.running.setdefault(node, []).extend((effect.seq, request) for request in effect.requests)
-                if node not in self.slow:
-                    self.finish_builds(node)
-            elif isinstance(effect, ServeFetch):
-                self.replicas[node].answer_fetch(effect.fetch, self.ledgers[node])
-                self._collect(node)
+    def _end_turn(self, node: int) -> None:
+        """Run the save the node's interpreter scheduled, and what that started."""
+        ends = self._turn_ends[node]
+        while ends:
+            ends.pop(0)()
 
     def finish_builds(self, node: int) -> None:
         """The builds `node` started report their results, in start order."""
         builds, self.running[node] = self.running.get(node, []), []
+        interpreter = self.interpreter(node)
         for seq, request in builds:
             files = self.artifact_files(node, request.operation)
-            self.replicas[node].execution_finished(request, self.build(request.operation), seq, files)
-        self._collect(node)
+            interpreter.step(self.replicas[node].execution_finished, request, self.build(request.operation), seq, files)
+        self._end_turn(node)
 
     def run(self, keep: Callable[[int, Message], bool] = lambda node, message: True) -> None:
-        """Deliver until the network is quiet; `keep` decides which messages survive."""
+        """Deliver until the network is quiet; `keep` decides which messages survive. Then every
+        live node writes what waited unsynced, as a node's next tick does."""
         while self.network:
             node, message = self.network.popleft()
             if node not in self.crashed and keep(node, message):
                 self.deliver_to(node, message)
-
-    def tick(self, now: float) -> None:
-        """Advance every live replica's clock to `now`, then deliver what that caused."""
         for node in range(self.n):
             if node not in self.crashed:
-                self.replicas[node].tick(now)
-                self._collect(node)
+                self.interpreter(node).write_deferred()
+
+    def tick(self, now: float, nodes: Iterable[int] | None = None) -> None:
+        """Advance the clock of every live replica (or of `nodes`) to `now`, as each node's
+        driver ticks: a step, then the write of what waited unsynced."""
+        for node in range(self.n) if nodes is None else nodes:
+            if node not in self.crashed:
+                interpreter = self.interpreter(node)
+                interpreter.step(self.replicas[node].tick, now)
+                self._end_turn(node)
+                interpreter.write_deferred()
 
     def send_results(self, now: float = 0.0) -> None:
         """Tick, which sends the RESULTs each node queued, and deliver until quiet; twice, for
@@ -170,7 +167,8 @@ class Cluster:
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)
         if node not in self.slow:
             self.finish_builds(node)
-        self._collect(node)
+        self.interpreter(node).take()
+        self._end_turn(node)
 
     def ledger(self, node: int) -> list[tuple[int, str]]:
         return [(effect.seq, effect.digest) for effect in self.executed[node]]
@@ -180,3 +178,47 @@ class Cluster:
 
     def builds(self, node: int) -> list[Request]:
         return [request for effect in self.executed[node] for request in effect.requests]
+
+
+class _Edges:
+    """`pbft.interpreter.Edges` of one node of a `Cluster`: sends go into its FIFO, and a
+    turn ends when the cluster says so (`Cluster._end_turn`)."""
+
+    def __init__(self, cluster: Cluster, node: int) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    def send(self, node: int, message: Message) -> None:
+        self.cluster.network.append((node, message))
+
+    def broadcast(self, message: Message) -> None:
+        self.cluster.network.extend((other, message) for other in range(self.cluster.n) if other != self.node)
+
+    def send_reply(self, reply: Reply) -> None:
+        self.cluster.replies.append(reply)
+
+    def execute(self, effect: Execute) -> None:
+        cluster, node = self.cluster, self.node
+        cluster.executed[node].append(effect)
+        cluster.running.setdefault(node, []).extend((effect.seq, request) for request in effect.requests)
+        if node not in cluster.slow:
+            cluster.finish_builds(node)
+
+    def schedule(self, callback: Callable[[], None]) -> None:
+        self.cluster._turn_ends[self.node].append(callback)
+
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool) -> None:
+        self.cluster.stores[self.node].save(state, effects, sync=sync)
+
+    def saving(self, effects: list[Effect]) -> None:
+        cluster, node = self.cluster, self.node
+        for effect in effects:
+            if isinstance(effect, Store):
+                cluster.stored[node].append(effect.message)
+            elif isinstance(effect, KeepStableProof):
+                cluster.ledgers[node].proofs[effect.seq] = effect.proof
+            elif isinstance(effect, Execute):
+                cluster.ledgers[node].batches[effect.seq] = effect.batch
+
+    def stop(self) -> None:
+        raise AssertionError(f"node {self.node}'s interpreter stopped: a replica invariant broke")

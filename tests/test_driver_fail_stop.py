@@ -63,12 +63,12 @@ class FullStore(NodeStore):
         self.full = False
         self.failed = 0
 
-    def save(self, state, effects, *, sync=True) -> None:
+    def _write(self, state, effects, *, sync) -> None:
         if self.full or any(self.fills(effect) for effect in effects):
             self.full = True
             self.failed += 1
             raise sqlite3.OperationalError("database or disk is full")
-        super().save(state, effects, sync=sync)
+        super()._write(state, effects, sync=sync)
 
 
 def stop_lines(caplog) -> list[logging.LogRecord]:
@@ -230,7 +230,7 @@ async def test_only_a_turn_that_sends_is_synced_and_one_that_only_took_in_waits_
 
 async def test_effects_waiting_for_a_save_are_bounded(tmp_path, monkeypatch):
     """A node that only takes votes in, sending nothing, writes them once enough wait."""
-    monkeypatch.setattr("node.driver.MAX_DEFERRED_EFFECTS", 2)
+    monkeypatch.setattr("pbft.interpreter.MAX_DEFERRED_EFFECTS", 2)
     cluster = Cluster()
     cluster.deliver_to(0, cluster.request())
     preprepare = next(message for node, message in cluster.network if node == 1)
@@ -292,8 +292,8 @@ async def test_resent_replies_and_served_votes_come_from_the_store(tmp_path):
     driver = Driver(node, None, None, peers, store=store, fail_stop=lambda: None)
     driver.clients[request.client] = {client}
 
-    driver._carry_out([ResendReply(request.client, request.timestamp), ServeVotes(3, (request.key,))])
-    await asyncio.sleep(0)
+    for effect in (ResendReply(request.client, request.timestamp), ServeVotes(3, (request.key,))):
+        driver.interpreter.carry_out(effect)
 
     assert [decode(json.loads(frame)) for frame in client.frames] == [reply]
     # Node 3 asked: it gets the votes of nodes 0 and 1, not its own back.

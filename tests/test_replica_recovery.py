@@ -177,8 +177,7 @@ def test_a_node_restarted_in_a_view_change_says_its_view_change_again(tmp_path):
     for node in (1, 2, 3):
         cluster.deliver_to(node, cluster.request())
     cluster.network.clear()
-    cluster.replicas[3].tick(T_VIEW_CHANGE)
-    cluster._collect(3)
+    cluster.tick(T_VIEW_CHANGE, nodes=(3,))
     cluster.network.clear()  # its VIEW-CHANGE is lost, then it is killed
     cluster.crashed.add(3)
     cluster.restart(3, now=50.0)

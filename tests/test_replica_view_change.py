@@ -143,10 +143,7 @@ def test_f_plus_one_view_changes_make_a_node_join_before_its_timer():
     retransmit_to_all(cluster, request, nodes=(1, 2))
     cluster.run(lambda node, message: node != 3)
     assert cluster.replicas[3].timer_deadline is None
-    cluster.replicas[1].tick(T)
-    cluster.replicas[2].tick(T)
-    for node in (1, 2):
-        cluster._collect(node)
+    cluster.tick(T, nodes=(1, 2))
     cluster.run()
     assert cluster.replicas[3].view == 1 and not cluster.replicas[3].changing_view
     assert cluster.builds(3) == [request]

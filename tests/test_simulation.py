@@ -135,14 +135,14 @@ def test_safety_checker_accepts_agreeing_nodes():
     for node in range(4):
         # A node that learnt the batch by state transfer starts no builds but agrees on the digest.
         checker.executed(1.0, node=node, seq=1, batch="aa" * 32, builds=(("c", 1), ("c", 2)) if node else ())
-        checker.produced(("c", 1), SUCCESS)
+        checker.produced(("c", 1), SUCCESS, node)
     checker.accepted(2.0, ("c", 1), SUCCESS)
     assert checker.violations == []
 
 
 def test_safety_checker_reports_a_verdict_no_honest_node_produced():
     checker = SafetyChecker(f=1)
-    checker.produced(("c", 1), SUCCESS)
+    checker.produced(("c", 1), SUCCESS, 0)
     checker.accepted(2.0, ("c", 1), FAILURE)
     assert len(checker.violations) == 1 and "no honest node produced" in checker.violations[0].text
 
@@ -150,15 +150,16 @@ def test_safety_checker_reports_a_verdict_no_honest_node_produced():
 def test_safety_checker_holds_artifacts_and_divergent_verdicts_to_honest_replies():
     built, other = ("success", 0, "a" * 40, None, "sha256:" + "1" * 64), ("success", 0, "a" * 40, None, "sha256:" + "2" * 64)
     checker = SafetyChecker(f=1)
-    checker.produced(("c", 1), built)
+    checker.produced(("c", 1), built, 0)
+    checker.produced(("c", 1), built, 0)  # the same node's reply, sent again from its store
     checker.accepted(2.0, ("c", 1), built)  # one honest node's bytes are not vouched for
     checker.accepted(2.0, ("c", 2), (DIVERGENT, built[:-1] + (None,)))  # no honest node disagreed
     assert ["fewer than f+1" in violation.text for violation in checker.violations] == [True, False]
     assert "divergent, but honest nodes replied only" in checker.violations[1].text
 
     checker = SafetyChecker(f=1)
-    for produced in (built, built, other):
-        checker.produced(("c", 1), produced)
+    for node, produced in enumerate((built, built, other)):
+        checker.produced(("c", 1), produced, node)
     checker.accepted(2.0, ("c", 1), built)
     checker.accepted(2.0, ("c", 1), (DIVERGENT, built[:-1] + (None,)))
     assert checker.violations == []

@@ -16,7 +16,8 @@ Each violation has a kind, one per checker:
 - `fetch`: such a node sent FETCH in a seed whose only faults are lags, or
   an honest node kept fetching after the network settled;
 - `restore`: a restarted replica's executed-request table differs from the
-  one it had when it went down;
+  one it had when it went down (less a turn whose save had not run), or its
+  store lacks a ledger entry below the last executed sequence number;
 - `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
   CHECKPOINT the node had sent;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
@@ -51,7 +52,7 @@ class SafetyChecker:
     def __init__(self, f: int) -> None:
         self.f = f
         self.violations: list[Violation] = []
-        self._produced_by: dict[tuple[RequestKey, Hashable], int] = {}  # (request, verdict) -> honest replies
+        self._produced_by: dict[tuple[RequestKey, Hashable], set[int]] = {}  # (request, verdict) -> honest repliers
         self._executed_at: dict[int, tuple[int, Hashable]] = {}  # seq -> (first node, its batch)
         self._executed_by: dict[int, set[RequestKey]] = {}  # node -> requests it started builds for
         self._produced: dict[RequestKey, set[Hashable]] = {}  # request -> verdicts honest nodes replied
@@ -73,10 +74,10 @@ class SafetyChecker:
                 self._violate(time_s, f"node {node} executed request {key} twice (again at seq {seq})")
             started.add(key)
 
-    def produced(self, key: RequestKey, verdict: Hashable) -> None:
-        """An honest node replied `verdict` for request `key`."""
+    def produced(self, key: RequestKey, verdict: Hashable, node: int) -> None:
+        """Honest `node` replied `verdict` for request `key` (perhaps again, from its store)."""
         self._produced.setdefault(key, set()).add(verdict)
-        self._produced_by[key, verdict] = self._produced_by.get((key, verdict), 0) + 1
+        self._produced_by.setdefault((key, verdict), set()).add(node)
 
     def accepted(self, time_s: float, key: RequestKey, verdict: Hashable) -> None:
         """A client accepted `verdict` for its request `key`, or found it divergent."""
@@ -86,7 +87,7 @@ class SafetyChecker:
             if len(produced) < 2:
                 self._violate(time_s, f"client found {key} divergent, but honest nodes replied only {produced}")
             return
-        if verdict[-1] is not None and self._produced_by.get((key, verdict), 0) < self.f + 1:
+        if verdict[-1] is not None and len(self._produced_by.get((key, verdict), ())) < self.f + 1:
             # Artifacts are vouched for by 2f+1 replies, so by at least f+1 honest nodes.
             self._violate(time_s, f"client accepted {verdict} for {key}, which fewer than f+1 honest nodes produced")
             return

@@ -16,25 +16,16 @@ import random
 import traceback
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
-from pbft.effects import (
-    Broadcast,
-    Execute,
-    KeepStableProof,
-    RecordVerdict,
-    ResendReply,
-    SendReply,
-    SendTo,
-    ServeFetch,
-    ServeVotes,
-    Store,
-)
+from pbft.effects import Effect, Execute, RecordVerdict
 from pbft.messages import (
     Fetch,
     Message,
     MessageError,
     Operation,
     Relay,
+    Reply,
     Request,
     Result,
     ResultVote,
@@ -43,6 +34,7 @@ from pbft.messages import (
     encode,
 )
 from pbft.replica import Replica, ReplicaSettings
+from pbft.replica_persistence import DurableState
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
@@ -74,7 +66,7 @@ from pbft.sim.store import PowerCutStore
 from pbft.sim.workload import REPOSITORY, Submission, build_result, has_artifacts, long_workload, make_workload
 from pbft.storage import StoreFactory
 
-_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY = range(8)
+_DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY, _SAVE, _ARM = range(10)
 
 # How often the busy client of a `censor` seed submits: well within a view-change
 # timeout, so a timer that every executed batch restarted would never expire.
@@ -217,11 +209,13 @@ class SimCluster:
         byzantine = self.plan.byzantine()
         self.power_cut_stores: dict[int, PowerCutStore] = {}
         self.nodes: list[SimNode] = []
+        self._incarnation = [0] * self.n  # which process of each node is running
+        self._delivering_transfer = False
         for node in range(self.n):
             auth = keys.for_node(node)
             replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
             behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, MAX_BUFFERED)
-            self.nodes.append(SimNode(replica, behaviour, self._store(node)))
+            self.nodes.append(SimNode(replica, behaviour, self._store(node), self._edges))
         if self.plan.censors():
             client_names.append(BUSY_CLIENT)
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
@@ -238,7 +232,6 @@ class SimCluster:
         self._quiet_from_s = max(self.plan.heal_s, self.workload.span_s)  # every fault over, every request sent
         self._settle_from_s: float | None = None
         self._down: dict[int, _Down] = {}
-        self._incarnation = [0] * self.n  # which process of each node is running
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
         self._late_fetches: dict[int, str] = {}
@@ -246,17 +239,19 @@ class SimCluster:
         self._restart_after_transfer = {
             fault.node: fault for fault in self.plan.node_faults if fault.kind == "restart-after-transfer"
         }
-        self._delivering_transfer = False
         self._log(f"seed={seed} settings={settings} clients={client_names} workload={self.workload.shape}"
                   f"{' long' if self.long else ''} plan: {self.plan.describe()}")
         for submission in self.workload.submissions:
             self._push(submission.time_s, _SUBMIT, submission)
         for node in range(self.n):
             self._push(options.tick_interval_s, _TICK, node)
+        self._armed: dict[int, float] = {}  # crash-mid-turn: node -> when it restarts
         for fault in self.plan.node_faults:
             if fault.kind in DOWN_KINDS:
                 self._push(fault.window.start_s, _CRASH, fault.node, fault.kind == "power-loss")
                 self._push(fault.window.end_s, _RESTART, fault.node)
+            elif fault.kind == "crash-mid-turn":
+                self._push(fault.window.start_s, _ARM, fault.node, fault.window.end_s)
         if BUSY_CLIENT in self.clients:
             self._push(0.0, _BUSY, self.clients[BUSY_CLIENT])
         if self.plan.blackout is not None:
@@ -305,6 +300,8 @@ class SimCluster:
             _CRASH: self._crash,
             _RESTART: self._restart,
             _BUSY: self._busy,
+            _SAVE: self._save_turn,
+            _ARM: self._arm,
         }
         broken = None
         try:
@@ -318,7 +315,9 @@ class SimCluster:
                     self._settle_from_s = self.now_s
                     self._log(f"every request answered and every fault over: settling for {self.options.settle_s}s")
         except AssertionError as error:
-            # A replica's own invariant tripped: a bug, reported with the seed like any violation.
+            # A replica's own invariant tripped (the interpreter stopped the node: NodeStopped
+            # carries the assertion as its context): a bug, reported with the seed like any violation.
+            error = error.__context__ if isinstance(error, NodeStopped) and error.__context__ else error
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
         violations = self.safety.violations + self.builds.violations + self.memory.violations + self._restarts
@@ -413,14 +412,13 @@ class SimCluster:
             self.stats["withheld_by_behaviour"] += 1
             return
         executed_before = sim_node.replica.last_executed
+        self._delivering_transfer = isinstance(message, StateTransfer)
         reason = sim_node.receive(message, self.now_s)
+        self._delivering_transfer = False
         if reason is not None:
             self.stats[reason] += 1
         if self.trace is not None:
             self._log(f"deliver {src}->{dst} {describe(message)}" + (f" DROPPED {reason}" if reason else ""))
-        self._delivering_transfer = isinstance(message, StateTransfer)
-        self._drain(dst)
-        self._delivering_transfer = False
         if isinstance(message, StateTransfer) and executed_before < message.stable_seq <= sim_node.replica.last_executed:
             self._adopted_ledger(dst, executed_before)
         if sim_node.honest:
@@ -464,8 +462,8 @@ class SimCluster:
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
             return
-        self.nodes[node].replica.execution_finished(request, result, seq)
-        self._drain(node)
+        sim_node = self.nodes[node]
+        sim_node.interpreter.step(sim_node.replica.execution_finished, request, result, seq)
 
     def _submit(self, submission: Submission, _: None) -> None:
         client = self.clients[submission.client]
@@ -495,19 +493,19 @@ class SimCluster:
     def _tick(self, node: int, _: None) -> None:
         if not self._is_down(node):
             self.nodes[node].tick(self.now_s)
-            self._drain(node)
         self._push(self.now_s + self.options.tick_interval_s, _TICK, node)
 
     def _is_down(self, node: int) -> bool:
         """Down from its crash event until its restart event, which may share an instant with other events."""
         return node in self._down or self.network.is_down(node, self.now_s)
 
-    def _crash(self, node: int, power_loss: bool) -> None:
-        """The node's process (or machine) stops: it keeps only its store."""
+    def _crash(self, node: int, power_loss: bool, unsaved: set[tuple[str, int]] = frozenset()) -> None:
+        """The node's process (or machine) stops: it keeps only its store. `unsaved`: requests
+        executed in steps whose save had not run, which the node rightly loses."""
         if node in self._down:
             self._down[node].power_loss |= power_loss
             return
-        self._down[node] = _Down(set(self.nodes[node].replica.clients.executed), power_loss)
+        self._down[node] = _Down(set(self.nodes[node].replica.clients.executed) - unsaved, power_loss)
         self._incarnation[node] += 1  # builds the dead process started never report
         self._log(f"{'power loss' if power_loss else 'crash'} node={node} "
                   f"last_executed={self.nodes[node].replica.last_executed}")
@@ -528,7 +526,7 @@ class SimCluster:
             self._check_restored(node, down, loaded, lost_effects)
         for seq, request in rerun:
             self._start_build(node, seq, request)
-        self._drain(node)
+        sim_node.interpreter.take()
 
     def _check_restored(self, node: int, down: _Down, loaded, lost_effects: int) -> None:
         replica = self.nodes[node].replica
@@ -542,6 +540,15 @@ class SimCluster:
                 f"node {node} restarted without the {kind.upper()} v={view} n={seq} d={digest[:6]} it had sent"
                 f" ({len(missing)} sent message(s) forgotten, {lost_effects} unsynced effects lost)",
             ))
+        if loaded is not None:
+            executed = [entry.seq for entry in self.nodes[node].store.ledger_entries(1, loaded.state.last_executed)]
+            if executed != list(range(1, loaded.state.last_executed + 1)):
+                missing = sorted(set(range(1, loaded.state.last_executed + 1)) - set(executed))
+                self._restarts.append(Violation(
+                    "restore", self.now_s,
+                    f"node {node} restarted having executed up to seq {loaded.state.last_executed} with no ledger"
+                    f" entry for seq {_first_seqs(missing)}",
+                ))
         if lost_effects and self.options.unsynced_stores:
             return  # an unsynced step may hold executions too: amnesia already tells the story
         problem = restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
@@ -550,45 +557,36 @@ class SimCluster:
 
     # --- effects -----------------------------------------------------------
 
-    def _drain(self, node: int) -> None:
-        sim_node = self.nodes[node]
-        while effects := sim_node.replica.take_effects():
-            self._carry_out(node, sim_node, effects)
+    def _arm(self, node: int, restart_s: float) -> None:
+        self._armed[node] = restart_s
 
-    def _carry_out(self, node: int, sim_node: SimNode, effects: list) -> None:
-        sim_node.persist(effects)
-        for effect in effects:
-            kind = type(effect)
-            if kind is Broadcast:
-                if sim_node.honest:
-                    self._vouch(node, effect.message)
-                for other in range(self.n):
-                    if other != node:
-                        self._emit(node, other, effect.message)
-            elif kind is SendTo:
-                self._emit(node, effect.node, effect.message)
-            elif kind is SendReply:
-                if sim_node.honest:
-                    reply = effect.reply
-                    self.safety.produced((reply.client, reply.timestamp), verdict(reply.result))
-                self._emit(node, effect.reply.client, effect.reply)
-            elif kind is ResendReply:
-                reply = sim_node.store.reply(effect.client, effect.timestamp)
-                if reply is not None:
-                    self._emit(node, reply.client, reply)
-            elif kind is ServeVotes:
-                for vote in sim_node.store.votes(effect.keys):
-                    if vote.sender != effect.node:
-                        self._emit(node, effect.node, vote)
-            elif kind is Execute:
-                self._execute(node, effect)
-            elif kind is ServeFetch:
-                sim_node.serve_fetch(effect)
-            elif kind is RecordVerdict:
-                if effect.state == "expired":
-                    self.stats["verdicts_expired"] += 1
-            else:
-                assert kind in (Store, KeepStableProof), f"effect {kind.__name__} is not simulated"
+    def _crash_mid_turn(self, node: int, restart_s: float) -> None:
+        """Kill the node (or cut its power) with a turn's steps taken and their save not run;
+        half the time a read of its ledger wrote what waited unsynced just before."""
+        sim_node = self.nodes[node]
+        if self.rng.random() < 0.5:
+            sim_node.interpreter.write_deferred()
+        self._crash(node, self.rng.random() < 0.5, unsaved=sim_node.unsaved_executions())
+        window = Window(self.now_s, max(restart_s, self.now_s + 0.1))
+        self.network.add_down(node, window)
+        self._push(window.end_s, _RESTART, node)
+        self._quiet_from_s = max(self._quiet_from_s, window.end_s)
+        self.stats["crashes_mid_turn"] += 1
+
+    def _edges(self, sim_node: SimNode) -> _NodeEdges:
+        return _NodeEdges(self, sim_node, self._incarnation[sim_node.replica.id])
+
+    def _save_turn(self, node: int, turn: tuple[int, Callable[[], None], bool]) -> None:
+        """The end of a node's turn: the save its interpreter scheduled, then its sends."""
+        incarnation, save_and_send, transfer = turn
+        if incarnation != self._incarnation[node] or self._is_down(node):
+            return  # the process that scheduled it is gone, and its unsaved steps with it
+        if node in self._armed:
+            self._crash_mid_turn(node, self._armed.pop(node))
+            return
+        self._delivering_transfer = transfer
+        save_and_send()
+        self._delivering_transfer = False
 
     def _vouch(self, node: int, message: Message) -> None:
         """Remember what an honest node told everyone, to find what a restart forgot, and who fetches."""
@@ -631,6 +629,60 @@ class SimCluster:
             self._lose(src, dst, message, reason)
         for time_s in arrivals:
             self._push(time_s, _DELIVER, (src, dst), message)
+
+
+def _first_seqs(seqs: list[int]) -> str:
+    return ", ".join(map(str, seqs[:3])) + (" ..." if len(seqs) > 3 else "")
+
+
+class NodeStopped(AssertionError):
+    """A node's interpreter stopped it: a replica invariant broke (a bug, never a fault)."""
+
+
+class _NodeEdges:
+    """`pbft.interpreter.Edges` of one incarnation of a simulated node: its sends go
+    through its behaviour onto the simulated network, its turn ends at a save event
+    queued at the same instant, so crashes can fall between a step and its save."""
+
+    def __init__(self, cluster: SimCluster, sim_node: SimNode, incarnation: int) -> None:
+        self.cluster = cluster
+        self.node = sim_node.replica.id
+        self.sim_node = sim_node
+        self.incarnation = incarnation
+
+    def send(self, node: int, message: Message) -> None:
+        self.cluster._emit(self.node, node, message)
+
+    def broadcast(self, message: Message) -> None:
+        cluster = self.cluster
+        if self.sim_node.honest:
+            cluster._vouch(self.node, message)
+        for other in range(cluster.n):
+            if other != self.node:
+                cluster._emit(self.node, other, message)
+
+    def send_reply(self, reply: Reply) -> None:
+        if self.sim_node.honest:
+            self.cluster.safety.produced((reply.client, reply.timestamp), verdict(reply.result), self.node)
+        self.cluster._emit(self.node, reply.client, reply)
+
+    def execute(self, effect: Execute) -> None:
+        self.cluster._execute(self.node, effect)
+
+    def schedule(self, callback: Callable[[], None]) -> None:
+        cluster = self.cluster
+        cluster._push(cluster.now_s, _SAVE, self.node, (self.incarnation, callback, cluster._delivering_transfer))
+
+    def save(self, state: DurableState, effects: list[Effect], *, sync: bool) -> None:
+        self.sim_node.store.save(state, effects, sync=sync)
+
+    def saving(self, effects: list[Effect]) -> None:
+        expired = sum(1 for effect in effects if isinstance(effect, RecordVerdict) and effect.state == "expired")
+        if expired:
+            self.cluster.stats["verdicts_expired"] += expired
+
+    def stop(self) -> None:
+        raise NodeStopped(f"node {self.node} stopped")
 
 
 def run_seed(seed: int, options: SimOptions) -> SeedOutcome:

@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 
 # A faulty node's misbehaviour while its window lasts; it is honest otherwise.
 # `power-loss` is a crash of the whole machine; `restart-after-transfer` crashes
-# a node in its window and again soon after its first state transfer.
-NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer")
+# a node in its window and again soon after its first state transfer;
+# `crash-mid-turn` kills the node (or cuts its power) at the first end of a turn
+# in its window, between its steps and their save, sometimes just after a read
+# of its ledger wrote what waited unsynced (as `GET /builds/{seq}` does).
+NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer", "crash-mid-turn")
 DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is down during its window
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
 BYZANTINE_KINDS = (
@@ -143,7 +146,7 @@ class FaultPlan:
 
     def loses_power(self, node: int) -> bool:
         fault = self.fault_of(node)
-        return self.blackout is not None or (fault is not None and fault.kind == "power-loss")
+        return self.blackout is not None or (fault is not None and fault.kind in ("power-loss", "crash-mid-turn"))
 
     def next_primary_lags(self) -> bool:
         """F1's scenario: the primary of view 0 goes down while the primary of view 1 lags."""

@@ -1,46 +1,59 @@
-"""One simulated node: a replica, the behaviour that filters what it sends,
-and a store behind the `pbft.storage.ReplicaStore` contract (the node's real
-SQLite store, in memory, in practice), so a crash loses exactly what a
-killed process loses and a restart goes through `Replica.restore`.
+"""One simulated node: a replica, the behaviour that filters what it sends, a
+store behind the `pbft.storage.ReplicaStore` contract (the node's real SQLite
+store, in memory, in practice), and the interpreter the node's driver runs
+(`pbft.interpreter`), so steps are saved, deferred and sent exactly as on a
+real node. A crash loses what a killed process loses (the interpreter's
+memory: a turn whose save had not run, turns waiting unsynced), and a
+restart goes through `Replica.restore`.
 """
 
 from __future__ import annotations
 
-from pbft.effects import Effect, ServeFetch, must_sync
+from typing import Callable
+
+from pbft.effects import Execute
+from pbft.interpreter import Edges, Interpreter
 from pbft.messages import Message
 from pbft.replica import Replica
 from pbft.sim.byzantine import Honest
 from pbft.storage import Loaded, ReplicaStore
 
+# What the cluster gives a node to reach the world: edges for one incarnation of it.
+MakeEdges = Callable[["SimNode"], Edges]
+
 
 class SimNode:
-    def __init__(self, replica: Replica, behaviour: Honest, store: ReplicaStore) -> None:
+    def __init__(self, replica: Replica, behaviour: Honest, store: ReplicaStore, make_edges: MakeEdges) -> None:
         self.replica = replica
         self.behaviour = behaviour
         self.honest = behaviour.kind == "honest"
         self.store = store
+        self._make_edges = make_edges
+        self.interpreter = Interpreter(replica, store, make_edges(self))
 
     def receive(self, message: Message, now_s: float) -> str | None:
-        return self.replica.receive(message, now=now_s)
+        return self.interpreter.step(self.replica.receive, message, now_s)
 
     def tick(self, now_s: float) -> None:
-        self.replica.tick(now_s)
+        """As the driver's ticker: a step, then the write of what waited unsynced."""
+        self.interpreter.step(self.replica.tick, now_s)
+        self.interpreter.write_deferred()
 
-    def persist(self, effects: list[Effect]) -> None:
-        """Save a step before any of its effects is carried out, as the node's driver does."""
-        self.store.save(self.replica.durable_state(), effects, sync=must_sync(effects, self.replica.id))
-
-    def serve_fetch(self, effect: ServeFetch) -> None:
-        """Answer a peer's FETCH from the stored ledger, as the driver does."""
-        self.replica.answer_fetch(effect.fetch, self.store)
+    def unsaved_executions(self) -> set[tuple[str, int]]:
+        """Requests executed in steps whose save has not run: a crash now loses them, rightly."""
+        return {
+            request.key for effect in self.interpreter.unsaved if isinstance(effect, Execute)
+            for request in effect.batch
+        }
 
     def restart(self, now_s: float) -> Loaded | None:
         """Forget everything in memory and restore from the store; return what the store gave back."""
         loaded = self.store.load()
         if loaded is None:
             self.replica = Replica(self.replica.settings, self.replica.auth)
-            return None
-        self.replica = Replica.restore(
-            self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
-        )
+        else:
+            self.replica = Replica.restore(
+                self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
+            )
+        self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

@@ -29,7 +29,7 @@ from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from pbft.config import NetworkConfig
 from pbft.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict
 from pbft.interpreter import Interpreter
 from pbft.messages import (
     CHALLENGE_BYTES, Challenge, Hello, Message, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
@@ -213,6 +213,9 @@ class Driver:
     def execute(self, effect: Execute) -> None:
         for request in effect.requests:
             self.start_build(effect.seq, request)
+
+    def build_learnt(self, effect: BuildLearnt) -> None:
+        self.start_build(effect.seq, effect.request)
 
     def schedule(self, callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)

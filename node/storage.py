@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbft.replica_persistence import DurableState
-from pbft.effects import Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
 from pbft.storage import StoreError
 
@@ -178,6 +178,12 @@ class NodeStore:
                     self._db.execute(
                         "INSERT OR REPLACE INTO stable_proofs (seq, proof) VALUES (?, ?)",
                         (effect.seq, json.dumps([encode(checkpoint) for checkpoint in effect.proof])),
+                    )
+                elif isinstance(effect, BuildLearnt):
+                    # Started here after all: a restart runs it again until it is answered.
+                    self._db.execute(
+                        "UPDATE builds SET built = 1 WHERE client = ? AND timestamp = ?",
+                        (effect.request.client, effect.request.timestamp),
                     )
                 elif isinstance(effect, SendReply):
                     reply = effect.reply

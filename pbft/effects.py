@@ -73,6 +73,17 @@ class Execute:
 
 
 @dataclass(frozen=True)
+class BuildLearnt:
+    """Build a request this node learnt by state transfer (its Execute carried it in
+    `learnt`) whose verdict is still open after asking the peers for their votes: a
+    build with artifacts is certified by 2f+1 matching votes, which the nodes that
+    built it may not make up alone. Its result is replied and voted like any other."""
+
+    seq: int
+    request: Request
+
+
+@dataclass(frozen=True)
 class Store:
     """Persist a protocol message this node accepted or sent, before anything of this step is sent."""
 
@@ -108,7 +119,8 @@ class RecordVerdict:
 
 
 Effect = Union[
-    Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, Store, ServeFetch, KeepStableProof, RecordVerdict
+    Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, BuildLearnt, Store, ServeFetch, KeepStableProof,
+    RecordVerdict,
 ]
 
 # What a node only took in or concluded: another node's message kept, a verdict reached,

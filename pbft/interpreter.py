@@ -39,7 +39,8 @@ import logging
 from typing import Callable, Protocol, TypeVar
 
 from pbft.effects import (
-    Broadcast, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, leaves_unsaved, must_sync,
+    Broadcast, BuildLearnt, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, leaves_unsaved,
+    must_sync,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
@@ -70,6 +71,9 @@ class Edges(Protocol):
 
     def execute(self, effect: Execute) -> None:
         """A batch joined the ledger: start the builds in `effect.requests`."""
+
+    def build_learnt(self, effect: BuildLearnt) -> None:
+        """Start the build of a request learnt by state transfer (`effect.request`, at `effect.seq`)."""
 
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current turn is over (`loop.call_soon`)."""
@@ -215,6 +219,8 @@ class Interpreter:
                         edges.send(effect.node, vote)
         elif isinstance(effect, Execute):
             edges.execute(effect)
+        elif isinstance(effect, BuildLearnt):
+            edges.build_learnt(effect)
         elif isinstance(effect, ServeFetch):
             ledger = self.store if self.store is not None else MemoryLedger()
             self.step(self.replica.answer_fetch, effect.fetch, ledger)

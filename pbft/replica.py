@@ -22,6 +22,7 @@ from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.effects import (
     Broadcast,
+    BuildLearnt,
     Effect,
     Execute,
     KeepStableProof,
@@ -124,6 +125,13 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # RESULTs to send at the next tick in one RELAY: our own, and as primary of a relaying
         # network every kept one (see _flush_relay_queue).
         self.relay_queue: list[ResultVote] = []
+        # Requests learnt by state transfer and not built here (seq, request), and those of
+        # them whose verdict we have not seen decided yet, in ledger order: each is built
+        # after all if its verdict is still open once we asked the peers for votes twice,
+        # or when its client sends it again (it lacks matching replies). Both forget with
+        # the client table.
+        self.learnt_unbuilt: dict[tuple[str, int], tuple[int, Request]] = {}
+        self.learnt_open: dict[tuple[str, int], tuple[int, Request]] = {}
         self._relaying_in = False  # taking in the votes of a relay, not votes sent straight to us
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
@@ -242,6 +250,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self._fall_back_to_all_to_all()
         self._maybe_fetch()
         self._ask_for_votes()
+        self._build_learnt_still_open()
         self._maybe_announce()
         self._check_invariants()
 
@@ -316,6 +325,11 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return "ignore_request_expired"
         if request.key in clients.executed:
             if clients.executed[request.key] is None:
+                if request.key in self.learnt_unbuilt:
+                    # The client still waits for matching replies, and one of the nodes that
+                    # built it may have lied in its reply (or not built it): build it after all.
+                    self._build_learnt(request.key)
+                    return None
                 return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again, from the store.
             self._outbox.append(ResendReply(request.client, request.timestamp))
@@ -488,7 +502,12 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _record_vote(self, votes: dict, kind: str, message: Prepare | Commit) -> str | None:
         if message.sender in votes:
-            return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
+            if votes[message.sender].digest != message.digest:
+                return f"ignore_{kind}_sender_changed_digest"
+            # Held already (a primary may relay it to us first, and withhold the slot's
+            # commits from its sender alone): its sender still waits for us in this slot.
+            self._joined_all_to_all(message)
+            return None
         votes[message.sender] = message
         self._outbox.append(Store(message))
         self._joined_all_to_all(message)
@@ -633,7 +652,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         for request in fresh:
             self.result_votes.ordered(request.key, seq)
             if not build:
-                self.result_votes.expect(request.key, self.now)
+                self.result_votes.expect(request.key, self.now, at_once=True)
+                self.learnt_unbuilt[request.key] = self.learnt_open[request.key] = (seq, request)
         self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
@@ -654,7 +674,11 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         honest replica forgets the same requests (and their votes) at the same point.
         A build forgotten before its verdict reached us stays open in no table: the
         ledger says so ("expired") rather than "pending" for ever."""
-        for (client, timestamp), seq in self.result_votes.forget(self.clients.forget_expired()):
+        forgotten = self.clients.forget_expired()
+        for key in forgotten:
+            self.learnt_unbuilt.pop(key, None)
+            self.learnt_open.pop(key, None)
+        for (client, timestamp), seq in self.result_votes.forget(forgotten):
             logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
             self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
 
@@ -705,6 +729,27 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             # Every peer: any one of them may be the only one that heard the vote we lack.
             logger.info("node=%d view=%d phase=vote-fetch builds=%d", self.id, self.view, len(keys))
             self._outbox.append(Broadcast(signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
+
+    def _build_learnt_still_open(self) -> None:
+        """Build, oldest first, the learnt requests whose verdict the peers' votes did not
+        decide (2f+1 matching) by the second time we asked: the nodes that built them may
+        be too few without us. Asking first spares a node that caught up on hours of
+        history from building what was certified long ago."""
+        while self.learnt_open:
+            key = next(iter(self.learnt_open))
+            still_open = self.result_votes.open_after_asking(key, times=2)
+            if still_open is None:
+                return  # not asked twice yet; later ones were asked no earlier
+            del self.learnt_open[key]
+            if still_open:
+                self._build_learnt(key)
+
+    def _build_learnt(self, key: tuple[str, int]) -> None:
+        seq, request = self.learnt_unbuilt.pop(key)
+        self.learnt_open.pop(key, None)
+        logger.info("node=%d view=%d seq=%d build=%s-%d learnt by state transfer: building it",
+                    self.id, self.view, seq, key[0], key[1])
+        self._outbox.append(BuildLearnt(seq, request))
 
     def _on_vote_fetch(self, message: VoteFetch) -> str | None:
         """Send a peer every signed vote we hold for the builds it asks about (each is

@@ -91,11 +91,18 @@ class ResultVotes:
         self.certified[vote.key] = hash(agreed)
         return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
 
-    def expect(self, key: Key, now: float) -> None:
+    def expect(self, key: Key, now: float, *, at_once: bool = False) -> None:
         """Our part is done (we voted, or learnt the build without running it): if the
-        verdict is still open `retry_s` from now, ask the peers for their votes."""
+        verdict is still open `retry_s` from now (or now), ask the peers for their votes."""
         if key in self.votes and key not in self.asks:
-            self.asks[key] = (now + self.retry_s, 0)
+            self.asks[key] = (now if at_once else now + self.retry_s, 0)
+
+    def open_after_asking(self, key: Key, times: int) -> bool | None:
+        """Whether the verdict of `key` is still open after we asked the peers `times` times
+        for their votes; None while we have not asked that often yet."""
+        if key not in self.votes:
+            return False  # decided, or forgotten
+        return True if self.asks.get(key, (0.0, 0))[1] >= times else None
 
     def due(self, now: float, limit: int) -> list[Key]:
         """Undecided builds to ask about now, oldest first; each is asked again later, doubling."""

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 from node.storage import NodeStore
 from pbft.crypto import Ed25519Authenticator, generate_private_key
-from pbft.effects import Effect, Execute, KeepStableProof, Store
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, Store
 from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Operation, Reply, Request, Result, signed
@@ -198,9 +198,15 @@ class _Edges:
         self.cluster.replies.append(reply)
 
     def execute(self, effect: Execute) -> None:
+        self.cluster.executed[self.node].append(effect)
+        self._build((effect.seq, request) for request in effect.requests)
+
+    def build_learnt(self, effect: BuildLearnt) -> None:
+        self._build([(effect.seq, effect.request)])
+
+    def _build(self, builds: Iterable[tuple[int, Request]]) -> None:
         cluster, node = self.cluster, self.node
-        cluster.executed[node].append(effect)
-        cluster.running.setdefault(node, []).extend((effect.seq, request) for request in effect.requests)
+        cluster.running.setdefault(node, []).extend(builds)
         if node not in cluster.slow:
             cluster.finish_builds(node)
 

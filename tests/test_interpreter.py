@@ -26,6 +26,9 @@ class Edges:
         self.sent.append(reply)
 
     def execute(self, effect):
+        self.builds += [effect.seq] * len(effect.requests)
+
+    def build_learnt(self, effect):
         self.builds.append(effect.seq)
 
     def schedule(self, callback):

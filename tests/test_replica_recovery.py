@@ -1,7 +1,7 @@
 """Checkpoints, state transfer and crash recovery of the pure replica (OSDI'99 §4.3, §5.3)."""
 
 from pbft.ledger import MemoryLedger
-from pbft.messages import Fetch, ViewChange, signed
+from pbft.messages import Fetch, Result, ViewChange, signed
 from tests.cluster import Cluster
 
 T_VIEW_CHANGE = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -184,3 +184,28 @@ def test_a_node_restarted_in_a_view_change_says_its_view_change_again(tmp_path):
     resent = [message for node, message in cluster.network if message.TYPE == "view-change"]
     assert {(message.view, message.sender) for message in resent} == {(1, 3)}
     assert cluster.replicas[3].changing_view
+
+
+def test_a_node_that_adopted_builds_by_state_transfer_builds_those_whose_verdict_is_still_open():
+    """A build with artifacts is certified by 2f+1 matching votes. With node 2's builds stuck,
+    nodes 0 and 1 cannot make up that quorum alone, and node 3, which learnt the batches
+    by state transfer, must build them too once the peers' votes leave them open."""
+    artifacts = Result("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64)
+    cluster = Cluster(settings=SMALL, build=lambda operation: artifacts)
+    cluster.crashed.add(3)
+    cluster.slow.add(2)  # orders and checkpoints, but its builds do not finish
+    requests = submit(cluster, 7)
+    cluster.send_results()
+    cluster.crashed.discard(3)
+    submit(cluster, 1)
+    cluster.tick(10.0)  # node 3 asks for the ledger and adopts batches 1..8 by transfer
+    cluster.run()
+    node3 = cluster.replicas[3]
+    assert node3.last_executed == 8 and cluster.builds(3)[:6] == []
+    assert all(node3.clients.executed[request.key] is None for request in requests[:6])
+    for now in (10.0, 12.0, 14.0, 18.0, 22.0):  # it asks for the votes, twice, and still lacks a quorum
+        cluster.send_results(now)
+    replied = {reply.timestamp for reply in cluster.replies if reply.sender == 3}
+    assert {request.timestamp for request in requests[:6]} <= replied
+    records = cluster.stores[3].build_records(1)
+    assert records[0]["verdict"]["state"] == "certified" and records[0]["own_result"] is not None

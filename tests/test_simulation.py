@@ -51,7 +51,9 @@ from pbft.sim.checkers import (
     vouched,
 )
 from pbft.sim.client import DIVERGENT, verdict
-from pbft.sim.faults import BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, Window, choose_plan
+from pbft.sim.faults import (
+    BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, NodeFault, Window, choose_plan,
+)
 from pbft.sim.network import Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetch_failures, ledger_failures
@@ -597,3 +599,36 @@ _real_client_table_init = ClientTable.__init__
 
 def _unbounded_client_table(self, expiry_us, max_kept=None, max_open=1024):
     _real_client_table_init(self, expiry_us, 10**9, max_open)
+
+
+def _withholding_primary_plan(rng, n, f, *args) -> FaultPlan:
+    return FaultPlan(n=n, f=f, heal_s=5.0, node_faults=(NodeFault("withhold-relay", 0),))
+
+
+def _record_vote_without_answering_held_ones(replica, votes, kind, message):
+    """The rule before: a straight vote we already held (relayed to us first) changed nothing."""
+    if message.sender in votes:
+        return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
+    votes[message.sender] = message
+    replica._outbox.append(Store(message))
+    replica._joined_all_to_all(message)
+    replica._advance(message.seq)
+    return None
+
+
+def test_simulation_catches_a_relaying_primary_that_cuts_one_backup_out(monkeypatch):
+    monkeypatch.setattr("pbft.sim.cluster.choose_plan", _withholding_primary_plan)
+    monkeypatch.setattr("pbft.replica.Replica._record_vote", _record_vote_without_answering_held_ones)
+    monkeypatch.setattr("pbft.replica.Replica._build_learnt", lambda replica, key: None)
+    outcomes = [run_seed(seed, options(relay="always")) for seed in range(6)]
+    assert any(outcome.liveness_failures for outcome in outcomes)
+
+
+def test_a_backup_cut_out_of_the_relays_still_builds_and_every_request_is_answered(monkeypatch):
+    monkeypatch.setattr("pbft.sim.cluster.choose_plan", _withholding_primary_plan)
+    for seed in range(6):
+        cluster = SimCluster(seed, options(relay="always"))
+        outcome = cluster.run()
+        assert not outcome.violations, (seed, outcome.first_violation)
+        victim = cluster.nodes[1]
+        assert victim.replica.last_executed == cluster.nodes[2].replica.last_executed

@@ -183,6 +183,30 @@ class Censor(Honest):
         return not (isinstance(message, Request) and message.client == self.client)
 
 
+class WithholdRelay(Lie):
+    """As the primary of a network that relays votes, never passes COMMITs on to one
+    backup (the next node) and puts that backup's own votes first in the relays the
+    others get, so they hold them before it gives up on the relay and votes to all.
+    Everyone else sees a healthy primary. It also lies in its replies, so that a
+    build with artifacts (2f+1 matching replies) needs the cut-out backup's."""
+
+    kind = "withhold-relay"
+
+    def __init__(self, node: int, n: int, auth: SimAuthenticator) -> None:
+        super().__init__(auth)
+        self.victim = (node + 1) % n
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if isinstance(message, Reply):
+            return super().outgoing(dst, message)
+        if isinstance(message, Relay):
+            if dst == self.victim and any(isinstance(vote, Commit) for vote in message.votes):
+                return []
+            first = tuple(vote for vote in message.votes if vote.sender == self.victim)
+            message = Relay(first + tuple(vote for vote in message.votes if vote.sender != self.victim))
+        return [(dst, message, 0.0)]
+
+
 class Forge(Honest):
     """Sends each message, then a tampered copy that names another node as sender
     (signed with its own key) or carries a signature from a key nobody trusts.
@@ -340,4 +364,6 @@ def behaviour_for(
         return VoteFlood(fault.node, n, auth, max_buffered)
     if kind == "censor":
         return Censor(CENSORED_CLIENT)
+    if kind == "withhold-relay":
+        return WithholdRelay(fault.node, n, auth)
     return Honest()

@@ -68,11 +68,15 @@ class SafetyChecker:
         first = self._executed_at.setdefault(seq, (node, batch))
         if first[1] != batch:
             self._violate(time_s, f"seq {seq}: node {first[0]} executed {_short(first[1])} but node {node} executed {_short(batch)}")
-        started = self._executed_by.setdefault(node, set())
         for key in builds:
-            if key in started:
-                self._violate(time_s, f"node {node} executed request {key} twice (again at seq {seq})")
-            started.add(key)
+            self.started(time_s, node, seq, key)
+
+    def started(self, time_s: float, node: int, seq: int, key: RequestKey) -> None:
+        """An honest node started a build of `key`, ordered at `seq` (also one it learnt by transfer)."""
+        started = self._executed_by.setdefault(node, set())
+        if key in started:
+            self._violate(time_s, f"node {node} executed request {key} twice (again at seq {seq})")
+        started.add(key)
 
     def produced(self, key: RequestKey, verdict: Hashable, node: int) -> None:
         """Honest `node` replied `verdict` for request `key` (perhaps again, from its store)."""
@@ -98,20 +102,11 @@ class SafetyChecker:
         self.violations.append(Violation("safety", time_s, text))
 
 
-def liveness_failures(
-    time_s: float,
-    submitted: Iterable[RequestKey],
-    accepted: Iterable[RequestKey],
-    excused: Iterable[RequestKey] = (),
-) -> list[Violation]:
-    """After the network healed and the bound passed, every submitted request must have a verdict.
-
-    `excused`: builds with artifacts that fewer than 2f+1 honest nodes built. Their
-    verdict takes 2f+1 matching replies (pbft.replies), and a node that adopted the
-    build's batch by state transfer never builds it, so with a faulty node among the
-    rest the client waits out its deadline: a known limit, counted in the stats.
-    """
-    missing = sorted(set(submitted) - set(accepted) - set(excused))
+def liveness_failures(time_s: float, submitted: Iterable[RequestKey], accepted: Iterable[RequestKey]) -> list[Violation]:
+    """After the network healed and the bound passed, every submitted request must have a
+    verdict, builds with artifacts (2f+1 matching replies, `pbft.replies`) included: a
+    node that adopted a build's batch by state transfer builds it while its verdict is open."""
+    missing = sorted(set(submitted) - set(accepted))
     if not missing:
         return []
     shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
@@ -154,10 +149,6 @@ class BuildChecker:
             self.violations.append(Violation(
                 "built", time_s, f"node {node} ordered {missing[0]} at seq {seq} without building it ({how})"
             ))
-
-    def built_by(self, key: RequestKey, nodes: Iterable[int]) -> int:
-        """How many of `nodes` started a build of `key`."""
-        return sum(1 for node in nodes if key in self._built.get(node, ()))
 
     def fetched(self, time_s: float, node: int, detail: str) -> None:
         if not self.fetch_free or node not in self.normal or ("fetch", node) in self._reported:

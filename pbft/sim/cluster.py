@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from pbft.effects import Effect, Execute, RecordVerdict
+from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict
 from pbft.messages import (
     Fetch,
     Message,
@@ -63,7 +63,7 @@ from pbft.sim.settled import (
     ledger_failures,
 )
 from pbft.sim.store import PowerCutStore
-from pbft.sim.workload import REPOSITORY, Submission, build_result, has_artifacts, long_workload, make_workload
+from pbft.sim.workload import REPOSITORY, Submission, build_result, long_workload, make_workload
 from pbft.storage import StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY, _SAVE, _ARM = range(10)
@@ -270,9 +270,12 @@ class SimCluster:
     def _build_checker(self) -> BuildChecker:
         plan = self.plan
         shared = plan.split is not None or plan.drop is not None or plan.blackout is not None
-        # A faulty node that may be primary can withhold a pre-prepare from one correct node
-        # (by equivocating or by a lossy or cut link), which then rightly catches up by transfer.
-        withholding = any(fault.kind in ("equivocate", "lossy", "isolate") for fault in plan.node_faults)
+        # A faulty node that may be primary can withhold a pre-prepare or a relay from one correct
+        # node (by equivocating, by a lossy or cut link, by relaying to the others only), which
+        # then rightly catches up by transfer: it builds what it adopted whose verdict is open.
+        withholding = any(
+            fault.kind in ("equivocate", "lossy", "isolate", "withhold-relay") for fault in plan.node_faults
+        )
         normal = frozenset()
         if not shared and not withholding:
             normal = frozenset(self.honest - plan.faulty - plan.lagging)
@@ -326,9 +329,7 @@ class SimCluster:
         elif self._unanswered:
             submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
             accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
-            excused = self._artifact_builds_short_of_quorum(set(submitted) - set(accepted))
-            self.stats["liveness_excused_artifacts_short_of_quorum"] += len(excused)
-            violations += liveness_failures(self.now_s, submitted, accepted, excused)
+            violations += liveness_failures(self.now_s, submitted, accepted)
         else:
             violations += self._settled_failures()
         answered = len(self.workload.submissions) - self._unanswered
@@ -336,14 +337,6 @@ class SimCluster:
         for violation in violations:
             self._log(f"VIOLATION {violation}")
         return SeedOutcome(self.seed, self.plan, self.kinds(), violations, self.now_s, self.stats, self.trace)
-
-    def _artifact_builds_short_of_quorum(self, unanswered: set[tuple[str, int]]) -> list[tuple[str, int]]:
-        honest = [node for node in range(self.n) if self.nodes[node].honest]
-        return [
-            (name, timestamp) for name, timestamp in unanswered
-            if has_artifacts(self.clients[name].requests[timestamp].operation)
-            and self.builds.built_by((name, timestamp), honest) < 2 * self.f + 1
-        ]
 
     def _end_s(self) -> float:
         if self._settle_from_s is not None:
@@ -613,6 +606,13 @@ class SimCluster:
         for request in effect.requests:
             self._start_build(node, effect.seq, request)
 
+    def _build_learnt(self, node: int, effect: BuildLearnt) -> None:
+        if self.nodes[node].honest:
+            self.safety.started(self.now_s, node, effect.seq, effect.request.key)
+        self.stats["learnt_builds_started"] += 1
+        self._log(f"build learnt node={node} n={effect.seq} {effect.request.key}")
+        self._start_build(node, effect.seq, effect.request)
+
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
         result = build_result(request.operation, build_s, node)
@@ -668,6 +668,9 @@ class _NodeEdges:
 
     def execute(self, effect: Execute) -> None:
         self.cluster._execute(self.node, effect)
+
+    def build_learnt(self, effect: BuildLearnt) -> None:
+        self.cluster._build_learnt(self.node, effect)
 
     def schedule(self, callback: Callable[[], None]) -> None:
         cluster = self.cluster

@@ -44,7 +44,7 @@ DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is do
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
 BYZANTINE_KINDS = (
     "silent", "crash-after", "equivocate", "lie", "forge", "delay", "vc-spam", "absurd-seq", "vote-flood",
-    "censor",
+    "censor", "withhold-relay",
 )
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).

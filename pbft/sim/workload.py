@@ -72,10 +72,6 @@ def build_result(operation: Operation, build_s: float, node: int) -> Result:
     return Result("error", None, None, f"no such branch; {reason}")
 
 
-def has_artifacts(operation: Operation) -> bool:
-    return operation.branch.startswith(("art-", "noisy-"))
-
-
 def _operation(rng: random.Random, index: int) -> Operation:
     branch = rng.choice((f"pass-{index}", f"fail-{rng.randint(1, 125)}-{index}", f"missing-{index}"))
     if branch.startswith("pass-") and index % 4:

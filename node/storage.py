@@ -87,14 +87,14 @@ MIGRATIONS = {("builds", "built"): "ALTER TABLE builds ADD COLUMN built INTEGER 
 class Loaded:
     """Everything `Replica.restore` needs, plus the builds that were running at the crash.
 
-    `executed` holds every request the ledger executed, built here or learnt;
-    which of them still count is the replica's rule (its client floors), as is
-    which unfinished builds to run again (`Replica.builds_to_rerun`).
+    `executed` holds the requests the ledger executed, built here or learnt, above
+    their client's floor; which unfinished builds to run again is the replica's rule
+    (`Replica.builds_to_rerun`).
     """
 
     state: DurableState
     messages: list[Message]
-    executed: dict[tuple[str, int], tuple[int, Reply | None]]  # key -> (seq, reply)
+    executed: dict[tuple[str, int], tuple[int, bool]]  # key -> (seq, whether this node replied)
     unfinished: list[tuple[int, Request]]
 
 
@@ -120,21 +120,34 @@ class NodeStore:
         self._db.close()
 
     def load(self) -> Loaded | None:
-        """The state saved before the last stop, or None for a node that never ran."""
+        """The state saved before the last stop, or None for a node that never ran.
+
+        Only what is live is read: the messages above the last stable checkpoint (older
+        ones are pruned), and of the builds and their votes only those above each
+        client's floor (`pbft.clients`), through the (client, timestamp) keys. Builds
+        the client table forgot stay on disk as the record, and cost a restart nothing."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
         if row is None:
             return None
         state = DurableState.from_json(json.loads(row[0]))
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
-        messages += [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM votes")]
-        executed: dict[tuple[str, int], tuple[int, Reply | None]] = {}
+        executed: dict[tuple[str, int], tuple[int, bool]] = {}
         unfinished = []
-        for client, timestamp, seq, request, reply, built in self._db.execute(
-            "SELECT client, timestamp, seq, request, reply, built FROM builds ORDER BY seq"
-        ):
-            executed[(client, timestamp)] = (seq, None if reply is None else decode(json.loads(reply)))
-            if reply is None and built:
-                unfinished.append((seq, decode(json.loads(request))))
+        # Every client that executed anything here has a newest timestamp in the state.
+        for client in sorted(state.client_latest):
+            live = (client, state.client_floor.get(client, -1))
+            messages += [
+                decode(json.loads(body))
+                for (body,) in self._db.execute("SELECT body FROM votes WHERE client = ? AND timestamp > ?", live)
+            ]
+            for timestamp, seq, replied, built, request in self._db.execute(
+                "SELECT timestamp, seq, reply IS NOT NULL, built, CASE WHEN reply IS NULL AND built THEN request END"
+                " FROM builds WHERE client = ? AND timestamp > ?", live,
+            ):
+                executed[(client, timestamp)] = (seq, bool(replied))
+                if request is not None:
+                    unfinished.append((seq, decode(json.loads(request))))
+        unfinished.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
         return Loaded(state, messages, executed, unfinished)

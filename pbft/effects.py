@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from pbft.messages import Checkpoint, Fetch, Message, Relay, Reply, Request
+from pbft.messages import Checkpoint, Fetch, Message, Relay, Reply, Request, StateTransfer
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,12 @@ Effect = Union[
 # What a node only took in or concluded: another node's message kept, a verdict reached,
 # a checkpoint's proof kept. A step with nothing else sends, signs and builds nothing.
 _INWARD = (Store, RecordVerdict, KeepStableProof)
+# What only serves from the store what it holds already (a reply sent before, votes kept,
+# the ledger), to a client that lost a reply or a peer that asks: it commits to nothing new.
+_SERVING = (ResendReply, ServeVotes, ServeFetch)
+# Messages that commit their sender to nothing: other nodes' votes passed on, and a chunk
+# of the ledger (entries proven by signed checkpoints and commits, the NEW-VIEW on disk).
+_UNCOMMITTING = (Relay, StateTransfer)
 
 
 def must_sync(effects: list[Effect], node_id: int) -> bool:
@@ -136,19 +142,21 @@ def must_sync(effects: list[Effect], node_id: int) -> bool:
     later such step, leaves the node as if those messages had been lost on the
     way, which the protocol survives. Passing on other nodes' votes (a Relay)
     commits the node to nothing either: a vote of its own in a relay was saved,
-    synced, by the step that signed it. Any other step is synced, and the sync
-    carries every earlier step with it, so whatever leaves the node, or starts
-    a build, is on disk with all it rests on. (A build must not start unsynced:
-    a power cut would take the batch's execution, and the node would run the
-    build again when it executes the batch once more.)
+    synced, by the step that signed it. Nor does serving what the store holds
+    (`_SERVING`, and the STATE-TRANSFER that answers a FETCH): a retransmitting
+    client or an asking peer costs no fsync. Any other step is synced, and the
+    sync carries every earlier step with it, so whatever leaves the node, or
+    starts a build, is on disk with all it rests on. (A build must not start
+    unsynced: a power cut would take the batch's execution, and the node would
+    run the build again when it executes the batch once more.)
     """
     for effect in effects:
         if isinstance(effect, Store):
             if effect.message.sender == node_id:
                 return True
-        elif isinstance(effect, (Broadcast, SendTo)) and isinstance(effect.message, Relay):
+        elif isinstance(effect, (Broadcast, SendTo)) and isinstance(effect.message, _UNCOMMITTING):
             continue
-        elif not isinstance(effect, _INWARD):
+        elif not isinstance(effect, _INWARD + _SERVING):
             return True
     return False
 

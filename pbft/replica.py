@@ -120,7 +120,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # that has not executed that far yet catches up before it issues anything.
         self.view_stable_seq = 0
         self.last_new_view: NewView | None = None  # what started our view, for peers left behind
-        self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (from_seq, when) of the last answer
+        self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (seq the last answer reached, when)
         self.members = Membership(settings.n, settings.f, settings.log_window)
         # RESULTs to send at the next tick in one RELAY: our own, and as primary of a relaying
         # network every kept one (see _flush_relay_queue).

@@ -13,7 +13,6 @@ from pbft.messages import (
     Prepare,
     PreparedCertificate,
     PrePrepare,
-    Reply,
     Request,
     ResultVote,
     decode,
@@ -80,7 +79,7 @@ class Persistence:
         auth: Authenticator,
         state: DurableState,
         messages: list[Message],
-        executed: dict[tuple[str, int], tuple[int, Reply | None]],
+        executed: dict[tuple[str, int], tuple[int, bool]],
         now: float = 0.0,
     ) -> Self:
         """Rebuild a replica from what its driver persisted before a crash.
@@ -98,11 +97,11 @@ class Persistence:
         replica.view_stable_seq, replica.state_digest = state.view_stable_seq, state.state_digest
         replica.checkpoints.stable_seq, replica.checkpoints.stable_proof = state.low_watermark, state.stable_proof
         replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)
-        # Exactly-once: what the ledger executed (key -> (seq, reply)), built here or learnt,
+        # Exactly-once: what the ledger executed (key -> (seq, replied)), built here or learnt,
         # less what expired; and the votes on those builds, counted by the same rule as live.
-        for key, (seq, reply) in executed.items():
+        for key, (seq, replied) in executed.items():
             if not replica.clients.expired(key):
-                replica.clients.remember(key, True if reply is not None else None)
+                replica.clients.remember(key, True if replied else None)
                 replica.result_votes.ordered(key, seq)
         by_view: dict[tuple[int, int], Slot] = {}
         for message in messages:

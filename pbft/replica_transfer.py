@@ -63,12 +63,14 @@ class LedgerCatchUp:
         newer_view = message.view < self.view and self.last_new_view is not None
         if message.from_seq > self.last_executed and not newer_view:
             return "ignore_fetch_nothing_newer"
-        # Answering reads the ledger: the same ask from one peer is answered once per
-        # half interval, while its ask for the next chunk is answered at once.
-        served_from, served_at = self.fetch_served.get(message.sender, (0, float("-inf")))
-        if message.from_seq <= served_from and self.now < served_at + self.settings.fetch_interval_s / 2:
+        # Answering reads the ledger: one peer is answered once per half interval, but for
+        # its ask for the chunk after the last one it got, answered at once. A faulty peer
+        # that raises from_seq by one with each ask gets no more than an honest laggard.
+        served_to, served_at = self.fetch_served.get(message.sender, (0, float("-inf")))
+        next_chunk = served_to < message.from_seq <= self.last_executed
+        if not next_chunk and self.now < served_at + self.settings.fetch_interval_s / 2:
             return "ignore_fetch_too_soon"
-        self.fetch_served[message.sender] = (message.from_seq, self.now)
+        self.fetch_served[message.sender] = (served_to, self.now)
         self._outbox.append(ServeFetch(message))
         return None
 
@@ -77,6 +79,9 @@ class LedgerCatchUp:
         checkpoint with its proof; the chunk that reaches h also carries committed
         certificates for what this replica executed above h."""
         end = self._chunk_end(fetch.from_seq, ledger)
+        # What the answer covers: up to its checkpoint, or with the certificates of the last
+        # chunk everything we executed (see _on_fetch).
+        self.fetch_served[fetch.sender] = (end if end < self.low_watermark else self.last_executed, self.now)
         proof = self.stable_proof if end == self.low_watermark else ledger.stable_proof(end)
         assert proof is not None, "the store lists a proof it cannot return"
         certificates = []

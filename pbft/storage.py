@@ -37,7 +37,7 @@ class Loaded(Protocol):
     def messages(self) -> list[Message]: ...  # protocol messages since the last stable checkpoint, and RESULT votes
 
     @property
-    def executed(self) -> dict[tuple[str, int], tuple[int, Reply | None]]: ...  # every executed request: (seq, reply)
+    def executed(self) -> dict[tuple[str, int], tuple[int, bool]]: ...  # executed requests: (seq, whether replied)
 
     @property
     def unfinished(self) -> list[tuple[int, Request]]: ...  # (seq, request) of builds started here, never answered

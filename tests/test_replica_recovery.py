@@ -209,3 +209,27 @@ def test_a_node_that_adopted_builds_by_state_transfer_builds_those_whose_verdict
     assert {request.timestamp for request in requests[:6]} <= replied
     records = cluster.stores[3].build_records(1)
     assert records[0]["verdict"]["state"] == "certified" and records[0]["own_result"] is not None
+
+
+def test_a_peer_asking_for_the_ledger_again_and_again_is_answered_once_per_half_interval():
+    """A faulty peer that raises `from_seq` by one with each FETCH (or asks from an old view
+    beyond our ledger) gets one answer per half fetch interval; an honest laggard's ask for
+    the chunk after the one it got is still answered at once."""
+    cluster = Cluster(settings={**SMALL, "transfer_chunk": 2})
+    submit(cluster, 8)
+    helper = cluster.replicas[1]
+    assert helper.low_watermark == 8
+
+    def ask(from_seq, view=0):
+        cluster.deliver_to(1, signed(Fetch(from_seq, view, 3), cluster.replicas[3].auth.sign))
+        sent = [message for node, message in cluster.network if node == 3 and message.TYPE == "state"]
+        cluster.network.clear()
+        return sent
+
+    [first] = ask(1)
+    assert first.stable_seq < 8  # a chunk: the next one is asked for at once, and answered
+    assert [len(ask(seq)) for seq in range(2, first.stable_seq + 1)] == [0] * (first.stable_seq - 1)
+    assert len(ask(first.stable_seq + 1)) == 1
+    assert [len(ask(seq)) for seq in range(9, 14)] == [0] * 5  # nothing newer
+    cluster.tick(helper.settings.fetch_interval_s / 2)
+    assert len(ask(2)) == 1

@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 
 from node.storage import NodeStore
-from pbft.effects import Broadcast, Execute, KeepStableProof, RecordVerdict, SendReply, Store, must_sync
+from pbft.effects import (
+    Broadcast, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store,
+    must_sync,
+)
 from pbft.messages import (
     Checkpoint,
     Commit,
+    Fetch,
     Operation,
     Prepare,
     Relay,
@@ -30,12 +34,13 @@ from pbft.messages import (
     Request,
     Result,
     ResultVote,
+    StateTransfer,
     decode,
     encode,
     signed,
 )
-from pbft.replica import Replica, ReplicaSettings
 from pbft.clients import ClientTable
+from pbft.replica import Replica, ReplicaSettings
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
@@ -426,6 +431,18 @@ def test_only_steps_that_take_messages_in_skip_the_sync():
     assert must_sync([Store(peers), Broadcast(own)], node_id=1)
     assert must_sync([execute], node_id=1)
     assert must_sync([SendReply(Reply(0, 1, "client", 1, Result("success", 0, "a" * 40)))], node_id=1)
+
+
+def test_serving_what_the_store_holds_already_costs_no_sync():
+    # A client's retransmission of an answered request, a peer's VOTE-FETCH or FETCH, and the
+    # ledger chunk that answers it send what is on disk already and commit the node to nothing.
+    fetch = Fetch(1, 0, 2)
+    transfer = StateTransfer(0, (), (), (), None, 1)
+    assert not must_sync([ResendReply("client", 1)], node_id=1)
+    assert not must_sync([ServeVotes(2, (("client", 1),))], node_id=1)
+    assert not must_sync([ServeFetch(fetch)], node_id=1)
+    assert not must_sync([SendTo(2, transfer)], node_id=1)
+    assert must_sync([ServeFetch(fetch), SendTo(2, Commit(0, 1, "a" * 64, 1))], node_id=1)
 
 
 def test_memory_checker_reports_each_part_over_its_bound_once():

@@ -1,5 +1,7 @@
 """The node's SQLite store: certified and disputed verdicts from RESULT votes (n = 4, f = 1)."""
 
+from dataclasses import replace
+
 from pbft.effects import Execute, RecordVerdict, SendReply, Store
 from pbft.messages import Reply, Result, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
@@ -58,11 +60,35 @@ def test_the_store_keeps_votes_and_the_verdict_the_replica_decided(tmp_path):
     execute = Execute(0, 1, batch_digest((request,)), (request,), (request,), "0" * 64)
     votes = cast(cluster, request, [(0, PASS), (1, PASS), (2, PASS)])
     verdict_effect = RecordVerdict(1, request.client, request.timestamp, "certified", PASS.agreed())
-    store.save(cluster.replicas[0].durable_state(), [execute, *map(Store, votes), verdict_effect])
+    store.save(executed_by(cluster, request), [execute, *map(Store, votes), verdict_effect])
     (record,) = store.build_records(1)
     assert record["verdict"] == {"state": "certified", "result": PASS.agreed()}
     assert [vote["node"] for vote in record["votes"]] == [0, 1, 2]
-    assert store.load().executed == {request.key: (1, None)}
+    loaded = store.load()
+    assert loaded.executed == {request.key: (1, False)}
+    assert sorted(vote.sender for vote in loaded.messages if isinstance(vote, ResultVote)) == [0, 1, 2]
+
+
+def executed_by(cluster, *requests):
+    """Node 0's durable state as it is once `requests` executed: their clients' newest timestamps."""
+    latest = {request.client: request.timestamp for request in sorted(requests, key=lambda r: r.timestamp)}
+    return replace(cluster.replicas[0].durable_state(), client_latest=latest)
+
+
+def test_a_restart_reads_only_the_builds_and_votes_above_each_clients_floor(tmp_path):
+    cluster = Cluster()
+    old, live = cluster.request(), cluster.request()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    effects = []
+    for seq, request in enumerate((old, live), start=1):
+        effects += [Execute(0, seq, batch_digest((request,)), (request,), (request,), "0" * 64)]
+        effects += map(Store, cast(cluster, request, [(0, PASS), (1, PASS), (2, PASS)]))
+    state = replace(executed_by(cluster, old, live), client_floor={old.client: old.timestamp})
+    store.save(state, effects)
+    loaded = store.load()
+    assert loaded.executed == {live.key: (2, False)} and loaded.unfinished == [(2, live)]
+    assert {vote.key for vote in loaded.messages if isinstance(vote, ResultVote)} == {live.key}
+    assert [record["client"] for record in store.build_records(1)] == [old.client], "the record stays on disk"
 
 
 def test_the_store_finds_one_build_by_its_request_for_a_client_that_knows_no_sequence_number(tmp_path):
@@ -113,9 +139,9 @@ def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_un
     built, learnt = cluster.request(), cluster.request()
     store = NodeStore(path, n=4, f=1)
     execute = Execute(0, 1, batch_digest((built, learnt)), (built, learnt), (built,), "0" * 64, learnt=(learnt,))
-    store.save(cluster.replicas[0].durable_state(), [execute])
+    store.save(executed_by(cluster, built, learnt), [execute])
     loaded = store.load()
-    assert loaded.executed == {built.key: (1, None), learnt.key: (1, None)}  # both count for exactly-once
+    assert loaded.executed == {built.key: (1, False), learnt.key: (1, False)}  # both count for exactly-once
     assert loaded.unfinished == [(1, built)]  # only what this node built is built again
 
 

@@ -1,11 +1,12 @@
 """Byzantine behaviours for demos and tests (`node/index.py --byzantine MODE [ARG]`).
 
 A behaviour sits between an honest node and the world: it may wrap each peer
-link and each client connection, and rewrite build results before the node
-signs them. The protocol core stays honest; every misbehaviour is something a
-real faulty node could do on the wire, and each one is logged at warning
-(rate-limited where it could flood the log). Nodes refuse these modes unless
-the configuration sets `allow_byzantine: true`.
+link and each client connection, keep frames the node receives from its
+replica, and rewrite build results before the node signs them. The protocol
+core stays honest; every misbehaviour is something a real faulty node could
+do on the wire, and each one is logged at warning (rate-limited where it could
+flood the log). Nodes refuse these modes unless the configuration sets
+`allow_byzantine: true`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
+from pbft.config import is_client_name
 from pbft.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
-from pbft.messages import Message, MessageError, PrePrepare, Relay, Result, batch_digest, decode, encode, signed
+from pbft.messages import (
+    Message, MessageError, PrePrepare, Relay, Request, Result, batch_digest, decode, encode, signed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,11 @@ class Behaviour:
 
     def client(self, connection: Sender) -> Sender:
         return connection
+
+    def admits(self, message: Message) -> bool:
+        """Whether the node's replica gets to see `message`, a frame it received and decoded
+        (from a peer, or a client's); the driver drops and counts what is kept from it."""
+        return True
 
     def tamper(self, result: Result) -> Result:
         return result
@@ -243,6 +252,33 @@ class Equivocate(Behaviour):
         return self._last[1]
 
 
+class Censor(Behaviour):
+    """Never let the replica see a REQUEST of one client, sent by the client itself or
+    forwarded by a backup; otherwise honest.
+
+    As primary it goes on ordering every other client's requests, so the network
+    looks healthy while that client's wait. What unseats it is the backups'
+    view-change timer, which runs for one waited-for request until it executes
+    (OSDI'99 §4.4), not until any batch does.
+    """
+
+    name = "censor"
+
+    def __init__(self, client: str) -> None:
+        self.censored = client  # not `client`: that is the method wrapping client connections
+        self._warn = RateLimitedWarning()
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.censored}"
+
+    def admits(self, message: Message) -> bool:
+        if isinstance(message, Request) and message.client == self.censored:
+            self._warn("byzantine censor: kept a request of client %s (timestamp %d) from the replica",
+                       message.client, message.timestamp)
+            return False
+        return True
+
+
 class Forge(Behaviour):
     """Send every message forged, so honest receivers drop it on its signature.
 
@@ -295,40 +331,75 @@ HONEST = Behaviour()
 
 
 @dataclass(frozen=True)
+class Argument:
+    """What a mode's ARG is: `kind` and `name` say it in --help and errors, `example` is
+    one, and `parse` reads the word, raising ValueError if it is not one."""
+
+    kind: str
+    name: str
+    example: str
+    parse: Callable[[str], object]
+
+
+def positive_integer(word: str) -> int:
+    if not re.fullmatch(r"[0-9]+", word) or int(word) < 1:
+        raise ValueError(f"not a positive integer: {word!r}")
+    return int(word)
+
+
+def client_name(word: str) -> str:
+    """A client name by the configuration's own rule (`pbft.config.is_client_name`)."""
+    if not is_client_name(word):
+        raise ValueError(f"not a client name: {word!r}")
+    return word
+
+
+@dataclass(frozen=True)
 class Mode:
-    """How `--byzantine NAME [ARG]` builds a behaviour; `argument` names ARG, if the mode takes one."""
+    """How `--byzantine NAME [ARG]` builds a behaviour; `argument` says what ARG is, if the mode takes one."""
 
     build: Callable[..., Behaviour]
-    argument: str | None = None
+    argument: Argument | None = None
 
 
 MODES: dict[str, Mode] = {
     "lie": Mode(lambda *, sign: Lie()),
     "silent": Mode(lambda *, sign: Silent()),
-    "crash-after": Mode(lambda frames, *, sign: CrashAfter(frames), argument="N (frames sent before crashing)"),
+    "crash-after": Mode(lambda frames, *, sign: CrashAfter(frames),
+                        argument=Argument("positive integer", "N (frames sent before crashing)", "50",
+                                          positive_integer)),
     "equivocate": Mode(lambda *, sign: Equivocate(sign)),
     "forge": Mode(lambda *, sign: Forge()),
-    "delay": Mode(lambda delay_ms, *, sign: Delay(delay_ms), argument="MS (milliseconds)"),
+    "delay": Mode(lambda delay_ms, *, sign: Delay(delay_ms),
+                  argument=Argument("positive integer", "MS (milliseconds)", "200", positive_integer)),
+    "censor": Mode(lambda client, *, sign: Censor(client),
+                   argument=Argument("client name", "CLIENT (whose requests its replica never sees)", "client",
+                                     client_name)),
 }
 
 
-def parse_mode(words: list[str]) -> tuple[str, int | None]:
+def parse_mode(words: list[str]) -> tuple[str, object | None]:
     """Check the words of `--byzantine MODE [ARG]`; ValueError says what is wrong with them."""
     name, *rest = words
     mode = MODES.get(name)
     if mode is None:
         raise ValueError(f"unknown mode {name!r}; choose one of: {', '.join(MODES)}")
-    if mode.argument is None:
+    argument = mode.argument
+    if argument is None:
         if rest:
             raise ValueError(f"{name} takes no argument, got {' '.join(rest)!r}")
         return name, None
-    if len(rest) != 1 or not re.fullmatch(r"[0-9]+", rest[0]) or int(rest[0]) < 1:
-        raise ValueError(f"{name} needs one positive integer argument {mode.argument}, "
-                         f"e.g. --byzantine {name} 200; got {' '.join(rest) or 'nothing'!r}")
-    return name, int(rest[0])
+    try:
+        if len(rest) != 1:
+            raise ValueError("not one word")
+        return name, argument.parse(rest[0])
+    except ValueError:
+        raise ValueError(f"{name} needs one {argument.kind} argument {argument.name}, "
+                         f"e.g. --byzantine {name} {argument.example}; "
+                         f"got {' '.join(rest) or 'nothing'!r}") from None
 
 
-def make_behaviour(name: str, argument: int | None, *, private_key: PrivateKey) -> Behaviour:
+def make_behaviour(name: str, argument: object | None, *, private_key: PrivateKey) -> Behaviour:
     """The behaviour `parse_mode` accepted; `private_key` is this node's (equivocate signs with it)."""
     mode = MODES[name]
 

@@ -116,6 +116,9 @@ class Driver:
         except (ValueError, MessageError, RecursionError) as error:
             self._drop("malformed_frame", str(error)[:200])
             return
+        if not self.behaviour.admits(message):  # a Byzantine node keeps it from its replica (it logs that)
+            self.drops[f"byzantine_{self.behaviour.name}_{message.TYPE}"] += 1
+            return
         if connection is not None:
             if isinstance(message, Hello):
                 self._register_client(message, connection)

@@ -32,10 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="log file (default: <log_dir>/node-<id>.log from the configuration; '-' for stderr)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging threshold (default: %(default)s)")
+    takes = "; ".join(f"{name} takes {mode.argument.name}" for name, mode in MODES.items() if mode.argument)
     parser.add_argument("--byzantine", nargs="+", metavar=("MODE", "ARG"),
                         help="demos and tests only: misbehave on purpose. MODE is one of "
-                             f"{', '.join(MODES)}; crash-after and delay take a positive integer "
-                             "(frames sent before crashing, milliseconds), e.g. --byzantine delay 200. "
+                             f"{', '.join(MODES)}; {takes}, e.g. --byzantine delay 200. "
                              "Refused unless the configuration sets allow_byzantine: true.")
     parser.add_argument("--instant-builds", action="store_true",
                         help="tests and benchmarks only: answer every build at once without Docker. "

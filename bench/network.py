@@ -151,13 +151,18 @@ def _wait_until_up(nodes: NodeProcesses, root: Path) -> None:
 
 
 @asynccontextmanager
-async def client_of(config: NetworkConfig, name: str = "client") -> AsyncIterator[ClientService]:
-    """The client's service, links up and records open, for the network's configured client."""
+async def client_of(
+    config: NetworkConfig, name: str = "client", *, follow_links: bool = True
+) -> AsyncIterator[ClientService]:
+    """The client's service, links up and records open, for the network's configured client.
+    Without `follow_links` the client ignores a link going down (`ClientService.on_down`) and
+    reaches all nodes only by retransmitting, as it did before it followed its links."""
     auth = client_authenticator(config, name)
     records = BuildRecords(records_path(config.data_dir, name))
     try:
         async with aiohttp.ClientSession() as session:
-            service = ClientService(config, name, auth, records, NodeLinks(session, config.nodes))
+            links = NodeLinks(session, config.nodes)
+            service = ClientService(config, name, auth, records, links, follow_links=follow_links)
             service.start()
             try:
                 yield service

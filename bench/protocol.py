@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, TypeVar
 from bench.network import NodeProcesses, client_of, settle, start_nodes, submit_accepted
 from bench.stats import alternating, load_average, percentile, ratio, summarize
 from client.service import ClientService
+from pbft.config import ProtocolConfig
 from pbft.crypto import Ed25519Authenticator, generate_private_key
 from pbft.messages import Commit, signed
 
@@ -61,17 +62,17 @@ async def keep_in_flight(service, in_flight: int, *, total: int | None = None, d
 
 
 def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], Awaitable[T]], *,
-               settled: bool = True, protocol: dict | None = None) -> T:
+               settled: bool = True, protocol: dict | None = None, follow_links: bool = True) -> T:
     """Start `n` nodes with instant builds and a client, await `measure(nodes, service)`, stop them all.
 
     `settled`: a few requests first, so that links are up and code paths warm. `protocol`:
-    settings of the network's protocol section.
+    settings of the network's protocol section. `follow_links`: see `bench.network.client_of`.
     """
     with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-n{n}-") as scratch:
         nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile, protocol=protocol)
         try:
             async def run() -> T:
-                async with client_of(nodes.config) as service:
+                async with client_of(nodes.config, follow_links=follow_links) as service:
                     if settled:
                         await settle(service)
                     return await measure(nodes, service)
@@ -287,6 +288,58 @@ def idle_table(report: dict) -> str:
         result = results[name]
         rows.append(f"| {label} | {result['median']:.1f} | {result['min']:.1f} | {result['max']:.1f} |")
     rows += ["", f"The first request after idle takes {report['after_idle_over_warm']}x a warm one."]
+    return "\n".join(rows)
+
+
+# How the client learns that the primary is gone: from its link going down, or only when a
+# request's retransmission period passes without a quorum (ClientService(follow_links=...)).
+FAILOVER_CLIENTS = {"follows links": True, "retransmits only": False}
+
+
+def failover(args) -> dict:
+    """The primary killed (SIGKILL) on a warm network, then one request: signing it to its accepted
+    verdict, with a client that follows its links and one that only retransmits, alternating
+    rounds on fresh networks. The backups' view-change timer (view_change_timeout_s) runs from
+    the moment the request reaches them."""
+    rounds = 1 if args.quick else args.rounds
+    results: dict[str, list[float]] = {name: [] for name in FAILOVER_CLIENTS}
+
+    async def measure(nodes, service) -> float:
+        primary = nodes.processes[service.primary]
+        primary.kill()
+        primary.wait()
+        await asyncio.sleep(0.5)  # the client's link to it is down by now, as a user would find it
+        elapsed_s, _ = await submit_accepted(service)
+        return elapsed_s * 1000
+
+    for _, name in alternating(list(FAILOVER_CLIENTS), rounds):
+        results[name].append(on_network(args, 4, measure, follow_links=FAILOVER_CLIENTS[name]))
+    summaries = {name: summarize(values, 0) for name, values in results.items()}
+    defaults = ProtocolConfig()
+    return {
+        "scenario": "failover",
+        "rounds": rounds,
+        "view_change_timeout_s": defaults.view_change_timeout_s,
+        "client_retransmit_s": defaults.client_retransmit_s,
+        "results": summaries,
+        "follows_links_over_retransmits_only": ratio(
+            summaries["follows links"]["median"], summaries["retransmits only"]["median"]),
+    }
+
+
+def failover_table(report: dict) -> str:
+    rows = [
+        f"failover: n = 4, instant builds; the primary killed, then one request, signing it to its verdict; "
+        f"view_change_timeout_s {report['view_change_timeout_s']:g}, client_retransmit_s "
+        f"{report['client_retransmit_s']:g}; {report['rounds']} round(s), each on a fresh network",
+        "",
+        "| client | median ms | min | max |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, result in report["results"].items():
+        rows.append(f"| {name} | {result['median']:.0f} | {result['min']:.0f} | {result['max']:.0f} |")
+    rows += ["", f"Following the links takes {report['follows_links_over_retransmits_only']}x the time of "
+                 "retransmitting only."]
     return "\n".join(rows)
 
 

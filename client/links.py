@@ -31,6 +31,7 @@ CHALLENGE_TIMEOUT_S = 10.0
 
 OnFrame = Callable[[int, str], None]
 OnConnect = Callable[[int, str], Awaitable[None]]  # node id, that connection's challenge
+OnDown = Callable[[int], None]  # node id of a connection that was up and is gone
 
 
 def client_url(node: NodeConfig) -> str:
@@ -59,8 +60,9 @@ class NodeLink:
             return False
         return True
 
-    async def run(self, on_frame: OnFrame, on_connect: OnConnect) -> None:
-        """Connect, deliver frames, reconnect; returns only by cancellation."""
+    async def run(self, on_frame: OnFrame, on_connect: OnConnect, on_down: OnDown = lambda node_id: None) -> None:
+        """Connect, deliver frames, reconnect; returns only by cancellation. `on_down` hears
+        of each connection that was up and is gone (the node stopped, crashed or cut it)."""
         backoff_s = INITIAL_BACKOFF_S
         # Report the first failed attempt of an outage, not every retry.
         outage_reported = False
@@ -81,7 +83,9 @@ class NodeLink:
                 log.log(level, "link to node %d: cannot connect: %s", self.node_id, error or type(error).__name__)
                 outage_reported = True
             finally:
-                self._socket = None
+                was_up, self._socket = self._socket is not None, None
+                if was_up:
+                    on_down(self.node_id)
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
 
@@ -119,9 +123,9 @@ class NodeLinks:
         self._links = {node.id: NodeLink(session, node) for node in nodes}
         self._tasks: list[asyncio.Task] = []
 
-    def start(self, on_frame: OnFrame, on_connect: OnConnect) -> None:
+    def start(self, on_frame: OnFrame, on_connect: OnConnect, on_down: OnDown) -> None:
         self._tasks = [
-            asyncio.create_task(link.run(on_frame, on_connect), name=f"link-{node_id}")
+            asyncio.create_task(link.run(on_frame, on_connect, on_down), name=f"link-{node_id}")
             for node_id, link in self._links.items()
         ]
         for task in self._tasks:

@@ -35,7 +35,12 @@ BACKGROUND_CLOSE_S = 5.0
 class Links(Protocol):
     """What the service needs from the node links (see client.links.NodeLinks)."""
 
-    def start(self, on_frame: Callable[[int, str], None], on_connect: Callable[[int, str], Awaitable[None]]) -> None: ...
+    def start(
+        self,
+        on_frame: Callable[[int, str], None],
+        on_connect: Callable[[int, str], Awaitable[None]],
+        on_down: Callable[[int], None],
+    ) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -95,6 +100,7 @@ class ClientService:
         links: Links,
         *,
         deadline_s: float | None = None,
+        follow_links: bool = True,
     ) -> None:
         self.name = name
         self._config = config
@@ -105,6 +111,9 @@ class ClientService:
         self._links = links
         self._retransmit_s = config.protocol.client_retransmit_s
         self._deadline_s = config.protocol.client_deadline_s if deadline_s is None else deadline_s
+        # Send a request to all nodes as soon as the primary's link is seen down; off, only a
+        # retransmission does (scripts/bench.py failover compares the two).
+        self._follow_links = follow_links
         self._outstanding: dict[int, _Outstanding] = {}
         self._views: dict[int, int] = {}
         self._closing = False
@@ -114,7 +123,7 @@ class ClientService:
         self._commit: asyncio.Future | None = None
 
     def start(self) -> None:
-        self._links.start(self.on_frame, self.on_connect)
+        self._links.start(self.on_frame, self.on_connect, self.on_down)
 
     def observe(self, observer: BuildObserver) -> None:
         self._observers.append(observer)
@@ -242,9 +251,33 @@ class ClientService:
         log.info(
             "submitted build %d: %s %s commit=%s view=%d primary=%d%s",
             timestamp, operation.repository, operation.branch, operation.commit, self.view, primary,
-            "" if sent else " (link down: sent when it comes up)",
+            "" if sent else " (link down)",
         )
         self._notify("submitted", str(timestamp), operation)
+        if not sent and self._follow_links:
+            await self._send_to_all(timestamp, outstanding, "the primary's link is down")
+
+    async def _send_to_all(self, timestamp: int, outstanding: _Outstanding, why: str) -> None:
+        """Send the request to every node, as a retransmission does: each backup then times
+        the primary (OSDI'99 §4.4), and a view change follows if it is gone."""
+        outstanding.retransmitted = True
+        sent = await self._links.broadcast(outstanding.frame)
+        log.info(
+            "sent build %d to all nodes (%s): view=%d reached=%s replies_from=%s",
+            timestamp, why, self.view, sent, [reply.sender for reply in outstanding.collector.replies],
+        )
+
+    def on_down(self, node_id: int) -> None:
+        """A node's link went down. If it is the primary's, every request waiting for it goes
+        to all nodes now rather than at its next retransmission: a killed primary then costs
+        about one view-change timeout, not a retransmission period and the timeout."""
+        if node_id != self.primary or self._closing or not self._follow_links:
+            return
+        for timestamp, outstanding in list(self._outstanding.items()):
+            if not outstanding.retransmitted:
+                task = asyncio.create_task(self._send_to_all(timestamp, outstanding, "the primary's link went down"))
+                self._background.add(task)
+                task.add_done_callback(self._background_done)
 
     async def _await_quorum(self, timestamp: int, outstanding: _Outstanding, started_s: float) -> None:
         deadline_s = started_s + self._deadline_s
@@ -258,12 +291,7 @@ class ClientService:
                 pass
             if retransmit_at_s >= deadline_s:
                 return
-            outstanding.retransmitted = True
-            sent = await self._links.broadcast(outstanding.frame)
-            log.info(
-                "retransmitted build %d to all nodes: view=%d reached=%s replies_from=%s",
-                timestamp, self.view, sent, [reply.sender for reply in outstanding.collector.replies],
-            )
+            await self._send_to_all(timestamp, outstanding, "retransmission")
             retransmit_at_s += self._retransmit_s
 
     async def _await_the_rest(self, outstanding: _Outstanding, started_s: float) -> None:

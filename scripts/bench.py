@@ -25,6 +25,9 @@ Scenarios (default: all but real-project and caches):
               64 and 256 requests in flight.
   idle        n = 4, instant builds: the first request after --idle-s of
               silence vs a warm one.
+  failover    n = 4, instant builds: the primary killed, then one request;
+              a client that follows its links (sends to all nodes once the
+              primary's link is down) vs one that only retransmits.
   memory      n = 4, instant builds: each node's RSS after 1,000 and after
               10,000 requests.
   build       the example project through pbft-ci (webhook -> verdict) vs a
@@ -61,6 +64,7 @@ SCENARIOS = {
     "relay": (protocol.relay, protocol.relay_table),
     "throughput": (protocol.throughput, protocol.throughput_table),
     "idle": (protocol.idle, protocol.idle_table),
+    "failover": (protocol.failover, protocol.failover_table),
     "memory": (protocol.memory, protocol.memory_table),
     "build": (builds.build, builds.compare_table),
     "concurrent": (builds.concurrent, builds.concurrent_table),
@@ -68,7 +72,7 @@ SCENARIOS = {
     "real-project": (builds.real_project, builds.compare_table),
     "caches": (caches.caches, caches.caches_table),
 }
-DEFAULT = ("consensus", "relay", "throughput", "idle", "memory", "build", "concurrent", "durable")
+DEFAULT = ("consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable")
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:

@@ -49,7 +49,9 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
-    assert list(reports) == ["consensus", "relay", "throughput", "idle", "memory", "build", "concurrent", "durable"]
+    assert list(reports) == [
+        "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable",
+    ]
 
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
@@ -65,6 +67,10 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert all(rate["median"] > 0 for rate in reports["throughput"]["results"].values())
     assert all(cpu["nodes"] > 0 and cpu["client"] > 0 for cpu in reports["throughput"]["cpu_ms_per_request"].values())
     assert reports["idle"]["after_idle_over_warm"] > 0
+    failover = reports["failover"]["results"]
+    # Either way a view change must happen, which takes at least one view-change timeout.
+    timeout_ms = reports["failover"]["view_change_timeout_s"] * 1000
+    assert failover["follows links"]["min"] >= timeout_ms and failover["retransmits only"]["min"] >= timeout_ms
     assert len(reports["memory"]["results"]) == 4
     assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())
     build = reports["build"]
@@ -74,7 +80,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     # The tables went to stdout, one per scenario.
-    for heading in ("consensus:", "relay:", "throughput:", "idle:", "memory:", "build:", "concurrent:", "durable:", "targets"):
+    for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "targets"):
         assert heading in result.stdout
 
 

@@ -148,14 +148,17 @@ class MemoryLinks:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, str]] = []
+        self.down: set[int] = set()  # nodes whose link is down: sends to them fail
 
-    def start(self, on_frame, on_connect) -> None:
+    def start(self, on_frame, on_connect, on_down) -> None:
         pass
 
     async def close(self) -> None:
         pass
 
     async def send(self, node_id: int, text: str) -> bool:
+        if node_id in self.down:
+            return False
         self.sent.append((node_id, text))
         return True
 
@@ -259,3 +262,36 @@ async def test_requests_begun_together_go_out_and_then_share_one_commit(tmp_path
     with sqlite3.connect(tmp_path / "builds.sqlite") as other:
         assert other.execute("SELECT count(*) FROM builds WHERE state = 'accepted'").fetchone()[0] == 5
     records.close()
+
+
+async def test_a_request_goes_to_every_node_at_once_when_the_primarys_link_is_down(tmp_path):
+    # client_retransmit_s is 60 s here: nothing but the link's state sends it on.
+    service, links, _, _ = _service(tmp_path)
+    links.down.add(0)
+    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    while len(links.sent) < N - 1:
+        await asyncio.sleep(0)
+    assert sorted(node for node, _ in links.sent) == [1, 2, 3]
+    service.abandon_all()
+    await task
+
+
+async def test_requests_waiting_for_a_primary_whose_link_goes_down_go_to_every_node(tmp_path):
+    service, links, _, _ = _service(tmp_path)
+    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    while not links.sent:
+        await asyncio.sleep(0)
+    assert [node for node, _ in links.sent] == [0]
+    service.on_down(2)  # a backup: nothing to do
+    await asyncio.sleep(0)
+    assert len(links.sent) == 1
+    links.down.add(0)
+    service.on_down(0)
+    while len(links.sent) < N:
+        await asyncio.sleep(0)
+    assert sorted(node for node, _ in links.sent[1:]) == [1, 2, 3]
+    service.on_down(0)  # sent to all already: not again
+    await asyncio.sleep(0)
+    assert len(links.sent) == N
+    service.abandon_all()
+    await task

@@ -246,3 +246,39 @@ async def test_the_client_says_hello_only_over_a_challenge(aiohttp_server):
     # Two connections opened with something else: no HELLO on them, and the link tried again.
     assert opened == first_frames
     assert said == [(4, "5a" * 32)]
+
+
+async def test_the_link_says_when_a_connection_that_was_up_goes_down(aiohttp_server):
+    # The node opens with its challenge and, the first time, hangs up: the client hears of it
+    # at once (a killed primary's requests then go to every node). A refused one is no news.
+    connections: list[int] = []
+
+    async def node(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        connections.append(1)
+        await ws.send_str(json.dumps(encode(Challenge("5a" * 32))))
+        if len(connections) > 1:
+            async for _ in ws:
+                pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/client", node)
+    server = await aiohttp_server(app)
+    downs: list[int] = []
+
+    async def on_connect(node_id: int, challenge: str) -> None:
+        pass
+
+    async with aiohttp.ClientSession() as session:
+        link = NodeLink(session, NodeConfig(4, "127.0.0.1", server.port, "00" * 32))
+        task = asyncio.create_task(link.run(lambda node_id, text: None, on_connect, downs.append))
+        try:
+            async with asyncio.timeout(5):
+                while len(connections) < 2:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert downs[:1] == [4]

@@ -26,7 +26,7 @@ from pbft.config import is_client_name
 from pbft.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import (
-    Message, MessageError, PrePrepare, Relay, Request, Result, batch_digest, decode, encode, signed,
+    Commit, Message, MessageError, PrePrepare, Relay, Request, Result, batch_digest, decode, encode, signed,
 )
 
 logger = logging.getLogger(__name__)
@@ -279,6 +279,66 @@ class Censor(Behaviour):
         return True
 
 
+class WithholdRelay(Behaviour):
+    """As the primary of a network that relays votes, never pass a COMMIT on to one backup
+    (the victim: the next node), and put the victim's own votes first in every relay the
+    others get, so that they hold them before the victim gives up on the relay and votes
+    to all in that slot. Everyone else sees a healthy primary.
+
+    Each relay is decoded and its votes reordered, then encoded again: a relay is an
+    unsigned envelope, and every vote in it keeps its own signature.
+    """
+
+    name = "withhold-relay"
+
+    def __init__(self, victim: int) -> None:
+        self.victim = victim
+        self._last: tuple[str, str] | None = None  # (a relay frame, the same with the victim's votes first)
+        self._warn_withheld = RateLimitedWarning()
+        self._warn_reordered = RateLimitedWarning()
+
+    def peer(self, peer_id: int, link: Sender) -> Sender:
+        if peer_id == self.victim:
+            return _Relay(lambda frame: self._to_victim(link, frame))
+        return _Relay(lambda frame: link.send(self._victims_first(frame)))
+
+    def _to_victim(self, link: Sender, frame: str) -> None:
+        relay = _relay_in(frame)
+        if relay is not None and any(isinstance(vote, Commit) for vote in relay.votes):
+            self._warn_withheld("byzantine withhold-relay: withheld a relay of %d votes with commits from node %d",
+                                len(relay.votes), self.victim)
+            return
+        link.send(frame)
+
+    def _victims_first(self, frame: str) -> str:
+        if self._last is not None and self._last[0] == frame:  # one broadcast, a link per peer
+            return self._last[1]
+        relay = _relay_in(frame)
+        if relay is None:
+            return frame
+        first = tuple(vote for vote in relay.votes if vote.sender == self.victim)
+        rewritten = frame
+        if first:
+            votes = first + tuple(vote for vote in relay.votes if vote.sender != self.victim)
+            if votes != relay.votes:
+                rewritten = json.dumps(encode(Relay(votes)))
+                self._warn_reordered("byzantine withhold-relay: put node %d's %d votes first in a relay of %d",
+                                     self.victim, len(first), len(votes))
+        self._last = (frame, rewritten)
+        return rewritten
+
+
+def _relay_in(frame: str) -> Relay | None:
+    """The relay a frame carries, or None for any other frame."""
+    if '"relay"' not in frame:
+        return None
+    try:
+        message = decode(json.loads(frame))
+    except (ValueError, MessageError):
+        return None
+    return message if isinstance(message, Relay) else None
+
+
 class Forge(Behaviour):
     """Send every message forged, so honest receivers drop it on its signature.
 
@@ -355,6 +415,16 @@ def client_name(word: str) -> str:
 
 
 @dataclass(frozen=True)
+class Node:
+    """What a behaviour may know of the node it runs in: its id, the network's size, and
+    how it signs (with its own key)."""
+
+    id: int
+    n: int
+    sign: Sign
+
+
+@dataclass(frozen=True)
 class Mode:
     """How `--byzantine NAME [ARG]` builds a behaviour; `argument` says what ARG is, if the mode takes one."""
 
@@ -363,18 +433,19 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {
-    "lie": Mode(lambda *, sign: Lie()),
-    "silent": Mode(lambda *, sign: Silent()),
-    "crash-after": Mode(lambda frames, *, sign: CrashAfter(frames),
+    "lie": Mode(lambda node: Lie()),
+    "silent": Mode(lambda node: Silent()),
+    "crash-after": Mode(lambda frames, node: CrashAfter(frames),
                         argument=Argument("positive integer", "N (frames sent before crashing)", "50",
                                           positive_integer)),
-    "equivocate": Mode(lambda *, sign: Equivocate(sign)),
-    "forge": Mode(lambda *, sign: Forge()),
-    "delay": Mode(lambda delay_ms, *, sign: Delay(delay_ms),
+    "equivocate": Mode(lambda node: Equivocate(node.sign)),
+    "forge": Mode(lambda node: Forge()),
+    "delay": Mode(lambda delay_ms, node: Delay(delay_ms),
                   argument=Argument("positive integer", "MS (milliseconds)", "200", positive_integer)),
-    "censor": Mode(lambda client, *, sign: Censor(client),
+    "censor": Mode(lambda client, node: Censor(client),
                    argument=Argument("client name", "CLIENT (whose requests its replica never sees)", "client",
                                      client_name)),
+    "withhold-relay": Mode(lambda node: WithholdRelay(victim=(node.id + 1) % node.n)),
 }
 
 
@@ -399,13 +470,15 @@ def parse_mode(words: list[str]) -> tuple[str, object | None]:
                          f"got {' '.join(rest) or 'nothing'!r}") from None
 
 
-def make_behaviour(name: str, argument: object | None, *, private_key: PrivateKey) -> Behaviour:
-    """The behaviour `parse_mode` accepted; `private_key` is this node's (equivocate signs with it)."""
+def make_behaviour(name: str, argument: object | None, *, private_key: PrivateKey, node_id: int, n: int) -> Behaviour:
+    """The behaviour `parse_mode` accepted, for node `node_id` of a network of `n`;
+    `private_key` is this node's (equivocate signs with it)."""
     mode = MODES[name]
 
     def sign(payload: dict) -> str:
         return sign_bytes(private_key, canonical(payload))
 
+    node = Node(node_id, n, sign)
     if argument is None:
-        return mode.build(sign=sign)
-    return mode.build(argument, sign=sign)
+        return mode.build(node)
+    return mode.build(argument, node)

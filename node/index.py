@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_file or str(config.log_dir / f"node-{args.id}.log"), args.log_level)
     behaviour = HONEST
     if args.byzantine:
-        behaviour = make_behaviour(*args.byzantine, private_key=load_private_key(config.node_key_path(args.id)))
+        behaviour = make_behaviour(*args.byzantine, private_key=load_private_key(config.node_key_path(args.id)),
+                                   node_id=args.id, n=config.n)
         logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, behaviour)
     app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None)
     web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)

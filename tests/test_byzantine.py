@@ -277,7 +277,7 @@ def test_rate_limited_warning_reports_once_per_interval_with_a_count(caplog):
 ])
 def test_every_mode_parses_and_builds(words, expected):
     assert parse_mode(words) == expected
-    behaviour = make_behaviour(*expected, private_key=generate_private_key())
+    behaviour = make_behaviour(*expected, private_key=generate_private_key(), node_id=0, n=4)
     assert str(behaviour) == " ".join(words)
 
 
@@ -302,7 +302,8 @@ def test_the_node_cli_refuses_a_bad_argument_before_starting():
     )
     assert result.returncode == 2
     assert "--byzantine: delay needs one positive integer argument MS (milliseconds)" in result.stderr
-    assert set(MODES) == {"lie", "silent", "crash-after", "equivocate", "forge", "delay", "censor"}
+    assert set(MODES) == {"lie", "silent", "crash-after", "equivocate", "forge", "delay", "censor",
+                          "withhold-relay"}
 
 
 # --- integration: four real nodes on loopback ------------------------------------
@@ -445,7 +446,7 @@ def executed_digests(caplog, nodes) -> dict[int, dict[int, str]]:
 
 async def test_an_equivocating_primary_splits_no_honest_nodes_and_a_view_change_restores_verdicts(network, caplog):
     caplog.set_level(logging.INFO, logger="pbft.replica")
-    net = await network({0: lambda key: make_behaviour("equivocate", None, private_key=key)})
+    net = await network({0: lambda key: make_behaviour("equivocate", None, private_key=key, node_id=0, n=4)})
     honest = (1, 2, 3)
 
     # Sent to the primary only, it gets stuck on the split; the retransmission

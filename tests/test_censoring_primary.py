@@ -38,7 +38,7 @@ SLACK_S = 1.0  # an instant build, the replies' way back, and a loaded machine's
 ])
 def test_censor_takes_a_client_name(words, expected):
     assert parse_mode(words) == expected
-    assert str(make_behaviour(*expected, private_key=generate_private_key())) == " ".join(words)
+    assert str(make_behaviour(*expected, private_key=generate_private_key(), node_id=0, n=4)) == " ".join(words)
 
 
 @pytest.mark.parametrize("words", [

@@ -112,6 +112,9 @@ class Cluster:
         self._end_turn(node)
         return reason
 
+    def saw(self, node: int, effects: list[Effect]) -> None:
+        """A turn of `node` is about to be saved and carried out (a hook for scenario tests)."""
+
     def _end_turn(self, node: int) -> None:
         """Run the save the node's interpreter scheduled, and what that started."""
         ends = self._turn_ends[node]
@@ -218,6 +221,7 @@ class _Edges:
 
     def saving(self, effects: list[Effect]) -> None:
         cluster, node = self.cluster, self.node
+        cluster.saw(node, effects)
         for effect in effects:
             if isinstance(effect, Store):
                 cluster.stored[node].append(effect.message)

@@ -37,6 +37,9 @@ Scenarios (default: all but real-project and caches):
   concurrent  20 webhooks at once (10 master, 10 feature) vs 20 in a row.
   durable     the node's store: saves per second with SQLite
               synchronous=FULL (what nodes use) vs NORMAL, in --dir.
+  restart     a node's restart (load its store, restore the replica) after
+              5,000 and 40,000 builds of one client, in --dir: what is live
+              costs, not the history.
   real-project  like build, for a real test suite (tests/real_project.py:
               more-itertools, 660-odd pytest tests). Needs the image
               (scripts/build-debian-image.sh) and, once, PyPI.
@@ -56,7 +59,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench import builds, caches, durable, protocol  # noqa: E402
+from bench import builds, caches, durable, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -69,10 +72,13 @@ SCENARIOS = {
     "build": (builds.build, builds.compare_table),
     "concurrent": (builds.concurrent, builds.concurrent_table),
     "durable": (durable.durable, durable.durable_table),
+    "restart": (restart.restart, restart.restart_table),
     "real-project": (builds.real_project, builds.compare_table),
     "caches": (caches.caches, caches.caches_table),
 }
-DEFAULT = ("consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable")
+DEFAULT = (
+    "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
+)
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="idle: seconds of silence before the measured request (default: %(default)s)")
     parser.add_argument("--saves", type=int, default=1000, help="durable: saves per round and mode (default: %(default)s)")
     parser.add_argument("--dir", default=str(REPO_ROOT / "data"),
-                        help="durable: where the scratch databases go (default: %(default)s)")
+                        help="durable, restart: where the scratch databases go (default: %(default)s)")
     parser.add_argument("--files", type=int, default=20000,
                         help="caches: files the simulated dependency install writes (default: %(default)s)")
     parser.add_argument("--compile-mb", type=int, default=0,

@@ -50,7 +50,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
     assert list(reports) == [
-        "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable",
+        "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
     ]
 
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
@@ -79,8 +79,12 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert len(build["node_overhead_ms"]["values"]) == 4
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
+    restart = reports["restart"]["results"]
+    assert list(restart) == ["2000", "8000"] and all(size["restart_s"]["median"] > 0 for size in restart.values())
+    # Only the newest max_requests_per_client builds of the client are live after a restart.
+    assert restart["8000"]["builds_kept"] == reports["restart"]["max_requests_per_client"]
     # The tables went to stdout, one per scenario.
-    for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "targets"):
+    for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "restart:", "targets"):
         assert heading in result.stdout
 
 

@@ -14,7 +14,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from aiohttp import web  # noqa: E402
 
-from node.byzantine import HONEST, MODES, make_behaviour, parse_mode  # noqa: E402
+from node.byzantine import HONEST, MODES, make_behaviour, parse_mode, positive_integer  # noqa: E402
+from node.driver import CRASH_EXIT_CODE, CRASH_POINTS, CrashAt  # noqa: E402
 from node.instant import instant_build  # noqa: E402
 from node.server import make_app  # noqa: E402
 from pbft.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
@@ -40,7 +41,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instant-builds", action="store_true",
                         help="tests and benchmarks only: answer every build at once without Docker. "
                              "Refused unless the configuration sets allow_byzantine: true.")
+    parser.add_argument("--crash-at", nargs=2, metavar=("POINT", "TURNS"),
+                        help="tests only: end the process with exit code "
+                             f"{CRASH_EXIT_CODE}, as kill -9 would, the first time it reaches POINT after TURNS "
+                             "scheduled saves ran: "
+                             + "; ".join(f"{point}: {where}" for point, where in CRASH_POINTS.items())
+                             + ". Refused unless the configuration sets allow_byzantine: true.")
     args = parser.parse_args(argv)
+    if args.crash_at:
+        point, turns = args.crash_at
+        if point not in CRASH_POINTS:
+            parser.error(f"--crash-at: unknown point {point!r}; choose one of: {', '.join(CRASH_POINTS)}")
+        try:
+            args.crash_at = CrashAt(point, positive_integer(turns))
+        except ValueError:
+            parser.error(f"--crash-at: TURNS must be a positive integer, e.g. --crash-at {point} 20; got {turns!r}")
     if args.byzantine:
         try:
             args.byzantine = parse_mode(args.byzantine)
@@ -66,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(f"{config.path}: node {args.id} cannot reach its build engine: {problem}", file=sys.stderr)
             return 2
-    for switch, used in (("--byzantine", args.byzantine), ("--instant-builds", args.instant_builds)):
+    for switch, used in (("--byzantine", args.byzantine), ("--instant-builds", args.instant_builds),
+                         ("--crash-at", args.crash_at)):
         if used and not config.allow_byzantine:
             print(f"{switch} is refused: {config.path} does not set allow_byzantine: true", file=sys.stderr)
             return 2
@@ -81,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         behaviour = make_behaviour(*args.byzantine, private_key=load_private_key(config.node_key_path(args.id)),
                                    node_id=args.id, n=config.n)
         logging.getLogger("node").warning("node=%d started as byzantine: %s", args.id, behaviour)
-    app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None)
+    if args.crash_at:
+        logging.getLogger("node").warning("node=%d started with a crash point: %s", args.id, args.crash_at)
+    app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None,
+                   crash_at=args.crash_at)
     web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None)
     return 0
 

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from node.artifactroute import add_artifact_routes
 from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
-from node.driver import Build, Driver
+from node.driver import Build, CrashAt, Driver
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
@@ -88,10 +88,12 @@ def make_app(
     build: Build | None = None,
     behaviour: Behaviour = HONEST,
     heartbeat_s: float = HEARTBEAT_S,
+    crash_at: CrashAt | None = None,
 ) -> web.Application:
     """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos).
 
     `heartbeat_s` is the WebSocket ping period on every socket of the node, both ends; tests shorten it.
+    `crash_at` ends the process at one of the driver's crash points (tests of restarts).
     """
     app = web.Application()
     app[HEARTBEAT] = heartbeat_s
@@ -142,6 +144,8 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
+            if crash_at is not None:
+                crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
             for seq, request in rerun:

@@ -38,8 +38,8 @@ def add_client(config_path: Path, name: str) -> None:
     data = yaml.safe_load(config_path.read_text())
     private = generate_private_key()
     save_private_key(private, client_key_file(config_path.parent / data["keys_dir"], name))
-    data["clients"].append({"name": name, "host": "127.0.0.1", "port": free_port(), "public_key": public_key_hex(private),
-                            "plain_without_token": True})
+    data["clients"].append({"name": name, "host": "127.0.0.1", "port": free_port(),
+                            "public_key": public_key_hex(private), "plain_without_token": True})
     config_path.write_text(yaml.safe_dump(data))
 
 

@@ -649,3 +649,32 @@ def test_a_backup_cut_out_of_the_relays_still_builds_and_every_request_is_answer
         assert not outcome.violations, (seed, outcome.first_violation)
         victim = cluster.nodes[1]
         assert victim.replica.last_executed == cluster.nodes[2].replica.last_executed
+
+
+def _without_any_client_bound(self, expiry_us, max_kept=None, max_open=None):
+    _real_client_table_init(self, expiry_us, 10**9, 10**9)
+
+
+def _greedy_seeds(wanted: int) -> list[SimCluster]:
+    found, seed = [], 0
+    while len(found) < wanted:
+        cluster = SimCluster(seed, options())
+        if cluster.workload.shape == "greedy" and cluster.plan.kinds() == ["none"]:
+            found.append(cluster)
+        seed += 1
+    return found
+
+
+def test_simulation_catches_a_greedy_client_that_nothing_bounds(monkeypatch):
+    monkeypatch.setattr("pbft.clients.ClientTable.__init__", _without_any_client_bound)
+    outcomes = [cluster.run() for cluster in _greedy_seeds(2)]
+    texts = [violation.text for outcome in outcomes for violation in outcome.violations if violation.kind == "memory"]
+    assert any("waiting" in text for text in texts), texts
+
+
+def test_a_greedy_client_costs_the_others_neither_liveness_nor_memory():
+    for cluster in _greedy_seeds(2):
+        outcome = cluster.run()
+        assert not outcome.violations, (outcome.seed, outcome.first_violation)
+        greedy = cluster.clients["greedy"]
+        assert len(greedy.requests) > cluster.nodes[0].replica.settings.max_requests_per_client

@@ -196,12 +196,13 @@ def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: i
 @dataclass(frozen=True)
 class MemoryBounds:
     slots: int  # the log covers h < seq <= H
-    buffered: int  # each buffer of per-sender buffers (future messages, early result votes), and waiting requests
+    buffered: int  # each buffer of per-sender buffers (future messages, early result votes)
     view_changes: int  # one per sender
     checkpoints: int  # sequence numbers with checkpoint votes
     # Executed requests remembered, and builds with votes: per client, what the checkpoint
     # bound keeps plus what can execute before the next checkpoint forgets.
     requests: int
+    waiting: int  # requests of clients waiting at a node: max_open_per_client each
 
     @classmethod
     def for_settings(cls, settings: ReplicaSettings, clients: int) -> MemoryBounds:
@@ -213,6 +214,7 @@ class MemoryBounds:
             # Checkpoints are accepted up to H + log window, one per interval, and the stable one is kept.
             checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2,
             requests=clients * (settings.max_requests_per_client + per_checkpoint),
+            waiting=clients * settings.max_open_per_client,
         )
 
     def limits(self) -> dict[str, int]:
@@ -220,7 +222,7 @@ class MemoryBounds:
             "slots": self.slots,
             "future": self.buffered,
             "early_votes": self.buffered,
-            "waiting": self.buffered,
+            "waiting": self.waiting,
             "view_changes": self.view_changes,
             "checkpoints": self.checkpoints,
             "executed_requests": self.requests,

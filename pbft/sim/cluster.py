@@ -63,7 +63,7 @@ from pbft.sim.settled import (
     ledger_failures,
 )
 from pbft.sim.store import PowerCutStore
-from pbft.sim.workload import REPOSITORY, Submission, build_result, long_workload, make_workload
+from pbft.sim.workload import GREEDY_CLIENT, REPOSITORY, Submission, build_result, long_workload, make_workload
 from pbft.storage import StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY, _SAVE, _ARM = range(10)
@@ -78,6 +78,8 @@ MAX_BUFFERED = 256
 # Far below the thousands a long run's clients send, with timestamps 1, 2, 3, ... that
 # the hour of `request_expiry_s` never expires: the per-client bound must do it.
 MAX_REQUESTS_PER_CLIENT = 256
+# A greedy client's hundreds of requests at once meet this bound at every node.
+MAX_OPEN_PER_CLIENT = 64
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class SimCluster:
             self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
             checkpoint_interval, batch_max, pipeline_depth = rng.choice((2, 4, 8, 128)), rng.randint(1, 8), rng.randint(1, 8)
         client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
-        keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT])
+        keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT, GREEDY_CLIENT])
         if self.long:
             self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
@@ -203,6 +205,7 @@ class SimCluster:
             pipeline_depth=pipeline_depth,
             max_buffered=MAX_BUFFERED,
             max_requests_per_client=MAX_REQUESTS_PER_CLIENT,
+            max_open_per_client=MAX_OPEN_PER_CLIENT,
             relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
         )
         self.network = Network(self.plan, rng)
@@ -218,6 +221,8 @@ class SimCluster:
             self.nodes.append(SimNode(replica, behaviour, self._store(node), self._edges))
         if self.plan.censors():
             client_names.append(BUSY_CLIENT)
+        if self.workload.shape == "greedy":
+            client_names.append(GREEDY_CLIENT)
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker(self.f)
@@ -228,7 +233,10 @@ class SimCluster:
         self.now_s = 0.0
         self._queue: list[tuple] = []
         self._order = 0
-        self._unanswered = len(self.workload.submissions)
+        # Requests of correct clients still without a verdict. The greedy client is the
+        # adversary: it may lose its own oldest requests to the per-client bound, and no
+        # liveness is promised to it; it must not cost anyone else theirs, or any memory.
+        self._unanswered = sum(1 for submission in self.workload.submissions if submission.client != GREEDY_CLIENT)
         self._quiet_from_s = max(self.plan.heal_s, self.workload.span_s)  # every fault over, every request sent
         self._settle_from_s: float | None = None
         self._down: dict[int, _Down] = {}
@@ -327,13 +335,14 @@ class SimCluster:
         if broken is not None:
             violations.append(broken)
         elif self._unanswered:
-            submitted = [(name, ts) for name, client in self.clients.items() for ts in client.requests]
-            accepted = [(name, ts) for name, client in self.clients.items() for ts in client.accepted]
+            correct = {name: client for name, client in self.clients.items() if name != GREEDY_CLIENT}
+            submitted = [(name, ts) for name, client in correct.items() for ts in client.requests]
+            accepted = [(name, ts) for name, client in correct.items() for ts in client.accepted]
             violations += liveness_failures(self.now_s, submitted, accepted)
         else:
             violations += self._settled_failures()
-        answered = len(self.workload.submissions) - self._unanswered
-        self._log(f"end at {self.now_s:.3f}s: {answered}/{len(self.workload.submissions)} accepted, {dict(self.stats)}")
+        accepted = sum(len(client.accepted) for client in self.clients.values())
+        self._log(f"end at {self.now_s:.3f}s: {accepted}/{len(self.workload.submissions)} accepted, {dict(self.stats)}")
         for violation in violations:
             self._log(f"VIOLATION {violation}")
         return SeedOutcome(self.seed, self.plan, self.kinds(), violations, self.now_s, self.stats, self.trace)
@@ -439,7 +448,8 @@ class SimCluster:
         if self.trace is not None:
             self._log(f"deliver {src}->{client.name} {describe(reply)}" + (f" DROPPED {reason}" if reason else ""))
         if accepted is not None:
-            self._unanswered -= 1
+            if client.name != GREEDY_CLIENT:
+                self._unanswered -= 1
             self._log(f"ACCEPT {client.name} t={reply.timestamp} {accepted}")
             self.safety.accepted(self.now_s, (client.name, reply.timestamp), accepted)
 

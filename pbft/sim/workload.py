@@ -5,9 +5,10 @@ pinned commit, so honest nodes agree; the free-text reason carries the
 build time and so differs between nodes, as real logs would.
 
 A seed's workload has a shape: `steady` (requests spread over a few
-seconds), `burst` (a few bursts, each many requests within 50 ms) or `idle`
+seconds), `burst` (a few bursts, each many requests within 50 ms), `idle`
 (groups of requests separated by idle gaps of seconds to minutes, where
-timers and fetch intervals elapse with nothing to order). Long runs
+timers and fetch intervals elapse with nothing to order) or `greedy` (steady,
+and a client of timestamps 1, 2, 3, ... sending hundreds of requests at once). Long runs
 (`long_workload`) are a steady stream of thousands of requests.
 """
 
@@ -20,7 +21,13 @@ from pbft.encoding import digest
 from pbft.messages import Operation, Result
 
 REPOSITORY = "example"
-SHAPES = ("steady", "burst", "idle")
+SHAPES = ("steady", "burst", "idle", "greedy")
+# A `greedy` workload adds a client that numbers its requests 1, 2, 3, ... and sends them
+# all within 50 ms, more of them than a node keeps per client, open or executed (the
+# simulator's max_open_per_client and max_requests_per_client), each naming a branch that
+# does not exist (a build that costs nothing).
+GREEDY_CLIENT = "greedy"
+GREEDY_REQUESTS = 300
 
 
 @dataclass(frozen=True)
@@ -104,8 +111,14 @@ def make_workload(rng: random.Random, requests: int, clients: list[str], submit_
     shape = rng.choice(SHAPES)
     submissions = [
         Submission(time_s, rng.choice(clients), _operation(rng, index))
-        for index, time_s in enumerate(_times(rng, shape, requests, submit_window_s))
+        for index, time_s in enumerate(_times(rng, "steady" if shape == "greedy" else shape, requests, submit_window_s))
     ]
+    if shape == "greedy":
+        start_s = rng.uniform(0.0, submit_window_s)  # all of them within 50 ms
+        submissions += [
+            Submission(start_s + rng.uniform(0.0, 0.05), GREEDY_CLIENT, Operation(REPOSITORY, f"missing-greedy-{index}"))
+            for index in range(GREEDY_REQUESTS)
+        ]
     return Workload(shape, tuple(sorted(submissions, key=lambda submission: submission.time_s)))
 
 

@@ -278,6 +278,10 @@ class SimCluster:
     def _build_checker(self) -> BuildChecker:
         plan = self.plan
         shared = plan.split is not None or plan.drop is not None or plan.blackout is not None
+        # A greedy client's requests beyond what the primary takes (max_open_per_client) wait at
+        # the backups until their timers suspect an honest primary: view changes, a faulty
+        # client's doing, after which a node may rightly catch up by transfer.
+        shared = shared or self.workload.shape == "greedy"
         # A faulty node that may be primary can withhold a pre-prepare or a relay from one correct
         # node (by equivocating, by a lossy or cut link, by relaying to the others only), which
         # then rightly catches up by transfer: it builds what it adopted whose verdict is open.

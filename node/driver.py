@@ -40,10 +40,15 @@ from pbft.replica_persistence import DurableState
 logger = logging.getLogger(__name__)
 
 
-def exit_process() -> None:
-    """Flush the logs and end the process without unwinding (fail-stop)."""
+def exit_at_once(code: int) -> None:
+    """Flush the logs and end the process without unwinding, with `code`."""
     logging.shutdown()
-    os._exit(70)
+    os._exit(code)
+
+
+def exit_process() -> None:
+    """End the process (fail-stop): see `exit_at_once`."""
+    exit_at_once(70)
 
 
 # Test-only crash points (`node/index.py --crash-at POINT TURNS`), see CrashAt.
@@ -54,12 +59,6 @@ CRASH_POINTS = {
 }
 # Not 0, 1 (an uncaught error), 2 (a usage error) or 70 (fail-stop): a test knows the crash was this.
 CRASH_EXIT_CODE = 3
-
-
-def exit_at_once(code: int) -> None:
-    """Flush the logs and end the process without unwinding, with `code`."""
-    logging.shutdown()
-    os._exit(code)
 
 
 class Build(Protocol):

@@ -30,10 +30,11 @@ import aiohttp
 import pytest
 
 from node.storage import NodeStore
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from client.app import client_authenticator
 from pbft.messages import Operation, Request, decode, encode, signed
 from tests.network import say_hello
-from tests.test_long_lived_nodes import Nodes, order_requests, wait_until
+from tests.node_processes import wait_until
+from tests.test_long_lived_nodes import Nodes, order_requests
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +89,7 @@ def fill(directory: Path) -> Path:
 
 async def stream_requests(config, timestamps: range, interval_s: float) -> None:
     """Send the requests of `timestamps` to the primary one every `interval_s`, then wait for its reply to each."""
-    auth = Ed25519Authenticator(
-        load_private_key(config.client_key_path("client")),
-        {node.id: parse_public_key(node.public_key) for node in config.nodes},
-        {},
-    )
+    auth = client_authenticator(config, "client")
     primary = config.node(0)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://{primary.host}:{primary.port}/client") as ws:

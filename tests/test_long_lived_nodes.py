@@ -20,9 +20,10 @@ import pytest
 
 from node.storage import NodeStore
 from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from client.app import client_authenticator
 from pbft.messages import Operation, Request, decode, encode, signed
 from tests.network import say_hello, write_network
+from tests.node_processes import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -91,11 +92,7 @@ def nodes(tmp_path):
 
 async def order_requests(config, count: int, first_timestamp: int) -> None:
     """Send `count` signed requests to the primary, keeping IN_FLIGHT open, until it replied to all."""
-    auth = Ed25519Authenticator(
-        load_private_key(config.client_key_path("client")),
-        {node.id: parse_public_key(node.public_key) for node in config.nodes},
-        {},
-    )
+    auth = client_authenticator(config, "client")
     primary = config.node(0)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://{primary.host}:{primary.port}/client") as ws:
@@ -119,16 +116,6 @@ async def order_requests(config, count: int, first_timestamp: int) -> None:
                     answered.add(reply.timestamp)
                     assert reply.result.status == "success"
                     await send(min(1, count - sent))
-
-
-def wait_until(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_node_down_for_5000_requests_rejoins_and_the_four_ledgers_agree(nodes):

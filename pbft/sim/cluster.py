@@ -77,9 +77,11 @@ BUSY_INTERVAL_S = 1.0
 MAX_BUFFERED = 256
 # Far below the thousands a long run's clients send, with timestamps 1, 2, 3, ... that
 # the hour of `request_expiry_s` never expires: the per-client bound must do it.
-MAX_REQUESTS_PER_CLIENT = 256
+MAX_REQUESTS_PER_CLIENT = 128
 # A greedy client's hundreds of requests at once meet this bound at every node.
 MAX_OPEN_PER_CLIENT = 64
+# How long after the workload and the faults a greedy client goes on retransmitting.
+GREEDY_PERSISTENCE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,8 @@ class SimCluster:
     def _retransmit(self, client: SimClient, timestamp: int) -> None:
         if timestamp in client.accepted:
             return
+        if client.name == GREEDY_CLIENT and self.now_s > self._quiet_from_s + GREEDY_PERSISTENCE_S:
+            return  # the flood is over: it gives up on what it lost, as a client at its deadline
         self._log(f"retransmit {client.name} t={timestamp} to all")
         for node in range(self.n):
             self._send(client.name, node, client.requests[timestamp])

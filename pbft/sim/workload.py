@@ -27,7 +27,7 @@ SHAPES = ("steady", "burst", "idle", "greedy")
 # simulator's max_open_per_client and max_requests_per_client), each naming a branch that
 # does not exist (a build that costs nothing).
 GREEDY_CLIENT = "greedy"
-GREEDY_REQUESTS = 300
+GREEDY_REQUESTS = 200
 
 
 @dataclass(frozen=True)

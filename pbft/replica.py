@@ -739,7 +739,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             key = next(iter(self.learnt_open))
             still_open = self.result_votes.open_after_asking(key, times=2)
             if still_open is None:
-                return  # not asked twice yet; later ones were asked no earlier
+                return  # not asked twice yet: the oldest is built first, once it has been
             del self.learnt_open[key]
             if still_open:
                 self._build_learnt(key)

@@ -37,10 +37,17 @@ class LedgerCatchUp:
         self._outbox.append(Broadcast(self._fetch()))
 
     def _maybe_announce(self) -> None:
+        """Idle for a while, say where we are, and say again our CHECKPOINTs that are not
+        stable yet: ones lost in a partition would otherwise hold the window shut for good
+        (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
         if self.changing_view or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
             return
         status = signed(Status(self.view, self.last_executed, self.id), self.auth.sign)
         self._outbox.append(Broadcast(status))
+        for seq in sorted(self.checkpoints.own):
+            own = self.checkpoints.votes.get(seq, {}).get(self.id)
+            if seq > self.low_watermark and own is not None:
+                self._outbox.append(Broadcast(own))
 
     def _on_status(self, message: Status) -> str | None:
         """A peer says where it is: a claim like any other, believed once f+1 make it."""

@@ -137,7 +137,9 @@ def make_app(
             if loaded is None:
                 replica = Replica(settings, auth)
             else:
-                replica = Replica.restore(settings, auth, loaded.state, loaded.messages, loaded.executed, now)
+                replica = Replica.restore(
+                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt
+                )
                 rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(
                     "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",

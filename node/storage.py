@@ -96,6 +96,7 @@ class Loaded:
     messages: list[Message]
     executed: dict[tuple[str, int], tuple[int, bool]]  # key -> (seq, whether this node replied)
     unfinished: list[tuple[int, Request]]
+    learnt: list[tuple[int, Request]]  # learnt by state transfer and never built here
 
 
 class NodeStore:
@@ -132,7 +133,7 @@ class NodeStore:
         state = DurableState.from_json(json.loads(row[0]))
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         executed: dict[tuple[str, int], tuple[int, bool]] = {}
-        unfinished = []
+        unfinished, learnt = [], []
         # Every client that executed anything here has a newest timestamp in the state.
         for client in sorted(state.client_latest):
             live = (client, state.client_floor.get(client, -1))
@@ -141,16 +142,17 @@ class NodeStore:
                 for (body,) in self._db.execute("SELECT body FROM votes WHERE client = ? AND timestamp > ?", live)
             ]
             for timestamp, seq, replied, built, request in self._db.execute(
-                "SELECT timestamp, seq, reply IS NOT NULL, built, CASE WHEN reply IS NULL AND built THEN request END"
+                "SELECT timestamp, seq, reply IS NOT NULL, built, CASE WHEN reply IS NULL THEN request END"
                 " FROM builds WHERE client = ? AND timestamp > ?", live,
             ):
                 executed[(client, timestamp)] = (seq, bool(replied))
                 if request is not None:
-                    unfinished.append((seq, decode(json.loads(request))))
+                    (unfinished if built else learnt).append((seq, decode(json.loads(request))))
         unfinished.sort(key=lambda build: build[0])
+        learnt.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished)
+        return Loaded(state, messages, executed, unfinished, learnt)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.

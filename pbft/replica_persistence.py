@@ -81,6 +81,7 @@ class Persistence:
         messages: list[Message],
         executed: dict[tuple[str, int], tuple[int, bool]],
         now: float = 0.0,
+        learnt: list[tuple[int, Request]] = (),
     ) -> Self:
         """Rebuild a replica from what its driver persisted before a crash.
 
@@ -125,6 +126,11 @@ class Persistence:
             replica._send_view_change()
         # Peers may have moved on while we were down: ask them once at start, and
         # ask for the votes of every build whose verdict we do not know yet.
+        # Requests learnt by state transfer and not built yet: built if their verdict is still
+        # open after two asks, or when their client sends them again, as before the stop.
+        for seq, request in learnt:
+            if replica.clients.executed.get(request.key, False) is None:
+                replica.learnt_unbuilt[request.key] = replica.learnt_open[request.key] = (seq, request)
         replica.catch_up.ask_at_once = True
         for key in list(replica.result_votes.votes):
             replica.result_votes.expect(key, now)

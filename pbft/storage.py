@@ -42,6 +42,9 @@ class Loaded(Protocol):
     @property
     def unfinished(self) -> list[tuple[int, Request]]: ...  # (seq, request) of builds started here, never answered
 
+    @property
+    def learnt(self) -> list[tuple[int, Request]]: ...  # (seq, request) learnt by state transfer, never built here
+
 
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""

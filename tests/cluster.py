@@ -164,7 +164,7 @@ class Cluster:
         loaded = self.stores[node].load()
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
-            loaded.state, loaded.messages, loaded.executed, now,
+            loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
         )
         self.crashed.discard(node)
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)

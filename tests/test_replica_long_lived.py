@@ -66,7 +66,9 @@ def test_idle_gaps_cause_no_fetch_and_every_node_builds_every_request():
 
 def test_requests_learnt_by_state_transfer_stay_executed_across_a_restart(tmp_path):
     """Exactly-once (§4.1) is rebuilt from disk the same whether a batch was built here
-    or learnt by state transfer: a retransmission after a restart starts nothing."""
+    or learnt by state transfer: a retransmission after a restart orders nothing again.
+    A learnt request its client still asks about is built here once, after all (its
+    client lacks matching replies), and answered from the store after that."""
     cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1}, store_dir=tmp_path)
     cluster.crashed.add(3)
     requests = submit(cluster, 6)
@@ -83,8 +85,13 @@ def test_requests_learnt_by_state_transfer_stay_executed_across_a_restart(tmp_pa
     assert restored.clients.executed.keys() == before.keys()
     assert all(request.key in restored.clients.executed for request in requests)
     cluster.network.clear()
-    for request in requests:  # the client lost its replies and sends to every node
-        assert cluster.deliver_to(3, request) == "ignore_request_no_reply_yet"
+    replies_before = len(cluster.replies)
+    for request in requests:  # the client lost its replies and sends to every node, twice
+        assert cluster.deliver_to(3, request) is None
+        assert cluster.deliver_to(3, request) is None
+    assert cluster.builds(3) == latest  # nothing executed again
+    assert [reply.timestamp for reply in cluster.replies[replies_before:]] == [
+        request.timestamp for request in requests for _ in range(2)]  # built once, then resent
     assert restored.timer_deadline is None and not restored.clients.waiting
     assert not [m for _, m in cluster.network if m.TYPE in ("view-change", "request")]
 

@@ -233,3 +233,24 @@ def test_a_peer_asking_for_the_ledger_again_and_again_is_answered_once_per_half_
     assert [len(ask(seq)) for seq in range(9, 14)] == [0] * 5  # nothing newer
     cluster.tick(helper.settings.fetch_interval_s / 2)
     assert len(ask(2)) == 1
+
+
+def test_a_node_restarted_before_it_built_what_it_adopted_still_builds_what_stays_open():
+    artifacts = Result("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64)
+    cluster = Cluster(settings=SMALL, build=lambda operation: artifacts)
+    cluster.crashed.add(3)
+    cluster.slow.add(2)
+    requests = submit(cluster, 7)
+    cluster.send_results()
+    cluster.crashed.discard(3)
+    submit(cluster, 1)
+    cluster.tick(10.0)
+    cluster.run()
+    assert cluster.replicas[3].learnt_unbuilt  # adopted, not built yet: killed now
+    cluster.crashed.add(3)
+    cluster.restart(3, now=10.5)
+    assert set(cluster.replicas[3].learnt_unbuilt) >= {request.key for request in requests[:6]}
+    for now in (11.0, 13.0, 15.0, 19.0, 23.0):
+        cluster.send_results(now)
+    replied = {reply.timestamp for reply in cluster.replies if reply.sender == 3}
+    assert {request.timestamp for request in requests[:6]} <= replied

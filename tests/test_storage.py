@@ -142,6 +142,7 @@ def test_a_store_from_before_learnt_builds_were_recorded_opens_and_reruns_its_un
     store.save(executed_by(cluster, built, learnt), [execute])
     loaded = store.load()
     assert loaded.executed == {built.key: (1, False), learnt.key: (1, False)}  # both count for exactly-once
+    assert loaded.learnt == [(1, learnt)]  # built only if its verdict stays open (Replica.restore)
     assert loaded.unfinished == [(1, built)]  # only what this node built is built again
 
 

@@ -53,7 +53,8 @@ class SimNode:
             self.replica = Replica(self.replica.settings, self.replica.auth)
         else:
             self.replica = Replica.restore(
-                self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s
+                self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
+                learnt=loaded.learnt,
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

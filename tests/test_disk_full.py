@@ -18,7 +18,6 @@ import asyncio
 import errno
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -64,10 +63,7 @@ def nodes(tmp_path):
     try:
         yield started
     finally:
-        for process in started.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        started.kill_left_running()
         subprocess.run(["umount", str(started.full_dir)], check=True)
         assert not mounted(started.full_dir)
 

@@ -69,6 +69,13 @@ class Nodes:
         for node_id in list(self.processes):
             self.kill(node_id, signal.SIGTERM)
 
+    def kill_left_running(self) -> None:
+        """A test's clean-up: whatever it left running, killed, it passed or not."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
     def status(self, node_id: int) -> dict:
         node = self.config.node(node_id)
         with urllib.request.urlopen(f"http://{node.host}:{node.port}/status", timeout=5) as response:
@@ -84,10 +91,7 @@ def nodes(tmp_path):
     try:
         yield started
     finally:
-        for process in started.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        started.kill_left_running()
 
 
 async def order_requests(config, count: int, first_timestamp: int) -> None:

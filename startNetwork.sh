@@ -74,19 +74,22 @@ fi
 # loader so that every error is reported as the nodes would report it.
 if ! nodes=$(.venv/bin/python -c '
 import sys
-from pbft.config import ConfigError, load_config
+from shared.config import ConfigError, load_config
 try:
     config = load_config(sys.argv[1])
 except ConfigError as error:
     sys.exit(str(error))
 print("log_dir", config.log_dir)
+print("ca_file", config.tls.ca_file if config.tls else "")
 for node in config.nodes:
-    print(node.id, node.host, node.port)
+    print(node.id, node.host, node.port, node.scheme)
 ' "$config"); then
     exit 1
 fi
 log_dir=$(awk '$1 == "log_dir" { sub(/^log_dir /, ""); print }' <<<"$nodes")
-nodes=$(grep -v '^log_dir ' <<<"$nodes")
+# With `tls:`, a node's status is read over HTTPS, checked against the network's CA.
+ca_file=$(awk '$1 == "ca_file" { sub(/^ca_file ?/, ""); print }' <<<"$nodes")
+nodes=$(grep -v '^log_dir \|^ca_file' <<<"$nodes")
 
 for id in "${!byzantine[@]}"; do
     grep -q "^$id " <<<"$nodes" || { echo "--byzantine $id:${byzantine[$id]}: no node $id in $config" >&2; exit 2; }
@@ -95,10 +98,10 @@ done
 mkdir -p run log
 : >"$pid_file.new"
 declare -A pids=() urls=()
-while read -r id host port; do
+while read -r id host port scheme; do
     if [[ -n "${running[$id]:-}" ]]; then
         echo "${running[$id]} $id $config" >>"$pid_file.new"
-        urls[$id]="http://$host:$port/status"
+        urls[$id]="$scheme://$host:$port/status"
         continue
     fi
     extra=()
@@ -115,7 +118,7 @@ while read -r id host port; do
     nohup .venv/bin/python node/index.py --config "$config" --id "$id" "${extra[@]}" \
         </dev/null >"log/node-$id.stdout" 2>&1 &
     pids[$id]=$!
-    urls[$id]="http://$host:$port/status"
+    urls[$id]="$scheme://$host:$port/status"
     echo "${pids[$id]} $id $config" >>"$pid_file.new"
 done <<<"$nodes"
 mv "$pid_file.new" "$pid_file"
@@ -129,13 +132,14 @@ alive() {
 # Answers when the node at URL reports the expected id on its status endpoint.
 status_ok() {
     .venv/bin/python -c '
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=1) as response:
+    with urllib.request.urlopen(sys.argv[1], timeout=1, context=context) as response:
         sys.exit(0 if json.load(response).get("id") == int(sys.argv[2]) else 1)
 except (OSError, ValueError):
     sys.exit(1)
-' "$1" "$2"
+' "$1" "$2" "$ca_file"
 }
 
 pending=("${!pids[@]}")

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.stats import alternating, load_average, ratio, summarize
-from pbft.config import NetworkConfig, load_config
+from shared.config import NetworkConfig, load_config
 from tests.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

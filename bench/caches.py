@@ -44,7 +44,7 @@ CACHE_CASES = ("no cache", "cold (miss, save)", "warm (hit, kept as is)")
 
 def caches(args) -> dict:
     from node.executor import Executor
-    from pbft.config import BuildConfig
+    from shared.config import BuildConfig
 
     files = 500 if args.quick else args.files
     rounds = 1 if args.quick else args.rounds

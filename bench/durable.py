@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from node.storage import NodeStore
-from pbft.crypto import Ed25519Authenticator, generate_private_key
+from shared.crypto import Ed25519Authenticator, generate_private_key
 from pbft.effects import Store
 from pbft.messages import Operation, Prepare, Request, batch_digest, signed
 from pbft.replica import Replica, ReplicaSettings

@@ -28,7 +28,7 @@ from client.app import client_authenticator
 from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
-from pbft.config import NetworkConfig, load_config
+from shared.config import NetworkConfig, load_config
 from pbft.messages import Operation
 from tests.network import parse_metrics, write_network
 

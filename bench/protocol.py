@@ -19,8 +19,8 @@ from typing import Awaitable, Callable, TypeVar
 from bench.network import NodeProcesses, client_of, settle, start_nodes, submit_accepted
 from bench.stats import alternating, load_average, percentile, ratio, summarize
 from client.service import ClientService
-from pbft.config import ProtocolConfig
-from pbft.crypto import Ed25519Authenticator, generate_private_key
+from shared.config import ProtocolConfig
+from shared.crypto import Ed25519Authenticator, generate_private_key
 from pbft.messages import Commit, signed
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from node.storage import NodeStore
 from pbft.effects import Execute, RecordVerdict, SendReply, Store
 from pbft.messages import Operation, Reply, Request, Result, ResultVote, batch_digest
 from pbft.replica import Replica, ReplicaSettings
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys
 
 HISTORIES = (5_000, 40_000)

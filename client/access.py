@@ -4,7 +4,7 @@ A forge delivery is authenticated by its repository's webhook secret
 (client.forges). The plain call (`{"branch": ...}`) has no such secret, so it
 needs the client's bearer token when one is configured; without a token it is
 refused unless the configuration opted out, which only a client listening on
-a loopback address may do (pbft.config). Build records name branches,
+a loopback address may do (shared.config). Build records name branches,
 commits and build output summaries, so they need the token too once an
 operator has set one.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from client.intake import WebhookError
-from pbft.config import NetworkConfig
+from shared.config import NetworkConfig
 
 # RFC 6750 3: a 401 names the scheme the caller should use.
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}

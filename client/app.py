@@ -22,7 +22,7 @@ from client.access import AccessRules
 from client.artifacts import (
     ArtifactsUnavailable, add_artifact_proxy, agreed_files, artifact_source, serve_file, serve_manifest,
 )
-from client.buildlogs import LOG_PROXY, LOG_SESSION, add_build_log_proxy, build_log_links, serve_build_log
+from client.buildlogs import LOG_PROXY, add_build_log_proxy, build_log_links, serve_build_log
 from client.attestation import (
     Attested, AttestationUnavailable, attested_from_record, provenance_envelope_from_record,
 )
@@ -38,8 +38,9 @@ from client.nodeviews import build_view, network_view
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
-from pbft.config import NetworkConfig
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from client.transfers import NODE_SESSIONS, add_transfers
+from shared.config import NetworkConfig
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.encoding import canonical
 from pbft.messages import encode
 
@@ -86,7 +87,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
         records.close()
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
             service = ClientService(
                 config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s
             )
@@ -103,8 +104,9 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.cleanup_ctx.extend([records_ctx, service_ctx])
     # After the service's context: statuses observe the service, and stop before it closes.
     app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
+    add_transfers(app, config, client_name)
     add_build_log_proxy(app, config, client_name, auth)
-    add_artifact_proxy(app, config)
+    add_artifact_proxy(app, config, client_name)
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
@@ -135,8 +137,8 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-        return web.json_response({"error": error.reason}, status=error.status, headers=headers)
+        headers = {name: error.headers[name] for name in ("Allow", "Retry-After") if name in error.headers}
+        return web.json_response({"error": error.reason}, status=error.status, headers=headers or None)
     except Exception:
         log.exception("bug while handling %s %s", request.method, request.path)
         return web.json_response({"error": "internal error"}, status=500)
@@ -293,7 +295,7 @@ async def get_build_nodes(request: web.Request) -> web.Response:
     record = _record(request)
     proxy = request.app[LOG_PROXY]
     view = await build_view(
-        request.app[LOG_SESSION], proxy.nodes.values(), proxy.auth, proxy.client_name, int(record["build_id"])
+        request.app[NODE_SESSIONS].short, proxy.nodes.values(), proxy.auth, proxy.client_name, int(record["build_id"])
     )
     return web.json_response(view)
 
@@ -302,7 +304,7 @@ async def get_network(request: web.Request) -> web.Response:
     """Each node's GET /status, or "unreachable" with the reason, and the view this client follows."""
     request.app[ACCESS_KEY].check_reader(request.headers)
     service = request.app[SERVICE_KEY]
-    nodes = await network_view(request.app[LOG_SESSION], request.app[LOG_PROXY].nodes.values())
+    nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
     return web.json_response({"client": {"view": service.view, "primary": service.primary}, "nodes": nodes})
 
 

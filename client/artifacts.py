@@ -16,9 +16,13 @@ Nodes are asked one at a time: first those whose replies made the verdict,
 in order (they signed this very digest), then the others. A node that
 answers wrongly, too slowly or not at all is skipped and logged; only if no
 node serves what was agreed does the caller get 502, with what each node
-did. A file is held in memory whole, as nothing of it may be passed on
-before its digest is checked; a build's files are at most the network's
-`build.artifacts_mb` together.
+did. Nothing of a file may be passed on before its digest is checked, so
+it is spooled to an unnamed file on disk as it arrives and hashed on the way,
+in chunks: a download holds a chunk in memory, and on disk at most the
+network's `build.artifacts_mb` (slightly more from a lying node, which is cut
+off there). Downloads at once are bounded in all and per caller
+(`client.transfers`); a caller that reads nothing of its file for
+`shared.transfergate.STALL_S` is cut off, so it cannot hold its place for ever.
 
 `agreed_manifest`, `agreed_files` and `agreed_file` take an
 `ArtifactSource` (`artifact_source(app)` in the client app), so that any
@@ -31,17 +35,22 @@ import asyncio
 import hashlib
 import json
 import logging
+import tempfile
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, AsyncIterator, BinaryIO, Mapping
 
 import aiohttp
 from aiohttp import web
 
-from client.buildlogs import LOG_PROXY, LOG_SESSION, NODE_HEADER
+from client.buildlogs import LOG_PROXY, NODE_HEADER
 from client.noderequests import describe, read_capped, signed_request
+from client.transfers import NODE_SESSIONS, TRANSFERS, caller
+from shared.transfergate import CHUNK_BYTES, send_file
 from pbft.attestation import MAX_ARTIFACT_PATH_CHARS, is_artifact_path, is_manifest_entry, manifest_digest
 from pbft.authenticator import Authenticator
-from pbft.config import NetworkConfig, NodeConfig
+from shared.config import NetworkConfig, NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,7 @@ class ArtifactSource:
     nodes: Mapping[int, NodeConfig]
     auth: Authenticator  # signs as this client
     max_file_bytes: int  # a node sending a longer file is cut off
+    spool_dir: Path | None = None  # where files are checked; None: the system's temporary directory
 
 
 @dataclass(frozen=True)
@@ -93,22 +103,34 @@ class AgreedManifest:
 class AgreedFile:
     path: str
     digest: str
-    data: bytes
+    spool: BinaryIO  # the bytes, checked, in an unnamed file; the caller closes it
+    size: int
     from_node: int  # the node whose bytes these are
 
 
-ARTIFACT_MAX_BYTES = web.AppKey("artifact_max_bytes", int)
+@dataclass(frozen=True)
+class SpoolSettings:
+    max_file_bytes: int  # a node sending a longer file is cut off
+    directory: Path  # where downloads are spooled, in files unlinked as they are made
 
 
-def add_artifact_proxy(app: web.Application, config: NetworkConfig) -> None:
-    """What `artifact_source` needs besides the build-log proxy's settings and session."""
-    app[ARTIFACT_MAX_BYTES] = config.build.artifacts_mb * MIB + FILE_SLACK_BYTES
+SPOOL = web.AppKey("artifact_spool", SpoolSettings)
+
+
+def add_artifact_proxy(app: web.Application, config: NetworkConfig, client_name: str) -> None:
+    """What `artifact_source` needs besides the build-log proxy's settings and the node sessions."""
+    app[SPOOL] = SpoolSettings(
+        config.build.artifacts_mb * MIB + FILE_SLACK_BYTES, Path(config.data_dir) / f"client-{client_name}" / "spool"
+    )
 
 
 def artifact_source(app: web.Application) -> ArtifactSource:
-    """The client app's way to the nodes' artifacts: the log proxy's session, nodes and key."""
+    """The client app's way to the nodes' artifacts: the stream session, the log proxy's nodes and key."""
     proxy = app[LOG_PROXY]
-    return ArtifactSource(app[LOG_SESSION], proxy.client_name, proxy.nodes, proxy.auth, app[ARTIFACT_MAX_BYTES])
+    spool = app[SPOOL]
+    return ArtifactSource(
+        app[NODE_SESSIONS].streams, proxy.client_name, proxy.nodes, proxy.auth, spool.max_file_bytes, spool.directory
+    )
 
 
 async def serve_manifest(request: web.Request, record: dict) -> web.Response:
@@ -125,23 +147,28 @@ async def serve_manifest(request: web.Request, record: dict) -> web.Response:
     })
 
 
-async def serve_file(request: web.Request, record: dict) -> web.Response:
+async def serve_file(request: web.Request, record: dict) -> web.StreamResponse:
     """The bytes of the build's artifact at the URL's path, once they have the agreed digest."""
-    try:
-        artifact = await agreed_file(artifact_source(request.app), record, request.match_info["path"])
-    except ArtifactsUnavailable as error:
-        return web.json_response({"error": error.reason}, status=error.status)
-    # A valid path holds only letters, digits and `. _ + @ -`: nothing to escape in the header.
-    filename = artifact.path.rsplit("/", 1)[-1]
-    return web.Response(
-        body=artifact.data,
-        content_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            DIGEST_HEADER: artifact.digest,
-            NODE_HEADER: str(artifact.from_node),
-        },
-    )
+    with request.app[TRANSFERS].downloads.admit(caller(request)):
+        try:
+            artifact = await agreed_file(artifact_source(request.app), record, request.match_info["path"])
+        except ArtifactsUnavailable as error:
+            return web.json_response({"error": error.reason}, status=error.status)
+        with artifact.spool:
+            # A valid path holds only letters, digits and `. _ + @ -`: nothing to escape in the header.
+            filename = artifact.path.rsplit("/", 1)[-1]
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                DIGEST_HEADER: artifact.digest,
+                NODE_HEADER: str(artifact.from_node),
+            })
+            response.content_length = artifact.size
+            if not await send_file(request, response, artifact.spool):
+                # Gone, or reading nothing for a minute: its place goes to the next caller.
+                log.info("artifact %r of build %s: caller %s stopped reading", artifact.path, record["build_id"],
+                         caller(request))
+            return response
 
 
 def agreed_digest(record: dict) -> str:
@@ -208,16 +235,21 @@ async def agreed_file(source: ArtifactSource, record: dict, path: str) -> Agreed
     url_path = f"/artifacts/{source.client_name}/{build_id}/{path}"
     skipped = []
     for node_id in node_order(record, source.nodes):
+        spool = await asyncio.to_thread(_spool_file, source.spool_dir)
         try:
-            data = await _get(source, node_id, url_path, FILE_TIMEOUT, source.max_file_bytes)
-            served = "sha256:" + await asyncio.to_thread(_sha256_hex, data)
+            size, served = await _spool(source, node_id, url_path, spool)
             if served != digest:
-                raise _Skipped(f"served {len(data)} bytes whose digest is {_short(served)}, not the agreed one")
+                raise _Skipped(f"served {size} bytes whose digest is {_short(served)}, not the agreed one")
         except _Skipped as problem:
+            spool.close()
             log.warning("artifact %r of build %s: node %d skipped: %s", path, build_id, node_id, problem)
             skipped.append(f"node {node_id} {problem}")
             continue
-        return AgreedFile(path, digest, data, node_id)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return AgreedFile(path, digest, spool, size, node_id)
     raise ArtifactsUnavailable(
         502, f"no node served build {build_id}'s {path!r} with the agreed {_short(digest)}: {'; '.join(skipped)}"
     )
@@ -227,6 +259,38 @@ async def _get(
     source: ArtifactSource, node_id: int, path: str, timeout: aiohttp.ClientTimeout, max_bytes: int
 ) -> bytes:
     """The body of the node's answer to a signed GET of `path`; _Skipped with what the node did instead."""
+    async with _answer(source, node_id, path, timeout) as answer:
+        body = await read_capped(answer, max_bytes)
+    if body is None:
+        raise _Skipped(f"sent more than {max_bytes} bytes")
+    return body
+
+
+async def _spool(source: ArtifactSource, node_id: int, path: str, spool: BinaryIO) -> tuple[int, str]:
+    """Write the node's answer to a signed GET of `path` into `spool`, hashing it on the way:
+    (its size, "sha256:<hex>"); _Skipped with what the node did instead."""
+    sha256 = hashlib.sha256()
+    size = 0
+    async with _answer(source, node_id, path, FILE_TIMEOUT) as answer:
+        try:
+            async for chunk in answer.content.iter_chunked(CHUNK_BYTES):
+                size += len(chunk)
+                if size > source.max_file_bytes:
+                    answer.close()  # the node stops sending
+                    raise _Skipped(f"sent more than {source.max_file_bytes} bytes")
+                sha256.update(chunk)
+                await asyncio.to_thread(spool.write, chunk)
+        except OSError as error:
+            # This client's disk, not the node: no other node would do better.
+            raise ArtifactsUnavailable(503, f"cannot spool the download here: {error.strerror}") from None
+    return size, "sha256:" + sha256.hexdigest()
+
+
+@asynccontextmanager
+async def _answer(
+    source: ArtifactSource, node_id: int, path: str, timeout: aiohttp.ClientTimeout
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The node's 200 answer to a signed GET of `path`, read within `timeout`; _Skipped otherwise."""
     url, headers = signed_request(source.auth, source.client_name, source.nodes[node_id], path)
     try:
         async with source.session.get(url, headers=headers, timeout=timeout) as answer:
@@ -234,16 +298,24 @@ async def _get(
                 raise _Skipped("refused this client's signed request (401)")
             if answer.status == 404:
                 raise _Skipped("does not have it (404)")
+            if answer.status in (429, 503):
+                raise _Skipped(f"is busy ({answer.status})")
             if answer.status != 200:
                 raise _Skipped(f"answered {answer.status}")
-            body = await read_capped(answer, max_bytes)
+            yield answer
     except asyncio.TimeoutError:
         raise _Skipped(f"did not answer within {timeout.total:g} s (or went silent)") from None
     except aiohttp.ClientError as error:
         raise _Skipped(f"unreachable: {describe(error)}") from None
-    if body is None:
-        raise _Skipped(f"sent more than {max_bytes} bytes")
-    return body
+
+
+def _spool_file(directory: Path | None) -> BinaryIO:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return tempfile.TemporaryFile(dir=directory)
+    except OSError as error:
+        raise ArtifactsUnavailable(503, f"cannot spool the download here: {error.strerror}") from None
 
 
 def _files(body: bytes) -> dict[str, str]:
@@ -259,10 +331,6 @@ def _files(body: bytes) -> dict[str, str]:
         if not is_manifest_entry(path, digest):
             raise _Skipped("sent a manifest with a malformed path or digest")
     return files
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _short(digest: str) -> str:

@@ -40,8 +40,8 @@ from pbft.attestation import (
     public_key_dict,
     signers,
 )
-from pbft.config import NetworkConfig
-from pbft.crypto import parse_public_key, verify_bytes
+from shared.config import NetworkConfig
+from shared.crypto import parse_public_key, verify_bytes
 from pbft.messages import MessageError, Reply, Request, decode
 from pbft.provenance import (
     BUILD_TYPE,

@@ -1,7 +1,7 @@
 """`GET /builds/{id}/log?node=N`: one node's output for a build, fetched from that node.
 
 Nodes serve build output only to the network's clients, on requests signed
-with the client's key (`pbft.logrequest`); this module signs, fetches and
+with the client's key (`shared.logrequest`); this module signs, fetches and
 passes the answer on. One request names one node and the answer is that
 node's output alone, labelled with the node: up to f nodes may lie about a
 build, so outputs are never merged or picked between here — the verdict is
@@ -17,17 +17,21 @@ as a second `node` label); an `error` event says the node's stream broke off.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping
+from typing import Mapping
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from client.noderequests import describe, read_capped, signed_request
+from client.noderequests import describe, signed_request
+from client.transfers import NODE_SESSIONS, TRANSFERS, caller
 from pbft.authenticator import Authenticator
-from pbft.config import NetworkConfig, NodeConfig
-from pbft.sse import SseParser, SseTooLarge, sse_comment, sse_event
+from shared.config import NetworkConfig, NodeConfig
+from shared.sse import SseParser, SseTooLarge, sse_comment, sse_event
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 PLAIN_TIMEOUT_S = 30.0
@@ -64,19 +68,11 @@ class LogProxySettings:
 
 
 LOG_PROXY = web.AppKey("build_log_proxy", LogProxySettings)
-LOG_SESSION = web.AppKey("build_log_session", aiohttp.ClientSession)
 
 
 def add_build_log_proxy(app: web.Application, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
-    """What `serve_build_log` needs: the settings, and an HTTP session for the app's lifetime."""
+    """What `serve_build_log` needs besides `client.transfers`: the settings."""
     app[LOG_PROXY] = LogProxySettings.from_config(config, client_name, auth)
-
-    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
-            app[LOG_SESSION] = session
-            yield
-
-    app.cleanup_ctx.append(session_ctx)
 
 
 def build_log_links(app: web.Application, build_id: str) -> dict[str, str]:
@@ -92,10 +88,11 @@ async def serve_build_log(request: web.Request, record: dict) -> web.StreamRespo
     path = f"/logs/{settings.client_name}/{build_id}"
     follow = request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get("Accept", "")
     url, headers = signed_request(settings.auth, settings.client_name, node, path, {"follow": "1"} if follow else None)
-    session = request.app[LOG_SESSION]
+    session = request.app[NODE_SESSIONS].streams
     if follow:
-        return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
-    return await _plain(session, url, headers, node.id, build_id, settings.max_plain_bytes)
+        with request.app[TRANSFERS].follows.admit(caller(request)):
+            return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
+    return await _plain(request, session, url, headers, node.id, build_id, settings.max_plain_bytes)
 
 
 def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:
@@ -108,18 +105,43 @@ def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:
 
 
 async def _plain(
-    session: aiohttp.ClientSession, url: URL, headers: dict, node_id: int, build_id: str, max_bytes: int
-) -> web.Response:
+    request: web.Request, session: aiohttp.ClientSession, url: URL, headers: dict, node_id: int, build_id: str,
+    max_bytes: int,
+) -> web.StreamResponse:
+    """The node's log file passed on as it comes, a chunk at a time: a log is one node's word, with
+    nothing to check before it is shown, so none is held whole. A node that sends more than
+    `max_bytes`, or breaks off, has the caller's connection cut, which the caller sees as an
+    incomplete answer (the declared length, when the node sent one, is not met)."""
     timeout = aiohttp.ClientTimeout(total=PLAIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     try:
-        async with session.get(url, headers=headers, timeout=timeout) as upstream:
-            _check_answer(upstream, node_id, build_id)
-            body = await read_capped(upstream, max_bytes)
+        upstream = await session.get(url, headers=headers, timeout=timeout)
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
         raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {describe(error)}") from None
-    if body is None:
-        raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
-    return web.Response(body=body, content_type="text/plain", charset="utf-8", headers={NODE_HEADER: str(node_id)})
+    try:
+        _check_answer(upstream, node_id, build_id)
+        if upstream.content_length is not None and upstream.content_length > max_bytes:
+            raise web.HTTPBadGateway(reason=f"node {node_id} sent more than {max_bytes} bytes of log")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", NODE_HEADER: str(node_id)})
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        await response.prepare(request)
+        sent = 0
+        try:
+            async for chunk in upstream.content.iter_any():
+                sent += len(chunk)
+                if sent > max_bytes:
+                    raise aiohttp.ClientPayloadError(f"more than {max_bytes} bytes of log")
+                await response.write(chunk)
+            await response.write_eof()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            log.warning("log of build %s from node %d cut off: %s", build_id, node_id, describe(error))
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:
+            pass  # The caller went away.
+        return response
+    finally:
+        upstream.close()
 
 
 async def _follow(

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pbft.config import NetworkConfig
-from pbft.crypto import parse_public_key, verify_bytes
+from shared.config import NetworkConfig
+from shared.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.messages import SHA256_DIGEST, STATUSES, MessageError, Reply, Request, decode, encode
 from pbft.quorum import reply_quorum

@@ -17,7 +17,7 @@ from aiohttp import web
 from client.forges import Build, Delivery, Ignored, Pong
 from client.records import BuildRecords
 from client.service import ClientService
-from pbft.config import NetworkConfig, RepositoryConfig
+from shared.config import NetworkConfig, RepositoryConfig
 
 log = logging.getLogger(__name__)
 

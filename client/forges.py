@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 from multidict import CIMultiDict
 
 from client.intake import WebhookError, checked_branch, checked_commit, json_object, media_type
-from pbft.config import RepositoryConfig
+from shared.config import RepositoryConfig
 from pbft.messages import Operation
 
 # GitHub GUIDs, Gitea UUIDs and GitLab idempotency keys all fit easily.

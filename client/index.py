@@ -26,8 +26,8 @@ from aiohttp import web  # noqa: E402
 from client.app import make_app  # noqa: E402
 from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
-from pbft.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
-from pbft.config import is_loopback_host  # noqa: E402
+from shared.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
+from shared.config import is_loopback_host  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ import json
 from typing import Sequence
 
 from pbft.messages import Operation
-from pbft.refs import check_branch_name, check_commit_sha
+from shared.refs import check_branch_name, check_commit_sha
 
 # The plain call is a few dozen bytes; forge payloads, which list commits,
 # are capped separately by the client's `max_body_bytes`.
@@ -92,7 +92,7 @@ def _branch(data: dict) -> str:
 
 
 def checked_branch(name: str) -> str:
-    """`name` if it is an acceptable branch name (pbft.refs), else WebhookError 400."""
+    """`name` if it is an acceptable branch name (shared.refs), else WebhookError 400."""
     try:
         check_branch_name(name)
     except ValueError as error:

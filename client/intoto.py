@@ -34,8 +34,8 @@ from pbft.attestation import (
     link_metablock,
     public_key_dict,
 )
-from pbft.config import NetworkConfig
-from pbft.crypto import PrivateKey, sign_bytes
+from shared.config import NetworkConfig
+from shared.crypto import PrivateKey, sign_bytes
 from pbft.encoding import canonical
 from pbft.quorum import reply_quorum
 

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable, Iterable
 
 import aiohttp
 
-from pbft.config import NodeConfig
+from shared.config import NodeConfig
 from pbft.messages import Challenge, MessageError, decode
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,12 @@ OnConnect = Callable[[int, str], Awaitable[None]]  # node id, that connection's 
 OnDown = Callable[[int], None]  # node id of a connection that was up and is gone
 
 
-def client_url(node: NodeConfig) -> str:
-    host = f"[{node.host}]" if ":" in node.host else node.host
-    return f"ws://{host}:{node.port}/client"
-
-
 class NodeLink:
     """One node's link: a reconnect loop and the socket of the moment."""
 
     def __init__(self, session: aiohttp.ClientSession, node: NodeConfig) -> None:
         self.node_id = node.id
-        self.url = client_url(node)
+        self.url = node.url("/client")
         self._session = session
         self._socket: aiohttp.ClientWebSocketResponse | None = None
 

@@ -1,7 +1,7 @@
 """Requests to one node for what it serves to the network's clients only: build logs and artifacts.
 
 Such a request is signed with this client's key over the path, the node's
-id and the time (`pbft.logrequest`). The node checks the signature against
+id and the time (`shared.logrequest`). The node checks the signature against
 the path exactly as it arrives, so what is signed here is the URL's raw
 path, not the path it was built from.
 """
@@ -14,16 +14,17 @@ import aiohttp
 from yarl import URL
 
 from pbft.authenticator import Authenticator
-from pbft.config import NodeConfig
-from pbft.logrequest import signed_log_headers
+from shared.config import NodeConfig
+from shared.logrequest import signed_log_headers
 
 
 def signed_request(
     auth: Authenticator, client_name: str, node: NodeConfig, path: str, query: dict[str, str] | None = None
 ) -> tuple[URL, dict[str, str]]:
-    """The URL of `path` on `node`, and the headers that sign a GET of it as `client_name` now."""
-    url = URL.build(scheme="http", host=node.host, port=node.port, path=path, query=query or {})
-    return url, signed_log_headers(auth.sign, client_name, url.raw_path, node.id, time.time())
+    """The URL of `path` on `node`, and the headers that sign one GET of it as `client_name` now:
+    a request is signed anew for each attempt, since a node serves a signature once."""
+    url = URL.build(scheme=node.scheme, host=node.host, port=node.port, path=path, query=query or {})
+    return url, signed_log_headers(auth.sign, client_name, url.raw_path_qs, node.id, time.time())
 
 
 async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:

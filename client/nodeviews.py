@@ -25,7 +25,7 @@ import aiohttp
 from yarl import URL
 
 from pbft.authenticator import Authenticator
-from pbft.config import NodeConfig
+from shared.config import NodeConfig
 from pbft.messages import MessageError, ResultVote, decode
 
 CONNECT_TIMEOUT_S = 2.0
@@ -123,7 +123,7 @@ async def _node_record(
 
 
 async def _get_json(session: aiohttp.ClientSession, node: NodeConfig, path: str) -> tuple[int, Any]:
-    url = URL.build(scheme="http", host=node.host, port=node.port, path=path)
+    url = URL.build(scheme=node.scheme, host=node.host, port=node.port, path=path)
     timeout = aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
     async with session.get(url, timeout=timeout) as response:
         if response.status != 200:

@@ -21,7 +21,7 @@ from pbft.replies import ReplyCollector, vouched_view
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
 from client.records import BuildRecords
-from pbft.config import NetworkConfig
+from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
 from pbft.messages import Hello, MessageError, Operation, Reply, Request, Result, decode, encode, signed
 

@@ -30,9 +30,9 @@ import aiohttp
 from aiohttp import web
 
 from client.service import Verdict
-from pbft.config import NetworkConfig, RepositoryConfig
+from shared.config import NetworkConfig, RepositoryConfig
 from pbft.messages import Operation
-from pbft.refs import check_commit_sha
+from shared.refs import check_commit_sha
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,17 @@ this node recorded them. With one: the artifact's bytes, with its digest in
 
 A build is known by its request, as its log is (node.buildlogs): the
 executor's build id is `{client}-{timestamp}`. Requests are signed as log
-requests are (`pbft.logrequest`, over the raw path and this node's id), so
+requests are (`shared.logrequest`, over the raw path and this node's id), so
 a signature opens one artifact, or one manifest, on one node. The path must
 be exactly one the manifest lists; nothing else reaches the file system.
 The bytes are served only if they still have the digest recorded when the
 build ended (node/artifactstore.py). That is this node's word only: a client
 compares the digest with the one the network agreed on.
+
+A file is hashed, then sent, a chunk at a time (never held whole), at most
+`MAX_DOWNLOADS` at once and `MAX_DOWNLOADS_PER_CLIENT` for one client (beyond:
+503 or 429 with `Retry-After`, and the client asks another node). A reader
+that takes no chunk for `shared.transfergate.STALL_S` is cut off.
 """
 
 from __future__ import annotations
@@ -19,21 +24,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from node.artifactstore import ArtifactStore, ArtifactUnavailable
+from node.artifactstore import Artifact, ArtifactStore, ArtifactUnavailable
 from node.buildlogs import MAX_TIMESTAMP
 from pbft.authenticator import Authenticator
-from pbft.config import NetworkConfig
-from pbft.crypto import Ed25519Authenticator, parse_public_key
-from pbft.logrequest import check_log_request
+from shared.config import NetworkConfig
+from shared.crypto import Ed25519Authenticator, parse_public_key
+from shared.logrequest import SeenNonces, check_log_request
+from shared.transfergate import TransferGate, send_file
 
 MANIFEST_ROUTE = "/artifacts/{client}/{timestamp}"
 ARTIFACT_ROUTE = "/artifacts/{client}/{timestamp}/{path:.+}"
 DIGEST_HEADER = "X-Pbft-Artifact-Digest"
+MAX_DOWNLOADS = 32
+MAX_DOWNLOADS_PER_CLIENT = 16  # a client's own bound is smaller by default (client.transfers)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class ArtifactSettings:
     node_id: int
     clients: frozenset[str]
     verifier: Authenticator  # checks client signatures only; signs nothing
+    downloads: TransferGate
+    seen: SeenNonces = field(default_factory=SeenNonces)  # each signed request is served once
 
     @classmethod
     def from_config(cls, config: NetworkConfig, node_id: int) -> "ArtifactSettings":
@@ -54,6 +64,8 @@ class ArtifactSettings:
             node_id=node_id,
             clients=frozenset(client_keys),
             verifier=Ed25519Authenticator(None, {}, client_keys),
+            downloads=TransferGate("artifact downloads", MAX_DOWNLOADS, MAX_DOWNLOADS_PER_CLIENT,
+                                   where=f"node {node_id}"),
         )
 
 
@@ -72,10 +84,10 @@ def _error(status: int, reason: str) -> web.Response:
 
 def _build_id(request: web.Request, settings: ArtifactSettings) -> tuple[str | None, web.Response | None]:
     """The build id the URL names once its signature holds, or the response refusing it."""
-    # The raw path is what the client signed: it names the build and the file exactly as requested.
+    # The raw path and query are what the client signed: the build and the file exactly as requested.
     refusal = check_log_request(
-        request.headers, request.rel_url.raw_path, settings.node_id,
-        settings.verifier.verify_client, settings.clients, time.time(),
+        request.headers, request.rel_url.raw_path_qs, settings.node_id,
+        settings.verifier.verify_client, settings.clients, time.time(), method=request.method, seen=settings.seen,
     )
     if refusal is not None:
         return None, _error(401, refusal)
@@ -99,24 +111,34 @@ async def serve_manifest(request: web.Request) -> web.Response:
     return web.json_response({"node": settings.node_id, **manifest})
 
 
-async def serve_artifact(request: web.Request) -> web.Response:
+async def serve_artifact(request: web.Request) -> web.StreamResponse:
     settings = request.app[ARTIFACT_SETTINGS]
     build_id, refused = _build_id(request, settings)
     if refused is not None:
         return refused
     path = request.match_info["path"]
     try:
-        artifact = await asyncio.to_thread(settings.store.read, settings.repositories, build_id, path)
-    except ArtifactUnavailable as exc:
-        return _error(exc.status, f"node {settings.node_id}: {exc.reason}")
+        with settings.downloads.admit(request.match_info["client"]):
+            try:
+                artifact = await asyncio.to_thread(settings.store.read, settings.repositories, build_id, path)
+            except ArtifactUnavailable as exc:
+                return _error(exc.status, f"node {settings.node_id}: {exc.reason}")
+            with artifact.file:
+                return await _send(request, artifact, settings.node_id)
+    except web.HTTPException as busy:
+        return web.json_response({"error": busy.reason}, status=busy.status,
+                                 headers={"Retry-After": busy.headers["Retry-After"]})
+
+
+async def _send(request: web.Request, artifact: Artifact, node_id: int) -> web.StreamResponse:
     hex_digest = artifact.digest.removeprefix("sha256:")
-    return web.Response(
-        body=artifact.data,
-        content_type="application/octet-stream",
-        headers={
-            DIGEST_HEADER: artifact.digest,
-            "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(hex_digest)).decode()}:",
-            "Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"',
-            "X-Pbft-Node": str(settings.node_id),
-        },
-    )
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/octet-stream",
+        DIGEST_HEADER: artifact.digest,
+        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(hex_digest)).decode()}:",
+        "Content-Disposition": f'attachment; filename="{artifact.path.rsplit("/", 1)[-1]}"',
+        "X-Pbft-Node": str(node_id),
+    })
+    response.content_length = artifact.size
+    await send_file(request, response, artifact.file)  # cut off if gone or stalled: its place goes to the next
+    return response

@@ -24,7 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 from node.caches import newest_first
 from pbft.attestation import is_manifest_entry
@@ -32,6 +32,7 @@ from pbft.attestation import is_manifest_entry
 MANIFEST = "manifest.json"
 FILES = "files"
 _INCOMING = ".incoming-"
+READ_CHUNK_BYTES = 256 * 1024
 
 
 class ArtifactUnavailable(Exception):
@@ -47,7 +48,8 @@ class ArtifactUnavailable(Exception):
 class Artifact:
     path: str
     digest: str  # "sha256:<hex>", as recorded and as the bytes have it
-    data: bytes
+    file: BinaryIO  # open at its start; the caller closes it. Pruning cannot take the bytes from under it.
+    size: int
 
 
 class ArtifactStore:
@@ -106,7 +108,8 @@ class ArtifactStore:
         return None if directory is None else _read_manifest(directory)
 
     def read(self, repositories: Iterable[str], build_id: str, path: str) -> Artifact:
-        """The artifact at `path` of `build_id`, its bytes checked against the recorded digest."""
+        """The artifact at `path` of `build_id`, its bytes checked against the recorded digest,
+        a chunk at a time: a file of tens of megabytes is never held whole."""
         directory = self._find(repositories, build_id)
         manifest = None if directory is None else _read_manifest(directory)
         if manifest is None:
@@ -117,17 +120,23 @@ class ArtifactStore:
         file = directory / FILES / path
         try:
             # The path was checked when the manifest was read; no link is followed at its end.
-            descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(descriptor, "rb") as handle:
-                data = handle.read()
+            handle = os.fdopen(os.open(file, os.O_RDONLY | os.O_NOFOLLOW), "rb")
         except OSError:
             raise ArtifactUnavailable(410, f"artifact {path!r} of build {build_id} is gone from this node") from None
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != recorded:
-            raise ArtifactUnavailable(
-                500, f"artifact {path!r} of build {build_id} no longer has its recorded digest on this node"
-            )
-        return Artifact(path, recorded, data)
+        try:
+            sha256, size = hashlib.sha256(), 0
+            while chunk := handle.read(READ_CHUNK_BYTES):
+                sha256.update(chunk)
+                size += len(chunk)
+            if "sha256:" + sha256.hexdigest() != recorded:
+                raise ArtifactUnavailable(
+                    500, f"artifact {path!r} of build {build_id} no longer has its recorded digest on this node"
+                )
+            handle.seek(0)
+        except BaseException:
+            handle.close()
+            raise
+        return Artifact(path, recorded, handle, size)
 
     def _find(self, repositories: Iterable[str], build_id: str) -> Path | None:
         for repository in repositories:

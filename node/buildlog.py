@@ -1,4 +1,4 @@
-"""One build's log file on this node, written as the build goes.
+r"""One build's log file on this node, written as the build goes.
 
 Written live, not at the end, so that users can follow a running build
 through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
@@ -14,20 +14,47 @@ through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
 
 The status line is always last, so a reader knows the log is complete
 when it sees one. So that a build cannot print lines of the node's own
-(a fake `== status` would end a live reader early), an output line that
-starts with `==` is written with one space in front. The build's output is written by the output reader's
-thread while the build thread may add lines, hence the lock.
+(a fake `== status` would end a live reader early, or fool a person), and
+cannot drive the terminal of whoever reads the log, its output is written
+as safe text, the same for every reader (the file, a live stream, the
+dashboard, a terminal):
+
+- bytes that are not UTF-8 become U+FFFD;
+- every line end a reader may split at (`\r\n`, a lone `\r`, `\n`) becomes
+  `\n`, so a progress bar's redraws become lines;
+- control characters other than tab and newline (C0, DEL, and C1 such as
+  U+009B, a terminal's one-character CSI) are written visibly as `\xNN`:
+  no ANSI colour, cursor move, screen clear or OSC title reaches a reader;
+- an output line that starts with `==` is written with one space in front.
+
+The node's own lines get the same treatment of controls and line ends, so
+no text that reaches them (a reason, a branch name) can start a line either.
+The cap counts the bytes as written. The build's output is written by the
+output reader's thread while the build thread may add lines, hence the lock.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
+import re
 import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 STATUS_PREFIX = "== status "
+_LINE_ENDS = re.compile(r"\r\n?")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def safe_text(text: str) -> str:
+    """`text` with every line end a newline and every control but tab and newline written visibly."""
+    return _CONTROLS.sub(_visible, _LINE_ENDS.sub("\n", text))
 NO_SANDBOX = "none: the build ended before its sandbox was set up"
 
 
@@ -38,7 +65,10 @@ class BuildLog:
         self.truncated = False
         self._size = 0
         self._ends_with_newline = True
-        self._held = b""  # a "=" that began a line, written once the next byte shows it is not "=="
+        # The end of the output so far that the next piece decides: a "\r" (one line end with a
+        # "\n" after it, or alone) or a "=" that began a line (the start of "==", or not).
+        self._held = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._settings_written = False
         self._notes: list[str] = []
         self._lock = threading.Lock()
@@ -71,29 +101,50 @@ class BuildLog:
         self._line(text)
 
     def write(self, chunk: bytes) -> None:
-        """Build output, kept up to the cap; whatever comes later is dropped."""
+        """Build output, kept as safe text up to the cap; whatever comes later is dropped."""
         self.settings([NO_SANDBOX])
         with self._lock:
-            room = self.cap_bytes - self._size
-            if len(chunk) > room:
-                self.truncated = True
-                chunk = chunk[: max(room, 0)]
-            self._size += len(chunk)
-            self._append_output(chunk)
+            if self.truncated:
+                return
+            self._append_output(self._decoder.decode(chunk), final=False)
 
-    def _append_output(self, chunk: bytes) -> None:
-        """Called with the lock held: `chunk` with every line that starts with "==" escaped."""
-        data, self._held = self._held + chunk, b""
-        if data.endswith(b"\n=") or (data == b"=" and self._ends_with_newline):
+    def _append_output(self, text: str, *, final: bool) -> None:
+        """Called with the lock held: `text` as safe text (see the module's docstring)."""
+        text, self._held = self._held + text, ""
+        if text.endswith("\r") and not final:
+            text, self._held = text[:-1], "\r"
+        text = safe_text(text)
+        if not final and not self._held and (text.endswith("\n=") or (text == "=" and self._ends_with_newline)):
             # One "=" at the start of a line: whether a second follows is up to the next piece.
-            data, self._held = data[:-1], b"="
-        if not data:
+            text, self._held = text[:-1], "="
+        if not text:
             return
-        escaped = data.replace(b"\n==", b"\n ==")
-        if self._ends_with_newline and escaped.startswith(b"=="):
-            escaped = b" " + escaped
-        self._ends_with_newline = data.endswith(b"\n")
-        self._append(escaped)
+        escaped = text.replace("\n==", "\n ==")
+        if self._ends_with_newline and escaped.startswith("=="):
+            escaped = " " + escaped
+        data = escaped.encode()
+        room = self.cap_bytes - self._size
+        if len(data) > room:
+            self.truncated = True
+            # Cut where a character ends, so the file stays UTF-8.
+            data = data[: max(room, 0)].decode("utf-8", errors="ignore").encode()
+            self._held = ""
+        self._size += len(data)
+        if data:
+            self._ends_with_newline = data.endswith(b"\n")
+            self._append(data)
+
+    def again(self, text: str) -> None:
+        """The build runs once more (its container was killed from outside): a line of the
+        node's after what the first run printed, which the cap keeps counting."""
+        with self._lock:
+            if not self.truncated:
+                self._append_output(self._decoder.decode(b"", final=True), final=True)
+            self._decoder.reset()
+            if not self._ends_with_newline:
+                self._append(b"\n")
+                self._ends_with_newline = True
+        self._line(text)
 
     def note(self, text: str) -> None:
         """A line from the node about the build, written after the output and never capped."""
@@ -103,9 +154,8 @@ class BuildLog:
         """Write the closing lines; return the log's path, or "" if it could not be written."""
         self.settings([NO_SANDBOX])
         with self._lock:
-            if self._held:
-                self._append(self._held)
-                self._ends_with_newline = False
+            if not self.truncated:
+                self._append_output(self._decoder.decode(b"", final=True), final=True)
             if not self._ends_with_newline:
                 self._append(b"\n")
         if self.truncated:
@@ -123,7 +173,7 @@ class BuildLog:
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self._append(f"== {text}\n".encode())
+            self._append(f"== {safe_text(text).replace(chr(10), ' ')}\n".encode())
 
     def _append(self, data: bytes) -> None:
         """Called with the lock held. A write that fails loses the log, never the build."""

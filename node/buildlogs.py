@@ -7,7 +7,7 @@ with a `== status ...` line. Plain requests get the file as it is now;
 `?follow=1` gets server-sent events: the content so far, then whatever is
 appended, then `event: end` once the status line is written.
 
-Only a configured client may read (its signature, see `pbft.logrequest`),
+Only a configured client may read (its signature, see `shared.logrequest`),
 and nothing from the URL reaches a file path before it is checked against the
 configured client names and a 63-bit decimal timestamp.
 """
@@ -19,16 +19,16 @@ import codecs
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
 from pbft.authenticator import Authenticator
-from pbft.config import NetworkConfig
-from pbft.crypto import Ed25519Authenticator, parse_public_key
-from pbft.logrequest import check_log_request
-from pbft.sse import sse_comment, sse_event
+from shared.config import NetworkConfig
+from shared.crypto import Ed25519Authenticator, parse_public_key
+from shared.logrequest import SeenNonces, check_log_request
+from shared.sse import sse_comment, sse_event
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class LogSettings:
     keepalive_s: float = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
     max_event_bytes: int = 64 * 1024  # file bytes per output event
     max_events_per_poll: int = 16
+    seen: SeenNonces = field(default_factory=SeenNonces)  # each signed request is served once
 
     @classmethod
     def from_config(cls, config: NetworkConfig, node_id: int) -> "LogSettings":
@@ -84,10 +85,10 @@ def _error(status: int, reason: str) -> web.Response:
 
 async def serve_build_log(request: web.Request) -> web.StreamResponse:
     settings = request.app[LOG_SETTINGS]
-    # The raw path is what the client signed: it names the build exactly as requested.
+    # The raw path and query are what the client signed: the build and how it is read, exactly as requested.
     refusal = check_log_request(
-        request.headers, request.rel_url.raw_path, settings.node_id,
-        settings.verifier.verify_client, settings.clients, time.time(),
+        request.headers, request.rel_url.raw_path_qs, settings.node_id,
+        settings.verifier.verify_client, settings.clients, time.time(), method=request.method, seen=settings.seen,
     )
     if refusal is not None:
         return _error(401, refusal)

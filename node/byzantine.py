@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from pbft.config import is_client_name
-from pbft.crypto import PrivateKey, generate_private_key, sign_bytes
+from shared.config import is_client_name
+from shared.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import (
     Commit, Message, MessageError, PrePrepare, Relay, Request, Result, batch_digest, decode, encode, signed,
@@ -408,7 +408,7 @@ def positive_integer(word: str) -> int:
 
 
 def client_name(word: str) -> str:
-    """A client name by the configuration's own rule (`pbft.config.is_client_name`)."""
+    """A client name by the configuration's own rule (`shared.config.is_client_name`)."""
     if not is_client_name(word):
         raise ValueError(f"not a client name: {word!r}")
     return word

@@ -98,7 +98,10 @@ class CacheStore:
         Each candidate is linked to a name of this build's own, so that a
         save or prune meanwhile cannot pull it from under the container, and
         checked through that link: its digest must match, its members must lie
-        inside `roots`. One that fails is deleted, with a line saying why.
+        inside `roots`. One whose bytes changed on disk, or the exact key's that
+        fails, is deleted, with a line saying why. A fallback whose members lie
+        outside `roots` is another spec's cache (a branch with other cache
+        paths), not a bad one: it is skipped and kept for the builds it is for.
         """
         exact = self._root / repository / f"{key}.tar"
         others = [path for path in self._caches(repository) if path != exact]
@@ -113,7 +116,6 @@ class CacheStore:
                 link.unlink(missing_ok=True)
                 os.link(candidate, link)
                 self._check_digest(candidate, link)
-                present = check_cache_tar(link, roots, self._max_bytes)
             except FileNotFoundError:
                 # Pruned by a concurrent save between listing and linking.
                 continue
@@ -121,6 +123,16 @@ class CacheStore:
                 link.unlink(missing_ok=True)
                 self._delete(candidate)
                 line(f"cache dropped key {candidate.stem[:12]}: {exc}")
+                continue
+            try:
+                present = check_cache_tar(link, roots, self._max_bytes)
+            except CacheRefused as exc:
+                link.unlink(missing_ok=True)
+                if candidate == exact:
+                    self._delete(candidate)
+                    line(f"cache dropped key {candidate.stem[:12]}: {exc}")
+                else:
+                    line(f"cache restore skips key {candidate.stem[:12]}: {exc}")
                 continue
             link.chmod(0o644)  # read inside the container by the build user
             size = _size(link.stat().st_size)

@@ -27,15 +27,15 @@ from typing import Awaitable, Callable, Protocol
 from node.byzantine import HONEST, Behaviour
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
-from pbft.config import NetworkConfig
-from pbft.droplog import DropLogLimiter, suppressed_note
+from shared.config import NetworkConfig
+from shared.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict
 from pbft.interpreter import Interpreter
 from pbft.messages import (
     CHALLENGE_BYTES, Challenge, Hello, Message, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
 )
 from pbft.replica import Replica
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Docker engine a node runs its builds on: the environment's, or the one its configuration names.
 
-Only the operator's configuration chooses the engine (pbft/config.py,
+Only the operator's configuration chooses the engine (shared/config.py,
 `build.docker_host` or a node's own `docker_host`); nothing from a webhook or
 a peer reaches it. Access to a Docker engine is root on its machine, so a
 tcp:// engine is reached only with TLS both ways (the node checks the engine
@@ -19,7 +19,7 @@ import docker.constants
 import docker.errors
 import docker.tls
 
-from pbft.config import DockerEngineConfig
+from shared.config import DockerEngineConfig
 
 
 def connect(engine: DockerEngineConfig) -> docker.DockerClient:

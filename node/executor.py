@@ -26,6 +26,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from node.artifacts import MAX_FILES
 from node.artifactstore import ArtifactStore
@@ -42,6 +43,8 @@ from node.sandbox import (
     ArtifactCopy,
     CacheMounts,
     GatedContainer,
+    ContainerOutcome,
+    ENGINE_LOST,
     SandboxError,
     build_image,
     check_image,
@@ -51,14 +54,20 @@ from node.sandbox import (
     start_gated_container,
 )
 from pbft.attestation import manifest_digest
-from pbft.config import BuildConfig, DockerEngineConfig
+from shared.config import BuildConfig, DockerEngineConfig
 from pbft.messages import Result, Spec
-from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
+from shared.refs import check_branch_name, check_commit_sha, check_repository_name
 
 log = logging.getLogger(__name__)
 
 ROOT_REFUSED = "build spec asks for root; the network does not allow it"
 ARTIFACTS_OFF = "build spec declares artifacts; the network keeps none (build.artifacts_mb is 0)"
+KILLED_OUTSIDE = "build container killed outside the build (not by its timeout or memory limit)"
+NODE_STOPPING = "the node stopped during the build"
+ENGINE_UNAVAILABLE = "docker engine unavailable"
+# How long a build whose engine went away, and a removal that found it gone, wait for it to
+# answer again: a service restart takes seconds, an upgrade may take a minute.
+ENGINE_BACK_S = 60.0
 
 # A leading dot is refused so that "." and ".." never name a workspace.
 _BUILD_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -136,6 +145,7 @@ class Executor:
         self._docker_guard = threading.Lock()
         self._running = 0
         self._active_ids: set[str] = set()
+        self._closing = False
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self._instance_id = uuid.uuid4().hex
@@ -200,6 +210,7 @@ class Executor:
         killing it lets the thread remove the container and the workspace
         right away instead of at the build's deadline.
         """
+        self._closing = True  # builds it kills below are not run again
         self._ready.close()
         if self._docker is None:
             self._janitor.shutdown(wait=True)
@@ -278,6 +289,10 @@ class Executor:
         except _BuildError as exc:
             output.write(exc.detail.encode(errors="replace"))
             result = BuildResult("error", None, exc.commit, exc.reason)
+        except requests.exceptions.ConnectionError as exc:
+            # The engine is down (between builds, or went away outside a container's run).
+            log.warning("node=%s build %s: %s: %s", self._node_id, build_id, ENGINE_UNAVAILABLE, exc)
+            result = BuildResult("error", None, None, ENGINE_UNAVAILABLE)
         except Exception:
             # A bug or an unexpected environment problem must not take the
             # node down; the traceback stays in the node log.
@@ -385,15 +400,16 @@ class Executor:
                     spec.artifacts, self._artifacts.incoming(build_id), max_bytes=limits.artifacts_mb * 1024 * 1024
                 )
             try:
-                outcome = run_container(
+                run = functools.partial(
+                    run_container,
                     self._client(), image_id=image_id, script=script, arguments=arguments,
                     workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
                     identities=self._identities, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
-                    remove_later=self._remove_later, ready=ready,
-                    on_started=None if ready_key is None else functools.partial(self._ready.prepare, ready_key),
-                    environment=environment, artifacts=artifacts,
+                    remove_later=self._remove_later, environment=environment, artifacts=artifacts,
                 )
+                outcome = self._unless_host_fault(run, output, commit, ready=ready, on_started=(
+                    None if ready_key is None else functools.partial(self._ready.prepare, ready_key)))
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
                 if artifacts is not None:
@@ -416,12 +432,14 @@ class Executor:
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
-            outcome = run_container(
+            run = functools.partial(
+                run_container,
                 self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
                 identities=self._identities, on_output=output.write, remove_later=self._remove_later,
                 environment=environment,
             )
+            outcome = self._unless_host_fault(run, output, commit)
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
 
@@ -442,6 +460,52 @@ class Executor:
             )
             return agreed, outcome.commands_ms
         return BuildResult("success", 0, commit, spec=ran), outcome.commands_ms
+
+    def _unless_host_fault(self, run, output: BuildLog, commit: str, **first) -> ContainerOutcome:
+        """`run()`'s outcome; if the host failed the build, the outcome of running it once more,
+        in a fresh container, from the same sources, once the engine answers.
+
+        Host faults are a container killed from outside the build (`docker kill`, an operator,
+        the host's tooling) and an engine that went away under it (its service restarted or
+        crashed). They are the node's trouble, not the build's: an exit code 137 must not be
+        signed as the build's failure, which would make this node a dissenter on a build that
+        passed. Failed by the host again, the node says so as its `error`, the same text on
+        every node it happens to."""
+        faults = []
+        while True:
+            try:
+                outcome = run(**first) if not faults else run()
+            except SandboxError as exc:
+                if not exc.engine_lost:
+                    raise
+                log.warning("node=%s %s: %s", self._node_id, ENGINE_LOST, exc.detail.strip())
+                faults.append(ENGINE_LOST)
+            else:
+                if not outcome.killed_outside:
+                    return outcome
+                faults.append(KILLED_OUTSIDE)
+            if self._closing:
+                raise _BuildError(NODE_STOPPING, commit=commit)
+            if len(faults) == 2:
+                twice = f"{faults[0]}, twice" if faults[0] == faults[1] else f"{faults[0]}, then {faults[1]}"
+                raise _BuildError(twice, commit=commit)
+            if not self._engine_answers(ENGINE_BACK_S):
+                raise _BuildError(f"{faults[0]}; it did not answer again within {ENGINE_BACK_S:g} s", commit=commit)
+            log.warning("node=%s %s: running the build again", self._node_id, faults[0])
+            output.again(f"{faults[0]}: the build runs again, in a fresh container")
+
+    def _engine_answers(self, within_s: float) -> bool:
+        """Whether the build engine answers within `within_s` (not once the executor closes)."""
+        deadline = time.monotonic() + within_s
+        while not self._closing:
+            try:
+                self._client().ping()
+                return True
+            except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.5)
+        return False
 
     def _take_artifacts(
         self, name: str, build_id: str, commit: str, copy: ArtifactCopy, outcome, output: BuildLog
@@ -531,12 +595,22 @@ class Executor:
 
     def _remove_later(self, removal) -> None:
         try:
-            done = self._janitor.submit(removal)
+            done = self._janitor.submit(functools.partial(self._removing, removal))
         except RuntimeError:
             # The executor is closing: remove it now, as the build's own last step.
             removal()
             return
         done.add_done_callback(_report_failed_removal)
+
+    def _removing(self, removal) -> None:
+        """`removal()`, done again once the engine answers if it was away (restarting): a
+        build's containers and volumes must not stay on it until the node's next start."""
+        try:
+            removal()
+        except requests.exceptions.ConnectionError:
+            if not self._engine_answers(ENGINE_BACK_S):
+                raise
+            removal()
 
     def _client(self) -> docker.DockerClient:
         # Created on first use so that a node starts (and answers with error
@@ -547,7 +621,7 @@ class Executor:
                     self._docker = connect(self._engine)
                 except docker.errors.DockerException as exc:
                     log.warning("node %s: build engine %s unavailable: %s", self._node_id, describe(self._engine), exc)
-                    raise SandboxError("docker engine unavailable", f"{exc}\n") from None
+                    raise SandboxError(ENGINE_UNAVAILABLE, f"{exc}\n") from None
                 log.info("node %s builds on %s", self._node_id, describe(self._engine))
             return self._docker
 

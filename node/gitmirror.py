@@ -1,7 +1,7 @@
 """Cached bare mirrors of the configured repositories, and exporting one commit.
 
 All calls block; the executor runs them in a worker thread. Branch names and
-commit ids must already have passed pbft.refs: they reach git only as full
+commit ids must already have passed shared.refs: they reach git only as full
 refs or object names, after `--` where git accepts one. Failures raise
 GitError with a deterministic reason; git's own stderr goes to the build log.
 """

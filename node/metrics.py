@@ -98,7 +98,7 @@ class _StateCollector:
         for reason, count in sorted(state["dropped"].items()):
             drops.add_metric([reason], count)
         yield drops
-        # A third of the nodes' CPU per request at n = 16 (README "Performance"): one check per vote counted.
+        # A third of the nodes' CPU per request at n = 16 (docs/performance.md): one check per vote counted.
         yield CounterMetricFamily("pbft_signatures_checked", "Signatures of nodes and clients this node checked",
                                   value=self._signatures_checked())
         links = self._links()

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -54,7 +55,7 @@ from node.artifacts import MAX_FILES, ArtifactError, Collector, archive_path, ar
 from node.attach import StdinAttach
 from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
 from node.identity import HOME_DIR, Identities, IdentityError
-from pbft.config import BuildConfig
+from shared.config import BuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,18 @@ def exported(environment: dict[str, str], script: str) -> str:
     return f"export {assignments}; {script}"
 
 
-class SandboxError(Exception):
-    """A build could not be run; `reason` is deterministic, `detail` is for the log."""
+ENGINE_LOST = "the build engine stopped answering while the build ran (restarted or stopped)"
 
-    def __init__(self, reason: str, detail: str = ""):
+
+class SandboxError(Exception):
+    """A build could not be run; `reason` is deterministic, `detail` is for the log.
+    `engine_lost`: the connection to the engine broke under the build, the node's trouble."""
+
+    def __init__(self, reason: str, detail: str = "", *, engine_lost: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.engine_lost = engine_lost
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,9 @@ class ContainerOutcome:
     # reason they could not be taken (node/artifacts.py).
     artifacts: dict[str, str] | None = None
     artifacts_problem: str = ""
+    # Stopped by a kill that neither the deadline nor the kernel's memory limit sent (`docker
+    # kill`, a host's operator or tooling): the node's trouble, not a result of the build.
+    killed_outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -472,6 +481,7 @@ def run_container(
         output, truncated = capture.finish()
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        killed_outside = exit_code not in (None, 0) and not oom_killed and _killed(client, container)
         copied, problem = False, ""
         found, artifacts_problem = None, ""
         if holder is not None and exit_code == 0:
@@ -480,8 +490,13 @@ def run_container(
             if artifacts is not None:
                 found, artifacts_problem = _copy_artifacts_out(holder, artifacts, limits.workspace_mb)
         return ContainerOutcome(
-            exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem
+            exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem,
+            killed_outside,
         )
+    except requests.exceptions.ConnectionError as exc:
+        # The engine went away under the build (its service restarted, it crashed): whatever
+        # the build's container did, this node did not see it finish.
+        raise SandboxError(ENGINE_LOST, f"{exc}\n", engine_lost=True) from None
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
@@ -817,6 +832,30 @@ class _OutputCapture:
         if self._thread.is_alive():
             self._stream.close()
             self._thread.join(_OUTPUT_DRAIN_S)
+
+
+def _killed(client: docker.DockerClient, container: Container) -> bool:
+    """Whether the engine was told to kill `container` (it says so in its events) between its
+    creation and its exit, both as the engine's clock has them. A build that kills itself, or
+    whose processes die of a signal of their own, leaves no such event."""
+    state = container.attrs.get("State", {})
+    since, until = _engine_time(container.attrs.get("Created", "")), _engine_time(state.get("FinishedAt", ""))
+    if since is None or until is None:
+        return False
+    events = client.events(since=since, until=until + 1, decode=True,
+                           filters={"container": container.id, "event": "kill"})
+    try:
+        return any(event.get("Action") == "kill" for event in events)
+    finally:
+        events.close()
+
+
+def _engine_time(text: str) -> int | None:
+    """Whole seconds since the epoch of a time the engine writes (RFC 3339, nanoseconds)."""
+    try:
+        return int(datetime.fromisoformat(text[:19]).replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        return None
 
 
 def _wait(container, timeout_s: float) -> int | None:

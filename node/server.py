@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import weakref
-from typing import Callable
+from typing import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,13 +23,13 @@ from node.driver import Build, CrashAt, Driver
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
-from pbft.config import NetworkConfig
+from shared.config import NetworkConfig
 from pbft.attestation import Signed, envelope_of, signers
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.messages import Operation, decode, encode
 from pbft.quorum import reply_quorum
-from pbft.replica import Replica, ReplicaSettings
+from pbft.replica import Replica
 
 logger = logging.getLogger(__name__)
 
@@ -99,20 +99,7 @@ def make_app(
     app[HEARTBEAT] = heartbeat_s
     app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
     app[QUORUM] = reply_quorum(config.f)
-    settings = ReplicaSettings(
-        node_id=node_id,
-        n=config.n,
-        f=config.f,
-        checkpoint_interval=config.protocol.checkpoint_interval,
-        log_window=config.protocol.log_window,
-        batch_max=config.protocol.batch_max,
-        pipeline_depth=config.protocol.pipeline_depth,
-        max_buffered=config.protocol.max_buffered,
-        view_change_timeout_s=config.protocol.view_change_timeout_s,
-        relay_votes=config.protocol.relay_votes,
-        relay_fallback_s=config.protocol.relay_fallback_s,
-        builder_id=config.builder_id,
-    )
+    settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id)
 
     async def resources(app: web.Application):
         auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)))
@@ -122,9 +109,9 @@ def make_app(
             executor = _make_executor(config, node_id)
             await asyncio.to_thread(executor.sweep_leftovers)
             run_build = executor.run
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
             links = {
-                node.id: PeerLink(node.id, f"http://{node.host}:{node.port}/peer", session, heartbeat_s=heartbeat_s)
+                node.id: PeerLink(node.id, node.url("/peer"), session, heartbeat_s=heartbeat_s)
                 for node in config.nodes
                 if node.id != node_id
             }
@@ -317,12 +304,23 @@ class FrameBudget:
         return True
 
 
+async def frames(request: web.Request, ws: web.WebSocketResponse) -> AsyncIterator[aiohttp.WSMessage]:
+    """The socket's frames until it closes. A far end that hung up while aiohttp answered
+    its PING (a peer resumed after SIGSTOP, whose own end gave up on the connection) ends
+    the stream here with one INFO line: a vanished peer is routine, not a server error."""
+    try:
+        async for frame in ws:
+            yield frame
+    except ConnectionError as error:
+        logger.info("socket %s from %s gone: %s", request.path, request.remote, error)
+
+
 async def peer_socket(request: web.Request) -> web.WebSocketResponse:
     """Frames from another node's outbound link; signatures, not the socket, say who sent them."""
     ws = await open_socket(request)
     driver = request.app[DRIVER]
     budget = FrameBudget(PEER_FRAMES_PER_S, PEER_FRAME_BURST, asyncio.get_running_loop().time)
-    async for frame in ws:
+    async for frame in frames(request, ws):
         if frame.type == aiohttp.WSMsgType.ERROR:
             too_big = getattr(ws.exception(), "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
             driver.drops["peer_frame_too_big" if too_big else "peer_frame_error"] += 1
@@ -346,7 +344,7 @@ async def client_socket(request: web.Request) -> web.WebSocketResponse:
     # unchanged even from a node that misbehaves with its replies.
     connection.send(json.dumps(encode(driver.issue_challenge(replies))))
     try:
-        async for frame in ws:
+        async for frame in frames(request, ws):
             if frame.type == aiohttp.WSMsgType.TEXT:
                 driver.on_frame(frame.data, replies)
     finally:

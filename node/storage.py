@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
 from pbft.storage import StoreError

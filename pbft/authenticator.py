@@ -1,6 +1,6 @@
 """What the protocol core needs from cryptography, and nothing else.
 
-`pbft.crypto.Ed25519Authenticator` implements it for nodes and clients; the
+`shared.crypto.Ed25519Authenticator` implements it for nodes and clients; the
 simulator swaps in a cheaper one. Keeping the contract here keeps key files
 and the crypto library out of the core's imports.
 """

@@ -46,6 +46,7 @@ class Checkpoints:
 
     def adopt_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> None:
         """Votes from a verified 2f+1 proof (a view change or state transfer carried it)."""
+        assert self.due(seq) and all(checkpoint.seq == seq for checkpoint in proof)
         for checkpoint in proof:
             self.votes.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
 
@@ -57,7 +58,18 @@ class Checkpoints:
         proof = tuple(vote for vote in self.votes.get(seq, {}).values() if vote.state_digest == own)
         if len(proof) < commit_quorum(self.f):
             return False
+        assert len({vote.sender for vote in proof}) == len(proof), "one vote per sender"
         self.stable_seq, self.stable_proof = seq, proof
         self.votes = {s: votes for s, votes in self.votes.items() if s >= seq}
         self.own = {s: digest for s, digest in self.own.items() if s >= seq}
         return True
+
+    def restore(self, stable_seq: int, proof: tuple[Checkpoint, ...], stored: list[Checkpoint], me: int) -> None:
+        """Rebuild from the saved stable checkpoint and the CHECKPOINTs stored since."""
+        assert self.stable_seq == 0 and not self.votes, "restore fresh checkpoints"
+        self.stable_seq, self.stable_proof = stable_seq, proof
+        for checkpoint in stored:
+            if checkpoint.seq >= stable_seq:
+                self.votes.setdefault(checkpoint.seq, {})[checkpoint.sender] = checkpoint
+                if checkpoint.sender == me:
+                    self.computed(checkpoint.seq, checkpoint.state_digest)

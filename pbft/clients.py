@@ -52,6 +52,7 @@ class ClientTable:
     def wait(self, request: Request) -> bool:
         """A client sent us `request`: keep it until it executes, unless its client has
         `max_open` requests waiting here already. Returns whether it is waiting."""
+        assert request.key not in self.executed, "an executed request is never waited for"
         if request.key not in self.waiting:
             if self._open[request.client] >= self.max_open:
                 return False
@@ -111,6 +112,7 @@ class ClientTable:
         return True
 
     def next_batch(self, batch_max: int) -> tuple[Request, ...]:
+        assert batch_max > 0 and len(self.pending) == len(self.pending_keys)
         batch = []
         while self.pending and len(batch) < batch_max:
             request = self.pending.popleft()
@@ -119,9 +121,11 @@ class ClientTable:
         return tuple(batch)
 
     def unqueue_all(self) -> None:
-        """A view change: queued requests wait for the next primary like any other."""
+        """A view change: queued requests wait for the next primary like any other, but for
+        those that executed meanwhile (in another primary's batch, or learnt by state
+        transfer): waiting for one of them, a backup would suspect every primary in turn."""
         for request in self.pending:
-            if request.key not in self.waiting:
+            if request.key not in self.waiting and request.key not in self.executed and not self.expired(request.key):
                 self._open[request.client] += 1  # over max_open only by what was queued already
                 self.waiting[request.key] = request
         self.pending.clear()

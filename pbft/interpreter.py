@@ -45,7 +45,7 @@ from pbft.effects import (
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
 from pbft.replica import Replica
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 from pbft.storage import ReplicaStore, StoreError
 
 logger = logging.getLogger(__name__)

@@ -3,13 +3,17 @@
 Slots hold the current view's pre-prepare and signed votes for sequence
 numbers inside the window (h, h+L]; prepared certificates outlive the view
 they formed in, since the next VIEW-CHANGE must carry them. Both are
-collected as garbage when a checkpoint becomes stable.
+collected as garbage when a checkpoint becomes stable, and both are rebuilt
+after a restart from the pre-prepares and votes the store kept.
 """
 
 from __future__ import annotations
 
-from pbft.messages import CommittedCertificate, PreparedCertificate
-from pbft.slot import Slot
+from typing import Callable, Iterable
+
+from pbft.messages import Commit, CommittedCertificate, PreparedCertificate, PrePrepare, Prepare
+from pbft.quorum import commit_quorum, matching, prepare_quorum
+from pbft.slot import Slot, vote_digests
 
 
 class MessageLog:
@@ -18,6 +22,7 @@ class MessageLog:
         self.prepared_certs: dict[int, PreparedCertificate] = {}  # seq -> latest certificate
 
     def slot(self, seq: int) -> Slot:
+        assert seq > 0
         slot = self.slots.get(seq)
         if slot is None:
             slot = self.slots[seq] = Slot()
@@ -41,3 +46,38 @@ class MessageLog:
             return None
         commits = tuple(vote for vote in slot.commits.values() if vote.digest == slot.preprepare.digest)
         return CommittedCertificate(slot.preprepare, commits)
+
+    def restore(
+        self, stored: Iterable[PrePrepare | Prepare | Commit], in_window: Callable[[int], bool],
+        me: int, f: int, working_view: int | None,
+    ) -> None:
+        """Rebuild from stored pre-prepares and votes, recomputing prepared and committed-local
+        and sending nothing. Only the slots of `working_view` (None while changing views)
+        take part in agreement; older ones live on as prepared certificates."""
+        assert not self.slots and not self.prepared_certs, "restore a fresh log"
+        by_view: dict[tuple[int, int], Slot] = {}
+        for message in stored:
+            if not in_window(message.seq):
+                continue
+            slot = by_view.setdefault((message.view, message.seq), Slot())
+            if isinstance(message, PrePrepare):
+                slot.preprepare = message
+            elif isinstance(message, Prepare):
+                slot.prepares.setdefault(message.sender, message)
+            else:
+                slot.commits.setdefault(message.sender, message)
+        for (view, seq), slot in sorted(by_view.items()):
+            self._restore_progress(seq, slot, me, f)
+            if view == working_view:
+                self.slots[seq] = slot
+
+    def _restore_progress(self, seq: int, slot: Slot, me: int, f: int) -> None:
+        if slot.preprepare is None:
+            return
+        wanted = slot.preprepare.digest
+        if matching(vote_digests(slot.prepares), wanted) >= prepare_quorum(f) or me in slot.commits:
+            slot.prepared = True
+            proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
+            if len(proof) >= prepare_quorum(f):
+                self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
+        slot.committed = slot.prepared and matching(vote_digests(slot.commits), wanted) >= commit_quorum(f)

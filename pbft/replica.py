@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
@@ -30,14 +30,16 @@ from pbft.effects import (
     ResendReply,
     SendReply,
     SendTo,
+    ServeFetch,
     ServeVotes,
     Store,
 )
+from pbft.durable import DurableState
 from pbft.encoding import digest
+from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
 from pbft.messages import (
     MAX_VOTE_FETCH,
-    MAX_VOTES,
     Checkpoint,
     Commit,
     Fetch,
@@ -59,24 +61,30 @@ from pbft.messages import (
     signed,
 )
 from pbft.provenance import Provenance
+from pbft.relay import VoteRelay
+from pbft.transfer import LedgerTransfer
+from pbft.views import Mode, Views
 from pbft.quorum import commit_quorum, matching, prepare_quorum
-from pbft.replica_persistence import Persistence
-from pbft.replica_transfer import LedgerCatchUp
-from pbft.replica_viewchange import ViewChanges
 from pbft.slot import (
     GENESIS_STATE,
     ReplicaSettings,
     Slot,
     vote_digests,
 )
-from pbft.viewchange import LatestViewChanges, Membership
+from pbft.viewchange import (
+    Membership,
+    NewViewPlan,
+    checkpoint_proof_problem,
+    committed_certificate_problem,
+    plan_new_view,
+)
 from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
 NO_FILES: Mapping[str, str] = MappingProxyType({})
 
 
-class Replica(ViewChanges, LedgerCatchUp, Persistence):
+class Replica:
     """One PBFT node: a router over parts that each keep their own state and can be
     read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
     (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
@@ -89,7 +97,6 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         self.settings = settings
         self.auth = auth
         self.id = settings.node_id
-        self.view = 0
         self.last_executed = 0
         self.next_seq = 0  # highest sequence number this replica assigned as primary
         self.state_digest = GENESIS_STATE  # hash chain over executed batches
@@ -102,37 +109,17 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         # per sender, so that one faulty node's flood cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
         self.early_votes: dict[int, deque[ResultVote]] = {}
-        # View change state (§4.4): while changing, only checkpoints and view-change traffic count.
-        self.changing_view = False
-        # Each node's latest VIEW-CHANGE, ours included: what a new view needs, and bounded by n.
-        self.view_changes = LatestViewChanges()
-        self.new_view_served_at: dict[int, float] = {}
         self.result_votes = ResultVotes(settings.n, settings.f, settings.vote_retry_s)
         self.votes_served_at: dict[int, float] = {}
-        self.view_changes_in_a_row = 0
         self.now = 0.0
-        self.timer_deadline: float | None = None
-        self.timer_request: tuple[str, int] | None = None  # the waiting request the timer runs for (§4.4)
-        self.view_change_resend_at = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
-        # The stable checkpoint the current view started from (min-s, §4.4): a primary
-        # that has not executed that far yet catches up before it issues anything.
-        self.view_stable_seq = 0
-        self.last_new_view: NewView | None = None  # what started our view, for peers left behind
-        self.fetch_served: dict[int, tuple[int, float]] = {}  # sender -> (seq the last answer reached, when)
         self.members = Membership(settings.n, settings.f, settings.log_window)
-        # RESULTs to send at the next tick in one RELAY: our own, and as primary of a relaying
-        # network every kept one (see _flush_relay_queue).
-        self.relay_queue: list[ResultVote] = []
-        # Requests learnt by state transfer and not built here (seq, request), and those of
-        # them whose verdict we have not seen decided yet, in ledger order: each is built
-        # after all if its verdict is still open once we asked the peers for votes twice,
-        # or when its client sends it again (it lacks matching replies). Both forget with
-        # the client table.
-        self.learnt_unbuilt: dict[tuple[str, int], tuple[int, Request]] = {}
-        self.learnt_open: dict[tuple[str, int], tuple[int, Request]] = {}
-        self._relaying_in = False  # taking in the votes of a relay, not votes sent straight to us
+        # The view, its mode and timer, and the view changes on the way to the next (§4.4).
+        self.views = Views(self.id, self.members, settings.view_change_timeout_s)
+        self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
+        # What we serve of our ledger, and what we adopted of peers' without building it.
+        self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
 
@@ -159,29 +146,30 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def high_watermark(self) -> int:
         return self.low_watermark + self.settings.log_window
 
+    @property
+    def view(self) -> int:
+        return self.views.view
+
+    @property
+    def mode(self) -> Mode:
+        """NORMAL: working in our view; CHANGING: our VIEW-CHANGE is out, we wait for the NEW-VIEW."""
+        return self.views.mode
+
+    @property
+    def changing_view(self) -> bool:  # for readers outside the core: tests and the simulator
+        return self.views.mode is Mode.CHANGING
+
     def primary(self, view: int | None = None) -> int:
-        return (self.view if view is None else view) % self.settings.n
+        return self.views.primary(view)
 
     @property
     def is_primary(self) -> bool:
-        return self.primary() == self.id
-
-    def not_entered(self, view: int) -> bool:
-        """`view` is one this replica has not entered: a later one, or the one it is changing to."""
-        return view > self.view or (view == self.view and self.changing_view)
-
-    def would_move(self, view: int) -> bool:
-        """Changing to `view` would move this replica on: a later view, or a change away from this one."""
-        return view > self.view or (view == self.view and not self.changing_view)
-
-    @property
-    def per_sender_buffer(self) -> int:
-        return max(16, self.settings.max_buffered // self.settings.n)
+        return self.views.is_primary
 
     def _buffer(self, buffers: dict[int, deque], sender: int, message: Message) -> None:
         buffer = buffers.get(sender)
         if buffer is None:
-            buffer = buffers[sender] = deque(maxlen=self.per_sender_buffer)
+            buffer = buffers[sender] = deque(maxlen=self.settings.per_sender_buffer)
         buffer.append(message)
 
     def _served_recently(self, served_at: dict[int, float], sender: int, interval_s: float) -> bool:
@@ -241,16 +229,18 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def tick(self, now: float) -> None:
         """Advance the clock; a backup whose timer expired moves to the next view (§4.4)."""
         self.now = max(self.now, now)
-        if self.timer_deadline is not None and self.now >= self.timer_deadline:
+        if self.views.timer_expired(self.now):
             self._timer_expired()
-        elif self.changing_view and self.now >= self.view_change_resend_at:
+        elif self.views.resend_due(self.now):
             self._send_view_change()
+        else:
+            self._maybe_join_lone_view_change()
         self._replay_ready()
-        self._flush_relay_queue()
+        self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._fall_back_to_all_to_all()
         self._maybe_fetch()
+        self._build_learnt_still_open()  # before the ask that would move the answer deadline on
         self._ask_for_votes()
-        self._build_learnt_still_open()
         self._maybe_announce()
         self._check_invariants()
 
@@ -271,15 +261,15 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         statement_sig, link_sig = self._sign_attestation(request, result)
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
-            Reply(self.view, request.timestamp, request.client, self.id, result, "", statement_sig, link_sig,
-                  provenance_sig),
+            Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
+                  link_sig=link_sig, provenance_sig=provenance_sig),
             self.auth.sign,
         )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         self._outbox.append(SendReply(reply))
         vote = signed(
-            ResultVote(seq, request.client, request.timestamp, result, self.id, "", statement_sig, link_sig,
-                       provenance_sig),
+            ResultVote(seq, request.client, request.timestamp, result, self.id, statement_sig=statement_sig,
+                       link_sig=link_sig, provenance_sig=provenance_sig),
             self.auth.sign,
         )
         self._count_vote(vote)
@@ -325,7 +315,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return "ignore_request_expired"
         if request.key in clients.executed:
             if clients.executed[request.key] is None:
-                if request.key in self.learnt_unbuilt:
+                if request.key in self.transfer.learnt_unbuilt:
                     # The client still waits for matching replies, and one of the nodes that
                     # built it may have lied in its reply (or not built it): build it after all.
                     self._build_learnt(request.key)
@@ -336,10 +326,10 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             return None
         if not clients.wait(request):
             return "ignore_request_client_has_too_many_open"
-        if self.changing_view:
+        if self.mode is Mode.CHANGING:
             return None  # handed to the new primary once the view is in place
         if not self.is_primary:
-            if self.timer_deadline is None:
+            if self.views.timer_deadline is None:
                 self._start_timer()
             if request.key in clients.forwarded:
                 return "ignore_request_already_forwarded"
@@ -362,8 +352,8 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
         while (
             self.clients.pending
-            and not self.changing_view
-            and self.last_executed >= self.view_stable_seq
+            and self.mode is Mode.NORMAL
+            and self.last_executed >= self.views.stable_seq
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
@@ -440,9 +430,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         at n = 16 that spares each node a few signature checks per request. A backup of a
         relaying network still takes a vote sent straight to it, which says that its
         sender gave up waiting for the relay (`_joined_all_to_all`)."""
-        if vote.view != self.view or self.changing_view:
+        if vote.view != self.view or self.mode is Mode.CHANGING:
             return False
-        if self.relaying and not self._relaying_in and not self.is_primary:
+        if self.relay.to_primary(self.is_primary) and not self.relay.taking_in:
             return False
         slot = self.slots.get(vote.seq)
         if slot is None or slot.preprepare is None:
@@ -476,7 +466,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
     def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
         """Keep a message of a view this replica has not entered yet, or just above its
         window, in a bounded per-sender buffer; `_replay_ready` hands it back in time."""
-        if self.not_entered(message.view) or message.seq > self.high_watermark:
+        if self.views.not_entered(message.view) or message.seq > self.high_watermark:
             self._buffer(self.future, message.sender, message)
             return True
         return False
@@ -494,7 +484,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             for message in buffer:
                 if message.view < self.view or message.seq <= self.low_watermark:
                     continue
-                (kept if self.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
+                (kept if self.views.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
             self.future[sender] = kept
         for message in ready:
             self._handle(message)
@@ -551,60 +541,39 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             )
             self._execute_ready()
 
-    # --- relayed votes ----------------------------------------------------
+    # --- relayed votes (`pbft.relay`) ------------------------------------
 
     @property
     def relaying(self) -> bool:
-        return self.settings.relay_votes
+        return self.relay.enabled
 
     def _send_vote(self, vote: Prepare | Commit) -> None:
         """Broadcast our vote, or in a relaying network hand it to the primary, which passes a quorum on."""
-        slot = self.slots[vote.seq]
-        if self.relaying and not self.is_primary and not slot.all_to_all:
-            slot.voted_at = self.now
-            self._outbox.append(SendTo(self.primary(), vote))
-        else:
-            self._outbox.append(Broadcast(vote))
+        self._outbox.append(self.relay.send_vote(vote, self.slots[vote.seq], self.now, self.primary(), self.is_primary))
 
     def _on_relay(self, relay: Relay) -> str | None:
         """Take in each relayed vote as if it had come alone. Votes we hold already (our own
         among them) are skipped before their signature is checked: they tell us nothing."""
         first_problem = None
-        self._relaying_in = True
-        try:
+        with self.relay.unpacking():
             for vote in relay.votes:
                 if vote.sender == self.id or self._holds(vote):
                     continue
                 problem = self._handle(vote)
                 first_problem = first_problem or problem
-        finally:
-            self._relaying_in = False
         return first_problem
 
     def _joined_all_to_all(self, vote: Prepare | Commit) -> None:
-        """A backup's vote that came straight from it: it gave up waiting for the primary's
-        relay of this slot, so we vote to everyone in it too, or it would wait in vain."""
-        if self.relaying and not self._relaying_in and not self.is_primary and vote.sender != self.primary(vote.view):
-            slot = self.slots.get(vote.seq)
-            if slot is not None and not slot.all_to_all and vote.view == self.view:
-                self._go_all_to_all(slot)
+        slot = self.slots.get(vote.seq)
+        if self.relay.joins_all_to_all(vote, slot, self.view, self.primary(vote.view), self.is_primary):
+            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
 
     def _fall_back_to_all_to_all(self) -> None:
         """Slots whose relay is overdue go back to all-to-all voting (see relay_fallback_s)."""
-        if not self.relaying or self.is_primary or self.changing_view:
+        if not self.relay.to_primary(self.is_primary) or self.mode is Mode.CHANGING:
             return
-        for slot in self.slots.values():
-            if (
-                not slot.committed and not slot.all_to_all and slot.voted_at is not None
-                and self.now - slot.voted_at >= self.settings.relay_fallback_s
-            ):
-                self._go_all_to_all(slot)
-
-    def _go_all_to_all(self, slot: Slot) -> None:
-        slot.all_to_all = True
-        for vote in (slot.prepares.get(self.id), slot.commits.get(self.id)):
-            if vote is not None and vote.view == self.view:
-                self._outbox.append(Broadcast(vote))
+        for slot in self.relay.overdue(self.slots.values(), self.now):
+            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
 
     def _holds(self, vote: Prepare | Commit | ResultVote) -> bool:
         if isinstance(vote, ResultVote):
@@ -616,22 +585,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         return held == vote
 
     def _queue_for_relay(self, vote: ResultVote) -> None:
-        self.relay_queue.append(vote)
-        if len(self.relay_queue) >= MAX_VOTES:
-            self._flush_relay_queue()
-
-    def _flush_relay_queue(self) -> None:
-        """Send the RESULTs queued since the last tick, as one frame: verdicts in node ledgers
-        are not on any client's path, so they can wait for company. A peer then takes in one
-        frame per tick, not one per build and node. A backup of a relaying network sends its
-        own to the primary, which passes them on with the others at its next tick; every
-        other node sends to all."""
-        if self.relay_queue:
-            relay, self.relay_queue = Relay(tuple(self.relay_queue)), []
-            if self.relaying and not self.is_primary:
-                self._outbox.append(SendTo(self.primary(), relay))
-            else:
-                self._outbox.append(Broadcast(relay))
+        self._outbox.extend(self.relay.queue_result(vote, self.primary(), self.is_primary))
 
     # --- execution, in sequence order (§4.2) ---------------------------
 
@@ -653,7 +607,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
             self.result_votes.ordered(request.key, seq)
             if not build:
                 self.result_votes.expect(request.key, self.now, at_once=True)
-                self.learnt_unbuilt[request.key] = self.learnt_open[request.key] = (seq, request)
+                self.transfer.learnt(seq, request)
         self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
@@ -664,7 +618,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         )
         built, learnt = (fresh, ()) if build else ((), fresh)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt))
-        self._restart_timer_after_progress()
+        self.views.progressed(self.now, self.clients.waiting)
         if self.checkpoints.due(seq):
             self._forget_expired_requests()
             self._take_checkpoint(seq)
@@ -675,9 +629,7 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         A build forgotten before its verdict reached us stays open in no table: the
         ledger says so ("expired") rather than "pending" for ever."""
         forgotten = self.clients.forget_expired()
-        for key in forgotten:
-            self.learnt_unbuilt.pop(key, None)
-            self.learnt_open.pop(key, None)
+        self.transfer.forget(forgotten)
         for (client, timestamp), seq in self.result_votes.forget(forgotten):
             logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
             self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
@@ -732,21 +684,20 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
 
     def _build_learnt_still_open(self) -> None:
         """Build, oldest first, the learnt requests whose verdict the peers' votes did not
-        decide (2f+1 matching) by the second time we asked: the nodes that built them may
-        be too few without us. Asking first spares a node that caught up on hours of
-        history from building what was certified long ago."""
-        while self.learnt_open:
-            key = next(iter(self.learnt_open))
-            still_open = self.result_votes.open_after_asking(key, times=2)
+        decide (2f+1 matching) once two of our asks were answered and the answers had their
+        time (or four went out): the nodes that built them may be too few without us. Asking
+        first spares a node that caught up on hours of history from building what was
+        certified long ago."""
+        while (key := self.transfer.oldest_open()) is not None:
+            still_open = self.result_votes.open_after_asking(key, times=2, now=self.now)
             if still_open is None:
-                return  # not asked twice yet: the oldest is built first, once it has been
-            del self.learnt_open[key]
+                return  # its answers may still come: the oldest is built first, once they had their time
+            self.transfer.stop_waiting(key)
             if still_open:
                 self._build_learnt(key)
 
     def _build_learnt(self, key: tuple[str, int]) -> None:
-        seq, request = self.learnt_unbuilt.pop(key)
-        self.learnt_open.pop(key, None)
+        seq, request = self.transfer.take(key)
         logger.info("node=%d view=%d seq=%d build=%s-%d learnt by state transfer: building it",
                     self.id, self.view, seq, key[0], key[1])
         self._outbox.append(BuildLearnt(seq, request))
@@ -802,6 +753,384 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         if self.is_primary:
             self._issue_preprepares()
 
+    # --- view changes (§4.4, §4.5.2; `pbft.views`) ------------------------
+
+    def _start_timer(self) -> None:
+        """Time the oldest request we wait for (or, changing views, the wait for NEW-VIEW)."""
+        waited = next(iter(self.clients.waiting), None) if self.mode is Mode.NORMAL else None
+        self.views.start_timer(self.now, waited)
+
+    def _timer_expired(self) -> None:
+        """The request we wait for did not execute in time: suspect the primary (§4.4), unless
+        f+1 nodes show that the stall is ours. A node that merely lags behind peers that
+        went on (or that missed the NEW-VIEW of a view they are working in) catches up
+        instead; a view change it started alone would leave it out of the network."""
+        changing = self.mode is Mode.CHANGING
+        if self.catch_up.behind(self.last_executed) or (changing and self.catch_up.target_view() >= self.view):
+            logger.warning("node=%d view=%d timer expired while behind its peers: catching up", self.id, self.view)
+            self._start_timer()
+            if changing:
+                self._send_view_change()  # peers in this view answer with its NEW-VIEW
+            return
+        logger.warning("node=%d view=%d timer expired", self.id, self.view)
+        self._start_view_change(self.view + 1)
+
+    def _start_view_change(self, view: int) -> None:
+        self.views.move_to(view)
+        self.clients.unqueue_all()
+        self._send_view_change()
+        self._maybe_start_new_view_timer()
+        self._maybe_send_new_view(view)
+
+    def _send_view_change(self) -> None:
+        message = signed(
+            ViewChange(self.view, self.low_watermark, self.stable_proof, self.log.prepared_above(self.low_watermark), self.id),
+            self.auth.sign,
+        )
+        self.views.said(message, self.now)
+        logger.warning(
+            "node=%d view=%d phase=view-change stable=%d prepared=%d",
+            self.id, self.view, self.low_watermark, len(message.prepared),
+        )
+        self._outbox.append(Broadcast(message))
+
+    def _maybe_join_lone_view_change(self) -> None:
+        """Idle, join a peer that asks alone for the next view (`Views.lone_view_change`)."""
+        idle = (
+            not self.clients.waiting and not self.clients.pending
+            and max(self.slots, default=0) <= self.last_executed
+            and not self.catch_up.behind(self.last_executed)
+        )
+        view = self.views.lone_view_change(self.now, idle)
+        if view is not None:
+            logger.warning("node=%d view=%d idle: joining a peer's lone VIEW-CHANGE for view %d", self.id, self.view, view)
+            self._start_view_change(view)
+
+    def _maybe_start_new_view_timer(self) -> None:
+        if self.views.quorum_wants_our_view():
+            self._start_timer()
+
+    def _on_view_change(self, message: ViewChange) -> str | None:
+        if message.view == self.view and self.mode is Mode.NORMAL:
+            return self._serve_new_view(message)
+        problem = self.views.take_view_change(message, self.auth)
+        if problem is not None:
+            return f"ignore_view-change_{problem}"
+        # A verified 2f+1 checkpoint proof: we may be behind it.
+        self.catch_up.proven(message.stable_seq)
+        self._maybe_start_new_view_timer()
+        join = self.views.view_to_join()
+        if join is not None:
+            self._start_view_change(join)
+        self._maybe_send_new_view(message.view)
+        return None
+
+    def _serve_new_view(self, message: ViewChange) -> str | None:
+        """A node still asks for the view we are in: it missed the NEW-VIEW, so send it again."""
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        new_view = self.views.new_view_to_serve(message.sender, self.now)
+        if isinstance(new_view, str):
+            return f"ignore_view-change_{new_view}"
+        self._outbox.append(SendTo(message.sender, new_view))
+        return None
+
+    def _maybe_send_new_view(self, view: int) -> None:
+        """As primary of `view`, announce it once 2f+1 view changes (ours included) are in."""
+        chosen = self.views.new_view_quorum(view)
+        if chosen is None:
+            return
+        plan = plan_new_view(chosen, view, self.members)
+        preprepares = tuple(
+            signed(PrePrepare(view, seq, old.digest, self.id, old.batch), self.auth.sign)
+            for seq, old in sorted(plan.batches.items())
+        )
+        message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
+        self._outbox.append(Broadcast(message))
+        self._enter_view(message, plan)
+
+    def _on_new_view(self, message: NewView) -> str | None:
+        problem, plan = self.views.new_view_problem(message, self.auth)
+        if problem is not None:
+            return f"ignore_new-view_{problem}"
+        self._enter_view(message, plan)
+        return None
+
+    def _enter_view(self, new_view: NewView, plan: NewViewPlan) -> None:
+        self.views.enter(new_view, plan)
+        self._outbox.append(Store(new_view))
+        self.clients.forwarded.clear()
+        self._adopt_checkpoint(plan)
+        self.catch_up.proven(plan.stable_seq)
+        self.log.new_view()
+        preprepares = new_view.preprepares
+        # Never issue at or below the view's stable checkpoint, even if we are behind it.
+        self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark, plan.stable_seq])
+        logger.warning(
+            "node=%d view=%d phase=new-view primary=%d reissued=%d",
+            self.id, self.view, self.primary(), len(preprepares),
+        )
+        for pp in preprepares:
+            if self.in_window(pp.seq):
+                self._accept_preprepare(pp)
+        self._replay_due = True
+        self._hand_over_waiting(preprepares)
+
+    def _adopt_checkpoint(self, plan: NewViewPlan) -> None:
+        """Move up to the new view's stable checkpoint when our own state matches it."""
+        if plan.stable_seq <= self.low_watermark or plan.stable_seq not in self.checkpoints.own:
+            return
+        self.checkpoints.adopt_proof(plan.stable_seq, plan.checkpoint_proof)
+        self._maybe_stable(plan.stable_seq)
+
+    def _hand_over_waiting(self, preprepares: tuple[PrePrepare, ...]) -> None:
+        """Requests that clients sent us and that did not execute go to the new primary."""
+        reissued = {request.key for pp in preprepares for request in pp.batch}
+        open_requests = self.clients.still_open(reissued)
+        if self.is_primary:
+            for request in open_requests:
+                self.clients.queue(request)
+            self._issue_preprepares()
+        else:
+            for request in open_requests:
+                self.clients.forwarded.add(request.key)
+                self._outbox.append(SendTo(self.primary(), request))
+            if self.clients.waiting:
+                self._start_timer()
+
+    # --- state transfer (§4.3, §5.3.2; `pbft.transfer`) ---------------
+
+    def _maybe_fetch(self) -> None:
+        """Ask peers for what we missed, once trusted evidence has shown us behind for a while."""
+        if not self.catch_up.should_ask(self.now, self.last_executed, self.view):
+            return
+        logger.warning(
+            "node=%d view=%d phase=fetch from=%d vouched_seq=%d vouched_view=%d",
+            self.id, self.view, self.last_executed + 1, self.catch_up.target_seq(), self.catch_up.target_view(),
+        )
+        self._outbox.append(Broadcast(self._fetch()))
+
+    def _maybe_announce(self) -> None:
+        """Idle for a while, say where we are, and say again our CHECKPOINTs that are not
+        stable yet: ones lost in a partition would otherwise hold the window shut for good
+        (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
+        if self.mode is Mode.CHANGING or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
+            return
+        status = signed(Status(self.view, self.last_executed, self.id), self.auth.sign)
+        self._outbox.append(Broadcast(status))
+        for seq in sorted(self.checkpoints.own):
+            own = self.checkpoints.votes.get(seq, {}).get(self.id)
+            if seq > self.low_watermark and own is not None:
+                self._outbox.append(Broadcast(own))
+
+    def _on_status(self, message: Status) -> str | None:
+        """A peer says where it is: a claim like any other, believed once f+1 make it."""
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        self.catch_up.claim_view(message.sender, message.view)
+        self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
+        return None
+
+    def _fetch(self) -> Fetch:
+        return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)
+
+    def _on_fetch(self, message: Fetch) -> str | None:
+        if message.sender == self.id:
+            return "ignore_fetch_unknown_sender"
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        # Answering reads the ledger: rate-limited per peer (`pbft.transfer`).
+        newer_view = message.view < self.view and self.views.last_new_view is not None
+        problem = self.transfer.fetch_problem(message.sender, message.from_seq, self.last_executed, newer_view, self.now)
+        if problem is not None:
+            return f"ignore_fetch_{problem}"
+        self._outbox.append(ServeFetch(message))
+        return None
+
+    def answer_fetch(self, fetch: Fetch, ledger: LedgerReader) -> None:
+        """Send `fetch.sender` one chunk of the ledger from `fetch.from_seq`, ending at a stable
+        checkpoint with its proof; the chunk that reaches h also carries committed
+        certificates for what this replica executed above h."""
+        end = self.transfer.chunk_end(fetch.from_seq, self.low_watermark, ledger)
+        # What the answer covers: up to its checkpoint, or with the certificates of the last
+        # chunk everything we executed (see _on_fetch).
+        self.transfer.answered(fetch.sender, end if end < self.low_watermark else self.last_executed, self.now)
+        proof = self.stable_proof if end == self.low_watermark else ledger.stable_proof(end)
+        assert proof is not None, "the store lists a proof it cannot return"
+        certificates = []
+        if end == self.low_watermark:
+            for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
+                certificate = self.log.committed_certificate(seq)
+                if certificate is None:
+                    break
+                certificates.append(certificate)
+        message = StateTransfer(
+            end,
+            proof,
+            tuple(ledger.ledger_entries(fetch.from_seq, end)) if fetch.from_seq <= end else (),
+            tuple(certificates),
+            self.views.last_new_view if fetch.view < self.view else None,
+            self.id,
+        )
+        self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
+
+    def _on_state_transfer(self, message: StateTransfer) -> str | None:
+        reason = self._node_signature_problem(message)
+        if reason is not None:
+            return reason
+        adopted = message.stable_seq > self.last_executed
+        if adopted:
+            reason = self._adopt_ledger(message)
+            if reason is not None:
+                return reason
+        elif message.stable_seq > self.low_watermark:
+            reason = self._adopt_proof(message)
+            if reason is not None:
+                return reason
+        new_view = message.new_view
+        if new_view is not None and self.views.not_entered(new_view.view):
+            reason = self._on_new_view(new_view)
+            if reason is not None:
+                return f"ignore_state_{reason}"
+        for cert in message.certificates:
+            seq = cert.preprepare.seq
+            if seq <= self.last_executed or not self.in_window(seq):
+                continue
+            problem = committed_certificate_problem(cert, self.members, self.auth)
+            if problem is not None:
+                return f"ignore_state_{problem}"
+            slot = self.log.slot(seq)
+            if not slot.committed:
+                # 2f+1 commits prove the decision at seq, whatever view we are in now.
+                slot.preprepare = cert.preprepare
+                slot.commits = {commit.sender: commit for commit in cert.commits}
+                slot.prepared = slot.committed = True
+                self._outbox.append(Store(cert.preprepare))
+                self._outbox.extend(Store(commit) for commit in cert.commits)
+        self._execute_ready()
+        if adopted and self.catch_up.target_seq() > self.last_executed:
+            # One chunk of several: ask the node that sent it for the next one at once.
+            self._outbox.append(SendTo(message.sender, self._fetch()))
+        return None
+
+    def _adopt_proof(self, message: StateTransfer) -> str | None:
+        """We executed up to a checkpoint but missed the CHECKPOINTs that make it stable, so
+        our window cannot move: the proof a peer sent does it, if it vouches for our digest."""
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        self.checkpoints.adopt_proof(message.stable_seq, message.checkpoint_proof)
+        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
+        self._maybe_stable(message.stable_seq)
+        return None
+
+    def _adopt_ledger(self, message: StateTransfer) -> str | None:
+        """Take the batches up to a stable checkpoint we missed, without running their builds."""
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        self.catch_up.proven(message.stable_seq)
+        problem, entries = self.transfer.entries_problem(
+            message.entries, self.last_executed, self.state_digest, message.stable_seq,
+            message.checkpoint_proof[0].state_digest,
+        )
+        if problem is not None:
+            return f"ignore_state_{problem}"
+        for entry in entries:
+            self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
+        seq = message.stable_seq
+        self.checkpoints.computed(seq, self.state_digest)
+        self.checkpoints.adopt_proof(seq, message.checkpoint_proof)
+        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
+        self._maybe_stable(seq)
+        logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
+        return None
+
+    # --- crash recovery (`pbft.durable`) --------------------------------
+
+    def durable_state(self) -> DurableState:
+        return DurableState(
+            view=self.view,
+            changing_view=self.changing_view,
+            view_changes_in_a_row=self.views.in_a_row,
+            low_watermark=self.low_watermark,
+            last_executed=self.last_executed,
+            next_seq=self.next_seq,
+            view_stable_seq=self.views.stable_seq,
+            state_digest=self.state_digest,
+            stable_proof=self.stable_proof,
+            client_floor=dict(self.clients.floor),
+            client_latest=dict(self.clients.latest),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        settings: ReplicaSettings,
+        auth: Authenticator,
+        state: DurableState,
+        messages: list[Message],
+        executed: dict[tuple[str, int], tuple[int, bool]],
+        now: float = 0.0,
+        learnt: Iterable[tuple[int, Request]] = (),
+    ) -> Replica:
+        """Rebuild a replica from what its driver persisted before a crash, each part from
+        its own share.
+
+        `messages` are the protocol messages it stored (its own and those it
+        accepted); they were verified before they were stored. Nothing is sent
+        while restoring but our VIEW-CHANGE again if we were changing views: the
+        replica resumes where it was and asks its peers for anything it missed.
+        """
+        replica = cls(settings, auth)
+        replica.now = replica.catch_up.last_progress_at = now
+        by_type: dict[type, list[Message]] = {}
+        for message in messages:
+            by_type.setdefault(type(message), []).append(message)
+        replica.views.restore(
+            state.view, state.changing_view, state.view_changes_in_a_row, state.view_stable_seq,
+            by_type.get(NewView, []),
+        )
+        replica.last_executed, replica.next_seq, replica.state_digest = state.last_executed, state.next_seq, state.state_digest
+        replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id)
+        replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)
+        # Exactly-once: what the ledger executed (key -> (seq, replied)), built here or learnt,
+        # less what expired; and the votes on those builds, counted by the same rule as live.
+        for key, (seq, replied) in executed.items():
+            if not replica.clients.expired(key):
+                replica.clients.remember(key, True if replied else None)
+                replica.result_votes.ordered(key, seq)
+        for vote in by_type.get(ResultVote, []):
+            if vote.key in replica.result_votes:
+                replica.result_votes.add(vote)
+        three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])]
+        replica.log.restore(three_phases, replica.in_window, replica.id, replica.f,
+                            replica.view if replica.mode is Mode.NORMAL else None)
+        if replica.mode is Mode.CHANGING:
+            # Peers forgot nothing, but the view changes we had collected are
+            # gone: say ours again and wait for 2f+1 before timing anything.
+            replica._send_view_change()
+        # Requests learnt by state transfer and not built yet: built if their verdict is still
+        # open after two asks, or when their client sends them again, as before the stop.
+        for seq, request in learnt:
+            if replica.clients.executed.get(request.key, False) is None:
+                replica.transfer.learnt(seq, request)
+        # Peers may have moved on while we were down: ask them once at start, and
+        # ask for the votes of every build whose verdict we do not know yet.
+        replica.catch_up.ask_at_once = True
+        for key in list(replica.result_votes.votes):
+            replica.result_votes.expect(key, now)
+        replica._execute_ready()
+        replica._check_invariants()
+        return replica
+
+    def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
+        """Of the builds a killed process left unfinished, those this replica still owes a reply."""
+        return [(seq, request) for seq, request in unfinished if self.clients.executed.get(request.key, False) is None]
+
     # --- invariants ----------------------------------------------------
 
     def _check_invariants(self) -> None:
@@ -813,6 +1142,9 @@ class Replica(ViewChanges, LedgerCatchUp, Persistence):
         for slot in slots.values():
             if slot.committed:
                 assert slot.prepared and slot.preprepare is not None
+        assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
+        self.views.check_invariants()
+        self.transfer.check_invariants()
 
 
 def _describe(message: Message) -> str:

@@ -14,11 +14,11 @@ class ReplicaSettings:
     node_id: int
     n: int
     f: int
-    checkpoint_interval: int = 128
-    log_window: int = 256
-    batch_max: int = 64
-    pipeline_depth: int = 8
-    max_buffered: int = 4096
+    checkpoint_interval: int = 128  # K (§4.3): a checkpoint every K sequence numbers
+    log_window: int = 256  # L: sequence numbers a replica accepts above its low watermark h
+    batch_max: int = 64  # requests in one pre-prepare
+    pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before it batches
+    max_buffered: int = 4096  # early messages held, shared out per sender (per_sender_buffer)
     view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
     fetch_interval_s: float = 1.0  # how long a lagging replica waits before asking peers for state
     status_interval_s: float = 5.0  # idle this long, a node tells its peers where it is (then backs off)
@@ -46,6 +46,16 @@ class ReplicaSettings:
     # configuration's public keys, which the core never sees; a replica not told
     # (the simulator, core tests) signs no provenance.
     builder_id: str = ""
+
+    @property
+    def per_sender_buffer(self) -> int:
+        """Early messages held per sender (`Replica.future`, `Replica.early_votes`): a share of
+        `max_buffered`, and never less than a window of PREPAREs and COMMITs. A NEW-VIEW
+        re-proposes every prepared slot above h, so a backup it reaches last gets that many
+        votes from each peer before it enters the view; with less room, votes for the new
+        slots were pushed out by those for executed ones, and nothing moved until the next
+        view change."""
+        return max(16, self.max_buffered // self.n, 2 * self.log_window)
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"

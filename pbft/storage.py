@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 from pbft.effects import Effect
 from pbft.ledger import LedgerReader
 from pbft.messages import Message, Reply, Request, ResultVote
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 
 
 class StoreError(Exception):

@@ -28,6 +28,22 @@ from pbft.quorum import verdict
 
 Key = tuple[str, int]  # (client, timestamp)
 BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon after a partition heals
+# Asks about one build after which a node that learnt it builds it, however few were
+# answered: perhaps no peer built it (all of them learnt it too). A minute, at 2 s.
+MAX_ASKS = 4
+
+
+class Ask:
+    """Our VOTE-FETCHes about one undecided build: when the next is due, how many went out,
+    and how many of them a vote for the build came back after (an answer)."""
+
+    __slots__ = ("due_at", "sent", "answered", "heard")
+
+    def __init__(self, due_at: float) -> None:
+        self.due_at = due_at
+        self.sent = 0
+        self.answered = 0
+        self.heard = False  # a vote came in since the last ask went out
 
 
 class ResultVotes:
@@ -40,7 +56,7 @@ class ResultVotes:
         # Certified builds: hash() of the agreed result (a 64-bit SipHash-keyed value a
         # faulty node cannot aim at), to tell a confirming late vote from a dissent.
         self.certified: dict[Key, int] = {}
-        self.asks: dict[Key, tuple[float, int]] = {}  # undecided build -> (next ask at, asks so far)
+        self.asks: dict[Key, Ask] = {}  # undecided builds we wait for, or ask about
         # One VOTE-FETCH per half retry period: a node that learnt thousands of builds by
         # state transfer fills their verdicts at a steady pace its peers can answer.
         self.last_fetch_at = float("-inf")
@@ -69,12 +85,16 @@ class ResultVotes:
     def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
         """Keep a sender's first vote for an ordered build. Returns whether it was kept,
         and (state, agreed result) if this vote decided the verdict."""
+        assert vote.key in self.seq and 0 <= vote.sender < self.n, "a vote for a build not ordered here"
         if vote.key in self.decided:
             bit = 1 << vote.sender
             if self.voters[vote.key] & bit:
                 return False, None
             self.voters[vote.key] |= bit
             return True, None
+        ask = self.asks.get(vote.key)
+        if ask is not None and ask.sent and not ask.heard:
+            ask.heard, ask.answered = True, ask.answered + 1
         held = self.votes[vote.key]
         if vote.sender in held:
             return False, None
@@ -82,6 +102,7 @@ class ResultVotes:
         state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, self.n, self.f)
         if state == "pending":
             return True, None
+        assert len(held) <= self.n
         self.decided[vote.key] = state
         self.asks.pop(vote.key, None)
         del self.votes[vote.key]
@@ -95,25 +116,36 @@ class ResultVotes:
         """Our part is done (we voted, or learnt the build without running it): if the
         verdict is still open `retry_s` from now (or now), ask the peers for their votes."""
         if key in self.votes and key not in self.asks:
-            self.asks[key] = (now if at_once else now + self.retry_s, 0)
+            self.asks[key] = Ask(now if at_once else now + self.retry_s)
 
-    def open_after_asking(self, key: Key, times: int) -> bool | None:
-        """Whether the verdict of `key` is still open after we asked the peers `times` times
-        for their votes; None while we have not asked that often yet."""
+    def open_after_asking(self, key: Key, times: int, now: float) -> bool | None:
+        """Whether the verdict of `key` is still open after `times` of our asks were answered
+        (a vote for it came back after each) and the last answers had until the next ask
+        would be due; or after MAX_ASKS asks, answered or not. None while neither.
+
+        Judged when an ask goes out, a busy peer's slow answer would make a node rebuild
+        what was certified long ago; counted by asks sent, so would answers its peers
+        dropped because they waited too long for a node busy adopting hours of history."""
         if key not in self.votes:
             return False  # decided, or forgotten
-        return True if self.asks.get(key, (0.0, 0))[1] >= times else None
+        ask = self.asks.get(key)
+        if ask is None or now < ask.due_at:
+            return None
+        return True if ask.answered >= times or ask.sent >= MAX_ASKS else None
 
     def due(self, now: float, limit: int) -> list[Key]:
         """Undecided builds to ask about now, oldest first; each is asked again later, doubling."""
         if now < self.last_fetch_at + self.retry_s / 2:
             return []
-        keys = [key for at, key in sorted((at, key) for key, (at, _) in self.asks.items() if at <= now)][:limit]
+        keys = [key for at, key in sorted((ask.due_at, key) for key, ask in self.asks.items() if ask.due_at <= now)]
+        keys = keys[:limit]
         if keys:
             self.last_fetch_at = now
         for key in keys:
-            tries = self.asks[key][1] + 1
-            self.asks[key] = (now + self.retry_s * 2 ** min(tries, BACKOFF_CAP), tries)
+            ask = self.asks[key]
+            ask.sent += 1
+            ask.heard = False
+            ask.due_at = now + self.retry_s * 2 ** min(ask.sent, BACKOFF_CAP)
         return keys
 
     def forget(self, keys: list[Key]) -> list[tuple[Key, int]]:

@@ -11,7 +11,7 @@ that the configuration's `public_key_file` entries name.
 An entry whose public key is known (inline, or a `.pub` file that exists)
 but whose private key is not here belongs to another host and is left alone:
 with one node per host, each host makes its own key with
-`scripts/nodekey.py generate` (see the README, "One node per host").
+`scripts/nodekey.py generate` (see docs/operations.md, "One node per host").
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pbft.config import ConfigError, load_config  # noqa: E402
-from pbft.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
+from shared.config import ConfigError, load_config  # noqa: E402
+from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 
 
 def ensure_key(private_path: Path, public_key: str) -> str:

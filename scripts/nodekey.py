@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pbft.config import (  # noqa: E402
+from shared.config import (  # noqa: E402
     ClientConfig,
     ConfigError,
     NetworkConfig,
@@ -34,7 +34,7 @@ from pbft.config import (  # noqa: E402
     load_config,
     node_key_file,
 )
-from pbft.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
+from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 
 
 class Refused(Exception):

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client.intoto import DEFAULT_EXPIRY_DAYS, default_expiry, layout, metadata_bytes, public_key_pem, sign_layout  # noqa: E402,E501
 from pbft.attestation import keyid  # noqa: E402
-from pbft.config import ConfigError, load_config  # noqa: E402
-from pbft.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
+from shared.config import ConfigError, load_config  # noqa: E402
+from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 from pbft.quorum import reply_quorum  # noqa: E402
 
 

@@ -38,9 +38,17 @@ def memory_store(n: int, f: int) -> NodeStore:
     return NodeStore(Path(":memory:"), n=n, f=f)
 
 
+def _quiet_logs() -> None:
+    # The replica logs every dropped message at warning; the trace already records them. A
+    # node its interpreter stops is reported by the run: a broken invariant as a violation,
+    # a full disk (the `disk-full` fault) in the trace.
+    logging.getLogger("pbft").setLevel(logging.ERROR)
+    logging.getLogger("pbft.interpreter").setLevel(logging.CRITICAL + 1)
+
+
 def _run_in_worker(job: tuple[int, SimOptions]) -> SeedOutcome:
     seed, options = job
-    logging.getLogger("pbft").setLevel(logging.ERROR)
+    _quiet_logs()
     return run_seed(seed, options)
 
 
@@ -69,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
-    # The replica logs every dropped message at warning; the trace already records them.
-    logging.getLogger("pbft").setLevel(logging.ERROR)
+    _quiet_logs()
 
     options = SimOptions(
         store_factory=memory_store,

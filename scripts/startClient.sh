@@ -67,7 +67,7 @@ fi
 # every error is reported as the client would report it.
 if ! where=$(.venv/bin/python -c '
 import sys
-from pbft.config import ConfigError, load_config
+from shared.config import ConfigError, load_config
 try:
     config = load_config(sys.argv[1])
 except ConfigError as error:

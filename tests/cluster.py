@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from node.storage import NodeStore
-from pbft.crypto import Ed25519Authenticator, generate_private_key
+from shared.crypto import Ed25519Authenticator, generate_private_key
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, Store
 from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Operation, Reply, Request, Result, signed
 from pbft.replica import Replica, ReplicaSettings
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 
 CLIENT = "client"
 

@@ -18,7 +18,7 @@ import yaml
 from docker.models.containers import ContainerCollection
 
 from node.executor import Executor
-from pbft.config import BuildConfig
+from shared.config import BuildConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = BuildConfig().image

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pbft.crypto import generate_private_key, public_key_hex, save_private_key
+from shared.crypto import generate_private_key, public_key_hex, save_private_key
 from pbft.messages import Challenge, Hello, decode, encode, signed
 
 

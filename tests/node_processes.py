@@ -23,9 +23,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from pbft.config import NetworkConfig, client_key_file, load_config
-from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
-from pbft.crypto import public_key_hex, save_private_key
+from shared.config import NetworkConfig, client_key_file, load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
+from shared.crypto import public_key_hex, save_private_key
 from pbft.messages import Operation, Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from tests.network import free_port, parse_metrics, say_hello
@@ -108,9 +108,10 @@ class RealNodes:
 
     def get(self, node_id: int, path: str) -> tuple[int, dict | str]:
         """GET `path` on a node: HTTP status and the JSON body (text for /metrics)."""
-        node = self.config.node(node_id)
+        url = self.config.node(node_id).url(path)
+        context = self.config.tls.client_context() if self.config.tls is not None else None
         try:
-            with urllib.request.urlopen(f"http://{node.host}:{node.port}{path}", timeout=10) as response:
+            with urllib.request.urlopen(url, timeout=10, context=context) as response:
                 body = response.read().decode()
                 return response.status, body if path == "/metrics" else json.loads(body)
         except urllib.error.HTTPError as error:
@@ -157,7 +158,7 @@ class Client:
     async def connect(self, session: aiohttp.ClientSession, nodes) -> None:
         for node_id in nodes:
             node = self.config.node(node_id)
-            ws = await session.ws_connect(f"http://{node.host}:{node.port}/client")
+            ws = await session.ws_connect(node.url("/client"), ssl=self.config.node_ssl())
             await say_hello(ws, self.name, node_id, self.auth.sign)
             self.sockets[node_id] = ws
             self._readers.append(asyncio.create_task(self._read(ws)))

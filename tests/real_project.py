@@ -31,7 +31,7 @@ import yaml
 from node.buildspec import SPEC_FILE, parse_build_spec
 from node.identity import HOME_DIR
 from node.sandbox import memory_budget
-from pbft.config import BuildConfig, NetworkConfig
+from shared.config import BuildConfig, NetworkConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,6 +39,8 @@ class SecondEngine:
     process: subprocess.Popen
     storage_driver: str
     tcp_port: int | None = None
+    tls: ServerTLS | None = None
+    netns: str | None = None
     clients: list[docker.DockerClient] = field(default_factory=list)
 
     @property
@@ -60,6 +62,15 @@ class SecondEngine:
 
     def log_tail(self) -> str:
         return (self.root / "dockerd.log").read_text(errors="replace")[-4000:]
+
+    def restart(self) -> None:
+        """Stop this dockerd as its service manager would (SIGTERM: it stops the containers
+        it runs) and start it again on the same data root and sockets."""
+        _end(self.process)
+        restarted = _start(self.root, self.storage_driver, self.tls, self.tcp_port, self.netns)
+        self.process = restarted.process
+        if not _answers(self):
+            raise RuntimeError("the second dockerd did not answer after its restart:\n" + self.log_tail())
 
     def stop(self) -> None:
         for client in self.clients:
@@ -112,10 +123,10 @@ def _start(root: Path, driver: str, tls: ServerTLS | None, tcp_port: int | None,
             "--tlsverify", "--tlscacert", str(tls.ca_file), "--tlscert", str(tls.cert_file),
             "--tlskey", str(tls.key_file),
         ]
-    with open(root / "dockerd.log", "wb") as log:
+    with open(root / "dockerd.log", "ab") as log:
         # A session of its own: a Ctrl-C meant for pytest does not reach it before stop() does.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return SecondEngine(root, process, driver, tcp_port)
+    return SecondEngine(root, process, driver, tcp_port, tls, netns)
 
 
 def _answers(engine: SecondEngine) -> bool:

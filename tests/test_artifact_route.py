@@ -6,6 +6,7 @@ Ed25519 signatures from a real client key; the artifacts are stored the way
 the executor stores them (node/artifactstore.py).
 """
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -16,12 +17,13 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from node.artifactroute import DIGEST_HEADER, add_artifact_routes
+from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
 from node.artifactstore import ArtifactStore
 from node.server import make_app
-from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key
-from pbft.logrequest import signed_log_headers
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
+from shared.logrequest import signed_log_headers
+from shared.transfergate import CHUNK_BYTES
 from tests.network import write_network
 
 NODE_ID = 1
@@ -94,6 +96,16 @@ async def test_a_signed_request_gets_the_bytes_with_their_digest(node, build_dir
     assert response.headers["Content-Type"] == "application/octet-stream"
     assert response.headers["Content-Disposition"] == 'attachment; filename="app-1.0.whl"'
     assert response.headers["X-Pbft-Node"] == str(NODE_ID)
+
+
+async def test_a_captured_download_cannot_be_replayed(node, build_dir, client_auth):
+    path = f"/artifacts/{CLIENT}/42/dist/app-1.0.whl"
+    sent = headers(client_auth, path)
+
+    assert (await node.get(path, headers=sent)).status == 200
+    replayed = await node.get(path, headers=sent)
+
+    assert replayed.status == 401 and "already used" in (await replayed.json())["error"]
 
 
 async def test_the_manifest_lists_every_artifact_with_its_digest_and_size(node, build_dir, client_auth):
@@ -214,3 +226,34 @@ async def test_the_node_application_serves_artifacts(aiohttp_client, config, bui
     response = await get(node, client_auth, f"/artifacts/{CLIENT}/42/report.txt")
 
     assert response.status == 200 and await response.read() == b"all good\n"
+
+
+async def test_a_file_of_many_chunks_is_served_whole_with_its_length(node, build_dir, client_auth):
+    data = os.urandom(3 * CHUNK_BYTES + 11)
+    store = ArtifactStore(build_dir.parents[2], keep=5)
+    incoming = store.incoming("client-43")
+    (incoming / "big.bin").write_bytes(data)
+    store.store(repository=REPOSITORY, build_id="client-43", commit="c0ffee" * 6 + "abcd", incoming=incoming,
+                digests={"big.bin": sha(data)})
+
+    response = await get(node, client_auth, f"/artifacts/{CLIENT}/43/big.bin")
+
+    assert response.status == 200 and response.content_length == len(data)
+    assert await response.read() == data
+
+
+async def test_downloads_beyond_a_clients_share_are_refused_with_retry_after(node, build_dir, client_auth):
+    gate = node.app[ARTIFACT_SETTINGS].downloads
+    with gate.admit(CLIENT), gate.admit(CLIENT):
+        gate.per_caller = 2
+        response = await get(node, client_auth, f"/artifacts/{CLIENT}/42/report.txt")
+        assert response.status == 429 and response.headers["Retry-After"] == "5"
+        assert "2 artifact downloads at once per caller" in (await response.json())["error"]
+        gate.per_caller, gate.total = 10, 2
+        response = await get(node, client_auth, f"/artifacts/{CLIENT}/42/report.txt")
+        assert response.status == 503 and f"on node {NODE_ID}" in (await response.json())["error"]
+    response = await get(node, client_auth, f"/artifacts/{CLIENT}/42/report.txt")
+    assert response.status == 200 and await response.read() == b"all good\n"
+    async with asyncio.timeout(5):  # the handler returns just after the last byte went out
+        while gate.running:
+            await asyncio.sleep(0.01)

@@ -88,7 +88,9 @@ def test_a_read_returns_the_bytes_with_the_recorded_digest(tmp_path):
 
     artifact = store.read(["other", "example"], "c-1", "dist/a.whl")
 
-    assert (artifact.path, artifact.digest, artifact.data) == ("dist/a.whl", sha(b"wheel"), b"wheel")
+    with artifact.file:
+        assert (artifact.path, artifact.digest, artifact.size) == ("dist/a.whl", sha(b"wheel"), 5)
+        assert artifact.file.read() == b"wheel"
 
 
 @pytest.mark.parametrize(

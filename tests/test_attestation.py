@@ -30,7 +30,7 @@ from pbft.attestation import (
     signers,
     statement,
 )
-from pbft.crypto import Ed25519Authenticator, load_private_key, verify_bytes, parse_public_key
+from shared.crypto import Ed25519Authenticator, load_private_key, verify_bytes, parse_public_key
 from pbft.encoding import canonical
 from pbft.messages import Operation, Reply, ResultVote, Result, Spec, encode, signed
 from tests.cluster import Cluster
@@ -148,8 +148,8 @@ def test_a_node_whose_attestation_signatures_do_not_verify_is_not_a_signer(net):
 
     def reply(sender: int, signer: int, data: bytes | None = None) -> Reply:
         a = auth(net, signer)
-        return Reply(0, 1, "client", sender, SUCCESS, "", a.sign_bytes(data or attestation.pae()),
-                     a.sign_bytes(attestation.link_bytes()))
+        return Reply(0, 1, "client", sender, SUCCESS, statement_sig=a.sign_bytes(data or attestation.pae()),
+                     link_sig=a.sign_bytes(attestation.link_bytes()))
 
     def verify(public, data, sig):
         return verify_bytes(parse_public_key(public), data, sig)
@@ -291,8 +291,8 @@ def record_of(net: Network, replies: list[Reply], agreed_by: list[int], result: 
 def signed_reply(net: Network, sender: int, result: Result = SUCCESS, operation: Operation = Operation("example", "main")):
     attestation = Signed(operation, result)
     a = auth(net, sender)
-    return signed(Reply(0, 1, "client", sender, result, "", a.sign_bytes(attestation.pae()),
-                        a.sign_bytes(attestation.link_bytes())), net.signer(f"node-{sender}"))
+    return signed(Reply(0, 1, "client", sender, result, statement_sig=a.sign_bytes(attestation.pae()),
+                        link_sig=a.sign_bytes(attestation.link_bytes())), net.signer(f"node-{sender}"))
 
 
 def test_a_record_makes_an_envelope_of_its_agreeing_replies(net):

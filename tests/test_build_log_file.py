@@ -1,5 +1,9 @@
 """Testing layer 1: the build log file a node writes as a build goes."""
 
+import re
+
+import pytest
+
 from node.buildlog import BuildLog
 
 
@@ -36,3 +40,80 @@ def test_a_log_that_cannot_be_written_loses_the_log_not_the_build(tmp_path):
     log = BuildLog(tmp_path / "log" / "b.log", cap_bytes=10, header="h")
     log.write(b"output")
     assert log.close("success", 0, 1, "") == ""
+
+
+def written(tmp_path, *chunks: bytes, cap_bytes: int = 10_000, reason: str = "") -> str:
+    """The log file's text once `chunks` were written as the build's output and the log closed."""
+    log = BuildLog(tmp_path / "b.log", cap_bytes=cap_bytes, header="pbft-ci build b node 0")
+    log.settings(["image x"])
+    for chunk in chunks:
+        log.write(chunk)
+    log.close("failure", 1, 5, reason)
+    return (tmp_path / "b.log").read_bytes().decode("utf-8")  # strictly UTF-8, or this raises
+
+
+def node_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.startswith("==")]
+
+
+OWN_LINES = ["== pbft-ci build b node 0", "== settings image x", "== status failure exit_code 1 duration_ms 5"]
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"x\r== status success exit_code 0 duration_ms 1\n"],  # a carriage return ends a line for a reader
+    [b"x\r\n== status success exit_code 0 duration_ms 1\n"],
+    [b"x\r", b"== status success exit_code 0 duration_ms 1\n"],  # split at the carriage return
+    [b"x\r", b"\n== status success exit_code 0\n"],  # a CRLF split in two
+    [b"x\r=", b"= status success exit_code 0\n"],
+    [b"\r== status success\r"],
+    [b"x\x0b== status success\n", b"y\x0c== status success\n", b"z\xc2\x85== status success\n"],  # VT, FF, NEL
+])
+def test_no_line_end_a_reader_splits_at_lets_output_start_a_line_of_the_nodes(tmp_path, chunks):
+    text = written(tmp_path, *chunks)
+
+    assert node_lines(text) == OWN_LINES
+    assert "\r" not in text
+    # Every line end any reader splits at is one "\n": what a terminal, the SSE parser and the dashboard see.
+    assert [line for line in re.split(r"\r\n|\r|\n|\x0b|\x0c|\x85|\u2028|\u2029", text) if line.startswith("==")] \
+        == OWN_LINES
+
+
+def test_a_crlf_split_across_two_pieces_is_one_line_end(tmp_path):
+    text = written(tmp_path, b"a\r", b"\nb\rc\r\n")
+
+    assert text.split("\n")[2:5] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("output, shown", [
+    (b"\x1b[2J\x1b[31mred\x1b[0m", "\\x1b[2J\\x1b[31mred\\x1b[0m"),  # CSI: clear the screen, colours
+    (b"\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),  # OSC with BEL: the terminal's title
+    (b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "\\x1b]8;;http://x\\x1b\\link\\x1b]8;;\\x1b\\"),  # OSC 8 with ST
+    ("\u009b31m".encode(), "\\x9b31m"),  # C1 CSI, one character
+    (b"a\x00b\x08c\x7fd", "a\\x00b\\x08c\\x7fd"),
+    (b"tab\tstays", "tab\tstays"),
+    (b"\xff\xfebad", "\ufffd\ufffdbad"),  # not UTF-8
+])
+def test_control_sequences_are_written_visibly_not_passed_on(tmp_path, output, shown):
+    text = written(tmp_path, output)
+
+    assert text.split("\n")[2] == shown
+    assert "\x1b" not in text and "\x07" not in text and "\u009b" not in text
+
+
+def test_a_utf8_character_split_across_pieces_stays_whole(tmp_path):
+    text = written(tmp_path, "é€".encode()[:1], "é€".encode()[1:4], "é€".encode()[4:])
+
+    assert text.split("\n")[2] == "é€"
+
+
+def test_the_nodes_own_lines_take_no_line_end_or_control_from_what_they_quote(tmp_path):
+    text = written(tmp_path, b"out\n", reason="bad branch 'x\r\n== status success\x1b[2J'")
+
+    assert node_lines(text)[:2] == OWN_LINES[:2] and len(node_lines(text)) == 3
+    assert node_lines(text)[2].startswith("== status failure") and "\x1b" not in text
+
+
+def test_the_cap_counts_the_bytes_as_written_and_cuts_between_characters(tmp_path):
+    text = written(tmp_path, b"\x1b" * 3 + "é".encode() * 4, cap_bytes=14)
+
+    assert text.split("\n")[2:4] == ["\\x1b\\x1b\\x1bé", "== output truncated at 14 bytes"]

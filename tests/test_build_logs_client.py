@@ -2,7 +2,7 @@
 
 The fake nodes are test_client_app's FakeCluster (so webhooks get verdicts
 and build records exist) plus a `/logs/{client}/{timestamp}` route that
-verifies the client's log-request signature with `pbft.logrequest` and
+verifies the client's log-request signature with `shared.logrequest` and
 serves what the test gave that node: a plain log, nothing (404), or an SSE
 stream fed event by event through a queue.
 """
@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from client.app import make_app
-from pbft.logrequest import check_log_request
-from pbft.sse import SseEvent, SseParser, SseTooLarge, sse_comment, sse_event
+from shared.logrequest import check_log_request
+from shared.sse import SseEvent, SseParser, SseTooLarge, sse_comment, sse_event
 from tests.test_client_app import CLIENT, N, FakeCluster, configure
 
 
@@ -33,7 +33,8 @@ class FakeLogNodes:
     def handler(self, node_id: int):
         async def serve(request: web.Request) -> web.StreamResponse:
             reason = check_log_request(
-                request.headers, request.path, node_id, self.cluster.verifier.verify_client, {CLIENT}, time.time()
+                request.headers, request.rel_url.raw_path_qs, node_id, self.cluster.verifier.verify_client, {CLIENT},
+                time.time(),
             )
             if reason is not None:
                 return web.json_response({"error": reason}, status=401)
@@ -269,3 +270,21 @@ def test_sse_comment_stays_one_comment():
     framed = sse_comment("waiting\revent: end\ndata: x")
 
     assert SseParser().feed(framed) == [SseEvent(None, "waiting event: end data: x")]
+
+
+async def test_a_long_plain_log_is_passed_on_whole_as_it_comes(network, client, build_id):
+    network.plain[2] = b"".join(b"line %d of a long build\n" % i for i in range(60_000))  # about 1.4 MB
+
+    response = await client.get(f"/builds/{build_id}/log?node=2")
+
+    assert response.status == 200 and response.headers["X-Pbft-Node"] == "2"
+    assert await response.read() == network.plain[2]
+
+
+async def test_a_plain_log_longer_than_any_capped_log_is_refused_with_502(network, client, build_id):
+    network.plain[1] = b"x" * (3 * 1024 * 1024)  # the cap of this network's logs is about 2 MB
+
+    response = await client.get(f"/builds/{build_id}/log?node=1")
+
+    assert response.status == 502
+    assert "node 1 sent more than" in (await response.json())["error"]

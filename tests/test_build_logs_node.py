@@ -14,9 +14,9 @@ from aiohttp import web
 
 from node.buildlogs import LOG_SETTINGS, add_build_log_route
 from node.server import make_app
-from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key
-from pbft.logrequest import signed_log_headers
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
+from shared.logrequest import signed_log_headers
 from tests.network import write_network
 
 NODE_ID = 1
@@ -66,7 +66,7 @@ def headers(auth, path: str, *, client: str = CLIENT, for_node: int = NODE_ID, n
 
 
 async def get(node, auth, path: str, **kwargs):
-    return await node.get(path, headers=headers(auth, path.split("?")[0], **kwargs))
+    return await node.get(path, headers=headers(auth, path, **kwargs))
 
 
 FINISHED = "== pbft-ci build x node 1\nhello\n== status success exit_code 0 duration_ms 12\n"
@@ -127,7 +127,33 @@ async def test_a_signature_for_another_build_is_refused(node, config, client_aut
     assert response.status == 401
 
 
-@pytest.mark.parametrize("headers_missing", ["X-Pbft-Client", "X-Pbft-Time", "X-Pbft-Signature"])
+async def test_a_signed_request_is_served_once(node, config, client_auth):
+    """Client and nodes talk plain HTTP: captured headers replayed within the window get nothing."""
+    write_log(config, 42, FINISHED)
+    sent = headers(client_auth, f"/logs/{CLIENT}/42")
+
+    first = await node.get(f"/logs/{CLIENT}/42", headers=sent)
+    replayed = await node.get(f"/logs/{CLIENT}/42", headers=sent)
+
+    assert first.status == 200
+    assert replayed.status == 401 and "already used" in (await replayed.json())["error"]
+    assert (await get(node, client_auth, f"/logs/{CLIENT}/42")).status == 200  # signed anew: served
+
+
+@pytest.mark.parametrize("signed, asked", [
+    (f"/logs/{CLIENT}/42", f"/logs/{CLIENT}/42?follow=1"),  # a plain read does not open a stream
+    (f"/logs/{CLIENT}/42?follow=1", f"/logs/{CLIENT}/42"),
+    (f"/logs/{CLIENT}/42?follow=1", f"/logs/{CLIENT}/42?follow=1&x=2"),
+])
+async def test_the_signature_covers_the_query(node, config, client_auth, signed, asked):
+    write_log(config, 42, FINISHED)
+
+    response = await node.get(asked, headers=headers(client_auth, signed))
+
+    assert response.status == 401 and "signature" in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("headers_missing", ["X-Pbft-Client", "X-Pbft-Time", "X-Pbft-Nonce", "X-Pbft-Signature"])
 async def test_missing_headers_are_401(node, config, client_auth, headers_missing):
     write_log(config, 42, FINISHED)
     sent = headers(client_auth, f"/logs/{CLIENT}/42")

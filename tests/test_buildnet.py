@@ -24,7 +24,7 @@ import pytest
 
 from node import buildnet
 from node.executor import BuildResult, Executor
-from pbft.config import BuildConfig
+from shared.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
     container_roles,

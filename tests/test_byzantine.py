@@ -35,8 +35,8 @@ from node.byzantine import (
     parse_mode,
 )
 from node.server import DRIVER, make_app
-from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from pbft.messages import (
     Commit,
     Operation,

@@ -184,3 +184,19 @@ def test_a_restarted_node_sweeps_restore_links_and_half_copied_caches(tmp_path):
 
     assert list((tmp_path / "cache-restores").iterdir()) == []
     assert sorted(path.suffix for path in (tmp_path / "caches" / "example").iterdir()) == [".sha256", ".tar"]
+
+
+def test_a_branch_with_other_cache_paths_skips_the_others_caches_and_deletes_none(tmp_path):
+    store = CacheStore(tmp_path, keep=3, max_bytes=MIB)
+    store_cache(store, tmp_path, "a" * 64)  # caches of ROOTS, as the main branch declares them
+    other_roots = ("/workspace/node_modules",)
+    lines = []
+
+    found = store.restore("example", "d" * 64, other_roots, "build1", tmp_path / "ws", lines.append)
+
+    assert found is None
+    assert lines[0] == (f"cache restore skips key {'a' * 12}: member 'home/build/.cache/x/f' is outside the cache "
+                        "paths")
+    assert (tmp_path / "caches" / "example" / f"{'a' * 64}.tar").exists()
+    hit = store.restore("example", "a" * 64, ROOTS, "build2", tmp_path / "ws", lines.append)
+    assert hit is not None and hit.exact

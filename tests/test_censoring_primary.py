@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from node.byzantine import Censor, make_behaviour, parse_mode
-from pbft.crypto import generate_private_key
+from shared.crypto import generate_private_key
 from pbft.messages import Commit, Operation, Request
 from tests.network import write_network
 from tests.node_processes import Client, RealNodes, add_client

@@ -23,8 +23,8 @@ from client.certificate import (
     parse_certificate,
 )
 from client.index import main
-from pbft.config import load_config
-from pbft.crypto import load_private_key, sign_bytes
+from shared.config import load_config
+from shared.crypto import load_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import Operation, Reply, Request, Result, encode, signed
 from tests.network import write_network

@@ -22,8 +22,8 @@ from aiohttp import web
 from client.app import make_app
 from client.records import BuildRecords, records_path
 from pbft.attestation import Signed
-from pbft.config import NetworkConfig, load_config
-from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
+from shared.config import NetworkConfig, load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 from pbft.messages import Challenge, Hello, Reply, Request, Result, decode, encode, signed
 from tests.network import parse_metrics
 
@@ -128,7 +128,10 @@ class FakeCluster:
         if behaviour == "bad-attestation":
             sigs = (auth.sign_bytes(b"something else"), sigs[1])
         frames = [
-            json.dumps(encode(signed(Reply(view, timestamp, request.client, sender, result, "", *sigs), auth.sign)))
+            json.dumps(encode(signed(
+                Reply(view, timestamp, request.client, sender, result, statement_sig=sigs[0], link_sig=sigs[1]),
+                auth.sign,
+            )))
             for sender in senders
         ]
         sockets = list(self.registered[node_id])

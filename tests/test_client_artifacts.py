@@ -2,7 +2,7 @@
 
 The fake nodes are test_client_app's FakeCluster plus the two artifact
 routes of a node (node/artifactroute.py): each verifies the client's signed
-request with `pbft.logrequest` over the raw path, as a node does, and then
+request with `shared.logrequest` over the raw path, as a node does, and then
 serves what the test gave that node: a manifest, files, or one of the ways
 a node can fail (no answer in time, a 401, a stream without end). Build
 records are written straight into the client's store, so each test picks a
@@ -21,8 +21,9 @@ from yarl import URL
 
 from client import artifacts
 from client.app import RECORDS_KEY
+from client.transfers import TRANSFERS
 from pbft.attestation import manifest_digest
-from pbft.logrequest import check_log_request
+from shared.logrequest import check_log_request
 from pbft.messages import Operation, Request, Result
 from tests.test_client_app import CLIENT, N, FakeCluster, serve_fake_nodes, start_client
 
@@ -47,7 +48,9 @@ class FakeArtifactNodes:
         self.cluster = cluster
         self.manifests: dict[int, bytes | None] = {i: manifest_body(i, DIGESTS) for i in range(N)}  # None: 404
         self.files: dict[int, dict[str, bytes]] = {i: dict(FILES) for i in range(N)}
-        self.behaviour: dict[int, str] = {i: "honest" for i in range(N)}  # or "slow", "refusing", "endless"
+        # or "slow", "refusing", "endless", "busy" (503), "held" (files wait for `release`)
+        self.behaviour: dict[int, str] = {i: "honest" for i in range(N)}
+        self.release = asyncio.Event()
         self.asked: list[tuple[int, str]] = []  # (node, raw path) of requests whose signature held
         self.endless_sent: dict[int, int] = {}
         self.endless_closed: dict[int, asyncio.Event] = {i: asyncio.Event() for i in range(N)}
@@ -59,7 +62,7 @@ class FakeArtifactNodes:
 
     async def _refusal(self, request: web.Request, node_id: int) -> web.Response | None:
         reason = check_log_request(
-            request.headers, request.rel_url.raw_path, node_id,
+            request.headers, request.rel_url.raw_path_qs, node_id,
             self.cluster.verifier.verify_client, {CLIENT}, time.time(),
         )
         if reason is not None:
@@ -90,6 +93,10 @@ class FakeArtifactNodes:
                 return refused
             if self.behaviour[node_id] == "endless":
                 return await self._endless(request, node_id)
+            if self.behaviour[node_id] == "busy":
+                return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "5"})
+            if self.behaviour[node_id] == "held":
+                await self.release.wait()
             data = self.files[node_id].get(request.match_info["path"])
             if data is None:
                 return web.json_response({"error": "no such artifact"}, status=404)
@@ -357,3 +364,68 @@ async def test_an_unknown_build_is_refused_as_other_build_routes_refuse_it(netwo
     assert response.status == status
     assert (await response.json())["error"]
     assert network.asked == []
+
+
+async def test_a_busy_node_is_skipped_and_the_next_one_serves_the_file(network, client, caplog):
+    build_id = add_build(client, "accepted", with_artifacts(), agreed_by=(2, 0))
+    network.behaviour[2] = "busy"
+    path = "reports/junit.xml"
+
+    response = await client.get(f"/builds/{build_id}/artifacts/{path}")
+
+    assert response.status == 200 and await response.read() == FILES[path]
+    assert response.headers["X-Pbft-Node"] == "0"
+    assert "node 2 skipped: is busy (503)" in caplog.text
+
+
+async def file_requests(network, count: int) -> None:
+    """Until `count` requests for files reached the nodes."""
+    async with asyncio.timeout(5):
+        while len([asked for _, asked in network.asked if asked.count("/") > 3]) < count:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("per_caller, total, refused, words", [
+    (2, 10, 429, "2 artifact downloads at once per caller"),
+    (10, 2, 503, "2 artifact downloads at once on this client"),
+])
+async def test_downloads_beyond_the_bounds_are_refused_with_retry_after(network, client, per_caller, total,
+                                                                       refused, words):
+    gate = client.app[TRANSFERS].downloads
+    gate.per_caller, gate.total = per_caller, total
+    build_id = add_build(client, "accepted", with_artifacts(), agreed_by=(1, 2))
+    network.behaviour[1] = "held"
+    path = "dist/app-1.0-py3-none-any.whl"
+    held = [asyncio.create_task(client.get(f"/builds/{build_id}/artifacts/{path}")) for _ in range(2)]
+    await file_requests(network, 2)
+
+    response = await client.get(f"/builds/{build_id}/artifacts/{path}")
+
+    assert response.status == refused and response.headers["Retry-After"] == "5"
+    assert words in (await response.json())["error"]
+    network.release.set()
+    for answer in await asyncio.gather(*held):
+        assert answer.status == 200 and await answer.read() == FILES[path]
+    async with asyncio.timeout(5):  # the handlers return just after the last byte went out
+        while gate.running:
+            await asyncio.sleep(0.01)
+    assert not gate.open
+    response = await client.get(f"/builds/{build_id}/artifacts/{path}")
+    assert response.status == 200, "the places are free again"
+    spool = network.cluster.config.data_dir / f"client-{CLIENT}" / "spool"
+    assert list(spool.iterdir()) == [], "a checked download leaves nothing on disk"
+
+
+async def test_a_file_is_checked_and_served_in_chunks_larger_than_one(network, client):
+    """More than one spool chunk: what is hashed, spooled and read back is the whole file, in order."""
+    data = bytes(range(256)) * (3 * artifacts.CHUNK_BYTES // 256 + 7)
+    files = {"dist/big.bin": sha256(data)}
+    for node in range(N):
+        network.manifests[node] = manifest_body(node, files)
+        network.files[node]["dist/big.bin"] = data
+    build_id = add_build(client, "accepted", with_artifacts(manifest_digest(files)), agreed_by=(0, 1))
+
+    response = await client.get(f"/builds/{build_id}/artifacts/dist/big.bin")
+
+    assert response.status == 200 and response.content_length == len(data)
+    assert await response.read() == data

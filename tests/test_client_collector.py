@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pbft.replies import ReplyCollector, agreed_part, vouched_view
 from client.records import BuildRecords
 from client.service import ClientService
-from pbft.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig
-from pbft.crypto import Ed25519Authenticator, generate_private_key, public_key_hex
+from shared.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig
+from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex
 from pbft.attestation import Signed
 from pbft.messages import Operation, Reply, Result, encode, signed
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
 from pbft.messages import Operation
-from pbft.refs import SHELL_METACHARACTERS
+from shared.refs import SHELL_METACHARACTERS
 
 REPOSITORIES = ("example", "other")
 JSON = "application/json"

@@ -75,3 +75,17 @@ def test_a_build_forgotten_before_its_verdict_is_reported_undecided():
         table.execute(request("a", timestamp))
         votes.ordered(("a", timestamp), seq)
     assert votes.forget(table.forget_expired()) == [(("a", 1), 1)]
+
+
+def test_a_view_change_does_not_make_a_node_wait_for_queued_requests_that_executed_meanwhile():
+    """A primary's queue may hold requests that executed in another primary's batch or by state
+    transfer; waiting for one of them after the view change, a node suspected every primary in
+    turn (simulator seed 2252: node 0 alone in view 5 of 4)."""
+    table = ClientTable(expiry_us=10)
+    queued = [request("a", 1), request("a", 2)]
+    for queued_request in queued:
+        table.wait(queued_request)
+        table.queue(queued_request)
+    table.execute(queued[0])
+    table.unqueue_all()
+    assert list(table.waiting) == [("a", 2)] and not table.pending

@@ -51,6 +51,7 @@ def messages(draw):
                     spec=spec, artifacts=draw(st.none() | st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)))
     statement_sig, link_sig = draw(st.sampled_from([("", ""), (SIG, "cd" * 64)]))
     provenance_sig = draw(st.sampled_from(["", "ef" * 64]))
+    attestation_sigs = {"statement_sig": statement_sig, "link_sig": link_sig, "provenance_sig": provenance_sig}
     view, seq, sender = draw(naturals), draw(naturals), draw(st.integers(0, 6))
     return draw(st.sampled_from([
         request,
@@ -58,16 +59,14 @@ def messages(draw):
         Prepare(view, seq, "c" * 64, sender, SIG),
         Commit(view, seq, "d" * 64, sender, SIG),
         Checkpoint(seq, "e" * 64, sender, SIG),
-        Reply(view, request.timestamp, request.client, sender, result, SIG, statement_sig, link_sig, provenance_sig),
-        ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig,
-                   provenance_sig),
+        Reply(view, request.timestamp, request.client, sender, result, SIG, **attestation_sigs),
+        ResultVote(seq, request.client, request.timestamp, result, sender, SIG, **attestation_sigs),
         Hello(request.client, sender, draw(challenges), SIG),
         Challenge(draw(challenges)),
         Status(view, seq, sender, SIG),
         VoteFetch(((request.client, request.timestamp),) * draw(st.integers(1, 64)), sender, SIG),
         Relay((Prepare(view, seq, "c" * 64, sender, SIG), Commit(view, seq, "d" * 64, sender, SIG),
-               ResultVote(seq, request.client, request.timestamp, result, sender, SIG, statement_sig, link_sig,
-                          provenance_sig))),
+               ResultVote(seq, request.client, request.timestamp, result, sender, SIG, **attestation_sigs))),
     ]))
 
 
@@ -115,7 +114,7 @@ def test_mutated_results_and_specs_are_decoded_or_refused(message, data):
 
 def test_attestation_signatures_and_specs_are_checked_like_every_field():
     result = Result("success", 0, "a" * 40, spec=Spec(".pbft-ci.yml", "b" * 64, "pbft-ci/busybox:latest"))
-    reply = Reply(0, 1, "ci", 2, result, SIG, SIG, SIG, SIG)
+    reply = Reply(0, 1, "ci", 2, result, SIG, statement_sig=SIG, link_sig=SIG, provenance_sig=SIG)
     for field, value in [("statement_sig", ""), ("statement_sig", "xy"), ("link_sig", 7), ("link_sig", None),
                          ("provenance_sig", ""), ("provenance_sig", "AB" * 64), ("provenance_sig", SIG + "0"),
                          ("provenance_sig", None), ("provenance_sig", [SIG])]:

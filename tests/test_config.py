@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
-from pbft.config import BuildConfig, ConfigError, load_config
-from pbft.crypto import generate_private_key, public_key_hex
+from shared.config import BuildConfig, ConfigError, load_config
+from shared.crypto import generate_private_key, public_key_hex
 from tests.network import write_network
 
 

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from pbft.config import ConfigError, DockerEngineConfig, DockerTLSConfig, load_config
+from shared.config import ConfigError, DockerEngineConfig, DockerTLSConfig, load_config
 from tests.test_config import edit
 from tests.network import write_network
 

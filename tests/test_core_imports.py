@@ -7,7 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ["pbft.replica", "pbft.sim.cluster"]  # entry points: everything they reach inside pbft is core
-FORBIDDEN = {"asyncio", "sqlite3", "os", "time", "socket", "subprocess", "aiohttp", "docker", "git", "node", "client"}
+FORBIDDEN = {"asyncio", "sqlite3", "os", "time", "socket", "subprocess", "aiohttp", "docker", "git", "node", "client",
+             "shared"}
 
 
 def imports_of(module: str) -> set[str]:
@@ -45,5 +46,33 @@ def test_the_core_imports_no_io_clock_or_node_code(entry):
     assert {module: names for module, names in offending.items() if names} == {}
 
 
+def test_everything_in_pbft_is_protocol_that_the_replica_or_the_simulator_reaches():
+    """Nothing in pbft/ outside the protocol: utilities of the node and the client live in shared/."""
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts) for path in (ROOT / "pbft").rglob("*.py")
+               if path.name != "__init__.py"}
+    reached = set().union(*(reachable(entry) for entry in CORE))
+    assert sorted(modules - reached) == []
+
+
 def test_the_check_sees_a_forbidden_import():
-    assert "os" in imports_of("pbft.crypto")  # key files: outside the core, and the check notices
+    assert "os" in imports_of("shared.crypto")  # key files: outside the core, and the check notices
+
+
+# The replica's parts (DESIGN.md): each owns its state and is read and tested alone,
+# so none reaches the replica or another part.
+PARTS = [
+    "pbft.views", "pbft.transfer", "pbft.relay", "pbft.message_log", "pbft.checkpoints",
+    "pbft.clients", "pbft.votes", "pbft.catchup",
+]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_a_part_reaches_neither_the_replica_nor_another_part(part):
+    reached = set(reachable(part)) - {part}
+    assert reached & {"pbft.replica", *PARTS} == set()
+
+
+def test_the_replica_inherits_from_no_mixin():
+    tree = ast.parse((ROOT / "pbft/replica.py").read_text())
+    replica = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Replica")
+    assert replica.bases == []

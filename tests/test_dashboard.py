@@ -16,7 +16,7 @@ from aiohttp import web
 
 from client.dashboard import STATIC_DIR
 from client.records import BuildRecords, records_path
-from pbft.crypto import Ed25519Authenticator
+from shared.crypto import Ed25519Authenticator
 from pbft.messages import Operation, Request, Result, ResultVote, encode, signed
 from tests.test_client_app import CLIENT, N, FakeCluster, honest_result, serve_fake_nodes, start_client
 
@@ -290,7 +290,7 @@ async def test_a_node_that_serves_garbage_votes_costs_a_line_not_a_500(nodes, cl
 
 
 async def test_a_hostile_branch_name_and_build_output_reach_the_browser_only_as_data(nodes, aiohttp_client):
-    # Branch names this hostile are refused at the webhook (pbft.refs); a record holding one
+    # Branch names this hostile are refused at the webhook (shared.refs); a record holding one
     # anyway (an older client's, or a rule relaxed later) must still never become markup.
     records = BuildRecords(records_path(nodes.cluster.config.data_dir, CLIENT))
     sign = Ed25519Authenticator(nodes.cluster.client_key, {}, {}).sign

@@ -1,5 +1,5 @@
 """The deployment files of deploy/: systemd units that systemd accepts and that run the
-README's commands, and a compose file consistent with its network YAML whose key ceremony
+commands of docs/operations.md, and a compose file consistent with its network YAML whose key ceremony
 works. (Neither systemd as PID 1 nor docker compose is on the project's CI machines: the
 units are checked with `systemd-analyze verify` and by running their commands, the compose
 file by reading it and by running its `keys` service's script.)"""
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pbft.config import load_config
+from shared.config import load_config
 from tests.readme import code_blocks, section
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ DEPLOY = REPO_ROOT / "deploy"
 UNITS = DEPLOY / "systemd"
 INSTALL_ROOT = "/opt/pbft-ci"  # where the units expect the repository
 ETC = "/etc/pbft-ci"
-README_SECTION = "One node per host"
+DOCS_SECTION = "One node per host"
 
 
 def run(command: list[str], **options) -> subprocess.CompletedProcess:
@@ -42,8 +42,8 @@ def unit_settings(name: str) -> dict[str, list[str]]:
 
 
 def readme_command(script: str) -> list[str]:
-    """The README's `.venv/bin/python SCRIPT --config ...` line of "One node per host"."""
-    lines = [shlex.split(line, comments=True) for block in code_blocks(section(README_SECTION), "sh")
+    """The `.venv/bin/python SCRIPT --config ...` line of "One node per host" (docs/operations.md)."""
+    lines = [shlex.split(line, comments=True) for block in code_blocks(section(DOCS_SECTION), "sh")
              for line in block.splitlines() if line.startswith(".venv/bin/python ")]
     matches = [argv for argv in lines if argv[1:3] == [script, "--config"]]
     assert len(matches) == 1, (script, matches)
@@ -89,7 +89,7 @@ def test_the_units_run_the_readmes_commands_which_the_clis_accept(tmp_path, unit
 @pytest.mark.parametrize("unit", ["pbft-ci-node@.service", "pbft-ci-client.service"])
 def test_the_units_folders_are_the_readmes_data_and_log_folders_and_the_rest_is_read_only(unit):
     settings = unit_settings(unit)
-    network = yaml.safe_load(code_blocks(section(README_SECTION), "yaml")[0])
+    network = yaml.safe_load(code_blocks(section(DOCS_SECTION), "yaml")[0])
     assert "/var/lib/" + settings["StateDirectory"][0] == network["data_dir"]
     assert "/var/log/" + settings["LogsDirectory"][0] == network["log_dir"]
     for key, value in {"User": "pbft-ci", "ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes",

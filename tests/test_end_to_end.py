@@ -25,8 +25,8 @@ import docker
 import pytest
 import yaml
 
-from pbft.config import NetworkConfig, load_config
-from pbft.crypto import parse_public_key, verify_bytes
+from shared.config import NetworkConfig, load_config
+from shared.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.messages import Reply, decode
 

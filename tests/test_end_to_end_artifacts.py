@@ -29,7 +29,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 
 from client.attestation import sslib_keys
-from pbft.config import load_config
+from shared.config import load_config
 from pbft.provenance import PROVENANCE_TYPE
 from tests.test_end_to_end import (
     E2E_MARKS,

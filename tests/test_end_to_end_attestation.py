@@ -27,7 +27,7 @@ from securesystemslib.exceptions import VerificationError
 from client.attestation import sslib_keys
 from client.intoto import LAYOUT_FILE
 from pbft.attestation import PREDICATE_TYPE, STATEMENT_FILE
-from pbft.config import load_config
+from shared.config import load_config
 from tests.test_end_to_end import (  # noqa: F401 (network is a fixture)
     E2E_MARKS,
     EXAMPLE_CONFIG,

@@ -14,9 +14,10 @@ import threading
 import time
 import urllib.request
 
+import docker
 import yaml
 
-from pbft.config import load_config
+from shared.config import load_config
 from tests.test_end_to_end import (
     E2E_MARKS,
     client,
@@ -113,3 +114,54 @@ def test_a_user_follows_a_running_build_and_reads_every_nodes_finished_log(netwo
             assert text.splitlines()[-1].startswith("== status success exit_code 0"), text
         code, record = http_json("GET", f"{base_url}/builds/{build_id}")
         assert code == 200 and json.dumps(record["logs"]) == json.dumps(verdicts[0]["logs"]), record
+
+
+def test_a_build_container_killed_from_outside_is_not_signed_as_a_failure_nor_shown_as_a_dissent(
+    network, tmp_path
+):
+    """`docker kill` of node 1's running build container, as an operator or the host's tooling
+    would: node 1 runs the build again and signs what the others sign, so the verdict is
+    certified by every node's vote with no dissent, and node 1's log says why it ran twice."""
+    slow_repository(tmp_path / "slow")
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"] = [{"name": "slow", "url": str(tmp_path / "slow")}]
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path))
+    config = load_config(config_path)
+    engine = docker.from_env()
+    running = {"label": ["pbft-ci.role=build", "pbft-ci.node=1", f"pbft-ci.data={config.data_dir / 'node-1'}"],
+               "status": "running"}
+
+    try:
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            verdicts = []
+            sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "master")))
+            sender.start()
+            deadline = time.monotonic() + 60
+            while not (containers := engine.containers.list(filters=running)):
+                assert time.monotonic() < deadline and sender.is_alive(), "node 1's build never ran"
+                time.sleep(0.1)
+            time.sleep(1)  # its commands run
+            containers[0].kill()
+            sender.join(timeout=120)
+            assert verdicts and verdicts[0]["status"] == "success", verdicts
+            build_id = verdicts[0]["build_id"]
+
+            deadline = time.monotonic() + 60
+            while True:  # node 1's second run ends a few seconds after the others
+                record = http_json("GET", config.node(0).url(f"/requests/client/{build_id}"))[1]
+                if len(record["votes"]) == config.n:
+                    break
+                assert time.monotonic() < deadline, record
+                time.sleep(0.2)
+            with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node=1", timeout=10) as response:
+                log = response.read().decode()
+    finally:
+        engine.close()
+
+    assert record["verdict"]["state"] == "certified", record["verdict"]
+    assert {vote["node"]: (vote["vote"]["result"]["status"], vote["vote"]["result"]["exit_code"])
+            for vote in record["votes"]} == {node.id: ("success", 0) for node in config.nodes}
+    assert "build container killed outside the build" in log and log.count("build started") == 2, log
+    assert log.splitlines()[-1].startswith("== status success exit_code 0"), log

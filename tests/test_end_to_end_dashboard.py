@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +28,8 @@ import pytest
 import yaml
 
 from client.records import BuildRecords, records_path
-from pbft.config import NetworkConfig, load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key
+from shared.config import NetworkConfig, load_config
+from shared.crypto import Ed25519Authenticator, load_private_key
 from pbft.messages import Operation, Request, signed
 from tests.network import free_ports, write_network
 from tests.test_end_to_end import (
@@ -41,7 +42,7 @@ from tests.test_end_to_end import (
     running_node,
     webhook,
 )
-from tests.test_end_to_end_build_output import slow_repository
+from tests.test_end_to_end_build_output import followed_events, slow_repository
 from tests.test_end_to_end_faults import example_copy, kill_9
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements.txt (tests)")
@@ -69,8 +70,12 @@ BUILD_WAIT_S = 120
 PAGE_WAIT_S = 30
 MARKUP = "<b id=injected>bold</b><img src=x onerror=document.title=1>"
 HOSTILE_BRANCH = "<i id=branch-injected>x</i>"
+# A status line of its own after a carriage return, then a terminal title (OSC) and a screen clear (CSI).
+HOSTILE_PRINTF = r"printf 'x\r== status success exit_code 0 duration_ms 1\n\033]0;owned\007\033[2Jcleared\n'"
+ESCAPED = "x\n == status success exit_code 0 duration_ms 1\n\\x1b]0;owned\\x07\\x1b[2Jcleared\n"
 PRINTING_SPEC = f"""commands:
   - "echo '{MARKUP}'"
+  - {HOSTILE_PRINTF}
   - echo build started
   - sleep 8
   - echo build finished
@@ -94,7 +99,7 @@ def own_network_config(tmp_path: Path) -> Path:
 def record_a_hostile_branch(config: NetworkConfig) -> None:
     """A finished build record whose branch is markup, as if an older client had let it in.
 
-    The webhook refuses such names (pbft.refs), so the record is written before the client starts.
+    The webhook refuses such names (shared.refs), so the record is written before the client starts.
     """
     name = config.clients[0].name
     sign = Ed25519Authenticator(load_private_key(config.client_key_path(name)), {}, {}).sign
@@ -218,6 +223,17 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
                  lambda d, i=node.id: text_of(d, f"#output-state-{i}") == "finished", BUILD_WAIT_S)
         output = text_of(browser, f"#output-{node.id}")
         assert "build started\nbuild finished\n" in output and MARKUP in output, output
+        # The hostile output is shown as text: no second status line, no escape a terminal would act on.
+        assert ESCAPED in output and "\x1b" not in output and "\r" not in output, output
+        check_one_status_line(output)
+        # The same through the client, plain and followed live.
+        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node.id}", timeout=30) as answer:
+            plain = answer.read().decode()
+        streamed = "".join(data for event, data in followed_events(
+            f"{base_url}/builds/{build_id}/log?node={node.id}&follow=1") if event == "output")
+        for text in (plain, streamed):
+            assert ESCAPED in text and "\x1b" not in text and "\r" not in text, text
+            check_one_status_line(text)
     agreed = f"success (exit 0) @ {verdict['commit'][:12]}"
     wait_for(browser, "all four votes and certified ledgers", lambda d: (
         texts(d, '#nodes td[data-field="vote"]') == [agreed] * 4
@@ -244,6 +260,12 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     screenshot(browser, "network-node-down.png")
     code, answer = http_json("GET", f"{base_url}/network")
     assert code == 200 and answer["nodes"][victim]["reachable"] is False, answer
+
+
+def check_one_status_line(output: str) -> None:
+    """Only the node's own status line starts with `== status`, not the one the build printed."""
+    status_lines = [line for line in output.split("\n") if line.startswith("== status")]
+    assert len(status_lines) == 1 and not status_lines[0].endswith(" duration_ms 1"), status_lines
 
 
 def test_with_a_token_the_dashboard_asks_for_it_once_and_sends_it_on_every_request(browser, tmp_path):

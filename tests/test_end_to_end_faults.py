@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from node.storage import NodeStore
-from pbft.config import NetworkConfig, load_config
+from shared.config import NetworkConfig, load_config
 from tests.test_end_to_end import (
     E2E_MARKS,
     FEATURE_EXIT_CODE,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pbft.config import load_config
+from shared.config import load_config
 from tests.test_end_to_end import (
     E2E_MARKS,
     REPO_ROOT,

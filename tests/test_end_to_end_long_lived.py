@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 
-from pbft.config import load_config
+from shared.config import load_config
 from tests.test_end_to_end import (
     E2E_MARKS,
     client,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pbft.config import load_config
+from shared.config import load_config
 from tests.network import write_network
 from tests.real_project import (
     BROKEN_BRANCH,

@@ -8,6 +8,7 @@ connection, once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 
 import aiohttp
@@ -17,8 +18,8 @@ from aiohttp import web
 from client.links import NodeLink
 from node.peers import PeerLink
 from node.server import make_app
-from pbft.config import NodeConfig, load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from shared.config import NodeConfig, load_config
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Challenge, Hello, MessageError, Operation, Reply, Request, decode, encode, signed
 from tests.network import say_hello, write_network
 from tests.test_node_integration import fake_build
@@ -282,3 +283,26 @@ async def test_the_link_says_when_a_connection_that_was_up_goes_down(aiohttp_ser
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     assert downs[:1] == [4]
+
+
+async def test_a_peer_that_vanishes_with_a_ping_unanswered_is_logged_at_info_without_a_traceback(nodes, caplog):
+    """A stopped peer (SIGSTOP, a paused VM) resumes with PINGs queued and its connection
+    already closed: answering them meets a closing transport. That is a routine hang-up,
+    not a server error."""
+    node = nodes.nodes[0]
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(
+        f"GET /peer HTTP/1.1\r\nHost: {node.host}:{node.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    caplog.set_level(logging.INFO)
+    # What a resumed peer's buffer holds: frames (masked, here "{}"), a PING, and the
+    # end of the connection its far end gave up on. The node takes the frames in turn,
+    # so the hang-up has closed the transport by the time it answers the PING.
+    writer.write((bytes([0x81, 0x82]) + bytes(4) + b"{}") * 5 + bytes([0x89, 0x80]) + bytes(4))
+    writer.close()
+    async with asyncio.timeout(5):
+        while not any("socket /peer from 127.0.0.1 gone" in record.getMessage() for record in caplog.records):
+            await asyncio.sleep(0.05)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from node.storage import NodeStore
-from pbft.config import load_config
+from shared.config import load_config
 from client.app import client_authenticator
 from pbft.messages import Operation, Request, decode, encode, signed
 from tests.network import say_hello, write_network

@@ -1,10 +1,10 @@
-"""One node per host: the README's "One node per host" commands, each node on a host of its own.
+"""One node per host: the "One node per host" commands of docs/operations.md, each node on a host of its own.
 
 Every node, and the client, runs in a network namespace of its own with its
 own address on one switch (tests/netns.py), holding only its own private key
 and a copy of the operator's network YAML in a folder of its own (its
 /etc/pbft-ci). The test runs the key ceremony, starts each node with the
-README's command inside its namespace, sends webhooks to the client, and then:
+documented command inside its namespace, sends webhooks to the client, and then:
 a node's link goes down (a partition) and webhooks still get correct
 verdicts; every host's packets are delayed by 50 ms and they still do; the
 link comes back and the partitioned node catches up with the others. Builds
@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from node.peers import HEARTBEAT_S
-from pbft.config import NetworkConfig, load_config
+from shared.config import NetworkConfig, load_config
 from tests.netns import Lan, sweep_stale_namespaces
 from tests.readme import code_blocks, section
 from tests.test_end_to_end import (
@@ -55,7 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NODES = 4
 PARTITIONED = 2  # a backup: node 0 leads view 0, so the partition needs no view change
 LATENCY_MS = 50
-README_SECTION = "One node per host"
+DOCS_SECTION = "One node per host"
 ETC = "/etc/pbft-ci"  # each test host's folder stands for it
 WEBHOOK_TIMEOUT_S = 120
 START_TIMEOUT_S = 60
@@ -197,7 +197,7 @@ class ReadmeCommands:
     its folder stands for /etc/pbft-ci, and the node id or client name for the README's."""
 
     def __init__(self) -> None:
-        blocks = code_blocks(section(README_SECTION), "sh")
+        blocks = code_blocks(section(DOCS_SECTION), "sh")
         self.lines = [shlex.split(line, comments=True) for block in blocks for line in block.splitlines()
                       if line.startswith(".venv/bin/python ")]
 
@@ -205,7 +205,7 @@ class ReadmeCommands:
             files: dict[str, Path] | None = None) -> tuple[list[str], Path | None]:
         """The one line whose arguments start with `words`, as argv, and where `>` sends its output."""
         matches = [argv for argv in self.lines if argv[1:1 + len(words)] == list(words)]
-        assert len(matches) == 1, f"README, {README_SECTION}: {len(matches)} lines start with {words}"
+        assert len(matches) == 1, f"README, {DOCS_SECTION}: {len(matches)} lines start with {words}"
         argv, stdout = matches[0], None
         if ">" in argv:
             argv, stdout = argv[:argv.index(">")], argv[argv.index(">") + 1]
@@ -226,7 +226,7 @@ class ReadmeCommands:
 
 
 def readme_yaml() -> dict:
-    return yaml.safe_load(code_blocks(section(README_SECTION), "yaml")[0])
+    return yaml.safe_load(code_blocks(section(DOCS_SECTION), "yaml")[0])
 
 
 def operators_yaml(hosts: Hosts, public_keys: dict) -> dict:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from node.byzantine import HONEST, Lie
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget, make_app
-from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.messages import Operation, Reply, Request, Result, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from tests.network import parse_metrics, say_hello, write_network

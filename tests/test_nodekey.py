@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pbft.crypto import generate_private_key, public_key_hex
+from shared.crypto import generate_private_key, public_key_hex
 from tests.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -28,8 +28,8 @@ from client.certificate import CertificateUnavailable
 from node.executor import BuildResult
 from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
-from pbft.config import load_config
-from pbft.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.messages import Operation, Reply, Result, ResultVote, Spec, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
@@ -260,8 +260,8 @@ def reply_of(net: Network, sender: int, provenance_sig: str | None = None) -> Re
     attestation = Signed(request.operation, BUILT)
     if provenance_sig is None:
         provenance_sig = auth.sign_bytes(provenance_for(net, request).pae())
-    reply = Reply(0, TIMESTAMP, "client", sender, BUILT, "", auth.sign_bytes(attestation.pae()),
-                  auth.sign_bytes(attestation.link_bytes()), provenance_sig)
+    reply = Reply(0, TIMESTAMP, "client", sender, BUILT, statement_sig=auth.sign_bytes(attestation.pae()),
+                  link_sig=auth.sign_bytes(attestation.link_bytes()), provenance_sig=provenance_sig)
     return signed(reply, net.signer(f"node-{sender}"))
 
 

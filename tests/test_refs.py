@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from pbft.refs import check_branch_name, check_commit_sha, check_repository_name
+from shared.refs import check_branch_name, check_commit_sha, check_repository_name
 
 VALID_BRANCHES = [
     "master", "feature/x", "a@b", "@a", "a/@", "a{b}", "x.lock.y", "a-", "a/-b", "refs/heads/x",
@@ -16,7 +16,7 @@ INVALID_BRANCHES = [
     "a@{b", "@{-1}", ".a", "a/.b", "a.lock", "a/b.lock", "a.lock/b", ".lock", "a/", "a.", "a/.",
     "a//b", "/a", "HEAD", "a\tb", "a\nb", "a\x7fb", "a\x00b",
 ]
-# Refused by us although git accepts them, on purpose (see pbft.refs).
+# Refused by us although git accepts them, on purpose (see shared.refs).
 STRICTER_THAN_GIT = ["@", "é", "x" * 256, "a!b", "a'b", 'a"b', "a&b", "a;b", "a<b", "a|b", "a$b", "a`b", "a(b"]
 
 

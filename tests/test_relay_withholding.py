@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from node.byzantine import WithholdRelay, make_behaviour, parse_mode
-from pbft.crypto import generate_private_key, sign_bytes
+from shared.crypto import generate_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import Commit, Prepare, Relay, decode, encode, signed
 from tests.network import write_network

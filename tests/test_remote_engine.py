@@ -10,6 +10,7 @@ would have to on another machine. ssh:// has no test engine here (no sshd):
 its configuration is tested in tests/test_config_docker_engine.py.
 """
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -23,8 +24,9 @@ from docker.models.containers import ContainerCollection
 
 from node import buildnet
 from node.executor import BuildResult, Executor
+from node.sandbox import ENGINE_LOST
 from node.server import _make_executor
-from pbft.config import BuildConfig, DockerEngineConfig, load_config
+from shared.config import BuildConfig, DockerEngineConfig, load_config
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_ids,
     default_image,
@@ -266,3 +268,37 @@ async def test_a_networked_build_is_refused_on_an_engine_whose_bridge_is_not_on_
     for command in (["iptables", "-t", "filter", "-S"], ["iptables", "-t", "nat", "-S"], ["ip6tables", "-S"]):
         assert tag not in subprocess.run(command, check=True, capture_output=True, text=True).stdout
     assert not Path(f"/sys/class/net/{buildnet.BuildNetwork(data_dir, ()).bridge}").exists()
+
+
+async def test_a_build_whose_engine_restarts_under_it_runs_again_once_the_engine_is_back(
+    tmp_path, second_engine, git_repo, build_ids  # noqa: F811
+):
+    """The engine's service restarts while the build runs (an upgrade, a crash): dockerd
+    stops the build's container on its way down. That is the node's trouble, not the
+    build's: the build runs again once the engine answers, and the next build finds the
+    node as before. Nothing of either is left on the engine (the fixture checks)."""
+    head = git_repo.commit("master", {".pbft-ci.yml": spec("echo commands-begin", "sleep 15", "echo commands-end")})
+    executor, _ = node_executor(tmp_path, git_repo, docker_host=second_engine.unix_host)
+    build_id = build_ids()
+    engine = second_engine.client()
+    running = {"label": [f"pbft-ci.build={build_id}", "pbft-ci.role=build"], "status": "running"}
+    try:
+        task = asyncio.create_task(run(executor, git_repo, build_id))
+        deadline = time.monotonic() + 60
+        while not engine.containers.list(filters=running):
+            assert time.monotonic() < deadline and not task.done(), "the build never ran"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # its commands run
+        await asyncio.to_thread(second_engine.restart)
+        result = await asyncio.wait_for(task, 120)
+        git_repo.commit("master", PASSING)
+        after = await run(executor, git_repo, build_ids())
+    finally:
+        executor.close()
+
+    text = log_text(result)
+    assert result.agreed_key()[:3] == ("success", 0, head), text
+    assert f"== {ENGINE_LOST}: the build runs again, in a fresh container\n" in text
+    # dockerd gives a container 10 s to stop before it kills it: the first run never ended.
+    assert text.count("commands-begin") == 2 and text.count("commands-end") == 1
+    assert after.status == "success", log_text(after)

@@ -162,13 +162,13 @@ def test_state_learnt_during_a_view_change_keeps_the_view_change_timer():
     for sender in (1, 2):  # 2f+1 nodes want view 1: the wait for NEW-VIEW is timed
         vote = signed(ViewChange(1, 0, (), (), sender), cluster.replicas[sender].auth.sign)
         assert lagging.receive(vote, now=100.0) is None
-    assert lagging.timer_deadline is not None
+    assert lagging.views.timer_deadline is not None
     helper = cluster.replicas[1]
     helper.answer_fetch(signed(Fetch(1, 1, 3), lagging.auth.sign), cluster.ledgers[1])
     (state_message,) = [effect.message for effect in helper.take_effects()]
     assert lagging.receive(state_message, now=100.5) is None
     assert lagging.last_executed == 6
-    assert lagging.changing_view and lagging.timer_deadline is not None
+    assert lagging.changing_view and lagging.views.timer_deadline is not None
 
 
 def test_a_node_restarted_in_a_view_change_says_its_view_change_again(tmp_path):
@@ -186,20 +186,27 @@ def test_a_node_restarted_in_a_view_change_says_its_view_change_again(tmp_path):
     assert cluster.replicas[3].changing_view
 
 
-def test_a_node_that_adopted_builds_by_state_transfer_builds_those_whose_verdict_is_still_open():
-    """A build with artifacts is certified by 2f+1 matching votes. With node 2's builds stuck,
-    nodes 0 and 1 cannot make up that quorum alone, and node 3, which learnt the batches
-    by state transfer, must build them too once the peers' votes leave them open."""
+def adopted_by_transfer(slow: int) -> tuple[Cluster, list]:
+    """Seven builds with artifacts (2f+1 = 3 matching votes certify one) ordered while node 3
+    was cut off, `slow`'s builds unfinished; then node 3 adopts batches 1..8 by state transfer."""
     artifacts = Result("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64)
     cluster = Cluster(settings=SMALL, build=lambda operation: artifacts)
     cluster.crashed.add(3)
-    cluster.slow.add(2)  # orders and checkpoints, but its builds do not finish
+    cluster.slow.add(slow)
     requests = submit(cluster, 7)
     cluster.send_results()
     cluster.crashed.discard(3)
     submit(cluster, 1)
     cluster.tick(10.0)  # node 3 asks for the ledger and adopts batches 1..8 by transfer
     cluster.run()
+    return cluster, requests
+
+
+def test_a_node_that_adopted_builds_by_state_transfer_builds_those_whose_verdict_is_still_open():
+    """A build with artifacts is certified by 2f+1 matching votes. With node 2's builds stuck,
+    nodes 0 and 1 cannot make up that quorum alone, and node 3, which learnt the batches
+    by state transfer, must build them too once the peers' votes leave them open."""
+    cluster, requests = adopted_by_transfer(slow=2)  # node 2 orders and checkpoints, but its builds do not finish
     node3 = cluster.replicas[3]
     assert node3.last_executed == 8 and cluster.builds(3)[:6] == []
     assert all(node3.clients.executed[request.key] is None for request in requests[:6])
@@ -236,21 +243,69 @@ def test_a_peer_asking_for_the_ledger_again_and_again_is_answered_once_per_half_
 
 
 def test_a_node_restarted_before_it_built_what_it_adopted_still_builds_what_stays_open():
-    artifacts = Result("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64)
-    cluster = Cluster(settings=SMALL, build=lambda operation: artifacts)
-    cluster.crashed.add(3)
-    cluster.slow.add(2)
-    requests = submit(cluster, 7)
-    cluster.send_results()
-    cluster.crashed.discard(3)
-    submit(cluster, 1)
-    cluster.tick(10.0)
-    cluster.run()
-    assert cluster.replicas[3].learnt_unbuilt  # adopted, not built yet: killed now
+    cluster, requests = adopted_by_transfer(slow=2)
+    assert cluster.replicas[3].transfer.learnt_unbuilt  # adopted, not built yet: killed now
     cluster.crashed.add(3)
     cluster.restart(3, now=10.5)
-    assert set(cluster.replicas[3].learnt_unbuilt) >= {request.key for request in requests[:6]}
-    for now in (11.0, 13.0, 15.0, 19.0, 23.0):
+    assert set(cluster.replicas[3].transfer.learnt_unbuilt) >= {request.key for request in requests[:6]}
+    for now in (11.0, 13.0, 15.0, 19.0, 23.0, 27.0):  # asks at 13 and 19, waits for answers until 27
         cluster.send_results(now)
     replied = {reply.timestamp for reply in cluster.replies if reply.sender == 3}
     assert {request.timestamp for request in requests[:6]} <= replied
+
+
+def test_a_node_that_adopted_builds_waits_for_the_answer_to_its_second_ask_before_it_builds():
+    """The answers to the first VOTE-FETCH are lost (a busy node's peers drop frames that
+    waited too long for it); those to the second arrive a moment after it. A node that built
+    at once when it sent the second ask would rebuild hours of certified history."""
+    cluster, requests = adopted_by_transfer(slow=3)  # what node 3 starts to build stays in cluster.running
+    node3 = cluster.replicas[3]
+    assert node3.last_executed == 8 and node3.transfer.learnt_open
+    running_before = list(cluster.running.get(3, []))  # batch 8, ordered as a member
+    to_node3 = lambda node, message: node != 3  # noqa: E731 - the peers' answers are lost
+
+    cluster.tick(11.0)  # node 3's first ask
+    cluster.run(keep=to_node3)
+    cluster.tick(15.0)  # its second ask: the answers are on their way
+    assert cluster.running.get(3, []) == running_before
+    cluster.run()
+    assert all(request.key in node3.result_votes.certified for request in requests[:6])
+    cluster.tick(60.0)
+    assert cluster.running.get(3, []) == running_before and not node3.transfer.learnt_open
+
+
+def test_a_node_whose_asks_go_unanswered_twice_asks_again_before_it_builds():
+    """A busy node can lose the answers to both of its first asks (its peers drop frames
+    that waited too long for it). An ask counts towards building only once a vote for the
+    build came back after it: the third ask, answered, spares the rebuild."""
+    cluster, requests = adopted_by_transfer(slow=3)
+    node3 = cluster.replicas[3]
+    running_before = list(cluster.running.get(3, []))
+    to_node3 = lambda node, message: node != 3  # noqa: E731 - the peers' answers are lost
+
+    for now in (11.0, 15.0):  # both asks go out; no answer comes back
+        cluster.tick(now)
+        cluster.run(keep=to_node3)
+    cluster.tick(23.0)  # the second ask had its time: unanswered, it asks a third time
+    assert cluster.running.get(3, []) == running_before and node3.transfer.learnt_open
+    cluster.run()
+    assert all(request.key in node3.result_votes.certified for request in requests[:6])
+    cluster.tick(120.0)
+    assert cluster.running.get(3, []) == running_before and not node3.transfer.learnt_open
+
+
+def test_a_node_that_hears_no_vote_at_all_builds_what_it_adopted_after_its_fourth_ask():
+    """No peer answers with a vote: perhaps none of them built it. Asked four times and
+    waited for, the node builds it itself rather than leave the verdict open for ever."""
+    cluster, requests = adopted_by_transfer(slow=3)
+    running_before = list(cluster.running.get(3, []))
+    to_node3 = lambda node, message: node != 3  # noqa: E731
+
+    for now in (11.0, 15.0, 23.0, 39.0, 70.0):
+        cluster.tick(now)
+        assert cluster.running.get(3, []) == running_before, now
+        cluster.run(keep=to_node3)
+    cluster.tick(71.0)  # the fourth ask (at 39) had its 32 s
+    building = [request.key for build in cluster.running.get(3, []) if build not in running_before
+                for _, request in [build]]
+    assert building[:6] == [request.key for request in requests[:6]]

@@ -102,12 +102,15 @@ def test_a_sender_cannot_change_its_vote():
 
 
 def test_messages_of_a_future_view_are_buffered_not_applied():
-    cluster = Cluster(settings={"max_buffered": 64})  # 16 per sender at n = 4
+    # 16 per sender at n = 4: a share of max_buffered, and a window's PREPAREs and COMMITs.
+    cluster = Cluster(settings={"max_buffered": 64, "checkpoint_interval": 4, "log_window": 8})
     node1 = cluster.replicas[1]
     other = signed(Prepare(1, 1, "a" * 64, 3), cluster.replicas[3].auth.sign)
     assert cluster.deliver_to(1, other) is None
-    # Node 0 is the primary of view 0 but a backup in view 1: its prepares for view 1 are valid and buffered.
-    flood = [signed(Prepare(1, seq, "a" * 64, 0), cluster.replicas[0].auth.sign) for seq in range(1, 41)]
+    # Node 0 is the primary of view 0 but a backup in view 1: its votes for view 1 are valid and
+    # buffered, up to one window beyond H.
+    flood = [signed(kind(1, seq, "a" * 64, 0), cluster.replicas[0].auth.sign)
+             for kind in (Prepare, Commit) for seq in range(1, 17)] * 2
     for vote in flood:
         assert cluster.deliver_to(1, vote) is None
     assert node1.slots == {}

@@ -29,7 +29,7 @@ def test_a_crashed_primary_is_replaced_and_the_request_executes():
         replica = cluster.replicas[node]
         assert (replica.view, replica.changing_view) == (1, False)
         assert cluster.builds(node) == [request]
-        assert replica.timer_deadline is None  # nothing is waiting any more
+        assert replica.views.timer_deadline is None  # nothing is waiting any more
     assert {reply.view for reply in cluster.replies} == {1}
 
 
@@ -129,7 +129,7 @@ def test_a_node_alone_in_a_view_change_waits_and_repeats_itself_instead_of_racin
     lonely.take_effects()
     lonely.tick(T)
     sent = [effect.message for effect in lonely.take_effects()]
-    assert [m.TYPE for m in sent] == ["view-change"] and lonely.timer_deadline is None
+    assert [m.TYPE for m in sent] == ["view-change"] and lonely.views.timer_deadline is None
     lonely.tick(100 * T)  # nobody joins: it stays at view 1 and says so again every T
     again = [effect.message for effect in lonely.take_effects()]
     assert lonely.view == 1 and [(m.TYPE, m.view) for m in again] == [("view-change", 1)]
@@ -142,7 +142,7 @@ def test_f_plus_one_view_changes_make_a_node_join_before_its_timer():
     # Only nodes 1 and 2 heard from the client; node 3 has no timer running.
     retransmit_to_all(cluster, request, nodes=(1, 2))
     cluster.run(lambda node, message: node != 3)
-    assert cluster.replicas[3].timer_deadline is None
+    assert cluster.replicas[3].views.timer_deadline is None
     cluster.tick(T, nodes=(1, 2))
     cluster.run()
     assert cluster.replicas[3].view == 1 and not cluster.replicas[3].changing_view
@@ -214,3 +214,80 @@ def test_messages_of_the_old_view_are_refused_after_a_view_change():
     cluster.run()
     stale = signed(Prepare(0, 2, "a" * 64, 2), cluster.replicas[2].auth.sign)
     assert cluster.deliver_to(1, stale) == "ignore_prepare_old_view"
+
+
+def _ask_alone_for_view_one(cluster):
+    """Node 3 hears a request whose forward to the primary is lost, and asks alone for view 1."""
+    lonely = cluster.replicas[3]
+    request = cluster.request()
+    lonely.receive(request, now=0.0)
+    lonely.take_effects()
+    cluster.tick(T, nodes=(3,))
+    cluster.run()
+    assert [(replica.view, replica.changing_view) for replica in cluster.replicas] == [(0, False)] * 3 + [(1, True)]
+    return request
+
+
+def test_idle_nodes_join_a_node_that_asks_alone_for_the_next_view():
+    """Having said VIEW-CHANGE, node 3 may never work in view 0 again, and f+1 nodes never
+    ask with it while the primary works: the others join it once idle for two timeouts."""
+    cluster = Cluster()
+    request = _ask_alone_for_view_one(cluster)
+    cluster.tick(T + 0.1, nodes=(0, 1, 2))  # they hold its VIEW-CHANGE from now
+    cluster.tick(T + 0.1 + 2 * T - 0.2, nodes=(0, 1, 2))
+    cluster.run()
+    assert [replica.view for replica in cluster.replicas] == [0, 0, 0, 1]
+    cluster.tick(T + 0.1 + 2 * T)
+    cluster.run()
+    assert all((replica.view, replica.changing_view) == (1, False) for replica in cluster.replicas)
+    assert all(cluster.builds(node) == [request] for node in range(4))  # node 3 handed its request on
+
+
+def test_a_node_with_work_in_flight_does_not_join_a_lone_view_change():
+    cluster = Cluster()
+    _ask_alone_for_view_one(cluster)
+    cluster.tick(T + 0.1, nodes=(0, 1, 2))  # they hold node 3's VIEW-CHANGE from now
+    waited = cluster.request()
+    cluster.replicas[1].receive(waited, now=2.5 * T)  # its forward to the primary is lost too
+    cluster.replicas[1].take_effects()
+    cluster.tick(T + 0.1 + 2 * T)  # node 1's own timer for `waited` runs until 3.5 T
+    cluster.run(lambda node, message: node != 1)
+    # Idle nodes 0 and 2 joined; node 1, waiting for a request, did not.
+    assert [replica.view for replica in cluster.replicas] == [1, 0, 1, 1]
+
+
+def test_a_backup_that_hears_a_new_view_last_keeps_every_vote_of_the_window_sent_before_it():
+    """A NEW-VIEW re-proposes every prepared slot above h: each peer sends a PREPARE and a
+    COMMIT per slot of the window, and a backup the NEW-VIEW reaches last holds them all
+    until it enters the view. With room for less than a window per sender, the vote for the
+    one new slot was pushed out by those for executed slots, and nothing moved until the
+    next view change (seen in the simulator at n = 7 with 92 slots re-proposed)."""
+    cluster = Cluster(settings={"checkpoint_interval": 64, "log_window": 64, "batch_max": 1, "max_buffered": 64})
+    for _ in range(30):
+        cluster.deliver_to(0, cluster.request("master"))
+        cluster.run()
+    assert cluster.executed_seqs(3) == list(range(1, 31))
+    cluster.crashed.add(0)
+    waiting = cluster.request("feature")
+    retransmit_to_all(cluster, waiting)
+    cluster.run()
+    held = []
+
+    def hold_for_node_3(node, message):
+        if node == 3 and message.TYPE != "view-change":
+            held.append(message)
+            return False
+        return True
+
+    cluster.tick(T)
+    cluster.run(hold_for_node_3)
+    assert cluster.replicas[3].changing_view and not cluster.replicas[2].changing_view
+    from_2 = [message for message in held if message.TYPE == "prepare" and message.sender == 2]
+    newest = max(from_2, key=lambda message: message.seq)
+    assert newest.seq == 31 and len(from_2) == 31
+    # The newest vote first, then a window's worth behind it, the NEW-VIEW last.
+    for message in [newest] + [m for m in from_2 if m is not newest] + [m for m in held if m not in from_2]:
+        cluster.deliver_to(3, message)
+    cluster.run()
+    for node in (1, 2, 3):
+        assert cluster.executed_seqs(node)[-1] == 31 and cluster.builds(node)[-1] == waiting

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from node.executor import ROOT_REFUSED, BuildResult, Executor
-from pbft.config import BuildConfig
+from shared.config import BuildConfig
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build_container_filters,
     build_ids,

@@ -299,10 +299,10 @@ class VoteFlood(Flooder):
 
     kind = "vote-flood"
 
-    def __init__(self, node: int, n: int, auth: SimAuthenticator, max_buffered: int) -> None:
+    def __init__(self, node: int, n: int, auth: SimAuthenticator, buffer: int) -> None:
         super().__init__(node, auth)
         self.n = n
-        self.burst = max_buffered + 1
+        self.burst = buffer + 1
         self.limit = 4 * self.burst
         self.seen: set[tuple[str, int]] = set()
 
@@ -340,7 +340,7 @@ def _tampered(message: Message, sender: int) -> Message:
 
 
 def behaviour_for(
-    fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: random.Random, max_buffered: int
+    fault: NodeFault | None, n: int, auth: SimAuthenticator, rng: random.Random, buffer: int
 ) -> Honest:
     """The behaviour of a node given its fault; network faults leave it honest."""
     kind = fault.kind if fault is not None else "honest"
@@ -361,7 +361,7 @@ def behaviour_for(
     if kind == "absurd-seq":
         return AbsurdSeq(fault.node, auth)
     if kind == "vote-flood":
-        return VoteFlood(fault.node, n, auth, max_buffered)
+        return VoteFlood(fault.node, n, auth, buffer)
     if kind == "censor":
         return Censor(CENSORED_CLIENT)
     if kind == "withhold-relay":

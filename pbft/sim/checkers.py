@@ -117,9 +117,11 @@ class BuildChecker:
     """Every request a normal node orders, it orders by the normal case and builds (checker a).
 
     `normal` nodes are honest, never faulty and never lagging, in a seed
-    without splits, network-wide loss, blackouts, equivocation or faulty
-    nodes on lossy or cut links (any of which, as primary, can withhold a
-    pre-prepare from one correct node): nothing
+    without splits, network-wide loss, blackouts, equivocation, faulty
+    nodes on lossy, cut or slow links, a relaying primary that cuts one
+    backup out or a censoring one (any of which, as primary, can withhold a
+    pre-prepare or a relay from one correct node, or make one leave its view
+    before the others): nothing
     can keep them from receiving what the other correct nodes send, so
     they never need state transfer and every batch they execute carries
     the builds they must run. Where `fetch_free` (no faults but lags), they
@@ -209,7 +211,7 @@ class MemoryBounds:
         per_checkpoint = settings.checkpoint_interval * settings.batch_max
         return cls(
             slots=settings.log_window,
-            buffered=settings.n * max(16, settings.max_buffered // settings.n),
+            buffered=settings.n * settings.per_sender_buffer,
             view_changes=settings.n,
             # Checkpoints are accepted up to H + log window, one per interval, and the stable one is kept.
             checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2,
@@ -237,17 +239,41 @@ def replica_sizes(replica) -> dict[str, int]:
         "future": len(replica.buffered(replica.future)),
         "early_votes": len(replica.buffered(replica.early_votes)),
         "waiting": len(replica.clients.waiting),
-        "view_changes": len(replica.view_changes.by_sender),
+        "view_changes": len(replica.views.latest.by_sender),
         "checkpoints": len(replica.checkpoints.votes),
         "executed_requests": len(replica.clients.executed),
         "builds_with_votes": len(replica.result_votes.seq),
     }
 
 
+def restart_load_problem(node: int, bounds: MemoryBounds, n: int, log_window: int, loaded) -> str | None:
+    """Why what a restarting node's store gave back is more than what is live, or None.
+
+    A restart reads the messages above the last stable checkpoint and the builds and
+    votes above each client's floor: bounded by the window and the per-client bound,
+    not by how long the node ran. (Pre-prepares and votes above h may come from each
+    view since h: at most 2n+1 per sequence number and view.)"""
+    counts = {"executed builds": len(loaded.executed), "RESULT votes": 0, "CHECKPOINTs": 0, "three-phase messages": 0}
+    for message in loaded.messages:
+        kind = ("RESULT votes" if message.TYPE == "result" else "CHECKPOINTs" if isinstance(message, Checkpoint)
+                else "three-phase messages" if message.TYPE in ("preprepare", "prepare", "commit") else None)
+        if kind is not None:
+            counts[kind] += 1
+    limits = {
+        "executed builds": bounds.requests,
+        "RESULT votes": n * bounds.requests,
+        "CHECKPOINTs": n * bounds.checkpoints,
+        "three-phase messages": (2 * n + 1) * log_window * (loaded.state.view + 1),
+    }
+    over = [f"{counts[name]} {name} (bound {limits[name]})" for name in counts if counts[name] > limits[name]]
+    return f"node {node} restarted loading more than is live: {', '.join(over)}" if over else None
+
+
 class MemoryChecker:
     """Every honest replica stays within its bounds, checked after each message it takes (checker d)."""
 
     def __init__(self, bounds: MemoryBounds) -> None:
+        self.bounds = bounds
         self.limits = bounds.limits()
         self.violations: list[Violation] = []
         self._reported: set[tuple[int, str]] = set()

@@ -34,7 +34,7 @@ from pbft.messages import (
     encode,
 )
 from pbft.replica import Replica, ReplicaSettings
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
@@ -47,6 +47,7 @@ from pbft.sim.checkers import (
     forgotten,
     liveness_failures,
     replica_sizes,
+    restart_load_problem,
     restore_problem,
     vouched,
 )
@@ -64,7 +65,7 @@ from pbft.sim.settled import (
 )
 from pbft.sim.store import PowerCutStore
 from pbft.sim.workload import GREEDY_CLIENT, REPOSITORY, Submission, build_result, long_workload, make_workload
-from pbft.storage import StoreFactory
+from pbft.storage import StoreError, StoreFactory
 
 _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY, _SAVE, _ARM = range(10)
 
@@ -72,8 +73,8 @@ _DELIVER, _BUILD_DONE, _SUBMIT, _RETRANSMIT, _TICK, _CRASH, _RESTART, _BUSY, _SA
 # timeout, so a timer that every executed batch restarted would never expire.
 BUSY_INTERVAL_S = 1.0
 
-# Small enough that a flood of a few hundred messages overflows a buffer,
-# ample for honest traffic: at most a pipeline of messages per node per view.
+# Small, so that each sender's share is the floor of `ReplicaSettings.per_sender_buffer`:
+# a window of votes, all an honest sender sends ahead of a view or a window.
 MAX_BUFFERED = 256
 # Far below the thousands a long run's clients send, with timestamps 1, 2, 3, ... that
 # the hour of `request_expiry_s` never expires: the per-client bound must do it.
@@ -219,7 +220,7 @@ class SimCluster:
         for node in range(self.n):
             auth = keys.for_node(node)
             replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
-            behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, MAX_BUFFERED)
+            behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, replica.settings.per_sender_buffer)
             self.nodes.append(SimNode(replica, behaviour, self._store(node), self._edges))
         if self.plan.censors():
             client_names.append(BUSY_CLIENT)
@@ -262,6 +263,7 @@ class SimCluster:
                 self._push(fault.window.end_s, _RESTART, fault.node)
             elif fault.kind == "crash-mid-turn":
                 self._push(fault.window.start_s, _ARM, fault.node, fault.window.end_s)
+        self._disk_full = {fault.node: fault.window for fault in self.plan.node_faults if fault.kind == "disk-full"}
         if BUSY_CLIENT in self.clients:
             self._push(0.0, _BUSY, self.clients[BUSY_CLIENT])
         if self.plan.blackout is not None:
@@ -285,10 +287,17 @@ class SimCluster:
         # client's doing, after which a node may rightly catch up by transfer.
         shared = shared or self.workload.shape == "greedy"
         # A faulty node that may be primary can withhold a pre-prepare or a relay from one correct
-        # node (by equivocating, by a lossy or cut link, by relaying to the others only), which
+        # node (by equivocating, by a lossy, cut or slow link, by relaying to the others only), which
         # then rightly catches up by transfer: it builds what it adopted whose verdict is open.
+        # (A link delayed by up to seconds per message holds one node's pre-prepare back while
+        # the others commit and checkpoint past it: seed 19422. A primary whose message budget
+        # runs out in the middle of a broadcast reaches only some nodes: seed 12318. A censoring
+        # primary drops a request that a client sent to one backup alone, whose timer then fires
+        # seconds before the others': it leaves the view alone and misses what the others still
+        # order in it, seed 13339.)
         withholding = any(
-            fault.kind in ("equivocate", "lossy", "isolate", "withhold-relay") for fault in plan.node_faults
+            fault.kind in ("equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor")
+            for fault in plan.node_faults
         )
         normal = frozenset()
         if not shared and not withholding:
@@ -375,9 +384,11 @@ class SimCluster:
             for node in sorted(self.honest)
             for replica in (self.nodes[node].replica,)
         }
-        # Byzantine nodes may work in the common view too: the honest ones there need only
-        # make up the rest of a quorum for it to go on, or to change views with the waiting.
-        failures = convergence_failures(self.now_s, ends, 2 * self.f + 1 - len(self.plan.byzantine()))
+        failures = convergence_failures(self.now_s, ends)
+        for node in ends:  # a node that never restarted must have no hole either
+            loaded = self.nodes[node].store.load()
+            hole = self._ledger_hole(node, loaded.state.last_executed) if loaded is not None else None
+            failures += [hole] if hole is not None else []
         failures += late_fetch_failures(self.now_s, self._late_fetches, converged_nodes(ends))
         prefix = min(end.last_executed for end in ends.values())
         ledgers = {node: {} for node in ends}
@@ -552,19 +563,27 @@ class SimCluster:
                 f" ({len(missing)} sent message(s) forgotten, {lost_effects} unsynced effects lost)",
             ))
         if loaded is not None:
-            executed = [entry.seq for entry in self.nodes[node].store.ledger_entries(1, loaded.state.last_executed)]
-            if executed != list(range(1, loaded.state.last_executed + 1)):
-                missing = sorted(set(range(1, loaded.state.last_executed + 1)) - set(executed))
-                self._restarts.append(Violation(
-                    "restore", self.now_s,
-                    f"node {node} restarted having executed up to seq {loaded.state.last_executed} with no ledger"
-                    f" entry for seq {_first_seqs(missing)}",
-                ))
+            settings = replica.settings
+            problem = restart_load_problem(node, self.memory.bounds, settings.n, settings.log_window, loaded)
+            if problem is not None:
+                self._restarts.append(Violation("memory", self.now_s, problem))
+            hole = self._ledger_hole(node, loaded.state.last_executed)
+            if hole is not None:
+                self._restarts.append(hole)
         if lost_effects and self.options.unsynced_stores:
             return  # an unsynced step may hold executions too: amnesia already tells the story
         problem = restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
         if problem is not None:
             self._restarts.append(Violation("restore", self.now_s, problem))
+
+    def _ledger_hole(self, node: int, last_executed: int) -> Violation | None:
+        """The store says it executed up to `last_executed`: every ledger entry up to it is there."""
+        executed = [entry.seq for entry in self.nodes[node].store.ledger_entries(1, last_executed)]
+        if executed == list(range(1, last_executed + 1)):
+            return None
+        missing = sorted(set(range(1, last_executed + 1)) - set(executed))
+        return Violation("restore", self.now_s, f"node {node}'s store says it executed up to seq {last_executed}"
+                                                f" with no ledger entry for seq {_first_seqs(missing)}")
 
     # --- effects -----------------------------------------------------------
 
@@ -583,6 +602,21 @@ class SimCluster:
         self._push(window.end_s, _RESTART, node)
         self._quiet_from_s = max(self._quiet_from_s, window.end_s)
         self.stats["crashes_mid_turn"] += 1
+
+    def _disk_takes_no_write(self, node: int) -> bool:
+        window = self._disk_full.get(node)
+        return window is not None and window.covers(self.now_s)
+
+    def _stopped_by_full_disk(self, node: int, unsaved: set[tuple[str, int]]) -> None:
+        """The node's interpreter stopped it on a failed save: it is down, with what it saved,
+        until space is freed (the end of its window), and then started again."""
+        self._log(f"disk full node={node}: its interpreter stopped it")
+        self._crash(node, False, unsaved=unsaved)
+        window = Window(self.now_s, max(self._disk_full[node].end_s, self.now_s + 0.1))
+        self.network.add_down(node, window)
+        self._push(window.end_s, _RESTART, node)
+        self._quiet_from_s = max(self._quiet_from_s, window.end_s)
+        self.stats["stopped_by_full_disk"] += 1
 
     def _edges(self, sim_node: SimNode) -> _NodeEdges:
         return _NodeEdges(self, sim_node, self._incarnation[sim_node.replica.id])
@@ -667,6 +701,7 @@ class _NodeEdges:
         self.node = sim_node.replica.id
         self.sim_node = sim_node
         self.incarnation = incarnation
+        self._failed_save: set[tuple[str, int]] | None = None  # the executions a failed save held
 
     def send(self, node: int, message: Message) -> None:
         self.cluster._emit(self.node, node, message)
@@ -695,6 +730,12 @@ class _NodeEdges:
         cluster._push(cluster.now_s, _SAVE, self.node, (self.incarnation, callback, cluster._delivering_transfer))
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool) -> None:
+        if self.cluster._disk_takes_no_write(self.node):
+            # What this save held, and steps whose save is only scheduled: the stop drops both.
+            self._failed_save = self.sim_node.unsaved_executions() | {
+                request.key for effect in effects if isinstance(effect, Execute) for request in effect.batch
+            }
+            raise StoreError(OSError(28, "No space left on device"), f"data/node-{self.node}")
         self.sim_node.store.save(state, effects, sync=sync)
 
     def saving(self, effects: list[Effect]) -> None:
@@ -703,6 +744,9 @@ class _NodeEdges:
             self.cluster.stats["verdicts_expired"] += expired
 
     def stop(self) -> None:
+        if self._failed_save is not None:  # a fault of the host, not a bug: the node is down for it
+            self.cluster._stopped_by_full_disk(self.node, self._failed_save)
+            return
         raise NodeStopped(f"node {self.node} stopped")
 
 

@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 # a node in its window and again soon after its first state transfer;
 # `crash-mid-turn` kills the node (or cuts its power) at the first end of a turn
 # in its window, between its steps and their save, sometimes just after a read
-# of its ledger wrote what waited unsynced (as `GET /builds/{seq}` does).
-NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer", "crash-mid-turn")
+# of its ledger wrote what waited unsynced (as `GET /builds/{seq}` does);
+# `disk-full`: the node's disk takes no write in its window, so its first save there
+# fails and stops it (`pbft.interpreter`); it is started again once space is freed.
+NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer", "crash-mid-turn", "disk-full")
 DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is down during its window
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
 BYZANTINE_KINDS = (

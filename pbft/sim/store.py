@@ -18,7 +18,7 @@ from typing import Callable
 
 from pbft.effects import Effect
 from pbft.messages import Checkpoint, LedgerEntry, Reply, ResultVote
-from pbft.replica_persistence import DurableState
+from pbft.durable import DurableState
 from pbft.storage import Loaded, ReplicaStore
 
 

@@ -55,8 +55,7 @@ class ReplicaDropFilter(logging.Filter):
         self._limiter = limiter or DropLogLimiter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # The core is split into modules pbft.replica, pbft.replica_viewchange, ...
-        if not record.name.startswith("pbft.replica") or "dropped" not in str(record.msg):
+        if record.name != "pbft.replica" or "dropped" not in str(record.msg):
             return True
         args = record.args if isinstance(record.args, tuple) else ()
         reason = str(args[-1]) if args else record.getMessage()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, replace
+import ssl
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from pbft.crypto import parse_public_key
+from shared.crypto import parse_public_key
 from pbft.provenance import builder_id
+from pbft.slot import ReplicaSettings
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -41,6 +43,7 @@ _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _CLIENT_KEYS = frozenset({
     "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
     "token", "token_file", "plain_without_token", "body_timeout_s",
+    "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller",
 })
 
 
@@ -54,9 +57,40 @@ class ConfigError(Exception):
 class DockerTLSConfig:
     """A tcp:// engine's CA (the node checks the engine) and the node's client certificate (the engine checks the node)."""
 
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+    ca_file: Path  # the CA the engine's certificate must chain to
+    cert_file: Path  # the node's client certificate
+    key_file: Path  # its key
+
+
+@dataclass(frozen=True)
+class NodeTLSConfig:
+    """HTTPS and WSS on every node's port (`tls:`), for a network whose client-to-node and
+    node-to-node traffic must stay confidential on the wire. Each node serves its own
+    certificate; the client and the peers trust `ca_file` alone and check that the
+    certificate names the host the configuration gives for the node. "{id}" in
+    `cert_file` and `key_file` stands for the node's id."""
+
+    ca_file: Path  # the only CA the client and the peers trust for nodes
+    cert_file: Path  # each node's certificate, naming its host
+    key_file: Path  # each node's private key
+
+    def node_files(self, node_id: int) -> tuple[Path, Path]:
+        return (Path(str(self.cert_file).replace("{id}", str(node_id))),
+                Path(str(self.key_file).replace("{id}", str(node_id))))
+
+    def server_context(self, node_id: int) -> ssl.SSLContext:
+        """What node `node_id` serves with. Raises OSError or ssl.SSLError for unreadable files."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        cert, key = self.node_files(node_id)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """What the client and the peers reach the nodes with: `ca_file` alone, hosts checked."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 @dataclass(frozen=True)
@@ -74,20 +108,26 @@ class DockerEngineConfig:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    id: int
-    host: str
-    port: int
-    public_key: str  # 64 hex digits; "" only while keys are being generated
+    id: int  # 0..n-1, each once; the primary of view v is node v mod n
+    host: str  # where it listens and where peers and the client reach it
+    port: int  # its one port: peers, the client, status, metrics, logs
+    public_key: str  # Ed25519, 64 hex digits; "" only while keys are being generated
     # Its own entry's docker_host, else build.docker_host, else the environment's.
     docker: DockerEngineConfig = field(default_factory=DockerEngineConfig)
+    scheme: str = "http"  # "https" in a network with `tls:`
+
+    def url(self, path: str) -> str:
+        """`path` on this node (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    name: str
-    host: str
-    port: int
-    public_key: str
+    name: str  # signs its requests under this name
+    host: str  # where it listens for webhooks and serves the dashboard
+    port: int  # 8080 in the example
+    public_key: str  # Ed25519, 64 hex digits, as for nodes
     max_body_bytes: int = 1_048_576  # webhook bodies above this are refused with 413
     public_url: str = ""  # base of the status URLs given to forges; default http://host:port
     # Plain webhook calls and the build records need `Authorization: Bearer <token>`
@@ -97,20 +137,26 @@ class ClientConfig:
     # loopback host may do: then only processes on the machine can reach the client.
     plain_without_token: bool = False
     body_timeout_s: float = 10.0  # a body not received in full by then is answered 408
+    # Live log follows and artifact downloads at once, in all and per caller (client.transfers):
+    # beyond them 503 and 429. A dashboard build page follows one log per node.
+    max_follows: int = 256
+    max_follows_per_caller: int = 64  # one caller (address) at once
+    max_downloads: int = 16  # each spools up to build.artifacts_mb on disk while it is checked
+    max_downloads_per_caller: int = 4  # one caller (address) at once
 
 
 @dataclass(frozen=True)
 class RepositoryConfig:
-    name: str
-    url: str
+    name: str  # what a webhook names (never a URL)
+    url: str  # what nodes fetch: a URL, or a path relative to the file
     # Forge integration (all optional). `full_name` ("owner/repo") and `url`
     # are what a forge's push payload is matched against.
     full_name: str = ""
     secret: str = ""  # webhook secret: HMAC key (GitHub, Gitea) or token (GitLab)
     build_tags: bool = False  # tag pushes are ignored unless this is set
     status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
-    status_token: str = ""
-    status_context: str = "pbft-ci"
+    status_token: str = ""  # the forge's API token for commit statuses
+    status_context: str = "pbft-ci"  # the name statuses are posted under
     # May this repository's builds reach the network (e.g. to install
     # dependencies)? Never this host or the peers (node/buildnet.py). Off by
     # default: what a build fetches may differ between nodes.
@@ -119,14 +165,14 @@ class RepositoryConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    image: str = "pbft-ci/busybox:latest"
-    timeout_s: float = 300.0
-    memory_mb: int = 256
-    cpus: float = 1.0
-    pids_limit: int = 128
-    output_cap_bytes: int = 1_000_000
-    user: str = "1000:1000"
-    max_concurrent: int = 2
+    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; never pulled, each engine must hold it
+    timeout_s: float = 300.0  # a build's deadline; a spec may ask for less; below protocol.client_deadline_s
+    memory_mb: int = 256  # the build's processes' share of its memory limit (tmpfs come on top)
+    cpus: float = 1.0  # CPUs a build may use
+    pids_limit: int = 128  # processes and threads a build may have
+    output_cap_bytes: int = 1_000_000  # build output kept in the log; the rest is cut
+    user: str = "1000:1000"  # numeric uid:gid the build runs as
+    max_concurrent: int = 2  # builds a node runs at once
     allow_root: bool = False  # may a repository's .pbft-ci.yml ask to build as root?
     tmp_mb: int = 64  # size of the build's /tmp and, separately, of its /dev/shm
     workspace_mb: int = 1024  # size of the tmpfs the build's /workspace lives on
@@ -143,40 +189,51 @@ class BuildConfig:
 RELAY_VOTES_FROM_NODES = 7
 
 
-@dataclass(frozen=True)
-class ProtocolConfig:
-    checkpoint_interval: int = 128  # K in the paper
-    log_window: int = 256  # L: H = h + L
-    batch_max: int = 64  # requests per pre-prepare
-    pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before batching
-    max_buffered: int = 4096  # early messages a replica holds before dropping
-    view_change_timeout_s: float = 4.0  # a backup's wait for a request to execute; doubles per view change
-    # Backups send their votes to the primary, which relays quorums (pbft.messages.Relay): a
-    # backup takes in a few frames per request instead of about 3n, for one more hop per
-    # phase; false votes all-to-all. Unset, a network of RELAY_VOTES_FROM_NODES or more
-    # relays (see load_config).
-    relay_votes: bool = True
-    relay_fallback_s: float = 0.5  # a relay this overdue, backups vote all-to-all for that slot
-    client_retransmit_s: float = 5.0
-    client_deadline_s: float = 600.0
+# The replica's settings a network's YAML may choose (`protocol:`). pbft.slot.ReplicaSettings
+# defines them, their meaning and their defaults, once; relay_votes, unset, follows the
+# number of nodes (RELAY_VOTES_FROM_NODES, see load_config).
+REPLICA_SETTINGS = ("checkpoint_interval", "log_window", "batch_max", "pipeline_depth", "max_buffered",
+                    "view_change_timeout_s", "relay_votes", "relay_fallback_s")
+
+
+def _replica_settings(self, *, node_id: int, n: int, f: int, builder_id: str = "") -> ReplicaSettings:
+    """The settings node `node_id` of this network runs its replica with."""
+    return ReplicaSettings(node_id=node_id, n=n, f=f, builder_id=builder_id,
+                           **{name: getattr(self, name) for name in REPLICA_SETTINGS})
+
+
+# The protocol section: those replica settings, and the client's own two (how long it
+# waits before it sends a request to every node, and before it gives up on a verdict).
+ProtocolConfig = make_dataclass(
+    "ProtocolConfig",
+    [(f.name, f.type, field(default=f.default)) for f in fields(ReplicaSettings) if f.name in REPLICA_SETTINGS] + [
+        ("client_retransmit_s", float, field(default=5.0, metadata={
+            "doc": "how long the client waits for f+1 matching replies before it sends the request to every node"})),
+        ("client_deadline_s", float, field(default=600.0, metadata={
+            "doc": "how long the client waits for a verdict before it answers timeout"})),
+    ],
+    frozen=True,
+    namespace={"replica_settings": _replica_settings},
+)
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
     path: Path
-    f: int
-    nodes: tuple[NodeConfig, ...]
-    clients: tuple[ClientConfig, ...]
-    repositories: tuple[RepositoryConfig, ...]
-    build: BuildConfig = field(default_factory=BuildConfig)
-    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    data_dir: Path = Path("data")
-    log_dir: Path = Path("log")
-    keys_dir: Path = Path("keys")
-    allow_byzantine: bool = False
+    f: int  # faults tolerated; n = len(nodes) must be at least 3f+1
+    nodes: tuple[NodeConfig, ...]  # see nodes[]
+    clients: tuple[ClientConfig, ...]  # see clients[]
+    repositories: tuple[RepositoryConfig, ...]  # see repositories[]
+    build: BuildConfig = field(default_factory=BuildConfig)  # see build
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)  # see protocol
+    data_dir: Path = Path("data")  # stores, git mirrors, caches, artifacts: one folder per node and client
+    log_dir: Path = Path("log")  # node, client and build logs
+    keys_dir: Path = Path("keys")  # private keys, generated on first start, never committed
+    allow_byzantine: bool = False  # may nodes start with --byzantine (fault demos and tests)?
     # The network owner's signed in-toto layout (scripts/owner.py layout): the client
     # puts it in each build's in-toto bundle. Only the client reads it.
     in_toto_layout: Path | None = None
+    tls: NodeTLSConfig | None = None  # HTTPS and WSS on every node's port (see its section)
 
     @property
     def n(self) -> int:
@@ -186,6 +243,11 @@ class NetworkConfig:
     def builder_id(self) -> str:
         """The network as a SLSA builder (`pbft.provenance.builder_id`): its nodes' keys and f."""
         return builder_id((node.public_key for node in self.nodes), self.f)
+
+    def node_ssl(self) -> ssl.SSLContext | bool:
+        """`ssl=` for a connector that reaches the nodes: the network's CA with `tls:`, else
+        aiohttp's default (which plain http:// URLs never use)."""
+        return self.tls.client_context() if self.tls is not None else True
 
     def node(self, node_id: int) -> NodeConfig:
         for node in self.nodes:
@@ -434,8 +496,8 @@ def _docker_host(value: Any) -> str:
     return value
 
 
-def _docker_tls(reader: _Reader, block: Any, where: str) -> DockerTLSConfig | None:
-    """The `docker_tls` mapping, its three files resolved against the configuration's folder."""
+def _docker_tls(reader: _Reader, block: Any, where: str, kind: type = DockerTLSConfig) -> Any:
+    """The `docker_tls` (or `tls`) mapping, its three files resolved against the configuration's folder."""
     if not isinstance(block, dict):
         reader.fail(where, "must be a mapping with ca_file, cert_file and key_file")
         return None
@@ -447,7 +509,7 @@ def _docker_tls(reader: _Reader, block: Any, where: str) -> DockerTLSConfig | No
         reader.fail(f"{where}.{unknown}", "unknown setting")
     if None in paths.values():
         return None
-    return DockerTLSConfig(**paths)
+    return kind(**paths)
 
 
 def _non_empty_string(value: Any) -> str:
@@ -487,6 +549,23 @@ def _check_docker_tls_files(reader: _Reader, engine: DockerEngineConfig, where: 
                 pass
         except OSError as error:
             reader.fail(f"{where}docker_tls.{key}", f"cannot read {path}: {error.strerror}")
+
+
+def _check_node_tls_files(reader: _Reader, tls: NodeTLSConfig, node_id: int | None) -> None:
+    """The CA must load, for everyone; the node starting with this configuration must be able
+    to serve with its certificate and key."""
+    try:
+        tls.client_context()
+    except (OSError, ssl.SSLError) as error:
+        reader.fail("tls.ca_file", f"cannot load {tls.ca_file}: {getattr(error, 'strerror', None) or error}")
+    if node_id is None:
+        return
+    try:
+        tls.server_context(node_id)
+    except (OSError, ssl.SSLError) as error:
+        cert, key = tls.node_files(node_id)
+        reader.fail("tls", f"node {node_id} cannot serve with {cert} and {key}: "
+                           f"{getattr(error, 'strerror', None) or error}")
 
 
 def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
@@ -529,6 +608,8 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
         token=token,
         plain_without_token=plain_without_token,
         body_timeout_s=reader.get(item, "body_timeout_s", where, _positive_float, ClientConfig.body_timeout_s),
+        **{key: reader.get(item, key, where, _typed(int, 1), getattr(ClientConfig, key))
+           for key in ("max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller")},
     )
 
 
@@ -588,6 +669,9 @@ def load_config(
     if isinstance(build_data, dict):
         default_engine = _docker_engine(reader, build_data, "build.") or default_engine
         build_data = {key: value for key, value in build_data.items() if key not in _DOCKER_KEYS}
+    tls = None
+    if data.get("tls") is not None:
+        tls = _docker_tls(reader, data["tls"], "tls", NodeTLSConfig)
     nodes = []
     for where, item in _entries(reader, data, "nodes"):
         own_engine = _docker_engine(reader, item, where)
@@ -597,6 +681,7 @@ def load_config(
             port=reader.get(item, "port", where, _port, 0),
             public_key=reader.public_key(item, where, require_keys),
             docker=own_engine or default_engine,
+            scheme="https" if tls is not None else "http",
         )
         nodes.append(node)
         if node_id is not None and node.id == node_id:
@@ -657,9 +742,12 @@ def load_config(
         keys_dir=directory("keys_dir", "keys"),
         allow_byzantine=reader.get(data, "allow_byzantine", "", _typed(bool), False),
         in_toto_layout=(path.parent / layout).resolve() if layout else None,
+        tls=tls,
     )
+    if tls is not None:
+        _check_node_tls_files(reader, tls, node_id)
     known = {"f", "nodes", "clients", "repositories", "build", "protocol",
-             "data_dir", "log_dir", "keys_dir", "allow_byzantine", "in_toto_layout"}
+             "data_dir", "log_dir", "keys_dir", "allow_byzantine", "in_toto_layout", "tls"}
     for unknown in sorted(set(data) - known):
         reader.fail(str(unknown), "unknown setting")
     if reader.problems:

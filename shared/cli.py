@@ -7,9 +7,9 @@ import logging.handlers
 import sys
 from pathlib import Path
 
-from pbft.config import ConfigError, NetworkConfig, load_config
-from pbft.crypto import load_private_key, public_key_hex
-from pbft.droplog import ReplicaDropFilter
+from shared.config import ConfigError, NetworkConfig, load_config
+from shared.crypto import load_private_key, public_key_hex
+from shared.droplog import ReplicaDropFilter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # A log file is renamed to .1 (.1 to .2, ...) once it reaches the size: a

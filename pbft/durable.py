@@ -1,0 +1,45 @@
+"""What a replica saves for crash recovery, besides the messages, votes and ledger it stores.
+
+The store keeps a `DurableState` with every save (`pbft.storage.NodeStore`);
+`pbft.replica.Replica.restore` rebuilds a replica from it and from the stored
+messages, each part restoring its own state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from pbft.messages import Checkpoint, decode, encode
+
+
+@dataclass(frozen=True)
+class DurableState:
+    """What, besides the stored messages, votes and the ledger, a restart needs."""
+
+    view: int
+    changing_view: bool
+    view_changes_in_a_row: int
+    low_watermark: int
+    last_executed: int
+    next_seq: int
+    view_stable_seq: int
+    state_digest: str
+    stable_proof: tuple[Checkpoint, ...]
+    client_floor: dict[str, int]
+    client_latest: dict[str, int]
+
+    def to_json(self) -> dict:
+        return {
+            **{field.name: getattr(self, field.name) for field in fields(self)},
+            "stable_proof": [encode(checkpoint) for checkpoint in self.stable_proof],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> DurableState:
+        # Stores written before view_stable_seq existed lack it: those views started from 0.
+        return cls(**{
+            **data,
+            "view_stable_seq": data.get("view_stable_seq", 0),
+            "stable_proof": tuple(decode(wire) for wire in data["stable_proof"]),
+        })
+

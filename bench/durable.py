@@ -17,7 +17,8 @@ from pathlib import Path
 from node.storage import NodeStore
 from shared.crypto import Ed25519Authenticator, generate_private_key
 from pbft.effects import Store
-from pbft.messages import Operation, Prepare, Request, batch_digest, signed
+from pbft.build import Operation
+from pbft.messages import Prepare, Request, batch_digest, signed
 from pbft.replica import Replica, ReplicaSettings
 from bench.stats import alternating
 

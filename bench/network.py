@@ -29,7 +29,7 @@ from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from shared.config import NetworkConfig, load_config
-from pbft.messages import Operation
+from pbft.build import Operation
 from tests.network import parse_metrics, write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from pathlib import Path
 from bench.stats import summarize
 from node.storage import NodeStore
 from pbft.effects import Execute, RecordVerdict, SendReply, Store
-from pbft.messages import Operation, Reply, Request, Result, ResultVote, batch_digest
+from pbft.build import Operation, Result
+from pbft.messages import Reply, Request, ResultVote, batch_digest
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys

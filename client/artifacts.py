@@ -1,7 +1,7 @@
 """`GET /builds/{id}/artifacts[/{path}]`: a build's artifacts, served only as the nodes agreed on them.
 
 The agreed result of a successful build that declares artifacts carries one
-digest for all of them (`pbft.messages.Result.artifacts`): the
+digest for all of them (`pbft.build.Result.artifacts`): the
 `manifest_digest` of their {path: "sha256:<hex>"} mapping. That mapping and
 the files stay on the nodes, which serve them to the network's clients on
 signed requests (node/artifactroute.py). Up to f nodes may lie, so what a

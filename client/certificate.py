@@ -16,13 +16,14 @@ from typing import Any
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
-from pbft.messages import SHA256_DIGEST, STATUSES, MessageError, Reply, Request, decode, encode
+from pbft.build import SHA256_DIGEST, STATUSES
+from pbft.messages import MessageError, Reply, Request, decode, encode
 from pbft.quorum import reply_quorum
 
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
-_SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.messages.Spec)
+_SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.build.Spec)
 
 
 class CertificateError(ValueError):

@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 
 from client.intake import WebhookError, checked_branch, checked_commit, json_object, media_type
 from shared.config import RepositoryConfig
-from pbft.messages import Operation
+from pbft.build import Operation
 
 # GitHub GUIDs, Gitea UUIDs and GitLab idempotency keys all fit easily.
 _DELIVERY_ID = re.compile(r"[!-~]{1,128}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from pbft.messages import Operation
+from pbft.build import Operation
 from shared.refs import check_branch_name, check_commit_sha
 
 # The plain call is a few dozen bytes; forge payloads, which list commits,

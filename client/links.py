@@ -18,7 +18,8 @@ from typing import Awaitable, Callable, Iterable
 import aiohttp
 
 from shared.config import NodeConfig
-from pbft.messages import Challenge, MessageError, decode
+from pbft.handshake import Challenge
+from pbft.messages import MessageError, decode
 
 log = logging.getLogger(__name__)
 

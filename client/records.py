@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pbft.messages import Reply, Request, Result, encode
+from pbft.build import Result
+from pbft.messages import Reply, Request, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (

@@ -23,7 +23,9 @@ from pbft.attestation import Signed, signers
 from client.records import BuildRecords
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
-from pbft.messages import Hello, MessageError, Operation, Reply, Request, Result, decode, encode, signed
+from pbft.build import Operation, Result
+from pbft.handshake import Hello
+from pbft.messages import MessageError, Reply, Request, decode, encode, signed
 
 log = logging.getLogger(__name__)
 

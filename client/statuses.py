@@ -31,7 +31,7 @@ from aiohttp import web
 
 from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
-from pbft.messages import Operation
+from pbft.build import Operation
 from shared.refs import check_commit_sha
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from typing import Protocol
 from shared.config import is_client_name
 from shared.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
+from pbft.build import Result
 from pbft.messages import (
-    Commit, Message, MessageError, PrePrepare, Relay, Request, Result, batch_digest, decode, encode, signed,
+    Commit, Message, MessageError, PrePrepare, Relay, Request, batch_digest, decode, encode, signed,
 )
 
 logger = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ from shared.config import NetworkConfig
 from shared.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict
 from pbft.interpreter import Interpreter
-from pbft.messages import (
-    CHALLENGE_BYTES, Challenge, Hello, Message, MessageError, PrePrepare, Reply, Request, Result, decode, encode,
-)
+from pbft.build import Result
+from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
+from pbft.messages import Message, MessageError, PrePrepare, Reply, Request, decode, encode
 from pbft.replica import Replica
 from pbft.durable import DurableState
 

@@ -55,7 +55,7 @@ from node.sandbox import (
 )
 from pbft.attestation import manifest_digest
 from shared.config import BuildConfig, DockerEngineConfig
-from pbft.messages import Result, Spec
+from pbft.build import Result, Spec
 from shared.refs import check_branch_name, check_commit_sha, check_repository_name
 
 log = logging.getLogger(__name__)
@@ -700,7 +700,7 @@ def _resource_settings(limits: BuildConfig, *, with_workspace: bool, with_cache:
 
 
 def _spec(path: Path, image: str) -> Spec:
-    """What the build ran, as nodes agree on it and its attestation names it (pbft.messages.Spec).
+    """What the build ran, as nodes agree on it and its attestation names it (pbft.build.Spec).
     A link is hashed as a link: following it would read this node's own files."""
     content = str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()
     return Spec(path.name, hashlib.sha256(content).hexdigest(), image)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pbft.messages import Result
+from pbft.build import Result
 
 
 async def instant_build(*, build_id: str, repository_name: str, repository_url: str, branch: str,

@@ -27,7 +27,8 @@ from shared.config import NetworkConfig
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
-from pbft.messages import Operation, decode, encode
+from pbft.build import Operation
+from pbft.messages import decode, encode
 from pbft.quorum import reply_quorum
 from pbft.replica import Replica
 

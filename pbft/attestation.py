@@ -24,7 +24,8 @@ import re
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.encoding import canonical, digest as canonical_digest
-from pbft.messages import SHA256_DIGEST, Operation, Reply, Result, ResultVote
+from pbft.build import Operation, Result, SHA256_DIGEST
+from pbft.messages import Reply, ResultVote
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://in-toto.io/attestation/test-result/v0.1"

@@ -11,51 +11,27 @@ from a peer ever reaches the protocol core.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, replace
 from typing import Union
 
+from pbft.build import Operation, Result
 from pbft.encoding import digest
+from pbft.handshake import Hello
 from pbft.wire import (  # noqa: F401 (encode, decode and MessageError are this module's interface too)
-    SIG, ExitCode, Int, ListOf, MessageError, Nested, Optional, Pair, Struct, Text, decode, encode, message, struct,
+    HEX64, NAME, SEQ, SIG, ListOf, MessageError, Nested, Optional, Pair, Struct, decode, encode, message, struct,
     wire,
 )
 
-STATUSES = ("success", "failure", "error", "timeout")
 MAX_BATCH = 1024
 MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
-# A sha256 as artifact manifests and results write it; the group is the hex.
-SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
-# A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
-_IMAGE = re.compile(r"[!-~]{1,255}")
-CHALLENGE_BYTES = 32
-_CHALLENGE = re.compile(f"[0-9a-f]{{{2 * CHALLENGE_BYTES}}}")
-
-
-NAME = Text(_NAME, intern=True)
-SEQ = Int()
-HEX64 = Text(_HEX64)
 
 
 def _attestation_sig():
     """A signature of the verdict's attestation, left out while empty: replies and votes signed
     before attestations (or provenance) existed keep their bytes."""
     return wire(SIG, default="", omit="", kw_only=True)
-
-
-@struct
-class Operation:
-    """What a client asks the network to build."""
-
-    repository: str = wire(NAME)
-    branch: str = wire(Text(limit=255))
-    commit: str | None = wire(Optional(Text()), default=None)
 
 
 @message("request")
@@ -218,50 +194,6 @@ class StateTransfer:
     sender: int = wire(SEQ)
 
 
-@struct
-class Spec:
-    """What a build ran: its spec file (`.pbft-ci.yml` or `Dockerfile`) at the built
-    commit, that file's sha256, and the image by the name the spec or the network's
-    configuration gives it. A function of the commit and the configuration, so every
-    honest node reports the same; the image's id is not (each node has its own copy)."""
-
-    path: str = wire(Text(_SPEC_PATH))
-    sha256: str = wire(HEX64)
-    image: str = wire(Text(_IMAGE))
-
-
-@struct
-class Result:
-    """A build outcome; `agreed()` is the part every honest node computes alike.
-
-    `spec` is there only for a build whose container ran; it is compared with
-    the rest, because the verdict's attestation names it (`pbft.attestation`).
-    `artifacts` only for a successful build whose spec declares artifacts: the
-    digest of its manifest (`pbft.attestation.manifest_digest`), one value
-    however many files, so that matching results vouch for every file's bytes
-    and a vote stays small. A result without them has the wire form results
-    had before they existed, so signatures made then still verify.
-    """
-
-    status: str = wire(Text(choices=STATUSES))
-    exit_code: int | None = wire(Optional(ExitCode()))
-    commit: str | None = wire(Optional(Text()))
-    # Keyword-only (and on the wire before `reason`): subclasses (the executor's
-    # BuildResult) add positional fields after `reason`.
-    spec: Spec | None = wire(Optional(Struct(Spec)), default=None, omit=None, kw_only=True)
-    artifacts: str | None = wire(Optional(Text(SHA256_DIGEST)), default=None, omit=None, kw_only=True)  # "sha256:<hex>"
-    reason: str = wire(Text(), default="")
-
-    def agreed(self) -> dict:
-        agreed = self.to_dict()
-        del agreed["reason"]
-        return agreed
-
-    def agreed_key(self) -> tuple:
-        """`agreed()` as a hashable value, for counting matching results."""
-        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts)
-
-
 @message("reply")
 class Reply:
     """<REPLY, v, t, c, i, r> signed by node i."""
@@ -279,32 +211,6 @@ class Reply:
     # Node i's DSSE signature of the SLSA provenance of the build's artifacts
     # (`pbft.provenance`); empty for a build without artifacts.
     provenance_sig: str = _attestation_sig()
-
-
-@message("challenge", signed=False)
-class Challenge:
-    """Node i's fresh random challenge: the first frame on every client connection.
-
-    Unsigned: only the node that issued it checks it, against what it sent
-    on that very connection.
-    """
-
-    challenge: str = wire(Text(_CHALLENGE))  # CHALLENGE_BYTES random bytes, hex
-
-
-@message("hello")
-class Hello:
-    """<HELLO, c, i, x> signed by client c, answering node i's challenge x on one connection.
-
-    It tells node i that this connection carries c's replies. Naming the node
-    keeps a captured hello from subscribing a stranger anywhere else, and the
-    challenge, good for one HELLO on the connection it was issued on, keeps it
-    from subscribing a stranger later.
-    """
-
-    client: str = wire(NAME)
-    node: int = wire(SEQ)
-    challenge: str = wire(Text(_CHALLENGE))
 
 
 @message("result")

@@ -21,7 +21,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.attestation import STATEMENT_TYPE, envelope, keyid, manifest_digest, pae, statement_bytes
 from pbft.encoding import digest as canonical_digest
-from pbft.messages import SHA256_DIGEST, Operation, Reply, Result, ResultVote
+from pbft.build import Operation, Result, SHA256_DIGEST
+from pbft.messages import Reply, ResultVote
 
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 # What a pbft-ci build is: the spec file at the built commit, run in the named image

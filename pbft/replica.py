@@ -38,27 +38,9 @@ from pbft.durable import DurableState
 from pbft.encoding import digest
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
+from pbft.build import Result
 from pbft.messages import (
-    MAX_VOTE_FETCH,
-    Checkpoint,
-    Commit,
-    Fetch,
-    Message,
-    NewView,
-    Prepare,
-    PreparedCertificate,
-    PrePrepare,
-    Relay,
-    Reply,
-    Request,
-    Result,
-    ResultVote,
-    StateTransfer,
-    Status,
-    ViewChange,
-    VoteFetch,
-    batch_digest,
-    signed,
+    Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
 )
 from pbft.provenance import Provenance
 from pbft.relay import VoteRelay

@@ -23,7 +23,8 @@ from collections import Counter
 from dataclasses import replace
 from typing import Mapping
 
-from pbft.messages import Reply, Result
+from pbft.build import Result
+from pbft.messages import Reply
 from pbft.quorum import commit_quorum, reply_quorum
 
 AgreedResult = tuple

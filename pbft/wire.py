@@ -241,6 +241,10 @@ def _derive(cls: type, type_name: str | None) -> None:
 
 
 SIG = Text(re.compile(r"[0-9a-f]{128}"))  # an Ed25519 signature, hex
+# The kinds most declarations share: a client's or repository's name, a number, a sha256 in hex.
+NAME = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), intern=True)
+SEQ = Int()
+HEX64 = Text(re.compile(r"[0-9a-f]{64}"))
 
 
 def message(message_type: str, *, signed: bool = True) -> Callable[[type], type]:

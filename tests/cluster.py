@@ -22,7 +22,8 @@ from shared.crypto import Ed25519Authenticator, generate_private_key
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, Store
 from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
-from pbft.messages import Message, Operation, Reply, Request, Result, signed
+from pbft.build import Operation, Result
+from pbft.messages import Message, Reply, Request, signed
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
 

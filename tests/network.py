@@ -11,7 +11,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.crypto import generate_private_key, public_key_hex, save_private_key
-from pbft.messages import Challenge, Hello, decode, encode, signed
+from pbft.handshake import Challenge, Hello
+from pbft.messages import decode, encode, signed
 
 
 def free_port() -> int:

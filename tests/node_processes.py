@@ -26,7 +26,8 @@ import yaml
 from shared.config import NetworkConfig, client_key_file, load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from shared.crypto import public_key_hex, save_private_key
-from pbft.messages import Operation, Reply, Request, decode, encode, signed
+from pbft.build import Operation
+from pbft.messages import Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from tests.network import free_port, parse_metrics, say_hello
 

@@ -56,7 +56,8 @@ from pathlib import Path
 from pbft.effects import (
     Broadcast, BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo,
 )
-from pbft.messages import Fetch, Message, NewView, Relay, Request, Result, StateTransfer, ViewChange
+from pbft.build import Result
+from pbft.messages import Fetch, Message, NewView, Relay, Request, StateTransfer, ViewChange
 from tests.cluster import Cluster
 
 REWRITE = os.environ.get("PBFT_SCENARIO_REWRITE") == "1"

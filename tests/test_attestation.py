@@ -32,7 +32,8 @@ from pbft.attestation import (
 )
 from shared.crypto import Ed25519Authenticator, load_private_key, verify_bytes, parse_public_key
 from pbft.encoding import canonical
-from pbft.messages import Operation, Reply, ResultVote, Result, Spec, encode, signed
+from pbft.build import Operation, Result, Spec
+from pbft.messages import Reply, ResultVote, encode, signed
 from tests.cluster import Cluster
 from tests.test_certificate import Network
 

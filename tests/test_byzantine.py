@@ -37,19 +37,8 @@ from node.byzantine import (
 from node.server import DRIVER, make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
-from pbft.messages import (
-    Commit,
-    Operation,
-    Prepare,
-    PrePrepare,
-    Reply,
-    Request,
-    Result,
-    batch_digest,
-    decode,
-    encode,
-    signed,
-)
+from pbft.build import Operation, Result
+from pbft.messages import Commit, PrePrepare, Prepare, Reply, Request, batch_digest, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from tests.cluster import CLIENT, authenticator, keys
 from tests.network import say_hello, write_network

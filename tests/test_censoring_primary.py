@@ -21,7 +21,8 @@ import pytest
 
 from node.byzantine import Censor, make_behaviour, parse_mode
 from shared.crypto import generate_private_key
-from pbft.messages import Commit, Operation, Request
+from pbft.build import Operation
+from pbft.messages import Commit, Request
 from tests.network import write_network
 from tests.node_processes import Client, RealNodes, add_client
 

@@ -26,7 +26,8 @@ from client.index import main
 from shared.config import load_config
 from shared.crypto import load_private_key, sign_bytes
 from pbft.encoding import canonical
-from pbft.messages import Operation, Reply, Request, Result, encode, signed
+from pbft.build import Operation, Result
+from pbft.messages import Reply, Request, encode, signed
 from tests.network import write_network
 from tests.test_client_app import CLIENT, cluster, honest_result, post, start_client  # noqa: F401  (fixtures)
 

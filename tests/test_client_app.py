@@ -24,7 +24,9 @@ from client.records import BuildRecords, records_path
 from pbft.attestation import Signed
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
-from pbft.messages import Challenge, Hello, Reply, Request, Result, decode, encode, signed
+from pbft.build import Result
+from pbft.handshake import Challenge, Hello
+from pbft.messages import Reply, Request, decode, encode, signed
 from tests.network import parse_metrics
 
 F = 1

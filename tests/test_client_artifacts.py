@@ -24,7 +24,8 @@ from client.app import RECORDS_KEY
 from client.transfers import TRANSFERS
 from pbft.attestation import manifest_digest
 from shared.logrequest import check_log_request
-from pbft.messages import Operation, Request, Result
+from pbft.build import Operation, Result
+from pbft.messages import Request
 from tests.test_client_app import CLIENT, N, FakeCluster, serve_fake_nodes, start_client
 
 FILES = {"dist/app-1.0-py3-none-any.whl": b"PK\x03\x04 a wheel", "reports/junit.xml": b"<testsuite tests='3'/>"}

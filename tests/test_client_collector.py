@@ -21,7 +21,8 @@ from client.service import ClientService
 from shared.config import ClientConfig, NetworkConfig, NodeConfig, ProtocolConfig, RepositoryConfig
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex
 from pbft.attestation import Signed
-from pbft.messages import Operation, Reply, Result, encode, signed
+from pbft.build import Operation, Result
+from pbft.messages import Reply, encode, signed
 
 F = 1
 N = 3 * F + 1

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from pbft.replies import ReplyCollector, agreed_part
 from client.records import SCHEMA_VERSION, BuildRecords
-from pbft.messages import Operation, Result, encode, signed
+from pbft.build import Operation, Result
+from pbft.messages import encode, signed
 from tests.test_client_collector import CLIENT, F, N, T, _service, attested, reply
 
 COMMIT = "a" * 40

@@ -29,7 +29,7 @@ from client.forges import (
 from client.intake import WebhookError
 from client.records import BuildRecords, records_path
 from shared.config import RepositoryConfig
-from pbft.messages import Operation
+from pbft.build import Operation
 from shared.refs import SHELL_METACHARACTERS, check_branch_name, check_commit_sha
 from tests.test_client_app import CLIENT, N, cluster, honest_result, start_client  # noqa: F401 (cluster is a fixture)
 

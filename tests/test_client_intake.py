@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
-from pbft.messages import Operation
+from pbft.build import Operation
 from shared.refs import SHELL_METACHARACTERS
 
 REPOSITORIES = ("example", "other")

@@ -1,7 +1,8 @@
 """Testing layer 1: the client table's exactly-once memory and what a checkpoint makes it forget."""
 
 from pbft.clients import ClientTable
-from pbft.messages import Operation, Request
+from pbft.build import Operation
+from pbft.messages import Request
 from pbft.votes import ResultVotes
 
 

@@ -13,7 +13,8 @@ import shutil
 import sqlite3
 
 from client.records import TIMESTAMP_RESERVE_US, BuildRecords
-from pbft.messages import Operation, Request
+from pbft.build import Operation
+from pbft.messages import Request
 
 START_US = 1_700_000_000_000_000
 

@@ -5,26 +5,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pbft.build import Operation, Result, Spec
+from pbft.handshake import Challenge, Hello
 from pbft.messages import (
-    Challenge,
-    Checkpoint,
-    Commit,
-    Hello,
-    MessageError,
-    Operation,
-    PrePrepare,
-    Prepare,
-    Relay,
-    Reply,
-    Request,
-    Result,
-    ResultVote,
-    Spec,
-    Status,
-    VoteFetch,
-    batch_digest,
-    decode,
-    encode,
+    Checkpoint, Commit, MessageError, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, Status, VoteFetch, batch_digest, decode, encode,
 )
 
 SIG = "ab" * 64

@@ -17,7 +17,8 @@ from aiohttp import web
 from client.dashboard import STATIC_DIR
 from client.records import BuildRecords, records_path
 from shared.crypto import Ed25519Authenticator
-from pbft.messages import Operation, Request, Result, ResultVote, encode, signed
+from pbft.build import Operation, Result
+from pbft.messages import Request, ResultVote, encode, signed
 from tests.test_client_app import CLIENT, N, FakeCluster, honest_result, serve_fake_nodes, start_client
 
 TOKEN = "5ec12e7" * 7  # 49 characters

@@ -30,7 +30,8 @@ import pytest
 
 from node.storage import NodeStore
 from client.app import client_authenticator
-from pbft.messages import Operation, Request, decode, encode, signed
+from pbft.build import Operation
+from pbft.messages import Request, decode, encode, signed
 from tests.network import say_hello
 from tests.node_processes import wait_until
 from tests.test_long_lived_nodes import Nodes, order_requests

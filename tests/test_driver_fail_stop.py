@@ -11,7 +11,8 @@ from dataclasses import replace
 from node.driver import Driver
 from node.storage import NodeStore
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
-from pbft.messages import Commit, Prepare, Relay, Reply, Result, ResultVote, batch_digest, decode, encode, signed
+from pbft.build import Result
+from pbft.messages import Commit, Prepare, Relay, Reply, ResultVote, batch_digest, decode, encode, signed
 from pbft.replica import Replica
 from tests.cluster import Cluster
 

@@ -30,7 +30,8 @@ import yaml
 from client.records import BuildRecords, records_path
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, load_private_key
-from pbft.messages import Operation, Request, signed
+from pbft.build import Operation
+from pbft.messages import Request, signed
 from tests.network import free_ports, write_network
 from tests.test_end_to_end import (
     E2E_MARKS,

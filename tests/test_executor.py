@@ -17,7 +17,7 @@ import pytest
 from node.buildspec import parse_build_spec
 from node.executor import BuildResult
 from node.sandbox import GATE_COMMAND, SCRIPT_END
-from pbft.messages import Spec
+from pbft.build import Spec
 from tests.executor_fixtures import (  # noqa: F401 (fixtures are used by name)
     build,
     build_ids,

@@ -22,7 +22,7 @@ from in_toto.models._signer import load_public_key_from_file
 from client.intoto import LAYOUT_FILE, bundle
 from pbft.attestation import STATEMENT_FILE, Signed, Signer, keyid, link_file_name
 from shared.crypto import Ed25519Authenticator, load_private_key
-from pbft.messages import Operation, Result, Spec
+from pbft.build import Operation, Result, Spec
 from tests.test_certificate import REPOSITORY_ROOT, Network
 
 IN_TOTO_VERIFY = Path(sys.executable).parent / "in-toto-verify"

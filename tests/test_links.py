@@ -20,7 +20,9 @@ from node.peers import PeerLink
 from node.server import make_app
 from shared.config import NodeConfig, load_config
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.messages import Challenge, Hello, MessageError, Operation, Reply, Request, decode, encode, signed
+from pbft.build import Operation
+from pbft.handshake import Challenge, Hello
+from pbft.messages import MessageError, Reply, Request, decode, encode, signed
 from tests.network import say_hello, write_network
 from tests.test_node_integration import fake_build
 

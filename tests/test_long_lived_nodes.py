@@ -21,7 +21,8 @@ import pytest
 from node.storage import NodeStore
 from shared.config import load_config
 from client.app import client_authenticator
-from pbft.messages import Operation, Request, decode, encode, signed
+from pbft.build import Operation
+from pbft.messages import Request, decode, encode, signed
 from tests.network import say_hello, write_network
 from tests.node_processes import wait_until
 

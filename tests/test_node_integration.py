@@ -14,7 +14,8 @@ from node.byzantine import HONEST, Lie
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget, make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.messages import Operation, Reply, Request, Result, decode, encode, signed
+from pbft.build import Operation, Result
+from pbft.messages import Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from tests.network import parse_metrics, say_hello, write_network
 

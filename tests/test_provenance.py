@@ -31,7 +31,8 @@ from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_d
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
-from pbft.messages import Operation, Reply, Result, ResultVote, Spec, decode, encode, signed
+from pbft.build import Operation, Result, Spec
+from pbft.messages import Reply, ResultVote, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
 from tests.cluster import Cluster, keys
 from tests.network import write_network

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from shared.crypto import Ed25519Authenticator, generate_private_key, parse_public_key
-from pbft.messages import Challenge, Hello, Message, Relay, Request, decode, encode
+from pbft.handshake import Challenge, Hello
+from pbft.messages import Message, Relay, Request, decode, encode
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_frames.json").read_text())
 RUNS = RECORDED["runs"]

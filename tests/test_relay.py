@@ -4,7 +4,8 @@ frame, and when a slot goes back to all-to-all voting."""
 import pytest
 
 from pbft.effects import Broadcast, SendTo
-from pbft.messages import MAX_VOTES, Commit, Prepare, Relay, Result, ResultVote
+from pbft.build import Result
+from pbft.messages import Commit, MAX_VOTES, Prepare, Relay, ResultVote
 from pbft.relay import VoteRelay
 from pbft.slot import Slot
 

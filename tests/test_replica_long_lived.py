@@ -1,6 +1,7 @@
 """Failure modes of long-lived networks: lagging nodes, idle gaps, restarts (OSDI'99 §4.3-§4.5, §5.3)."""
 
-from pbft.messages import Checkpoint, Commit, Fetch, Result, ResultVote, ViewChange, signed
+from pbft.build import Result
+from pbft.messages import Checkpoint, Commit, Fetch, ResultVote, ViewChange, signed
 from tests.cluster import CLIENT, Cluster
 
 T = 4.0  # ReplicaSettings.view_change_timeout_s

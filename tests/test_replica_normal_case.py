@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from pbft.effects import Execute
-from pbft.messages import Commit, PrePrepare, Prepare, Result, ResultVote, batch_digest, signed
+from pbft.build import Result
+from pbft.messages import Commit, PrePrepare, Prepare, ResultVote, batch_digest, signed
 from tests.cluster import Cluster
 
 

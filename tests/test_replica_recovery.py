@@ -1,7 +1,8 @@
 """Checkpoints, state transfer and crash recovery of the pure replica (OSDI'99 §4.3, §5.3)."""
 
 from pbft.ledger import MemoryLedger
-from pbft.messages import Fetch, Result, ViewChange, signed
+from pbft.build import Result
+from pbft.messages import Fetch, ViewChange, signed
 from tests.cluster import Cluster
 
 T_VIEW_CHANGE = 4.0  # ReplicaSettings.view_change_timeout_s

@@ -2,7 +2,8 @@
 
 from dataclasses import replace
 
-from pbft.messages import Checkpoint, Commit, Operation, PrePrepare, Prepare, Request, batch_digest, signed
+from pbft.build import Operation
+from pbft.messages import Checkpoint, Commit, PrePrepare, Prepare, Request, batch_digest, signed
 from tests.cluster import Cluster, authenticator, keys
 
 

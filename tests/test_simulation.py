@@ -23,21 +23,9 @@ from pbft.effects import (
     Broadcast, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store,
     must_sync,
 )
+from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint,
-    Commit,
-    Fetch,
-    Operation,
-    Prepare,
-    Relay,
-    Reply,
-    Request,
-    Result,
-    ResultVote,
-    StateTransfer,
-    decode,
-    encode,
-    signed,
+    Checkpoint, Commit, Fetch, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
 )
 from pbft.clients import ClientTable
 from pbft.replica import Replica, ReplicaSettings

@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from pbft.effects import Execute, RecordVerdict, SendReply, Store
-from pbft.messages import Reply, Result, ResultVote, batch_digest, signed
+from pbft.build import Result
+from pbft.messages import Reply, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
 from pbft.votes import ResultVotes
 from node.storage import NodeStore

@@ -5,7 +5,8 @@ import pytest
 
 from pbft.encoding import digest
 from pbft.ledger import MemoryLedger
-from pbft.messages import LedgerEntry, Operation, Request, batch_digest
+from pbft.build import Operation
+from pbft.messages import LedgerEntry, Request, batch_digest
 from pbft.slot import GENESIS_STATE
 from pbft.transfer import LedgerTransfer
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from pbft.messages import NewView, Operation, PrePrepare, Prepare, PreparedCertificate, Request, ViewChange, batch_digest, signed
+from pbft.build import Operation
+from pbft.messages import NewView, PrePrepare, Prepare, PreparedCertificate, Request, ViewChange, batch_digest, signed
 from pbft.sim.auth import SimKeys
 from pbft.viewchange import Membership, NewViewPlan
 from pbft.views import MAX_DOUBLINGS, Mode, Views

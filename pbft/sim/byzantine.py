@@ -12,21 +12,9 @@ import hashlib
 import random
 from dataclasses import replace
 
+from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint,
-    Commit,
-    Message,
-    Operation,
-    PrePrepare,
-    Prepare,
-    Relay,
-    Reply,
-    Request,
-    Result,
-    ResultVote,
-    ViewChange,
-    batch_digest,
-    signed,
+    Checkpoint, Commit, Message, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, ViewChange, batch_digest, signed,
 )
 from pbft.sim.auth import SimAuthenticator, keyed_signature
 from pbft.sim.faults import CENSORED_CLIENT, NodeFault

@@ -7,7 +7,8 @@ or a `divergent` verdict when nodes built different artifacts.
 
 from __future__ import annotations
 
-from pbft.messages import Operation, Reply, Request, Result, signed
+from pbft.build import Operation, Result
+from pbft.messages import Reply, Request, signed
 from pbft.replies import ReplyCollector
 from pbft.sim.auth import SimAuthenticator
 

@@ -19,20 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict
-from pbft.messages import (
-    Fetch,
-    Message,
-    MessageError,
-    Operation,
-    Relay,
-    Reply,
-    Request,
-    Result,
-    ResultVote,
-    StateTransfer,
-    decode,
-    encode,
-)
+from pbft.build import Operation, Result
+from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 
 from pbft.encoding import digest
-from pbft.messages import Operation, Result
+from pbft.build import Operation, Result
 
 REPOSITORY = "example"
 SHAPES = ("steady", "burst", "idle", "greedy")

@@ -1,0 +1,73 @@
+"""The CI's own types, as the protocol carries them: what a client asks the network to
+build (`Operation`, inside a REQUEST) and what a build produced (`Result`, with the
+`Spec` it ran, inside every REPLY and RESULT vote).
+
+The consensus core orders operations and counts matching results without
+looking inside either; the executor makes results and the client reads them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pbft.wire import HEX64, NAME, ExitCode, Optional, Struct, Text, struct, wire
+
+STATUSES = ("success", "failure", "error", "timeout")
+# A sha256 as artifact manifests and results write it; the group is the hex.
+SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+_SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
+# A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
+_IMAGE = re.compile(r"[!-~]{1,255}")
+
+
+@struct
+class Operation:
+    """What a client asks the network to build."""
+
+    repository: str = wire(NAME)
+    branch: str = wire(Text(limit=255))
+    commit: str | None = wire(Optional(Text()), default=None)
+
+
+@struct
+class Spec:
+    """What a build ran: its spec file (`.pbft-ci.yml` or `Dockerfile`) at the built
+    commit, that file's sha256, and the image by the name the spec or the network's
+    configuration gives it. A function of the commit and the configuration, so every
+    honest node reports the same; the image's id is not (each node has its own copy)."""
+
+    path: str = wire(Text(_SPEC_PATH))
+    sha256: str = wire(HEX64)
+    image: str = wire(Text(_IMAGE))
+
+
+@struct
+class Result:
+    """A build outcome; `agreed()` is the part every honest node computes alike.
+
+    `spec` is there only for a build whose container ran; it is compared with
+    the rest, because the verdict's attestation names it (`pbft.attestation`).
+    `artifacts` only for a successful build whose spec declares artifacts: the
+    digest of its manifest (`pbft.attestation.manifest_digest`), one value
+    however many files, so that matching results vouch for every file's bytes
+    and a vote stays small. A result without them has the wire form results
+    had before they existed, so signatures made then still verify.
+    """
+
+    status: str = wire(Text(choices=STATUSES))
+    exit_code: int | None = wire(Optional(ExitCode()))
+    commit: str | None = wire(Optional(Text()))
+    # Keyword-only (and on the wire before `reason`): subclasses (the executor's
+    # BuildResult) add positional fields after `reason`.
+    spec: Spec | None = wire(Optional(Struct(Spec)), default=None, omit=None, kw_only=True)
+    artifacts: str | None = wire(Optional(Text(SHA256_DIGEST)), default=None, omit=None, kw_only=True)  # "sha256:<hex>"
+    reason: str = wire(Text(), default="")
+
+    def agreed(self) -> dict:
+        agreed = self.to_dict()
+        del agreed["reason"]
+        return agreed
+
+    def agreed_key(self) -> tuple:
+        """`agreed()` as a hashable value, for counting matching results."""
+        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts)

@@ -121,6 +121,9 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}/provenance", get_provenance)
     app.router.add_get("/builds/{build_id}/nodes", get_build_nodes)
     app.router.add_get("/network", get_network)
+    app.router.add_get("/approvals", list_approvals)
+    app.router.add_get("/approvals/{approval_id}", get_approval)
+    app.router.add_post("/approvals/{approval_id}/approve", approve)
     add_dashboard(app)
     return app
 
@@ -251,6 +254,50 @@ def _record(request: web.Request) -> dict:
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
     return record
+
+
+def _approval(request: web.Request) -> dict:
+    """The approval the URL names, or the 400/404 that says why there is none."""
+    approval_id = _bounded_int(request.match_info["approval_id"], 1, MAX_BUILD_ID)
+    if approval_id is None:
+        raise web.HTTPBadRequest(reason="approval id must be a positive decimal number")
+    approval = request.app[RECORDS_KEY].approval(approval_id)
+    if approval is None:
+        raise web.HTTPNotFound(reason=f"no approval {approval_id}")
+    return approval
+
+
+def _approval_json(approval: dict) -> dict:
+    return {key: value for key, value in approval.items() if key != "operation"}
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    """Pull requests from forks that wait for an approval, newest first."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
+    if limit is None:
+        raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
+    waiting = request.app[RECORDS_KEY].waiting_approvals(limit)
+    return web.json_response({"approvals": [_approval_json(approval) for approval in waiting]})
+
+
+async def get_approval(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    return web.json_response(_approval_json(_approval(request)))
+
+
+async def approve(request: web.Request) -> web.Response:
+    """Build a fork's pull request that waited for an approval: whoever may ask for builds
+    may approve one. Approving it again answers the build it started."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    approval = _approval(request)
+    build_id = request.app[SERVICE_KEY].approve(int(approval["approval_id"]))
+    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
+    return web.json_response(
+        {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}",
+         "already_approved": approval["build_id"] is not None},
+        status=202,
+    )
 
 
 async def get_build(request: web.Request) -> web.Response:

@@ -29,6 +29,10 @@ class WebhookSettings:
     body_timeout_s: float  # a body still incomplete after this long is answered 408
     status_base_url: str  # status URLs are this + /builds/<id>
 
+    def builds_forks(self, repository: str) -> bool:
+        """Whether pull requests from forks of `repository` build without an approval."""
+        return any(repo.build_forks for repo in self.repositories if repo.name == repository)
+
     @classmethod
     def from_config(cls, config: NetworkConfig, client_name: str) -> WebhookSettings:
         # The configured address, not the request's Host header: a status URL
@@ -58,11 +62,26 @@ def answer_delivery(
         if known is not None:
             log.info("forge redelivery %s of build %d: nothing new to build", delivery_id, known)
             return _started(known, settings, redelivery=True)
+        held = records.delivery_approval(operation.repository, delivery_id)
+        if held is not None:
+            log.info("forge redelivery %s of approval %s: nothing new to hold", delivery_id, held["approval_id"])
+            return _held(held["approval_id"], settings, redelivery=True)
+    if delivery.fork and not settings.builds_forks(operation.repository):
+        return _held(str(service.hold_for_approval(operation, delivery_id)), settings, redelivery=False)
     build_id = service.submit_in_background(operation)
     if delivery_id is not None:
         records.add_delivery(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
     return _started(build_id, settings, redelivery=False)
+
+
+def _held(approval_id: str, settings: WebhookSettings, *, redelivery: bool) -> web.Response:
+    approval_url = f"{settings.status_base_url}/approvals/{approval_id}"
+    answer = {"awaiting_approval": True, "approval_id": approval_id, "approval_url": approval_url,
+              "approve": f"POST {approval_url}/approve with the client's token"}
+    if redelivery:
+        answer["redelivery"] = True
+    return web.json_response(answer, status=202)
 
 
 def _started(build_id: int, settings: WebhookSettings, *, redelivery: bool) -> web.Response:

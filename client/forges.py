@@ -1,11 +1,12 @@
-"""Push webhooks from GitHub, GitLab and Gitea/Forgejo: recognise, authenticate, parse.
+"""Push and pull request webhooks from GitHub, GitLab and Gitea/Forgejo: recognise, authenticate, parse.
 
 Everything here is a pure function of the raw body and the headers, so each
 refusal is a WebhookError with a 4xx and a reason, and the property tests
 can run the parser thousands of times without a server.
 
-A delivery is checked in this order: the event (events other than push and
-ping are acknowledged unread, since nothing is done for them), the content
+A delivery is checked in this order: the event (events other than push, pull
+or merge request and ping are acknowledged unread, since nothing is done for
+them), the content
 type and JSON, the repository the payload names (it must be configured, by
 `full_name` or `url`), the repository's secret, then the ref and commit.
 The payload is parsed before it is authenticated because the secret to
@@ -45,6 +46,10 @@ class Forge:
     delivery_headers: tuple[str, ...]
     push_events: frozenset[str]
     ping_events: frozenset[str]
+    # Pull (merge) request events, and the actions of theirs that build: a new request,
+    # new commits on it, a request reopened. An edited title builds nothing.
+    pull_events: frozenset[str]
+    pull_actions: frozenset[str]
 
 
 # Gitea and Forgejo also send GitHub's headers for compatibility, so they are
@@ -56,18 +61,30 @@ FORGES = (
         ("X-Forgejo-Delivery", "X-Gitea-Delivery"),
         frozenset({"push"}),
         frozenset(),
+        # New commits on a pull request come as their own event.
+        frozenset({"pull_request", "pull_request_sync"}),
+        frozenset({"opened", "synchronized", "reopened"}),
     ),
-    Forge("gitlab", ("X-Gitlab-Event",), ("Idempotency-Key",), frozenset({"Push Hook", "Tag Push Hook"}), frozenset()),
-    Forge("github", ("X-GitHub-Event",), ("X-GitHub-Delivery",), frozenset({"push"}), frozenset({"ping"})),
+    Forge(
+        "gitlab", ("X-Gitlab-Event",), ("Idempotency-Key",), frozenset({"Push Hook", "Tag Push Hook"}), frozenset(),
+        frozenset({"Merge Request Hook"}), frozenset({"open", "update", "reopen"}),
+    ),
+    Forge(
+        "github", ("X-GitHub-Event",), ("X-GitHub-Delivery",), frozenset({"push"}), frozenset({"ping"}),
+        frozenset({"pull_request"}), frozenset({"opened", "synchronize", "reopened"}),
+    ),
 )
+MAX_PULL_REQUEST = 10**10 - 1  # PULL_REF's bound: ten digits
 
 
 @dataclass(frozen=True)
 class Build:
-    """An authenticated push to build; `delivery_id` deduplicates redeliveries."""
+    """An authenticated push or pull request to build; `delivery_id` deduplicates redeliveries.
+    `fork`: a pull request from another repository than the one it targets."""
 
     operation: Operation
     delivery_id: str | None
+    fork: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,13 +123,15 @@ def parse_delivery(
     """What a forge delivery asks for, or WebhookError with a 4xx and a reason."""
     headers = CIMultiDict(headers)
     event = _first(headers, forge.event_headers) or ""
-    if event not in forge.push_events | forge.ping_events:
+    if event not in forge.push_events | forge.ping_events | forge.pull_events:
         return Ignored(f"{forge.name} event {event[:40]!r} is not built")
     payload = _payload(body, headers.get("Content-Type", ""))
     repository = _matching_repository(forge, payload, repositories)
     _authenticate(forge, headers, body, repository.secret)
     if event in forge.ping_events:
         return Pong(repository.name)
+    if event in forge.pull_events:
+        return _pull_request(forge, payload, repository, _delivery_id(forge, headers))
     return _push(forge, payload, repository, _delivery_id(forge, headers))
 
 
@@ -233,3 +252,35 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
     # given, the nodes build that commit and use the name only as a label.
     commit = payload.get("checkout_sha") if forge.name == "gitlab" else after
     return Build(Operation(repository.name, checked_branch(name), checked_commit(commit)), delivery_id)
+
+
+def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id: str | None) -> Delivery:
+    """A pull (merge) request's head to build, by its forge ref, pinned to the head commit
+    the forge reported; its target branch rides in the branch field, as a label."""
+    if forge.name == "gitlab":
+        request = _object(payload, "object_attributes")
+        action, number = request.get("action"), request.get("iid")
+        head, target = _object(request, "last_commit").get("id"), request.get("target_branch")
+        source, into = request.get("source_project_id"), request.get("target_project_id")
+        fork = not (isinstance(source, int) and source == into)
+        ref_kind = "merge-requests"
+    else:
+        request = _object(payload, "pull_request")
+        action, number = payload.get("action"), payload.get("number", request.get("number"))
+        head_side, base_side = _object(request, "head"), _object(request, "base")
+        head, target = head_side.get("sha"), base_side.get("ref")
+        # A head repository that is gone (a deleted fork) counts as a fork.
+        source = _object(head_side, "repo").get("full_name")
+        fork = not (isinstance(source, str) and source == _object(base_side, "repo").get("full_name"))
+        ref_kind = "pull"
+    if action not in forge.pull_actions:
+        return Ignored(f"pull request action {str(action)[:40]!r} is not built")
+    if forge.name == "gitlab" and action == "update" and "oldrev" not in request:
+        # GitLab sends "update" for any edit; `oldrev` is there only when commits were pushed.
+        return Ignored("merge request updated without new commits: nothing to build")
+    if type(number) is not int or not 1 <= number <= MAX_PULL_REQUEST:
+        raise WebhookError(400, "the pull request's number must be a positive integer")
+    operation = Operation(
+        repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head"
+    )
+    return Build(operation, delivery_id, fork=fork)

@@ -31,12 +31,17 @@ class ClientMetrics:
             ["status"], registry=r)
         self.verdict_seconds = Histogram("pbft_client_verdict_seconds", "From a build's request to its verdict",
                                          buckets=VERDICT_BUCKETS_S, registry=r)
+        self.held_for_approval = Counter(
+            "pbft_client_held_for_approval", "Fork pull requests held until someone approves them", registry=r)
         outstanding_builds = Gauge("pbft_client_builds_waiting", "Builds sent and not yet ended", registry=r)
         outstanding_builds.set_function(outstanding)
 
     # BuildObserver
     def submitted(self, build_id: str, operation: Operation) -> None:
         self.submitted_builds.inc()
+
+    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
+        self.held_for_approval.inc()
 
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         if verdict.accepted and verdict.result is not None:

@@ -18,7 +18,8 @@ used only when one would pass it (the first request after a restart or a
 long idle). A crash costs at most that much of the timestamps' range; a
 clean close keeps only the last one used. And the file keeps the forge
 delivery ids it has answered, so a redelivery after a restart still finds
-the build it started.
+the build it started, and the pull requests from forks that wait for an
+approval before anything of theirs is built.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pbft.build import Result
+from pbft.build import Operation, Result, pull_request_number
+from pbft.wire import decode_struct
 from pbft.messages import Reply, Request, encode
 
 _SCHEMA = """
@@ -57,6 +59,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     received_at REAL NOT NULL,
     PRIMARY KEY (repository, delivery_id)
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    approval_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository TEXT NOT NULL,
+    pull_ref TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    delivery_id TEXT,
+    received_at REAL NOT NULL,
+    build_id INTEGER
+);
 """
 # Forges redeliver on request for a few days at most; older delivery ids are
 # forgotten so the table does not grow for ever.
@@ -66,11 +77,17 @@ DELIVERY_RETENTION_S = 30 * 24 * 3600
 TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
 # Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
-# alter: `_migrate` copies their builds into a table made by the schema above.
-SCHEMA_VERSION = 1
+# alter: `_migrate` copies their builds into a table made by the schema above. Version 2
+# adds the approvals table.
+SCHEMA_VERSION = 2
+# Fork pull requests waiting for an approval, at most: a newer push to one replaces its
+# older wait, and beyond this many open ones the oldest waits are forgotten (their pull
+# requests build once a new push or a reopen delivers them again and they are approved).
+MAX_WAITING_APPROVALS = 1000
 
 _SUMMARY_COLUMNS = (
-    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms"
+    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
+    "json_extract(request, '$.operation.pull_ref') AS pull_ref"
 )
 
 
@@ -99,7 +116,10 @@ class BuildRecords:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'").fetchone()
+            # Version 1 lacks only tables the schema creates if they do not exist.
+            exists = version == 0 and self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'"
+            ).fetchone()
             if exists:
                 self._db.execute("ALTER TABLE builds RENAME TO builds_v0")
             for statement in _SCHEMA.split(";"):
@@ -239,6 +259,56 @@ class BuildRecords:
         )
         self.commit()
 
+    def await_approval(self, operation: Operation, delivery_id: str | None, received_at: float) -> int:
+        """Keep a fork's pull request until it is approved, and return the approval's id. A
+        newer push to the same pull request replaces the older one's wait. Committed at once:
+        the forge is answered next."""
+        assert operation.pull_ref is not None, "only a pull request waits for an approval"
+        self._write(
+            "DELETE FROM approvals WHERE build_id IS NULL AND repository = ? AND pull_ref = ?",
+            (operation.repository, operation.pull_ref),
+        )
+        cursor = self._write(
+            "INSERT INTO approvals (repository, pull_ref, operation, delivery_id, received_at) VALUES (?, ?, ?, ?, ?)",
+            (operation.repository, operation.pull_ref, json.dumps(encode(operation)), delivery_id, received_at),
+        )
+        self._write(
+            "DELETE FROM approvals WHERE build_id IS NULL AND approval_id NOT IN"
+            " (SELECT approval_id FROM approvals WHERE build_id IS NULL ORDER BY approval_id DESC LIMIT ?)",
+            (MAX_WAITING_APPROVALS,),
+        )
+        # Approved ones are kept as long as forges redeliver, like delivery ids.
+        self._write(
+            "DELETE FROM approvals WHERE build_id IS NOT NULL AND received_at < ?",
+            (received_at - DELIVERY_RETENTION_S,),
+        )
+        self.commit()
+        return cursor.lastrowid
+
+    def delivery_approval(self, repository: str, delivery_id: str) -> dict[str, Any] | None:
+        """The approval a forge delivery is waiting for (or was given), if it was seen before."""
+        row = self._db.execute(
+            "SELECT * FROM approvals WHERE repository = ? AND delivery_id = ? ORDER BY approval_id DESC LIMIT 1",
+            (repository, delivery_id),
+        ).fetchone()
+        return None if row is None else _approval(row)
+
+    def approval(self, approval_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone()
+        return None if row is None else _approval(row)
+
+    def waiting_approvals(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` pull requests waiting for an approval, newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM approvals WHERE build_id IS NULL ORDER BY approval_id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_approval(row) for row in rows]
+
+    def approved(self, approval_id: int, build_id: int) -> None:
+        """Record the build an approval started, with that build's own record in one commit."""
+        self._write("UPDATE approvals SET build_id = ? WHERE approval_id = ?", (build_id, approval_id))
+        self.commit()
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds, newest first."""
         rows = self._db.execute(
@@ -267,4 +337,19 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "result": None if row["result"] is None else json.loads(row["result"]),
         "agreed_by": json.loads(row["agreed_by"]),
         "elapsed_ms": row["elapsed_ms"],
+        "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
+    }
+
+
+def _approval(row: sqlite3.Row) -> dict[str, Any]:
+    operation = decode_struct(Operation, json.loads(row["operation"]))
+    return {
+        "approval_id": str(row["approval_id"]),
+        "repository": operation.repository,
+        "branch": operation.branch,
+        "commit": operation.commit,
+        "pull_request": operation.pull_request,
+        "received_at": datetime.fromtimestamp(row["received_at"], timezone.utc).isoformat(timespec="seconds"),
+        "build_id": None if row["build_id"] is None else str(row["build_id"]),
+        "operation": operation,
     }

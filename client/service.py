@@ -61,6 +61,8 @@ class BuildObserver(Protocol):
 
     def finished(self, operation: Operation, verdict: Verdict) -> None: ...
 
+    def awaiting_approval(self, approval_id: str, operation: Operation) -> None: ...
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -170,6 +172,30 @@ class ClientService:
     async def submit(self, operation: Operation) -> Verdict:
         timestamp, started_s = self._begin(operation)
         return await self._follow(timestamp, operation, started_s)
+
+    def hold_for_approval(self, operation: Operation, delivery_id: str | None) -> int:
+        """Keep a fork's pull request, unsent, until `approve`; return the approval's id."""
+        approval_id = self._records.await_approval(operation, delivery_id, time.time())
+        log.info(
+            "pull request %s of %s from a fork waits for approval %d (commit %s)",
+            operation.pull_request, operation.repository, approval_id, (operation.commit or "")[:12],
+        )
+        self._notify("awaiting_approval", str(approval_id), operation)
+        return approval_id
+
+    def approve(self, approval_id: int) -> int:
+        """Start the build an approval held back, once, and return its build id (KeyError if
+        there is no such approval). Approving one that already started returns that build."""
+        approval = self._records.approval(approval_id)
+        if approval is None:
+            raise KeyError(approval_id)
+        if approval["build_id"] is not None:
+            return int(approval["build_id"])
+        # Nothing awaits between the lookup and the update: two approvals cannot both start it.
+        build_id = self.submit_in_background(approval["operation"])
+        self._records.approved(approval_id, build_id)
+        log.info("approval %d started build %d", approval_id, build_id)
+        return build_id
 
     def submit_in_background(self, operation: Operation) -> int:
         """Sign, record and start a request, and return its build id at once.

@@ -1,4 +1,5 @@
-"""Commit statuses back to the forge, in the shape of GitHub's statuses API.
+"""Commit statuses back to the forge, in the shape of GitHub's statuses API (which Gitea
+and Forgejo speak too) or of GitLab's (`status_style: gitlab`).
 
 A repository reports statuses when its config has `status_api`,
 `status_token` and `full_name`. `CommitStatuses` turns the service's events
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -53,14 +55,32 @@ class CommitStatus:
     description: str
     target_url: str
     build_id: str
+    style: str = "github"
+
+    def headers(self) -> dict:
+        if self.style == "gitlab":
+            # The header GitLab documents for personal, project and group access tokens.
+            return {"PRIVATE-TOKEN": self.token}
+        return {"Authorization": f"Bearer {self.token}", "Accept": "application/vnd.github+json"}
 
     def body(self) -> dict:
+        if self.style == "gitlab":
+            # GitLab names the context `name` and has no "failure" or "error": both are failed.
+            return {
+                "state": _GITLAB_STATES[self.state],
+                "name": self.context,
+                "description": self.description,
+                "target_url": self.target_url,
+            }
         return {
             "state": self.state,
             "context": self.context,
             "description": self.description,
             "target_url": self.target_url,
         }
+
+
+_GITLAB_STATES = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed"}
 
 
 class StatusPoster:
@@ -156,7 +176,7 @@ class StatusPoster:
 
     async def _post_once(self, status: CommitStatus, attempt: int) -> bool:
         """Post once; True if it is worth trying again."""
-        headers = {"Authorization": f"Bearer {status.token}", "Accept": "application/vnd.github+json"}
+        headers = status.headers()
         try:
             # No redirects: the token goes only to the URL the config names.
             async with self._session.post(
@@ -192,6 +212,7 @@ class CommitStatuses:
         client = config.client(client_name)
         base_url = client.public_url or f"http://{client.host}:{client.port}"
         self._builds_url = base_url.rstrip("/") + "/builds/"
+        self._approvals_url = base_url.rstrip("/") + "/approvals/"
         self._n = config.n
         self._quorum = config.f + 1
         self._poster = poster
@@ -205,6 +226,14 @@ class CommitStatuses:
             return
         description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
         self._post(repository, operation.commit, build_id, "pending", description)
+
+    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
+        repository = self._repositories.get(operation.repository)
+        if repository is None or operation.commit is None:
+            return
+        description = "waiting for approval: a pull request from a fork is built once approved"
+        self._post(repository, operation.commit, approval_id, "pending", description,
+                   target_url=self._approvals_url + approval_id)
 
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         repository = self._repositories.get(operation.repository)
@@ -242,20 +271,30 @@ class CommitStatuses:
         agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"
         return state, f"build {what}"[: MAX_DESCRIPTION_CHARS - len(agreement)] + agreement
 
-    def _post(self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str) -> None:
+    def _post(
+        self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,
+        target_url: str | None = None,
+    ) -> None:
         try:
             check_commit_sha(sha)
         except ValueError:
             log.warning("no status for build %s: commit %r is not a full sha", build_id, sha[:80])
             return
+        api = repository.status_api.rstrip("/")
+        if repository.status_style == "gitlab":
+            # A project by its path, URL-encoded as one segment (group%2Fsub%2Fproject).
+            url = f"{api}/projects/{urllib.parse.quote(repository.full_name, safe='')}/statuses/{sha}"
+        else:
+            url = f"{api}/repos/{repository.full_name}/statuses/{sha}"
         self._poster.post(CommitStatus(
-            url=f"{repository.status_api.rstrip('/')}/repos/{repository.full_name}/statuses/{sha}",
+            url=url,
             token=repository.status_token,
             state=state,
             context=repository.status_context,
             description=description[:MAX_DESCRIPTION_CHARS],
-            target_url=self._builds_url + build_id,
+            target_url=target_url or self._builds_url + build_id,
             build_id=build_id,
+            style=repository.status_style,
         ))
 
 

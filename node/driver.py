@@ -65,7 +65,7 @@ class Build(Protocol):
     """Runs one build; the executor in production, a fake in tests."""
 
     def __call__(self, *, build_id: str, repository_name: str, repository_url: str,
-                 branch: str, commit: str | None) -> Awaitable[Result]: ...
+                 branch: str, commit: str | None, pull_ref: str | None = None) -> Awaitable[Result]: ...
 
 
 class Sender(Protocol):
@@ -295,6 +295,7 @@ class Driver:
                 repository_url=repository.url,
                 branch=operation.branch,
                 commit=operation.commit,
+                pull_ref=operation.pull_ref,
             )
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)

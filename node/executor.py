@@ -56,7 +56,7 @@ from node.sandbox import (
 from pbft.attestation import manifest_digest
 from shared.config import BuildConfig, DockerEngineConfig
 from pbft.build import Result, Spec
-from shared.refs import check_branch_name, check_commit_sha, check_repository_name
+from shared.refs import check_branch_name, check_commit_sha, check_pull_ref, check_repository_name
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,8 @@ class Executor:
             self._docker = None
 
     async def run(
-        self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None
+        self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None,
+        pull_ref: str | None = None,
     ) -> BuildResult:
         if not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
             return BuildResult("error", None, None, "invalid build id")
@@ -259,6 +260,8 @@ class Executor:
             check_branch_name(branch)
             if commit is not None:
                 check_commit_sha(commit)
+            if pull_ref is not None:
+                check_pull_ref(pull_ref)
         except ValueError as exc:
             rejected = BuildResult("error", None, None, f"invalid request: {exc}")
             output = self._open_log(build_id, repository_name, branch)
@@ -270,14 +273,16 @@ class Executor:
                 self._running += 1
                 try:
                     return await asyncio.to_thread(
-                        self._build, build_id, repository_name, repository_url, branch, commit
+                        self._build, build_id, repository_name, repository_url, branch, commit, pull_ref
                     )
                 finally:
                     self._running -= 1
         finally:
             self._active_ids.discard(build_id)
 
-    def _build(self, build_id: str, name: str, url: str, branch: str, commit: str | None) -> BuildResult:
+    def _build(
+        self, build_id: str, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None
+    ) -> BuildResult:
         """The whole build, blocking; runs in a worker thread."""
         started = time.monotonic()
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, name, branch)
@@ -285,7 +290,7 @@ class Executor:
         workspace = self._data_dir / "workspaces" / build_id
         commands_ms = None
         try:
-            result, commands_ms = self._build_in(workspace, build_id, name, url, branch, commit, output)
+            result, commands_ms = self._build_in(workspace, build_id, name, url, branch, commit, pull_ref, output)
         except _BuildError as exc:
             output.write(exc.detail.encode(errors="replace"))
             result = BuildResult("error", None, exc.commit, exc.reason)
@@ -327,9 +332,11 @@ class Executor:
         )
         return dataclasses.replace(result, log_path=log_path)
 
-    def _build_in(self, workspace, build_id, name, url, branch, commit, output) -> tuple[BuildResult, int | None]:
+    def _build_in(
+        self, workspace, build_id, name, url, branch, commit, pull_ref, output
+    ) -> tuple[BuildResult, int | None]:
         try:
-            repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit)
+            repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
             try:
                 shutil.rmtree(workspace, ignore_errors=True)
                 workspace.mkdir(parents=True)

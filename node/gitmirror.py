@@ -47,14 +47,25 @@ class GitMirrors:
         with self._locks_guard:
             return self._locks.setdefault(name, threading.Lock())
 
-    def resolve(self, *, name: str, url: str, branch: str, commit: str | None) -> tuple[git.Repo, str]:
+    def resolve(
+        self, *, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None = None
+    ) -> tuple[git.Repo, str]:
         """Update the mirror of `name` and return it with the commit to build.
 
         The update and the lookup happen under the repository's lock so that
-        concurrent builds never see a half-written mirror.
+        concurrent builds never see a half-written mirror. A pull request's
+        build resolves its forge ref (`refs/pull/<n>/head`, which a mirror
+        fetches with every other ref), and a pinned commit must be that ref's
+        head: what was pushed to the pull request since the client pinned it
+        is a newer build's to build.
         """
         with self._lock(name):
             repo = self._update(name, url)
+            if pull_ref is not None:
+                head = _rev_parse(repo, pull_ref, f"pull request ref not found: {pull_ref}")
+                if commit is not None and _rev_parse(repo, commit, f"commit not found: {commit}") != head:
+                    raise GitError(f"commit {commit} is not the head of {pull_ref} (its head is {head})")
+                return repo, head
             if commit is None:
                 return repo, _rev_parse(repo, f"refs/heads/{branch}", f"branch not found: {branch}")
             resolved = _rev_parse(repo, commit, f"commit not found: {commit}")

@@ -77,6 +77,8 @@ def statement(operation: Operation, result: Result) -> dict | None:
                   "annotations": {"branch": operation.branch}}
     if operation.commit is not None:
         repository["annotations"]["requestedCommit"] = operation.commit
+    if operation.pull_ref is not None:
+        repository["annotations"]["pullRequestRef"] = operation.pull_ref
     configuration = [repository]
     if result.spec is not None:
         configuration.append({"name": result.spec.path, "digest": {"sha256": result.spec.sha256}})

@@ -18,15 +18,37 @@ SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
 # A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
 _IMAGE = re.compile(r"[!-~]{1,255}")
+# The forge's own ref for the head of a pull request (GitHub, Gitea, Forgejo) or of a merge
+# request (GitLab): the one form of a pull request's name that reaches git.
+PULL_REF = re.compile(r"refs/(pull|merge-requests)/([1-9][0-9]{0,9})/head")
 
 
 @struct
 class Operation:
-    """What a client asks the network to build."""
+    """What a client asks the network to build.
+
+    A push names its branch (or tag). A pull request names its forge ref (`pull_ref`,
+    e.g. `refs/pull/12/head`), whose head every node checks is the pinned `commit`,
+    and `branch` is the branch it targets. An operation without `pull_ref` has the wire
+    form operations had before pull requests, so signatures made then still verify.
+    """
 
     repository: str = wire(NAME)
     branch: str = wire(Text(limit=255))
     commit: str | None = wire(Optional(Text()), default=None)
+    pull_ref: str | None = wire(Optional(Text(PULL_REF)), default=None, omit=None, kw_only=True)
+
+    @property
+    def pull_request(self) -> int | None:
+        """The pull (or merge) request's number, for a pull request build."""
+        return None if self.pull_ref is None else pull_request_number(self.pull_ref)
+
+
+def pull_request_number(pull_ref: str) -> int:
+    """The number in a well-formed pull request ref."""
+    found = PULL_REF.fullmatch(pull_ref)
+    assert found is not None, "a pull request ref that was never checked"
+    return int(found.group(2))
 
 
 @struct

@@ -70,6 +70,8 @@ def provenance(
     external: dict = {"repository": operation.repository, "branch": operation.branch}
     if operation.commit is not None:
         external["requestedCommit"] = operation.commit
+    if operation.pull_ref is not None:
+        external["pullRequestRef"] = operation.pull_ref
     if result.spec is not None:
         external["spec"] = {"path": result.spec.path, "sha256": result.spec.sha256}
     build_definition: dict = {"buildType": BUILD_TYPE, "externalParameters": external}

@@ -281,6 +281,11 @@ def encode(value: Any) -> dict:
     return value._write(value)
 
 
+def decode_struct(cls: type, data: Any) -> Any:
+    """Turn a struct's wire form (as `encode` wrote it) back into `cls`, or raise MessageError."""
+    return cls._read(data)
+
+
 def decode(data: Any) -> Any:
     """Turn a parsed JSON frame into a message, or raise MessageError."""
     if not isinstance(data, dict):

@@ -27,6 +27,7 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # speaks without running a helper program; anything else must be a path.
 _URL = re.compile(r"(https?|ssh|git|file)://[^\s]+|[^\s-][^\s]*")
 _HTTP_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+_STATUS_STYLE = re.compile(r"github|gitlab")
 _FULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)+")
 # A bearer token travels in an HTTP header: visible ASCII only, and long
 # enough (e.g. `openssl rand -hex 32`) that guessing it is hopeless.
@@ -154,7 +155,14 @@ class RepositoryConfig:
     full_name: str = ""
     secret: str = ""  # webhook secret: HMAC key (GitHub, Gitea) or token (GitLab)
     build_tags: bool = False  # tag pushes are ignored unless this is set
+    # Pull (merge) requests are built from the forge's ref of their head. One from a
+    # fork waits until someone approves it (`POST /approvals/<id>/approve`) unless this
+    # is set: its code is anyone's.
+    build_forks: bool = False
     status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
+    # The shape of that API: "github" (GitHub, and Gitea/Forgejo, which speak it too) or
+    # "gitlab" (its /projects/:id/statuses/:sha, e.g. status_api https://gitlab.com/api/v4).
+    status_style: str = "github"
     status_token: str = ""  # the forge's API token for commit statuses
     status_context: str = "pbft-ci"  # the name statuses are posted under
     # May this repository's builds reach the network (e.g. to install
@@ -705,7 +713,9 @@ def load_config(
             full_name=reader.get(item, "full_name", where, _matching(_FULL_NAME, "owner/repository name"), ""),
             secret=reader.secret(item, where, "secret"),
             build_tags=reader.get(item, "build_tags", where, _typed(bool), False),
+            build_forks=reader.get(item, "build_forks", where, _typed(bool), False),
             status_api=reader.get(item, "status_api", where, _matching(_HTTP_URL, "http(s) URL"), ""),
+            status_style=reader.get(item, "status_style", where, _matching(_STATUS_STYLE, "status style"), "github"),
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),

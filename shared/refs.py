@@ -1,4 +1,4 @@
-"""Validation of names that reach git from outside: branches, commits, repositories.
+"""Validation of names that reach git from outside: branches, commits, pull request refs, repositories.
 
 A branch name arrives in a webhook body and ends up on a git command line, so
 it is checked here, before any git call, against the rules of
@@ -9,6 +9,8 @@ HEAD), and names are limited to 255 bytes (a ref is also a file name).
 """
 
 import re
+
+from pbft.build import PULL_REF
 
 MAX_BRANCH_BYTES = 255
 
@@ -60,6 +62,12 @@ def check_commit_sha(text: str) -> None:
     """Raise ValueError unless `text` is a full lowercase SHA-1 or SHA-256 object name."""
     if not isinstance(text, str) or not _COMMIT_SHA.fullmatch(text):
         raise ValueError("commit must be 40 or 64 lowercase hex digits")
+
+
+def check_pull_ref(ref: str) -> None:
+    """Raise ValueError unless `ref` is a forge's ref of a pull or merge request's head."""
+    if not isinstance(ref, str) or not PULL_REF.fullmatch(ref):
+        raise ValueError("pull request ref must be refs/pull/<n>/head or refs/merge-requests/<n>/head")
 
 
 def check_repository_name(name: str) -> None:

@@ -298,7 +298,9 @@ def test_the_node_cli_refuses_a_bad_argument_before_starting():
 # --- integration: four real nodes on loopback ------------------------------------
 
 
-async def fake_build(*, build_id, repository_name, repository_url, branch, commit) -> Result:
+async def fake_build(
+    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+) -> Result:
     await asyncio.sleep(0)
     return Result(**(SUCCESS if branch == "master" else FAILURE))
 

@@ -29,7 +29,7 @@ PUBLIC_URL = "https://ci.example.org/pbft"
 
 @dataclasses.dataclass
 class Call:
-    path: str
+    path: str  # as sent, percent-encoding kept
     headers: dict
     body: dict
     at_s: float
@@ -45,7 +45,7 @@ class StatusServer:
         self.base_url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.calls.append(Call(request.path, dict(request.headers), await request.json(), time.monotonic()))
+        self.calls.append(Call(request.raw_path, dict(request.headers), await request.json(), time.monotonic()))
         await asyncio.sleep(self.delay_s)
         sha = request.path.rsplit("/", 1)[-1]
         codes = self.script.get(sha) or [201]

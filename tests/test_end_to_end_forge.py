@@ -21,6 +21,7 @@ import yaml
 from shared.config import load_config
 from tests.test_end_to_end import (
     E2E_MARKS,
+    EXAMPLE_REPO,
     REPO_ROOT,
     branch_commit,
     client,
@@ -45,19 +46,13 @@ def forge_config(tmp_path: Path) -> Path:
     return path
 
 
-def push(base_url: str, commit: str, *, delivery: str, secret: str = SECRET) -> tuple[int, dict]:
-    body = json.dumps({
-        "ref": "refs/heads/master",
-        "before": "0" * 40,
-        "after": commit,
-        "deleted": False,
-        "repository": {"full_name": FULL_NAME, "clone_url": f"https://github.com/{FULL_NAME}.git"},
-        "head_commit": {"id": commit, "message": "test"},
-    }).encode()
+def deliver(base_url: str, event: str, payload: dict, *, delivery: str, secret: str = SECRET) -> tuple[int, dict]:
+    """POST a GitHub delivery of `event`, signed with `secret`."""
+    body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(f"{base_url}/webHook", data=body, method="POST", headers={
         "Content-Type": "application/json",
-        "X-GitHub-Event": "push",
+        "X-GitHub-Event": event,
         "X-GitHub-Delivery": delivery,
         "X-Hub-Signature-256": signature,
     })
@@ -66,6 +61,42 @@ def push(base_url: str, commit: str, *, delivery: str, secret: str = SECRET) -> 
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
+
+
+def push(base_url: str, commit: str, *, delivery: str, secret: str = SECRET) -> tuple[int, dict]:
+    return deliver(base_url, "push", {
+        "ref": "refs/heads/master",
+        "before": "0" * 40,
+        "after": commit,
+        "deleted": False,
+        "repository": {"full_name": FULL_NAME, "clone_url": f"https://github.com/{FULL_NAME}.git"},
+        "head_commit": {"id": commit, "message": "test"},
+    }, delivery=delivery, secret=secret)
+
+
+def pull_request(base_url: str, number: int, head: str, *, source: str = FULL_NAME) -> tuple[int, dict]:
+    """A `pull_request` delivery: `head` pushed to pull request `number` from repository `source`."""
+    repository = {"full_name": FULL_NAME, "clone_url": f"https://github.com/{FULL_NAME}.git"}
+    return deliver(base_url, "pull_request", {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": "topic", "sha": head, "repo": {"full_name": source}},
+            "base": {"ref": "master", "sha": "0" * 40, "repo": repository},
+        },
+        "repository": repository,
+    }, delivery=str(uuid.uuid4()))
+
+
+def settled(status_url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        code, record = http_json("GET", status_url)
+        if code == 200 and record.get("state") != "pending":
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
 
 
 def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(network, tmp_path):
@@ -81,13 +112,8 @@ def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(netw
         assert code == 202, answer
         assert answer["status_url"].endswith(f"/builds/{answer['build_id']}")
 
-        deadline = time.monotonic() + 60
-        while True:
-            code, record = http_json("GET", answer["status_url"])
-            if code == 200 and record.get("state") == "accepted":
-                break
-            assert time.monotonic() < deadline, record
-            time.sleep(0.5)
+        record = settled(answer["status_url"])
+        assert record["state"] == "accepted", record
         assert (record["result"]["status"], record["result"]["commit"]) == ("success", commit), record
 
         again = push(base_url, commit, delivery=delivery)[1]
@@ -122,3 +148,62 @@ def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(netw
     agreed = verdicts[0]["result"]
     assert (agreed["status"], agreed["exit_code"], agreed["commit"]) == ("success", 0, commit), agreed
     assert agreed["spec"]["path"] == ".pbft-ci.yml", agreed  # what ran, which every node agreed on too
+
+
+def git(repository: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_pull_requests_build_the_forges_ref_and_a_fork_waits_for_its_approval(network, tmp_path):
+    # A forge's repository: pull requests' heads live only under refs/pull/<n>/head.
+    forge = tmp_path / "forge.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(EXAMPLE_REPO), str(forge)], check=True)
+    heads = {
+        number: git(forge, "commit-tree", "master^{tree}", "-p", "master", "-m", f"pull request {number}")
+        for number in (5, 6)
+    }
+    for number, head in heads.items():
+        git(forge, "update-ref", f"refs/pull/{number}/head", head)
+    assert all(not git(forge, "branch", "--contains", head) for head in heads.values())
+    config_path = forge_config(tmp_path)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"][0]["url"] = str(forge)
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path))
+    config = load_config(config_path)
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        code, answer = pull_request(base_url, 5, heads[5])
+        assert code == 202 and "build_id" in answer, answer
+        record = settled(answer["status_url"])
+        assert (record["state"], record["result"]["status"], record["result"]["commit"]) == (
+            "accepted", "success", heads[5]), record
+        assert record["pull_request"] == 5, record
+
+        executed = [node_status(config, node.id)["last_executed"] for node in config.nodes]
+        code, held = pull_request(base_url, 6, heads[6], source="someone/example-fork")
+        assert code == 202 and held["awaiting_approval"] is True, held
+        code, waiting = http_json("GET", f"{base_url}/approvals")
+        assert [(a["approval_id"], a["pull_request"], a["commit"]) for a in waiting["approvals"]] == [
+            (held["approval_id"], 6, heads[6])], waiting
+        # Held means held: after the first build, nothing more reached a node's ledger.
+        assert [node_status(config, node.id)["last_executed"] for node in config.nodes] == executed
+
+        code, approved = http_json("POST", f"{base_url}/approvals/{held['approval_id']}/approve")
+        assert code == 202, approved
+        record = settled(approved["status_url"])
+        assert (record["state"], record["result"]["status"], record["result"]["commit"]) == (
+            "accepted", "success", heads[6]), record
+
+        # A pin the pull request has moved past (its ref now names another head) is refused on every node.
+        code, stale = pull_request(base_url, 5, heads[6])
+        record = settled(stale["status_url"])
+        assert (record["state"], record["result"]["status"]) == ("accepted", "error"), record
+        assert "is not the head of refs/pull/5/head" in record["result"]["reason"], record
+
+    # Every node's ledger holds the pull request's ref in the signed request it ordered.
+    last = max(node_status(config, node.id)["last_executed"] for node in config.nodes)
+    for node in config.nodes:
+        code, ledger = http_json("GET", f"http://{node.host}:{node.port}/builds/{last}")
+        assert code == 200, ledger
+        assert ledger["builds"][0]["operation"]["pull_ref"] == "refs/pull/5/head", ledger

@@ -20,7 +20,9 @@ from pbft.quorum import reply_quorum, winner
 from tests.network import parse_metrics, say_hello, write_network
 
 
-async def fake_build(*, build_id, repository_name, repository_url, branch, commit) -> Result:
+async def fake_build(
+    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+) -> Result:
     await asyncio.sleep(0)
     if branch == "master":
         return Result("success", 0, "a" * 40)

@@ -201,7 +201,9 @@ def test_no_provenance_without_artifacts_or_without_a_builder_id(branch, builder
 # --- real nodes: the driver hands the executor's files to the replica -----------
 
 
-async def build_with_artifacts(*, build_id, repository_name, repository_url, branch, commit) -> Result:
+async def build_with_artifacts(
+    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+) -> Result:
     """What the executor returns for a build whose spec declares artifacts: the files stay on the node."""
     return BuildResult("success", 0, COMMIT, spec=SPEC, artifacts=BUILT.artifacts,
                        artifact_files=tuple(sorted(FILES.items())))

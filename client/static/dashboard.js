@@ -149,6 +149,12 @@ function elapsed(build) {
   return Number.isNaN(started) ? "" : "running " + seconds(Math.max(0, Date.now() - started));
 }
 
+// A pull request's build shows its number next to the branch it targets.
+function pullRequest(build) {
+  return build.pull_request ? el("span", { class: "muted", "data-field": "pull_request" }, " ← #" + build.pull_request)
+    : null;
+}
+
 function verdictCell(build) {
   if (build.result) {
     return el("td", { class: "status-" + build.result.status, title: build.result.reason || null },
@@ -178,7 +184,7 @@ function showBuilds(main) {
       el("td", {}, buildLink(build.build_id, build.build_id)),
       el("td", {}, new Date(build.submitted_at).toLocaleString()),
       el("td", {}, build.repository),
-      el("td", { "data-field": "branch" }, build.branch),
+      el("td", { "data-field": "branch" }, build.branch, pullRequest(build)),
       el("td", {}, el("code", { title: (build.result && build.result.commit) || build.commit_requested || null },
         short((build.result && build.result.commit) || build.commit_requested))),
       el("td", { class: "state-" + build.state, "data-field": "state" }, build.state),
@@ -219,6 +225,7 @@ function summary(record) {
   const rows = [
     ["Repository", record.repository],
     ["Branch", record.branch],
+    ["Pull request", record.pull_request ? "#" + record.pull_request + ", its head built" : null],
     ["Commit requested", record.commit_requested || "the branch's head"],
     ["Submitted", new Date(record.submitted_at).toLocaleString()],
     ["State", record.state],

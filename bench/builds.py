@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.stats import alternating, load_average, ratio, summarize
 from shared.config import NetworkConfig, load_config
-from tests.network import write_network
+from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {
@@ -39,7 +39,7 @@ BUILD_END = re.compile(r"build end id=(\S+) .* duration_ms=(\d+) commands_ms=(\d
 @contextmanager
 def running_network(config_path: Path, config: NetworkConfig, root: Path):
     """./startNetwork.sh and ./scripts/startClient.sh on `config_path`; yields the client's URL."""
-    from tests.test_end_to_end import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
+    from tests.e2e.example_network import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
 
     started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
     if started.returncode != 0:
@@ -57,7 +57,7 @@ def running_network(config_path: Path, config: NetworkConfig, root: Path):
 
 def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
     """The README's webhook call for `branch`; its verdict must be the branch's known one."""
-    from tests.test_end_to_end import http_json
+    from tests.e2e.example_network import http_json
 
     code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch})
     if code != 200 or (verdict.get("status"), verdict.get("exit_code")) != EXPECTED.get(branch, ("success", 0)):
@@ -68,8 +68,8 @@ def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
 def all_nodes_done(base_url: str, config: NetworkConfig, verdicts: list[dict]) -> None:
     """Wait, after the clock stopped, until every node has finished every build of `verdicts`,
     so that nodes still building do not slow down the next command measured."""
-    from tests.real_project import every_node_log
-    from tests.test_end_to_end import check_certificate
+    from tests.support.real_project import every_node_log
+    from tests.e2e.example_network import check_certificate
 
     for verdict in verdicts:
         check_certificate(base_url, config, verdict)
@@ -86,7 +86,7 @@ def timed_webhook(base_url: str, config: NetworkConfig, branch: str = "master") 
 
 def timed_plain_runs(repository: Path, config: NetworkConfig, root: Path, count: int) -> float:
     """Seconds until `count` plain `git clone && docker run` builds started at once have all passed."""
-    from tests.real_project import plain_build_command
+    from tests.support.real_project import plain_build_command
 
     def one(index: int) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(dir=root, prefix=f"plain-{index}-") as scratch:
@@ -170,7 +170,7 @@ def build(args) -> dict:
 
 
 def real_project(args) -> dict:
-    from tests.real_project import (
+    from tests.support.real_project import (
         BUILD_IMAGE_SCRIPT,
         IMAGE,
         PROJECT,

@@ -30,7 +30,7 @@ from client.records import BuildRecords, records_path
 from client.service import ClientService, Verdict
 from shared.config import NetworkConfig, load_config
 from pbft.build import Operation
-from tests.network import parse_metrics, write_network
+from tests.support.network import parse_metrics, write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0

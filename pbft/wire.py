@@ -20,7 +20,7 @@ that value, and read as it when absent: fields added after signatures were
 first made (attestation signatures, a result's spec) leave the bytes of
 earlier messages as they were. Key order on the wire is the declaration
 order; signatures are over the canonical form (`pbft.encoding`), so only
-stored and recorded frames see it (tests/test_recorded_frames.py).
+stored and recorded frames see it (tests/core/test_recorded_frames.py).
 """
 
 from __future__ import annotations

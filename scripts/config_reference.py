@@ -6,7 +6,7 @@
 Every setting of a network's YAML, with its type, its default and the comment
 the code gives it, section by section, in the order the dataclasses declare
 them; the protocol section's replica settings come from pbft.slot.ReplicaSettings,
-where they are defined. tests/test_docs.py runs --check, so the page cannot drift.
+where they are defined. tests/project/test_docs.py runs --check, so the page cannot drift.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ else
     step "build image" scripts/build-image.sh
 fi
 
-# --- The Debian image real Python projects build in (tests/real_project.py).
+# --- The Debian image real Python projects build in (tests/support/real_project.py).
 # Only for the tests (scripts/test.sh sets PBFT_CI_TEST_IMAGES=1): the example
 # network does not need it, and debootstrap takes minutes. It needs root;
 # without it, say what to run and go on.
@@ -160,7 +160,7 @@ else
 fi
 
 # --- A headless browser for the dashboard's browser test
-# (tests/test_end_to_end_dashboard.py), for the tests only like the Debian
+# (tests/e2e/test_end_to_end_dashboard.py), for the tests only like the Debian
 # image: Debian's chromium and its chromedriver, so that selenium never
 # downloads a browser or a driver. Without root, say what to install and go on
 # (the test skips itself without them).

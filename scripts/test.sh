@@ -4,9 +4,9 @@
 # Sets the machine up first (scripts/setup.sh: packages, Docker engine, build
 # images including the Debian one only the tests use, keys, example
 # repository), then runs pytest from the repository root in .venv. The exit
-# code is pytest's. Arguments go to pytest, e.g. `scripts/test.sh -m "not e2e"`
-# or `scripts/test.sh tests/test_end_to_end.py`; pytest's own help is
-# `scripts/test.sh --help`, after this text.
+# code is pytest's. Arguments go to pytest, e.g. `scripts/test.sh -m core` (a
+# layer: core simulation shared node client e2e project; docs/testing.md) or
+# `scripts/test.sh tests/e2e/test_end_to_end.py`; pytest's help follows this.
 set -euo pipefail
 case "${1:-}" in
     -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;

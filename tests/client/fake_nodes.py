@@ -1,0 +1,203 @@
+"""Fake nodes for the client's tests, over real loopback sockets with real signatures.
+
+The fake nodes stand in for a PBFT network: each serves `/client` over a
+WebSocket, checks the client's signatures, and once the "primary" has the
+request, every non-silent node sends its signed reply on the connections
+on which the client said HELLO over that connection's challenge (the wire
+protocol's rule). A backup that receives a request while the primary is
+silent stands for a completed view change: the next non-silent node becomes
+primary and the replies carry the new view. Nodes can be honest, lying, forging or silent."""
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+
+import yaml
+from aiohttp import web
+
+from client.app import make_app
+from pbft.attestation import Signed
+from pbft.build import Result
+from pbft.handshake import Challenge, Hello
+from pbft.messages import Reply, Request, decode, encode, signed
+from shared.config import NetworkConfig, load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
+
+F = 1
+N = 3 * F + 1
+CLIENT = "ci"
+RETRANSMIT_S = 0.3
+
+
+def honest_result(branch: str, node_id: int = 0) -> Result:
+    """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
+    "artifacts-random…" different bytes on each node (a build that is not reproducible)."""
+    if branch == "missing":
+        return Result("error", None, None, f"branch {branch} not found")
+    commit = hashlib.sha1(branch.encode()).hexdigest()
+    if branch.startswith("fail"):
+        return Result("failure", 1, commit)
+    if branch.startswith("artifacts"):
+        seed = f"{branch}/{node_id}" if branch.startswith("artifacts-random") else branch
+        return Result("success", 0, commit, artifacts="sha256:" + hashlib.sha256(seed.encode()).hexdigest())
+    return Result("success", 0, commit)
+
+
+class FakeCluster:
+    def __init__(self) -> None:
+        self.node_keys = [generate_private_key() for _ in range(N)]
+        self.client_key = generate_private_key()
+        public = {i: key.public_key() for i, key in enumerate(self.node_keys)}
+        clients = {CLIENT: self.client_key.public_key()}
+        self.auths = [Ed25519Authenticator(key, public, clients) for key in self.node_keys]
+        self.verifier = Ed25519Authenticator(None, public, clients)
+        self.behaviour = {i: "honest" for i in range(N)}
+        self.delay_s = {i: 0.0 for i in range(N)}
+        self.view = 0
+        self.received: dict[int, list[int]] = {i: [] for i in range(N)}
+        self.first_arrival_s: dict[tuple[int, int], float] = {}
+        self.committed: dict[int, tuple[int, Request]] = {}
+        self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
+        self._tasks: set[asyncio.Task] = set()
+        self.config: NetworkConfig | None = None  # set once the servers' ports are known
+
+    def app(self, node_id: int) -> web.Application:
+        async def client_socket(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            challenge = secrets.token_hex(32)
+            await ws.send_str(json.dumps(encode(Challenge(challenge))))
+            try:
+                async for frame in ws:
+                    self.on_frame(node_id, ws, challenge, frame.data)
+            finally:
+                self.registered[node_id].discard(ws)
+            return ws
+
+        async def close_sockets(app: web.Application) -> None:
+            for ws in list(self.registered[node_id]):
+                await ws.close()
+
+        app = web.Application()
+        app.router.add_get("/client", client_socket)
+        app.on_shutdown.append(close_sockets)
+        return app
+
+    def on_frame(self, node_id: int, ws: web.WebSocketResponse, challenge: str, text: str) -> None:
+        message = decode(json.loads(text))
+        assert self.verifier.verify_client(message.client, message.payload(), message.sig)
+        if isinstance(message, Hello):
+            assert message.node == node_id and message.challenge == challenge
+            self.registered[node_id].add(ws)
+        else:
+            assert isinstance(message, Request)
+            self.on_request(node_id, message)
+
+    def on_request(self, node_id: int, request: Request) -> None:
+        self.received[node_id].append(request.timestamp)
+        self.first_arrival_s.setdefault((node_id, request.timestamp), time.monotonic())
+        if self.behaviour[node_id] == "silent":
+            return
+        if request.timestamp in self.committed:
+            self._reply(node_id, request.timestamp)
+            return
+        while self.behaviour[self.view % N] == "silent":
+            self.view += 1
+        self.committed[request.timestamp] = (self.view, request)
+        for sender in range(N):
+            self._reply(sender, request.timestamp)
+
+    def _reply(self, node_id: int, timestamp: int) -> None:
+        behaviour = self.behaviour[node_id]
+        if behaviour == "silent":
+            return
+        view, request = self.committed[timestamp]
+        result = honest_result(request.operation.branch, node_id)
+        if behaviour in ("liar", "forger"):
+            result = Result("success", 0, "f" * 40)
+        senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]
+        auth = self.auths[node_id]
+        # Signed as a replica signs (pbft.replica): the statement's PAE and the link.
+        attestation = Signed(request.operation, result)
+        sigs = (auth.sign_bytes(attestation.pae()), auth.sign_bytes(attestation.link_bytes())) if attestation.exists \
+            else ("", "")
+        if behaviour == "bad-attestation":
+            sigs = (auth.sign_bytes(b"something else"), sigs[1])
+        frames = [
+            json.dumps(encode(signed(
+                Reply(view, timestamp, request.client, sender, result, statement_sig=sigs[0], link_sig=sigs[1]),
+                auth.sign,
+            )))
+            for sender in senders
+        ]
+        sockets = list(self.registered[node_id])
+        task = asyncio.create_task(self._send(self.delay_s[node_id], sockets, frames))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _send(delay_s: float, sockets, frames) -> None:
+        await asyncio.sleep(delay_s)
+        for ws in sockets:
+            for frame in frames:
+                if not ws.closed:
+                    await ws.send_str(frame)
+
+
+def configure(
+    cluster: FakeCluster, ports: list[int], tmp_path, repositories: dict[str, str], build: dict | None = None
+) -> None:
+    """Write the client's network config for fake nodes listening on `ports`; set `cluster.config`.
+
+    `build` adds to the network's build settings.
+    """
+    keys_dir = tmp_path / "keys"
+    save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
+    config = {
+        "f": F,
+        "nodes": [
+            {"id": i, "host": "127.0.0.1", "port": port, "public_key": public_key_hex(cluster.node_keys[i])}
+            for i, port in enumerate(ports)
+        ],
+        # Loopback only, so plain calls may go without a bearer token (tests/test_client_access.py has the token).
+        "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
+                     "plain_without_token": True}],
+        "repositories": [{"name": name, "url": url} for name, url in repositories.items()],
+        "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
+        # Builds never run here (the nodes are fakes), but a build must fit the deadline.
+        "build": {"timeout_s": 5.0, **(build or {})},
+        "keys_dir": str(keys_dir),
+        "data_dir": str(tmp_path / "data"),
+        "log_dir": str(tmp_path / "log"),
+    }
+    (tmp_path / "network.yaml").write_text(yaml.safe_dump(config))
+    cluster.config = load_config(tmp_path / "network.yaml")
+
+
+async def serve_fake_nodes(aiohttp_server, cluster: FakeCluster, add_routes, tmp_path, **settings) -> list:
+    """Serve each fake node's client socket and the routes `add_routes(app, node_id)` adds to
+    it, and write the config for repository `example` (`settings` as `configure` takes them)."""
+    apps = []
+    for node_id in range(N):
+        app = cluster.app(node_id)
+        add_routes(app, node_id)
+        apps.append(app)
+    servers = [await aiohttp_server(app) for app in apps]
+    configure(cluster, [server.port for server in servers], tmp_path, {"example": str(tmp_path / "repo")}, **settings)
+    return servers
+
+
+async def start_client(aiohttp_client, cluster, **kwargs):
+    """The client app, once every node has its HELLO (as a network would after start-up)."""
+    client = await aiohttp_client(make_app(cluster.config, CLIENT, **kwargs))
+    async with asyncio.timeout(5):
+        while not all(cluster.registered.values()):
+            await asyncio.sleep(0.01)
+    return client
+
+
+async def post(client, body):
+    response = await client.post("/webHook", json=body)
+    return response.status, await response.json()

@@ -1,0 +1,42 @@
+"""A forge's commit status API on loopback that records every call and answers as scripted."""
+
+import asyncio
+import dataclasses
+import time
+
+from aiohttp import web
+
+TOKEN = "ghp_not-a-real-token-0123456789"
+
+
+@dataclasses.dataclass
+class Call:
+    path: str  # as sent, percent-encoding kept
+    headers: dict
+    body: dict
+    at_s: float
+
+
+class StatusServer:
+    """Answers each POST with the next scripted HTTP status for its sha (201 when none is left)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.script: dict[str, list[int]] = {}
+        self.delay_s = 0.0
+        self.base_url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append(Call(request.raw_path, dict(request.headers), await request.json(), time.monotonic()))
+        await asyncio.sleep(self.delay_s)
+        sha = request.path.rsplit("/", 1)[-1]
+        codes = self.script.get(sha) or [201]
+        return web.json_response({}, status=codes.pop(0) if len(codes) > 1 else codes[0])
+
+    def calls_for(self, sha: str) -> list[Call]:
+        return [call for call in self.calls if call.path.endswith("/" + sha)]
+
+    async def wait_for_calls(self, count: int, timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.calls) < count:
+                await asyncio.sleep(0.01)

@@ -1,0 +1,169 @@
+"""Messages a replica must refuse (OSDI'99 §4.2 acceptance rules), each with its reason."""
+
+from dataclasses import replace
+
+from pbft.build import Operation
+from pbft.messages import Checkpoint, Commit, PrePrepare, Prepare, Request, batch_digest, signed
+from tests.support.cluster import Cluster, authenticator, keys
+
+
+def preprepare_for(cluster, request, *, view=0, seq=1, sender=0, digest=None):
+    batch = (request,)
+    message = PrePrepare(view, seq, digest or batch_digest(batch), sender, batch)
+    return signed(message, cluster.replicas[sender].auth.sign)
+
+
+def test_a_preprepare_with_a_bad_signature_is_refused():
+    cluster = Cluster()
+    message = preprepare_for(cluster, cluster.request())
+    tampered = replace(message, sig=("0" if message.sig[0] != "0" else "1") + message.sig[1:])
+    assert cluster.deliver_to(1, tampered) == "ignore_preprepare_bad_signature"
+    assert cluster.replicas[1].slots == {}
+    assert list(cluster.network) == []
+
+
+def test_a_preprepare_from_a_backup_is_refused():
+    cluster = Cluster()
+    message = preprepare_for(cluster, cluster.request(), sender=2)
+    assert cluster.deliver_to(1, message) == "ignore_preprepare_not_from_primary"
+
+
+def test_a_forged_sender_is_refused():
+    cluster = Cluster()
+    good = preprepare_for(cluster, cluster.request())
+    cluster.deliver_to(1, good)
+    # Node 3 signs a prepare that claims to come from node 2.
+    forged = signed(Prepare(0, 1, good.digest, 2), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, forged) == "ignore_prepare_bad_signature"
+    assert 2 not in cluster.replicas[1].slots[1].prepares
+    forged_commit = signed(Commit(0, 1, good.digest, 2), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, forged_commit) == "ignore_commit_bad_signature"
+
+
+def test_a_vote_from_an_unknown_node_is_refused():
+    cluster = Cluster()
+    vote = signed(Prepare(0, 1, "a" * 64, 7), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, vote) == "ignore_prepare_unknown_sender"
+
+
+def test_a_preprepare_whose_digest_is_not_its_batch_is_refused():
+    cluster = Cluster()
+    message = preprepare_for(cluster, cluster.request("master"), digest="f" * 64)
+    assert cluster.deliver_to(1, message) == "ignore_preprepare_wrong_digest"
+    assert cluster.replicas[1].slots == {}
+
+
+def test_a_request_signed_by_nobody_we_know_is_refused():
+    cluster = Cluster()
+    _, client_key = keys(4)
+    stranger = authenticator(cluster.node_keys, client_key, cluster.node_keys[3])  # signs with a node key
+    forged = signed(Request("client", 1, Operation("example", "master")), stranger.sign)
+    assert cluster.deliver_to(0, forged) == "ignore_request_bad_signature"
+    assert cluster.deliver_to(1, preprepare_for(cluster, forged)) == "ignore_preprepare_bad_request_signature"
+    unknown = replace(cluster.request(), client="mallory")
+    assert cluster.deliver_to(0, unknown) == "ignore_request_bad_signature"
+
+
+def test_a_conflicting_preprepare_for_the_same_view_and_sequence_is_refused():
+    cluster = Cluster()
+    first = preprepare_for(cluster, cluster.request("master"))
+    second = preprepare_for(cluster, cluster.request("feature"))
+    assert cluster.deliver_to(1, first) is None
+    assert cluster.deliver_to(1, second) == "ignore_preprepare_conflicting_digest"
+    assert cluster.replicas[1].slots[1].preprepare == first
+
+
+def test_sequence_numbers_outside_the_watermarks_are_refused_or_kept_for_the_next_window():
+    cluster = Cluster(settings={"log_window": 4, "checkpoint_interval": 2})
+    request = cluster.request()
+    assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=0)) == "ignore_preprepare_out_of_window"
+    vote = signed(Prepare(0, 9, "a" * 64, 2), cluster.replicas[2].auth.sign)
+    assert cluster.deliver_to(1, vote) == "ignore_prepare_out_of_window"  # beyond H + L
+    # Beyond H but within the next window: kept, not used, until a checkpoint moves the window.
+    above = preprepare_for(cluster, request, seq=5)
+    assert cluster.deliver_to(1, above) is None
+    replica = cluster.replicas[1]
+    assert 5 not in replica.slots and replica.buffered(replica.future) == [above]
+    assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=4)) is None
+
+
+def test_a_prepare_from_the_primary_is_refused():
+    cluster = Cluster()
+    vote = signed(Prepare(0, 1, "a" * 64, 0), cluster.replicas[0].auth.sign)
+    assert cluster.deliver_to(1, vote) == "ignore_prepare_from_primary"
+
+
+def test_a_sender_cannot_change_its_vote():
+    cluster = Cluster()
+    first = signed(Prepare(0, 1, "a" * 64, 2), cluster.replicas[2].auth.sign)
+    second = signed(Prepare(0, 1, "b" * 64, 2), cluster.replicas[2].auth.sign)
+    assert cluster.deliver_to(1, first) is None
+    assert cluster.deliver_to(1, second) == "ignore_prepare_sender_changed_digest"
+    assert cluster.replicas[1].slots[1].prepares == {2: first}
+
+
+def test_messages_of_a_future_view_are_buffered_not_applied():
+    # 16 per sender at n = 4: a share of max_buffered, and a window's PREPAREs and COMMITs.
+    cluster = Cluster(settings={"max_buffered": 64, "checkpoint_interval": 4, "log_window": 8})
+    node1 = cluster.replicas[1]
+    other = signed(Prepare(1, 1, "a" * 64, 3), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, other) is None
+    # Node 0 is the primary of view 0 but a backup in view 1: its votes for view 1 are valid and
+    # buffered, up to one window beyond H.
+    flood = [signed(kind(1, seq, "a" * 64, 0), cluster.replicas[0].auth.sign)
+             for kind in (Prepare, Commit) for seq in range(1, 17)] * 2
+    for vote in flood:
+        assert cluster.deliver_to(1, vote) is None
+    assert node1.slots == {}
+    # Bounded per sender: node 0's oldest made room for its newest, and node 3's stayed.
+    assert node1.buffered(node1.future) == flood[-16:] + [other]
+
+
+def test_a_replayed_request_is_built_once_and_answered_from_the_stored_reply():
+    cluster = Cluster()
+    request = cluster.request("feature")
+    cluster.deliver_to(0, request)
+    cluster.run()
+    replies_before = len(cluster.replies)
+    for node in range(4):
+        cluster.deliver_to(node, request)
+    cluster.run()
+    assert all(len(cluster.builds(node)) == 1 for node in range(4))
+    resent = cluster.replies[replies_before:]
+    assert sorted(reply.sender for reply in resent) == [0, 1, 2, 3]
+    assert all(reply.result.exit_code == 3 for reply in resent)
+
+
+def test_a_request_ordered_twice_by_the_primary_is_built_once():
+    cluster = Cluster()
+    request = cluster.request()
+    for seq in (1, 2):
+        message = preprepare_for(cluster, request, seq=seq)
+        for node in (1, 2, 3):
+            cluster.deliver_to(node, message)
+    cluster.run()
+    for node in (1, 2, 3):
+        assert cluster.executed_seqs(node) == [1, 2]
+        assert [len(effect.requests) for effect in cluster.executed[node]] == [1, 0]
+
+
+def test_checkpoints_with_bad_signatures_or_off_interval_are_refused():
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4})
+    forged = signed(Checkpoint(2, "a" * 64, 2), cluster.replicas[3].auth.sign)
+    assert cluster.deliver_to(1, forged) == "ignore_checkpoint_bad_signature"
+    odd = signed(Checkpoint(3, "a" * 64, 2), cluster.replicas[2].auth.sign)
+    assert cluster.deliver_to(1, odd) == "ignore_checkpoint_not_at_interval"
+    # Two matching checkpoints from others do not make a state stable that this node has not reached.
+    for sender in (2, 3):
+        vote = signed(Checkpoint(2, "a" * 64, sender), cluster.replicas[sender].auth.sign)
+        assert cluster.deliver_to(1, vote) is None
+    assert cluster.replicas[1].low_watermark == 0
+
+
+def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():
+    cluster = Cluster(settings={"max_open_per_client": 2})
+    cluster.crashed.add(0)  # nothing executes: every request stays open at the backup
+    first, second, third = (cluster.request() for _ in range(3))
+    assert cluster.deliver_to(1, first) is None and cluster.deliver_to(1, second) is None
+    assert cluster.deliver_to(1, third) == "ignore_request_client_has_too_many_open"
+    assert set(cluster.replicas[1].clients.waiting) == {first.key, second.key}

@@ -1,0 +1,333 @@
+"""The example network run with the README's own scripts: starting and stopping it, its client,
+webhooks, certificates, node status and logs, and copies of its config with a data directory
+of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from pbft.encoding import canonical
+from pbft.messages import Reply, decode
+from shared.config import NetworkConfig
+from shared.crypto import parse_public_key, verify_bytes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = REPO_ROOT / "example-config" / "network.yaml"
+EXAMPLE_REPO = REPO_ROOT / "data" / "example-repo"
+PID_FILE = REPO_ROOT / "run" / "network.pids"
+LOG_DIR = REPO_ROOT / "log"
+
+# A webhook waits for a git fetch and a container on every node; the first
+# build of a fresh node also clones its mirror.
+WEBHOOK_TIMEOUT_S = 120
+# startNetwork.sh runs the set-up first, which on a fresh machine installs
+# packages and the Docker engine.
+START_TIMEOUT_S = 900
+CLIENT_START_TIMEOUT_S = 30
+FEATURE_EXIT_CODE = 3  # example-config/project-feature makes test.sh exit with 3
+
+
+def _docker_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], check=False, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        not _docker_answers(),
+        reason="no Docker engine answers `docker info` (scripts/setup.sh installs and starts one as root on Debian)",
+    ),
+]
+
+
+def run_script(*command: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+    return f"{' '.join(result.args)} exited {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+
+
+def running_node(pid: int) -> bool:
+    """True when `pid` is alive and runs a node (a zombie's command line is empty)."""
+    try:
+        return b"node/index.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def network_pids() -> dict[int, int]:
+    """Node id → pid, from the pid file startNetwork.sh writes."""
+    pids = {}
+    for line in PID_FILE.read_text().splitlines():
+        pid, node_id, _config = line.split(" ", 2)
+        pids[int(node_id)] = int(pid)
+    return pids
+
+
+def remove_builds_under(directory: Path) -> None:
+    """Remove the build containers and workspace volumes of nodes whose data lives under
+    `directory`: a node a test killed with `kill -9` and never started again left them."""
+    remove_builds(lambda data_dir: data_dir.is_relative_to(directory))
+
+
+def remove_builds(of_data_dir: Callable[[Path], bool]) -> None:
+    """Remove the build containers, then the volumes, of nodes whose data directory passes `of_data_dir`."""
+    engine = docker.from_env()
+    label = {"label": "pbft-ci.data"}
+    try:
+        # Other nodes' finished builds may be removed while this lists them: those are gone already.
+        for container in engine.containers.list(all=True, filters=label, ignore_removed=True):  # before their volumes
+            if of_data_dir(Path(container.labels["pbft-ci.data"])):
+                container.remove(force=True)
+        for volume in engine.volumes.list(filters=label):
+            if of_data_dir(Path(volume.attrs["Labels"]["pbft-ci.data"])):
+                volume.remove(force=True)
+    finally:
+        engine.close()
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def client(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[str]:
+    """Run ./scripts/startClient.sh ARGS in the background; yield the webhook URL."""
+    host, port = config.clients[0].host, config.clients[0].port
+    assert not port_open(host, port), f"something already listens on {host}:{port}; a client left running?"
+    with log_path.open("wb") as output:
+        # Its own process group, so the signal reaches whatever the script runs.
+        process = subprocess.Popen(
+            ["./scripts/startClient.sh", *args],
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + CLIENT_START_TIMEOUT_S
+        while not port_open(host, port):
+            assert process.poll() is None, f"the client exited with {process.returncode}:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"the client did not listen on {port}:\n{log_path.read_text()}"
+            time.sleep(0.1)
+        yield f"http://{host}:{port}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def http_json(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    # No Content-Type of our own: urllib then sends the one `curl -d` sends
+    # (application/x-www-form-urlencoded), so this is the README's curl call.
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def branch_commit(branch: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(EXAMPLE_REPO), "rev-parse", f"refs/heads/{branch}"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def check_certificate(base_url: str, config: NetworkConfig, verdict: dict) -> list[Reply]:
+    """Check offline, with the public keys only, that f+1 distinct nodes signed the verdict."""
+    code, record = http_json("GET", f"{base_url}/builds/{verdict['build_id']}")
+    assert code == 200, record
+    replies = [decode(wire) for wire in record["replies"]]
+    agreed = {"status": verdict["status"], "exit_code": verdict["exit_code"], "commit": verdict["commit"]}
+    signers = set()
+    for reply in replies:
+        assert isinstance(reply, Reply), reply
+        key = parse_public_key(config.node(reply.sender).public_key)
+        # The agreed result also names the spec a build ran; the verdict's answer does not.
+        if verify_bytes(key, canonical(reply.payload()), reply.sig) and reply.result.agreed_key()[:3] == tuple(
+            agreed.values()
+        ):
+            signers.add(reply.sender)
+    assert len(signers) >= config.f + 1, f"only {sorted(signers)} signed {agreed}: {record}"
+    assert set(verdict["agreed_by"]) <= signers, (verdict["agreed_by"], sorted(signers))
+    return replies
+
+
+def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
+    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch})
+    assert code == 200, (branch, code, verdict)
+    assert {"status", "exit_code", "commit", "agreed_by", "build_id", "elapsed_ms"} <= verdict.keys(), verdict
+    assert len(set(verdict["agreed_by"])) >= config.f + 1, verdict
+    check_certificate(base_url, config, verdict)
+    return verdict
+
+
+def check_three_verdicts(base_url: str, config: NetworkConfig) -> list[dict]:
+    """master passes, feature fails with the test's exit code, a missing branch is an error."""
+    master = webhook(base_url, config, "master")
+    assert (master["status"], master["exit_code"]) == ("success", 0), master
+    assert master["commit"] == branch_commit("master"), master
+
+    feature = webhook(base_url, config, "feature")
+    assert (feature["status"], feature["exit_code"]) == ("failure", FEATURE_EXIT_CODE), feature
+    assert feature["commit"] == branch_commit("feature"), feature
+
+    missing = webhook(base_url, config, "no-such-branch")
+    assert missing["status"] == "error", missing
+    assert missing.get("reason"), missing
+    return [master, feature, missing]
+
+
+def node_status(config: NetworkConfig, node_id: int) -> dict:
+    node = config.node(node_id)
+    with urllib.request.urlopen(f"http://{node.host}:{node.port}/status", timeout=5) as response:
+        return json.load(response)
+
+
+def log_offsets() -> dict[str, int]:
+    """Current sizes of the logs, so a test reads only what it caused."""
+    names = [f"node-{i}.log" for i in range(4)] + ["client.log"]
+    return {name: (LOG_DIR / name).stat().st_size if (LOG_DIR / name).exists() else 0 for name in names}
+
+
+def new_log_text(name: str, offsets: dict[str, int]) -> str:
+    path = LOG_DIR / name
+    assert path.exists(), f"{path} does not exist"
+    with path.open("rb") as log:
+        log.seek(offsets.get(name, 0))
+        return log.read().decode(errors="replace")
+
+
+def check_logs(offsets: dict[str, int], started_at: float) -> None:
+    for node_id in range(4):
+        text = new_log_text(f"node-{node_id}.log", offsets)
+        assert re.search(rf"node={node_id} view=\d+ seq=\d+ phase=\S+ digest=[0-9a-f]+", text), text[-2000:]
+        assert re.search(r"build .*status=\w+ exit_code=", text), text[-2000:]
+    text = new_log_text("client.log", offsets)
+    assert re.search(r"submitted build \d+", text), text[-2000:]
+    assert re.search(r"accepted build \d+: .*status=\w+", text), text[-2000:]
+    outputs = [path for path in LOG_DIR.glob("build-*.log") if path.stat().st_mtime >= started_at]
+    assert outputs, f"no build output file written under {LOG_DIR}"
+    assert any(path.stat().st_size > 0 for path in outputs), outputs
+
+
+def liar_config(tmp_path: Path) -> Path:
+    """The example config with byzantine switches allowed, every path made absolute."""
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    here = EXAMPLE_CONFIG.parent
+    data["allow_byzantine"] = True
+    for key in ("keys_dir", "data_dir", "log_dir"):
+        data[key] = str((here / data[key]).resolve())
+    for entry in data["nodes"] + data["clients"]:
+        entry["public_key_file"] = str((here / entry["public_key_file"]).resolve())
+    for repository in data["repositories"]:
+        repository["url"] = str((here / repository["url"]).resolve())
+    path = tmp_path / "network.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+EXECUTE_LINE = re.compile(r"node=(\d+) view=\d+ seq=(\d+) phase=execute digest=([0-9a-f]+)")
+
+
+def wait_for_statuses(config: NetworkConfig, nodes, done, timeout_s: float = 30) -> dict[int, dict]:
+    """Statuses of `nodes` once `done` holds for each (nodes finish a step at slightly different times)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = {node_id: node_status(config, node_id) for node_id in nodes}
+        if all(done(s) for s in statuses.values()) or time.monotonic() >= deadline:
+            return statuses
+        time.sleep(0.2)
+
+
+def example_copy(tmp_path: Path, *, allow_byzantine: bool) -> Path:
+    """The example network with a data directory of its own.
+
+    Nodes keep their protocol state across restarts, so the example's own
+    data directory may hold any view another run left behind; a fresh one
+    starts in view 0 with node 0 as the primary. Keys, ports, logs and the
+    example repository stay the example's.
+    """
+    path = liar_config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["data_dir"] = str(tmp_path / "data")
+    data["allow_byzantine"] = allow_byzantine
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def expect(verdict: dict, branch: str) -> None:
+    if branch == "master":
+        assert (verdict["status"], verdict["exit_code"]) == ("success", 0), verdict
+    else:
+        assert (verdict["status"], verdict["exit_code"]) == ("failure", FEATURE_EXIT_CODE), verdict
+    assert verdict["commit"] == branch_commit(branch), verdict
+
+
+def kill_9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while running_node(pid):
+        assert time.monotonic() < deadline, f"pid {pid} survived SIGKILL"
+        time.sleep(0.05)
+
+
+SLOW_SPEC = "commands:\n  - echo build started\n  - sleep 4\n  - echo build finished\n"
+
+
+def slow_repository(path, spec: str = SLOW_SPEC) -> None:
+    """A one-commit git repository on master whose build is `spec`."""
+    path.mkdir()
+    (path / ".pbft-ci.yml").write_text(spec)
+    for command in (["init", "-q", "-b", "master"], ["add", "."],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "slow build"]):
+        subprocess.run(["git", "-C", str(path), *command], check=True)
+
+
+def followed_events(url: str):
+    """(event, data) pairs of a server-sent event stream, as they arrive."""
+    request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event, data = "message", []
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") or line == "data:":
+                data.append(line[len("data: "):])
+            elif not line:
+                if data or event != "message":
+                    yield event, "\n".join(data)
+                event, data = "message", []

@@ -1,0 +1,143 @@
+"""scripts/bench.py: the statistics it reports, and its --quick run of every scenario (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.stats import alternating, percentile, ratio, summarize
+from bench.targets import targets_table
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_percentile_is_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 0.99) == 5.0
+    assert percentile(values, 0.2) == 1.0
+    assert percentile(list(range(1, 101)), 0.99) == 99
+
+
+def test_alternating_reverses_the_order_every_other_round():
+    assert list(alternating(["a", "b", "c"], 3)) == [
+        (0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"), (2, "a"), (2, "b"), (2, "c"),
+    ]
+
+
+def test_summary_keeps_every_value_and_the_range():
+    assert summarize([3.0, 1.0, 2.0]) == {"values": [3.0, 1.0, 2.0], "median": 2.0, "min": 1.0, "max": 3.0}
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) is None
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.e2e
+def test_quick_bench_runs_every_scenario(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--json", str(out), "--dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
+    assert list(reports) == [
+        "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
+    ]
+
+    assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
+    for size in reports["consensus"]["results"].values():
+        assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
+        assert size["node_cpu_ms_per_request"] > 0
+        assert size["synced_save_wait_ms_per_request"] > 0
+        # Every request needs at least one quorum of COMMITs checked at every node.
+        assert size["signature_checks_per_request"] >= 2 * size["f"] * (3 * size["f"] + 1)
+        assert size["signature_check_cpu_ms_per_request"] > 0
+    relay = reports["relay"]["results"]["7"]
+    assert relay["all-to-all"]["p50_ms"] > 0 and relay["relayed"]["p50_ms"] > 0 and relay["relayed_over_all_to_all"] > 0
+    assert set(reports["throughput"]["results"]) == {"1", "8", "64", "256"}
+    assert all(rate["median"] > 0 for rate in reports["throughput"]["results"].values())
+    assert all(cpu["nodes"] > 0 and cpu["client"] > 0 for cpu in reports["throughput"]["cpu_ms_per_request"].values())
+    assert reports["idle"]["after_idle_over_warm"] > 0
+    failover = reports["failover"]["results"]
+    # Either way a view change must happen, which takes at least one view-change timeout.
+    timeout_ms = reports["failover"]["view_change_timeout_s"] * 1000
+    assert failover["follows links"]["min"] >= timeout_ms and failover["retransmits only"]["min"] >= timeout_ms
+    assert len(reports["memory"]["results"]) == 4
+    assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())
+    build = reports["build"]
+    assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
+    # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).
+    assert len(build["node_overhead_ms"]["values"]) == 4
+    assert reports["concurrent"]["webhooks"] == 4
+    assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
+    restart = reports["restart"]["results"]
+    assert list(restart) == ["2000", "8000"] and all(size["restart_s"]["median"] > 0 for size in restart.values())
+    # Only the newest max_requests_per_client builds of the client are live after a restart.
+    assert restart["8000"]["builds_kept"] == reports["restart"]["max_requests_per_client"]
+    # The tables went to stdout, one per scenario.
+    for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "restart:", "targets"):
+        assert heading in result.stdout
+
+
+def test_targets_table_says_which_targets_a_run_met():
+    reports = [
+        {"scenario": "consensus", "results": {"4": {"p50_ms": 8.5}, "16": {"p50_ms": 55.0}}},
+        {"scenario": "memory", "max_growth": 0.068},
+        {"scenario": "build", "over_plain_x4": 1.3, "node_overhead_ms": None},
+    ]
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in targets_table(reports, quick=False).splitlines()}
+    assert rows["consensus overhead p50, n = 4"].endswith("| 8.5 | yes |")
+    assert rows["consensus overhead p50, n = 16"].endswith("| 55 | no |")
+    assert rows["node RSS growth, 1,000 -> 10,000 requests"].endswith("| 6.8 | yes |")
+    assert rows["webhook -> verdict / four plain runs at once"].endswith("| 1.3 | no |")
+    assert rows["node overhead per build, p50"].endswith("| n/a | n/a |")
+    assert not any(row.startswith(("| ordered requests/s", "| first request after idle")) for row in rows.values()), (
+        "scenarios not run are left out"
+    )
+    assert "say nothing" in targets_table(reports, quick=True).splitlines()[0]
+    assert targets_table([{"scenario": "durable"}], quick=False) == ""
+
+
+def node_children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "node/index.py"], capture_output=True, text=True)
+    return [int(child) for child in found.stdout.split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_terminated_bench_stops_the_nodes_it_started():
+    bench = subprocess.Popen(
+        [sys.executable, "scripts/bench.py", "consensus", "--quick"], cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    nodes: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(nodes) < 4 and time.monotonic() < deadline and bench.poll() is None:
+            nodes = node_children(bench.pid)
+            time.sleep(0.05)
+        assert len(nodes) == 4, "the bench's first network did not start"
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+        # NodeProcesses.stop waited for each node before the bench exited.
+        assert not [pid for pid in nodes if running(pid)]
+    finally:
+        bench.kill()
+        bench.wait()
+        for pid in nodes:  # only if the bench left them, which the assertion above reports
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)

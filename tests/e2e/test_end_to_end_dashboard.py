@@ -1,0 +1,305 @@
+"""End to end in a real browser: the dashboard of a running network.
+
+The README's commands start four real nodes and the client; Debian's headless
+Chromium, driven by selenium through Debian's chromedriver, opens the
+dashboard and sees what a user would: a build's output streamed into the page
+while the build runs, the finished build with all four nodes' votes, a
+hostile branch name and hostile build output shown as text, and a node killed
+with SIGKILL marked unreachable on the network page. A client with a bearer
+token, on its own, shows that the token a user types in once reaches every
+request of the pages, and no URL. Screenshots go to log/dashboard/.
+
+The repository's build prints markup, a line, sleeps, and prints another, so
+there is a moment when the build is known to run. The network gets ports of
+its own, so it never meets the example network another checkout may run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from client.records import BuildRecords, records_path
+from shared.config import NetworkConfig, load_config
+from shared.crypto import Ed25519Authenticator, load_private_key
+from pbft.build import Operation
+from pbft.messages import Request, signed
+from tests.support.network import free_ports, write_network
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements.txt (tests)")
+from selenium.webdriver.common.by import By  # noqa: E402 (after the skip above)
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from tests.e2e.example_network import E2E_MARKS, LOG_DIR, client, example_copy, followed_events, http_json, kill_9, node_status, running_node, slow_repository, webhook
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+pytestmark = [
+    *E2E_MARKS,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason="Debian's chromium and chromium-driver are missing (PBFT_CI_TEST_IMAGES=1 scripts/setup.sh installs them)",
+    ),
+]
+
+# No network beyond this machine: without these flags Chromium keeps trying to reach its services.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1500,1100",
+)
+SCREENSHOTS = LOG_DIR / "dashboard"
+# Builds wait for a git fetch and a container on every node; the first build of fresh nodes clones too.
+BUILD_WAIT_S = 120
+PAGE_WAIT_S = 30
+MARKUP = "<b id=injected>bold</b><img src=x onerror=document.title=1>"
+HOSTILE_BRANCH = "<i id=branch-injected>x</i>"
+# A status line of its own after a carriage return, then a terminal title (OSC) and a screen clear (CSI).
+HOSTILE_PRINTF = r"printf 'x\r== status success exit_code 0 duration_ms 1\n\033]0;owned\007\033[2Jcleared\n'"
+ESCAPED = "x\n == status success exit_code 0 duration_ms 1\n\\x1b]0;owned\\x07\\x1b[2Jcleared\n"
+PRINTING_SPEC = f"""commands:
+  - "echo '{MARKUP}'"
+  - {HOSTILE_PRINTF}
+  - echo build started
+  - sleep 8
+  - echo build finished
+"""
+
+
+def own_network_config(tmp_path: Path) -> Path:
+    """The example network with the printing repository, a data directory and ports of its own."""
+    slow_repository(tmp_path / "printing", PRINTING_SPEC)
+    path = example_copy(tmp_path, allow_byzantine=False)
+    data = yaml.safe_load(path.read_text())
+    *node_ports, client_port = free_ports(len(data["nodes"]) + 1)
+    for node, port in zip(data["nodes"], node_ports):
+        node["port"] = port
+    data["clients"][0]["port"] = client_port
+    data["repositories"] = [{"name": "printing", "url": str(tmp_path / "printing")}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def record_a_hostile_branch(config: NetworkConfig) -> None:
+    """A finished build record whose branch is markup, as if an older client had let it in.
+
+    The webhook refuses such names (shared.refs), so the record is written before the client starts.
+    """
+    name = config.clients[0].name
+    sign = Ed25519Authenticator(load_private_key(config.client_key_path(name)), {}, {}).sign
+    records = BuildRecords(records_path(config.data_dir, name))
+    request = signed(Request(name, 1_000_000, Operation("printing", HOSTILE_BRANCH)), sign)
+    records.add_pending(request, submitted_at=time.time() - 60)
+    records.time_out(request.timestamp, 1000, [])
+    records.close()
+
+
+@pytest.fixture
+def browser(tmp_path) -> Iterator:
+    """Headless Chromium with a fresh profile; quit, and its profile removed, whatever the test did."""
+    profile = tempfile.mkdtemp(prefix="pbft-ci-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # The driver is Debian's: with its path given, selenium never looks for or downloads one.
+    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        try:
+            driver.quit()
+        finally:
+            process = service.process
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver, what: str, condition, timeout_s: float = PAGE_WAIT_S):
+    """The condition's first truthy value, polled by WebDriverWait; the message says what never came."""
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+
+
+def texts(driver, css: str) -> list[str]:
+    """The textContent of every element `css` selects, read in the page at one moment.
+
+    Read by a script, not element by element: the pages re-render as they poll,
+    and an element found a moment ago may be gone.
+    """
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), (element) => element.textContent);", css
+    )
+
+
+def text_of(driver, css: str) -> str | None:
+    found = texts(driver, css)
+    return found[0] if found else None
+
+
+def attributes(driver, css: str, name: str) -> list[str | None]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), (element) => element.getAttribute(arguments[1]));",
+        css, name,
+    )
+
+
+def screenshot(driver, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / name))
+
+
+def test_the_dashboard_shows_a_running_build_the_votes_and_a_dead_node(network, browser, tmp_path):
+    config_path = own_network_config(tmp_path)
+    config = load_config(config_path)
+    pids = network(str(config_path))
+    record_a_hostile_branch(config)
+    (SCREENSHOTS / "failure.png").unlink(missing_ok=True)  # an earlier run's
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        try:
+            check_the_pages(browser, base_url, config, pids)
+        except Exception:
+            screenshot(browser, "failure.png")
+            raise
+
+
+def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[int, int]) -> None:
+    browser.get(f"{base_url}/dashboard")
+    hostile_row = '#builds tr[data-build-id="1000000"] td[data-field="branch"]'
+    assert wait_for(browser, "the hostile branch's row", lambda d: text_of(d, hostile_row)) == HOSTILE_BRANCH
+    assert browser.title == "pbft-ci builds"
+    assert not browser.find_elements(By.ID, "branch-injected")
+
+    verdicts: list[dict] = []
+    sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "master")))
+    sender.start()
+    try:
+        # The builds list polls: the new build appears on its own, newest first.
+        rows = "#builds tbody tr"
+        listed = wait_for(browser, "the new build in the list", lambda d: (
+            ids := attributes(d, rows, "data-build-id")) and ids[0] != "1000000" and ids)
+        build_id = listed[0]
+        assert listed == [build_id, "1000000"]
+        assert attributes(browser, f'{rows}[data-build-id="{build_id}"]', "data-state") == ["pending"]
+        assert attributes(browser, f'{rows}[data-build-id="{build_id}"] a', "href") == [
+            f"/dashboard/builds/{build_id}"]
+        screenshot(browser, "builds.png")
+        browser.get(f"{base_url}/dashboard/builds/{build_id}")
+
+        # One build, while it runs: the first line is in the page and the last is not yet.
+        wait_for(browser, "node 1's output to start", lambda d: "build started" in (text_of(d, "#output-1") or ""),
+                 BUILD_WAIT_S)
+        running_output = text_of(browser, "#output-1")
+        still_running = sender.is_alive()
+        screenshot(browser, "build-running.png")
+        assert "build finished" not in running_output, running_output
+        assert still_running, "the verdict came before the output reached the page"
+    finally:
+        sender.join(timeout=BUILD_WAIT_S)
+    assert verdicts and verdicts[0]["status"] == "success", verdicts
+    verdict = verdicts[0]
+
+    # Finished: every node's output ended in the page, and all four nodes' signed votes are in the table.
+    for node in config.nodes:
+        wait_for(browser, f"node {node.id}'s output to end",
+                 lambda d, i=node.id: text_of(d, f"#output-state-{i}") == "finished", BUILD_WAIT_S)
+        output = text_of(browser, f"#output-{node.id}")
+        assert "build started\nbuild finished\n" in output and MARKUP in output, output
+        # The hostile output is shown as text: no second status line, no escape a terminal would act on.
+        assert ESCAPED in output and "\x1b" not in output and "\r" not in output, output
+        check_one_status_line(output)
+        # The same through the client, plain and followed live.
+        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node.id}", timeout=30) as answer:
+            plain = answer.read().decode()
+        streamed = "".join(data for event, data in followed_events(
+            f"{base_url}/builds/{build_id}/log?node={node.id}&follow=1") if event == "output")
+        for text in (plain, streamed):
+            assert ESCAPED in text and "\x1b" not in text and "\r" not in text, text
+            check_one_status_line(text)
+    agreed = f"success (exit 0) @ {verdict['commit'][:12]}"
+    wait_for(browser, "all four votes and certified ledgers", lambda d: (
+        texts(d, '#nodes td[data-field="vote"]') == [agreed] * 4
+        and texts(d, '#nodes td[data-field="ledger"]') == [f"certified: {agreed}"] * 4), BUILD_WAIT_S)
+    assert text_of(browser, '#summary dd[data-field="state"]') == "accepted"
+    assert text_of(browser, '#summary dd[data-field="agreed_by"]') == "nodes " + ", ".join(map(str, verdict["agreed_by"]))
+    assert attributes(browser, "#certificate", "href") == [f"/builds/{build_id}/certificate"]
+    # The build's markup is text in the page: no element of it exists, no handler of it ran.
+    assert not browser.find_elements(By.ID, "injected")
+    assert browser.title == f"pbft-ci build {build_id}"
+    screenshot(browser, "build-finished.png")
+
+    # The network: kill a backup (losing the primary would mean a view change) and watch it go.
+    primary = node_status(config, 0)["primary"]
+    victim = next(node.id for node in reversed(config.nodes) if node.id != primary)
+    browser.get(f"{base_url}/dashboard/network")
+    states = "#network tr[data-node] td[data-field=state]"
+    wait_for(browser, "every node up", lambda d: texts(d, states) == ["up"] * len(config.nodes))
+    assert running_node(pids[victim])
+    kill_9(pids[victim])
+    expected = ["unreachable" if node.id == victim else "up" for node in config.nodes]
+    wait_for(browser, f"node {victim} marked unreachable", lambda d: texts(d, states) == expected)
+    assert attributes(browser, f'#network tr[data-node="{victim}"]', "class") == ["unreachable"]
+    screenshot(browser, "network-node-down.png")
+    code, answer = http_json("GET", f"{base_url}/network")
+    assert code == 200 and answer["nodes"][victim]["reachable"] is False, answer
+
+
+def check_one_status_line(output: str) -> None:
+    """Only the node's own status line starts with `== status`, not the one the build printed."""
+    status_lines = [line for line in output.split("\n") if line.startswith("== status")]
+    assert len(status_lines) == 1 and not status_lines[0].endswith(" duration_ms 1"), status_lines
+
+
+def test_with_a_token_the_dashboard_asks_for_it_once_and_sends_it_on_every_request(browser, tmp_path):
+    """No nodes run: the client alone, with a token, and every node unreachable on the network page."""
+    config_path = write_network(tmp_path)
+    data = yaml.safe_load(config_path.read_text())
+    token = "d45b0a2d" * 6
+    (tmp_path / "client.token").write_text(token + "\n")
+    data["clients"][0].pop("plain_without_token")
+    data["clients"][0]["token_file"] = "client.token"
+    config_path.write_text(yaml.safe_dump(data))
+    config = load_config(config_path)
+    token_form, notice = "#token-form", "#notice"
+
+    def form_shown(driver) -> bool:
+        return driver.execute_script("return !document.querySelector(arguments[0]).hidden;", token_form)
+
+    def enter(driver, text: str) -> None:
+        driver.find_element(By.ID, "token-input").send_keys(text)
+        driver.find_element(By.CSS_SELECTOR, f"{token_form} button").click()
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        browser.get(f"{base_url}/dashboard")
+        wait_for(browser, "the token form", form_shown)
+        assert "needs its bearer token" in text_of(browser, notice)
+        assert texts(browser, "#builds tbody tr") == []
+
+        enter(browser, "not-the-token")
+        wait_for(browser, "the wrong token refused", lambda d: "refused the token" in (text_of(d, notice) or ""))
+
+        assert form_shown(browser)
+        enter(browser, token)
+        wait_for(browser, "the builds list", lambda d: texts(d, "#builds tbody tr") == ["No builds yet."])
+        assert not form_shown(browser) and text_of(browser, notice) == ""
+        assert attributes(browser, "#token-forget", "hidden") == [None]
+        screenshot(browser, "token-accepted.png")
+
+        # The token stays with the tab, not the URL, as the user moves between pages.
+        browser.get(f"{base_url}/dashboard/network")
+        states = "#network tr[data-node] td[data-field=state]"
+        wait_for(browser, "every node unreachable", lambda d: texts(d, states) == ["unreachable"] * len(config.nodes))
+        assert token not in browser.current_url and token not in browser.page_source
+        screenshot(browser, "network-unreachable.png")
+
+        browser.find_element(By.ID, "token-forget").click()
+        wait_for(browser, "the token form after forgetting", form_shown)
+        assert browser.execute_script("return sessionStorage.length;") == 0

@@ -1,0 +1,91 @@
+"""End to end, as a network lives for months (issue 7): the README's commands, real Docker builds.
+
+Webhooks that arrive after idle gaps are ordered and built by every node with
+no state transfer at all; a node killed with `kill -9` in the middle of a build
+and started again ends with the same certified verdict as its peers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.request
+
+from shared.config import load_config
+from tests.e2e.example_network import E2E_MARKS, client, example_copy, expect, kill_9, log_offsets, new_log_text, wait_for_statuses, webhook
+from tests.e2e.example_network import node_status
+
+pytestmark = E2E_MARKS
+
+IDLE_GAP_S = 2.5  # longer than the nodes' fetch interval (1 s)
+
+
+def node_builds(config, node_id: int, seqs) -> dict[int, list[dict]]:
+    """What `GET /builds/{seq}` on node `node_id` shows for each of `seqs`."""
+    node = config.node(node_id)
+    records = {}
+    for seq in seqs:
+        with urllib.request.urlopen(f"http://{node.host}:{node.port}/builds/{seq}", timeout=5) as response:
+            records[seq] = json.load(response)["builds"]
+    return records
+
+
+def test_webhooks_after_idle_gaps_are_built_by_every_node_without_any_fetch(network, tmp_path):
+    offsets = log_offsets()
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    network(str(config_path))
+    config = load_config(config_path)
+    branches = ["master", "feature"] * 5
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        for branch in branches:
+            time.sleep(IDLE_GAP_S)
+            expect(webhook(base_url, config, branch), branch)
+        statuses = wait_for_statuses(config, range(4), lambda s: s["last_executed"] == 10 and s["builds_running"] == 0)
+    for node_id, seen in statuses.items():
+        assert seen["last_executed"] == 10, statuses
+        assert not [reason for reason in seen["dropped"] if "fetch" in reason], seen["dropped"]
+        assert all(link["reconnects"] == 0 for link in seen["links"].values()), seen["links"]
+        text = new_log_text(f"node-{node_id}.log", offsets)
+        assert "phase=fetch" not in text, re.findall(r".*phase=fetch.*", text)[:3]
+        records = node_builds(config, node_id, range(1, 11))
+        own = [build["own_result"] for builds in records.values() for build in builds]
+        assert len(own) == 10 and all(result is not None for result in own), (node_id, records)
+
+
+def test_a_node_killed_in_the_middle_of_a_build_ends_with_its_peers_certified_verdict(network, tmp_path):
+    offsets = log_offsets()
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    pids = network(str(config_path))
+    config = load_config(config_path)
+    victim = 2
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        expect(webhook(base_url, config, "master"), "master")  # mirrors fetched everywhere
+        verdicts = []
+        sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "feature")))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while not re.search(r"node=2 seq=2 build=\S+ start", new_log_text(f"node-{victim}.log", offsets)):
+            assert time.monotonic() < deadline, "node 2 never started the build"
+            time.sleep(0.01)
+        kill_9(pids[victim])  # the build is running
+        sender.join(timeout=120)
+        expect(verdicts[0], "feature")
+        network(str(config_path))  # starts only the missing node again
+        deadline = time.monotonic() + 60
+        while not all(build["verdict"]["state"] == "certified"
+                      for builds in node_builds(config, victim, (1, 2)).values() for build in builds):
+            assert time.monotonic() < deadline, node_builds(config, victim, (1, 2))
+            time.sleep(0.5)
+        records = {node_id: node_builds(config, node_id, (1, 2)) for node_id in range(4)}
+    for seq in (1, 2):
+        verdicts_at_seq = {node_id: [b["verdict"] for b in records[node_id][seq]] for node_id in range(4)}
+        assert all(v == verdicts_at_seq[0] for v in verdicts_at_seq.values()), verdicts_at_seq
+        assert all(b["verdict"]["state"] == "certified" for b in records[victim][seq]), records[victim][seq]
+    assert node_status(config, victim)["last_executed"] == 2
+    # It really died mid-build: the restarted process ran that build again (and, if it
+    # was still building seq 1 when the master webhook returned, that one too).
+    text = new_log_text(f"node-{victim}.log", offsets)
+    assert re.search(rf"node={victim} restored: .* unfinished_builds=[12]\b", text), text[-3000:]
+    assert len(re.findall(rf"node={victim} seq=2 build=\S+ start", text)) == 2, text[-3000:]

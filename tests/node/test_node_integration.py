@@ -1,0 +1,246 @@
+"""Four real nodes on loopback (aiohttp, WebSockets, Ed25519), builds faked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import aiohttp
+import pytest
+
+from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget
+from shared.config import load_config
+from tests.support.network import parse_metrics, write_network
+from tests.support.node_network import Network
+
+
+@pytest.fixture
+async def network(tmp_path):
+    networks = []
+
+    async def start(tampered=frozenset(), nodes=range(4)):
+        protocol = {"view_change_timeout_s": 0.5}
+        config = load_config(write_network(tmp_path, allow_byzantine=bool(tampered), protocol=protocol))
+        net = Network(config, set(tampered))
+        for node_id in nodes:
+            await net.start(node_id)
+        networks.append(net)
+        return net
+
+    yield start
+    for net in networks:
+        for node_id in list(net.runners):
+            await net.stop(node_id)
+
+
+async def status_of(session, net, node_id):
+    async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/status") as response:
+        return await response.json()
+
+
+async def settled_statuses(session, net, nodes, done, timeout_s=5.0):
+    """Statuses of `nodes` once `done` holds for all of them (nodes finish a step at slightly different times)."""
+    for _ in range(int(timeout_s / 0.05)):
+        statuses = [await status_of(session, net, i) for i in nodes]
+        if all(done(status) for status in statuses):
+            break
+        await asyncio.sleep(0.05)
+    return statuses
+
+
+async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "master", 1, [0])
+        assert agreed == {"status": "success", "exit_code": 0, "commit": "a" * 40}
+        agreed, _ = await net.submit(session, "feature", 2, [0])
+        assert agreed["status"] == "failure" and agreed["exit_code"] == 3
+        statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 2)
+        assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
+        assert statuses[1] == {
+            "id": 1, "view": 0, "primary": 0, "last_executed": 2,
+            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "dropped": {},
+            "links": {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in ("0", "2", "3")},
+        }
+
+
+async def test_a_lying_node_does_not_change_the_verdict(network):
+    net = await network(tampered={3})
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "master", 1, range(4))
+    assert agreed["status"] == "success"
+    lies = [reply for reply in replies if reply.sender == 3]
+    assert all(reply.result.status == "failure" for reply in lies)
+
+
+async def test_one_backup_down_still_commits(network):
+    net = await network(nodes=[0, 1, 2])
+    async with aiohttp.ClientSession() as session:
+        agreed, replies = await net.submit(session, "feature", 7, [0])
+    assert agreed == {"status": "failure", "exit_code": 3, "commit": "b" * 40}
+    assert {reply.sender for reply in replies} <= {0, 1, 2}
+
+
+async def test_malformed_frames_are_dropped_and_the_node_keeps_working(network):
+    net = await network()
+    port = net.config.node(1).port
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as ws:
+            for junk in ("not json", "[]", json.dumps({"type": "prepare"}), json.dumps({"type": "nope"})):
+                await ws.send_str(junk)
+            await ws.send_bytes(b"binary")
+        agreed, _ = await net.submit(session, "master", 3, [0])
+        assert agreed["status"] == "success"
+        dropped = (await status_of(session, net, 1))["dropped"]
+    assert dropped["malformed_frame"] == 4 and dropped["peer_frame_binary"] == 1
+
+
+FLOOD_FRAMES = 12_000  # more than a peer's burst allowance
+
+
+async def test_a_flooding_peer_loses_its_excess_and_cannot_stall_the_node(network):
+    net = await network()
+    port = net.config.node(1).port
+    # For a slot this test never orders: one that prepared would skip such votes unchecked.
+    junk = json.dumps({"type": "prepare", "view": 0, "seq": 2, "digest": "a" * 64, "sender": 2, "sig": "b" * 128})
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as flood:
+            for _ in range(FLOOD_FRAMES):
+                await flood.send_str(junk)
+            agreed, _ = await net.submit(session, "master", 4, [0])
+            assert agreed["status"] == "success"
+        done = lambda s: sum(s["dropped"].values()) >= FLOOD_FRAMES  # noqa: E731
+        statuses = await settled_statuses(session, net, [1], done, timeout_s=30)
+    dropped = statuses[0]["dropped"]
+    # Every junk frame was refused, by signature or by budget, however fast this machine is.
+    assert dropped["ignore_prepare_bad_signature"] + dropped.get("peer_over_budget", 0) == FLOOD_FRAMES
+
+
+def test_the_frame_budget_refills_at_its_rate():
+    now = [0.0]
+    budget = FrameBudget(rate_per_s=10, burst=5, clock=lambda: now[0])
+    assert [budget.take() for _ in range(6)] == [True] * 5 + [False]
+    now[0] = 0.25  # 2.5 frames' worth
+    assert [budget.take() for _ in range(3)] == [True, True, False]
+    now[0] = 100.0  # never more than the burst
+    assert sum(budget.take() for _ in range(10)) == 5
+
+
+async def test_an_oversized_frame_closes_that_connection_only(network):
+    net = await network()
+    port = net.config.node(1).port
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as ws:
+            with contextlib.suppress(ConnectionError):  # the node hangs up before it has read it all
+                await ws.send_str("x" * (MAX_FRAME_BYTES + 1))
+                await ws.receive()
+        agreed, _ = await net.submit(session, "master", 5, [0])
+        assert agreed["status"] == "success"
+        dropped = (await status_of(session, net, 1))["dropped"]
+    assert dropped == {"peer_frame_too_big": 1}
+
+
+async def test_when_the_primary_is_down_the_backups_change_view_and_answer(network):
+    net = await network(nodes=[1, 2, 3])
+    async with aiohttp.ClientSession() as session:
+        # The client's retransmission to all nodes starts the backups' timers.
+        agreed, replies = await net.submit(session, "master", 11, [1, 2, 3])
+        assert agreed["status"] == "success"
+        assert {reply.view for reply in replies} == {1}
+        statuses = await settled_statuses(session, net, (1, 2, 3), lambda s: s["view"] == 1)
+    assert [(s["view"], s["primary"]) for s in statuses] == [(1, 1)] * 3
+
+
+async def test_a_restarted_node_resumes_from_disk_and_catches_up(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        await net.submit(session, "master", 21, [0])
+        await settled_statuses(session, net, [2], lambda s: s["last_executed"] == 1)
+        await net.stop(2)
+        for timestamp in (22, 23, 24):
+            await net.submit(session, "feature", timestamp, [0])
+        await net.start(2)
+        restored = await status_of(session, net, 2)
+        assert restored["last_executed"] >= 1  # what it executed before the stop survived
+        statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 4)
+    assert [s["last_executed"] for s in statuses] == [4, 4, 4, 4]
+    ledgers = {i: net.runners[i].app[DRIVER].store.ledger() for i in range(4)}
+    assert all(ledger == ledgers[0] for ledger in ledgers.values())
+
+
+async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network):
+    net = await network(tampered={3})
+    async with aiohttp.ClientSession() as session:
+        await net.submit(session, "master", 31, range(4))
+
+        async def records(node_id):
+            async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/builds/1") as response:
+                assert response.status == 200
+                return (await response.json())["builds"][0]
+
+        for _ in range(100):
+            views = [await records(i) for i in range(4)]
+            if all(len(view["votes"]) == 4 for view in views):
+                break
+            await asyncio.sleep(0.05)
+        for view in views:
+            assert view["verdict"] == {"state": "certified", "result": {"status": "success", "exit_code": 0, "commit": "a" * 40}}
+            liar = next(vote["vote"] for vote in view["votes"] if vote["node"] == 3)
+            assert liar["result"]["status"] == "failure"  # visible, and outvoted
+        assert views[0]["own_result"]["status"] == "success"
+        assert views[3]["own_result"]["status"] == "failure"
+        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/99") as response:
+            assert response.status == 404
+        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/-1") as response:
+            assert response.status == 400
+        # A client finds the same record by its request's timestamp (it never learns the sequence number).
+        node_0 = f"http://127.0.0.1:{net.config.node(0).port}"
+        async with session.get(f"{node_0}/requests/client/31") as response:
+            assert response.status == 200 and await response.json() == views[0]
+        for path, status in (("/requests/client/32", 404), ("/requests/other/31", 404), ("/requests/client/x", 400),
+                             ("/requests/client/9223372036854775808", 400)):
+            async with session.get(node_0 + path) as response:
+                assert response.status == status, path
+                assert (await response.json())["error"]
+
+
+async def metrics_of(session, net, node_id) -> dict[tuple[str, tuple], float]:
+    async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/metrics") as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
+        return parse_metrics(await response.text())
+
+
+async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        before = [await metrics_of(session, net, i) for i in range(4)]
+        assert all(m[("pbft_requests_ordered_total", ())] == 0 for m in before)
+        await net.submit(session, "master", 1, targets=[0])
+        await net.submit(session, "feature", 2, targets=[0])
+        await settled_statuses(session, net, range(4), lambda status: status["last_executed"] == 2)
+        after = []
+        for i in range(4):
+            for _ in range(100):  # the last peers' RESULT votes may still be on their way
+                metrics = await metrics_of(session, net, i)
+                if metrics.get(("pbft_verdicts_total", (("state", "certified"),))) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            after.append(metrics)
+    assert after[0][("pbft_requests_received_total", ())] == 2  # the primary; backups saw PRE-PREPAREs
+    for metrics in after:
+        assert metrics[("pbft_requests_ordered_total", ())] == 2
+        assert metrics[("pbft_last_executed", ())] == 2 and metrics[("pbft_view", ())] == 0
+        assert metrics[("pbft_builds_finished_total", (("status", "success"),))] == 1
+        assert metrics[("pbft_builds_finished_total", (("status", "failure"),))] == 1
+        assert metrics[("pbft_verdicts_total", (("state", "certified"),))] == 2
+        assert metrics[("pbft_consensus_seconds_count", ())] == 2
+        assert metrics[("pbft_build_seconds_count", ())] == 2
+        # At least each of its PREPAREs (or PRE-PREPAREs), COMMITs and replies was an fsynced save.
+        assert metrics[("pbft_store_save_seconds_count", (("synced", "true"),))] >= 3 * 2
+        assert metrics[("pbft_store_save_seconds_sum", (("synced", "true"),))] > 0
+        # Per build at least two other nodes' COMMITs and RESULTs, and two PREPAREs or the PRE-PREPARE and its request.
+        assert metrics[("pbft_signatures_checked_total", ())] >= 3 * 2 * 2
+        assert metrics[("pbft_builds_running", ())] == 0
+        connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
+        assert connected == [1, 1, 1]

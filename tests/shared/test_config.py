@@ -1,0 +1,252 @@
+"""The network configuration: YAML in, frozen dataclasses out, every problem reported at once."""
+
+import re
+
+import pytest
+
+from shared.config import BuildConfig, ConfigError, load_config
+from shared.crypto import generate_private_key, public_key_hex
+from tests.support.network import write_network
+from tests.shared.config_files import edit
+
+
+def fresh_key() -> str:
+    return public_key_hex(generate_private_key())
+
+
+def test_the_example_configuration_loads(tmp_path):
+    config = load_config(write_network(tmp_path))
+    assert (config.n, config.f) == (4, 1)
+    assert config.repository("example").url == str(tmp_path / "repo")
+    assert config.repository("nope") is None
+    assert config.protocol.checkpoint_interval == 128 and config.protocol.log_window == 256
+    assert config.data_dir == tmp_path / "data"
+
+
+def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
+    def break_it(data):
+        data["f"] = 2
+        data["nodes"][1]["port"] = 70000
+        data["nodes"][2]["public_key"] = "zz"
+        data["repositories"][0]["url"] = "-oProxyCommand=evil"
+        data["build"] = {"timeout_s": "long", "gpus": 1, "user": "build"}
+        data["surprise"] = True
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), break_it))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "nodes[1].port: must be at most 65535",
+        "nodes[2].public_key",
+        "repositories[0].url: is not a valid repository URL or path",
+        "build.timeout_s: must be float",
+        "build.gpus: unknown setting",
+        "build.user: must be a numeric uid:gid",
+        "surprise: unknown setting",
+        "f: n = 4 nodes tolerate at most f = 1",
+    ):
+        assert expected in problems, problems
+    assert len(caught.value.problems) == 8
+
+
+def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):
+    def renumber(data):
+        data["nodes"][3]["id"] = 7
+
+    with pytest.raises(ConfigError, match=r"ids must be 0..3, each once"):
+        load_config(edit(write_network(tmp_path), renumber))
+
+
+def test_nodes_and_clients_need_addresses_and_keys_of_their_own(tmp_path):
+    def collide(data):
+        data["nodes"][3]["public_key"] = data["nodes"][1]["public_key"]
+        data["clients"][0]["public_key"] = data["nodes"][0]["public_key"]
+        data["nodes"][2].update(host=data["nodes"][0]["host"], port=data["nodes"][0]["port"])
+        data["clients"].append({**data["clients"][0], "public_key": fresh_key(), "port": data["nodes"][1]["port"]})
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), collide))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "nodes: node 3 has the same public key as node 1",
+        "clients: client 'client' has the same public key as node 0",
+        "clients: name 'client' is used by more than one client",
+    ):
+        assert expected in problems, problems
+    for section, who, owner in (("nodes", "node 2", "node 0"), ("clients", "client 'client'", "node 1")):
+        assert re.search(rf"{section}: {who} listens on 127\.0\.0\.1:\d+, as {owner} does", problems), problems
+    assert len(caught.value.problems) == 5, problems
+
+
+def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
+    (tmp_path / "hook.secret").write_text("It's a Secret to Everybody\n")
+
+    def add_forge(data):
+        data["repositories"][0].update(full_name="octo/example", secret_file="hook.secret", build_tags=True)
+
+    path = write_network(tmp_path)
+    repository = load_config(edit(path, add_forge)).repository("example")
+    assert (repository.full_name, repository.secret, repository.build_tags) == (
+        "octo/example", "It's a Secret to Everybody", True
+    )
+
+    def missing(data):
+        data["repositories"][0]["status_token_file"] = "absent.token"
+
+    with pytest.raises(ConfigError, match=r"repositories\[0\].status_token_file: cannot read"):
+        load_config(edit(path, missing))
+
+
+def test_a_node_reads_none_of_the_clients_secret_files(tmp_path):
+    def secrets_elsewhere(data):
+        data["clients"][0]["token_file"] = "on-the-client-host.token"
+        data["repositories"][0].update(secret_file="secrets/hook", status_token_file="secrets/status")
+
+    path = edit(write_network(tmp_path), secrets_elsewhere)
+    with pytest.raises(ConfigError, match="token_file: cannot read"):
+        load_config(path)
+    config = load_config(path, read_secrets=False)
+    assert config.clients[0].token == "" and config.repository("example").secret == ""
+    assert config.repository("example").status_token == ""
+
+
+def test_a_build_must_be_able_to_finish_before_the_client_gives_up(tmp_path):
+    def slow_builds(data):
+        data["build"] = {"timeout_s": 600}
+        data["protocol"] = {"client_deadline_s": 600}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), slow_builds))
+    assert caught.value.problems == [
+        "build.timeout_s: 600 s must be less than protocol.client_deadline_s (600 s): "
+        "a build at its full timeout could not be answered before the client gives up"
+    ]
+
+
+def test_the_defaults_and_the_example_keep_builds_within_the_client_deadline(tmp_path):
+    config = load_config(write_network(tmp_path))
+    assert config.build.timeout_s < config.protocol.client_deadline_s
+    assert config.build.home_mb == 256
+
+
+def test_build_caches_have_defaults_and_may_be_switched_off(tmp_path):
+    assert (BuildConfig().cache_mb, BuildConfig().cache_keep) == (512, 3)
+
+    build = load_config(write_network(tmp_path, build={"cache_mb": 0, "cache_keep": 1})).build
+    assert (build.cache_mb, build.cache_keep) == (0, 1)
+
+
+def test_build_artifacts_have_defaults_and_may_be_switched_off(tmp_path):
+    assert (BuildConfig().artifacts_mb, BuildConfig().artifacts_keep) == (64, 5)
+
+    build = load_config(write_network(tmp_path, build={"artifacts_mb": 0, "artifacts_keep": 1})).build
+    assert (build.artifacts_mb, build.artifacts_keep) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "setting, value, problem",
+    [
+        ("memory_mb", 0, "build.memory_mb: must be at least 1"),
+        ("workspace_mb", 0, "build.workspace_mb: must be at least 1"),
+        ("tmp_mb", 0, "build.tmp_mb: must be at least 1"),
+        ("home_mb", 0, "build.home_mb: must be at least 1"),
+        ("pids_limit", 0, "build.pids_limit: must be at least 1"),
+        ("max_concurrent", 0, "build.max_concurrent: must be at least 1"),
+        ("cpus", 0, "build.cpus: must be more than 0"),
+        ("cpus", -1.5, "build.cpus: must be more than 0"),
+        ("timeout_s", 0, "build.timeout_s: must be more than 0"),
+        ("cache_keep", 0, "build.cache_keep: must be at least 1"),
+        ("cache_mb", -1, "build.cache_mb: must be at least 0"),
+        ("artifacts_keep", 0, "build.artifacts_keep: must be at least 1"),
+        ("artifacts_mb", -1, "build.artifacts_mb: must be at least 0"),
+    ],
+)
+def test_build_limits_that_leave_no_room_are_refused(tmp_path, setting, value, problem):
+    def zero(data):
+        data["build"] = {setting: value}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), zero))
+    assert caught.value.problems == [problem]
+
+
+TOKEN = "0123456789abcdef" * 4  # 64 characters, as `openssl rand -hex 32` writes
+
+
+def test_client_access_settings_and_their_defaults(tmp_path):
+    (tmp_path / "client.token").write_text(TOKEN + "\n")
+
+    def add_token(data):
+        data["clients"][0].update(token_file="client.token", body_timeout_s=0.5)
+
+    client = load_config(edit(write_network(tmp_path), add_token)).clients[0]
+    assert (client.token, client.body_timeout_s) == (TOKEN, 0.5)
+    assert TOKEN not in repr(client)  # a config printed for debugging does not leak it
+
+    def defaults(data):
+        data["clients"][0] = {key: data["clients"][0][key] for key in ("name", "host", "port", "public_key")}
+
+    client = load_config(edit(tmp_path / "network.yaml", defaults)).clients[0]
+    assert (client.token, client.plain_without_token, client.body_timeout_s) == ("", False, 10.0)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost"])
+def test_plain_calls_without_a_token_may_be_allowed_on_loopback(tmp_path, host):
+    def opt_out(data):
+        data["clients"][0].update(host=host, plain_without_token=True)
+
+    assert load_config(edit(write_network(tmp_path), opt_out)).clients[0].plain_without_token
+
+
+def test_client_access_problems_are_reported_with_their_paths(tmp_path):
+    (tmp_path / "short.token").write_text("too-short\n")
+
+    def break_it(data):
+        data["clients"][0].update(token_file="short.token", body_timeout_s=0)
+        # Each client a key of its own: a shared one is a problem of its own (below).
+        data["clients"].append({**data["clients"][0], "name": "exposed", "host": "0.0.0.0", "public_key": fresh_key(),
+                                "plain_without_token": True, "token_file": "absent.token", "body_timeout_s": -1})
+        data["clients"].append({**data["clients"][0], "name": "spaced", "host": "10.0.0.5", "token": " " * 40,
+                                "public_key": fresh_key(),
+                                "token_fiel": "typo.token", "body_timeout_s": 1,
+                                "plain_without_token": False})
+        del data["clients"][2]["token_file"]
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path), break_it))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "clients[0].token_file: must be at least 32 characters",
+        "clients[0].body_timeout_s: must be greater than 0",
+        "clients[1].token_file: cannot read",
+        "clients[1].plain_without_token: only allowed when host is a loopback address",
+        "clients[1].body_timeout_s: must be greater than 0",
+        "clients[2].token: must be printable ASCII without spaces",
+        "clients[2].token_fiel: unknown setting",
+    ):
+        assert expected in problems, problems
+    assert len(caught.value.problems) == 7, problems
+
+
+def test_build_network_is_off_unless_a_repository_asks_for_it(tmp_path):
+    path = write_network(tmp_path)
+    assert load_config(path).repository("example").build_network is False
+
+    def allow(data):
+        data["repositories"][0]["build_network"] = True
+
+    assert load_config(edit(path, allow)).repository("example").build_network is True
+
+    def not_a_flag(data):
+        data["repositories"][0]["build_network"] = "yes"
+
+    with pytest.raises(ConfigError, match=r"repositories\[0\].build_network: must be bool, not str"):
+        load_config(edit(path, not_a_flag))
+
+
+@pytest.mark.parametrize("n, relay", [(4, False), (7, True), (16, True)])
+def test_votes_are_relayed_from_seven_nodes_up_unless_the_network_says(tmp_path, n, relay):
+    assert load_config(write_network(tmp_path / "unset", n=n, f=(n - 1) // 3)).protocol.relay_votes is relay
+    for setting in (True, False):
+        path = write_network(tmp_path / str(setting), n=n, f=(n - 1) // 3, protocol={"relay_votes": setting})
+        assert load_config(path).protocol.relay_votes is setting

@@ -1,0 +1,244 @@
+"""A real public Python project as a build target: its PyPI sdist, turned into a git repository.
+
+Shared by the end-to-end test (tests/test_end_to_end_real_project.py) and the
+`real-project` scenario of scripts/bench.py, so both build exactly the same
+commits with the same spec.
+
+The project is more-itertools, pinned to one release: pure Python, its sdist
+ships its test suite, and the tests need nothing but the standard library and
+pytest, so they run as they are in pbft-ci/debian-python:bookworm (Debian's
+python3 3.11 and pytest 7) with no network. The sdist is fetched once with
+`pip download` and kept under the repository's data/ folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from node.buildspec import SPEC_FILE, parse_build_spec
+from node.identity import HOME_DIR
+from node.sandbox import memory_budget
+from shared.config import BuildConfig, NetworkConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PROJECT = "more-itertools"
+VERSION = "10.5.0"
+# The digest PyPI publishes for more-itertools-10.5.0.tar.gz: a different file
+# under the same name would make the timings and verdicts meaningless.
+SDIST_SHA256 = "5482bfef7849c25dc3c6dd53a6173ae4795da2a41a80faea6700d9f5846c5da6"
+SDIST_CACHE_DIR = REPO_ROOT / "data" / "sdists"
+
+IMAGE = "pbft-ci/debian-python:bookworm"
+BUILD_IMAGE_SCRIPT = "scripts/build-debian-image.sh"
+# The cache provider would write .pytest_cache; /workspace is writable, but
+# the suite needs no cache and a build should leave no state behind.
+TEST_COMMAND = "python3 -m pytest -q -p no:cacheprovider"
+BUILD_TIMEOUT_S = 240
+
+BROKEN_BRANCH = "broken-test"
+SANDBOX_BRANCH = "sandbox-home"
+# One assertion of tests/test_recipes.py (TakeTests.test_null_take), made false.
+BROKEN_FILE = "tests/test_recipes.py"
+BROKEN_FROM = "self.assertEqual(t, [])"
+BROKEN_TO = "self.assertEqual(t, ['broken on purpose'])"
+# What the sandbox-home branch prints when HOME, the passwd entry and /tmp work.
+SANDBOX_MARKERS = ("home ok", "user build", "ran from /tmp")
+SANDBOX_COMMANDS = [
+    "mkdir -p ~/.cache/x && echo ok > ~/.cache/x/f",
+    'echo "home $(cat ~/.cache/x/f)"',
+    "echo \"user $(python3 -c 'import getpass; print(getpass.getuser())')\"",
+    "test \"$(id -un)\" = build",
+    "printf '#!/bin/sh\\necho ran from /tmp\\n' > /tmp/hello.sh",
+    "chmod +x /tmp/hello.sh",
+    "/tmp/hello.sh",
+]
+
+# A build log's last line (README: Build output).
+STATUS_LINE = re.compile(r"^== status (\w+) exit_code (\S+)", re.MULTILINE)
+# Four nodes run the suite at once on a shared machine: the slowest may end
+# this long after the verdict, which needs only f+1 of them.
+ALL_LOGS_TIMEOUT_S = 180
+
+# Fixed author, committer and dates, and no user configuration (signing,
+# hooks, templates), so the commits are the same on every machine.
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "pbft-ci real project",
+    "GIT_AUTHOR_EMAIL": "real-project@pbft-ci.invalid",
+    "GIT_COMMITTER_NAME": "pbft-ci real project",
+    "GIT_COMMITTER_EMAIL": "real-project@pbft-ci.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+class ProjectUnavailable(RuntimeError):
+    """The sdist could not be fetched or is not the pinned file."""
+
+
+def image_present(image: str = IMAGE) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], check=False, capture_output=True).returncode == 0
+
+
+def fetch_sdist(cache_dir: Path = SDIST_CACHE_DIR) -> Path:
+    """The pinned sdist, downloaded from PyPI on first use and kept in `cache_dir`."""
+    cached = _sdist_in(cache_dir)
+    if cached is not None:
+        return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Downloaded next to the cache and moved in once checked, so an interrupted
+    # download never looks like a cached one.
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+            "--no-binary", ":all:", "--no-deps", f"{PROJECT}=={VERSION}", "-d", scratch,
+        ]
+        try:
+            result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise ProjectUnavailable(f"pip download of {PROJECT}=={VERSION} took more than 300 s; is PyPI reachable?")
+        if result.returncode != 0:
+            raise ProjectUnavailable(
+                f"could not download {PROJECT}=={VERSION} from PyPI (is it reachable?): "
+                f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-2000:]}"
+            )
+        downloaded = _sdist_in(Path(scratch), check=False)
+        if downloaded is None:
+            raise ProjectUnavailable(f"pip download left no sdist of {PROJECT}=={VERSION}:\n{result.stdout[-2000:]}")
+        digest = _sha256(downloaded)
+        if digest != SDIST_SHA256:
+            raise ProjectUnavailable(f"{downloaded.name} has sha256 {digest}, expected {SDIST_SHA256}")
+        return Path(shutil.move(downloaded, cache_dir / downloaded.name))
+
+
+def _sdist_in(directory: Path, *, check: bool = True) -> Path | None:
+    # pip names the file after the project as the index spells it: with a
+    # dash for this release, with an underscore for newer ones.
+    for name in (f"{PROJECT}-{VERSION}.tar.gz", f"{PROJECT.replace('-', '_')}-{VERSION}.tar.gz"):
+        path = directory / name
+        if path.is_file() and (not check or _sha256(path) == SDIST_SHA256):
+            return path
+    return None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_project_repo(dest: Path, sdist: Path) -> dict[str, str]:
+    """A git repository at `dest` holding the sdist; returns branch name -> commit.
+
+    master runs the project's test suite; BROKEN_BRANCH has one assertion made
+    false; SANDBOX_BRANCH runs SANDBOX_COMMANDS instead of the tests.
+    """
+    _unpack(sdist, dest)
+    _write_spec(dest, [TEST_COMMAND])
+    _git(dest, "init", "--quiet", "--initial-branch=master", "--template=")
+    _commit(dest, f"{PROJECT} {VERSION} from its PyPI sdist, tested by pbft-ci")
+
+    _git(dest, "checkout", "--quiet", "-b", BROKEN_BRANCH)
+    broken = dest / BROKEN_FILE
+    text = broken.read_text()
+    assert text.count(BROKEN_FROM) == 1, f"{BROKEN_FILE} no longer holds exactly one {BROKEN_FROM!r}"
+    broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
+    _commit(dest, "Break one assertion on purpose")
+
+    _git(dest, "checkout", "--quiet", "-b", SANDBOX_BRANCH, "master")
+    _write_spec(dest, SANDBOX_COMMANDS)
+    _commit(dest, "Use HOME, the build user's name and a script in /tmp")
+    _git(dest, "checkout", "--quiet", "master")
+
+    return {branch: _git(dest, "rev-parse", branch) for branch in ("master", BROKEN_BRANCH, SANDBOX_BRANCH)}
+
+
+def _unpack(sdist: Path, dest: Path) -> None:
+    """The sdist's single top-level folder becomes `dest`."""
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".unpack-") as scratch:
+        with tarfile.open(sdist) as archive:
+            # The "data" filter refuses links and paths leaving the folder.
+            archive.extractall(scratch, filter="data")
+        (top,) = Path(scratch).iterdir()
+        top.rename(dest)
+
+
+def _write_spec(repo: Path, commands: list[str]) -> None:
+    spec = {"image": IMAGE, "commands": commands, "timeout_s": BUILD_TIMEOUT_S}
+    (repo / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
+
+
+def _commit(repo: Path, message: str) -> None:
+    # Modes forced, so the commits do not depend on the umask of the unpacking.
+    _git(repo, "add", "--all", "--chmod=-x")
+    _git(repo, "commit", "--quiet", "--no-verify", "-m", message)
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}
+    )
+    return result.stdout.strip()
+
+
+def plain_build_command(clone: Path, limits: BuildConfig) -> list[str]:
+    """`docker run` of the clone's own spec without pbft-ci, with the sandbox's main limits.
+
+    The clone is mounted read-only and copied onto a tmpfs /workspace first,
+    as a node uploads the checked-out tree onto one: the build user may then
+    write there, and the root file system stays read-only.
+    """
+    spec = parse_build_spec((clone / SPEC_FILE).read_bytes())
+    memory_mb = memory_budget(limits, with_workspace=True).total_mb
+    uid, _, gid = limits.user.partition(":")
+    owner = f"uid={uid},gid={gid or uid}"
+    return [
+        "docker", "run", "--rm", "--network", "none", "--user", limits.user, "--read-only",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
+        "--cpus", str(limits.cpus), "--pids-limit", str(limits.pids_limit),
+        "--tmpfs", f"/tmp:rw,exec,nosuid,nodev,size={limits.tmp_mb}m",
+        "--tmpfs", f"{HOME_DIR}:rw,exec,nosuid,nodev,size={limits.home_mb}m,{owner},mode=0700",
+        "--tmpfs", f"/workspace:rw,exec,nosuid,nodev,size={limits.workspace_mb}m,{owner},mode=0755",
+        "--env", f"HOME={HOME_DIR}", "--workdir", "/workspace",
+        "--mount", f"type=bind,source={clone},target=/src,readonly",
+        spec.image or limits.image, "/bin/sh", "-e", "-c", "cp -R /src/. /workspace\n" + spec.script(),
+    ]
+
+
+def every_node_log(base_url: str, config: NetworkConfig, verdict: dict) -> dict[int, str]:
+    """Every node's output for the verdict's build, read through the client (README: Build
+    output), once each has its status line: up to f nodes may still be building when the
+    verdict comes."""
+    logs: dict[int, str] = {}
+    deadline = time.monotonic() + ALL_LOGS_TIMEOUT_S
+    for node in config.nodes:
+        url = f"{base_url}/builds/{verdict['build_id']}/log?node={node.id}"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    text = response.read().decode(errors="replace")
+            except urllib.error.HTTPError as error:
+                if error.code != 404:  # 404: the node has not started the build yet
+                    raise
+                text = ""
+            if STATUS_LINE.search(text):
+                logs[node.id] = text
+                break
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"node {node.id} has no status line for {verdict}:\n{text[-2000:]}")
+            time.sleep(0.5)
+    return logs

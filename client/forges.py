@@ -36,6 +36,7 @@ from pbft.build import Operation
 # GitHub GUIDs, Gitea UUIDs and GitLab idempotency keys all fit easily.
 _DELIVERY_ID = re.compile(r"[!-~]{1,128}")
 _ZERO_COMMIT = re.compile(r"0{40}|0{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _MAX_NAME_CHARS = 1024  # longer "names" and URLs in a payload are not compared at all
 
 
@@ -251,7 +252,19 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
     # to a commit. The tag's name rides in the branch field: with a commit
     # given, the nodes build that commit and use the name only as a label.
     commit = payload.get("checkout_sha") if forge.name == "gitlab" else after
-    return Build(Operation(repository.name, checked_branch(name), checked_commit(commit)), delivery_id)
+    operation = Operation(
+        repository.name, checked_branch(name), checked_commit(commit),
+        event=None if what == "branch" else "tag", before=_before(payload.get("before")),
+    )
+    return Build(operation, delivery_id)
+
+
+def _before(value) -> str | None:
+    """A commit to count changed paths from, if the payload names one (a new branch names none).
+    Only `when: path` reads it, so a malformed one is dropped rather than the delivery refused."""
+    if not isinstance(value, str) or _ZERO_COMMIT.fullmatch(value) or not _COMMIT.fullmatch(value):
+        return None
+    return value
 
 
 def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id: str | None) -> Delivery:
@@ -264,6 +277,8 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
         source, into = request.get("source_project_id"), request.get("target_project_id")
         fork = not (isinstance(source, int) and source == into)
         ref_kind = "merge-requests"
+        # A merge request hook names no base commit: its changed paths are not counted.
+        before = None
     else:
         request = _object(payload, "pull_request")
         action, number = payload.get("action"), payload.get("number", request.get("number"))
@@ -273,6 +288,9 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
         source = _object(head_side, "repo").get("full_name")
         fork = not (isinstance(source, str) and source == _object(base_side, "repo").get("full_name"))
         ref_kind = "pull"
+        # Gitea's merge base is an ancestor of the head by definition; GitHub's base is the
+        # target's head, an ancestor while the target has not moved on since the branch.
+        before = request.get("merge_base") or base_side.get("sha")
     if action not in forge.pull_actions:
         return Ignored(f"pull request action {str(action)[:40]!r} is not built")
     if forge.name == "gitlab" and action == "update" and "oldrev" not in request:
@@ -281,6 +299,7 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
     if type(number) is not int or not 1 <= number <= MAX_PULL_REQUEST:
         raise WebhookError(400, "the pull request's number must be a positive integer")
     operation = Operation(
-        repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head"
+        repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head",
+        event="pull_request", before=_before(before),
     )
     return Build(operation, delivery_id, fork=fork)

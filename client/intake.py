@@ -64,6 +64,7 @@ def parse_webhook(body: bytes, content_type_header: str, repositories: Sequence[
         repository=_repository(data, repositories),
         branch=_branch(data),
         commit=_commit(data),
+        event="manual",
     )
 
 

@@ -73,14 +73,18 @@ class CommitStatus:
                 "target_url": self.target_url,
             }
         return {
-            "state": self.state,
+            "state": _GITHUB_STATES[self.state],
             "context": self.context,
             "description": self.description,
             "target_url": self.target_url,
         }
 
 
-_GITLAB_STATES = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed"}
+# A skipped build is a success to GitHub (a required check passes), GitLab has a state of its own.
+_GITHUB_STATES = {"pending": "pending", "success": "success", "failure": "failure", "error": "error",
+                  "skipped": "success"}
+_GITLAB_STATES = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed",
+                  "skipped": "skipped"}
 
 
 class StatusPoster:
@@ -266,6 +270,7 @@ class CommitStatuses:
             "success": ("success", f"passed{exit_code}"),
             "failure": ("failure", f"failed{exit_code}"),
             "timeout": ("error", f"timed out{exit_code}"),
+            "skipped": ("skipped", f"skipped: {result.reason}"),
         }.get(result.status, ("error", f"error{exit_code}: {result.reason}"))
         # The agreement is the point of this CI, so the end of the text is kept whole.
         agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"

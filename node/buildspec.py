@@ -10,6 +10,8 @@
       key_files: [requirements.txt] # optional: the cache key covers these files' contents
     artifacts:                      # optional: files taken from /workspace after a successful build
       - dist/*.whl                  # relative paths or globs (node/artifacts.py)
+    when:                           # optional: the events, branches and changed paths that build
+      event: [push, pull_request]   # (node/triggers.py); a build they exclude ends `skipped`
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
@@ -22,6 +24,7 @@ import yaml
 
 from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
+from node.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
@@ -30,7 +33,7 @@ MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
-_KEYS = ("image", "commands", "timeout_s", "user", "cache", "artifacts")
+_KEYS = ("image", "commands", "timeout_s", "user", "cache", "artifacts", "when")
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
 # character set keeps both free of quoting, globbing and encoding surprises.
@@ -67,6 +70,7 @@ class BuildSpec:
     user: str | None = None  # "root" or None (the node's build user)
     cache: CacheSpec | None = None
     artifacts: tuple[str, ...] = ()  # normalized patterns, as written; () when the spec names none
+    when: tuple[Condition, ...] = ()  # () builds for every trigger
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -124,6 +128,8 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         errors += cache_errors
     artifacts, artifact_errors = _parse_artifacts(document.get("artifacts"))
     errors += artifact_errors
+    when, when_errors = parse_when(document.get("when"))
+    errors += when_errors
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return BuildSpec(
@@ -133,6 +139,7 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         user=user,
         cache=cache,
         artifacts=artifacts,
+        when=when,
     )
 
 

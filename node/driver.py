@@ -65,7 +65,8 @@ class Build(Protocol):
     """Runs one build; the executor in production, a fake in tests."""
 
     def __call__(self, *, build_id: str, repository_name: str, repository_url: str,
-                 branch: str, commit: str | None, pull_ref: str | None = None) -> Awaitable[Result]: ...
+                 branch: str, commit: str | None, pull_ref: str | None = None, event: str = "push",
+                 before: str | None = None) -> Awaitable[Result]: ...
 
 
 class Sender(Protocol):
@@ -296,6 +297,8 @@ class Driver:
                 branch=operation.branch,
                 commit=operation.commit,
                 pull_ref=operation.pull_ref,
+                event=operation.trigger_event,
+                before=operation.before,
             )
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)

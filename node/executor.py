@@ -33,9 +33,10 @@ from node.artifactstore import ArtifactStore
 from node.buildlog import BuildLog
 from node.buildnet import BuildNetwork
 from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
+from node.triggers import Trigger, skip_reason
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.engine import connect, describe
-from node.gitmirror import GitError, GitMirrors, commit_time, export
+from node.gitmirror import GitError, GitMirrors, changed_paths, commit_message, commit_time, export
 from node.identity import HOME_DIR, Identities
 from node.ready import ReadyContainers
 from node.sandbox import (
@@ -55,7 +56,7 @@ from node.sandbox import (
 )
 from pbft.attestation import manifest_digest
 from shared.config import BuildConfig, DockerEngineConfig
-from pbft.build import Result, Spec
+from pbft.build import EVENTS, Result, Spec
 from shared.refs import check_branch_name, check_commit_sha, check_pull_ref, check_repository_name
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ class Executor:
 
     async def run(
         self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None,
-        pull_ref: str | None = None,
+        pull_ref: str | None = None, event: str = "push", before: str | None = None,
     ) -> BuildResult:
         if not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
             return BuildResult("error", None, None, "invalid build id")
@@ -262,6 +263,10 @@ class Executor:
                 check_commit_sha(commit)
             if pull_ref is not None:
                 check_pull_ref(pull_ref)
+            if event not in EVENTS:
+                raise ValueError(f"unknown event {str(event)[:40]!r}")
+            if before is not None:
+                check_commit_sha(before)
         except ValueError as exc:
             rejected = BuildResult("error", None, None, f"invalid request: {exc}")
             output = self._open_log(build_id, repository_name, branch)
@@ -273,7 +278,8 @@ class Executor:
                 self._running += 1
                 try:
                     return await asyncio.to_thread(
-                        self._build, build_id, repository_name, repository_url, branch, commit, pull_ref
+                        self._build, build_id, repository_name, repository_url, branch, commit, pull_ref,
+                        Trigger(event, branch, before),
                     )
                 finally:
                     self._running -= 1
@@ -281,7 +287,8 @@ class Executor:
             self._active_ids.discard(build_id)
 
     def _build(
-        self, build_id: str, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None
+        self, build_id: str, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None,
+        trigger: Trigger,
     ) -> BuildResult:
         """The whole build, blocking; runs in a worker thread."""
         started = time.monotonic()
@@ -290,7 +297,9 @@ class Executor:
         workspace = self._data_dir / "workspaces" / build_id
         commands_ms = None
         try:
-            result, commands_ms = self._build_in(workspace, build_id, name, url, branch, commit, pull_ref, output)
+            result, commands_ms = self._build_in(
+                workspace, build_id, name, url, branch, commit, pull_ref, trigger, output
+            )
         except _BuildError as exc:
             output.write(exc.detail.encode(errors="replace"))
             result = BuildResult("error", None, exc.commit, exc.reason)
@@ -333,7 +342,7 @@ class Executor:
         return dataclasses.replace(result, log_path=log_path)
 
     def _build_in(
-        self, workspace, build_id, name, url, branch, commit, pull_ref, output
+        self, workspace, build_id, name, url, branch, commit, pull_ref, trigger, output
     ) -> tuple[BuildResult, int | None]:
         try:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
@@ -342,25 +351,32 @@ class Executor:
                 workspace.mkdir(parents=True)
                 export(repo, resolved, workspace)
                 committed_s = commit_time(repo, resolved)
+                message = commit_message(repo, resolved)
+                changed = None if trigger.before is None else changed_paths(repo, trigger.before, resolved)
             finally:
                 repo.close()
         except GitError as exc:
             raise _BuildError(exc.reason, exc.detail) from None
         output.commit(resolved)
+        decide = functools.partial(skip_reason, trigger=trigger, message=message, changed=changed)
         try:
-            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, output)
+            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, decide, output)
         except SandboxError as exc:
             raise _BuildError(exc.reason, exc.detail, resolved) from None
 
     def _run_sandboxed(
-        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, output
+        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, decide, output
     ) -> tuple[BuildResult, int | None]:
-        """The build's result and how long its own commands ran (ContainerOutcome.commands_ms)."""
+        """The build's result and how long its own commands ran (ContainerOutcome.commands_ms);
+        `decide(conditions)` says why the build is skipped, or None."""
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
         # Derived from the commit alone, so the same on every honest node.
         environment = reproducible_environment(committed_s)
         artifacts, digests, artifacts_problem = None, (), ""
+        skipped = decide(())
+        if skipped is not None:
+            return self._skipped(commit, skipped, None, output), None
         spec_path = workspace / SPEC_FILE
         if spec_path.is_symlink():
             # Reading it would follow the link on the node's own file system.
@@ -377,6 +393,9 @@ class Executor:
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             ran = _spec(spec_path, image)
+            skipped = decide(spec.when)
+            if skipped is not None:
+                return self._skipped(commit, skipped, ran, output), None
             user = ROOT_USER if spec.user == "root" else limits.user
             network = None
             if name in self._networked:
@@ -467,6 +486,11 @@ class Executor:
             )
             return agreed, outcome.commands_ms
         return BuildResult("success", 0, commit, spec=ran), outcome.commands_ms
+
+    @staticmethod
+    def _skipped(commit: str, reason: str, spec: Spec | None, output: BuildLog) -> BuildResult:
+        output.note(f"skipped: {reason}")
+        return BuildResult("skipped", None, commit, reason, spec=spec)
 
     def _unless_host_fault(self, run, output: BuildLog, commit: str, **first) -> ContainerOutcome:
         """`run()`'s outcome; if the host failed the build, the outcome of running it once more,

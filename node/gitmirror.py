@@ -161,6 +161,40 @@ def commit_time(repo: git.Repo, commit: str) -> int:
         raise GitError("could not read the commit's time", str(exc)) from None
 
 
+# Beyond these, the changed paths count as unknown (a path condition then holds): the
+# list is matched against every glob of a spec, on the node, outside the sandbox.
+MAX_CHANGED_PATHS = 1000
+MAX_CHANGED_CHARS = 100_000
+
+
+def commit_message(repo: git.Repo, commit: str) -> str:
+    """The full message of `commit` (a resolved object name), as `[skip ci]` is looked for in it."""
+    try:
+        return repo.commit(commit).message
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError("could not read the commit's message", str(exc)) from None
+
+
+def changed_paths(repo: git.Repo, before: str, commit: str) -> tuple[str, ...] | None:
+    """The paths `commit` changed since `before`, or None when that is not the same answer on
+    every node: `before` must be an ancestor of `commit` (then every mirror holding the
+    commit holds it too, whatever else each has fetched), and the list must stay bounded."""
+    try:
+        repo.git.merge_base("--is-ancestor", "--end-of-options", before, commit)
+    except git.GitCommandError:
+        return None  # not an ancestor, or an object this mirror does not hold
+    try:
+        # -z: names as they are, never quoted; --no-renames: no heuristic whose result
+        # could depend on a node's git version or configuration.
+        listed = repo.git.diff("--name-only", "--no-renames", "-z", "--end-of-options", before, commit)
+    except git.GitCommandError as exc:
+        raise GitError("could not list the changed paths", exc.stderr) from None
+    paths = tuple(path for path in listed.split("\0") if path)
+    if len(paths) > MAX_CHANGED_PATHS or sum(map(len, paths)) > MAX_CHANGED_CHARS:
+        return None
+    return paths
+
+
 def export(repo: git.Repo, commit: str, dest: Path) -> None:
     """Write the tree of `commit` into the empty directory `dest`, without .git."""
     process = repo.git.archive("--format=tar", "--end-of-options", commit, as_process=True)

@@ -14,7 +14,7 @@ from pbft.build import Result
 
 
 async def instant_build(*, build_id: str, repository_name: str, repository_url: str, branch: str,
-                        commit: str | None, pull_ref: str | None = None) -> Result:
+                        commit: str | None, **trigger) -> Result:
     if commit is None:
         commit = hashlib.sha1(f"{repository_name}\0{branch}".encode()).hexdigest()
     return Result("success", 0, commit, "instant build: nothing ran")

@@ -70,8 +70,9 @@ def manifest_digest(files: Mapping[str, str]) -> str:
 
 def statement(operation: Operation, result: Result) -> dict | None:
     """The in-toto statement of a build's agreed result, or None when there is no
-    commit to name (a branch that does not exist, an invalid request)."""
-    if result.commit is None:
+    commit to name (a branch that does not exist, an invalid request) or nothing ran (a
+    skipped build)."""
+    if result.commit is None or result.status == "skipped":
         return None
     repository = {"name": "repository", "uri": f"pbft-ci:repository/{operation.repository}",
                   "annotations": {"branch": operation.branch}}
@@ -79,6 +80,8 @@ def statement(operation: Operation, result: Result) -> dict | None:
         repository["annotations"]["requestedCommit"] = operation.commit
     if operation.pull_ref is not None:
         repository["annotations"]["pullRequestRef"] = operation.pull_ref
+    if operation.event is not None:
+        repository["annotations"]["event"] = operation.event
     configuration = [repository]
     if result.spec is not None:
         configuration.append({"name": result.spec.path, "digest": {"sha256": result.spec.sha256}})

@@ -12,12 +12,19 @@ import re
 
 from pbft.wire import HEX64, NAME, ExitCode, Optional, Struct, Text, struct, wire
 
-STATUSES = ("success", "failure", "error", "timeout")
+# "skipped": the commit or its spec said not to build it for this trigger (node/triggers.py).
+STATUSES = ("success", "failure", "error", "timeout", "skipped")
+# What started a build: a forge's push, a tag push, a pull (merge) request, a plain call, a
+# schedule. `when: event` names these; an operation names every one but a push, which it
+# says by naming none (as every operation did before events existed): one encoding each.
+EVENTS = ("push", "tag", "pull_request", "manual", "cron")
+_OPERATION_EVENTS = EVENTS[1:]
 # A sha256 as artifact manifests and results write it; the group is the hex.
 SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
 # A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
 _IMAGE = re.compile(r"[!-~]{1,255}")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # The forge's own ref for the head of a pull request (GitHub, Gitea, Forgejo) or of a merge
 # request (GitLab): the one form of a pull request's name that reaches git.
 PULL_REF = re.compile(r"refs/(pull|merge-requests)/([1-9][0-9]{0,9})/head")
@@ -37,6 +44,14 @@ class Operation:
     branch: str = wire(Text(limit=255))
     commit: str | None = wire(Optional(Text()), default=None)
     pull_ref: str | None = wire(Optional(Text(PULL_REF)), default=None, omit=None, kw_only=True)
+    event: str | None = wire(Optional(Text(choices=_OPERATION_EVENTS)), default=None, omit=None, kw_only=True)
+    # The commit the changed paths are counted from (a push's previous head, a pull
+    # request's target), for `when: path`.
+    before: str | None = wire(Optional(Text(_COMMIT)), default=None, omit=None, kw_only=True)
+
+    @property
+    def trigger_event(self) -> str:
+        return self.event or "push"
 
     @property
     def pull_request(self) -> int | None:

@@ -72,6 +72,8 @@ def provenance(
         external["requestedCommit"] = operation.commit
     if operation.pull_ref is not None:
         external["pullRequestRef"] = operation.pull_ref
+    if operation.event is not None:
+        external["event"] = operation.event
     if result.spec is not None:
         external["spec"] = {"path": result.spec.path, "sha256": result.spec.sha256}
     build_definition: dict = {"buildType": BUILD_TYPE, "externalParameters": external}

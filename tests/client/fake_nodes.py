@@ -33,12 +33,15 @@ RETRANSMIT_S = 0.3
 
 def honest_result(branch: str, node_id: int = 0) -> Result:
     """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
-    "artifacts-random…" different bytes on each node (a build that is not reproducible)."""
+    "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
+    is skipped by its spec's `when:`."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
     if branch.startswith("fail"):
         return Result("failure", 1, commit)
+    if branch.startswith("skip"):
+        return Result("skipped", None, commit, "when: event manual is not push")
     if branch.startswith("artifacts"):
         seed = f"{branch}/{node_id}" if branch.startswith("artifacts-random") else branch
         return Result("success", 0, commit, artifacts="sha256:" + hashlib.sha256(seed.encode()).hexdigest())

@@ -7,6 +7,7 @@ checked with securesystemslib, the library a third party would use.
 
 import base64
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -102,6 +103,18 @@ def test_anything_but_success_is_a_fail_with_its_status_beside_it(result, status
 def test_a_result_without_a_commit_has_no_statement_and_nothing_is_signed():
     error = Result("error", None, None, "branch not found: x")
     assert statement(OPERATION, error) is None and not Signed(OPERATION, error).exists
+
+
+def test_a_skipped_build_has_no_statement_since_nothing_ran():
+    skipped = Result("skipped", None, COMMIT, "[skip ci] in the commit message")
+    assert statement(PINNED, skipped) is None and not Signed(PINNED, skipped).exists
+
+
+def test_the_statement_names_the_event_of_anything_but_a_push():
+    tag = dataclasses.replace(PINNED, event="tag")
+    repository = statement(tag, SUCCESS)["predicate"]["configuration"][0]
+    assert repository["annotations"] == {"branch": "master", "requestedCommit": COMMIT, "event": "tag"}
+    assert "event" not in statement(PINNED, SUCCESS)["predicate"]["configuration"][0]["annotations"]
 
 
 def test_the_statement_is_a_function_of_the_agreed_result_only():

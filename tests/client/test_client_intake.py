@@ -1,5 +1,6 @@
 """Webhook bodies: every bad body is a WebhookError with a 4xx, never anything else."""
 
+import dataclasses
 import json
 
 import pytest
@@ -35,7 +36,8 @@ def parse(body, content_type=JSON):
     ],
 )
 def test_valid_bodies(body, content_type, expected):
-    assert parse(body, content_type) == expected
+    # A plain call is a manual build, as `when: event: manual` names it.
+    assert parse(body, content_type) == dataclasses.replace(expected, event="manual")
 
 
 @pytest.mark.parametrize(

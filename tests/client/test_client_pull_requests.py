@@ -19,6 +19,7 @@ from client import records as records_module
 from client.forges import Build, Ignored
 from client.intake import WebhookError
 from client.records import SCHEMA_VERSION, BuildRecords
+from client.statuses import CommitStatus
 from node.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode
@@ -30,6 +31,7 @@ from client.forges import hmac_sha256_hex
 
 PAYLOADS = Path(__file__).parent / "data" / "forges"
 HEAD = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
+BASE = "9049f1265b7d61be4a8904a9a27120d2064dab3b"  # the target's head (GitHub) or merge base (Gitea)
 PUBLIC_URL = "https://ci.example.org"
 
 REPOSITORIES = (
@@ -74,16 +76,20 @@ def parsed(name: str, event: str | None = None, **changes):
 # --- The parser, on recorded payloads ---------------------------------------------------------
 
 
+def pull(repository: str, number: int, *, kind: str = "pull", before: str | None = None) -> Operation:
+    return Operation(repository, "master", HEAD, pull_ref=f"refs/{kind}/{number}/head", event="pull_request",
+                     before=before)
+
+
 @pytest.mark.parametrize(
     "name, event, operation, fork",
     [
-        ("github-pull-request", None, Operation("hello", "master", HEAD, pull_ref="refs/pull/2/head"), False),
-        ("github-pull-request-fork", None, Operation("hello", "master", HEAD, pull_ref="refs/pull/3/head"), True),
-        ("gitlab-merge-request", None,
-         Operation("gitlab-test", "master", HEAD, pull_ref="refs/merge-requests/1/head"), False),
-        ("gitlab-merge-request-fork", None,
-         Operation("gitlab-test", "master", HEAD, pull_ref="refs/merge-requests/2/head"), True),
-        ("gitea-pull-request", None, Operation("webhooks", "master", HEAD, pull_ref="refs/pull/1/head"), False),
+        ("github-pull-request", None, pull("hello", 2, before=BASE), False),
+        ("github-pull-request-fork", None, pull("hello", 3, before=BASE), True),
+        # A merge request hook names no base commit: its changed paths are not counted.
+        ("gitlab-merge-request", None, pull("gitlab-test", 1, kind="merge-requests"), False),
+        ("gitlab-merge-request-fork", None, pull("gitlab-test", 2, kind="merge-requests"), True),
+        ("gitea-pull-request", None, pull("webhooks", 1, before=BASE), False),
     ],
 )
 def test_a_pull_request_builds_its_head_by_the_forges_ref(name, event, operation, fork):
@@ -226,7 +232,7 @@ async def test_a_same_repository_pull_request_is_built_at_once(cluster, aiohttp_
     assert status == 202 and "build_id" in answer
     record = await settled(client, answer["build_id"])
     assert record["state"] == "accepted" and record["commit_requested"] == HEAD
-    assert sent_operations(cluster) == [Operation("hello", "master", HEAD, pull_ref="refs/pull/2/head")]
+    assert sent_operations(cluster) == [pull("hello", 2, before=BASE)]
     listed = await (await client.get("/builds")).json()
     assert listed["builds"][0]["pull_request"] == 2
 
@@ -252,7 +258,7 @@ async def test_a_fork_waits_for_an_approval_then_builds_once(cluster, aiohttp_cl
     assert started["already_approved"] is False
     record = await settled(client, started["build_id"])
     assert record["state"] == "accepted" and record["pull_request"] == 3
-    assert sent_operations(cluster) == [Operation("hello", "master", HEAD, pull_ref="refs/pull/3/head")]
+    assert sent_operations(cluster) == [pull("hello", 3, before=BASE)]
 
     again = await (await client.post(f"/approvals/{approval_id}/approve")).json()
     assert again == {**started, "already_approved": True}
@@ -331,14 +337,17 @@ async def test_statuses_reach_github_and_gitlab_in_their_own_shapes(
         assert call.body["target_url"] == f"{PUBLIC_URL}/builds/{started['build_id']}"
 
 
-def test_gitlab_has_one_failed_state_for_failures_and_errors():
-    from client.statuses import CommitStatus
-
+@pytest.mark.parametrize("style, states", [
+    # GitLab has one failed state for failures and errors, and a skipped state of its own; to
+    # GitHub and Gitea a skipped build is a success, so that a required check passes.
+    ("gitlab", ["pending", "success", "failed", "failed", "skipped"]),
+    ("github", ["pending", "success", "failure", "error", "success"]),
+])
+def test_each_forge_gets_the_states_it_knows(style, states):
     def state(value: str) -> str:
-        return CommitStatus("u", "t", value, "c", "d", "x", "1", style="gitlab").body()["state"]
+        return CommitStatus("u", "t", value, "c", "d", "x", "1", style=style).body()["state"]
 
-    assert [state(value) for value in ("pending", "success", "failure", "error")] == [
-        "pending", "success", "failed", "failed"]
+    assert [state(value) for value in ("pending", "success", "failure", "error", "skipped")] == states
 
 
 # --- The mirror: a pinned commit must be the pull request's head -----------------------------

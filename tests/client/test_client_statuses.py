@@ -187,6 +187,21 @@ async def test_failure_verdict_without_a_pinned_commit(cluster, status_server, a
     assert "neither the request nor the verdict names a commit" in caplog.text
 
 
+async def test_a_skipped_build_passes_the_check_and_says_why(cluster, status_server, aiohttp_client):
+    with_statuses(cluster, status_server)
+    client = await start_client(aiohttp_client, cluster)
+
+    status, verdict = await post(client, {"branch": "skip/docs", "commit": PINNED})
+    assert status == 200
+    assert (verdict["status"], verdict["reason"]) == ("skipped", "when: event manual is not push")
+    await status_server.wait_for_calls(2)
+
+    pending, skipped = status_server.calls
+    assert pending.body["state"] == "pending"
+    assert skipped.body["state"] == "success"  # a required check passes
+    assert skipped.body["description"].startswith("build skipped: when: event manual is not push; agreed by nodes ")
+
+
 async def test_a_slow_status_server_does_not_delay_the_verdict(
     monkeypatch, cluster, status_server, aiohttp_client
 ):

@@ -202,7 +202,7 @@ def test_no_provenance_without_artifacts_or_without_a_builder_id(branch, builder
 
 
 async def build_with_artifacts(
-    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+    *, build_id, repository_name, repository_url, branch, commit, **trigger
 ) -> Result:
     """What the executor returns for a build whose spec declares artifacts: the files stay on the node."""
     return BuildResult("success", 0, COMMIT, spec=SPEC, artifacts=BUILT.artifacts,

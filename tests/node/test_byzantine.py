@@ -299,7 +299,7 @@ def test_the_node_cli_refuses_a_bad_argument_before_starting():
 
 
 async def fake_build(
-    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+    *, build_id, repository_name, repository_url, branch, commit, **trigger
 ) -> Result:
     await asyncio.sleep(0)
     return Result(**(SUCCESS if branch == "master" else FAILURE))

@@ -18,7 +18,7 @@ from tests.support.network import say_hello
 
 
 async def fake_build(
-    *, build_id, repository_name, repository_url, branch, commit, pull_ref=None
+    *, build_id, repository_name, repository_url, branch, commit, **trigger
 ) -> Result:
     await asyncio.sleep(0)
     if branch == "master":

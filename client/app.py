@@ -11,6 +11,7 @@ is logged with its traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import AsyncIterator
 
@@ -36,6 +37,7 @@ from client.links import NodeLinks
 from client.metrics import ClientMetrics
 from client.nodeviews import build_view, network_view
 from client.records import BuildRecords, records_path
+from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
@@ -101,9 +103,20 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
         # Webhooks may wait minutes for a verdict; a shutdown should not.
         app[SERVICE_KEY].abandon_all()
 
+    async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
+        schedules = Schedules(config.repositories, app[RECORDS_KEY].schedule_slots())
+        runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background)
+        task = asyncio.create_task(runner.run(), name="schedules")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.extend([records_ctx, service_ctx])
     # After the service's context: statuses observe the service, and stop before it closes.
     app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
+    # Last: a scheduled build, like a webhook's, finds the statuses observing.
+    app.cleanup_ctx.append(schedules_ctx)
     add_transfers(app, config, client_name)
     add_build_log_proxy(app, config, client_name, auth)
     add_artifact_proxy(app, config, client_name)

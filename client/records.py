@@ -68,6 +68,15 @@ CREATE TABLE IF NOT EXISTS approvals (
     received_at REAL NOT NULL,
     build_id INTEGER
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    repository TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    last_slot REAL NOT NULL,
+    build_id INTEGER,
+    PRIMARY KEY (repository, name)
+);
 """
 # Forges redeliver on request for a few days at most; older delivery ids are
 # forgotten so the table does not grow for ever.
@@ -78,8 +87,8 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
 # Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
 # alter: `_migrate` copies their builds into a table made by the schema above. Version 2
-# adds the approvals table.
-SCHEMA_VERSION = 2
+# adds the approvals table, version 3 the schedules table.
+SCHEMA_VERSION = 3
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
 # older wait, and beyond this many open ones the oldest waits are forgotten (their pull
 # requests build once a new push or a reopen delivers them again and they are approved).
@@ -87,7 +96,7 @@ MAX_WAITING_APPROVALS = 1000
 
 _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
-    "json_extract(request, '$.operation.pull_ref') AS pull_ref"
+    "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event"
 )
 
 
@@ -116,7 +125,7 @@ class BuildRecords:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # Version 1 lacks only tables the schema creates if they do not exist.
+            # Versions 1 and 2 lack only tables the schema creates if they do not exist.
             exists = version == 0 and self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'"
             ).fetchone()
@@ -309,6 +318,22 @@ class BuildRecords:
         self._write("UPDATE approvals SET build_id = ? WHERE approval_id = ?", (build_id, approval_id))
         self.commit()
 
+    def schedule_slots(self) -> dict[tuple[str, str, str, str], float]:
+        """The last slot each schedule fired for (or started from), by (repository, name, cron, branch)."""
+        rows = self._db.execute("SELECT repository, name, cron, branch, last_slot FROM schedules").fetchall()
+        return {(row["repository"], row["name"], row["cron"], row["branch"]): row["last_slot"] for row in rows}
+
+    def set_schedule_slots(self, slots: dict[tuple[str, str, str, str], float], build_ids: dict) -> None:
+        """Keep exactly these schedules' slots, with the builds they started (`build_ids`, by the
+        same keys), in one commit with those builds' own records: a crash leaves both or neither."""
+        self._write("DELETE FROM schedules", ())
+        for (repository, name, cron, branch), slot in slots.items():
+            self._write(
+                "INSERT INTO schedules (repository, name, cron, branch, last_slot, build_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (repository, name, cron, branch, slot, build_ids.get((repository, name, cron, branch))),
+            )
+        self.commit()
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds, newest first."""
         rows = self._db.execute(
@@ -338,6 +363,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "agreed_by": json.loads(row["agreed_by"]),
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
+        "event": row["event"] or "push",
     }
 
 

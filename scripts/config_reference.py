@@ -42,6 +42,7 @@ SECTIONS = [
     ("nodes[]", config.NodeConfig, "one entry per node, ids 0..n-1"),
     ("clients[]", config.ClientConfig, "the client(s) that sign requests"),
     ("repositories[]", config.RepositoryConfig, "what the network may build; a webhook names one"),
+    ("repositories[].schedules[]", config.ScheduleConfig, "builds the client submits on a clock; optional"),
     ("build", config.BuildConfig, "how every node builds: the same on every node"),
     ("protocol", config.ProtocolConfig, "the replica's settings and the client's waits"),
     ("tls", config.NodeTLSConfig, "HTTPS and WSS on every node's port; optional"),

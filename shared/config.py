@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from croniter import croniter
 
 from shared.crypto import parse_public_key
+from shared.refs import check_branch_name
 from pbft.provenance import builder_id
 from pbft.slot import ReplicaSettings
 
@@ -147,6 +149,17 @@ class ClientConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    name: str  # names the schedule in the client's log and records; unique within its repository
+    cron: str  # when, in UTC: five fields (minute hour day month weekday) or @hourly, @daily, @weekly, ...
+    branch: str  # what each run builds: the branch's head when the schedule fires
+
+
+# A schedule fires at most once a minute; more of them per repository would be a flood, not a plan.
+MAX_SCHEDULES = 16
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     name: str  # what a webhook names (never a URL)
     url: str  # what nodes fetch: a URL, or a path relative to the file
@@ -169,6 +182,9 @@ class RepositoryConfig:
     # dependencies)? Never this host or the peers (node/buildnet.py). Off by
     # default: what a build fetches may differ between nodes.
     build_network: bool = False
+    # Builds the client submits on a clock (client/schedules.py), each of its own branch, as
+    # the event `cron`; a client that was down over a slot submits one build when it starts.
+    schedules: tuple[ScheduleConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -591,6 +607,46 @@ def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig, ...]:
+    items = entry.get("schedules")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_SCHEDULES:
+        reader.fail(f"{where}schedules", f"must be a list of at most {MAX_SCHEDULES} schedules")
+        return ()
+    schedules = []
+    for index, item in enumerate(items):
+        at = f"{where}schedules[{index}]"
+        if not isinstance(item, dict):
+            reader.fail(at, "must be a mapping of name, cron and branch")
+            continue
+        for key in item.keys() - {"name", "cron", "branch"}:
+            reader.fail(f"{at}.{key}", "is not a schedule's setting (name, cron, branch)")
+        schedules.append(ScheduleConfig(
+            name=reader.get(item, "name", f"{at}.", _matching(_NAME, "schedule name")),
+            cron=reader.get(item, "cron", f"{at}.", _cron),
+            branch=reader.get(item, "branch", f"{at}.", _branch),
+        ))
+    if len({schedule.name for schedule in schedules}) != len(schedules):
+        reader.fail(f"{where}schedules", "names must be unique")
+    return tuple(schedules)
+
+
+def _cron(value: Any) -> str:
+    # Five fields or an @-alias: croniter also reads a sixth field of seconds and a seventh of
+    # years, which would let one schedule fire every second.
+    if not isinstance(value, str) or not (
+        (value.startswith("@") or len(value.split()) == 5) and croniter.is_valid(value)
+    ):
+        raise ValueError(f"is not a cron expression of five fields or an @-alias: {str(value)[:80]!r}")
+    return value
+
+
+def _branch(value: Any) -> str:
+    check_branch_name(value)
+    return value
+
+
 def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> ClientConfig:
     host = reader.get(item, "host", where, _host, "")
     token = reader.secret(item, where, "token")
@@ -719,6 +775,7 @@ def load_config(
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),
+            schedules=_schedules(reader, item, where),
         ))
     _check_distinct(reader, nodes, clients)
     if len({repo.name for repo in repositories}) != len(repositories):

@@ -125,6 +125,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds", list_builds)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/builds/{build_id}", get_build)
+    app.router.add_post("/builds/{build_id}/rerun", rerun)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     app.router.add_get("/builds/{build_id}/attestation", get_attestation)
     app.router.add_get("/builds/{build_id}/in-toto", get_in_toto)
@@ -309,6 +310,19 @@ async def approve(request: web.Request) -> web.Response:
     return web.json_response(
         {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}",
          "already_approved": approval["build_id"] is not None},
+        status=202,
+    )
+
+
+async def rerun(request: web.Request) -> web.Response:
+    """Build again what a build built (its repository, ref and commit), as a new build that
+    names the old one: whoever may ask for builds may ask for this."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    record = _record(request)
+    build_id = request.app[SERVICE_KEY].rerun(record)
+    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
+    return web.json_response(
+        {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}", "rerun_of": record["build_id"]},
         status=202,
     )
 

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS approvals (
     received_at REAL NOT NULL,
     build_id INTEGER
 );
+CREATE TABLE IF NOT EXISTS reruns (
+    build_id INTEGER PRIMARY KEY,
+    rerun_of INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reruns_of ON reruns (rerun_of);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -87,16 +92,19 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
 # Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
 # alter: `_migrate` copies their builds into a table made by the schema above. Version 2
-# adds the approvals table, version 3 the schedules table.
+# adds the approvals table, version 3 the reruns and schedules tables.
 SCHEMA_VERSION = 3
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
 # older wait, and beyond this many open ones the oldest waits are forgotten (their pull
 # requests build once a new push or a reopen delivers them again and they are approved).
 MAX_WAITING_APPROVALS = 1000
+# A build's record lists its first re-runs, this many at most (each names the build it re-runs).
+MAX_LISTED_RERUNS = 100
 
 _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
-    "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event"
+    "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
+    "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of"
 )
 
 
@@ -318,6 +326,11 @@ class BuildRecords:
         self._write("UPDATE approvals SET build_id = ? WHERE approval_id = ?", (build_id, approval_id))
         self.commit()
 
+    def rerun(self, build_id: int, rerun_of: int) -> None:
+        """Record that `build_id` runs `rerun_of` again, with the new build's own record in one commit."""
+        self._write("INSERT INTO reruns (build_id, rerun_of) VALUES (?, ?)", (build_id, rerun_of))
+        self.commit()
+
     def schedule_slots(self) -> dict[tuple[str, str, str, str], float]:
         """The last slot each schedule fired for (or started from), by (repository, name, cron, branch)."""
         rows = self._db.execute("SELECT repository, name, cron, branch, last_slot FROM schedules").fetchall()
@@ -348,7 +361,11 @@ class BuildRecords:
         ).fetchone()
         if row is None:
             return None
-        return {**_summary(row), "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
+        reruns = self._db.execute(
+            "SELECT build_id FROM reruns WHERE rerun_of = ? ORDER BY build_id LIMIT ?", (build_id, MAX_LISTED_RERUNS)
+        ).fetchall()
+        return {**_summary(row), "reruns": [str(rerun[0]) for rerun in reruns],
+                "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
@@ -364,6 +381,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
         "event": row["event"] or "push",
+        "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
@@ -26,6 +27,7 @@ from pbft.authenticator import Authenticator
 from pbft.build import Operation, Result
 from pbft.handshake import Hello
 from pbft.messages import MessageError, Reply, Request, decode, encode, signed
+from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,18 @@ class ClientService:
         build_id = self.submit_in_background(approval["operation"])
         self._records.approved(approval_id, build_id)
         log.info("approval %d started build %d", approval_id, build_id)
+        return build_id
+
+    def rerun(self, record: dict) -> int:
+        """Start a new build of what the build `record` built: the same repository, ref and
+        commit (the one its verdict names, pinned, or its request's own), and return its id."""
+        operation = decode_struct(Operation, record["request"]["operation"])
+        result = record["result"]
+        if operation.commit is None and result is not None and result.get("commit") is not None:
+            operation = dataclasses.replace(operation, commit=result["commit"])
+        build_id = self.submit_in_background(operation)
+        self._records.rerun(build_id, int(record["build_id"]))
+        log.info("build %d runs build %s again", build_id, record["build_id"])
         return build_id
 
     def submit_in_background(self, operation: Operation) -> int:

@@ -226,6 +226,10 @@ function summary(record) {
     ["Repository", record.repository],
     ["Branch", record.branch],
     ["Pull request", record.pull_request ? "#" + record.pull_request + ", its head built" : null],
+    ["Event", record.event && record.event !== "push" ? record.event : null],
+    ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
+    ["Re-runs", record.reruns && record.reruns.length
+      ? el("span", {}, ...record.reruns.flatMap((id, i) => (i ? [", "] : []).concat([buildLink(id, id)]))) : null],
     ["Commit requested", record.commit_requested || "the branch's head"],
     ["Submitted", new Date(record.submitted_at).toLocaleString()],
     ["State", record.state],
@@ -393,8 +397,26 @@ async function followOutput(buildId, nodeId, pre, state, isSettled) {
   }
 }
 
+// Asks the client to build the same repository, ref and commit again, then shows the new build.
+function rerunButton(buildId) {
+  const button = el("button", { type: "button", id: "rerun" }, "Run again");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const response = await api("/builds/" + encodeURIComponent(buildId) + "/rerun", { method: "POST" });
+      const body = await response.json();
+      if (response.status !== 202) throw new Error(body && body.error ? body.error : "HTTP " + response.status);
+      window.location.assign("/dashboard/builds/" + encodeURIComponent(body.build_id));
+    } catch (error) {
+      button.disabled = false;
+      if (!(error instanceof Unauthorized)) notice("Could not run the build again: " + error.message);
+    }
+  });
+  return button;
+}
+
 function showBuild(main, buildId) {
-  const heading = el("h1", {}, "Build " + buildId);
+  const heading = el("h1", {}, "Build " + buildId, " ", rerunButton(buildId));
   const overview = el("div", { id: "overview" });
   const table = el("div", { id: "node-views" });
   const outputs = el("div", { class: "outputs", id: "outputs" });

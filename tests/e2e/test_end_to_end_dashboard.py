@@ -236,6 +236,18 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     assert browser.title == f"pbft-ci build {build_id}"
     screenshot(browser, "build-finished.png")
 
+    # Run it again: a new build of the commit the verdict named, linked to this one.
+    browser.find_element(By.ID, "rerun").click()
+    wait_for(browser, "the re-run's page", lambda d: d.current_url.rstrip("/") != f"{base_url}/dashboard/builds/{build_id}")
+    rerun_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
+    assert wait_for(browser, "the re-run's summary", lambda d: text_of(d, '#summary dd[data-field="re-run_of"]')) == (
+        f"build {build_id}")
+    assert text_of(browser, '#summary dd[data-field="commit_requested"]') == verdict["commit"]
+    wait_for(browser, "the re-run's verdict", lambda d: text_of(d, '#summary dd[data-field="state"]') == "accepted",
+             BUILD_WAIT_S)
+    code, old = http_json("GET", f"{base_url}/builds/{build_id}")
+    assert code == 200 and old["reruns"] == [rerun_id], old
+
     # The network: kill a backup (losing the primary would mean a view change) and watch it go.
     primary = node_status(config, 0)["primary"]
     victim = next(node.id for node in reversed(config.nodes) if node.id != primary)

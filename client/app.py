@@ -126,6 +126,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_post("/builds/{build_id}/rerun", rerun)
+    app.router.add_post("/builds/{build_id}/cancel", cancel)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     app.router.add_get("/builds/{build_id}/attestation", get_attestation)
     app.router.add_get("/builds/{build_id}/in-toto", get_in_toto)
@@ -319,10 +320,29 @@ async def rerun(request: web.Request) -> web.Response:
     names the old one: whoever may ask for builds may ask for this."""
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     record = _record(request)
+    if record["cancels"] is not None:
+        raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
     build_id = request.app[SERVICE_KEY].rerun(record)
     base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
     return web.json_response(
         {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}", "rerun_of": record["build_id"]},
+        status=202,
+    )
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """Stop a build still without a verdict: whoever may ask for builds may ask for this."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    record = _record(request)
+    if record["cancels"] is not None:
+        raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
+    if record["state"] != "pending":
+        raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
+    cancel_id = request.app[SERVICE_KEY].cancel(record)
+    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
+    return web.json_response(
+        {"build_id": record["build_id"], "status_url": f"{base}/builds/{record['build_id']}",
+         "cancel_id": str(cancel_id)},
         status=202,
     )
 

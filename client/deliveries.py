@@ -29,6 +29,10 @@ class WebhookSettings:
     body_timeout_s: float  # a body still incomplete after this long is answered 408
     status_base_url: str  # status URLs are this + /builds/<id>
 
+    def auto_cancels(self, repository: str) -> bool:
+        """Whether a newer push to one of `repository`'s refs cancels its older builds."""
+        return any(repo.auto_cancel for repo in self.repositories if repo.name == repository)
+
     def builds_forks(self, repository: str) -> bool:
         """Whether pull requests from forks of `repository` build without an approval."""
         return any(repo.build_forks for repo in self.repositories if repo.name == repository)
@@ -72,6 +76,8 @@ def answer_delivery(
     if delivery_id is not None:
         records.add_delivery(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
+    if settings.auto_cancels(operation.repository) and operation.trigger_event in ("push", "pull_request"):
+        service.supersede(operation, build_id)
     return _started(build_id, settings, redelivery=False)
 
 

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     received_at REAL NOT NULL,
     build_id INTEGER
 );
+CREATE INDEX IF NOT EXISTS builds_pending ON builds (repository, branch) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS reruns (
     build_id INTEGER PRIMARY KEY,
     rerun_of INTEGER NOT NULL
@@ -100,11 +101,15 @@ SCHEMA_VERSION = 3
 MAX_WAITING_APPROVALS = 1000
 # A build's record lists its first re-runs, this many at most (each names the build it re-runs).
 MAX_LISTED_RERUNS = 100
+# A push cancels at most this many older builds of its ref (the newest first): more would
+# mean pushes came faster than the network orders, and the next push cancels the rest.
+MAX_SUPERSEDED = 16
 
 _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
-    "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of"
+    "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
+    "json_extract(request, '$.operation.cancels') AS cancels"
 )
 
 
@@ -326,6 +331,24 @@ class BuildRecords:
         self._write("UPDATE approvals SET build_id = ? WHERE approval_id = ?", (build_id, approval_id))
         self.commit()
 
+    def superseded(self, operation: Operation, before: int) -> list[dict[str, Any]]:
+        """The builds without a verdict, older than build `before`, of the same repository and
+        ref as `operation` (its branch, or its pull request), started as it was (a push, or a
+        pull request), that no cancel names yet: what a newer push makes moot. The newest few."""
+        rows = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, request, replies FROM builds WHERE state = 'pending'"
+            " AND repository = ? AND branch = ? AND build_id < ?"
+            " AND coalesce(json_extract(request, '$.operation.pull_ref'), '') = ?"
+            " AND coalesce(json_extract(request, '$.operation.event'), 'push') = ?"
+            " AND json_extract(request, '$.operation.cancels') IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM builds AS c WHERE c.state = 'pending' AND c.repository = builds.repository"
+            " AND json_extract(c.request, '$.operation.cancels') = builds.build_id)"
+            " ORDER BY build_id DESC LIMIT ?",
+            (operation.repository, operation.branch, before, operation.pull_ref or "", operation.trigger_event,
+             MAX_SUPERSEDED),
+        ).fetchall()
+        return [{**_summary(row), "request": json.loads(row["request"])} for row in rows]
+
     def rerun(self, build_id: int, rerun_of: int) -> None:
         """Record that `build_id` runs `rerun_of` again, with the new build's own record in one commit."""
         self._write("INSERT INTO reruns (build_id, rerun_of) VALUES (?, ?)", (build_id, rerun_of))
@@ -382,6 +405,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
         "event": row["event"] or "push",
         "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
+        "cancels": None if row["cancels"] is None else str(row["cancels"]),
     }
 
 

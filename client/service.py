@@ -199,6 +199,21 @@ class ClientService:
         log.info("approval %d started build %d", approval_id, build_id)
         return build_id
 
+    def cancel(self, record: dict) -> int:
+        """Ask the network to stop the build `record` (one still without a verdict): a request
+        ordered like any other, whose execution stops it on every node at that point of the
+        order; returns the cancel's own build id."""
+        operation = decode_struct(Operation, record["request"]["operation"])
+        assert operation.cancels is None, "a cancel is not a build"
+        cancel = Operation(operation.repository, operation.branch, cancels=int(record["build_id"]))
+        build_id = self.submit_in_background(cancel)
+        log.info("build %d cancels build %s", build_id, record["build_id"])
+        return build_id
+
+    def supersede(self, operation: Operation, build_id: int) -> list[int]:
+        """Cancel the older builds of `operation`'s ref that build `build_id` makes moot."""
+        return [self.cancel(record) for record in self._records.superseded(operation, before=build_id)]
+
     def rerun(self, record: dict) -> int:
         """Start a new build of what the build `record` built: the same repository, ref and
         commit (the one its verdict names, pinned, or its request's own), and return its id."""

@@ -82,9 +82,9 @@ class CommitStatus:
 
 # A skipped build is a success to GitHub (a required check passes), GitLab has a state of its own.
 _GITHUB_STATES = {"pending": "pending", "success": "success", "failure": "failure", "error": "error",
-                  "skipped": "success"}
+                  "skipped": "success", "cancelled": "error"}
 _GITLAB_STATES = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed",
-                  "skipped": "skipped"}
+                  "skipped": "skipped", "cancelled": "canceled"}
 
 
 class StatusPoster:
@@ -223,7 +223,7 @@ class CommitStatuses:
 
     def submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
-        if repository is None:
+        if repository is None or operation.cancels is not None:  # a cancel has no commit of its own
             return
         if operation.commit is None:
             log.info("no pending status for build %s: its commit is known only from the verdict", build_id)
@@ -241,7 +241,7 @@ class CommitStatuses:
 
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         repository = self._repositories.get(operation.repository)
-        if repository is None:
+        if repository is None or operation.cancels is not None:
             return
         if verdict.abandoned:
             # The network may still build it; a status saying otherwise would be a guess.
@@ -271,6 +271,7 @@ class CommitStatuses:
             "failure": ("failure", f"failed{exit_code}"),
             "timeout": ("error", f"timed out{exit_code}"),
             "skipped": ("skipped", f"skipped: {result.reason}"),
+            "cancelled": ("cancelled", "cancelled"),
         }.get(result.status, ("error", f"error{exit_code}: {result.reason}"))
         # The agreement is the point of this CI, so the end of the text is kept whole.
         agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"

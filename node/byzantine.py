@@ -104,6 +104,19 @@ class Lie(Behaviour):
         return lied
 
 
+class CancelAlone(Behaviour):
+    """Report every build cancelled, as if the client's cancel had been ordered: what a faulty
+    node can do to a build by itself. Its one vote never makes a verdict."""
+
+    name = "cancel"
+
+    def tamper(self, result: Result) -> Result:
+        if result.status == "cancelled" or (result.commit is None and result.exit_code == 0):
+            return result  # already cancelled, or a cancel's own answer
+        logger.warning("byzantine cancel: reporting cancelled instead of %s", result.agreed())
+        return Result("cancelled", None, None, "cancelled by the client's request")
+
+
 class Silent(Behaviour):
     """Receive everything, send nothing: neither protocol messages nor replies."""
 
@@ -436,6 +449,7 @@ class Mode:
 MODES: dict[str, Mode] = {
     "lie": Mode(lambda node: Lie()),
     "silent": Mode(lambda node: Silent()),
+    "cancel": Mode(lambda node: CancelAlone()),
     "crash-after": Mode(lambda frames, node: CrashAfter(frames),
                         argument=Argument("positive integer", "N (frames sent before crashing)", "50",
                                           positive_integer)),

@@ -84,10 +84,13 @@ class Driver:
         behaviour: Behaviour = HONEST,
         store: NodeStore | None = None,
         fail_stop: Callable[[], None] = exit_process,
+        cancel: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.replica = replica
         self.config = config
         self.build = build
+        # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
+        self.cancel = cancel
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
@@ -282,7 +285,9 @@ class Driver:
         operation = request.operation
         repository = self.config.repository(operation.repository)
         build_id = f"{request.client}-{request.timestamp}"
-        if repository is None:
+        if operation.cancels is not None:
+            result = await self._cancel(seq, build_id, f"{request.client}-{operation.cancels}")
+        elif repository is None:
             result = Result("error", None, None, f"unknown repository: {operation.repository}")
         else:
             logger.info(
@@ -315,6 +320,18 @@ class Driver:
         artifact_digests = getattr(result, "artifact_digests", None)
         artifact_files = artifact_digests() if artifact_digests is not None else {}
         self.interpreter.step(self.replica.execution_finished, request, result, seq, artifact_files)
+
+
+    async def _cancel(self, seq: int, build_id: str, target: str) -> Result:
+        """Carry out a cancel, in the order: this task starts right after the tasks of every
+        earlier request, so the target is running, waiting for a build slot, or done here.
+        What the cancel itself answers is the same on every node, wherever the build was."""
+        stopped = await self.cancel(target) if self.cancel is not None else False
+        logger.info(
+            "node=%d seq=%d build=%s cancels build=%s: %s",
+            self.replica.id, seq, build_id, target, "stopped" if stopped else "not running here",
+        )
+        return Result("success", 0, None, f"cancel of build {target} ordered")
 
 
 class CrashAt:

@@ -20,9 +20,11 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -115,6 +117,17 @@ class _BuildError(Exception):
         self.commit = commit
 
 
+class _Cancelled(Exception):
+    """Ends a build whose cancel was ordered: its result is `cancelled`, whatever it had done."""
+
+
+# A cancel is kept for a build not started yet (queued, or ordered after its cancel) until
+# this many later cancels push it out: the builds a node has waiting are far fewer.
+MAX_CANCELS = 4096
+# The same on every node whatever stage each had reached: no commit, no spec, no exit code.
+CANCELLED = "cancelled by the client's request"
+
+
 class Executor:
     def __init__(
         self,
@@ -146,6 +159,11 @@ class Executor:
         self._docker_guard = threading.Lock()
         self._running = 0
         self._active_ids: set[str] = set()
+        # Build ids whose cancel was ordered (node/driver.py), oldest first, and the container
+        # each running build runs in, so that a cancel can kill it (from another thread).
+        self._cancels: OrderedDict[str, None] = OrderedDict()
+        self._containers: dict[str, Any] = {}
+        self._waiting: dict[str, asyncio.Future] = {}  # builds waiting for a slot: set when cancelled
         self._closing = False
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
@@ -203,6 +221,54 @@ class Executor:
         if removed:
             log.warning("node %s removed %d containers and volumes left by a previous run", self._node_id, removed)
         return removed
+
+    async def cancel(self, build_id: str) -> bool:
+        """Stop build `build_id`: at once if its container runs, before it starts if it waits
+        (for a build slot, or for the driver to hand it over). Its result is then `cancelled`.
+        Returns whether the build was running or waiting here."""
+        if not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
+            return False
+        self._cancels[build_id] = None
+        while len(self._cancels) > MAX_CANCELS:
+            self._cancels.popitem(last=False)
+        waiting = self._waiting.get(build_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+        container = self._containers.get(build_id)
+        if container is not None:
+            log.info("build %s node=%s: cancelled, killing its container", build_id, self._node_id)
+            await asyncio.to_thread(_kill_quietly, container)
+        return build_id in self._active_ids
+
+    async def _take_slot(self, build_id: str) -> bool:
+        """Wait for a build slot and take it; False, with no slot taken, if the build is
+        cancelled before one frees up (a cancel does not wait for the builds before it)."""
+        if build_id in self._cancels:
+            return False
+        cancelled = asyncio.get_running_loop().create_future()
+        self._waiting[build_id] = cancelled
+        acquiring = asyncio.ensure_future(self._semaphore.acquire())
+        try:
+            await asyncio.wait((acquiring, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the node is stopping: no slot is kept
+            self._give_back(acquiring)
+            raise
+        finally:
+            self._waiting.pop(build_id, None)
+        if build_id in self._cancels:
+            self._give_back(acquiring)
+            return False
+        return True
+
+    def _give_back(self, acquiring: asyncio.Future) -> None:
+        if acquiring.done() and not acquiring.cancelled():
+            self._semaphore.release()
+        else:
+            acquiring.cancel()
+
+    def _check_cancel(self, build_id: str) -> None:
+        if build_id in self._cancels:
+            raise _Cancelled()
 
     def close(self) -> None:
         """Remove the prepared containers, kill this executor's running builds, then let go of the engine.
@@ -274,15 +340,20 @@ class Executor:
 
         self._active_ids.add(build_id)
         try:
-            async with self._semaphore:
-                self._running += 1
-                try:
-                    return await asyncio.to_thread(
-                        self._build, build_id, repository_name, repository_url, branch, commit, pull_ref,
-                        Trigger(event, branch, before),
-                    )
-                finally:
-                    self._running -= 1
+            if not await self._take_slot(build_id):  # cancelled while it waited, or before it came
+                output = self._open_log(build_id, repository_name, branch)
+                return await asyncio.to_thread(
+                    self._finish, build_id, repository_name, branch, self._cancelled(output), output, started
+                )
+            self._running += 1
+            try:
+                return await asyncio.to_thread(
+                    self._build, build_id, repository_name, repository_url, branch, commit, pull_ref,
+                    Trigger(event, branch, before),
+                )
+            finally:
+                self._running -= 1
+                self._semaphore.release()
         finally:
             self._active_ids.discard(build_id)
 
@@ -300,6 +371,8 @@ class Executor:
             result, commands_ms = self._build_in(
                 workspace, build_id, name, url, branch, commit, pull_ref, trigger, output
             )
+        except _Cancelled:
+            result = self._cancelled(output)
         except _BuildError as exc:
             output.write(exc.detail.encode(errors="replace"))
             result = BuildResult("error", None, exc.commit, exc.reason)
@@ -313,8 +386,17 @@ class Executor:
             log.exception("build %s failed unexpectedly", build_id)
             result = BuildResult("error", None, None, "internal executor error")
         finally:
+            self._containers.pop(build_id, None)
             shutil.rmtree(workspace, ignore_errors=True)
+        if build_id in self._cancels and result.status != "cancelled":
+            # Cancelled while it ended (its container killed, or before its result is out).
+            result = self._cancelled(output)
         return self._finish(build_id, name, branch, result, output, started, commands_ms)
+
+    @staticmethod
+    def _cancelled(output: BuildLog) -> BuildResult:
+        output.note(CANCELLED)
+        return BuildResult("cancelled", None, None, CANCELLED)
 
     def _open_log(self, build_id: str, name: str, branch: str) -> BuildLog:
         return BuildLog(
@@ -344,6 +426,7 @@ class Executor:
     def _build_in(
         self, workspace, build_id, name, url, branch, commit, pull_ref, trigger, output
     ) -> tuple[BuildResult, int | None]:
+        self._check_cancel(build_id)
         try:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
             try:
@@ -358,6 +441,7 @@ class Executor:
         except GitError as exc:
             raise _BuildError(exc.reason, exc.detail) from None
         output.commit(resolved)
+        self._check_cancel(build_id)
         decide = functools.partial(skip_reason, trigger=trigger, message=message, changed=changed)
         try:
             return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, decide, output)
@@ -433,8 +517,9 @@ class Executor:
                     identities=self._identities, user=user, on_output=output.write,
                     cache=cache_run.mounts if cache_run else None, network=network,
                     remove_later=self._remove_later, environment=environment, artifacts=artifacts,
+                    on_container=functools.partial(self._running_in, build_id),
                 )
-                outcome = self._unless_host_fault(run, output, commit, ready=ready, on_started=(
+                outcome = self._unless_host_fault(run, output, commit, build_id, ready=ready, on_started=(
                     None if ready_key is None else functools.partial(self._ready.prepare, ready_key)))
                 if cache_run is not None:
                     self._save_cache(name, cache_run, outcome, output)
@@ -463,9 +548,9 @@ class Executor:
                 self._client(), image_id=check_image(self._client(), tag), script=None,
                 workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
                 identities=self._identities, on_output=output.write, remove_later=self._remove_later,
-                environment=environment,
+                environment=environment, on_container=functools.partial(self._running_in, build_id),
             )
-            outcome = self._unless_host_fault(run, output, commit)
+            outcome = self._unless_host_fault(run, output, commit, build_id)
         else:
             raise _BuildError(f"no {SPEC_FILE} or Dockerfile", commit=commit)
 
@@ -492,7 +577,13 @@ class Executor:
         output.note(f"skipped: {reason}")
         return BuildResult("skipped", None, commit, reason, spec=spec)
 
-    def _unless_host_fault(self, run, output: BuildLog, commit: str, **first) -> ContainerOutcome:
+    def _running_in(self, build_id: str, container) -> None:
+        """The build's container is `container`; a cancel ordered before it came kills it at once."""
+        self._containers[build_id] = container
+        if build_id in self._cancels:
+            _kill_quietly(container)
+
+    def _unless_host_fault(self, run, output: BuildLog, commit: str, build_id: str, **first) -> ContainerOutcome:
         """`run()`'s outcome; if the host failed the build, the outcome of running it once more,
         in a fresh container, from the same sources, once the engine answers.
 
@@ -504,14 +595,17 @@ class Executor:
         every node it happens to."""
         faults = []
         while True:
+            self._check_cancel(build_id)
             try:
                 outcome = run(**first) if not faults else run()
             except SandboxError as exc:
+                self._check_cancel(build_id)  # its container killed by the cancel, before it ran
                 if not exc.engine_lost:
                     raise
                 log.warning("node=%s %s: %s", self._node_id, ENGINE_LOST, exc.detail.strip())
                 faults.append(ENGINE_LOST)
             else:
+                self._check_cancel(build_id)  # killed by the cancel, not from outside
                 if not outcome.killed_outside:
                     return outcome
                 faults.append(KILLED_OUTSIDE)
@@ -741,3 +835,10 @@ def _image_name(repository_name: str) -> str:
     """A Docker repository path component: lowercase alphanumerics joined by '-'."""
     return re.sub(r"[^a-z0-9]+", "-", repository_name.lower()).strip("-") or "repository"
 
+
+def _kill_quietly(container) -> None:
+    """Kill a build's container; one that already stopped, or is gone, is left to its thread."""
+    try:
+        container.kill()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass

@@ -42,7 +42,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import docker
 import docker.errors
@@ -375,6 +375,7 @@ def run_container(
     on_started: Callable[[], None] | None = None,
     environment: dict[str, str] | None = None,
     artifacts: ArtifactCopy | None = None,
+    on_container: Callable[[Any], None] | None = None,
 ) -> ContainerOutcome:
     """Run `script` with `sh -e -c` (or, with neither script nor workspace, the image's CMD)
     in `image_id` (check_image's) to completion or until the deadline.
@@ -405,7 +406,8 @@ def run_container(
     and no arguments), is used instead of starting one: the build's script,
     not the container, is what makes it this build. `on_started` is called
     once the build's commands run. `environment` is exported to the build
-    (for a spec build, by the first line of the script it is handed).
+    (for a spec build, by the first line of the script it is handed). `on_container` gets
+    the build's container as soon as there is one, before any of the build runs in it.
 
     With `cache` (spec builds only) the build gets the cache mounts. A build
     that saves its cache (`cache.save_to`) or declares `artifacts` also gets
@@ -441,6 +443,8 @@ def run_container(
                 role="build", arguments=arguments, cache_mounts=tuple(cache_mounts), network=network,
             )
             container = gated.container
+            if on_container is not None:
+                on_container(container)
             capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
             held = []
             if cache is not None and cache.save_to is not None:
@@ -468,6 +472,8 @@ def run_container(
             container = client.containers.create(
                 image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
             )
+            if on_container is not None:
+                on_container(container)
             # Attached before start: no output is missed however fast it comes.
             capture = _OutputCapture(
                 container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output

@@ -133,7 +133,8 @@ def make_app(
                     "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
-            driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store)
+            driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
+                            cancel=None if executor is None else executor.cancel)
             if crash_at is not None:
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)

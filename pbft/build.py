@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 
-from pbft.wire import HEX64, NAME, ExitCode, Optional, Struct, Text, struct, wire
+from pbft.wire import HEX64, NAME, SEQ, ExitCode, Optional, Struct, Text, struct, wire
 
 # "skipped": the commit or its spec said not to build it for this trigger (node/triggers.py).
-STATUSES = ("success", "failure", "error", "timeout", "skipped")
+# "cancelled": the client's cancel was ordered while the node still had the build to run.
+STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled")
 # What started a build: a forge's push, a tag push, a pull (merge) request, a plain call, a
 # schedule. `when: event` names these; an operation names every one but a push, which it
 # says by naming none (as every operation did before events existed): one encoding each.
@@ -48,6 +49,10 @@ class Operation:
     # The commit the changed paths are counted from (a push's previous head, a pull
     # request's target), for `when: path`.
     before: str | None = wire(Optional(Text(_COMMIT)), default=None, omit=None, kw_only=True)
+    # Not a build: stop the same client's request of this timestamp, on every node at the
+    # point of the order where this one executes (node/driver.py); repository and branch
+    # are that build's.
+    cancels: int | None = wire(Optional(SEQ), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:

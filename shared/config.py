@@ -172,6 +172,9 @@ class RepositoryConfig:
     # fork waits until someone approves it (`POST /approvals/<id>/approve`) unless this
     # is set: its code is anyone's.
     build_forks: bool = False
+    # A newer push to a branch, or to a pull request, cancels that branch's (or pull request's)
+    # older builds still without a verdict (POST /builds/<id>/cancel, ordered like any request).
+    auto_cancel: bool = True
     status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
     # The shape of that API: "github" (GitHub, and Gitea/Forgejo, which speak it too) or
     # "gitlab" (its /projects/:id/statuses/:sha, e.g. status_api https://gitlab.com/api/v4).
@@ -770,6 +773,7 @@ def load_config(
             secret=reader.secret(item, where, "secret"),
             build_tags=reader.get(item, "build_tags", where, _typed(bool), False),
             build_forks=reader.get(item, "build_forks", where, _typed(bool), False),
+            auto_cancel=reader.get(item, "auto_cancel", where, _typed(bool), True),
             status_api=reader.get(item, "status_api", where, _matching(_HTTP_URL, "http(s) URL"), ""),
             status_style=reader.get(item, "status_style", where, _matching(_STATUS_STYLE, "status style"), "github"),
             status_token=reader.secret(item, where, "status_token"),

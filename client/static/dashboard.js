@@ -228,6 +228,7 @@ function summary(record) {
     ["Pull request", record.pull_request ? "#" + record.pull_request + ", its head built" : null],
     ["Event", record.event && record.event !== "push" ? record.event : null],
     ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
+    ["Cancels", record.cancels ? buildLink(record.cancels, "build " + record.cancels) : null],
     ["Re-runs", record.reruns && record.reruns.length
       ? el("span", {}, ...record.reruns.flatMap((id, i) => (i ? [", "] : []).concat([buildLink(id, id)]))) : null],
     ["Commit requested", record.commit_requested || "the branch's head"],
@@ -397,26 +398,32 @@ async function followOutput(buildId, nodeId, pre, state, isSettled) {
   }
 }
 
-// Asks the client to build the same repository, ref and commit again, then shows the new build.
-function rerunButton(buildId) {
-  const button = el("button", { type: "button", id: "rerun" }, "Run again");
+// A button that POSTs to the build's `action` (rerun, cancel) and hands the answer to `then`.
+function actionButton(buildId, action, text, failure, then) {
+  const button = el("button", { type: "button", id: action }, text);
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const response = await api("/builds/" + encodeURIComponent(buildId) + "/rerun", { method: "POST" });
+      const response = await api("/builds/" + encodeURIComponent(buildId) + "/" + action, { method: "POST" });
       const body = await response.json();
       if (response.status !== 202) throw new Error(body && body.error ? body.error : "HTTP " + response.status);
-      window.location.assign("/dashboard/builds/" + encodeURIComponent(body.build_id));
+      then(body);
     } catch (error) {
       button.disabled = false;
-      if (!(error instanceof Unauthorized)) notice("Could not run the build again: " + error.message);
+      if (!(error instanceof Unauthorized)) notice(failure + error.message);
     }
   });
   return button;
 }
 
 function showBuild(main, buildId) {
-  const heading = el("h1", {}, "Build " + buildId, " ", rerunButton(buildId));
+  // Run again: the same repository, ref and commit, as a new build, whose page opens.
+  const rerun = actionButton(buildId, "rerun", "Run again", "Could not run the build again: ",
+    (body) => window.location.assign("/dashboard/builds/" + encodeURIComponent(body.build_id)));
+  // Cancel: ordered like any request; the page shows the verdict `cancelled` once it is in.
+  const cancel = actionButton(buildId, "cancel", "Cancel", "Could not cancel the build: ", () => {});
+  cancel.hidden = true;
+  const heading = el("h1", {}, "Build " + buildId, " ", rerun, " ", cancel);
   const overview = el("div", { id: "overview" });
   const table = el("div", { id: "node-views" });
   const outputs = el("div", { class: "outputs", id: "outputs" });
@@ -430,6 +437,7 @@ function showBuild(main, buildId) {
     const path = "/builds/" + encodeURIComponent(buildId);
     const [record, nodes] = await Promise.all([apiJson(path), apiJson(path + "/nodes")]);
     overview.replaceChildren(summary(record));
+    cancel.hidden = record.state !== "pending" || Boolean(record.cancels);
     table.replaceChildren(...nodeTable(record, nodes));
     done = settled(record, nodes);
     if (!following) {

@@ -48,6 +48,11 @@ def honest_result(branch: str, node_id: int = 0) -> Result:
     return Result("success", 0, commit)
 
 
+def held(request: Request) -> bool:
+    """A build of a branch "hold…" runs until a cancel stops it: no node answers it before."""
+    return request.operation.cancels is None and request.operation.branch.startswith("hold")
+
+
 class FakeCluster:
     def __init__(self) -> None:
         self.node_keys = [generate_private_key() for _ in range(N)]
@@ -62,6 +67,7 @@ class FakeCluster:
         self.received: dict[int, list[int]] = {i: [] for i in range(N)}
         self.first_arrival_s: dict[tuple[int, int], float] = {}
         self.committed: dict[int, tuple[int, Request]] = {}
+        self.cancelled: set[int] = set()  # requests a cancel stopped: the nodes reply `cancelled`
         self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
         self._tasks: set[asyncio.Task] = set()
         self.config: NetworkConfig | None = None  # set once the servers' ports are known
@@ -109,6 +115,13 @@ class FakeCluster:
         while self.behaviour[self.view % N] == "silent":
             self.view += 1
         self.committed[request.timestamp] = (self.view, request)
+        target = request.operation.cancels
+        if target in self.committed and target not in self.cancelled and held(self.committed[target][1]):
+            self.cancelled.add(target)  # a held build stops where the cancel is ordered
+            for sender in range(N):
+                self._reply(sender, target)
+        if held(request):
+            return
         for sender in range(N):
             self._reply(sender, request.timestamp)
 
@@ -117,7 +130,14 @@ class FakeCluster:
         if behaviour == "silent":
             return
         view, request = self.committed[timestamp]
-        result = honest_result(request.operation.branch, node_id)
+        if held(request) and timestamp not in self.cancelled:
+            return
+        if request.operation.cancels is not None:
+            result = Result("success", 0, None, f"cancel of build {request.operation.cancels} ordered")
+        elif timestamp in self.cancelled:
+            result = Result("cancelled", None, None, "cancelled by the client's request")
+        else:
+            result = honest_result(request.operation.branch, node_id)
         if behaviour in ("liar", "forger"):
             result = Result("success", 0, "f" * 40)
         senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]

@@ -198,10 +198,12 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
         wait_for(browser, "node 1's output to start", lambda d: "build started" in (text_of(d, "#output-1") or ""),
                  BUILD_WAIT_S)
         running_output = text_of(browser, "#output-1")
+        cancel_shown = browser.find_element(By.ID, "cancel").is_displayed()
         still_running = sender.is_alive()
         screenshot(browser, "build-running.png")
         assert "build finished" not in running_output, running_output
         assert still_running, "the verdict came before the output reached the page"
+        assert cancel_shown, "no Cancel button on a build without a verdict"
     finally:
         sender.join(timeout=BUILD_WAIT_S)
     assert verdicts and verdicts[0]["status"] == "success", verdicts
@@ -237,6 +239,7 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     screenshot(browser, "build-finished.png")
 
     # Run it again: a new build of the commit the verdict named, linked to this one.
+    assert not browser.find_element(By.ID, "cancel").is_displayed()  # it has its verdict
     browser.find_element(By.ID, "rerun").click()
     wait_for(browser, "the re-run's page", lambda d: d.current_url.rstrip("/") != f"{base_url}/dashboard/builds/{build_id}")
     rerun_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]

@@ -1,0 +1,105 @@
+"""`POST /builds/{id}/cancel` and auto-cancel, against fake nodes on which a build of a branch
+"hold…" runs until a cancel for it is ordered (tests/client/fake_nodes.py). What a node does
+with a cancel is tested on real nodes (tests/node/test_cancel.py)."""
+
+import asyncio
+import dataclasses
+
+from pbft.build import Operation
+from tests.client.client_token import BEARER, TOKEN, with_client_settings
+from tests.client.fake_nodes import post, start_client
+from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, encoded, github_headers, settled
+
+SHAS = ["1" * 40, "2" * 40, "3" * 40]
+
+
+def operations(cluster) -> list[Operation]:
+    return [request.operation for _view, request in cluster.committed.values()]
+
+
+async def pending(client, count: int, headers=None) -> list[dict]:
+    async with asyncio.timeout(5):
+        while len(listed := (await (await client.get("/builds", headers=headers)).json())["builds"]) < count:
+            await asyncio.sleep(0.02)
+    return listed
+
+
+async def test_a_running_build_cancelled_gets_the_verdict_cancelled(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+    waiting = asyncio.create_task(post(client, {"branch": "hold/tests"}))
+    [build] = await pending(client, 1)
+    assert build["state"] == "pending"
+
+    response = await client.post(f"/builds/{build['build_id']}/cancel")
+    assert response.status == 202
+    answer = await response.json()
+    assert answer["build_id"] == build["build_id"]
+
+    status, verdict = await waiting  # the webhook that asked for the build gets its verdict
+    assert status == 200 and (verdict["status"], verdict["commit"]) == ("cancelled", None)
+    record = await settled(client, build["build_id"])
+    assert (record["state"], record["result"]["status"], record["cancels"]) == ("accepted", "cancelled", None)
+    cancel = await settled(client, answer["cancel_id"])
+    assert (cancel["cancels"], cancel["result"]["status"]) == (build["build_id"], "success")
+    assert operations(cluster) == [
+        Operation("example", "hold/tests", event="manual"),
+        Operation("example", "hold/tests", cancels=int(build["build_id"])),  # the build's repository and branch
+    ]
+
+
+async def test_only_a_build_without_a_verdict_can_be_cancelled_and_only_by_whoever_may_build(
+    cluster, aiohttp_client
+):
+    with_client_settings(cluster, token=TOKEN)
+    client = await start_client(aiohttp_client, cluster)
+    response = await client.post("/webHook", json={"branch": "main"}, headers=BEARER)
+    done = (await response.json())["build_id"]
+
+    refused = await client.post(f"/builds/{done}/cancel", headers=BEARER)
+    assert refused.status == 409 and "has its verdict already (accepted)" in (await refused.json())["error"]
+    assert (await client.post(f"/builds/{done}/cancel")).status == 401
+    assert (await client.post("/builds/12345/cancel", headers=BEARER)).status == 404
+    assert len(operations(cluster)) == 1
+
+    waiting = asyncio.create_task(client.post("/webHook", json={"branch": "hold/x"}, headers=BEARER))
+    held = (await pending(client, 2, BEARER))[0]["build_id"]
+    cancel_id = (await (await client.post(f"/builds/{held}/cancel", headers=BEARER)).json())["cancel_id"]
+    for action in ("cancel", "rerun"):
+        refused = await client.post(f"/builds/{cancel_id}/{action}", headers=BEARER)
+        assert refused.status == 409 and "is a cancel, not a build" in (await refused.json())["error"]
+    assert (await (await waiting).json())["status"] == "cancelled"
+
+
+async def push(client, branch: str, sha: str, delivery: str) -> str:
+    body = encoded({**GITHUB_PUSH, "ref": f"refs/heads/{branch}", "after": sha,
+                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": sha}})
+    response = await client.post("/webHook", data=body, headers=github_headers(body, delivery=delivery))
+    assert response.status == 202
+    return (await response.json())["build_id"]
+
+
+async def test_a_newer_push_cancels_the_older_build_of_its_branch_only(cluster, aiohttp_client):
+    cluster.config = dataclasses.replace(cluster.config, repositories=REPOSITORIES)
+    client = await start_client(aiohttp_client, cluster)
+
+    first = await push(client, "hold/main", SHAS[0], "d-1")
+    other = await push(client, "hold/other", SHAS[1], "d-2")
+    second = await push(client, "hold/main", SHAS[2], "d-3")
+
+    assert (await settled(client, first))["result"]["status"] == "cancelled"
+    cancels = [operation.cancels for operation in operations(cluster) if operation.cancels is not None]
+    assert cancels == [int(first)]  # neither the other branch's build nor the newest one
+    listed = {build["build_id"]: build["state"] for build in (await (await client.get("/builds")).json())["builds"]}
+    assert listed[other] == listed[second] == "pending"
+
+
+async def test_a_repository_can_keep_its_older_builds(cluster, aiohttp_client):
+    repositories = (dataclasses.replace(REPOSITORIES[0], auto_cancel=False), *REPOSITORIES[1:])
+    cluster.config = dataclasses.replace(cluster.config, repositories=repositories)
+    client = await start_client(aiohttp_client, cluster)
+
+    await push(client, "hold/main", SHAS[0], "d-1")
+    await push(client, "hold/main", SHAS[1], "d-2")
+    await asyncio.sleep(0.2)
+
+    assert [operation.cancels for operation in operations(cluster)] == [None, None]

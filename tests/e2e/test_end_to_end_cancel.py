@@ -1,0 +1,112 @@
+"""End to end: cancelling a build on the README's network, with node 3 started as a node that
+reports every build cancelled on its own (`--byzantine 3:cancel`).
+
+- Node 3 alone cannot cancel a build: a quick build's verdict is `success`, certified by
+  the three others, with node 3's `cancelled` vote refused as a dissent.
+- `POST /builds/{id}/cancel` of a long build, a request ordered like any other, stops it on
+  every node: the webhook that asked for it answers `cancelled` within seconds, every
+  node's ledger shows the verdict `cancelled` certified, and no build container is left.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import docker
+import yaml
+
+from shared.config import load_config
+from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json, slow_repository, webhook
+
+pytestmark = E2E_MARKS
+
+LONG_SPEC = "commands:\n  - echo build started\n  - sleep 120\n  - echo build finished\n"
+
+
+def node_view_when(base_url: str, build_id: str, done, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, view = http_json("GET", f"{base_url}/builds/{build_id}/nodes")
+        if code == 200 and done(view):
+            return view
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+
+
+def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing(network, tmp_path):
+    repository = tmp_path / "long"
+    slow_repository(repository, LONG_SPEC)
+    subprocess.run(["git", "-C", str(repository), "checkout", "-q", "-b", "quick"], check=True)
+    (repository / ".pbft-ci.yml").write_text("commands:\n  - echo quick\n")
+    subprocess.run(["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "-am", "quick"], check=True)
+    config_path = example_copy(tmp_path, allow_byzantine=True)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"] = [{"name": "long", "url": str(repository)}]
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path), "--byzantine", "3:cancel")
+    config = load_config(config_path)
+    engine = docker.from_env()
+
+    def leftovers() -> list[str]:
+        """This network's containers (each node labels its own with its data directory) that a
+        build left: one still running as a build, or one stopped and not removed. A prepared
+        container, running idle for the next build, is none."""
+        listed = engine.containers.list(all=True, ignore_removed=True)
+        return [f"{c.name} {c.status} {c.labels.get('pbft-ci.role')}" for c in listed
+                if c.labels.get("pbft-ci.data", "").startswith(f"{config.data_dir}/")
+                and (c.status != "running" or c.labels.get("pbft-ci.role") == "build")]
+
+    def started_everywhere(build_id: str) -> bool:
+        for node in config.nodes:
+            try:
+                with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node.id}", timeout=10) as answer:
+                    if "build started" not in answer.read().decode():
+                        return False
+            except urllib.error.HTTPError:  # no log on that node yet
+                return False
+        return True
+
+    try:
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            quick = webhook(base_url, config, "quick")
+            assert quick["status"] == "success" and 3 not in quick["agreed_by"], quick
+            view = node_view_when(base_url, quick["build_id"], lambda view: all(
+                node["verdict"] and node["verdict"]["state"] == "certified" for node in view["nodes"]))
+            assert {node["verdict"]["result"]["status"] for node in view["nodes"]} == {"success"}, view["nodes"]
+            assert [node["own_result"]["status"] for node in view["nodes"]] == ["success"] * 3 + ["cancelled"]
+
+            verdicts = []
+            sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "master")))
+            sender.start()
+            deadline = time.monotonic() + 60
+            while (build_id := http_json("GET", f"{base_url}/builds?limit=1")[1]["builds"][0]["build_id"]) == (
+                quick["build_id"]
+            ) or not started_everywhere(build_id):
+                assert time.monotonic() < deadline and sender.is_alive(), "the long build never ran on every node"
+                time.sleep(0.2)
+
+            started_s = time.monotonic()
+            code, answer = http_json("POST", f"{base_url}/builds/{build_id}/cancel")
+            assert code == 202 and answer["build_id"] == build_id, answer
+            sender.join(timeout=30)
+            cancelled_after_s = time.monotonic() - started_s
+            assert verdicts and verdicts[0]["status"] == "cancelled", verdicts
+            print(f"verdict cancelled {cancelled_after_s:.2f} s after the cancel")
+            assert cancelled_after_s < 10, cancelled_after_s
+
+            view = node_view_when(base_url, build_id, lambda view: all(
+                node["verdict"] and node["verdict"]["state"] == "certified" for node in view["nodes"]))
+            assert [node["verdict"]["result"]["status"] for node in view["nodes"]] == ["cancelled"] * config.n
+            deadline = time.monotonic() + 30
+            while left := leftovers():
+                assert time.monotonic() < deadline, left
+                time.sleep(0.2)
+            code, again = http_json("POST", f"{base_url}/builds/{build_id}/cancel")
+            assert code == 409, again
+    finally:
+        engine.close()

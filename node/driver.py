@@ -85,12 +85,14 @@ class Driver:
         store: NodeStore | None = None,
         fail_stop: Callable[[], None] = exit_process,
         cancel: Callable[[str], Awaitable[bool]] | None = None,
+        queued: Callable[[], int] = lambda: 0,
     ) -> None:
         self.replica = replica
         self.config = config
         self.build = build
         # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
         self.cancel = cancel
+        self._queued = queued  # how many of the builds started wait for a build slot
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
@@ -110,8 +112,12 @@ class Driver:
         return self.interpreter.stopped
 
     @property
+    def builds_queued(self) -> int:
+        return self._queued()
+
+    @property
     def builds_running(self) -> int:
-        return len(self.builds)
+        return len(self.builds) - self.builds_queued
 
     def status(self) -> dict:
         replica = self.replica
@@ -123,6 +129,7 @@ class Driver:
             "low_watermark": replica.low_watermark,
             "high_watermark": replica.high_watermark,
             "builds_running": self.builds_running,
+            "builds_queued": self.builds_queued,
             "dropped": dict(self.drops),
         }
 

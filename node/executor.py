@@ -34,6 +34,7 @@ from node.artifacts import MAX_FILES
 from node.artifactstore import ArtifactStore
 from node.buildlog import BuildLog
 from node.buildnet import BuildNetwork
+from node.buildqueue import BuildQueue
 from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.triggers import Trigger, skip_reason
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
@@ -141,15 +142,20 @@ class Executor:
         engine: DockerEngineConfig = DockerEngineConfig(),
         networked_repositories: frozenset[str] = frozenset(),
         peer_hosts: tuple[str, ...] = (),
+        repository_bounds: dict[str, int] | None = None,
     ):
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
-        `peer_hosts`, the network's node and client hosts, are what those builds must never reach."""
+        `peer_hosts`, the network's node and client hosts, are what those builds must never reach;
+        `repository_bounds` caps how many builds of a repository run at once (node/buildqueue.py)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
         self._limits = limits
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        # Which build takes a freed slot: the node's max_concurrent, each repository's own bound
+        # and a fair turn between repositories; a waiting build's future is set when it may run.
+        self._queue = BuildQueue(max_concurrent, dict(repository_bounds or {}))
+        self._slot_waiters: dict[str, asyncio.Future] = {}
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
@@ -163,7 +169,6 @@ class Executor:
         # each running build runs in, so that a cancel can kill it (from another thread).
         self._cancels: OrderedDict[str, None] = OrderedDict()
         self._containers: dict[str, Any] = {}
-        self._waiting: dict[str, asyncio.Future] = {}  # builds waiting for a slot: set when cancelled
         self._closing = False
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
@@ -189,6 +194,14 @@ class Executor:
     @property
     def running(self) -> int:
         return self._running
+
+    @property
+    def queued(self) -> int:
+        """Builds waiting for a build slot here."""
+        return self._queue.waiting()
+
+    def is_queued(self, build_id: str) -> bool:
+        return self._queue.is_waiting(build_id)
 
     def sweep_leftovers(self) -> int:
         """Remove containers (builds' and prepared ones), workspace and cache volumes a killed
@@ -231,40 +244,38 @@ class Executor:
         self._cancels[build_id] = None
         while len(self._cancels) > MAX_CANCELS:
             self._cancels.popitem(last=False)
-        waiting = self._waiting.get(build_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
+        if self._queue.drop(build_id):
+            self._slot_waiters.pop(build_id).set_result(False)
         container = self._containers.get(build_id)
         if container is not None:
             log.info("build %s node=%s: cancelled, killing its container", build_id, self._node_id)
             await asyncio.to_thread(_kill_quietly, container)
         return build_id in self._active_ids
 
-    async def _take_slot(self, build_id: str) -> bool:
+    async def _take_slot(self, build_id: str, repository: str) -> bool:
         """Wait for a build slot and take it; False, with no slot taken, if the build is
-        cancelled before one frees up (a cancel does not wait for the builds before it)."""
+        cancelled before its turn comes (a cancel does not wait for the builds before it)."""
         if build_id in self._cancels:
             return False
-        cancelled = asyncio.get_running_loop().create_future()
-        self._waiting[build_id] = cancelled
-        acquiring = asyncio.ensure_future(self._semaphore.acquire())
+        turn = asyncio.get_running_loop().create_future()
+        self._slot_waiters[build_id] = turn
+        self._grant(self._queue.add(build_id, repository))
         try:
-            await asyncio.wait((acquiring, cancelled), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # the node is stopping: no slot is kept
-            self._give_back(acquiring)
+            return await turn
+        except BaseException:  # the node is stopping: no slot is kept, no place in the queue
+            self._slot_waiters.pop(build_id, None)
+            if not self._queue.drop(build_id):
+                self._release(build_id)
             raise
-        finally:
-            self._waiting.pop(build_id, None)
-        if build_id in self._cancels:
-            self._give_back(acquiring)
-            return False
-        return True
 
-    def _give_back(self, acquiring: asyncio.Future) -> None:
-        if acquiring.done() and not acquiring.cancelled():
-            self._semaphore.release()
-        else:
-            acquiring.cancel()
+    def _grant(self, build_ids: list[str]) -> None:
+        for build_id in build_ids:
+            turn = self._slot_waiters.pop(build_id)
+            if not turn.done():  # else its task was cancelled meanwhile, and gives the slot back
+                turn.set_result(True)
+
+    def _release(self, build_id: str) -> None:
+        self._grant(self._queue.finish(build_id))
 
     def _check_cancel(self, build_id: str) -> None:
         if build_id in self._cancels:
@@ -340,7 +351,7 @@ class Executor:
 
         self._active_ids.add(build_id)
         try:
-            if not await self._take_slot(build_id):  # cancelled while it waited, or before it came
+            if not await self._take_slot(build_id, repository_name):  # cancelled while it waited, or before
                 output = self._open_log(build_id, repository_name, branch)
                 return await asyncio.to_thread(
                     self._finish, build_id, repository_name, branch, self._cancelled(output), output, started
@@ -353,7 +364,7 @@ class Executor:
                 )
             finally:
                 self._running -= 1
-                self._semaphore.release()
+                self._release(build_id)
         finally:
             self._active_ids.discard(build_id)
 

@@ -92,7 +92,8 @@ class _StateCollector:
                            ("last_executed", "The last sequence number this node executed"),
                            ("low_watermark", "The last stable checkpoint"),
                            ("high_watermark", "The highest sequence number this node accepts"),
-                           ("builds_running", "Builds running on this node now")):
+                           ("builds_running", "Builds running on this node now"),
+                           ("builds_queued", "Builds waiting for a build slot on this node now")):
             yield GaugeMetricFamily(f"pbft_{name}", text, value=state[name])
         drops = CounterMetricFamily("pbft_frames_dropped", "Frames this node dropped, by reason", labels=["reason"])
         for reason, count in sorted(state["dropped"].items()):

@@ -134,7 +134,8 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
-                            cancel=None if executor is None else executor.cancel)
+                            cancel=None if executor is None else executor.cancel,
+                            queued=(lambda: 0) if executor is None else (lambda: executor.queued))
             if crash_at is not None:
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
@@ -187,6 +188,7 @@ def _make_executor(config: NetworkConfig, node_id: int):
         networked_repositories=frozenset(repo.name for repo in config.repositories if repo.build_network),
         # Every node and client of the network: networked builds must reach none of them.
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
+        repository_bounds={repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent},
     )
 
 

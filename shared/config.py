@@ -175,6 +175,9 @@ class RepositoryConfig:
     # A newer push to a branch, or to a pull request, cancels that branch's (or pull request's)
     # older builds still without a verdict (POST /builds/<id>/cancel, ordered like any request).
     auto_cancel: bool = True
+    # Most builds of this repository one node runs at once (0: only build.max_concurrent bounds
+    # them); the node's free slots go round the repositories with builds waiting, in turn.
+    max_concurrent: int = 0
     status_api: str = ""  # e.g. https://api.github.com; commit statuses are posted there
     # The shape of that API: "github" (GitHub, and Gitea/Forgejo, which speak it too) or
     # "gitlab" (its /projects/:id/statuses/:sha, e.g. status_api https://gitlab.com/api/v4).
@@ -774,6 +777,7 @@ def load_config(
             build_tags=reader.get(item, "build_tags", where, _typed(bool), False),
             build_forks=reader.get(item, "build_forks", where, _typed(bool), False),
             auto_cancel=reader.get(item, "auto_cancel", where, _typed(bool), True),
+            max_concurrent=reader.get(item, "max_concurrent", where, _typed(int, 0), 0),
             status_api=reader.get(item, "status_api", where, _matching(_HTTP_URL, "http(s) URL"), ""),
             status_style=reader.get(item, "status_style", where, _matching(_STATUS_STYLE, "status style"), "github"),
             status_token=reader.secret(item, where, "status_token"),

@@ -58,6 +58,7 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     def make(*, data_dir: str = "data", **limit_overrides) -> Executor:
         """`data_dir` (under the test's tmp_path) differs between executors that stand for different nodes."""
         max_concurrent = limit_overrides.pop("max_concurrent", 2)
+        repository_bounds = limit_overrides.pop("repository_bounds", None)
         executor = Executor(
             data_dir=tmp_path / data_dir,
             log_dir=tmp_path / "log",
@@ -65,6 +66,7 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
             limits=BuildConfig(**limit_overrides),
             max_concurrent=max_concurrent,
             docker_client=docker_client,
+            repository_bounds=repository_bounds,
         )
         executors.append(executor)
         return executor

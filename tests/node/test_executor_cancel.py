@@ -1,7 +1,8 @@
-"""Cancelling builds against a real git repository and the real Docker engine: a running build's
-container is killed and its result is `cancelled` (never `failure 137`, never run again as a
-host fault); a build cancelled before it starts never gets a container. The fixtures check
-that no container or volume of any build is left."""
+"""Build slots and cancels against a real git repository and the real Docker engine: a
+repository's own bound holds while another repository's build takes a free slot; a running
+build's container is killed by a cancel and its result is `cancelled` (never `failure 137`,
+never run again as a host fault); a build cancelled before it starts never gets a container.
+The fixtures check that no container or volume of any build is left."""
 
 import asyncio
 import time
@@ -83,3 +84,34 @@ async def test_a_build_waiting_for_a_slot_is_cancelled_where_it_waits(
 @pytest.mark.parametrize("build_id", ["../x", "", "a b"])
 async def test_a_malformed_build_id_cancels_nothing(make_executor, build_id):
     assert await make_executor().cancel(build_id) is False
+
+
+async def test_a_repositorys_bound_queues_its_builds_while_another_repository_runs(
+    make_executor, git_repo, build_ids, container_roles
+):
+    git_repo.commit("master", SLOW)
+    executor = make_executor(max_concurrent=2, repository_bounds={"busy": 1})
+
+    def run(build_id, repository):
+        return asyncio.create_task(executor.run(
+            build_id=build_id, repository_name=repository, repository_url=str(git_repo.path), branch="master"))
+
+    async def until(condition) -> None:
+        async with asyncio.timeout(60):
+            while not condition():
+                await asyncio.sleep(0.05)
+
+    first, second, other = build_ids(), build_ids(), build_ids()
+    tasks = [run(first, "busy"), run(second, "busy"), run(other, "quiet")]
+    # The node's second slot goes to the quiet repository, not to the busy one's next build.
+    await until(lambda: (executor.running, executor.queued) == (2, 1))
+    assert executor.is_queued(second) and not executor.is_queued(other)
+
+    await executor.cancel(first)
+    await until(lambda: not executor.is_queued(second))  # the slot it freed went to the next busy build
+    assert not tasks[1].done()
+    assert (await tasks[0]).status == "cancelled"
+    for build_id in (second, other):
+        await executor.cancel(build_id)
+    assert [(await task).status for task in tasks] == ["cancelled"] * 3
+    assert (executor.running, executor.queued) == (0, 0)

@@ -60,7 +60,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
         assert statuses[1] == {
             "id": 1, "view": 0, "primary": 0, "last_executed": 2,
-            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "dropped": {},
+            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
             "links": {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in ("0", "2", "3")},
         }
 
@@ -241,6 +241,6 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         assert metrics[("pbft_store_save_seconds_sum", (("synced", "true"),))] > 0
         # Per build at least two other nodes' COMMITs and RESULTs, and two PREPAREs or the PRE-PREPARE and its request.
         assert metrics[("pbft_signatures_checked_total", ())] >= 3 * 2 * 2
-        assert metrics[("pbft_builds_running", ())] == 0
+        assert metrics[("pbft_builds_running", ())] == metrics[("pbft_builds_queued", ())] == 0
         connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
         assert connected == [1, 1, 1]

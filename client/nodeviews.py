@@ -96,7 +96,7 @@ async def _node_record(
 ) -> tuple[dict, list]:
     """This node's view of the build, and the raw votes it served (checked by the caller)."""
     view = {"node": node.id, "reachable": False, "executed": False, "seq": None, "own_result": None,
-            "verdict": None, "error": None}
+            "build": None, "verdict": None, "error": None}
     try:
         code, answer = await _get_json(session, node, f"/requests/{client}/{build_id}")
         if code == 404:
@@ -111,6 +111,8 @@ async def _node_record(
             executed=True,
             seq=answer["seq"],
             own_result=_result(answer.get("own_result")),
+            # Where its build is while it has no result: waiting for a build slot, or running.
+            build=answer.get("build") if answer.get("build") in ("queued", "running") else None,
             verdict=_verdict(answer.get("verdict")),
         )
         served = answer.get("votes")

@@ -69,6 +69,15 @@ class Build(Protocol):
                  before: str | None = None) -> Awaitable[Result]: ...
 
 
+class Slots(Protocol):
+    """What the executor says of its build slots (node/buildqueue.py)."""
+
+    @property
+    def queued(self) -> int: ...
+
+    def is_queued(self, build_id: str) -> bool: ...
+
+
 class Sender(Protocol):
     def send(self, frame: str) -> None: ...
 
@@ -85,14 +94,15 @@ class Driver:
         store: NodeStore | None = None,
         fail_stop: Callable[[], None] = exit_process,
         cancel: Callable[[str], Awaitable[bool]] | None = None,
-        queued: Callable[[], int] = lambda: 0,
+        slots: Slots | None = None,
     ) -> None:
         self.replica = replica
         self.config = config
         self.build = build
         # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
         self.cancel = cancel
-        self._queued = queued  # how many of the builds started wait for a build slot
+        self.slots = slots  # which of the builds started wait for a build slot (the executor)
+        self._building: dict[tuple[str, int], str] = {}  # requests whose build task runs -> build id
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
@@ -113,7 +123,14 @@ class Driver:
 
     @property
     def builds_queued(self) -> int:
-        return self._queued()
+        return 0 if self.slots is None else self.slots.queued
+
+    def build_state(self, key: tuple[str, int]) -> str | None:
+        """`queued` or `running` while this node's build of request `key` has no result, else None."""
+        build_id = self._building.get(key)
+        if build_id is None:
+            return None
+        return "queued" if self.slots is not None and self.slots.is_queued(build_id) else "running"
 
     @property
     def builds_running(self) -> int:
@@ -286,7 +303,9 @@ class Driver:
     def start_build(self, seq: int, request: Request) -> None:
         task = asyncio.create_task(self._run_build(seq, request))
         self.builds.add(task)
-        task.add_done_callback(self.builds.discard)
+        if request.operation.cancels is None:
+            self._building[request.key] = f"{request.client}-{request.timestamp}"
+        task.add_done_callback(lambda done: (self.builds.discard(done), self._building.pop(request.key, None)))
 
     async def _run_build(self, seq: int, request: Request) -> None:
         operation = request.operation

@@ -134,8 +134,7 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
-                            cancel=None if executor is None else executor.cancel,
-                            queued=(lambda: 0) if executor is None else (lambda: executor.queued))
+                            cancel=None if executor is None else executor.cancel, slots=executor)
             if crash_at is not None:
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
@@ -249,7 +248,7 @@ def _record_of_request(request: web.Request) -> dict:
             text=json.dumps({"error": f"no executed request {text} of client {client!r}"}),
             content_type="application/json",
         )
-    return record
+    return {**record, "build": driver.build_state((client, int(text)))}
 
 
 async def build_of_request(request: web.Request) -> web.Response:

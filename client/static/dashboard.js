@@ -290,7 +290,8 @@ function nodeTable(record, nodes) {
       el("td", {}, "node " + view.node),
       cellFor(replies[view.node], "reply"),
       voteCell,
-      cellFor(view.own_result, "own_result"),
+      view.own_result || !view.build ? cellFor(view.own_result, "own_result")
+        : el("td", { "data-field": "own_result", class: "muted" }, view.build),
       el("td", { "data-field": "ledger", class: view.reachable ? null : "unreachable",
         title: view.reachable ? null : view.error }, ledger),
       el("td", {}, view.seq === null ? "—" : String(view.seq)));

@@ -3,6 +3,8 @@ reports every build cancelled on its own (`--byzantine 3:cancel`).
 
 - Node 3 alone cannot cancel a build: a quick build's verdict is `success`, certified by
   the three others, with node 3's `cancelled` vote refused as a dissent.
+- With the repository bound to one build at a time, a second long build shows `queued` on
+  every node while the first shows `running`, and its cancel drops it where it waits.
 - `POST /builds/{id}/cancel` of a long build, a request ordered like any other, stops it on
   every node: the webhook that asked for it answers `cancelled` within seconds, every
   node's ledger shows the verdict `cancelled` certified, and no build container is left.
@@ -46,7 +48,7 @@ def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing
                     "commit", "-q", "-am", "quick"], check=True)
     config_path = example_copy(tmp_path, allow_byzantine=True)
     data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "long", "url": str(repository)}]
+    data["repositories"] = [{"name": "long", "url": str(repository), "max_concurrent": 1}]
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     network(str(config_path), "--byzantine", "3:cancel")
     config = load_config(config_path)
@@ -89,6 +91,22 @@ def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing
             ) or not started_everywhere(build_id):
                 assert time.monotonic() < deadline and sender.is_alive(), "the long build never ran on every node"
                 time.sleep(0.2)
+
+            # A second long build of the repository waits for the one slot it may have on each node.
+            queued = []
+            waiter = threading.Thread(target=lambda: queued.append(webhook(base_url, config, "master")))
+            waiter.start()
+            deadline = time.monotonic() + 30
+            while (second := http_json("GET", f"{base_url}/builds?limit=1")[1]["builds"][0]["build_id"]) == build_id:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            view = node_view_when(base_url, second, lambda view: all(node["build"] for node in view["nodes"]))
+            assert [node["build"] for node in view["nodes"]] == ["queued"] * config.n, view["nodes"]
+            view = node_view_when(base_url, build_id, lambda view: True)
+            assert [node["build"] for node in view["nodes"]] == ["running"] * config.n, view["nodes"]
+            assert http_json("POST", f"{base_url}/builds/{second}/cancel")[0] == 202
+            waiter.join(timeout=30)
+            assert queued and queued[0]["status"] == "cancelled", queued
 
             started_s = time.monotonic()
             code, answer = http_json("POST", f"{base_url}/builds/{build_id}/cancel")

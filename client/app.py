@@ -236,7 +236,7 @@ def _verdict_json(verdict: Verdict) -> dict:
         "build_id": verdict.build_id,
         "elapsed_ms": verdict.elapsed_ms,
     }
-    if result.status in ("error", "skipped"):
+    if result.status in ("error", "skipped", "cancelled"):
         answer["reason"] = result.reason
     if verdict.divergent:
         answer["artifacts_by_node"] = {str(node): digest for node, digest in verdict.artifacts_by_node.items()}

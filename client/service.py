@@ -11,9 +11,9 @@ each one and routes it by timestamp to that request's collector.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol

@@ -304,15 +304,15 @@ class Driver:
         task = asyncio.create_task(self._run_build(seq, request))
         self.builds.add(task)
         if request.operation.cancels is None:
-            self._building[request.key] = f"{request.client}-{request.timestamp}"
+            self._building[request.key] = _build_id(request.client, request.timestamp)
         task.add_done_callback(lambda done: (self.builds.discard(done), self._building.pop(request.key, None)))
 
     async def _run_build(self, seq: int, request: Request) -> None:
         operation = request.operation
         repository = self.config.repository(operation.repository)
-        build_id = f"{request.client}-{request.timestamp}"
+        build_id = _build_id(request.client, request.timestamp)
         if operation.cancels is not None:
-            result = await self._cancel(seq, build_id, f"{request.client}-{operation.cancels}")
+            result = await self._cancel(seq, build_id, _build_id(request.client, operation.cancels))
         elif repository is None:
             result = Result("error", None, None, f"unknown repository: {operation.repository}")
         else:
@@ -358,6 +358,11 @@ class Driver:
             self.replica.id, seq, build_id, target, "stopped" if stopped else "not running here",
         )
         return Result("success", 0, None, f"cancel of build {target} ordered")
+
+
+def _build_id(client: str, timestamp: int) -> str:
+    """The executor's name of client `client`'s request `timestamp`: its log, its workspace."""
+    return f"{client}-{timestamp}"
 
 
 class CrashAt:

@@ -245,7 +245,9 @@ class Executor:
         while len(self._cancels) > MAX_CANCELS:
             self._cancels.popitem(last=False)
         if self._queue.drop(build_id):
-            self._slot_waiters.pop(build_id).set_result(False)
+            turn = self._slot_waiters.pop(build_id)
+            if not turn.done():  # else its task was cancelled meanwhile (the node stops)
+                turn.set_result(False)
         container = self._containers.get(build_id)
         if container is not None:
             log.info("build %s node=%s: cancelled, killing its container", build_id, self._node_id)

@@ -256,7 +256,15 @@ async def list_builds(request: web.Request) -> web.Response:
     limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
-    return web.json_response({"builds": request.app[RECORDS_KEY].recent(limit)})
+    service = request.app[SERVICE_KEY]
+    return web.json_response({"builds": [_with_progress(service, build) for build in request.app[RECORDS_KEY].recent(limit)]})
+
+
+def _with_progress(service: ClientService, build: dict) -> dict:
+    """A build's record and, while it has no verdict, where f+1 nodes say it is: `queued` for
+    a build slot, or `running` (None until f+1 say either)."""
+    pending = build["state"] == "pending"
+    return {**build, "progress": service.progress(int(build["build_id"])) if pending else None}
 
 
 def _record(request: web.Request) -> dict:
@@ -268,7 +276,7 @@ def _record(request: web.Request) -> dict:
     record = request.app[RECORDS_KEY].get(build_id)
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
-    return record
+    return _with_progress(request.app[SERVICE_KEY], record)
 
 
 def _approval(request: web.Request) -> dict:

@@ -26,7 +26,7 @@ from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
 from pbft.build import Operation, Result
 from pbft.handshake import Hello
-from pbft.messages import MessageError, Reply, Request, decode, encode, signed
+from pbft.messages import BuildState, MessageError, Reply, Request, decode, encode, signed
 from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,14 @@ class _Outstanding:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     all_replied: asyncio.Event = field(default_factory=asyncio.Event)
     retransmitted: bool = False
+    states: dict[int, str] = field(default_factory=dict)  # node -> its signed BUILD-STATE, the latest
+
+    def progress(self, quorum: int) -> str | None:
+        """`running` when f+1 (`quorum`) nodes say the build runs, `queued` when f+1 say it waits
+        or runs, else None: fewer could all be faulty."""
+        if sum(1 for state in self.states.values() if state == "running") >= quorum:
+            return "running"
+        return "queued" if len(self.states) >= quorum else None
 
 
 class ClientService:
@@ -117,6 +125,7 @@ class ClientService:
         self._links = links
         self._retransmit_s = config.protocol.client_retransmit_s
         self._deadline_s = config.protocol.client_deadline_s if deadline_s is None else deadline_s
+        self._queue_limit_s = max(config.protocol.client_queue_limit_s, self._deadline_s)
         # Send a request to all nodes as soon as the primary's link is seen down; off, only a
         # retransmission does (scripts/bench.py failover compares the two).
         self._follow_links = follow_links
@@ -336,6 +345,11 @@ class ClientService:
                 self._background.add(task)
                 task.add_done_callback(self._background_done)
 
+    def progress(self, build_id: int) -> str | None:
+        """Where a build without a verdict is, as f+1 nodes say (`_Outstanding.progress`)."""
+        outstanding = self._outstanding.get(build_id)
+        return None if outstanding is None else outstanding.progress(self._config.f + 1)
+
     async def _await_quorum(self, timestamp: int, outstanding: _Outstanding, started_s: float) -> None:
         deadline_s = started_s + self._deadline_s
         retransmit_at_s = started_s + self._retransmit_s
@@ -347,7 +361,15 @@ class ClientService:
             except asyncio.TimeoutError:
                 pass
             if retransmit_at_s >= deadline_s:
-                return
+                # A build that waits for build slots, or runs, at f+1 nodes (one honest at least)
+                # is not lost: wait on, a deadline at a time, up to the queue limit.
+                progress = outstanding.progress(self._config.f + 1)
+                limit_s = started_s + self._queue_limit_s
+                if progress is None or deadline_s >= limit_s:
+                    return
+                deadline_s = min(deadline_s + self._deadline_s, limit_s)
+                log.info("build %d is %s at f+1 nodes: waiting for its verdict up to %.0f s more",
+                         timestamp, progress, deadline_s - time.monotonic())
             await self._send_to_all(timestamp, outstanding, "retransmission")
             retransmit_at_s += self._retransmit_s
 
@@ -418,6 +440,9 @@ class ClientService:
     def on_frame(self, link_node_id: int, text: str) -> None:
         """Verify a frame from a node and count it; drop anything else with a reason."""
         reply = self._parse_reply(link_node_id, text)
+        if isinstance(reply, BuildState):
+            self._on_build_state(link_node_id, reply)
+            return
         if reply is None:
             return
         outstanding = self._outstanding.get(reply.timestamp)
@@ -441,13 +466,22 @@ class ClientService:
         if len(outstanding.collector.replies) == self._config.n:
             outstanding.all_replied.set()
 
-    def _parse_reply(self, link_node_id: int, text: str) -> Reply | None:
+    def _on_build_state(self, link_node_id: int, news: BuildState) -> None:
+        outstanding = self._outstanding.get(news.timestamp)
+        if outstanding is None:
+            return  # its verdict is in
+        if not self._auth.verify_node(news.sender, news.payload(), news.sig):
+            log.warning("ignore_build-state_bad_signature: sender %d on link %d", news.sender, link_node_id)
+            return
+        outstanding.states[news.sender] = news.state
+
+    def _parse_reply(self, link_node_id: int, text: str) -> Reply | BuildState | None:
         try:
             message = decode(json.loads(text))
         except (json.JSONDecodeError, MessageError, RecursionError) as error:
             log.warning("ignore_frame_malformed from link %d: %s", link_node_id, str(error)[:200])
             return None
-        if not isinstance(message, Reply):
+        if not isinstance(message, (Reply, BuildState)):
             log.warning("ignore_frame_not_reply from link %d: %s", link_node_id, type(message).__name__)
             return None
         if message.client != self.name:

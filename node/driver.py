@@ -33,7 +33,7 @@ from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVe
 from pbft.interpreter import Interpreter
 from pbft.build import Result
 from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
-from pbft.messages import Message, MessageError, PrePrepare, Reply, Request, decode, encode
+from pbft.messages import BuildState, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed
 from pbft.replica import Replica
 from pbft.durable import DurableState
 
@@ -102,7 +102,7 @@ class Driver:
         # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
         self.cancel = cancel
         self.slots = slots  # which of the builds started wait for a build slot (the executor)
-        self._building: dict[tuple[str, int], str] = {}  # requests whose build task runs -> build id
+        self._building: set[str] = set()  # build ids whose build task runs
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
@@ -127,10 +127,21 @@ class Driver:
 
     def build_state(self, key: tuple[str, int]) -> str | None:
         """`queued` or `running` while this node's build of request `key` has no result, else None."""
-        build_id = self._building.get(key)
-        if build_id is None:
+        build_id = _build_id(*key)
+        if build_id not in self._building:
             return None
         return "queued" if self.slots is not None and self.slots.is_queued(build_id) else "running"
+
+    def on_build_state(self, build_id: str, state: str) -> None:
+        """The executor's news of a build (queued, or running): signed, to the build's client."""
+        client, _, timestamp = build_id.rpartition("-")
+        connections = self.clients.get(client)
+        if not connections or not timestamp.isdecimal():
+            return
+        news = signed(BuildState(int(timestamp), client, state, self.replica.id), self.replica.auth.sign)
+        frame = json.dumps(encode(news))
+        for connection in list(connections):
+            connection.send(frame)
 
     @property
     def builds_running(self) -> int:
@@ -303,9 +314,10 @@ class Driver:
     def start_build(self, seq: int, request: Request) -> None:
         task = asyncio.create_task(self._run_build(seq, request))
         self.builds.add(task)
+        build_id = _build_id(request.client, request.timestamp)
         if request.operation.cancels is None:
-            self._building[request.key] = _build_id(request.client, request.timestamp)
-        task.add_done_callback(lambda done: (self.builds.discard(done), self._building.pop(request.key, None)))
+            self._building.add(build_id)
+        task.add_done_callback(lambda done: (self.builds.discard(done), self._building.discard(build_id)))
 
     async def _run_build(self, seq: int, request: Request) -> None:
         operation = request.operation

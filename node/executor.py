@@ -24,7 +24,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import docker
 import docker.errors
@@ -156,6 +156,9 @@ class Executor:
         # and a fair turn between repositories; a waiting build's future is set when it may run.
         self._queue = BuildQueue(max_concurrent, dict(repository_bounds or {}))
         self._slot_waiters: dict[str, asyncio.Future] = {}
+        # Told (build id, "queued" or "running") as a build waits for a slot and as it takes
+        # one: the node tells the build's client (node/driver.py).
+        self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
@@ -262,6 +265,8 @@ class Executor:
         turn = asyncio.get_running_loop().create_future()
         self._slot_waiters[build_id] = turn
         self._grant(self._queue.add(build_id, repository))
+        if self._queue.is_waiting(build_id):
+            self._tell(build_id, "queued")
         try:
             return await turn
         except BaseException:  # the node is stopping: no slot is kept, no place in the queue
@@ -275,6 +280,11 @@ class Executor:
             turn = self._slot_waiters.pop(build_id)
             if not turn.done():  # else its task was cancelled meanwhile, and gives the slot back
                 turn.set_result(True)
+                self._tell(build_id, "running")
+
+    def _tell(self, build_id: str, state: str) -> None:
+        if self.on_state is not None:
+            self.on_state(build_id, state)
 
     def _release(self, build_id: str) -> None:
         self._grant(self._queue.finish(build_id))

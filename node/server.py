@@ -135,6 +135,8 @@ def make_app(
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
                             cancel=None if executor is None else executor.cancel, slots=executor)
+            if executor is not None:
+                executor.on_state = driver.on_build_state
             if crash_at is not None:
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)

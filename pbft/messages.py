@@ -18,8 +18,8 @@ from pbft.build import Operation, Result
 from pbft.encoding import digest
 from pbft.handshake import Hello
 from pbft.wire import (  # noqa: F401 (encode, decode and MessageError are this module's interface too)
-    HEX64, NAME, SEQ, SIG, ListOf, MessageError, Nested, Optional, Pair, Struct, decode, encode, message, struct,
-    wire,
+    HEX64, NAME, SEQ, SIG, ListOf, MessageError, Nested, Optional, Pair, Struct, Text, decode, encode, message,
+    struct, wire,
 )
 
 MAX_BATCH = 1024
@@ -213,6 +213,22 @@ class Reply:
     provenance_sig: str = _attestation_sig()
 
 
+# Where a node's build of a request is while it has no result.
+BUILD_STATES = ("queued", "running")
+
+
+@message("build-state")
+class BuildState:
+    """<BUILD-STATE, t, c, s, i> signed by node i, to client c alone: its build of request t
+    waits for a build slot (`queued`) or runs. No node counts it; f+1 of them tell the client
+    that the build is on its way, so its deadline does not run out on a busy network."""
+
+    timestamp: int = wire(SEQ)
+    client: str = wire(NAME)
+    state: str = wire(Text(choices=BUILD_STATES))
+    sender: int = wire(SEQ)
+
+
 @message("result")
 class ResultVote:
     """<RESULT, n, c, t, r, i>: node i's outcome of client c's request t, ordered at n.
@@ -260,7 +276,7 @@ class Relay:
 
 Message = Union[
     Request, PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView, Fetch, StateTransfer, ResultVote, Reply,
-    Hello, VoteFetch, Status, Relay,
+    Hello, VoteFetch, Status, Relay, BuildState,
 ]
 
 

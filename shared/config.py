@@ -232,15 +232,18 @@ def _replica_settings(self, *, node_id: int, n: int, f: int, builder_id: str = "
                            **{name: getattr(self, name) for name in REPLICA_SETTINGS})
 
 
-# The protocol section: those replica settings, and the client's own two (how long it
-# waits before it sends a request to every node, and before it gives up on a verdict).
+# The protocol section: those replica settings, and the client's own (how long it waits
+# before it sends a request to every node, and before it gives up on a verdict).
 ProtocolConfig = make_dataclass(
     "ProtocolConfig",
     [(f.name, f.type, field(default=f.default)) for f in fields(ReplicaSettings) if f.name in REPLICA_SETTINGS] + [
         ("client_retransmit_s", float, field(default=5.0, metadata={
             "doc": "how long the client waits for f+1 matching replies before it sends the request to every node"})),
         ("client_deadline_s", float, field(default=600.0, metadata={
-            "doc": "how long the client waits for a verdict before it answers timeout"})),
+            "doc": "how long the client waits for a verdict before it answers timeout, unless f+1 nodes say "
+                   "the build waits for a build slot or runs (then it waits on, up to client_queue_limit_s)"})),
+        ("client_queue_limit_s", float, field(default=3600.0, metadata={
+            "doc": "the longest the client waits for a verdict of a build that f+1 nodes say waits or runs"})),
     ],
     frozen=True,
     namespace={"replica_settings": _replica_settings},

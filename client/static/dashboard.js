@@ -187,7 +187,8 @@ function showBuilds(main) {
       el("td", { "data-field": "branch" }, build.branch, pullRequest(build)),
       el("td", {}, el("code", { title: (build.result && build.result.commit) || build.commit_requested || null },
         short((build.result && build.result.commit) || build.commit_requested))),
-      el("td", { class: "state-" + build.state, "data-field": "state" }, build.state),
+      el("td", { class: "state-" + build.state, "data-field": "state" },
+        build.progress ? build.state + " (" + build.progress + ")" : build.state),
       verdictCell(build),
       el("td", {}, elapsed(build)),
       el("td", { "data-field": "agreed_by" }, build.agreed_by.join(", ")))));
@@ -233,7 +234,7 @@ function summary(record) {
       ? el("span", {}, ...record.reruns.flatMap((id, i) => (i ? [", "] : []).concat([buildLink(id, id)]))) : null],
     ["Commit requested", record.commit_requested || "the branch's head"],
     ["Submitted", new Date(record.submitted_at).toLocaleString()],
-    ["State", record.state],
+    ["State", record.progress ? record.state + " (" + record.progress + ", as f+1 nodes say)" : record.state],
     ["Verdict", record.result ? describeResult(record.result) : (record.state === "timeout" ? "no quorum" : "waiting")],
     ["Reason", record.result && record.result.reason ? record.result.reason : null],
     ["Commit built", record.result && record.result.commit ? record.result.commit : null],

@@ -21,7 +21,7 @@ from client.app import make_app
 from pbft.attestation import Signed
 from pbft.build import Result
 from pbft.handshake import Challenge, Hello
-from pbft.messages import Reply, Request, decode, encode, signed
+from pbft.messages import BuildState, Reply, Request, decode, encode, signed
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 
@@ -49,7 +49,8 @@ def honest_result(branch: str, node_id: int = 0) -> Result:
 
 
 def held(request: Request) -> bool:
-    """A build of a branch "hold…" runs until a cancel stops it: no node answers it before."""
+    """A build of a branch "hold…" runs until a cancel stops it: no node answers it before.
+    Each node says it is queued (a signed BUILD-STATE), except for a branch "hold-quiet…"."""
     return request.operation.cancels is None and request.operation.branch.startswith("hold")
 
 
@@ -121,9 +122,18 @@ class FakeCluster:
             for sender in range(N):
                 self._reply(sender, target)
         if held(request):
+            if not request.operation.branch.startswith("hold-quiet"):
+                for sender in range(N):  # each node says the build waits for a build slot
+                    self._send_state(sender, request, "queued")
             return
         for sender in range(N):
             self._reply(sender, request.timestamp)
+
+    def _send_state(self, node_id: int, request: Request, state: str) -> None:
+        news = signed(BuildState(request.timestamp, request.client, state, node_id), self.auths[node_id].sign)
+        task = asyncio.create_task(self._send(0.0, list(self.registered[node_id]), [json.dumps(encode(news))]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _reply(self, node_id: int, timestamp: int) -> None:
         behaviour = self.behaviour[node_id]

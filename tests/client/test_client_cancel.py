@@ -103,3 +103,31 @@ async def test_a_repository_can_keep_its_older_builds(cluster, aiohttp_client):
     await asyncio.sleep(0.2)
 
     assert [operation.cancels for operation in operations(cluster)] == [None, None]
+
+
+# --- Builds that wait for build slots ---------------------------------------------------------
+
+
+async def test_a_build_f_plus_1_nodes_say_is_queued_shows_so_and_outlives_the_deadline(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster, deadline_s=0.5)
+    waiting = asyncio.create_task(post(client, {"branch": "hold/queue"}))
+    [build] = await pending(client, 1)
+    async with asyncio.timeout(5):
+        while (await (await client.get(f"/builds/{build['build_id']}")).json())["progress"] != "queued":
+            await asyncio.sleep(0.02)
+    listed = (await (await client.get("/builds")).json())["builds"]
+    assert (listed[0]["state"], listed[0]["progress"]) == ("pending", "queued")
+
+    await asyncio.sleep(1.5)  # three deadlines: f+1 nodes vouch that the build waits for a slot
+    assert not waiting.done()
+    assert (await client.post(f"/builds/{build['build_id']}/cancel")).status == 202
+    status, verdict = await waiting
+    assert (status, verdict["status"]) == (200, "cancelled")
+    record = await settled(client, build["build_id"])
+    assert record["progress"] is None  # it has its verdict
+
+
+async def test_a_build_no_f_plus_1_nodes_vouch_for_times_out_at_the_deadline(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster, deadline_s=0.5)
+    status, answer = await post(client, {"branch": "hold-quiet/x"})
+    assert (status, answer["error"]) == (504, "no quorum before the deadline"), answer

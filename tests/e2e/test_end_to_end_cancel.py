@@ -4,7 +4,8 @@ reports every build cancelled on its own (`--byzantine 3:cancel`).
 - Node 3 alone cannot cancel a build: a quick build's verdict is `success`, certified by
   the three others, with node 3's `cancelled` vote refused as a dissent.
 - With the repository bound to one build at a time, a second long build shows `queued` on
-  every node while the first shows `running`, and its cancel drops it where it waits.
+  every node (and in the client's record, from the nodes' signed BUILD-STATEs) while the
+  first shows `running`, and its cancel drops it where it waits.
 - `POST /builds/{id}/cancel` of a long build, a request ordered like any other, stops it on
   every node: the webhook that asked for it answers `cancelled` within seconds, every
   node's ledger shows the verdict `cancelled` certified, and no build container is left.
@@ -104,6 +105,9 @@ def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing
             assert [node["build"] for node in view["nodes"]] == ["queued"] * config.n, view["nodes"]
             view = node_view_when(base_url, build_id, lambda view: True)
             assert [node["build"] for node in view["nodes"]] == ["running"] * config.n, view["nodes"]
+            # The client has it from the nodes' signed BUILD-STATEs: f+1 say so.
+            assert http_json("GET", f"{base_url}/builds/{second}")[1]["progress"] == "queued"
+            assert http_json("GET", f"{base_url}/builds/{build_id}")[1]["progress"] == "running"
             assert http_json("POST", f"{base_url}/builds/{second}/cancel")[0] == 202
             waiter.join(timeout=30)
             assert queued and queued[0]["status"] == "cancelled", queued

@@ -74,7 +74,8 @@ def client_authenticator(config: NetworkConfig, client_name: str) -> Ed25519Auth
 def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
     config.client(client_name)  # raises KeyError for a name the config does not know
     auth = client_authenticator(config, client_name)
-    metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0)
+    metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0,
+                            lambda: app[SERVICE_KEY].queued if SERVICE_KEY in app else 0)
     app = web.Application(middlewares=[metrics.count_webhooks(), _errors_as_json])  # outermost: sees every answer
     app[METRICS_KEY] = metrics
     app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)

@@ -19,7 +19,7 @@ VERDICT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 
 
 class ClientMetrics:
-    def __init__(self, outstanding: Callable[[], int]) -> None:
+    def __init__(self, outstanding: Callable[[], int], queued: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.webhooks = Counter("pbft_client_webhooks", "Webhook calls answered, by HTTP status", ["code"], registry=r)
@@ -35,6 +35,9 @@ class ClientMetrics:
             "pbft_client_held_for_approval", "Fork pull requests held until someone approves them", registry=r)
         outstanding_builds = Gauge("pbft_client_builds_waiting", "Builds sent and not yet ended", registry=r)
         outstanding_builds.set_function(outstanding)
+        queued_builds = Gauge("pbft_client_builds_queued",
+                              "Builds f+1 nodes say wait for a build slot (their signed BUILD-STATEs)", registry=r)
+        queued_builds.set_function(queued)
 
     # BuildObserver
     def submitted(self, build_id: str, operation: Operation) -> None:

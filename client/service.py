@@ -177,6 +177,12 @@ class ClientService:
         return len(self._outstanding)
 
     @property
+    def queued(self) -> int:
+        """Builds sent, not yet ended, that f+1 nodes say wait for a build slot."""
+        return sum(1 for outstanding in self._outstanding.values()
+                   if outstanding.progress(self._config.f + 1) == "queued")
+
+    @property
     def primary(self) -> int:
         return self.view % self._config.n
 

@@ -117,6 +117,8 @@ async def test_a_build_f_plus_1_nodes_say_is_queued_shows_so_and_outlives_the_de
             await asyncio.sleep(0.02)
     listed = (await (await client.get("/builds")).json())["builds"]
     assert (listed[0]["state"], listed[0]["progress"]) == ("pending", "queued")
+    metrics = await (await client.get("/metrics")).text()
+    assert "pbft_client_builds_queued 1.0" in metrics and "pbft_client_builds_waiting 1.0" in metrics
 
     await asyncio.sleep(1.5)  # three deadlines: f+1 nodes vouch that the build waits for a slot
     assert not waiting.done()

@@ -35,6 +35,10 @@ Scenarios (default: all but real-project and caches):
               at once; each node's overhead per build (its build duration
               less the time the build's own commands ran).
   concurrent  20 webhooks at once (10 master, 10 feature) vs 20 in a row.
+  burst       30 webhooks at once for a repository whose 20 s builds run two
+              at a time per node (repositories[].max_concurrent): every
+              verdict, the wait for a build slot, and the time to the last
+              verdict vs the same builds one after another (about 15 min).
   durable     the node's store: saves per second with SQLite
               synchronous=FULL (what nodes use) vs NORMAL, in --dir.
   restart     a node's restart (load its store, restore the replica) after
@@ -59,7 +63,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench import builds, caches, durable, protocol, restart  # noqa: E402
+from bench import builds, burst, caches, durable, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -71,6 +75,7 @@ SCENARIOS = {
     "memory": (protocol.memory, protocol.memory_table),
     "build": (builds.build, builds.compare_table),
     "concurrent": (builds.concurrent, builds.concurrent_table),
+    "burst": (burst.burst, burst.burst_table),
     "durable": (durable.durable, durable.durable_table),
     "restart": (restart.restart, restart.restart_table),
     "real-project": (builds.real_project, builds.compare_table),

@@ -191,24 +191,24 @@ def github_headers(body: bytes, event="push", secret=GITHUB_SECRET, delivery=DEL
     return headers
 
 
-def gitlab_headers(token=GITLAB_TOKEN, event="Push Hook") -> dict:
-    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event, "Idempotency-Key": DELIVERY}
+def gitlab_headers(token=GITLAB_TOKEN, event="Push Hook", delivery=DELIVERY) -> dict:
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event, "Idempotency-Key": delivery}
     if token is not None:
         headers["X-Gitlab-Token"] = token
     return headers
 
 
-def gitea_headers(body: bytes, secret=GITEA_SECRET, prefix="Gitea") -> dict:
+def gitea_headers(body: bytes, secret=GITEA_SECRET, prefix="Gitea", *, event="push", delivery=DELIVERY) -> dict:
     # Gitea sends GitHub's and Gogs's headers too, all with the same values.
     signature = hmac_sha256_hex(secret, body)
     return {
         "Content-Type": "application/json",
-        f"X-{prefix}-Delivery": DELIVERY,
-        f"X-{prefix}-Event": "push",
-        f"X-{prefix}-Event-Type": "push",
+        f"X-{prefix}-Delivery": delivery,
+        f"X-{prefix}-Event": event,
+        f"X-{prefix}-Event-Type": event,
         f"X-{prefix}-Signature": signature,
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": DELIVERY,
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
         "X-Hub-Signature-256": "sha256=" + signature,
     }
 

@@ -25,9 +25,8 @@ from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode
 from shared.config import RepositoryConfig
 from tests.client.fake_nodes import start_client
-from tests.client.forge_deliveries import DELIVERY, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, encoded, github_headers, gitlab_headers, parse, settled
+from tests.client.forge_deliveries import DELIVERY, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers, parse, settled
 from tests.client.status_api import TOKEN
-from client.forges import hmac_sha256_hex
 
 PAYLOADS = Path(__file__).parent / "data" / "forges"
 HEAD = "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
@@ -43,12 +42,6 @@ REPOSITORIES = (
 
 def payload(name: str) -> dict:
     return json.loads((PAYLOADS / f"{name}.json").read_text())
-
-
-def gitea_headers(body: bytes, event: str) -> dict:
-    signature = hmac_sha256_hex(GITEA_SECRET, body)
-    return {"Content-Type": "application/json", "X-Gitea-Event": event, "X-Gitea-Delivery": DELIVERY,
-            "X-Gitea-Signature": signature, "X-GitHub-Event": event, "X-Hub-Signature-256": "sha256=" + signature}
 
 
 def parsed(name: str, event: str | None = None, **changes):
@@ -69,7 +62,7 @@ def parsed(name: str, event: str | None = None, **changes):
     elif name.startswith("gitlab"):
         headers = gitlab_headers(event=event or "Merge Request Hook")
     else:
-        headers = gitea_headers(body, event or "pull_request")
+        headers = gitea_headers(body, event=event or "pull_request")
     return parse(body, headers, REPOSITORIES)
 
 

@@ -47,12 +47,11 @@ class Filter:
         return not any(_glob(pattern).fullmatch(value) for pattern in self.exclude)
 
     def describe(self) -> str:
-        parts = []
-        if self.include:
-            parts.append(", ".join(self.include))
-        if self.exclude:
-            parts.append("not " + ", ".join(self.exclude))
-        return "; ".join(parts)
+        excluded = ", ".join(self.exclude)
+        if not self.include:
+            return f"anything but {excluded}"
+        included = ", ".join(self.include)
+        return f"{included} but not {excluded}" if excluded else included
 
 
 @dataclass(frozen=True)

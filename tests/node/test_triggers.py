@@ -172,9 +172,9 @@ def test_one_condition_of_a_list_that_holds_is_enough():
 def test_path_conditions_over_the_changed_paths():
     when = {"path": {"include": ["src/**"], "exclude": ["**/*.md"]}}
     assert reason(when, changed=("src/app.py", "README.md")) is None
-    assert reason(when, changed=("src/notes.md",)) == "when: none of the 1 changed path matches src/**; not **/*.md"
+    assert reason(when, changed=("src/notes.md",)) == "when: none of the 1 changed path matches src/** but not **/*.md"
     assert reason(when, changed=("docs/a.txt", "b")) == (
-        "when: none of the 2 changed paths matches src/**; not **/*.md"
+        "when: none of the 2 changed paths matches src/** but not **/*.md"
     )
 
 

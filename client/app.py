@@ -193,7 +193,13 @@ async def webhook(request: web.Request) -> web.Response:
     verdict = await request.app[SERVICE_KEY].submit(operation)
     if verdict.accepted or verdict.divergent:
         return web.json_response({**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)})
-    error, status = ("client shutting down", 503) if verdict.abandoned else ("no quorum before the deadline", 504)
+    if verdict.abandoned:
+        error, status = "client shutting down", 503
+    elif verdict.progress is not None:
+        limit_s = request.app[SERVICE_KEY].queue_limit_s
+        error, status = f"still {verdict.progress} at f+1 nodes after client_queue_limit_s ({limit_s:g} s)", 504
+    else:
+        error, status = "no quorum before the deadline", 504
     return web.json_response(
         {"error": error, "build_id": verdict.build_id, "replies": [encode(reply) for reply in verdict.replies]},
         status=status,

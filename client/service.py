@@ -82,6 +82,9 @@ class Verdict:
     replies: list[Reply]
     elapsed_ms: int
     abandoned: bool = False  # the client shut down before a quorum or the deadline
+    # Without a verdict: where f+1 nodes said the build was when the client stopped waiting
+    # (queued or running: it ran out of client_queue_limit_s, not of client_deadline_s).
+    progress: str | None = None
     divergent: bool = False
     artifacts_by_node: dict[int, str | None] = field(default_factory=dict)
 
@@ -289,7 +292,9 @@ class ClientService:
                 await self._await_the_rest(outstanding, started_s)
         finally:
             del self._outstanding[timestamp]
-        verdict = self._finish(timestamp, operation, outstanding.collector, started_s)
+        verdict = self._finish(
+            timestamp, operation, outstanding.collector, started_s, outstanding.progress(self._config.f + 1)
+        )
         await self._records_durable()
         self._notify("finished", operation, verdict)
         return verdict
@@ -351,6 +356,10 @@ class ClientService:
                 self._background.add(task)
                 task.add_done_callback(self._background_done)
 
+    @property
+    def queue_limit_s(self) -> float:
+        return self._queue_limit_s
+
     def progress(self, build_id: int) -> str | None:
         """Where a build without a verdict is, as f+1 nodes say (`_Outstanding.progress`)."""
         outstanding = self._outstanding.get(build_id)
@@ -388,7 +397,10 @@ class ClientService:
         except asyncio.TimeoutError:
             pass
 
-    def _finish(self, timestamp: int, operation: Operation, collector: ReplyCollector, started_s: float) -> Verdict:
+    def _finish(
+        self, timestamp: int, operation: Operation, collector: ReplyCollector, started_s: float,
+        progress: str | None = None,
+    ) -> Verdict:
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         replies = collector.replies
         if collector.divergent:
@@ -427,6 +439,7 @@ class ClientService:
             replies=replies,
             elapsed_ms=elapsed_ms,
             abandoned=self._closing and not collector.accepted,
+            progress=None if collector.accepted else progress,
         )
         return verdict
 

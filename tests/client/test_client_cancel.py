@@ -133,3 +133,11 @@ async def test_a_build_no_f_plus_1_nodes_vouch_for_times_out_at_the_deadline(clu
     client = await start_client(aiohttp_client, cluster, deadline_s=0.5)
     status, answer = await post(client, {"branch": "hold-quiet/x"})
     assert (status, answer["error"]) == (504, "no quorum before the deadline"), answer
+
+
+async def test_a_build_vouched_for_until_the_queue_limit_says_so_when_it_times_out(cluster, aiohttp_client):
+    cluster.config = dataclasses.replace(
+        cluster.config, protocol=dataclasses.replace(cluster.config.protocol, client_queue_limit_s=1.0))
+    client = await start_client(aiohttp_client, cluster, deadline_s=0.4)
+    status, answer = await post(client, {"branch": "hold/forever"})
+    assert (status, answer["error"]) == (504, "still queued at f+1 nodes after client_queue_limit_s (1 s)"), answer

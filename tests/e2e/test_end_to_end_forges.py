@@ -202,6 +202,10 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
             code, started = http_json("POST", f"{base_url}/approvals/{held['approval_id']}/approve")
             assert code == 202, started
             assert verdict_of(base_url, started["build_id"])["result"]["status"] == "success"
+            fork_statuses = [state for path, state, _ in statuses.calls
+                             if path == f"/repos/Codertocat/Hello-World/statuses/{fork_head}"]
+            assert fork_statuses[0] == "pending" and statuses.final(  # "waiting for approval", then the verdict
+                f"/repos/Codertocat/Hello-World/statuses/{fork_head}")[0] == "success", fork_statuses
 
             # Pushes the spec's `when:` and a commit's `[skip ci]` decide on.
             docs = forge.commit({"docs/guide.md": "words\n"}, "docs only")

@@ -55,11 +55,12 @@ def running_network(config_path: Path, config: NetworkConfig, root: Path):
             print(describe(stopped), file=sys.stderr)
 
 
-def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
+def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float | None = None) -> dict:
     """The README's webhook call for `branch`; its verdict must be the branch's known one."""
-    from tests.e2e.example_network import http_json
+    from tests.e2e.example_network import WEBHOOK_TIMEOUT_S, http_json
 
-    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch})
+    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch},
+                              timeout_s=timeout_s or WEBHOOK_TIMEOUT_S)
     if code != 200 or (verdict.get("status"), verdict.get("exit_code")) != EXPECTED.get(branch, ("success", 0)):
         raise SystemExit(f"{branch} did not get its verdict through pbft-ci: {code} {verdict}")
     return verdict

@@ -47,7 +47,8 @@ def burst(args) -> dict:
             started_s = time.perf_counter()
             try:
                 with ThreadPoolExecutor(max_workers=count) as pool:
-                    verdicts = list(pool.map(lambda _: webhook(base_url, config, "master"), range(count)))
+                    wait_s = count * build_s + 120  # the last one waits for all the others
+                    verdicts = list(pool.map(lambda _: webhook(base_url, config, "master", wait_s), range(count)))
             finally:
                 done.set()
                 watcher.join()

@@ -146,14 +146,17 @@ def client(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[str]:
                 process.wait()
 
 
-def http_json(method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+def http_json(
+    method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+) -> tuple[int, dict]:
     """The status and JSON answer of one call; a dict body is sent as JSON, bytes as they are."""
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     # No Content-Type of our own: urllib then sends the one `curl -d` sends
     # (application/x-www-form-urlencoded), so this is the README's curl call.
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)

@@ -30,7 +30,7 @@ from client.attestation import (
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.intoto import bundle
 from client.dashboard import add_dashboard
-from client.deliveries import WebhookSettings, answer_delivery
+from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
 from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
@@ -283,7 +283,7 @@ def _record(request: web.Request) -> dict:
     record = request.app[RECORDS_KEY].get(build_id)
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
-    return _with_progress(request.app[SERVICE_KEY], record)
+    return record
 
 
 def _approval(request: web.Request) -> dict:
@@ -322,48 +322,37 @@ async def approve(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     approval = _approval(request)
     build_id = request.app[SERVICE_KEY].approve(int(approval["approval_id"]))
-    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
-    return web.json_response(
-        {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}",
-         "already_approved": approval["build_id"] is not None},
-        status=202,
-    )
+    return started(build_id, request.app[WEBHOOK_SETTINGS_KEY], already_approved=approval["build_id"] is not None)
 
 
 async def rerun(request: web.Request) -> web.Response:
     """Build again what a build built (its repository, ref and commit), as a new build that
     names the old one: whoever may ask for builds may ask for this."""
-    request.app[ACCESS_KEY].check_plain_call(request.headers)
-    record = _record(request)
-    if record["cancels"] is not None:
-        raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
+    record = _build_to_act_on(request)
     build_id = request.app[SERVICE_KEY].rerun(record)
-    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
-    return web.json_response(
-        {"build_id": str(build_id), "status_url": f"{base}/builds/{build_id}", "rerun_of": record["build_id"]},
-        status=202,
-    )
+    return started(build_id, request.app[WEBHOOK_SETTINGS_KEY], rerun_of=record["build_id"])
 
 
 async def cancel(request: web.Request) -> web.Response:
     """Stop a build still without a verdict: whoever may ask for builds may ask for this."""
+    record = _build_to_act_on(request)
+    if record["state"] != "pending":
+        raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
+    cancel_id = request.app[SERVICE_KEY].cancel(record)
+    return started(record["build_id"], request.app[WEBHOOK_SETTINGS_KEY], cancel_id=str(cancel_id))
+
+
+def _build_to_act_on(request: web.Request) -> dict:
+    """The build the URL names, for a caller who may ask for builds; a cancel is not one (409)."""
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     record = _record(request)
     if record["cancels"] is not None:
         raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
-    if record["state"] != "pending":
-        raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
-    cancel_id = request.app[SERVICE_KEY].cancel(record)
-    base = request.app[WEBHOOK_SETTINGS_KEY].status_base_url
-    return web.json_response(
-        {"build_id": record["build_id"], "status_url": f"{base}/builds/{record['build_id']}",
-         "cancel_id": str(cancel_id)},
-        status=202,
-    )
+    return record
 
 
 async def get_build(request: web.Request) -> web.Response:
-    record = _record(request)
+    record = _with_progress(request.app[SERVICE_KEY], _record(request))
     return web.json_response({**record, "logs": build_log_links(request.app, record["build_id"])})
 
 

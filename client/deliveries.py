@@ -65,7 +65,7 @@ def answer_delivery(
         known = records.delivery_build(operation.repository, delivery_id)
         if known is not None:
             log.info("forge redelivery %s of build %d: nothing new to build", delivery_id, known)
-            return _started(known, settings, redelivery=True)
+            return started(known, settings, redelivery=True)
         held = records.delivery_approval(operation.repository, delivery_id)
         if held is not None:
             log.info("forge redelivery %s of approval %s: nothing new to hold", delivery_id, held["approval_id"])
@@ -78,7 +78,7 @@ def answer_delivery(
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
     if settings.auto_cancels(operation.repository) and operation.trigger_event in ("push", "pull_request"):
         service.supersede(operation, build_id)
-    return _started(build_id, settings, redelivery=False)
+    return started(build_id, settings)
 
 
 def _held(approval_id: str, settings: WebhookSettings, *, redelivery: bool) -> web.Response:
@@ -90,8 +90,7 @@ def _held(approval_id: str, settings: WebhookSettings, *, redelivery: bool) -> w
     return web.json_response(answer, status=202)
 
 
-def _started(build_id: int, settings: WebhookSettings, *, redelivery: bool) -> web.Response:
-    answer = {"build_id": str(build_id), "status_url": f"{settings.status_base_url}/builds/{build_id}"}
-    if redelivery:
-        answer["redelivery"] = True
+def started(build_id: int | str, settings: WebhookSettings, **more) -> web.Response:
+    """202: a build is on its way; its id, where its verdict will appear, and `more` fields."""
+    answer = {"build_id": str(build_id), "status_url": f"{settings.status_base_url}/builds/{build_id}", **more}
     return web.json_response(answer, status=202)

@@ -31,12 +31,11 @@ from multidict import CIMultiDict
 
 from client.intake import WebhookError, checked_branch, checked_commit, json_object, media_type
 from shared.config import RepositoryConfig
-from pbft.build import Operation
+from pbft.build import COMMIT_SHA, Operation
 
 # GitHub GUIDs, Gitea UUIDs and GitLab idempotency keys all fit easily.
 _DELIVERY_ID = re.compile(r"[!-~]{1,128}")
 _ZERO_COMMIT = re.compile(r"0{40}|0{64}")
-_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _MAX_NAME_CHARS = 1024  # longer "names" and URLs in a payload are not compared at all
 
 
@@ -262,7 +261,7 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
 def _before(value) -> str | None:
     """A commit to count changed paths from, if the payload names one (a new branch names none).
     Only `when: path` reads it, so a malformed one is dropped rather than the delivery refused."""
-    if not isinstance(value, str) or _ZERO_COMMIT.fullmatch(value) or not _COMMIT.fullmatch(value):
+    if not isinstance(value, str) or _ZERO_COMMIT.fullmatch(value) or not COMMIT_SHA.fullmatch(value):
         return None
     return value
 

@@ -25,7 +25,8 @@ SHA256_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _SPEC_PATH = re.compile(r"\.pbft-ci\.yml|Dockerfile")
 # A Docker image reference: printable ASCII without spaces (the spec's own rule is "no spaces").
 _IMAGE = re.compile(r"[!-~]{1,255}")
-_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# A full commit name: SHA-1 or SHA-256, lowercase.
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # The forge's own ref for the head of a pull request (GitHub, Gitea, Forgejo) or of a merge
 # request (GitLab): the one form of a pull request's name that reaches git.
 PULL_REF = re.compile(r"refs/(pull|merge-requests)/([1-9][0-9]{0,9})/head")
@@ -48,7 +49,7 @@ class Operation:
     event: str | None = wire(Optional(Text(choices=_OPERATION_EVENTS)), default=None, omit=None, kw_only=True)
     # The commit the changed paths are counted from (a push's previous head, a pull
     # request's target), for `when: path`.
-    before: str | None = wire(Optional(Text(_COMMIT)), default=None, omit=None, kw_only=True)
+    before: str | None = wire(Optional(Text(COMMIT_SHA)), default=None, omit=None, kw_only=True)
     # Not a build: stop the same client's request of this timestamp, on every node at the
     # point of the order where this one executes (node/driver.py); repository and branch
     # are that build's.

@@ -10,7 +10,7 @@ HEAD), and names are limited to 255 bytes (a ref is also a file name).
 
 import re
 
-from pbft.build import PULL_REF
+from pbft.build import COMMIT_SHA, PULL_REF
 
 MAX_BRANCH_BYTES = 255
 
@@ -20,7 +20,6 @@ _FORBIDDEN_CHARS = frozenset(" ~^:?*[\\")
 # descriptions and users' copy-and-paste, so `x;rm -rf ~` is refused at the
 # door rather than trusted to be quoted everywhere downstream.
 SHELL_METACHARACTERS = frozenset(";|&$`<>()'\"!")
-_COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -60,7 +59,7 @@ def check_branch_name(name: str) -> None:
 
 def check_commit_sha(text: str) -> None:
     """Raise ValueError unless `text` is a full lowercase SHA-1 or SHA-256 object name."""
-    if not isinstance(text, str) or not _COMMIT_SHA.fullmatch(text):
+    if not isinstance(text, str) or not COMMIT_SHA.fullmatch(text):
         raise ValueError("commit must be 40 or 64 lowercase hex digits")
 
 

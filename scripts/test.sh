@@ -14,4 +14,4 @@ esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PBFT_CI_TEST_IMAGES=1 ./scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --numprocesses auto --dist loadgroup "$@"

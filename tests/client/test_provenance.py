@@ -190,7 +190,7 @@ def test_a_node_whose_files_are_not_the_agreed_manifest_signs_no_provenance():
 @pytest.mark.parametrize("branch, builder", [
     ("feature", CLUSTER_BUILDER),  # a failed build has no artifacts
     ("master", ""),  # the simulator's and core tests' replicas are not told a builder id
-])
+], ids=["failed-build", "no-builder-id"])
 def test_no_provenance_without_artifacts_or_without_a_builder_id(branch, builder):
     cluster = cluster_with_artifacts(builder=builder)
     cluster.deliver_to(0, cluster.request(branch))

@@ -3,7 +3,9 @@ GET /metrics parsed."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -19,17 +21,31 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+# Ports handed out below the kernel's ephemeral range (32768-60999 on Linux), where no
+# outgoing connection takes one as its own between the choice and a node's bind, and a
+# range of their own per pytest-xdist worker, so that tests running at once on two
+# workers never choose the same port. Each worker walks its range in turn: a port it just
+# handed out is not chosen again until the range wraps.
+_FIRST_PORT, _END_PORT = 20000, 32000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS_PER_WORKER = (_END_PORT - _FIRST_PORT) // max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+_ports = itertools.cycle(range(_FIRST_PORT + _WORKER * _PORTS_PER_WORKER, _FIRST_PORT + (_WORKER + 1) * _PORTS_PER_WORKER))
+
+
 def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all are held open until every one is chosen, since the
-    kernel may hand a just-closed port out again (two nodes on one port)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """Distinct ports of this worker's range that nothing listens on or holds now."""
+    chosen: list[int] = []
+    for _ in range(_PORTS_PER_WORKER):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    raise RuntimeError(f"fewer than {count} free ports in this worker's range")
 
 
 def write_network(

@@ -24,6 +24,7 @@ VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
 _SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.build.Spec)
+_STEP_KEYS = ("name", "status", "exit_code")  # each of its optional "steps", as agreed (pbft.build.StepResult)
 
 
 class CertificateError(ValueError):
@@ -173,14 +174,19 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
 def _checked_result(result: Any) -> dict:
     # The stated result is unsigned; it only has to be well formed here,
     # because it must then equal what every signed reply says.
-    if not isinstance(result, dict) or set(result) - {"spec", "artifacts"} != _RESULT_KEYS:
+    if not isinstance(result, dict) or set(result) - {"spec", "artifacts", "steps"} != _RESULT_KEYS:
         raise CertificateError(
-            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, and artifacts)"
+            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, artifacts and steps)"
         )
     if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
         raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
     if "artifacts" in result and not (isinstance(result["artifacts"], str) and SHA256_DIGEST.fullmatch(result["artifacts"])):
         raise CertificateError("result: artifacts must be a manifest digest, sha256:<64 hex>")
+    if "steps" in result and not (
+        isinstance(result["steps"], list) and result["steps"]
+        and all(isinstance(step, dict) and set(step) == set(_STEP_KEYS) for step in result["steps"])
+    ):
+        raise CertificateError(f"result: steps must be a non-empty list of objects with exactly {list(_STEP_KEYS)}")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
     if result["exit_code"] is not None and type(result["exit_code"]) is not int:
@@ -191,8 +197,12 @@ def _checked_result(result: Any) -> dict:
 
 
 def _agreed_dict(result: dict) -> dict:
-    """The agreed part of a result's wire form (`Result.agreed()`): all of it but the reason."""
-    return {key: value for key, value in result.items() if key != "reason"}
+    """The agreed part of a result's wire form (`Result.agreed()`): all of it but the reason
+    and each step's duration."""
+    agreed = {key: value for key, value in result.items() if key != "reason"}
+    if "steps" in agreed:
+        agreed["steps"] = [{key: step[key] for key in _STEP_KEYS} for step in agreed["steps"]]
+    return agreed
 
 
 def _agreed(result: dict) -> str:

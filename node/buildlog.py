@@ -7,7 +7,9 @@ through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
     == commit <sha>                      once resolved
     == settings ...                      what the sandbox runs with
     == cache restore ...                 for a build with caches: what it got
-    <the build's output, capped>
+    <the build's output, capped>         a pipeline's steps each between
+                                         == step <name>: image <image> and
+                                         == step <name>: <status> exit_code <code> duration_ms <ms>
     == output truncated at <cap> bytes   if it was
     == <notes>                           e.g. killed: out of memory
     == status <status> exit_code <code> duration_ms <ms> [reason <text>]
@@ -134,9 +136,10 @@ class BuildLog:
             self._ends_with_newline = data.endswith(b"\n")
             self._append(data)
 
-    def again(self, text: str) -> None:
-        """The build runs once more (its container was killed from outside): a line of the
-        node's after what the first run printed, which the cap keeps counting."""
+    def section(self, text: str) -> None:
+        """A line of the node's between pieces of the build's output, on a line of its own:
+        a pipeline step begins or ends (node/steps.py), or the build runs once more (its
+        container was killed from outside). The cap keeps counting across them."""
         with self._lock:
             if not self.truncated:
                 self._append_output(self._decoder.decode(b"", final=True), final=True)

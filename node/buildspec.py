@@ -12,6 +12,12 @@
       - dist/*.whl                  # relative paths or globs (node/artifacts.py)
     when:                           # optional: the events, branches and changed paths that build
       event: [push, pull_request]   # (node/triggers.py); a build they exclude ends `skipped`
+    environment:                    # optional: variables every command gets (node/pipeline.py)
+      APP_ENV: test
+
+In place of `commands`, a pipeline: `steps:`, each with its own name, image,
+commands, environment, `when:` and `depends_on:` (node/pipeline.py), sharing
+one /workspace.
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
@@ -24,6 +30,7 @@ import yaml
 
 from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
+from node.pipeline import Step, parse_environment, parse_steps
 from node.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
@@ -33,7 +40,7 @@ MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
-_KEYS = ("image", "commands", "timeout_s", "user", "cache", "artifacts", "when")
+_KEYS = ("image", "commands", "steps", "environment", "timeout_s", "user", "cache", "artifacts", "when")
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
 # character set keeps both free of quoting, globbing and encoding surprises.
@@ -71,6 +78,9 @@ class BuildSpec:
     cache: CacheSpec | None = None
     artifacts: tuple[str, ...] = ()  # normalized patterns, as written; () when the spec names none
     when: tuple[Condition, ...] = ()  # () builds for every trigger
+    # A pipeline (then `commands` is ()), and the variables every command gets.
+    steps: tuple[Step, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -87,31 +97,24 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         # the same on every node.
         raise ValueError(f"{SPEC_FILE}: invalid YAML: {exc}") from None
     if not isinstance(document, dict):
-        raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' list")
+        raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
 
     errors = [f"unknown key {key!r}" for key in document if key not in _KEYS]
     image = document.get("image")
     if image is not None and (not isinstance(image, str) or not image or image.split() != [image]):
         errors.append("image: must be a non-empty image name without spaces")
-    commands = document.get("commands")
-    if not isinstance(commands, list) or not commands:
-        errors.append("commands: must be a non-empty list of strings")
+    commands, steps = document.get("commands"), ()
+    if "steps" in document:
+        if commands is not None:
+            errors.append("commands and steps: a spec has one or the other")
+        steps, step_errors = parse_steps(document["steps"], command_problems)
+        errors += step_errors
+        if document.get("cache") is not None:
+            errors.append("cache: only the one-script form (commands) keeps caches so far")
     else:
-        errors += [
-            f"commands[{index}]: must be a non-empty string"
-            for index, command in enumerate(commands)
-            if not isinstance(command, str) or not command.strip()
-        ]
-        # A shell silently drops a NUL byte, so a command holding one would not
-        # run as written; and the joined script must fit one argument (YAML
-        # aliases can make it far larger than the file).
-        errors += [
-            f"commands[{index}]: must not contain a NUL byte"
-            for index, command in enumerate(commands)
-            if isinstance(command, str) and "\0" in command
-        ]
-        if all(isinstance(command, str) for command in commands) and sum(map(len, commands)) > MAX_SCRIPT_CHARS:
-            errors.append(f"commands: longer than {MAX_SCRIPT_CHARS} characters in all")
+        errors += command_problems(commands, "commands")
+    environment, environment_errors = parse_environment(document.get("environment"), "environment")
+    errors += environment_errors
     timeout_s = document.get("timeout_s")
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0
@@ -134,13 +137,37 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return BuildSpec(
         image=image,
-        commands=tuple(commands),
+        commands=tuple(commands or ()),
         timeout_s=None if timeout_s is None else float(timeout_s),
         user=user,
         cache=cache,
         artifacts=artifacts,
         when=when,
+        steps=steps,
+        environment=environment,
     )
+
+
+def command_problems(commands, where: str) -> list[str]:
+    """What is wrong with a `commands` list (the spec's, or a step's)."""
+    if not isinstance(commands, list) or not commands:
+        return [f"{where}: must be a non-empty list of strings"]
+    errors = [
+        f"{where}[{index}]: must be a non-empty string"
+        for index, command in enumerate(commands)
+        if not isinstance(command, str) or not command.strip()
+    ]
+    # A shell silently drops a NUL byte, so a command holding one would not
+    # run as written; and the joined script must fit one argument (YAML
+    # aliases can make it far larger than the file).
+    errors += [
+        f"{where}[{index}]: must not contain a NUL byte"
+        for index, command in enumerate(commands)
+        if isinstance(command, str) and "\0" in command
+    ]
+    if all(isinstance(command, str) for command in commands) and sum(map(len, commands)) > MAX_SCRIPT_CHARS:
+        errors.append(f"{where}: longer than {MAX_SCRIPT_CHARS} characters in all")
+    return errors
 
 
 def _parse_artifacts(section) -> tuple[tuple[str, ...], list[str]]:

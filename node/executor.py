@@ -39,9 +39,12 @@ from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.triggers import Trigger, skip_reason
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.engine import connect, describe
-from node.gitmirror import GitError, GitMirrors, changed_paths, commit_message, commit_time, export
+from node.civars import BuildFacts, ci_variables
+from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time, export
 from node.identity import HOME_DIR, Identities
+from node.pipeline import run_order
 from node.ready import ReadyContainers
+from node.steps import PlannedStep, run_steps
 from node.sandbox import (
     ROOT_USER,
     ArtifactCopy,
@@ -53,6 +56,7 @@ from node.sandbox import (
     build_image,
     check_image,
     memory_budget,
+    exported,
     reproducible_environment,
     run_container,
     start_gated_container,
@@ -458,6 +462,7 @@ class Executor:
                 export(repo, resolved, workspace)
                 committed_s = commit_time(repo, resolved)
                 message = commit_message(repo, resolved)
+                author, email = commit_author(repo, resolved)
                 changed = None if trigger.before is None else changed_paths(repo, trigger.before, resolved)
             finally:
                 repo.close()
@@ -466,20 +471,25 @@ class Executor:
         output.commit(resolved)
         self._check_cancel(build_id)
         decide = functools.partial(skip_reason, trigger=trigger, message=message, changed=changed)
+        facts = BuildFacts(
+            build_id=build_id, repository=name, event=trigger.event, branch=branch, commit=resolved,
+            message=message, author_name=author, author_email=email, pull_ref=pull_ref, before=trigger.before,
+        )
         try:
-            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, decide, output)
+            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, facts, decide, output)
         except SandboxError as exc:
             raise _BuildError(exc.reason, exc.detail, resolved) from None
 
     def _run_sandboxed(
-        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, decide, output
+        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, facts: BuildFacts, decide,
+        output,
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms);
         `decide(conditions)` says why the build is skipped, or None."""
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
-        # Derived from the commit alone, so the same on every honest node.
-        environment = reproducible_environment(committed_s)
+        # Derived from the commit and the agreed request alone, so the same on every honest node.
+        environment = {**reproducible_environment(committed_s), **ci_variables(facts)}
         artifacts, digests, artifacts_problem = None, (), ""
         skipped = decide(())
         if skipped is not None:
@@ -507,7 +517,13 @@ class Executor:
             network = None
             if name in self._networked:
                 network = self._build_network.ensure(self._client()).name
+            environment.update(spec.environment)
             output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment))
+            if spec.steps:
+                return self._run_pipeline(
+                    spec, image, user, timeout_s, network, environment, workspace, build_id, name, commit, ran,
+                    labels, decide, output,
+                )
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
             image_id = check_image(self._client(), image)
@@ -595,6 +611,62 @@ class Executor:
             return agreed, outcome.commands_ms
         return BuildResult("success", 0, commit, spec=ran), outcome.commands_ms
 
+    def _run_pipeline(
+        self, spec: BuildSpec, image: str, user: str, timeout_s: float, network: str | None,
+        environment: dict[str, str], workspace: Path, build_id: str, name: str, commit: str, ran: Spec,
+        labels: dict[str, str], decide, output: BuildLog,
+    ) -> tuple[BuildResult, int | None]:
+        """A `steps:` build (node/steps.py): its result names each step's outcome, and the step
+        that failed it."""
+        planned = []
+        for step in run_order(spec.steps):
+            step_image = step.image or image
+            step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name}
+            planned.append(PlannedStep(
+                name=step.name, image=step_image, image_id=check_image(self._client(), step_image),
+                script=exported(step_environment, step.script()), status=step.status,
+                ignore_failure=step.ignore_failure, skip_reason=decide(step.conditions) if step.conditions else None,
+            ))
+        artifacts = None
+        if spec.artifacts:
+            artifacts = ArtifactCopy(
+                spec.artifacts, self._artifacts.incoming(build_id), max_bytes=self._limits.artifacts_mb * 1024 * 1024
+            )
+        try:
+            run = functools.partial(
+                run_steps,
+                self._client(), steps=tuple(planned), workspace=workspace, limits=self._limits, timeout_s=timeout_s,
+                labels=labels, identities=self._identities, user=user, on_output=output.write,
+                on_section=output.section, remove_later=self._remove_later, network=network, artifacts=artifacts,
+                on_container=functools.partial(self._running_in, build_id),
+                cancelled=lambda: build_id in self._cancels,
+            )
+            outcome = self._unless_host_fault(run, output, commit, build_id)
+            digests, artifacts_problem = (), ""
+            if artifacts is not None:
+                digests, artifacts_problem = self._take_artifacts(name, build_id, commit, artifacts, outcome, output)
+        finally:
+            if artifacts is not None:
+                self._artifacts.discard(artifacts.dest)
+        output.truncated |= outcome.truncated
+        if outcome.oom_killed:
+            budget = memory_budget(self._limits, with_workspace=True)
+            output.note(f"killed: out of memory (limit {budget.breakdown()} per step)")
+        steps = outcome.steps
+        if outcome.exit_code is None:
+            reason = f"build exceeded {timeout_s:g} s (in step {outcome.failed_step!r})"
+            return BuildResult("timeout", None, commit, reason, spec=ran, steps=steps), outcome.commands_ms
+        if outcome.exit_code != 0:
+            reason = f"step {outcome.failed_step!r} failed with exit code {outcome.exit_code}"
+            return BuildResult("failure", outcome.exit_code, commit, reason, spec=ran, steps=steps), outcome.commands_ms
+        if artifacts_problem:
+            return BuildResult("error", None, commit, artifacts_problem, spec=ran, steps=steps), outcome.commands_ms
+        agreed = BuildResult(
+            "success", 0, commit, spec=ran, steps=steps,
+            artifacts=manifest_digest(dict(digests)) if digests else None, artifact_files=digests,
+        )
+        return agreed, outcome.commands_ms
+
     @staticmethod
     def _skipped(commit: str, reason: str, spec: Spec | None, output: BuildLog) -> BuildResult:
         output.note(f"skipped: {reason}")
@@ -640,7 +712,7 @@ class Executor:
             if not self._engine_answers(ENGINE_BACK_S):
                 raise _BuildError(f"{faults[0]}; it did not answer again within {ENGINE_BACK_S:g} s", commit=commit)
             log.warning("node=%s %s: running the build again", self._node_id, faults[0])
-            output.again(f"{faults[0]}: the build runs again, in a fresh container")
+            output.section(f"{faults[0]}: the build runs again, in a fresh container")
 
     def _engine_answers(self, within_s: float) -> bool:
         """Whether the build engine answers within `within_s` (not once the executor closes)."""
@@ -815,8 +887,9 @@ def _spec_settings(
 
 
 def _environment_settings(environment: dict[str, str]) -> str:
-    shown = ", ".join(f"{name}={value}" for name, value in environment.items())
-    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time)"
+    shown = ", ".join(f"{name}={value}" for name, value in environment.items() if not name.startswith("CI_"))
+    ci = sum(name.startswith("CI_") for name in environment)
+    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time) and {ci} CI_ variables of the request"
 
 
 def _network_settings(network: str | None) -> str:

@@ -175,6 +175,15 @@ def commit_message(repo: git.Repo, commit: str) -> str:
         raise GitError("could not read the commit's message", str(exc)) from None
 
 
+def commit_author(repo: git.Repo, commit: str) -> tuple[str, str]:
+    """The author's name and e-mail address of `commit`, as its object records them."""
+    try:
+        author = repo.commit(commit).author
+        return author.name or "", author.email or ""
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError("could not read the commit's author", str(exc)) from None
+
+
 def changed_paths(repo: git.Repo, before: str, commit: str) -> tuple[str, ...] | None:
     """The paths `commit` changed since `before`, or None when that is not the same answer on
     every node: `before` must be an ancestor of `commit` (then every mirror holding the

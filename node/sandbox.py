@@ -103,15 +103,27 @@ def reproducible_environment(commit_time_s: int) -> dict[str, str]:
 
 def exported(environment: dict[str, str], script: str) -> str:
     """`script` with `environment` exported first, on its first line, so that the
-    line numbers the shell reports are those of the script as written.
+    line numbers the shell reports are those of the script as written: a value with
+    line breaks (a commit message) is written on that line as `printf '%b'` of its
+    escaped form.
 
     A container prepared before its build was known (node/ready.py) cannot
     have the commit's time in its environment; the script it is handed can.
     """
     if not environment:
         return script
-    assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(environment.items()))
-    return f"export {assignments}; {script}"
+    assignments, trims = [], []
+    for name, value in sorted(environment.items()):
+        if "\n" in value or "\r" in value:
+            # %b reads only the escapes written here (every backslash of the value is doubled
+            # first). A command substitution drops trailing line breaks: the "x" after them
+            # keeps them, and is trimmed once the value is set.
+            escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            assignments.append(f"{name}=\"$(printf '%bx' {shlex.quote(escaped)})\"")
+            trims.append(f'{name}="${{{name}%x}}"; ')
+        else:
+            assignments.append(f"{name}={shlex.quote(value)}")
+    return f"export {' '.join(assignments)}; {''.join(trims)}{script}"
 
 
 ENGINE_LOST = "the build engine stopped answering while the build ran (restarted or stopped)"
@@ -256,7 +268,7 @@ def _host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
             "/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_mb}m",
             HOME_DIR: f"rw,exec,nosuid,nodev,size={limits.home_mb}m,uid={uid},gid={gid},mode=0700",
         },
-        # The output is read live over an attach (see _OutputCapture), so the
+        # The output is read live over an attach (see OutputCapture), so the
         # daemon keeps no copy at all. A size-capped json-file log was
         # measured to be worse: the daemon JSON-encodes the whole flood of a
         # build writing without end, and a kill at the deadline then waits
@@ -299,7 +311,7 @@ class GatedContainer:
         """Close both attaches and remove the container, then its workspace volume."""
         self.close_stdin()
         self.output.close()
-        _remove_all([self.container], [self.volume])
+        remove_all([self.container], [self.volume])
 
 
 def start_gated_container(
@@ -314,19 +326,26 @@ def start_gated_container(
     arguments: tuple[str, ...] = (),
     cache_mounts: tuple[Mount, ...] = (),
     network: str | None = None,
+    workspace: Volume | None = None,
 ) -> GatedContainer:
     """Create and start a spec build's container with a fresh workspace, held at its gate.
 
     `arguments` follow the script the gate will run (`sh -e -c <script>
     arguments...`); `cache_mounts` and `network` are those of a build with
-    caches or a build network. Whatever it made is removed again if it fails.
+    caches or a build network; `workspace`, a pipeline's shared workspace volume
+    (node/steps.py), which the container then mounts instead of a fresh one and
+    leaves for the pipeline to remove. Whatever it made is removed again if it fails.
     """
     budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
     options = _host_config(limits, user, budget)
     identity = _identity(client, identities, image_id, user)
     volume = container = stdin = output = None
+    made = []
     try:
-        volume = _tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
+        volume = workspace
+        if volume is None:
+            volume = tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
+            made.append(volume)
         options.update(
             environment=identity.environment(),
             mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *identity.mounts(), *cache_mounts],
@@ -351,7 +370,7 @@ def start_gated_container(
             stdin.close()
         if output is not None:
             output.close()
-        _remove_all([container] if container is not None else [], [volume] if volume is not None else [])
+        remove_all([container] if container is not None else [], made)
         raise
 
 
@@ -435,7 +454,7 @@ def run_container(
     try:
         cache_mounts = []
         if cache is not None:
-            cache_volume = _tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
+            cache_volume = tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
             cache_mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
         if workspace is not None:
             gated = ready or start_gated_container(
@@ -445,7 +464,7 @@ def run_container(
             container = gated.container
             if on_container is not None:
                 on_container(container)
-            capture = _OutputCapture(gated.output, limits.output_cap_bytes, on_output)
+            capture = OutputCapture(gated.output, limits.output_cap_bytes, on_output)
             held = []
             if cache is not None and cache.save_to is not None:
                 held += cache_mounts
@@ -454,8 +473,8 @@ def run_container(
             if held:
                 # The build container has both tmpfs mounted already and keeps
                 # them until its exit; the holder shares the mounts from here on.
-                holder = _hold(client, image_id, limits, user, identities, labels, held, timeout_s)
-            _fill_workspace(container, workspace, user, limits.workspace_mb)
+                holder = hold_mounts(client, image_id, limits, user, identities, labels, held, timeout_s)
+            fill_workspace(container, workspace, user, limits.workspace_mb)
             if cache is not None and cache.restore_tar is not None:
                 _upload_restore(container, cache.restore_tar, user)
             # Killed meanwhile (by Executor.close, or behind the node's back),
@@ -463,7 +482,7 @@ def run_container(
             container.reload()
             if container.status != "running":
                 raise SandboxError("docker error: container stopped before the build started")
-            _deliver_script(gated.stdin, exported(environment, script))
+            deliver_script(gated.stdin, exported(environment, script))
             gated.close_stdin()
         else:
             options = _host_config(limits, user, memory_budget(limits, with_workspace=False))
@@ -475,26 +494,26 @@ def run_container(
             if on_container is not None:
                 on_container(container)
             # Attached before start: no output is missed however fast it comes.
-            capture = _OutputCapture(
+            capture = OutputCapture(
                 container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
             )
             container.start()
         released = time.monotonic()
         if on_started is not None:
             on_started()
-        exit_code = _wait(container, timeout_s)
+        exit_code = wait_for_exit(container, timeout_s)
         commands_ms = round((time.monotonic() - released) * 1000)
         output, truncated = capture.finish()
         container.reload()
         oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        killed_outside = exit_code not in (None, 0) and not oom_killed and _killed(client, container)
+        killed_outside = exit_code not in (None, 0) and not oom_killed and killed_by_engine(client, container)
         copied, problem = False, ""
         found, artifacts_problem = None, ""
         if holder is not None and exit_code == 0:
             if cache is not None and cache.save_to is not None:
                 copied, problem = _copy_cache_out(holder, cache)
             if artifacts is not None:
-                found, artifacts_problem = _copy_artifacts_out(holder, artifacts, limits.workspace_mb)
+                found, artifacts_problem = copy_artifacts_out(holder, artifacts, limits.workspace_mb)
         return ContainerOutcome(
             exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem,
             killed_outside,
@@ -514,7 +533,7 @@ def run_container(
         if capture is not None:
             capture.close()
         removal = functools.partial(
-            _remove_all,
+            remove_all,
             [leftover for leftover in (container, holder) if leftover is not None],
             [leftover for leftover in (gated and gated.volume, cache_volume) if leftover is not None],
         )
@@ -524,7 +543,7 @@ def run_container(
             remove_later(removal)
 
 
-def _remove_all(containers: list, volumes: list) -> None:
+def remove_all(containers: list, volumes: list) -> None:
     """Remove a build's containers, then its volumes, which the containers kept mounted."""
     try:
         for container in containers:
@@ -563,7 +582,7 @@ def _numeric_owner(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
-def _tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str, labels: dict[str, str], mode: str):
+def tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str, labels: dict[str, str], mode: str):
     """A tmpfs volume of `size_mb`, owned by the build user: the workspace, or the cache tar's.
 
     Why tmpfs: overlay2 on ext4 has no per-container disk quota (storage_opt
@@ -582,7 +601,7 @@ def _tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: st
     )
 
 
-def _fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
+def fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
     """Copy the workspace tree into /workspace of the build container, running and held at its gate."""
     with tempfile.TemporaryFile() as archive:
         _write_archive(archive, workspace, _numeric_owner(user))
@@ -620,7 +639,7 @@ def _upload_restore(container, restore_tar: Path, user: str) -> None:
             log.warning("could not upload the cache to build container %s: %s", container.id[:12], exc)
 
 
-def _deliver_script(stdin: StdinAttach, script: str) -> None:
+def deliver_script(stdin: StdinAttach, script: str) -> None:
     """Write the script and SCRIPT_END to the gated container's stdin and end it: the build starts.
 
     Ending our side makes the daemon close the container's stdin
@@ -636,7 +655,7 @@ def _deliver_script(stdin: StdinAttach, script: str) -> None:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 
 
-def _hold(client, image_id, limits, user, identities, labels, mounts, timeout_s: float):
+def hold_mounts(client, image_id, limits, user, identities, labels, mounts, timeout_s: float):
     """Start a container that keeps `mounts` (the cache tmpfs, the workspace) mounted after the build's exit.
 
     It mounts those and nothing else, runs nothing but sleep, and outlives
@@ -700,7 +719,7 @@ def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
         stream.close()
 
 
-def _copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
+def copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
     """The artifacts read from the holder's workspace into `artifacts.dest`, or why they cannot be taken.
 
     A problem of the build (node/artifacts.py's ArtifactError) is returned as
@@ -792,7 +811,7 @@ def _write_archive(archive, root: Path, owner: tuple[int, int]) -> None:
             tar.add(entry, arcname=entry.name, filter=owned)
 
 
-class _OutputCapture:
+class OutputCapture:
     """Reads a container's output in a thread, keeping the first `cap_bytes`.
 
     Past the cap it detaches: the container keeps running until it exits or
@@ -840,7 +859,7 @@ class _OutputCapture:
             self._thread.join(_OUTPUT_DRAIN_S)
 
 
-def _killed(client: docker.DockerClient, container: Container) -> bool:
+def killed_by_engine(client: docker.DockerClient, container: Container) -> bool:
     """Whether the engine was told to kill `container` (it says so in its events) between its
     creation and its exit, both as the engine's clock has them. A build that kills itself, or
     whose processes die of a signal of their own, leaves no such event."""
@@ -864,7 +883,7 @@ def _engine_time(text: str) -> int | None:
         return None
 
 
-def _wait(container, timeout_s: float) -> int | None:
+def wait_for_exit(container, timeout_s: float) -> int | None:
     """The container's exit code, or None after killing it at the deadline."""
     try:
         return int(container.wait(timeout=timeout_s)["StatusCode"])

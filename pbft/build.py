@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pbft.wire import HEX64, NAME, SEQ, ExitCode, Optional, Struct, Text, struct, wire
+from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Struct, Text, struct, wire
 
 # "skipped": the commit or its spec said not to build it for this trigger (node/triggers.py).
 # "cancelled": the client's cancel was ordered while the node still had the build to run.
@@ -84,6 +84,29 @@ class Spec:
     image: str = wire(Text(_IMAGE))
 
 
+# A pipeline step's name (`steps:` in .pbft-ci.yml): it names the step in results, logs
+# and the variables a step is given, so it is kept plain.
+STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_STEPS = 64
+# "skipped": its `when: status` excluded it; "timeout": the build's deadline ended it.
+STEP_STATUSES = ("success", "failure", "skipped", "timeout")
+
+
+@struct
+class StepResult:
+    """One pipeline step's outcome on one node. Its name, status and exit code are agreed
+    (compared and certified); `duration_ms` is this node's own time, signed with its reply
+    so that nodes that disagree show where their time went, never compared."""
+
+    name: str = wire(Text(STEP_NAME))
+    status: str = wire(Text(choices=STEP_STATUSES))
+    exit_code: int | None = wire(Optional(ExitCode()))
+    duration_ms: int = wire(Int())
+
+    def agreed(self) -> dict:
+        return {"name": self.name, "status": self.status, "exit_code": self.exit_code}
+
+
 @struct
 class Result:
     """A build outcome; `agreed()` is the part every honest node computes alike.
@@ -104,13 +127,21 @@ class Result:
     # BuildResult) add positional fields after `reason`.
     spec: Spec | None = wire(Optional(Struct(Spec)), default=None, omit=None, kw_only=True)
     artifacts: str | None = wire(Optional(Text(SHA256_DIGEST)), default=None, omit=None, kw_only=True)  # "sha256:<hex>"
+    # A pipeline's steps, in the order they ran; () for the one-script form and for a build
+    # that ended before its steps (then the wire form is that of results before steps).
+    steps: tuple[StepResult, ...] = wire(
+        ListOf(Struct(StepResult), MAX_STEPS), default=(), omit=(), kw_only=True
+    )
     reason: str = wire(Text(), default="")
 
     def agreed(self) -> dict:
         agreed = self.to_dict()
         del agreed["reason"]
+        if self.steps:
+            agreed["steps"] = [step.agreed() for step in self.steps]
         return agreed
 
     def agreed_key(self) -> tuple:
         """`agreed()` as a hashable value, for counting matching results."""
-        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts)
+        steps = tuple((step.name, step.status, step.exit_code) for step in self.steps)
+        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts, steps)

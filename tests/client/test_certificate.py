@@ -23,7 +23,7 @@ from client.certificate import (
 )
 from client.index import main
 from pbft.encoding import canonical
-from pbft.build import Operation, Result
+from pbft.build import Operation, Result, StepResult
 from pbft.messages import Request, signed
 from tests.client.fake_nodes import honest_result, post, start_client
 from tests.client.signed_network import Network, REPOSITORY_ROOT, SUCCESS, TIMESTAMP
@@ -156,6 +156,25 @@ def test_a_result_differing_only_in_its_reason_still_agrees(net):
     assert check_certificate(net.certificate([net.reply(0), net.reply(1, result=worded)]), net.config).signers == (0, 1)
 
 
+def piped(lint_ms: int, test_exit: int = 1) -> Result:
+    steps = (StepResult("lint", "success", 0, lint_ms), StepResult("test", "failure", test_exit, 2000 + lint_ms))
+    return Result("failure", test_exit, SUCCESS.commit, spec=SUCCESS.spec, steps=steps, reason="step 'test' failed")
+
+
+def test_step_durations_are_signed_but_a_pipelines_steps_agree_without_them(net):
+    # Each node times its steps itself; the steps' names, statuses and exit codes are what agree.
+    data = net.certificate([net.reply(0, result=piped(510)), net.reply(2, result=piped(734))], result=piped(1))
+    assert data["result"]["steps"] == [
+        {"name": "lint", "status": "success", "exit_code": 0}, {"name": "test", "status": "failure", "exit_code": 1},
+    ]
+    assert check_certificate(data, net.config).signers == (0, 2)
+    assert reason_for(net, net.certificate([net.reply(0, result=piped(510)), net.reply(2, result=piped(510, 2))],
+                                           result=piped(1))) == "replies disagree"
+    with_duration = net.certificate([net.reply(0, result=piped(510)), net.reply(2, result=piped(510))], result=piped(1))
+    with_duration["result"]["steps"][0]["duration_ms"] = 510
+    assert "steps must be a non-empty list of objects with exactly" in reason_for(net, with_duration)
+
+
 def test_a_repeated_signer_is_refused(net, capsys):
     assert net.verify(net.write(net.certificate([net.reply(1), net.reply(1)]))) == 1
     assert capsys.readouterr().err == "invalid: node 1 signed twice\n"
@@ -205,7 +224,7 @@ def test_the_request_must_carry_its_clients_signature(net):
 
 NOT_A_CERTIFICATE = "a certificate is an object with exactly ['replies', 'request', 'result', 'version']"
 NOT_A_RESULT = (
-    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, and artifacts)"
+    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, artifacts and steps)"
 )
 
 

@@ -1,0 +1,215 @@
+"""A pipeline's steps and environment, as `.pbft-ci.yml` declares them (node/buildspec.py
+parses the rest of the file).
+
+    environment:                  # optional: every step gets these
+      PGHOST: postgres
+    steps:
+      - name: lint                # required, unique: letters, digits, . _ -
+        image: python:3.12-slim   # optional, the spec's `image` (or the node's) otherwise
+        commands: [ruff check .]  # required, run by `sh -e` in /workspace
+        environment: {A: "1"}     # optional, on top of the pipeline's
+      - name: test
+        commands: [pytest]
+        depends_on: [lint]        # optional: the steps it follows; the step before it otherwise
+        failure: ignore           # optional: its failure does not fail the build
+        when:                     # optional: run only if the build's status so far is one of
+          status: [success]       # these (default [success]); event, branch and path as in
+          event: [push]           # the spec's own `when:` (node/triggers.py)
+
+Steps run one at a time, in an order that honours every `depends_on` (among steps
+free to run, the one declared first), so a run is the same sequence on every honest
+node. A step whose `when:` excludes it is `skipped`. The build's status so far is
+`failure` once a step without `failure: ignore` failed: later steps then run only if
+their `when: status` names `failure`.
+
+Parsing is pure. Every problem is reported, with the offending key, in the spec
+parser's one ValueError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pbft.build import MAX_STEPS, STEP_NAME
+from node.triggers import Condition, parse_when
+
+STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when")
+STATUS_CHOICES = ("success", "failure")
+MAX_VARIABLES = 64
+MAX_VALUE_CHARS = 4096
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Names the node sets itself: the CI variables (node/civars.py), HOME (the build user's),
+# and SOURCE_DATE_EPOCH (the commit's time, node/sandbox.py).
+_RESERVED = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    image: str | None
+    commands: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...] = ()
+    # The steps it follows; None: the one declared before it (none for the first).
+    depends_on: tuple[str, ...] | None = None
+    ignore_failure: bool = False
+    status: tuple[str, ...] = ("success",)
+    conditions: tuple[Condition, ...] = ()
+
+    def script(self) -> str:
+        return "\n".join(self.commands)
+
+
+def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """`environment:` as (name, value) pairs in the order written, and the problems.
+    Values are strings; a YAML number or boolean is taken as written (`true`, `3`)."""
+    if section is None:
+        return (), []
+    if not isinstance(section, dict):
+        return (), [f"{where}: must be a mapping of names to values"]
+    if len(section) > MAX_VARIABLES:
+        return (), [f"{where}: at most {MAX_VARIABLES} variables"]
+    pairs, errors = [], []
+    for name, value in section.items():
+        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
+            errors.append(f"{where}: {str(name)[:40]!r} is not a variable name (letters, digits, _)")
+            continue
+        if _RESERVED.fullmatch(name):
+            errors.append(f"{where}.{name}: set by the node, not by a spec")
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        if not isinstance(value, str):
+            errors.append(f"{where}.{name}: must be a string, a number or a boolean")
+        elif "\0" in value or len(value) > MAX_VALUE_CHARS:
+            errors.append(f"{where}.{name}: must be at most {MAX_VALUE_CHARS} characters, without NUL")
+        else:
+            pairs.append((name, value))
+    return tuple(pairs), errors
+
+
+def parse_steps(section, check_commands) -> tuple[tuple[Step, ...], list[str]]:
+    """The `steps:` list (or mapping of names to steps), checked, and the problems.
+    `check_commands(commands, where)` is the spec's own check of a command list."""
+    if isinstance(section, dict):
+        section = [
+            {"name": name, **step} if isinstance(step, dict) else step for name, step in section.items()
+        ]
+    if not isinstance(section, list) or not section:
+        return (), ["steps: must be a non-empty list of steps"]
+    if len(section) > MAX_STEPS:
+        return (), [f"steps: at most {MAX_STEPS} steps"]
+    steps, errors = [], []
+    for index, entry in enumerate(section):
+        where = f"steps[{index}]"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be a mapping with a name and commands")
+            continue
+        step, step_errors = _parse_step(entry, where, check_commands)
+        errors += step_errors
+        if step is not None:
+            if any(earlier.name == step.name for earlier in steps):
+                errors.append(f"{where}: another step is named {step.name!r}")
+            steps.append(step)
+    if not errors:
+        errors += _order_problems(steps)
+    return tuple(steps), errors
+
+
+def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, list[str]]:
+    errors = [f"{where}: unknown key {key!r}" for key in entry if key not in STEP_KEYS]
+    name = entry.get("name")
+    if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
+        errors.append(f"{where}.name: must be 1 to 64 letters, digits, '.', '_' or '-', not starting with . _ -")
+    else:
+        where = f"steps.{name}"
+    image = entry.get("image")
+    if image is not None and (not isinstance(image, str) or not image or image.split() != [image]):
+        errors.append(f"{where}.image: must be a non-empty image name without spaces")
+    errors += check_commands(entry.get("commands"), f"{where}.commands")
+    environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
+    errors += environment_errors
+    depends_on = entry.get("depends_on")
+    if depends_on is not None:
+        if isinstance(depends_on, str):
+            depends_on = [depends_on]
+        if not isinstance(depends_on, list) or not all(isinstance(other, str) for other in depends_on):
+            errors.append(f"{where}.depends_on: must be a list of step names")
+            depends_on = None
+    failure = entry.get("failure", "fail")
+    if failure not in ("fail", "ignore"):
+        errors.append(f"{where}.failure: must be 'fail' or 'ignore'")
+    status, conditions, when_errors = _parse_step_when(entry.get("when"), f"{where}.when")
+    errors += when_errors
+    if errors:
+        return None, errors
+    return Step(
+        name=name,
+        image=image,
+        commands=tuple(entry["commands"]),
+        environment=environment,
+        depends_on=None if depends_on is None else tuple(dict.fromkeys(depends_on)),
+        ignore_failure=failure == "ignore",
+        status=status,
+        conditions=conditions,
+    ), []
+
+
+def _parse_step_when(section, where: str) -> tuple[tuple[str, ...], tuple[Condition, ...], list[str]]:
+    if section is None:
+        return ("success",), (), []
+    if not isinstance(section, dict) or not section:
+        return (), (), [f"{where}: must be a mapping of status, event, branch and path"]
+    rest = {key: value for key, value in section.items() if key != "status"}
+    status, errors = ("success",), []
+    if "status" in section:
+        given = section["status"]
+        given = [given] if isinstance(given, str) else given
+        if not isinstance(given, list) or not given or not all(value in STATUS_CHOICES for value in given):
+            errors.append(f"{where}.status: must be a non-empty list of {' and '.join(STATUS_CHOICES)}")
+        else:
+            status = tuple(value for value in STATUS_CHOICES if value in given)
+    conditions = ()
+    if rest:
+        conditions, when_errors = parse_when(rest)
+        errors += [f"{where}{error[len('when'):]}" for error in when_errors]
+    return status, conditions, errors
+
+
+def dependencies(steps: tuple[Step, ...]) -> dict[str, tuple[str, ...]]:
+    """Each step's name: the names of the steps it follows."""
+    return {
+        step.name: step.depends_on if step.depends_on is not None else ((steps[index - 1].name,) if index else ())
+        for index, step in enumerate(steps)
+    }
+
+
+def _order_problems(steps: list[Step]) -> list[str]:
+    names = {step.name for step in steps}
+    errors = [
+        f"steps.{step.name}.depends_on: no step is named {other!r}"
+        for step in steps
+        for other in step.depends_on or ()
+        if other not in names
+    ]
+    errors += [f"steps.{step.name}.depends_on: a step cannot follow itself" for step in steps if step.name in (step.depends_on or ())]
+    if not errors and len(run_order(tuple(steps))) < len(steps):
+        errors.append("steps: depends_on makes a cycle")
+    return errors
+
+
+def run_order(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """The steps in the order they run: each after every step it follows; among those free
+    to run, the one declared first. Steps in a cycle are left out (the parser refuses them)."""
+    follows = dependencies(steps)
+    done: set[str] = set()
+    order: list[Step] = []
+    while len(order) < len(steps):
+        ready = next((step for step in steps if step.name not in done and set(follows[step.name]) <= done), None)
+        if ready is None:
+            break
+        done.add(ready.name)
+        order.append(ready)
+    return tuple(order)

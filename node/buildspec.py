@@ -17,7 +17,7 @@
 
 In place of `commands`, a pipeline: `steps:`, each with its own name, image,
 commands, environment, `when:` and `depends_on:` (node/pipeline.py), sharing
-one /workspace.
+one /workspace; and `services:`, containers the build reaches by name.
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
@@ -30,7 +30,7 @@ import yaml
 
 from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
-from node.pipeline import Step, parse_environment, parse_steps
+from node.pipeline import Service, Step, parse_environment, parse_services, parse_steps
 from node.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
@@ -40,7 +40,7 @@ MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
-_KEYS = ("image", "commands", "steps", "environment", "timeout_s", "user", "cache", "artifacts", "when")
+_KEYS = ("image", "commands", "steps", "services", "environment", "timeout_s", "user", "cache", "artifacts", "when")
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
 # character set keeps both free of quoting, globbing and encoding surprises.
@@ -81,6 +81,9 @@ class BuildSpec:
     # A pipeline (then `commands` is ()), and the variables every command gets.
     steps: tuple[Step, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    # Containers next to the build's (node/pipeline.py); a one-script spec with services runs
+    # as a pipeline of one step, `build`.
+    services: tuple[Service, ...] = ()
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -115,6 +118,12 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         errors += command_problems(commands, "commands")
     environment, environment_errors = parse_environment(document.get("environment"), "environment")
     errors += environment_errors
+    services = ()
+    if document.get("services") is not None:
+        services, service_errors = parse_services(document["services"], command_problems)
+        errors += service_errors
+        if document.get("cache") is not None and "steps" not in document:
+            errors.append("cache: only a one-script spec without services keeps caches so far")
     timeout_s = document.get("timeout_s")
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0
@@ -145,6 +154,7 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         when=when,
         steps=steps,
         environment=environment,
+        services=services,
     )
 
 

@@ -42,7 +42,8 @@ from node.engine import connect, describe
 from node.civars import BuildFacts, ci_variables
 from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time, export
 from node.identity import HOME_DIR, Identities
-from node.pipeline import run_order
+from node.pipeline import Step, run_order
+from node.services import PlannedService
 from node.ready import ReadyContainers
 from node.steps import PlannedStep, run_steps
 from node.sandbox import (
@@ -519,7 +520,7 @@ class Executor:
                 network = self._build_network.ensure(self._client()).name
             environment.update(spec.environment)
             output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment))
-            if spec.steps:
+            if spec.steps or spec.services:
                 return self._run_pipeline(
                     spec, image, user, timeout_s, network, environment, workspace, build_id, name, commit, ran,
                     labels, decide, output,
@@ -616,10 +617,21 @@ class Executor:
         environment: dict[str, str], workspace: Path, build_id: str, name: str, commit: str, ran: Spec,
         labels: dict[str, str], decide, output: BuildLog,
     ) -> tuple[BuildResult, int | None]:
-        """A `steps:` build (node/steps.py): its result names each step's outcome, and the step
-        that failed it."""
+        """A `steps:` build, or one with services (node/steps.py): its result names each step's
+        outcome, and the step that failed it. A one-script spec with services is one step, `build`."""
+        steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
+        limits = _share(self._limits, 1 + len(spec.services))
+        services = tuple(
+            PlannedService(
+                name=service.name, image=service.image, image_id=check_image(self._client(), service.image),
+                script=service.script() if service.commands else None,
+                environment={**environment, **dict(service.environment)},
+                ready_command=service.ready_command, ready_timeout_s=service.ready_timeout_s,
+            )
+            for service in spec.services
+        )
         planned = []
-        for step in run_order(spec.steps):
+        for step in run_order(steps):
             step_image = step.image or image
             step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name}
             planned.append(PlannedStep(
@@ -635,11 +647,11 @@ class Executor:
         try:
             run = functools.partial(
                 run_steps,
-                self._client(), steps=tuple(planned), workspace=workspace, limits=self._limits, timeout_s=timeout_s,
+                self._client(), steps=tuple(planned), workspace=workspace, limits=limits, timeout_s=timeout_s,
                 labels=labels, identities=self._identities, user=user, on_output=output.write,
                 on_section=output.section, remove_later=self._remove_later, network=network, artifacts=artifacts,
                 on_container=functools.partial(self._running_in, build_id),
-                cancelled=lambda: build_id in self._cancels,
+                cancelled=lambda: build_id in self._cancels, services=services,
             )
             outcome = self._unless_host_fault(run, output, commit, build_id)
             digests, artifacts_problem = (), ""
@@ -650,8 +662,7 @@ class Executor:
                 self._artifacts.discard(artifacts.dest)
         output.truncated |= outcome.truncated
         if outcome.oom_killed:
-            budget = memory_budget(self._limits, with_workspace=True)
-            output.note(f"killed: out of memory (limit {budget.breakdown()} per step)")
+            output.note(f"killed: out of memory (limit {memory_budget(limits, with_workspace=True).breakdown()})")
         steps = outcome.steps
         if outcome.exit_code is None:
             reason = f"build exceeded {timeout_s:g} s (in step {outcome.failed_step!r})"
@@ -852,6 +863,17 @@ def _report_failed_removal(done) -> None:
         log.warning("could not remove a finished build's containers", exc_info=done.exception())
 
 
+def _share(limits: BuildConfig, containers: int) -> BuildConfig:
+    """Each container's limits when `containers` run at once (a step and the services): the
+    build's processes' memory, CPUs and pids divided among them."""
+    if containers == 1:
+        return limits
+    return dataclasses.replace(
+        limits, memory_mb=max(limits.memory_mb // containers, 1), cpus=limits.cpus / containers,
+        pids_limit=max(limits.pids_limit // containers, 1),
+    )
+
+
 def _spec_settings(
     limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec, network: str | None,
     environment: dict[str, str],
@@ -877,6 +899,13 @@ def _spec_settings(
             )
         else:
             lines.append(f"cache {paths}: off on this node (build.cache_mb is 0)")
+    if spec.services:
+        share = _share(limits, 1 + len(spec.services))
+        lines.append(
+            f"services {', '.join(f'{service.name} ({service.image})' for service in spec.services)}: "
+            f"each container of the build gets memory {share.memory_mb} MB, cpus {share.cpus:g}, "
+            f"pids {share.pids_limit} of the build's; only the build's own containers reach them"
+        )
     if spec.artifacts:
         lines.append(
             f"artifacts {', '.join(spec.artifacts)}: regular files taken after the build succeeds, "
@@ -887,9 +916,9 @@ def _spec_settings(
 
 
 def _environment_settings(environment: dict[str, str]) -> str:
-    shown = ", ".join(f"{name}={value}" for name, value in environment.items() if not name.startswith("CI_"))
-    ci = sum(name.startswith("CI_") for name in environment)
-    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time) and {ci} CI_ variables of the request"
+    ci = [name for name in environment if name == "CI" or name.startswith("CI_")]
+    shown = ", ".join(f"{name}={value}" for name, value in environment.items() if name not in ci)
+    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time), and CI and {len(ci) - 1} CI_ variables"
 
 
 def _network_settings(network: str | None) -> str:

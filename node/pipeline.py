@@ -16,6 +16,15 @@ parses the rest of the file).
           status: [success]       # these (default [success]); event, branch and path as in
           event: [push]           # the spec's own `when:` (node/triggers.py)
 
+    services:                     # optional: started before the first step, removed with the build
+      - name: postgres            # required, unique: also its host name for the steps
+        image: postgres-image     # required
+        commands: [...]           # optional: run by `sh -e`; the image's own command otherwise
+        environment: {...}        # optional
+        ready:                    # optional: the first step waits until this exits 0 in it
+          command: pg_isready -h 127.0.0.1
+          timeout_s: 60           # default 60
+
 Steps run one at a time, in an order that honours every `depends_on` (among steps
 free to run, the one declared first), so a run is the same sequence on every honest
 node. A step whose `when:` excludes it is `skipped`. The build's status so far is
@@ -35,6 +44,12 @@ from pbft.build import MAX_STEPS, STEP_NAME
 from node.triggers import Condition, parse_when
 
 STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when")
+SERVICE_KEYS = ("name", "image", "commands", "environment", "ready")
+READY_KEYS = ("command", "timeout_s")
+MAX_SERVICES = 8
+DEFAULT_READY_S = 60.0
+# A service's name is its host name in the build: one DNS label, lowercase.
+SERVICE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 STATUS_CHOICES = ("success", "failure")
 MAX_VARIABLES = 64
 MAX_VALUE_CHARS = 4096
@@ -58,6 +73,80 @@ class Step:
 
     def script(self) -> str:
         return "\n".join(self.commands)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    image: str
+    commands: tuple[str, ...] = ()  # () runs the image's own entrypoint and command
+    environment: tuple[tuple[str, str], ...] = ()
+    ready_command: str | None = None
+    ready_timeout_s: float = DEFAULT_READY_S
+
+    def script(self) -> str:
+        return "\n".join(self.commands)
+
+
+def parse_services(section, check_commands) -> tuple[tuple[Service, ...], list[str]]:
+    """The `services:` list (or mapping of names to services), checked, and the problems."""
+    if isinstance(section, dict):
+        section = [
+            {"name": name, **service} if isinstance(service, dict) else service for name, service in section.items()
+        ]
+    if not isinstance(section, list) or not section:
+        return (), ["services: must be a non-empty list of services"]
+    if len(section) > MAX_SERVICES:
+        return (), [f"services: at most {MAX_SERVICES} services"]
+    services, errors = [], []
+    for index, entry in enumerate(section):
+        where = f"services[{index}]"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be a mapping with a name and an image")
+            continue
+        service, service_errors = _parse_service(entry, where, check_commands)
+        errors += service_errors
+        if service is not None:
+            if any(earlier.name == service.name for earlier in services):
+                errors.append(f"{where}: another service is named {service.name!r}")
+            services.append(service)
+    return tuple(services), errors
+
+
+def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | None, list[str]]:
+    errors = [f"{where}: unknown key {key!r}" for key in entry if key not in SERVICE_KEYS]
+    name = entry.get("name")
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
+        errors.append(f"{where}.name: must be a host name: 1 to 63 lowercase letters, digits and '-'")
+    else:
+        where = f"services.{name}"
+    image = entry.get("image")
+    if not isinstance(image, str) or not image or image.split() != [image]:
+        errors.append(f"{where}.image: must be a non-empty image name without spaces")
+    commands = entry.get("commands")
+    if commands is not None:
+        errors += check_commands(commands, f"{where}.commands")
+    environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
+    errors += environment_errors
+    ready_command, ready_timeout_s = None, DEFAULT_READY_S
+    ready = entry.get("ready")
+    if ready is not None:
+        if not isinstance(ready, dict):
+            errors.append(f"{where}.ready: must be a mapping with a command")
+        else:
+            errors += [f"{where}.ready: unknown key {key!r}" for key in ready if key not in READY_KEYS]
+            ready_command = ready.get("command")
+            if not isinstance(ready_command, str) or not ready_command.strip() or "\0" in ready_command:
+                errors.append(f"{where}.ready.command: must be a non-empty string")
+            ready_timeout_s = ready.get("timeout_s", DEFAULT_READY_S)
+            if isinstance(ready_timeout_s, bool) or not isinstance(ready_timeout_s, (int, float)) or not ready_timeout_s > 0:
+                errors.append(f"{where}.ready.timeout_s: must be a positive number")
+    if errors:
+        return None, errors
+    return Service(
+        name=name, image=image, commands=tuple(commands or ()), environment=environment,
+        ready_command=ready_command, ready_timeout_s=float(ready_timeout_s),
+    ), []
 
 
 def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:

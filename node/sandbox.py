@@ -242,7 +242,7 @@ def memory_budget(limits: BuildConfig, *, with_workspace: bool, with_cache: bool
     )
 
 
-def _host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
+def host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
     """Container options shared by spec builds, Dockerfile builds and cache holders."""
     memory = f"{budget.total_mb}m"
     uid, gid = _numeric_owner(user)
@@ -337,8 +337,8 @@ def start_gated_container(
     leaves for the pipeline to remove. Whatever it made is removed again if it fails.
     """
     budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
-    options = _host_config(limits, user, budget)
-    identity = _identity(client, identities, image_id, user)
+    options = host_config(limits, user, budget)
+    identity = build_identity(client, identities, image_id, user)
     volume = container = stdin = output = None
     made = []
     try:
@@ -485,8 +485,8 @@ def run_container(
             deliver_script(gated.stdin, exported(environment, script))
             gated.close_stdin()
         else:
-            options = _host_config(limits, user, memory_budget(limits, with_workspace=False))
-            identity = _identity(client, identities, image_id, user)
+            options = host_config(limits, user, memory_budget(limits, with_workspace=False))
+            identity = build_identity(client, identities, image_id, user)
             options.update(environment={**identity.environment(), **environment}, mounts=identity.mounts())
             container = client.containers.create(
                 image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
@@ -567,7 +567,7 @@ def check_image(client: docker.DockerClient, image: str) -> str:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
 
 
-def _identity(client, identities: Identities, image_id: str, user: str):
+def build_identity(client, identities: Identities, image_id: str, user: str):
     uid, gid = _numeric_owner(user)
     try:
         return identities.get(client, image_id=image_id, uid=uid, gid=gid)
@@ -655,19 +655,28 @@ def deliver_script(stdin: StdinAttach, script: str) -> None:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 
 
-def hold_mounts(client, image_id, limits, user, identities, labels, mounts, timeout_s: float):
+def hold_mounts(
+    client, image_id, limits, user, identities, labels, mounts, timeout_s: float, *,
+    network: str | None = None, hosts: tuple[str, ...] = (),
+):
     """Start a container that keeps `mounts` (the cache tmpfs, the workspace) mounted after the build's exit.
 
     It mounts those and nothing else, runs nothing but sleep, and outlives
     the build's deadline by _HOLDER_GRACE_S, the time the node has to copy
-    the cache and the artifacts out.
+    the cache and the artifacts out. A pipeline's holder also owns the network
+    namespace its steps and services join (node/steps.py): `network` (none
+    otherwise), and `hosts`, names that resolve to its loopback address there.
     """
-    options = _host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
+    options = host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
     options.update(
-        environment=_identity(client, identities, image_id, user).environment(),
+        environment=build_identity(client, identities, image_id, user).environment(),
         mounts=list(mounts),
         read_only=True,
     )
+    if network is not None:
+        options["network_mode"] = network
+    if hosts:
+        options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
     holder = client.containers.create(
         image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
         labels={**labels, "pbft-ci.role": "holder"}, detach=True, **options,

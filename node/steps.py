@@ -1,11 +1,14 @@
-"""Running a pipeline's steps (node/pipeline.py) one after another on one shared workspace.
+"""Running a pipeline's steps (node/pipeline.py) one after another on one shared workspace,
+next to its services (node/services.py).
 
 The workspace is a tmpfs volume like a one-script build's (node/sandbox.py). A tmpfs
 vanishes when nothing mounts it, so a holder container (sandbox.hold_mounts) keeps it
 mounted from before the sources are copied in until the node has taken the artifacts
 out; each step is a gated container of its own image that mounts the same volume, is
-handed its script, and is removed once it exits. Every step has the hardening, the
-limits and the network of a one-script build; the build's deadline covers all of them.
+handed its script, and is removed once it exits. The holder also owns the build's
+network namespace, which every step and service joins: loopback only, or the
+repository's build network. Every step has the hardening and the limits of a one-script
+build (with services, a share of them); the build's deadline covers all of them.
 
 Which steps run depends only on the spec, the trigger and the exit codes of the steps
 before, so honest nodes run the same sequence and report the same step results.
@@ -25,6 +28,7 @@ import requests.exceptions
 from docker.types import Mount
 
 from node.identity import Identities
+from node.services import PlannedService, RunningService, start_service, wait_until_ready
 from node.sandbox import (
     ENGINE_LOST,
     ArtifactCopy,
@@ -90,19 +94,37 @@ def run_steps(
     artifacts: ArtifactCopy | None = None,
     on_container: Callable[[Any], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    services: tuple[PlannedService, ...] = (),
 ) -> StepsOutcome:
     """Run `steps` in order on a workspace holding the tree at `workspace`, to the end or the
-    deadline. `on_section(text)` gets a line of the node's before and after each step's
-    output; `cancelled()` is asked before each step starts."""
+    deadline, once `services` are ready. `limits` are each container's (the build's share,
+    with services). `on_section(text)` gets a line of the node's before and after each
+    step's output; `cancelled()` is asked before each step starts."""
     assert steps, "a pipeline has steps"
     volume = holder = None
     containers: list = []
+    running: list[RunningService] = []
     try:
         volume = tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
         mount = Mount("/workspace", volume.name, type="volume", no_copy=True)
-        holder = hold_mounts(client, steps[0].image_id, limits, user, identities, labels, [mount], timeout_s)
+        holder = hold_mounts(
+            client, steps[0].image_id, limits, user, identities, labels, [mount], timeout_s,
+            network=network, hosts=tuple(service.name for service in services),
+        )
+        pod = f"container:{holder.id}"
         fill_workspace(holder, workspace, user, limits.workspace_mb)
         deadline = time.monotonic() + timeout_s
+        for service in services:
+            running.append(start_service(
+                client, service, pod=holder.id, limits=limits, user=user, identities=identities, labels=labels,
+            ))
+            containers.append(running[-1].container)
+        try:
+            wait_until_ready(running, deadline)
+        except SandboxError as exc:
+            raise SandboxError(exc.reason, _service_output(running)) from None
+        for service in running:
+            on_section(f"service {service.planned.name}: image {service.planned.image}, ready")
         results: list[StepResult] = []
         state = _Progress()
         for step in steps:
@@ -116,7 +138,7 @@ def run_steps(
                 continue
             on_section(f"step {step.name}: image {step.image}")
             ran = _run_step(
-                client, step, volume, limits, labels, identities, user, network, on_output, on_container,
+                client, step, volume, limits, labels, identities, user, pod, on_output, on_container,
                 containers, max(deadline - time.monotonic(), 0.0),
             )
             if ran.killed_outside:
@@ -130,6 +152,9 @@ def run_steps(
         copied, problem = None, ""
         if artifacts is not None and state.exit_code == 0:
             copied, problem = copy_artifacts_out(holder, artifacts, limits.workspace_mb)
+        if running:
+            on_section("services' output follows")
+            on_output(_service_output(running).encode(errors="replace"))
         return StepsOutcome(
             tuple(results), state.exit_code, state.failed_step, state.commands_ms, state.truncated,
             state.oom_killed, False, copied, problem,
@@ -139,6 +164,8 @@ def run_steps(
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
+        for service in running:
+            service.close()
         removal = functools.partial(
             remove_all,
             [container for container in (*containers, holder) if container is not None],
@@ -148,6 +175,15 @@ def run_steps(
             removal()
         else:
             remove_later(removal)
+
+
+def _service_output(running: list[RunningService]) -> str:
+    """Each service's output so far, under its name."""
+    parts = []
+    for service in running:
+        text = service.output().decode(errors="replace")
+        parts.append(f"--- service {service.planned.name} ---\n{text}" + ("" if text.endswith("\n") else "\n"))
+    return "".join(parts)
 
 
 def _skip_reason(step: PlannedStep, status: str) -> str | None:

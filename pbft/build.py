@@ -142,6 +142,7 @@ class Result:
         return agreed
 
     def agreed_key(self) -> tuple:
-        """`agreed()` as a hashable value, for counting matching results."""
+        """`agreed()` as a hashable value, for counting matching results; the artifacts'
+        digest last (the simulator's checkers read it there)."""
         steps = tuple((step.name, step.status, step.exit_code) for step in self.steps)
-        return (self.status, self.exit_code, self.commit, self.spec, self.artifacts, steps)
+        return (self.status, self.exit_code, self.commit, self.spec, steps, self.artifacts)

@@ -3,7 +3,9 @@ The fixtures (a Docker engine, the default image, executors) are in tests/node/c
 
 import os
 import re
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -116,3 +118,32 @@ def log_text(result) -> str:
     """The build log a BuildResult names."""
     with open(result.log_path, encoding="utf-8", errors="replace") as file:
         return file.read()
+
+
+class Listener:
+    """A TCP server on every host address that counts the connections it gets."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("0.0.0.0", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+
+def host_address() -> str:
+    """An address of this host other than loopback when there is a route, else loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"

@@ -7,8 +7,6 @@ import contextlib
 import logging
 import re
 import shutil
-import socket
-import threading
 import time
 
 import docker.errors
@@ -18,7 +16,7 @@ from node.buildspec import parse_build_spec
 from node.executor import BuildResult
 from node.sandbox import GATE_COMMAND, SCRIPT_END
 from pbft.build import Spec
-from tests.node.executor_helpers import build, log_text, outcome, spec
+from tests.node.executor_helpers import Listener, build, host_address, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
 
@@ -306,38 +304,9 @@ async def test_the_node_log_gives_how_long_the_build_commands_ran(make_executor,
     assert times[1]["commands_ms"] == -1, ends
 
 
-class _Listener:
-    """A TCP server on every host address that counts the connections it gets."""
-
-    def __init__(self):
-        self.socket = socket.create_server(("0.0.0.0", 0))
-        self.port = self.socket.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-
-def _host_address() -> str:
-    """An address of this host other than loopback when there is a route, else loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
-            return probe.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
-
-
 async def test_build_has_no_network(make_executor, git_repo, build_ids):
-    listener = _Listener()
-    url = f"http://{_host_address()}:{listener.port}/"
+    listener = Listener()
+    url = f"http://{host_address()}:{listener.port}/"
     git_repo.commit("master", {".pbft-ci.yml": spec(
         "ip -o link",
         # Exit 4 if any interface besides loopback exists, 5 when the host

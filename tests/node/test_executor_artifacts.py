@@ -119,7 +119,7 @@ async def test_every_build_gets_the_commit_time_a_fixed_zone_and_locale(make_exe
         assert "date 2024-01-01 00:00 UTC" in text
         assert (
             f"== settings environment SOURCE_DATE_EPOCH={COMMIT_TIME_S}, TZ=UTC, LC_ALL=C.UTF-8, LANG=C.UTF-8 "
-            "(SOURCE_DATE_EPOCH is the commit's time)"
+            "(SOURCE_DATE_EPOCH is the commit's time), and CI and 12 CI_ variables\n"
         ) in text
 
 

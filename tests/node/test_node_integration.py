@@ -175,15 +175,19 @@ async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network
         await net.submit(session, "master", 31, range(4))
 
         async def records(node_id):
+            """Node's record of seq 1, or None while it has not executed it yet (404)."""
             async with session.get(f"http://127.0.0.1:{net.config.node(node_id).port}/builds/1") as response:
+                if response.status == 404:
+                    return None
                 assert response.status == 200
                 return (await response.json())["builds"][0]
 
-        for _ in range(100):
+        for _ in range(200):
             views = [await records(i) for i in range(4)]
-            if all(len(view["votes"]) == 4 for view in views):
+            if all(view is not None and len(view["votes"]) == 4 for view in views):
                 break
             await asyncio.sleep(0.05)
+        assert all(view is not None for view in views), views
         for view in views:
             assert view["verdict"] == {"state": "certified", "result": {"status": "success", "exit_code": 0, "commit": "a" * 40}}
             liar = next(vote["vote"] for vote in view["votes"] if vote["node"] == 3)

@@ -25,6 +25,7 @@ _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
 _SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.build.Spec)
 _STEP_KEYS = ("name", "status", "exit_code")  # each of its optional "steps", as agreed (pbft.build.StepResult)
+_IMAGE_KEYS = {"name", "digest"}  # each of its optional "images" (pbft.build.ImageDigest)
 
 
 class CertificateError(ValueError):
@@ -174,9 +175,9 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
 def _checked_result(result: Any) -> dict:
     # The stated result is unsigned; it only has to be well formed here,
     # because it must then equal what every signed reply says.
-    if not isinstance(result, dict) or set(result) - {"spec", "artifacts", "steps"} != _RESULT_KEYS:
+    if not isinstance(result, dict) or set(result) - {"spec", "artifacts", "steps", "images"} != _RESULT_KEYS:
         raise CertificateError(
-            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, artifacts and steps)"
+            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, artifacts, steps and images)"
         )
     if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
         raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
@@ -187,6 +188,11 @@ def _checked_result(result: Any) -> dict:
         and all(isinstance(step, dict) and set(step) == set(_STEP_KEYS) for step in result["steps"])
     ):
         raise CertificateError(f"result: steps must be a non-empty list of objects with exactly {list(_STEP_KEYS)}")
+    if "images" in result and not (
+        isinstance(result["images"], list) and result["images"]
+        and all(isinstance(image, dict) and set(image) == _IMAGE_KEYS for image in result["images"])
+    ):
+        raise CertificateError(f"result: images must be a non-empty list of objects with exactly {sorted(_IMAGE_KEYS)}")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
     if result["exit_code"] is not None and type(result["exit_code"]) is not int:

@@ -30,7 +30,7 @@ import yaml
 
 from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
-from node.pipeline import Service, Step, parse_environment, parse_services, parse_steps
+from node.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
 from node.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
@@ -104,8 +104,7 @@ def parse_build_spec(text: bytes) -> BuildSpec:
 
     errors = [f"unknown key {key!r}" for key in document if key not in _KEYS]
     image = document.get("image")
-    if image is not None and (not isinstance(image, str) or not image or image.split() != [image]):
-        errors.append("image: must be a non-empty image name without spaces")
+    errors += image_problems(image, "image")
     commands, steps = document.get("commands"), ()
     if "steps" in document:
         if commands is not None:

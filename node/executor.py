@@ -42,6 +42,7 @@ from node.engine import connect, describe
 from node.civars import BuildFacts, ci_variables
 from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time, export
 from node.identity import HOME_DIR, Identities
+from node.images import Images
 from node.pipeline import Step, run_order
 from node.services import PlannedService
 from node.ready import ReadyContainers
@@ -148,11 +149,13 @@ class Executor:
         networked_repositories: frozenset[str] = frozenset(),
         peer_hosts: tuple[str, ...] = (),
         repository_bounds: dict[str, int] | None = None,
+        registry_auth: dict[str, dict[str, str]] | None = None,
     ):
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
         `peer_hosts`, the network's node and client hosts, are what those builds must never reach;
-        `repository_bounds` caps how many builds of a repository run at once (node/buildqueue.py)."""
+        `repository_bounds` caps how many builds of a repository run at once (node/buildqueue.py);
+        `registry_auth`, this node's credentials for the registries it pulls from (node/images.py)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -169,6 +172,9 @@ class Executor:
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
         self._engine = engine
+        self._images = Images(
+            registries=limits.registries, auth=dict(registry_auth or {}), require_digests=limits.require_digests
+        )
         self._owns_docker = docker_client is None
         self._docker_guard = threading.Lock()
         self._running = 0
@@ -476,17 +482,24 @@ class Executor:
             build_id=build_id, repository=name, event=trigger.event, branch=branch, commit=resolved,
             message=message, author_name=author, author_email=email, pull_ref=pull_ref, before=trigger.before,
         )
+        images: list = []
         try:
-            return self._run_sandboxed(workspace, build_id, name, resolved, committed_s, facts, decide, output)
+            result, commands_ms = self._run_sandboxed(
+                workspace, build_id, name, resolved, committed_s, facts, decide, output, images
+            )
         except SandboxError as exc:
             raise _BuildError(exc.reason, exc.detail, resolved) from None
+        if images and result.spec is not None:
+            result = dataclasses.replace(result, images=tuple(sorted(set(images), key=lambda image: image.name)))
+        return result, commands_ms
 
     def _run_sandboxed(
         self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, facts: BuildFacts, decide,
-        output,
+        output, images: list,
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms);
-        `decide(conditions)` says why the build is skipped, or None."""
+        `decide(conditions)` says why the build is skipped, or None. The registry digests of the
+        images it runs are added to `images`."""
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
         # Derived from the commit and the agreed request alone, so the same on every honest node.
@@ -523,11 +536,11 @@ class Executor:
             if spec.steps or spec.services:
                 return self._run_pipeline(
                     spec, image, user, timeout_s, network, environment, workspace, build_id, name, commit, ran,
-                    labels, decide, output,
+                    labels, decide, output, images,
                 )
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
-            image_id = check_image(self._client(), image)
+            image_id = self._image(image, images)
             script, arguments, cache_run, ready_key, ready = spec.script(), (), None, None, None
             if caching:
                 cache_run = self._prepare_cache(name, image_id, spec.cache, workspace, build_id, output)
@@ -615,7 +628,7 @@ class Executor:
     def _run_pipeline(
         self, spec: BuildSpec, image: str, user: str, timeout_s: float, network: str | None,
         environment: dict[str, str], workspace: Path, build_id: str, name: str, commit: str, ran: Spec,
-        labels: dict[str, str], decide, output: BuildLog,
+        labels: dict[str, str], decide, output: BuildLog, images: list,
     ) -> tuple[BuildResult, int | None]:
         """A `steps:` build, or one with services (node/steps.py): its result names each step's
         outcome, and the step that failed it. A one-script spec with services is one step, `build`."""
@@ -623,7 +636,7 @@ class Executor:
         limits = _share(self._limits, 1 + len(spec.services))
         services = tuple(
             PlannedService(
-                name=service.name, image=service.image, image_id=check_image(self._client(), service.image),
+                name=service.name, image=service.image, image_id=self._image(service.image, images),
                 script=service.script() if service.commands else None,
                 environment={**environment, **dict(service.environment)},
                 ready_command=service.ready_command, ready_timeout_s=service.ready_timeout_s,
@@ -635,7 +648,7 @@ class Executor:
             step_image = step.image or image
             step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name}
             planned.append(PlannedStep(
-                name=step.name, image=step_image, image_id=check_image(self._client(), step_image),
+                name=step.name, image=step_image, image_id=self._image(step_image, images),
                 script=exported(step_environment, step.script()), status=step.status,
                 ignore_failure=step.ignore_failure, skip_reason=decide(step.conditions) if step.conditions else None,
             ))
@@ -677,6 +690,14 @@ class Executor:
             artifacts=manifest_digest(dict(digests)) if digests else None, artifact_files=digests,
         )
         return agreed, outcome.commands_ms
+
+    def _image(self, name: str, images: list) -> str:
+        """The id of image `name`, pulled if the engine lacks it; its registry digest, if it has
+        one, is added to `images`."""
+        image_id, digest = self._images.resolve(self._client(), name)
+        if digest is not None:
+            images.append(digest)
+        return image_id
 
     @staticmethod
     def _skipped(commit: str, reason: str, spec: Spec | None, output: BuildLog) -> BuildResult:

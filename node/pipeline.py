@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass
 
 from pbft.build import MAX_STEPS, STEP_NAME
+from node.imageref import parse_reference
 from node.triggers import Condition, parse_when
 
 STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when")
@@ -121,8 +122,7 @@ def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | N
     else:
         where = f"services.{name}"
     image = entry.get("image")
-    if not isinstance(image, str) or not image or image.split() != [image]:
-        errors.append(f"{where}.image: must be a non-empty image name without spaces")
+    errors += image_problems(image, f"{where}.image", required=True)
     commands = entry.get("commands")
     if commands is not None:
         errors += check_commands(commands, f"{where}.commands")
@@ -147,6 +147,17 @@ def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | N
         name=name, image=image, commands=tuple(commands or ()), environment=environment,
         ready_command=ready_command, ready_timeout_s=float(ready_timeout_s),
     ), []
+
+
+def image_problems(image, where: str, *, required: bool = False) -> list[str]:
+    """What is wrong with an image reference of a spec (none when it is absent and optional)."""
+    if image is None and not required:
+        return []
+    try:
+        parse_reference(image)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
+    return []
 
 
 def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
@@ -215,8 +226,7 @@ def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, l
     else:
         where = f"steps.{name}"
     image = entry.get("image")
-    if image is not None and (not isinstance(image, str) or not image or image.split() != [image]):
-        errors.append(f"{where}.image: must be a non-empty image name without spaces")
+    errors += image_problems(image, f"{where}.image")
     errors += check_commands(entry.get("commands"), f"{where}.commands")
     environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
     errors += environment_errors

@@ -554,14 +554,12 @@ def remove_all(containers: list, volumes: list) -> None:
 
 
 def check_image(client: docker.DockerClient, image: str) -> str:
-    """The image's id. The build runs that id, so the passwd entry made for it,
-    its cache key and the container prepared for it fit what runs even if the
-    tag is moved meanwhile."""
+    """The id of an image the engine holds: a Dockerfile build's, just built. The build runs
+    that id, so the passwd entry made for it fits what runs even if the tag is moved
+    meanwhile. (A spec's images are found or pulled by node/images.py.)"""
     try:
         return client.images.get(image).id
     except docker.errors.ImageNotFound:
-        # Never pull: there is no registry, and an image fetched on one node
-        # but not another would make honest nodes disagree.
         raise SandboxError(f"image not found: {image}") from None
     except docker.errors.APIError as exc:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None

@@ -23,7 +23,7 @@ from node.driver import Build, CrashAt, Driver
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
-from shared.config import NetworkConfig
+from shared.config import ConfigError, NetworkConfig
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
@@ -178,6 +178,12 @@ def make_app(
 def _make_executor(config: NetworkConfig, node_id: int):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.executor import Executor
+    from node.images import load_registry_auth
+
+    try:
+        registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
+    except ValueError as exc:
+        raise ConfigError(config.path, [f"build.registry_auth_file: {exc}"]) from None
 
     return Executor(
         data_dir=config.data_dir / f"node-{node_id}",
@@ -190,6 +196,7 @@ def _make_executor(config: NetworkConfig, node_id: int):
         # Every node and client of the network: networked builds must reach none of them.
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
         repository_bounds={repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent},
+        registry_auth=registry_auth,
     )
 
 

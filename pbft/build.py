@@ -108,6 +108,19 @@ class StepResult:
 
 
 @struct
+class ImageDigest:
+    """An image a build ran, by the name its spec gives it, and the digest of the manifest
+    the registry served for it (node/images.py): agreed, so that nodes that pulled different
+    bytes under one tag disagree, each naming what it ran."""
+
+    name: str = wire(Text(_IMAGE))
+    digest: str = wire(Text(SHA256_DIGEST))
+
+
+MAX_IMAGES = 80  # a pipeline's step and service images, each named once
+
+
+@struct
 class Result:
     """A build outcome; `agreed()` is the part every honest node computes alike.
 
@@ -132,6 +145,8 @@ class Result:
     steps: tuple[StepResult, ...] = wire(
         ListOf(Struct(StepResult), MAX_STEPS), default=(), omit=(), kw_only=True
     )
+    # The images it ran that came from a registry, sorted by name; () when none did.
+    images: tuple[ImageDigest, ...] = wire(ListOf(Struct(ImageDigest), MAX_IMAGES), default=(), omit=(), kw_only=True)
     reason: str = wire(Text(), default="")
 
     def agreed(self) -> dict:
@@ -145,4 +160,4 @@ class Result:
         """`agreed()` as a hashable value, for counting matching results; the artifacts'
         digest last (the simulator's checkers read it there)."""
         steps = tuple((step.name, step.status, step.exit_code) for step in self.steps)
-        return (self.status, self.exit_code, self.commit, self.spec, steps, self.artifacts)
+        return (self.status, self.exit_code, self.commit, self.spec, steps, self.images, self.artifacts)

@@ -67,10 +67,12 @@ if command -v dpkg-query >/dev/null; then
     deb_installed debootstrap || missing+=(debootstrap)
 fi
 # The multi-host test (PBFT_CI_TEST_IMAGES=1, set by scripts/test.sh) gives each
-# node a network namespace (ip) and delays its packets (iptables NFQUEUE).
+# node a network namespace (ip) and delays its packets (iptables NFQUEUE); the image
+# tests pull from a real registry they start (Debian's docker-registry).
 if [[ "${PBFT_CI_TEST_IMAGES:-0}" == 1 ]]; then
     command -v ip >/dev/null || missing+=(iproute2)
     command -v iptables >/dev/null || missing+=(iptables)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
 fi
 # python3 -m venv needs ensurepip, which Debian ships separately.
 if [[ ! -x .venv/bin/python ]] && ! python3 -c "import ensurepip, venv" 2>/dev/null; then

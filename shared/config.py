@@ -195,7 +195,7 @@ class RepositoryConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; never pulled, each engine must hold it
+    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; pulled like any image (node/images.py)
     timeout_s: float = 300.0  # a build's deadline; a spec may ask for less; below protocol.client_deadline_s
     memory_mb: int = 256  # the build's processes' share of its memory limit (tmpfs come on top)
     cpus: float = 1.0  # CPUs a build may use
@@ -211,6 +211,18 @@ class BuildConfig:
     cache_keep: int = 3  # caches a node keeps per repository, the oldest deleted first
     artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/artifacts.py); 0: artifacts off
     artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
+    # Registries (host[:port], docker.io for Docker Hub) a node pulls images it lacks from;
+    # none: builds use only what each engine holds.
+    registries: tuple[str, ...] = ()
+    # Each node's credentials for them, a Docker config.json; "{id}" is the node's id.
+    registry_auth_file: str = ""
+    require_digests: bool = False  # run only images named by digest (name@sha256:...)
+
+    def registry_auth_path(self, base: Path, node_id: int) -> Path | None:
+        """Node `node_id`'s credentials file, relative to `base` (the configuration's folder)."""
+        if not self.registry_auth_file:
+            return None
+        return (base / self.registry_auth_file.replace("{id}", str(node_id))).resolve()
 
 
 # From this many nodes up a network relays votes unless its YAML says otherwise: in
@@ -474,7 +486,15 @@ _BUILD_CHECKS = {
     },
     "timeout_s": _more_than_zero(float),
     "cpus": _more_than_zero(float),
+    "registries": lambda value: _registries(value),
 }
+_REGISTRY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?")
+
+
+def _registries(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(host, str) and _REGISTRY.fullmatch(host) for host in value):
+        raise ValueError("must be a list of registry hosts, host[:port] (docker.io for Docker Hub)")
+    return tuple(value)
 
 
 def _check_build_fits_client_deadline(reader: _Reader, build: BuildConfig, protocol: ProtocolConfig) -> None:

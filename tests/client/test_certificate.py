@@ -224,7 +224,7 @@ def test_the_request_must_carry_its_clients_signature(net):
 
 NOT_A_CERTIFICATE = "a certificate is an object with exactly ['replies', 'request', 'result', 'version']"
 NOT_A_RESULT = (
-    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, artifacts and steps)"
+    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, artifacts, steps and images)"
 )
 
 

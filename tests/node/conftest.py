@@ -1,7 +1,10 @@
-"""Fixtures of the node tests: a Docker engine, the default image, git repositories, executors."""
+"""Fixtures of the node tests: a Docker engine, the default image, git repositories, executors,
+an image registry."""
 
 import subprocess
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -11,6 +14,7 @@ from docker.models.containers import ContainerCollection
 from node.executor import Executor
 from shared.config import BuildConfig
 from tests.node.executor_helpers import DEFAULT_IMAGE, REPO_ROOT, GitRepo, leftovers_of
+from tests.support.registry import REGISTRY, running_registry
 
 
 def _engine_or_skip() -> docker.DockerClient:
@@ -109,3 +113,21 @@ def container_roles(monkeypatch) -> dict[str, list[str]]:
 
     monkeypatch.setattr(ContainerCollection, "create", counting_create)
     return created
+
+
+@pytest.fixture
+def registry(tmp_path, docker_client) -> Iterator[str]:
+    """A real registry on loopback (tests/support/registry.py): its host:port. Afterwards no
+    image of the engine is named after it."""
+    if not Path(REGISTRY).exists():
+        pytest.skip("docker-registry is installed by `PBFT_CI_TEST_IMAGES=1 scripts/setup.sh`")
+    with running_registry(tmp_path / "registry") as host:
+        try:
+            yield host
+        finally:
+            for image in docker_client.images.list():
+                for tag in image.tags:
+                    if tag.startswith(f"{host}/"):
+                        docker_client.images.remove(tag, force=True)
+            for image in docker_client.images.list(filters={"label": "pbft-ci.test-image"}):
+                docker_client.images.remove(image.id, force=True)

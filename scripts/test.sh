@@ -7,11 +7,12 @@
 # code is pytest's. Arguments go to pytest, e.g. `scripts/test.sh -m core` (a
 # layer: core simulation shared node client e2e project; docs/testing.md) or
 # `scripts/test.sh tests/e2e/test_end_to_end.py`; pytest's help follows this.
+# `scripts/test.sh -n auto --dist loadgroup` runs it on a worker per core (docs/testing.md).
 set -euo pipefail
 case "${1:-}" in
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
 esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PBFT_CI_TEST_IMAGES=1 ./scripts/setup.sh
-exec .venv/bin/python -m pytest -q --numprocesses auto --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -q "$@"

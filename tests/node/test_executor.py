@@ -395,7 +395,9 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
         ({"README": "nothing to build\n"}, "no .pbft-ci.yml or Dockerfile"),
         ({".pbft-ci.yml": "commands: []\n"}, ".pbft-ci.yml: commands: must be a non-empty list of strings"),
         ({".pbft-ci.yml": "commands: [\n"}, None),
-        ({".pbft-ci.yml": spec("true", image="pbft-ci/none:1")}, "image not found: pbft-ci/none:1"),
+        ({".pbft-ci.yml": spec("true", image="pbft-ci/none:1")},
+         "image not found: pbft-ci/none:1 (not on this node's engine, and docker.io is not a registry this network "
+         "pulls from; build.registries: none)"),
     ],
 )
 async def test_unbuildable_commit_is_an_error_with_a_reason(make_executor, git_repo, build_ids, files, reason):

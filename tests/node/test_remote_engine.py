@@ -158,7 +158,9 @@ async def test_an_image_the_second_engine_lacks_is_an_error_result(
         docker_client.images.remove(only_here)
 
     assert result.to_dict() == {
-        "status": "error", "exit_code": None, "commit": head, "reason": f"image not found: {only_here}",
+        "status": "error", "exit_code": None, "commit": head,
+        "reason": f"image not found: {only_here} (not on this node's engine, and docker.io is not a registry this "
+                  "network pulls from; build.registries: none)",
     }
 
 

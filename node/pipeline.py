@@ -91,27 +91,32 @@ class Service:
 
 def parse_services(section, check_commands) -> tuple[tuple[Service, ...], list[str]]:
     """The `services:` list (or mapping of names to services), checked, and the problems."""
+    return _parse_named(section, "service", MAX_SERVICES, "a name and an image", _parse_service, check_commands)
+
+
+def _parse_named(section, noun: str, limit: int, needs: str, parse_one, check_commands) -> tuple[tuple, list[str]]:
+    """A list of named entries (or a mapping of names to entries), each read by
+    `parse_one(entry, where, check_commands)`, their names distinct; and the problems."""
+    key = f"{noun}s"
     if isinstance(section, dict):
-        section = [
-            {"name": name, **service} if isinstance(service, dict) else service for name, service in section.items()
-        ]
+        section = [{"name": name, **entry} if isinstance(entry, dict) else entry for name, entry in section.items()]
     if not isinstance(section, list) or not section:
-        return (), ["services: must be a non-empty list of services"]
-    if len(section) > MAX_SERVICES:
-        return (), [f"services: at most {MAX_SERVICES} services"]
-    services, errors = [], []
+        return (), [f"{key}: must be a non-empty list of {key}"]
+    if len(section) > limit:
+        return (), [f"{key}: at most {limit} {key}"]
+    parsed, errors = [], []
     for index, entry in enumerate(section):
-        where = f"services[{index}]"
+        where = f"{key}[{index}]"
         if not isinstance(entry, dict):
-            errors.append(f"{where}: must be a mapping with a name and an image")
+            errors.append(f"{where}: must be a mapping with {needs}")
             continue
-        service, service_errors = _parse_service(entry, where, check_commands)
-        errors += service_errors
-        if service is not None:
-            if any(earlier.name == service.name for earlier in services):
-                errors.append(f"{where}: another service is named {service.name!r}")
-            services.append(service)
-    return tuple(services), errors
+        one, problems = parse_one(entry, where, check_commands)
+        errors += problems
+        if one is not None:
+            if any(earlier.name == one.name for earlier in parsed):
+                errors.append(f"{where}: another {noun} is named {one.name!r}")
+            parsed.append(one)
+    return tuple(parsed), errors
 
 
 def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | None, list[str]]:
@@ -193,29 +198,10 @@ def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...],
 def parse_steps(section, check_commands) -> tuple[tuple[Step, ...], list[str]]:
     """The `steps:` list (or mapping of names to steps), checked, and the problems.
     `check_commands(commands, where)` is the spec's own check of a command list."""
-    if isinstance(section, dict):
-        section = [
-            {"name": name, **step} if isinstance(step, dict) else step for name, step in section.items()
-        ]
-    if not isinstance(section, list) or not section:
-        return (), ["steps: must be a non-empty list of steps"]
-    if len(section) > MAX_STEPS:
-        return (), [f"steps: at most {MAX_STEPS} steps"]
-    steps, errors = [], []
-    for index, entry in enumerate(section):
-        where = f"steps[{index}]"
-        if not isinstance(entry, dict):
-            errors.append(f"{where}: must be a mapping with a name and commands")
-            continue
-        step, step_errors = _parse_step(entry, where, check_commands)
-        errors += step_errors
-        if step is not None:
-            if any(earlier.name == step.name for earlier in steps):
-                errors.append(f"{where}: another step is named {step.name!r}")
-            steps.append(step)
+    steps, errors = _parse_named(section, "step", MAX_STEPS, "a name and commands", _parse_step, check_commands)
     if not errors:
-        errors += _order_problems(steps)
-    return tuple(steps), errors
+        errors += _order_problems(list(steps))
+    return steps, errors
 
 
 def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, list[str]]:

@@ -81,6 +81,7 @@ def start_service(
     declared = sorted((image.attrs.get("Config") or {}).get("Volumes") or {})
     budget = memory_budget(limits, with_workspace=False)
     options = host_config(limits, user, budget)
+    identity = build_identity(client, identities, planned.image_id, user)
     writable = ["/run", *declared]
     memory = f"{budget.total_mb + limits.tmp_mb * len(writable)}m"
     options.update(
@@ -88,8 +89,8 @@ def start_service(
         mem_limit=memory,
         memswap_limit=memory,
         read_only=True,
-        environment={**build_identity(client, identities, planned.image_id, user).environment(), **planned.environment},
-        mounts=build_identity(client, identities, planned.image_id, user).mounts(),
+        environment={**identity.environment(), **planned.environment},
+        mounts=identity.mounts(),
     )
     options["tmpfs"] = {
         **options["tmpfs"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,7 +74,6 @@ class StepsOutcome:
     killed_outside: bool = False
     artifacts: dict[str, str] | None = None
     artifacts_problem: str = ""
-    notes: tuple[str, ...] = field(default=())
 
 
 def run_steps(

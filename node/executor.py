@@ -1,6 +1,6 @@
 """The executor: turn a committed build request into a BuildResult.
 
-fetch the mirror → resolve the commit → export it into a fresh workspace →
+fetch the mirror → resolve the commit → check it out into a fresh workspace →
 read the build spec → run it in the sandbox → take its artifacts → write the
 build log.
 
@@ -40,7 +40,8 @@ from node.triggers import Trigger, skip_reason
 from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
 from node.engine import connect, describe
 from node.civars import BuildFacts, ci_variables
-from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time, export
+from node import checkout
+from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time
 from node.identity import HOME_DIR, Identities
 from node.images import Images
 from node.pipeline import Step, run_order
@@ -150,12 +151,14 @@ class Executor:
         peer_hosts: tuple[str, ...] = (),
         repository_bounds: dict[str, int] | None = None,
         registry_auth: dict[str, dict[str, str]] | None = None,
+        submodule_urls: dict[str, frozenset[str]] | None = None,
     ):
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
         `peer_hosts`, the network's node and client hosts, are what those builds must never reach;
         `repository_bounds` caps how many builds of a repository run at once (node/buildqueue.py);
-        `registry_auth`, this node's credentials for the registries it pulls from (node/images.py)."""
+        `registry_auth`, this node's credentials for the registries it pulls from (node/images.py);
+        `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/checkout.py)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -168,6 +171,7 @@ class Executor:
         # one: the node tells the build's client (node/driver.py).
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
+        self._submodule_urls = dict(submodule_urls or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
@@ -465,8 +469,13 @@ class Executor:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
             try:
                 shutil.rmtree(workspace, ignore_errors=True)
-                workspace.mkdir(parents=True)
-                export(repo, resolved, workspace)
+                workspace.parent.mkdir(parents=True, exist_ok=True)
+                # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
+                on_branch = branch if trigger.event not in ("tag", "pull_request") else None
+                checkout.workspace(
+                    self._mirrors, name=name, url=url, commit=resolved, branch=on_branch, dest=workspace,
+                    submodule_urls=self._submodule_urls.get(name, frozenset()),
+                )
                 committed_s = commit_time(repo, resolved)
                 message = commit_message(repo, resolved)
                 author, email = commit_author(repo, resolved)
@@ -589,6 +598,9 @@ class Executor:
                     if cache_run.mounts.save_to is not None:
                         cache_run.mounts.save_to.unlink(missing_ok=True)
         elif (workspace / "Dockerfile").is_file():
+            # The context is the commit's tree alone: .git differs between checkouts (its
+            # index records file times), and would make every `COPY .` miss the layer cache.
+            shutil.rmtree(workspace / ".git")
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
             ran = _spec(workspace / "Dockerfile", tag)

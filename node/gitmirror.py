@@ -1,4 +1,4 @@
-"""Cached bare mirrors of the configured repositories, and exporting one commit.
+"""Cached bare mirrors of the configured repositories (and of their submodules), and clones of them.
 
 All calls block; the executor runs them in a worker thread. Branch names and
 commit ids must already have passed shared.refs: they reach git only as full
@@ -6,8 +6,9 @@ refs or object names, after `--` where git accepts one. Failures raise
 GitError with a deterministic reason; git's own stderr goes to the build log.
 """
 
+import hashlib
+import os
 import shutil
-import tarfile
 import threading
 from pathlib import Path
 
@@ -21,15 +22,13 @@ _GIT_ENV = {
     "GIT_HTTP_LOW_SPEED_TIME": "60",
 }
 
-# $GIT_DIR/info/attributes outranks the repository's own .gitattributes.
-# export-subst could expand "$Format:%ar$" to a relative date, and export-ignore
-# would hide files from the build; both are turned off so that every node gets
-# exactly the bytes of the commit.
-_EXPORT_ATTRIBUTES = "* -export-subst -export-ignore\n"
+# A clone of a mirror into a workspace reads neither the node's system nor its global git
+# configuration, so that it is the same on every node (node/checkout.py).
+ISOLATED_ENV = {**_GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 
 class GitError(Exception):
-    """Resolving or exporting failed; `reason` is deterministic, `detail` is for the log."""
+    """Resolving, fetching or checking out failed; `reason` is deterministic, `detail` is for the log."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
@@ -60,7 +59,7 @@ class GitMirrors:
         is a newer build's to build.
         """
         with self._lock(name):
-            repo = self._update(name, url)
+            repo = self._update(self._root / f"{name}.git", url)
             if pull_ref is not None:
                 head = _rev_parse(repo, pull_ref, f"pull request ref not found: {pull_ref}")
                 if commit is not None and _rev_parse(repo, commit, f"commit not found: {commit}") != head:
@@ -72,8 +71,28 @@ class GitMirrors:
             _check_on_ref(repo, resolved, branch)
             return repo, resolved
 
-    def _update(self, name: str, url: str) -> git.Repo:
-        path = self._root / f"{name}.git"
+    def clone(self, name: str, dest: Path) -> None:
+        """Clone the mirror of repository `name` into the new directory `dest`, with no work tree."""
+        with self._lock(name):
+            _clone_local(self._root / f"{name}.git", dest)
+
+    def clone_submodule(self, url: str, commit: str, dest: Path) -> None:
+        """Clone the mirror of the submodule at `url` into the empty directory `dest` after
+        fetching it, with no work tree; GitError if the mirror lacks `commit`.
+
+        Mirrors of submodules are kept by URL, apart from the repositories' own; the caller
+        has checked that the repository being built allows `url`.
+        """
+        key = hashlib.sha256(url.encode()).hexdigest()[:32]
+        with self._lock(f"submodule {key}"):
+            repo = self._update(self._root / "submodules" / f"{key}.git", url)
+            try:
+                _rev_parse(repo, commit, f"commit {commit} not found at {url}")
+            finally:
+                repo.close()
+            _clone_local(self._root / "submodules" / f"{key}.git", dest)
+
+    def _update(self, path: Path, url: str) -> git.Repo:
         if not path.exists():
             return self._clone(path, url)
         repo = git.Repo(path)
@@ -99,8 +118,6 @@ class GitMirrors:
         except git.GitCommandError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise GitError("clone failed", exc.stderr) from None
-        (partial / "info").mkdir(exist_ok=True)
-        (partial / "info" / "attributes").write_text(_EXPORT_ATTRIBUTES)
         repo.close()
         partial.rename(path)
         repo = git.Repo(path)
@@ -204,18 +221,13 @@ def changed_paths(repo: git.Repo, before: str, commit: str) -> tuple[str, ...] |
     return paths
 
 
-def export(repo: git.Repo, commit: str, dest: Path) -> None:
-    """Write the tree of `commit` into the empty directory `dest`, without .git."""
-    process = repo.git.archive("--format=tar", "--end-of-options", commit, as_process=True)
+def _clone_local(mirror: Path, dest: Path) -> None:
+    """`git clone --local`: the clone hardlinks the mirror's object files, so it costs no
+    copy of the history. The caller holds the mirror's lock, so no fetch repacks it meanwhile."""
     try:
-        with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
-            # The "tar" filter keeps absolute symlinks (legitimate in a
-            # repository) but refuses anything landing outside `dest`.
-            archive.extractall(dest, filter="tar")
-        process.wait()
-    except (tarfile.TarError, OSError, git.GitCommandError) as exc:
-        raise GitError("export failed", str(exc)) from None
-    finally:
-        if process.proc is not None and process.proc.poll() is None:
-            process.proc.kill()
-
+        git.Git().execute(
+            ["git", "clone", "--quiet", "--local", "--no-checkout", "--template=", "--", str(mirror), str(dest)],
+            env={**os.environ, **ISOLATED_ENV},
+        )
+    except git.GitCommandError as exc:
+        raise GitError("checkout failed", exc.stderr) from None

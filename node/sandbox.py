@@ -34,6 +34,7 @@ fixed time zone and locale.
 import functools
 import logging
 import shlex
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -79,6 +80,8 @@ GATE_COMMAND = [
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
+# The workspace's archive goes to the engine in pieces of this size, as tar writes it.
+_UPLOAD_CHUNK_BYTES = 1024 * 1024
 # How long a holder outlives the build's deadline: the node's time to copy
 # the cache and the artifacts out, which may mean reading a full workspace
 # from an engine on another machine.
@@ -600,16 +603,34 @@ def tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str
 
 
 def fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
-    """Copy the workspace tree into /workspace of the build container, running and held at its gate."""
-    with tempfile.TemporaryFile() as archive:
-        _write_archive(archive, workspace, _numeric_owner(user))
-        archive.seek(0)
+    """Copy the workspace tree, its .git included, into /workspace of the build container,
+    running and held at its gate, every entry owned by the build user.
+
+    GNU tar writes the archive and it streams to the engine as it is written: a
+    repository of 30,000 files would spend many seconds in Python's tarfile, and a
+    temporary copy of it on the node's disk. Symbolic links are stored as links, never
+    followed; the engine unpacks inside the container, so a link cannot reach the host.
+    """
+    uid, gid = _numeric_owner(user)
+    command = [
+        "tar", "--create", "--file=-", f"--directory={workspace}", f"--owner={uid}", f"--group={gid}",
+        "--numeric-owner", ".",
+    ]
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as tar:
         try:
-            container.put_archive("/workspace", archive)
+            container.put_archive("/workspace", iter(functools.partial(tar.stdout.read, _UPLOAD_CHUNK_BYTES), b""))
         except docker.errors.APIError as exc:
+            tar.kill()
             # Most likely the sources do not fit; the same tree and limit
             # give the same outcome on every node.
             raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
+        except BaseException:
+            tar.kill()
+            raise
+        # The engine has read the archive to its end: tar is exiting.
+        if tar.wait() != 0:
+            errors.seek(0)
+            raise SandboxError("could not archive the workspace on this node", errors.read().decode(errors="replace"))
 
 
 def _upload_restore(container, restore_tar: Path, user: str) -> None:
@@ -800,22 +821,6 @@ class _ChunkReader:
             if size > 0:
                 size -= take
         return b"".join(parts)
-
-
-def _write_archive(archive, root: Path, owner: tuple[int, int]) -> None:
-    """A tar of the tree under `root`, every entry owned by the build user.
-
-    Symbolic links are stored as links, never followed; the daemon unpacks
-    inside the container's root, so a link cannot reach the host either way.
-    """
-    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid, info.gid = owner
-        info.uname = info.gname = ""
-        return info
-
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for entry in sorted(root.iterdir()):
-            tar.add(entry, arcname=entry.name, filter=owned)
 
 
 class OutputCapture:

@@ -197,6 +197,7 @@ def _make_executor(config: NetworkConfig, node_id: int):
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
         repository_bounds={repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent},
         registry_auth=registry_auth,
+        submodule_urls={repo.name: frozenset(repo.submodules) for repo in config.repositories if repo.submodules},
     )
 
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build pbft-ci/debian-python:bookworm locally: Debian bookworm (minbase) with
-# python3 and python3-pytest, for builds of real Python projects.
+# python3, python3-pytest and git, for builds of real Python projects (their
+# workspace is a git checkout: git describe, setuptools-scm).
 #
 # No image registry is reachable from the nodes, but Debian's package mirror
 # is, so the root file system is made with debootstrap and imported into
@@ -18,7 +19,7 @@ set -eu
 IMAGE=pbft-ci/debian-python:bookworm
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES=python3,python3-pytest
+PACKAGES=python3,python3-pytest,git
 
 force=0
 case "${1:-}" in

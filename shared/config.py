@@ -188,6 +188,10 @@ class RepositoryConfig:
     # dependencies)? Never this host or the peers (node/buildnet.py). Off by
     # default: what a build fetches may differ between nodes.
     build_network: bool = False
+    # The URLs this repository's submodules may be fetched from (node/checkout.py), as its
+    # .gitmodules gives them (relative ones resolved against `url`); a build whose commit
+    # records a submodule from any other URL is an error. Each is kept as a mirror of its own.
+    submodules: tuple[str, ...] = ()
     # Builds the client submits on a clock (client/schedules.py), each of its own branch, as
     # the event `cron`; a client that was down over a slot submits one build when it starts.
     schedules: tuple[ScheduleConfig, ...] = ()
@@ -636,6 +640,33 @@ def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _located(url: str, config_path: Path) -> str:
+    """A repository's URL; a relative path is relative to the configuration file."""
+    if url and "://" not in url and not url.startswith(("/", "git@")):
+        return str((config_path.parent / url).resolve())
+    return url
+
+
+MAX_SUBMODULE_URLS = 64
+
+
+def _submodule_urls(reader: _Reader, entry: dict, where: str, config_path: Path) -> tuple[str, ...]:
+    items = entry.get("submodules")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_SUBMODULE_URLS:
+        reader.fail(f"{where}submodules", f"must be a list of at most {MAX_SUBMODULE_URLS} URLs")
+        return ()
+    urls = []
+    for index, item in enumerate(items):
+        at = f"{where}submodules[{index}]"
+        if isinstance(item, str) and _URL.fullmatch(item):
+            urls.append(_located(item, config_path))
+        else:
+            reader.fail(at, "must be a repository URL or path")
+    return tuple(urls)
+
+
 def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig, ...]:
     items = entry.get("schedules")
     if items is None:
@@ -789,9 +820,7 @@ def load_config(
         clients.append(_client(reader, where, item, require_keys))
     repositories = []
     for where, item in _entries(reader, data, "repositories"):
-        url = reader.get(item, "url", where, _matching(_URL, "repository URL or path"), "")
-        if url and "://" not in url and not url.startswith(("/", "git@")):
-            url = str((path.parent / url).resolve())
+        url = _located(reader.get(item, "url", where, _matching(_URL, "repository URL or path"), ""), path)
         repositories.append(RepositoryConfig(
             name=reader.get(item, "name", where, _matching(_NAME, "repository name"), ""),
             url=url,
@@ -806,6 +835,7 @@ def load_config(
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),
+            submodules=_submodule_urls(reader, item, where, path),
             schedules=_schedules(reader, item, where),
         ))
     _check_distinct(reader, nodes, clients)

@@ -1,0 +1,164 @@
+"""The build's workspace: a git checkout of the agreed commit, with its `.git` and its submodules.
+
+Builds run `git describe`, `git log` and setuptools-scm, so the workspace is a
+clone, not an export of the tree. It is made from the node's mirror with
+`git clone --local`, which hardlinks the mirror's object files instead of
+copying or repacking them: a large repository costs the checkout's writes,
+not a second copy of its history.
+
+What a build can see of git is the same on every honest node:
+- git reads neither the node's system nor its global configuration, so line
+  endings, filters and hooks come from the repository alone;
+- the refs are the tags, and the build's branch at the agreed commit (a tag's
+  or a pull request's build has a detached HEAD); there is no remote and no
+  other branch, whose heads would depend on when each node fetched;
+- submodules are checked out at the commits the tree records, each fetched
+  through a mirror of its own (node/gitmirror.py), and only from a URL the
+  repository's configuration allows.
+
+All calls block; the executor runs them in its worker thread. Names that reach
+git are resolved commits, checked branch names, or paths and URLs that
+`.gitmodules` gives and this module checks first.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import git
+
+from node.gitmirror import ISOLATED_ENV, GitError, GitMirrors
+
+# A tree records a submodule as a gitlink: this mode and the commit's name.
+_GITLINK = re.compile(r"160000 commit ([0-9a-f]{40}|[0-9a-f]{64})\t")
+# A repository may name more submodules than this only by a mistake or to cost the nodes work.
+MAX_SUBMODULES = 64
+
+
+@dataclass(frozen=True)
+class Submodule:
+    name: str
+    path: str  # relative to the workspace, a gitlink of the built tree
+    url: str  # resolved against the repository's URL when `.gitmodules` gives a relative one
+    commit: str
+
+
+def workspace(
+    mirrors: GitMirrors, *, name: str, url: str, commit: str, branch: str | None, dest: Path,
+    submodule_urls: frozenset[str],
+) -> None:
+    """Check `commit` of repository `name` (fetched from `url`) out into the new directory
+    `dest`, on `branch` or a detached HEAD, with the submodules it records; those must come
+    from `submodule_urls`. Submodules of submodules are not fetched."""
+    mirrors.clone(name, dest)
+    check_out(dest, commit, branch)
+    for submodule in submodules(dest, commit, url):
+        if submodule.url not in submodule_urls:
+            raise GitError(
+                f"submodule {submodule.path}: {submodule.url} is not among the repository's submodule URLs "
+                f"(repositories[].submodules)"
+            )
+        target = submodule_dest(dest, submodule)
+        target.rmdir()  # git clone makes it again
+        mirrors.clone_submodule(submodule.url, submodule.commit, target)
+        check_out(target, submodule.commit, None)
+        try:
+            _git(dest).config(f"submodule.{submodule.name}.url", submodule.url)
+        except git.GitCommandError as exc:
+            raise GitError("checkout failed", exc.stderr) from None
+
+
+def check_out(dest: Path, commit: str, branch: str | None) -> None:
+    """Make the clone at `dest` hold `commit` as its work tree, on `branch` (a checked name)
+    or on a detached HEAD, with no remote and no branch but that one."""
+    repo = _git(dest)
+    try:
+        repo.remote("remove", "origin")  # its refs go with it
+        for ref in repo.for_each_ref("--format=%(refname)", "refs/heads").split():
+            repo.update_ref("-d", ref)
+        if branch is None:
+            repo.checkout("--quiet", "--detach", commit, "--")
+        else:
+            repo.checkout("--quiet", "-B", branch, commit, "--")
+    except git.GitCommandError as exc:
+        raise GitError("checkout failed", exc.stderr) from None
+
+
+def submodules(dest: Path, commit: str, repository_url: str) -> list[Submodule]:
+    """The submodules the checkout at `dest` (of `commit`) declares and records.
+
+    A `.gitmodules` entry whose path is not a gitlink of the tree is not a
+    submodule of this commit, as for `git submodule update`; a gitlink
+    without an entry cannot be fetched and is refused.
+    """
+    if not (dest / ".gitmodules").is_file():
+        return []
+    repo = _git(dest)
+    try:
+        listed = repo.config("--file", ".gitmodules", "--null", "--get-regexp", r"^submodule\..*\.(path|url)$")
+    except git.GitCommandError as exc:
+        if exc.status == 1:  # no entries
+            listed = ""
+        else:
+            raise GitError(".gitmodules could not be read", exc.stderr) from None
+    entries: dict[str, dict[str, str]] = {}
+    for record in listed.split("\0"):
+        key, _, value = record.partition("\n")
+        if key:
+            name, _, field = key.removeprefix("submodule.").rpartition(".")
+            entries.setdefault(name, {})[field] = value
+    try:
+        gitlinks = {
+            path: found.group(1)
+            for line in repo.ls_tree("-r", "-z", "--end-of-options", commit).split("\0")
+            if (found := _GITLINK.match(line)) and (path := line.partition("\t")[2])
+        }
+    except git.GitCommandError as exc:
+        raise GitError("could not list the commit's submodules", exc.stderr) from None
+    declared = {}
+    for name, entry in sorted(entries.items()):
+        path = entry.get("path")
+        if path is None or path not in gitlinks:
+            continue
+        if "url" not in entry:
+            raise GitError(f"submodule {path}: .gitmodules gives it no url")
+        declared[path] = Submodule(name, path, resolve_url(repository_url, entry["url"], path), gitlinks[path])
+    missing = sorted(set(gitlinks) - set(declared))
+    if missing:
+        raise GitError(f"submodule {missing[0]}: recorded in the tree but not in .gitmodules")
+    if len(declared) > MAX_SUBMODULES:
+        raise GitError(f"more than {MAX_SUBMODULES} submodules")
+    return list(declared.values())
+
+
+def submodule_dest(dest: Path, submodule: Submodule) -> Path:
+    """Where `submodule` is checked out: under `dest`, never through a link (the gitlink's
+    directory was made by the superproject's checkout, empty)."""
+    target = dest.joinpath(*PurePosixPath(submodule.path).parts)
+    if not target.is_dir() or target.is_symlink() or any(target.iterdir()):
+        raise GitError(f"submodule {submodule.path}: its directory is not the empty one a checkout makes")
+    return target
+
+
+def resolve_url(repository_url: str, url: str, path: str) -> str:
+    """`url` as `.gitmodules` gives it, made absolute against the repository's own URL when it
+    starts with ./ or ../ (git's rule); an option-like or malformed URL is refused."""
+    if not url or url.startswith("-") or any(ord(char) < 0x21 for char in url):
+        raise GitError(f"submodule {path}: url {url[:80]!r} is not a URL")
+    if not url.startswith(("./", "../")):
+        return url
+    parsed = urllib.parse.urlsplit(repository_url)
+    if parsed.scheme:
+        joined = posixpath.normpath(posixpath.join(parsed.path.rstrip("/"), url))
+        return urllib.parse.urlunsplit(parsed._replace(path=joined))
+    return posixpath.normpath(posixpath.join(repository_url.rstrip("/"), url))
+
+
+def _git(directory: Path) -> git.Git:
+    command = git.Git(str(directory))
+    command.update_environment(**ISOLATED_ENV)
+    return command

@@ -87,8 +87,11 @@ class NodeLink:
 
     async def _challenge(self, socket: aiohttp.ClientWebSocketResponse) -> str | None:
         """The challenge the node opens every connection with, or None (logged) if the first frame is not one."""
-        # Not receive(timeout=...): aiohttp restarts that timeout at every PING it answers.
-        frame = await asyncio.wait_for(socket.receive(), CHALLENGE_TIMEOUT_S)
+        # Not receive(timeout=...): aiohttp restarts that timeout at every PING it answers. Not
+        # asyncio.wait_for: on Python 3.11 it drops a cancel that meets the frame's arrival,
+        # and the link, cancelled as the client stops, would connect on for ever.
+        async with asyncio.timeout(CHALLENGE_TIMEOUT_S):
+            frame = await socket.receive()
         if frame.type != aiohttp.WSMsgType.TEXT:
             log.warning("link to node %d: closed before its challenge (%s)", self.node_id, frame.type.name)
             return None

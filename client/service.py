@@ -371,7 +371,9 @@ class ClientService:
         while not self._closing:
             wake_s = min(retransmit_at_s, deadline_s)
             try:
-                await asyncio.wait_for(outstanding.done.wait(), timeout=max(0.0, wake_s - time.monotonic()))
+                # Not wait_for, which on Python 3.11 can drop a cancel (client/links.py _challenge).
+                async with asyncio.timeout(max(0.0, wake_s - time.monotonic())):
+                    await outstanding.done.wait()
                 return
             except asyncio.TimeoutError:
                 pass
@@ -393,7 +395,8 @@ class ClientService:
         record shows every node's digest, not only those that made the verdict."""
         wait_s = min(self._retransmit_s, started_s + self._deadline_s - time.monotonic())
         try:
-            await asyncio.wait_for(outstanding.all_replied.wait(), timeout=max(0.0, wait_s))
+            async with asyncio.timeout(max(0.0, wait_s)):
+                await outstanding.all_replied.wait()
         except asyncio.TimeoutError:
             pass
 

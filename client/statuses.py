@@ -136,7 +136,8 @@ class StatusPoster:
     async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
         self._closed = True
         try:
-            await asyncio.wait_for(self._queue.join(), grace_s)
+            async with asyncio.timeout(grace_s):  # not wait_for: see client/links.py _challenge
+                await self._queue.join()
         except asyncio.TimeoutError:
             log.warning("shutting down with %d commit statuses not posted", len(self._latest))
         for worker in self._workers:

@@ -162,12 +162,12 @@ async def test_a_hello_replayed_on_another_connection_subscribes_nobody(nodes):
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url) as client, session.ws_connect(url) as eavesdropper:
             captured = await say_hello(client, "client", 1, auth.sign)
-            await eavesdropper.receive()  # its own challenge, which the captured HELLO does not sign
+            await asyncio.wait_for(eavesdropper.receive(), 5)  # its own challenge, which the captured HELLO does not sign
             await eavesdropper.send_str(json.dumps(encode(captured)))
 
             # The request reaches the primary on its own connection; node 1 answers its subscribers.
             async with session.ws_connect(f"http://127.0.0.1:{nodes.node(0).port}/client") as to_primary:
-                await to_primary.receive()
+                await asyncio.wait_for(to_primary.receive(), 5)
                 request = signed(Request("client", 1, Operation("example", "master")), auth.sign)
                 await to_primary.send_str(json.dumps(encode(request)))
                 reply = decode(json.loads((await asyncio.wait_for(client.receive(), 5)).data))
@@ -195,7 +195,7 @@ async def test_a_hello_with_a_malformed_challenge_is_dropped_as_malformed(nodes)
     auth = client_auth(nodes)
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://127.0.0.1:{nodes.node(3).port}/client") as ws:
-            challenge = decode(json.loads((await ws.receive()).data)).challenge
+            challenge = decode(json.loads((await asyncio.wait_for(ws.receive(), 5)).data)).challenge
             wire = encode(signed(Hello("client", 3, challenge), auth.sign))
             await ws.send_str(json.dumps({**wire, "challenge": challenge.upper()}))
             await ws.send_str(json.dumps({**wire, "challenge": None}))
@@ -297,7 +297,7 @@ async def test_a_peer_that_vanishes_with_a_ping_unanswered_is_logged_at_info_wit
         f"GET /peer HTTP/1.1\r\nHost: {node.host}:{node.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101")
     caplog.set_level(logging.INFO)
     # What a resumed peer's buffer holds: frames (masked, here "{}"), a PING, and the
     # end of the connection its far end gave up on. The node takes the frames in turn,
@@ -308,3 +308,24 @@ async def test_a_peer_that_vanishes_with_a_ping_unanswered_is_logged_at_info_wit
         while not any("socket /peer from 127.0.0.1 gone" in record.getMessage() for record in caplog.records):
             await asyncio.sleep(0.05)
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_a_link_cancelled_as_its_challenge_arrives_stops():
+    """The client stops its links by cancelling them; one whose challenge arrives in the same
+    turn of the loop must stop too (asyncio.wait_for on Python 3.11 returned the frame instead,
+    and the link went on connecting, so the client never finished stopping). A real socket
+    cannot be made to hit that turn, so this socket hands out the frame's future itself."""
+    frame = asyncio.get_running_loop().create_future()
+
+    class Socket:
+        def receive(self) -> asyncio.Future:
+            return frame
+
+    link = NodeLink(None, NodeConfig(4, "127.0.0.1", 1, "00" * 32))
+    waiting = asyncio.create_task(link._challenge(Socket()))
+    await asyncio.sleep(0)  # now it waits for the frame
+    frame.set_result(aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, json.dumps(encode(Challenge("5a" * 32))), None))
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

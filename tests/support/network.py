@@ -3,6 +3,7 @@ GET /metrics parsed."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -97,7 +98,7 @@ def write_network(
 
 async def say_hello(ws, client: str, node_id: int, sign) -> Hello:
     """Answer the challenge a node opens a /client socket with, as the client does; return the HELLO sent."""
-    challenge = decode(json.loads((await ws.receive()).data))
+    challenge = decode(json.loads((await asyncio.wait_for(ws.receive(), 5)).data))
     assert isinstance(challenge, Challenge)
     hello = signed(Hello(client, node_id, challenge.challenge), sign)
     await ws.send_str(json.dumps(encode(hello)))

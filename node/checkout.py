@@ -1,10 +1,11 @@
 """The build's workspace: a git checkout of the agreed commit, with its `.git` and its submodules.
 
 Builds run `git describe`, `git log` and setuptools-scm, so the workspace is a
-clone, not an export of the tree. It is made from the node's mirror with
-`git clone --local`, which hardlinks the mirror's object files instead of
-copying or repacking them: a large repository costs the checkout's writes,
-not a second copy of its history.
+clone, not an export of the tree. It is made from the node's mirror by a
+clone that links or copies the mirror's object files instead of packing them
+again, in memory where the host has a tmpfs (node/executor.py): a large
+repository costs the inflation of its files, neither a second pass over its
+history nor writes to the node's disk.
 
 What a build can see of git is the same on every honest node:
 - git reads neither the node's system nor its global configuration, so line
@@ -49,12 +50,15 @@ class Submodule:
 
 def workspace(
     mirrors: GitMirrors, *, name: str, url: str, commit: str, branch: str | None, dest: Path,
-    submodule_urls: frozenset[str],
+    submodule_urls: frozenset[str], max_bytes: int | None = None,
 ) -> None:
     """Check `commit` of repository `name` (fetched from `url`) out into the new directory
     `dest`, on `branch` or a detached HEAD, with the submodules it records; those must come
-    from `submodule_urls`. Submodules of submodules are not fetched."""
+    from `submodule_urls`. Submodules of submodules are not fetched. A tree of more than
+    `max_bytes` (when given) is refused before a file is written."""
     mirrors.clone(name, dest)
+    if max_bytes is not None:
+        check_size(dest, commit, max_bytes)
     check_out(dest, commit, branch)
     for submodule in submodules(dest, commit, url):
         if submodule.url not in submodule_urls:
@@ -70,6 +74,21 @@ def workspace(
             _git(dest).config(f"submodule.{submodule.name}.url", submodule.url)
         except git.GitCommandError as exc:
             raise GitError("checkout failed", exc.stderr) from None
+
+
+def check_size(dest: Path, commit: str, max_bytes: int) -> None:
+    """GitError unless the files of `commit`'s tree (its blobs' sizes, as the tree records
+    them: the same on every node) add up to at most `max_bytes`."""
+    try:
+        listed = _git(dest).ls_tree("-r", "-l", "-z", "--end-of-options", commit)
+    except git.GitCommandError as exc:
+        raise GitError("could not list the commit's files", exc.stderr) from None
+    size = sum(int(fields[3]) for entry in listed.split("\0") if (fields := entry.split(None, 4))[1:2] == ["blob"])
+    if size > max_bytes:
+        raise GitError(
+            f"sources do not fit the {max_bytes // (1024 * 1024)} MB workspace "
+            f"(the commit's files take {-(-size // (1024 * 1024))} MB)"
+        )
 
 
 def check_out(dest: Path, commit: str, branch: str | None) -> None:

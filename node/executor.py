@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import re
 import shutil
 import threading
@@ -171,6 +172,7 @@ class Executor:
         # one: the node tells the build's client (node/driver.py).
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
+        self._checkouts = checkouts_root(self._data_dir)
         self._submodule_urls = dict(submodule_urls or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
@@ -234,6 +236,7 @@ class Executor:
         label = {"label": f"pbft-ci.data={self._data_dir}"}
         removed = 0
         try:
+            shutil.rmtree(self._checkouts, ignore_errors=True)
             self._caches.sweep()
             self._artifacts.sweep()
         except OSError:
@@ -319,6 +322,7 @@ class Executor:
         self._ready.close()
         if self._docker is None:
             self._janitor.shutdown(wait=True)
+            self._remove_checkouts()
             return
         try:
             running = self._docker.containers.list(filters={"label": f"pbft-ci.executor={self._instance_id}"})
@@ -347,6 +351,13 @@ class Executor:
         if self._owns_docker:
             self._docker.close()
             self._docker = None
+        self._remove_checkouts()
+
+    def _remove_checkouts(self) -> None:
+        """The checkouts' folder goes once no build is left: in memory, it would hold the
+        host's RAM until the next start. Builds still running (killed above) remove their own."""
+        if not self._active_ids:
+            shutil.rmtree(self._checkouts, ignore_errors=True)
 
     async def run(
         self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None,
@@ -403,7 +414,7 @@ class Executor:
         started = time.monotonic()
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, name, branch)
         output = self._open_log(build_id, name, branch)
-        workspace = self._data_dir / "workspaces" / build_id
+        workspace = self._checkouts / build_id
         commands_ms = None
         try:
             result, commands_ms = self._build_in(
@@ -469,12 +480,13 @@ class Executor:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
             try:
                 shutil.rmtree(workspace, ignore_errors=True)
-                workspace.parent.mkdir(parents=True, exist_ok=True)
+                self._checkouts.mkdir(mode=0o700, parents=True, exist_ok=True)
                 # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
                 on_branch = branch if trigger.event not in ("tag", "pull_request") else None
                 checkout.workspace(
                     self._mirrors, name=name, url=url, commit=resolved, branch=on_branch, dest=workspace,
                     submodule_urls=self._submodule_urls.get(name, frozenset()),
+                    max_bytes=self._limits.workspace_mb * 1024 * 1024,
                 )
                 committed_s = commit_time(repo, resolved)
                 message = commit_message(repo, resolved)
@@ -888,6 +900,18 @@ class Executor:
                     raise SandboxError(ENGINE_UNAVAILABLE, f"{exc}\n") from None
                 log.info("node %s builds on %s", self._node_id, describe(self._engine))
             return self._docker
+
+
+def checkouts_root(data_dir: Path) -> Path:
+    """Where a node's builds are checked out before their files go to the engine: in memory
+    (/dev/shm) when the host has it, else beside the mirrors. A repository of 30,000 files took
+    5 s on disk and 2 s in memory, four nodes' builds at once several times that; the host
+    copy lives only while its build runs and is bounded by build.workspace_mb. Named for the
+    data directory, which no other node shares, and readable by this node's user alone."""
+    memory = Path("/dev/shm")
+    if memory.is_dir() and os.access(memory, os.W_OK | os.X_OK):
+        return memory / f"pbft-ci-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
+    return data_dir / "workspaces"
 
 
 def _report_failed_removal(done) -> None:

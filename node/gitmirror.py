@@ -222,11 +222,13 @@ def changed_paths(repo: git.Repo, before: str, commit: str) -> tuple[str, ...] |
 
 
 def _clone_local(mirror: Path, dest: Path) -> None:
-    """`git clone --local`: the clone hardlinks the mirror's object files, so it costs no
-    copy of the history. The caller holds the mirror's lock, so no fetch repacks it meanwhile."""
+    """A clone of the mirror on this host: git links the mirror's object files where `dest` is
+    on the same file system, and copies them where it is not (a checkout in memory), so it
+    costs no packing of the history. The caller holds the mirror's lock, so no fetch repacks
+    it meanwhile."""
     try:
         git.Git().execute(
-            ["git", "clone", "--quiet", "--local", "--no-checkout", "--template=", "--", str(mirror), str(dest)],
+            ["git", "clone", "--quiet", "--no-checkout", "--template=", "--", str(mirror), str(dest)],
             env={**os.environ, **ISOLATED_ENV},
         )
     except git.GitCommandError as exc:

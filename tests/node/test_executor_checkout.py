@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from node.checkout import resolve_url
-from node.executor import Executor
+from node.executor import Executor, checkouts_root
 from node.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.node.executor_helpers import GitRepo, build, log_text, spec
@@ -165,3 +165,29 @@ def test_submodule_urls_resolve_against_the_repository_url_and_options_are_refus
     for url in ("--upload-pack=touch /tmp/x", "", "a b", "x\ny"):
         with pytest.raises(GitError, match="is not a URL"):
             resolve_url("/srv/git/app", url, "lib")
+
+
+async def test_a_tree_larger_than_the_workspace_is_refused_before_it_is_checked_out(
+    tmp_path, make_executor, git_repo, build_ids
+):
+    git_repo.commit("master", {".pbft-ci.yml": spec("true"), "big.txt": "x" * (3 * 1024 * 1024)})
+    executor = make_executor(workspace_mb=2)
+
+    result = await build(executor, git_repo, build_ids)
+
+    assert (result.status, result.reason) == ("error", "sources do not fit the 2 MB workspace (the commit's files take 4 MB)")
+
+
+async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_client, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec("true")})
+    executor = Executor(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7, limits=BuildConfig(),
+                        docker_client=docker_client)
+    root = checkouts_root((tmp_path / "data").resolve())
+    try:
+        result = await build(executor, git_repo, build_ids)
+        assert result.status == "success"
+        assert root.is_dir() and not any(root.iterdir())
+        assert root.stat().st_mode & 0o077 == 0
+    finally:
+        executor.close()
+    assert not root.exists()

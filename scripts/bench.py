@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project and caches):
+Scenarios (default: all but real-project, caches and large-repo):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -49,6 +49,8 @@ Scenarios (default: all but real-project and caches):
               (scripts/build-debian-image.sh) and, once, PyPI.
   caches      build caches on a simulated dependency install: no cache, a
               cold cache (miss, save), a warm one (hit).
+  large-repo  like build, for a repository of 30,000 files and 224 MB in one
+              commit (made by the bench): getting the tree to the build.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench import builds, burst, caches, durable, protocol, restart  # noqa: E402
+from bench import builds, burst, caches, durable, largerepo, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -80,6 +82,7 @@ SCENARIOS = {
     "restart": (restart.restart, restart.restart_table),
     "real-project": (builds.real_project, builds.compare_table),
     "caches": (caches.caches, caches.caches_table),
+    "large-repo": (largerepo.large_repo, builds.compare_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",

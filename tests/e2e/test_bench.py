@@ -141,3 +141,21 @@ def test_a_terminated_bench_stops_the_nodes_it_started():
         for pid in nodes:  # only if the bench left them, which the assertion above reports
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_large_repository_is_one_commit_of_the_files_asked_for_in_one_pack(tmp_path):
+    from bench.largerepo import make_large_repository
+
+    repository = make_large_repository(tmp_path / "large", files=300, total_mb=2)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repository), *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert git("rev-list", "--count", "master").strip() == "1"
+    listed = [line.split() for line in git("ls-tree", "-r", "-l", "master").splitlines()]
+    sources = [fields for fields in listed if fields[4].startswith("src/")]
+    assert len(sources) == 300 and {fields[4] for fields in listed} >= {".pbft-ci.yml", "test.sh"}
+    assert 2 * 1024 * 1024 - 300 <= sum(int(fields[3]) for fields in sources) <= 2 * 1024 * 1024 + 300 * 16
+    assert len({fields[2] for fields in sources}) == 300  # no two files are one object
+    assert "count: 0" in git("count-objects", "-v")  # no loose objects: one pack, as a forge keeps it

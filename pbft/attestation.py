@@ -24,7 +24,7 @@ import re
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.encoding import canonical, digest as canonical_digest
-from pbft.build import Operation, Result, SHA256_DIGEST
+from pbft.build import Operation, Result, SHA256_DIGEST, combination_label
 from pbft.messages import Reply, ResultVote
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -71,8 +71,8 @@ def manifest_digest(files: Mapping[str, str]) -> str:
 def statement(operation: Operation, result: Result) -> dict | None:
     """The in-toto statement of a build's agreed result, or None when there is no
     commit to name (a branch that does not exist, an invalid request) or nothing ran (a
-    skipped build)."""
-    if result.commit is None or result.status == "skipped":
+    skipped build, a matrix's expansion: each of its combinations is a build of its own)."""
+    if result.commit is None or result.status in ("skipped", "matrix"):
         return None
     repository = {"name": "repository", "uri": f"pbft-ci:repository/{operation.repository}",
                   "annotations": {"branch": operation.branch}}
@@ -82,6 +82,10 @@ def statement(operation: Operation, result: Result) -> dict | None:
         repository["annotations"]["pullRequestRef"] = operation.pull_ref
     if operation.event is not None:
         repository["annotations"]["event"] = operation.event
+    if operation.combination is not None:
+        # Which of the spec's matrix combinations passed or failed: without it, the
+        # statements of two combinations of one commit would read alike.
+        repository["annotations"]["matrixCombination"] = combination_label(operation.combination)
     configuration = [repository]
     if result.spec is not None:
         configuration.append({"name": result.spec.path, "digest": {"sha256": result.spec.sha256}})

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 
-from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Struct, Text, struct, wire
+from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
 
 # "skipped": the commit or its spec said not to build it for this trigger (node/triggers.py).
 # "cancelled": the client's cancel was ordered while the node still had the build to run.
-STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled")
+# "matrix": the spec at the commit declares a `matrix:` and the operation named none of its
+# combinations; nothing ran, and the result lists the combinations (node/matrix.py).
+STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled", "matrix")
 # What started a build: a forge's push, a tag push, a pull (merge) request, a plain call, a
 # schedule. `when: event` names these; an operation names every one but a push, which it
 # says by naming none (as every operation did before events existed): one encoding each.
@@ -30,6 +32,25 @@ COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # The forge's own ref for the head of a pull request (GitHub, Gitea, Forgejo) or of a merge
 # request (GitLab): the one form of a pull request's name that reaches git.
 PULL_REF = re.compile(r"refs/(pull|merge-requests)/([1-9][0-9]{0,9})/head")
+
+
+# A matrix's axis is an environment variable of its builds, and its value also goes into
+# image names and into the forge's status context: both are kept plain and short, without
+# `=` or `,`, which separate them in a combination's label (`combination_label`).
+AXIS = re.compile(r"[A-Z_][A-Z0-9_]{0,31}")
+AXIS_VALUE = re.compile(r"[A-Za-z0-9._:/@+][A-Za-z0-9._:/@+-]{0,63}")
+MAX_AXES = 8
+MAX_COMBINATIONS = 32
+# One combination: its axes' (name, value) pairs, in the order the spec declares the axes.
+COMBINATION = ListOf(
+    Pair(("axis", Text(AXIS)), ("value", Text(AXIS_VALUE)), "a combination's entry must be [axis, value]"),
+    MAX_AXES, minimum=1,
+)
+
+
+def combination_label(combination: tuple[tuple[str, str], ...]) -> str:
+    """`PYTHON=3.12,DB=postgres`: a combination as the status context and the records show it."""
+    return ",".join(f"{axis}={value}" for axis, value in combination)
 
 
 @struct
@@ -54,6 +75,11 @@ class Operation:
     # point of the order where this one executes (node/driver.py); repository and branch
     # are that build's.
     cancels: int | None = wire(Optional(SEQ), default=None, omit=None, kw_only=True)
+    # One combination of the spec's `matrix:` to build (its commit pinned): a node builds it
+    # only if its spec at the commit declares exactly this combination (node/matrix.py).
+    combination: tuple[tuple[str, str], ...] | None = wire(
+        Optional(COMBINATION), default=None, omit=None, kw_only=True
+    )
 
     @property
     def trigger_event(self) -> str:
@@ -147,6 +173,11 @@ class Result:
     )
     # The images it ran that came from a registry, sorted by name; () when none did.
     images: tuple[ImageDigest, ...] = wire(ListOf(Struct(ImageDigest), MAX_IMAGES), default=(), omit=(), kw_only=True)
+    # A `matrix` result's combinations, in the order the spec expands them: a function of
+    # the commit, agreed like the rest, so f+1 matching results certify the expansion.
+    combinations: tuple[tuple[tuple[str, str], ...], ...] = wire(
+        ListOf(COMBINATION, MAX_COMBINATIONS), default=(), omit=(), kw_only=True
+    )
     reason: str = wire(Text(), default="")
 
     def agreed(self) -> dict:
@@ -160,4 +191,6 @@ class Result:
         """`agreed()` as a hashable value, for counting matching results; the artifacts'
         digest last (the simulator's checkers read it there)."""
         steps = tuple((step.name, step.status, step.exit_code) for step in self.steps)
-        return (self.status, self.exit_code, self.commit, self.spec, steps, self.images, self.artifacts)
+        return (
+            self.status, self.exit_code, self.commit, self.spec, steps, self.images, self.combinations, self.artifacts
+        )

@@ -1,10 +1,12 @@
-"""The CI's own types on the wire (pbft/build.py): a pipeline's step results in a Result."""
+"""The CI's own types on the wire (pbft/build.py): a pipeline's step results in a Result, a
+matrix's combinations in a Result and in an Operation."""
 
 from __future__ import annotations
 
 import pytest
 
-from pbft.build import MAX_STEPS, Result, Spec, StepResult
+from pbft.attestation import statement
+from pbft.build import MAX_AXES, MAX_COMBINATIONS, MAX_STEPS, Operation, Result, Spec, StepResult, combination_label
 from pbft.wire import MessageError, decode_struct, encode
 
 SPEC = Spec(".pbft-ci.yml", "a" * 64, "pbft-ci/busybox:latest")
@@ -50,3 +52,60 @@ def test_malformed_steps_are_refused(steps, problem):
     wire = {**encode(with_steps(StepResult("a", "success", 0, 1))), "steps": steps}
     with pytest.raises(MessageError, match=problem):
         decode_struct(Result, wire)
+
+
+# --- a matrix: the combinations a result lists, the one an operation names -----------
+
+PYTHONS = ((("PYTHON", "3.11"),), (("PYTHON", "3.12"),), (("PYTHON", "3.13"),))
+
+
+def test_a_matrix_result_lists_its_combinations_and_they_are_agreed():
+    expanded = Result("matrix", None, "c" * 40, combinations=PYTHONS)
+    wire = encode(expanded)
+    assert wire["combinations"] == [[["PYTHON", "3.11"]], [["PYTHON", "3.12"]], [["PYTHON", "3.13"]]]
+    assert decode_struct(Result, wire) == expanded
+    assert expanded.agreed()["combinations"] == wire["combinations"]
+    # A node that expanded the commit's spec otherwise signs another result.
+    fewer = Result("matrix", None, "c" * 40, combinations=PYTHONS[:2])
+    assert fewer.agreed_key() != expanded.agreed_key()
+    # Results of other statuses keep their wire form: nothing is written for no combinations.
+    assert "combinations" not in encode(Result("success", 0, "c" * 40, spec=SPEC))
+
+
+def test_an_operation_names_a_combination_and_one_without_keeps_its_old_wire_form():
+    push = Operation("example", "master", "c" * 40)
+    assert list(encode(push)) == ["repository", "branch", "commit"]
+    one = Operation("example", "master", "c" * 40, combination=(("PYTHON", "3.12"), ("DB", "postgres")))
+    assert encode(one)["combination"] == [["PYTHON", "3.12"], ["DB", "postgres"]]
+    assert decode_struct(Operation, encode(one)) == one
+    assert combination_label(one.combination) == "PYTHON=3.12,DB=postgres"
+
+
+@pytest.mark.parametrize("combination, problem", [
+    ([["python", "3.12"]], "axis is not well formed"),
+    ([["PYTHON", "3.12,DB=x"]], "value is not well formed"),
+    ([["PYTHON", "$(id)"]], "value is not well formed"),
+    ([["PYTHON", "-x"]], "value is not well formed"),
+    ([["PYTHON"]], r"a combination's entry must be \[axis, value\]"),
+    ([], "combination must be a list of 1 to"),
+    ([["A", "1"]] * (MAX_AXES + 1), "combination must be a list of 1 to"),
+])
+def test_malformed_combinations_are_refused(combination, problem):
+    wire = {**encode(Operation("example", "master", "c" * 40)), "combination": combination}
+    with pytest.raises(MessageError, match=problem):
+        decode_struct(Operation, wire)
+
+
+def test_too_many_combinations_in_a_result_are_refused():
+    wire = {**encode(Result("matrix", None, "c" * 40)), "combinations": [[["A", str(i)]] for i in range(MAX_COMBINATIONS + 1)]}
+    with pytest.raises(MessageError, match="combinations must be a list of 0 to"):
+        decode_struct(Result, wire)
+
+
+def test_a_matrix_expansion_has_no_attestation_and_a_combination_names_itself_in_its_own():
+    push = Operation("example", "master", "c" * 40)
+    assert statement(push, Result("matrix", None, "c" * 40, combinations=PYTHONS)) is None
+    one = Operation("example", "master", "c" * 40, combination=PYTHONS[1])
+    annotations = statement(one, Result("success", 0, "c" * 40, spec=SPEC))["predicate"]["configuration"][0]["annotations"]
+    assert annotations["matrixCombination"] == "PYTHON=3.12"
+    assert "matrixCombination" not in statement(push, Result("success", 0, "c" * 40, spec=SPEC))["predicate"]["configuration"][0]["annotations"]

@@ -14,6 +14,8 @@
       event: [push, pull_request]   # (node/triggers.py); a build they exclude ends `skipped`
     environment:                    # optional: variables every command gets (node/pipeline.py)
       APP_ENV: test
+    matrix:                         # optional: one build per combination (node/matrix.py)
+      PYTHON: ["3.11", "3.12"]
 
 In place of `commands`, a pipeline: `steps:`, each with its own name, image,
 commands, environment, `when:` and `depends_on:` (node/pipeline.py), sharing
@@ -23,13 +25,16 @@ Parsing is pure. Every problem is reported at once, with the offending key, in
 a ValueError whose text becomes the deterministic reason of an error result.
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 import yaml
 
+from pbft.build import combination_label
 from node.artifacts import MAX_PATTERNS, normalize_pattern
 from node.identity import HOME_DIR
+from node.matrix import Combination, parse_matrix, with_images
 from node.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
 from node.triggers import Condition, parse_when
 
@@ -40,7 +45,9 @@ MAX_SCRIPT_CHARS = 64 * 1024
 WORKSPACE_DIR = "/workspace"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
-_KEYS = ("image", "commands", "steps", "services", "environment", "timeout_s", "user", "cache", "artifacts", "when")
+_KEYS = (
+    "image", "commands", "steps", "services", "environment", "timeout_s", "user", "cache", "artifacts", "when", "matrix",
+)
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
 # character set keeps both free of quoting, globbing and encoding surprises.
@@ -84,13 +91,22 @@ class BuildSpec:
     # Containers next to the build's (node/pipeline.py); a one-script spec with services runs
     # as a pipeline of one step, `build`.
     services: tuple[Service, ...] = ()
+    # Every combination of the spec's `matrix:` (node/matrix.py), () without one; and the
+    # combination this spec is for, whose axes are in `environment` and its images.
+    matrix: tuple[Combination, ...] = ()
+    combination: Combination = ()
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
         return "\n".join(self.commands)
 
 
-def parse_build_spec(text: bytes) -> BuildSpec:
+def parse_build_spec(text: bytes, combination: Combination | None = None) -> BuildSpec:
+    """The spec, or a ValueError naming every problem. With a `matrix:` (node/matrix.py),
+    `combination` picks the build: its axes are variables and fill `${AXIS}` in images, and a
+    combination the matrix does not declare is refused. Without `combination`, every
+    combination's spec is checked and `matrix` lists them; the rest of what is returned is
+    the first combination's, which the node never runs (it runs each combination's own)."""
     if len(text) > MAX_SPEC_BYTES:
         raise ValueError(f"{SPEC_FILE}: larger than {MAX_SPEC_BYTES} bytes")
     try:
@@ -101,7 +117,40 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         raise ValueError(f"{SPEC_FILE}: invalid YAML: {exc}") from None
     if not isinstance(document, dict):
         raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
+    matrix, errors = parse_matrix(document.get("matrix"))
+    if not errors and combination is not None and combination not in matrix:
+        errors.append(
+            f"matrix: declares no combination {combination_label(combination)}" if matrix
+            else f"matrix: the build names the combination {combination_label(combination)}; the spec has no matrix"
+        )
+    if errors:
+        raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
+    chosen = [combination] if combination is not None else list(matrix) or [()]
+    parsed = []
+    for each in chosen:
+        substituted, image_errors = with_images(document, each)
+        spec, spec_errors = _parse_document(substituted, each)
+        parsed.append((each, spec, image_errors + spec_errors))
+    errors = _matrix_problems(parsed)
+    if errors:
+        raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
+    return dataclasses.replace(parsed[0][1], matrix=matrix)
 
+
+def _matrix_problems(parsed: list[tuple[Combination, BuildSpec | None, list[str]]]) -> list[str]:
+    """Every combination's problems once: one that only some combinations have names the first."""
+    problems: list[str] = []
+    for combination, _, errors in parsed:
+        for error in errors:
+            if not all(error in others for _, _, others in parsed):
+                error = f"{error} (in {combination_label(combination)})"
+            if error not in problems:
+                problems.append(error)
+    return problems
+
+
+def _parse_document(document: dict, combination: Combination) -> tuple[BuildSpec | None, list[str]]:
+    """The spec of one combination (() without a matrix), and the problems."""
     errors = [f"unknown key {key!r}" for key in document if key not in _KEYS]
     image = document.get("image")
     errors += image_problems(image, "image")
@@ -117,6 +166,10 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         errors += command_problems(commands, "commands")
     environment, environment_errors = parse_environment(document.get("environment"), "environment")
     errors += environment_errors
+    # The axes come with the spec's variables, so every step, service and script gets them.
+    errors += [f"environment.{name}: an axis of the matrix, which each combination sets" for name, _ in environment
+               if name in dict(combination)]
+    environment += combination
     services = ()
     if document.get("services") is not None:
         services, service_errors = parse_services(document["services"], command_problems)
@@ -142,7 +195,7 @@ def parse_build_spec(text: bytes) -> BuildSpec:
     when, when_errors = parse_when(document.get("when"))
     errors += when_errors
     if errors:
-        raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
+        return None, errors
     return BuildSpec(
         image=image,
         commands=tuple(commands or ()),
@@ -154,7 +207,8 @@ def parse_build_spec(text: bytes) -> BuildSpec:
         steps=steps,
         environment=environment,
         services=services,
-    )
+        combination=combination,
+    ), []
 
 
 def command_problems(commands, where: str) -> list[str]:

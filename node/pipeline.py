@@ -57,7 +57,7 @@ MAX_VALUE_CHARS = 4096
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Names the node sets itself: the CI variables (node/civars.py), HOME (the build user's),
 # and SOURCE_DATE_EPOCH (the commit's time, node/sandbox.py).
-_RESERVED = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
+RESERVED_VARIABLE = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...],
         if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
             errors.append(f"{where}: {str(name)[:40]!r} is not a variable name (letters, digits, _)")
             continue
-        if _RESERVED.fullmatch(name):
+        if RESERVED_VARIABLE.fullmatch(name):
             errors.append(f"{where}.{name}: set by the node, not by a spec")
             continue
         if isinstance(value, bool):

@@ -342,6 +342,7 @@ class Driver:
                 pull_ref=operation.pull_ref,
                 event=operation.trigger_event,
                 before=operation.before,
+                combination=operation.combination,
             )
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)

@@ -45,6 +45,7 @@ from node import checkout
 from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time
 from node.identity import HOME_DIR, Identities
 from node.images import Images
+from node.matrix import check_combination
 from node.pipeline import Step, run_order
 from node.services import PlannedService
 from node.ready import ReadyContainers
@@ -67,7 +68,7 @@ from node.sandbox import (
 )
 from pbft.attestation import manifest_digest
 from shared.config import BuildConfig, DockerEngineConfig
-from pbft.build import EVENTS, Result, Spec
+from pbft.build import EVENTS, Result, Spec, combination_label
 from shared.refs import check_branch_name, check_commit_sha, check_pull_ref, check_repository_name
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ class Executor:
         # each running build runs in, so that a cancel can kill it (from another thread).
         self._cancels: OrderedDict[str, None] = OrderedDict()
         self._containers: dict[str, Any] = {}
+        # The matrix combination each running build names, by build id as its container is:
+        # only the spec's reading needs it, not the fetch and checkout before it.
+        self._combinations: dict[str, tuple[tuple[str, str], ...]] = {}
         self._closing = False
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
@@ -362,6 +366,7 @@ class Executor:
     async def run(
         self, *, build_id: str, repository_name: str, repository_url: str, branch: str, commit: str | None = None,
         pull_ref: str | None = None, event: str = "push", before: str | None = None,
+        combination: tuple[tuple[str, str], ...] | None = None,
     ) -> BuildResult:
         if not isinstance(build_id, str) or not _BUILD_ID.fullmatch(build_id):
             return BuildResult("error", None, None, "invalid build id")
@@ -382,12 +387,16 @@ class Executor:
                 raise ValueError(f"unknown event {str(event)[:40]!r}")
             if before is not None:
                 check_commit_sha(before)
+            if combination is not None:
+                check_combination(combination)
         except ValueError as exc:
             rejected = BuildResult("error", None, None, f"invalid request: {exc}")
             output = self._open_log(build_id, repository_name, branch)
             return await asyncio.to_thread(self._finish, build_id, repository_name, branch, rejected, output, started)
 
         self._active_ids.add(build_id)
+        if combination is not None:
+            self._combinations[build_id] = combination
         try:
             if not await self._take_slot(build_id, repository_name):  # cancelled while it waited, or before
                 output = self._open_log(build_id, repository_name, branch)
@@ -405,6 +414,7 @@ class Executor:
                 self._release(build_id)
         finally:
             self._active_ids.discard(build_id)
+            self._combinations.pop(build_id, None)
 
     def _build(
         self, build_id: str, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None,
@@ -533,9 +543,10 @@ class Executor:
         if spec_path.is_symlink():
             # Reading it would follow the link on the node's own file system.
             raise _BuildError(f"{SPEC_FILE} must be a regular file", commit=commit)
+        combination = self._combinations.get(build_id)
         if spec_path.is_file():
             try:
-                spec = parse_build_spec(spec_path.read_bytes())
+                spec = parse_build_spec(spec_path.read_bytes(), combination)
             except ValueError as exc:
                 raise _BuildError(str(exc), commit=commit) from None
             if spec.user == "root" and not limits.allow_root:
@@ -548,6 +559,8 @@ class Executor:
             skipped = decide(spec.when)
             if skipped is not None:
                 return self._skipped(commit, skipped, ran, output), None
+            if spec.matrix and combination is None:
+                return self._matrix(commit, spec.matrix, output), None
             user = ROOT_USER if spec.user == "root" else limits.user
             network = None
             if name in self._networked:
@@ -609,6 +622,8 @@ class Executor:
                     self._caches.release(build_id)
                     if cache_run.mounts.save_to is not None:
                         cache_run.mounts.save_to.unlink(missing_ok=True)
+        elif combination is not None:
+            raise _BuildError(f"the build names a matrix combination; the commit has no {SPEC_FILE}", commit=commit)
         elif (workspace / "Dockerfile").is_file():
             # The context is the commit's tree alone: .git differs between checkouts (its
             # index records file times), and would make every `COPY .` miss the layer cache.
@@ -727,6 +742,14 @@ class Executor:
     def _skipped(commit: str, reason: str, spec: Spec | None, output: BuildLog) -> BuildResult:
         output.note(f"skipped: {reason}")
         return BuildResult("skipped", None, commit, reason, spec=spec)
+
+    @staticmethod
+    def _matrix(commit: str, combinations: tuple, output: BuildLog) -> BuildResult:
+        """The result of a build whose spec has a matrix and which names no combination: no
+        container, the combinations listed for the client to ask for one build each."""
+        reason = f"the spec's matrix expands into {len(combinations)} builds"
+        output.note(f"{reason}: {'; '.join(combination_label(combination) for combination in combinations)}")
+        return BuildResult("matrix", None, commit, reason, combinations=combinations)
 
     def _running_in(self, build_id: str, container) -> None:
         """The build's container is `container`; a cancel ordered before it came kills it at once."""

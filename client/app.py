@@ -43,6 +43,7 @@ from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from pbft.build import combination_label
 from pbft.encoding import canonical
 from pbft.messages import encode
 
@@ -192,7 +193,17 @@ async def webhook(request: web.Request) -> web.Response:
     operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
     verdict = await request.app[SERVICE_KEY].submit(operation)
     if verdict.accepted or verdict.divergent:
-        return web.json_response({**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)})
+        answer = {**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)}
+        if verdict.matrix:
+            # Answered once the expansion is certified, not when its builds end: up to
+            # MAX_COMBINATIONS builds may take far longer than a caller waits on one call.
+            base_url = settings.status_base_url
+            answer["matrix"] = [
+                {"build_id": build_id, "combination": combination_label(combination),
+                 "status_url": f"{base_url}/builds/{build_id}"}
+                for build_id, combination in verdict.matrix
+            ]
+        return web.json_response(answer)
     if verdict.abandoned:
         error, status = "client shutting down", 503
     elif verdict.progress is not None:
@@ -243,7 +254,7 @@ def _verdict_json(verdict: Verdict) -> dict:
         "build_id": verdict.build_id,
         "elapsed_ms": verdict.elapsed_ms,
     }
-    if result.status in ("error", "skipped", "cancelled"):
+    if result.status in ("error", "skipped", "cancelled", "matrix"):
         answer["reason"] = result.reason
     if verdict.divergent:
         answer["artifacts_by_node"] = {str(node): digest for node, digest in verdict.artifacts_by_node.items()}

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pbft.build import Operation, Result, pull_request_number
+from pbft.build import MAX_COMBINATIONS, Operation, Result, combination_label, pull_request_number
 from pbft.wire import decode_struct
 from pbft.messages import Reply, Request, encode
 
@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS reruns (
     rerun_of INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reruns_of ON reruns (rerun_of);
+CREATE TABLE IF NOT EXISTS matrix_builds (
+    build_id INTEGER PRIMARY KEY,
+    matrix_of INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS matrix_builds_of ON matrix_builds (matrix_of);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -93,8 +98,9 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
 # Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
 # alter: `_migrate` copies their builds into a table made by the schema above. Version 2
-# adds the approvals table, version 3 the reruns and schedules tables.
-SCHEMA_VERSION = 3
+# adds the approvals table, version 3 the reruns and schedules tables, version 4 the
+# matrix_builds table.
+SCHEMA_VERSION = 4
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
 # older wait, and beyond this many open ones the oldest waits are forgotten (their pull
 # requests build once a new push or a reopen delivers them again and they are approved).
@@ -109,7 +115,11 @@ _SUMMARY_COLUMNS = (
     "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
-    "json_extract(request, '$.operation.cancels') AS cancels"
+    "json_extract(request, '$.operation.cancels') AS cancels, "
+    "json_extract(request, '$.operation.combination') AS combination, "
+    "(SELECT matrix_of FROM matrix_builds WHERE matrix_builds.build_id = builds.build_id) AS matrix_of, "
+    "(SELECT json_group_array(build_id) FROM (SELECT build_id FROM matrix_builds"
+    " WHERE matrix_builds.matrix_of = builds.build_id ORDER BY build_id)) AS matrix"
 )
 
 
@@ -138,7 +148,7 @@ class BuildRecords:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # Versions 1 and 2 lack only tables the schema creates if they do not exist.
+            # Versions 1 to 3 lack only tables the schema creates if they do not exist.
             exists = version == 0 and self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'"
             ).fetchone()
@@ -354,6 +364,11 @@ class BuildRecords:
         self._write("INSERT INTO reruns (build_id, rerun_of) VALUES (?, ?)", (build_id, rerun_of))
         self.commit()
 
+    def matrix_build(self, build_id: int, matrix_of: int) -> None:
+        """Record that `build_id` builds one combination of the matrix build `matrix_of` expanded
+        into; committed with that build's verdict (the service's group commit)."""
+        self._write("INSERT INTO matrix_builds (build_id, matrix_of) VALUES (?, ?)", (build_id, matrix_of))
+
     def schedule_slots(self) -> dict[tuple[str, str, str, str], float]:
         """The last slot each schedule fired for (or started from), by (repository, name, cron, branch)."""
         rows = self._db.execute("SELECT repository, name, cron, branch, last_slot FROM schedules").fetchall()
@@ -387,7 +402,13 @@ class BuildRecords:
         reruns = self._db.execute(
             "SELECT build_id FROM reruns WHERE rerun_of = ? ORDER BY build_id LIMIT ?", (build_id, MAX_LISTED_RERUNS)
         ).fetchall()
+        combinations = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM builds WHERE build_id IN"
+            " (SELECT build_id FROM matrix_builds WHERE matrix_of = ?) ORDER BY build_id LIMIT ?",
+            (build_id, MAX_COMBINATIONS),
+        ).fetchall()
         return {**_summary(row), "reruns": [str(rerun[0]) for rerun in reruns],
+                "matrix_builds": [_matrix_build(combination) for combination in combinations],
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
 
 
@@ -406,7 +427,19 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "event": row["event"] or "push",
         "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
         "cancels": None if row["cancels"] is None else str(row["cancels"]),
+        # A matrix's combination builds name it, and it lists them.
+        "combination": None if row["combination"] is None else combination_label(json.loads(row["combination"])),
+        "matrix_of": None if row["matrix_of"] is None else str(row["matrix_of"]),
+        "matrix": [str(build_id) for build_id in json.loads(row["matrix"])],
     }
+
+
+def _matrix_build(row: sqlite3.Row) -> dict[str, Any]:
+    """One combination of a matrix as its build page lists it: which, and its verdict so far."""
+    summary = _summary(row)
+    result = summary["result"]
+    return {"build_id": summary["build_id"], "combination": summary["combination"], "state": summary["state"],
+            "status": None if result is None else result["status"]}
 
 
 def _approval(row: sqlite3.Row) -> dict[str, Any]:

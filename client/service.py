@@ -24,7 +24,7 @@ from pbft.attestation import Signed, signers
 from client.records import BuildRecords
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
-from pbft.build import Operation, Result
+from pbft.build import Operation, Result, combination_label
 from pbft.handshake import Hello
 from pbft.messages import BuildState, MessageError, Reply, Request, decode, encode, signed
 from pbft.wire import decode_struct
@@ -87,6 +87,8 @@ class Verdict:
     progress: str | None = None
     divergent: bool = False
     artifacts_by_node: dict[int, str | None] = field(default_factory=dict)
+    # An accepted `matrix` verdict: the build started for each of its combinations, by id.
+    matrix: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 @dataclass
@@ -244,6 +246,28 @@ class ClientService:
         log.info("build %d runs build %s again", build_id, record["build_id"])
         return build_id
 
+    def _expand(self, timestamp: int, operation: Operation, verdict: Verdict) -> Verdict:
+        """Start one build per combination of a certified matrix verdict: the same request with
+        the verdict's commit pinned and the combination named, each ordered, built and certified
+        on its own, its record naming this one. The client reads no spec: f+1 nodes vouch for
+        the combinations, and each node builds only one its spec at the commit declares."""
+        result = verdict.result
+        if operation.combination is not None or result.commit is None:
+            # No honest node answers so: a combination is built, never expanded again.
+            log.warning("build %d: a matrix verdict for %s; nothing started", timestamp,
+                        "a combination" if operation.combination is not None else "no commit")
+            return verdict
+        started = []
+        for combination in result.combinations:
+            build_id = self.submit_in_background(
+                dataclasses.replace(operation, commit=result.commit, combination=combination)
+            )
+            self._records.matrix_build(build_id, matrix_of=timestamp)
+            started.append((str(build_id), combination))
+        log.info("build %d: matrix of %d builds started: %s", timestamp, len(started),
+                 " ".join(f"{build_id}={combination_label(combination)}" for build_id, combination in started))
+        return dataclasses.replace(verdict, matrix=tuple(started))
+
     def submit_in_background(self, operation: Operation) -> int:
         """Sign, record and start a request, and return its build id at once.
 
@@ -295,6 +319,8 @@ class ClientService:
         verdict = self._finish(
             timestamp, operation, outstanding.collector, started_s, outstanding.progress(self._config.f + 1)
         )
+        if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
+            verdict = self._expand(timestamp, operation, verdict)
         await self._records_durable()
         self._notify("finished", operation, verdict)
         return verdict

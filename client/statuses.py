@@ -14,6 +14,16 @@ a request for a branch head learns its commit from the agreed result, so its
 first status is the final one. A verdict with no commit at all (a branch
 that does not exist) gets no status.
 
+A matrix (node/matrix.py) gives each combination's build a context of its own,
+`<status_context>/<AXIS=value,...>`, pending when submitted and then its
+verdict. The build that expanded into them has the repository's own context,
+which its submission already made pending: it stays pending until every
+combination has a verdict, then says `success` if all passed (or were
+skipped), `failure` if one failed, and `error` otherwise. So a forge's rule
+that requires the repository's context still means "the build passed", with
+or without a matrix. Which combinations are waiting is kept in memory: a
+client restarted meanwhile abandons them, and with them that status.
+
 `StatusPoster` keeps all of this off the build path: `post` never waits, a
 bounded queue feeds a few worker tasks, and each status is retried with
 exponential backoff. Only the newest state per commit and context is kept,
@@ -33,7 +43,7 @@ from aiohttp import web
 
 from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
-from pbft.build import Operation
+from pbft.build import MAX_COMBINATIONS, Operation, combination_label
 from shared.refs import check_commit_sha
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,20 @@ log = logging.getLogger(__name__)
 MAX_DESCRIPTION_CHARS = 140
 # How long a shutdown waits for queued statuses before dropping them.
 CLOSE_GRACE_S = 2.0
+# Matrices whose combinations are followed for their expansion's status, at most: the
+# oldest is forgotten (its status stays pending) past this many at once.
+MAX_FOLLOWED_MATRICES = 1000
+
+
+@dataclass
+class _Matrix:
+    """A matrix build's combinations, by build id, and the state each one's verdict gave its
+    status (None while it has none): what the expansion's own status waits for."""
+
+    repository: RepositoryConfig
+    sha: str
+    build_id: str
+    states: dict[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -221,6 +245,7 @@ class CommitStatuses:
         self._n = config.n
         self._quorum = config.f + 1
         self._poster = poster
+        self._matrices: dict[str, _Matrix] = {}  # by the build id of each of their combinations
 
     def submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
@@ -230,7 +255,7 @@ class CommitStatuses:
             log.info("no pending status for build %s: its commit is known only from the verdict", build_id)
             return
         description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
-        self._post(repository, operation.commit, build_id, "pending", description)
+        self._post(repository, operation.commit, build_id, "pending", description, context=_context(repository, operation))
 
     def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
@@ -252,8 +277,40 @@ class CommitStatuses:
         if sha is None:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
+        if verdict.matrix:
+            self._follow_matrix(repository, sha, verdict)
+            return
         state, description = self._final(verdict)
-        self._post(repository, sha, verdict.build_id, state, description)
+        self._post(repository, sha, verdict.build_id, state, description, context=_context(repository, operation))
+        matrix = self._matrices.pop(verdict.build_id, None)
+        if matrix is not None:
+            matrix.states[verdict.build_id] = state
+            self._post_matrix(matrix)
+
+    def _follow_matrix(self, repository: RepositoryConfig, sha: str, verdict: Verdict) -> None:
+        matrix = _Matrix(repository, sha, verdict.build_id, {build_id: None for build_id, _ in verdict.matrix})
+        for build_id in matrix.states:
+            self._matrices[build_id] = matrix
+        while len(self._matrices) > MAX_FOLLOWED_MATRICES * MAX_COMBINATIONS:
+            forgotten = self._matrices.pop(next(iter(self._matrices)))
+            log.warning("status of matrix build %s left pending: more than %d matrices at once",
+                        forgotten.build_id, MAX_FOLLOWED_MATRICES)
+        self._post_matrix(matrix)
+
+    def _post_matrix(self, matrix: _Matrix) -> None:
+        """The expansion's status: pending until each combination has its verdict, then theirs together."""
+        states = [state for state in matrix.states.values() if state is not None]
+        count = len(matrix.states)
+        if len(states) < count:
+            description = f"matrix of {count} builds, each with a status of its own: {len(states)} have a verdict"
+            self._post(matrix.repository, matrix.sha, matrix.build_id, "pending", description)
+            return
+        if all(state in ("success", "skipped") for state in states):
+            state = "success"
+        else:
+            state = "failure" if "failure" in states else "error"
+        tally = ", ".join(f"{states.count(each)} {each}" for each in sorted(set(states)))
+        self._post(matrix.repository, matrix.sha, matrix.build_id, state, f"matrix of {count} builds: {tally}")
 
     def _final(self, verdict: Verdict) -> tuple[str, str]:
         if verdict.divergent:
@@ -280,7 +337,7 @@ class CommitStatuses:
 
     def _post(
         self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,
-        target_url: str | None = None,
+        target_url: str | None = None, context: str | None = None,
     ) -> None:
         try:
             check_commit_sha(sha)
@@ -297,12 +354,20 @@ class CommitStatuses:
             url=url,
             token=repository.status_token,
             state=state,
-            context=repository.status_context,
+            context=context or repository.status_context,
             description=description[:MAX_DESCRIPTION_CHARS],
             target_url=target_url or self._builds_url + build_id,
             build_id=build_id,
             style=repository.status_style,
         ))
+
+
+def _context(repository: RepositoryConfig, operation: Operation) -> str:
+    """The status context of a build: the repository's, and a matrix combination's label after
+    it (bounded by node/matrix.py), so that each combination has a check of its own."""
+    if operation.combination is None:
+        return repository.status_context
+    return f"{repository.status_context}/{combination_label(operation.combination)}"
 
 
 def commit_statuses_ctx(

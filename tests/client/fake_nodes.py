@@ -31,13 +31,24 @@ CLIENT = "ci"
 RETRANSMIT_S = 0.3
 
 
-def honest_result(branch: str, node_id: int = 0) -> Result:
+# What a branch "matrix…" declares: `matrix: {PYTHON: ["3.11", "3.12"], DB: [sqlite]}` and
+# one more combination (include-style), whose build fails.
+MATRIX = ((("PYTHON", "3.11"), ("DB", "sqlite")), (("PYTHON", "3.12"), ("DB", "sqlite")), (("PYTHON", "fail"),))
+
+
+def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
     """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
     "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
-    is skipped by its spec's `when:`."""
+    is skipped by its spec's `when:`, "matrix…" expands into `MATRIX` (and builds those)."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
+    if branch.startswith("matrix") and combination is None:
+        return Result("matrix", None, commit, "the spec's matrix expands into 3 builds", combinations=MATRIX)
+    if combination is not None and combination not in MATRIX:
+        return Result("error", None, commit, "matrix: declares no such combination")
+    if combination is not None and ("PYTHON", "fail") in combination:
+        return Result("failure", 1, commit)
     if branch.startswith("fail"):
         return Result("failure", 1, commit)
     if branch.startswith("skip"):
@@ -147,7 +158,7 @@ class FakeCluster:
         elif timestamp in self.cancelled:
             result = Result("cancelled", None, None, "cancelled by the client's request")
         else:
-            result = honest_result(request.operation.branch, node_id)
+            result = honest_result(request.operation.branch, node_id, request.operation.combination)
         if behaviour in ("liar", "forger"):
             result = Result("success", 0, "f" * 40)
         senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]

@@ -1,0 +1,122 @@
+"""A matrix through the client, against fake nodes: a certified `matrix` verdict starts one
+build per combination, each pinned to its commit and naming its combination; the records
+group them under the build that expanded; each has a commit status of its own context."""
+
+import asyncio
+import json
+
+from pbft.build import Operation
+from pbft.wire import decode_struct
+from tests.client.fake_nodes import MATRIX, N, honest_result, post, start_client
+from tests.client.forge_deliveries import settled
+from tests.client.test_client_statuses import PUBLIC_URL, with_statuses
+
+BRANCH = "matrix/ci"
+COMMIT = honest_result(BRANCH).commit
+LABELS = ["PYTHON=3.11,DB=sqlite", "PYTHON=3.12,DB=sqlite", "PYTHON=fail"]
+
+
+def operations(cluster) -> list[Operation]:
+    return [request.operation for _view, request in sorted(cluster.committed.values(), key=lambda v: v[1].timestamp)]
+
+
+async def test_a_matrix_verdict_starts_one_build_per_combination_grouped_under_it(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+
+    status, answer = await post(client, {"branch": BRANCH})
+
+    assert status == 200
+    assert (answer["status"], answer["commit"], answer["reason"]) == (
+        "matrix", COMMIT, "the spec's matrix expands into 3 builds")
+    assert [started["combination"] for started in answer["matrix"]] == LABELS
+    ids = [started["build_id"] for started in answer["matrix"]]
+    assert [started["status_url"] for started in answer["matrix"]] == [
+        f"http://127.0.0.1:1/builds/{build_id}" for build_id in ids]
+    children = [await settled(client, build_id) for build_id in ids]
+    # The parent's request again, its commit pinned to what the expansion was certified for.
+    assert operations(cluster) == [Operation("example", BRANCH, event="manual")] + [
+        Operation("example", BRANCH, COMMIT, event="manual", combination=combination) for combination in MATRIX]
+    assert [decode_struct(Operation, child["request"]["operation"]).combination for child in children] == list(MATRIX)
+    assert [(child["matrix_of"], child["combination"], child["state"], child["result"]["status"])
+            for child in children] == [
+        (answer["build_id"], LABELS[0], "accepted", "success"), (answer["build_id"], LABELS[1], "accepted", "success"),
+        (answer["build_id"], LABELS[2], "accepted", "failure")]
+
+    parent = await (await client.get(f"/builds/{answer['build_id']}")).json()
+    assert (parent["result"]["status"], parent["matrix"], parent["matrix_of"]) == ("matrix", ids, None)
+    assert parent["result"]["combinations"] == [[list(pair) for pair in combination] for combination in MATRIX]
+    assert parent["matrix_builds"] == [
+        {"build_id": ids[0], "combination": LABELS[0], "state": "accepted", "status": "success"},
+        {"build_id": ids[1], "combination": LABELS[1], "state": "accepted", "status": "success"},
+        {"build_id": ids[2], "combination": LABELS[2], "state": "accepted", "status": "failure"},
+    ]
+    listed = (await (await client.get("/builds")).json())["builds"]
+    assert [(build["build_id"], build["matrix_of"], build["matrix"], build["combination"]) for build in listed] == [
+        (ids[2], answer["build_id"], [], LABELS[2]), (ids[1], answer["build_id"], [], LABELS[1]),
+        (ids[0], answer["build_id"], [], LABELS[0]), (answer["build_id"], None, ids, None)]
+
+
+async def test_a_build_that_is_not_a_matrix_starts_nothing_more(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+
+    status, answer = await post(client, {"branch": "main"})
+    await asyncio.sleep(0.2)
+
+    assert (status, answer["status"], "matrix" in answer) == (200, "success", False)
+    assert len(cluster.committed) == 1
+    record = await (await client.get(f"/builds/{answer['build_id']}")).json()
+    assert (record["matrix"], record["matrix_builds"], record["matrix_of"], record["combination"]) == ([], [], None, None)
+
+
+async def test_each_combination_has_a_status_context_and_the_expansion_s_waits_for_them_all(
+    cluster, status_server, aiohttp_client
+):
+    with_statuses(cluster, status_server)
+    cluster.delay_s.update({i: 0.3 for i in range(N)})  # long enough for each pending to be posted
+    client = await start_client(aiohttp_client, cluster)
+
+    status, answer = await post(client, {"branch": BRANCH, "commit": COMMIT})
+    assert status == 200
+    contexts = ["pbft-ci"] + [f"pbft-ci/{label}" for label in LABELS]
+
+    async with asyncio.timeout(10):
+        while not all(_states(status_server, context)[-1:] not in ([], ["pending"]) for context in contexts):
+            await asyncio.sleep(0.02)
+
+    assert {call.path for call in status_server.calls} == {f"/repos/octo/example/statuses/{COMMIT}"}
+    ids = [started["build_id"] for started in answer["matrix"]]
+    for context, build_id, final in zip(contexts[1:], ids, ["success", "success", "failure"]):
+        assert _states(status_server, context) == ["pending", final]
+        assert {call.body["target_url"] for call in _calls(status_server, context)} == {f"{PUBLIC_URL}/builds/{build_id}"}
+    # Pending from the submission, then until each combination has its verdict; then theirs together.
+    expansion = _calls(status_server, "pbft-ci")
+    assert [call.body["state"] for call in expansion][0] == "pending" and expansion[-1].body["state"] == "failure"
+    assert "matrix of 3 builds, each with a status of its own" in " ".join(call.body["description"] for call in expansion)
+    assert expansion[-1].body["description"] == "matrix of 3 builds: 1 failure, 2 success"
+    assert {call.body["target_url"] for call in expansion} == {f"{PUBLIC_URL}/builds/{answer['build_id']}"}
+
+
+def _calls(server, context: str) -> list:
+    return [call for call in server.calls if call.body["context"] == context]
+
+
+def _states(server, context: str) -> list[str]:
+    return [call.body["state"] for call in _calls(server, context)]
+
+
+def test_the_records_file_keeps_the_grouping_across_a_restart(tmp_path):
+    from client.records import BuildRecords
+    from pbft.messages import Request
+
+    records = BuildRecords(tmp_path / "builds.sqlite")
+    parent = Request("ci", 10, Operation("example", BRANCH))
+    child = Request("ci", 11, Operation("example", BRANCH, COMMIT, combination=MATRIX[0]))
+    records.add_pending(parent, submitted_at=0)
+    records.add_pending(child, submitted_at=0)
+    records.matrix_build(11, matrix_of=10)
+    records.close()
+
+    again = BuildRecords(tmp_path / "builds.sqlite")
+    assert (again.get(10)["matrix"], again.get(11)["matrix_of"], again.get(11)["combination"]) == (["11"], "10", LABELS[0])
+    assert json.loads(json.dumps(again.get(10)["matrix_builds"])) == [
+        {"build_id": "11", "combination": LABELS[0], "state": "pending", "status": None}]

@@ -125,6 +125,7 @@ function describeResult(result) {
   let text = String(result.status);
   if (result.exit_code !== null && result.exit_code !== undefined) text += " (exit " + result.exit_code + ")";
   if (result.commit) text += " @ " + short(result.commit);
+  if (Array.isArray(result.combinations)) text += ", " + result.combinations.length + " builds";
   if (typeof result.artifacts === "string") text += ", artifacts " + shortDigest(result.artifacts);
   return text;
 }
@@ -153,6 +154,20 @@ function elapsed(build) {
 function pullRequest(build) {
   return build.pull_request ? el("span", { class: "muted", "data-field": "pull_request" }, " ← #" + build.pull_request)
     : null;
+}
+
+// A matrix combination's build shows its combination next to its branch.
+function combination(build) {
+  return build.combination ? el("span", { class: "muted", "data-field": "combination" }, " [" + build.combination + "]")
+    : null;
+}
+
+// A matrix's builds, one line each: the combination, linked, and its verdict so far.
+function matrixBuilds(record) {
+  if (!Array.isArray(record.matrix_builds) || !record.matrix_builds.length) return null;
+  return el("span", {}, ...record.matrix_builds.map((build) => el("div", { "data-build-id": build.build_id },
+    buildLink(build.build_id, build.combination), " ",
+    el("span", { class: build.status ? "status-" + build.status : "state-" + build.state }, build.status || build.state))));
 }
 
 function verdictCell(build) {
@@ -184,7 +199,7 @@ function showBuilds(main) {
       el("td", {}, buildLink(build.build_id, build.build_id)),
       el("td", {}, new Date(build.submitted_at).toLocaleString()),
       el("td", {}, build.repository),
-      el("td", { "data-field": "branch" }, build.branch, pullRequest(build)),
+      el("td", { "data-field": "branch" }, build.branch, pullRequest(build), combination(build)),
       el("td", {}, el("code", { title: (build.result && build.result.commit) || build.commit_requested || null },
         short((build.result && build.result.commit) || build.commit_requested))),
       el("td", { class: "state-" + build.state, "data-field": "state" },
@@ -229,6 +244,9 @@ function summary(record) {
     ["Pull request", record.pull_request ? "#" + record.pull_request + ", its head built" : null],
     ["Event", record.event && record.event !== "push" ? record.event : null],
     ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
+    ["Matrix of", record.matrix_of ? buildLink(record.matrix_of, "build " + record.matrix_of) : null],
+    ["Combination", record.combination || null],
+    ["Matrix builds", matrixBuilds(record)],
     ["Cancels", record.cancels ? buildLink(record.cancels, "build " + record.cancels) : null],
     ["Re-runs", record.reruns && record.reruns.length
       ? el("span", {}, ...record.reruns.flatMap((id, i) => (i ? [", "] : []).concat([buildLink(id, id)]))) : null],

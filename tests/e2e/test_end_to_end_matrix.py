@@ -1,0 +1,177 @@
+"""End to end: a spec's `matrix:` on four real nodes, the client and Docker. A push of a
+3-combination matrix gives the certified expansion, then three builds each with its own
+agreed verdict, its own commit status context, and the expansion's status once all three
+are in; a plain webhook call answers the expansion with its three builds' ids."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.config import load_config
+from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
+from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json
+from tests.e2e.test_end_to_end_dashboard import (
+    CHROMEDRIVER, CHROMIUM, attributes, browser, screenshot, text_of, texts, wait_for,  # noqa: F401 (a fixture)
+)
+from tests.e2e.test_end_to_end_forges import STATUS_TOKEN, Forge, verdict_of
+from tests.support.network import free_ports
+
+pytestmark = E2E_MARKS
+
+SPEC = """image: pbft-ci/busybox:latest
+matrix:
+  FLAVOUR: [one, two, three]
+commands:
+  - echo "flavour $FLAVOUR"
+  - test "$FLAVOUR" != three
+"""
+LABELS = ["FLAVOUR=one", "FLAVOUR=two", "FLAVOUR=three"]
+
+
+class ContextStatuses(ThreadingHTTPServer):
+    """A forge's status API that records every status posted to it: (path, context, state)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.headers.get("Authorization") == f"Bearer {STATUS_TOKEN}"
+                server.calls.append((urllib.parse.unquote(self.path), body["context"], body["state"]))
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def final(self, path: str, context: str, timeout_s: float = 120) -> str:
+        """The last state posted to `path` for `context` that is not `pending`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = [state for called, named, state in self.calls if called == path and named == context and state != "pending"]
+            if done:
+                return done[-1]
+            assert time.monotonic() < deadline, (path, context, self.calls)
+            time.sleep(0.2)
+
+
+def children_settled(base_url: str, build_id: str, count: int, timeout_s: float = 180) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, record = http_json("GET", f"{base_url}/builds/{build_id}")
+        builds = record.get("matrix_builds", [])
+        if code == 200 and len(builds) == count and all(build["state"] != "pending" for build in builds):
+            return builds
+        assert time.monotonic() < deadline, record
+        time.sleep(0.3)
+
+
+def matrix_network(network, tmp_path, statuses_url: str = "") -> tuple[Path, str]:
+    """The example network, on ports of its own (other checkouts on this machine may run the
+    example's meanwhile), building repository `hello` whose master's spec has a matrix; and
+    its config's path and master's commit. With `statuses_url`, the repository posts statuses."""
+    forge = Forge(tmp_path / "forge")
+    head = forge.commit({".pbft-ci.yml": SPEC}, "a matrix")
+    config_path = example_copy(tmp_path, allow_byzantine=False)
+    data = yaml.safe_load(config_path.read_text())
+    ports = free_ports(len(data["nodes"]) + 1)
+    for node, port in zip(data["nodes"], ports):
+        node["port"] = port
+    data["clients"][0]["port"] = ports[-1]
+    repository = {"name": "hello", "full_name": "Codertocat/Hello-World", "secret": GITHUB_SECRET,
+                  "url": str(forge.path)}
+    if statuses_url:
+        repository.update(status_api=statuses_url, status_token=STATUS_TOKEN)
+    data["repositories"] = [repository]
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path))
+    return config_path, head
+
+
+def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_statuses(network, tmp_path):
+    statuses = ContextStatuses()
+    threading.Thread(target=statuses.serve_forever, daemon=True).start()
+    config_path, head = matrix_network(network, tmp_path, statuses.url)
+    config = load_config(config_path)
+    path = f"/repos/Codertocat/Hello-World/statuses/{head}"
+
+    try:
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            push = copy.deepcopy(GITHUB_PUSH)
+            push.update({"ref": "refs/heads/master", "after": head, "commits": [],
+                         "head_commit": {**GITHUB_PUSH["head_commit"], "id": head}})
+            push["before"] = "0" * 40  # a new branch: no changed paths to count
+            body = encoded(push)
+            code, answer = http_json("POST", f"{base_url}/webHook", body,
+                                     github_headers(body, event="push", delivery="matrix-1"))
+            assert code == 202, answer
+
+            expansion = verdict_of(base_url, answer["build_id"])
+            assert (expansion["state"], expansion["result"]["status"], expansion["result"]["commit"]) == (
+                "accepted", "matrix", head), expansion
+            assert expansion["result"]["combinations"] == [[["FLAVOUR", label.split("=")[1]]] for label in LABELS]
+            assert len(expansion["agreed_by"]) >= config.f + 1
+            builds = children_settled(base_url, answer["build_id"], 3)
+            assert [(build["combination"], build["state"], build["status"]) for build in builds] == [
+                (LABELS[0], "accepted", "success"), (LABELS[1], "accepted", "success"),
+                (LABELS[2], "accepted", "failure")], builds
+            for build in builds:
+                record = http_json("GET", f"{base_url}/builds/{build['build_id']}")[1]
+                assert (record["matrix_of"], record["result"]["commit"]) == (answer["build_id"], head), record
+                assert len(record["agreed_by"]) >= config.f + 1, record
+                assert record["result"]["spec"]["image"] == "pbft-ci/busybox:latest", record
+
+            assert [statuses.final(path, f"pbft-ci/{label}") for label in LABELS] == ["success", "success", "failure"]
+            assert statuses.final(path, "pbft-ci") == "failure"
+            assert {context for _, context, _ in statuses.calls} == {"pbft-ci"} | {f"pbft-ci/{l}" for l in LABELS}
+
+            # A plain call answers once the expansion is certified, naming its builds.
+            code, plain = http_json("POST", f"{base_url}/webHook", {"repository": "hello", "branch": "master"})
+            assert code == 200 and plain["status"] == "matrix", plain
+            assert [build["combination"] for build in plain["matrix"]] == LABELS, plain
+            again = children_settled(base_url, plain["build_id"], 3)
+            assert [build["build_id"] for build in again] == [build["build_id"] for build in plain["matrix"]]
+            assert [build["status"] for build in again] == ["success", "success", "failure"]
+    finally:
+        statuses.shutdown()
+        statuses.server_close()
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="Debian's chromium and chromium-driver are missing")
+def test_the_dashboard_lists_a_matrix_s_builds_on_its_page(network, browser, tmp_path):
+    config_path, _ = matrix_network(network, tmp_path)
+    with client(load_config(config_path), tmp_path / "client.out", str(config_path)) as base_url:
+        code, plain = http_json("POST", f"{base_url}/webHook", {"repository": "hello", "branch": "master"})
+        assert code == 200 and plain["status"] == "matrix", plain
+        children_settled(base_url, plain["build_id"], 3)
+
+        browser.get(f"{base_url}/dashboard/builds/{plain['build_id']}")
+        lines = wait_for(browser, "the matrix's builds with their verdicts", lambda d: (
+            found if len(found := texts(d, "[data-field=matrix_builds] div")) == 3 else None))
+        assert lines == [f"{label} {status}" for label, status in zip(LABELS, ["success", "success", "failure"])]
+        links = attributes(browser, "[data-field=matrix_builds] a", "href")
+        assert links == [f"/dashboard/builds/{build['build_id']}" for build in plain["matrix"]]
+
+        browser.get(base_url + links[2])
+        wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == LABELS[2])
+        assert text_of(browser, "[data-field=matrix_of]") == f"build {plain['build_id']}"
+        screenshot(browser, "matrix-build.png")

@@ -23,6 +23,7 @@ from pbft.quorum import reply_quorum
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
 _RESULT_KEYS = {"status", "exit_code", "commit"}
+_OPTIONAL_RESULT_KEYS = {"spec", "artifacts", "steps", "images", "combinations"}
 _SPEC_KEYS = {"path", "sha256", "image"}  # a result's optional "spec" (pbft.build.Spec)
 _STEP_KEYS = ("name", "status", "exit_code")  # each of its optional "steps", as agreed (pbft.build.StepResult)
 _IMAGE_KEYS = {"name", "digest"}  # each of its optional "images" (pbft.build.ImageDigest)
@@ -175,9 +176,10 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
 def _checked_result(result: Any) -> dict:
     # The stated result is unsigned; it only has to be well formed here,
     # because it must then equal what every signed reply says.
-    if not isinstance(result, dict) or set(result) - {"spec", "artifacts", "steps", "images"} != _RESULT_KEYS:
+    if not isinstance(result, dict) or set(result) - _OPTIONAL_RESULT_KEYS != _RESULT_KEYS:
         raise CertificateError(
-            f"result must be an object with exactly {sorted(_RESULT_KEYS)} (and a spec, artifacts, steps and images)"
+            f"result must be an object with exactly {sorted(_RESULT_KEYS)} "
+            "(and a spec, artifacts, steps, images and combinations)"
         )
     if "spec" in result and (not isinstance(result["spec"], dict) or set(result["spec"]) != _SPEC_KEYS):
         raise CertificateError(f"result: spec must be an object with exactly {sorted(_SPEC_KEYS)}")
@@ -193,6 +195,13 @@ def _checked_result(result: Any) -> dict:
         and all(isinstance(image, dict) and set(image) == _IMAGE_KEYS for image in result["images"])
     ):
         raise CertificateError(f"result: images must be a non-empty list of objects with exactly {sorted(_IMAGE_KEYS)}")
+    if "combinations" in result and not (
+        isinstance(result["combinations"], list) and result["combinations"]
+        and all(isinstance(combination, list) and combination and all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair)
+            for pair in combination) for combination in result["combinations"])
+    ):
+        raise CertificateError("result: combinations must be a non-empty list of non-empty lists of [axis, value]")
     if result["status"] not in STATUSES:
         raise CertificateError(f"result: unknown status {str(result['status'])[:32]!r}")
     if result["exit_code"] is not None and type(result["exit_code"]) is not int:

@@ -54,10 +54,12 @@ def parse_matrix(section) -> tuple[tuple[Combination, ...], list[str]]:
     if errors:
         return (), errors
     for index, combination in enumerate(combinations):
-        if combination in combinations[:index]:
+        # The same axes and values in another order would be the same build under two names.
+        if any(dict(combination) == dict(earlier) for earlier in combinations[:index]):
             errors.append(f"matrix: {combination_label(combination)} is declared twice")
         elif len(combination_label(combination)) > MAX_LABEL_CHARS:
-            errors.append(f"matrix: {combination_label(combination)[:40]}... is longer than {MAX_LABEL_CHARS} characters")
+            label = combination_label(combination)
+            errors.append(f"matrix: {label[:40]}... is longer than {MAX_LABEL_CHARS} characters")
     return (() if errors else tuple(combinations)), errors
 
 
@@ -105,7 +107,8 @@ def _included(entries) -> tuple[list[Combination], list[str]]:
 
 def _axis_problems(name, where: str) -> list[str]:
     if not isinstance(name, str) or not AXIS.fullmatch(name):
-        return [f"{where}: {str(name)[:40]!r} is not an axis name (1 to 32 capitals, digits and _, not starting with a digit)"]
+        return [f"{where}: {str(name)[:40]!r} is not an axis name "
+                "(1 to 32 capitals, digits and _, not starting with a digit)"]
     if RESERVED_VARIABLE.fullmatch(name):
         return [f"{where}.{name}: set by the node, not by a spec"]
     return []

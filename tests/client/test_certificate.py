@@ -175,6 +175,20 @@ def test_step_durations_are_signed_but_a_pipelines_steps_agree_without_them(net)
     assert "steps must be a non-empty list of objects with exactly" in reason_for(net, with_duration)
 
 
+def test_a_matrix_expansion_is_certified_with_its_combinations(net):
+    # What f+1 nodes sign for a matrix is the list of builds the client then asks for.
+    expansion = Result("matrix", None, SUCCESS.commit, "the spec's matrix expands into 2 builds",
+                       combinations=((("PYTHON", "3.11"),), (("PYTHON", "3.12"),)))
+    data = net.certificate([net.reply(0, result=expansion), net.reply(3, result=expansion)], result=expansion)
+    assert data["result"]["combinations"] == [[["PYTHON", "3.11"]], [["PYTHON", "3.12"]]]
+    assert check_certificate(data, net.config).signers == (0, 3)
+    other = Result("matrix", None, SUCCESS.commit, combinations=((("PYTHON", "3.11"),),))
+    assert reason_for(net, net.certificate([net.reply(0, result=expansion), net.reply(3, result=other)],
+                                           result=expansion)) == "replies disagree"
+    data["result"]["combinations"] = [["PYTHON=3.11"]]
+    assert "combinations must be a non-empty list of non-empty lists of [axis, value]" in reason_for(net, data)
+
+
 def test_a_repeated_signer_is_refused(net, capsys):
     assert net.verify(net.write(net.certificate([net.reply(1), net.reply(1)]))) == 1
     assert capsys.readouterr().err == "invalid: node 1 signed twice\n"
@@ -224,7 +238,7 @@ def test_the_request_must_carry_its_clients_signature(net):
 
 NOT_A_CERTIFICATE = "a certificate is an object with exactly ['replies', 'request', 'result', 'version']"
 NOT_A_RESULT = (
-    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, artifacts, steps and images)"
+    "result must be an object with exactly ['commit', 'exit_code', 'status'] (and a spec, artifacts, steps, images and combinations)"
 )
 
 

@@ -93,6 +93,7 @@ def test_a_combination_the_spec_does_not_declare_is_refused():
     ("{include: [{A: 1}], B: [2]}", "matrix: include lists whole combinations; no axes beside it"),
     ("{include: []}", "matrix.include: must be a non-empty list of combinations"),
     ("{include: [{A: 1}, {A: 1}]}", "matrix: A=1 is declared twice"),
+    ("{include: [{A: 1, B: 2}, {B: 2, A: 1}]}", "matrix: B=2,A=1 is declared twice"),
     ("{include: [a]}", "matrix.include[0]: must be a mapping of axes to values"),
     ("{include: [{a: 1}]}", "matrix.include[0]: 'a' is not an axis name"),
 ])

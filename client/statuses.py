@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 MAX_DESCRIPTION_CHARS = 140
 # How long a shutdown waits for queued statuses before dropping them.
 CLOSE_GRACE_S = 2.0
-# Matrices whose combinations are followed for their expansion's status, at most: the
-# oldest is forgotten (its status stays pending) past this many at once.
-MAX_FOLLOWED_MATRICES = 1000
+# Combinations' builds followed for their expansion's status, at most (a thousand full
+# matrices): past this many at once the oldest is forgotten, and its expansion's status
+# stays pending.
+MAX_FOLLOWED_COMBINATIONS = 1000 * MAX_COMBINATIONS
 
 
 @dataclass
@@ -255,7 +256,8 @@ class CommitStatuses:
             log.info("no pending status for build %s: its commit is known only from the verdict", build_id)
             return
         description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
-        self._post(repository, operation.commit, build_id, "pending", description, context=_context(repository, operation))
+        context = _context(repository, operation)
+        self._post(repository, operation.commit, build_id, "pending", description, context=context)
 
     def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
@@ -291,10 +293,10 @@ class CommitStatuses:
         matrix = _Matrix(repository, sha, verdict.build_id, {build_id: None for build_id, _ in verdict.matrix})
         for build_id in matrix.states:
             self._matrices[build_id] = matrix
-        while len(self._matrices) > MAX_FOLLOWED_MATRICES * MAX_COMBINATIONS:
+        while len(self._matrices) > MAX_FOLLOWED_COMBINATIONS:
             forgotten = self._matrices.pop(next(iter(self._matrices)))
-            log.warning("status of matrix build %s left pending: more than %d matrices at once",
-                        forgotten.build_id, MAX_FOLLOWED_MATRICES)
+            log.warning("status of matrix build %s left pending: more than %d combinations followed at once",
+                        forgotten.build_id, MAX_FOLLOWED_COMBINATIONS)
         self._post_matrix(matrix)
 
     def _post_matrix(self, matrix: _Matrix) -> None:

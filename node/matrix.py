@@ -54,11 +54,11 @@ def parse_matrix(section) -> tuple[tuple[Combination, ...], list[str]]:
     if errors:
         return (), errors
     for index, combination in enumerate(combinations):
+        label = combination_label(combination)
         # The same axes and values in another order would be the same build under two names.
         if any(dict(combination) == dict(earlier) for earlier in combinations[:index]):
-            errors.append(f"matrix: {combination_label(combination)} is declared twice")
-        elif len(combination_label(combination)) > MAX_LABEL_CHARS:
-            label = combination_label(combination)
+            errors.append(f"matrix: {label} is declared twice")
+        elif len(label) > MAX_LABEL_CHARS:
             errors.append(f"matrix: {label[:40]}... is longer than {MAX_LABEL_CHARS} characters")
     return (() if errors else tuple(combinations)), errors
 
@@ -71,6 +71,9 @@ def _product(axes: dict) -> tuple[list[Combination], list[str]]:
         errors += _axis_problems(name, "matrix")
         if not isinstance(values, list) or not values:
             errors.append(f"matrix.{str(name)[:40]}: must be a non-empty list of values")
+            continue
+        if len(values) > MAX_COMBINATIONS:  # before each value is compared with those before it
+            errors.append(f"matrix.{str(name)[:40]}: at most {MAX_COMBINATIONS} values")
             continue
         values_of[name], value_errors = _values(values, f"matrix.{str(name)[:40]}")
         errors += value_errors

@@ -90,6 +90,7 @@ def test_a_combination_the_spec_does_not_declare_is_refused():
     ("{PY: ['$(id)']}", "matrix.PY[0]: must be 1 to 64 letters"),
     ("{PY: [{a: 1}]}", "matrix.PY[0]: must be 1 to 64 letters"),
     ("{A: [1, 2, 3, 4], B: [1, 2, 3, 4], C: [1, 2, 3]}", f"matrix: 48 combinations, at most {MAX_COMBINATIONS}"),
+    (f"{{A: {list(range(MAX_COMBINATIONS + 1))}}}", f"matrix.A: at most {MAX_COMBINATIONS} values"),
     ("{include: [{A: 1}], B: [2]}", "matrix: include lists whole combinations; no axes beside it"),
     ("{include: []}", "matrix.include: must be a non-empty list of combinations"),
     ("{include: [{A: 1}, {A: 1}]}", "matrix: A=1 is declared twice"),

@@ -5,7 +5,7 @@ in its image; a combination the spec does not declare is an error."""
 import pytest
 import yaml
 
-from tests.node.executor_helpers import build, log_text
+from tests.node.executor_helpers import GitRepo, build, log_text
 
 pytestmark = pytest.mark.docker
 
@@ -77,7 +77,7 @@ async def test_each_combination_builds_with_its_axes_in_its_environment_and_its_
 
 
 async def test_a_combination_the_spec_does_not_declare_is_an_error_and_runs_nothing(
-    make_executor, git_repo, build_ids, container_roles
+    make_executor, git_repo, build_ids, container_roles, tmp_path
 ):
     head = git_repo.commit("master", {".pbft-ci.yml": MATRIX_SPEC})
     executor = make_executor()
@@ -88,9 +88,14 @@ async def test_a_combination_the_spec_does_not_declare_is_an_error_and_runs_noth
     no_matrix_commit = git_repo.commit("master", {".pbft-ci.yml": "commands: [env]\n"})
     no_matrix = await build(executor, git_repo, build_ids, commit=no_matrix_commit, combination=COMBINATIONS[0])
     malformed = await build(executor, git_repo, build_ids, commit=head, combination=(("IMAGE", "x; id"),))
+    dockerfile_repo = GitRepo(tmp_path / "dockerfile-only")
+    dockerfile_only = dockerfile_repo.commit("master", {"Dockerfile": "FROM scratch\n"})
+    no_spec = await build(executor, dockerfile_repo, build_ids, repository_name="dockerfile-only",
+                          commit=dockerfile_only, combination=COMBINATIONS[0])
 
     assert (undeclared.status, undeclared.commit) == ("error", head)
     assert undeclared.reason == ".pbft-ci.yml: matrix: declares no combination IMAGE=busybox:latest,FLAVOUR=root"
     assert no_matrix.status == "error" and "the spec has no matrix" in no_matrix.reason
     assert malformed.status == "error" and malformed.reason.startswith("invalid request: a matrix combination")
+    assert (no_spec.status, no_spec.reason) == ("error", "the build names a matrix combination; the commit has no .pbft-ci.yml")
     assert container_roles == {}

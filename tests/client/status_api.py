@@ -1,4 +1,5 @@
-"""A forge's commit status API on loopback that records every call and answers as scripted."""
+"""A forge's commit status API on loopback that records every call and answers as scripted, and
+the fake cluster's configuration pointed at it (`with_statuses`)."""
 
 import asyncio
 import dataclasses
@@ -7,6 +8,7 @@ import time
 from aiohttp import web
 
 TOKEN = "ghp_not-a-real-token-0123456789"
+PUBLIC_URL = "https://ci.example.org/pbft"
 
 
 @dataclasses.dataclass
@@ -40,3 +42,14 @@ class StatusServer:
         async with asyncio.timeout(timeout_s):
             while len(self.calls) < count:
                 await asyncio.sleep(0.01)
+
+
+def with_statuses(cluster, status_server: StatusServer) -> None:
+    """Point the fake cluster's config at the status server for repository `example`."""
+    config = cluster.config
+    example, other = config.repositories
+    example = dataclasses.replace(
+        example, full_name="octo/example", status_api=status_server.base_url + "/", status_token=TOKEN
+    )
+    client = dataclasses.replace(config.clients[0], public_url=PUBLIC_URL)
+    cluster.config = dataclasses.replace(config, repositories=(example, other), clients=(client,))

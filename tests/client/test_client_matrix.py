@@ -9,7 +9,7 @@ from pbft.build import Operation
 from pbft.wire import decode_struct
 from tests.client.fake_nodes import MATRIX, N, honest_result, post, start_client
 from tests.client.forge_deliveries import settled
-from tests.client.test_client_statuses import PUBLIC_URL, with_statuses
+from tests.client.status_api import PUBLIC_URL, with_statuses
 
 BRANCH = "matrix/ci"
 COMMIT = honest_result(BRANCH).commit

@@ -5,7 +5,6 @@ The poster is tested on its own with short backoffs; the whole path (webhook
 """
 
 import asyncio
-import dataclasses
 import logging
 import time
 
@@ -15,12 +14,10 @@ import pytest
 from client import statuses
 from client.statuses import CommitStatus, StatusPoster
 from tests.client.fake_nodes import N, honest_result, post, start_client
-from tests.client.status_api import StatusServer
-from tests.client.status_api import TOKEN
+from tests.client.status_api import PUBLIC_URL, TOKEN, StatusServer, with_statuses
 
 
 PINNED = "a" * 40
-PUBLIC_URL = "https://ci.example.org/pbft"
 
 
 @pytest.fixture
@@ -130,17 +127,6 @@ async def test_a_full_queue_drops_instead_of_waiting(status_server, session):
     accepted = [poster.post(status(status_server, sha)) for sha in ("a" * 40, "b" * 40, "c" * 40)]
     assert accepted == [True, True, False]
     await poster.close(0.01)
-
-
-def with_statuses(cluster, status_server) -> None:
-    """Point the fake cluster's config at the status server for repository `example`."""
-    config = cluster.config
-    example, other = config.repositories
-    example = dataclasses.replace(
-        example, full_name="octo/example", status_api=status_server.base_url + "/", status_token=TOKEN
-    )
-    client = dataclasses.replace(config.clients[0], public_url=PUBLIC_URL)
-    cluster.config = dataclasses.replace(config, repositories=(example, other), clients=(client,))
 
 
 async def test_pending_then_success_for_a_pinned_commit(cluster, status_server, aiohttp_client):

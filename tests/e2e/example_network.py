@@ -25,6 +25,7 @@ from pbft.encoding import canonical
 from pbft.messages import Reply, decode
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
+from tests.support.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "example-config" / "network.yaml"
@@ -335,3 +336,38 @@ def followed_events(url: str):
                 if data or event != "message":
                     yield event, "\n".join(data)
                 event, data = "message", []
+
+
+# Three builds: two pass, FLAVOUR=three fails.
+MATRIX_SPEC = """image: pbft-ci/busybox:latest
+matrix:
+  FLAVOUR: [one, two, three]
+commands:
+  - echo "flavour $FLAVOUR"
+  - test "$FLAVOUR" != three
+"""
+
+
+def own_ports(data: dict) -> dict:
+    """A network config's data with its nodes and client on free ports: other checkouts on this
+    machine may run the example network meanwhile."""
+    *node_ports, client_port = free_ports(len(data["nodes"]) + 1)
+    for node, port in zip(data["nodes"], node_ports):
+        node["port"] = port
+    data["clients"][0]["port"] = client_port
+    return data
+
+
+def matrix_settled(base_url: str, build_id: str, timeout_s: float = 180) -> dict:
+    """The record of build `build_id` once it has its verdict and, if that is a matrix, once
+    every build of its combinations has one too."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, record = http_json("GET", f"{base_url}/builds/{build_id}")
+        result = record.get("result") or {}
+        expanded = len(record.get("matrix_builds", [])) == len(result.get("combinations", []))
+        if code == 200 and record["state"] != "pending" and expanded and all(
+                build["state"] != "pending" for build in record["matrix_builds"]):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.3)

@@ -5,7 +5,8 @@ Chromium, driven by selenium through Debian's chromedriver, opens the
 dashboard and sees what a user would: a build's output streamed into the page
 while the build runs, the finished build with all four nodes' votes, a
 hostile branch name and hostile build output shown as text, and a node killed
-with SIGKILL marked unreachable on the network page. A client with a bearer
+with SIGKILL marked unreachable on the network page; a matrix's page lists the
+builds of its combinations with their verdicts. A client with a bearer
 token, on its own, shows that the token a user types in once reaches every
 request of the pages, and no URL. Screenshots go to log/dashboard/.
 
@@ -37,7 +38,7 @@ from tests.support.network import free_ports, write_network
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements.txt (tests)")
 from selenium.webdriver.common.by import By  # noqa: E402 (after the skip above)
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from tests.e2e.example_network import E2E_MARKS, LOG_DIR, client, example_copy, followed_events, http_json, kill_9, node_status, running_node, slow_repository, webhook
+from tests.e2e.example_network import E2E_MARKS, LOG_DIR, MATRIX_SPEC, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status, own_ports, running_node, slow_repository, webhook
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -271,6 +272,31 @@ def check_one_status_line(output: str) -> None:
     """Only the node's own status line starts with `== status`, not the one the build printed."""
     status_lines = [line for line in output.split("\n") if line.startswith("== status")]
     assert len(status_lines) == 1 and not status_lines[0].endswith(" duration_ms 1"), status_lines
+
+
+def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(network, browser, tmp_path):
+    slow_repository(tmp_path / "matrix", MATRIX_SPEC)
+    path = example_copy(tmp_path, allow_byzantine=False)
+    data = own_ports(yaml.safe_load(path.read_text()))
+    data["repositories"] = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(path))
+    with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
+        code, expansion = http_json("POST", f"{base_url}/webHook", {"repository": "matrix", "branch": "master"})
+        assert code == 200 and expansion["status"] == "matrix", expansion
+        matrix_settled(base_url, expansion["build_id"])
+
+        browser.get(f"{base_url}/dashboard/builds/{expansion['build_id']}")
+        lines = wait_for(browser, "the matrix's builds with their verdicts", lambda d: (
+            found if len(found := texts(d, "[data-field=matrix_builds] div")) == 3 else None))
+        assert lines == ["FLAVOUR=one success", "FLAVOUR=two success", "FLAVOUR=three failure"]
+        links = attributes(browser, "[data-field=matrix_builds] a", "href")
+        assert links == [f"/dashboard/builds/{build['build_id']}" for build in expansion["matrix"]]
+        screenshot(browser, "matrix.png")
+
+        browser.get(base_url + links[2])
+        wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == "FLAVOUR=three")
+        assert text_of(browser, "[data-field=matrix_of]") == f"build {expansion['build_id']}"
 
 
 def test_with_a_token_the_dashboard_asks_for_it_once_and_sends_it_on_every_request(browser, tmp_path):

@@ -7,33 +7,24 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 import yaml
 
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json
-from tests.e2e.test_end_to_end_dashboard import (
-    CHROMEDRIVER, CHROMIUM, attributes, browser, screenshot, text_of, texts, wait_for,  # noqa: F401 (a fixture)
+from tests.e2e.example_network import (
+    E2E_MARKS, MATRIX_SPEC, client, example_copy, http_json, matrix_settled, own_ports, slow_repository,
 )
-from tests.e2e.test_end_to_end_forges import STATUS_TOKEN, Forge, verdict_of
-from tests.support.network import free_ports
 
 pytestmark = E2E_MARKS
 
-SPEC = """image: pbft-ci/busybox:latest
-matrix:
-  FLAVOUR: [one, two, three]
-commands:
-  - echo "flavour $FLAVOUR"
-  - test "$FLAVOUR" != three
-"""
+STATUS_TOKEN = "forge-status-token"
 LABELS = ["FLAVOUR=one", "FLAVOUR=two", "FLAVOUR=three"]
 
 
@@ -74,31 +65,17 @@ class ContextStatuses(ThreadingHTTPServer):
             time.sleep(0.2)
 
 
-def children_settled(base_url: str, build_id: str, count: int, timeout_s: float = 180) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        code, record = http_json("GET", f"{base_url}/builds/{build_id}")
-        builds = record.get("matrix_builds", [])
-        if code == 200 and len(builds) == count and all(build["state"] != "pending" for build in builds):
-            return builds
-        assert time.monotonic() < deadline, record
-        time.sleep(0.3)
-
-
 def matrix_network(network, tmp_path, statuses_url: str = "") -> tuple[Path, str]:
     """The example network, on ports of its own (other checkouts on this machine may run the
     example's meanwhile), building repository `hello` whose master's spec has a matrix; and
     its config's path and master's commit. With `statuses_url`, the repository posts statuses."""
-    forge = Forge(tmp_path / "forge")
-    head = forge.commit({".pbft-ci.yml": SPEC}, "a matrix")
+    slow_repository(tmp_path / "forge", MATRIX_SPEC)
+    head = subprocess.run(["git", "-C", str(tmp_path / "forge"), "rev-parse", "HEAD"],
+                          check=True, capture_output=True, text=True).stdout.strip()
     config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    ports = free_ports(len(data["nodes"]) + 1)
-    for node, port in zip(data["nodes"], ports):
-        node["port"] = port
-    data["clients"][0]["port"] = ports[-1]
+    data = own_ports(yaml.safe_load(config_path.read_text()))
     repository = {"name": "hello", "full_name": "Codertocat/Hello-World", "secret": GITHUB_SECRET,
-                  "url": str(forge.path)}
+                  "url": str(tmp_path / "forge")}
     if statuses_url:
         repository.update(status_api=statuses_url, status_token=STATUS_TOKEN)
     data["repositories"] = [repository]
@@ -125,12 +102,12 @@ def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_status
                                      github_headers(body, event="push", delivery="matrix-1"))
             assert code == 202, answer
 
-            expansion = verdict_of(base_url, answer["build_id"])
+            expansion = matrix_settled(base_url, answer["build_id"])
             assert (expansion["state"], expansion["result"]["status"], expansion["result"]["commit"]) == (
                 "accepted", "matrix", head), expansion
             assert expansion["result"]["combinations"] == [[["FLAVOUR", label.split("=")[1]]] for label in LABELS]
             assert len(expansion["agreed_by"]) >= config.f + 1
-            builds = children_settled(base_url, answer["build_id"], 3)
+            builds = expansion["matrix_builds"]
             assert [(build["combination"], build["state"], build["status"]) for build in builds] == [
                 (LABELS[0], "accepted", "success"), (LABELS[1], "accepted", "success"),
                 (LABELS[2], "accepted", "failure")], builds
@@ -148,30 +125,10 @@ def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_status
             code, plain = http_json("POST", f"{base_url}/webHook", {"repository": "hello", "branch": "master"})
             assert code == 200 and plain["status"] == "matrix", plain
             assert [build["combination"] for build in plain["matrix"]] == LABELS, plain
-            again = children_settled(base_url, plain["build_id"], 3)
+            again = matrix_settled(base_url, plain["build_id"])["matrix_builds"]
             assert [build["build_id"] for build in again] == [build["build_id"] for build in plain["matrix"]]
             assert [build["status"] for build in again] == ["success", "success", "failure"]
     finally:
         statuses.shutdown()
         statuses.server_close()
 
-
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="Debian's chromium and chromium-driver are missing")
-def test_the_dashboard_lists_a_matrix_s_builds_on_its_page(network, browser, tmp_path):
-    config_path, _ = matrix_network(network, tmp_path)
-    with client(load_config(config_path), tmp_path / "client.out", str(config_path)) as base_url:
-        code, plain = http_json("POST", f"{base_url}/webHook", {"repository": "hello", "branch": "master"})
-        assert code == 200 and plain["status"] == "matrix", plain
-        children_settled(base_url, plain["build_id"], 3)
-
-        browser.get(f"{base_url}/dashboard/builds/{plain['build_id']}")
-        lines = wait_for(browser, "the matrix's builds with their verdicts", lambda d: (
-            found if len(found := texts(d, "[data-field=matrix_builds] div")) == 3 else None))
-        assert lines == [f"{label} {status}" for label, status in zip(LABELS, ["success", "success", "failure"])]
-        links = attributes(browser, "[data-field=matrix_builds] a", "href")
-        assert links == [f"/dashboard/builds/{build['build_id']}" for build in plain["matrix"]]
-
-        browser.get(base_url + links[2])
-        wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == LABELS[2])
-        assert text_of(browser, "[data-field=matrix_of]") == f"build {plain['build_id']}"
-        screenshot(browser, "matrix-build.png")

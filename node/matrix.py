@@ -149,7 +149,7 @@ def with_images(document: dict, combination: Combination) -> tuple[dict, list[st
         def value(found: re.Match) -> str:
             if found.group(1) in values:
                 return values[found.group(1)]
-            errors.append(f"{where}: ${{{found.group(1)[:40]}}} names no axis of the matrix")
+            errors.append(f"{where}: ${{{found.group(1)[:40]}}} names no axis of {'the' if values else 'a'} matrix")
             return found.group(0)
 
         return _SUBSTITUTION.sub(value, image)

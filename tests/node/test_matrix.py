@@ -109,7 +109,7 @@ def test_a_combination_s_label_is_bounded():
 
 
 def test_an_image_naming_no_axis_and_an_axis_also_in_environment_are_refused():
-    assert "image: ${PY} names no axis of the matrix" in problems("image: a:${PY}\ncommands: [t]\n")
+    assert "image: ${PY} names no axis of a matrix" in problems("image: a:${PY}\ncommands: [t]\n")
     assert "steps.t.image: ${PY} names no axis" in problems(
         "matrix: {V: [a]}\nsteps:\n  t: {image: 'a:${PY}', commands: [t]}\n")
     assert "environment.V: an axis of the matrix, which each combination sets" in problems(

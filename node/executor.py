@@ -544,6 +544,8 @@ class Executor:
             # Reading it would follow the link on the node's own file system.
             raise _BuildError(f"{SPEC_FILE} must be a regular file", commit=commit)
         combination = self._combinations.get(build_id)
+        if combination is not None and not spec_path.is_file():
+            raise _BuildError(f"the build names a matrix combination; the commit has no {SPEC_FILE}", commit=commit)
         if spec_path.is_file():
             try:
                 spec = parse_build_spec(spec_path.read_bytes(), combination)
@@ -622,8 +624,6 @@ class Executor:
                     self._caches.release(build_id)
                     if cache_run.mounts.save_to is not None:
                         cache_run.mounts.save_to.unlink(missing_ok=True)
-        elif combination is not None:
-            raise _BuildError(f"the build names a matrix combination; the commit has no {SPEC_FILE}", commit=commit)
         elif (workspace / "Dockerfile").is_file():
             # The context is the commit's tree alone: .git differs between checkouts (its
             # index records file times), and would make every `COPY .` miss the layer cache.

@@ -7,7 +7,7 @@
 # code is pytest's. Arguments go to pytest, e.g. `scripts/test.sh -m core` (a
 # layer: core simulation shared node client e2e project; docs/testing.md) or
 # `scripts/test.sh tests/e2e/test_end_to_end.py`; pytest's help follows this.
-# `scripts/test.sh -n auto --dist loadgroup` runs it on a worker per core (docs/testing.md).
+# It runs on a worker per core (pytest-xdist, docs/testing.md); `-n 0` runs it in one process.
 set -euo pipefail
 case "${1:-}" in
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
@@ -15,4 +15,4 @@ esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PBFT_CI_TEST_IMAGES=1 ./scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"

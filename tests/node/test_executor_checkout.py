@@ -37,7 +37,10 @@ def git_image(docker_client):
 
 
 def git_facts_spec(image: str) -> str:
-    commands = ["git --version >&2", *(f"{command} >> git.txt" for command in GIT_FACTS), "cat git.txt"]
+    commands = [
+        "git --version >&2", *(f"{command} >> git.txt" for command in GIT_FACTS), "env | grep ^CI | sort >> git.txt",
+        "cat git.txt",
+    ]
     return spec(*commands, image=image, artifacts=["git.txt"])
 
 
@@ -68,8 +71,9 @@ refs/tags/v1.0 {tag_object}
 
 
 async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client, git_repo, build_ids, git_image):
-    """Four executors, four mirrors fetched at different times: the file of git facts a build
-    writes is an artifact, and its agreed digest is the same on all four."""
+    """Four executors, four mirrors fetched at different times, one build: the file of git
+    facts and CI variables the build writes is an artifact, and its agreed digest is the same
+    on all four."""
     first = git_repo.commit("master", {"README": "one\n"}, message="first")
     git_repo.tag("v1.0", first)
     head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(git_image)}, message="second")
@@ -78,10 +82,14 @@ async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client,
                  docker_client=docker_client)
         for node in range(4)
     ]
+    build_id = build_ids()
     try:
         results = []
         for executor in executors:
-            results.append(await build(executor, git_repo, build_ids, commit=head))
+            results.append(await executor.run(
+                build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
+                commit=head,
+            ))
             # Each later node's mirror holds a branch the earlier ones never saw.
             git_repo.commit(f"later-{len(results)}", {"later": "x\n"})
     finally:
@@ -89,6 +97,7 @@ async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client,
             executor.close()
 
     assert [result.status for result in results] == ["success"] * 4, log_text(results[0])
+    assert f"CI_COMMIT_SHA={head}\n" in log_text(results[0]) and "CI_REPO=example\n" in log_text(results[0])
     assert len({result.artifacts for result in results}) == 1
     assert results[0].artifacts is not None
 

@@ -13,7 +13,7 @@ from docker.models.containers import ContainerCollection
 
 from node.executor import Executor
 from shared.config import BuildConfig
-from tests.node.executor_helpers import DEFAULT_IMAGE, REPO_ROOT, GitRepo, leftovers_of
+from tests.node.executor_helpers import DEFAULT_IMAGE, PYTHON_IMAGE, REPO_ROOT, GitRepo, leftovers_of
 from tests.support.registry import REGISTRY, running_registry
 
 
@@ -41,6 +41,15 @@ def default_image(docker_client) -> str:
     except docker.errors.ImageNotFound:
         subprocess.run([str(REPO_ROOT / "scripts" / "build-image.sh")], check=True)
     return DEFAULT_IMAGE
+
+
+@pytest.fixture
+def python_image(docker_client) -> str:
+    try:
+        docker_client.images.get(PYTHON_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{PYTHON_IMAGE} is built by `PBFT_CI_TEST_IMAGES=1 scripts/setup.sh`")
+    return PYTHON_IMAGE
 
 
 @pytest.fixture

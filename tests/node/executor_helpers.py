@@ -15,6 +15,8 @@ from shared.config import BuildConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = BuildConfig().image
+# Debian with python3, pytest and git (scripts/build-debian-image.sh), which the test set-up builds.
+PYTHON_IMAGE = "pbft-ci/debian-python:bookworm"
 
 # Fixed identity and dates make the test commits independent of the machine's
 # git configuration.

@@ -14,7 +14,6 @@ from tests.node.executor_helpers import GitRepo, build, log_text, spec
 
 pytestmark = pytest.mark.docker
 
-PYTHON_IMAGE = "pbft-ci/debian-python:bookworm"
 # What a build can see of git; every line must be the same on every node.
 GIT_FACTS = [
     "git rev-parse HEAD",
@@ -27,15 +26,6 @@ GIT_FACTS = [
 ]
 
 
-@pytest.fixture
-def git_image(docker_client):
-    try:
-        docker_client.images.get(PYTHON_IMAGE)
-    except Exception:
-        pytest.skip(f"{PYTHON_IMAGE} is built by `PBFT_CI_TEST_IMAGES=1 scripts/setup.sh`")
-    return PYTHON_IMAGE
-
-
 def git_facts_spec(image: str) -> str:
     commands = [
         "git --version >&2", *(f"{command} >> git.txt" for command in GIT_FACTS), "env | grep ^CI | sort >> git.txt",
@@ -45,12 +35,12 @@ def git_facts_spec(image: str) -> str:
 
 
 async def test_the_workspace_is_a_git_checkout_with_history_tags_and_the_branch_alone(
-    make_executor, git_repo, build_ids, git_image
+    make_executor, git_repo, build_ids, python_image
 ):
     first = git_repo.commit("master", {"README": "one\n"}, message="first")
     git_repo.tag("v1.0", first, annotated=True)
     git_repo.commit("other", {"README": "elsewhere\n"}, message="on another branch")
-    head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(git_image)}, message="second")
+    head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(python_image)}, message="second")
 
     result = await build(make_executor(), git_repo, build_ids)
 
@@ -70,13 +60,13 @@ refs/tags/v1.0 {tag_object}
 """ in text
 
 
-async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client, git_repo, build_ids, git_image):
+async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client, git_repo, build_ids, python_image):
     """Four executors, four mirrors fetched at different times, one build: the file of git
     facts and CI variables the build writes is an artifact, and its agreed digest is the same
     on all four."""
     first = git_repo.commit("master", {"README": "one\n"}, message="first")
     git_repo.tag("v1.0", first)
-    head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(git_image)}, message="second")
+    head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(python_image)}, message="second")
     executors = [
         Executor(data_dir=tmp_path / f"node-{node}", log_dir=tmp_path / "log", node_id=node, limits=BuildConfig(),
                  docker_client=docker_client)

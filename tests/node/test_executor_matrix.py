@@ -9,7 +9,6 @@ from tests.node.executor_helpers import GitRepo, build, log_text
 
 pytestmark = pytest.mark.docker
 
-PYTHON_IMAGE = "pbft-ci/debian-python:bookworm"
 # The busybox image is made FROM scratch: it has no /etc/os-release, Debian's has.
 MATRIX_SPEC = yaml.safe_dump({
     "image": "pbft-ci/${IMAGE}",
@@ -29,15 +28,6 @@ COMBINATIONS = (
     (("IMAGE", "debian-python:bookworm"), ("FLAVOUR", "debian")),
     (("IMAGE", "busybox:latest"), ("FLAVOUR", "failing")),
 )
-
-
-@pytest.fixture
-def python_image(docker_client):
-    try:
-        docker_client.images.get(PYTHON_IMAGE)
-    except Exception:
-        pytest.skip(f"{PYTHON_IMAGE} is built by `PBFT_CI_TEST_IMAGES=1 scripts/setup.sh`")
-    return PYTHON_IMAGE
 
 
 async def test_a_matrix_spec_lists_its_combinations_and_runs_no_container(

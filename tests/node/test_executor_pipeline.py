@@ -11,7 +11,6 @@ from tests.node.executor_helpers import DEFAULT_IMAGE, build, log_text
 
 pytestmark = pytest.mark.docker
 
-PYTHON_IMAGE = "pbft-ci/debian-python:bookworm"
 
 
 def pipeline(*steps: dict, **options) -> str:
@@ -20,15 +19,6 @@ def pipeline(*steps: dict, **options) -> str:
 
 def agreed_steps(result: BuildResult) -> list[tuple]:
     return [(step.name, step.status, step.exit_code) for step in result.steps]
-
-
-@pytest.fixture
-def python_image(docker_client):
-    try:
-        docker_client.images.get(PYTHON_IMAGE)
-    except Exception:
-        pytest.skip(f"{PYTHON_IMAGE} is built by `PBFT_CI_TEST_IMAGES=1 scripts/setup.sh`")
-    return PYTHON_IMAGE
 
 
 async def test_steps_in_two_images_share_the_workspace_and_each_has_its_section(

@@ -1,7 +1,12 @@
 #!/bin/sh
-# Build pbft-ci/debian-python:bookworm locally: Debian bookworm (minbase) with
-# python3, python3-pytest and git, for builds of real Python projects (their
-# workspace is a git checkout: git describe, setuptools-scm).
+# Build a Debian bookworm (minbase) image locally, one of:
+#   python    pbft-ci/debian-python:bookworm: python3, python3-pytest and git, for
+#             builds of real Python projects (the default; their workspace is a
+#             git checkout: git describe, setuptools-scm);
+#   postgres  pbft-ci/debian-postgres:bookworm: Debian's PostgreSQL 15, its programs
+#             on PATH, for a pipeline's database service;
+#   pg8000    pbft-ci/debian-pg8000:bookworm: python3 and what pg8000's test suite
+#             imports, for the PostgreSQL-backed real-project test.
 #
 # No image registry is reachable from the nodes, but Debian's package mirror
 # is, so the root file system is made with debootstrap and imported into
@@ -9,23 +14,57 @@
 # /tmp and /workspace at run time, so the image needs nothing of its own for
 # the build user.
 #
-# Usage: scripts/build-debian-image.sh [--force]
+# Usage: scripts/build-debian-image.sh [--force] [python|postgres|pg8000]
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
-#              TMPDIR (where the root file system is assembled; default /var/tmp).
+#              TMPDIR (where the root file system is assembled; default /var/tmp),
+#              PYTHON (a python3 with pip, for the one wheel Debian lacks; default python3).
 # Needs root (debootstrap creates device nodes and chroots) and debootstrap,
 # which it installs with apt-get when it is missing.
 set -eu
 
-IMAGE=pbft-ci/debian-python:bookworm
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES=python3,python3-pytest,git
+PYTHON="${PYTHON:-python3}"
+BASE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 force=0
-case "${1:-}" in
-    --force) force=1 ;;
-    "") ;;
-    *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+variant=python
+for argument in "$@"; do
+    case "$argument" in
+        --force) force=1 ;;
+        python|postgres|pg8000) variant=$argument ;;
+        *) echo "usage: $0 [--force] [python|postgres|pg8000]" >&2; exit 2 ;;
+    esac
+done
+
+# WHEELS: pip requirement lines, each pinned by its hash, for what Debian does not
+# package; pure-Python wheels, unpacked into the image's site-packages.
+WHEELS=
+case "$variant" in
+    python)
+        IMAGE=pbft-ci/debian-python:$SUITE
+        PACKAGES=python3,python3-pytest,git
+        IMAGE_PATH=$BASE_PATH
+        CHECK="python3 -m pytest --version"
+        ;;
+    postgres)
+        IMAGE=pbft-ci/debian-postgres:$SUITE
+        PACKAGES=postgresql-15
+        # Debian keeps initdb and postgres out of PATH (its wrappers pick a
+        # cluster from /etc, which a service made at run time does not have).
+        IMAGE_PATH=/usr/lib/postgresql/15/bin:$BASE_PATH
+        CHECK="postgres --version"
+        ;;
+    pg8000)
+        IMAGE=pbft-ci/debian-pg8000:$SUITE
+        # pg8000's dependencies and its tests' imports; tzdata for the tests
+        # that set TZ to a named zone.
+        PACKAGES=python3,python3-pytest,python3-pytest-mock,python3-pytest-benchmark,python3-tz,python3-dateutil,python3-asn1crypto,tzdata
+        # scramp (pg8000's SCRAM authentication) is not in bookworm.
+        WHEELS="scramp==1.4.5 --hash=sha256:50e37c464fc67f37994e35bee4151e3d8f9320e9c204fca83a5d313c121bbbe7"
+        IMAGE_PATH=$BASE_PATH
+        CHECK="python3 -c 'import scramp, dateutil, pytz, pytest_mock, pytest_benchmark; print(\"imports ok\")'"
+        ;;
 esac
 
 if [ "$force" -eq 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
@@ -35,7 +74,7 @@ fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "error: building $IMAGE needs root (debootstrap creates device nodes and runs chroot);" \
-         "run: sudo $0" >&2
+         "run: sudo $0 $variant" >&2
     exit 1
 fi
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -50,7 +89,7 @@ fi
 
 # On disk rather than a tmpfs /tmp: the tree is a few hundred megabytes.
 rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/pbft-ci-debian.XXXXXX")
-trap 'rm -rf "$rootfs"' EXIT INT TERM
+trap 'rm -rf "$rootfs" "$rootfs.wheels"' EXIT INT TERM
 
 started=$(date +%s)
 echo "debootstrap $SUITE from $MIRROR into $rootfs (a few minutes)"
@@ -62,6 +101,24 @@ if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MI
 fi
 rm -f "$rootfs.log"
 
+if [ -n "$WHEELS" ]; then
+    mkdir "$rootfs.wheels"
+    echo "$WHEELS" >"$rootfs.wheels/requirements.txt"
+    if ! "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+            --require-hashes -r "$rootfs.wheels/requirements.txt" -d "$rootfs.wheels" >&2; then
+        echo "error: could not download $WHEELS from PyPI with $PYTHON -m pip" >&2
+        exit 1
+    fi
+    site=$(chroot "$rootfs" python3 -c 'import site; print(site.getsitepackages()[0])')
+    mkdir -p "$rootfs$site"
+    for wheel in "$rootfs.wheels"/*.whl; do
+        "$PYTHON" -m zipfile -e "$wheel" "$rootfs$site"
+    done
+fi
+
+# The cluster Debian's package makes at install time is unused: a service
+# makes its own at run time, where it may write.
+rm -rf "$rootfs"/var/lib/postgresql/* "$rootfs"/etc/postgresql/*
 # Downloaded packages and package lists only make the image bigger: builds
 # have no network, so they could not use apt anyway.
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*
@@ -72,12 +129,12 @@ chmod 0777 "$rootfs/workspace"
 # test suites that print or open non-ASCII text) and the working directory
 # are set here.
 tar -C "$rootfs" --numeric-owner -c . | docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change "ENV PATH=$IMAGE_PATH" \
     --change 'ENV LANG=C.UTF-8' \
     --change 'WORKDIR /workspace' \
     --change 'USER 1000:1000' \
     --change 'CMD ["/bin/sh"]' \
-    --message "pbft-ci: debootstrap --variant=minbase --include=$PACKAGES $SUITE" \
+    --message "pbft-ci: debootstrap --variant=minbase --include=$PACKAGES $SUITE${WHEELS:+ and ${WHEELS%% *}}" \
     - "$IMAGE" >/dev/null
 
-echo "built $IMAGE in $(( $(date +%s) - started )) s: $(docker run --rm --network none "$IMAGE" python3 -m pytest --version 2>&1)"
+echo "built $IMAGE in $(( $(date +%s) - started )) s: $(docker run --rm --network none "$IMAGE" sh -c "$CHECK" 2>&1)"

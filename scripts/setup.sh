@@ -144,22 +144,28 @@ else
     step "build image" scripts/build-image.sh
 fi
 
-# --- The Debian image real Python projects build in (tests/support/real_project.py).
+# --- The Debian images real projects build in: Python (tests/support/real_project.py),
+# and PostgreSQL with the test image of pg8000 (tests/support/postgres_project.py).
 # Only for the tests (scripts/test.sh sets PBFT_CI_TEST_IMAGES=1): the example
-# network does not need it, and debootstrap takes minutes. It needs root;
+# network does not need them, and debootstrap takes minutes. It needs root;
 # without it, say what to run and go on.
-debian_image=pbft-ci/debian-python:bookworm
-if [[ "${PBFT_CI_TEST_IMAGES:-0}" != 1 ]]; then
-    :
-elif docker image inspect "$debian_image" >/dev/null 2>&1; then
-    say "build image $debian_image present"
-elif [[ "$(id -u)" -eq 0 ]]; then
-    say "building $debian_image with debootstrap (once; a few minutes)"
-    step "build image" scripts/build-debian-image.sh
-else
-    say "warning: $debian_image is missing and building it needs root:" \
-        "run sudo scripts/build-debian-image.sh (the real-project test needs it)"
-fi
+debian_images=(python:pbft-ci/debian-python:bookworm postgres:pbft-ci/debian-postgres:bookworm
+               pg8000:pbft-ci/debian-pg8000:bookworm)
+for entry in "${debian_images[@]}"; do
+    variant=${entry%%:*} debian_image=${entry#*:}
+    if [[ "${PBFT_CI_TEST_IMAGES:-0}" != 1 ]]; then
+        :
+    elif docker image inspect "$debian_image" >/dev/null 2>&1; then
+        say "build image $debian_image present"
+    elif [[ "$(id -u)" -eq 0 ]]; then
+        say "building $debian_image with debootstrap (once; a few minutes)"
+        # The pg8000 image takes one wheel from PyPI, downloaded with the venv's pip.
+        step "build image" env PYTHON=.venv/bin/python scripts/build-debian-image.sh "$variant"
+    else
+        say "warning: $debian_image is missing and building it needs root:" \
+            "run sudo scripts/build-debian-image.sh $variant (the real-project tests need it)"
+    fi
+done
 
 # --- A headless browser for the dashboard's browser test
 # (tests/e2e/test_end_to_end_dashboard.py), for the tests only like the Debian

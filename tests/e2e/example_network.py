@@ -190,8 +190,8 @@ def check_certificate(base_url: str, config: NetworkConfig, verdict: dict) -> li
     return replies
 
 
-def webhook(base_url: str, config: NetworkConfig, branch: str) -> dict:
-    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch})
+def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float = WEBHOOK_TIMEOUT_S) -> dict:
+    code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch}, timeout_s=timeout_s)
     assert code == 200, (branch, code, verdict)
     assert {"status", "exit_code", "commit", "agreed_by", "build_id", "elapsed_ms"} <= verdict.keys(), verdict
     assert len(set(verdict["agreed_by"])) >= config.f + 1, verdict

@@ -95,9 +95,11 @@ def image_present(image: str = IMAGE) -> bool:
     return subprocess.run(["docker", "image", "inspect", image], check=False, capture_output=True).returncode == 0
 
 
-def fetch_sdist(cache_dir: Path = SDIST_CACHE_DIR) -> Path:
-    """The pinned sdist, downloaded from PyPI on first use and kept in `cache_dir`."""
-    cached = _sdist_in(cache_dir)
+def fetch_sdist(
+    cache_dir: Path = SDIST_CACHE_DIR, *, project: str = PROJECT, version: str = VERSION, sha256: str = SDIST_SHA256
+) -> Path:
+    """The pinned sdist of `project`, downloaded from PyPI on first use and kept in `cache_dir`."""
+    cached = _sdist_in(cache_dir, project, version, sha256)
     if cached is not None:
         return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -106,32 +108,32 @@ def fetch_sdist(cache_dir: Path = SDIST_CACHE_DIR) -> Path:
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as scratch:
         command = [
             sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-            "--no-binary", ":all:", "--no-deps", f"{PROJECT}=={VERSION}", "-d", scratch,
+            "--no-binary", ":all:", "--no-deps", f"{project}=={version}", "-d", scratch,
         ]
         try:
             result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
-            raise ProjectUnavailable(f"pip download of {PROJECT}=={VERSION} took more than 300 s; is PyPI reachable?")
+            raise ProjectUnavailable(f"pip download of {project}=={version} took more than 300 s; is PyPI reachable?")
         if result.returncode != 0:
             raise ProjectUnavailable(
-                f"could not download {PROJECT}=={VERSION} from PyPI (is it reachable?): "
+                f"could not download {project}=={version} from PyPI (is it reachable?): "
                 f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-2000:]}"
             )
-        downloaded = _sdist_in(Path(scratch), check=False)
+        downloaded = _sdist_in(Path(scratch), project, version, sha256, check=False)
         if downloaded is None:
-            raise ProjectUnavailable(f"pip download left no sdist of {PROJECT}=={VERSION}:\n{result.stdout[-2000:]}")
+            raise ProjectUnavailable(f"pip download left no sdist of {project}=={version}:\n{result.stdout[-2000:]}")
         digest = _sha256(downloaded)
-        if digest != SDIST_SHA256:
-            raise ProjectUnavailable(f"{downloaded.name} has sha256 {digest}, expected {SDIST_SHA256}")
+        if digest != sha256:
+            raise ProjectUnavailable(f"{downloaded.name} has sha256 {digest}, expected {sha256}")
         return Path(shutil.move(downloaded, cache_dir / downloaded.name))
 
 
-def _sdist_in(directory: Path, *, check: bool = True) -> Path | None:
+def _sdist_in(directory: Path, project: str, version: str, sha256: str, *, check: bool = True) -> Path | None:
     # pip names the file after the project as the index spells it: with a
     # dash for this release, with an underscore for newer ones.
-    for name in (f"{PROJECT}-{VERSION}.tar.gz", f"{PROJECT.replace('-', '_')}-{VERSION}.tar.gz"):
+    for name in (f"{project}-{version}.tar.gz", f"{project.replace('-', '_')}-{version}.tar.gz"):
         path = directory / name
-        if path.is_file() and (not check or _sha256(path) == SDIST_SHA256):
+        if path.is_file() and (not check or _sha256(path) == sha256):
             return path
     return None
 
@@ -146,27 +148,27 @@ def make_project_repo(dest: Path, sdist: Path) -> dict[str, str]:
     master runs the project's test suite; BROKEN_BRANCH has one assertion made
     false; SANDBOX_BRANCH runs SANDBOX_COMMANDS instead of the tests.
     """
-    _unpack(sdist, dest)
+    unpack_sdist(sdist, dest)
     _write_spec(dest, [TEST_COMMAND])
-    _git(dest, "init", "--quiet", "--initial-branch=master", "--template=")
-    _commit(dest, f"{PROJECT} {VERSION} from its PyPI sdist, tested by pbft-ci")
+    git(dest, "init", "--quiet", "--initial-branch=master", "--template=")
+    commit_all(dest, f"{PROJECT} {VERSION} from its PyPI sdist, tested by pbft-ci")
 
-    _git(dest, "checkout", "--quiet", "-b", BROKEN_BRANCH)
+    git(dest, "checkout", "--quiet", "-b", BROKEN_BRANCH)
     broken = dest / BROKEN_FILE
     text = broken.read_text()
     assert text.count(BROKEN_FROM) == 1, f"{BROKEN_FILE} no longer holds exactly one {BROKEN_FROM!r}"
     broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
-    _commit(dest, "Break one assertion on purpose")
+    commit_all(dest, "Break one assertion on purpose")
 
-    _git(dest, "checkout", "--quiet", "-b", SANDBOX_BRANCH, "master")
+    git(dest, "checkout", "--quiet", "-b", SANDBOX_BRANCH, "master")
     _write_spec(dest, SANDBOX_COMMANDS)
-    _commit(dest, "Use HOME, the build user's name and a script in /tmp")
-    _git(dest, "checkout", "--quiet", "master")
+    commit_all(dest, "Use HOME, the build user's name and a script in /tmp")
+    git(dest, "checkout", "--quiet", "master")
 
-    return {branch: _git(dest, "rev-parse", branch) for branch in ("master", BROKEN_BRANCH, SANDBOX_BRANCH)}
+    return {branch: git(dest, "rev-parse", branch) for branch in ("master", BROKEN_BRANCH, SANDBOX_BRANCH)}
 
 
-def _unpack(sdist: Path, dest: Path) -> None:
+def unpack_sdist(sdist: Path, dest: Path) -> None:
     """The sdist's single top-level folder becomes `dest`."""
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".unpack-") as scratch:
         with tarfile.open(sdist) as archive:
@@ -181,13 +183,14 @@ def _write_spec(repo: Path, commands: list[str]) -> None:
     (repo / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False, width=1000))
 
 
-def _commit(repo: Path, message: str) -> None:
+def commit_all(repo: Path, message: str) -> None:
+    """Commit everything in `repo`'s tree, with the fixed identity and dates of _GIT_ENV."""
     # Modes forced, so the commits do not depend on the umask of the unpacking.
-    _git(repo, "add", "--all", "--chmod=-x")
-    _git(repo, "commit", "--quiet", "--no-verify", "-m", message)
+    git(repo, "add", "--all", "--chmod=-x")
+    git(repo, "commit", "--quiet", "--no-verify", "-m", message)
 
 
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
     result = subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}
     )

@@ -4,11 +4,13 @@ unreachable from another build and unable to reach this host, hardened and limit
 a step, and removed with the build."""
 
 import asyncio
+import socket
 
 import pytest
 import yaml
 
 from tests.node.executor_helpers import Listener, build, host_address, log_text
+from tests.support.network import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -137,3 +139,42 @@ def test_services_are_declared_with_host_names_and_readiness():
     with pytest.raises(ValueError, match=r"services\[0\].name: must be a host name"):
         parse_build_spec(with_services({**PONG, "name": "Pong_1"}, commands=["true"]).encode())
 
+
+
+async def test_neither_the_node_nor_a_peer_reaches_a_service(
+    tmp_path, make_executor, git_repo, build_ids, docker_client
+):
+    """A service listens in its build's own network namespace, where there is loopback only:
+    no address of the node's host, the one peers connect to included, leads to it, and the
+    engine gives its containers no address either."""
+    port = free_port()
+    service = {**PONG, "commands": [f"nc -ll -p {port} -e echo pong &", "touch /tmp/up", "wait"]}
+    git_repo.commit("master", {".pbft-ci.yml": with_services(service, steps=[
+        {"name": "hold", "commands": [f"nc pong {port} </dev/null", "echo service answered", "sleep 8"]},
+    ])})
+    build_id = build_ids()
+    running = asyncio.create_task(make_executor().run(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
+    ))
+    build_log = tmp_path / "log" / f"build-node7-{build_id}.log"
+    async with asyncio.timeout(60):
+        while not (build_log.exists() and "service answered" in build_log.read_text()):
+            await asyncio.sleep(0.2)
+
+    answers = {}
+    for address in ("127.0.0.1", host_address()):
+        try:
+            with socket.create_connection((address, port), timeout=2) as connection:
+                answers[address] = connection.recv(100)
+        except OSError as error:
+            answers[address] = type(error).__name__
+    containers = docker_client.containers.list(filters={"label": f"pbft-ci.build={build_id}"})
+    result = await running
+
+    assert result.status == "success", log_text(result)
+    # Nothing listens on the port on this host (free_port), and the service's port is not it.
+    assert answers == {"127.0.0.1": "ConnectionRefusedError", host_address(): "ConnectionRefusedError"}
+    assert {container.labels["pbft-ci.role"] for container in containers} >= {"holder", "service", "step"}
+    for container in containers:
+        addresses = [network.get("IPAddress") for network in container.attrs["NetworkSettings"]["Networks"].values()]
+        assert not any(addresses), (container.labels["pbft-ci.role"], addresses)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.stats import alternating, load_average, ratio, summarize
-from shared.config import NetworkConfig, load_config
+from shared.config import BuildConfig, NetworkConfig, load_config
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,17 +85,39 @@ def timed_webhook(base_url: str, config: NetworkConfig, branch: str = "master") 
     return elapsed_s, verdict
 
 
-def timed_plain_runs(repository: Path, config: NetworkConfig, root: Path, count: int) -> float:
-    """Seconds until `count` plain `git clone && docker run` builds started at once have all passed."""
+def plain_spec_run(clone: Path, limits: BuildConfig, index: int) -> list[list[str]]:
+    """The commands of a plain run of the clone's .pbft-ci.yml: one `docker run`."""
     from tests.support.real_project import plain_build_command
+
+    return [plain_build_command(clone, limits)]
+
+
+def plain_dockerfile_run(clone: Path, limits: BuildConfig, index: int) -> list[list[str]]:
+    """The commands of a plain run of the clone's Dockerfile: `docker build`, then `docker run`
+    of the image with the sandbox's main limits (its root file system its own, as a node runs it)."""
+    from tests.support.real_project import plain_limits
+
+    tag = f"pbft-ci-bench/plain-{index}:latest"
+    return [
+        ["docker", "build", "--quiet", "--network", "none", "--tag", tag, str(clone)],
+        ["docker", "run", "--rm", *plain_limits(limits), tag],
+    ]
+
+
+def timed_plain_runs(repository: Path, config: NetworkConfig, root: Path, count: int, plain=plain_spec_run) -> float:
+    """Seconds until `count` plain `git clone` and `plain(clone, limits, index)` builds started at once
+    have all passed."""
 
     def one(index: int) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(dir=root, prefix=f"plain-{index}-") as scratch:
             clone = Path(scratch) / "clone"
             subprocess.run(["git", "clone", "--quiet", "--branch", "master", str(repository), str(clone)],
                            check=True, capture_output=True)
-            return subprocess.run(plain_build_command(clone, config.build), check=False,
-                                  capture_output=True, text=True)
+            for command in plain(clone, config.build, index):
+                result = subprocess.run(command, check=False, capture_output=True, text=True)
+                if result.returncode != 0:
+                    break
+            return result
 
     started_s = time.perf_counter()
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -125,8 +147,9 @@ def example_repository(root: Path) -> Path:
     return repository
 
 
-def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: int) -> dict:
-    """Samples of the three commands of COMMANDS, and each node's overhead of every pbft-ci build."""
+def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: int, plain=plain_spec_run) -> dict:
+    """Samples of the three commands of COMMANDS, and each node's overhead of every pbft-ci build;
+    `plain` gives the commands of a plain run (plain_spec_run, plain_dockerfile_run)."""
     config = load_config(config_path)
     samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
     overheads: list[int] = []
@@ -138,8 +161,8 @@ def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: 
 
         measure = {
             "pbft-ci": through_pbft_ci,
-            "plain": lambda: timed_plain_runs(repository, config, root, 1),
-            "plain x4": lambda: timed_plain_runs(repository, config, root, 4),
+            "plain": lambda: timed_plain_runs(repository, config, root, 1, plain),
+            "plain x4": lambda: timed_plain_runs(repository, config, root, 4, plain),
         }
         # Not counted: the nodes clone their mirrors and make the build user's
         # passwd files on their first build, and the first run of the image
@@ -159,15 +182,51 @@ def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: 
     }
 
 
+def dockerfile_repository(root: Path) -> Path:
+    """The example project built from a Dockerfile instead of a .pbft-ci.yml: its test suite as
+    the image's command, in the same busybox image."""
+    repository = root / "dockerfile-repo"
+    subprocess.run(["git", "init", "--quiet", "--initial-branch=master", "--template=", str(repository)], check=True)
+    for name in ("calc.sh", "test.sh"):
+        (repository / name).write_bytes((REPO_ROOT / "example-config" / "project" / name).read_bytes())
+    (repository / "Dockerfile").write_text(DOCKERFILE)
+    environment = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "-C", str(repository), "add", "--all"], check=True, env=environment)
+    subprocess.run(["git", "-C", str(repository), "-c", "user.name=bench", "-c", "user.email=bench@pbft-ci.invalid",
+                    "commit", "--quiet", "-m", "The example project, built from its Dockerfile"],
+                   check=True, env=environment)
+    return repository
+
+
+DOCKERFILE = """FROM pbft-ci/busybox:latest
+COPY calc.sh test.sh /src/
+WORKDIR /src
+CMD ["sh", "test.sh"]
+"""
+
+
 def build(args) -> dict:
+    """The example project as a .pbft-ci.yml build, and as a Dockerfile build (`dockerfile`)."""
     rounds = 1 if args.quick else args.rounds
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-build-") as scratch:
         root = Path(scratch)
         repository = example_repository(root)
         report = compare_with_plain(root, repository, write_network(root), rounds)
+        dockerfile = dockerfile_repository(root)
+        network = root / "dockerfile"
+        network.mkdir()
+        try:
+            dockerfile_report = compare_with_plain(
+                network, dockerfile, write_network(network, repositories={"example": str(dockerfile)}), rounds,
+                plain_dockerfile_run,
+            )
+        finally:
+            plain_images = [f"pbft-ci-bench/plain-{index}:latest" for index in range(4)]
+            subprocess.run(["docker", "image", "rm", "--force", *plain_images], check=False, capture_output=True)
     return {"scenario": "build", "project": "the example project (master)", "image": "pbft-ci/busybox",
-            "load_average_at_start": load, **report}
+            "load_average_at_start": load, **report,
+            "dockerfile": {"project": "the example project from a Dockerfile", **dockerfile_report}}
 
 
 def real_project(args) -> dict:
@@ -206,6 +265,16 @@ def compare_table(report: dict) -> str:
         f"{report['scenario']}: {report['project']} in {report['image']}, {report['rounds']} round(s), "
         f"{report['cpus']} CPUs, load average at start {load}",
         "",
+        *_compare_rows(report),
+    ]
+    if "dockerfile" in report:
+        rows += ["", f"{report['scenario']}: {report['dockerfile']['project']}", "",
+                 *_compare_rows(report["dockerfile"])]
+    return "\n".join(rows)
+
+
+def _compare_rows(report: dict) -> list[str]:
+    rows = [
         "| command | median s | min s | max s |",
         "| --- | ---: | ---: | ---: |",
     ]
@@ -218,7 +287,7 @@ def compare_table(report: dict) -> str:
     if overhead is not None:
         rows.append(f"Node overhead per build (duration less the build's own commands, every node): "
                     f"median {overhead['median']:.0f} ms, min {overhead['min']:.0f}, max {overhead['max']:.0f}.")
-    return "\n".join(rows)
+    return rows
 
 
 def concurrent(args) -> dict:

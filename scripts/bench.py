@@ -33,7 +33,9 @@ Scenarios (default: all but real-project, caches and large-repo):
   build       the example project through pbft-ci (webhook -> verdict) vs a
               plain `git clone && docker run` of its spec vs four plain runs
               at once; each node's overhead per build (its build duration
-              less the time the build's own commands ran).
+              less the time the build's own commands ran); then the same
+              project built from a Dockerfile, against plain `git clone &&
+              docker build && docker run`.
   concurrent  20 webhooks at once (10 master, 10 feature) vs 20 in a row.
   burst       30 webhooks at once for a repository whose 20 s builds run two
               at a time per node (repositories[].max_concurrent): every

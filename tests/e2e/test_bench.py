@@ -77,6 +77,9 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
     # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).
     assert len(build["node_overhead_ms"]["values"]) == 4
+    dockerfile = build["dockerfile"]
+    assert set(dockerfile["results"]) == {"pbft-ci", "plain", "plain x4"} and dockerfile["over_plain_x4"] > 0
+    assert len(dockerfile["node_overhead_ms"]["values"]) == 4
     assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     restart = reports["restart"]["results"]

@@ -138,9 +138,7 @@ async def test_a_submodule_from_an_allowed_url_is_checked_out_at_its_recorded_co
     assert f"pinned\n{pinned}\n" in log_text(result)
 
 
-async def test_a_submodule_from_a_url_the_repository_does_not_allow_is_refused(
-    tmp_path, make_executor, build_ids
-):
+async def test_a_submodule_from_a_url_the_repository_does_not_allow_is_refused(tmp_path, make_executor, build_ids):
     library = GitRepo(tmp_path / "library")
     pinned = library.commit("master", {"lib.txt": "x\n"})
     project = GitRepo(tmp_path / "project")
@@ -166,15 +164,15 @@ def test_submodule_urls_resolve_against_the_repository_url_and_options_are_refus
             resolve_url("/srv/git/app", url, "lib")
 
 
-async def test_a_tree_larger_than_the_workspace_is_refused_before_it_is_checked_out(
-    tmp_path, make_executor, git_repo, build_ids
-):
+async def test_a_tree_larger_than_the_workspace_is_refused_before_it_is_checked_out(make_executor, git_repo, build_ids):
     git_repo.commit("master", {".pbft-ci.yml": spec("true"), "big.txt": "x" * (3 * 1024 * 1024)})
     executor = make_executor(workspace_mb=2)
 
     result = await build(executor, git_repo, build_ids)
 
-    assert (result.status, result.reason) == ("error", "sources do not fit the 2 MB workspace (the commit's files take 4 MB)")
+    assert (result.status, result.reason) == (
+        "error", "sources do not fit the 2 MB workspace (the commit's files take 4 MB)"
+    )
 
 
 async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_client, git_repo, build_ids):

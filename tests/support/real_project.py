@@ -205,20 +205,30 @@ def plain_build_command(clone: Path, limits: BuildConfig) -> list[str]:
     write there, and the root file system stays read-only.
     """
     spec = parse_build_spec((clone / SPEC_FILE).read_bytes())
-    memory_mb = memory_budget(limits, with_workspace=True).total_mb
     uid, _, gid = limits.user.partition(":")
     owner = f"uid={uid},gid={gid or uid}"
     return [
-        "docker", "run", "--rm", "--network", "none", "--user", limits.user, "--read-only",
+        "docker", "run", "--rm", *plain_limits(limits, with_workspace=True), "--read-only",
+        "--tmpfs", f"/workspace:rw,exec,nosuid,nodev,size={limits.workspace_mb}m,{owner},mode=0755",
+        "--workdir", "/workspace", "--mount", f"type=bind,source={clone},target=/src,readonly",
+        spec.image or limits.image, "/bin/sh", "-e", "-c", "cp -R /src/. /workspace\n" + spec.script(),
+    ]
+
+
+def plain_limits(limits: BuildConfig, *, with_workspace: bool = False) -> list[str]:
+    """The `docker run` options of the sandbox's main limits: no network, the build user without
+    capabilities, memory, CPUs and pids, and tmpfs for /tmp and HOME."""
+    memory_mb = memory_budget(limits, with_workspace=with_workspace).total_mb
+    uid, _, gid = limits.user.partition(":")
+    owner = f"uid={uid},gid={gid or uid}"
+    return [
+        "--network", "none", "--user", limits.user,
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--memory", f"{memory_mb}m", "--memory-swap", f"{memory_mb}m",
         "--cpus", str(limits.cpus), "--pids-limit", str(limits.pids_limit),
         "--tmpfs", f"/tmp:rw,exec,nosuid,nodev,size={limits.tmp_mb}m",
         "--tmpfs", f"{HOME_DIR}:rw,exec,nosuid,nodev,size={limits.home_mb}m,{owner},mode=0700",
-        "--tmpfs", f"/workspace:rw,exec,nosuid,nodev,size={limits.workspace_mb}m,{owner},mode=0755",
-        "--env", f"HOME={HOME_DIR}", "--workdir", "/workspace",
-        "--mount", f"type=bind,source={clone},target=/src,readonly",
-        spec.image or limits.image, "/bin/sh", "-e", "-c", "cp -R /src/. /workspace\n" + spec.script(),
+        "--env", f"HOME={HOME_DIR}",
     ]
 
 

@@ -114,7 +114,11 @@ def submodules(dest: Path, commit: str, repository_url: str) -> list[Submodule]:
     submodule of this commit, as for `git submodule update`; a gitlink
     without an entry cannot be fetched and is refused.
     """
-    if not (dest / ".gitmodules").is_file():
+    declaration = dest / ".gitmodules"
+    if declaration.is_symlink():
+        # git refuses to check one out; reading it would read a file of this host.
+        raise GitError(".gitmodules must be a regular file")
+    if not declaration.is_file():
         return []
     repo = _git(dest)
     try:

@@ -14,7 +14,7 @@ a request for a branch head learns its commit from the agreed result, so its
 first status is the final one. A verdict with no commit at all (a branch
 that does not exist) gets no status.
 
-A matrix (node/matrix.py) gives each combination's build a context of its own,
+A matrix (node/build/matrix.py) gives each combination's build a context of its own,
 `<status_context>/<AXIS=value,...>`, pending when submitted and then its
 verdict. The build that expanded into them has the repository's own context,
 which its submission already made pending: it stays pending until every
@@ -366,7 +366,7 @@ class CommitStatuses:
 
 def _context(repository: RepositoryConfig, operation: Operation) -> str:
     """The status context of a build: the repository's, and a matrix combination's label after
-    it (bounded by node/matrix.py), so that each combination has a check of its own."""
+    it (bounded by node/build/matrix.py), so that each combination has a check of its own."""
     if operation.combination is None:
         return repository.status_context
     return f"{repository.status_context}/{combination_label(operation.combination)}"

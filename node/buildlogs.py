@@ -75,7 +75,7 @@ def add_build_log_route(app: web.Application, config: NetworkConfig, node_id: in
 
 
 def log_file(log_dir: Path, node_id: int, client: str, timestamp: int) -> Path:
-    """Where the executor writes this build's output (see node.executor and node.driver)."""
+    """Where the executor writes this build's output (see node.build.executor and node.driver)."""
     return log_dir / f"build-node{node_id}-{client}-{timestamp}.log"
 
 

@@ -70,7 +70,7 @@ class Build(Protocol):
 
 
 class Slots(Protocol):
-    """What the executor says of its build slots (node/buildqueue.py)."""
+    """What the executor says of its build slots (node/build/queue.py)."""
 
     @property
     def queued(self) -> int: ...

@@ -177,8 +177,8 @@ def make_app(
 
 def _make_executor(config: NetworkConfig, node_id: int):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
-    from node.executor import Executor
-    from node.images import load_registry_auth
+    from node.build.executor import Executor
+    from node.build.images import load_registry_auth
 
     try:
         registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))

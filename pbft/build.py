@@ -12,10 +12,10 @@ import re
 
 from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
 
-# "skipped": the commit or its spec said not to build it for this trigger (node/triggers.py).
+# "skipped": the commit or its spec said not to build it for this trigger (node/build/triggers.py).
 # "cancelled": the client's cancel was ordered while the node still had the build to run.
 # "matrix": the spec at the commit declares a `matrix:` and the operation named none of its
-# combinations; nothing ran, and the result lists the combinations (node/matrix.py).
+# combinations; nothing ran, and the result lists the combinations (node/build/matrix.py).
 STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled", "matrix")
 # What started a build: a forge's push, a tag push, a pull (merge) request, a plain call, a
 # schedule. `when: event` names these; an operation names every one but a push, which it
@@ -76,7 +76,7 @@ class Operation:
     # are that build's.
     cancels: int | None = wire(Optional(SEQ), default=None, omit=None, kw_only=True)
     # One combination of the spec's `matrix:` to build (its commit pinned): a node builds it
-    # only if its spec at the commit declares exactly this combination (node/matrix.py).
+    # only if its spec at the commit declares exactly this combination (node/build/matrix.py).
     combination: tuple[tuple[str, str], ...] | None = wire(
         Optional(COMBINATION), default=None, omit=None, kw_only=True
     )
@@ -136,7 +136,7 @@ class StepResult:
 @struct
 class ImageDigest:
     """An image a build ran, by the name its spec gives it, and the digest of the manifest
-    the registry served for it (node/images.py): agreed, so that nodes that pulled different
+    the registry served for it (node/build/images.py): agreed, so that nodes that pulled different
     bytes under one tag disagree, each naming what it ran."""
 
     name: str = wire(Text(_IMAGE))

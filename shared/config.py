@@ -185,10 +185,10 @@ class RepositoryConfig:
     status_token: str = ""  # the forge's API token for commit statuses
     status_context: str = "pbft-ci"  # the name statuses are posted under
     # May this repository's builds reach the network (e.g. to install
-    # dependencies)? Never this host or the peers (node/buildnet.py). Off by
+    # dependencies)? Never this host or the peers (node/build/network.py). Off by
     # default: what a build fetches may differ between nodes.
     build_network: bool = False
-    # The URLs this repository's submodules may be fetched from (node/checkout.py), as its
+    # The URLs this repository's submodules may be fetched from (node/build/checkout.py), as its
     # .gitmodules gives them (relative ones resolved against `url`); a build whose commit
     # records a submodule from any other URL is an error. Each is kept as a mirror of its own.
     submodules: tuple[str, ...] = ()
@@ -199,7 +199,7 @@ class RepositoryConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; pulled like any image (node/images.py)
+    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; pulled like any image (node/build/images.py)
     timeout_s: float = 300.0  # a build's deadline; a spec may ask for less; below protocol.client_deadline_s
     memory_mb: int = 256  # the build's processes' share of its memory limit (tmpfs come on top)
     cpus: float = 1.0  # CPUs a build may use
@@ -213,7 +213,7 @@ class BuildConfig:
     home_mb: int = 256  # size of the tmpfs the build's HOME (/home/build) lives on
     cache_mb: int = 512  # largest build cache (a tar) a node saves for a repository; 0: no caches
     cache_keep: int = 3  # caches a node keeps per repository, the oldest deleted first
-    artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/artifacts.py); 0: artifacts off
+    artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/build/artifacts.py); 0: artifacts off
     artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
     # Registries (host[:port], docker.io for Docker Hub) a node pulls images it lacks from;
     # none: builds use only what each engine holds.

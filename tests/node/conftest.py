@@ -11,7 +11,7 @@ import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
 
-from node.executor import Executor
+from node.build.executor import Executor
 from shared.config import BuildConfig
 from tests.node.executor_helpers import DEFAULT_IMAGE, PYTHON_IMAGE, REPO_ROOT, GitRepo, leftovers_of
 from tests.support.registry import REGISTRY, running_registry

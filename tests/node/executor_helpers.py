@@ -93,7 +93,7 @@ def build_container_filters(log_records, build_id: str) -> dict:
 
     A container prepared before the build came carries no build id; the
     executor names it in a debug line of the node log (`log_records`, e.g.
-    caplog.records at DEBUG for node.executor). Any other is found by label.
+    caplog.records at DEBUG for node.build.executor). Any other is found by label.
     """
     pattern = re.compile(rf"build id={re.escape(build_id)} node=\d+ runs in prepared container (\w+)")
     for record in log_records:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from node.artifactstore import ArtifactStore, ArtifactUnavailable
+from node.build.artifactstore import ArtifactStore, ArtifactUnavailable
 
 
 def sha(data: bytes) -> str:

@@ -12,7 +12,7 @@ import tarfile
 import pytest
 import yaml
 
-from node.artifacts import (
+from node.build.artifacts import (
     ArtifactError,
     Collector,
     Pattern,
@@ -20,7 +20,7 @@ from node.artifacts import (
     archive_roots,
     normalize_pattern,
 )
-from node.buildspec import parse_build_spec
+from node.build.spec import parse_build_spec
 from pbft.attestation import manifest_digest
 
 

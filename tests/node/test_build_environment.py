@@ -2,7 +2,7 @@
 
 import subprocess
 
-from node.sandbox import exported, reproducible_environment
+from node.build.sandbox import exported, reproducible_environment
 
 
 def test_the_environment_is_the_commit_time_utc_and_a_fixed_locale():

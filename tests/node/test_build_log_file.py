@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from node.buildlog import BuildLog
+from node.build.log import BuildLog
 
 
 def test_output_cannot_forge_the_nodes_own_lines(tmp_path):

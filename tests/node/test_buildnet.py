@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from node import buildnet
-from node.executor import BuildResult, Executor
+from node.build import network as buildnet
+from node.build.executor import BuildResult, Executor
 from shared.config import BuildConfig
 from tests.node.executor_helpers import log_text, spec
 

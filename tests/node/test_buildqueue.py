@@ -1,10 +1,10 @@
-"""The order builds take a node's slots in (node/buildqueue.py): pure, so checked exhaustively
+"""The order builds take a node's slots in (node/build/queue.py): pure, so checked exhaustively
 by hypothesis against the rules it promises."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.buildqueue import BuildQueue
+from node.build.queue import BuildQueue
 
 
 def test_builds_of_one_repository_start_in_order_up_to_the_slots():

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from node.buildspec import CacheSpec, parse_build_spec
+from node.build.spec import CacheSpec, parse_build_spec
 
 
 def parse(cache) -> CacheSpec | None:

@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from node.buildspec import CacheSpec
-from node.caches import CacheStore, cache_key, key_file_digest
-from node.cachetar import CacheRefused, check_cache_tar
+from node.build.spec import CacheSpec
+from node.build.caches import CacheStore, cache_key, key_file_digest
+from node.build.cachetar import CacheRefused, check_cache_tar
 
 ROOTS = ("/home/build/.cache/x", "/workspace/.tox")
 MIB = 1024 * 1024

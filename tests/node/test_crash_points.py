@@ -106,10 +106,10 @@ def test_after_ledger_read_exits_only_when_the_read_wrote_while_an_execution_wai
 
 
 def test_the_node_refuses_crash_at_unless_the_configuration_allows_byzantine(tmp_path, monkeypatch, capsys):
-    import node.engine
+    import node.build.engine
     from node.index import main
 
-    monkeypatch.setattr(node.engine, "missing_support", lambda engine: None)  # no build engine needed to refuse
+    monkeypatch.setattr(node.build.engine, "missing_support", lambda engine: None)  # no build engine needed to refuse
     config = write_network(tmp_path)
     assert main(["--config", str(config), "--id", "1", "--crash-at", "before-save", "5"]) == 2
     assert f"--crash-at is refused: {config} does not set allow_byzantine: true" in capsys.readouterr().err

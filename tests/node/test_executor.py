@@ -12,9 +12,9 @@ import time
 import docker.errors
 import pytest
 
-from node.buildspec import parse_build_spec
-from node.executor import BuildResult
-from node.sandbox import GATE_COMMAND, SCRIPT_END
+from node.build.spec import parse_build_spec
+from node.build.executor import BuildResult
+from node.build.sandbox import GATE_COMMAND, SCRIPT_END
 from pbft.build import Spec
 from tests.node.executor_helpers import Listener, build, host_address, log_text, outcome, spec
 
@@ -288,7 +288,7 @@ async def test_a_build_reading_stdin_finds_it_at_end_of_file(make_executor, git_
 
 
 async def test_the_node_log_gives_how_long_the_build_commands_ran(make_executor, git_repo, build_ids, caplog):
-    caplog.set_level(logging.INFO, logger="node.executor")
+    caplog.set_level(logging.INFO, logger="node.build.executor")
     git_repo.commit("master", {".pbft-ci.yml": spec("sleep 1")})
     executor = make_executor()
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from node.executor import ARTIFACTS_OFF
+from node.build.executor import ARTIFACTS_OFF
 from pbft.attestation import manifest_digest
 from tests.node.executor_helpers import _GIT_ENV, build, log_text, outcome, spec
 

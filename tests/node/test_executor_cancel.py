@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from node.executor import CANCELLED
+from node.build.executor import CANCELLED
 from tests.node.executor_helpers import log_text, spec
 
 pytestmark = pytest.mark.docker

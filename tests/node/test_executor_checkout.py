@@ -1,4 +1,4 @@
-"""The workspace is a git checkout of the agreed commit (node/checkout.py), on the real
+"""The workspace is a git checkout of the agreed commit (node/build/checkout.py), on the real
 Docker engine: `.git` with the commit's history and tags, the build's branch and nothing of
 the node's mirror, the same on every node; submodules only from the URLs a repository allows."""
 
@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from node.checkout import resolve_url
-from node.executor import Executor, checkouts_root
-from node.gitmirror import GitError
+from node.build.checkout import resolve_url
+from node.build.executor import Executor, checkouts_root
+from node.build.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.node.executor_helpers import GitRepo, build, log_text, spec
 

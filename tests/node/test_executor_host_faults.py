@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from node.executor import KILLED_OUTSIDE
+from node.build.executor import KILLED_OUTSIDE
 from tests.node.executor_helpers import build_container_filters, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
@@ -58,7 +58,7 @@ async def run_and_kill(executor, git_repo, build_id, docker_client, caplog, tmp_
 async def test_a_build_container_killed_from_outside_runs_again_and_succeeds(
     make_executor, git_repo, build_ids, docker_client, caplog, tmp_path
 ):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     head = git_repo.commit("master", SLOW)
 
     result = await run_and_kill(make_executor(), git_repo, build_ids(), docker_client, caplog, tmp_path, kills=1)
@@ -72,7 +72,7 @@ async def test_a_build_container_killed_from_outside_runs_again_and_succeeds(
 async def test_a_build_container_killed_twice_is_the_nodes_error_with_the_cause(
     make_executor, git_repo, build_ids, docker_client, caplog, tmp_path
 ):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     head = git_repo.commit("master", SLOW)
 
     result = await run_and_kill(make_executor(), git_repo, build_ids(), docker_client, caplog, tmp_path, kills=2)

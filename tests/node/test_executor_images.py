@@ -10,8 +10,8 @@ import docker.errors
 import pytest
 import yaml
 
-from node.imageref import parse_reference
-from node.images import load_registry_auth
+from node.build.imageref import parse_reference
+from node.build.images import load_registry_auth
 from pbft.build import ImageDigest
 from tests.node.executor_helpers import DEFAULT_IMAGE, build, log_text
 

@@ -6,7 +6,7 @@ covers every step, and the CI variables reach every step."""
 import pytest
 import yaml
 
-from node.executor import BuildResult
+from node.build.executor import BuildResult
 from tests.node.executor_helpers import DEFAULT_IMAGE, build, log_text
 
 pytestmark = pytest.mark.docker

@@ -127,7 +127,7 @@ async def test_a_service_that_is_never_ready_or_exits_is_an_error_with_its_outpu
 
 
 def test_services_are_declared_with_host_names_and_readiness():
-    from node.buildspec import parse_build_spec
+    from node.build.spec import parse_build_spec
 
     spec = parse_build_spec(with_services(PONG, {"name": "db", "image": "x", "environment": {"A": 1}},
                                           commands=["true"]).encode())

@@ -5,7 +5,7 @@ build runs; a build that does not run ends `skipped` with the reason, in no cont
 import pytest
 import yaml
 
-from node.executor import BuildResult
+from node.build.executor import BuildResult
 from tests.node.executor_helpers import build, log_text
 
 pytestmark = pytest.mark.docker

@@ -6,7 +6,7 @@ import tarfile
 import docker.errors
 import pytest
 
-from node.identity import Identities, IdentityError, group_with_build_group, passwd_with_build_user
+from node.build.identity import Identities, IdentityError, group_with_build_group, passwd_with_build_user
 
 IMAGE_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 

@@ -1,12 +1,12 @@
-"""`matrix:` in .pbft-ci.yml (node/matrix.py): the combinations it expands into, what a
+"""`matrix:` in .pbft-ci.yml (node/build/matrix.py): the combinations it expands into, what a
 combination's build is given, and the matrices refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.buildspec import parse_build_spec
-from node.matrix import MAX_LABEL_CHARS, check_combination
+from node.build.spec import parse_build_spec
+from node.build.matrix import MAX_LABEL_CHARS, check_combination
 from pbft.build import MAX_COMBINATIONS
 
 PRODUCT = """

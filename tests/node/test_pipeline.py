@@ -1,5 +1,5 @@
-"""`steps:` and `environment:` in .pbft-ci.yml (node/pipeline.py), and the CI variables
-(node/civars.py): parsing, the order steps run in, and what every step is given."""
+"""`steps:` and `environment:` in .pbft-ci.yml (node/build/pipeline.py), and the CI variables
+(node/build/civars.py): parsing, the order steps run in, and what every step is given."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from node.buildspec import parse_build_spec
-from node.civars import BuildFacts, ci_variables
-from node.pipeline import dependencies, run_order
-from node.sandbox import exported
+from node.build.spec import parse_build_spec
+from node.build.civars import BuildFacts, ci_variables
+from node.build.pipeline import dependencies, run_order
+from node.build.sandbox import exported
 
 
 def spec(text: str):

@@ -1,6 +1,6 @@
 """Prepared build containers: a spec build starts in a container started before it came.
 
-The first tests drive node/ready.py with stand-ins for containers; the rest
+The first tests drive node/build/ready.py with stand-ins for containers; the rest
 build against the real Docker engine and check that a build in a prepared
 container gives exactly what a build in a fresh one gives.
 """
@@ -15,8 +15,8 @@ import time
 import pytest
 from docker.models.containers import Container, ContainerCollection
 
-from node.executor import BuildResult, Executor
-from node.ready import ReadyContainers
+from node.build.executor import BuildResult, Executor
+from node.build.ready import ReadyContainers
 from tests.node.executor_helpers import leftovers_of, log_text, spec
 
 PASSING = {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "echo tests passed\n"}
@@ -193,7 +193,7 @@ def engine_calls(monkeypatch) -> list[tuple[str, str, str]]:
 async def test_a_second_build_creates_and_starts_no_container_on_its_way(
     make_executor, git_repo, build_ids, container_roles, engine_calls, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     git_repo.commit("master", PASSING)
     executor = make_executor()
     first_id, second_id = build_ids(), build_ids()
@@ -228,7 +228,7 @@ async def test_a_second_build_creates_and_starts_no_container_on_its_way(
 async def test_a_prepared_container_gives_what_a_fresh_one_gives(
     make_executor, git_repo, build_ids, commands, files, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     head = git_repo.commit("master", {".pbft-ci.yml": spec(*commands), **files})
     executor = make_executor()
     fresh_id, prepared_id = build_ids(), build_ids()

@@ -22,9 +22,9 @@ import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
 
-from node import buildnet
-from node.executor import BuildResult, Executor
-from node.sandbox import ENGINE_LOST
+from node.build import network as buildnet
+from node.build.executor import BuildResult, Executor
+from node.build.sandbox import ENGINE_LOST
 from node.server import _make_executor
 from shared.config import BuildConfig, DockerEngineConfig, load_config
 from tests.support.network import free_port, write_network

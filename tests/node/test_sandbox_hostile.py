@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from node.executor import ROOT_REFUSED, BuildResult, Executor
+from node.build.executor import ROOT_REFUSED, BuildResult, Executor
 from shared.config import BuildConfig
 from tests.node.executor_helpers import GitRepo, build_container_filters, leftovers_of, log_text, spec
 
@@ -62,7 +62,7 @@ async def hostile_next_to_normal(executor, origin, build_ids, docker_client, bra
     One of the two usually runs in the container the executor prepared
     while an earlier build ran, the other in one started for it.
     """
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     origin.commit(branch, files)
     hostile_id = build_ids()
     hostile, normal = await asyncio.gather(
@@ -140,7 +140,7 @@ async def test_hostile_build_is_contained(node_executor, origin, build_ids, dock
 async def test_gigabytes_of_output_are_capped_and_never_stored(
     node_executor, origin, build_ids, docker_client, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     files = {".pbft-ci.yml": spec("yes 'a line of output that goes on and on'", timeout_s=HOSTILE_TIMEOUT_S)}
     origin.commit("output_flood", files)
     build_id = build_ids()
@@ -159,7 +159,7 @@ async def test_gigabytes_of_output_are_capped_and_never_stored(
 
 
 async def test_container_is_never_privileged(node_executor, origin, build_ids, docker_client, caplog):
-    caplog.set_level(logging.DEBUG, logger="node.executor")
+    caplog.set_level(logging.DEBUG, logger="node.build.executor")
     origin.commit("inspect", {".pbft-ci.yml": spec(
         "echo uid=$(id -u)",
         "grep CapEff /proc/self/status",
@@ -251,7 +251,7 @@ async def test_the_node_still_builds_after_the_hostile_builds(node_executor, ori
     prepared = docker_client.containers.list(all=True, filters={"label": "pbft-ci.node=9"}, ignore_removed=True)
     volumes = docker_client.volumes.list(filters={"label": "pbft-ci.node=9"})
     assert [container.labels["pbft-ci.role"] for container in prepared] == ["ready"]
-    # Its workspace, and the build user's passwd and group files (node/identity.py).
+    # Its workspace, and the build user's passwd and group files (node/build/identity.py).
     assert sorted(volume.attrs["Labels"].get("pbft-ci.role", "workspace") for volume in volumes) == [
         "identity", "workspace",
     ]

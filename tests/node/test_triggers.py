@@ -1,4 +1,4 @@
-"""`when:` and `[skip ci]`: parsing, globs and the decision, pure (node/triggers.py)."""
+"""`when:` and `[skip ci]`: parsing, globs and the decision, pure (node/build/triggers.py)."""
 
 import re
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.buildspec import parse_build_spec
-from node.triggers import MAX_CONDITIONS, MAX_PATTERNS, Condition, Filter, Glob, Trigger, parse_when, skip_reason
+from node.build.spec import parse_build_spec
+from node.build.triggers import MAX_CONDITIONS, MAX_PATTERNS, Condition, Filter, Glob, Trigger, parse_when, skip_reason
 
 PUSH_MAIN = Trigger("push", "main")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.buildspec import WORKSPACE_DIR
+from node.build.spec import WORKSPACE_DIR
 from pbft.build import pull_request_number
 
 

@@ -4,7 +4,7 @@ A spec's `cache:` names directories (under HOME or /workspace) that a build
 gets back from an earlier successful build of the same repository on this
 node. The build itself does the tar work inside its sandbox, driven by a
 script the node generates (`wrapper_script`); the node only stores the tar it
-copied out and hands it back read-only, after checking it (node/cachetar.py).
+copied out and hands it back read-only, after checking it (node/build/cachetar.py).
 
 Layout under the node's data directory:
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from node.buildspec import WORKSPACE_DIR, CacheSpec
-from node.cachetar import CacheRefused, check_cache_tar
+from node.build.spec import WORKSPACE_DIR, CacheSpec
+from node.build.cachetar import CacheRefused, check_cache_tar
 
 OUT_DIR = "/pbft-cache/out"
 OUT_TAR = f"{OUT_DIR}/cache.tar"

@@ -23,7 +23,7 @@ _GIT_ENV = {
 }
 
 # A clone of a mirror into a workspace reads neither the node's system nor its global git
-# configuration, so that it is the same on every node (node/checkout.py).
+# configuration, so that it is the same on every node (node/build/checkout.py).
 ISOLATED_ENV = {**_GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 

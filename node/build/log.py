@@ -138,7 +138,7 @@ class BuildLog:
 
     def section(self, text: str) -> None:
         """A line of the node's between pieces of the build's output, on a line of its own:
-        a pipeline step begins or ends (node/steps.py), or the build runs once more (its
+        a pipeline step begins or ends (node/build/steps.py), or the build runs once more (its
         container was killed from outside). The cap keeps counting across them."""
         with self._lock:
             if not self.truncated:

@@ -1,7 +1,7 @@
-"""Running a pipeline's steps (node/pipeline.py) one after another on one shared workspace,
-next to its services (node/services.py).
+"""Running a pipeline's steps (node/build/pipeline.py) one after another on one shared workspace,
+next to its services (node/build/services.py).
 
-The workspace is a tmpfs volume like a one-script build's (node/sandbox.py). A tmpfs
+The workspace is a tmpfs volume like a one-script build's (node/build/sandbox.py). A tmpfs
 vanishes when nothing mounts it, so a holder container (sandbox.hold_mounts) keeps it
 mounted from before the sources are copied in until the node has taken the artifacts
 out; each step is a gated container of its own image that mounts the same volume, is
@@ -27,9 +27,9 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-from node.identity import Identities
-from node.services import PlannedService, RunningService, start_service, wait_until_ready
-from node.sandbox import (
+from node.build.identity import Identities
+from node.build.services import PlannedService, RunningService, start_service, wait_until_ready
+from node.build.sandbox import (
     ENGINE_LOST,
     ArtifactCopy,
     OutputCapture,

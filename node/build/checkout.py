@@ -3,7 +3,7 @@
 Builds run `git describe`, `git log` and setuptools-scm, so the workspace is a
 clone, not an export of the tree. It is made from the node's mirror by a
 clone that links or copies the mirror's object files instead of packing them
-again, in memory where the host has a tmpfs (node/executor.py): a large
+again, in memory where the host has a tmpfs (node/build/executor.py): a large
 repository costs the inflation of its files, neither a second pass over its
 history nor writes to the node's disk.
 
@@ -14,7 +14,7 @@ What a build can see of git is the same on every honest node:
   or a pull request's build has a detached HEAD); there is no remote and no
   other branch, whose heads would depend on when each node fetched;
 - submodules are checked out at the commits the tree records, each fetched
-  through a mirror of its own (node/gitmirror.py), and only from a URL the
+  through a mirror of its own (node/build/gitmirror.py), and only from a URL the
   repository's configuration allows.
 
 All calls block; the executor runs them in its worker thread. Names that reach
@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from node.gitmirror import ISOLATED_ENV, GitError, GitMirrors
+from node.build.gitmirror import ISOLATED_ENV, GitError, GitMirrors
 
 # A tree records a submodule as a gitlink: this mode and the commit's name.
 _GITLINK = re.compile(r"160000 commit ([0-9a-f]{40}|[0-9a-f]{64})\t")

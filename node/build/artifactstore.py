@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from node.caches import newest_first
+from node.build.caches import newest_first
 from pbft.attestation import is_manifest_entry
 
 MANIFEST = "manifest.json"

@@ -48,7 +48,7 @@ from typing import Iterable
 import docker
 import docker.errors
 
-from node.sandbox import SandboxError
+from node.build.sandbox import SandboxError
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""A pipeline's services (node/pipeline.py): containers started before its first step, in
+"""A pipeline's services (node/build/pipeline.py): containers started before its first step, in
 the build's own network namespace, removed with the build.
 
-Every container of a pipeline joins the network namespace of its holder (node/steps.py),
+Every container of a pipeline joins the network namespace of its holder (node/build/steps.py),
 as the containers of a pod do: a service listens on the namespace's loopback, and its
 name resolves there to 127.0.0.1 (an /etc/hosts entry the holder carries). The namespace
-has no other interface unless the repository has a build network (node/buildnet.py), so
+has no other interface unless the repository has a build network (node/build/network.py), so
 no other build, no process of the node's host, no peer and nothing outside reaches a
 service, and a service reaches none of them.
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import docker
 from docker.types import Healthcheck
 
-from node.identity import Identities
-from node.sandbox import (
+from node.build.identity import Identities
+from node.build.sandbox import (
     OutputCapture,
     SandboxError,
     build_identity,

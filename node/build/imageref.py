@@ -1,7 +1,7 @@
 """Image references as Docker reads them (the distribution project's grammar, less what no
 build needs): `[registry/]path[:tag][@sha256:digest]`. Pure, so that the spec's parser can
-check a reference where it is written (node/buildspec.py) and the node can pull by it
-(node/images.py)."""
+check a reference where it is written (node/build/spec.py) and the node can pull by it
+(node/build/images.py)."""
 
 from __future__ import annotations
 

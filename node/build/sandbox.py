@@ -6,7 +6,7 @@ raised as SandboxError with a deterministic reason, so that honest nodes report
 the same text; the daemon's own message goes to the build log as detail.
 
 What bounds a hostile build: network none (or, for a repository allowed the
-network, one that reaches only beyond this host and its peers: node/buildnet.py); memory without swap (an endless
+network, one that reaches only beyond this host and its peers: node/build/network.py); memory without swap (an endless
 allocation is OOM-killed, exit 137); a pids limit (a fork bomb runs out of
 processes); a CPU share; a wall-clock deadline enforced with kill; a read-only
 root file system, so only /workspace, /tmp, /dev/shm, the home directory
@@ -16,12 +16,12 @@ never stored by the daemon. Builds run as the node's build user, never
 privileged, with no capabilities.
 
 What a real test suite needs besides: a writable HOME, a passwd entry for its
-uid (node/identity.py) and a /tmp it may run programs from.
+uid (node/build/identity.py) and a /tmp it may run programs from.
 
 A spec build is one container: started held at a gate (GATE_COMMAND), filled
 with the sources while it waits, then handed its script. Because nothing about
 the build is fixed before the script arrives, the container can be started
-before the build is known (node/ready.py). A build that saves a cache or
+before the build is known (node/build/ready.py). A build that saves a cache or
 declares artifacts is the one exception: a second, idle container keeps the
 cache tmpfs and the workspace mounted until the node has copied the new cache
 and the artifacts out (see run_container).
@@ -52,10 +52,10 @@ from docker.models.containers import Container
 from docker.models.volumes import Volume
 from docker.types import CancellableStream, LogConfig, Mount
 
-from node.artifacts import MAX_FILES, ArtifactError, Collector, archive_path, archive_roots
-from node.attach import StdinAttach
-from node.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
-from node.identity import HOME_DIR, Identities, IdentityError
+from node.build.artifacts import MAX_FILES, ArtifactError, Collector, archive_path, archive_roots
+from node.build.attach import StdinAttach
+from node.build.caches import OUT_DIR, OUT_TAR, RESTORE_TAR
+from node.build.identity import HOME_DIR, Identities, IdentityError
 from shared.config import BuildConfig
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def exported(environment: dict[str, str], script: str) -> str:
     line breaks (a commit message) is written on that line as `printf '%b'` of its
     escaped form.
 
-    A container prepared before its build was known (node/ready.py) cannot
+    A container prepared before its build was known (node/build/ready.py) cannot
     have the commit's time in its environment; the script it is handed can.
     """
     if not environment:
@@ -159,7 +159,7 @@ class ContainerOutcome:
     commands_ms: int | None = None
     # For a build with ArtifactCopy that exited 0: the artifacts copied to its
     # `dest`, {path: "sha256:<hex>"} sorted by path, or the deterministic
-    # reason they could not be taken (node/artifacts.py).
+    # reason they could not be taken (node/build/artifacts.py).
     artifacts: dict[str, str] | None = None
     artifacts_problem: str = ""
     # Stopped by a kill that neither the deadline nor the kernel's memory limit sent (`docker
@@ -336,7 +336,7 @@ def start_gated_container(
     `arguments` follow the script the gate will run (`sh -e -c <script>
     arguments...`); `cache_mounts` and `network` are those of a build with
     caches or a build network; `workspace`, a pipeline's shared workspace volume
-    (node/steps.py), which the container then mounts instead of a fresh one and
+    (node/build/steps.py), which the container then mounts instead of a fresh one and
     leaves for the pipeline to remove. Whatever it made is removed again if it fails.
     """
     budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
@@ -414,7 +414,7 @@ def run_container(
     `identities` are this executor's passwd and group files on the engine.
     `on_output` gets each piece of output as it comes (from another thread),
     so the build log grows while the build runs. With `network` (a Docker
-    network node/buildnet.py made and guards) the build container joins it
+    network node/build/network.py made and guards) the build container joins it
     instead of having none. `arguments` are the script's positional
     parameters, after its $0.
 
@@ -559,7 +559,7 @@ def remove_all(containers: list, volumes: list) -> None:
 def check_image(client: docker.DockerClient, image: str) -> str:
     """The id of an image the engine holds: a Dockerfile build's, just built. The build runs
     that id, so the passwd entry made for it fits what runs even if the tag is moved
-    meanwhile. (A spec's images are found or pulled by node/images.py.)"""
+    meanwhile. (A spec's images are found or pulled by node/build/images.py.)"""
     try:
         return client.images.get(image).id
     except docker.errors.ImageNotFound:
@@ -683,7 +683,7 @@ def hold_mounts(
     It mounts those and nothing else, runs nothing but sleep, and outlives
     the build's deadline by _HOLDER_GRACE_S, the time the node has to copy
     the cache and the artifacts out. A pipeline's holder also owns the network
-    namespace its steps and services join (node/steps.py): `network` (none
+    namespace its steps and services join (node/build/steps.py): `network` (none
     otherwise), and `hosts`, names that resolve to its loopback address there.
     """
     options = host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
@@ -750,7 +750,7 @@ def _copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
 def copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
     """The artifacts read from the holder's workspace into `artifacts.dest`, or why they cannot be taken.
 
-    A problem of the build (node/artifacts.py's ArtifactError) is returned as
+    A problem of the build (node/build/artifacts.py's ArtifactError) is returned as
     its deterministic reason. A problem of this node or its engine raises
     SandboxError: the holder gone (its tmpfs then reads as empty, which must
     not pass for a build that wrote nothing), the engine refusing, the

@@ -28,7 +28,7 @@ import math
 import re
 
 from pbft.build import AXIS, AXIS_VALUE, MAX_AXES, MAX_COMBINATIONS, combination_label
-from node.pipeline import RESERVED_VARIABLE
+from node.build.pipeline import RESERVED_VARIABLE
 
 Combination = tuple[tuple[str, str], ...]
 

@@ -31,26 +31,26 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from node.artifacts import MAX_FILES
-from node.artifactstore import ArtifactStore
-from node.buildlog import BuildLog
-from node.buildnet import BuildNetwork
-from node.buildqueue import BuildQueue
-from node.buildspec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
-from node.triggers import Trigger, skip_reason
-from node.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
-from node.engine import connect, describe
-from node.civars import BuildFacts, ci_variables
-from node import checkout
-from node.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time
-from node.identity import HOME_DIR, Identities
-from node.images import Images
-from node.matrix import check_combination
-from node.pipeline import Step, run_order
-from node.services import PlannedService
-from node.ready import ReadyContainers
-from node.steps import PlannedStep, run_steps
-from node.sandbox import (
+from node.build.artifacts import MAX_FILES
+from node.build.artifactstore import ArtifactStore
+from node.build.log import BuildLog
+from node.build.network import BuildNetwork
+from node.build.queue import BuildQueue
+from node.build.spec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
+from node.build.triggers import Trigger, skip_reason
+from node.build.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
+from node.build.engine import connect, describe
+from node.build.civars import BuildFacts, ci_variables
+from node.build import checkout
+from node.build.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time
+from node.build.identity import HOME_DIR, Identities
+from node.build.images import Images
+from node.build.matrix import check_combination
+from node.build.pipeline import Step, run_order
+from node.build.services import PlannedService
+from node.build.ready import ReadyContainers
+from node.build.steps import PlannedStep, run_steps
+from node.build.sandbox import (
     ROOT_USER,
     ArtifactCopy,
     CacheMounts,
@@ -96,7 +96,7 @@ class BuildResult(Result):
     `artifact_files` are the `(path, "sha256:<hex>")` pairs of a successful
     build whose spec declares artifacts, sorted by path; () otherwise. Only
     their manifest's digest (`Result.artifacts`) goes on the wire; the pairs
-    stay on this node, which keeps them with the files (node/artifactstore.py)
+    stay on this node, which keeps them with the files (node/build/artifactstore.py)
     and names them in the verdict's provenance.
     """
 
@@ -158,9 +158,9 @@ class Executor:
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
         `peer_hosts`, the network's node and client hosts, are what those builds must never reach;
-        `repository_bounds` caps how many builds of a repository run at once (node/buildqueue.py);
-        `registry_auth`, this node's credentials for the registries it pulls from (node/images.py);
-        `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/checkout.py)."""
+        `repository_bounds` caps how many builds of a repository run at once (node/build/queue.py);
+        `registry_auth`, this node's credentials for the registries it pulls from (node/build/images.py);
+        `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/build/checkout.py)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -197,7 +197,7 @@ class Executor:
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self._instance_id = uuid.uuid4().hex
-        # The passwd and group files made per image, on the engine (node/identity.py).
+        # The passwd and group files made per image, on the engine (node/build/identity.py).
         self._identities = Identities(self._labels())
         self._networked = frozenset(networked_repositories)
         self._build_network = BuildNetwork(self._data_dir, peer_hosts)
@@ -669,7 +669,7 @@ class Executor:
         environment: dict[str, str], workspace: Path, build_id: str, name: str, commit: str, ran: Spec,
         labels: dict[str, str], decide, output: BuildLog, images: list,
     ) -> tuple[BuildResult, int | None]:
-        """A `steps:` build, or one with services (node/steps.py): its result names each step's
+        """A `steps:` build, or one with services (node/build/steps.py): its result names each step's
         outcome, and the step that failed it. A one-script spec with services is one step, `build`."""
         steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
         limits = _share(self._limits, 1 + len(spec.services))
@@ -812,7 +812,7 @@ class Executor:
         """Store what a successful build left as its artifacts: their digests, or why there are none.
 
         A build that did not exit 0 gets no artifacts and keeps its verdict;
-        one whose artifacts cannot be taken (node/artifacts.py says why, the
+        one whose artifacts cannot be taken (node/build/artifacts.py says why, the
         same on every honest node) ends as an error.
         """
         if outcome.exit_code != 0:

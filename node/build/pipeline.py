@@ -1,4 +1,4 @@
-"""A pipeline's steps and environment, as `.pbft-ci.yml` declares them (node/buildspec.py
+"""A pipeline's steps and environment, as `.pbft-ci.yml` declares them (node/build/spec.py
 parses the rest of the file).
 
     environment:                  # optional: every step gets these
@@ -14,7 +14,7 @@ parses the rest of the file).
         failure: ignore           # optional: its failure does not fail the build
         when:                     # optional: run only if the build's status so far is one of
           status: [success]       # these (default [success]); event, branch and path as in
-          event: [push]           # the spec's own `when:` (node/triggers.py)
+          event: [push]           # the spec's own `when:` (node/build/triggers.py)
 
     services:                     # optional: started before the first step, removed with the build
       - name: postgres            # required, unique: also its host name for the steps
@@ -41,8 +41,8 @@ import re
 from dataclasses import dataclass
 
 from pbft.build import MAX_STEPS, STEP_NAME
-from node.imageref import parse_reference
-from node.triggers import Condition, parse_when
+from node.build.imageref import parse_reference
+from node.build.triggers import Condition, parse_when
 
 STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when")
 SERVICE_KEYS = ("name", "image", "commands", "environment", "ready")
@@ -55,8 +55,8 @@ STATUS_CHOICES = ("success", "failure")
 MAX_VARIABLES = 64
 MAX_VALUE_CHARS = 4096
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# Names the node sets itself: the CI variables (node/civars.py), HOME (the build user's),
-# and SOURCE_DATE_EPOCH (the commit's time, node/sandbox.py).
+# Names the node sets itself: the CI variables (node/build/civars.py), HOME (the build user's),
+# and SOURCE_DATE_EPOCH (the commit's time, node/build/sandbox.py).
 RESERVED_VARIABLE = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
 
 

@@ -9,16 +9,16 @@
       paths: [~/.cache/pip, .tox]   # under HOME (~/...) or relative to /workspace
       key_files: [requirements.txt] # optional: the cache key covers these files' contents
     artifacts:                      # optional: files taken from /workspace after a successful build
-      - dist/*.whl                  # relative paths or globs (node/artifacts.py)
+      - dist/*.whl                  # relative paths or globs (node/build/artifacts.py)
     when:                           # optional: the events, branches and changed paths that build
-      event: [push, pull_request]   # (node/triggers.py); a build they exclude ends `skipped`
-    environment:                    # optional: variables every command gets (node/pipeline.py)
+      event: [push, pull_request]   # (node/build/triggers.py); a build they exclude ends `skipped`
+    environment:                    # optional: variables every command gets (node/build/pipeline.py)
       APP_ENV: test
-    matrix:                         # optional: one build per combination (node/matrix.py)
+    matrix:                         # optional: one build per combination (node/build/matrix.py)
       PYTHON: ["3.11", "3.12"]
 
 In place of `commands`, a pipeline: `steps:`, each with its own name, image,
-commands, environment, `when:` and `depends_on:` (node/pipeline.py), sharing
+commands, environment, `when:` and `depends_on:` (node/build/pipeline.py), sharing
 one /workspace; and `services:`, containers the build reaches by name.
 
 Parsing is pure. Every problem is reported at once, with the offending key, in
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import yaml
 
 from pbft.build import combination_label
-from node.artifacts import MAX_PATTERNS, normalize_pattern
-from node.identity import HOME_DIR
-from node.matrix import Combination, parse_matrix, with_images
-from node.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
-from node.triggers import Condition, parse_when
+from node.build.artifacts import MAX_PATTERNS, normalize_pattern
+from node.build.identity import HOME_DIR
+from node.build.matrix import Combination, parse_matrix, with_images
+from node.build.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
+from node.build.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
@@ -88,10 +88,10 @@ class BuildSpec:
     # A pipeline (then `commands` is ()), and the variables every command gets.
     steps: tuple[Step, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
-    # Containers next to the build's (node/pipeline.py); a one-script spec with services runs
+    # Containers next to the build's (node/build/pipeline.py); a one-script spec with services runs
     # as a pipeline of one step, `build`.
     services: tuple[Service, ...] = ()
-    # Every combination of the spec's `matrix:` (node/matrix.py), () without one; and the
+    # Every combination of the spec's `matrix:` (node/build/matrix.py), () without one; and the
     # combination this spec is for, whose axes are in `environment` and its images.
     matrix: tuple[Combination, ...] = ()
     combination: Combination = ()
@@ -102,7 +102,7 @@ class BuildSpec:
 
 
 def parse_build_spec(text: bytes, combination: Combination | None = None) -> BuildSpec:
-    """The spec, or a ValueError naming every problem. With a `matrix:` (node/matrix.py),
+    """The spec, or a ValueError naming every problem. With a `matrix:` (node/build/matrix.py),
     `combination` picks the build: its axes are variables and fill `${AXIS}` in images, and a
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is

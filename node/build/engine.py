@@ -9,7 +9,7 @@ and ssh:// through the SDK's paramiko transport, which refuses a host whose
 key is not in the node user's ~/.ssh/known_hosts and logs in with that
 user's keys (or ~/.ssh/config's IdentityFile for the host). Not through the
 `ssh` command (`use_ssh_client`): its connection cannot half-close, which
-the end of a build's script needs (node/attach.py).
+the end of a build's script needs (node/build/attach.py).
 """
 
 import importlib.util

@@ -27,8 +27,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from node.imageref import Reference, parse_reference
-from node.sandbox import SandboxError
+from node.build.imageref import Reference, parse_reference
+from node.build.sandbox import SandboxError
 from pbft.build import ImageDigest
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,9 @@ from node.build.sandbox import (
     GatedContainer,
     ContainerOutcome,
     ENGINE_LOST,
+    Sandbox,
     SandboxError,
+    Script,
     build_image,
     check_image,
     memory_budget,
@@ -601,11 +603,9 @@ class Executor:
             try:
                 run = functools.partial(
                     run_container,
-                    self._client(), image_id=image_id, script=script, arguments=arguments,
-                    workspace=workspace, limits=limits, timeout_s=timeout_s, labels=labels,
-                    identities=self._identities, user=user, on_output=output.write,
-                    cache=cache_run.mounts if cache_run else None, network=network,
-                    remove_later=self._remove_later, environment=environment, artifacts=artifacts,
+                    self._sandbox(limits, user, labels), image_id, Script(script, workspace, arguments),
+                    timeout_s=timeout_s, environment=environment, cache=cache_run.mounts if cache_run else None,
+                    network=network, artifacts=artifacts, on_output=output.write,
                     on_container=functools.partial(self._running_in, build_id),
                 )
                 outcome = self._unless_host_fault(run, output, commit, build_id, ready=ready, on_started=(
@@ -637,10 +637,9 @@ class Executor:
             output.write(build_log.encode(errors="replace"))
             run = functools.partial(
                 run_container,
-                self._client(), image_id=check_image(self._client(), tag), script=None,
-                workspace=None, limits=limits, timeout_s=timeout_s, labels=labels,
-                identities=self._identities, on_output=output.write, remove_later=self._remove_later,
-                environment=environment, on_container=functools.partial(self._running_in, build_id),
+                self._sandbox(limits, limits.user, labels), check_image(self._client(), tag), None,
+                timeout_s=timeout_s, environment=environment, on_output=output.write,
+                on_container=functools.partial(self._running_in, build_id),
             )
             outcome = self._unless_host_fault(run, output, commit, build_id)
         else:
@@ -699,9 +698,8 @@ class Executor:
         try:
             run = functools.partial(
                 run_steps,
-                self._client(), steps=tuple(planned), workspace=workspace, limits=limits, timeout_s=timeout_s,
-                labels=labels, identities=self._identities, user=user, on_output=output.write,
-                on_section=output.section, remove_later=self._remove_later, network=network, artifacts=artifacts,
+                self._sandbox(limits, user, labels), tuple(planned), workspace, timeout_s=timeout_s,
+                on_output=output.write, on_section=output.section, network=network, artifacts=artifacts,
                 on_container=functools.partial(self._running_in, build_id),
                 cancelled=lambda: build_id in self._cancels, services=services,
             )
@@ -887,10 +885,12 @@ class Executor:
     def _start_ready(self, key: tuple[str, str]) -> GatedContainer:
         """A spec build's container for image id and user, as run_container would start it, for the next build."""
         image_id, user = key
-        return start_gated_container(
-            self._client(), image_id=image_id, user=user, limits=self._limits, labels=self._labels(),
-            identities=self._identities, role="ready",
-        )
+        return start_gated_container(self._sandbox(self._limits, user, self._labels()), image_id, role="ready")
+
+    def _sandbox(self, limits: BuildConfig, user: str, labels: dict[str, str]) -> Sandbox:
+        """What a build's containers are made with on this executor's engine; what they leave is
+        removed by its janitor."""
+        return Sandbox(self._client(), limits, user, self._identities, labels, self._remove_later)
 
     def _remove_later(self, removal) -> None:
         try:

@@ -31,6 +31,8 @@ Every spec build gets the same environment for reproducible output
 fixed time zone and locale.
 """
 
+from __future__ import annotations
+
 import functools
 import logging
 import shlex
@@ -40,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -141,6 +143,45 @@ class SandboxError(Exception):
         self.reason = reason
         self.detail = detail
         self.engine_lost = engine_lost
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """What every container and volume of one build is made with: the engine's `client`, the
+    `limits` of each container (a pipeline's containers each get a share), the build `user`,
+    the passwd and group files made for it on the engine (`identities`, node/build/identity.py)
+    and the `labels` that mark what the executor made. `remove_later` (e.g. a single-thread
+    executor's submit), given, takes the removal of what a build made, so that its outcome is
+    not held up by the daemon tearing it down; without it the removal is done at once."""
+
+    client: docker.DockerClient
+    limits: BuildConfig
+    user: str
+    identities: Identities
+    labels: dict[str, str]
+    remove_later: Callable[[Callable[[], None]], object] | None = None
+
+    def labelled(self, labels: dict[str, str]) -> Sandbox:
+        """The same, its containers marked with `labels` as well (a pipeline step's name)."""
+        return replace(self, labels={**self.labels, **labels})
+
+    def remove(self, containers: list, volumes: list) -> None:
+        """Remove a build's containers, then its volumes: now, or handed to `remove_later`."""
+        removal = functools.partial(remove_all, containers, volumes)
+        if self.remove_later is None:
+            removal()
+        else:
+            self.remove_later(removal)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A spec build's script, which the gate runs as `sh -e -c <text> <arguments...>`, and the
+    checkout on this node (`workspace`) copied onto the container's /workspace tmpfs before it runs."""
+
+    text: str
+    workspace: Path
+    arguments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,8 +286,9 @@ def memory_budget(limits: BuildConfig, *, with_workspace: bool, with_cache: bool
     )
 
 
-def host_config(limits: BuildConfig, user: str, budget: MemoryBudget) -> dict:
+def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
     """Container options shared by spec builds, Dockerfile builds and cache holders."""
+    limits, user = sandbox.limits, sandbox.user
     memory = f"{budget.total_mb}m"
     uid, gid = _numeric_owner(user)
     return dict(
@@ -318,13 +360,9 @@ class GatedContainer:
 
 
 def start_gated_container(
-    client: docker.DockerClient,
-    *,
+    sandbox: Sandbox,
     image_id: str,
-    user: str,
-    limits: BuildConfig,
-    labels: dict[str, str],
-    identities: Identities,
+    *,
     role: str,
     arguments: tuple[str, ...] = (),
     cache_mounts: tuple[Mount, ...] = (),
@@ -339,15 +377,15 @@ def start_gated_container(
     (node/build/steps.py), which the container then mounts instead of a fresh one and
     leaves for the pipeline to remove. Whatever it made is removed again if it fails.
     """
-    budget = memory_budget(limits, with_workspace=True, with_cache=bool(cache_mounts))
-    options = host_config(limits, user, budget)
-    identity = build_identity(client, identities, image_id, user)
+    budget = memory_budget(sandbox.limits, with_workspace=True, with_cache=bool(cache_mounts))
+    options = host_config(sandbox, budget)
+    identity = build_identity(sandbox, image_id)
     volume = container = stdin = output = None
     made = []
     try:
         volume = workspace
         if volume is None:
-            volume = tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
+            volume = tmpfs_volume(sandbox, "workspace", sandbox.limits.workspace_mb, mode="0755")
             made.append(volume)
         options.update(
             environment=identity.environment(),
@@ -361,8 +399,9 @@ def start_gated_container(
         # Not detached: only then does docker-py set StdinOnce, which makes the
         # daemon close the build's stdin when the node's attach ends, after the
         # script or without it.
-        container = client.containers.create(
-            image_id, [*GATE_COMMAND, *arguments], labels={**labels, "pbft-ci.role": role}, detach=False, **options
+        container = sandbox.client.containers.create(
+            image_id, [*GATE_COMMAND, *arguments], labels={**sandbox.labels, "pbft-ci.role": role}, detach=False,
+            **options,
         )
         stdin = StdinAttach(container.attach_socket(params={"stdin": 1, "stream": 1}))
         output = container.attach(stdout=True, stderr=True, stream=True)
@@ -378,45 +417,35 @@ def start_gated_container(
 
 
 def run_container(
-    client: docker.DockerClient,
-    *,
+    sandbox: Sandbox,
     image_id: str,
-    script: str | None,
-    workspace: Path | None,
-    limits: BuildConfig,
+    script: Script | None,
+    *,
     timeout_s: float,
-    labels: dict[str, str],
-    identities: Identities,
-    user: str | None = None,
-    arguments: tuple[str, ...] = (),
-    on_output: Callable[[bytes], None] | None = None,
+    environment: dict[str, str] | None = None,
     cache: CacheMounts | None = None,
     network: str | None = None,
-    remove_later: Callable[[Callable[[], None]], object] | None = None,
-    ready: GatedContainer | None = None,
-    on_started: Callable[[], None] | None = None,
-    environment: dict[str, str] | None = None,
     artifacts: ArtifactCopy | None = None,
+    ready: GatedContainer | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+    on_started: Callable[[], None] | None = None,
     on_container: Callable[[Any], None] | None = None,
 ) -> ContainerOutcome:
-    """Run `script` with `sh -e -c` (or, with neither script nor workspace, the image's CMD)
-    in `image_id` (check_image's) to completion or until the deadline.
+    """Run `script` (or, without one, the image's CMD) in `image_id` (check_image's) to
+    completion or until the deadline, `timeout_s` after its commands start.
 
-    The containers and volumes are removed before returning, or, given
-    `remove_later` (e.g. a single-thread executor's submit), handed to it so
-    that the outcome is not held up by the daemon tearing them down.
+    The containers and volumes are removed before returning, or handed to the
+    sandbox's `remove_later`.
 
-    With a workspace, its tree is copied onto a size-limited tmpfs at
+    With a script, its workspace's tree is copied onto a size-limited tmpfs at
     /workspace and the root file system is read-only. Without one (an image
     built from the repository's Dockerfile) the sources live in the image, so
     its root file system stays writable; it is thrown away with the container.
-    Either way the build gets HOME, a passwd entry and the tmpfs mounts;
-    `identities` are this executor's passwd and group files on the engine.
+    Either way the build gets HOME, a passwd entry and the tmpfs mounts.
     `on_output` gets each piece of output as it comes (from another thread),
     so the build log grows while the build runs. With `network` (a Docker
     network node/build/network.py made and guards) the build container joins it
-    instead of having none. `arguments` are the script's positional
-    parameters, after its $0.
+    instead of having none.
 
     A spec build runs in one container. The tmpfs workspace is emptied
     whenever nothing has it mounted, and the daemon mounts a stopped
@@ -425,7 +454,7 @@ def run_container(
     tmpfs mounted, the sources are uploaded into it, and then the script is
     written to the gate. `ready`, a container start_gated_container started
     earlier for this image, user and these limits (with no cache, no network
-    and no arguments), is used instead of starting one: the build's script,
+    and no script arguments), is used instead of starting one: the build's script,
     not the container, is what makes it this build. `on_started` is called
     once the build's commands run. `environment` is exported to the build
     (for a spec build, by the first line of the script it is handed). `on_container` gets
@@ -447,80 +476,23 @@ def run_container(
 
     The cache and the artifacts are copied only after a build that exited 0.
     """
-    assert (script is None) == (workspace is None), "a spec build has both a script and a workspace"
-    assert ready is None or (cache is None and network is None and not arguments), \
+    assert ready is None or (cache is None and network is None and not (script and script.arguments)), \
         "a prepared container has no cache mounts, network or arguments"
-    assert artifacts is None or workspace is not None, "only a spec build has artifacts"
-    user = user or limits.user
-    environment = environment or {}
-    gated = cache_volume = holder = container = capture = None
+    assert artifacts is None or script is not None, "only a spec build has artifacts"
+    made = _Made()
     try:
-        cache_mounts = []
-        if cache is not None:
-            cache_volume = tmpfs_volume(client, "cache", cache.size_mb, user, labels, mode="0700")
-            cache_mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
-        if workspace is not None:
-            gated = ready or start_gated_container(
-                client, image_id=image_id, user=user, limits=limits, labels=labels, identities=identities,
-                role="build", arguments=arguments, cache_mounts=tuple(cache_mounts), network=network,
-            )
-            container = gated.container
-            if on_container is not None:
-                on_container(container)
-            capture = OutputCapture(gated.output, limits.output_cap_bytes, on_output)
-            held = []
-            if cache is not None and cache.save_to is not None:
-                held += cache_mounts
-            if artifacts is not None:
-                held.append(Mount("/workspace", gated.volume.name, type="volume", no_copy=True))
-            if held:
-                # The build container has both tmpfs mounted already and keeps
-                # them until its exit; the holder shares the mounts from here on.
-                holder = hold_mounts(client, image_id, limits, user, identities, labels, held, timeout_s)
-            fill_workspace(container, workspace, user, limits.workspace_mb)
-            if cache is not None and cache.restore_tar is not None:
-                _upload_restore(container, cache.restore_tar, user)
-            # Killed meanwhile (by Executor.close, or behind the node's back),
-            # it must not pass for a build that ran and failed.
-            container.reload()
-            if container.status != "running":
-                raise SandboxError("docker error: container stopped before the build started")
-            deliver_script(gated.stdin, exported(environment, script))
-            gated.close_stdin()
+        cache_mounts = _cache_mounts(sandbox, cache, made)
+        if script is not None:
+            _start_spec_build(sandbox, image_id, script, environment or {}, cache, cache_mounts, network, ready,
+                              artifacts, timeout_s, on_output, on_container, made)
         else:
-            options = host_config(limits, user, memory_budget(limits, with_workspace=False))
-            identity = build_identity(client, identities, image_id, user)
-            options.update(environment={**identity.environment(), **environment}, mounts=identity.mounts())
-            container = client.containers.create(
-                image_id, None, labels={**labels, "pbft-ci.role": "build"}, detach=True, **options
-            )
-            if on_container is not None:
-                on_container(container)
-            # Attached before start: no output is missed however fast it comes.
-            capture = OutputCapture(
-                container.attach(stdout=True, stderr=True, stream=True), limits.output_cap_bytes, on_output
-            )
-            container.start()
+            _start_image_build(sandbox, image_id, environment or {}, on_output, on_container, made)
         released = time.monotonic()
         if on_started is not None:
             on_started()
-        exit_code = wait_for_exit(container, timeout_s)
+        exit_code = wait_for_exit(made.container, timeout_s)
         commands_ms = round((time.monotonic() - released) * 1000)
-        output, truncated = capture.finish()
-        container.reload()
-        oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        killed_outside = exit_code not in (None, 0) and not oom_killed and killed_by_engine(client, container)
-        copied, problem = False, ""
-        found, artifacts_problem = None, ""
-        if holder is not None and exit_code == 0:
-            if cache is not None and cache.save_to is not None:
-                copied, problem = _copy_cache_out(holder, cache)
-            if artifacts is not None:
-                found, artifacts_problem = copy_artifacts_out(holder, artifacts, limits.workspace_mb)
-        return ContainerOutcome(
-            exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem,
-            killed_outside,
-        )
+        return _outcome(sandbox, made, exit_code, commands_ms, cache, artifacts)
     except requests.exceptions.ConnectionError as exc:
         # The engine went away under the build (its service restarted, it crashed): whatever
         # the build's container did, this node did not see it finish.
@@ -528,22 +500,119 @@ def run_container(
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: container failed to run", str(exc)) from None
     finally:
-        if gated is not None:
-            # Closed before the script's end: the gate exits and the build never runs.
-            gated.close_stdin()
-            if capture is None:
-                gated.output.close()
-        if capture is not None:
-            capture.close()
-        removal = functools.partial(
-            remove_all,
-            [leftover for leftover in (container, holder) if leftover is not None],
-            [leftover for leftover in (gated and gated.volume, cache_volume) if leftover is not None],
-        )
-        if remove_later is None:
-            removal()
-        else:
-            remove_later(removal)
+        _release(sandbox, made)
+
+
+@dataclass
+class _Made:
+    """What one run_container has made so far, for its end to close and remove."""
+
+    gated: GatedContainer | None = None
+    cache_volume: Volume | None = None
+    holder: Container | None = None
+    container: Container | None = None
+    capture: OutputCapture | None = None
+
+
+def _cache_mounts(sandbox: Sandbox, cache: CacheMounts | None, made: _Made) -> list[Mount]:
+    """The tmpfs a build with caches writes its new cache to, mounted at OUT_DIR."""
+    if cache is None:
+        return []
+    made.cache_volume = tmpfs_volume(sandbox, "cache", cache.size_mb, mode="0700")
+    return [Mount(OUT_DIR, made.cache_volume.name, type="volume", no_copy=True)]
+
+
+def _start_spec_build(
+    sandbox: Sandbox, image_id: str, script: Script, environment: dict[str, str], cache: CacheMounts | None,
+    cache_mounts: list[Mount], network: str | None, ready: GatedContainer | None, artifacts: ArtifactCopy | None,
+    timeout_s: float, on_output, on_container, made: _Made,
+) -> None:
+    """A gated container (`ready`, or one started now) filled with the sources, a holder if the
+    build keeps something after it ends, and the build's script handed to the gate."""
+    made.gated = ready or start_gated_container(
+        sandbox, image_id, role="build", arguments=script.arguments, cache_mounts=tuple(cache_mounts),
+        network=network,
+    )
+    container = made.container = made.gated.container
+    if on_container is not None:
+        on_container(container)
+    made.capture = OutputCapture(made.gated.output, sandbox.limits.output_cap_bytes, on_output)
+    held = []
+    if cache is not None and cache.save_to is not None:
+        held += cache_mounts
+    if artifacts is not None:
+        held.append(Mount("/workspace", made.gated.volume.name, type="volume", no_copy=True))
+    if held:
+        # The build container has both tmpfs mounted already and keeps
+        # them until its exit; the holder shares the mounts from here on.
+        made.holder = hold_mounts(sandbox, image_id, held, timeout_s)
+    fill_workspace(sandbox, container, script.workspace)
+    if cache is not None and cache.restore_tar is not None:
+        _upload_restore(container, cache.restore_tar, sandbox.user)
+    # Killed meanwhile (by Executor.close, or behind the node's back),
+    # it must not pass for a build that ran and failed.
+    container.reload()
+    if container.status != "running":
+        raise SandboxError("docker error: container stopped before the build started")
+    deliver_script(made.gated.stdin, exported(environment, script.text))
+    made.gated.close_stdin()
+
+
+def _start_image_build(
+    sandbox: Sandbox, image_id: str, environment: dict[str, str], on_output, on_container, made: _Made,
+) -> None:
+    """A Dockerfile build's container, running the image's CMD with its output attached."""
+    options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=False))
+    identity = build_identity(sandbox, image_id)
+    options.update(environment={**identity.environment(), **environment}, mounts=identity.mounts())
+    container = made.container = sandbox.client.containers.create(
+        image_id, None, labels={**sandbox.labels, "pbft-ci.role": "build"}, detach=True, **options
+    )
+    if on_container is not None:
+        on_container(container)
+    # Attached before start: no output is missed however fast it comes.
+    made.capture = OutputCapture(
+        container.attach(stdout=True, stderr=True, stream=True), sandbox.limits.output_cap_bytes, on_output
+    )
+    container.start()
+
+
+def _outcome(
+    sandbox: Sandbox, made: _Made, exit_code: int | None, commands_ms: int, cache: CacheMounts | None,
+    artifacts: ArtifactCopy | None,
+) -> ContainerOutcome:
+    """How the stopped build ended, with its cache and artifacts copied out after an exit 0."""
+    container = made.container
+    output, truncated = made.capture.finish()
+    container.reload()
+    oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    killed_outside = exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, container)
+    copied, problem = False, ""
+    found, artifacts_problem = None, ""
+    if made.holder is not None and exit_code == 0:
+        if cache is not None and cache.save_to is not None:
+            copied, problem = _copy_cache_out(made.holder, cache)
+        if artifacts is not None:
+            found, artifacts_problem = copy_artifacts_out(made.holder, artifacts, sandbox.limits.workspace_mb)
+    return ContainerOutcome(
+        exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem,
+        killed_outside,
+    )
+
+
+def _release(sandbox: Sandbox, made: _Made) -> None:
+    """Close the attaches and remove the containers and volumes a run made, whatever it got to."""
+    if made.gated is not None:
+        # Closed before the script's end: the gate exits and the build never runs.
+        made.gated.close_stdin()
+        if made.capture is None:
+            made.gated.output.close()
+    if made.capture is not None:
+        made.capture.close()
+    sandbox.remove(
+        [leftover for leftover in (made.container, made.holder) if leftover is not None],
+        [leftover for leftover in (made.gated and made.gated.volume, made.cache_volume) if leftover is not None],
+    )
 
 
 def remove_all(containers: list, volumes: list) -> None:
@@ -568,10 +637,11 @@ def check_image(client: docker.DockerClient, image: str) -> str:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
 
 
-def build_identity(client, identities: Identities, image_id: str, user: str):
-    uid, gid = _numeric_owner(user)
+def build_identity(sandbox: Sandbox, image_id: str):
+    """The build user's passwd and group files for `image_id`, as the container mounts them."""
+    uid, gid = _numeric_owner(sandbox.user)
     try:
-        return identities.get(client, image_id=image_id, uid=uid, gid=gid)
+        return sandbox.identities.get(sandbox.client, image_id=image_id, uid=uid, gid=gid)
     except IdentityError as exc:
         raise SandboxError(str(exc)) from None
 
@@ -583,7 +653,7 @@ def _numeric_owner(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
-def tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str, labels: dict[str, str], mode: str):
+def tmpfs_volume(sandbox: Sandbox, role: str, size_mb: int, *, mode: str) -> Volume:
     """A tmpfs volume of `size_mb`, owned by the build user: the workspace, or the cache tar's.
 
     Why tmpfs: overlay2 on ext4 has no per-container disk quota (storage_opt
@@ -592,17 +662,17 @@ def tmpfs_volume(client: docker.DockerClient, role: str, size_mb: int, user: str
     charged to the memory cgroup of whoever writes them, and it vanishes when
     the last container using it is gone.
     """
-    uid, gid = _numeric_owner(user)
+    uid, gid = _numeric_owner(sandbox.user)
     options = f"size={size_mb}m,uid={uid},gid={gid},mode={mode},nosuid,nodev"
-    return client.volumes.create(
+    return sandbox.client.volumes.create(
         name=f"pbft-ci-{role}-{uuid.uuid4().hex}",
         driver="local",
         driver_opts={"type": "tmpfs", "device": "tmpfs", "o": options},
-        labels=labels,
+        labels=sandbox.labels,
     )
 
 
-def fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
+def fill_workspace(sandbox: Sandbox, container, workspace: Path) -> None:
     """Copy the workspace tree, its .git included, into /workspace of the build container,
     running and held at its gate, every entry owned by the build user.
 
@@ -611,7 +681,8 @@ def fill_workspace(container, workspace: Path, user: str, size_mb: int) -> None:
     temporary copy of it on the node's disk. Symbolic links are stored as links, never
     followed; the engine unpacks inside the container, so a link cannot reach the host.
     """
-    uid, gid = _numeric_owner(user)
+    uid, gid = _numeric_owner(sandbox.user)
+    size_mb = sandbox.limits.workspace_mb
     command = [
         "tar", "--create", "--file=-", f"--directory={workspace}", f"--owner={uid}", f"--group={gid}",
         "--numeric-owner", ".",
@@ -675,9 +746,9 @@ def deliver_script(stdin: StdinAttach, script: str) -> None:
 
 
 def hold_mounts(
-    client, image_id, limits, user, identities, labels, mounts, timeout_s: float, *,
+    sandbox: Sandbox, image_id: str, mounts: list[Mount], timeout_s: float, *,
     network: str | None = None, hosts: tuple[str, ...] = (),
-):
+) -> Container:
     """Start a container that keeps `mounts` (the cache tmpfs, the workspace) mounted after the build's exit.
 
     It mounts those and nothing else, runs nothing but sleep, and outlives
@@ -686,9 +757,9 @@ def hold_mounts(
     namespace its steps and services join (node/build/steps.py): `network` (none
     otherwise), and `hosts`, names that resolve to its loopback address there.
     """
-    options = host_config(limits, user, memory_budget(limits, with_workspace=True, with_cache=True))
+    options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=True, with_cache=True))
     options.update(
-        environment=build_identity(client, identities, image_id, user).environment(),
+        environment=build_identity(sandbox, image_id).environment(),
         mounts=list(mounts),
         read_only=True,
     )
@@ -696,9 +767,9 @@ def hold_mounts(
         options["network_mode"] = network
     if hosts:
         options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
-    holder = client.containers.create(
+    holder = sandbox.client.containers.create(
         image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
-        labels={**labels, "pbft-ci.role": "holder"}, detach=True, **options,
+        labels={**sandbox.labels, "pbft-ci.role": "holder"}, detach=True, **options,
     )
     try:
         holder.start()

@@ -20,19 +20,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import docker
 from docker.types import Healthcheck
 
-from node.build.identity import Identities
 from node.build.sandbox import (
     OutputCapture,
+    Sandbox,
     SandboxError,
     build_identity,
     host_config,
     memory_budget,
     remove_all,
 )
-from shared.config import BuildConfig
 
 # How often the engine runs a service's readiness command, and how long one run may take.
 READY_INTERVAL_S = 0.5
@@ -72,16 +70,14 @@ class RunningService:
         self._capture.close()
 
 
-def start_service(
-    client: docker.DockerClient, planned: PlannedService, *, pod: str, limits: BuildConfig, user: str,
-    identities: Identities, labels: dict[str, str],
-) -> RunningService:
+def start_service(sandbox: Sandbox, planned: PlannedService, *, pod: str) -> RunningService:
     """Create and start `planned` in the network namespace of container `pod`."""
-    image = client.images.get(planned.image_id)
+    limits = sandbox.limits
+    image = sandbox.client.images.get(planned.image_id)
     declared = sorted((image.attrs.get("Config") or {}).get("Volumes") or {})
     budget = memory_budget(limits, with_workspace=False)
-    options = host_config(limits, user, budget)
-    identity = build_identity(client, identities, planned.image_id, user)
+    options = host_config(sandbox, budget)
+    identity = build_identity(sandbox, planned.image_id)
     writable = ["/run", *declared]
     memory = f"{budget.total_mb + limits.tmp_mb * len(writable)}m"
     options.update(
@@ -107,9 +103,9 @@ def start_service(
     command, entrypoint = None, None
     if planned.script is not None:
         entrypoint, command = ["/bin/sh", "-e", "-c"], [planned.script]
-    container = client.containers.create(
+    container = sandbox.client.containers.create(
         planned.image_id, command, entrypoint=entrypoint, detach=True,
-        labels={**labels, "pbft-ci.role": "service", "pbft-ci.service": planned.name}, **options,
+        labels={**sandbox.labels, "pbft-ci.role": "service", "pbft-ci.service": planned.name}, **options,
     )
     try:
         capture = OutputCapture(container.attach(stdout=True, stderr=True, stream=True), SERVICE_OUTPUT_BYTES)

@@ -16,36 +16,32 @@ before, so honest nodes run the same sequence and report the same step results.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-from node.build.identity import Identities
 from node.build.services import PlannedService, RunningService, start_service, wait_until_ready
 from node.build.sandbox import (
     ENGINE_LOST,
     ArtifactCopy,
     OutputCapture,
+    Sandbox,
     SandboxError,
     copy_artifacts_out,
     deliver_script,
     fill_workspace,
     hold_mounts,
     killed_by_engine,
-    remove_all,
     start_gated_container,
     tmpfs_volume,
     wait_for_exit,
 )
 from pbft.build import StepResult
-from shared.config import BuildConfig
 
 
 @dataclass(frozen=True)
@@ -77,18 +73,13 @@ class StepsOutcome:
 
 
 def run_steps(
-    client: docker.DockerClient,
-    *,
+    sandbox: Sandbox,
     steps: tuple[PlannedStep, ...],
     workspace: Path,
-    limits: BuildConfig,
+    *,
     timeout_s: float,
-    labels: dict[str, str],
-    identities: Identities,
-    user: str,
     on_output: Callable[[bytes], None],
     on_section: Callable[[str], None],
-    remove_later: Callable[[Callable[[], None]], object] | None = None,
     network: str | None = None,
     artifacts: ArtifactCopy | None = None,
     on_container: Callable[[Any], None] | None = None,
@@ -96,27 +87,25 @@ def run_steps(
     services: tuple[PlannedService, ...] = (),
 ) -> StepsOutcome:
     """Run `steps` in order on a workspace holding the tree at `workspace`, to the end or the
-    deadline, once `services` are ready. `limits` are each container's (the build's share,
-    with services). `on_section(text)` gets a line of the node's before and after each
-    step's output; `cancelled()` is asked before each step starts."""
+    deadline, once `services` are ready. The sandbox's limits are each container's (the
+    build's share, with services). `on_section(text)` gets a line of the node's before and
+    after each step's output; `cancelled()` is asked before each step starts."""
     assert steps, "a pipeline has steps"
     volume = holder = None
     containers: list = []
     running: list[RunningService] = []
     try:
-        volume = tmpfs_volume(client, "workspace", limits.workspace_mb, user, labels, mode="0755")
+        volume = tmpfs_volume(sandbox, "workspace", sandbox.limits.workspace_mb, mode="0755")
         mount = Mount("/workspace", volume.name, type="volume", no_copy=True)
         holder = hold_mounts(
-            client, steps[0].image_id, limits, user, identities, labels, [mount], timeout_s,
+            sandbox, steps[0].image_id, [mount], timeout_s,
             network=network, hosts=tuple(service.name for service in services),
         )
         pod = f"container:{holder.id}"
-        fill_workspace(holder, workspace, user, limits.workspace_mb)
+        fill_workspace(sandbox, holder, workspace)
         deadline = time.monotonic() + timeout_s
         for service in services:
-            running.append(start_service(
-                client, service, pod=holder.id, limits=limits, user=user, identities=identities, labels=labels,
-            ))
+            running.append(start_service(sandbox, service, pod=holder.id))
             containers.append(running[-1].container)
         try:
             wait_until_ready(running, deadline)
@@ -137,8 +126,7 @@ def run_steps(
                 continue
             on_section(f"step {step.name}: image {step.image}")
             ran = _run_step(
-                client, step, volume, limits, labels, identities, user, pod, on_output, on_container,
-                containers, max(deadline - time.monotonic(), 0.0),
+                sandbox, step, volume, pod, on_output, on_container, containers, max(deadline - time.monotonic(), 0.0),
             )
             if ran.killed_outside:
                 return StepsOutcome(tuple(results), None, killed_outside=True)
@@ -150,7 +138,7 @@ def run_steps(
             state.add(step, ran)
         copied, problem = None, ""
         if artifacts is not None and state.exit_code == 0:
-            copied, problem = copy_artifacts_out(holder, artifacts, limits.workspace_mb)
+            copied, problem = copy_artifacts_out(holder, artifacts, sandbox.limits.workspace_mb)
         if running:
             on_section("services' output follows")
             on_output(_service_output(running).encode(errors="replace"))
@@ -165,15 +153,10 @@ def run_steps(
     finally:
         for service in running:
             service.close()
-        removal = functools.partial(
-            remove_all,
+        sandbox.remove(
             [container for container in (*containers, holder) if container is not None],
             [volume] if volume is not None else [],
         )
-        if remove_later is None:
-            removal()
-        else:
-            remove_later(removal)
 
 
 def _service_output(running: list[RunningService]) -> str:
@@ -224,19 +207,18 @@ class _Progress:
 
 
 def _run_step(
-    client, step: PlannedStep, volume, limits: BuildConfig, labels, identities, user, network, on_output,
-    on_container, containers: list, time_left_s: float,
+    sandbox: Sandbox, step: PlannedStep, volume, network: str, on_output, on_container, containers: list,
+    time_left_s: float,
 ) -> _Ran:
     gated = start_gated_container(
-        client, image_id=step.image_id, user=user, limits=limits, labels={**labels, "pbft-ci.step": step.name},
-        identities=identities, role="step", network=network, workspace=volume,
+        sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, role="step", network=network, workspace=volume,
     )
     containers.append(gated.container)
     capture = None
     try:
         if on_container is not None:
             on_container(gated.container)
-        capture = OutputCapture(gated.output, limits.output_cap_bytes, on_output)
+        capture = OutputCapture(gated.output, sandbox.limits.output_cap_bytes, on_output)
         gated.container.reload()
         if gated.container.status != "running":
             raise SandboxError("docker error: container stopped before the build started")
@@ -248,7 +230,7 @@ def _run_step(
         _, truncated = capture.finish()
         gated.container.reload()
         oom_killed = bool(gated.container.attrs.get("State", {}).get("OOMKilled"))
-        if exit_code not in (None, 0) and not oom_killed and killed_by_engine(client, gated.container):
+        if exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, gated.container):
             return _Ran(StepResult(step.name, "failure", exit_code, duration_ms), killed_outside=True)
         status = "timeout" if exit_code is None else "success" if exit_code == 0 else "failure"
         return _Ran(StepResult(step.name, status, exit_code, duration_ms), truncated, oom_killed)

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from node.buildspec import SPEC_FILE, parse_build_spec
-from node.identity import HOME_DIR
-from node.sandbox import memory_budget
+from node.build.spec import SPEC_FILE, parse_build_spec
+from node.build.identity import HOME_DIR
+from node.build.sandbox import memory_budget
 from shared.config import BuildConfig
 from tests.support.real_project import commit_all, git, unpack_sdist
 

@@ -82,6 +82,8 @@ GATE_COMMAND = [
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
+# How long an exit code 137 waits for the engine's word of an OOM kill (ended_out_of_memory).
+_OOM_REPORT_CHECKS, _OOM_REPORT_PAUSE_S = 5, 0.1
 # The workspace's archive goes to the engine in pieces of this size, as tar writes it.
 _UPLOAD_CHUNK_BYTES = 1024 * 1024
 # How long a holder outlives the build's deadline: the node's time to copy
@@ -584,8 +586,7 @@ def _outcome(
     """How the stopped build ended, with its cache and artifacts copied out after an exit 0."""
     container = made.container
     output, truncated = made.capture.finish()
-    container.reload()
-    oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    oom_killed = ended_out_of_memory(container, exit_code)
     killed_outside = exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, container)
     copied, problem = False, ""
     found, artifacts_problem = None, ""
@@ -940,6 +941,22 @@ class OutputCapture:
         if self._thread.is_alive():
             self._stream.close()
             self._thread.join(_OUTPUT_DRAIN_S)
+
+
+def ended_out_of_memory(container: Container, exit_code: int | None) -> bool:
+    """Whether the kernel's OOM killer ended the stopped `container` (reloaded here).
+
+    The engine hears of an OOM kill in an event of its own, which can come a little after
+    the container's exit: an exit code 137 without it is asked about again for a moment,
+    so that the log says why the build was killed."""
+    for _ in range(_OOM_REPORT_CHECKS):
+        container.reload()
+        if container.attrs.get("State", {}).get("OOMKilled"):
+            return True
+        if exit_code != 137:
+            return False
+        time.sleep(_OOM_REPORT_PAUSE_S)
+    return False
 
 
 def killed_by_engine(client: docker.DockerClient, container: Container) -> bool:

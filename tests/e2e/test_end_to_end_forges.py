@@ -17,10 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -30,6 +27,7 @@ from tests.client.forge_deliveries import (
     GITEA_SECRET, GITHUB_PUSH, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers,
 )
 from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json
+from tests.support.status_server import StatusServer
 
 pytestmark = E2E_MARKS
 
@@ -76,45 +74,6 @@ class Forge:
         return head
 
 
-class StatusServer(ThreadingHTTPServer):
-    """Records every commit status posted to it: (path, state, description)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                authorized = self.headers.get("Authorization") == f"Bearer {STATUS_TOKEN}" or (
-                    self.headers.get("PRIVATE-TOKEN") == STATUS_TOKEN)
-                server.calls.append((urllib.parse.unquote(self.path), body.get("state"), body.get("description", "")
-                                     if authorized else "unauthorized"))
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def final(self, path: str, timeout_s: float = 60) -> tuple[str, str]:
-        """The last status posted to `path` that is not `pending`: (state, description)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            done = [(state, text) for called, state, text in self.calls if called == path and state != "pending"]
-            if done:
-                return done[-1]
-            assert time.monotonic() < deadline, (path, self.calls)
-            time.sleep(0.2)
-
-
 def recorded(name: str, **changes) -> dict:
     """A recorded delivery with `changes` at dotted paths (pull_request.head.sha=...)."""
     data = json.loads((PAYLOADS / f"{name}.json").read_text())
@@ -140,8 +99,7 @@ def verdict_of(base_url: str, build_id: str, timeout_s: float = 120) -> dict:
 def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
     forge = Forge(tmp_path / "forge")
     base = forge.commit({".pbft-ci.yml": SPEC, "build.sh": BUILD, "src/app.txt": "1\n"}, "start")
-    statuses = StatusServer()
-    threading.Thread(target=statuses.serve_forever, daemon=True).start()
+    statuses = StatusServer(STATUS_TOKEN).start()
     config_path = example_copy(tmp_path, allow_byzantine=False)
     data = yaml.safe_load(config_path.read_text())
     common = {"url": str(forge.path), "status_api": statuses.url, "status_token": STATUS_TOKEN}
@@ -191,8 +149,8 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
             second = deliver("github", github_pull(2, new_head, "synchronize"), "pull_request")["build_id"]
             assert verdict_of(base_url, first)["result"]["status"] == "cancelled"
             assert verdict_of(base_url, second)["result"]["status"] == "success"
-            assert statuses.final(f"/repos/Codertocat/Hello-World/statuses/{new_head}")[0] == "success"
-            state, text = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{slow_head}")
+            assert statuses.final(f"/repos/Codertocat/Hello-World/statuses/{new_head}").state == "success"
+            _, _, state, text, _ = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{slow_head}")
             assert state == "error" and text.startswith("build cancelled"), (state, text)
 
             # A fork's pull request: held, then approved, then built.
@@ -202,10 +160,10 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
             code, started = http_json("POST", f"{base_url}/approvals/{held['approval_id']}/approve")
             assert code == 202, started
             assert verdict_of(base_url, started["build_id"])["result"]["status"] == "success"
-            fork_statuses = [state for path, state, _ in statuses.calls
-                             if path == f"/repos/Codertocat/Hello-World/statuses/{fork_head}"]
+            fork_statuses = [call.state for call in statuses.calls
+                             if call.path == f"/repos/Codertocat/Hello-World/statuses/{fork_head}"]
             assert fork_statuses[0] == "pending" and statuses.final(  # "waiting for approval", then the verdict
-                f"/repos/Codertocat/Hello-World/statuses/{fork_head}")[0] == "success", fork_statuses
+                f"/repos/Codertocat/Hello-World/statuses/{fork_head}").state == "success", fork_statuses
 
             # Pushes the spec's `when:` and a commit's `[skip ci]` decide on.
             docs = forge.commit({"docs/guide.md": "words\n"}, "docs only")
@@ -224,7 +182,7 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
                 build_id = deliver("github", push(branch, befores[commit], commit), "push")["build_id"]
                 result = verdict_of(base_url, build_id)["result"]
                 assert (result["status"], result["reason"] if status == "skipped" else "") == (status, reason), result
-                state, text = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{commit}")
+                _, _, state, text, _ = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{commit}")
                 assert state == "success" and (status != "skipped" or "skipped" in text), (state, text)
 
             # GitLab's merge request, with its statuses through GitLab's API; Gitea's pull request.
@@ -233,15 +191,14 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
                                                         "object_attributes.target_branch": "master"})
             build_id = deliver("gitlab", merge, "Merge Request Hook")["build_id"]
             assert verdict_of(base_url, build_id)["result"]["status"] == "success"
-            assert statuses.final(f"/api/v4/projects/gitlabhq/gitlab-test/statuses/{gitlab_head}")[0] == "success"
+            assert statuses.final(f"/api/v4/projects/gitlabhq/gitlab-test/statuses/{gitlab_head}").state == "success"
 
             gitea_head = forge.pull("refs/pull/1/head", {"src/app.txt": "gitea\n"}, "gitea", base)
             pull = recorded("gitea-pull-request", **{"pull_request.head.sha": gitea_head, "pull_request.merge_base": base,
                                                      "pull_request.base.ref": "master"})
             build_id = deliver("gitea", pull, "pull_request")["build_id"]
             assert verdict_of(base_url, build_id)["result"]["status"] == "success"
-            assert statuses.final(f"/repos/gitea/webhooks/statuses/{gitea_head}")[0] == "success"
-            assert not [call for call in statuses.calls if call[2] == "unauthorized"], statuses.calls
+            assert statuses.final(f"/repos/gitea/webhooks/statuses/{gitea_head}").state == "success"
+            assert all(call.authorized for call in statuses.calls), statuses.calls
     finally:
-        statuses.shutdown()
-        statuses.server_close()
+        statuses.stop()

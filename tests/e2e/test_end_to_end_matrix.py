@@ -6,12 +6,7 @@ are in; a plain webhook call answers the expansion with its three builds' ids.""
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
-import threading
-import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -21,48 +16,12 @@ from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, g
 from tests.e2e.example_network import (
     E2E_MARKS, MATRIX_SPEC, client, example_copy, http_json, matrix_settled, own_ports, slow_repository,
 )
+from tests.support.status_server import StatusServer
 
 pytestmark = E2E_MARKS
 
 STATUS_TOKEN = "forge-status-token"
 LABELS = ["FLAVOUR=one", "FLAVOUR=two", "FLAVOUR=three"]
-
-
-class ContextStatuses(ThreadingHTTPServer):
-    """A forge's status API that records every status posted to it: (path, context, state)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.headers.get("Authorization") == f"Bearer {STATUS_TOKEN}"
-                server.calls.append((urllib.parse.unquote(self.path), body["context"], body["state"]))
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def final(self, path: str, context: str, timeout_s: float = 120) -> str:
-        """The last state posted to `path` for `context` that is not `pending`."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            done = [state for called, named, state in self.calls if called == path and named == context and state != "pending"]
-            if done:
-                return done[-1]
-            assert time.monotonic() < deadline, (path, context, self.calls)
-            time.sleep(0.2)
 
 
 def matrix_network(network, tmp_path, statuses_url: str = "") -> tuple[Path, str]:
@@ -85,8 +44,7 @@ def matrix_network(network, tmp_path, statuses_url: str = "") -> tuple[Path, str
 
 
 def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_statuses(network, tmp_path):
-    statuses = ContextStatuses()
-    threading.Thread(target=statuses.serve_forever, daemon=True).start()
+    statuses = StatusServer(STATUS_TOKEN).start()
     config_path, head = matrix_network(network, tmp_path, statuses.url)
     config = load_config(config_path)
     path = f"/repos/Codertocat/Hello-World/statuses/{head}"
@@ -117,9 +75,10 @@ def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_status
                 assert len(record["agreed_by"]) >= config.f + 1, record
                 assert record["result"]["spec"]["image"] == "pbft-ci/busybox:latest", record
 
-            assert [statuses.final(path, f"pbft-ci/{label}") for label in LABELS] == ["success", "success", "failure"]
-            assert statuses.final(path, "pbft-ci") == "failure"
-            assert {context for _, context, _ in statuses.calls} == {"pbft-ci"} | {f"pbft-ci/{l}" for l in LABELS}
+            assert [statuses.final(path, f"pbft-ci/{label}").state for label in LABELS] == [
+                "success", "success", "failure"]
+            assert statuses.final(path, "pbft-ci").state == "failure"
+            assert {call.context for call in statuses.calls} == {"pbft-ci"} | {f"pbft-ci/{l}" for l in LABELS}
 
             # A plain call answers once the expansion is certified, naming its builds.
             code, plain = http_json("POST", f"{base_url}/webHook", {"repository": "hello", "branch": "master"})
@@ -129,6 +88,5 @@ def test_a_three_combination_matrix_gives_three_agreed_verdicts_and_three_status
             assert [build["build_id"] for build in again] == [build["build_id"] for build in plain["matrix"]]
             assert [build["status"] for build in again] == ["success", "success", "failure"]
     finally:
-        statuses.shutdown()
-        statuses.server_close()
+        statuses.stop()
 

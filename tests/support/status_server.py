@@ -1,0 +1,68 @@
+"""A forge's commit-status API on loopback that records every status posted to it, in GitHub's
+shape (`context`) or GitLab's (`name`), for the end-to-end tests of forges and matrices."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+
+class Posted(NamedTuple):
+    path: str
+    context: str
+    state: str
+    description: str
+    authorized: bool  # the request carried the token, as a bearer or as GitLab's PRIVATE-TOKEN
+
+
+class StatusServer(ThreadingHTTPServer):
+    """Serves in a thread of its own from `start()` to `stop()`."""
+
+    def __init__(self, token: str) -> None:
+        self.calls: list[Posted] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                authorized = token in (self.headers.get("PRIVATE-TOKEN"), self.headers.get("Authorization", "")[7:])
+                server.calls.append(Posted(
+                    urllib.parse.unquote(self.path), body.get("context") or body.get("name") or "",
+                    body.get("state", ""), body.get("description", ""), authorized,
+                ))
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def start(self) -> StatusServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def final(self, path: str, context: str | None = None, timeout_s: float = 120) -> Posted:
+        """The last status posted to `path` (for `context`, if given) that is not `pending`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = [call for call in self.calls
+                    if call.path == path and context in (None, call.context) and call.state != "pending"]
+            if done:
+                return done[-1]
+            assert time.monotonic() < deadline, (path, context, self.calls)
+            time.sleep(0.2)

@@ -1,8 +1,11 @@
-"""Fixtures of the end-to-end tests: the example network, started and stopped around a test."""
+"""Fixtures of the end-to-end tests: the example network, started and stopped around a test; a
+scratch folder removed after it."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +40,11 @@ def network(tmp_path) -> Iterator:
         leftovers = [pid for pids in started for pid in pids.values() if running_node(pid)]
         remove_builds_under(tmp_path)
         assert not leftovers, f"node processes still running after ./stopNetwork.sh: {leftovers}"
+
+
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    """The test's temporary folder, removed afterwards. Asked for before `network`,
+    so it is torn down after it: the nodes are stopped before their data goes."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -17,10 +17,8 @@ to see them.
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -51,14 +49,6 @@ LEDGER_TIMEOUT_S = 180
 PYTEST_PASSED = re.compile(r"^\d+ passed\b.* in [\d.]+s", re.MULTILINE)
 PYTEST_ONE_FAILED = re.compile(r"^1 failed, \d+ passed\b", re.MULTILINE)
 LINT_OUTPUT = re.compile(r"^lint: \d+ files compile$", re.MULTILINE)
-
-
-@pytest.fixture
-def scratch(tmp_path) -> Path:
-    """The test's temporary folder, removed afterwards. Asked for before `network`,
-    so it is torn down after it: the nodes are stopped before their data goes."""
-    yield tmp_path
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_pg8000_against_a_postgres_service_passes_and_fails_at_its_test_step_on_every_node(scratch, network):

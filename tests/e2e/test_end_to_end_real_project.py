@@ -12,8 +12,6 @@ build user's name and a script in /tmp passes.
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -39,14 +37,6 @@ pytestmark = [*E2E_MARKS, pytest.mark.slow]
 
 PYTEST_PASSED = re.compile(r"^\d+ passed\b.* in [\d.]+s", re.MULTILINE)
 PYTEST_FAILED = re.compile(r"^1 failed, \d+ passed\b", re.MULTILINE)
-
-
-@pytest.fixture
-def scratch(tmp_path) -> Path:
-    """The test's temporary folder, removed afterwards. Asked for before `network`,
-    so it is torn down after it: the nodes are stopped before their data goes."""
-    yield tmp_path
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_a_real_project_from_its_sdist_passes_fails_and_uses_the_sandbox(scratch, network):

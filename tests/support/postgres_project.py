@@ -35,7 +35,7 @@ from node.build.spec import SPEC_FILE, parse_build_spec
 from node.build.identity import HOME_DIR
 from node.build.sandbox import memory_budget
 from shared.config import BuildConfig
-from tests.support.real_project import commit_all, git, unpack_sdist
+from tests.support.real_project import break_one_assertion, commit_all, git, unpack_sdist
 
 PROJECT = "pg8000"
 VERSION = "1.31.2"
@@ -104,13 +104,7 @@ def make_project_repo(dest: Path, sdist: Path) -> dict[str, str]:
     git(dest, "init", "--quiet", "--initial-branch=master", "--template=")
     commit_all(dest, f"{PROJECT} {VERSION} from its PyPI sdist, tested by pbft-ci against PostgreSQL")
 
-    git(dest, "checkout", "--quiet", "-b", BROKEN_BRANCH)
-    broken = dest / BROKEN_FILE
-    text = broken.read_text()
-    assert text.count(BROKEN_FROM) == 1, f"{BROKEN_FILE} no longer holds exactly one {BROKEN_FROM!r}"
-    broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
-    commit_all(dest, "Break one assertion on purpose")
-    git(dest, "checkout", "--quiet", "master")
+    break_one_assertion(dest, BROKEN_BRANCH, BROKEN_FILE, BROKEN_FROM, BROKEN_TO)
 
     return {branch: git(dest, "rev-parse", branch) for branch in ("master", BROKEN_BRANCH)}
 

@@ -153,12 +153,7 @@ def make_project_repo(dest: Path, sdist: Path) -> dict[str, str]:
     git(dest, "init", "--quiet", "--initial-branch=master", "--template=")
     commit_all(dest, f"{PROJECT} {VERSION} from its PyPI sdist, tested by pbft-ci")
 
-    git(dest, "checkout", "--quiet", "-b", BROKEN_BRANCH)
-    broken = dest / BROKEN_FILE
-    text = broken.read_text()
-    assert text.count(BROKEN_FROM) == 1, f"{BROKEN_FILE} no longer holds exactly one {BROKEN_FROM!r}"
-    broken.write_text(text.replace(BROKEN_FROM, BROKEN_TO))
-    commit_all(dest, "Break one assertion on purpose")
+    break_one_assertion(dest, BROKEN_BRANCH, BROKEN_FILE, BROKEN_FROM, BROKEN_TO)
 
     git(dest, "checkout", "--quiet", "-b", SANDBOX_BRANCH, "master")
     _write_spec(dest, SANDBOX_COMMANDS)
@@ -195,6 +190,18 @@ def git(repo: Path, *args: str) -> str:
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env={**os.environ, **_GIT_ENV}
     )
     return result.stdout.strip()
+
+
+def break_one_assertion(dest: Path, branch: str, path: str, true: str, false: str) -> None:
+    """Commit, on a new branch `branch` of the repository at `dest`, its file `path` with its one
+    `true` assertion written as `false`; master is checked out again afterwards."""
+    git(dest, "checkout", "--quiet", "-b", branch)
+    broken = dest / path
+    text = broken.read_text()
+    assert text.count(true) == 1, f"{path} no longer holds exactly one {true!r}"
+    broken.write_text(text.replace(true, false))
+    commit_all(dest, "Break one assertion on purpose")
+    git(dest, "checkout", "--quiet", "master")
 
 
 def plain_build_command(clone: Path, limits: BuildConfig) -> list[str]:

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -243,6 +244,7 @@ class Executor:
         removed = 0
         try:
             shutil.rmtree(self._checkouts, ignore_errors=True)
+            sweep_orphaned_checkouts()
             self._caches.sweep()
             self._artifacts.sweep()
         except OSError:
@@ -489,10 +491,13 @@ class Executor:
     ) -> tuple[BuildResult, int | None]:
         self._check_cancel(build_id)
         try:
+            make_checkouts_folder(self._checkouts, self._data_dir)
+        except OSError as exc:
+            raise _BuildError("could not make this node's checkout folder", f"{exc}\n") from None
+        try:
             repo, resolved = self._mirrors.resolve(name=name, url=url, branch=branch, commit=commit, pull_ref=pull_ref)
             try:
                 shutil.rmtree(workspace, ignore_errors=True)
-                self._checkouts.mkdir(mode=0o700, parents=True, exist_ok=True)
                 # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
                 on_branch = branch if trigger.event not in ("tag", "pull_request") else None
                 checkout.workspace(
@@ -935,6 +940,39 @@ def checkouts_root(data_dir: Path) -> Path:
     if memory.is_dir() and os.access(memory, os.W_OK | os.X_OK):
         return memory / f"pbft-ci-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
     return data_dir / "workspaces"
+
+
+# In a checkouts folder: the data directory it serves (build ids never start with a dot).
+CHECKOUTS_OWNER_FILE = ".data-dir"
+
+
+def make_checkouts_folder(root: Path, data_dir: Path) -> None:
+    """Make the checkouts folder `root` if need be, and check that it is this node's own: in
+    /dev/shm anyone may have made it first, and could then read and change the sources a build
+    gets. It names the data directory it serves, for sweep_orphaned_checkouts."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise OSError(f"{root} is not this node's own (owner uid {info.st_uid}, mode {info.st_mode & 0o7777:o})")
+    owner = root / CHECKOUTS_OWNER_FILE
+    if not owner.exists():
+        owner.write_text(str(data_dir))
+
+
+def sweep_orphaned_checkouts(memory: Path = Path("/dev/shm")) -> None:
+    """Remove the checkouts folders in `memory` of this user's data directories that are gone:
+    a node killed during a build leaves its folder, and its data directory may go with no node
+    ever started on it again (a test's, a node moved away). Any node starting on the host does it."""
+    for root in memory.glob("pbft-ci-*"):
+        try:
+            info = root.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            served = Path((root / CHECKOUTS_OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not served.exists():
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _report_failed_removal(done) -> None:

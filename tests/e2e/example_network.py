@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import docker
 import pytest
 import yaml
 
+from node.build.executor import checkouts_root
 from pbft.encoding import canonical
 from pbft.messages import Reply, decode
 from shared.config import NetworkConfig
@@ -89,13 +91,18 @@ def network_pids() -> dict[int, int]:
 
 
 def remove_builds_under(directory: Path) -> None:
-    """Remove the build containers and workspace volumes of nodes whose data lives under
-    `directory`: a node a test killed with `kill -9` and never started again left them."""
+    """Remove the build containers, workspace volumes and checkouts of nodes whose data lives
+    under `directory`: a node a test killed with `kill -9` and never started again left them."""
     remove_builds(lambda data_dir: data_dir.is_relative_to(directory))
+    # A node's data directory is <the network's data_dir>/node-<id>; its checkouts folder
+    # (in memory) is named for it, and a killed node leaves it, empty or not.
+    for data_dir in (*directory.glob("data/node-*"), *directory.glob("*/data/node-*")):
+        shutil.rmtree(checkouts_root(data_dir.resolve()), ignore_errors=True)
 
 
 def remove_builds(of_data_dir: Callable[[Path], bool]) -> None:
-    """Remove the build containers, then the volumes, of nodes whose data directory passes `of_data_dir`."""
+    """Remove the build containers, then the volumes, and the checkouts of nodes whose data
+    directory passes `of_data_dir`."""
     engine = docker.from_env()
     label = {"label": "pbft-ci.data"}
     try:
@@ -103,6 +110,7 @@ def remove_builds(of_data_dir: Callable[[Path], bool]) -> None:
         for container in engine.containers.list(all=True, filters=label, ignore_removed=True):  # before their volumes
             if of_data_dir(Path(container.labels["pbft-ci.data"])):
                 container.remove(force=True)
+                shutil.rmtree(checkouts_root(Path(container.labels["pbft-ci.data"])), ignore_errors=True)
         for volume in engine.volumes.list(filters=label):
             if of_data_dir(Path(volume.attrs["Labels"]["pbft-ci.data"])):
                 volume.remove(force=True)

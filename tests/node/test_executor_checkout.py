@@ -2,12 +2,13 @@
 Docker engine: `.git` with the commit's history and tags, the build's branch and nothing of
 the node's mirror, the same on every node; submodules only from the URLs a repository allows."""
 
+import shutil
 import subprocess
 
 import pytest
 
 from node.build.checkout import resolve_url
-from node.build.executor import Executor, checkouts_root
+from node.build.executor import Executor, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from node.build.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.node.executor_helpers import GitRepo, build, log_text, spec
@@ -183,8 +184,41 @@ async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_clien
     try:
         result = await build(executor, git_repo, build_ids)
         assert result.status == "success"
-        assert root.is_dir() and not any(root.iterdir())
+        assert [path.name for path in root.iterdir()] == [".data-dir"]  # the build's own checkout is gone
         assert root.stat().st_mode & 0o077 == 0
     finally:
         executor.close()
     assert not root.exists()
+
+
+async def test_a_checkout_folder_someone_else_made_first_is_not_used(tmp_path, docker_client, git_repo, build_ids):
+    """In /dev/shm anyone may make a node's folder before it does, to read or change the
+    sources its builds get: one open to others is refused."""
+    git_repo.commit("master", {".pbft-ci.yml": spec("true")})
+    data_dir = (tmp_path / "data").resolve()
+    root = checkouts_root(data_dir)
+    root.mkdir()
+    root.chmod(0o777)
+    executor = Executor(data_dir=data_dir, log_dir=tmp_path / "log", node_id=7, limits=BuildConfig(),
+                        docker_client=docker_client)
+    try:
+        result = await build(executor, git_repo, build_ids)
+        assert (result.status, result.reason) == ("error", "could not make this node's checkout folder")
+        assert list(root.iterdir()) == []
+    finally:
+        executor.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_checkout_folders_of_data_directories_that_are_gone_are_swept(tmp_path):
+    memory, kept_data = tmp_path / "shm", tmp_path / "kept"
+    kept_data.mkdir()
+    for name, served in (("pbft-ci-gone", tmp_path / "gone"), ("pbft-ci-kept", kept_data)):
+        make_checkouts_folder(memory / name, served)
+        (memory / name / "client-1").mkdir()
+    (memory / "pbft-ci-unmarked").mkdir()
+    (memory / "other").mkdir()
+
+    sweep_orphaned_checkouts(memory)
+
+    assert sorted(path.name for path in memory.iterdir()) == ["other", "pbft-ci-kept", "pbft-ci-unmarked"]

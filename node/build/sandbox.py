@@ -83,7 +83,7 @@ GATE_COMMAND = [
 # container has stopped, before we cut the connection.
 _OUTPUT_DRAIN_S = 5.0
 # How long an exit code 137 waits for the engine's word of an OOM kill (ended_out_of_memory).
-_OOM_REPORT_CHECKS, _OOM_REPORT_PAUSE_S = 5, 0.1
+_OOM_REPORT_CHECKS, _OOM_REPORT_PAUSE_S = 5, 0.2
 # The workspace's archive goes to the engine in pieces of this size, as tar writes it.
 _UPLOAD_CHUNK_BYTES = 1024 * 1024
 # How long a holder outlives the build's deadline: the node's time to copy
@@ -586,7 +586,7 @@ def _outcome(
     """How the stopped build ended, with its cache and artifacts copied out after an exit 0."""
     container = made.container
     output, truncated = made.capture.finish()
-    oom_killed = ended_out_of_memory(container, exit_code)
+    oom_killed = ended_out_of_memory(sandbox.client, container, exit_code)
     killed_outside = exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, container)
     copied, problem = False, ""
     found, artifacts_problem = None, ""
@@ -943,18 +943,21 @@ class OutputCapture:
             self._thread.join(_OUTPUT_DRAIN_S)
 
 
-def ended_out_of_memory(container: Container, exit_code: int | None) -> bool:
-    """Whether the kernel's OOM killer ended the stopped `container` (reloaded here).
+def ended_out_of_memory(client: docker.DockerClient, container: Container, exit_code: int | None) -> bool:
+    """Whether the kernel's OOM killer ended (a process of) the stopped `container`, reloaded here.
 
-    The engine hears of an OOM kill in an event of its own, which can come a little after
-    the container's exit: an exit code 137 without it is asked about again for a moment,
-    so that the log says why the build was killed."""
+    The engine's State.OOMKilled is not enough: the engine sets it when it hears of the OOM
+    kill and resets it when it hears of the exit, so it reads false whenever the kill was
+    reported first. The `oom` event it logs for the container stays; an exit code 137 asks
+    for it, for a moment, as the event may come a little after the exit."""
+    container.reload()
+    if container.attrs.get("State", {}).get("OOMKilled"):
+        return True
+    if exit_code != 137:
+        return False
     for _ in range(_OOM_REPORT_CHECKS):
-        container.reload()
-        if container.attrs.get("State", {}).get("OOMKilled"):
+        if _engine_event(client, container, "oom"):
             return True
-        if exit_code != 137:
-            return False
         time.sleep(_OOM_REPORT_PAUSE_S)
     return False
 
@@ -963,14 +966,20 @@ def killed_by_engine(client: docker.DockerClient, container: Container) -> bool:
     """Whether the engine was told to kill `container` (it says so in its events) between its
     creation and its exit, both as the engine's clock has them. A build that kills itself, or
     whose processes die of a signal of their own, leaves no such event."""
+    return _engine_event(client, container, "kill")
+
+
+def _engine_event(client: docker.DockerClient, container: Container, action: str) -> bool:
+    """Whether the engine logged `action` for `container` between its creation and its exit,
+    both as the engine's clock has them (and a second after, the clock's resolution)."""
     state = container.attrs.get("State", {})
     since, until = _engine_time(container.attrs.get("Created", "")), _engine_time(state.get("FinishedAt", ""))
     if since is None or until is None:
         return False
     events = client.events(since=since, until=until + 1, decode=True,
-                           filters={"container": container.id, "event": "kill"})
+                           filters={"container": container.id, "event": action})
     try:
-        return any(event.get("Action") == "kill" for event in events)
+        return any(event.get("Action") == action for event in events)
     finally:
         events.close()
 

@@ -229,7 +229,7 @@ def _run_step(
         exit_code = wait_for_exit(gated.container, time_left_s)
         duration_ms = round((time.monotonic() - started) * 1000)
         _, truncated = capture.finish()
-        oom_killed = ended_out_of_memory(gated.container, exit_code)
+        oom_killed = ended_out_of_memory(sandbox.client, gated.container, exit_code)
         if exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, gated.container):
             return _Ran(StepResult(step.name, "failure", exit_code, duration_ms), killed_outside=True)
         status = "timeout" if exit_code is None else "success" if exit_code == 0 else "failure"

@@ -176,7 +176,7 @@ class Executor:
         # one: the node tells the build's client (node/driver.py).
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
-        self._checkouts = checkouts_root(self._data_dir)
+        self._checkouts = checkouts_root(self._data_dir, limits.workspace_mb * max_concurrent * 1024 * 1024)
         self._submodule_urls = dict(submodule_urls or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
@@ -930,16 +930,26 @@ class Executor:
             return self._docker
 
 
-def checkouts_root(data_dir: Path) -> Path:
+def checkouts_root(data_dir: Path, room_bytes: int = 0) -> Path:
     """Where a node's builds are checked out before their files go to the engine: in memory
-    (/dev/shm) when the host has it, else beside the mirrors. A repository of 30,000 files took
-    5 s on disk and 2 s in memory, four nodes' builds at once several times that; the host
-    copy lives only while its build runs and is bounded by build.workspace_mb. Named for the
-    data directory, which no other node shares, and readable by this node's user alone."""
+    (/dev/shm) when the host has one of at least `room_bytes` (its builds at once, each up to
+    build.workspace_mb: a container's own /dev/shm has 64 MB), else beside the mirrors. A
+    repository of 30,000 files took 5 s on disk and 2 s in memory, four nodes' builds at once
+    several times that; the host copy lives only while its build runs. Named for the data
+    directory, which no other node shares, and readable by this node's user alone."""
     memory = Path("/dev/shm")
-    if memory.is_dir() and os.access(memory, os.W_OK | os.X_OK):
+    try:
+        usable = os.access(memory, os.W_OK | os.X_OK) and _size_bytes(memory) >= room_bytes
+    except OSError:
+        usable = False
+    if usable:
         return memory / f"pbft-ci-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]}"
     return data_dir / "workspaces"
+
+
+def _size_bytes(path: Path) -> int:
+    info = os.statvfs(path)
+    return info.f_blocks * info.f_frsize
 
 
 # In a checkouts folder: the data directory it serves (build ids never start with a dot).

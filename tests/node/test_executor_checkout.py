@@ -4,6 +4,7 @@ the node's mirror, the same on every node; submodules only from the URLs a repos
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,9 @@ def test_checkout_folders_of_data_directories_that_are_gone_are_swept(tmp_path):
     sweep_orphaned_checkouts(memory)
 
     assert sorted(path.name for path in memory.iterdir()) == ["other", "pbft-ci-kept", "pbft-ci-unmarked"]
+
+
+def test_checkouts_go_to_the_data_disk_where_memory_has_no_room_for_the_builds(tmp_path):
+    data_dir = tmp_path / "data"
+    assert checkouts_root(data_dir, room_bytes=1 << 62) == data_dir / "workspaces"
+    assert checkouts_root(data_dir, room_bytes=1).parent == Path("/dev/shm")  # Debian hosts have one

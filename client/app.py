@@ -101,6 +101,10 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
             yield
             await service.close()
 
+    async def resume_pending(app: web.Application) -> None:
+        # After every context has started: the statuses observe the service by now.
+        app[SERVICE_KEY].resume()
+
     async def abandon_outstanding(app: web.Application) -> None:
         # Webhooks may wait minutes for a verdict; a shutdown should not.
         app[SERVICE_KEY].abandon_all()
@@ -122,6 +126,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     add_transfers(app, config, client_name)
     add_build_log_proxy(app, config, client_name, auth)
     add_artifact_proxy(app, config, client_name)
+    app.on_startup.append(resume_pending)  # runs after the cleanup contexts have started
     app.on_shutdown.append(abandon_outstanding)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
@@ -205,7 +210,7 @@ async def webhook(request: web.Request) -> web.Response:
             ]
         return web.json_response(answer)
     if verdict.abandoned:
-        error, status = "client shutting down", 503
+        error, status = "client shutting down: the build is followed again when the client restarts", 503
     elif verdict.progress is not None:
         limit_s = request.app[SERVICE_KEY].queue_limit_s
         error, status = f"still {verdict.progress} at f+1 nodes after client_queue_limit_s ({limit_s:g} s)", 504

@@ -24,6 +24,8 @@ class ClientMetrics:
         r = self.registry
         self.webhooks = Counter("pbft_client_webhooks", "Webhook calls answered, by HTTP status", ["code"], registry=r)
         self.submitted_builds = Counter("pbft_client_builds_submitted", "Builds sent to the network", registry=r)
+        self.resumed_builds = Counter("pbft_client_builds_resumed",
+                                      "Builds without a verdict followed again after a restart", registry=r)
         self.verdicts = Counter(
             "pbft_client_verdicts",
             "Builds ended: accepted with f+1 matching replies (by result status), divergent (artifacts differ "
@@ -45,6 +47,9 @@ class ClientMetrics:
 
     def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         self.held_for_approval.inc()
+
+    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
+        self.resumed_builds.inc(len(build_ids))
 
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         if verdict.accepted and verdict.result is not None:

@@ -385,6 +385,25 @@ class BuildRecords:
             )
         self.commit()
 
+    def pending(self, limit: int) -> list[dict[str, Any]]:
+        """The builds still without a verdict (a client stopped or killed while it followed them),
+        the newest `limit`, oldest first, with their signed requests and submission times."""
+        rows = self._db.execute(
+            "SELECT * FROM (SELECT build_id, submitted_at, request,"
+            " (SELECT matrix_of FROM matrix_builds WHERE matrix_builds.build_id = builds.build_id) AS matrix_of"
+            " FROM builds WHERE state = 'pending' ORDER BY build_id DESC LIMIT ?) ORDER BY build_id",
+            (limit,),
+        ).fetchall()
+        return [{"build_id": row["build_id"], "submitted_at": datetime.fromisoformat(row["submitted_at"]).timestamp(),
+                 "request": json.loads(row["request"]), "matrix_of": row["matrix_of"]} for row in rows]
+
+    def give_up_pending(self, before: int) -> int:
+        """End every build without a verdict older than build `before` as `timeout`; return how
+        many. Committed with the service's next group commit."""
+        return self._write(
+            "UPDATE builds SET state = 'timeout' WHERE state = 'pending' AND build_id < ?", (before,)
+        ).rowcount
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds, newest first."""
         rows = self._db.execute(

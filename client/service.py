@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 # How long close() lets abandoned background builds write their records;
 # only a send stuck on a full socket could take longer.
 BACKGROUND_CLOSE_S = 5.0
+# Builds without a verdict that a restarted client follows again, at most: as many as a node
+# keeps open for one client (pbft.slot.ReplicaSettings.max_open_per_client). Older ones end
+# `timeout` at the restart.
+MAX_RESUMED = 1024
 
 
 class Links(Protocol):
@@ -64,6 +68,10 @@ class BuildObserver(Protocol):
     def finished(self, operation: Operation, verdict: Verdict) -> None: ...
 
     def awaiting_approval(self, approval_id: str, operation: Operation) -> None: ...
+
+    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
+        """A restarted client follows `build_ids` again; `matrices`: the records of the matrix
+        builds whose combinations are among them."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,41 @@ class ClientService:
         timestamp, started_s = self._begin(operation)
         return await self._follow(timestamp, operation, started_s)
 
+    def resume(self) -> list[int]:
+        """Follow again the builds this client's records hold without a verdict: a client
+        stopped, or killed, while it waited for them. Each is the same signed request, sent
+        again to every node: a node that executed it answers from its store, one that did not
+        orders it, so none is built twice. Its deadline counts from now; its verdict and status
+        land as a webhook's do. Returns the build ids followed."""
+        pending = self._records.pending(MAX_RESUMED)
+        if pending and self._records.give_up_pending(before=pending[0]["build_id"]):
+            log.warning("client restarted with more than %d builds without a verdict: older ones end timeout",
+                        MAX_RESUMED)
+        resumed = []
+        for record in pending:
+            try:
+                request = decode(record["request"])
+            except MessageError as error:
+                log.error("build %d: its stored request does not decode (%s): not resumed", record["build_id"], error)
+                continue
+            if not isinstance(request, Request) or request.client != self.name:
+                log.error("build %d: its stored request is not this client's: not resumed", record["build_id"])
+                continue
+            waited_s = max(0.0, time.time() - record["submitted_at"])
+            self._outstanding[request.timestamp] = _Outstanding(
+                json.dumps(encode(request)),
+                ReplyCollector(self.name, request.timestamp, self._config.f, self._config.n),
+                request.operation,
+            )
+            self._in_background(self._follow(request.timestamp, request.operation, time.monotonic(), waited_s=waited_s),
+                                name=f"build-{request.timestamp}")
+            resumed.append(request.timestamp)
+        if resumed:
+            log.info("resumed %d builds without a verdict: %s", len(resumed), " ".join(map(str, resumed)))
+            parents = sorted({record["matrix_of"] for record in pending if record["matrix_of"] is not None})
+            self._notify("resumed", resumed, [self._records.get(parent) for parent in parents])
+        return resumed
+
     def hold_for_approval(self, operation: Operation, delivery_id: str | None) -> int:
         """Keep a fork's pull request, unsent, until `approve`; return the approval's id."""
         approval_id = self._records.await_approval(operation, delivery_id, time.time())
@@ -277,10 +320,13 @@ class ClientService:
         garbage-collected, and `close` waits for it.
         """
         timestamp, started_s = self._begin(operation)
-        task = asyncio.create_task(self._follow(timestamp, operation, started_s), name=f"build-{timestamp}")
+        self._in_background(self._follow(timestamp, operation, started_s), name=f"build-{timestamp}")
+        return timestamp
+
+    def _in_background(self, coroutine: Awaitable, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
         self._background.add(task)
         task.add_done_callback(self._background_done)
-        return timestamp
 
     def _background_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
@@ -302,22 +348,29 @@ class ClientService:
         self._outstanding[timestamp] = outstanding
         return timestamp, started_s
 
-    async def _follow(self, timestamp: int, operation: Operation, started_s: float) -> Verdict:
+    async def _follow(self, timestamp: int, operation: Operation, started_s: float, *,
+                      waited_s: float | None = None) -> Verdict:
+        """Send a request and wait for its verdict. `waited_s`: a request resumed after a
+        restart (`resume`), submitted that long ago, which goes to every node at once."""
         outstanding = self._outstanding[timestamp]
         try:
-            # Sent first, then committed: the fsync overlaps the nodes' work instead of
-            # delaying it. The request's timestamp is below a ceiling already on disk
-            # (client.records), so a power cut in between cannot hand it out again. A
-            # verdict is answered only after this commit and its own.
-            await self._send_first(timestamp, operation, outstanding)
-            await self._records_durable()
+            if waited_s is None:
+                # Sent first, then committed: the fsync overlaps the nodes' work instead of
+                # delaying it. The request's timestamp is below a ceiling already on disk
+                # (client.records), so a power cut in between cannot hand it out again. A
+                # verdict is answered only after this commit and its own.
+                await self._send_first(timestamp, operation, outstanding)
+                await self._records_durable()
+            else:
+                await self._send_to_all(timestamp, outstanding, f"resumed, submitted {waited_s:.0f} s ago")
             await self._await_quorum(timestamp, outstanding, started_s)
             if outstanding.collector.divergent and not self._closing:
                 await self._await_the_rest(outstanding, started_s)
         finally:
             del self._outstanding[timestamp]
         verdict = self._finish(
-            timestamp, operation, outstanding.collector, started_s, outstanding.progress(self._config.f + 1)
+            timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
+            outstanding.progress(self._config.f + 1),
         )
         if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
             verdict = self._expand(timestamp, operation, verdict)
@@ -378,9 +431,8 @@ class ClientService:
             return
         for timestamp, outstanding in list(self._outstanding.items()):
             if not outstanding.retransmitted:
-                task = asyncio.create_task(self._send_to_all(timestamp, outstanding, "the primary's link went down"))
-                self._background.add(task)
-                task.add_done_callback(self._background_done)
+                self._in_background(self._send_to_all(timestamp, outstanding, "the primary's link went down"),
+                                    name=f"send-{timestamp}")
 
     @property
     def queue_limit_s(self) -> float:
@@ -453,11 +505,15 @@ class ClientService:
                 timestamp, operation.branch, result.status, result.exit_code, result.commit,
                 self.view, collector.agreed_by, elapsed_ms,
             )
+        elif self._closing:
+            # Its record stays pending: the network may still build it, and the client
+            # follows it again when it restarts (`resume`).
+            log.warning("build %d: %s left without a verdict at shutdown; followed again after a restart",
+                        timestamp, operation.branch)
         else:
             self._records.time_out(timestamp, elapsed_ms, replies)
             log.warning(
-                "%s build %d: %s view=%d no quorum among replies_from=%s elapsed_ms=%d",
-                "abandoned at shutdown" if self._closing else "timed out",
+                "timed out build %d: %s view=%d no quorum among replies_from=%s elapsed_ms=%d",
                 timestamp, operation.branch, self.view, [reply.sender for reply in replies], elapsed_ms,
             )
         verdict = Verdict(

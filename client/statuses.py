@@ -21,8 +21,9 @@ which its submission already made pending: it stays pending until every
 combination has a verdict, then says `success` if all passed (or were
 skipped), `failure` if one failed, and `error` otherwise. So a forge's rule
 that requires the repository's context still means "the build passed", with
-or without a matrix. Which combinations are waiting is kept in memory: a
-client restarted meanwhile abandons them, and with them that status.
+or without a matrix. Which combinations are waiting is kept in memory; a
+client restarted meanwhile reads it back from the matrix build's record when
+it resumes the combinations (`resumed`).
 
 `StatusPoster` keeps all of this off the build path: `post` never waits, a
 bounded queue feeds a few worker tasks, and each status is retried with
@@ -45,6 +46,7 @@ from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
 from pbft.build import MAX_COMBINATIONS, Operation, combination_label
 from shared.refs import check_commit_sha
+from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
 
@@ -289,15 +291,32 @@ class CommitStatuses:
             matrix.states[verdict.build_id] = state
             self._post_matrix(matrix)
 
+    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
+        """Follow again the matrices whose combinations a restarted client resumed: the
+        expansion's status waits for those, and counts the verdicts its record already lists."""
+        for record in matrices:
+            operation = decode_struct(Operation, record["request"]["operation"])
+            repository = self._repositories.get(operation.repository)
+            sha = operation.commit or (record["result"] or {}).get("commit")
+            if repository is None or sha is None:
+                continue
+            states = {build["build_id"]: None if build["state"] == "pending" else _record_state(build)
+                      for build in record["matrix_builds"]}
+            self._track(_Matrix(repository, sha, record["build_id"], states))
+
     def _follow_matrix(self, repository: RepositoryConfig, sha: str, verdict: Verdict) -> None:
         matrix = _Matrix(repository, sha, verdict.build_id, {build_id: None for build_id, _ in verdict.matrix})
-        for build_id in matrix.states:
-            self._matrices[build_id] = matrix
+        self._track(matrix)
+        self._post_matrix(matrix)
+
+    def _track(self, matrix: _Matrix) -> None:
+        for build_id, state in matrix.states.items():
+            if state is None:
+                self._matrices[build_id] = matrix
         while len(self._matrices) > MAX_FOLLOWED_COMBINATIONS:
             forgotten = self._matrices.pop(next(iter(self._matrices)))
             log.warning("status of matrix build %s left pending: more than %d combinations followed at once",
                         forgotten.build_id, MAX_FOLLOWED_COMBINATIONS)
-        self._post_matrix(matrix)
 
     def _post_matrix(self, matrix: _Matrix) -> None:
         """The expansion's status: pending until each combination has its verdict, then theirs together."""
@@ -326,13 +345,14 @@ class CommitStatuses:
             return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
         result = verdict.result
         exit_code = "" if result.exit_code is None else f" (exit {result.exit_code})"
-        state, what = {
-            "success": ("success", f"passed{exit_code}"),
-            "failure": ("failure", f"failed{exit_code}"),
-            "timeout": ("error", f"timed out{exit_code}"),
-            "skipped": ("skipped", f"skipped: {result.reason}"),
-            "cancelled": ("cancelled", "cancelled"),
-        }.get(result.status, ("error", f"error{exit_code}: {result.reason}"))
+        what = {
+            "success": f"passed{exit_code}",
+            "failure": f"failed{exit_code}",
+            "timeout": f"timed out{exit_code}",
+            "skipped": f"skipped: {result.reason}",
+            "cancelled": "cancelled",
+        }.get(result.status, f"error{exit_code}: {result.reason}")
+        state = _STATE_OF_RESULT.get(result.status, "error")
         # The agreement is the point of this CI, so the end of the text is kept whole.
         agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"
         return state, f"build {what}"[: MAX_DESCRIPTION_CHARS - len(agreement)] + agreement
@@ -362,6 +382,15 @@ class CommitStatuses:
             build_id=build_id,
             style=repository.status_style,
         ))
+
+
+# The status of an accepted verdict, by its result's status; any other verdict is an error.
+_STATE_OF_RESULT = {"success": "success", "failure": "failure", "skipped": "skipped", "cancelled": "cancelled"}
+
+
+def _record_state(build: dict) -> str:
+    """The status a combination's record (as a matrix's record lists it) gave its build."""
+    return _STATE_OF_RESULT.get(build["status"], "error") if build["state"] == "accepted" else "error"
 
 
 def _context(repository: RepositoryConfig, operation: Operation) -> str:

@@ -190,6 +190,12 @@ class Driver:
         reason = self.interpreter.step(self.replica.receive, message, now_s)
         if reason is not None:
             self.drops[reason] += 1
+            if reason == "ignore_request_no_reply_yet" and connection is not None:
+                # A client asks again for a build this node still builds (a retransmission, or a
+                # client restarted meanwhile): tell it where the build is, so that it waits on.
+                state = self.build_state(message.key)
+                if state is not None:
+                    self.on_build_state(_build_id(*message.key), state)
 
     def issue_challenge(self, connection: Sender) -> Challenge:
         """A fresh challenge for a new client connection: the one HELLO it may carry must sign it."""

@@ -60,8 +60,9 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
 
 
 def held(request: Request) -> bool:
-    """A build of a branch "hold…" runs until a cancel stops it: no node answers it before.
-    Each node says it is queued (a signed BUILD-STATE), except for a branch "hold-quiet…"."""
+    """A build of a branch "hold…" runs until a cancel stops it (or the test releases it): no
+    node answers it before. Each node says it is queued (a signed BUILD-STATE), and says so
+    again when the request comes again, except for a branch "hold-quiet…"."""
     return request.operation.cancels is None and request.operation.branch.startswith("hold")
 
 
@@ -80,6 +81,7 @@ class FakeCluster:
         self.first_arrival_s: dict[tuple[int, int], float] = {}
         self.committed: dict[int, tuple[int, Request]] = {}
         self.cancelled: set[int] = set()  # requests a cancel stopped: the nodes reply `cancelled`
+        self.released: set[int] = set()  # held requests whose builds the test let finish
         self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
         self._tasks: set[asyncio.Task] = set()
         self.config: NetworkConfig | None = None  # set once the servers' ports are known
@@ -122,6 +124,8 @@ class FakeCluster:
         if self.behaviour[node_id] == "silent":
             return
         if request.timestamp in self.committed:
+            if self._holds(request.timestamp) and not request.operation.branch.startswith("hold-quiet"):
+                self._send_state(node_id, request, "queued")  # as a node does (node/driver.py)
             self._reply(node_id, request.timestamp)
             return
         while self.behaviour[self.view % N] == "silent":
@@ -140,6 +144,16 @@ class FakeCluster:
         for sender in range(N):
             self._reply(sender, request.timestamp)
 
+    def _holds(self, timestamp: int) -> bool:
+        request = self.committed[timestamp][1]
+        return held(request) and timestamp not in self.cancelled and timestamp not in self.released
+
+    def release(self, timestamp: int) -> None:
+        """Let a held build finish, as its branch without "hold" would: every node replies."""
+        self.released.add(timestamp)
+        for sender in range(N):
+            self._reply(sender, timestamp)
+
     def _send_state(self, node_id: int, request: Request, state: str) -> None:
         news = signed(BuildState(request.timestamp, request.client, state, node_id), self.auths[node_id].sign)
         task = asyncio.create_task(self._send(0.0, list(self.registered[node_id]), [json.dumps(encode(news))]))
@@ -151,7 +165,7 @@ class FakeCluster:
         if behaviour == "silent":
             return
         view, request = self.committed[timestamp]
-        if held(request) and timestamp not in self.cancelled:
+        if self._holds(timestamp):
             return
         if request.operation.cancels is not None:
             result = Result("success", 0, None, f"cancel of build {request.operation.cancels} ordered")

@@ -440,7 +440,7 @@ async def test_oversized_forge_body_is_413_by_length_and_by_bytes_read(forge_clu
     assert all(not received for received in forge_cluster.received.values())
 
 
-async def test_shutdown_marks_background_builds(forge_cluster, forge_client):
+async def test_shutdown_is_prompt_and_leaves_background_builds_pending_for_the_restart(forge_cluster, forge_client):
     for node_id in range(N):
         forge_cluster.behaviour[node_id] = "silent"
     status, answer = await deliver(forge_client, GITHUB_PUSH)
@@ -450,7 +450,7 @@ async def test_shutdown_marks_background_builds(forge_cluster, forge_client):
         await forge_client.close()
 
     records = BuildRecords(records_path(forge_cluster.config.data_dir, CLIENT))
-    assert records.get(int(answer["build_id"]))["state"] == "timeout"
+    assert records.get(int(answer["build_id"]))["state"] == "pending"  # tests/client/test_client_resume.py
     records.close()
 
 

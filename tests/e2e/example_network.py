@@ -129,6 +129,13 @@ def port_open(host: str, port: int) -> bool:
 @contextmanager
 def client(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[str]:
     """Run ./scripts/startClient.sh ARGS in the background; yield the webhook URL."""
+    with client_process(config, log_path, *args) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def client_process(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like `client`; yields the webhook URL and the process (the leader of its own group)."""
     host, port = config.clients[0].host, config.clients[0].port
     assert not port_open(host, port), f"something already listens on {host}:{port}; a client left running?"
     with log_path.open("wb") as output:
@@ -144,7 +151,7 @@ def client(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[str]:
             assert process.poll() is None, f"the client exited with {process.returncode}:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, f"the client did not listen on {port}:\n{log_path.read_text()}"
             time.sleep(0.1)
-        yield f"http://{host}:{port}"
+        yield f"http://{host}:{port}", process
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -1,0 +1,117 @@
+"""End to end: the client stopped in the middle of three builds, by `kill -9` and by a clean
+stop, and started again. Each time the three records end with the verdicts the nodes agreed
+on, and the forge gets each commit's final status; nothing stays `pending`."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from shared.config import load_config
+from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
+from tests.e2e.example_network import (
+    E2E_MARKS, client, client_process, example_copy, http_json, log_offsets, new_log_text, own_ports,
+)
+from tests.support.status_server import StatusServer
+
+pytestmark = E2E_MARKS
+
+STATUS_TOKEN = "forge-status-token"
+FULL_NAME = "Codertocat/Hello-World"
+# Long enough that the client is stopped while every build still runs or waits.
+SPEC = "commands:\n  - echo build started\n  - sleep 5\n  - test ! -f fail\n"
+
+
+def git(repository: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def forge_repository(path: Path, branches: dict[str, bool]) -> dict[str, str]:
+    """A repository with one commit per branch (each its own), failing where `branches` says so;
+    returns each branch's commit."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / ".pbft-ci.yml").write_text(SPEC)
+    git(path, "add", ".")
+    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "spec")
+    heads = {}
+    for branch, fails in branches.items():
+        git(path, "checkout", "-q", "-b", branch, "main")
+        (path / ("fail" if fails else "pass")).write_text(branch)
+        git(path, "add", ".")
+        git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", branch)
+        heads[branch] = git(path, "rev-parse", "HEAD")
+    return heads
+
+
+def push(base_url: str, branch: str, head: str) -> str:
+    """A signed GitHub push of `head` to `branch`; returns the build id it started."""
+    payload = copy.deepcopy(GITHUB_PUSH)
+    payload.update({"ref": f"refs/heads/{branch}", "after": head, "before": "0" * 40, "commits": [],
+                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": head}})
+    body = encoded(payload)
+    code, answer = http_json("POST", f"{base_url}/webHook", body,
+                             github_headers(body, event="push", delivery=f"delivery-{branch}"))
+    assert code == 202, answer
+    return answer["build_id"]
+
+
+def records(base_url: str, build_ids: list[str], timeout_s: float = 180) -> dict[str, dict]:
+    """The records of `build_ids` once none is pending."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = {build_id: http_json("GET", f"{base_url}/builds/{build_id}")[1] for build_id in build_ids}
+        if all(record.get("state") not in (None, "pending") for record in found.values()):
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.5)
+
+
+def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(network, scratch):
+    rounds = {"kill": {"k-pass": False, "k-fail": True, "k-pass-2": False},
+              "stop": {"s-pass": False, "s-fail": True, "s-pass-2": False}}
+    heads = forge_repository(scratch / "forge", {branch: fails for branches in rounds.values()
+                                                 for branch, fails in branches.items()})
+    statuses = StatusServer(STATUS_TOKEN).start()
+    config_path = example_copy(scratch, allow_byzantine=False)
+    data = own_ports(yaml.safe_load(config_path.read_text()))
+    data["repositories"] = [{"name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET,
+                             "url": str(scratch / "forge"), "status_api": statuses.url,
+                             "status_token": STATUS_TOKEN}]
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path))
+    config = load_config(config_path)
+
+    try:
+        for how, branches in rounds.items():
+            with client_process(config, scratch / f"client-{how}.out", str(config_path)) as (base_url, process):
+                build_ids = [push(base_url, branch, heads[branch]) for branch in branches]
+                # Every build is on its way to the nodes, none has a verdict yet.
+                listed = {build["build_id"]: build["state"]
+                          for build in http_json("GET", f"{base_url}/builds")[1]["builds"]}
+                assert [listed[build_id] for build_id in build_ids] == ["pending"] * 3, listed
+                time.sleep(1.5)
+                os.killpg(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)
+                process.wait(timeout=15)
+
+            offsets = log_offsets()
+            with client(config, scratch / f"client-{how}-again.out", str(config_path)) as base_url:
+                found = records(base_url, build_ids)
+            for branch, build_id in zip(branches, build_ids):
+                record = found[build_id]
+                expected = "failure" if branches[branch] else "success"
+                assert (record["state"], record["result"]["status"], record["result"]["commit"]) == (
+                    "accepted", expected, heads[branch]), (how, record)
+                assert len(record["agreed_by"]) >= config.f + 1, record
+                posted = statuses.final(f"/repos/{FULL_NAME}/statuses/{heads[branch]}", "pbft-ci")
+                assert (posted.state, posted.authorized) == (expected, True), (how, posted)
+            assert "resumed 3 builds without a verdict" in new_log_text("client.log", offsets)
+    finally:
+        statuses.stop()

@@ -12,7 +12,8 @@
 # answers GET /status.
 #
 # --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
-# equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200). For
+# equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200), or
+# flaky (honest, but its builds see PBFT_CI_FLAKY=1: a disputed verdict). For
 # demos and tests only: the node refuses it unless the configuration sets
 # allow_byzantine: true.
 set -euo pipefail

@@ -36,7 +36,7 @@ from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
 from client.nodeviews import build_view, network_view
-from client.records import BuildRecords, records_path
+from client.records import BuildRecords, disputed_result, records_path
 from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
@@ -197,8 +197,9 @@ async def webhook(request: web.Request) -> web.Response:
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
     operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
     verdict = await request.app[SERVICE_KEY].submit(operation)
-    if verdict.accepted or verdict.divergent:
-        answer = {**_verdict_json(verdict), "logs": build_log_links(request.app, verdict.build_id)}
+    if verdict.accepted or verdict.divergent or verdict.disputed:
+        answer = {**_verdict_json(verdict, request.app[CONFIG_KEY].f),
+                  "logs": build_log_links(request.app, verdict.build_id)}
         if verdict.matrix:
             # Answered once the expansion is certified, not when its builds end: up to
             # MAX_COMBINATIONS builds may take far longer than a caller waits on one call.
@@ -249,7 +250,11 @@ async def _read_capped(request: web.Request, max_bytes: int, timeout_s: float) -
     return bytes(body)
 
 
-def _verdict_json(verdict: Verdict) -> dict:
+def _verdict_json(verdict: Verdict, f: int) -> dict:
+    if verdict.disputed:
+        # As the record has it: each node's result, and which said what in one line.
+        return {**disputed_result(verdict.split, f), "agreed_by": [], "build_id": verdict.build_id,
+                "elapsed_ms": verdict.elapsed_ms}
     result = verdict.result
     answer = {
         "status": "divergent" if verdict.divergent else result.status,

@@ -29,7 +29,8 @@ class ClientMetrics:
         self.verdicts = Counter(
             "pbft_client_verdicts",
             "Builds ended: accepted with f+1 matching replies (by result status), divergent (artifacts differ "
-            "between nodes), or without a verdict (no_quorum, abandoned)",
+            "between nodes), disputed (no result can get 2f+1 replies: the nodes disagree), or without a "
+            "verdict (no_quorum, abandoned)",
             ["status"], registry=r)
         self.verdict_seconds = Histogram("pbft_client_verdict_seconds", "From a build's request to its verdict",
                                          buckets=VERDICT_BUCKETS_S, registry=r)
@@ -54,8 +55,8 @@ class ClientMetrics:
     def finished(self, operation: Operation, verdict: Verdict) -> None:
         if verdict.accepted and verdict.result is not None:
             status = verdict.result.status
-        elif verdict.divergent:
-            status = "divergent"
+        elif verdict.divergent or verdict.disputed:
+            status = "divergent" if verdict.divergent else "disputed"
         else:
             status = "abandoned" if verdict.abandoned else "no_quorum"
         self.verdicts.labels(status).inc()

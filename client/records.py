@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS builds (
     branch TEXT NOT NULL,
     commit_requested TEXT,
     submitted_at TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'timeout', 'divergent')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'timeout', 'divergent', 'disputed')),
     result TEXT,
     agreed_by TEXT NOT NULL DEFAULT '[]',
     elapsed_ms INTEGER,
@@ -96,11 +97,13 @@ DELIVERY_RETENTION_S = 30 * 24 * 3600
 # one fsync of its own per ten minutes at most, ten minutes of microseconds skipped per crash.
 TIMESTAMP_RESERVE_US = 600 * 1_000_000
 
-# Files of version 0 refuse the state 'divergent' in their CHECK, which SQLite cannot
-# alter: `_migrate` copies their builds into a table made by the schema above. Version 2
-# adds the approvals table, version 3 the reruns and schedules tables, version 4 the
-# matrix_builds table.
-SCHEMA_VERSION = 4
+# Files of version 0 refuse the state 'divergent' in their CHECK, and files before
+# version 5 the state 'disputed', which SQLite cannot alter: `_migrate` copies their builds
+# into a table made by the schema above. Version 2 adds the approvals table, version 3 the
+# reruns and schedules tables, version 4 the matrix_builds table.
+SCHEMA_VERSION = 5
+# The last version whose builds table the schema above cannot take as it is.
+_REBUILT_BEFORE = 5
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
 # older wait, and beyond this many open ones the oldest waits are forgotten (their pull
 # requests build once a new push or a reopen delivers them again and they are approved).
@@ -148,11 +151,13 @@ class BuildRecords:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # Versions 1 to 3 lack only tables the schema creates if they do not exist.
-            exists = version == 0 and self._db.execute(
+            # Other than the builds table's CHECK, older versions lack only tables the schema
+            # creates if they do not exist.
+            exists = version < _REBUILT_BEFORE and self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'"
             ).fetchone()
             if exists:
+                self._db.execute("DROP INDEX IF EXISTS builds_pending")  # made again for the new table
                 self._db.execute("ALTER TABLE builds RENAME TO builds_v0")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -246,6 +251,11 @@ class BuildRecords:
             "artifacts_by_node": {str(node): digest for node, digest in artifacts_by_node.items()},
         }
         self._finish(build_id, "divergent", json.dumps(result), [], elapsed_ms, replies)
+
+    def dispute(self, build_id: int, split: dict[int, Result], f: int, elapsed_ms: int, replies: list[Reply]) -> None:
+        """A build whose nodes disagree: no result has 2f+1 matching replies, nor can get them.
+        Its result is `disputed_result`; the signed replies hold the same, for anyone to recheck."""
+        self._finish(build_id, "disputed", json.dumps(disputed_result(split, f)), [], elapsed_ms, replies)
 
     def time_out(self, build_id: int, elapsed_ms: int, replies: list[Reply]) -> None:
         self._finish(build_id, "timeout", None, [], elapsed_ms, replies)
@@ -429,6 +439,40 @@ class BuildRecords:
         return {**_summary(row), "reruns": [str(rerun[0]) for rerun in reruns],
                 "matrix_builds": [_matrix_build(combination) for combination in combinations],
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
+
+
+def disputed_result(split: dict[int, Result], f: int) -> dict[str, Any]:
+    """A disputed build's result: the status `disputed`, each node's result under `split`,
+    which said what in one line (`reason`), and the commit f+1 of them name, if any."""
+    commits = Counter(result.commit for result in split.values() if result.commit is not None)
+    commit, count = commits.most_common(1)[0] if commits else (None, 0)
+    return {
+        "status": "disputed",
+        "exit_code": None,
+        "commit": commit if count >= f + 1 else None,
+        "reason": disputed_reason(split),
+        "split": {str(node): _said(result) for node, result in split.items()},
+    }
+
+
+def _said(result: Result) -> dict[str, Any]:
+    """What one node said of a disputed build."""
+    said = {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}
+    return {**said, "reason": result.reason} if result.reason else said
+
+
+def disputed_reason(split: dict[int, Result]) -> str:
+    """One line: which nodes said what, e.g. "nodes 0, 1: success (exit 0); nodes 2, 3: failure (exit 1)"."""
+    groups: dict[tuple, list[int]] = {}
+    for node, result in split.items():
+        groups.setdefault((result.status, result.exit_code), []).append(node)
+    parts = []
+    for (status, exit_code), nodes in groups.items():
+        said = status if exit_code is None else f"{status} (exit {exit_code})"
+        parts.append(f"node{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}: {said}")
+    if len(groups) == 1:
+        parts.append("but not on the commit, spec, steps or images they ran (see split)")
+    return "; ".join(parts)
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:

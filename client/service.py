@@ -6,6 +6,15 @@ nodes every `client_retransmit_s` until f+1 nodes agree (OSDI'99 §4.1; 2f+1
 for a result with artifacts, or `divergent`: pbft.replies), and
 gives up at the deadline. Replies arrive through `on_frame`, which verifies
 each one and routes it by timestamp to that request's collector.
+
+Once f+1 agree, the client waits up to `client_settle_s` more for what the
+nodes' ledgers will say: 2f+1 matching replies (certified), or replies that
+leave no result a way to 2f+1 (disputed: honest nodes disagree, e.g. a
+flaky test that passed on two nodes and failed on two). A disputed build is
+answered, recorded and reported `disputed` with each node's result, never
+as whichever f+1 replied first. With every node up and agreeing, the wait
+ends at the (2f+1)-th reply; it runs to its end only when a node is down or
+slow and another disagrees, and the f+1 are answered then, as before.
 """
 
 from __future__ import annotations
@@ -95,6 +104,11 @@ class Verdict:
     progress: str | None = None
     divergent: bool = False
     artifacts_by_node: dict[int, str | None] = field(default_factory=dict)
+    # Disputed (pbft.replies): no result can reach 2f+1 replies; `split` holds each node's.
+    disputed: bool = False
+    split: dict[int, Result] = field(default_factory=dict)
+    # When f+1 replies first agreed (the verdict before the client waited for it to settle).
+    quorum_ms: int | None = None
     # An accepted `matrix` verdict: the build started for each of its combinations, by id.
     matrix: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
@@ -106,6 +120,7 @@ class _Outstanding:
     operation: Operation
     done: asyncio.Event = field(default_factory=asyncio.Event)
     all_replied: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # the collector's `settled`
     retransmitted: bool = False
     states: dict[int, str] = field(default_factory=dict)  # node -> its signed BUILD-STATE, the latest
 
@@ -139,6 +154,7 @@ class ClientService:
         self._retransmit_s = config.protocol.client_retransmit_s
         self._deadline_s = config.protocol.client_deadline_s if deadline_s is None else deadline_s
         self._queue_limit_s = max(config.protocol.client_queue_limit_s, self._deadline_s)
+        self._settle_s = config.protocol.client_settle_s
         # Send a request to all nodes as soon as the primary's link is seen down; off, only a
         # retransmission does (scripts/bench.py failover compares the two).
         self._follow_links = follow_links
@@ -364,14 +380,19 @@ class ClientService:
             else:
                 await self._send_to_all(timestamp, outstanding, f"resumed, submitted {waited_s:.0f} s ago")
             await self._await_quorum(timestamp, outstanding, started_s)
-            if outstanding.collector.divergent and not self._closing:
+            quorum_ms = round((time.monotonic() - started_s + (waited_s or 0.0)) * 1000)
+            if (outstanding.collector.divergent or outstanding.collector.disputed) and not self._closing:
                 await self._await_the_rest(outstanding, started_s)
+            elif outstanding.collector.accepted and not self._closing:
+                await self._await_settled(outstanding)
         finally:
             del self._outstanding[timestamp]
         verdict = self._finish(
             timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
             outstanding.progress(self._config.f + 1),
         )
+        if verdict.accepted or verdict.disputed:
+            verdict = dataclasses.replace(verdict, quorum_ms=quorum_ms)
         if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
             verdict = self._expand(timestamp, operation, verdict)
         await self._records_durable()
@@ -468,9 +489,18 @@ class ClientService:
             await self._send_to_all(timestamp, outstanding, "retransmission")
             retransmit_at_s += self._retransmit_s
 
+    async def _await_settled(self, outstanding: _Outstanding) -> None:
+        """Past f+1 agreeing replies, wait up to `client_settle_s` for the replies to say what
+        the ledgers will: certified (2f+1 agree) or disputed (see the module's doc)."""
+        try:
+            async with asyncio.timeout(self._settle_s):
+                await outstanding.settled.wait()
+        except asyncio.TimeoutError:
+            pass
+
     async def _await_the_rest(self, outstanding: _Outstanding, started_s: float) -> None:
-        """Give the nodes yet to reply to a divergent build a little longer, so that its
-        record shows every node's digest, not only those that made the verdict."""
+        """Give the nodes yet to reply to a divergent or disputed build a little longer, so
+        that its record shows every node's answer, not only those that made the verdict."""
         wait_s = min(self._retransmit_s, started_s + self._deadline_s - time.monotonic())
         try:
             async with asyncio.timeout(max(0.0, wait_s)):
@@ -497,6 +527,17 @@ class ClientService:
                 elapsed_ms=elapsed_ms, divergent=True, artifacts_by_node=by_node,
             )
             return verdict
+        if collector.disputed:
+            split = collector.split
+            self._records.dispute(timestamp, split, self._config.f, elapsed_ms, replies)
+            log.warning(
+                "disputed build %d: %s the nodes disagree, no result has %d replies: %s elapsed_ms=%d",
+                timestamp, operation.branch, 2 * self._config.f + 1,
+                " ".join(f"node{node}={result.status}/{result.exit_code}" for node, result in split.items()),
+                elapsed_ms,
+            )
+            return Verdict(build_id=str(timestamp), accepted=False, result=None, agreed_by=[], replies=replies,
+                           elapsed_ms=elapsed_ms, disputed=True, split=split)
         if collector.accepted:
             result = collector.result
             self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
@@ -565,8 +606,12 @@ class ClientService:
             return
         self._views[reply.sender] = max(reply.view, self._views.get(reply.sender, 0))
         log.debug("reply from node %d for build %d: %s", reply.sender, reply.timestamp, reply.result.agreed())
-        if outstanding.collector.add(reply):
+        collector = outstanding.collector
+        # Disputed is final, whatever replies come later: no need to wait for an f+1.
+        if collector.add(reply) or collector.disputed:
             outstanding.done.set()
+        if collector.settled:
+            outstanding.settled.set()
         if len(outstanding.collector.replies) == self._config.n:
             outstanding.all_replied.set()
 

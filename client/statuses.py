@@ -42,6 +42,7 @@ from typing import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from client.records import disputed_reason, disputed_result
 from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
 from pbft.build import MAX_COMBINATIONS, Operation, combination_label
@@ -277,7 +278,10 @@ class CommitStatuses:
             # The network may still build it; a status saying otherwise would be a guess.
             log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
             return
-        sha = operation.commit or (verdict.result.commit if verdict.accepted or verdict.divergent else None)
+        if verdict.disputed:
+            sha = operation.commit or disputed_result(verdict.split, self._quorum - 1)["commit"]
+        else:
+            sha = operation.commit or (verdict.result.commit if verdict.accepted or verdict.divergent else None)
         if sha is None:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
@@ -341,6 +345,9 @@ class CommitStatuses:
                 f"build divergent: its artifacts differ between nodes ({differing} digests among "
                 f"{len(verdict.artifacts_by_node)} nodes); not reproducible, or a node lies"
             )
+        if verdict.disputed:
+            # Not a verdict on the tests: the nodes disagree (a flaky build, or faulty nodes).
+            return "error", f"disputed: {disputed_reason(verdict.split)}"
         if not verdict.accepted:
             return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
         result = verdict.result

@@ -43,6 +43,8 @@ class Behaviour:
     """Honest: passes everything through unchanged. Subclasses each misbehave in one way."""
 
     name = "honest"
+    # Variables every build of the node gets besides the CI's own (a flaky node's).
+    build_environment: dict[str, str] = {}
 
     def peer(self, peer_id: int, link: Sender) -> Sender:
         return link
@@ -102,6 +104,16 @@ class Lie(Behaviour):
             return result
         logger.warning("byzantine lie: reporting %s instead of %s", lied.agreed(), result.agreed())
         return lied
+
+
+class Flaky(Behaviour):
+    """Honest in everything it says, but its builds see PBFT_CI_FLAKY=1 in their environment:
+    a node whose build environment differs from the others', as a flaky test's does. A build
+    that reads it (`test -z "$PBFT_CI_FLAKY"`) fails here and passes elsewhere, and the node
+    signs what its build did: two such nodes of four make the verdict disputed."""
+
+    name = "flaky"
+    build_environment = {"PBFT_CI_FLAKY": "1"}
 
 
 class CancelAlone(Behaviour):
@@ -448,6 +460,7 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "lie": Mode(lambda node: Lie()),
+    "flaky": Mode(lambda node: Flaky()),
     "silent": Mode(lambda node: Silent()),
     "cancel": Mode(lambda node: CancelAlone()),
     "crash-after": Mode(lambda frames, node: CrashAfter(frames),

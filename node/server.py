@@ -107,7 +107,7 @@ def make_app(
         executor = None
         run_build = build
         if run_build is None:
-            executor = _make_executor(config, node_id)
+            executor = _make_executor(config, node_id, behaviour.build_environment)
             await asyncio.to_thread(executor.sweep_leftovers)
             run_build = executor.run
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
@@ -175,7 +175,7 @@ def make_app(
     return app
 
 
-def _make_executor(config: NetworkConfig, node_id: int):
+def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str]):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.build.executor import Executor
     from node.build.images import load_registry_auth
@@ -198,6 +198,7 @@ def _make_executor(config: NetworkConfig, node_id: int):
         repository_bounds={repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent},
         registry_auth=registry_auth,
         submodule_urls={repo.name: frozenset(repo.submodules) for repo in config.repositories if repo.submodules},
+        extra_environment=extra_environment,
     )
 
 

@@ -15,6 +15,14 @@ nodes made different bytes cannot be accepted as any one of them. It ends
 with artifacts and no result can reach its quorum any more, however the
 nodes yet to reply answer. Up to f liars alone cannot cause that: the
 2f+1 honest nodes of a reproducible build still agree.
+
+Past the f+1 replies that decide, the collector goes on counting towards
+what every node's ledger will say of the build (`pbft.quorum.verdict`):
+`certified` once 2f+1 replies match, `disputed` once no result can get
+there any more (honest nodes disagree: a flaky build). The client waits a
+little for one of them before it answers (client.service), so that a build
+that passed on two nodes and failed on two is said to be disputed rather
+than reported as whichever pair replied first.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Mapping
 
 from pbft.build import Result
 from pbft.messages import Reply
-from pbft.quorum import commit_quorum, reply_quorum
+from pbft.quorum import commit_quorum, reply_quorum, verdict
 
 AgreedResult = tuple
 
@@ -99,6 +107,28 @@ class ReplyCollector:
     @property
     def accepted(self) -> bool:
         return self._agreed is not None
+
+    @property
+    def ledger_verdict(self) -> str:
+        """What the nodes' ledgers will say, as far as the replies so far tell: "certified",
+        "disputed", or "pending" (pbft.quorum.verdict over the replies)."""
+        return verdict(self._votes, self._n, self._f)[0]
+
+    @property
+    def disputed(self) -> bool:
+        """Whether no result can get 2f+1 matching replies any more and the replies are not
+        `divergent` (that is, the nodes disagree on more than their artifacts' bytes)."""
+        return not self._divergent and self.ledger_verdict == "disputed"
+
+    @property
+    def settled(self) -> bool:
+        """Whether the replies already say what the ledgers will: certified, disputed or divergent."""
+        return self._divergent or self.ledger_verdict != "pending"
+
+    @property
+    def split(self) -> dict[int, Result]:
+        """Each replying node's result, by node id."""
+        return {sender: self._first_reply[sender].result for sender in sorted(self._first_reply)}
 
     @property
     def divergent(self) -> bool:

@@ -260,6 +260,10 @@ ProtocolConfig = make_dataclass(
                    "the build waits for a build slot or runs (then it waits on, up to client_queue_limit_s)"})),
         ("client_queue_limit_s", float, field(default=3600.0, metadata={
             "doc": "the longest the client waits for a verdict of a build that f+1 nodes say waits or runs"})),
+        ("client_settle_s", float, field(default=30.0, metadata={
+            "doc": "once f+1 replies agree, how much longer the client waits for 2f+1 to agree (certified) "
+                   "or for replies that make that impossible (disputed: the nodes disagree) before it "
+                   "answers with the f+1"})),
     ],
     frozen=True,
     namespace={"replica_settings": _replica_settings},
@@ -850,7 +854,8 @@ def load_config(
     if not re.fullmatch(r"[0-9]+:[0-9]+", build.user):
         reader.fail("build.user", "must be a numeric uid:gid, e.g. 1000:1000")
     protocol = _dataclass_section(
-        reader, data.get("protocol"), "protocol", ProtocolConfig, {"relay_fallback_s": _more_than_zero(float)}
+        reader, data.get("protocol"), "protocol", ProtocolConfig,
+        {"relay_fallback_s": _more_than_zero(float), "client_settle_s": _typed(float, minimum=0)},
     )
     given = data.get("protocol")
     if not (isinstance(given, dict) and "relay_votes" in given):

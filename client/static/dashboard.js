@@ -260,6 +260,7 @@ function summary(record) {
     ["Agreed by", record.agreed_by.length ? "nodes " + record.agreed_by.join(", ") : "—"],
     ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
     ["Artifacts by node", divergentDigests(record)],
+    ["Each node said", disputedSplit(record)],
   ];
   const list = el("dl", { class: "summary", id: "summary" });
   for (const [name, value] of rows) {
@@ -275,6 +276,13 @@ function divergentDigests(record) {
   const byNode = record.state === "divergent" && record.result ? record.result.artifacts_by_node : null;
   if (!byNode || typeof byNode !== "object") return null;
   return Object.keys(byNode).map((node) => "node " + node + ": " + (byNode[node] || "none")).join("\n");
+}
+
+// A disputed build's split, one line per node: no result had 2f+1 nodes behind it.
+function disputedSplit(record) {
+  const split = record.state === "disputed" && record.result ? record.result.split : null;
+  if (!split || typeof split !== "object") return null;
+  return Object.keys(split).map((node) => "node " + node + ": " + describeResult(split[node])).join("\n");
 }
 
 // The signed reply each node sent this client, by node id (the client verified them as they came).

@@ -157,13 +157,15 @@ class Executor:
         repository_bounds: dict[str, int] | None = None,
         registry_auth: dict[str, dict[str, str]] | None = None,
         submodule_urls: dict[str, frozenset[str]] | None = None,
+        extra_environment: dict[str, str] | None = None,
     ):
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
         `peer_hosts`, the network's node and client hosts, are what those builds must never reach;
         `repository_bounds` caps how many builds of a repository run at once (node/build/queue.py);
         `registry_auth`, this node's credentials for the registries it pulls from (node/build/images.py);
-        `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/build/checkout.py)."""
+        `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/build/checkout.py);
+        `extra_environment`, variables every build of this node gets (node/byzantine.py's flaky mode)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -178,6 +180,7 @@ class Executor:
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._checkouts = checkouts_root(self._data_dir, limits.workspace_mb * max_concurrent * 1024 * 1024)
         self._submodule_urls = dict(submodule_urls or {})
+        self._extra_environment = dict(extra_environment or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
@@ -541,7 +544,7 @@ class Executor:
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
         # Derived from the commit and the agreed request alone, so the same on every honest node.
-        environment = {**reproducible_environment(committed_s), **ci_variables(facts)}
+        environment = {**reproducible_environment(committed_s), **ci_variables(facts), **self._extra_environment}
         artifacts, digests, artifacts_problem = None, (), ""
         skipped = decide(())
         if skipped is not None:

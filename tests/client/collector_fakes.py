@@ -43,7 +43,9 @@ class MemoryLinks:
         return [node_id for node_id in range(N) if await self.send(node_id, text)]
 
 
-def service_with_memory_links(tmp_path):
+def service_with_memory_links(tmp_path, *, settle_s: float = 0.0):
+    """A client service over in-memory links. `settle_s`: its client_settle_s (none by default:
+    the verdict is the f+1, as the tests of counting replies expect)."""
     node_keys = [generate_private_key() for _ in range(N)]
     client_key = generate_private_key()
     config = NetworkConfig(
@@ -52,7 +54,7 @@ def service_with_memory_links(tmp_path):
         nodes=tuple(NodeConfig(i, "127.0.0.1", 1, public_key_hex(key)) for i, key in enumerate(node_keys)),
         clients=(ClientConfig(CLIENT, "127.0.0.1", 1, public_key_hex(client_key)),),
         repositories=(RepositoryConfig("example", "/nonexistent"),),
-        protocol=ProtocolConfig(client_retransmit_s=60.0, client_deadline_s=60.0),
+        protocol=ProtocolConfig(client_retransmit_s=60.0, client_deadline_s=60.0, client_settle_s=settle_s),
         data_dir=tmp_path,
     )
     public = {i: key.public_key() for i, key in enumerate(node_keys)}

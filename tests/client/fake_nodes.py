@@ -6,7 +6,8 @@ request, every non-silent node sends its signed reply on the connections
 on which the client said HELLO over that connection's challenge (the wire
 protocol's rule). A backup that receives a request while the primary is
 silent stands for a completed view change: the next non-silent node becomes
-primary and the replies carry the new view. Nodes can be honest, lying, forging or silent."""
+primary and the replies carry the new view. Nodes can be honest, lying, forging or silent, or
+flaky: honest, but their builds fail where others pass."""
 
 import asyncio
 import hashlib
@@ -175,6 +176,8 @@ class FakeCluster:
             result = honest_result(request.operation.branch, node_id, request.operation.combination)
         if behaviour in ("liar", "forger"):
             result = Result("success", 0, "f" * 40)
+        elif behaviour == "flaky" and result.status == "success":
+            result = Result("failure", 1, result.commit)  # honest, but its build failed
         senders = [i for i in range(N) if i != node_id] if behaviour == "forger" else [node_id]
         auth = self.auths[node_id]
         # Signed as a replica signs (pbft.replica): the statement's PAE and the link.

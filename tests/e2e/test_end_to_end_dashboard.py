@@ -18,6 +18,7 @@ its own, so it never meets the example network another checkout may run.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ from shared.crypto import Ed25519Authenticator, load_private_key
 from pbft.build import Operation
 from pbft.messages import Request, signed
 from tests.support.network import free_ports, write_network
+from tests.support.status_server import StatusServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements.txt (tests)")
 from selenium.webdriver.common.by import By  # noqa: E402 (after the skip above)
@@ -297,6 +299,49 @@ def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(netwo
         browser.get(base_url + links[2])
         wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == "FLAVOUR=three")
         assert text_of(browser, "[data-field=matrix_of]") == f"build {expansion['build_id']}"
+
+
+FLAKY_SPEC = 'commands:\n  - echo "flaky is ${PBFT_CI_FLAKY:-unset}"\n  - test -z "$PBFT_CI_FLAKY"\n'
+FLAKY_SAID = "nodes 0, 1: success (exit 0); nodes 2, 3: failure (exit 1)"
+
+
+def test_a_build_that_fails_on_two_nodes_and_passes_on_two_is_disputed_everywhere(network, browser, tmp_path):
+    """Nodes 2 and 3 are flaky (node/byzantine.py): honest, but their builds see PBFT_CI_FLAKY=1."""
+    statuses = StatusServer("forge-status-token").start()
+    slow_repository(tmp_path / "flaky", FLAKY_SPEC)
+    head = subprocess.run(["git", "-C", str(tmp_path / "flaky"), "rev-parse", "HEAD"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    path = example_copy(tmp_path, allow_byzantine=True)
+    data = own_ports(yaml.safe_load(path.read_text()))
+    data["repositories"] = [{"name": "flaky", "url": str(tmp_path / "flaky"), "full_name": "octo/flaky",
+                             "status_api": statuses.url, "status_token": "forge-status-token"}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(path), "--byzantine", "2:flaky", "--byzantine", "3:flaky")
+    try:
+        with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
+            code, answer = http_json("POST", f"{base_url}/webHook",
+                                     {"repository": "flaky", "branch": "master", "commit": head})
+            assert code == 200 and answer["status"] == "disputed", answer
+            assert (answer["reason"], answer["commit"], answer["agreed_by"]) == (FLAKY_SAID, head, []), answer
+            assert {node: said["status"] for node, said in answer["split"].items()} == {
+                "0": "success", "1": "success", "2": "failure", "3": "failure"}, answer
+
+            record = http_json("GET", f"{base_url}/builds/{answer['build_id']}")[1]
+            assert (record["state"], record["result"]) == ("disputed", {
+                key: answer[key] for key in ("status", "exit_code", "commit", "reason", "split")}), record
+            posted = statuses.final(f"/repos/octo/flaky/statuses/{head}", "pbft-ci")
+            assert (posted.state, posted.description) == ("error", f"disputed: {FLAKY_SAID}")
+
+            browser.get(f"{base_url}/dashboard/builds/{answer['build_id']}")
+            said = wait_for(browser, "each node's result", lambda d: text_of(d, "[data-field=each_node_said]"))
+            assert said.split("\n") == [f"node {node}: {status} @ {head[:12]}" for node, status in [
+                (0, "success (exit 0)"), (1, "success (exit 0)"), (2, "failure (exit 1)"), (3, "failure (exit 1)")]]
+            assert text_of(browser, "[data-field=state]") == "disputed"
+            screenshot(browser, "disputed.png")
+            browser.get(f"{base_url}/dashboard")
+            wait_for(browser, "the build list", lambda d: "disputed" in (texts(d, "[data-field=state]") or []))
+    finally:
+        statuses.stop()
 
 
 def test_with_a_token_the_dashboard_asks_for_it_once_and_sends_it_on_every_request(browser, tmp_path):

@@ -292,7 +292,7 @@ def test_the_node_cli_refuses_a_bad_argument_before_starting():
     assert result.returncode == 2
     assert "--byzantine: delay needs one positive integer argument MS (milliseconds)" in result.stderr
     assert set(MODES) == {"lie", "silent", "cancel", "crash-after", "equivocate", "forge", "delay", "censor",
-                          "withhold-relay"}
+                          "withhold-relay", "flaky"}
 
 
 # --- integration: four real nodes on loopback ------------------------------------

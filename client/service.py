@@ -108,7 +108,7 @@ class Verdict:
     disputed: bool = False
     split: dict[int, Result] = field(default_factory=dict)
     # When f+1 replies first agreed (the verdict before the client waited for it to settle).
-    quorum_ms: int | None = None
+    quorum_ms: float | None = None
     # An accepted `matrix` verdict: the build started for each of its combinations, by id.
     matrix: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
@@ -380,7 +380,7 @@ class ClientService:
             else:
                 await self._send_to_all(timestamp, outstanding, f"resumed, submitted {waited_s:.0f} s ago")
             await self._await_quorum(timestamp, outstanding, started_s)
-            quorum_ms = round((time.monotonic() - started_s + (waited_s or 0.0)) * 1000)
+            quorum_ms = round((time.monotonic() - started_s + (waited_s or 0.0)) * 1000, 2)
             if (outstanding.collector.divergent or outstanding.collector.disputed) and not self._closing:
                 await self._await_the_rest(outstanding, started_s)
             elif outstanding.collector.accepted and not self._closing:
@@ -389,10 +389,8 @@ class ClientService:
             del self._outstanding[timestamp]
         verdict = self._finish(
             timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
-            outstanding.progress(self._config.f + 1),
+            outstanding.progress(self._config.f + 1), quorum_ms,
         )
-        if verdict.accepted or verdict.disputed:
-            verdict = dataclasses.replace(verdict, quorum_ms=quorum_ms)
         if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
             verdict = self._expand(timestamp, operation, verdict)
         await self._records_durable()
@@ -510,7 +508,7 @@ class ClientService:
 
     def _finish(
         self, timestamp: int, operation: Operation, collector: ReplyCollector, started_s: float,
-        progress: str | None = None,
+        progress: str | None = None, quorum_ms: float | None = None,
     ) -> Verdict:
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         replies = collector.replies
@@ -537,14 +535,16 @@ class ClientService:
                 elapsed_ms,
             )
             return Verdict(build_id=str(timestamp), accepted=False, result=None, agreed_by=[], replies=replies,
-                           elapsed_ms=elapsed_ms, disputed=True, split=split)
+                           elapsed_ms=elapsed_ms, disputed=True, split=split, quorum_ms=quorum_ms)
         if collector.accepted:
             result = collector.result
             self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
             log.info(
-                "accepted build %d: %s status=%s exit_code=%s commit=%s view=%d agreed_by=%s elapsed_ms=%d",
+                "accepted build %d: %s status=%s exit_code=%s commit=%s view=%d agreed_by=%s elapsed_ms=%d"
+                " f_plus_1_ms=%.0f %s",
                 timestamp, operation.branch, result.status, result.exit_code, result.commit,
-                self.view, collector.agreed_by, elapsed_ms,
+                self.view, collector.agreed_by, elapsed_ms, quorum_ms or 0,
+                collector.ledger_verdict if collector.settled else "not settled within client_settle_s",
             )
         elif self._closing:
             # Its record stays pending: the network may still build it, and the client
@@ -566,6 +566,7 @@ class ClientService:
             elapsed_ms=elapsed_ms,
             abandoned=self._closing and not collector.accepted,
             progress=None if collector.accepted else progress,
+            quorum_ms=quorum_ms if collector.accepted else None,
         )
         return verdict
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from typing import AsyncIterator
 
 import aiohttp
@@ -43,7 +45,7 @@ from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.build import combination_label
+from pbft.build import STEP_NAME, combination_label
 from pbft.encoding import canonical
 from pbft.messages import encode
 
@@ -59,6 +61,9 @@ CONFIG_KEY = web.AppKey("config", NetworkConfig)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
+# What the action runner may say of an action (runner/ledger.py), and how long its report may be.
+ACTION_STATES = ("running", "success", "failure", "error", "interrupted")
+MAX_ACTION_REPORT_BYTES = 4096
 # Build ids are request timestamps in microseconds, which SQLite stores as 63-bit integers.
 MAX_BUILD_ID = 2**63 - 1
 
@@ -134,6 +139,7 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.router.add_get("/builds/{build_id}", get_build)
     app.router.add_post("/builds/{build_id}/rerun", rerun)
     app.router.add_post("/builds/{build_id}/cancel", cancel)
+    app.router.add_post("/builds/{build_id}/actions", report_action)
     app.router.add_get("/builds/{build_id}/certificate", get_certificate)
     app.router.add_get("/builds/{build_id}/attestation", get_attestation)
     app.router.add_get("/builds/{build_id}/in-toto", get_in_toto)
@@ -370,6 +376,34 @@ def _build_to_act_on(request: web.Request) -> dict:
     if record["cancels"] is not None:
         raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
     return record
+
+
+async def report_action(request: web.Request) -> web.Response:
+    """The action runner (runner/) reports how an action after a build's verdict went: whoever
+    may ask for builds may report, and the record shows the latest word per action."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    record = _record(request)
+    if record["state"] != "accepted":
+        raise WebhookError(409, f"build {record['build_id']} has no certified verdict ({record['state']})")
+    body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, request.app[WEBHOOK_SETTINGS_KEY].body_timeout_s)
+    try:
+        report = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WebhookError(400, "body must be JSON") from None
+    if not isinstance(report, dict) or set(report) != {"action", "state", "exit_code", "reason"}:
+        raise WebhookError(400, "body must be an object with action, state, exit_code and reason")
+    name, state, exit_code, reason = (report[key] for key in ("action", "state", "exit_code", "reason"))
+    if not isinstance(name, str) or not STEP_NAME.fullmatch(name):  # an action's name is a step's
+        raise WebhookError(400, "action must be an action's name (letters, digits, '.', '_', '-')")
+    if state not in ACTION_STATES:
+        raise WebhookError(400, f"state must be one of {', '.join(ACTION_STATES)}")
+    if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
+        raise WebhookError(400, "exit_code must be an integer or null")
+    if not isinstance(reason, str) or len(reason) > 500 or not reason.isprintable():
+        raise WebhookError(400, "reason must be printable text of at most 500 characters")
+    request.app[RECORDS_KEY].action(int(record["build_id"]), name, state, exit_code, reason, time.time())
+    log.info("build %s: action %s %s exit_code=%s", record["build_id"], name, state, exit_code)
+    return web.json_response({"build_id": record["build_id"], "action": name, "state": state})
 
 
 async def get_build(request: web.Request) -> web.Response:

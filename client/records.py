@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS matrix_builds (
     matrix_of INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS matrix_builds_of ON matrix_builds (matrix_of);
+CREATE TABLE IF NOT EXISTS actions (
+    build_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    reported_at REAL NOT NULL,
+    PRIMARY KEY (build_id, name)
+);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -100,8 +109,8 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 # Files of version 0 refuse the state 'divergent' in their CHECK, and files before
 # version 5 the state 'disputed', which SQLite cannot alter: `_migrate` copies their builds
 # into a table made by the schema above. Version 2 adds the approvals table, version 3 the
-# reruns and schedules tables, version 4 the matrix_builds table.
-SCHEMA_VERSION = 5
+# reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table.
+SCHEMA_VERSION = 6
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
@@ -110,6 +119,8 @@ _REBUILT_BEFORE = 5
 MAX_WAITING_APPROVALS = 1000
 # A build's record lists its first re-runs, this many at most (each names the build it re-runs).
 MAX_LISTED_RERUNS = 100
+# Actions after the verdict a build's record lists: a spec declares at most 16 (node/build/actions.py).
+MAX_LISTED_ACTIONS = 16
 # A push cancels at most this many older builds of its ref (the newest first): more would
 # mean pushes came faster than the network orders, and the next push cancels the rest.
 MAX_SUPERSEDED = 16
@@ -379,6 +390,16 @@ class BuildRecords:
         into; committed with that build's verdict (the service's group commit)."""
         self._write("INSERT INTO matrix_builds (build_id, matrix_of) VALUES (?, ?)", (build_id, matrix_of))
 
+    def action(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str, at: float) -> None:
+        """Keep what the action runner reported of action `name` of a build (its latest word)."""
+        self._write(
+            "INSERT INTO actions (build_id, name, state, exit_code, reason, reported_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (build_id, name) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code,"
+            " reason = excluded.reason, reported_at = excluded.reported_at",
+            (build_id, name, state, exit_code, reason, at),
+        )
+        self.commit()
+
     def schedule_slots(self) -> dict[tuple[str, str, str, str], float]:
         """The last slot each schedule fired for (or started from), by (repository, name, cron, branch)."""
         rows = self._db.execute("SELECT repository, name, cron, branch, last_slot FROM schedules").fetchall()
@@ -436,7 +457,13 @@ class BuildRecords:
             " (SELECT build_id FROM matrix_builds WHERE matrix_of = ?) ORDER BY build_id LIMIT ?",
             (build_id, MAX_COMBINATIONS),
         ).fetchall()
+        actions = self._db.execute(
+            "SELECT name, state, exit_code, reason, reported_at FROM actions WHERE build_id = ? ORDER BY name LIMIT ?",
+            (build_id, MAX_LISTED_ACTIONS),
+        ).fetchall()
         return {**_summary(row), "reruns": [str(rerun[0]) for rerun in reruns],
+                "actions": [{**dict(action), "reported_at": datetime.fromtimestamp(
+                    action["reported_at"], timezone.utc).isoformat(timespec="seconds")} for action in actions],
                 "matrix_builds": [_matrix_build(combination) for combination in combinations],
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
 

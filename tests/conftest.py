@@ -23,7 +23,7 @@ settings.register_profile("suite", deadline=None, suppress_health_check=[HealthC
 settings.load_profile("suite")
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("core", "simulation", "shared", "node", "client", "e2e", "project")
+LAYERS = ("core", "simulation", "shared", "node", "client", "runner", "e2e", "project")
 # Layers whose every test uses the machine's one network, run/ folder or engine.
 MACHINE_LAYERS = ("e2e", "project")
 MACHINE_GROUP = pytest.mark.xdist_group("machine")

@@ -261,6 +261,7 @@ function summary(record) {
     ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
     ["Artifacts by node", divergentDigests(record)],
     ["Each node said", disputedSplit(record)],
+    ["Actions after the verdict", actionsRun(record)],
   ];
   const list = el("dl", { class: "summary", id: "summary" });
   for (const [name, value] of rows) {
@@ -276,6 +277,14 @@ function divergentDigests(record) {
   const byNode = record.state === "divergent" && record.result ? record.result.artifacts_by_node : null;
   if (!byNode || typeof byNode !== "object") return null;
   return Object.keys(byNode).map((node) => "node " + node + ": " + (byNode[node] || "none")).join("\n");
+}
+
+// What the action runner reported of the spec's `after:` actions, one line each.
+function actionsRun(record) {
+  if (!Array.isArray(record.actions) || !record.actions.length) return null;
+  return record.actions.map((action) => action.name + ": " + action.state
+    + (action.exit_code === null ? "" : " (exit " + action.exit_code + ")")
+    + (action.reason ? ", " + action.reason : "")).join("\n");
 }
 
 // A disputed build's split, one line per node: no result had 2f+1 nodes behind it.

@@ -36,6 +36,7 @@ from node.build.artifacts import MAX_PATTERNS, normalize_pattern
 from node.build.identity import HOME_DIR
 from node.build.matrix import Combination, parse_matrix, with_images
 from node.build.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
+from node.build.actions import parse_actions
 from node.build.triggers import Condition, parse_when
 
 SPEC_FILE = ".pbft-ci.yml"
@@ -47,6 +48,7 @@ MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
 _KEYS = (
     "image", "commands", "steps", "services", "environment", "timeout_s", "user", "cache", "artifacts", "when", "matrix",
+    "after",
 )
 _CACHE_KEYS = ("paths", "key_files")
 # Cache paths end up in a shell script and in tar member names; a plain
@@ -194,6 +196,8 @@ def _parse_document(document: dict, combination: Combination) -> tuple[BuildSpec
     errors += artifact_errors
     when, when_errors = parse_when(document.get("when"))
     errors += when_errors
+    # Checked here, run only by the action runner once the verdict is certified (node/build/actions.py).
+    errors += parse_actions(document.get("after"), command_problems)[1]
     if errors:
         return None, errors
     return BuildSpec(

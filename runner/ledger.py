@@ -1,0 +1,87 @@
+"""What the action runner did, in SQLite: exactly once means written down before it runs.
+
+`examined` holds each build the runner looked at and what it concluded (its
+actions ran, or why none did); `actions` each action it started. An action's
+row is committed as `running` before its container starts, so a runner that
+dies mid-action finds it at its restart and marks it `interrupted`: it is
+never run a second time by the runner itself (a deploy may have half
+happened; an operator decides). `floor`: builds at or below it are history
+the runner was started after, never acted on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS examined (build_id INTEGER PRIMARY KEY, outcome TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS actions (
+    build_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'success', 'failure', 'error', 'interrupted')),
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    PRIMARY KEY (build_id, name)
+);
+"""
+
+
+class RunnerLedger:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def floor(self) -> int | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = 'floor'").fetchone()
+        return None if row is None else row[0]
+
+    def set_floor(self, build_id: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('floor', ?)", (build_id,))
+
+    def examined(self, build_id: int) -> bool:
+        return self._db.execute("SELECT 1 FROM examined WHERE build_id = ?", (build_id,)).fetchone() is not None
+
+    def examine(self, build_id: int, outcome: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO examined (build_id, outcome, at) VALUES (?, ?, ?)",
+                         (build_id, outcome, time.time()))
+
+    def outcome(self, build_id: int) -> str | None:
+        row = self._db.execute("SELECT outcome FROM examined WHERE build_id = ?", (build_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def start(self, build_id: int, name: str) -> bool:
+        """Write down that action `name` of build `build_id` starts; False if it started before."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO actions (build_id, name, state, started_at) VALUES (?, ?, 'running', ?)",
+            (build_id, name, time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def finish(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str) -> None:
+        self._db.execute(
+            "UPDATE actions SET state = ?, exit_code = ?, reason = ?, finished_at = ? WHERE build_id = ? AND name = ?",
+            (state, exit_code, reason, time.time(), build_id, name),
+        )
+
+    def interrupt_running(self) -> list[tuple[int, str]]:
+        """Mark the actions a previous run of the runner left running `interrupted`; return them."""
+        rows = self._db.execute("SELECT build_id, name FROM actions WHERE state = 'running'").fetchall()
+        self._db.execute("UPDATE actions SET state = 'interrupted', reason = 'the runner stopped while it ran',"
+                         " finished_at = ? WHERE state = 'running'", (time.time(),))
+        return [(row["build_id"], row["name"]) for row in rows]
+
+    def actions(self, build_id: int) -> list[dict]:
+        rows = self._db.execute("SELECT * FROM actions WHERE build_id = ? ORDER BY started_at", (build_id,)).fetchall()
+        return [dict(row) for row in rows]

@@ -1,0 +1,94 @@
+"""The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
+The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
+
+import pytest
+import yaml
+
+from node.build.actions import parse_actions
+from node.build.spec import command_problems, parse_build_spec
+from runner.config import RunnerConfigError, load_runner_config
+from runner.ledger import RunnerLedger
+from tests.support.network import write_network
+
+DEPLOY = {"name": "deploy", "commands": ["./deploy.sh"], "when": {"event": "push", "branch": "master"},
+          "secrets": ["DEPLOY_TOKEN"]}
+
+
+def test_an_action_runs_for_the_verdicts_events_and_branches_it_names():
+    (action,), errors = parse_actions([DEPLOY], command_problems)
+    assert errors == [] and action.secrets == ("DEPLOY_TOKEN",)
+    assert action.refusal("push", "master", "success") is None
+    assert action.refusal("push", "master", "failure") == "verdict failure is not success"
+    assert action.refusal("push", "feature", "success") == "when: branch feature does not match master"
+    assert action.refusal("pull_request", "master", "success") == "when: event pull_request is not push"
+    (notify,), _ = parse_actions([{"name": "page", "commands": ["true"], "status": ["failure", "error"]}],
+                                 command_problems)
+    assert notify.refusal("cron", "any", "failure") is None and notify.refusal("cron", "any", "success")
+
+
+@pytest.mark.parametrize("section, problem", [
+    ({"name": "x"}, "after: must be a list"),
+    ([{"name": "x", "commands": []}], "after[0].commands: must be a non-empty list of strings"),
+    ([{"name": "bad name", "commands": ["true"]}], "after[0].name: must be 1 to 64"),
+    ([{**DEPLOY}, {**DEPLOY}], "after[1].name: 'deploy' names two actions"),
+    ([{**DEPLOY, "status": ["matrix"]}], "after[0].status: must be one or more of"),
+    ([{**DEPLOY, "secrets": ["lower"]}], "after[0].secrets: must be a list of variable names"),
+    ([{**DEPLOY, "when": {"path": ["src/**"]}}], "after[0].when: path conditions are for builds"),
+    ([{**DEPLOY, "runs_on": "x"}], "after[0]: unknown key 'runs_on'"),
+])
+def test_a_malformed_after_section_makes_the_spec_an_error_on_every_node(section, problem):
+    spec = yaml.safe_dump({"commands": ["true"], "after": section}).encode()
+    with pytest.raises(ValueError) as refused:
+        parse_build_spec(spec)
+    assert problem in str(refused.value)
+
+
+def test_a_build_with_actions_builds_its_commands_alone():
+    spec = parse_build_spec(yaml.safe_dump({"commands": ["make test"], "after": [DEPLOY]}).encode())
+    assert spec.commands == ("make test",)
+
+
+def test_an_action_starts_once_and_one_left_running_is_interrupted_never_rerun(tmp_path):
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    assert ledger.start(7, "deploy") is True
+    assert ledger.start(7, "deploy") is False
+    ledger.close()
+    again = RunnerLedger(tmp_path / "runner.sqlite")  # the runner died while it ran
+    assert again.interrupt_running() == [(7, "deploy")]
+    assert again.start(7, "deploy") is False
+    assert [(row["name"], row["state"]) for row in again.actions(7)] == [("deploy", "interrupted")]
+    again.close()
+
+
+def runner_yaml(tmp_path, **settings) -> object:
+    network = write_network(tmp_path)
+    (tmp_path / "deploy-token").write_text("s3cr3t-value\n")
+    data = {"network": str(network), "client_url": "http://127.0.0.1:8080",
+            "repositories": {"example": {"secrets": {"DEPLOY_TOKEN": "deploy-token"}}}, **settings}
+    path = tmp_path / "runner.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_runner_reads_a_secret_when_an_action_starts(tmp_path):
+    config = load_runner_config(runner_yaml(tmp_path))
+    assert config.secret_values("example", ("DEPLOY_TOKEN",)) == {"DEPLOY_TOKEN": "s3cr3t-value"}
+    (tmp_path / "deploy-token").write_text("rotated\n")
+    assert config.secret_values("example", ("DEPLOY_TOKEN",)) == {"DEPLOY_TOKEN": "rotated"}
+    with pytest.raises(RunnerConfigError, match="secret OTHER is not configured for repository example"):
+        config.secret_values("example", ("OTHER",))
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"client_url": "ftp://x"}, "client_url: must be an http(s) URL"),
+    ({"poll_s": 0}, "poll_s: must be a positive number"),
+    ({"network_mode": "host"}, "network_mode: must be bridge or none"),
+    ({"repositories": {"nope": {}}}, "repositories.nope: not a repository of the network"),
+    ({"repositories": {"example": {"secrets": {"CI_TOKEN": "deploy-token"}}}}, "is not a variable name of its own"),
+    ({"repositories": {"example": {"secrets": {"TOKEN": "missing"}}}}, "repositories.example.secrets.TOKEN"),
+    ({"colour": "blue"}, "colour: unknown setting"),
+])
+def test_a_bad_runner_configuration_is_refused_with_the_key(tmp_path, settings, problem):
+    with pytest.raises(RunnerConfigError) as refused:
+        load_runner_config(runner_yaml(tmp_path, **settings))
+    assert problem in str(refused.value)

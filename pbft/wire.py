@@ -76,16 +76,41 @@ class Text(Kind):
     ) -> None:
         fullmatch = None if pattern is None else pattern.fullmatch
 
-        def read(value: Any, name: str) -> str:
+        def refuse(value: Any, name: str) -> MessageError:
             if not isinstance(value, str) or len(value) > limit:
-                raise MessageError(f"{name} must be a string of at most {limit} characters")
+                return MessageError(f"{name} must be a string of at most {limit} characters")
             if fullmatch is not None and not fullmatch(value):
-                raise MessageError(f"{name} is not well formed")
-            if choices and value not in choices:
-                raise MessageError(f"unknown {name} {value!r}")
-            return sys.intern(value) if intern else value
+                return MessageError(f"{name} is not well formed")
+            return MessageError(f"unknown {name} {value!r}")
 
-        self.read = read  # a plain function: called for every string of every frame
+        # A plain function, called for every string of every frame: one made for this kind's
+        # checks alone, which passes a well-formed value in one test and leaves the reason
+        # for a refusal to `refuse`.
+        if choices:
+            def read(value: Any, name: str) -> str:
+                if isinstance(value, str) and value in choices:
+                    return value
+                raise refuse(value, name)
+        elif fullmatch is None:
+            def read(value: Any, name: str) -> str:
+                if isinstance(value, str) and len(value) <= limit:
+                    return value
+                raise refuse(value, name)
+        elif intern:
+            interned = sys.intern
+
+            def read(value: Any, name: str) -> str:
+                if isinstance(value, str) and len(value) <= limit and fullmatch(value):
+                    return interned(value)
+                raise refuse(value, name)
+        else:
+            def read(value: Any, name: str) -> str:
+                if isinstance(value, str) and len(value) <= limit and fullmatch(value):
+                    return value
+                raise refuse(value, name)
+
+        assert not (choices and (pattern is not None or intern)), "choices are the whole check"
+        self.read = read
 
 
 class Optional(Kind):
@@ -206,20 +231,35 @@ def _writer(name: str, fields: list[dataclasses.Field], type_name: str | None, e
 
 def _reader(fields: list[dataclasses.Field], env: dict) -> str:
     """Source of `def read(data)`: each field read and checked by its kind, or its absence
-    allowed (omitted value, null for an Optional) or refused."""
-    lines = ["def read(data):", "    get = data.get"]
-    for index, f in enumerate(fields):
-        kind, omit = f.metadata["kind"], f.metadata["omit"]
+    allowed (omitted value, null for an Optional) or refused.
+
+    The fields always written come first; those left out while they hold their `omit` value
+    are looked up only when the object has keys besides the former (most frames carry none
+    of them: a request's operation of a push, a reply's result without artifacts)."""
+    kept = [(index, f) for index, f in enumerate(fields) if f.metadata["omit"] is _ABSENT]
+    omitted = [(index, f) for index, f in enumerate(fields) if f.metadata["omit"] is not _ABSENT]
+    nullable = any(isinstance(f.metadata["kind"], Optional) for _, f in kept)
+    lines = ["def read(data):", "    get = data.get"] + (["    absent = 0"] if nullable else [])
+    for index, f in kept:
+        kind = f.metadata["kind"]
         env[f"read_{index}"] = kind.read
         lines += [f"    value = get({f.name!r}, ABSENT)", "    if value is ABSENT:"]
-        if omit is not _ABSENT:
-            env[f"omit_{index}"] = omit
-            lines.append(f"        field_{index} = omit_{index}")
-        elif isinstance(kind, Optional):
-            lines.append(f"        field_{index} = None")
+        if isinstance(kind, Optional):
+            lines += [f"        field_{index} = None", "        absent += 1"]  # null when absent
         else:
             lines.append(f"        raise MessageError({f'missing field {f.name!r}'!r})")
         lines += ["    else:", f"        field_{index} = read_{index}(value, {f.name!r})"]
+    if omitted:
+        for index, f in omitted:
+            env[f"omit_{index}"] = f.metadata["omit"]
+            env[f"read_{index}"] = f.metadata["kind"].read
+        # No keys but the ones read above: every omitted field holds its omit value.
+        lines.append(f"    if len(data) == {len(kept)}{' - absent' if nullable else ''}:")
+        lines += [f"        field_{index} = omit_{index}" for index, _ in omitted]
+        lines.append("    else:")
+        for index, f in omitted:
+            lines += [f"        value = get({f.name!r}, ABSENT)",
+                      f"        field_{index} = omit_{index} if value is ABSENT else read_{index}(value, {f.name!r})"]
     arguments = ", ".join(f"{f.name}=field_{index}" for index, f in enumerate(fields))
     return "\n".join(lines + [f"    return cls({arguments})"])
 

@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches and large-repo):
+Scenarios (default: all but real-project, caches, large-repo and codec):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -53,6 +53,10 @@ Scenarios (default: all but real-project, caches and large-repo):
               cold cache (miss, save), a warm one (hit).
   large-repo  like build, for a repository of 30,000 files and 224 MB in one
               commit (made by the bench): getting the tree to the build.
+  codec       the message codec's CPU for one request's frames at n = 4,
+              replayed from recorded frames; --tree DIR measures another
+              checkout's codec alongside (e.g. a `git worktree` of an older
+              commit), --instructions counts instructions with valgrind.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench import builds, burst, caches, durable, largerepo, protocol, restart  # noqa: E402
+from bench import builds, burst, caches, codec, durable, largerepo, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -85,6 +89,7 @@ SCENARIOS = {
     "real-project": (builds.real_project, builds.compare_table),
     "caches": (caches.caches, caches.caches_table),
     "large-repo": (largerepo.large_repo, builds.compare_table),
+    "codec": (codec.codec, codec.codec_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="caches: files the simulated dependency install writes (default: %(default)s)")
     parser.add_argument("--compile-mb", type=int, default=0,
                         help="caches: MB hashed per 100 files, the install's CPU work (default: %(default)s)")
+    parser.add_argument("--tree", action="append", default=[], metavar="DIR",
+                        help="codec: also measure the checkout in DIR (repeatable)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="codec: also count instructions per request with valgrind's callgrind")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="consensus, throughput, idle, memory: run the nodes under cProfile, "
                              "writing DIR/node-<id>.prof (later runs overwrite earlier ones)")

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,17 @@ def test_replies_and_votes_signed_before_provenance_keep_their_wire_form():
     with_provenance = decode({**old_vote, "provenance_sig": "ef" * 64})
     assert with_provenance.provenance_sig == "ef" * 64
     assert with_provenance.payload()["provenance_sig"] == "ef" * 64  # signed with the rest
+
+
+def test_fields_left_out_while_at_their_default_are_read_when_present_and_only_then():
+    # The decoder reads the fields it always writes first, and looks for those left out at their
+    # default only when the object has other keys (pbft.wire._reader): both paths decode alike.
+    plain = Operation("example", "main", None)
+    pinned = Operation("example", "main", "a" * 40, event="manual", pull_ref="refs/pull/5/head")
+    for operation in (plain, pinned):
+        wire = encode(Request("ci", 1, operation, SIG))
+        assert decode(wire).operation == operation
+        assert decode({**wire, "operation": {**wire["operation"], "unknown": 1}}).operation == operation
+    wire = encode(Request("ci", 1, plain, SIG))
+    with pytest.raises(MessageError, match="unknown event"):
+        decode({**wire, "operation": {**wire["operation"], "event": "deploy"}})

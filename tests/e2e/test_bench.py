@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
+        assert 0 < size["f_plus_1_p50_ms"] <= size["p50_ms"]  # the verdict waits for f+1, then settles
         assert size["node_cpu_ms_per_request"] > 0
         assert size["synced_save_wait_ms_per_request"] > 0
         # Every request needs at least one quorum of COMMITs checked at every node.
@@ -89,6 +91,24 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     # The tables went to stdout, one per scenario.
     for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "restart:", "targets"):
         assert heading in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is on every machine of this project's kind")
+def test_the_codec_bench_reports_cpu_and_instructions_per_request(tmp_path):
+    out = tmp_path / "codec.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "codec", "--quick", "--instructions", "--json", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [report] = json.loads(out.read_text())["scenarios"]
+    assert list(report["results"]) == [str(REPO_ROOT)]
+    measured = report["results"][str(REPO_ROOT)]
+    assert measured["cpu_us_per_request"] > 0 and measured["instructions_per_request"] > 100_000
+    assert "instructions per request" in result.stdout
+    refused = subprocess.run([sys.executable, "scripts/bench.py", "codec", "--tree", str(tmp_path)],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "no pbft/messages.py there" in refused.stderr
 
 
 def test_targets_table_says_which_targets_a_run_met():

@@ -7,8 +7,11 @@ its own conftest.py; helpers that more than one layer uses are in tests/support/
 scripts/test.sh runs the suite on pytest-xdist workers (`--dist loadgroup`). Tests that use
 what the machine has one of -- the Docker engine, the example network's ports and
 run/ files, network namespaces -- are one group, run in order on one worker and
-collected first so that it starts them at once; the pure and process-private tests
-(their own ports and folders) share the other workers, the simulator's sweeps last.
+collected first so that it starts them at once. The executor's own tests use the engine
+only through containers and volumes labelled with their own data directory, so they are a
+second group, collected next, which another worker runs beside the first. The pure and
+process-private tests (their own ports and folders) share the workers, the simulator's
+sweeps last.
 """
 
 from pathlib import Path
@@ -27,6 +30,16 @@ LAYERS = ("core", "simulation", "shared", "node", "client", "runner", "e2e", "pr
 # Layers whose every test uses the machine's one network, run/ folder or engine.
 MACHINE_LAYERS = ("e2e", "project")
 MACHINE_GROUP = pytest.mark.xdist_group("machine")
+ENGINE_GROUP = pytest.mark.xdist_group("engine")
+# Executor tests that make only what their own executor labels: they share the engine with the
+# machine's group. Not those that change the engine's or the host's state for everyone (host
+# faults, a second engine, the build network's firewall rules, hostile builds) or use the
+# registry on its one port.
+ENGINE_FILES = frozenset({
+    "test_executor.py", "test_executor_artifacts.py", "test_executor_cancel.py", "test_executor_caches.py",
+    "test_executor_checkout.py", "test_executor_matrix.py", "test_executor_pipeline.py",
+    "test_executor_services.py", "test_executor_triggers.py", "test_ready_containers.py",
+})
 
 
 def uses_the_machine(item: pytest.Item, layer: str) -> bool:
@@ -45,10 +58,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         layer = item.path.relative_to(TESTS).parts[0]
         assert layer in LAYERS, f"{item.nodeid}: a test lives in the folder of its layer, one of {LAYERS}"
         item.add_marker(getattr(pytest.mark, layer))
-        if uses_the_machine(item, layer):
+        if uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
+            item.add_marker(ENGINE_GROUP)
+            rank[item.nodeid] = 0.5
+        elif uses_the_machine(item, layer):
             item.add_marker(MACHINE_GROUP)
             rank[item.nodeid] = 0
         else:
             rank[item.nodeid] = 2 if layer == "simulation" else 1
-    # Stable: the machine's group first, the simulator's long sweeps last (see the docstring).
+    # Stable: the machine's group first, the engine's next, the simulator's long sweeps last (see the docstring).
     items.sort(key=lambda item: rank[item.nodeid])

@@ -24,7 +24,7 @@ import docker  # noqa: E402
 
 from runner.config import RunnerConfigError, load_runner_config  # noqa: E402
 from runner.ledger import RunnerLedger  # noqa: E402
-from runner.runner import ActionRunner  # noqa: E402
+from runner.runner import ActionRunner, NotNow  # noqa: E402
 from shared.cli import configure_logging  # noqa: E402
 from shared.config import ConfigError  # noqa: E402
 
@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(config, args.once))
     except KeyboardInterrupt:
         pass
+    except NotNow as error:  # --once only: the loop waits and tries again
+        print(f"runner: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -72,6 +72,10 @@ class Refused(Exception):
     """Nothing of this build runs; the reason is recorded."""
 
 
+class NotNow(Exception):
+    """The client could not answer now (down, or a 5xx): the build is examined again at the next poll."""
+
+
 @dataclass(frozen=True)
 class Certified:
     """What a checked certificate says, as far as actions need it."""
@@ -106,9 +110,16 @@ class ActionRunner:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _get(self, path: str) -> tuple[int, bytes]:
-        async with self._session.get(self._config.client_url + path, headers=self._headers(),
-                                     timeout=_HTTP_TIMEOUT) as response:
-            return response.status, await response.read()
+        """The client's answer to GET `path`; NotNow when it cannot answer now."""
+        try:
+            async with self._session.get(self._config.client_url + path, headers=self._headers(),
+                                         timeout=_HTTP_TIMEOUT) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise NotNow(f"client unreachable at {self._config.client_url}: {error}") from None
+        if response.status >= 500:
+            raise NotNow(f"GET {path} answered {response.status}")
+        return response.status, body
 
     async def start(self) -> None:
         """Say what a previous run left half done, and start after the builds already recorded
@@ -123,22 +134,26 @@ class ActionRunner:
             log.info("first start: acting on builds after %d", floor)
 
     async def run_forever(self) -> None:
-        await self.start()
+        started = False
         while True:
             try:
+                if not started:
+                    await self.start()
+                    started = True
                 await self.poll()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                log.warning("client unreachable at %s: %s", self._config.client_url, error)
+            except NotNow as error:
+                log.warning("%s; trying again in %g s", error, self._config.poll_s)
             await asyncio.sleep(self._config.poll_s)
 
     async def _builds(self) -> list[dict]:
         status, body = await self._get(f"/builds?limit={BUILDS_PER_POLL}")
         if status != 200:
-            raise aiohttp.ClientError(f"GET /builds answered {status}")
+            raise NotNow(f"GET /builds answered {status}: {body[:200]!r}")
         return json.loads(body)["builds"]
 
     async def poll(self) -> list[tuple[int, str]]:
-        """Examine every build with a verdict not examined yet, oldest first; return what each came to."""
+        """Examine every build with a verdict not examined yet, oldest first; return what each came to.
+        NotNow if the client cannot answer: what was examined so far stays examined."""
         floor = self._ledger.floor() or 0
         done = []
         for build in sorted(await self._builds(), key=lambda build: int(build["build_id"])):

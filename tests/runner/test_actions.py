@@ -1,6 +1,10 @@
 """The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
 The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -8,7 +12,9 @@ from node.build.actions import parse_actions
 from node.build.spec import command_problems, parse_build_spec
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
-from tests.support.network import write_network
+from tests.support.network import free_port, write_network
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEPLOY = {"name": "deploy", "commands": ["./deploy.sh"], "when": {"event": "push", "branch": "master"},
           "secrets": ["DEPLOY_TOKEN"]}
@@ -92,3 +98,14 @@ def test_a_bad_runner_configuration_is_refused_with_the_key(tmp_path, settings, 
     with pytest.raises(RunnerConfigError) as refused:
         load_runner_config(runner_yaml(tmp_path, **settings))
     assert problem in str(refused.value)
+
+
+def test_a_runner_whose_client_is_down_examines_nothing_and_says_so(tmp_path):
+    port = free_port()  # nothing listens there
+    path = runner_yaml(tmp_path, client_url=f"http://127.0.0.1:{port}", data_dir="runner")
+    result = subprocess.run([sys.executable, "runner/index.py", "--config", str(path), "--once", "--log-file", "-"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and f"client unreachable at http://127.0.0.1:{port}" in result.stderr
+    ledger = RunnerLedger(tmp_path / "runner" / "runner.sqlite")
+    assert ledger.floor() is None  # its first start is still to come: no build is taken for history
+    ledger.close()

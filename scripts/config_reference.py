@@ -32,6 +32,8 @@ YAML_KEYS = {
     "token": "token (or token_file)",
     "secret": "secret (or secret_file)",
     "status_token": "status_token (or status_token_file)",
+    "password": "password (or password_file)",
+    "from_address": "from",
     "docker": "docker_host, docker_tls",
 }
 # Fields the loader derives rather than reads.
@@ -43,6 +45,10 @@ SECTIONS = [
     ("clients[]", config.ClientConfig, "the client(s) that sign requests"),
     ("repositories[]", config.RepositoryConfig, "what the network may build; a webhook names one"),
     ("repositories[].schedules[]", config.ScheduleConfig, "builds the client submits on a clock; optional"),
+    ("repositories[].notify[]", config.NotifyConfig,
+     "webhooks and e-mails the client sends once a build has its verdict; optional (see notifications.md)"),
+    ("clients[].smtp", config.SMTPConfig, "the mail server a client sends notification e-mails through; "
+     "needed once a repository has an email target"),
     ("build", config.BuildConfig, "how every node builds: the same on every node"),
     ("protocol", config.ProtocolConfig, "the replica's settings and the client's waits"),
     ("tls", config.NodeTLSConfig, "HTTPS and WSS on every node's port; optional"),

@@ -46,8 +46,22 @@ _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _CLIENT_KEYS = frozenset({
     "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
     "token", "token_file", "plain_without_token", "body_timeout_s",
-    "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller",
+    "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller", "smtp",
 })
+# An e-mail address as notifications take one: a plain addr-spec, no display name, no
+# quoting, nothing that could end a header or start another recipient (CR, LF, comma, <, >).
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+# What a notification may be sent for (client/notifications.py): an accepted result's status, or one
+# of the verdicts without an agreed result. `timeout` is a build that ran out of its own time
+# (f+1 nodes agree on that); `no_quorum` is no f+1 nodes agreeing before the client's deadline.
+# A `matrix` result is not among them: each of its combinations' builds has a verdict of its own.
+NOTIFY_STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled", "divergent", "disputed",
+                   "no_quorum")
+MAX_NOTIFY_TARGETS = 16
+MAX_EMAIL_RECIPIENTS = 16
+_NOTIFY_KEYS = frozenset({"webhook", "secret", "secret_file", "email", "on", "branches"})
+_SMTP_KEYS = frozenset({"host", "port", "from", "starttls", "ca_file", "user", "password", "password_file",
+                        "timeout_s"})
 
 
 class ConfigError(Exception):
@@ -146,6 +160,40 @@ class ClientConfig:
     max_follows_per_caller: int = 64  # one caller (address) at once
     max_downloads: int = 16  # each spools up to build.artifacts_mb on disk while it is checked
     max_downloads_per_caller: int = 4  # one caller (address) at once
+    smtp: SMTPConfig | None = None  # the mail server notification e-mails go through (see clients[].smtp)
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """The mail server a client sends the repositories' notification e-mails through (client/notifications.py)."""
+
+    host: str  # the mail server's host name or IP address
+    from_address: str  # the sender's address (e.g. pbft-ci@example.org)
+    port: int = 25  # 587 is the usual submission port, with starttls
+    # Upgrade the connection with STARTTLS before anything else is said, and check the
+    # server's certificate (against ca_file, else the system's CAs) and host name.
+    starttls: bool = False
+    ca_file: Path | None = None  # the CA a private mail server's certificate chains to
+    user: str = ""  # log in as this user; needs starttls unless host is a loopback address
+    password: str = field(default="", repr=False)  # the user's password; kept in password_file, out of the YAML
+    timeout_s: float = 30.0  # the longest one connection, or one command on it, may take
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """One place the client tells of a repository's verdicts (client/notifications.py): a webhook or
+    a list of e-mail addresses. Every notification carries the verdict, each node's result and
+    links to the build's page and certificate."""
+
+    webhook: str = ""  # an http(s) URL the verdict is POSTed to as JSON, signed with `secret`
+    # A webhook's HMAC-SHA256 key (at least 32 characters, e.g. openssl rand -hex 32), better
+    # kept in secret_file: the receiver checks each delivery's X-PBFT-CI-Signature-256 with it.
+    secret: str = field(default="", repr=False)
+    email: tuple[str, ...] = ()  # addresses the verdict is mailed to (one, or a list), through the client's smtp
+    # The verdicts told of: success, failure, error, timeout, skipped, cancelled, divergent,
+    # disputed, no_quorum (no f+1 nodes agreed before the deadline); all of them by default.
+    on: tuple[str, ...] = NOTIFY_STATUSES
+    branches: tuple[str, ...] = ()  # only builds of these branches (a pull request's: its target); none: all
 
 
 @dataclass(frozen=True)
@@ -195,6 +243,9 @@ class RepositoryConfig:
     # Builds the client submits on a clock (client/schedules.py), each of its own branch, as
     # the event `cron`; a client that was down over a slot submits one build when it starts.
     schedules: tuple[ScheduleConfig, ...] = ()
+    # Webhooks and e-mails the client sends once a build of this repository has its verdict
+    # (see repositories[].notify[]); at most 16.
+    notify: tuple[NotifyConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -696,6 +747,149 @@ def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig
     return tuple(schedules)
 
 
+def _notify(reader: _Reader, entry: dict, where: str) -> tuple[NotifyConfig, ...]:
+    items = entry.get("notify")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_NOTIFY_TARGETS:
+        reader.fail(f"{where}notify", f"must be a list of at most {MAX_NOTIFY_TARGETS} webhooks or e-mail targets")
+        return ()
+    targets = []
+    for index, item in enumerate(items):
+        at = f"{where}notify[{index}]"
+        if not isinstance(item, dict):
+            reader.fail(at, "must be a mapping with webhook (and secret_file) or email")
+            continue
+        # YAML 1.1, which PyYAML reads, takes a bare `on` for the boolean true, so `on: [failure]`
+        # arrives keyed True. Read it back as the `on` the operator wrote.
+        if True in item:
+            item = {("on" if key is True else key): value for key, value in item.items()}
+        target = _notify_target(reader, item, at)
+        if target is not None:
+            targets.append(target)
+    return tuple(targets)
+
+
+def _notify_target(reader: _Reader, item: dict, at: str) -> NotifyConfig | None:
+    for unknown in sorted(set(item) - _NOTIFY_KEYS, key=str):
+        reader.fail(f"{at}.{unknown}", "is not a notification's setting (webhook, secret_file, email, on, branches)")
+    has_webhook, has_email = item.get("webhook") is not None, item.get("email") is not None
+    if has_webhook == has_email:
+        reader.fail(at, "has both webhook and email: make them two entries" if has_webhook
+                    else "needs webhook (with secret_file) or email")
+        return None
+    has_secret = "secret" in item or "secret_file" in item
+    problems = len(reader.problems)
+    secret = reader.secret(item, f"{at}.", "secret")
+    unreadable = len(reader.problems) > problems
+    secret_key = f"{at}.secret_file" if "secret_file" in item else f"{at}.secret"
+    webhook, email = "", ()
+    if has_webhook:
+        webhook = reader.get(item, "webhook", f"{at}.", _matching(_HTTP_URL, "http(s) URL"), "")
+        if not has_secret:
+            reader.fail(f"{at}.secret_file", "is required for a webhook: its receiver checks the signature with it")
+        elif secret and len(secret) < MIN_TOKEN_CHARS:
+            reader.fail(secret_key, f"must be at least {MIN_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)")
+        elif not secret and not unreadable and (reader.read_secrets or "secret" in item):
+            # Left unread (a node's view of the file) is not empty.
+            reader.fail(secret_key, "is empty")
+    else:
+        if has_secret:
+            reader.fail(secret_key, "is only for a webhook: an e-mail is not signed")
+        email = reader.get(item, "email", f"{at}.", _email_addresses, ())
+    return NotifyConfig(
+        webhook=webhook,
+        secret=secret if has_webhook else "",
+        email=email,
+        on=reader.get(item, "on", f"{at}.", _notify_statuses, NOTIFY_STATUSES),
+        branches=reader.get(item, "branches", f"{at}.", _branches, ()),
+    )
+
+
+def _email_addresses(value: Any) -> tuple[str, ...]:
+    addresses = [value] if isinstance(value, str) else value
+    if not isinstance(addresses, list) or not addresses or len(addresses) > MAX_EMAIL_RECIPIENTS:
+        raise ValueError(f"must be an e-mail address or a list of 1 to {MAX_EMAIL_RECIPIENTS}")
+    for address in addresses:
+        if not isinstance(address, str) or len(address) > 254 or not _EMAIL.fullmatch(address):
+            raise ValueError(f"is not a plain e-mail address (name@example.org): {str(address)[:80]!r}")
+    return tuple(addresses)
+
+
+def _email_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be one e-mail address (name@example.org)")
+    return _email_addresses(value)[0]
+
+
+def _notify_statuses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of verdicts among {', '.join(NOTIFY_STATUSES)}")
+    for status in value:
+        if status not in NOTIFY_STATUSES:
+            raise ValueError(f"{str(status)[:40]!r} is not a verdict; choose among {', '.join(NOTIFY_STATUSES)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _branches(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of branch names")
+    for branch in value:
+        try:
+            check_branch_name(branch)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{str(branch)[:80]!r}: {error}") from None
+    return tuple(value)
+
+
+def _smtp(reader: _Reader, block: Any, where: str) -> SMTPConfig | None:
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        reader.fail(where, "must be a mapping with host, from and optionally port, starttls, user, password_file")
+        return None
+    for unknown in sorted(set(block) - _SMTP_KEYS, key=str):
+        reader.fail(f"{where}.{unknown}", "unknown setting")
+    at = f"{where}."
+    host = reader.get(block, "host", at, _host)
+    starttls = reader.get(block, "starttls", at, _typed(bool), False)
+    user = reader.get(block, "user", at, _matching(_TOKEN, "user name (printable ASCII, no spaces)"), "")
+    has_password = "password" in block or "password_file" in block
+    password = reader.secret(block, at, "password")
+    if bool(user) != has_password:
+        reader.fail(f"{at}user" if has_password else f"{at}password_file",
+                    "user and password_file go together: a login needs both")
+    if user and not starttls and host and not is_loopback_host(host):
+        reader.fail(f"{at}starttls", f"must be true to log in to {host}: without it the password crosses the "
+                                     "network in the clear")
+    ca_file = reader.get(block, "ca_file", at, _non_empty_string, "")
+    if ca_file and not starttls:
+        reader.fail(f"{at}ca_file", "is only for starttls")
+    return SMTPConfig(
+        host=host or "",
+        from_address=reader.get(block, "from", at, _email_address) or "",
+        port=reader.get(block, "port", at, _port, SMTPConfig.port),
+        starttls=starttls,
+        ca_file=(reader.base / ca_file).resolve() if ca_file else None,
+        user=user,
+        password=password,
+        timeout_s=reader.get(block, "timeout_s", at, _positive_float, SMTPConfig.timeout_s),
+    )
+
+
+def _check_mail_can_be_sent(reader: _Reader, clients: list[ClientConfig], repositories: list[tuple[str, dict]],
+                            targets: list[tuple[NotifyConfig, ...]]) -> None:
+    """An e-mail target needs a mail server in every client's entry: any client may submit the build."""
+    without = [f"clients[{index}] ({client.name!r})" for index, client in enumerate(clients) if client.smtp is None]
+    if not without:
+        return
+    for (where, _), notify in zip(repositories, targets):
+        for index, target in enumerate(notify):
+            if target.email:
+                reader.fail(f"{where}notify[{index}].email",
+                            f"needs an smtp section (host, from) in {', '.join(without)} to send it through")
+
+
 def _cron(value: Any) -> str:
     # Five fields or an @-alias: croniter also reads a sixth field of seconds and a seventh of
     # years, which would let one schedule fire every second.
@@ -738,6 +932,7 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
         body_timeout_s=reader.get(item, "body_timeout_s", where, _positive_float, ClientConfig.body_timeout_s),
         **{key: reader.get(item, key, where, _typed(int, 1), getattr(ClientConfig, key))
            for key in ("max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller")},
+        smtp=_smtp(reader, item.get("smtp"), f"{where}smtp"),
     )
 
 
@@ -776,7 +971,8 @@ def load_config(
     build engine must then be readable. Nobody else's are checked, since
     each node's machine holds only its own (and the client none).
     `read_secrets=False` leaves the secrets kept in files (a client's token,
-    forges' webhook secrets and status tokens) unread and empty: only the
+    forges' webhook secrets and status tokens, notification webhooks' HMAC keys
+    and the SMTP password) unread and empty: only the
     client uses them, so with one node per host they stay on the client's
     host and a node's host needs none of them.
     """
@@ -823,7 +1019,8 @@ def load_config(
     for where, item in _entries(reader, data, "clients"):
         clients.append(_client(reader, where, item, require_keys))
     repositories = []
-    for where, item in _entries(reader, data, "repositories"):
+    repository_entries = _entries(reader, data, "repositories")
+    for where, item in repository_entries:
         url = _located(reader.get(item, "url", where, _matching(_URL, "repository URL or path"), ""), path)
         repositories.append(RepositoryConfig(
             name=reader.get(item, "name", where, _matching(_NAME, "repository name"), ""),
@@ -841,8 +1038,10 @@ def load_config(
             build_network=reader.get(item, "build_network", where, _typed(bool), False),
             submodules=_submodule_urls(reader, item, where, path),
             schedules=_schedules(reader, item, where),
+            notify=_notify(reader, item, where),
         ))
     _check_distinct(reader, nodes, clients)
+    _check_mail_can_be_sent(reader, clients, repository_entries, [repo.notify for repo in repositories])
     if len({repo.name for repo in repositories}) != len(repositories):
         reader.fail("repositories", "entries must be unique")
 

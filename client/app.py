@@ -37,6 +37,8 @@ from client.forges import forge_of, parse_delivery
 from client.intake import WebhookError, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
+from client.notifications import notifications_ctx
+from client.notifier import NotifySettings
 from client.nodeviews import build_view, network_view
 from client.records import BuildRecords, disputed_result, records_path
 from client.schedules import ScheduleRunner, Schedules
@@ -77,7 +79,10 @@ def client_authenticator(config: NetworkConfig, client_name: str) -> Ed25519Auth
     )
 
 
-def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | None = None) -> web.Application:
+def make_app(
+    config: NetworkConfig, client_name: str, *, deadline_s: float | None = None,
+    notify_settings: NotifySettings = NotifySettings(),
+) -> web.Application:
     config.client(client_name)  # raises KeyError for a name the config does not know
     auth = client_authenticator(config, client_name)
     metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0,
@@ -126,6 +131,9 @@ def make_app(config: NetworkConfig, client_name: str, *, deadline_s: float | Non
     app.cleanup_ctx.extend([records_ctx, service_ctx])
     # After the service's context: statuses observe the service, and stop before it closes.
     app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
+    # Notifications likewise: they observe the service, and stop before it closes.
+    app.cleanup_ctx.append(notifications_ctx(config, client_name, SERVICE_KEY, metrics.count_notification,
+                                             notify_settings))
     # Last: a scheduled build, like a webhook's, finds the statuses observing.
     app.cleanup_ctx.append(schedules_ctx)
     add_transfers(app, config, client_name)

@@ -1,5 +1,6 @@
 """The client's Prometheus metrics (GET /metrics): webhooks answered, builds submitted and
-their verdicts, webhook-to-verdict latency and the builds still waiting.
+their verdicts, webhook-to-verdict latency, the builds still waiting, and the notifications
+of verdicts sent.
 
 The metrics observe the service as any `client.service.BuildObserver` does;
 the client's registry is its own, not the library's global one.
@@ -36,6 +37,18 @@ class ClientMetrics:
                                          buckets=VERDICT_BUCKETS_S, registry=r)
         self.held_for_approval = Counter(
             "pbft_client_held_for_approval", "Fork pull requests held until someone approves them", registry=r)
+        self.notifications = Counter(
+            "pbft_client_notifications",
+            "Notifications of verdicts (webhook, email) by how they ended: sent, failed (refused for good, or "
+            "out of attempts) or dropped (no room in the queue, or the client stopped)",
+            ["kind", "outcome"], registry=r)
+        self.notification_retries = Counter(
+            "pbft_client_notification_retries", "Notification attempts that failed and were tried again later",
+            ["kind"], registry=r)
+        for kind in ("webhook", "email"):  # shown at 0 before the first, so that a rate can be taken
+            self.notification_retries.labels(kind)
+            for outcome in ("sent", "failed", "dropped"):
+                self.notifications.labels(kind, outcome)
         outstanding_builds = Gauge("pbft_client_builds_waiting", "Builds sent and not yet ended", registry=r)
         outstanding_builds.set_function(outstanding)
         queued_builds = Gauge("pbft_client_builds_queued",
@@ -61,6 +74,13 @@ class ClientMetrics:
             status = "abandoned" if verdict.abandoned else "no_quorum"
         self.verdicts.labels(status).inc()
         self.verdict_seconds.observe(verdict.elapsed_ms / 1000)
+
+    def count_notification(self, kind: str, outcome: str) -> None:
+        """How a notification ended, or that an attempt is retried (client.notifier)."""
+        if outcome == "retried":
+            self.notification_retries.labels(kind).inc()
+        else:
+            self.notifications.labels(kind, outcome).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

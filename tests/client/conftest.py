@@ -1,9 +1,12 @@
-"""Fixtures of the client tests: the fake nodes with a client config, the client app, a status API."""
+"""Fixtures of the client tests: the fake nodes with a client config, the client app, a status API,
+a webhook receiver and a mail server."""
 
 import pytest
 from aiohttp import web
 
 from tests.client.fake_nodes import FakeCluster, N, configure, start_client
+from tests.client.hook_receiver import HookReceiver
+from tests.client.mail_server import MailServer
 from tests.client.status_api import StatusServer
 from tests.support.network import free_port
 
@@ -34,3 +37,18 @@ async def status_server():
     server.base_url = f"http://127.0.0.1:{port}"
     yield server
     await runner.cleanup()
+
+
+@pytest.fixture
+async def hook_receiver():
+    """A webhook receiver with its port chosen and not yet listening: the test starts it."""
+    receiver = HookReceiver()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def mail_server():
+    server = await MailServer().start()
+    yield server
+    await server.stop()

@@ -39,13 +39,8 @@ class WebhookSettings:
 
     @classmethod
     def from_config(cls, config: NetworkConfig, client_name: str) -> WebhookSettings:
-        # The configured address, not the request's Host header: a status URL
-        # is handed on to forges and must not echo what a caller made up.
-        # Behind a proxy, or listening on 0.0.0.0, set the client's public_url.
         client = config.client(client_name)
-        host = f"[{client.host}]" if ":" in client.host else client.host
-        base = client.public_url.rstrip("/") or f"http://{host}:{client.port}"
-        return cls(config.repositories, client.max_body_bytes, client.body_timeout_s, base)
+        return cls(config.repositories, client.max_body_bytes, client.body_timeout_s, client.base_url)
 
 
 def answer_delivery(

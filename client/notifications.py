@@ -314,7 +314,7 @@ class Notifications:
     def __init__(self, config: NetworkConfig, client_name: str, notifier: Notifier) -> None:
         self._targets = {repo.name: repo.notify for repo in config.repositories if repo.notify}
         client = config.client(client_name)
-        self._base_url = (client.public_url or f"http://{client.host}:{client.port}").rstrip("/")
+        self._base_url = client.base_url
         self._f = config.f
         self._notifier = notifier
 

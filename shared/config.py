@@ -162,6 +162,14 @@ class ClientConfig:
     max_downloads_per_caller: int = 4  # one caller (address) at once
     smtp: SMTPConfig | None = None  # the mail server notification e-mails go through (see clients[].smtp)
 
+    @property
+    def base_url(self) -> str:
+        """What links handed to forges start with (status target URLs, a delivery's status URL):
+        `public_url`, else the configured address, never a request's Host header, which a
+        caller makes up. Behind a proxy, or listening on 0.0.0.0, set `public_url`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url.rstrip("/") or f"http://{host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class SMTPConfig:

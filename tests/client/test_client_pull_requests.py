@@ -19,7 +19,7 @@ from client import records as records_module
 from client.forges import Build, Ignored
 from client.intake import WebhookError
 from client.records import SCHEMA_VERSION, BuildRecords
-from client.statuses import CommitStatus
+from shared.statuses import CommitStatus
 from node.build.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode

@@ -11,8 +11,8 @@ import time
 import aiohttp
 import pytest
 
-from client import statuses
-from client.statuses import CommitStatus, StatusPoster
+from shared import statuses
+from shared.statuses import CommitStatus, StatusPoster
 from tests.client.fake_nodes import N, honest_result, post, start_client
 from tests.client.status_api import PUBLIC_URL, TOKEN, StatusServer, with_statuses
 

@@ -25,6 +25,11 @@ or without a matrix. Which combinations are waiting is kept in memory; a
 client restarted meanwhile reads it back from the matrix build's record when
 it resumes the combinations (`resumed`).
 
+An accepted verdict's status links to its certificate (`/builds/<id>/certificate`),
+the f+1 signed replies anyone can check offline; a pending status, a verdict
+without one (timeout, divergent, disputed) and a matrix's own summary link to
+the build's page.
+
 Posting itself (the URLs, the bodies, the bounded and retried queue) is
 shared.statuses, which the nodes use too.
 """
@@ -121,7 +126,11 @@ class CommitStatuses:
             self._follow_matrix(repository, sha, verdict)
             return
         state, description = self._final(verdict)
-        self._post(repository, sha, verdict.build_id, state, description, context=status_context(repository, operation))
+        # An accepted verdict has a certificate; linking it lets whoever reads the status check
+        # the f+1 signatures instead of taking the client's word.
+        certificate_url = self._builds_url + verdict.build_id + "/certificate" if verdict.accepted else None
+        self._post(repository, sha, verdict.build_id, state, description, target_url=certificate_url,
+                   context=status_context(repository, operation))
         matrix = self._matrices.pop(verdict.build_id, None)
         if matrix is not None:
             matrix.states[verdict.build_id] = state

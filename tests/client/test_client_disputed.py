@@ -15,7 +15,7 @@ from pbft.messages import encode, signed
 from pbft.replies import ReplyCollector
 from tests.client.collector_fakes import GOOD, T, attested, reply, service_with_memory_links
 from tests.client.fake_nodes import CLIENT, F, N, honest_result, post, start_client
-from tests.client.status_api import with_statuses
+from tests.client.status_api import PUBLIC_URL, with_statuses
 
 FAILED = Result("failure", 1, GOOD.commit)
 ERROR = Result("error", None, GOOD.commit, "the step's image is not on this node's engine")
@@ -163,5 +163,7 @@ async def test_a_flaky_build_is_disputed_in_the_answer_the_record_the_status_and
     final = status_server.calls[-1].body
     assert (final["state"], final["description"]) == (
         "error", "disputed: nodes 0, 1: success (exit 0); nodes 2, 3: failure (exit 1)")
+    # A disputed build has no certificate: its status links the build's page, which shows the split.
+    assert final["target_url"] == f"{PUBLIC_URL}/builds/{answer['build_id']}"
     metrics = await (await http.get("/metrics")).text()
     assert 'pbft_client_verdicts_total{status="disputed"} 1.0' in metrics

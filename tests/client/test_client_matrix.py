@@ -87,12 +87,15 @@ async def test_each_combination_has_a_status_context_and_the_expansion_s_waits_f
     ids = [started["build_id"] for started in answer["matrix"]]
     for context, build_id, final in zip(contexts[1:], ids, ["success", "success", "failure"]):
         assert _states(status_server, context) == ["pending", final]
-        assert {call.body["target_url"] for call in _calls(status_server, context)} == {f"{PUBLIC_URL}/builds/{build_id}"}
+        # Pending links the build's page; the accepted verdict its certificate.
+        assert [call.body["target_url"] for call in _calls(status_server, context)] == [
+            f"{PUBLIC_URL}/builds/{build_id}", f"{PUBLIC_URL}/builds/{build_id}/certificate"]
     # Pending from the submission, then until each combination has its verdict; then theirs together.
     expansion = _calls(status_server, "pbft-ci")
     assert [call.body["state"] for call in expansion][0] == "pending" and expansion[-1].body["state"] == "failure"
     assert "matrix of 3 builds, each with a status of its own" in " ".join(call.body["description"] for call in expansion)
     assert expansion[-1].body["description"] == "matrix of 3 builds: 1 failure, 2 success"
+    # The summary of several verdicts has no one certificate: it links the page that lists them.
     assert {call.body["target_url"] for call in expansion} == {f"{PUBLIC_URL}/builds/{answer['build_id']}"}
 
 

@@ -327,7 +327,8 @@ async def test_statuses_reach_github_and_gitlab_in_their_own_shapes(
     for call in gitlab:
         assert call.headers["PRIVATE-TOKEN"] == TOKEN and "Authorization" not in call.headers
         assert set(call.body) == {"state", "name", "description", "target_url"} and call.body["name"] == "pbft-ci"
-        assert call.body["target_url"] == f"{PUBLIC_URL}/builds/{started['build_id']}"
+    assert [call.body["target_url"] for call in gitlab] == [
+        f"{PUBLIC_URL}/builds/{started['build_id']}", f"{PUBLIC_URL}/builds/{started['build_id']}/certificate"]
 
 
 @pytest.mark.parametrize("style, states", [

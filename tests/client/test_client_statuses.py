@@ -145,7 +145,9 @@ async def test_pending_then_success_for_a_pinned_commit(cluster, status_server, 
         assert call.headers["Accept"] == "application/vnd.github+json"
         assert set(call.body) == {"state", "context", "description", "target_url"}
         assert call.body["context"] == "pbft-ci"
-        assert call.body["target_url"] == f"{PUBLIC_URL}/builds/{verdict['build_id']}"
+    # Pending links the build's page; the accepted verdict its certificate, which anyone can check.
+    assert pending.body["target_url"] == f"{PUBLIC_URL}/builds/{verdict['build_id']}"
+    assert success.body["target_url"] == f"{PUBLIC_URL}/builds/{verdict['build_id']}/certificate"
     assert pending.body["state"] == "pending"
     assert pending.body["description"] == f"ordering and building on {N} nodes; 2 must agree"
     assert success.body["state"] == "success"
@@ -216,7 +218,27 @@ async def test_a_divergent_build_is_an_error_that_says_so(cluster, status_server
     pending, final = status_server.calls
     assert final.path == f"/repos/octo/example/statuses/{PINNED}"
     assert final.body["state"] == "error"
+    # No f+1 nodes vouch for one set of bytes, so there is no certificate to link.
+    assert final.body["target_url"] == f"{PUBLIC_URL}/builds/{verdict['build_id']}"
     assert final.body["description"] == (
         f"build divergent: its artifacts differ between nodes ({N} digests among {N} nodes); "
         "not reproducible, or a node lies"
     )
+
+
+async def test_a_verdict_out_of_time_links_the_build_page_not_a_certificate(cluster, status_server, aiohttp_client):
+    with_statuses(cluster, status_server)
+    for node_id in (1, 2, 3):
+        cluster.behaviour[node_id] = "silent"
+    client = await start_client(aiohttp_client, cluster, deadline_s=1.0)
+
+    response = await client.post("/webHook", json={"branch": "main", "commit": PINNED})
+    assert response.status == 504
+    build_id = (await response.json())["build_id"]
+    await status_server.wait_for_calls(2)
+
+    pending, final = status_server.calls
+    assert (final.body["state"], final.body["description"]) == (
+        "error", "no 2 nodes agreed on a result before the deadline")
+    assert [pending.body["target_url"], final.body["target_url"]] == [f"{PUBLIC_URL}/builds/{build_id}"] * 2
+    assert (await client.get(f"/builds/{build_id}/certificate")).status == 409  # there is none to link

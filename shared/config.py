@@ -64,6 +64,11 @@ _SMTP_KEYS = frozenset({"host", "port", "from", "starttls", "ca_file", "user", "
                         "timeout_s"})
 
 
+def per_node(template: str, node_id: int) -> str:
+    """A setting that names one file per node: "{id}" in it stands for the node's id."""
+    return template.replace("{id}", str(node_id))
+
+
 class ConfigError(Exception):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.problems = problems
@@ -92,8 +97,7 @@ class NodeTLSConfig:
     key_file: Path  # each node's private key
 
     def node_files(self, node_id: int) -> tuple[Path, Path]:
-        return (Path(str(self.cert_file).replace("{id}", str(node_id))),
-                Path(str(self.key_file).replace("{id}", str(node_id))))
+        return Path(per_node(str(self.cert_file), node_id)), Path(per_node(str(self.key_file), node_id))
 
     def server_context(self, node_id: int) -> ssl.SSLContext:
         """What node `node_id` serves with. Raises OSError or ssl.SSLError for unreadable files."""
@@ -240,6 +244,13 @@ class RepositoryConfig:
     status_style: str = "github"
     status_token: str = ""  # the forge's API token for commit statuses
     status_context: str = "pbft-ci"  # the name statuses are posted under
+    # Each node also posts its own result, as `<status_context>/node-<id>`, with a forge token
+    # of its own (docs/forges.md, "Each node's own status"): then a client's word is not all the
+    # forge hears. Needs status_api, full_name and node_status_token_file.
+    node_statuses: bool = False
+    # The file each node reads its own status token from, relative to this file; "{id}" is the
+    # node's id. A node reads only its own, and refuses to start without it.
+    node_status_token_file: str = ""
     # May this repository's builds reach the network (e.g. to install
     # dependencies)? Never this host or the peers (node/build/network.py). Off by
     # default: what a build fetches may differ between nodes.
@@ -254,6 +265,10 @@ class RepositoryConfig:
     # Webhooks and e-mails the client sends once a build of this repository has its verdict
     # (see repositories[].notify[]); at most 16.
     notify: tuple[NotifyConfig, ...] = ()
+
+    def node_status_token_path(self, base: Path, node_id: int) -> Path:
+        """Node `node_id`'s status token file, relative to `base` (the configuration's folder)."""
+        return (base / per_node(self.node_status_token_file, node_id)).resolve()
 
 
 @dataclass(frozen=True)
@@ -285,7 +300,7 @@ class BuildConfig:
         """Node `node_id`'s credentials file, relative to `base` (the configuration's folder)."""
         if not self.registry_auth_file:
             return None
-        return (base / self.registry_auth_file.replace("{id}", str(node_id))).resolve()
+        return (base / per_node(self.registry_auth_file, node_id)).resolve()
 
 
 # From this many nodes up a network relays votes unless its YAML says otherwise: in
@@ -390,6 +405,23 @@ def node_key_file(keys_dir: Path, node_id: int) -> Path:
 
 def client_key_file(keys_dir: Path, name: str) -> Path:
     return Path(keys_dir) / f"client-{name}.key"
+
+
+def read_node_status_token(path: Path) -> str:
+    """A node's forge token for its own statuses, from its file; ValueError names the file and
+    what is wrong, never the file's content."""
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text") from None
+    if not token:
+        raise ValueError(f"{path} is empty")
+    # It goes into an HTTP header, where a line break would start another one.
+    if not _TOKEN.fullmatch(token):
+        raise ValueError(f"{path} must hold one token of printable ASCII without spaces")
+    return token
 
 
 def is_client_name(name: str) -> bool:
@@ -944,6 +976,28 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
     )
 
 
+def _check_node_statuses(reader: _Reader, repository: RepositoryConfig, where: str, node_id: int | None) -> None:
+    """`node_statuses` needs where to post and a token file; the node starting with this
+    configuration must be able to read its own token, or it would post nothing it was asked to."""
+    if not repository.node_statuses:
+        if repository.node_status_token_file:
+            reader.fail(f"{where}node_status_token_file", "is read only with node_statuses: true")
+        return
+    missing = [key for key in ("status_api", "full_name") if not getattr(repository, key)]
+    if missing:
+        reader.fail(f"{where}node_statuses", f"needs {' and '.join(missing)}: each node posts its own status "
+                                             "to the forge's statuses API for the repository's full_name")
+    if not repository.node_status_token_file:
+        reader.fail(f"{where}node_status_token_file",
+                    "is required with node_statuses: each node posts with a forge token of its own "
+                    "(e.g. keys/node-{id}.status-token, where {id} is the node's id)")
+    elif node_id is not None:
+        try:
+            read_node_status_token(repository.node_status_token_path(reader.base, node_id))
+        except ValueError as error:
+            reader.fail(f"{where}node_status_token_file", f"node {node_id}: {error}")
+
+
 def _check_distinct(reader: _Reader, nodes: list[NodeConfig], clients: list[ClientConfig]) -> None:
     """Each node and client needs a name, an address and a key of its own.
 
@@ -977,7 +1031,8 @@ def load_config(
 
     `node_id` is the node about to run with it: the TLS files of that node's
     build engine must then be readable. Nobody else's are checked, since
-    each node's machine holds only its own (and the client none).
+    each node's machine holds only its own (and the client none); so is
+    that node's own status token file, for a repository with `node_statuses`.
     `read_secrets=False` leaves the secrets kept in files (a client's token,
     forges' webhook secrets and status tokens, notification webhooks' HMAC keys
     and the SMTP password) unread and empty: only the
@@ -1043,11 +1098,14 @@ def load_config(
             status_style=reader.get(item, "status_style", where, _matching(_STATUS_STYLE, "status style"), "github"),
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
+            node_statuses=reader.get(item, "node_statuses", where, _typed(bool), False),
+            node_status_token_file=reader.get(item, "node_status_token_file", where, _non_empty_string, ""),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),
             submodules=_submodule_urls(reader, item, where, path),
             schedules=_schedules(reader, item, where),
             notify=_notify(reader, item, where),
         ))
+        _check_node_statuses(reader, repositories[-1], where, node_id)
     _check_distinct(reader, nodes, clients)
     _check_mail_can_be_sent(reader, clients, repository_entries, [repo.notify for repo in repositories])
     if len({repo.name for repo in repositories}) != len(repositories):

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from shared.config import BuildConfig, ConfigError, load_config
+from shared.config import BuildConfig, ConfigError, load_config, read_node_status_token
 from shared.crypto import generate_private_key, public_key_hex
 from tests.support.network import write_network
 from tests.shared.config_files import edit
@@ -108,6 +108,57 @@ def test_a_node_reads_none_of_the_clients_secret_files(tmp_path):
     config = load_config(path, read_secrets=False)
     assert config.clients[0].token == "" and config.repository("example").secret == ""
     assert config.repository("example").status_token == ""
+
+
+NODE_TOKEN_FILE = "keys/node-{id}.status-token"
+
+
+def node_statuses_on(data, **settings):
+    data["repositories"][0].update(node_statuses=True, **settings)
+
+
+def test_node_statuses_need_a_status_api_a_full_name_and_a_token_file(tmp_path):
+    path = edit(write_network(tmp_path), node_statuses_on)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "repositories[0].node_statuses: needs status_api and full_name: each node posts its own status "
+        "to the forge's statuses API for the repository's full_name",
+        "repositories[0].node_status_token_file: is required with node_statuses: each node posts with a forge "
+        "token of its own (e.g. keys/node-{id}.status-token, where {id} is the node's id)",
+    ]
+
+    def only_a_token_file(data):
+        data["repositories"][0].update(node_statuses=False, node_status_token_file=NODE_TOKEN_FILE)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(path, only_a_token_file))
+    assert caught.value.problems == ["repositories[0].node_status_token_file: is read only with node_statuses: true"]
+
+
+def test_each_node_reads_its_own_status_token_and_refuses_to_start_without_it(tmp_path):
+    path = edit(write_network(tmp_path), lambda data: node_statuses_on(
+        data, status_api="https://api.github.com", full_name="octo/example", node_status_token_file=NODE_TOKEN_FILE))
+    (tmp_path / "keys" / "node-1.status-token").write_text("ghp_node-one-token\n")
+    (tmp_path / "keys" / "node-2.status-token").write_text("two words\n")
+
+    # The client reads no node's token; node 1 has its own.
+    repository = load_config(path).repository("example")
+    assert repository.node_statuses and repository.node_status_token_file == NODE_TOKEN_FILE
+    assert load_config(path, node_id=1, read_secrets=False).repository("example").node_statuses
+    assert read_node_status_token(repository.node_status_token_path(tmp_path, 1)) == "ghp_node-one-token"
+
+    missing = tmp_path / "keys" / "node-0.status-token"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, node_id=0, read_secrets=False)
+    assert caught.value.problems == [
+        f"repositories[0].node_status_token_file: node 0: cannot read {missing}: No such file or directory"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, node_id=2, read_secrets=False)
+    assert caught.value.problems == [
+        f"repositories[0].node_status_token_file: node 2: {tmp_path / 'keys' / 'node-2.status-token'} "
+        "must hold one token of printable ASCII without spaces"]
+    assert "two words" not in str(caught.value)  # a file's content never lands in an error
 
 
 def test_a_build_must_be_able_to_finish_before_the_client_gives_up(tmp_path):

@@ -28,7 +28,8 @@ it resumes the combinations (`resumed`).
 An accepted verdict's status links to its certificate (`/builds/<id>/certificate`),
 the f+1 signed replies anyone can check offline; a pending status, a verdict
 without one (timeout, divergent, disputed) and a matrix's own summary link to
-the build's page.
+the build's page. With `node_statuses`, each node also posts its own result
+(node/statuses.py): then the client's word is not all the forge hears.
 
 Posting itself (the URLs, the bodies, the bounded and retried queue) is
 shared.statuses, which the nodes use too.

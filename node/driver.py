@@ -95,6 +95,7 @@ class Driver:
         fail_stop: Callable[[], None] = exit_process,
         cancel: Callable[[str], Awaitable[bool]] | None = None,
         slots: Slots | None = None,
+        on_result: Callable[[Request, Result], None] | None = None,
     ) -> None:
         self.replica = replica
         self.config = config
@@ -102,6 +103,8 @@ class Driver:
         # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
         self.cancel = cancel
         self.slots = slots  # which of the builds started wait for a build slot (the executor)
+        # Told each result this node signs for a request (node/statuses.py posts it to the forge).
+        self.on_result = on_result
         self._building: set[str] = set()  # build ids whose build task runs
         self.peers = peers
         self.behaviour = behaviour
@@ -365,7 +368,8 @@ class Driver:
         artifact_digests = getattr(result, "artifact_digests", None)
         artifact_files = artifact_digests() if artifact_digests is not None else {}
         self.interpreter.step(self.replica.execution_finished, request, result, seq, artifact_files)
-
+        if self.on_result is not None:
+            self.on_result(request, result)
 
     async def _cancel(self, seq: int, build_id: str, target: str) -> Result:
         """Carry out a cancel, in the order: this task starts right after the tasks of every

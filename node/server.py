@@ -23,6 +23,7 @@ from node.driver import Build, CrashAt, Driver
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
+from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
@@ -104,13 +105,16 @@ def make_app(
 
     async def resources(app: web.Application):
         auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)))
+        # Before anything starts: a node asked for statuses of its own does not start without its token.
+        status_token_files = node_status_token_files(config, node_id)
         executor = None
         run_build = build
         if run_build is None:
             executor = _make_executor(config, node_id, behaviour.build_environment)
             await asyncio.to_thread(executor.sweep_leftovers)
             run_build = executor.run
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
+        async with (posting_node_statuses(config, node_id, status_token_files) as on_result,
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session):
             links = {
                 node.id: PeerLink(node.id, node.url("/peer"), session, heartbeat_s=heartbeat_s)
                 for node in config.nodes
@@ -134,7 +138,8 @@ def make_app(
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
-                            cancel=None if executor is None else executor.cancel, slots=executor)
+                            cancel=None if executor is None else executor.cancel, slots=executor,
+                            on_result=on_result)
             if executor is not None:
                 executor.on_state = driver.on_build_state
             if crash_at is not None:

@@ -150,8 +150,8 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
             assert verdict_of(base_url, first)["result"]["status"] == "cancelled"
             assert verdict_of(base_url, second)["result"]["status"] == "success"
             assert statuses.final(f"/repos/Codertocat/Hello-World/statuses/{new_head}").state == "success"
-            _, _, state, text, _ = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{slow_head}")
-            assert state == "error" and text.startswith("build cancelled"), (state, text)
+            cancelled = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{slow_head}")
+            assert cancelled.state == "error" and cancelled.description.startswith("build cancelled"), cancelled
 
             # A fork's pull request: held, then approved, then built.
             fork_head = forge.pull("refs/pull/3/head", {"src/app.txt": "fork\n"}, "from a fork", base)
@@ -182,8 +182,8 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
                 build_id = deliver("github", push(branch, befores[commit], commit), "push")["build_id"]
                 result = verdict_of(base_url, build_id)["result"]
                 assert (result["status"], result["reason"] if status == "skipped" else "") == (status, reason), result
-                _, _, state, text, _ = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{commit}")
-                assert state == "success" and (status != "skipped" or "skipped" in text), (state, text)
+                posted = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{commit}")
+                assert posted.state == "success" and (status != "skipped" or "skipped" in posted.description), posted
 
             # GitLab's merge request, with its statuses through GitLab's API; Gitea's pull request.
             gitlab_head = forge.pull("refs/merge-requests/1/head", {"src/app.txt": "gl\n"}, "gitlab", base)

@@ -1,5 +1,6 @@
 """A forge's commit-status API on loopback that records every status posted to it, in GitHub's
-shape (`context`) or GitLab's (`name`), for the end-to-end tests of forges and matrices."""
+shape (`context`) or GitLab's (`name`), with the token each call carried, for the end-to-end
+tests of forges, matrices and each node's own statuses."""
 
 from __future__ import annotations
 
@@ -16,23 +17,28 @@ class Posted(NamedTuple):
     context: str
     state: str
     description: str
-    authorized: bool  # the request carried the token, as a bearer or as GitLab's PRIVATE-TOKEN
+    authorized: bool  # the request carried one of the server's tokens
+    token: str  # what it carried, as a bearer or as GitLab's PRIVATE-TOKEN ("" for none)
+    target_url: str
 
 
 class StatusServer(ThreadingHTTPServer):
-    """Serves in a thread of its own from `start()` to `stop()`."""
+    """Serves in a thread of its own from `start()` to `stop()`; `tokens` are the ones it knows
+    (the client's, the nodes' own), as a forge knows its users' tokens."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, *tokens: str) -> None:
         self.calls: list[Posted] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                authorized = token in (self.headers.get("PRIVATE-TOKEN"), self.headers.get("Authorization", "")[7:])
+                bearer = self.headers.get("Authorization", "")
+                carried = self.headers.get("PRIVATE-TOKEN") or (bearer[7:] if bearer.startswith("Bearer ") else "")
                 server.calls.append(Posted(
                     urllib.parse.unquote(self.path), body.get("context") or body.get("name") or "",
-                    body.get("state", ""), body.get("description", ""), authorized,
+                    body.get("state", ""), body.get("description", ""), carried in tokens, carried,
+                    body.get("target_url", ""),
                 ))
                 self.send_response(201)
                 self.send_header("Content-Type", "application/json")

@@ -4,6 +4,7 @@ of their own."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from pbft.encoding import canonical
 from pbft.messages import Reply, decode
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
+from tests.client.forge_deliveries import GITHUB_PUSH, encoded, github_headers
 from tests.support.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +178,18 @@ def http_json(
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
+
+
+def github_push(base_url: str, branch: str, head: str, delivery: str) -> str:
+    """A signed GitHub push of `head` to a new `branch`, delivered as `delivery`; returns the
+    build id it started."""
+    payload = copy.deepcopy(GITHUB_PUSH)
+    payload.update({"ref": f"refs/heads/{branch}", "after": head, "before": "0" * 40, "commits": [],
+                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": head}})
+    body = encoded(payload)
+    code, answer = http_json("POST", f"{base_url}/webHook", body, github_headers(body, event="push", delivery=delivery))
+    assert code == 202, answer
+    return answer["build_id"]
 
 
 def branch_commit(branch: str) -> str:

@@ -4,7 +4,6 @@ on, and the forge gets each commit's final status; nothing stays `pending`."""
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -14,9 +13,10 @@ from pathlib import Path
 import yaml
 
 from shared.config import load_config
-from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
+from tests.client.forge_deliveries import GITHUB_SECRET
 from tests.e2e.example_network import (
-    E2E_MARKS, client, client_process, example_copy, http_json, log_offsets, new_log_text, own_ports,
+    E2E_MARKS, client, client_process, example_copy, github_push, http_json, log_offsets, new_log_text,
+    own_ports,
 )
 from tests.support.status_server import StatusServer
 
@@ -51,18 +51,6 @@ def forge_repository(path: Path, branches: dict[str, bool]) -> dict[str, str]:
     return heads
 
 
-def push(base_url: str, branch: str, head: str) -> str:
-    """A signed GitHub push of `head` to `branch`; returns the build id it started."""
-    payload = copy.deepcopy(GITHUB_PUSH)
-    payload.update({"ref": f"refs/heads/{branch}", "after": head, "before": "0" * 40, "commits": [],
-                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": head}})
-    body = encoded(payload)
-    code, answer = http_json("POST", f"{base_url}/webHook", body,
-                             github_headers(body, event="push", delivery=f"delivery-{branch}"))
-    assert code == 202, answer
-    return answer["build_id"]
-
-
 def records(base_url: str, build_ids: list[str], timeout_s: float = 180) -> dict[str, dict]:
     """The records of `build_ids` once none is pending."""
     deadline = time.monotonic() + timeout_s
@@ -92,7 +80,7 @@ def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(network,
     try:
         for how, branches in rounds.items():
             with client_process(config, scratch / f"client-{how}.out", str(config_path)) as (base_url, process):
-                build_ids = [push(base_url, branch, heads[branch]) for branch in branches]
+                build_ids = [github_push(base_url, branch, heads[branch], f"delivery-{branch}") for branch in branches]
                 # Every build is on its way to the nodes, none has a verdict yet.
                 listed = {build["build_id"]: build["state"]
                           for build in http_json("GET", f"{base_url}/builds")[1]["builds"]}

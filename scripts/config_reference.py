@@ -47,6 +47,9 @@ SECTIONS = [
     ("repositories[].schedules[]", config.ScheduleConfig, "builds the client submits on a clock; optional"),
     ("repositories[].notify[]", config.NotifyConfig,
      "webhooks and e-mails the client sends once a build has its verdict; optional (see notifications.md)"),
+    ("repositories[].secrets[]", config.BuildSecretConfig,
+     "environment variables of the repository's builds, their values in files on every node; optional "
+     "([Secrets and trust](secrets.md))"),
     ("clients[].smtp", config.SMTPConfig, "the mail server a client sends notification e-mails through; "
      "needed once a repository has an email target"),
     ("build", config.BuildConfig, "how every node builds: the same on every node"),

@@ -20,6 +20,8 @@ from croniter import croniter
 
 from shared.crypto import parse_public_key
 from shared.refs import check_branch_name
+from shared.secretmask import MIN_FORM_CHARS
+from pbft.build import EVENTS
 from pbft.provenance import builder_id
 from pbft.slot import ReplicaSettings
 
@@ -218,6 +220,59 @@ class ScheduleConfig:
 # A schedule fires at most once a minute; more of them per repository would be a flood, not a plan.
 MAX_SCHEDULES = 16
 
+# A build secret is an environment variable of the build (docs/secrets.md). Names the node
+# sets itself (the CI variables, HOME, the reproducible environment), PBFT_CI_* (the node's
+# own, e.g. its flaky mode's) and what every shell relies on are not a secret's to replace.
+SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_RESERVED_SECRET_NAME = re.compile(r"CI|CI_.*|PBFT_CI.*|HOME|USER|LOGNAME|PATH|SHELL|SOURCE_DATE_EPOCH|TZ|LC_ALL|LANG")
+# A value shorter than this would be masked wherever those few characters appear in a build's
+# output (a 1-character secret would mask every "a"); the masker's shortest form is as long.
+MIN_SECRET_CHARS = MIN_FORM_CHARS
+# A private key in PEM fits; every form of a value is looked for in every build's output.
+MAX_SECRET_CHARS = 8192
+# The events whose builds get a secret unless it names others: not pull_request, whose code
+# anyone with a fork may write.
+DEFAULT_SECRET_EVENTS = ("push", "tag", "cron", "manual")
+MAX_SECRETS = 32
+
+
+@dataclass(frozen=True)
+class BuildSecretConfig:
+    name: str  # the environment variable the build gets it as: capitals, digits and _, not CI, CI_*, PBFT_CI_*, HOME, ...
+    # Where every node reads the value (relative to the configuration file): at each build's start, so
+    # replacing the file rotates it without a restart; nodes check it when they start too. One trailing
+    # line break is not part of the value; at least 8 and at most 8192 characters.
+    file: Path
+    # The events whose builds get it (push, tag, pull_request, manual, cron). pull_request only with the
+    # repository's secrets_for_forks: true.
+    events: tuple[str, ...] = DEFAULT_SECRET_EVENTS
+
+
+def read_build_secret(path: Path) -> str:
+    """The value of a build secret kept in `path`; ValueError says what is wrong with it
+    (never the value itself)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        value = data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    # An editor's (or `echo`'s) final line break is not part of the value; any other is.
+    value = value.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise ValueError(f"{path} is empty")
+    if "\0" in value:
+        raise ValueError(f"{path} holds a NUL character, which no environment variable can")
+    if len(value) < MIN_SECRET_CHARS:
+        # Neither message says how long the value is: it is printed where the value must not be.
+        raise ValueError(f"{path} holds fewer than {MIN_SECRET_CHARS} characters: so short a value would be "
+                         "masked wherever those characters appear in a build's output")
+    if len(value) > MAX_SECRET_CHARS:
+        raise ValueError(f"{path} holds more than {MAX_SECRET_CHARS} characters")
+    return value
+
 
 @dataclass(frozen=True)
 class RepositoryConfig:
@@ -265,6 +320,14 @@ class RepositoryConfig:
     # Webhooks and e-mails the client sends once a build of this repository has its verdict
     # (see repositories[].notify[]); at most 16.
     notify: tuple[NotifyConfig, ...] = ()
+    # Environment variables of this repository's builds whose values every node reads from a file
+    # (docs/secrets.md): every node's operator can read them, and builds of the events each one
+    # names get them, masked in the build logs.
+    secrets: tuple[BuildSecretConfig, ...] = ()
+    # Whether a secret may name the event pull_request. The nodes cannot tell a fork's pull request
+    # from one of a branch of the repository, so every pull request's build counts as a fork's: one
+    # that gets a secret lets whoever opened it read the secret.
+    secrets_for_forks: bool = False
 
     def node_status_token_path(self, base: Path, node_id: int) -> Path:
         """Node `node_id`'s status token file, relative to `base` (the configuration's folder)."""
@@ -930,6 +993,65 @@ def _check_mail_can_be_sent(reader: _Reader, clients: list[ClientConfig], reposi
                             f"needs an smtp section (host, from) in {', '.join(without)} to send it through")
 
 
+def _build_secrets(reader: _Reader, entry: dict, where: str, read_files: bool) -> tuple[BuildSecretConfig, ...]:
+    """A repository's `secrets:`, each file read and checked when `read_files` (a node starts)."""
+    items = entry.get("secrets")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_SECRETS:
+        reader.fail(f"{where}secrets", f"must be a list of at most {MAX_SECRETS} secrets (name, file, events)")
+        return ()
+    for_forks = entry.get("secrets_for_forks") is True
+    secrets = []
+    for index, item in enumerate(items):
+        at = f"{where}secrets[{index}]"
+        if not isinstance(item, dict):
+            reader.fail(at, "must be a mapping of name, file and events")
+            continue
+        for key in sorted(item.keys() - {"name", "file", "events"}, key=str):
+            reader.fail(f"{at}.{key}", "is not a secret's setting (name, file, events)")
+        name = reader.get(item, "name", f"{at}.", _secret_name)
+        file = reader.get(item, "file", f"{at}.", _non_empty_string)
+        events = reader.get(item, "events", f"{at}.", _secret_events, DEFAULT_SECRET_EVENTS)
+        if "pull_request" in events and not for_forks:
+            reader.fail(f"{at}.events", "names pull_request, whose builds run code that anyone with a fork may "
+                                        "write: the repository must also set secrets_for_forks: true")
+        if name is None or file is None:
+            continue
+        path = (reader.base / file).resolve()
+        if read_files:
+            try:
+                read_build_secret(path)
+            except ValueError as error:
+                reader.fail(f"{at}.file", str(error))
+        secrets.append(BuildSecretConfig(name, path, events))
+    names = [secret.name for secret in secrets]
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        reader.fail(f"{where}secrets", f"name {name} is used by more than one secret")
+    return tuple(secrets)
+
+
+def _secret_name(value: Any) -> str:
+    if not isinstance(value, str) or not SECRET_NAME.fullmatch(value):
+        raise ValueError(f"is not an environment variable name (capitals, digits and _, not starting with a digit, "
+                         f"at most 64): {str(value)[:80]!r}")
+    if _RESERVED_SECRET_NAME.fullmatch(value):
+        raise ValueError(f"{value} is the node's to set (CI, CI_*, PBFT_CI*, HOME, USER, LOGNAME, PATH, SHELL, "
+                         "SOURCE_DATE_EPOCH, TZ, LC_ALL, LANG)")
+    return value
+
+
+def _secret_events(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(event, str) for event in value):
+        raise ValueError(f"must be a non-empty list of events ({', '.join(EVENTS)})")
+    unknown = [event for event in value if event not in EVENTS]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an event ({', '.join(EVENTS)})")
+    if len(set(value)) != len(value):
+        raise ValueError("names an event twice")
+    return tuple(value)
+
+
 def _cron(value: Any) -> str:
     # Five fields or an @-alias: croniter also reads a sixth field of seconds and a seventh of
     # years, which would let one schedule fire every second.
@@ -1037,7 +1159,9 @@ def load_config(
     forges' webhook secrets and status tokens, notification webhooks' HMAC keys
     and the SMTP password) unread and empty: only the
     client uses them, so with one node per host they stay on the client's
-    host and a node's host needs none of them.
+    host and a node's host needs none of them. Build secrets are the other
+    way round: only nodes use them, so their files are read and checked when
+    `node_id` is given, and never otherwise (the client's host needs none).
     """
     path = Path(path).resolve()
     try:
@@ -1104,6 +1228,8 @@ def load_config(
             submodules=_submodule_urls(reader, item, where, path),
             schedules=_schedules(reader, item, where),
             notify=_notify(reader, item, where),
+            secrets=_build_secrets(reader, item, where, read_files=node_id is not None),
+            secrets_for_forks=reader.get(item, "secrets_for_forks", where, _typed(bool), False),
         ))
         _check_node_statuses(reader, repositories[-1], where, node_id)
     _check_distinct(reader, nodes, clients)

@@ -184,6 +184,7 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.build.executor import Executor
     from node.build.images import load_registry_auth
+    from node.build.secrets import RepositorySecrets
 
     try:
         registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
@@ -204,6 +205,7 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
         registry_auth=registry_auth,
         submodule_urls={repo.name: frozenset(repo.submodules) for repo in config.repositories if repo.submodules},
         extra_environment=extra_environment,
+        repository_secrets={repo.name: RepositorySecrets.of(repo) for repo in config.repositories if repo.secrets},
     )
 
 

@@ -47,6 +47,7 @@ from node.build.gitmirror import GitError, GitMirrors, changed_paths, commit_aut
 from node.build.identity import HOME_DIR, Identities
 from node.build.images import Images
 from node.build.matrix import check_combination
+from node.build.secrets import BuildSecrets, RepositorySecrets, SecretUnreadable, build_secrets
 from node.build.pipeline import Step, run_order
 from node.build.services import PlannedService
 from node.build.ready import ReadyContainers
@@ -158,6 +159,7 @@ class Executor:
         registry_auth: dict[str, dict[str, str]] | None = None,
         submodule_urls: dict[str, frozenset[str]] | None = None,
         extra_environment: dict[str, str] | None = None,
+        repository_secrets: dict[str, RepositorySecrets] | None = None,
     ):
         """`engine` is where builds run, unless `docker_client` (tests) is given;
         `networked_repositories` may build with a network (`build_network: true`);
@@ -165,7 +167,8 @@ class Executor:
         `repository_bounds` caps how many builds of a repository run at once (node/build/queue.py);
         `registry_auth`, this node's credentials for the registries it pulls from (node/build/images.py);
         `submodule_urls`, per repository, the URLs its submodules may be fetched from (node/build/checkout.py);
-        `extra_environment`, variables every build of this node gets (node/byzantine.py's flaky mode)."""
+        `extra_environment`, variables every build of this node gets (node/byzantine.py's flaky mode);
+        `repository_secrets`, per repository, the secrets its builds may get (node/build/secrets.py)."""
         self._data_dir = Path(data_dir).resolve()
         self._log_dir = Path(log_dir)
         self._node_id = node_id
@@ -181,6 +184,7 @@ class Executor:
         self._checkouts = checkouts_root(self._data_dir, limits.workspace_mb * max_concurrent * 1024 * 1024)
         self._submodule_urls = dict(submodule_urls or {})
         self._extra_environment = dict(extra_environment or {})
+        self._repository_secrets = dict(repository_secrets or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
@@ -578,11 +582,12 @@ class Executor:
             if name in self._networked:
                 network = self._build_network.ensure(self._client()).name
             environment.update(spec.environment)
-            output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment))
+            secrets = self._secrets(name, facts, output, commit)
+            output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment, secrets))
             if spec.steps or spec.services:
                 return self._run_pipeline(
-                    spec, image, user, timeout_s, network, environment, workspace, build_id, name, commit, ran,
-                    labels, decide, output, images,
+                    spec, image, user, timeout_s, network, environment, secrets.values, workspace, build_id, name,
+                    commit, ran, labels, decide, output, images,
                 )
             caching = spec.cache is not None and limits.cache_mb > 0
             budget = memory_budget(limits, with_workspace=True, with_cache=caching)
@@ -612,7 +617,8 @@ class Executor:
                 run = functools.partial(
                     run_container,
                     self._sandbox(limits, user, labels), image_id, Script(script, workspace, arguments),
-                    timeout_s=timeout_s, environment=environment, cache=cache_run.mounts if cache_run else None,
+                    timeout_s=timeout_s, environment={**environment, **secrets.values},
+                    cache=cache_run.mounts if cache_run else None,
                     network=network, artifacts=artifacts, on_output=output.write,
                     on_container=functools.partial(self._running_in, build_id),
                 )
@@ -639,14 +645,15 @@ class Executor:
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
             ran = _spec(workspace / "Dockerfile", tag)
-            output.settings(_dockerfile_settings(limits, tag, timeout_s, environment))
+            secrets = self._secrets(name, facts, output, commit)
+            output.settings(_dockerfile_settings(limits, tag, timeout_s, environment, secrets))
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
             output.write(build_log.encode(errors="replace"))
             run = functools.partial(
                 run_container,
                 self._sandbox(limits, limits.user, labels), check_image(self._client(), tag), None,
-                timeout_s=timeout_s, environment=environment, on_output=output.write,
+                timeout_s=timeout_s, environment={**environment, **secrets.values}, on_output=output.write,
                 on_container=functools.partial(self._running_in, build_id),
             )
             outcome = self._unless_host_fault(run, output, commit, build_id)
@@ -673,18 +680,19 @@ class Executor:
 
     def _run_pipeline(
         self, spec: BuildSpec, image: str, user: str, timeout_s: float, network: str | None,
-        environment: dict[str, str], workspace: Path, build_id: str, name: str, commit: str, ran: Spec,
-        labels: dict[str, str], decide, output: BuildLog, images: list,
+        environment: dict[str, str], secrets: dict[str, str], workspace: Path, build_id: str, name: str, commit: str,
+        ran: Spec, labels: dict[str, str], decide, output: BuildLog, images: list,
     ) -> tuple[BuildResult, int | None]:
         """A `steps:` build, or one with services (node/build/steps.py): its result names each step's
-        outcome, and the step that failed it. A one-script spec with services is one step, `build`."""
+        outcome, and the step that failed it. A one-script spec with services is one step, `build`.
+        Every step and service gets `secrets` on top of its environment."""
         steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
         limits = _share(self._limits, 1 + len(spec.services))
         services = tuple(
             PlannedService(
                 name=service.name, image=service.image, image_id=self._image(service.image, images),
                 script=service.script() if service.commands else None,
-                environment={**environment, **dict(service.environment)},
+                environment={**environment, **dict(service.environment), **secrets},
                 ready_command=service.ready_command, ready_timeout_s=service.ready_timeout_s,
             )
             for service in spec.services
@@ -692,7 +700,7 @@ class Executor:
         planned = []
         for step in run_order(steps):
             step_image = step.image or image
-            step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name}
+            step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name, **secrets}
             planned.append(PlannedStep(
                 name=step.name, image=step_image, image_id=self._image(step_image, images),
                 script=exported(step_environment, step.script()), status=step.status,
@@ -735,6 +743,17 @@ class Executor:
             artifacts=manifest_digest(dict(digests)) if digests else None, artifact_files=digests,
         )
         return agreed, outcome.commands_ms
+
+    def _secrets(self, name: str, facts: BuildFacts, output: BuildLog, commit: str) -> BuildSecrets:
+        """The secrets this build gets, read now (a replaced file takes effect at the next build),
+        their values masked in its log from here on."""
+        try:
+            secrets = build_secrets(self._repository_secrets.get(name), facts.event, facts.pull_ref)
+        except SecretUnreadable as exc:
+            log.warning("node=%s build %s: %s", self._node_id, facts.build_id, exc.detail.strip())
+            raise _BuildError(exc.reason, exc.detail, commit) from None
+        output.hide(secrets.values)
+        return secrets
 
     def _image(self, name: str, images: list) -> str:
         """The id of image `name`, pulled if the engine lacks it; its registry digest, if it has
@@ -1007,7 +1026,7 @@ def _share(limits: BuildConfig, containers: int) -> BuildConfig:
 
 def _spec_settings(
     limits: BuildConfig, image: str, user: str, timeout_s: float, spec: BuildSpec, network: str | None,
-    environment: dict[str, str],
+    environment: dict[str, str], secrets: BuildSecrets,
 ) -> list[str]:
     """The settings lines of a .pbft-ci.yml build, as it will run: three, and one more each for caches and artifacts."""
     timeout = f"timeout {timeout_s:g} s"
@@ -1017,7 +1036,7 @@ def _spec_settings(
     lines = [
         f"image {image}, user {user}, {timeout}, {_network_settings(network)}, root file system read-only",
         _resource_settings(limits, with_workspace=True, with_cache=caching),
-        _environment_settings(environment),
+        _environment_settings(environment, secrets),
     ]
     if spec.cache is not None:
         paths = ", ".join(spec.cache.paths)
@@ -1046,10 +1065,17 @@ def _spec_settings(
     return lines
 
 
-def _environment_settings(environment: dict[str, str]) -> str:
+def _environment_settings(environment: dict[str, str], secrets: BuildSecrets) -> str:
+    """The build's variables with their values, but its secrets by name only (a variable the
+    spec sets and a secret replaces is not shown either)."""
     ci = [name for name in environment if name == "CI" or name.startswith("CI_")]
-    shown = ", ".join(f"{name}={value}" for name, value in environment.items() if name not in ci)
-    return f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time), and CI and {len(ci) - 1} CI_ variables"
+    shown = ", ".join(
+        f"{name}={value}" for name, value in environment.items() if name not in ci and name not in secrets.values
+    )
+    line = f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time), and CI and {len(ci) - 1} CI_ variables"
+    if secrets.values or secrets.withheld:
+        line += f"; {secrets.settings()}"
+    return line
 
 
 def _network_settings(network: str | None) -> str:
@@ -1058,7 +1084,9 @@ def _network_settings(network: str | None) -> str:
     return f"network {network} (outside only: not this host, not the peers)"
 
 
-def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float, environment: dict[str, str]) -> list[str]:
+def _dockerfile_settings(
+    limits: BuildConfig, tag: str, timeout_s: float, environment: dict[str, str], secrets: BuildSecrets,
+) -> list[str]:
     """The settings of a Dockerfile build: `docker build` first, then the image run like a spec build."""
     return [
         f"docker build: network none, memory {limits.memory_mb} MB, timeout {timeout_s:g} s, "
@@ -1066,7 +1094,7 @@ def _dockerfile_settings(limits: BuildConfig, tag: str, timeout_s: float, enviro
         f"run: image {tag}, user {limits.user}, timeout {timeout_s:g} s, network none, "
         f"root file system writable (the image's own, discarded), no /workspace tmpfs, "
         + _resource_settings(limits, with_workspace=False),
-        f"run: {_environment_settings(environment)}",
+        f"run: {_environment_settings(environment, secrets)}",
     ]
 
 

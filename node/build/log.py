@@ -33,6 +33,11 @@ The node's own lines get the same treatment of controls and line ends, so
 no text that reaches them (a reason, a branch name) can start a line either.
 The cap counts the bytes as written. The build's output is written by the
 output reader's thread while the build thread may add lines, hence the lock.
+
+A build that got secrets (`hide`) has every form of their values masked
+(`[secret NAME]`, shared/secretmask.py) in its output and in the node's
+lines before anything reaches the file; the end of a piece of output that
+could be the beginning of a value waits for the next piece, or the end.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import logging
 import re
 import threading
 from pathlib import Path
+
+from shared.secretmask import Masks, StreamMasker
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,8 @@ class BuildLog:
         # "\n" after it, or alone) or a "=" that began a line (the start of "==", or not).
         self._held = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._masks = Masks({})
+        self._masker = StreamMasker(self._masks)
         self._settings_written = False
         self._notes: list[str] = []
         self._lock = threading.Lock()
@@ -81,6 +90,12 @@ class BuildLog:
             log.exception("could not open build log %s", path)
             self._file = None
         self._line(header)
+
+    def hide(self, secrets: dict[str, str]) -> None:
+        """Mask the values of `secrets` (name to value) from here on; before the build's output starts."""
+        with self._lock:
+            self._masks = Masks(secrets)
+            self._masker = StreamMasker(self._masks)
 
     def commit(self, sha: str) -> None:
         self._line(f"commit {sha}")
@@ -108,7 +123,7 @@ class BuildLog:
         with self._lock:
             if self.truncated:
                 return
-            self._append_output(self._decoder.decode(chunk), final=False)
+            self._append_output(self._masker.feed(self._decoder.decode(chunk)), final=False)
 
     def _append_output(self, text: str, *, final: bool) -> None:
         """Called with the lock held: `text` as safe text (see the module's docstring)."""
@@ -142,7 +157,7 @@ class BuildLog:
         container was killed from outside). The cap keeps counting across them."""
         with self._lock:
             if not self.truncated:
-                self._append_output(self._decoder.decode(b"", final=True), final=True)
+                self._append_output(self._end_of_output(), final=True)
             self._decoder.reset()
             if not self._ends_with_newline:
                 self._append(b"\n")
@@ -158,7 +173,7 @@ class BuildLog:
         self.settings([NO_SANDBOX])
         with self._lock:
             if not self.truncated:
-                self._append_output(self._decoder.decode(b"", final=True), final=True)
+                self._append_output(self._end_of_output(), final=True)
             if not self._ends_with_newline:
                 self._append(b"\n")
         if self.truncated:
@@ -174,9 +189,14 @@ class BuildLog:
             self._file = None
         return str(self.path)
 
+    def _end_of_output(self) -> str:
+        """Called with the lock held: what the decoder and the masker still hold, at the end of a
+        stretch of output (a step's, the build's)."""
+        return self._masker.feed(self._decoder.decode(b"", final=True)) + self._masker.flush()
+
     def _line(self, text: str) -> None:
         with self._lock:
-            self._append(f"== {safe_text(text).replace(chr(10), ' ')}\n".encode())
+            self._append(f"== {safe_text(self._masks.mask(text)).replace(chr(10), ' ')}\n".encode())
 
     def _append(self, data: bytes) -> None:
         """Called with the lock held. A write that fails loses the log, never the build."""

@@ -72,6 +72,7 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
         """`data_dir` (under the test's tmp_path) differs between executors that stand for different nodes."""
         max_concurrent = limit_overrides.pop("max_concurrent", 2)
         repository_bounds = limit_overrides.pop("repository_bounds", None)
+        repository_secrets = limit_overrides.pop("repository_secrets", None)
         executor = Executor(
             data_dir=tmp_path / data_dir,
             log_dir=tmp_path / "log",
@@ -80,6 +81,7 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
             max_concurrent=max_concurrent,
             docker_client=docker_client,
             repository_bounds=repository_bounds,
+            repository_secrets=repository_secrets,
         )
         executors.append(executor)
         return executor

@@ -117,3 +117,49 @@ def test_the_cap_counts_the_bytes_as_written_and_cuts_between_characters(tmp_pat
     text = written(tmp_path, b"\x1b" * 3 + "é".encode() * 4, cap_bytes=14)
 
     assert text.split("\n")[2:4] == ["\\x1b\\x1b\\x1bé", "== output truncated at 14 bytes"]
+
+
+SECRET = "deploy-token-0123456789"
+
+
+def hidden(tmp_path, *chunks: bytes, sections: tuple[str, ...] = (), cap_bytes: int = 10_000) -> str:
+    """The log's text once a build that got SECRET wrote `chunks` (a section line after each of
+    the first ones, if given) and the log closed with a reason quoting the secret."""
+    log = BuildLog(tmp_path / "b.log", cap_bytes=cap_bytes, header="pbft-ci build b node 0")
+    log.hide({"DEPLOY_TOKEN": SECRET})
+    log.settings(["environment A=1; secrets DEPLOY_TOKEN"])
+    for index, chunk in enumerate(chunks):
+        log.write(chunk)
+        if index < len(sections):
+            log.section(sections[index])
+    log.note(f"a note that quotes it: {SECRET}")
+    log.close("failure", 1, 5, f"reason {SECRET}")
+    return (tmp_path / "b.log").read_text()
+
+
+@pytest.mark.parametrize("split", range(0, len(f"token={SECRET}\n") + 1, 3))
+def test_a_secret_is_masked_in_the_file_wherever_the_output_is_split(tmp_path, split):
+    line = f"token={SECRET}\n".encode()
+
+    text = hidden(tmp_path, line[:split], line[split:])
+
+    assert SECRET not in text
+    assert "token=[secret DEPLOY_TOKEN]\n" in text
+    assert "== settings environment A=1; secrets DEPLOY_TOKEN" in text
+    assert "== a note that quotes it: [secret DEPLOY_TOKEN]" in text
+    assert text.endswith("reason reason [secret DEPLOY_TOKEN]\n")
+
+
+def test_a_secret_cut_off_at_the_end_of_a_step_is_not_written(tmp_path):
+    text = hidden(tmp_path, f"token={SECRET[:10]}".encode(), SECRET[10:].encode(), sections=("step x: success",))
+
+    # The step ended on the value's beginning: that is masked, and its rest, in the next step's
+    # output, is no value's beginning and is written as it is.
+    assert SECRET[:10] not in text
+    assert f"token=[secret DEPLOY_TOKEN]\n== step x: success\n{SECRET[10:]}\n" in text
+
+
+def test_a_build_without_secrets_masks_nothing(tmp_path):
+    text = written(tmp_path, f"token={SECRET}\n".encode())
+
+    assert f"token={SECRET}" in text

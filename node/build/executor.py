@@ -48,7 +48,7 @@ from node.build.identity import HOME_DIR, Identities
 from node.build.images import Images
 from node.build.matrix import check_combination
 from node.build.secrets import BuildSecrets, RepositorySecrets, SecretUnreadable, build_secrets
-from node.build.pipeline import Step, run_order
+from node.build.pipeline import Step, narrowed, run_order
 from node.build.services import PlannedService
 from node.build.ready import ReadyContainers
 from node.build.steps import PlannedStep, run_steps
@@ -685,14 +685,14 @@ class Executor:
     ) -> tuple[BuildResult, int | None]:
         """A `steps:` build, or one with services (node/build/steps.py): its result names each step's
         outcome, and the step that failed it. A one-script spec with services is one step, `build`.
-        Every step and service gets `secrets` on top of its environment."""
+        Every step and service gets `secrets`, or those of them it lists, on top of its environment."""
         steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
         limits = _share(self._limits, 1 + len(spec.services))
         services = tuple(
             PlannedService(
                 name=service.name, image=service.image, image_id=self._image(service.image, images),
                 script=service.script() if service.commands else None,
-                environment={**environment, **dict(service.environment), **secrets},
+                environment={**environment, **dict(service.environment), **narrowed(secrets, service.secrets)},
                 ready_command=service.ready_command, ready_timeout_s=service.ready_timeout_s,
             )
             for service in spec.services
@@ -700,7 +700,9 @@ class Executor:
         planned = []
         for step in run_order(steps):
             step_image = step.image or image
-            step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name, **secrets}
+            step_environment = {
+                **environment, **dict(step.environment), "CI_STEP_NAME": step.name, **narrowed(secrets, step.secrets),
+            }
             planned.append(PlannedStep(
                 name=step.name, image=step_image, image_id=self._image(step_image, images),
                 script=exported(step_environment, step.script()), status=step.status,
@@ -1036,7 +1038,7 @@ def _spec_settings(
     lines = [
         f"image {image}, user {user}, {timeout}, {_network_settings(network)}, root file system read-only",
         _resource_settings(limits, with_workspace=True, with_cache=caching),
-        _environment_settings(environment, secrets),
+        _environment_settings(environment, secrets, _narrowing(spec, secrets)),
     ]
     if spec.cache is not None:
         paths = ", ".join(spec.cache.paths)
@@ -1065,17 +1067,29 @@ def _spec_settings(
     return lines
 
 
-def _environment_settings(environment: dict[str, str], secrets: BuildSecrets) -> str:
+def _environment_settings(environment: dict[str, str], secrets: BuildSecrets, narrowing: str = "") -> str:
     """The build's variables with their values, but its secrets by name only (a variable the
-    spec sets and a secret replaces is not shown either)."""
+    spec sets and a secret replaces is not shown either), and `narrowing`, which steps and
+    services get fewer of them."""
     ci = [name for name in environment if name == "CI" or name.startswith("CI_")]
     shown = ", ".join(
         f"{name}={value}" for name, value in environment.items() if name not in ci and name not in secrets.values
     )
     line = f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time), and CI and {len(ci) - 1} CI_ variables"
     if secrets.values or secrets.withheld:
-        line += f"; {secrets.settings()}"
+        line += f"; {secrets.settings()}{narrowing}"
     return line
+
+
+def _narrowing(spec: BuildSpec, secrets: BuildSecrets) -> str:
+    """The steps and services whose `secrets:` lets them have only some of the build's, and which."""
+    only = [
+        f"{kind} {entry.name} {', '.join(narrowed(secrets.values, entry.secrets)) or 'none'}"
+        for kind, entries in (("step", spec.steps), ("service", spec.services))
+        for entry in entries
+        if entry.secrets is not None
+    ]
+    return f" (only: {'; '.join(only)})" if only else ""
 
 
 def _network_settings(network: str | None) -> str:

@@ -8,6 +8,7 @@ parses the rest of the file).
         image: python:3.12-slim   # optional, the spec's `image` (or the node's) otherwise
         commands: [ruff check .]  # required, run by `sh -e` in /workspace
         environment: {A: "1"}     # optional, on top of the pipeline's
+        secrets: []               # optional: only these of the build's secrets (docs/secrets.md); all otherwise
       - name: test
         commands: [pytest]
         depends_on: [lint]        # optional: the steps it follows; the step before it otherwise
@@ -21,6 +22,7 @@ parses the rest of the file).
         image: postgres-image     # required
         commands: [...]           # optional: run by `sh -e`; the image's own command otherwise
         environment: {...}        # optional
+        secrets: [DB_PASSWORD]    # optional, as a step's
         ready:                    # optional: the first step waits until this exits 0 in it
           command: pg_isready -h 127.0.0.1
           timeout_s: 60           # default 60
@@ -43,9 +45,10 @@ from dataclasses import dataclass
 from pbft.build import MAX_STEPS, STEP_NAME
 from node.build.imageref import parse_reference
 from node.build.triggers import Condition, parse_when
+from shared.config import MAX_SECRETS, SECRET_NAME
 
-STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when")
-SERVICE_KEYS = ("name", "image", "commands", "environment", "ready")
+STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when", "secrets")
+SERVICE_KEYS = ("name", "image", "commands", "environment", "ready", "secrets")
 READY_KEYS = ("command", "timeout_s")
 MAX_SERVICES = 8
 DEFAULT_READY_S = 60.0
@@ -71,6 +74,8 @@ class Step:
     ignore_failure: bool = False
     status: tuple[str, ...] = ("success",)
     conditions: tuple[Condition, ...] = ()
+    # The build's secrets it gets, by name; None: all of them (see `narrowed`).
+    secrets: tuple[str, ...] | None = None
 
     def script(self) -> str:
         return "\n".join(self.commands)
@@ -84,9 +89,33 @@ class Service:
     environment: tuple[tuple[str, str], ...] = ()
     ready_command: str | None = None
     ready_timeout_s: float = DEFAULT_READY_S
+    secrets: tuple[str, ...] | None = None  # as a step's
 
     def script(self) -> str:
         return "\n".join(self.commands)
+
+
+def narrowed(secrets: dict[str, str], names: tuple[str, ...] | None) -> dict[str, str]:
+    """What of a build's `secrets` a step or service that lists `names` gets: a spec can only
+    narrow what the build got, so a name the build did not get (its event's, or one the
+    network does not configure) is simply absent."""
+    if names is None:
+        return dict(secrets)
+    return {name: secrets[name] for name in names if name in secrets}
+
+
+def parse_secret_names(section, where: str) -> tuple[tuple[str, ...] | None, list[str]]:
+    """A step's or service's `secrets:`, the names of the build's secrets it gets, and the problems."""
+    if section is None:
+        return None, []
+    if not isinstance(section, list) or len(section) > MAX_SECRETS:
+        return None, [f"{where}: must be a list of at most {MAX_SECRETS} secret names"]
+    bad = [name for name in section if not isinstance(name, str) or not SECRET_NAME.fullmatch(name)]
+    if bad:
+        return None, [f"{where}: {str(bad[0])[:40]!r} is not a secret's name (capitals, digits and _)"]
+    if len(set(section)) != len(section):
+        return None, [f"{where}: names a secret twice"]
+    return tuple(section), []
 
 
 def parse_services(section, check_commands) -> tuple[tuple[Service, ...], list[str]]:
@@ -133,6 +162,8 @@ def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | N
         errors += check_commands(commands, f"{where}.commands")
     environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
     errors += environment_errors
+    secrets, secrets_errors = parse_secret_names(entry.get("secrets"), f"{where}.secrets")
+    errors += secrets_errors
     ready_command, ready_timeout_s = None, DEFAULT_READY_S
     ready = entry.get("ready")
     if ready is not None:
@@ -150,7 +181,7 @@ def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | N
         return None, errors
     return Service(
         name=name, image=image, commands=tuple(commands or ()), environment=environment,
-        ready_command=ready_command, ready_timeout_s=float(ready_timeout_s),
+        ready_command=ready_command, ready_timeout_s=float(ready_timeout_s), secrets=secrets,
     ), []
 
 
@@ -216,6 +247,8 @@ def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, l
     errors += check_commands(entry.get("commands"), f"{where}.commands")
     environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
     errors += environment_errors
+    secrets, secrets_errors = parse_secret_names(entry.get("secrets"), f"{where}.secrets")
+    errors += secrets_errors
     depends_on = entry.get("depends_on")
     if depends_on is not None:
         if isinstance(depends_on, str):
@@ -239,6 +272,7 @@ def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, l
         ignore_failure=failure == "ignore",
         status=status,
         conditions=conditions,
+        secrets=secrets,
     ), []
 
 

@@ -46,7 +46,8 @@ def forge(path: Path, secret: str) -> str:
         f'test "$(printf "%s" "$DEPLOY_TOKEN" | sha256sum | cut -d" " -f1)" = {digest}',
     ]}
     says_whether = {"commands": [
-        'echo "DEPLOY_TOKEN is ${DEPLOY_TOKEN+set}${DEPLOY_TOKEN-unset}"', 'test -z "${DEPLOY_TOKEN+set}"',
+        'if [ -n "${DEPLOY_TOKEN+x}" ]; then echo "DEPLOY_TOKEN is set"; else echo "DEPLOY_TOKEN is unset"; fi',
+        'test -z "${DEPLOY_TOKEN+x}"',
     ]}
     path.mkdir()
     git(path, "init", "-q", "-b", "master")

@@ -27,6 +27,11 @@ PRINTS_IT = [
 ]
 
 
+def says_whether(who: str = "") -> str:
+    """A command that prints whether the build has DEPLOY_TOKEN at all, never its value."""
+    return f'if [ -n "${{DEPLOY_TOKEN+x}}" ]; then echo "{who}DEPLOY_TOKEN is set"; else echo "{who}DEPLOY_TOKEN is unset"; fi'
+
+
 def value() -> str:
     return f"value-{uuid.uuid4().hex}"
 
@@ -69,9 +74,7 @@ async def test_a_build_of_an_event_the_secret_does_not_name_runs_without_it(
     tmp_path, make_executor, git_repo, build_ids, event
 ):
     secret = value()
-    head = git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [
-        'echo "DEPLOY_TOKEN is ${DEPLOY_TOKEN+set}${DEPLOY_TOKEN-unset}"', 'test -z "${DEPLOY_TOKEN+set}"',
-    ]})})
+    head = git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [says_whether(), 'test -z "${DEPLOY_TOKEN+x}"']})})
     git_repo.tag("v1", head)
     subprocess.run(["git", "-C", str(git_repo.path), "update-ref", "refs/pull/3/head", head], check=True)
     request = {"pull_request": {"branch": "master", "pull_ref": "refs/pull/3/head"}, "tag": {"branch": "v1"}}[event]
@@ -167,3 +170,26 @@ async def test_a_dockerfile_build_gets_it_masked_as_well(tmp_path, make_executor
     assert result.status == "success", text
     assert "token=[secret DEPLOY_TOKEN]" in text and secret not in text
     assert "; secrets DEPLOY_TOKEN" in text
+
+
+async def test_a_step_or_service_that_lists_its_secrets_gets_only_those(tmp_path, make_executor, git_repo, build_ids):
+    secret = value()
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({
+        "services": [{"name": "db", "image": "pbft-ci/busybox:latest", "secrets": ["OTHER"],
+                      "commands": [says_whether("db: "), "exec sleep 60"]}],
+        "steps": [
+            {"name": "lint", "secrets": [], "commands": [says_whether("lint: ")]},
+            {"name": "deploy", "secrets": ["DEPLOY_TOKEN", "NOT_CONFIGURED"],
+             "commands": [says_whether("deploy: "), checks_it(secret)]},
+            {"name": "test", "commands": [says_whether("test: ")]},
+        ],
+    })})
+
+    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert [line for line in text.splitlines() if "DEPLOY_TOKEN is" in line] == [
+        "lint: DEPLOY_TOKEN is unset", "deploy: DEPLOY_TOKEN is set", "test: DEPLOY_TOKEN is set",
+        "db: DEPLOY_TOKEN is unset"], text
+    assert "; secrets DEPLOY_TOKEN (only: step lint none; step deploy DEPLOY_TOKEN; service db none)\n" in text

@@ -9,7 +9,7 @@ import pytest
 
 from node.build.spec import parse_build_spec
 from node.build.civars import BuildFacts, ci_variables
-from node.build.pipeline import dependencies, run_order
+from node.build.pipeline import dependencies, narrowed, run_order
 from node.build.sandbox import exported
 
 
@@ -89,9 +89,25 @@ def test_a_step_when_takes_the_trigger_conditions_too():
     ("commands: [a]\nenvironment: {'A B': x}", "'A B' is not a variable name"),
     ("commands: [a]\nenvironment: {A: [1, 2]}", "environment.A: must be a string, a number or a boolean"),
     ("commands: [a]\nenvironment: [A=1]", "environment: must be a mapping"),
+    ("steps: [{name: s, commands: [a], secrets: TOKEN}]", "steps.s.secrets: must be a list of at most 32 secret names"),
+    ("steps: [{name: s, commands: [a], secrets: [token]}]", "steps.s.secrets: 'token' is not a secret's name"),
+    ("steps: [{name: s, commands: [a], secrets: [A, A]}]", "steps.s.secrets: names a secret twice"),
+    ("steps: [{name: s, commands: [a]}]\nservices: [{name: db, image: x, secrets: [1]}]",
+     "services.db.secrets: '1' is not a secret's name"),
 ])
 def test_bad_pipelines_are_refused_naming_the_key(text, problem):
     assert problem in problems(text)
+
+
+def test_a_step_or_service_may_list_the_secrets_it_gets_and_only_narrows_the_builds():
+    parsed = spec("steps:\n  - {name: lint, commands: [a], secrets: []}\n  - {name: deploy, commands: [b], secrets: [TOKEN]}\n"
+                  "  - {name: test, commands: [c]}\nservices:\n  - {name: db, image: x, secrets: [DB_PASSWORD]}\n")
+    assert [step.secrets for step in parsed.steps] == [(), ("TOKEN",), None]
+    assert parsed.services[0].secrets == ("DB_PASSWORD",)
+    build = {"TOKEN": "value-1", "OTHER": "value-2"}
+    assert [narrowed(build, step.secrets) for step in parsed.steps] == [{}, {"TOKEN": "value-1"}, build]
+    # A name the build did not get is not made up.
+    assert narrowed(build, parsed.services[0].secrets) == {}
 
 
 def test_every_problem_is_reported_at_once():

@@ -616,8 +616,9 @@ class Executor:
             try:
                 run = functools.partial(
                     run_container,
-                    self._sandbox(limits, user, labels), image_id, Script(script, workspace, arguments),
-                    timeout_s=timeout_s, environment={**environment, **secrets.values},
+                    self._sandbox(limits, user, labels), image_id,
+                    Script(script, workspace, arguments, secrets.values),
+                    timeout_s=timeout_s, environment=_without(environment, secrets.values),
                     cache=cache_run.mounts if cache_run else None,
                     network=network, artifacts=artifacts, on_output=output.write,
                     on_container=functools.partial(self._running_in, build_id),
@@ -700,13 +701,13 @@ class Executor:
         planned = []
         for step in run_order(steps):
             step_image = step.image or image
-            step_environment = {
-                **environment, **dict(step.environment), "CI_STEP_NAME": step.name, **narrowed(secrets, step.secrets),
-            }
+            step_environment = {**environment, **dict(step.environment), "CI_STEP_NAME": step.name}
+            step_secrets = narrowed(secrets, step.secrets)
             planned.append(PlannedStep(
                 name=step.name, image=step_image, image_id=self._image(step_image, images),
-                script=exported(step_environment, step.script()), status=step.status,
+                script=exported(_without(step_environment, step_secrets), step.script()), status=step.status,
                 ignore_failure=step.ignore_failure, skip_reason=decide(step.conditions) if step.conditions else None,
+                secrets=step_secrets,
             ))
         artifacts = None
         if spec.artifacts:
@@ -1013,6 +1014,12 @@ def _report_failed_removal(done) -> None:
     # The next start's sweep_leftovers removes what is left; say why it is there.
     if done.exception() is not None:
         log.warning("could not remove a finished build's containers", exc_info=done.exception())
+
+
+def _without(environment: dict[str, str], secrets: dict[str, str]) -> dict[str, str]:
+    """`environment` but the variables `secrets` set: a script exports its environment after the
+    gate has set the secrets (node/build/sandbox.py), and must not replace one."""
+    return {name: value for name, value in environment.items() if name not in secrets}
 
 
 def _share(limits: BuildConfig, containers: int) -> BuildConfig:

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -68,16 +68,22 @@ ROOT_USER = "0:0"
 # then runs nothing. It starts with a newline so that the gate can strip it
 # and leave the script exactly as written, trailing newlines included.
 SCRIPT_END = "\n# pbft-ci: end of build script"
-# A spec build's container runs this: it reads the build's script from stdin
-# up to end of file, which the node writes once the sources are in
-# /workspace, and execs `/bin/sh -e -c <script> [arguments]` with it, the
-# same process a script given on the command line would run as. Without
-# SCRIPT_END at its end it exits 1 and runs nothing.
+# Ends the line before the script that exports the build's secrets (gate_input). Its line
+# breaks keep it out of that line, which holds none (`exported` escapes them).
+SECRETS_END = "\n# pbft-ci: end of the build's secrets\n"
+# A spec build's container runs this: it reads the build's secrets and script from
+# stdin up to end of file, which the node writes once the sources are in
+# /workspace, exports the secrets, and execs `/bin/sh -e -c <script> [arguments]`,
+# the same process a script given on the command line would run as. Without
+# SECRETS_END and SCRIPT_END it exits 1 and runs nothing. The secrets are set by
+# the gate's shell, not written into the script, because a process's command line
+# is public on its host (/proc/<pid>/cmdline, `ps`) and its environment is not.
 GATE_COMMAND = [
     "/bin/sh", "-c",
-    'end=$1; shift; script=$(cat) && case "$script" in '
-    '*"$end") exec /bin/sh -e -c "${script%"$end"}" "$@";; esac; exit 1',
-    "pbft-ci-gate", SCRIPT_END,
+    'end=$1; sep=$2; shift 2; input=$(cat) && case "$input" in '
+    '*"$sep"*"$end") input=${input%"$end"}; eval "${input%%"$sep"*}" && '
+    'exec /bin/sh -e -c "${input#*"$sep"}" "$@";; esac; exit 1',
+    "pbft-ci-gate", SCRIPT_END, SECRETS_END,
 ]
 # Seconds to let the output reader drain what the daemon still holds once the
 # container has stopped, before we cut the connection.
@@ -133,6 +139,12 @@ def exported(environment: dict[str, str], script: str) -> str:
     return f"export {' '.join(assignments)}; {''.join(trims)}{script}"
 
 
+def gate_input(script: str, secrets: dict[str, str] | None = None) -> str:
+    """What the node writes to a gated container's stdin (GATE_COMMAND): one line that exports
+    `secrets`, SECRETS_END, the script, SCRIPT_END."""
+    return exported(secrets or {}, "") + SECRETS_END + script + SCRIPT_END + "\n"
+
+
 ENGINE_LOST = "the build engine stopped answering while the build ran (restarted or stopped)"
 
 
@@ -178,12 +190,14 @@ class Sandbox:
 
 @dataclass(frozen=True)
 class Script:
-    """A spec build's script, which the gate runs as `sh -e -c <text> <arguments...>`, and the
-    checkout on this node (`workspace`) copied onto the container's /workspace tmpfs before it runs."""
+    """A spec build's script, which the gate runs as `sh -e -c <text> <arguments...>` with
+    `secrets` in its environment, and the checkout on this node (`workspace`) copied onto the
+    container's /workspace tmpfs before it runs."""
 
     text: str
     workspace: Path
     arguments: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -556,7 +570,7 @@ def _start_spec_build(
     container.reload()
     if container.status != "running":
         raise SandboxError("docker error: container stopped before the build started")
-    deliver_script(made.gated.stdin, exported(environment, script.text))
+    deliver_script(made.gated.stdin, exported(environment, script.text), script.secrets)
     made.gated.close_stdin()
 
 
@@ -730,8 +744,9 @@ def _upload_restore(container, restore_tar: Path, user: str) -> None:
             log.warning("could not upload the cache to build container %s: %s", container.id[:12], exc)
 
 
-def deliver_script(stdin: StdinAttach, script: str) -> None:
-    """Write the script and SCRIPT_END to the gated container's stdin and end it: the build starts.
+def deliver_script(stdin: StdinAttach, script: str, secrets: dict[str, str] | None = None) -> None:
+    """Write `secrets` and the script to the gated container's stdin (gate_input) and end it:
+    the build starts.
 
     Ending our side makes the daemon close the container's stdin
     (StdinOnce): the gate's `cat` ends, and the build finds its stdin at end
@@ -740,7 +755,7 @@ def deliver_script(stdin: StdinAttach, script: str) -> None:
     encoding error.
     """
     try:
-        stdin.send_all((script + SCRIPT_END + "\n").encode(errors="replace"))
+        stdin.send_all(gate_input(script, secrets).encode(errors="replace"))
         stdin.end_input()
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None

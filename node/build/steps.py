@@ -17,7 +17,7 @@ before, so honest nodes run the same sequence and report the same step results.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,7 +47,8 @@ from pbft.build import StepResult
 
 @dataclass(frozen=True)
 class PlannedStep:
-    """A step as it will run: its image checked, its script with its environment exported."""
+    """A step as it will run: its image checked, its script with its environment exported, and
+    the secrets the gate puts in its environment (node/build/sandbox.py's gate_input)."""
 
     name: str
     image: str  # as the spec names it, for the log
@@ -56,6 +57,7 @@ class PlannedStep:
     status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
     ignore_failure: bool = False
     skip_reason: str | None = None  # its trigger conditions exclude it: never runs
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def _run_step(
         gated.container.reload()
         if gated.container.status != "running":
             raise SandboxError("docker error: container stopped before the build started")
-        deliver_script(gated.stdin, step.script)
+        deliver_script(gated.stdin, step.script, step.secrets)
         gated.close_stdin()
         started = time.monotonic()
         exit_code = wait_for_exit(gated.container, time_left_s)

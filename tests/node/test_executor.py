@@ -14,7 +14,7 @@ import pytest
 
 from node.build.spec import parse_build_spec
 from node.build.executor import BuildResult
-from node.build.sandbox import GATE_COMMAND, SCRIPT_END
+from node.build.sandbox import GATE_COMMAND, SCRIPT_END, gate_input
 from pbft.build import Spec
 from tests.node.executor_helpers import Listener, build, host_address, log_text, outcome, spec
 
@@ -262,13 +262,15 @@ def test_the_gate_runs_the_script_exactly_as_sh_e_c_does(docker_client, default_
     build_id = build_ids()
 
     direct = run_at_gate(docker_client, default_image, build_id, ["/bin/sh", "-e", "-c", script], b"")
-    gated = run_at_gate(docker_client, default_image, build_id, GATE_COMMAND, (script + SCRIPT_END + "\n").encode())
+    gated = run_at_gate(docker_client, default_image, build_id, GATE_COMMAND, gate_input(script).encode())
 
     assert gated == direct
 
 
 @pytest.mark.parametrize("written", [b"", b"echo the build ran\n", (SCRIPT_END[:-3]).encode(),
-                                     ("echo the build ran" + SCRIPT_END[:-1]).encode()])
+                                     ("echo the build ran" + SCRIPT_END[:-1]).encode(),
+                                     ("echo the build ran" + SCRIPT_END + "\n").encode(),  # no secrets' line
+                                     gate_input("echo the build ran")[:-len(SCRIPT_END) - 1].encode()])
 def test_the_gate_runs_nothing_when_stdin_closes_before_the_scripts_end(
     docker_client, default_image, build_ids, written
 ):

@@ -193,3 +193,38 @@ async def test_a_step_or_service_that_lists_its_secrets_gets_only_those(tmp_path
         "lint: DEPLOY_TOKEN is unset", "deploy: DEPLOY_TOKEN is set", "test: DEPLOY_TOKEN is set",
         "db: DEPLOY_TOKEN is unset"], text
     assert "; secrets DEPLOY_TOKEN (only: step lint none; step deploy DEPLOY_TOKEN; service db none)\n" in text
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+async def test_the_value_is_in_the_builds_environment_never_on_its_command_line(
+    tmp_path, make_executor, git_repo, build_ids, pipeline
+):
+    # Every user of a node's host can read a process's command line (ps, /proc/<pid>/cmdline);
+    # its environment only its own user and root can. The build's shell is the container's pid 1.
+    secret = value()
+    # (`! grep` would not do: sh -e never stops at a command negated with `!`.)
+    commands = ['grep -q "DEPLOY_TOKEN=$DEPLOY_TOKEN" /proc/1/environ',
+                'if grep -q "$DEPLOY_TOKEN" /proc/1/cmdline; then echo on the command line; exit 1; fi',
+                'grep -q "CI_REPO" /proc/1/cmdline', checks_it(secret)]
+    build_spec = {"steps": [{"name": "only", "commands": commands}]} if pipeline else {"commands": commands}
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump(build_spec)})
+
+    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+
+    assert result.status == "success", log_text(result)
+
+
+async def test_a_value_of_several_lines_and_shell_characters_reaches_the_build_exactly(
+    tmp_path, make_executor, git_repo, build_ids
+):
+    secret = "-----BEGIN KEY-----\nab'c\"d $HOME `id` \\n \\\\ e%sf\n-----END KEY-----\n"
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [
+        checks_it(secret), 'printf "%s\\n" "$DEPLOY_TOKEN"']})})
+    (tmp_path / "deploy-token").write_text(secret + "\n")  # the file's own last line break is dropped
+    configured = {"example": RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", tmp_path / "deploy-token"),))}
+
+    result = await build(make_executor(repository_secrets=configured), git_repo, build_ids)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert "BEGIN KEY" not in text and "$HOME `id`" not in text

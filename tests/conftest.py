@@ -37,7 +37,7 @@ ENGINE_GROUP = pytest.mark.xdist_group("engine")
 # registry on its one port.
 ENGINE_FILES = frozenset({
     "test_executor.py", "test_executor_artifacts.py", "test_executor_cancel.py", "test_executor_caches.py",
-    "test_executor_checkout.py", "test_executor_matrix.py", "test_executor_pipeline.py",
+    "test_executor_checkout.py", "test_executor_matrix.py", "test_executor_pipeline.py", "test_executor_secrets.py",
     "test_executor_services.py", "test_executor_triggers.py", "test_ready_containers.py",
 })
 

@@ -23,6 +23,7 @@ that it has not examined:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import io
 import json
@@ -47,6 +48,7 @@ from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.config import RunnerConfig, RunnerConfigError
 from runner.ledger import RunnerLedger
+from shared.secretmask import Masks, StreamMasker
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,21 @@ MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300)
 
 
-def masker(secrets: tuple[str, ...]):
-    """Each secret's value replaced by *** in a chunk of an action's output."""
-    values = sorted((secret.encode() for secret in secrets if secret), key=len, reverse=True)
+class MaskedLog:
+    """An action's output, written to its log file with each of its secrets masked in every form
+    shared.secretmask knows, output split anywhere between chunks included."""
 
-    def mask(chunk: bytes) -> bytes:
-        for value in values:
-            chunk = chunk.replace(value, b"***")
-        return chunk
+    def __init__(self, path: Path, secrets: dict[str, str]) -> None:
+        self._file = path.open("w", encoding="utf-8")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._masker = StreamMasker(Masks(secrets))
 
-    return mask
+    def write(self, chunk: bytes) -> None:
+        self._file.write(self._masker.feed(self._decoder.decode(chunk)))
+
+    def close(self) -> None:
+        self._file.write(self._masker.feed(self._decoder.decode(b"", final=True)) + self._masker.flush())
+        self._file.close()
 
 
 class Refused(Exception):
@@ -299,13 +306,13 @@ class ActionRunner:
             "CI": "true", "CI_SYSTEM_NAME": "pbft-ci", "CI_BUILD_ID": str(build_id), "CI_REPO": operation.repository,
             "CI_COMMIT_SHA": certified.result["commit"], "CI_COMMIT_BRANCH": operation.branch,
             "CI_PIPELINE_EVENT": operation.trigger_event, "CI_BUILD_STATUS": certified.status,
-            "PBFT_CI_ACTION": action.name, **secrets,
+            "PBFT_CI_ACTION": action.name,
         }
         self._logs.mkdir(parents=True, exist_ok=True)
         log_path = self._logs / f"{build_id}-{action.name}.log"
         started_s = time.monotonic()
         state, exit_code, reason = await asyncio.to_thread(
-            self._container, action, workspace, environment, log_path, tuple(secrets.values()))
+            self._container, action, workspace, environment, log_path, secrets)
         elapsed_s = time.monotonic() - started_s
         self._ledger.finish(build_id, action.name, state, exit_code, reason)
         log.info("build %d: action %s %s exit_code=%s in %.1f s (log %s)", build_id, action.name, state, exit_code,
@@ -314,7 +321,7 @@ class ActionRunner:
         return state
 
     def _container(self, action: ActionSpec, workspace: Path, environment: dict[str, str], log_path: Path,
-                   secrets: tuple[str, ...]) -> tuple[str, int | None, str]:
+                   secrets: dict[str, str]) -> tuple[str, int | None, str]:
         image = action.image or self._config.image
         try:
             image_id = self._docker.images.get(image).id
@@ -322,17 +329,19 @@ class ActionRunner:
             return "error", None, f"image {image} is not on the runner's engine"
         limits = self._config.network.build
         sandbox = Sandbox(self._docker, limits, limits.user, self._identities, self._labels)
-        with log_path.open("wb") as output:
-            mask = masker(secrets)
-            try:
-                outcome = run_container(
-                    sandbox, image_id, Script("\n".join(action.commands), workspace),
-                    timeout_s=self._config.timeout_s, environment=environment,
-                    network=None if self._config.network_mode == "none" else self._config.network_mode,
-                    on_output=lambda chunk: output.write(mask(chunk)),
-                )
-            except SandboxError as error:
-                return "error", None, error.reason
+        output = MaskedLog(log_path, secrets)
+        try:
+            # The secrets go through the container's gate, never a command line (node/build/sandbox.py).
+            outcome = run_container(
+                sandbox, image_id, Script("\n".join(action.commands), workspace, secrets=secrets),
+                timeout_s=self._config.timeout_s, environment=environment,
+                network=None if self._config.network_mode == "none" else self._config.network_mode,
+                on_output=output.write,
+            )
+        except SandboxError as error:
+            return "error", None, error.reason
+        finally:
+            output.close()
         if outcome.exit_code is None:
             return "failure", None, f"timed out after {self._config.timeout_s:g} s"
         return ("success" if outcome.exit_code == 0 else "failure"), outcome.exit_code, ""

@@ -6,6 +6,7 @@ ledgers, build containers' settings or attestations."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ after:
   - name: deploy
     commands:
       - echo "deploying $CI_COMMIT_SHA with $DEPLOY_TOKEN"
+      - printf '%s' "$DEPLOY_TOKEN" | base64
       - cat artifacts/out/app.txt
     when: {branch: master}
     secrets: [DEPLOY_TOKEN]
@@ -163,9 +165,9 @@ def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret
         assert "ran deploy" not in again, again  # every build was examined once
 
         log = (scratch / "runner" / "logs" / f"{passed['build_id']}-deploy.log").read_text()
-        assert f"deploying {heads['master']} with ***" in log, log
+        assert f"deploying {heads['master']} with [secret DEPLOY_TOKEN]" in log, log
         assert f"built {heads['master']}" in log, log  # the agreed artifact, checked, in its workspace
-        assert SECRET not in log
+        assert SECRET not in log and base64.b64encode(SECRET.encode()).decode() not in log
         assert not (scratch / "runner" / "logs" / f"{forged['build_id']}-deploy.log").exists()
 
         record = http_json("GET", f"{base_url}/builds/{passed['build_id']}")[1]

@@ -192,6 +192,17 @@ def github_push(base_url: str, branch: str, head: str, delivery: str) -> str:
     return answer["build_id"]
 
 
+def settled(status_url: str, timeout_s: float = 120) -> dict:
+    """The record at a build's status URL once it has its verdict."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code, record = http_json("GET", status_url)
+        if code == 200 and record.get("state") != "pending":
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+
+
 def branch_commit(branch: str) -> str:
     return subprocess.run(
         ["git", "-C", str(EXAMPLE_REPO), "rev-parse", f"refs/heads/{branch}"],

@@ -19,7 +19,9 @@ from pathlib import Path
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, example_copy, http_json, node_status
+from tests.e2e.example_network import (
+    E2E_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, example_copy, http_json, node_status, settled,
+)
 
 pytestmark = E2E_MARKS
 
@@ -77,16 +79,6 @@ def pull_request(base_url: str, number: int, head: str, *, source: str = FULL_NA
         },
         "repository": repository,
     }, delivery=str(uuid.uuid4()))
-
-
-def settled(status_url: str) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        code, record = http_json("GET", status_url)
-        if code == 200 and record.get("state") != "pending":
-            return record
-        assert time.monotonic() < deadline, record
-        time.sleep(0.5)
 
 
 def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(network, tmp_path):

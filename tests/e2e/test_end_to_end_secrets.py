@@ -20,7 +20,7 @@ import yaml
 
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_REPOSITORY, GITHUB_SECRET, encoded, github_headers
-from tests.e2e.example_network import E2E_MARKS, LOG_DIR, client, example_copy, http_json, own_ports, webhook
+from tests.e2e.example_network import E2E_MARKS, LOG_DIR, client, example_copy, http_json, own_ports, settled, webhook
 
 pytestmark = E2E_MARKS
 
@@ -75,17 +75,6 @@ def fork_pull_request(base_url: str, head: str) -> dict:
                              github_headers(body, event="pull_request", delivery=str(uuid.uuid4())))
     assert code == 202 and "status_url" in answer and not answer.get("awaiting_approval"), answer
     return answer
-
-
-def settled(status_url: str) -> dict:
-    """The build's record once it has its verdict."""
-    deadline = time.monotonic() + 120
-    while True:
-        code, record = http_json("GET", status_url)
-        if code == 200 and record.get("state") != "pending":
-            return record
-        assert time.monotonic() < deadline, record
-        time.sleep(0.5)
 
 
 def secrets_network(tmp_path: Path, secret: str) -> Path:

@@ -130,17 +130,20 @@ alive() {
     kill -0 "$1" 2>/dev/null && [[ "$( { cut -d' ' -f3 "/proc/$1/stat"; } 2>/dev/null)" != Z ]]
 }
 
-# Answers when the node at URL reports the expected id on its status endpoint.
+# status_ok URL ID PID: true when the node at URL reports id ID and process PID on its status
+# endpoint. The pid matters: another process on the port (a node of another network, or
+# of this one started elsewhere) may answer with the same id while the node started here died.
 status_ok() {
     .venv/bin/python -c '
 import json, ssl, sys, urllib.request
-context = ssl.create_default_context(cafile=sys.argv[3]) if sys.argv[3] else None
+context = ssl.create_default_context(cafile=sys.argv[4]) if sys.argv[4] else None
 try:
     with urllib.request.urlopen(sys.argv[1], timeout=1, context=context) as response:
-        sys.exit(0 if json.load(response).get("id") == int(sys.argv[2]) else 1)
+        answer = json.load(response)
 except (OSError, ValueError):
     sys.exit(1)
-' "$1" "$2" "$ca_file"
+sys.exit(0 if isinstance(answer, dict) and [answer.get("id"), answer.get("pid")] == [int(sys.argv[2]), int(sys.argv[3])] else 1)
+' "$1" "$2" "$3" "$ca_file"
 }
 
 pending=("${!pids[@]}")
@@ -154,7 +157,7 @@ while [[ ${#pending[@]} -gt 0 ]]; do
             ./stopNetwork.sh >&2
             exit 1
         fi
-        status_ok "${urls[$id]}" "$id" || still+=("$id")
+        status_ok "${urls[$id]}" "$id" "${pids[$id]}" || still+=("$id")
     done
     pending=("${still[@]+"${still[@]}"}")
     if [[ ${#pending[@]} -gt 0 ]]; then

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from typing import AsyncIterator
 
@@ -60,6 +61,7 @@ WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
 ACCESS_KEY = web.AppKey("access", AccessRules)
 METRICS_KEY = web.AppKey("metrics", ClientMetrics)
 CONFIG_KEY = web.AppKey("config", NetworkConfig)
+NAME_KEY = web.AppKey("client_name", str)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
@@ -93,6 +95,7 @@ def make_app(
     app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
     app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
     app[CONFIG_KEY] = config
+    app[NAME_KEY] = client_name
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
         records = BuildRecords(records_path(config.data_dir, client_name))
@@ -141,6 +144,7 @@ def make_app(
     add_artifact_proxy(app, config, client_name)
     app.on_startup.append(resume_pending)  # runs after the cleanup contexts have started
     app.on_shutdown.append(abandon_outstanding)
+    app.router.add_get("/client", identity)
     app.router.add_post("/webHook", webhook)
     app.router.add_get("/builds", list_builds)
     app.router.add_get("/metrics", get_metrics)
@@ -195,6 +199,13 @@ async def _send_and_close(request: web.Request, response: web.Response) -> None:
     await response.write_eof()
     # Closing the transport flushes the answer written above before the socket closes.
     request.protocol.force_close()
+
+
+async def identity(request: web.Request) -> web.Response:
+    """Which client answers on this port, and its process: scripts/startClient.sh is ready only
+    when the process it started answers, not whatever else may hold the port. Public: a name
+    from the configuration and a process id open nothing."""
+    return web.json_response({"name": request.app[NAME_KEY], "pid": os.getpid()})
 
 
 async def webhook(request: web.Request) -> web.Response:

@@ -21,12 +21,10 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
 
-from aiohttp import web  # noqa: E402
-
 from client.app import make_app  # noqa: E402
 from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
-from shared.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
+from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.config import is_loopback_host  # noqa: E402
 
 
@@ -149,12 +147,12 @@ def run(argv: list[str]) -> int:
         return 2
     configure_logging(args.log_file or config.log_dir / "client.log")
     logging.getLogger(__name__).info("client %s starting with %s", name, config.path)
-    web.run_app(
+    return serve(
         make_app(config, name, deadline_s=args.deadline_s),
+        f"client {name!r}",
         host=client.host if args.host is None else args.host,
         port=client.port if args.port is None else args.port,
     )
-    return 0
 
 
 if __name__ == "__main__":

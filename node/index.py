@@ -12,13 +12,11 @@ from pathlib import Path
 # node/ itself off the path so its modules never shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from aiohttp import web  # noqa: E402
-
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode, positive_integer  # noqa: E402
 from node.driver import CRASH_EXIT_CODE, CRASH_POINTS, CrashAt  # noqa: E402
 from node.instant import instant_build  # noqa: E402
 from node.server import make_app  # noqa: E402
-from shared.cli import configure_logging, load_config_or_report, own_key_problem  # noqa: E402
+from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.crypto import load_private_key  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None,
                    crash_at=args.crash_at)
     ssl_context = config.tls.server_context(args.id) if config.tls is not None else None
-    web.run_app(app, host=args.host or node.host, port=node.port, print=None, access_log=None,
-                ssl_context=ssl_context)
-    return 0
+    return serve(app, f"node {args.id}", host=args.host or node.host, port=node.port, print=None,
+                 access_log=None, ssl_context=ssl_context)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import weakref
 from typing import AsyncIterator, Callable
 import aiohttp
@@ -229,7 +230,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({**request.app[DRIVER].status(), "links": link_statuses(request.app[LINKS])})
+    # The process id lets ./startNetwork.sh tell the node it started from another process on the port.
+    return web.json_response(
+        {**request.app[DRIVER].status(), "pid": os.getpid(), "links": link_statuses(request.app[LINKS])}
+    )
 
 
 def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:

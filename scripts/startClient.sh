@@ -8,7 +8,7 @@
 #
 # In the foreground it runs until Ctrl-C. With --background it is started
 # with nohup (stdout and stderr in log/client.stdout), its pid is kept in
-# run/client.pid, the script returns once the client answers HTTP, and
+# run/client.pid, the script returns once that process answers GET /client, and
 # ./stopNetwork.sh stops it along with the nodes.
 #
 # Plain webhook calls ({"branch": ...}) need a bearer token unless the client
@@ -93,29 +93,31 @@ nohup .venv/bin/python client/index.py --config "$config" </dev/null >log/client
 pid=$!
 echo "$pid $config" >"$pid_file"
 
-# Any HTTP answer, even a refusal, means the client is up.
+# Ready means that the process started above answers GET /client: any other
+# program holding the port would answer HTTP too, while this client dies.
 answers() {
     .venv/bin/python -c '
-import sys, urllib.error, urllib.request
+import json, sys, urllib.request
 try:
-    urllib.request.urlopen(sys.argv[1], timeout=1).close()
-except urllib.error.HTTPError:
-    pass
-except OSError:
+    with urllib.request.urlopen(sys.argv[1], timeout=1) as response:
+        answer = json.load(response)
+except (OSError, ValueError):
     sys.exit(1)
-' "$url/builds"
+sys.exit(0 if isinstance(answer, dict) and answer.get("pid") == int(sys.argv[2]) else 1)
+' "$url/client" "$pid"
 }
 
 deadline=$((SECONDS + 30))
 until answers; do
     if ! kill -0 "$pid" 2>/dev/null || [[ "$( { cut -d' ' -f3 "/proc/$pid/stat"; } 2>/dev/null)" == Z ]]; then
-        echo "the client (pid $pid) exited during start-up; last lines of log/client.stdout:" >&2
-        tail -n 20 log/client.stdout | sed 's/^/    /' >&2
+        # Its last words say why: a busy port names the process holding it.
+        last=$(grep -v '^[[:space:]]*$' log/client.stdout | tail -n 1 || true)
+        echo "the client (pid $pid) exited during start-up: ${last:-no output} (log/client.stdout)" >&2
         rm -f "$pid_file"
         exit 1
     fi
     if [[ $SECONDS -ge $deadline ]]; then
-        echo "the client (pid $pid) did not answer on $url within 30 s; see log/client.stdout" >&2
+        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see log/client.stdout" >&2
         kill -TERM "$pid" 2>/dev/null || true
         rm -f "$pid_file"
         exit 1

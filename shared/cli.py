@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 from shared.config import ConfigError, NetworkConfig, load_config
 from shared.crypto import load_private_key, public_key_hex
 from shared.droplog import ReplicaDropFilter
+from shared.ports import listen_problem
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # A log file is renamed to .1 (.1 to .2, ...) once it reaches the size: a
@@ -60,6 +65,28 @@ def own_key_problem(config: NetworkConfig, *, node_id: int | None = None, client
                 f" {public_key[:16]}…, this key's is {own[:16]}…; peers would drop everything it signs"
                 f" (scripts/nodekey.py check {config.path} {flag} says more)")
     return None
+
+
+def serve(app: web.Application, who: str, host: str, port: int, **run_app_args: Any) -> int:
+    """Run `app` on `host`:`port` until it is stopped and return 0; return 1 after one line on
+    stderr, naming `who` and the address, when the port cannot be had.
+
+    The port is tried before the application starts: a node's start opens its
+    store and sweeps the leftover builds of its data directory, which must not
+    happen while another process of the same node holds the port.
+    """
+    problem = listen_problem(host, port)
+    if problem is None:
+        try:
+            web.run_app(app, host=host, port=port, **run_app_args)
+            return 0
+        except OSError as error:
+            # Another process took the port between the check and aiohttp's bind.
+            if error.errno != errno.EADDRINUSE:
+                raise
+            problem = listen_problem(host, port) or f"cannot listen on {host}:{port}: {error.strerror}"
+    print(f"{who} {problem}", file=sys.stderr)
+    return 1
 
 
 class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):

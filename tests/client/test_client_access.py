@@ -10,6 +10,7 @@ The app runs against the fake nodes of tests/test_client_app.py.
 import asyncio
 import json
 import logging
+import os
 
 import aiohttp
 import pytest
@@ -263,3 +264,11 @@ def test_the_client_will_not_listen_beyond_loopback_on_the_token_waiver(tmp_path
 
     assert index_main(["--config", str(config_path), "--host", "0.0.0.0"]) == 2
     assert "plain_without_token" in capsys.readouterr().err
+
+
+async def test_who_answers_is_public_and_names_only_the_client_and_its_process(guarded):
+    # ./scripts/startClient.sh asks it, without the token, to tell its own client from any
+    # other program on the port.
+    response = await guarded.get("/client")
+    assert response.status == 200
+    assert await response.json() == {"name": CLIENT, "pid": os.getpid()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 
 import aiohttp
 import pytest
@@ -61,6 +62,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert statuses[1] == {
             "id": 1, "view": 0, "primary": 0, "last_executed": 2,
             "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
+            "pid": os.getpid(),  # the test's own: its nodes run in this process
             "links": {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in ("0", "2", "3")},
         }
 

@@ -1,24 +1,34 @@
-"""The operator's scripts: --help everywhere, and a client started in the background
-that ./stopNetwork.sh stops.
+"""The operator's scripts: --help everywhere, a client started in the background
+that ./stopNetwork.sh stops, and start scripts that say "up" only when the very
+processes they started answer.
 
-These run the real scripts from the repository root, as a user does. The
-client runs on a throw-away configuration (free loopback ports, its own keys)
-with no node up: starting, answering HTTP and stopping need none.
+These run the real scripts from the repository root, as a user does, on
+throw-away configurations (free loopback ports, their own keys, data and logs).
+The client needs no node up: starting, answering HTTP and stopping need none.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.e2e.example_network import remove_builds_under
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PID_FILE = REPO_ROOT / "run" / "client.pid"
+NETWORK_PID_FILE = REPO_ROOT / "run" / "network.pids"
 SCRIPT_TIMEOUT_S = 120
 
 
@@ -32,6 +42,62 @@ def runs_client(pid: int) -> bool:
         return "client/index.py" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
+
+
+def docker_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# Nodes refuse to start without a build engine.
+needs_docker = pytest.mark.skipif(not docker_answers(), reason="no Docker engine answers `docker info`")
+
+
+def ports_of(config: Path) -> tuple[list[int], int]:
+    """The nodes' ports, by id, and the client's."""
+    data = yaml.safe_load(config.read_text())
+    return [node["port"] for node in sorted(data["nodes"], key=lambda node: node["id"])], data["clients"][0]["port"]
+
+
+@contextmanager
+def impostor(port: int, answer: dict) -> Iterator[None]:
+    """Another program on 127.0.0.1:`port`, in this process, answering every GET with 200 and `answer`."""
+    body = json.dumps(answer).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def stopped_afterwards(tmp_path) -> Iterator[None]:
+    """No client or node of this checkout's run/ may run before; ./stopNetwork.sh stops what the
+    test started, and the Docker leftovers of its nodes go."""
+    for pid_file in (CLIENT_PID_FILE, NETWORK_PID_FILE):
+        if pid_file.exists():
+            pytest.fail(f"{pid_file} exists: a client or network started by the scripts may be running; stop it first")
+    yield
+    stopped = run("./stopNetwork.sh")
+    remove_builds_under(tmp_path)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 @pytest.mark.parametrize("command, says", [
@@ -81,3 +147,31 @@ def test_a_client_started_in_the_background_is_stopped_by_stop_network(tmp_path)
             subprocess.run(["kill", "-9", str(pid)], check=False)
             time.sleep(0.1)
         CLIENT_PID_FILE.unlink(missing_ok=True)
+
+
+def test_the_client_is_up_only_once_the_process_started_answers(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path)
+    _, port = ports_of(config)
+    # Another program answers HTTP on the client's port: the client cannot listen there.
+    with impostor(port, {"name": "client", "pid": 1}):
+        started = run("./scripts/startClient.sh", str(config), "--background")
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert "client up" not in started.stdout
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use; pid {os.getpid()} (" in lines[0]
+    assert not CLIENT_PID_FILE.exists()
+
+
+@pytest.mark.docker
+@needs_docker
+def test_a_node_is_up_only_once_the_process_started_answers(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path)
+    node_ports, _ = ports_of(config)
+    # Something answers as node 3 (as node 3 of another network on this machine would) on its port.
+    with impostor(node_ports[3], {"id": 3, "pid": 1}):
+        started = run("./startNetwork.sh", str(config))
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert "network up" not in started.stdout
+    assert f"node 3 cannot listen on 127.0.0.1:{node_ports[3]}: Address already in use; pid {os.getpid()} (" \
+        in started.stderr

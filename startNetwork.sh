@@ -14,8 +14,9 @@
 # --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
 # equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200), or
 # flaky (honest, but its builds see PBFT_CI_FLAKY=1: a disputed verdict). For
-# demos and tests only: the node refuses it unless the configuration sets
-# allow_byzantine: true.
+# demos and tests only: refused unless the configuration sets
+# allow_byzantine: true, and for a node that is running (a running node keeps
+# the behaviour it was started with; stop it first).
 set -euo pipefail
 
 usage() {
@@ -54,6 +55,20 @@ is_node() {
     [[ "$cmdline" == *node/index.py* ]]
 }
 
+# The --byzantine words (MODE [ARG]) node PID was started with; nothing for an honest node.
+# Read from the process itself, so that what the script reports is what the node runs.
+byzantine_of() {
+    local -a words=()
+    mapfile -d '' -t words 2>/dev/null <"/proc/$1/cmdline" || return 0
+    local i
+    for ((i = 0; i < ${#words[@]}; i++)); do
+        [[ "${words[i]}" == --byzantine ]] || continue
+        local mode="${words[i + 1]:-}" arg="${words[i + 2]:-}"
+        [[ -n "$arg" && "$arg" != -* ]] && mode+=" $arg"
+        echo "$mode"
+    done
+}
+
 # Nodes of this configuration that still run are kept: running the script
 # again restarts only the nodes that died (a node killed with kill -9 rejoins
 # from its own data directory and catches up).
@@ -82,6 +97,7 @@ except ConfigError as error:
     sys.exit(str(error))
 print("log_dir", config.log_dir)
 print("ca_file", config.tls.ca_file if config.tls else "")
+print("allow_byzantine", "yes" if config.allow_byzantine else "no")
 for node in config.nodes:
     print(node.id, node.host, node.port, node.scheme)
 ' "$config"); then
@@ -90,32 +106,48 @@ fi
 log_dir=$(awk '$1 == "log_dir" { sub(/^log_dir /, ""); print }' <<<"$nodes")
 # With `tls:`, a node's status is read over HTTPS, checked against the network's CA.
 ca_file=$(awk '$1 == "ca_file" { sub(/^ca_file ?/, ""); print }' <<<"$nodes")
-nodes=$(grep -v '^log_dir \|^ca_file' <<<"$nodes")
+allow_byzantine=$(awk '$1 == "allow_byzantine" { print $2 }' <<<"$nodes")
+nodes=$(grep -v '^log_dir \|^ca_file\|^allow_byzantine ' <<<"$nodes")
 
+# Flags are refused before anything starts. A running node keeps the behaviour it was
+# started with: a flag for it would be reported but never take effect.
 for id in "${!byzantine[@]}"; do
-    grep -q "^$id " <<<"$nodes" || { echo "--byzantine $id:${byzantine[$id]}: no node $id in $config" >&2; exit 2; }
+    flag="--byzantine $id:${byzantine[$id]// /:}"
+    grep -q "^$id " <<<"$nodes" || { echo "$flag: no node $id in $config" >&2; exit 2; }
+    refused=""
+    [[ $allow_byzantine == yes ]] || refused="$config does not set allow_byzantine: true"
+    if [[ -n "${running[$id]:-}" ]]; then
+        now=$(byzantine_of "${running[$id]}")
+        [[ "$now" == "${byzantine[$id]}" ]] && continue
+        echo "$flag: node $id is running (pid ${running[$id]}, ${now:+byzantine: }${now:-honest}) and would" \
+             "stay so; stop it first with ./stopNetwork.sh, then run this again${refused:+ (and $refused, which the flag needs)}" >&2
+        exit 2
+    fi
+    [[ -z "$refused" ]] || { echo "$flag is refused: $refused" >&2; exit 2; }
 done
 
 mkdir -p run log
 : >"$pid_file.new"
-declare -A pids=() urls=()
+declare -A pids=() urls=() modes=()
 while read -r id host port scheme; do
-    if [[ -n "${running[$id]:-}" ]]; then
-        echo "${running[$id]} $id $config" >>"$pid_file.new"
-        urls[$id]="$scheme://$host:$port/status"
-        continue
-    fi
-    extra=()
-    if [[ -n "${byzantine[$id]:-}" ]]; then
-        read -ra words <<<"${byzantine[$id]}"
-        extra=(--byzantine "${words[@]}")
-    fi
     # A node listening on every address is asked for its status on loopback.
     case "$host" in
         0.0.0.0) host=127.0.0.1 ;;
         ::) host="[::1]" ;;
         *:*) host="[$host]" ;;
     esac
+    if [[ -n "${running[$id]:-}" ]]; then
+        echo "${running[$id]} $id $config" >>"$pid_file.new"
+        urls[$id]="$scheme://$host:$port/status"
+        modes[$id]=$(byzantine_of "${running[$id]}")
+        continue
+    fi
+    extra=()
+    modes[$id]="${byzantine[$id]:-}"
+    if [[ -n "${byzantine[$id]:-}" ]]; then
+        read -ra words <<<"${byzantine[$id]}"
+        extra=(--byzantine "${words[@]}")
+    fi
     nohup .venv/bin/python node/index.py --config "$config" --id "$id" "${extra[@]}" \
         </dev/null >"log/node-$id.stdout" 2>&1 &
     pids[$id]=$!
@@ -172,7 +204,7 @@ done
 
 echo "network up: $(wc -l <"$pid_file") nodes of $config (${#pids[@]} started now)"
 while read -r pid id _; do
-    echo "  node $id  pid $pid  ${urls[$id]}${byzantine[$id]:+  (byzantine: ${byzantine[$id]})}"
+    echo "  node $id  pid $pid  ${urls[$id]}${modes[$id]:+  (byzantine: ${modes[$id]})}"
 done <"$pid_file"
 echo "logs: $log_dir/node-<id>.log (protocol and builds), $log_dir/build-*.log (build output), log/node-<id>.stdout"
 echo "stop: ./stopNetwork.sh"

@@ -175,3 +175,55 @@ def test_a_node_is_up_only_once_the_process_started_answers(tmp_path, stopped_af
     assert "network up" not in started.stdout
     assert f"node 3 cannot listen on 127.0.0.1:{node_ports[3]}: Address already in use; pid {os.getpid()} (" \
         in started.stderr
+
+
+def network_pids() -> dict[int, int]:
+    """Node id → pid, from the pid file ./startNetwork.sh writes."""
+    return {int(line.split()[1]): int(line.split()[0]) for line in NETWORK_PID_FILE.read_text().splitlines()}
+
+
+def node_lines(stdout: str) -> dict[int, str]:
+    """The summary's line for each node, by id."""
+    return {int(line.split()[1]): line for line in stdout.splitlines() if line.startswith("  node ")}
+
+
+def runs_node(pid: int) -> bool:
+    try:
+        return b"node/index.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.docker
+@needs_docker
+def test_a_running_node_keeps_its_behaviour_and_the_summary_says_which(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path, allow_byzantine=True)
+    started = run("./startNetwork.sh", str(config), "--byzantine", "3:lie")
+    assert started.returncode == 0, started.stdout + started.stderr
+    pids = network_pids()
+
+    # Run again without flags, node 3 is still the liar it was started as.
+    again = run("./startNetwork.sh", str(config))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert node_lines(again.stdout)[3].endswith("(byzantine: lie)"), again.stdout
+    assert "byzantine" not in node_lines(again.stdout)[2]
+
+    # A flag for a running node would be shown and never take effect: refused before anything starts.
+    for flag, node_id, now in (("3:silent", 3, "byzantine: lie"), ("2:lie", 2, "honest")):
+        refused = run("./startNetwork.sh", str(config), "--byzantine", flag)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+        assert f"node {node_id} is running (pid {pids[node_id]}, {now})" in refused.stderr
+        assert "stop it first with ./stopNetwork.sh" in refused.stderr
+        assert "allow_byzantine" not in refused.stderr
+        assert network_pids() == pids and all(runs_node(pid) for pid in pids.values())
+
+    # The same refusal says too when the configuration forbids the flag altogether.
+    data = yaml.safe_load(config.read_text())
+    data["allow_byzantine"] = False
+    config.write_text(yaml.safe_dump(data))
+    refused = run("./startNetwork.sh", str(config), "--byzantine", "2:lie")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
+    assert f"node 2 is running (pid {pids[2]}, honest)" in refused.stderr
+    assert f"{config} does not set allow_byzantine: true" in refused.stderr
+    assert all(runs_node(pid) for pid in pids.values())

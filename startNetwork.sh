@@ -9,7 +9,8 @@
 # repository). Each node's stdout and stderr go to log/node-<id>.stdout and
 # its log to <log_dir>/node-<id>.log; the process ids are kept in
 # run/network.pids for ./stopNetwork.sh. The script returns once every node
-# answers GET /status.
+# it started answers GET /status. A node that does not start is reported with
+# the last line it wrote, and the script exits 1 leaving the others running.
 #
 # --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
 # equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200), or
@@ -178,33 +179,63 @@ sys.exit(0 if isinstance(answer, dict) and [answer.get("id"), answer.get("pid")]
 ' "$1" "$2" "$3" "$ca_file"
 }
 
+# The last line a node wrote to its stdout file: why it did not start, when it did not.
+last_words() {
+    { grep -v '^[[:space:]]*$' "log/node-$1.stdout" || true; } | tail -n 1
+}
+
+# A node that does not come up is reported and the others are left alone: they may
+# be serving already, and the client started beside them is none of this run's business.
 pending=("${!pids[@]}")
+exited=() silent=()
 deadline=$((SECONDS + 30))
 while [[ ${#pending[@]} -gt 0 ]]; do
     still=()
     for id in "${pending[@]}"; do
         if ! alive "${pids[$id]}"; then
-            echo "node $id (pid ${pids[$id]}) exited during start-up; last lines of log/node-$id.stdout:" >&2
-            tail -n 20 "log/node-$id.stdout" | sed 's/^/    /' >&2
-            ./stopNetwork.sh >&2
-            exit 1
+            words=$(last_words "$id")
+            echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} (log/node-$id.stdout)" >&2
+            exited+=("$id")
+        elif ! status_ok "${urls[$id]}" "$id" "${pids[$id]}"; then
+            still+=("$id")
         fi
-        status_ok "${urls[$id]}" "$id" "${pids[$id]}" || still+=("$id")
     done
     pending=("${still[@]+"${still[@]}"}")
     if [[ ${#pending[@]} -gt 0 ]]; then
         if [[ $SECONDS -ge $deadline ]]; then
-            echo "nodes ${pending[*]} did not answer GET /status within 30 s; see log/node-<id>.stdout" >&2
-            ./stopNetwork.sh >&2
-            exit 1
+            for id in "${pending[@]}"; do
+                words=$(last_words "$id")
+                echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within 30 s and is left running" \
+                     "(./stopNetwork.sh stops it): ${words:-no output} (log/node-$id.stdout)" >&2
+            done
+            silent=("${pending[@]}")
+            break
         fi
         sleep 0.2
     fi
 done
 
-echo "network up: $(wc -l <"$pid_file") nodes of $config (${#pids[@]} started now)"
+# Nodes that exited are no longer the pid file's: their pids may be reused.
+if [[ ${#exited[@]} -gt 0 ]]; then
+    : >"$pid_file.new"
+    while read -r pid id rest; do
+        [[ " ${exited[*]} " == *" $id "* ]] || echo "$pid $id $rest" >>"$pid_file.new"
+    done <"$pid_file"
+    mv "$pid_file.new" "$pid_file"
+fi
+
+nodes_total=$(wc -l <<<"$nodes")
+nodes_up=$(( $(wc -l <"$pid_file") - ${#silent[@]} ))
+if [[ ${#exited[@]} -eq 0 && ${#silent[@]} -eq 0 ]]; then
+    echo "network up: $nodes_total nodes of $config (${#pids[@]} started now)"
+else
+    failed=("${exited[@]+"${exited[@]}"}" "${silent[@]+"${silent[@]}"}")
+    echo "network partly up: $nodes_up of $nodes_total nodes of $config answer; node(s) ${failed[*]} did not start (see above)"
+fi
 while read -r pid id _; do
+    [[ " ${silent[*]+"${silent[*]}"} " == *" $id "* ]] && continue
     echo "  node $id  pid $pid  ${urls[$id]}${modes[$id]:+  (byzantine: ${modes[$id]})}"
 done <"$pid_file"
 echo "logs: $log_dir/node-<id>.log (protocol and builds), $log_dir/build-*.log (build output), log/node-<id>.stdout"
 echo "stop: ./stopNetwork.sh"
+[[ ${#exited[@]} -eq 0 && ${#silent[@]} -eq 0 ]] || exit 1

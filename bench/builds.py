@@ -43,7 +43,9 @@ def running_network(config_path: Path, config: NetworkConfig, root: Path):
 
     started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
     if started.returncode != 0:
-        # Nothing of ours runs: startNetwork.sh stops what it started when it fails.
+        # startNetwork.sh leaves the nodes that did start running: a bench stops them all.
+        run_script("./stopNetwork.sh")
+        remove_builds_under(root)
         raise SystemExit(f"could not start the network:\n{describe(started)}")
     try:
         with client(config, root / "client.out", str(config_path)) as base_url:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -227,3 +228,41 @@ def test_a_running_node_keeps_its_behaviour_and_the_summary_says_which(tmp_path,
     assert f"node 2 is running (pid {pids[2]}, honest)" in refused.stderr
     assert f"{config} does not set allow_byzantine: true" in refused.stderr
     assert all(runs_node(pid) for pid in pids.values())
+
+
+@contextmanager
+def held(port: int) -> Iterator[None]:
+    """Another program listening on 127.0.0.1:`port` (in this process) without answering."""
+    with socket.create_server(("127.0.0.1", port)):
+        yield
+
+
+@pytest.mark.docker
+@needs_docker
+def test_a_node_that_cannot_start_stops_nobody_else(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path)
+    node_ports, _ = ports_of(config)
+    client = run("./scripts/startClient.sh", str(config), "--background")
+    assert client.returncode == 0, client.stdout + client.stderr
+    client_pid = int(CLIENT_PID_FILE.read_text().split()[0])
+
+    with held(node_ports[2]):
+        started = run("./startNetwork.sh", str(config))
+    assert started.returncode == 1, started.stdout + started.stderr
+    # One line for the node that failed, saying why in its own words.
+    assert started.stderr.count("\n") == 1, started.stderr
+    assert started.stderr.startswith("node 2 (pid ")
+    assert f"node 2 cannot listen on 127.0.0.1:{node_ports[2]}: Address already in use; pid {os.getpid()} (" \
+        in started.stderr
+    assert "network partly up: 3 of 4 nodes" in started.stdout and "network up" not in started.stdout
+    # The others and the client run on; the pid file lists the nodes that run.
+    pids = network_pids()
+    assert sorted(pids) == [0, 1, 3] and all(runs_node(pid) for pid in pids.values())
+    assert runs_client(client_pid) and CLIENT_PID_FILE.exists()
+
+    # With its port free, running the script again starts node 2 alone.
+    again = run("./startNetwork.sh", str(config))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "network up: 4 nodes" in again.stdout and "(1 started now)" in again.stdout
+    assert {i: pid for i, pid in network_pids().items() if i != 2} == pids
+    assert runs_node(network_pids()[2]) and runs_client(client_pid)

@@ -28,11 +28,13 @@ runs() {
 # stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
 # the associative array `labels`), wait up to grace_s, then SIGKILL.
 stop() {
-    local script=$1 pid
+    local script=$1 pid list shown=()
     for pid in "${targets[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
+        shown+=("${labels[$pid]} (pid $pid)")
     done
-    echo "sent SIGTERM to $(for pid in "${targets[@]}"; do printf '%s ' "${labels[$pid]}"; done)"
+    printf -v list '%s, ' "${shown[@]}"
+    echo "sent SIGTERM to ${list%, }"
     local deadline=$((SECONDS + grace_s)) left
     while :; do
         left=()

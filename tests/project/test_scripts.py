@@ -137,7 +137,7 @@ def test_a_client_started_in_the_background_is_stopped_by_stop_network(tmp_path)
 
         stopped = run("./stopNetwork.sh")
         assert stopped.returncode == 0, stopped.stderr
-        assert "client stopped" in stopped.stdout
+        assert f"sent SIGTERM to client (pid {pid})\nclient stopped" in stopped.stdout
         assert not CLIENT_PID_FILE.exists()
         assert not runs_client(pid)
 

@@ -11,13 +11,16 @@
 # run/network.pids for ./stopNetwork.sh. The script returns once every node
 # it started answers GET /status. A node that does not start is reported with
 # the last line it wrote, and the script exits 1 leaving the others running.
+# Nodes that run are kept, so running it again starts only the missing ones:
+# to restart node 3, ./stopNetwork.sh --node 3 and then this script.
 #
 # --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
 # equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200), or
 # flaky (honest, but its builds see PBFT_CI_FLAKY=1: a disputed verdict). For
 # demos and tests only: refused unless the configuration sets
 # allow_byzantine: true, and for a node that is running (a running node keeps
-# the behaviour it was started with; stop it first).
+# the behaviour it was started with; stop it first with ./stopNetwork.sh
+# --node ID).
 set -euo pipefail
 
 usage() {
@@ -121,7 +124,7 @@ for id in "${!byzantine[@]}"; do
         now=$(byzantine_of "${running[$id]}")
         [[ "$now" == "${byzantine[$id]}" ]] && continue
         echo "$flag: node $id is running (pid ${running[$id]}, ${now:+byzantine: }${now:-honest}) and would" \
-             "stay so; stop it first with ./stopNetwork.sh, then run this again${refused:+ (and $refused, which the flag needs)}" >&2
+             "stay so; stop it first with ./stopNetwork.sh --node $id, then run this again${refused:+ (and $refused, which the flag needs)}" >&2
         exit 2
     fi
     [[ -z "$refused" ]] || { echo "$flag is refused: $refused" >&2; exit 2; }
@@ -206,7 +209,7 @@ while [[ ${#pending[@]} -gt 0 ]]; do
             for id in "${pending[@]}"; do
                 words=$(last_words "$id")
                 echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within 30 s and is left running" \
-                     "(./stopNetwork.sh stops it): ${words:-no output} (log/node-$id.stdout)" >&2
+                     "(./stopNetwork.sh --node $id stops it): ${words:-no output} (log/node-$id.stdout)" >&2
             done
             silent=("${pending[@]}")
             break

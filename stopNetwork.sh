@@ -1,18 +1,52 @@
 #!/usr/bin/env bash
 # Stop what ./startNetwork.sh and ./scripts/startClient.sh --background started:
-# ./stopNetwork.sh
 #
-# Only the processes listed in run/client.pid and run/network.pids are
-# signalled, and each only if it still runs client/index.py or node/index.py
-# (a pid may have been reused since). The client goes first, so that it does
-# not retry nodes that are going away. Each gets SIGTERM and up to 10 s to
-# shut down, then SIGKILL. Running it when nothing is running is harmless.
+#   ./stopNetwork.sh                  the client, then every node
+#   ./stopNetwork.sh --client         only the client
+#   ./stopNetwork.sh --node ID ...    only these nodes (--node is repeatable)
+#
+# --client and --node may be combined. Only the processes listed in
+# run/client.pid and run/network.pids are signalled, and each only if it still
+# runs client/index.py or node/index.py (a pid may have been reused since).
+# The client goes first, so that it does not retry nodes that are going away.
+# Each gets SIGTERM and up to 10 s to shut down, then SIGKILL. Running it when
+# nothing is running is harmless. To restart one node, stop it with --node ID
+# and run ./startNetwork.sh again: it starts only the nodes that are not
+# running. To restart the client, stop it with --client and run
+# ./scripts/startClient.sh again.
 set -euo pipefail
-case "${1:-}" in
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    "") ;;
-    *) echo "usage: $0" >&2; exit 2 ;;
-esac
+
+help() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+usage() {
+    echo "usage: $0 [--client] [--node ID]...  (--help says more)" >&2
+    exit 2
+}
+
+asked_client=false
+declare -A chosen_nodes=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h|--help) help; exit 0 ;;
+        --client) asked_client=true; shift ;;
+        --node=*) set -- --node "${1#--node=}" "${@:2}" ;;
+        --node)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || { echo "--node wants a node id, e.g. --node 3" >&2; exit 2; }
+            chosen_nodes[$2]=1
+            shift 2
+            ;;
+        *) usage ;;
+    esac
+done
+# Without a choice, everything goes.
+stop_client=$asked_client stop_nodes=true
+if ! $asked_client && [[ ${#chosen_nodes[@]} -eq 0 ]]; then
+    stop_client=true
+elif [[ ${#chosen_nodes[@]} -eq 0 ]]; then
+    stop_nodes=false
+fi
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 grace_s=10
@@ -23,6 +57,11 @@ runs() {
     local cmdline
     cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
     [[ "$cmdline" == *"$2"* ]]
+}
+
+# True when node ID is one this run stops.
+chosen() {
+    [[ ${#chosen_nodes[@]} -eq 0 || -n "${chosen_nodes[$1]:-}" ]]
 }
 
 # stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
@@ -55,25 +94,37 @@ stopped_any=false
 declare -A labels=()
 
 client_pid_file=run/client.pid
-if [[ -f $client_pid_file ]]; then
-    read -r pid _ <"$client_pid_file" || true
-    if [[ -n "${pid:-}" ]] && runs "$pid" client/index.py; then
-        targets=("$pid")
-        labels[$pid]="client"
-        stop client/index.py
-        echo "client stopped"
-        stopped_any=true
-    else
-        echo "the client (pid ${pid:-?}) was not running"
+if $stop_client; then
+    if [[ -f $client_pid_file ]]; then
+        read -r pid _ <"$client_pid_file" || true
+        if [[ -n "${pid:-}" ]] && runs "$pid" client/index.py; then
+            targets=("$pid")
+            labels[$pid]="client"
+            stop client/index.py
+            echo "client stopped"
+            stopped_any=true
+        else
+            echo "the client (pid ${pid:-?}) was not running"
+        fi
+        rm -f "$client_pid_file"
+    elif $asked_client; then
+        echo "no client to stop: there is no $client_pid_file"
     fi
-    rm -f "$client_pid_file"
 fi
 
 pid_file=run/network.pids
-if [[ -f $pid_file ]]; then
+if $stop_nodes && [[ -f $pid_file ]]; then
     targets=()
-    while read -r pid id _; do
+    declare -A listed=()
+    # The nodes this run does not stop stay in the pid file.
+    : >"$pid_file.new"
+    while read -r pid id rest; do
         [[ -n "${pid:-}" ]] || continue
+        if ! chosen "$id"; then
+            echo "$pid $id $rest" >>"$pid_file.new"
+            continue
+        fi
+        listed[$id]=1
         if runs "$pid" node/index.py; then
             targets+=("$pid")
             labels[$pid]="node $id"
@@ -81,12 +132,31 @@ if [[ -f $pid_file ]]; then
             echo "node ${id:-?} (pid $pid) was not running"
         fi
     done <"$pid_file"
+    for id in "${!chosen_nodes[@]}"; do
+        [[ -n "${listed[$id]:-}" ]] || echo "node $id is not in $pid_file: nothing to stop"
+    done
     if [[ ${#targets[@]} -gt 0 ]]; then
+        stopping=("${targets[@]}")
         stop node/index.py
-        echo "network stopped"
+        if [[ ${#chosen_nodes[@]} -eq 0 ]]; then
+            echo "network stopped"
+        else
+            for pid in "${stopping[@]}"; do
+                echo "${labels[$pid]} stopped"
+            done
+        fi
         stopped_any=true
     fi
-    rm -f "$pid_file"
+    if [[ -s $pid_file.new ]]; then
+        mv "$pid_file.new" "$pid_file"
+    else
+        rm -f "$pid_file.new" "$pid_file"
+    fi
+elif $stop_nodes && [[ ${#chosen_nodes[@]} -gt 0 ]]; then
+    echo "no node to stop: there is no $pid_file"
 fi
 
-$stopped_any || echo "nothing to stop (no running client in $client_pid_file, no running node in $pid_file)"
+# With --client or --node, the lines above said what there was.
+if ! $stopped_any && ! $asked_client && [[ ${#chosen_nodes[@]} -eq 0 ]]; then
+    echo "nothing to stop (no running client in $client_pid_file, no running node in $pid_file)"
+fi

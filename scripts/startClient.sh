@@ -9,7 +9,8 @@
 # In the foreground it runs until Ctrl-C. With --background it is started
 # with nohup (stdout and stderr in log/client.stdout), its pid is kept in
 # run/client.pid, the script returns once that process answers GET /client, and
-# ./stopNetwork.sh stops it along with the nodes.
+# ./stopNetwork.sh stops it along with the nodes (./stopNetwork.sh --client
+# stops only the client, to restart it).
 #
 # Plain webhook calls ({"branch": ...}) need a bearer token unless the client
 # listens on loopback and its entry says `plain_without_token: true`, as the
@@ -55,7 +56,7 @@ is_client() {
 if [[ -f $pid_file ]]; then
     read -r pid _ <"$pid_file" || true
     if [[ -n "${pid:-}" ]] && is_client "$pid"; then
-        echo "a client is already running (pid $pid, from $pid_file): run ./stopNetwork.sh first" >&2
+        echo "a client is already running (pid $pid, from $pid_file): stop it first with ./stopNetwork.sh --client" >&2
         exit 1
     fi
     rm -f "$pid_file"

@@ -215,7 +215,7 @@ def test_a_running_node_keeps_its_behaviour_and_the_summary_says_which(tmp_path,
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert refused.stderr.count("\n") == 1, refused.stderr
         assert f"node {node_id} is running (pid {pids[node_id]}, {now})" in refused.stderr
-        assert "stop it first with ./stopNetwork.sh" in refused.stderr
+        assert f"stop it first with ./stopNetwork.sh --node {node_id}," in refused.stderr
         assert "allow_byzantine" not in refused.stderr
         assert network_pids() == pids and all(runs_node(pid) for pid in pids.values())
 
@@ -266,3 +266,38 @@ def test_a_node_that_cannot_start_stops_nobody_else(tmp_path, stopped_afterwards
     assert "network up: 4 nodes" in again.stdout and "(1 started now)" in again.stdout
     assert {i: pid for i, pid in network_pids().items() if i != 2} == pids
     assert runs_node(network_pids()[2]) and runs_client(client_pid)
+
+
+@pytest.mark.docker
+@needs_docker
+def test_one_node_or_the_client_alone_is_stopped_and_started_again(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path)
+    assert run("./startNetwork.sh", str(config)).returncode == 0
+    assert run("./scripts/startClient.sh", str(config), "--background").returncode == 0
+    pids, client_pid = network_pids(), int(CLIENT_PID_FILE.read_text().split()[0])
+
+    stopped = run("./stopNetwork.sh", "--node", "1")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout == f"sent SIGTERM to node 1 (pid {pids[1]})\nnode 1 stopped\n"
+    assert not runs_node(pids[1]) and runs_client(client_pid)
+    assert network_pids() == {i: pid for i, pid in pids.items() if i != 1}
+    assert all(runs_node(pids[i]) for i in (0, 2, 3))
+
+    restarted = run("./startNetwork.sh", str(config))
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "network up: 4 nodes" in restarted.stdout and "(1 started now)" in restarted.stdout
+    assert {i: pid for i, pid in network_pids().items() if i != 1} == {i: pid for i, pid in pids.items() if i != 1}
+    assert runs_node(network_pids()[1])
+
+    unknown = run("./stopNetwork.sh", "--node", "9")
+    assert unknown.returncode == 0 and "node 9 is not in run/network.pids" in unknown.stdout
+    assert all(runs_node(pid) for pid in network_pids().values()) and runs_client(client_pid)
+
+    stopped = run("./stopNetwork.sh", "--client")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout == f"sent SIGTERM to client (pid {client_pid})\nclient stopped\n"
+    assert not runs_client(client_pid) and not CLIENT_PID_FILE.exists()
+    assert all(runs_node(pid) for pid in network_pids().values())
+    again = run("./scripts/startClient.sh", str(config), "--background")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert runs_client(int(CLIENT_PID_FILE.read_text().split()[0]))

@@ -191,8 +191,16 @@ else
     fi
 fi
 
-# --- Key pairs of every node and client of the configuration.
-step "keys" .venv/bin/python scripts/keygen.py "$config"
+# --- Key pairs of every node and client of the configuration. keygen.py exits 2
+# for a configuration that does not load, and its lines (each naming the file and
+# the key) are the whole message: the configuration, not the key step, is wrong.
+keys_status=0
+keys_out=$(.venv/bin/python scripts/keygen.py "$config" 2>&1) || keys_status=$?
+case $keys_status in
+    0) say "keys: $(tail -n 1 <<<"$keys_out")" ;;
+    2) echo "$keys_out" >&2; exit 2 ;;
+    *) echo "$keys_out" >&2; fail "keys failed" ;;
+esac
 
 # --- The example repository the example configuration builds.
 step "example repository" scripts/make-example-repo.sh data/example-repo

@@ -92,7 +92,9 @@ fi
 mkdir -p run log
 nohup .venv/bin/python client/index.py --config "$config" </dev/null >log/client.stdout 2>&1 &
 pid=$!
-echo "$pid $config" >"$pid_file"
+# Only the pid, so that `kill $(cat run/client.pid)` works; files of older versions
+# ("pid config") are still read, as their first word.
+echo "$pid" >"$pid_file"
 
 # Ready means that the process started above answers GET /client: any other
 # program holding the port would answer HTTP too, while this client dies.

@@ -72,9 +72,12 @@ def per_node(template: str, node_id: int) -> str:
 
 
 class ConfigError(Exception):
+    """Every problem of a configuration file, one line each, each naming the file and the
+    key (`network.yaml: nodes[2].port: must be at most 65535`), as compilers report."""
+
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
+        super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
 
 
 @dataclass(frozen=True)
@@ -1146,6 +1149,22 @@ def _check_distinct(reader: _Reader, nodes: list[NodeConfig], clients: list[Clie
             by_key[entry.public_key] = label
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line, at its line and column of the file (PyYAML's own
+    message spans several lines and names the text it read, not the file)."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"not valid YAML: {' '.join(str(error).split())}"
+    mark = error.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    context = ""
+    if error.context:
+        context = f" ({error.context}"
+        if error.context_mark is not None:
+            context += f" at line {error.context_mark.line + 1}, column {error.context_mark.column + 1}"
+        context += ")"
+    return f"{where}: not valid YAML: {error.problem}{context}"
+
+
 def load_config(
     path: str | Path, *, require_keys: bool = True, node_id: int | None = None, read_secrets: bool = True
 ) -> NetworkConfig:
@@ -1166,8 +1185,10 @@ def load_config(
     path = Path(path).resolve()
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(path, [f"cannot read: {error}"]) from None
+    except OSError as error:
+        raise ConfigError(path, [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(path, [_yaml_problem(error)]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["the file must hold a mapping"])
     reader = _Reader(path.parent, read_secrets)

@@ -130,7 +130,12 @@ def test_a_client_started_in_the_background_is_stopped_by_stop_network(tmp_path)
         assert "client up" in started.stdout and "/webHook" in started.stdout and "client.log" in started.stdout
         pid = int(CLIENT_PID_FILE.read_text().split()[0])
         assert runs_client(pid)
+        # Only the pid, for `kill $(cat run/client.pid)`.
+        assert CLIENT_PID_FILE.read_text() == f"{pid}\n"
+        assert subprocess.run(["bash", "-c", "kill -0 $(cat run/client.pid)"], cwd=REPO_ROOT).returncode == 0
 
+        # A pid file of an older version ("pid config") is still read.
+        CLIENT_PID_FILE.write_text(f"{pid} {config}\n")
         again = run("./scripts/startClient.sh", str(config), "--background")
         assert again.returncode == 1 and f"pid {pid}" in again.stderr
         assert runs_client(pid)  # the refusal left the running client alone
@@ -301,3 +306,33 @@ def test_one_node_or_the_client_alone_is_stopped_and_started_again(tmp_path, sto
     again = run("./scripts/startClient.sh", str(config), "--background")
     assert again.returncode == 0, again.stdout + again.stderr
     assert runs_client(int(CLIENT_PID_FILE.read_text().split()[0]))
+
+
+@pytest.mark.parametrize("script", [("./startNetwork.sh",), ("./scripts/startClient.sh",)])
+def test_a_configuration_error_is_the_whole_message(tmp_path, script):
+    config = write_network(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["nodes"][1]["port"] = 70000
+    config.write_text(yaml.safe_dump(data))
+    refused = run(*script, str(config))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr == f"{config}: nodes[1].port: must be at most 65535\n"
+
+    config.write_text("f: 1\nnodes: [\n  - id: 0\n")
+    refused = run(*script, str(config))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith(f"{config}: line 3, column 3: not valid YAML: ")
+    assert refused.stderr.count("\n") == 1 and "<unicode string>" not in refused.stderr
+
+
+@pytest.mark.docker
+@needs_docker
+def test_a_node_on_a_busy_port_says_so_in_one_line(tmp_path):
+    config = write_network(tmp_path)
+    node_ports, _ = ports_of(config)
+    with held(node_ports[0]):
+        refused = run(".venv/bin/python", "node/index.py", "--config", str(config), "--id", "0")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith(
+        f"node 0 cannot listen on 127.0.0.1:{node_ports[0]}: Address already in use; pid {os.getpid()} (")

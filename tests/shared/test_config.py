@@ -47,6 +47,24 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
     ):
         assert expected in problems, problems
     assert len(caught.value.problems) == 8
+    # One line per problem, each naming the file and the key.
+    path = tmp_path / "network.yaml"
+    assert str(caught.value).splitlines() == [f"{path}: {problem}" for problem in caught.value.problems]
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path):
+    path = tmp_path / "network.yaml"
+    path.write_text("f: 1\nnodes:\n  - {id: 0, host: 127.0.0.1, port: 9000\nclients: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path}: line 4, column 8: not valid YAML: expected ',' or '}}', but got ':' "
+                                 "(while parsing a flow mapping at line 3, column 5)")
+
+
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml")
+    assert str(caught.value) == f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory"
 
 
 def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):

@@ -23,6 +23,11 @@
 # --node ID).
 set -euo pipefail
 
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
 usage() {
     echo "usage: $0 [CONFIG] [--byzantine ID:MODE[:ARG]]..." >&2
     exit 2
@@ -34,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --byzantine=*) spec="${1#--byzantine=}"; shift ;;
         --byzantine) [[ $# -ge 2 ]] || usage; spec="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) help; exit 0 ;;
         -*) usage ;;
         *) [[ -z "$config" ]] || usage; config="$1"; shift; continue ;;
     esac

@@ -17,6 +17,7 @@
 set -euo pipefail
 
 help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 

@@ -16,6 +16,10 @@ from pathlib import Path
 # Run as a script, sys.path[0] is client/, whose module names could shadow
 # the standard library; the repository root is what imports need instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
@@ -27,14 +31,19 @@ from client.certificate import CertificateError, check_certificate, parse_certif
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.config import is_loopback_host  # noqa: E402
 
+# What help and usage lines show: the command as typed from the repository root.
+PROG = ".venv/bin/python client/index.py"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog=PROG,
         usage="%(prog)s [options]\n       %(prog)s verify FILE --config NETWORK.yaml",
         description="Run the pbft-ci client, the webhook endpoint in front of a PBFT network (first form),"
         " or check a verdict certificate or attestation offline (second form; see '%(prog)s verify -h').",
-        epilog="Keys must exist first: python3 scripts/keygen.py CONFIG for a network on one machine"
-        " (scripts/startClient.sh does it), scripts/nodekey.py generate --client NAME on the client's own host.",
+        epilog="Keys must exist first: .venv/bin/python scripts/keygen.py CONFIG for a network on one machine"
+        " (scripts/startClient.sh does it), .venv/bin/python scripts/nodekey.py generate --client NAME on the"
+        " client's own host.",
     )
     parser.add_argument(
         "--config", default="example-config/network.yaml", help="network configuration YAML (default: %(default)s)"
@@ -67,7 +76,7 @@ def verify(argv: list[str]) -> int:
     """Exit 0 for a valid certificate, attestation or provenance, 1 for an invalid one, 2 for a usage or
     configuration error."""
     parser = argparse.ArgumentParser(
-        prog=f"{Path(sys.argv[0]).name} verify",
+        prog=f"{PROG} verify",
         description="Check a verdict offline. A certificate: the client's signature on the request and"
         " f+1 distinct configured nodes' signatures on one agreed result. An attestation (DSSE envelope):"
         " f+1 distinct configured nodes' signatures on one in-toto statement (checked with securesystemslib),"

@@ -8,9 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-# Run as `python node/index.py`: make the project root importable, and take
+# Run as `.venv/bin/python node/index.py`: make the project root importable, and take
 # node/ itself off the path so its modules never shadow the standard library.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode, positive_integer  # noqa: E402
 from node.driver import CRASH_EXIT_CODE, CRASH_POINTS, CrashAt  # noqa: E402
@@ -19,8 +23,10 @@ from node.server import make_app  # noqa: E402
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.crypto import load_private_key  # noqa: E402
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog=".venv/bin/python node/index.py",
         description="Run one pbft-ci node: it orders build requests with PBFT and runs each build in Docker.",
     )
     parser.add_argument("--config", default="example-config/network.yaml",

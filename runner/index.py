@@ -14,6 +14,10 @@ from pathlib import Path
 
 # Run as a script, sys.path[0] is runner/; the repository root is what imports need.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -50,7 +54,7 @@ async def serve(config, once: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="runner/index.py",
+        prog=".venv/bin/python runner/index.py",
         description="Run the actions after the verdict (`after:` in .pbft-ci.yml) once per certified verdict:"
         " each build's certificate is checked with the network's public keys, the spec against its certified"
         " sha256, the artifacts against their certified digests, before anything runs.",

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Measure pbft-ci: what consensus adds to a build, and what each choice costs.
 
-    python scripts/bench.py                       # every scenario of the table below
-    python scripts/bench.py consensus throughput  # only these
-    python scripts/bench.py --quick               # a small version of everything (CI runs it)
-    python scripts/bench.py --json out.json       # also write the numbers as JSON
-    python scripts/bench.py consensus --profile prof/  # nodes under cProfile: prof/node-<id>.prof
+    .venv/bin/python scripts/bench.py                       # every scenario of the table below
+    .venv/bin/python scripts/bench.py consensus throughput  # only these
+    .venv/bin/python scripts/bench.py --quick               # a small version of everything (CI runs it)
+    .venv/bin/python scripts/bench.py --json out.json       # also write the numbers as JSON
+    .venv/bin/python scripts/bench.py consensus --profile prof/  # nodes under cProfile: prof/node-<id>.prof
 
 Every scenario starts what it needs on loopback (fresh keys, free ports, a
 temporary data directory) and stops it again. Figures are medians of
@@ -70,6 +70,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from bench import builds, burst, caches, codec, durable, largerepo, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402

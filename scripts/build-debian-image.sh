@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Build a Debian bookworm (minbase) image locally, one of:
 #   python    pbft-ci/debian-python:bookworm: python3, python3-pytest and git, for
 #             builds of real Python projects (the default; their workspace is a
@@ -20,7 +20,12 @@
 #              PYTHON (a python3 with pip, for the one wheel Debian lacks; default python3).
 # Needs root (debootstrap creates device nodes and chroots) and debootstrap,
 # which it installs with apt-get when it is missing.
-set -eu
+set -euo pipefail
+
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
 
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -32,6 +37,7 @@ variant=python
 for argument in "$@"; do
     case "$argument" in
         --force) force=1 ;;
+        -h|--help) help; exit 0 ;;
         python|postgres|pg8000) variant=$argument ;;
         *) echo "usage: $0 [--force] [python|postgres|pg8000]" >&2; exit 2 ;;
     esac

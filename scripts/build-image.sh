@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Build the default build image pbft-ci/busybox:latest locally.
 #
 # No image registry is reachable from the nodes, so the image is assembled
@@ -7,7 +7,12 @@
 # read-only at run time, so the image carries its own /etc/passwd and /tmp.
 #
 # Usage: scripts/build-image.sh [--force]
-set -eu
+set -euo pipefail
+
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
 
 IMAGE=pbft-ci/busybox:latest
 BUSYBOX=/bin/busybox
@@ -15,6 +20,7 @@ BUSYBOX=/bin/busybox
 force=0
 case "${1:-}" in
     --force) force=1 ;;
+    -h|--help) help; exit 0 ;;
     "") ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac

@@ -20,6 +20,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from pbft.slot import ReplicaSettings  # noqa: E402
 from shared import config  # noqa: E402

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Create the example git repository that the example network builds.
 #
 #   master   example-config/project: the test suite passes
@@ -8,10 +8,19 @@
 # same on every machine. Nothing is done when DEST already holds both branches.
 #
 # Usage: scripts/make-example-repo.sh DEST
-set -eu
+set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 DEST" >&2
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+case "${1:-}" in
+    -h|--help) help; exit 0 ;;
+esac
+# A DEST that looks like an option would reach mkdir and git as one.
+if [[ $# -ne 1 || "$1" == -* ]]; then
+    echo "usage: $0 DEST  (--help says more)" >&2
     exit 2
 fi
 dest=$1

@@ -27,6 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from client.intoto import DEFAULT_EXPIRY_DAYS, default_expiry, layout, metadata_bytes, public_key_pem, sign_layout  # noqa: E402,E501
 from pbft.attestation import keyid  # noqa: E402

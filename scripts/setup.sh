@@ -10,8 +10,14 @@
 # Installing system packages or starting a Docker engine needs root and
 # apt-get (Debian); elsewhere the script stops and says what to install.
 set -euo pipefail
+
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
 case "${1:-}" in
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) help; exit 0 ;;
 esac
 
 config="${1:-example-config/network.yaml}"

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Run the seeded fault simulator over many seeds, or replay one.
 
-    python scripts/simulate.py --seeds 300            # seeds 0..299
-    python scripts/simulate.py --seeds 20000 --jobs 2 # every core; the summary does not depend on --jobs
-    python scripts/simulate.py --seed 1234 --verbose  # replay one seed with its trace
-    python scripts/simulate.py --long --seeds 3       # only long runs: 10,000 batches, one node down for most of it
-    python scripts/simulate.py --long-every 0         # no long runs (they take ~25 s each)
-    python scripts/simulate.py --unsynced-stores      # no step synced: power loss drops the last saved one
+    .venv/bin/python scripts/simulate.py --seeds 300            # seeds 0..299
+    .venv/bin/python scripts/simulate.py --seeds 20000 --jobs 2 # every core; the summary does not depend on --jobs
+    .venv/bin/python scripts/simulate.py --seed 1234 --verbose  # replay one seed with its trace
+    .venv/bin/python scripts/simulate.py --long --seeds 3       # only long runs: 10,000 batches, one node down for most of it
+    .venv/bin/python scripts/simulate.py --long-every 0         # no long runs (they take ~25 s each)
+    .venv/bin/python scripts/simulate.py --unsynced-stores      # no step synced: power loss drops the last saved one
 
 Every 40th seed (39, 79, ...) is a long run, so 20,000 seeds hold 500.
 Prints one summary line (seeds run, how many failed each check, time,
@@ -27,6 +27,10 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":
+    from shared.project_python import use_project_python
+
+    use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from node.storage import NodeStore  # noqa: E402
 from pbft.sim import SeedOutcome, SimOptions, run_seed  # noqa: E402
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         others = [check for check in outcome.failed_checks if check != outcome.first_violation.kind]
         print(
             f"seed={seed} {outcome.first_violation}" + (f" (also: {','.join(others)})" if others else "")
-            + f" [{outcome.plan.describe()}] replay: python scripts/simulate.py --seed {seed}{flags} --verbose"
+            + f" [{outcome.plan.describe()}] replay: .venv/bin/python scripts/simulate.py --seed {seed}{flags} --verbose"
         )
     return 1 if failures else 0
 

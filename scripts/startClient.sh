@@ -21,6 +21,11 @@
 #        -d '{"branch":"master"}' localhost:8080/webHook
 set -euo pipefail
 
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
 usage() {
     echo "usage: $0 [CONFIG] [--background]" >&2
     exit 2
@@ -31,7 +36,7 @@ background=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --background) background=true ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) help; exit 0 ;;
         -*) usage ;;
         *) [[ -z "$config" ]] || usage; config="$1" ;;
     esac

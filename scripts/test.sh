@@ -9,10 +9,26 @@
 # `scripts/test.sh tests/e2e/test_end_to_end.py`; pytest's help follows this.
 # It runs on a worker per core (pytest-xdist, docs/testing.md); `-n 0` runs it in one process.
 set -euo pipefail
-case "${1:-}" in
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
-esac
+
+help() {
+    # The header comment above, whole: lines 2 up to the first line that is not a comment.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+case "${1:-}" in
+    -h|--help)
+        help
+        # pytest's own options follow, without setting the machine up for a help text.
+        if [[ -x .venv/bin/python ]]; then
+            echo
+            .venv/bin/python -m pytest --help
+        else
+            echo "(pytest's own options: run ./scripts/setup.sh, then .venv/bin/python -m pytest --help)"
+        fi
+        exit 0
+        ;;
+esac
 
 PBFT_CI_TEST_IMAGES=1 ./scripts/setup.sh
 exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"

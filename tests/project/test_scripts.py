@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,22 +103,70 @@ def stopped_afterwards(tmp_path) -> Iterator[None]:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
-@pytest.mark.parametrize("command, says", [
-    (("./startNetwork.sh", "--help"), "--byzantine"),
-    (("./stopNetwork.sh", "--help"), "run/client.pid"),
-    (("./scripts/startClient.sh", "--help"), "--background"),
-    (("./scripts/setup.sh", "--help"), "Prepare this machine"),
-    ((sys.executable, "scripts/bench.py", "--help"), "--quick"),
-    ((sys.executable, "scripts/simulate.py", "--help"), "--seeds"),
-    ((sys.executable, "scripts/keygen.py", "--help"), "key pair"),
-    ((sys.executable, "scripts/nodekey.py", "--help"), "generate --node 2"),
-    ((sys.executable, "client/index.py", "--help"), "--config"),
-    ((sys.executable, "node/index.py", "--help"), "--config"),
-])
-def test_every_command_explains_itself_with_help(command, says):
-    result = run(*command)
-    assert result.returncode == 0, result.stderr
-    assert says in result.stdout
+SHELL_SCRIPTS = sorted([*REPO_ROOT.glob("*.sh"), *(REPO_ROOT / "scripts").glob("*.sh")])
+PYTHON_COMMANDS = sorted([*(REPO_ROOT / "scripts").glob("*.py"),
+                          *(REPO_ROOT / name / "index.py" for name in ("client", "node", "runner"))])
+# What a plain shell has: no virtualenv on PATH, no PYTHONPATH, nothing of the caller's.
+PLAIN_PATH = "/usr/bin:/bin"
+# Words each help must hold, beyond the rules every help follows.
+HELP_SAYS = {
+    "startNetwork.sh": "--byzantine", "stopNetwork.sh": "--node ID", "startClient.sh": "--background",
+    "setup.sh": "Prepare this machine", "bench.py": "--quick", "simulate.py": "--seeds", "keygen.py": "key pair",
+    "nodekey.py": "generate --node 2",
+}
+# `python scripts/x.py` and the like: run by whichever python is first on PATH, which lacks the packages.
+BARE_PYTHON = re.compile(r"(?<![\w/.])python3? (scripts|client|node|runner)/")
+
+
+def plain_shell(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["env", "-i", f"PATH={PLAIN_PATH}", *command], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=SCRIPT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def header_comment(script: Path) -> str:
+    """A shell script's opening comment, from the line after #! to the first line that is not a comment."""
+    lines = []
+    for line in script.read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "".join(f"{line}\n" for line in lines)
+
+
+def test_every_script_is_asked_for_its_help():
+    # A new script is picked up here; these are the ones known when this test was written.
+    names = {path.relative_to(REPO_ROOT).as_posix() for path in SHELL_SCRIPTS + PYTHON_COMMANDS}
+    assert {"startNetwork.sh", "stopNetwork.sh", "scripts/startClient.sh", "scripts/make-example-repo.sh",
+            "scripts/bench.py", "client/index.py", "node/index.py"} <= names
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda path: path.name)
+def test_every_shell_script_gives_its_whole_header_as_help_from_a_plain_shell(script):
+    result = plain_shell(f"./{script.relative_to(REPO_ROOT)}", "--help")
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout + result.stderr
+    header = header_comment(script)
+    # Whole: not cut off after a fixed number of lines (test.sh's adds pytest's own options).
+    assert result.stdout.startswith(header) if script.name == "test.sh" else result.stdout == header
+    assert script.name in header and HELP_SAYS.get(script.name, "") in header
+    assert not BARE_PYTHON.search(header), header
+
+
+@pytest.mark.parametrize("command", PYTHON_COMMANDS, ids=lambda path: path.relative_to(REPO_ROOT).as_posix())
+def test_every_python_command_gives_its_help_with_the_system_python(command):
+    python = shutil.which("python3", path=PLAIN_PATH)
+    if python is None:
+        pytest.skip(f"no python3 on {PLAIN_PATH}")
+    for flag in ("--help", "-h"):
+        result = plain_shell(python, str(command.relative_to(REPO_ROOT)), flag)
+        assert (result.returncode, result.stderr) == (0, ""), result.stdout + result.stderr
+        assert result.stdout.startswith("usage: ") and HELP_SAYS.get(command.name, "") in result.stdout
+        assert not BARE_PYTHON.search(result.stdout), result.stdout
+
+
+def test_the_example_repository_script_takes_no_option_for_its_destination():
+    refused = run("./scripts/make-example-repo.sh", "-x")
+    assert refused.returncode == 2 and refused.stderr.startswith("usage: ")
+    assert not (REPO_ROOT / "-x").exists()
 
 
 def test_a_client_started_in_the_background_is_stopped_by_stop_network(tmp_path):

@@ -100,7 +100,7 @@ def test_seed_sweep_keeps_safety_and_liveness():
         if outcome.violations:
             failures.append(
                 f"seed={seed} {outcome.first_violation} [{outcome.plan.describe()}] "
-                f"replay: python scripts/simulate.py --seed {seed} --verbose"
+                f"replay: .venv/bin/python scripts/simulate.py --seed {seed} --verbose"
             )
     print(f"seeds={SEEDS} fault kinds: {dict(sorted(kinds.items()))}")
     assert not failures, f"{len(failures)} of {SEEDS} seeds failed:\n" + "\n".join(failures)

@@ -9,8 +9,11 @@
 # run/client.pid and run/network.pids are signalled, and each only if it still
 # runs client/index.py or node/index.py (a pid may have been reused since).
 # The client goes first, so that it does not retry nodes that are going away.
-# Each gets SIGTERM and up to 10 s to shut down, then SIGKILL. Running it when
-# nothing is running is harmless. To restart one node, stop it with --node ID
+# Each gets SIGTERM and up to 10 s to shut down, then SIGKILL. A node found
+# dead (killed with kill -9, say) or SIGKILLed could not remove its build
+# containers and volumes: those labelled with its data directory are removed,
+# unless another process listens on its port. Running it when nothing is
+# running is harmless. To restart one node, stop it with --node ID
 # and run ./startNetwork.sh again: it starts only the nodes that are not
 # running. To restart the client, stop it with --client and run
 # ./scripts/startClient.sh again.
@@ -66,7 +69,8 @@ chosen() {
 }
 
 # stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
-# the associative array `labels`), wait up to grace_s, then SIGKILL.
+# the associative array `labels`), wait up to grace_s, then SIGKILL. Leaves in
+# `targets` the pids that had to be killed, once they are gone.
 stop() {
     local script=$1 pid list shown=()
     for pid in "${targets[@]}"; do
@@ -89,6 +93,58 @@ stop() {
         echo "${labels[$pid]} (pid $pid) still running after ${grace_s} s: SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     done
+    for pid in "${targets[@]+"${targets[@]}"}"; do
+        while runs "$pid" "$script"; do
+            sleep 0.05
+        done
+    done
+}
+
+# remove_leftovers ID CONFIG [ID CONFIG]...: a node killed with kill -9 (or
+# SIGKILLed above) never removed its build containers and volumes (an idle
+# prepared container among them), and nothing removes them until it starts
+# again. Remove those labelled with its data directory, unless something
+# listens on its port: that may be the same node, started some other way.
+remove_leftovers() {
+    [[ -x .venv/bin/python ]] || return 0
+    .venv/bin/python -c '
+import shutil
+import sys
+
+import docker.errors
+
+from node.build.engine import connect
+from node.build.executor import checkouts_root, remove_labelled_builds
+from shared.config import ConfigError, load_config
+from shared.ports import listen_problem
+
+args = sys.argv[1:]
+for node_id, path in zip(args[::2], args[1::2]):
+    who = f"node {node_id}"
+    try:
+        config = load_config(path, require_keys=False, read_secrets=False)
+        node = config.node(int(node_id))
+    except (ConfigError, KeyError) as error:
+        print(f"{who}: its leftover builds stay until it starts again: {str(error).splitlines()[0]}")
+        continue
+    busy = listen_problem(node.host, node.port)
+    if busy:
+        print(f"{who}: its leftover builds stay, since another process may be node {node_id}: {busy}")
+        continue
+    data_dir = (config.data_dir / f"node-{node_id}").resolve()
+    try:
+        engine = connect(node.docker)
+        try:
+            removed = remove_labelled_builds(engine, data_dir)
+        finally:
+            engine.close()
+    except docker.errors.DockerException as error:
+        print(f"{who}: its leftover builds stay until it starts again: {error}")
+        continue
+    shutil.rmtree(checkouts_root(data_dir), ignore_errors=True)
+    if removed:
+        print(f"{who}: removed the {removed} build containers and volumes it left ({data_dir})")
+' "$@"
 }
 
 stopped_any=false
@@ -116,7 +172,8 @@ fi
 pid_file=run/network.pids
 if $stop_nodes && [[ -f $pid_file ]]; then
     targets=()
-    declare -A listed=()
+    declare -A listed=() config_of=()
+    dead=()
     # The nodes this run does not stop stay in the pid file.
     : >"$pid_file.new"
     while read -r pid id rest; do
@@ -126,11 +183,13 @@ if $stop_nodes && [[ -f $pid_file ]]; then
             continue
         fi
         listed[$id]=1
+        config_of[$id]=$rest
         if runs "$pid" node/index.py; then
             targets+=("$pid")
             labels[$pid]="node $id"
         else
             echo "node ${id:-?} (pid $pid) was not running"
+            dead+=("$id")
         fi
     done <"$pid_file"
     for id in "${!chosen_nodes[@]}"; do
@@ -139,6 +198,9 @@ if $stop_nodes && [[ -f $pid_file ]]; then
     if [[ ${#targets[@]} -gt 0 ]]; then
         stopping=("${targets[@]}")
         stop node/index.py
+        for pid in "${targets[@]+"${targets[@]}"}"; do
+            dead+=("${labels[$pid]#node }")
+        done
         if [[ ${#chosen_nodes[@]} -eq 0 ]]; then
             echo "network stopped"
         else
@@ -152,6 +214,15 @@ if $stop_nodes && [[ -f $pid_file ]]; then
         mv "$pid_file.new" "$pid_file"
     else
         rm -f "$pid_file.new" "$pid_file"
+    fi
+    if [[ ${#dead[@]} -gt 0 ]]; then
+        leftovers=()
+        for id in "${dead[@]}"; do
+            leftovers+=("$id" "${config_of[$id]}")
+        done
+        # The nodes are stopped whatever happens here: their next start sweeps what is left.
+        remove_leftovers "${leftovers[@]}" ||
+            echo "could not remove the leftover builds of node(s) ${dead[*]}; each start of a node removes its own"
     fi
 elif $stop_nodes && [[ ${#chosen_nodes[@]} -gt 0 ]]; then
     echo "no node to stop: there is no $pid_file"

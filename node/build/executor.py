@@ -11,6 +11,7 @@ nodes (paths, daemon messages, timings) go only to this node's build log.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -247,7 +248,6 @@ class Executor:
         Its half-copied caches and restore links go too. Returns how many
         containers and volumes were removed (the build network is not counted).
         """
-        label = {"label": f"pbft-ci.data={self._data_dir}"}
         removed = 0
         try:
             shutil.rmtree(self._checkouts, ignore_errors=True)
@@ -257,12 +257,7 @@ class Executor:
         except OSError:
             log.warning("could not sweep leftover cache or artifact files of node %s", self._node_id, exc_info=True)
         try:
-            for container in self._client().containers.list(all=True, filters=label):
-                container.remove(force=True)
-                removed += 1
-            for volume in self._client().volumes.list(filters=label):
-                volume.remove(force=True)
-                removed += 1
+            removed = remove_labelled_builds(self._client(), self._data_dir)
             # The network and its rules come back with the next networked build.
             self._build_network.remove(self._client())
         except docker.errors.DockerException:
@@ -953,6 +948,26 @@ class Executor:
                     raise SandboxError(ENGINE_UNAVAILABLE, f"{exc}\n") from None
                 log.info("node %s builds on %s", self._node_id, describe(self._engine))
             return self._docker
+
+
+def remove_labelled_builds(client: docker.DockerClient, data_dir: Path) -> int:
+    """Remove the containers (builds' and prepared ones), then the workspace and cache
+    volumes, labelled with the node data directory `data_dir` (resolved, as an Executor
+    labels them); return how many. For what a node killed with `kill -9` left: its own next
+    start removes them (Executor.sweep_leftovers), and so does ./stopNetwork.sh for a node
+    it finds dead."""
+    label = {"label": f"pbft-ci.data={data_dir}"}
+    removed = 0
+    # Before the volumes they mount. One the engine removes meanwhile is gone already.
+    for container in client.containers.list(all=True, filters=label, ignore_removed=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed += 1
+    for volume in client.volumes.list(filters=label):
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
+            removed += 1
+    return removed
 
 
 def checkouts_root(data_dir: Path, room_bytes: int = 0) -> Path:

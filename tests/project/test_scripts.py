@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
-from tests.e2e.example_network import remove_builds_under
+from tests.e2e.example_network import EXAMPLE_REPO, http_json, kill_9, remove_builds_under
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -386,3 +387,43 @@ def test_a_node_on_a_busy_port_says_so_in_one_line(tmp_path):
     assert refused.stderr.count("\n") == 1, refused.stderr
     assert refused.stderr.startswith(
         f"node 0 cannot listen on 127.0.0.1:{node_ports[0]}: Address already in use; pid {os.getpid()} (")
+
+
+def labelled_builds(data_dir: Path) -> list[str]:
+    """The containers and volumes a node whose data directory is `data_dir` has on the engine."""
+    engine = docker.from_env()
+    try:
+        label = {"label": f"pbft-ci.data={data_dir.resolve()}"}
+        return ([f"container {c.name}" for c in engine.containers.list(all=True, filters=label, ignore_removed=True)]
+                + [f"volume {v.name}" for v in engine.volumes.list(filters=label)])
+    finally:
+        engine.close()
+
+
+@pytest.mark.docker
+@needs_docker
+def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_path, stopped_afterwards):
+    config = write_network(tmp_path, repositories={"example": str(EXAMPLE_REPO)})
+    node_ports, client_port = ports_of(config)
+    assert run("./startNetwork.sh", str(config)).returncode == 0
+    assert run("./scripts/startClient.sh", str(config), "--background").returncode == 0
+    code, verdict = http_json("POST", f"http://127.0.0.1:{client_port}/webHook", {"branch": "master"})
+    assert code == 200 and verdict["status"] == "success", verdict
+    # After a build, each node keeps a prepared container waiting for the next one.
+    data_dirs = {node_id: tmp_path / "data" / f"node-{node_id}" for node_id in (1, 2)}
+    deadline = time.monotonic() + 60
+    while not all(labelled_builds(data_dir) for data_dir in data_dirs.values()):
+        assert time.monotonic() < deadline, {i: labelled_builds(d) for i, d in data_dirs.items()}
+        time.sleep(0.2)
+
+    pids = network_pids()
+    for node_id in (1, 2):
+        kill_9(pids[node_id])
+    # Something else listens on node 1's port: it may be node 1 started another way, whose builds stay.
+    with held(node_ports[1]):
+        stopped = run("./stopNetwork.sh")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "node 2: removed the " in stopped.stdout and labelled_builds(data_dirs[2]) == [], stopped.stdout
+    assert f"node 1: its leftover builds stay, since another process may be node 1: cannot listen on " \
+           f"127.0.0.1:{node_ports[1]}" in stopped.stdout
+    assert labelled_builds(data_dirs[1]), stopped.stdout

@@ -1,10 +1,11 @@
-"""The operator's scripts: --help everywhere, a client started in the background
-that ./stopNetwork.sh stops, and start scripts that say "up" only when the very
-processes they started answer.
+"""The operator's scripts, run as a user runs them, from the repository root: every
+script's --help from a plain shell; start scripts that say "up" only when the very
+processes they started answer, refuse flags a running node would not take, and leave
+running whatever did start; stopNetwork.sh for everything, one node or the client, and
+the builds of nodes killed with kill -9; errors in one line.
 
-These run the real scripts from the repository root, as a user does, on
-throw-away configurations (free loopback ports, their own keys, data and logs).
-The client needs no node up: starting, answering HTTP and stopping need none.
+Each test has its own configuration (free loopback ports, its own keys, data and
+logs); the pid files are this checkout's run/, which must hold nothing running first.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,12 +29,13 @@ import docker
 import pytest
 import yaml
 
-from tests.e2e.example_network import EXAMPLE_REPO, http_json, kill_9, remove_builds_under
+from node.build.executor import checkouts_root, remove_labelled_builds
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PID_FILE = REPO_ROOT / "run" / "client.pid"
 NETWORK_PID_FILE = REPO_ROOT / "run" / "network.pids"
+EXAMPLE_REPO = REPO_ROOT / "data" / "example-repo"  # made by scripts/setup.sh, which every start script runs
 SCRIPT_TIMEOUT_S = 120
 
 
@@ -100,7 +103,15 @@ def stopped_afterwards(tmp_path) -> Iterator[None]:
             pytest.fail(f"{pid_file} exists: a client or network started by the scripts may be running; stop it first")
     yield
     stopped = run("./stopNetwork.sh")
-    remove_builds_under(tmp_path)
+    # What nodes the test killed left in Docker and in memory.
+    if docker_answers():
+        engine = docker.from_env()
+        try:
+            for data_dir in (tmp_path / "data").glob("node-*"):
+                remove_labelled_builds(engine, data_dir.resolve())
+                shutil.rmtree(checkouts_root(data_dir.resolve()), ignore_errors=True)
+        finally:
+            engine.close()
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
@@ -407,8 +418,10 @@ def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_
     node_ports, client_port = ports_of(config)
     assert run("./startNetwork.sh", str(config)).returncode == 0
     assert run("./scripts/startClient.sh", str(config), "--background").returncode == 0
-    code, verdict = http_json("POST", f"http://127.0.0.1:{client_port}/webHook", {"branch": "master"})
-    assert code == 200 and verdict["status"] == "success", verdict
+    webhook = urllib.request.Request(f"http://127.0.0.1:{client_port}/webHook", data=b'{"branch": "master"}')
+    with urllib.request.urlopen(webhook, timeout=120) as answer:
+        verdict = json.load(answer)
+    assert verdict["status"] == "success", verdict
     # After a build, each node keeps a prepared container waiting for the next one.
     data_dirs = {node_id: tmp_path / "data" / f"node-{node_id}" for node_id in (1, 2)}
     deadline = time.monotonic() + 60
@@ -418,7 +431,9 @@ def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_
 
     pids = network_pids()
     for node_id in (1, 2):
-        kill_9(pids[node_id])
+        os.kill(pids[node_id], signal.SIGKILL)
+    while any(runs_node(pids[node_id]) for node_id in (1, 2)):
+        time.sleep(0.05)
     # Something else listens on node 1's port: it may be node 1 started another way, whose builds stay.
     with held(node_ports[1]):
         stopped = run("./stopNetwork.sh")

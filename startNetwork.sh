@@ -15,8 +15,10 @@
 # to restart node 3, ./stopNetwork.sh --node 3 and then this script.
 #
 # --byzantine ID:MODE[:ARG] starts node ID misbehaving on purpose: lie, silent,
-# equivocate, forge, crash-after:N (frames), delay:MS (e.g. 2:delay:200), or
-# flaky (honest, but its builds see PBFT_CI_FLAKY=1: a disputed verdict). For
+# cancel, equivocate, forge, withhold-relay, crash-after:N (frames), delay:MS
+# (e.g. 2:delay:200), or flaky (honest, but its builds see PBFT_CI_FLAKY=1: a
+# disputed verdict). docs/faults.md says what each does; censor, whose
+# argument is a client's name, is run with node/index.py (see its --help). For
 # demos and tests only: refused unless the configuration sets
 # allow_byzantine: true, and for a node that is running (a running node keeps
 # the behaviour it was started with; stop it first with ./stopNetwork.sh

@@ -70,9 +70,9 @@ chosen() {
 
 # stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
 # the associative array `labels`), wait up to grace_s, then SIGKILL. Leaves in
-# `targets` the pids that had to be killed, once they are gone.
+# `targets` the pids that had to be killed.
 stop() {
-    local script=$1 pid list shown=()
+    local script=$1 pid list shown=() signalled=("${targets[@]}")
     for pid in "${targets[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
         shown+=("${labels[$pid]} (pid $pid)")
@@ -93,11 +93,23 @@ stop() {
         echo "${labels[$pid]} (pid $pid) still running after ${grace_s} s: SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     done
-    for pid in "${targets[@]+"${targets[@]}"}"; do
-        while runs "$pid" "$script"; do
+    # A command line reads empty a little before the kernel has closed the process's files,
+    # its port among them: wait for that too (briefly: the pid may be reused), so that a node
+    # or client started right after finds its port free.
+    local give_up=$((SECONDS + 5))
+    for pid in "${signalled[@]}"; do
+        until gone "$pid" || [[ $SECONDS -ge $give_up ]]; do
             sleep 0.05
         done
     done
+}
+
+# True once PID has exited: no such process, or a zombie. Its command line reads
+# empty a little earlier, while the kernel still closes its files (its port among them).
+gone() {
+    local state
+    state=$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null) || return 0
+    [[ -z "$state" || "$state" == Z ]]
 }
 
 # remove_leftovers ID CONFIG [ID CONFIG]...: a node killed with kill -9 (or

@@ -400,6 +400,13 @@ def test_a_node_on_a_busy_port_says_so_in_one_line(tmp_path):
         f"node 0 cannot listen on 127.0.0.1:{node_ports[0]}: Address already in use; pid {os.getpid()} (")
 
 
+def exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def labelled_builds(data_dir: Path) -> list[str]:
     """The containers and volumes a node whose data directory is `data_dir` has on the engine."""
     engine = docker.from_env()
@@ -432,7 +439,9 @@ def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_
     pids = network_pids()
     for node_id in (1, 2):
         os.kill(pids[node_id], signal.SIGKILL)
-    while any(runs_node(pids[node_id]) for node_id in (1, 2)):
+    # Until each is a zombie or gone: its command line reads empty while its files, its port among
+    # them, are still being closed.
+    while not all(exited(pids[node_id]) for node_id in (1, 2)):
         time.sleep(0.05)
     # Something else listens on node 1's port: it may be node 1 started another way, whose builds stay.
     with held(node_ports[1]):

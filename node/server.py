@@ -181,7 +181,7 @@ def make_app(
     return app
 
 
-def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str]):
+def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.build.executor import Executor
     from node.build.images import load_registry_auth

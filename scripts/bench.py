@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches, large-repo and codec):
+Scenarios (default: all but real-project, caches, large-repo, codec and first-verdict):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -57,6 +57,10 @@ Scenarios (default: all but real-project, caches, large-repo and codec):
               replayed from recorded frames; --tree DIR measures another
               checkout's codec alongside (e.g. a `git worktree` of an older
               commit), --instructions counts instructions with valgrind.
+  first-verdict  a newcomer's first hour: `git clone` of this checkout to the
+              README's first webhook answered, with its commands alone
+              (./startNetwork.sh sets the clone up), the engine and images
+              present; each phase's seconds.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ if __name__ == "__main__":
 
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
-from bench import builds, burst, caches, codec, durable, largerepo, protocol, restart  # noqa: E402
+from bench import builds, burst, caches, codec, durable, firstverdict, largerepo, protocol, restart  # noqa: E402
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -94,6 +98,7 @@ SCENARIOS = {
     "caches": (caches.caches, caches.caches_table),
     "large-repo": (largerepo.large_repo, builds.compare_table),
     "codec": (codec.codec, codec.codec_table),
+    "first-verdict": (firstverdict.first_verdict, firstverdict.first_verdict_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",

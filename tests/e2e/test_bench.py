@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,3 +184,25 @@ def test_the_large_repository_is_one_commit_of_the_files_asked_for_in_one_pack(t
     assert 2 * 1024 * 1024 - 300 <= sum(int(fields[3]) for fields in sources) <= 2 * 1024 * 1024 + 300 * 16
     assert len({fields[2] for fields in sources}) == 300  # no two files are one object
     assert "count: 0" in git("count-objects", "-v")  # no loose objects: one pack, as a forge keeps it
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.e2e
+def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_path):
+    out = tmp_path / "first.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "first-verdict", "--quick", "--json", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [report] = json.loads(out.read_text())["scenarios"]
+    assert report["verdicts"] == ["success"]
+    phases = report["phases"]
+    assert list(phases) == ["clone", "startNetwork.sh", "startClient.sh", "first webhook"]
+    assert all(phase["median"] > 0 for phase in phases.values())
+    total = report["clone_to_first_verdict_s"]["median"]
+    assert abs(total - sum(phase["median"] for phase in phases.values())) < 0.05
+    assert "clone to verdict" in result.stdout
+    # The clone's network was stopped and the clone removed.
+    assert not list(Path(tempfile.gettempdir()).glob("pbft-ci-bench-first-*"))

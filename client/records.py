@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS builds (
     agreed_by TEXT NOT NULL DEFAULT '[]',
     elapsed_ms INTEGER,
     request TEXT NOT NULL,
-    replies TEXT NOT NULL DEFAULT '[]'
+    replies TEXT NOT NULL DEFAULT '[]',
+    number INTEGER,
+    commit_message TEXT,
+    author TEXT,
+    commit_url TEXT
 );
 CREATE TABLE IF NOT EXISTS client_state (
     key TEXT PRIMARY KEY,
@@ -70,6 +74,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     build_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS builds_pending ON builds (repository, branch) WHERE state = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS builds_number ON builds (repository, number);
+CREATE INDEX IF NOT EXISTS builds_ref ON builds (repository, branch, build_id);
 CREATE TABLE IF NOT EXISTS reruns (
     build_id INTEGER PRIMARY KEY,
     rerun_of INTEGER NOT NULL
@@ -109,10 +115,20 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 # Files of version 0 refuse the state 'divergent' in their CHECK, and files before
 # version 5 the state 'disputed', which SQLite cannot alter: `_migrate` copies their builds
 # into a table made by the schema above. Version 2 adds the approvals table, version 3 the
-# reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table.
-SCHEMA_VERSION = 6
+# reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table,
+# version 7 the builds' numbers per repository and their commits' message, author and link.
+SCHEMA_VERSION = 7
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
+# The builds table's columns before version 7, which copies of older tables name, and the
+# columns version 7 adds to a table it keeps.
+_BUILD_COLUMNS_BEFORE_7 = (
+    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, request, replies"
+)
+_BUILD_COLUMNS_OF_7 = {"number": "INTEGER", "commit_message": "TEXT", "author": "TEXT", "commit_url": "TEXT"}
+# The builds table's indexes, dropped before an old table is renamed: an index keeps its name
+# when its table is renamed, so the schema would not make it again for the new table.
+_BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref")
 # Fork pull requests waiting for an approval, at most: a newer push to one replaces its
 # older wait, and beyond this many open ones the oldest waits are forgotten (their pull
 # requests build once a new push or a reopen delivers them again and they are approved).
@@ -126,7 +142,7 @@ MAX_LISTED_ACTIONS = 16
 MAX_SUPERSEDED = 16
 
 _SUMMARY_COLUMNS = (
-    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
+    "build_id, number, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
@@ -168,19 +184,40 @@ class BuildRecords:
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'builds'"
             ).fetchone()
             if exists:
-                self._db.execute("DROP INDEX IF EXISTS builds_pending")  # made again for the new table
+                for index in _BUILD_INDEXES:  # made again for the new table
+                    self._db.execute(f"DROP INDEX IF EXISTS {index}")
                 self._db.execute("ALTER TABLE builds RENAME TO builds_v0")
+            else:
+                self._add_columns_of_7()
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
             if exists:
-                self._db.execute("INSERT INTO builds SELECT * FROM builds_v0")
+                self._db.execute(
+                    f"INSERT INTO builds ({_BUILD_COLUMNS_BEFORE_7}) SELECT {_BUILD_COLUMNS_BEFORE_7} FROM builds_v0"
+                )
                 self._db.execute("DROP TABLE builds_v0")
+            # Builds from before version 7 are numbered per repository in the order they were
+            # submitted, which their ids (request timestamps) keep.
+            self._db.execute(
+                "UPDATE builds SET number = numbered.number FROM (SELECT build_id, row_number()"
+                " OVER (PARTITION BY repository ORDER BY build_id) AS number FROM builds) AS numbered"
+                " WHERE builds.build_id = numbered.build_id AND builds.number IS NULL"
+            )
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _add_columns_of_7(self) -> None:
+        """Give a builds table of versions 5 and 6 the columns version 7 adds (all nullable)."""
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(builds)")}
+        if not present:
+            return  # a new file: the schema makes the table
+        for name, kind in _BUILD_COLUMNS_OF_7.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         if self._last_timestamp < self._ceiling:
@@ -225,8 +262,10 @@ class BuildRecords:
     def add_pending(self, request: Request, submitted_at: float) -> None:
         operation = request.operation
         self._write(
-            "INSERT INTO builds (build_id, repository, branch, commit_requested, submitted_at,"
-            " state, request) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            # The build's number is its repository's next, taken in the insert itself.
+            "INSERT INTO builds (build_id, repository, branch, commit_requested, submitted_at, state, request, number)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?,"
+            " (SELECT coalesce(max(number), 0) + 1 FROM builds WHERE repository = ?))",
             (
                 request.timestamp,
                 operation.repository,
@@ -234,6 +273,7 @@ class BuildRecords:
                 operation.commit,
                 datetime.fromtimestamp(submitted_at, timezone.utc).isoformat(),
                 json.dumps(encode(request)),
+                operation.repository,
             ),
         )
 
@@ -505,6 +545,7 @@ def disputed_reason(split: dict[int, Result]) -> str:
 def _summary(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "build_id": str(row["build_id"]),
+        "number": row["number"],
         "repository": row["repository"],
         "branch": row["branch"],
         "commit_requested": row["commit_requested"],

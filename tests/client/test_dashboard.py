@@ -26,6 +26,11 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 HOSTILE_BRANCH = "<img src=x onerror=alert(1)>"
 HOSTILE_OUTPUT = b"</pre><script>document.title='owned'</script><img src=x onerror=alert(2)>\n"
 PAGES = ("/dashboard", "/dashboard/network", "/dashboard/builds/123")
+# Scripts, styles, fetches and images from this origin's files only; no inline script, no eval, no forms sent.
+POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 DATA_ROUTES = ("/builds/{id}/nodes", "/network")
 
 
@@ -127,6 +132,23 @@ async def test_pages_are_static_and_forbid_inline_scripts(client):
     assert style.status == 200 and style.headers["Content-Type"].startswith("text/css")
     root = await client.get("/", allow_redirects=False)
     assert root.status == 302 and root.headers["Location"] == "/dashboard"
+
+
+async def test_every_page_keeps_the_policy_and_links_its_style_and_icon(client):
+    for path in PAGES:
+        response = await client.get(path)
+        assert response.headers["Content-Security-Policy"] == POLICY, path
+        page = await response.text()
+        assert '<link rel="stylesheet" href="/dashboard/static/dashboard.css">' in page
+        assert '<link rel="icon" href="/dashboard/static/favicon.svg">' in page
+
+
+def test_log_panes_scroll_sideways_rather_than_break_a_line():
+    """Build output keeps its lines whole, as a terminal shows them: no wrapping inside a word."""
+    style = (STATIC_DIR / "dashboard.css").read_text()
+    log_rule = re.search(r"^\.log \{([^}]*)\}", style, re.MULTILINE).group(1)
+    assert "white-space: pre;" in log_rule and "overflow: auto;" in log_rule
+    assert "break-all" not in style and "pre-wrap" not in style
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,10 @@ def answer_delivery(
     if delivery.fork and not settings.builds_forks(operation.repository):
         return _held(str(service.hold_for_approval(operation, delivery_id)), settings, redelivery=False)
     build_id = service.submit_in_background(operation)
+    if delivery.commit_info is not None:
+        # Nothing awaited since the build's record was written: both go in one commit.
+        info = delivery.commit_info
+        records.describe_commit(build_id, info.message, info.author, info.url)
     if delivery_id is not None:
         records.add_delivery(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)

@@ -24,11 +24,12 @@ import hashlib
 import hmac
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from multidict import CIMultiDict
 
+from client.commitinfo import CommitInfo, payload_object, pull_request_info, push_commit_info
 from client.intake import WebhookError, checked_branch, checked_commit, json_object, media_type
 from shared.config import RepositoryConfig
 from pbft.build import COMMIT_SHA, Operation
@@ -80,11 +81,14 @@ MAX_PULL_REQUEST = 10**10 - 1  # PULL_REF's bound: ten digits
 @dataclass(frozen=True)
 class Build:
     """An authenticated push or pull request to build; `delivery_id` deduplicates redeliveries.
-    `fork`: a pull request from another repository than the one it targets."""
+    `fork`: a pull request from another repository than the one it targets. `commit_info`:
+    what the payload says of the commit, for the build's record; shown, never built, so two
+    deliveries of one operation are the same build whatever they say of it."""
 
     operation: Operation
     delivery_id: str | None
     fork: bool = False
+    commit_info: CommitInfo | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,12 @@ def _matching_repository(forge: Forge, payload: dict, repositories: Sequence[Rep
 def _names_and_urls(forge: Forge, payload: dict) -> tuple[set[str], set[str]]:
     """The payload's "owner/name" spellings (case-folded) and URL keys."""
     if forge.name == "gitlab":
-        project, repository = _object(payload, "project"), _object(payload, "repository")
+        project, repository = payload_object(payload, "project"), payload_object(payload, "repository")
         names = _strings(project, "path_with_namespace")
         urls = _strings(project, "git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url", "url")
         urls |= _strings(repository, "git_http_url", "git_ssh_url", "homepage", "url")
     else:
-        repository = _object(payload, "repository")
+        repository = payload_object(payload, "repository")
         names = _strings(repository, "full_name")
         urls = _strings(repository, "clone_url", "html_url", "ssh_url", "git_url", "url")
     return {name.casefold() for name in names}, {_url_key(url) for url in urls}
@@ -186,11 +190,6 @@ def _url_key(url: str) -> str:
     # Forges spell one repository as `…/repo`, `…/repo.git` and `…/repo/`;
     # hosts and GitHub paths are case-insensitive.
     return url.strip().rstrip("/").removesuffix(".git").casefold()
-
-
-def _object(payload: dict, key: str) -> dict:
-    value = payload.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _strings(data: dict, *keys: str) -> set[str]:
@@ -255,7 +254,8 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
         repository.name, checked_branch(name), checked_commit(commit),
         event=None if what == "branch" else "tag", before=_before(payload.get("before")),
     )
-    return Build(operation, delivery_id)
+    info = push_commit_info(forge.name, payload, repository, operation.commit)
+    return Build(operation, delivery_id, commit_info=info)
 
 
 def _before(value) -> str | None:
@@ -270,22 +270,22 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
     """A pull (merge) request's head to build, by its forge ref, pinned to the head commit
     the forge reported; its target branch rides in the branch field, as a label."""
     if forge.name == "gitlab":
-        request = _object(payload, "object_attributes")
+        request = payload_object(payload, "object_attributes")
         action, number = request.get("action"), request.get("iid")
-        head, target = _object(request, "last_commit").get("id"), request.get("target_branch")
+        head, target = payload_object(request, "last_commit").get("id"), request.get("target_branch")
         source, into = request.get("source_project_id"), request.get("target_project_id")
         fork = not (isinstance(source, int) and source == into)
         ref_kind = "merge-requests"
         # A merge request hook names no base commit: its changed paths are not counted.
         before = None
     else:
-        request = _object(payload, "pull_request")
+        request = payload_object(payload, "pull_request")
         action, number = payload.get("action"), payload.get("number", request.get("number"))
-        head_side, base_side = _object(request, "head"), _object(request, "base")
+        head_side, base_side = payload_object(request, "head"), payload_object(request, "base")
         head, target = head_side.get("sha"), base_side.get("ref")
         # A head repository that is gone (a deleted fork) counts as a fork.
-        source = _object(head_side, "repo").get("full_name")
-        fork = not (isinstance(source, str) and source == _object(base_side, "repo").get("full_name"))
+        source = payload_object(head_side, "repo").get("full_name")
+        fork = not (isinstance(source, str) and source == payload_object(base_side, "repo").get("full_name"))
         ref_kind = "pull"
         # Gitea's merge base is an ancestor of the head by definition; GitHub's base is the
         # target's head, an ancestor while the target has not moved on since the branch.
@@ -301,4 +301,5 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
         repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head",
         event="pull_request", before=_before(before),
     )
-    return Build(operation, delivery_id, fork=fork)
+    info = pull_request_info(forge.name, payload, repository, operation.commit)
+    return Build(operation, delivery_id, fork=fork, commit_info=info)

@@ -123,7 +123,8 @@ _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the
 # columns version 7 adds to a table it keeps.
 _BUILD_COLUMNS_BEFORE_7 = (
-    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, request, replies"
+    "build_id, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms,"
+    " request, replies"
 )
 _BUILD_COLUMNS_OF_7 = {"number": "INTEGER", "commit_message": "TEXT", "author": "TEXT", "commit_url": "TEXT"}
 # The builds table's indexes, dropped before an old table is renamed: an index keeps its name
@@ -143,6 +144,7 @@ MAX_SUPERSEDED = 16
 
 _SUMMARY_COLUMNS = (
     "build_id, number, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
+    "commit_message, author, commit_url, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
@@ -275,6 +277,23 @@ class BuildRecords:
                 json.dumps(encode(request)),
                 operation.repository,
             ),
+        )
+
+    def describe_commit(self, build_id: int, message: str | None, author: str | None, url: str | None) -> None:
+        """Keep what a forge delivery said of the commit build `build_id` builds (client.commitinfo,
+        which cleaned it); committed with the build's own record."""
+        self._write(
+            "UPDATE builds SET commit_message = ?, author = ?, commit_url = ? WHERE build_id = ?",
+            (message, author, url, build_id),
+        )
+
+    def _copy_commit(self, build_id: int, source: int) -> None:
+        """Describe build `build_id`'s commit as build `source` describes it: a re-run or a
+        matrix's combination builds the same commit."""
+        self._write(
+            "UPDATE builds SET (commit_message, author, commit_url) ="
+            " (SELECT commit_message, author, commit_url FROM builds WHERE build_id = ?) WHERE build_id = ?",
+            (source, build_id),
         )
 
     def accept(
@@ -423,12 +442,14 @@ class BuildRecords:
     def rerun(self, build_id: int, rerun_of: int) -> None:
         """Record that `build_id` runs `rerun_of` again, with the new build's own record in one commit."""
         self._write("INSERT INTO reruns (build_id, rerun_of) VALUES (?, ?)", (build_id, rerun_of))
+        self._copy_commit(build_id, rerun_of)
         self.commit()
 
     def matrix_build(self, build_id: int, matrix_of: int) -> None:
         """Record that `build_id` builds one combination of the matrix build `matrix_of` expanded
         into; committed with that build's verdict (the service's group commit)."""
         self._write("INSERT INTO matrix_builds (build_id, matrix_of) VALUES (?, ?)", (build_id, matrix_of))
+        self._copy_commit(build_id, matrix_of)
 
     def action(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str, at: float) -> None:
         """Keep what the action runner reported of action `name` of a build (its latest word)."""
@@ -549,6 +570,10 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "repository": row["repository"],
         "branch": row["branch"],
         "commit_requested": row["commit_requested"],
+        # What the forge's delivery said of the commit (client.commitinfo); null for a plain call.
+        "commit_message": row["commit_message"],
+        "author": row["author"],
+        "commit_url": row["commit_url"],
         "submitted_at": row["submitted_at"],
         "state": row["state"],
         "result": None if row["result"] is None else json.loads(row["result"]),

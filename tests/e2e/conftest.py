@@ -43,6 +43,15 @@ def network(tmp_path) -> Iterator:
 
 
 @pytest.fixture
+def browser(tmp_path) -> Iterator:
+    """Headless Chromium (tests/e2e/browser.py), quit whatever the test did."""
+    from tests.e2e.browser import chromium  # selenium only for the tests that open a browser
+
+    with chromium(tmp_path / "chromedriver.log") as driver:
+        yield driver
+
+
+@pytest.fixture
 def scratch(tmp_path) -> Path:
     """The test's temporary folder, removed afterwards. Asked for before `network`,
     so it is torn down after it: the nodes are stopped before their data goes."""

@@ -17,16 +17,12 @@ its own, so it never meets the example network another checkout may run.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from client.records import BuildRecords, records_path
@@ -36,31 +32,16 @@ from pbft.build import Operation
 from pbft.messages import Request, signed
 from tests.support.network import free_ports, write_network
 from tests.support.status_server import StatusServer
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements.txt (tests)")
-from selenium.webdriver.common.by import By  # noqa: E402 (after the skip above)
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from tests.e2e.example_network import E2E_MARKS, LOG_DIR, MATRIX_SPEC, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status, own_ports, running_node, slow_repository, webhook
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-pytestmark = [
-    *E2E_MARKS,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="Debian's chromium and chromium-driver are missing (PBFT_CI_TEST_IMAGES=1 scripts/setup.sh installs them)",
-    ),
-]
-
-# No network beyond this machine: without these flags Chromium keeps trying to reach its services.
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1500,1100",
+from tests.e2e.browser import BROWSER_MARKS, SCREENSHOTS, attributes, screenshot, text_of, texts, wait_for
+from tests.e2e.example_network import (
+    MATRIX_SPEC, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status, own_ports,
+    running_node, slow_repository, webhook,
 )
-SCREENSHOTS = LOG_DIR / "dashboard"
+from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
+
+pytestmark = BROWSER_MARKS
 # Builds wait for a git fetch and a container on every node; the first build of fresh nodes clones too.
 BUILD_WAIT_S = 120
-PAGE_WAIT_S = 30
 MARKUP = "<b id=injected>bold</b><img src=x onerror=document.title=1>"
 HOSTILE_BRANCH = "<i id=branch-injected>x</i>"
 # A status line of its own after a carriage return, then a terminal title (OSC) and a screen clear (CSI).
@@ -103,63 +84,6 @@ def record_a_hostile_branch(config: NetworkConfig) -> None:
     records.close()
 
 
-@pytest.fixture
-def browser(tmp_path) -> Iterator:
-    """Headless Chromium with a fresh profile; quit, and its profile removed, whatever the test did."""
-    profile = tempfile.mkdtemp(prefix="pbft-ci-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    # The driver is Debian's: with its path given, selenium never looks for or downloads one.
-    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
-        yield driver
-    finally:
-        try:
-            driver.quit()
-        finally:
-            process = service.process
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-            shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait_for(driver, what: str, condition, timeout_s: float = PAGE_WAIT_S):
-    """The condition's first truthy value, polled by WebDriverWait; the message says what never came."""
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda d: condition(d), message=what)
-
-
-def texts(driver, css: str) -> list[str]:
-    """The textContent of every element `css` selects, read in the page at one moment.
-
-    Read by a script, not element by element: the pages re-render as they poll,
-    and an element found a moment ago may be gone.
-    """
-    return driver.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0]), (element) => element.textContent);", css
-    )
-
-
-def text_of(driver, css: str) -> str | None:
-    found = texts(driver, css)
-    return found[0] if found else None
-
-
-def attributes(driver, css: str, name: str) -> list[str | None]:
-    return driver.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0]), (element) => element.getAttribute(arguments[1]));",
-        css, name,
-    )
-
-
-def screenshot(driver, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(SCREENSHOTS / name))
-
-
 def test_the_dashboard_shows_a_running_build_the_votes_and_a_dead_node(network, browser, tmp_path):
     config_path = own_network_config(tmp_path)
     config = load_config(config_path)
@@ -192,7 +116,7 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
         build_id = listed[0]
         assert listed == [build_id, "1000000"]
         assert attributes(browser, f'{rows}[data-build-id="{build_id}"]', "data-state") == ["pending"]
-        assert attributes(browser, f'{rows}[data-build-id="{build_id}"] a', "href") == [
+        assert attributes(browser, f'{rows}[data-build-id="{build_id}"] a.build-link', "href") == [
             f"/dashboard/builds/{build_id}"]
         screenshot(browser, "builds.png")
         browser.get(f"{base_url}/dashboard/builds/{build_id}")
@@ -238,7 +162,8 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     assert attributes(browser, "#certificate", "href") == [f"/builds/{build_id}/certificate"]
     # The build's markup is text in the page: no element of it exists, no handler of it ran.
     assert not browser.find_elements(By.ID, "injected")
-    assert browser.title == f"pbft-ci build {build_id}"
+    numbered = http_json("GET", f"{base_url}/builds/{build_id}")[1]["number"]
+    assert browser.title == f"pbft-ci printing #{numbered}"
     screenshot(browser, "build-finished.png")
 
     # Run it again: a new build of the commit the verdict named, linked to this one.

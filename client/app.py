@@ -35,13 +35,13 @@ from client.intoto import bundle
 from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
-from client.intake import WebhookError, parse_webhook
+from client.intake import WebhookError, checked_branch, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx
 from client.notifier import NotifySettings
 from client.nodeviews import build_view, network_view
-from client.records import BuildRecords, disputed_result, records_path
+from client.records import VERDICTS, BuildRecords, disputed_result, records_path
 from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
@@ -50,7 +50,8 @@ from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.build import STEP_NAME, combination_label
 from pbft.encoding import canonical
-from pbft.messages import encode
+from pbft.messages import MessageError, encode
+from pbft.wire import NAME
 
 log = logging.getLogger(__name__)
 
@@ -305,12 +306,36 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def list_builds(request: web.Request) -> web.Response:
+    """The newest builds, `limit` at a time: `next` is the `before` of the next page (null on the
+    last), so pages never repeat or skip a build while new ones arrive. Filtered by a
+    `repository`, a `branch`, a `verdict` (client.records.VERDICTS) or a repository's `number`."""
     request.app[ACCESS_KEY].check_reader(request.headers)
-    limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
+    query = request.query
+    limit = _bounded_int(query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
+    filters: dict = {}
+    for name, low in (("before", 0), ("number", 1)):
+        if name in query:
+            filters[name] = _bounded_int(query[name], low, MAX_BUILD_ID)
+            if filters[name] is None:
+                raise web.HTTPBadRequest(reason=f"{name} must be a decimal number from {low} to {MAX_BUILD_ID}")
+    if "repository" in query:
+        # Any well-formed name: a repository no longer configured still has its builds.
+        try:
+            filters["repository"] = NAME.read(query["repository"], "repository")
+        except MessageError as error:
+            raise web.HTTPBadRequest(reason=str(error)) from None
+    if "branch" in query:
+        filters["branch"] = checked_branch(query["branch"])
+    if "verdict" in query:
+        if query["verdict"] not in VERDICTS:
+            raise web.HTTPBadRequest(reason=f"verdict must be one of {', '.join(VERDICTS)}")
+        filters["verdict"] = query["verdict"]
+    builds = request.app[RECORDS_KEY].recent(limit + 1, **filters)  # one more: is there a next page?
     service = request.app[SERVICE_KEY]
-    return web.json_response({"builds": [_with_progress(service, build) for build in request.app[RECORDS_KEY].recent(limit)]})
+    return web.json_response({"builds": [_with_progress(service, build) for build in builds[:limit]],
+                              "next": builds[limit - 1]["build_id"] if len(builds) > limit else None})
 
 
 def _with_progress(service: ClientService, build: dict) -> dict:

@@ -142,9 +142,16 @@ MAX_LISTED_ACTIONS = 16
 # mean pushes came faster than the network orders, and the next push cancels the rest.
 MAX_SUPERSEDED = 16
 
+# A build's verdict in one word: its agreed result's status once f+1 nodes agreed, else its
+# state (pending, timeout: no f+1 agreed in time, disputed, divergent). `timeout` is both a
+# build that ran out of its own time (a status the nodes agreed on) and one without a quorum.
+VERDICTS = ("success", "failure", "error", "timeout", "cancelled", "skipped", "matrix", "disputed", "divergent",
+            "pending")
+_VERDICT = "(CASE state WHEN 'accepted' THEN json_extract(result, '$.status') ELSE state END)"
+
 _SUMMARY_COLUMNS = (
     "build_id, number, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
-    "commit_message, author, commit_url, "
+    f"commit_message, author, commit_url, {_VERDICT} AS verdict, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
@@ -496,10 +503,22 @@ class BuildRecords:
             "UPDATE builds SET state = 'timeout' WHERE state = 'pending' AND build_id < ?", (before,)
         ).rowcount
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """Summaries of the newest `limit` builds, newest first."""
+    def recent(
+        self, limit: int, *, before: int | None = None, repository: str | None = None, branch: str | None = None,
+        verdict: str | None = None, number: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` builds that match every filter given, newest first:
+        ids below `before` (the keyset of the next page), one repository, one branch (a pull
+        request's target, a tag's name), one verdict (VERDICTS), one number of a repository."""
+        conditions, parameters = [], []
+        for condition, value in (("build_id < ?", before), ("repository = ?", repository), ("branch = ?", branch),
+                                 (f"{_VERDICT} = ?", verdict), ("number = ?", number)):
+            if value is not None:
+                conditions.append(condition)
+                parameters.append(value)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._db.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM builds ORDER BY build_id DESC LIMIT ?", (limit,)
+            f"SELECT {_SUMMARY_COLUMNS} FROM builds {where} ORDER BY build_id DESC LIMIT ?", (*parameters, limit)
         ).fetchall()
         return [_summary(row) for row in rows]
 
@@ -577,6 +596,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "submitted_at": row["submitted_at"],
         "state": row["state"],
         "result": None if row["result"] is None else json.loads(row["result"]),
+        "verdict": row["verdict"],
         "agreed_by": json.loads(row["agreed_by"]),
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
-from typing import AsyncIterator
+from pathlib import Path
+from typing import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -46,7 +48,8 @@ from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
-from shared.config import NetworkConfig
+from shared.config import NetworkConfig, load_config
+from shared.reload import LiveConfig, reload_on_sighup
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.build import STEP_NAME, combination_label
 from pbft.encoding import canonical
@@ -57,11 +60,7 @@ log = logging.getLogger(__name__)
 
 RECORDS_KEY = web.AppKey("records", BuildRecords)
 SERVICE_KEY = web.AppKey("service", ClientService)
-REPOSITORIES_KEY = web.AppKey("repositories", tuple)
-WEBHOOK_SETTINGS_KEY = web.AppKey("webhook_settings", WebhookSettings)
-ACCESS_KEY = web.AppKey("access", AccessRules)
 METRICS_KEY = web.AppKey("metrics", ClientMetrics)
-CONFIG_KEY = web.AppKey("config", NetworkConfig)
 NAME_KEY = web.AppKey("client_name", str)
 
 DEFAULT_BUILDS_LIMIT = 50
@@ -82,20 +81,46 @@ def client_authenticator(config: NetworkConfig, client_name: str) -> Ed25519Auth
     )
 
 
+class CurrentAccess:
+    """The access rules (client.access) of the configuration the client runs with now: a
+    reload may set, change or remove the client's token."""
+
+    def __init__(self, live: LiveConfig, client_name: str) -> None:
+        self._live = live
+        self._client_name = client_name
+
+    def rules(self) -> AccessRules:
+        return AccessRules.from_config(self._live.current, self._client_name)
+
+    def check_plain_call(self, headers: Mapping[str, str]) -> None:
+        self.rules().check_plain_call(headers)
+
+    def check_reader(self, headers: Mapping[str, str]) -> None:
+        self.rules().check_reader(headers)
+
+
+LIVE_KEY = web.AppKey("live_config", LiveConfig)
+ACCESS_KEY = web.AppKey("access", CurrentAccess)
+
+
 def make_app(
     config: NetworkConfig, client_name: str, *, deadline_s: float | None = None,
-    notify_settings: NotifySettings = NotifySettings(),
+    notify_settings: NotifySettings = NotifySettings(), config_path: str | Path | None = None,
 ) -> web.Application:
+    """The client `client_name` of `config`. SIGHUP re-reads `config_path` (the path the
+    client was started with; default `config.path`) and applies what may change live
+    (shared.reload): handlers read `app[LIVE_KEY].current`, never a configuration of their own."""
     config.client(client_name)  # raises KeyError for a name the config does not know
     auth = client_authenticator(config, client_name)
     metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0,
                             lambda: app[SERVICE_KEY].queued if SERVICE_KEY in app else 0)
     app = web.Application(middlewares=[metrics.count_webhooks(), _errors_as_json])  # outermost: sees every answer
     app[METRICS_KEY] = metrics
-    app[REPOSITORIES_KEY] = tuple(repository.name for repository in config.repositories)
-    app[WEBHOOK_SETTINGS_KEY] = WebhookSettings.from_config(config, client_name)
-    app[ACCESS_KEY] = AccessRules.from_config(config, client_name)
-    app[CONFIG_KEY] = config
+    # As client/index.py read it at the start: with the client's secrets.
+    live = LiveConfig(config, functools.partial(load_config, config_path or config.path), f"client {client_name}",
+                      metrics.count_reload)
+    app[LIVE_KEY] = live
+    app[ACCESS_KEY] = CurrentAccess(live, client_name)
     app[NAME_KEY] = client_name
 
     async def records_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -124,22 +149,39 @@ def make_app(
         app[SERVICE_KEY].abandon_all()
 
     async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
-        schedules = Schedules(config.repositories, app[RECORDS_KEY].schedule_slots())
-        runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background)
-        task = asyncio.create_task(runner.run(), name="schedules")
+        def start(repositories) -> tuple[ScheduleRunner, asyncio.Task]:
+            # From the slots the records hold, as at a start: a schedule they know fires at its
+            # next slot as before, a new or changed one starts from now.
+            schedules = Schedules(repositories, app[RECORDS_KEY].schedule_slots())
+            runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background)
+            return runner, asyncio.create_task(runner.run(), name="schedules")
+
+        running = [start(live.current.repositories)]
+
+        def reschedule(new: NetworkConfig) -> None:
+            runner, task = running[0]
+            if Schedules(new.repositories, {}).entries != runner.schedules.entries:
+                # The runner never awaits between deciding and saving a slot: cancelled in its
+                # sleep, it has saved every build it started.
+                task.cancel()
+                running[0] = start(new.repositories)
+
+        live.on_reload(reschedule)
         yield
+        task = running[0][1]
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     app.cleanup_ctx.extend([records_ctx, service_ctx])
     # After the service's context: statuses observe the service, and stop before it closes.
-    app.cleanup_ctx.append(commit_statuses_ctx(config, client_name, SERVICE_KEY))
+    app.cleanup_ctx.append(commit_statuses_ctx(live, client_name, SERVICE_KEY))
     # Notifications likewise: they observe the service, and stop before it closes.
-    app.cleanup_ctx.append(notifications_ctx(config, client_name, SERVICE_KEY, metrics.count_notification,
+    app.cleanup_ctx.append(notifications_ctx(live, client_name, SERVICE_KEY, metrics.count_notification,
                                              notify_settings))
     # Last: a scheduled build, like a webhook's, finds the statuses observing.
     app.cleanup_ctx.append(schedules_ctx)
+    app.cleanup_ctx.append(reload_on_sighup(live))
     add_transfers(app, config, client_name)
     add_build_log_proxy(app, config, client_name, auth)
     add_artifact_proxy(app, config, client_name)
@@ -209,8 +251,18 @@ async def identity(request: web.Request) -> web.Response:
     return web.json_response({"name": request.app[NAME_KEY], "pid": os.getpid()})
 
 
+def _config(request: web.Request) -> NetworkConfig:
+    """The configuration the client runs with now (a reload may have replaced it)."""
+    return request.app[LIVE_KEY].current
+
+
+def _webhook_settings(request: web.Request) -> WebhookSettings:
+    return WebhookSettings.from_config(_config(request), request.app[NAME_KEY])
+
+
 async def webhook(request: web.Request) -> web.Response:
-    settings = request.app[WEBHOOK_SETTINGS_KEY]
+    config = _config(request)
+    settings = WebhookSettings.from_config(config, request.app[NAME_KEY])
     # Forges are recognised by their headers and authenticated by the
     # repository's secret once the body is read; a plain call is checked
     # before its body is waited for.
@@ -221,10 +273,11 @@ async def webhook(request: web.Request) -> web.Response:
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
-    operation = parse_webhook(body, request.headers.get("Content-Type", ""), request.app[REPOSITORIES_KEY])
+    operation = parse_webhook(body, request.headers.get("Content-Type", ""),
+                              [repository.name for repository in config.repositories])
     verdict = await request.app[SERVICE_KEY].submit(operation)
     if verdict.accepted or verdict.divergent or verdict.disputed:
-        answer = {**_verdict_json(verdict, request.app[CONFIG_KEY].f),
+        answer = {**_verdict_json(verdict, config.f),
                   "logs": build_log_links(request.app, verdict.build_id)}
         if verdict.matrix:
             # Answered once the expansion is certified, not when its builds end: up to
@@ -393,7 +446,7 @@ async def approve(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     approval = _approval(request)
     build_id = request.app[SERVICE_KEY].approve(int(approval["approval_id"]))
-    return started(build_id, request.app[WEBHOOK_SETTINGS_KEY], already_approved=approval["build_id"] is not None)
+    return started(build_id, _webhook_settings(request), already_approved=approval["build_id"] is not None)
 
 
 async def rerun(request: web.Request) -> web.Response:
@@ -401,7 +454,7 @@ async def rerun(request: web.Request) -> web.Response:
     names the old one: whoever may ask for builds may ask for this."""
     record = _build_to_act_on(request)
     build_id = request.app[SERVICE_KEY].rerun(record)
-    return started(build_id, request.app[WEBHOOK_SETTINGS_KEY], rerun_of=record["build_id"])
+    return started(build_id, _webhook_settings(request), rerun_of=record["build_id"])
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -410,7 +463,7 @@ async def cancel(request: web.Request) -> web.Response:
     if record["state"] != "pending":
         raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
     cancel_id = request.app[SERVICE_KEY].cancel(record)
-    return started(record["build_id"], request.app[WEBHOOK_SETTINGS_KEY], cancel_id=str(cancel_id))
+    return started(record["build_id"], _webhook_settings(request), cancel_id=str(cancel_id))
 
 
 def _build_to_act_on(request: web.Request) -> dict:
@@ -429,7 +482,7 @@ async def report_action(request: web.Request) -> web.Response:
     record = _record(request)
     if record["state"] != "accepted":
         raise WebhookError(409, f"build {record['build_id']} has no certified verdict ({record['state']})")
-    body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, request.app[WEBHOOK_SETTINGS_KEY].body_timeout_s)
+    body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, _webhook_settings(request).body_timeout_s)
     try:
         report = json.loads(body)
     except (ValueError, RecursionError):
@@ -481,7 +534,7 @@ async def get_provenance(request: web.Request) -> web.Response:
     except ArtifactsUnavailable as error:
         return web.json_response({"error": error.reason}, status=error.status)
     try:
-        envelope = provenance_envelope_from_record(record, request.app[CONFIG_KEY], files)
+        envelope = provenance_envelope_from_record(record, _config(request), files)
     except AttestationUnavailable as error:
         raise web.HTTPConflict(reason=str(error)) from None
     return web.Response(body=canonical(envelope), content_type="application/json")
@@ -518,7 +571,7 @@ async def get_certificate(request: web.Request) -> web.Response:
 
 def _attested(request: web.Request) -> Attested:
     try:
-        return attested_from_record(_record(request), request.app[CONFIG_KEY])
+        return attested_from_record(_record(request), _config(request))
     except AttestationUnavailable as error:
         raise web.HTTPConflict(reason=str(error)) from None
 
@@ -532,7 +585,7 @@ async def get_attestation(request: web.Request) -> web.Response:
 async def get_in_toto(request: web.Request) -> web.Response:
     """A tar of the owner's layout, f+1 agreeing nodes' links and the statement, for in-toto-verify."""
     attested = _attested(request)
-    path = request.app[CONFIG_KEY].in_toto_layout
+    path = _config(request).in_toto_layout
     if path is None:
         raise web.HTTPConflict(reason="no in-toto layout: the network YAML sets no in_toto_layout")
     try:

@@ -157,7 +157,8 @@ def run(argv: list[str]) -> int:
     configure_logging(args.log_file or config.log_dir / "client.log")
     logging.getLogger(__name__).info("client %s starting with %s", name, config.path)
     return serve(
-        make_app(config, name, deadline_s=args.deadline_s),
+        # SIGHUP re-reads the file it was started with (shared.reload).
+        make_app(config, name, deadline_s=args.deadline_s, config_path=args.config),
         f"client {name!r}",
         host=client.host if args.host is None else args.host,
         port=client.port if args.port is None else args.port,

@@ -21,6 +21,8 @@ MAX_BODY_BYTES = 64 * 1024
 # is accepted too; the body is parsed as JSON either way.
 ACCEPTED_CONTENT_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
+# An unknown repository's answer names the configured ones, up to this many.
+MAX_NAMED_REPOSITORIES = 20
 
 
 class WebhookError(Exception):
@@ -117,8 +119,19 @@ def _repository(data: dict, repositories: Sequence[str]) -> str:
     if not isinstance(repository, str):
         raise WebhookError(400, "repository must be a string")
     if repository not in repositories:
-        raise WebhookError(400, "unknown repository")
+        raise WebhookError(400, unknown_repository(repository, repositories))
     return repository
+
+
+def unknown_repository(asked: str, repositories: Sequence[str]) -> str:
+    """Why a request for repository `asked` (untrusted: cut and quoted) is refused, with the
+    configured names (checked by shared.config) and how a repository just added is served."""
+    shown = ", ".join(repositories[:MAX_NAMED_REPOSITORIES])
+    if len(repositories) > MAX_NAMED_REPOSITORIES:
+        shown += f" and {len(repositories) - MAX_NAMED_REPOSITORIES} more"
+    return (f"unknown repository {asked[:80]!r}: this client builds {shown}. A repository added to its "
+            "configuration file is served once the client re-reads it: kill -HUP <client pid> "
+            "(or ./scripts/reload.sh --client), and every node likewise (./scripts/reload.sh)")
 
 
 def _commit(data: dict) -> str | None:

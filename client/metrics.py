@@ -45,6 +45,11 @@ class ClientMetrics:
         self.notification_retries = Counter(
             "pbft_client_notification_retries", "Notification attempts that failed and were tried again later",
             ["kind"], registry=r)
+        self.reloads = Counter("pbft_client_reloads",
+                               "Configuration reloads (SIGHUP) by outcome: applied, or refused (the running "
+                               "configuration stays)", ["outcome"], registry=r)
+        for outcome in ("applied", "refused"):
+            self.reloads.labels(outcome)
         for kind in ("webhook", "email"):  # shown at 0 before the first, so that a rate can be taken
             self.notification_retries.labels(kind)
             for outcome in ("sent", "failed", "dropped"):
@@ -81,6 +86,10 @@ class ClientMetrics:
             self.notification_retries.labels(kind).inc()
         else:
             self.notifications.labels(kind, outcome).inc()
+
+    def count_reload(self, outcome: str) -> None:
+        """How a configuration reload ended (shared.reload)."""
+        self.reloads.labels(outcome).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -46,6 +46,7 @@ from client.records import disputed_reason, disputed_result
 from client.service import Verdict
 from pbft.build import Operation, Result, combination_label
 from shared.config import NetworkConfig, SMTPConfig
+from shared.reload import LiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -312,11 +313,16 @@ class Notifications:
     """Turns verdicts into notifications (a service observer)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, notifier: Notifier) -> None:
-        self._targets = {repo.name: repo.notify for repo in config.repositories if repo.notify}
-        client = config.client(client_name)
-        self._base_url = client.base_url
+        self._client_name = client_name
+        self.reconfigure(config)
         self._f = config.f
         self._notifier = notifier
+
+    def reconfigure(self, config: NetworkConfig) -> None:
+        """Notify `config`'s targets from now on (a reload, shared.reload); notifications
+        already queued go where they were addressed."""
+        self._targets = {repo.name: repo.notify for repo in config.repositories if repo.notify}
+        self._base_url = config.client(self._client_name).base_url
 
     def submitted(self, build_id: str, operation: Operation) -> None:
         pass
@@ -344,18 +350,18 @@ class Notifications:
 
 
 def notifications_ctx(
-    config: NetworkConfig, client_name: str, service_key: web.AppKey, count: Callable[[str, str], None],
+    live: LiveConfig, client_name: str, service_key: web.AppKey, count: Callable[[str, str], None],
     settings: NotifySettings = NotifySettings(),
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx that sends notifications of the app's service's verdicts; it must come
-    after the service's. `count(kind, outcome)` is told how each ended (client.metrics)."""
+    after the service's. `count(kind, outcome)` is told how each ended (client.metrics).
+    The notifier runs even when no repository has targets yet: a reload may add some."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = live.current
         names = [repo.name for repo in config.repositories if repo.notify]
-        if not names:
-            yield
-            return
-        log.info("sending notifications of the verdicts of %s", ", ".join(names))
+        if names:
+            log.info("sending notifications of the verdicts of %s", ", ".join(names))
         # No cookies: a receiver's answer must not change what the next delivery sends.
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             senders = {"webhook": WebhookSender(session, settings.call_timeout_s)}
@@ -364,7 +370,9 @@ def notifications_ctx(
                 senders["email"] = EmailSender(smtp, config.n)
             notifier = Notifier(senders, settings, count)
             notifier.start()
-            app[service_key].observe(Notifications(config, client_name, notifier))
+            notifications = Notifications(config, client_name, notifier)
+            live.on_reload(notifications.reconfigure)
+            app[service_key].observe(notifications)
             yield
             await notifier.close()
 

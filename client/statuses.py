@@ -46,6 +46,7 @@ from aiohttp import web
 from client.records import disputed_reason, disputed_result
 from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
+from shared.reload import LiveConfig
 from shared.statuses import (
     MAX_DESCRIPTION_CHARS, STATE_OF_RESULT, StatusPoster, result_text, running_poster, state_of, status_context,
     status_for,
@@ -80,14 +81,21 @@ class CommitStatuses:
     """Turns the service's submissions and verdicts into commit statuses (a service observer)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, poster: StatusPoster) -> None:
-        self._repositories = {repo.name: repo for repo in config.repositories if reports_statuses(repo)}
-        client = config.client(client_name)
-        self._builds_url = client.base_url + "/builds/"
-        self._approvals_url = client.base_url + "/approvals/"
+        self._client_name = client_name
+        self.reconfigure(config)
         self._n = config.n
         self._quorum = config.f + 1
         self._poster = poster
         self._matrices: dict[str, _Matrix] = {}  # by the build id of each of their combinations
+
+    def reconfigure(self, config: NetworkConfig) -> None:
+        """Post with `config`'s repositories from now on (a reload, shared.reload): a verdict
+        of a build started before gets the status the new settings say. A matrix followed
+        meanwhile keeps the repository settings its expansion was posted with."""
+        self._repositories = {repo.name: repo for repo in config.repositories if reports_statuses(repo)}
+        client = config.client(self._client_name)
+        self._builds_url = client.base_url + "/builds/"
+        self._approvals_url = client.base_url + "/approvals/"
 
     def submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
@@ -216,18 +224,19 @@ def _record_state(build: dict) -> str:
 
 
 def commit_statuses_ctx(
-    config: NetworkConfig, client_name: str, service_key: web.AppKey
+    live: LiveConfig, client_name: str, service_key: web.AppKey
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx that posts statuses for the app's service; it must come after the service's."""
+    """A cleanup_ctx that posts statuses for the app's service; it must come after the service's.
+    The poster runs even when no repository reports statuses yet: a reload may add one."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        names = [repo.name for repo in config.repositories if reports_statuses(repo)]
-        if not names:
-            yield
-            return
-        log.info("posting commit statuses for %s", ", ".join(names))
+        names = [repo.name for repo in live.current.repositories if reports_statuses(repo)]
+        if names:
+            log.info("posting commit statuses for %s", ", ".join(names))
         async with running_poster() as poster:
-            app[service_key].observe(CommitStatuses(config, client_name, poster))
+            statuses = CommitStatuses(live.current, client_name, poster)
+            live.on_reload(statuses.reconfigure)
+            app[service_key].observe(statuses)
             yield
 
     return ctx

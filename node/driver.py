@@ -335,7 +335,11 @@ class Driver:
         if operation.cancels is not None:
             result = await self._cancel(seq, build_id, _build_id(request.client, operation.cancels))
         elif repository is None:
-            result = Result("error", None, None, f"unknown repository: {operation.repository}")
+            # The same reason on every node that lacks it: a repository added to the file is
+            # built once every node has re-read it (SIGHUP, shared.reload).
+            result = Result("error", None, None, f"unknown repository: {operation.repository} (not in this "
+                                                 "node's configuration; a repository just added to the file needs "
+                                                 "a reload of every node: SIGHUP, ./scripts/reload.sh)")
         else:
             logger.info(
                 "node=%d seq=%d build=%s start repository=%s branch=%s",

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.crash_at:
         logging.getLogger("node").warning("node=%d started with a crash point: %s", args.id, args.crash_at)
     app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None,
-                   crash_at=args.crash_at)
+                   crash_at=args.crash_at, config_path=args.config)
     ssl_context = config.tls.server_context(args.id) if config.tls is not None else None
     return serve(app, f"node {args.id}", host=args.host or node.host, port=node.port, print=None,
                  access_log=None, ssl_context=ssl_context)

@@ -47,6 +47,11 @@ class NodeMetrics:
             buckets=CONSENSUS_BUCKETS_S, registry=r)
         self.build_seconds = Histogram("pbft_build_seconds", "Duration of this node's builds",
                                        buckets=BUILD_BUCKETS_S, registry=r)
+        self.reloads = Counter(
+            "pbft_node_reloads", "Configuration reloads (SIGHUP) by outcome: applied, or refused (the running "
+            "configuration stays)", ["outcome"], registry=r)
+        for outcome in ("applied", "refused"):
+            self.reloads.labels(outcome)
         # The node's event loop waits for every save: a slow disk (or fsyncs queued behind
         # other processes') shows here before it shows as consensus latency.
         self.save_seconds = Histogram(

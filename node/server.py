@@ -8,10 +8,12 @@ the CLI start and stop a node the same way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import weakref
+from pathlib import Path
 from typing import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
@@ -25,7 +27,8 @@ from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from node.statuses import node_status_token_files, posting_node_statuses
-from shared.config import ConfigError, NetworkConfig
+from shared.config import ConfigError, NetworkConfig, load_config
+from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
@@ -47,6 +50,7 @@ HEARTBEAT = web.AppKey("heartbeat_s", float)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 NODE_KEYS = web.AppKey("node_keys", dict)
 QUORUM = web.AppKey("reply_quorum", int)
+LIVE = web.AppKey("live_config", LiveConfig)
 
 
 class ClientConnection:
@@ -92,13 +96,19 @@ def make_app(
     behaviour: Behaviour = HONEST,
     heartbeat_s: float = HEARTBEAT_S,
     crash_at: CrashAt | None = None,
+    config_path: str | Path | None = None,
 ) -> web.Application:
     """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos).
 
     `heartbeat_s` is the WebSocket ping period on every socket of the node, both ends; tests shorten it.
     `crash_at` ends the process at one of the driver's crash points (tests of restarts).
+    SIGHUP re-reads `config_path` (the path the node was started with; default `config.path`)
+    and applies what may change live (shared.reload): the repositories.
     """
     app = web.Application()
+    # As node/index.py read it at the start: this node's files checked, none of the client's secrets read.
+    load = functools.partial(load_config, config_path or config.path, node_id=node_id, read_secrets=False)
+    live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome))
     app[HEARTBEAT] = heartbeat_s
     app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
     app[QUORUM] = reply_quorum(config.f)
@@ -114,7 +124,7 @@ def make_app(
             executor = _make_executor(config, node_id, behaviour.build_environment)
             await asyncio.to_thread(executor.sweep_leftovers)
             run_build = executor.run
-        async with (posting_node_statuses(config, node_id, status_token_files) as on_result,
+        async with (posting_node_statuses(config, node_id, status_token_files) as node_statuses,
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session):
             links = {
                 node.id: PeerLink(node.id, node.url("/peer"), session, heartbeat_s=heartbeat_s)
@@ -140,13 +150,14 @@ def make_app(
                 )
             driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
                             cancel=None if executor is None else executor.cancel, slots=executor,
-                            on_result=on_result)
+                            on_result=node_statuses.finished)
             if executor is not None:
                 executor.on_state = driver.on_build_state
             if crash_at is not None:
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
+            live.on_reload(functools.partial(_reconfigure, driver, executor, node_statuses))
             for seq, request in rerun:
                 driver.start_build(seq, request)
             driver.resume()
@@ -168,6 +179,7 @@ def make_app(
 
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(reload_on_sighup(live))
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
@@ -185,7 +197,6 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from node.build.executor import Executor
     from node.build.images import load_registry_auth
-    from node.build.secrets import RepositorySecrets
 
     try:
         registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
@@ -199,15 +210,39 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
         limits=config.build,
         max_concurrent=config.build.max_concurrent,
         engine=config.node(node_id).docker,
-        networked_repositories=frozenset(repo.name for repo in config.repositories if repo.build_network),
         # Every node and client of the network: networked builds must reach none of them.
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
-        repository_bounds={repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent},
         registry_auth=registry_auth,
-        submodule_urls={repo.name: frozenset(repo.submodules) for repo in config.repositories if repo.submodules},
         extra_environment=extra_environment,
-        repository_secrets={repo.name: RepositorySecrets.of(repo) for repo in config.repositories if repo.secrets},
+        **_repository_settings(config),
     )
+
+
+def _repository_settings(config: NetworkConfig) -> dict:
+    """What the executor takes of the repositories (Executor.reconfigure's arguments)."""
+    from node.build.secrets import RepositorySecrets
+
+    repositories = config.repositories
+    return dict(
+        networked_repositories=frozenset(repo.name for repo in repositories if repo.build_network),
+        repository_bounds={repo.name: repo.max_concurrent for repo in repositories if repo.max_concurrent},
+        submodule_urls={repo.name: frozenset(repo.submodules) for repo in repositories if repo.submodules},
+        repository_secrets={repo.name: RepositorySecrets.of(repo) for repo in repositories if repo.secrets},
+    )
+
+
+def _reconfigure(driver: Driver, executor, node_statuses, config: NetworkConfig) -> None:
+    """After a reload: the repositories of `config` for the builds that start from now on.
+    Builds already started keep the URL and settings they started with."""
+    driver.config = config
+    if executor is not None:
+        executor.reconfigure(**_repository_settings(config))
+    node_statuses.reconfigure(config)
+
+
+def _count_reload(app: web.Application, outcome: str) -> None:
+    if DRIVER in app and app[DRIVER].metrics is not None:
+        app[DRIVER].metrics.reloads.labels(outcome).inc()
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from pbft.build import Result
 from pbft.messages import Request
@@ -56,10 +56,18 @@ class NodeStatuses:
         self, config: NetworkConfig, node_id: int, token_files: dict[str, Path], poster: StatusPoster
     ) -> None:
         self._node_id = node_id
+        self._set(config, token_files)
+        self._poster = poster
+
+    def reconfigure(self, config: NetworkConfig) -> None:
+        """Post for `config`'s repositories from now on (a reload, shared.reload, which checked
+        this node's token files); a build started before gets the status the new settings say."""
+        self._set(config, node_status_token_paths(config, self._node_id))
+
+    def _set(self, config: NetworkConfig, token_files: dict[str, Path]) -> None:
         self._repositories = {repo.name: repo for repo in config.repositories if repo.name in token_files}
         self._token_files = token_files
         self._client_urls = {client.name: client.base_url for client in config.clients}
-        self._poster = poster
 
     def finished(self, request: Request, result: Result) -> None:
         """This node's build of `request` ended with `result` (what it signs and votes)."""
@@ -92,30 +100,31 @@ def node_status_token_files(config: NetworkConfig, node_id: int) -> dict[str, Pa
     """Node `node_id`'s own status token file for each repository with `node_statuses`, by name,
     each checked to hold a token. Raises ConfigError naming the file when one does not: the
     operator asked for this node's voice, so a node that cannot give it does not start."""
-    files, problems = {}, []
-    for repository in config.repositories:
-        if repository.node_statuses:
-            path = repository.node_status_token_path(config.path.parent, node_id)
-            try:
-                read_node_status_token(path)
-            except ValueError as error:
-                problems.append(f"repository {repository.name}: node_status_token_file: node {node_id}: {error}")
-            files[repository.name] = path
+    files, problems = node_status_token_paths(config, node_id), []
+    for name, path in files.items():
+        try:
+            read_node_status_token(path)
+        except ValueError as error:
+            problems.append(f"repository {name}: node_status_token_file: node {node_id}: {error}")
     if problems:
         raise ConfigError(config.path, problems)
     return files
 
 
+def node_status_token_paths(config: NetworkConfig, node_id: int) -> dict[str, Path]:
+    """Node `node_id`'s own status token file for each repository with `node_statuses`, by name."""
+    return {repository.name: repository.node_status_token_path(config.path.parent, node_id)
+            for repository in config.repositories if repository.node_statuses}
+
+
 @contextlib.asynccontextmanager
 async def posting_node_statuses(
     config: NetworkConfig, node_id: int, token_files: dict[str, Path]
-) -> AsyncIterator[Callable[[Request, Result], None] | None]:
-    """What the driver calls with each of this node's results (None: no repository asks for
-    node statuses), given `node_status_token_files`; the statuses still queued get a short
-    grace on the way out."""
-    if not token_files:
-        yield None
-        return
-    log.info("node=%d posts its own commit statuses for %s", node_id, ", ".join(token_files))
+) -> AsyncIterator[NodeStatuses]:
+    """What the driver tells each of this node's results (`finished`), given
+    `node_status_token_files`; the statuses still queued get a short grace on the way out.
+    The poster runs even when no repository asks for node statuses yet: a reload may add one."""
+    if token_files:
+        log.info("node=%d posts its own commit statuses for %s", node_id, ", ".join(token_files))
     async with running_poster() as poster:
-        yield NodeStatuses(config, node_id, token_files, poster).finished
+        yield NodeStatuses(config, node_id, token_files, poster)

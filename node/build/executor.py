@@ -143,6 +143,15 @@ MAX_CANCELS = 4096
 CANCELLED = "cancelled by the client's request"
 
 
+@dataclasses.dataclass(frozen=True)
+class _RepositorySettings:
+    """What a build takes of its repository's configuration when it starts."""
+
+    networked: bool  # build_network: true
+    submodule_urls: frozenset[str]
+    secrets: RepositorySecrets | None
+
+
 class Executor:
     def __init__(
         self,
@@ -183,9 +192,7 @@ class Executor:
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._checkouts = checkouts_root(self._data_dir, limits.workspace_mb * max_concurrent * 1024 * 1024)
-        self._submodule_urls = dict(submodule_urls or {})
         self._extra_environment = dict(extra_environment or {})
-        self._repository_secrets = dict(repository_secrets or {})
         self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
@@ -204,14 +211,20 @@ class Executor:
         # The matrix combination each running build names, by build id as its container is:
         # only the spec's reading needs it, not the fetch and checkout before it.
         self._combinations: dict[str, tuple[tuple[str, str], ...]] = {}
+        # The repository settings each build started with, by build id: a reload
+        # (`reconfigure`) changes the next builds' settings, never a running build's.
+        self._started_with: dict[str, _RepositorySettings] = {}
         self._closing = False
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self._instance_id = uuid.uuid4().hex
         # The passwd and group files made per image, on the engine (node/build/identity.py).
         self._identities = Identities(self._labels())
-        self._networked = frozenset(networked_repositories)
         self._build_network = BuildNetwork(self._data_dir, peer_hosts)
+        self._networked: frozenset[str] = frozenset()
+        self._network_made = False  # whether a repository ever built with a network: close() removes it
+        self.reconfigure(networked_repositories=networked_repositories, repository_bounds=repository_bounds or {},
+                         submodule_urls=submodule_urls or {}, repository_secrets=repository_secrets or {})
         # Removes each finished build's containers and volumes after its result is
         # out: the daemon takes a tenth of a second to tear them down, which no
         # verdict should wait for. One thread, so removals never pile up on the engine.
@@ -225,6 +238,19 @@ class Executor:
         # of 230; only builds that follow each other without a pause find the
         # next container ready less often.
         self._ready = ReadyContainers(self._start_ready, thread_name=f"ready-node{node_id}")
+
+    def reconfigure(
+        self, *, networked_repositories: frozenset[str], repository_bounds: dict[str, int],
+        submodule_urls: dict[str, frozenset[str]], repository_secrets: dict[str, RepositorySecrets],
+    ) -> None:
+        """The repositories' settings from now on (see __init__), after a reload of the
+        configuration: builds that start from here on get them; builds that started, running
+        or waiting for a slot, keep theirs, except the bounds, which are the queue's."""
+        self._networked = frozenset(networked_repositories)
+        self._network_made |= bool(self._networked)
+        self._queue.bounds = dict(repository_bounds)
+        self._submodule_urls = dict(submodule_urls)
+        self._repository_secrets = dict(repository_secrets)
 
     @property
     def running(self) -> int:
@@ -351,7 +377,7 @@ class Executor:
             self._identities.remove_all(self._docker)
         except docker.errors.DockerException:
             log.warning("could not remove the identity volumes of node %s", self._node_id, exc_info=True)
-        if self._networked:
+        if self._network_made:
             # A stopped node leaves no rules behind; the network goes first,
             # and the rules stay if it cannot (a build may still be attached).
             try:
@@ -403,6 +429,11 @@ class Executor:
         self._active_ids.add(build_id)
         if combination is not None:
             self._combinations[build_id] = combination
+        self._started_with[build_id] = _RepositorySettings(
+            networked=repository_name in self._networked,
+            submodule_urls=self._submodule_urls.get(repository_name, frozenset()),
+            secrets=self._repository_secrets.get(repository_name),
+        )
         try:
             if not await self._take_slot(build_id, repository_name):  # cancelled while it waited, or before
                 output = self._open_log(build_id, repository_name, branch)
@@ -421,6 +452,7 @@ class Executor:
         finally:
             self._active_ids.discard(build_id)
             self._combinations.pop(build_id, None)
+            self._started_with.pop(build_id, None)
 
     def _build(
         self, build_id: str, name: str, url: str, branch: str, commit: str | None, pull_ref: str | None,
@@ -504,7 +536,7 @@ class Executor:
                 on_branch = branch if trigger.event not in ("tag", "pull_request") else None
                 checkout.workspace(
                     self._mirrors, name=name, url=url, commit=resolved, branch=on_branch, dest=workspace,
-                    submodule_urls=self._submodule_urls.get(name, frozenset()),
+                    submodule_urls=self._started_with[build_id].submodule_urls,
                     max_bytes=self._limits.workspace_mb * 1024 * 1024,
                 )
                 committed_s = commit_time(repo, resolved)
@@ -574,10 +606,10 @@ class Executor:
                 return self._matrix(commit, spec.matrix, output), None
             user = ROOT_USER if spec.user == "root" else limits.user
             network = None
-            if name in self._networked:
+            if self._started_with[build_id].networked:
                 network = self._build_network.ensure(self._client()).name
             environment.update(spec.environment)
-            secrets = self._secrets(name, facts, output, commit)
+            secrets = self._secrets(facts, output, commit)
             output.settings(_spec_settings(limits, image, user, timeout_s, spec, network, environment, secrets))
             if spec.steps or spec.services:
                 return self._run_pipeline(
@@ -641,7 +673,7 @@ class Executor:
             timeout_s = limits.timeout_s
             tag = f"pbft-ci-build/{_image_name(name)}:{commit[:12]}"
             ran = _spec(workspace / "Dockerfile", tag)
-            secrets = self._secrets(name, facts, output, commit)
+            secrets = self._secrets(facts, output, commit)
             output.settings(_dockerfile_settings(limits, tag, timeout_s, environment, secrets))
             budget = memory_budget(limits, with_workspace=False)
             build_log = build_image(self._client(), context=workspace, tag=tag, limits=limits, timeout_s=timeout_s)
@@ -742,11 +774,11 @@ class Executor:
         )
         return agreed, outcome.commands_ms
 
-    def _secrets(self, name: str, facts: BuildFacts, output: BuildLog, commit: str) -> BuildSecrets:
+    def _secrets(self, facts: BuildFacts, output: BuildLog, commit: str) -> BuildSecrets:
         """The secrets this build gets, read now (a replaced file takes effect at the next build),
         their values masked in its log from here on."""
         try:
-            secrets = build_secrets(self._repository_secrets.get(name), facts.event, facts.pull_ref)
+            secrets = build_secrets(self._started_with[facts.build_id].secrets, facts.event, facts.pull_ref)
         except SecretUnreadable as exc:
             log.warning("node=%s build %s: %s", self._node_id, facts.build_id, exc.detail.strip())
             raise _BuildError(exc.reason, exc.detail, commit) from None

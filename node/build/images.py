@@ -62,6 +62,13 @@ def load_registry_auth(path: Path | None) -> dict[str, dict[str, str]]:
     return found
 
 
+# What an operator does about an image a node lacks: each node builds on its own engine.
+EVERY_ENGINE_NEEDS_IT = (
+    "Every node's engine needs the image: a node pulls it only from a registry in build.registries that it "
+    "reaches, else run docker pull or scripts/build-image.sh on every node's host"
+)
+
+
 class Images:
     """Resolves the images of builds on one engine, pulling what it lacks from allowed registries."""
 
@@ -104,7 +111,7 @@ class Images:
             allowed = ", ".join(sorted(self._registries)) or "none"
             raise SandboxError(
                 f"image not found: {name} (not on this node's engine, and {reference.registry} is not a registry "
-                f"this network pulls from; build.registries: {allowed})"
+                f"this network pulls from; build.registries: {allowed}). {EVERY_ENGINE_NEEDS_IT}"
             )
         with self._guard:
             lock = self._pulling.setdefault(name, threading.Lock())

@@ -647,7 +647,9 @@ def check_image(client: docker.DockerClient, image: str) -> str:
     try:
         return client.images.get(image).id
     except docker.errors.ImageNotFound:
-        raise SandboxError(f"image not found: {image}") from None
+        # Made by this build's Dockerfile moments ago: something on the engine removed it since.
+        raise SandboxError(f"image not found: {image} (not on this node's engine, although this build's "
+                           "Dockerfile has just made it: was it removed meanwhile, by docker image prune?)") from None
     except docker.errors.APIError as exc:
         raise SandboxError("docker error: could not inspect image", str(exc)) from None
 

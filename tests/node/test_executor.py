@@ -12,6 +12,7 @@ import time
 import docker.errors
 import pytest
 
+from node.build.images import EVERY_ENGINE_NEEDS_IT
 from node.build.spec import parse_build_spec
 from node.build.executor import BuildResult
 from node.build.sandbox import GATE_COMMAND, SCRIPT_END, gate_input
@@ -399,7 +400,7 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
         ({".pbft-ci.yml": "commands: [\n"}, None),
         ({".pbft-ci.yml": spec("true", image="pbft-ci/none:1")},
          "image not found: pbft-ci/none:1 (not on this node's engine, and docker.io is not a registry this network "
-         "pulls from; build.registries: none)"),
+         "pulls from; build.registries: none). " + EVERY_ENGINE_NEEDS_IT),
     ],
 )
 async def test_unbuildable_commit_is_an_error_with_a_reason(make_executor, git_repo, build_ids, files, reason):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from node.build.imageref import parse_reference
-from node.build.images import load_registry_auth
+from node.build.images import EVERY_ENGINE_NEEDS_IT, load_registry_auth
 from pbft.build import ImageDigest
 from tests.node.executor_helpers import DEFAULT_IMAGE, build, log_text
 
@@ -120,7 +120,7 @@ async def test_images_from_elsewhere_or_by_tag_where_digests_are_required_are_re
     assert not_allowed.status == "error"
     assert not_allowed.reason == (
         f"image not found: {registry}/pbft/absent:1 (not on this node's engine, and {registry} is not a registry "
-        "this network pulls from; build.registries: none)"
+        "this network pulls from; build.registries: none). " + EVERY_ENGINE_NEEDS_IT
     )
     absent = await build(make_executor(registries=(registry,)), git_repo, build_ids)
     assert (absent.status, absent.reason) == ("error", f"image {registry}/pbft/absent:1 could not be pulled from {registry}")

@@ -22,6 +22,7 @@ import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
 
+from node.build.images import EVERY_ENGINE_NEEDS_IT
 from node.build import network as buildnet
 from node.build.executor import BuildResult, Executor
 from node.build.sandbox import ENGINE_LOST
@@ -160,7 +161,7 @@ async def test_an_image_the_second_engine_lacks_is_an_error_result(
     assert result.to_dict() == {
         "status": "error", "exit_code": None, "commit": head,
         "reason": f"image not found: {only_here} (not on this node's engine, and docker.io is not a registry this "
-                  "network pulls from; build.registries: none)",
+                  "network pulls from; build.registries: none). " + EVERY_ENGINE_NEEDS_IT,
     }
 
 

@@ -49,9 +49,11 @@ class Network:
     async def stop(self, node_id: int) -> None:
         await self.runners.pop(node_id).cleanup()
 
-    async def submit(self, session, branch: str, timestamp: int, targets) -> tuple[dict, list[Reply]]:
+    async def submit(
+        self, session, branch: str, timestamp: int, targets, repository: str = "example"
+    ) -> tuple[dict, list[Reply]]:
         """Send a signed request to `targets` and wait for f+1 matching replies."""
-        request = signed(Request("client", timestamp, Operation("example", branch)), self.auth.sign)
+        request = signed(Request("client", timestamp, Operation(repository, branch)), self.auth.sign)
         sockets = {
             node_id: await session.ws_connect(f"http://127.0.0.1:{self.config.node(node_id).port}/client")
             for node_id in self.runners

@@ -1,0 +1,177 @@
+"""Reloading the configuration while a client or node runs (SIGHUP).
+
+A running process re-reads the file it started with, through the loader it
+started with, and swaps in what may change while it runs: the repositories
+(their URLs, secrets, forge settings, statuses, notifications, schedules,
+build secrets), the owner's in-toto layout, and a client's own access
+settings (its token, body limits, public URL). Everything else is what the
+other processes of the network and the stored protocol state rely on: the
+nodes and clients, their addresses and keys, n and f, the protocol and build
+settings, the folders and TLS. A file that changes any of that is refused as
+a whole, as is a file that does not load, and the running configuration stays.
+
+`live_changes` compares two configurations; `LiveConfig` holds the one a
+process runs with and replaces it; `reload_on_sighup` is the cleanup context
+that makes SIGHUP call `LiveConfig.reload`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import fields, is_dataclass
+from typing import Any, AsyncIterator, Callable
+
+from aiohttp import web
+
+from shared.config import ConfigError, NetworkConfig, RepositoryConfig
+
+log = logging.getLogger(__name__)
+
+# What may change live, by where it sits in the file. Everything else is fixed.
+LIVE_NETWORK_KEYS = frozenset({"repositories", "in_toto_layout"})
+LIVE_CLIENT_KEYS = frozenset({"token", "plain_without_token", "max_body_bytes", "body_timeout_s", "public_url"})
+_LIVE_KEYS_OF = {"NetworkConfig": LIVE_NETWORK_KEYS | {"path"}, "ClientConfig": LIVE_CLIENT_KEYS}
+# Fields whose YAML key has another name, and fields compared as one key, not field by field.
+_YAML_NAMES = {"docker": "docker_host", "from_address": "from"}
+_WHOLE = frozenset({"docker", "smtp", "tls"})
+# Derived from another key (a node's scheme from `tls:`), which names the difference already.
+_DERIVED = frozenset({"scheme"})
+# A summary names at most this many repositories per kind of change.
+MAX_NAMED = 20
+
+
+def live_changes(old: NetworkConfig, new: NetworkConfig) -> tuple[list[str], str]:
+    """The keys that differ between `old` and `new` but cannot change without a restart
+    (`nodes[2].port`, `protocol.checkpoint_interval`), and a one-line summary of what may
+    change live and does. Both name keys only, never values: some of them are secrets."""
+    return _differences(old, new, ""), _summary(old, new)
+
+
+def _differences(old: Any, new: Any, where: str) -> list[str]:
+    if old == new:
+        return []
+    if is_dataclass(old) and type(old) is type(new):
+        live = _LIVE_KEYS_OF.get(type(old).__name__, frozenset())
+        found = []
+        for item in fields(old):
+            if item.name in live or item.name in _DERIVED:
+                continue
+            key = f"{where}.{_YAML_NAMES.get(item.name, item.name)}" if where else _YAML_NAMES.get(item.name, item.name)
+            before, after = getattr(old, item.name), getattr(new, item.name)
+            found += [key] if item.name in _WHOLE and before != after else _differences(before, after, key)
+        return found
+    if isinstance(old, tuple) and isinstance(new, tuple) and len(old) == len(new) and all(map(is_dataclass, old)):
+        return [key for index, (a, b) in enumerate(zip(old, new)) for key in _differences(a, b, f"{where}[{index}]")]
+    # A list that grew or shrank (membership), or a plain value.
+    return [where]
+
+
+def _summary(old: NetworkConfig, new: NetworkConfig) -> str:
+    before = {repo.name: repo for repo in old.repositories}
+    after = {repo.name: repo for repo in new.repositories}
+    added = [name for name in after if name not in before]
+    removed = [name for name in before if name not in after]
+    changed = [f"{name} ({', '.join(_changed_keys(before[name], after[name]))})"
+               for name in after if name in before and before[name] != after[name]]
+    repositories = [f"{what}: {_named(names)}" for what, names in
+                    (("added", added), ("removed", removed), ("changed", changed)) if names]
+    parts = [f"repositories {'; '.join(repositories)}"] if repositories else []
+    others = ["in_toto_layout"] if old.in_toto_layout != new.in_toto_layout else []
+    for index, (a, b) in enumerate(zip(old.clients, new.clients)):
+        others += [f"clients[{index}].{key}" for key in sorted(LIVE_CLIENT_KEYS) if getattr(a, key) != getattr(b, key)]
+    if others:
+        parts.append(f"changed: {', '.join(others)}")
+    return "; ".join(parts) or "nothing changed"
+
+
+def _changed_keys(old: RepositoryConfig, new: RepositoryConfig) -> list[str]:
+    return [item.name for item in fields(old) if getattr(old, item.name) != getattr(new, item.name)]
+
+
+def _named(names: list[str]) -> str:
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return ", ".join(names[:MAX_NAMED]) + more
+
+
+class LiveConfig:
+    """The configuration a process runs with now. `reload` replaces it with the file's, if that
+    loads and changes only what may change live, and tells the listeners; readers that must
+    follow a reload read `current` each time instead of keeping a configuration of their own."""
+
+    def __init__(self, config: NetworkConfig, load: Callable[[], NetworkConfig], who: str,
+                 count: Callable[[str], None] = lambda outcome: None) -> None:
+        """`load` reads the file as the process read it at its start (raising ConfigError);
+        `who` starts each log line (`client ci`, `node=2`); `count(outcome)` is told
+        "applied" or "refused" after each reload (metrics)."""
+        self.current = config
+        self._load = load
+        self.who = who
+        self._count = count
+        self._listeners: list[Callable[[NetworkConfig], None]] = []
+
+    def on_reload(self, listener: Callable[[NetworkConfig], None]) -> None:
+        """Call `listener(new)` after each reload that applies, once `current` is the new one.
+        A listener only swaps in what it derives from the configuration: it must not fail,
+        or the process would run half on the old configuration and half on the new."""
+        self._listeners.append(listener)
+
+    def reload(self) -> str:
+        """Read the file again and apply it, or refuse it; returns "applied" or "refused"."""
+        try:
+            new = self._load()
+        except ConfigError as error:
+            # The loader's lines name the file and each key; one log line for the whole refusal.
+            log.warning("%s reload refused, the running configuration stays: %s",
+                        self.who, "; ".join(str(error).splitlines()))
+            return self._outcome("refused")
+        fixed, summary = live_changes(self.current, new)
+        if fixed:
+            log.warning("%s reload refused: %s cannot change without a restart; the running configuration stays",
+                        self.who, ", ".join(fixed))
+            return self._outcome("refused")
+        self.current = new
+        for listener in self._listeners:
+            listener(new)
+        log.info("%s reload: %s", self.who, summary)
+        return self._outcome("applied")
+
+    def _outcome(self, outcome: str) -> str:
+        self._count(outcome)
+        return outcome
+
+
+# The LiveConfigs of this process's running applications. One SIGHUP handler reloads them
+# all: a process runs one client or one node, but tests run several nodes in one process,
+# and the event loop keeps one handler per signal.
+_reloadable: list[LiveConfig] = []
+
+
+def _reload_all() -> None:
+    for live in list(_reloadable):
+        live.reload()
+
+
+def reload_on_sighup(live: LiveConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx in which SIGHUP reloads `live`. aiohttp's run_app handles SIGINT and
+    SIGTERM the same way, on the running loop."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        if not _reloadable:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, _reload_all)
+            except (ValueError, RuntimeError) as error:  # a loop outside the main thread (some tests)
+                log.info("%s: no reload on SIGHUP here: %s", live.who, error)
+                yield
+                return
+        _reloadable.append(live)
+        try:
+            yield
+        finally:
+            _reloadable.remove(live)
+            if not _reloadable:
+                loop.remove_signal_handler(signal.SIGHUP)
+
+    return ctx

@@ -19,31 +19,15 @@
 # ./scripts/startClient.sh again.
 set -euo pipefail
 
-help() {
-    # The header comment above, whole: lines 2 up to the first line that is not a comment.
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
-}
-
 usage() {
     echo "usage: $0 [--client] [--node ID]...  (--help says more)" >&2
     exit 2
 }
 
-asked_client=false
-declare -A chosen_nodes=()
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        -h|--help) help; exit 0 ;;
-        --client) asked_client=true; shift ;;
-        --node=*) set -- --node "${1#--node=}" "${@:2}" ;;
-        --node)
-            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || { echo "--node wants a node id, e.g. --node 3" >&2; exit 2; }
-            chosen_nodes[$2]=1
-            shift 2
-            ;;
-        *) usage ;;
-    esac
-done
+# runs, chosen, parse_choice and the pid files (relative to the repository root): shared
+# with scripts/reload.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/processes.sh"
+parse_choice "$@"
 # Without a choice, everything goes.
 stop_client=$asked_client stop_nodes=true
 if ! $asked_client && [[ ${#chosen_nodes[@]} -eq 0 ]]; then
@@ -54,19 +38,6 @@ fi
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 grace_s=10
-
-# True when PID is alive and its command line holds SCRIPT (node/index.py or
-# client/index.py). A zombie has an empty command line, so it counts as stopped.
-runs() {
-    local cmdline
-    cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
-    [[ "$cmdline" == *"$2"* ]]
-}
-
-# True when node ID is one this run stops.
-chosen() {
-    [[ ${#chosen_nodes[@]} -eq 0 || -n "${chosen_nodes[$1]:-}" ]]
-}
 
 # stop SCRIPT: SIGTERM the pids in the array `targets` (labelled by
 # the associative array `labels`), wait up to grace_s, then SIGKILL. Leaves in
@@ -162,7 +133,6 @@ for node_id, path in zip(args[::2], args[1::2]):
 stopped_any=false
 declare -A labels=()
 
-client_pid_file=run/client.pid
 if $stop_client; then
     if [[ -f $client_pid_file ]]; then
         read -r pid _ <"$client_pid_file" || true
@@ -181,7 +151,6 @@ if $stop_client; then
     fi
 fi
 
-pid_file=run/network.pids
 if $stop_nodes && [[ -f $pid_file ]]; then
     targets=()
     declare -A listed=() config_of=()

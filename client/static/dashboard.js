@@ -242,8 +242,10 @@ const VERDICT_TONES = {
 };
 const VERDICTS = ["success", "failure", "error", "timeout", "cancelled", "skipped", "disputed", "divergent", "pending"];
 
-// The agreed result's status once accepted; otherwise the record's state (pending, timeout, disputed, divergent).
+// The agreed result's status once accepted; otherwise the record's state (pending, timeout, disputed,
+// divergent). The client says it as `verdict`; a client from before that is read the same way here.
 function verdictOf(build) {
+  if (typeof build.verdict === "string") return build.verdict;
   return build.state === "accepted" && build.result ? build.result.status : build.state;
 }
 
@@ -315,11 +317,11 @@ function commitCell(build) {
 const FILTERS = ["repository", "branch", "verdict"];
 const LIST_COLUMNS = ["Build", "Verdict", "Commit", "Branch", "State", "Submitted", "Elapsed", "Agreeing nodes"];
 
-// The list's filters and page, from the page's own URL, so that a filtered view can be linked.
+// The list's filters, page and page size, from the page's own URL, so that a filtered view can be linked.
 function listQuery() {
   const query = new URLSearchParams(location.search);
   const wanted = {};
-  for (const name of [...FILTERS, "before"]) {
+  for (const name of [...FILTERS, "before", "limit"]) {
     const value = (query.get(name) || "").trim();
     if (value) wanted[name] = value;
   }
@@ -353,7 +355,8 @@ function filterForm(refresh) {
     el("label", {}, "Branch ", input("branch")), el("label", {}, "Verdict ", verdict),
     el("button", { type: "submit" }, "Filter"), el("a", { href: "/dashboard", id: "filter-clear" }, "Clear"));
   const apply = () => {
-    const wanted = {};
+    const { limit } = listQuery();
+    const wanted = limit ? { limit: limit } : {};
     for (const name of FILTERS) {
       const value = form.elements[name].value.trim();
       if (value) wanted[name] = value;
@@ -385,8 +388,8 @@ function noteRepositories(datalist, builds) {
 
 // Newer and Next (older): `before` pages back through the list with the client's `next` cursor.
 function pager(refresh) {
-  const newer = el("button", { type: "button", id: "page-newer" }, "← Newer");
-  const next = el("button", { type: "button", id: "page-next" }, "Next →");
+  const newer = el("button", { type: "button", id: "page-newer", hidden: true }, "← Newer");
+  const next = el("button", { type: "button", id: "page-next", hidden: true }, "Next →");
   let cursor = null;
   newer.addEventListener("click", () => {
     if (history.state && history.state.paged) history.back();

@@ -142,36 +142,39 @@ class LiveConfig:
         return outcome
 
 
-# The LiveConfigs of this process's running applications. One SIGHUP handler reloads them
-# all: a process runs one client or one node, but tests run several nodes in one process,
-# and the event loop keeps one handler per signal.
-_reloadable: list[LiveConfig] = []
+# The LiveConfigs of the running applications, by the event loop they run on. One SIGHUP
+# handler per loop reloads them all: a process runs one client or one node, but tests run
+# several nodes in one process, and a loop keeps one handler per signal.
+_reloadable: dict[asyncio.AbstractEventLoop, list[LiveConfig]] = {}
 
 
-def _reload_all() -> None:
-    for live in list(_reloadable):
+def _reload_all(lives: list[LiveConfig]) -> None:
+    for live in list(lives):
         live.reload()
 
 
 def reload_on_sighup(live: LiveConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx in which SIGHUP reloads `live`. aiohttp's run_app handles SIGINT and
-    SIGTERM the same way, on the running loop."""
+    """A cleanup_ctx in which SIGHUP reloads `live`, on the running loop (as aiohttp's
+    run_app handles SIGINT and SIGTERM)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        if not _reloadable:
+        lives = _reloadable.setdefault(loop, [])
+        if not lives:
             try:
-                loop.add_signal_handler(signal.SIGHUP, _reload_all)
+                loop.add_signal_handler(signal.SIGHUP, _reload_all, lives)
             except (ValueError, RuntimeError) as error:  # a loop outside the main thread (some tests)
                 log.info("%s: no reload on SIGHUP here: %s", live.who, error)
+                del _reloadable[loop]
                 yield
                 return
-        _reloadable.append(live)
+        lives.append(live)
         try:
             yield
         finally:
-            _reloadable.remove(live)
-            if not _reloadable:
+            lives.remove(live)
+            if not lives:
+                del _reloadable[loop]
                 loop.remove_signal_handler(signal.SIGHUP)
 
     return ctx

@@ -393,9 +393,14 @@ async def list_builds(request: web.Request) -> web.Response:
 
 def _with_progress(service: ClientService, build: dict) -> dict:
     """A build's record and, while it has no verdict, where f+1 nodes say it is: `queued` for
-    a build slot, or `running` (None until f+1 say either)."""
+    a build slot, or `running` (None until f+1 say either). And its `dissent`: the nodes that
+    replied otherwise than the verdict, and those that did not reply in time, once that time
+    is over (`dissent_final`; until then the list is what is known so far)."""
     pending = build["state"] == "pending"
-    return {**build, "progress": service.progress(int(build["build_id"])) if pending else None}
+    silent = service.silent_nodes(build)
+    dissent = build["dissent"] + [{"node": node, "kind": "silent", "said": None} for node in silent or ()]
+    return {**build, "progress": service.progress(int(build["build_id"])) if pending else None,
+            "dissent": sorted(dissent, key=lambda entry: entry["node"]), "dissent_final": silent is not None}
 
 
 def _record(request: web.Request) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pbft.build import MAX_COMBINATIONS, Operation, Result, combination_label, pull_request_number
-from pbft.wire import decode_struct
+from pbft.wire import MessageError, decode_struct
 from pbft.messages import Reply, Request, encode
 
 _SCHEMA = """
@@ -151,7 +151,7 @@ _VERDICT = "(CASE state WHEN 'accepted' THEN json_extract(result, '$.status') EL
 
 _SUMMARY_COLUMNS = (
     "build_id, number, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
-    f"commit_message, author, commit_url, {_VERDICT} AS verdict, "
+    f"commit_message, author, commit_url, {_VERDICT} AS verdict, replies AS reply_list, "
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
@@ -359,6 +359,25 @@ class BuildRecords:
             ),
         )
 
+    def add_late_reply(self, reply: Reply, now_s: float, deadline_s: float, settle_s: float) -> bool:
+        """Keep a reply (its signature checked) that came after its build's verdict, the first
+        of its sender, while the build takes replies (`replies_until`); return whether it was
+        kept. The verdict stays as it is: these replies only say which nodes answered
+        otherwise, or at all (`dissent`). Committed with the service's next group commit."""
+        row = self._db.execute(
+            "SELECT state, elapsed_ms, replies FROM builds WHERE build_id = ?", (reply.timestamp,)
+        ).fetchone()
+        if row is None or row["state"] == "pending":
+            return False  # not this client's build, or one still followed (its collector takes the reply)
+        if now_s > replies_until(reply.timestamp, row["elapsed_ms"], deadline_s, settle_s):
+            return False
+        replies = json.loads(row["replies"])
+        if any(kept.get("sender") == reply.sender for kept in replies):
+            return False  # a node's first reply is its word, as for the verdict (pbft.replies)
+        self._write("UPDATE builds SET replies = ? WHERE build_id = ?",
+                    (json.dumps([*replies, encode(reply)]), reply.timestamp))
+        return True
+
     def delivery_build(self, repository: str, delivery_id: str) -> int | None:
         """The build a forge delivery already started, if it was seen before."""
         row = self._db.execute(
@@ -548,6 +567,32 @@ class BuildRecords:
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
 
 
+def replies_until(build_id: int, elapsed_ms: int | None, deadline_s: float, settle_s: float) -> float:
+    """Until when (Unix time) the client keeps the replies to a build with a verdict:
+    client_deadline_s after its request (whose timestamp, the build id, is the time it was sent
+    in microseconds), or client_settle_s after its verdict if that is later (a build that waited
+    for build slots past the deadline). A node that has not replied by then is silent."""
+    return build_id / 1_000_000 + max(deadline_s, (elapsed_ms or 0) / 1000 + settle_s)
+
+
+def _dissented(row: sqlite3.Row) -> list[dict[str, Any]]:
+    """The nodes whose signed reply differs from the agreed result, and what each said. Only an
+    accepted build has one agreed result to differ from: a divergent or disputed build's
+    record holds each node's own (`artifacts_by_node`, `split`), a timed-out build none."""
+    if row["state"] != "accepted":
+        return []
+    dissented = []
+    try:
+        agreed = decode_struct(Result, json.loads(row["result"])).agreed_key()
+        for reply in json.loads(row["reply_list"]):
+            said = decode_struct(Result, reply["result"])
+            if said.agreed_key() != agreed:
+                dissented.append({"node": reply["sender"], "kind": "dissented", "said": said.to_dict()})
+    except MessageError:
+        return []  # a record of an older client's result form: its replies are shown as they are
+    return dissented
+
+
 def disputed_result(split: dict[int, Result], f: int) -> dict[str, Any]:
     """A disputed build's result: the status `disputed`, each node's result under `split`,
     which said what in one line (`reason`), and the commit f+1 of them name, if any."""
@@ -598,6 +643,10 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "result": None if row["result"] is None else json.loads(row["result"]),
         "verdict": row["verdict"],
         "agreed_by": json.loads(row["agreed_by"]),
+        # Every node that replied, late replies included, and those that said another result
+        # than the verdict; the service adds the silent ones (client.app `_with_progress`).
+        "replied_by": sorted(reply["sender"] for reply in json.loads(row["reply_list"])),
+        "dissent": _dissented(row),
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
         "event": row["event"] or "push",

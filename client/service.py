@@ -30,7 +30,7 @@ from typing import Awaitable, Callable, Protocol
 from pbft.replies import ReplyCollector, vouched_view
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
-from client.records import BuildRecords
+from client.records import BuildRecords, replies_until
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
 from pbft.build import Operation, Result, combination_label
@@ -594,7 +594,7 @@ class ClientService:
         outstanding = self._outstanding.get(reply.timestamp)
         if outstanding is None:
             # Replies beyond the f+1 that decided a request arrive after it is done.
-            log.debug("late reply from node %d for build %d", reply.sender, reply.timestamp)
+            self._late_reply(link_node_id, reply)
             return
         if not self._auth.verify_node(reply.sender, reply.payload(), reply.sig):
             log.warning("ignore_reply_bad_signature: sender %d on link %d", reply.sender, link_node_id)
@@ -615,6 +615,28 @@ class ClientService:
             outstanding.settled.set()
         if len(outstanding.collector.replies) == self._config.n:
             outstanding.all_replied.set()
+
+    def _late_reply(self, link_node_id: int, reply: Reply) -> None:
+        """Keep a reply that came after its build's verdict with the build's record, so that the
+        record tells a node that answered late from one that never did (client.records
+        `add_late_reply`, within `replies_until`). It changes no verdict."""
+        if not self._auth.verify_node(reply.sender, reply.payload(), reply.sig):
+            log.warning("ignore_reply_bad_signature: sender %d on link %d", reply.sender, link_node_id)
+            return
+        if self._records.add_late_reply(reply, time.time(), self._deadline_s, self._settle_s):
+            log.debug("late reply from node %d for build %d kept", reply.sender, reply.timestamp)
+            self._in_background(self._records_durable(), name=f"late-reply-{reply.timestamp}")
+
+    def silent_nodes(self, build: dict) -> list[int] | None:
+        """The nodes that sent no reply to `build` (a record's summary): none of a build without
+        a verdict, and None while one may still answer (client.records `replies_until`)."""
+        if build["state"] == "pending":
+            return None
+        missing = self._node_ids - set(build["replied_by"])
+        if missing and time.time() <= replies_until(
+                int(build["build_id"]), build["elapsed_ms"], self._deadline_s, self._settle_s):
+            return None
+        return sorted(missing)
 
     def _on_build_state(self, link_node_id: int, news: BuildState) -> None:
         outstanding = self._outstanding.get(news.timestamp)

@@ -34,6 +34,7 @@ from client.attestation import (
 )
 from client.certificate import CertificateUnavailable, certificate_from_record
 from client.intoto import bundle
+from client.badge import add_badge
 from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
@@ -208,6 +209,7 @@ def make_app(
     app.router.add_get("/approvals/{approval_id}", get_approval)
     app.router.add_post("/approvals/{approval_id}/approve", approve)
     add_dashboard(app)
+    add_badge(app, live, client_name, RECORDS_KEY)
     return app
 
 

@@ -541,6 +541,21 @@ class BuildRecords:
         ).fetchall()
         return [_summary(row) for row in rows]
 
+    def branch_verdicts(self, repository: str, branch: str, limit: int) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` builds of a branch's own with a verdict on it, newest
+        first: pushes, plain calls and schedules (not pull requests, tags, a matrix's single
+        combinations or cancels) that were not cancelled or skipped."""
+        rows = self._db.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM builds WHERE repository = ? AND branch = ? AND state != 'pending'"
+            " AND json_extract(request, '$.operation.pull_ref') IS NULL"
+            " AND json_extract(request, '$.operation.combination') IS NULL"
+            " AND json_extract(request, '$.operation.cancels') IS NULL"
+            " AND coalesce(json_extract(request, '$.operation.event'), 'push') IN ('push', 'manual', 'cron')"
+            f" AND {_VERDICT} NOT IN ('cancelled', 'skipped') ORDER BY build_id DESC LIMIT ?",
+            (repository, branch, limit),
+        ).fetchall()
+        return [_summary(row) for row in rows]
+
     def get(self, build_id: int) -> dict[str, Any] | None:
         """The full record, with the signed request and the signed replies."""
         row = self._db.execute(

@@ -47,7 +47,7 @@ _DOCKER_TLS_FILES = ("ca_file", "cert_file", "key_file")
 _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _CLIENT_KEYS = frozenset({
     "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
-    "token", "token_file", "plain_without_token", "body_timeout_s",
+    "token", "token_file", "plain_without_token", "body_timeout_s", "public_badges",
     "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller", "smtp",
 })
 # An e-mail address as notifications take one: a plain addr-spec, no display name, no
@@ -162,6 +162,9 @@ class ClientConfig:
     # Without a token, plain calls are refused unless this is set, which only a
     # loopback host may do: then only processes on the machine can reach the client.
     plain_without_token: bool = False
+    # Serve the status badges (GET /badge/REPOSITORY/BRANCH.svg) without the token, for
+    # READMEs, which cannot send one: anyone may then read a configured branch's latest verdict.
+    public_badges: bool = False
     body_timeout_s: float = 10.0  # a body not received in full by then is answered 408
     # Live log follows and artifact downloads at once, in all and per caller (client.transfers):
     # beyond them 503 and 429. A dashboard build page follows one log per node.
@@ -1094,6 +1097,7 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
         public_url=reader.get(item, "public_url", where, _matching(_HTTP_URL, "http(s) URL"), ""),
         token=token,
         plain_without_token=plain_without_token,
+        public_badges=reader.get(item, "public_badges", where, _typed(bool), False),
         body_timeout_s=reader.get(item, "body_timeout_s", where, _positive_float, ClientConfig.body_timeout_s),
         **{key: reader.get(item, key, where, _typed(int, 1), getattr(ClientConfig, key))
            for key in ("max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller")},

@@ -25,7 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
 PAGE = "dashboard.html"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -49,6 +49,8 @@ def add_dashboard(app: web.Application) -> None:
     app.router.add_get("/dashboard/network", _page)
     app.router.add_get("/dashboard/builds/{build_id}", _build_page)
     app.router.add_get("/dashboard/static/{name}", _static)
+    # Browsers ask for /favicon.ico whatever a page names; an SVG answers them all.
+    app.router.add_get("/favicon.ico", _favicon)
 
 
 async def _no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
@@ -78,6 +80,10 @@ async def _static(request: web.Request) -> web.Response:
     if name not in STATIC_TYPES:
         raise web.HTTPNotFound(reason=f"no dashboard file {name[:64]!r}")
     return _file(request, name, STATIC_TYPES[name])
+
+
+async def _favicon(request: web.Request) -> web.Response:
+    return _file(request, "favicon.svg", STATIC_TYPES["favicon.svg"])
 
 
 def _file(request: web.Request, name: str, content_type: str) -> web.Response:

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 from typing import Any, Iterable
 
 import aiohttp
 from yarl import URL
 
+from client.noderequests import describe
 from pbft.authenticator import Authenticator
 from shared.config import NodeConfig
 from pbft.messages import MessageError, ResultVote, decode
@@ -87,7 +90,7 @@ async def _node_status(session: aiohttp.ClientSession, node: NodeConfig) -> dict
     except UnusableAnswer as error:
         view.update(reachable=True, error=str(error))
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-        view["error"] = _describe(error)
+        view["error"] = _describe(node, error)
     return view
 
 
@@ -120,7 +123,7 @@ async def _node_record(
     except UnusableAnswer as error:
         view.update(reachable=True, error=str(error))
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-        view["error"] = _describe(error)
+        view["error"] = _describe(node, error)
     return view, []
 
 
@@ -208,6 +211,37 @@ def _address(node: NodeConfig) -> str:
     return f"[{node.host}]:{node.port}" if ":" in node.host else f"{node.host}:{node.port}"
 
 
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:200]
-    return f"unreachable: {type(error).__name__}: {text}" if text else f"unreachable: {type(error).__name__}"
+def _describe(node: NodeConfig, error: BaseException) -> str:
+    """Why a node did not answer, in words: "node 3 does not answer: connection refused"."""
+    return f"node {node.id} does not answer: {_problem(error)}"
+
+
+def _problem(error: BaseException) -> str:
+    """The words for a failed request: aiohttp's wrapper named by what went wrong underneath."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return f"timed out after {ANSWER_TIMEOUT_S:g} s"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        certificate_error = error.certificate_error
+        reason = getattr(certificate_error, "verify_message", None) or getattr(certificate_error, "reason", None)
+        return f"TLS certificate not accepted: {_short(reason or certificate_error)}"
+    if isinstance(error, aiohttp.ClientSSLError):
+        # OpenSSL's reason is a token (WRONG_VERSION_NUMBER: a node that does not speak TLS there).
+        reason = getattr(error.os_error, "reason", None)
+        return f"TLS handshake failed: {_short(reason.lower().replace('_', ' ') if reason else error.os_error)}"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        error = error.os_error  # what the socket said, under aiohttp's "Cannot connect to host ..."
+    if isinstance(error, socket.gaierror):
+        return _short(error.strerror or "its host name does not resolve").lower()
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "it closed the connection without answering"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "its answer broke off"
+    if isinstance(error, OSError) and isinstance(error.errno, int) and error.errno > 0:
+        return os.strerror(error.errno).lower()  # connection refused, no route to host, ...
+    return _short(describe(error))
+
+
+def _short(text: object) -> str:
+    return " ".join(str(text).split())[:100]

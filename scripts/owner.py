@@ -12,6 +12,14 @@ layout when a node key changes, or before the layout expires:
   owner.py show --key /secure/owner.key              # the public key (PEM) and its keyid again
   owner.py layout --config network.yaml --key /secure/owner.key --out network.layout [--expires-days 365]
 
+A network whose keys all live on one machine, as the example's, has no owner
+to keep a key offline: there `local` makes the owner key if it is missing and
+signs the layout the YAML's `in_toto_layout` names unless the one there is
+already this owner's, names the YAML's nodes and has a month left to run
+(scripts/setup.sh runs it for the example network):
+
+  owner.py local --config example-config/network.yaml --key example-config/keys/owner.key
+
 Publish owner.pub (it is what third parties verify with) and copy
 network.layout to the client's host, where `in_toto_layout` in the network
 YAML names it. A private key is never replaced and never printed. Exit codes:
@@ -22,8 +30,9 @@ invalid), 2 usage.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,9 +43,15 @@ if __name__ == "__main__":
 
 from client.intoto import DEFAULT_EXPIRY_DAYS, default_expiry, layout, metadata_bytes, public_key_pem, sign_layout  # noqa: E402,E501
 from pbft.attestation import keyid  # noqa: E402
-from shared.config import ConfigError, load_config  # noqa: E402
-from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
+from shared.config import ConfigError, NetworkConfig, load_config  # noqa: E402
+from shared.crypto import (  # noqa: E402
+    PrivateKey, generate_private_key, load_private_key, public_key_hex, save_private_key,
+)
 from pbft.quorum import reply_quorum  # noqa: E402
+
+
+# `local` signs a new layout when the one in place has less than this left to run.
+RENEW_BEFORE_DAYS = 30
 
 
 class Refused(Exception):
@@ -46,7 +61,7 @@ class Refused(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,show,layout}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,show,layout,local}")
     for name, help in (("generate", "make the owner's key pair"), ("show", "print the owner's public key")):
         command = commands.add_parser(name, help=help)
         command.add_argument("--key", required=True, type=Path, help="the owner's private key file")
@@ -56,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     command.add_argument("--out", required=True, type=Path, help="where to write the signed layout")
     command.add_argument("--expires-days", type=int, default=DEFAULT_EXPIRY_DAYS,
                          help="days until in-toto-verify refuses the layout (default: %(default)s)")
+    command = commands.add_parser("local", help="keep a one-machine network's owner key and layout in place")
+    command.add_argument("--config", required=True, type=Path, help="the network YAML, naming in_toto_layout")
+    command.add_argument("--key", required=True, type=Path, help="the owner's private key file, made if missing")
     return parser.parse_args(argv)
 
 
@@ -66,10 +84,14 @@ def public_path(key: Path) -> Path:
 def generate(args: argparse.Namespace) -> None:
     if args.key.exists():
         raise Refused(f"{args.key} exists: an owner key is never replaced (remove it first if you mean it)")
-    private_key = generate_private_key()
-    save_private_key(private_key, args.key)
-    public_path(args.key).write_text(public_key_pem(public_key_hex(private_key)))
+    _new_key(args.key)
     show(args)
+
+
+def _new_key(path: Path) -> None:
+    private_key = generate_private_key()
+    save_private_key(private_key, path)
+    public_path(path).write_text(public_key_pem(public_key_hex(private_key)))
 
 
 def show(args: argparse.Namespace) -> None:
@@ -84,28 +106,64 @@ def show(args: argparse.Namespace) -> None:
 def sign(args: argparse.Namespace) -> None:
     if args.expires_days < 1:
         raise Refused("--expires-days must be at least 1")
+    _sign(_config(args.config), _owner_key(args.key), args.out, args.expires_days)
+
+
+def local(args: argparse.Namespace) -> None:
+    config = _config(args.config)
+    if config.in_toto_layout is None:
+        raise Refused(f"{args.config} names no in_toto_layout: nothing to sign")
+    if not args.key.exists():
+        _new_key(args.key)
+    owner_key = _owner_key(args.key)
+    if _current(config, owner_key, config.in_toto_layout):
+        print(f"{config.in_toto_layout}: up to date, signed by owner key {keyid(public_key_hex(owner_key))[:8]}")
+        return
+    _sign(config, owner_key, config.in_toto_layout, DEFAULT_EXPIRY_DAYS)
+
+
+def _config(path: Path) -> NetworkConfig:
     try:
-        config = load_config(args.config, read_secrets=False)
+        return load_config(path, read_secrets=False)
     except ConfigError as error:
         raise Refused(str(error)) from None
+
+
+def _owner_key(path: Path) -> PrivateKey:
     try:
-        owner_key = load_private_key(args.key)
+        return load_private_key(path)
     except (OSError, ValueError) as error:
-        raise Refused(f"cannot read the owner key {args.key}: {error}") from None
+        raise Refused(f"cannot read the owner key {path}: {error}") from None
+
+
+def _sign(config: NetworkConfig, owner_key: PrivateKey, out: Path, expires_days: int) -> None:
     owner = public_key_hex(owner_key)
     if owner in {node.public_key for node in config.nodes}:
         raise Refused("the owner key is a node's key: the owner must hold a key of its own")
-    expires = default_expiry(datetime.now(timezone.utc), args.expires_days)
-    args.out.write_bytes(metadata_bytes(sign_layout(layout(config, expires), owner_key)))
-    print(f"{args.out}: step build, functionaries nodes {[node.id for node in config.nodes]},"
+    expires = default_expiry(datetime.now(timezone.utc), expires_days)
+    out.write_bytes(metadata_bytes(sign_layout(layout(config, expires), owner_key)))
+    print(f"{out}: step build, functionaries nodes {[node.id for node in config.nodes]},"
           f" threshold {reply_quorum(config.f)}, expires {expires:%Y-%m-%dT%H:%M:%SZ},"
           f" signed by owner key {keyid(owner)[:8]}")
+
+
+def _current(config: NetworkConfig, owner_key: PrivateKey, path: Path) -> bool:
+    """Whether the layout at `path` is the one `_sign` would make now but for its expiry, signed
+    by `owner_key`, with at least RENEW_BEFORE_DAYS left to run."""
+    try:
+        metadata = json.loads(path.read_bytes())
+        signed = metadata["signed"]
+        expires = datetime.strptime(signed["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False  # missing, or not a layout: signed anew
+    renew_at = datetime.now(timezone.utc) + timedelta(days=RENEW_BEFORE_DAYS)
+    return expires > renew_at and metadata == sign_layout(layout(config, expires), owner_key)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        {"generate": generate, "show": show, "layout": sign}[args.command](args)
+        {"generate": generate, "show": show, "layout": sign, "local": local}[args.command](args)
     except Refused as error:
         print(error, file=sys.stderr)
         return 1

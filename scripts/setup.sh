@@ -4,8 +4,9 @@
 # Every step checks before it acts, so a second run only looks and takes a
 # fraction of a second. The steps: the Debian packages the executor and the
 # build images need, Python packages in .venv, a Docker engine, the local build
-# images (and, for the tests, a headless browser), the key pairs of CONFIG, and
-# the example git repository.
+# images (and, for the tests, a headless browser), the key pairs of CONFIG (and
+# for the example network, an owner key and its in-toto layout), and the example
+# git repository.
 #
 # Installing system packages or starting a Docker engine needs root and
 # apt-get (Debian); elsewhere the script stops and says what to install.
@@ -207,6 +208,15 @@ case $keys_status in
     2) echo "$keys_out" >&2; exit 2 ;;
     *) echo "$keys_out" >&2; fail "keys failed" ;;
 esac
+
+# --- The example network's in-toto layout (in_toto_layout in its YAML), signed with an
+# owner key made here beside its node keys, so that `curl .../in-toto | tar x` and
+# in-toto-verify work out of the box. Only for the example: a real network's owner
+# keeps their key offline and signs its layout there (docs/attestations.md).
+if [[ "$config" -ef example-config/network.yaml ]]; then
+    step "in-toto layout" .venv/bin/python scripts/owner.py local --config example-config/network.yaml \
+        --key example-config/keys/owner.key
+fi
 
 # --- The example repository the example configuration builds.
 step "example repository" scripts/make-example-repo.sh data/example-repo

@@ -77,30 +77,26 @@ async def test_repository_branch_and_number_narrow_the_list(client, builds):
     assert await ids(client, repository="example", number=99) == []
 
 
-async def test_the_next_cursor_walks_every_build_once_newest_first(client):
-    made = [without_verdict(client, "main" if i % 3 else "feature") for i in range(23)]
+async def walk(client, **query) -> tuple[list[str], int]:
+    """Every build id the pages of `query` list, following `next`, and how many pages there were.
+    A build arrives after each page: a client paging on must see none of them."""
     seen, cursor, pages = [], None, 0
     while True:
-        page = await listing(client, limit=5, **({} if cursor is None else {"before": cursor}))
+        page = await listing(client, **query, **({} if cursor is None else {"before": cursor}))
         seen += [build["build_id"] for build in page["builds"]]
         pages += 1
-        # Builds that arrive while a client pages do not show up in later pages, nor shift them.
         without_verdict(client, "main")
         cursor = page["next"]
         if cursor is None:
-            break
+            return seen, pages
         assert isinstance(cursor, str) and cursor == page["builds"][-1]["build_id"]
-    assert seen == list(reversed(made)) and pages == 5
 
+
+async def test_the_next_cursor_walks_every_build_once_newest_first(client):
+    made = [without_verdict(client, "main" if i % 3 else "feature") for i in range(23)]
+    assert await walk(client, limit=5) == (list(reversed(made)), 5)
     feature = [build_id for i, build_id in enumerate(made) if i % 3 == 0]
-    seen, cursor = [], None
-    while True:
-        page = await listing(client, limit=2, branch="feature", **({} if cursor is None else {"before": cursor}))
-        seen += [build["build_id"] for build in page["builds"]]
-        cursor = page["next"]
-        if cursor is None:
-            break
-    assert seen == list(reversed(feature))
+    assert await walk(client, limit=2, branch="feature") == (list(reversed(feature)), 4)
 
 
 async def test_a_page_that_ends_exactly_at_the_last_build_has_no_next(client):

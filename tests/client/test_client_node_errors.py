@@ -22,6 +22,15 @@ async def asked(node: NodeConfig) -> dict:
     return view
 
 
+async def asked_of_a_server(handle) -> dict:
+    """The view of a node whose port is served by `handle(reader, writer)`, a raw TCP server."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        return await asked(node(server.sockets[0].getsockname()[1]))
+    finally:
+        server.close()
+
+
 def node(port: int, scheme: str = "http", host: str = "127.0.0.1") -> NodeConfig:
     return NodeConfig(3, host, port, "00" * 32, scheme=scheme)
 
@@ -39,11 +48,7 @@ async def test_a_node_that_never_answers_timed_out(monkeypatch):
         await asyncio.sleep(5)
         writer.close()
 
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        view = await asked(node(server.sockets[0].getsockname()[1]))
-    finally:
-        server.close()
+    view = await asked_of_a_server(hold)
     assert view["error"] == "node 3 does not answer: timed out after 0.3 s"
 
 
@@ -52,11 +57,7 @@ async def test_a_node_that_hangs_up_closed_the_connection_without_answering():
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    try:
-        view = await asked(node(server.sockets[0].getsockname()[1]))
-    finally:
-        server.close()
+    view = await asked_of_a_server(hang_up)
     assert view["error"] == "node 3 does not answer: it closed the connection without answering"
 
 

@@ -50,6 +50,12 @@ _CLIENT_KEYS = frozenset({
     "token", "token_file", "plain_without_token", "body_timeout_s", "public_badges",
     "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller", "smtp",
 })
+_REPOSITORY_KEYS = frozenset({
+    "name", "url", "full_name", "secret", "secret_file", "build_tags", "build_forks", "auto_cancel",
+    "max_concurrent", "status_api", "status_style", "status_token", "status_token_file", "status_context",
+    "node_statuses", "node_status_token_file", "build_network", "submodules", "schedules", "notify", "secrets",
+    "secrets_for_forks",
+})
 # An e-mail address as notifications take one: a plain addr-spec, no display name, no
 # quoting, nothing that could end a header or start another recipient (CR, LF, comma, <, >).
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -1233,6 +1239,9 @@ def load_config(
     repositories = []
     repository_entries = _entries(reader, data, "repositories")
     for where, item in repository_entries:
+        # A misspelt setting would otherwise be read as its default, silently (at a reload too).
+        for unknown in sorted(set(item) - _REPOSITORY_KEYS, key=str):
+            reader.fail(f"{where}{unknown}", "unknown setting")
         url = _located(reader.get(item, "url", where, _matching(_URL, "repository URL or path"), ""), path)
         repositories.append(RepositoryConfig(
             name=reader.get(item, "name", where, _matching(_NAME, "repository name"), ""),

@@ -29,6 +29,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
         data["nodes"][1]["port"] = 70000
         data["nodes"][2]["public_key"] = "zz"
         data["repositories"][0]["url"] = "-oProxyCommand=evil"
+        data["repositories"][0]["auto_cancle"] = False
         data["build"] = {"timeout_s": "long", "gpus": 1, "user": "build"}
         data["surprise"] = True
 
@@ -39,6 +40,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
         "nodes[1].port: must be at most 65535",
         "nodes[2].public_key",
         "repositories[0].url: is not a valid repository URL or path",
+        "repositories[0].auto_cancle: unknown setting",
         "build.timeout_s: must be float",
         "build.gpus: unknown setting",
         "build.user: must be a numeric uid:gid",
@@ -46,7 +48,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path):
         "f: n = 4 nodes tolerate at most f = 1",
     ):
         assert expected in problems, problems
-    assert len(caught.value.problems) == 8
+    assert len(caught.value.problems) == 9
     # One line per problem, each naming the file and the key.
     path = tmp_path / "network.yaml"
     assert str(caught.value).splitlines() == [f"{path}: {problem}" for problem in caught.value.problems]

@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 # What may change live, by where it sits in the file. Everything else is fixed.
 LIVE_NETWORK_KEYS = frozenset({"repositories", "in_toto_layout"})
-LIVE_CLIENT_KEYS = frozenset({"token", "plain_without_token", "max_body_bytes", "body_timeout_s", "public_url"})
+LIVE_CLIENT_KEYS = frozenset({
+    "token", "plain_without_token", "max_body_bytes", "body_timeout_s", "public_url", "public_badges",
+})
 _LIVE_KEYS_OF = {"NetworkConfig": LIVE_NETWORK_KEYS | {"path"}, "ClientConfig": LIVE_CLIENT_KEYS}
 # Fields whose YAML key has another name, and fields compared as one key, not field by field.
 _YAML_NAMES = {"docker": "docker_host", "from_address": "from"}

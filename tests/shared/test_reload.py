@@ -117,6 +117,7 @@ LIVE = [
     (lambda data: data["clients"][0].update(max_body_bytes=4096, body_timeout_s=3.0,
                                             public_url="https://ci.example"),
      "changed: clients[0].body_timeout_s, clients[0].max_body_bytes, clients[0].public_url"),
+    (lambda data: data["clients"][0].update(public_badges=True), "changed: clients[0].public_badges"),
     (setting("in_toto_layout", "owner.layout"), "changed: in_toto_layout"),
 ]
 

@@ -139,8 +139,11 @@ async def test_retransmits_to_all_nodes_when_the_primary_is_silent(cluster, clie
 
     # The replies carried view 1, so the next request goes straight to node 1.
     status, verdict = await post(client, {"branch": "next"})
-    assert status == 200 and verdict["elapsed_ms"] < RETRANSMIT_S * 1000
-    assert int(verdict["build_id"]) not in cluster.received[0]
+    assert status == 200
+    # Sent once, to node 1 alone: no retransmission to all nodes was needed (counted, not timed,
+    # so that a loaded machine cannot fail it).
+    build_id = int(verdict["build_id"])
+    assert [cluster.received[node].count(build_id) for node in range(4)] == [0, 1, 0, 0]
 
 
 async def test_links_reconnect_and_say_hello_again(cluster, client):

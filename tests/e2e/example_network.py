@@ -299,6 +299,8 @@ def liar_config(tmp_path: Path) -> Path:
         entry["public_key_file"] = str((here / entry["public_key_file"]).resolve())
     for repository in data["repositories"]:
         repository["url"] = str((here / repository["url"]).resolve())
+    if data.get("in_toto_layout"):
+        data["in_toto_layout"] = str((here / data["in_toto_layout"]).resolve())
     path = tmp_path / "network.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -594,7 +594,8 @@ async def get_in_toto(request: web.Request) -> web.Response:
     attested = _attested(request)
     path = _config(request).in_toto_layout
     if path is None:
-        raise web.HTTPConflict(reason="no in-toto layout: the network YAML sets no in_toto_layout")
+        raise web.HTTPConflict(reason="no in-toto layout: the network YAML sets no in_toto_layout; its owner signs"
+                                      " one with scripts/owner.py layout (docs/attestations.md)")
     try:
         layout_bytes = await asyncio.to_thread(path.read_bytes)
     except OSError as error:

@@ -78,7 +78,8 @@ async def test_the_in_toto_bundle_passes_stock_in_toto_verify(cluster, aiohttp_c
 
 @pytest.mark.parametrize("branch, route, reason", [
     ("missing", "attestation", "names no commit: there is nothing to attest"),
-    ("main", "in-toto", "no in-toto layout: the network YAML sets no in_toto_layout"),
+    ("main", "in-toto", "no in-toto layout: the network YAML sets no in_toto_layout; its owner signs one with"
+                        " scripts/owner.py layout (docs/attestations.md)"),
 ])
 async def test_builds_without_one_get_409_with_the_reason(cluster, aiohttp_client, branch, route, reason):
     client = await start_client(aiohttp_client, cluster)

@@ -7,7 +7,8 @@ node's output alone, labelled with the node: up to f nodes may lie about a
 build, so outputs are never merged or picked between here — the verdict is
 what f+1 nodes agree on, the output is only what one node says it saw.
 
-Plain requests get the node's file as text. `?follow=1` (or `Accept:
+Plain requests get the node's file as text, `?times=1` when each of its lines
+began (as the node says: node.build.log `LineTimes`). `?follow=1` (or `Accept:
 text/event-stream`) gets server-sent events: first `event: node` with the
 node id, then the node's `output`, `reset`, `end` and `limit` events as it
 sends them, re-framed here so a node cannot add events of other kinds (such
@@ -43,6 +44,8 @@ FOLLOW_CAP_SLACK_S = 30.0
 NODE_FOLLOW_SLACK_S = 60.0
 # What a node adds to the capped build output: a header line, notes and the status line.
 LOG_FRAME_BYTES = 1024 * 1024
+# A log's line times are at most this long (node.build.log TIMES_CAP_BYTES, which the client cannot import).
+MAX_TIMES_BYTES = 1024 * 1024
 FORWARDED_EVENTS = frozenset({"output", "reset", "end", "limit"})
 LAST_EVENTS = frozenset({"end", "limit"})
 NODE_HEADER = "X-Pbft-Node"
@@ -87,12 +90,15 @@ async def serve_build_log(request: web.Request, record: dict) -> web.StreamRespo
     build_id = record["build_id"]
     path = f"/logs/{settings.client_name}/{build_id}"
     follow = request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get("Accept", "")
-    url, headers = signed_request(settings.auth, settings.client_name, node, path, {"follow": "1"} if follow else None)
+    times = not follow and request.query.get("times") == "1"
+    query = {"follow": "1"} if follow else {"times": "1"} if times else None
+    url, headers = signed_request(settings.auth, settings.client_name, node, path, query)
     session = request.app[NODE_SESSIONS].streams
     if follow:
         with request.app[TRANSFERS].follows.admit(caller(request)):
             return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
-    return await _plain(request, session, url, headers, node.id, build_id, settings.max_plain_bytes)
+    max_bytes = MAX_TIMES_BYTES if times else settings.max_plain_bytes
+    return await _plain(request, session, url, headers, node.id, build_id, max_bytes)
 
 
 def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:

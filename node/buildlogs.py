@@ -5,7 +5,8 @@ with `build_id = "{client}-{timestamp}"` (node.driver). The file may not exist
 yet (the build is queued or cloning), may grow while the build runs, and ends
 with a `== status ...` line. Plain requests get the file as it is now;
 `?follow=1` gets server-sent events: the content so far, then whatever is
-appended, then `event: end` once the status line is written.
+appended, then `event: end` once the status line is written. `?times=1` gets
+when each line of the log began (node.build.log `LineTimes`), as far as written.
 
 Only a configured client may read (its signature, see `shared.logrequest`),
 and nothing from the URL reaches a file path before it is checked against the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from node.build.log import times_path
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, parse_public_key
@@ -104,6 +106,8 @@ async def serve_build_log(request: web.Request) -> web.StreamResponse:
         if not path.exists() and not _may_still_start(timestamp, settings.follow_cap_s):
             return _error(404, missing)
         return await _follow(request, settings, path)
+    if request.query.get("times") == "1":
+        path, missing = times_path(path), f"node {settings.node_id} has no line times for build {client}-{timestamp}"
     try:
         body = await asyncio.to_thread(path.read_bytes)
     except FileNotFoundError:

@@ -19,6 +19,8 @@ const POLL_MS = 2000;
 const SETTLED_POLL_MS = 10000;
 const RETRY_MS = 2000;
 const PAGE_SIZE = 50;
+// Line times read from a node, at most: its times file is capped (node/build/log.py), its word is not.
+const MAX_TIMED_LINES = 1000000;
 
 class Unauthorized extends Error {}
 
@@ -751,15 +753,34 @@ function clock(date) {
 
 const SETTINGS_PREFIX = "== settings ";
 
+// A node's line times (`GET /builds/<id>/log?node=N&times=1`, node/build/log.py LineTimes): one
+// entry a write, `<lines> <ms>`, the first ms since the epoch, each later one since the one before.
+// The time each line of the log began, in ms since the epoch; a node's word, so bounded.
+function parseLineTimes(text) {
+  const times = [];
+  let at = null;
+  for (const entry of text.split("\n")) {
+    const fields = entry.split(" ");
+    const lines = Number(fields[0]);
+    const ms = Number(fields[1]);
+    if (fields.length !== 2 || !Number.isSafeInteger(lines) || lines < 0 || !Number.isSafeInteger(ms)) continue;
+    at = at === null ? ms : at + ms;
+    for (let i = 0; i < lines && times.length < MAX_TIMED_LINES; i++) times.push(at);
+  }
+  return times;
+}
+
 // One node's output, a line at a time: the build's colours, the node's own lines (`== …`) set
-// apart and its `== settings` lines folded, and the time each line reached this page (shown on
-// demand: the log carries no per-line times). Every line is an element of its own and ends with
-// a hidden newline, so the pane's text is the log's text.
+// apart and its `== settings` lines folded, and each line's time, shown on demand: when the
+// node wrote it, once the node's line times are read (`useNodeTimes`), else when it reached this
+// page. Every line is an element of its own and ends with a hidden newline, so the pane's text
+// is the log's text.
 class LogView {
   constructor(nodeId, onNodeLine) {
     this.nodeId = nodeId;
     this.onNodeLine = onNodeLine;
     this.element = el("div", { class: "log", id: "output-" + nodeId, "data-node": nodeId, tabindex: 0 });
+    this.nodeTimes = [];
     this.clear();
   }
 
@@ -770,6 +791,20 @@ class LogView {
     this.partialLine = null;
     this.partialSince = null;
     this.settings = null; // the <details> of the settings lines, while they go on
+    this.lines = 0; // whole lines shown: the index of the next one in the log
+  }
+
+  // The node's times for its lines (parseLineTimes), over the arrival times of the lines shown.
+  useNodeTimes(times) {
+    this.nodeTimes = times;
+    this.element.querySelectorAll(".line").forEach((line, index) => {
+      if (index < times.length) line.setAttribute("data-time", clock(new Date(times[index])));
+    });
+  }
+
+  // When line `index` began: the node's time if it said one, else `arrived`.
+  timeOf(index, arrived) {
+    return index < this.nodeTimes.length ? new Date(this.nodeTimes[index]) : arrived;
   }
 
   feed(text) {
@@ -780,12 +815,14 @@ class LogView {
     this.partial = lines.pop();
     if (this.partialLine) this.partialLine.remove();
     for (const line of lines) {
-      this.add(line, this.partialSince || now);
+      this.add(line, this.timeOf(this.lines, this.partialSince || now));
+      this.lines += 1;
       this.partialSince = null;
     }
     if (this.partial && !this.partialSince) this.partialSince = now;
     // The unfinished line is drawn from a copy of the style: its sequences count once it is whole.
-    this.partialLine = this.partial ? this.line(this.partial, this.style.clone(), this.partialSince) : null;
+    this.partialLine = this.partial
+      ? this.line(this.partial, this.style.clone(), this.timeOf(this.lines, this.partialSince)) : null;
     if (this.partialLine) log.append(this.partialLine);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
@@ -923,26 +960,44 @@ function logTabs(grid, nodeIds) {
   return tabs;
 }
 
-function timesToggle(grid) {
+// Reads node `nodeId`'s line times for the build into its view; a failure leaves the arrival times.
+async function readNodeTimes(buildId, nodeId, view) {
+  try {
+    const response = await api("/builds/" + encodeURIComponent(buildId) + "/log?node=" + nodeId + "&times=1");
+    if (response.ok) view.useNodeTimes(parseLineTimes(await response.text()));
+  } catch (error) {
+    if (!(error instanceof Unauthorized)) notice("Could not read node " + nodeId + "'s line times: " + error.message);
+  }
+}
+
+// Shows each line's time: the node's, read when the box is ticked (and again when a running build's
+// output ends), or, for a line the node's times do not reach yet, when it reached this page.
+function timesToggle(grid, buildId, views) {
   const box = el("input", { type: "checkbox", id: "show-times" });
-  box.addEventListener("change", () => grid.classList.toggle("show-times", box.checked));
-  return el("label", { title: "When each line reached this page. The nodes' logs carry no per-line times, so " +
-    "output already written when the page opened shows when the page read it." }, box, " line times (arrival)");
+  box.addEventListener("change", () => {
+    grid.classList.toggle("show-times", box.checked);
+    if (box.checked) for (const [nodeId, view] of views) readNodeTimes(buildId, nodeId, view);
+  });
+  const ended = (nodeId) => { if (box.checked) readNodeTimes(buildId, nodeId, views.get(nodeId)); };
+  const label = el("label", { title: "When each node wrote each line, as that node says; a line written after the "
+    + "times were read shows when it reached this page." }, box, " line times");
+  return { label, ended };
 }
 
 // Every node's output, one pane each, with a raw download of each; `onNodeLine(node, text)` gets the node's own lines.
 function showLogs(container, buildId, nodeIds, isSettled, onNodeLine) {
   const grid = el("div", { class: "outputs cols-" + columnsFor(nodeIds.length), id: "outputs" });
-  for (const nodeId of nodeIds) {
-    const view = new LogView(nodeId, onNodeLine);
+  const views = new Map(nodeIds.map((nodeId) => [nodeId, new LogView(nodeId, onNodeLine)]));
+  const times = timesToggle(grid, buildId, views);
+  for (const [nodeId, view] of views) {
     const state = el("span", { class: "pane-state", id: "output-state-" + nodeId }, "connecting");
     const raw = downloadLink("/builds/" + encodeURIComponent(buildId) + "/log?node=" + nodeId,
       "build-" + buildId + "-node-" + nodeId + ".log", "raw", { id: "raw-" + nodeId, class: "raw" });
     grid.append(el("section", { class: "pane", "data-node": nodeId, id: "pane-" + nodeId },
       el("h3", {}, "node " + nodeId + " ", state, raw), view.element));
-    followOutput(buildId, nodeId, view, state, isSettled);
+    followOutput(buildId, nodeId, view, state, isSettled).then(() => times.ended(nodeId));
   }
-  container.append(el("div", { class: "log-controls" }, logTabs(grid, nodeIds), timesToggle(grid)), grid);
+  container.append(el("div", { class: "log-controls" }, logTabs(grid, nodeIds), times.label), grid);
 }
 
 // A button that POSTs to the build's `action` (rerun, cancel) and hands the answer to `then`.

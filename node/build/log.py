@@ -34,6 +34,10 @@ no text that reaches them (a reason, a branch name) can start a line either.
 The cap counts the bytes as written. The build's output is written by the
 output reader's thread while the build thread may add lines, hence the lock.
 
+Beside the log, `<log>.times` says when the node wrote each of its lines
+(`LineTimes`), so that a reader can show a line's time without the log's text
+carrying one on every line.
+
 A build that got secrets (`hide`) has every form of their values masked
 (`[secret NAME]`, shared/secretmask.py) in its output and in the node's
 lines before anything reaches the file; the end of a piece of output that
@@ -46,7 +50,9 @@ import codecs
 import logging
 import re
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from shared.secretmask import Masks, StreamMasker
 
@@ -65,10 +71,70 @@ def safe_text(text: str) -> str:
     """`text` with every line end a newline and every control but tab and newline written visibly."""
     return _CONTROLS.sub(_visible, _LINE_ENDS.sub("\n", text))
 NO_SANDBOX = "none: the build ended before its sandbox was set up"
+# What a log's times file may grow to: a build writing a line every few milliseconds for hours
+# would otherwise make it larger than the capped log. Lines past it have no time.
+TIMES_CAP_BYTES = 1024 * 1024
+
+
+def times_path(log_path: Path) -> Path:
+    """Where the times of the log at `log_path` are kept."""
+    return log_path.with_name(log_path.name + ".times")
+
+
+class LineTimes:
+    """When each line of a build log began, as a file beside it, written as the log is.
+
+    One entry a write that begins lines: `<lines> <ms>`, the number of lines that began in
+    that write and its time in milliseconds, the first entry's since the Unix epoch and each
+    later one's since the entry before (so most entries are a few bytes). The n-th line of
+    the log began at the time of the entry that counts it. Written after the log's bytes,
+    so a reader never has a time for a line the log does not have yet; a write that fails,
+    or the cap, ends the times, never the log.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._clock = clock
+        self._at_line_start = True
+        self._last_ms: int | None = None
+        self._size = 0
+        try:
+            self._file = open(path, "wb")
+        except OSError:
+            log.warning("could not open the line times %s", path, exc_info=True)
+            self._file = None
+
+    def wrote(self, data: bytes) -> None:
+        """`data` was appended to the log: note the lines that began in it."""
+        if not data:
+            return
+        began = data.count(b"\n", 0, len(data) - 1) + (1 if self._at_line_start else 0)
+        self._at_line_start = data.endswith(b"\n")
+        if not began or self._file is None:
+            return
+        now_ms = int(self._clock() * 1000)
+        entry = f"{began} {now_ms if self._last_ms is None else now_ms - self._last_ms}\n".encode()
+        if self._size + len(entry) > TIMES_CAP_BYTES:
+            self.close()
+            return
+        try:
+            self._file.write(entry)
+            self._file.flush()
+        except OSError:
+            log.warning("could not write the line times %s", self.path, exc_info=True)
+            self.close()
+            return
+        self._size += len(entry)
+        self._last_ms = now_ms
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class BuildLog:
-    def __init__(self, path: Path, cap_bytes: int, header: str) -> None:
+    def __init__(self, path: Path, cap_bytes: int, header: str, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.cap_bytes = cap_bytes
         self.truncated = False
@@ -83,12 +149,15 @@ class BuildLog:
         self._settings_written = False
         self._notes: list[str] = []
         self._lock = threading.Lock()
+        self._times: LineTimes | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "wb")
         except OSError:
             log.exception("could not open build log %s", path)
             self._file = None
+        else:
+            self._times = LineTimes(times_path(path), clock)
         self._line(header)
 
     def hide(self, secrets: dict[str, str]) -> None:
@@ -183,6 +252,8 @@ class BuildLog:
         reason = f" reason {reason}" if reason else ""
         self._line(f"{STATUS_PREFIX[3:]}{status} exit_code {exit_code} duration_ms {duration_ms}{reason}")
         with self._lock:
+            if self._times is not None:
+                self._times.close()
             if self._file is None:
                 return ""
             self._file.close()
@@ -209,3 +280,6 @@ class BuildLog:
             log.exception("could not write build log %s", self.path)
             self._file.close()
             self._file = None
+            return
+        if self._times is not None:
+            self._times.wrote(data)

@@ -288,3 +288,22 @@ async def test_a_plain_log_longer_than_any_capped_log_is_refused_with_502(networ
 
     assert response.status == 502
     assert "node 1 sent more than" in (await response.json())["error"]
+
+
+async def test_line_times_are_asked_of_the_named_node_with_the_query_signed(network, client, build_id):
+    network.plain[2] = b"3 1700000000000\n1 250\n"  # the fake node answers the same body for either query
+
+    response = await client.get(f"/builds/{build_id}/log", params={"node": "2", "times": "1"})
+
+    assert response.status == 200 and response.headers["X-Pbft-Node"] == "2"
+    assert await response.read() == network.plain[2]
+    assert network.asked == [(2, f"/logs/{CLIENT}/{build_id}", "times=1")]
+
+
+async def test_line_times_longer_than_a_nodes_cap_are_refused_with_502(network, client, build_id):
+    network.plain[1] = b"1 0\n" * (300 * 1024)  # 1.2 MB: more than any node writes
+
+    response = await client.get(f"/builds/{build_id}/log?node=1&times=1")
+
+    assert response.status == 502
+    assert "node 1 sent more than" in (await response.json())["error"]

@@ -34,10 +34,15 @@ ARTIFACT = "dist/hello.txt"
 ARTIFACT_BYTES = b"the agreed bytes\n"
 # Words joined by dashes, far wider than a pane: the line must scroll, never break inside a word.
 LONG_LINE_COMMAND = "printf 'no-wrap-%s-' $(seq 1 80); echo"
+PAUSE_S = 2
 PRINTING_SPEC = {
     "commands": [
         r"printf '\033[31mred\033[0m <b id=x>\n'",
         LONG_LINE_COMMAND,
+        # Two lines written PAUSE_S apart: the node's line times tell them apart, the page's arrival could not.
+        "echo before the pause",
+        f"sleep {PAUSE_S}",
+        "echo after the pause",
         f"mkdir -p dist && printf '{ARTIFACT_BYTES.decode().rstrip()}\\n' > {ARTIFACT}",
     ],
     "artifacts": [ARTIFACT],
@@ -231,10 +236,23 @@ def check_the_colours(browser, honest: int) -> None:
 
 
 def check_line_times_and_one_node_wide(browser) -> None:
+    """The build ended before the page opened, so every line reached the page at once: times
+    PAUSE_S apart are the node's own, read once the box is ticked."""
     browser.find_element("id", "show-times").click()
     shown = browser.execute_script(
         "return getComputedStyle(document.querySelector('#output-0 .line'), '::before').content;")
     assert shown.strip('"').count(":") == 2, shown  # a time, hh:mm:ss
+
+    def seconds_apart(driver) -> int | None:
+        times = driver.execute_script(
+            "const lines = Array.from(document.querySelectorAll('#output-0 .line'));"
+            "const at = (text) => lines.find((line) => line.textContent.startsWith(text)).dataset.time;"
+            "return [at('before the pause'), at('after the pause')];")
+        before, after = (sum(int(part) * 60**(2 - i) for i, part in enumerate(time.split(":"))) for time in times)
+        return (after - before) % 86400 or None
+
+    apart = wait_for(browser, "the node's line times", seconds_apart)
+    assert PAUSE_S <= apart <= PAUSE_S + 2, apart
     half = pane_boxes(browser)[2]["width"]
     browser.find_element("id", "tab-2").click()
     boxes = pane_boxes(browser)

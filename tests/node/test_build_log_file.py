@@ -163,3 +163,71 @@ def test_a_build_without_secrets_masks_nothing(tmp_path):
     text = written(tmp_path, f"token={SECRET}\n".encode())
 
     assert f"token={SECRET}" in text
+
+
+class Clock:
+    """A clock the test moves: BuildLog reads it at every write."""
+
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def line_times(text: str) -> list[int]:
+    """When each line began, from a times file (node.build.log LineTimes' format)."""
+    times: list[int] = []
+    at_ms = None
+    for entry in text.splitlines():
+        lines, ms = (int(field) for field in entry.split())
+        at_ms = ms if at_ms is None else at_ms + ms
+        times += [at_ms] * lines
+    return times
+
+
+def test_the_times_file_says_when_each_line_of_the_log_began(tmp_path):
+    clock = Clock(1_700_000_000.0)
+    log = BuildLog(tmp_path / "b.log", cap_bytes=10_000, header="h", clock=clock)
+    log.settings(["image x"])
+    clock.now_s += 1.5
+    log.write(b"one\ntwo\nthr")  # two lines, and the start of a third
+    clock.now_s += 2.0
+    log.write(b"ee\n")  # ends the third: no line begins here
+    clock.now_s += 0.25
+    log.write(b"four")
+    clock.now_s += 10
+    log.close("success", 0, 1, "")
+
+    lines = (tmp_path / "b.log").read_text().splitlines()
+    times = line_times((tmp_path / "b.log.times").read_text())
+    assert lines == ["== h", "== settings image x", "one", "two", "three", "four",
+                     "== status success exit_code 0 duration_ms 1"]
+    start_ms = 1_700_000_000_000
+    assert times == [start_ms, start_ms, start_ms + 1500, start_ms + 1500, start_ms + 1500, start_ms + 3750,
+                     start_ms + 13750]
+    # Entries after the first are differences: a few bytes each.
+    assert (tmp_path / "b.log.times").read_text().splitlines()[1:] == ["1 0", "3 1500", "1 2250", "1 10000"]
+
+
+def test_the_times_of_a_log_written_afresh_start_afresh(tmp_path):
+    for run in range(2):  # a node killed mid-build runs it again and writes its log anew
+        log = BuildLog(tmp_path / "b.log", cap_bytes=10_000, header=f"run {run}", clock=Clock(100.0 + run))
+        log.close("success", 0, 1, "")
+    # Its header, the settings line and the status line, all at the second run's time.
+    assert line_times((tmp_path / "b.log.times").read_text()) == [101_000] * 3
+
+
+def test_the_times_stop_at_their_cap_and_the_log_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr("node.build.log.TIMES_CAP_BYTES", 40)
+    clock = Clock(1_700_000_000.0)
+    log = BuildLog(tmp_path / "b.log", cap_bytes=10_000, header="h", clock=clock)
+    log.settings(["image x"])
+    for index in range(20):
+        clock.now_s += 1
+        log.write(b"line %d\n" % index)
+    log.close("success", 0, 1, "")
+
+    assert len((tmp_path / "b.log").read_text().splitlines()) == 23
+    times = (tmp_path / "b.log.times").read_text()
+    assert len(times) <= 40 and 2 < len(line_times(times)) < 23

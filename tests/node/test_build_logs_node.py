@@ -355,3 +355,23 @@ async def test_follow_starts_over_when_the_build_runs_again(node, config, client
 
     assert await next_event(response) == ("reset", "")
     assert await next_output(response) == "== pbft-ci build x node 1\n"
+
+
+async def test_the_line_times_of_a_log_are_served_beside_it(node, config, client_auth):
+    write_log(config, 42, FINISHED)
+    log_path(config, 42).with_name(log_path(config, 42).name + ".times").write_text("2 1700000000000\n1 5\n")
+
+    response = await get(node, client_auth, f"/logs/{CLIENT}/42?times=1")
+    assert response.status == 200
+    assert await response.text() == "2 1700000000000\n1 5\n"
+    # The query is signed: a signature for the log itself does not get the times, nor the other way round.
+    refused = await node.get(f"/logs/{CLIENT}/42?times=1", headers=headers(client_auth, f"/logs/{CLIENT}/42"))
+    assert refused.status == 401
+
+
+async def test_a_log_without_times_answers_404(node, config, client_auth):
+    write_log(config, 43, FINISHED)  # written by a node from before line times
+
+    response = await get(node, client_auth, f"/logs/{CLIENT}/43?times=1")
+    assert response.status == 404
+    assert "no line times" in (await response.json())["error"]

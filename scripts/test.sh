@@ -31,4 +31,5 @@ case "${1:-}" in
 esac
 
 PBFT_CI_TEST_IMAGES=1 ./scripts/setup.sh
-exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"
+# The slowest tests are listed at the end, so that a run that took long says where its time went.
+exec .venv/bin/python -m pytest -q -n auto --dist loadgroup --durations=30 "$@"

@@ -837,19 +837,30 @@ def _submodule_urls(reader: _Reader, entry: dict, where: str, config_path: Path)
     return tuple(urls)
 
 
-def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig, ...]:
-    items = entry.get("schedules")
+def _mappings(reader: _Reader, entry: dict, where: str, key: str, most: int, many: str,
+              one: str) -> list[tuple[str, dict]]:
+    """The optional list `key` of a repository `entry`, each mapping with the path to it
+    (`repositories[0].schedules[1]`): at most `most` of them (`many` says what they are in the
+    refusal), each one a mapping (`one` says of what)."""
+    items = entry.get(key)
     if items is None:
-        return ()
-    if not isinstance(items, list) or len(items) > MAX_SCHEDULES:
-        reader.fail(f"{where}schedules", f"must be a list of at most {MAX_SCHEDULES} schedules")
-        return ()
-    schedules = []
+        return []
+    if not isinstance(items, list) or len(items) > most:
+        reader.fail(f"{where}{key}", f"must be a list of at most {most} {many}")
+        return []
+    found = []
     for index, item in enumerate(items):
-        at = f"{where}schedules[{index}]"
-        if not isinstance(item, dict):
-            reader.fail(at, "must be a mapping of name, cron and branch")
-            continue
+        at = f"{where}{key}[{index}]"
+        if isinstance(item, dict):
+            found.append((at, item))
+        else:
+            reader.fail(at, f"must be a mapping {one}")
+    return found
+
+
+def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig, ...]:
+    schedules = []
+    for at, item in _mappings(reader, entry, where, "schedules", MAX_SCHEDULES, "schedules", "of name, cron and branch"):
         for key in item.keys() - {"name", "cron", "branch"}:
             reader.fail(f"{at}.{key}", "is not a schedule's setting (name, cron, branch)")
         schedules.append(ScheduleConfig(
@@ -863,18 +874,9 @@ def _schedules(reader: _Reader, entry: dict, where: str) -> tuple[ScheduleConfig
 
 
 def _notify(reader: _Reader, entry: dict, where: str) -> tuple[NotifyConfig, ...]:
-    items = entry.get("notify")
-    if items is None:
-        return ()
-    if not isinstance(items, list) or len(items) > MAX_NOTIFY_TARGETS:
-        reader.fail(f"{where}notify", f"must be a list of at most {MAX_NOTIFY_TARGETS} webhooks or e-mail targets")
-        return ()
     targets = []
-    for index, item in enumerate(items):
-        at = f"{where}notify[{index}]"
-        if not isinstance(item, dict):
-            reader.fail(at, "must be a mapping with webhook (and secret_file) or email")
-            continue
+    for at, item in _mappings(reader, entry, where, "notify", MAX_NOTIFY_TARGETS, "webhooks or e-mail targets",
+                              "with webhook (and secret_file) or email"):
         # YAML 1.1, which PyYAML reads, takes a bare `on` for the boolean true, so `on: [failure]`
         # arrives keyed True. Read it back as the `on` the operator wrote.
         if True in item:
@@ -1007,19 +1009,10 @@ def _check_mail_can_be_sent(reader: _Reader, clients: list[ClientConfig], reposi
 
 def _build_secrets(reader: _Reader, entry: dict, where: str, read_files: bool) -> tuple[BuildSecretConfig, ...]:
     """A repository's `secrets:`, each file read and checked when `read_files` (a node starts)."""
-    items = entry.get("secrets")
-    if items is None:
-        return ()
-    if not isinstance(items, list) or len(items) > MAX_SECRETS:
-        reader.fail(f"{where}secrets", f"must be a list of at most {MAX_SECRETS} secrets (name, file, events)")
-        return ()
     for_forks = entry.get("secrets_for_forks") is True
     secrets = []
-    for index, item in enumerate(items):
-        at = f"{where}secrets[{index}]"
-        if not isinstance(item, dict):
-            reader.fail(at, "must be a mapping of name, file and events")
-            continue
+    for at, item in _mappings(reader, entry, where, "secrets", MAX_SECRETS, "secrets (name, file, events)",
+                              "of name, file and events"):
         for key in sorted(item.keys() - {"name", "file", "events"}, key=str):
             reader.fail(f"{at}.{key}", "is not a secret's setting (name, file, events)")
         name = reader.get(item, "name", f"{at}.", _secret_name)

@@ -209,7 +209,7 @@ def make_app(
     app.router.add_get("/approvals/{approval_id}", get_approval)
     app.router.add_post("/approvals/{approval_id}/approve", approve)
     add_dashboard(app)
-    add_badge(app, live, client_name, RECORDS_KEY)
+    add_badge(app, live, client_name, RECORDS_KEY, app[ACCESS_KEY])
     return app
 
 

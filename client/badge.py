@@ -19,15 +19,22 @@ XML-escaped all the same.
 
 from __future__ import annotations
 
+from typing import Mapping, Protocol
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from client.access import AccessRules
 from client.dashboard import SECURITY_HEADERS
 from client.intake import checked_branch
 from client.records import BuildRecords
 from shared.reload import LiveConfig
+
+
+class Reader(Protocol):
+    """What decides who may read the client's builds (client.app's CurrentAccess)."""
+
+    def check_reader(self, headers: Mapping[str, str]) -> None: ...
+
 
 LABEL = "pbft-ci"
 # A verdict (client.records.VERDICTS) as the badge says it; the others say nothing of a branch.
@@ -44,13 +51,15 @@ CHAR_WIDTH_PX = 7
 PADDING_PX = 10
 
 
-def add_badge(app: web.Application, live: LiveConfig, client_name: str, records_key: web.AppKey) -> None:
-    """Serve the badge of each configured repository's branches from the records at `records_key`."""
+def add_badge(app: web.Application, live: LiveConfig, client_name: str, records_key: web.AppKey,
+              access: Reader) -> None:
+    """Serve the badge of each configured repository's branches from the records at `records_key`;
+    `access` checks a reader as every other reader route does, unless badges are public."""
 
     async def badge(request: web.Request) -> web.Response:
         config = live.current
         if not config.client(client_name).public_badges:
-            AccessRules.from_config(config, client_name).check_reader(request.headers)
+            access.check_reader(request.headers)
         repository = request.match_info["repository"]
         if repository not in {configured.name for configured in config.repositories}:
             raise web.HTTPNotFound(reason="no such repository is configured")

@@ -401,8 +401,13 @@ def test_a_node_on_a_busy_port_says_so_in_one_line(tmp_path):
 
 
 def exited(pid: int) -> bool:
+    """Whether every thread of `pid` has finished exiting. The main thread turns zombie before
+    the others are done, and the threads share the open files (the port among them) until
+    the last one exits, so a zombie main thread alone is not enough."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        threads = os.listdir(f"/proc/{pid}/task")
+        return threads == [str(pid)] and \
+            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
 
@@ -439,8 +444,8 @@ def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_
     pids = network_pids()
     for node_id in (1, 2):
         os.kill(pids[node_id], signal.SIGKILL)
-    # Until each is a zombie or gone: its command line reads empty while its files, its port among
-    # them, are still being closed.
+    # Until each has exited: its command line reads empty while its files, its port among them,
+    # are still being closed.
     while not all(exited(pids[node_id]) for node_id in (1, 2)):
         time.sleep(0.05)
     # Something else listens on node 1's port: it may be node 1 started another way, whose builds stay.

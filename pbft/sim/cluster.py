@@ -525,6 +525,7 @@ class SimCluster:
         if self.network.is_down(node, self.now_s) or node not in self._down:
             return  # another of its down windows is still open
         down = self._down.pop(node)
+        self.stats["restarts"] += 1
         sim_node = self.nodes[node]
         lost_effects = self.power_cut_stores[node].lose_power() if down.power_loss and node in self.power_cut_stores else 0
         loaded = sim_node.restart(self.now_s)

@@ -1,14 +1,15 @@
-"""scripts/bench.py: the statistics it reports, and its --quick run of every scenario (no timing asserted)."""
+"""scripts/bench.py: the statistics it reports, and its --quick run of every scenario on networks of node
+processes with instant builds (no timing asserted)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +17,7 @@ import pytest
 
 from bench.stats import alternating, percentile, ratio, summarize
 from bench.targets import targets_table
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import BUILD_SCENARIOS, NETWORK_SCENARIOS, REPO_ROOT, run_bench
 
 
 def test_percentile_is_nearest_rank():
@@ -40,20 +40,18 @@ def test_summary_keeps_every_value_and_the_range():
     assert ratio(1.0, 0.0) is None
 
 
+def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
+    default = re.search(r"\(default: ([a-z -]+)\)", " ".join(run_bench("--help", timeout_s=60).stdout.split()))
+    assert default, "bench.py --help names no default scenarios"
+    assert sorted(NETWORK_SCENARIOS + BUILD_SCENARIOS) == sorted(default[1].split())
+
+
 @pytest.mark.slow
-@pytest.mark.docker
-@pytest.mark.e2e
-def test_quick_bench_runs_every_scenario(tmp_path):
+def test_quick_bench_runs_every_network_scenario(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--quick", "--json", str(out), "--dir", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_bench(*NETWORK_SCENARIOS, "--quick", "--json", str(out), "--dir", str(tmp_path))
     reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
-    assert list(reports) == [
-        "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
-    ]
+    assert list(reports) == NETWORK_SCENARIOS
 
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
@@ -76,32 +74,20 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert failover["follows links"]["min"] >= timeout_ms and failover["retransmits only"]["min"] >= timeout_ms
     assert len(reports["memory"]["results"]) == 4
     assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())
-    build = reports["build"]
-    assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
-    # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).
-    assert len(build["node_overhead_ms"]["values"]) == 4
-    dockerfile = build["dockerfile"]
-    assert set(dockerfile["results"]) == {"pbft-ci", "plain", "plain x4"} and dockerfile["over_plain_x4"] > 0
-    assert len(dockerfile["node_overhead_ms"]["values"]) == 4
-    assert reports["concurrent"]["webhooks"] == 4
     assert set(reports["durable"]["results"]) == {"NORMAL", "FULL"}
     restart = reports["restart"]["results"]
     assert list(restart) == ["2000", "8000"] and all(size["restart_s"]["median"] > 0 for size in restart.values())
     # Only the newest max_requests_per_client builds of the client are live after a restart.
     assert restart["8000"]["builds_kept"] == reports["restart"]["max_requests_per_client"]
     # The tables went to stdout, one per scenario.
-    for heading in ("consensus:", "relay:", "throughput:", "idle:", "failover:", "memory:", "build:", "concurrent:", "durable:", "restart:", "targets"):
+    for heading in [f"{name}:" for name in NETWORK_SCENARIOS] + ["targets"]:
         assert heading in result.stdout
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is on every machine of this project's kind")
 def test_the_codec_bench_reports_cpu_and_instructions_per_request(tmp_path):
     out = tmp_path / "codec.json"
-    result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "codec", "--quick", "--instructions", "--json", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_bench("codec", "--quick", "--instructions", "--json", str(out))
     [report] = json.loads(out.read_text())["scenarios"]
     assert list(report["results"]) == [str(REPO_ROOT)]
     measured = report["results"][str(REPO_ROOT)]
@@ -184,25 +170,3 @@ def test_the_large_repository_is_one_commit_of_the_files_asked_for_in_one_pack(t
     assert 2 * 1024 * 1024 - 300 <= sum(int(fields[3]) for fields in sources) <= 2 * 1024 * 1024 + 300 * 16
     assert len({fields[2] for fields in sources}) == 300  # no two files are one object
     assert "count: 0" in git("count-objects", "-v")  # no loose objects: one pack, as a forge keeps it
-
-
-@pytest.mark.slow
-@pytest.mark.docker
-@pytest.mark.e2e
-def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_path):
-    out = tmp_path / "first.json"
-    result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "first-verdict", "--quick", "--json", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    [report] = json.loads(out.read_text())["scenarios"]
-    assert report["verdicts"] == ["success"]
-    phases = report["phases"]
-    assert list(phases) == ["clone", "startNetwork.sh", "startClient.sh", "first webhook"]
-    assert all(phase["median"] > 0 for phase in phases.values())
-    total = report["clone_to_first_verdict_s"]["median"]
-    assert abs(total - sum(phase["median"] for phase in phases.values())) < 0.05
-    assert "clone to verdict" in result.stdout
-    # The clone's network was stopped and the clone removed.
-    assert not list(Path(tempfile.gettempdir()).glob("pbft-ci-bench-first-*"))

@@ -1,0 +1,48 @@
+"""scripts/bench.py's scenarios that build on the Docker engine, in their --quick form (no timing
+asserted): a build beside plain docker runs, webhooks at once, and a fresh clone to its first verdict.
+The others are in tests/node/test_bench.py."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.bench import BUILD_SCENARIOS, run_bench
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_quick_bench_runs_the_build_scenarios(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench(*BUILD_SCENARIOS, "--quick", "--json", str(out), "--dir", str(tmp_path))
+    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
+    assert list(reports) == BUILD_SCENARIOS
+    build = reports["build"]
+    assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
+    # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).
+    assert len(build["node_overhead_ms"]["values"]) == 4
+    dockerfile = build["dockerfile"]
+    assert set(dockerfile["results"]) == {"pbft-ci", "plain", "plain x4"} and dockerfile["over_plain_x4"] > 0
+    assert len(dockerfile["node_overhead_ms"]["values"]) == 4
+    assert reports["concurrent"]["webhooks"] == 4
+    for heading in ("build:", "concurrent:", "targets"):
+        assert heading in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_path):
+    out = tmp_path / "first.json"
+    result = run_bench("first-verdict", "--quick", "--json", str(out), timeout_s=1200)
+    [report] = json.loads(out.read_text())["scenarios"]
+    assert report["verdicts"] == ["success"]
+    phases = report["phases"]
+    assert list(phases) == ["clone", "startNetwork.sh", "startClient.sh", "first webhook"]
+    assert all(phase["median"] > 0 for phase in phases.values())
+    total = report["clone_to_first_verdict_s"]["median"]
+    assert abs(total - sum(phase["median"] for phase in phases.values())) < 0.05
+    assert "clone to verdict" in result.stdout
+    # The clone's network was stopped and the clone removed.
+    assert not list(Path(tempfile.gettempdir()).glob("pbft-ci-bench-first-*"))

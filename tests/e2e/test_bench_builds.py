@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bench import BUILD_SCENARIOS, run_bench
+from tests.support.bench import BUILD_SCENARIOS, quick_reports, run_bench
 
 @pytest.mark.slow
 @pytest.mark.docker
 def test_quick_bench_runs_the_build_scenarios(tmp_path):
-    out = tmp_path / "bench.json"
-    result = run_bench(*BUILD_SCENARIOS, "--quick", "--json", str(out), "--dir", str(tmp_path))
-    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
-    assert list(reports) == BUILD_SCENARIOS
+    result, reports = quick_reports(BUILD_SCENARIOS, tmp_path)
     build = reports["build"]
     assert set(build["results"]) == {"pbft-ci", "plain", "plain x4"}
     # Each node's `build end` line gives the measured build's overhead (its duration less commands_ms).

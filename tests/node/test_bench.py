@@ -17,7 +17,7 @@ import pytest
 
 from bench.stats import alternating, percentile, ratio, summarize
 from bench.targets import targets_table
-from tests.support.bench import BUILD_SCENARIOS, NETWORK_SCENARIOS, REPO_ROOT, run_bench
+from tests.support.bench import BUILD_SCENARIOS, NETWORK_SCENARIOS, REPO_ROOT, quick_reports, run_bench
 
 
 def test_percentile_is_nearest_rank():
@@ -48,11 +48,7 @@ def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
 
 @pytest.mark.slow
 def test_quick_bench_runs_every_network_scenario(tmp_path):
-    out = tmp_path / "bench.json"
-    result = run_bench(*NETWORK_SCENARIOS, "--quick", "--json", str(out), "--dir", str(tmp_path))
-    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
-    assert list(reports) == NETWORK_SCENARIOS
-
+    result, reports = quick_reports(NETWORK_SCENARIOS, tmp_path)
     assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
     for size in reports["consensus"]["results"].values():
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]

@@ -3,6 +3,7 @@ layer those that build on the Docker engine."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,13 @@ def run_bench(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess
                             timeout=timeout_s)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def quick_reports(scenarios: list[str], scratch: Path) -> tuple[subprocess.CompletedProcess, dict[str, dict]]:
+    """bench.py's --quick run of `scenarios` with its scratch files in `scratch`: the run, and each
+    scenario's JSON report by name, in the order asked for."""
+    out = scratch / "bench.json"
+    result = run_bench(*scenarios, "--quick", "--json", str(out), "--dir", str(scratch))
+    reports = {report["scenario"]: report for report in json.loads(out.read_text())["scenarios"]}
+    assert list(reports) == scenarios
+    return result, reports

@@ -1,6 +1,7 @@
 """Helpers of the executor tests: git repositories to build, build specs, what a build left behind.
 The fixtures (a Docker engine, the default image, executors) are in tests/node/conftest.py."""
 
+import asyncio
 import os
 import re
 import socket
@@ -114,6 +115,19 @@ async def build(executor, git_repo, build_ids, branch="master", repository_name=
         build_id=build_ids(), repository_name=repository_name, repository_url=str(git_repo.path), branch=branch,
         **kwargs,
     )
+
+
+def live_log(tmp_path: Path, build_id: str) -> Path:
+    """The log the make_executor fixture's executor (node 7, logs in `tmp_path`/log) writes while `build_id` runs."""
+    return tmp_path / "log" / f"build-node7-{build_id}.log"
+
+
+async def until_logged(log_path: Path, text: str) -> None:
+    """Until the build's live log holds `text`: a container is created well before its
+    first command runs, longer still on a busy machine."""
+    async with asyncio.timeout(60):
+        while not (log_path.exists() and text in log_path.read_text(errors="replace")):
+            await asyncio.sleep(0.05)
 
 
 def log_text(result) -> str:

@@ -17,7 +17,7 @@ from node.build.spec import parse_build_spec
 from node.build.executor import BuildResult
 from node.build.sandbox import GATE_COMMAND, SCRIPT_END, gate_input
 from pbft.build import Spec
-from tests.node.executor_helpers import Listener, build, host_address, log_text, outcome, spec
+from tests.node.executor_helpers import Listener, build, host_address, live_log, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
 
@@ -612,7 +612,7 @@ async def test_the_log_grows_while_the_build_runs(make_executor, git_repo, build
         make_executor().run(build_id=build_id, repository_name="example", repository_url=str(git_repo.path),
                             branch="master")
     )
-    path = tmp_path / "log" / f"build-node7-{build_id}.log"
+    path = live_log(tmp_path, build_id)
 
     # Whatever the machine's speed, the build sleeps between its two lines: the
     # first must be readable while the build still runs.

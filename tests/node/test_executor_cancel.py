@@ -10,7 +10,7 @@ import time
 import pytest
 
 from node.build.executor import CANCELLED
-from tests.node.executor_helpers import log_text, spec
+from tests.node.executor_helpers import live_log, log_text, spec, until_logged
 
 pytestmark = pytest.mark.docker
 
@@ -29,14 +29,6 @@ async def until_running(build_ids_to_roles, build_id) -> None:
             await asyncio.sleep(0.05)
 
 
-async def until_logged(log_path, text: str) -> None:
-    """Until the build's live log holds `text`: a container is created well before its
-    first command runs, longer still on a busy machine."""
-    async with asyncio.timeout(60):
-        while not (log_path.exists() and text in log_path.read_text(errors="replace")):
-            await asyncio.sleep(0.05)
-
-
 async def test_a_running_build_is_stopped_and_cancelled(
     make_executor, git_repo, build_ids, container_roles, tmp_path
 ):
@@ -45,7 +37,7 @@ async def test_a_running_build_is_stopped_and_cancelled(
     build_id = build_ids()
     running = start(executor, git_repo, build_id)
     await until_running(container_roles, build_id)
-    await until_logged(tmp_path / "log" / f"build-node7-{build_id}.log", "\nstarted")
+    await until_logged(live_log(tmp_path, build_id), "\nstarted")
 
     started_s = time.monotonic()
     assert await executor.cancel(build_id) is True

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from node.build.executor import KILLED_OUTSIDE
-from tests.node.executor_helpers import build_container_filters, log_text, outcome, spec
+from tests.node.executor_helpers import build_container_filters, live_log, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +43,7 @@ async def run_and_kill(executor, git_repo, build_id, docker_client, caplog, tmp_
     task = asyncio.create_task(executor.run(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
     ))
-    log_path = tmp_path / "log" / f"build-node7-{build_id}.log"
+    log_path = live_log(tmp_path, build_id)
     killed: set[str] = set()
     for _ in range(kills):
         filters = build_container_filters(caplog.records, build_id) if not killed else {

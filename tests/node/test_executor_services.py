@@ -9,7 +9,7 @@ import socket
 import pytest
 import yaml
 
-from tests.node.executor_helpers import Listener, build, host_address, log_text
+from tests.node.executor_helpers import Listener, build, host_address, live_log, log_text, until_logged
 from tests.support.network import free_port
 
 pytestmark = pytest.mark.docker
@@ -156,10 +156,7 @@ async def test_neither_the_node_nor_a_peer_reaches_a_service(
     running = asyncio.create_task(make_executor().run(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
     ))
-    build_log = tmp_path / "log" / f"build-node7-{build_id}.log"
-    async with asyncio.timeout(60):
-        while not (build_log.exists() and "service answered" in build_log.read_text()):
-            await asyncio.sleep(0.2)
+    await until_logged(live_log(tmp_path, build_id), "service answered")
 
     answers = {}
     for address in ("127.0.0.1", host_address()):

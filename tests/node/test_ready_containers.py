@@ -267,18 +267,20 @@ async def test_a_prepared_container_killed_behind_the_executors_back_is_not_used
 
 @pytest.fixture
 def other_image(docker_client, default_image, build_ids):
-    """An image with an id of its own (a tag of the default image would share its id)."""
+    """An image with an id of its own (a tag of the default image would share its id). Asked for
+    before make_executor, so that it is removed after the executor closed: removing a tag whose
+    image a container still uses leaves the image behind, untagged."""
     tag = f"pbft-ci-test/other:{build_ids()}"
     dockerfile = io.BytesIO(f"FROM {default_image}\nLABEL pbft-ci.test={tag}\n".encode())
-    docker_client.images.build(fileobj=dockerfile, tag=tag, network_mode="none", rm=True)
+    image, _ = docker_client.images.build(fileobj=dockerfile, tag=tag, network_mode="none", rm=True)
     yield tag
-    docker_client.images.remove(tag, force=True)
+    docker_client.images.remove(image.id, force=True)
 
 
 @pytest.mark.docker
 @pytest.mark.parametrize("kind", ["another image", "caches"])
 async def test_a_build_of_another_kind_starts_its_own_container(
-    make_executor, git_repo, build_ids, container_roles, docker_client, other_image, kind
+    other_image, make_executor, git_repo, build_ids, container_roles, docker_client, kind
 ):
     git_repo.commit("master", PASSING)
     executor = make_executor()

@@ -6,9 +6,10 @@
 #
 # CONFIG defaults to example-config/network.yaml. The machine is set up first
 # (scripts/setup.sh: packages, Docker engine, build image, keys, example
-# repository). Each node's stdout and stderr go to log/node-<id>.stdout and
-# its log to <log_dir>/node-<id>.log; the process ids are kept in
-# run/network.pids for ./stopNetwork.sh. The script returns once every node
+# repository). Each node's stdout and stderr go to <log_dir>/node-<id>.stdout
+# and its log to <log_dir>/node-<id>.log (log/ for the example); the process
+# ids are kept in run/network.pids for ./stopNetwork.sh (PBFT_CI_RUN_DIR names
+# another folder, for a second network of the same checkout). The script returns once every node
 # it started answers GET /status. A node that does not start is reported with
 # the last line it wrote, and the script exits 1 leaving the others running.
 # Nodes that run are kept, so running it again starts only the missing ones:
@@ -57,14 +58,8 @@ if [[ "$config" != /* ]]; then
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-pid_file=run/network.pids
-
-# True when PID is alive and still runs a pbft-ci node (pids get reused).
-is_node() {
-    local cmdline
-    cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
-    [[ "$cmdline" == *node/index.py* ]]
-}
+# pid_file, and `runs PID node/index.py`: true while PID still runs a node (pids get reused).
+source scripts/lib/processes.sh
 
 # The --byzantine words (MODE [ARG]) node PID was started with; nothing for an honest node.
 # Read from the process itself, so that what the script reports is what the node runs.
@@ -86,7 +81,7 @@ byzantine_of() {
 declare -A running=()
 if [[ -f $pid_file ]]; then
     while read -r pid id started_config; do
-        is_node "$pid" || continue
+        runs "$pid" node/index.py || continue
         if [[ "$started_config" != "$config" ]]; then
             echo "nodes of $started_config are running (node $id is pid $pid): run ./stopNetwork.sh first" >&2
             exit 1
@@ -137,7 +132,7 @@ for id in "${!byzantine[@]}"; do
     [[ -z "$refused" ]] || { echo "$flag is refused: $refused" >&2; exit 2; }
 done
 
-mkdir -p run log
+mkdir -p "$run_dir" "$log_dir"
 : >"$pid_file.new"
 declare -A pids=() urls=() modes=()
 while read -r id host port scheme; do
@@ -160,7 +155,7 @@ while read -r id host port scheme; do
         extra=(--byzantine "${words[@]}")
     fi
     nohup .venv/bin/python node/index.py --config "$config" --id "$id" "${extra[@]}" \
-        </dev/null >"log/node-$id.stdout" 2>&1 &
+        </dev/null >"$log_dir/node-$id.stdout" 2>&1 &
     pids[$id]=$!
     urls[$id]="$scheme://$host:$port/status"
     echo "${pids[$id]} $id $config" >>"$pid_file.new"
@@ -191,7 +186,7 @@ sys.exit(0 if isinstance(answer, dict) and [answer.get("id"), answer.get("pid")]
 
 # The last line a node wrote to its stdout file: why it did not start, when it did not.
 last_words() {
-    { grep -v '^[[:space:]]*$' "log/node-$1.stdout" || true; } | tail -n 1
+    { grep -v '^[[:space:]]*$' "$log_dir/node-$1.stdout" || true; } | tail -n 1
 }
 
 # A node that does not come up is reported and the others are left alone: they may
@@ -204,7 +199,7 @@ while [[ ${#pending[@]} -gt 0 ]]; do
     for id in "${pending[@]}"; do
         if ! alive "${pids[$id]}"; then
             words=$(last_words "$id")
-            echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} (log/node-$id.stdout)" >&2
+            echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} ($log_dir/node-$id.stdout)" >&2
             exited+=("$id")
         elif ! status_ok "${urls[$id]}" "$id" "${pids[$id]}"; then
             still+=("$id")
@@ -216,7 +211,7 @@ while [[ ${#pending[@]} -gt 0 ]]; do
             for id in "${pending[@]}"; do
                 words=$(last_words "$id")
                 echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within 30 s and is left running" \
-                     "(./stopNetwork.sh --node $id stops it): ${words:-no output} (log/node-$id.stdout)" >&2
+                     "(./stopNetwork.sh --node $id stops it): ${words:-no output} ($log_dir/node-$id.stdout)" >&2
             done
             silent=("${pending[@]}")
             break
@@ -246,6 +241,6 @@ while read -r pid id _; do
     [[ " ${silent[*]+"${silent[*]}"} " == *" $id "* ]] && continue
     echo "  node $id  pid $pid  ${urls[$id]}${modes[$id]:+  (byzantine: ${modes[$id]})}"
 done <"$pid_file"
-echo "logs: $log_dir/node-<id>.log (protocol and builds), $log_dir/build-*.log (build output), log/node-<id>.stdout"
+echo "logs: $log_dir/node-<id>.log (protocol and builds), $log_dir/build-*.log (build output), $log_dir/node-<id>.stdout"
 echo "stop: ./stopNetwork.sh"
 [[ ${#exited[@]} -eq 0 && ${#silent[@]} -eq 0 ]] || exit 1

@@ -41,20 +41,30 @@ def running_network(config_path: Path, config: NetworkConfig, root: Path):
     """./startNetwork.sh and ./scripts/startClient.sh on `config_path`; yields the client's URL."""
     from tests.e2e.example_network import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
 
-    started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
-    if started.returncode != 0:
-        # startNetwork.sh leaves the nodes that did start running: a bench stops them all.
-        run_script("./stopNetwork.sh")
-        remove_builds_under(root)
-        raise SystemExit(f"could not start the network:\n{describe(started)}")
+    # The scripts keep this network's pid files under `root`: ./stopNetwork.sh below stops it
+    # alone, never the example network or another one running beside the bench.
+    outer_run_dir = os.environ.get("PBFT_CI_RUN_DIR")
+    os.environ["PBFT_CI_RUN_DIR"] = str(root / "run")
     try:
-        with client(config, root / "client.out", str(config_path)) as base_url:
-            yield base_url
+        started = run_script("./startNetwork.sh", str(config_path), timeout_s=START_TIMEOUT_S)
+        if started.returncode != 0:
+            # startNetwork.sh leaves the nodes that did start running: a bench stops them all.
+            run_script("./stopNetwork.sh")
+            remove_builds_under(root)
+            raise SystemExit(f"could not start the network:\n{describe(started)}")
+        try:
+            with client(config, root / "client.out", str(config_path)) as base_url:
+                yield base_url
+        finally:
+            stopped = run_script("./stopNetwork.sh")
+            remove_builds_under(root)
+            if stopped.returncode != 0:
+                print(describe(stopped), file=sys.stderr)
     finally:
-        stopped = run_script("./stopNetwork.sh")
-        remove_builds_under(root)
-        if stopped.returncode != 0:
-            print(describe(stopped), file=sys.stderr)
+        if outer_run_dir is None:
+            del os.environ["PBFT_CI_RUN_DIR"]
+        else:
+            os.environ["PBFT_CI_RUN_DIR"] = outer_run_dir
 
 
 def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float | None = None) -> dict:

@@ -14,6 +14,7 @@ everything else in it is as the README leaves it. The clone's network is stopped
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -32,9 +33,14 @@ PHASES = ("clone", "startNetwork.sh", "startClient.sh", "first webhook")
 PHASE_TIMEOUT_S = 900
 
 
+# The clone's scripts keep their pid files in its own run/, as a newcomer's would.
+CLONE_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PBFT_CI_RUN_DIR"}
+
+
 def _run(command: list[str], cwd: Path) -> float:
     started_s = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=PHASE_TIMEOUT_S)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=PHASE_TIMEOUT_S,
+                          env=CLONE_ENVIRONMENT)
     if done.returncode != 0:
         raise SystemExit(f"first-verdict: {' '.join(command)} exited {done.returncode}:\n"
                          f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -70,7 +76,8 @@ def one_round(root: Path) -> dict:
         seconds["startClient.sh"] = _run(["./scripts/startClient.sh", "--background"], checkout)
         seconds["first webhook"], verdict = _first_webhook(port)
     finally:
-        subprocess.run(["./stopNetwork.sh"], cwd=checkout, capture_output=True, timeout=PHASE_TIMEOUT_S)
+        subprocess.run(["./stopNetwork.sh"], cwd=checkout, capture_output=True, timeout=PHASE_TIMEOUT_S,
+                       env=CLONE_ENVIRONMENT)
     if verdict.get("status") != "success":
         raise SystemExit(f"first-verdict: the first webhook's verdict is not success: {verdict}")
     return {"seconds": seconds, "verdict": verdict["status"], "commit": verdict["commit"]}

@@ -7,8 +7,9 @@
 # log_dir (log/client.log).
 #
 # In the foreground it runs until Ctrl-C. With --background it is started
-# with nohup (stdout and stderr in log/client.stdout), its pid is kept in
-# run/client.pid, the script returns once that process answers GET /client, and
+# with nohup (stdout and stderr in <log_dir>/client.stdout), its pid is kept in
+# run/client.pid (PBFT_CI_RUN_DIR names another folder, as for
+# ./startNetwork.sh), the script returns once that process answers GET /client, and
 # ./stopNetwork.sh stops it along with the nodes (./stopNetwork.sh --client
 # stops only the client, to restart it).
 #
@@ -49,18 +50,13 @@ if [[ "$config" != /* ]]; then
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-pid_file=run/client.pid
-
-# True when PID is alive and still runs the pbft-ci client (pids get reused).
-is_client() {
-    local cmdline
-    cmdline=$( { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
-    [[ "$cmdline" == *client/index.py* ]]
-}
+# client_pid_file, and `runs PID client/index.py`: true while PID still runs the client (pids get reused).
+source scripts/lib/processes.sh
+pid_file=$client_pid_file
 
 if [[ -f $pid_file ]]; then
     read -r pid _ <"$pid_file" || true
-    if [[ -n "${pid:-}" ]] && is_client "$pid"; then
+    if [[ -n "${pid:-}" ]] && runs "$pid" client/index.py; then
         echo "a client is already running (pid $pid, from $pid_file): stop it first with ./stopNetwork.sh --client" >&2
         exit 1
     fi
@@ -94,8 +90,8 @@ if ! $background; then
     exec .venv/bin/python client/index.py --config "$config"
 fi
 
-mkdir -p run log
-nohup .venv/bin/python client/index.py --config "$config" </dev/null >log/client.stdout 2>&1 &
+mkdir -p "$run_dir" "$log_dir"
+nohup .venv/bin/python client/index.py --config "$config" </dev/null >"$log_dir/client.stdout" 2>&1 &
 pid=$!
 # Only the pid, so that `kill $(cat run/client.pid)` works; files of older versions
 # ("pid config") are still read, as their first word.
@@ -119,13 +115,13 @@ deadline=$((SECONDS + 30))
 until answers; do
     if ! kill -0 "$pid" 2>/dev/null || [[ "$( { cut -d' ' -f3 "/proc/$pid/stat"; } 2>/dev/null)" == Z ]]; then
         # Its last words say why: a busy port names the process holding it.
-        last=$(grep -v '^[[:space:]]*$' log/client.stdout | tail -n 1 || true)
-        echo "the client (pid $pid) exited during start-up: ${last:-no output} (log/client.stdout)" >&2
+        last=$(grep -v '^[[:space:]]*$' "$log_dir/client.stdout" | tail -n 1 || true)
+        echo "the client (pid $pid) exited during start-up: ${last:-no output} ($log_dir/client.stdout)" >&2
         rm -f "$pid_file"
         exit 1
     fi
     if [[ $SECONDS -ge $deadline ]]; then
-        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see log/client.stdout" >&2
+        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see $log_dir/client.stdout" >&2
         kill -TERM "$pid" 2>/dev/null || true
         rm -f "$pid_file"
         exit 1
@@ -135,5 +131,5 @@ done
 
 echo "client up: pid $pid, $config"
 echo "  webhook: $url/webHook   builds: $url/builds"
-echo "logs: $log_dir/client.log, log/client.stdout"
+echo "logs: $log_dir/client.log, $log_dir/client.stdout"
 echo "stop: ./stopNetwork.sh"

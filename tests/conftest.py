@@ -9,9 +9,11 @@ what the machine has one of -- the Docker engine, the example network's ports an
 run/ files, network namespaces -- are one group, run in order on one worker and
 collected first so that it starts them at once. The executor's own tests use the engine
 only through containers and volumes labelled with their own data directory, so they are a
-second group, collected next, which another worker runs beside the first. The pure and
-process-private tests (their own ports and folders) share the workers, the simulator's
-sweeps last.
+second group, collected next, which another worker runs beside the first. End-to-end tests
+marked `own_network` start a network with ports, data, logs and pid files of their own
+(`example_copy`, PBFT_CI_RUN_DIR): they are collected next, one at a time, so that every worker
+takes them up as it frees, beside the two groups. The pure and process-private tests (their own
+ports and folders) share the workers, the simulator's sweeps last.
 """
 
 from pathlib import Path
@@ -58,7 +60,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         layer = item.path.relative_to(TESTS).parts[0]
         assert layer in LAYERS, f"{item.nodeid}: a test lives in the folder of its layer, one of {LAYERS}"
         item.add_marker(getattr(pytest.mark, layer))
-        if uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
+        if layer == "e2e" and item.get_closest_marker("own_network") is not None:
+            rank[item.nodeid] = 0.7
+        elif uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
             item.add_marker(ENGINE_GROUP)
             rank[item.nodeid] = 0.5
         elif uses_the_machine(item, layer):
@@ -66,5 +70,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             rank[item.nodeid] = 0
         else:
             rank[item.nodeid] = 2 if layer == "simulation" else 1
-    # Stable: the machine's group first, the engine's next, the simulator's long sweeps last (see the docstring).
+    # Stable: the machine's group first, the engine's next, then the networks of their own, the
+    # simulator's long sweeps last (see the docstring).
     items.sort(key=lambda item: rank[item.nodeid])

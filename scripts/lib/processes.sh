@@ -5,10 +5,13 @@
 #
 # run/client.pid holds the client's pid; run/network.pids a line per node: pid, id,
 # configuration. A pid is only signalled while it still runs client/index.py or
-# node/index.py: it may have been reused since.
+# node/index.py: it may have been reused since. PBFT_CI_RUN_DIR names another folder
+# for both files (relative to the repository root, or absolute), so that networks
+# started with different folders are started, reloaded and stopped apart.
 
-client_pid_file=run/client.pid
-pid_file=run/network.pids
+run_dir=${PBFT_CI_RUN_DIR:-run}
+client_pid_file=$run_dir/client.pid
+pid_file=$run_dir/network.pids
 
 # True when PID is alive and its command line holds SCRIPT (node/index.py or
 # client/index.py). A zombie has an empty command line, so it counts as stopped.

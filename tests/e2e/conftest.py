@@ -57,3 +57,13 @@ def scratch(tmp_path) -> Path:
     so it is torn down after it: the nodes are stopped before their data goes."""
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def own_run_dir(tmp_path_factory, monkeypatch) -> Path:
+    """The scripts keep their pid files in a folder of the test's own (PBFT_CI_RUN_DIR), so that
+    ./stopNetwork.sh stops this test's network and never one another worker's test started.
+    Not under tmp_path: `scratch` removes that before `network` has stopped the nodes."""
+    folder = tmp_path_factory.mktemp("run")
+    monkeypatch.setenv("PBFT_CI_RUN_DIR", str(folder))
+    return folder

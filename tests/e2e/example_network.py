@@ -34,7 +34,6 @@ from tests.support.network import free_ports
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "example-config" / "network.yaml"
 EXAMPLE_REPO = REPO_ROOT / "data" / "example-repo"
-PID_FILE = REPO_ROOT / "run" / "network.pids"
 LOG_DIR = REPO_ROOT / "log"
 
 # A webhook waits for a git fetch and a container on every node; the first
@@ -64,6 +63,12 @@ E2E_MARKS = [
 ]
 
 
+# End-to-end tests on a network of their own (example_copy, or write_network's fresh keys and
+# ports) and their own PBFT_CI_RUN_DIR: they run beside the machine's group (tests/conftest.py).
+OWN_NETWORK = pytest.mark.own_network
+OWN_NETWORK_MARKS = [*E2E_MARKS, OWN_NETWORK]
+
+
 def run_script(*command: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
@@ -83,10 +88,16 @@ def running_node(pid: int) -> bool:
         return False
 
 
+def run_dir() -> Path:
+    """Where the scripts keep their pid files: the test's own folder, which the e2e fixtures
+    name in PBFT_CI_RUN_DIR, so that networks of tests on other workers are not this one's."""
+    return REPO_ROOT / os.environ.get("PBFT_CI_RUN_DIR", "run")
+
+
 def network_pids() -> dict[int, int]:
     """Node id → pid, from the pid file startNetwork.sh writes."""
     pids = {}
-    for line in PID_FILE.read_text().splitlines():
+    for line in (run_dir() / "network.pids").read_text().splitlines():
         pid, node_id, _config = line.split(" ", 2)
         pids[int(node_id)] = int(pid)
     return pids
@@ -261,17 +272,18 @@ def node_status(config: NetworkConfig, node_id: int) -> dict:
         return json.load(response)
 
 
-def log_offsets() -> dict[str, int]:
-    """Current sizes of the logs, so a test reads only what it caused."""
+def log_offsets(log_dir: Path = LOG_DIR) -> dict[str, int]:
+    """Current sizes of the logs in `log_dir`, so a test reads only what it caused."""
     names = [f"node-{i}.log" for i in range(4)] + ["client.log"]
-    return {name: (LOG_DIR / name).stat().st_size if (LOG_DIR / name).exists() else 0 for name in names}
+    return {name: (log_dir / name).stat().st_size if (log_dir / name).exists() else 0 for name in names}
 
 
-def new_log_text(name: str, offsets: dict[str, int]) -> str:
-    path = LOG_DIR / name
+def new_log_text(name: str, offsets: dict[str, int] | None = None, log_dir: Path = LOG_DIR) -> str:
+    """What log `name` in `log_dir` got since `offsets` were taken; all of it without them."""
+    path = log_dir / name
     assert path.exists(), f"{path} does not exist"
     with path.open("rb") as log:
-        log.seek(offsets.get(name, 0))
+        log.seek((offsets or {}).get(name, 0))
         return log.read().decode(errors="replace")
 
 
@@ -320,16 +332,18 @@ def wait_for_statuses(config: NetworkConfig, nodes, done, timeout_s: float = 30)
 
 
 def example_copy(tmp_path: Path, *, allow_byzantine: bool) -> Path:
-    """The example network with a data directory of its own.
+    """The example network with ports, a data directory and logs of its own (`tmp_path/data`,
+    `tmp_path/log`), so that it runs beside the example network and other tests' copies.
 
     Nodes keep their protocol state across restarts, so the example's own
     data directory may hold any view another run left behind; a fresh one
-    starts in view 0 with node 0 as the primary. Keys, ports, logs and the
-    example repository stay the example's.
+    starts in view 0 with node 0 as the primary. Keys and the example repository stay the
+    example's.
     """
     path = liar_config(tmp_path)
-    data = yaml.safe_load(path.read_text())
+    data = own_ports(yaml.safe_load(path.read_text()))
     data["data_dir"] = str(tmp_path / "data")
+    data["log_dir"] = str(tmp_path / "log")
     data["allow_byzantine"] = allow_byzantine
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.example_network import OWN_NETWORK
 from tests.support.bench import BUILD_SCENARIOS, quick_reports, run_bench
+
+# Each scenario starts networks of its own (bench/builds.py keeps their pid files apart), and the
+# first-verdict bench a fresh clone with its own run/ and ports.
+pytestmark = OWN_NETWORK
+
 
 @pytest.mark.slow
 @pytest.mark.docker

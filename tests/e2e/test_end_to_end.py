@@ -13,23 +13,10 @@ import re
 import signal
 import time
 
-
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, PID_FILE, check_logs, check_three_verdicts, client, describe, liar_config, log_offsets, new_log_text, node_status, run_script, running_node
+from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, check_logs, check_three_verdicts, client, describe, liar_config, log_offsets, new_log_text, node_status, run_dir, run_script, running_node
 
 pytestmark = E2E_MARKS
-
-
-# --- running the README's commands -----------------------------------------
-
-
-# --- webhooks and what they answer ------------------------------------------
-
-
-# --- log files ---------------------------------------------------------------
-
-
-# --- the tests -----------------------------------------------------------------
 
 
 def test_readme_commands_give_agreed_verdicts_even_with_a_node_killed(network, tmp_path):
@@ -59,7 +46,7 @@ def test_readme_commands_give_agreed_verdicts_even_with_a_node_killed(network, t
 
     stopped = run_script("./stopNetwork.sh")
     assert stopped.returncode == 0, describe(stopped)
-    assert not PID_FILE.exists()
+    assert not (run_dir() / "network.pids").exists()
     assert not [pid for pid in pids.values() if running_node(pid)]
     assert "was not running" in stopped.stdout, stopped.stdout  # the killed node is reported, not signalled
 

@@ -19,9 +19,9 @@ import docker
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, LOG_DIR, REPO_ROOT, client, example_copy, http_json, own_ports
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, example_copy, http_json
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 SECRET = "deploy-secret-7f3a9c21"
 SPEC = """commands:
@@ -118,13 +118,13 @@ def build(base_url: str, branch: str, head: str) -> dict:
     return answer
 
 
-def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret_no_node_sees(network, scratch):
+def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret_no_node_sees(scratch, network):
     forge = scratch / "forge"
     forge.mkdir()
     git(forge, "init", "-q", "-b", "master")
     (forge / ".pbft-ci.yml").write_text(SPEC)
     config_path = example_copy(scratch, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
+    data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "deployed", "url": str(forge)}]
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     heads = {"failing": commit(forge, "master", fails=True)}
@@ -184,6 +184,6 @@ def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret
     finally:
         engine.close()
     # The secret lives on the runner alone: no node's data, ledger, build log or process log holds it.
-    for path in [*(scratch / "data").rglob("*"), *LOG_DIR.rglob("*")]:
+    for path in [*(scratch / "data").rglob("*"), *config.log_dir.rglob("*")]:
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path

@@ -31,9 +31,9 @@ from securesystemslib.exceptions import VerificationError
 from client.attestation import sslib_keys
 from shared.config import load_config
 from pbft.provenance import PROVENANCE_TYPE
-from tests.e2e.example_network import E2E_MARKS, REPO_ROOT, client, example_copy, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, example_copy, http_json
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 DIGEST_CHARS = len("sha256:") + 64
 

@@ -17,9 +17,9 @@ import docker
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, followed_events, http_json, slow_repository, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, followed_events, http_json, slow_repository, webhook
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 
 def test_a_user_follows_a_running_build_and_reads_every_nodes_finished_log(network, tmp_path):

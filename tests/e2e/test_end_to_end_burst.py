@@ -15,9 +15,9 @@ import time
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json, slow_repository, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, slow_repository, webhook
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 BUILDS = 8
 BUILD_S = 3

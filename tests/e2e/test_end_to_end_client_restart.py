@@ -15,12 +15,11 @@ import yaml
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
 from tests.e2e.example_network import (
-    E2E_MARKS, client, client_process, example_copy, github_push, http_json, log_offsets, new_log_text,
-    own_ports,
+    OWN_NETWORK_MARKS, client, client_process, example_copy, github_push, http_json, log_offsets, new_log_text,
 )
 from tests.support.status_server import StatusServer
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 STATUS_TOKEN = "forge-status-token"
 FULL_NAME = "Codertocat/Hello-World"
@@ -62,14 +61,14 @@ def records(base_url: str, build_ids: list[str], timeout_s: float = 180) -> dict
         time.sleep(0.5)
 
 
-def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(network, scratch):
+def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(scratch, network):
     rounds = {"kill": {"k-pass": False, "k-fail": True, "k-pass-2": False},
               "stop": {"s-pass": False, "s-fail": True, "s-pass-2": False}}
     heads = forge_repository(scratch / "forge", {branch: fails for branches in rounds.values()
                                                  for branch, fails in branches.items()})
     statuses = StatusServer(STATUS_TOKEN).start()
     config_path = example_copy(scratch, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
+    data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET,
                              "url": str(scratch / "forge"), "status_api": statuses.url,
                              "status_token": STATUS_TOKEN}]
@@ -89,7 +88,7 @@ def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(network,
                 os.killpg(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)
                 process.wait(timeout=15)
 
-            offsets = log_offsets()
+            offsets = log_offsets(config.log_dir)
             with client(config, scratch / f"client-{how}-again.out", str(config_path)) as base_url:
                 found = records(base_url, build_ids)
             for branch, build_id in zip(branches, build_ids):
@@ -100,6 +99,6 @@ def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(network,
                 assert len(record["agreed_by"]) >= config.f + 1, record
                 posted = statuses.final(f"/repos/{FULL_NAME}/statuses/{heads[branch]}", "pbft-ci")
                 assert (posted.state, posted.authorized) == (expected, True), (how, posted)
-            assert "resumed 3 builds without a verdict" in new_log_text("client.log", offsets)
+            assert "resumed 3 builds without a verdict" in new_log_text("client.log", offsets, config.log_dir)
     finally:
         statuses.stop()

@@ -34,12 +34,12 @@ from tests.support.network import free_ports, write_network
 from tests.support.status_server import StatusServer
 from tests.e2e.browser import BROWSER_MARKS, SCREENSHOTS, attributes, screenshot, text_of, texts, wait_for
 from tests.e2e.example_network import (
-    MATRIX_SPEC, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status, own_ports,
+    MATRIX_SPEC, OWN_NETWORK, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status,
     running_node, slow_repository, webhook,
 )
 from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
-pytestmark = BROWSER_MARKS
+pytestmark = [*BROWSER_MARKS, OWN_NETWORK]
 # Builds wait for a git fetch and a container on every node; the first build of fresh nodes clones too.
 BUILD_WAIT_S = 120
 MARKUP = "<b id=injected>bold</b><img src=x onerror=document.title=1>"
@@ -204,7 +204,7 @@ def check_one_status_line(output: str) -> None:
 def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(network, browser, tmp_path):
     slow_repository(tmp_path / "matrix", MATRIX_SPEC)
     path = example_copy(tmp_path, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
     data["repositories"] = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     network(str(path))
@@ -237,7 +237,7 @@ def test_a_build_that_fails_on_two_nodes_and_passes_on_two_is_disputed_everywher
     head = subprocess.run(["git", "-C", str(tmp_path / "flaky"), "rev-parse", "HEAD"],
                           check=True, capture_output=True, text=True).stdout.strip()
     path = example_copy(tmp_path, allow_byzantine=True)
-    data = own_ports(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
     data["repositories"] = [{"name": "flaky", "url": str(tmp_path / "flaky"), "full_name": "octo/flaky",
                              "status_api": statuses.url, "status_token": "forge-status-token"}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -24,9 +24,9 @@ import yaml
 
 from shared.config import NetworkConfig, load_config
 from tests.e2e.browser import BROWSER_MARKS, attributes, screenshot, text_of, texts, wait_for
-from tests.e2e.example_network import client, example_copy, http_json, own_ports, slow_repository, webhook
+from tests.e2e.example_network import OWN_NETWORK, client, example_copy, http_json, slow_repository, webhook
 
-pytestmark = BROWSER_MARKS
+pytestmark = [*BROWSER_MARKS, OWN_NETWORK]
 
 LIAR = 3
 BUILD_WAIT_S = 120
@@ -65,7 +65,7 @@ def printing_repository(path: Path) -> None:
 def liar_network(tmp_path: Path) -> Path:
     printing_repository(tmp_path / "printing")
     path = example_copy(tmp_path, allow_byzantine=True)
-    data = own_ports(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
     data["repositories"] = [{"name": "printing", "url": str(tmp_path / "printing")}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

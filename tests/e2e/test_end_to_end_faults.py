@@ -13,14 +13,15 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 
 from node.storage import NodeStore
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import E2E_MARKS, EXECUTE_LINE, client, describe, example_copy, expect, kill_9, log_offsets, new_log_text, run_script, running_node, wait_for_statuses, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, EXECUTE_LINE, client, describe, example_copy, expect, kill_9, new_log_text, run_script, running_node, wait_for_statuses, webhook
 from tests.e2e.example_network import node_status
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 # Room for the builds themselves: two run at a time per node, about 1 s each.
 BUILDS_S = 15
@@ -30,11 +31,11 @@ def view_change_bound_s(config: NetworkConfig) -> float:
     return config.protocol.client_retransmit_s + config.protocol.view_change_timeout_s + BUILDS_S
 
 
-def executed_by_seq(nodes, offsets: dict[str, int]) -> dict[int, dict[int, str]]:
+def executed_by_seq(nodes, log_dir: Path) -> dict[int, dict[int, str]]:
     """seq -> node -> digest prefix, from the `phase=execute` lines the nodes logged during this test."""
     by_seq: dict[int, dict[int, str]] = {}
     for node_id in nodes:
-        for match in EXECUTE_LINE.finditer(new_log_text(f"node-{node_id}.log", offsets)):
+        for match in EXECUTE_LINE.finditer(new_log_text(f"node-{node_id}.log", log_dir=log_dir)):
             assert int(match[1]) == node_id, match[0]
             seq, digest = int(match[2]), match[3]
             assert by_seq.setdefault(seq, {}).setdefault(node_id, digest) == digest, f"node {node_id} re-executed {seq}"
@@ -86,7 +87,6 @@ def test_kill_9_of_the_primary_while_webhooks_arrive_still_gives_every_verdict(n
 
 
 def test_an_equivocating_primary_splits_no_honest_nodes_and_verdicts_keep_coming(network, tmp_path):
-    offsets = log_offsets()
     config_path = example_copy(tmp_path, allow_byzantine=True)
     equivocator, honest = 0, (1, 2, 3)
     network(str(config_path), "--byzantine", f"{equivocator}:equivocate")
@@ -106,11 +106,11 @@ def test_an_equivocating_primary_splits_no_honest_nodes_and_verdicts_keep_coming
     statuses = wait_for_statuses(config, honest, lambda s: s["view"] >= 1 and s["builds_running"] == 0)
     assert all(s["view"] >= 1 and s["primary"] != equivocator for s in statuses.values()), statuses
 
-    log_0 = new_log_text(f"node-{equivocator}.log", offsets)
+    log_0 = new_log_text(f"node-{equivocator}.log", log_dir=config.log_dir)
     assert re.search(rf"node={equivocator} started as byzantine: equivocate", log_0)
     assert re.search(r"byzantine equivocate: view=0 seq=1 digest=[0-9a-f]+ .* to odd peers", log_0), log_0[-3000:]
 
-    by_seq = executed_by_seq(honest, offsets)
+    by_seq = executed_by_seq(honest, config.log_dir)
     assert by_seq, "the honest nodes logged no executions"
     split = {seq: digests for seq, digests in by_seq.items() if len(set(digests.values())) > 1}
     assert not split, f"honest nodes executed different batches: {split}"

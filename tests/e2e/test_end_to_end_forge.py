@@ -20,10 +20,10 @@ import yaml
 
 from shared.config import load_config
 from tests.e2e.example_network import (
-    E2E_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, example_copy, http_json, node_status, settled,
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, example_copy, http_json, node_status, settled,
 )
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 SECRET = "e2e webhook secret"
 FULL_NAME = "octo/example"

@@ -26,10 +26,10 @@ from shared.config import load_config
 from tests.client.forge_deliveries import (
     GITEA_SECRET, GITHUB_PUSH, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers,
 )
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json
 from tests.support.status_server import StatusServer
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 PAYLOADS = Path(__file__).parents[1] / "client" / "data" / "forges"
 STATUS_TOKEN = "forge-status-token"

@@ -14,10 +14,10 @@ import time
 import urllib.request
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, expect, kill_9, log_offsets, new_log_text, wait_for_statuses, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, expect, kill_9, new_log_text, wait_for_statuses, webhook
 from tests.e2e.example_network import node_status
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 IDLE_GAP_S = 2.5  # longer than the nodes' fetch interval (1 s)
 
@@ -33,7 +33,6 @@ def node_builds(config, node_id: int, seqs) -> dict[int, list[dict]]:
 
 
 def test_webhooks_after_idle_gaps_are_built_by_every_node_without_any_fetch(network, tmp_path):
-    offsets = log_offsets()
     config_path = example_copy(tmp_path, allow_byzantine=False)
     network(str(config_path))
     config = load_config(config_path)
@@ -47,7 +46,7 @@ def test_webhooks_after_idle_gaps_are_built_by_every_node_without_any_fetch(netw
         assert seen["last_executed"] == 10, statuses
         assert not [reason for reason in seen["dropped"] if "fetch" in reason], seen["dropped"]
         assert all(link["reconnects"] == 0 for link in seen["links"].values()), seen["links"]
-        text = new_log_text(f"node-{node_id}.log", offsets)
+        text = new_log_text(f"node-{node_id}.log", log_dir=config.log_dir)
         assert "phase=fetch" not in text, re.findall(r".*phase=fetch.*", text)[:3]
         records = node_builds(config, node_id, range(1, 11))
         own = [build["own_result"] for builds in records.values() for build in builds]
@@ -55,7 +54,6 @@ def test_webhooks_after_idle_gaps_are_built_by_every_node_without_any_fetch(netw
 
 
 def test_a_node_killed_in_the_middle_of_a_build_ends_with_its_peers_certified_verdict(network, tmp_path):
-    offsets = log_offsets()
     config_path = example_copy(tmp_path, allow_byzantine=False)
     pids = network(str(config_path))
     config = load_config(config_path)
@@ -66,7 +64,7 @@ def test_a_node_killed_in_the_middle_of_a_build_ends_with_its_peers_certified_ve
         sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "feature")))
         sender.start()
         deadline = time.monotonic() + 30
-        while not re.search(r"node=2 seq=2 build=\S+ start", new_log_text(f"node-{victim}.log", offsets)):
+        while not re.search(r"node=2 seq=2 build=\S+ start", new_log_text(f"node-{victim}.log", log_dir=config.log_dir)):
             assert time.monotonic() < deadline, "node 2 never started the build"
             time.sleep(0.01)
         kill_9(pids[victim])  # the build is running
@@ -86,6 +84,6 @@ def test_a_node_killed_in_the_middle_of_a_build_ends_with_its_peers_certified_ve
     assert node_status(config, victim)["last_executed"] == 2
     # It really died mid-build: the restarted process ran that build again (and, if it
     # was still building seq 1 when the master webhook returned, that one too).
-    text = new_log_text(f"node-{victim}.log", offsets)
+    text = new_log_text(f"node-{victim}.log", log_dir=config.log_dir)
     assert re.search(rf"node={victim} restored: .* unfinished_builds=[12]\b", text), text[-3000:]
     assert len(re.findall(rf"node={victim} seq=2 build=\S+ start", text)) == 2, text[-3000:]

@@ -14,11 +14,11 @@ import yaml
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
 from tests.e2e.example_network import (
-    E2E_MARKS, MATRIX_SPEC, client, example_copy, http_json, matrix_settled, own_ports, slow_repository,
+    OWN_NETWORK_MARKS, MATRIX_SPEC, client, example_copy, http_json, matrix_settled, slow_repository,
 )
 from tests.support.status_server import StatusServer
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 STATUS_TOKEN = "forge-status-token"
 LABELS = ["FLAVOUR=one", "FLAVOUR=two", "FLAVOUR=three"]
@@ -32,7 +32,7 @@ def matrix_network(network, tmp_path, statuses_url: str = "") -> tuple[Path, str
     head = subprocess.run(["git", "-C", str(tmp_path / "forge"), "rev-parse", "HEAD"],
                           check=True, capture_output=True, text=True).stdout.strip()
     config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
+    data = yaml.safe_load(config_path.read_text())
     repository = {"name": "hello", "full_name": "Codertocat/Hello-World", "secret": GITHUB_SECRET,
                   "url": str(tmp_path / "forge")}
     if statuses_url:

@@ -13,12 +13,11 @@ import yaml
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
 from tests.e2e.example_network import (
-    E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, client, example_copy, github_push, http_json,
-    own_ports,
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, client, example_copy, github_push, http_json,
 )
 from tests.support.status_server import StatusServer
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 FULL_NAME = "Codertocat/Hello-World"
 CLIENT_TOKEN = "client-forge-token"
@@ -33,7 +32,7 @@ def test_each_node_posts_its_own_status_and_the_verdict_links_its_certificate(sc
     for node_id, token in NODE_TOKENS.items():
         (tokens / f"node-{node_id}.status-token").write_text(token + "\n")
     config_path = example_copy(scratch, allow_byzantine=True)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
+    data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{
         "name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET, "url": str(EXAMPLE_REPO),
         "status_api": statuses.url, "status_token": CLIENT_TOKEN,

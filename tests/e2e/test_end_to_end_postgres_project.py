@@ -23,7 +23,7 @@ import time
 import pytest
 
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import E2E_MARKS, client, followed_events, http_json, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, followed_events, http_json, webhook
 from tests.support.network import write_network
 from tests.support.postgres_project import (
     BROKEN_BRANCH,
@@ -41,7 +41,7 @@ from tests.support.postgres_project import (
 )
 from tests.support.real_project import ProjectUnavailable, every_node_log, fetch_sdist, image_present
 
-pytestmark = [*E2E_MARKS, pytest.mark.slow]
+pytestmark = [*OWN_NETWORK_MARKS, pytest.mark.slow]
 
 # Four nodes run the suite at once on a shared machine; the verdict needs f+1 of them.
 VERDICT_TIMEOUT_S = BUILD_TIMEOUT_S + 120

@@ -31,9 +31,9 @@ from tests.support.real_project import (
     image_present,
     make_project_repo,
 )
-from tests.e2e.example_network import E2E_MARKS, client, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, webhook
 
-pytestmark = [*E2E_MARKS, pytest.mark.slow]
+pytestmark = [*OWN_NETWORK_MARKS, pytest.mark.slow]
 
 PYTEST_PASSED = re.compile(r"^\d+ passed\b.* in [\d.]+s", re.MULTILINE)
 PYTEST_FAILED = re.compile(r"^1 failed, \d+ passed\b", re.MULTILINE)

@@ -16,12 +16,12 @@ import yaml
 
 from shared.config import load_config
 from tests.e2e.example_network import (
-    E2E_MARKS, EXAMPLE_REPO, branch_commit, describe, example_copy, http_json, own_ports, run_script,
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, branch_commit, describe, example_copy, http_json, run_script,
     slow_repository,
 )
 from tests.support.network import free_port, parse_metrics
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 SLOW_BUILDS = 3
 # A line every process writes within this long of its SIGHUP.
@@ -73,8 +73,7 @@ def test_a_repository_added_to_the_file_is_built_after_a_sighup_and_running_buil
         network, scratch):
     slow_repository(scratch / "slow")
     config_path = example_copy(scratch, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
-    data["log_dir"] = str(scratch / "log")  # this test's lines only
+    data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "slow", "url": str(scratch / "slow")}]
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     good = config_path.read_text()

@@ -20,9 +20,9 @@ import yaml
 
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_REPOSITORY, GITHUB_SECRET, encoded, github_headers
-from tests.e2e.example_network import E2E_MARKS, LOG_DIR, client, example_copy, http_json, own_ports, settled, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, settled, webhook
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 MASK = "[secret DEPLOY_TOKEN]"
 PULL_REQUEST = 7
@@ -85,8 +85,7 @@ def secrets_network(tmp_path: Path, secret: str) -> Path:
     (tmp_path / "secrets" / "deploy-token").write_text(secret + "\n")
     forge(tmp_path / "forge", secret)
     config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = own_ports(yaml.safe_load(config_path.read_text()))
-    data["log_dir"] = str(tmp_path / "log")
+    data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{
         "name": "example", "url": str(tmp_path / "forge"), "full_name": GITHUB_REPOSITORY["full_name"],
         "secret": GITHUB_SECRET,
@@ -129,12 +128,12 @@ def files_holding(roots: list[Path], secret: str) -> list[str]:
     return holding
 
 
-def test_a_secret_reaches_trusted_builds_masked_and_nothing_the_network_keeps(network, scratch):
+def test_a_secret_reaches_trusted_builds_masked_and_nothing_the_network_keeps(scratch, network):
     secret = f"e2e-secret-{uuid.uuid4().hex}"
     config_path = secrets_network(scratch, secret)
     network(str(config_path))
     config = load_config(config_path)
-    log_dir = scratch / "log"
+    log_dir = config.log_dir
 
     with client(config, scratch / "client.out", str(config_path)) as base_url:
         trusted = webhook(base_url, config, "master")
@@ -162,8 +161,10 @@ def test_a_secret_reaches_trusted_builds_masked_and_nothing_the_network_keeps(ne
         assert "; no secrets (DEPLOY_TOKEN not given to pull_request builds)\n" in text, (node_id, text)
 
     assert not any(form.decode() in repr(body) for body in served for form in forms_of(secret))
-    kept = [scratch / "data", log_dir, scratch / "client.out", *LOG_DIR.glob("node-*.stdout")]
+    kept = [scratch / "data", log_dir, scratch / "client.out"]
+    # The nodes' own output is among them, beside their logs.
     assert (scratch / "data" / "node-3").is_dir() and (log_dir / "node-3.log").is_file()
+    assert (log_dir / "node-3.stdout").is_file()
     assert files_holding(kept, secret) == []
     # The grep finds the value where it is: the file it came from.
     assert files_holding([scratch / "secrets"], secret)

@@ -25,9 +25,9 @@ import aiohttp
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, client, example_copy, http_json, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, webhook
 
-pytestmark = E2E_MARKS
+pytestmark = OWN_NETWORK_MARKS
 
 MIB = 1024 * 1024
 ARTIFACT_BYTES = 60 * MIB

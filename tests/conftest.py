@@ -11,9 +11,10 @@ collected first so that it starts them at once. The executor's own tests use the
 only through containers and volumes labelled with their own data directory, so they are a
 second group, collected next, which another worker runs beside the first. End-to-end tests
 marked `own_network` start a network with ports, data, logs and pid files of their own
-(`example_copy`, PBFT_CI_RUN_DIR): they are collected next, one at a time, so that every worker
-takes them up as it frees, beside the two groups. The pure and process-private tests (their own
-ports and folders) share the workers, the simulator's sweeps last.
+(`example_copy`, PBFT_CI_RUN_DIR): they are a third group, collected next, run in order beside
+the other two. One group, not one test per worker: three networks of four nodes building at once
+on two cores stretch the waits that some of these tests bound. The pure and process-private
+tests (their own ports and folders) share the workers, the simulator's sweeps last.
 """
 
 from pathlib import Path
@@ -33,6 +34,7 @@ LAYERS = ("core", "simulation", "shared", "node", "client", "runner", "e2e", "pr
 MACHINE_LAYERS = ("e2e", "project")
 MACHINE_GROUP = pytest.mark.xdist_group("machine")
 ENGINE_GROUP = pytest.mark.xdist_group("engine")
+NETWORKS_GROUP = pytest.mark.xdist_group("networks")
 # Executor tests that make only what their own executor labels: they share the engine with the
 # machine's group. Not those that change the engine's or the host's state for everyone (host
 # faults, a second engine, the build network's firewall rules, hostile builds) or use the
@@ -61,6 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         assert layer in LAYERS, f"{item.nodeid}: a test lives in the folder of its layer, one of {LAYERS}"
         item.add_marker(getattr(pytest.mark, layer))
         if layer == "e2e" and item.get_closest_marker("own_network") is not None:
+            item.add_marker(NETWORKS_GROUP)
             rank[item.nodeid] = 0.7
         elif uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
             item.add_marker(ENGINE_GROUP)
@@ -70,6 +73,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             rank[item.nodeid] = 0
         else:
             rank[item.nodeid] = 2 if layer == "simulation" else 1
-    # Stable: the machine's group first, the engine's next, then the networks of their own, the
-    # simulator's long sweeps last (see the docstring).
+    # Stable: the machine's group first, the engine's and the networks' next, the simulator's long
+    # sweeps last (see the docstring).
     items.sort(key=lambda item: rank[item.nodeid])

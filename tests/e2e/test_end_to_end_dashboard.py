@@ -30,7 +30,7 @@ from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, load_private_key
 from pbft.build import Operation
 from pbft.messages import Request, signed
-from tests.support.network import free_ports, write_network
+from tests.support.network import write_network
 from tests.support.status_server import StatusServer
 from tests.e2e.browser import BROWSER_MARKS, SCREENSHOTS, attributes, screenshot, text_of, texts, wait_for
 from tests.e2e.example_network import (
@@ -61,10 +61,6 @@ def own_network_config(tmp_path: Path) -> Path:
     slow_repository(tmp_path / "printing", PRINTING_SPEC)
     path = example_copy(tmp_path, allow_byzantine=False)
     data = yaml.safe_load(path.read_text())
-    *node_ports, client_port = free_ports(len(data["nodes"]) + 1)
-    for node, port in zip(data["nodes"], node_ports):
-        node["port"] = port
-    data["clients"][0]["port"] = client_port
     data["repositories"] = [{"name": "printing", "url": str(tmp_path / "printing")}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

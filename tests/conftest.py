@@ -13,7 +13,8 @@ second group, collected next, which another worker runs beside the first. End-to
 marked `own_network` start a network with ports, data, logs and pid files of their own
 (`example_copy`, PBFT_CI_RUN_DIR): they are a third group, collected next, run in order beside
 the other two. One group, not one test per worker: three networks of four nodes building at once
-on two cores stretch the waits that some of these tests bound. The pure and process-private
+on two cores stretch the waits that some of these tests bound; only the quick benches, which
+bound none, run apart from it. The pure and process-private
 tests (their own ports and folders) share the workers, the simulator's sweeps last.
 """
 
@@ -44,6 +45,9 @@ ENGINE_FILES = frozenset({
     "test_executor_checkout.py", "test_executor_matrix.py", "test_executor_pipeline.py", "test_executor_secrets.py",
     "test_executor_services.py", "test_executor_triggers.py", "test_ready_containers.py",
 })
+# End-to-end tests on networks of their own that bound no wait: the quick benches, whose numbers
+# are not checked. They run beside the networks' group, on whichever worker is free.
+UNTIMED_NETWORK_FILES = frozenset({"test_bench_builds.py"})
 
 
 def uses_the_machine(item: pytest.Item, layer: str) -> bool:
@@ -63,8 +67,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         assert layer in LAYERS, f"{item.nodeid}: a test lives in the folder of its layer, one of {LAYERS}"
         item.add_marker(getattr(pytest.mark, layer))
         if layer == "e2e" and item.get_closest_marker("own_network") is not None:
-            item.add_marker(NETWORKS_GROUP)
-            rank[item.nodeid] = 0.7
+            if item.path.name in UNTIMED_NETWORK_FILES:
+                rank[item.nodeid] = 0.8
+            else:
+                item.add_marker(NETWORKS_GROUP)
+                rank[item.nodeid] = 0.7
         elif uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
             item.add_marker(ENGINE_GROUP)
             rank[item.nodeid] = 0.5

@@ -40,6 +40,14 @@ def node_view_when(base_url: str, build_id: str, done, timeout_s: float = 60) ->
         time.sleep(0.2)
 
 
+def wait_for_progress(base_url: str, build_id: str, progress: str, timeout_s: float = 30) -> None:
+    """Until the client's record of `build_id` shows `progress`; failing, the record says what it shows."""
+    deadline = time.monotonic() + timeout_s
+    while (record := http_json("GET", f"{base_url}/builds/{build_id}")[1]).get("progress") != progress:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+
+
 def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing(network, tmp_path):
     repository = tmp_path / "long"
     slow_repository(repository, LONG_SPEC)
@@ -105,9 +113,10 @@ def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing
             assert [node["build"] for node in view["nodes"]] == ["queued"] * config.n, view["nodes"]
             view = node_view_when(base_url, build_id, lambda view: True)
             assert [node["build"] for node in view["nodes"]] == ["running"] * config.n, view["nodes"]
-            # The client has it from the nodes' signed BUILD-STATEs: f+1 say so.
-            assert http_json("GET", f"{base_url}/builds/{second}")[1]["progress"] == "queued"
-            assert http_json("GET", f"{base_url}/builds/{build_id}")[1]["progress"] == "running"
+            # The client has it from the nodes' signed BUILD-STATEs once f+1 of them arrive, a
+            # moment after the nodes' own views show it.
+            wait_for_progress(base_url, second, "queued")
+            wait_for_progress(base_url, build_id, "running")
             assert http_json("POST", f"{base_url}/builds/{second}/cancel")[0] == 202
             waiter.join(timeout=30)
             assert queued and queued[0]["status"] == "cancelled", queued

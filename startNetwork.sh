@@ -9,9 +9,10 @@
 # repository). Each node's stdout and stderr go to <log_dir>/node-<id>.stdout
 # and its log to <log_dir>/node-<id>.log (log/ for the example); the process
 # ids are kept in run/network.pids for ./stopNetwork.sh (PBFT_CI_RUN_DIR names
-# another folder, for a second network of the same checkout). The script returns once every node
-# it started answers GET /status. A node that does not start is reported with
-# the last line it wrote, and the script exits 1 leaving the others running.
+# another folder, for a second network of the same checkout). The script
+# returns once every node it started answers GET /status. A node that does
+# not start is reported with the last line it wrote, and the script exits 1
+# leaving the others running.
 # Nodes that run are kept, so running it again starts only the missing ones:
 # to restart node 3, ./stopNetwork.sh --node 3 and then this script.
 #

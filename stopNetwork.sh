@@ -6,7 +6,8 @@
 #   ./stopNetwork.sh --node ID ...    only these nodes (--node is repeatable)
 #
 # --client and --node may be combined. Only the processes listed in
-# run/client.pid and run/network.pids are signalled, and each only if it still
+# run/client.pid and run/network.pids (or in PBFT_CI_RUN_DIR, the folder
+# ./startNetwork.sh was given) are signalled, and each only if it still
 # runs client/index.py or node/index.py (a pid may have been reused since).
 # The client goes first, so that it does not retry nodes that are going away.
 # Each gets SIGTERM and up to 10 s to shut down, then SIGKILL. A node found

@@ -14,8 +14,8 @@ marked `own_network` start a network with ports, data, logs and pid files of the
 (`example_copy`, PBFT_CI_RUN_DIR): they are a third group, collected next, run in order beside
 the other two. One group, not one test per worker: three networks of four nodes building at once
 on two cores stretch the waits that some of these tests bound; only the quick benches, which
-bound none, run apart from it. The pure and process-private
-tests (their own ports and folders) share the workers, the simulator's sweeps last.
+bound none, run apart from it. The pure and process-private tests (their own ports and folders)
+share the workers, the simulator's sweeps last.
 """
 
 from pathlib import Path

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from node.build.executor import BuildResult
-from tests.node.executor_helpers import build, log_text
+from tests.node.executor_helpers import log_text
 
 pytestmark = pytest.mark.docker
 

@@ -9,6 +9,7 @@ the file runs in well under a minute.
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,9 +42,15 @@ def origin(tmp_path_factory) -> GitRepo:
 
 
 @pytest.fixture(scope="module")
-def node_executor(tmp_path_factory, docker_client, default_image):
+def node_data_dir(tmp_path_factory) -> Path:
+    """node_executor's data directory, which labels everything it makes on the engine."""
+    return tmp_path_factory.mktemp("data").resolve()
+
+
+@pytest.fixture(scope="module")
+def node_executor(node_data_dir, tmp_path_factory, docker_client, default_image):
     executor = Executor(
-        data_dir=tmp_path_factory.mktemp("data"), log_dir=tmp_path_factory.mktemp("log"),
+        data_dir=node_data_dir, log_dir=tmp_path_factory.mktemp("log"),
         node_id=9, limits=LIMITS, max_concurrent=2, docker_client=docker_client,
     )
     yield executor
@@ -239,22 +246,25 @@ async def test_root_build_when_allowed_still_has_no_privileges(tmp_path, origin,
     assert "home=/home/build" in text and "home-writable" in text
 
 
-async def test_the_node_still_builds_after_the_hostile_builds(node_executor, origin, build_ids, docker_client):
+async def test_the_node_still_builds_after_the_hostile_builds(
+        node_executor, node_data_dir, origin, build_ids, docker_client):
     result = await run_build(node_executor, origin, build_ids(), "master")
 
     assert result.status == "success", log_text(result)
     assert "normal build ran" in log_text(result)
     assert node_executor.running == 0
-    # Only the container prepared for the next build remains, with its volumes.
-    containers, _ = leftovers_of(docker_client, {"label": ["pbft-ci.node=9", "pbft-ci.role=build"]})
+    # Only the container prepared for the next build remains, with its volumes. Counted by this
+    # executor's own label: other tests' executors (node 9's too) come and go on the same engine.
+    mine = f"pbft-ci.data={node_data_dir}"
+    containers, _ = leftovers_of(docker_client, {"label": [mine, "pbft-ci.role=build"]})
     assert not containers
-    prepared = docker_client.containers.list(all=True, filters={"label": "pbft-ci.node=9"}, ignore_removed=True)
-    volumes = docker_client.volumes.list(filters={"label": "pbft-ci.node=9"})
+    prepared = docker_client.containers.list(all=True, filters={"label": mine}, ignore_removed=True)
+    volumes = docker_client.volumes.list(filters={"label": mine})
     assert [container.labels["pbft-ci.role"] for container in prepared] == ["ready"]
     # Its workspace, and the build user's passwd and group files (node/build/identity.py).
     assert sorted(volume.attrs["Labels"].get("pbft-ci.role", "workspace") for volume in volumes) == [
         "identity", "workspace",
     ]
     node_executor.close()
-    containers, volumes = leftovers_of(docker_client, {"label": "pbft-ci.node=9"})
+    containers, volumes = leftovers_of(docker_client, {"label": mine})
     assert not containers and not volumes

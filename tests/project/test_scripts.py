@@ -39,9 +39,11 @@ EXAMPLE_REPO = REPO_ROOT / "data" / "example-repo"  # made by scripts/setup.sh, 
 SCRIPT_TIMEOUT_S = 120
 
 
-def run(*command: str) -> subprocess.CompletedProcess:
+def run(*command: str, run_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """COMMAND from the checkout; with `run_dir`, its scripts keep their pid files there (PBFT_CI_RUN_DIR)."""
+    environment = {**os.environ, "PBFT_CI_RUN_DIR": str(run_dir)} if run_dir else None
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=environment)
 
 
 def runs_client(pid: int) -> bool:
@@ -245,9 +247,9 @@ def test_a_node_is_up_only_once_the_process_started_answers(tmp_path, stopped_af
         in started.stderr
 
 
-def network_pids() -> dict[int, int]:
+def network_pids(pid_file: Path = NETWORK_PID_FILE) -> dict[int, int]:
     """Node id → pid, from the pid file ./startNetwork.sh writes."""
-    return {int(line.split()[1]): int(line.split()[0]) for line in NETWORK_PID_FILE.read_text().splitlines()}
+    return {int(line.split()[1]): int(line.split()[0]) for line in pid_file.read_text().splitlines()}
 
 
 def node_lines(stdout: str) -> dict[int, str]:
@@ -456,3 +458,27 @@ def test_nodes_killed_with_kill_9_leave_no_builds_behind_after_stop_network(tmp_
     assert f"node 1: its leftover builds stay, since another process may be node 1: cannot listen on " \
            f"127.0.0.1:{node_ports[1]}" in stopped.stdout
     assert labelled_builds(data_dirs[1]), stopped.stdout
+
+
+@pytest.mark.docker
+@needs_docker
+def test_two_networks_with_run_folders_of_their_own_start_and_stop_apart(tmp_path, stopped_afterwards):
+    """Each script finds only what its PBFT_CI_RUN_DIR lists; each node's stdout is beside its log."""
+    networks = {name: (write_network(tmp_path / name), tmp_path / f"run-{name}") for name in ("a", "b")}
+    try:
+        for config, run_dir in networks.values():
+            started = run("./startNetwork.sh", str(config), run_dir=run_dir)
+            assert started.returncode == 0 and "network up: 4 nodes" in started.stdout, started.stdout + started.stderr
+            assert (config.parent / "log" / "node-3.stdout").is_file()
+        assert not NETWORK_PID_FILE.exists()
+        pids = {name: network_pids(run_dir / "network.pids") for name, (_, run_dir) in networks.items()}
+        assert all(runs_node(pid) for pid in [*pids["a"].values(), *pids["b"].values()]), pids
+
+        stopped = run("./stopNetwork.sh", run_dir=networks["a"][1])
+        assert stopped.returncode == 0 and "network stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not any(runs_node(pid) for pid in pids["a"].values()), pids
+        assert all(runs_node(pid) for pid in pids["b"].values()), pids
+    finally:
+        for _, run_dir in networks.values():
+            run("./stopNetwork.sh", run_dir=run_dir)
+    assert not any(runs_node(pid) for pid in pids["b"].values()), pids

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp import web
 
 from shared.config import NodeTLSConfig, NotifyConfig, SMTPConfig, load_config

@@ -243,8 +243,10 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         assert metrics[("pbft_verdicts_total", (("state", "certified"),))] == 2
         assert metrics[("pbft_consensus_seconds_count", ())] == 2
         assert metrics[("pbft_build_seconds_count", ())] == 2
-        # At least each of its PREPAREs (or PRE-PREPAREs), COMMITs and replies was an fsynced save.
-        assert metrics[("pbft_store_save_seconds_count", (("synced", "true"),))] >= 3 * 2
+        # A save covers a turn's steps, and a slow node takes both requests' votes in fewer turns (in a CI
+        # run, 4 saves for 2 builds). Causality still gives two: one before its first vote left, and one
+        # before a reply, whose build ran only after that save.
+        assert metrics[("pbft_store_save_seconds_count", (("synced", "true"),))] >= 2
         assert metrics[("pbft_store_save_seconds_sum", (("synced", "true"),))] > 0
         # Per build at least two other nodes' COMMITs and RESULTs, and two PREPAREs or the PRE-PREPARE and its request.
         assert metrics[("pbft_signatures_checked_total", ())] >= 3 * 2 * 2

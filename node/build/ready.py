@@ -19,7 +19,7 @@ starts its own, as it would have without this.
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Hashable, Protocol
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,10 @@ class ReadyContainers:
             # Closed between the check and the submit.
             with self._guard:
                 self._starting.discard(key)
+
+    def settled(self) -> Future:
+        """A future done once every start and removal asked for so far has run (the one thread runs them in order)."""
+        return self._worker.submit(lambda: None)
 
     def close(self) -> None:
         """Remove every waiting container, and one being started once it has started."""

@@ -260,10 +260,7 @@ async def test_a_networked_build_never_runs_in_a_prepared_container(
     git_repo.commit("master", {".pbft-ci.yml": spec("echo built")})
     executor = make_executor()
     assert (await build(executor, git_repo, build_ids, OFFLINE)).status == "success"
-    for _ in range(300):
-        if executor._ready.keys:
-            break
-        await asyncio.sleep(0.1)
+    await asyncio.wait_for(asyncio.wrap_future(executor._ready.settled()), 60)
     prepared = executor._ready.keys
     networked_id = build_ids()
 

@@ -37,7 +37,7 @@ class FakeContainer:
 
 def settled(ready: ReadyContainers) -> None:
     """Wait until the background starts and removals asked for so far are done."""
-    ready._worker.submit(lambda: None).result(timeout=10)
+    ready.settled().result(timeout=10)
 
 
 def test_a_prepared_container_is_taken_once():

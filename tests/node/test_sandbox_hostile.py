@@ -253,6 +253,9 @@ async def test_the_node_still_builds_after_the_hostile_builds(
     assert result.status == "success", log_text(result)
     assert "normal build ran" in log_text(result)
     assert node_executor.running == 0
+    # The next build's container is started on a thread of its own while this build runs; on a loaded
+    # engine, that start can outlast an echo.
+    await asyncio.wait_for(asyncio.wrap_future(node_executor._ready.settled()), 60)
     # Only the container prepared for the next build remains, with its volumes. Counted by this
     # executor's own label: other tests' executors (node 9's too) come and go on the same engine.
     mine = f"pbft-ci.data={node_data_dir}"

@@ -30,22 +30,24 @@ pytestmark = OWN_NETWORK_MARKS
 LONG_SPEC = "commands:\n  - echo build started\n  - sleep 120\n  - echo build finished\n"
 
 
-def node_view_when(base_url: str, build_id: str, done, timeout_s: float = 60) -> dict:
+def answer_when(url: str, done, timeout_s: float = 60) -> dict:
+    """The JSON answer at `url` once it is a 200 and `done` holds; failing, the last answer says why."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code, view = http_json("GET", f"{base_url}/builds/{build_id}/nodes")
-        if code == 200 and done(view):
-            return view
-        assert time.monotonic() < deadline, view
+        code, answer = http_json("GET", url)
+        if code == 200 and done(answer):
+            return answer
+        assert time.monotonic() < deadline, answer
         time.sleep(0.2)
 
 
+def node_view_when(base_url: str, build_id: str, done, timeout_s: float = 60) -> dict:
+    return answer_when(f"{base_url}/builds/{build_id}/nodes", done, timeout_s)
+
+
 def wait_for_progress(base_url: str, build_id: str, progress: str, timeout_s: float = 30) -> None:
-    """Until the client's record of `build_id` shows `progress`; failing, the record says what it shows."""
-    deadline = time.monotonic() + timeout_s
-    while (record := http_json("GET", f"{base_url}/builds/{build_id}")[1]).get("progress") != progress:
-        assert time.monotonic() < deadline, record
-        time.sleep(0.1)
+    """Until the client's record of `build_id` shows `progress`."""
+    answer_when(f"{base_url}/builds/{build_id}", lambda record: record.get("progress") == progress, timeout_s)
 
 
 def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing(network, tmp_path):

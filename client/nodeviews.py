@@ -38,7 +38,7 @@ MAX_ANSWER_BYTES = 256 * 1024
 MAX_TEXT = 1000
 STATUS_NUMBERS = ("view", "primary", "last_executed", "low_watermark", "high_watermark", "builds_running")
 LINK_NUMBERS = ("reconnects", "dropped", "expired")
-VERDICT_STATES = frozenset({"pending", "certified", "disputed", "expired"})
+VERDICT_STATES = frozenset({"pending", "certified", "disputed", "expired", "cancelled"})
 
 
 class UnusableAnswer(Exception):

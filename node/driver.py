@@ -29,7 +29,7 @@ from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from shared.config import NetworkConfig
 from shared.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, StopBuild
 from pbft.interpreter import Interpreter
 from pbft.build import Result
 from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
@@ -100,12 +100,14 @@ class Driver:
         self.replica = replica
         self.config = config
         self.build = build
-        # Stops a build by its id (Executor.cancel); None: builds here cannot be stopped.
+        # Stops a build by its id (Executor.cancel), when the order cancelled it (StopBuild);
+        # None: builds here cannot be stopped, and end as they end (their result is replaced).
         self.cancel = cancel
         self.slots = slots  # which of the builds started wait for a build slot (the executor)
         # Told each result this node signs for a request (node/statuses.py posts it to the forge).
         self.on_result = on_result
         self._building: set[str] = set()  # build ids whose build task runs
+        self._stopping: set[asyncio.Task] = set()  # Executor.cancel calls under way
         self.peers = peers
         self.behaviour = behaviour
         self.store = store
@@ -283,6 +285,15 @@ class Driver:
     def build_learnt(self, effect: BuildLearnt) -> None:
         self.start_build(effect.seq, effect.request)
 
+    def stop_build(self, effect: StopBuild) -> None:
+        build_id = _build_id(effect.client, effect.timestamp)
+        logger.info("node=%d seq=%d cancels build=%s: %s", self.replica.id, effect.seq, build_id,
+                    "stopping it" if build_id in self._building else "not running here")
+        if self.cancel is not None:
+            task = asyncio.create_task(self.cancel(build_id))
+            self._stopping.add(task)  # held until done; not a build, so not in `builds`
+            task.add_done_callback(self._stopping.discard)
+
     def schedule(self, callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)
 
@@ -324,17 +335,14 @@ class Driver:
         task = asyncio.create_task(self._run_build(seq, request))
         self.builds.add(task)
         build_id = _build_id(request.client, request.timestamp)
-        if request.operation.cancels is None:
-            self._building.add(build_id)
+        self._building.add(build_id)
         task.add_done_callback(lambda done: (self.builds.discard(done), self._building.discard(build_id)))
 
     async def _run_build(self, seq: int, request: Request) -> None:
         operation = request.operation
         repository = self.config.repository(operation.repository)
         build_id = _build_id(request.client, request.timestamp)
-        if operation.cancels is not None:
-            result = await self._cancel(seq, build_id, _build_id(request.client, operation.cancels))
-        elif repository is None:
+        if repository is None:
             # The same reason on every node that lacks it: a repository added to the file is
             # built once every node has re-read it (SIGHUP, shared.reload).
             result = Result("error", None, None, f"unknown repository: {operation.repository} (not in this "
@@ -374,17 +382,6 @@ class Driver:
         self.interpreter.step(self.replica.execution_finished, request, result, seq, artifact_files)
         if self.on_result is not None:
             self.on_result(request, result)
-
-    async def _cancel(self, seq: int, build_id: str, target: str) -> Result:
-        """Carry out a cancel, in the order: this task starts right after the tasks of every
-        earlier request, so the target is running, waiting for a build slot, or done here.
-        What the cancel itself answers is the same on every node, wherever the build was."""
-        stopped = await self.cancel(target) if self.cancel is not None else False
-        logger.info(
-            "node=%d seq=%d build=%s cancels build=%s: %s",
-            self.replica.id, seq, build_id, target, "stopped" if stopped else "not running here",
-        )
-        return Result("success", 0, None, f"cancel of build {target} ordered")
 
 
 def _build_id(client: str, timestamp: int) -> str:

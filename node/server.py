@@ -141,7 +141,7 @@ def make_app(
                 replica = Replica(settings, auth)
             else:
                 replica = Replica.restore(
-                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt
+                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels
                 )
                 rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(

@@ -97,6 +97,7 @@ class Loaded:
     executed: dict[tuple[str, int], tuple[int, bool]]  # key -> (seq, whether this node replied)
     unfinished: list[tuple[int, Request]]
     learnt: list[tuple[int, Request]]  # learnt by state transfer and never built here
+    cancels: list[tuple[int, Request]]  # executed cancels (`pbft.cancels`), replayed by a restore
 
 
 class NodeStore:
@@ -133,7 +134,7 @@ class NodeStore:
         state = DurableState.from_json(json.loads(row[0]))
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         executed: dict[tuple[str, int], tuple[int, bool]] = {}
-        unfinished, learnt = [], []
+        unfinished, learnt, cancels = [], [], []
         # Every client that executed anything here has a newest timestamp in the state.
         for client in sorted(state.client_latest):
             live = (client, state.client_floor.get(client, -1))
@@ -148,11 +149,17 @@ class NodeStore:
                 executed[(client, timestamp)] = (seq, bool(replied))
                 if request is not None:
                     (unfinished if built else learnt).append((seq, decode(json.loads(request))))
-        unfinished.sort(key=lambda build: build[0])
-        learnt.sort(key=lambda build: build[0])
+            cancels += [
+                (seq, decode(json.loads(request))) for seq, request in self._db.execute(
+                    "SELECT seq, request FROM builds WHERE client = ? AND timestamp > ?"
+                    " AND json_extract(request, '$.operation.cancels') IS NOT NULL", live,
+                )
+            ]
+        for found in (unfinished, learnt, cancels):
+            found.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt)
+        return Loaded(state, messages, executed, unfinished, learnt, cancels)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
@@ -305,7 +312,7 @@ class NodeStore:
             "INSERT OR REPLACE INTO ledger (seq, view, digest, batch, state_digest) VALUES (?, ?, ?, ?, ?)",
             (effect.seq, effect.view, effect.digest, batch, effect.state_digest),
         )
-        for requests, built in ((effect.requests, 1), (effect.learnt, 0)):
+        for requests, built in ((effect.requests, 1), (effect.answered, 1), (effect.learnt, 0)):
             for request in requests:
                 self._db.execute(
                     "INSERT OR IGNORE INTO builds (client, timestamp, seq, request, built) VALUES (?, ?, ?, ?, ?)",

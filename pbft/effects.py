@@ -59,8 +59,10 @@ class Execute:
     `requests` are the builds to start: only requests not executed before (a
     request ordered twice is built once), and none for batches learnt by
     state transfer, whose builds other nodes already ran. Those are in
-    `learnt`: executed here, never built here. Both count for exactly-once,
-    so the store records both.
+    `learnt`: executed here, never built here. `answered` are requests the
+    order alone answers, which start no build: cancels, and builds cancelled
+    before they executed (`pbft.cancels`); their replies follow in the same
+    step. All three count for exactly-once, so the store records them.
     """
 
     view: int
@@ -70,6 +72,17 @@ class Execute:
     requests: tuple[Request, ...]
     state_digest: str  # hash chain over the ledger up to and including this batch
     learnt: tuple[Request, ...] = ()
+    answered: tuple[Request, ...] = ()
+
+
+@dataclass(frozen=True)
+class StopBuild:
+    """The order cancelled a build (`pbft.cancels`): stop it if it runs here, or before it
+    starts if it waits. Its result, whatever the build reports, is `cancelled`."""
+
+    seq: int  # where the cancel executed
+    client: str
+    timestamp: int
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,8 @@ class KeepStableProof:
 @dataclass(frozen=True)
 class RecordVerdict:
     """A build's verdict is decided: "certified" with the agreed result, or "disputed"; or
-    "expired": the build was forgotten (`pbft.clients`) before its verdict reached this node."""
+    "expired": the build was forgotten (`pbft.clients`) before its verdict reached this node;
+    or "cancelled", with the cancelled result: the order decided it (`pbft.cancels`)."""
 
     seq: int
     client: str
@@ -119,8 +133,8 @@ class RecordVerdict:
 
 
 Effect = Union[
-    Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, BuildLearnt, Store, ServeFetch, KeepStableProof,
-    RecordVerdict,
+    Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, BuildLearnt, StopBuild, Store, ServeFetch,
+    KeepStableProof, RecordVerdict,
 ]
 
 # What a node only took in or concluded: another node's message kept, a verdict reached,

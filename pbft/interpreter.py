@@ -39,8 +39,8 @@ import logging
 from typing import Callable, Protocol, TypeVar
 
 from pbft.effects import (
-    Broadcast, BuildLearnt, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, leaves_unsaved,
-    must_sync,
+    Broadcast, BuildLearnt, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, StopBuild,
+    leaves_unsaved, must_sync,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
@@ -74,6 +74,9 @@ class Edges(Protocol):
 
     def build_learnt(self, effect: BuildLearnt) -> None:
         """Start the build of a request learnt by state transfer (`effect.request`, at `effect.seq`)."""
+
+    def stop_build(self, effect: StopBuild) -> None:
+        """Stop the build of request (`effect.client`, `effect.timestamp`) if it runs or waits here."""
 
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current turn is over (`loop.call_soon`)."""
@@ -221,6 +224,8 @@ class Interpreter:
             edges.execute(effect)
         elif isinstance(effect, BuildLearnt):
             edges.build_learnt(effect)
+        elif isinstance(effect, StopBuild):
+            edges.stop_build(effect)
         elif isinstance(effect, ServeFetch):
             ledger = self.store if self.store is not None else MemoryLedger()
             self.step(self.replica.answer_fetch, effect.fetch, ledger)

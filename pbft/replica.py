@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
+from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
@@ -32,6 +33,7 @@ from pbft.effects import (
     SendTo,
     ServeFetch,
     ServeVotes,
+    StopBuild,
     Store,
 )
 from pbft.durable import DurableState
@@ -71,7 +73,7 @@ class Replica:
     read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
     (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
     (`pbft.viewchange`), the client table (`pbft.clients`), catch-up evidence
-    (`pbft.catchup`) and result votes (`pbft.votes`). The rules that move
+    (`pbft.catchup`), result votes (`pbft.votes`) and cancels (`pbft.cancels`). The rules that move
     between them live here and in the mixins for view changes, state transfer
     and persistence."""
 
@@ -92,6 +94,8 @@ class Replica:
         self.future: dict[int, deque[Message]] = {}
         self.early_votes: dict[int, deque[ResultVote]] = {}
         self.result_votes = ResultVotes(settings.n, settings.f, settings.vote_retry_s)
+        # Builds the order cancelled: applied where each cancel executes (`pbft.cancels`).
+        self.cancels = Cancels()
         self.votes_served_at: dict[int, float] = {}
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
@@ -233,13 +237,23 @@ class Replica:
         client, and tell the other nodes, so that every ledger can certify it.
 
         `artifact_files` are the build's artifacts, path to "sha256:<hex>", as this
-        node's executor found them; only their manifest's digest is in `result`."""
+        node's executor found them; only their manifest's digest is in `result`.
+        A build whose cancel executed here before its result came ends `cancelled`,
+        whatever it reports (`pbft.cancels`)."""
         executed = self.clients.executed
         if request.key not in executed:
             assert self.clients.expired(request.key), "result for a request that was never executed"
             return
         if executed[request.key] is not None:
             return
+        if request.key in self.cancels:
+            result, artifact_files = cancelled_result(), NO_FILES
+        self._answer(seq, request, result, artifact_files)
+
+    def _answer(self, seq: int, request: Request, result: Result, artifact_files: Mapping[str, str] = NO_FILES) -> None:
+        """Sign and send this node's reply and RESULT vote for the executed request at `seq`."""
+        executed = self.clients.executed
+        assert executed.get(request.key, False) is None, "a reply for a request not owed one"
         statement_sig, link_sig = self._sign_attestation(request, result)
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
@@ -582,12 +596,21 @@ class Replica:
                 self._issue_preprepares()
 
     def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], *, build: bool) -> None:
-        """Execute one batch: the only place last_executed and the state digest move forward one step."""
+        """Execute one batch: the only place last_executed and the state digest move forward one step.
+
+        Cancels in it take effect here, built or learnt alike (`pbft.cancels`): each one's
+        target is cancelled before anything of the batch starts, so a target in the same
+        batch, before or after its cancel, is never built."""
         assert seq == self.last_executed + 1
         fresh = tuple(request for request in batch if self.clients.execute(request))
+        targets = [target for target in map(self.cancels.add, fresh) if target is not None]
+        answers = {request.key: self._order_answer(request) for request in fresh}
+        answered = tuple(request for request in fresh if answers[request.key] is not None)
+        owed = tuple(request for request in fresh if answers[request.key] is None)
         for request in fresh:
             self.result_votes.ordered(request.key, seq)
-            if not build:
+        if not build:
+            for request in owed:
                 self.result_votes.expect(request.key, self.now, at_once=True)
                 self.transfer.learnt(seq, request)
         self._release_early_votes(batch)
@@ -596,14 +619,45 @@ class Replica:
         self.state_digest = digest([self.state_digest, seq, batch_id])
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
-            self.id, self.view, seq, batch_id[:8], len(fresh) if build else 0,
+            self.id, self.view, seq, batch_id[:8], len(owed) if build else 0,
         )
-        built, learnt = (fresh, ()) if build else ((), fresh)
-        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt))
+        built, learnt = (owed, ()) if build else ((), owed)
+        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered))
+        for request in answered:
+            self._answer(seq, request, answers[request.key])
+            if request.key in self.cancels:
+                self._settle_cancelled(request.key)  # overtaken by its cancel: never built anywhere
+        for target in targets:
+            self._cancel(seq, target)
         self.views.progressed(self.now, self.clients.waiting)
         if self.checkpoints.due(seq):
             self._forget_expired_requests()
             self._take_checkpoint(seq)
+
+    def _order_answer(self, request: Request) -> Result | None:
+        """The result the order alone gives `request`, or None for a build to run (`pbft.cancels`)."""
+        if request.operation.cancels is not None:
+            if target_of(request) is None:
+                return Result("error", None, None, "a cancel must name an earlier build of its own client")
+            return cancel_result(request.operation.cancels)
+        return cancelled_result() if request.key in self.cancels else None
+
+    def _cancel(self, seq: int, target: tuple[str, int]) -> None:
+        """The cancel executed at `seq` cancels `target`: stop its build if it may run here,
+        never build it from a state transfer, and make its verdict `cancelled`."""
+        if target not in self.result_votes:
+            return  # not executed yet (it is answered `cancelled` when it is), or forgotten
+        if self.clients.executed.get(target, False) is None:
+            self.transfer.forget([target])
+            self._outbox.append(StopBuild(seq, *target))
+        self._settle_cancelled(target)
+
+    def _settle_cancelled(self, key: tuple[str, int]) -> None:
+        result = cancelled_result()
+        if self.result_votes.settle(key, "cancelled", result):
+            target_seq = self.result_votes.seq[key]
+            logger.info("node=%d view=%d seq=%d build=%s-%d verdict=cancelled", self.id, self.view, target_seq, *key)
+            self._outbox.append(RecordVerdict(target_seq, key[0], key[1], "cancelled", result.agreed()))
 
     def _forget_expired_requests(self) -> None:
         """Done at checkpoint boundaries, as a function of the ledger alone, so every
@@ -612,6 +666,7 @@ class Replica:
         ledger says so ("expired") rather than "pending" for ever."""
         forgotten = self.clients.forget_expired()
         self.transfer.forget(forgotten)
+        self.cancels.forget(forgotten)
         for (client, timestamp), seq in self.result_votes.forget(forgotten):
             logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
             self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
@@ -1058,12 +1113,16 @@ class Replica:
         executed: dict[tuple[str, int], tuple[int, bool]],
         now: float = 0.0,
         learnt: Iterable[tuple[int, Request]] = (),
+        cancels: Iterable[tuple[int, Request]] = (),
     ) -> Replica:
         """Rebuild a replica from what its driver persisted before a crash, each part from
         its own share.
 
         `messages` are the protocol messages it stored (its own and those it
-        accepted); they were verified before they were stored. Nothing is sent
+        accepted); they were verified before they were stored. `cancels` are the
+        executed cancel requests above their client's floor, with their sequence
+        numbers: replayed in ledger order, they cancel again what they cancelled
+        before the stop (`pbft.cancels`). Nothing is sent
         while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
@@ -1088,6 +1147,11 @@ class Replica:
         for vote in by_type.get(ResultVote, []):
             if vote.key in replica.result_votes:
                 replica.result_votes.add(vote)
+        for _, cancel in sorted(cancels, key=lambda entry: entry[0]):
+            if cancel.key in replica.clients.executed:
+                target = replica.cancels.add(cancel)
+                if target is not None and target in replica.result_votes:
+                    replica._settle_cancelled(target)  # a store from before cancels were replicated lacks it
         three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])]
         replica.log.restore(three_phases, replica.in_window, replica.id, replica.f,
                             replica.view if replica.mode is Mode.NORMAL else None)
@@ -1098,7 +1162,7 @@ class Replica:
         # Requests learnt by state transfer and not built yet: built if their verdict is still
         # open after two asks, or when their client sends them again, as before the stop.
         for seq, request in learnt:
-            if replica.clients.executed.get(request.key, False) is None:
+            if replica.clients.executed.get(request.key, False) is None and replica._order_answer(request) is None:
                 replica.transfer.learnt(seq, request)
         # Peers may have moved on while we were down: ask them once at start, and
         # ask for the votes of every build whose verdict we do not know yet.
@@ -1110,8 +1174,19 @@ class Replica:
         return replica
 
     def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
-        """Of the builds a killed process left unfinished, those this replica still owes a reply."""
-        return [(seq, request) for seq, request in unfinished if self.clients.executed.get(request.key, False) is None]
+        """Of the builds a killed process left unfinished, those this replica still owes a reply
+        and must build again. One whose cancel executed before the stop is answered `cancelled`
+        now, never run again (nor is a cancel a store from before replicated cancels kept)."""
+        rerun = []
+        for seq, request in unfinished:
+            if self.clients.executed.get(request.key, False) is not None:
+                continue
+            answer = self._order_answer(request)
+            if answer is None:
+                rerun.append((seq, request))
+            else:
+                self._answer(seq, request, answer)
+        return rerun
 
     # --- invariants ----------------------------------------------------
 
@@ -1127,6 +1202,7 @@ class Replica:
         assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
         self.views.check_invariants()
         self.transfer.check_invariants()
+        self.cancels.check_invariants()
 
 
 def _describe(message: Message) -> str:

@@ -45,6 +45,9 @@ class Loaded(Protocol):
     @property
     def learnt(self) -> list[tuple[int, Request]]: ...  # (seq, request) learnt by state transfer, never built here
 
+    @property
+    def cancels(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed cancel (`pbft.cancels`)
+
 
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""

@@ -23,6 +23,7 @@ ledger shows which node dissented.
 
 from __future__ import annotations
 
+from pbft.build import Result
 from pbft.messages import ResultVote
 from pbft.quorum import verdict
 
@@ -111,6 +112,22 @@ class ResultVotes:
             return True, (state, None)
         self.certified[vote.key] = hash(agreed)
         return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
+
+    def settle(self, key: Key, state: str, result: Result) -> bool:
+        """The order decided the verdict of the ordered build `key` (`pbft.cancels`): `state`
+        with `result`, whatever its votes said or will say. Votes held stay kept (who voted:
+        the evidence), and later ones count as confirming or dissenting as for a certified
+        verdict. Returns whether it changed anything."""
+        assert key in self.seq, "a verdict for a build not ordered here"
+        if self.decided.get(key) == state:
+            return False
+        held = self.votes.pop(key, None)
+        if held is not None:
+            self.voters[key] = sum(1 << sender for sender in held)
+            self.asks.pop(key, None)
+        self.decided[key] = state
+        self.certified[key] = hash(result.agreed_key())
+        return True
 
     def expect(self, key: Key, now: float, *, at_once: bool = False) -> None:
         """Our part is done (we voted, or learnt the build without running it): if the

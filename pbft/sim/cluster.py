@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict
+from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict, StopBuild
 from pbft.build import Operation, Result
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
@@ -654,6 +654,10 @@ class SimCluster:
         self._log(f"build learnt node={node} n={effect.seq} {effect.request.key}")
         self._start_build(node, effect.seq, effect.request)
 
+    def _stop_build(self, node: int, effect: StopBuild) -> None:
+        """The order cancelled a build: the simulated builds of this workload have none to stop yet."""
+        self.stats["builds_stopped"] += 1
+
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
         result = build_result(request.operation, build_s, node)
@@ -713,6 +717,9 @@ class _NodeEdges:
 
     def build_learnt(self, effect: BuildLearnt) -> None:
         self.cluster._build_learnt(self.node, effect)
+
+    def stop_build(self, effect: StopBuild) -> None:
+        self.cluster._stop_build(self.node, effect)
 
     def schedule(self, callback: Callable[[], None]) -> None:
         cluster = self.cluster

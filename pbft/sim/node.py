@@ -54,7 +54,7 @@ class SimNode:
         else:
             self.replica = Replica.restore(
                 self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
-                learnt=loaded.learnt,
+                learnt=loaded.learnt, cancels=loaded.cancels,
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

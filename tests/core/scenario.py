@@ -17,8 +17,10 @@ Commands:
 
     cluster [setting=value ...]     a new cluster; settings of ReplicaSettings (n, f, ...), and
                                     artifacts=true: every build succeeds with the same artifacts
-    request [branch=B] [to=0,1|all] a signed request of the next timestamp, delivered to those nodes
+    request [branch=B] [to=0,1|all|none]
+                                    a signed request of the next timestamp, delivered to those nodes
     resend t=T [to=...]             the client sends request T again (by default to every node)
+    cancel t=T [to=0,1|all]         a signed cancel of request T, of the next timestamp (pbft.cancels)
     drop to=N [type=T] [branch=B] [carries=T]
                                     from now on, the network loses what matches (a relay matches
                                     `carries` if it holds a vote of that type)
@@ -27,7 +29,8 @@ Commands:
     undrop                          forget every drop and capture rule
     deliver                         deliver until the network is quiet
     cut node=N / heal node=N        N receives nothing (its process runs on) / again
-    slow node=N                     N's builds do not finish
+    slow node=N                     N's builds do not finish, nor do the stops of them land
+    finish node=N                   N's builds report what they found, and N is no longer slow
     tick t=S [nodes=1,2]            advance the clocks to S seconds (a driver's tick)
     settle t=S                      tick at S and deliver, twice: every RESULT vote goes round
     hold node=N                     N's turns end (are saved and sent) only at `release`
@@ -39,8 +42,9 @@ Commands:
     store node=N                    what N's store holds: its state's last executed and ledger entries
     clients node=N                  N's client table: the floor and how many executed requests it keeps
 
-Events: `n1 execute seq=2 built=t2`, `n1 build-learnt seq=3 t3`, `n1 verdict t3
-certified`, `n1 reply t3 success`, `n0 view-change v=1`, `n1 new-view v=1`,
+Events: `n1 execute seq=2 built=t2` (with `answered=t3` for what the order alone
+answers, `learnt=t4` for what state transfer brought), `n1 stop t2` (the order
+cancelled a build), `n1 build-learnt seq=3 t3`, `n1 verdict t3 certified`, `n1 reply t3 success`, `n0 view-change v=1`, `n1 new-view v=1`,
 `n1 reply-again t3` (a retransmission answered from the store), `n3 fetch from=1`,
 `n1 state-transfer stable=8 to=n3`, `n2 stable seq=8`, and
 `n0 dropped request t2: <reason>` for what a replica refused.
@@ -54,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbft.effects import (
-    Broadcast, BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo,
+    Broadcast, BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, StopBuild,
 )
 from pbft.build import Result
 from pbft.messages import Fetch, Message, NewView, Relay, Request, StateTransfer, ViewChange
@@ -170,7 +174,11 @@ def _event(effect: Effect) -> str | None:
     if isinstance(effect, Execute):
         built = ",".join(f"t{request.timestamp}" for request in effect.requests) or "-"
         learnt = ",".join(f"t{request.timestamp}" for request in effect.learnt)
-        return f"execute seq={effect.seq} built={built}" + (f" learnt={learnt}" if learnt else "")
+        answered = ",".join(f"t{request.timestamp}" for request in effect.answered)
+        return (f"execute seq={effect.seq} built={built}" + (f" answered={answered}" if answered else "")
+                + (f" learnt={learnt}" if learnt else ""))
+    if isinstance(effect, StopBuild):
+        return f"stop t{effect.timestamp}"
     if isinstance(effect, BuildLearnt):
         return f"build-learnt seq={effect.seq} t{effect.request.timestamp}"
     if isinstance(effect, RecordVerdict):
@@ -215,6 +223,8 @@ class ScenarioRunner:
         return "\n".join(part for part in (events, printed) if part)
 
     def nodes(self, text: str) -> list[int]:
+        if text == "none":
+            return []
         return list(range(self.cluster.n)) if text == "all" else [int(node) for node in text.split(",")]
 
     def do_cluster(self, args: dict[str, str]) -> str:
@@ -229,6 +239,12 @@ class ScenarioRunner:
 
     def do_request(self, args: dict[str, str]) -> str:
         request = self.cluster.request(args.get("branch", "master"))
+        self.requests[request.timestamp] = request
+        self._send(request, self.nodes(args.get("to", str(self.cluster.replicas[0].primary()))))
+        return ""
+
+    def do_cancel(self, args: dict[str, str]) -> str:
+        request = self.cluster.cancel(self.requests[int(args["t"])])
         self.requests[request.timestamp] = request
         self._send(request, self.nodes(args.get("to", str(self.cluster.replicas[0].primary()))))
         return ""
@@ -293,6 +309,12 @@ class ScenarioRunner:
 
     def do_slow(self, args: dict[str, str]) -> str:
         self.cluster.slow.add(int(args["node"]))
+        return ""
+
+    def do_finish(self, args: dict[str, str]) -> str:
+        node = int(args["node"])
+        self.cluster.slow.discard(node)
+        self.cluster.finish_builds(node)
         return ""
 
     def do_clients(self, args: dict[str, str]) -> str:

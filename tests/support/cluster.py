@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 from node.storage import NodeStore
 from shared.crypto import Ed25519Authenticator, generate_private_key
-from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, Store
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, StopBuild, Store
 from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
 from pbft.build import Operation, Result
@@ -28,6 +28,8 @@ from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
 
 CLIENT = "client"
+# What a stopped build reports: the executor's result for a build whose container it killed.
+CANCELLED = Result("cancelled", None, None, "cancelled by the client's request")
 
 
 @lru_cache(maxsize=None)
@@ -84,6 +86,7 @@ class Cluster:
         self.crashed: set[int] = set()
         self.slow: set[int] = set()  # nodes whose builds do not finish until finish_builds()
         self.running: dict[int, list[tuple[int, Request]]] = {}
+        self.stopped: list[list[tuple[str, int]]] = [[] for _ in range(self.n)]  # builds each node was told to stop
         self.stores = {
             i: NodeStore(self.store_dir / f"node-{i}.sqlite" if self.store_dir else Path(":memory:"), n=self.n, f=self.f)
             for i in range(self.n)
@@ -97,6 +100,14 @@ class Cluster:
             self._timestamp += 1
             timestamp = self._timestamp
         return signed(Request(CLIENT, timestamp, Operation("example", branch)), self.client_auth.sign)
+
+    def cancel(self, target: Request, timestamp: int | None = None) -> Request:
+        """The client's request to cancel its build `target` (pbft.cancels)."""
+        if timestamp is None:
+            self._timestamp += 1
+            timestamp = self._timestamp
+        operation = Operation("example", target.operation.branch, cancels=target.timestamp)
+        return signed(Request(CLIENT, timestamp, operation), self.client_auth.sign)
 
     def interpreter(self, node: int) -> Interpreter:
         """Node's interpreter; a new one (a new process) once a test put in another replica."""
@@ -165,7 +176,7 @@ class Cluster:
         loaded = self.stores[node].load()
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
-            loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
+            loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels,
         )
         self.crashed.discard(node)
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)
@@ -207,6 +218,18 @@ class _Edges:
 
     def build_learnt(self, effect: BuildLearnt) -> None:
         self._build([(effect.seq, effect.request)])
+
+    def stop_build(self, effect: StopBuild) -> None:
+        """A build still running here ends at once, as the executor's killed container does;
+        on a slow node the kill has not landed yet, and the build ends at finish_builds."""
+        cluster, node = self.cluster, self.node
+        cluster.stopped[node].append((effect.client, effect.timestamp))
+        if node in cluster.slow:
+            return
+        running = cluster.running.get(node, [])
+        for seq, request in [build for build in running if build[1].key == (effect.client, effect.timestamp)]:
+            running.remove((seq, request))
+            cluster.interpreter(node).step(cluster.replicas[node].execution_finished, request, CANCELLED, seq)
 
     def _build(self, builds: Iterable[tuple[int, Request]]) -> None:
         cluster, node = self.cluster, self.node

@@ -38,6 +38,7 @@ from client.badge import add_badge
 from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
+from client.heads import BranchHeads
 from client.intake import WebhookError, checked_branch, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
@@ -133,7 +134,8 @@ def make_app(
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
             service = ClientService(
-                config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s
+                config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s,
+                heads=BranchHeads(lambda: live.current.repositories),
             )
             app[SERVICE_KEY] = service
             service.observe(metrics)
@@ -154,7 +156,8 @@ def make_app(
             # From the slots the records hold, as at a start: a schedule they know fires at its
             # next slot as before, a new or changed one starts from now.
             schedules = Schedules(repositories, app[RECORDS_KEY].schedule_slots())
-            runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background)
+            runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background,
+                                    pin=app[SERVICE_KEY].pinned)
             return runner, asyncio.create_task(runner.run(), name="schedules")
 
         running = [start(live.current.repositories)]
@@ -162,8 +165,8 @@ def make_app(
         def reschedule(new: NetworkConfig) -> None:
             runner, task = running[0]
             if Schedules(new.repositories, {}).entries != runner.schedules.entries:
-                # The runner never awaits between deciding and saving a slot: cancelled in its
-                # sleep, it has saved every build it started.
+                # Cancelled in its sleep, the runner has saved every build it started; cancelled
+                # while it pins heads, it started none (ScheduleRunner.step).
                 task.cancel()
                 running[0] = start(new.repositories)
 
@@ -347,6 +350,8 @@ def _verdict_json(verdict: Verdict, f: int) -> dict:
     }
     if result.status in ("error", "skipped", "cancelled", "matrix"):
         answer["reason"] = result.reason
+    elif result.failure_reason() is not None:
+        answer["reason"] = result.failure_reason()
     if verdict.divergent:
         answer["artifacts_by_node"] = {str(node): digest for node, digest in verdict.artifacts_by_node.items()}
     elif result.artifacts is not None:
@@ -460,7 +465,7 @@ async def rerun(request: web.Request) -> web.Response:
     """Build again what a build built (its repository, ref and commit), as a new build that
     names the old one: whoever may ask for builds may ask for this."""
     record = _build_to_act_on(request)
-    build_id = request.app[SERVICE_KEY].rerun(record)
+    build_id = await request.app[SERVICE_KEY].rerun(record)
     return started(build_id, _webhook_settings(request), rerun_of=record["build_id"])
 
 

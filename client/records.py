@@ -334,6 +334,15 @@ class BuildRecords:
         Its result is `disputed_result`; the signed replies hold the same, for anyone to recheck."""
         self._finish(build_id, "disputed", json.dumps(disputed_result(split, f)), [], elapsed_ms, replies)
 
+    def cancelled_by_order(self, build_id: int, result: Result, agreed_by: list[int]) -> None:
+        """A build whose cancel executed after its own verdict came: the order made it
+        `cancelled` on every node (pbft.cancels); its replies stay, as the evidence of
+        what the nodes that finished first found."""
+        self._write(
+            "UPDATE builds SET state = 'accepted', result = ?, agreed_by = ? WHERE build_id = ? AND state != 'pending'",
+            (json.dumps(result.to_dict()), json.dumps(agreed_by), build_id),
+        )
+
     def time_out(self, build_id: int, elapsed_ms: int, replies: list[Reply]) -> None:
         self._finish(build_id, "timeout", None, [], elapsed_ms, replies)
 

@@ -63,7 +63,8 @@ class Fire:
         return key_of(self.repository, self.schedule)
 
     def operation(self) -> Operation:
-        return Operation(self.repository, self.schedule.branch, None, event="cron")
+        """The slot's build: its branch (its head is pinned before it is signed), the slot named."""
+        return Operation(self.repository, self.schedule.branch, None, event="cron", slot=int(self.slot_s))
 
 
 def key_of(repository: str, schedule: ScheduleConfig) -> Key:
@@ -107,21 +108,32 @@ class ScheduleRunner:
         records,  # client.records.BuildRecords: set_schedule_slots
         submit: Callable[[Operation], int],  # starts a build in the background, returns its build id
         *,
+        # The operation with its branch's head pinned (ClientService.pinned): every node
+        # builds the commit the branch named at the slot, whenever each of them fetches.
+        pin: Callable[[Operation], Awaitable[Operation]] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.schedules = schedules
         self._records = records
         self._submit = submit
+        self._pin = pin
         self._clock = clock
         self._sleep = sleep
         self._saved = False  # the records hold exactly the schedules' slots (forgotten ones dropped)
 
-    def step(self) -> list[tuple[Fire, int]]:
-        """Start what is due now; returns each fire with its build id."""
+    async def step(self) -> list[tuple[Fire, int]]:
+        """Start what is due now; returns each fire with its build id.
+
+        Cancelled while it pins the heads (a reload replaces the runner), it has started
+        and saved nothing: the next runner, from the records, fires those slots itself.
+        From the first submit to the save nothing awaits, so no slot is started twice."""
         before = dict(self.schedules.last)
         fires = self.schedules.due(self._clock())
-        started = [(fire, self._submit(fire.operation())) for fire in fires]
+        operations = [fire.operation() for fire in fires]
+        if self._pin is not None:
+            operations = [await self._pin(operation) for operation in operations]
+        started = [(fire, self._submit(operation)) for fire, operation in zip(fires, operations)]
         if self.schedules.last != before or not self._saved:
             build_ids = {fire.key: build_id for fire, build_id in started}
             self._records.set_schedule_slots(self.schedules.last, build_ids)
@@ -134,7 +146,7 @@ class ScheduleRunner:
 
     async def run(self) -> None:
         while True:
-            self.step()
+            await self.step()
             now_s = self._clock()
             wake_s = self.schedules.next_wake_s(now_s)
             if wake_s is None:

@@ -33,7 +33,9 @@ from pbft.attestation import Signed, signers
 from client.records import BuildRecords, replies_until
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
-from pbft.build import Operation, Result, combination_label
+from client.heads import BranchHeads
+from pbft.build import COMMIT_SHA, Operation, Result, combination_label
+from pbft.cancels import cancelled_result
 from pbft.handshake import Hello
 from pbft.messages import BuildState, MessageError, Reply, Request, decode, encode, signed
 from pbft.wire import decode_struct
@@ -123,6 +125,9 @@ class _Outstanding:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # the collector's `settled`
     retransmitted: bool = False
     states: dict[int, str] = field(default_factory=dict)  # node -> its signed BUILD-STATE, the latest
+    # The verdict of this build's cancel, once f+1 nodes agree it executed: the build is then
+    # `cancelled` whatever its own replies say (pbft.cancels).
+    cancelled_by: Verdict | None = None
 
     def progress(self, quorum: int) -> str | None:
         """`running` when f+1 (`quorum`) nodes say the build runs, `queued` when f+1 say it waits
@@ -143,6 +148,7 @@ class ClientService:
         *,
         deadline_s: float | None = None,
         follow_links: bool = True,
+        heads: BranchHeads | None = None,
     ) -> None:
         self.name = name
         self._config = config
@@ -158,7 +164,13 @@ class ClientService:
         # Send a request to all nodes as soon as the primary's link is seen down; off, only a
         # retransmission does (scripts/bench.py failover compares the two).
         self._follow_links = follow_links
+        # Pins the head of a branch a request names without a commit (client.heads); None: unpinned.
+        self._heads = heads
         self._outstanding: dict[int, _Outstanding] = {}
+        # Builds with a cancel on its way, by build id: set once the cancel has its verdict.
+        # A build's own verdict waits for it, so that replies split between nodes that finished
+        # first and nodes that stopped are never answered as a dispute (pbft.cancels).
+        self._cancels: dict[int, asyncio.Event] = {}
         self._views: dict[int, int] = {}
         self._closing = False
         self._background: set[asyncio.Task] = set()
@@ -216,8 +228,14 @@ class ClientService:
         return self.view % self._config.n
 
     async def submit(self, operation: Operation) -> Verdict:
+        operation = await self.pinned(operation)
         timestamp, started_s = self._begin(operation)
         return await self._follow(timestamp, operation, started_s)
+
+    async def pinned(self, operation: Operation) -> Operation:
+        """`operation` with its branch's head pinned if it names no commit (client.heads), so
+        that every node builds one commit, whenever each of them fetches."""
+        return operation if self._heads is None else await self._heads.pin(operation)
 
     def resume(self) -> list[int]:
         """Follow again the builds this client's records hold without a verdict: a client
@@ -239,6 +257,8 @@ class ClientService:
             if not isinstance(request, Request) or request.client != self.name:
                 log.error("build %d: its stored request is not this client's: not resumed", record["build_id"])
                 continue
+            if request.operation.cancels is not None:
+                self._cancels.setdefault(request.operation.cancels, asyncio.Event())
             waited_s = max(0.0, time.time() - record["submitted_at"])
             self._outstanding[request.timestamp] = _Outstanding(
                 json.dumps(encode(request)),
@@ -285,6 +305,7 @@ class ClientService:
         operation = decode_struct(Operation, record["request"]["operation"])
         assert operation.cancels is None, "a cancel is not a build"
         cancel = Operation(operation.repository, operation.branch, cancels=int(record["build_id"]))
+        self._cancels.setdefault(int(record["build_id"]), asyncio.Event())
         build_id = self.submit_in_background(cancel)
         log.info("build %d cancels build %s", build_id, record["build_id"])
         return build_id
@@ -293,13 +314,15 @@ class ClientService:
         """Cancel the older builds of `operation`'s ref that build `build_id` makes moot."""
         return [self.cancel(record) for record in self._records.superseded(operation, before=build_id)]
 
-    def rerun(self, record: dict) -> int:
+    async def rerun(self, record: dict) -> int:
         """Start a new build of what the build `record` built: the same repository, ref and
-        commit (the one its verdict names, pinned, or its request's own), and return its id."""
+        commit, and return its id. The commit is its request's own, or the one its verdict
+        names, or one that f+1 of its replies name (a disputed or timed-out build: one of them
+        is honest); failing all of them, its branch's head now, pinned like a new build's."""
         operation = decode_struct(Operation, record["request"]["operation"])
-        result = record["result"]
-        if operation.commit is None and result is not None and result.get("commit") is not None:
-            operation = dataclasses.replace(operation, commit=result["commit"])
+        if operation.commit is None:
+            commit = _commit_of(record, self._config.f + 1)
+            operation = dataclasses.replace(operation, commit=commit) if commit else await self.pinned(operation)
         build_id = self.submit_in_background(operation)
         self._records.rerun(build_id, int(record["build_id"]))
         log.info("build %d runs build %s again", build_id, record["build_id"])
@@ -381,21 +404,83 @@ class ClientService:
                 await self._send_to_all(timestamp, outstanding, f"resumed, submitted {waited_s:.0f} s ago")
             await self._await_quorum(timestamp, outstanding, started_s)
             quorum_ms = round((time.monotonic() - started_s + (waited_s or 0.0)) * 1000, 2)
-            if (outstanding.collector.divergent or outstanding.collector.disputed) and not self._closing:
+            if outstanding.cancelled_by is not None or self._closing:
+                pass
+            elif outstanding.collector.divergent or outstanding.collector.disputed:
                 await self._await_the_rest(outstanding, started_s)
-            elif outstanding.collector.accepted and not self._closing:
+            elif outstanding.collector.accepted:
                 await self._await_settled(outstanding)
+            await self._await_cancel(timestamp, outstanding, started_s)
         finally:
             del self._outstanding[timestamp]
-        verdict = self._finish(
-            timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
-            outstanding.progress(self._config.f + 1), quorum_ms,
-        )
+        if outstanding.cancelled_by is not None:
+            verdict = self._finish_cancelled(timestamp, operation, outstanding, started_s - (waited_s or 0.0))
+        else:
+            verdict = self._finish(
+                timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
+                outstanding.progress(self._config.f + 1), quorum_ms,
+            )
         if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
             verdict = self._expand(timestamp, operation, verdict)
+        if operation.cancels is not None:
+            self._cancel_decided(operation.cancels, verdict)
         await self._records_durable()
         self._notify("finished", operation, verdict)
         return verdict
+
+    async def _await_cancel(self, timestamp: int, outstanding: _Outstanding, started_s: float) -> None:
+        """A build with a cancel on its way answers once the cancel has its verdict (within the
+        build's deadline): if it executed, the build is `cancelled` on every node, however its
+        own replies went."""
+        cancelled = self._cancels.get(timestamp)
+        if cancelled is None or outstanding.cancelled_by is not None or self._closing:
+            return
+        try:
+            async with asyncio.timeout(max(0.0, started_s + self._deadline_s - time.monotonic())):
+                await cancelled.wait()
+        except asyncio.TimeoutError:
+            pass
+
+    def _cancel_decided(self, target: int, verdict: Verdict) -> None:
+        """The cancel of build `target` has its verdict. If it executed (f+1 nodes agree), the
+        order made `target` cancelled on every node (pbft.cancels): its record says so, even
+        if its own verdict came first, as the nodes' ledgers do."""
+        waiting = self._cancels.pop(target, None)
+        if verdict.accepted and verdict.result.status == "success":
+            outstanding = self._outstanding.get(target)
+            if outstanding is not None:
+                outstanding.cancelled_by = verdict
+                outstanding.done.set()
+            else:
+                self._cancel_finished(target, verdict)
+        if waiting is not None:
+            waiting.set()
+
+    def _cancel_finished(self, target: int, cancel: Verdict) -> None:
+        """A build whose own verdict came before its cancel's, which the order overrides."""
+        record = self._records.get(target)
+        if record is None or record["state"] == "pending" or (record["result"] or {}).get("status") == "cancelled":
+            return
+        result = cancelled_result()
+        self._records.cancelled_by_order(target, result, cancel.agreed_by)
+        log.warning("build %d: its cancel %s was ordered after its verdict (%s): cancelled on every node",
+                    target, cancel.build_id, record["state"])
+        operation = decode_struct(Operation, record["request"]["operation"])
+        self._notify("finished", operation, Verdict(
+            build_id=str(target), accepted=True, result=result, agreed_by=cancel.agreed_by, replies=[],
+            elapsed_ms=record["elapsed_ms"] or 0,
+        ))
+
+    def _finish_cancelled(self, timestamp: int, operation: Operation, outstanding: _Outstanding,
+                          started_s: float) -> Verdict:
+        cancel = outstanding.cancelled_by
+        elapsed_ms = round((time.monotonic() - started_s) * 1000)
+        result, replies = cancelled_result(), outstanding.collector.replies
+        self._records.accept(timestamp, result, cancel.agreed_by, elapsed_ms, replies)
+        log.info("accepted build %d: %s status=cancelled by build %s, agreed_by=%s elapsed_ms=%d",
+                 timestamp, operation.branch, cancel.build_id, cancel.agreed_by, elapsed_ms)
+        return Verdict(build_id=str(timestamp), accepted=True, result=result, agreed_by=cancel.agreed_by,
+                       replies=replies, elapsed_ms=elapsed_ms)
 
     async def _records_durable(self) -> None:
         """Wait until every record written so far is committed.
@@ -663,3 +748,17 @@ class ClientService:
             log.warning("ignore_reply_unknown_sender from link %d: %d", link_node_id, message.sender)
             return None
         return message
+
+
+def _commit_of(record: dict, quorum: int) -> str | None:
+    """The commit a finished build was built on: its verdict's, or one `quorum` replies name."""
+    result = record["result"]
+    if result is not None and result.get("commit") is not None:
+        return result["commit"]
+    named: dict[str, set[int]] = {}
+    for reply in record.get("replies") or []:
+        commit = (reply.get("result") or {}).get("commit")
+        if isinstance(commit, str) and COMMIT_SHA.fullmatch(commit):
+            named.setdefault(commit, set()).add(reply.get("sender"))
+    agreed = [commit for commit, senders in named.items() if len(senders) >= quorum]
+    return agreed[0] if len(agreed) == 1 else None

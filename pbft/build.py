@@ -75,6 +75,9 @@ class Operation:
     # point of the order where this one executes (node/driver.py); repository and branch
     # are that build's.
     cancels: int | None = wire(Optional(SEQ), default=None, omit=None, kw_only=True)
+    # A scheduled build's slot (unix seconds, a whole minute) that its schedule fired for
+    # (client/schedules.py): agreed, so that what a schedule started is in the order.
+    slot: int | None = wire(Optional(Int()), default=None, omit=None, kw_only=True)
     # One combination of the spec's `matrix:` to build (its commit pinned): a node builds it
     # only if its spec at the commit declares exactly this combination (node/build/matrix.py).
     combination: tuple[tuple[str, str], ...] | None = wire(
@@ -179,6 +182,22 @@ class Result:
         ListOf(COMBINATION, MAX_COMBINATIONS), default=(), omit=(), kw_only=True
     )
     reason: str = wire(Text(), default="")
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        """The pipeline step that ended the build (failed, or ran out of time), from the agreed
+        steps alone: what every honest node says, whatever reason text one of them sent."""
+        return next((step for step in self.steps if step.status in ("failure", "timeout")), None)
+
+    def failure_reason(self) -> str | None:
+        """`step 'test' failed with exit code 1` (`timed out` for a timeout): the failing step
+        of a pipeline that failed, from the agreed part; None for any other result."""
+        step = self.failed_step
+        if self.status not in ("failure", "timeout") or step is None:
+            return None
+        if step.status == "timeout":
+            return f"step {step.name!r} timed out"
+        return f"step {step.name!r} failed with exit code {step.exit_code}"
 
     def agreed(self) -> dict:
         agreed = self.to_dict()

@@ -14,6 +14,15 @@ from pbft.build import COMMIT_SHA, PULL_REF
 
 MAX_BRANCH_BYTES = 255
 
+# Every git command run against a configured repository (a node's mirror, the client's
+# look at a branch's head) must never wait for a password on a terminal, nor hang for
+# ever on a stalled HTTP transfer.
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+    "GIT_HTTP_LOW_SPEED_TIME": "60",
+}
+
 # Characters git forbids anywhere in a ref name besides control characters.
 _FORBIDDEN_CHARS = frozenset(" ~^:?*[\\")
 # Git accepts these, we do not: a branch name ends up in logs, commit-status

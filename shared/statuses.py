@@ -256,8 +256,9 @@ def state_of(result: Result) -> str:
 
 
 def result_text(result: Result) -> str:
-    """`build passed (exit 0)`, `build failed (exit 1)`, `build error: <reason>`: a result in a
-    status's description, the same words whether the network agreed on it or one node says it."""
+    """`build passed (exit 0)`, `build failed (exit 1): step 'test' failed with exit code 1`,
+    `build error: <reason>`: a result in a status's description, the same words whether the
+    network agreed on it or one node says it."""
     exit_code = "" if result.exit_code is None else f" (exit {result.exit_code})"
     what = {
         "success": f"passed{exit_code}",
@@ -266,4 +267,5 @@ def result_text(result: Result) -> str:
         "skipped": f"skipped: {result.reason}",
         "cancelled": "cancelled",
     }.get(result.status, f"error{exit_code}: {result.reason}")
-    return f"build {what}"
+    failing = result.failure_reason()
+    return f"build {what}" + (f": {failing}" if failing is not None else "")

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import git
 
+from shared.refs import GIT_ENV
+
 # A mirror must never wait for a password on the node's terminal, nor hang
 # forever on a stalled HTTP transfer while holding its repository's lock.
-_GIT_ENV = {
-    "GIT_TERMINAL_PROMPT": "0",
-    "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
-    "GIT_HTTP_LOW_SPEED_TIME": "60",
-}
+_GIT_ENV = GIT_ENV
 
 # A clone of a mirror into a workspace reads neither the node's system nor its global git
 # configuration, so that it is the same on every node (node/build/checkout.py).

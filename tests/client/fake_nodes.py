@@ -20,7 +20,7 @@ from aiohttp import web
 
 from client.app import make_app
 from pbft.attestation import Signed
-from pbft.build import Result
+from pbft.build import Result, StepResult
 from pbft.handshake import Challenge, Hello
 from pbft.messages import BuildState, Reply, Request, decode, encode, signed
 from shared.config import NetworkConfig, load_config
@@ -40,7 +40,7 @@ MATRIX = ((("PYTHON", "3.11"), ("DB", "sqlite")), (("PYTHON", "3.12"), ("DB", "s
 def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
     """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
     "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
-    is skipped by its spec's `when:`, "matrix…" expands into `MATRIX` (and builds those)."""
+    is skipped by its spec's `when:`, "fail-pipeline…" fails in its step `test`, "matrix…" expands into `MATRIX` (and builds those)."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
@@ -50,6 +50,11 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
         return Result("error", None, commit, "matrix: declares no such combination")
     if combination is not None and ("PYTHON", "fail") in combination:
         return Result("failure", 1, commit)
+    if branch.startswith("fail-pipeline"):
+        steps = (StepResult("lint", "success", 0, 900 + node_id), StepResult("test", "failure", 3, 1200 + node_id),
+                 StepResult("deploy", "skipped", None, 0))
+        # A reason text is each node's own; what the answer names comes from the agreed steps.
+        return Result("failure", 3, commit, steps=steps, reason=f"node {node_id}'s own words")
     if branch.startswith("fail"):
         return Result("failure", 1, commit)
     if branch.startswith("skip"):
@@ -83,6 +88,7 @@ class FakeCluster:
         self.committed: dict[int, tuple[int, Request]] = {}
         self.cancelled: set[int] = set()  # requests a cancel stopped: the nodes reply `cancelled`
         self.released: set[int] = set()  # held requests whose builds the test let finish
+        self.released_at: dict[int, set[int]] = {}  # held requests some nodes finished: their ids
         self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
         self._tasks: set[asyncio.Task] = set()
         self.config: NetworkConfig | None = None  # set once the servers' ports are known
@@ -135,7 +141,7 @@ class FakeCluster:
         target = request.operation.cancels
         if target in self.committed and target not in self.cancelled and held(self.committed[target][1]):
             self.cancelled.add(target)  # a held build stops where the cancel is ordered
-            for sender in range(N):
+            for sender in set(range(N)) - self.released_at.get(target, set()):
                 self._reply(sender, target)
         if held(request):
             if not request.operation.branch.startswith("hold-quiet"):
@@ -149,11 +155,15 @@ class FakeCluster:
         request = self.committed[timestamp][1]
         return held(request) and timestamp not in self.cancelled and timestamp not in self.released
 
-    def release(self, timestamp: int) -> None:
-        """Let a held build finish, as its branch without "hold" would: every node replies."""
-        self.released.add(timestamp)
-        for sender in range(N):
-            self._reply(sender, timestamp)
+    def release(self, timestamp: int, nodes: range | list[int] = range(N)) -> None:
+        """Let a held build finish, as its branch without "hold" would: `nodes` (every node) reply,
+        and the others go on holding it until a cancel stops it there."""
+        if len(nodes) == N:
+            self.released.add(timestamp)
+        else:
+            self.released_at.setdefault(timestamp, set()).update(nodes)
+        for sender in nodes:
+            self._reply(sender, timestamp, released=True)
 
     def _send_state(self, node_id: int, request: Request, state: str) -> None:
         news = signed(BuildState(request.timestamp, request.client, state, node_id), self.auths[node_id].sign)
@@ -161,16 +171,17 @@ class FakeCluster:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _reply(self, node_id: int, timestamp: int) -> None:
+    def _reply(self, node_id: int, timestamp: int, released: bool = False) -> None:
         behaviour = self.behaviour[node_id]
         if behaviour == "silent":
             return
         view, request = self.committed[timestamp]
-        if self._holds(timestamp):
+        finished_here = node_id in self.released_at.get(timestamp, ())
+        if self._holds(timestamp) and not released and not (finished_here and timestamp not in self.cancelled):
             return
         if request.operation.cancels is not None:
             result = Result("success", 0, None, f"cancel of build {request.operation.cancels} ordered")
-        elif timestamp in self.cancelled:
+        elif timestamp in self.cancelled and not finished_here:
             result = Result("cancelled", None, None, "cancelled by the client's request")
         else:
             result = honest_result(request.operation.branch, node_id, request.operation.combination)

@@ -61,6 +61,14 @@ async def test_error_verdict_carries_a_reason(client):
     assert verdict["reason"] == "branch missing not found"
 
 
+async def test_a_failing_pipelines_answer_names_the_step_that_failed(client):
+    status, verdict = await post(client, {"branch": "fail-pipeline"})
+    assert status == 200
+    assert (verdict["status"], verdict["exit_code"]) == ("failure", 3)
+    # From the agreed steps, not from the reason text of whichever node replied first.
+    assert verdict["reason"] == "step 'test' failed with exit code 3"
+
+
 async def test_forged_replies_are_dropped(cluster, client, caplog):
     cluster.behaviour[3] = "forger"
     cluster.delay_s.update({0: 0.05, 1: 0.05, 2: 0.05})

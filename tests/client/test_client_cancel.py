@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 
 from pbft.build import Operation
+from client.app import SERVICE_KEY
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import post, start_client
 from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, encoded, github_headers, settled
@@ -141,3 +142,47 @@ async def test_a_build_vouched_for_until_the_queue_limit_says_so_when_it_times_o
     client = await start_client(aiohttp_client, cluster, deadline_s=0.4)
     status, answer = await post(client, {"branch": "hold/forever"})
     assert (status, answer["error"]) == (504, "still queued at f+1 nodes after client_queue_limit_s (1 s)"), answer
+
+
+async def test_a_cancel_racing_the_builds_end_gives_cancelled_never_disputed(cluster, aiohttp_client):
+    """Two nodes finish the build (success) before the cancel is ordered, two stop it: 2-2 at
+    n = 4, which the replies alone would make `disputed`. The order decides (pbft.cancels):
+    the cancel executed after the build, so it is `cancelled`, the successes kept as replies."""
+    client = await start_client(aiohttp_client, cluster)
+    waiting = asyncio.create_task(post(client, {"branch": "hold/race"}))
+    [build] = await pending(client, 1)
+    cluster.release(int(build["build_id"]), nodes=[0, 1])
+    response = await client.post(f"/builds/{build['build_id']}/cancel")
+    assert response.status == 202
+
+    status, verdict = await waiting
+    assert status == 200 and verdict["status"] == "cancelled"
+    record = await settled(client, build["build_id"])
+    assert (record["state"], record["result"]["status"]) == ("accepted", "cancelled")
+    said = {reply["sender"]: reply["result"]["status"] for reply in record["replies"]}
+    assert {0: "success", 1: "success"}.items() <= said.items()
+    assert "cancelled" in said.values()
+
+
+async def test_a_cancel_ordered_after_the_builds_verdict_makes_its_record_cancelled(cluster, aiohttp_client):
+    """The webhook's cancel is refused once a verdict is in (409), but one sent just before the
+    verdict came is still ordered after the build: every node's ledger then says `cancelled`,
+    and so does the record, after the verdict it first had."""
+    client = await start_client(aiohttp_client, cluster)
+    waiting = asyncio.create_task(post(client, {"branch": "hold/late"}))
+    [build] = await pending(client, 1)
+    service = client.server.app[SERVICE_KEY]
+    record = service._records.get(int(build["build_id"]))  # read while still pending, as the route does
+    cluster.release(int(build["build_id"]))
+    status, verdict = await waiting
+    assert (status, verdict["status"]) == (200, "success")
+
+    cancel_id = service.cancel(record)
+    cancel = await settled(client, str(cancel_id))
+    assert cancel["result"]["status"] == "success"
+    async with asyncio.timeout(5):
+        while (await settled(client, build["build_id"]))["result"]["status"] != "cancelled":
+            await asyncio.sleep(0.02)
+    record = await settled(client, build["build_id"])
+    assert record["state"] == "accepted" and record["agreed_by"] == cancel["agreed_by"]
+    assert {reply["result"]["status"] for reply in record["replies"]} == {"success"}

@@ -175,6 +175,17 @@ async def test_failure_verdict_without_a_pinned_commit(cluster, status_server, a
     assert "neither the request nor the verdict names a commit" in caplog.text
 
 
+async def test_a_failing_pipelines_status_names_the_step_that_failed(cluster, status_server, aiohttp_client):
+    with_statuses(cluster, status_server)
+    client = await start_client(aiohttp_client, cluster)
+    assert (await post(client, {"branch": "fail-pipeline"}))[0] == 200
+    await status_server.wait_for_calls(1)
+    final = status_server.calls[-1]
+    assert final.body["state"] == "failure"
+    assert final.body["description"].startswith(
+        "build failed (exit 3): step 'test' failed with exit code 3; agreed by nodes ")
+
+
 async def test_a_skipped_build_passes_the_check_and_says_why(cluster, status_server, aiohttp_client):
     with_statuses(cluster, status_server)
     client = await start_client(aiohttp_client, cluster)

@@ -3,6 +3,7 @@ downtime, the records that make both hold across restarts, the configuration's c
 the client submitting a scheduled build to the (fake) nodes."""
 
 import asyncio
+import time
 import dataclasses
 from datetime import datetime, timezone
 
@@ -89,7 +90,8 @@ def test_after_downtime_each_schedule_fires_once_for_its_latest_missed_slot():
     assert [(fire.schedule.name, iso(fire.slot_s)) for fire in fires] == [
         ("nightly", "2026-11-25 03:00"), ("often", "2026-11-25 09:30")]
     assert [fire.operation() for fire in fires] == [
-        Operation("example", "main", None, event="cron"), Operation("example", "dev", None, event="cron")]
+        Operation("example", "main", None, event="cron", slot=int(at("2026-11-25T03:00"))),
+        Operation("example", "dev", None, event="cron", slot=int(at("2026-11-25T09:30")))]
     assert schedules.due(at("2026-11-25T09:48")) == []
 
 
@@ -224,5 +226,6 @@ async def test_the_client_submits_a_missed_scheduled_build_when_it_starts(cluste
     [build] = listed
     assert (build["repository"], build["branch"], build["event"], build["state"]) == (
         repository.name, "main", "cron", "accepted")
-    assert [request.operation for _view, request in cluster.committed.values()] == [
-        Operation(repository.name, "main", None, event="cron")]
+    [operation] = [request.operation for _view, request in cluster.committed.values()]
+    assert operation == Operation(repository.name, "main", None, event="cron", slot=operation.slot)
+    assert operation.slot == int(latest_slot(NIGHTLY.cron, time.time()))

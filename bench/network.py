@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -48,6 +48,18 @@ class NodeProcesses:
 
     config: NetworkConfig
     processes: dict[int, subprocess.Popen]
+    root: Path
+    commands: dict[int, list[str]] = field(default_factory=dict)  # how each node was started
+
+    def restart(self, node_id: int) -> None:
+        """Start node `node_id` again (after a kill) as it was started; returns once it answers."""
+        assert self.processes[node_id].poll() is not None, f"node {node_id} still runs"
+        with open(self.root / "log" / f"node-{node_id}.stdout", "ab") as stdout:
+            self.processes[node_id] = subprocess.Popen(
+                self.commands[node_id], stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        _wait_until_up(self, self.root, only=[node_id])
 
     def rss_kib(self) -> dict[int, int]:
         """Each running node's resident set size (VmRSS), in KiB."""
@@ -113,15 +125,16 @@ def start_nodes(
     (root / "log").mkdir(exist_ok=True)
     extra = ["--instant-builds"] if instant_builds else []
     processes = {}
-    nodes = NodeProcesses(config, processes)
+    nodes = NodeProcesses(config, processes, root)
     try:
         for node in config.nodes:
             profiler = [] if profile_dir is None else ["-m", "cProfile", "-o", str(profile_dir / f"node-{node.id}.prof")]
+            nodes.commands[node.id] = [sys.executable, *profiler, str(REPO_ROOT / "node" / "index.py"),
+                                       "--config", str(config_path), "--id", str(node.id), *extra]
             with open(root / "log" / f"node-{node.id}.stdout", "wb") as stdout:
                 processes[node.id] = subprocess.Popen(
-                    [sys.executable, *profiler, str(REPO_ROOT / "node" / "index.py"), "--config", str(config_path),
-                     "--id", str(node.id), *extra],
-                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                    nodes.commands[node.id], stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
                 )
         _wait_until_up(nodes, root)
     except BaseException:
@@ -130,9 +143,10 @@ def start_nodes(
     return nodes
 
 
-def _wait_until_up(nodes: NodeProcesses, root: Path) -> None:
+def _wait_until_up(nodes: NodeProcesses, root: Path, only: list[int] | None = None) -> None:
     deadline_s = time.monotonic() + START_TIMEOUT_S
-    pending = {node.id: f"http://{node.host}:{node.port}/status" for node in nodes.config.nodes}
+    pending = {node.id: f"http://{node.host}:{node.port}/status" for node in nodes.config.nodes
+               if only is None or node.id in only}
     while pending:
         for node_id, url in list(pending.items()):
             if nodes.processes[node_id].poll() is not None:
@@ -152,13 +166,14 @@ def _wait_until_up(nodes: NodeProcesses, root: Path) -> None:
 
 @asynccontextmanager
 async def client_of(
-    config: NetworkConfig, name: str = "client", *, follow_links: bool = True
+    config: NetworkConfig, name: str = "client", *, follow_links: bool = True, data_dir: Path | None = None
 ) -> AsyncIterator[ClientService]:
     """The client's service, links up and records open, for the network's configured client.
     Without `follow_links` the client ignores a link going down (`ClientService.on_down`) and
-    reaches all nodes only by retransmitting, as it did before it followed its links."""
+    reaches all nodes only by retransmitting, as it did before it followed its links.
+    `data_dir`: where its records live, for a second process of the same client."""
     auth = client_authenticator(config, name)
-    records = BuildRecords(records_path(config.data_dir, name))
+    records = BuildRecords(records_path(data_dir or config.data_dir, name))
     try:
         async with aiohttp.ClientSession() as session:
             links = NodeLinks(session, config.nodes)

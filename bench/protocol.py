@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -304,26 +305,62 @@ def idle_table(report: dict) -> str:
 # How the client learns that the primary is gone: from its link going down, or only when a
 # request's retransmission period passes without a quorum (ClientService(follow_links=...)).
 FAILOVER_CLIENTS = {"follows links": True, "retransmits only": False}
+# On a network in view 1 (its first primary was killed, and is back): a client that had
+# replies in view 1, and one restarted just before the kill, which knows the view only from
+# what the nodes say on its HELLO (CURRENT-VIEW).
+VIEW_ONE_CLIENTS = {"knew view 1": False, "restarted, view 1": True}
+# How long a restarted client waits for its links before the kill, at the most.
+LINKS_UP_S = 10.0
 
 
 def failover(args) -> dict:
     """The primary killed (SIGKILL) on a warm network, then one request: signing it to its accepted
-    verdict, with a client that follows its links and one that only retransmits, alternating
-    rounds on fresh networks. The backups' view-change timer (view_change_timeout_s) runs from
-    the moment the request reaches them."""
+    verdict, alternating rounds on fresh networks. In view 0: a client that follows its links
+    and one that only retransmits. In view 1: a client that had replies there, and one restarted
+    just before the kill. The backups' view-change timer (view_change_timeout_s) runs from the
+    moment the request reaches them."""
     rounds = 1 if args.quick else args.rounds
-    results: dict[str, list[float]] = {name: [] for name in FAILOVER_CLIENTS}
+    names = [*FAILOVER_CLIENTS, *VIEW_ONE_CLIENTS]
+    results: dict[str, list[float]] = {name: [] for name in names}
 
-    async def measure(nodes, service) -> float:
-        primary = nodes.processes[service.primary]
-        primary.kill()
-        primary.wait()
+    async def kill_primary_and_submit(nodes, service, primary: int) -> float:
+        process = nodes.processes[primary]
+        process.kill()
+        process.wait()
         await asyncio.sleep(0.5)  # the client's link to it is down by now, as a user would find it
         elapsed_s, _ = await submit_accepted(service)
         return elapsed_s * 1000
 
-    for _, name in alternating(list(FAILOVER_CLIENTS), rounds):
-        results[name].append(on_network(args, 4, measure, follow_links=FAILOVER_CLIENTS[name]))
+    async def in_view_0(nodes, service) -> float:
+        return await kill_primary_and_submit(nodes, service, service.primary)
+
+    def in_view_1(restarted: bool):
+        async def measure(nodes, service) -> float:
+            # Move the network to view 1: node 0, its primary, killed; a request through the
+            # view change; node 0 started again, and a request in view 1.
+            await kill_primary_and_submit(nodes, service, 0)
+            await asyncio.to_thread(nodes.restart, 0)
+            await submit_accepted(service)
+            assert service.primary == 1, service.view
+            if not restarted:
+                return await kill_primary_and_submit(nodes, service, 1)
+            scratch = Path(tempfile.mkdtemp(prefix="pbft-ci-bench-client-"))
+            try:
+                async with client_of(nodes.config, data_dir=scratch) as fresh:
+                    deadline_s = time.monotonic() + LINKS_UP_S
+                    while len(fresh.connected()) < len(nodes.processes) and time.monotonic() < deadline_s:
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.1)  # what the nodes say on its HELLO, if anything
+                    return await kill_primary_and_submit(nodes, fresh, 1)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return measure
+
+    for _, name in alternating(names, rounds):
+        if name in FAILOVER_CLIENTS:
+            results[name].append(on_network(args, 4, in_view_0, follow_links=FAILOVER_CLIENTS[name]))
+        else:
+            results[name].append(on_network(args, 4, in_view_1(VIEW_ONE_CLIENTS[name])))
     summaries = {name: summarize(values, 0) for name, values in results.items()}
     defaults = ProtocolConfig()
     return {
@@ -334,6 +371,8 @@ def failover(args) -> dict:
         "results": summaries,
         "follows_links_over_retransmits_only": ratio(
             summaries["follows links"]["median"], summaries["retransmits only"]["median"]),
+        "restarted_over_knew_the_view": ratio(
+            summaries["restarted, view 1"]["median"], summaries["knew view 1"]["median"]),
     }
 
 
@@ -349,7 +388,9 @@ def failover_table(report: dict) -> str:
     for name, result in report["results"].items():
         rows.append(f"| {name} | {result['median']:.0f} | {result['min']:.0f} | {result['max']:.0f} |")
     rows += ["", f"Following the links takes {report['follows_links_over_retransmits_only']}x the time of "
-                 "retransmitting only."]
+                 "retransmitting only.",
+             f"A client restarted just before the kill takes {report['restarted_over_knew_the_view']}x the time "
+             "of one that knew the view."]
     return "\n".join(rows)
 
 

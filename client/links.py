@@ -44,6 +44,10 @@ class NodeLink:
         self._session = session
         self._socket: aiohttp.ClientWebSocketResponse | None = None
 
+    @property
+    def up(self) -> bool:
+        return self._socket is not None and not self._socket.closed
+
     async def send(self, text: str) -> bool:
         """Send one frame if connected; return whether it was handed to the socket."""
         socket = self._socket
@@ -135,6 +139,10 @@ class NodeLinks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    def connected(self) -> list[int]:
+        """The nodes whose link is up now."""
+        return [node_id for node_id, link in self._links.items() if link.up]
 
     async def send(self, node_id: int, text: str) -> bool:
         return await self._links[node_id].send(text)

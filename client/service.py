@@ -37,7 +37,7 @@ from client.heads import BranchHeads
 from pbft.build import COMMIT_SHA, Operation, Result, combination_label
 from pbft.cancels import cancelled_result
 from pbft.handshake import Hello
-from pbft.messages import BuildState, MessageError, Reply, Request, decode, encode, signed
+from pbft.messages import BuildState, CurrentView, MessageError, Reply, Request, decode, encode, signed
 from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class Links(Protocol):
     async def send(self, node_id: int, text: str) -> bool: ...
 
     async def broadcast(self, text: str) -> list[int]: ...
+
+    def connected(self) -> list[int]: ...
 
 
 class BuildObserver(Protocol):
@@ -226,6 +228,10 @@ class ClientService:
     @property
     def primary(self) -> int:
         return self.view % self._config.n
+
+    def connected(self) -> list[int]:
+        """The nodes whose link is up now."""
+        return self._links.connected()
 
     async def submit(self, operation: Operation) -> Verdict:
         operation = await self.pinned(operation)
@@ -674,6 +680,9 @@ class ClientService:
         if isinstance(reply, BuildState):
             self._on_build_state(link_node_id, reply)
             return
+        if isinstance(reply, CurrentView):
+            self._on_current_view(link_node_id, reply)
+            return
         if reply is None:
             return
         outstanding = self._outstanding.get(reply.timestamp)
@@ -723,6 +732,14 @@ class ClientService:
             return None
         return sorted(missing)
 
+    def _on_current_view(self, link_node_id: int, news: CurrentView) -> None:
+        """A node says the view it works in: counted as a reply's view is (`view` takes the
+        one f+1 nodes reach), so a client that has had no reply yet knows the primary."""
+        if not self._auth.verify_node(news.sender, news.payload(), news.sig):
+            log.warning("ignore_current-view_bad_signature: sender %d on link %d", news.sender, link_node_id)
+            return
+        self._views[news.sender] = max(news.view, self._views.get(news.sender, 0))
+
     def _on_build_state(self, link_node_id: int, news: BuildState) -> None:
         outstanding = self._outstanding.get(news.timestamp)
         if outstanding is None:
@@ -732,13 +749,13 @@ class ClientService:
             return
         outstanding.states[news.sender] = news.state
 
-    def _parse_reply(self, link_node_id: int, text: str) -> Reply | BuildState | None:
+    def _parse_reply(self, link_node_id: int, text: str) -> Reply | BuildState | CurrentView | None:
         try:
             message = decode(json.loads(text))
         except (json.JSONDecodeError, MessageError, RecursionError) as error:
             log.warning("ignore_frame_malformed from link %d: %s", link_node_id, str(error)[:200])
             return None
-        if not isinstance(message, (Reply, BuildState)):
+        if not isinstance(message, (Reply, BuildState, CurrentView)):
             log.warning("ignore_frame_not_reply from link %d: %s", link_node_id, type(message).__name__)
             return None
         if message.client != self.name:

@@ -33,7 +33,9 @@ from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVe
 from pbft.interpreter import Interpreter
 from pbft.build import Result
 from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
-from pbft.messages import BuildState, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed
+from pbft.messages import (
+    BuildState, CurrentView, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed,
+)
 from pbft.replica import Replica
 from pbft.durable import DurableState
 
@@ -121,6 +123,7 @@ class Driver:
         self._drop_log = DropLogLimiter()
         self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
         self._view = replica.view
+        self._view_told: int | None = None  # the confirmed view clients were last told of
 
     @property
     def stopped(self) -> bool:
@@ -157,6 +160,9 @@ class Driver:
         return {
             "id": replica.id,
             "view": replica.view,
+            # False after a restart until f+1 peers show this view is the network's (or a
+            # NEW-VIEW is entered): until then the view shown may be one the others left.
+            "view_confirmed": replica.view_confirmed,
             "primary": replica.primary(),
             "last_executed": replica.last_executed,
             "low_watermark": replica.low_watermark,
@@ -228,6 +234,24 @@ class Driver:
             self._drop("hello_bad_signature", hello.client)
         else:
             self.clients.setdefault(hello.client, set()).add(connection)
+            if self.replica.view_confirmed:
+                connection.send(self._current_view(hello.client))
+
+    def _current_view(self, client: str) -> str:
+        news = signed(CurrentView(self.replica.view, client, self.replica.id), self.replica.auth.sign)
+        return json.dumps(encode(news))
+
+    def tell_view(self) -> None:
+        """Tell every client connected here the view, once it is confirmed and new to them."""
+        replica = self.replica
+        if not replica.view_confirmed or replica.view == self._view_told:
+            return
+        self._view_told = replica.view
+        for client, connections in self.clients.items():
+            if connections:
+                frame = self._current_view(client)
+                for connection in list(connections):
+                    connection.send(frame)
 
     def resume(self) -> None:
         """Carry out what the replica produced before the driver existed (a restore)."""
@@ -242,6 +266,7 @@ class Driver:
             await asyncio.sleep(interval_s)
             self.interpreter.step(self.replica.tick, loop.time())
             self.interpreter.write_deferred()
+            self.tell_view()
 
     def write_deferred(self) -> None:
         """Write what waited for a save: a read of the ledger shows what the node took in."""

@@ -58,8 +58,12 @@ class CatchUp:
             claims[sender] = seq
 
     def claim_view(self, sender: int, view: int) -> None:
-        if view > self.view_claims.get(sender, 0):
+        if view > self.view_claims.get(sender, -1):  # view 0 too: it confirms a view (Replica.view_confirmed)
             self.view_claims[sender] = view
+
+    def in_view(self, view: int) -> int:
+        """How many other nodes showed that they work in `view`, and no later one."""
+        return sum(1 for claimed in self.view_claims.values() if claimed == view)
 
     def proven(self, seq: int) -> None:
         self.proven_seq = max(self.proven_seq, seq)

@@ -229,6 +229,18 @@ class BuildState:
     sender: int = wire(SEQ)
 
 
+@message("current-view")
+class CurrentView:
+    """<CURRENT-VIEW, v, c, i> signed by node i, to client c alone: node i works in view v, and
+    knows it current (`Replica.view_confirmed`). Said on the client's HELLO and whenever the
+    view changes, so that a client that has had no reply yet (it just started) sends to the
+    primary of the view f+1 nodes say, and knows which link going down means a failover."""
+
+    view: int = wire(SEQ)
+    client: str = wire(NAME)
+    sender: int = wire(SEQ)
+
+
 @message("result")
 class ResultVote:
     """<RESULT, n, c, t, r, i>: node i's outcome of client c's request t, ordered at n.

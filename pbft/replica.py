@@ -108,6 +108,7 @@ class Replica:
         self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
+        self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
 
     # --- derived values -----------------------------------------------
 
@@ -140,6 +141,16 @@ class Replica:
     def mode(self) -> Mode:
         """NORMAL: working in our view; CHANGING: our VIEW-CHANGE is out, we wait for the NEW-VIEW."""
         return self.views.mode
+
+    @property
+    def view_confirmed(self) -> bool:
+        """Whether this node knows its view to be the network's: it entered it by a NEW-VIEW
+        in this run, or f+1 other nodes showed they work in it (one of them honest). A node
+        restored from its store, or just started, does not know it yet: its peers may have
+        moved on while it was down."""
+        if self.mode is Mode.CHANGING:
+            return False
+        return self._entered_view == self.view or self.catch_up.in_view(self.view) >= self.f + 1
 
     @property
     def changing_view(self) -> bool:  # for readers outside the core: tests and the simulator
@@ -896,6 +907,7 @@ class Replica:
 
     def _enter_view(self, new_view: NewView, plan: NewViewPlan) -> None:
         self.views.enter(new_view, plan)
+        self._entered_view = new_view.view
         self._outbox.append(Store(new_view))
         self.clients.forwarded.clear()
         self._adopt_checkpoint(plan)

@@ -27,7 +27,9 @@ Scenarios (default: all but real-project, caches, large-repo, codec and first-ve
               silence vs a warm one.
   failover    n = 4, instant builds: the primary killed, then one request;
               a client that follows its links (sends to all nodes once the
-              primary's link is down) vs one that only retransmits.
+              primary's link is down) vs one that only retransmits; and in
+              view 1, a client that had replies there vs one restarted just
+              before the kill.
   memory      n = 4, instant builds: each node's RSS after 1,000 and after
               10,000 requests.
   build       the example project through pbft-ci (webhook -> verdict) vs a

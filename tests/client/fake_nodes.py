@@ -22,7 +22,7 @@ from client.app import make_app
 from pbft.attestation import Signed
 from pbft.build import Result, StepResult
 from pbft.handshake import Challenge, Hello
-from pbft.messages import BuildState, Reply, Request, decode, encode, signed
+from pbft.messages import BuildState, CurrentView, Reply, Request, decode, encode, signed
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 
@@ -121,6 +121,11 @@ class FakeCluster:
         if isinstance(message, Hello):
             assert message.node == node_id and message.challenge == challenge
             self.registered[node_id].add(ws)
+            if self.behaviour[node_id] != "silent":  # as a node says its confirmed view (node/driver.py)
+                news = signed(CurrentView(self.view, message.client, node_id), self.auths[node_id].sign)
+                task = asyncio.create_task(self._send(0.0, [ws], [json.dumps(encode(news))]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         else:
             assert isinstance(message, Request)
             self.on_request(node_id, message)

@@ -10,11 +10,13 @@ primary and the replies carry the new view. Nodes can be honest, lying, forging 
 """
 
 import asyncio
+import json
 
 import pytest
 
+from client.app import SERVICE_KEY
 from client.records import BuildRecords, records_path
-from pbft.messages import decode
+from pbft.messages import CurrentView, decode, encode, signed
 from tests.support.network import parse_metrics
 from tests.client.fake_nodes import CLIENT, F, N, RETRANSMIT_S, honest_result, post, start_client
 
@@ -193,6 +195,34 @@ async def test_concurrent_webhooks_each_get_their_own_verdict(cluster, client):
 
     listing = await (await client.get("/builds", params={"limit": "3"})).json()
     assert [int(build["build_id"]) for build in listing["builds"]] == sorted(build_ids, reverse=True)[:3]
+
+
+async def test_a_client_that_just_started_sends_to_the_primary_of_the_view_f_plus_1_nodes_say(
+    cluster, aiohttp_client
+):
+    """The network moved to view 2 before this client ever had a reply: the nodes say their
+    view on its HELLO (CURRENT-VIEW), so its first request goes to node 2, the primary, and a
+    dropped link of node 2 is the one it reacts to."""
+    cluster.view = 2
+    client = await start_client(aiohttp_client, cluster)
+    service = client.server.app[SERVICE_KEY]
+    async with asyncio.timeout(5):
+        while service.view != 2:
+            await asyncio.sleep(0.01)
+    assert service.primary == 2
+    status, verdict = await post(client, {"branch": "main"})
+    assert status == 200
+    assert cluster.received[2] == [int(verdict["build_id"])]
+    assert cluster.received[0] == cluster.received[1] == cluster.received[3] == []
+
+
+async def test_one_node_alone_cannot_steer_a_new_client_to_a_primary_of_its_choosing(cluster, aiohttp_client):
+    cluster.behaviour[3] = "liar"
+    client = await start_client(aiohttp_client, cluster)
+    service = client.server.app[SERVICE_KEY]
+    forged = signed(CurrentView(7, CLIENT, 3), cluster.auths[3].sign)
+    service.on_frame(3, json.dumps(encode(forged)))
+    assert service.view == 0 and service.primary == 0  # f+1 must say a view; one said 7
 
 
 @pytest.mark.parametrize(

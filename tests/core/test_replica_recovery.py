@@ -125,12 +125,16 @@ def test_a_node_restarted_into_an_old_view_learns_the_new_view_from_its_peers(tm
     cluster.tick(4.0)
     cluster.run()
     assert [cluster.replicas[n].view for n in (1, 2, 3)] == [1, 1, 1]
+    assert [cluster.replicas[n].view_confirmed for n in (1, 2, 3)] == [True] * 3  # entered by a NEW-VIEW
     cluster.restart(0, now=10.0)
     assert cluster.replicas[0].view == 0
+    assert not cluster.replicas[0].view_confirmed  # its store's view: the others may have left it
     submit(cluster, 1)  # view-1 traffic reaches node 0, which buffers it and asks for state
+    assert not cluster.replicas[0].view_confirmed  # f+1 peers show view 1, not its own
     cluster.tick(20.0)
     cluster.run()
     assert (cluster.replicas[0].view, cluster.replicas[0].changing_view) == (1, False)
+    assert cluster.replicas[0].view_confirmed
     assert cluster.ledger(0)[-1] == cluster.ledger(1)[-1]
     assert cluster.replicas[0].state_digest == cluster.replicas[1].state_digest
 
@@ -310,3 +314,15 @@ def test_a_node_that_hears_no_vote_at_all_builds_what_it_adopted_after_its_fourt
     building = [request.key for build in cluster.running.get(3, []) if build not in running_before
                 for _, request in [build]]
     assert building[:6] == [request.key for request in requests[:6]]
+
+
+def test_a_restarted_node_confirms_its_view_once_f_plus_1_peers_show_they_work_in_it(tmp_path):
+    cluster = Cluster(store_dir=tmp_path)
+    assert not any(replica.view_confirmed for replica in cluster.replicas)  # nobody has heard anybody
+    submit(cluster, 1)
+    assert all(replica.view_confirmed for replica in cluster.replicas)
+    cluster.crashed.add(2)
+    cluster.restart(2, now=1.0)
+    assert cluster.replicas[2].view == 0 and not cluster.replicas[2].view_confirmed
+    submit(cluster, 1)  # view-0 messages of f+1 = 2 peers
+    assert cluster.replicas[2].view_confirmed

@@ -654,13 +654,18 @@ class Replica:
         return cancelled_result() if request.key in self.cancels else None
 
     def _cancel(self, seq: int, target: tuple[str, int]) -> None:
-        """The cancel executed at `seq` cancels `target`: stop its build if it may run here,
-        never build it from a state transfer, and make its verdict `cancelled`."""
+        """The cancel executed at `seq` cancels `target`: stop its build if it runs here (its
+        result is then `cancelled`), answer it `cancelled` at once if this node learnt it by
+        state transfer and never built it (the client may need this node's reply: a node that
+        builds nothing still answers what the order decides), and make its verdict `cancelled`."""
         if target not in self.result_votes:
             return  # not executed yet (it is answered `cancelled` when it is), or forgotten
         if self.clients.executed.get(target, False) is None:
-            self.transfer.forget([target])
-            self._outbox.append(StopBuild(seq, *target))
+            if target in self.transfer.learnt_unbuilt:
+                target_seq, request = self.transfer.take(target)
+                self._answer(target_seq, request, cancelled_result())
+            else:
+                self._outbox.append(StopBuild(seq, *target))
         self._settle_cancelled(target)
 
     def _settle_cancelled(self, key: tuple[str, int]) -> None:
@@ -1174,8 +1179,13 @@ class Replica:
         # Requests learnt by state transfer and not built yet: built if their verdict is still
         # open after two asks, or when their client sends them again, as before the stop.
         for seq, request in learnt:
-            if replica.clients.executed.get(request.key, False) is None and replica._order_answer(request) is None:
+            if replica.clients.executed.get(request.key, False) is not None:
+                continue
+            answer = replica._order_answer(request)
+            if answer is None:
                 replica.transfer.learnt(seq, request)
+            else:  # a store from before such requests were answered as they executed
+                replica._answer(seq, request, answer)
         # Peers may have moved on while we were down: ask them once at start, and
         # ask for the votes of every build whose verdict we do not know yet.
         replica.catch_up.ask_at_once = True

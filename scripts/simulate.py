@@ -7,6 +7,7 @@
     .venv/bin/python scripts/simulate.py --long --seeds 3       # only long runs: 10,000 batches, one node down for most of it
     .venv/bin/python scripts/simulate.py --long-every 0         # no long runs (they take ~25 s each)
     .venv/bin/python scripts/simulate.py --unsynced-stores      # no step synced: power loss drops the last saved one
+    .venv/bin/python scripts/simulate.py --no-pin               # clients do not pin branch heads: fails by design
 
 Every 40th seed (39, 79, ...) is a long run, so 20,000 seeds hold 500.
 Prints one summary line (seeds run, how many failed each check, time,
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay", choices=("alternate", "always", "never"), default="alternate",
                         help="which seeds relay votes through the primary: the odd ones, all or none "
                              "(default: %(default)s)")
+    parser.add_argument("--no-ci", dest="ci", action="store_false",
+                        help="no CI operations (cancels, re-runs, schedules, moving branches, build slots, "
+                             "outages mid-build) in any seed (pbft/sim/ci.py)")
+    parser.add_argument("--no-pin", dest="pin_heads", action="store_false",
+                        help="clients do not pin a branch's head: nodes that fetch a moving branch at "
+                             "different moments build different commits; fails by design")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
     _quiet_logs()
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         long_requests=args.long_requests,
         unsynced_stores=args.unsynced_stores,
         relay=args.relay,
+        ci=args.ci,
+        pin_heads=args.pin_heads,
         verbose=args.verbose,
     )
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
@@ -133,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     flags += f" --long-requests {args.long_requests}" if args.long_requests != 10_000 else ""
     flags += " --unsynced-stores" if args.unsynced_stores else ""
     flags += f" --relay {args.relay}" if args.relay != "alternate" else ""
+    flags += "" if args.ci else " --no-ci"
+    flags += "" if args.pin_heads else " --no-pin"
     for seed, outcome in failures:
         others = [check for check in outcome.failed_checks if check != outcome.first_violation.kind]
         print(

@@ -22,6 +22,14 @@ Each violation has a kind, one per checker:
   CHECKPOINT the node had sent;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
   requests or builds with votes grew past their bound;
+- `agree`: two honest nodes replied different results for one request (its
+  artifacts' bytes aside, which a build that is not reproducible makes its
+  own, and `cancelled` aside for a build whose cancel raced its end): what
+  an honest node builds must depend on the agreed request alone;
+- `cancel`: an honest node started a build after it executed the build's
+  cancel, let one run to its own end after that, told its executor to stop
+  one twice in one run, or ended with a verdict other than `cancelled` for a
+  build it executed before its cancel (`pbft.cancels`);
 - `converge`, `ledger`: see `pbft.sim.settled`.
 """
 
@@ -30,12 +38,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Iterable
 
-from pbft.messages import Checkpoint, Commit, Message, Prepare
+from pbft.cancels import target_of
+from pbft.messages import Checkpoint, Commit, Message, Prepare, Request
 from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "liveness", "built", "fetch", "restore", "amnesia", "memory", "converge", "ledger")
+CHECKS = ("safety", "liveness", "agree", "cancel", "built", "fetch", "restore", "amnesia", "memory", "converge", "ledger")
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,83 @@ class SafetyChecker:
         if verdict not in produced:
             self._violate(time_s, f"client accepted {verdict} for {key}, which no honest node produced")
 
+    @property
+    def produced_results(self) -> dict[RequestKey, set[Hashable]]:
+        """Request -> every result honest nodes replied for it."""
+        return self._produced
+
     def _violate(self, time_s: float, text: str) -> None:
         self.violations.append(Violation("safety", time_s, text))
+
+
+def disagreement_failures(
+    time_s: float, produced: dict[RequestKey, set[Hashable]], cancelled: set[RequestKey]
+) -> list[Violation]:
+    """`produced`: request -> the agreed results honest nodes replied (`SafetyChecker`);
+    `cancelled`: the requests some honest node executed a cancel of. The first request whose
+    honest nodes replied two results is reported."""
+    for key in sorted(produced):
+        results = {result[:-1] for result in produced[key]}  # the artifacts' digest is last
+        if key in cancelled:
+            results = {result for result in results if result[0] != "cancelled"}
+        if len(results) > 1:
+            shown = "; ".join(str(result[:3]) for result in sorted(results, key=str))
+            return [Violation("agree", time_s, f"honest nodes replied different results for {key}: {shown}")]
+    return []
+
+
+class CancelChecker:
+    """What honest nodes do with the cancels they executed (checker `cancel`, `pbft.cancels`)."""
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+        # Per node, the builds whose cancel it executed (built, learnt or replayed), with the
+        # cancel's own key: a crash loses those of turns whose save had not run.
+        self.cancelled: dict[int, dict[RequestKey, RequestKey]] = {}
+        self._stops: set[tuple[int, int, RequestKey]] = set()  # (node, incarnation, build)
+
+    def all_cancelled(self) -> set[RequestKey]:
+        return {key for targets in self.cancelled.values() for key in targets}
+
+    def executed(self, node: int, batch: Iterable[Request]) -> None:
+        for request in batch:
+            target = target_of(request)
+            if target is not None:
+                self.cancelled.setdefault(node, {}).setdefault(target, request.key)
+
+    def lost(self, node: int, unsaved: set[RequestKey]) -> None:
+        """The node went down with the executions of `unsaved` requests not on disk."""
+        targets = self.cancelled.get(node, {})
+        for target in [target for target, cancel in targets.items() if cancel in unsaved]:
+            del targets[target]
+
+    def started(self, time_s: float, node: int, key: RequestKey) -> None:
+        if key in self.cancelled.get(node, {}):
+            self._violate(time_s, f"node {node} started build {key} after it executed its cancel")
+
+    def finished(self, time_s: float, node: int, key: RequestKey) -> None:
+        """A build ran to its own end on `node` (it was not stopped)."""
+        if key in self.cancelled.get(node, {}):
+            self._violate(time_s, f"node {node} let build {key} run to its end after it executed its cancel")
+
+    def stopping(self, time_s: float, node: int, incarnation: int, key: RequestKey) -> None:
+        if (node, incarnation, key) in self._stops:
+            self._violate(time_s, f"node {node} was told to stop build {key} twice")
+        self._stops.add((node, incarnation, key))
+
+    def ledger_failures(self, time_s: float, states: dict[int, dict[RequestKey, str]]) -> None:
+        """`states`: honest node -> build -> its ledger's verdict state, for the builds it holds."""
+        for node, ledger in sorted(states.items()):
+            for target in sorted(self.cancelled.get(node, {})):
+                state = ledger.get(target)
+                if state is not None and state not in ("cancelled", "expired"):
+                    self._violate(time_s, f"node {node} executed the cancel of build {target}, "
+                                          f"but its ledger says {state}")
+                    return
+
+    def _violate(self, time_s: float, text: str) -> None:
+        if not any(violation.text == text for violation in self.violations):
+            self.violations.append(Violation("cancel", time_s, text))
 
 
 def liveness_failures(time_s: float, submitted: Iterable[RequestKey], accepted: Iterable[RequestKey]) -> list[Violation]:

@@ -15,7 +15,7 @@ import heapq
 import random
 import traceback
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict, StopBuild
@@ -28,6 +28,7 @@ from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
     CHECKS,
     BuildChecker,
+    CancelChecker,
     MemoryBounds,
     MemoryChecker,
     SafetyChecker,
@@ -38,7 +39,10 @@ from pbft.sim.checkers import (
     restart_load_problem,
     restore_problem,
     vouched,
+    disagreement_failures,
 )
+from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
+from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
 from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan
 from pbft.sim.network import Address, Network
@@ -102,6 +106,12 @@ class SimOptions:
     # Which seeds run a network that relays votes through the primary (ReplicaSettings.relay_votes):
     # "alternate" (the odd ones: chosen by number, not drawn, so other draws stay put), "always", "never".
     relay: str = "alternate"
+    # The CI operations of `pbft.sim.ci` (cancels, re-runs, schedules, moving branches, build
+    # slots, outages mid-build) in the seeds that draw them; off: none in any seed.
+    ci: bool = True
+    # Whether clients pin the head of a branch a request names without a commit (client/heads.py).
+    # Off, nodes that fetch a moving branch at different moments build different commits.
+    pin_heads: bool = True
     verbose: bool = False
 
 
@@ -181,7 +191,11 @@ class SimCluster:
             self.plan = choose_plan(
                 rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
             )
-            if self.plan.next_primary_lags() or any(
+        # Long runs keep to their one scenario: thousands of builds past a node that is down.
+        ci = options.ci and not self.long
+        self.ci = choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s) if ci else CiPlan.none()
+        if not self.long:
+            if self.plan.next_primary_lags() or "transfer-past-cancel" in self.ci.kinds or any(
                 fault.kind == "restart-after-transfer" for fault in self.plan.node_faults
             ):
                 # These scenarios need stable checkpoints a node misses (a transfer carries ledger
@@ -217,7 +231,11 @@ class SimCluster:
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker(self.f)
+        self.cancels = CancelChecker()
         self.builds = self._build_checker()
+        self.heads = Heads(self.ci.moving)
+        self.executors = [SimExecutor(self.ci.slots) for _ in range(self.n)]
+        self._timestamps: dict[object, tuple[str, int]] = {}  # submission -> its request's key
         self.memory = MemoryChecker(MemoryBounds.for_settings(self.nodes[0].replica.settings, len(self.clients)))
         self.stats: Counter = Counter()
         self.trace: list[str] | None = [] if options.verbose else None
@@ -227,8 +245,10 @@ class SimCluster:
         # Requests of correct clients still without a verdict. The greedy client is the
         # adversary: it may lose its own oldest requests to the per-client bound, and no
         # liveness is promised to it; it must not cost anyone else theirs, or any memory.
-        self._unanswered = sum(1 for submission in self.workload.submissions if submission.client != GREEDY_CLIENT)
-        self._quiet_from_s = max(self.plan.heal_s, self.workload.span_s)  # every fault over, every request sent
+        submissions = sorted(self.workload.submissions + tuple(self.ci.submissions), key=lambda item: item.time_s)
+        self._unanswered = sum(1 for submission in submissions if submission.client != GREEDY_CLIENT)
+        # Every fault over, every request sent.
+        self._quiet_from_s = max(self.plan.heal_s, self.ci.heal_s, submissions[-1].time_s if submissions else 0.0)
         self._settle_from_s: float | None = None
         self._down: dict[int, _Down] = {}
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
@@ -239,9 +259,16 @@ class SimCluster:
             fault.node: fault for fault in self.plan.node_faults if fault.kind == "restart-after-transfer"
         }
         self._log(f"seed={seed} settings={settings} clients={client_names} workload={self.workload.shape}"
-                  f"{' long' if self.long else ''} plan: {self.plan.describe()}")
-        for submission in self.workload.submissions:
+                  f"{' long' if self.long else ''} plan: {self.plan.describe()} ci: {self.ci.describe()}")
+        for submission in submissions:
             self._push(submission.time_s, _SUBMIT, submission)
+        for outage in (self.ci.restart_mid_build,):
+            if outage is not None:
+                self.network.add_down(outage.node, outage.window)
+                self._push(outage.window.start_s, _CRASH, outage.node, False)
+                self._push(outage.window.end_s, _RESTART, outage.node)
+        if self.ci.transfer_past_cancel is not None:
+            self.network.add_isolated(self.ci.transfer_past_cancel.node, self.ci.transfer_past_cancel.window)
         for node in range(self.n):
             self._push(options.tick_interval_s, _TICK, node)
         self._armed: dict[int, float] = {}  # crash-mid-turn: node -> when it restarts
@@ -289,11 +316,11 @@ class SimCluster:
         )
         normal = frozenset()
         if not shared and not withholding:
-            normal = frozenset(self.honest - plan.faulty - plan.lagging)
+            normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging)
         return BuildChecker(normal, fetch_free=not shared and not plan.node_faults)
 
     def kinds(self) -> list[str]:
-        kinds = self.plan.kinds()
+        kinds = self.plan.kinds() + self.ci.kinds
         if self.workload.shape != "steady":
             kinds.append(self.workload.shape)
         if self.options.unsynced_stores and any(self.plan.loses_power(node) for node in range(self.n)):
@@ -335,6 +362,7 @@ class SimCluster:
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
         violations = self.safety.violations + self.builds.violations + self.memory.violations + self._restarts
+        violations += disagreement_failures(self.now_s, self.safety.produced_results, self.cancels.all_cancelled())
         if broken is not None:
             violations.append(broken)
         elif self._unanswered:
@@ -344,6 +372,7 @@ class SimCluster:
             violations += liveness_failures(self.now_s, submitted, accepted)
         else:
             violations += self._settled_failures()
+        violations += self.cancels.violations
         accepted = sum(len(client.accepted) for client in self.clients.values())
         self._log(f"end at {self.now_s:.3f}s: {accepted}/{len(self.workload.submissions)} accepted, {dict(self.stats)}")
         for violation in violations:
@@ -385,6 +414,9 @@ class SimCluster:
             for seq in range(1, prefix + 1):
                 ledger.update(build_views(store.build_records(seq)))
         byzantine_free = self.honest == frozenset(range(self.n))
+        self.cancels.ledger_failures(self.now_s, {
+            node: {key: view.state for key, view in ledger.items()} for node, ledger in ledgers.items()
+        })
         return failures + ledger_failures(self.now_s, ledgers, 2 * self.f + 1, byzantine_free, self._votes_delivered)
 
     # --- events ----------------------------------------------------------
@@ -463,22 +495,53 @@ class SimCluster:
         if self.trace is not None:
             self._log(f"lost {src}->{dst} {describe(message)}: {reason}")
 
-    def _build_done(self, node: int, build: tuple[int, Request, Result, int]) -> None:
-        seq, request, result, incarnation = build
+    def _build_done(self, node: int, build: tuple[int, Request, Result, int, bool]) -> None:
+        seq, request, result, incarnation, stopped = build
         if self._is_down(node) or incarnation != self._incarnation[node]:
             # The process died with the build; the restarted node runs it again.
             self.stats["build_lost_node_down"] += 1
             self._log(f"build lost on crashed node {node}: {request.key}")
             return
+        if not stopped:
+            if request.key not in self.executors[node].running:
+                return  # stopped meanwhile: its end was told already
+            self._free_slot(node, request.key)
+            if node in self.honest:
+                self.cancels.finished(self.now_s, node, request.key)
         sim_node = self.nodes[node]
         sim_node.interpreter.step(sim_node.replica.execution_finished, request, result, seq)
 
     def _submit(self, submission: Submission, _: None) -> None:
         client = self.clients[submission.client]
-        request = client.new_request(submission.operation)
+        operation = self._operation(submission)
+        if operation is None:
+            self._unanswered -= submission.client != GREEDY_CLIENT
+            return
+        request = client.new_request(operation)
+        self._timestamps[submission] = request.key
         self._log(f"submit {client.name} t={request.timestamp} {submission.operation.branch} -> node {client.primary}")
         self._send(client.name, client.primary, request)
         self._push(self.now_s + self.options.client_timeout_s, _RETRANSMIT, client, request.timestamp)
+
+    def _operation(self, submission: Submission) -> Operation | None:
+        """What the client signs: a cancel names its target's timestamp, a re-run repeats its
+        original's operation, and a branch without a commit gets the head of the moment
+        (client/heads.py, unless `pin_heads` is off). None: what it names was never asked."""
+        operation = submission.operation
+        if isinstance(submission, CiSubmission):
+            original = submission.cancels or submission.rerun_of
+            key = self._timestamps.get(original)
+            if key is None:
+                return None
+            asked = self.clients[key[0]].requests[key[1]].operation
+            if submission.rerun_of is not None:
+                return asked
+            return Operation(REPOSITORY, asked.branch, cancels=key[1])
+        if self.options.pin_heads and operation.commit is None:
+            head = self.heads.head(operation.branch, self.now_s)
+            if head is not None:
+                operation = replace(operation, commit=head)
+        return operation
 
     def _busy(self, client: SimClient, _: None) -> None:
         """The busy client submits one more request while a request of the workload still
@@ -517,6 +580,8 @@ class SimCluster:
             return
         self._down[node] = _Down(set(self.nodes[node].replica.clients.executed) - unsaved, power_loss)
         self._incarnation[node] += 1  # builds the dead process started never report
+        self.executors[node] = SimExecutor(self.ci.slots)  # nor does it remember what ran or waited
+        self.cancels.lost(node, unsaved)
         self._log(f"{'power loss' if power_loss else 'crash'} node={node} "
                   f"last_executed={self.nodes[node].replica.last_executed}")
 
@@ -639,9 +704,13 @@ class SimCluster:
     def _execute(self, node: int, effect: Execute) -> None:
         builds = tuple(request.key for request in effect.requests)
         if self.nodes[node].honest:
+            self.cancels.executed(node, effect.batch)
             self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
             batch = tuple(request.key for request in effect.batch)
-            self.builds.executed(self.now_s, node, effect.seq, batch, builds, self._delivering_transfer)
+            # What the order alone answers (cancels, builds cancelled before they executed) is
+            # the node's part done, as a build is.
+            answered = tuple(request.key for request in effect.answered)
+            self.builds.executed(self.now_s, node, effect.seq, batch, builds + answered, self._delivering_transfer)
         if self.trace is not None:
             self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
         for request in effect.requests:
@@ -654,14 +723,45 @@ class SimCluster:
         self._log(f"build learnt node={node} n={effect.seq} {effect.request.key}")
         self._start_build(node, effect.seq, effect.request)
 
-    def _stop_build(self, node: int, effect: StopBuild) -> None:
-        """The order cancelled a build: the simulated builds of this workload have none to stop yet."""
-        self.stats["builds_stopped"] += 1
-
     def _start_build(self, node: int, seq: int, request: Request) -> None:
+        if node in self.honest:
+            self.cancels.started(self.now_s, node, request.key)
+        if self.executors[node].start(seq, request):
+            self._run_build(node, seq, request)
+        else:
+            self.stats["builds_queued"] += 1
+
+    def _run_build(self, node: int, seq: int, request: Request) -> None:
+        """The build takes a slot: it fetches now, and ends a drawn time later."""
         build_s = self.rng.uniform(self.options.build_min_s, self.options.build_max_s)
-        result = build_result(request.operation, build_s, node)
-        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, result, self._incarnation[node]))
+        result = self.heads.result(request.operation, self.now_s) or build_result(request.operation, build_s, node)
+        quick = result.status == "error" or request.client == BUSY_CLIENT
+        if quick and self.ci.slots < UNBOUNDED_SLOTS:
+            # A branch that does not exist fails at the fetch, in a moment, as a real one does; the
+            # busy client's builds only keep the primary busy (one a second). Neither holds a
+            # slot for seconds while the workload's builds queue behind a one-slot executor.
+            build_s *= 0.01
+        self.executors[node].run(seq, request, self.now_s + build_s)
+        self._push(self.now_s + build_s, _BUILD_DONE, node, (seq, request, result, self._incarnation[node], False))
+
+    def _free_slot(self, node: int, key: tuple[str, int]) -> None:
+        waiting = self.executors[node].finish(key)
+        if waiting is not None:
+            self._run_build(node, *waiting)
+
+    def _stop_build(self, node: int, effect: StopBuild) -> None:
+        """The order cancelled a build: it ends `cancelled` a moment later if it runs or waits here."""
+        key = (effect.client, effect.timestamp)
+        if node in self.honest:
+            self.cancels.stopping(self.now_s, node, self._incarnation[node], key)
+        stopped = self.executors[node].stop(key)
+        if stopped is None:
+            return
+        self.stats["builds_stopped"] += 1
+        self._log(f"stop node={node} {key}")
+        self._free_slot(node, key)
+        seq, request = stopped
+        self._push(self.now_s + STOP_S, _BUILD_DONE, node, (seq, request, cancelled_result(), self._incarnation[node], True))
 
     def _emit(self, node: int, dst: Address, message: Message) -> None:
         """Send through the node's behaviour, which may drop, alter, add or delay messages."""

@@ -29,6 +29,10 @@ class Network:
         """A crash the run decides on as it goes (after a node's first state transfer)."""
         self._down.append((node, window))
 
+    def add_isolated(self, node: int, window: Window) -> None:
+        """A node cut off from everyone, its process running (a CI plan's `transfer-past-cancel`)."""
+        self._isolated.append((node, window))
+
     def is_down(self, node: Address, time_s: float) -> bool:
         """A crashed node neither receives nor sends; it keeps its store for the restart."""
         return any(node == down and window.covers(time_s) for down, window in self._down)

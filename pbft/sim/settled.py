@@ -67,7 +67,7 @@ class BuildView:
 
     seq: int
     own: Agreed | None
-    state: str  # certified, disputed or pending
+    state: str  # certified, disputed, pending, expired or cancelled
     result: Agreed | None
     voters: frozenset[int] = frozenset()  # nodes whose RESULT vote this node kept
 
@@ -147,6 +147,11 @@ def _missing(node: int, key: RequestKey, view: BuildView, views: dict[int, Build
 
 def _build_problem(views: dict[int, BuildView], quorum: int, byzantine_free: bool) -> str | None:
     views = {node: view for node, view in views.items() if view.state != "expired"}
+    if any(view.state == "cancelled" for view in views.values()):
+        # Decided by the order (pbft.cancels), whatever results came first: the same everywhere.
+        if any(view.state != "cancelled" for view in views.values()):
+            return "cancelled by the order on some honest ledgers, not on all"
+        return None
     certified = {view.result for view in views.values() if view.state == "certified"}
     if len(certified) > 1:
         return "two results certified"

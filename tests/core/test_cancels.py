@@ -137,3 +137,29 @@ def test_the_cancelled_verdict_is_recorded_once_per_node():
     cluster.run()
     cluster.send_results()
     assert sorted(node for node, _ in seen) == [0, 1, 2, 3]
+
+
+def test_a_node_that_learnt_the_build_by_state_transfer_answers_its_cancel_at_once():
+    """Found by the simulator (seed 232): a node that adopted a build by state transfer, never
+    built it, and then executed its cancel gave no reply at all, and a client whose other replies
+    were split (artifacts that differ, and one `cancelled`) waited for it for ever."""
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4})
+    cluster.crashed.add(3)  # cut off: receives nothing
+    target = cluster.request()
+    cluster.deliver_to(0, target)
+    cluster.run()
+    for _ in range(3):
+        cluster.deliver_to(0, cluster.request("feature"))
+        cluster.run()
+    cluster.crashed.discard(3)
+    cluster.deliver_to(0, cluster.request("feature"))
+    cluster.run()
+    cluster.tick(10.0)
+    cluster.run()
+    assert target.key in cluster.replicas[3].transfer.learnt_unbuilt  # adopted, never built
+    cluster.deliver_to(0, cluster.cancel(target))
+    cluster.run()
+    replies = [reply.result.status for reply in cluster.replies if reply.sender == 3 and reply.timestamp == 1]
+    assert replies == ["cancelled"]
+    assert target.key not in cluster.replicas[3].transfer.learnt_unbuilt
+    assert cluster.stopped[3] == []  # nothing ran here to stop

@@ -58,6 +58,7 @@ CRASH_POINTS = {
     "before-save": "right before a turn's scheduled save that executes a batch",
     "after-ledger-read": "right after a ledger read wrote what waited, while a turn that executed a batch waits "
                          "for its scheduled save",
+    "after-cancel": "right after the save of a turn that executed a cancel of a build, before the build is stopped",
 }
 # Not 0, 1 (an uncaught error), 2 (a usage error) or 70 (fail-stop): a test knows the crash was this.
 CRASH_EXIT_CODE = 3
@@ -422,7 +423,9 @@ class CrashAt:
       callback, `Interpreter.save_and_send`), and the turn executed a batch;
     - after-ledger-read: a read of the ledger (GET /builds/{seq}, GET /requests/...)
       wrote what waited (`Driver.write_deferred`) while a turn that executed a batch
-      still waits for its scheduled save.
+      still waits for its scheduled save;
+    - after-cancel: a turn that executed a cancel of a build is saved, and the node has not
+      yet told its executor to stop the build (`pbft.cancels`).
 
     For tests of what a restart finds on disk. `install` wraps `schedule`, `save` and
     `write_deferred` on one driver; a node started without `--crash-at` runs none of it.
@@ -453,6 +456,9 @@ class CrashAt:
         def counted_save(state: DurableState, effects: list[Effect], *, sync: bool) -> None:
             self.writes += 1
             save(state, effects, sync=sync)
+            stops = [effect for effect in effects if isinstance(effect, StopBuild)]
+            if self.point == "after-cancel" and stops and not self.crashed and self.saves_run >= self.turns:
+                self._crash(driver, f"a turn that cancels build {stops[0].client}-{stops[0].timestamp} is saved")
 
         def ledger_read() -> None:
             writes = self.writes

@@ -11,7 +11,10 @@ ends its process with exit code 3 at the first such point after TURNS saves:
 - after-ledger-read: right after a GET /builds/{seq} wrote what waited while a
   turn that executed a batch still waits for its save (a write that paired
   what waited with the replica's state of the moment would record that batch
-  as executed with no ledger entry for it).
+  as executed with no ledger entry for it);
+- after-cancel: right after the save of a turn that executed a cancel, before
+  the build is stopped (tests/e2e/test_end_to_end_cancel_faults.py uses it; a
+  unit test here).
 
 Requests stream in until node 3 dies; restarted without the switch, it
 catches up while a few more arrive, and GET /builds/{seq} for every sequence
@@ -29,7 +32,7 @@ import pytest
 
 from node.driver import CRASH_EXIT_CODE, CrashAt
 from node.storage import NodeStore
-from pbft.effects import Execute
+from pbft.effects import Execute, StopBuild
 from tests.support.network import write_network
 from tests.support.node_processes import Client, RealNodes, wait_until
 
@@ -103,6 +106,20 @@ def test_after_ledger_read_exits_only_when_the_read_wrote_while_an_execution_wai
     driver.deferred, driver.unsaved = True, [execute(2)]
     driver.write_deferred()
     assert exits == [CRASH_EXIT_CODE]
+
+
+def test_after_cancel_exits_once_a_turn_that_stops_a_build_is_saved_and_before_the_stop_is_carried_out(caplog):
+    exits: list[int] = []
+    crash = CrashAt("after-cancel", 1, exit_process=exits.append)
+    driver = FakeDriver()
+    crash.install(driver)
+    driver.schedule(lambda: None)
+    driver.run_turn([])
+    driver.save(None, [execute(1)], sync=True)  # no cancel in it
+    assert exits == [] and driver.saved == 1
+    driver.save(None, [execute(2), StopBuild(2, "client", 7)], sync=True)
+    assert exits == [CRASH_EXIT_CODE] and driver.saved == 2  # saved first: the cancel is on disk
+    assert "crash-at after-cancel: a turn that cancels build client-7 is saved" in caplog.text
 
 
 def test_the_node_refuses_crash_at_unless_the_configuration_allows_byzantine(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ import aiohttp
 
 from client.app import client_authenticator
 from pbft.build import Operation
-from pbft.messages import Request, decode, encode, signed
+from pbft.messages import Reply, Request, decode, encode, signed
 from shared.config import load_config
 from tests.support.network import say_hello, write_network
 
@@ -97,7 +97,7 @@ async def order_requests(config, count: int, first_timestamp: int) -> None:
             while len(answered) < count:
                 frame = await asyncio.wait_for(ws.receive(), timeout=60)
                 reply = decode(json.loads(frame.data))
-                if reply.timestamp not in answered:
+                if isinstance(reply, Reply) and reply.timestamp not in answered:
                     answered.add(reply.timestamp)
                     assert reply.result.status == "success"
                     await send(min(1, count - sent))

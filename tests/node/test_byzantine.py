@@ -38,7 +38,9 @@ from node.server import DRIVER, make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from pbft.build import Operation, Result
-from pbft.messages import Commit, PrePrepare, Prepare, Reply, Request, batch_digest, decode, encode, signed
+from pbft.messages import (
+    BuildState, Commit, CurrentView, PrePrepare, Prepare, Reply, Request, batch_digest, decode, encode, signed,
+)
 from pbft.quorum import reply_quorum, winner
 from tests.support.cluster import CLIENT, authenticator, keys
 from tests.support.network import say_hello, write_network
@@ -341,6 +343,8 @@ class Network:
     async def _read(self, ws) -> None:
         async for frame in ws:
             reply = decode(json.loads(frame.data))
+            if isinstance(reply, (CurrentView, BuildState)):
+                continue  # what a node tells a client besides replies
             if not isinstance(reply, Reply) or not self.auth.verify_node(reply.sender, reply.payload(), reply.sig):
                 self.bad_replies += 1
                 continue

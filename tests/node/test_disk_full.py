@@ -31,7 +31,7 @@ import pytest
 from node.storage import NodeStore
 from client.app import client_authenticator
 from pbft.build import Operation
-from pbft.messages import Request, decode, encode, signed
+from pbft.messages import Reply, Request, decode, encode, signed
 from tests.support.network import say_hello
 from tests.support.node_processes import wait_until
 from tests.node.real_nodes import Nodes, order_requests
@@ -97,6 +97,8 @@ async def stream_requests(config, timestamps: range, interval_s: float) -> None:
                 while len(answered) < len(timestamps):
                     frame = await asyncio.wait_for(ws.receive(), timeout=30)
                     reply = decode(json.loads(frame.data))
+                    if not isinstance(reply, Reply):
+                        continue  # the node's CURRENT-VIEW, or a BUILD-STATE
                     assert reply.result.status == "success", reply
                     answered.add(reply.timestamp)
 

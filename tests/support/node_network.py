@@ -68,6 +68,8 @@ class Network:
             async def collect(ws):
                 async for frame in ws:
                     reply = decode(json.loads(frame.data))
+                    if not isinstance(reply, Reply):
+                        continue  # the node's CURRENT-VIEW, or a BUILD-STATE
                     assert self.auth.verify_node(reply.sender, reply.payload(), reply.sig)
                     if reply.timestamp == timestamp:
                         replies.setdefault(reply.sender, reply)

@@ -350,6 +350,8 @@ def _verdict_json(verdict: Verdict, f: int) -> dict:
     }
     if result.status in ("error", "skipped", "cancelled", "matrix"):
         answer["reason"] = result.reason
+    if verdict.cancelled_by is not None:
+        answer["cancelled_by"] = verdict.cancelled_by
     elif result.failure_reason() is not None:
         answer["reason"] = result.failure_reason()
     if verdict.divergent:

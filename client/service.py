@@ -115,6 +115,8 @@ class Verdict:
     quorum_ms: float | None = None
     # An accepted `matrix` verdict: the build started for each of its combinations, by id.
     matrix: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    # A build the order cancelled (pbft.cancels): the id of the cancel whose verdict decided it.
+    cancelled_by: str | None = None
 
 
 @dataclass
@@ -130,6 +132,11 @@ class _Outstanding:
     # The verdict of this build's cancel, once f+1 nodes agree it executed: the build is then
     # `cancelled` whatever its own replies say (pbft.cancels).
     cancelled_by: Verdict | None = None
+    replied: asyncio.Event = field(default_factory=asyncio.Event)  # set at each reply counted
+
+    def cancelled_repliers(self) -> list[int]:
+        """The nodes whose reply says `cancelled`, in the order they came."""
+        return [reply.sender for reply in self.collector.replies if reply.result.status == "cancelled"]
 
     def progress(self, quorum: int) -> str | None:
         """`running` when f+1 (`quorum`) nodes say the build runs, `queued` when f+1 say it waits
@@ -410,7 +417,9 @@ class ClientService:
                 await self._send_to_all(timestamp, outstanding, f"resumed, submitted {waited_s:.0f} s ago")
             await self._await_quorum(timestamp, outstanding, started_s)
             quorum_ms = round((time.monotonic() - started_s + (waited_s or 0.0)) * 1000, 2)
-            if outstanding.cancelled_by is not None or self._closing:
+            if outstanding.cancelled_by is not None and not self._closing:
+                await self._await_cancelled_replies(outstanding)
+            elif self._closing:
                 pass
             elif outstanding.collector.divergent or outstanding.collector.disputed:
                 await self._await_the_rest(outstanding, started_s)
@@ -447,6 +456,19 @@ class ClientService:
         except asyncio.TimeoutError:
             pass
 
+    async def _await_cancelled_replies(self, outstanding: _Outstanding) -> None:
+        """A build whose cancel has its verdict: wait up to `client_settle_s` for f+1 of its own
+        replies to say `cancelled` (the nodes that stopped it, or never built it, send them as
+        the cancel executes), so that its record holds a certificate of its own."""
+        try:
+            async with asyncio.timeout(self._settle_s):
+                while (len(outstanding.cancelled_repliers()) <= self._config.f
+                       and len(outstanding.collector.replies) < self._config.n):
+                    outstanding.replied.clear()
+                    await outstanding.replied.wait()
+        except asyncio.TimeoutError:
+            pass
+
     def _cancel_decided(self, target: int, verdict: Verdict) -> None:
         """The cancel of build `target` has its verdict. If it executed (f+1 nodes agree), the
         order made `target` cancelled on every node (pbft.cancels): its record says so, even
@@ -468,13 +490,16 @@ class ClientService:
         if record is None or record["state"] == "pending" or (record["result"] or {}).get("status") == "cancelled":
             return
         result = cancelled_result()
-        self._records.cancelled_by_order(target, result, cancel.agreed_by)
+        said_cancelled = [reply["sender"] for reply in record["replies"] or []
+                          if (reply.get("result") or {}).get("status") == "cancelled"]
+        agreed_by = sorted(said_cancelled[:self._config.f + 1]) if len(said_cancelled) > self._config.f else []
+        self._records.cancelled_by_order(target, result, agreed_by)
         log.warning("build %d: its cancel %s was ordered after its verdict (%s): cancelled on every node",
                     target, cancel.build_id, record["state"])
         operation = decode_struct(Operation, record["request"]["operation"])
         self._notify("finished", operation, Verdict(
-            build_id=str(target), accepted=True, result=result, agreed_by=cancel.agreed_by, replies=[],
-            elapsed_ms=record["elapsed_ms"] or 0,
+            build_id=str(target), accepted=True, result=result, agreed_by=agreed_by, replies=[],
+            elapsed_ms=record["elapsed_ms"] or 0, cancelled_by=cancel.build_id,
         ))
 
     def _finish_cancelled(self, timestamp: int, operation: Operation, outstanding: _Outstanding,
@@ -482,11 +507,16 @@ class ClientService:
         cancel = outstanding.cancelled_by
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         result, replies = cancelled_result(), outstanding.collector.replies
-        self._records.accept(timestamp, result, cancel.agreed_by, elapsed_ms, replies)
+        # Its certificate: f+1 of its own signed replies that say `cancelled`, when that many
+        # came; else none of its own (nodes that finished first said what they built), and the
+        # cancel's certificate, which `cancelled_by` names, is the evidence.
+        said_cancelled = outstanding.cancelled_repliers()
+        agreed_by = sorted(said_cancelled[:self._config.f + 1]) if len(said_cancelled) > self._config.f else []
+        self._records.accept(timestamp, result, agreed_by, elapsed_ms, replies)
         log.info("accepted build %d: %s status=cancelled by build %s, agreed_by=%s elapsed_ms=%d",
-                 timestamp, operation.branch, cancel.build_id, cancel.agreed_by, elapsed_ms)
-        return Verdict(build_id=str(timestamp), accepted=True, result=result, agreed_by=cancel.agreed_by,
-                       replies=replies, elapsed_ms=elapsed_ms)
+                 timestamp, operation.branch, cancel.build_id, agreed_by, elapsed_ms)
+        return Verdict(build_id=str(timestamp), accepted=True, result=result, agreed_by=agreed_by,
+                       replies=replies, elapsed_ms=elapsed_ms, cancelled_by=cancel.build_id)
 
     async def _records_durable(self) -> None:
         """Wait until every record written so far is committed.
@@ -705,6 +735,7 @@ class ClientService:
         # Disputed is final, whatever replies come later: no need to wait for an f+1.
         if collector.add(reply) or collector.disputed:
             outstanding.done.set()
+        outstanding.replied.set()
         if collector.settled:
             outstanding.settled.set()
         if len(outstanding.collector.replies) == self._config.n:

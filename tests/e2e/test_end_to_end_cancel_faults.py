@@ -1,0 +1,274 @@
+"""End to end: a cancel reaches a node that a fault kept from it, on a network of the test's own.
+
+A cancel is a request ordered like any other, and its effect is a function of the order
+(pbft/cancels.py): wherever it executes — executed there, learnt by state transfer, or replayed
+from the node's store after a restart — its target is stopped and its verdict in that node's
+ledger becomes `cancelled`. Each test runs one long build (`sleep 120`) on all four nodes,
+cancels it, and puts node 3 through a fault at the moment that matters:
+
+- killed between the cancel and its target's end (`--crash-at after-cancel 1`: the process
+  ends like kill -9 right after it saved the cancel's execution, before it stopped the build,
+  whose container outlives it): started again, node 3 answers the build `cancelled`, removes
+  its container and never builds it again;
+- stopped cleanly (SIGTERM) right after the cancel is posted: started again, its ledger says
+  `cancelled` and no container of the build is left;
+- cut off (SIGSTOP) while its build runs, the cancel is ordered and a stable checkpoint passes
+  it: let go, node 3 learns the cancel by state transfer and stops the build it still runs.
+
+In each, the webhook that asked for the build answers `cancelled`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import yaml
+
+from node.driver import CRASH_EXIT_CODE
+from node.peers import MAX_FRAME_AGE_S
+from shared.config import NetworkConfig, load_config
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, REPO_ROOT, WEBHOOK_TIMEOUT_S, client, describe, example_copy, http_json, log_offsets,
+    new_log_text, node_status, run_script, running_node, slow_repository, webhook,
+)
+
+pytestmark = OWN_NETWORK_MARKS
+
+LONG_SPEC = "commands:\n  - echo build started\n  - sleep 120\n  - echo build finished\n"
+VICTIM = 3  # a backup: node 0 stays the primary and nodes 0-2 are a quorum without it
+
+
+def configured(tmp_path: Path, **protocol) -> tuple[Path, NetworkConfig]:
+    """The example network with byzantine switches allowed (for --crash-at) and one repository:
+    master builds for two minutes, branch `quick` passes at once."""
+    repository = tmp_path / "long"
+    slow_repository(repository, LONG_SPEC)
+    subprocess.run(["git", "-C", str(repository), "checkout", "-q", "-b", "quick"], check=True)
+    (repository / ".pbft-ci.yml").write_text("commands:\n  - echo quick\n")
+    subprocess.run(["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "-am", "quick"], check=True)
+    config_path = example_copy(tmp_path, allow_byzantine=True)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"] = [{"name": "long", "url": str(repository)}]
+    data["protocol"].update(protocol)
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return config_path, load_config(config_path)
+
+
+def poll(what: str, probe: Callable, timeout_s: float = 60):
+    """What `probe()` returns once it is truthy; failing, the last answer says why."""
+    deadline = time.monotonic() + timeout_s
+    while not (answer := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({answer!r})"
+        time.sleep(0.2)
+    return answer
+
+
+def ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
+    """Node `node_id`'s own ledger record of the build (GET /requests/<client>/<timestamp>);
+    None while it has none or does not answer."""
+    node = config.node(node_id)
+    try:
+        code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}",
+                                 timeout_s=5)
+    except OSError:
+        return None
+    return record if code == 200 else None
+
+
+def cancelled_in_ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
+    record = ledger(config, node_id, build_id)
+    return record if record and (record["verdict"] or {}).get("state") == "cancelled" else None
+
+
+def containers(config: NetworkConfig, node_id: int, build_id: str) -> list[str]:
+    """The build's containers that node `node_id` made (labelled with its data directory), running
+    or not: `name status`."""
+    data_dir = (config.data_dir / f"node-{node_id}").resolve()
+    engine = docker.from_env()
+    try:
+        listed = engine.containers.list(all=True, ignore_removed=True, filters={"label": [
+            f"pbft-ci.build={config.clients[0].name}-{build_id}", f"pbft-ci.data={data_dir}"]})
+        return [f"{container.name} {container.status}" for container in listed]
+    finally:
+        engine.close()
+
+
+def running_everywhere(config: NetworkConfig, build_id: str) -> bool:
+    return all(any(line.endswith(" running") for line in containers(config, node.id, build_id))
+               for node in config.nodes)
+
+
+class LongBuild:
+    """A webhook for master, waiting for its verdict in a thread; `build_id` once the client has
+    a record of it, and once each node's build container runs."""
+
+    def __init__(self, base_url: str, config: NetworkConfig) -> None:
+        self.answers: list[tuple[int, dict]] = []
+        self._thread = threading.Thread(target=lambda: self.answers.append(http_json(
+            "POST", f"{base_url}/webHook", {"branch": "master"}, timeout_s=WEBHOOK_TIMEOUT_S)), daemon=True)
+        self._thread.start()
+        self.build_id = poll("the client's record of the build", lambda: next(
+            (build["build_id"] for build in http_json("GET", f"{base_url}/builds?limit=1")[1]["builds"]), None), 30)
+        poll("the build's container on every node", lambda: running_everywhere(config, self.build_id))
+
+    def answer(self, timeout_s: float = 60) -> dict:
+        """The webhook's answer: it waits for the build's verdict."""
+        self._thread.join(timeout=timeout_s)
+        assert self.answers, f"the webhook did not answer within {timeout_s} s"
+        code, answer = self.answers[0]
+        assert code == 200, answer
+        return answer
+
+
+def cancel(base_url: str, build_id: str) -> str:
+    """POST /builds/<id>/cancel; the cancel's own build id."""
+    code, answer = http_json("POST", f"{base_url}/builds/{build_id}/cancel")
+    assert code == 202 and answer["build_id"] == build_id, answer
+    return answer["cancel_id"]
+
+
+def answers(config: NetworkConfig, node_id: int, process: subprocess.Popen) -> bool:
+    """Whether node `node_id` answers GET /status as `process`; fails once the process is gone."""
+    assert process.poll() is None, f"node {node_id} exited with {process.returncode}"
+    try:
+        return node_status(config, node_id)["pid"] == process.pid
+    except OSError:
+        return False
+
+
+def test_a_node_killed_between_a_cancel_and_its_targets_end_never_runs_it_again(network, tmp_path):
+    """Node 3 runs with `--crash-at after-cancel 1`, which the scripts do not pass: it is
+    started by hand (as tests/node/test_crash_points.py starts its nodes) after
+    ./stopNetwork.sh --node 3, so that once it has crashed ./startNetwork.sh starts it again
+    and ./stopNetwork.sh stops it at the end. Its build's container outlives the crash: the
+    restart must find the cancel in its store, answer the build `cancelled`, remove the
+    container and not build it again."""
+    config_path, config = configured(tmp_path)
+    network(str(config_path))
+    stopped = run_script("./stopNetwork.sh", "--node", str(VICTIM))
+    assert stopped.returncode == 0, describe(stopped)
+    with (config.log_dir / f"node-{VICTIM}.stdout").open("ab") as output:
+        armed = subprocess.Popen(
+            [".venv/bin/python", "node/index.py", "--config", str(config_path), "--id", str(VICTIM),
+             "--crash-at", "after-cancel", "1"],
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        poll(f"node {VICTIM} started by hand to answer", lambda: answers(config, VICTIM, armed), 30)
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            build = LongBuild(base_url, config)
+            cancel(base_url, build.build_id)
+            assert armed.wait(timeout=60) == CRASH_EXIT_CODE
+            crashed = new_log_text(f"node-{VICTIM}.log", log_dir=config.log_dir)
+            assert [line for line in crashed.splitlines() if f"node={VICTIM} crash-at after-cancel" in line
+                    and f"{config.clients[0].name}-{build.build_id}" in line], crashed[-3000:]
+            # The window: the cancel is in node 3's store, its build's container still runs.
+            assert [line for line in containers(config, VICTIM, build.build_id) if line.endswith(" running")]
+            assert build.answer()["status"] == "cancelled"
+
+            offsets = log_offsets(config.log_dir)
+            network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
+            record = poll(f"node {VICTIM}'s ledger to say cancelled",
+                          lambda: cancelled_in_ledger(config, VICTIM, build.build_id), 30)
+            assert record["own_result"]["status"] == "cancelled", record
+            poll(f"node {VICTIM} to remove the build's container",
+                 lambda: not containers(config, VICTIM, build.build_id), 30)
+            # A quick build after the restart: node 3 has executed everything since, and never
+            # started the cancelled build again.
+            quick = webhook(base_url, config, "quick")
+            assert quick["status"] == "success", quick
+            record = poll(f"node {VICTIM}'s own result of the quick build",
+                          lambda: (ledger(config, VICTIM, quick["build_id"]) or {}).get("own_result"), 30)
+            assert record["status"] == "success", record
+            restarted = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
+            assert f"build={config.clients[0].name}-{build.build_id} start" not in restarted, restarted[-3000:]
+            assert not containers(config, VICTIM, build.build_id)
+    finally:
+        if armed.poll() is None:
+            os.killpg(armed.pid, signal.SIGKILL)
+            armed.wait()
+
+
+def test_a_node_stopped_cleanly_right_after_a_cancel_ends_with_the_build_cancelled(network, tmp_path):
+    """Node 3 gets SIGTERM right after the cancel is posted. A clean stop cannot be placed
+    exactly between the cancel's execution and the build's end (the cancel may execute on
+    node 3 before the signal lands, or only after its restart, from its peers): either way,
+    once node 3 runs again its ledger says `cancelled`, as its own result and as the verdict,
+    and no container of the build is left. The test prints which side of the cancel it hit."""
+    config_path, config = configured(tmp_path)
+    pids = network(str(config_path))
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        build = LongBuild(base_url, config)
+        offsets = log_offsets(config.log_dir)
+        cancel(base_url, build.build_id)
+        os.kill(pids[VICTIM], signal.SIGTERM)
+        poll(f"node {VICTIM} to stop", lambda: not running_node(pids[VICTIM]), 30)
+        assert build.answer()["status"] == "cancelled"
+        stopped = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
+        executed = f"cancels build={config.clients[0].name}-{build.build_id}" in stopped
+
+        network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
+        poll(f"node {VICTIM}'s ledger to say cancelled", lambda: cancelled_in_ledger(config, VICTIM, build.build_id))
+        own = poll(f"node {VICTIM}'s own result", lambda: ledger(config, VICTIM, build.build_id)["own_result"])
+        assert own["status"] == "cancelled", own
+        poll(f"node {VICTIM}'s build container to go", lambda: not containers(config, VICTIM, build.build_id))
+        print(f"node {VICTIM} stopped {'after' if executed else 'before'} it executed the cancel")
+
+
+def test_a_node_cut_off_while_a_cancel_is_ordered_stops_its_build_once_it_learns_it(network, tmp_path):
+    """Node 3 is stopped (SIGSTOP) while its build runs: its container, a process of the engine,
+    runs on. Once the others' links to it have dropped (their heartbeats go unanswered), nodes
+    0-2 order the cancel, then quick builds until a stable checkpoint (every 2 sequence numbers
+    here) passes it, and the frames they queued for node 3 expire (node/peers.py): nothing of
+    the cancel is left for node 3 but the checkpoint. Let go (SIGCONT), node 3 catches up by
+    state transfer and stops the build it still runs, within a minute."""
+    config_path, config = configured(tmp_path, checkpoint_interval=2, log_window=4)
+    pids = network(str(config_path))
+    offsets = log_offsets(config.log_dir)
+    others = [node.id for node in config.nodes if node.id != VICTIM]
+    try:
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            build = LongBuild(base_url, config)
+            os.kill(pids[VICTIM], signal.SIGSTOP)
+            poll(f"nodes {others} to lose their links to node {VICTIM}", lambda: not any(
+                node_status(config, node_id)["links"][str(VICTIM)]["connected"] for node_id in others))
+            cancel_id = cancel(base_url, build.build_id)
+            assert build.answer()["status"] == "cancelled"
+            ordered_at = time.monotonic()
+            cancel_seq = poll("the cancel in node 0's ledger", lambda: ledger(config, 0, cancel_id))["seq"]
+            quick = 0
+            while min(node_status(config, node_id)["low_watermark"] for node_id in others) <= cancel_seq:
+                assert quick < 8, f"no stable checkpoint passed the cancel's seq {cancel_seq} after {quick} builds"
+                assert webhook(base_url, config, "quick")["status"] == "success"
+                quick += 1
+            poll("nodes 0-2 to remove the build's containers",
+                 lambda: not any(containers(config, node_id, build.build_id) for node_id in others), 30)
+            # Cut off all along, node 3 still runs the build the others stopped.
+            assert [line for line in containers(config, VICTIM, build.build_id) if line.endswith(" running")]
+            assert ledger(config, 0, build.build_id)["verdict"]["state"] == "cancelled"
+            # Nothing to poll for: a frame queued for node 3 is dropped once it is this old.
+            time.sleep(max(0.0, ordered_at + MAX_FRAME_AGE_S + 1 - time.monotonic()))
+            os.kill(pids[VICTIM], signal.SIGCONT)
+
+            poll(f"node {VICTIM}'s ledger to say cancelled",
+                 lambda: cancelled_in_ledger(config, VICTIM, build.build_id))
+            poll(f"node {VICTIM}'s build container to go", lambda: not containers(config, VICTIM, build.build_id))
+            own = poll(f"node {VICTIM}'s own result", lambda: ledger(config, VICTIM, build.build_id)["own_result"])
+            assert own["status"] == "cancelled", own
+            log = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
+            learnt = [line for line in log.splitlines() if "phase=state-transfer" in line
+                      or f"cancels build={config.clients[0].name}-{build.build_id}" in line]
+            assert any("phase=state-transfer" in line for line in learnt), log[-3000:]
+            assert any(line.endswith(": stopping it") for line in learnt), log[-3000:]
+            print(f"{quick} quick builds took a stable checkpoint past the cancel (seq {cancel_seq}); node {VICTIM}:",
+                  *learnt, sep="\n  ")
+    finally:
+        os.kill(pids[VICTIM], signal.SIGCONT)  # stopped, it could not stop cleanly

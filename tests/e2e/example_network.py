@@ -377,6 +377,35 @@ def slow_repository(path, spec: str = SLOW_SPEC) -> None:
         subprocess.run(["git", "-C", str(path), *command], check=True)
 
 
+def with_quick_branch(path) -> None:
+    """Add a branch `quick` to a `slow_repository`, whose build passes at once."""
+    subprocess.run(["git", "-C", str(path), "checkout", "-q", "-b", "quick"], check=True)
+    (path / ".pbft-ci.yml").write_text("commands:\n  - echo quick\n")
+    subprocess.run(["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "-am", "quick"], check=True)
+
+
+def poll(what: str, probe: Callable, timeout_s: float = 60, every_s: float = 0.2):
+    """What `probe()` returns once it is truthy; failing, the last answer says why."""
+    deadline = time.monotonic() + timeout_s
+    while not (answer := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({answer!r})"
+        time.sleep(every_s)
+    return answer
+
+
+def node_record(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
+    """Node `node_id`'s own ledger record of the client's build `build_id` (GET
+    /requests/<client>/<timestamp>); None while it has none or does not answer."""
+    node = config.node(node_id)
+    try:
+        code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}",
+                                 timeout_s=5)
+    except OSError:
+        return None
+    return record if code == 200 else None
+
+
 def followed_events(url: str):
     """(event, data) pairs of a server-sent event stream, as they arrive."""
     request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})

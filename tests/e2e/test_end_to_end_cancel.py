@@ -13,7 +13,6 @@ reports every build cancelled on its own (`--byzantine 3:cancel`).
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import urllib.error
@@ -23,7 +22,9 @@ import docker
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, slow_repository, webhook
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, client, example_copy, http_json, slow_repository, webhook, with_quick_branch,
+)
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -53,10 +54,7 @@ def wait_for_progress(base_url: str, build_id: str, progress: str, timeout_s: fl
 def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing(network, tmp_path):
     repository = tmp_path / "long"
     slow_repository(repository, LONG_SPEC)
-    subprocess.run(["git", "-C", str(repository), "checkout", "-q", "-b", "quick"], check=True)
-    (repository / ".pbft-ci.yml").write_text("commands:\n  - echo quick\n")
-    subprocess.run(["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t",
-                    "commit", "-q", "-am", "quick"], check=True)
+    with_quick_branch(repository)
     config_path = example_copy(tmp_path, allow_byzantine=True)
     data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "long", "url": str(repository), "max_concurrent": 1}]

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -36,7 +35,8 @@ from node.peers import MAX_FRAME_AGE_S
 from shared.config import NetworkConfig, load_config
 from tests.e2e.example_network import (
     OWN_NETWORK_MARKS, REPO_ROOT, WEBHOOK_TIMEOUT_S, client, describe, example_copy, http_json, log_offsets,
-    new_log_text, node_status, run_script, running_node, slow_repository, webhook,
+    new_log_text, node_record, node_status, poll, run_script, running_node, slow_repository, webhook,
+    with_quick_branch,
 )
 
 pytestmark = OWN_NETWORK_MARKS
@@ -50,10 +50,7 @@ def configured(tmp_path: Path, **protocol) -> tuple[Path, NetworkConfig]:
     master builds for two minutes, branch `quick` passes at once."""
     repository = tmp_path / "long"
     slow_repository(repository, LONG_SPEC)
-    subprocess.run(["git", "-C", str(repository), "checkout", "-q", "-b", "quick"], check=True)
-    (repository / ".pbft-ci.yml").write_text("commands:\n  - echo quick\n")
-    subprocess.run(["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t",
-                    "commit", "-q", "-am", "quick"], check=True)
+    with_quick_branch(repository)
     config_path = example_copy(tmp_path, allow_byzantine=True)
     data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "long", "url": str(repository)}]
@@ -62,29 +59,12 @@ def configured(tmp_path: Path, **protocol) -> tuple[Path, NetworkConfig]:
     return config_path, load_config(config_path)
 
 
-def poll(what: str, probe: Callable, timeout_s: float = 60):
-    """What `probe()` returns once it is truthy; failing, the last answer says why."""
-    deadline = time.monotonic() + timeout_s
-    while not (answer := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({answer!r})"
-        time.sleep(0.2)
-    return answer
 
 
-def ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
-    """Node `node_id`'s own ledger record of the build (GET /requests/<client>/<timestamp>);
-    None while it has none or does not answer."""
-    node = config.node(node_id)
-    try:
-        code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}",
-                                 timeout_s=5)
-    except OSError:
-        return None
-    return record if code == 200 else None
 
 
 def cancelled_in_ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
-    record = ledger(config, node_id, build_id)
+    record = node_record(config, node_id, build_id)
     return record if record and (record["verdict"] or {}).get("state") == "cancelled" else None
 
 
@@ -186,7 +166,7 @@ def test_a_node_killed_between_a_cancel_and_its_targets_end_never_runs_it_again(
             quick = webhook(base_url, config, "quick")
             assert quick["status"] == "success", quick
             record = poll(f"node {VICTIM}'s own result of the quick build",
-                          lambda: (ledger(config, VICTIM, quick["build_id"]) or {}).get("own_result"), 30)
+                          lambda: (node_record(config, VICTIM, quick["build_id"]) or {}).get("own_result"), 30)
             assert record["status"] == "success", record
             restarted = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
             assert f"build={config.clients[0].name}-{build.build_id} start" not in restarted, restarted[-3000:]
@@ -217,7 +197,7 @@ def test_a_node_stopped_cleanly_right_after_a_cancel_ends_with_the_build_cancell
 
         network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
         poll(f"node {VICTIM}'s ledger to say cancelled", lambda: cancelled_in_ledger(config, VICTIM, build.build_id))
-        own = poll(f"node {VICTIM}'s own result", lambda: ledger(config, VICTIM, build.build_id)["own_result"])
+        own = poll(f"node {VICTIM}'s own result", lambda: node_record(config, VICTIM, build.build_id)["own_result"])
         assert own["status"] == "cancelled", own
         poll(f"node {VICTIM}'s build container to go", lambda: not containers(config, VICTIM, build.build_id))
         print(f"node {VICTIM} stopped {'after' if executed else 'before'} it executed the cancel")
@@ -243,7 +223,7 @@ def test_a_node_cut_off_while_a_cancel_is_ordered_stops_its_build_once_it_learns
             cancel_id = cancel(base_url, build.build_id)
             assert build.answer()["status"] == "cancelled"
             ordered_at = time.monotonic()
-            cancel_seq = poll("the cancel in node 0's ledger", lambda: ledger(config, 0, cancel_id))["seq"]
+            cancel_seq = poll("the cancel in node 0's ledger", lambda: node_record(config, 0, cancel_id))["seq"]
             quick = 0
             while min(node_status(config, node_id)["low_watermark"] for node_id in others) <= cancel_seq:
                 assert quick < 8, f"no stable checkpoint passed the cancel's seq {cancel_seq} after {quick} builds"
@@ -253,7 +233,7 @@ def test_a_node_cut_off_while_a_cancel_is_ordered_stops_its_build_once_it_learns
                  lambda: not any(containers(config, node_id, build.build_id) for node_id in others), 30)
             # Cut off all along, node 3 still runs the build the others stopped.
             assert [line for line in containers(config, VICTIM, build.build_id) if line.endswith(" running")]
-            assert ledger(config, 0, build.build_id)["verdict"]["state"] == "cancelled"
+            assert node_record(config, 0, build.build_id)["verdict"]["state"] == "cancelled"
             # Nothing to poll for: a frame queued for node 3 is dropped once it is this old.
             time.sleep(max(0.0, ordered_at + MAX_FRAME_AGE_S + 1 - time.monotonic()))
             os.kill(pids[VICTIM], signal.SIGCONT)
@@ -261,7 +241,7 @@ def test_a_node_cut_off_while_a_cancel_is_ordered_stops_its_build_once_it_learns
             poll(f"node {VICTIM}'s ledger to say cancelled",
                  lambda: cancelled_in_ledger(config, VICTIM, build.build_id))
             poll(f"node {VICTIM}'s build container to go", lambda: not containers(config, VICTIM, build.build_id))
-            own = poll(f"node {VICTIM}'s own result", lambda: ledger(config, VICTIM, build.build_id)["own_result"])
+            own = poll(f"node {VICTIM}'s own result", lambda: node_record(config, VICTIM, build.build_id)["own_result"])
             assert own["status"] == "cancelled", own
             log = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
             learnt = [line for line in log.splitlines() if "phase=state-transfer" in line

@@ -19,14 +19,13 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import docker
 import yaml
 
 from shared.config import NetworkConfig, load_config
 from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, WEBHOOK_TIMEOUT_S, client, example_copy, http_json, slow_repository,
+    OWN_NETWORK_MARKS, WEBHOOK_TIMEOUT_S, client, example_copy, http_json, node_record, poll, slow_repository,
 )
 
 pytestmark = OWN_NETWORK_MARKS
@@ -37,21 +36,8 @@ BEFORE_END_S, AFTER_END_S = 0.6, 0.3
 DECIDED = ("certified", "cancelled")
 
 
-def poll(what: str, probe: Callable, timeout_s: float = 60, every_s: float = 0.2):
-    """What `probe()` returns once it is truthy; failing, the last answer says why."""
-    deadline = time.monotonic() + timeout_s
-    while not (answer := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({answer!r})"
-        time.sleep(every_s)
-    return answer
 
 
-def ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
-    """Node `node_id`'s ledger record of the build, None while it has not executed it."""
-    node = config.node(node_id)
-    code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}",
-                             timeout_s=5)
-    return record if code == 200 else None
 
 
 def build_containers(config: NetworkConfig) -> list[str]:
@@ -74,7 +60,7 @@ def new_build(base_url: str, known: set[str]) -> str | None:
 def decided(config: NetworkConfig, build_id: str) -> list[dict] | None:
     """Every node's ledger record of the build once each holds a decided verdict; None before.
     A `disputed` one fails at once."""
-    records = [ledger(config, node.id, build_id) for node in config.nodes]
+    records = [node_record(config, node.id, build_id) for node in config.nodes]
     states = [(record["verdict"] or {}).get("state") if record else None for record in records]
     assert "disputed" not in states, records
     return records if all(state in DECIDED for state in states) else None
@@ -130,7 +116,7 @@ def test_a_cancel_racing_a_builds_end_is_never_disputed(network, tmp_path):
 
             if code == 202:  # once the cancel has executed on a node, its target's verdict there is final
                 poll(f"{where}: the cancel to execute on every node", lambda: all(
-                    ledger(config, node.id, answer["cancel_id"]) for node in config.nodes))
+                    node_record(config, node.id, answer["cancel_id"]) for node in config.nodes))
             records = poll(f"{where}: a decided verdict on every node", lambda: decided(config, build_id))
             states = [record["verdict"]["state"] for record in records]
             assert states == [expected[1]] * config.n, (where, [(r["verdict"], r["own_result"]) for r in records])

@@ -28,7 +28,9 @@ import yaml
 from client.records import BuildRecords, records_path
 from client.schedules import key_of, latest_slot
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, slow_repository, webhook
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, client, example_copy, http_json, node_record, poll, slow_repository, webhook,
+)
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -59,25 +61,13 @@ def push(repository: Path) -> str:
     return git(repository, "rev-parse", "HEAD")
 
 
-def poll(what: str, probe: Callable, timeout_s: float = 60):
-    """What `probe()` returns once it is truthy; failing, the last answer says why."""
-    deadline = time.monotonic() + timeout_s
-    while not (answer := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s ({answer!r})"
-        time.sleep(0.2)
-    return answer
 
 
 def built(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
     """Node `node_id`'s ledger record of the build once it has its own result and the verdict
     is decided there; None before."""
-    node = config.node(node_id)
-    try:
-        code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}",
-                                 timeout_s=5)
-    except OSError:
-        return None
-    decided = code == 200 and record["own_result"] and (record["verdict"] or {}).get("state") != "pending"
+    record = node_record(config, node_id, build_id)
+    decided = record and record["own_result"] and (record["verdict"] or {}).get("state") != "pending"
     return record if decided else None
 
 

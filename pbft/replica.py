@@ -1168,7 +1168,10 @@ class Replica:
             if cancel.key in replica.clients.executed:
                 target = replica.cancels.add(cancel)
                 if target is not None and target in replica.result_votes:
-                    replica._settle_cancelled(target)  # a store from before cancels were replicated lacks it
+                    # Its votes alone would make it certified or disputed again; the ledger's
+                    # row is written again too, the same (a store from before cancels were
+                    # replicated lacks it).
+                    replica._settle_cancelled(target)
         three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])]
         replica.log.restore(three_phases, replica.in_window, replica.id, replica.f,
                             replica.view if replica.mode is Mode.NORMAL else None)

@@ -21,7 +21,7 @@ Each violation has a kind, one per checker:
 - `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
   CHECKPOINT the node had sent;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
-  requests or builds with votes grew past their bound;
+  requests, builds with votes or cancels grew past their bound;
 - `agree`: two honest nodes replied different results for one request (its
   artifacts' bytes aside, which a build that is not reproducible makes its
   own, and `cancelled` aside for a build whose cancel raced its end): what
@@ -313,6 +313,7 @@ class MemoryBounds:
             "checkpoints": self.checkpoints,
             "executed_requests": self.requests,
             "builds_with_votes": self.requests,
+            "cancels": self.requests,  # one per cancel the client table remembers (pbft.cancels)
         }
 
 
@@ -327,6 +328,7 @@ def replica_sizes(replica) -> dict[str, int]:
         "checkpoints": len(replica.checkpoints.votes),
         "executed_requests": len(replica.clients.executed),
         "builds_with_votes": len(replica.result_votes.seq),
+        "cancels": len(replica.cancels),
     }
 
 

@@ -490,9 +490,8 @@ class ClientService:
         if record is None or record["state"] == "pending" or (record["result"] or {}).get("status") == "cancelled":
             return
         result = cancelled_result()
-        said_cancelled = [reply["sender"] for reply in record["replies"] or []
-                          if (reply.get("result") or {}).get("status") == "cancelled"]
-        agreed_by = sorted(said_cancelled[:self._config.f + 1]) if len(said_cancelled) > self._config.f else []
+        agreed_by = self._cancelled_certificate([reply["sender"] for reply in record["replies"] or []
+                                                 if (reply.get("result") or {}).get("status") == "cancelled"])
         self._records.cancelled_by_order(target, result, agreed_by)
         log.warning("build %d: its cancel %s was ordered after its verdict (%s): cancelled on every node",
                     target, cancel.build_id, record["state"])
@@ -502,16 +501,18 @@ class ClientService:
             elapsed_ms=record["elapsed_ms"] or 0, cancelled_by=cancel.build_id,
         ))
 
+    def _cancelled_certificate(self, said_cancelled: list[int]) -> list[int]:
+        """A cancelled build's agreed_by: the first f+1 nodes whose own signed replies say
+        `cancelled`, when that many came; else none (nodes that finished first said what they
+        built), and the cancel's certificate, which `cancelled_by` names, is the evidence."""
+        return sorted(said_cancelled[:self._config.f + 1]) if len(said_cancelled) > self._config.f else []
+
     def _finish_cancelled(self, timestamp: int, operation: Operation, outstanding: _Outstanding,
                           started_s: float) -> Verdict:
         cancel = outstanding.cancelled_by
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         result, replies = cancelled_result(), outstanding.collector.replies
-        # Its certificate: f+1 of its own signed replies that say `cancelled`, when that many
-        # came; else none of its own (nodes that finished first said what they built), and the
-        # cancel's certificate, which `cancelled_by` names, is the evidence.
-        said_cancelled = outstanding.cancelled_repliers()
-        agreed_by = sorted(said_cancelled[:self._config.f + 1]) if len(said_cancelled) > self._config.f else []
+        agreed_by = self._cancelled_certificate(outstanding.cancelled_repliers())
         self._records.accept(timestamp, result, agreed_by, elapsed_ms, replies)
         log.info("accepted build %d: %s status=cancelled by build %s, agreed_by=%s elapsed_ms=%d",
                  timestamp, operation.branch, cancel.build_id, agreed_by, elapsed_ms)

@@ -92,8 +92,13 @@ class SafetyChecker:
         self._produced.setdefault(key, set()).add(verdict)
         self._produced_by.setdefault((key, verdict), set()).add(node)
 
-    def accepted(self, time_s: float, key: RequestKey, verdict: Hashable) -> None:
-        """A client accepted `verdict` for its request `key`, or found it divergent."""
+    def accepted(self, time_s: float, key: RequestKey, verdict: Hashable,
+                 cancelled: set[RequestKey] = frozenset()) -> None:
+        """A client accepted `verdict` for its request `key`, or found it divergent. `cancelled`:
+        the builds an honest node executed the cancel of, for a verdict its client took from
+        its cancel's (pbft.cancels): `cancelled` needs no reply of its own then."""
+        if verdict[0] == "cancelled" and key in cancelled:
+            return
         produced = self._produced.get(key, set())
         if verdict[0] == DIVERGENT:
             # Only honest nodes that built different artifacts may make a build divergent, never f liars.

@@ -2,12 +2,17 @@
 timestamps, sends each to the primary it believes current, retransmits to
 all nodes on timeout, and counts signed replies with the real client's rule
 (`pbft.replies`): f+1 matching replies, 2f+1 for a result with artifacts,
-or a `divergent` verdict when nodes built different artifacts.
+or a `divergent` verdict when nodes built different artifacts. As the real
+client does (client/service.py), once a cancel of one of its builds has its
+verdict, that build is `cancelled` (`pbft.cancels`): the order decided it,
+whatever its own replies, split between nodes that finished it first and
+nodes that stopped it, can still make.
 """
 
 from __future__ import annotations
 
 from pbft.build import Operation, Result
+from pbft.cancels import cancelled_result
 from pbft.messages import Reply, Request, signed
 from pbft.replies import ReplyCollector
 from pbft.sim.auth import SimAuthenticator
@@ -31,6 +36,7 @@ class SimClient:
         self.requests: dict[int, Request] = {}  # timestamp -> request, every one submitted
         self._collectors: dict[int, ReplyCollector] = {}  # timestamp -> its replies, until decided
         self.accepted: dict[int, Verdict] = {}  # decided: accepted or divergent
+        self.cancelled_by_order: set[int] = set()  # builds accepted `cancelled` on their cancel's verdict
 
     @property
     def primary(self) -> int:
@@ -43,8 +49,22 @@ class SimClient:
         self._collectors[request.timestamp] = ReplyCollector(self.name, request.timestamp, self.f, self.n)
         return request
 
-    def on_reply(self, reply: Reply) -> tuple[Verdict | None, str | None]:
-        """Count one reply: return the verdict if it completes a certificate, else why it did nothing."""
+    def on_reply(self, reply: Reply) -> tuple[list[tuple[int, Verdict]], str | None]:
+        """Count one reply: return the verdicts it decided (its request's, and the cancelled
+        build's when it decides a cancel), else why it did nothing."""
+        decided, reason = self._count(reply)
+        if decided is None:
+            return [], reason
+        verdicts = [(reply.timestamp, decided)]
+        target = self.requests[reply.timestamp].operation.cancels
+        if target is not None and decided[0] == "success" and target in self._collectors:
+            del self._collectors[target]
+            self.accepted[target] = verdict(cancelled_result())
+            self.cancelled_by_order.add(target)
+            verdicts.append((target, self.accepted[target]))
+        return verdicts, None
+
+    def _count(self, reply: Reply) -> tuple[Verdict | None, str | None]:
         if reply.client != self.name or reply.timestamp not in self.requests:
             return None, "ignore_reply_unknown_request"
         if reply.timestamp in self.accepted:

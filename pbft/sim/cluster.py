@@ -479,16 +479,19 @@ class SimCluster:
         self.stats["restarts_after_transfer"] += 1
 
     def _reply_arrived(self, src: Address, client: SimClient, reply: Message) -> None:
-        accepted, reason = client.on_reply(reply)
+        decided, reason = client.on_reply(reply)
         if reason is not None:
             self.stats[reason] += 1
         if self.trace is not None:
             self._log(f"deliver {src}->{client.name} {describe(reply)}" + (f" DROPPED {reason}" if reason else ""))
-        if accepted is not None:
+        for timestamp, accepted in decided:
             if client.name != GREEDY_CLIENT:
                 self._unanswered -= 1
-            self._log(f"ACCEPT {client.name} t={reply.timestamp} {accepted}")
-            self.safety.accepted(self.now_s, (client.name, reply.timestamp), accepted)
+            by_order = timestamp in client.cancelled_by_order
+            self._log(f"ACCEPT {client.name} t={timestamp} {accepted}{' by its cancel' if by_order else ''}")
+            # A build its cancel decided needs an honest node that executed the cancel after it.
+            cancelled = self.cancels.all_cancelled() if by_order else set()
+            self.safety.accepted(self.now_s, (client.name, timestamp), accepted, cancelled)
 
     def _lose(self, src: Address, dst: Address, message: Message, reason: str) -> None:
         self.stats[f"lost_{reason.split(':')[0]}"] += 1

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
@@ -59,6 +60,8 @@ CRASH_POINTS = {
     "after-ledger-read": "right after a ledger read wrote what waited, while a turn that executed a batch waits "
                          "for its scheduled save",
     "after-cancel": "right after the save of a turn that executed a cancel of a build, before the build is stopped",
+    "stop-after-cancel": "as after-cancel, but a clean stop (SIGTERM to itself) instead of an exit, the build "
+                         "never told to stop",
 }
 # Not 0, 1 (an uncaught error), 2 (a usage error) or 70 (fail-stop): a test knows the crash was this.
 CRASH_EXIT_CODE = 3
@@ -425,13 +428,17 @@ class CrashAt:
       wrote what waited (`Driver.write_deferred`) while a turn that executed a batch
       still waits for its scheduled save;
     - after-cancel: a turn that executed a cancel of a build is saved, and the node has not
-      yet told its executor to stop the build (`pbft.cancels`).
+      yet told its executor to stop the build (`pbft.cancels`);
+    - stop-after-cancel: the same moment, but the node stops cleanly (it sends itself
+      SIGTERM and tells its executor to stop nothing more), so the build is ended by the
+      shutdown, its result never reported.
 
     For tests of what a restart finds on disk. `install` wraps `schedule`, `save` and
     `write_deferred` on one driver; a node started without `--crash-at` runs none of it.
     """
 
-    def __init__(self, point: str, turns: int, *, exit_process: Callable[[int], object] = exit_at_once) -> None:
+    def __init__(self, point: str, turns: int, *, exit_process: Callable[[int], object] = exit_at_once,
+                 stop_process: Callable[[], object] = lambda: os.kill(os.getpid(), signal.SIGTERM)) -> None:
         if point not in CRASH_POINTS:
             raise ValueError(f"unknown crash point {point!r}; choose one of: {', '.join(CRASH_POINTS)}")
         self.point = point
@@ -440,6 +447,7 @@ class CrashAt:
         self.writes = 0  # calls of the store's save, the deferred writes among them
         self.crashed = False
         self._exit_process = exit_process
+        self._stop_process = stop_process
 
     def __str__(self) -> str:
         return f"{self.point} after {self.turns} turns"
@@ -457,8 +465,17 @@ class CrashAt:
             self.writes += 1
             save(state, effects, sync=sync)
             stops = [effect for effect in effects if isinstance(effect, StopBuild)]
-            if self.point == "after-cancel" and stops and not self.crashed and self.saves_run >= self.turns:
-                self._crash(driver, f"a turn that cancels build {stops[0].client}-{stops[0].timestamp} is saved")
+            if not stops or self.crashed or self.saves_run < self.turns:
+                return
+            what = f"a turn that cancels build {stops[0].client}-{stops[0].timestamp} is saved"
+            if self.point == "after-cancel":
+                self._crash(driver, what)
+            elif self.point == "stop-after-cancel":
+                self.crashed = True
+                driver.stop_build = lambda effect: None
+                logger.critical("node=%d crash-at %s: %s: stopping cleanly, the build not told to stop",
+                                driver.replica.id, self.point, what)
+                self._stop_process()
 
         def ledger_read() -> None:
             writes = self.writes

@@ -10,8 +10,9 @@ cancels it, and puts node 3 through a fault at the moment that matters:
   ends like kill -9 right after it saved the cancel's execution, before it stopped the build,
   whose container outlives it): started again, node 3 answers the build `cancelled`, removes
   its container and never builds it again;
-- stopped cleanly (SIGTERM) right after the cancel is posted: started again, its ledger says
-  `cancelled` and no container of the build is left;
+- stopped cleanly at the same moment (`--crash-at stop-after-cancel 1`: SIGTERM to itself,
+  the build never told to stop, so the shutdown ends it and its result is never reported):
+  started again, likewise;
 - cut off (SIGSTOP) while its build runs, the cancel is ordered and a stable checkpoint passes
   it: let go, node 3 learns the cancel by state transfer and stops the build it still runs.
 
@@ -25,6 +26,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -124,83 +127,84 @@ def answers(config: NetworkConfig, node_id: int, process: subprocess.Popen) -> b
         return False
 
 
-def test_a_node_killed_between_a_cancel_and_its_targets_end_never_runs_it_again(network, tmp_path):
-    """Node 3 runs with `--crash-at after-cancel 1`, which the scripts do not pass: it is
-    started by hand (as tests/node/test_crash_points.py starts its nodes) after
-    ./stopNetwork.sh --node 3, so that once it has crashed ./startNetwork.sh starts it again
-    and ./stopNetwork.sh stops it at the end. Its build's container outlives the crash: the
-    restart must find the cancel in its store, answer the build `cancelled`, remove the
-    container and not build it again."""
-    config_path, config = configured(tmp_path)
-    network(str(config_path))
+@contextmanager
+def armed_node(config_path: Path, config: NetworkConfig, point: str) -> Iterator[subprocess.Popen]:
+    """Node 3 running with `--crash-at POINT 1`, which the scripts do not pass: started by hand
+    (as tests/node/test_crash_points.py starts its nodes) after ./stopNetwork.sh --node 3, so
+    that once it has stopped ./startNetwork.sh starts it again and ./stopNetwork.sh stops it at
+    the end. Killed, whatever happens, if it still runs."""
     stopped = run_script("./stopNetwork.sh", "--node", str(VICTIM))
     assert stopped.returncode == 0, describe(stopped)
     with (config.log_dir / f"node-{VICTIM}.stdout").open("ab") as output:
         armed = subprocess.Popen(
             [".venv/bin/python", "node/index.py", "--config", str(config_path), "--id", str(VICTIM),
-             "--crash-at", "after-cancel", "1"],
+             "--crash-at", point, "1"],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         poll(f"node {VICTIM} started by hand to answer", lambda: answers(config, VICTIM, armed), 30)
-        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
-            build = LongBuild(base_url, config)
-            cancel(base_url, build.build_id)
-            assert armed.wait(timeout=60) == CRASH_EXIT_CODE
-            crashed = new_log_text(f"node-{VICTIM}.log", log_dir=config.log_dir)
-            assert [line for line in crashed.splitlines() if f"node={VICTIM} crash-at after-cancel" in line
-                    and f"{config.clients[0].name}-{build.build_id}" in line], crashed[-3000:]
-            # The window: the cancel is in node 3's store, its build's container still runs.
-            assert [line for line in containers(config, VICTIM, build.build_id) if line.endswith(" running")]
-            assert build.answer()["status"] == "cancelled"
-
-            offsets = log_offsets(config.log_dir)
-            network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
-            record = poll(f"node {VICTIM}'s ledger to say cancelled",
-                          lambda: cancelled_in_ledger(config, VICTIM, build.build_id), 30)
-            assert record["own_result"]["status"] == "cancelled", record
-            poll(f"node {VICTIM} to remove the build's container",
-                 lambda: not containers(config, VICTIM, build.build_id), 30)
-            # A quick build after the restart: node 3 has executed everything since, and never
-            # started the cancelled build again.
-            quick = webhook(base_url, config, "quick")
-            assert quick["status"] == "success", quick
-            record = poll(f"node {VICTIM}'s own result of the quick build",
-                          lambda: (node_record(config, VICTIM, quick["build_id"]) or {}).get("own_result"), 30)
-            assert record["status"] == "success", record
-            restarted = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
-            assert f"build={config.clients[0].name}-{build.build_id} start" not in restarted, restarted[-3000:]
-            assert not containers(config, VICTIM, build.build_id)
+        yield armed
     finally:
         if armed.poll() is None:
             os.killpg(armed.pid, signal.SIGKILL)
             armed.wait()
 
 
-def test_a_node_stopped_cleanly_right_after_a_cancel_ends_with_the_build_cancelled(network, tmp_path):
-    """Node 3 gets SIGTERM right after the cancel is posted. A clean stop cannot be placed
-    exactly between the cancel's execution and the build's end (the cancel may execute on
-    node 3 before the signal lands, or only after its restart, from its peers): either way,
-    once node 3 runs again its ledger says `cancelled`, as its own result and as the verdict,
-    and no container of the build is left. The test prints which side of the cancel it hit."""
-    config_path, config = configured(tmp_path)
-    pids = network(str(config_path))
-    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
-        build = LongBuild(base_url, config)
-        offsets = log_offsets(config.log_dir)
-        cancel(base_url, build.build_id)
-        os.kill(pids[VICTIM], signal.SIGTERM)
-        poll(f"node {VICTIM} to stop", lambda: not running_node(pids[VICTIM]), 30)
-        assert build.answer()["status"] == "cancelled"
-        stopped = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
-        executed = f"cancels build={config.clients[0].name}-{build.build_id}" in stopped
+def restarted_without_the_build(network, base_url: str, config_path: Path, config: NetworkConfig, build_id: str) -> None:
+    """Start node 3 again: its ledger says `cancelled` for the build, as its own result too, no
+    container of it is left, and a quick build after the restart shows it has executed
+    everything since without ever starting the cancelled build again."""
+    offsets = log_offsets(config.log_dir)
+    network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
+    record = poll(f"node {VICTIM}'s ledger to say cancelled", lambda: cancelled_in_ledger(config, VICTIM, build_id), 30)
+    assert record["own_result"]["status"] == "cancelled", record
+    poll(f"node {VICTIM} to remove the build's container", lambda: not containers(config, VICTIM, build_id), 30)
+    quick = webhook(base_url, config, "quick")
+    assert quick["status"] == "success", quick
+    record = poll(f"node {VICTIM}'s own result of the quick build",
+                  lambda: (node_record(config, VICTIM, quick["build_id"]) or {}).get("own_result"), 30)
+    assert record["status"] == "success", record
+    restarted = new_log_text(f"node-{VICTIM}.log", offsets, config.log_dir)
+    assert f"build={config.clients[0].name}-{build_id} start" not in restarted, restarted[-3000:]
+    assert not containers(config, VICTIM, build_id)
 
-        network(str(config_path))  # ./startNetwork.sh starts the nodes that do not run: node 3
-        poll(f"node {VICTIM}'s ledger to say cancelled", lambda: cancelled_in_ledger(config, VICTIM, build.build_id))
-        own = poll(f"node {VICTIM}'s own result", lambda: node_record(config, VICTIM, build.build_id)["own_result"])
-        assert own["status"] == "cancelled", own
-        poll(f"node {VICTIM}'s build container to go", lambda: not containers(config, VICTIM, build.build_id))
-        print(f"node {VICTIM} stopped {'after' if executed else 'before'} it executed the cancel")
+
+def test_a_node_killed_between_a_cancel_and_its_targets_end_never_runs_it_again(network, tmp_path):
+    """Node 3 runs with `--crash-at after-cancel 1`: it exits as kill -9 would right after it
+    saved the cancel's execution, before it stopped the build, whose container outlives it."""
+    config_path, config = configured(tmp_path)
+    network(str(config_path))
+    with armed_node(config_path, config, "after-cancel") as armed, \
+            client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        build = LongBuild(base_url, config)
+        cancel(base_url, build.build_id)
+        assert armed.wait(timeout=60) == CRASH_EXIT_CODE
+        crashed = new_log_text(f"node-{VICTIM}.log", log_dir=config.log_dir)
+        assert [line for line in crashed.splitlines() if f"node={VICTIM} crash-at after-cancel" in line
+                and f"{config.clients[0].name}-{build.build_id}" in line], crashed[-3000:]
+        # The window: the cancel is in node 3's store, its build's container still runs.
+        assert [line for line in containers(config, VICTIM, build.build_id) if line.endswith(" running")]
+        assert build.answer()["status"] == "cancelled"
+        restarted_without_the_build(network, base_url, config_path, config, build.build_id)
+
+
+def test_a_node_stopped_cleanly_between_a_cancel_and_its_targets_end_never_runs_it_again(network, tmp_path):
+    """Node 3 runs with `--crash-at stop-after-cancel 1`: right after it saved the cancel's
+    execution it stops cleanly (SIGTERM to itself), its build never told to stop: the shutdown
+    ends the build, whose result is never reported, so its store holds it unfinished."""
+    config_path, config = configured(tmp_path)
+    network(str(config_path))
+    with armed_node(config_path, config, "stop-after-cancel") as armed, \
+            client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        build = LongBuild(base_url, config)
+        cancel(base_url, build.build_id)
+        assert armed.wait(timeout=60) == 0  # a clean stop
+        stopped = new_log_text(f"node-{VICTIM}.log", log_dir=config.log_dir)
+        assert [line for line in stopped.splitlines() if f"node={VICTIM} crash-at stop-after-cancel" in line
+                and f"{config.clients[0].name}-{build.build_id}" in line], stopped[-3000:]
+        assert (node_record(config, VICTIM, build.build_id) or {}).get("own_result") is None  # not while it is down
+        assert build.answer()["status"] == "cancelled"
+        restarted_without_the_build(network, base_url, config_path, config, build.build_id)
 
 
 def test_a_node_cut_off_while_a_cancel_is_ordered_stops_its_build_once_it_learns_it(network, tmp_path):

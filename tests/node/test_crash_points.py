@@ -13,8 +13,8 @@ ends its process with exit code 3 at the first such point after TURNS saves:
   what waited with the replica's state of the moment would record that batch
   as executed with no ledger entry for it);
 - after-cancel: right after the save of a turn that executed a cancel, before
-  the build is stopped (tests/e2e/test_end_to_end_cancel_faults.py uses it; a
-  unit test here).
+  the build is stopped; stop-after-cancel: the same moment, a clean stop
+  (tests/e2e/test_end_to_end_cancel_faults.py uses both; unit tests here).
 
 Requests stream in until node 3 dies; restarted without the switch, it
 catches up while a few more arrive, and GET /builds/{seq} for every sequence
@@ -120,6 +120,22 @@ def test_after_cancel_exits_once_a_turn_that_stops_a_build_is_saved_and_before_t
     driver.save(None, [execute(2), StopBuild(2, "client", 7)], sync=True)
     assert exits == [CRASH_EXIT_CODE] and driver.saved == 2  # saved first: the cancel is on disk
     assert "crash-at after-cancel: a turn that cancels build client-7 is saved" in caplog.text
+
+
+def test_stop_after_cancel_stops_the_node_cleanly_and_its_executor_is_told_to_stop_nothing(caplog):
+    stops: list[bool] = []
+    crash = CrashAt("stop-after-cancel", 1, exit_process=lambda code: stops.append(False),
+                    stop_process=lambda: stops.append(True))
+    driver = FakeDriver()
+    driver.stop_build = lambda effect: stops.append(effect)
+    crash.install(driver)
+    driver.schedule(lambda: None)
+    driver.run_turn([])
+    driver.save(None, [execute(2), StopBuild(2, "client", 7)], sync=True)
+    assert stops == [True]  # a clean stop asked for, no exit
+    driver.stop_build(StopBuild(2, "client", 7))  # the turn's stop, carried out after the save
+    assert stops == [True]
+    assert "crash-at stop-after-cancel: a turn that cancels build client-7 is saved: stopping cleanly" in caplog.text
 
 
 def test_the_node_refuses_crash_at_unless_the_configuration_allows_byzantine(tmp_path, monkeypatch, capsys):

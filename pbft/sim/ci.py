@@ -89,8 +89,11 @@ class CiPlan:
                    default=0.0)
 
 
-def choose_ci_plan(rng: random.Random, workload: Workload, plan: FaultPlan, build_max_s: float) -> CiPlan:
-    """Draw the seed's CI operations on top of its workload and fault plan."""
+def choose_ci_plan(
+    rng: random.Random, workload: Workload, plan: FaultPlan, build_max_s: float, primary_faults: bool = True
+) -> CiPlan:
+    """Draw the seed's CI operations on top of its workload and fault plan. Without
+    `primary_faults`, node 0 is never taken by an outage (`pbft.sim.faults.choose_plan`)."""
     kinds: list[str] = []
     correct = [submission for submission in workload.submissions if submission.client != GREEDY_CLIENT]
     extra: list[Submission] = []
@@ -132,7 +135,7 @@ def choose_ci_plan(rng: random.Random, workload: Workload, plan: FaultPlan, buil
     if slots == 1:
         kinds.append("slots")
     ci = CiPlan(kinds, extra, moving, slots)
-    eligible = _eligible_nodes(plan)
+    eligible = [node for node in _eligible_nodes(plan) if primary_faults or node != 0]
     if eligible and builds and rng.random() < 0.3:
         node = rng.choice(eligible)
         start_s = rng.choice(builds).time_s + rng.uniform(0.0, build_max_s)

@@ -193,7 +193,8 @@ class SimCluster:
             )
         # Long runs keep to their one scenario: thousands of builds past a node that is down.
         ci = options.ci and not self.long
-        self.ci = choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s) if ci else CiPlan.none()
+        self.ci = (choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s, options.primary_faults)
+                   if ci else CiPlan.none())
         if not self.long:
             if self.plan.next_primary_lags() or "transfer-past-cancel" in self.ci.kinds or any(
                 fault.kind == "restart-after-transfer" for fault in self.plan.node_faults

@@ -293,6 +293,12 @@ def test_without_primary_faults_node_0_never_lags_or_fails():
         assert 0 not in plan.faulty | plan.lagging and plan.blackout is None
 
 
+def test_without_primary_faults_no_ci_outage_takes_node_0():
+    clusters = [SimCluster(seed, options(primary_faults=False)) for seed in range(150)]
+    taken = [cluster.ci.faulty for cluster in clusters if cluster.ci.faulty]
+    assert taken and all(0 not in nodes for nodes in taken)
+
+
 def test_a_lag_loses_only_messages_to_the_lagging_node_while_it_lasts():
     plan = FaultPlan(n=4, f=1, heal_s=5.0, lags=(Lag(2, Window(1.0, 3.0), drop_p=1.0, delay_s=0.0),))
     network = Network(plan, random.Random(2))

@@ -318,7 +318,7 @@ class SimCluster:
         normal = frozenset()
         if not shared and not withholding:
             normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging)
-        return BuildChecker(normal, fetch_free=not shared and not plan.node_faults)
+        return BuildChecker(normal, fetch_free=not shared and not plan.node_faults and not self.ci.faulty)
 
     def kinds(self) -> list[str]:
         kinds = self.plan.kinds() + self.ci.kinds

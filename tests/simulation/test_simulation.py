@@ -299,6 +299,14 @@ def test_without_primary_faults_no_ci_outage_takes_node_0():
     assert taken and all(0 not in nodes for nodes in taken)
 
 
+def test_a_seed_with_a_ci_outage_is_not_held_to_a_fault_free_seeds_standard():
+    # Seed 3479: node 3 cut off (transfer-past-cancel) beside node 2 lagging; nodes 0 and 1,
+    # short of a quorum, rightly fetch. Its plan alone has no fault.
+    cluster = SimCluster(3479, options())
+    assert cluster.plan.kinds() == ["lag"] and cluster.ci.transfer_past_cancel is not None
+    assert not cluster.builds.fetch_free and 3 not in cluster.builds.normal
+
+
 def test_a_lag_loses_only_messages_to_the_lagging_node_while_it_lasts():
     plan = FaultPlan(n=4, f=1, heal_s=5.0, lags=(Lag(2, Window(1.0, 3.0), drop_p=1.0, delay_s=0.0),))
     network = Network(plan, random.Random(2))

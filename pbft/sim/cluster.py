@@ -490,7 +490,7 @@ class SimCluster:
                 self._unanswered -= 1
             by_order = timestamp in client.cancelled_by_order
             self._log(f"ACCEPT {client.name} t={timestamp} {accepted}{' by its cancel' if by_order else ''}")
-            # A build its cancel decided needs an honest node that executed the cancel after it.
+            # A build its cancel decided needs an honest node that executed that cancel.
             cancelled = self.cancels.all_cancelled() if by_order else set()
             self.safety.accepted(self.now_s, (client.name, timestamp), accepted, cancelled)
 
@@ -518,8 +518,9 @@ class SimCluster:
     def _submit(self, submission: Submission, _: None) -> None:
         client = self.clients[submission.client]
         operation = self._operation(submission)
-        if operation is None:
-            self._unanswered -= submission.client != GREEDY_CLIENT
+        if operation is None:  # what it cancels or re-runs was never asked: nothing to answer
+            if submission.client != GREEDY_CLIENT:
+                self._unanswered -= 1
             return
         request = client.new_request(operation)
         self._timestamps[submission] = request.key

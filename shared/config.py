@@ -361,7 +361,10 @@ class BuildConfig:
     workspace_mb: int = 1024  # size of the tmpfs the build's /workspace lives on
     home_mb: int = 256  # size of the tmpfs the build's HOME (/home/build) lives on
     cache_mb: int = 512  # largest build cache (a tar) a node saves for a repository; 0: no caches
-    cache_keep: int = 3  # caches a node keeps per repository, the oldest deleted first
+    cache_keep: int = 3  # caches a node keeps per scope (a branch, tag or pull request), the oldest deleted first
+    # Scopes a node keeps caches of per repository, pull requests' apart from branches' and
+    # tags': past this many, the least recently used scope of the same kind goes whole.
+    cache_scopes: int = 4
     artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/build/artifacts.py); 0: artifacts off
     artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
     # Registries (host[:port], docker.io for Docker Hub) a node pulls images it lacks from;
@@ -656,7 +659,7 @@ _BUILD_CHECKS = {
     **{
         name: _typed(int, 1)
         for name in ("memory_mb", "pids_limit", "workspace_mb", "tmp_mb", "home_mb", "max_concurrent", "cache_keep",
-                     "artifacts_keep")
+                     "cache_scopes", "artifacts_keep")
     },
     "timeout_s": _more_than_zero(float),
     "cpus": _more_than_zero(float),

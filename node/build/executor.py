@@ -40,7 +40,7 @@ from node.build.network import BuildNetwork
 from node.build.queue import BuildQueue
 from node.build.spec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
 from node.build.triggers import Trigger, skip_reason
-from node.build.caches import OUT_DIR, CacheStore, cache_key, wrapper_script
+from node.build.caches import OUT_DIR, CacheScope, CacheStore, CacheWriter, cache_key, cache_scopes, wrapper_script
 from node.build.engine import connect, describe
 from node.build.civars import BuildFacts, ci_variables
 from node.build import checkout
@@ -120,6 +120,8 @@ class _CacheRun:
     roots: tuple[str, ...]  # the spec's cache paths inside the container
     mounts: CacheMounts
     script: str
+    scope: CacheScope  # where the build's cache is kept (node/build/caches.py)
+    writer: CacheWriter
 
 
 class _BuildError(Exception):
@@ -193,7 +195,10 @@ class Executor:
         self._mirrors = GitMirrors(self._data_dir / "mirrors")
         self._checkouts = checkouts_root(self._data_dir, limits.workspace_mb * max_concurrent * 1024 * 1024)
         self._extra_environment = dict(extra_environment or {})
-        self._caches = CacheStore(self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024)
+        self._caches = CacheStore(
+            self._data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,
+            scopes=limits.cache_scopes,
+        )
         self._artifacts = ArtifactStore(self._data_dir, keep=limits.artifacts_keep)
         self._docker = docker_client
         self._engine = engine
@@ -621,7 +626,7 @@ class Executor:
             image_id = self._image(image, images)
             script, arguments, cache_run, ready_key, ready = spec.script(), (), None, None, None
             if caching:
-                cache_run = self._prepare_cache(name, image_id, spec.cache, workspace, build_id, output)
+                cache_run = self._prepare_cache(facts, image_id, spec.cache, workspace, output)
                 script, arguments = cache_run.script, ("pbft-ci-cache", spec.script())
             elif network is None:
                 ready_key = (image_id, user)
@@ -892,12 +897,17 @@ class Executor:
         return tuple(outcome.artifacts.items()), ""
 
     def _prepare_cache(
-        self, name: str, image_id: str, cache: CacheSpec, workspace: Path, build_id: str, output: BuildLog
+        self, facts: BuildFacts, image_id: str, cache: CacheSpec, workspace: Path, output: BuildLog
     ) -> _CacheRun:
+        name, build_id = facts.repository, facts.build_id
         roots = cache.container_paths()
         key = cache_key(name, image_id, cache, workspace)
+        scopes = cache_scopes(facts.event, facts.branch, facts.pull_ref)
         try:
-            restore = self._caches.restore(name, key, roots, build_id, workspace, output.node_line)
+            restore = self._caches.restore(name, scopes, key, roots, build_id, workspace, output.node_line)
+            if restore is not None:
+                log.info("build %s restores cache key %s of %s, %s", build_id, key[:12], restore.scope,
+                         restore.writer)
         except OSError as exc:
             # The node's own disk, not the build: go on without a cache.
             log.warning("cache restore failed for build %s", build_id, exc_info=True)
@@ -911,10 +921,10 @@ class Executor:
         mounts = CacheMounts(
             restore_tar=restore.tar if restore else None,
             size_mb=self._limits.cache_mb,
-            save_to=None if keep_as_is else self._caches.incoming_path(name, build_id),
+            save_to=None if keep_as_is else self._caches.incoming_path(name, scopes[0], build_id),
         )
         script = wrapper_script(restore.paths if restore else (), () if keep_as_is else roots, self._limits.cache_mb)
-        return _CacheRun(key, roots, mounts, script)
+        return _CacheRun(key, roots, mounts, script, scopes[0], CacheWriter(build_id, facts.commit, facts.event))
 
     def _save_cache(self, name: str, cache_run: _CacheRun, outcome, output: BuildLog) -> None:
         """Store the cache a successful build left; a cache that cannot be kept never changes the verdict."""
@@ -926,7 +936,10 @@ class Executor:
             output.note(f"cache not saved: {outcome.cache_problem}")
         else:
             try:
-                output.note(self._caches.save(name, cache_run.key, cache_run.mounts.save_to, cache_run.roots))
+                output.note(self._caches.save(
+                    name, cache_run.scope, cache_run.key, cache_run.mounts.save_to, cache_run.roots,
+                    cache_run.writer,
+                ))
             except OSError as exc:
                 log.warning("cache save failed for repository %r", name, exc_info=True)
                 output.note(f"cache not saved: could not store it on this node ({type(exc).__name__})")
@@ -1101,7 +1114,7 @@ def _spec_settings(
         if caching:
             lines.append(
                 f"cache {paths}: at most {limits.cache_mb} MB written to {OUT_DIR}, "
-                f"{limits.cache_keep} kept per repository on this node"
+                f"{limits.cache_keep} kept per branch, tag or pull request on this node"
             )
         else:
             lines.append(f"cache {paths}: off on this node (build.cache_mb is 0)")

@@ -2,7 +2,9 @@
 
 import hashlib
 import io
+import json
 import re
+import subprocess
 import tarfile
 
 import pytest
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.docker
 
 def stored(tmp_path, repository="example") -> list:
     directory = tmp_path / "data" / "caches" / repository
-    return sorted(directory.glob("*.tar")) if directory.exists() else []
+    return sorted(directory.glob("*/*.tar")) if directory.exists() else []
 
 
 async def test_a_first_build_saves_and_the_next_commit_restores(make_executor, git_repo, build_ids, tmp_path):
@@ -26,8 +28,8 @@ async def test_a_first_build_saves_and_the_next_commit_restores(make_executor, g
 
     assert first.status == "success", log_text(first)
     lines = cache_lines(first)
-    assert re.fullmatch(r"== cache restore miss key [0-9a-f]{12}: no cache of 'example' on this node", lines[0]), lines
-    assert re.fullmatch(r"== cache saved key [0-9a-f]{12} \(0\.0 MB\); 1 kept for 'example'", lines[1]), lines
+    assert re.fullmatch(r"== cache restore miss key [0-9a-f]{12}: no cache of 'example' for branch 'master' on this node", lines[0]), lines
+    assert re.fullmatch(r"== cache saved key [0-9a-f]{12} for branch 'master' \(0\.0 MB\); 1 kept for it", lines[1]), lines
     assert "== settings cache ~/.cache/x, .tox (key files requirements.txt): at most 512 MB" in log_text(first)
     assert "+ 512 /pbft-cache/out)" in log_text(first)
     assert len(stored(tmp_path)) == 1
@@ -39,7 +41,8 @@ async def test_a_first_build_saves_and_the_next_commit_restores(make_executor, g
     assert second.status == "success", text
     assert "restored: home-one tox-one" in text
     key = lines[1].split()[4]
-    assert cache_lines(second)[0].startswith(f"== cache restore hit key {key} (")
+    assert cache_lines(second)[0].startswith(f"== cache restore hit key {key} of branch 'master' (")
+    assert re.search(r", saved by build \S+ \(push\) at commit [0-9a-f]{12}$", cache_lines(second)[0])
     # Restored for its own key, the cache is kept as it is rather than saved again.
     assert cache_lines(second)[1] == f"== cache not saved: key {key} was restored and is kept as it is"
     assert "/pbft-cache/out/cache.tar" not in text
@@ -71,7 +74,7 @@ async def test_another_repository_never_sees_the_cache(make_executor, git_repo, 
     other = await build(executor, git_repo, build_ids, repository_name="other")
 
     assert other.status == "success", log_text(other)
-    assert cache_lines(other)[0].endswith(": no cache of 'other' on this node")
+    assert cache_lines(other)[0].endswith(": no cache of 'other' for branch 'master' on this node")
     assert len(stored(tmp_path, "example")) == 1 and len(stored(tmp_path, "other")) == 1
 
 
@@ -89,7 +92,9 @@ async def test_a_changed_key_file_misses_and_falls_back_to_the_newest(make_execu
     assert "restored: home-one tox-one" in text
     restore = cache_lines(second)[0]
     assert re.fullmatch(
-        rf"== cache restore miss key [0-9a-f]{{12}}, fallback to key {old_key}, the newest of 'example' \(.*\)", restore
+        rf"== cache restore miss key [0-9a-f]{{12}}, fallback to key {old_key}, the newest of branch 'master' "
+        r"\(.*\), saved by build .*",
+        restore,
     ), restore
     assert restore.split()[5] != old_key + ","
     assert len(stored(tmp_path)) == 2
@@ -133,7 +138,7 @@ async def test_a_cache_changed_on_disk_is_dropped_and_the_build_succeeds(make_ex
 
     assert result.status == "success", log_text(result)
     lines = cache_lines(result)
-    assert lines[0] == f"== cache dropped key {cache.stem[:12]}: checksum mismatch (changed on disk)"
+    assert lines[0] == f"== cache dropped key {cache.stem[:12]} of branch 'master': checksum mismatch (changed on disk)"
     assert lines[1].startswith("== cache restore miss key")
     assert lines[2].startswith("== cache saved key")
 
@@ -150,7 +155,8 @@ async def test_a_cache_reaching_outside_its_paths_is_dropped(make_executor, git_
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-    cache.with_suffix(".sha256").write_text(hashlib.sha256(cache.read_bytes()).hexdigest() + "\n")
+    about = json.loads(cache.with_suffix(".json").read_text())
+    cache.with_suffix(".json").write_text(json.dumps({**about, "sha256": hashlib.sha256(cache.read_bytes()).hexdigest()}))
     git_repo.commit("master", cached_project("two", before=["test ! -e planted.sh", "test ! -e ~/.cache/x/f"]))
 
     result = await build(executor, git_repo, build_ids)
@@ -158,7 +164,8 @@ async def test_a_cache_reaching_outside_its_paths_is_dropped(make_executor, git_
     text = log_text(result)
     assert result.status == "success", text
     assert cache_lines(result)[0] == (
-        f"== cache dropped key {cache.stem[:12]}: member 'workspace/planted.sh' is outside the cache paths"
+        f"== cache dropped key {cache.stem[:12]} of branch 'master': member 'workspace/planted.sh' is outside the "
+        "cache paths"
     )
     assert "home-evil" not in text
 
@@ -202,3 +209,35 @@ async def test_a_build_with_caches_keeps_its_exit_code_and_deadline(make_executo
 
     assert (result.status, result.reason) == ("timeout", "build exceeded 2 s")
     assert cache_lines(result)[-1] == "== cache not saved: the build did not succeed"
+
+
+async def test_a_pull_request_reads_the_base_branch_cache_and_the_branch_never_reads_its_own(
+    make_executor, git_repo, build_ids, tmp_path
+):
+    """The attack: a pull request saves a cache under the key the branch's next commit will
+    ask for, with a file of its own in it. The branch must not run that file."""
+    executor = make_executor()
+    git_repo.commit("master", cached_project("branch"))
+    assert (await build(executor, git_repo, build_ids)).status == "success"
+    planting = cached_project("planted", require=True, requirements="a==2\n")
+    head = git_repo.commit("feature", planting)
+    subprocess.run(["git", "-C", str(git_repo.path), "update-ref", "refs/pull/5/head", head], check=True)
+
+    pull = await build(executor, git_repo, build_ids, commit=head, event="pull_request", pull_ref="refs/pull/5/head")
+
+    pull_lines = cache_lines(pull)
+    assert pull.status == "success", log_text(pull)
+    assert "restored: home-branch tox-branch" in log_text(pull)
+    assert "the newest of branch 'master'" in pull_lines[0], pull_lines
+    assert pull_lines[1].startswith("== cache saved key ") and " for pull request #5 " in pull_lines[1], pull_lines
+    pull_key = pull_lines[1].split()[4]
+    # The branch's next commit asks for the very key the pull request saved.
+    git_repo.commit("master", cached_project("next", require=True, requirements="a==2\n"))
+
+    branch = await build(executor, git_repo, build_ids)
+
+    text = log_text(branch)
+    assert branch.status == "success", text
+    assert "restored: home-branch tox-branch" in text and "planted" not in text
+    assert re.match(rf"== cache restore miss key {pull_key}, fallback to key [0-9a-f]{{12}}, the newest of "
+                    r"branch 'master'", cache_lines(branch)[0]), cache_lines(branch)

@@ -75,6 +75,15 @@ class MaskedLog:
         self._file.close()
 
 
+def pull_request_refusal(operation) -> str | None:
+    """Why a build runs no action at all, or None: a pull request's `after:` is in the spec its
+    author wrote, and the runner is where the deploy secrets and network are. The checkout
+    (`pull_ref`) says so, whatever event the request names."""
+    if operation.pull_ref is None:
+        return None
+    return "no actions: a pull request's build runs none (its after: section is its author's)"
+
+
 class Refused(Exception):
     """Nothing of this build runs; the reason is recorded."""
 
@@ -203,6 +212,9 @@ class ActionRunner:
 
     async def _actions(self, certified: Certified) -> list[ActionSpec]:
         operation = certified.request.operation
+        refusal = pull_request_refusal(operation)
+        if refusal is not None:
+            raise Refused(refusal)
         spec = certified.result.get("spec")
         commit = certified.result.get("commit")
         if spec is None or spec["path"] != SPEC_FILE or commit is None:

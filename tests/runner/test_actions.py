@@ -10,8 +10,10 @@ import yaml
 
 from node.build.actions import parse_actions
 from node.build.spec import command_problems, parse_build_spec
+from pbft.build import Operation
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
+from runner.runner import pull_request_refusal
 from tests.support.network import free_port, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +111,13 @@ def test_a_runner_whose_client_is_down_examines_nothing_and_says_so(tmp_path):
     ledger = RunnerLedger(tmp_path / "runner" / "runner.sqlite")
     assert ledger.floor() is None  # its first start is still to come: no build is taken for history
     ledger.close()
+
+
+def test_a_pull_request_build_runs_no_action_whatever_event_its_request_names():
+    for event in ("pull_request", "push", None):
+        pull = Operation("example", "master", "a" * 40, pull_ref="refs/pull/9/head", event=event)
+        assert pull_request_refusal(pull) == (
+            "no actions: a pull request's build runs none (its after: section is its author's)"
+        )
+    assert pull_request_refusal(Operation("example", "master", "a" * 40)) is None
+    assert pull_request_refusal(Operation("example", "v1", None, event="tag")) is None

@@ -4,7 +4,9 @@ and Forgejo speak too) or of GitLab's (`status_style: gitlab`).
 A repository reports statuses when its config has `status_api`,
 `status_token` and `full_name`. `CommitStatuses` turns the service's events
 into statuses: `pending` right after a request is submitted, and `success`,
-`failure` or `error` once a verdict is accepted. The client cannot see when
+`failure` or `error` once a verdict is accepted (a skipped build's stays
+`pending` on GitHub and Gitea, saying so, unless the repository sets
+`skipped_passes`: shared.statuses.status_for). The client cannot see when
 a request is ordered (nodes reply only after the build), so "pending" means
 "submitted to the network for ordering and building"; that is honest and
 early enough for a forge to show the check as running.
@@ -18,12 +20,14 @@ A matrix (node/build/matrix.py) gives each combination's build a context of its 
 `<status_context>/<AXIS=value,...>`, pending when submitted and then its
 verdict. The build that expanded into them has the repository's own context,
 which its submission already made pending: it stays pending until every
-combination has a verdict, then says `success` if all passed (or were
-skipped), `failure` if one failed, and `error` otherwise. So a forge's rule
-that requires the repository's context still means "the build passed", with
-or without a matrix. Which combinations are waiting is kept in memory; a
-client restarted meanwhile reads it back from the matrix build's record when
-it resumes the combinations (`resumed`).
+combination has a verdict, then says `success` if all passed (or some were
+skipped and the rest passed), `skipped` if all were skipped (posted as any
+skipped build's status is: shared.statuses.status_for), `failure` if one
+failed, and `error` otherwise. So a forge's rule that requires the
+repository's context still means "the build passed", with or without a
+matrix. Which combinations are waiting is kept in memory; a client restarted
+meanwhile reads it back from the matrix build's record when it resumes the
+combinations (`resumed`).
 
 An accepted verdict's status links to its certificate (`/builds/<id>/certificate`),
 the f+1 signed replies anyone can check offline; a pending status, a verdict
@@ -180,7 +184,9 @@ class CommitStatuses:
             description = f"matrix of {count} builds, each with a status of its own: {len(states)} have a verdict"
             self._post(matrix.repository, matrix.sha, matrix.build_id, "pending", description)
             return
-        if all(state in ("success", "skipped") for state in states):
+        if all(state == "skipped" for state in states):
+            state = "skipped"  # nothing was built: no more a pass than one skipped build
+        elif all(state in ("success", "skipped") for state in states):
             state = "success"
         else:
             state = "failure" if "failure" in states else "error"

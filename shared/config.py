@@ -54,7 +54,7 @@ _REPOSITORY_KEYS = frozenset({
     "name", "url", "full_name", "secret", "secret_file", "build_tags", "build_forks", "auto_cancel",
     "max_concurrent", "status_api", "status_style", "status_token", "status_token_file", "status_context",
     "node_statuses", "node_status_token_file", "build_network", "submodules", "schedules", "notify", "secrets",
-    "secrets_for_forks",
+    "secrets_for_forks", "skipped_passes",
 })
 # An e-mail address as notifications take one: a plain addr-spec, no display name, no
 # quoting, nothing that could end a header or start another recipient (CR, LF, comma, <, >).
@@ -311,6 +311,11 @@ class RepositoryConfig:
     status_style: str = "github"
     status_token: str = ""  # the forge's API token for commit statuses
     status_context: str = "pbft-ci"  # the name statuses are posted under
+    # What a skipped build ([skip ci], when:) posts to GitHub and Gitea, the client's status and each
+    # node's alike: `pending`, saying nothing was built, so that a required check stays expected
+    # (the default); with this set, `success`, which passes a required check for a commit nothing
+    # built. GitLab gets its own `skipped` state either way (docs/forges.md, "Skipped builds").
+    skipped_passes: bool = False
     # Each node also posts its own result, as `<status_context>/node-<id>`, with a forge token
     # of its own (docs/forges.md, "Each node's own status"): then a client's word is not all the
     # forge hears. Needs status_api, full_name and node_status_token_file.
@@ -1252,6 +1257,7 @@ def load_config(
             status_style=reader.get(item, "status_style", where, _matching(_STATUS_STYLE, "status style"), "github"),
             status_token=reader.secret(item, where, "status_token"),
             status_context=reader.get(item, "status_context", where, _matching(_NAME, "status context"), "pbft-ci"),
+            skipped_passes=reader.get(item, "skipped_passes", where, _typed(bool), False),
             node_statuses=reader.get(item, "node_statuses", where, _typed(bool), False),
             node_status_token_file=reader.get(item, "node_status_token_file", where, _non_empty_string, ""),
             build_network=reader.get(item, "build_network", where, _typed(bool), False),

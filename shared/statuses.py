@@ -72,9 +72,10 @@ class CommitStatus:
         }
 
 
-# A skipped build is a success to GitHub (a required check passes), GitLab has a state of its own.
+# GitHub has no state for a build that did not run: status_for makes a skipped build's `pending`
+# or, where the repository says so, `success`. GitLab has a state of its own.
 _GITHUB_STATES = {"pending": "pending", "success": "success", "failure": "failure", "error": "error",
-                  "skipped": "success", "cancelled": "error"}
+                  "cancelled": "error"}
 _GITLAB_STATES = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed",
                   "skipped": "skipped", "cancelled": "canceled"}
 
@@ -215,12 +216,19 @@ def status_for(
     target_url: str, build_id: str,
 ) -> CommitStatus | None:
     """The status to post for commit `sha` of `repository`, or None (logged) if `sha` is not
-    a full commit sha: the sha becomes part of the URL the token is sent to."""
+    a full commit sha: the sha becomes part of the URL the token is sent to.
+
+    A `skipped` state is GitLab's own; on GitHub and Gitea it is `pending` unless the
+    repository sets `skipped_passes`. A `success` there would pass a required check for a
+    commit nothing built, and `pending` keeps it expected, as GitHub Actions does by posting
+    nothing for a run it skips; `description` says it was skipped (result_text)."""
     try:
         check_commit_sha(sha)
     except ValueError:
         log.warning("no status for build %s: commit %r is not a full sha", build_id, sha[:80])
         return None
+    if state == "skipped" and repository.status_style != "gitlab":
+        state = "success" if repository.skipped_passes else "pending"
     api = repository.status_api.rstrip("/")
     if repository.status_style == "gitlab":
         # A project by its path, URL-encoded as one segment (group%2Fsub%2Fproject).
@@ -264,7 +272,7 @@ def result_text(result: Result) -> str:
         "success": f"passed{exit_code}",
         "failure": f"failed{exit_code}",
         "timeout": f"timed out{exit_code}",
-        "skipped": f"skipped: {result.reason}",
+        "skipped": f"skipped, nothing built: {result.reason}",
         "cancelled": "cancelled",
     }.get(result.status, f"error{exit_code}: {result.reason}")
     failing = result.failure_reason()

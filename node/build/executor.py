@@ -39,11 +39,12 @@ from node.build.log import BuildLog
 from node.build.network import BuildNetwork
 from node.build.queue import BuildQueue
 from node.build.spec import SPEC_FILE, BuildSpec, CacheSpec, parse_build_spec
-from node.build.triggers import Trigger, skip_reason
+from node.build.triggers import Skips, Trigger
 from node.build.caches import OUT_DIR, CacheScope, CacheStore, CacheWriter, cache_key, cache_scopes, wrapper_script
 from node.build.engine import connect, describe
 from node.build.civars import BuildFacts, ci_variables
 from node.build import checkout
+from node.build.basespec import read_base_spec
 from node.build.gitmirror import GitError, GitMirrors, changed_paths, commit_author, commit_message, commit_time
 from node.build.identity import HOME_DIR, Identities
 from node.build.images import Images
@@ -449,7 +450,7 @@ class Executor:
             try:
                 return await asyncio.to_thread(
                     self._build, build_id, repository_name, repository_url, branch, commit, pull_ref,
-                    Trigger(event, branch, before),
+                    Trigger(event, branch, before, pull_ref),
                 )
             finally:
                 self._running -= 1
@@ -538,7 +539,7 @@ class Executor:
             try:
                 shutil.rmtree(workspace, ignore_errors=True)
                 # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
-                on_branch = branch if trigger.event not in ("tag", "pull_request") else None
+                on_branch = branch if trigger.event != "tag" and not trigger.pull_request else None
                 checkout.workspace(
                     self._mirrors, name=name, url=url, commit=resolved, branch=on_branch, dest=workspace,
                     submodule_urls=self._started_with[build_id].submodule_urls,
@@ -548,13 +549,16 @@ class Executor:
                 message = commit_message(repo, resolved)
                 author, email = commit_author(repo, resolved)
                 changed = None if trigger.before is None else changed_paths(repo, trigger.before, resolved)
+                base, base_read = read_base_spec(repo, trigger, resolved) if trigger.pull_request else (None, "")
             finally:
                 repo.close()
         except GitError as exc:
             raise _BuildError(exc.reason, exc.detail) from None
         output.commit(resolved)
+        if base_read:
+            output.node_line(base_read)
         self._check_cancel(build_id)
-        decide = functools.partial(skip_reason, trigger=trigger, message=message, changed=changed)
+        decide = Skips(trigger, message, changed, base)
         facts = BuildFacts(
             build_id=build_id, repository=name, event=trigger.event, branch=branch, commit=resolved,
             message=message, author_name=author, author_email=email, pull_ref=pull_ref, before=trigger.before,
@@ -571,18 +575,18 @@ class Executor:
         return result, commands_ms
 
     def _run_sandboxed(
-        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, facts: BuildFacts, decide,
-        output, images: list,
+        self, workspace: Path, build_id: str, name: str, commit: str, committed_s: int, facts: BuildFacts,
+        decide: Skips, output, images: list,
     ) -> tuple[BuildResult, int | None]:
         """The build's result and how long its own commands ran (ContainerOutcome.commands_ms);
-        `decide(conditions)` says why the build is skipped, or None. The registry digests of the
+        `decide` says why the build, or a step of it, does not run. The registry digests of the
         images it runs are added to `images`."""
         limits = self._limits
         labels = {"pbft-ci.build": build_id, **self._labels()}
         # Derived from the commit and the agreed request alone, so the same on every honest node.
         environment = {**reproducible_environment(committed_s), **ci_variables(facts), **self._extra_environment}
         artifacts, digests, artifacts_problem = None, (), ""
-        skipped = decide(())
+        skipped = decide.before_spec()
         if skipped is not None:
             return self._skipped(commit, skipped, None, output), None
         spec_path = workspace / SPEC_FILE
@@ -604,7 +608,7 @@ class Executor:
             timeout_s = min(spec.timeout_s or limits.timeout_s, limits.timeout_s)
             image = spec.image or limits.image
             ran = _spec(spec_path, image)
-            skipped = decide(spec.when)
+            skipped = decide.of_spec(spec.when)
             if skipped is not None:
                 return self._skipped(commit, skipped, ran, output), None
             if spec.matrix and combination is None:
@@ -714,7 +718,7 @@ class Executor:
     def _run_pipeline(
         self, spec: BuildSpec, image: str, user: str, timeout_s: float, network: str | None,
         environment: dict[str, str], secrets: dict[str, str], workspace: Path, build_id: str, name: str, commit: str,
-        ran: Spec, labels: dict[str, str], decide, output: BuildLog, images: list,
+        ran: Spec, labels: dict[str, str], decide: Skips, output: BuildLog, images: list,
     ) -> tuple[BuildResult, int | None]:
         """A `steps:` build, or one with services (node/build/steps.py): its result names each step's
         outcome, and the step that failed it. A one-script spec with services is one step, `build`.
@@ -738,7 +742,8 @@ class Executor:
             planned.append(PlannedStep(
                 name=step.name, image=step_image, image_id=self._image(step_image, images),
                 script=exported(_without(step_environment, step_secrets), step.script()), status=step.status,
-                ignore_failure=step.ignore_failure, skip_reason=decide(step.conditions) if step.conditions else None,
+                ignore_failure=step.ignore_failure,
+                skip_reason=decide.of_step(step.conditions) if step.conditions else None,
                 secrets=step_secrets,
             ))
         artifacts = None

@@ -219,6 +219,39 @@ def changed_paths(repo: git.Repo, before: str, commit: str) -> tuple[str, ...] |
     return paths
 
 
+def agreed_base(repo: git.Repo, before: str, commit: str, branch: str) -> bool:
+    """Whether `before`, a pull request's base commit, is one every node holds after the
+    build's fetch: an ancestor of the built `commit` (then every mirror holding the commit
+    holds it too), or of the head of the base `branch` as this mirror fetched it. The second
+    differs between nodes only if the branch is force-pushed past `before` between their
+    fetches; an object a mirror kept from an earlier fetch and nothing reaches never counts."""
+    for tip in (commit, f"refs/heads/{branch}"):
+        try:
+            repo.git.merge_base("--is-ancestor", "--end-of-options", before, tip)
+            return True
+        except git.GitCommandError:
+            continue  # not an ancestor, or an object or branch this mirror does not hold
+    return False
+
+
+def regular_file_at(repo: git.Repo, commit: str, path: str, max_bytes: int) -> bytes | None:
+    """The bytes of `path` in `commit`'s tree, or None when the tree has no regular file there
+    (nothing, a link, a directory, a submodule) or it is larger than `max_bytes`: the size is
+    the blob's, read before its contents."""
+    try:
+        entry = repo.commit(commit).tree / path
+    except KeyError:
+        return None
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError(f"could not read the tree of {commit}", str(exc)) from None
+    if entry.type != "blob" or entry.mode not in (0o100644, 0o100755) or entry.size > max_bytes:
+        return None
+    try:
+        return entry.data_stream.read()
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError(f"could not read {path} at {commit}", str(exc)) from None
+
+
 def _clone_local(mirror: Path, dest: Path) -> None:
     """A clone of the mirror on this host: git links the mirror's object files where `dest` is
     on the same file system, and copies them where it is not (a checkout in memory), so it

@@ -5,6 +5,7 @@ through the client (`GET /builds/{id}/log?node=N&follow=1`). The layout:
 
     == pbft-ci build <id> node <n> repo '<name>' branch '<branch>'
     == commit <sha>                      once resolved
+    == the base branch's .pbft-ci.yml …  a pull request's: which spec decides whether it builds
     == settings ...                      what the sandbox runs with
     == cache restore ...                 for a build with caches: what it got
     <the build's output, capped>         a pipeline's steps each between

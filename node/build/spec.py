@@ -12,6 +12,7 @@
       - dist/*.whl                  # relative paths or globs (node/build/artifacts.py)
     when:                           # optional: the events, branches and changed paths that build
       event: [push, pull_request]   # (node/build/triggers.py); a build they exclude ends `skipped`
+                                    # (a pull request: those of its base branch's spec decide)
     environment:                    # optional: variables every command gets (node/build/pipeline.py)
       APP_ENV: test
     matrix:                         # optional: one build per combination (node/build/matrix.py)

@@ -18,6 +18,11 @@ node that has the commit has it too). When they cannot be counted (no
 `before`, a force push, a pull request whose target moved on since it
 branched), a path condition holds: a build is never skipped for changes
 nobody can name.
+
+A pull request's author writes both its commit message and its spec, so
+neither decides whether its build runs (`Skips`): its marks count for nothing,
+and the build-level `when:` is that of its base branch's spec
+(node/build/basespec.py). Its own spec still says what runs, step `when:` included.
 """
 
 from __future__ import annotations
@@ -82,6 +87,59 @@ class Trigger:
     event: str
     branch: str  # the pushed branch or tag; a pull request's target branch
     before: str | None = None  # the commit changed paths are counted from
+    pull_ref: str | None = None  # the forge's ref a pull request's build checks out
+
+    @property
+    def pull_request(self) -> bool:
+        """A pull request's build: by its checkout as well as its event, so that a request
+        naming another event for a pull request's ref is still judged as one."""
+        return self.event == "pull_request" or self.pull_ref is not None
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """The `when:` of a pull request's base branch's spec: `.pbft-ci.yml` at the base commit."""
+
+    commit: str
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Skips:
+    """Why a build, or a step of its pipeline, does not run (None: it runs), from the agreed
+    request (`trigger`) and the commits it names.
+
+    A push, a tag, a plain call or a schedule is decided by the built commit: `[skip ci]` in
+    its message, then its spec's `when:`. A pull request is decided by `base` alone, the spec
+    of the branch it targets (None when no such spec can be read the same on every node:
+    then it runs), because whoever opens one writes its message and its spec: either would
+    otherwise let a failing pull request skip its build and pass a required check."""
+
+    trigger: Trigger
+    message: str
+    changed: tuple[str, ...] | None
+    base: BaseSpec | None = None
+
+    def before_spec(self) -> str | None:
+        """What is decided before the built commit's spec is read: a push's skip mark, a pull
+        request's base spec, whose reason names it so that the log says which spec decided."""
+        if not self.trigger.pull_request:
+            return skip_reason((), self.trigger, self.message, self.changed)
+        if self.base is None:
+            return None
+        reason = skip_reason(self.base.conditions, self.trigger, "", self.changed)
+        return None if reason is None else f"{reason} (the base branch's spec at {self.base.commit[:12]})"
+
+    def of_spec(self, conditions: tuple[Condition, ...]) -> str | None:
+        """The built commit's own `when:`, which never skips a pull request's build."""
+        if self.trigger.pull_request:
+            return None
+        return skip_reason(conditions, self.trigger, self.message, self.changed)
+
+    def of_step(self, conditions: tuple[Condition, ...]) -> str | None:
+        """A pipeline step's `when:`. No skip mark counts here: a marked push never gets to its
+        steps, and a pull request's marks are its author's."""
+        return skip_reason(conditions, self.trigger, "", self.changed)
 
 
 def parse_when(section) -> tuple[tuple[Condition, ...], list[str]]:

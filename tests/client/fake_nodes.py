@@ -40,7 +40,8 @@ MATRIX = ((("PYTHON", "3.11"), ("DB", "sqlite")), (("PYTHON", "3.12"), ("DB", "s
 def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
     """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
     "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
-    is skipped by its spec's `when:`, "fail-pipeline…" fails in its step `test`, "matrix…" expands into `MATRIX` (and builds those)."""
+    is skipped by its spec's `when:`, "fail-pipeline…" fails in its step `test`, "matrix…" expands into `MATRIX` (and builds those),
+    "matrix-skip…" too, and skips each."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
@@ -48,6 +49,8 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
         return Result("matrix", None, commit, "the spec's matrix expands into 3 builds", combinations=MATRIX)
     if combination is not None and combination not in MATRIX:
         return Result("error", None, commit, "matrix: declares no such combination")
+    if combination is not None and branch.startswith("matrix-skip"):
+        return Result("skipped", None, commit, "when: event manual is not push")
     if combination is not None and ("PYTHON", "fail") in combination:
         return Result("failure", 1, commit)
     if branch.startswith("fail-pipeline"):

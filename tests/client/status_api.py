@@ -44,12 +44,13 @@ class StatusServer:
                 await asyncio.sleep(0.01)
 
 
-def with_statuses(cluster, status_server: StatusServer) -> None:
-    """Point the fake cluster's config at the status server for repository `example`."""
+def with_statuses(cluster, status_server: StatusServer, **settings) -> None:
+    """Point the fake cluster's config at the status server for repository `example`, with its
+    other `settings` (status_style, skipped_passes)."""
     config = cluster.config
     example, other = config.repositories
     example = dataclasses.replace(
-        example, full_name="octo/example", status_api=status_server.base_url + "/", status_token=TOKEN
+        example, full_name="octo/example", status_api=status_server.base_url + "/", status_token=TOKEN, **settings
     )
     client = dataclasses.replace(config.clients[0], public_url=PUBLIC_URL)
     cluster.config = dataclasses.replace(config, repositories=(example, other), clients=(client,))

@@ -5,6 +5,8 @@ group them under the build that expanded; each has a commit status of its own co
 import asyncio
 import json
 
+import pytest
+
 from pbft.build import Operation
 from pbft.wire import decode_struct
 from tests.client.fake_nodes import MATRIX, N, honest_result, post, start_client
@@ -97,6 +99,27 @@ async def test_each_combination_has_a_status_context_and_the_expansion_s_waits_f
     assert expansion[-1].body["description"] == "matrix of 3 builds: 1 failure, 2 success"
     # The summary of several verdicts has no one certificate: it links the page that lists them.
     assert {call.body["target_url"] for call in expansion} == {f"{PUBLIC_URL}/builds/{answer['build_id']}"}
+
+
+@pytest.mark.parametrize("settings, state", [({}, "pending"), ({"skipped_passes": True}, "success")])
+async def test_a_matrix_whose_combinations_were_all_skipped_is_no_pass_of_its_own(
+    cluster, status_server, aiohttp_client, settings, state
+):
+    with_statuses(cluster, status_server, **settings)
+    client = await start_client(aiohttp_client, cluster)
+    branch = "matrix-skip/ci"
+
+    status, answer = await post(client, {"branch": branch, "commit": honest_result(branch).commit})
+    assert status == 200
+    async with asyncio.timeout(10):
+        while not any(call.body["description"] == "matrix of 3 builds: 3 skipped"
+                      for call in _calls(status_server, "pbft-ci")):
+            await asyncio.sleep(0.02)
+
+    # Nothing was built: the expansion's status is a skipped build's, as each combination's is.
+    assert _calls(status_server, "pbft-ci")[-1].body["state"] == state
+    for label in LABELS:
+        assert _states(status_server, f"pbft-ci/{label}") == ["pending", state]
 
 
 def _calls(server, context: str) -> list:

@@ -19,7 +19,7 @@ from client import records as records_module
 from client.forges import Build, Ignored
 from client.intake import WebhookError
 from client.records import SCHEMA_VERSION, BuildRecords
-from shared.statuses import CommitStatus
+from shared.statuses import status_for
 from node.build.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode
@@ -331,17 +331,27 @@ async def test_statuses_reach_github_and_gitlab_in_their_own_shapes(
         f"{PUBLIC_URL}/builds/{started['build_id']}", f"{PUBLIC_URL}/builds/{started['build_id']}/certificate"]
 
 
-@pytest.mark.parametrize("style, states", [
-    # GitLab has one failed state for failures and errors, and a skipped state of its own; to
-    # GitHub and Gitea a skipped build is a success, so that a required check passes.
-    ("gitlab", ["pending", "success", "failed", "failed", "skipped"]),
-    ("github", ["pending", "success", "failure", "error", "success"]),
+@pytest.mark.parametrize("style, skipped_passes, states", [
+    # GitLab has one failed state for failures and errors, and a skipped state of its own, which
+    # its "Pipelines must succeed" does not count as passed unless a project says so.
+    ("gitlab", False, ["pending", "success", "failed", "failed", "skipped", "canceled"]),
+    ("gitlab", True, ["pending", "success", "failed", "failed", "skipped", "canceled"]),
+    # GitHub and Gitea have none: a skipped build stays pending, so that a required check stays
+    # expected, unless the repository says that a skip passes.
+    ("github", False, ["pending", "success", "failure", "error", "pending", "error"]),
+    ("github", True, ["pending", "success", "failure", "error", "success", "error"]),
 ])
-def test_each_forge_gets_the_states_it_knows(style, states):
-    def state(value: str) -> str:
-        return CommitStatus("u", "t", value, "c", "d", "x", "1", style=style).body()["state"]
+def test_each_forge_gets_the_states_it_knows(style, skipped_passes, states):
+    repository = RepositoryConfig("example", "https://forge.example/octo/example.git", full_name="octo/example",
+                                  status_api="https://forge.example/api", status_style=style,
+                                  skipped_passes=skipped_passes)
 
-    assert [state(value) for value in ("pending", "success", "failure", "error", "skipped")] == states
+    def state(value: str) -> str:
+        status = status_for(repository, "a" * 40, token="t", state=value, context="c", description="d",
+                            target_url="x", build_id="1")
+        return status.body()["state"]
+
+    assert [state(value) for value in ("pending", "success", "failure", "error", "skipped", "cancelled")] == states
 
 
 # --- The mirror: a pinned commit must be the pull request's head -----------------------------

@@ -186,8 +186,16 @@ async def test_a_failing_pipelines_status_names_the_step_that_failed(cluster, st
         "build failed (exit 3): step 'test' failed with exit code 3; agreed by nodes ")
 
 
-async def test_a_skipped_build_passes_the_check_and_says_why(cluster, status_server, aiohttp_client):
-    with_statuses(cluster, status_server)
+@pytest.mark.parametrize("settings, state", [
+    # GitHub and Gitea have no skipped state: `success` would pass a required check for a commit
+    # nothing built, so the check stays expected, as a run GitHub Actions skips leaves it.
+    ({}, "pending"),
+    ({"skipped_passes": True}, "success"),  # the repository's choice: a skip passes
+])
+async def test_a_skipped_build_says_why_and_passes_a_check_only_where_the_repository_says(
+    cluster, status_server, aiohttp_client, settings, state
+):
+    with_statuses(cluster, status_server, **settings)
     client = await start_client(aiohttp_client, cluster)
 
     status, verdict = await post(client, {"branch": "skip/docs", "commit": PINNED})
@@ -197,8 +205,24 @@ async def test_a_skipped_build_passes_the_check_and_says_why(cluster, status_ser
 
     pending, skipped = status_server.calls
     assert pending.body["state"] == "pending"
-    assert skipped.body["state"] == "success"  # a required check passes
-    assert skipped.body["description"].startswith("build skipped: when: event manual is not push; agreed by nodes ")
+    assert skipped.body["state"] == state
+    assert skipped.body["description"].startswith(
+        "build skipped, nothing built: when: event manual is not push; agreed by nodes ")
+    assert skipped.body["target_url"] == f"{PUBLIC_URL}/builds/{verdict['build_id']}/certificate"
+
+
+@pytest.mark.parametrize("skipped_passes", [False, True])
+async def test_gitlab_gets_its_own_skipped_state_whatever_the_setting(
+    cluster, status_server, aiohttp_client, skipped_passes
+):
+    with_statuses(cluster, status_server, status_style="gitlab", skipped_passes=skipped_passes)
+    client = await start_client(aiohttp_client, cluster)
+
+    assert (await post(client, {"branch": "skip/docs", "commit": PINNED}))[0] == 200
+    await status_server.wait_for_calls(2)
+
+    assert [call.body["state"] for call in status_server.calls] == ["pending", "skipped"]
+    assert status_server.calls[1].path == f"/projects/octo%2Fexample/statuses/{PINNED}"
 
 
 async def test_a_slow_status_server_does_not_delay_the_verdict(

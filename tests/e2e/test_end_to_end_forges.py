@@ -7,7 +7,11 @@ statuses it gets:
 - a fork's pull request waits for an approval, then builds;
 - a pull request's new head cancels the build of its old one, still running;
 - pushes: `[skip ci]`, a branch `when: branch` leaves out and a change `when: path`
-  leaves out end `skipped` (a success to GitHub), a change it names builds;
+  leaves out end `skipped`, `pending` to GitHub (nothing was built), a change it names
+  builds; a repository with `skipped_passes` gets `success` for a skipped push;
+- pull requests: `[skip ci]` in the head's message and `when: {event: push}` in the head's
+  spec do not skip a failing pull request (its status is `failure`, never `success`); the
+  base branch's `when: path` skips a docs-only one, naming that spec;
 - a GitLab merge request's statuses go through GitLab's own API, a Gitea pull request's
   through the GitHub-shaped one Gitea speaks.
 """
@@ -108,6 +112,8 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
         {"name": "gitlab-test", "full_name": "gitlabhq/gitlab-test", "secret": GITLAB_TOKEN, **common,
          "status_api": statuses.url + "/api/v4", "status_style": "gitlab"},
         {"name": "webhooks", "full_name": "gitea/webhooks", "secret": GITEA_SECRET, **common},
+        {"name": "opted-in", "full_name": "Codertocat/Opted-In", "secret": GITHUB_SECRET, **common,
+         "skipped_passes": True},
     ]
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     network(str(config_path))
@@ -130,11 +136,15 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
             "pull_request.number": number, "pull_request.head.sha": head, "pull_request.base.sha": base,
             "pull_request.base.ref": "master"})
 
-    def push(branch: str, before: str, after: str) -> dict:
+    def push(branch: str, before: str, after: str, full_name: str = "Codertocat/Hello-World") -> dict:
         payload = copy.deepcopy(GITHUB_PUSH)
         payload.update({"ref": f"refs/heads/{branch}", "before": before, "after": after,
                         "head_commit": {**GITHUB_PUSH["head_commit"], "id": after}, "commits": []})
+        payload["repository"]["full_name"] = full_name
         return payload
+
+    def never_passed(path: str) -> None:
+        assert not [call for call in statuses.calls if call.path == path and call.state == "success"], path
 
     try:
         with client(config, tmp_path / "client.out", str(config_path)) as base_url:
@@ -182,8 +192,40 @@ def test_pull_requests_triggers_and_statuses_of_three_forges(network, tmp_path):
                 build_id = deliver("github", push(branch, befores[commit], commit), "push")["build_id"]
                 result = verdict_of(base_url, build_id)["result"]
                 assert (result["status"], result["reason"] if status == "skipped" else "") == (status, reason), result
-                posted = statuses.final(f"/repos/Codertocat/Hello-World/statuses/{commit}")
-                assert posted.state == "success" and (status != "skipped" or "skipped" in posted.description), posted
+                path = f"/repos/Codertocat/Hello-World/statuses/{commit}"
+                if status == "skipped":
+                    # Nothing was built: the required check stays expected.
+                    posted = statuses.said(path, f"build skipped, nothing built: {reason}")
+                    assert posted.state == "pending", posted
+                    never_passed(path)
+                else:
+                    assert statuses.final(path).state == "success"
+
+            # A repository that opted in passes a required check with a skipped push.
+            again = forge.commit({"src/app.txt": "7\n"}, "again [skip ci]")
+            build_id = deliver("github", push("master", marked, again, "Codertocat/Opted-In"), "push")["build_id"]
+            assert verdict_of(base_url, build_id)["result"]["status"] == "skipped"
+            posted = statuses.final(f"/repos/Codertocat/Opted-In/statuses/{again}")
+            assert posted.state == "success" and posted.description.startswith("build skipped, nothing built: "), posted
+
+            # Pull requests: what their author writes does not skip them; the base branch's spec may.
+            marked_head = forge.pull("refs/pull/4/head", {"build.sh": "exit 3\n"}, "break it [skip ci]", base)
+            own_when = forge.pull("refs/pull/5/head", {"build.sh": "exit 3\n", ".pbft-ci.yml": (
+                "commands: [sh build.sh]\nwhen: {event: push}\n")}, "break it", base)
+            docs_only = forge.pull("refs/pull/6/head", {"docs/more.md": "words\n"}, "docs", base)
+            for number, head in ((4, marked_head), (5, own_when)):
+                result = verdict_of(base_url, deliver("github", github_pull(number, head), "pull_request")["build_id"])
+                assert (result["result"]["status"], result["result"]["exit_code"]) == ("failure", 3), result
+                path = f"/repos/Codertocat/Hello-World/statuses/{head}"
+                assert statuses.final(path).state == "failure"
+                never_passed(path)
+            result = verdict_of(base_url, deliver("github", github_pull(6, docs_only), "pull_request")["build_id"])
+            reason = ("when: none of the 1 changed path matches anything but docs/** "
+                      f"(the base branch's spec at {base[:12]})")
+            assert (result["result"]["status"], result["result"]["reason"]) == ("skipped", reason), result
+            path = f"/repos/Codertocat/Hello-World/statuses/{docs_only}"
+            assert statuses.said(path, "build skipped, nothing built: when: none").state == "pending"
+            never_passed(path)
 
             # GitLab's merge request, with its statuses through GitLab's API; Gitea's pull request.
             gitlab_head = forge.pull("refs/merge-requests/1/head", {"src/app.txt": "gl\n"}, "gitlab", base)

@@ -62,6 +62,13 @@ class GitRepo:
         self._git("commit", "--quiet", "--no-verify", "-m", message)
         return self._git("rev-parse", "HEAD")
 
+    def pull_request(self, number: int, commit: str) -> str:
+        """Point the forge's ref of pull request `number` at `commit`, as GitHub and Gitea keep
+        it in the target repository; returns the ref."""
+        ref = f"refs/pull/{number}/head"
+        self._git("update-ref", ref, commit)
+        return ref
+
     def tag(self, name: str, commit: str, *, annotated: bool = False) -> None:
         """Tag `commit` as `name`; an annotated tag is an object of its own, as forges send for tag pushes."""
         self._git("tag", *(["-a", "-m", name] if annotated else []), name, commit)

@@ -94,3 +94,74 @@ async def test_a_bad_trigger_is_refused_before_git_runs(make_executor, tmp_path,
         branch="master", event=event, before=before,
     )
     assert result.status == "error" and result.reason.startswith(problem), result.reason
+
+
+# --- Pull requests: the base branch's spec decides, never the pull request's own ---------------
+
+
+def failing_spec(**options) -> str:
+    return yaml.safe_dump({"commands": ["echo the build ran", "exit 3"], **options})
+
+
+def opened(git_repo, head: str, base: str | None) -> dict:
+    """The request a forge's pull request delivery makes: its head pinned, its base as `before`."""
+    return {"commit": head, "pull_ref": git_repo.pull_request(7, head), "event": "pull_request", "before": base}
+
+
+async def test_a_skip_mark_in_a_pull_requests_message_does_not_skip_its_build(
+    make_executor, git_repo, build_ids, container_roles
+):
+    base = git_repo.commit("master", {".pbft-ci.yml": spec_when({"event": ["push", "pull_request"]})})
+    head = git_repo.commit("feature", {".pbft-ci.yml": failing_spec()}, message="tidy up [skip ci]")
+
+    result, containers = await run(make_executor, git_repo, build_ids, container_roles, **opened(git_repo, head, base))
+
+    assert (result.status, result.exit_code, result.commit) == ("failure", 3, head), log_text(result)
+    assert containers == ["build"] and "the build ran" in log_text(result)
+    # A push of the same commit is its author's to skip.
+    pushed, containers = await run(make_executor, git_repo, build_ids, container_roles, branch="feature", commit=head)
+    assert (pushed.status, pushed.reason, containers) == ("skipped", "[skip ci] in the commit message", [])
+
+
+async def test_a_pull_requests_own_when_does_not_skip_it(make_executor, git_repo, build_ids, container_roles):
+    base = git_repo.commit("master", {".pbft-ci.yml": spec_when({"branch": "*"})})
+    head = git_repo.commit("feature", {".pbft-ci.yml": failing_spec(when={"event": "push"})})
+
+    result, containers = await run(make_executor, git_repo, build_ids, container_roles, **opened(git_repo, head, base))
+
+    assert (result.status, result.exit_code, result.commit) == ("failure", 3, head), log_text(result)
+    assert containers == ["build"]
+    decided = f"== the base branch's .pbft-ci.yml at {base[:12]} decides whether the pull request builds"
+    assert decided in log_text(result)
+
+
+async def test_the_base_branchs_when_skips_a_pull_request_and_the_log_names_that_spec(
+    make_executor, git_repo, build_ids, container_roles
+):
+    base = git_repo.commit("master", {".pbft-ci.yml": spec_when({"event": "push"})})
+    # The head's own spec would build it: it is not the one that decides.
+    head = git_repo.commit("feature", {".pbft-ci.yml": failing_spec(when={"event": "pull_request"})})
+
+    result, containers = await run(make_executor, git_repo, build_ids, container_roles, **opened(git_repo, head, base))
+
+    reason = f"when: event pull_request is not push (the base branch's spec at {base[:12]})"
+    assert result.to_dict() == {"status": "skipped", "exit_code": None, "commit": head, "reason": reason}
+    assert result.spec is None  # the head's spec was never read
+    assert containers == []
+    text = log_text(result)
+    assert f"== skipped: {reason}" in text and "the build ran" not in text
+
+
+async def test_a_pull_request_whose_base_no_node_can_agree_on_builds(
+    make_executor, git_repo, build_ids, container_roles
+):
+    git_repo.commit("master", {".pbft-ci.yml": spec_when({"event": "push"})})
+    head = git_repo.commit("feature", {".pbft-ci.yml": failing_spec(when={"event": "push"})}, message="[skip ci]")
+    elsewhere = git_repo.commit("other", {"README.md": "b\n"})
+
+    for before in (None, elsewhere):
+        result, containers = await run(
+            make_executor, git_repo, build_ids, container_roles, **opened(git_repo, head, before)
+        )
+        assert (result.status, result.exit_code, containers) == ("failure", 3, ["build"]), (before, log_text(result))
+        assert "the pull request is not skipped" in log_text(result)

@@ -31,12 +31,15 @@ def forge():
     server.stop()
 
 
-def node_statuses_network(tmp_path, forge: StatusServer, *, with_tokens=range(4), allow_byzantine=False):
-    """A network whose repository `example` asks for node statuses; tokens written for `with_tokens`."""
+def node_statuses_network(
+    tmp_path, forge: StatusServer, *, with_tokens=range(4), allow_byzantine=False, **settings
+):
+    """A network whose repository `example` asks for node statuses, with its other `settings`;
+    tokens written for `with_tokens`."""
     path = write_network(tmp_path, allow_byzantine=allow_byzantine, protocol={"view_change_timeout_s": 0.5})
     data = yaml.safe_load(path.read_text())
     data["repositories"][0].update(full_name="octo/example", status_api=forge.url, node_statuses=True,
-                                   node_status_token_file="keys/node-{id}.status-token")
+                                   node_status_token_file="keys/node-{id}.status-token", **settings)
     path.write_text(yaml.safe_dump(data))
     for node_id in with_tokens:
         (tmp_path / "keys" / f"node-{node_id}.status-token").write_text(TOKENS[node_id] + "\n")
@@ -122,11 +125,32 @@ async def test_which_builds_a_node_posts_and_under_which_context(tmp_path, forge
          f"node 2: build error: commit {pinned} is not on master"),
         (f"/repos/octo/example/statuses/{other}", "pbft-ci/PYTHON=3.12/node-2", "failure",
          "node 2: build failed (exit 2)"),
-        # A skipped build passes, as the client's verdict of it does.
-        (f"/repos/octo/example/statuses/{other}", "pbft-ci/node-2", "success",
-         "node 2: build skipped: [skip ci] in the commit message"),
+        # A skipped build keeps a required check expected, as the client's verdict of it does.
+        (f"/repos/octo/example/statuses/{other}", "pbft-ci/node-2", "pending",
+         "node 2: build skipped, nothing built: [skip ci] in the commit message"),
     ]
     assert {call.token for call in forge.calls} == {TOKENS[2]}
+
+
+@pytest.mark.parametrize("settings, path, state", [
+    ({}, "/repos/octo/example/statuses/", "pending"),
+    ({"skipped_passes": True}, "/repos/octo/example/statuses/", "success"),
+    ({"status_style": "gitlab"}, "/projects/octo/example/statuses/", "skipped"),
+    ({"status_style": "gitlab", "skipped_passes": True}, "/projects/octo/example/statuses/", "skipped"),
+])
+async def test_a_nodes_skipped_build_passes_a_check_only_where_the_repository_says(
+    tmp_path, forge, settings, path, state
+):
+    config = node_statuses_network(tmp_path, forge, **settings)
+    skipped = Result("skipped", None, MASTER, "when: event pull_request is not push")
+
+    async with running_poster() as poster:
+        statuses = NodeStatuses(config, 1, {"example": tmp_path / "keys" / "node-1.status-token"}, poster)
+        statuses.finished(Request("client", 1, Operation("example", "master", MASTER)), skipped)
+        [call] = await wait_for_calls(forge, 1)
+
+    assert (call.path, call.context, call.state) == (path + MASTER, "pbft-ci/node-1", state)
+    assert call.description == "node 1: build skipped, nothing built: when: event pull_request is not push"
 
 
 async def test_a_renewed_token_is_used_from_the_next_status_on(tmp_path, forge, caplog):

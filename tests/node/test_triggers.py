@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.build.spec import parse_build_spec
-from node.build.triggers import MAX_CONDITIONS, MAX_PATTERNS, Condition, Filter, Glob, Trigger, parse_when, skip_reason
+from node.build.triggers import (
+    MAX_CONDITIONS, MAX_PATTERNS, BaseSpec, Condition, Filter, Glob, Skips, Trigger, parse_when, skip_reason,
+)
 
 PUSH_MAIN = Trigger("push", "main")
 
@@ -183,3 +185,47 @@ def test_a_path_condition_holds_when_nobody_can_name_the_changes():
     when = {"path": "src/**"}
     assert reason(when, changed=None) is None
     assert reason(when, changed=()) is None
+
+
+# --- Who decides: the built commit for a push, the base branch's spec for a pull request ------
+
+BASE = "b" * 40
+PULL_REQUEST = Trigger("pull_request", "main", BASE)
+
+
+def test_a_push_is_decided_by_its_own_message_and_spec():
+    marked = Skips(PUSH_MAIN, "docs [skip ci]", None)
+    assert marked.before_spec() == "[skip ci] in the commit message"
+    plain = Skips(PUSH_MAIN, "change", None)
+    assert plain.before_spec() is None
+    assert plain.of_spec(conditions({"event": "tag"})) == "when: event push is not tag"
+
+
+def test_a_pull_requests_own_message_and_spec_never_skip_it():
+    # A request naming another event for a pull request's ref is judged by its checkout.
+    disguised = Trigger("push", "main", BASE, "refs/pull/3/head")
+    for trigger in (PULL_REQUEST, disguised):
+        for message in ("wip [skip ci]", "[CI SKIP]"):
+            decide = Skips(trigger, message, None)
+            assert decide.before_spec() is None
+            assert decide.of_spec(conditions({"event": "tag"})) is None
+
+
+def test_a_pull_request_is_skipped_by_its_base_specs_when_which_the_reason_names():
+    base = BaseSpec(BASE, conditions({"event": "push"}))
+    decide = Skips(PULL_REQUEST, "wip", ("src/app.py",), base)
+    assert decide.before_spec() == f"when: event pull_request is not push (the base branch's spec at {BASE[:12]})"
+
+    builds = BaseSpec(BASE, conditions([{"event": "push"}, {"event": "pull_request", "path": "src/**"}]))
+    assert Skips(PULL_REQUEST, "[skip ci]", ("src/app.py",), builds).before_spec() is None
+    assert Skips(PULL_REQUEST, "x", ("README.md",), builds).before_spec() == (
+        "when: no condition holds (event pull_request is not push; none of the 1 changed path matches src/**) "
+        f"(the base branch's spec at {BASE[:12]})"
+    )
+
+
+def test_a_steps_when_still_decides_and_no_mark_skips_a_step():
+    for trigger in (PUSH_MAIN, PULL_REQUEST):
+        decide = Skips(trigger, "[skip ci]", None)
+        assert decide.of_step(conditions({"event": trigger.event})) is None
+        assert decide.of_step(conditions({"event": "cron"})) == f"when: event {trigger.event} is not cron"

@@ -315,6 +315,22 @@ def test_build_network_is_off_unless_a_repository_asks_for_it(tmp_path):
         load_config(edit(path, not_a_flag))
 
 
+def test_a_skipped_build_passes_a_check_only_where_a_repository_opts_in(tmp_path):
+    path = write_network(tmp_path)
+    assert load_config(path).repository("example").skipped_passes is False
+
+    def opt_in(data):
+        data["repositories"][0]["skipped_passes"] = True
+
+    assert load_config(edit(path, opt_in)).repository("example").skipped_passes is True
+
+    def not_a_flag(data):
+        data["repositories"][0]["skipped_passes"] = "true"
+
+    with pytest.raises(ConfigError, match=r"repositories\[0\].skipped_passes: must be bool, not str"):
+        load_config(edit(path, not_a_flag))
+
+
 @pytest.mark.parametrize("n, relay", [(4, False), (7, True), (16, True)])
 def test_votes_are_relayed_from_seven_nodes_up_unless_the_network_says(tmp_path, n, relay):
     assert load_config(write_network(tmp_path / "unset", n=n, f=(n - 1) // 3)).protocol.relay_votes is relay

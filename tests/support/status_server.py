@@ -72,3 +72,14 @@ class StatusServer(ThreadingHTTPServer):
                 return done[-1]
             assert time.monotonic() < deadline, (path, context, self.calls)
             time.sleep(0.2)
+
+    def said(self, path: str, description: str, timeout_s: float = 120) -> Posted:
+        """The last status posted to `path` whose description starts with `description`: a
+        skipped build's verdict, say, which on GitHub is `pending` like its submission's."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = [call for call in self.calls if call.path == path and call.description.startswith(description)]
+            if done:
+                return done[-1]
+            assert time.monotonic() < deadline, (path, description, self.calls)
+            time.sleep(0.2)

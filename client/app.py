@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from client.access import AccessRules
+from client.actionreports import check_build_takes_reports, checked_report
 from client.artifacts import (
     ArtifactsUnavailable, add_artifact_proxy, agreed_files, artifact_source, serve_file, serve_manifest,
 )
@@ -53,7 +54,7 @@ from client.transfers import NODE_SESSIONS, add_transfers
 from shared.config import NetworkConfig, load_config
 from shared.reload import LiveConfig, reload_on_sighup
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.build import STEP_NAME, combination_label
+from pbft.build import combination_label
 from pbft.encoding import canonical
 from pbft.messages import MessageError, encode
 from pbft.wire import NAME
@@ -67,8 +68,7 @@ NAME_KEY = web.AppKey("client_name", str)
 
 DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
-# What the action runner may say of an action (runner/ledger.py), and how long its report may be.
-ACTION_STATES = ("running", "success", "failure", "error", "interrupted")
+# How long an action runner's report may be (shared/actionreport.py).
 MAX_ACTION_REPORT_BYTES = 4096
 # Build ids are request timestamps in microseconds, which SQLite stores as 63-bit integers.
 MAX_BUILD_ID = 2**63 - 1
@@ -490,31 +490,24 @@ def _build_to_act_on(request: web.Request) -> dict:
 
 
 async def report_action(request: web.Request) -> web.Response:
-    """The action runner (runner/) reports how an action after a build's verdict went: whoever
-    may ask for builds may report, and the record shows the latest word per action."""
+    """The action runner (runner/) reports how an action after a build's verdict went, signed
+    with its own key (client.actionreports): the record keeps its newest word per action and
+    who said it. The bearer token is still asked for, before any signature is checked."""
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     record = _record(request)
-    if record["state"] != "accepted":
-        raise WebhookError(409, f"build {record['build_id']} has no certified verdict ({record['state']})")
+    check_build_takes_reports(record)
+    build_id = int(record["build_id"])
     body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, _webhook_settings(request).body_timeout_s)
-    try:
-        report = json.loads(body)
-    except (ValueError, RecursionError):
-        raise WebhookError(400, "body must be JSON") from None
-    if not isinstance(report, dict) or set(report) != {"action", "state", "exit_code", "reason"}:
-        raise WebhookError(400, "body must be an object with action, state, exit_code and reason")
-    name, state, exit_code, reason = (report[key] for key in ("action", "state", "exit_code", "reason"))
-    if not isinstance(name, str) or not STEP_NAME.fullmatch(name):  # an action's name is a step's
-        raise WebhookError(400, "action must be an action's name (letters, digits, '.', '_', '-')")
-    if state not in ACTION_STATES:
-        raise WebhookError(400, f"state must be one of {', '.join(ACTION_STATES)}")
-    if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
-        raise WebhookError(400, "exit_code must be an integer or null")
-    if not isinstance(reason, str) or len(reason) > 500 or not reason.isprintable():
-        raise WebhookError(400, "reason must be printable text of at most 500 characters")
-    request.app[RECORDS_KEY].action(int(record["build_id"]), name, state, exit_code, reason, time.time())
-    log.info("build %s: action %s %s exit_code=%s", record["build_id"], name, state, exit_code)
-    return web.json_response({"build_id": record["build_id"], "action": name, "state": state})
+    report, sig = checked_report(body, build_id, _config(request).client(request.app[NAME_KEY]))
+    records = request.app[RECORDS_KEY]
+    if not records.action(report, sig, time.time()):
+        raise WebhookError(409, f"a replayed or older report: the record keeps a report of action {report.action}"
+                                f" of build {build_id} stamped {records.action_stamp(build_id, report.action)},"
+                                f" and this one is stamped {report.stamp_us}")
+    log.info("build %d: action %s %s exit_code=%s, reported by runner %s", build_id, report.action, report.state,
+             report.exit_code, report.runner)
+    return web.json_response({"build_id": record["build_id"], "action": report.action, "state": report.state,
+                              "runner": report.runner})
 
 
 async def get_build(request: web.Request) -> web.Response:

@@ -34,6 +34,7 @@ from typing import Any
 from pbft.build import MAX_COMBINATIONS, Operation, Result, combination_label, pull_request_number
 from pbft.wire import MessageError, decode_struct
 from pbft.messages import Reply, Request, encode
+from shared.actionreport import ActionReport
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS actions (
     exit_code INTEGER,
     reason TEXT NOT NULL DEFAULT '',
     reported_at REAL NOT NULL,
+    runner TEXT,
+    signature TEXT,
+    stamp_us INTEGER,
     PRIMARY KEY (build_id, name)
 );
 CREATE TABLE IF NOT EXISTS schedules (
@@ -116,8 +120,9 @@ TIMESTAMP_RESERVE_US = 600 * 1_000_000
 # version 5 the state 'disputed', which SQLite cannot alter: `_migrate` copies their builds
 # into a table made by the schema above. Version 2 adds the approvals table, version 3 the
 # reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table,
-# version 7 the builds' numbers per repository and their commits' message, author and link.
-SCHEMA_VERSION = 7
+# version 7 the builds' numbers per repository and their commits' message, author and link,
+# version 8 who reported an action (the runner's name, its signature and stamp).
+SCHEMA_VERSION = 8
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the
@@ -127,6 +132,9 @@ _BUILD_COLUMNS_BEFORE_7 = (
     " request, replies"
 )
 _BUILD_COLUMNS_OF_7 = {"number": "INTEGER", "commit_message": "TEXT", "author": "TEXT", "commit_url": "TEXT"}
+# The actions table's columns version 8 adds. Reports recorded before have none: anyone with the
+# client's token could write those, and the record says they are unsigned.
+_ACTION_COLUMNS_OF_8 = {"runner": "TEXT", "signature": "TEXT", "stamp_us": "INTEGER"}
 # The builds table's indexes, dropped before an old table is renamed: an index keeps its name
 # when its table is renamed, so the schema would not make it again for the new table.
 _BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref")
@@ -201,6 +209,7 @@ class BuildRecords:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            self._add_action_columns_of_8()
             if exists:
                 self._db.execute(
                     f"INSERT INTO builds ({_BUILD_COLUMNS_BEFORE_7}) SELECT {_BUILD_COLUMNS_BEFORE_7} FROM builds_v0"
@@ -227,6 +236,13 @@ class BuildRecords:
         for name, kind in _BUILD_COLUMNS_OF_7.items():
             if name not in present:
                 self._db.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
+
+    def _add_action_columns_of_8(self) -> None:
+        """Give an actions table of versions 6 and 7 the columns version 8 adds (all nullable)."""
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(actions)")}
+        for name, kind in _ACTION_COLUMNS_OF_8.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE actions ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         if self._last_timestamp < self._ceiling:
@@ -486,15 +502,28 @@ class BuildRecords:
         self._write("INSERT INTO matrix_builds (build_id, matrix_of) VALUES (?, ?)", (build_id, matrix_of))
         self._copy_commit(build_id, matrix_of)
 
-    def action(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str, at: float) -> None:
-        """Keep what the action runner reported of action `name` of a build (its latest word)."""
-        self._write(
-            "INSERT INTO actions (build_id, name, state, exit_code, reason, reported_at) VALUES (?, ?, ?, ?, ?, ?)"
+    def action(self, report: ActionReport, signature: str, at: float) -> bool:
+        """Keep a runner's signed report of an action, unless the record has one of that action
+        of that build with the same or a higher stamp: False then (a replayed or older report).
+        A report from before reports were signed (no stamp) is replaced by any signed one."""
+        cursor = self._write(
+            "INSERT INTO actions (build_id, name, state, exit_code, reason, reported_at, runner, signature, stamp_us)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (build_id, name) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code,"
-            " reason = excluded.reason, reported_at = excluded.reported_at",
-            (build_id, name, state, exit_code, reason, at),
+            " reason = excluded.reason, reported_at = excluded.reported_at, runner = excluded.runner,"
+            " signature = excluded.signature, stamp_us = excluded.stamp_us"
+            " WHERE actions.stamp_us IS NULL OR excluded.stamp_us > actions.stamp_us",
+            (report.build_id, report.action, report.state, report.exit_code, report.reason, at, report.runner,
+             signature, report.stamp_us),
         )
         self.commit()
+        return cursor.rowcount == 1
+
+    def action_stamp(self, build_id: int, name: str) -> int | None:
+        """The stamp of the report the record keeps of action `name` of a build, if any."""
+        row = self._db.execute("SELECT stamp_us FROM actions WHERE build_id = ? AND name = ?",
+                               (build_id, name)).fetchone()
+        return None if row is None else row[0]
 
     def schedule_slots(self) -> dict[tuple[str, str, str, str], float]:
         """The last slot each schedule fired for (or started from), by (repository, name, cron, branch)."""
@@ -581,7 +610,8 @@ class BuildRecords:
             (build_id, MAX_COMBINATIONS),
         ).fetchall()
         actions = self._db.execute(
-            "SELECT name, state, exit_code, reason, reported_at FROM actions WHERE build_id = ? ORDER BY name LIMIT ?",
+            "SELECT name, state, exit_code, reason, reported_at, runner, stamp_us, signature AS sig FROM actions"
+            " WHERE build_id = ? ORDER BY name LIMIT ?",
             (build_id, MAX_LISTED_ACTIONS),
         ).fetchall()
         return {**_summary(row), "reruns": [str(rerun[0]) for rerun in reruns],

@@ -1,6 +1,9 @@
 """The action runner's configuration: its own YAML, beside the network's.
 
     network: network.yaml                 # the network's configuration: its nodes' public keys, f, repositories
+    name: runner                          # as the client's entry lists it (clients[].runners) with its public key
+    key_file: keys/runner-runner.key      # its own Ed25519 key, which signs its reports (default: the
+                                          # network's keys_dir/runner-<name>.key, where scripts/keygen.py makes it)
     client_url: http://127.0.0.1:8080     # the client whose certified verdicts it follows
     client_token_file: keys/client.token  # the client's bearer token, if it has one
     data_dir: data/runner                 # its records of what ran, its mirrors and action logs
@@ -15,6 +18,9 @@
 
 Paths are relative to this file. Secrets live only here: no node's
 configuration names them, and an action gets only those its `secrets:` lists.
+The runner starts only if a client of the network's configuration lists its
+name with the public key of its `key_file`: otherwise that client would
+refuse every report it signs (shared/actionreport.py).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from pathlib import Path
 import yaml
 
 from node.build.actions import SECRET_NAME
-from shared.config import NetworkConfig, load_config
+from shared.config import NetworkConfig, is_client_name, load_config
+from shared.crypto import PrivateKey, load_private_key, public_key_hex
 
-_KEYS = {"network", "client_url", "client_token_file", "data_dir", "poll_s", "image", "timeout_s", "network_mode",
-         "repositories"}
+_KEYS = {"network", "name", "key_file", "client_url", "client_token_file", "data_dir", "poll_s", "image", "timeout_s",
+         "network_mode", "repositories"}
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 # CI and PBFT_CI variables are the runner's to set.
 _RESERVED = ("CI", "CI_", "PBFT_CI")
@@ -43,6 +50,8 @@ class RunnerConfigError(ValueError):
 class RunnerConfig:
     path: Path
     network: NetworkConfig
+    name: str  # signs its reports under this name
+    key: PrivateKey = field(repr=False)  # its own; the client's configuration has the public half
     client_url: str
     data_dir: Path
     client_token_file: Path | None = None
@@ -125,15 +134,43 @@ def load_runner_config(path: Path) -> RunnerConfig:
                 problems.append(f"{where}.secrets.{secret}: {file!r} is not a file")
             else:
                 secrets.setdefault(name, {})[secret] = relative(file)
+    name, key = data.get("name"), None
+    if not isinstance(name, str) or not is_client_name(name):
+        problems.append("name: the runner's name is required (letters, digits, . _ -), as the client's"
+                        " configuration lists it under clients[].runners")
+    else:
+        key_file = data.get("key_file")
+        key_path = network.runner_key_path(name) if key_file is None else relative(str(key_file))
+        try:
+            key = load_private_key(key_path)
+        except FileNotFoundError:
+            problems.append(f"key_file: {key_path} does not exist (scripts/keygen.py makes it for a runner the"
+                            " network's configuration lists; scripts/nodekey.py generate --runner on a host of its own)")
+        except (OSError, ValueError) as error:
+            problems.append(f"key_file: cannot read the runner's private key at {key_path}: {error}")
+        else:
+            problems += _listed(network, name, public_key_hex(key))
     token_file = data.get("client_token_file")
     if token_file is not None and (not isinstance(token_file, str) or not relative(token_file).is_file()):
         problems.append(f"client_token_file: {token_file!r} is not a file")
     if problems:
         raise RunnerConfigError(f"{path}: " + "; ".join(problems))
     return RunnerConfig(
-        path=path, network=network, client_url=client_url.rstrip("/"),
+        path=path, network=network, name=name, key=key, client_url=client_url.rstrip("/"),
         data_dir=relative(data.get("data_dir", "data/runner")),
         client_token_file=None if token_file is None else relative(token_file),
         poll_s=float(poll_s), image=data.get("image", RunnerConfig.image), timeout_s=float(timeout_s),
         network_mode=network_mode, secrets=secrets,
     )
+
+
+def _listed(network: NetworkConfig, name: str, public_key: str) -> list[str]:
+    """Why no client of `network` would take reports signed by runner `name` with `public_key`; [] if one would."""
+    keys = {runner.public_key for client in network.clients for runner in client.runners if runner.name == name}
+    if not keys:
+        return [f"name: no client of {network.path} lists a runner {name!r} (clients[].runners):"
+                " it would refuse every report"]
+    if public_key not in keys:
+        return [f"key_file: its public key {public_key[:16]}… is not the one {network.path} lists for runner"
+                f" {name!r}: the client would refuse every report"]
+    return []

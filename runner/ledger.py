@@ -6,7 +6,9 @@ row is committed as `running` before its container starts, so a runner that
 dies mid-action finds it at its restart and marks it `interrupted`: it is
 never run a second time by the runner itself (a deploy may have half
 happened; an operator decides). `floor`: builds at or below it are history
-the runner was started after, never acted on.
+the runner was started after, never acted on. `report_stamp`: the stamp of
+the last report the runner signed, so that the next one is higher even if the
+clock went back (shared/actionreport.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ class RunnerLedger:
 
     def set_floor(self, build_id: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('floor', ?)", (build_id,))
+
+    def next_report_stamp(self, now_us: int) -> int:
+        """max(now_us, the last stamp + 1), written down before the report it stamps is sent:
+        the client refuses a report not newer than the last it has of an action."""
+        row = self._db.execute("SELECT value FROM state WHERE key = 'report_stamp'").fetchone()
+        stamp = max(now_us, 0 if row is None else row[0] + 1)
+        self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('report_stamp', ?)", (stamp,))
+        return stamp
 
     def examined(self, build_id: int) -> bool:
         return self._db.execute("SELECT 1 FROM examined WHERE build_id = ?", (build_id,)).fetchone() is not None

@@ -17,7 +17,8 @@ that it has not examined:
    files and the artifacts in /workspace and the secrets the action lists
    (from the runner's configuration, never a node's) in its environment;
 6. records the outcome (runner/ledger.py) and reports it to the client,
-   which shows it with the build.
+   signed with the runner's own key (shared/actionreport.py): the client
+   takes a report from no one else, and shows it with the build.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.config import RunnerConfig, RunnerConfigError
 from runner.ledger import RunnerLedger
+from shared.actionreport import MAX_REASON_CHARS, ActionReport
 from shared.secretmask import Masks, StreamMasker
 
 log = logging.getLogger(__name__)
@@ -359,9 +361,13 @@ class ActionRunner:
         return ("success" if outcome.exit_code == 0 else "failure"), outcome.exit_code, ""
 
     async def _report(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str) -> None:
-        """Tell the client how the action went, for the build's record and page; a client that is
-        down misses it (the runner's own ledger and log keep it)."""
-        body = {"action": name, "state": state, "exit_code": exit_code, "reason": reason[:500]}
+        """Tell the client how the action went, signed, for the build's record and page; a client
+        that is down misses it (the runner's own ledger and log keep it)."""
+        # The client takes printable text only: a line break in an engine's error is a space there.
+        printable = "".join(char if char.isprintable() else " " for char in reason)[:MAX_REASON_CHARS]
+        report = ActionReport(build_id, name, state, exit_code, printable, self._config.name,
+                              self._ledger.next_report_stamp(time.time_ns() // 1000))
+        body = report.signed_body(self._config.key)
         try:
             async with self._session.post(f"{self._config.client_url}/builds/{build_id}/actions", json=body,
                                           headers=self._headers(), timeout=_HTTP_TIMEOUT) as response:

@@ -56,6 +56,8 @@ SECTIONS = [
      "([Secrets and trust](secrets.md))"),
     ("clients[].smtp", config.SMTPConfig, "the mail server a client sends notification e-mails through; "
      "needed once a repository has an email target"),
+    ("clients[].runners[]", config.RunnerKeyConfig, "the action runners whose signed reports of the actions "
+     "after a verdict the client records; optional ([Actions after the verdict](actions.md))"),
     ("build", config.BuildConfig, "how every node builds: the same on every node"),
     ("protocol", config.ProtocolConfig, "the replica's settings and the client's waits"),
     ("tls", config.NodeTLSConfig, "HTTPS and WSS on every node's port; optional"),

@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""Generate the Ed25519 key pairs of a configuration's nodes and clients on this machine.
+"""Generate the Ed25519 key pairs of a configuration's nodes, clients and action runners on this machine.
 
 For a network on one machine (the example): every entry whose public key is
 not known yet (its `public_key_file` does not exist) gets a key pair here.
 Keys that already exist are kept, so running this again is harmless. Private
-keys go to `<keys_dir>/node-<id>.key` and `<keys_dir>/client-<name>.key`
+keys go to `<keys_dir>/node-<id>.key`, `<keys_dir>/client-<name>.key` and,
+for each runner a client lists (clients[].runners), `<keys_dir>/runner-<name>.key`
 (mode 0600, never committed); the public halves to the matching `.pub` files
 that the configuration's `public_key_file` entries name.
 
 An entry whose public key is known (inline, or a `.pub` file that exists)
 but whose private key is not here belongs to another host and is left alone:
 with one node per host, each host makes its own key with
-`scripts/nodekey.py generate` (see docs/operations.md, "One node per host").
+`scripts/nodekey.py generate` (see docs/operations.md, "One node per host"),
+and so does a runner on a host of its own (`--runner NAME`, docs/actions.md).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     entries = [(config.node_key_path(node.id), node.public_key) for node in config.nodes]
     entries += [(config.client_key_path(client.name), client.public_key) for client in config.clients]
+    # Two clients may list one runner: its key is made once.
+    runners = {runner.name: runner.public_key for client in config.clients for runner in client.runners}
+    entries += [(config.runner_key_path(name), public_key) for name, public_key in runners.items()]
     outcomes = [ensure_key(path, public_key) for path, public_key in entries]
     line = f"keys in {config.keys_dir}: {outcomes.count('created')} created, {outcomes.count('kept')} kept"
     if "elsewhere" in outcomes:

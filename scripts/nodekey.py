@@ -9,7 +9,8 @@ every host, which then checks it against its own private key:
   nodekey.py show --node 2 --keys-dir /etc/pbft-ci/keys       # prints it again
   nodekey.py check /etc/pbft-ci/network.yaml --node 2         # "ok: ..." or what is wrong
 
-`--client NAME` instead of `--node ID` does the same for a client. The keys
+`--client NAME` instead of `--node ID` does the same for a client, and
+`--runner NAME` for an action runner a client lists (clients[].runners). The keys
 folder must be the configuration's `keys_dir`. A private key is never
 replaced and never printed. Exit codes: 0 done or ok, 1 the check failed (or
 the key exists, is missing, unreadable), 2 usage.
@@ -33,10 +34,12 @@ from shared.config import (  # noqa: E402
     ConfigError,
     NetworkConfig,
     NodeConfig,
+    RunnerKeyConfig,
     client_key_file,
     is_client_name,
     load_config,
     node_key_file,
+    runner_key_file,
 )
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 
@@ -67,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         who = command.add_mutually_exclusive_group(required=True)
         who.add_argument("--node", type=node_id, metavar="ID", help="a node, by its id in the configuration")
         who.add_argument("--client", type=client_name, metavar="NAME", help="a client, by its name")
+        who.add_argument("--runner", type=client_name, metavar="NAME",
+                         help="an action runner, by the name a client's runners list gives it")
         return command
 
     for name, help in (("generate", "make this host's private key (mode 0600) and print its public key;"
@@ -84,15 +89,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def who(args: argparse.Namespace) -> str:
-    return f"node {args.node}" if args.node is not None else f"client {args.client!r}"
+    if args.node is not None:
+        return f"node {args.node}"
+    return f"client {args.client!r}" if args.client is not None else f"runner {args.runner!r}"
 
 
 def flag(args: argparse.Namespace) -> str:
-    return f"--node {args.node}" if args.node is not None else f"--client {args.client}"
+    if args.node is not None:
+        return f"--node {args.node}"
+    return f"--client {args.client}" if args.client is not None else f"--runner {args.runner}"
 
 
 def key_path(args: argparse.Namespace, keys_dir: Path) -> Path:
-    return node_key_file(keys_dir, args.node) if args.node is not None else client_key_file(keys_dir, args.client)
+    if args.node is not None:
+        return node_key_file(keys_dir, args.node)
+    return client_key_file(keys_dir, args.client) if args.client is not None else runner_key_file(keys_dir, args.runner)
 
 
 def keys_dir_of(args: argparse.Namespace) -> Path:
@@ -159,7 +170,8 @@ def check(args: argparse.Namespace) -> str:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise Refused(f"{path} is readable by others (mode {mode:04o}): chmod 600 {path}")
-    line = (f"ok: {who(args)} ({entry.host}:{entry.port}) in {config.path} has the public key of {path}"
+    address = f" ({entry.host}:{entry.port})" if not isinstance(entry, RunnerKeyConfig) else ""
+    line = (f"ok: {who(args)}{address} in {config.path} has the public key of {path}"
             f" ({own[:16]}…); n={config.n}, f={config.f}, {len(keys)} distinct keys")
     others = sorted(other.name for other in config.keys_dir.glob("*.key") if other != path)
     if others:
@@ -168,7 +180,13 @@ def check(args: argparse.Namespace) -> str:
     return line
 
 
-def find_entry(args: argparse.Namespace, config: NetworkConfig) -> NodeConfig | ClientConfig:
+def find_entry(args: argparse.Namespace, config: NetworkConfig) -> NodeConfig | ClientConfig | RunnerKeyConfig:
+    if args.runner is not None:
+        runners = {runner.name: runner for client in config.clients for runner in client.runners}
+        if args.runner not in runners:
+            raise Refused(f"{config.path} has no {who(args)} in any client's runners"
+                          f" (it has: {', '.join(runners) or 'none'})")
+        return runners[args.runner]
     try:
         return config.node(args.node) if args.node is not None else config.client(args.client)
     except KeyError:
@@ -178,8 +196,10 @@ def find_entry(args: argparse.Namespace, config: NetworkConfig) -> NodeConfig | 
 
 
 def principal_keys(config: NetworkConfig) -> list[tuple[str, str]]:
+    runners = {runner.name: runner.public_key for client in config.clients for runner in client.runners}
     return [(f"node {node.id}", node.public_key) for node in config.nodes] + \
-        [(f"client {client.name!r}", client.public_key) for client in config.clients]
+        [(f"client {client.name!r}", client.public_key) for client in config.clients] + \
+        [(f"runner {name!r}", public_key) for name, public_key in runners.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

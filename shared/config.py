@@ -48,8 +48,11 @@ _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _CLIENT_KEYS = frozenset({
     "name", "host", "port", "public_key", "public_key_file", "max_body_bytes", "public_url",
     "token", "token_file", "plain_without_token", "body_timeout_s", "public_badges",
-    "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller", "smtp",
+    "max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller", "smtp", "runners",
 })
+# A client's action runners (clients[].runners): a few keys at once, e.g. the old and the new
+# one while a runner's key is replaced.
+MAX_RUNNERS = 8
 _REPOSITORY_KEYS = frozenset({
     "name", "url", "full_name", "secret", "secret_file", "build_tags", "build_forks", "auto_cancel",
     "max_concurrent", "status_api", "status_style", "status_token", "status_token_file", "status_context",
@@ -179,6 +182,12 @@ class ClientConfig:
     max_downloads: int = 16  # each spools up to build.artifacts_mb on disk while it is checked
     max_downloads_per_caller: int = 4  # one caller (address) at once
     smtp: SMTPConfig | None = None  # the mail server notification e-mails go through (see clients[].smtp)
+    # The action runners (runner/) whose signed reports of actions after a verdict the client
+    # records (see clients[].runners[]); none: `POST /builds/<id>/actions` refuses every report.
+    runners: tuple[RunnerKeyConfig, ...] = ()
+
+    def runner(self, name: str) -> RunnerKeyConfig | None:
+        return next((runner for runner in self.runners if runner.name == name), None)
 
     @property
     def base_url(self) -> str:
@@ -187,6 +196,15 @@ class ClientConfig:
         caller makes up. Behind a proxy, or listening on 0.0.0.0, set `public_url`."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return self.public_url.rstrip("/") or f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RunnerKeyConfig:
+    """An action runner a client takes reports from: each report is signed with the runner's
+    own Ed25519 key (shared/actionreport.py), so the client's bearer token alone cannot write one."""
+
+    name: str  # the runner's `name` in its own configuration; its key file is `runner-<name>.key` in keys_dir
+    public_key: str  # Ed25519, 64 hex digits, as for nodes; "" only while keys are being generated
 
 
 @dataclass(frozen=True)
@@ -480,6 +498,9 @@ class NetworkConfig:
     def client_key_path(self, name: str) -> Path:
         return client_key_file(self.keys_dir, name)
 
+    def runner_key_path(self, name: str) -> Path:
+        return runner_key_file(self.keys_dir, name)
+
 
 def node_key_file(keys_dir: Path, node_id: int) -> Path:
     """Where a node's private key lives in a keys folder (its public half beside it, as .pub)."""
@@ -488,6 +509,10 @@ def node_key_file(keys_dir: Path, node_id: int) -> Path:
 
 def client_key_file(keys_dir: Path, name: str) -> Path:
     return Path(keys_dir) / f"client-{name}.key"
+
+
+def runner_key_file(keys_dir: Path, name: str) -> Path:
+    return Path(keys_dir) / f"runner-{name}.key"
 
 
 def read_node_status_token(path: Path) -> str:
@@ -847,8 +872,8 @@ def _submodule_urls(reader: _Reader, entry: dict, where: str, config_path: Path)
 
 def _mappings(reader: _Reader, entry: dict, where: str, key: str, most: int, many: str,
               one: str) -> list[tuple[str, dict]]:
-    """The optional list `key` of a repository `entry`, each mapping with the path to it
-    (`repositories[0].schedules[1]`): at most `most` of them (`many` says what they are in the
+    """The optional list `key` of an `entry` (a repository's, a client's), each mapping with the
+    path to it (`repositories[0].schedules[1]`): at most `most` of them (`many` says what they are in the
     refusal), each one a mapping (`one` says of what)."""
     items = entry.get(key)
     if items is None:
@@ -1109,7 +1134,24 @@ def _client(reader: _Reader, where: str, item: dict, require_keys: bool) -> Clie
         **{key: reader.get(item, key, where, _typed(int, 1), getattr(ClientConfig, key))
            for key in ("max_follows", "max_follows_per_caller", "max_downloads", "max_downloads_per_caller")},
         smtp=_smtp(reader, item.get("smtp"), f"{where}smtp"),
+        runners=_runners(reader, item, where, require_keys),
     )
+
+
+def _runners(reader: _Reader, item: dict, where: str, require_keys: bool) -> tuple[RunnerKeyConfig, ...]:
+    runners = []
+    for at, entry in _mappings(reader, item, where, "runners", MAX_RUNNERS, "action runners",
+                               "of name and public_key (or public_key_file)"):
+        for unknown in sorted(set(entry) - {"name", "public_key", "public_key_file"}, key=str):
+            reader.fail(f"{at}.{unknown}", "is not a runner's setting (name, public_key or public_key_file)")
+        runners.append(RunnerKeyConfig(
+            name=reader.get(entry, "name", f"{at}.", _matching(_NAME, "runner name"), ""),
+            public_key=reader.public_key(entry, f"{at}.", require_keys),
+        ))
+    names = [runner.name for runner in runners]
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        reader.fail(f"{where}runners", f"name {name!r} is used by more than one runner")
+    return tuple(runners)
 
 
 def _check_node_statuses(reader: _Reader, repository: RepositoryConfig, where: str, node_id: int | None) -> None:
@@ -1158,6 +1200,17 @@ def _check_distinct(reader: _Reader, nodes: list[NodeConfig], clients: list[Clie
                                  f"({entry.public_key[:16]}…): every node and client needs a key of its own")
         elif entry.public_key:
             by_key[entry.public_key] = label
+    # A runner only signs reports of actions, but a key it shared with a node or a client would
+    # let one stolen key speak as both. Two clients may list the same runner: one name, one key.
+    runner_keys: dict[str, str] = {}
+    for client in clients:
+        for runner in client.runners:
+            label = f"runner {runner.name!r}"
+            if runner_keys.setdefault(runner.name, runner.public_key) != runner.public_key:
+                reader.fail("clients", f"{label} is listed with two different public keys")
+            elif runner.public_key and by_key.setdefault(runner.public_key, label) != label:
+                reader.fail("clients", f"{label} has the same public key as {by_key[runner.public_key]} "
+                                       f"({runner.public_key[:16]}…): every runner needs a key of its own")
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

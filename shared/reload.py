@@ -4,7 +4,8 @@ A running process re-reads the file it started with, through the loader it
 started with, and swaps in what may change while it runs: the repositories
 (their URLs, secrets, forge settings, statuses, notifications, schedules,
 build secrets), the owner's in-toto layout, and a client's own access
-settings (its token, body limits, public URL). Everything else is what the
+settings (its token, body limits, public URL, the action runners whose reports it
+takes). Everything else is what the
 other processes of the network and the stored protocol state rely on: the
 nodes and clients, their addresses and keys, n and f, the protocol and build
 settings, the folders and TLS. A file that changes any of that is refused as
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # What may change live, by where it sits in the file. Everything else is fixed.
 LIVE_NETWORK_KEYS = frozenset({"repositories", "in_toto_layout"})
 LIVE_CLIENT_KEYS = frozenset({
-    "token", "plain_without_token", "max_body_bytes", "body_timeout_s", "public_url", "public_badges",
+    "token", "plain_without_token", "max_body_bytes", "body_timeout_s", "public_url", "public_badges", "runners",
 })
 _LIVE_KEYS_OF = {"NetworkConfig": LIVE_NETWORK_KEYS | {"path"}, "ClientConfig": LIVE_CLIENT_KEYS}
 # Fields whose YAML key has another name, and fields compared as one key, not field by field.

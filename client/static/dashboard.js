@@ -532,12 +532,15 @@ function divergentDigests(record) {
   return Object.keys(byNode).map((node) => "node " + node + ": " + (byNode[node] || "none")).join("\n");
 }
 
-// What the action runner reported of the spec's `after:` actions, one line each.
+// What the action runner reported of the spec's `after:` actions, one line each, with the
+// runner that signed the report (a report recorded before reports were signed has none).
 function actionsRun(record) {
   if (!Array.isArray(record.actions) || !record.actions.length) return null;
   return record.actions.map((action) => action.name + ": " + action.state
     + (action.exit_code === null ? "" : " (exit " + action.exit_code + ")")
-    + (action.reason ? ", " + action.reason : "")).join("\n");
+    + (action.reason ? ", " + action.reason : "")
+    + (action.runner ? " — reported by " + action.runner : " — unsigned, recorded before runners signed reports"))
+    .join("\n");
 }
 
 // A disputed build's split, one line per node: no result had 2f+1 nodes behind it.

@@ -7,7 +7,8 @@ on which the client said HELLO over that connection's challenge (the wire
 protocol's rule). A backup that receives a request while the primary is
 silent stands for a completed view change: the next non-silent node becomes
 primary and the replies carry the new view. Nodes can be honest, lying, forging or silent, or
-flaky: honest, but their builds fail where others pass."""
+flaky: honest, but their builds fail where others pass. The client's configuration lists one
+action runner, `RUNNER`, whose key the cluster holds (`runner_key`) and keeps in the keys folder."""
 
 import asyncio
 import hashlib
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from client.app import make_app
 from pbft.attestation import Signed
-from pbft.build import Result, StepResult
+from pbft.build import Result, Spec, StepResult
 from pbft.handshake import Challenge, Hello
 from pbft.messages import BuildState, CurrentView, Reply, Request, decode, encode, signed
 from shared.config import NetworkConfig, load_config
@@ -29,6 +30,7 @@ from shared.crypto import Ed25519Authenticator, generate_private_key, public_key
 F = 1
 N = 3 * F + 1
 CLIENT = "ci"
+RUNNER = "deployer"
 RETRANSMIT_S = 0.3
 
 
@@ -41,7 +43,8 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
     """What an honest node's build of `branch` gives; a branch "artifacts…" makes artifacts,
     "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
     is skipped by its spec's `when:`, "fail-pipeline…" fails in its step `test`, "matrix…" expands into `MATRIX` (and builds those),
-    "matrix-skip…" too, and skips each."""
+    "matrix-skip…" too, and skips each, "deploy…" ran a .pbft-ci.yml (the only builds that may have
+    actions after the verdict)."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
@@ -62,6 +65,9 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
         return Result("failure", 1, commit)
     if branch.startswith("skip"):
         return Result("skipped", None, commit, "when: event manual is not push")
+    if branch.startswith("deploy"):
+        return Result("success", 0, commit, spec=Spec(".pbft-ci.yml", hashlib.sha256(branch.encode()).hexdigest(),
+                                                      "pbft-ci/busybox:latest"))
     if branch.startswith("artifacts"):
         seed = f"{branch}/{node_id}" if branch.startswith("artifacts-random") else branch
         return Result("success", 0, commit, artifacts="sha256:" + hashlib.sha256(seed.encode()).hexdigest())
@@ -79,6 +85,7 @@ class FakeCluster:
     def __init__(self) -> None:
         self.node_keys = [generate_private_key() for _ in range(N)]
         self.client_key = generate_private_key()
+        self.runner_key = generate_private_key()
         public = {i: key.public_key() for i, key in enumerate(self.node_keys)}
         clients = {CLIENT: self.client_key.public_key()}
         self.auths = [Ed25519Authenticator(key, public, clients) for key in self.node_keys]
@@ -235,6 +242,7 @@ def configure(
     """
     keys_dir = tmp_path / "keys"
     save_private_key(cluster.client_key, keys_dir / f"client-{CLIENT}.key")
+    save_private_key(cluster.runner_key, keys_dir / f"runner-{RUNNER}.key")
     config = {
         "f": F,
         "nodes": [
@@ -243,7 +251,8 @@ def configure(
         ],
         # Loopback only, so plain calls may go without a bearer token (tests/test_client_access.py has the token).
         "clients": [{"name": CLIENT, "host": "127.0.0.1", "port": 1, "public_key": public_key_hex(cluster.client_key),
-                     "plain_without_token": True}],
+                     "plain_without_token": True,
+                     "runners": [{"name": RUNNER, "public_key": public_key_hex(cluster.runner_key)}]}],
         "repositories": [{"name": name, "url": url} for name, url in repositories.items()],
         "protocol": {"client_retransmit_s": RETRANSMIT_S, "client_deadline_s": 10.0},
         # Builds never run here (the nodes are fakes), but a build must fit the deadline.

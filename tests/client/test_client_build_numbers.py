@@ -3,7 +3,7 @@
 import sqlite3
 import time
 
-from client.records import _BUILD_COLUMNS_OF_7, SCHEMA_VERSION, BuildRecords
+from client.records import _ACTION_COLUMNS_OF_8, _BUILD_COLUMNS_OF_7, SCHEMA_VERSION, BuildRecords
 from pbft.build import Operation
 from pbft.messages import Request
 from tests.client.fake_nodes import post
@@ -18,8 +18,10 @@ def numbers(records: BuildRecords) -> dict[str, tuple[str, int]]:
 
 
 def as_version_6(path) -> None:
-    """Take from a file what version 7 added to it, as a client of version 6 left it."""
+    """Take from a file what versions 7 and 8 added to it, as a client of version 6 left it."""
     with sqlite3.connect(path) as old:
+        for column in _ACTION_COLUMNS_OF_8:
+            old.execute(f"ALTER TABLE actions DROP COLUMN {column}")
         old.execute("DROP INDEX builds_number")
         old.execute("DROP INDEX builds_ref")
         for column in _BUILD_COLUMNS_OF_7:
@@ -60,7 +62,7 @@ def test_a_file_of_version_6_numbers_its_builds_in_submission_order_and_goes_on_
     assert numbers(reopened)["42"] == ("third", 1)
     reopened.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         columns = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
         assert set(_BUILD_COLUMNS_OF_7) <= columns
         indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}

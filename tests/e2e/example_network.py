@@ -307,7 +307,8 @@ def liar_config(tmp_path: Path) -> Path:
     data["allow_byzantine"] = True
     for key in ("keys_dir", "data_dir", "log_dir"):
         data[key] = str((here / data[key]).resolve())
-    for entry in data["nodes"] + data["clients"]:
+    runners = [runner for client in data["clients"] for runner in client.get("runners", [])]
+    for entry in data["nodes"] + data["clients"] + runners:
         entry["public_key_file"] = str((here / entry["public_key_file"]).resolve())
     for repository in data["repositories"]:
         repository["url"] = str((here / repository["url"]).resolve())

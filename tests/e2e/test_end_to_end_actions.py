@@ -1,8 +1,9 @@
 """End to end: a spec's `after:` deploy action on four real nodes, the client and the action
 runner (runner/index.py). It runs exactly once per certified success on master, with the
 build's agreed artifact and the runner's own secret; never for a failure, another branch, or
-a certificate with one flipped signature; and the secret reaches no node: not their logs,
-ledgers, build containers' settings or attestations."""
+a certificate with one flipped signature; the client records its outcome as the runner's,
+signed with the runner's key the example's setup made; and the secret reaches no node: not
+their logs, ledgers, build containers' settings or attestations."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pathlib import Path
 import docker
 import yaml
 
+from shared.actionreport import ActionReport
 from shared.config import load_config
+from shared.crypto import parse_public_key
 from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, example_copy, http_json
 
 pytestmark = OWN_NETWORK_MARKS
@@ -138,7 +141,8 @@ def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret
         (scratch / "deploy-token").write_text(SECRET + "\n")
         runner_path = scratch / "runner.yaml"
         runner_path.write_text(yaml.safe_dump({
-            "network": str(config_path), "client_url": proxy.url, "data_dir": str(scratch / "runner"),
+            # Its key is the example's (keys_dir/runner-runner.key), which the example's client lists.
+            "network": str(config_path), "name": "runner", "client_url": proxy.url, "data_dir": str(scratch / "runner"),
             "network_mode": "none", "repositories": {"deployed": {"secrets": {"DEPLOY_TOKEN": "deploy-token"}}},
         }))
         try:
@@ -171,8 +175,13 @@ def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret
         assert not (scratch / "runner" / "logs" / f"{forged['build_id']}-deploy.log").exists()
 
         record = http_json("GET", f"{base_url}/builds/{passed['build_id']}")[1]
-        assert [(action["name"], action["state"], action["exit_code"]) for action in record["actions"]] == [
-            ("deploy", "success", 0)], record
+        assert [(action["name"], action["state"], action["exit_code"], action["runner"])
+                for action in record["actions"]] == [("deploy", "success", 0, "runner")], record
+        (deployed,) = record["actions"]
+        report = ActionReport(int(passed["build_id"]), "deploy", "success", 0, deployed["reason"], "runner",
+                              deployed["stamp_us"])
+        runner_key = config.client("client").runner("runner").public_key
+        assert report.verifies(parse_public_key(runner_key), deployed["sig"])  # checkable later, offline
         assert http_json("GET", f"{base_url}/builds/{failed['build_id']}")[1]["actions"] == []
 
     engine = docker.from_env()

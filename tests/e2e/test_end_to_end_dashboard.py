@@ -4,7 +4,8 @@ The README's commands start four real nodes and the client; Debian's headless
 Chromium, driven by selenium through Debian's chromedriver, opens the
 dashboard and sees what a user would: a build's output streamed into the page
 while the build runs, the finished build with all four nodes' votes, a
-hostile branch name and hostile build output shown as text, and a node killed
+hostile branch name and hostile build output shown as text, an action's result
+beside the runner that signed its report (its hostile reason as text), and a node killed
 with SIGKILL marked unreachable on the network page; a matrix's page lists the
 builds of its combinations with their verdicts. A client with a bearer
 token, on its own, shows that the token a user types in once reaches every
@@ -26,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from client.records import BuildRecords, records_path
+from shared.actionreport import ActionReport
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, load_private_key
 from pbft.build import Operation
@@ -161,6 +163,17 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     numbered = http_json("GET", f"{base_url}/builds/{build_id}")[1]["number"]
     assert browser.title == f"pbft-ci printing #{numbered}"
     screenshot(browser, "build-finished.png")
+
+    # The example's runner reports an action, signed with the key the set-up made for it.
+    report = ActionReport(int(build_id), "deploy", "success", 0, MARKUP, "runner", time.time_ns() // 1000)
+    code, answer = http_json("POST", f"{base_url}/builds/{build_id}/actions",
+                             report.signed_body(load_private_key(config.runner_key_path("runner"))))
+    assert code == 200, answer
+    browser.get(f"{base_url}/dashboard/builds/{build_id}")
+    actions = '#summary dd[data-field="actions_after_the_verdict"]'
+    assert wait_for(browser, "the action's result", lambda d: text_of(d, actions)) == (
+        f"deploy: success (exit 0), {MARKUP} — reported by runner")
+    assert not browser.find_elements(By.ID, "injected")
 
     # Run it again: a new build of the commit the verdict named, linked to this one.
     assert not browser.find_element(By.ID, "cancel").is_displayed()  # it has its verdict

@@ -69,9 +69,10 @@ def test_an_action_starts_once_and_one_left_running_is_interrupted_never_rerun(t
 
 
 def runner_yaml(tmp_path, **settings) -> object:
-    network = write_network(tmp_path)
+    network = write_network(tmp_path, runners=("deployer",))
     (tmp_path / "deploy-token").write_text("s3cr3t-value\n")
-    data = {"network": str(network), "client_url": "http://127.0.0.1:8080",
+    # Its key: keys/runner-deployer.key beside the network's YAML, where the network's keys_dir says.
+    data = {"network": str(network), "name": "deployer", "client_url": "http://127.0.0.1:8080",
             "repositories": {"example": {"secrets": {"DEPLOY_TOKEN": "deploy-token"}}}, **settings}
     path = tmp_path / "runner.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -95,6 +96,11 @@ def test_the_runner_reads_a_secret_when_an_action_starts(tmp_path):
     ({"repositories": {"example": {"secrets": {"CI_TOKEN": "deploy-token"}}}}, "is not a variable name of its own"),
     ({"repositories": {"example": {"secrets": {"TOKEN": "missing"}}}}, "repositories.example.secrets.TOKEN"),
     ({"colour": "blue"}, "colour: unknown setting"),
+    ({"name": None}, "name: the runner's name is required"),
+    ({"name": "stranger", "key_file": "keys/runner-deployer.key"}, "name: no client of"),
+    ({"name": "stranger"}, "runner-stranger.key does not exist (scripts/keygen.py makes it"),
+    ({"key_file": "keys/client-client.key"}, "is not the one"),  # a key, not the runner's
+    ({"key_file": "deploy-token"}, "key_file: cannot read the runner's private key"),
 ])
 def test_a_bad_runner_configuration_is_refused_with_the_key(tmp_path, settings, problem):
     with pytest.raises(RunnerConfigError) as refused:

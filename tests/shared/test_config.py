@@ -98,6 +98,38 @@ def test_nodes_and_clients_need_addresses_and_keys_of_their_own(tmp_path):
     assert len(caught.value.problems) == 5, problems
 
 
+def test_a_client_lists_the_action_runners_it_takes_reports_from(tmp_path):
+    config = load_config(write_network(tmp_path, runners=("deploy", "deploy-next")))
+    client = config.clients[0]
+    assert [runner.name for runner in client.runners] == ["deploy", "deploy-next"]
+    assert client.runner("deploy").public_key and client.runner("stranger") is None
+    assert config.runner_key_path("deploy") == tmp_path / "keys" / "runner-deploy.key"
+
+
+def test_each_runner_needs_a_name_and_a_key_of_its_own(tmp_path):
+    def collide(data):
+        runners = data["clients"][0]["runners"]
+        runners[1]["public_key"] = data["nodes"][0]["public_key"]
+        runners.append({"name": "deploy", "public_key": fresh_key(), "host": "x"})
+        runners.append({"name": "no spaces", "public_key_file": "keys/absent.pub"})
+        # A second client may list the same runner, with the same key; not with another one.
+        data["clients"].append({"name": "other", "host": "127.0.0.1", "port": data["clients"][0]["port"] + 1,
+                                "public_key": fresh_key(), "runners": [{**runners[0], "public_key": fresh_key()}]})
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path, runners=("deploy", "next")), collide))
+    problems = "\n".join(caught.value.problems)
+    for expected in (
+        "clients[0].runners[2].host: is not a runner's setting (name, public_key or public_key_file)",
+        "clients[0].runners: name 'deploy' is used by more than one runner",
+        "clients[0].runners[3].name: is not a valid runner name",
+        "clients[0].runners[3].public_key_file: ",  # does not exist (run scripts/keygen.py)
+        "clients: runner 'next' has the same public key as node 0",
+        "clients: runner 'deploy' is listed with two different public keys",
+    ):
+        assert expected in problems, problems
+
+
 def test_secrets_can_live_in_files_next_to_the_configuration(tmp_path):
     (tmp_path / "hook.secret").write_text("It's a Secret to Everybody\n")
 

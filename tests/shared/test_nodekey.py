@@ -1,5 +1,5 @@
-"""The key ceremony of a network with one node per host (scripts/nodekey.py), and what a node
-or client does with only its own private key.
+"""The key ceremony of a network with one node per host (scripts/nodekey.py), and what a node,
+client or action runner does with only its own private key.
 
 Each "host" here is a folder of its own holding only that host's keys, as
 on separate machines; the commands run as the README's "One node per host"
@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.crypto import generate_private_key, public_key_hex
-from tests.support.network import free_ports
+from runner.config import load_runner_config
+from shared.config import load_config
+from shared.crypto import generate_private_key, load_private_key, public_key_hex
+from tests.support.network import free_ports, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODES = 4
@@ -189,3 +191,35 @@ def test_keygen_leaves_entries_whose_key_lives_on_another_host_alone(ceremony):
     assert sorted(path.name for path in (host / "keys").iterdir()) == ["node-2.key", "node-2.pub"]
     assert (host / "keys" / "node-2.key").read_bytes() == before
     assert nodekey("check", host / "network.yaml", "--node", "2").returncode == 0
+
+
+def test_a_runner_on_a_host_of_its_own_makes_its_key_there_and_starts_with_it(ceremony, tmp_path):
+    hosts, data, write = ceremony
+    host = tmp_path / "runner"
+    public_key = generate(host, "--runner", "deploy")
+    assert sorted(path.name for path in (host / "keys").iterdir()) == ["runner-deploy.key", "runner-deploy.pub"]
+    data["clients"][0]["runners"] = [{"name": "deploy", "public_key": public_key}]
+    write(data)
+    (host / "network.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    # The runner's host holds neither the client's token nor any other key.
+    result = nodekey("check", host / "network.yaml", "--runner", "deploy")
+    assert result.returncode == 0 and result.stdout.startswith("ok: runner 'deploy' in "), result
+    assert "6 distinct keys" in result.stdout, result.stdout
+    absent = nodekey("check", host / "network.yaml", "--runner", "other")
+    assert absent.returncode == 1 and "has no runner 'other' in any client's runners (it has: deploy)" in absent.stderr
+    (host / "runner.yaml").write_text(yaml.safe_dump({"network": "network.yaml", "name": "deploy",
+                                                      "client_url": "http://127.0.0.1:8080"}))
+    assert load_runner_config(host / "runner.yaml").key.public_key().raw.hex() == public_key
+
+
+def test_keygen_makes_the_key_of_a_runner_a_client_lists(tmp_path):
+    path = write_network(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["clients"][0]["runners"] = [{"name": "deploy", "public_key_file": "keys/runner-deploy.pub"}]
+    path.write_text(yaml.safe_dump(data))
+    result = run(sys.executable, "scripts/keygen.py", path)
+    assert result.returncode == 0 and "1 created, 5 kept" in result.stdout, result
+    private = tmp_path / "keys" / "runner-deploy.key"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert load_config(path).clients[0].runner("deploy").public_key == \
+        public_key_hex(load_private_key(private))

@@ -117,6 +117,9 @@ LIVE = [
                                             public_url="https://ci.example"),
      "changed: clients[0].body_timeout_s, clients[0].max_body_bytes, clients[0].public_url"),
     (lambda data: data["clients"][0].update(public_badges=True), "changed: clients[0].public_badges"),
+    # A runner's new key, beside its old one until the runner uses it.
+    (lambda data: data["clients"][0].update(runners=[{"name": "deploy-next", "public_key": fresh_key()}]),
+     "changed: clients[0].runners"),
     (setting("in_toto_layout", "owner.layout"), "changed: in_toto_layout"),
 ]
 

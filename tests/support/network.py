@@ -58,8 +58,10 @@ def write_network(
     allow_byzantine: bool = False,
     protocol: dict | None = None,
     build: dict | None = None,
+    runners: tuple[str, ...] = (),
 ) -> Path:
-    """Write keys and a network YAML under `root`; return the YAML's path."""
+    """Write keys and a network YAML under `root`; return the YAML's path. The client lists the
+    action `runners` named, each with a key of its own in keys/runner-<name>.key."""
     keys = root / "keys"
 
     def key_for(name: str) -> str:
@@ -77,7 +79,9 @@ def write_network(
         # A loopback client, so the README's plain `curl -d` call needs no bearer token.
         "clients": [
             {"name": "client", "host": "127.0.0.1", "port": client_port, "public_key": key_for("client-client"),
-             "plain_without_token": True}
+             "plain_without_token": True,
+             **({"runners": [{"name": name, "public_key": key_for(f"runner-{name}")} for name in runners]}
+                if runners else {})}
         ],
         "repositories": [
             {"name": name, "url": url} for name, url in (repositories or {"example": str(root / "repo")}).items()

@@ -1,17 +1,24 @@
 """The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
 The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
 from node.build.actions import parse_actions
+from node.build.nesting import MAX_NESTING
 from node.build.spec import command_problems, parse_build_spec
+from pbft.build import Operation
+from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
+from runner.runner import ActionRunner, Certified, Refused
+from tests.node.executor_helpers import GitRepo
 from tests.support.network import free_port, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +116,21 @@ def test_a_runner_whose_client_is_down_examines_nothing_and_says_so(tmp_path):
     ledger = RunnerLedger(tmp_path / "runner" / "runner.sqlite")
     assert ledger.floor() is None  # its first start is still to come: no build is taken for history
     ledger.close()
+
+
+async def test_the_runner_refuses_a_spec_nested_too_deeply_as_the_nodes_do(tmp_path):
+    # Only a certificate no f+1 honest nodes signed names such a spec; whoever served it,
+    # the runner refuses it with the nodes' reason instead of dying in PyYAML's recursion.
+    text = "commands: [true]\nafter: " + "[" * 32_000 + "\n"
+    commit = GitRepo(tmp_path / "repo").commit("master", {".pbft-ci.yml": text})
+    config = load_runner_config(runner_yaml(tmp_path, data_dir="runner"))
+    result = {"status": "success", "commit": commit,
+              "spec": {"path": ".pbft-ci.yml", "sha256": hashlib.sha256(text.encode()).hexdigest()}}
+    certified = Certified(1, Request("client", 1, Operation("example", "master", commit)), result)
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    async with aiohttp.ClientSession() as session:
+        runner = ActionRunner(config, session, ledger, docker_client=None)
+        with pytest.raises(Refused) as refused:
+            await runner._actions(certified)
+    ledger.close()
+    assert str(refused.value) == f"refused: .pbft-ci.yml: nested deeper than {MAX_NESTING} levels (line 2)"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
 from client.heads import BranchHeads
-from client.intake import WebhookError, checked_branch, parse_webhook
+from client.intake import WebhookError, checked_branch, json_object, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx
@@ -497,11 +496,9 @@ async def report_action(request: web.Request) -> web.Response:
     if record["state"] != "accepted":
         raise WebhookError(409, f"build {record['build_id']} has no certified verdict ({record['state']})")
     body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, _webhook_settings(request).body_timeout_s)
-    try:
-        report = json.loads(body)
-    except (ValueError, RecursionError):
-        raise WebhookError(400, "body must be JSON") from None
-    if not isinstance(report, dict) or set(report) != {"action", "state", "exit_code", "reason"}:
+    # A webhook's reasons: not UTF-8, not JSON (and where), nested too deeply, not an object.
+    report = json_object(body)
+    if set(report) != {"action", "state", "exit_code", "reason"}:
         raise WebhookError(400, "body must be an object with action, state, exit_code and reason")
     name, state, exit_code, reason = (report[key] for key in ("action", "state", "exit_code", "reason"))
     if not isinstance(name, str) or not STEP_NAME.fullmatch(name):  # an action's name is a step's

@@ -35,6 +35,18 @@ async def test_a_malformed_report_is_refused_with_its_reason(cluster, client, re
     assert response.status == 400 and reason in (await response.json())["error"]
 
 
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 4000 + b"]" * 96, "body is nested too deeply"),  # json.loads recursed past Python's limit
+    (b"{\"action\": ", "body is not valid JSON: Expecting value: line 1 column 12 (char 11)"),
+    (b"\xff", "body is not UTF-8"),
+    (b"[]", "body must be a JSON object"),
+], ids=["nested too deeply", "cut short", "not UTF-8", "a list"])
+async def test_a_report_that_is_no_json_object_is_refused_saying_why(cluster, client, body, reason):
+    _, verdict = await post(client, {"branch": "main"})
+    response = await client.post(f"/builds/{verdict['build_id']}/actions", data=body)
+    assert (response.status, (await response.json())["error"]) == (400, reason)
+
+
 async def test_only_a_certified_build_takes_reports_and_only_from_whoever_may_build(cluster, aiohttp_client):
     with_client_settings(cluster, token=TOKEN)
     client = await start_client(aiohttp_client, cluster)

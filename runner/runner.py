@@ -37,7 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
-from client.certificate import CertificateError, check_certificate
+from client.certificate import CertificateError, check_certificate, parse_certificate
 from node.build.actions import ActionSpec, parse_actions
 from node.build.gitmirror import GitError, GitMirrors
 from node.build.identity import Identities
@@ -192,7 +192,7 @@ class ActionRunner:
         if status != 200:
             raise Refused(f"refused: the client serves no certificate ({status})")
         try:
-            data = json.loads(body)
+            data = parse_certificate(body)
             summary = check_certificate(data, self._config.network)
         except (ValueError, CertificateError) as error:
             raise Refused(f"refused: the certificate does not check: {getattr(error, 'reason', error)}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from node.build.actions import parse_actions
 from node.build.nesting import MAX_NESTING
@@ -134,3 +135,24 @@ async def test_the_runner_refuses_a_spec_nested_too_deeply_as_the_nodes_do(tmp_p
             await runner._actions(certified)
     ledger.close()
     assert str(refused.value) == f"refused: .pbft-ci.yml: nested deeper than {MAX_NESTING} levels (line 2)"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000, "not JSON"),  # json.loads recursed past Python's limit
+    (b"{", "not JSON"),
+    (b"[]", "a certificate is an object with exactly"),
+], ids=["nested too deeply", "cut short", "a list"])
+async def test_a_certificate_that_is_no_json_object_is_refused_and_recorded(tmp_path, aiohttp_server, body, reason):
+    async def certificate(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/builds/7/certificate", certificate)
+    server = await aiohttp_server(app)
+    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    async with aiohttp.ClientSession() as session:
+        outcome = await ActionRunner(config, session, ledger, docker_client=None).examine(7, "accepted")
+    assert outcome.startswith(f"refused: the certificate does not check: {reason}"), outcome
+    assert ledger.examined(7)
+    ledger.close()

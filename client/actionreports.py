@@ -12,9 +12,7 @@ a replayed or older report).
 
 from __future__ import annotations
 
-import json
-
-from client.intake import WebhookError
+from client.intake import WebhookError, json_object
 from shared.actionreport import ActionReport, ReportError, UnsignedReport, parse_report
 from shared.config import ClientConfig
 from shared.crypto import parse_public_key
@@ -40,10 +38,7 @@ def check_build_takes_reports(record: dict) -> None:
 
 def checked_report(body: bytes, build_id: int, client: ClientConfig) -> tuple[ActionReport, str]:
     """The report in `body` and its signature, once a runner `client` lists signed it for `build_id`."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise WebhookError(400, "body must be JSON") from None
+    data = json_object(body)  # a webhook's reasons: not UTF-8, not JSON (and where), nested too deeply
     try:
         report, sig = parse_report(data)
     except UnsignedReport as refusal:

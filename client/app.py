@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import time
@@ -40,7 +39,7 @@ from client.dashboard import add_dashboard
 from client.deliveries import WebhookSettings, answer_delivery, started
 from client.forges import forge_of, parse_delivery
 from client.heads import BranchHeads
-from client.intake import WebhookError, checked_branch, parse_webhook
+from client.intake import WebhookError, checked_branch, json_object, parse_webhook
 from client.links import NodeLinks
 from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx

@@ -37,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import yaml
 
-from client.certificate import CertificateError, check_certificate
+from client.certificate import CertificateError, check_certificate, parse_certificate
 from node.build.actions import ActionSpec, parse_actions
 from node.build.gitmirror import GitError, GitMirrors
 from node.build.identity import Identities
 from node.build.sandbox import Sandbox, SandboxError, Script, run_container
-from node.build.spec import SPEC_FILE, command_problems
+from node.build.spec import SPEC_FILE, command_problems, spec_document
 from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.config import RunnerConfig, RunnerConfigError
@@ -204,7 +203,7 @@ class ActionRunner:
         if status != 200:
             raise Refused(f"refused: the client serves no certificate ({status})")
         try:
-            data = json.loads(body)
+            data = parse_certificate(body)
             summary = check_certificate(data, self._config.network)
         except (ValueError, CertificateError) as error:
             raise Refused(f"refused: the certificate does not check: {getattr(error, 'reason', error)}") from None
@@ -230,7 +229,12 @@ class ActionRunner:
             raise Refused(f"refused: {error.reason}") from None
         if hashlib.sha256(text).hexdigest() != spec["sha256"]:
             raise Refused(f"refused: {SPEC_FILE} at {commit[:12]} is not the spec the nodes agreed on")
-        document = yaml.safe_load(text)
+        try:
+            # The nodes' own parse, bounds included: a spec they agreed on passes here as it did there,
+            # and anything else is a refusal, never the runner's crash.
+            document = spec_document(text)
+        except ValueError as error:
+            raise Refused(f"refused: {error}") from None
         actions, errors = parse_actions(document.get("after") if isinstance(document, dict) else None,
                                         command_problems)
         if errors:

@@ -112,7 +112,10 @@ def parse_secret_names(section, where: str) -> tuple[tuple[str, ...] | None, lis
         return None, [f"{where}: must be a list of at most {MAX_SECRETS} secret names"]
     bad = [name for name in section if not isinstance(name, str) or not SECRET_NAME.fullmatch(name)]
     if bad:
-        return None, [f"{where}: {str(bad[0])[:40]!r} is not a secret's name (capitals, digits and _)"]
+        # A list or mapping is named by its kind alone: str() would spell out every alias in
+        # it, and a few hundred bytes of aliases stand for a billion items.
+        shown = {list: "a list", dict: "a mapping"}.get(type(bad[0])) or repr(str(bad[0])[:40])
+        return None, [f"{where}: {shown} is not a secret's name (capitals, digits and _)"]
     if len(set(section)) != len(section):
         return None, [f"{where}: names a secret twice"]
     return tuple(section), []

@@ -36,6 +36,7 @@ from pbft.build import combination_label
 from node.build.artifacts import MAX_PATTERNS, normalize_pattern
 from node.build.identity import HOME_DIR
 from node.build.matrix import Combination, parse_matrix, with_images
+from node.build.nesting import nesting_problem
 from node.build.pipeline import Service, Step, image_problems, parse_environment, parse_services, parse_steps
 from node.build.actions import parse_actions
 from node.build.triggers import Condition, parse_when
@@ -110,14 +111,7 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is
     the first combination's, which the node never runs (it runs each combination's own)."""
-    if len(text) > MAX_SPEC_BYTES:
-        raise ValueError(f"{SPEC_FILE}: larger than {MAX_SPEC_BYTES} bytes")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # The mark gives line and column only, never a path, so the text is
-        # the same on every node.
-        raise ValueError(f"{SPEC_FILE}: invalid YAML: {exc}") from None
+    document = spec_document(text)
     if not isinstance(document, dict):
         raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
     matrix, errors = parse_matrix(document.get("matrix"))
@@ -138,6 +132,23 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return dataclasses.replace(parsed[0][1], matrix=matrix)
+
+
+def spec_document(text: bytes):
+    """The spec's YAML document, as PyYAML builds it, or a ValueError saying why it is not
+    built: too large, nested too deeply (node/build/nesting.py), or not YAML."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise ValueError(f"{SPEC_FILE}: larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        # Checked first: building a document nested deeper recurses past Python's limit.
+        problem = nesting_problem(text)
+        if problem is not None:
+            raise ValueError(f"{SPEC_FILE}: {problem}")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # The mark gives line and column only, never a path, so the text is
+        # the same on every node.
+        raise ValueError(f"{SPEC_FILE}: invalid YAML: {exc}") from None
 
 
 def _matrix_problems(parsed: list[tuple[Combination, BuildSpec | None, list[str]]]) -> list[str]:

@@ -61,6 +61,18 @@ async def test_a_signed_report_is_kept_with_its_runner_and_the_newest_word(clust
     assert kept.verifies(cluster.runner_key.public_key(), action["sig"])
 
 
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 4000 + b"]" * 96, "body is nested too deeply"),  # json.loads recursed past Python's limit
+    (b"{\"action\": ", "body is not valid JSON: Expecting value: line 1 column 12 (char 11)"),
+    (b"\xff", "body is not UTF-8"),
+    (b"[]", "body must be a JSON object"),
+], ids=["nested too deeply", "cut short", "not UTF-8", "a list"])
+async def test_a_report_that_is_no_json_object_is_refused_saying_why(cluster, client, body, reason):
+    build_id = await deployed(client)
+    response = await client.post(f"/builds/{build_id}/actions", data=body)
+    assert (response.status, (await response.json())["error"]) == (400, reason)
+
+
 async def test_a_report_with_only_the_bearer_token_is_refused(cluster, aiohttp_client):
     with_client_settings(cluster, token=TOKEN)
     client = await start_client(aiohttp_client, cluster)

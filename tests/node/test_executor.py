@@ -13,6 +13,7 @@ import docker.errors
 import pytest
 
 from node.build.images import EVERY_ENGINE_NEEDS_IT
+from node.build.nesting import MAX_NESTING
 from node.build.spec import parse_build_spec
 from node.build.executor import BuildResult
 from node.build.sandbox import GATE_COMMAND, SCRIPT_END, gate_input
@@ -413,6 +414,21 @@ async def test_unbuildable_commit_is_an_error_with_a_reason(make_executor, git_r
         assert result.reason.startswith(".pbft-ci.yml: invalid YAML")
     else:
         assert result.reason == reason
+
+
+async def test_a_spec_nested_too_deeply_is_an_error_with_the_bound_and_no_traceback(
+    make_executor, git_repo, build_ids, caplog
+):
+    # 32,000 brackets fit the size limit; PyYAML's composer recursed past Python's limit on
+    # them, and the build ended as "internal executor error" with a traceback in the node log.
+    head = git_repo.commit("master", {".pbft-ci.yml": "commands: " + "[" * 32_000 + "\n"})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code, result.commit) == ("error", None, head)
+    assert result.reason == f".pbft-ci.yml: nested deeper than {MAX_NESTING} levels (line 1)"
+    assert [record.getMessage() for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR] == []
+    assert "Traceback" not in log_text(result)
 
 
 async def test_two_builds_run_concurrently(make_executor, git_repo, build_ids):

@@ -99,6 +99,16 @@ def test_bad_pipelines_are_refused_naming_the_key(text, problem):
     assert problem in problems(text)
 
 
+def test_a_secret_name_that_is_a_list_is_refused_without_spelling_out_its_aliases():
+    # Nine levels of ten aliases each stand for a billion strings in a few hundred bytes:
+    # the list written out in the reason would take minutes and gigabytes on every node.
+    lines = ['l0: &l0 "lol"'] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "\n".join(lines) + "\nsteps: [{name: s, commands: [a], secrets: [*l9]}]\n"
+    assert "steps.s.secrets: a list is not a secret's name" in problems(text)
+    assert "steps.s.secrets: a mapping is not a secret's name" in problems(
+        "steps: [{name: s, commands: [a], secrets: [{A: 1}]}]")
+
+
 def test_a_step_or_service_may_list_the_secrets_it_gets_and_only_narrows_the_builds():
     parsed = spec("steps:\n  - {name: lint, commands: [a], secrets: []}\n  - {name: deploy, commands: [b], secrets: [TOKEN]}\n"
                   "  - {name: test, commands: [c]}\nservices:\n  - {name: db, image: x, secrets: [DB_PASSWORD]}\n")

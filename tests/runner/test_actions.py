@@ -1,19 +1,25 @@
 """The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
 The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from node.build.actions import parse_actions
+from node.build.nesting import MAX_NESTING
 from node.build.spec import command_problems, parse_build_spec
 from pbft.build import Operation
+from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
-from runner.runner import pull_request_refusal
+from runner.runner import ActionRunner, Certified, Refused, pull_request_refusal
+from tests.node.executor_helpers import GitRepo
 from tests.support.network import free_port, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,3 +133,42 @@ def test_a_pull_request_build_runs_no_action_whatever_event_its_request_names():
         )
     assert pull_request_refusal(Operation("example", "master", "a" * 40)) is None
     assert pull_request_refusal(Operation("example", "v1", None, event="tag")) is None
+
+
+async def test_the_runner_refuses_a_spec_nested_too_deeply_as_the_nodes_do(tmp_path):
+    # Only a certificate no f+1 honest nodes signed names such a spec; whoever served it,
+    # the runner refuses it with the nodes' reason instead of dying in PyYAML's recursion.
+    text = "commands: [true]\nafter: " + "[" * 32_000 + "\n"
+    commit = GitRepo(tmp_path / "repo").commit("master", {".pbft-ci.yml": text})
+    config = load_runner_config(runner_yaml(tmp_path, data_dir="runner"))
+    result = {"status": "success", "commit": commit,
+              "spec": {"path": ".pbft-ci.yml", "sha256": hashlib.sha256(text.encode()).hexdigest()}}
+    certified = Certified(1, Request("client", 1, Operation("example", "master", commit)), result)
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    async with aiohttp.ClientSession() as session:
+        runner = ActionRunner(config, session, ledger, docker_client=None)
+        with pytest.raises(Refused) as refused:
+            await runner._actions(certified)
+    ledger.close()
+    assert str(refused.value) == f"refused: .pbft-ci.yml: nested deeper than {MAX_NESTING} levels (line 2)"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[" * 100_000, "not JSON"),  # json.loads recursed past Python's limit
+    (b"{", "not JSON"),
+    (b"[]", "a certificate is an object with exactly"),
+], ids=["nested too deeply", "cut short", "a list"])
+async def test_a_certificate_that_is_no_json_object_is_refused_and_recorded(tmp_path, aiohttp_server, body, reason):
+    async def certificate(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/builds/7/certificate", certificate)
+    server = await aiohttp_server(app)
+    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    async with aiohttp.ClientSession() as session:
+        outcome = await ActionRunner(config, session, ledger, docker_client=None).examine(7, "accepted")
+    assert outcome.startswith(f"refused: the certificate does not check: {reason}"), outcome
+    assert ledger.examined(7)
+    ledger.close()

@@ -1,13 +1,15 @@
-"""What an attacker with write access to a configuration's folder can put where a file is read."""
+"""What an attacker with write access to a configuration's folder can put where a file is read,
+and a measure of whether the process reading it kept answering meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Awaitable, Callable, Iterator
 
 # The size of the file that froze a node for 3.6 s at a reload, before a configuration file
 # was read within its bound (shared.boundedread.MAX_CONFIG_BYTES).
@@ -59,3 +61,17 @@ def _release_blocked_readers(fifo: Path, stop: threading.Event) -> None:
         except OSError:
             pass
 
+
+async def largest_gap_s(poll: Callable[[], Awaitable[None]], until: Callable[[], bool],
+                        timeout_s: float = 15.0) -> float:
+    """Call `poll` (one request to the process) in a tight loop until `until()`; the longest time
+    between two answers, counted from the first call."""
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    largest = 0.0
+    async with asyncio.timeout(timeout_s):
+        while not until():
+            await poll()
+            now = loop.time()
+            largest, last = max(largest, now - last), now
+    return largest

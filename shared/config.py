@@ -18,6 +18,9 @@ from typing import Any, Callable
 import yaml
 from croniter import croniter
 
+from shared.boundedread import (
+    MAX_CERTIFICATE_FILE_BYTES, MAX_CONFIG_BYTES, MAX_SECRET_FILE_BYTES, read_bounded,
+)
 from shared.crypto import parse_public_key
 from shared.refs import check_branch_name
 from shared.secretmask import MIN_FORM_CHARS
@@ -282,7 +285,7 @@ def read_build_secret(path: Path) -> str:
     """The value of a build secret kept in `path`; ValueError says what is wrong with it
     (never the value itself)."""
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(path, MAX_SECRET_FILE_BYTES)
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     try:
@@ -519,7 +522,7 @@ def read_node_status_token(path: Path) -> str:
     """A node's forge token for its own statuses, from its file; ValueError names the file and
     what is wrong, never the file's content."""
     try:
-        token = path.read_text().strip()
+        token = read_bounded(path, MAX_SECRET_FILE_BYTES).decode().strip()
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     except UnicodeDecodeError:
@@ -567,10 +570,12 @@ class _Reader:
         if not self.read_secrets:
             return ""
         try:
-            return path.read_text().strip()
+            return read_bounded(path, MAX_SECRET_FILE_BYTES).decode().strip()
         except OSError as error:
             self.fail(f"{where}{key}_file", f"cannot read {path}: {error.strerror}")
-            return ""
+        except UnicodeDecodeError:
+            self.fail(f"{where}{key}_file", f"{path} is not UTF-8 text")
+        return ""
 
     def public_key(self, entry: dict, where: str, require: bool) -> str:
         if "public_key" in entry:
@@ -581,7 +586,13 @@ class _Reader:
                 if require:
                     self.fail(f"{where}public_key_file", f"{path} does not exist (run scripts/keygen.py)")
                 return ""
-            text = self.get({"k": path.read_text().strip()}, "k", f"{where}public_key_file ", _public_key_hex, "")
+            try:
+                # Undecodable bytes become U+FFFD, which the check of the hex digits then names.
+                found = read_bounded(path, MAX_SECRET_FILE_BYTES).decode(errors="replace").strip()
+            except OSError as error:
+                self.fail(f"{where}public_key_file", f"cannot read {path}: {error.strerror}")
+                return ""
+            text = self.get({"k": found}, "k", f"{where}public_key_file ", _public_key_hex, "")
         else:
             self.fail(f"{where}public_key", "is required (or public_key_file)")
             text = ""
@@ -805,27 +816,44 @@ def _check_docker_tls_files(reader: _Reader, engine: DockerEngineConfig, where: 
     for key in _DOCKER_TLS_FILES:
         path = getattr(engine.tls, key)
         try:
-            with open(path, "rb"):
-                pass
+            read_bounded(path, MAX_CERTIFICATE_FILE_BYTES)
         except OSError as error:
             reader.fail(f"{where}docker_tls.{key}", f"cannot read {path}: {error.strerror}")
 
 
 def _check_node_tls_files(reader: _Reader, tls: NodeTLSConfig, node_id: int | None) -> None:
     """The CA must load, for everyone; the node starting with this configuration must be able
-    to serve with its certificate and key."""
-    try:
-        tls.client_context()
-    except (OSError, ssl.SSLError) as error:
-        reader.fail("tls.ca_file", f"cannot load {tls.ca_file}: {getattr(error, 'strerror', None) or error}")
+    to serve with its certificate and key. Each file is read within its bound first: ssl opens
+    the path itself, and would wait for ever on a FIFO put there."""
+    problem = _unreadable(tls.ca_file)
+    if problem is None:
+        try:
+            tls.client_context()
+        except (OSError, ssl.SSLError) as error:
+            problem = getattr(error, "strerror", None) or str(error)
+    if problem is not None:
+        reader.fail("tls.ca_file", f"cannot load {tls.ca_file}: {problem}")
     if node_id is None:
         return
+    cert, key = tls.node_files(node_id)
+    reasons = {path: _unreadable(path) for path in (cert, key)}
+    problem = next((f"{path}: {reason}" for path, reason in reasons.items() if reason is not None), None)
+    if problem is None:
+        try:
+            tls.server_context(node_id)
+        except (OSError, ssl.SSLError) as error:
+            problem = getattr(error, "strerror", None) or str(error)
+    if problem is not None:
+        reader.fail("tls", f"node {node_id} cannot serve with {cert} and {key}: {problem}")
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the certificate file at `path` cannot be read, or None when it can."""
     try:
-        tls.server_context(node_id)
-    except (OSError, ssl.SSLError) as error:
-        cert, key = tls.node_files(node_id)
-        reader.fail("tls", f"node {node_id} cannot serve with {cert} and {key}: "
-                           f"{getattr(error, 'strerror', None) or error}")
+        read_bounded(path, MAX_CERTIFICATE_FILE_BYTES)
+    except OSError as error:
+        return error.strerror
+    return None
 
 
 def _entries(reader: _Reader, data: dict, key: str) -> list[tuple[str, dict]]:
@@ -1248,11 +1276,19 @@ def load_config(
     """
     path = Path(path).resolve()
     try:
-        data = yaml.safe_load(path.read_text())
+        # Bytes: PyYAML finds their encoding (UTF-8, or UTF-16 with its byte order mark) itself.
+        data = yaml.safe_load(read_bounded(path, MAX_CONFIG_BYTES))
     except OSError as error:
         raise ConfigError(path, [f"cannot read: {error.strerror}"]) from None
     except yaml.YAMLError as error:
         raise ConfigError(path, [_yaml_problem(error)]) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively: `[[[[...` a few thousand deep ends it.
+        raise ConfigError(path, ["not a configuration: nested too deeply"]) from None
+    except (ValueError, TypeError, AttributeError) as error:
+        # What some of PyYAML's constructors let escape for a malformed value: `2001-13-45`
+        # (ValueError: month must be in 1..12), `!!int x`, `!!timestamp x` (AttributeError).
+        raise ConfigError(path, [f"not valid YAML: {' '.join(str(error).split())}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["the file must hold a mapping"])
     reader = _Reader(path.parent, read_secrets)

@@ -24,6 +24,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from pbft.encoding import canonical
+from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 
 
 class PublicKey:
@@ -76,7 +77,9 @@ def save_private_key(private_key: PrivateKey, path: Path) -> None:
 
 
 def load_private_key(path: Path) -> PrivateKey:
-    key = ECC.import_key(Path(path).read_text())
+    """The key in the PEM file at `path`; OSError when it cannot be read (or is no regular file
+    of at most MAX_SECRET_FILE_BYTES), ValueError when it holds no Ed25519 private key."""
+    key = ECC.import_key(read_bounded(path, MAX_SECRET_FILE_BYTES))
     if key.curve != "Ed25519" or not key.has_private():
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return PrivateKey(key.seed)

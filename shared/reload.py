@@ -11,18 +11,28 @@ nodes and clients, their addresses and keys, n and f, the protocol and build
 settings, the folders and TLS. A file that changes any of that is refused as
 a whole, as is a file that does not load, and the running configuration stays.
 
+A reload never stops the process from answering. The file, and every file read
+with it, is read within a bound (shared.boundedread: a FIFO or a device put in
+its place is refused, so is a file over MAX_CONFIG_BYTES), and the whole load
+runs in a thread of its own, within RELOAD_TIMEOUT_S; the event loop goes on
+serving meanwhile. SIGHUPs that arrive while a reload runs make one more reload
+after it, however many they are.
+
 `live_changes` compares two configurations; `LiveConfig` holds the one a
 process runs with and replaces it; `reload_on_sighup` is the cleanup context
-that makes SIGHUP call `LiveConfig.reload`.
+that makes SIGHUP call `LiveConfig.request_reload`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import signal
+import threading
 from dataclasses import fields, is_dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from aiohttp import web
 
@@ -43,6 +53,12 @@ _WHOLE = frozenset({"docker", "smtp", "tls"})
 _DERIVED = frozenset({"scheme"})
 # A summary names at most this many repositories per kind of change.
 MAX_NAMED = 20
+# The longest a reload may take to load and check the file; past it the reload is refused and
+# the running configuration stays. The example network's file loads in a few milliseconds, one
+# of MAX_CONFIG_BYTES (shared.boundedread) in about 1.2 s on the project's machines.
+RELOAD_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
 
 
 def live_changes(old: NetworkConfig, new: NetworkConfig) -> tuple[list[str], str]:
@@ -113,6 +129,12 @@ class LiveConfig:
         self.who = who
         self._count = count
         self._listeners: list[Callable[[NetworkConfig], None]] = []
+        # One reload at a time; what SIGHUP asked for meanwhile (request_reload).
+        self._lock = asyncio.Lock()
+        self._requested: asyncio.Task | None = None
+        self._again = False
+        # The last load's thread, as a future: it may outlive its reload's time limit.
+        self._loading: concurrent.futures.Future | None = None
 
     def on_reload(self, listener: Callable[[NetworkConfig], None]) -> None:
         """Call `listener(new)` after each reload that applies, once `current` is the new one.
@@ -120,29 +142,94 @@ class LiveConfig:
         or the process would run half on the old configuration and half on the new."""
         self._listeners.append(listener)
 
-    def reload(self) -> str:
+    def request_reload(self) -> None:
+        """Reload in a task of the running loop (what SIGHUP does). Asked again while a reload
+        runs, it reloads once more after that one, however often it was asked: the file is
+        read again then, and a burst of signals never queues a reload each."""
+        if self._requested is not None and not self._requested.done():
+            self._again = True
+            return
+        self._requested = asyncio.get_running_loop().create_task(self._reload_while_asked(),
+                                                                 name=f"reload {self.who}")
+
+    async def close(self) -> None:
+        """Stop a requested reload (the application stops); a load running in its thread
+        finishes there unheeded."""
+        if self._requested is not None:
+            self._requested.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._requested
+
+    async def _reload_while_asked(self) -> None:
+        await self.reload()
+        while self._again:
+            self._again = False
+            await self.reload()
+
+    async def reload(self) -> str:
         """Read the file again and apply it, or refuse it; returns "applied" or "refused"."""
-        try:
+        async with self._lock:
+            try:
+                new, fixed, summary = await self._load_in_thread()
+            except ConfigError as error:
+                # The loader's lines name the file and each key; one log line for the whole refusal.
+                log.warning("%s reload refused, the running configuration stays: %s",
+                            self.who, "; ".join(str(error).splitlines()))
+                return self._outcome("refused")
+            except Exception:  # not a refusal the loader words, but a bug: its traceback, and nothing applied
+                log.exception("%s reload failed, the running configuration stays", self.who)
+                return self._outcome("refused")
+            if fixed:
+                log.warning("%s reload refused: %s cannot change without a restart; the running configuration stays",
+                            self.who, ", ".join(fixed))
+                return self._outcome("refused")
+            self.current = new
+            for listener in self._listeners:
+                listener(new)
+            log.info("%s reload: %s", self.who, summary)
+            return self._outcome("applied")
+
+    async def _load_in_thread(self) -> tuple[NetworkConfig, list[str], str]:
+        """The file's configuration and how it differs from the running one (`live_changes`),
+        worked out off the event loop; ConfigError when it does not load within RELOAD_TIMEOUT_S."""
+        path, running = self.current.path, self.current
+        if self._loading is not None and not self._loading.done():
+            # One thread at a time reads the file for this process: a stuck one is not joined by more.
+            raise ConfigError(path, [f"the load of an earlier reload, which ran past {RELOAD_TIMEOUT_S:g} s, "
+                                     "has not ended yet"])
+
+        def load() -> tuple[NetworkConfig, list[str], str]:
             new = self._load()
-        except ConfigError as error:
-            # The loader's lines name the file and each key; one log line for the whole refusal.
-            log.warning("%s reload refused, the running configuration stays: %s",
-                        self.who, "; ".join(str(error).splitlines()))
-            return self._outcome("refused")
-        fixed, summary = live_changes(self.current, new)
-        if fixed:
-            log.warning("%s reload refused: %s cannot change without a restart; the running configuration stays",
-                        self.who, ", ".join(fixed))
-            return self._outcome("refused")
-        self.current = new
-        for listener in self._listeners:
-            listener(new)
-        log.info("%s reload: %s", self.who, summary)
-        return self._outcome("applied")
+            return (new, *live_changes(running, new))
+
+        self._loading = _in_thread_of_its_own(load, f"reload {self.who}")
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self._loading), RELOAD_TIMEOUT_S)
+        except TimeoutError:
+            raise ConfigError(path, [f"not loaded within {RELOAD_TIMEOUT_S:g} s (a file this slow to read or "
+                                     "check is refused)"]) from None
 
     def _outcome(self, outcome: str) -> str:
         self._count(outcome)
         return outcome
+
+
+def _in_thread_of_its_own(work: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
+    """`work()` in a daemon thread. Not in the loop's default executor: a read that never ends
+    (a file on a hung network mount) would hold one of its workers for ever, and the process's
+    exit, which waits for them."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(work())
+        except Exception as error:  # handed to the awaiting reload, which says what it was
+            done.set_exception(error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 # The LiveConfigs of the running applications, by the event loop they run on. One SIGHUP
@@ -153,7 +240,7 @@ _reloadable: dict[asyncio.AbstractEventLoop, list[LiveConfig]] = {}
 
 def _reload_all(lives: list[LiveConfig]) -> None:
     for live in list(lives):
-        live.reload()
+        live.request_reload()
 
 
 def reload_on_sighup(live: LiveConfig) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -179,5 +266,6 @@ def reload_on_sighup(live: LiveConfig) -> Callable[[web.Application], AsyncItera
             if not lives:
                 del _reloadable[loop]
                 loop.remove_signal_handler(signal.SIGHUP)
+            await live.close()
 
     return ctx

@@ -30,6 +30,7 @@ import requests.exceptions
 from node.build.imageref import Reference, parse_reference
 from node.build.sandbox import SandboxError
 from pbft.build import ImageDigest
+from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def load_registry_auth(path: Path | None) -> dict[str, dict[str, str]]:
     if path is None:
         return {}
     try:
-        document = json.loads(Path(path).read_text())
+        document = json.loads(read_bounded(path, MAX_SECRET_FILE_BYTES))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read registry credentials: {exc}") from None
     auths = document.get("auths") if isinstance(document, dict) else None

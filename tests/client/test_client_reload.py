@@ -44,7 +44,7 @@ async def test_a_repository_added_to_the_file_is_served_after_a_reload(cluster, 
 
     edit_config(tmp_path, add_newrepo)
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert client.app[LIVE_KEY].reload() == "applied"
+        assert await client.app[LIVE_KEY].reload() == "applied"
     assert "client ci reload: repositories added: newrepo" in caplog.messages
 
     status, verdict = await post(client, {"branch": "main", "repository": "newrepo"})
@@ -66,7 +66,7 @@ async def test_a_real_sighup_reloads_the_running_client(cluster, client, tmp_pat
 
 async def test_a_removed_repository_is_refused_from_then_on(cluster, client, tmp_path):
     edit_config(tmp_path, lambda data: data.update(repositories=data["repositories"][:1]))
-    assert client.app[LIVE_KEY].reload() == "applied"
+    assert await client.app[LIVE_KEY].reload() == "applied"
     status, answer = await post(client, {"branch": "main", "repository": "other"})
     assert status == 400 and answer["error"].startswith("unknown repository 'other': this client builds example. ")
 
@@ -78,7 +78,7 @@ async def test_a_broken_file_is_refused_and_the_old_repositories_keep_being_serv
         path.write_text(broken)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="shared.reload"):
-            assert client.app[LIVE_KEY].reload() == "refused"
+            assert await client.app[LIVE_KEY].reload() == "refused"
         [line] = caplog.messages
         assert line.startswith(f"client ci reload refused, the running configuration stays: {path.resolve()}: ")
         status, verdict = await post(client, {"branch": "main", "repository": "other"})
@@ -94,7 +94,7 @@ async def test_a_change_that_needs_a_restart_is_refused_naming_the_key(cluster, 
 
     edit_config(tmp_path, change)
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert client.app[LIVE_KEY].reload() == "refused"
+        assert await client.app[LIVE_KEY].reload() == "refused"
     assert caplog.messages == ["client ci reload refused: nodes[2].port, protocol.client_deadline_s cannot change "
                                "without a restart; the running configuration stays"]
     assert (await post(client, {"branch": "main", "repository": "newrepo"}))[0] == 400
@@ -105,7 +105,7 @@ async def test_a_token_set_by_a_reload_guards_the_webhook_and_the_records(cluste
     token = "t" * 40
     edit_config(tmp_path, lambda data: data["clients"][0].update(token=token, plain_without_token=False))
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert client.app[LIVE_KEY].reload() == "applied"
+        assert await client.app[LIVE_KEY].reload() == "applied"
     assert token not in caplog.text
     assert (await post(client, {"branch": "main"}))[0] == 401
     assert (await client.get("/builds")).status == 401
@@ -126,7 +126,7 @@ async def test_commit_statuses_configured_by_a_reload_are_posted(cluster, client
 
     edit_config(tmp_path, with_statuses)
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert client.app[LIVE_KEY].reload() == "applied"
+        assert await client.app[LIVE_KEY].reload() == "applied"
     assert "client ci reload: repositories changed: example (full_name, status_api, status_token)" in caplog.messages
     assert TOKEN not in caplog.text
     status, verdict = await post(client, {"branch": "main", "commit": PINNED})

@@ -39,8 +39,8 @@ def add_repository(net: Network, name: str) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-def reload(net: Network, nodes) -> list[str]:
-    return [net.runners[node_id].app[LIVE].reload() for node_id in nodes]
+async def reload(net: Network, nodes) -> list[str]:
+    return [await net.runners[node_id].app[LIVE].reload() for node_id in nodes]
 
 
 def unknown(result) -> bool:
@@ -56,7 +56,7 @@ async def test_a_repository_added_to_the_file_is_built_after_every_node_reloads(
 
         add_repository(network, "newrepo")
         with caplog.at_level(logging.INFO, logger="shared.reload"):
-            assert reload(network, range(4)) == ["applied"] * 4
+            assert await reload(network, range(4)) == ["applied"] * 4
         assert [f"node={i} reload: repositories added: newrepo" for i in range(4)] == caplog.messages
 
         agreed, _ = await network.submit(session, "master", 2, [0], repository="newrepo")
@@ -73,7 +73,7 @@ async def test_a_repository_added_to_the_file_is_built_after_every_node_reloads(
 ])
 async def test_a_rolling_reload_gives_the_verdict_of_the_nodes_that_agree(network, reloaded, verdict):
     add_repository(network, "newrepo")
-    assert reload(network, reloaded) == ["applied"] * len(reloaded)
+    assert await reload(network, reloaded) == ["applied"] * len(reloaded)
     async with aiohttp.ClientSession() as session:
         agreed, replies = await network.submit(session, "master", 1, [0], repository="newrepo")
     assert agreed["status"] == verdict
@@ -87,7 +87,7 @@ async def test_a_node_refuses_a_file_changing_its_membership_and_keeps_building(
     data["repositories"].append({"name": "newrepo", "url": "newrepo-repo"})
     path.write_text(yaml.safe_dump(data))
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert reload(network, [2]) == ["refused"]
+        assert await reload(network, [2]) == ["refused"]
     assert caplog.messages == ["node=2 reload refused: nodes[2].port cannot change without a restart; "
                                "the running configuration stays"]
     async with aiohttp.ClientSession() as session:

@@ -149,14 +149,14 @@ def test_repositories_added_removed_and_changed_in_one_reload(tmp_path):
     assert new.repository("example").notify == (NotifyConfig(webhook="https://hooks.example/x", secret=SECRET),)
 
 
-def test_a_reload_that_applies_tells_the_listeners_and_logs_what_changed(tmp_path, caplog):
+async def test_a_reload_that_applies_tells_the_listeners_and_logs_what_changed(tmp_path, caplog):
     path = write_network(tmp_path)
     outcomes, seen = [], []
     live = LiveConfig(load_config(path), lambda: load_config(path), "client ci", outcomes.append)
     live.on_reload(seen.append)
     edit(path, other_repository)
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert live.reload() == "applied"
+        assert await live.reload() == "applied"
     assert [repository.name for repository in live.current.repositories] == ["example", "other"]
     assert seen == [live.current] and outcomes == ["applied"]
     assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
@@ -169,7 +169,7 @@ def test_a_reload_that_applies_tells_the_listeners_and_logs_what_changed(tmp_pat
     (None, "repositories[0].name: is not a valid repository name: '-bad name'"),
     (None, "colour: unknown setting"),
 ])
-def test_a_file_that_does_not_load_is_refused_with_the_loaders_words(tmp_path, caplog, broken, problem):
+async def test_a_file_that_does_not_load_is_refused_with_the_loaders_words(tmp_path, caplog, broken, problem):
     path = write_network(tmp_path)
     running = load_config(path)
     outcomes = []
@@ -181,7 +181,7 @@ def test_a_file_that_does_not_load_is_refused_with_the_loaders_words(tmp_path, c
     else:
         edit(path, lambda data: data["repositories"][0].update(name="-bad name"))
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert live.reload() == "refused"
+        assert await live.reload() == "refused"
     assert live.current is running and outcomes == ["refused"]
     [record] = caplog.records
     assert record.levelno == logging.WARNING
@@ -190,7 +190,7 @@ def test_a_file_that_does_not_load_is_refused_with_the_loaders_words(tmp_path, c
     assert f"{path.resolve()}: " in message and problem in message and "\n" not in message
 
 
-def test_a_file_changing_a_fixed_key_is_refused_as_a_whole(tmp_path, caplog):
+async def test_a_file_changing_a_fixed_key_is_refused_as_a_whole(tmp_path, caplog):
     path = write_network(tmp_path, protocol={"checkpoint_interval": 128})
     running = load_config(path)
     seen = []
@@ -204,7 +204,7 @@ def test_a_file_changing_a_fixed_key_is_refused_as_a_whole(tmp_path, caplog):
 
     edit(path, change)
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        assert live.reload() == "refused"
+        assert await live.reload() == "refused"
     assert live.current is running and seen == []
     assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
         (logging.WARNING, "node=1 reload refused: nodes[2].port, protocol.checkpoint_interval cannot change "

@@ -13,7 +13,7 @@ import yaml
 
 from shared.config import load_config
 from tests.e2e.example_network import OWN_NETWORK_MARKS, client, http_json, poll, settled
-from tests.e2e.test_end_to_end_forge import forge_config, pull_request, push
+from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS
 

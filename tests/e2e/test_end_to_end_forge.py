@@ -5,14 +5,10 @@ example network whose repository has a webhook secret."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -20,65 +16,11 @@ import yaml
 
 from shared.config import load_config
 from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, example_copy, http_json, node_status, settled,
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, http_json, node_status, settled,
 )
+from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS
-
-SECRET = "e2e webhook secret"
-FULL_NAME = "octo/example"
-
-
-def forge_config(tmp_path: Path) -> Path:
-    path = example_copy(tmp_path, allow_byzantine=False)
-    (tmp_path / "hook.secret").write_text(SECRET + "\n")
-    data = yaml.safe_load(path.read_text())
-    data["repositories"][0].update(full_name=FULL_NAME, secret_file=str(tmp_path / "hook.secret"))
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def deliver(base_url: str, event: str, payload: dict, *, delivery: str, secret: str = SECRET) -> tuple[int, dict]:
-    """POST a GitHub delivery of `event`, signed with `secret`."""
-    body = json.dumps(payload).encode()
-    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(f"{base_url}/webHook", data=body, method="POST", headers={
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery,
-        "X-Hub-Signature-256": signature,
-    })
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def push(base_url: str, commit: str, *, delivery: str, secret: str = SECRET) -> tuple[int, dict]:
-    return deliver(base_url, "push", {
-        "ref": "refs/heads/master",
-        "before": "0" * 40,
-        "after": commit,
-        "deleted": False,
-        "repository": {"full_name": FULL_NAME, "clone_url": f"https://github.com/{FULL_NAME}.git"},
-        "head_commit": {"id": commit, "message": "test"},
-    }, delivery=delivery, secret=secret)
-
-
-def pull_request(base_url: str, number: int, head: str, *, source: str = FULL_NAME) -> tuple[int, dict]:
-    """A `pull_request` delivery: `head` pushed to pull request `number` from repository `source`."""
-    repository = {"full_name": FULL_NAME, "clone_url": f"https://github.com/{FULL_NAME}.git"}
-    return deliver(base_url, "pull_request", {
-        "action": "synchronize",
-        "number": number,
-        "pull_request": {
-            "number": number,
-            "head": {"ref": "topic", "sha": head, "repo": {"full_name": source}},
-            "base": {"ref": "master", "sha": "0" * 40, "repo": repository},
-        },
-        "repository": repository,
-    }, delivery=str(uuid.uuid4()))
 
 
 def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(network, tmp_path):

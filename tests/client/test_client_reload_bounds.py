@@ -6,9 +6,6 @@ Against the fake nodes of test_client_app; SIGHUP sent to the process, as ./scri
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 
 import pytest
 
@@ -16,7 +13,7 @@ from client.app import LIVE_KEY
 from shared.config import load_config
 from tests.client.fake_nodes import start_client
 from tests.shared.config_files import edit
-from tests.support.hostile_files import fifo_in_place_of, largest_gap_s, oversized_in_place_of
+from tests.support.hostile_files import hostile_in_place, largest_gap_through_sighup
 
 SECRET_FILE = "hook.secret"
 SECRET = "a webhook secret of the example forge"
@@ -42,21 +39,8 @@ async def test_the_client_answers_throughout_a_hostile_reload_and_keeps_its_conf
     live = client.app[LIVE_KEY]
     running = live.current
     path = running.path
-    replaced = {"oversized": oversized_in_place_of(path), "fifo": fifo_in_place_of(path),
-                "secret fifo": fifo_in_place_of(path.parent / SECRET_FILE)}[hostile]
-
-    async def identity() -> None:
-        response = await client.get("/client")
-        assert response.status == 200
-        await response.read()
-
-    def refused() -> bool:
-        return any("reload refused" in record.getMessage() for record in caplog.records)
-
-    with caplog.at_level(logging.INFO, logger="shared.reload"), replaced:
-        await identity()
-        os.kill(os.getpid(), signal.SIGHUP)
-        gap_s = await largest_gap_s(identity, refused)
+    with hostile_in_place(hostile, path, SECRET_FILE):
+        gap_s = await largest_gap_through_sighup(client, "/client", caplog)
     assert gap_s < LARGEST_GAP_S, f"GET /client went unanswered for {gap_s * 1000:.0f} ms during the reload"
     assert live.current is running and live.current.repository("example").secret == SECRET
     [line] = caplog.messages

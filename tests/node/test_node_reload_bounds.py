@@ -6,16 +6,13 @@ and GET /status answers throughout, never more than 100 ms apart. One node in th
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 
 import pytest
 
 from node.server import LIVE, make_app
 from shared.config import load_config
 from tests.shared.config_files import edit
-from tests.support.hostile_files import fifo_in_place_of, largest_gap_s, oversized_in_place_of
+from tests.support.hostile_files import hostile_in_place, largest_gap_through_sighup
 from tests.support.network import write_network
 from tests.support.node_network import fake_build
 
@@ -45,21 +42,8 @@ async def test_a_node_answers_throughout_a_hostile_reload_and_keeps_its_configur
     live = node.app[LIVE]
     running = live.current
     path = running.path
-    replaced = {"oversized": oversized_in_place_of(path), "fifo": fifo_in_place_of(path),
-                "secret fifo": fifo_in_place_of(path.parent / SECRET_FILE)}[hostile]
-
-    async def status() -> None:
-        response = await node.get("/status")
-        assert response.status == 200
-        await response.read()
-
-    def refused() -> bool:
-        return any("reload refused" in record.getMessage() for record in caplog.records)
-
-    with caplog.at_level(logging.INFO, logger="shared.reload"), replaced:
-        await status()
-        os.kill(os.getpid(), signal.SIGHUP)
-        gap_s = await largest_gap_s(status, refused)
+    with hostile_in_place(hostile, path, SECRET_FILE):
+        gap_s = await largest_gap_through_sighup(node, "/status", caplog)
     assert gap_s < LARGEST_GAP_S, f"GET /status went unanswered for {gap_s * 1000:.0f} ms during the reload"
     assert live.current is running
     [line] = caplog.messages

@@ -331,36 +331,20 @@ def test_client_access_problems_are_reported_with_their_paths(tmp_path):
     assert len(caught.value.problems) == 7, problems
 
 
-def test_build_network_is_off_unless_a_repository_asks_for_it(tmp_path):
+@pytest.mark.parametrize("flag", [
+    "build_network",  # may builds reach the network?
+    "skipped_passes",  # is a skipped build a pass to GitHub and Gitea?
+])
+def test_a_repository_flag_is_off_unless_the_repository_asks_and_must_be_a_bool(tmp_path, flag):
     path = write_network(tmp_path)
-    assert load_config(path).repository("example").build_network is False
+    assert getattr(load_config(path).repository("example"), flag) is False
 
-    def allow(data):
-        data["repositories"][0]["build_network"] = True
+    def set_to(value):
+        return lambda data: data["repositories"][0].update({flag: value})
 
-    assert load_config(edit(path, allow)).repository("example").build_network is True
-
-    def not_a_flag(data):
-        data["repositories"][0]["build_network"] = "yes"
-
-    with pytest.raises(ConfigError, match=r"repositories\[0\].build_network: must be bool, not str"):
-        load_config(edit(path, not_a_flag))
-
-
-def test_a_skipped_build_passes_a_check_only_where_a_repository_opts_in(tmp_path):
-    path = write_network(tmp_path)
-    assert load_config(path).repository("example").skipped_passes is False
-
-    def opt_in(data):
-        data["repositories"][0]["skipped_passes"] = True
-
-    assert load_config(edit(path, opt_in)).repository("example").skipped_passes is True
-
-    def not_a_flag(data):
-        data["repositories"][0]["skipped_passes"] = "true"
-
-    with pytest.raises(ConfigError, match=r"repositories\[0\].skipped_passes: must be bool, not str"):
-        load_config(edit(path, not_a_flag))
+    assert getattr(load_config(edit(path, set_to(True))).repository("example"), flag) is True
+    with pytest.raises(ConfigError, match=rf"repositories\[0\].{flag}: must be bool, not str"):
+        load_config(edit(path, set_to("yes")))
 
 
 @pytest.mark.parametrize("n, relay", [(4, False), (7, True), (16, True)])

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -75,3 +77,28 @@ async def largest_gap_s(poll: Callable[[], Awaitable[None]], until: Callable[[],
             now = loop.time()
             largest, last = max(largest, now - last), now
     return largest
+
+
+def hostile_in_place(hostile: str, config_path: Path, secret_file: str) -> contextlib.AbstractContextManager:
+    """One of the three hostile reloads: the configuration "oversized" or a "fifo", or a "secret
+    fifo" in place of the file `secret_file` (beside the configuration) it names."""
+    return {"oversized": oversized_in_place_of(config_path), "fifo": fifo_in_place_of(config_path),
+            "secret fifo": fifo_in_place_of(config_path.parent / secret_file)}[hostile]
+
+
+async def largest_gap_through_sighup(http_client, path: str, caplog) -> float:
+    """SIGHUP this process, as ./scripts/reload.sh does, and GET `path` of the app under test in a
+    tight loop until the reload is refused: the longest wait between two answers."""
+
+    async def answered() -> None:
+        response = await http_client.get(path)
+        assert response.status == 200
+        await response.read()
+
+    def refused() -> bool:
+        return any("reload refused" in record.getMessage() for record in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="shared.reload"):
+        await answered()
+        os.kill(os.getpid(), signal.SIGHUP)
+        return await largest_gap_s(answered, refused)

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import git
 
-from shared.refs import GIT_ENV
-
 # A mirror must never wait for a password on the node's terminal, nor hang
 # forever on a stalled HTTP transfer while holding its repository's lock.
-_GIT_ENV = GIT_ENV
+from shared.refs import GIT_ENV
 
 # A clone of a mirror into a workspace reads neither the node's system nor its global git
 # configuration, so that it is the same on every node (node/build/checkout.py).
-ISOLATED_ENV = {**_GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+ISOLATED_ENV = {**GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 
 class GitError(Exception):
@@ -94,7 +92,7 @@ class GitMirrors:
         if not path.exists():
             return self._clone(path, url)
         repo = git.Repo(path)
-        repo.git.update_environment(**_GIT_ENV)
+        repo.git.update_environment(**GIT_ENV)
         # The config is the only source of URLs; follow it if it changed.
         if repo.remotes.origin.url != url:
             with repo.config_writer() as writer:
@@ -112,14 +110,14 @@ class GitMirrors:
         shutil.rmtree(partial, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            repo = git.Repo.clone_from(url, partial, mirror=True, env=_GIT_ENV)
+            repo = git.Repo.clone_from(url, partial, mirror=True, env=GIT_ENV)
         except git.GitCommandError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise GitError("clone failed", exc.stderr) from None
         repo.close()
         partial.rename(path)
         repo = git.Repo(path)
-        repo.git.update_environment(**_GIT_ENV)
+        repo.git.update_environment(**GIT_ENV)
         return repo
 
 

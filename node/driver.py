@@ -81,7 +81,7 @@ class Slots(Protocol):
     @property
     def queued(self) -> int: ...
 
-    def is_queued(self, build_id: str) -> bool: ...
+    def has_slot(self, build_id: str) -> bool: ...
 
 
 class Sender(Protocol):
@@ -142,7 +142,9 @@ class Driver:
         build_id = _build_id(*key)
         if build_id not in self._building:
             return None
-        return "queued" if self.slots is not None and self.slots.is_queued(build_id) else "running"
+        # Running once it holds a slot: a build the executor has not taken up yet (its task
+        # not scheduled, on a busy node) waits as one in the queue does.
+        return "running" if self.slots is None or self.slots.has_slot(build_id) else "queued"
 
     def on_build_state(self, build_id: str, state: str) -> None:
         """The executor's news of a build (queued, or running): signed, to the build's client."""

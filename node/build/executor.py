@@ -270,6 +270,11 @@ class Executor:
     def is_queued(self, build_id: str) -> bool:
         return self._queue.is_waiting(build_id)
 
+    def has_slot(self, build_id: str) -> bool:
+        """Whether the build holds one of the node's build slots: it runs. One not yet come
+        to the queue (its task not started) holds none, as one waiting in it does not."""
+        return build_id in self._queue.running
+
     def sweep_leftovers(self) -> int:
         """Remove containers (builds' and prepared ones), workspace and cache volumes a killed
         earlier process of this node left.

@@ -105,12 +105,16 @@ async def test_a_repositorys_bound_queues_its_builds_while_another_repository_ru
 
     first, second, other = build_ids(), build_ids(), build_ids()
     tasks = [run(first, "busy"), run(second, "busy"), run(other, "quiet")]
+    # Not started yet, no build holds a slot: each waits, as the node's view says (node/driver.py).
+    assert not any(executor.has_slot(build_id) for build_id in (first, second, other))
     # The node's second slot goes to the quiet repository, not to the busy one's next build.
     await until(lambda: (executor.running, executor.queued) == (2, 1))
     assert executor.is_queued(second) and not executor.is_queued(other)
+    assert [executor.has_slot(build_id) for build_id in (first, second, other)] == [True, False, True]
 
     await executor.cancel(first)
     await until(lambda: not executor.is_queued(second))  # the slot it freed went to the next busy build
+    assert executor.has_slot(second) and not executor.has_slot(first)
     assert not tasks[1].done()
     assert (await tasks[0]).status == "cancelled"
     for build_id in (second, other):

@@ -50,6 +50,7 @@ from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService, Verdict
 from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
+from shared.boundedread import read_bounded
 from shared.config import NetworkConfig, load_config
 from shared.reload import LiveConfig, reload_on_sighup
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
@@ -69,6 +70,8 @@ DEFAULT_BUILDS_LIMIT = 50
 MAX_BUILDS_LIMIT = 1000
 # How long an action runner's report may be (shared/actionreport.py).
 MAX_ACTION_REPORT_BYTES = 4096
+# The most of an in-toto layout (one signed JSON document) the client serves.
+MAX_LAYOUT_BYTES = 1024 * 1024
 # Build ids are request timestamps in microseconds, which SQLite stores as 63-bit integers.
 MAX_BUILD_ID = 2**63 - 1
 
@@ -596,9 +599,10 @@ async def get_in_toto(request: web.Request) -> web.Response:
         raise web.HTTPConflict(reason="no in-toto layout: the network YAML sets no in_toto_layout; its owner signs"
                                       " one with scripts/owner.py layout (docs/attestations.md)")
     try:
-        layout_bytes = await asyncio.to_thread(path.read_bytes)
+        # Bounded, and never waited on (a FIFO there would hold a worker thread per request).
+        layout_bytes = await asyncio.to_thread(read_bounded, path, MAX_LAYOUT_BYTES)
     except OSError as error:
-        raise web.HTTPConflict(reason=f"in-toto layout unreadable: {error.strerror}") from None
+        raise web.HTTPConflict(reason=f"in-toto layout unreadable: {error.strerror or error}") from None
     body = bundle(attested.attestation, attested.signers, layout_bytes)
     name = f"pbft-ci-{request.match_info['build_id']}-in-toto.tar"
     return web.Response(

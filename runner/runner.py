@@ -85,6 +85,16 @@ def pull_request_refusal(operation) -> str | None:
     return "no actions: a pull request's build runs none (its after: section is its author's)"
 
 
+def _json_object(body: bytes) -> dict:
+    """The JSON object the client answered, or an empty one: the client is not trusted, and an
+    answer that is no object (or nests past json.loads' recursion) must not end the runner."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class Refused(Exception):
     """Nothing of this build runs; the reason is recorded."""
 
@@ -166,7 +176,11 @@ class ActionRunner:
         status, body = await self._get(f"/builds?limit={BUILDS_PER_POLL}")
         if status != 200:
             raise NotNow(f"GET /builds answered {status}: {body[:200]!r}")
-        return json.loads(body)["builds"]
+        builds = _json_object(body).get("builds")
+        if not isinstance(builds, list) or not all(isinstance(build, dict) and isinstance(build.get("build_id"), str)
+                                                   and isinstance(build.get("state"), str) for build in builds):
+            raise NotNow(f"GET /builds answered no list of builds: {body[:200]!r}")
+        return builds
 
     async def poll(self) -> list[tuple[int, str]]:
         """Examine every build with a verdict not examined yet, oldest first; return what each came to.
@@ -295,7 +309,7 @@ class ActionRunner:
         status, body = await self._get(f"/builds/{certified.build_id}/artifacts")
         if status != 200:
             raise Refused(f"refused: the client serves no artifacts ({status})")
-        files = json.loads(body).get("artifacts")
+        files = _json_object(body).get("artifacts")
         if (not isinstance(files, dict) or not all(is_manifest_entry(path, value) for path, value in files.items())
                 or manifest_digest(files) != digest):
             raise Refused("refused: the artifact manifest is not the one the nodes agreed on")

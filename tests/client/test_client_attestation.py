@@ -8,6 +8,7 @@ with a reason, never a 500, for builds that have none.
 
 import dataclasses
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -89,12 +90,22 @@ async def test_builds_without_one_get_409_with_the_reason(cluster, aiohttp_clien
     assert reason in (await response.json())["error"]
 
 
-async def test_an_unreadable_layout_is_a_409_not_a_500(cluster, aiohttp_client, tmp_path):
-    cluster.config = dataclasses.replace(cluster.config, in_toto_layout=tmp_path / "absent.layout")
+@pytest.mark.parametrize("layout, reason", [
+    ("absent", "in-toto layout unreadable: No such file or directory"),
+    ("fifo", "in-toto layout unreadable: is a FIFO, not a regular file"),  # never waited on
+    ("oversized", "in-toto layout unreadable: is larger than 1 MiB, the most this file may hold"),
+])
+async def test_an_unreadable_layout_is_a_409_not_a_500(cluster, aiohttp_client, tmp_path, layout, reason):
+    path = tmp_path / "network.layout"
+    if layout == "fifo":
+        os.mkfifo(path)
+    elif layout == "oversized":
+        path.write_bytes(b"{" + b" " * (1024 * 1024) + b"}")
+    cluster.config = dataclasses.replace(cluster.config, in_toto_layout=path)
     client = await start_client(aiohttp_client, cluster)
     _, verdict = await post(client, {"branch": "main"})
     response = await client.get(f"/builds/{verdict['build_id']}/in-toto")
-    assert response.status == 409 and "in-toto layout unreadable" in (await response.json())["error"]
+    assert (response.status, (await response.json())["error"]) == (409, reason)
 
 
 @pytest.mark.parametrize("path, status", [

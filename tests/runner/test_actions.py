@@ -18,7 +18,7 @@ from pbft.build import Operation
 from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
-from runner.runner import ActionRunner, Certified, Refused, pull_request_refusal
+from runner.runner import ActionRunner, Certified, NotNow, Refused, pull_request_refusal
 from tests.node.executor_helpers import GitRepo
 from tests.support.network import free_port, write_network
 
@@ -171,4 +171,25 @@ async def test_a_certificate_that_is_no_json_object_is_refused_and_recorded(tmp_
         outcome = await ActionRunner(config, session, ledger, docker_client=None).examine(7, "accepted")
     assert outcome.startswith(f"refused: the certificate does not check: {reason}"), outcome
     assert ledger.examined(7)
+    ledger.close()
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000,  # json.loads recursed past Python's limit
+    b"[]",
+    b'{"builds": [1, 2]}',
+], ids=["nested too deeply", "a list", "no builds"])
+async def test_a_build_list_that_is_no_list_of_builds_is_not_now_and_the_runner_goes_on(tmp_path, aiohttp_server,
+                                                                                          body):
+    async def builds(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/builds", builds)
+    server = await aiohttp_server(app)
+    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(NotNow, match="GET /builds answered no list of builds"):
+            await ActionRunner(config, session, ledger, docker_client=None).poll()
     ledger.close()

@@ -44,6 +44,7 @@ async def test_a_node_answers_throughout_a_hostile_reload_and_keeps_its_configur
     path = running.path
     with hostile_in_place(hostile, path, SECRET_FILE):
         gap_s = await largest_gap_through_sighup(node, "/status", caplog)
+    print(f"node, {hostile}: largest gap between answers {gap_s * 1000:.1f} ms")
     assert gap_s < LARGEST_GAP_S, f"GET /status went unanswered for {gap_s * 1000:.0f} ms during the reload"
     assert live.current is running
     [line] = caplog.messages

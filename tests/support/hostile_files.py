@@ -86,19 +86,30 @@ def hostile_in_place(hostile: str, config_path: Path, secret_file: str) -> conte
             "secret fifo": fifo_in_place_of(config_path.parent / secret_file)}[hostile]
 
 
-async def largest_gap_through_sighup(http_client, path: str, caplog) -> float:
+# Hostile reloads a gap test makes at most: a gap the machine itself made (a test worker
+# descheduled on a busy CI machine) does not come back at each reload, one a reload makes does.
+GAP_ATTEMPTS = 3
+
+
+async def largest_gap_through_sighup(http_client, path: str, caplog, bound_s: float) -> tuple[float, int]:
     """SIGHUP this process, as ./scripts/reload.sh does, and GET `path` of the app under test in a
-    tight loop until the reload is refused: the longest wait between two answers."""
+    tight loop until the reload is refused: the longest wait between two answers. Again, up to
+    GAP_ATTEMPTS reloads, while that is not under `bound_s`: the smallest of those longest
+    waits, and how many reloads were made."""
 
     async def answered() -> None:
         response = await http_client.get(path)
         assert response.status == 200
         await response.read()
 
-    def refused() -> bool:
-        return any("reload refused" in record.getMessage() for record in caplog.records)
+    def refusals() -> int:
+        return sum("reload refused" in record.getMessage() for record in caplog.records)
 
+    gaps: list[float] = []
     with caplog.at_level(logging.INFO, logger="shared.reload"):
-        await answered()
-        os.kill(os.getpid(), signal.SIGHUP)
-        return await largest_gap_s(answered, refused)
+        while len(gaps) < GAP_ATTEMPTS and not (gaps and min(gaps) < bound_s):
+            await answered()
+            os.kill(os.getpid(), signal.SIGHUP)
+            made = len(gaps) + 1
+            gaps.append(await largest_gap_s(answered, lambda: refusals() >= made))
+    return min(gaps), len(gaps)

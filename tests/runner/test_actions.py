@@ -1,6 +1,7 @@
 """The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
 The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -153,25 +154,34 @@ async def test_the_runner_refuses_a_spec_nested_too_deeply_as_the_nodes_do(tmp_p
     assert str(refused.value) == f"refused: .pbft-ci.yml: nested deeper than {MAX_NESTING} levels (line 2)"
 
 
+@contextlib.asynccontextmanager
+async def runner_of_a_client_answering(tmp_path, aiohttp_server, path: str, body: bytes):
+    """A runner and its ledger, whose client answers GET `path` with `body`, and nothing else."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get(path, answer)
+    server = await aiohttp_server(app)
+    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
+    ledger = RunnerLedger(tmp_path / "runner.sqlite")
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield ActionRunner(config, session, ledger, docker_client=None), ledger
+    finally:
+        ledger.close()
+
+
 @pytest.mark.parametrize("body, reason", [
     (b"[" * 100_000, "not JSON"),  # json.loads recursed past Python's limit
     (b"{", "not JSON"),
     (b"[]", "a certificate is an object with exactly"),
 ], ids=["nested too deeply", "cut short", "a list"])
 async def test_a_certificate_that_is_no_json_object_is_refused_and_recorded(tmp_path, aiohttp_server, body, reason):
-    async def certificate(request: web.Request) -> web.Response:
-        return web.Response(body=body)
-
-    app = web.Application()
-    app.router.add_get("/builds/7/certificate", certificate)
-    server = await aiohttp_server(app)
-    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
-    ledger = RunnerLedger(tmp_path / "runner.sqlite")
-    async with aiohttp.ClientSession() as session:
-        outcome = await ActionRunner(config, session, ledger, docker_client=None).examine(7, "accepted")
-    assert outcome.startswith(f"refused: the certificate does not check: {reason}"), outcome
-    assert ledger.examined(7)
-    ledger.close()
+    async with runner_of_a_client_answering(tmp_path, aiohttp_server, "/builds/7/certificate", body) as (runner, ledger):
+        outcome = await runner.examine(7, "accepted")
+        assert outcome.startswith(f"refused: the certificate does not check: {reason}"), outcome
+        assert ledger.examined(7)
 
 
 @pytest.mark.parametrize("body", [
@@ -181,15 +191,6 @@ async def test_a_certificate_that_is_no_json_object_is_refused_and_recorded(tmp_
 ], ids=["nested too deeply", "a list", "no builds"])
 async def test_a_build_list_that_is_no_list_of_builds_is_not_now_and_the_runner_goes_on(tmp_path, aiohttp_server,
                                                                                           body):
-    async def builds(request: web.Request) -> web.Response:
-        return web.Response(body=body)
-
-    app = web.Application()
-    app.router.add_get("/builds", builds)
-    server = await aiohttp_server(app)
-    config = load_runner_config(runner_yaml(tmp_path, client_url=str(server.make_url("")).rstrip("/"), data_dir="runner"))
-    ledger = RunnerLedger(tmp_path / "runner.sqlite")
-    async with aiohttp.ClientSession() as session:
+    async with runner_of_a_client_answering(tmp_path, aiohttp_server, "/builds", body) as (runner, _):
         with pytest.raises(NotNow, match="GET /builds answered no list of builds"):
-            await ActionRunner(config, session, ledger, docker_client=None).poll()
-    ledger.close()
+            await runner.poll()

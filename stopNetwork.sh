@@ -97,8 +97,8 @@ import sys
 
 import docker.errors
 
-from node.build.engine import connect
-from node.build.executor import checkouts_root, remove_labelled_builds
+from builder.engine.connection import connect
+from builder.executor import checkouts_root, remove_labelled_builds
 from shared.config import ConfigError, load_config
 from shared.ports import listen_problem
 

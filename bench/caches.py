@@ -43,7 +43,7 @@ CACHE_CASES = ("no cache", "cold (miss, save)", "warm (hit, kept as is)")
 
 
 def caches(args) -> dict:
-    from node.build.executor import Executor
+    from builder.executor import Executor
     from shared.config import BuildConfig
 
     files = 500 if args.quick else args.files

@@ -17,7 +17,7 @@ from shared.actionreport import ActionReport, ReportError, UnsignedReport, parse
 from shared.config import ClientConfig
 from shared.crypto import parse_public_key
 
-# The only spec with an `after:` section (node/build/spec.py's SPEC_FILE; a Dockerfile has none).
+# The only spec with an `after:` section (builder/plan/spec.py's SPEC_FILE; a Dockerfile has none).
 ACTIONS_SPEC = ".pbft-ci.yml"
 
 

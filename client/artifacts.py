@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MANIFEST_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=5.0)
 # A file may be tens of megabytes, so its whole transfer may take a while; a node silent for 15 s is skipped.
 FILE_TIMEOUT = aiohttp.ClientTimeout(total=120.0, connect=5.0, sock_read=15.0)
-# A manifest lists at most 256 files (node/build/artifacts.py) with their digests and sizes: well under this.
+# A manifest lists at most 256 files (builder/workspace/artifacts.py) with their digests and sizes: well under this.
 MIB = 1024 * 1024
 MAX_MANIFEST_BYTES = MIB
 # No honest file is larger than a build's artifacts together may be. The cap

@@ -8,7 +8,7 @@ build, so outputs are never merged or picked between here — the verdict is
 what f+1 nodes agree on, the output is only what one node says it saw.
 
 Plain requests get the node's file as text, `?times=1` when each of its lines
-began (as the node says: node.build.log `LineTimes`). `?follow=1` (or `Accept:
+began (as the node says: builder.workspace.log `LineTimes`). `?follow=1` (or `Accept:
 text/event-stream`) gets server-sent events: first `event: node` with the
 node id, then the node's `output`, `reset`, `end` and `limit` events as it
 sends them, re-framed here so a node cannot add events of other kinds (such
@@ -44,7 +44,7 @@ FOLLOW_CAP_SLACK_S = 30.0
 NODE_FOLLOW_SLACK_S = 60.0
 # What a node adds to the capped build output: a header line, notes and the status line.
 LOG_FRAME_BYTES = 1024 * 1024
-# A log's line times are at most this long (node.build.log TIMES_CAP_BYTES, which the client cannot import).
+# A log's line times are at most this long (builder.workspace.log TIMES_CAP_BYTES, which the client cannot import).
 MAX_TIMES_BYTES = 1024 * 1024
 FORWARDED_EVENTS = frozenset({"output", "reset", "end", "limit"})
 LAST_EVENTS = frozenset({"end", "limit"})

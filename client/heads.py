@@ -7,7 +7,7 @@ honest nodes two commits and a `disputed` verdict. So the client asks the
 repository for the branch's head (`git ls-remote`, at the configured URL,
 never one from a request) and pins it, as a forge's push is pinned by its
 payload. Every node checks that a pinned commit is on the branch
-(node/build/gitmirror.py), so a faulty client can choose only among the
+(builder/workspace/gitmirror.py), so a faulty client can choose only among the
 branch's own commits, as it always could by pinning one.
 
 What cannot be pinned goes as it is, and the log says so: a branch the

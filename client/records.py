@@ -144,7 +144,7 @@ _BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref")
 MAX_WAITING_APPROVALS = 1000
 # A build's record lists its first re-runs, this many at most (each names the build it re-runs).
 MAX_LISTED_RERUNS = 100
-# Actions after the verdict a build's record lists: a spec declares at most 16 (node/build/actions.py).
+# Actions after the verdict a build's record lists: a spec declares at most 16 (builder/plan/actions.py).
 MAX_LISTED_ACTIONS = 16
 # A push cancels at most this many older builds of its ref (the newest first): more would
 # mean pushes came faster than the network orders, and the next push cancels the rest.

@@ -16,7 +16,7 @@ a request for a branch head learns its commit from the agreed result, so its
 first status is the final one. A verdict with no commit at all (a branch
 that does not exist) gets no status.
 
-A matrix (node/build/matrix.py) gives each combination's build a context of its own,
+A matrix (builder/plan/matrix.py) gives each combination's build a context of its own,
 `<status_context>/<AXIS=value,...>`, pending when submitted and then its
 verdict. The build that expanded into them has the repository's own context,
 which its submission already made pending: it stays pending until every

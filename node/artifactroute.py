@@ -10,7 +10,7 @@ requests are (`shared.logrequest`, over the raw path and this node's id), so
 a signature opens one artifact, or one manifest, on one node. The path must
 be exactly one the manifest lists; nothing else reaches the file system.
 The bytes are served only if they still have the digest recorded when the
-build ended (node/build/artifactstore.py). That is this node's word only: a client
+build ended (builder/workspace/artifactstore.py). That is this node's word only: a client
 compares the digest with the one the network agreed on.
 
 A file is hashed, then sent, a chunk at a time (never held whole), at most
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from node.build.artifactstore import Artifact, ArtifactStore, ArtifactUnavailable
+from builder.workspace.artifactstore import Artifact, ArtifactStore, ArtifactUnavailable
 from node.buildlogs import MAX_TIMESTAMP
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig

@@ -6,7 +6,7 @@ yet (the build is queued or cloning), may grow while the build runs, and ends
 with a `== status ...` line. Plain requests get the file as it is now;
 `?follow=1` gets server-sent events: the content so far, then whatever is
 appended, then `event: end` once the status line is written. `?times=1` gets
-when each line of the log began (node.build.log `LineTimes`), as far as written.
+when each line of the log began (builder.workspace.log `LineTimes`), as far as written.
 
 Only a configured client may read (its signature, see `shared.logrequest`),
 and nothing from the URL reaches a file path before it is checked against the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from node.build.log import times_path
+from builder.workspace.log import times_path
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, parse_public_key
@@ -77,7 +77,7 @@ def add_build_log_route(app: web.Application, config: NetworkConfig, node_id: in
 
 
 def log_file(log_dir: Path, node_id: int, client: str, timestamp: int) -> Path:
-    """Where the executor writes this build's output (see node.build.executor and node.driver)."""
+    """Where the executor writes this build's output (see builder.executor and node.driver)."""
     return log_dir / f"build-node{node_id}-{client}-{timestamp}.log"
 
 

@@ -76,7 +76,7 @@ class Build(Protocol):
 
 
 class Slots(Protocol):
-    """What the executor says of its build slots (node/build/queue.py)."""
+    """What the executor says of its build slots (builder/queue.py)."""
 
     @property
     def queued(self) -> int: ...

@@ -195,8 +195,8 @@ def make_app(
 
 def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
-    from node.build.executor import Executor
-    from node.build.images import load_registry_auth
+    from builder.executor import Executor
+    from builder.engine.images import load_registry_auth
 
     try:
         registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
@@ -220,7 +220,7 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
 
 def _repository_settings(config: NetworkConfig) -> dict:
     """What the executor takes of the repositories (Executor.reconfigure's arguments)."""
-    from node.build.secrets import RepositorySecrets
+    from builder.plan.secrets import RepositorySecrets
 
     repositories = config.repositories
     return dict(

@@ -12,10 +12,10 @@ import re
 
 from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
 
-# "skipped": the commit or its spec said not to build it for this trigger (node/build/triggers.py).
+# "skipped": the commit or its spec said not to build it for this trigger (builder/plan/triggers.py).
 # "cancelled": the client's cancel was ordered while the node still had the build to run.
 # "matrix": the spec at the commit declares a `matrix:` and the operation named none of its
-# combinations; nothing ran, and the result lists the combinations (node/build/matrix.py).
+# combinations; nothing ran, and the result lists the combinations (builder/plan/matrix.py).
 STATUSES = ("success", "failure", "error", "timeout", "skipped", "cancelled", "matrix")
 # What started a build: a forge's push, a tag push, a pull (merge) request, a plain call, a
 # schedule. `when: event` names these; an operation names every one but a push, which it
@@ -79,7 +79,7 @@ class Operation:
     # (client/schedules.py): agreed, so that what a schedule started is in the order.
     slot: int | None = wire(Optional(Int()), default=None, omit=None, kw_only=True)
     # One combination of the spec's `matrix:` to build (its commit pinned): a node builds it
-    # only if its spec at the commit declares exactly this combination (node/build/matrix.py).
+    # only if its spec at the commit declares exactly this combination (builder/plan/matrix.py).
     combination: tuple[tuple[str, str], ...] | None = wire(
         Optional(COMBINATION), default=None, omit=None, kw_only=True
     )
@@ -139,7 +139,7 @@ class StepResult:
 @struct
 class ImageDigest:
     """An image a build ran, by the name its spec gives it, and the digest of the manifest
-    the registry served for it (node/build/images.py): agreed, so that nodes that pulled different
+    the registry served for it (builder/engine/images.py): agreed, so that nodes that pulled different
     bytes under one tag disagree, each naming what it ran."""
 
     name: str = wire(Text(_IMAGE))

@@ -9,7 +9,7 @@ that it has not examined:
    certificate that does not check (one flipped signature) runs nothing;
 2. reads the spec at the certified commit from its own mirror of the
    repository and checks its sha256 against the certified one, so it runs
-   the `after:` section the nodes agreed was in it (node/build/actions.py);
+   the `after:` section the nodes agreed was in it (builder/plan/actions.py);
 3. picks the actions whose `status:` and `when:` admit the verdict;
 4. fetches the build's artifacts from the client and checks them against
    the certified manifest digest, then each file against the manifest;
@@ -39,11 +39,11 @@ from pathlib import Path
 import aiohttp
 
 from client.certificate import CertificateError, check_certificate, parse_certificate
-from node.build.actions import ActionSpec, parse_actions
-from node.build.gitmirror import GitError, GitMirrors
-from node.build.identity import Identities
-from node.build.sandbox import Sandbox, SandboxError, Script, run_container
-from node.build.spec import SPEC_FILE, command_problems, spec_document
+from builder.plan.actions import ActionSpec, parse_actions
+from builder.workspace.gitmirror import GitError, GitMirrors
+from builder.engine.identity import Identities
+from builder.engine.sandbox import Sandbox, SandboxError, Script, run_container
+from builder.plan.spec import SPEC_FILE, command_problems, spec_document
 from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.config import RunnerConfig, RunnerConfigError
@@ -363,7 +363,7 @@ class ActionRunner:
         sandbox = Sandbox(self._docker, limits, limits.user, self._identities, self._labels)
         output = MaskedLog(log_path, secrets)
         try:
-            # The secrets go through the container's gate, never a command line (node/build/sandbox.py).
+            # The secrets go through the container's gate, never a command line (builder/engine/sandbox.py).
             outcome = run_container(
                 sandbox, image_id, Script("\n".join(action.commands), workspace, secrets=secrets),
                 timeout_s=self._config.timeout_s, environment=environment,

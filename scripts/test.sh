@@ -5,7 +5,7 @@
 # images including the Debian one only the tests use, keys, example
 # repository), then runs pytest from the repository root in .venv. The exit
 # code is pytest's. Arguments go to pytest, e.g. `scripts/test.sh -m core` (a
-# layer: core simulation shared node client runner e2e project; docs/testing.md) or
+# layer: core simulation shared builder node client runner e2e project; docs/testing.md) or
 # `scripts/test.sh tests/e2e/test_end_to_end.py`; pytest's help follows this.
 # It runs on a worker per core and one more (pytest-xdist, docs/testing.md); `-n 0` runs it in one process.
 set -euo pipefail

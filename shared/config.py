@@ -345,10 +345,10 @@ class RepositoryConfig:
     # node's id. A node reads only its own, and refuses to start without it.
     node_status_token_file: str = ""
     # May this repository's builds reach the network (e.g. to install
-    # dependencies)? Never this host or the peers (node/build/network.py). Off by
+    # dependencies)? Never this host or the peers (builder/engine/network.py). Off by
     # default: what a build fetches may differ between nodes.
     build_network: bool = False
-    # The URLs this repository's submodules may be fetched from (node/build/checkout.py), as its
+    # The URLs this repository's submodules may be fetched from (builder/workspace/checkout.py), as its
     # .gitmodules gives them (relative ones resolved against `url`); a build whose commit
     # records a submodule from any other URL is an error. Each is kept as a mirror of its own.
     submodules: tuple[str, ...] = ()
@@ -374,7 +374,7 @@ class RepositoryConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; pulled like any image (node/build/images.py)
+    image: str = "pbft-ci/busybox:latest"  # for a spec that names none; pulled like any image (builder/engine/images.py)
     timeout_s: float = 300.0  # a build's deadline; a spec may ask for less; below protocol.client_deadline_s
     memory_mb: int = 256  # the build's processes' share of its memory limit (tmpfs come on top)
     cpus: float = 1.0  # CPUs a build may use
@@ -391,7 +391,7 @@ class BuildConfig:
     # Scopes a node keeps caches of per repository, pull requests' apart from branches' and
     # tags': past this many, the least recently used scope of the same kind goes whole.
     cache_scopes: int = 4
-    artifacts_mb: int = 64  # most bytes of artifacts one build may keep (node/build/artifacts.py); 0: artifacts off
+    artifacts_mb: int = 64  # most bytes of artifacts one build may keep (builder/workspace/artifacts.py); 0: artifacts off
     artifacts_keep: int = 5  # builds per repository whose artifacts a node keeps, the oldest deleted first
     # Registries (host[:port], docker.io for Docker Hub) a node pulls images it lacks from;
     # none: builds use only what each engine holds.

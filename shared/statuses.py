@@ -249,7 +249,7 @@ def status_for(
 
 def status_context(repository: RepositoryConfig, operation: Operation) -> str:
     """The status context of a build: the repository's, and a matrix combination's label after
-    it (bounded by node/build/matrix.py), so that each combination has a check of its own."""
+    it (bounded by builder/plan/matrix.py), so that each combination has a check of its own."""
     if operation.combination is None:
         return repository.status_context
     return f"{repository.status_context}/{combination_label(operation.combination)}"

@@ -30,7 +30,7 @@ settings.register_profile("suite", deadline=None, suppress_health_check=[HealthC
 settings.load_profile("suite")
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("core", "simulation", "shared", "node", "client", "runner", "e2e", "project")
+LAYERS = ("core", "simulation", "shared", "builder", "node", "client", "runner", "e2e", "project")
 # Layers whose every test uses the machine's one network, run/ folder or engine.
 MACHINE_LAYERS = ("e2e", "project")
 MACHINE_GROUP = pytest.mark.xdist_group("machine")
@@ -72,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             else:
                 item.add_marker(NETWORKS_GROUP)
                 rank[item.nodeid] = 0.7
-        elif uses_the_machine(item, layer) and layer == "node" and item.path.name in ENGINE_FILES:
+        elif uses_the_machine(item, layer) and layer == "builder" and item.path.name in ENGINE_FILES:
             item.add_marker(ENGINE_GROUP)
             rank[item.nodeid] = 0.5
         elif uses_the_machine(item, layer):

@@ -203,7 +203,7 @@ class Running:
 
 
 class SimExecutor:
-    """One node's executor, as node/build/executor.py keeps it: `slots` builds at once, the rest
+    """One node's executor, as builder/executor.py keeps it: `slots` builds at once, the rest
     waiting in order, and what runs or waits only in memory (a crash loses it all)."""
 
     def __init__(self, slots: int) -> None:

@@ -1,6 +1,6 @@
 """`POST /builds/{id}/cancel` and auto-cancel, against fake nodes on which a build of a branch
 "hold…" runs until a cancel for it is ordered (tests/client/fake_nodes.py). What a node does
-with a cancel is tested on real nodes (tests/node/test_cancel.py)."""
+with a cancel is tested on real nodes (tests/e2e/test_end_to_end_cancel.py)."""
 
 import asyncio
 import dataclasses

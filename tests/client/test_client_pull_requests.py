@@ -20,7 +20,7 @@ from client.forges import Build, Ignored
 from client.intake import WebhookError
 from client.records import SCHEMA_VERSION, BuildRecords
 from shared.statuses import status_for
-from node.build.gitmirror import GitError, GitMirrors
+from builder.workspace.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode
 from shared.config import RepositoryConfig

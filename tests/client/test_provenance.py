@@ -25,7 +25,7 @@ from client.attestation import (
     sslib_keys,
 )
 from client.certificate import CertificateUnavailable
-from node.build.executor import BuildResult
+from builder.executor import BuildResult
 from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
 from shared.config import load_config

@@ -3,7 +3,7 @@ and bytes only while they still have their recorded digest.
 
 Integration layer: the node's artifact routes on a real aiohttp server, real
 Ed25519 signatures from a real client key; the artifacts are stored the way
-the executor stores them (node/build/artifactstore.py).
+the executor stores them (builder/workspace/artifactstore.py).
 """
 
 import asyncio
@@ -18,7 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
-from node.build.artifactstore import ArtifactStore
+from builder.workspace.artifactstore import ArtifactStore
 from node.server import make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key

@@ -149,6 +149,16 @@ def test_the_compose_image_is_built_from_what_the_repository_has():
     allowed = {line[1:].rstrip("/") for line in Path(f"{dockerfile}.dockerignore").read_text().splitlines()
                if line.startswith("!")}
     assert copied and all((context / source).exists() and source in allowed for source in copied), (copied, allowed)
+    # Every package of this repository that a copied package imports is copied with it (the
+    # scripts folder is copied for its set-up commands; the benchmarks it also holds are not).
+    packages = {path.parent.name for path in REPO_ROOT.glob("*/__init__.py")}
+    needed = {
+        name.split(".")[0]
+        for source in copied if (context / source / "__init__.py").exists()
+        for module in (context / source).rglob("*.py")
+        for name in re.findall(r"^\s*(?:from|import) ([\w.]+)", module.read_text(), re.MULTILINE)
+    } & packages
+    assert needed <= set(copied), sorted(needed - set(copied))
 
 
 def test_the_compose_key_ceremony_gives_each_container_its_own_key_once(tmp_path):

@@ -29,7 +29,7 @@ import docker
 import pytest
 import yaml
 
-from node.build.executor import checkouts_root, remove_labelled_builds
+from builder.executor import checkouts_root, remove_labelled_builds
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The `after:` declarations (node/build/actions.py), the runner's ledger and its configuration.
+"""The `after:` declarations (builder/plan/actions.py), the runner's ledger and its configuration.
 The runner at work, on four real nodes, is tests/e2e/test_end_to_end_actions.py."""
 
 import contextlib
@@ -12,15 +12,15 @@ import pytest
 import yaml
 from aiohttp import web
 
-from node.build.actions import parse_actions
-from node.build.nesting import MAX_NESTING
-from node.build.spec import command_problems, parse_build_spec
+from builder.plan.actions import parse_actions
+from builder.plan.nesting import MAX_NESTING
+from builder.plan.spec import command_problems, parse_build_spec
 from pbft.build import Operation
 from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
 from runner.runner import ActionRunner, Certified, NotNow, Refused, pull_request_refusal
-from tests.node.executor_helpers import GitRepo
+from tests.builder.executor_helpers import GitRepo
 from tests.support.network import free_port, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

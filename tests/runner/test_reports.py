@@ -5,7 +5,7 @@ import aiohttp
 import yaml
 
 from client.actionreports import ACTIONS_SPEC
-from node.build.spec import SPEC_FILE
+from builder.plan.spec import SPEC_FILE
 from runner.config import load_runner_config
 from runner.ledger import RunnerLedger
 from runner.runner import ActionRunner

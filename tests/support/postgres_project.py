@@ -32,9 +32,9 @@ from pathlib import Path
 
 import yaml
 
-from node.build.spec import SPEC_FILE, parse_build_spec
-from node.build.identity import HOME_DIR
-from node.build.sandbox import memory_budget
+from builder.plan.spec import SPEC_FILE, parse_build_spec
+from builder.plan.spec import HOME_DIR
+from builder.engine.sandbox import memory_budget
 from shared.config import BuildConfig
 from tests.support.real_project import break_one_assertion, commit_all, git, unpack_sdist
 

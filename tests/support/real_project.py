@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from node.build.spec import SPEC_FILE, parse_build_spec
-from node.build.identity import HOME_DIR
-from node.build.sandbox import memory_budget
+from builder.plan.spec import SPEC_FILE, parse_build_spec
+from builder.plan.spec import HOME_DIR
+from builder.engine.sandbox import memory_budget
 from shared.config import BuildConfig, NetworkConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,143 @@
+"""The images a build runs: found on the node's engine, or pulled from a registry the
+network allows, and named by the registry's digest in the result.
+
+A tag is a name that can move: two nodes that pulled `app:1` an hour apart may hold
+different bytes under it. Where an image came from a registry, the digest of its
+manifest (`RepoDigests`) is part of the result every node signs (pbft.build.ImageDigest),
+so nodes that ran different bytes disagree visibly, each naming its digest. A reference
+with a digest (`app@sha256:…`) runs exactly those bytes: the engine checks the manifest
+against it when it pulls, and this module that the image it runs carries it.
+
+A node pulls only from the registries the network names (`build.registries`), with the
+credentials of its own file (`build.registry_auth_file`, Docker's config.json format),
+once per reference however many builds ask at once. A pull happens before a build's
+deadline starts; the image stays on the engine for the next build. An image that was
+built on the engine (no registry digest) is used as it is, named by no digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from builder.plan.imageref import Reference, parse_reference
+from builder.engine.sandbox import SandboxError
+from pbft.build import ImageDigest
+from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
+
+log = logging.getLogger(__name__)
+
+def load_registry_auth(path: Path | None) -> dict[str, dict[str, str]]:
+    """Credentials per registry host from a Docker config.json (`{"auths": {host: {"auth":
+    base64(user:password)}}}`, or `username` and `password`); ValueError naming the problem."""
+    if path is None:
+        return {}
+    try:
+        document = json.loads(read_bounded(path, MAX_SECRET_FILE_BYTES))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read registry credentials: {exc}") from None
+    auths = document.get("auths") if isinstance(document, dict) else None
+    if not isinstance(auths, dict):
+        raise ValueError(f"{path}: must be a JSON object with an 'auths' object, as Docker's config.json")
+    found = {}
+    for host, entry in auths.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: auths[{host!r}] must be an object")
+        if "auth" in entry:
+            try:
+                user, _, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise ValueError(f"{path}: auths[{host!r}].auth must be base64 of user:password") from None
+        else:
+            user, password = entry.get("username"), entry.get("password")
+        if not (isinstance(user, str) and isinstance(password, str) and user):
+            raise ValueError(f"{path}: auths[{host!r}] needs a user name and a password")
+        found[host.removeprefix("https://").removeprefix("http://").rstrip("/")] = {"username": user, "password": password}
+    return found
+
+
+# What an operator does about an image a node lacks: each node builds on its own engine.
+EVERY_ENGINE_NEEDS_IT = (
+    "Every node's engine needs the image: a node pulls it only from a registry in build.registries that it "
+    "reaches, else run docker pull or scripts/build-image.sh on every node's host"
+)
+
+
+class Images:
+    """Resolves the images of builds on one engine, pulling what it lacks from allowed registries."""
+
+    def __init__(self, *, registries: tuple[str, ...], auth: dict[str, dict[str, str]], require_digests: bool):
+        self._registries = frozenset(registries)
+        self._auth = auth
+        self._require_digests = require_digests
+        self._guard = threading.Lock()
+        self._pulling: dict[str, threading.Lock] = {}
+
+    def resolve(self, client: docker.DockerClient, name: str) -> tuple[str, ImageDigest | None]:
+        """The id of the image `name` names, and its registry digest if it has one; SandboxError
+        with a reason that is the same on every node that cannot get it."""
+        try:
+            reference = parse_reference(name)
+        except ValueError as exc:
+            raise SandboxError(f"image {name[:255]!r}: {exc}") from None
+        if self._require_digests and reference.digest is None:
+            raise SandboxError(f"image {name}: this network runs images by digest only (name@sha256:...)")
+        image = self._local(client, name)
+        if image is None:
+            image = self._pull(client, name, reference)
+        digest = self._digest(image, reference)
+        if reference.digest is not None and digest != reference.digest:
+            # The engine holds the name with other bytes than the digest names (never pulled by it).
+            raise SandboxError(f"image {name}: the engine's image is not {reference.digest}")
+        return image.id, None if digest is None else ImageDigest(name, digest)
+
+    @staticmethod
+    def _local(client, name: str):
+        try:
+            return client.images.get(name)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise SandboxError("docker error: could not inspect image", str(exc)) from None
+
+    def _pull(self, client, name: str, reference: Reference):
+        if reference.registry not in self._registries:
+            allowed = ", ".join(sorted(self._registries)) or "none"
+            raise SandboxError(
+                f"image not found: {name} (not on this node's engine, and {reference.registry} is not a registry "
+                f"this network pulls from; build.registries: {allowed}). {EVERY_ENGINE_NEEDS_IT}"
+            )
+        with self._guard:
+            lock = self._pulling.setdefault(name, threading.Lock())
+        with lock:  # one pull per reference; builds that waited find the image then
+            image = self._local(client, name)
+            if image is not None:
+                return image
+            log.info("pulling image %s from %s", name, reference.registry)
+            try:
+                client.images.pull(
+                    reference.repository, tag=reference.digest or reference.tag or "latest",
+                    auth_config=self._auth.get(reference.registry),
+                )
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                raise SandboxError(f"image {name} could not be pulled from {reference.registry}", str(exc)) from None
+            image = self._local(client, name)
+            if image is None:
+                raise SandboxError(f"image {name} could not be pulled from {reference.registry}")
+            return image
+
+    @staticmethod
+    def _digest(image, reference: Reference) -> str | None:
+        """The digest under which `reference`'s repository gave the engine this image, if it did."""
+        for entry in image.attrs.get("RepoDigests") or ():
+            repository, _, digest = entry.rpartition("@")
+            if repository in (reference.repository, f"{reference.registry}/{reference.path}"):
+                return digest
+        return None

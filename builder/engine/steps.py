@@ -1,0 +1,244 @@
+"""Running a pipeline's steps (builder/plan/pipeline.py) one after another on one shared workspace,
+next to its services (builder/engine/services.py).
+
+The workspace is a tmpfs volume like a one-script build's (builder/engine/sandbox.py). A tmpfs
+vanishes when nothing mounts it, so a holder container (sandbox.hold_mounts) keeps it
+mounted from before the sources are copied in until the node has taken the artifacts
+out; each step is a gated container of its own image that mounts the same volume, is
+handed its script, and is removed once it exits. The holder also owns the build's
+network namespace, which every step and service joins: loopback only, or the
+repository's build network. Every step has the hardening and the limits of a one-script
+build (with services, a share of them); the build's deadline covers all of them.
+
+Which steps run depends only on the spec, the trigger and the exit codes of the steps
+before, so honest nodes run the same sequence and report the same step results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from builder.engine.services import PlannedService, RunningService, start_service, wait_until_ready
+from builder.engine.sandbox import (
+    ENGINE_LOST,
+    ArtifactCopy,
+    OutputCapture,
+    Sandbox,
+    SandboxError,
+    copy_artifacts_out,
+    deliver_script,
+    ended_out_of_memory,
+    fill_workspace,
+    hold_mounts,
+    killed_by_engine,
+    start_gated_container,
+    tmpfs_volume,
+    wait_for_exit,
+)
+from pbft.build import StepResult
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step as it will run: its image checked, its script with its environment exported, and
+    the secrets the gate puts in its environment (builder/engine/sandbox.py's gate_input)."""
+
+    name: str
+    image: str  # as the spec names it, for the log
+    image_id: str
+    script: str
+    status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
+    ignore_failure: bool = False
+    skip_reason: str | None = None  # its trigger conditions exclude it: never runs
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class StepsOutcome:
+    steps: tuple[StepResult, ...]
+    # The build's: 0, the first failed step's exit code (but for `failure: ignore`), or None
+    # when the deadline ended a step; `failed_step` names that step.
+    exit_code: int | None
+    failed_step: str | None = None
+    commands_ms: int = 0
+    truncated: bool = False
+    oom_killed: bool = False
+    killed_outside: bool = False
+    artifacts: dict[str, str] | None = None
+    artifacts_problem: str = ""
+
+
+def run_steps(
+    sandbox: Sandbox,
+    steps: tuple[PlannedStep, ...],
+    workspace: Path,
+    *,
+    timeout_s: float,
+    on_output: Callable[[bytes], None],
+    on_section: Callable[[str], None],
+    network: str | None = None,
+    artifacts: ArtifactCopy | None = None,
+    on_container: Callable[[Any], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    services: tuple[PlannedService, ...] = (),
+) -> StepsOutcome:
+    """Run `steps` in order on a workspace holding the tree at `workspace`, to the end or the
+    deadline, once `services` are ready. The sandbox's limits are each container's (the
+    build's share, with services). `on_section(text)` gets a line of the node's before and
+    after each step's output; `cancelled()` is asked before each step starts."""
+    assert steps, "a pipeline has steps"
+    volume = holder = None
+    containers: list = []
+    running: list[RunningService] = []
+    try:
+        volume = tmpfs_volume(sandbox, "workspace", sandbox.limits.workspace_mb, mode="0755")
+        mount = Mount("/workspace", volume.name, type="volume", no_copy=True)
+        holder = hold_mounts(
+            sandbox, steps[0].image_id, [mount], timeout_s,
+            network=network, hosts=tuple(service.name for service in services),
+        )
+        pod = f"container:{holder.id}"
+        fill_workspace(sandbox, holder, workspace)
+        deadline = time.monotonic() + timeout_s
+        for service in services:
+            running.append(start_service(sandbox, service, pod=holder.id))
+            containers.append(running[-1].container)
+        try:
+            wait_until_ready(running, deadline)
+        except SandboxError as exc:
+            raise SandboxError(exc.reason, _service_output(running)) from None
+        for service in running:
+            on_section(f"service {service.planned.name}: image {service.planned.image}, ready")
+        results: list[StepResult] = []
+        state = _Progress()
+        for step in steps:
+            if state.timed_out or cancelled():
+                results.append(StepResult(step.name, "skipped", None, 0))
+                continue
+            skipped = _skip_reason(step, state.status)
+            if skipped is not None:
+                on_section(f"step {step.name}: skipped, {skipped}")
+                results.append(StepResult(step.name, "skipped", None, 0))
+                continue
+            on_section(f"step {step.name}: image {step.image}")
+            ran = _run_step(
+                sandbox, step, volume, pod, on_output, on_container, containers, max(deadline - time.monotonic(), 0.0),
+            )
+            if ran.killed_outside:
+                return StepsOutcome(tuple(results), None, killed_outside=True)
+            results.append(ran.result)
+            on_section(
+                f"step {step.name}: {ran.result.status} exit_code {ran.result.exit_code} "
+                f"duration_ms {ran.result.duration_ms}"
+            )
+            state.add(step, ran)
+        copied, problem = None, ""
+        if artifacts is not None and state.exit_code == 0:
+            copied, problem = copy_artifacts_out(holder, artifacts, sandbox.limits.workspace_mb)
+        if running:
+            on_section("services' output follows")
+            on_output(_service_output(running).encode(errors="replace"))
+        return StepsOutcome(
+            tuple(results), state.exit_code, state.failed_step, state.commands_ms, state.truncated,
+            state.oom_killed, False, copied, problem,
+        )
+    except requests.exceptions.ConnectionError as exc:
+        raise SandboxError(ENGINE_LOST, f"{exc}\n", engine_lost=True) from None
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise SandboxError("docker error: container failed to run", str(exc)) from None
+    finally:
+        for service in running:
+            service.close()
+        sandbox.remove(
+            [container for container in (*containers, holder) if container is not None],
+            [volume] if volume is not None else [],
+        )
+
+
+def _service_output(running: list[RunningService]) -> str:
+    """Each service's output so far, under its name."""
+    parts = []
+    for service in running:
+        text = service.output().decode(errors="replace")
+        parts.append(f"--- service {service.planned.name} ---\n{text}" + ("" if text.endswith("\n") else "\n"))
+    return "".join(parts)
+
+
+def _skip_reason(step: PlannedStep, status: str) -> str | None:
+    if step.skip_reason is not None:
+        return step.skip_reason
+    if status not in step.status:
+        return f"when: status is {' or '.join(step.status)}, the build's is {status}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Ran:
+    result: StepResult
+    truncated: bool = False
+    oom_killed: bool = False
+    killed_outside: bool = False
+
+
+@dataclass
+class _Progress:
+    """The build's status as the steps so far make it."""
+
+    status: str = "success"
+    exit_code: int | None = 0
+    failed_step: str | None = None
+    timed_out: bool = False
+    commands_ms: int = 0
+    truncated: bool = False
+    oom_killed: bool = False
+
+    def add(self, step: PlannedStep, ran: _Ran) -> None:
+        self.commands_ms += ran.result.duration_ms
+        self.truncated |= ran.truncated
+        self.oom_killed |= ran.oom_killed
+        if ran.result.status == "timeout":
+            self.timed_out, self.exit_code, self.failed_step, self.status = True, None, step.name, "failure"
+        elif ran.result.status == "failure" and not step.ignore_failure and self.status == "success":
+            self.status, self.exit_code, self.failed_step = "failure", ran.result.exit_code, step.name
+
+
+def _run_step(
+    sandbox: Sandbox, step: PlannedStep, volume, network: str, on_output, on_container, containers: list,
+    time_left_s: float,
+) -> _Ran:
+    gated = start_gated_container(
+        sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, role="step", network=network, workspace=volume,
+    )
+    containers.append(gated.container)
+    capture = None
+    try:
+        if on_container is not None:
+            on_container(gated.container)
+        capture = OutputCapture(gated.output, sandbox.limits.output_cap_bytes, on_output)
+        gated.container.reload()
+        if gated.container.status != "running":
+            raise SandboxError("docker error: container stopped before the build started")
+        deliver_script(gated.stdin, step.script, step.secrets)
+        gated.close_stdin()
+        started = time.monotonic()
+        exit_code = wait_for_exit(gated.container, time_left_s)
+        duration_ms = round((time.monotonic() - started) * 1000)
+        _, truncated = capture.finish()
+        oom_killed = ended_out_of_memory(sandbox.client, gated.container, exit_code)
+        if exit_code not in (None, 0) and not oom_killed and killed_by_engine(sandbox.client, gated.container):
+            return _Ran(StepResult(step.name, "failure", exit_code, duration_ms), killed_outside=True)
+        status = "timeout" if exit_code is None else "success" if exit_code == 0 else "failure"
+        return _Ran(StepResult(step.name, status, exit_code, duration_ms), truncated, oom_killed)
+    finally:
+        gated.close_stdin()
+        if capture is not None:
+            capture.close()
+        else:
+            gated.output.close()

@@ -1,0 +1,138 @@
+"""Pipelines (`steps:`) on the real Docker engine: steps in their own images share one
+workspace, each step's outcome is part of the result, the log has a section per step,
+`when: status` and `failure: ignore` decide what runs after a failure, the deadline
+covers every step, and the CI variables reach every step."""
+
+import pytest
+import yaml
+
+from builder.executor import BuildResult
+from tests.builder.executor_helpers import DEFAULT_IMAGE, build, log_text
+
+pytestmark = pytest.mark.docker
+
+
+
+def pipeline(*steps: dict, **options) -> str:
+    return yaml.safe_dump({"steps": list(steps), **options}, sort_keys=False)
+
+
+def agreed_steps(result: BuildResult) -> list[tuple]:
+    return [(step.name, step.status, step.exit_code) for step in result.steps]
+
+
+async def test_steps_in_two_images_share_the_workspace_and_each_has_its_section(
+    make_executor, git_repo, build_ids, container_roles, python_image
+):
+    head = git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "make", "commands": ["echo made by $CI_STEP_NAME > made.txt", "echo \"A=$A B=$B\""],
+         "environment": {"B": "step"}},
+        {"name": "check", "image": python_image,
+         "commands": ["python3 -c \"print(open('made.txt').read().strip(), 'in python')\"", "ls -a"]},
+        environment={"A": "pipeline", "B": "pipeline"},
+    )})
+    build_id = build_ids()
+
+    result = await make_executor().run(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
+    )
+
+    text = log_text(result)
+    assert (result.status, result.exit_code, result.commit) == ("success", 0, head), text
+    assert agreed_steps(result) == [("make", "success", 0), ("check", "success", 0)]
+    assert all(step.duration_ms >= 0 for step in result.steps)
+    assert container_roles[build_id] == ["holder", "step", "step"]
+    # Each step's output sits between its own two lines, in the order the steps ran.
+    assert text.index(f"== step make: image {DEFAULT_IMAGE}") < text.index("A=pipeline B=step") < text.index(
+        "== step make: success exit_code 0") < text.index(f"== step check: image {python_image}") < text.index(
+        "made by make in python") < text.index("== step check: success exit_code 0")
+
+
+async def test_a_failed_step_fails_the_build_by_name_and_decides_what_runs_after_it(
+    make_executor, git_repo, build_ids
+):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "flaky-lint", "commands": ["exit 5"], "failure": "ignore"},
+        {"name": "test", "commands": ["echo testing", "exit 3"]},
+        {"name": "package", "commands": ["echo packaging"]},
+        {"name": "report", "commands": ["echo reporting the failure"], "when": {"status": ["failure"]}},
+        {"name": "always", "commands": ["echo always"], "when": {"status": ["success", "failure"]}},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert (result.status, result.exit_code) == ("failure", 3), text
+    assert result.reason == "step 'test' failed with exit code 3"
+    assert agreed_steps(result) == [
+        ("flaky-lint", "failure", 5), ("test", "failure", 3), ("package", "skipped", None),
+        ("report", "success", 0), ("always", "success", 0),
+    ]
+    assert "packaging" not in text and "reporting the failure" in text
+    assert "== step package: skipped, when: status is success, the build's is failure" in text
+
+
+async def test_depends_on_orders_the_steps_and_an_ignored_failure_passes(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "second", "commands": ["cat order", "echo second >> order"], "depends_on": ["first"]},
+        {"name": "first", "commands": ["echo first > order", "exit 1"], "failure": "ignore", "depends_on": []},
+        {"name": "third", "commands": ["cat order"], "depends_on": ["second"]},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code) == ("success", 0), log_text(result)
+    assert agreed_steps(result) == [("first", "failure", 1), ("second", "success", 0), ("third", "success", 0)]
+    assert "first\nsecond\n" in log_text(result)
+
+
+async def test_the_deadline_covers_every_step(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "quick", "commands": ["true"]},
+        {"name": "slow", "commands": ["sleep 30"]},
+        {"name": "never", "commands": ["echo never"], "when": {"status": ["success", "failure"]}},
+        timeout_s=3,
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code) == ("timeout", None), log_text(result)
+    assert result.reason == "build exceeded 3 s (in step 'slow')"
+    assert agreed_steps(result) == [("quick", "success", 0), ("slow", "timeout", None), ("never", "skipped", None)]
+    assert result.steps[1].duration_ms < 10_000
+
+
+async def test_every_step_gets_the_ci_variables_of_the_request(make_executor, git_repo, build_ids):
+    head = git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "show", "commands": ["env | grep '^CI' | sort", "printf '%s|' \"$CI_COMMIT_MESSAGE\""]},
+    )}, message="Subject line\n\nBody text")
+    build_id = build_ids()
+
+    result = await make_executor().run(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
+        event="manual",
+    )
+
+    text = log_text(result)
+    assert result.status == "success", text
+    for line in [
+        "CI=true", f"CI_BUILD_ID={build_id}", f"CI_COMMIT_SHA={head}", "CI_COMMIT_BRANCH=master",
+        "CI_COMMIT_REF=refs/heads/master", "CI_PIPELINE_EVENT=manual", "CI_REPO=example", "CI_STEP_NAME=show",
+        "CI_COMMIT_AUTHOR=test", "CI_COMMIT_AUTHOR_EMAIL=test@pbft-ci.invalid", "CI_WORKSPACE=/workspace",
+    ]:
+        assert f"\n{line}\n" in text, line
+    assert "Subject line\n\nBody text\n|" in text
+
+
+async def test_a_pipelines_artifacts_are_taken_after_its_last_step(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "build", "commands": ["mkdir -p dist", "echo built > dist/app.txt"]},
+        {"name": "sign", "commands": ["sha256sum dist/app.txt > dist/app.sha256"]},
+        artifacts=["dist/*"],
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.status == "success", log_text(result)
+    assert sorted(result.artifact_digests()) == ["dist/app.sha256", "dist/app.txt"]
+    assert result.artifacts is not None and result.artifacts.startswith("sha256:")

@@ -1,0 +1,57 @@
+"""The executor after a configuration reload (Executor.reconfigure, from node/server.py on
+SIGHUP), against a real git repository and the real Docker engine: a build that started before
+the reload, even one still waiting for a build slot, keeps the repository settings it started
+with; a build that starts after it gets the new ones."""
+
+import asyncio
+
+import pytest
+
+from builder.plan.secrets import RepositorySecrets
+from shared.config import DEFAULT_SECRET_EVENTS, BuildSecretConfig
+from tests.builder.executor_helpers import log_text, spec
+
+pytestmark = pytest.mark.docker
+
+SLOW = {".pbft-ci.yml": spec("sleep 60")}
+# Passes only with the secret: what a build got shows in its verdict.
+NEEDS_THE_SECRET = {".pbft-ci.yml": spec('test -n "${DEPLOY_TOKEN+x}"')}
+
+
+async def until(condition) -> None:
+    async with asyncio.timeout(60):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_build_waiting_for_a_slot_at_a_reload_keeps_the_settings_it_started_with(
+    tmp_path, make_executor, git_repo, build_ids
+):
+    git_repo.commit("master", NEEDS_THE_SECRET)
+    git_repo.commit("slow", SLOW)
+    token = tmp_path / "deploy-token"
+    token.write_text("a-deploy-token-value\n")
+    secrets = {"example": RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", token, DEFAULT_SECRET_EVENTS),))}
+    executor = make_executor(max_concurrent=1, repository_secrets=secrets)
+
+    def run(build_id, branch):
+        return asyncio.create_task(executor.run(
+            build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch=branch))
+
+    slow, before, after = build_ids(), build_ids(), build_ids()
+    slow_task = run(slow, "slow")
+    await until(lambda: executor.running == 1)
+    before_task = run(before, "master")
+    await until(lambda: executor.is_queued(before))
+
+    # The reload drops the repository's secrets.
+    executor.reconfigure(networked_repositories=frozenset(), repository_bounds={}, submodule_urls={},
+                         repository_secrets={})
+    after_task = run(after, "master")
+    await until(lambda: executor.is_queued(after))
+    await executor.cancel(slow)
+
+    assert (await slow_task).status == "cancelled"
+    kept, new = await before_task, await after_task
+    assert kept.status == "success", log_text(kept)
+    assert (new.status, new.exit_code) == ("failure", 1), log_text(new)

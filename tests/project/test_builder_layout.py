@@ -1,0 +1,58 @@
+"""The build side is a library in three layers (docs/ARCHITECTURE.md): `builder/plan/` compiles a
+build order and the commit's spec into what to run, with no Docker and no git; `builder/workspace/`
+holds the mirror, the checkout, caches, artifacts and the log; `builder/engine/` is the one place
+that speaks the Docker SDK. The node's driver and the action runner call it; it never reaches back,
+so it can be read, tested and changed without the protocol."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILDER = ROOT / "builder"
+
+
+def imported(path: Path) -> set[str]:
+    """Every module `path` imports, at its top or inside a function, named absolutely: a relative
+    import is resolved against the package it lives in."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(filter(None, [*parent, base]))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def under(names: set[str], *packages: str) -> list[str]:
+    return sorted(name for name in names if any(name == top or name.startswith(f"{top}.") for top in packages))
+
+
+def offending(folder: Path, *packages: str) -> dict[str, list[str]]:
+    found = {str(path.relative_to(ROOT)): under(imported(path), *packages) for path in sorted(folder.rglob("*.py"))}
+    return {path: names for path, names in found.items() if names}
+
+
+def test_the_builder_imports_nothing_of_the_node_or_the_client():
+    assert offending(BUILDER, "node", "client", "runner") == {}
+
+
+def test_the_plan_imports_no_docker_no_git_and_no_layer_above_it():
+    assert offending(BUILDER / "plan", "docker", "git", "requests", "builder.workspace", "builder.engine",
+                     "builder.executor") == {}
+
+
+def test_the_workspace_does_not_speak_to_the_engine():
+    assert offending(BUILDER / "workspace", "docker", "builder.engine", "builder.executor") == {}
+
+
+def test_the_checks_see_what_they_look_for():
+    # The driver imports the store; the executor imports the engine; a relative import is resolved.
+    assert "node.storage" in under(imported(ROOT / "node" / "driver.py"), "node")
+    assert under(imported(BUILDER / "executor.py"), "builder.engine") != []
+    assert under({"builder.executor", "nodes.x"}, "node") == []

@@ -97,8 +97,9 @@ import sys
 
 import docker.errors
 
-from builder.engine.connection import connect
-from builder.executor import checkouts_root, remove_labelled_builds
+from builder.engine.host import connect
+from builder.engine.host import remove_labelled_builds
+from builder.workspace.checkouts import checkouts_root
 from shared.config import ConfigError, load_config
 from shared.ports import listen_problem
 

@@ -43,7 +43,7 @@ CACHE_CASES = ("no cache", "cold (miss, save)", "warm (hit, kept as is)")
 
 
 def caches(args) -> dict:
-    from builder.executor import Executor
+    from builder import BuildOrder, Executor, ExecutorSettings
     from shared.config import BuildConfig
 
     files = 500 if args.quick else args.files
@@ -74,17 +74,17 @@ def caches(args) -> dict:
         commit(repo, "one")
         times = {}
         for case, cache_mb, data in (("no cache", 0, "plain"), ("cold (miss, save)", 512, "cached")):
-            executor = Executor(data_dir=root / data, log_dir=root / "log", node_id=0,
-                                limits=BuildConfig(cache_mb=cache_mb), max_concurrent=1)
+            executor = Executor(ExecutorSettings(data_dir=root / data, log_dir=root / "log", node_id=0,
+                                limits=BuildConfig(cache_mb=cache_mb), max_concurrent=1))
             try:
-                times[case] = duration_ms(await executor.run(
+                times[case] = duration_ms(await executor.run(BuildOrder(
                     build_id=f"bench-{number}-{data}-1", repository_name="bench",
-                    repository_url=str(repo), branch="master"))
+                    repository_url=str(repo), branch="master")))
                 if cache_mb:
                     commit(repo, "two")
-                    times["warm (hit, kept as is)"] = duration_ms(await executor.run(
+                    times["warm (hit, kept as is)"] = duration_ms(await executor.run(BuildOrder(
                         build_id=f"bench-{number}-{data}-2", repository_name="bench",
-                        repository_url=str(repo), branch="master"))
+                        repository_url=str(repo), branch="master")))
             finally:
                 executor.close()
         return times

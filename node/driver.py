@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
 
+from builder import BuildOrder, BuildResult
 from node.byzantine import HONEST, Behaviour
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
@@ -70,9 +71,7 @@ CRASH_EXIT_CODE = 3
 class Build(Protocol):
     """Runs one build; the executor in production, a fake in tests."""
 
-    def __call__(self, *, build_id: str, repository_name: str, repository_url: str,
-                 branch: str, commit: str | None, pull_ref: str | None = None, event: str = "push",
-                 before: str | None = None) -> Awaitable[Result]: ...
+    def __call__(self, order: BuildOrder) -> Awaitable[BuildResult]: ...
 
 
 class Slots(Protocol):
@@ -376,7 +375,7 @@ class Driver:
         if repository is None:
             # The same reason on every node that lacks it: a repository added to the file is
             # built once every node has re-read it (SIGHUP, shared.reload).
-            result = Result("error", None, None, f"unknown repository: {operation.repository} (not in this "
+            result = BuildResult("error", None, None, f"unknown repository: {operation.repository} (not in this "
                                                  "node's configuration; a repository just added to the file needs "
                                                  "a reload of every node: SIGHUP, ./scripts/reload.sh)")
         else:
@@ -385,17 +384,7 @@ class Driver:
                 self.replica.id, seq, build_id, repository.name, operation.branch,
             )
             started_s = asyncio.get_running_loop().time()
-            result = await self.build(
-                build_id=build_id,
-                repository_name=repository.name,
-                repository_url=repository.url,
-                branch=operation.branch,
-                commit=operation.commit,
-                pull_ref=operation.pull_ref,
-                event=operation.trigger_event,
-                before=operation.before,
-                combination=operation.combination,
-            )
+            result = await self.build(BuildOrder.of(build_id, operation, repository))
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)
@@ -405,12 +394,9 @@ class Driver:
         )
         if self.metrics is not None:
             self.metrics.builds.labels(result.status).inc()
-        # The executor's BuildResult keeps the per-file digests the provenance names; a
-        # fake build's plain Result has none. A tampered result keeps the files, but no
-        # longer their manifest, and the replica then signs no provenance.
-        artifact_digests = getattr(result, "artifact_digests", None)
-        artifact_files = artifact_digests() if artifact_digests is not None else {}
-        self.interpreter.step(self.replica.execution_finished, request, result, seq, artifact_files)
+        # The per-file digests the provenance names stay on this node. A tampered result keeps
+        # the files, but no longer their manifest, and the replica then signs no provenance.
+        self.interpreter.step(self.replica.execution_finished, request, result, seq, result.artifact_digests())
         if self.on_result is not None:
             self.on_result(request, result)
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.instant_builds:
         # Imported here: a node with instant builds never needs the docker SDK.
-        from builder.engine.connection import missing_support
+        from builder.engine.host import missing_support
 
         problem = missing_support(config.node(args.id).docker)
         if problem is not None:

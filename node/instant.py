@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 
-from pbft.build import Result
+from builder import BuildOrder, BuildResult
 
 
-async def instant_build(*, build_id: str, repository_name: str, repository_url: str, branch: str,
-                        commit: str | None, **trigger) -> Result:
+async def instant_build(order: BuildOrder) -> BuildResult:
+    commit = order.commit
     if commit is None:
-        commit = hashlib.sha1(f"{repository_name}\0{branch}".encode()).hexdigest()
-    return Result("success", 0, commit, "instant build: nothing ran")
+        commit = hashlib.sha1(f"{order.repository_name}\0{order.branch}".encode()).hexdigest()
+    return BuildResult("success", 0, commit, "instant build: nothing ran")

@@ -195,15 +195,16 @@ def make_app(
 
 def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None):
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
-    from builder.executor import Executor
     from builder.engine.images import load_registry_auth
+    from builder.executor import Executor
+    from builder.settings import ExecutorSettings
 
     try:
         registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
     except ValueError as exc:
         raise ConfigError(config.path, [f"build.registry_auth_file: {exc}"]) from None
 
-    return Executor(
+    return Executor(ExecutorSettings(
         data_dir=config.data_dir / f"node-{node_id}",
         log_dir=config.log_dir,
         node_id=node_id,
@@ -212,31 +213,23 @@ def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[
         engine=config.node(node_id).docker,
         # Every node and client of the network: networked builds must reach none of them.
         peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
+        repository_bounds=_repository_bounds(config),
         registry_auth=registry_auth,
-        extra_environment=extra_environment,
-        **_repository_settings(config),
-    )
+        extra_environment=dict(extra_environment or {}),
+    ))
 
 
-def _repository_settings(config: NetworkConfig) -> dict:
-    """What the executor takes of the repositories (Executor.reconfigure's arguments)."""
-    from builder.plan.secrets import RepositorySecrets
-
-    repositories = config.repositories
-    return dict(
-        networked_repositories=frozenset(repo.name for repo in repositories if repo.build_network),
-        repository_bounds={repo.name: repo.max_concurrent for repo in repositories if repo.max_concurrent},
-        submodule_urls={repo.name: frozenset(repo.submodules) for repo in repositories if repo.submodules},
-        repository_secrets={repo.name: RepositorySecrets.of(repo) for repo in repositories if repo.secrets},
-    )
+def _repository_bounds(config: NetworkConfig) -> dict[str, int]:
+    return {repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent}
 
 
 def _reconfigure(driver: Driver, executor, node_statuses, config: NetworkConfig) -> None:
-    """After a reload: the repositories of `config` for the builds that start from now on.
-    Builds already started keep the URL and settings they started with."""
+    """After a reload: the repositories of `config` for the builds ordered from now on (the
+    driver makes each build's order from its configuration). Builds already ordered keep the
+    URL and settings they were ordered with; waiting ones get the new bounds."""
     driver.config = config
     if executor is not None:
-        executor.reconfigure(**_repository_settings(config))
+        executor.set_bounds(_repository_bounds(config))
     node_statuses.reconfigure(config)
 
 

@@ -72,10 +72,10 @@ class Replica:
     """One PBFT node: a router over parts that each keep their own state and can be
     read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
     (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
-    (`pbft.viewchange`), the client table (`pbft.clients`), catch-up evidence
-    (`pbft.catchup`), result votes (`pbft.votes`) and cancels (`pbft.cancels`). The rules that move
-    between them live here and in the mixins for view changes, state transfer
-    and persistence."""
+    (`pbft.views`, with the certificates of `pbft.viewchange`), the client table
+    (`pbft.clients`), catch-up evidence (`pbft.catchup`), state transfer (`pbft.transfer`),
+    relayed votes (`pbft.relay`), result votes (`pbft.votes`) and cancels (`pbft.cancels`).
+    The rules that move between them live here; it inherits from nothing."""
 
     def __init__(self, settings: ReplicaSettings, auth: Authenticator) -> None:
         self.settings = settings

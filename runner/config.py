@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from builder.plan.actions import SECRET_NAME
+from builder import SECRET_NAME
 from shared.config import NetworkConfig, is_client_name, load_config
 from shared.crypto import PrivateKey, load_private_key, public_key_hex
 

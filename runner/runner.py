@@ -39,11 +39,22 @@ from pathlib import Path
 import aiohttp
 
 from client.certificate import CertificateError, check_certificate, parse_certificate
-from builder.plan.actions import ActionSpec, parse_actions
-from builder.workspace.gitmirror import GitError, GitMirrors
-from builder.engine.identity import Identities
-from builder.engine.sandbox import Sandbox, SandboxError, Script, run_container
-from builder.plan.spec import SPEC_FILE, command_problems, spec_document
+from builder import (
+    SPEC_FILE,
+    ActionSpec,
+    ContainerJob,
+    GitError,
+    GitMirrors,
+    Hooks,
+    Identities,
+    Sandbox,
+    SandboxError,
+    Script,
+    command_problems,
+    parse_actions,
+    run_container,
+    spec_document,
+)
 from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.config import RunnerConfig, RunnerConfigError
@@ -363,13 +374,13 @@ class ActionRunner:
         sandbox = Sandbox(self._docker, limits, limits.user, self._identities, self._labels)
         output = MaskedLog(log_path, secrets)
         try:
-            # The secrets go through the container's gate, never a command line (builder/engine/sandbox.py).
-            outcome = run_container(
-                sandbox, image_id, Script("\n".join(action.commands), workspace, secrets=secrets),
-                timeout_s=self._config.timeout_s, environment=environment,
+            # The secrets go through the container's gate, never a command line (builder/engine/gate.py).
+            job = ContainerJob(
+                image_id, Script("\n".join(action.commands), workspace, secrets=secrets), self._config.timeout_s,
+                environment=environment,
                 network=None if self._config.network_mode == "none" else self._config.network_mode,
-                on_output=output.write,
             )
+            outcome = run_container(sandbox, job, Hooks(on_output=output.write))
         except SandboxError as error:
             return "error", None, error.reason
         finally:

@@ -1,0 +1,52 @@
+"""Where builds run. `Engine` is what the executor and a build's run (builder/run.py) use of
+it; `DockerEngine` (host.py) is the one engine there is, and the only code that speaks the
+Docker SDK is in this package. A second engine (another container runtime, a remote pool)
+implements this protocol and runs the same jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from builder.engine.container import ContainerJob
+    from builder.engine.gate import GatedContainer
+    from builder.engine.sandbox import ContainerOutcome, Hooks, RunAs
+    from builder.engine.steps import StepsJob, StepsOutcome
+
+
+class Engine(Protocol):
+    closing: bool  # set once the node stops: a build it fails is not run again
+
+    def labels(self) -> dict[str, str]:
+        """The labels of everything this engine makes for the node."""
+
+    def image(self, name: str, digests: list) -> str:
+        """The id of image `name`, pulled if need be; its registry digest added to `digests`."""
+
+    def build_image(self, context: Path, tag: str, timeout_s: float) -> tuple[str, str]:
+        """A Dockerfile's image built offline from `context`: its build output and its id."""
+
+    def network_name(self) -> str:
+        """The build network networked builds join (outside only: not this host, not its peers)."""
+
+    def take_ready(self, image_id: str, user: str) -> GatedContainer | None:
+        """A container started before its build came, for this image and user, if one waits."""
+
+    def prepare_ready(self, image_id: str, user: str) -> None:
+        """Start the next such container, in the background."""
+
+    def run(self, job: ContainerJob, who: RunAs, hooks: Hooks, ready: GatedContainer | None) -> ContainerOutcome:
+        """One build container to its end: start, fill, run, wait, copy out, remove."""
+
+    def run_steps(self, job: StepsJob, who: RunAs, hooks: Hooks) -> StepsOutcome:
+        """A pipeline's services and steps to their end, each step a container on one workspace."""
+
+    def answers(self, within_s: float) -> bool:
+        """Whether the engine answers again within `within_s` (after it went away under a build)."""
+
+    def remove_leftovers(self) -> int:
+        """Remove what a killed earlier process of this node left; how many containers and volumes."""
+
+    def close(self) -> None:
+        """Kill this node's running builds and let go of the engine."""

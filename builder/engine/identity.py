@@ -32,7 +32,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from builder.plan.spec import HOME_DIR
+from builder.plan.containerpaths import HOME_DIR
 
 BUILD_NAME = "build"
 # Used when the image already gives the name "build" to another uid or gid,

@@ -2,7 +2,7 @@
 
 Starting a container is most of what a node spends around a short build (with
 four builds at once on two cores, about 440 ms of 800). A spec build's
-container is held at its gate until the script arrives (builder/engine/sandbox.py), and
+container is held at its gate until the script arrives (builder/engine/gate.py), and
 nothing before that depends on the build: so each executor keeps one such
 container started for the image and user its last build used, and the next
 build of that kind only uploads its sources and writes its script. The
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class Waiting(Protocol):
-    """What is kept: builder/engine/sandbox.py's GatedContainer."""
+    """What is kept: builder/engine/gate.py's GatedContainer."""
 
     def running(self) -> bool: ...
 

@@ -22,15 +22,9 @@ from dataclasses import dataclass
 
 from docker.types import Healthcheck
 
-from builder.engine.sandbox import (
-    OutputCapture,
-    Sandbox,
-    SandboxError,
-    build_identity,
-    host_config,
-    memory_budget,
-    remove_all,
-)
+from builder.plan.resources import memory_budget
+from builder.engine.exits import OutputCapture
+from builder.engine.sandbox import Sandbox, SandboxError, build_identity, host_config, remove_all
 
 # How often the engine runs a service's readiness command, and how long one run may take.
 READY_INTERVAL_S = 0.5

@@ -19,36 +19,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
 from builder.engine.services import PlannedService, RunningService, start_service, wait_until_ready
-from builder.engine.sandbox import (
-    ENGINE_LOST,
-    ArtifactCopy,
-    OutputCapture,
-    Sandbox,
-    SandboxError,
-    copy_artifacts_out,
-    deliver_script,
-    ended_out_of_memory,
-    fill_workspace,
-    hold_mounts,
-    killed_by_engine,
-    start_gated_container,
-    tmpfs_volume,
-    wait_for_exit,
-)
+from builder.engine.exits import OutputCapture, ended_out_of_memory, killed_by_engine, wait_for_exit
+from builder.engine.gate import GateSetup, deliver_script, start_gated_container
+from builder.engine.sandbox import ENGINE_LOST, Hooks, Sandbox, SandboxError, tmpfs_volume
+from builder.engine.transfer import copy_artifacts_out, fill_workspace, hold_mounts
+from builder.workspace.artifacts import ArtifactCopy
 from pbft.build import StepResult
 
 
 @dataclass(frozen=True)
 class PlannedStep:
     """A step as it will run: its image checked, its script with its environment exported, and
-    the secrets the gate puts in its environment (builder/engine/sandbox.py's gate_input)."""
+    the secrets the gate puts in its environment (builder/engine/gate.py's gate_input)."""
 
     name: str
     image: str  # as the spec names it, for the log
@@ -75,24 +64,26 @@ class StepsOutcome:
     artifacts_problem: str = ""
 
 
-def run_steps(
-    sandbox: Sandbox,
-    steps: tuple[PlannedStep, ...],
-    workspace: Path,
-    *,
-    timeout_s: float,
-    on_output: Callable[[bytes], None],
-    on_section: Callable[[str], None],
-    network: str | None = None,
-    artifacts: ArtifactCopy | None = None,
-    on_container: Callable[[Any], None] | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-    services: tuple[PlannedService, ...] = (),
-) -> StepsOutcome:
-    """Run `steps` in order on a workspace holding the tree at `workspace`, to the end or the
-    deadline, once `services` are ready. The sandbox's limits are each container's (the
-    build's share, with services). `on_section(text)` gets a line of the node's before and
-    after each step's output; `cancelled()` is asked before each step starts."""
+@dataclass(frozen=True)
+class StepsJob:
+    """A pipeline: its steps in the order they run, the checkout on this node (`workspace`)
+    its shared workspace is filled from, its deadline, its build network, the artifacts it
+    declares and the services its steps reach by name."""
+
+    steps: tuple[PlannedStep, ...]
+    workspace: Path
+    timeout_s: float
+    network: str | None = None
+    artifacts: ArtifactCopy | None = None
+    services: tuple[PlannedService, ...] = ()
+
+
+def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
+    """Run the job's steps in order to the end or the deadline, once its services are ready.
+    The sandbox's limits are each container's (the build's share, with services).
+    `hooks.on_section(text)` gets a line of the node's before and after each step's output;
+    `hooks.cancelled()` is asked before each step starts."""
+    steps, services, timeout_s, on_section = job.steps, job.services, job.timeout_s, hooks.on_section
     assert steps, "a pipeline has steps"
     volume = holder = None
     containers: list = []
@@ -102,10 +93,10 @@ def run_steps(
         mount = Mount("/workspace", volume.name, type="volume", no_copy=True)
         holder = hold_mounts(
             sandbox, steps[0].image_id, [mount], timeout_s,
-            network=network, hosts=tuple(service.name for service in services),
+            network=job.network, hosts=tuple(service.name for service in services),
         )
-        pod = f"container:{holder.id}"
-        fill_workspace(sandbox, holder, workspace)
+        pod = _Pod(volume, f"container:{holder.id}", containers)
+        fill_workspace(sandbox, holder, job.workspace)
         deadline = time.monotonic() + timeout_s
         for service in services:
             running.append(start_service(sandbox, service, pod=holder.id))
@@ -119,7 +110,7 @@ def run_steps(
         results: list[StepResult] = []
         state = _Progress()
         for step in steps:
-            if state.timed_out or cancelled():
+            if state.timed_out or hooks.cancelled():
                 results.append(StepResult(step.name, "skipped", None, 0))
                 continue
             skipped = _skip_reason(step, state.status)
@@ -128,9 +119,7 @@ def run_steps(
                 results.append(StepResult(step.name, "skipped", None, 0))
                 continue
             on_section(f"step {step.name}: image {step.image}")
-            ran = _run_step(
-                sandbox, step, volume, pod, on_output, on_container, containers, max(deadline - time.monotonic(), 0.0),
-            )
+            ran = _run_step(sandbox, step, pod, hooks, max(deadline - time.monotonic(), 0.0))
             if ran.killed_outside:
                 return StepsOutcome(tuple(results), None, killed_outside=True)
             results.append(ran.result)
@@ -140,11 +129,11 @@ def run_steps(
             )
             state.add(step, ran)
         copied, problem = None, ""
-        if artifacts is not None and state.exit_code == 0:
-            copied, problem = copy_artifacts_out(holder, artifacts, sandbox.limits.workspace_mb)
+        if job.artifacts is not None and state.exit_code == 0:
+            copied, problem = copy_artifacts_out(holder, job.artifacts, sandbox.limits.workspace_mb)
         if running:
             on_section("services' output follows")
-            on_output(_service_output(running).encode(errors="replace"))
+            hooks.on_output(_service_output(running).encode(errors="replace"))
         return StepsOutcome(
             tuple(results), state.exit_code, state.failed_step, state.commands_ms, state.truncated,
             state.oom_killed, False, copied, problem,
@@ -209,19 +198,27 @@ class _Progress:
             self.status, self.exit_code, self.failed_step = "failure", ran.result.exit_code, step.name
 
 
-def _run_step(
-    sandbox: Sandbox, step: PlannedStep, volume, network: str, on_output, on_container, containers: list,
-    time_left_s: float,
-) -> _Ran:
+@dataclass
+class _Pod:
+    """What a pipeline's steps share: the workspace volume, the holder's network namespace they
+    join, and the containers made so far, for the pipeline's end to remove."""
+
+    volume: Any
+    network: str
+    containers: list
+
+
+def _run_step(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, time_left_s: float) -> _Ran:
     gated = start_gated_container(
-        sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, role="step", network=network, workspace=volume,
+        sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, "step",
+        GateSetup(network=pod.network, workspace=pod.volume),
     )
-    containers.append(gated.container)
+    pod.containers.append(gated.container)
     capture = None
     try:
-        if on_container is not None:
-            on_container(gated.container)
-        capture = OutputCapture(gated.output, sandbox.limits.output_cap_bytes, on_output)
+        if hooks.on_container is not None:
+            hooks.on_container(gated.container)
+        capture = OutputCapture(gated.output, sandbox.limits.output_cap_bytes, hooks.on_output)
         gated.container.reload()
         if gated.container.status != "running":
             raise SandboxError("docker error: container stopped before the build started")

@@ -14,6 +14,7 @@ from typing import Iterable
 
 MAX_PATTERNS = 32
 MAX_PATTERN_CHARS = 256
+MAX_FILES = 256  # the most files one build's artifacts may hold
 _PATTERN_PART = re.compile(r"[A-Za-z0-9._+@*?-]+")
 
 

@@ -58,3 +58,18 @@ def ci_variables(facts: BuildFacts) -> dict[str, str]:
     if facts.before is not None:
         variables["CI_PREV_COMMIT_SHA"] = facts.before
     return variables
+
+
+BUILD_TZ = "UTC"
+BUILD_LOCALE = "C.UTF-8"
+
+
+def reproducible_environment(commit_time_s: int) -> dict[str, str]:
+    """What https://reproducible-builds.org asks for: the commit's time instead of the
+    clock's (SOURCE_DATE_EPOCH), and a time zone and locale that no node chooses."""
+    return {
+        "SOURCE_DATE_EPOCH": str(max(commit_time_s, 0)),
+        "TZ": BUILD_TZ,
+        "LC_ALL": BUILD_LOCALE,
+        "LANG": BUILD_LOCALE,
+    }

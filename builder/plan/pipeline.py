@@ -59,7 +59,7 @@ MAX_VARIABLES = 64
 MAX_VALUE_CHARS = 4096
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Names the node sets itself: the CI variables (builder/plan/civars.py), HOME (the build user's),
-# and SOURCE_DATE_EPOCH (the commit's time, builder/engine/sandbox.py).
+# and SOURCE_DATE_EPOCH (the commit's time, builder/plan/civars.py).
 RESERVED_VARIABLE = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
 
 

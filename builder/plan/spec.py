@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import yaml
 
 from pbft.build import combination_label
+from builder.plan.containerpaths import HOME_DIR, WORKSPACE_DIR
 from builder.plan.artifactpatterns import MAX_PATTERNS, normalize_pattern
 from builder.plan.matrix import Combination, parse_matrix, with_images
 from builder.plan.nesting import nesting_problem
@@ -44,9 +45,6 @@ SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
 # Below the kernel's limit on one argument (128 KiB), which the script is passed as.
 MAX_SCRIPT_CHARS = 64 * 1024
-WORKSPACE_DIR = "/workspace"
-# The build user's home in every container (builder/engine/identity.py makes its passwd entry).
-HOME_DIR = "/home/build"
 MAX_CACHE_PATHS = 16
 MAX_KEY_FILES = 16
 _KEYS = (

@@ -39,11 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable
 
-from builder.plan.artifactpatterns import Pattern
+from builder.plan.artifactpatterns import MAX_FILES, Pattern
 
 
 WORKSPACE_ARCHIVE_NAME = "workspace"  # the engine names the entries of /workspace's archive "workspace/…"
-MAX_FILES = 256
 # Entries of the archives read (files, directories, links, whether selected
 # or not). Reading the archive costs the node time, so a build that fills its
 # workspace with millions of empty files cannot make it read them all.
@@ -58,6 +57,21 @@ _KINDS = {
     tarfile.BLKTYPE: "a device",
     tarfile.FIFOTYPE: "a fifo",
 }
+
+
+@dataclass(frozen=True)
+class ArtifactCopy:
+    """The artifacts a spec build declares, and where the node puts them after it exits 0.
+
+    The files are read from the engine's archive of the workspace, kept
+    mounted after the build by the holder (see run_container), and written
+    under `dest`, a directory of this node.
+    """
+
+    patterns: tuple[str, ...]
+    dest: Path
+    max_bytes: int
+    max_files: int = MAX_FILES
 
 
 class ArtifactError(Exception):

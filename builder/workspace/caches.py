@@ -33,17 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from builder.plan.spec import WORKSPACE_DIR, CacheSpec
+from builder.plan.containerpaths import OUT_TAR, RESTORE_TAR, WORKSPACE_DIR
+from builder.plan.spec import CacheSpec
 from builder.workspace.cachetar import CacheRefused, check_cache_tar
 from pbft.build import pull_request_number
 
 log = logging.getLogger(__name__)
 
-OUT_DIR = "/pbft-cache/out"
-OUT_TAR = f"{OUT_DIR}/cache.tar"
-# The node uploads the cache a build gets here, into the same tmpfs the build
-# later writes its new cache to; the wrapper deletes it once extracted.
-RESTORE_TAR = f"{OUT_DIR}/restore.tar"
 _CACHE_NAME = re.compile(r"[0-9a-f]{64}\.tar")
 _READ_CHUNK_BYTES = 1024 * 1024
 
@@ -143,6 +139,17 @@ class Restore:
     writer: str  # who saved it, as the log says
 
 
+@dataclass(frozen=True)
+class CacheLookup:
+    """The caches a build may restore: of `repository`, from `scopes` in turn, for `key` or else
+    the newest whose members lie inside `roots`."""
+
+    repository: str
+    scopes: tuple[CacheScope, ...]
+    key: str
+    roots: tuple[str, ...]
+
+
 class CacheStore:
     def __init__(self, data_dir: Path, *, keep: int, max_bytes: int, scopes: int = 4):
         self._root = data_dir / "caches"
@@ -157,9 +164,13 @@ class CacheStore:
         directory.mkdir(parents=True, exist_ok=True)
         return directory / f".incoming-{build_id}.tar"
 
+    @property
+    def size_mb(self) -> int:
+        """The most one cache may take."""
+        return self._max_bytes // (1024 * 1024)
+
     def restore(
-        self, repository: str, scopes: tuple[CacheScope, ...], key: str, roots: tuple[str, ...], build_id: str,
-        workspace: Path, line: Callable[[str], None],
+        self, wanted: CacheLookup, build_id: str, workspace: Path, line: Callable[[str], None],
     ) -> Restore | None:
         """The cache for `key`, else the newest (as restore-keys do), from `scopes` in turn, else None.
 
@@ -173,6 +184,7 @@ class CacheStore:
         cache (a branch with other cache paths), not a bad one: it is skipped
         and kept for the builds it is for.
         """
+        repository, scopes, key, roots = wanted.repository, wanted.scopes, wanted.key, wanted.roots
         exacts = [(scope, self._root / repository / scope.directory / f"{key}.tar") for scope in scopes]
         candidates = [(scope, path) for scope, path in exacts if path.exists()]
         for scope in scopes:

@@ -48,20 +48,29 @@ class Submodule:
     commit: str
 
 
-def workspace(
-    mirrors: GitMirrors, *, name: str, url: str, commit: str, branch: str | None, dest: Path,
-    submodule_urls: frozenset[str], max_bytes: int | None = None,
-) -> None:
-    """Check `commit` of repository `name` (fetched from `url`) out into the new directory
-    `dest`, on `branch` or a detached HEAD, with the submodules it records; those must come
-    from `submodule_urls`. Submodules of submodules are not fetched. A tree of more than
-    `max_bytes` (when given) is refused before a file is written."""
-    mirrors.clone(name, dest)
-    if max_bytes is not None:
-        check_size(dest, commit, max_bytes)
-    check_out(dest, commit, branch)
-    for submodule in submodules(dest, commit, url):
-        if submodule.url not in submodule_urls:
+@dataclass(frozen=True)
+class Checkout:
+    """Which commit of which repository to check out, and what bounds it."""
+
+    name: str  # the repository's, as its mirror is named
+    url: str  # where it is fetched from; relative submodule URLs are resolved against it
+    commit: str
+    branch: str | None  # the branch the work tree is on; None: a detached HEAD
+    submodule_urls: frozenset[str]  # the only URLs its submodules may come from
+    max_bytes: int | None = None  # the most its files may take; None: no bound
+
+
+def workspace(mirrors: GitMirrors, wanted: Checkout, dest: Path) -> None:
+    """Check `wanted` out into the new directory `dest`, with the submodules its commit records.
+    Submodules of submodules are not fetched. A tree of more than `wanted.max_bytes` (when given)
+    is refused before a file is written."""
+    commit = wanted.commit
+    mirrors.clone(wanted.name, dest)
+    if wanted.max_bytes is not None:
+        check_size(dest, commit, wanted.max_bytes)
+    check_out(dest, commit, wanted.branch)
+    for submodule in submodules(dest, commit, wanted.url):
+        if submodule.url not in wanted.submodule_urls:
             raise GitError(
                 f"submodule {submodule.path}: {submodule.url} is not among the repository's submodule URLs "
                 f"(repositories[].submodules)"

@@ -1,7 +1,7 @@
 """A project whose build fills a dependency cache, and how to read the executor's cache lines
 from a build's log: shared by the cache tests of one engine and of a remote one."""
 
-from builder.executor import BuildResult
+from builder import BuildResult
 from tests.builder.executor_helpers import log_text, spec
 
 CACHE = {"paths": ["~/.cache/x", ".tox"], "key_files": ["requirements.txt"]}

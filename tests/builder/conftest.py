@@ -11,7 +11,7 @@ import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
 
-from builder.executor import Executor
+from builder import Executor, ExecutorSettings
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import DEFAULT_IMAGE, PYTHON_IMAGE, REPO_ROOT, GitRepo, leftovers_of
 from tests.support.registry import REGISTRY, running_registry
@@ -71,18 +71,14 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     def make(*, data_dir: str = "data", **limit_overrides) -> Executor:
         """`data_dir` (under the test's tmp_path) differs between executors that stand for different nodes."""
         max_concurrent = limit_overrides.pop("max_concurrent", 2)
-        repository_bounds = limit_overrides.pop("repository_bounds", None)
-        repository_secrets = limit_overrides.pop("repository_secrets", None)
-        executor = Executor(
-            data_dir=tmp_path / data_dir,
+        repository_bounds = limit_overrides.pop("repository_bounds", {})
+        executor = Executor(ExecutorSettings(data_dir=tmp_path / data_dir,
             log_dir=tmp_path / "log",
             node_id=7,
             limits=BuildConfig(**limit_overrides),
             max_concurrent=max_concurrent,
-            docker_client=docker_client,
             repository_bounds=repository_bounds,
-            repository_secrets=repository_secrets,
-        )
+        ), docker_client=docker_client)
         executors.append(executor)
         return executor
 
@@ -90,7 +86,7 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     for executor in executors:
         executor.close()
     for executor in executors:
-        left, volumes = leftovers_of(docker_client, {"label": f"pbft-ci.executor={executor._instance_id}"})
+        left, volumes = leftovers_of(docker_client, {"label": f"pbft-ci.executor={executor.engine.instance_id}"})
         assert not left, f"containers left behind by the executor: {[c.id[:12] for c in left]}"
         assert not volumes, f"volumes left behind by the executor: {[v.name for v in volumes]}"
 

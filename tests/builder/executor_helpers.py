@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from builder import BuildOrder
 from shared.config import BuildConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def build_container_filters(log_records, build_id: str) -> dict:
 
     A container prepared before the build came carries no build id; the
     executor names it in a debug line of the node log (`log_records`, e.g.
-    caplog.records at DEBUG for builder.executor). Any other is found by label.
+    caplog.records at DEBUG for builder.run). Any other is found by label.
     """
     pattern = re.compile(rf"build id={re.escape(build_id)} node=\d+ runs in prepared container (\w+)")
     for record in log_records:
@@ -118,10 +119,10 @@ def outcome(result) -> dict:
 
 async def build(executor, git_repo, build_ids, branch="master", repository_name="example", **kwargs):
     """One executor run of `git_repo`'s `branch` under a fresh build id: the BuildResult."""
-    return await executor.run(
+    return await executor.run(BuildOrder(
         build_id=build_ids(), repository_name=repository_name, repository_url=str(git_repo.path), branch=branch,
         **kwargs,
-    )
+    ))
 
 
 def live_log(tmp_path: Path, build_id: str) -> Path:

@@ -2,7 +2,8 @@
 
 import subprocess
 
-from builder.engine.sandbox import exported, reproducible_environment
+from builder.engine.gate import exported
+from builder.plan.civars import reproducible_environment
 
 
 def test_the_environment_is_the_commit_time_utc_and_a_fixed_locale():

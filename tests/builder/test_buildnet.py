@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from builder.engine import network as buildnet
-from builder.executor import BuildResult, Executor
+from builder import BuildOrder, BuildResult, Executor, ExecutorSettings, RepositorySettings
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import log_text, spec
 
@@ -163,11 +163,10 @@ def make_executor(tmp_path, docker_client, default_image, world):
     executors = []
 
     def make() -> Executor:
-        executor = Executor(
+        executor = Executor(ExecutorSettings(
             data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=3, limits=LIMITS,
-            docker_client=docker_client,
-            networked_repositories=frozenset({NETWORKED}), peer_hosts=(peer.inside_address, "127.0.0.1"),
-        )
+            peer_hosts=(peer.inside_address, "127.0.0.1"),
+        ), docker_client=docker_client)
         executors.append(executor)
         return executor
 
@@ -184,9 +183,13 @@ def make_executor(tmp_path, docker_client, default_image, world):
 
 
 async def build(executor, git_repo, build_ids, name) -> BuildResult:
-    return await executor.run(
-        build_id=build_ids(), repository_name=name, repository_url=str(git_repo.path), branch="master"
-    )
+    """A build of repository `name`, ordered with the network when it is NETWORKED's."""
+    return await executor.run(networked_order(build_ids(), git_repo, name))
+
+
+def networked_order(build_id: str, git_repo, name: str) -> BuildOrder:
+    return BuildOrder(build_id=build_id, repository_name=name, repository_url=str(git_repo.path), branch="master",
+                      settings=RepositorySettings(networked=name == NETWORKED))
 
 
 def get(address: str, port: int, path: str = "/", wait_s: int = 3) -> str:
@@ -210,7 +213,7 @@ async def test_a_networked_build_reaches_the_outside_but_not_this_host_nor_a_pee
     executor = make_executor()
     # Known before the build so that a server can listen on the bridge's own
     # address: the build's gateway, which is this host.
-    network = executor._build_network.ensure(executor._client())
+    network = executor.engine._network.ensure(executor.engine.client())
     on_veth = _CountingServer(outside.host_address)
     on_gateway = _CountingServer(network.gateway)
     on_loopback = _CountingServer("127.0.0.1")
@@ -260,18 +263,16 @@ async def test_a_networked_build_never_runs_in_a_prepared_container(
     git_repo.commit("master", {".pbft-ci.yml": spec("echo built")})
     executor = make_executor()
     assert (await build(executor, git_repo, build_ids, OFFLINE)).status == "success"
-    await asyncio.wait_for(asyncio.wrap_future(executor._ready.settled()), 60)
-    prepared = executor._ready.keys
+    await asyncio.wait_for(asyncio.wrap_future(executor.engine.ready.settled()), 60)
+    prepared = executor.engine.ready.keys
     networked_id = build_ids()
 
-    result = await executor.run(
-        build_id=networked_id, repository_name=NETWORKED, repository_url=str(git_repo.path), branch="master"
-    )
+    result = await executor.run(networked_order(networked_id, git_repo, NETWORKED))
 
     assert result.status == "success", log_text(result)
     assert len(prepared) == 1
     assert container_roles[networked_id] == ["build"]
-    assert executor._ready.keys == prepared
+    assert executor.engine.ready.keys == prepared
 
 
 async def test_two_networked_builds_cannot_reach_each_other(make_executor, git_repo, build_ids, tmp_path):

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from builder.plan.spec import CacheSpec
-from builder.workspace.caches import CacheScope, CacheStore, CacheWriter, cache_key, cache_scopes, key_file_digest
+from builder.workspace.caches import CacheLookup, CacheScope, CacheStore, CacheWriter, cache_key, cache_scopes, key_file_digest
 from builder.workspace.cachetar import CacheRefused, check_cache_tar
 
 ROOTS = ("/home/build/.cache/x", "/workspace/.tox")
@@ -131,7 +131,7 @@ def store_cache(store, tmp_path, key, content="data", scope=MASTER, build_id=Non
 
 
 def restore(store, tmp_path, key, build_id, lines, scopes=(MASTER,), roots=ROOTS):
-    return store.restore("example", scopes, key, roots, build_id, tmp_path / "ws", lines.append)
+    return store.restore(CacheLookup("example", scopes, key, roots), build_id, tmp_path / "ws", lines.append)
 
 
 def test_a_stored_cache_is_kept_with_its_digest_and_writer_and_the_oldest_are_pruned(tmp_path):

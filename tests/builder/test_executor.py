@@ -15,8 +15,8 @@ import pytest
 from builder.engine.images import EVERY_ENGINE_NEEDS_IT
 from builder.plan.nesting import MAX_NESTING
 from builder.plan.spec import parse_build_spec
-from builder.executor import BuildResult
-from builder.engine.sandbox import GATE_COMMAND, SCRIPT_END, gate_input
+from builder import BuildOrder, BuildResult
+from builder.engine.gate import GATE_COMMAND, SCRIPT_END, gate_input
 from pbft.build import Spec
 from tests.builder.executor_helpers import Listener, build, host_address, live_log, log_text, outcome, spec
 
@@ -73,10 +73,10 @@ async def test_nonexistent_branch_is_an_error(make_executor, git_repo, build_ids
 async def test_bad_branch_name_is_an_error_without_touching_git(make_executor, tmp_path, build_ids, branch):
     executor = make_executor()
 
-    result = await executor.run(
+    result = await executor.run(BuildOrder(
         build_id=build_ids(), repository_name="example",
         repository_url=str(tmp_path / "no-such-repository"), branch=branch,
-    )
+    ))
 
     assert result.status == "error"
     assert result.reason.startswith("invalid request: branch name")
@@ -198,9 +198,9 @@ async def test_a_spec_build_runs_in_one_container(make_executor, git_repo, build
     git_repo.commit("master", PASSING)
     build_id = build_ids()
 
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+    ))
 
     assert result.status == "success", log_text(result)
     assert "tests passed" in log_text(result)
@@ -215,11 +215,11 @@ async def test_the_result_does_not_wait_for_the_containers_removal(
     executor = make_executor()
     held: list = []
     # The removal the executor hands on after the build, held here instead of run.
-    executor._janitor.submit = lambda removal: held.append(removal) or concurrent.futures.Future()
+    executor.engine._janitor.submit = lambda removal: held.append(removal) or concurrent.futures.Future()
 
-    result = await executor.run(
+    result = await executor.run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+    ))
 
     assert result.status == "success", log_text(result)
     label = {"label": f"pbft-ci.build={build_id}"}
@@ -452,7 +452,7 @@ async def test_close_kills_the_container_of_a_cancelled_build(make_executor, git
     executor = make_executor()
     build_id = build_ids()
     running = asyncio.create_task(
-        executor.run(build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master")
+        executor.run(BuildOrder(build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"))
     )
     label = {"label": f"pbft-ci.build={build_id}"}
     while not docker_client.containers.list(filters=label):
@@ -469,9 +469,9 @@ async def test_close_kills_the_container_of_a_cancelled_build(make_executor, git
 
 
 async def test_invalid_build_id_is_an_error(make_executor, git_repo):
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id="../x", repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+    ))
 
     assert (result.status, result.reason, result.log_path) == ("error", "invalid build id", "")
 
@@ -491,7 +491,7 @@ def test_build_spec_may_ask_for_root_and_for_no_other_user():
 
 def test_a_restarted_node_sweeps_the_builds_its_killed_process_left(make_executor, docker_client, default_image):
     executor = make_executor()
-    mine = {"pbft-ci.data": str(executor._data_dir), "pbft-ci.build": "left-behind"}
+    mine = {"pbft-ci.data": str(executor._settings.data_dir), "pbft-ci.build": "left-behind"}
     other = {"pbft-ci.data": "/another/network/node-0", "pbft-ci.build": "not-ours"}
     leftovers = [
         docker_client.containers.create(default_image, ["sleep", "60"], labels=mine),
@@ -625,8 +625,8 @@ async def test_the_log_grows_while_the_build_runs(make_executor, git_repo, build
     head = git_repo.commit("master", {".pbft-ci.yml": spec("echo started", "sleep 3", "echo finished")})
     build_id = build_ids()
     running = asyncio.create_task(
-        make_executor().run(build_id=build_id, repository_name="example", repository_url=str(git_repo.path),
-                            branch="master")
+        make_executor().run(BuildOrder(build_id=build_id, repository_name="example", repository_url=str(git_repo.path),
+                            branch="master"))
     )
     path = live_log(tmp_path, build_id)
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from builder.executor import ARTIFACTS_OFF
+from builder.plan.compile import ARTIFACTS_OFF
 from pbft.attestation import manifest_digest
 from tests.builder.executor_helpers import _GIT_ENV, build, log_text, outcome, spec
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from builder import BuildOrder
 from builder.executor import CANCELLED
 from tests.builder.executor_helpers import live_log, log_text, spec, until_logged
 
@@ -19,8 +20,8 @@ CANCELLED_RESULT = {"status": "cancelled", "exit_code": None, "commit": None, "r
 
 
 def start(executor, git_repo, build_id):
-    return asyncio.create_task(executor.run(
-        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"))
+    return asyncio.create_task(executor.run(BuildOrder(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master")))
 
 
 async def until_running(build_ids_to_roles, build_id) -> None:
@@ -95,8 +96,8 @@ async def test_a_repositorys_bound_queues_its_builds_while_another_repository_ru
     executor = make_executor(max_concurrent=2, repository_bounds={"busy": 1})
 
     def run(build_id, repository):
-        return asyncio.create_task(executor.run(
-            build_id=build_id, repository_name=repository, repository_url=str(git_repo.path), branch="master"))
+        return asyncio.create_task(executor.run(BuildOrder(
+            build_id=build_id, repository_name=repository, repository_url=str(git_repo.path), branch="master")))
 
     async def until(condition) -> None:
         async with asyncio.timeout(60):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from builder.workspace.checkout import resolve_url
-from builder.executor import Executor, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
+from builder import BuildOrder, Executor, ExecutorSettings, RepositorySettings
+from builder.workspace.checkouts import checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from builder.workspace.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build, log_text, spec
@@ -70,18 +71,17 @@ async def test_every_node_checks_out_the_same_git_state(tmp_path, docker_client,
     git_repo.tag("v1.0", first)
     head = git_repo.commit("master", {".pbft-ci.yml": git_facts_spec(python_image)}, message="second")
     executors = [
-        Executor(data_dir=tmp_path / f"node-{node}", log_dir=tmp_path / "log", node_id=node, limits=BuildConfig(),
-                 docker_client=docker_client)
+        Executor(ExecutorSettings(data_dir=tmp_path / f"node-{node}", log_dir=tmp_path / "log", node_id=node, limits=BuildConfig()), docker_client=docker_client)
         for node in range(4)
     ]
     build_id = build_ids()
     try:
         results = []
         for executor in executors:
-            results.append(await executor.run(
+            results.append(await executor.run(BuildOrder(
                 build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
                 commit=head,
-            ))
+            )))
             # Each later node's mirror holds a branch the earlier ones never saw.
             git_repo.commit(f"later-{len(results)}", {"later": "x\n"})
     finally:
@@ -127,12 +127,11 @@ async def test_a_submodule_from_an_allowed_url_is_checked_out_at_its_recorded_co
     project.commit("master", {"README": "x\n"})
     add_submodule(project, "vendor/lib", "../library" if relative else str(library.path), pinned)
     head = project.commit("master", {".pbft-ci.yml": spec("cat vendor/lib/lib.txt", "cat vendor/lib/.git/HEAD")})
-    executor = Executor(
-        data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7, limits=BuildConfig(),
-        docker_client=docker_client, submodule_urls={"example": frozenset({str(library.path)})},
-    )
+    executor = Executor(ExecutorSettings(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7),
+                        docker_client=docker_client)
     try:
-        result = await build(executor, project, build_ids)
+        result = await build(executor, project, build_ids,
+                             settings=RepositorySettings(submodule_urls=frozenset({str(library.path)})))
     finally:
         executor.close()
 
@@ -179,8 +178,7 @@ async def test_a_tree_larger_than_the_workspace_is_refused_before_it_is_checked_
 
 async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_client, git_repo, build_ids):
     git_repo.commit("master", {".pbft-ci.yml": spec("true")})
-    executor = Executor(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7, limits=BuildConfig(),
-                        docker_client=docker_client)
+    executor = Executor(ExecutorSettings(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7, limits=BuildConfig()), docker_client=docker_client)
     root = checkouts_root((tmp_path / "data").resolve())
     try:
         result = await build(executor, git_repo, build_ids)
@@ -200,8 +198,7 @@ async def test_a_checkout_folder_someone_else_made_first_is_not_used(tmp_path, d
     root = checkouts_root(data_dir)
     root.mkdir()
     root.chmod(0o777)
-    executor = Executor(data_dir=data_dir, log_dir=tmp_path / "log", node_id=7, limits=BuildConfig(),
-                        docker_client=docker_client)
+    executor = Executor(ExecutorSettings(data_dir=data_dir, log_dir=tmp_path / "log", node_id=7, limits=BuildConfig()), docker_client=docker_client)
     try:
         result = await build(executor, git_repo, build_ids)
         assert (result.status, result.reason) == ("error", "could not make this node's checkout folder")

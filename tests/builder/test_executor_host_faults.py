@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from builder.executor import KILLED_OUTSIDE
+from builder import BuildOrder
+from builder.run import KILLED_OUTSIDE
 from tests.builder.executor_helpers import build_container_filters, live_log, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
@@ -40,9 +41,9 @@ async def running_build_container(docker_client, filters: dict, skip: set[str], 
 
 async def run_and_kill(executor, git_repo, build_id, docker_client, caplog, tmp_path, kills: int):
     """Run the build, killing its container from outside `kills` times while its commands run."""
-    task = asyncio.create_task(executor.run(
+    task = asyncio.create_task(executor.run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
-    ))
+    )))
     log_path = live_log(tmp_path, build_id)
     killed: set[str] = set()
     for _ in range(kills):
@@ -58,7 +59,7 @@ async def run_and_kill(executor, git_repo, build_id, docker_client, caplog, tmp_
 async def test_a_build_container_killed_from_outside_runs_again_and_succeeds(
     make_executor, git_repo, build_ids, docker_client, caplog, tmp_path
 ):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     head = git_repo.commit("master", SLOW)
 
     result = await run_and_kill(make_executor(), git_repo, build_ids(), docker_client, caplog, tmp_path, kills=1)
@@ -72,7 +73,7 @@ async def test_a_build_container_killed_from_outside_runs_again_and_succeeds(
 async def test_a_build_container_killed_twice_is_the_nodes_error_with_the_cause(
     make_executor, git_repo, build_ids, docker_client, caplog, tmp_path
 ):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     head = git_repo.commit("master", SLOW)
 
     result = await run_and_kill(make_executor(), git_repo, build_ids(), docker_client, caplog, tmp_path, kills=2)
@@ -88,9 +89,9 @@ async def test_a_build_container_killed_twice_is_the_nodes_error_with_the_cause(
 async def test_a_build_that_kills_itself_is_the_builds_failure(make_executor, git_repo, build_ids, command):
     head = git_repo.commit("master", {".pbft-ci.yml": spec("echo started", command, "echo not reached")})
 
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_ids(), repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+    ))
 
     assert outcome(result) == {"status": "failure", "exit_code": 137, "commit": head}, log_text(result)
     assert KILLED_OUTSIDE not in log_text(result)
@@ -120,9 +121,9 @@ async def test_a_node_whose_disk_cannot_keep_the_artifacts_reports_its_error(
     head = git_repo.commit("master", {".pbft-ci.yml": spec(
         "head -c 3000000 /dev/zero > big.bin", "echo built", artifacts=["big.bin"])})
 
-    result = await make_executor(data_dir=full_data_dir).run(
+    result = await make_executor(data_dir=full_data_dir).run(BuildOrder(
         build_id=build_ids(), repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+    ))
 
     assert {**outcome(result), "reason": result.reason} == {
         "status": "error", "exit_code": None, "commit": head, "reason": "could not copy the artifacts to this node",

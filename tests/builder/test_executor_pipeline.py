@@ -6,7 +6,7 @@ covers every step, and the CI variables reach every step."""
 import pytest
 import yaml
 
-from builder.executor import BuildResult
+from builder import BuildOrder, BuildResult
 from tests.builder.executor_helpers import DEFAULT_IMAGE, build, log_text
 
 pytestmark = pytest.mark.docker
@@ -33,9 +33,9 @@ async def test_steps_in_two_images_share_the_workspace_and_each_has_its_section(
     )})
     build_id = build_ids()
 
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
-    )
+    ))
 
     text = log_text(result)
     assert (result.status, result.exit_code, result.commit) == ("success", 0, head), text
@@ -108,10 +108,10 @@ async def test_every_step_gets_the_ci_variables_of_the_request(make_executor, gi
     )}, message="Subject line\n\nBody text")
     build_id = build_ids()
 
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
         event="manual",
-    )
+    ))
 
     text = log_text(result)
     assert result.status == "success", text

@@ -1,14 +1,16 @@
-"""The executor after a configuration reload (Executor.reconfigure, from node/server.py on
-SIGHUP), against a real git repository and the real Docker engine: a build that started before
-the reload, even one still waiting for a build slot, keeps the repository settings it started
-with; a build that starts after it gets the new ones."""
+"""Builds around a configuration reload (node/server.py on SIGHUP), against a real git
+repository and the real Docker engine: each build carries the repository settings of the
+configuration it was ordered under (BuildOrder.of), so one ordered before the reload, even one
+still waiting for a build slot, keeps them; one ordered after it gets the new ones."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
-from builder.plan.secrets import RepositorySecrets
-from shared.config import DEFAULT_SECRET_EVENTS, BuildSecretConfig
+from builder.order import BuildOrder
+from pbft.build import Operation
+from shared.config import DEFAULT_SECRET_EVENTS, BuildSecretConfig, RepositoryConfig
 from tests.builder.executor_helpers import log_text, spec
 
 pytestmark = pytest.mark.docker
@@ -31,12 +33,12 @@ async def test_a_build_waiting_for_a_slot_at_a_reload_keeps_the_settings_it_star
     git_repo.commit("slow", SLOW)
     token = tmp_path / "deploy-token"
     token.write_text("a-deploy-token-value\n")
-    secrets = {"example": RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", token, DEFAULT_SECRET_EVENTS),))}
-    executor = make_executor(max_concurrent=1, repository_secrets=secrets)
+    repository = RepositoryConfig("example", str(git_repo.path), secrets=(
+        BuildSecretConfig("DEPLOY_TOKEN", token, DEFAULT_SECRET_EVENTS),))
+    executor = make_executor(max_concurrent=1)
 
     def run(build_id, branch):
-        return asyncio.create_task(executor.run(
-            build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch=branch))
+        return asyncio.create_task(executor.run(BuildOrder.of(build_id, Operation("example", branch), repository)))
 
     slow, before, after = build_ids(), build_ids(), build_ids()
     slow_task = run(slow, "slow")
@@ -45,8 +47,7 @@ async def test_a_build_waiting_for_a_slot_at_a_reload_keeps_the_settings_it_star
     await until(lambda: executor.is_queued(before))
 
     # The reload drops the repository's secrets.
-    executor.reconfigure(networked_repositories=frozenset(), repository_bounds={}, submodule_urls={},
-                         repository_secrets={})
+    repository = dataclasses.replace(repository, secrets=())
     after_task = run(after, "master")
     await until(lambda: executor.is_queued(after))
     await executor.cancel(slow)

@@ -10,6 +10,7 @@ import uuid
 import pytest
 import yaml
 
+from builder.order import RepositorySettings
 from builder.plan.secrets import RepositorySecrets
 from shared.config import DEFAULT_SECRET_EVENTS, BuildSecretConfig
 from tests.builder.executor_helpers import build, log_text
@@ -41,10 +42,12 @@ def checks_it(secret: str) -> str:
     return f'test "$(printf "%s" "$DEPLOY_TOKEN" | sha256sum | cut -d" " -f1)" = {digest}'
 
 
-def secrets(tmp_path, secret: str, *, events=DEFAULT_SECRET_EVENTS, for_forks=False) -> dict:
+def secrets(tmp_path, secret: str, *, events=DEFAULT_SECRET_EVENTS, for_forks=False) -> RepositorySettings:
+    """The repository's settings a build is ordered with: one secret, in a file."""
     path = tmp_path / "deploy-token"
     path.write_text(secret + "\n")
-    return {"example": RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", path, tuple(events)),), for_forks)}
+    return RepositorySettings(secrets=RepositorySecrets(
+        (BuildSecretConfig("DEPLOY_TOKEN", path, tuple(events)),), for_forks))
 
 
 async def test_a_push_build_gets_the_secret_and_its_log_shows_only_the_mask(
@@ -53,7 +56,7 @@ async def test_a_push_build_gets_the_secret_and_its_log_shows_only_the_mask(
     secret = value()
     git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [*PRINTS_IT, checks_it(secret)]})})
 
-    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
 
     text = log_text(result)
     assert result.status == "success", text
@@ -78,9 +81,9 @@ async def test_a_build_of_an_event_the_secret_does_not_name_runs_without_it(
     git_repo.tag("v1", head)
     subprocess.run(["git", "-C", str(git_repo.path), "update-ref", "refs/pull/3/head", head], check=True)
     request = {"pull_request": {"branch": "master", "pull_ref": "refs/pull/3/head"}, "tag": {"branch": "v1"}}[event]
-    executor = make_executor(repository_secrets=secrets(tmp_path, secret, events=["push"]))
+    settings = secrets(tmp_path, secret, events=["push"])
 
-    result = await build(executor, git_repo, build_ids, commit=head, event=event, **request)
+    result = await build(make_executor(), git_repo, build_ids, commit=head, event=event, settings=settings, **request)
 
     text = log_text(result)
     assert result.status == "success", text
@@ -96,13 +99,13 @@ async def test_a_pull_request_gets_a_secret_only_where_the_repository_opted_in(
     subprocess.run(["git", "-C", str(git_repo.path), "update-ref", "refs/pull/4/head", head], check=True)
     request = {"commit": head, "event": "pull_request", "branch": "master", "pull_ref": "refs/pull/4/head"}
 
-    opted_in = make_executor(data_dir="in", repository_secrets=secrets(
-        tmp_path, secret, events=["push", "pull_request"], for_forks=True))
-    assert (await build(opted_in, git_repo, build_ids, **request)).status == "success"
+    opted_in = secrets(tmp_path, secret, events=["push", "pull_request"], for_forks=True)
+    assert (await build(make_executor(data_dir="in"), git_repo, build_ids, settings=opted_in, **request)).status \
+        == "success"
     # Naming the event is not enough on its own: the repository's flag must say so too.
-    not_opted_in = make_executor(data_dir="out", repository_secrets=secrets(
-        tmp_path, secret, events=["push", "pull_request"], for_forks=False))
-    assert (await build(not_opted_in, git_repo, build_ids, **request)).status == "failure"
+    not_opted_in = secrets(tmp_path, secret, events=["push", "pull_request"], for_forks=False)
+    assert (await build(make_executor(data_dir="out"), git_repo, build_ids, settings=not_opted_in, **request)) \
+        .status == "failure"
 
 
 async def test_every_step_and_service_of_a_pipeline_gets_it_and_the_spec_cannot_replace_it(
@@ -120,7 +123,7 @@ async def test_every_step_and_service_of_a_pipeline_gets_it_and_the_spec_cannot_
         ],
     })})
 
-    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
 
     text = log_text(result)
     assert (result.status, [step.status for step in result.steps]) == ("success", ["success", "success"]), text
@@ -134,11 +137,11 @@ async def test_a_replaced_file_takes_effect_at_the_next_build_without_a_restart(
     old, new = value(), value()
     git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [checks_it(new)]})})
     configured = secrets(tmp_path, old)
-    executor = make_executor(repository_secrets=configured)
+    executor = make_executor()
 
-    assert (await build(executor, git_repo, build_ids)).status == "failure"
+    assert (await build(executor, git_repo, build_ids, settings=configured)).status == "failure"
     (tmp_path / "deploy-token").write_text(new)
-    assert (await build(executor, git_repo, build_ids)).status == "success"
+    assert (await build(executor, git_repo, build_ids, settings=configured)).status == "success"
 
 
 async def test_a_secret_that_cannot_be_read_is_an_error_naming_it_not_a_build_without_it(
@@ -146,10 +149,10 @@ async def test_a_secret_that_cannot_be_read_is_an_error_naming_it_not_a_build_wi
 ):
     head = git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": ["echo the build ran"]})})
     configured = secrets(tmp_path, value())
-    executor = make_executor(repository_secrets=configured)
+    executor = make_executor()
     (tmp_path / "deploy-token").write_text("short")
 
-    result = await build(executor, git_repo, build_ids)
+    result = await build(executor, git_repo, build_ids, settings=configured)
 
     assert result.to_dict() == {"status": "error", "exit_code": None, "commit": head,
                                 "reason": "secret DEPLOY_TOKEN could not be read on this node"}
@@ -164,7 +167,7 @@ async def test_a_dockerfile_build_gets_it_masked_as_well(tmp_path, make_executor
     git_repo.commit("master", {"Dockerfile": "FROM pbft-ci/busybox:latest\n"
                                              'CMD ["sh", "-c", "echo token=$DEPLOY_TOKEN"]\n'})
 
-    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
 
     text = log_text(result)
     assert result.status == "success", text
@@ -185,7 +188,7 @@ async def test_a_step_or_service_that_lists_its_secrets_gets_only_those(tmp_path
         ],
     })})
 
-    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
 
     text = log_text(result)
     assert result.status == "success", text
@@ -209,7 +212,7 @@ async def test_the_value_is_in_the_builds_environment_never_on_its_command_line(
     build_spec = {"steps": [{"name": "only", "commands": commands}]} if pipeline else {"commands": commands}
     git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump(build_spec)})
 
-    result = await build(make_executor(repository_secrets=secrets(tmp_path, secret)), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
 
     assert result.status == "success", log_text(result)
 
@@ -221,9 +224,10 @@ async def test_a_value_of_several_lines_and_shell_characters_reaches_the_build_e
     git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"commands": [
         checks_it(secret), 'printf "%s\\n" "$DEPLOY_TOKEN"']})})
     (tmp_path / "deploy-token").write_text(secret + "\n")  # the file's own last line break is dropped
-    configured = {"example": RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", tmp_path / "deploy-token"),))}
+    configured = RepositorySettings(
+        secrets=RepositorySecrets((BuildSecretConfig("DEPLOY_TOKEN", tmp_path / "deploy-token"),)))
 
-    result = await build(make_executor(repository_secrets=configured), git_repo, build_ids)
+    result = await build(make_executor(), git_repo, build_ids, settings=configured)
 
     text = log_text(result)
     assert result.status == "success", text

@@ -9,6 +9,7 @@ import socket
 import pytest
 import yaml
 
+from builder import BuildOrder
 from tests.builder.executor_helpers import Listener, build, host_address, live_log, log_text, until_logged
 from tests.support.network import free_port
 
@@ -43,9 +44,9 @@ async def test_a_step_reaches_a_service_by_name_and_a_service_reaches_nothing_el
     build_id = build_ids()
 
     try:
-        result = await make_executor().run(
+        result = await make_executor().run(BuildOrder(
             build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
-        )
+        ))
     finally:
         listener.socket.close()
 
@@ -153,9 +154,9 @@ async def test_neither_the_node_nor_a_peer_reaches_a_service(
         {"name": "hold", "commands": [f"nc pong {port} </dev/null", "echo service answered", "sleep 8"]},
     ])})
     build_id = build_ids()
-    running = asyncio.create_task(make_executor().run(
+    running = asyncio.create_task(make_executor().run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
-    ))
+    )))
     await until_logged(live_log(tmp_path, build_id), "service answered")
 
     answers = {}

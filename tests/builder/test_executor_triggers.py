@@ -5,7 +5,7 @@ build runs; a build that does not run ends `skipped` with the reason, in no cont
 import pytest
 import yaml
 
-from builder.executor import BuildResult
+from builder import BuildOrder, BuildResult
 from tests.builder.executor_helpers import log_text
 
 pytestmark = pytest.mark.docker
@@ -17,10 +17,10 @@ def spec_when(when) -> str:
 
 async def run(make_executor, git_repo, build_ids, container_roles, **request) -> tuple[BuildResult, list[str]]:
     build_id = build_ids()
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_id, repository_name="example", repository_url=str(git_repo.path),
         **{"branch": "master", **request},
-    )
+    ))
     return result, container_roles.get(build_id, [])
 
 
@@ -89,10 +89,10 @@ async def test_changes_nobody_can_name_never_skip_a_build(make_executor, git_rep
     ("push", "--output=/tmp/x", "invalid request:"),
 ])
 async def test_a_bad_trigger_is_refused_before_git_runs(make_executor, tmp_path, build_ids, event, before, problem):
-    result = await make_executor().run(
+    result = await make_executor().run(BuildOrder(
         build_id=build_ids(), repository_name="example", repository_url=str(tmp_path / "no-such-repository"),
         branch="master", event=event, before=before,
-    )
+    ))
     assert result.status == "error" and result.reason.startswith(problem), result.reason
 
 

@@ -10,7 +10,7 @@ import pytest
 from builder.plan.spec import parse_build_spec
 from builder.plan.civars import BuildFacts, ci_variables
 from builder.plan.pipeline import dependencies, narrowed, run_order
-from builder.engine.sandbox import exported
+from builder.engine.gate import exported
 
 
 def spec(text: str):

@@ -15,7 +15,7 @@ import time
 import pytest
 from docker.models.containers import Container, ContainerCollection
 
-from builder.executor import BuildResult, Executor
+from builder import BuildOrder, BuildResult, Executor, ExecutorSettings
 from builder.engine.ready import ReadyContainers
 from tests.builder.executor_helpers import leftovers_of, log_text, spec
 
@@ -133,10 +133,10 @@ def test_a_failed_start_leaves_no_container_and_a_later_one_is_tried_again():
 
 
 async def build(executor, git_repo, build_id, **kwargs) -> BuildResult:
-    return await executor.run(
+    return await executor.run(BuildOrder(
         build_id=build_id, repository_name=kwargs.pop("repository_name", "example"),
         repository_url=str(git_repo.path), branch="master", **kwargs,
-    )
+    ))
 
 
 def comparable_log(result: BuildResult) -> list[str]:
@@ -148,10 +148,10 @@ def comparable_log(result: BuildResult) -> list[str]:
 async def wait_for_prepared(executor, count: int = 1, timeout_s: float = 30) -> list:
     """The keys with a prepared container, once there are `count` of them."""
     deadline = time.monotonic() + timeout_s
-    while len(executor._ready.keys) < count:
+    while len(executor.engine.ready.keys) < count:
         assert time.monotonic() < deadline, "no container was prepared"
         await asyncio.sleep(0.05)
-    return executor._ready.keys
+    return executor.engine.ready.keys
 
 
 async def removed(docker_client, container_id: str, timeout_s: float = 30) -> bool:
@@ -165,7 +165,7 @@ async def removed(docker_client, container_id: str, timeout_s: float = 30) -> bo
 
 
 def executor_containers(docker_client, executor, role: str) -> list:
-    labels = [f"pbft-ci.executor={executor._instance_id}", f"pbft-ci.role={role}"]
+    labels = [f"pbft-ci.executor={executor.engine.instance_id}", f"pbft-ci.role={role}"]
     return docker_client.containers.list(all=True, filters={"label": labels})
 
 
@@ -193,7 +193,7 @@ def engine_calls(monkeypatch) -> list[tuple[str, str, str]]:
 async def test_a_second_build_creates_and_starts_no_container_on_its_way(
     make_executor, git_repo, build_ids, container_roles, engine_calls, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     git_repo.commit("master", PASSING)
     executor = make_executor()
     first_id, second_id = build_ids(), build_ids()
@@ -228,7 +228,7 @@ async def test_a_second_build_creates_and_starts_no_container_on_its_way(
 async def test_a_prepared_container_gives_what_a_fresh_one_gives(
     make_executor, git_repo, build_ids, commands, files, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     head = git_repo.commit("master", {".pbft-ci.yml": spec(*commands), **files})
     executor = make_executor()
     fresh_id, prepared_id = build_ids(), build_ids()
@@ -301,7 +301,7 @@ async def test_a_build_of_another_kind_starts_its_own_container(
         keys = await wait_for_prepared(executor, count=2)
         assert keys[0] == default_key and keys[1][0] == docker_client.images.get(other_image).id
     else:
-        assert executor._ready.keys == [default_key]
+        assert executor.engine.ready.keys == [default_key]
 
 
 def yaml_with_cache(*commands: str) -> str:
@@ -321,7 +321,7 @@ async def test_close_leaves_no_container_or_volume_of_the_executor(
 
     executor.close()
 
-    label = {"label": f"pbft-ci.executor={executor._instance_id}"}
+    label = {"label": f"pbft-ci.executor={executor.engine.instance_id}"}
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.volumes.list(filters=label) == []
 
@@ -337,14 +337,12 @@ async def test_a_restarted_node_sweeps_the_containers_its_killed_process_prepare
     await wait_for_prepared(killed)
     # The build's own container goes on the removal thread after its result.
     assert leftovers_of(docker_client, {"label": f"pbft-ci.build={build_id}"}) == ([], [])
-    restarted = Executor(
-        data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7, limits=killed._limits,
-        docker_client=docker_client,
-    )
+    restarted = Executor(ExecutorSettings(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=7,
+                                          limits=killed._settings.limits), docker_client=docker_client)
 
     # The prepared container, its workspace volume and the volume of the build user's passwd and group files.
     assert restarted.sweep_leftovers() == 3
-    label = {"label": f"pbft-ci.executor={killed._instance_id}"}
+    label = {"label": f"pbft-ci.executor={killed.engine.instance_id}"}
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.volumes.list(filters=label) == []
     restarted.close()

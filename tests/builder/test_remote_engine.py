@@ -24,7 +24,7 @@ from docker.models.containers import ContainerCollection
 
 from builder.engine.images import EVERY_ENGINE_NEEDS_IT
 from builder.engine import network as buildnet
-from builder.executor import BuildResult, Executor
+from builder import BuildOrder, BuildResult, Executor, ExecutorSettings, RepositorySettings
 from builder.engine.sandbox import ENGINE_LOST
 from node.server import _make_executor
 from shared.config import BuildConfig, DockerEngineConfig, load_config
@@ -86,10 +86,11 @@ def node_executor(tmp_path, git_repo, **build):
     return _make_executor(config, 0), config.data_dir / "node-0"
 
 
-async def run(executor, git_repo, build_id) -> BuildResult:
-    return await executor.run(
-        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master"
-    )
+async def run(executor, git_repo, build_id, settings: RepositorySettings = RepositorySettings()) -> BuildResult:
+    return await executor.run(BuildOrder(
+        build_id=build_id, repository_name="example", repository_url=str(git_repo.path), branch="master",
+        settings=settings,
+    ))
 
 
 def containers_created(client, since_s: float, data_dir) -> list[dict]:
@@ -240,14 +241,11 @@ async def test_a_networked_build_is_refused_on_an_engine_whose_bridge_is_not_on_
         try:
             load_image(docker_client, engine.client(), default_image, tmp_path)
             head = git_repo.commit("master", {".pbft-ci.yml": spec("echo must not run")})
-            executor = Executor(
-                data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=0,
+            executor = Executor(ExecutorSettings(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=0,
                 limits=BuildConfig(memory_mb=64, tmp_mb=8, workspace_mb=16, home_mb=8),
-                engine=DockerEngineConfig(engine.unix_host),
-                networked_repositories=frozenset({"example"}), peer_hosts=("127.0.0.1",),
-            )
+                engine=DockerEngineConfig(engine.unix_host), peer_hosts=("127.0.0.1",)))
             try:
-                result = await run(executor, git_repo, build_ids())
+                result = await run(executor, git_repo, build_ids(), RepositorySettings(networked=True))
             finally:
                 executor.close()
             data_dir = (tmp_path / "data").resolve()

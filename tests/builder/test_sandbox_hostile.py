@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.executor import ROOT_REFUSED, BuildResult, Executor
+from builder import BuildOrder, BuildResult, Executor, ExecutorSettings
+from builder.plan.compile import ROOT_REFUSED
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build_container_filters, leftovers_of, log_text, spec
 
@@ -49,18 +50,16 @@ def node_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def node_executor(node_data_dir, tmp_path_factory, docker_client, default_image):
-    executor = Executor(
-        data_dir=node_data_dir, log_dir=tmp_path_factory.mktemp("log"),
-        node_id=9, limits=LIMITS, max_concurrent=2, docker_client=docker_client,
-    )
+    executor = Executor(ExecutorSettings(data_dir=node_data_dir, log_dir=tmp_path_factory.mktemp("log"),
+        node_id=9, limits=LIMITS, max_concurrent=2), docker_client=docker_client)
     yield executor
     executor.close()
 
 
 async def run_build(executor, origin, build_id, branch) -> BuildResult:
-    return await executor.run(
+    return await executor.run(BuildOrder(
         build_id=build_id, repository_name="hostile", repository_url=str(origin.path), branch=branch
-    )
+    ))
 
 
 async def hostile_next_to_normal(executor, origin, build_ids, docker_client, branch, files, caplog) -> BuildResult:
@@ -69,7 +68,7 @@ async def hostile_next_to_normal(executor, origin, build_ids, docker_client, bra
     One of the two usually runs in the container the executor prepared
     while an earlier build ran, the other in one started for it.
     """
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     origin.commit(branch, files)
     hostile_id = build_ids()
     hostile, normal = await asyncio.gather(
@@ -147,7 +146,7 @@ async def test_hostile_build_is_contained(node_executor, origin, build_ids, dock
 async def test_gigabytes_of_output_are_capped_and_never_stored(
     node_executor, origin, build_ids, docker_client, caplog
 ):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     files = {".pbft-ci.yml": spec("yes 'a line of output that goes on and on'", timeout_s=HOSTILE_TIMEOUT_S)}
     origin.commit("output_flood", files)
     build_id = build_ids()
@@ -166,7 +165,7 @@ async def test_gigabytes_of_output_are_capped_and_never_stored(
 
 
 async def test_container_is_never_privileged(node_executor, origin, build_ids, docker_client, caplog):
-    caplog.set_level(logging.DEBUG, logger="builder.executor")
+    caplog.set_level(logging.DEBUG, logger="builder.run")
     origin.commit("inspect", {".pbft-ci.yml": spec(
         "echo uid=$(id -u)",
         "grep CapEff /proc/self/status",
@@ -228,10 +227,8 @@ async def test_root_build_when_allowed_still_has_no_privileges(tmp_path, origin,
         "echo home=$HOME && touch $HOME/x && echo home-writable",
         user="root",
     )})
-    executor = Executor(
-        data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=9,
-        limits=BuildConfig(allow_root=True, memory_mb=64), docker_client=docker_client,
-    )
+    executor = Executor(ExecutorSettings(data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=9,
+        limits=BuildConfig(allow_root=True, memory_mb=64)), docker_client=docker_client)
     try:
         result = await run_build(executor, origin, build_ids(), "as_root_allowed")
     finally:
@@ -255,7 +252,7 @@ async def test_the_node_still_builds_after_the_hostile_builds(
     assert node_executor.running == 0
     # The next build's container is started on a thread of its own while this build runs; on a loaded
     # engine, that start can outlast an echo.
-    await asyncio.wait_for(asyncio.wrap_future(node_executor._ready.settled()), 60)
+    await asyncio.wait_for(asyncio.wrap_future(node_executor.engine.ready.settled()), 60)
     # Only the container prepared for the next build remains, with its volumes. Counted by this
     # executor's own label: other tests' executors (node 9's too) come and go on the same engine.
     mine = f"pbft-ci.data={node_data_dir}"

@@ -25,7 +25,7 @@ from client.attestation import (
     sslib_keys,
 )
 from client.certificate import CertificateUnavailable
-from builder.executor import BuildResult
+from builder import BuildOrder, BuildResult
 from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
 from shared.config import load_config
@@ -201,9 +201,7 @@ def test_no_provenance_without_artifacts_or_without_a_builder_id(branch, builder
 # --- real nodes: the driver hands the executor's files to the replica -----------
 
 
-async def build_with_artifacts(
-    *, build_id, repository_name, repository_url, branch, commit, **trigger
-) -> Result:
+async def build_with_artifacts(order: BuildOrder) -> BuildResult:
     """What the executor returns for a build whose spec declares artifacts: the files stay on the node."""
     return BuildResult("success", 0, COMMIT, spec=SPEC, artifacts=BUILT.artifacts,
                        artifact_files=tuple(sorted(FILES.items())))

@@ -1,4 +1,4 @@
-"""The protocol core is pure (DESIGN.md): no I/O, no clock, nothing from the node or client."""
+"""The protocol core is pure (docs/ARCHITECTURE.md): no I/O, no clock, nothing from the node or client."""
 
 import ast
 from pathlib import Path
@@ -58,7 +58,7 @@ def test_the_check_sees_a_forbidden_import():
     assert "os" in imports_of("shared.crypto")  # key files: outside the core, and the check notices
 
 
-# The replica's parts (DESIGN.md): each owns its state and is read and tested alone,
+# The replica's parts (docs/ARCHITECTURE.md): each owns its state and is read and tested alone,
 # so none reaches the replica or another part.
 PARTS = [
     "pbft.views", "pbft.transfer", "pbft.relay", "pbft.message_log", "pbft.checkpoints",

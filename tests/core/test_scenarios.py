@@ -1,7 +1,7 @@
 """Testing layer 1, as text: each file in tests/scenarios plays a scenario on the test
-cluster and holds what every command printed (`tests.scenario`). To accept new output
-after a deliberate change: PBFT_SCENARIO_REWRITE=1 pytest tests/test_scenarios.py, then
-read `git diff tests/scenarios`."""
+cluster and holds what every command printed (`tests.core.scenario`). To accept new output
+after a deliberate change: PBFT_SCENARIO_REWRITE=1 pytest tests/core/test_scenarios.py, then
+read `git diff tests/core/scenarios`."""
 
 from pathlib import Path
 

@@ -23,7 +23,7 @@ import docker
 import pytest
 import yaml
 
-from builder.executor import checkouts_root
+from builder.workspace.checkouts import checkouts_root
 from pbft.encoding import canonical
 from pbft.messages import Reply, decode
 from shared.config import NetworkConfig

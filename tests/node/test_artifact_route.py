@@ -218,7 +218,7 @@ async def test_an_artifact_replaced_by_a_link_is_not_followed(node, build_dir, c
 
 
 async def test_the_node_application_serves_artifacts(aiohttp_client, config, build_dir, client_auth):
-    async def no_build(**_):
+    async def no_build(order):
         raise AssertionError("no build is ordered in this test")
 
     node = await aiohttp_client(make_app(config, NODE_ID, build=no_build))

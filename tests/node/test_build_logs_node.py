@@ -333,7 +333,7 @@ async def test_follow_decodes_split_utf8_without_losing_characters(node, config,
 
 
 async def test_the_node_application_serves_build_logs(aiohttp_client, config, client_auth):
-    async def no_build(**_):
+    async def no_build(order):
         raise AssertionError("no build is ordered in this test")
 
     node = await aiohttp_client(make_app(config, NODE_ID, build=no_build))

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from builder import BuildOrder, BuildResult
 from node.byzantine import (
     HONEST,
     MODES,
@@ -300,11 +301,9 @@ def test_the_node_cli_refuses_a_bad_argument_before_starting():
 # --- integration: four real nodes on loopback ------------------------------------
 
 
-async def fake_build(
-    *, build_id, repository_name, repository_url, branch, commit, **trigger
-) -> Result:
+async def fake_build(order: BuildOrder) -> BuildResult:
     await asyncio.sleep(0)
-    return Result(**(SUCCESS if branch == "master" else FAILURE))
+    return BuildResult(**(SUCCESS if order.branch == "master" else FAILURE))
 
 
 class Network:

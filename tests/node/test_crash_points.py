@@ -139,10 +139,10 @@ def test_stop_after_cancel_stops_the_node_cleanly_and_its_executor_is_told_to_st
 
 
 def test_the_node_refuses_crash_at_unless_the_configuration_allows_byzantine(tmp_path, monkeypatch, capsys):
-    import builder.engine.connection
+    import builder.engine.host
     from node.index import main
 
-    monkeypatch.setattr(builder.engine.connection, "missing_support", lambda engine: None)  # no build engine needed to refuse
+    monkeypatch.setattr(builder.engine.host, "missing_support", lambda engine: None)  # no build engine needed to refuse
     config = write_network(tmp_path)
     assert main(["--config", str(config), "--id", "1", "--crash-at", "before-save", "5"]) == 2
     assert f"--crash-at is refused: {config} does not set allow_byzantine: true" in capsys.readouterr().err

@@ -56,3 +56,16 @@ def test_the_checks_see_what_they_look_for():
     assert "node.storage" in under(imported(ROOT / "node" / "driver.py"), "node")
     assert under(imported(BUILDER / "executor.py"), "builder.engine") != []
     assert under({"builder.executor", "nodes.x"}, "node") == []
+
+
+def test_the_runner_uses_the_builder_through_its_entry_only():
+    imports = {name for path in (ROOT / "runner").rglob("*.py") for name in imported(path)}
+    assert under(imports, "node") == []
+    assert [name for name in under(imports, "builder") if name.count(".") > 1] == []
+    assert under(imports, "builder") != []  # it does use the entry: the check looks at something
+
+
+def test_only_the_engine_speaks_the_docker_sdk():
+    outside = {path: names for path, names in offending(BUILDER, "docker", "requests").items()
+               if not path.startswith("builder/engine/")}
+    assert outside == {}

@@ -58,6 +58,7 @@ def test_every_module_and_folder_the_architecture_names_exists():
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     named = set(re.findall(r"`([\w./-]+\.py|[\w-]+/(?:[\w./-]+)?)`", text))
     assert len(named) > 40
-    folders = [ROOT, *(ROOT / part for part in ("pbft", "shared", "builder", "node", "client", "scripts", "deploy"))]
+    folders = [ROOT, *(ROOT / part for part in ("pbft", "shared", "builder", "node", "client", "scripts", "deploy")),
+               *(ROOT / "builder" / layer for layer in ("plan", "workspace", "engine"))]
     missing = [name for name in named if not any((folder / name).exists() for folder in folders)]
     assert missing == []

@@ -29,7 +29,8 @@ import docker
 import pytest
 import yaml
 
-from builder.executor import checkouts_root, remove_labelled_builds
+from builder.engine.host import remove_labelled_builds
+from builder.workspace.checkouts import checkouts_root
 from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,22 +8,21 @@ import json
 
 from aiohttp import web
 
+from builder import BuildOrder, BuildResult
 from node.byzantine import HONEST, Lie
 from node.server import make_app
-from pbft.build import Operation, Result
+from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from tests.support.network import say_hello
 
 
-async def fake_build(
-    *, build_id, repository_name, repository_url, branch, commit, **trigger
-) -> Result:
+async def fake_build(order: BuildOrder) -> BuildResult:
     await asyncio.sleep(0)
-    if branch == "master":
-        return Result("success", 0, "a" * 40)
-    return Result("failure", 3, "b" * 40)
+    if order.branch == "master":
+        return BuildResult("success", 0, "a" * 40)
+    return BuildResult("failure", 3, "b" * 40)
 
 
 class Network:

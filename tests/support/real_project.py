@@ -29,8 +29,8 @@ from pathlib import Path
 import yaml
 
 from builder.plan.spec import SPEC_FILE, parse_build_spec
-from builder.plan.spec import HOME_DIR
-from builder.engine.sandbox import memory_budget
+from builder.plan.containerpaths import HOME_DIR
+from builder.plan.resources import memory_budget
 from shared.config import BuildConfig, NetworkConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

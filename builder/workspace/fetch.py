@@ -1,0 +1,61 @@
+"""The first stage of a build: fetch the order's commit through the repository's mirror, check it
+out into a fresh workspace, and read what the plan decides from — the commit's time, message and
+author, the paths it changed, and for a pull request the spec of its base."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.order import BuildOrder
+from builder.plan.civars import BuildFacts
+from builder.plan.triggers import BaseSpec, Skips
+from builder.workspace import checkout
+from builder.workspace.basespec import read_base_spec
+from builder.workspace.gitmirror import GitMirrors, changed_paths, commit_author, commit_message, commit_time
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A commit checked out, and what the plan takes of it."""
+
+    facts: BuildFacts  # what its CI_ variables are made of
+    committed_s: int  # its commit time: SOURCE_DATE_EPOCH
+    skips: Skips  # whether it, or a step of it, runs
+    base_read: str  # what reading a pull request's base spec found, for the log ("" if nothing)
+
+
+def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int) -> Fetched:
+    """Check out the commit `order` means into `dest` (at most `max_bytes`); GitError if it cannot."""
+    trigger = order.trigger
+    repo, resolved = mirrors.resolve(
+        name=order.repository_name, url=order.repository_url, branch=order.branch, commit=order.commit,
+        pull_ref=order.pull_ref,
+    )
+    try:
+        shutil.rmtree(dest, ignore_errors=True)
+        # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
+        on_branch = order.branch if trigger.event != "tag" and not trigger.pull_request else None
+        checkout.workspace(
+            mirrors, checkout.Checkout(
+                name=order.repository_name, url=order.repository_url, commit=resolved, branch=on_branch,
+                submodule_urls=order.settings.submodule_urls, max_bytes=max_bytes,
+            ), dest,
+        )
+        committed_s = commit_time(repo, resolved)
+        message = commit_message(repo, resolved)
+        author, email = commit_author(repo, resolved)
+        changed = None if trigger.before is None else changed_paths(repo, trigger.before, resolved)
+        base: BaseSpec | None = None
+        base_read = ""
+        if trigger.pull_request:
+            base, base_read = read_base_spec(repo, trigger, resolved)
+    finally:
+        repo.close()
+    facts = BuildFacts(
+        build_id=order.build_id, repository=order.repository_name, event=trigger.event, branch=order.branch,
+        commit=resolved, message=message, author_name=author, author_email=email, pull_ref=order.pull_ref,
+        before=trigger.before,
+    )
+    return Fetched(facts, committed_s, Skips(trigger, message, changed, base), base_read)

@@ -15,7 +15,7 @@ from yarl import URL
 
 from pbft.authenticator import Authenticator
 from shared.config import NodeConfig
-from shared.logrequest import signed_log_headers
+from shared.logrequest import NodeRequest, signed_log_headers
 
 
 def signed_request(
@@ -24,7 +24,7 @@ def signed_request(
     """The URL of `path` on `node`, and the headers that sign one GET of it as `client_name` now:
     a request is signed anew for each attempt, since a node serves a signature once."""
     url = URL.build(scheme=node.scheme, host=node.host, port=node.port, path=path, query=query or {})
-    return url, signed_log_headers(auth.sign, client_name, url.raw_path_qs, node.id, time.time())
+    return url, signed_log_headers(auth.sign, client_name, NodeRequest(url.raw_path_qs, node.id), time.time())
 
 
 async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:

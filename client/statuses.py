@@ -52,8 +52,8 @@ from client.service import Verdict
 from shared.config import NetworkConfig, RepositoryConfig
 from shared.reload import LiveConfig
 from shared.statuses import (
-    MAX_DESCRIPTION_CHARS, STATE_OF_RESULT, StatusPoster, result_text, running_poster, state_of, status_context,
-    status_for,
+    MAX_DESCRIPTION_CHARS, STATE_OF_RESULT, StatusPoster, StatusReport, result_text, running_poster, state_of,
+    status_context, status_for,
 )
 from pbft.build import MAX_COMBINATIONS, Operation
 from pbft.wire import decode_struct
@@ -215,11 +215,10 @@ class CommitStatuses:
         self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,
         target_url: str | None = None, context: str | None = None,
     ) -> None:
-        status = status_for(
-            repository, sha, token=repository.status_token, state=state,
-            context=context or repository.status_context, description=description,
+        status = status_for(repository, sha, StatusReport(
+            state=state, context=context or repository.status_context, description=description,
             target_url=target_url or self._builds_url + build_id, build_id=build_id,
-        )
+        ), token=repository.status_token)
         if status is not None:
             self._poster.post(status)
 

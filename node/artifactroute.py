@@ -34,7 +34,7 @@ from node.buildlogs import MAX_TIMESTAMP
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, parse_public_key
-from shared.logrequest import SeenNonces, check_log_request
+from shared.logrequest import NodeAccess, NodeRequest, SeenNonces, check_log_request
 from shared.transfergate import TransferGate, send_file
 
 MANIFEST_ROUTE = "/artifacts/{client}/{timestamp}"
@@ -86,8 +86,8 @@ def _build_id(request: web.Request, settings: ArtifactSettings) -> tuple[str | N
     """The build id the URL names once its signature holds, or the response refusing it."""
     # The raw path and query are what the client signed: the build and the file exactly as requested.
     refusal = check_log_request(
-        request.headers, request.rel_url.raw_path_qs, settings.node_id,
-        settings.verifier.verify_client, settings.clients, time.time(), method=request.method, seen=settings.seen,
+        request.headers, NodeRequest(request.rel_url.raw_path_qs, settings.node_id, request.method),
+        NodeAccess(settings.verifier.verify_client, settings.clients, settings.seen), time.time(),
     )
     if refusal is not None:
         return None, _error(401, refusal)

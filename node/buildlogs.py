@@ -29,7 +29,7 @@ from builder.workspace.log import times_path
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, parse_public_key
-from shared.logrequest import SeenNonces, check_log_request
+from shared.logrequest import NodeAccess, NodeRequest, SeenNonces, check_log_request
 from shared.sse import sse_comment, sse_event
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ async def serve_build_log(request: web.Request) -> web.StreamResponse:
     settings = request.app[LOG_SETTINGS]
     # The raw path and query are what the client signed: the build and how it is read, exactly as requested.
     refusal = check_log_request(
-        request.headers, request.rel_url.raw_path_qs, settings.node_id,
-        settings.verifier.verify_client, settings.clients, time.time(), method=request.method, seen=settings.seen,
+        request.headers, NodeRequest(request.rel_url.raw_path_qs, settings.node_id, request.method),
+        NodeAccess(settings.verifier.verify_client, settings.clients, settings.seen), time.time(),
     )
     if refusal is not None:
         return _error(401, refusal)

@@ -44,7 +44,9 @@ from typing import AsyncIterator
 from pbft.build import Result
 from pbft.messages import Request
 from shared.config import ConfigError, NetworkConfig, read_node_status_token
-from shared.statuses import StatusPoster, result_text, running_poster, state_of, status_context, status_for
+from shared.statuses import (
+    StatusPoster, StatusReport, result_text, running_poster, state_of, status_context, status_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +89,10 @@ class NodeStatuses:
             return
         # The client's id of a build is the request's timestamp (client/service.py).
         log_url = f"{self._client_urls[request.client]}/builds/{request.timestamp}/log?node={self._node_id}"
-        status = status_for(
-            repository, sha, token=token, state=state_of(result),
-            context=f"{status_context(repository, operation)}/node-{self._node_id}",
+        status = status_for(repository, sha, StatusReport(
+            state=state_of(result), context=f"{status_context(repository, operation)}/node-{self._node_id}",
             description=f"node {self._node_id}: {result_text(result)}", target_url=log_url, build_id=build_id,
-        )
+        ), token=token)
         if status is not None:
             self._poster.post(status)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+from dataclasses import dataclass
 from typing import Callable, Collection, Mapping
 
 CLIENT_HEADER = "X-Pbft-Client"
@@ -41,24 +42,34 @@ Sign = Callable[[dict], str]
 VerifyClient = Callable[[str, dict, str], bool]
 
 
-def node_request_payload(client: str, method: str, target: str, node: int, time_s: int, nonce: str) -> dict:
-    return {
-        "type": "node-request", "client": client, "method": method, "target": target,
-        "node": node, "time": time_s, "nonce": nonce,
-    }
+@dataclass(frozen=True)
+class NodeRequest:
+    """What one signed request asks of a node: `method` on `target` (the raw path with its
+    query, as it travels) of node `node`. The signature covers all three."""
+
+    target: str
+    node: int
+    method: str = "GET"
+
+    def payload(self, client: str, time_s: int, nonce: str) -> dict:
+        """What `client` signs to ask this at `time_s`, once (`nonce`)."""
+        return {
+            "type": "node-request", "client": client, "method": self.method, "target": self.target,
+            "node": self.node, "time": time_s, "nonce": nonce,
+        }
 
 
 def signed_log_headers(
-    sign: Sign, client: str, target: str, node: int, now_s: float, *, method: str = "GET", nonce: str | None = None,
+    sign: Sign, client: str, request: NodeRequest, now_s: float, *, nonce: str | None = None,
 ) -> dict[str, str]:
-    """The headers that prove to node `node` that `client` asks, once, for `method target` now."""
+    """The headers that prove to the request's node that `client` asks it, once, now."""
     time_s = int(now_s)
     nonce = secrets.token_hex(_NONCE_HEX_CHARS // 2) if nonce is None else nonce
     return {
         CLIENT_HEADER: client,
         TIME_HEADER: str(time_s),
         NONCE_HEADER: nonce,
-        SIGNATURE_HEADER: sign(node_request_payload(client, method, target, node, time_s, nonce)),
+        SIGNATURE_HEADER: sign(request.payload(client, time_s, nonce)),
     }
 
 
@@ -94,26 +105,26 @@ class SeenNonces:
         return sum(len(seen) for seen in self._seen.values())
 
 
-def check_log_request(
-    headers: Mapping[str, str],
-    target: str,
-    node: int,
-    verify_client: VerifyClient,
-    clients: Collection[str],
-    now_s: float,
-    *,
-    method: str = "GET",
-    seen: SeenNonces | None = None,
-) -> str | None:
+@dataclass(frozen=True)
+class NodeAccess:
+    """Whom a node serves signed requests: the configured `clients`, whose signatures
+    `verify_client` checks, each request once when the node remembers what it `seen`."""
+
+    verify_client: VerifyClient
+    clients: Collection[str]
+    seen: SeenNonces | None = None
+
+
+def check_log_request(headers: Mapping[str, str], request: NodeRequest, access: NodeAccess, now_s: float) -> str | None:
     """Why the request must be refused (401), or None if a configured client signed it for this
-    node, method, target and time, and (given `seen`) it was not used before."""
+    node, method, target and time, and (given `access.seen`) it was not used before."""
     client = headers.get(CLIENT_HEADER, "")
     time_text = headers.get(TIME_HEADER, "")
     nonce = headers.get(NONCE_HEADER, "")
     signature = headers.get(SIGNATURE_HEADER, "")
     if not client or not time_text or not nonce or not signature:
         return f"signed requests carry {CLIENT_HEADER}, {TIME_HEADER}, {NONCE_HEADER} and {SIGNATURE_HEADER}"
-    if client not in clients:
+    if client not in access.clients:
         return "unknown client"
     if not (time_text.isascii() and time_text.isdecimal()) or len(time_text) > _MAX_TIME_DIGITS:
         return f"{TIME_HEADER} must be unix seconds"
@@ -122,8 +133,8 @@ def check_log_request(
     time_s = int(time_text)
     if abs(time_s - now_s) > REPLAY_WINDOW_S:
         return f"request time is more than {REPLAY_WINDOW_S} s away from the node's clock"
-    if len(signature) > _SIGNATURE_HEX_CHARS or not verify_client(
-        client, node_request_payload(client, method, target, node, time_s, nonce), signature
+    if len(signature) > _SIGNATURE_HEX_CHARS or not access.verify_client(
+        client, request.payload(client, time_s, nonce), signature
     ):
         return "bad signature"
-    return seen.admit(client, nonce, time_s, now_s) if seen is not None else None
+    return access.seen.admit(client, nonce, time_s, now_s) if access.seen is not None else None

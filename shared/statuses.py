@@ -211,10 +211,19 @@ async def running_poster(grace_s: float | None = None) -> AsyncIterator[StatusPo
             await poster.close(CLOSE_GRACE_S if grace_s is None else grace_s)
 
 
-def status_for(
-    repository: RepositoryConfig, sha: str, *, token: str, state: str, context: str, description: str,
-    target_url: str, build_id: str,
-) -> CommitStatus | None:
+@dataclass(frozen=True)
+class StatusReport:
+    """What a status says of one build, wherever it is posted: its state, the context it is
+    posted under, a description and the page it links to."""
+
+    state: str
+    context: str
+    description: str
+    target_url: str
+    build_id: str
+
+
+def status_for(repository: RepositoryConfig, sha: str, report: StatusReport, *, token: str) -> CommitStatus | None:
     """The status to post for commit `sha` of `repository`, or None (logged) if `sha` is not
     a full commit sha: the sha becomes part of the URL the token is sent to.
 
@@ -225,8 +234,9 @@ def status_for(
     try:
         check_commit_sha(sha)
     except ValueError:
-        log.warning("no status for build %s: commit %r is not a full sha", build_id, sha[:80])
+        log.warning("no status for build %s: commit %r is not a full sha", report.build_id, sha[:80])
         return None
+    state = report.state
     if state == "skipped" and repository.status_style != "gitlab":
         state = "success" if repository.skipped_passes else "pending"
     api = repository.status_api.rstrip("/")
@@ -239,10 +249,10 @@ def status_for(
         url=url,
         token=token,
         state=state,
-        context=context,
-        description=description[:MAX_DESCRIPTION_CHARS],
-        target_url=target_url,
-        build_id=build_id,
+        context=report.context,
+        description=report.description[:MAX_DESCRIPTION_CHARS],
+        target_url=report.target_url,
+        build_id=report.build_id,
         style=repository.status_style,
     )
 

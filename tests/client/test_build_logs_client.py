@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from client.app import make_app
-from shared.logrequest import check_log_request
+from shared.logrequest import NodeAccess, NodeRequest, check_log_request
 from shared.sse import SseEvent, SseParser, SseTooLarge, sse_comment, sse_event
 from tests.client.fake_nodes import CLIENT, FakeCluster, N, configure
 
@@ -33,8 +33,8 @@ class FakeLogNodes:
     def handler(self, node_id: int):
         async def serve(request: web.Request) -> web.StreamResponse:
             reason = check_log_request(
-                request.headers, request.rel_url.raw_path_qs, node_id, self.cluster.verifier.verify_client, {CLIENT},
-                time.time(),
+                request.headers, NodeRequest(request.rel_url.raw_path_qs, node_id),
+                NodeAccess(self.cluster.verifier.verify_client, {CLIENT}), time.time(),
             )
             if reason is not None:
                 return web.json_response({"error": reason}, status=401)

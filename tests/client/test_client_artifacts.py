@@ -23,7 +23,7 @@ from client import artifacts
 from client.app import RECORDS_KEY
 from client.transfers import TRANSFERS
 from pbft.attestation import manifest_digest
-from shared.logrequest import check_log_request
+from shared.logrequest import NodeAccess, NodeRequest, check_log_request
 from pbft.build import Operation, Result
 from pbft.messages import Request
 from tests.client.fake_nodes import CLIENT, FakeCluster, N, serve_fake_nodes, start_client
@@ -63,8 +63,8 @@ class FakeArtifactNodes:
 
     async def _refusal(self, request: web.Request, node_id: int) -> web.Response | None:
         reason = check_log_request(
-            request.headers, request.rel_url.raw_path_qs, node_id,
-            self.cluster.verifier.verify_client, {CLIENT}, time.time(),
+            request.headers, NodeRequest(request.rel_url.raw_path_qs, node_id),
+            NodeAccess(self.cluster.verifier.verify_client, {CLIENT}), time.time(),
         )
         if reason is not None:
             return web.json_response({"error": reason}, status=401)

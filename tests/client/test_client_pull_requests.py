@@ -19,7 +19,7 @@ from client import records as records_module
 from client.forges import Build, Ignored
 from client.intake import WebhookError
 from client.records import SCHEMA_VERSION, BuildRecords
-from shared.statuses import status_for
+from shared.statuses import StatusReport, status_for
 from builder.workspace.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
 from pbft.wire import MessageError, decode_struct, encode
@@ -347,8 +347,8 @@ def test_each_forge_gets_the_states_it_knows(style, skipped_passes, states):
                                   skipped_passes=skipped_passes)
 
     def state(value: str) -> str:
-        status = status_for(repository, "a" * 40, token="t", state=value, context="c", description="d",
-                            target_url="x", build_id="1")
+        status = status_for(repository, "a" * 40, StatusReport(value, context="c", description="d", target_url="x",
+                                                                build_id="1"), token="t")
         return status.body()["state"]
 
     assert [state(value) for value in ("pending", "success", "failure", "error", "skipped", "cancelled")] == states

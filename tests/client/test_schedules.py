@@ -195,10 +195,10 @@ def test_schedules_are_read_from_a_repositorys_entry(tmp_path):
     ([{"name": "x", "cron": "@reboot", "branch": "main"}], "schedules[0].cron: is not a cron expression"),
     ([{"name": "x", "cron": "0 3 * * *", "branch": "--upload-pack=x"}], "schedules[0].branch:"),
     ([{"name": "x", "cron": "0 3 * * *"}], "schedules[0].branch: is required"),
-    ([{"name": "x", "cron": "0 3 * * *", "branch": "a", "commit": "b"}], "schedules[0].commit: is not a schedule's"),
+    ([{"name": "x", "cron": "0 3 * * *", "branch": "a", "commit": "b"}], "schedules[0].commit: unknown setting"),
     ([{"name": "x", "cron": "@daily", "branch": "a"}, {"name": "x", "cron": "@hourly", "branch": "b"}],
-     "schedules: names must be unique"),
-    ("nightly", "schedules: must be a list"),
+     "schedules[1].name: 'x' is already the name of repositories[0].schedules[0]"),
+    ("nightly", "schedules: expected a list, got 'nightly'"),
 ])
 def test_a_bad_schedule_is_refused_with_its_place_and_reason(tmp_path, schedules, problem):
     with pytest.raises(ConfigError) as caught:

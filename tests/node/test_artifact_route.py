@@ -22,7 +22,7 @@ from builder.workspace.artifactstore import ArtifactStore
 from node.server import make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
-from shared.logrequest import signed_log_headers
+from shared.logrequest import NodeRequest, signed_log_headers
 from shared.transfergate import CHUNK_BYTES
 from tests.support.network import write_network
 
@@ -70,7 +70,7 @@ async def node(aiohttp_client, config):
 
 
 def headers(auth, path: str, *, client: str = CLIENT, for_node: int = NODE_ID, now_s: float | None = None) -> dict:
-    return signed_log_headers(auth.sign, client, path, for_node, time.time() if now_s is None else now_s)
+    return signed_log_headers(auth.sign, client, NodeRequest(path, for_node), time.time() if now_s is None else now_s)
 
 
 async def get(node, auth, path: str, **kwargs):

@@ -16,7 +16,7 @@ from node.buildlogs import LOG_SETTINGS, add_build_log_route
 from node.server import make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
-from shared.logrequest import signed_log_headers
+from shared.logrequest import NodeRequest, signed_log_headers
 from tests.support.network import write_network
 
 NODE_ID = 1
@@ -62,7 +62,7 @@ def write_log(config, timestamp: int, text: str, mode: str = "w"):
 
 
 def headers(auth, path: str, *, client: str = CLIENT, for_node: int = NODE_ID, now_s: float | None = None) -> dict:
-    return signed_log_headers(auth.sign, client, path, for_node, time.time() if now_s is None else now_s)
+    return signed_log_headers(auth.sign, client, NodeRequest(path, for_node), time.time() if now_s is None else now_s)
 
 
 async def get(node, auth, path: str, **kwargs):

@@ -99,7 +99,7 @@ def test_a_nodes_plain_tcp_is_refused_with_the_nodes_path(tmp_path):
     ("ssh://[::1]", "ssh:// takes a host name or an IPv4 address"),
     ("ssh://build-1/path", "is not a valid ssh:// address"),
     ("ssh://", "is not a valid ssh:// address"),
-    (2376, "must be a string, not int"),
+    (2376, "expected a Docker engine (unix://, tcp:// or ssh://), got 2376"),
 ])
 def test_a_bad_docker_host_is_refused_with_the_reason(tmp_path, host, reason):
     problems = problems_of(with_build_engine(tmp_path, docker_host=host))
@@ -117,13 +117,13 @@ def test_tls_belongs_to_tcp_only_and_needs_all_three_files(tmp_path):
     problems = problems_of(edit(write_network(tmp_path), engines))
 
     assert problems == [
-        "build.docker_tls: needs docker_host (a tcp:// engine) beside it",
         "nodes[0].docker_tls: is only for tcp:// engines: unix:// is guarded by the socket's file permissions, "
         "ssh:// by ssh's own keys",
         "nodes[1].docker_tls.cert_file: is required",
         "nodes[1].docker_tls.key_file: is required",
-        "nodes[1].docker_tls.cert: unknown setting",
-        "nodes[2].docker_tls: must be a mapping with ca_file, cert_file and key_file",
+        "nodes[1].docker_tls.cert: unknown setting; known here: ca_file, cert_file, key_file",
+        "nodes[2].docker_tls: expected a mapping, got 'certs/'",
+        "build.docker_tls: needs docker_host (a tcp:// engine) beside it",
     ]
 
 

@@ -63,8 +63,8 @@ def test_secret_and_key_files_are_read_within_their_bound_and_named_by_their_key
     (tmp_path / "status.token").write_bytes(b"\xff\xfe not UTF-8")
     with fifo_in_place_of(tmp_path / "client.token"), fifo_in_place_of(tmp_path / "client.pub"):
         assert problems_of(path) == [
-            f"clients[0].token_file: cannot read {tmp_path}/client.token: is a FIFO, not a regular file",
             f"clients[0].public_key_file: cannot read {tmp_path}/client.pub: is a FIFO, not a regular file",
+            f"clients[0].token_file: cannot read {tmp_path}/client.token: is a FIFO, not a regular file",
             f"repositories[0].secret_file: cannot read {tmp_path}/hook.secret: "
             "is larger than 64 KiB, the most this file may hold",
             f"repositories[0].status_token_file: {tmp_path}/status.token is not UTF-8 text",

@@ -86,16 +86,18 @@ def test_every_problem_is_named_by_its_key(tmp_path):
     problems = error.value.problems
     expected = [
         "repositories[0].notify[0]: has both webhook and email: make them two entries",
-        "repositories[0].notify[1].colour: is not a notification's setting",
+        "repositories[0].notify[1].colour: unknown setting; known here: webhook, secret, secret_file, email, on, "
+        "branches",
         "repositories[0].notify[1].webhook: is not a valid http(s) URL: 'ftp://hooks.example.org/ci'",
-        "repositories[0].notify[1].secret: must be at least 32 characters",
-        "repositories[0].notify[1].on: 'failed' is not a verdict; choose among success, failure",
-        "repositories[0].notify[1].branches: '-x'",
+        "repositories[0].notify[1].secret: is not a valid webhook secret: at least 32 characters",
+        "repositories[0].notify[1].on[0]: expected a verdict (success, failure, error, timeout, skipped, cancelled, "
+        "divergent, disputed, no_quorum), got 'failed'",
+        "repositories[0].notify[1].branches[0]: '-x': branch name starts with '-'",
         "repositories[0].notify[2].secret_file: is required for a webhook",
         "repositories[0].notify[3].secret: is only for a webhook",
-        "repositories[0].notify[3].email: is not a plain e-mail address",
-        "repositories[0].notify[4].on: must be a non-empty list",
-        "repositories[0].notify[5]: must be a mapping",
+        "repositories[0].notify[3].email[1]: is not a plain e-mail address",
+        "repositories[0].notify[4].on: must not be empty",
+        "repositories[0].notify[5]: expected a mapping, got 'team@example.org'",
         "clients[0].smtp.tls: unknown setting",
         "clients[0].smtp.password_file: user and password_file go together",
         "clients[0].smtp.starttls: must be true to log in to smtp.example.org",

@@ -67,13 +67,12 @@ def test_bad_names_events_and_keys_are_each_named(tmp_path):
         "LOGNAME, PATH, SHELL, SOURCE_DATE_EPOCH, TZ, LC_ALL, LANG)",
         "repositories[0].secrets[3].events: names pull_request, whose builds run code that anyone with a fork "
         "may write: the repository must also set secrets_for_forks: true",
-        "repositories[0].secrets[4].events: 'merge' is not an event (push, tag, pull_request, manual, cron)",
-        "repositories[0].secrets[5].value: is not a secret's setting (name, file, events)",
+        "repositories[0].secrets[4].events[0]: expected an event (push, tag, pull_request, manual, cron), got 'merge'",
+        "repositories[0].secrets[5].value: unknown setting; known here: name, file, events",
         "repositories[0].secrets[5].file: is required",
-        "repositories[0].secrets[5].events: must be a non-empty list of events "
-        "(push, tag, pull_request, manual, cron)",
-        "repositories[0].secrets[6]: must be a mapping of name, file and events",
-        "repositories[0].secrets: name TOKEN is used by more than one secret",
+        "repositories[0].secrets[5].events: must not be empty",
+        "repositories[0].secrets[6]: expected a mapping, got 'DEPLOY_TOKEN'",
+        "repositories[0].secrets[4].name: 'TOKEN' is already the name of repositories[0].secrets[3]",
     ])
 
 
@@ -108,6 +107,6 @@ def test_the_flag_and_the_list_must_have_their_types(tmp_path):
     path = with_secrets(tmp_path, {"DEPLOY_TOKEN": "keys/deploy"}, value=None, secrets_for_forks="yes")
 
     assert sorted(problems(path)) == [
-        "repositories[0].secrets: must be a list of at most 32 secrets (name, file, events)",
-        "repositories[0].secrets_for_forks: must be bool, not str",
+        "repositories[0].secrets: expected a list, got a mapping",
+        "repositories[0].secrets_for_forks: expected a boolean, got 'yes'",
     ]

@@ -1,7 +1,9 @@
 """Signed node requests (`shared.logrequest`): what a node remembers to serve each one once."""
 
 from shared.crypto import Ed25519Authenticator, generate_private_key
-from shared.logrequest import REPLAY_WINDOW_S, SeenNonces, check_log_request, signed_log_headers
+from shared.logrequest import (
+    REPLAY_WINDOW_S, NodeAccess, NodeRequest, SeenNonces, check_log_request, signed_log_headers,
+)
 
 
 def test_a_nonce_is_refused_while_its_time_is_in_the_window_and_forgotten_after():
@@ -34,12 +36,15 @@ def test_only_a_request_whose_signature_holds_is_remembered():
     impostor = Ed25519Authenticator(generate_private_key(), {}, {})
     seen = SeenNonces()
 
-    def check(headers, **kwargs):
-        return check_log_request(headers, "/logs/client/1", 0, auth.verify_client, {"client"}, 1_000.0, **kwargs)
+    asked = NodeRequest("/logs/client/1", 0)
 
-    assert check(signed_log_headers(impostor.sign, "client", "/logs/client/1", 0, 1_000.0), seen=seen) == "bad signature"
+    def check(headers, request=asked, seen=None):
+        return check_log_request(headers, request, NodeAccess(auth.verify_client, {"client"}, seen), 1_000.0)
+
+    assert check(signed_log_headers(impostor.sign, "client", asked, 1_000.0), seen=seen) == "bad signature"
     assert len(seen) == 0
-    good = signed_log_headers(auth.sign, "client", "/logs/client/1", 0, 1_000.0)
-    assert check(good, method="HEAD") == "bad signature"  # the method is signed too
+    good = signed_log_headers(auth.sign, "client", asked, 1_000.0)
+    assert check(good, NodeRequest("/logs/client/1", 0, "HEAD")) == "bad signature"  # the method is signed too
+    assert check(good, NodeRequest("/logs/client/1", 1)) == "bad signature"  # and the node
     assert check(good, seen=seen) is None
     assert "already used" in check(good, seen=seen)

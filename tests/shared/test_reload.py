@@ -51,7 +51,7 @@ FIXED = [
     (lambda data: data["nodes"][0].update(public_key=fresh_key()), ["nodes[0].public_key"]),
     (setting("nodes", 3, "docker_host", "unix:///run/other-docker.sock"), ["nodes[3].docker_host"]),
     (setting("build", "docker_host", "unix:///run/other-docker.sock"),
-     [f"nodes[{i}].docker_host" for i in range(4)]),
+     [f"nodes[{i}].docker_host" for i in range(4)] + ["build.docker_host"]),
     (add_node, ["nodes"]),
     (setting("f", 0), ["f"]),
     (setting("clients", 0, "port", 1), ["clients[0].port"]),

@@ -1,0 +1,136 @@
+"""Who takes part in a network: its nodes, its clients, the mail server a client sends
+notifications through, and the action runners a client takes reports from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from shared.config_engines import DockerEngineConfig
+from shared.config_files import PublicKeyFile, SecretFile
+from shared.config_values import (
+    CLIENT_TOKEN, EMAIL, HOST, HTTP_URL, PORT, PUBLIC_KEY, SECRET, USER_NAME, is_loopback_host, name_of,
+)
+from shared.schema import Bool, FilePath, Inline, Int, ListOf, Number, Section, section, setting
+
+# A client's action runners (clients[].runners): a few keys at once, e.g. the old and the new
+# one while a runner's key is replaced.
+MAX_RUNNERS = 8
+_KEY_DOC = "Ed25519, 64 hex digits; a file that does not exist yet is no key while keys are being generated"
+
+
+@section
+class NodeConfig:
+    """A node of the network: where it listens and the key its messages are signed with."""
+
+    id: int = setting(Int(minimum=0), doc="0..n-1, each once; the primary of view v is node v mod n")
+    host: str = setting(HOST, doc="where it listens and where peers and the client reach it")
+    port: int = setting(PORT, doc="its one port: peers, the client, status, metrics, logs")
+    public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
+    docker: DockerEngineConfig = setting(
+        Inline(DockerEngineConfig, "docker_"), default=DockerEngineConfig(),
+        doc="its own build engine (docker_host, docker_tls), in place of build's",
+    )
+    scheme: str = "http"  # "https" in a network with `tls:`
+
+    def url(self, path: str) -> str:
+        """`path` on this node (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+@section
+class RunnerKeyConfig:
+    """An action runner a client takes signed reports of actions after a verdict from (shared/actionreport.py)."""
+
+    # Each report is signed with the runner's own Ed25519 key, so the client's bearer token
+    # alone cannot write one.
+    name: str = setting(name_of("runner name"),
+                        doc="the runner's `name` in its own configuration; its key file is runner-<name>.key")
+    public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
+
+
+def _smtp_problems(smtp: SMTPConfig, given: frozenset) -> Iterator[tuple[str, str]]:
+    if ("user" in given) != ("password" in given):
+        yield ("user" if "password" in given else "password_file"), "user and password_file go together: a login " \
+                                                                    "needs both"
+    if smtp.user and not smtp.starttls and smtp.host and not is_loopback_host(smtp.host):
+        yield "starttls", f"must be true to log in to {smtp.host}: without it the password crosses the network in " \
+                          "the clear"
+    if smtp.ca_file is not None and not smtp.starttls:
+        yield "ca_file", "is only for starttls"
+
+
+@section(check=_smtp_problems)
+class SMTPConfig:
+    """The mail server a client sends the repositories' notification e-mails through (client/notifications.py)."""
+
+    host: str = setting(HOST, doc="the mail server's host name or IP address")
+    from_address: str = setting(EMAIL, key="from", doc="the sender's address (e.g. pbft-ci@example.org)")
+    port: int = setting(PORT, default=25, doc="587 is the usual submission port, with starttls")
+    starttls: bool = setting(Bool(), default=False, doc="upgrade with STARTTLS first and check the server's "
+                                                        "certificate (against ca_file, else the system's CAs)")
+    ca_file: Path | None = setting(FilePath(), default=None,
+                                   doc="the CA a private mail server's certificate chains to; only with starttls")
+    user: str = setting(USER_NAME, default="", doc="log in as this user; needs starttls unless host is a loopback "
+                                                   "address")
+    password: str = setting(SECRET, default="", file=SecretFile(), doc="the user's password, better kept in "
+                                                                       "password_file")
+    timeout_s: float = setting(Number(above=0), default=30.0,
+                               doc="the longest one connection, or one command on it, may take")
+
+
+def _client_problems(client: ClientConfig, given: frozenset) -> Iterator[tuple[str, str]]:
+    # Only processes on the client's own machine can reach a loopback address.
+    if client.plain_without_token and client.host and not is_loopback_host(client.host):
+        yield "plain_without_token", (f"only allowed when host is a loopback address (127.0.0.0/8, ::1, localhost), "
+                                      f"not {client.host}; set token_file instead")
+
+
+@section(check=_client_problems)
+class ClientConfig:
+    """A client: it takes webhooks, signs requests to the nodes and collects their replies."""
+
+    name: str = setting(name_of("client name"), doc="signs its requests under this name")
+    host: str = setting(HOST, doc="where it listens for webhooks and serves the dashboard")
+    port: int = setting(PORT, doc="its one port (8080 in the example)")
+    public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
+    max_body_bytes: int = setting(Int(minimum=1), default=1_048_576,
+                                  doc="webhook bodies above this are refused with 413")
+    public_url: str = setting(HTTP_URL, default="",
+                              doc="base of the links handed to forges and notifications; default http://host:port")
+    token: str = setting(CLIENT_TOKEN, default="", file=SecretFile(),
+                         doc="plain webhook calls and the build records need `Authorization: Bearer <token>`")
+    plain_without_token: bool = setting(Bool(), default=False,
+                                        doc="take plain calls without a token: only on a loopback host")
+    public_badges: bool = setting(Bool(), default=False,
+                                  doc="serve the status badges without the token, for READMEs")
+    body_timeout_s: float = setting(Number(above=0), default=10.0,
+                                    doc="a body not received in full by then is answered 408")
+    # Live log follows and artifact downloads at once, in all and per caller (client.transfers):
+    # beyond them 503 and 429. A dashboard build page follows one log per node.
+    max_follows: int = setting(Int(minimum=1), default=256, doc="live log follows at once, beyond which 503")
+    max_follows_per_caller: int = setting(Int(minimum=1), default=64,
+                                          doc="live log follows one caller (address) has at once, beyond which 429")
+    max_downloads: int = setting(Int(minimum=1), default=16,
+                                 doc="artifact downloads at once, each spooling up to build.artifacts_mb")
+    max_downloads_per_caller: int = setting(Int(minimum=1), default=4,
+                                            doc="artifact downloads one caller (address) has at once")
+    smtp: SMTPConfig | None = setting(Section(SMTPConfig), default=None,
+                                      doc="the mail server notification e-mails go through")
+    runners: tuple[RunnerKeyConfig, ...] = setting(
+        ListOf(Section(RunnerKeyConfig), max_items=MAX_RUNNERS, unique="name"), default=(),
+        doc="the action runners whose signed reports the client records; none: it refuses every report",
+    )
+
+    def runner(self, name: str) -> RunnerKeyConfig | None:
+        return next((runner for runner in self.runners if runner.name == name), None)
+
+    @property
+    def base_url(self) -> str:
+        """What links handed to forges start with (status target URLs, a delivery's status URL):
+        `public_url`, else the configured address, never a request's Host header, which a
+        caller makes up. Behind a proxy, or listening on 0.0.0.0, set `public_url`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url.rstrip("/") or f"http://{host}:{self.port}"
+

@@ -1,0 +1,148 @@
+"""What a schema tells others, made from the same declarations the reading uses: a JSON
+Schema (draft 2020-12), which editors complete and check a document with, and the Markdown
+tables of a reference page (key, kind, default, description), one per section.
+
+The JSON Schema says what the kinds and sections say of a value's shape; rules that only
+Python code states (a `Text` kind's check, a section's check) stay the reading's, so a
+document the schema accepts may still be refused, never the other way round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterator
+
+from shared.schema.kinds import Kind, ListOf, MapOf
+from shared.schema.reading import join
+from shared.schema.sections import Declared, Inline, Section, schema_of
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema(root: type, *, title: str, schema_id: str = "") -> dict:
+    """The JSON Schema of a document whose top level is the section `root`."""
+    defs: dict[str, dict] = {}
+    body = section_json(root, defs)
+    head = {"$schema": DIALECT, **({"$id": schema_id} if schema_id else {}), "title": title}
+    return {**head, **body, **({"$defs": defs} if defs else {})}
+
+
+def section_json(cls: type, defs: dict) -> dict:
+    """The object schema of one section (its nested sections go to `defs`)."""
+    properties: dict[str, dict] = {}
+    required: list[str] = []
+    rules: list[dict] = []
+    for key, declared in _settings(cls):
+        value = declared.kind.json(defs)
+        described = {"description": declared.setting.doc}
+        if declared.required and declared.file_key is None:
+            properties[key] = {**value, **described}
+            required.append(key)
+        else:
+            # The reading takes null for "left out": a default, or the value in the file.
+            default = {} if declared.required or declared.setting.shown_default else _json_default(declared.default)
+            properties[key] = {"anyOf": [value, {"type": "null"}], **described, **default}
+        if declared.file_key is not None:
+            file_key = key.removesuffix(declared.key) + declared.file_key
+            properties[file_key] = {"anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}],
+                                    "description": f"a file that holds {key}, in its place"}
+            rules.append({"not": {"required": [key, file_key]}})
+            if declared.required:
+                # One of the two set, and not to null (which reads as left out).
+                rules.append({"anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                                        for name in (key, file_key)]})
+    schema = {"type": "object", "description": schema_of(cls).doc, "properties": properties,
+              "additionalProperties": False}
+    return {**schema, **({"required": required} if required else {}), **({"allOf": rules} if rules else {})}
+
+
+def _json_default(default: Any) -> dict:
+    if dataclasses.is_dataclass(default):
+        return {}  # a section's defaults are its own settings'
+    if isinstance(default, tuple):
+        return {"default": [str(item) if isinstance(item, Path) else item for item in default]}
+    return {"default": str(default) if isinstance(default, Path) else default}
+
+
+def _settings(cls: type, prefix: str = "") -> Iterator[tuple[str, Declared]]:
+    """A section's settings with their keys, an inline section's in its place."""
+    for declared in schema_of(cls).settings:
+        if isinstance(declared.kind, Inline):
+            yield from _settings(declared.kind.cls, prefix + declared.kind.prefix)
+        else:
+            yield prefix + declared.key, declared
+
+
+def markdown_reference(root: type, *, title: str) -> list[str]:
+    """The reference's lines: for each section, from `root` (headed `title`) down in the
+    document's order, a heading (its path, `repositories[].notify[]`), its description and the
+    table of its settings. A section that appears in two places is described at the first."""
+    paths: dict[type, str] = {}
+    _walk(root, "", paths)
+
+    def link(cls: type) -> str:
+        heading = paths[cls] or title
+        return f"[{heading}](#{anchor(heading)})"
+
+    lines = []
+    for cls, path in paths.items():
+        lines += [f"## {path or title}", "", schema_of(cls).doc, "", "| key | kind | default | description |",
+                  "| --- | --- | --- | --- |"]
+        for key, declared in _settings(cls):
+            shown_key = f"`{key}`" + (f" (or `{key.removesuffix(declared.key)}{declared.file_key}`)"
+                                      if declared.file_key else "")
+            cells = [shown_key, declared.kind.text(link), _default_text(declared), declared.setting.doc]
+            lines.append("| " + " | ".join(map(_cell, cells)) + " |")
+        lines.append("")
+    return lines
+
+
+def _cell(text: str) -> str:
+    """Text as one table cell: a `|` would end the cell, and a `<name>` outside a code span
+    would be taken for HTML and vanish."""
+    parts = text.replace("|", "\\|").split("`")
+    return "`".join(part if index % 2 else part.replace("<", "&lt;") for index, part in enumerate(parts))
+
+
+def anchor(heading: str) -> str:
+    """The id Python-Markdown's toc (which MkDocs uses) gives a heading."""
+    text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _walk(cls: type, path: str, paths: dict[type, str]) -> None:
+    if cls in paths:
+        return
+    paths[cls] = path
+    for key, declared in _settings(cls):
+        for inner, suffix in _nested(declared.kind):
+            _walk(inner, join(path, key) + suffix, paths)
+
+
+def _nested(kind: Kind) -> list[tuple[type, str]]:
+    """The sections a kind holds, each with what follows its key in their path."""
+    if isinstance(kind, Section):
+        return [(kind.cls, "")]
+    if isinstance(kind, ListOf):
+        return [(cls, "[]" + suffix) for cls, suffix in _nested(kind.item)]
+    if isinstance(kind, MapOf):
+        return [(cls, ".*" + suffix) for cls, suffix in _nested(kind.value)]
+    return []
+
+
+def _default_text(declared: Declared) -> str:
+    if declared.required:
+        return "required"
+    if declared.setting.shown_default:
+        return declared.setting.shown_default
+    default = declared.default
+    if dataclasses.is_dataclass(default):
+        return "its section's"
+    if default in (None, "", ()):
+        return "none"
+    return f"`{json.dumps(_json_default(default)['default'])}`"

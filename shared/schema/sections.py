@@ -1,0 +1,173 @@
+"""Sections: a mapping of settings declared once, as a frozen dataclass.
+
+Each field that a document sets is declared with `setting(kind, doc=...)`, the way
+pbft/wire.py declares a message's fields with `wire(kind)`; the dataclass default is the
+setting's default, and a field without one is required. A field declared without `setting`
+is not read from the document: the program derives it (a node's URL scheme from `tls:`).
+
+    @section
+    class ScheduleConfig:
+        \"\"\"A build the client submits on a clock.\"\"\"
+
+        name: str = setting(NAME, doc="names the schedule in the client's log")
+        cron: str = setting(CRON, doc="when, in UTC")
+
+`@section(check=...)` adds rules across a section's fields: a function of the section read
+and of the names of the fields the document gave (whether or not their values held), which
+yields (key, reason) for each problem; a key is a field's name (said as the key the document
+used for it), another key of the section, or "" for the section itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from shared.schema.kinds import Kind
+
+if TYPE_CHECKING:
+    from shared.schema.reading import Reading
+
+Check = Callable[[Any, frozenset], Iterable[tuple[str, str]]]
+
+
+class FileSource(Protocol):
+    """Where a setting's value may be kept instead of the document: a file named by
+    `<key>_file`. `read` returns the file's text, None to leave the setting at its default
+    unread, or raises Invalid."""
+
+    def read(self, path: Path, reading: Reading) -> str | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How a section's field is set in the document."""
+
+    kind: Kind
+    doc: str  # one line, for the reference's table and the JSON Schema's description
+    key: str = ""  # the document's key when it is not the field's name ("from": a Python keyword)
+    file: FileSource | None = None  # the value may be kept in the file `<key>_file` names instead
+    shown_default: str = ""  # the default in words, where the loader works it out
+
+
+def setting(kind: Kind, *, doc: str, default: Any = dataclasses.MISSING, key: str = "",
+            file: FileSource | None = None, shown_default: str = "") -> Any:
+    """A dataclass field that the document sets as `kind`; without `default` it is required.
+    A secret's field is left out of the dataclass's repr, so a printed section does not leak it."""
+    assert doc and "\n" not in doc, "every setting has a one-line description"
+    return dataclasses.field(default=default, repr=not getattr(kind, "secret", False),
+                             metadata={"setting": Setting(kind, doc, key, file, shown_default)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """A setting as reading it needs it: its field, its key, its default."""
+
+    name: str
+    key: str
+    setting: Setting
+    default: Any  # dataclasses.MISSING: required
+
+    @property
+    def kind(self) -> Kind:
+        return self.setting.kind
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    @property
+    def file_key(self) -> str | None:
+        return None if self.setting.file is None else f"{self.key}_file"
+
+
+@dataclasses.dataclass(frozen=True)
+class SectionSchema:
+    """What reading a section and describing it need, made once when the class is declared."""
+
+    doc: str  # the first line of the class's docstring
+    settings: tuple[Declared, ...]
+    check: Check | None
+    keys: tuple[str, ...]  # every key, in declaration order (an inline section's in its place)
+
+
+def _keys(settings: tuple[Declared, ...]) -> tuple[str, ...]:
+    found: list[str] = []
+    for declared in settings:
+        if isinstance(declared.kind, Inline):
+            found += [declared.kind.prefix + key for key in schema_of(declared.kind.cls).keys]
+        else:
+            found += [declared.key] + ([declared.file_key] if declared.file_key else [])
+    return tuple(found)
+
+
+_SCHEMAS: dict[type, SectionSchema] = {}
+
+
+def section(cls: type | None = None, *, check: Check | None = None) -> Any:
+    """Make a class a section: a frozen dataclass read from a mapping by its settings."""
+
+    def declare(cls: type) -> type:
+        doc = (cls.__doc__ or "").strip()
+        assert doc, f"section {cls.__name__} says what it is in a docstring"
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        settings = tuple(
+            Declared(field.name, field.metadata["setting"].key or field.name, field.metadata["setting"],
+                     field.default)
+            for field in dataclasses.fields(cls) if "setting" in field.metadata
+        )
+        _SCHEMAS[cls] = SectionSchema(doc.splitlines()[0], settings, check, _keys(settings))
+        return cls
+
+    return declare if cls is None else declare(cls)
+
+
+def schema_of(cls: type) -> SectionSchema:
+    return _SCHEMAS[cls]
+
+
+class Section(Kind):
+    """A nested section: a mapping read into `cls`."""
+
+    noun = "a mapping"
+
+    def __init__(self, cls: type) -> None:
+        assert cls in _SCHEMAS, f"{cls.__name__} is not a @section"
+        self.cls = cls
+
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
+        if not isinstance(value, dict):
+            raise self.expected(value)
+        return reading.section(self.cls, value, at)
+
+    def json(self, defs: dict) -> dict:
+        from shared.schema.outputs import section_json
+
+        if self.cls.__name__ not in defs:
+            defs[self.cls.__name__] = {}  # taken before it is made: a section may hold itself
+            defs[self.cls.__name__] = section_json(self.cls, defs)
+        return {"$ref": f"#/$defs/{self.cls.__name__}"}
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return f"mapping: {link(self.cls)}"
+
+
+class Inline(Kind):
+    """A section whose keys stand in the enclosing mapping itself, each after `prefix`
+    (a node's `docker_host` and `docker_tls` make its engine). Set when any of them is."""
+
+    def __init__(self, cls: type, prefix: str) -> None:
+        assert cls in _SCHEMAS, f"{cls.__name__} is not a @section"
+        # Set when any of its keys is: a required one would be required of every enclosing mapping.
+        assert not any(declared.required for declared in _SCHEMAS[cls].settings), "its keys are all optional"
+        self.cls, self.prefix = cls, prefix
+
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
+        raise AssertionError("an inline section is read with the mapping that holds it")
+
+    def json(self, defs: dict) -> dict:
+        raise AssertionError("an inline section's keys are the enclosing section's")
+
+    def text(self, link: Callable[[type], str]) -> str:
+        raise AssertionError("an inline section's keys are the enclosing section's")

@@ -133,9 +133,9 @@ class BuildRun:
                 return self._skipped(commit, planned), None
             if isinstance(planned, Expanded):
                 return self._matrix(commit, planned.combinations), None
+            network = self.node.engine.network_name() if self.order.settings.networked else None
             environment.update(planned.spec.environment)
             secrets = self._secrets(fetched)
-            network = self.node.engine.network_name() if self.order.settings.networked else None
             self.output.settings(spec_settings(planned, self.node.limits, network, environment, secrets))
             if planned.is_pipeline:
                 return self._pipeline(planned, fetched, environment, secrets, network)

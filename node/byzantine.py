@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
+from builder import BuildResult
 from shared.config import is_client_name
 from shared.crypto import PrivateKey, generate_private_key, sign_bytes
 from pbft.encoding import canonical
-from pbft.build import Result
 from pbft.messages import (
     Commit, Message, MessageError, PrePrepare, Relay, Request, batch_digest, decode, encode, signed,
 )
@@ -57,7 +57,7 @@ class Behaviour:
         (from a peer, or a client's); the driver drops and counts what is kept from it."""
         return True
 
-    def tamper(self, result: Result) -> Result:
+    def tamper(self, result: BuildResult) -> BuildResult:
         return result
 
     def __str__(self) -> str:
@@ -95,7 +95,7 @@ class Lie(Behaviour):
 
     name = "lie"
 
-    def tamper(self, result: Result) -> Result:
+    def tamper(self, result: BuildResult) -> BuildResult:
         if result.status == "success":
             lied = replace(result, status="failure", exit_code=1, artifacts=None)
         elif result.status == "failure":
@@ -122,11 +122,12 @@ class CancelAlone(Behaviour):
 
     name = "cancel"
 
-    def tamper(self, result: Result) -> Result:
+    def tamper(self, result: BuildResult) -> BuildResult:
         if result.status == "cancelled" or (result.commit is None and result.exit_code == 0):
             return result  # already cancelled, or a cancel's own answer
         logger.warning("byzantine cancel: reporting cancelled instead of %s", result.agreed())
-        return Result("cancelled", None, None, "cancelled by the client's request")
+        # The executor's result, as every result the driver takes: its log stays this node's.
+        return BuildResult("cancelled", None, None, "cancelled by the client's request", log_path=result.log_path)
 
 
 class Silent(Behaviour):

@@ -273,6 +273,24 @@ def test_every_mode_parses_and_builds(words, expected):
     assert str(behaviour) == " ".join(words)
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("result", [
+    BuildResult("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64,
+                artifact_files=(("dist/app.whl", "sha256:" + "2" * 64),), log_path="/log/build.log"),
+    BuildResult("failure", 2, "b" * 40, log_path="/log/build.log"),
+])
+def test_a_tampered_result_is_still_the_executors_with_what_stays_on_the_node(mode, result):
+    # The driver hands the replica the files behind a result (BuildResult.artifact_digests) and
+    # keeps its log's path: a behaviour that made a bare Result of it would end the node's build.
+    argument = {"crash-after": 50, "delay": 200}.get(mode)
+    if mode == "censor":
+        argument = "client"
+    behaviour = make_behaviour(mode, argument, private_key=generate_private_key(), node_id=0, n=4)
+    tampered = behaviour.tamper(result)
+    assert isinstance(tampered, BuildResult)
+    assert tampered.log_path == result.log_path
+
+
 @pytest.mark.parametrize("words, complaint", [
     (["nope"], "unknown mode 'nope'"),
     (["delay"], "delay needs one positive integer argument"),

@@ -26,8 +26,9 @@ import aiohttp
 
 from client.app import client_authenticator
 from client.links import NodeLinks
+from client.outcome import Accepted, Verdict
 from client.records import BuildRecords, records_path
-from client.service import ClientService, Verdict
+from client.service import ClientService
 from shared.config import NetworkConfig, load_config
 from pbft.build import Operation
 from tests.support.network import parse_metrics, write_network
@@ -192,7 +193,7 @@ async def submit_accepted(service: ClientService) -> tuple[float, Verdict]:
     started_s = time.perf_counter()
     verdict = await service.submit(OPERATION)
     elapsed_s = time.perf_counter() - started_s
-    if not verdict.accepted:
+    if not isinstance(verdict.outcome, Accepted):
         raise RuntimeError(f"request {verdict.build_id} was not accepted: replies from "
                            f"{[reply.sender for reply in verdict.replies]}")
     return elapsed_s, verdict

@@ -42,7 +42,7 @@ async def sequential_latencies_ms(service, count: int, quorum_ms: list[float] | 
         elapsed_s, verdict = await submit_accepted(service)
         latencies.append(elapsed_s * 1000)
         if quorum_ms is not None:
-            quorum_ms.append(verdict.quorum_ms)
+            quorum_ms.append(verdict.outcome.quorum_ms)
     return latencies
 
 

@@ -45,16 +45,17 @@ from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx
 from client.notifier import NotifySettings
 from client.nodeviews import build_view, network_view
-from client.records import VERDICTS, BuildRecords, disputed_result, records_path
+from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_result
+from client.records import VERDICTS, BuildRecords, records_path
 from client.schedules import ScheduleRunner, Schedules
-from client.service import ClientService, Verdict
+from client.service import ClientService
 from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
 from shared.boundedread import read_bounded
 from shared.config import NetworkConfig, load_config
 from shared.reload import LiveConfig, reload_on_sighup
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from pbft.build import combination_label
+from pbft.build import Result, combination_label
 from pbft.encoding import canonical
 from pbft.messages import MessageError, encode
 from pbft.wire import NAME
@@ -283,26 +284,26 @@ async def webhook(request: web.Request) -> web.Response:
     operation = parse_webhook(body, request.headers.get("Content-Type", ""),
                               [repository.name for repository in config.repositories])
     verdict = await request.app[SERVICE_KEY].submit(operation)
-    if verdict.accepted or verdict.divergent or verdict.disputed:
-        answer = {**_verdict_json(verdict, config.f),
-                  "logs": build_log_links(request.app, verdict.build_id)}
-        if verdict.matrix:
-            # Answered once the expansion is certified, not when its builds end: up to
-            # MAX_COMBINATIONS builds may take far longer than a caller waits on one call.
-            base_url = settings.status_base_url
-            answer["matrix"] = [
-                {"build_id": build_id, "combination": combination_label(combination),
-                 "status_url": f"{base_url}/builds/{build_id}"}
-                for build_id, combination in verdict.matrix
-            ]
-        return web.json_response(answer)
-    if verdict.abandoned:
-        error, status = "client shutting down: the build is followed again when the client restarts", 503
-    elif verdict.progress is not None:
-        limit_s = request.app[SERVICE_KEY].queue_limit_s
-        error, status = f"still {verdict.progress} at f+1 nodes after client_queue_limit_s ({limit_s:g} s)", 504
-    else:
-        error, status = "no quorum before the deadline", 504
+    match verdict.outcome:
+        case Accepted() | Divergent() | Disputed():
+            answer = {**_verdict_json(verdict, config.f), "logs": build_log_links(request.app, verdict.build_id)}
+            if isinstance(verdict.outcome, Accepted) and verdict.outcome.matrix:
+                # Answered once the expansion is certified, not when its builds end: up to
+                # MAX_COMBINATIONS builds may take far longer than a caller waits on one call.
+                base_url = settings.status_base_url
+                answer["matrix"] = [
+                    {"build_id": build_id, "combination": combination_label(combination),
+                     "status_url": f"{base_url}/builds/{build_id}"}
+                    for build_id, combination in verdict.outcome.matrix
+                ]
+            return web.json_response(answer)
+        case Abandoned():
+            error, status = "client shutting down: the build is followed again when the client restarts", 503
+        case TimedOut(progress=progress) if progress is not None:
+            limit_s = request.app[SERVICE_KEY].queue_limit_s
+            error, status = f"still {progress} at f+1 nodes after client_queue_limit_s ({limit_s:g} s)", 504
+        case TimedOut():
+            error, status = "no quorum before the deadline", 504
     return web.json_response(
         {"error": error, "build_id": verdict.build_id, "replies": [encode(reply) for reply in verdict.replies]},
         status=status,
@@ -337,29 +338,40 @@ async def _read_capped(request: web.Request, max_bytes: int, timeout_s: float) -
 
 
 def _verdict_json(verdict: Verdict, f: int) -> dict:
-    if verdict.disputed:
-        # As the record has it: each node's result, and which said what in one line.
-        return {**disputed_result(verdict.split, f), "agreed_by": [], "build_id": verdict.build_id,
-                "elapsed_ms": verdict.elapsed_ms}
-    result = verdict.result
+    """The answer to a plain call for an accepted, divergent or disputed verdict."""
+    match verdict.outcome:
+        case Disputed(split=split):
+            # As the record has it: each node's result, and which said what in one line.
+            return {**disputed_result(split, f), "agreed_by": [], "build_id": verdict.build_id,
+                    "elapsed_ms": verdict.elapsed_ms}
+        case Divergent(result=result, artifacts_by_node=by_node):
+            answer = _result_json(verdict, "divergent", result, [])
+            answer["artifacts_by_node"] = {str(node): digest for node, digest in by_node.items()}
+            return answer
+        case Accepted(result=result, agreed_by=agreed_by, cancelled_by=cancelled_by):
+            answer = _result_json(verdict, result.status, result, agreed_by, cancelled_by)
+            if result.artifacts is not None:
+                answer["artifacts"] = result.artifacts
+            return answer
+    raise AssertionError(f"no verdict to answer: {verdict.outcome}")
+
+
+def _result_json(verdict: Verdict, status: str, result: Result, agreed_by: list[int],
+                 cancelled_by: str | None = None) -> dict:
     answer = {
-        "status": "divergent" if verdict.divergent else result.status,
+        "status": status,
         "exit_code": result.exit_code,
         "commit": result.commit,
-        "agreed_by": verdict.agreed_by,
+        "agreed_by": agreed_by,
         "build_id": verdict.build_id,
         "elapsed_ms": verdict.elapsed_ms,
     }
     if result.status in ("error", "skipped", "cancelled", "matrix"):
         answer["reason"] = result.reason
-    if verdict.cancelled_by is not None:
-        answer["cancelled_by"] = verdict.cancelled_by
+    if cancelled_by is not None:
+        answer["cancelled_by"] = cancelled_by
     elif result.failure_reason() is not None:
         answer["reason"] = result.failure_reason()
-    if verdict.divergent:
-        answer["artifacts_by_node"] = {str(node): digest for node, digest in verdict.artifacts_by_node.items()}
-    elif result.artifacts is not None:
-        answer["artifacts"] = result.artifacts
     return answer
 
 

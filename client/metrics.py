@@ -13,7 +13,7 @@ from typing import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from client.service import Verdict
+from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict
 from pbft.build import Operation
 
 VERDICT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -71,12 +71,17 @@ class ClientMetrics:
         self.resumed_builds.inc(len(build_ids))
 
     def finished(self, operation: Operation, verdict: Verdict) -> None:
-        if verdict.accepted and verdict.result is not None:
-            status = verdict.result.status
-        elif verdict.divergent or verdict.disputed:
-            status = "divergent" if verdict.divergent else "disputed"
-        else:
-            status = "abandoned" if verdict.abandoned else "no_quorum"
+        match verdict.outcome:
+            case Accepted(result=result):
+                status = result.status
+            case Divergent():
+                status = "divergent"
+            case Disputed():
+                status = "disputed"
+            case TimedOut():
+                status = "no_quorum"
+            case Abandoned():
+                status = "abandoned"
         self.verdicts.labels(status).inc()
         self.verdict_seconds.observe(verdict.elapsed_ms / 1000)
 

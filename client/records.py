@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from client.outcome import disputed_result
 from pbft.build import MAX_COMBINATIONS, Operation, Result, combination_label, pull_request_number
 from pbft.wire import MessageError, decode_struct
 from pbft.messages import Reply, Request, encode
@@ -645,40 +645,6 @@ def _dissented(row: sqlite3.Row) -> list[dict[str, Any]]:
     except MessageError:
         return []  # a record of an older client's result form: its replies are shown as they are
     return dissented
-
-
-def disputed_result(split: dict[int, Result], f: int) -> dict[str, Any]:
-    """A disputed build's result: the status `disputed`, each node's result under `split`,
-    which said what in one line (`reason`), and the commit f+1 of them name, if any."""
-    commits = Counter(result.commit for result in split.values() if result.commit is not None)
-    commit, count = commits.most_common(1)[0] if commits else (None, 0)
-    return {
-        "status": "disputed",
-        "exit_code": None,
-        "commit": commit if count >= f + 1 else None,
-        "reason": disputed_reason(split),
-        "split": {str(node): _said(result) for node, result in split.items()},
-    }
-
-
-def _said(result: Result) -> dict[str, Any]:
-    """What one node said of a disputed build."""
-    said = {"status": result.status, "exit_code": result.exit_code, "commit": result.commit}
-    return {**said, "reason": result.reason} if result.reason else said
-
-
-def disputed_reason(split: dict[int, Result]) -> str:
-    """One line: which nodes said what, e.g. "nodes 0, 1: success (exit 0); nodes 2, 3: failure (exit 1)"."""
-    groups: dict[tuple, list[int]] = {}
-    for node, result in split.items():
-        groups.setdefault((result.status, result.exit_code), []).append(node)
-    parts = []
-    for (status, exit_code), nodes in groups.items():
-        said = status if exit_code is None else f"{status} (exit {exit_code})"
-        parts.append(f"node{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}: {said}")
-    if len(groups) == 1:
-        parts.append("but not on the commit, spec, steps or images they ran (see split)")
-    return "; ".join(parts)
 
 
 def _summary(row: sqlite3.Row) -> dict[str, Any]:

@@ -30,11 +30,12 @@ from typing import Awaitable, Callable, Protocol
 from pbft.replies import ReplyCollector, vouched_view
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
+from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict
 from client.records import BuildRecords, replies_until
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
 from client.heads import BranchHeads
-from pbft.build import COMMIT_SHA, Operation, Result, combination_label
+from pbft.build import COMMIT_SHA, Operation, combination_label
 from pbft.cancels import cancelled_result
 from pbft.handshake import Hello
 from pbft.messages import BuildState, CurrentView, MessageError, Reply, Request, decode, encode, signed
@@ -85,38 +86,6 @@ class BuildObserver(Protocol):
     def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
         """A restarted client follows `build_ids` again; `matrices`: the records of the matrix
         builds whose combinations are among them."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How one request ended: accepted with a result, divergent, or out of time.
-
-    A divergent build (pbft.replies) has no agreed result: `result` is
-    what its nodes agree on apart from the artifacts, and `artifacts_by_node`
-    each replying node's own manifest digest.
-    """
-
-    build_id: str
-    accepted: bool
-    result: Result | None
-    agreed_by: list[int]
-    replies: list[Reply]
-    elapsed_ms: int
-    abandoned: bool = False  # the client shut down before a quorum or the deadline
-    # Without a verdict: where f+1 nodes said the build was when the client stopped waiting
-    # (queued or running: it ran out of client_queue_limit_s, not of client_deadline_s).
-    progress: str | None = None
-    divergent: bool = False
-    artifacts_by_node: dict[int, str | None] = field(default_factory=dict)
-    # Disputed (pbft.replies): no result can reach 2f+1 replies; `split` holds each node's.
-    disputed: bool = False
-    split: dict[int, Result] = field(default_factory=dict)
-    # When f+1 replies first agreed (the verdict before the client waited for it to settle).
-    quorum_ms: float | None = None
-    # An accepted `matrix` verdict: the build started for each of its combinations, by id.
-    matrix: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
-    # A build the order cancelled (pbft.cancels): the id of the cancel whose verdict decided it.
-    cancelled_by: str | None = None
 
 
 @dataclass
@@ -346,7 +315,8 @@ class ClientService:
         the verdict's commit pinned and the combination named, each ordered, built and certified
         on its own, its record naming this one. The client reads no spec: f+1 nodes vouch for
         the combinations, and each node builds only one its spec at the commit declares."""
-        result = verdict.result
+        accepted = verdict.outcome
+        result = accepted.result
         if operation.combination is not None or result.commit is None:
             # No honest node answers so: a combination is built, never expanded again.
             log.warning("build %d: a matrix verdict for %s; nothing started", timestamp,
@@ -361,7 +331,7 @@ class ClientService:
             started.append((str(build_id), combination))
         log.info("build %d: matrix of %d builds started: %s", timestamp, len(started),
                  " ".join(f"{build_id}={combination_label(combination)}" for build_id, combination in started))
-        return dataclasses.replace(verdict, matrix=tuple(started))
+        return dataclasses.replace(verdict, outcome=dataclasses.replace(accepted, matrix=tuple(started)))
 
     def submit_in_background(self, operation: Operation) -> int:
         """Sign, record and start a request, and return its build id at once.
@@ -435,7 +405,7 @@ class ClientService:
                 timestamp, operation, outstanding.collector, started_s - (waited_s or 0.0),
                 outstanding.progress(self._config.f + 1), quorum_ms,
             )
-        if verdict.accepted and verdict.result.status == "matrix" and not self._closing:
+        if _status(verdict) == "matrix" and not self._closing:
             verdict = self._expand(timestamp, operation, verdict)
         if operation.cancels is not None:
             self._cancel_decided(operation.cancels, verdict)
@@ -474,7 +444,7 @@ class ClientService:
         order made `target` cancelled on every node (pbft.cancels): its record says so, even
         if its own verdict came first, as the nodes' ledgers do."""
         waiting = self._cancels.pop(target, None)
-        if verdict.accepted and verdict.result.status == "success":
+        if _status(verdict) == "success":
             outstanding = self._outstanding.get(target)
             if outstanding is not None:
                 outstanding.cancelled_by = verdict
@@ -497,8 +467,7 @@ class ClientService:
                     target, cancel.build_id, record["state"])
         operation = decode_struct(Operation, record["request"]["operation"])
         self._notify("finished", operation, Verdict(
-            build_id=str(target), accepted=True, result=result, agreed_by=agreed_by, replies=[],
-            elapsed_ms=record["elapsed_ms"] or 0, cancelled_by=cancel.build_id,
+            str(target), Accepted(result, agreed_by, cancelled_by=cancel.build_id), [], record["elapsed_ms"] or 0,
         ))
 
     def _cancelled_certificate(self, said_cancelled: list[int]) -> list[int]:
@@ -516,8 +485,7 @@ class ClientService:
         self._records.accept(timestamp, result, agreed_by, elapsed_ms, replies)
         log.info("accepted build %d: %s status=cancelled by build %s, agreed_by=%s elapsed_ms=%d",
                  timestamp, operation.branch, cancel.build_id, agreed_by, elapsed_ms)
-        return Verdict(build_id=str(timestamp), accepted=True, result=result, agreed_by=agreed_by,
-                       replies=replies, elapsed_ms=elapsed_ms, cancelled_by=cancel.build_id)
+        return Verdict(str(timestamp), Accepted(result, agreed_by, cancelled_by=cancel.build_id), replies, elapsed_ms)
 
     async def _records_durable(self) -> None:
         """Wait until every record written so far is committed.
@@ -642,11 +610,7 @@ class ClientService:
                 timestamp, operation.branch, outcome.status, outcome.commit,
                 " ".join(f"node{node}={digest}" for node, digest in by_node.items()), elapsed_ms,
             )
-            verdict = Verdict(
-                build_id=str(timestamp), accepted=False, result=outcome, agreed_by=[], replies=replies,
-                elapsed_ms=elapsed_ms, divergent=True, artifacts_by_node=by_node,
-            )
-            return verdict
+            return Verdict(str(timestamp), Divergent(outcome, by_node), replies, elapsed_ms)
         if collector.disputed:
             split = collector.split
             self._records.dispute(timestamp, split, self._config.f, elapsed_ms, replies)
@@ -656,10 +620,10 @@ class ClientService:
                 " ".join(f"node{node}={result.status}/{result.exit_code}" for node, result in split.items()),
                 elapsed_ms,
             )
-            return Verdict(build_id=str(timestamp), accepted=False, result=None, agreed_by=[], replies=replies,
-                           elapsed_ms=elapsed_ms, disputed=True, split=split, quorum_ms=quorum_ms)
+            return Verdict(str(timestamp), Disputed(split, quorum_ms), replies, elapsed_ms)
         if collector.accepted:
             result = collector.result
+            outcome = Accepted(result, collector.agreed_by, quorum_ms)
             self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
             log.info(
                 "accepted build %d: %s status=%s exit_code=%s commit=%s view=%d agreed_by=%s elapsed_ms=%d"
@@ -673,24 +637,15 @@ class ClientService:
             # follows it again when it restarts (`resume`).
             log.warning("build %d: %s left without a verdict at shutdown; followed again after a restart",
                         timestamp, operation.branch)
+            outcome = Abandoned()
         else:
+            outcome = TimedOut(progress)
             self._records.time_out(timestamp, elapsed_ms, replies)
             log.warning(
                 "timed out build %d: %s view=%d no quorum among replies_from=%s elapsed_ms=%d",
                 timestamp, operation.branch, self.view, [reply.sender for reply in replies], elapsed_ms,
             )
-        verdict = Verdict(
-            build_id=str(timestamp),
-            accepted=collector.accepted,
-            result=collector.result,
-            agreed_by=collector.agreed_by,
-            replies=replies,
-            elapsed_ms=elapsed_ms,
-            abandoned=self._closing and not collector.accepted,
-            progress=None if collector.accepted else progress,
-            quorum_ms=quorum_ms if collector.accepted else None,
-        )
-        return verdict
+        return Verdict(str(timestamp), outcome, replies, elapsed_ms)
 
     async def on_connect(self, node_id: int, challenge: str) -> None:
         """Say HELLO over the connection's challenge, then send it what that node should have had.
@@ -797,6 +752,11 @@ class ClientService:
             log.warning("ignore_reply_unknown_sender from link %d: %d", link_node_id, message.sender)
             return None
         return message
+
+
+def _status(verdict: Verdict) -> str | None:
+    """The agreed status of an accepted verdict; None for any other outcome."""
+    return verdict.outcome.result.status if isinstance(verdict.outcome, Accepted) else None
 
 
 def _commit_of(record: dict, quorum: int) -> str | None:

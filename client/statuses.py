@@ -47,8 +47,9 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from client.records import disputed_reason, disputed_result
-from client.service import Verdict
+from client.outcome import (
+    Abandoned, Accepted, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason, disputed_result,
+)
 from shared.config import NetworkConfig, RepositoryConfig
 from shared.reload import LiveConfig
 from shared.statuses import (
@@ -124,24 +125,28 @@ class CommitStatuses:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.cancels is not None:
             return
-        if verdict.abandoned:
-            # The network may still build it; a status saying otherwise would be a guess.
-            log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
-            return
-        if verdict.disputed:
-            sha = operation.commit or disputed_result(verdict.split, self._quorum - 1)["commit"]
-        else:
-            sha = operation.commit or (verdict.result.commit if verdict.accepted or verdict.divergent else None)
+        match verdict.outcome:
+            case Abandoned():
+                # The network may still build it; a status saying otherwise would be a guess.
+                log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
+                return
+            case Disputed(split=split):
+                sha = operation.commit or disputed_result(split, self._quorum - 1)["commit"]
+            case Accepted(result=result) | Divergent(result=result):
+                sha = operation.commit or result.commit
+            case TimedOut():
+                sha = operation.commit
         if sha is None:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
-        if verdict.matrix:
-            self._follow_matrix(repository, sha, verdict)
+        if isinstance(verdict.outcome, Accepted) and verdict.outcome.matrix:
+            self._follow_matrix(repository, sha, verdict.build_id, verdict.outcome.matrix)
             return
-        state, description = self._final(verdict)
+        state, description = self._final(verdict.outcome)
         # An accepted verdict has a certificate; linking it lets whoever reads the status check
         # the f+1 signatures instead of taking the client's word.
-        certificate_url = self._builds_url + verdict.build_id + "/certificate" if verdict.accepted else None
+        accepted = isinstance(verdict.outcome, Accepted)
+        certificate_url = self._builds_url + verdict.build_id + "/certificate" if accepted else None
         self._post(repository, sha, verdict.build_id, state, description, target_url=certificate_url,
                    context=status_context(repository, operation))
         matrix = self._matrices.pop(verdict.build_id, None)
@@ -162,8 +167,8 @@ class CommitStatuses:
                       for build in record["matrix_builds"]}
             self._track(_Matrix(repository, sha, record["build_id"], states))
 
-    def _follow_matrix(self, repository: RepositoryConfig, sha: str, verdict: Verdict) -> None:
-        matrix = _Matrix(repository, sha, verdict.build_id, {build_id: None for build_id, _ in verdict.matrix})
+    def _follow_matrix(self, repository: RepositoryConfig, sha: str, build_id: str, builds: tuple) -> None:
+        matrix = _Matrix(repository, sha, build_id, {combination_build: None for combination_build, _ in builds})
         self._track(matrix)
         self._post_matrix(matrix)
 
@@ -193,23 +198,23 @@ class CommitStatuses:
         tally = ", ".join(f"{states.count(each)} {each}" for each in sorted(set(states)))
         self._post(matrix.repository, matrix.sha, matrix.build_id, state, f"matrix of {count} builds: {tally}")
 
-    def _final(self, verdict: Verdict) -> tuple[str, str]:
-        if verdict.divergent:
-            # Not a failure of the tests: the nodes could not vouch for one set of bytes.
-            differing = len(set(verdict.artifacts_by_node.values()))
-            return "error", (
-                f"build divergent: its artifacts differ between nodes ({differing} digests among "
-                f"{len(verdict.artifacts_by_node)} nodes); not reproducible, or a node lies"
-            )
-        if verdict.disputed:
-            # Not a verdict on the tests: the nodes disagree (a flaky build, or faulty nodes).
-            return "error", f"disputed: {disputed_reason(verdict.split)}"
-        if not verdict.accepted:
-            return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
-        # The agreement is the point of this CI, so the end of the text is kept whole.
-        agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"
-        described = result_text(verdict.result)[: MAX_DESCRIPTION_CHARS - len(agreement)]
-        return state_of(verdict.result), described + agreement
+    def _final(self, outcome: Outcome) -> tuple[str, str]:
+        match outcome:
+            case Divergent(artifacts_by_node=by_node):
+                # Not a failure of the tests: the nodes could not vouch for one set of bytes.
+                return "error", (
+                    f"build divergent: its artifacts differ between nodes ({len(set(by_node.values()))} digests"
+                    f" among {len(by_node)} nodes); not reproducible, or a node lies"
+                )
+            case Disputed(split=split):
+                # Not a verdict on the tests: the nodes disagree (a flaky build, or faulty nodes).
+                return "error", f"disputed: {disputed_reason(split)}"
+            case Accepted(result=result, agreed_by=agreed_by):
+                # The agreement is the point of this CI, so the end of the text is kept whole.
+                agreement = f"; agreed by nodes {', '.join(map(str, agreed_by))}"
+                described = result_text(result)[: MAX_DESCRIPTION_CHARS - len(agreement)]
+                return state_of(result), described + agreement
+        return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
 
     def _post(
         self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,

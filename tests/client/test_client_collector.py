@@ -14,6 +14,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.outcome import Accepted
 from pbft.replies import ReplyCollector, agreed_part, vouched_view
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
@@ -161,7 +162,7 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
     service.on_frame(2, frame(2))
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 2]
+    assert verdict.outcome == Accepted(GOOD, [0, 2], verdict.outcome.quorum_ms)
     assert [r.sender for r in verdict.replies] == [3, 0, 2]
     assert {node_id for node_id, _ in links.sent} == {0}, "first send goes to the primary only"
     for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed",
@@ -197,7 +198,7 @@ async def test_requests_begun_together_go_out_and_then_share_one_commit(tmp_path
             answer = attested(reply(node_id, timestamp=request["timestamp"]), node_auths[node_id])
             service.on_frame(node_id, json.dumps(encode(signed(answer, node_auths[node_id].sign))))
     verdicts = await asyncio.wait_for(asyncio.gather(*tasks), 1)
-    assert all(verdict.accepted for verdict in verdicts)
+    assert all(isinstance(verdict.outcome, Accepted) for verdict in verdicts)
     assert commits == [5, 5], "the five verdicts, accepted in one turn, are committed together"
     with sqlite3.connect(tmp_path / "builds.sqlite") as other:
         assert other.execute("SELECT count(*) FROM builds WHERE state = 'accepted'").fetchone()[0] == 5

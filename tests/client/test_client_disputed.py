@@ -9,6 +9,7 @@ import json
 import sqlite3
 
 import client.records
+from client.outcome import Accepted, Disputed
 from client.records import SCHEMA_VERSION, BuildRecords
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
@@ -67,9 +68,9 @@ async def test_two_passes_and_two_failures_are_disputed_with_each_nodes_result(t
     send(3, FAILED)
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.disputed and not verdict.accepted and verdict.result is None
-    assert verdict.split == {0: GOOD, 1: GOOD, 2: FAILED, 3: FAILED}
-    assert verdict.quorum_ms <= verdict.elapsed_ms
+    assert isinstance(verdict.outcome, Disputed)
+    assert verdict.outcome.split == {0: GOOD, 1: GOOD, 2: FAILED, 3: FAILED}
+    assert verdict.outcome.quorum_ms <= verdict.elapsed_ms
     record = records.get(t)
     assert record["state"] == "disputed"
     assert record["result"] == {
@@ -90,7 +91,7 @@ async def test_2f_plus_1_agreeing_end_the_wait_and_one_liar_is_outvoted(tmp_path
     for sender, result in [(3, FAILED), (0, GOOD), (1, GOOD), (2, GOOD)]:
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)  # no waiting for the settle window
-    assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 1]
+    assert verdict.outcome == Accepted(GOOD, [0, 1], verdict.outcome.quorum_ms)
     assert records.get(t)["state"] == "accepted"
     records.close()
 
@@ -104,7 +105,7 @@ async def test_with_a_node_down_and_one_dissenting_the_f_plus_1_are_answered_aft
     await asyncio.sleep(0.05)
     assert not task.done()
     verdict = await asyncio.wait_for(task, 1)
-    assert verdict.accepted and verdict.agreed_by == [0, 2] and verdict.elapsed_ms >= 200
+    assert isinstance(verdict.outcome, Accepted) and verdict.outcome.agreed_by == [0, 2] and verdict.elapsed_ms >= 200
     records.close()
 
 
@@ -115,7 +116,7 @@ async def test_answers_that_all_differ_end_disputed_without_waiting_for_a_deadli
     for sender, result in [(0, GOOD), (1, FAILED), (2, ERROR), (3, Result("timeout", None, GOOD.commit))]:
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)
-    assert verdict.disputed and sorted(verdict.split) == [0, 1, 2, 3]
+    assert isinstance(verdict.outcome, Disputed) and sorted(verdict.outcome.split) == [0, 1, 2, 3]
     assert records.get(t)["result"]["reason"] == (
         "node 0: success (exit 0); node 1: failure (exit 1); node 2: error; node 3: timeout")
     records.close()

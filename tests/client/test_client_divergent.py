@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbft.replies import ReplyCollector, agreed_part
+from client.outcome import Divergent
 from client.records import SCHEMA_VERSION, BuildRecords
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
@@ -138,8 +139,8 @@ async def test_a_divergent_build_is_recorded_with_every_nodes_digest(tmp_path):
     send(3, D)
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.divergent and not verdict.accepted and verdict.agreed_by == []
-    assert verdict.artifacts_by_node == {0: A.artifacts, 1: B.artifacts, 2: C.artifacts, 3: D.artifacts}
+    assert isinstance(verdict.outcome, Divergent)
+    assert verdict.outcome.artifacts_by_node == {0: A.artifacts, 1: B.artifacts, 2: C.artifacts, 3: D.artifacts}
     record = records.get(t)
     assert record["state"] == "divergent"
     assert record["result"] == {

@@ -10,6 +10,7 @@ import subprocess
 
 from client.app import SERVICE_KEY
 from client.heads import HeadUnknown, branch_head
+from client.outcome import TimedOut
 from pbft.build import Operation
 from tests.client.fake_nodes import post, start_client
 
@@ -63,7 +64,7 @@ async def test_a_rerun_of_a_build_without_a_commit_is_pinned(cluster, aiohttp_cl
     # The repository is not there yet: the build goes unpinned, and no node answers it.
     lost = await service.submit(Operation("example", "main", None, event="manual"))
     record = service._records.get(int(lost.build_id))
-    assert not lost.accepted and record["request"]["operation"]["commit"] is None and not record["replies"]
+    assert isinstance(lost.outcome, TimedOut) and record["request"]["operation"]["commit"] is None and not record["replies"]
     for node in range(4):
         cluster.behaviour[node] = "honest"
     head = commit(tmp_path / "repo", "one")

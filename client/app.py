@@ -46,7 +46,8 @@ from client.notifications import notifications_ctx
 from client.notifier import NotifySettings
 from client.nodeviews import build_view, network_view
 from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_result
-from client.records import VERDICTS, BuildRecords, records_path
+from client.records import BuildRecords, records_path
+from client.tables.summaries import VERDICTS
 from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientService
 from client.statuses import commit_statuses_ctx
@@ -158,8 +159,8 @@ def make_app(
         def start(repositories) -> tuple[ScheduleRunner, asyncio.Task]:
             # From the slots the records hold, as at a start: a schedule they know fires at its
             # next slot as before, a new or changed one starts from now.
-            schedules = Schedules(repositories, app[RECORDS_KEY].schedule_slots())
-            runner = ScheduleRunner(schedules, app[RECORDS_KEY], app[SERVICE_KEY].submit_in_background,
+            schedules = Schedules(repositories, app[RECORDS_KEY].slots.get())
+            runner = ScheduleRunner(schedules, app[RECORDS_KEY].slots, app[SERVICE_KEY].submit_in_background,
                                     pin=app[SERVICE_KEY].pinned)
             return runner, asyncio.create_task(runner.run(), name="schedules")
 
@@ -384,7 +385,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 async def list_builds(request: web.Request) -> web.Response:
     """The newest builds, `limit` at a time: `next` is the `before` of the next page (null on the
     last), so pages never repeat or skip a build while new ones arrive. Filtered by a
-    `repository`, a `branch`, a `verdict` (client.records.VERDICTS) or a repository's `number`."""
+    `repository`, a `branch`, a `verdict` (client.tables.summaries.VERDICTS) or a repository's `number`."""
     request.app[ACCESS_KEY].check_reader(request.headers)
     query = request.query
     limit = _bounded_int(query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
@@ -408,7 +409,7 @@ async def list_builds(request: web.Request) -> web.Response:
         if query["verdict"] not in VERDICTS:
             raise web.HTTPBadRequest(reason=f"verdict must be one of {', '.join(VERDICTS)}")
         filters["verdict"] = query["verdict"]
-    builds = request.app[RECORDS_KEY].recent(limit + 1, **filters)  # one more: is there a next page?
+    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, **filters)  # one more: is there a next page?
     service = request.app[SERVICE_KEY]
     return web.json_response({"builds": [_with_progress(service, build) for build in builds[:limit]],
                               "next": builds[limit - 1]["build_id"] if len(builds) > limit else None})
@@ -432,7 +433,7 @@ def _record(request: web.Request) -> dict:
     build_id = _bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")
-    record = request.app[RECORDS_KEY].get(build_id)
+    record = request.app[RECORDS_KEY].builds.get(build_id)
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
     return record
@@ -443,7 +444,7 @@ def _approval(request: web.Request) -> dict:
     approval_id = _bounded_int(request.match_info["approval_id"], 1, MAX_BUILD_ID)
     if approval_id is None:
         raise web.HTTPBadRequest(reason="approval id must be a positive decimal number")
-    approval = request.app[RECORDS_KEY].approval(approval_id)
+    approval = request.app[RECORDS_KEY].approvals.get(approval_id)
     if approval is None:
         raise web.HTTPNotFound(reason=f"no approval {approval_id}")
     return approval
@@ -459,7 +460,7 @@ async def list_approvals(request: web.Request) -> web.Response:
     limit = _bounded_int(request.query.get("limit", str(DEFAULT_BUILDS_LIMIT)), 1, MAX_BUILDS_LIMIT)
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
-    waiting = request.app[RECORDS_KEY].waiting_approvals(limit)
+    waiting = request.app[RECORDS_KEY].approvals.waiting(limit)
     return web.json_response({"approvals": [_approval_json(approval) for approval in waiting]})
 
 
@@ -513,10 +514,10 @@ async def report_action(request: web.Request) -> web.Response:
     build_id = int(record["build_id"])
     body = await _read_capped(request, MAX_ACTION_REPORT_BYTES, _webhook_settings(request).body_timeout_s)
     report, sig = checked_report(body, build_id, _config(request).client(request.app[NAME_KEY]))
-    records = request.app[RECORDS_KEY]
-    if not records.action(report, sig, time.time()):
+    actions = request.app[RECORDS_KEY].actions
+    if not actions.keep(report, sig, time.time()):
         raise WebhookError(409, f"a replayed or older report: the record keeps a report of action {report.action}"
-                                f" of build {build_id} stamped {records.action_stamp(build_id, report.action)},"
+                                f" of build {build_id} stamped {actions.stamp(build_id, report.action)},"
                                 f" and this one is stamped {report.stamp_us}")
     log.info("build %d: action %s %s exit_code=%s, reported by runner %s", build_id, report.action, report.state,
              report.exit_code, report.runner)

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from client.dashboard import SECURITY_HEADERS
 from client.intake import checked_branch
-from client.records import BuildRecords
+from client.tables.builds import Builds
 from shared.reload import LiveConfig
 
 
@@ -37,7 +37,7 @@ class Reader(Protocol):
 
 
 LABEL = "pbft-ci"
-# A verdict (client.records.VERDICTS) as the badge says it; the others say nothing of a branch.
+# A verdict (client.tables.summaries.VERDICTS) as the badge says it; the others say nothing of a branch.
 WORDS = {"success": "passing", "failure": "failing", "error": "error", "timeout": "error",
          "disputed": "disputed", "divergent": "disputed"}
 # Worst first: what a matrix build says of its combinations.
@@ -64,18 +64,18 @@ def add_badge(app: web.Application, live: LiveConfig, client_name: str, records_
         if repository not in {configured.name for configured in config.repositories}:
             raise web.HTTPNotFound(reason="no such repository is configured")
         branch = checked_branch(request.match_info["branch"])
-        word = branch_word(request.app[records_key], repository, branch)
+        word = branch_word(request.app[records_key].builds, repository, branch)
         return web.Response(body=svg(LABEL, word, f"{repository} {branch}"), content_type="image/svg+xml",
                             headers=SECURITY_HEADERS)
 
     app.router.add_get("/badge/{repository}/{branch:.+}.svg", badge)
 
 
-def branch_word(records: BuildRecords, repository: str, branch: str) -> str:
+def branch_word(builds: Builds, repository: str, branch: str) -> str:
     """What the badge of a branch says (see the module's doc)."""
-    for build in records.branch_verdicts(repository, branch, LOOK_BACK):
+    for build in builds.branch_verdicts(repository, branch, LOOK_BACK):
         if build["verdict"] == "matrix":
-            word = _matrix_word(records, int(build["build_id"]))
+            word = _matrix_word(builds, int(build["build_id"]))
         else:
             word = WORDS.get(build["verdict"])
         if word is not None:
@@ -83,9 +83,9 @@ def branch_word(records: BuildRecords, repository: str, branch: str) -> str:
     return "unknown"
 
 
-def _matrix_word(records: BuildRecords, build_id: int) -> str | None:
+def _matrix_word(builds: Builds, build_id: int) -> str | None:
     """The worst word of a matrix build's combinations, once each has its verdict; else None."""
-    record = records.get(build_id)
+    record = builds.get(build_id)
     combinations = [] if record is None else record["matrix_builds"]
     if not combinations or any(combination["state"] == "pending" for combination in combinations):
         return None

@@ -57,11 +57,11 @@ def answer_delivery(
     # From the lookup to the insert nothing awaits, so two copies of one
     # delivery arriving together cannot both start a build.
     if delivery_id is not None:
-        known = records.delivery_build(operation.repository, delivery_id)
+        known = records.deliveries.build_of(operation.repository, delivery_id)
         if known is not None:
             log.info("forge redelivery %s of build %d: nothing new to build", delivery_id, known)
             return started(known, settings, redelivery=True)
-        held = records.delivery_approval(operation.repository, delivery_id)
+        held = records.approvals.of_delivery(operation.repository, delivery_id)
         if held is not None:
             log.info("forge redelivery %s of approval %s: nothing new to hold", delivery_id, held["approval_id"])
             return _held(held["approval_id"], settings, redelivery=True)
@@ -71,9 +71,9 @@ def answer_delivery(
     if delivery.commit_info is not None:
         # Nothing awaited since the build's record was written: both go in one commit.
         info = delivery.commit_info
-        records.describe_commit(build_id, info.message, info.author, info.url)
+        records.builds.describe_commit(build_id, info.message, info.author, info.url)
     if delivery_id is not None:
-        records.add_delivery(operation.repository, delivery_id, build_id, time.time())
+        records.deliveries.add(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
     if settings.auto_cancels(operation.repository) and operation.trigger_event in ("push", "pull_request"):
         service.supersede(operation, build_id)

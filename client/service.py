@@ -31,7 +31,8 @@ from pbft.replies import ReplyCollector, vouched_view
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
 from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict
-from client.records import BuildRecords, replies_until
+from client.records import BuildRecords
+from client.tables.verdicts import replies_until
 from shared.config import NetworkConfig
 from pbft.authenticator import Authenticator
 from client.heads import BranchHeads
@@ -153,8 +154,6 @@ class ClientService:
         self._closing = False
         self._background: set[asyncio.Task] = set()
         self._observers: list[BuildObserver] = []
-        # The group commit of the records written in this turn of the event loop, once one is awaited.
-        self._commit: asyncio.Future | None = None
 
     def start(self) -> None:
         self._links.start(self.on_frame, self.on_connect, self.on_down)
@@ -225,8 +224,8 @@ class ClientService:
         again to every node: a node that executed it answers from its store, one that did not
         orders it, so none is built twice. Its deadline counts from now; its verdict and status
         land as a webhook's do. Returns the build ids followed."""
-        pending = self._records.pending(MAX_RESUMED)
-        if pending and self._records.give_up_pending(before=pending[0]["build_id"]):
+        pending = self._records.builds.pending(MAX_RESUMED)
+        if pending and self._records.verdicts.give_up_pending(before=pending[0]["build_id"]):
             log.warning("client restarted with more than %d builds without a verdict: older ones end timeout",
                         MAX_RESUMED)
         resumed = []
@@ -253,12 +252,12 @@ class ClientService:
         if resumed:
             log.info("resumed %d builds without a verdict: %s", len(resumed), " ".join(map(str, resumed)))
             parents = sorted({record["matrix_of"] for record in pending if record["matrix_of"] is not None})
-            self._notify("resumed", resumed, [self._records.get(parent) for parent in parents])
+            self._notify("resumed", resumed, [self._records.builds.get(parent) for parent in parents])
         return resumed
 
     def hold_for_approval(self, operation: Operation, delivery_id: str | None) -> int:
         """Keep a fork's pull request, unsent, until `approve`; return the approval's id."""
-        approval_id = self._records.await_approval(operation, delivery_id, time.time())
+        approval_id = self._records.approvals.hold(operation, delivery_id, time.time())
         log.info(
             "pull request %s of %s from a fork waits for approval %d (commit %s)",
             operation.pull_request, operation.repository, approval_id, (operation.commit or "")[:12],
@@ -269,14 +268,14 @@ class ClientService:
     def approve(self, approval_id: int) -> int:
         """Start the build an approval held back, once, and return its build id (KeyError if
         there is no such approval). Approving one that already started returns that build."""
-        approval = self._records.approval(approval_id)
+        approval = self._records.approvals.get(approval_id)
         if approval is None:
             raise KeyError(approval_id)
         if approval["build_id"] is not None:
             return int(approval["build_id"])
         # Nothing awaits between the lookup and the update: two approvals cannot both start it.
         build_id = self.submit_in_background(approval["operation"])
-        self._records.approved(approval_id, build_id)
+        self._records.approvals.approved(approval_id, build_id)
         log.info("approval %d started build %d", approval_id, build_id)
         return build_id
 
@@ -294,7 +293,7 @@ class ClientService:
 
     def supersede(self, operation: Operation, build_id: int) -> list[int]:
         """Cancel the older builds of `operation`'s ref that build `build_id` makes moot."""
-        return [self.cancel(record) for record in self._records.superseded(operation, before=build_id)]
+        return [self.cancel(record) for record in self._records.builds.superseded(operation, before=build_id)]
 
     async def rerun(self, record: dict) -> int:
         """Start a new build of what the build `record` built: the same repository, ref and
@@ -306,7 +305,8 @@ class ClientService:
             commit = _commit_of(record, self._config.f + 1)
             operation = dataclasses.replace(operation, commit=commit) if commit else await self.pinned(operation)
         build_id = self.submit_in_background(operation)
-        self._records.rerun(build_id, int(record["build_id"]))
+        self._records.builds.link_rerun(build_id, int(record["build_id"]))
+        self._records.store.commit()
         log.info("build %d runs build %s again", build_id, record["build_id"])
         return build_id
 
@@ -327,7 +327,7 @@ class ClientService:
             build_id = self.submit_in_background(
                 dataclasses.replace(operation, commit=result.commit, combination=combination)
             )
-            self._records.matrix_build(build_id, matrix_of=timestamp)
+            self._records.builds.link_matrix(build_id, matrix_of=timestamp)
             started.append((str(build_id), combination))
         log.info("build %d: matrix of %d builds started: %s", timestamp, len(started),
                  " ".join(f"{build_id}={combination_label(combination)}" for build_id, combination in started))
@@ -359,9 +359,9 @@ class ClientService:
         # Synchronous up to the registration, so a caller gets a build id
         # that is already recorded and already listening for replies.
         started_s = time.monotonic()
-        timestamp = self._records.next_timestamp(time.time_ns() // 1000)
+        timestamp = self._records.store.next_timestamp(time.time_ns() // 1000)
         request = signed(Request(self.name, timestamp, operation), self._auth.sign)
-        self._records.add_pending(request, submitted_at=time.time())
+        self._records.builds.add_pending(request, submitted_at=time.time())
         outstanding = _Outstanding(
             json.dumps(encode(request)),
             ReplyCollector(self.name, timestamp, self._config.f, self._config.n),
@@ -456,13 +456,13 @@ class ClientService:
 
     def _cancel_finished(self, target: int, cancel: Verdict) -> None:
         """A build whose own verdict came before its cancel's, which the order overrides."""
-        record = self._records.get(target)
+        record = self._records.builds.get(target)
         if record is None or record["state"] == "pending" or (record["result"] or {}).get("status") == "cancelled":
             return
         result = cancelled_result()
         agreed_by = self._cancelled_certificate([reply["sender"] for reply in record["replies"] or []
                                                  if (reply.get("result") or {}).get("status") == "cancelled"])
-        self._records.cancelled_by_order(target, result, agreed_by)
+        self._records.verdicts.cancelled_by_order(target, result, agreed_by)
         log.warning("build %d: its cancel %s was ordered after its verdict (%s): cancelled on every node",
                     target, cancel.build_id, record["state"])
         operation = decode_struct(Operation, record["request"]["operation"])
@@ -482,33 +482,13 @@ class ClientService:
         elapsed_ms = round((time.monotonic() - started_s) * 1000)
         result, replies = cancelled_result(), outstanding.collector.replies
         agreed_by = self._cancelled_certificate(outstanding.cancelled_repliers())
-        self._records.accept(timestamp, result, agreed_by, elapsed_ms, replies)
+        self._records.verdicts.accept(timestamp, result, agreed_by, elapsed_ms, replies)
         log.info("accepted build %d: %s status=cancelled by build %s, agreed_by=%s elapsed_ms=%d",
                  timestamp, operation.branch, cancel.build_id, agreed_by, elapsed_ms)
         return Verdict(str(timestamp), Accepted(result, agreed_by, cancelled_by=cancel.build_id), replies, elapsed_ms)
 
     async def _records_durable(self) -> None:
-        """Wait until every record written so far is committed.
-
-        One commit at the end of this turn of the event loop serves every
-        request begun or finished in it, so a burst of webhooks pays one
-        fsync, not one each.
-        """
-        if self._commit is None:
-            loop = asyncio.get_running_loop()
-            self._commit = loop.create_future()
-            loop.call_soon(self._commit_records)
-        # Shielded: a cancelled webhook must not cancel the others' commit.
-        await asyncio.shield(self._commit)
-
-    def _commit_records(self) -> None:
-        commit, self._commit = self._commit, None
-        try:
-            self._records.commit()
-        except Exception as error:  # noqa: BLE001 - every waiter gets it
-            commit.set_exception(error)
-        else:
-            commit.set_result(None)
+        await self._records.store.durable()
 
     async def _send_first(self, timestamp: int, operation: Operation, outstanding: _Outstanding) -> None:
         primary = self.primary
@@ -604,7 +584,7 @@ class ClientService:
         replies = collector.replies
         if collector.divergent:
             outcome, by_node = collector.divergent_outcome, collector.artifacts_by_node
-            self._records.diverge(timestamp, outcome, by_node, elapsed_ms, replies)
+            self._records.verdicts.diverge(timestamp, outcome, by_node, elapsed_ms, replies)
             log.warning(
                 "divergent build %d: %s status=%s commit=%s nodes built different artifacts: %s elapsed_ms=%d",
                 timestamp, operation.branch, outcome.status, outcome.commit,
@@ -613,7 +593,7 @@ class ClientService:
             return Verdict(str(timestamp), Divergent(outcome, by_node), replies, elapsed_ms)
         if collector.disputed:
             split = collector.split
-            self._records.dispute(timestamp, split, self._config.f, elapsed_ms, replies)
+            self._records.verdicts.dispute(timestamp, split, self._config.f, elapsed_ms, replies)
             log.warning(
                 "disputed build %d: %s the nodes disagree, no result has %d replies: %s elapsed_ms=%d",
                 timestamp, operation.branch, 2 * self._config.f + 1,
@@ -624,7 +604,7 @@ class ClientService:
         if collector.accepted:
             result = collector.result
             outcome = Accepted(result, collector.agreed_by, quorum_ms)
-            self._records.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
+            self._records.verdicts.accept(timestamp, result, collector.agreed_by, elapsed_ms, replies)
             log.info(
                 "accepted build %d: %s status=%s exit_code=%s commit=%s view=%d agreed_by=%s elapsed_ms=%d"
                 " f_plus_1_ms=%.0f %s",
@@ -640,7 +620,7 @@ class ClientService:
             outcome = Abandoned()
         else:
             outcome = TimedOut(progress)
-            self._records.time_out(timestamp, elapsed_ms, replies)
+            self._records.verdicts.time_out(timestamp, elapsed_ms, replies)
             log.warning(
                 "timed out build %d: %s view=%d no quorum among replies_from=%s elapsed_ms=%d",
                 timestamp, operation.branch, self.view, [reply.sender for reply in replies], elapsed_ms,
@@ -704,7 +684,7 @@ class ClientService:
         if not self._auth.verify_node(reply.sender, reply.payload(), reply.sig):
             log.warning("ignore_reply_bad_signature: sender %d on link %d", reply.sender, link_node_id)
             return
-        if self._records.add_late_reply(reply, time.time(), self._deadline_s, self._settle_s):
+        if self._records.verdicts.add_late_reply(reply, time.time(), self._deadline_s, self._settle_s):
             log.debug("late reply from node %d for build %d kept", reply.sender, reply.timestamp)
             self._in_background(self._records_durable(), name=f"late-reply-{reply.timestamp}")
 

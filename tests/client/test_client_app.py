@@ -126,7 +126,7 @@ async def test_shutdown_answers_waiting_webhooks_at_once(cluster, client):
     assert answer["build_id"] == str(build_id)
     assert answer["error"] == "client shutting down: the build is followed again when the client restarts"
     records = BuildRecords(records_path(cluster.config.data_dir, CLIENT))
-    assert records.get(build_id)["state"] == "pending"  # for the restarted client to resume
+    assert records.builds.get(build_id)["state"] == "pending"  # for the restarted client to resume
     records.close()
 
 

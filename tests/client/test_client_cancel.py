@@ -174,7 +174,7 @@ async def test_a_cancel_ordered_after_the_builds_verdict_makes_its_record_cancel
     waiting = asyncio.create_task(post(client, {"branch": "hold/late"}))
     [build] = await pending(client, 1)
     service = client.server.app[SERVICE_KEY]
-    record = service._records.get(int(build["build_id"]))  # read while still pending, as the route does
+    record = service._records.builds.get(int(build["build_id"]))  # read while still pending, as the route does
     cluster.release(int(build["build_id"]))
     status, verdict = await waiting
     assert (status, verdict["status"]) == (200, "success")

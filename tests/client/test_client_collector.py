@@ -168,7 +168,7 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
     for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed",
                    "ignore_reply_bad_attestation"):
         assert reason in caplog.text
-    assert records.get(t)["state"] == "accepted"
+    assert records.builds.get(t)["state"] == "accepted"
     records.close()
 
 
@@ -176,15 +176,15 @@ async def test_requests_begun_together_go_out_and_then_share_one_commit(tmp_path
     service, links, node_auths, records = service_with_memory_links(tmp_path)
     # A client that ran before has its timestamps' ceiling on disk (tests/test_client_timestamps.py):
     # its requests need no commit before they leave.
-    records.next_timestamp(time.time_ns() // 1000)
+    records.store.next_timestamp(time.time_ns() // 1000)
     commits: list[int] = []  # frames sent before each commit
-    real_commit = records.commit
+    real_commit = records.store.commit
 
     def counting_commit() -> None:
         commits.append(len(links.sent))
         real_commit()
 
-    records.commit = counting_commit
+    records.store.commit = counting_commit
     tasks = [asyncio.create_task(service.submit(Operation("example", "main"))) for _ in range(5)]
     while not commits:
         await asyncio.sleep(0)

@@ -8,9 +8,9 @@ import asyncio
 import json
 import sqlite3
 
-import client.records
 from client.outcome import Accepted, Disputed
-from client.records import SCHEMA_VERSION, BuildRecords
+from client.records import BuildRecords
+from client.tables.schema import SCHEMA, SCHEMA_VERSION
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
 from pbft.replies import ReplyCollector
@@ -71,7 +71,7 @@ async def test_two_passes_and_two_failures_are_disputed_with_each_nodes_result(t
     assert isinstance(verdict.outcome, Disputed)
     assert verdict.outcome.split == {0: GOOD, 1: GOOD, 2: FAILED, 3: FAILED}
     assert verdict.outcome.quorum_ms <= verdict.elapsed_ms
-    record = records.get(t)
+    record = records.builds.get(t)
     assert record["state"] == "disputed"
     assert record["result"] == {
         "status": "disputed", "exit_code": None, "commit": GOOD.commit,
@@ -92,7 +92,7 @@ async def test_2f_plus_1_agreeing_end_the_wait_and_one_liar_is_outvoted(tmp_path
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)  # no waiting for the settle window
     assert verdict.outcome == Accepted(GOOD, [0, 1], verdict.outcome.quorum_ms)
-    assert records.get(t)["state"] == "accepted"
+    assert records.builds.get(t)["state"] == "accepted"
     records.close()
 
 
@@ -117,15 +117,15 @@ async def test_answers_that_all_differ_end_disputed_without_waiting_for_a_deadli
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)
     assert isinstance(verdict.outcome, Disputed) and sorted(verdict.outcome.split) == [0, 1, 2, 3]
-    assert records.get(t)["result"]["reason"] == (
+    assert records.builds.get(t)["result"]["reason"] == (
         "node 0: success (exit 0); node 1: failure (exit 1); node 2: error; node 3: timeout")
     records.close()
 
 
 def test_records_of_the_version_before_disputed_are_kept_and_can_record_one(tmp_path):
     path = tmp_path / "builds.sqlite"
-    before = client.records._SCHEMA.replace(", 'disputed'", "")
-    assert before != client.records._SCHEMA
+    before = SCHEMA.replace(", 'disputed'", "")
+    assert before != SCHEMA
     with sqlite3.connect(path) as old:
         old.executescript(before)
         old.execute("INSERT INTO builds (build_id, repository, branch, submitted_at, state, request) VALUES"
@@ -133,7 +133,7 @@ def test_records_of_the_version_before_disputed_are_kept_and_can_record_one(tmp_
         old.execute("PRAGMA user_version = 4")
 
     records = BuildRecords(path)
-    records.dispute(7, {0: GOOD, 1: FAILED}, F, 30, [])
+    records.verdicts.dispute(7, {0: GOOD, 1: FAILED}, F, 30, [])
     records.close()
     with sqlite3.connect(path) as reopened:
         assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from pbft.replies import ReplyCollector, agreed_part
 from client.outcome import Divergent
-from client.records import SCHEMA_VERSION, BuildRecords
+from client.records import BuildRecords
+from client.tables.schema import SCHEMA_VERSION
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
 from tests.client.collector_fakes import T, attested, reply, service_with_memory_links
@@ -141,7 +142,7 @@ async def test_a_divergent_build_is_recorded_with_every_nodes_digest(tmp_path):
 
     assert isinstance(verdict.outcome, Divergent)
     assert verdict.outcome.artifacts_by_node == {0: A.artifacts, 1: B.artifacts, 2: C.artifacts, 3: D.artifacts}
-    record = records.get(t)
+    record = records.builds.get(t)
     assert record["state"] == "divergent"
     assert record["result"] == {
         "status": "divergent", "exit_code": 0, "commit": COMMIT, "reason": "",
@@ -171,9 +172,9 @@ def test_records_written_before_divergent_existed_are_kept_and_can_record_one(tm
         old.executescript(V0_SCHEMA)
 
     records = BuildRecords(path)
-    assert records.get(7)["state"] == "accepted" and records.get(7)["agreed_by"] == [0, 1]
-    assert records.next_timestamp(0) == 8
-    records.diverge(7, Result("success", 0, None), {0: A.artifacts, 1: B.artifacts}, 30, [])
+    assert records.builds.get(7)["state"] == "accepted" and records.builds.get(7)["agreed_by"] == [0, 1]
+    assert records.store.next_timestamp(0) == 8
+    records.verdicts.diverge(7, Result("success", 0, None), {0: A.artifacts, 1: B.artifacts}, 30, [])
     records.close()
 
     with sqlite3.connect(path) as reopened:

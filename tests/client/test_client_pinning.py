@@ -63,7 +63,7 @@ async def test_a_rerun_of_a_build_without_a_commit_is_pinned(cluster, aiohttp_cl
         cluster.behaviour[node] = "silent"
     # The repository is not there yet: the build goes unpinned, and no node answers it.
     lost = await service.submit(Operation("example", "main", None, event="manual"))
-    record = service._records.get(int(lost.build_id))
+    record = service._records.builds.get(int(lost.build_id))
     assert isinstance(lost.outcome, TimedOut) and record["request"]["operation"]["commit"] is None and not record["replies"]
     for node in range(4):
         cluster.behaviour[node] = "honest"

@@ -318,8 +318,8 @@ async def test_a_hostile_branch_name_and_build_output_reach_the_browser_only_as_
     records = BuildRecords(records_path(nodes.cluster.config.data_dir, CLIENT))
     sign = Ed25519Authenticator(nodes.cluster.client_key, {}, {}).sign
     hostile = signed(Request(CLIENT, 1_000_000, Operation("example", HOSTILE_BRANCH)), sign)
-    records.add_pending(hostile, submitted_at=time.time())
-    records.time_out(1_000_000, 5, [])
+    records.builds.add_pending(hostile, submitted_at=time.time())
+    records.verdicts.time_out(1_000_000, 5, [])
     records.close()
     client = await start(nodes, aiohttp_client)
 

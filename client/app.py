@@ -48,8 +48,9 @@ from client.nodeviews import build_view, network_view
 from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_result
 from client.records import BuildRecords, records_path
 from client.tables.summaries import VERDICTS
+from client.tables.verdicts import replies_until
 from client.schedules import ScheduleRunner, Schedules
-from client.service import ClientService
+from client.service import ClientOptions, ClientService
 from client.statuses import commit_statuses_ctx
 from client.transfers import NODE_SESSIONS, add_transfers
 from shared.boundedread import read_bounded
@@ -118,8 +119,8 @@ def make_app(
     (shared.reload): handlers read `app[LIVE_KEY].current`, never a configuration of their own."""
     config.client(client_name)  # raises KeyError for a name the config does not know
     auth = client_authenticator(config, client_name)
-    metrics = ClientMetrics(lambda: app[SERVICE_KEY].waiting if SERVICE_KEY in app else 0,
-                            lambda: app[SERVICE_KEY].queued if SERVICE_KEY in app else 0)
+    metrics = ClientMetrics(lambda: app[SERVICE_KEY].core.waiting if SERVICE_KEY in app else 0,
+                            lambda: app[SERVICE_KEY].core.queued if SERVICE_KEY in app else 0)
     app = web.Application(middlewares=[metrics.count_webhooks(), _errors_as_json])  # outermost: sees every answer
     app[METRICS_KEY] = metrics
     # As client/index.py read it at the start: with the client's secrets.
@@ -137,31 +138,30 @@ def make_app(
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session:
-            service = ClientService(
-                config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes), deadline_s=deadline_s,
-                heads=BranchHeads(lambda: live.current.repositories),
-            )
+            options = ClientOptions(deadline_s, pin=BranchHeads(lambda: live.current.repositories).pin)
+            service = ClientService(config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes),
+                                    options)
             app[SERVICE_KEY] = service
-            service.observe(metrics)
+            service.events.subscribe(metrics.observe)
             service.start()
             yield
             await service.close()
 
     async def resume_pending(app: web.Application) -> None:
         # After every context has started: the statuses observe the service by now.
-        app[SERVICE_KEY].resume()
+        app[SERVICE_KEY].verbs.resume.start()
 
     async def abandon_outstanding(app: web.Application) -> None:
         # Webhooks may wait minutes for a verdict; a shutdown should not.
-        app[SERVICE_KEY].abandon_all()
+        app[SERVICE_KEY].core.abandon_all()
 
     async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:
         def start(repositories) -> tuple[ScheduleRunner, asyncio.Task]:
             # From the slots the records hold, as at a start: a schedule they know fires at its
             # next slot as before, a new or changed one starts from now.
             schedules = Schedules(repositories, app[RECORDS_KEY].slots.get())
-            runner = ScheduleRunner(schedules, app[RECORDS_KEY].slots, app[SERVICE_KEY].submit_in_background,
-                                    pin=app[SERVICE_KEY].pinned)
+            submit = app[SERVICE_KEY].verbs.submit
+            runner = ScheduleRunner(schedules, app[RECORDS_KEY].slots, submit.start, pin=submit.pinned)
             return runner, asyncio.create_task(runner.run(), name="schedules")
 
         running = [start(live.current.repositories)]
@@ -284,7 +284,7 @@ async def webhook(request: web.Request) -> web.Response:
         return answer_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings)
     operation = parse_webhook(body, request.headers.get("Content-Type", ""),
                               [repository.name for repository in config.repositories])
-    verdict = await request.app[SERVICE_KEY].submit(operation)
+    verdict = await request.app[SERVICE_KEY].verbs.submit.wait(operation)
     match verdict.outcome:
         case Accepted() | Divergent() | Disputed():
             answer = {**_verdict_json(verdict, config.f), "logs": build_log_links(request.app, verdict.build_id)}
@@ -301,7 +301,7 @@ async def webhook(request: web.Request) -> web.Response:
         case Abandoned():
             error, status = "client shutting down: the build is followed again when the client restarts", 503
         case TimedOut(progress=progress) if progress is not None:
-            limit_s = request.app[SERVICE_KEY].queue_limit_s
+            limit_s = request.app[SERVICE_KEY].core.settings.queue_limit_s
             error, status = f"still {progress} at f+1 nodes after client_queue_limit_s ({limit_s:g} s)", 504
         case TimedOut():
             error, status = "no quorum before the deadline", 504
@@ -421,10 +421,23 @@ def _with_progress(service: ClientService, build: dict) -> dict:
     replied otherwise than the verdict, and those that did not reply in time, once that time
     is over (`dissent_final`; until then the list is what is known so far)."""
     pending = build["state"] == "pending"
-    silent = service.silent_nodes(build)
+    silent = _silent_nodes(service, build)
     dissent = build["dissent"] + [{"node": node, "kind": "silent", "said": None} for node in silent or ()]
-    return {**build, "progress": service.progress(int(build["build_id"])) if pending else None,
+    return {**build, "progress": service.core.progress(int(build["build_id"])) if pending else None,
             "dissent": sorted(dissent, key=lambda entry: entry["node"]), "dissent_final": silent is not None}
+
+
+def _silent_nodes(service: ClientService, build: dict) -> list[int] | None:
+    """The nodes that sent no reply to `build` (a record's summary): none of a build without
+    a verdict, and None while one may still answer (client.tables.verdicts `replies_until`)."""
+    if build["state"] == "pending":
+        return None
+    missing = service.core.frames.node_ids - set(build["replied_by"])
+    settings = service.core.settings
+    if missing and time.time() <= replies_until(
+            int(build["build_id"]), build["elapsed_ms"], settings.deadline_s, settings.settle_s):
+        return None
+    return sorted(missing)
 
 
 def _record(request: web.Request) -> dict:
@@ -474,7 +487,7 @@ async def approve(request: web.Request) -> web.Response:
     may approve one. Approving it again answers the build it started."""
     request.app[ACCESS_KEY].check_plain_call(request.headers)
     approval = _approval(request)
-    build_id = request.app[SERVICE_KEY].approve(int(approval["approval_id"]))
+    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]))
     return started(build_id, _webhook_settings(request), already_approved=approval["build_id"] is not None)
 
 
@@ -482,7 +495,7 @@ async def rerun(request: web.Request) -> web.Response:
     """Build again what a build built (its repository, ref and commit), as a new build that
     names the old one: whoever may ask for builds may ask for this."""
     record = _build_to_act_on(request)
-    build_id = await request.app[SERVICE_KEY].rerun(record)
+    build_id = await request.app[SERVICE_KEY].verbs.rerun.start(record)
     return started(build_id, _webhook_settings(request), rerun_of=record["build_id"])
 
 
@@ -491,7 +504,7 @@ async def cancel(request: web.Request) -> web.Response:
     record = _build_to_act_on(request)
     if record["state"] != "pending":
         raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
-    cancel_id = request.app[SERVICE_KEY].cancel(record)
+    cancel_id = request.app[SERVICE_KEY].verbs.cancel.start(record)
     return started(record["build_id"], _webhook_settings(request), cancel_id=str(cancel_id))
 
 
@@ -577,7 +590,7 @@ async def get_network(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].check_reader(request.headers)
     service = request.app[SERVICE_KEY]
     nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
-    return web.json_response({"client": {"view": service.view, "primary": service.primary}, "nodes": nodes})
+    return web.json_response({"client": {"view": service.core.view, "primary": service.core.primary}, "nodes": nodes})
 
 
 async def get_certificate(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from client.events import Origin
 from client.forges import Build, Delivery, Ignored, Pong
 from client.records import BuildRecords
 from client.service import ClientService
@@ -66,17 +67,13 @@ def answer_delivery(
             log.info("forge redelivery %s of approval %s: nothing new to hold", delivery_id, held["approval_id"])
             return _held(held["approval_id"], settings, redelivery=True)
     if delivery.fork and not settings.builds_forks(operation.repository):
-        return _held(str(service.hold_for_approval(operation, delivery_id)), settings, redelivery=False)
-    build_id = service.submit_in_background(operation)
-    if delivery.commit_info is not None:
-        # Nothing awaited since the build's record was written: both go in one commit.
-        info = delivery.commit_info
-        records.builds.describe_commit(build_id, info.message, info.author, info.url)
+        return _held(str(service.verbs.approve.hold(operation, delivery_id)), settings, redelivery=False)
+    build_id = service.verbs.submit.start(operation, Origin(commit_info=delivery.commit_info))
     if delivery_id is not None:
         records.deliveries.add(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
     if settings.auto_cancels(operation.repository) and operation.trigger_event in ("push", "pull_request"):
-        service.supersede(operation, build_id)
+        service.verbs.cancel.supersede(operation, build_id)
     return started(build_id, settings)
 
 

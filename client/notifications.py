@@ -1,7 +1,7 @@
 """Notifications of verdicts (`repositories[].notify`): signed webhooks and e-mail.
 
-`Notifications` observes the service, as commit statuses do
-(client.statuses): once a build has its verdict, each target of its
+`Notifications` observes the client's events (client.events), as commit
+statuses do (client.statuses): once a build has its verdict, each target of its
 repository whose filters pass (`on`: the verdict's status; `branches`)
 gets one notification, handed to a `client.notifier.Notifier`, which sends
 it in the background and retries it; `finished` never waits. Every
@@ -41,6 +41,7 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from client.events import Event, Finished, OrderCancelled
 from client.notifier import DeliveryError, Notification, Notifier, NotifySettings
 from client.outcome import Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_reason, disputed_result
 from pbft.build import Operation, Result, combination_label
@@ -311,11 +312,11 @@ class EmailSender:
         await asyncio.to_thread(send_mail, self._smtp, message, target.email)
 
 
-# --- the service's observer ---------------------------------------------------------
+# --- the observer of the client's events --------------------------------------------
 
 
 class Notifications:
-    """Turns verdicts into notifications (a service observer)."""
+    """Turns verdicts into notifications (an observer of client.events)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, notifier: Notifier) -> None:
         self._client_name = client_name
@@ -329,16 +330,12 @@ class Notifications:
         self._targets = {repo.name: repo.notify for repo in config.repositories if repo.notify}
         self._base_url = config.client(self._client_name).base_url
 
-    def submitted(self, build_id: str, operation: Operation) -> None:
-        pass
+    def observe(self, event: Event) -> None:
+        match event:
+            case Finished(operation=operation, verdict=verdict) | OrderCancelled(operation=operation, verdict=verdict):
+                self._finished(operation, verdict)
 
-    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
-        pass
-
-    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
-        pass
-
-    def finished(self, operation: Operation, verdict: Verdict) -> None:
+    def _finished(self, operation: Operation, verdict: Verdict) -> None:
         targets = self._targets.get(operation.repository, ())
         status = notify_status(verdict)
         if not targets or status is None or operation.cancels is not None:  # a cancel's verdict is the build's
@@ -377,7 +374,7 @@ def notifications_ctx(
             notifier.start()
             notifications = Notifications(config, client_name, notifier)
             live.on_reload(notifications.reconfigure)
-            app[service_key].observe(notifications)
+            app[service_key].events.subscribe(notifications.observe)
             yield
             await notifier.close()
 

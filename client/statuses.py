@@ -2,8 +2,8 @@
 and Forgejo speak too) or of GitLab's (`status_style: gitlab`).
 
 A repository reports statuses when its config has `status_api`,
-`status_token` and `full_name`. `CommitStatuses` turns the service's events
-into statuses: `pending` right after a request is submitted, and `success`,
+`status_token` and `full_name`. `CommitStatuses` turns the client's events
+(client.events) into statuses: `pending` right after a request is submitted, and `success`,
 `failure` or `error` once a verdict is accepted (a skipped build's stays
 `pending` on GitHub and Gitea, saying so, unless the repository sets
 `skipped_passes`: shared.statuses.status_for). The client cannot see when
@@ -47,6 +47,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from client.events import Event, Finished, HeldForApproval, OrderCancelled, Resumed, Submitted
 from client.outcome import (
     Abandoned, Accepted, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason, disputed_result,
 )
@@ -83,7 +84,7 @@ def reports_statuses(repository: RepositoryConfig) -> bool:
 
 
 class CommitStatuses:
-    """Turns the service's submissions and verdicts into commit statuses (a service observer)."""
+    """Turns the client's submissions and verdicts into commit statuses (an observer of client.events)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, poster: StatusPoster) -> None:
         self._client_name = client_name
@@ -102,7 +103,18 @@ class CommitStatuses:
         self._builds_url = client.base_url + "/builds/"
         self._approvals_url = client.base_url + "/approvals/"
 
-    def submitted(self, build_id: str, operation: Operation) -> None:
+    def observe(self, event: Event) -> None:
+        match event:
+            case Submitted(build_id=build_id, operation=operation):
+                self._submitted(build_id, operation)
+            case HeldForApproval(approval_id=approval_id, operation=operation):
+                self._awaiting_approval(approval_id, operation)
+            case Finished(operation=operation, verdict=verdict) | OrderCancelled(operation=operation, verdict=verdict):
+                self._finished(operation, verdict)
+            case Resumed(matrices=matrices):
+                self._resumed(matrices)
+
+    def _submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.cancels is not None:  # a cancel has no commit of its own
             return
@@ -113,7 +125,7 @@ class CommitStatuses:
         context = status_context(repository, operation)
         self._post(repository, operation.commit, build_id, "pending", description, context=context)
 
-    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
+    def _awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.commit is None:
             return
@@ -121,7 +133,7 @@ class CommitStatuses:
         self._post(repository, operation.commit, approval_id, "pending", description,
                    target_url=self._approvals_url + approval_id)
 
-    def finished(self, operation: Operation, verdict: Verdict) -> None:
+    def _finished(self, operation: Operation, verdict: Verdict) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.cancels is not None:
             return
@@ -154,7 +166,7 @@ class CommitStatuses:
             matrix.states[verdict.build_id] = state
             self._post_matrix(matrix)
 
-    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
+    def _resumed(self, matrices: list[dict]) -> None:
         """Follow again the matrices whose combinations a restarted client resumed: the
         expansion's status waits for those, and counts the verdicts its record already lists."""
         for record in matrices:
@@ -237,7 +249,7 @@ def _record_state(build: dict) -> str:
 def commit_statuses_ctx(
     live: LiveConfig, client_name: str, service_key: web.AppKey
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx that posts statuses for the app's service; it must come after the service's.
+    """A cleanup_ctx that posts statuses of the app's service's builds; it must come after the service's.
     The poster runs even when no repository reports statuses yet: a reload may add one."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -247,7 +259,7 @@ def commit_statuses_ctx(
         async with running_poster() as poster:
             statuses = CommitStatuses(live.current, client_name, poster)
             live.on_reload(statuses.reconfigure)
-            app[service_key].observe(statuses)
+            app[service_key].events.subscribe(statuses.observe)
             yield
 
     return ctx

@@ -43,7 +43,7 @@ def test_the_collector_says_what_the_ledgers_will():
 
 
 async def submitted(service, links):
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     return task, json.loads(links.sent[0][1])["timestamp"]
@@ -52,7 +52,7 @@ async def submitted(service, links):
 def replier(service, node_auths, timestamp):
     def send(sender: int, result: Result) -> None:
         message = attested(reply(sender, result, timestamp=timestamp), node_auths[sender])
-        service.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
+        service.core.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
     return send
 
 

@@ -124,14 +124,14 @@ def test_divergent_exactly_when_no_digest_has_2f_plus_1(digests):
 
 async def test_a_divergent_build_is_recorded_with_every_nodes_digest(tmp_path):
     service, links, node_auths, records = service_with_memory_links(tmp_path)
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     t = json.loads(links.sent[0][1])["timestamp"]
 
     def send(sender: int, result: Result) -> None:
         message = attested(reply(sender, result, timestamp=t), node_auths[sender])
-        service.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
+        service.core.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
 
     for sender, result in [(0, A), (1, B), (2, C)]:
         send(sender, result)

@@ -1,5 +1,5 @@
 """A client restarted after a clean stop or a kill follows the builds its records hold without a
-verdict (`ClientService.resume`): the same signed requests go to every node again, and their
+verdict (client.verbs.resume): the same signed requests go to every node again, and their
 verdicts and final statuses land as a webhook's would. Against fake nodes, on which a build of
 a branch "hold…" runs until the test releases it (tests/client/fake_nodes.py); the real nodes
 and `kill -9` are in tests/e2e/test_end_to_end_client_restart.py."""
@@ -7,7 +7,7 @@ and `kill -9` are in tests/e2e/test_end_to_end_client_restart.py."""
 import asyncio
 import time
 
-import client.service
+import client.verbs.resume
 from client.records import BuildRecords, records_path
 from pbft.build import Operation
 from pbft.messages import Request, signed
@@ -77,7 +77,7 @@ async def test_a_build_pending_at_a_clean_stop_ends_with_its_verdict_and_final_s
 
 
 async def test_past_the_bound_the_oldest_builds_without_a_verdict_end_timeout(cluster, aiohttp_client, monkeypatch):
-    monkeypatch.setattr(client.service, "MAX_RESUMED", 2)
+    monkeypatch.setattr(client.verbs.resume, "MAX_RESUMED", 2)
     oldest, *newest = left_pending(cluster, ["main", "main", "main"])
 
     http = await start_client(aiohttp_client, cluster)

@@ -19,22 +19,14 @@ XML-escaped all the same.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from client.dashboard import SECURITY_HEADERS
 from client.intake import checked_branch
+from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
 from client.tables.builds import Builds
-from shared.reload import LiveConfig
-
-
-class Reader(Protocol):
-    """What decides who may read the client's builds (client.app's CurrentAccess)."""
-
-    def check_reader(self, headers: Mapping[str, str]) -> None: ...
-
 
 LABEL = "pbft-ci"
 # A verdict (client.tables.summaries.VERDICTS) as the badge says it; the others say nothing of a branch.
@@ -51,24 +43,23 @@ CHAR_WIDTH_PX = 7
 PADDING_PX = 10
 
 
-def add_badge(app: web.Application, live: LiveConfig, client_name: str, records_key: web.AppKey,
-              access: Reader) -> None:
-    """Serve the badge of each configured repository's branches from the records at `records_key`;
-    `access` checks a reader as every other reader route does, unless badges are public."""
+def add_badge(app: web.Application) -> None:
+    """Serve the badge of each configured repository's branches."""
+    app.router.add_get("/badge/{repository}/{branch:.+}.svg", _badge)
 
-    async def badge(request: web.Request) -> web.Response:
-        config = live.current
-        if not config.client(client_name).public_badges:
-            access.check_reader(request.headers)
-        repository = request.match_info["repository"]
-        if repository not in {configured.name for configured in config.repositories}:
-            raise web.HTTPNotFound(reason="no such repository is configured")
-        branch = checked_branch(request.match_info["branch"])
-        word = branch_word(request.app[records_key].builds, repository, branch)
-        return web.Response(body=svg(LABEL, word, f"{repository} {branch}"), content_type="image/svg+xml",
-                            headers=SECURITY_HEADERS)
 
-    app.router.add_get("/badge/{repository}/{branch:.+}.svg", badge)
+async def _badge(request: web.Request) -> web.Response:
+    # The reader's check is every other reader route's, unless badges are public.
+    config = request.app[LIVE_KEY].current
+    if not config.client(request.app[NAME_KEY]).public_badges:
+        request.app[ACCESS_KEY].check_reader(request.headers)
+    repository = request.match_info["repository"]
+    if repository not in {configured.name for configured in config.repositories}:
+        raise web.HTTPNotFound(reason="no such repository is configured")
+    branch = checked_branch(request.match_info["branch"])
+    word = branch_word(request.app[RECORDS_KEY].builds, repository, branch)
+    return web.Response(body=svg(LABEL, word, f"{repository} {branch}"), content_type="image/svg+xml",
+                        headers=SECURITY_HEADERS)
 
 
 def branch_word(builds: Builds, repository: str, branch: str) -> str:

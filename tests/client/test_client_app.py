@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from client.app import SERVICE_KEY
+from client.keys import SERVICE_KEY
 from client.records import BuildRecords, records_path
 from pbft.messages import CurrentView, decode, encode, signed
 from tests.support.network import parse_metrics

@@ -20,7 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from client import artifacts
-from client.app import RECORDS_KEY
+from client.keys import RECORDS_KEY
 from client.transfers import TRANSFERS
 from pbft.attestation import manifest_digest
 from shared.logrequest import check_log_request

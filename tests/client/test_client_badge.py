@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import yaml
 
-from client.app import RECORDS_KEY
 from client.badge import svg
 from client.dashboard import SECURITY_HEADERS
+from client.keys import RECORDS_KEY
 from pbft.build import Operation, Result
 from pbft.messages import Request
 from shared.config import ConfigError, load_config

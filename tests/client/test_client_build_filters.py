@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from client.app import RECORDS_KEY
+from client.keys import RECORDS_KEY
 from client.tables.summaries import VERDICTS
 from pbft.build import Operation, Result
 from pbft.messages import Request

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 
 from pbft.build import Operation
-from client.app import RECORDS_KEY, SERVICE_KEY
+from client.keys import RECORDS_KEY, SERVICE_KEY
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import post, start_client
 from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, encoded, github_headers, settled

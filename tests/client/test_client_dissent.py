@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from client.app import RECORDS_KEY
+from client.keys import RECORDS_KEY
 from client.records import BuildRecords
 from client.tables.verdicts import replies_until
 from pbft.build import Operation, Result

@@ -8,8 +8,8 @@ import asyncio
 import logging
 import subprocess
 
-from client.app import RECORDS_KEY, SERVICE_KEY
 from client.heads import HeadUnknown, branch_head
+from client.keys import RECORDS_KEY, SERVICE_KEY
 from client.outcome import TimedOut
 from pbft.build import Operation
 from tests.client.fake_nodes import post, start_client

@@ -49,7 +49,8 @@ from aiohttp import web
 
 from client.events import Event, Finished, HeldForApproval, OrderCancelled, Resumed, Submitted
 from client.outcome import (
-    Abandoned, Accepted, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason, disputed_result,
+    Abandoned, Accepted, Combination, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason,
+    disputed_result,
 )
 from shared.config import NetworkConfig, RepositoryConfig
 from shared.reload import LiveConfig
@@ -68,14 +69,21 @@ log = logging.getLogger(__name__)
 MAX_FOLLOWED_COMBINATIONS = 1000 * MAX_COMBINATIONS
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """What a status speaks of: a commit of a repository, and the build (or approval) it is about."""
+
+    repository: RepositoryConfig
+    sha: str
+    build_id: str
+
+
 @dataclass
 class _Matrix:
     """A matrix build's combinations, by build id, and the state each one's verdict gave its
     status (None while it has none): what the expansion's own status waits for."""
 
-    repository: RepositoryConfig
-    sha: str
-    build_id: str
+    subject: _Subject
     states: dict[str, str | None]
 
 
@@ -123,14 +131,14 @@ class CommitStatuses:
             return
         description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
         context = status_context(repository, operation)
-        self._post(repository, operation.commit, build_id, "pending", description, context=context)
+        self._post(_Subject(repository, operation.commit, build_id), "pending", description, context=context)
 
     def _awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.commit is None:
             return
         description = "waiting for approval: a pull request from a fork is built once approved"
-        self._post(repository, operation.commit, approval_id, "pending", description,
+        self._post(_Subject(repository, operation.commit, approval_id), "pending", description,
                    target_url=self._approvals_url + approval_id)
 
     def _finished(self, operation: Operation, verdict: Verdict) -> None:
@@ -152,14 +160,14 @@ class CommitStatuses:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
         if isinstance(verdict.outcome, Accepted) and verdict.outcome.matrix:
-            self._follow_matrix(repository, sha, verdict.build_id, verdict.outcome.matrix)
+            self._follow_matrix(_Subject(repository, sha, verdict.build_id), verdict.outcome.matrix)
             return
         state, description = self._final(verdict.outcome)
         # An accepted verdict has a certificate; linking it lets whoever reads the status check
         # the f+1 signatures instead of taking the client's word.
         accepted = isinstance(verdict.outcome, Accepted)
         certificate_url = self._builds_url + verdict.build_id + "/certificate" if accepted else None
-        self._post(repository, sha, verdict.build_id, state, description, target_url=certificate_url,
+        self._post(_Subject(repository, sha, verdict.build_id), state, description, target_url=certificate_url,
                    context=status_context(repository, operation))
         matrix = self._matrices.pop(verdict.build_id, None)
         if matrix is not None:
@@ -177,10 +185,11 @@ class CommitStatuses:
                 continue
             states = {build["build_id"]: None if build["state"] == "pending" else _record_state(build)
                       for build in record["matrix_builds"]}
-            self._track(_Matrix(repository, sha, record["build_id"], states))
+            self._track(_Matrix(_Subject(repository, sha, record["build_id"]), states))
 
-    def _follow_matrix(self, repository: RepositoryConfig, sha: str, build_id: str, builds: tuple) -> None:
-        matrix = _Matrix(repository, sha, build_id, {combination_build: None for combination_build, _ in builds})
+    def _follow_matrix(self, subject: _Subject, builds: tuple[tuple[str, Combination], ...]) -> None:
+        """Follow the builds a matrix verdict started: its own status waits for theirs."""
+        matrix = _Matrix(subject, {build_id: None for build_id, _ in builds})
         self._track(matrix)
         self._post_matrix(matrix)
 
@@ -191,7 +200,7 @@ class CommitStatuses:
         while len(self._matrices) > MAX_FOLLOWED_COMBINATIONS:
             forgotten = self._matrices.pop(next(iter(self._matrices)))
             log.warning("status of matrix build %s left pending: more than %d combinations followed at once",
-                        forgotten.build_id, MAX_FOLLOWED_COMBINATIONS)
+                        forgotten.subject.build_id, MAX_FOLLOWED_COMBINATIONS)
 
     def _post_matrix(self, matrix: _Matrix) -> None:
         """The expansion's status: pending until each combination has its verdict, then theirs together."""
@@ -199,7 +208,7 @@ class CommitStatuses:
         count = len(matrix.states)
         if len(states) < count:
             description = f"matrix of {count} builds, each with a status of its own: {len(states)} have a verdict"
-            self._post(matrix.repository, matrix.sha, matrix.build_id, "pending", description)
+            self._post(matrix.subject, "pending", description)
             return
         if all(state == "skipped" for state in states):
             state = "skipped"  # nothing was built: no more a pass than one skipped build
@@ -208,7 +217,7 @@ class CommitStatuses:
         else:
             state = "failure" if "failure" in states else "error"
         tally = ", ".join(f"{states.count(each)} {each}" for each in sorted(set(states)))
-        self._post(matrix.repository, matrix.sha, matrix.build_id, state, f"matrix of {count} builds: {tally}")
+        self._post(matrix.subject, state, f"matrix of {count} builds: {tally}")
 
     def _final(self, outcome: Outcome) -> tuple[str, str]:
         match outcome:
@@ -229,13 +238,14 @@ class CommitStatuses:
         return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
 
     def _post(
-        self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,
-        target_url: str | None = None, context: str | None = None,
+        self, subject: _Subject, state: str, description: str, target_url: str | None = None,
+        context: str | None = None,
     ) -> None:
+        repository = subject.repository
         status = status_for(
-            repository, sha, token=repository.status_token, state=state,
+            repository, subject.sha, token=repository.status_token, state=state,
             context=context or repository.status_context, description=description,
-            target_url=target_url or self._builds_url + build_id, build_id=build_id,
+            target_url=target_url or self._builds_url + subject.build_id, build_id=subject.build_id,
         )
         if status is not None:
             self._poster.post(status)

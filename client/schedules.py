@@ -109,7 +109,7 @@ class ScheduleRunner:
         slots: ScheduleSlots,
         submit: Callable[[Operation], int],  # starts a build in the background, returns its build id
         *,
-        # The operation with its branch's head pinned (ClientService.pinned): every node
+        # The operation with its branch's head pinned (client.verbs.submit `Submit.pinned`): every node
         # builds the commit the branch named at the slot, whenever each of them fetches.
         pin: Callable[[Operation], Awaitable[Operation]] | None = None,
         clock: Callable[[], float] = time.time,

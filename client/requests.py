@@ -122,6 +122,8 @@ class Outstanding:
 
 
 class RequestCore:
+    """The requests this client has out, the replies to them, and the view the nodes vouch for."""
+
     def __init__(
         self, config: NetworkConfig, signer: RequestSigner, links: Links, settings: RequestSettings,
         events: EventStream,
@@ -189,6 +191,7 @@ class RequestCore:
         del self._outstanding[build_id]
 
     async def send_first(self, outstanding: Outstanding) -> None:
+        """Send a new request to the primary, or to every node if the primary's link is down."""
         primary, operation = self.primary, outstanding.operation
         sent = await self._links.send(primary, outstanding.frame)
         log.info(

@@ -25,7 +25,6 @@ records' group commit holds it.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Awaitable, Callable
 
@@ -38,8 +37,6 @@ from client.verbs.matrix import expand
 from client.verdicts import verdict_of
 from pbft.build import Operation, Result
 from pbft.messages import Request
-
-log = logging.getLogger(__name__)
 
 # The operation with its branch's head pinned (client.heads `BranchHeads.pin`).
 Pin = Callable[[Operation], Awaitable[Operation]]

@@ -111,7 +111,10 @@ class Submit:
             await self._cancels.wait(build_id, started_s + core.settings.deadline_s)
         finally:
             core.forget(build_id)
-        verdict = self._verdict(outstanding, round((time.monotonic() - submitted_s) * 1000), quorum_ms)
+            # Taken with nothing awaited since: a cancel decided from here on finds the build
+            # no longer followed, and overrules its verdict instead (CancelBook.decided).
+            cancel = self._cancels.take(build_id)
+        verdict = self._verdict(outstanding, cancel, round((time.monotonic() - submitted_s) * 1000), quorum_ms)
         self._events.publish(Finished(outstanding.operation, verdict))
         await self._store.durable()
         return verdict
@@ -131,8 +134,9 @@ class Submit:
         elif collector.accepted:
             await core.await_replies(outstanding, lambda: collector.settled, settings.settle_s)
 
-    def _verdict(self, outstanding: Outstanding, elapsed_ms: int, quorum_ms: float) -> Verdict:
-        cancel = self._cancels.take(outstanding.build_id)
+    def _verdict(self, outstanding: Outstanding, cancel: Verdict | None, elapsed_ms: int, quorum_ms: float) -> Verdict:
+        """The build's verdict (`cancel`: the verdict of the cancel that decided it, if one did),
+        with the builds it starts if it is a matrix; a cancel's verdict decides its target."""
         if cancel is not None:
             verdict = cancelled_verdict(outstanding, cancel, elapsed_ms, self._core.f)
         else:

@@ -26,8 +26,9 @@ import aiohttp
 
 from client.app import client_authenticator
 from client.links import NodeLinks
+from client.outcome import Accepted, Verdict
 from client.records import BuildRecords, records_path
-from client.service import ClientService, Verdict
+from client.service import ClientOptions, ClientService
 from shared.config import NetworkConfig, load_config
 from pbft.build import Operation
 from tests.support.network import parse_metrics, write_network
@@ -169,7 +170,7 @@ async def client_of(
     config: NetworkConfig, name: str = "client", *, follow_links: bool = True, data_dir: Path | None = None
 ) -> AsyncIterator[ClientService]:
     """The client's service, links up and records open, for the network's configured client.
-    Without `follow_links` the client ignores a link going down (`ClientService.on_down`) and
+    Without `follow_links` the client ignores a link going down (`RequestCore.on_down`) and
     reaches all nodes only by retransmitting, as it did before it followed its links.
     `data_dir`: where its records live, for a second process of the same client."""
     auth = client_authenticator(config, name)
@@ -177,7 +178,7 @@ async def client_of(
     try:
         async with aiohttp.ClientSession() as session:
             links = NodeLinks(session, config.nodes)
-            service = ClientService(config, name, auth, records, links, follow_links=follow_links)
+            service = ClientService(config, name, auth, records, links, ClientOptions(follow_links=follow_links))
             service.start()
             try:
                 yield service
@@ -190,9 +191,9 @@ async def client_of(
 async def submit_accepted(service: ClientService) -> tuple[float, Verdict]:
     """Seconds from signing a request to its accepted verdict; raises if it was not accepted."""
     started_s = time.perf_counter()
-    verdict = await service.submit(OPERATION)
+    verdict = await service.verbs.submit.wait(OPERATION)
     elapsed_s = time.perf_counter() - started_s
-    if not verdict.accepted:
+    if not isinstance(verdict.outcome, Accepted):
         raise RuntimeError(f"request {verdict.build_id} was not accepted: replies from "
                            f"{[reply.sender for reply in verdict.replies]}")
     return elapsed_s, verdict

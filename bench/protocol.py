@@ -36,13 +36,13 @@ SIGNATURES_CHECKED = ("pbft_signatures_checked_total", ())
 
 async def sequential_latencies_ms(service, count: int, quorum_ms: list[float] | None = None) -> list[float]:
     """`count` requests one at a time: each one's ms to its verdict; `quorum_ms` gets each one's
-    ms to its first f+1 matching replies (client.service: the verdict waits to settle)."""
+    ms to its first f+1 matching replies (client.verbs.submit: the verdict waits to settle)."""
     latencies = []
     for _ in range(count):
         elapsed_s, verdict = await submit_accepted(service)
         latencies.append(elapsed_s * 1000)
         if quorum_ms is not None:
-            quorum_ms.append(verdict.quorum_ms)
+            quorum_ms.append(verdict.outcome.quorum_ms)
     return latencies
 
 
@@ -303,7 +303,7 @@ def idle_table(report: dict) -> str:
 
 
 # How the client learns that the primary is gone: from its link going down, or only when a
-# request's retransmission period passes without a quorum (ClientService(follow_links=...)).
+# request's retransmission period passes without a quorum (ClientOptions(follow_links=...)).
 FAILOVER_CLIENTS = {"follows links": True, "retransmits only": False}
 # On a network in view 1 (its first primary was killed, and is back): a client that had
 # replies in view 1, and one restarted just before the kill, which knows the view only from
@@ -337,7 +337,7 @@ def failover(args) -> dict:
         return elapsed_s * 1000
 
     async def in_view_0(nodes, service) -> float:
-        return await kill_primary_and_submit(nodes, service, service.primary)
+        return await kill_primary_and_submit(nodes, service, service.core.primary)
 
     def in_view_1(restarted: bool):
         async def measure(nodes, service) -> float:
@@ -346,7 +346,7 @@ def failover(args) -> dict:
             await kill_primary_and_submit(nodes, service, 0)
             await asyncio.to_thread(nodes.restart, 0)
             await submit_accepted(service)
-            assert service.primary == 1, service.view
+            assert service.core.primary == 1, service.core.view
             if not restarted:
                 return await kill_primary_and_submit(nodes, service, 1)
             scratch = Path(tempfile.mkdtemp(prefix="pbft-ci-bench-client-"))

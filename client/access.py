@@ -17,6 +17,7 @@ from typing import Mapping
 
 from client.intake import WebhookError
 from shared.config import NetworkConfig
+from shared.reload import LiveConfig
 
 # RFC 6750 3: a 401 names the scheme the caller should use.
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -57,3 +58,21 @@ class AccessRules:
         given = credentials.strip().encode("utf-8", "surrogatepass")
         if not hmac.compare_digest(given, self.token.encode("ascii")):
             raise WebhookError(401, "wrong bearer token", headers=_CHALLENGE)
+
+
+class CurrentAccess:
+    """The access rules of the configuration the client runs with now: a reload may set,
+    change or remove the client's token."""
+
+    def __init__(self, live: LiveConfig, client_name: str) -> None:
+        self._live = live
+        self._client_name = client_name
+
+    def rules(self) -> AccessRules:
+        return AccessRules.from_config(self._live.current, self._client_name)
+
+    def check_plain_call(self, headers: Mapping[str, str]) -> None:
+        self.rules().check_plain_call(headers)
+
+    def check_reader(self, headers: Mapping[str, str]) -> None:
+        self.rules().check_reader(headers)

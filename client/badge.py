@@ -19,25 +19,17 @@ XML-escaped all the same.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from client.dashboard import SECURITY_HEADERS
 from client.intake import checked_branch
-from client.records import BuildRecords
-from shared.reload import LiveConfig
-
-
-class Reader(Protocol):
-    """What decides who may read the client's builds (client.app's CurrentAccess)."""
-
-    def check_reader(self, headers: Mapping[str, str]) -> None: ...
-
+from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
+from client.tables.builds import Builds
 
 LABEL = "pbft-ci"
-# A verdict (client.records.VERDICTS) as the badge says it; the others say nothing of a branch.
+# A verdict (client.tables.summaries.VERDICTS) as the badge says it; the others say nothing of a branch.
 WORDS = {"success": "passing", "failure": "failing", "error": "error", "timeout": "error",
          "disputed": "disputed", "divergent": "disputed"}
 # Worst first: what a matrix build says of its combinations.
@@ -51,31 +43,30 @@ CHAR_WIDTH_PX = 7
 PADDING_PX = 10
 
 
-def add_badge(app: web.Application, live: LiveConfig, client_name: str, records_key: web.AppKey,
-              access: Reader) -> None:
-    """Serve the badge of each configured repository's branches from the records at `records_key`;
-    `access` checks a reader as every other reader route does, unless badges are public."""
-
-    async def badge(request: web.Request) -> web.Response:
-        config = live.current
-        if not config.client(client_name).public_badges:
-            access.check_reader(request.headers)
-        repository = request.match_info["repository"]
-        if repository not in {configured.name for configured in config.repositories}:
-            raise web.HTTPNotFound(reason="no such repository is configured")
-        branch = checked_branch(request.match_info["branch"])
-        word = branch_word(request.app[records_key], repository, branch)
-        return web.Response(body=svg(LABEL, word, f"{repository} {branch}"), content_type="image/svg+xml",
-                            headers=SECURITY_HEADERS)
-
-    app.router.add_get("/badge/{repository}/{branch:.+}.svg", badge)
+def add_badge(app: web.Application) -> None:
+    """Serve the badge of each configured repository's branches."""
+    app.router.add_get("/badge/{repository}/{branch:.+}.svg", _badge)
 
 
-def branch_word(records: BuildRecords, repository: str, branch: str) -> str:
+async def _badge(request: web.Request) -> web.Response:
+    # The reader's check is every other reader route's, unless badges are public.
+    config = request.app[LIVE_KEY].current
+    if not config.client(request.app[NAME_KEY]).public_badges:
+        request.app[ACCESS_KEY].check_reader(request.headers)
+    repository = request.match_info["repository"]
+    if repository not in {configured.name for configured in config.repositories}:
+        raise web.HTTPNotFound(reason="no such repository is configured")
+    branch = checked_branch(request.match_info["branch"])
+    word = branch_word(request.app[RECORDS_KEY].builds, repository, branch)
+    return web.Response(body=svg(LABEL, word, f"{repository} {branch}"), content_type="image/svg+xml",
+                        headers=SECURITY_HEADERS)
+
+
+def branch_word(builds: Builds, repository: str, branch: str) -> str:
     """What the badge of a branch says (see the module's doc)."""
-    for build in records.branch_verdicts(repository, branch, LOOK_BACK):
+    for build in builds.branch_verdicts(repository, branch, LOOK_BACK):
         if build["verdict"] == "matrix":
-            word = _matrix_word(records, int(build["build_id"]))
+            word = _matrix_word(builds, int(build["build_id"]))
         else:
             word = WORDS.get(build["verdict"])
         if word is not None:
@@ -83,9 +74,9 @@ def branch_word(records: BuildRecords, repository: str, branch: str) -> str:
     return "unknown"
 
 
-def _matrix_word(records: BuildRecords, build_id: int) -> str | None:
+def _matrix_word(builds: Builds, build_id: int) -> str | None:
     """The worst word of a matrix build's combinations, once each has its verdict; else None."""
-    record = records.get(build_id)
+    record = builds.get(build_id)
     combinations = [] if record is None else record["matrix_builds"]
     if not combinations or any(combination["state"] == "pending" for combination in combinations):
         return None

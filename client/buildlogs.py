@@ -93,12 +93,11 @@ async def serve_build_log(request: web.Request, record: dict) -> web.StreamRespo
     times = not follow and request.query.get("times") == "1"
     query = {"follow": "1"} if follow else {"times": "1"} if times else None
     url, headers = signed_request(settings.auth, settings.client_name, node, path, query)
-    session = request.app[NODE_SESSIONS].streams
+    node_log = _NodeLog(request.app[NODE_SESSIONS].streams, url, headers, node.id, build_id)
     if follow:
         with request.app[TRANSFERS].follows.admit(caller(request)):
-            return await _follow(request, session, url, headers, node.id, build_id, settings.follow_cap_s)
-    max_bytes = MAX_TIMES_BYTES if times else settings.max_plain_bytes
-    return await _plain(request, session, url, headers, node.id, build_id, max_bytes)
+            return await _follow(request, node_log, settings.follow_cap_s)
+    return await _plain(request, node_log, MAX_TIMES_BYTES if times else settings.max_plain_bytes)
 
 
 def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:
@@ -110,19 +109,31 @@ def _node(request: web.Request, settings: LogProxySettings) -> NodeConfig:
     return settings.nodes[node_id]
 
 
-async def _plain(
-    request: web.Request, session: aiohttp.ClientSession, url: URL, headers: dict, node_id: int, build_id: str,
-    max_bytes: int,
-) -> web.StreamResponse:
+@dataclass(frozen=True)
+class _NodeLog:
+    """One node's log of one build, and the signed request for it."""
+
+    session: aiohttp.ClientSession
+    url: URL
+    headers: dict
+    node_id: int
+    build_id: str
+
+    async def get(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """The node's answer, or the 502 that says it could not be reached."""
+        try:
+            return await self.session.get(self.url, headers=self.headers, timeout=timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise web.HTTPBadGateway(reason=f"node {self.node_id} unreachable: {describe(error)}") from None
+
+
+async def _plain(request: web.Request, node_log: _NodeLog, max_bytes: int) -> web.StreamResponse:
     """The node's log file passed on as it comes, a chunk at a time: a log is one node's word, with
     nothing to check before it is shown, so none is held whole. A node that sends more than
     `max_bytes`, or breaks off, has the caller's connection cut, which the caller sees as an
     incomplete answer (the declared length, when the node sent one, is not met)."""
-    timeout = aiohttp.ClientTimeout(total=PLAIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-    try:
-        upstream = await session.get(url, headers=headers, timeout=timeout)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {describe(error)}") from None
+    node_id, build_id = node_log.node_id, node_log.build_id
+    upstream = await node_log.get(aiohttp.ClientTimeout(total=PLAIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
     try:
         _check_answer(upstream, node_id, build_id)
         if upstream.content_length is not None and upstream.content_length > max_bytes:
@@ -150,22 +161,12 @@ async def _plain(
         upstream.close()
 
 
-async def _follow(
-    request: web.Request,
-    session: aiohttp.ClientSession,
-    url: URL,
-    headers: dict,
-    node_id: int,
-    build_id: str,
-    cap_s: float,
-) -> web.StreamResponse:
-    timeout = aiohttp.ClientTimeout(total=cap_s, connect=CONNECT_TIMEOUT_S, sock_read=FOLLOW_READ_TIMEOUT_S)
+async def _follow(request: web.Request, node_log: _NodeLog, cap_s: float) -> web.StreamResponse:
+    node_id = node_log.node_id
+    upstream = await node_log.get(
+        aiohttp.ClientTimeout(total=cap_s, connect=CONNECT_TIMEOUT_S, sock_read=FOLLOW_READ_TIMEOUT_S))
     try:
-        upstream = await session.get(url, headers=headers, timeout=timeout)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        raise web.HTTPBadGateway(reason=f"node {node_id} unreachable: {describe(error)}") from None
-    try:
-        _check_answer(upstream, node_id, build_id)
+        _check_answer(upstream, node_id, node_log.build_id)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                      NODE_HEADER: str(node_id)}

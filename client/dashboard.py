@@ -1,6 +1,6 @@
 """The read-only web dashboard: builds, one build, the network.
 
-The pages are one static HTML file with one script and one style sheet
+The pages are one static HTML file with its scripts and one style sheet
 (`client/static/`), the same bytes for everyone and holding no data, so they
 are served without credentials. Everything the pages show comes from the
 client's JSON routes (`GET /builds`, `/builds/{id}`, `/builds/{id}/nodes`,
@@ -25,7 +25,11 @@ from pathlib import Path
 from aiohttp import web
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
+# The page's scripts, in the order it runs them: dashboard.js has what every page uses and starts
+# the page, each other one page's part of it.
+SCRIPTS = ("dashboard.js", "builds.js", "build.js", "output.js", "network.js")
+STATIC_TYPES = {**{script: "text/javascript" for script in SCRIPTS}, "dashboard.css": "text/css",
+                "favicon.svg": "image/svg+xml"}
 PAGE = "dashboard.html"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

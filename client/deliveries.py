@@ -1,9 +1,15 @@
-"""Answering forge deliveries: at once, with where the verdict will appear.
+"""What a forge's delivery gets: a build started at once, its verdict later; or a hold; or nothing.
 
 Forges give up on a webhook after about ten seconds, while consensus and a
 build take longer, so a push is answered `202` with the build id and a
-status URL as soon as the request is signed and recorded; the service
-follows it in the background and the verdict lands in the build records.
+status URL as soon as the request is signed and recorded (`Started`); the
+client follows it in the background and the verdict lands in the build
+records. A redelivery (the same delivery id) starts nothing new and gets the
+build, or the hold, the first delivery got. A pull request from a fork
+waits for an approval (`Held`, client.verbs.approve) unless its repository
+builds forks; a push to a repository with `auto_cancel` cancels the older
+builds of its ref still without a verdict (client.verbs.cancel). The routes
+say each answer in JSON (client.routes.webhook).
 """
 
 from __future__ import annotations
@@ -12,8 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
-
+from client.events import Origin
 from client.forges import Build, Delivery, Ignored, Pong
 from client.records import BuildRecords
 from client.service import ClientService
@@ -43,53 +48,53 @@ class WebhookSettings:
         return cls(config.repositories, client.max_body_bytes, client.body_timeout_s, client.base_url)
 
 
-def answer_delivery(
+@dataclass(frozen=True)
+class Started:
+    """A build is on its way (or was, for a redelivery)."""
+
+    build_id: int
+    redelivery: bool = False
+
+
+@dataclass(frozen=True)
+class Held:
+    """A fork's pull request waits for an approval (or did, for a redelivery)."""
+
+    approval_id: str
+    redelivery: bool = False
+
+
+Answer = Ignored | Pong | Started | Held
+
+
+def take_delivery(
     delivery: Delivery, service: ClientService, records: BuildRecords, settings: WebhookSettings
-) -> web.Response:
+) -> Answer:
     if isinstance(delivery, Ignored):
         log.info("forge delivery ignored: %s", delivery.reason)
-        return web.json_response({"ignored": True, "reason": delivery.reason}, status=202)
+        return delivery
     if isinstance(delivery, Pong):
         log.info("forge ping for %s", delivery.repository)
-        return web.json_response({"pong": True, "repository": delivery.repository})
+        return delivery
     assert isinstance(delivery, Build)
     operation, delivery_id = delivery.operation, delivery.delivery_id
     # From the lookup to the insert nothing awaits, so two copies of one
     # delivery arriving together cannot both start a build.
     if delivery_id is not None:
-        known = records.delivery_build(operation.repository, delivery_id)
+        known = records.deliveries.build_of(operation.repository, delivery_id)
         if known is not None:
             log.info("forge redelivery %s of build %d: nothing new to build", delivery_id, known)
-            return started(known, settings, redelivery=True)
-        held = records.delivery_approval(operation.repository, delivery_id)
+            return Started(known, redelivery=True)
+        held = records.approvals.of_delivery(operation.repository, delivery_id)
         if held is not None:
             log.info("forge redelivery %s of approval %s: nothing new to hold", delivery_id, held["approval_id"])
-            return _held(held["approval_id"], settings, redelivery=True)
+            return Held(held["approval_id"], redelivery=True)
     if delivery.fork and not settings.builds_forks(operation.repository):
-        return _held(str(service.hold_for_approval(operation, delivery_id)), settings, redelivery=False)
-    build_id = service.submit_in_background(operation)
-    if delivery.commit_info is not None:
-        # Nothing awaited since the build's record was written: both go in one commit.
-        info = delivery.commit_info
-        records.describe_commit(build_id, info.message, info.author, info.url)
+        return Held(str(service.verbs.approve.hold(operation, delivery_id)))
+    build_id = service.verbs.submit.start(operation, Origin(commit_info=delivery.commit_info))
     if delivery_id is not None:
-        records.add_delivery(operation.repository, delivery_id, build_id, time.time())
+        records.deliveries.add(operation.repository, delivery_id, build_id, time.time())
     log.info("forge delivery %s started build %d", delivery_id or "(no id)", build_id)
     if settings.auto_cancels(operation.repository) and operation.trigger_event in ("push", "pull_request"):
-        service.supersede(operation, build_id)
-    return started(build_id, settings)
-
-
-def _held(approval_id: str, settings: WebhookSettings, *, redelivery: bool) -> web.Response:
-    approval_url = f"{settings.status_base_url}/approvals/{approval_id}"
-    answer = {"awaiting_approval": True, "approval_id": approval_id, "approval_url": approval_url,
-              "approve": f"POST {approval_url}/approve with the client's token"}
-    if redelivery:
-        answer["redelivery"] = True
-    return web.json_response(answer, status=202)
-
-
-def started(build_id: int | str, settings: WebhookSettings, **more) -> web.Response:
-    """202: a build is on its way; its id, where its verdict will appear, and `more` fields."""
-    answer = {"build_id": str(build_id), "status_url": f"{settings.status_base_url}/builds/{build_id}", **more}
-    return web.json_response(answer, status=202)
+        service.verbs.cancel.supersede(operation, build_id)
+    return Started(build_id)

@@ -5,7 +5,8 @@ with capped exponential backoff for as long as the client runs. On every new
 connection the node speaks first, with a fresh challenge; the link waits for
 it and calls `on_connect` with it before reading anything else: a node routes
 a client's replies only over a connection on which the client said HELLO
-over that connection's challenge, and saying it is the service's business.
+over that connection's challenge, and saying it is the request core's
+business (client.requests).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 their verdicts, webhook-to-verdict latency, the builds still waiting, and the notifications
 of verdicts sent.
 
-The metrics observe the service as any `client.service.BuildObserver` does;
-the client's registry is its own, not the library's global one.
+The metrics observe the client's events (client.events) as the records,
+statuses and notifications do; the client's registry is its own, not the
+library's global one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from client.service import Verdict
-from pbft.build import Operation
+from client.events import Event, Finished, HeldForApproval, OrderCancelled, Resumed, Submitted
+from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict
 
 VERDICT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
@@ -60,23 +61,29 @@ class ClientMetrics:
                               "Builds f+1 nodes say wait for a build slot (their signed BUILD-STATEs)", registry=r)
         queued_builds.set_function(queued)
 
-    # BuildObserver
-    def submitted(self, build_id: str, operation: Operation) -> None:
-        self.submitted_builds.inc()
+    def observe(self, event: Event) -> None:
+        match event:
+            case Submitted():
+                self.submitted_builds.inc()
+            case HeldForApproval():
+                self.held_for_approval.inc()
+            case Resumed(build_ids=build_ids):
+                self.resumed_builds.inc(len(build_ids))
+            case Finished(verdict=verdict) | OrderCancelled(verdict=verdict):
+                self._finished(verdict)
 
-    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
-        self.held_for_approval.inc()
-
-    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
-        self.resumed_builds.inc(len(build_ids))
-
-    def finished(self, operation: Operation, verdict: Verdict) -> None:
-        if verdict.accepted and verdict.result is not None:
-            status = verdict.result.status
-        elif verdict.divergent or verdict.disputed:
-            status = "divergent" if verdict.divergent else "disputed"
-        else:
-            status = "abandoned" if verdict.abandoned else "no_quorum"
+    def _finished(self, verdict: Verdict) -> None:
+        match verdict.outcome:
+            case Accepted(result=result):
+                status = result.status
+            case Divergent():
+                status = "divergent"
+            case Disputed():
+                status = "disputed"
+            case TimedOut():
+                status = "no_quorum"
+            case Abandoned():
+                status = "abandoned"
         self.verdicts.labels(status).inc()
         self.verdict_seconds.observe(verdict.elapsed_ms / 1000)
 

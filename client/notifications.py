@@ -1,7 +1,7 @@
 """Notifications of verdicts (`repositories[].notify`): signed webhooks and e-mail.
 
-`Notifications` observes the service, as commit statuses do
-(client.statuses): once a build has its verdict, each target of its
+`Notifications` observes the client's events (client.events), as commit
+statuses do (client.statuses): once a build has its verdict, each target of its
 repository whose filters pass (`on`: the verdict's status; `branches`)
 gets one notification, handed to a `client.notifier.Notifier`, which sends
 it in the background and retries it; `finished` never waits. Every
@@ -41,9 +41,9 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from client.events import Event, Finished, OrderCancelled
 from client.notifier import DeliveryError, Notification, Notifier, NotifySettings
-from client.records import disputed_reason, disputed_result
-from client.service import Verdict
+from client.outcome import Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_reason, disputed_result
 from pbft.build import Operation, Result, combination_label
 from shared.config import NetworkConfig, SMTPConfig
 from shared.reload import LiveConfig
@@ -63,19 +63,24 @@ def notify_status(verdict: Verdict) -> str | None:
     """What a notification calls the verdict (shared.config.NOTIFY_STATUSES), or None when
     there is nothing to tell: a build abandoned at shutdown (followed again after a restart)
     or a matrix's expansion (each of its builds has a verdict of its own)."""
-    if verdict.disputed:
-        return "disputed"
-    if verdict.divergent:
-        return "divergent"
-    if verdict.accepted:
-        return None if verdict.result.status == "matrix" else verdict.result.status
-    return None if verdict.abandoned else "no_quorum"
+    match verdict.outcome:
+        case Disputed():
+            return "disputed"
+        case Divergent():
+            return "divergent"
+        case Accepted(result=result):
+            return None if result.status == "matrix" else result.status
+        case TimedOut():
+            return "no_quorum"
+    return None
 
 
 def each_node(verdict: Verdict) -> dict[str, dict[str, Any]]:
     """What each node that replied said, by node id: a disputed build's split, else its replies."""
-    results: dict[int, Result] = dict(verdict.split)
-    if not verdict.disputed:
+    if isinstance(verdict.outcome, Disputed):
+        results = dict(verdict.outcome.split)
+    else:
+        results = {}
         for reply in verdict.replies:
             results.setdefault(reply.sender, reply.result)
     return {str(node): _said(results[node]) for node in sorted(results)}
@@ -93,20 +98,21 @@ def _said(result: Result) -> dict[str, Any]:
 def verdict_event(operation: Operation, verdict: Verdict, status: str, f: int, base_url: str) -> dict[str, Any]:
     """The facts every notification of this verdict carries (a webhook's body, less its
     delivery id and timestamp)."""
-    result = verdict.result
-    commit = result.commit if result is not None else None
-    exit_code = result.exit_code if result is not None else None
-    reason = (result.reason or None) if verdict.accepted else None
-    if verdict.disputed:
-        commit, reason = disputed_result(verdict.split, f)["commit"], disputed_reason(verdict.split)
-    elif verdict.divergent:
-        digests = len(set(verdict.artifacts_by_node.values()))
-        reason = (f"the nodes built different artifacts ({digests} digests among {len(verdict.artifacts_by_node)} "
-                  "nodes): not reproducible, or a node lies")
-    elif status == "no_quorum":
-        reason = f"no {f + 1} nodes agreed on a result before the deadline"
-        if verdict.progress is not None:
-            reason += f" (the build was still {verdict.progress} at f+1 nodes)"
+    commit = exit_code = reason = None
+    agreed_by: list[int] = []
+    match verdict.outcome:
+        case Accepted(result=result, agreed_by=agreed_by):
+            commit, exit_code, reason = result.commit, result.exit_code, result.reason or None
+        case Divergent(result=result, artifacts_by_node=by_node):
+            commit, exit_code = result.commit, result.exit_code
+            reason = (f"the nodes built different artifacts ({len(set(by_node.values()))} digests among"
+                      f" {len(by_node)} nodes): not reproducible, or a node lies")
+        case Disputed(split=split):
+            commit, reason = disputed_result(split, f)["commit"], disputed_reason(split)
+        case TimedOut(progress=progress):
+            reason = f"no {f + 1} nodes agreed on a result before the deadline"
+            if progress is not None:
+                reason += f" (the build was still {progress} at f+1 nodes)"
     build_url = f"{base_url}/builds/{verdict.build_id}"
     return {
         "event": "verdict",
@@ -119,14 +125,14 @@ def verdict_event(operation: Operation, verdict: Verdict, status: str, f: int, b
         "status": status,
         "exit_code": exit_code,
         "reason": None if reason is None else reason[:MAX_REASON_CHARS],
-        "agreed_by": list(verdict.agreed_by),
+        "agreed_by": list(agreed_by),
         "split": each_node(verdict),
         "elapsed_ms": verdict.elapsed_ms,
         "urls": {
             "build": f"{base_url}/dashboard/builds/{verdict.build_id}",
             "record": build_url,
             # Only an accepted verdict has f+1 matching signed replies to make one.
-            "certificate": f"{build_url}/certificate" if verdict.accepted else None,
+            "certificate": f"{build_url}/certificate" if isinstance(verdict.outcome, Accepted) else None,
         },
     }
 
@@ -306,11 +312,11 @@ class EmailSender:
         await asyncio.to_thread(send_mail, self._smtp, message, target.email)
 
 
-# --- the service's observer ---------------------------------------------------------
+# --- the observer of the client's events --------------------------------------------
 
 
 class Notifications:
-    """Turns verdicts into notifications (a service observer)."""
+    """Turns verdicts into notifications (an observer of client.events)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, notifier: Notifier) -> None:
         self._client_name = client_name
@@ -324,16 +330,12 @@ class Notifications:
         self._targets = {repo.name: repo.notify for repo in config.repositories if repo.notify}
         self._base_url = config.client(self._client_name).base_url
 
-    def submitted(self, build_id: str, operation: Operation) -> None:
-        pass
+    def observe(self, event: Event) -> None:
+        match event:
+            case Finished(operation=operation, verdict=verdict) | OrderCancelled(operation=operation, verdict=verdict):
+                self._finished(operation, verdict)
 
-    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
-        pass
-
-    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
-        pass
-
-    def finished(self, operation: Operation, verdict: Verdict) -> None:
+    def _finished(self, operation: Operation, verdict: Verdict) -> None:
         targets = self._targets.get(operation.repository, ())
         status = notify_status(verdict)
         if not targets or status is None or operation.cancels is not None:  # a cancel's verdict is the build's
@@ -372,7 +374,7 @@ def notifications_ctx(
             notifier.start()
             notifications = Notifications(config, client_name, notifier)
             live.on_reload(notifications.reconfigure)
-            app[service_key].observe(notifications)
+            app[service_key].events.subscribe(notifications.observe)
             yield
             await notifier.close()
 

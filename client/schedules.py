@@ -27,6 +27,7 @@ from typing import Awaitable, Callable, Iterable
 
 from croniter import croniter
 
+from client.tables.slots import ScheduleSlots
 from pbft.build import Operation
 from shared.config import RepositoryConfig, ScheduleConfig
 
@@ -105,17 +106,17 @@ class ScheduleRunner:
     def __init__(
         self,
         schedules: Schedules,
-        records,  # client.records.BuildRecords: set_schedule_slots
+        slots: ScheduleSlots,
         submit: Callable[[Operation], int],  # starts a build in the background, returns its build id
         *,
-        # The operation with its branch's head pinned (ClientService.pinned): every node
+        # The operation with its branch's head pinned (client.verbs.submit `Submit.pinned`): every node
         # builds the commit the branch named at the slot, whenever each of them fetches.
         pin: Callable[[Operation], Awaitable[Operation]] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.schedules = schedules
-        self._records = records
+        self._slots = slots
         self._submit = submit
         self._pin = pin
         self._clock = clock
@@ -136,7 +137,7 @@ class ScheduleRunner:
         started = [(fire, self._submit(operation)) for fire, operation in zip(fires, operations)]
         if self.schedules.last != before or not self._saved:
             build_ids = {fire.key: build_id for fire, build_id in started}
-            self._records.set_schedule_slots(self.schedules.last, build_ids)
+            self._slots.keep(self.schedules.last, build_ids)
             self._saved = True
         for fire, build_id in started:
             slot = datetime.fromtimestamp(fire.slot_s, timezone.utc).isoformat(timespec="minutes")

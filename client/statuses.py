@@ -2,8 +2,8 @@
 and Forgejo speak too) or of GitLab's (`status_style: gitlab`).
 
 A repository reports statuses when its config has `status_api`,
-`status_token` and `full_name`. `CommitStatuses` turns the service's events
-into statuses: `pending` right after a request is submitted, and `success`,
+`status_token` and `full_name`. `CommitStatuses` turns the client's events
+(client.events) into statuses: `pending` right after a request is submitted, and `success`,
 `failure` or `error` once a verdict is accepted (a skipped build's stays
 `pending` on GitHub and Gitea, saying so, unless the repository sets
 `skipped_passes`: shared.statuses.status_for). The client cannot see when
@@ -47,8 +47,11 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from client.records import disputed_reason, disputed_result
-from client.service import Verdict
+from client.events import Event, Finished, HeldForApproval, OrderCancelled, Resumed, Submitted
+from client.outcome import (
+    Abandoned, Accepted, Combination, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason,
+    disputed_result,
+)
 from shared.config import NetworkConfig, RepositoryConfig
 from shared.reload import LiveConfig
 from shared.statuses import (
@@ -66,14 +69,21 @@ log = logging.getLogger(__name__)
 MAX_FOLLOWED_COMBINATIONS = 1000 * MAX_COMBINATIONS
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """What a status speaks of: a commit of a repository, and the build (or approval) it is about."""
+
+    repository: RepositoryConfig
+    sha: str
+    build_id: str
+
+
 @dataclass
 class _Matrix:
     """A matrix build's combinations, by build id, and the state each one's verdict gave its
     status (None while it has none): what the expansion's own status waits for."""
 
-    repository: RepositoryConfig
-    sha: str
-    build_id: str
+    subject: _Subject
     states: dict[str, str | None]
 
 
@@ -82,7 +92,7 @@ def reports_statuses(repository: RepositoryConfig) -> bool:
 
 
 class CommitStatuses:
-    """Turns the service's submissions and verdicts into commit statuses (a service observer)."""
+    """Turns the client's submissions and verdicts into commit statuses (an observer of client.events)."""
 
     def __init__(self, config: NetworkConfig, client_name: str, poster: StatusPoster) -> None:
         self._client_name = client_name
@@ -101,7 +111,18 @@ class CommitStatuses:
         self._builds_url = client.base_url + "/builds/"
         self._approvals_url = client.base_url + "/approvals/"
 
-    def submitted(self, build_id: str, operation: Operation) -> None:
+    def observe(self, event: Event) -> None:
+        match event:
+            case Submitted(build_id=build_id, operation=operation):
+                self._submitted(build_id, operation)
+            case HeldForApproval(approval_id=approval_id, operation=operation):
+                self._awaiting_approval(approval_id, operation)
+            case Finished(operation=operation, verdict=verdict) | OrderCancelled(operation=operation, verdict=verdict):
+                self._finished(operation, verdict)
+            case Resumed(matrices=matrices):
+                self._resumed(matrices)
+
+    def _submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.cancels is not None:  # a cancel has no commit of its own
             return
@@ -110,46 +131,50 @@ class CommitStatuses:
             return
         description = f"ordering and building on {self._n} nodes; {self._quorum} must agree"
         context = status_context(repository, operation)
-        self._post(repository, operation.commit, build_id, "pending", description, context=context)
+        self._post(_Subject(repository, operation.commit, build_id), "pending", description, context=context)
 
-    def awaiting_approval(self, approval_id: str, operation: Operation) -> None:
+    def _awaiting_approval(self, approval_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.commit is None:
             return
         description = "waiting for approval: a pull request from a fork is built once approved"
-        self._post(repository, operation.commit, approval_id, "pending", description,
+        self._post(_Subject(repository, operation.commit, approval_id), "pending", description,
                    target_url=self._approvals_url + approval_id)
 
-    def finished(self, operation: Operation, verdict: Verdict) -> None:
+    def _finished(self, operation: Operation, verdict: Verdict) -> None:
         repository = self._repositories.get(operation.repository)
         if repository is None or operation.cancels is not None:
             return
-        if verdict.abandoned:
-            # The network may still build it; a status saying otherwise would be a guess.
-            log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
-            return
-        if verdict.disputed:
-            sha = operation.commit or disputed_result(verdict.split, self._quorum - 1)["commit"]
-        else:
-            sha = operation.commit or (verdict.result.commit if verdict.accepted or verdict.divergent else None)
+        match verdict.outcome:
+            case Abandoned():
+                # The network may still build it; a status saying otherwise would be a guess.
+                log.info("no status for build %s: abandoned at shutdown", verdict.build_id)
+                return
+            case Disputed(split=split):
+                sha = operation.commit or disputed_result(split, self._quorum - 1)["commit"]
+            case Accepted(result=result) | Divergent(result=result):
+                sha = operation.commit or result.commit
+            case TimedOut():
+                sha = operation.commit
         if sha is None:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
-        if verdict.matrix:
-            self._follow_matrix(repository, sha, verdict)
+        if isinstance(verdict.outcome, Accepted) and verdict.outcome.matrix:
+            self._follow_matrix(_Subject(repository, sha, verdict.build_id), verdict.outcome.matrix)
             return
-        state, description = self._final(verdict)
+        state, description = self._final(verdict.outcome)
         # An accepted verdict has a certificate; linking it lets whoever reads the status check
         # the f+1 signatures instead of taking the client's word.
-        certificate_url = self._builds_url + verdict.build_id + "/certificate" if verdict.accepted else None
-        self._post(repository, sha, verdict.build_id, state, description, target_url=certificate_url,
+        accepted = isinstance(verdict.outcome, Accepted)
+        certificate_url = self._builds_url + verdict.build_id + "/certificate" if accepted else None
+        self._post(_Subject(repository, sha, verdict.build_id), state, description, target_url=certificate_url,
                    context=status_context(repository, operation))
         matrix = self._matrices.pop(verdict.build_id, None)
         if matrix is not None:
             matrix.states[verdict.build_id] = state
             self._post_matrix(matrix)
 
-    def resumed(self, build_ids: list[int], matrices: list[dict]) -> None:
+    def _resumed(self, matrices: list[dict]) -> None:
         """Follow again the matrices whose combinations a restarted client resumed: the
         expansion's status waits for those, and counts the verdicts its record already lists."""
         for record in matrices:
@@ -160,10 +185,11 @@ class CommitStatuses:
                 continue
             states = {build["build_id"]: None if build["state"] == "pending" else _record_state(build)
                       for build in record["matrix_builds"]}
-            self._track(_Matrix(repository, sha, record["build_id"], states))
+            self._track(_Matrix(_Subject(repository, sha, record["build_id"]), states))
 
-    def _follow_matrix(self, repository: RepositoryConfig, sha: str, verdict: Verdict) -> None:
-        matrix = _Matrix(repository, sha, verdict.build_id, {build_id: None for build_id, _ in verdict.matrix})
+    def _follow_matrix(self, subject: _Subject, builds: tuple[tuple[str, Combination], ...]) -> None:
+        """Follow the builds a matrix verdict started: its own status waits for theirs."""
+        matrix = _Matrix(subject, {build_id: None for build_id, _ in builds})
         self._track(matrix)
         self._post_matrix(matrix)
 
@@ -174,7 +200,7 @@ class CommitStatuses:
         while len(self._matrices) > MAX_FOLLOWED_COMBINATIONS:
             forgotten = self._matrices.pop(next(iter(self._matrices)))
             log.warning("status of matrix build %s left pending: more than %d combinations followed at once",
-                        forgotten.build_id, MAX_FOLLOWED_COMBINATIONS)
+                        forgotten.subject.build_id, MAX_FOLLOWED_COMBINATIONS)
 
     def _post_matrix(self, matrix: _Matrix) -> None:
         """The expansion's status: pending until each combination has its verdict, then theirs together."""
@@ -182,7 +208,7 @@ class CommitStatuses:
         count = len(matrix.states)
         if len(states) < count:
             description = f"matrix of {count} builds, each with a status of its own: {len(states)} have a verdict"
-            self._post(matrix.repository, matrix.sha, matrix.build_id, "pending", description)
+            self._post(matrix.subject, "pending", description)
             return
         if all(state == "skipped" for state in states):
             state = "skipped"  # nothing was built: no more a pass than one skipped build
@@ -191,33 +217,34 @@ class CommitStatuses:
         else:
             state = "failure" if "failure" in states else "error"
         tally = ", ".join(f"{states.count(each)} {each}" for each in sorted(set(states)))
-        self._post(matrix.repository, matrix.sha, matrix.build_id, state, f"matrix of {count} builds: {tally}")
+        self._post(matrix.subject, state, f"matrix of {count} builds: {tally}")
 
-    def _final(self, verdict: Verdict) -> tuple[str, str]:
-        if verdict.divergent:
-            # Not a failure of the tests: the nodes could not vouch for one set of bytes.
-            differing = len(set(verdict.artifacts_by_node.values()))
-            return "error", (
-                f"build divergent: its artifacts differ between nodes ({differing} digests among "
-                f"{len(verdict.artifacts_by_node)} nodes); not reproducible, or a node lies"
-            )
-        if verdict.disputed:
-            # Not a verdict on the tests: the nodes disagree (a flaky build, or faulty nodes).
-            return "error", f"disputed: {disputed_reason(verdict.split)}"
-        if not verdict.accepted:
-            return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
-        # The agreement is the point of this CI, so the end of the text is kept whole.
-        agreement = f"; agreed by nodes {', '.join(map(str, verdict.agreed_by))}"
-        described = result_text(verdict.result)[: MAX_DESCRIPTION_CHARS - len(agreement)]
-        return state_of(verdict.result), described + agreement
+    def _final(self, outcome: Outcome) -> tuple[str, str]:
+        match outcome:
+            case Divergent(artifacts_by_node=by_node):
+                # Not a failure of the tests: the nodes could not vouch for one set of bytes.
+                return "error", (
+                    f"build divergent: its artifacts differ between nodes ({len(set(by_node.values()))} digests"
+                    f" among {len(by_node)} nodes); not reproducible, or a node lies"
+                )
+            case Disputed(split=split):
+                # Not a verdict on the tests: the nodes disagree (a flaky build, or faulty nodes).
+                return "error", f"disputed: {disputed_reason(split)}"
+            case Accepted(result=result, agreed_by=agreed_by):
+                # The agreement is the point of this CI, so the end of the text is kept whole.
+                agreement = f"; agreed by nodes {', '.join(map(str, agreed_by))}"
+                described = result_text(result)[: MAX_DESCRIPTION_CHARS - len(agreement)]
+                return state_of(result), described + agreement
+        return "error", f"no {self._quorum} nodes agreed on a result before the deadline"
 
     def _post(
-        self, repository: RepositoryConfig, sha: str, build_id: str, state: str, description: str,
-        target_url: str | None = None, context: str | None = None,
+        self, subject: _Subject, state: str, description: str, target_url: str | None = None,
+        context: str | None = None,
     ) -> None:
-        status = status_for(repository, sha, StatusReport(
+        repository = subject.repository
+        status = status_for(repository, subject.sha, StatusReport(
             state=state, context=context or repository.status_context, description=description,
-            target_url=target_url or self._builds_url + build_id, build_id=build_id,
+            target_url=target_url or self._builds_url + subject.build_id, build_id=subject.build_id,
         ), token=repository.status_token)
         if status is not None:
             self._poster.post(status)
@@ -231,7 +258,7 @@ def _record_state(build: dict) -> str:
 def commit_statuses_ctx(
     live: LiveConfig, client_name: str, service_key: web.AppKey
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup_ctx that posts statuses for the app's service; it must come after the service's.
+    """A cleanup_ctx that posts statuses of the app's service's builds; it must come after the service's.
     The poster runs even when no repository reports statuses yet: a reload may add one."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -241,7 +268,7 @@ def commit_statuses_ctx(
         async with running_poster() as poster:
             statuses = CommitStatuses(live.current, client_name, poster)
             live.on_reload(statuses.reconfigure)
-            app[service_key].observe(statuses)
+            app[service_key].events.subscribe(statuses.observe)
             yield
 
     return ctx

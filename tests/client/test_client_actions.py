@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from client.records import _ACTION_COLUMNS_OF_8, BuildRecords, records_path
+from client.records import BuildRecords, records_path
+from client.tables.schema import ACTION_COLUMNS_OF_8
 from shared.actionreport import ActionReport
 from shared.crypto import generate_private_key
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
@@ -184,17 +185,17 @@ async def test_a_report_recorded_before_reports_were_signed_shows_as_unsigned_un
     path = records_path(cluster.config.data_dir, CLIENT)
     await client.close()  # the client of version 7 had taken a report on the token's word
     with sqlite3.connect(path) as old:
-        for column in _ACTION_COLUMNS_OF_8:
+        for column in ACTION_COLUMNS_OF_8:
             old.execute(f"ALTER TABLE actions DROP COLUMN {column}")
         old.execute("INSERT INTO actions (build_id, name, state, exit_code, reason, reported_at)"
                     " VALUES (?, 'deploy', 'success', 0, '', 1.0)", (build_id,))
         old.execute("PRAGMA user_version = 7")
 
     records = BuildRecords(path)
-    (action,) = records.get(build_id)["actions"]
+    (action,) = records.builds.get(build_id)["actions"]
     assert (action["state"], action["runner"], action["sig"], action["stamp_us"]) == ("success", None, None, None)
     failed = ActionReport(build_id, "deploy", "failure", 1, "", RUNNER, 5)
-    assert records.action(failed, "ab" * 64, time.time())  # any signed report replaces an unsigned one
-    (action,) = records.get(build_id)["actions"]
+    assert records.actions.keep(failed, "ab" * 64, time.time())  # any signed report replaces an unsigned one
+    (action,) = records.builds.get(build_id)["actions"]
     assert (action["state"], action["runner"], action["stamp_us"]) == ("failure", RUNNER, 5)
     records.close()

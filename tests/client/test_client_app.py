@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from client.app import SERVICE_KEY
+from client.keys import SERVICE_KEY
 from client.records import BuildRecords, records_path
 from pbft.messages import CurrentView, decode, encode, signed
 from tests.support.network import parse_metrics
@@ -126,7 +126,7 @@ async def test_shutdown_answers_waiting_webhooks_at_once(cluster, client):
     assert answer["build_id"] == str(build_id)
     assert answer["error"] == "client shutting down: the build is followed again when the client restarts"
     records = BuildRecords(records_path(cluster.config.data_dir, CLIENT))
-    assert records.get(build_id)["state"] == "pending"  # for the restarted client to resume
+    assert records.builds.get(build_id)["state"] == "pending"  # for the restarted client to resume
     records.close()
 
 
@@ -207,9 +207,9 @@ async def test_a_client_that_just_started_sends_to_the_primary_of_the_view_f_plu
     client = await start_client(aiohttp_client, cluster)
     service = client.server.app[SERVICE_KEY]
     async with asyncio.timeout(5):
-        while service.view != 2:
+        while service.core.view != 2:
             await asyncio.sleep(0.01)
-    assert service.primary == 2
+    assert service.core.primary == 2
     status, verdict = await post(client, {"branch": "main"})
     assert status == 200
     assert cluster.received[2] == [int(verdict["build_id"])]
@@ -221,8 +221,8 @@ async def test_one_node_alone_cannot_steer_a_new_client_to_a_primary_of_its_choo
     client = await start_client(aiohttp_client, cluster)
     service = client.server.app[SERVICE_KEY]
     forged = signed(CurrentView(7, CLIENT, 3), cluster.auths[3].sign)
-    service.on_frame(3, json.dumps(encode(forged)))
-    assert service.view == 0 and service.primary == 0  # f+1 must say a view; one said 7
+    service.core.on_frame(3, json.dumps(encode(forged)))
+    assert service.core.view == 0 and service.core.primary == 0  # f+1 must say a view; one said 7
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from client import artifacts
-from client.app import RECORDS_KEY
+from client.keys import RECORDS_KEY
 from client.transfers import TRANSFERS
 from pbft.attestation import manifest_digest
 from shared.logrequest import NodeAccess, NodeRequest, check_log_request
@@ -146,13 +146,13 @@ async def client(network, aiohttp_client):
 def add_build(client, state: str, result: Result | None = None, agreed_by: tuple[int, ...] = ()) -> str:
     """A build record in the client's store, as the service leaves one in `state`; its id."""
     records = client.app[RECORDS_KEY]
-    timestamp = records.next_timestamp(time.time_ns() // 1000)
-    records.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), time.time())
+    timestamp = records.store.next_timestamp(time.time_ns() // 1000)
+    records.builds.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), time.time())
     if state == "accepted":
-        records.accept(timestamp, result, list(agreed_by), 12, [])
+        records.verdicts.accept(timestamp, result, list(agreed_by), 12, [])
     elif state == "timeout":
-        records.time_out(timestamp, 10_000, [])
-    records.commit()
+        records.verdicts.time_out(timestamp, 10_000, [])
+    records.store.commit()
     return str(timestamp)
 
 

@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import yaml
 
-from client.app import RECORDS_KEY
 from client.badge import svg
 from client.dashboard import SECURITY_HEADERS
+from client.keys import RECORDS_KEY
 from pbft.build import Operation, Result
 from pbft.messages import Request
 from shared.config import ConfigError, load_config
@@ -37,8 +37,8 @@ def said(image: str) -> str:
 def recorded(client, operation: Operation) -> int:
     """A build of `operation` in the client's records, without a verdict yet."""
     records = client.app[RECORDS_KEY]
-    timestamp = records.next_timestamp(time.time_ns() // 1000)
-    records.add_pending(Request(CLIENT, timestamp, operation), submitted_at=time.time())
+    timestamp = records.store.next_timestamp(time.time_ns() // 1000)
+    records.builds.add_pending(Request(CLIENT, timestamp, operation), submitted_at=time.time())
     return timestamp
 
 
@@ -74,17 +74,17 @@ async def test_the_newest_verdict_wins_and_builds_that_say_nothing_of_the_branch
         (Operation("example", "fail"), Result("cancelled", None, None, "cancelled")),
         (Operation("example", "fail", cancels=1), good),
     ]:
-        records.accept(recorded(client, operation), result, [0, 1], 10, [])
+        records.verdicts.accept(recorded(client, operation), result, [0, 1], 10, [])
     recorded(client, Operation("example", "fail"))
-    records.commit()
+    records.store.commit()
     assert said((await badge(client, "example", "fail"))[1]) == "failing"
 
     disputed = recorded(client, Operation("example", "fail"))
-    records.dispute(disputed, {0: good, 1: Result("failure", 1, "a" * 40)}, F, 10, [])
+    records.verdicts.dispute(disputed, {0: good, 1: Result("failure", 1, "a" * 40)}, F, 10, [])
     assert said((await badge(client, "example", "fail"))[1]) == "disputed"
-    records.time_out(recorded(client, Operation("example", "fail", event="cron")), 10, [])
+    records.verdicts.time_out(recorded(client, Operation("example", "fail", event="cron")), 10, [])
     assert said((await badge(client, "example", "fail"))[1]) == "error"
-    records.accept(recorded(client, Operation("example", "fail", event="manual")), good, [0, 1], 10, [])
+    records.verdicts.accept(recorded(client, Operation("example", "fail", event="manual")), good, [0, 1], 10, [])
     assert said((await badge(client, "example", "fail"))[1]) == "passing"
 
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from client.app import RECORDS_KEY
-from client.records import VERDICTS
+from client.keys import RECORDS_KEY
+from client.tables.summaries import VERDICTS
 from pbft.build import Operation, Result
 from pbft.messages import Request
 from tests.client.fake_nodes import CLIENT, F, post
@@ -24,9 +24,9 @@ async def ids(client, **query) -> list[str]:
 def without_verdict(client, branch: str, repository: str = "example") -> str:
     """A build recorded as sent and never answered, straight into the client's records."""
     records = client.app[RECORDS_KEY]
-    timestamp = records.next_timestamp(time.time_ns() // 1000)
-    records.add_pending(Request(CLIENT, timestamp, Operation(repository, branch)), submitted_at=time.time())
-    records.commit()
+    timestamp = records.store.next_timestamp(time.time_ns() // 1000)
+    records.builds.add_pending(Request(CLIENT, timestamp, Operation(repository, branch)), submitted_at=time.time())
+    records.store.commit()
     return str(timestamp)
 
 
@@ -44,10 +44,10 @@ async def builds(client) -> dict[str, str]:
     made["timeout"] = without_verdict(client, "main")
     made["disputed"] = without_verdict(client, "feature")
     records = client.app[RECORDS_KEY]
-    records.time_out(int(made["timeout"]), 10, [])
-    records.dispute(int(made["disputed"]), {0: Result("success", 0, "a" * 40), 1: Result("failure", 1, "a" * 40)},
-                    F, 10, [])
-    records.commit()
+    records.verdicts.time_out(int(made["timeout"]), 10, [])
+    split = {0: Result("success", 0, "a" * 40), 1: Result("failure", 1, "a" * 40)}
+    records.verdicts.dispute(int(made["disputed"]), split, F, 10, [])
+    records.store.commit()
     return made
 
 

@@ -3,28 +3,29 @@
 import sqlite3
 import time
 
-from client.records import _ACTION_COLUMNS_OF_8, _BUILD_COLUMNS_OF_7, SCHEMA_VERSION, BuildRecords
+from client.records import BuildRecords
+from client.tables.schema import ACTION_COLUMNS_OF_8, BUILD_COLUMNS_OF_7, SCHEMA_VERSION
 from pbft.build import Operation
 from pbft.messages import Request
 from tests.client.fake_nodes import post
 
 
 def add(records: BuildRecords, repository: str, timestamp: int) -> None:
-    records.add_pending(Request("ci", timestamp, Operation(repository, "main")), submitted_at=time.time())
+    records.builds.add_pending(Request("ci", timestamp, Operation(repository, "main")), submitted_at=time.time())
 
 
 def numbers(records: BuildRecords) -> dict[str, tuple[str, int]]:
-    return {build["build_id"]: (build["repository"], build["number"]) for build in records.recent(100)}
+    return {build["build_id"]: (build["repository"], build["number"]) for build in records.builds.recent(100)}
 
 
 def as_version_6(path) -> None:
     """Take from a file what versions 7 and 8 added to it, as a client of version 6 left it."""
     with sqlite3.connect(path) as old:
-        for column in _ACTION_COLUMNS_OF_8:
+        for column in ACTION_COLUMNS_OF_8:
             old.execute(f"ALTER TABLE actions DROP COLUMN {column}")
         old.execute("DROP INDEX builds_number")
         old.execute("DROP INDEX builds_ref")
-        for column in _BUILD_COLUMNS_OF_7:
+        for column in BUILD_COLUMNS_OF_7:
             old.execute(f"ALTER TABLE builds DROP COLUMN {column}")
         old.execute("PRAGMA user_version = 6")
 
@@ -33,10 +34,10 @@ def test_each_repository_counts_its_own_builds_from_one(tmp_path):
     records = BuildRecords(tmp_path / "builds.sqlite")
     for timestamp, repository in enumerate(["example", "other", "example", "example", "other"], start=10):
         add(records, repository, timestamp)
-    records.commit()
+    records.store.commit()
     assert numbers(records) == {"10": ("example", 1), "11": ("other", 1), "12": ("example", 2),
                                 "13": ("example", 3), "14": ("other", 2)}
-    assert records.get(13)["number"] == 3
+    assert records.builds.get(13)["number"] == 3
     records.close()
 
 
@@ -64,7 +65,7 @@ def test_a_file_of_version_6_numbers_its_builds_in_submission_order_and_goes_on_
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         columns = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
-        assert set(_BUILD_COLUMNS_OF_7) <= columns
+        assert set(BUILD_COLUMNS_OF_7) <= columns
         indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}
         assert {"builds_number", "builds_ref", "builds_pending"} <= indexes
 

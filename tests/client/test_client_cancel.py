@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 
 from pbft.build import Operation
-from client.app import SERVICE_KEY
+from client.keys import RECORDS_KEY, SERVICE_KEY
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import post, start_client
 from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, encoded, github_headers, settled
@@ -174,12 +174,13 @@ async def test_a_cancel_ordered_after_the_builds_verdict_makes_its_record_cancel
     waiting = asyncio.create_task(post(client, {"branch": "hold/late"}))
     [build] = await pending(client, 1)
     service = client.server.app[SERVICE_KEY]
-    record = service._records.get(int(build["build_id"]))  # read while still pending, as the route does
+    # Read while still pending, as the route does.
+    record = client.server.app[RECORDS_KEY].builds.get(int(build["build_id"]))
     cluster.release(int(build["build_id"]))
     status, verdict = await waiting
     assert (status, verdict["status"]) == (200, "success")
 
-    cancel_id = service.cancel(record)
+    cancel_id = service.verbs.cancel.start(record)
     cancel = await settled(client, str(cancel_id))
     assert cancel["result"]["status"] == "success"
     async with asyncio.timeout(5):

@@ -14,6 +14,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client.outcome import Accepted
 from pbft.replies import ReplyCollector, agreed_part, vouched_view
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
@@ -135,7 +136,7 @@ def test_vouched_view_needs_f_plus_one_reports():
 
 async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_path, caplog):
     service, links, node_auths, records = service_with_memory_links(tmp_path)
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     t = json.loads(links.sent[0][1])["timestamp"]
@@ -145,29 +146,29 @@ async def test_service_counts_only_verified_replies_for_its_own_requests(tmp_pat
         message = attested(reply(sender, **{"timestamp": t, **changes}), auth)
         return json.dumps(encode(signed(message, auth.sign)))
 
-    service.on_frame(1, frame(1, timestamp=t + 1))  # another request: not counted
-    service.on_frame(1, frame(1, client="other"))  # another client
-    service.on_frame(3, frame(0, signer=3))  # node 3 forging node 0's reply
-    service.on_frame(3, frame(3, result=BAD))  # node 3 lying under its own name
+    service.core.on_frame(1, frame(1, timestamp=t + 1))  # another request: not counted
+    service.core.on_frame(1, frame(1, client="other"))  # another client
+    service.core.on_frame(3, frame(0, signer=3))  # node 3 forging node 0's reply
+    service.core.on_frame(3, frame(3, result=BAD))  # node 3 lying under its own name
     unattested = signed(reply(1, timestamp=t), node_auths[1].sign)
-    service.on_frame(1, json.dumps(encode(unattested)))  # no attestation signatures: not counted
-    service.on_frame(2, "{not json")
-    service.on_frame(2, json.dumps({"type": "prepare"}))
+    service.core.on_frame(1, json.dumps(encode(unattested)))  # no attestation signatures: not counted
+    service.core.on_frame(2, "{not json")
+    service.core.on_frame(2, json.dumps({"type": "prepare"}))
     await asyncio.sleep(0.01)
     assert not task.done()
-    service.on_frame(0, frame(0))
+    service.core.on_frame(0, frame(0))
     await asyncio.sleep(0.01)
     assert not task.done()
-    service.on_frame(2, frame(2))
+    service.core.on_frame(2, frame(2))
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 2]
+    assert verdict.outcome == Accepted(GOOD, [0, 2], verdict.outcome.quorum_ms)
     assert [r.sender for r in verdict.replies] == [3, 0, 2]
     assert {node_id for node_id, _ in links.sent} == {0}, "first send goes to the primary only"
     for reason in ("ignore_reply_other_client", "ignore_reply_bad_signature", "ignore_frame_malformed",
                    "ignore_reply_bad_attestation"):
         assert reason in caplog.text
-    assert records.get(t)["state"] == "accepted"
+    assert records.builds.get(t)["state"] == "accepted"
     records.close()
 
 
@@ -175,16 +176,16 @@ async def test_requests_begun_together_go_out_and_then_share_one_commit(tmp_path
     service, links, node_auths, records = service_with_memory_links(tmp_path)
     # A client that ran before has its timestamps' ceiling on disk (tests/test_client_timestamps.py):
     # its requests need no commit before they leave.
-    records.next_timestamp(time.time_ns() // 1000)
+    records.store.next_timestamp(time.time_ns() // 1000)
     commits: list[int] = []  # frames sent before each commit
-    real_commit = records.commit
+    real_commit = records.store.commit
 
     def counting_commit() -> None:
         commits.append(len(links.sent))
         real_commit()
 
-    records.commit = counting_commit
-    tasks = [asyncio.create_task(service.submit(Operation("example", "main"))) for _ in range(5)]
+    records.store.commit = counting_commit
+    tasks = [asyncio.create_task(service.verbs.submit.wait(Operation("example", "main"))) for _ in range(5)]
     while not commits:
         await asyncio.sleep(0)
     assert commits == [5], "the five requests left, then one commit recorded them all"
@@ -195,9 +196,9 @@ async def test_requests_begun_together_go_out_and_then_share_one_commit(tmp_path
         for _, text in links.sent[:5]:
             request = json.loads(text)
             answer = attested(reply(node_id, timestamp=request["timestamp"]), node_auths[node_id])
-            service.on_frame(node_id, json.dumps(encode(signed(answer, node_auths[node_id].sign))))
+            service.core.on_frame(node_id, json.dumps(encode(signed(answer, node_auths[node_id].sign))))
     verdicts = await asyncio.wait_for(asyncio.gather(*tasks), 1)
-    assert all(verdict.accepted for verdict in verdicts)
+    assert all(isinstance(verdict.outcome, Accepted) for verdict in verdicts)
     assert commits == [5, 5], "the five verdicts, accepted in one turn, are committed together"
     with sqlite3.connect(tmp_path / "builds.sqlite") as other:
         assert other.execute("SELECT count(*) FROM builds WHERE state = 'accepted'").fetchone()[0] == 5
@@ -208,30 +209,30 @@ async def test_a_request_goes_to_every_node_at_once_when_the_primarys_link_is_do
     # client_retransmit_s is 60 s here: nothing but the link's state sends it on.
     service, links, _, _ = service_with_memory_links(tmp_path)
     links.down.add(0)
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while len(links.sent) < N - 1:
         await asyncio.sleep(0)
     assert sorted(node for node, _ in links.sent) == [1, 2, 3]
-    service.abandon_all()
+    service.core.abandon_all()
     await task
 
 
 async def test_requests_waiting_for_a_primary_whose_link_goes_down_go_to_every_node(tmp_path):
     service, links, _, _ = service_with_memory_links(tmp_path)
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     assert [node for node, _ in links.sent] == [0]
-    service.on_down(2)  # a backup: nothing to do
+    service.core.on_down(2)  # a backup: nothing to do
     await asyncio.sleep(0)
     assert len(links.sent) == 1
     links.down.add(0)
-    service.on_down(0)
+    service.core.on_down(0)
     while len(links.sent) < N:
         await asyncio.sleep(0)
     assert sorted(node for node, _ in links.sent[1:]) == [1, 2, 3]
-    service.on_down(0)  # sent to all already: not again
+    service.core.on_down(0)  # sent to all already: not again
     await asyncio.sleep(0)
     assert len(links.sent) == N
-    service.abandon_all()
+    service.core.abandon_all()
     await task

@@ -8,8 +8,9 @@ import asyncio
 import json
 import sqlite3
 
-import client.records
-from client.records import SCHEMA_VERSION, BuildRecords
+from client.outcome import Accepted, Disputed
+from client.records import BuildRecords
+from client.tables.schema import SCHEMA, SCHEMA_VERSION
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
 from pbft.replies import ReplyCollector
@@ -42,7 +43,7 @@ def test_the_collector_says_what_the_ledgers_will():
 
 
 async def submitted(service, links):
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     return task, json.loads(links.sent[0][1])["timestamp"]
@@ -51,7 +52,7 @@ async def submitted(service, links):
 def replier(service, node_auths, timestamp):
     def send(sender: int, result: Result) -> None:
         message = attested(reply(sender, result, timestamp=timestamp), node_auths[sender])
-        service.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
+        service.core.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
     return send
 
 
@@ -67,10 +68,10 @@ async def test_two_passes_and_two_failures_are_disputed_with_each_nodes_result(t
     send(3, FAILED)
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.disputed and not verdict.accepted and verdict.result is None
-    assert verdict.split == {0: GOOD, 1: GOOD, 2: FAILED, 3: FAILED}
-    assert verdict.quorum_ms <= verdict.elapsed_ms
-    record = records.get(t)
+    assert isinstance(verdict.outcome, Disputed)
+    assert verdict.outcome.split == {0: GOOD, 1: GOOD, 2: FAILED, 3: FAILED}
+    assert verdict.outcome.quorum_ms <= verdict.elapsed_ms
+    record = records.builds.get(t)
     assert record["state"] == "disputed"
     assert record["result"] == {
         "status": "disputed", "exit_code": None, "commit": GOOD.commit,
@@ -90,8 +91,8 @@ async def test_2f_plus_1_agreeing_end_the_wait_and_one_liar_is_outvoted(tmp_path
     for sender, result in [(3, FAILED), (0, GOOD), (1, GOOD), (2, GOOD)]:
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)  # no waiting for the settle window
-    assert verdict.accepted and verdict.result == GOOD and verdict.agreed_by == [0, 1]
-    assert records.get(t)["state"] == "accepted"
+    assert verdict.outcome == Accepted(GOOD, [0, 1], verdict.outcome.quorum_ms)
+    assert records.builds.get(t)["state"] == "accepted"
     records.close()
 
 
@@ -104,7 +105,7 @@ async def test_with_a_node_down_and_one_dissenting_the_f_plus_1_are_answered_aft
     await asyncio.sleep(0.05)
     assert not task.done()
     verdict = await asyncio.wait_for(task, 1)
-    assert verdict.accepted and verdict.agreed_by == [0, 2] and verdict.elapsed_ms >= 200
+    assert isinstance(verdict.outcome, Accepted) and verdict.outcome.agreed_by == [0, 2] and verdict.elapsed_ms >= 200
     records.close()
 
 
@@ -115,16 +116,16 @@ async def test_answers_that_all_differ_end_disputed_without_waiting_for_a_deadli
     for sender, result in [(0, GOOD), (1, FAILED), (2, ERROR), (3, Result("timeout", None, GOOD.commit))]:
         send(sender, result)
     verdict = await asyncio.wait_for(task, 1)
-    assert verdict.disputed and sorted(verdict.split) == [0, 1, 2, 3]
-    assert records.get(t)["result"]["reason"] == (
+    assert isinstance(verdict.outcome, Disputed) and sorted(verdict.outcome.split) == [0, 1, 2, 3]
+    assert records.builds.get(t)["result"]["reason"] == (
         "node 0: success (exit 0); node 1: failure (exit 1); node 2: error; node 3: timeout")
     records.close()
 
 
 def test_records_of_the_version_before_disputed_are_kept_and_can_record_one(tmp_path):
     path = tmp_path / "builds.sqlite"
-    before = client.records._SCHEMA.replace(", 'disputed'", "")
-    assert before != client.records._SCHEMA
+    before = SCHEMA.replace(", 'disputed'", "")
+    assert before != SCHEMA
     with sqlite3.connect(path) as old:
         old.executescript(before)
         old.execute("INSERT INTO builds (build_id, repository, branch, submitted_at, state, request) VALUES"
@@ -132,7 +133,7 @@ def test_records_of_the_version_before_disputed_are_kept_and_can_record_one(tmp_
         old.execute("PRAGMA user_version = 4")
 
     records = BuildRecords(path)
-    records.dispute(7, {0: GOOD, 1: FAILED}, F, 30, [])
+    records.verdicts.dispute(7, {0: GOOD, 1: FAILED}, F, 30, [])
     records.close()
     with sqlite3.connect(path) as reopened:
         assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

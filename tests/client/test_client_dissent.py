@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from client.app import RECORDS_KEY
-from client.records import BuildRecords, replies_until
+from client.keys import RECORDS_KEY
+from client.records import BuildRecords
+from client.tables.verdicts import replies_until
 from pbft.build import Operation, Result
 from pbft.messages import Reply, Request, signed
 from tests.client.fake_nodes import CLIENT, F, N, honest_result, post, start_client
@@ -104,8 +105,8 @@ async def test_a_reply_after_the_build_stopped_taking_replies_leaves_the_node_si
 
 async def test_a_build_without_a_verdict_has_no_dissent(client):
     records = client.app[RECORDS_KEY]
-    timestamp = records.next_timestamp(time.time_ns() // 1000)
-    records.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), submitted_at=time.time())
+    timestamp = records.store.next_timestamp(time.time_ns() // 1000)
+    records.builds.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), submitted_at=time.time())
     build = await (await client.get(f"/builds/{timestamp}")).json()
     assert (build["dissent"], build["dissent_final"], build["replied_by"]) == ([], False, [])
 
@@ -120,25 +121,26 @@ def reply(cluster, sender: int, timestamp: int, result: Result) -> Reply:
 def test_a_late_reply_is_kept_once_per_node_only_after_the_verdict_and_within_its_time(cluster, tmp_path):
     records = BuildRecords(tmp_path / "builds.sqlite")
     sent_s = time.time()
-    timestamp = records.next_timestamp(int(sent_s * 1e6))
-    records.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), submitted_at=sent_s)
+    timestamp = records.store.next_timestamp(int(sent_s * 1e6))
+    records.builds.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), submitted_at=sent_s)
     good = Result("success", 0, "a" * 40)
     first = [reply(cluster, node, timestamp, good) for node in range(F + 1)]
     late, bad = reply(cluster, 2, timestamp, good), reply(cluster, 3, timestamp, Result("failure", 1, "a" * 40))
 
-    assert not records.add_late_reply(late, sent_s, 10.0, 1.0)  # pending: the collector takes it
-    records.accept(timestamp, good, [0, 1], 500, first)
+    assert not records.verdicts.add_late_reply(late, sent_s, 10.0, 1.0)  # pending: the collector takes it
+    records.verdicts.accept(timestamp, good, [0, 1], 500, first)
     until = replies_until(timestamp, 500, 10.0, 1.0)
     assert until == pytest.approx(timestamp / 1e6 + 10.0)
     assert replies_until(timestamp, 30_000, 10.0, 1.0) == pytest.approx(timestamp / 1e6 + 31.0)
-    assert records.add_late_reply(late, sent_s + 1, 10.0, 1.0)
-    assert not records.add_late_reply(late, sent_s + 1, 10.0, 1.0)  # its first reply is its word
-    assert not records.add_late_reply(bad, until + 0.01, 10.0, 1.0)  # too late
-    assert not records.add_late_reply(reply(cluster, 3, timestamp + 1, good), sent_s, 10.0, 1.0)  # no such build
-    build = records.get(timestamp)
+    assert records.verdicts.add_late_reply(late, sent_s + 1, 10.0, 1.0)
+    assert not records.verdicts.add_late_reply(late, sent_s + 1, 10.0, 1.0)  # its first reply is its word
+    assert not records.verdicts.add_late_reply(bad, until + 0.01, 10.0, 1.0)  # too late
+    no_such_build = reply(cluster, 3, timestamp + 1, good)
+    assert not records.verdicts.add_late_reply(no_such_build, sent_s, 10.0, 1.0)
+    build = records.builds.get(timestamp)
     assert build["replied_by"] == [0, 1, 2] and build["dissent"] == []
     assert (build["state"], build["agreed_by"], build["result"]) == ("accepted", [0, 1], good.to_dict())
 
-    assert records.add_late_reply(bad, until - 1, 10.0, 1.0)
-    assert records.get(timestamp)["dissent"] == [{"node": 3, "kind": "dissented", "said": bad.result.to_dict()}]
+    assert records.verdicts.add_late_reply(bad, until - 1, 10.0, 1.0)
+    assert records.builds.get(timestamp)["dissent"] == [{"node": 3, "kind": "dissented", "said": bad.result.to_dict()}]
     records.close()

@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbft.replies import ReplyCollector, agreed_part
-from client.records import SCHEMA_VERSION, BuildRecords
+from client.outcome import Divergent
+from client.records import BuildRecords
+from client.tables.schema import SCHEMA_VERSION
 from pbft.build import Operation, Result
 from pbft.messages import encode, signed
 from tests.client.collector_fakes import T, attested, reply, service_with_memory_links
@@ -122,14 +124,14 @@ def test_divergent_exactly_when_no_digest_has_2f_plus_1(digests):
 
 async def test_a_divergent_build_is_recorded_with_every_nodes_digest(tmp_path):
     service, links, node_auths, records = service_with_memory_links(tmp_path)
-    task = asyncio.create_task(service.submit(Operation("example", "main")))
+    task = asyncio.create_task(service.verbs.submit.wait(Operation("example", "main")))
     while not links.sent:
         await asyncio.sleep(0)
     t = json.loads(links.sent[0][1])["timestamp"]
 
     def send(sender: int, result: Result) -> None:
         message = attested(reply(sender, result, timestamp=t), node_auths[sender])
-        service.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
+        service.core.on_frame(sender, json.dumps(encode(signed(message, node_auths[sender].sign))))
 
     for sender, result in [(0, A), (1, B), (2, C)]:
         send(sender, result)
@@ -138,9 +140,9 @@ async def test_a_divergent_build_is_recorded_with_every_nodes_digest(tmp_path):
     send(3, D)
     verdict = await asyncio.wait_for(task, 1)
 
-    assert verdict.divergent and not verdict.accepted and verdict.agreed_by == []
-    assert verdict.artifacts_by_node == {0: A.artifacts, 1: B.artifacts, 2: C.artifacts, 3: D.artifacts}
-    record = records.get(t)
+    assert isinstance(verdict.outcome, Divergent)
+    assert verdict.outcome.artifacts_by_node == {0: A.artifacts, 1: B.artifacts, 2: C.artifacts, 3: D.artifacts}
+    record = records.builds.get(t)
     assert record["state"] == "divergent"
     assert record["result"] == {
         "status": "divergent", "exit_code": 0, "commit": COMMIT, "reason": "",
@@ -170,9 +172,9 @@ def test_records_written_before_divergent_existed_are_kept_and_can_record_one(tm
         old.executescript(V0_SCHEMA)
 
     records = BuildRecords(path)
-    assert records.get(7)["state"] == "accepted" and records.get(7)["agreed_by"] == [0, 1]
-    assert records.next_timestamp(0) == 8
-    records.diverge(7, Result("success", 0, None), {0: A.artifacts, 1: B.artifacts}, 30, [])
+    assert records.builds.get(7)["state"] == "accepted" and records.builds.get(7)["agreed_by"] == [0, 1]
+    assert records.store.next_timestamp(0) == 8
+    records.verdicts.diverge(7, Result("success", 0, None), {0: A.artifacts, 1: B.artifacts}, 30, [])
     records.close()
 
     with sqlite3.connect(path) as reopened:

@@ -450,7 +450,7 @@ async def test_shutdown_is_prompt_and_leaves_background_builds_pending_for_the_r
         await forge_client.close()
 
     records = BuildRecords(records_path(forge_cluster.config.data_dir, CLIENT))
-    assert records.get(int(answer["build_id"]))["state"] == "pending"  # tests/client/test_client_resume.py
+    assert records.builds.get(int(answer["build_id"]))["state"] == "pending"  # tests/client/test_client_resume.py
     records.close()
 
 

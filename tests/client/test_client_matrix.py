@@ -137,12 +137,13 @@ def test_the_records_file_keeps_the_grouping_across_a_restart(tmp_path):
     records = BuildRecords(tmp_path / "builds.sqlite")
     parent = Request("ci", 10, Operation("example", BRANCH))
     child = Request("ci", 11, Operation("example", BRANCH, COMMIT, combination=MATRIX[0]))
-    records.add_pending(parent, submitted_at=0)
-    records.add_pending(child, submitted_at=0)
-    records.matrix_build(11, matrix_of=10)
+    records.builds.add_pending(parent, submitted_at=0)
+    records.builds.add_pending(child, submitted_at=0)
+    records.builds.link_matrix(11, matrix_of=10)
     records.close()
 
     again = BuildRecords(tmp_path / "builds.sqlite")
-    assert (again.get(10)["matrix"], again.get(11)["matrix_of"], again.get(11)["combination"]) == (["11"], "10", LABELS[0])
-    assert json.loads(json.dumps(again.get(10)["matrix_builds"])) == [
+    expansion, combination = again.builds.get(10), again.builds.get(11)
+    assert (expansion["matrix"], combination["matrix_of"], combination["combination"]) == (["11"], "10", LABELS[0])
+    assert json.loads(json.dumps(again.builds.get(10)["matrix_builds"])) == [
         {"build_id": "11", "combination": LABELS[0], "state": "pending", "status": None}]

@@ -19,7 +19,7 @@ import pytest
 from client.metrics import ClientMetrics
 from client.notifications import WebhookSender, email_message, send_mail, signature, verdict_event
 from client.notifier import DeliveryError, Notification, Notifier, NotifySettings
-from client.service import Verdict
+from client.outcome import Accepted, Verdict
 from pbft.build import Operation, Result
 from shared.config import NotifyConfig, SMTPConfig
 from tests.client.fake_nodes import honest_result, post, start_client
@@ -372,8 +372,7 @@ async def test_no_header_can_be_smuggled_in_through_a_branch_or_a_combination(ma
 
 
 def _verdict() -> Verdict:
-    return Verdict(build_id="7", accepted=True, result=Result("success", 0, "a" * 40), agreed_by=[0, 1],
-                   replies=[], elapsed_ms=5)
+    return Verdict(build_id="7", outcome=Accepted(Result("success", 0, "a" * 40), [0, 1]), replies=[], elapsed_ms=5)
 
 
 # --- filters, secrets -----------------------------------------------------------------

@@ -8,8 +8,9 @@ import asyncio
 import logging
 import subprocess
 
-from client.app import SERVICE_KEY
 from client.heads import HeadUnknown, branch_head
+from client.keys import RECORDS_KEY, SERVICE_KEY
+from client.outcome import TimedOut
 from pbft.build import Operation
 from tests.client.fake_nodes import post, start_client
 
@@ -61,13 +62,14 @@ async def test_a_rerun_of_a_build_without_a_commit_is_pinned(cluster, aiohttp_cl
     for node in range(4):
         cluster.behaviour[node] = "silent"
     # The repository is not there yet: the build goes unpinned, and no node answers it.
-    lost = await service.submit(Operation("example", "main", None, event="manual"))
-    record = service._records.get(int(lost.build_id))
-    assert not lost.accepted and record["request"]["operation"]["commit"] is None and not record["replies"]
+    lost = await service.verbs.submit.wait(Operation("example", "main", None, event="manual"))
+    record = client.server.app[RECORDS_KEY].builds.get(int(lost.build_id))
+    assert isinstance(lost.outcome, TimedOut)
+    assert record["request"]["operation"]["commit"] is None and not record["replies"]
     for node in range(4):
         cluster.behaviour[node] = "honest"
     head = commit(tmp_path / "repo", "one")
-    rerun_id = await service.rerun(record)
+    rerun_id = await service.verbs.rerun.start(record)
     async with asyncio.timeout(10):
         while rerun_id not in cluster.committed:
             await asyncio.sleep(0.02)
@@ -89,15 +91,15 @@ async def test_the_head_of_a_branch_is_the_exact_ref_never_one_that_ends_like_it
 
 
 def test_a_rerun_takes_the_commit_f_plus_1_replies_name_when_the_verdict_names_none():
-    from client.service import _commit_of
+    from client.verbs.rerun import commit_of
 
     def reply(sender: int, commit: str | None) -> dict:
         return {"sender": sender, "result": {"status": "failure", "exit_code": 1, "commit": commit}}
 
     a, b = "a" * 40, "b" * 40
     disputed = {"result": {"status": "disputed"}, "replies": [reply(0, a), reply(1, a), reply(2, b), reply(3, None)]}
-    assert _commit_of(disputed, 2) == a
+    assert commit_of(disputed, 2) == a
     # One node alone may lie; two commits with f+1 each say the branch moved: neither is taken.
-    assert _commit_of({**disputed, "replies": [reply(0, a), reply(2, b)]}, 2) is None
-    assert _commit_of({"result": None, "replies": [reply(0, a), reply(1, a), reply(2, b), reply(3, b)]}, 2) is None
-    assert _commit_of({"result": {"status": "failure", "commit": b}, "replies": []}, 2) == b
+    assert commit_of({**disputed, "replies": [reply(0, a), reply(2, b)]}, 2) is None
+    assert commit_of({"result": None, "replies": [reply(0, a), reply(1, a), reply(2, b), reply(3, b)]}, 2) is None
+    assert commit_of({"result": {"status": "failure", "commit": b}, "replies": []}, 2) == b

@@ -15,10 +15,11 @@ from pathlib import Path
 import git
 import pytest
 
-from client import records as records_module
 from client.forges import Build, Ignored
 from client.intake import WebhookError
-from client.records import SCHEMA_VERSION, BuildRecords
+from client.records import BuildRecords
+from client.tables import approvals as approvals_module
+from client.tables.schema import SCHEMA_VERSION
 from shared.statuses import StatusReport, status_for
 from builder.workspace.gitmirror import GitError, GitMirrors
 from pbft.build import Operation
@@ -153,36 +154,36 @@ def fork_operation(number: int, commit: str = HEAD) -> Operation:
 
 
 def test_a_newer_push_replaces_the_older_wait_and_waits_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(records_module, "MAX_WAITING_APPROVALS", 3)
+    monkeypatch.setattr(approvals_module, "MAX_WAITING_APPROVALS", 3)
     records = BuildRecords(tmp_path / "builds.sqlite")
-    first = records.await_approval(fork_operation(1), "d1", 1000.0)
-    newer = records.await_approval(fork_operation(1, "b" * 40), "d2", 1001.0)
-    assert records.approval(first) is None
-    assert records.approval(newer)["commit"] == "b" * 40
-    records.approved(newer, 7)
-    others = [records.await_approval(fork_operation(number), f"d{number}", 1002.0) for number in (2, 3, 4, 5)]
+    first = records.approvals.hold(fork_operation(1), "d1", 1000.0)
+    newer = records.approvals.hold(fork_operation(1, "b" * 40), "d2", 1001.0)
+    assert records.approvals.get(first) is None
+    assert records.approvals.get(newer)["commit"] == "b" * 40
+    records.approvals.approved(newer, 7)
+    others = [records.approvals.hold(fork_operation(number), f"d{number}", 1002.0) for number in (2, 3, 4, 5)]
 
-    waiting = records.waiting_approvals(10)
+    waiting = records.approvals.waiting(10)
     assert [approval["approval_id"] for approval in waiting] == [str(i) for i in reversed(others[1:])]
-    assert records.approval(others[0]) is None  # the oldest wait beyond the bound is forgotten
-    assert records.approval(newer)["build_id"] == "7"  # an approved one is not a wait
-    assert records.delivery_approval("hello", "d2")["approval_id"] == str(newer)
+    assert records.approvals.get(others[0]) is None  # the oldest wait beyond the bound is forgotten
+    assert records.approvals.get(newer)["build_id"] == "7"  # an approved one is not a wait
+    assert records.approvals.of_delivery("hello", "d2")["approval_id"] == str(newer)
     records.close()
 
 
 def test_records_of_version_1_gain_approvals_and_keep_their_builds(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    build_id = records.next_timestamp(0)
+    build_id = records.store.next_timestamp(0)
     records.close()
     with sqlite3.connect(path) as old:  # as version 1 left it
         old.execute("DROP TABLE approvals")
         old.execute("PRAGMA user_version = 1")
 
     records = BuildRecords(path)
-    assert records.next_timestamp(0) > build_id
-    approval_id = records.await_approval(fork_operation(9), None, 5.0)
-    assert records.approval(approval_id)["pull_request"] == 9
+    assert records.store.next_timestamp(0) > build_id
+    approval_id = records.approvals.hold(fork_operation(9), None, 5.0)
+    assert records.approvals.get(approval_id)["pull_request"] == 9
     records.close()
     with sqlite3.connect(path) as reopened:
         assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8

@@ -10,7 +10,7 @@ import signal
 
 import yaml
 
-from client.app import LIVE_KEY
+from client.keys import LIVE_KEY
 from tests.client.fake_nodes import honest_result, post
 from tests.client.status_api import TOKEN
 from tests.support.network import free_port, parse_metrics

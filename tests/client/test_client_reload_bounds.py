@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.app import LIVE_KEY
+from client.keys import LIVE_KEY
 from shared.config import load_config
 from tests.client.fake_nodes import start_client
 from tests.shared.config_files import edit

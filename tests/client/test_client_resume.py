@@ -1,5 +1,5 @@
 """A client restarted after a clean stop or a kill follows the builds its records hold without a
-verdict (`ClientService.resume`): the same signed requests go to every node again, and their
+verdict (client.verbs.resume): the same signed requests go to every node again, and their
 verdicts and final statuses land as a webhook's would. Against fake nodes, on which a build of
 a branch "hold…" runs until the test releases it (tests/client/fake_nodes.py); the real nodes
 and `kill -9` are in tests/e2e/test_end_to_end_client_restart.py."""
@@ -7,7 +7,7 @@ and `kill -9` are in tests/e2e/test_end_to_end_client_restart.py."""
 import asyncio
 import time
 
-import client.service
+import client.verbs.resume
 from client.records import BuildRecords, records_path
 from pbft.build import Operation
 from pbft.messages import Request, signed
@@ -26,11 +26,11 @@ def left_pending(cluster, branches: list[str], submitted_s_ago: float = 0.0) -> 
     sign = Ed25519Authenticator(cluster.client_key, {}, {}).sign
     build_ids = []
     for branch in branches:
-        timestamp = records.next_timestamp(time.time_ns() // 1000)
+        timestamp = records.store.next_timestamp(time.time_ns() // 1000)
         request = signed(Request(CLIENT, timestamp, Operation("example", branch)), sign)
-        records.add_pending(request, submitted_at=time.time() - submitted_s_ago)
+        records.builds.add_pending(request, submitted_at=time.time() - submitted_s_ago)
         build_ids.append(timestamp)
-    records.commit()  # and no close: a kill ends the process here
+    records.store.commit()  # and no close: a kill ends the process here
     return build_ids
 
 
@@ -77,7 +77,7 @@ async def test_a_build_pending_at_a_clean_stop_ends_with_its_verdict_and_final_s
 
 
 async def test_past_the_bound_the_oldest_builds_without_a_verdict_end_timeout(cluster, aiohttp_client, monkeypatch):
-    monkeypatch.setattr(client.service, "MAX_RESUMED", 2)
+    monkeypatch.setattr(client.verbs.resume, "MAX_RESUMED", 2)
     oldest, *newest = left_pending(cluster, ["main", "main", "main"])
 
     http = await start_client(aiohttp_client, cluster)
@@ -94,20 +94,20 @@ async def test_a_matrix_whose_combinations_were_pending_gets_its_own_status_once
     commit = honest_result("matrix/ci").commit
     records = BuildRecords(records_path(cluster.config.data_dir, CLIENT))
     sign = Ed25519Authenticator(cluster.client_key, {}, {}).sign
-    parent = signed(Request(CLIENT, records.next_timestamp(time.time_ns() // 1000),
+    parent = signed(Request(CLIENT, records.store.next_timestamp(time.time_ns() // 1000),
                             Operation("example", "matrix/ci")), sign)
-    records.add_pending(parent, submitted_at=time.time())
-    records.accept(parent.timestamp, honest_result("matrix/ci"), [0, 1], 5, [])
+    records.builds.add_pending(parent, submitted_at=time.time())
+    records.verdicts.accept(parent.timestamp, honest_result("matrix/ci"), [0, 1], 5, [])
     combinations = []
     for combination in MATRIX:
-        request = signed(Request(CLIENT, records.next_timestamp(time.time_ns() // 1000),
+        request = signed(Request(CLIENT, records.store.next_timestamp(time.time_ns() // 1000),
                                  Operation("example", "matrix/ci", commit, combination=combination)), sign)
-        records.add_pending(request, submitted_at=time.time())
-        records.matrix_build(request.timestamp, matrix_of=parent.timestamp)
+        records.builds.add_pending(request, submitted_at=time.time())
+        records.builds.link_matrix(request.timestamp, matrix_of=parent.timestamp)
         combinations.append(request.timestamp)
     # The first combination had its verdict before the client was killed; two had not.
-    records.accept(combinations[0], honest_result("matrix/ci", combination=MATRIX[0]), [0, 1], 5, [])
-    records.commit()
+    records.verdicts.accept(combinations[0], honest_result("matrix/ci", combination=MATRIX[0]), [0, 1], 5, [])
+    records.store.commit()
 
     http = await start_client(aiohttp_client, cluster)
     assert [(await settled(http, str(build_id)))["result"]["status"] for build_id in combinations[1:]] == [

@@ -4,7 +4,7 @@ A node executes a client's request only if its timestamp is above the last it
 saw from that client, and answers a repeated timestamp with the stored reply of
 the old request. A client that handed out a used timestamp again would get
 another build's verdict. Requests leave before their records are fsynced, so
-what guards this is the ceiling `client.records` keeps on disk.
+what guards this is the ceiling `client.tables.store` keeps on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
-from client.records import TIMESTAMP_RESERVE_US, BuildRecords
+from client.records import BuildRecords
+from client.tables.store import TIMESTAMP_RESERVE_US
 from pbft.build import Operation
 from pbft.messages import Request
 
@@ -45,28 +46,28 @@ def power_cut(path, tmp_path):
 def test_timestamps_keep_increasing_across_restarts(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    assert records.next_timestamp(1_000) == 1_000
-    assert records.next_timestamp(1_000) == 1_001
-    assert records.next_timestamp(5_000) == 5_000
+    assert records.store.next_timestamp(1_000) == 1_000
+    assert records.store.next_timestamp(1_000) == 1_001
+    assert records.store.next_timestamp(5_000) == 5_000
     records.close()
     # The clock went backwards while the client was down; a clean close kept the last one used.
     records = BuildRecords(path)
-    assert records.next_timestamp(10) == 5_001
+    assert records.store.next_timestamp(10) == 5_001
     records.close()
 
 
 def test_a_timestamp_below_the_ceiling_on_disk_commits_nothing(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    first = records.next_timestamp(START_US)
+    first = records.store.next_timestamp(START_US)
     # The first timestamp passed the (empty) ceiling: a new one was committed before it was used.
     assert committed_ceiling(path) == first + TIMESTAMP_RESERVE_US
 
-    second = records.next_timestamp(START_US + 1_000)
-    records.add_pending(Request("client", second, Operation("example", "master")), submitted_at=0.0)
+    second = records.store.next_timestamp(START_US + 1_000)
+    records.builds.add_pending(Request("client", second, Operation("example", "master")), submitted_at=0.0)
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT count(*) FROM builds").fetchone()[0] == 0, "the pending record was committed"
-    records.commit()
+    records.store.commit()
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT count(*) FROM builds").fetchone()[0] == 1
     records.close()
@@ -75,14 +76,14 @@ def test_a_timestamp_below_the_ceiling_on_disk_commits_nothing(tmp_path):
 def test_no_timestamp_comes_back_after_a_power_cut(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    issued = [records.next_timestamp(START_US + step) for step in range(0, 5_000, 1_000)]
+    issued = [records.store.next_timestamp(START_US + step) for step in range(0, 5_000, 1_000)]
     for timestamp in issued[1:]:
-        records.add_pending(Request("client", timestamp, Operation("example", "master")), submitted_at=0.0)
+        records.builds.add_pending(Request("client", timestamp, Operation("example", "master")), submitted_at=0.0)
     # Power goes before the group commit of the last four: their records are lost, their
     # requests may have reached the nodes, and the clock reads earlier after the reboot.
     survivor = BuildRecords(power_cut(path, tmp_path))
-    assert survivor.recent(10) == []
-    after = survivor.next_timestamp(START_US)
+    assert survivor.builds.recent(10) == []
+    after = survivor.store.next_timestamp(START_US)
     assert after > max(issued)
     survivor.close()
     records.close()
@@ -91,16 +92,16 @@ def test_no_timestamp_comes_back_after_a_power_cut(tmp_path):
 def test_the_ceiling_moves_ahead_without_a_commit_of_its_own_and_holds_after_a_cut(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    first = records.next_timestamp(START_US)
+    first = records.store.next_timestamp(START_US)
     # Past half the reserve the ceiling is raised in the open transaction, not committed yet...
-    halfway = records.next_timestamp(first + TIMESTAMP_RESERVE_US // 2 + 1)
+    halfway = records.store.next_timestamp(first + TIMESTAMP_RESERVE_US // 2 + 1)
     assert committed_ceiling(path) == first + TIMESTAMP_RESERVE_US
     # ...so a cut now falls back on the old ceiling, which still lies above every timestamp used.
     survivor = BuildRecords(power_cut(path, tmp_path))
-    assert survivor.next_timestamp(0) > halfway
+    assert survivor.store.next_timestamp(0) > halfway
     survivor.close()
     # The next group commit makes the raised ceiling durable.
-    records.commit()
+    records.store.commit()
     assert committed_ceiling(path) == halfway + TIMESTAMP_RESERVE_US
     records.close()
 
@@ -108,11 +109,11 @@ def test_the_ceiling_moves_ahead_without_a_commit_of_its_own_and_holds_after_a_c
 def test_a_timestamp_beyond_the_ceiling_is_committed_before_it_is_used(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    records.next_timestamp(START_US)
+    records.store.next_timestamp(START_US)
     # A long idle: the clock passed the whole reserve.
-    late = records.next_timestamp(START_US + 2 * TIMESTAMP_RESERVE_US)
+    late = records.store.next_timestamp(START_US + 2 * TIMESTAMP_RESERVE_US)
     assert committed_ceiling(path) == late + TIMESTAMP_RESERVE_US
     survivor = BuildRecords(power_cut(path, tmp_path))
-    assert survivor.next_timestamp(0) > late
+    assert survivor.store.next_timestamp(0) > late
     survivor.close()
     records.close()

@@ -14,7 +14,7 @@ import time
 import pytest
 from aiohttp import web
 
-from client.dashboard import STATIC_DIR
+from client.dashboard import SCRIPTS, STATIC_DIR
 from client.records import BuildRecords, records_path
 from shared.crypto import Ed25519Authenticator
 from pbft.build import Operation, Result
@@ -125,9 +125,11 @@ async def test_pages_are_static_and_forbid_inline_scripts(client):
         assert "script-src 'self'" in policy and "default-src 'none'" in policy
         assert "unsafe" not in policy  # neither inline scripts nor event-handler attributes nor eval run
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-        assert '<script src="/dashboard/static/dashboard.js" defer></script>' in await response.text()
-    script = await client.get("/dashboard/static/dashboard.js")
-    assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript")
+        tags = re.findall(r"<script[^>]*></script>", await response.text())
+        assert tags == [f'<script src="/dashboard/static/{name}" defer></script>' for name in SCRIPTS]
+    for name in SCRIPTS:
+        script = await client.get(f"/dashboard/static/{name}")
+        assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript"), name
     style = await client.get("/dashboard/static/dashboard.css")
     assert style.status == 200 and style.headers["Content-Type"].startswith("text/css")
     root = await client.get("/", allow_redirects=False)
@@ -169,7 +171,7 @@ async def test_bad_dashboard_paths_get_a_json_reason(client, path, status):
 
 def test_the_script_builds_elements_from_text_only():
     """Every value the script shows goes through textContent or a text node; nothing is parsed as HTML."""
-    script = (STATIC_DIR / "dashboard.js").read_text()
+    script = "".join((STATIC_DIR / name).read_text() for name in SCRIPTS)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
                  "javascript:", "DOMParser", "createContextualFragment", "localStorage"):
         assert sink not in script, sink
@@ -201,7 +203,8 @@ async def test_with_a_token_the_data_needs_it_and_the_pages_hold_none(nodes, aio
         page = await client.get(path)
         assert page.status == 200
         assert await page.read() == static_page
-    assert TOKEN.encode() not in static_page + (await (await client.get("/dashboard/static/dashboard.js")).read())
+    for name in SCRIPTS:
+        assert TOKEN.encode() not in static_page + (await (await client.get(f"/dashboard/static/{name}")).read())
 
 
 async def test_without_a_token_the_loopback_opt_out_reads_freely(nodes, aiohttp_client):
@@ -318,8 +321,8 @@ async def test_a_hostile_branch_name_and_build_output_reach_the_browser_only_as_
     records = BuildRecords(records_path(nodes.cluster.config.data_dir, CLIENT))
     sign = Ed25519Authenticator(nodes.cluster.client_key, {}, {}).sign
     hostile = signed(Request(CLIENT, 1_000_000, Operation("example", HOSTILE_BRANCH)), sign)
-    records.add_pending(hostile, submitted_at=time.time())
-    records.time_out(1_000_000, 5, [])
+    records.builds.add_pending(hostile, submitted_at=time.time())
+    records.verdicts.time_out(1_000_000, 5, [])
     records.close()
     client = await start(nodes, aiohttp_client)
 
@@ -327,7 +330,7 @@ async def test_a_hostile_branch_name_and_build_output_reach_the_browser_only_as_
     assert listing.headers["Content-Type"].startswith("application/json")
     assert listing.headers["X-Content-Type-Options"] == "nosniff"
     assert (await listing.json())["builds"][0]["branch"] == HOSTILE_BRANCH
-    for path in (*PAGES, "/dashboard/builds/1000000", "/dashboard/static/dashboard.js"):
+    for path in (*PAGES, "/dashboard/builds/1000000", *(f"/dashboard/static/{name}" for name in SCRIPTS)):
         assert "onerror" not in await (await client.get(path)).text(), path
     output = await client.get("/builds/1000000/log", params={"node": "0"})
     assert output.status == 200

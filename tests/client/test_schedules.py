@@ -136,14 +136,14 @@ async def test_the_runner_submits_at_each_slot_and_sleeps_no_longer_than_its_bou
         submitted.append((iso(clock()), operation.branch, operation.event))
         return len(submitted)
 
-    await run_until(ScheduleRunner(Schedules([REPOSITORY], records.schedule_slots()), records, submit,
+    await run_until(ScheduleRunner(Schedules([REPOSITORY], records.slots.get()), records.slots, submit,
                                    clock=clock, sleep=clock.sleep))
 
     assert submitted[0] == ("2026-11-24 23:30", "dev", "cron")
     assert ("2026-11-25 03:00", "main", "cron") in submitted
     assert len(submitted) == 9  # 23:30, then 00:00 ... 03:00 every half hour, and the nightly once
     assert max(clock.sleeps) == MAX_SLEEP_S
-    assert records.schedule_slots()[key_of("example", NIGHTLY)] == at("2026-11-25T03:00")
+    assert records.slots.get()[key_of("example", NIGHTLY)] == at("2026-11-25T03:00")
     records.close()
 
 
@@ -152,7 +152,7 @@ async def test_a_restarted_client_fires_once_for_what_it_missed_while_down(tmp_p
     records = BuildRecords(path)
     only_nightly = dataclasses.replace(REPOSITORY, schedules=(NIGHTLY,))
     first = SimulatedClock(at("2026-11-20T02:00"), at("2026-11-20T03:30"))
-    await run_until(ScheduleRunner(Schedules([only_nightly], records.schedule_slots()), records,
+    await run_until(ScheduleRunner(Schedules([only_nightly], records.slots.get()), records.slots,
                                    lambda operation: 1, clock=first, sleep=first.sleep))
     records.close()
 
@@ -160,14 +160,14 @@ async def test_a_restarted_client_fires_once_for_what_it_missed_while_down(tmp_p
     records = BuildRecords(path)
     later = SimulatedClock(at("2026-11-25T12:00"), at("2026-11-25T12:05"))
     started = []
-    runner = ScheduleRunner(Schedules([only_nightly], records.schedule_slots()), records,
+    runner = ScheduleRunner(Schedules([only_nightly], records.slots.get()), records.slots,
                             lambda operation: started.append(iso(later())) or 7, clock=later, sleep=later.sleep)
     await run_until(runner)
     assert started == ["2026-11-25 12:00"]
     records.close()
 
     reopened = BuildRecords(path)
-    assert reopened.schedule_slots() == {key_of("example", NIGHTLY): at("2026-11-25T03:00")}
+    assert reopened.slots.get() == {key_of("example", NIGHTLY): at("2026-11-25T03:00")}
     reopened.close()
 
 
@@ -213,7 +213,7 @@ async def test_the_client_submits_a_missed_scheduled_build_when_it_starts(cluste
     repository = dataclasses.replace(cluster.config.repositories[0], schedules=(NIGHTLY,))
     cluster.config = dataclasses.replace(cluster.config, repositories=(repository, *cluster.config.repositories[1:]))
     records = BuildRecords(records_path(cluster.config.data_dir, CLIENT))
-    records.set_schedule_slots({key_of(repository.name, NIGHTLY): 0.0}, {})  # fired last in 1970
+    records.slots.keep({key_of(repository.name, NIGHTLY): 0.0}, {})  # fired last in 1970
     records.close()
 
     client = await start_client(aiohttp_client, cluster)

@@ -77,8 +77,8 @@ def record_a_hostile_branch(config: NetworkConfig) -> None:
     sign = Ed25519Authenticator(load_private_key(config.client_key_path(name)), {}, {}).sign
     records = BuildRecords(records_path(config.data_dir, name))
     request = signed(Request(name, 1_000_000, Operation("printing", HOSTILE_BRANCH)), sign)
-    records.add_pending(request, submitted_at=time.time() - 60)
-    records.time_out(request.timestamp, 1000, [])
+    records.builds.add_pending(request, submitted_at=time.time() - 60)
+    records.verdicts.time_out(request.timestamp, 1000, [])
     records.close()
 
 

@@ -119,7 +119,7 @@ def test_a_scheduled_build_is_pinned_and_names_its_slot(network, tmp_path):
     [repository] = config.repositories
     # The schedule last fired in 1970: the client fires its latest slot as it starts.
     records = BuildRecords(records_path(config.data_dir, config.clients[0].name))
-    records.set_schedule_slots({key_of(repository.name, repository.schedules[0]): 0.0}, {})
+    records.slots.keep({key_of(repository.name, repository.schedules[0]): 0.0}, {})
     records.close()
     head = git(tmp_path / "repo", "rev-parse", "HEAD")
     with paused(pids[LATE]) as resume, client(config, tmp_path / "client.out", str(config_path)) as base_url:

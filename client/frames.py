@@ -1,0 +1,68 @@
+"""What a client takes from the nodes' frames: replies, build states and current views, each checked.
+
+A frame counts only if it decodes as one of those three messages, names
+this client and a node of the network, and carries that node's signature; a
+reply must also carry the attestation signatures every verdict's replies
+make (pbft.attestation). Anything else is dropped with a logged reason
+(`ignore_<what>_<reason>`), as a node drops bad input from a peer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from client.attestation import verify_with
+from pbft.attestation import Signed, signers
+from pbft.authenticator import Authenticator
+from pbft.build import Operation
+from pbft.messages import BuildState, CurrentView, MessageError, Reply, decode
+from shared.config import NetworkConfig
+
+log = logging.getLogger(__name__)
+
+NodeMessage = Reply | BuildState | CurrentView
+
+
+class NodeFrames:
+    def __init__(self, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
+        self._client_name = client_name
+        self._auth = auth
+        self.node_ids = frozenset(node.id for node in config.nodes)
+        self._node_keys = {node.id: node.public_key for node in config.nodes}
+
+    def parse(self, link_node_id: int, text: str) -> NodeMessage | None:
+        """The message in a frame from the link to node `link_node_id`, if it is one for this client."""
+        try:
+            message = decode(json.loads(text))
+        except (json.JSONDecodeError, MessageError, RecursionError) as error:
+            log.warning("ignore_frame_malformed from link %d: %s", link_node_id, str(error)[:200])
+            return None
+        if not isinstance(message, (Reply, BuildState, CurrentView)):
+            log.warning("ignore_frame_not_reply from link %d: %s", link_node_id, type(message).__name__)
+            return None
+        if message.client != self._client_name:
+            log.warning("ignore_reply_other_client from link %d: %r", link_node_id, message.client)
+            return None
+        if message.sender not in self.node_ids:
+            log.warning("ignore_reply_unknown_sender from link %d: %d", link_node_id, message.sender)
+            return None
+        return message
+
+    def signed(self, message: NodeMessage, link_node_id: int) -> bool:
+        """Whether `message` carries its sender's signature (logged when it does not)."""
+        if self._auth.verify_node(message.sender, message.payload(), message.sig):
+            return True
+        what = {Reply: "reply", BuildState: "build-state", CurrentView: "current-view"}[type(message)]
+        log.warning("ignore_%s_bad_signature: sender %d on link %d", what, message.sender, link_node_id)
+        return False
+
+    def attested(self, operation: Operation, reply: Reply, link_node_id: int) -> bool:
+        """Whether `reply` makes its part of the verdict's attestation (logged when it does not)."""
+        attestation = Signed(operation, reply.result)
+        if attestation.exists and not signers(attestation, [reply], self._node_keys, verify_with):
+            # Every verdict's f+1 replies must make its attestation: one whose attestation
+            # signatures do not verify is a faulty node's, and does not count.
+            log.warning("ignore_reply_bad_attestation: sender %d on link %d", reply.sender, link_node_id)
+            return False
+        return True

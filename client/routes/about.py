@@ -1,0 +1,36 @@
+"""The client about itself, and for people: which client answers on this port (`GET /client`),
+its metrics (`GET /metrics`), the dashboard's pages (client.dashboard) and the branches' status
+badges (client.badge)."""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from client.badge import add_badge
+from client.dashboard import add_dashboard
+from client.keys import ACCESS_KEY, METRICS_KEY, NAME_KEY
+
+routes = web.RouteTableDef()
+
+
+def add_pages(app: web.Application) -> None:
+    add_dashboard(app)
+    add_badge(app)
+
+
+@routes.get("/client")
+async def identity(request: web.Request) -> web.Response:
+    """Which client answers on this port, and its process: scripts/startClient.sh is ready only
+    when the process it started answers, not whatever else may hold the port. Public: a name
+    from the configuration and a process id open nothing."""
+    return web.json_response({"name": request.app[NAME_KEY], "pid": os.getpid()})
+
+
+@routes.get("/metrics")
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (client.metrics), behind the same token as the build records."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    return web.Response(body=request.app[METRICS_KEY].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

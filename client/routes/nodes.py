@@ -1,0 +1,66 @@
+"""What the nodes serve, through the client: a build's log from one node, its agreed artifacts,
+each node's ledger record of it, and each node's status with the view this client follows.
+
+The client signs each request to a node with its own key (client.noderequests)
+and checks what comes back against what f+1 nodes agreed (client.artifacts);
+the streams are bounded (client.transfers).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
+from client.buildlogs import LOG_PROXY, add_build_log_proxy, serve_build_log
+from client.keys import ACCESS_KEY, SERVICE_KEY
+from client.nodeviews import build_view, network_view
+from client.routes.params import record_of
+from client.transfers import NODE_SESSIONS, add_transfers
+from pbft.authenticator import Authenticator
+from shared.config import NetworkConfig
+
+routes = web.RouteTableDef()
+
+
+def add_node_proxies(app: web.Application, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
+    """The sessions to the nodes, their bounds, and what signing and checking their answers needs."""
+    add_transfers(app, config, client_name)
+    add_build_log_proxy(app, config, client_name, auth)
+    add_artifact_proxy(app, config, client_name)
+
+
+@routes.get("/builds/{build_id}/log")
+async def get_build_log(request: web.Request) -> web.StreamResponse:
+    return await serve_build_log(request, record_of(request))
+
+
+@routes.get("/builds/{build_id}/artifacts")
+async def get_artifacts(request: web.Request) -> web.Response:
+    """The build's agreed artifact manifest, from the first node that serves one with the agreed digest."""
+    return await serve_manifest(request, record_of(request))
+
+
+@routes.get("/builds/{build_id}/artifacts/{path:.+}")
+async def get_artifact(request: web.Request) -> web.Response:
+    """One artifact's bytes, from the first node whose bytes have the agreed digest."""
+    return await serve_file(request, record_of(request))
+
+
+@routes.get("/builds/{build_id}/nodes")
+async def get_build_nodes(request: web.Request) -> web.Response:
+    """Each node's ledger record of the build, fetched from the nodes, and every vote that verifies."""
+    record = record_of(request)
+    proxy = request.app[LOG_PROXY]
+    view = await build_view(
+        request.app[NODE_SESSIONS].short, proxy.nodes.values(), proxy.auth, proxy.client_name, int(record["build_id"])
+    )
+    return web.json_response(view)
+
+
+@routes.get("/network")
+async def get_network(request: web.Request) -> web.Response:
+    """Each node's GET /status, or "unreachable" with the reason, and the view this client follows."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    core = request.app[SERVICE_KEY].core
+    nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
+    return web.json_response({"client": {"view": core.view, "primary": core.primary}, "nodes": nodes})

@@ -1,0 +1,81 @@
+"""The routes that start a verb on a build: re-run it, cancel it, or approve a fork's pull request
+held back (client.verbs); and the approvals waiting. Whoever may ask for builds may ask for these;
+each is answered 202 at once, with the build it started."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from client.intake import WebhookError
+from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
+from client.routes.answers import started
+from client.routes.params import MAX_BUILD_ID, bounded_int, limit_of, record_of, webhook_settings
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/builds/{build_id}/rerun")
+async def rerun(request: web.Request) -> web.Response:
+    """Build again what a build built (its repository, ref and commit), as a new build that
+    names the old one."""
+    record = _build_to_act_on(request)
+    build_id = await request.app[SERVICE_KEY].verbs.rerun.start(record)
+    return started(build_id, webhook_settings(request), rerun_of=record["build_id"])
+
+
+@routes.post("/builds/{build_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    """Stop a build still without a verdict."""
+    record = _build_to_act_on(request)
+    if record["state"] != "pending":
+        raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
+    cancel_id = request.app[SERVICE_KEY].verbs.cancel.start(record)
+    return started(record["build_id"], webhook_settings(request), cancel_id=str(cancel_id))
+
+
+@routes.get("/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    """Pull requests from forks that wait for an approval, newest first."""
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    waiting = request.app[RECORDS_KEY].approvals.waiting(limit_of(request.query))
+    return web.json_response({"approvals": [_approval_json(approval) for approval in waiting]})
+
+
+@routes.get("/approvals/{approval_id}")
+async def get_approval(request: web.Request) -> web.Response:
+    request.app[ACCESS_KEY].check_reader(request.headers)
+    return web.json_response(_approval_json(_approval(request)))
+
+
+@routes.post("/approvals/{approval_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    """Build a fork's pull request that waited for an approval. Approving it again answers
+    the build it started."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    approval = _approval(request)
+    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]))
+    return started(build_id, webhook_settings(request), already_approved=approval["build_id"] is not None)
+
+
+def _build_to_act_on(request: web.Request) -> dict:
+    """The build the URL names, for a caller who may ask for builds; a cancel is not one (409)."""
+    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    record = record_of(request)
+    if record["cancels"] is not None:
+        raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
+    return record
+
+
+def _approval(request: web.Request) -> dict:
+    """The approval the URL names, or the 400/404 that says why there is none."""
+    approval_id = bounded_int(request.match_info["approval_id"], 1, MAX_BUILD_ID)
+    if approval_id is None:
+        raise web.HTTPBadRequest(reason="approval id must be a positive decimal number")
+    approval = request.app[RECORDS_KEY].approvals.get(approval_id)
+    if approval is None:
+        raise web.HTTPNotFound(reason=f"no approval {approval_id}")
+    return approval
+
+
+def _approval_json(approval: dict) -> dict:
+    return {key: value for key, value in approval.items() if key != "operation"}

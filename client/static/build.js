@@ -1,0 +1,214 @@
+// The dashboard's page of one build: its summary, what can be downloaded of it, its agreed
+// artifacts, and each node's vote and result (output.js has the nodes' output and the page itself).
+"use strict";
+
+// --- one build: summary, downloads, artifacts ---------------------------------------
+
+// What can be downloaded of an accepted build, each checkable offline (docs/attestations.md).
+function downloads(record) {
+  if (record.state !== "accepted") return null;
+  const id = record.build_id;
+  const base = "/builds/" + encodeURIComponent(id) + "/";
+  const links = [
+    downloadLink(base + "certificate", "certificate-" + id + ".json", "certificate", { id: "certificate" }),
+    downloadLink(base + "attestation", "attestation-" + id + ".json", "attestation", { id: "attestation" }),
+    downloadLink(base + "in-toto", "pbft-ci-" + id + "-in-toto.tar", "in-toto bundle", { id: "in-toto" }),
+  ];
+  if (record.result && typeof record.result.artifacts === "string") {
+    links.push(downloadLink(base + "provenance", "provenance-" + id + ".json", "provenance", { id: "provenance" }));
+  }
+  return el("span", { class: "downloads" }, ...links.flatMap((link, i) => (i ? [" · ", link] : [link])));
+}
+
+function commitBuilt(record) {
+  const sha = record.result && record.result.commit;
+  if (!sha) return null;
+  const url = safeUrl(record.commit_url);
+  return url ? el("a", { href: url, rel: "noopener noreferrer", class: "commit-link" }, sha) : sha;
+}
+
+function summary(record) {
+  const rows = [
+    ["Repository", record.repository],
+    ["Branch", record.branch],
+    ["Pull request", record.pull_request ? "#" + record.pull_request + ", its head built" : null],
+    ["Event", record.event && record.event !== "push" ? record.event : null],
+    ["Message", record.commit_message || null],
+    ["Author", record.author || null],
+    ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
+    ["Matrix of", record.matrix_of ? buildLink(record.matrix_of, "build " + record.matrix_of) : null],
+    ["Combination", record.combination || null],
+    ["Matrix builds", matrixBuilds(record)],
+    ["Cancels", record.cancels ? buildLink(record.cancels, "build " + record.cancels) : null],
+    ["Re-runs", record.reruns && record.reruns.length
+      ? el("span", {}, ...record.reruns.flatMap((id, i) => (i ? [", "] : []).concat([buildLink(id, id)]))) : null],
+    ["Commit requested", record.commit_requested || "the branch's head"],
+    ["Submitted", new Date(record.submitted_at).toLocaleString()],
+    ["State", record.progress ? record.state + " (" + record.progress + ", as f+1 nodes say)" : record.state],
+    ["Verdict", el("span", { class: "verdict-word " + toneClass(verdictOf(record)) },
+      record.result ? describeResult(record.result) : (record.state === "timeout" ? "no quorum" : "waiting"))],
+    ["Dissent", Array.isArray(record.dissent) && record.dissent.length
+      ? record.dissent.map(dissentLine).join("\n") + (record.dissent_final === false ? "\n(so far)" : "") : null],
+    ["Reason", record.result && record.result.reason ? record.result.reason : null],
+    ["Commit built", commitBuilt(record)],
+    ["Elapsed", elapsed(record)],
+    ["Agreed by", record.agreed_by.length ? "nodes " + record.agreed_by.join(", ") : "—"],
+    ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
+    ["Artifacts by node", divergentDigests(record)],
+    ["Each node said", disputedSplit(record)],
+    ["Actions after the verdict", actionsRun(record)],
+    ["Downloads", downloads(record)],
+  ];
+  const list = el("dl", { class: "summary", id: "summary" });
+  for (const [name, value] of rows) {
+    if (value === null) continue;
+    list.append(el("dt", {}, name), el("dd", { "data-field": name.toLowerCase().replace(/ /g, "_") }, value));
+  }
+  return list;
+}
+
+// A divergent build's digests, one line per node: the nodes built different bytes, and none is the verdict.
+function divergentDigests(record) {
+  const byNode = record.state === "divergent" && record.result ? record.result.artifacts_by_node : null;
+  if (!byNode || typeof byNode !== "object") return null;
+  return Object.keys(byNode).map((node) => "node " + node + ": " + (byNode[node] || "none")).join("\n");
+}
+
+// What the action runner reported of the spec's `after:` actions, one line each, with the
+// runner that signed the report (a report recorded before reports were signed has none).
+function actionsRun(record) {
+  if (!Array.isArray(record.actions) || !record.actions.length) return null;
+  return record.actions.map((action) => action.name + ": " + action.state
+    + (action.exit_code === null ? "" : " (exit " + action.exit_code + ")")
+    + (action.reason ? ", " + action.reason : "")
+    + (action.runner ? " — reported by " + action.runner : " — unsigned, recorded before runners signed reports"))
+    .join("\n");
+}
+
+// A disputed build's split, one line per node: no result had 2f+1 nodes behind it.
+function disputedSplit(record) {
+  const split = record.state === "disputed" && record.result ? record.result.split : null;
+  if (!split || typeof split !== "object") return null;
+  return Object.keys(split).map((node) => "node " + node + ": " + describeResult(split[node])).join("\n");
+}
+
+function artifactHref(buildId, path) {
+  return "/builds/" + encodeURIComponent(buildId) + "/artifacts/" + path.split("/").map(encodeURIComponent).join("/");
+}
+
+// The build's artifacts as the nodes agreed on them (GET /builds/<id>/artifacts): each file's
+// link, whose bytes the client checks against the agreed digest before sending them, its digest,
+// and its size. The agreed manifest holds no sizes: a size is the one a node's build log gives
+// (`== artifact <path> <digest> (<n> bytes)`) for the agreed digest.
+function artifactList(buildId) {
+  const body = el("tbody");
+  const state = el("p", { class: "muted", id: "artifacts-state" });
+  const element = el("section", { id: "artifacts", hidden: true }, el("h2", {}, "Artifacts"), state,
+    el("div", { class: "scroll-x" }, el("table", { class: "artifacts" },
+      el("thead", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "Size"), el("th", {}, "Digest (agreed)"))), body)));
+  const logged = {}; // "<path> <digest>" → {node, bytes}, the first node's log line saying so
+  let files = null;
+  let asking = false;
+  const row = (path) => {
+    const digest = files[path];
+    const size = logged[path + " " + digest];
+    return el("tr", { "data-path": path },
+      el("td", {}, downloadLink(artifactHref(buildId, path), path.split("/").pop(), path, { class: "artifact-link" })),
+      el("td", { class: "size", "data-bytes": size ? size.bytes : null,
+        title: size ? "as node " + size.node + "'s build log gives it for this digest" : "no node's log gave it yet" },
+      size ? bytesText(size.bytes) : "—"),
+      el("td", {}, el("code", { title: digest, class: "digest" }, shortDigest(digest))));
+  };
+  const render = () => body.replaceChildren(...Object.keys(files).sort().map(row));
+  return {
+    element,
+    // Asks for the manifest once the build is accepted with artifacts; again on the next poll if that failed.
+    async load(record) {
+      const agreed = record.state === "accepted" && record.result && typeof record.result.artifacts === "string";
+      if (files !== null || asking || !agreed) return;
+      element.hidden = false;
+      asking = true;
+      try {
+        files = (await apiJson("/builds/" + encodeURIComponent(buildId) + "/artifacts")).artifacts;
+        state.textContent = "Each file is checked by the client against the digest the nodes agreed on before it is sent.";
+        render();
+      } catch (error) {
+        if (!(error instanceof Unauthorized)) state.textContent = "Could not read the agreed manifest: " + error.message;
+      } finally {
+        asking = false;
+      }
+    },
+    nodeLine(nodeId, text) {
+      const match = text.match(/^== artifact (\S+) (sha256:[0-9a-f]{64}) \((\d+) bytes\)$/);
+      if (!match || logged[match[1] + " " + match[2]]) return;
+      logged[match[1] + " " + match[2]] = { node: nodeId, bytes: Number(match[3]) };
+      if (files !== null) render();
+    },
+  };
+}
+
+// --- one build: the nodes' votes and results ------------------------------------------
+
+// The signed reply each node sent this client, by node id (the client verified them as they came).
+function repliesByNode(record) {
+  const replies = {};
+  for (const reply of record.replies || []) {
+    if (reply && typeof reply.sender === "number") replies[reply.sender] = reply.result;
+  }
+  return replies;
+}
+
+// What a node's ledger says of the build; a node that could not be asked, in the client's words.
+function ledgerText(view) {
+  if (view.error) return view.error;
+  if (!view.reachable) return "unreachable";
+  if (!view.executed) return "not executed yet";
+  if (view.verdict) return view.verdict.state + (view.verdict.result ? ": " + describeResult(view.verdict.result) : "");
+  return "—";
+}
+
+function nodeTable(record, nodes) {
+  const replies = repliesByNode(record);
+  const votes = {};
+  for (const vote of nodes.votes) votes[vote.node] = vote.results;
+  // A divergent build has no agreed result to set the nodes' answers against.
+  const accepted = record.state === "accepted" ? record.result : null;
+  const cellFor = (result, field) => el("td", { "data-field": field,
+    class: accepted && result && !sameResult(result, accepted) ? "differs" : null }, describeResult(result));
+  const rows = nodes.nodes.map((view) => {
+    const voted = votes[view.node] || [];
+    const voteCell = el("td", { "data-field": "vote",
+      class: accepted && voted.some((result) => !sameResult(result, accepted)) ? "differs" : null },
+    voted.length ? voted.map(describeResult).join(" and also ") : "—");
+    if (voted.length > 1) voteCell.append(el("div", {}, "signed two different votes"));
+    return el("tr", { "data-node": view.node, class: view.reachable ? null : "unreachable" },
+      el("td", {}, "node " + view.node),
+      cellFor(replies[view.node], "reply"),
+      voteCell,
+      view.own_result || !view.build ? cellFor(view.own_result, "own_result")
+        : el("td", { "data-field": "own_result", class: "muted" }, view.build),
+      el("td", { "data-field": "ledger", class: view.reachable ? null : "unreachable" }, ledgerText(view)),
+      el("td", {}, view.seq === null ? "—" : String(view.seq)));
+  });
+  const table = el("table", { id: "nodes" },
+    el("thead", {}, el("tr", {}, ...["Node", "Reply to this client (signed)", "Vote (signed)",
+      "Its own result (as it says)", "Verdict in its ledger", "Seq"].map((name) => el("th", {}, name)))),
+    el("tbody", {}, ...rows));
+  const parts = [el("div", { class: "scroll-x" }, table)];
+  for (const refusal of nodes.refused_votes) parts.push(el("p", { class: "differs" }, "Ignored: " + refusal));
+  return parts;
+}
+
+// Settled: the verdict is in, and every reachable node holds a final one too.
+function settled(record, nodes) {
+  return record.state !== "pending" && nodes.nodes.every((view) => !view.reachable ||
+    (view.verdict && view.verdict.state !== "pending"));
+}
+
+// Complete: nothing more can come. Every node answered with its own result, and its vote is in.
+// A node's ledger can be final before its own build ends (the others' votes decided it), so a
+// settled build is still asked about, less often, until it is complete.
+function complete(record, nodes) {
+  const voters = new Set(nodes.votes.map((vote) => vote.node));
+  return settled(record, nodes) && nodes.nodes.every((view) => view.reachable && view.own_result && voters.has(view.node));
+}

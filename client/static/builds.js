@@ -1,0 +1,149 @@
+// The dashboard's builds list: filters from the page's URL, pages through the client's `next`
+// cursor, one row per build (dashboard.js has the helpers every page uses).
+"use strict";
+
+// --- the builds list -----------------------------------------------------------
+
+const FILTERS = ["repository", "branch", "verdict"];
+const LIST_COLUMNS = ["Build", "Verdict", "Commit", "Branch", "State", "Submitted", "Elapsed", "Agreeing nodes"];
+
+// The list's filters, page and page size, from the page's own URL, so that a filtered view can be linked.
+function listQuery() {
+  const query = new URLSearchParams(location.search);
+  const wanted = {};
+  for (const name of [...FILTERS, "before", "limit"]) {
+    const value = (query.get(name) || "").trim();
+    if (value) wanted[name] = value;
+  }
+  return wanted;
+}
+
+function listUrl(wanted) {
+  const query = new URLSearchParams(wanted).toString();
+  return "/dashboard" + (query ? "?" + query : "");
+}
+
+// Shows `wanted` in the page's URL and the list; `paged` marks a step to older builds, which Newer steps back.
+function goTo(wanted, paged, refresh) {
+  history.pushState({ paged: paged }, "", listUrl(wanted));
+  refresh();
+}
+
+// A client that does not filter answers without `next`: the page filters what it got.
+function matches(build, wanted) {
+  return (!wanted.repository || build.repository === wanted.repository) &&
+    (!wanted.branch || build.branch === wanted.branch) && (!wanted.verdict || verdictOf(build) === wanted.verdict);
+}
+
+function filterForm(refresh) {
+  const input = (name) => el("input", { id: "filter-" + name, name: name, autocomplete: "off", spellcheck: "false",
+    list: name === "repository" ? "repositories" : null, placeholder: "any" });
+  const verdict = el("select", { id: "filter-verdict", name: "verdict" }, el("option", { value: "" }, "any"),
+    ...VERDICTS.map((name) => el("option", { value: name }, name)));
+  const form = el("form", { id: "filters", class: "filters" },
+    el("label", {}, "Repository ", input("repository")), el("datalist", { id: "repositories" }),
+    el("label", {}, "Branch ", input("branch")), el("label", {}, "Verdict ", verdict),
+    el("button", { type: "submit" }, "Filter"), el("a", { href: "/dashboard", id: "filter-clear" }, "Clear"));
+  const apply = () => {
+    const { limit } = listQuery();
+    const wanted = limit ? { limit: limit } : {};
+    for (const name of FILTERS) {
+      const value = form.elements[name].value.trim();
+      if (value) wanted[name] = value;
+    }
+    goTo(wanted, false, refresh);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apply();
+  });
+  verdict.addEventListener("change", apply);
+  return form;
+}
+
+function showFilters(form, wanted) {
+  for (const name of FILTERS) form.elements[name].value = wanted[name] || "";
+}
+
+// Repositories seen in the list, offered in the repository filter.
+function noteRepositories(datalist, builds) {
+  const known = new Set(Array.from(datalist.options, (option) => option.value));
+  for (const build of builds) {
+    if (!known.has(build.repository)) {
+      known.add(build.repository);
+      datalist.append(el("option", { value: build.repository }));
+    }
+  }
+}
+
+// Newer and Next (older): `before` pages back through the list with the client's `next` cursor.
+function pager(refresh) {
+  const newer = el("button", { type: "button", id: "page-newer", hidden: true }, "← Newer");
+  const next = el("button", { type: "button", id: "page-next", hidden: true }, "Next →");
+  let cursor = null;
+  newer.addEventListener("click", () => {
+    if (history.state && history.state.paged) history.back();
+    else {
+      const { before, ...wanted } = listQuery();
+      goTo(wanted, false, refresh);
+    }
+  });
+  next.addEventListener("click", () => goTo({ ...listQuery(), before: cursor }, true, refresh));
+  return {
+    element: el("nav", { class: "pager" }, newer, next),
+    update(wanted, nextCursor) {
+      cursor = nextCursor;
+      newer.hidden = !wanted.before;
+      next.hidden = !cursor;
+    },
+  };
+}
+
+function buildRow(build) {
+  const named = typeof build.number === "number";
+  return el("tr", { "data-build-id": build.build_id, "data-state": build.state, "data-verdict": verdictOf(build) },
+    el("td", { class: "name", "data-field": "name" },
+      el("a", { href: "/dashboard/builds/" + encodeURIComponent(build.build_id), class: "build-link",
+        title: "build " + build.build_id }, buildName(build)),
+      named ? el("div", { class: "muted build-id" }, "build " + build.build_id) : null),
+    verdictCell(build),
+    commitCell(build),
+    el("td", { "data-field": "branch" }, build.branch, pullRequest(build), combination(build)),
+    el("td", { class: "secondary", "data-field": "state" },
+      build.progress ? build.state + " (" + build.progress + ")" : build.state),
+    el("td", { class: "secondary" }, new Date(build.submitted_at).toLocaleString()),
+    el("td", { class: "secondary" }, elapsed(build)),
+    el("td", { class: "secondary", "data-field": "agreed_by" }, build.agreed_by.join(", ")));
+}
+
+function showBuilds(main) {
+  const body = el("tbody");
+  let refresh = null;
+  const form = filterForm(() => refresh());
+  const pages = pager(() => refresh());
+  main.append(
+    el("h1", {}, "Builds"), form,
+    el("p", { class: "muted" }, "Newest first; updates every few seconds."),
+    el("table", { id: "builds", class: "builds" },
+      el("thead", {}, el("tr", {}, ...LIST_COLUMNS.map((name) => el("th", {}, name)))), body),
+    pages.element);
+  showFilters(form, listQuery());
+  refresh = poll(async (current) => {
+    const wanted = listQuery();
+    const answer = await apiJson("/builds?" + new URLSearchParams({ limit: PAGE_SIZE, ...wanted }));
+    if (!current()) return;
+    const builds = "next" in answer ? answer.builds : answer.builds.filter((build) => matches(build, wanted));
+    body.replaceChildren(...builds.map(buildRow));
+    if (!builds.length) {
+      const filtered = FILTERS.some((name) => wanted[name]);
+      body.append(el("tr", {}, el("td", { colspan: LIST_COLUMNS.length, class: "muted" },
+        filtered ? "No builds match these filters." : "No builds yet.")));
+    }
+    pages.update(wanted, typeof answer.next === "string" ? answer.next : null);
+    noteRepositories(document.getElementById("repositories"), builds);
+  });
+  window.addEventListener("popstate", () => {
+    showFilters(form, listQuery());
+    refresh();
+  });
+}

@@ -1,0 +1,93 @@
+"""A build's row as the client shows it: the summary every listing gives, in SQL and in JSON.
+
+A summary names the build (its id, its number in its repository, what it
+built and why), its verdict in one word (VERDICTS), who agreed and who
+dissented, and how it relates to others: the build it re-runs, the cancel it
+is, the matrix it is one combination of, or the combinations it expanded into.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from pbft.build import Result, combination_label, pull_request_number
+from pbft.wire import MessageError, decode_struct
+
+# A build's verdict in one word: its agreed result's status once f+1 nodes agreed, else its
+# state (pending, timeout: no f+1 agreed in time, disputed, divergent). `timeout` is both a
+# build that ran out of its own time (a status the nodes agreed on) and one without a quorum.
+VERDICTS = ("success", "failure", "error", "timeout", "cancelled", "skipped", "matrix", "disputed", "divergent",
+            "pending")
+VERDICT_SQL = "(CASE state WHEN 'accepted' THEN json_extract(result, '$.status') ELSE state END)"
+
+SUMMARY_COLUMNS = (
+    "build_id, number, repository, branch, commit_requested, submitted_at, state, result, agreed_by, elapsed_ms, "
+    f"commit_message, author, commit_url, {VERDICT_SQL} AS verdict, replies AS reply_list, "
+    "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
+    "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
+    "json_extract(request, '$.operation.cancels') AS cancels, "
+    "json_extract(request, '$.operation.combination') AS combination, "
+    "(SELECT matrix_of FROM matrix_builds WHERE matrix_builds.build_id = builds.build_id) AS matrix_of, "
+    "(SELECT json_group_array(build_id) FROM (SELECT build_id FROM matrix_builds"
+    " WHERE matrix_builds.matrix_of = builds.build_id ORDER BY build_id)) AS matrix"
+)
+
+
+def dissented(row: sqlite3.Row) -> list[dict[str, Any]]:
+    """The nodes whose signed reply differs from the agreed result, and what each said. Only an
+    accepted build has one agreed result to differ from: a divergent or disputed build's
+    record holds each node's own (`artifacts_by_node`, `split`), a timed-out build none."""
+    if row["state"] != "accepted":
+        return []
+    found = []
+    try:
+        agreed = decode_struct(Result, json.loads(row["result"])).agreed_key()
+        for reply in json.loads(row["reply_list"]):
+            said = decode_struct(Result, reply["result"])
+            if said.agreed_key() != agreed:
+                found.append({"node": reply["sender"], "kind": "dissented", "said": said.to_dict()})
+    except MessageError:
+        return []  # a record of an older client's result form: its replies are shown as they are
+    return found
+
+
+def summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "build_id": str(row["build_id"]),
+        "number": row["number"],
+        "repository": row["repository"],
+        "branch": row["branch"],
+        "commit_requested": row["commit_requested"],
+        # What the forge's delivery said of the commit (client.commitinfo); null for a plain call.
+        "commit_message": row["commit_message"],
+        "author": row["author"],
+        "commit_url": row["commit_url"],
+        "submitted_at": row["submitted_at"],
+        "state": row["state"],
+        "result": None if row["result"] is None else json.loads(row["result"]),
+        "verdict": row["verdict"],
+        "agreed_by": json.loads(row["agreed_by"]),
+        # Every node that replied, late replies included, and those that said another result
+        # than the verdict; the routes add the silent ones (client.routes.builds `with_progress`).
+        "replied_by": sorted(reply["sender"] for reply in json.loads(row["reply_list"])),
+        "dissent": dissented(row),
+        "elapsed_ms": row["elapsed_ms"],
+        "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
+        "event": row["event"] or "push",
+        "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
+        "cancels": None if row["cancels"] is None else str(row["cancels"]),
+        # A matrix's combination builds name it, and it lists them.
+        "combination": None if row["combination"] is None else combination_label(json.loads(row["combination"])),
+        "matrix_of": None if row["matrix_of"] is None else str(row["matrix_of"]),
+        "matrix": [str(build_id) for build_id in json.loads(row["matrix"])],
+    }
+
+
+def matrix_build(row: sqlite3.Row) -> dict[str, Any]:
+    """One combination of a matrix as its build page lists it: which, and its verdict so far."""
+    shown = summary(row)
+    result = shown["result"]
+    return {"build_id": shown["build_id"], "combination": shown["combination"], "state": shown["state"],
+            "status": None if result is None else result["status"]}

@@ -87,7 +87,7 @@ class NodeStatuses:
         except ValueError as error:  # says which file and what is wrong with it, never what it holds
             log.warning("node=%d no status of its own for build %s: %s", self._node_id, build_id, error)
             return
-        # The client's id of a build is the request's timestamp (client/service.py).
+        # The client's id of a build is the request's timestamp (client/requests.py).
         log_url = f"{self._client_urls[request.client]}/builds/{request.timestamp}/log?node={self._node_id}"
         status = status_for(repository, sha, StatusReport(
             state=state_of(result), context=f"{status_context(repository, operation)}/node-{self._node_id}",

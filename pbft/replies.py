@@ -20,7 +20,7 @@ Past the f+1 replies that decide, the collector goes on counting towards
 what every node's ledger will say of the build (`pbft.quorum.verdict`):
 `certified` once 2f+1 replies match, `disputed` once no result can get
 there any more (honest nodes disagree: a flaky build). The client waits a
-little for one of them before it answers (client.service), so that a build
+little for one of them before it answers (client/verbs/submit.py), so that a build
 that passed on two nodes and failed on two is said to be disputed rather
 than reported as whichever pair replied first.
 """

@@ -3,7 +3,7 @@ timestamps, sends each to the primary it believes current, retransmits to
 all nodes on timeout, and counts signed replies with the real client's rule
 (`pbft.replies`): f+1 matching replies, 2f+1 for a result with artifacts,
 or a `divergent` verdict when nodes built different artifacts. As the real
-client does (client/service.py), once a cancel of one of its builds has its
+client does (client/verbs/cancel.py), once a cancel of one of its builds has its
 verdict, that build is `cancelled` (`pbft.cancels`): the order decided it,
 whatever its own replies, split between nodes that finished it first and
 nodes that stopped it, can still make.

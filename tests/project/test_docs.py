@@ -58,7 +58,9 @@ def test_every_module_and_folder_the_architecture_names_exists():
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     named = set(re.findall(r"`([\w./-]+\.py|[\w-]+/(?:[\w./-]+)?)`", text))
     assert len(named) > 40
-    folders = [ROOT, *(ROOT / part for part in ("pbft", "shared", "builder", "node", "client", "scripts", "deploy")),
-               *(ROOT / "builder" / layer for layer in ("plan", "workspace", "engine"))]
+    folders = [ROOT, *(ROOT / part for part in ("pbft", "shared", "builder", "node", "client", "runner", "bench",
+                                                "scripts", "deploy")),
+               *(ROOT / "builder" / layer for layer in ("plan", "workspace", "engine")),
+               *(ROOT / "client" / part for part in ("verbs", "routes", "tables"))]
     missing = [name for name in named if not any((folder / name).exists() for folder in folders)]
     assert missing == []

@@ -7,17 +7,19 @@ an event, and each observer takes what it needs from it. So a verdict is
 recorded, posted, notified and counted from one event, never written by the
 code that reached it while the others are told about it.
 
-Observers are called in the order they subscribed, synchronously, on the
-build's path: they must not block. A critical observer's failure is the
-build's (the records: a verdict that could not be recorded must not be
-answered); any other's is logged, and the build goes on.
+Observers are called synchronously on the build's path, the critical ones
+first, each kind in the order it subscribed: they must not block. A critical
+observer's failure is the build's (the records: a verdict that could not be
+recorded must not be answered); any other's is logged, and the build goes on.
+A verdict reaches the others only once the records have it on disk
+(`publish_once_durable`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from client.commitinfo import CommitInfo
 from client.outcome import Verdict
@@ -117,7 +119,21 @@ class EventStream:
         self._observers.append((observer, critical))
 
     def publish(self, event: Event) -> None:
-        for observer, critical in self._observers:
+        self._tell(event, critical=True)
+        self._tell(event, critical=False)
+
+    async def publish_once_durable(self, event: Event, durable: Callable[[], Awaitable[None]]) -> None:
+        """`event` to the critical observers (the records, which write it), then, once `durable()`
+        has committed what they wrote, to the others: no status or notification tells the
+        world of a verdict that a crash of the client could still take from its records."""
+        self._tell(event, critical=True)
+        await durable()
+        self._tell(event, critical=False)
+
+    def _tell(self, event: Event, *, critical: bool) -> None:
+        for observer, its_critical in self._observers:
+            if its_critical != critical:
+                continue
             if critical:
                 observer(event)
                 continue

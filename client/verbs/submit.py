@@ -115,8 +115,7 @@ class Submit:
             # no longer followed, and overrules its verdict instead (CancelBook.decided).
             cancel = self._cancels.take(build_id)
         verdict = self._verdict(outstanding, cancel, round((time.monotonic() - submitted_s) * 1000), quorum_ms)
-        self._events.publish(Finished(outstanding.operation, verdict))
-        await self._store.durable()
+        await self._events.publish_once_durable(Finished(outstanding.operation, verdict), self._store.durable)
         return verdict
 
     async def _settle(self, outstanding: Outstanding, started_s: float) -> None:

@@ -156,7 +156,9 @@ def _default_text(cls: type, declared: Declared) -> str:
         return declared.setting.shown_default
     default = declared.kind.written(declared.default)
     if dataclasses.is_dataclass(default):
-        return "its section's"
-    if default in (None, "", ()):
-        return "none"
-    return f"`{json.dumps(_json_default(default)['default'])}`"
+        shown = "its section's"
+    elif default in (None, "", ()):
+        shown = "none"
+    else:
+        shown = f"`{json.dumps(_json_default(default)['default'])}`"
+    return shown if declared.setting.nullable else f"{shown}, not null"

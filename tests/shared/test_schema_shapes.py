@@ -167,6 +167,7 @@ def test_the_reference_says_the_new_shapes():
             if line.startswith("| `")}
     assert rows["`command`"] == "| `command` | string: name | required, or `script` in its place | what it runs |"
     assert rows["`script`"].startswith("| `script` | string | none: `command` instead |")
-    assert rows["`on_failure`"] == "| `on_failure` | one of `fail`, `ignore` | `\"fail\"` | whether a failure counts |"
+    assert rows["`on_failure`"] == ("| `on_failure` | one of `fail`, `ignore` | `\"fail\"`, not null "
+                                   "| whether a failure counts |")
     assert rows["`variables`"].startswith("| `variables` | list of (string, number or boolean) |")
     assert rows["`window`"].startswith("| `window` | string: name, or mapping: [window](#window) |")

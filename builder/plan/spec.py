@@ -52,7 +52,7 @@ from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
 
-__all__ = ["MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document"]
+__all__ = ["MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document", "spec_matrix"]
 
 SPEC_FILE = ".pbft-ci.yml"
 MAX_SPEC_BYTES = 64 * 1024
@@ -129,20 +129,15 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is
     the first combination's, which the node never runs (it runs each combination's own)."""
-    document = spec_document(text)
-    if not isinstance(document, dict):
-        raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
+    document = _spec_mapping(text)
     # The matrix first, alone: the rest is read once per combination it declares.
-    reading = spec_reading()
-    matrix = () if document.get("matrix") is None else reading.value(MATRIX, document["matrix"], "matrix")
-    errors = reading.problems
-    if not errors and combination is not None and combination not in matrix:
-        errors.append(
-            f"matrix: declares no combination {combination_label(combination)}" if matrix
-            else f"matrix: the build names the combination {combination_label(combination)}; the spec has no matrix"
+    matrix = _declared_matrix(document)
+    if combination is not None and combination not in matrix:
+        raise ValueError(
+            f"{SPEC_FILE}: matrix: declares no combination {combination_label(combination)}" if matrix
+            else f"{SPEC_FILE}: matrix: the build names the combination {combination_label(combination)}; "
+                 "the spec has no matrix"
         )
-    if errors:
-        raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     chosen = [combination] if combination is not None else list(matrix) or [()]
     parsed = []
     for each in chosen:
@@ -153,6 +148,29 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))
     return parsed[0][1]
+
+
+def spec_matrix(text: bytes) -> tuple[Combination, ...]:
+    """The combinations the spec's `matrix:` declares, () without one; a ValueError, as
+    parse_build_spec's, when the file or its matrix is refused (not when the rest is)."""
+    return _declared_matrix(_spec_mapping(text))
+
+
+def _spec_mapping(text: bytes) -> dict:
+    document = spec_document(text)
+    if not isinstance(document, dict):
+        raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
+    return document
+
+
+def _declared_matrix(document: dict) -> tuple[Combination, ...]:
+    if document.get("matrix") is None:
+        return ()
+    reading = spec_reading()
+    matrix = reading.value(MATRIX, document["matrix"], "matrix")
+    if reading.problems:
+        raise ValueError(f"{SPEC_FILE}: " + "; ".join(reading.problems))
+    return matrix
 
 
 def spec_document(text: bytes) -> Any:

@@ -40,7 +40,9 @@ def page() -> str:
         f"it is what every node reads of a `{SPEC_FILE}`. [Builds](builds.md) and",
         "[Pipelines](pipelines.md) explain the keys in context. A key set to null is left",
         "out, but where its default says \"not null\". The same declaration makes",
-        "[a JSON Schema](schema/pbft-ci.schema.json) for editors.",
+        "[a JSON Schema](schema/pbft-ci.schema.json) for editors, and `scripts/lint.py`",
+        "checks a spec with the nodes' own rules and words",
+        "([Checking a spec before you push](pipelines.md#checking-a-spec-before-you-push)).",
         "",
     ]
     lines += markdown_reference(BuildSpec, title="Top level")

@@ -21,7 +21,6 @@ _PUBLIC = {
     # What the action runner runs an `after:` action with: the commit's spec, a mirror, a sandbox.
     "SPEC_FILE": "builder.plan.spec",
     "spec_document": "builder.plan.spec",
-    "command_problems": "builder.plan.spec",
     "ActionSpec": "builder.plan.actions",
     "parse_actions": "builder.plan.actions",
     "SECRET_NAME": "builder.plan.actions",

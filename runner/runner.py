@@ -50,7 +50,6 @@ from builder import (
     Sandbox,
     SandboxError,
     Script,
-    command_problems,
     parse_actions,
     run_container,
     spec_document,
@@ -260,8 +259,7 @@ class ActionRunner:
             document = spec_document(text)
         except ValueError as error:
             raise Refused(f"refused: {error}") from None
-        actions, errors = parse_actions(document.get("after") if isinstance(document, dict) else None,
-                                        command_problems)
+        actions, errors = parse_actions(document.get("after") if isinstance(document, dict) else None)
         if errors:
             raise Refused("refused: " + "; ".join(errors))
         event, branch = operation.trigger_event, operation.branch

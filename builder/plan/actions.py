@@ -18,28 +18,43 @@ names, so it runs exactly what the nodes agreed was in the spec.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Iterable
 
-from builder.plan.pipeline import image_problems
-from builder.plan.triggers import Condition, parse_when
+from builder.plan.specvalues import COMMANDS, IMAGE, Words, spec_reading
+from builder.plan.triggers import WHEN, Condition
 from pbft.build import STATUSES, STEP_NAME
+from shared.schema import ListOf, Section, Text, section, setting
 
 MAX_ACTIONS = 16
 ACTION_NAME = STEP_NAME  # plain, as a step's: it names the action in records, logs and URLs
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
-_KEYS = ("name", "image", "commands", "when", "status", "secrets")
 # A verdict an action may follow: a certified build's status (a matrix's expansion runs nothing).
 _VERDICTS = tuple(status for status in STATUSES if status != "matrix")
 
 
-@dataclass(frozen=True)
+def _event_and_branch(action: ActionSpec, given: frozenset) -> Iterable[tuple[str, str]]:
+    if any(condition.path is not None for condition in action.conditions):
+        # The runner sees the certified request, not the paths a push changed.
+        yield "conditions", "path conditions are for builds; an action has event and branch"
+
+
+@section(check=_event_and_branch)
 class ActionSpec:
-    name: str
-    commands: tuple[str, ...]
-    image: str | None = None
-    conditions: tuple[Condition, ...] = ()
-    statuses: tuple[str, ...] = ("success",)
-    secrets: tuple[str, ...] = ()
+    """An action: run once, on the action runner, after the build's verdict is certified."""
+
+    name: str = setting(Text(ACTION_NAME, what="an action name",
+                             refusal="must be 1 to 64 letters, digits, '.', '_' or '-'"),
+                        doc="unique: names the action in records, logs and the dashboard")
+    commands: tuple[str, ...] = setting(COMMANDS, doc="one `sh -e` script, one line per entry")
+    image: str | None = setting(IMAGE, default=None, doc="the image it runs in; the runner's `image` otherwise")
+    conditions: tuple[Condition, ...] = setting(WHEN, key="when", default=(),
+                                                doc="event and branch conditions, as a build's `when:` (no path)")
+    statuses: tuple[str, ...] = setting(
+        Words(_VERDICTS, f"must be one or more of {', '.join(_VERDICTS)}", single=True, min_items=1),
+        key="status", default=("success",), nullable=False, doc="the verdicts it runs for")
+    secrets: tuple[str, ...] = setting(Words(SECRET_NAME, "must be a list of variable names (A-Z, 0-9, _)"),
+                                       default=(), nullable=False,
+                                       doc="the runner's secrets it gets, as environment variables")
 
     def refusal(self, event: str, branch: str, status: str) -> str | None:
         """Why this action does not run for a verdict `status` of a build started by `event`
@@ -52,42 +67,25 @@ class ActionSpec:
         return None
 
 
-def parse_actions(section, command_problems) -> tuple[tuple[ActionSpec, ...], list[str]]:
-    """The `after:` actions and the problems with them. `command_problems` checks a commands
-    list as the spec's own (builder/plan/spec.py)."""
+def _names_once(items: tuple[tuple[int, ActionSpec], ...], whole: bool) -> Iterable[tuple[str, str]]:
+    """Each name once: a name an earlier action has is said at the later one. A name left
+    empty (a refused one read as "") is another problem, already said."""
+    names: set[str] = set()
+    for index, action in items:
+        if action.name and action.name in names:
+            yield f"[{index}].name", f"{action.name!r} names two actions"
+        names.add(action.name)
+
+
+# `after:`, the actions of a spec.
+AFTER = ListOf(Section(ActionSpec, refusal="must be a mapping with name and commands"), min_items=1,
+               max_items=MAX_ACTIONS, check=_names_once, refusal=f"must be a list of 1 to {MAX_ACTIONS} actions")
+
+
+def parse_actions(section) -> tuple[tuple[ActionSpec, ...], list[str]]:
+    """The `after:` actions and the problems with them."""
     if section is None:
         return (), []
-    if not isinstance(section, list) or not 1 <= len(section) <= MAX_ACTIONS:
-        return (), [f"after: must be a list of 1 to {MAX_ACTIONS} actions"]
-    actions, errors, names = [], [], set()
-    for index, item in enumerate(section):
-        where = f"after[{index}]"
-        if not isinstance(item, dict):
-            errors.append(f"{where}: must be a mapping with name and commands")
-            continue
-        errors += [f"{where}: unknown key {key!r}" for key in item if key not in _KEYS]
-        name = item.get("name")
-        if not isinstance(name, str) or not ACTION_NAME.fullmatch(name):
-            errors.append(f"{where}.name: must be 1 to 64 letters, digits, '.', '_' or '-'")
-        elif name in names:
-            errors.append(f"{where}.name: {name!r} names two actions")
-        names.add(name)
-        errors += command_problems(item.get("commands"), f"{where}.commands")
-        errors += image_problems(item.get("image"), f"{where}.image")
-        conditions, when_errors = parse_when(item.get("when"))
-        errors += [f"{where}.{error}" for error in when_errors]
-        if any(condition.path is not None for condition in conditions):
-            # The runner sees the certified request, not the paths a push changed.
-            errors.append(f"{where}.when: path conditions are for builds; an action has event and branch")
-        statuses = item.get("status", ["success"])
-        statuses = [statuses] if isinstance(statuses, str) else statuses
-        if not isinstance(statuses, list) or not statuses or any(status not in _VERDICTS for status in statuses):
-            errors.append(f"{where}.status: must be one or more of {', '.join(_VERDICTS)}")
-        secrets = item.get("secrets", [])
-        if not isinstance(secrets, list) or any(not isinstance(secret, str) or not SECRET_NAME.fullmatch(secret)
-                                                for secret in secrets):
-            errors.append(f"{where}.secrets: must be a list of variable names (A-Z, 0-9, _)")
-        if not errors:
-            actions.append(ActionSpec(name, tuple(item["commands"]), item.get("image"), conditions,
-                                      tuple(statuses), tuple(secrets)))
-    return (tuple(actions), []) if not errors else ((), errors)
+    reading = spec_reading()
+    actions = reading.value(AFTER, section, "after")
+    return ((), reading.problems) if reading.problems else (actions, [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.plan.spec import WORKSPACE_DIR
+from builder.plan.containerpaths import WORKSPACE_DIR
 from pbft.build import pull_request_number
 
 

@@ -19,6 +19,8 @@ lists the combinations (status `matrix`), which f+1 nodes certify like any verdi
 client then asks for one build per combination, and a node builds a combination only if
 its spec at the commit declares it. Parsing is pure; every problem is reported with its
 key, in the spec parser's one ValueError.
+
+In the schema idiom `matrix:` is a union (`Matrix`): axes, or the section `MatrixInclude`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from typing import Any, Callable, Iterable
 
+from builder.plan.specvalues import RESERVED_VARIABLE
 from pbft.build import AXIS, AXIS_VALUE, MAX_AXES, MAX_COMBINATIONS, combination_label
-from builder.plan.pipeline import RESERVED_VARIABLE
+from shared.schema import Invalid, Kind, ListOf, OneOf, Reading, Section, Text, section, setting
 
 Combination = tuple[tuple[str, str], ...]
 
@@ -39,101 +43,145 @@ _SUBSTITUTION = re.compile(r"\$\{([^}]*)\}")
 _AXES_NEEDED = "a mapping of axes to lists of values, or include: a list of combinations"
 
 
-def parse_matrix(section) -> tuple[tuple[Combination, ...], list[str]]:
-    """The combinations `matrix:` declares, in order, and the problems; () without one."""
-    if section is None:
-        return (), []
-    if not isinstance(section, dict) or not section:
-        return (), [f"matrix: must be {_AXES_NEEDED}"]
-    if "include" in section:
-        if len(section) > 1:
-            return (), ["matrix: include lists whole combinations; no axes beside it"]
-        combinations, errors = _included(section["include"])
-    else:
-        combinations, errors = _product(section)
-    if errors:
-        return (), errors
-    for index, combination in enumerate(combinations):
-        label = combination_label(combination)
-        # The same axes and values in another order would be the same build under two names.
-        if any(dict(combination) == dict(earlier) for earlier in combinations[:index]):
-            errors.append(f"matrix: {label} is declared twice")
-        elif len(label) > MAX_LABEL_CHARS:
-            errors.append(f"matrix: {label[:40]}... is longer than {MAX_LABEL_CHARS} characters")
-    return (() if errors else tuple(combinations)), errors
+def _repeats(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
+    seen: set[str] = set()
+    for index, value in items:
+        if value in seen:
+            yield f"[{index}]", f"repeats {value!r}"
+        seen.add(value)
 
 
-def _product(axes: dict) -> tuple[list[Combination], list[str]]:
-    if len(axes) > MAX_AXES:
-        return [], [f"matrix: at most {MAX_AXES} axes"]
-    values_of, errors = {}, []
-    for name, values in axes.items():
-        errors += _axis_problems(name, "matrix")
-        if not isinstance(values, list) or not values:
-            errors.append(f"matrix.{str(name)[:40]}: must be a non-empty list of values")
-            continue
-        if len(values) > MAX_COMBINATIONS:  # before each value is compared with those before it
-            errors.append(f"matrix.{str(name)[:40]}: at most {MAX_COMBINATIONS} values")
-            continue
-        values_of[name], value_errors = _values(values, f"matrix.{str(name)[:40]}")
-        errors += value_errors
-    if errors:
-        return [], errors
-    count = math.prod(len(values) for values in values_of.values())
-    if count > MAX_COMBINATIONS:
-        return [], [f"matrix: {count} combinations, at most {MAX_COMBINATIONS}"]
-    names = list(values_of)
-    return [tuple(zip(names, chosen)) for chosen in itertools.product(*values_of.values())], []
+# An axis's values, or a combination's: strings, or YAML numbers and booleans as written.
+VALUES = ListOf(Text(AXIS_VALUE, what="an axis value", scalars=True,
+                     refusal="must be 1 to 64 letters, digits and . _ : / @ + -, not starting with -"),
+                min_items=1, max_items=MAX_COMBINATIONS, check=_repeats, refusal="must be a non-empty list of values",
+                too_many=f"at most {MAX_COMBINATIONS} values")
 
 
-def _included(entries) -> tuple[list[Combination], list[str]]:
-    if not isinstance(entries, list) or not entries:
-        return [], ["matrix.include: must be a non-empty list of combinations (mappings of axes to values)"]
-    if len(entries) > MAX_COMBINATIONS:
-        return [], [f"matrix.include: at most {MAX_COMBINATIONS} combinations"]
-    combinations, errors = [], []
-    for index, entry in enumerate(entries):
-        where = f"matrix.include[{index}]"
-        if not isinstance(entry, dict) or not entry:
-            errors.append(f"{where}: must be a mapping of axes to values")
-            continue
-        if len(entry) > MAX_AXES:
-            errors.append(f"{where}: at most {MAX_AXES} axes")
-            continue
-        problems = [problem for name in entry for problem in _axis_problems(name, where)]
-        values, value_errors = _values(list(entry.values()), where)
-        errors += problems + value_errors
-        if not problems and not value_errors:
-            combinations.append(tuple(zip(entry, values)))
-    return combinations, errors
-
-
-def _axis_problems(name, where: str) -> list[str]:
+def _axis_problems(name: Any, at: str, reading: Reading) -> None:
+    """An axis's name is a variable's: said at the mapping when it is none, at itself when the
+    node sets that variable."""
     if not isinstance(name, str) or not AXIS.fullmatch(name):
-        return [f"{where}: {str(name)[:40]!r} is not an axis name "
-                "(1 to 32 capitals, digits and _, not starting with a digit)"]
-    if RESERVED_VARIABLE.fullmatch(name):
-        return [f"{where}.{name}: set by the node, not by a spec"]
-    return []
+        reading.fail(at, f"{str(name)[:40]!r} is not an axis name "
+                         "(1 to 32 capitals, digits and _, not starting with a digit)")
+    elif RESERVED_VARIABLE.fullmatch(name):
+        reading.fail(f"{at}.{name}", "set by the node, not by a spec")
 
 
-def _values(values: list, where: str) -> tuple[list[str], list[str]]:
-    """The values as strings (a YAML number or boolean as written), and the problems."""
-    strings, errors = [], []
-    for index, value in enumerate(values):
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            value = str(value)
-        if not isinstance(value, str) or not AXIS_VALUE.fullmatch(value):
-            errors.append(
-                f"{where}[{index}]: must be 1 to 64 letters, digits and . _ : / @ + -, not starting with -"
-            )
-        elif value in strings:
-            errors.append(f"{where}[{index}]: repeats {value!r}")
-        else:
-            strings.append(value)
-    return strings, errors
+def _axes_json(values: dict) -> dict:
+    name = {"type": "string", "pattern": f"^(?:{AXIS.pattern})$",
+            "not": {"pattern": f"^(?:{RESERVED_VARIABLE.pattern})$"}}
+    return {"type": "object", "minProperties": 1, "maxProperties": MAX_AXES, "propertyNames": name,
+            "additionalProperties": values}
+
+
+class Axes(Kind):
+    """The axes of a matrix, each a name and a list of values: one combination per element of
+    their product, in the order written."""
+
+    noun, blank = "a mapping of axes to lists of values", ()
+
+    def read(self, value: dict, at: str, reading: Reading) -> Any:
+        if len(value) > MAX_AXES:
+            raise Invalid(f"at most {MAX_AXES} axes")
+        before = len(reading.problems)
+        values_of = {}
+        for name, values in value.items():
+            _axis_problems(name, at, reading)
+            values_of[name] = reading.value(VALUES, values, f"{at}.{str(name)[:40]}")
+        if len(reading.problems) > before:
+            return reading.REFUSED
+        count = math.prod(len(values) for values in values_of.values())
+        if count > MAX_COMBINATIONS:
+            raise Invalid(f"{count} combinations, at most {MAX_COMBINATIONS}")
+        names = list(values_of)
+        return tuple(tuple(zip(names, chosen)) for chosen in itertools.product(*values_of.values()))
+
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        return ((VALUES, ".*"),)
+
+    def json(self, defs: dict) -> dict:
+        return _axes_json(VALUES.json(defs))
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return f"mapping of up to {MAX_AXES} axes (capitals, digits, _) to lists of values"
+
+
+class CombinationKind(Kind):
+    """One combination of `include:`, its axes' names to their values."""
+
+    noun, blank, refusal = "a mapping of axes to values", None, "must be a mapping of axes to values"
+
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
+        if not isinstance(value, dict) or not value:
+            raise self.expected(value)
+        if len(value) > MAX_AXES:
+            raise Invalid(f"at most {MAX_AXES} axes")
+        before = len(reading.problems)
+        for name in value:
+            _axis_problems(name, at, reading)
+        values = reading.value(VALUES, list(value.values()), at)
+        if len(reading.problems) > before:
+            return reading.REFUSED
+        return tuple(zip(value, values))
+
+    def json(self, defs: dict) -> dict:
+        return _axes_json(VALUES.item.json(defs))
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return f"mapping of up to {MAX_AXES} axes to values"
+
+
+@section
+class MatrixInclude:
+    """The combinations of a matrix, listed one by one in place of axes."""
+
+    include: tuple[Combination, ...] = setting(
+        ListOf(CombinationKind(), min_items=1, max_items=MAX_COMBINATIONS,
+               refusal="must be a non-empty list of combinations (mappings of axes to values)",
+               too_many=f"at most {MAX_COMBINATIONS} combinations"),
+        doc="the combinations, each a mapping of axes to values")
+
+
+_AXES, _INCLUDE = Axes(), Section(MatrixInclude)
+
+
+def _form(value: Any) -> Kind:
+    if not isinstance(value, dict) or not value:
+        raise Invalid(f"must be {_AXES_NEEDED}")
+    if "include" not in value:
+        return _AXES
+    if len(value) > 1:
+        raise Invalid("include lists whole combinations; no axes beside it")
+    return _INCLUDE
+
+
+class Matrix(OneOf):
+    """`matrix:`, axes or `include:`, read into the combinations it declares, in order; each
+    distinct, and with a label a forge's status context can hold."""
+
+    blank = ()
+
+    def __init__(self) -> None:
+        super().__init__(_AXES, _INCLUDE, pick=_form, noun=_AXES_NEEDED)
+
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
+        before = len(reading.problems)
+        declared = super().read(value, at, reading)
+        if declared is reading.REFUSED or len(reading.problems) > before:
+            return reading.REFUSED
+        combinations = declared.include if isinstance(declared, MatrixInclude) else declared
+        for index, combination in enumerate(combinations):
+            label = combination_label(combination)
+            # The same axes and values in another order would be the same build under two names.
+            if any(dict(combination) == dict(earlier) for earlier in combinations[:index]):
+                reading.fail(at, f"{label} is declared twice")
+            elif len(label) > MAX_LABEL_CHARS:
+                reading.fail(at, f"{label[:40]}... is longer than {MAX_LABEL_CHARS} characters")
+        return reading.REFUSED if len(reading.problems) > before else combinations
+
+
+MATRIX = Matrix()
 
 
 def with_images(document: dict, combination: Combination) -> tuple[dict, list[str]]:

@@ -1,5 +1,5 @@
-"""A pipeline's steps and environment, as `.pbft-ci.yml` declares them (builder/plan/spec.py
-parses the rest of the file).
+"""A pipeline's steps and services, as `.pbft-ci.yml` declares them: sections of the schema
+idiom (shared/schema), read with the rest of the file (builder/plan/spec.py).
 
     environment:                  # optional: every step gets these
       PGHOST: postgres
@@ -39,57 +39,113 @@ parser's one ValueError.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from typing import Iterable
 
+from builder.plan.specvalues import COMMANDS, IMAGE, SecretNames, Variables, Words
+from builder.plan.triggers import Condition
 from pbft.build import MAX_STEPS, STEP_NAME
-from builder.plan.imageref import parse_reference
-from builder.plan.triggers import Condition, parse_when
-from shared.config import MAX_SECRETS, SECRET_NAME
+from shared.schema import Choice, Inline, Named, Number, Section, Text, section, setting
 
-STEP_KEYS = ("name", "image", "commands", "environment", "depends_on", "failure", "when", "secrets")
-SERVICE_KEYS = ("name", "image", "commands", "environment", "ready", "secrets")
-READY_KEYS = ("command", "timeout_s")
 MAX_SERVICES = 8
 DEFAULT_READY_S = 60.0
 # A service's name is its host name in the build: one DNS label, lowercase.
 SERVICE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 STATUS_CHOICES = ("success", "failure")
-MAX_VARIABLES = 64
-MAX_VALUE_CHARS = 4096
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# Names the node sets itself: the CI variables (builder/plan/civars.py), HOME (the build user's),
-# and SOURCE_DATE_EPOCH (the commit's time, builder/plan/civars.py).
-RESERVED_VARIABLE = re.compile(r"CI|CI_.*|HOME|SOURCE_DATE_EPOCH")
 
 
-@dataclass(frozen=True)
+@section
+class StepWhen:
+    """A step's `when:`: the build statuses so far it runs after, and the trigger's conditions."""
+
+    status: tuple[str, ...] = setting(
+        Words(STATUS_CHOICES, f"must be a non-empty list of {' and '.join(STATUS_CHOICES)}", single=True,
+              min_items=1, keep="choices"),
+        default=("success",), nullable=False, doc="the build statuses so far the step runs after")
+    condition: Condition | None = setting(Inline(Condition, ""), default=None,
+                                          doc="event, branch and path, as in the spec's own `when:`")
+
+
+@section
 class Step:
-    name: str
-    image: str | None
-    commands: tuple[str, ...]
-    environment: tuple[tuple[str, str], ...] = ()
-    # The steps it follows; None: the one declared before it (none for the first).
-    depends_on: tuple[str, ...] | None = None
-    ignore_failure: bool = False
-    status: tuple[str, ...] = ("success",)
-    conditions: tuple[Condition, ...] = ()
+    """A step of a pipeline: one `sh -e` script in a container of its own, in the shared /workspace."""
+
+    name: str = setting(Text(STEP_NAME, what="a step name",
+                             refusal="must be 1 to 64 letters, digits, '.', '_' or '-', not starting with . _ -"),
+                        doc="unique: 1 to 64 letters, digits, `.`, `_`, `-`, not starting with `.`, `_` or `-`")
+    # Keyword-only from here: the document's order has the required `commands` after `image`.
+    _: dataclasses.KW_ONLY
+    image: str | None = setting(IMAGE, default=None, doc="the step's image; the spec's `image` otherwise")
+    commands: tuple[str, ...] = setting(COMMANDS, doc="one `sh -e` script, one line per entry, run in /workspace")
+    environment: tuple[tuple[str, str], ...] = setting(Variables(), default=(),
+                                                       doc="variables of this step, on top of the pipeline's")
     # The build's secrets it gets, by name; None: all of them (see `narrowed`).
-    secrets: tuple[str, ...] | None = None
+    secrets: tuple[str, ...] | None = setting(SecretNames(), default=None,
+                                              doc="the build's secrets it gets (`[]`: none); all of them otherwise")
+    # The steps it follows; None: the one declared before it (none for the first).
+    depends_on: tuple[str, ...] | None = setting(
+        Words(None, "must be a list of step names", single=True, keep="distinct"), default=None,
+        doc="the steps it follows; the one declared before it otherwise (`[]`: none)")
+    ignore_failure: bool = setting(
+        Choice(("fail", "ignore"), means={"fail": False, "ignore": True}, refusal="must be 'fail' or 'ignore'"),
+        key="failure", default=False, nullable=False, doc="`ignore`: its failure does not fail the build")
+    when: StepWhen = setting(Section(StepWhen, refusal="must be a mapping of status, event, branch and path",
+                                     nonempty=True),
+                             default=StepWhen(), doc="whether it runs: the build's status so far, and the trigger")
+
+    @property
+    def status(self) -> tuple[str, ...]:
+        return self.when.status
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return () if self.when.condition is None else (self.when.condition,)
 
     def script(self) -> str:
         return "\n".join(self.commands)
 
 
-@dataclass(frozen=True)
+def _one_line(text: str) -> str:
+    if not text.strip() or "\0" in text:
+        raise ValueError("must be a non-empty string")
+    return text
+
+
+@section
+class Ready:
+    """How a service says it is ready: a command run in it until it exits 0."""
+
+    command: str = setting(Text(what="a command", check=_one_line, refusal="must be a non-empty string"),
+                           doc="run in the service every half second until it exits 0; the steps start then")
+    timeout_s: float = setting(Number(above=0, refusal="must be a positive number"), default=DEFAULT_READY_S,
+                               nullable=False, doc="how long to wait for it (never past the build's deadline)")
+
+
+@section
 class Service:
-    name: str
-    image: str
-    commands: tuple[str, ...] = ()  # () runs the image's own entrypoint and command
-    environment: tuple[tuple[str, str], ...] = ()
-    ready_command: str | None = None
-    ready_timeout_s: float = DEFAULT_READY_S
-    secrets: tuple[str, ...] | None = None  # as a step's
+    """A container next to the steps, reached by its name: a database, a cache, a server."""
+
+    name: str = setting(Text(SERVICE_NAME, what="a host name",
+                             refusal="must be a host name: 1 to 63 lowercase letters, digits and '-'"),
+                        doc="unique: its host name in the build (1 to 63 lowercase letters, digits and `-`)")
+    image: str = setting(IMAGE, doc="the service's image")
+    commands: tuple[str, ...] = setting(COMMANDS, default=(),
+                                        doc="run by `sh -e` in place of the image's entrypoint and command")
+    environment: tuple[tuple[str, str], ...] = setting(Variables(), default=(),
+                                                       doc="the service's variables, on top of the pipeline's")
+    secrets: tuple[str, ...] | None = setting(SecretNames(), default=None,
+                                              doc="as a step's: the build's secrets it gets, all of them otherwise")
+    ready: Ready | None = setting(Section(Ready, refusal="must be a mapping with a command"), default=None,
+                                  doc="the first step waits until the service is ready")
+
+    @property
+    def ready_command(self) -> str | None:
+        return None if self.ready is None else self.ready.command
+
+    @property
+    def ready_timeout_s(self) -> float:
+        return DEFAULT_READY_S if self.ready is None else self.ready.timeout_s
 
     def script(self) -> str:
         return "\n".join(self.commands)
@@ -104,200 +160,30 @@ def narrowed(secrets: dict[str, str], names: tuple[str, ...] | None) -> dict[str
     return {name: secrets[name] for name in names if name in secrets}
 
 
-def parse_secret_names(section, where: str) -> tuple[tuple[str, ...] | None, list[str]]:
-    """A step's or service's `secrets:`, the names of the build's secrets it gets, and the problems."""
-    if section is None:
-        return None, []
-    if not isinstance(section, list) or len(section) > MAX_SECRETS:
-        return None, [f"{where}: must be a list of at most {MAX_SECRETS} secret names"]
-    bad = [name for name in section if not isinstance(name, str) or not SECRET_NAME.fullmatch(name)]
-    if bad:
-        # A list or mapping is named by its kind alone: str() would spell out every alias in
-        # it, and a few hundred bytes of aliases stand for a billion items.
-        shown = {list: "a list", dict: "a mapping"}.get(type(bad[0])) or repr(str(bad[0])[:40])
-        return None, [f"{where}: {shown} is not a secret's name (capitals, digits and _)"]
-    if len(set(section)) != len(section):
-        return None, [f"{where}: names a secret twice"]
-    return tuple(section), []
+def _order(items: tuple[tuple[int, Step], ...], whole: bool) -> Iterable[tuple[str, str]]:
+    """`depends_on` names steps there are, not the step itself, and makes no cycle; looked at
+    once every step reads whole."""
+    if not whole:
+        return
+    steps = tuple(step for _, step in items)
+    names = {step.name for step in steps}
+    unknown = [(step.name, other) for step in steps for other in step.depends_on or () if other not in names]
+    itself = [step.name for step in steps if step.name in (step.depends_on or ())]
+    for name, other in unknown:
+        yield f".{name}.depends_on", f"no step is named {other!r}"
+    for name in itself:
+        yield f".{name}.depends_on", "a step cannot follow itself"
+    if not unknown and not itself and len(run_order(steps)) < len(steps):
+        yield "", "depends_on makes a cycle"
 
 
-def parse_services(section, check_commands) -> tuple[tuple[Service, ...], list[str]]:
-    """The `services:` list (or mapping of names to services), checked, and the problems."""
-    return _parse_named(section, "service", MAX_SERVICES, "a name and an image", _parse_service, check_commands)
-
-
-def _parse_named(section, noun: str, limit: int, needs: str, parse_one, check_commands) -> tuple[tuple, list[str]]:
-    """A list of named entries (or a mapping of names to entries), each read by
-    `parse_one(entry, where, check_commands)`, their names distinct; and the problems."""
-    key = f"{noun}s"
-    if isinstance(section, dict):
-        section = [{"name": name, **entry} if isinstance(entry, dict) else entry for name, entry in section.items()]
-    if not isinstance(section, list) or not section:
-        return (), [f"{key}: must be a non-empty list of {key}"]
-    if len(section) > limit:
-        return (), [f"{key}: at most {limit} {key}"]
-    parsed, errors = [], []
-    for index, entry in enumerate(section):
-        where = f"{key}[{index}]"
-        if not isinstance(entry, dict):
-            errors.append(f"{where}: must be a mapping with {needs}")
-            continue
-        one, problems = parse_one(entry, where, check_commands)
-        errors += problems
-        if one is not None:
-            if any(earlier.name == one.name for earlier in parsed):
-                errors.append(f"{where}: another {noun} is named {one.name!r}")
-            parsed.append(one)
-    return tuple(parsed), errors
-
-
-def _parse_service(entry: dict, where: str, check_commands) -> tuple[Service | None, list[str]]:
-    errors = [f"{where}: unknown key {key!r}" for key in entry if key not in SERVICE_KEYS]
-    name = entry.get("name")
-    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
-        errors.append(f"{where}.name: must be a host name: 1 to 63 lowercase letters, digits and '-'")
-    else:
-        where = f"services.{name}"
-    image = entry.get("image")
-    errors += image_problems(image, f"{where}.image", required=True)
-    commands = entry.get("commands")
-    if commands is not None:
-        errors += check_commands(commands, f"{where}.commands")
-    environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
-    errors += environment_errors
-    secrets, secrets_errors = parse_secret_names(entry.get("secrets"), f"{where}.secrets")
-    errors += secrets_errors
-    ready_command, ready_timeout_s = None, DEFAULT_READY_S
-    ready = entry.get("ready")
-    if ready is not None:
-        if not isinstance(ready, dict):
-            errors.append(f"{where}.ready: must be a mapping with a command")
-        else:
-            errors += [f"{where}.ready: unknown key {key!r}" for key in ready if key not in READY_KEYS]
-            ready_command = ready.get("command")
-            if not isinstance(ready_command, str) or not ready_command.strip() or "\0" in ready_command:
-                errors.append(f"{where}.ready.command: must be a non-empty string")
-            ready_timeout_s = ready.get("timeout_s", DEFAULT_READY_S)
-            if isinstance(ready_timeout_s, bool) or not isinstance(ready_timeout_s, (int, float)) or not ready_timeout_s > 0:
-                errors.append(f"{where}.ready.timeout_s: must be a positive number")
-    if errors:
-        return None, errors
-    return Service(
-        name=name, image=image, commands=tuple(commands or ()), environment=environment,
-        ready_command=ready_command, ready_timeout_s=float(ready_timeout_s), secrets=secrets,
-    ), []
-
-
-def image_problems(image, where: str, *, required: bool = False) -> list[str]:
-    """What is wrong with an image reference of a spec (none when it is absent and optional)."""
-    if image is None and not required:
-        return []
-    try:
-        parse_reference(image)
-    except ValueError as exc:
-        return [f"{where}: {exc}"]
-    return []
-
-
-def parse_environment(section, where: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
-    """`environment:` as (name, value) pairs in the order written, and the problems.
-    Values are strings; a YAML number or boolean is taken as written (`true`, `3`)."""
-    if section is None:
-        return (), []
-    if not isinstance(section, dict):
-        return (), [f"{where}: must be a mapping of names to values"]
-    if len(section) > MAX_VARIABLES:
-        return (), [f"{where}: at most {MAX_VARIABLES} variables"]
-    pairs, errors = [], []
-    for name, value in section.items():
-        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
-            errors.append(f"{where}: {str(name)[:40]!r} is not a variable name (letters, digits, _)")
-            continue
-        if RESERVED_VARIABLE.fullmatch(name):
-            errors.append(f"{where}.{name}: set by the node, not by a spec")
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            value = str(value)
-        if not isinstance(value, str):
-            errors.append(f"{where}.{name}: must be a string, a number or a boolean")
-        elif "\0" in value or len(value) > MAX_VALUE_CHARS:
-            errors.append(f"{where}.{name}: must be at most {MAX_VALUE_CHARS} characters, without NUL")
-        else:
-            pairs.append((name, value))
-    return tuple(pairs), errors
-
-
-def parse_steps(section, check_commands) -> tuple[tuple[Step, ...], list[str]]:
-    """The `steps:` list (or mapping of names to steps), checked, and the problems.
-    `check_commands(commands, where)` is the spec's own check of a command list."""
-    steps, errors = _parse_named(section, "step", MAX_STEPS, "a name and commands", _parse_step, check_commands)
-    if not errors:
-        errors += _order_problems(list(steps))
-    return steps, errors
-
-
-def _parse_step(entry: dict, where: str, check_commands) -> tuple[Step | None, list[str]]:
-    errors = [f"{where}: unknown key {key!r}" for key in entry if key not in STEP_KEYS]
-    name = entry.get("name")
-    if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
-        errors.append(f"{where}.name: must be 1 to 64 letters, digits, '.', '_' or '-', not starting with . _ -")
-    else:
-        where = f"steps.{name}"
-    image = entry.get("image")
-    errors += image_problems(image, f"{where}.image")
-    errors += check_commands(entry.get("commands"), f"{where}.commands")
-    environment, environment_errors = parse_environment(entry.get("environment"), f"{where}.environment")
-    errors += environment_errors
-    secrets, secrets_errors = parse_secret_names(entry.get("secrets"), f"{where}.secrets")
-    errors += secrets_errors
-    depends_on = entry.get("depends_on")
-    if depends_on is not None:
-        if isinstance(depends_on, str):
-            depends_on = [depends_on]
-        if not isinstance(depends_on, list) or not all(isinstance(other, str) for other in depends_on):
-            errors.append(f"{where}.depends_on: must be a list of step names")
-            depends_on = None
-    failure = entry.get("failure", "fail")
-    if failure not in ("fail", "ignore"):
-        errors.append(f"{where}.failure: must be 'fail' or 'ignore'")
-    status, conditions, when_errors = _parse_step_when(entry.get("when"), f"{where}.when")
-    errors += when_errors
-    if errors:
-        return None, errors
-    return Step(
-        name=name,
-        image=image,
-        commands=tuple(entry["commands"]),
-        environment=environment,
-        depends_on=None if depends_on is None else tuple(dict.fromkeys(depends_on)),
-        ignore_failure=failure == "ignore",
-        status=status,
-        conditions=conditions,
-        secrets=secrets,
-    ), []
-
-
-def _parse_step_when(section, where: str) -> tuple[tuple[str, ...], tuple[Condition, ...], list[str]]:
-    if section is None:
-        return ("success",), (), []
-    if not isinstance(section, dict) or not section:
-        return (), (), [f"{where}: must be a mapping of status, event, branch and path"]
-    rest = {key: value for key, value in section.items() if key != "status"}
-    status, errors = ("success",), []
-    if "status" in section:
-        given = section["status"]
-        given = [given] if isinstance(given, str) else given
-        if not isinstance(given, list) or not given or not all(value in STATUS_CHOICES for value in given):
-            errors.append(f"{where}.status: must be a non-empty list of {' and '.join(STATUS_CHOICES)}")
-        else:
-            status = tuple(value for value in STATUS_CHOICES if value in given)
-    conditions = ()
-    if rest:
-        conditions, when_errors = parse_when(rest)
-        errors += [f"{where}{error[len('when'):]}" for error in when_errors]
-    return status, conditions, errors
+# `steps:` and `services:`, each a list or a mapping of names to entries.
+STEPS = Named(Section(Step, refusal="must be a mapping with a name and commands"),
+              duplicate="another step is named {name!r}", check=_order, min_items=1, max_items=MAX_STEPS,
+              refusal="must be a non-empty list of steps", too_many=f"at most {MAX_STEPS} steps")
+SERVICES = Named(Section(Service, refusal="must be a mapping with a name and an image"),
+                 duplicate="another service is named {name!r}", min_items=1, max_items=MAX_SERVICES,
+                 refusal="must be a non-empty list of services", too_many=f"at most {MAX_SERVICES} services")
 
 
 def dependencies(steps: tuple[Step, ...]) -> dict[str, tuple[str, ...]]:
@@ -306,20 +192,6 @@ def dependencies(steps: tuple[Step, ...]) -> dict[str, tuple[str, ...]]:
         step.name: step.depends_on if step.depends_on is not None else ((steps[index - 1].name,) if index else ())
         for index, step in enumerate(steps)
     }
-
-
-def _order_problems(steps: list[Step]) -> list[str]:
-    names = {step.name for step in steps}
-    errors = [
-        f"steps.{step.name}.depends_on: no step is named {other!r}"
-        for step in steps
-        for other in step.depends_on or ()
-        if other not in names
-    ]
-    errors += [f"steps.{step.name}.depends_on: a step cannot follow itself" for step in steps if step.name in (step.depends_on or ())]
-    if not errors and len(run_order(tuple(steps))) < len(steps):
-        errors.append("steps: depends_on makes a cycle")
-    return errors
 
 
 def run_order(steps: tuple[Step, ...]) -> tuple[Step, ...]:

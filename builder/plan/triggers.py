@@ -23,28 +23,63 @@ A pull request's author writes both its commit message and its spec, so
 neither decides whether its build runs (`Skips`): its marks count for nothing,
 and the build-level `when:` is that of its base branch's spec
 (builder/workspace/basespec.py). Its own spec still says what runs, step `when:` included.
+
+`when:` is declared in the schema idiom (shared/schema): `Condition` and `Filter` are its
+sections, read with the rest of the spec.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
+from builder.plan.specvalues import spec_reading
 from pbft.build import EVENTS
+from shared.schema import Invalid, Kind, ListOf, Reading, Section, schema_of, section, setting
 
 _SKIP_MARKS = ("[skip ci]", "[ci skip]")
-_CONDITIONS = ("event", "branch", "path")
-_FILTER_KEYS = ("include", "exclude")
 MAX_CONDITIONS = 16
 MAX_PATTERNS = 64
 MAX_PATTERN_CHARS = 255
 
 
-@dataclass(frozen=True)
-class Filter:
-    """Globs a value must match one of (`include`, when given) and none of (`exclude`)."""
+class Globs(Kind):
+    """A glob, or a list of globs (`allow_empty`: maybe none)."""
 
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    noun, blank = "a glob or a list of globs", ()
+
+    def __init__(self, *, allow_empty: bool = False) -> None:
+        self.allow_empty = allow_empty
+
+    def read(self, value: Any, at: str, reading: Reading) -> tuple[str, ...]:
+        patterns = [value] if isinstance(value, str) else value
+        if not isinstance(patterns, list) or (not patterns and not self.allow_empty):
+            raise Invalid("must be a glob or a non-empty list of globs")
+        if len(patterns) > MAX_PATTERNS:
+            raise Invalid(f"at most {MAX_PATTERNS} globs")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS or "\0" in pattern:
+                raise Invalid(f"each glob must be a non-empty string of at most {MAX_PATTERN_CHARS} characters")
+        return tuple(patterns)
+
+    def json(self, defs: dict) -> dict:
+        glob = {"type": "string", "minLength": 1}
+        listed = {"type": "array", "items": glob, "maxItems": MAX_PATTERNS,
+                  **({} if self.allow_empty else {"minItems": 1})}
+        return {"anyOf": [glob, listed]}
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return f"glob, or a list of up to {MAX_PATTERNS} globs"
+
+
+@section
+class Filter:
+    """A `branch:` or `path:` as a mapping: globs a value must match one of (`include`) and none of (`exclude`)."""
+
+    include: tuple[str, ...] = setting(Globs(allow_empty=True), default=(), nullable=False,
+                                       doc="globs of which the value must match one, when any is given")
+    exclude: tuple[str, ...] = setting(Globs(allow_empty=True), default=(), nullable=False,
+                                       doc="globs the value must match none of")
 
     def admits(self, value: str) -> bool:
         if self.include and not any(_glob(pattern).fullmatch(value) for pattern in self.include):
@@ -59,13 +94,78 @@ class Filter:
         return f"{included} but not {excluded}" if excluded else included
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One mapping of `when:`; None is a condition it does not name."""
+class GlobFilter(Kind):
+    """A `branch:` or `path:` condition: a glob or a list of globs (the `include` of a Filter),
+    or the Filter mapping itself. Its first problem alone is said, at the condition's path
+    (`when.path: include: at most 64 globs`), as specs have always been told."""
 
-    events: tuple[str, ...] | None = None
-    branch: Filter | None = None
-    path: Filter | None = None
+    noun, blank = "a glob, a list of globs, or a mapping of include and exclude", None
+    refusal = "must be a glob, a list of globs, or a mapping of include and exclude"
+    GLOBS = Globs()
+
+    def read(self, value: Any, at: str, reading: Reading) -> Filter:
+        if isinstance(value, (str, list)):
+            return Filter(include=self.GLOBS.read(value, at, reading))
+        if not isinstance(value, dict) or not value:
+            raise self.expected(value)
+        schema = schema_of(Filter)
+        unknown = [key for key in value if key not in schema.keys]
+        if unknown:
+            raise Invalid(f"unknown key {str(unknown[0])[:40]!r} ({', '.join(schema.keys)})")
+        lists = {}
+        for declared in schema.settings:
+            if declared.key not in value:
+                lists[declared.name] = declared.default
+                continue
+            try:
+                lists[declared.name] = declared.kind.read(value[declared.key], at, reading)
+            except Invalid as error:
+                raise Invalid(f"{declared.key}: {error}") from None
+        if not any(lists.values()):
+            raise Invalid(f"{' or '.join(schema.keys)} must name a glob")
+        return Filter(**lists)
+
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        return ((Section(Filter), ""),)
+
+    def json(self, defs: dict) -> dict:
+        return {"anyOf": [self.GLOBS.json(defs), {**Section(Filter).json(defs), "minProperties": 1}]}
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return f"{self.GLOBS.text(link)}, or mapping: {link(Filter)}"
+
+
+class Events(Kind):
+    """`event:`, an event or a list of them, each kept once."""
+
+    noun, blank, refusal = "an event or a list of events", None, "must be an event or a list of events"
+
+    def read(self, value: Any, at: str, reading: Reading) -> tuple[str, ...]:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+            raise self.expected(value)
+        unknown = [name for name in names if name not in EVENTS]
+        if unknown:
+            raise Invalid(f"unknown event {unknown[0][:40]!r} (one of {', '.join(EVENTS)})")
+        return tuple(dict.fromkeys(names))
+
+    def json(self, defs: dict) -> dict:
+        return {"anyOf": [{"enum": list(EVENTS)}, {"type": "array", "items": {"enum": list(EVENTS)}, "minItems": 1}]}
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return " or ".join(f"`{event}`" for event in EVENTS) + ", or a list of them"
+
+
+@section
+class Condition:
+    """One mapping of `when:`: every condition it names must hold."""
+
+    events: tuple[str, ...] | None = setting(Events(), key="event", default=None, nullable=False,
+                                             doc="the events that build: push, tag, pull_request, manual, cron")
+    branch: Filter | None = setting(GlobFilter(), default=None, nullable=False,
+                                    doc="a push's branch, a tag's name, a pull request's target branch")
+    path: Filter | None = setting(GlobFilter(), default=None, nullable=False,
+                                  doc="the paths the commit changed; holds when they cannot be counted")
 
     def refusal(self, event: str, branch: str, changed: tuple[str, ...] | None) -> str | None:
         """Why this condition does not hold, or None when it does."""
@@ -78,6 +178,12 @@ class Condition:
                 count = f"{len(changed)} changed path{'s' if len(changed) != 1 else ''}"
                 return f"none of the {count} matches {self.path.describe()}"
         return None
+
+
+# `when:`, one mapping or a list of them, any one of which that holds runs the build.
+WHEN = ListOf(Section(Condition, refusal="must be a mapping of event, branch and path", nonempty=True), single=True,
+              min_items=1, max_items=MAX_CONDITIONS,
+              refusal=f"must be a mapping or a list of 1 to {MAX_CONDITIONS} mappings")
 
 
 @dataclass(frozen=True)
@@ -142,33 +248,13 @@ class Skips:
         return skip_reason(conditions, self.trigger, "", self.changed)
 
 
-def parse_when(section) -> tuple[tuple[Condition, ...], list[str]]:
+def parse_when(section: Any) -> tuple[tuple[Condition, ...], list[str]]:
     """The `when:` conditions and the problems with them (the spec's parser reports those)."""
     if section is None:
         return (), []
-    mappings = section if isinstance(section, list) else [section]
-    if not mappings or len(mappings) > MAX_CONDITIONS:
-        return (), [f"when: must be a mapping or a list of 1 to {MAX_CONDITIONS} mappings"]
-    conditions, errors = [], []
-    for index, mapping in enumerate(mappings):
-        where = "when" if not isinstance(section, list) else f"when[{index}]"
-        if not isinstance(mapping, dict) or not mapping:
-            errors.append(f"{where}: must be a mapping of event, branch and path")
-            continue
-        errors += [f"{where}: unknown key {key!r}" for key in mapping if key not in _CONDITIONS]
-        events = None
-        if "event" in mapping:
-            events, problem = _events(mapping["event"])
-            if problem:
-                errors.append(f"{where}.event: {problem}")
-        filters = {}
-        for key in ("branch", "path"):
-            if key in mapping:
-                filters[key], problem = _filter(mapping[key])
-                if problem:
-                    errors.append(f"{where}.{key}: {problem}")
-        conditions.append(Condition(events, filters.get("branch"), filters.get("path")))
-    return tuple(conditions), errors
+    reading = spec_reading()
+    conditions = reading.value(WHEN, section, "when")
+    return (() if conditions is reading.REFUSED else conditions), reading.problems
 
 
 def skip_reason(
@@ -188,47 +274,6 @@ def skip_reason(
     if len(refusals) == 1:
         return f"when: {refusals[0]}"
     return "when: no condition holds (" + "; ".join(refusals) + ")"
-
-
-def _events(value) -> tuple[tuple[str, ...] | None, str]:
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
-        return None, "must be an event or a list of events"
-    unknown = [name for name in names if name not in EVENTS]
-    if unknown:
-        return None, f"unknown event {unknown[0][:40]!r} (one of {', '.join(EVENTS)})"
-    return tuple(dict.fromkeys(names)), ""
-
-
-def _filter(value) -> tuple[Filter | None, str]:
-    if isinstance(value, (str, list)):
-        include, problem = _patterns(value)
-        return (Filter(include=include), "") if not problem else (None, problem)
-    if not isinstance(value, dict) or not value:
-        return None, "must be a glob, a list of globs, or a mapping of include and exclude"
-    unknown = [key for key in value if key not in _FILTER_KEYS]
-    if unknown:
-        return None, f"unknown key {str(unknown[0])[:40]!r} (include, exclude)"
-    lists = {}
-    for key in _FILTER_KEYS:
-        lists[key], problem = _patterns(value.get(key, []), allow_empty=True)
-        if problem:
-            return None, f"{key}: {problem}"
-    if not lists["include"] and not lists["exclude"]:
-        return None, "include or exclude must name a glob"
-    return Filter(lists["include"], lists["exclude"]), ""
-
-
-def _patterns(value, *, allow_empty: bool = False) -> tuple[tuple[str, ...], str]:
-    patterns = [value] if isinstance(value, str) else value
-    if not isinstance(patterns, list) or (not patterns and not allow_empty):
-        return (), "must be a glob or a non-empty list of globs"
-    if len(patterns) > MAX_PATTERNS:
-        return (), f"at most {MAX_PATTERNS} globs"
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS or "\0" in pattern:
-            return (), f"each glob must be a non-empty string of at most {MAX_PATTERN_CHARS} characters"
-    return tuple(patterns), ""
 
 
 class Glob:

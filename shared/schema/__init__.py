@@ -5,17 +5,23 @@ A document is a tree of sections, each a frozen dataclass whose fields are decla
 their kind and a one-line description (`shared.schema.sections`); the kinds
 (`shared.schema.kinds`) are integers and numbers with bounds, booleans, strings with a
 pattern or a check, choices, paths, lists and mappings of other kinds, and nested sections.
-From that one declaration come the reading (`shared.schema.reading`: every problem at once,
-each with its path, `repositories[2].build_network: expected a boolean, got 'yes'`), a
-JSON Schema and the tables of a Markdown reference (`shared.schema.outputs`).
+Named lists (`shared.schema.named`: a list or a mapping of names to entries) and unions
+(`OneOf`) hold sections too. From that one declaration come the reading
+(`shared.schema.reading`: every problem at once, each with its path,
+`repositories[2].build_network: expected a boolean, got 'yes'`, or in a document's own words,
+`Wording`), a JSON Schema and the tables of a Markdown reference (`shared.schema.outputs`).
 """
 
-from shared.schema.kinds import Bool, Choice, FilePath, Int, Invalid, Kind, ListOf, MapOf, Number, Text, shown
+from shared.schema.kinds import (
+    Bool, Choice, FilePath, Int, Invalid, Kind, ListOf, MapOf, Number, OneOf, Text, shown,
+)
+from shared.schema.named import Named
 from shared.schema.outputs import json_schema, markdown_reference
-from shared.schema.reading import Reading
-from shared.schema.sections import FileSource, Inline, Section, section, setting
+from shared.schema.reading import Reading, Wording
+from shared.schema.sections import FileSource, Inline, Section, schema_of, section, setting
 
 __all__ = [
-    "Bool", "Choice", "FilePath", "FileSource", "Inline", "Int", "Invalid", "Kind", "ListOf", "MapOf", "Number",
-    "Reading", "Section", "Text", "json_schema", "markdown_reference", "section", "setting", "shown",
+    "Bool", "Choice", "FilePath", "FileSource", "Inline", "Int", "Invalid", "Kind", "ListOf", "MapOf", "Named",
+    "Number", "OneOf", "Reading", "Section", "Text", "Wording", "json_schema", "markdown_reference", "schema_of",
+    "section", "setting", "shown",
 ]

@@ -5,14 +5,20 @@ A kind's `read` takes the value as YAML built it and returns it checked (and, fo
 made into what the program keeps: a path resolved, a list made a tuple), or raises `Invalid`
 with the reason, which the reading prints after the value's path. A kind that holds other
 values (a list, a mapping, a section) reads each through `Reading.value`, which records a
-refused one and goes on, so that a document's problems are all found in one reading.
+refused one and goes on, so that a document's problems are all found in one reading; one
+that recorded its value's problems itself returns `Reading.REFUSED`.
+
+A kind says a refusal in the idiom's words (`expected a boolean, got 'yes'`) unless it is
+given a `refusal` of its own: the build spec's kinds keep the words nodes have always signed
+(`must be a non-empty list of strings`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from shared.schema.reading import Reading
@@ -44,6 +50,8 @@ class Kind:
     noun = "a value"  # what "expected ..." names
     # What a required value that was refused reads as, so that reading goes on to the rest.
     blank: Any = None
+    # The one reason given for a value of the wrong type or shape, in place of "expected ...".
+    refusal = ""
 
     def read(self, value: Any, at: str, reading: Reading) -> Any:
         raise NotImplementedError
@@ -61,7 +69,16 @@ class Kind:
         raise NotImplementedError
 
     def expected(self, value: Any) -> Invalid:
-        return Invalid(f"expected {self.noun}, got {shown(value)}")
+        return Invalid(self.refusal or f"expected {self.noun}, got {shown(value)}")
+
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        """The kinds this one holds, each with what follows this one's path in theirs: `[]` for
+        a list's items, `.*` for a mapping's values, "" for a union's alternatives."""
+        return ()
+
+    def written(self, value: Any) -> Any:
+        """A value as the document writes it: a default, as the outputs show it."""
+        return value
 
 
 def _bounds(minimum: float | None, maximum: float | None, above: float | None = None) -> str:
@@ -104,17 +121,17 @@ class Number(Kind):
 
     noun, blank = "a number", 0.0
 
-    def __init__(self, minimum: float | None = None, *, above: float | None = None) -> None:
+    def __init__(self, minimum: float | None = None, *, above: float | None = None, refusal: str = "") -> None:
         assert minimum is None or above is None, "one lower bound"
-        self.minimum, self.above = minimum, above
+        self.minimum, self.above, self.refusal = minimum, above, refusal
 
     def read(self, value: Any, at: str, reading: Reading) -> float:
         if type(value) not in (int, float):
             raise self.expected(value)
         if self.minimum is not None and value < self.minimum:
-            raise Invalid(f"must be at least {self.minimum:g}")
+            raise Invalid(self.refusal or f"must be at least {self.minimum:g}")
         if self.above is not None and not value > self.above:
-            raise Invalid(f"must be more than {self.above:g}")
+            raise Invalid(self.refusal or f"must be more than {self.above:g}")
         return float(value)
 
     def json(self, defs: dict) -> dict:
@@ -144,20 +161,28 @@ class Bool(Kind):
 class Text(Kind):
     """A string, matching `pattern` (whole) if given, then passed through `check` if given,
     which returns the value to keep or raises ValueError with the reason. `what` names such a
-    value with its article ("a valid repository name"); `secret`: the value is never shown."""
+    value with its article ("a valid repository name"); `secret`: the value is never shown;
+    `scalars`: a YAML number or boolean is taken as the text it reads as (`3`, `true`), for
+    values that end up as text anyway (environment variables); `refusal`: the one reason given
+    for a value that is not a string or does not match."""
 
     blank = ""
 
     def __init__(self, pattern: re.Pattern | None = None, *, what: str = "", check: Callable[[str], str] | None = None,
-                 secret: bool = False) -> None:
+                 secret: bool = False, scalars: bool = False, refusal: str = "") -> None:
         assert pattern is None or what, "a pattern's refusal names what the value must be"
         self.pattern, self.what, self.check, self.secret = pattern, what, check, secret
+        self.scalars, self.refusal = scalars, refusal
         self.noun = what or "a string"
 
     def read(self, value: Any, at: str, reading: Reading) -> str:
+        if self.scalars and isinstance(value, (bool, int, float)):
+            value = shown(value) if isinstance(value, bool) else str(value)
         if not isinstance(value, str):
-            raise Invalid(f"expected {self.noun}, got {shown(value, self.secret)}")
+            raise Invalid(self.refusal or f"expected {self.noun}, got {shown(value, self.secret)}")
         if self.pattern is not None and not self.pattern.fullmatch(value):
+            if self.refusal:
+                raise Invalid(self.refusal)
             raise Invalid(f"is not {self.what}" if self.secret else f"is not {self.what}: {shown(value)}")
         if self.check is not None:
             try:
@@ -169,24 +194,34 @@ class Text(Kind):
     def json(self, defs: dict) -> dict:
         # JSON Schema patterns are not anchored; ours match the whole value. The check, Python
         # code, has no JSON form: an editor then checks the type and the pattern alone.
-        return {"type": "string", **({} if self.pattern is None else {"pattern": f"^(?:{self.pattern.pattern})$"})}
+        text = {"type": "string", **({} if self.pattern is None else {"pattern": f"^(?:{self.pattern.pattern})$"})}
+        return {"anyOf": [text, {"type": "number"}, {"type": "boolean"}]} if self.scalars else text
 
     def text(self, link: Callable[[type], str]) -> str:
-        return f"string: {_without_article(self.what)}" if self.what else "string"
+        kind = "string, number or boolean" if self.scalars else "string"
+        return f"{kind}: {_without_article(self.what)}" if self.what else kind
 
 
 class Choice(Kind):
-    """One of a few strings. `what` names one with its article ("an event")."""
+    """One of a few strings. `what` names one with its article ("an event"); `means` maps each
+    to the value the program keeps (`failure: ignore` is `ignore_failure=True`)."""
 
-    def __init__(self, choices: tuple[str, ...], *, what: str = "") -> None:
-        self.choices = choices
+    def __init__(self, choices: tuple[str, ...], *, what: str = "", means: dict[str, Any] | None = None,
+                 refusal: str = "") -> None:
+        assert means is None or set(means) == set(choices), "every choice means something"
+        self.choices, self.means, self.refusal = choices, means, refusal
         listed = ", ".join(choices)
         self.noun = f"{what} ({listed})" if what else f"one of {listed}"
 
-    def read(self, value: Any, at: str, reading: Reading) -> str:
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
         if not isinstance(value, str) or value not in self.choices:
             raise self.expected(value)
-        return value
+        return value if self.means is None else self.means[value]
+
+    def written(self, value: Any) -> Any:
+        if self.means is None:
+            return value
+        return next(choice for choice, meant in self.means.items() if meant == value)
 
     def json(self, defs: dict) -> dict:
         return {"enum": list(self.choices)}
@@ -216,17 +251,37 @@ class FilePath(Kind):
         return "path"
 
 
+# A rule over a whole list: the items read, each with its index (those refused left out), and
+# whether every item read without a problem; it yields (where, reason) for each problem, where
+# following the list's path ("[2]", "" for the list itself).
+ListCheck = Callable[[tuple[tuple[int, Any], ...], bool], Iterable[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many items a list holds, and what a value that is not such a list is told:
+    `refusal` for one that is not a list or holds fewer than `min_items` (the idiom's words
+    without it), `too_many` for more than `max_items` (the refusal without it)."""
+
+    min_items: int = 0
+    max_items: int | None = None
+    refusal: str = ""
+    too_many: str = ""
+
+
 class ListOf(Kind):
-    """A list of `item`s, kept as a tuple: `min_items` to `max_items` of them. `unique`: no
-    value twice (True), or no two sections with the same value of that field (its name).
-    `single`: one item alone stands for a list of it."""
+    """A list of `item`s, kept as a tuple, as many as `counts` (Counts) say. `unique`: no value
+    twice (True), or no two sections with the same value of that field (its name). `single`:
+    one item alone stands for a list of it. `check`: a rule over the whole list (no path inside
+    another, commands not too long in all)."""
 
     blank = ()
 
-    def __init__(self, item: Kind, *, min_items: int = 0, max_items: int | None = None, unique: bool | str = False,
-                 single: bool = False) -> None:
-        self.item, self.min_items, self.max_items = item, min_items, max_items
-        self.unique, self.single = unique, single
+    def __init__(self, item: Kind, *, unique: bool | str = False, single: bool = False, check: ListCheck | None = None,
+                 **counts: Any) -> None:
+        self.item, self.unique, self.single, self.check = item, unique, single, check
+        self.counts = Counts(**counts)
+        self.min_items, self.max_items, self.refusal = self.counts.min_items, self.counts.max_items, self.counts.refusal
         self.noun = "a list"
 
     def read(self, value: Any, at: str, reading: Reading) -> tuple:
@@ -234,17 +289,34 @@ class ListOf(Kind):
             # A lone item is read at the setting's own path: it has no index.
             item = reading.value(self.item, value, at)
             return () if item is reading.REFUSED else (item,)
-        if not isinstance(value, list):
-            raise self.expected(value)
-        if len(value) < self.min_items:
-            raise Invalid("must not be empty" if self.min_items == 1 else f"must hold at least {self.min_items} items")
-        if self.max_items is not None and len(value) > self.max_items:
-            raise Invalid(f"must hold at most {self.max_items} items, not {len(value)}")
+        self.counted(value)
+        before = len(reading.problems)
         items = [(index, reading.value(self.item, item, f"{at}[{index}]")) for index, item in enumerate(value)]
         items = [(index, item) for index, item in items if item is not reading.REFUSED]
         if self.unique:
             self._repeats(items, at, reading)
+        self.checked(items, len(reading.problems) == before, at, reading)
         return tuple(item for _, item in items)
+
+    def counted(self, value: Any) -> None:
+        """Raise Invalid unless `value` is a list of an allowed length."""
+        if not isinstance(value, list):
+            raise self.expected(value)
+        if len(value) < self.min_items:
+            raise Invalid(self.refusal or ("must not be empty" if self.min_items == 1
+                                           else f"must hold at least {self.min_items} items"))
+        if self.max_items is not None and len(value) > self.max_items:
+            raise Invalid(self.counts.too_many or self.refusal
+                          or f"must hold at most {self.max_items} items, not {len(value)}")
+
+    def checked(self, items: list[tuple[int, Any]], whole: bool, at: str, reading: Reading) -> None:
+        """The list's own rule, said at the paths it names."""
+        if self.check is not None:
+            for where, reason in self.check(tuple(items), whole):
+                reading.fail(at + where, reason)
+
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        return ((self.item, "[]"),)
 
     def _repeats(self, items: list[tuple[int, Any]], at: str, reading: Reading) -> None:
         """Each value that an earlier item has already, named at the later item. A value left
@@ -308,8 +380,36 @@ class MapOf(Kind):
         return {"type": "object", "propertyNames": self.key.json(defs), "additionalProperties": self.value.json(defs),
                 **_present(maxProperties=self.max_items)}
 
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        return ((self.value, ".*"),)
+
     def text(self, link: Callable[[type], str]) -> str:
         return f"mapping of {self.key.text(link)} to {self.value.text(link)}"
+
+
+class OneOf(Kind):
+    """A value of one of a few kinds, told apart by its shape before it is read: `pick` returns
+    the alternative a value is meant as, or raises Invalid when it is none of them (a matrix
+    is axes, or `include:` with the combinations). Reading the one picked says its problems
+    in its own terms, where trying each in turn could only say that none fitted."""
+
+    def __init__(self, *alternatives: Kind, pick: Callable[[Any], Kind], noun: str = "") -> None:
+        self.alternatives, self.pick = alternatives, pick
+        self.noun = noun or " or ".join(alternative.noun for alternative in alternatives)
+
+    def read(self, value: Any, at: str, reading: Reading) -> Any:
+        chosen = self.pick(value)
+        assert chosen in self.alternatives, "pick returns one of the alternatives"
+        return chosen.read(value, at, reading)
+
+    def nested(self) -> tuple[tuple[Kind, str], ...]:
+        return tuple((alternative, "") for alternative in self.alternatives)
+
+    def json(self, defs: dict) -> dict:
+        return {"oneOf": [alternative.json(defs) for alternative in self.alternatives]}
+
+    def text(self, link: Callable[[type], str]) -> str:
+        return ", or ".join(alternative.text(link) for alternative in self.alternatives)
 
 
 def _present(**keywords: Any) -> dict:

@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
 
-from shared.schema.kinds import Kind, ListOf, MapOf
+from shared.schema.kinds import Kind
 from shared.schema.reading import join
 from shared.schema.sections import Declared, Inline, Section, schema_of
 
@@ -39,12 +39,15 @@ def section_json(cls: type, defs: dict) -> dict:
     for key, declared in _settings(cls):
         value = declared.kind.json(defs)
         described = {"description": declared.setting.doc}
+        default = {} if declared.required or declared.setting.shown_default else _json_default(
+            declared.kind.written(declared.default))
         if declared.required and declared.file_key is None:
             properties[key] = {**value, **described}
             required.append(key)
+        elif not declared.setting.nullable:
+            properties[key] = {**value, **described, **default}  # null is a value, which the kind refuses
         else:
             # The reading takes null for "left out": a default, or the value in the file.
-            default = {} if declared.required or declared.setting.shown_default else _json_default(declared.default)
             properties[key] = {"anyOf": [value, {"type": "null"}], **described, **default}
         if declared.file_key is not None:
             file_key = key.removesuffix(declared.key) + declared.file_key
@@ -55,9 +58,20 @@ def section_json(cls: type, defs: dict) -> dict:
                 # One of the two set, and not to null (which reads as left out).
                 rules.append({"anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
                                         for name in (key, file_key)]})
+    either = schema_of(cls).either
+    if either is not None:
+        given = [_given(schema_of(cls).declared(name)) for name in either]
+        rules += [{"not": {"allOf": given}}, {"anyOf": given}]
     schema = {"type": "object", "description": schema_of(cls).doc, "properties": properties,
               "additionalProperties": False}
     return {**schema, **({"required": required} if required else {}), **({"allOf": rules} if rules else {})}
+
+
+def _given(declared: Declared) -> dict:
+    """A setting the document gives: present, and not null where null reads as left out."""
+    if not declared.setting.nullable:
+        return {"required": [declared.key]}
+    return {"required": [declared.key], "properties": {declared.key: {"not": {"type": "null"}}}}
 
 
 def _json_default(default: Any) -> dict:
@@ -95,7 +109,7 @@ def markdown_reference(root: type, *, title: str) -> list[str]:
         for key, declared in _settings(cls):
             shown_key = f"`{key}`" + (f" (or `{key.removesuffix(declared.key)}{declared.file_key}`)"
                                       if declared.file_key else "")
-            cells = [shown_key, declared.kind.text(link), _default_text(declared), declared.setting.doc]
+            cells = [shown_key, declared.kind.text(link), _default_text(cls, declared), declared.setting.doc]
             lines.append("| " + " | ".join(map(_cell, cells)) + " |")
         lines.append("")
     return lines
@@ -128,21 +142,23 @@ def _nested(kind: Kind) -> list[tuple[type, str]]:
     """The sections a kind holds, each with what follows its key in their path."""
     if isinstance(kind, Section):
         return [(kind.cls, "")]
-    if isinstance(kind, ListOf):
-        return [(cls, "[]" + suffix) for cls, suffix in _nested(kind.item)]
-    if isinstance(kind, MapOf):
-        return [(cls, ".*" + suffix) for cls, suffix in _nested(kind.value)]
-    return []
+    return [(cls, suffix + inner) for held, suffix in kind.nested() for cls, inner in _nested(held)]
 
 
-def _default_text(declared: Declared) -> str:
+def _default_text(cls: type, declared: Declared) -> str:
     if declared.required:
         return "required"
+    either = schema_of(cls).either or ()
+    if declared.name in either:
+        other = schema_of(cls).declared(either[1 - either.index(declared.name)]).key
+        return f"required, or `{other}` in its place" if declared.name == either[0] else f"none: `{other}` instead"
     if declared.setting.shown_default:
         return declared.setting.shown_default
-    default = declared.default
+    default = declared.kind.written(declared.default)
     if dataclasses.is_dataclass(default):
-        return "its section's"
-    if default in (None, "", ()):
-        return "none"
-    return f"`{json.dumps(_json_default(default)['default'])}`"
+        shown = "its section's"
+    elif default in (None, "", ()):
+        shown = "none"
+    else:
+        shown = f"`{json.dumps(_json_default(default)['default'])}`"
+    return shown if declared.setting.nullable else f"{shown}, not null"

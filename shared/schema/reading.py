@@ -6,14 +6,18 @@ compiler's errors let one fix a program. The reading remembers, for each section
 where it stands in the document and which of its settings were refused: rules that look
 across sections name what they find by its path, and skip a setting read as a stand-in, so
 that one mistake is not named twice.
+
+The reading says the problems it finds itself (a key it does not know, a setting left out)
+in the idiom's words unless it is given a document's own (`Wording`).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from shared.schema.kinds import FilePath, Invalid, Kind
 from shared.schema.sections import Declared, Inline, SectionSchema, schema_of
@@ -24,6 +28,22 @@ _BOOLEAN_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
 # Sections with at most this many keys list them after an unknown one.
 _MAX_KEYS_LISTED = 10
 _FILE_PATH = FilePath()
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a reading says the problems the idiom finds itself. The default is the idiom's own
+    (`nodes[0].prot: unknown setting; did you mean port?` after the section's other problems,
+    `nodes[0].port: is required`); a document whose problems have long been said otherwise
+    keeps its words: the build spec, whose problems nodes sign as a build's reason."""
+
+    # Given: an unknown key is said in these words at the section's own path, before the
+    # section's settings are read (`steps[0]: unknown key 'services'`).
+    unknown: Callable[[Any], str] | None = None
+    # A required setting left out is read as null: its kind's refusal says what is missing.
+    required_as_null: bool = False
+    # What is said of both settings of a section's `either` pair given (at `a and b`).
+    both: str = "keep one of the two"
 
 
 def join(at: str, key: str) -> str:
@@ -37,8 +57,8 @@ class Reading:
 
     REFUSED = object()  # what `value` returns for a value it recorded as refused
 
-    def __init__(self, base: Path, options: Any = None) -> None:
-        self.base, self.options = base, options
+    def __init__(self, base: Path, options: Any = None, *, wording: Wording = Wording()) -> None:
+        self.base, self.options, self.wording = base, options, wording
         self.problems: list[str] = []
         # For each section read, by id: the section (kept alive, so that ids stay theirs), its
         # path and the fields read as a stand-in for a refused value.
@@ -66,27 +86,32 @@ class Reading:
 
     def section(self, cls: type, mapping: dict, at: str, *, prefix: str = "", fixed: dict | None = None) -> Any:
         """`mapping` read into the section `cls`. `prefix` goes before each key (an inline
-        section's); `fixed` gives the fields the document does not set."""
+        section's); `fixed` gives the fields the document does not set, or does not set here
+        (a named entry's name)."""
         schema = schema_of(cls)
-        mapping = _yaml11_keys(mapping, schema)
+        mapping = self.known(cls, mapping, at, prefix)
+        fixed = fixed or {}
         values: dict[str, Any] = {}
         said = {declared.name: declared.key for declared in schema.settings}  # field: key the document used
         given, refused = set(), set()
         for declared in schema.settings:
+            if declared.name in fixed:
+                continue
             before = len(self.problems)
             if isinstance(declared.kind, Inline):
                 values[declared.name], present = self._inline(declared, mapping, at, prefix)
             else:
-                values[declared.name], present = self._setting(declared, mapping, at, prefix)
+                values[declared.name], present = self.setting(cls, declared, mapping, (at, prefix))
             if len(self.problems) > before:
                 refused.add(declared.name)
             if present is not None:
                 said[declared.name] = present
                 given.add(declared.name)
-        for key in mapping:
-            if key not in schema.keys:
-                self.fail(join(at, prefix + str(key)), _unknown(str(key), schema.keys))
-        instance = cls(**values, **(fixed or {}))
+        if self.wording.unknown is None:
+            for key in mapping:
+                if key not in schema.keys:
+                    self.fail(join(at, prefix + str(key)), _unknown(str(key), schema.keys))
+        instance = cls(**values, **fixed)
         if schema.check is not None:
             for key, reason in schema.check(instance, frozenset(given)):
                 head, tail = re.fullmatch(r"([^.\[]*)(.*)", key).groups()
@@ -94,14 +119,41 @@ class Reading:
         self._sections[id(instance)] = (instance, at, frozenset(refused))
         return instance
 
-    def _setting(self, declared: Declared, mapping: dict, at: str, prefix: str) -> tuple[Any, str | None]:
-        """The setting's value, and the key the document gave it under (None: left out)."""
+    def known(self, cls: type, mapping: dict, at: str, prefix: str = "") -> dict:
+        """`mapping` with YAML 1.1's boolean keys named as `cls` declares them; where the
+        wording says unknown keys first, each is said now, at `at`, and left out."""
+        schema = schema_of(cls)
+        mapping = _yaml11_keys(mapping, schema)
+        if self.wording.unknown is None:
+            return mapping
+        for key in mapping:
+            if key not in schema.keys:
+                self.fail(at, self.wording.unknown(key))
+        return {key: value for key, value in mapping.items() if key in schema.keys}
+
+    def setting(self, cls: type, declared: Declared, mapping: dict, where: tuple[str, str]) -> tuple[Any, str | None]:
+        """One setting of the section `cls` read from `mapping`, which stands at `where` (its
+        path, and its keys' prefix): its value, and the key the document gave it under (None:
+        left out)."""
+        at, prefix = where
+        either = schema_of(cls).either
+        if either is not None and declared.name == either[0]:
+            other = schema_of(cls).declared(either[1])
+            if _present(mapping, other.key, other.setting.nullable):
+                if _present(mapping, declared.key, declared.setting.nullable):
+                    self.fail(join(at, f"{prefix}{declared.key} and {prefix}{other.key}"), self.wording.both)
+                    return declared.default, declared.key
+                return declared.default, None
         keys = [declared.key] + ([declared.file_key] if declared.file_key else [])
-        present = [key for key in keys if mapping.get(key) is not None]
+        present = [key for key in keys if _present(mapping, key, declared.setting.nullable or key != declared.key)]
         kind = declared.kind
-        fallback = kind.blank if declared.required else kind.absent(declared.default, self)
+        required = declared.required or (either is not None and declared.name == either[0])
+        fallback = kind.blank if required else kind.absent(declared.default, self)
         if not present:
-            if declared.required:
+            if required and self.wording.required_as_null:
+                value = self.value(kind, None, join(at, prefix + declared.key))
+                return (fallback if value is self.REFUSED else value), None
+            if required:
                 alternative = f" (or {prefix}{declared.file_key})" if declared.file_key else ""
                 self.fail(join(at, prefix + declared.key), f"is required{alternative}")
             return fallback, None
@@ -111,11 +163,11 @@ class Reading:
                                                             "keep one")
             return fallback, present[0]
         key = present[0]
-        where = join(at, prefix + key)
+        where_key = join(at, prefix + key)
         if key == declared.key:
-            value = self.value(kind, mapping[key], where)
+            value = self.value(kind, mapping[key], where_key)
         else:
-            value = self._from_file(declared, mapping[key], where)
+            value = self._from_file(declared, mapping[key], where_key)
         return (fallback if value is self.REFUSED else value), key
 
     def _from_file(self, declared: Declared, name: Any, where: str) -> Any:
@@ -133,11 +185,17 @@ class Reading:
 
     def _inline(self, declared: Declared, mapping: dict, at: str, prefix: str) -> tuple[Any, str | None]:
         inline = declared.kind
+        nullable = {inner.key: inner.setting.nullable for inner in schema_of(inline.cls).settings}
         inner = {key: mapping[inline.prefix + key] for key in schema_of(inline.cls).keys
-                 if mapping.get(inline.prefix + key) is not None}
+                 if _present(mapping, inline.prefix + key, nullable.get(key, True))}
         if not inner:
             return declared.default, None
         return self.section(inline.cls, inner, at, prefix=prefix + inline.prefix), declared.key
+
+
+def _present(mapping: dict, key: str, nullable: bool) -> bool:
+    """Whether the document gives `key`: a null is "left out" where the setting is nullable."""
+    return key in mapping and (mapping[key] is not None or not nullable)
 
 
 def _yaml11_keys(mapping: dict, schema: SectionSchema) -> dict:

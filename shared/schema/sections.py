@@ -15,7 +15,9 @@ is not read from the document: the program derives it (a node's URL scheme from 
 `@section(check=...)` adds rules across a section's fields: a function of the section read
 and of the names of the fields the document gave (whether or not their values held), which
 yields (key, reason) for each problem; a key is a field's name (said as the key the document
-used for it), another key of the section, or "" for the section itself.
+used for it), another key of the section, or "" for the section itself. `either=(a, b)`
+names two settings of which the document gives exactly one (a build spec's `commands` or
+`steps`): the first is required unless the second is given.
 """
 
 from __future__ import annotations
@@ -49,15 +51,18 @@ class Setting:
     key: str = ""  # the document's key when it is not the field's name ("from": a Python keyword)
     file: FileSource | None = None  # the value may be kept in the file `<key>_file` names instead
     shown_default: str = ""  # the default in words, where the loader works it out
+    # Whether null is "left out". When it is not, a null is read as a value, which the kind
+    # refuses: in a build spec `steps: null` is a mistake, as it has always been.
+    nullable: bool = True
 
 
-def setting(kind: Kind, *, doc: str, default: Any = dataclasses.MISSING, key: str = "",
-            file: FileSource | None = None, shown_default: str = "") -> Any:
+def setting(kind: Kind, *, doc: str, default: Any = dataclasses.MISSING, **how: Any) -> Any:
     """A dataclass field that the document sets as `kind`; without `default` it is required.
-    A secret's field is left out of the dataclass's repr, so a printed section does not leak it."""
+    `how` gives the rest of Setting (`key`, `file`, `shown_default`, `nullable`). A secret's
+    field is left out of the dataclass's repr, so a printed section does not leak it."""
     assert doc and "\n" not in doc, "every setting has a one-line description"
     return dataclasses.field(default=default, repr=not getattr(kind, "secret", False),
-                             metadata={"setting": Setting(kind, doc, key, file, shown_default)})
+                             metadata={"setting": Setting(kind, doc, **how)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +95,11 @@ class SectionSchema:
     settings: tuple[Declared, ...]
     check: Check | None
     keys: tuple[str, ...]  # every key, in declaration order (an inline section's in its place)
+    either: tuple[str, str] | None = None  # two fields of which the document gives exactly one
+
+    def declared(self, name: str) -> Declared:
+        """The setting of the field `name`."""
+        return next(declared for declared in self.settings if declared.name == name)
 
 
 def _keys(settings: tuple[Declared, ...]) -> tuple[str, ...]:
@@ -105,7 +115,7 @@ def _keys(settings: tuple[Declared, ...]) -> tuple[str, ...]:
 _SCHEMAS: dict[type, SectionSchema] = {}
 
 
-def section(cls: type | None = None, *, check: Check | None = None) -> Any:
+def section(cls: type | None = None, *, check: Check | None = None, either: tuple[str, str] | None = None) -> Any:
     """Make a class a section: a frozen dataclass read from a mapping by its settings."""
 
     def declare(cls: type) -> type:
@@ -117,7 +127,9 @@ def section(cls: type | None = None, *, check: Check | None = None) -> Any:
                      field.default)
             for field in dataclasses.fields(cls) if "setting" in field.metadata
         )
-        _SCHEMAS[cls] = SectionSchema(doc.splitlines()[0], settings, check, _keys(settings))
+        schema = SectionSchema(doc.splitlines()[0], settings, check, _keys(settings), either)
+        assert either is None or not any(schema.declared(name).required for name in either), "either is optional"
+        _SCHEMAS[cls] = schema
         return cls
 
     return declare if cls is None else declare(cls)
@@ -128,16 +140,17 @@ def schema_of(cls: type) -> SectionSchema:
 
 
 class Section(Kind):
-    """A nested section: a mapping read into `cls`."""
+    """A nested section: a mapping read into `cls`. `nonempty`: an empty mapping is refused as
+    a value that is not one (a `when:` that names nothing); `refusal`: the reason given."""
 
     noun = "a mapping"
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, *, refusal: str = "", nonempty: bool = False) -> None:
         assert cls in _SCHEMAS, f"{cls.__name__} is not a @section"
-        self.cls = cls
+        self.cls, self.refusal, self.nonempty = cls, refusal, nonempty
 
     def read(self, value: Any, at: str, reading: Reading) -> Any:
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or (self.nonempty and not value):
             raise self.expected(value)
         return reading.section(self.cls, value, at)
 
@@ -147,7 +160,8 @@ class Section(Kind):
         if self.cls.__name__ not in defs:
             defs[self.cls.__name__] = {}  # taken before it is made: a section may hold itself
             defs[self.cls.__name__] = section_json(self.cls, defs)
-        return {"$ref": f"#/$defs/{self.cls.__name__}"}
+        reference = {"$ref": f"#/$defs/{self.cls.__name__}"}
+        return {**reference, "minProperties": 1} if self.nonempty else reference
 
     def text(self, link: Callable[[type], str]) -> str:
         return f"mapping: {link(self.cls)}"

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from builder.plan.actions import parse_actions
 from builder.plan.nesting import MAX_NESTING
-from builder.plan.spec import command_problems, parse_build_spec
+from builder.plan.spec import parse_build_spec
 from pbft.build import Operation
 from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
@@ -30,14 +30,13 @@ DEPLOY = {"name": "deploy", "commands": ["./deploy.sh"], "when": {"event": "push
 
 
 def test_an_action_runs_for_the_verdicts_events_and_branches_it_names():
-    (action,), errors = parse_actions([DEPLOY], command_problems)
+    (action,), errors = parse_actions([DEPLOY])
     assert errors == [] and action.secrets == ("DEPLOY_TOKEN",)
     assert action.refusal("push", "master", "success") is None
     assert action.refusal("push", "master", "failure") == "verdict failure is not success"
     assert action.refusal("push", "feature", "success") == "when: branch feature does not match master"
     assert action.refusal("pull_request", "master", "success") == "when: event pull_request is not push"
-    (notify,), _ = parse_actions([{"name": "page", "commands": ["true"], "status": ["failure", "error"]}],
-                                 command_problems)
+    (notify,), _ = parse_actions([{"name": "page", "commands": ["true"], "status": ["failure", "error"]}])
     assert notify.refusal("cron", "any", "failure") is None and notify.refusal("cron", "any", "success")
 
 
@@ -45,6 +44,7 @@ def test_an_action_runs_for_the_verdicts_events_and_branches_it_names():
     ({"name": "x"}, "after: must be a list"),
     ([{"name": "x", "commands": []}], "after[0].commands: must be a non-empty list of strings"),
     ([{"name": "bad name", "commands": ["true"]}], "after[0].name: must be 1 to 64"),
+    ([{"name": ["deploy"], "commands": ["true"]}], "after[0].name: must be 1 to 64"),
     ([{**DEPLOY}, {**DEPLOY}], "after[1].name: 'deploy' names two actions"),
     ([{**DEPLOY, "status": ["matrix"]}], "after[0].status: must be one or more of"),
     ([{**DEPLOY, "secrets": ["lower"]}], "after[0].secrets: must be a list of variable names"),

@@ -124,6 +124,12 @@ def _any_of(argument, value, schema, root, at):
     return [] if any(not problems for problems in options) else [f"{at}: none of anyOf holds: {options}"]
 
 
+def _one_of(argument, value, schema, root, at):
+    options = [schema_problems(option, value, root, at) for option in argument]
+    held = sum(not problems for problems in options)
+    return [] if held == 1 else [f"{at}: {held} of oneOf hold, not 1: {options}"]
+
+
 def _all_of(argument, value, schema, root, at):
     return [problem for option in argument for problem in schema_problems(option, value, root, at)]
 
@@ -141,9 +147,10 @@ _KEYWORDS = {
     "minItems": _count(_list_size, lambda count, bound: count >= bound, "fewer items than"),
     "maxItems": _count(_list_size, lambda count, bound: count <= bound, "more items than"),
     "maxProperties": _count(_object_size, lambda count, bound: count <= bound, "more entries than"),
+    "minProperties": _count(_object_size, lambda count, bound: count >= bound, "fewer entries than"),
     "uniqueItems": _unique, "properties": _properties, "required": _required,
     "additionalProperties": _additional, "propertyNames": _property_names,
-    "anyOf": _any_of, "allOf": _all_of, "not": _not,
+    "anyOf": _any_of, "oneOf": _one_of, "allOf": _all_of, "not": _not,
 }
 
 

@@ -111,7 +111,7 @@ class BuildRun:
         return result, commands_ms
 
     def _run(self, fetched: Fetched) -> tuple[BuildResult, int | None]:
-        commit = fetched.facts.commit
+        commit = self.commit
         # Derived from the commit and the agreed request alone, so the same on every honest node.
         environment = {
             **reproducible_environment(fetched.committed_s), **ci_variables(fetched.facts),
@@ -150,7 +150,7 @@ class BuildRun:
         self, plan: SpecPlan, fetched: Fetched, environment: dict[str, str], secrets: BuildSecrets, network: str | None,
     ) -> tuple[BuildResult, int | None]:
         """A one-script spec: one container, with the spec's caches and artifacts."""
-        node, spec, commit = self.node, plan.spec, fetched.facts.commit
+        node, spec, commit = self.node, plan.spec, self.commit
         caching = plan.caches and node.limits.cache_mb > 0
         image_id = node.engine.image(plan.image, self.images)
         script, arguments, cache_run, ready, on_started = spec.script(), (), None, None, None
@@ -188,7 +188,7 @@ class BuildRun:
         """A `steps:` build, or one with services (builder/engine/steps.py): its result names each step's
         outcome, and the step that failed it. A one-script spec with services is one step, `build`.
         Every step and service gets the build's secrets, or those of them it lists."""
-        node, spec, commit = self.node, plan.spec, fetched.facts.commit
+        node, spec, commit = self.node, plan.spec, self.commit
         steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
         limits = share(node.limits, 1 + len(spec.services))
         services = tuple(
@@ -242,7 +242,7 @@ class BuildRun:
 
     def _dockerfile(self, fetched: Fetched, environment: dict[str, str]) -> tuple[BuildResult, int | None]:
         """A repository with a Dockerfile and no spec: its image built, then run as a spec build is."""
-        node, limits, commit = self.node, self.node.limits, fetched.facts.commit
+        node, limits, commit = self.node, self.node.limits, self.commit
         # The context is the commit's tree alone: .git differs between checkouts (its
         # index records file times), and would make every `COPY .` miss the layer cache.
         shutil.rmtree(self.workspace / ".git")
@@ -290,7 +290,7 @@ class BuildRun:
             secrets = build_secrets(self.order.settings.secrets, fetched.facts.event, fetched.facts.pull_ref)
         except SecretUnreadable as exc:
             log.warning("node=%s build %s: %s", self.node.node_id, self.order.build_id, exc.detail.strip())
-            raise BuildError(exc.reason, exc.detail, fetched.facts.commit) from None
+            raise BuildError(exc.reason, exc.detail, self.commit) from None
         self.output.hide(secrets.values)
         return secrets
 

@@ -4,29 +4,17 @@ holds the mirror, the checkout, caches, artifacts and the log; `builder/engine/`
 that speaks the Docker SDK. The node's driver and the action runner call it; it never reaches back,
 so it can be read, tested and changed without the protocol."""
 
-import ast
 from pathlib import Path
+
+from tests.support.imports import imported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = ROOT / "builder"
 
 
 def imported(path: Path) -> set[str]:
-    """Every module `path` imports, at its top or inside a function, named absolutely: a relative
-    import is resolved against the package it lives in."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(filter(None, [*parent, base]))
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+    """Every module `path` imports, named absolutely (tests/support/imports.py)."""
+    return imported_names(path.read_text(), ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1]))
 
 
 def under(names: set[str], *packages: str) -> list[str]:

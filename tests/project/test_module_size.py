@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import imported_names
+
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ("builder", "client", "shared")  # files under MAX_LINES, functions of at most MAX_PARAMETERS
 FEW_METHODS = ("client",)  # classes of at most MAX_METHODS
@@ -63,19 +65,8 @@ def siblings(source: str, module: str, is_package: bool = False) -> set[str]:
     packages of its own folder, each named by its first part there. A relative import is
     resolved against the module's package."""
     package = module if is_package else module.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        found.update(name[len(package) + 1:].split(".")[0] for name in names if name.startswith(f"{package}."))
+    found = {name[len(package) + 1:].split(".")[0] for name in imported_names(source, package)
+             if name.startswith(f"{package}.")}
     return found - {module.rpartition(".")[2]}
 
 

@@ -17,6 +17,7 @@ from pbft.attestation import Signed, signers
 from pbft.authenticator import Authenticator
 from pbft.build import Operation
 from pbft.messages import BuildState, CurrentView, MessageError, Reply, decode
+from pbft.networks import NetworkClaims
 from shared.config import NetworkConfig
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ class NodeFrames:
         self._auth = auth
         self.node_ids = frozenset(node.id for node in config.nodes)
         self._node_keys = {node.id: node.public_key for node in config.nodes}
+        # Which network document each node signed that it runs (its CURRENT-VIEW at the
+        # handshake, then each reply): those whose digest is not this client's are named
+        # on GET /network and the dashboard (shared/networkdoc.py).
+        self.networks = NetworkClaims(config.digest)
 
     def parse(self, link_node_id: int, text: str) -> NodeMessage | None:
         """The message in a frame from the link to node `link_node_id`, if it is one for this client."""
@@ -50,8 +55,14 @@ class NodeFrames:
         return message
 
     def signed(self, message: NodeMessage, link_node_id: int) -> bool:
-        """Whether `message` carries its sender's signature (logged when it does not)."""
+        """Whether `message` carries its sender's signature (logged when it does not); the
+        network document a signed reply or current view names is noted."""
         if self._auth.verify_node(message.sender, message.payload(), message.sig):
+            if not isinstance(message, BuildState) and self.networks.claim(message.sender, message.network):
+                # A node that runs another configuration is one of the f the network tolerates:
+                # its replies still count (f+1 matching ones include an honest node's); it is named.
+                log.warning("node %d runs another network configuration: %s, this client %s",
+                            message.sender, message.network[:16] or "none", self.networks.own[:16])
             return True
         what = {Reply: "reply", BuildState: "build-state", CurrentView: "current-view"}[type(message)]
         log.warning("ignore_%s_bad_signature: sender %d on link %d", what, message.sender, link_node_id)

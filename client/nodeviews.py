@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from typing import Any, Iterable
 
@@ -38,6 +39,8 @@ MAX_ANSWER_BYTES = 256 * 1024
 MAX_TEXT = 1000
 STATUS_NUMBERS = ("view", "primary", "last_executed", "low_watermark", "high_watermark", "builds_running")
 LINK_NUMBERS = ("reconnects", "dropped", "expired")
+MAX_PEERS = 1024  # peers a node may name as running another network document: bounded by n
+HEX64 = re.compile(r"[0-9a-f]{64}")
 VERDICT_STATES = frozenset({"pending", "certified", "disputed", "expired", "cancelled"})
 
 
@@ -168,6 +171,7 @@ def _status(answer: Any) -> dict:
         str(reason)[:100]: count for reason, count in (dropped.items() if isinstance(dropped, dict) else ())
         if _is_count(count)
     }
+    status["network"] = _network(answer.get("network"))
     links = answer.get("links", {})
     status["links"] = {
         str(peer)[:20]: {
@@ -178,6 +182,21 @@ def _status(answer: Any) -> dict:
         if isinstance(link, dict)
     }
     return status
+
+
+def _network(value: Any) -> dict:
+    """The network document a node says it runs, and the peers it says run another: digests only."""
+    value = value if isinstance(value, dict) else {}
+    foreign = value.get("foreign")
+    return {
+        "digest": _digest(value.get("digest")),
+        "foreign": {str(peer)[:20]: _digest(digest) for peer, digest in
+                    (list(foreign.items())[:MAX_PEERS] if isinstance(foreign, dict) else ())},
+    }
+
+
+def _digest(value: Any) -> str:
+    return value if isinstance(value, str) and HEX64.fullmatch(value) else ""
 
 
 def _result(value: Any) -> dict | None:

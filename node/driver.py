@@ -175,6 +175,9 @@ class Driver:
             "builds_running": self.builds_running,
             "builds_queued": self.builds_queued,
             "dropped": dict(self.drops),
+            # The network document this node runs, and the peers that signed that they run another.
+            "network": {"digest": replica.settings.network,
+                        "foreign": {str(node): digest for node, digest in replica.networks.foreign().items()}},
         }
 
     # --- input --------------------------------------------------------
@@ -243,7 +246,8 @@ class Driver:
                 connection.send(self._current_view(hello.client))
 
     def _current_view(self, client: str) -> str:
-        news = signed(CurrentView(self.replica.view, client, self.replica.id), self.replica.auth.sign)
+        news = signed(CurrentView(self.replica.view, client, self.replica.id, network=self.replica.settings.network),
+                      self.replica.auth.sign)
         return json.dumps(encode(news))
 
     def tell_view(self) -> None:

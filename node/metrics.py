@@ -100,6 +100,13 @@ class _StateCollector:
                            ("builds_running", "Builds running on this node now"),
                            ("builds_queued", "Builds waiting for a build slot on this node now")):
             yield GaugeMetricFamily(f"pbft_{name}", text, value=state[name])
+        # 1 per peer that signed that it runs another network document (shared/networkdoc.py):
+        # an alert on this names a misconfigured node before its builds are disputed.
+        foreign = GaugeMetricFamily("pbft_peer_foreign_network", "1 while the peer says it runs another network "
+                                    "configuration than this node", labels=["peer"])
+        for peer in state["network"]["foreign"]:
+            foreign.add_metric([peer], 1)
+        yield foreign
         drops = CounterMetricFamily("pbft_frames_dropped", "Frames this node dropped, by reason", labels=["reason"])
         for reason, count in sorted(state["dropped"].items()):
             drops.add_metric([reason], count)

@@ -112,7 +112,8 @@ def make_app(
     app[HEARTBEAT] = heartbeat_s
     app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
     app[QUORUM] = reply_quorum(config.f)
-    settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id)
+    settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
+                                                network=config.digest)
 
     async def resources(app: web.Application):
         auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)))
@@ -228,6 +229,8 @@ def _reconfigure(driver: Driver, executor, node_statuses, config: NetworkConfig)
     driver makes each build's order from its configuration). Builds already ordered keep the
     URL and settings they were ordered with; waiting ones get the new bounds."""
     driver.config = config
+    if config.digest != driver.replica.settings.network:
+        driver.replica.run_network(config.digest)
     if executor is not None:
         executor.set_bounds(_repository_bounds(config))
     node_statuses.reconfigure(config)

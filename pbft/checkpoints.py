@@ -1,10 +1,11 @@
 """Checkpoints and the low watermark (OSDI'99 §4.3).
 
 Every `interval` executed batches a replica signs the digest of its state
-(the hash chain over the ledger). A checkpoint is stable once 2f+1 nodes,
-this one included, vouch for the digest this replica computed itself; its
-sequence number becomes the low watermark h, and those 2f+1 signatures are
-the proof a view change or a state transfer carries. Votes are kept only
+(the hash chain over the ledger) and that of the network document it runs.
+A checkpoint is stable once 2f+1 nodes, this one included, vouch for the
+digests this replica has itself; its sequence number becomes the low
+watermark h, and those 2f+1 signatures are the proof a view change or a
+state transfer carries. Votes are kept only
 from h up to two windows ahead, one per sender and sequence number, so a
 faulty node can hold at most (2L/K) entries here.
 """
@@ -16,8 +17,9 @@ from pbft.quorum import commit_quorum
 
 
 class Checkpoints:
-    def __init__(self, f: int, interval: int, log_window: int) -> None:
+    def __init__(self, f: int, interval: int, log_window: int, network: str = "") -> None:
         self.f, self.interval, self.log_window = f, interval, log_window
+        self.network = network  # the network document's digest: a vote for another one never matches
         self.votes: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
         self.own: dict[int, str] = {}  # seq -> the state digest this replica computed there
         self.stable_seq = 0  # h
@@ -55,7 +57,10 @@ class Checkpoints:
         own = self.own.get(seq)
         if own is None or seq <= self.stable_seq:
             return False
-        proof = tuple(vote for vote in self.votes.get(seq, {}).values() if vote.state_digest == own)
+        proof = tuple(
+            vote for vote in self.votes.get(seq, {}).values()
+            if vote.state_digest == own and vote.network == self.network
+        )
         if len(proof) < commit_quorum(self.f):
             return False
         assert len({vote.sender for vote in proof}) == len(proof), "one vote per sender"

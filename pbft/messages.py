@@ -28,6 +28,13 @@ MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by th
 MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
 
 
+def _network():
+    """The digest of the network document its sender runs (shared/networkdoc.py): in what a
+    node says of its state, so that peers and clients name a node that runs another network
+    configuration. Left out while empty (the simulator's and the core tests' replicas)."""
+    return wire(HEX64, default="", omit="", kw_only=True)
+
+
 def _attestation_sig():
     """A signature of the verdict's attestation, left out while empty: replies and votes signed
     before attestations (or provenance) existed keep their bytes."""
@@ -63,6 +70,7 @@ class Status:
     view: int = wire(SEQ)
     last_executed: int = wire(SEQ)
     sender: int = wire(SEQ)
+    network: str = _network()
 
 
 @message("vote-fetch")
@@ -112,11 +120,13 @@ class Commit(_Vote):
 
 @message("checkpoint")
 class Checkpoint:
-    """<CHECKPOINT, n, d, i>: node i's digest of the replicated state after sequence n."""
+    """<CHECKPOINT, n, d, i>: node i's digest of the replicated state after sequence n, and
+    of the network document it runs: checkpoints match only if both do."""
 
     seq: int = wire(SEQ)
     state_digest: str = wire(HEX64)
     sender: int = wire(SEQ)
+    network: str = _network()
 
 
 @struct
@@ -211,6 +221,7 @@ class Reply:
     # Node i's DSSE signature of the SLSA provenance of the build's artifacts
     # (`pbft.provenance`); empty for a build without artifacts.
     provenance_sig: str = _attestation_sig()
+    network: str = _network()
 
 
 # Where a node's build of a request is while it has no result.
@@ -239,6 +250,7 @@ class CurrentView:
     view: int = wire(SEQ)
     client: str = wire(NAME)
     sender: int = wire(SEQ)
+    network: str = _network()
 
 
 @message("result")

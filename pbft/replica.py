@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
@@ -40,6 +41,7 @@ from pbft.durable import DurableState
 from pbft.encoding import digest
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
+from pbft.networks import NetworkClaims
 from pbft.build import Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
@@ -88,7 +90,9 @@ class Replica:
         self.clients = ClientTable(
             int(settings.request_expiry_s * 1_000_000), settings.max_requests_per_client, settings.max_open_per_client
         )
-        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window)
+        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window, settings.network)
+        # Which network document each peer says it runs: those that run another are named.
+        self.networks = NetworkClaims(settings.network)
         # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
         # per sender, so that one faulty node's flood cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
@@ -100,7 +104,7 @@ class Replica:
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
-        self.members = Membership(settings.n, settings.f, settings.log_window)
+        self.members = Membership(settings.n, settings.f, settings.log_window, settings.network)
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
@@ -269,7 +273,7 @@ class Replica:
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
             Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
-                  link_sig=link_sig, provenance_sig=provenance_sig),
+                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.settings.network),
             self.auth.sign,
         )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
@@ -773,7 +777,7 @@ class Replica:
 
     def _take_checkpoint(self, seq: int) -> None:
         self.checkpoints.computed(seq, self.state_digest)
-        checkpoint = signed(Checkpoint(seq, self.state_digest, self.id), self.auth.sign)
+        checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.settings.network), self.auth.sign)
         self.checkpoints.add(checkpoint)
         self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
@@ -784,6 +788,7 @@ class Replica:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
+        self._claim_network(message.sender, message.network)
         if self.checkpoints.due(message.seq):
             # A signed checkpoint says its sender executed this far; f+1 of them must agree
             # before that counts, so it is taken even beyond the range kept below.
@@ -971,7 +976,7 @@ class Replica:
         (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
         if self.mode is Mode.CHANGING or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
             return
-        status = signed(Status(self.view, self.last_executed, self.id), self.auth.sign)
+        status = signed(Status(self.view, self.last_executed, self.id, network=self.settings.network), self.auth.sign)
         self._outbox.append(Broadcast(status))
         for seq in sorted(self.checkpoints.own):
             own = self.checkpoints.votes.get(seq, {}).get(self.id)
@@ -983,9 +988,25 @@ class Replica:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
+        self._claim_network(message.sender, message.network)
         self.catch_up.claim_view(message.sender, message.view)
         self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
         return None
+
+    def _claim_network(self, sender: int, network: str) -> None:
+        if self.networks.claim(sender, network):
+            logger.warning("node=%d view=%d node %d runs another network configuration: %s, this node %s",
+                           self.id, self.view, sender, network[:16] or "none", self.settings.network[:16] or "none")
+
+    def run_network(self, network: str) -> None:
+        """From now on this node runs the network document whose digest is `network` (its
+        configuration was reloaded): its next CHECKPOINT, STATUS and replies name it, and
+        only checkpoints that name it too make one stable."""
+        self.settings = replace(self.settings, network=network)
+        self.members = replace(self.members, network=network)
+        self.views.members = self.members
+        self.checkpoints.network = network
+        self.networks.runs(network)
 
     def _fetch(self) -> Fetch:
         return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)

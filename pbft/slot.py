@@ -46,6 +46,9 @@ class ReplicaSettings:
     # configuration's public keys, which the core never sees; a replica not told
     # (the simulator, core tests) signs no provenance.
     builder_id: str = ""
+    # The digest of the network document this node runs (shared/networkdoc.py), which its
+    # CHECKPOINTs, STATUS and replies name; "" where there is none (the simulator, core tests).
+    network: str = ""
 
     @property
     def per_sender_buffer(self) -> int:

@@ -31,6 +31,7 @@ class Membership:
     n: int
     f: int
     log_window: int
+    network: str = ""  # the network document's digest, which a checkpoint proof must name
 
     def primary(self, view: int) -> int:
         return view % self.n
@@ -89,6 +90,8 @@ def checkpoint_proof_problem(
         return "checkpoint_proof_too_small"
     if len({c.state_digest for c in proof}) != 1 or any(c.seq != seq for c in proof):
         return "checkpoint_proof_mismatch"
+    if any(c.network != members.network for c in proof):
+        return "checkpoint_proof_of_another_network"
     if not all(members.signed_by_member(checkpoint, auth) for checkpoint in proof):
         return "checkpoint_proof_bad_signature"
     return None

@@ -38,6 +38,11 @@ def page() -> str:
         "a key set to null is left out. [Configuration](configuration.md) explains the",
         "settings in context.",
         "",
+        "Settings marked *local* are each host's own (its folders, its engine, the files",
+        "it reads its secrets from), and so are secrets. Every other setting is part of",
+        "the network document, which every node must hold alike: nodes sign its digest",
+        "and name a peer that runs another ([Operations](operations.md#one-network-document)).",
+        "",
     ]
     lines += markdown_reference(NetworkConfig, title="Top level")
     return "\n".join(lines).rstrip() + "\n"

@@ -172,7 +172,8 @@ def check(args: argparse.Namespace) -> str:
         raise Refused(f"{path} is readable by others (mode {mode:04o}): chmod 600 {path}")
     address = f" ({entry.host}:{entry.port})" if not isinstance(entry, RunnerKeyConfig) else ""
     line = (f"ok: {who(args)}{address} in {config.path} has the public key of {path}"
-            f" ({own[:16]}…); n={config.n}, f={config.f}, {len(keys)} distinct keys")
+            f" ({own[:16]}…); n={config.n}, f={config.f}, {len(keys)} distinct keys; network document"
+            f" {config.digest[:16]}")
     others = sorted(other.name for other in config.keys_dir.glob("*.key") if other != path)
     if others:
         line += (f"\nnote: {config.keys_dir} also holds {', '.join(others)}; with one node per host, each"

@@ -38,6 +38,7 @@ from shared.config_repositories import (
     NOTIFY_STATUSES, BuildSecretConfig, NotifyConfig, RepositoryConfig, ScheduleConfig,
 )
 from shared.config_values import MIN_TOKEN_CHARS, SECRET_NAME, is_client_name, is_loopback_host
+from shared.networkdoc import network_digest
 from shared.schema import Bool, FilePath, Int, ListOf, Reading, Section, section, setting
 
 __all__ = [
@@ -77,18 +78,20 @@ class NetworkConfig:
     build: BuildConfig = setting(Section(BuildConfig), default=BuildConfig(), doc="how every node builds")
     protocol: ProtocolConfig = setting(Section(ProtocolConfig), default=ProtocolConfig(),
                                        doc="the replica's settings and the client's waits")
-    data_dir: Path = setting(FilePath(), default=Path("data"),
+    data_dir: Path = setting(FilePath(), default=Path("data"), local=True,
                              doc="stores, git mirrors, caches, artifacts: one folder per node and client")
-    log_dir: Path = setting(FilePath(), default=Path("log"), doc="node, client and build logs")
-    keys_dir: Path = setting(FilePath(), default=Path("keys"),
+    log_dir: Path = setting(FilePath(), default=Path("log"), local=True, doc="node, client and build logs")
+    keys_dir: Path = setting(FilePath(), default=Path("keys"), local=True,
                              doc="private keys, generated on first start, never committed")
     allow_byzantine: bool = setting(Bool(), default=False,
                                     doc="may nodes start with --byzantine (fault demos and tests)?")
-    in_toto_layout: Path | None = setting(FilePath(), default=None,
+    in_toto_layout: Path | None = setting(FilePath(), default=None, local=True,
                                           doc="the owner's signed in-toto layout (scripts/owner.py), which only the "
                                               "client reads")
-    tls: NodeTLSConfig | None = setting(Section(NodeTLSConfig), default=None,
+    tls: NodeTLSConfig | None = setting(Section(NodeTLSConfig), default=None, local=True,
                                         doc="HTTPS and WSS on every node's port")
+    # The digest of the network document (shared/networkdoc.py): what every node must hold alike.
+    digest: str = ""
 
     @property
     def n(self) -> int:
@@ -163,7 +166,8 @@ def load_config(
 
 def _completed(config: NetworkConfig, *, relay_votes_set: bool) -> NetworkConfig:
     """The settings the loader works out: each node's engine (its own, else build's), its URL
-    scheme, and whether votes are relayed when the file does not say."""
+    scheme, whether votes are relayed when the file does not say, and the network document's
+    digest, of the settings as completed."""
     nodes = tuple(sorted(
         (replace(node, docker=node.docker if node.docker != DockerEngineConfig() else config.build.docker,
                  scheme="https" if config.tls is not None else "http") for node in config.nodes),
@@ -172,7 +176,8 @@ def _completed(config: NetworkConfig, *, relay_votes_set: bool) -> NetworkConfig
     protocol = config.protocol
     if not relay_votes_set:
         protocol = replace(protocol, relay_votes=len(nodes) >= RELAY_VOTES_FROM_NODES)
-    return replace(config, nodes=nodes, protocol=protocol)
+    completed = replace(config, nodes=nodes, protocol=protocol)
+    return replace(completed, digest=network_digest(completed))
 
 
 def _document(path: Path) -> dict:

@@ -52,12 +52,12 @@ class BuildConfig:
     registries: tuple[str, ...] = setting(ListOf(REGISTRY), default=(),
                                           doc="registries a node pulls images it lacks from; none: only what each "
                                               "engine holds")
-    registry_auth_file: str = setting(Text(), default="", doc="each node's credentials for them, a Docker "
+    registry_auth_file: str = setting(Text(), default="", local=True, doc="each node's credentials for them, a Docker "
                                                               "config.json; {id} is the node's id")
     require_digests: bool = setting(Bool(), default=False, doc="run only images named by digest (name@sha256:...)")
     # Where a node builds, not how: a node's own entry may name another (NodeConfig.docker,
     # which is what the node uses).
-    docker: DockerEngineConfig = setting(Inline(DockerEngineConfig, "docker_"), default=DockerEngineConfig(),
+    docker: DockerEngineConfig = setting(Inline(DockerEngineConfig, "docker_"), default=DockerEngineConfig(), local=True,
                                          doc="the build engine (docker_host, docker_tls) of every node that names none")
 
     def registry_auth_path(self, base: Path, node_id: int) -> Path | None:
@@ -120,7 +120,7 @@ class ProtocolConfig:
                                      doc="once f+1 replies agree, how much longer the client waits for 2f+1 to agree "
                                          "(or to disagree) before it answers")
 
-    def replica_settings(self, *, node_id: int, n: int, f: int, builder_id: str = "") -> ReplicaSettings:
+    def replica_settings(self, *, node_id: int, n: int, f: int, builder_id: str = "", network: str = "") -> ReplicaSettings:
         """The settings node `node_id` of this network runs its replica with."""
-        return ReplicaSettings(node_id=node_id, n=n, f=f, builder_id=builder_id,
+        return ReplicaSettings(node_id=node_id, n=n, f=f, builder_id=builder_id, network=network,
                                **{name: getattr(self, name) for name in REPLICA_SETTINGS})

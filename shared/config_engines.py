@@ -68,7 +68,7 @@ def _engine_problems(engine: DockerEngineConfig, given: frozenset) -> Iterator[t
 class DockerEngineConfig:
     """The Docker engine a node runs its builds on; none set: the environment's (DOCKER_HOST, else the local socket)."""
 
-    host: str = setting(DOCKER_HOST, default="",
+    host: str = setting(DOCKER_HOST, default="", local=True,
                         doc="unix:///path, tcp://host:port (with docker_tls) or ssh://[user@]host[:port]")
-    tls: DockerTLSConfig | None = setting(Section(DockerTLSConfig), default=None,
+    tls: DockerTLSConfig | None = setting(Section(DockerTLSConfig), default=None, local=True,
                                           doc="a tcp:// engine's CA and the node's client certificate")

@@ -28,7 +28,7 @@ class NodeConfig:
     port: int = setting(PORT, doc="its one port: peers, the client, status, metrics, logs")
     public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
     docker: DockerEngineConfig = setting(
-        Inline(DockerEngineConfig, "docker_"), default=DockerEngineConfig(),
+        Inline(DockerEngineConfig, "docker_"), default=DockerEngineConfig(), local=True,
         doc="its own build engine (docker_host, docker_tls), in place of build's",
     )
     scheme: str = "http"  # "https" in a network with `tls:`
@@ -74,7 +74,7 @@ class SMTPConfig:
                                    doc="the CA a private mail server's certificate chains to; only with starttls")
     user: str = setting(USER_NAME, default="", doc="log in as this user; needs starttls unless host is a loopback "
                                                    "address")
-    password: str = setting(SECRET, default="", file=SecretFile(), doc="the user's password, better kept in "
+    password: str = setting(SECRET, default="", file=SecretFile(), local=True, doc="the user's password, better kept in "
                                                                        "password_file")
     timeout_s: float = setting(Number(above=0), default=30.0,
                                doc="the longest one connection, or one command on it, may take")
@@ -95,28 +95,28 @@ class ClientConfig:
     host: str = setting(HOST, doc="where it listens for webhooks and serves the dashboard")
     port: int = setting(PORT, doc="its one port (8080 in the example)")
     public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
-    max_body_bytes: int = setting(Int(minimum=1), default=1_048_576,
+    max_body_bytes: int = setting(Int(minimum=1), default=1_048_576, local=True,
                                   doc="webhook bodies above this are refused with 413")
-    public_url: str = setting(HTTP_URL, default="",
+    public_url: str = setting(HTTP_URL, default="", local=True,
                               doc="base of the links handed to forges and notifications; default http://host:port")
-    token: str = setting(CLIENT_TOKEN, default="", file=SecretFile(),
+    token: str = setting(CLIENT_TOKEN, default="", file=SecretFile(), local=True,
                          doc="plain webhook calls and the build records need `Authorization: Bearer <token>`")
-    plain_without_token: bool = setting(Bool(), default=False,
+    plain_without_token: bool = setting(Bool(), default=False, local=True,
                                         doc="take plain calls without a token: only on a loopback host")
-    public_badges: bool = setting(Bool(), default=False,
+    public_badges: bool = setting(Bool(), default=False, local=True,
                                   doc="serve the status badges without the token, for READMEs")
-    body_timeout_s: float = setting(Number(above=0), default=10.0,
+    body_timeout_s: float = setting(Number(above=0), default=10.0, local=True,
                                     doc="a body not received in full by then is answered 408")
     # Live log follows and artifact downloads at once, in all and per caller (client.transfers):
     # beyond them 503 and 429. A dashboard build page follows one log per node.
-    max_follows: int = setting(Int(minimum=1), default=256, doc="live log follows at once, beyond which 503")
-    max_follows_per_caller: int = setting(Int(minimum=1), default=64,
+    max_follows: int = setting(Int(minimum=1), default=256, local=True, doc="live log follows at once, beyond which 503")
+    max_follows_per_caller: int = setting(Int(minimum=1), default=64, local=True,
                                           doc="live log follows one caller (address) has at once, beyond which 429")
-    max_downloads: int = setting(Int(minimum=1), default=16,
+    max_downloads: int = setting(Int(minimum=1), default=16, local=True,
                                  doc="artifact downloads at once, each spooling up to build.artifacts_mb")
-    max_downloads_per_caller: int = setting(Int(minimum=1), default=4,
+    max_downloads_per_caller: int = setting(Int(minimum=1), default=4, local=True,
                                             doc="artifact downloads one caller (address) has at once")
-    smtp: SMTPConfig | None = setting(Section(SMTPConfig), default=None,
+    smtp: SMTPConfig | None = setting(Section(SMTPConfig), default=None, local=True,
                                       doc="the mail server notification e-mails go through")
     runners: tuple[RunnerKeyConfig, ...] = setting(
         ListOf(Section(RunnerKeyConfig), max_items=MAX_RUNNERS, unique="name"), default=(),

@@ -60,7 +60,7 @@ class NotifyConfig:
 
     webhook: str = setting(HTTP_URL, default="", doc="an http(s) URL the verdict is POSTed to as JSON, signed with "
                                                      "secret")
-    secret: str = setting(WEBHOOK_SECRET, default="", file=SecretFile(),
+    secret: str = setting(WEBHOOK_SECRET, default="", file=SecretFile(), local=True,
                           doc="the webhook's HMAC-SHA256 key, which its receiver checks X-PBFT-CI-Signature-256 with")
     email: tuple[str, ...] = setting(
         ListOf(EMAIL, min_items=1, max_items=MAX_EMAIL_RECIPIENTS, single=True), default=(),
@@ -81,7 +81,7 @@ class BuildSecretConfig:
                                               "PBFT_CI_*, HOME, ...")
     # Read at each build's start, so replacing the file rotates it without a restart; nodes
     # check it when they start too. One trailing line break is not part of the value.
-    file: Path = setting(FilePath(), doc="where every node reads the value: 8 to 8192 characters")
+    file: Path = setting(FilePath(), local=True, doc="where every node reads the value: 8 to 8192 characters")
     events: tuple[str, ...] = setting(
         ListOf(Choice(EVENTS, what="an event"), min_items=1, unique=True), default=DEFAULT_SECRET_EVENTS,
         doc="the events whose builds get it; pull_request only with the repository's secrets_for_forks",
@@ -111,7 +111,7 @@ class RepositoryConfig:
     url: str = setting(RepositoryURL(), doc="what nodes fetch: a URL, or a path relative to the file")
     full_name: str = setting(FULL_NAME, default="",
                              doc="owner/repository at the forge, which its deliveries are matched against")
-    secret: str = setting(SECRET, default="", file=SecretFile(),
+    secret: str = setting(SECRET, default="", file=SecretFile(), local=True,
                           doc="the forge's webhook secret: HMAC key (GitHub, Gitea) or token (GitLab)")
     build_tags: bool = setting(Bool(), default=False, doc="build tag pushes, which are ignored otherwise")
     build_forks: bool = setting(Bool(), default=False, doc="build a fork's pull request without an approval "
@@ -124,7 +124,7 @@ class RepositoryConfig:
                                                         "https://api.github.com")
     status_style: str = setting(STATUS_STYLE, default="github",
                                 doc="that API's shape: github (also Gitea, Forgejo) or gitlab")
-    status_token: str = setting(SECRET, default="", file=SecretFile(),
+    status_token: str = setting(SECRET, default="", file=SecretFile(), local=True,
                                 doc="the forge's API token for commit statuses")
     status_context: str = setting(name_of("status context"), default="pbft-ci",
                                   doc="the name statuses are posted under")
@@ -132,7 +132,7 @@ class RepositoryConfig:
                                                               "not pending (docs/forges.md)")
     node_statuses: bool = setting(Bool(), default=False, doc="each node also posts its own result as "
                                                              "<status_context>/node-<id> (docs/forges.md)")
-    node_status_token_file: str = setting(FILE_NAME, default="", doc="each node's own forge token, relative to "
+    node_status_token_file: str = setting(FILE_NAME, default="", local=True, doc="each node's own forge token, relative to "
                                                                      "this file; {id} is the node's id")
     build_network: bool = setting(Bool(), default=False, doc="builds may reach the network, never this host or the "
                                                              "peers; what they fetch may differ between nodes")

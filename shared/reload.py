@@ -49,8 +49,9 @@ _LIVE_KEYS_OF = {"NetworkConfig": LIVE_NETWORK_KEYS | {"path"}, "ClientConfig": 
 # Fields whose YAML key has another name, and fields compared as one key, not field by field.
 _YAML_NAMES = {"docker": "docker_host", "from_address": "from"}
 _WHOLE = frozenset({"docker", "smtp", "tls"})
-# Derived from another key (a node's scheme from `tls:`), which names the difference already.
-_DERIVED = frozenset({"scheme"})
+# Derived from other keys (a node's scheme from `tls:`, the network document's digest from the
+# network settings), which name the difference already.
+_DERIVED = frozenset({"scheme", "digest"})
 # A summary names at most this many repositories per kind of change.
 MAX_NAMED = 20
 # The longest a reload may take to load and check the file; past it the reload is refused and

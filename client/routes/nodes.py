@@ -59,8 +59,13 @@ async def get_build_nodes(request: web.Request) -> web.Response:
 
 @routes.get("/network")
 async def get_network(request: web.Request) -> web.Response:
-    """Each node's GET /status, or "unreachable" with the reason, and the view this client follows."""
+    """Each node's GET /status, or "unreachable" with the reason, and the view and the network
+    document this client follows."""
     request.app[ACCESS_KEY].check_reader(request.headers)
     core = request.app[SERVICE_KEY].core
     nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
-    return web.json_response({"client": {"view": core.view, "primary": core.primary}, "nodes": nodes})
+    client = {"view": core.view, "primary": core.primary,
+              # The network document this client runs, and the nodes that signed that they run another.
+              "network": {"digest": core.frames.networks.own,
+                          "foreign": {str(node): digest for node, digest in core.frames.networks.foreign().items()}}}
+    return web.json_response({"client": client, "nodes": nodes})

@@ -109,7 +109,9 @@ def markdown_reference(root: type, *, title: str) -> list[str]:
         for key, declared in _settings(cls):
             shown_key = f"`{key}`" + (f" (or `{key.removesuffix(declared.key)}{declared.file_key}`)"
                                       if declared.file_key else "")
-            cells = [shown_key, declared.kind.text(link), _default_text(cls, declared), declared.setting.doc]
+            # A host's own setting is not part of the network document (shared/networkdoc.py).
+            cells = [shown_key, declared.kind.text(link), _default_text(cls, declared),
+                     ("*local:* " if declared.setting.local else "") + declared.setting.doc]
             lines.append("| " + " | ".join(map(_cell, cells)) + " |")
         lines.append("")
     return lines

@@ -54,11 +54,14 @@ class Setting:
     # Whether null is "left out". When it is not, a null is read as a value, which the kind
     # refuses: in a build spec `steps: null` is a mistake, as it has always been.
     nullable: bool = True
+    # A node's own setting (its folders, its engine, its files), as opposed to the network's:
+    # left out of the agreed network document (shared/networkdoc.py), so two hosts may differ.
+    local: bool = False
 
 
 def setting(kind: Kind, *, doc: str, default: Any = dataclasses.MISSING, **how: Any) -> Any:
     """A dataclass field that the document sets as `kind`; without `default` it is required.
-    `how` gives the rest of Setting (`key`, `file`, `shown_default`, `nullable`). A secret's
+    `how` gives the rest of Setting (`key`, `file`, `shown_default`, `nullable`, `local`). A secret's
     field is left out of the dataclass's repr, so a printed section does not leak it."""
     assert doc and "\n" not in doc, "every setting has a one-line description"
     return dataclasses.field(default=default, repr=not getattr(kind, "secret", False),

@@ -102,6 +102,8 @@ class FakeCluster:
         self.registered: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(N)}
         self._tasks: set[asyncio.Task] = set()
         self.config: NetworkConfig | None = None  # set once the servers' ports are known
+        # The network document a node names in what it signs, where it is not the client's.
+        self.networks: dict[int, str] = {}
 
     def app(self, node_id: int) -> web.Application:
         async def client_socket(request: web.Request) -> web.WebSocketResponse:
@@ -132,7 +134,8 @@ class FakeCluster:
             assert message.node == node_id and message.challenge == challenge
             self.registered[node_id].add(ws)
             if self.behaviour[node_id] != "silent":  # as a node says its confirmed view (node/driver.py)
-                news = signed(CurrentView(self.view, message.client, node_id), self.auths[node_id].sign)
+                news = signed(CurrentView(self.view, message.client, node_id, network=self.network(node_id)),
+                              self.auths[node_id].sign)
                 task = asyncio.create_task(self._send(0.0, [ws], [json.dumps(encode(news))]))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -165,6 +168,11 @@ class FakeCluster:
             return
         for sender in range(N):
             self._reply(sender, request.timestamp)
+
+    def network(self, node_id: int) -> str:
+        """The digest of the network document node `node_id` says it runs: the client's own,
+        as an honest node started with the same file names it."""
+        return self.networks.get(node_id, self.config.digest if self.config is not None else "")
 
     def _holds(self, timestamp: int) -> bool:
         request = self.committed[timestamp][1]
@@ -214,7 +222,8 @@ class FakeCluster:
             sigs = (auth.sign_bytes(b"something else"), sigs[1])
         frames = [
             json.dumps(encode(signed(
-                Reply(view, timestamp, request.client, sender, result, statement_sig=sigs[0], link_sig=sigs[1]),
+                Reply(view, timestamp, request.client, sender, result, statement_sig=sigs[0], link_sig=sigs[1],
+                      network=self.network(sender)),
                 auth.sign,
             )))
             for sender in senders

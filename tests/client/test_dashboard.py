@@ -236,7 +236,8 @@ async def test_network_marks_an_unreachable_node_and_a_node_that_answers_nonsens
 
     assert response.status == 200
     answer = await response.json()
-    assert answer["client"] == {"view": 0, "primary": 0}
+    assert answer["client"] == {"view": 0, "primary": 0,
+                                "network": {"digest": nodes.cluster.config.digest, "foreign": {}}}
     by_node = {view["node"]: view for view in answer["nodes"]}
     assert sorted(by_node) == [0, 1, 2, 3]
     assert by_node[3]["reachable"] is False and by_node[3]["status"] is None
@@ -251,6 +252,24 @@ async def test_network_marks_an_unreachable_node_and_a_node_that_answers_nonsens
         assert (status["low_watermark"], status["high_watermark"], status["builds_running"]) == (0, 256, 1)
         assert status["dropped"] == {"ignore_prepare_old_view": 2}
         assert status["links"][str(3 - node_id)] == {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0}
+
+
+async def test_network_names_a_node_that_signed_another_network_document(nodes, aiohttp_client):
+    ours, theirs = nodes.cluster.config.digest, "ab" * 32
+    nodes.cluster.networks[3] = theirs  # in its CURRENT-VIEW at the handshake, and in its replies
+    for node_id in range(N):
+        nodes.status[node_id]["network"] = {"digest": theirs if node_id == 3 else ours,
+                                            "foreign": {"3": theirs} if node_id != 3 else {"0": ours}}
+    nodes.status[2]["network"] = {"digest": "<b>not a digest</b>", "foreign": ["x"]}
+    client = await start(nodes, aiohttp_client)
+
+    answer = await (await client.get("/network")).json()
+
+    assert answer["client"]["network"] == {"digest": ours, "foreign": {"3": theirs}}
+    networks = {view["node"]: view["status"]["network"] for view in answer["nodes"]}
+    assert networks[0] == {"digest": ours, "foreign": {"3": theirs}}
+    assert networks[3] == {"digest": theirs, "foreign": {"0": ours}}
+    assert networks[2] == {"digest": "", "foreign": {}}  # what is not a digest is not passed on
 
 
 async def test_a_node_status_with_the_wrong_types_is_unusable_not_a_500(nodes, client):

@@ -5,6 +5,7 @@ from dataclasses import replace
 from pbft.effects import Execute
 from pbft.build import Result
 from pbft.messages import Commit, PrePrepare, Prepare, ResultVote, batch_digest, signed
+from pbft.networks import NetworkClaims
 from tests.support.cluster import Cluster
 
 
@@ -215,3 +216,28 @@ def test_a_vote_for_a_slot_past_its_phase_is_neither_checked_nor_kept():
     # Before it, the same forgery is checked and refused.
     slot.committed = False
     assert cluster.deliver_to(1, forged[1]) == "ignore_commit_bad_signature"
+
+
+def test_a_node_that_runs_another_network_document_is_named_and_its_checkpoints_never_match():
+    ours, theirs = "a" * 64, "b" * 64
+    cluster = Cluster(settings={"checkpoint_interval": 2, "network": ours})
+    cluster.replicas[3].run_network(theirs)  # its operator's file differs (shared/networkdoc.py)
+    for _ in range(2):
+        cluster.deliver_to(0, cluster.request())
+        cluster.run()
+    for node in range(3):
+        replica = cluster.replicas[node]
+        assert (replica.last_executed, replica.low_watermark) == (2, 2)  # three matching checkpoints: 2f+1
+        assert replica.networks.foreign() == {3: theirs}
+        assert {vote.sender for vote in replica.stable_proof} == {0, 1, 2}
+    assert (cluster.replicas[3].last_executed, cluster.replicas[3].low_watermark) == (2, 0)
+    assert cluster.replicas[3].networks.foreign() == {0: ours, 1: ours, 2: ours}
+    assert {reply.sender: reply.network for reply in cluster.replies if reply.timestamp == 2} == {
+        0: ours, 1: ours, 2: ours, 3: theirs}
+
+
+def test_a_peer_is_named_once_per_network_document_it_names():
+    claims = NetworkClaims("a" * 64)
+    assert claims.claim(1, "a" * 64) is False
+    assert [claims.claim(2, "b" * 64), claims.claim(2, "b" * 64), claims.claim(2, "c" * 64)] == [True, False, True]
+    assert claims.claim(2, "a" * 64) is False and claims.foreign() == {}  # fixed and restarted: no longer named

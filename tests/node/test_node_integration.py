@@ -9,6 +9,7 @@ import os
 
 import aiohttp
 import pytest
+import yaml
 
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget
 from shared.config import load_config
@@ -20,8 +21,8 @@ from tests.support.node_network import Network
 async def network(tmp_path):
     networks = []
 
-    async def start(tampered=frozenset(), nodes=range(4)):
-        protocol = {"view_change_timeout_s": 0.5}
+    async def start(tampered=frozenset(), nodes=range(4), protocol=None):
+        protocol = {"view_change_timeout_s": 0.5, **(protocol or {})}
         config = load_config(write_network(tmp_path, allow_byzantine=bool(tampered), protocol=protocol))
         net = Network(config, set(tampered))
         for node_id in nodes:
@@ -62,9 +63,36 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert statuses[1] == {
             "id": 1, "view": 0, "view_confirmed": True, "primary": 0, "last_executed": 2,
             "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
+            "network": {"digest": net.config.digest, "foreign": {}},
             "pid": os.getpid(),  # the test's own: its nodes run in this process
             "links": {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in ("0", "2", "3")},
         }
+
+
+async def test_a_node_that_runs_another_network_document_is_named_by_the_others(network, tmp_path):
+    # Node 3's operator changed a build limit in their copy alone.
+    net = await network(nodes=[0, 1, 2], protocol={"checkpoint_interval": 2})
+    document = yaml.safe_load(net.config.path.read_text())
+    document["build"] = {**document.get("build", {}), "timeout_s": 5}
+    other_path = net.config.path.with_name("network-3.yaml")
+    other_path.write_text(yaml.safe_dump(document))
+    other = load_config(other_path)
+    assert other.digest != net.config.digest
+    await net.start(3, config=other)
+    async with aiohttp.ClientSession() as session:
+        for timestamp in (1, 2):  # the checkpoint interval: each node signs a CHECKPOINT at 2
+            agreed, replies = await net.submit(session, "master", timestamp, [0])
+        assert {reply.network for reply in replies if reply.sender != 3} == {net.config.digest}
+        statuses = await settled_statuses(session, net, range(4), lambda s: s["network"]["foreign"])
+        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/metrics") as response:
+            metrics = parse_metrics(await response.text())
+    for node_id in (0, 1, 2):
+        assert statuses[node_id]["network"] == {"digest": net.config.digest, "foreign": {"3": other.digest}}
+        assert statuses[node_id]["low_watermark"] == 2  # three matching checkpoints: 2f+1
+    assert statuses[3]["network"] == {"digest": other.digest, "foreign": {str(i): net.config.digest for i in range(3)}}
+    assert statuses[3]["low_watermark"] == 0  # its checkpoint matches nobody's
+    assert metrics[("pbft_peer_foreign_network", (("peer", "3"),))] == 1.0
+    assert ("pbft_peer_foreign_network", (("peer", "1"),)) not in metrics
 
 
 async def test_a_lying_node_does_not_change_the_verdict(network):

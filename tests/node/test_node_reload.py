@@ -78,6 +78,11 @@ async def test_a_rolling_reload_gives_the_verdict_of_the_nodes_that_agree(networ
         agreed, replies = await network.submit(session, "master", 1, [0], repository="newrepo")
     assert agreed["status"] == verdict
     assert all(unknown(reply.result) != (reply.sender in reloaded) for reply in replies)
+    # Each reply names the network document its node runs: a node that reloaded alone is told apart.
+    reloaded_digest = load_config(network.config.path).digest
+    assert reloaded_digest != network.config.digest
+    assert {reply.sender: reply.network for reply in replies} == {
+        reply.sender: reloaded_digest if reply.sender in reloaded else network.config.digest for reply in replies}
 
 
 async def test_a_node_refuses_a_file_changing_its_membership_and_keeps_building(network, caplog):

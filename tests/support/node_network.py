@@ -37,8 +37,11 @@ class Network:
             {},
         )
 
-    async def start(self, node_id: int) -> None:
-        app = make_app(self.config, node_id, build=fake_build, behaviour=Lie() if node_id in self.tampered else HONEST)
+    async def start(self, node_id: int, config=None) -> None:
+        """Start node `node_id` with the network's configuration, or with `config` (another
+        network document at the same addresses)."""
+        app = make_app(config or self.config, node_id, build=fake_build,
+                       behaviour=Lie() if node_id in self.tampered else HONEST)
         runner = web.AppRunner(app)
         await runner.setup()
         node = self.config.node(node_id)

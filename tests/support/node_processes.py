@@ -54,11 +54,12 @@ class RealNodes:
         self.logs.mkdir(exist_ok=True)
         self.processes: dict[int, subprocess.Popen] = {}
 
-    def start(self, node_id: int, *switches: str, wait: bool = True) -> subprocess.Popen:
-        """Start node `node_id` with `switches` after --instant-builds; with `wait`, return once it answers /status."""
+    def start(self, node_id: int, *switches: str, wait: bool = True, config_path: Path | None = None) -> subprocess.Popen:
+        """Start node `node_id` with `switches` after --instant-builds; with `wait`, return once it answers /status.
+        `config_path`: another file than the network's (another network document at the same addresses)."""
         with (self.logs / f"node-{node_id}.out").open("ab") as output:
             process = self.processes[node_id] = subprocess.Popen(
-                [sys.executable, "node/index.py", "--config", str(self.config_path), "--id", str(node_id),
+                [sys.executable, "node/index.py", "--config", str(config_path or self.config_path), "--id", str(node_id),
                  "--instant-builds", *switches, "--log-file", str(self.log_path(node_id))],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,

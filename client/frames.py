@@ -34,7 +34,8 @@ class NodeFrames:
         # Which network document each node signed that it runs (its CURRENT-VIEW at the
         # handshake, then each reply): those whose digest is not this client's are named
         # on GET /network and the dashboard (shared/networkdoc.py).
-        self.networks = NetworkClaims(config.digest)
+        self.network = config.digest  # the network document this client runs
+        self.networks = NetworkClaims()
 
     def parse(self, link_node_id: int, text: str) -> NodeMessage | None:
         """The message in a frame from the link to node `link_node_id`, if it is one for this client."""
@@ -58,11 +59,12 @@ class NodeFrames:
         """Whether `message` carries its sender's signature (logged when it does not); the
         network document a signed reply or current view names is noted."""
         if self._auth.verify_node(message.sender, message.payload(), message.sig):
-            if not isinstance(message, BuildState) and self.networks.claim(message.sender, message.network):
+            if not isinstance(message, BuildState) and self.networks.claim(message.sender, message.network,
+                                                                            self.network):
                 # A node that runs another configuration is one of the f the network tolerates:
                 # its replies still count (f+1 matching ones include an honest node's); it is named.
                 log.warning("node %d runs another network configuration: %s, this client %s",
-                            message.sender, message.network[:16] or "none", self.networks.own[:16])
+                            message.sender, message.network[:16] or "none", self.network[:16])
             return True
         what = {Reply: "reply", BuildState: "build-state", CurrentView: "current-view"}[type(message)]
         log.warning("ignore_%s_bad_signature: sender %d on link %d", what, message.sender, link_node_id)

@@ -25,13 +25,16 @@ import time
 from collections import Counter
 from typing import Awaitable, Callable, Protocol
 
+import yaml
+
 from builder import BuildOrder, BuildResult
 from node.byzantine import HONEST, Behaviour
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
-from shared.config import NetworkConfig
+from shared.config import ConfigError, NetworkConfig
+from shared.networkdoc import with_document
 from shared.droplog import DropLogLimiter, suppressed_note
-from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, StopBuild
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, RecordVerdict, StopBuild
 from pbft.interpreter import Interpreter
 from pbft.build import Result
 from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
@@ -125,6 +128,8 @@ class Driver:
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
         self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
+        # Told each configuration the node runs after a change or a reload (the executor's bounds, statuses).
+        self.on_config: Callable[[NetworkConfig], None] | None = None
         self._view = replica.view
         self._view_told: int | None = None  # the confirmed view clients were last told of
 
@@ -318,6 +323,26 @@ class Driver:
 
     def build_learnt(self, effect: BuildLearnt) -> None:
         self.start_build(effect.seq, effect.request)
+
+    def network_changed(self, effect: NetworkChanged) -> None:
+        """The order replaced the network document at `effect.seq`: the builds ordered after it
+        are made from the new one, with this node's own settings (shared/networkdoc.py)."""
+        try:
+            config = with_document(self.config, effect.document)
+        except (ConfigError, OSError, yaml.YAMLError) as error:
+            # The document passed every node's check; what failed is this host's file.
+            logger.critical("node=%d seq=%d cannot run network configuration %s with its own settings (%s): "
+                            "its builds keep the settings they had", self.replica.id, effect.seq,
+                            effect.digest[:16], " ".join(str(error).split())[:500])
+            return
+        logger.warning("node=%d seq=%d runs network configuration %s", self.replica.id, effect.seq, effect.digest[:16])
+        self.run_config(config)
+
+    def run_config(self, config: NetworkConfig) -> None:
+        """Make the builds ordered from now on with `config` (a change through the order, or a reload)."""
+        self.config = config
+        if self.on_config is not None:
+            self.on_config(config)
 
     def stop_build(self, effect: StopBuild) -> None:
         build_id = _build_id(effect.client, effect.timestamp)

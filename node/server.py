@@ -28,11 +28,13 @@ from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig, load_config
+from shared.networkdoc import agreed, document_problem, with_document
 from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.build import Operation
+from pbft.effects import NetworkChanged
 from pbft.messages import decode, encode
 from pbft.quorum import reply_quorum
 from pbft.replica import Replica
@@ -138,11 +140,13 @@ def make_app(
             loaded = store.load()
             now = asyncio.get_running_loop().time()
             rerun = []
+            network, check_network = agreed(config), functools.partial(document_problem, folder=config.path.parent)
             if loaded is None:
-                replica = Replica(settings, auth)
+                replica = Replica(settings, auth, network, check_network)
             else:
                 replica = Replica.restore(
-                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels
+                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
+                    cancels=loaded.cancels, network=network, check_network=check_network, changes=loaded.changes,
                 )
                 rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(
@@ -158,7 +162,12 @@ def make_app(
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
-            live.on_reload(functools.partial(_reconfigure, driver, executor, node_statuses))
+            driver.on_config = functools.partial(_reconfigure, executor, node_statuses)
+            if replica.network.changed_at:
+                # The order changed the document since the file was written: run the one it made.
+                driver.network_changed(NetworkChanged(replica.network.changed_at, replica.network.document,
+                                                      replica.network.digest))
+            live.on_reload(functools.partial(_reloaded, driver))
             for seq, request in rerun:
                 driver.start_build(seq, request)
             driver.resume()
@@ -224,13 +233,27 @@ def _repository_bounds(config: NetworkConfig) -> dict[str, int]:
     return {repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent}
 
 
-def _reconfigure(driver: Driver, executor, node_statuses, config: NetworkConfig) -> None:
-    """After a reload: the repositories of `config` for the builds ordered from now on (the
-    driver makes each build's order from its configuration). Builds already ordered keep the
-    URL and settings they were ordered with; waiting ones get the new bounds."""
-    driver.config = config
-    if config.digest != driver.replica.settings.network:
-        driver.replica.run_network(config.digest)
+def _reloaded(driver: Driver, config: NetworkConfig) -> None:
+    """After a reload (SIGHUP): the node runs the file's network document from now on, unless
+    the order changed the document since the node started, which the order alone changes
+    again: then only the file's local settings are taken."""
+    if driver.replica.network.changed_at:
+        try:
+            config = with_document(config, driver.replica.network.document)
+        except (ConfigError, OSError) as error:
+            logger.critical("node=%d reload: cannot keep network configuration %s with the file's own settings (%s)",
+                            driver.replica.id, driver.replica.network.digest[:16], error)
+            return
+    elif config.digest != driver.replica.network.digest:
+        driver.replica.run_network(agreed(config))
+    driver.run_config(config)
+
+
+def _reconfigure(executor, node_statuses, config: NetworkConfig) -> None:
+    """The configuration the node runs changed (the order, or a reload): the builds ordered
+    from now on are made from it (the driver makes each build's order from its configuration).
+    Builds already ordered keep the URL and settings they were ordered with; waiting ones get
+    the new bounds."""
     if executor is not None:
         executor.set_bounds(_repository_bounds(config))
     node_statuses.reconfigure(config)

@@ -98,6 +98,7 @@ class Loaded:
     unfinished: list[tuple[int, Request]]
     learnt: list[tuple[int, Request]]  # learnt by state transfer and never built here
     cancels: list[tuple[int, Request]]  # executed cancels (`pbft.cancels`), replayed by a restore
+    changes: list[tuple[int, Request]]  # executed network changes (`pbft.networks`), replayed by a restore
 
 
 class NodeStore:
@@ -157,9 +158,17 @@ class NodeStore:
             ]
         for found in (unfinished, learnt, cancels):
             found.sort(key=lambda build: build[0])
+        # Every network change the ledger executed, whatever its client's floor: a restore
+        # replays them all from the document the node starts with (`pbft.networks`).
+        changes = [
+            (seq, decode(json.loads(request))) for seq, request in self._db.execute(
+                "SELECT seq, request FROM builds WHERE json_extract(request, '$.operation.change') IS NOT NULL"
+                " ORDER BY seq"
+            )
+        ]
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt, cancels)
+        return Loaded(state, messages, executed, unfinished, learnt, cancels, changes)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from pbft.networkchange import NetworkChange
 from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
 
 # "skipped": the commit or its spec said not to build it for this trigger (builder/plan/triggers.py).
@@ -48,6 +49,11 @@ COMBINATION = ListOf(
 )
 
 
+# What a change of the network document is recorded under: it builds nothing.
+CHANGE_REPOSITORY = "network"
+CHANGE_BRANCH = "change"
+
+
 def combination_label(combination: tuple[tuple[str, str], ...]) -> str:
     """`PYTHON=3.12,DB=postgres`: a combination as the status context and the records show it."""
     return ",".join(f"{axis}={value}" for axis, value in combination)
@@ -83,6 +89,10 @@ class Operation:
     combination: tuple[tuple[str, str], ...] | None = wire(
         Optional(COMBINATION), default=None, omit=None, kw_only=True
     )
+    # Not a build: the network document in place of the one the network runs, signed by its
+    # owners (`pbft.networkchange`); checked and applied where it executes (`pbft.networks`).
+    # Its repository and branch are CHANGE_REPOSITORY and CHANGE_BRANCH.
+    change: NetworkChange | None = wire(Optional(Struct(NetworkChange)), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:

@@ -17,11 +17,11 @@ from pbft.quorum import commit_quorum
 
 
 class Checkpoints:
-    def __init__(self, f: int, interval: int, log_window: int, network: str = "") -> None:
+    def __init__(self, f: int, interval: int, log_window: int) -> None:
         self.f, self.interval, self.log_window = f, interval, log_window
-        self.network = network  # the network document's digest: a vote for another one never matches
         self.votes: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
-        self.own: dict[int, str] = {}  # seq -> the state digest this replica computed there
+        # seq -> the state digest this replica computed there, and its network document's digest
+        self.own: dict[int, tuple[str, str]] = {}
         self.stable_seq = 0  # h
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving h
 
@@ -42,9 +42,9 @@ class Checkpoints:
         votes[vote.sender] = vote
         return None
 
-    def computed(self, seq: int, state_digest: str) -> None:
-        """This replica's own state digest at `seq`: what a stable proof must match."""
-        self.own[seq] = state_digest
+    def computed(self, seq: int, state_digest: str, network: str) -> None:
+        """This replica's own state and network document digests at `seq`: what a stable proof must match."""
+        self.own[seq] = (state_digest, network)
 
     def adopt_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> None:
         """Votes from a verified 2f+1 proof (a view change or state transfer carried it)."""
@@ -57,10 +57,7 @@ class Checkpoints:
         own = self.own.get(seq)
         if own is None or seq <= self.stable_seq:
             return False
-        proof = tuple(
-            vote for vote in self.votes.get(seq, {}).values()
-            if vote.state_digest == own and vote.network == self.network
-        )
+        proof = tuple(vote for vote in self.votes.get(seq, {}).values() if (vote.state_digest, vote.network) == own)
         if len(proof) < commit_quorum(self.f):
             return False
         assert len({vote.sender for vote in proof}) == len(proof), "one vote per sender"
@@ -77,4 +74,4 @@ class Checkpoints:
             if checkpoint.seq >= stable_seq:
                 self.votes.setdefault(checkpoint.seq, {})[checkpoint.sender] = checkpoint
                 if checkpoint.sender == me:
-                    self.computed(checkpoint.seq, checkpoint.state_digest)
+                    self.computed(checkpoint.seq, checkpoint.state_digest, checkpoint.network)

@@ -120,6 +120,16 @@ class KeepStableProof:
 
 
 @dataclass(frozen=True)
+class NetworkChanged:
+    """A change executed at `seq` replaced the network document (`pbft.networks`): builds
+    ordered after it run with `document`. A restart replays the change from the ledger."""
+
+    seq: int
+    document: dict
+    digest: str
+
+
+@dataclass(frozen=True)
 class RecordVerdict:
     """A build's verdict is decided: "certified" with the agreed result, or "disputed"; or
     "expired": the build was forgotten (`pbft.clients`) before its verdict reached this node;
@@ -134,7 +144,7 @@ class RecordVerdict:
 
 Effect = Union[
     Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, BuildLearnt, StopBuild, Store, ServeFetch,
-    KeepStableProof, RecordVerdict,
+    KeepStableProof, RecordVerdict, NetworkChanged,
 ]
 
 # What a node only took in or concluded: another node's message kept, a verdict reached,

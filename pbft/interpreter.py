@@ -39,8 +39,8 @@ import logging
 from typing import Callable, Protocol, TypeVar
 
 from pbft.effects import (
-    Broadcast, BuildLearnt, Effect, Execute, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, StopBuild,
-    leaves_unsaved, must_sync,
+    Broadcast, BuildLearnt, Effect, Execute, NetworkChanged, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
+    StopBuild, leaves_unsaved, must_sync,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
@@ -77,6 +77,9 @@ class Edges(Protocol):
 
     def stop_build(self, effect: StopBuild) -> None:
         """Stop the build of request (`effect.client`, `effect.timestamp`) if it runs or waits here."""
+
+    def network_changed(self, effect: NetworkChanged) -> None:
+        """The order replaced the network document: builds ordered after `effect.seq` run with it."""
 
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the current turn is over (`loop.call_soon`)."""
@@ -226,6 +229,8 @@ class Interpreter:
             edges.build_learnt(effect)
         elif isinstance(effect, StopBuild):
             edges.stop_build(effect)
+        elif isinstance(effect, NetworkChanged):
+            edges.network_changed(effect)
         elif isinstance(effect, ServeFetch):
             ledger = self.store if self.store is not None else MemoryLedger()
             self.step(self.replica.answer_fetch, effect.fetch, ledger)

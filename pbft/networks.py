@@ -1,4 +1,5 @@
-"""Which network document each peer says it runs (shared/networkdoc.py).
+"""The network document this replica runs, how a change replaces it, and which document each
+peer says it runs (shared/networkdoc.py, pbft/networkchange.py).
 
 Every CHECKPOINT and STATUS a node signs names the digest of its network document. A
 peer whose digest is not ours runs another configuration: other members, keys, limits
@@ -6,29 +7,116 @@ or repositories. Its checkpoints never match ours (`pbft.checkpoints`), and a bu
 runs may differ from ours for that reason alone, so it is named here — in the node's log,
 its status and its metrics — from its first signed word, not discovered as a dispute.
 
-One entry per sender, the digest it named last: bounded by n, and a node that fixes its
-file and restarts is no longer named once it speaks again.
+A peer's claim is compared with the document we ran at the point of the order it speaks of:
+a peer that has not executed a change yet is behind, not foreign. One entry per sender, the
+digest it named last: bounded by n, and a node that fixes its file and restarts is no longer
+named once it speaks again.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+from pbft.networkchange import NetworkChange, document_digest
+
 
 class NetworkClaims:
-    def __init__(self, own: str) -> None:
-        self.own = own
-        self.named: dict[int, str] = {}  # sender -> the digest it named last
+    def __init__(self) -> None:
+        # sender -> the digest it named last, and the one we ran at the point it spoke of
+        self.named: dict[int, tuple[str, str]] = {}
 
-    def claim(self, sender: int, network: str) -> bool:
-        """Note what `sender` signed that it runs; True if that is news: another network
-        document than ours, named for the first time or changed."""
+    def claim(self, sender: int, network: str, ours: str | None) -> bool:
+        """Note that `sender` signed that it runs `network` where we run `ours` (None: a point of
+        the order we have not reached, so nothing to compare). True if that is news: another
+        network document than ours, named for the first time or changed."""
+        if ours is None:
+            return False
         before = self.named.get(sender)
-        self.named[sender] = network
-        return network != self.own and network != before
+        self.named[sender] = (network, ours)
+        return network != ours and (before is None or before[0] != network)
 
     def foreign(self) -> dict[int, str]:
         """The peers that last named a network document other than ours, with its digest."""
-        return {sender: network for sender, network in sorted(self.named.items()) if network != self.own}
+        return {sender: network for sender, (network, ours) in sorted(self.named.items()) if network != ours}
 
-    def runs(self, own: str) -> None:
-        """This node now runs the document `own` (its configuration was reloaded)."""
-        self.own = own
+
+MAX_HISTORY = 16
+# What a change may not touch yet: the membership and the protocol, which every quorum,
+# signature and timer depends on (they change at a restart of every node).
+FIXED_KEYS = ("f", "nodes", "clients", "protocol", "allow_byzantine")
+
+
+class NetworkState:
+    """The network document this replica runs, and the rule a change must pass to replace it.
+
+    Changed only where a change executes, in the order, so every honest node holds the same
+    document after the same sequence number. `document` is None for a replica that was given
+    only a digest (the simulator, core tests): it has no owners, and refuses every change.
+    """
+
+    def __init__(self, document: dict | None, digest: str) -> None:
+        self.document = document
+        self.digest = digest
+        self.changed_at = 0  # the sequence number of the change that made it; 0: the one started with
+        # The digests of the last few documents, each with the sequence number it ran from, so
+        # that a peer's checkpoint or STATUS is compared with what we ran at its point.
+        self.history: list[tuple[int, str]] = [(0, digest)]
+
+    def digest_at(self, seq: int, last_executed: int) -> str | None:
+        """The digest of the document we ran after executing `seq`; None beyond `last_executed`
+        (a change may come first) or before the history kept."""
+        if seq > last_executed or seq < self.history[0][0]:
+            return None
+        return next(digest for start, digest in reversed(self.history) if start <= seq)
+
+    def owners(self) -> tuple[int, dict[str, str]]:
+        """The owners' threshold k and their public keys by name (0 and none: no owners)."""
+        owners = (self.document or {}).get("owners") or {}
+        keys = {key["name"]: key["public_key"] for key in owners.get("keys", ())}
+        return owners.get("threshold", 0), keys
+
+    def problem(self, change: NetworkChange, verify_key: Callable[[str, dict, str], bool],
+                check: Callable[[dict], str | None]) -> str | None:
+        """Why `change` may not replace the running document, in words for its submitter; None if it may.
+
+        `verify_key(public_key, payload, sig)` checks an owner's signature; `check` is the
+        rest of what makes a document one every node can run (the driver's schema), a pure
+        function of the document, so every honest node answers alike."""
+        threshold, keys = self.owners()
+        if threshold == 0:
+            return "this network has no owners: its configuration changes only at a restart of every node"
+        if change.base != self.digest:
+            return (f"the change applies to network configuration {change.base[:16]}, and the network runs "
+                    f"{self.digest[:16]}: a change already applied, or one made before another")
+        document = change.parsed()
+        if document is None:
+            return "the change's document is not a JSON object"
+        target = document_digest(document)
+        if target == self.digest:
+            return "the change's document is the one the network runs"
+        payload = change.signed_payload()
+        signers = sorted({signature.owner for signature in change.signatures
+                          if signature.owner in keys and verify_key(keys[signature.owner], payload, signature.sig)})
+        if len(signers) < threshold:
+            named = f" ({', '.join(signers)})" if signers else ""
+            return f"signed by {len(signers)} of the {threshold} owners a change needs{named}"
+        fixed = [key for key in FIXED_KEYS if document.get(key) != (self.document or {}).get(key)]
+        if fixed:
+            return f"changes {', '.join(fixed)}, which change only at a restart of every node"
+        return check(document)
+
+    def apply(self, seq: int, change: NetworkChange) -> None:
+        """The change executed at `seq` passed `problem`: its document runs from there."""
+        document = change.parsed()
+        assert document is not None, "a change applied unchecked"
+        self._run(document, seq)
+        self.changed_at = seq
+
+    def reload(self, document: dict, seq: int) -> None:
+        """An operator reloaded `document` after `seq`, in a network the order never changed."""
+        assert not self.changed_at, "a document the order changed changes through the order only"
+        self._run(document, seq)
+
+    def _run(self, document: dict, seq: int) -> None:
+        self.document, self.digest = document, document_digest(document)
+        self.history = [*self.history, (seq, self.digest)][-MAX_HISTORY:]

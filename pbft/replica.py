@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
@@ -28,6 +28,7 @@ from pbft.effects import (
     Effect,
     Execute,
     KeepStableProof,
+    NetworkChanged,
     RecordVerdict,
     ResendReply,
     SendReply,
@@ -41,7 +42,8 @@ from pbft.durable import DurableState
 from pbft.encoding import digest
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
-from pbft.networks import NetworkClaims
+from pbft.networkchange import document_digest
+from pbft.networks import NetworkClaims, NetworkState
 from pbft.build import Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
@@ -79,7 +81,14 @@ class Replica:
     relayed votes (`pbft.relay`), result votes (`pbft.votes`) and cancels (`pbft.cancels`).
     The rules that move between them live here; it inherits from nothing."""
 
-    def __init__(self, settings: ReplicaSettings, auth: Authenticator) -> None:
+    def __init__(
+        self, settings: ReplicaSettings, auth: Authenticator, network: dict | None = None,
+        check_network: Callable[[dict], str | None] | None = None,
+    ) -> None:
+        """`network` is the network document the node starts with (shared/networkdoc.py);
+        without one, the replica runs the digest `settings.network` and refuses every change.
+        `check_network` says what makes a changed document one every node can run, beyond
+        the core's own rules (`pbft.networks`): a pure function, the same on every node."""
         self.settings = settings
         self.auth = auth
         self.id = settings.node_id
@@ -90,9 +99,12 @@ class Replica:
         self.clients = ClientTable(
             int(settings.request_expiry_s * 1_000_000), settings.max_requests_per_client, settings.max_open_per_client
         )
-        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window, settings.network)
-        # Which network document each peer says it runs: those that run another are named.
-        self.networks = NetworkClaims(settings.network)
+        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window)
+        # The network document this node runs (changed only by the order), and which one each
+        # peer says it runs: those that run another are named.
+        self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
+        self.check_network = check_network or (lambda document: None)
+        self.networks = NetworkClaims()
         # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
         # per sender, so that one faulty node's flood cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
@@ -104,7 +116,7 @@ class Replica:
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
-        self.members = Membership(settings.n, settings.f, settings.log_window, settings.network)
+        self.members = Membership(settings.n, settings.f, settings.log_window)
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
@@ -273,7 +285,7 @@ class Replica:
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
             Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
-                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.settings.network),
+                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest),
             self.auth.sign,
         )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
@@ -619,7 +631,7 @@ class Replica:
         assert seq == self.last_executed + 1
         fresh = tuple(request for request in batch if self.clients.execute(request))
         targets = [target for target in map(self.cancels.add, fresh) if target is not None]
-        answers = {request.key: self._order_answer(request) for request in fresh}
+        answers = {request.key: self._order_answer(seq, request) for request in fresh}
         answered = tuple(request for request in fresh if answers[request.key] is not None)
         owed = tuple(request for request in fresh if answers[request.key] is None)
         for request in fresh:
@@ -649,8 +661,29 @@ class Replica:
             self._forget_expired_requests()
             self._take_checkpoint(seq)
 
-    def _order_answer(self, request: Request) -> Result | None:
-        """The result the order alone gives `request`, or None for a build to run (`pbft.cancels`)."""
+    def _order_answer(self, seq: int, request: Request) -> Result | None:
+        """The result the order alone gives `request`, or None for a build to run: a cancel's
+        (`pbft.cancels`) and a network change's (`pbft.networks`), which take effect here."""
+        change = request.operation.change
+        if change is not None:
+            problem = self.network.problem(change, self.auth.verify_key, self.check_network)
+            if problem is not None:
+                logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
+                return Result("error", None, None, f"network change refused: {problem}")
+            self.network.apply(seq, change)
+            logger.warning("node=%d view=%d seq=%d network configuration %s runs from here",
+                           self.id, self.view, seq, self.network.digest[:16])
+            self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
+            return Result("success", 0, None, f"network configuration {self.network.digest} runs from sequence "
+                                              f"number {seq}")
+        return self._standing_answer(request)
+
+    def _standing_answer(self, request: Request) -> Result | None:
+        """What the order answers a request that is no network change (`_order_answer`), as
+        often as it is asked: a cancel's result, or `cancelled` for a build its cancel overtook."""
+        # A change is answered where it executes, in the same step: it is never a build left
+        # unfinished or unbuilt.
+        assert request.operation.change is None, "a network change is answered where it executes"
         if request.operation.cancels is not None:
             if target_of(request) is None:
                 return Result("error", None, None, "a cancel must name an earlier build of its own client")
@@ -776,8 +809,8 @@ class Replica:
     # --- checkpoints and garbage collection (§4.3) ---------------------
 
     def _take_checkpoint(self, seq: int) -> None:
-        self.checkpoints.computed(seq, self.state_digest)
-        checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.settings.network), self.auth.sign)
+        self.checkpoints.computed(seq, self.state_digest, self.network.digest)
+        checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.network.digest), self.auth.sign)
         self.checkpoints.add(checkpoint)
         self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
@@ -788,7 +821,7 @@ class Replica:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        self._claim_network(message.sender, message.network)
+        self._claim_network(message.sender, message.network, message.seq)
         if self.checkpoints.due(message.seq):
             # A signed checkpoint says its sender executed this far; f+1 of them must agree
             # before that counts, so it is taken even beyond the range kept below.
@@ -804,7 +837,7 @@ class Replica:
         """A checkpoint is stable once 2f+1 nodes, this one included, vouch for our digest."""
         if not self.checkpoints.try_stable(seq):
             return
-        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, self.checkpoints.own[seq][:8])
+        logger.info("node=%d view=%d seq=%d phase=stable digest=%s", self.id, self.view, seq, self.checkpoints.own[seq][0][:8])
         self.log.collect_garbage(seq)
         self._outbox.append(KeepStableProof(seq, self.stable_proof))
         self._replay_due = True
@@ -976,7 +1009,7 @@ class Replica:
         (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
         if self.mode is Mode.CHANGING or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
             return
-        status = signed(Status(self.view, self.last_executed, self.id, network=self.settings.network), self.auth.sign)
+        status = signed(Status(self.view, self.last_executed, self.id, network=self.network.digest), self.auth.sign)
         self._outbox.append(Broadcast(status))
         for seq in sorted(self.checkpoints.own):
             own = self.checkpoints.votes.get(seq, {}).get(self.id)
@@ -988,25 +1021,23 @@ class Replica:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        self._claim_network(message.sender, message.network)
+        self._claim_network(message.sender, message.network, message.last_executed)
         self.catch_up.claim_view(message.sender, message.view)
         self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
         return None
 
-    def _claim_network(self, sender: int, network: str) -> None:
-        if self.networks.claim(sender, network):
+    def _claim_network(self, sender: int, network: str, seq: int) -> None:
+        """`sender` signed that it ran the document `network` after executing `seq`."""
+        ours = self.network.digest_at(seq, self.last_executed)
+        if self.networks.claim(sender, network, ours):
             logger.warning("node=%d view=%d node %d runs another network configuration: %s, this node %s",
-                           self.id, self.view, sender, network[:16] or "none", self.settings.network[:16] or "none")
+                           self.id, self.view, sender, network[:16] or "none", (ours or "")[:16] or "none")
 
-    def run_network(self, network: str) -> None:
-        """From now on this node runs the network document whose digest is `network` (its
-        configuration was reloaded): its next CHECKPOINT, STATUS and replies name it, and
-        only checkpoints that name it too make one stable."""
-        self.settings = replace(self.settings, network=network)
-        self.members = replace(self.members, network=network)
-        self.views.members = self.members
-        self.checkpoints.network = network
-        self.networks.runs(network)
+    def run_network(self, document: dict) -> None:
+        """From now on this node runs `document`, which an operator reloaded (SIGHUP) into a
+        network the order never changed: its next CHECKPOINT, STATUS and replies name it, and
+        its peers name this node until they run it too."""
+        self.network.reload(document, self.last_executed)
 
     def _fetch(self) -> Fetch:
         return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)
@@ -1117,7 +1148,7 @@ class Replica:
         for entry in entries:
             self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
         seq = message.stable_seq
-        self.checkpoints.computed(seq, self.state_digest)
+        self.checkpoints.computed(seq, self.state_digest, self.network.digest)
         self.checkpoints.adopt_proof(seq, message.checkpoint_proof)
         self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
         self._maybe_stable(seq)
@@ -1152,6 +1183,9 @@ class Replica:
         now: float = 0.0,
         learnt: Iterable[tuple[int, Request]] = (),
         cancels: Iterable[tuple[int, Request]] = (),
+        network: dict | None = None,
+        check_network: Callable[[dict], str | None] | None = None,
+        changes: Iterable[tuple[int, Request]] = (),
     ) -> Replica:
         """Rebuild a replica from what its driver persisted before a crash, each part from
         its own share.
@@ -1160,11 +1194,19 @@ class Replica:
         accepted); they were verified before they were stored. `cancels` are the
         executed cancel requests above their client's floor, with their sequence
         numbers: replayed in ledger order, they cancel again what they cancelled
-        before the stop (`pbft.cancels`). Nothing is sent
+        before the stop (`pbft.cancels`). `changes` are every network change the
+        ledger executed, with their sequence numbers: replayed in ledger order from
+        the document the node starts with (`network`), by the rule that applied or
+        refused each one, they give the document the node ran before the stop. Nothing is sent
         while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
-        replica = cls(settings, auth)
+        replica = cls(settings, auth, network, check_network)
+        for seq, change in sorted(changes, key=lambda entry: entry[0]):
+            replayed = change.operation.change
+            assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"
+            if replica.network.problem(replayed, auth.verify_key, replica.check_network) is None:
+                replica.network.apply(seq, replayed)
         replica.now = replica.catch_up.last_progress_at = now
         by_type: dict[type, list[Message]] = {}
         for message in messages:
@@ -1205,7 +1247,7 @@ class Replica:
         for seq, request in learnt:
             if replica.clients.executed.get(request.key, False) is not None:
                 continue
-            answer = replica._order_answer(request)
+            answer = replica._standing_answer(request)
             if answer is None:
                 replica.transfer.learnt(seq, request)
             else:  # a store from before such requests were answered as they executed
@@ -1227,7 +1269,7 @@ class Replica:
         for seq, request in unfinished:
             if self.clients.executed.get(request.key, False) is not None:
                 continue
-            answer = self._order_answer(request)
+            answer = self._standing_answer(request)
             if answer is None:
                 rerun.append((seq, request))
             else:

@@ -48,6 +48,9 @@ class Loaded(Protocol):
     @property
     def cancels(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed cancel (`pbft.cancels`)
 
+    @property
+    def changes(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed network change
+
 
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""

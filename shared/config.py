@@ -32,7 +32,9 @@ from shared.config_files import (
     MAX_SECRET_CHARS, MIN_SECRET_CHARS, LoadOptions, client_key_file, node_key_file, per_node, read_build_secret,
     read_node_status_token, runner_key_file,
 )
-from shared.config_principals import MAX_RUNNERS, ClientConfig, NodeConfig, RunnerKeyConfig, SMTPConfig
+from shared.config_principals import (
+    MAX_RUNNERS, ClientConfig, NodeConfig, OwnerKeyConfig, OwnersConfig, RunnerKeyConfig, SMTPConfig,
+)
 from shared.config_repositories import (
     DEFAULT_SECRET_EVENTS, MAX_EMAIL_RECIPIENTS, MAX_NOTIFY_TARGETS, MAX_SCHEDULES, MAX_SECRETS, MAX_SUBMODULE_URLS,
     NOTIFY_STATUSES, BuildSecretConfig, NotifyConfig, RepositoryConfig, ScheduleConfig,
@@ -46,7 +48,7 @@ __all__ = [
     "MAX_SECRETS", "MAX_SECRET_CHARS", "MAX_SUBMODULE_URLS", "MIN_SECRET_CHARS", "MIN_TOKEN_CHARS",
     "NOTIFY_STATUSES", "RELAY_VOTES_FROM_NODES", "REPLICA_SETTINGS", "SECRET_NAME", "BuildConfig",
     "BuildSecretConfig", "ClientConfig", "ConfigError", "DockerEngineConfig", "DockerTLSConfig", "NetworkConfig",
-    "NodeConfig", "NodeTLSConfig", "NotifyConfig", "ProtocolConfig", "RepositoryConfig", "RunnerKeyConfig",
+    "NodeConfig", "NodeTLSConfig", "NotifyConfig", "OwnerKeyConfig", "OwnersConfig", "ProtocolConfig", "RepositoryConfig", "RunnerKeyConfig",
     "SMTPConfig", "ScheduleConfig", "client_key_file", "is_client_name", "is_loopback_host", "load_config",
     "node_key_file", "per_node", "read_build_secret", "read_node_status_token", "runner_key_file",
 ]
@@ -88,6 +90,9 @@ class NetworkConfig:
     in_toto_layout: Path | None = setting(FilePath(), default=None, local=True,
                                           doc="the owner's signed in-toto layout (scripts/owner.py), which only the "
                                               "client reads")
+    owners: OwnersConfig | None = setting(Section(OwnersConfig), default=None,
+                                          doc="who signs changes of the network document; none: it changes only "
+                                              "at a restart of every node")
     tls: NodeTLSConfig | None = setting(Section(NodeTLSConfig), default=None, local=True,
                                         doc="HTTPS and WSS on every node's port")
     # The digest of the network document (shared/networkdoc.py): what every node must hold alike.
@@ -150,7 +155,15 @@ def load_config(
     `node_id` is given, and never otherwise (the client's host needs none).
     """
     path = Path(path).resolve()
-    data = _document(path)
+    return config_from(path, _document(path), require_keys=require_keys, node_id=node_id, read_secrets=read_secrets)
+
+
+def config_from(
+    path: Path, data: dict, *, require_keys: bool = True, node_id: int | None = None, read_secrets: bool = True
+) -> NetworkConfig:
+    """`load_config` of the mapping `data`, as if it were the file at `path` (whose folder
+    relative paths start from): a network document the order changed, with a node's own
+    settings merged in (shared/networkdoc.py)."""
     reading = Reading(path.parent, LoadOptions(require_keys=require_keys, read_secrets=read_secrets))
     config = reading.section(NetworkConfig, data, "", fixed={"path": path})
     check_network(config, reading)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from Crypto.PublicKey import ECC
+
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 from shared.config_values import TOKEN_PATTERN
 from shared.schema import Invalid, Reading
@@ -40,6 +42,23 @@ def _text_of(path: Path) -> str:
         return data.decode().strip()
     except UnicodeDecodeError:
         raise Invalid(f"{path} is not UTF-8 text") from None
+
+
+class OwnerKeyFile:
+    """An owner's public key kept in a file: 64 hex digits, or the PEM the in-toto owner key's
+    `owner.pub` holds (scripts/owner.py), read as its 64 hex digits."""
+
+    def read(self, path: Path, reading: Reading) -> str | None:
+        text = PublicKeyFile().read(path, reading)
+        if text is None or not text.startswith("-----BEGIN"):
+            return text
+        try:
+            key = ECC.import_key(text)
+        except (ValueError, IndexError, TypeError):
+            raise Invalid(f"{path} holds no public key in PEM") from None
+        if key.curve != "Ed25519":
+            raise Invalid(f"{path} holds no Ed25519 public key")
+        return key.public_key().export_key(format="raw").hex()
 
 
 class SecretFile:

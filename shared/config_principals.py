@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Iterator
 
 from shared.config_engines import DockerEngineConfig
-from shared.config_files import PublicKeyFile, SecretFile
+from pbft.networkchange import MAX_OWNERS
+from shared.config_files import OwnerKeyFile, PublicKeyFile, SecretFile
 from shared.config_values import (
     CLIENT_TOKEN, EMAIL, HOST, HTTP_URL, PORT, PUBLIC_KEY, SECRET, USER_NAME, is_loopback_host, name_of,
 )
@@ -48,6 +49,31 @@ class RunnerKeyConfig:
     name: str = setting(name_of("runner name"),
                         doc="the runner's `name` in its own configuration; its key file is runner-<name>.key")
     public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
+
+
+@section
+class OwnerKeyConfig:
+    """An owner of the network: one of the keys that sign a change of its network document."""
+
+    name: str = setting(name_of("owner name"), doc="names the owner in a change's signatures")
+    public_key: str = setting(PUBLIC_KEY, file=OwnerKeyFile(),
+                              doc="Ed25519, 64 hex digits, or a file of them or of the in-toto owner.pub (PEM)")
+
+
+def _owners_problems(owners: OwnersConfig, given: frozenset) -> Iterator[tuple[str, str]]:
+    if owners.threshold > len(owners.keys):
+        yield "threshold", f"must be at most the number of keys ({len(owners.keys)})"
+
+
+@section(check=_owners_problems)
+class OwnersConfig:
+    """Who may change the network document through the order: k of these keys sign each change."""
+
+    threshold: int = setting(Int(minimum=1), doc="k: the owners whose signatures a change needs")
+    keys: tuple[OwnerKeyConfig, ...] = setting(
+        ListOf(Section(OwnerKeyConfig), min_items=1, max_items=MAX_OWNERS, unique="name"),
+        doc="the owners' public keys (m of them)",
+    )
 
 
 def _smtp_problems(smtp: SMTPConfig, given: frozenset) -> Iterator[tuple[str, str]]:

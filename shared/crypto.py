@@ -135,6 +135,13 @@ class Ed25519Authenticator:
     def verify_client(self, client: str, payload: dict, sig: str) -> bool:
         return self._verify(self._client_keys.get(client), payload, sig)
 
+    def verify_key(self, public_key: str, payload: dict, sig: str) -> bool:
+        try:
+            key = parse_public_key(public_key)
+        except (ValueError, TypeError):
+            return False
+        return self._verify(key, payload, sig)
+
     def _verify(self, key: PublicKey | None, payload: dict, sig: str) -> bool:
         if key is None:
             return False

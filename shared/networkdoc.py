@@ -9,21 +9,23 @@ document with one digest, which every node binds to its checkpoints, its STATUS 
 replies (pbft/messages.py): a node started with another document is named by its peers, the
 client and the dashboard instead of showing up as a disputed build.
 
-The document is the settings' values as read, defaults filled in, in the canonical encoding
-(pbft/encoding.py), never the file's bytes: comments, key order and a key left at its default
-do not change the digest. Secrets never enter it (only whether a repository has them, by
+The document is the settings' values as read, those at their default left out, in the
+canonical encoding (pbft/encoding.py), never the file's bytes: comments, key order and a
+default written out or left out do not change the digest. Secrets never enter it (only whether a repository has them, by
 name); public keys do, by value, wherever they were read from.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from pbft.encoding import digest
+from pbft.networkchange import document_digest
 from shared.schema import Inline, schema_of
 
-# Part of what is hashed, so that a later change of the document's shape is a new digest.
-DOCUMENT_FORMAT = 1
+MAX_PROBLEMS = 5  # in a refused change's reason
+# A required local setting's value while a document alone is checked.
+PLACEHOLDER = "."
 
 
 def agreed(section: Any) -> dict:
@@ -34,7 +36,10 @@ def agreed(section: Any) -> dict:
             continue
         assert not getattr(declared.kind, "secret", False), f"{declared.key}: a secret is declared local"
         assert not isinstance(declared.kind, Inline), f"{declared.key}: an inline section is a node's own"
-        document[declared.key] = _value(getattr(section, declared.name), declared.key)
+        value = _value(getattr(section, declared.name), declared.key)
+        if not declared.required and value == _value(declared.default, declared.key):
+            continue  # left out, as a file may leave it: one form for one meaning
+        document[declared.key] = value
     return document
 
 
@@ -52,4 +57,88 @@ def _value(value: Any, key: str) -> Any:
 
 def network_digest(config: Any) -> str:
     """The digest of `config`'s network document (a `shared.config.NetworkConfig`)."""
-    return digest({"format": DOCUMENT_FORMAT, "network": agreed(config)})
+    return document_digest(agreed(config))
+
+
+def merged(local: dict, document: dict) -> dict:
+    """A configuration file's mapping made of the network document `document` and the local
+    settings of `local` (a file's mapping): each entry of a list takes the local settings of
+    the file's entry of the same name (or id), so a node keeps its engine and a repository
+    the files its secrets are read from, whatever the order changed around them."""
+    from shared.config import NetworkConfig
+
+    return _merged_section(NetworkConfig, local if isinstance(local, dict) else {}, document)
+
+
+def _merged_section(cls: type, local: dict, document: dict) -> dict:
+    result = dict(document)
+    for declared in schema_of(cls).settings:
+        kind = declared.kind
+        if isinstance(kind, Inline):
+            keys = [kind.prefix + key for key in schema_of(kind.cls).keys]
+        elif declared.setting.local:
+            keys = [declared.key] + ([declared.file_key] if declared.file_key else [])
+        else:
+            inner = getattr(getattr(kind, "item", None), "cls", None) or getattr(kind, "cls", None)
+            value = document.get(declared.key)
+            if inner is not None and isinstance(value, list):
+                result[declared.key] = _merged_list(inner, local.get(declared.key), value)
+            elif inner is not None and isinstance(value, dict) and isinstance(local.get(declared.key), dict):
+                result[declared.key] = _merged_section(inner, local[declared.key], value)
+            continue
+        result.update({key: local[key] for key in keys if key in local})
+    return result
+
+
+def _merged_list(cls: type, local: Any, document: list) -> list:
+    local = [entry for entry in local if isinstance(entry, dict)] if isinstance(local, list) else []
+
+    def identity(entry: dict, index: int) -> Any:
+        return entry.get("name", entry.get("id", ("#", index)))
+
+    by_identity = {identity(entry, index): entry for index, entry in enumerate(local)}
+    return [
+        _merged_section(cls, by_identity.get(identity(entry, index), {}), entry) if isinstance(entry, dict) else entry
+        for index, entry in enumerate(document)
+    ]
+
+
+def document_problem(document: dict, folder: Path) -> str | None:
+    """Why `document` is not a network document every node can run, or None: the configuration
+    rules alone, with no file read, so that every node answers the same (`pbft.networks`).
+    A local setting a section cannot go without (a build secret's file) is taken as given."""
+    from shared.config import ConfigError, NetworkConfig, config_from
+
+    data = _placeheld(NetworkConfig, dict(document))
+    try:
+        config = config_from(folder / "network-change.yaml", data, require_keys=True, read_secrets=False)
+    except ConfigError as error:
+        return "; ".join(error.problems[:MAX_PROBLEMS])
+    if network_digest(config) != document_digest(document):
+        return "the document is not in its complete form: write it with scripts/network.py"
+    return None
+
+
+def _placeheld(cls: type, data: dict) -> dict:
+    for declared in schema_of(cls).settings:
+        if declared.setting.local and declared.required:
+            data.setdefault(declared.key, PLACEHOLDER)
+        inner = getattr(getattr(declared.kind, "item", None), "cls", None)
+        value = data.get(declared.key)
+        if inner is not None and isinstance(value, list):
+            data[declared.key] = [_placeheld(inner, dict(item)) if isinstance(item, dict) else item for item in value]
+    return data
+
+
+def with_document(config: Any, document: dict) -> Any:
+    """The configuration a process runs once the order replaced its network document with
+    `document`: that document, with the local settings of the file `config` was read from
+    (its folders, engines, secret files). Raises ConfigError, or OSError for a file that
+    cannot be read."""
+    import yaml
+
+    from shared.boundedread import MAX_CONFIG_BYTES, read_bounded
+    from shared.config import config_from
+
+    local = yaml.safe_load(read_bounded(config.path, MAX_CONFIG_BYTES))
+    return config_from(config.path, merged(local, document), read_secrets=False)

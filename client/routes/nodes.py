@@ -66,6 +66,6 @@ async def get_network(request: web.Request) -> web.Response:
     nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
     client = {"view": core.view, "primary": core.primary,
               # The network document this client runs, and the nodes that signed that they run another.
-              "network": {"digest": core.frames.networks.own,
+              "network": {"digest": core.frames.network,
                           "foreign": {str(node): digest for node, digest in core.frames.networks.foreign().items()}}}
     return web.json_response({"client": client, "nodes": nodes})

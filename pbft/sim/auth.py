@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pbft.encoding import canonical
 
@@ -25,6 +25,13 @@ class SimKeys:
 
     node_secrets: dict[int, bytes]
     client_secrets: dict[str, bytes]
+    # Owners of the network document (`pbft.networks`), by public key: a keyed hash has none,
+    # so a key here is the hex of the hash of its secret.
+    owner_secrets: dict[str, bytes] = field(default_factory=dict)
+
+    @staticmethod
+    def owner_key(secret: bytes) -> str:
+        return hashlib.sha256(secret).hexdigest()
 
     @classmethod
     def generate(cls, rng: random.Random, n: int, clients: list[str]) -> SimKeys:
@@ -59,4 +66,8 @@ class SimAuthenticator:
 
     def verify_client(self, client: str, payload: dict, sig: str) -> bool:
         secret = self._keys.client_secrets.get(client)
+        return secret is not None and keyed_signature(secret, payload) == sig
+
+    def verify_key(self, public_key: str, payload: dict, sig: str) -> bool:
+        secret = self._keys.owner_secrets.get(public_key)
         return secret is not None and keyed_signature(secret, payload) == sig

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from pbft.effects import BuildLearnt, Effect, Execute, RecordVerdict, StopBuild
+from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import Operation, Result
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
@@ -825,6 +825,9 @@ class _NodeEdges:
 
     def stop_build(self, effect: StopBuild) -> None:
         self.cluster._stop_build(self.node, effect)
+
+    def network_changed(self, effect: NetworkChanged) -> None:
+        pass  # the simulated nodes build from the order alone: no configuration of theirs changes
 
     def schedule(self, callback: Callable[[], None]) -> None:
         cluster = self.cluster

@@ -5,6 +5,7 @@ from dataclasses import replace
 from pbft.effects import Execute
 from pbft.build import Result
 from pbft.messages import Commit, PrePrepare, Prepare, ResultVote, batch_digest, signed
+from pbft.networkchange import document_digest
 from pbft.networks import NetworkClaims
 from tests.support.cluster import Cluster
 
@@ -219,9 +220,10 @@ def test_a_vote_for_a_slot_past_its_phase_is_neither_checked_nor_kept():
 
 
 def test_a_node_that_runs_another_network_document_is_named_and_its_checkpoints_never_match():
-    ours, theirs = "a" * 64, "b" * 64
+    ours, other = "a" * 64, {"build": {"memory_mb": 512}}
+    theirs = document_digest(other)
     cluster = Cluster(settings={"checkpoint_interval": 2, "network": ours})
-    cluster.replicas[3].run_network(theirs)  # its operator's file differs (shared/networkdoc.py)
+    cluster.replicas[3].run_network(other)  # its operator's file differs (shared/networkdoc.py)
     for _ in range(2):
         cluster.deliver_to(0, cluster.request())
         cluster.run()
@@ -237,7 +239,10 @@ def test_a_node_that_runs_another_network_document_is_named_and_its_checkpoints_
 
 
 def test_a_peer_is_named_once_per_network_document_it_names():
-    claims = NetworkClaims("a" * 64)
-    assert claims.claim(1, "a" * 64) is False
-    assert [claims.claim(2, "b" * 64), claims.claim(2, "b" * 64), claims.claim(2, "c" * 64)] == [True, False, True]
-    assert claims.claim(2, "a" * 64) is False and claims.foreign() == {}  # fixed and restarted: no longer named
+    claims, ours = NetworkClaims(), "a" * 64
+    assert claims.claim(1, ours, ours) is False
+    assert [claims.claim(2, "b" * 64, ours), claims.claim(2, "b" * 64, ours), claims.claim(2, "c" * 64, ours)] == [
+        True, False, True]
+    assert claims.foreign() == {2: "c" * 64}
+    assert claims.claim(3, "b" * 64, None) is False and 3 not in claims.foreign()  # a point we have not reached
+    assert claims.claim(2, ours, ours) is False and claims.foreign() == {}  # fixed and restarted: no longer named

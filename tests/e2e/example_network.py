@@ -308,7 +308,8 @@ def liar_config(tmp_path: Path) -> Path:
     for key in ("keys_dir", "data_dir", "log_dir"):
         data[key] = str((here / data[key]).resolve())
     runners = [runner for client in data["clients"] for runner in client.get("runners", [])]
-    for entry in data["nodes"] + data["clients"] + runners:
+    owners = data.get("owners", {}).get("keys", [])
+    for entry in data["nodes"] + data["clients"] + runners + owners:
         entry["public_key_file"] = str((here / entry["public_key_file"]).resolve())
     for repository in data["repositories"]:
         repository["url"] = str((here / repository["url"]).resolve())

@@ -19,10 +19,11 @@ from typing import Callable, Iterable, Mapping
 
 from node.storage import NodeStore
 from shared.crypto import Ed25519Authenticator, generate_private_key
-from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, StopBuild, Store
+from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, StopBuild, Store
 from pbft.interpreter import Interpreter
 from pbft.ledger import MemoryLedger
-from pbft.build import Operation, Result
+from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
+from pbft.networkchange import NetworkChange
 from pbft.messages import Message, Reply, Request, signed
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
@@ -66,6 +67,7 @@ class Cluster:
     # which a node with the network's builder id signs the provenance of.
     artifact_files: Callable[[int, Operation], Mapping[str, str]] = no_artifacts
     store_dir: Path | None = None  # persist every replica's steps in SQLite, as nodes do
+    document: dict | None = None  # the network document every node starts with (`pbft.networks`)
 
     def __post_init__(self) -> None:
         self.node_keys, self.client_key = keys(self.n)
@@ -74,6 +76,7 @@ class Cluster:
             Replica(
                 ReplicaSettings(node_id=i, n=self.n, f=self.f, **self.settings),
                 authenticator(self.node_keys, self.client_key, self.node_keys[i]),
+                self.document,
             )
             for i in range(self.n)
         ]
@@ -87,6 +90,7 @@ class Cluster:
         self.slow: set[int] = set()  # nodes whose builds do not finish until finish_builds()
         self.running: dict[int, list[tuple[int, Request]]] = {}
         self.stopped: list[list[tuple[str, int]]] = [[] for _ in range(self.n)]  # builds each node was told to stop
+        self.network_changes: list[list[tuple[int, str]]] = [[] for _ in range(self.n)]  # (seq, digest) each applied
         self.stores = {
             i: NodeStore(self.store_dir / f"node-{i}.sqlite" if self.store_dir else Path(":memory:"), n=self.n, f=self.f)
             for i in range(self.n)
@@ -108,6 +112,12 @@ class Cluster:
             timestamp = self._timestamp
         operation = Operation("example", target.operation.branch, cancels=target.timestamp)
         return signed(Request(CLIENT, timestamp, operation), self.client_auth.sign)
+
+    def change(self, network_change: NetworkChange) -> Request:
+        """The client's request to run another network document (pbft.networkchange)."""
+        self._timestamp += 1
+        operation = Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=network_change)
+        return signed(Request(CLIENT, self._timestamp, operation), self.client_auth.sign)
 
     def interpreter(self, node: int) -> Interpreter:
         """Node's interpreter; a new one (a new process) once a test put in another replica."""
@@ -177,6 +187,7 @@ class Cluster:
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
             loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels,
+            network=self.document, changes=loaded.changes,
         )
         self.crashed.discard(node)
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)
@@ -218,6 +229,9 @@ class _Edges:
 
     def build_learnt(self, effect: BuildLearnt) -> None:
         self._build([(effect.seq, effect.request)])
+
+    def network_changed(self, effect: NetworkChanged) -> None:
+        self.cluster.network_changes[self.node].append((effect.seq, effect.digest))
 
     def stop_build(self, effect: StopBuild) -> None:
         """A build still running here ends at once, as the executor's killed container does;

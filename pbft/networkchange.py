@@ -1,0 +1,71 @@
+"""A change of the network document, as a request carries it through the order.
+
+The network document (shared/networkdoc.py) is what every node must hold alike. It changes
+only through the order: an operation carries a `NetworkChange` — the whole new document, the
+digest of the document it replaces, and the signatures of owners over both digests — and
+every node checks and applies it where it executes (`pbft.networks.NetworkState`), so that
+all of them switch at the same point of the order, whether they executed it, learnt it by
+state transfer or restored it after a restart.
+
+The whole document rather than a patch: owners sign exactly what the nodes will run, and
+each node's digest of it is the same whatever tool wrote it. Naming the document it replaces
+makes a change good once: replayed later, or after another change, it names a digest the
+network no longer runs and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pbft.encoding import digest
+from pbft.wire import HEX64, SIG, ListOf, Struct, Text, struct, wire
+
+# Part of what is hashed, so that a later change of the document's shape is a new digest.
+DOCUMENT_FORMAT = 1
+MAX_DOCUMENT_CHARS = 256 * 1024  # a network of a hundred nodes and repositories is far less
+MAX_OWNERS = 16
+OWNER_NAME = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"))
+
+
+def document_digest(document: dict) -> str:
+    """The digest of a network document: what nodes sign into their checkpoints and replies."""
+    return digest({"format": DOCUMENT_FORMAT, "network": document})
+
+
+@struct
+class OwnerSignature:
+    """One owner's Ed25519 signature of a change (`NetworkChange.signed_payload`)."""
+
+    owner: str = wire(OWNER_NAME)
+    sig: str = wire(SIG)
+
+
+@struct
+class NetworkChange:
+    """The network document `document` (canonical JSON) in place of the one whose digest is `base`."""
+
+    base: str = wire(HEX64)
+    document: str = wire(Text(limit=MAX_DOCUMENT_CHARS))
+    signatures: tuple[OwnerSignature, ...] = wire(ListOf(Struct(OwnerSignature), MAX_OWNERS), default=())
+
+    def parsed(self) -> dict | None:
+        """The new document, or None if the text is not a JSON object."""
+        try:
+            document = json.loads(self.document)
+        except (ValueError, RecursionError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    def target(self) -> str:
+        """The digest of the new document ("" when it is not one)."""
+        document = self.parsed()
+        return "" if document is None else document_digest(document)
+
+    def signed_payload(self) -> dict:
+        """What each owner signs: both digests, so a signature is good for this one step."""
+        return change_payload(self.base, self.target())
+
+
+def change_payload(base: str, target: str) -> dict:
+    return {"type": "network-change", "base": base, "network": target}

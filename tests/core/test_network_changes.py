@@ -1,0 +1,131 @@
+"""Changes of the network document through the order (`pbft.networks`, `pbft.networkchange`).
+
+A change is a request like a build's: every node checks it where it executes, by the same
+rule, and the new document runs from that sequence number on, on every node alike — its
+CHECKPOINTs, STATUS and replies name the new digest. A change signed by fewer owners than
+the threshold, replayed after it applied, or made before another one is refused with its
+reason; a restart replays the changes of the ledger and runs the same document.
+"""
+
+import json
+from dataclasses import replace
+
+from pbft.encoding import canonical
+from pbft.messages import Request
+from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
+from shared.crypto import generate_private_key, public_key_hex, sign_bytes
+from tests.support.cluster import Cluster
+
+OWNERS = {name: generate_private_key() for name in ("ada", "bob", "cy")}
+DOCUMENT = {
+    "f": 1,
+    "owners": {"threshold": 2, "keys": [{"name": name, "public_key": public_key_hex(key)}
+                                        for name, key in OWNERS.items()]},
+    "repositories": [{"name": "example", "url": "https://git.example.org/example.git"}],
+}
+
+
+def changed(document: dict, **sections) -> dict:
+    return {**document, **sections}
+
+
+def change(base: dict, document: dict, signers=("ada", "bob")) -> NetworkChange:
+    unsigned = NetworkChange(document_digest(base), canonical(document).decode())
+    payload = canonical(unsigned.signed_payload())
+    return replace(unsigned, signatures=tuple(
+        OwnerSignature(name, sign_bytes(OWNERS[name], payload)) for name in signers))
+
+
+def submit(cluster: Cluster, network_change: NetworkChange) -> Request:
+    request = cluster.change(network_change)
+    cluster.deliver_to(0, request)
+    cluster.run()
+    return request
+
+
+def answers(cluster: Cluster, request: Request) -> dict[int, tuple[str, str]]:
+    return {reply.sender: (reply.result.status, reply.result.reason)
+            for reply in cluster.replies if reply.timestamp == request.timestamp}
+
+
+BIGGER_BUILDS = changed(DOCUMENT, build={"memory_mb": 1024})
+
+
+def test_a_change_signed_by_k_owners_runs_from_its_sequence_number_on_every_node():
+    cluster = Cluster(document=DOCUMENT, settings={"checkpoint_interval": 2})
+    request = submit(cluster, change(DOCUMENT, BIGGER_BUILDS))
+    target = document_digest(BIGGER_BUILDS)
+    assert set(answers(cluster, request).values()) == {
+        ("success", f"network configuration {target} runs from sequence number 1")}
+    assert all(cluster.network_changes[node] == [(1, target)] for node in range(4))
+    assert all(replica.network.document == BIGGER_BUILDS for replica in cluster.replicas)
+    cluster.deliver_to(0, cluster.request())  # a build after it: its reply and the checkpoint name the new digest
+    cluster.run()
+    assert {reply.network for reply in cluster.replies if reply.timestamp == cluster.replies[-1].timestamp} == {target}
+    for replica in cluster.replicas:
+        assert replica.low_watermark == 2 and {vote.network for vote in replica.stable_proof} == {target}
+
+
+def test_a_change_signed_by_fewer_owners_than_the_threshold_is_refused_with_its_reason():
+    cluster = Cluster(document=DOCUMENT)
+    request = submit(cluster, change(DOCUMENT, BIGGER_BUILDS, signers=("ada",)))
+    assert set(answers(cluster, request).values()) == {
+        ("error", "network change refused: signed by 1 of the 2 owners a change needs (ada)")}
+    assert all(replica.network.document == DOCUMENT for replica in cluster.replicas)
+    assert cluster.network_changes == [[], [], [], []]
+
+
+def test_a_signature_by_a_key_that_is_no_owners_or_twice_by_one_owner_does_not_count():
+    cluster = Cluster(document=DOCUMENT)
+    forged = change(DOCUMENT, BIGGER_BUILDS, signers=("ada", "ada"))
+    stranger = generate_private_key()
+    stolen_name = replace(forged, signatures=(forged.signatures[0], OwnerSignature(
+        "bob", sign_bytes(stranger, canonical(forged.signed_payload())))))
+    for attempt in (forged, stolen_name):
+        request = submit(cluster, attempt)
+        assert set(answers(cluster, request).values()) == {
+            ("error", "network change refused: signed by 1 of the 2 owners a change needs (ada)")}
+    assert all(replica.network.document == DOCUMENT for replica in cluster.replicas)
+
+
+def test_a_replayed_change_and_one_made_before_another_are_refused():
+    cluster = Cluster(document=DOCUMENT)
+    first = change(DOCUMENT, BIGGER_BUILDS)
+    made_alongside = change(DOCUMENT, changed(DOCUMENT, build={"cpus": 2.0}))
+    submit(cluster, first)
+    base, running = document_digest(DOCUMENT)[:16], document_digest(BIGGER_BUILDS)[:16]
+    refusal = (f"network change refused: the change applies to network configuration {base}, and the network runs "
+               f"{running}: a change already applied, or one made before another")
+    for stale in (first, made_alongside):
+        assert set(answers(cluster, submit(cluster, stale)).values()) == {("error", refusal)}
+    assert all(replica.network.document == BIGGER_BUILDS for replica in cluster.replicas)
+
+
+def test_membership_and_protocol_are_not_changed_by_a_change_yet():
+    cluster = Cluster(document=DOCUMENT)
+    request = submit(cluster, change(DOCUMENT, changed(DOCUMENT, f=2, protocol={"batch_max": 8})))
+    assert set(answers(cluster, request).values()) == {
+        ("error", "network change refused: changes f, protocol, which change only at a restart of every node")}
+
+
+def test_a_network_without_owners_refuses_every_change():
+    without = {key: value for key, value in DOCUMENT.items() if key != "owners"}
+    cluster = Cluster(document=without)
+    request = submit(cluster, change(without, BIGGER_BUILDS))
+    assert set(answers(cluster, request).values()) == {
+        ("error", "network change refused: this network has no owners: its configuration changes only at a restart "
+                  "of every node")}
+
+
+def test_a_restarted_node_replays_the_ledgers_changes_and_runs_the_same_document(tmp_path):
+    cluster = Cluster(document=DOCUMENT, store_dir=tmp_path)
+    submit(cluster, change(DOCUMENT, BIGGER_BUILDS, signers=("ada",)))  # refused: replayed as refused
+    submit(cluster, change(DOCUMENT, BIGGER_BUILDS))
+    smaller = changed(BIGGER_BUILDS, build={"memory_mb": 512})
+    submit(cluster, change(BIGGER_BUILDS, smaller, signers=("bob", "cy")))
+    cluster.crashed.add(2)
+    cluster.restart(2)
+    restored = cluster.replicas[2].network
+    assert (restored.document, restored.changed_at) == (smaller, 3)
+    assert restored.digest_at(2, 3) == document_digest(BIGGER_BUILDS)
+    assert json.dumps(restored.document) == json.dumps(cluster.replicas[0].network.document)

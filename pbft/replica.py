@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping
 

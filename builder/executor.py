@@ -217,6 +217,8 @@ class Executor:
         build_id = order.build_id
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, order.repository_name,
                  order.branch)
+        # The limits of the network document the request executed under (`BuildOrder.limits`).
+        parts = self._parts if order.limits is None else dataclasses.replace(self._parts, limits=order.limits)
         output = self._open_log(order)
         workspace = self._checkouts / build_id
         commands_ms = None
@@ -228,14 +230,14 @@ class Executor:
             except OSError as exc:
                 raise BuildError("could not make this node's checkout folder", f"{exc}\n") from None
             try:
-                fetched = fetch(self._mirrors, order, workspace, self._settings.limits.workspace_mb * 1024 * 1024)
+                fetched = fetch(self._mirrors, order, workspace, parts.limits.workspace_mb * 1024 * 1024)
             except GitError as exc:
                 raise BuildError(exc.reason, exc.detail) from None
             output.commit(fetched.facts.commit)
             if fetched.base_read:
                 output.node_line(fetched.base_read)
             watch.check()
-            result, commands_ms = BuildRun(self._parts, order, output, workspace, watch).run(fetched)
+            result, commands_ms = BuildRun(parts, order, output, workspace, watch).run(fetched)
         except Cancelled:
             result = self._cancelled(output)
         except BuildError as exc:
@@ -266,7 +268,7 @@ class Executor:
     def _open_log(self, order: BuildOrder) -> BuildLog:
         return BuildLog(
             self._settings.log_dir / f"build-node{self._node_id}-{order.build_id}.log",
-            self._settings.limits.output_cap_bytes,
+            (order.limits or self._settings.limits).output_cap_bytes,
             f"pbft-ci build {order.build_id} node {self._node_id} repo {order.repository_name!r} "
             f"branch {order.branch!r}",
         )

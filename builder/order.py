@@ -14,7 +14,7 @@ from builder.plan.matrix import check_combination
 from builder.plan.secrets import RepositorySecrets
 from builder.plan.triggers import Trigger
 from pbft.build import EVENTS, Operation
-from shared.config import RepositoryConfig
+from shared.config import BuildConfig, RepositoryConfig
 from shared.refs import check_branch_name, check_commit_sha, check_pull_ref, check_repository_name
 
 # A leading dot is refused so that "." and ".." never name a workspace.
@@ -54,14 +54,19 @@ class BuildOrder:
     before: str | None = None
     combination: tuple[tuple[str, str], ...] | None = None
     settings: RepositorySettings = RepositorySettings()
+    # The network's build limits where the request executed (a change through the order moves
+    # them); None: the executor's own (tests that make orders by hand).
+    limits: BuildConfig | None = None
 
     @classmethod
-    def of(cls, build_id: str, operation: Operation, repository: RepositoryConfig) -> BuildOrder:
+    def of(
+        cls, build_id: str, operation: Operation, repository: RepositoryConfig, limits: BuildConfig | None = None
+    ) -> BuildOrder:
         return cls(
             build_id=build_id, repository_name=repository.name, repository_url=repository.url,
             branch=operation.branch, commit=operation.commit, pull_ref=operation.pull_ref,
             event=operation.trigger_event, before=operation.before, combination=operation.combination,
-            settings=RepositorySettings.of(repository),
+            settings=RepositorySettings.of(repository), limits=limits,
         )
 
     @property

@@ -52,6 +52,8 @@ def service_ctx(config: NetworkConfig, client_name: str, auth: Authenticator,
             service = ClientService(config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes),
                                     options)
             app[SERVICE_KEY] = service
+            # The network document nodes' signed words are compared with: the one this client runs.
+            live.on_reload(lambda new: setattr(service.core.frames, "network", new.digest))
             service.events.subscribe(app[METRICS_KEY].observe)
             service.start()
             yield

@@ -413,7 +413,7 @@ class Driver:
                 self.replica.id, seq, build_id, repository.name, operation.branch,
             )
             started_s = asyncio.get_running_loop().time()
-            result = await self.build(BuildOrder.of(build_id, operation, repository))
+            result = await self.build(BuildOrder.of(build_id, operation, repository, self.config.build))
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)

@@ -192,6 +192,7 @@ def make_app(
     app.cleanup_ctx.append(reload_on_sighup(live))
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
+    app.router.add_get("/network/document", network_document)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/requests/{client}/{timestamp}", build_of_request)
@@ -288,6 +289,15 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {**request.app[DRIVER].status(), "pid": os.getpid(), "links": link_statuses(request.app[LINKS])}
     )
+
+
+async def network_document(request: web.Request) -> web.Response:
+    """The network document this node runs (shared/networkdoc.py), its digest, and the sequence
+    number of the change that made it (0: the node's file): what scripts/network.py proposes
+    a change against."""
+    network = request.app[DRIVER].replica.network
+    return web.json_response({"digest": network.digest, "changed_at": network.changed_at,
+                              "document": network.document})
 
 
 def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:

@@ -190,6 +190,14 @@ class LiveConfig:
             log.info("%s reload: %s", self.who, summary)
             return self._outcome("applied")
 
+    def adopt(self, config: NetworkConfig, why: str) -> None:
+        """Run `config` from now on, which the order made (a change of the network document with
+        this process's own settings: shared/networkdoc.py), and tell the listeners as a reload does."""
+        self.current = config
+        for listener in self._listeners:
+            listener(config)
+        log.warning("%s runs network configuration %s: %s", self.who, config.digest[:16], why)
+
     async def _load_in_thread(self) -> tuple[NetworkConfig, list[str], str]:
         """The file's configuration and how it differs from the running one (`live_changes`),
         worked out off the event loop; ConfigError when it does not load within RELOAD_TIMEOUT_S."""

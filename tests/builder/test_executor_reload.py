@@ -10,7 +10,7 @@ import pytest
 
 from builder.order import BuildOrder
 from pbft.build import Operation
-from shared.config import DEFAULT_SECRET_EVENTS, BuildSecretConfig, RepositoryConfig
+from shared.config import DEFAULT_SECRET_EVENTS, BuildConfig, BuildSecretConfig, RepositoryConfig
 from tests.builder.executor_helpers import log_text, spec
 
 pytestmark = pytest.mark.docker
@@ -56,3 +56,16 @@ async def test_a_build_waiting_for_a_slot_at_a_reload_keeps_the_settings_it_star
     kept, new = await before_task, await after_task
     assert kept.status == "success", log_text(kept)
     assert (new.status, new.exit_code) == ("failure", 1), log_text(new)
+
+
+async def test_a_build_runs_with_the_build_limits_of_the_network_document_it_was_ordered_under(
+    make_executor, git_repo, build_ids
+):
+    # The network's owners lowered the time a build may take (a change through the order):
+    # the order carries the limits of that moment, whatever the executor started with.
+    git_repo.commit("master", {".pbft-ci.yml": spec("sleep 30")})
+    repository = RepositoryConfig("example", str(git_repo.path))
+    executor = make_executor(timeout_s=120)
+    lowered = BuildConfig(timeout_s=1)
+    result = await executor.run(BuildOrder.of(build_ids(), Operation("example", "master"), repository, lowered))
+    assert result.status == "timeout", log_text(result)

@@ -1,0 +1,107 @@
+"""End to end: the network's configuration changed through the order, with the project's own
+commands (scripts/network.py propose, sign, submit) against real node processes and the real
+client.
+
+Two owners of three must sign. A change signed by one is refused with the nodes' reason; with
+both it applies at one sequence number on every node: a repository is added and the build
+limits change, the client takes webhooks for the new repository, and a webhook gets its
+verdict; submitted again, the same change is refused as one already applied. A node killed
+and started again replays the change from its ledger and runs the same document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from shared.config import load_config
+from shared.crypto import generate_private_key, public_key_hex, save_private_key
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, http_json
+from tests.support.network import write_network
+from tests.support.node_processes import RealNodes, wait_until
+
+pytestmark = OWN_NETWORK_MARKS
+OWNERS = ("ada", "bob", "cy")
+
+
+def with_owners(config_path: Path) -> Path:
+    data = yaml.safe_load(config_path.read_text())
+    keys = []
+    for name in OWNERS:
+        key = generate_private_key()
+        save_private_key(key, config_path.parent / "owners" / f"{name}.key")
+        keys.append({"name": name, "public_key": public_key_hex(key)})
+    data["owners"] = {"threshold": 2, "keys": keys}
+    config_path.write_text(yaml.safe_dump(data))
+    return config_path
+
+
+def network_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/network.py", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_owners_change_the_network_through_the_order(tmp_path):
+    config_path = with_owners(write_network(tmp_path, allow_byzantine=True))
+    config = load_config(config_path)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"].append({"name": "newrepo", "url": "https://git.example.org/newrepo.git"})
+    data["build"] = {**data.get("build", {}), "memory_mb": 512}
+    wanted = tmp_path / "network-next.yaml"
+    wanted.write_text(yaml.safe_dump(data))
+    target = load_config(wanted).digest
+    change = str(tmp_path / "change.json")
+    nodes = RealNodes(config_path)
+    try:
+        for node_id in range(4):
+            nodes.start(node_id)
+        with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+            code, answer = http_json("POST", f"{base_url}/webHook", {"branch": "main", "repository": "newrepo"})
+            assert code == 400 and answer["error"].startswith("unknown repository 'newrepo'")
+
+            proposed = network_py("propose", "--from", config.node(0).url(""), "--to", str(wanted), "--out", change)
+            assert proposed.returncode == 0, proposed.stderr
+            assert "repositories: adds newrepo" in proposed.stdout and "build: memory_mb (default) -> 512" in proposed.stdout
+
+            signed = network_py("sign", change, "--key", str(tmp_path / "owners" / "ada.key"), "--owner", "ada")
+            assert signed.returncode == 0, signed.stderr
+            refused = network_py("submit", change, "--client", base_url)
+            assert refused.returncode == 1
+            assert refused.stderr.strip() == ("refused: network change refused: signed by 1 of the 2 owners a change "
+                                              "needs (ada)")
+            assert all(nodes.status(i)["network"]["digest"] == config.digest for i in range(4))
+
+            network_py("sign", change, "--key", str(tmp_path / "owners" / "bob.key"), "--owner", "bob")
+            applied = network_py("submit", change, "--client", base_url)
+            assert applied.returncode == 0, applied.stderr
+            found = re.fullmatch(rf"network configuration {target} runs from sequence number (\d+) \(build \d+, "
+                                 r"agreed by nodes \[.*\]\)\n", applied.stdout)
+            assert found, applied.stdout
+            seq = int(found.group(1))
+
+            def all_run_it() -> bool:
+                return all(nodes.get(i, "/network/document")[1]["digest"] == target for i in range(4))
+
+            wait_until(all_run_it, 30, "every node runs the new document")
+            assert {nodes.get(i, "/network/document")[1]["changed_at"] for i in range(4)} == {seq}
+
+            code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": "main", "repository": "newrepo"})
+            assert code == 200 and verdict["status"] == "success", verdict
+            code, network = http_json("GET", f"{base_url}/network")
+            assert network["client"]["network"] == {"digest": target, "foreign": {}}
+
+            again = network_py("submit", change, "--client", base_url)
+            assert again.returncode == 1 and "a change already applied, or one made before another" in again.stderr
+
+            nodes.kill(2, signal.SIGKILL)
+            nodes.start(2)
+            assert nodes.get(2, "/network/document")[1] == {**nodes.get(0, "/network/document")[1]}
+            assert json.loads(Path(change).read_text())["base"] == config.digest
+    finally:
+        nodes.close()

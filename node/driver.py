@@ -128,8 +128,9 @@ class Driver:
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
         self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
-        # Told each configuration the node runs after a change or a reload (the executor's bounds, statuses).
-        self.on_config: Callable[[NetworkConfig], None] | None = None
+        # Told each configuration a change through the order makes, with why (the server
+        # makes it the node's: `shared.reload.LiveConfig.adopt`); None: taken here alone.
+        self.on_config: Callable[[NetworkConfig, str], None] | None = None
         self._view = replica.view
         self._view_told: int | None = None  # the confirmed view clients were last told of
 
@@ -328,21 +329,17 @@ class Driver:
         """The order replaced the network document at `effect.seq`: the builds ordered after it
         are made from the new one, with this node's own settings (shared/networkdoc.py)."""
         try:
-            config = with_document(self.config, effect.document)
+            config = with_document(self.config, effect.document, read_secrets=False)
         except (ConfigError, OSError, yaml.YAMLError) as error:
             # The document passed every node's check; what failed is this host's file.
             logger.critical("node=%d seq=%d cannot run network configuration %s with its own settings (%s): "
                             "its builds keep the settings they had", self.replica.id, effect.seq,
                             effect.digest[:16], " ".join(str(error).split())[:500])
             return
-        logger.warning("node=%d seq=%d runs network configuration %s", self.replica.id, effect.seq, effect.digest[:16])
-        self.run_config(config)
-
-    def run_config(self, config: NetworkConfig) -> None:
-        """Make the builds ordered from now on with `config` (a change through the order, or a reload)."""
-        self.config = config
-        if self.on_config is not None:
-            self.on_config(config)
+        if self.on_config is None:
+            self.config = config
+        else:
+            self.on_config(config, f"the change executed at sequence number {effect.seq}")
 
     def stop_build(self, effect: StopBuild) -> None:
         build_id = _build_id(effect.client, effect.timestamp)

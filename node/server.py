@@ -28,7 +28,7 @@ from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig, load_config
-from shared.networkdoc import agreed, document_problem, with_document
+from shared.networkdoc import agreed, document_problem
 from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
@@ -110,7 +110,8 @@ def make_app(
     app = web.Application()
     # As node/index.py read it at the start: this node's files checked, none of the client's secrets read.
     load = functools.partial(load_config, config_path or config.path, node_id=node_id, read_secrets=False)
-    live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome))
+    live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome),
+                                  reads_secrets=False)
     app[HEARTBEAT] = heartbeat_s
     app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
     app[QUORUM] = reply_quorum(config.f)
@@ -162,12 +163,12 @@ def make_app(
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
-            driver.on_config = functools.partial(_reconfigure, executor, node_statuses)
+            live.on_reload(functools.partial(_run_config, driver, executor, node_statuses))
+            driver.on_config = live.adopt
             if replica.network.changed_at:
                 # The order changed the document since the file was written: run the one it made.
                 driver.network_changed(NetworkChanged(replica.network.changed_at, replica.network.document,
                                                       replica.network.digest))
-            live.on_reload(functools.partial(_reloaded, driver))
             for seq, request in rerun:
                 driver.start_build(seq, request)
             driver.resume()
@@ -234,27 +235,16 @@ def _repository_bounds(config: NetworkConfig) -> dict[str, int]:
     return {repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent}
 
 
-def _reloaded(driver: Driver, config: NetworkConfig) -> None:
-    """After a reload (SIGHUP): the node runs the file's network document from now on, unless
-    the order changed the document since the node started, which the order alone changes
-    again: then only the file's local settings are taken."""
-    if driver.replica.network.changed_at:
-        try:
-            config = with_document(config, driver.replica.network.document)
-        except (ConfigError, OSError) as error:
-            logger.critical("node=%d reload: cannot keep network configuration %s with the file's own settings (%s)",
-                            driver.replica.id, driver.replica.network.digest[:16], error)
-            return
-    elif config.digest != driver.replica.network.digest:
+def _run_config(driver: Driver, executor, node_statuses, config: NetworkConfig) -> None:
+    """The node runs `config` from now on: a change through the order made it, or a reload
+    (SIGHUP) did. The builds ordered from now on are made from it (the driver makes each
+    build's order from its configuration); builds already ordered keep the URL and settings
+    they were ordered with, and waiting ones get the new bounds. A reload of a network
+    without owners, which the order never changed, may bring another network document: the
+    node's checkpoints, STATUS and replies name it from now on (`shared.reload`)."""
+    driver.config = config
+    if config.digest != driver.replica.network.digest:
         driver.replica.run_network(agreed(config))
-    driver.run_config(config)
-
-
-def _reconfigure(executor, node_statuses, config: NetworkConfig) -> None:
-    """The configuration the node runs changed (the order, or a reload): the builds ordered
-    from now on are made from it (the driver makes each build's order from its configuration).
-    Builds already ordered keep the URL and settings they were ordered with; waiting ones get
-    the new bounds."""
     if executor is not None:
         executor.set_bounds(_repository_bounds(config))
     node_statuses.reconfigure(config)

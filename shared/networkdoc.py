@@ -130,15 +130,15 @@ def _placeheld(cls: type, data: dict) -> dict:
     return data
 
 
-def with_document(config: Any, document: dict) -> Any:
+def with_document(config: Any, document: dict, *, read_secrets: bool) -> Any:
     """The configuration a process runs once the order replaced its network document with
     `document`: that document, with the local settings of the file `config` was read from
-    (its folders, engines, secret files). Raises ConfigError, or OSError for a file that
-    cannot be read."""
+    (its folders, engines, secret files), whose secrets a client reads (`read_secrets`) and a
+    node does not. Raises ConfigError, or OSError for a file that cannot be read."""
     import yaml
 
     from shared.boundedread import MAX_CONFIG_BYTES, read_bounded
     from shared.config import config_from
 
     local = yaml.safe_load(read_bounded(config.path, MAX_CONFIG_BYTES))
-    return config_from(config.path, merged(local, document), read_secrets=False)
+    return config_from(config.path, merged(local, document), read_secrets=read_secrets)

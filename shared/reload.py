@@ -1,7 +1,11 @@
 """Reloading the configuration while a client or node runs (SIGHUP).
 
 A running process re-reads the file it started with, through the loader it
-started with, and swaps in what may change while it runs: the repositories
+started with, and swaps in what may change while it runs. In a network with
+owners that is the process's own settings alone (its tokens and secret files,
+a client's limits): the network document changes only through the order
+(shared/networkdoc.py), never at each process's own moment. Without owners it
+is also the repositories
 (their URLs, secrets, forge settings, statuses, notifications, schedules,
 build secrets), the owner's in-toto layout, and a client's own access
 settings (its token, body limits, public URL, the action runners whose reports it
@@ -37,6 +41,7 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 from aiohttp import web
 
 from shared.config import ConfigError, NetworkConfig, RepositoryConfig
+from shared.networkdoc import agreed, with_document
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +126,16 @@ class LiveConfig:
     follow a reload read `current` each time instead of keeping a configuration of their own."""
 
     def __init__(self, config: NetworkConfig, load: Callable[[], NetworkConfig], who: str,
-                 count: Callable[[str], None] = lambda outcome: None) -> None:
+                 count: Callable[[str], None] = lambda outcome: None, *, reads_secrets: bool = True) -> None:
         """`load` reads the file as the process read it at its start (raising ConfigError);
         `who` starts each log line (`client ci`, `node=2`); `count(outcome)` is told
-        "applied" or "refused" after each reload (metrics)."""
+        "applied" or "refused" after each reload (metrics); `reads_secrets`: whether `load`
+        reads the client's secrets (a client's does, a node's not)."""
         self.current = config
+        self.reads_secrets = reads_secrets
+        # Whether the network document changes through the order alone: in a network with
+        # owners, and in one the order changed (`adopt`). A reload then keeps it.
+        self.ordered = config.owners is not None
         self._load = load
         self.who = who
         self._count = count
@@ -193,7 +203,7 @@ class LiveConfig:
     def adopt(self, config: NetworkConfig, why: str) -> None:
         """Run `config` from now on, which the order made (a change of the network document with
         this process's own settings: shared/networkdoc.py), and tell the listeners as a reload does."""
-        self.current = config
+        self.current, self.ordered = config, True
         for listener in self._listeners:
             listener(config)
         log.warning("%s runs network configuration %s: %s", self.who, config.digest[:16], why)
@@ -201,7 +211,7 @@ class LiveConfig:
     async def _load_in_thread(self) -> tuple[NetworkConfig, list[str], str]:
         """The file's configuration and how it differs from the running one (`live_changes`),
         worked out off the event loop; ConfigError when it does not load within RELOAD_TIMEOUT_S."""
-        path, running = self.current.path, self.current
+        path, running, ordered = self.current.path, self.current, self.ordered
         if self._loading is not None and not self._loading.done():
             # One thread at a time reads the file for this process: a stuck one is not joined by more.
             raise ConfigError(path, [f"the load of an earlier reload, which ran past {RELOAD_TIMEOUT_S:g} s, "
@@ -209,7 +219,16 @@ class LiveConfig:
 
         def load() -> tuple[NetworkConfig, list[str], str]:
             new = self._load()
-            return (new, *live_changes(running, new))
+            if not ordered:
+                return (new, *live_changes(running, new))
+            # The network document changes through the order alone (scripts/network.py): the
+            # file gives this process's own settings only.
+            kept = with_document(new, agreed(running), read_secrets=self.reads_secrets)
+            fixed, summary = live_changes(running, kept)
+            if new.digest != running.digest:
+                summary += (f"; the file's network settings ({new.digest[:16]}) are not the network's "
+                            f"({running.digest[:16]}), which change through the order only: scripts/network.py")
+            return kept, fixed, summary
 
         self._loading = _in_thread_of_its_own(load, f"reload {self.who}")
         try:

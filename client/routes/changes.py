@@ -69,7 +69,7 @@ def _adopt(request: web.Request, change: NetworkChange) -> None:
     """The nodes run the change's document: so does this client, with its own settings."""
     live = request.app[LIVE_KEY]
     try:
-        config = with_document(live.current, change.parsed())
+        config = with_document(live.current, change.parsed(), read_secrets=live.reads_secrets)
     except (ConfigError, OSError) as error:
         log.critical("client cannot run network configuration %s with its own settings (%s): it keeps %s",
                      change.target()[:16], " ".join(str(error).split())[:500], live.current.digest[:16])

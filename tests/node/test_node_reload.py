@@ -98,3 +98,28 @@ async def test_a_node_refuses_a_file_changing_its_membership_and_keeps_building(
     async with aiohttp.ClientSession() as session:
         agreed, _ = await network.submit(session, "master", 1, [0])
     assert agreed == SUCCESS
+
+
+async def test_with_owners_a_reload_takes_the_nodes_own_settings_and_never_the_network_document(tmp_path, caplog):
+    path = write_network(tmp_path, protocol={"view_change_timeout_s": 0.5})
+    data = yaml.safe_load(path.read_text())
+    data["owners"] = {"threshold": 1, "keys": [{"name": "ada", "public_key": data["nodes"][0]["public_key"]}]}
+    path.write_text(yaml.safe_dump(data))
+    net = Network(load_config(path), set())
+    try:
+        for node_id in range(4):
+            await net.start(node_id)
+        add_repository(net, "newrepo")
+        with caplog.at_level(logging.INFO, logger="shared.reload"):
+            assert await reload(net, [1]) == ["applied"]
+        file_digest = load_config(path).digest
+        assert caplog.messages == [
+            f"node=1 reload: nothing changed; the file's network settings ({file_digest[:16]}) are not the "
+            f"network's ({net.config.digest[:16]}), which change through the order only: scripts/network.py"]
+        async with aiohttp.ClientSession() as session:
+            agreed, replies = await net.submit(session, "master", 1, [0], repository="newrepo")
+        assert agreed["status"] == "error" and all(unknown(reply.result) for reply in replies)
+        assert {reply.network for reply in replies} == {net.config.digest}
+    finally:
+        for node_id in list(net.runners):
+            await net.stop(node_id)

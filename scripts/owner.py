@@ -110,11 +110,12 @@ def sign(args: argparse.Namespace) -> None:
 
 
 def local(args: argparse.Namespace) -> None:
+    if not args.key.exists():
+        # Before the configuration is read: its owners may name this key's owner.pub.
+        _new_key(args.key)
     config = _config(args.config)
     if config.in_toto_layout is None:
         raise Refused(f"{args.config} names no in_toto_layout: nothing to sign")
-    if not args.key.exists():
-        _new_key(args.key)
     owner_key = _owner_key(args.key)
     if _current(config, owner_key, config.in_toto_layout):
         print(f"{config.in_toto_layout}: up to date, signed by owner key {keyid(public_key_hex(owner_key))[:8]}")

@@ -158,17 +158,9 @@ class NodeStore:
             ]
         for found in (unfinished, learnt, cancels):
             found.sort(key=lambda build: build[0])
-        # Every network change the ledger executed, whatever its client's floor: a restore
-        # replays them all from the document the node starts with (`pbft.networks`).
-        changes = [
-            (seq, decode(json.loads(request))) for seq, request in self._db.execute(
-                "SELECT seq, request FROM builds WHERE json_extract(request, '$.operation.change') IS NOT NULL"
-                " ORDER BY seq"
-            )
-        ]
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt, cancels, changes)
+        return Loaded(state, messages, executed, unfinished, learnt, cancels, self._changes())
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
@@ -314,6 +306,23 @@ class NodeStore:
              if (record["client"], record["timestamp"]) == (client, timestamp)),
             None,
         )
+
+    def _changes(self) -> list[tuple[int, Request]]:
+        """Every network change the ledger executed, whatever its client's floor, in the order
+        they executed (a restore replays them all from the document the node starts with:
+        `pbft.networks`); those of one batch in the batch's order, each on what the one
+        before it made."""
+        changes: list[tuple[int, Request]] = []
+        seqs: dict[int, set[tuple[str, int]]] = {}
+        for seq, client, timestamp in self._db.execute(
+            "SELECT seq, client, timestamp FROM builds WHERE json_extract(request, '$.operation.change') IS NOT NULL"
+        ):
+            seqs.setdefault(seq, set()).add((client, timestamp))
+        for seq in sorted(seqs):
+            (batch,) = self._db.execute("SELECT batch FROM ledger WHERE seq = ?", (seq,)).fetchone()
+            executed = [decode(wire) for wire in json.loads(batch)]
+            changes += [(seq, request) for request in executed if request.key in seqs[seq]]
+        return changes
 
     def _store_execution(self, effect: Execute) -> None:
         batch = json.dumps([encode(request) for request in effect.batch])

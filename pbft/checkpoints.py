@@ -1,6 +1,7 @@
 """Checkpoints and the low watermark (OSDI'99 §4.3).
 
-Every `interval` executed batches a replica signs the digest of its state
+Every `interval` executed batches, and where a change of the network document
+executes, a replica signs the digest of its state
 (the hash chain over the ledger) and that of the network document it runs.
 A checkpoint is stable once 2f+1 nodes, this one included, vouch for the
 digests this replica has itself; its sequence number becomes the low
@@ -24,13 +25,21 @@ class Checkpoints:
         self.own: dict[int, tuple[str, str]] = {}
         self.stable_seq = 0  # h
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving h
+        # Sequence numbers above h where a change of the network document executed: each is a
+        # checkpoint too, the boundary between the documents (`pbft.networks`).
+        self.boundaries: set[int] = set()
 
     def due(self, seq: int) -> bool:
-        return seq % self.interval == 0
+        return seq % self.interval == 0 or seq in self.boundaries
 
-    def add(self, vote: Checkpoint) -> str | None:
-        """Keep a peer's (or our own) signed checkpoint; return why not, if it is not kept."""
-        if not self.due(vote.seq):
+    def boundary(self, seq: int) -> None:
+        """A change of the network document executed at `seq`: a checkpoint is due there."""
+        self.boundaries.add(seq)
+
+    def add(self, vote: Checkpoint, last_executed: int) -> str | None:
+        """Keep a peer's (or our own) signed checkpoint; return why not, if it is not kept.
+        One beyond `last_executed` off the interval may be at a change we have not executed."""
+        if not self.due(vote.seq) and vote.seq <= last_executed:
             return "not_at_interval"
         if vote.seq <= self.stable_seq:
             return "stale"
@@ -64,6 +73,7 @@ class Checkpoints:
         self.stable_seq, self.stable_proof = seq, proof
         self.votes = {s: votes for s, votes in self.votes.items() if s >= seq}
         self.own = {s: digest for s, digest in self.own.items() if s >= seq}
+        self.boundaries = {s for s in self.boundaries if s >= seq}
         return True
 
     def restore(self, stable_seq: int, proof: tuple[Checkpoint, ...], stored: list[Checkpoint], me: int) -> None:

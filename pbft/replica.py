@@ -71,6 +71,15 @@ logger = logging.getLogger(__name__)
 NO_FILES: Mapping[str, str] = MappingProxyType({})
 
 
+def membership(document: dict | None, settings: ReplicaSettings) -> Membership:
+    """The nodes a network document names, with their keys and f; without a document, nodes
+    0..n-1 of `settings`, whose keys the authenticator holds."""
+    if document is None:
+        return Membership.of(((node, "") for node in range(settings.n)), settings.f, settings.log_window)
+    return Membership.of(((node["id"], node["public_key"]) for node in document["nodes"]), document["f"],
+                         settings.log_window)
+
+
 class Replica:
     """One PBFT node: a router over parts that each keep their own state and can be
     read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
@@ -115,7 +124,7 @@ class Replica:
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
-        self.members = Membership(settings.n, settings.f, settings.log_window)
+        self.members = membership(self.network.document, settings)
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
@@ -670,6 +679,7 @@ class Replica:
                 logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
                 return Result("error", None, None, f"network change refused: {problem}")
             self.network.apply(seq, change)
+            self.checkpoints.boundary(seq)
             logger.warning("node=%d view=%d seq=%d network configuration %s runs from here",
                            self.id, self.view, seq, self.network.digest[:16])
             self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
@@ -810,7 +820,7 @@ class Replica:
     def _take_checkpoint(self, seq: int) -> None:
         self.checkpoints.computed(seq, self.state_digest, self.network.digest)
         checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.network.digest), self.auth.sign)
-        self.checkpoints.add(checkpoint)
+        self.checkpoints.add(checkpoint, self.last_executed)
         self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
         self._outbox.append(Broadcast(checkpoint))
@@ -821,11 +831,10 @@ class Replica:
         if reason is not None:
             return reason
         self._claim_network(message.sender, message.network, message.seq)
-        if self.checkpoints.due(message.seq):
-            # A signed checkpoint says its sender executed this far; f+1 of them must agree
-            # before that counts, so it is taken even beyond the range kept below.
-            self.catch_up.claim_seq(message.sender, message.seq, executed=True)
-        problem = self.checkpoints.add(message)
+        # A signed checkpoint says its sender executed this far; f+1 of them must agree
+        # before that counts, so it is taken even beyond the range kept below.
+        self.catch_up.claim_seq(message.sender, message.seq, executed=True)
+        problem = self.checkpoints.add(message, self.last_executed)
         if problem is not None:
             return f"ignore_checkpoint_{problem}"
         self._outbox.append(Store(message))
@@ -1206,6 +1215,8 @@ class Replica:
             assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"
             if replica.network.problem(replayed, auth.verify_key, replica.check_network) is None:
                 replica.network.apply(seq, replayed)
+                if seq > state.low_watermark:
+                    replica.checkpoints.boundary(seq)
         replica.now = replica.catch_up.last_progress_at = now
         by_type: dict[type, list[Message]] = {}
         for message in messages:

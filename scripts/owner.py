@@ -110,12 +110,13 @@ def sign(args: argparse.Namespace) -> None:
 
 
 def local(args: argparse.Namespace) -> None:
-    if not args.key.exists():
-        # Before the configuration is read: its owners may name this key's owner.pub.
-        _new_key(args.key)
-    config = _config(args.config)
+    # The configuration's owners may name this key's owner.pub, which is made here.
+    config = _config(args.config, require_keys=args.key.exists())
     if config.in_toto_layout is None:
         raise Refused(f"{args.config} names no in_toto_layout: nothing to sign")
+    if not args.key.exists():
+        _new_key(args.key)
+        config = _config(args.config)
     owner_key = _owner_key(args.key)
     if _current(config, owner_key, config.in_toto_layout):
         print(f"{config.in_toto_layout}: up to date, signed by owner key {keyid(public_key_hex(owner_key))[:8]}")
@@ -123,9 +124,9 @@ def local(args: argparse.Namespace) -> None:
     _sign(config, owner_key, config.in_toto_layout, DEFAULT_EXPIRY_DAYS)
 
 
-def _config(path: Path) -> NetworkConfig:
+def _config(path: Path, require_keys: bool = True) -> NetworkConfig:
     try:
-        return load_config(path, read_secrets=False)
+        return load_config(path, read_secrets=False, require_keys=require_keys)
     except ConfigError as error:
         raise Refused(str(error)) from None
 

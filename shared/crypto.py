@@ -27,6 +27,11 @@ from pbft.encoding import canonical
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 
 
+# Parsed keys an authenticator keeps by their hex (`Ed25519Authenticator.verify_key`): the
+# members and owners of a few network documents.
+MAX_PARSED_KEYS = 1024
+
+
 class PublicKey:
     """An Ed25519 public key; `raw` is its 32 bytes."""
 
@@ -118,6 +123,9 @@ class Ed25519Authenticator:
         self._private_key = private_key
         self._node_keys = dict(node_keys)
         self._client_keys = dict(client_keys)
+        # Keys a network document names (nodes', owners'), parsed once: checking a point of the
+        # curve costs more than the signature check itself.
+        self._parsed: dict[str, PublicKey] = {key.raw.hex(): key for key in self._node_keys.values()}
         # Signatures checked so far, for GET /metrics: CPU no implementation of the protocol can shed.
         self.checks = 0
 
@@ -136,10 +144,15 @@ class Ed25519Authenticator:
         return self._verify(self._client_keys.get(client), payload, sig)
 
     def verify_key(self, public_key: str, payload: dict, sig: str) -> bool:
-        try:
-            key = parse_public_key(public_key)
-        except (ValueError, TypeError):
-            return False
+        key = self._parsed.get(public_key)
+        if key is None:
+            try:
+                key = parse_public_key(public_key)
+            except (ValueError, TypeError):
+                return False
+            if len(self._parsed) >= MAX_PARSED_KEYS:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[public_key] = key
         return self._verify(key, payload, sig)
 
     def _verify(self, key: PublicKey | None, payload: dict, sig: str) -> bool:

@@ -44,7 +44,8 @@ from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "liveness", "agree", "cancel", "built", "fetch", "restore", "amnesia", "memory", "converge", "ledger")
+CHECKS = ("safety", "liveness", "agree", "cancel", "network", "built", "fetch", "restore", "amnesia", "memory", "converge",
+          "ledger")
 
 
 @dataclass(frozen=True)

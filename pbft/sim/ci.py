@@ -17,7 +17,9 @@ about a third of the seeds (`CiPlan.kinds` names those a seed has):
 - `restart-mid-build`: a node killed while it builds, started again later: its executor's
   memory is gone, and it builds again only what the order still owes;
 - `transfer-past-cancel`: a node cut off while a cancel of a build it runs is ordered, with
-  checkpoints close together, so that it learns the cancel by state transfer.
+  checkpoints close together, so that it learns the cancel by state transfer;
+- `network-change`: changes of the network document from the menu of `pbft.sim.networks`,
+  some of which the order makes stale or which too few owners signed.
 
 The two node faults take a node the fault plan made faulty already (with a network fault,
 never a Byzantine one), or any node when the plan has none: never more than f faulty nodes.
@@ -32,9 +34,11 @@ from dataclasses import dataclass, field
 from pbft.build import Operation, Result
 from pbft.encoding import digest
 from pbft.sim.faults import BYZANTINE_KINDS, FaultPlan, Window
+from pbft.sim.networks import MENU
 from pbft.sim.workload import GREEDY_CLIENT, REPOSITORY, Submission, Workload
 
-KINDS = ("cancel", "rerun", "schedule", "moving-branch", "slots", "restart-mid-build", "transfer-past-cancel")
+KINDS = ("cancel", "rerun", "schedule", "moving-branch", "slots", "restart-mid-build", "transfer-past-cancel",
+         "network-change")
 MOVING = "moving-"
 # How long a killed container takes to go, as the executor's kill does.
 STOP_S = 0.05
@@ -52,6 +56,7 @@ class CiSubmission(Submission):
 
     cancels: Submission | None = None
     rerun_of: Submission | None = None
+    change: str | None = None  # a change of the network document: its name in `pbft.sim.networks.MENU`
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class CiPlan:
     def describe(self) -> str:
         parts = [f"slots={self.slots}" if self.slots < UNBOUNDED_SLOTS else "slots=any"]
         parts += [f"{kind} x{sum(1 for item in self.submissions if _kind_of(item) == kind)}"
-                  for kind in ("cancel", "rerun", "schedule", "moving-branch") if kind in self.kinds]
+                  for kind in ("cancel", "rerun", "schedule", "moving-branch", "network-change") if kind in self.kinds]
         parts += [f"{name} node={outage.node} {outage.window}" for name, outage in (
             ("restart-mid-build", self.restart_mid_build), ("transfer-past-cancel", self.transfer_past_cancel)) if outage]
         return " ".join(parts)
@@ -148,6 +153,12 @@ def choose_ci_plan(
         ci.transfer_past_cancel = NodeOutage(node, Window(start_s, start_s + rng.uniform(3.0, 15.0)))
         ci.kinds.append("transfer-past-cancel")
     ci.faulty = frozenset(outage.node for outage in (ci.restart_mid_build, ci.transfer_past_cancel) if outage)
+    # Drawn last, so that the draws above stay what they were before changes existed.
+    if correct and rng.random() < 0.35:
+        ci.kinds.append("network-change")
+        for name in ["first", *rng.sample(MENU, rng.randint(1, len(MENU)))]:
+            at = rng.choice(correct)
+            ci.submissions.append(CiSubmission(at.time_s + rng.uniform(0.0, 2.0), at.client, at.operation, change=name))
     return ci
 
 
@@ -241,6 +252,8 @@ class SimExecutor:
 
 def _kind_of(submission: Submission) -> str:
     if isinstance(submission, CiSubmission):
+        if submission.change is not None:
+            return "network-change"
         return "cancel" if submission.cancels is not None else "rerun"
     if submission.operation.event == "cron":
         return "schedule"

@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
-from pbft.build import Operation, Result
+from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys
+from pbft.sim.networks import NetworkChecker, genesis, menu, owner_secrets
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
     CHECKS,
@@ -183,6 +184,11 @@ class SimCluster:
             checkpoint_interval, batch_max, pipeline_depth = rng.choice((2, 4, 8, 128)), rng.randint(1, 8), rng.randint(1, 8)
         client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
         keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT, GREEDY_CLIENT])
+        secrets = owner_secrets(seed)
+        keys = replace(keys, owner_secrets={SimKeys.owner_key(secret): secret for secret in secrets.values()})
+        self.document = genesis(self.n, self.f, secrets)
+        self.changes = menu(self.document, secrets)
+        self.networks = NetworkChecker()
         if self.long:
             self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
@@ -222,9 +228,9 @@ class SimCluster:
         self._delivering_transfer = False
         for node in range(self.n):
             auth = keys.for_node(node)
-            replica = Replica(ReplicaSettings(node_id=node, **settings), auth)
+            replica = Replica(ReplicaSettings(node_id=node, **settings), auth, self.document)
             behaviour = behaviour_for(byzantine.get(node), self.n, auth, rng, replica.settings.per_sender_buffer)
-            self.nodes.append(SimNode(replica, behaviour, self._store(node), self._edges))
+            self.nodes.append(SimNode(replica, behaviour, self._store(node), self._edges, self.document))
         if self.plan.censors():
             client_names.append(BUSY_CLIENT)
         if self.workload.shape == "greedy":
@@ -374,6 +380,10 @@ class SimCluster:
         else:
             violations += self._settled_failures()
         violations += self.cancels.violations
+        violations += self.networks.end_failures(self.now_s, {
+            node: (replica.last_executed, replica.network.digest, replica.network.changed_at)
+            for node in sorted(self.honest) for replica in (self.nodes[node].replica,)
+        }) if broken is None and not self._unanswered else self.networks.violations
         accepted = sum(len(client.accepted) for client in self.clients.values())
         self._log(f"end at {self.now_s:.3f}s: {accepted}/{len(self.workload.submissions)} accepted, {dict(self.stats)}")
         for violation in violations:
@@ -533,6 +543,8 @@ class SimCluster:
         original's operation, and a branch without a commit gets the head of the moment
         (client/heads.py, unless `pin_heads` is off). None: what it names was never asked."""
         operation = submission.operation
+        if isinstance(submission, CiSubmission) and submission.change is not None:
+            return Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=self.changes[submission.change])
         if isinstance(submission, CiSubmission):
             original = submission.cancels or submission.rerun_of
             key = self._timestamps.get(original)
@@ -827,7 +839,8 @@ class _NodeEdges:
         self.cluster._stop_build(self.node, effect)
 
     def network_changed(self, effect: NetworkChanged) -> None:
-        pass  # the simulated nodes build from the order alone: no configuration of theirs changes
+        if self.sim_node.honest:
+            self.cluster.networks.changed(self.cluster.now_s, self.node, effect.seq, effect.digest)
 
     def schedule(self, callback: Callable[[], None]) -> None:
         cluster = self.cluster

@@ -23,8 +23,11 @@ MakeEdges = Callable[["SimNode"], Edges]
 
 
 class SimNode:
-    def __init__(self, replica: Replica, behaviour: Honest, store: ReplicaStore, make_edges: MakeEdges) -> None:
+    def __init__(
+        self, replica: Replica, behaviour: Honest, store: ReplicaStore, make_edges: MakeEdges, document: dict | None = None,
+    ) -> None:
         self.replica = replica
+        self.document = document  # the network document it starts with, as its file
         self.behaviour = behaviour
         self.honest = behaviour.kind == "honest"
         self.store = store
@@ -50,11 +53,11 @@ class SimNode:
         """Forget everything in memory and restore from the store; return what the store gave back."""
         loaded = self.store.load()
         if loaded is None:
-            self.replica = Replica(self.replica.settings, self.replica.auth)
+            self.replica = Replica(self.replica.settings, self.replica.auth, self.document)
         else:
             self.replica = Replica.restore(
                 self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
-                learnt=loaded.learnt, cancels=loaded.cancels,
+                learnt=loaded.learnt, cancels=loaded.cancels, network=self.document, changes=loaded.changes,
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

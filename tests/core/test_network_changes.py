@@ -14,11 +14,14 @@ from pbft.encoding import canonical
 from pbft.messages import Request
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
 from shared.crypto import generate_private_key, public_key_hex, sign_bytes
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, keys
 
 OWNERS = {name: generate_private_key() for name in ("ada", "bob", "cy")}
+NODE_KEYS, _ = keys(4)
 DOCUMENT = {
     "f": 1,
+    "nodes": [{"id": node, "host": "127.0.0.1", "port": 9000 + node, "public_key": public_key_hex(key)}
+              for node, key in enumerate(NODE_KEYS)],
     "owners": {"threshold": 2, "keys": [{"name": name, "public_key": public_key_hex(key)}
                                         for name, key in OWNERS.items()]},
     "repositories": [{"name": "example", "url": "https://git.example.org/example.git"}],
@@ -129,3 +132,30 @@ def test_a_restarted_node_replays_the_ledgers_changes_and_runs_the_same_document
     assert (restored.document, restored.changed_at) == (smaller, 3)
     assert restored.digest_at(2, 3) == document_digest(BIGGER_BUILDS)
     assert json.dumps(restored.document) == json.dumps(cluster.replicas[0].network.document)
+
+
+def test_a_change_is_a_checkpoint_boundary_the_nodes_make_stable_under_the_new_document():
+    cluster = Cluster(document=DOCUMENT)  # a checkpoint every 128 batches, and at each change
+    cluster.deliver_to(0, cluster.request())
+    cluster.run()
+    submit(cluster, change(DOCUMENT, BIGGER_BUILDS))
+    for replica in cluster.replicas:
+        assert (replica.last_executed, replica.low_watermark) == (2, 2)
+        assert {vote.network for vote in replica.stable_proof} == {document_digest(BIGGER_BUILDS)}
+    refused = submit(cluster, change(BIGGER_BUILDS, DOCUMENT, signers=("cy",)))
+    assert all(replica.low_watermark == 2 for replica in cluster.replicas)  # a refused change changes nothing
+    assert {status for status, _ in answers(cluster, refused).values()} == {"error"}
+
+
+def test_two_changes_in_one_batch_apply_in_its_order_live_and_after_a_restart(tmp_path):
+    cluster = Cluster(document=DOCUMENT, store_dir=tmp_path, settings={"pipeline_depth": 1, "batch_max": 8})
+    cluster.deliver_to(0, cluster.request())  # seq 1 goes out at once; the two changes wait for it, and batch
+    smaller = changed(BIGGER_BUILDS, build={"memory_mb": 512})
+    for network_change in (change(DOCUMENT, BIGGER_BUILDS), change(BIGGER_BUILDS, smaller, signers=("bob", "cy"))):
+        cluster.deliver_to(0, cluster.change(network_change))
+    cluster.run()
+    assert [len(effect.batch) for effect in cluster.executed[0]] == [1, 2]
+    assert cluster.network_changes[1] == [(2, document_digest(BIGGER_BUILDS)), (2, document_digest(smaller))]
+    cluster.crashed.add(1)
+    cluster.restart(1)
+    assert (cluster.replicas[1].network.document, cluster.replicas[1].network.changed_at) == (smaller, 2)

@@ -13,7 +13,7 @@ from pbft.viewchange import Membership, NewViewPlan
 from pbft.views import MAX_DOUBLINGS, Mode, Views
 
 T = 4.0
-MEMBERS = Membership(n=4, f=1, log_window=256)
+MEMBERS = Membership.of(((node, "") for node in range(4)), f=1, log_window=256)
 KEYS = SimKeys.generate(random.Random(0), 4, [])
 AUTH = KEYS.for_node(0)  # verifies every node's signature
 A, B, C = ("client", 1), ("client", 2), ("client", 3)
@@ -311,3 +311,9 @@ def test_check_invariants_catches_a_working_view_that_no_new_view_started():
     views.restore(3, False, 0, 0, [NewView(2, (), (), 2)])
     with pytest.raises(AssertionError):
         views.check_invariants()
+
+
+def test_the_primary_of_a_view_is_taken_in_turn_from_the_members_ids_whatever_they_are():
+    members = Membership.of(((5, ""), (0, ""), (2, "")), f=0, log_window=256)  # node 1 left, node 5 joined
+    assert [members.primary(view) for view in range(5)] == [0, 2, 5, 0, 2]
+    assert 1 not in members and 5 in members and members.n == 3

@@ -52,6 +52,8 @@ from pbft.sim.faults import (
     BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, NodeFault, Window, choose_plan,
 )
 from pbft.sim.network import Network
+from pbft.sim.networks import NetworkChecker
+from pbft.networkchange import document_digest
 from pbft.sim.node import SimNode
 from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetch_failures, ledger_failures
 from pbft.sim.store import PowerCutStore
@@ -856,3 +858,62 @@ def test_agreement_check_allows_cancelled_beside_a_real_result_only_for_a_cancel
     produced = {("c", 1): {success, cancelled}, ("c", 2): {success}}
     assert disagreement_failures(1.0, produced, {("c", 1)}) == []
     assert disagreement_failures(1.0, produced, set())[0].kind == "agree"
+
+
+def test_simulation_catches_a_restart_that_forgets_the_network_changes(monkeypatch):
+    """A node that restores without replaying its ledger's changes runs its file's document
+    again: its checkpoints name another digest, and the network checker names it."""
+    original = Replica.restore
+
+    def forgetful(*args, changes=(), **kwargs):
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(Replica, "restore", forgetful)
+    found = _violations(_seeds_of_kinds("network-change", "restart-mid-build", wanted=10))
+    assert any(violation.kind == "network" for violation in found), found
+
+
+def test_simulation_catches_a_change_learnt_by_state_transfer_that_is_not_applied(monkeypatch):
+    original = Replica._append_to_ledger
+
+    def learnt_changes_ignored(self, seq, batch_id, batch, *, build):
+        if build:
+            return original(self, seq, batch_id, batch, build=build)
+        self.network.apply = lambda seq, change: None  # this batch's changes change nothing
+        try:
+            original(self, seq, batch_id, batch, build=build)
+        finally:
+            del self.network.apply
+
+    monkeypatch.setattr(Replica, "_append_to_ledger", learnt_changes_ignored)
+    found = _violations(_seeds_of_kinds("network-change", "transfer-past-cancel", wanted=10))
+    assert any(violation.kind == "network" for violation in found), found
+
+
+def test_the_network_checker_reports_two_documents_at_one_seq_and_different_ends():
+    checker = NetworkChecker()
+    checker.changed(1.0, 0, 5, "a" * 64)
+    checker.changed(1.0, 0, 5, "d" * 64)  # two changes in one batch
+    checker.changed(1.1, 1, 5, "a" * 64)
+    checker.changed(1.1, 1, 5, "d" * 64)
+    assert checker.violations == []
+    checker.changed(1.2, 2, 5, "b" * 64)
+    assert [violation.text for violation in checker.violations] == [
+        "node 2 applied bbbbbbbb at seq 5, node 0 aaaaaaaa", "node 2 applied bbbbbbbb at seq 5, node 1 aaaaaaaa"]
+    ends = checker.end_failures(9.0, {0: (7, "a" * 64, 5), 1: (7, "a" * 64, 5), 3: (7, "c" * 64, 0)})
+    assert ends[-1].text == ("honest nodes at seq 7 run different documents: aaaaaaaa from seq 5, "
+                             "cccccccc from seq 0")
+    assert NetworkChecker().end_failures(9.0, {0: (7, "a" * 64, 5), 1: (6, "c" * 64, 0)}) == []
+
+
+def test_changes_made_stale_by_the_order_or_signed_by_too_few_owners_are_refused_everywhere():
+    seeds = _seeds_of_kinds("network-change", wanted=6)
+    for seed in seeds:
+        cluster = SimCluster(seed, options())
+        outcome = cluster.run()
+        assert outcome.violations == [], (seed, outcome.first_violation)
+        ends = {(cluster.nodes[node].replica.network.digest, cluster.nodes[node].replica.network.changed_at)
+                for node in cluster.honest}
+        assert len(ends) == 1
+        digest, changed_at = ends.pop()
+        assert changed_at > 0 and digest != document_digest(cluster.document)  # `first` is always submitted

@@ -20,9 +20,10 @@ import urllib.request
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import aiohttp
+import yaml
 
 from client.app import client_authenticator
 from client.links import NodeLinks
@@ -114,14 +115,20 @@ class NodeProcesses:
 
 
 def start_nodes(
-    root: Path, n: int, *, instant_builds: bool, profile_dir: Path | None = None, protocol: dict | None = None
+    root: Path, n: int, *, instant_builds: bool, profile_dir: Path | None = None, protocol: dict | None = None,
+    edit: Callable[[dict], None] | None = None,
 ) -> NodeProcesses:
     """Write a network of `n` nodes under `root` and start every node; returns once all answer GET /status.
 
     With `profile_dir`, each node runs under cProfile and writes node-<id>.prof there when it stops.
-    `protocol`: settings of the network YAML's protocol section.
+    `protocol`: settings of the network YAML's protocol section. `edit` changes the YAML's
+    mapping before the nodes read it (owners, for a bench of changes).
     """
     config_path = write_network(root, n=n, f=faults_tolerated(n), allow_byzantine=instant_builds, protocol=protocol)
+    if edit is not None:
+        data = yaml.safe_load(config_path.read_text())
+        edit(data)
+        config_path.write_text(yaml.safe_dump(data))
     config = load_config(config_path)
     (root / "log").mkdir(exist_ok=True)
     extra = ["--instant-builds"] if instant_builds else []

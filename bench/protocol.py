@@ -67,14 +67,17 @@ async def keep_in_flight(service, in_flight: int, *, total: int | None = None, d
 
 
 def on_network(args, n: int, measure: Callable[[NodeProcesses, ClientService], Awaitable[T]], *,
-               settled: bool = True, protocol: dict | None = None, follow_links: bool = True) -> T:
+               settled: bool = True, protocol: dict | None = None, follow_links: bool = True,
+               edit: Callable[[dict], None] | None = None) -> T:
     """Start `n` nodes with instant builds and a client, await `measure(nodes, service)`, stop them all.
 
     `settled`: a few requests first, so that links are up and code paths warm. `protocol`:
     settings of the network's protocol section. `follow_links`: see `bench.network.client_of`.
+    `edit`: see `bench.network.start_nodes`.
     """
     with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-n{n}-") as scratch:
-        nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile, protocol=protocol)
+        nodes = start_nodes(Path(scratch), n, instant_builds=True, profile_dir=args.profile, protocol=protocol,
+                            edit=edit)
         try:
             async def run() -> T:
                 async with client_of(nodes.config, follow_links=follow_links) as service:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from client.heads import BranchHeads
 from client.keys import LIVE_KEY, METRICS_KEY, RECORDS_KEY, SERVICE_KEY
+from client.networkdocs import DocumentFollower
 from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.schedules import ScheduleRunner, Schedules
@@ -52,8 +53,11 @@ def service_ctx(config: NetworkConfig, client_name: str, auth: Authenticator,
             service = ClientService(config, client_name, auth, app[RECORDS_KEY], NodeLinks(session, config.nodes),
                                     options)
             app[SERVICE_KEY] = service
-            # The network document nodes' signed words are compared with: the one this client runs.
+            # The network document nodes' signed words are compared with: the one this client runs,
+            # and the one f+1 of them run once the order changed it.
             live.on_reload(lambda new: setattr(service.core.frames, "network", new.digest))
+            follower = DocumentFollower(live, service.core.frames, session, config, service.core.tasks.spawn)
+            service.core.frames.on_vouched = follower.vouched
             service.events.subscribe(app[METRICS_KEY].observe)
             service.start()
             yield

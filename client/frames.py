@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Callable
 
 from client.attestation import verify_with
 from pbft.attestation import Signed, signers
@@ -36,6 +37,10 @@ class NodeFrames:
         # on GET /network and the dashboard (shared/networkdoc.py).
         self.network = config.digest  # the network document this client runs
         self.networks = NetworkClaims()
+        self._f = config.f
+        # Told the digest of a network document f+1 nodes signed that they run, other than this
+        # client's: at least one honest node runs it, so the order made it (client.contexts).
+        self.on_vouched: Callable[[str], None] | None = None
 
     def parse(self, link_node_id: int, text: str) -> NodeMessage | None:
         """The message in a frame from the link to node `link_node_id`, if it is one for this client."""
@@ -59,16 +64,27 @@ class NodeFrames:
         """Whether `message` carries its sender's signature (logged when it does not); the
         network document a signed reply or current view names is noted."""
         if self._auth.verify_node(message.sender, message.payload(), message.sig):
-            if not isinstance(message, BuildState) and self.networks.claim(message.sender, message.network,
-                                                                            self.network):
-                # A node that runs another configuration is one of the f the network tolerates:
-                # its replies still count (f+1 matching ones include an honest node's); it is named.
-                log.warning("node %d runs another network configuration: %s, this client %s",
-                            message.sender, message.network[:16] or "none", self.network[:16])
+            if not isinstance(message, BuildState):
+                self._claim_network(message.sender, message.network)
             return True
         what = {Reply: "reply", BuildState: "build-state", CurrentView: "current-view"}[type(message)]
         log.warning("ignore_%s_bad_signature: sender %d on link %d", what, message.sender, link_node_id)
         return False
+
+    def _claim_network(self, sender: int, network: str) -> None:
+        if not self.networks.claim(sender, network, self.network):
+            return
+        # A node that runs another configuration is one of the f the network tolerates: its
+        # replies still count (f+1 matching ones include an honest node's); it is named.
+        log.warning("node %d runs another network configuration: %s, this client %s",
+                    sender, network[:16] or "none", self.network[:16])
+        vouching = [node for node, digest in self.networks.foreign().items() if digest == network]
+        if len(vouching) > self._f and self.on_vouched is not None:
+            self.on_vouched(network)
+
+    def vouching(self, network: str) -> list[int]:
+        """The nodes whose last signed word named the network document `network`."""
+        return [node for node, (named, _) in sorted(self.networks.named.items()) if named == network]
 
     def attested(self, operation: Operation, reply: Reply, link_node_id: int) -> bool:
         """Whether `reply` makes its part of the verdict's attestation (logged when it does not)."""

@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches, large-repo, codec and first-verdict):
+Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict and reconfigure):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -59,6 +59,10 @@ Scenarios (default: all but real-project, caches, large-repo, codec and first-ve
               replayed from recorded frames; --tree DIR measures another
               checkout's codec alongside (e.g. a `git worktree` of an older
               commit), --instructions counts instructions with valgrind.
+  reconfigure  n = 4, instant builds, one owner: a signed change of the
+              network document (a build limit) submitted while builds are
+              asked for one at a time; the time until every node runs it, to
+              its verdict, and the builds' latency meanwhile vs before.
   first-verdict  a newcomer's first hour: `git clone` of this checkout to the
               README's first webhook answered, with its commands alone
               (./startNetwork.sh sets the clone up), the engine and images
@@ -81,7 +85,9 @@ if __name__ == "__main__":
 
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
-from bench import builds, burst, caches, codec, durable, firstverdict, largerepo, protocol, restart  # noqa: E402
+from bench import (  # noqa: E402
+    builds, burst, caches, codec, durable, firstverdict, largerepo, protocol, reconfigure, restart,
+)
 from bench.targets import targets_table  # noqa: E402
 
 SCENARIOS = {
@@ -101,6 +107,7 @@ SCENARIOS = {
     "large-repo": (largerepo.large_repo, builds.compare_table),
     "codec": (codec.codec, codec.codec_table),
     "first-verdict": (firstverdict.first_verdict, firstverdict.first_verdict_table),
+    "reconfigure": (reconfigure.reconfigure, reconfigure.reconfigure_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",

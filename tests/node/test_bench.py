@@ -168,3 +168,14 @@ def test_the_large_repository_is_one_commit_of_the_files_asked_for_in_one_pack(t
     assert 2 * 1024 * 1024 - 300 <= sum(int(fields[3]) for fields in sources) <= 2 * 1024 * 1024 + 300 * 16
     assert len({fields[2] for fields in sources}) == 300  # no two files are one object
     assert "count: 0" in git("count-objects", "-v")  # no loose objects: one pack, as a forge keeps it
+
+
+def test_the_reconfigure_bench_times_a_change_until_every_node_runs_it(tmp_path):
+    out = tmp_path / "reconfigure.json"
+    result = run_bench("reconfigure", "--quick", "--json", str(out))
+    [report] = json.loads(out.read_text())["scenarios"]
+    results = report["results"]
+    # Every node runs the change after it was ordered: after its f+1 replies reached the client, or about then.
+    assert 0 < results["change_verdict_ms"]["median"] <= results["applied_everywhere_ms"]["median"] + 50
+    assert report["builds_during"] >= 1 and results["build_before_ms"]["median"] > 0
+    assert "every node runs it" in result.stdout

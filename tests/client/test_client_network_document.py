@@ -1,0 +1,80 @@
+"""The client follows the network document the order made: once f+1 nodes sign a digest other
+than its own (at the handshake, or in replies), it fetches that document from one of them,
+checks its digest, and runs it with its own settings. One node alone, or a node that serves a
+document that does not match, moves nothing. Real loopback sockets, fake nodes with real
+signatures."""
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from client.keys import LIVE_KEY
+from pbft.networkchange import document_digest
+from shared.networkdoc import agreed
+from tests.client.fake_nodes import FakeCluster, post, serve_fake_nodes, start_client
+
+
+class Documents:
+    """What each fake node serves at GET /network/document."""
+
+    def __init__(self) -> None:
+        self.served: dict[int, dict] = {}
+
+    def add_routes(self, app: web.Application, node_id: int) -> None:
+        async def document(request: web.Request) -> web.Response:
+            served = self.served.get(node_id)
+            if served is None:
+                return web.json_response({"error": "none"}, status=404)
+            return web.json_response({"digest": document_digest(served), "changed_at": 7, "document": served})
+
+        app.router.add_get("/network/document", document)
+
+
+@pytest.fixture
+async def nodes(aiohttp_server, tmp_path):
+    cluster, documents = FakeCluster(), Documents()
+    await serve_fake_nodes(aiohttp_server, cluster, documents.add_routes, tmp_path)
+    return cluster, documents
+
+
+def with_repository(cluster: FakeCluster, name: str) -> dict:
+    document = agreed(cluster.config)
+    return {**document, "repositories": [*document["repositories"], {"name": name, "url": "/srv/git/" + name}]}
+
+
+async def until(condition, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_the_client_runs_a_document_f_plus_1_nodes_vouch_for(nodes, aiohttp_client):
+    cluster, documents = nodes
+    wanted = with_repository(cluster, "newrepo")
+    digest = document_digest(wanted)
+    documents.served = {0: {"forged": True}, 1: wanted, 2: wanted}  # node 0 serves a document that does not match
+    cluster.networks = {0: digest, 1: digest}  # f+1 = 2 nodes sign it at the handshake
+    client = await start_client(aiohttp_client, cluster)
+    await until(lambda: _digest(client) == digest)
+    status, answer = await post(client, {"branch": "main", "repository": "newrepo"})
+    assert status == 200, answer
+    network = await (await client.get("/network")).json()
+    assert network["client"]["network"] == {"digest": digest, "foreign": {"2": cluster.config.digest,
+                                                                          "3": cluster.config.digest}}
+
+
+async def test_one_node_alone_moves_nothing(nodes, aiohttp_client):
+    cluster, documents = nodes
+    wanted = with_repository(cluster, "newrepo")
+    documents.served = {3: wanted}
+    cluster.networks = {3: document_digest(wanted)}
+    client = await start_client(aiohttp_client, cluster)
+    await asyncio.sleep(0.3)
+    assert _digest(client) == cluster.config.digest
+    status, answer = await post(client, {"branch": "main", "repository": "newrepo"})
+    assert status == 400 and answer["error"].startswith("unknown repository 'newrepo'")
+
+
+def _digest(client) -> str:
+    return client.app[LIVE_KEY].current.digest

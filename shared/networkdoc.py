@@ -109,6 +109,11 @@ def document_problem(document: dict, folder: Path) -> str | None:
     A local setting a section cannot go without (a build secret's file) is taken as given."""
     from shared.config import ConfigError, NetworkConfig, config_from
 
+    # A key of a host's own, or a `<key>_file`, would have each node read a file of its own
+    # host: nodes would answer differently, and a file's text could end up in the reason.
+    foreign = _foreign_keys(NetworkConfig, document, "")
+    if foreign:
+        return f"{', '.join(foreign[:MAX_PROBLEMS])}: not a key of a network document"
     data = _placeheld(NetworkConfig, dict(document))
     try:
         config = config_from(folder / "network-change.yaml", data, require_keys=True, read_secrets=False)
@@ -117,6 +122,24 @@ def document_problem(document: dict, folder: Path) -> str | None:
     if network_digest(config) != document_digest(document):
         return "the document is not in its complete form: write it with scripts/network.py"
     return None
+
+
+def _foreign_keys(cls: type, data: Any, at: str) -> list[str]:
+    """The keys of `data` (a section of a document) that a network document does not have."""
+    if not isinstance(data, dict):
+        return []
+    declared = {item.key: item for item in schema_of(cls).settings
+                if not item.setting.local and not isinstance(item.kind, Inline)}
+    found = [f"{at}{key}" for key in data if key not in declared]
+    for key, item in declared.items():
+        inner = getattr(getattr(item.kind, "item", None), "cls", None)
+        value = data.get(key)
+        if inner is not None and isinstance(value, list):
+            for index, entry in enumerate(value):
+                found += _foreign_keys(inner, entry, f"{at}{key}[{index}].")
+        elif getattr(item.kind, "cls", None) is not None:
+            found += _foreign_keys(item.kind.cls, value, f"{at}{key}.")
+    return found
 
 
 def _placeheld(cls: type, data: dict) -> dict:

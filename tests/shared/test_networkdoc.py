@@ -11,7 +11,7 @@ import yaml
 
 from shared.config import load_config
 from shared.crypto import generate_private_key, public_key_hex
-from shared.networkdoc import agreed
+from shared.networkdoc import agreed, document_problem
 from tests.shared.config_files import edit
 from tests.support.network import write_network
 
@@ -92,3 +92,26 @@ def test_no_secret_is_in_the_document_only_that_a_secret_exists(config_path):
     assert [secret["name"] for secret in repository["secrets"]] == ["API_KEY"]
     assert "file" not in repository["secrets"][0]
     assert "token" not in agreed(config)["clients"][0]
+
+
+def test_a_document_that_names_a_file_or_a_hosts_own_setting_is_refused_unread(config_path, tmp_path):
+    """A change is checked by every node alike: a key that would make each node read a file of
+    its own host (whose text could end up in the refusal) is refused before anything is read."""
+    config = load_config(config_path)
+    document = agreed(config)
+    secret = tmp_path / "not-for-the-ledger"
+    secret.write_text("the-contents-of-a-private-file")
+    document["nodes"][1] = {key: value for key, value in document["nodes"][1].items() if key != "public_key"}
+    document["nodes"][1]["public_key_file"] = str(secret)
+    document["data_dir"] = "/srv"
+    problem = document_problem(document, config.path.parent)
+    assert problem == "data_dir, nodes[1].public_key_file: not a key of a network document"
+    assert document_problem(agreed(config), config.path.parent) is None
+
+
+def test_a_document_written_some_other_way_than_its_complete_form_is_refused(config_path):
+    config = load_config(config_path)
+    document = agreed(config)
+    document["repositories"][0]["url"] = "relative/path"  # each node would resolve it in its own folder
+    assert document_problem(document, config.path.parent) == (
+        "the document is not in its complete form: write it with scripts/network.py")

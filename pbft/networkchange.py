@@ -16,9 +16,10 @@ network no longer runs and is refused.
 from __future__ import annotations
 
 import json
+import math
 import re
 
-from pbft.encoding import digest
+from pbft.encoding import canonical, digest
 from pbft.wire import HEX64, SIG, ListOf, Struct, Text, struct, wire
 
 # Part of what is hashed, so that a later change of the document's shape is a new digest.
@@ -50,12 +51,17 @@ class NetworkChange:
     signatures: tuple[OwnerSignature, ...] = wire(ListOf(Struct(OwnerSignature), MAX_OWNERS), default=())
 
     def parsed(self) -> dict | None:
-        """The new document, or None if the text is not a JSON object."""
+        """The new document, or None if the text is not a JSON object the canonical encoding
+        can hash: NaN, an infinite number or nesting too deep would make every node that
+        hashes it raise, where a refusal is due."""
         try:
-            document = json.loads(self.document)
+            document = json.loads(self.document, parse_constant=_refuse, parse_float=_finite)
+            if not isinstance(document, dict):
+                return None
+            canonical(document)
         except (ValueError, RecursionError):
             return None
-        return document if isinstance(document, dict) else None
+        return document
 
     def target(self) -> str:
         """The digest of the new document ("" when it is not one)."""
@@ -65,6 +71,17 @@ class NetworkChange:
     def signed_payload(self) -> dict:
         """What each owner signs: both digests, so a signature is good for this one step."""
         return change_payload(self.base, self.target())
+
+
+def _refuse(constant: str) -> float:
+    raise ValueError(f"{constant} is not a number a document may hold")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def change_payload(base: str, target: str) -> dict:

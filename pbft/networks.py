@@ -90,7 +90,7 @@ class NetworkState:
                     f"{self.digest[:16]}: a change already applied, or one made before another")
         document = change.parsed()
         if document is None:
-            return "the change's document is not a JSON object"
+            return "the change's document is not a JSON object of finite numbers, nested within bounds"
         target = document_digest(document)
         if target == self.digest:
             return "the change's document is the one the network runs"

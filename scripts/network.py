@@ -128,7 +128,7 @@ def show(args: argparse.Namespace) -> str:
 def sign(args: argparse.Namespace) -> str:
     change = read_change(args.change)
     if change.parsed() is None:
-        raise Refused(f"{args.change}: its document is not a JSON object")
+        raise Refused(f"{args.change}: its document is not a JSON object of finite numbers, nested within bounds")
     try:
         key = load_private_key(Path(args.key))
     except (OSError, ValueError) as error:

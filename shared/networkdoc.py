@@ -17,12 +17,14 @@ name); public keys do, by value, wherever they were read from.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pbft.networkchange import document_digest
 from shared.schema import Inline, schema_of
 
+log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5  # in a refused change's reason
 # A required local setting's value while a document alone is checked.
 PLACEHOLDER = "."
@@ -119,6 +121,9 @@ def document_problem(document: dict, folder: Path) -> str | None:
         config = config_from(folder / "network-change.yaml", data, require_keys=True, read_secrets=False)
     except ConfigError as error:
         return "; ".join(error.problems[:MAX_PROBLEMS])
+    except Exception as error:  # a reading our rules did not foresee: refused the same way by every node
+        log.error("a changed network document could not be checked", exc_info=True)
+        return f"the document could not be checked ({type(error).__name__})"
     if network_digest(config) != document_digest(document):
         return "the document is not in its complete form: write it with scripts/network.py"
     return None

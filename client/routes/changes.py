@@ -59,7 +59,7 @@ def parse_change(body: bytes) -> NetworkChange:
     except (ValueError, RecursionError, MessageError) as error:
         raise WebhookError(400, f"not a network change (scripts/network.py makes one): {str(error)[:200]}") from None
     if change.parsed() is None:
-        raise WebhookError(400, "the change's document is not a JSON object")
+        raise WebhookError(400, "the change's document is not a JSON object of finite numbers, nested within bounds")
     if not change.signatures:
         raise WebhookError(400, "the change carries no owner's signature (scripts/network.py sign)")
     return change

@@ -159,3 +159,16 @@ def test_two_changes_in_one_batch_apply_in_its_order_live_and_after_a_restart(tm
     cluster.crashed.add(1)
     cluster.restart(1)
     assert (cluster.replicas[1].network.document, cluster.replicas[1].network.changed_at) == (smaller, 2)
+
+
+def test_a_document_no_node_can_hash_is_refused_not_a_crash():
+    # Any client may hand in a change: one whose document the canonical encoding cannot hash
+    # (NaN, an infinite number, nesting too deep) must be refused by every node, not raise.
+    cluster = Cluster(document=DOCUMENT)
+    for text in ('{"f": NaN}', '{"f": 1e999}', "[" * 5000 + "]" * 5000, '{"f": ' + "[" * 3000 + "]" * 3000 + "}"):
+        request = submit(cluster, NetworkChange(document_digest(DOCUMENT), text))
+        assert set(answers(cluster, request).values()) == {
+            ("error", "network change refused: the change's document is not a JSON object of finite numbers, "
+                      "nested within bounds")}
+    hostile = NetworkChange(document_digest(DOCUMENT), '{"f": NaN}')
+    assert hostile.parsed() is None and hostile.target() == ""

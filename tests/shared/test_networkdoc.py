@@ -8,6 +8,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.config import load_config
 from shared.crypto import generate_private_key, public_key_hex
@@ -115,3 +117,21 @@ def test_a_document_written_some_other_way_than_its_complete_form_is_refused(con
     document["repositories"][0]["url"] = "relative/path"  # each node would resolve it in its own folder
     assert document_problem(document, config.path.parent) == (
         "the document is not in its complete form: write it with scripts/network.py")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(["f", "nodes", "clients", "repositories", "build", "protocol", "owners", "allow_byzantine"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(KEYS, JSON_VALUES, max_size=4))
+def test_any_document_is_answered_with_a_reason_or_none_never_an_exception(config_path, changes):
+    config = load_config(config_path)
+    problem = document_problem({**agreed(config), **changes}, config.path.parent)
+    assert problem is None or (isinstance(problem, str) and problem)
+    assert problem is None or "could not be checked" not in problem, problem  # every reading has its own words

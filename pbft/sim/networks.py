@@ -3,7 +3,8 @@
 A simulated network starts with a document whose owners are three keys, two of which must
 sign a change. A seed of the CI kind `network-change` submits a few changes from a menu made
 for it: two that follow each other (`first`, then `second`), one signed by a single owner
-(`undersigned`), one made from the starting document alongside `first` (`alongside`). Which
+(`undersigned`), one made from the starting document alongside `first` (`alongside`), and one
+whose document no node can hash (`unhashable`), which any client may hand in. Which
 apply depends on the order they are ordered in — `second` before `first`, or `first` twice,
 is refused as stale — and every honest node must decide alike, whether it executed the
 change, learnt it by state transfer or restored it after a crash or a power cut.
@@ -24,7 +25,7 @@ from pbft.sim.checkers import Violation
 
 OWNERS = ("ada", "bob", "cy")
 THRESHOLD = 2
-MENU = ("first", "second", "undersigned", "alongside")
+MENU = ("first", "second", "undersigned", "alongside", "unhashable")
 
 
 def owner_secrets(seed: int) -> dict[str, bytes]:
@@ -62,6 +63,8 @@ def menu(document: dict, secrets: dict[str, bytes]) -> dict[str, NetworkChange]:
         "second": change(first, second, ("bob", "cy")),
         "undersigned": change(document, first, ("cy",)),
         "alongside": change(document, alongside, ("ada", "cy")),
+        # Any client may hand one in: a document the canonical encoding cannot hash.
+        "unhashable": NetworkChange(document_digest(document), '{"f": NaN, "nodes": 1e999}'),
     }
 
 

@@ -48,6 +48,8 @@ class DocumentFollower:
         try:
             for node_id in self._frames.vouching(digest):
                 document = await self._fetch(node_id)
+                if self._live.current.digest == digest:
+                    return  # taken meanwhile (the client that handed the change in runs it at its verdict)
                 if document is None or document_digest(document) != digest:
                     continue
                 try:

@@ -51,7 +51,7 @@ class NetworkState:
 
     Changed only where a change executes, in the order, so every honest node holds the same
     document after the same sequence number. `document` is None for a replica that was given
-    only a digest (the simulator, core tests): it has no owners, and refuses every change.
+    only a digest (most core tests): it has no owners, and refuses every change.
     """
 
     def __init__(self, document: dict | None, digest: str) -> None:

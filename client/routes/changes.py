@@ -18,7 +18,7 @@ from aiohttp import web
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, LIVE_KEY, SERVICE_KEY
 from client.outcome import Accepted, Disputed, Divergent
-from client.routes.params import config_of, read_capped
+from client.routes.params import read_capped, webhook_settings
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation
 from pbft.networkchange import MAX_DOCUMENT_CHARS, NetworkChange
 from pbft.wire import MessageError, decode_struct
@@ -33,7 +33,7 @@ MAX_CHANGE_BYTES = 2 * MAX_DOCUMENT_CHARS  # the document, and a few signatures 
 @routes.post("/network/changes")
 async def submit_change(request: web.Request) -> web.Response:
     request.app[ACCESS_KEY].check_plain_call(request.headers)
-    body = await read_capped(request, MAX_CHANGE_BYTES, config_of(request).clients[0].body_timeout_s)
+    body = await read_capped(request, MAX_CHANGE_BYTES, webhook_settings(request).body_timeout_s)
     change = parse_change(body)
     verdict = await request.app[SERVICE_KEY].verbs.submit.wait(
         Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=change))

@@ -5,6 +5,7 @@ document that does not match, moves nothing. Real loopback sockets, fake nodes w
 signatures."""
 
 import asyncio
+import json
 
 import pytest
 from aiohttp import web
@@ -78,3 +79,20 @@ async def test_one_node_alone_moves_nothing(nodes, aiohttp_client):
 
 def _digest(client) -> str:
     return client.app[LIVE_KEY].current.digest
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "not a network change (scripts/network.py makes one): "),
+    (b'{"base": "00", "document": "{}"}', "not a network change (scripts/network.py makes one): "),
+    (json.dumps({"base": "a" * 64, "document": "[1, 2]", "signatures": []}).encode(),
+     "the change's document is not a JSON object of finite numbers, nested within bounds"),
+    (json.dumps({"base": "a" * 64, "document": "{}", "signatures": []}).encode(),
+     "the change carries no owner's signature (scripts/network.py sign)"),
+])
+async def test_a_body_that_is_no_signed_change_is_refused_with_a_reason(nodes, aiohttp_client, body, reason):
+    cluster, _ = nodes
+    client = await start_client(aiohttp_client, cluster)
+    response = await client.post("/network/changes", data=body)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(reason)
+    assert cluster.received == {node: [] for node in range(4)}  # nothing was ordered

@@ -32,6 +32,11 @@ class MessageLog:
         """A new view starts with empty slots; prepared certificates stay for later view changes."""
         self.slots = {}
 
+    def drop_above(self, seq: int) -> None:
+        """A change of the membership executed at `seq`: nothing above it was ordered (`pbft.epochs`)."""
+        self.slots = {at: slot for at, slot in self.slots.items() if at <= seq}
+        self.prepared_certs = {at: cert for at, cert in self.prepared_certs.items() if at <= seq}
+
     def collect_garbage(self, stable_seq: int) -> None:
         self.slots = {seq: slot for seq, slot in self.slots.items() if seq > stable_seq}
         self.prepared_certs = {seq: cert for seq, cert in self.prepared_certs.items() if seq > stable_seq}

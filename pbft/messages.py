@@ -35,6 +35,13 @@ def _network():
     return wire(HEX64, default="", omit="", kw_only=True)
 
 
+def _epoch():
+    """The epoch its sender works in: the sequence number of the change of the membership that
+    began it (`pbft.epochs`), 0 for the first. Views count from 0 in each epoch, and a message of
+    another epoch never counts in this one. Left out while 0: messages before epochs keep their bytes."""
+    return wire(SEQ, default=0, omit=0, kw_only=True)
+
+
 def _attestation_sig():
     """A signature of the verdict's attestation, left out while empty: replies and votes signed
     before attestations (or provenance) existed keep their bytes."""
@@ -71,6 +78,7 @@ class Status:
     last_executed: int = wire(SEQ)
     sender: int = wire(SEQ)
     network: str = _network()
+    epoch: int = _epoch()
 
 
 @message("vote-fetch")
@@ -96,6 +104,7 @@ class PrePrepare:
     digest: str = wire(HEX64)
     sender: int = wire(SEQ)
     batch: tuple[Request, ...] = wire(ListOf(Nested(Request), MAX_BATCH), default=(), signed=False)
+    epoch: int = _epoch()
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class _Vote:
     seq: int = wire(SEQ)
     digest: str = wire(HEX64)
     sender: int = wire(SEQ)
+    epoch: int = _epoch()
 
 
 @message("prepare")
@@ -147,6 +157,7 @@ class ViewChange:
     checkpoint_proof: tuple[Checkpoint, ...] = wire(ListOf(Nested(Checkpoint), MAX_VOTES))
     prepared: tuple[PreparedCertificate, ...] = wire(ListOf(Struct(PreparedCertificate), MAX_LOG))
     sender: int = wire(SEQ)
+    epoch: int = _epoch()
 
 
 @message("new-view")
@@ -158,6 +169,7 @@ class NewView:
     view_changes: tuple[ViewChange, ...] = wire(ListOf(Nested(ViewChange), MAX_VOTES))
     preprepares: tuple[PrePrepare, ...] = wire(ListOf(Nested(PrePrepare), MAX_LOG))
     sender: int = wire(SEQ)
+    epoch: int = _epoch()
 
 
 @struct
@@ -183,6 +195,7 @@ class Fetch:
     from_seq: int = wire(SEQ)
     view: int = wire(SEQ)
     sender: int = wire(SEQ)
+    epoch: int = _epoch()
 
 
 @message("state")

@@ -41,9 +41,37 @@ class NetworkClaims:
 
 
 MAX_HISTORY = 16
-# What a change may not touch yet: the membership and the protocol, which every quorum,
-# signature and timer depends on (they change at a restart of every node).
-FIXED_KEYS = ("f", "nodes", "clients", "protocol", "allow_byzantine")
+# What a change may not touch: the protocol, the clients' keys and the demo switch, which
+# change at a restart of every node; and, where the replica is told so, the membership.
+FIXED_KEYS = ("clients", "protocol", "allow_byzantine")
+MEMBERSHIP_KEYS = ("f", "nodes")
+
+
+def membership_changes(before: dict | None, after: dict) -> bool:
+    """Whether `after` has other members (ids, keys) or another f than `before`."""
+    def members(document: dict | None) -> tuple:
+        document = document or {}
+        nodes = document.get("nodes") or ()
+        return document.get("f"), sorted((node.get("id"), node.get("public_key")) for node in nodes)
+
+    return members(before) != members(after)
+
+
+def membership_problem(document: dict) -> str | None:
+    """Why the nodes and f of `document` make no membership the protocol can run, or None."""
+    nodes, f = document.get("nodes"), document.get("f")
+    if type(f) is not int or f < 0:
+        return "f must be a whole number, 0 or more"
+    if not isinstance(nodes, list) or not all(
+        isinstance(node, dict) and type(node.get("id")) is int and node["id"] >= 0
+        and isinstance(node.get("public_key"), str) for node in nodes
+    ):
+        return "every node needs an id (0 or more) and a public key"
+    if len({node["id"] for node in nodes}) != len(nodes):
+        return "two nodes have one id"
+    if len(nodes) < 3 * f + 1:
+        return f"n = {len(nodes)} nodes tolerate at most f = {max(len(nodes) - 1, 0) // 3}; need n >= 3f+1"
+    return None
 
 
 class NetworkState:
@@ -76,12 +104,13 @@ class NetworkState:
         return owners.get("threshold", 0), keys
 
     def problem(self, change: NetworkChange, verify_key: Callable[[str, dict, str], bool],
-                check: Callable[[dict], str | None]) -> str | None:
+                check: Callable[[dict], str | None], *, membership: bool = False) -> str | None:
         """Why `change` may not replace the running document, in words for its submitter; None if it may.
 
         `verify_key(public_key, payload, sig)` checks an owner's signature; `check` is the
         rest of what makes a document one every node can run (the driver's schema), a pure
-        function of the document, so every honest node answers alike."""
+        function of the document, so every honest node answers alike. `membership`: whether
+        the change may change the nodes and f (`pbft.epochs`)."""
         threshold, keys = self.owners()
         if threshold == 0:
             return "this network has no owners: its configuration changes only at a restart of every node"
@@ -100,10 +129,11 @@ class NetworkState:
         if len(signers) < threshold:
             named = f" ({', '.join(signers)})" if signers else ""
             return f"signed by {len(signers)} of the {threshold} owners a change needs{named}"
-        fixed = [key for key in FIXED_KEYS if document.get(key) != (self.document or {}).get(key)]
-        if fixed:
-            return f"changes {', '.join(fixed)}, which change only at a restart of every node"
-        return check(document)
+        fixed = FIXED_KEYS if membership else MEMBERSHIP_KEYS + FIXED_KEYS
+        changed = [key for key in fixed if document.get(key) != (self.document or {}).get(key)]
+        if changed:
+            return f"changes {', '.join(changed)}, which change only at a restart of every node"
+        return membership_problem(document) or check(document)
 
     def apply(self, seq: int, change: NetworkChange) -> None:
         """The change executed at `seq` passed `problem`: its document runs from there."""

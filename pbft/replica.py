@@ -39,10 +39,11 @@ from pbft.effects import (
 )
 from pbft.durable import DurableState
 from pbft.encoding import digest
+from pbft.epochs import Epochs
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
-from pbft.networkchange import document_digest
-from pbft.networks import NetworkClaims, NetworkState
+from pbft.networkchange import NetworkChange, document_digest
+from pbft.networks import NetworkClaims, NetworkState, membership_changes
 from pbft.build import Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
@@ -117,14 +118,15 @@ class Replica:
         # per sender, so that one faulty node's flood cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
         self.early_votes: dict[int, deque[ResultVote]] = {}
-        self.result_votes = ResultVotes(settings.n, settings.f, settings.vote_retry_s)
+        self.result_votes = ResultVotes(self._members_at, settings.vote_retry_s)
         # Builds the order cancelled: applied where each cancel executes (`pbft.cancels`).
         self.cancels = Cancels()
         self.votes_served_at: dict[int, float] = {}
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
-        self.members = membership(self.network.document, settings)
+        # The members of each stretch of the order (`pbft.epochs`): the current one's sign and count.
+        self.epochs = Epochs(membership(self.network.document, settings))
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
@@ -133,12 +135,31 @@ class Replica:
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
         self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
+        self._change_issued_at = 0  # as primary: the last batch issued that holds a network change
 
     # --- derived values -----------------------------------------------
 
     @property
+    def members(self) -> Membership:
+        return self.epochs.members
+
+    @property
+    def epoch(self) -> int:
+        """The epoch this replica works in: where the membership it runs began (`pbft.epochs`)."""
+        return self.epochs.current.start
+
+    @property
+    def member(self) -> bool:
+        """Whether this node is one of the current members: a node that is not (one that was
+        removed, or one that joins and has not reached the change that adds it) signs no vote."""
+        return self.id in self.members
+
+    def _members_at(self, seq: int) -> Membership:
+        return self.epochs.members_at(seq)
+
+    @property
     def f(self) -> int:
-        return self.settings.f
+        return self.members.f
 
     @property
     def low_watermark(self) -> int:
@@ -289,6 +310,10 @@ class Replica:
         """Sign and send this node's reply and RESULT vote for the executed request at `seq`."""
         executed = self.clients.executed
         assert executed.get(request.key, False) is None, "a reply for a request not owed one"
+        if self.id not in self._members_at(seq):
+            # Not a member where it was ordered (removed before, or joined after): no word of ours counts.
+            executed[request.key] = True
+            return
         statement_sig, link_sig = self._sign_attestation(request, result)
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
@@ -384,14 +409,19 @@ class Replica:
         while (
             self.clients.pending
             and self.mode is Mode.NORMAL
+            and self.epochs.pending is None
             and self.last_executed >= self.views.stable_seq
+            and self.last_executed >= self._change_issued_at
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
             batch = self.clients.next_batch(self.settings.batch_max)
             self.next_seq += 1
+            if any(request.operation.change is not None for request in batch):
+                # It may change the membership: nothing past it until it executed (`pbft.epochs`).
+                self._change_issued_at = self.next_seq
             preprepare = signed(
-                PrePrepare(self.view, self.next_seq, batch_digest(batch), self.id, batch),
+                PrePrepare(self.view, self.next_seq, batch_digest(batch), self.id, batch, epoch=self.epoch),
                 self.auth.sign,
             )
             logger.info(
@@ -404,6 +434,9 @@ class Replica:
     # --- three phases (§4.2) ------------------------------------------
 
     def _on_preprepare(self, message: PrePrepare) -> str | None:
+        reason = self._epoch_problem("preprepare", message)
+        if reason is not None:
+            return reason or None
         if message.sender != self.primary(message.view):
             return "ignore_preprepare_not_from_primary"
         reason = self._node_signature_problem(message) or self._check_view_and_window("preprepare", message)
@@ -426,8 +459,8 @@ class Replica:
         slot = self.log.slot(message.seq)
         slot.preprepare = message
         self._outbox.append(Store(message))
-        if not self.is_primary:
-            prepare = signed(Prepare(self.view, message.seq, message.digest, self.id), self.auth.sign)
+        if not self.is_primary and self.member:
+            prepare = signed(Prepare(self.view, message.seq, message.digest, self.id, epoch=self.epoch), self.auth.sign)
             slot.prepares[self.id] = prepare
             self._outbox.append(Store(prepare))
             logger.info(
@@ -443,7 +476,7 @@ class Replica:
         if reason is None and message.sender == self.primary(message.view):
             reason = "ignore_prepare_from_primary"
         if reason is not None or self._buffer_if_future(message):
-            return reason
+            return reason or None
         return self._record_vote(self.log.slot(message.seq).prepares, "prepare", message)
 
     def _on_commit(self, message: Commit) -> str | None:
@@ -451,7 +484,7 @@ class Replica:
             return None
         reason = self._check_vote("commit", message)
         if reason is not None or self._buffer_if_future(message):
-            return reason
+            return reason or None
         return self._record_vote(self.log.slot(message.seq).commits, "commit", message)
 
     def _moves_nothing(self, vote: Prepare | Commit) -> bool:
@@ -471,7 +504,29 @@ class Replica:
         return slot.committed if isinstance(vote, Commit) else slot.prepared
 
     def _check_vote(self, kind: str, message: Prepare | Commit) -> str | None:
+        """Why a vote is not one to count now ("" for one kept for the epoch about to begin), or None."""
+        epoch_problem = self._epoch_problem(kind, message)
+        if epoch_problem is not None:
+            return epoch_problem
         return self._node_signature_problem(message) or self._check_view_and_window(kind, message)
+
+    def _epoch_problem(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
+        """Why a message of the three phases is not of the epoch we work in (`pbft.epochs`), or
+        None; "" for one of the epoch about to begin, kept for it once its members signed it."""
+        pending = self.epochs.pending
+        if message.epoch == self.epoch:
+            # (One at or below the epoch's start is below the window: h is at least the start.)
+            if pending is not None and message.seq > pending.start:
+                return f"ignore_{kind}_after_membership_change"
+            return None
+        if message.epoch < self.epoch:
+            return f"ignore_{kind}_old_epoch"
+        if pending is None or message.epoch != pending.start or message.seq <= pending.start:
+            return f"ignore_{kind}_future_epoch"
+        if pending.members.signature_problem(message, self.auth) is not None:
+            return f"ignore_{kind}_future_epoch_bad_signature"
+        self._buffer(self.future, message.sender, message)
+        return ""
 
     def _node_signature_problem(self, message: Message) -> str | None:
         """Why `message` is not signed by the configured node it names as sender, or None."""
@@ -513,7 +568,10 @@ class Replica:
         for sender, buffer in self.future.items():
             kept = deque(maxlen=buffer.maxlen)
             for message in buffer:
-                if message.view < self.view or message.seq <= self.low_watermark:
+                if message.epoch > self.epoch:  # of the epoch about to begin (`_epoch_problem`)
+                    kept.append(message)
+                    continue
+                if message.epoch < self.epoch or message.view < self.view or message.seq <= self.low_watermark:
                     continue
                 (kept if self.views.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
             self.future[sender] = kept
@@ -545,19 +603,8 @@ class Replica:
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == preprepare.digest)
             self.log.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
-            commit = signed(Commit(self.view, seq, preprepare.digest, self.id), self.auth.sign)
-            slot.commits[self.id] = commit
-            self._outbox.append(Store(commit))
-            logger.info(
-                "node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8]
-            )
-            if self.relaying and self.is_primary:
-                # The quorum that prepared us prepares every backup. It leaves before this step
-                # is on disk (`pbft.effects.leaves_unsaved`); our commit needs the disk first,
-                # and is no backup's to wait for: it rides in the commits' relay.
-                self._outbox.append(Broadcast(Relay(proof)))
-            else:
-                self._send_vote(commit)
+            if self.member:  # a node outside the membership follows the votes and signs none
+                self._commit(seq, preprepare, proof)
         committed_votes = matching(vote_digests(slot.commits), preprepare.digest)
         if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.f):
             slot.committed = True
@@ -571,6 +618,20 @@ class Replica:
                 "node=%d view=%d seq=%d phase=committed digest=%s", self.id, self.view, seq, preprepare.digest[:8]
             )
             self._execute_ready()
+
+    def _commit(self, seq: int, preprepare: PrePrepare, proof: tuple[Prepare, ...]) -> None:
+        slot = self.slots[seq]
+        commit = signed(Commit(self.view, seq, preprepare.digest, self.id, epoch=self.epoch), self.auth.sign)
+        slot.commits[self.id] = commit
+        self._outbox.append(Store(commit))
+        logger.info("node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8])
+        if self.relaying and self.is_primary:
+            # The quorum that prepared us prepares every backup. It leaves before this step
+            # is on disk (`pbft.effects.leaves_unsaved`); our commit needs the disk first,
+            # and is no backup's to wait for: it rides in the commits' relay.
+            self._outbox.append(Broadcast(Relay(proof)))
+        else:
+            self._send_vote(commit)
 
     # --- relayed votes (`pbft.relay`) ------------------------------------
 
@@ -623,7 +684,7 @@ class Replica:
     def _execute_ready(self) -> None:
         while True:
             slot = self.slots.get(self.last_executed + 1)
-            if slot is None or not slot.committed:
+            if slot is None or not slot.committed or self.epochs.pending is not None:
                 return
             assert slot.preprepare is not None
             self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, build=True)
@@ -674,18 +735,70 @@ class Replica:
         (`pbft.cancels`) and a network change's (`pbft.networks`), which take effect here."""
         change = request.operation.change
         if change is not None:
-            problem = self.network.problem(change, self.auth.verify_key, self.check_network)
+            problem, new_members = self._change_problem(seq, change)
             if problem is not None:
                 logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
                 return Result("error", None, None, f"network change refused: {problem}")
             self.network.apply(seq, change)
             self.checkpoints.boundary(seq)
+            if new_members:
+                self._pend_epoch(seq)
             logger.warning("node=%d view=%d seq=%d network configuration %s runs from here",
                            self.id, self.view, seq, self.network.digest[:16])
             self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
             return Result("success", 0, None, f"network configuration {self.network.digest} runs from sequence "
                                               f"number {seq}")
         return self._standing_answer(request)
+
+    def _change_problem(self, seq: int, change: NetworkChange) -> tuple[str | None, bool]:
+        """Why the change executed at `seq` is refused (None: it applies), and whether it changes
+        the membership: one such change per batch, the next one's members being the first's to
+        agree on (`pbft.epochs`)."""
+        problem = self.network.problem(change, self.auth.verify_key, self.check_network,
+                                       membership=self.settings.changes_membership)
+        if problem is not None:
+            return problem, False
+        if not membership_changes(self.network.document, change.parsed()):
+            return None, False
+        if self.epochs.pending is not None or self.epochs.boundaries[-1:] == [seq]:
+            return "another change of the membership executed at this sequence number: submit it again", False
+        return None, True
+
+    def _pend_epoch(self, seq: int) -> None:
+        """A change of the membership executed at `seq`: the next epoch begins once the
+        checkpoint at `seq` is stable here (`pbft.epochs`); nothing above `seq` is ordered
+        until then, so what this node held above it goes."""
+        self.epochs.pend(seq, membership(self.network.document, self.settings))
+        self.log.drop_above(seq)
+        logger.warning("node=%d view=%d seq=%d membership changes: n=%d f=%d from the checkpoint here",
+                       self.id, self.view, seq, self.epochs.pending.members.n, self.epochs.pending.members.f)
+
+    def _restore_epoch(self) -> None:
+        """After a restart: the parts that depend on the members are those of the epoch the
+        replayed changes put this replica in."""
+        if self.epoch == 0:
+            return
+        previous = self.epochs.past[-1].members if self.epochs.past else None
+        self.views.previous, self.views.members, self.views.epoch = previous, self.members, self.epoch
+        self.checkpoints.f = self.catch_up.f = self.members.f
+
+    def _begin_epoch(self) -> None:
+        """The checkpoint that ends the epoch is stable: the next one begins, in its view 0."""
+        self.epochs.begin()
+        members, start = self.members, self.epoch
+        self.views.begin_epoch(members, start, self.now)
+        self.checkpoints.f = self.catch_up.f = members.f
+        self.catch_up.view_claims.clear()  # views of the epoch that ended
+        self.log.new_view()
+        self.log.drop_above(start)
+        self.clients.unqueue_all()
+        self.clients.forwarded.clear()
+        self.next_seq = max(self.next_seq if self.next_seq <= start else start, self.last_executed)
+        self._entered_view = 0
+        self._replay_due = True
+        logger.warning("node=%d epoch=%d begins: n=%d f=%d primary=%d%s", self.id, start, members.n, members.f,
+                       self.primary(), "" if self.member else " (this node is not a member)")
+        self._hand_over_waiting(())
 
     def _standing_answer(self, request: Request) -> Result | None:
         """What the order answers a request that is no network change (`_order_answer`), as
@@ -753,6 +866,8 @@ class Replica:
         return None
 
     def _count_vote(self, vote: ResultVote) -> bool:
+        if vote.sender not in self._members_at(self.result_votes.seq[vote.key]):
+            return False  # a node that joined after the build was ordered: not one of its voters
         kept, decided = self.result_votes.add(vote)
         if kept:
             self._outbox.append(Store(vote))
@@ -819,6 +934,9 @@ class Replica:
 
     def _take_checkpoint(self, seq: int) -> None:
         self.checkpoints.computed(seq, self.state_digest, self.network.digest)
+        if self.id not in self.epochs.members_at(seq):
+            self._maybe_stable(seq)  # a node that is no member of the epoch signs none of its checkpoints
+            return
         checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.network.digest), self.auth.sign)
         self.checkpoints.add(checkpoint, self.last_executed)
         self._outbox.append(Store(checkpoint))
@@ -849,6 +967,8 @@ class Replica:
         self.log.collect_garbage(seq)
         self._outbox.append(KeepStableProof(seq, self.stable_proof))
         self._replay_due = True
+        if self.epochs.pending is not None and seq >= self.epochs.pending.start:
+            self._begin_epoch()
         if self.is_primary:
             self._issue_preprepares()
 
@@ -864,6 +984,9 @@ class Replica:
         f+1 nodes show that the stall is ours. A node that merely lags behind peers that
         went on (or that missed the NEW-VIEW of a view they are working in) catches up
         instead; a view change it started alone would leave it out of the network."""
+        if not self.member:
+            self.views.stop_timer()  # a node outside the membership suspects no primary
+            return
         changing = self.mode is Mode.CHANGING
         if self.catch_up.behind(self.last_executed) or (changing and self.catch_up.target_view() >= self.view):
             logger.warning("node=%d view=%d timer expired while behind its peers: catching up", self.id, self.view)
@@ -882,8 +1005,11 @@ class Replica:
         self._maybe_send_new_view(view)
 
     def _send_view_change(self) -> None:
+        if not self.member:
+            return
         message = signed(
-            ViewChange(self.view, self.low_watermark, self.stable_proof, self.log.prepared_above(self.low_watermark), self.id),
+            ViewChange(self.view, self.low_watermark, self.stable_proof, self.log.prepared_above(self.low_watermark), self.id,
+                       epoch=self.epoch),
             self.auth.sign,
         )
         self.views.said(message, self.now)
@@ -910,6 +1036,8 @@ class Replica:
             self._start_timer()
 
     def _on_view_change(self, message: ViewChange) -> str | None:
+        if message.epoch != self.epoch:
+            return "ignore_view-change_of_another_epoch"
         if message.view == self.view and self.mode is Mode.NORMAL:
             return self._serve_new_view(message)
         problem = self.views.take_view_change(message, self.auth)
@@ -940,12 +1068,12 @@ class Replica:
         chosen = self.views.new_view_quorum(view)
         if chosen is None:
             return
-        plan = plan_new_view(chosen, view, self.members)
+        plan = plan_new_view(chosen, view, self.members, self.epoch)
         preprepares = tuple(
-            signed(PrePrepare(view, seq, old.digest, self.id, old.batch), self.auth.sign)
+            signed(PrePrepare(view, seq, old.digest, self.id, old.batch, epoch=self.epoch), self.auth.sign)
             for seq, old in sorted(plan.batches.items())
         )
-        message = signed(NewView(view, chosen, preprepares, self.id), self.auth.sign)
+        message = signed(NewView(view, chosen, preprepares, self.id, epoch=self.epoch), self.auth.sign)
         self._outbox.append(Broadcast(message))
         self._enter_view(message, plan)
 
@@ -1017,7 +1145,8 @@ class Replica:
         (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
         if self.mode is Mode.CHANGING or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
             return
-        status = signed(Status(self.view, self.last_executed, self.id, network=self.network.digest), self.auth.sign)
+        status = signed(Status(self.view, self.last_executed, self.id, network=self.network.digest, epoch=self.epoch),
+                        self.auth.sign)
         self._outbox.append(Broadcast(status))
         for seq in sorted(self.checkpoints.own):
             own = self.checkpoints.votes.get(seq, {}).get(self.id)
@@ -1030,7 +1159,8 @@ class Replica:
         if reason is not None:
             return reason
         self._claim_network(message.sender, message.network, message.last_executed)
-        self.catch_up.claim_view(message.sender, message.view)
+        if message.epoch == self.epoch:  # views count from 0 in each epoch
+            self.catch_up.claim_view(message.sender, message.view)
         self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
         return None
 
@@ -1048,7 +1178,9 @@ class Replica:
         self.network.reload(document, self.last_executed)
 
     def _fetch(self) -> Fetch:
-        return signed(Fetch(self.last_executed + 1, self.view, self.id), self.auth.sign)
+        # Waiting for the checkpoint that begins the next epoch, ask for the chunk that ends there.
+        from_seq = self.epochs.pending.start if self.epochs.pending is not None else self.last_executed + 1
+        return signed(Fetch(from_seq, self.view, self.id, epoch=self.epoch), self.auth.sign)
 
     def _on_fetch(self, message: Fetch) -> str | None:
         if message.sender == self.id:
@@ -1057,7 +1189,7 @@ class Replica:
         if reason is not None:
             return reason
         # Answering reads the ledger: rate-limited per peer (`pbft.transfer`).
-        newer_view = message.view < self.view and self.views.last_new_view is not None
+        newer_view = message.epoch == self.epoch and message.view < self.view and self.views.last_new_view is not None
         problem = self.transfer.fetch_problem(message.sender, message.from_seq, self.last_executed, newer_view, self.now)
         if problem is not None:
             return f"ignore_fetch_{problem}"
@@ -1069,6 +1201,11 @@ class Replica:
         checkpoint with its proof; the chunk that reaches h also carries committed
         certificates for what this replica executed above h."""
         end = self.transfer.chunk_end(fetch.from_seq, self.low_watermark, ledger)
+        # A chunk ends at an epoch's start: its proof is the old members', which the asker checks
+        # with the members it knows; past it, the new ones sign (`pbft.epochs`).
+        boundary = self.epochs.boundary_within(fetch.from_seq, end)
+        if boundary is not None:
+            end = boundary
         # What the answer covers: up to its checkpoint, or with the certificates of the last
         # chunk everything we executed (see _on_fetch).
         self.transfer.answered(fetch.sender, end if end < self.low_watermark else self.last_executed, self.now)
@@ -1086,7 +1223,7 @@ class Replica:
             proof,
             tuple(ledger.ledger_entries(fetch.from_seq, end)) if fetch.from_seq <= end else (),
             tuple(certificates),
-            self.views.last_new_view if fetch.view < self.view else None,
+            self.views.last_new_view if fetch.epoch == self.epoch and fetch.view < self.view else None,
             self.id,
         )
         self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
@@ -1113,7 +1250,7 @@ class Replica:
             seq = cert.preprepare.seq
             if seq <= self.last_executed or not self.in_window(seq):
                 continue
-            problem = committed_certificate_problem(cert, self.members, self.auth)
+            problem = committed_certificate_problem(cert, self.members, self.auth, self.epoch)
             if problem is not None:
                 return f"ignore_state_{problem}"
             slot = self.log.slot(seq)
@@ -1133,7 +1270,8 @@ class Replica:
     def _adopt_proof(self, message: StateTransfer) -> str | None:
         """We executed up to a checkpoint but missed the CHECKPOINTs that make it stable, so
         our window cannot move: the proof a peer sent does it, if it vouches for our digest."""
-        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq,
+                                           self._members_at(message.stable_seq), self.auth)
         if problem is not None:
             return f"ignore_state_{problem}"
         self.checkpoints.adopt_proof(message.stable_seq, message.checkpoint_proof)
@@ -1143,7 +1281,8 @@ class Replica:
 
     def _adopt_ledger(self, message: StateTransfer) -> str | None:
         """Take the batches up to a stable checkpoint we missed, without running their builds."""
-        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, self.members, self.auth)
+        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq,
+                                           self._members_at(message.stable_seq), self.auth)
         if problem is not None:
             return f"ignore_state_{problem}"
         self.catch_up.proven(message.stable_seq)
@@ -1210,20 +1349,27 @@ class Replica:
         replica resumes where it was and asks its peers for anything it missed.
         """
         replica = cls(settings, auth, network, check_network)
-        for seq, change in sorted(changes, key=lambda entry: entry[0]):
+        for seq, change in changes:  # in ledger order (`pbft.storage.Loaded.changes`)
             replayed = change.operation.change
             assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"
-            if replica.network.problem(replayed, auth.verify_key, replica.check_network) is None:
-                replica.network.apply(seq, replayed)
-                if seq > state.low_watermark:
-                    replica.checkpoints.boundary(seq)
+            problem, new_members = replica._change_problem(seq, replayed)
+            if problem is not None:
+                continue
+            replica.network.apply(seq, replayed)
+            if seq > state.low_watermark:
+                replica.checkpoints.boundary(seq)
+            if new_members:
+                replica.epochs.pend(seq, membership(replica.network.document, settings))
+                if seq <= state.low_watermark:  # its checkpoint was stable: the epoch had begun
+                    replica.epochs.begin()
+        replica._restore_epoch()
         replica.now = replica.catch_up.last_progress_at = now
         by_type: dict[type, list[Message]] = {}
         for message in messages:
             by_type.setdefault(type(message), []).append(message)
         replica.views.restore(
             state.view, state.changing_view, state.view_changes_in_a_row, state.view_stable_seq,
-            by_type.get(NewView, []),
+            [new_view for new_view in by_type.get(NewView, []) if new_view.epoch == replica.epoch],
         )
         replica.last_executed, replica.next_seq, replica.state_digest = state.last_executed, state.next_seq, state.state_digest
         replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id)
@@ -1245,7 +1391,10 @@ class Replica:
                     # row is written again too, the same (a store from before cancels were
                     # replicated lacks it).
                     replica._settle_cancelled(target)
-        three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])]
+        # Only the epoch it works in, and nothing past a change of the membership not in force yet.
+        pending = replica.epochs.pending
+        three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])
+                        if m.epoch == replica.epoch and (pending is None or m.seq <= pending.start)]
         replica.log.restore(three_phases, replica.in_window, replica.id, replica.f,
                             replica.view if replica.mode is Mode.NORMAL else None)
         if replica.mode is Mode.CHANGING:

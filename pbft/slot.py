@@ -49,6 +49,10 @@ class ReplicaSettings:
     # The digest of the network document this node runs (shared/networkdoc.py), which its
     # CHECKPOINTs, STATUS and replies name; "" where there is none (the simulator, core tests).
     network: str = ""
+    # Whether a change of the network document may change its membership (add, remove or
+    # re-key a node, change f: `pbft.epochs`); off where the process around the replica cannot
+    # follow one yet (its links and its client).
+    changes_membership: bool = False
 
     @property
     def per_sender_buffer(self) -> int:
@@ -62,7 +66,7 @@ class ReplicaSettings:
 
     def __post_init__(self) -> None:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
-        assert 0 <= self.node_id < self.n
+        assert self.node_id >= 0
         assert self.log_window >= self.checkpoint_interval > 0
         assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0
         assert self.max_requests_per_client > 0 and self.max_open_per_client > 0

@@ -125,7 +125,9 @@ def checkpoint_proof_problem(
     return None
 
 
-def _preprepare_problem(preprepare: PrePrepare, members: Membership, auth: Authenticator) -> str | None:
+def _preprepare_problem(preprepare: PrePrepare, members: Membership, auth: Authenticator, epoch: int) -> str | None:
+    if preprepare.epoch != epoch:
+        return "certificate_of_another_epoch"
     if preprepare.sender != members.primary(preprepare.view):
         return "certificate_preprepare_not_from_primary"
     if preprepare.digest != batch_digest(preprepare.batch):
@@ -146,7 +148,8 @@ def _votes_problem(
     kind = "prepare" if all(isinstance(vote, Prepare) for vote in votes) else "commit"
     senders = set()
     for vote in votes:
-        if (vote.view, vote.seq, vote.digest) != (preprepare.view, preprepare.seq, preprepare.digest):
+        if (vote.view, vote.seq, vote.digest, vote.epoch) != (preprepare.view, preprepare.seq, preprepare.digest,
+                                                              preprepare.epoch):
             return f"certificate_{kind}_mismatch"
         # The primary's pre-prepare stands for its prepare (§4.2): it never counts twice.
         if kind == "prepare" and vote.sender == preprepare.sender:
@@ -160,31 +163,38 @@ def _votes_problem(
 
 
 def certificate_problem(
-    cert: PreparedCertificate, before_view: int, members: Membership, auth: Authenticator
+    cert: PreparedCertificate, before_view: int, members: Membership, auth: Authenticator, epoch: int = 0
 ) -> str | None:
-    """Why `cert` does not prove that its batch prepared in a view before `before_view`, or None."""
+    """Why `cert` does not prove that its batch prepared in a view of `epoch` before `before_view`, or None."""
     if cert.preprepare.view >= before_view:
         return "certificate_from_future_view"
-    return _preprepare_problem(cert.preprepare, members, auth) or _votes_problem(
+    return _preprepare_problem(cert.preprepare, members, auth, epoch) or _votes_problem(
         cert.prepares, cert.preprepare, prepare_quorum(members.f), members, auth
     )
 
 
 def committed_certificate_problem(
-    cert: CommittedCertificate, members: Membership, auth: Authenticator
+    cert: CommittedCertificate, members: Membership, auth: Authenticator, epoch: int = 0
 ) -> str | None:
-    """Why `cert` does not prove its batch committed (pre-prepare + 2f+1 matching commits), or None."""
-    return _preprepare_problem(cert.preprepare, members, auth) or _votes_problem(
+    """Why `cert` does not prove its batch committed in `epoch` (pre-prepare + 2f+1 matching commits), or None."""
+    return _preprepare_problem(cert.preprepare, members, auth, epoch) or _votes_problem(
         cert.commits, cert.preprepare, commit_quorum(members.f), members, auth
     )
 
 
-def view_change_problem(message: ViewChange, members: Membership, auth: Authenticator) -> str | None:
-    """Why a VIEW-CHANGE is not acceptable evidence, or None; its own signature included."""
+def view_change_problem(
+    message: ViewChange, members: Membership, auth: Authenticator, epoch: int = 0, proof_members: Membership | None = None,
+) -> str | None:
+    """Why a VIEW-CHANGE is not acceptable evidence in `epoch`, or None; its own signature included.
+    `proof_members` signed its checkpoint proof: the epoch before's at the epoch's own start."""
+    if message.epoch != epoch:
+        return "of_another_epoch"
+    if message.stable_seq < epoch:
+        return "checkpoint_before_epoch"
     problem = members.signature_problem(message, auth)
     if problem is not None:
         return problem
-    problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, members, auth)
+    problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq, proof_members or members, auth)
     if problem is not None:
         return problem
     seqs = [cert.preprepare.seq for cert in message.prepared]
@@ -193,7 +203,7 @@ def view_change_problem(message: ViewChange, members: Membership, auth: Authenti
     if any(not message.stable_seq < seq <= message.stable_seq + members.log_window for seq in seqs):
         return "certificate_out_of_window"
     for cert in message.prepared:
-        problem = certificate_problem(cert, message.view, members, auth)
+        problem = certificate_problem(cert, message.view, members, auth, epoch)
         if problem is not None:
             return problem
     return None
@@ -208,7 +218,7 @@ class NewViewPlan:
     batches: dict[int, PrePrepare]  # seq -> the old pre-prepare to re-issue (a null one fills a gap)
 
 
-def plan_new_view(view_changes: tuple[ViewChange, ...], view: int, members: Membership) -> NewViewPlan:
+def plan_new_view(view_changes: tuple[ViewChange, ...], view: int, members: Membership, epoch: int = 0) -> NewViewPlan:
     """min-s is the latest stable checkpoint any of them proves; for each sequence number
     up to max-s, re-issue the batch prepared in the highest view, or a null batch."""
     latest = max(view_changes, key=lambda vc: vc.stable_seq)
@@ -221,7 +231,7 @@ def plan_new_view(view_changes: tuple[ViewChange, ...], view: int, members: Memb
                 chosen[pp.seq] = pp
     max_s = max(chosen, default=min_s)
     batches = {
-        seq: chosen.get(seq) or PrePrepare(view, seq, NULL_DIGEST, members.primary(view), ())
+        seq: chosen.get(seq) or PrePrepare(view, seq, NULL_DIGEST, members.primary(view), (), epoch=epoch)
         for seq in range(min_s + 1, max_s + 1)
     }
     return NewViewPlan(min_s, latest.checkpoint_proof, batches)

@@ -60,6 +60,10 @@ class Views:
         self.stable_seq = 0
         self.new_view_served_at: dict[int, float] = {}
         self.lone_since: float | None = None  # since when, idle, we hold a peer's lone VIEW-CHANGE
+        # The epoch whose views these are (`pbft.epochs`), and the members of the one before,
+        # who signed the checkpoint it starts from.
+        self.epoch = 0
+        self.previous: Membership | None = None
 
     # --- where we are ---------------------------------------------------
 
@@ -148,11 +152,15 @@ class Views:
         superseded = self.latest.supersedes(message)
         if superseded is not None:
             return superseded
-        problem = view_change_problem(message, self.members, auth)
+        problem = view_change_problem(message, self.members, auth, self.epoch, self._proof_members(message.stable_seq))
         if problem is not None:
             return problem
         self.latest.keep(message)
         return None
+
+    def _proof_members(self, seq: int) -> Membership:
+        """Who signed a checkpoint at `seq`: at the epoch's start, the members of the one before."""
+        return self.previous if seq == self.epoch and self.previous is not None else self.members
 
     def view_to_join(self) -> int | None:
         """f+1 nodes asking for later views include an honest one: the smallest of those
@@ -199,6 +207,8 @@ class Views:
     def new_view_problem(self, message: NewView, auth: Authenticator) -> tuple[str | None, NewViewPlan | None]:
         """Why a NEW-VIEW is not one to enter, or the plan it must follow; the pre-prepares
         it re-issues must be exactly the ones its view changes call for."""
+        if message.epoch != self.epoch:
+            return "of_another_epoch", None
         if not self.not_entered(message.view):
             return "stale", None
         if message.sender != self.primary(message.view):
@@ -211,15 +221,16 @@ class Views:
         for vc in message.view_changes:
             if vc.view != message.view:
                 return "view_change_for_other_view", None
-            problem = view_change_problem(vc, self.members, auth)
+            problem = view_change_problem(vc, self.members, auth, self.epoch, self._proof_members(vc.stable_seq))
             if problem is not None:
                 return problem, None
-        plan = plan_new_view(message.view_changes, message.view, self.members)
+        plan = plan_new_view(message.view_changes, message.view, self.members, self.epoch)
         expected = [(seq, old.digest) for seq, old in sorted(plan.batches.items())]
         if [(pp.seq, pp.digest) for pp in message.preprepares] != expected:
             return "wrong_preprepares", None
         for pp in message.preprepares:
-            if pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch):
+            if (pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch)
+                    or pp.epoch != self.epoch):
                 return "malformed_preprepare", None
             if not self.members.signed_by_member(pp, auth):
                 return "bad_preprepare_signature", None
@@ -247,6 +258,19 @@ class Views:
             return "new_view_sent_recently"
         self.new_view_served_at[sender] = now
         return new_view
+
+    def begin_epoch(self, members: Membership, start: int, now: float) -> None:
+        """A new epoch (`pbft.epochs`) begins at `start`: its members, and its views from 0,
+        entered by every honest node at the same point of the order."""
+        self.previous, self.members, self.epoch = self.members, members, start
+        self.view, self.mode, self.in_a_row = 0, Mode.NORMAL, 0
+        self.stop_timer()
+        self.latest = LatestViewChanges()
+        self.last_new_view = None
+        self.stable_seq = start
+        self.new_view_served_at = {}
+        self.lone_since = None
+        self.resend_at = now
 
     # --- after a restart ------------------------------------------------
 

@@ -23,9 +23,12 @@ ledger shows which node dissented.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pbft.build import Result
 from pbft.messages import ResultVote
 from pbft.quorum import verdict
+from pbft.viewchange import Membership
 
 Key = tuple[str, int]  # (client, timestamp)
 BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon after a partition heals
@@ -48,8 +51,10 @@ class Ask:
 
 
 class ResultVotes:
-    def __init__(self, n: int, f: int, retry_s: float) -> None:
-        self.n, self.f, self.retry_s = n, f, retry_s
+    def __init__(self, members_at: Callable[[int], Membership], retry_s: float) -> None:
+        """`members_at(seq)`: the nodes whose votes count for a build ordered at `seq`, and f
+        (`pbft.epochs`: a change of the membership does not change an earlier build's quorum)."""
+        self.members_at, self.retry_s = members_at, retry_s
         self.votes: dict[Key, dict[int, ResultVote]] = {}  # undecided executed builds: their votes so far
         self.voters: dict[Key, int] = {}  # decided builds: a bit per node whose vote was kept
         self.seq: dict[Key, int] = {}
@@ -86,7 +91,8 @@ class ResultVotes:
     def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
         """Keep a sender's first vote for an ordered build. Returns whether it was kept,
         and (state, agreed result) if this vote decided the verdict."""
-        assert vote.key in self.seq and 0 <= vote.sender < self.n, "a vote for a build not ordered here"
+        members = self.members_at(self.seq.get(vote.key, 0))
+        assert vote.key in self.seq and vote.sender in members, "a vote for a build not ordered here"
         if vote.key in self.decided:
             bit = 1 << vote.sender
             if self.voters[vote.key] & bit:
@@ -100,10 +106,10 @@ class ResultVotes:
         if vote.sender in held:
             return False, None
         held[vote.sender] = vote
-        state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, self.n, self.f)
+        state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, members.n, members.f)
         if state == "pending":
             return True, None
-        assert len(held) <= self.n
+        assert len(held) <= members.n
         self.decided[vote.key] = state
         self.asks.pop(vote.key, None)
         del self.votes[vote.key]

@@ -3,7 +3,10 @@
 from pbft.clients import ClientTable
 from pbft.build import Operation
 from pbft.messages import Request
+from pbft.viewchange import Membership
 from pbft.votes import ResultVotes
+
+FOUR_NODES = lambda seq: Membership.of(((node, "") for node in range(4)), f=1, log_window=256)  # noqa: E731
 
 
 def request(client: str, timestamp: int) -> Request:
@@ -37,7 +40,7 @@ def test_requests_restored_from_disk_are_forgotten_like_live_ones():
 
 
 def test_result_votes_drop_the_builds_the_client_table_forgot():
-    table, votes = ClientTable(expiry_us=10), ResultVotes(n=4, f=1, retry_s=2.0)
+    table, votes = ClientTable(expiry_us=10), ResultVotes(FOUR_NODES, retry_s=2.0)
     for seq, timestamp in enumerate((1, 50), start=1):
         table.execute(request("a", timestamp))
         votes.ordered(("a", timestamp), seq)
@@ -71,7 +74,7 @@ def test_a_node_keeps_at_most_max_open_requests_of_one_client_waiting():
 
 
 def test_a_build_forgotten_before_its_verdict_is_reported_undecided():
-    table, votes = ClientTable(expiry_us=10, max_kept=1), ResultVotes(n=4, f=1, retry_s=2.0)
+    table, votes = ClientTable(expiry_us=10, max_kept=1), ResultVotes(FOUR_NODES, retry_s=2.0)
     for seq, timestamp in enumerate((1, 2), start=1):
         table.execute(request("a", timestamp))
         votes.ordered(("a", timestamp), seq)

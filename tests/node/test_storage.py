@@ -6,6 +6,7 @@ from pbft.effects import Execute, RecordVerdict, SendReply, Store
 from pbft.build import Result
 from pbft.messages import Reply, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
+from pbft.viewchange import Membership
 from pbft.votes import ResultVotes
 from node.storage import NodeStore
 from tests.support.cluster import Cluster
@@ -30,7 +31,7 @@ def cast(cluster, request, votes):
 
 def tally(votes, n=4, f=1):
     """Feed votes to the core's vote table as they arrive; return what was kept and what was decided."""
-    table = ResultVotes(n, f, retry_s=1.0)
+    table = ResultVotes(lambda seq: Membership.of(((node, "") for node in range(n)), f, 256), retry_s=1.0)
     table.ordered(votes[0].key, 1)
     kept, decided = [], []
     for vote in votes:

@@ -1,0 +1,135 @@
+"""Changes of the membership through the order (`pbft.epochs`): add a node, remove one, change f.
+
+A change that gives the network other members executes at s like any request; s is a
+checkpoint, made stable by the old members; then every node enters the next epoch, in its
+view 0, where only the new members' messages count and quorums are the new f's. A node
+that is not a member follows the votes and signs none.
+"""
+
+import dataclasses
+
+from pbft.encoding import canonical
+from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
+from shared.crypto import generate_private_key, public_key_hex, sign_bytes
+from tests.support.cluster import Cluster, keys
+
+OWNER = generate_private_key()
+
+
+def document(node_ids, f: int, count: int) -> dict:
+    node_keys, _ = keys(count)
+    return {
+        "f": f,
+        "nodes": [{"id": node, "public_key": public_key_hex(node_keys[node])} for node in node_ids],
+        "owners": {"threshold": 1, "keys": [{"name": "ada", "public_key": public_key_hex(OWNER)}]},
+    }
+
+
+def change(base: dict, new: dict) -> NetworkChange:
+    unsigned = NetworkChange(document_digest(base), canonical(new).decode())
+    return dataclasses.replace(unsigned, signatures=(
+        OwnerSignature("ada", sign_bytes(OWNER, canonical(unsigned.signed_payload()))),))
+
+
+def cluster_of(count: int, first: dict) -> Cluster:
+    return Cluster(n=count, document=first, settings={"changes_membership": True})
+
+
+def order(cluster: Cluster, message, via: int = 0) -> None:
+    cluster.deliver_to(via, message)
+    cluster.run()
+
+
+def executed(cluster: Cluster, request) -> set[int]:
+    return {node for node in range(cluster.n) if request in cluster.builds(node)}
+
+
+def test_an_added_node_is_a_member_from_the_checkpoint_of_its_change_and_its_votes_count():
+    four, five = document(range(4), 1, 5), document(range(5), 1, 5)
+    cluster = cluster_of(5, four)
+    assert not cluster.replicas[4].member
+    order(cluster, cluster.change(change(four, five)))
+    for replica in cluster.replicas:
+        assert (replica.epoch, replica.view, replica.last_executed, replica.low_watermark) == (1, 0, 1, 1)
+        assert replica.members.ids == (0, 1, 2, 3, 4) and replica.member
+    # Two of five down: the three left make 2f+1 only with the node that joined.
+    cluster.crashed |= {2, 3}
+    request = cluster.request()
+    order(cluster, request)
+    assert executed(cluster, request) == {0, 1, 4}
+
+
+def removed(down: set[int]) -> tuple[Cluster, set[int]]:
+    """Node 3 removed from five; then `down` crashed and one request: where it executed."""
+    five, four = document(range(5), 1, 5), document((0, 1, 2, 4), 1, 5)
+    cluster = cluster_of(5, five)
+    order(cluster, cluster.change(change(five, four)))
+    cluster.crashed |= down
+    request = cluster.request()
+    order(cluster, request)
+    return cluster, executed(cluster, request)
+
+
+def test_a_removed_nodes_votes_stop_counting_at_the_checkpoint_of_its_change():
+    cluster, where = removed({2, 4})
+    assert not cluster.replicas[3].member and all(replica.epoch == 1 for replica in cluster.replicas)
+    # Nodes 0, 1 and the removed node 3 would be 2f+1 of the five; of the four they are two.
+    assert where == set()
+    signed_by_3 = [message for message in cluster.stored[3] if getattr(message, "sender", None) == 3]
+    assert signed_by_3 and all(message.seq <= 1 for message in signed_by_3)  # nothing past its removal
+    _, where = removed({4})
+    assert {0, 1, 2} <= where
+
+
+def test_f_grows_from_one_to_two_with_three_nodes_more():
+    four, seven = document(range(4), 1, 7), document(range(7), 2, 7)
+    cluster = cluster_of(7, four)
+    order(cluster, cluster.change(change(four, seven)))
+    assert all((replica.members.n, replica.f) == (7, 2) for replica in cluster.replicas)
+    cluster.crashed |= {5, 6}  # f = 2 down: 2f+1 = 5 remain
+    request = cluster.request()
+    order(cluster, request)
+    assert executed(cluster, request) == {0, 1, 2, 3, 4}
+    cluster.crashed.add(4)  # three down: no quorum of five
+    stalled = cluster.request()
+    order(cluster, stalled)
+    assert executed(cluster, stalled) == set()
+
+
+def test_a_restarted_node_replays_the_change_into_the_same_epoch():
+    four, five = document(range(4), 1, 5), document(range(5), 1, 5)
+    cluster = Cluster(n=5, document=four, settings={"changes_membership": True}, store_dir=None)
+    order(cluster, cluster.change(change(four, five)))
+    order(cluster, cluster.request())
+    cluster.crashed.add(1)
+    cluster.restart(1)
+    restored = cluster.replicas[1]
+    assert (restored.epoch, restored.members.ids, restored.f) == (1, (0, 1, 2, 3, 4), 1)
+    request = cluster.request()
+    cluster.crashed |= {2, 3}
+    order(cluster, request)
+    assert executed(cluster, request) == {0, 1, 4}
+
+
+def test_a_second_change_of_the_membership_in_the_same_batch_is_refused():
+    four, five = document(range(4), 1, 6), document(range(5), 1, 6)
+    six = document((0, 1, 2, 3, 5), 1, 6)
+    cluster = Cluster(n=6, document=four, settings={"changes_membership": True, "pipeline_depth": 1, "batch_max": 8})
+    cluster.deliver_to(0, cluster.request())  # seq 1 goes out; the two changes wait for it, and batch
+    first, second = cluster.change(change(four, five)), cluster.change(change(four, six))
+    cluster.deliver_to(0, first)
+    cluster.deliver_to(0, second)
+    cluster.run()
+    replies = {reply.timestamp: reply.result for reply in cluster.replies if reply.sender == 0}
+    assert replies[first.timestamp].status == "success"
+    assert replies[second.timestamp].reason.startswith("network change refused: the change applies to network")
+    assert all(replica.members.ids == (0, 1, 2, 3, 4) for replica in cluster.replicas)
+
+
+def test_without_the_setting_a_change_of_the_membership_is_refused():
+    four, five = document(range(4), 1, 5), document(range(5), 1, 5)
+    cluster = Cluster(n=5, document=four)
+    request = cluster.change(change(four, five))
+    order(cluster, request)
+    assert {reply.result.reason for reply in cluster.replies if reply.timestamp == request.timestamp} == {
+        "network change refused: changes nodes, which change only at a restart of every node"}

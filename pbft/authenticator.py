@@ -24,3 +24,9 @@ class Authenticator(Protocol):
     def verify_key(self, public_key: str, payload: dict, sig: str) -> bool:
         """Check a signature by a key the network document names (an owner's: `pbft.networks`)."""
         ...
+
+    def sign_as(self, public_key: str) -> bool:
+        """Sign from now on with the private key of `public_key`, the one the network document
+        gives this node (a change re-keyed it: `pbft.epochs`); False if this authenticator
+        holds no such key, and signs as before."""
+        ...

@@ -773,11 +773,19 @@ class Replica:
         logger.warning("node=%d view=%d seq=%d membership changes: n=%d f=%d from the checkpoint here",
                        self.id, self.view, seq, self.epochs.pending.members.n, self.epochs.pending.members.f)
 
+    def _sign_as_member(self) -> None:
+        """Sign with the key the members give this node (a change may have replaced it)."""
+        key = self.members.key_of.get(self.id)
+        if key and not self.auth.sign_as(key):
+            logger.critical("node=%d epoch=%d holds no private key for its public key %s: no member will take "
+                            "what it signs", self.id, self.epoch, key[:16])
+
     def _restore_epoch(self) -> None:
         """After a restart: the parts that depend on the members are those of the epoch the
         replayed changes put this replica in."""
         if self.epoch == 0:
             return
+        self._sign_as_member()
         previous = self.epochs.past[-1].members if self.epochs.past else None
         self.views.previous, self.views.members, self.views.epoch = previous, self.members, self.epoch
         self.checkpoints.f = self.catch_up.f = self.members.f
@@ -791,6 +799,7 @@ class Replica:
         self.catch_up.view_claims.clear()  # views of the epoch that ended
         self.log.new_view()
         self.log.drop_above(start)
+        self._sign_as_member()
         self.clients.unqueue_all()
         self.clients.forwarded.clear()
         self.next_seq = max(self.next_seq if self.next_seq <= start else start, self.last_executed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import nacl.exceptions
 import nacl.signing
@@ -119,8 +119,12 @@ class Ed25519Authenticator:
         private_key: PrivateKey | None,
         node_keys: Mapping[int, PublicKey],
         client_keys: Mapping[str, PublicKey],
+        spare_keys: Iterable[PrivateKey] = (),
     ) -> None:
+        """`spare_keys`: private keys this node may be told to sign with instead (`sign_as`), the
+        next key of a node whose key the owners replace."""
         self._private_key = private_key
+        self._spare_keys = {key.public_key().raw.hex(): key for key in spare_keys}
         self._node_keys = dict(node_keys)
         self._client_keys = dict(client_keys)
         # Keys a network document names (nodes', owners'), parsed once: checking a point of the
@@ -136,6 +140,15 @@ class Ed25519Authenticator:
     def sign_bytes(self, data: bytes) -> str:
         assert self._private_key is not None, "this authenticator only verifies"
         return sign_bytes(self._private_key, data)
+
+    def sign_as(self, public_key: str) -> bool:
+        if self._private_key is not None and self._private_key.public_key().raw.hex() == public_key:
+            return True
+        key = self._spare_keys.get(public_key)
+        if key is None:
+            return False
+        self._private_key = key
+        return True
 
     def verify_node(self, node_id: int, payload: dict, sig: str) -> bool:
         return self._verify(self._node_keys.get(node_id), payload, sig)

@@ -11,7 +11,7 @@ import dataclasses
 from pbft.encoding import canonical
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
 from shared.crypto import generate_private_key, public_key_hex, sign_bytes
-from tests.support.cluster import Cluster, keys
+from tests.support.cluster import Cluster, authenticator, keys
 
 OWNER = generate_private_key()
 
@@ -133,3 +133,26 @@ def test_without_the_setting_a_change_of_the_membership_is_refused():
     order(cluster, request)
     assert {reply.result.reason for reply in cluster.replies if reply.timestamp == request.timestamp} == {
         "network change refused: changes nodes, which change only at a restart of every node"}
+
+
+def rekeyed(holds_new_key: bool) -> tuple[Cluster, set[int]]:
+    """Node 2's key replaced (its operator made the next key on its host); node 3 then down."""
+    four = document(range(4), 1, 4)
+    next_key = generate_private_key()
+    new = {**four, "nodes": [dict(node, public_key=public_key_hex(next_key)) if node["id"] == 2 else node
+                             for node in four["nodes"]]}
+    cluster = cluster_of(4, four)
+    if holds_new_key:
+        cluster.replicas[2].auth = authenticator(cluster.node_keys, cluster.client_key, cluster.node_keys[2], (next_key,))
+    order(cluster, cluster.change(change(four, new)))
+    cluster.crashed.add(3)
+    request = cluster.request()
+    order(cluster, request)
+    return cluster, executed(cluster, request)
+
+
+def test_a_node_whose_key_is_replaced_signs_with_its_next_key_from_the_checkpoint_of_the_change():
+    cluster, where = rekeyed(holds_new_key=True)
+    assert where == {0, 1, 2}  # 2f+1 only with node 2, whose votes are checked against its new key
+    _, where = rekeyed(holds_new_key=False)
+    assert where == set()  # still signing with the replaced key: nothing it signs counts

@@ -39,11 +39,12 @@ def keys(count: int = 4):
     return [generate_private_key() for _ in range(count)], generate_private_key()
 
 
-def authenticator(node_keys, client_key, private_key) -> Ed25519Authenticator:
+def authenticator(node_keys, client_key, private_key, spare_keys=()) -> Ed25519Authenticator:
     return Ed25519Authenticator(
         private_key,
         {i: key.public_key() for i, key in enumerate(node_keys)},
         {CLIENT: client_key.public_key()},
+        spare_keys,
     )
 
 

@@ -19,6 +19,8 @@ flood its peers.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from pbft.quorum import reply_quorum
 
 BACKOFF_CAP = 5  # at most interval_s * 2**5 between unanswered asks
@@ -60,6 +62,15 @@ class CatchUp:
     def claim_view(self, sender: int, view: int) -> None:
         if view > self.view_claims.get(sender, -1):  # view 0 too: it confirms a view (Replica.view_confirmed)
             self.view_claims[sender] = view
+
+    def members_changed(self, f: int, members: Iterable[int]) -> None:
+        """An epoch began (`pbft.epochs`): f+1 of its members vouch from now on; claims of views
+        of the epoch before, and of nodes that are no members, count no more."""
+        kept = set(members)
+        self.f = f
+        self.view_claims.clear()
+        self.commit_claims = {sender: seq for sender, seq in self.commit_claims.items() if sender in kept}
+        self.executed_claims = {sender: seq for sender, seq in self.executed_claims.items() if sender in kept}
 
     def in_view(self, view: int) -> int:
         """How many other nodes showed that they work in `view`, and no later one."""

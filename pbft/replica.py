@@ -698,6 +698,10 @@ class Replica:
         target is cancelled before anything of the batch starts, so a target in the same
         batch, before or after its cancel, is never built."""
         assert seq == self.last_executed + 1
+        # A node outside the membership that orders `seq` (removed, or not joined yet) follows
+        # the order and builds nothing: none of its results would count.
+        member = self.id in self._members_at(seq)
+        build = build and member
         fresh = tuple(request for request in batch if self.clients.execute(request))
         targets = [target for target in map(self.cancels.add, fresh) if target is not None]
         answers = {request.key: self._order_answer(seq, request) for request in fresh}
@@ -705,7 +709,7 @@ class Replica:
         owed = tuple(request for request in fresh if answers[request.key] is None)
         for request in fresh:
             self.result_votes.ordered(request.key, seq)
-        if not build:
+        if not build and member:
             for request in owed:
                 self.result_votes.expect(request.key, self.now, at_once=True)
                 self.transfer.learnt(seq, request)
@@ -788,15 +792,16 @@ class Replica:
         self._sign_as_member()
         previous = self.epochs.past[-1].members if self.epochs.past else None
         self.views.previous, self.views.members, self.views.epoch = previous, self.members, self.epoch
-        self.checkpoints.f = self.catch_up.f = self.members.f
+        self.checkpoints.f = self.members.f
+        self.catch_up.members_changed(self.members.f, self.members.ids)
 
     def _begin_epoch(self) -> None:
         """The checkpoint that ends the epoch is stable: the next one begins, in its view 0."""
         self.epochs.begin()
         members, start = self.members, self.epoch
         self.views.begin_epoch(members, start, self.now)
-        self.checkpoints.f = self.catch_up.f = members.f
-        self.catch_up.view_claims.clear()  # views of the epoch that ended
+        self.checkpoints.f = members.f
+        self.catch_up.members_changed(members.f, members.ids)
         self.log.new_view()
         self.log.drop_above(start)
         self._sign_as_member()
@@ -1416,6 +1421,8 @@ class Replica:
             if replica.clients.executed.get(request.key, False) is not None:
                 continue
             answer = replica._standing_answer(request)
+            if replica.id not in replica._members_at(seq):
+                continue  # ordered where this node was no member: it builds none of those
             if answer is None:
                 replica.transfer.learnt(seq, request)
             else:  # a store from before such requests were answered as they executed

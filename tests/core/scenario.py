@@ -16,7 +16,11 @@ read the diff.
 Commands:
 
     cluster [setting=value ...]     a new cluster; settings of ReplicaSettings (n, f, ...), and
-                                    artifacts=true: every build succeeds with the same artifacts
+                                    artifacts=true: every build succeeds with the same artifacts;
+                                    members=0,1,2,3: a network document of those nodes and an owner,
+                                    the cluster's other nodes outside it (pbft.epochs)
+    change members=0,1,2 [f=F] [to=...]
+                                    the owner's change of the membership to those nodes
     request [branch=B] [to=0,1|all|none]
                                     a signed request of the next timestamp, delivered to those nodes
     resend t=T [to=...]             the client sends request T again (by default to every node)
@@ -39,6 +43,7 @@ Commands:
     crash node=N                    kill N: what its interpreter held unsaved is gone
     restart node=N                  start N again from its store
     status                          each node's view, mode, last executed and stable checkpoint
+                                    (and its epoch, once a change began one)
     store node=N                    what N's store holds: its state's last executed and ledger entries
     clients node=N                  N's client table: the floor and how many executed requests it keeps
 
@@ -52,6 +57,7 @@ cancelled a build), `n1 build-learnt seq=3 t3`, `n1 verdict t3 certified`, `n1 r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from dataclasses import dataclass
@@ -61,8 +67,11 @@ from pbft.effects import (
     Broadcast, BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, StopBuild,
 )
 from pbft.build import Result
+from pbft.encoding import canonical
 from pbft.messages import Fetch, Message, NewView, Relay, Request, StateTransfer, ViewChange
-from tests.support.cluster import Cluster
+from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
+from shared.crypto import generate_private_key, public_key_hex, sign_bytes
+from tests.support.cluster import Cluster, keys
 
 REWRITE = os.environ.get("PBFT_SCENARIO_REWRITE") == "1"
 
@@ -204,6 +213,20 @@ def _event(effect: Effect) -> str | None:
 
 
 ARTIFACTS = Result("success", 0, "a" * 40, artifacts="sha256:" + "1" * 64)
+OWNER = generate_private_key()
+
+
+def membership_document(members: list[int], f: int, count: int) -> dict:
+    """A network document of `members` (keys of the test cluster's `count` nodes) and one owner."""
+    node_keys, _ = keys(count)
+    return {"f": f, "nodes": [{"id": node, "public_key": public_key_hex(node_keys[node])} for node in members],
+            "owners": {"threshold": 1, "keys": [{"name": "owner", "public_key": public_key_hex(OWNER)}]}}
+
+
+def owner_signed(base: dict, wanted: dict) -> NetworkChange:
+    unsigned = NetworkChange(document_digest(base), canonical(wanted).decode())
+    signature = OwnerSignature("owner", sign_bytes(OWNER, canonical(unsigned.signed_payload())))
+    return dataclasses.replace(unsigned, signatures=(signature,))
 
 
 class ScenarioRunner:
@@ -228,13 +251,31 @@ class ScenarioRunner:
         return list(range(self.cluster.n)) if text == "all" else [int(node) for node in text.split(",")]
 
     def do_cluster(self, args: dict[str, str]) -> str:
+        """`members=0,1,2,3`: a network document whose owner may change its membership (`change`);
+        the other nodes of n run outside it until a change adds them."""
         settings = {
-            key.replace("-", "_"): _value(value) for key, value in args.items() if key not in ("n", "f", "artifacts")
+            key.replace("-", "_"): _value(value) for key, value in args.items()
+            if key not in ("n", "f", "artifacts", "members")
         }
         n = int(args.get("n", 4))
+        f = int(args.get("f", (n - 1) // 3))
         extra = {"build": lambda operation: ARTIFACTS} if args.get("artifacts") == "true" else {}
-        self.cluster = ScenarioCluster(n=n, f=int(args.get("f", (n - 1) // 3)), settings=settings, **extra)
+        if "members" in args:
+            members = [int(node) for node in args["members"].split(",")]
+            extra["document"] = membership_document(members, (len(members) - 1) // 3, n)
+            settings["changes_membership"] = True
+        self.cluster = ScenarioCluster(n=n, f=f, settings=settings, **extra)
         self.drops, self.captured, self.requests = [], [], {}
+        return ""
+
+    def do_change(self, args: dict[str, str]) -> str:
+        """The owner's change of the membership to `members=...` (f: the most they tolerate)."""
+        members = [int(node) for node in args["members"].split(",")]
+        current = self.cluster.replicas[0].network.document
+        wanted = membership_document(members, int(args.get("f", (len(members) - 1) // 3)), self.cluster.n)
+        request = self.cluster.change(owner_signed(current, wanted))
+        self.requests[request.timestamp] = request
+        self._send(request, self.nodes(args.get("to", str(self.cluster.replicas[0].primary()))))
         return ""
 
     def do_request(self, args: dict[str, str]) -> str:
@@ -368,8 +409,9 @@ class ScenarioRunner:
         lines = []
         for replica in self.cluster.replicas:
             mode = "view-change" if replica.changing_view else "normal"
+            epoch = f" epoch={replica.epoch}" + ("" if replica.member else " (no member)") if replica.epoch else ""
             lines.append(f"n{replica.id}: view={replica.view} {mode} executed={replica.last_executed}"
-                         f" stable={replica.low_watermark}")
+                         f" stable={replica.low_watermark}{epoch}")
         return "\n".join(lines)
 
     def do_store(self, args: dict[str, str]) -> str:

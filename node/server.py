@@ -28,6 +28,7 @@ from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink
 from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig, load_config
+from shared.config_files import node_next_key_file
 from shared.networkdoc import agreed, document_problem
 from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
@@ -82,12 +83,20 @@ class ClientConnection:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-def authenticator_for(config: NetworkConfig, private_key) -> Ed25519Authenticator:
+def authenticator_for(config: NetworkConfig, private_key, spare_keys=()) -> Ed25519Authenticator:
     return Ed25519Authenticator(
         private_key,
         {node.id: parse_public_key(node.public_key) for node in config.nodes},
         {client.name: parse_public_key(client.public_key) for client in config.clients},
+        spare_keys,
     )
+
+
+def next_keys(config: NetworkConfig, node_id: int) -> tuple:
+    """The key that is to replace this node's, if its operator made one (scripts/network.py join
+    --next): the replica signs with it once a change names its public half (`pbft.epochs`)."""
+    path = node_next_key_file(config.keys_dir, node_id)
+    return (load_private_key(path),) if path.exists() else ()
 
 
 def make_app(
@@ -119,7 +128,7 @@ def make_app(
                                                 network=config.digest)
 
     async def resources(app: web.Application):
-        auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)))
+        auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)), next_keys(config, node_id))
         # Before anything starts: a node asked for statuses of its own does not start without its token.
         status_token_files = node_status_token_files(config, node_id)
         executor = None

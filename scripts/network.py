@@ -12,6 +12,12 @@ replaces, so it applies once, to the network it was made for.
   network.py sign change.json --key /secure/owner.key --owner ada   # each owner, on their host
   network.py submit change.json --client http://10.0.0.20:8080 [--token-file keys/client.token]
 
+A node's own host makes its key and the entry the owners put in the document's `nodes:`
+(the private key never leaves that host); `--next` makes the key that is to replace the
+node's own, which the node signs with from the change that names it:
+
+  network.py join --node 4 --host 10.0.0.14 --port 9000 --keys-dir /etc/pbft-ci/keys [--next]
+
 `sign` adds one owner's signature to the file, which goes from owner to owner; `submit`
 hands it to a client, which answers once f+1 nodes agree: applied from a sequence number,
 or refused with the nodes' reason. Exit codes: 0 done, 1 refused, 2 usage.
@@ -27,6 +33,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if __name__ == "__main__":
     from shared.project_python import use_project_python
@@ -37,7 +45,8 @@ from pbft.encoding import canonical  # noqa: E402
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest  # noqa: E402
 from pbft.wire import MessageError, decode_struct, encode  # noqa: E402
 from shared.config import ConfigError, load_config  # noqa: E402
-from shared.crypto import load_private_key, public_key_hex, sign_bytes  # noqa: E402
+from shared.config_files import node_key_file, node_next_key_file  # noqa: E402
+from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key, sign_bytes  # noqa: E402
 from shared.networkdoc import agreed, document_problem  # noqa: E402
 
 TIMEOUT_S = 660  # a client waits up to its deadline (600 s by default) for f+1 answers
@@ -161,6 +170,25 @@ def submit(args: argparse.Namespace) -> str:
     return f"{answer['reason']} (build {answer['build_id']}, agreed by nodes {answer['agreed_by']})"
 
 
+def join(args: argparse.Namespace) -> str:
+    keys_dir = Path(args.keys_dir)
+    path = node_next_key_file(keys_dir, args.node) if args.next else node_key_file(keys_dir, args.node)
+    made = not path.exists()
+    if made:
+        save_private_key(generate_private_key(), path)
+    try:
+        key = load_private_key(path)
+    except (OSError, ValueError) as error:
+        raise Refused(f"cannot read {path}: {error}") from None
+    entry = {"id": args.node, "host": args.host, "port": args.port, "public_key": public_key_hex(key)}
+    what = "the key that is to replace the node's own" if args.next else "the node's key"
+    return "\n".join([
+        f"# {path}: {what}, {'made now' if made else 'kept'}; the private key stays on this host",
+        "# the entry for the network document's nodes: (the owners put it in their next change)",
+        yaml.safe_dump([entry], default_flow_style=None, sort_keys=False).rstrip(),
+    ])
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True)
@@ -182,6 +210,13 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--client", required=True, help="the client's URL, e.g. http://127.0.0.1:8080")
     command.add_argument("--token-file", help="the client's bearer token, if it needs one")
     command.set_defaults(run=submit)
+    command = commands.add_parser("join", help="on a node's host: its key, and its entry for the document")
+    command.add_argument("--node", type=int, required=True, help="the node's id")
+    command.add_argument("--host", required=True, help="where the other nodes and the clients reach it")
+    command.add_argument("--port", type=int, required=True)
+    command.add_argument("--keys-dir", required=True, help="where its private key lives (made if missing, never replaced)")
+    command.add_argument("--next", action="store_true", help="the key that is to replace the node's own")
+    command.set_defaults(run=join)
     return top
 
 

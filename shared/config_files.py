@@ -135,6 +135,12 @@ def node_key_file(keys_dir: Path, node_id: int) -> Path:
     return Path(keys_dir) / f"node-{node_id}.key"
 
 
+def node_next_key_file(keys_dir: Path, node_id: int) -> Path:
+    """Where a node keeps the key that is to replace its own (scripts/network.py join --next):
+    it signs with it from the change of the network document that names its public half."""
+    return Path(keys_dir) / f"node-{node_id}.next.key"
+
+
 def client_key_file(keys_dir: Path, name: str) -> Path:
     return Path(keys_dir) / f"client-{name}.key"
 

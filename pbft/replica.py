@@ -136,6 +136,7 @@ class Replica:
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
         self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
         self._change_issued_at = 0  # as primary: the last batch issued that holds a network change
+        self._sign_as_member()  # the document it starts with may name the key that replaced its own
 
     # --- derived values -----------------------------------------------
 

@@ -156,3 +156,19 @@ def test_a_node_whose_key_is_replaced_signs_with_its_next_key_from_the_checkpoin
     assert where == {0, 1, 2}  # 2f+1 only with node 2, whose votes are checked against its new key
     _, where = rekeyed(holds_new_key=False)
     assert where == set()  # still signing with the replaced key: nothing it signs counts
+
+
+def test_a_node_started_with_a_document_that_names_its_next_key_signs_with_it():
+    four = document(range(4), 1, 4)
+    next_key = generate_private_key()
+    rekeyed_four = {**four, "nodes": [dict(node, public_key=public_key_hex(next_key)) if node["id"] == 2 else node
+                                      for node in four["nodes"]]}
+    cluster = Cluster(n=4, document=rekeyed_four)
+    node_keys, client_key = keys(4)
+    settings, network = cluster.replicas[2].settings, cluster.replicas[2].network.document
+    cluster.replicas[2] = type(cluster.replicas[2])(
+        settings, authenticator(node_keys, client_key, node_keys[2], (next_key,)), network)
+    cluster.crashed.add(3)
+    request = cluster.request()
+    order(cluster, request)
+    assert executed(cluster, request) == {0, 1, 2}

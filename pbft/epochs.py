@@ -54,13 +54,12 @@ class Epochs:
         assert self.pending is None and start > self.current.start, "one change of the membership at a time"
         self.pending = Epoch(start, members)
 
-    def begin(self) -> Epoch:
-        """The pending epoch begins (its boundary checkpoint is stable); returns the one it ends."""
+    def begin(self) -> None:
+        """The pending epoch begins (its boundary checkpoint is stable)."""
         assert self.pending is not None
-        ended, self.current, self.pending = self.current, self.pending, None
-        self.past = [*self.past, ended][-MAX_PAST:]
+        self.past = [*self.past, self.current][-MAX_PAST:]
+        self.current, self.pending = self.pending, None
         self.boundaries.append(self.current.start)
-        return ended
 
     def members_at(self, seq: int) -> Membership:
         """The members that order `seq` (a checkpoint at an epoch's start is the epoch before's)."""

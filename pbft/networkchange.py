@@ -15,6 +15,7 @@ network no longer runs and is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -53,7 +54,12 @@ class NetworkChange:
     def parsed(self) -> dict | None:
         """The new document, or None if the text is not a JSON object the canonical encoding
         can hash: NaN, an infinite number or nesting too deep would make every node that
-        hashes it raise, where a refusal is due."""
+        hashes it raise, where a refusal is due. Read once: checking, applying and replaying
+        a change all ask for it."""
+        return self._parsed
+
+    @functools.cached_property
+    def _parsed(self) -> dict | None:
         try:
             document = json.loads(self.document, parse_constant=_refuse, parse_float=_finite)
             if not isinstance(document, dict):
@@ -65,6 +71,10 @@ class NetworkChange:
 
     def target(self) -> str:
         """The digest of the new document ("" when it is not one)."""
+        return self._target
+
+    @functools.cached_property
+    def _target(self) -> str:
         document = self.parsed()
         return "" if document is None else document_digest(document)
 

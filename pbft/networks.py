@@ -120,8 +120,7 @@ class NetworkState:
         document = change.parsed()
         if document is None:
             return "the change's document is not a JSON object of finite numbers, nested within bounds"
-        target = document_digest(document)
-        if target == self.digest:
+        if change.target() == self.digest:
             return "the change's document is the one the network runs"
         payload = change.signed_payload()
         signers = sorted({signature.owner for signature in change.signatures
@@ -139,14 +138,14 @@ class NetworkState:
         """The change executed at `seq` passed `problem`: its document runs from there."""
         document = change.parsed()
         assert document is not None, "a change applied unchecked"
-        self._run(document, seq)
+        self._run(document, change.target(), seq)
         self.changed_at = seq
 
     def reload(self, document: dict, seq: int) -> None:
         """An operator reloaded `document` after `seq`, in a network the order never changed."""
         assert not self.changed_at, "a document the order changed changes through the order only"
-        self._run(document, seq)
+        self._run(document, document_digest(document), seq)
 
-    def _run(self, document: dict, seq: int) -> None:
-        self.document, self.digest = document, document_digest(document)
+    def _run(self, document: dict, digest: str, seq: int) -> None:
+        self.document, self.digest = document, digest
         self.history = [*self.history, (seq, self.digest)][-MAX_HISTORY:]

@@ -72,6 +72,15 @@ def merged(local: dict, document: dict) -> dict:
     return _merged_section(NetworkConfig, local if isinstance(local, dict) else {}, document)
 
 
+def _held(kind: Any) -> tuple[type | None, bool]:
+    """The section a setting's kind holds, and whether as a list of them (ListOf(Section)):
+    (None, False) for a plain value."""
+    listed = getattr(getattr(kind, "item", None), "cls", None)
+    if listed is not None:
+        return listed, True
+    return getattr(kind, "cls", None), False
+
+
 def _merged_section(cls: type, local: dict, document: dict) -> dict:
     result = dict(document)
     for declared in schema_of(cls).settings:
@@ -81,7 +90,7 @@ def _merged_section(cls: type, local: dict, document: dict) -> dict:
         elif declared.setting.local:
             keys = [declared.key] + ([declared.file_key] if declared.file_key else [])
         else:
-            inner = getattr(getattr(kind, "item", None), "cls", None) or getattr(kind, "cls", None)
+            inner, _ = _held(kind)
             value = document.get(declared.key)
             if inner is not None and isinstance(value, list):
                 result[declared.key] = _merged_list(inner, local.get(declared.key), value)
@@ -137,13 +146,13 @@ def _foreign_keys(cls: type, data: Any, at: str) -> list[str]:
                 if not item.setting.local and not isinstance(item.kind, Inline)}
     found = [f"{at}{key}" for key in data if key not in declared]
     for key, item in declared.items():
-        inner = getattr(getattr(item.kind, "item", None), "cls", None)
+        inner, listed = _held(item.kind)
         value = data.get(key)
-        if inner is not None and isinstance(value, list):
+        if listed and isinstance(value, list):
             for index, entry in enumerate(value):
                 found += _foreign_keys(inner, entry, f"{at}{key}[{index}].")
-        elif getattr(item.kind, "cls", None) is not None:
-            found += _foreign_keys(item.kind.cls, value, f"{at}{key}.")
+        elif inner is not None and not listed:
+            found += _foreign_keys(inner, value, f"{at}{key}.")
     return found
 
 
@@ -151,9 +160,9 @@ def _placeheld(cls: type, data: dict) -> dict:
     for declared in schema_of(cls).settings:
         if declared.setting.local and declared.required:
             data.setdefault(declared.key, PLACEHOLDER)
-        inner = getattr(getattr(declared.kind, "item", None), "cls", None)
+        inner, listed = _held(declared.kind)
         value = data.get(declared.key)
-        if inner is not None and isinstance(value, list):
+        if listed and isinstance(value, list):
             data[declared.key] = [_placeheld(inner, dict(item)) if isinstance(item, dict) else item for item in value]
     return data
 

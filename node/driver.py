@@ -131,6 +131,10 @@ class Driver:
         # Told each configuration a change through the order makes, with why (the server
         # makes it the node's: `shared.reload.LiveConfig.adopt`); None: taken here alone.
         self.on_config: Callable[[NetworkConfig, str], None] | None = None
+        # Told when the epochs the replica works in change (`pbft.epochs`): the server links to
+        # their members (`node.peers.PeerLinks`).
+        self.on_members: Callable[[], None] | None = None
+        self._epochs_seen = self._epochs_mark()
         self._view = replica.view
         self._view_told: int | None = None  # the confirmed view clients were last told of
 
@@ -282,6 +286,18 @@ class Driver:
             self.interpreter.step(self.replica.tick, loop.time())
             self.interpreter.write_deferred()
             self.tell_view()
+            self._follow_epochs()
+
+    def _epochs_mark(self) -> tuple[int, int | None]:
+        epochs = self.replica.epochs
+        return epochs.current.start, None if epochs.pending is None else epochs.pending.start
+
+    def _follow_epochs(self) -> None:
+        mark = self._epochs_mark()
+        if mark != self._epochs_seen:
+            self._epochs_seen = mark
+            if self.on_members is not None:
+                self.on_members()
 
     def write_deferred(self) -> None:
         """Write what waited for a save: a read of the ledger shows what the node took in."""

@@ -74,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config_or_report(args.config, node_id=args.id, read_secrets=False)
     if config is None:
         return 2
-    if not 0 <= args.id < config.n:
-        print(f"--id must be a node of {config.path}: 0..{config.n - 1}", file=sys.stderr)
+    if not config.has_node(args.id):
+        ids = ", ".join(str(node.id) for node in config.nodes)
+        print(f"--id must be a node of {config.path} ({ids}) or the one its joining: section names",
+              file=sys.stderr)
         return 2
     if not args.instant_builds:
         # Imported here: a node with instant builds never needs the docker SDK.

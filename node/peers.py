@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import aiohttp
 
@@ -140,3 +140,66 @@ class PeerLink:
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.ERROR:
                 logger.info("link to node %d: %s", self.peer_id, ws.exception())
+
+
+class PeerLinks:
+    """This node's outbound links, following the network's membership (`pbft.epochs`).
+
+    A link is open to every node the network document names and to every member of the
+    epoch the replica works in and of the one about to begin: a node the order removed stays
+    linked until the epoch without it begins, so that the checkpoint which ends its epoch is
+    made with it. A node whose address changed gets a new link. `wrap` makes each link the
+    sender the driver uses (a Byzantine behaviour may stand between them, `node.byzantine`),
+    kept in `senders`, the very dict the driver sends through.
+    """
+
+    def __init__(self, own_id: int, session: aiohttp.ClientSession, *, heartbeat_s: float = HEARTBEAT_S,
+                 wrap: Callable[[int, PeerLink], object] = lambda peer_id, link: link) -> None:
+        self.own_id = own_id
+        self._session = session
+        self._heartbeat_s = heartbeat_s
+        self._wrap = wrap
+        self.links: dict[int, PeerLink] = {}
+        self.senders: dict = {}
+        self._started = False
+        self._closing: set[asyncio.Task] = set()
+
+    def follow(self, urls: dict[int, str], keep: Iterable[int] = ()) -> None:
+        """Link to each node of `urls` (id -> its /peer URL); keep the links to `keep` even
+        when `urls` no longer names them; close the rest."""
+        wanted = set(urls) | set(keep)
+        wanted.discard(self.own_id)
+        for peer_id in sorted(set(self.links) - wanted):
+            self._close(peer_id, "no longer a member")
+        for peer_id, url in sorted(urls.items()):
+            if peer_id == self.own_id:
+                continue
+            link = self.links.get(peer_id)
+            if link is not None and link.url == url:
+                continue
+            if link is not None:
+                self._close(peer_id, f"moved to {url}")
+            self.links[peer_id] = link = PeerLink(peer_id, url, self._session, heartbeat_s=self._heartbeat_s)
+            self.senders[peer_id] = self._wrap(peer_id, link)
+            if self._started:
+                logger.info("linking to node %d at %s", peer_id, url)
+                link.start()
+
+    def start(self) -> None:
+        self._started = True
+        for link in self.links.values():
+            link.start()
+
+    async def close(self) -> None:
+        for peer_id in list(self.links):
+            self._close(peer_id, "")
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _close(self, peer_id: int, why: str) -> None:
+        link = self.links.pop(peer_id)
+        self.senders.pop(peer_id, None)
+        if why:
+            logger.info("closing the link to node %d: %s", peer_id, why)
+        task = asyncio.ensure_future(link.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

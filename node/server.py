@@ -25,7 +25,7 @@ from node.byzantine import HONEST, Behaviour
 from node.driver import Build, CrashAt, Driver
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
-from node.peers import HEARTBEAT_S, PeerLink
+from node.peers import HEARTBEAT_S, PeerLink, PeerLinks
 from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig, load_config
 from shared.config_files import node_next_key_file
@@ -51,8 +51,6 @@ DRIVER = web.AppKey("driver", Driver)
 LINKS = web.AppKey("links", dict)
 HEARTBEAT = web.AppKey("heartbeat_s", float)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
-NODE_KEYS = web.AppKey("node_keys", dict)
-QUORUM = web.AppKey("reply_quorum", int)
 LIVE = web.AppKey("live_config", LiveConfig)
 
 
@@ -122,8 +120,6 @@ def make_app(
     live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome),
                                   reads_secrets=False)
     app[HEARTBEAT] = heartbeat_s
-    app[NODE_KEYS] = {node.id: node.public_key for node in config.nodes}
-    app[QUORUM] = reply_quorum(config.f)
     settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
                                                 network=config.digest)
 
@@ -139,13 +135,9 @@ def make_app(
             run_build = executor.run
         async with (posting_node_statuses(config, node_id, status_token_files) as node_statuses,
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session):
-            links = {
-                node.id: PeerLink(node.id, node.url("/peer"), session, heartbeat_s=heartbeat_s)
-                for node in config.nodes
-                if node.id != node_id
-            }
-            app[LINKS] = links
-            peers = {peer_id: behaviour.peer(peer_id, link) for peer_id, link in links.items()}
+            peer_links = PeerLinks(node_id, session, heartbeat_s=heartbeat_s, wrap=behaviour.peer)
+            peer_links.follow(_peer_urls(config))
+            links = app[LINKS] = peer_links.links
             store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
             loaded = store.load()
             now = asyncio.get_running_loop().time()
@@ -163,7 +155,7 @@ def make_app(
                     "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",
                     node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
                 )
-            driver = Driver(replica, config, run_build, peers, behaviour=behaviour, store=store,
+            driver = Driver(replica, config, run_build, peer_links.senders, behaviour=behaviour, store=store,
                             cancel=None if executor is None else executor.cancel, slots=executor,
                             on_result=node_statuses.finished)
             if executor is not None:
@@ -172,8 +164,10 @@ def make_app(
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
-            live.on_reload(functools.partial(_run_config, driver, executor, node_statuses))
+            follow_members = functools.partial(_follow_members, peer_links, driver)
+            live.on_reload(functools.partial(_run_config, driver, executor, node_statuses, follow_members))
             driver.on_config = live.adopt
+            driver.on_members = follow_members
             if replica.network.changed_at:
                 # The order changed the document since the file was written: run the one it made.
                 driver.network_changed(NetworkChanged(replica.network.changed_at, replica.network.document,
@@ -181,15 +175,13 @@ def make_app(
             for seq, request in rerun:
                 driver.start_build(seq, request)
             driver.resume()
-            for link in links.values():
-                link.start()
+            peer_links.start()
             ticker = asyncio.create_task(driver.tick_forever())
             yield
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             driver.close()
-            for link in links.values():
-                await link.close()
+            await peer_links.close()
             for task in list(driver.builds):
                 task.cancel()
             await asyncio.gather(*driver.builds, return_exceptions=True)
@@ -244,7 +236,20 @@ def _repository_bounds(config: NetworkConfig) -> dict[str, int]:
     return {repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent}
 
 
-def _run_config(driver: Driver, executor, node_statuses, config: NetworkConfig) -> None:
+def _peer_urls(config: NetworkConfig) -> dict[int, str]:
+    return {node.id: node.url("/peer") for node in config.nodes}
+
+
+def _follow_members(peer_links: PeerLinks, driver: Driver) -> None:
+    """Links to the nodes the document names, and to the members of the epochs the replica
+    works in until the epoch without them begins (`node.peers.PeerLinks`)."""
+    epochs = driver.replica.epochs
+    pending = epochs.pending.members.ids if epochs.pending is not None else ()
+    peer_links.follow(_peer_urls(driver.config), (*epochs.members.ids, *pending))
+
+
+def _run_config(driver: Driver, executor, node_statuses, follow_members: Callable[[], None],
+                config: NetworkConfig) -> None:
     """The node runs `config` from now on: a change through the order made it, or a reload
     (SIGHUP) did. The builds ordered from now on are made from it (the driver makes each
     build's order from its configuration); builds already ordered keep the URL and settings
@@ -257,6 +262,7 @@ def _run_config(driver: Driver, executor, node_statuses, config: NetworkConfig) 
     if executor is not None:
         executor.set_bounds(_repository_bounds(config))
     node_statuses.reconfigure(config)
+    follow_members()
 
 
 def _count_reload(app: web.Application, outcome: str) -> None:
@@ -345,7 +351,9 @@ async def attestation_of_request(request: web.Request) -> web.Response:
     """The certified verdict of one build as a DSSE envelope, from the votes in this node's ledger:
     the agreeing voters' signatures of its in-toto statement, each checked here."""
     record = _record_of_request(request)
-    envelope, problem = ledger_envelope(record, request.app[NODE_KEYS], request.app[QUORUM])
+    # The members that ordered it, whose keys signed its votes (`pbft.epochs`).
+    members = request.app[DRIVER].replica.epochs.members_at(record["seq"])
+    envelope, problem = ledger_envelope(record, members.key_of, reply_quorum(members.f))
     if envelope is None:
         return web.json_response({"error": problem}, status=409)
     return web.Response(body=canonical(envelope), content_type="application/json")

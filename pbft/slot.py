@@ -50,8 +50,8 @@ class ReplicaSettings:
     # CHECKPOINTs, STATUS and replies name; "" where there is none (the simulator, core tests).
     network: str = ""
     # Whether a change of the network document may change its membership (add, remove or
-    # re-key a node, change f: `pbft.epochs`); off where the process around the replica cannot
-    # follow one yet (its links and its client).
+    # re-key a node, change f: `pbft.epochs`); nodes take them (`shared.config_build`), the
+    # replica alone does not, as a network whose links and clients could not follow one.
     changes_membership: bool = False
 
     @property

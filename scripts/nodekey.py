@@ -41,6 +41,7 @@ from shared.config import (  # noqa: E402
     node_key_file,
     runner_key_file,
 )
+from shared.config_files import node_next_key_file  # noqa: E402
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key  # noqa: E402
 
 
@@ -160,6 +161,11 @@ def check(args: argparse.Namespace) -> str:
     path = key_path(args, config.keys_dir)
     own = read_public_key(args, path)
     keys = principal_keys(config)
+    if entry.public_key != own and args.node is not None:
+        # The entry may name the key that is to replace this one (scripts/network.py join --next).
+        next_path = node_next_key_file(path.parent, args.node)
+        if next_path.exists() and read_public_key(args, next_path) == entry.public_key:
+            path, own = next_path, entry.public_key
     if entry.public_key != own:
         owner = [label for label, public_key in keys if public_key == own]
         hint = (f"this host's key is {owner[0]}'s in {config.path}: is this {owner[0]}'s host?" if owner else

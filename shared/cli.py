@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from shared.config import ConfigError, NetworkConfig, load_config
+from shared.config_files import node_next_key_file
 from shared.crypto import load_private_key, public_key_hex
 from shared.droplog import ReplicaDropFilter
 from shared.ports import listen_problem
@@ -60,11 +61,21 @@ def own_key_problem(config: NetworkConfig, *, node_id: int | None = None, client
         own = public_key_hex(load_private_key(path))
     except (OSError, ValueError) as error:
         return f"cannot read the private key of {who} at {path}: {error}"
+    if own != public_key and node_id is not None and _next_key_named(config, node_id, public_key):
+        return None  # the entry names the key that replaces this one (scripts/network.py join --next)
     if own != public_key:
         return (f"the private key at {path} is not {who}'s: {who}'s entry in {config.path} has public key"
                 f" {public_key[:16]}…, this key's is {own[:16]}…; peers would drop everything it signs"
                 f" (scripts/nodekey.py check {config.path} {flag} says more)")
     return None
+
+
+def _next_key_named(config: NetworkConfig, node_id: int, public_key: str) -> bool:
+    path = node_next_key_file(config.keys_dir, node_id)
+    try:
+        return path.exists() and public_key_hex(load_private_key(path)) == public_key
+    except (OSError, ValueError):
+        return False
 
 
 def serve(app: web.Application, who: str, host: str, port: int, **run_app_args: Any) -> int:

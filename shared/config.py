@@ -70,7 +70,7 @@ class NetworkConfig:
     path: Path  # the file read
     f: int = setting(Int(minimum=0), doc="faults tolerated; n = len(nodes) must be at least 3f+1")
     nodes: tuple[NodeConfig, ...] = setting(ListOf(Section(NodeConfig), min_items=1),
-                                            doc="one entry per node, ids 0..n-1")
+                                            doc="one entry per node")
     clients: tuple[ClientConfig, ...] = setting(ListOf(Section(ClientConfig), min_items=1, unique="name"),
                                                 doc="the clients that sign requests")
     repositories: tuple[RepositoryConfig, ...] = setting(
@@ -95,6 +95,11 @@ class NetworkConfig:
                                               "at a restart of every node")
     tls: NodeTLSConfig | None = setting(Section(NodeTLSConfig), default=None, local=True,
                                         doc="HTTPS and WSS on every node's port")
+    joining: NodeConfig | None = setting(
+        Section(NodeConfig), default=None, local=True,
+        doc="this host's node while it is no member yet: the rest of the file is the network document the "
+            "network started from, and a change through the order makes the node a member (docs/operations.md)",
+    )
     # The digest of the network document (shared/networkdoc.py): what every node must hold alike.
     digest: str = ""
 
@@ -113,10 +118,21 @@ class NetworkConfig:
         return self.tls.client_context() if self.tls is not None else True
 
     def node(self, node_id: int) -> NodeConfig:
+        """Node `node_id` as the network document names it, or as `joining:` does before it does."""
         for node in self.nodes:
             if node.id == node_id:
                 return node
+        if self.joining is not None and self.joining.id == node_id:
+            return self.joining
         raise KeyError(f"no node {node_id} in {self.path}")
+
+    def has_node(self, node_id: int) -> bool:
+        """Whether `node_id` may run with this file: a member, or the node that joins."""
+        try:
+            self.node(node_id)
+        except KeyError:
+            return False
+        return True
 
     def client(self, name: str) -> ClientConfig:
         for client in self.clients:
@@ -181,15 +197,16 @@ def _completed(config: NetworkConfig, *, relay_votes_set: bool) -> NetworkConfig
     """The settings the loader works out: each node's engine (its own, else build's), its URL
     scheme, whether votes are relayed when the file does not say, and the network document's
     digest, of the settings as completed."""
-    nodes = tuple(sorted(
-        (replace(node, docker=node.docker if node.docker != DockerEngineConfig() else config.build.docker,
-                 scheme="https" if config.tls is not None else "http") for node in config.nodes),
-        key=lambda node: node.id,
-    ))
+    def completed_node(node: NodeConfig) -> NodeConfig:
+        return replace(node, docker=node.docker if node.docker != DockerEngineConfig() else config.build.docker,
+                       scheme="https" if config.tls is not None else "http")
+
+    nodes = tuple(sorted(map(completed_node, config.nodes), key=lambda node: node.id))
+    joining = None if config.joining is None else completed_node(config.joining)
     protocol = config.protocol
     if not relay_votes_set:
         protocol = replace(protocol, relay_votes=len(nodes) >= RELAY_VOTES_FROM_NODES)
-    completed = replace(config, nodes=nodes, protocol=protocol)
+    completed = replace(config, nodes=nodes, protocol=protocol, joining=joining)
     return replace(completed, digest=network_digest(completed))
 
 

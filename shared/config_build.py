@@ -122,5 +122,6 @@ class ProtocolConfig:
 
     def replica_settings(self, *, node_id: int, n: int, f: int, builder_id: str = "", network: str = "") -> ReplicaSettings:
         """The settings node `node_id` of this network runs its replica with."""
+        # Nodes and clients follow a change of the membership (node.peers, client.membership).
         return ReplicaSettings(node_id=node_id, n=n, f=f, builder_id=builder_id, network=network,
-                               **{name: getattr(self, name) for name in REPLICA_SETTINGS})
+                               changes_membership=True, **{name: getattr(self, name) for name in REPLICA_SETTINGS})

@@ -25,8 +25,8 @@ def check_network(config: NetworkConfig, reading: Reading) -> None:
     nodes = config.nodes
     if nodes and not any("id" in reading.refused(node) for node in nodes):
         ids = sorted(node.id for node in nodes)
-        if ids != list(range(len(nodes))):
-            reading.fail("nodes", f"ids must be 0..{len(nodes) - 1}, each once; got {ids}")
+        if len(set(ids)) != len(ids):
+            reading.fail("nodes", f"each id must be a node's own; got {ids}")
     if nodes and "f" not in reading.refused(config) and len(nodes) < 3 * config.f + 1:
         reading.fail("f", f"n = {len(nodes)} nodes tolerate at most f = {(len(nodes) - 1) // 3}; need n >= 3f+1")
     _check_distinct(config, reading)
@@ -98,7 +98,7 @@ def _check_mail_can_be_sent(config: NetworkConfig, reading: Reading) -> None:
 def check_node_files(config: NetworkConfig, reading: Reading, node_id: int) -> None:
     """What node `node_id` reads that nobody else does: its build engine's certificates, the
     build secrets' files and its own status tokens. Each machine holds only its node's."""
-    for node in config.nodes:
+    for node in (*config.nodes, *filter(None, [config.joining])):
         if node.id == node_id:
             own = node.docker != DockerEngineConfig()
             engine, where = (node.docker, reading.where(node)) if own else (config.build.docker, "build")

@@ -24,7 +24,8 @@ _KEY_DOC = "Ed25519, 64 hex digits; a file that does not exist yet is no key whi
 class NodeConfig:
     """A node of the network: where it listens and the key its messages are signed with."""
 
-    id: int = setting(Int(minimum=0), doc="0..n-1, each once; the primary of view v is node v mod n")
+    id: int = setting(Int(minimum=0), doc="a number of its own, 0 or more, kept for good: a node that joins takes a new one; "
+                                               "the primary of view v is the (v mod n)-th node in the order of ids")
     host: str = setting(HOST, doc="where it listens and where peers and the client reach it")
     port: int = setting(PORT, doc="its one port: peers, the client, status, metrics, logs")
     public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)

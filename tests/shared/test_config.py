@@ -69,12 +69,29 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path):
     assert str(caught.value) == f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory"
 
 
-def test_node_ids_must_be_zero_to_n_minus_one(tmp_path):
+def test_node_ids_are_each_nodes_own_and_need_not_follow_on(tmp_path):
     def renumber(data):
         data["nodes"][3]["id"] = 7
 
-    with pytest.raises(ConfigError, match=r"ids must be 0..3, each once"):
-        load_config(edit(write_network(tmp_path), renumber))
+    def share(data):
+        data["nodes"][3]["id"] = 1
+
+    # A node that joins takes a new id, and one removed leaves its id unused.
+    path = write_network(tmp_path)
+    assert [node.id for node in load_config(edit(path, renumber)).nodes] == [0, 1, 2, 7]
+    with pytest.raises(ConfigError, match=r"each id must be a node's own; got \[0, 1, 1, 2\]"):
+        load_config(edit(path, share))
+
+
+def test_a_joining_node_runs_with_the_document_the_network_started_from(tmp_path):
+    path = write_network(tmp_path)
+    first = load_config(path)
+    entry = {"id": 4, "host": "127.0.0.1", "port": 19999, "public_key": fresh_key()}
+    joining = load_config(edit(path, lambda data: data.update(joining=entry)), node_id=4)
+    # Its own entry is a local setting: the network document, and its digest, stay the network's.
+    assert joining.digest == first.digest and joining.n == 4
+    assert joining.has_node(4) and joining.node(4).port == 19999 and joining.node(4).url("/peer").startswith("http")
+    assert not first.has_node(4)
 
 
 def test_nodes_and_clients_need_addresses_and_keys_of_their_own(tmp_path):

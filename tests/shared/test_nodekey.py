@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from runner.config import load_runner_config
+from shared.cli import own_key_problem
 from shared.config import load_config
-from shared.crypto import generate_private_key, load_private_key, public_key_hex
+from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key
 from tests.support.network import free_ports, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +150,7 @@ def test_check_catches_shared_keys_and_addresses(ceremony):
     data["nodes"][2]["port"] += 1000
     write(data)
     result = nodekey("check", hosts["node-0"] / "network.yaml", "--node", "0")
-    assert result.returncode == 1 and "ids must be 0..3, each once; got [0, 1, 1, 2]" in result.stderr, result.stderr
+    assert result.returncode == 1 and "each id must be a node's own; got [0, 1, 1, 2]" in result.stderr, result.stderr
 
 
 def test_check_refuses_a_private_key_others_can_read(ceremony):
@@ -174,6 +175,23 @@ def test_a_node_or_client_whose_key_is_not_its_entrys_refuses_to_start(ceremony)
     write(data)
     client = run(sys.executable, "client/index.py", "--config", hosts["client"] / "network.yaml")
     assert client.returncode == 2 and "is not client 'ci''s" in client.stderr, client.stderr
+
+
+def test_an_entry_that_names_the_nodes_next_key_passes_the_check_and_the_start(ceremony):
+    """After a change re-keys node 1 (scripts/network.py join --next), its host's file may name
+    the key that replaced the old one: both the check and the node's start take it."""
+    hosts, data, write = ceremony
+    keys = hosts["node-1"] / "keys"
+    next_key = generate_private_key()
+    save_private_key(next_key, keys / "node-1.next.key")
+    data["nodes"][1]["public_key"] = public_key_hex(next_key)
+    write(data)
+    result = nodekey("check", hosts["node-1"] / "network.yaml", "--node", "1")
+    assert result.returncode == 0 and "node-1.next.key" in result.stdout, result.stdout + result.stderr
+    config = load_config(hosts["node-1"] / "network.yaml", read_secrets=False)
+    assert own_key_problem(config, node_id=1) is None
+    (keys / "node-1.next.key").unlink()
+    assert "is not node 1's" in own_key_problem(config, node_id=1)
 
 
 def test_keygen_leaves_entries_whose_key_lives_on_another_host_alone(ceremony):

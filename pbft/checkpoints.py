@@ -14,12 +14,13 @@ faulty node can hold at most (2L/K) entries here.
 from __future__ import annotations
 
 from pbft.messages import Checkpoint
-from pbft.quorum import commit_quorum
 
 
 class Checkpoints:
-    def __init__(self, f: int, interval: int, log_window: int) -> None:
-        self.f, self.interval, self.log_window = f, interval, log_window
+    def __init__(self, interval: int, log_window: int) -> None:
+        self.interval, self.log_window = interval, log_window
+        # Matching votes that make a checkpoint stable (`pbft.quorum.commit_quorum` of the members).
+        self.quorum = 0
         self.votes: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
         # seq -> the state digest this replica computed there, and its network document's digest
         self.own: dict[int, tuple[str, str]] = {}
@@ -67,7 +68,7 @@ class Checkpoints:
         if own is None or seq <= self.stable_seq:
             return False
         proof = tuple(vote for vote in self.votes.get(seq, {}).values() if (vote.state_digest, vote.network) == own)
-        if len(proof) < commit_quorum(self.f):
+        if len(proof) < self.quorum:
             return False
         assert len({vote.sender for vote in proof}) == len(proof), "one vote per sender"
         self.stable_seq, self.stable_proof = seq, proof

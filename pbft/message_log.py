@@ -54,7 +54,7 @@ class MessageLog:
 
     def restore(
         self, stored: Iterable[PrePrepare | Prepare | Commit], in_window: Callable[[int], bool],
-        me: int, f: int, working_view: int | None,
+        me: int, n: int, f: int, working_view: int | None,
     ) -> None:
         """Rebuild from stored pre-prepares and votes, recomputing prepared and committed-local
         and sending nothing. Only the slots of `working_view` (None while changing views)
@@ -72,17 +72,17 @@ class MessageLog:
             else:
                 slot.commits.setdefault(message.sender, message)
         for (view, seq), slot in sorted(by_view.items()):
-            self._restore_progress(seq, slot, me, f)
+            self._restore_progress(seq, slot, me, n, f)
             if view == working_view:
                 self.slots[seq] = slot
 
-    def _restore_progress(self, seq: int, slot: Slot, me: int, f: int) -> None:
+    def _restore_progress(self, seq: int, slot: Slot, me: int, n: int, f: int) -> None:
         if slot.preprepare is None:
             return
         wanted = slot.preprepare.digest
-        if matching(vote_digests(slot.prepares), wanted) >= prepare_quorum(f) or me in slot.commits:
+        if matching(vote_digests(slot.prepares), wanted) >= prepare_quorum(n, f) or me in slot.commits:
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == wanted)
-            if len(proof) >= prepare_quorum(f):
+            if len(proof) >= prepare_quorum(n, f):
                 self.prepared_certs[seq] = PreparedCertificate(slot.preprepare, proof)
-        slot.committed = slot.prepared and matching(vote_digests(slot.commits), wanted) >= commit_quorum(f)
+        slot.committed = slot.prepared and matching(vote_digests(slot.commits), wanted) >= commit_quorum(n, f)

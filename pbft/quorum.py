@@ -13,14 +13,19 @@ from typing import Hashable, Mapping, TypeVar
 V = TypeVar("V", bound=Hashable)
 
 
-def prepare_quorum(f: int) -> int:
+def commit_quorum(n: int, f: int) -> int:
+    """Distinct nodes whose matching votes make a certificate (COMMITs that make a request
+    committed-local, CHECKPOINTs, VIEW-CHANGEs): ⌈(n+f+1)/2⌉, so that any two such sets share
+    f+1 nodes, one of them honest, and the n-f honest nodes alone make one. It is 2f+1 when
+    n = 3f+1, and more in a network with nodes beyond that (five nodes with f = 1 need four).
+    """
+    assert n >= 3 * f + 1, "n >= 3f+1"
+    return (n + f) // 2 + 1
+
+
+def prepare_quorum(n: int, f: int) -> int:
     """Matching PREPAREs from distinct backups that, with the pre-prepare, make a request prepared."""
-    return 2 * f
-
-
-def commit_quorum(f: int) -> int:
-    """Matching COMMITs from distinct nodes (own included) that make a request committed-local."""
-    return 2 * f + 1
+    return commit_quorum(n, f) - 1
 
 
 def reply_quorum(f: int) -> int:
@@ -54,10 +59,10 @@ def verdict(votes: Mapping[int, V], n: int, f: int) -> tuple[str, V | None]:
     get there); "disputed" once no result can get there any more, however the
     missing nodes vote (honest nodes disagree: a flaky build); else "pending".
     """
-    found = winner(votes, commit_quorum(f))
+    found = winner(votes, commit_quorum(n, f))
     if found is not None:
         return "certified", found[0]
     best = max(Counter(votes.values()).values(), default=0)
-    if best + (n - len(votes)) < commit_quorum(f):
+    if best + (n - len(votes)) < commit_quorum(n, f):
         return "disputed", None
     return "pending", None

@@ -108,7 +108,7 @@ class Replica:
         self.clients = ClientTable(
             int(settings.request_expiry_s * 1_000_000), settings.max_requests_per_client, settings.max_open_per_client
         )
-        self.checkpoints = Checkpoints(settings.f, settings.checkpoint_interval, settings.log_window)
+        self.checkpoints = Checkpoints(settings.checkpoint_interval, settings.log_window)
         # The network document this node runs (changed only by the order), and which one each
         # peer says it runs: those that run another are named.
         self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
@@ -127,6 +127,7 @@ class Replica:
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
         # The members of each stretch of the order (`pbft.epochs`): the current one's sign and count.
         self.epochs = Epochs(membership(self.network.document, settings))
+        self.checkpoints.quorum = self.members.quorum
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
@@ -600,14 +601,14 @@ class Replica:
         preprepare = slot.preprepare
         if preprepare is None:
             return
-        if not slot.prepared and matching(vote_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.f):
+        if not slot.prepared and matching(vote_digests(slot.prepares), preprepare.digest) >= prepare_quorum(self.members.n, self.f):
             slot.prepared = True
             proof = tuple(vote for vote in slot.prepares.values() if vote.digest == preprepare.digest)
             self.log.prepared_certs[seq] = PreparedCertificate(preprepare, proof)
             if self.member:  # a node outside the membership follows the votes and signs none
                 self._commit(seq, preprepare, proof)
         committed_votes = matching(vote_digests(slot.commits), preprepare.digest)
-        if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.f):
+        if slot.prepared and not slot.committed and committed_votes >= commit_quorum(self.members.n, self.f):
             slot.committed = True
             if self.relaying and self.is_primary:
                 # The prepares again, for a backup that lost their relay: held ones cost nothing.
@@ -793,7 +794,7 @@ class Replica:
         self._sign_as_member()
         previous = self.epochs.past[-1].members if self.epochs.past else None
         self.views.previous, self.views.members, self.views.epoch = previous, self.members, self.epoch
-        self.checkpoints.f = self.members.f
+        self.checkpoints.quorum = self.members.quorum
         self.catch_up.members_changed(self.members.f, self.members.ids)
 
     def _begin_epoch(self) -> None:
@@ -801,7 +802,7 @@ class Replica:
         self.epochs.begin()
         members, start = self.members, self.epoch
         self.views.begin_epoch(members, start, self.now)
-        self.checkpoints.f = members.f
+        self.checkpoints.quorum = members.quorum
         self.catch_up.members_changed(members.f, members.ids)
         self.log.new_view()
         self.log.drop_above(start)
@@ -1410,7 +1411,7 @@ class Replica:
         pending = replica.epochs.pending
         three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])
                         if m.epoch == replica.epoch and (pending is None or m.seq <= pending.start)]
-        replica.log.restore(three_phases, replica.in_window, replica.id, replica.f,
+        replica.log.restore(three_phases, replica.in_window, replica.id, replica.members.n, replica.f,
                             replica.view if replica.mode is Mode.NORMAL else None)
         if replica.mode is Mode.CHANGING:
             # Peers forgot nothing, but the view changes we had collected are

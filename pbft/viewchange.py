@@ -57,6 +57,11 @@ class Membership:
     def n(self) -> int:
         return len(self.keys)
 
+    @property
+    def quorum(self) -> int:
+        """How many of the members make a certificate (`pbft.quorum.commit_quorum`)."""
+        return commit_quorum(self.n, self.f)
+
     def __contains__(self, node: int) -> bool:
         return node in self.key_of
 
@@ -116,7 +121,7 @@ def checkpoint_proof_problem(
     if seq == 0:
         return None if not proof else "checkpoint_proof_for_genesis"
     senders = {c.sender for c in proof}
-    if len(senders) != len(proof) or len(senders) < commit_quorum(members.f):
+    if len(senders) != len(proof) or len(senders) < commit_quorum(members.n, members.f):
         return "checkpoint_proof_too_small"
     if len({(c.state_digest, c.network) for c in proof}) != 1 or any(c.seq != seq for c in proof):
         return "checkpoint_proof_mismatch"
@@ -169,7 +174,7 @@ def certificate_problem(
     if cert.preprepare.view >= before_view:
         return "certificate_from_future_view"
     return _preprepare_problem(cert.preprepare, members, auth, epoch) or _votes_problem(
-        cert.prepares, cert.preprepare, prepare_quorum(members.f), members, auth
+        cert.prepares, cert.preprepare, prepare_quorum(members.n, members.f), members, auth
     )
 
 
@@ -178,7 +183,7 @@ def committed_certificate_problem(
 ) -> str | None:
     """Why `cert` does not prove its batch committed in `epoch` (pre-prepare + 2f+1 matching commits), or None."""
     return _preprepare_problem(cert.preprepare, members, auth, epoch) or _votes_problem(
-        cert.commits, cert.preprepare, commit_quorum(members.f), members, auth
+        cert.commits, cert.preprepare, commit_quorum(members.n, members.f), members, auth
     )
 
 

@@ -29,7 +29,7 @@ from typing import Collection
 
 from pbft.authenticator import Authenticator
 from pbft.messages import NewView, ViewChange, batch_digest
-from pbft.quorum import commit_quorum, reply_quorum
+from pbft.quorum import reply_quorum
 from pbft.viewchange import LatestViewChanges, Membership, NewViewPlan, plan_new_view, view_change_problem
 
 Key = tuple[str, int]
@@ -142,7 +142,7 @@ class Views:
         return (
             self.changing
             and self.timer_deadline is None
-            and len(self.latest.for_view(self.view)) >= commit_quorum(self.members.f)
+            and len(self.latest.for_view(self.view)) >= self.members.quorum
         )
 
     def take_view_change(self, message: ViewChange, auth: Authenticator) -> str | None:
@@ -194,7 +194,7 @@ class Views:
         """As primary of `view`, while changing to it: the 2f+1 view changes (ours among
         them) to announce it with, once they are in."""
         votes = self.latest.for_view(view)
-        quorum = commit_quorum(self.members.f)
+        quorum = self.members.quorum
         if self.primary(view) != self.me or view != self.view or not self.changing:
             return None
         if self.me not in votes or len(votes) < quorum:
@@ -216,7 +216,7 @@ class Views:
         if not self.members.signed_by_member(message, auth):
             return "bad_signature", None
         senders = {vc.sender for vc in message.view_changes}
-        if len(senders) != len(message.view_changes) or len(senders) < commit_quorum(self.members.f):
+        if len(senders) != len(message.view_changes) or len(senders) < self.members.quorum:
             return "too_few_view_changes", None
         for vc in message.view_changes:
             if vc.view != message.view:

@@ -130,9 +130,12 @@ class Equivocate(Honest):
         return [(dst, self._other_vote(message), 0.0)]
 
     def _other_vote(self, message: Message) -> Message:
-        """Our vote for a digest nobody proposed; other messages as they are."""
+        """Our vote for the batch we pre-prepared for this half as primary (so that it may gather
+        a quorum there), else for a digest nobody proposed; other messages as they are."""
         if isinstance(message, (Prepare, Commit)):
-            message = replace(message, digest=bogus_digest(message.view, message.seq))
+            alternative = self.alternatives.get((message.view, message.seq))
+            digest = alternative.digest if alternative is not None else bogus_digest(message.view, message.seq)
+            message = replace(message, digest=digest)
         elif isinstance(message, Checkpoint):
             message = replace(message, state_digest=bogus_digest(message.seq))
         else:

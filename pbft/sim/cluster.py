@@ -20,6 +20,7 @@ from typing import Callable
 
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
+from pbft.quorum import commit_quorum
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
@@ -180,7 +181,9 @@ class SimCluster:
             self.n, self.f = 4, 1
             checkpoint_interval, batch_max, pipeline_depth = rng.choice((4, 8, 16)), 1, rng.randint(2, 8)
         else:
-            self.n, self.f = (7, 2) if rng.random() < 0.2 else (4, 1)
+            # Five nodes with f = 1, as a network that grew by one: quorums are then 4, not 2f+1.
+            draw = rng.random()
+            self.n, self.f = (7, 2) if draw < 0.2 else (5, 1) if draw < 0.32 else (4, 1)
             checkpoint_interval, batch_max, pipeline_depth = rng.choice((2, 4, 8, 128)), rng.randint(1, 8), rng.randint(1, 8)
         client_names = [f"client-{index}" for index in range(rng.randint(1, 2))]
         keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT, GREEDY_CLIENT])
@@ -428,7 +431,7 @@ class SimCluster:
         self.cancels.ledger_failures(self.now_s, {
             node: {key: view.state for key, view in ledger.items()} for node, ledger in ledgers.items()
         })
-        return failures + ledger_failures(self.now_s, ledgers, 2 * self.f + 1, byzantine_free, self._votes_delivered)
+        return failures + ledger_failures(self.now_s, ledgers, commit_quorum(self.n, self.f), byzantine_free, self._votes_delivered)
 
     # --- events ----------------------------------------------------------
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
+from client.buildlogs import LOG_PROXY
 from client.heads import BranchHeads
 from client.keys import LIVE_KEY, METRICS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.networkdocs import DocumentFollower
@@ -26,7 +28,7 @@ from client.records import BuildRecords, records_path
 from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientOptions, ClientService
 from pbft.authenticator import Authenticator
-from shared.config import NetworkConfig, RepositoryConfig
+from shared.config import NetworkConfig, NodeConfig, RepositoryConfig
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -56,6 +58,8 @@ def service_ctx(config: NetworkConfig, client_name: str, auth: Authenticator,
             # The network document nodes' signed words are compared with: the one this client runs,
             # and the one f+1 of them run once the order changed it.
             live.on_reload(lambda new: setattr(service.core.frames, "network", new.digest))
+            live.on_reload(service.follow)  # the members, keys and f a change through the order made
+            live.on_reload(functools.partial(_follow_nodes, app[LOG_PROXY].nodes))
             follower = DocumentFollower(live, service.core.frames, session, config, service.core.tasks.spawn)
             service.core.frames.on_vouched = follower.vouched
             service.events.subscribe(app[METRICS_KEY].observe)
@@ -64,6 +68,12 @@ def service_ctx(config: NetworkConfig, client_name: str, auth: Authenticator,
             await service.close()
 
     return ctx
+
+
+def _follow_nodes(nodes: dict[int, NodeConfig], config: NetworkConfig) -> None:
+    """The nodes build logs and artifacts are fetched from (client.buildlogs) are the members."""
+    nodes.clear()
+    nodes.update((node.id, node) for node in config.nodes)
 
 
 async def schedules_ctx(app: web.Application) -> AsyncIterator[None]:

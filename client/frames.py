@@ -30,17 +30,23 @@ class NodeFrames:
     def __init__(self, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
         self._client_name = client_name
         self._auth = auth
-        self.node_ids = frozenset(node.id for node in config.nodes)
-        self._node_keys = {node.id: node.public_key for node in config.nodes}
+        self.node_ids: frozenset[int] = frozenset()
+        self._node_keys: dict[int, str] = {}
+        self.follow(config)
         # Which network document each node signed that it runs (its CURRENT-VIEW at the
         # handshake, then each reply): those whose digest is not this client's are named
         # on GET /network and the dashboard (shared/networkdoc.py).
         self.network = config.digest  # the network document this client runs
         self.networks = NetworkClaims()
-        self._f = config.f
         # Told the digest of a network document f+1 nodes signed that they run, other than this
         # client's: at least one honest node runs it, so the order made it (client.contexts).
         self.on_vouched: Callable[[str], None] | None = None
+
+    def follow(self, config: NetworkConfig) -> None:
+        """Take the members of `config` and their keys: a change through the order made them."""
+        self.node_ids = frozenset(node.id for node in config.nodes)
+        self._node_keys = {node.id: node.public_key for node in config.nodes}
+        self._f = config.f
 
     def parse(self, link_node_id: int, text: str) -> NodeMessage | None:
         """The message in a frame from the link to node `link_node_id`, if it is one for this client."""
@@ -63,7 +69,7 @@ class NodeFrames:
     def signed(self, message: NodeMessage, link_node_id: int) -> bool:
         """Whether `message` carries its sender's signature (logged when it does not); the
         network document a signed reply or current view names is noted."""
-        if self._auth.verify_node(message.sender, message.payload(), message.sig):
+        if self._auth.verify_key(self._node_keys[message.sender], message.payload(), message.sig):
             if not isinstance(message, BuildState):
                 self._claim_network(message.sender, message.network)
             return True

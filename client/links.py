@@ -124,29 +124,57 @@ class NodeLinks:
     """The links to all nodes of a network, started and stopped together."""
 
     def __init__(self, session: aiohttp.ClientSession, nodes: Iterable[NodeConfig]) -> None:
+        self._session = session
         self._links = {node.id: NodeLink(session, node) for node in nodes}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._callbacks: tuple[OnFrame, OnConnect, OnDown] | None = None
 
     def start(self, on_frame: OnFrame, on_connect: OnConnect, on_down: OnDown) -> None:
-        self._tasks = [
-            asyncio.create_task(link.run(on_frame, on_connect, on_down), name=f"link-{node_id}")
-            for node_id, link in self._links.items()
-        ]
-        for task in self._tasks:
-            task.add_done_callback(_report_crash)
+        self._callbacks = (on_frame, on_connect, on_down)
+        for node_id in self._links:
+            self._start(node_id)
+
+    def _start(self, node_id: int) -> None:
+        assert self._callbacks is not None
+        task = asyncio.create_task(self._links[node_id].run(*self._callbacks), name=f"link-{node_id}")
+        task.add_done_callback(_report_crash)
+        self._tasks[node_id] = task
+
+    def follow(self, nodes: Iterable[NodeConfig]) -> None:
+        """Link to exactly `nodes`, the members a change through the order made: a new node,
+        or one at a new address, gets a link; a node no longer named loses its own."""
+        wanted = {node.id: node for node in nodes}
+        for node_id in sorted(set(self._links) - set(wanted)):
+            log.info("closing the link to node %d: no longer a member", node_id)
+            del self._links[node_id]
+            task = self._tasks.pop(node_id, None)
+            if task is not None:
+                task.cancel()
+        for node_id, node in sorted(wanted.items()):
+            link = self._links.get(node_id)
+            if link is not None and link.url == node.url("/client"):
+                continue
+            if node_id in self._tasks:
+                self._tasks.pop(node_id).cancel()
+            self._links[node_id] = NodeLink(self._session, node)
+            if self._callbacks is not None:
+                log.info("linking to node %d at %s", node_id, node.url("/client"))
+                self._start(node_id)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}
 
     def connected(self) -> list[int]:
         """The nodes whose link is up now."""
         return [node_id for node_id, link in self._links.items() if link.up]
 
     async def send(self, node_id: int, text: str) -> bool:
-        return await self._links[node_id].send(text)
+        link = self._links.get(node_id)
+        return False if link is None else await link.send(text)
 
     async def broadcast(self, text: str) -> list[int]:
         """Send to every node; return the ids it reached."""

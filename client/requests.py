@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Iterable, Protocol
 
 from client.background import Background
 from client.events import EventStream, LateReply, Submitted
@@ -32,7 +32,7 @@ from pbft.build import Operation
 from pbft.handshake import Hello
 from pbft.messages import BuildState, CurrentView, Reply, Request, encode, signed
 from pbft.replies import ReplyCollector, vouched_view
-from shared.config import NetworkConfig
+from shared.config import NetworkConfig, NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class Links(Protocol):
     async def broadcast(self, text: str) -> list[int]: ...
 
     def connected(self) -> list[int]: ...
+
+    def follow(self, nodes: Iterable[NodeConfig]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class RequestCore:
         self, config: NetworkConfig, signer: RequestSigner, links: Links, settings: RequestSettings,
         events: EventStream,
     ) -> None:
-        self.name, self.f, self.n = signer.name, config.f, config.n
+        self.name = signer.name
+        self.f, self.n, self._ids = config.f, config.n, tuple(node.id for node in config.nodes)
         self.settings = settings
         self._signer = signer
         self._links = links
@@ -157,7 +160,17 @@ class RequestCore:
 
     @property
     def primary(self) -> int:
-        return self.view % self.n
+        return self._ids[self.view % self.n]
+
+    def follow(self, config: NetworkConfig) -> None:
+        """The members, f and keys a change through the order made (`pbft.epochs`): the
+        requests sent from now on count replies by them. Views count from 0 again in the
+        members' first epoch, so the views nodes showed before are forgotten. Requests out
+        already keep the f they were sent with: their builds were ordered by the members
+        before."""
+        self.f, self.n, self._ids = config.f, config.n, tuple(node.id for node in config.nodes)
+        self._views.clear()
+        self.frames.follow(config)
 
     @property
     def waiting(self) -> int:

@@ -48,12 +48,21 @@ class ClientService:
         self.events = EventStream()
         self.events.subscribe(Recorder(records, config.f, settings).observe, critical=True)
         self._links = links
+        self._membership = _membership(config)
         signer = RequestSigner(name, auth, records.store.next_timestamp)
         self.core = RequestCore(config, signer, links, settings, self.events)
         self.verbs = Verbs(self.core, self.events, records, options.pin)
 
     def start(self) -> None:
         self._links.start(self.core.on_frame, self.core.on_connect, self.core.on_down)
+
+    def follow(self, config: NetworkConfig) -> None:
+        """Run with the membership of `config` (nodes, their keys, f), if it is another one."""
+        if _membership(config) == self._membership:
+            return
+        self._membership = _membership(config)
+        self._links.follow(config.nodes)
+        self.core.follow(config)
 
     def connected(self) -> list[int]:
         """The nodes whose link is up now."""
@@ -65,3 +74,7 @@ class ClientService:
         self.core.abandon_all()
         await self.core.tasks.close(BACKGROUND_CLOSE_S)
         await self._links.close()
+
+
+def _membership(config: NetworkConfig) -> tuple:
+    return config.f, tuple((node.id, node.public_key, node.url("/client")) for node in config.nodes)

@@ -175,6 +175,11 @@ class Driver:
         return {
             "id": replica.id,
             "view": replica.view,
+            # The members whose votes count now, and f (`pbft.epochs`): the epoch is the sequence
+            # number of the change that made them (0: the network's first).
+            "epoch": replica.epoch,
+            "members": list(replica.members.ids),
+            "f": replica.f,
             # False after a restart until f+1 peers show this view is the network's (or a
             # NEW-VIEW is entered): until then the view shown may be one the others left.
             "view_confirmed": replica.view_confirmed,

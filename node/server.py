@@ -37,6 +37,7 @@ from pbft.encoding import canonical
 from pbft.build import Operation
 from pbft.effects import NetworkChanged
 from pbft.messages import decode, encode
+from pbft.networkchange import document_digest
 from pbft.quorum import reply_quorum
 from pbft.replica import Replica
 
@@ -49,6 +50,7 @@ PEER_FRAMES_PER_S = 5_000
 PEER_FRAME_BURST = 10_000
 DRIVER = web.AppKey("driver", Driver)
 LINKS = web.AppKey("links", dict)
+FIRST_DOCUMENT = web.AppKey("first_document", dict)
 HEARTBEAT = web.AppKey("heartbeat_s", float)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 LIVE = web.AppKey("live_config", LiveConfig)
@@ -120,6 +122,7 @@ def make_app(
     live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome),
                                   reads_secrets=False)
     app[HEARTBEAT] = heartbeat_s
+    app[FIRST_DOCUMENT] = agreed(config)
     settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
                                                 network=config.digest)
 
@@ -142,7 +145,7 @@ def make_app(
             loaded = store.load()
             now = asyncio.get_running_loop().time()
             rerun = []
-            network, check_network = agreed(config), functools.partial(document_problem, folder=config.path.parent)
+            network, check_network = app[FIRST_DOCUMENT], functools.partial(document_problem, folder=config.path.parent)
             if loaded is None:
                 replica = Replica(settings, auth, network, check_network)
             else:
@@ -195,6 +198,7 @@ def make_app(
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
     app.router.add_get("/network/document", network_document)
+    app.router.add_get("/network/first", first_document)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
     app.router.add_get("/requests/{client}/{timestamp}", build_of_request)
@@ -303,6 +307,13 @@ async def network_document(request: web.Request) -> web.Response:
     network = request.app[DRIVER].replica.network
     return web.json_response({"digest": network.digest, "changed_at": network.changed_at,
                               "document": network.document})
+
+
+async def first_document(request: web.Request) -> web.Response:
+    """The network document this node's ledger starts from, which a restart replays the ledger's
+    changes from: the one a node that joins starts with (scripts/network.py join --first-from)."""
+    document = request.app[FIRST_DOCUMENT]
+    return web.json_response({"digest": document_digest(document), "document": document})
 
 
 def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:

@@ -17,6 +17,7 @@ A node's own host makes its key and the entry the owners put in the document's `
 node's own, which the node signs with from the change that names it:
 
   network.py join --node 4 --host 10.0.0.14 --port 9000 --keys-dir /etc/pbft-ci/keys [--next]
+      [--first-from http://10.0.0.10:9000 --out /etc/pbft-ci/network.yaml]   # and the node's file
 
 `sign` adds one owner's signature to the file, which goes from owner to owner; `submit`
 hands it to a client, which answers once f+1 nodes agree: applied from a sequence number,
@@ -56,11 +57,12 @@ class Refused(Exception):
     """What stops a command, in one line for its user."""
 
 
-def document_of(source: str) -> dict:
-    """The network document a node runs (an http(s) URL of the node) or a file describes."""
+def document_of(source: str, which: str = "/network/document") -> dict:
+    """The network document a node runs (an http(s) URL of the node) or a file describes;
+    `which` "/network/first": the one the node's ledger starts from."""
     if source.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(source.rstrip("/") + "/network/document", timeout=10) as response:
+            with urllib.request.urlopen(source.rstrip("/") + which, timeout=10) as response:
                 answer = json.load(response)
         except (OSError, ValueError) as error:
             raise Refused(f"{source} did not answer with its network document: {error}") from None
@@ -182,11 +184,31 @@ def join(args: argparse.Namespace) -> str:
         raise Refused(f"cannot read {path}: {error}") from None
     entry = {"id": args.node, "host": args.host, "port": args.port, "public_key": public_key_hex(key)}
     what = "the key that is to replace the node's own" if args.next else "the node's key"
-    return "\n".join([
+    lines = [
         f"# {path}: {what}, {'made now' if made else 'kept'}; the private key stays on this host",
         "# the entry for the network document's nodes: (the owners put it in their next change)",
         yaml.safe_dump([entry], default_flow_style=None, sort_keys=False).rstrip(),
-    ])
+    ]
+    if args.first_from is not None:
+        lines.append(write_joining_file(args, entry, keys_dir))
+    return "\n".join(lines)
+
+
+def write_joining_file(args: argparse.Namespace, entry: dict, keys_dir: Path) -> str:
+    """The new node's configuration: the document the network started from, which its ledger
+    replays every change from, and its own entry under `joining:`; never over another file."""
+    if args.out is None:
+        raise Refused("--first-from needs --out, the node's configuration file to write")
+    out = Path(args.out)
+    if out.exists():
+        raise Refused(f"{out} exists: the node's file is written once, never replaced")
+    first = document_of(args.first_from, "/network/first")
+    data = {**first, "joining": entry, "keys_dir": str(keys_dir.resolve())}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return (f"# {out}: the node's file, with the document the network started from ({document_digest(first)}, "
+            f"as {args.first_from} serves it: compare it with another operator's); start the node with it, then "
+            "the owners' change adds it")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -216,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--port", type=int, required=True)
     command.add_argument("--keys-dir", required=True, help="where its private key lives (made if missing, never replaced)")
     command.add_argument("--next", action="store_true", help="the key that is to replace the node's own")
+    command.add_argument("--first-from", help="a node's URL: write the new node's file (--out) with the document "
+                                              "the network started from")
+    command.add_argument("--out", help="the new node's configuration file (with --first-from)")
     command.set_defaults(run=join)
     return top
 

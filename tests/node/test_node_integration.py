@@ -61,7 +61,8 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 2)
         assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
         assert statuses[1] == {
-            "id": 1, "view": 0, "view_confirmed": True, "primary": 0, "last_executed": 2,
+            "id": 1, "view": 0, "epoch": 0, "members": [0, 1, 2, 3], "f": 1, "view_confirmed": True, "primary": 0,
+            "last_executed": 2,
             "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
             "network": {"digest": net.config.digest, "foreign": {}},
             "pid": os.getpid(),  # the test's own: its nodes run in this process

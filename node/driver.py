@@ -185,13 +185,15 @@ class Driver:
             "view_confirmed": replica.view_confirmed,
             "primary": replica.primary(),
             "last_executed": replica.last_executed,
+            # The hash chain over every batch executed: nodes with the same ledger show the same.
+            "state_digest": replica.state_digest,
             "low_watermark": replica.low_watermark,
             "high_watermark": replica.high_watermark,
             "builds_running": self.builds_running,
             "builds_queued": self.builds_queued,
             "dropped": dict(self.drops),
             # The network document this node runs, and the peers that signed that they run another.
-            "network": {"digest": replica.settings.network,
+            "network": {"digest": replica.network.digest,
                         "foreign": {str(node): digest for node, digest in replica.networks.foreign().items()}},
         }
 
@@ -261,7 +263,7 @@ class Driver:
                 connection.send(self._current_view(hello.client))
 
     def _current_view(self, client: str) -> str:
-        news = signed(CurrentView(self.replica.view, client, self.replica.id, network=self.replica.settings.network),
+        news = signed(CurrentView(self.replica.view, client, self.replica.id, network=self.replica.network.digest),
                       self.replica.auth.sign)
         return json.dumps(encode(news))
 

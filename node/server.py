@@ -167,7 +167,7 @@ def make_app(
                 crash_at.install(driver)
             driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
             app[DRIVER] = driver
-            follow_members = functools.partial(_follow_members, peer_links, driver)
+            follow_members = functools.partial(_follow_members, peer_links, driver, auth)
             live.on_reload(functools.partial(_run_config, driver, executor, node_statuses, follow_members))
             driver.on_config = live.adopt
             driver.on_members = follow_members
@@ -244,9 +244,17 @@ def _peer_urls(config: NetworkConfig) -> dict[int, str]:
     return {node.id: node.url("/peer") for node in config.nodes}
 
 
-def _follow_members(peer_links: PeerLinks, driver: Driver) -> None:
+def _follow_members(peer_links: PeerLinks, driver: Driver, auth) -> None:
     """Links to the nodes the document names, and to the members of the epochs the replica
-    works in until the epoch without them begins (`node.peers.PeerLinks`)."""
+    works in until the epoch without them begins (`node.peers.PeerLinks`); and the node's next
+    key, if its host made one since the start, for the epoch whose members name it."""
+    try:
+        for key in next_keys(driver.config, driver.replica.id):
+            auth.add_spare_key(key)
+    except (OSError, ValueError) as error:
+        logger.critical("node=%d cannot read its next key: %s", driver.replica.id, error)
+    if driver.replica.member:
+        driver.replica.sign_as_member()
     epochs = driver.replica.epochs
     pending = epochs.pending.members.ids if epochs.pending is not None else ()
     peer_links.follow(_peer_urls(driver.config), (*epochs.members.ids, *pending))

@@ -137,7 +137,7 @@ class Replica:
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
         self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
         self._change_issued_at = 0  # as primary: the last batch issued that holds a network change
-        self._sign_as_member()  # the document it starts with may name the key that replaced its own
+        self.sign_as_member()  # the document it starts with may name the key that replaced its own
 
     # --- derived values -----------------------------------------------
 
@@ -779,8 +779,9 @@ class Replica:
         logger.warning("node=%d view=%d seq=%d membership changes: n=%d f=%d from the checkpoint here",
                        self.id, self.view, seq, self.epochs.pending.members.n, self.epochs.pending.members.f)
 
-    def _sign_as_member(self) -> None:
-        """Sign with the key the members give this node (a change may have replaced it)."""
+    def sign_as_member(self) -> None:
+        """Sign with the key the members give this node (a change may have replaced it); the
+        driver calls it again once it has given the authenticator a key made meanwhile."""
         key = self.members.key_of.get(self.id)
         if key and not self.auth.sign_as(key):
             logger.critical("node=%d epoch=%d holds no private key for its public key %s: no member will take "
@@ -791,7 +792,7 @@ class Replica:
         replayed changes put this replica in."""
         if self.epoch == 0:
             return
-        self._sign_as_member()
+        self.sign_as_member()
         previous = self.epochs.past[-1].members if self.epochs.past else None
         self.views.previous, self.views.members, self.views.epoch = previous, self.members, self.epoch
         self.checkpoints.quorum = self.members.quorum
@@ -806,7 +807,7 @@ class Replica:
         self.catch_up.members_changed(members.f, members.ids)
         self.log.new_view()
         self.log.drop_above(start)
-        self._sign_as_member()
+        self.sign_as_member()
         self.clients.unqueue_all()
         self.clients.forwarded.clear()
         self.next_seq = max(self.next_seq if self.next_seq <= start else start, self.last_executed)
@@ -870,7 +871,7 @@ class Replica:
         a relaying primary, passed on); one against it is, to show the dissent."""
         if self.result_votes.confirms(message):
             return None
-        reason = self._node_signature_problem(message)
+        reason = self._result_signature_problem(message)
         if reason is not None:
             return reason
         if message.key in self.result_votes:
@@ -880,6 +881,17 @@ class Replica:
         # A faster node finished a build we have not ordered yet: keep it, bounded.
         self._buffer(self.early_votes, message.sender, message)
         return None
+
+    def _result_signature_problem(self, message: ResultVote) -> str | None:
+        """Why a RESULT is not signed by a member: of the epoch that ordered its build, with the
+        key it had there or has now (a node removed or re-keyed since still votes on the builds
+        ordered before), or of this epoch for a build not ordered here yet."""
+        seq = self.result_votes.seq.get(message.key)
+        reason = self._node_signature_problem(message)
+        if reason is None or seq is None:
+            return reason
+        then = self._members_at(seq).signature_problem(message, self.auth)
+        return None if then is None else reason
 
     def _count_vote(self, vote: ResultVote) -> bool:
         if vote.sender not in self._members_at(self.result_votes.seq[vote.key]):

@@ -141,6 +141,10 @@ class Ed25519Authenticator:
         assert self._private_key is not None, "this authenticator only verifies"
         return sign_bytes(self._private_key, data)
 
+    def add_spare_key(self, key: PrivateKey) -> None:
+        """A next key made after the node started (scripts/network.py join --next)."""
+        self._spare_keys.setdefault(key.public_key().raw.hex(), key)
+
     def sign_as(self, public_key: str) -> bool:
         if self._private_key is not None and self._private_key.public_key().raw.hex() == public_key:
             return True

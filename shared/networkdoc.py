@@ -39,10 +39,20 @@ def agreed(section: Any) -> dict:
         assert not getattr(declared.kind, "secret", False), f"{declared.key}: a secret is declared local"
         assert not isinstance(declared.kind, Inline), f"{declared.key}: an inline section is a node's own"
         value = _value(getattr(section, declared.name), declared.key)
-        if not declared.required and value == _value(declared.default, declared.key):
-            continue  # left out, as a file may leave it: one form for one meaning
+        # Left out at its default, as a file may leave it: one form for one meaning. A default
+        # the loader works out (relay_votes, from the node count) is written always: the
+        # document means the same whatever membership a change gives it.
+        if not declared.required and _left_out(value, _value(declared.default, declared.key),
+                                               bool(declared.setting.shown_default)):
+            continue
         document[declared.key] = value
     return document
+
+
+def _left_out(value: Any, default: Any, worked_out: bool) -> bool:
+    if isinstance(value, dict) and isinstance(default, dict):
+        return not value  # a section, whose settings at their defaults are left out already
+    return not worked_out and value == default
 
 
 def _value(value: Any, key: str) -> Any:

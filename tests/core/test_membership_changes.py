@@ -178,3 +178,20 @@ def test_a_node_started_with_a_document_that_names_its_next_key_signs_with_it():
     request = cluster.request()
     order(cluster, request)
     assert executed(cluster, request) == {0, 1, 2}
+
+
+def test_a_removed_nodes_result_counts_for_a_build_ordered_before_its_removal():
+    five, four = document(range(5), 1, 5), document((0, 1, 2, 4), 1, 5)
+    cluster = cluster_of(5, five)
+    cluster.slow |= {2, 3, 4}
+    request = cluster.request()
+    order(cluster, request)
+    cluster.send_results()
+    order(cluster, cluster.change(change(five, four)))
+    assert not cluster.replicas[3].member and cluster.replicas[0].epoch == 2
+    for node in (3, 4):
+        cluster.finish_builds(node)
+    cluster.send_results()
+    # Ordered among five, it needs four votes: nodes 0, 1, 4 and the removed node 3.
+    assert not [drop for drop in cluster.drops if drop[1].startswith("ignore_result")]
+    assert cluster.replicas[0].result_votes.decided.get(request.key) == "certified"

@@ -14,37 +14,17 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from shared.config import load_config
-from shared.crypto import generate_private_key, public_key_hex, save_private_key
-from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS, client, http_json
+from tests.e2e.network_owners import network_py, with_owners
 from tests.support.network import write_network
 from tests.support.node_processes import RealNodes, wait_until
 
 pytestmark = OWN_NETWORK_MARKS
-OWNERS = ("ada", "bob", "cy")
-
-
-def with_owners(config_path: Path) -> Path:
-    data = yaml.safe_load(config_path.read_text())
-    keys = []
-    for name in OWNERS:
-        key = generate_private_key()
-        save_private_key(key, config_path.parent / "owners" / f"{name}.key")
-        keys.append({"name": name, "public_key": public_key_hex(key)})
-    data["owners"] = {"threshold": 2, "keys": keys}
-    config_path.write_text(yaml.safe_dump(data))
-    return config_path
-
-
-def network_py(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/network.py", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def test_owners_change_the_network_through_the_order(tmp_path):
@@ -89,6 +69,7 @@ def test_owners_change_the_network_through_the_order(tmp_path):
                 return all(nodes.get(i, "/network/document")[1]["digest"] == target for i in range(4))
 
             wait_until(all_run_it, 30, "every node runs the new document")
+            assert all(nodes.status(i)["network"] == {"digest": target, "foreign": {}} for i in range(4))
             assert {nodes.get(i, "/network/document")[1]["changed_at"] for i in range(4)} == {seq}
 
             code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": "main", "repository": "newrepo"})

@@ -60,6 +60,7 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert agreed["status"] == "failure" and agreed["exit_code"] == 3
         statuses = await settled_statuses(session, net, range(4), lambda s: s["last_executed"] == 2)
         assert [s["last_executed"] for s in statuses] == [2, 2, 2, 2]
+        assert len({status.pop("state_digest") for status in statuses}) == 1
         assert statuses[1] == {
             "id": 1, "view": 0, "epoch": 0, "members": [0, 1, 2, 3], "f": 1, "view_confirmed": True, "primary": 0,
             "last_executed": 2,

@@ -119,6 +119,22 @@ def test_a_document_written_some_other_way_than_its_complete_form_is_refused(con
         "the document is not in its complete form: write it with scripts/network.py")
 
 
+def test_the_document_names_whether_votes_are_relayed_whatever_its_node_count(config_path):
+    """relay_votes defaults by the node count: a document of four that grows to seven keeps
+    meaning what it meant, and stays in its complete form."""
+    config = load_config(config_path)
+    document = agreed(config)
+    assert document["protocol"] == {"relay_votes": False}
+    nodes = document["nodes"]
+    grown = {**document, "f": 2, "nodes": nodes + [
+        {**nodes[0], "id": 4 + index, "port": nodes[0]["port"] + 100 + index,
+         "public_key": public_key_hex(generate_private_key())} for index in range(3)]}
+    assert document_problem(grown, config.path.parent) is None
+    relaying = {**grown, "protocol": {}}  # read with seven nodes, it would relay
+    assert document_problem(relaying, config.path.parent) == (
+        "the document is not in its complete form: write it with scripts/network.py")
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),

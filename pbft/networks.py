@@ -89,6 +89,10 @@ class NetworkState:
         # The digests of the last few documents, each with the sequence number it ran from, so
         # that a peer's checkpoint or STATUS is compared with what we ran at its point.
         self.history: list[tuple[int, str]] = [(0, digest)]
+        # Every change applied, as the step (from digest, to digest) it took, with where: a
+        # document may come back (a change undone), and a change signed for the step before
+        # must not apply again. A few entries a year; rebuilt alike by a restart's replay.
+        self.steps: dict[tuple[str, str], int] = {}
 
     def digest_at(self, seq: int, last_executed: int) -> str | None:
         """The digest of the document we ran after executing `seq`; None beyond `last_executed`
@@ -122,6 +126,10 @@ class NetworkState:
             return "the change's document is not a JSON object of finite numbers, nested within bounds"
         if change.target() == self.digest:
             return "the change's document is the one the network runs"
+        applied_at = self.steps.get((change.base, change.target()))
+        if applied_at is not None:
+            return (f"the change was applied at sequence number {applied_at} already: a replay (to take that "
+                    "step again, owners sign a document that differs in some setting)")
         payload = change.signed_payload()
         signers = sorted({signature.owner for signature in change.signatures
                           if signature.owner in keys and verify_key(keys[signature.owner], payload, signature.sig)})
@@ -138,6 +146,7 @@ class NetworkState:
         """The change executed at `seq` passed `problem`: its document runs from there."""
         document = change.parsed()
         assert document is not None, "a change applied unchecked"
+        self.steps.setdefault((self.digest, change.target()), seq)
         self._run(document, change.target(), seq)
         self.changed_at = seq
 

@@ -21,6 +21,7 @@ from typing import Callable
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.quorum import commit_quorum
+from pbft.networkchange import document_digest
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.durable import DurableState
@@ -191,7 +192,7 @@ class SimCluster:
         keys = replace(keys, owner_secrets={SimKeys.owner_key(secret): secret for secret in secrets.values()})
         self.document = genesis(self.n, self.f, secrets)
         self.changes = menu(self.document, secrets)
-        self.networks = NetworkChecker()
+        self.networks = NetworkChecker(document_digest(self.document))
         if self.long:
             self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)

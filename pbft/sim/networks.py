@@ -3,8 +3,9 @@
 A simulated network starts with a document whose owners are three keys, two of which must
 sign a change. A seed of the CI kind `network-change` submits a few changes from a menu made
 for it: two that follow each other (`first`, then `second`), one signed by a single owner
-(`undersigned`), one made from the starting document alongside `first` (`alongside`), and one
-whose document no node can hash (`unhashable`), which any client may hand in. Which
+(`undersigned`), one made from the starting document alongside `first` (`alongside`), one
+whose document no node can hash (`unhashable`), which any client may hand in, and one that
+undoes `first` (`back`), after which `first` handed in again is a replay. Which
 apply depends on the order they are ordered in — `second` before `first`, or `first` twice,
 is refused as stale — and every honest node must decide alike, whether it executed the
 change, learnt it by state transfer or restored it after a crash or a power cut.
@@ -25,7 +26,7 @@ from pbft.sim.checkers import Violation
 
 OWNERS = ("ada", "bob", "cy")
 THRESHOLD = 2
-MENU = ("first", "second", "undersigned", "alongside", "unhashable")
+MENU = ("first", "second", "undersigned", "alongside", "unhashable", "back")
 
 
 def owner_secrets(seed: int) -> dict[str, bytes]:
@@ -65,19 +66,31 @@ def menu(document: dict, secrets: dict[str, bytes]) -> dict[str, NetworkChange]:
         "alongside": change(document, alongside, ("ada", "cy")),
         # Any client may hand one in: a document the canonical encoding cannot hash.
         "unhashable": NetworkChange(document_digest(document), '{"f": NaN, "nodes": 1e999}'),
+        "back": change(first, document, ("ada", "cy")),
     }
 
 
 class NetworkChecker:
     """Where each honest node applied which document, as it did so live (NetworkChanged)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: str) -> None:
         # node -> seq -> the digests of the changes it applied there, in batch order (one
         # batch may hold several: each applies to the document the one before it made)
         self.applied: dict[int, dict[int, list[str]]] = {}
+        # node -> the steps (from digest, to digest) it took, and where: no step is taken twice
+        self.steps: dict[int, dict[tuple[str, str], int]] = {}
+        self.running: dict[int, str] = {}  # node -> the digest it runs, from `first`
+        self.first = first
         self.violations: list[Violation] = []
 
     def changed(self, time_s: float, node: int, seq: int, digest: str) -> None:
+        step = (self.running.get(node, self.first), digest)
+        self.running[node] = digest
+        steps = self.steps.setdefault(node, {})
+        if step in steps and steps[step] != seq:
+            self._violate(time_s, f"node {node} applied the change {step[0][:8]} -> {digest[:8]} at seq "
+                                  f"{steps[step]} and again at seq {seq}: a replay")
+        steps.setdefault(step, seq)
         at_seq = self.applied.setdefault(node, {}).setdefault(seq, [])
         at_seq.append(digest)
         index = len(at_seq) - 1

@@ -104,6 +104,24 @@ def test_a_replayed_change_and_one_made_before_another_are_refused():
     assert all(replica.network.document == BIGGER_BUILDS for replica in cluster.replicas)
 
 
+def test_a_change_replayed_after_another_undid_it_is_refused_live_and_after_a_restart(tmp_path):
+    """A document may come back (a change undone); the change that first left it stays spent."""
+    cluster = Cluster(document=DOCUMENT, store_dir=tmp_path)
+    first = change(DOCUMENT, BIGGER_BUILDS)
+    submit(cluster, first)
+    submit(cluster, change(BIGGER_BUILDS, DOCUMENT, signers=("bob", "cy")))
+    assert all(replica.network.digest == document_digest(DOCUMENT) for replica in cluster.replicas)
+    replayed = submit(cluster, first)
+    refusal = ("network change refused: the change was applied at sequence number 1 already: a replay (to take that "
+               "step again, owners sign a document that differs in some setting)")
+    assert set(answers(cluster, replayed).values()) == {("error", refusal)}
+    assert all(replica.network.document == DOCUMENT for replica in cluster.replicas)
+    cluster.crashed.add(2)
+    cluster.restart(2)
+    assert cluster.replicas[2].network.digest == document_digest(DOCUMENT)
+    assert cluster.replicas[2].network.steps == cluster.replicas[0].network.steps
+
+
 def test_membership_and_protocol_are_not_changed_by_a_change_yet():
     cluster = Cluster(document=DOCUMENT)
     request = submit(cluster, change(DOCUMENT, changed(DOCUMENT, f=2, protocol={"batch_max": 8})))

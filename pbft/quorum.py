@@ -33,6 +33,13 @@ def reply_quorum(f: int) -> int:
     return f + 1
 
 
+def artifact_quorum(f: int) -> int:
+    """Matching REPLYs a client needs for a build with artifacts: 2f+1, so that f+1 honest nodes
+    hold what they name (whatever n is: this is about who holds the files, not about quorums
+    that must intersect)."""
+    return 2 * f + 1
+
+
 def matching(votes: Mapping[int, V], value: V) -> int:
     """How many distinct senders voted for `value`."""
     return sum(1 for vote in votes.values() if vote == value)

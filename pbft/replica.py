@@ -800,6 +800,7 @@ class Replica:
 
     def _begin_epoch(self) -> None:
         """The checkpoint that ends the epoch is stable: the next one begins, in its view 0."""
+        joined = not self.member
         self.epochs.begin()
         members, start = self.members, self.epoch
         self.views.begin_epoch(members, start, self.now)
@@ -815,6 +816,10 @@ class Replica:
         self._replay_due = True
         logger.warning("node=%d epoch=%d begins: n=%d f=%d primary=%d%s", self.id, start, members.n, members.f,
                        self.primary(), "" if self.member else " (this node is not a member)")
+        if joined and self.member:
+            # Votes went to the members only: ask for those of every build it followed without.
+            for key in list(self.result_votes.votes):
+                self.result_votes.expect(key, self.now)
         self._hand_over_waiting(())
 
     def _standing_answer(self, request: Request) -> Result | None:
@@ -1432,8 +1437,8 @@ class Replica:
         # Requests learnt by state transfer and not built yet: built if their verdict is still
         # open after two asks, or when their client sends them again, as before the stop.
         for seq, request in learnt:
-            if replica.clients.executed.get(request.key, False) is not None:
-                continue
+            if replica.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
+                continue  # answered, or a network change: applied where it executed, never built
             answer = replica._standing_answer(request)
             if replica.id not in replica._members_at(seq):
                 continue  # ordered where this node was no member: it builds none of those
@@ -1456,7 +1461,7 @@ class Replica:
         now, never run again (nor is a cancel a store from before replicated cancels kept)."""
         rerun = []
         for seq, request in unfinished:
-            if self.clients.executed.get(request.key, False) is not None:
+            if self.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
                 continue
             answer = self._standing_answer(request)
             if answer is None:

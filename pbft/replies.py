@@ -33,7 +33,7 @@ from typing import Mapping
 
 from pbft.build import Result
 from pbft.messages import Reply
-from pbft.quorum import commit_quorum, reply_quorum, verdict
+from pbft.quorum import artifact_quorum, reply_quorum, verdict
 
 AgreedResult = tuple
 
@@ -75,7 +75,7 @@ class ReplyCollector:
         return sender in self._first_reply
 
     def _needed(self, result: Result) -> int:
-        return reply_quorum(self._f) if result.artifacts is None else commit_quorum(self._n, self._f)
+        return reply_quorum(self._f) if result.artifacts is None else artifact_quorum(self._f)
 
     def _winner(self, reply: Reply) -> tuple[AgreedResult, list[int]] | None:
         # Only the newest reply's result gained a vote, so only it can have just won.

@@ -11,11 +11,14 @@ nodes that stopped it, can still make.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from pbft.build import Operation, Result
 from pbft.cancels import cancelled_result
 from pbft.messages import Reply, Request, signed
 from pbft.replies import ReplyCollector
 from pbft.sim.auth import SimAuthenticator
+from pbft.viewchange import Membership
 
 Verdict = tuple  # the agreed part of a result, hashable
 DIVERGENT = "divergent"  # a divergent verdict is (DIVERGENT, what the nodes agree on apart from artifacts)
@@ -26,11 +29,15 @@ def verdict(result: Result) -> Verdict:
 
 
 class SimClient:
-    def __init__(self, name: str, auth: SimAuthenticator, n: int, f: int) -> None:
+    def __init__(self, name: str, auth: SimAuthenticator, n: int, f: int,
+                 members: Callable[[], Membership] | None = None) -> None:
+        """`members()`: the membership the order runs now, which a real client learns from f+1
+        nodes (client.networkdocs); the requests it makes count replies by it."""
         self.name = name
         self.auth = auth
         self.n = n
         self.f = f
+        self._members = members
         self.view = 0  # from the replies of its last accepted verdict
         self._last_timestamp = 0
         self.requests: dict[int, Request] = {}  # timestamp -> request, every one submitted
@@ -40,13 +47,14 @@ class SimClient:
 
     @property
     def primary(self) -> int:
-        return self.view % self.n
+        return self.view % self.n if self._members is None else self._members().primary(self.view)
 
     def new_request(self, operation: Operation) -> Request:
         self._last_timestamp += 1
         request = signed(Request(self.name, self._last_timestamp, operation), self.auth.sign)
         self.requests[request.timestamp] = request
-        self._collectors[request.timestamp] = ReplyCollector(self.name, request.timestamp, self.f, self.n)
+        f, n = (self.f, self.n) if self._members is None else (self._members().f, self._members().n)
+        self._collectors[request.timestamp] = ReplyCollector(self.name, request.timestamp, f, n)
         return request
 
     def on_reply(self, reply: Reply) -> tuple[list[tuple[int, Verdict]], str | None]:

@@ -20,13 +20,13 @@ from typing import Callable
 
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
-from pbft.quorum import commit_quorum
 from pbft.networkchange import document_digest
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
+from pbft.viewchange import Membership
 from pbft.durable import DurableState
 from pbft.sim.auth import SimKeys
-from pbft.sim.networks import NetworkChecker, genesis, menu, owner_secrets
+from pbft.sim.networks import MEMBERSHIP, NetworkChecker, genesis, menu, owner_secrets
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
     CHECKS,
@@ -193,6 +193,7 @@ class SimCluster:
         self.document = genesis(self.n, self.f, secrets)
         self.changes = menu(self.document, secrets)
         self.networks = NetworkChecker(document_digest(self.document))
+        members = self.n  # the first document's; the plan's faults fall among them
         if self.long:
             self.workload = long_workload(rng, options.long_requests, client_names, rate_per_s=rng.uniform(4.0, 8.0))
             self.plan = long_plan(rng, self.n, self.f, self.workload.span_s)
@@ -205,6 +206,15 @@ class SimCluster:
         ci = options.ci and not self.long
         self.ci = (choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s, options.primary_faults)
                    if ci else CiPlan.none())
+        changes = {getattr(submission, "change", None) for submission in self.ci.submissions}
+        # Nodes that are no members for some of the order: they follow it and build nothing then.
+        self.not_always_members: frozenset[int] = frozenset()
+        if changes & set(MEMBERSHIP):
+            # A standby node, no member of the first document, that a change may make one: its
+            # key from a draw of its own, so that the seed's other draws stay as they were.
+            keys.node_secrets[self.n] = random.Random(f"standby-{seed}").randbytes(32)
+            self.not_always_members = frozenset({self.n, 0} if "leave" in changes else {self.n})
+            self.n += 1
         if not self.long:
             if self.plan.next_primary_lags() or "transfer-past-cancel" in self.ci.kinds or any(
                 fault.kind == "restart-after-transfer" for fault in self.plan.node_faults
@@ -223,6 +233,7 @@ class SimCluster:
             max_requests_per_client=MAX_REQUESTS_PER_CLIENT,
             max_open_per_client=MAX_OPEN_PER_CLIENT,
             relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
+            changes_membership=True,
         )
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
@@ -239,7 +250,8 @@ class SimCluster:
             client_names.append(BUSY_CLIENT)
         if self.workload.shape == "greedy":
             client_names.append(GREEDY_CLIENT)
-        self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f) for name in client_names}
+        self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f, self._members)
+                        for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker(self.f)
         self.cancels = CancelChecker()
@@ -293,7 +305,7 @@ class SimCluster:
         if BUSY_CLIENT in self.clients:
             self._push(0.0, _BUSY, self.clients[BUSY_CLIENT])
         if self.plan.blackout is not None:
-            for node in range(self.n):
+            for node in range(members):
                 self._push(self.plan.blackout.start_s, _CRASH, node, True)
                 self._push(self.plan.blackout.restart_s[node], _RESTART, node)
 
@@ -304,6 +316,17 @@ class SimCluster:
                 lambda: factory(n, f), every_step_unsynced=self.options.unsynced_stores)
             return store
         return factory(n, f)
+
+    def _furthest(self) -> Replica:
+        """The replica of the honest node furthest on: it knows every membership the order made."""
+        return max((self.nodes[node].replica for node in self.honest), key=lambda replica: replica.last_executed)
+
+    def _members(self) -> Membership:
+        return self._furthest().members
+
+    def _quorum_at(self, seq: int) -> int:
+        """The quorum of the members that ordered `seq`."""
+        return self._furthest().epochs.members_at(seq).quorum
 
     def _build_checker(self) -> BuildChecker:
         plan = self.plan
@@ -327,7 +350,7 @@ class SimCluster:
         )
         normal = frozenset()
         if not shared and not withholding:
-            normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging)
+            normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging - self.not_always_members)
         return BuildChecker(normal, fetch_free=not shared and not plan.node_faults and not self.ci.faulty)
 
     def kinds(self) -> list[str]:
@@ -411,9 +434,13 @@ class SimCluster:
     # --- the end-of-run checks ---------------------------------------------
 
     def _settled_failures(self) -> list[Violation]:
+        # The honest members at the end. A node that is no member (the standby that never
+        # joined, a node that left) follows the order only while members tell it about it: it
+        # fetches nothing, and may end behind, its ledger too (`pbft.epochs`).
+        members = self._members()
         ends = {
             node: NodeEnd(replica.view, replica.changing_view, replica.last_executed)
-            for node in sorted(self.honest)
+            for node in sorted(self.honest) if node in members
             for replica in (self.nodes[node].replica,)
         }
         failures = convergence_failures(self.now_s, ends)
@@ -432,7 +459,7 @@ class SimCluster:
         self.cancels.ledger_failures(self.now_s, {
             node: {key: view.state for key, view in ledger.items()} for node, ledger in ledgers.items()
         })
-        return failures + ledger_failures(self.now_s, ledgers, commit_quorum(self.n, self.f), byzantine_free, self._votes_delivered)
+        return failures + ledger_failures(self.now_s, ledgers, self._quorum_at, byzantine_free, self._votes_delivered)
 
     # --- events ----------------------------------------------------------
 

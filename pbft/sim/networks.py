@@ -5,7 +5,9 @@ sign a change. A seed of the CI kind `network-change` submits a few changes from
 for it: two that follow each other (`first`, then `second`), one signed by a single owner
 (`undersigned`), one made from the starting document alongside `first` (`alongside`), one
 whose document no node can hash (`unhashable`), which any client may hand in, and one that
-undoes `first` (`back`), after which `first` handed in again is a replay. Which
+undoes `first` (`back`), after which `first` handed in again is a replay. Two change the
+membership: the standby node joins (`join`), then node 0, the first primary, leaves (`leave`)
+and goes on running, no member: a removed node that keeps voting, and counts for nothing. Which
 apply depends on the order they are ordered in — `second` before `first`, or `first` twice,
 is refused as stale — and every honest node must decide alike, whether it executed the
 change, learnt it by state transfer or restored it after a crash or a power cut.
@@ -26,7 +28,10 @@ from pbft.sim.checkers import Violation
 
 OWNERS = ("ada", "bob", "cy")
 THRESHOLD = 2
-MENU = ("first", "second", "undersigned", "alongside", "unhashable", "back")
+MENU = ("first", "second", "undersigned", "alongside", "unhashable", "back", "join", "leave")
+# Changes of the membership (`pbft.epochs`): a seed that draws one runs a standby node beside
+# the first document's members.
+MEMBERSHIP = ("join", "leave")
 
 
 def owner_secrets(seed: int) -> dict[str, bytes]:
@@ -48,10 +53,14 @@ def genesis(n: int, f: int, secrets: dict[str, bytes]) -> dict:
 
 
 def menu(document: dict, secrets: dict[str, bytes]) -> dict[str, NetworkChange]:
-    """The changes a seed may submit, each signed as its name says."""
+    """The changes a seed may submit, each signed as its name says; the standby node is the one
+    after the first document's."""
     first = {**document, "build": {"memory_mb": 512}}
     second = {**first, "build": {"memory_mb": 1024}, "repositories": [{"name": "example"}, {"name": "more"}]}
     alongside = {**document, "build": {"cpus": 2.0}}
+    standby = len(document["nodes"])
+    joined = {**document, "nodes": [*document["nodes"], {"id": standby, "public_key": ""}]}
+    left = {**joined, "nodes": [node for node in joined["nodes"] if node["id"] != 0]}
 
     def change(base: dict, new: dict, signers: tuple[str, ...]) -> NetworkChange:
         unsigned = NetworkChange(document_digest(base), canonical(new).decode())
@@ -67,6 +76,8 @@ def menu(document: dict, secrets: dict[str, bytes]) -> dict[str, NetworkChange]:
         # Any client may hand one in: a document the canonical encoding cannot hash.
         "unhashable": NetworkChange(document_digest(document), '{"f": NaN, "nodes": 1e999}'),
         "back": change(first, document, ("ada", "cy")),
+        "join": change(document, joined, ("ada", "bob")),
+        "leave": change(joined, left, ("bob", "cy")),
     }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from pbft.sim.checkers import RequestKey, Violation
 
@@ -96,11 +97,12 @@ def build_views(records: list[dict]) -> dict[RequestKey, BuildView]:
 def ledger_failures(
     time_s: float,
     ledgers: dict[int, dict[RequestKey, BuildView]],
-    quorum: int,
+    quorum: Callable[[int], int],
     byzantine_free: bool,
     delivered: set[tuple[int, RequestKey, int]] = frozenset(),
 ) -> list[Violation]:
-    """`ledgers`: honest node -> build -> its view of it; `quorum` = 2f+1; `delivered`:
+    """`ledgers`: honest node -> build -> its view of it; `quorum(seq)`: the quorum of the members that ordered
+    `seq` (2f+1 when n = 3f+1); `delivered`:
     (node, build, voter) for each honest vote that reached a running node, to tell a
     vote the network lost from one the node received and did not keep. The first
     failing build is reported."""
@@ -108,7 +110,7 @@ def ledger_failures(
     first, failing, kept_not, lost = None, 0, 0, 0
     for key in keys:
         views = {node: ledger[key] for node, ledger in sorted(ledgers.items()) if key in ledger}
-        problem = _build_problem(views, quorum, byzantine_free)
+        problem = _build_problem(views, quorum(next(iter(views.values())).seq), byzantine_free)
         if problem is None:
             continue
         failing += 1

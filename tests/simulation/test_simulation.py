@@ -53,7 +53,6 @@ from pbft.sim.faults import (
 )
 from pbft.sim.network import Network
 from pbft.sim.networks import NetworkChecker
-from pbft.networkchange import document_digest
 from pbft.sim.node import SimNode
 from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetch_failures, ledger_failures
 from pbft.sim.store import PowerCutStore

@@ -122,7 +122,6 @@ def make_app(
     live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome),
                                   reads_secrets=False)
     app[HEARTBEAT] = heartbeat_s
-    app[FIRST_DOCUMENT] = agreed(config)
     settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
                                                 network=config.digest)
 
@@ -143,9 +142,16 @@ def make_app(
             links = app[LINKS] = peer_links.links
             store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
             loaded = store.load()
+            # The ledger's changes replay from the document it started from: a file replaced by
+            # a document the order made since would not be it.
+            first = app[FIRST_DOCUMENT] = store.first_document(agreed(config), changed=bool(loaded and loaded.changes))
+            if first != agreed(config):
+                logger.warning("node=%d the ledger starts from network configuration %s, the file holds %s: the "
+                               "ledger's changes replay from the first", node_id, document_digest(first)[:16],
+                               config.digest[:16])
             now = asyncio.get_running_loop().time()
             rerun = []
-            network, check_network = app[FIRST_DOCUMENT], functools.partial(document_problem, folder=config.path.parent)
+            network, check_network = first, functools.partial(document_problem, folder=config.path.parent)
             if loaded is None:
                 replica = Replica(settings, auth, network, check_network)
             else:

@@ -122,6 +122,17 @@ class NodeStore:
     def close(self) -> None:
         self._db.close()
 
+    def first_document(self, document: dict, *, changed: bool) -> dict:
+        """The network document the ledger starts from. Once the order changed the document
+        (`changed`: the ledger holds a change), it is the one kept at the start before, whatever
+        the file holds now; until then, the file's `document`, kept for the starts to come."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'first_document'").fetchone()
+        if changed and row is not None:
+            return json.loads(row[0])
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('first_document', ?)",
+                         (json.dumps(document),))
+        return document
+
     def load(self) -> Loaded | None:
         """The state saved before the last stop, or None for a node that never ran.
 

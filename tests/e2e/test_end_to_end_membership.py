@@ -6,7 +6,8 @@ host makes its key and its file, it starts as no member and catches up by state 
 to seven with f = 2 (nodes 5 and 6), node 1's key is rotated, and the network shrinks back
 to four (nodes 3, 5 and 6 leave). After each change a webhook gets its verdict with a node
 down whose absence only the new members make up for; at the end every member runs the same
-document, has executed the same batches and shows the same state digest.
+document, has executed the same batches and shows the same state digest; a node restarted
+with the final document as its file replays the changes from the first one all the same.
 """
 
 from __future__ import annotations
@@ -156,5 +157,12 @@ def test_the_network_grows_to_seven_rotates_a_key_and_shrinks_to_four_without_a_
             assert network["client"]["network"]["digest"] == final
             # Nodes 0 and 1 ran through every change in the processes they started in.
             assert {node: nodes.status(node)["pid"] for node in (0, 1)} == pids
+
+            # A node whose file an operator replaced by the document the order made: its ledger's
+            # changes still replay from the document the ledger started from, into the same epoch.
+            nodes.kill(0, signal.SIGTERM)
+            nodes.start(0, config_path=tmp_path / "four.yaml")
+            status = nodes.status(0)
+            assert (status["epoch"], status["members"], status["network"]["digest"]) == (seq, [0, 1, 2, 4], final)
     finally:
         nodes.close()

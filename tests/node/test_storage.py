@@ -162,3 +162,16 @@ def test_stable_checkpoint_proofs_are_kept_for_state_transfer_chunks(tmp_path):
     assert store.stable_proof_seqs(129, 384) == [256, 384]
     assert store.stable_proof(256) == proofs[256]
     assert store.stable_proof(200) is None
+
+
+def test_the_store_keeps_the_document_the_ledger_starts_from_once_the_order_changed_it(tmp_path):
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    first, edited, made = {"f": 1, "nodes": []}, {"f": 1, "nodes": [], "repositories": []}, {"f": 2}
+    assert store.first_document(first, changed=False) == first
+    # No change in the ledger: the file's document is the first one (a network without owners
+    # changes it at a restart of every node).
+    assert store.first_document(edited, changed=False) == edited
+    store.close()
+    store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
+    # A change in the ledger: the file's document (here, the one the order made) is not it.
+    assert store.first_document(made, changed=True) == edited

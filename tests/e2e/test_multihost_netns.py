@@ -68,8 +68,9 @@ def die_with_the_test() -> None:
 class Hosts:
     """The LAN, each host's folder, and the processes started on the hosts."""
 
-    def __init__(self, root: Path) -> None:
-        self.lan = Lan([f"node-{i}" for i in range(NODES)] + ["client"])
+    def __init__(self, root: Path, nodes: int = NODES) -> None:
+        """`nodes` hosts for nodes (the first NODES of them in the README's network) and the client's."""
+        self.lan = Lan([f"node-{i}" for i in range(nodes)] + ["client"])
         # Named after the LAN, so that what a killed run left in Docker can be found by its tag.
         self.root = root / self.lan.tag
         self.processes: dict[str, subprocess.Popen] = {}
@@ -126,10 +127,11 @@ def remove_builds_of_runs(tags: set[str]) -> None:
         remove_builds(lambda data_dir: any(part in tags for part in data_dir.parts))
 
 
-@pytest.fixture
-def hosts(tmp_path):
+@contextlib.contextmanager
+def lan_of_hosts(tmp_path: Path, nodes: int = NODES):
+    """A LAN of hosts, torn down with everything the test started on it."""
     remove_builds_of_runs(sweep_stale_namespaces())
-    hosts = Hosts(tmp_path)
+    hosts = Hosts(tmp_path, nodes)
     try:
         hosts.lan.create()
         yield hosts
@@ -140,6 +142,12 @@ def hosts(tmp_path):
             hosts.lan.destroy()
             remove_builds_under(tmp_path)
     assert not hosts.lan.leftovers(), hosts.lan.leftovers()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    with lan_of_hosts(tmp_path) as made:
+        yield made
 
 
 # --- HTTP from inside a host (run through Hosts.call_in) -------------------------------
@@ -257,7 +265,7 @@ def key_ceremony(hosts: Hosts, readme: ReadmeCommands) -> None:
 
     operator = hosts.root / "operator-network.yaml"
     operator.write_text(yaml.safe_dump(operators_yaml(hosts, public_keys), sort_keys=False))
-    for name in hosts.lan.hosts:
+    for name in [*(f"node-{i}" for i in range(NODES)), "client"]:  # the network's first hosts
         (hosts.folder(name) / "network.yaml").write_text(operator.read_text())
 
     for i in range(NODES):

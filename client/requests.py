@@ -131,7 +131,8 @@ class RequestCore:
         events: EventStream,
     ) -> None:
         self.name = signer.name
-        self.f, self.n, self._ids = config.f, config.n, tuple(node.id for node in config.nodes)
+        # The members, by id, and f: a change through the order may replace them (ClientService.follow).
+        self.f, self.n, self.ids = config.f, config.n, tuple(node.id for node in config.nodes)
         self.settings = settings
         self._signer = signer
         self._links = links
@@ -141,7 +142,7 @@ class RequestCore:
         self.tasks = Background()
         self.frames = NodeFrames(config, signer.name, signer.auth)
         self._outstanding: dict[int, Outstanding] = {}
-        self._views: dict[int, int] = {}
+        self.views: dict[int, int] = {}  # the latest view each node showed (`view`)
         self._closing = False
 
     @property
@@ -156,21 +157,12 @@ class RequestCore:
 
     @property
     def view(self) -> int:
-        return vouched_view(self._views, self.f)
+        return vouched_view(self.views, self.f)
 
     @property
     def primary(self) -> int:
-        return self._ids[self.view % self.n]
+        return self.ids[self.view % self.n]
 
-    def follow(self, config: NetworkConfig) -> None:
-        """The members, f and keys a change through the order made (`pbft.epochs`): the
-        requests sent from now on count replies by them. Views count from 0 again in the
-        members' first epoch, so the views nodes showed before are forgotten. Requests out
-        already keep the f they were sent with: their builds were ordered by the members
-        before."""
-        self.f, self.n, self._ids = config.f, config.n, tuple(node.id for node in config.nodes)
-        self._views.clear()
-        self.frames.follow(config)
 
     @property
     def waiting(self) -> int:
@@ -294,7 +286,7 @@ class RequestCore:
         elif isinstance(message, CurrentView) and self.frames.signed(message, link_node_id):
             # Counted as a reply's view is (`view` takes the one f+1 nodes reach), so a
             # client that has had no reply yet knows the primary.
-            self._views[message.sender] = max(message.view, self._views.get(message.sender, 0))
+            self.views[message.sender] = max(message.view, self.views.get(message.sender, 0))
         elif isinstance(message, BuildState):
             outstanding = self._outstanding.get(message.timestamp)
             # A build whose verdict is in has no use for where it is.
@@ -312,7 +304,7 @@ class RequestCore:
         if not self.frames.signed(reply, link_node_id) or not self.frames.attested(
                 outstanding.operation, reply, link_node_id):
             return
-        self._views[reply.sender] = max(reply.view, self._views.get(reply.sender, 0))
+        self.views[reply.sender] = max(reply.view, self.views.get(reply.sender, 0))
         log.debug("reply from node %d for build %d: %s", reply.sender, reply.timestamp, reply.result.agreed())
         collector = outstanding.collector
         # Disputed is final, whatever replies come later: no need to wait for an f+1.

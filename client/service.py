@@ -62,7 +62,13 @@ class ClientService:
             return
         self._membership = _membership(config)
         self._links.follow(config.nodes)
-        self.core.follow(config)
+        # Requests sent from now on count replies by the new members and f; those out already
+        # keep the f they were sent with, their builds ordered by the members before. Views
+        # count from 0 again in the members' first epoch: the views nodes showed are forgotten.
+        core = self.core
+        core.f, core.n, core.ids = config.f, config.n, tuple(node.id for node in config.nodes)
+        core.views.clear()
+        core.frames.follow(config)
 
     def connected(self) -> list[int]:
         """The nodes whose link is up now."""

@@ -14,16 +14,21 @@ from tests.e2e.example_network import REPO_ROOT
 OWNERS = ("ada", "bob", "cy")
 
 
+def owner_keys(folder: Path, names: tuple[str, ...] = OWNERS) -> list[dict]:
+    """A key for each owner, kept in `folder`/<name>.key; their entries for `owners.keys`."""
+    keys = []
+    for name in names:
+        key = generate_private_key()
+        save_private_key(key, folder / f"{name}.key")
+        keys.append({"name": name, "public_key": public_key_hex(key)})
+    return keys
+
+
 def with_owners(config_path: Path) -> Path:
     """Give the network at `config_path` three owners, two of whom sign each change; their keys
     are in owners/ beside it."""
     data = yaml.safe_load(config_path.read_text())
-    keys = []
-    for name in OWNERS:
-        key = generate_private_key()
-        save_private_key(key, config_path.parent / "owners" / f"{name}.key")
-        keys.append({"name": name, "public_key": public_key_hex(key)})
-    data["owners"] = {"threshold": 2, "keys": keys}
+    data["owners"] = {"threshold": 2, "keys": owner_keys(config_path.parent / "owners")}
     config_path.write_text(yaml.safe_dump(data))
     return config_path
 

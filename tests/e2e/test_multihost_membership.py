@@ -20,15 +20,14 @@ import pytest
 import yaml
 
 from shared.config import load_config
-from shared.crypto import generate_private_key, public_key_hex, save_private_key
+from tests.e2e.network_owners import owner_keys
 from tests.e2e.example_network import EXAMPLE_REPO
-from tests.e2e.test_multihost_netns import (
-    NODES, REPO_ROOT, Hosts, ReadmeCommands, http_json, key_ceremony, lan_of_hosts, start_network, status,
-    wait_until, webhook,
+from tests.e2e.netns_hosts import (
+    NODES, NETNS_MARKS, Hosts, ReadmeCommands, http_json, key_ceremony, lan_of_hosts, set_up_hosts, start_network,
+    status, wait_until, webhook,
 )
-from tests.e2e.test_multihost_netns import pytestmark as NETNS_MARKS
 
-pytestmark = NETNS_MARKS  # end to end, slow, root for the namespaces
+pytestmark = NETNS_MARKS
 
 ALL_NODES = 7
 OWNERS = ("ada", "bob")
@@ -45,12 +44,7 @@ def with_owners(hosts: Hosts) -> None:
     """The operators' YAML gets two owners, both of whom sign each change; every host's copy too."""
     operator = hosts.root / "operator-network.yaml"
     data = yaml.safe_load(operator.read_text())
-    keys = []
-    for name in OWNERS:
-        key = generate_private_key()
-        save_private_key(key, hosts.root / "owners" / f"{name}.key")
-        keys.append({"name": name, "public_key": public_key_hex(key)})
-    data["owners"] = {"threshold": len(OWNERS), "keys": keys}
+    data["owners"] = {"threshold": len(OWNERS), "keys": owner_keys(hosts.root / "owners", OWNERS)}
     operator.write_text(yaml.safe_dump(data, sort_keys=False))
     for index in range(NODES):
         (hosts.folder(f"node-{index}") / "network.yaml").write_text(operator.read_text())
@@ -75,9 +69,7 @@ def joined(hosts: Hosts, node: int, port: int, source: str, *, rotate: bool = Fa
 
 
 def test_the_network_grows_to_seven_replaces_a_key_adds_a_repository_and_shrinks_to_four(hosts):
-    setup = subprocess.run(["./scripts/setup.sh"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                           stdin=subprocess.DEVNULL)
-    assert setup.returncode == 0, setup.stdout + setup.stderr
+    set_up_hosts()
     readme = ReadmeCommands()
     key_ceremony(hosts, readme)
     with_owners(hosts)

@@ -211,7 +211,7 @@ def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda n, f: 2 * f)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda n, f: 2 * f + 1)
     clusters = [cluster for cluster in _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=40)
-                if cluster.plan.n == 5][:2]
+                if cluster.plan.n == 5][:1]
     assert clusters
     outcomes = [cluster.run() for cluster in clusters]
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)

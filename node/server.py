@@ -28,7 +28,7 @@ from node.storage import NodeStore
 from node.peers import HEARTBEAT_S, PeerLink, PeerLinks
 from node.statuses import node_status_token_files, posting_node_statuses
 from shared.config import ConfigError, NetworkConfig, load_config
-from shared.config_files import node_next_key_file
+from shared.cli import next_keys
 from shared.networkdoc import agreed, document_problem
 from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
@@ -92,13 +92,6 @@ def authenticator_for(config: NetworkConfig, private_key, spare_keys=()) -> Ed25
     )
 
 
-def next_keys(config: NetworkConfig, node_id: int) -> tuple:
-    """The key that is to replace this node's, if its operator made one (scripts/network.py join
-    --next): the replica signs with it once a change names its public half (`pbft.epochs`)."""
-    path = node_next_key_file(config.keys_dir, node_id)
-    return (load_private_key(path),) if path.exists() else ()
-
-
 def make_app(
     config: NetworkConfig,
     node_id: int,
@@ -144,8 +137,9 @@ def make_app(
             loaded = store.load()
             # The ledger's changes replay from the document it started from: a file replaced by
             # a document the order made since would not be it.
-            first = app[FIRST_DOCUMENT] = store.first_document(agreed(config), changed=bool(loaded and loaded.changes))
-            if first != agreed(config):
+            document = agreed(config)
+            first = app[FIRST_DOCUMENT] = store.first_document(document, changed=bool(loaded and loaded.changes))
+            if first != document:
                 logger.warning("node=%d the ledger starts from network configuration %s, the file holds %s: the "
                                "ledger's changes replay from the first", node_id, document_digest(first)[:16],
                                config.digest[:16])

@@ -70,10 +70,16 @@ def own_key_problem(config: NetworkConfig, *, node_id: int | None = None, client
     return None
 
 
-def _next_key_named(config: NetworkConfig, node_id: int, public_key: str) -> bool:
+def next_keys(config: NetworkConfig, node_id: int) -> tuple:
+    """The key that is to replace this node's, if its operator made one (scripts/network.py join
+    --next): the replica signs with it once a change names its public half (`pbft.epochs`)."""
     path = node_next_key_file(config.keys_dir, node_id)
+    return (load_private_key(path),) if path.exists() else ()
+
+
+def _next_key_named(config: NetworkConfig, node_id: int, public_key: str) -> bool:
     try:
-        return path.exists() and public_key_hex(load_private_key(path)) == public_key
+        return any(public_key_hex(key) == public_key for key in next_keys(config, node_id))
     except (OSError, ValueError):
         return False
 

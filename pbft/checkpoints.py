@@ -8,7 +8,9 @@ digests this replica has itself; its sequence number becomes the low
 watermark h, and those 2f+1 signatures are the proof a view change or a
 state transfer carries. Votes are kept only
 from h up to two windows ahead, one per sender and sequence number, so a
-faulty node can hold at most (2L/K) entries here.
+faulty node can hold at most (2L/K) entries here, plus one off the interval
+ahead of what this replica executed (it may be at a change not executed
+here yet; a sender's newer one replaces it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class Checkpoints:
         # Sequence numbers above h where a change of the network document executed: each is a
         # checkpoint too, the boundary between the documents (`pbft.networks`).
         self.boundaries: set[int] = set()
+        # sender -> the sequence number of its one vote kept off the interval, which may be at a
+        # boundary this replica has not executed yet
+        self.ahead: dict[int, int] = {}
 
     def due(self, seq: int) -> bool:
         return seq % self.interval == 0 or seq in self.boundaries
@@ -40,16 +45,35 @@ class Checkpoints:
     def add(self, vote: Checkpoint, last_executed: int) -> str | None:
         """Keep a peer's (or our own) signed checkpoint; return why not, if it is not kept.
         One beyond `last_executed` off the interval may be at a change we have not executed."""
-        if not self.due(vote.seq) and vote.seq <= last_executed:
+        off_interval = not self.due(vote.seq)
+        if off_interval and vote.seq <= last_executed:
             return "not_at_interval"
         if vote.seq <= self.stable_seq:
             return "stale"
         if vote.seq > self.stable_seq + 2 * self.log_window:
             return "out_of_window"
-        votes = self.votes.setdefault(vote.seq, {})
-        if vote.sender in votes:
+        if vote.sender in self.votes.get(vote.seq, {}):
             return "duplicate"
-        votes[vote.sender] = vote
+        if off_interval:
+            problem = self._keep_ahead(vote)
+            if problem is not None:
+                return problem
+        self.votes.setdefault(vote.seq, {})[vote.sender] = vote
+        return None
+
+    def _keep_ahead(self, vote: Checkpoint) -> str | None:
+        """Make room for the sender's one vote off the interval: its newer one replaces an
+        older one that did not turn out to be at a boundary. (An honest node signs boundaries
+        in order, and the latest is the one a change of the membership waits for.)"""
+        previous = self.ahead.get(vote.sender)
+        if previous is not None and previous > self.stable_seq and not self.due(previous):
+            if previous > vote.seq:
+                return "behind_its_newer_one"
+            votes = self.votes.get(previous, {})
+            votes.pop(vote.sender, None)
+            if not votes:
+                self.votes.pop(previous, None)
+        self.ahead[vote.sender] = vote.seq
         return None
 
     def computed(self, seq: int, state_digest: str, network: str) -> None:
@@ -75,6 +99,7 @@ class Checkpoints:
         self.votes = {s: votes for s, votes in self.votes.items() if s >= seq}
         self.own = {s: digest for s, digest in self.own.items() if s >= seq}
         self.boundaries = {s for s in self.boundaries if s >= seq}
+        self.ahead = {sender: s for sender, s in self.ahead.items() if s > seq}
         return True
 
     def restore(self, stable_seq: int, proof: tuple[Checkpoint, ...], stored: list[Checkpoint], me: int) -> None:

@@ -286,9 +286,12 @@ class VoteFlood(Flooder):
     """As soon as an honest node's RESULT vote reaches it, a buffer's worth of signed votes
     for requests that do not exist to every other node: one that keeps that honest vote
     as an early one (it has not ordered the request yet) loses it. At most four buffers
-    per node."""
+    per node. And for each honest CHECKPOINT, signed checkpoints at the sequence numbers
+    after it, off the interval: a node behind must keep one that may be at a change of the
+    network document it has not executed yet, never one per sequence number."""
 
     kind = "vote-flood"
+    CHECKPOINTS = 60  # per destination: far more than the window holds at the interval
 
     def __init__(self, node: int, n: int, auth: SimAuthenticator, buffer: int) -> None:
         super().__init__(node, auth)
@@ -296,10 +299,13 @@ class VoteFlood(Flooder):
         self.burst = buffer + 1
         self.limit = 4 * self.burst
         self.seen: set[tuple[str, int]] = set()
+        self.checkpoints_sent: dict[int, int] = {}
 
     def observe(self, message: Message) -> list[Send]:
         if isinstance(message, Relay):
             return [send for vote in message.votes for send in self.observe(vote)]
+        if isinstance(message, Checkpoint) and message.sender != self.node:
+            return self._checkpoints_after(message)
         if not isinstance(message, ResultVote) or message.sender == self.node or message.key in self.seen:
             return []
         self.seen.add(message.key)
@@ -311,6 +317,22 @@ class VoteFlood(Flooder):
                 count = self.count(dst)
                 ghost = ResultVote(count, f"ghost-{count % 7}", 10**9 + count, Result("success", 0, "0" * 40), self.node)
                 sends.append((dst, signed(ghost, self.auth.sign), 0.0))
+        return sends
+
+    def _checkpoints_after(self, honest: Checkpoint) -> list[Send]:
+        sends = []
+        for dst in range(self.n):
+            if dst == self.node:
+                continue
+            for _ in range(3):
+                sent = self.checkpoints_sent.get(dst, 0)
+                if sent >= self.CHECKPOINTS:
+                    break
+                self.checkpoints_sent[dst] = sent + 1
+                # A new sequence number each time, spread over the window ahead of the honest one.
+                seq = honest.seq + 1 + sent
+                junk = Checkpoint(seq, bogus_digest("ahead", sent), self.node, network=honest.network)
+                sends.append((dst, signed(junk, self.auth.sign), 0.0))
         return sends
 
 

@@ -290,7 +290,9 @@ class MemoryBounds:
     slots: int  # the log covers h < seq <= H
     buffered: int  # each buffer of per-sender buffers (future messages, early result votes)
     view_changes: int  # one per sender
-    checkpoints: int  # sequence numbers with checkpoint votes
+    # Sequence numbers with checkpoint votes, the agreed boundaries between network documents
+    # left out (owners make those, not peers)
+    checkpoints: int
     # Executed requests remembered, and builds with votes: per client, what the checkpoint
     # bound keeps plus what can execute before the next checkpoint forgets.
     requests: int
@@ -303,8 +305,9 @@ class MemoryBounds:
             slots=settings.log_window,
             buffered=settings.n * settings.per_sender_buffer,
             view_changes=settings.n,
-            # Checkpoints are accepted up to H + log window, one per interval, and the stable one is kept.
-            checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2,
+            # Checkpoints are accepted up to H + log window, one per interval, and the stable one is
+            # kept; and one per sender off the interval, ahead of what this node executed.
+            checkpoints=2 * settings.log_window // settings.checkpoint_interval + 2 + settings.n,
             requests=clients * (settings.max_requests_per_client + per_checkpoint),
             waiting=clients * settings.max_open_per_client,
         )
@@ -331,7 +334,7 @@ def replica_sizes(replica) -> dict[str, int]:
         "early_votes": len(replica.buffered(replica.early_votes)),
         "waiting": len(replica.clients.waiting),
         "view_changes": len(replica.views.latest.by_sender),
-        "checkpoints": len(replica.checkpoints.votes),
+        "checkpoints": len(replica.checkpoints.votes.keys() - replica.checkpoints.boundaries),
         "executed_requests": len(replica.clients.executed),
         "builds_with_votes": len(replica.result_votes.seq),
         "cancels": len(replica.cancels),

@@ -163,6 +163,27 @@ def test_checkpoints_with_bad_signatures_or_off_interval_are_refused():
     assert cluster.replicas[1].low_watermark == 0
 
 
+def test_a_sender_holds_one_checkpoint_off_the_interval_ahead_of_what_a_node_executed():
+    cluster = Cluster(settings={"checkpoint_interval": 4, "log_window": 8})
+    checkpoints = cluster.replicas[1].checkpoints
+
+    def vote(seq):
+        return signed(Checkpoint(seq, "a" * 64, 2), cluster.replicas[2].auth.sign)
+
+    for seq in (1, 2, 3, 5, 6, 7):  # a faulty sender's flood off the interval
+        assert cluster.deliver_to(1, vote(seq)) is None
+    # Each newer one replaced the one before: one entry, however many were sent.
+    assert {seq: set(votes) for seq, votes in checkpoints.votes.items()} == {7: {2}}
+    assert cluster.deliver_to(1, vote(6)) == "ignore_checkpoint_behind_its_newer_one"
+    # At the interval, votes are kept beside it (the window bounds those).
+    assert cluster.deliver_to(1, vote(4)) is None and cluster.deliver_to(1, vote(8)) is None
+    assert sorted(checkpoints.votes) == [4, 7, 8]
+    # A vote at a boundary this node executed stays when the sender's next one comes.
+    checkpoints.boundary(7)
+    assert cluster.deliver_to(1, vote(9)) is None
+    assert sorted(checkpoints.votes) == [4, 7, 8, 9]
+
+
 def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():
     cluster = Cluster(settings={"max_open_per_client": 2})
     cluster.crashed.add(0)  # nothing executes: every request stays open at the backup

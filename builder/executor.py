@@ -69,9 +69,10 @@ class Executor:
         self._running = 0
         self._active_ids: set[str] = set()
         # Build ids whose cancel was ordered (node/driver.py), oldest first, and the container
-        # each running build runs in, so that a cancel can kill it (from another thread).
+        # each running build runs in (a pipeline's steps that run at once: several), so that a
+        # cancel can kill them (from another thread).
         self._cancels: OrderedDict[str, None] = OrderedDict()
-        self._containers: dict[str, Any] = {}
+        self._containers: dict[str, list[Any]] = {}
 
     def set_bounds(self, repository_bounds: dict[str, int]) -> None:
         """How many builds of each repository may run at once from now on (after a reload):
@@ -138,10 +139,11 @@ class Executor:
             turn = self._slot_waiters.pop(build_id)
             if not turn.done():  # else its task was cancelled meanwhile (the node stops)
                 turn.set_result(False)
-        container = self._containers.get(build_id)
-        if container is not None:
-            log.info("build %s node=%s: cancelled, killing its container", build_id, self._node_id)
-            await asyncio.to_thread(kill_quietly, container)
+        containers = list(self._containers.get(build_id, ()))
+        if containers:
+            log.info("build %s node=%s: cancelled, killing its containers", build_id, self._node_id)
+            for container in containers:
+                await asyncio.to_thread(kill_quietly, container)
         return build_id in self._active_ids
 
     async def _take_slot(self, build_id: str, repository: str) -> bool:
@@ -292,7 +294,8 @@ class Executor:
         return dataclasses.replace(result, log_path=log_path)
 
     def _running_in(self, build_id: str, container) -> None:
-        """The build's container is `container`; a cancel ordered before it came kills it at once."""
-        self._containers[build_id] = container
+        """The build runs in `container` too; a cancel ordered before it came kills it at once.
+        (A build's containers are few: its steps that run at once and the services.)"""
+        self._containers.setdefault(build_id, []).append(container)
         if build_id in self._cancels:
             kill_quietly(container)

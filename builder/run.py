@@ -26,7 +26,7 @@ from builder.engine.steps import PlannedStep, StepsJob
 from builder.order import BuildOrder
 from builder.plan.civars import ci_variables, reproducible_environment
 from builder.plan.compile import Expanded, Refused, Skipped, SpecPlan, plan_spec, spec_identity
-from builder.plan.pipeline import Step, narrowed, run_order
+from builder.plan.pipeline import Step, narrowed, run_order, step_graph
 from builder.plan.resources import memory_budget, share
 from builder.plan.secrets import BuildSecrets, SecretUnreadable, build_secrets
 from builder.plan.settings import dockerfile_settings, spec_settings
@@ -190,7 +190,9 @@ class BuildRun:
         Every step and service gets the build's secrets, or those of them it lists."""
         node, spec, commit = self.node, plan.spec, self.commit
         steps = spec.steps or (Step(name="build", image=None, commands=spec.commands),)
-        limits = share(node.limits, 1 + len(spec.services))
+        graph = step_graph(steps)
+        # The steps that may run at once and the services share the build's limits.
+        limits = share(node.limits, graph.width + len(spec.services))
         services = tuple(
             PlannedService(
                 name=service.name, image=service.image, image_id=node.engine.image(service.image, self.images),
@@ -205,7 +207,7 @@ class BuildRun:
         )
         artifacts = self._artifact_copy(spec.artifacts)
         try:
-            job = StepsJob(planned, self.workspace, plan.timeout_s, network=network, artifacts=artifacts,
+            job = StepsJob(planned, self.workspace, plan.timeout_s, graph=graph, network=network, artifacts=artifacts,
                            services=services)
             who = RunAs(limits, plan.user, self.labels)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
@@ -235,7 +237,7 @@ class BuildRun:
         return PlannedStep(
             name=step.name, image=step_image, image_id=self.node.engine.image(step_image, self.images),
             script=exported(_without(step_environment, step_secrets), step.script()), status=step.status,
-            ignore_failure=step.ignore_failure,
+            ignore_failure=step.ignore_failure, retry=step.retry,
             skip_reason=fetched.skips.of_step(step.conditions) if step.conditions else None,
             secrets=step_secrets,
         )

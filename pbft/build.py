@@ -127,6 +127,7 @@ class Spec:
 # and the variables a step is given, so it is kept plain.
 STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_STEPS = 64
+MAX_ATTEMPTS = 5  # failed attempts before a step's last: `retry:` is at most this
 # "skipped": its `when: status` excluded it; "timeout": the build's deadline ended it.
 STEP_STATUSES = ("success", "failure", "skipped", "timeout")
 
@@ -134,13 +135,17 @@ STEP_STATUSES = ("success", "failure", "skipped", "timeout")
 @struct
 class StepResult:
     """One pipeline step's outcome on one node. Its name, status and exit code are agreed
-    (compared and certified); `duration_ms` is this node's own time, signed with its reply
-    so that nodes that disagree show where their time went, never compared."""
+    (compared and certified); `duration_ms` is this node's own time, and `attempts` the
+    exit codes of the attempts that failed before the last (`retry:`), both signed with its
+    reply so that nodes that disagree show where their time went and which step was flaky,
+    never compared. A step run once has the wire form steps had before retries."""
 
     name: str = wire(Text(STEP_NAME))
     status: str = wire(Text(choices=STEP_STATUSES))
     exit_code: int | None = wire(Optional(ExitCode()))
     duration_ms: int = wire(Int())
+    attempts: tuple[int | None, ...] = wire(ListOf(Optional(ExitCode()), MAX_ATTEMPTS), default=(), omit=(),
+                                            kw_only=True)
 
     def agreed(self) -> dict:
         return {"name": self.name, "status": self.status, "exit_code": self.exit_code}

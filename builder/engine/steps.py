@@ -1,5 +1,6 @@
-"""Running a pipeline's steps (builder/plan/pipeline.py) one after another on one shared workspace,
-next to its services (builder/engine/services.py).
+"""Running a pipeline's steps (builder/plan/pipeline.py) on one shared workspace, next to its
+services (builder/engine/services.py): each step once the steps it follows ended, so that
+steps that do not follow each other run at once (builder/plan/stepgraph.py).
 
 The workspace is a tmpfs volume like a one-script build's (builder/engine/sandbox.py). A tmpfs
 vanishes when nothing mounts it, so a holder container (sandbox.hold_mounts) keeps it
@@ -8,18 +9,25 @@ out; each step is a gated container of its own image that mounts the same volume
 handed its script, and is removed once it exits. The holder also owns the build's
 network namespace, which every step and service joins: loopback only, or the
 repository's build network. Every step has the hardening and the limits of a one-script
-build (with services, a share of them); the build's deadline covers all of them.
+build (a share of them: the services and the steps that may run at once divide them);
+the build's deadline covers all of them.
 
 Which steps run depends only on the spec, the trigger and the exit codes of the steps
-before, so honest nodes run the same sequence and report the same step results.
+each follows, never on which ended first, so honest nodes run the same steps and report
+the same step results, listed in the run order. A failed step with `retry:` runs again
+in a new container on the same workspace.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import docker.errors
 import requests.exceptions
@@ -29,7 +37,9 @@ from builder.engine.services import PlannedService, RunningService, start_servic
 from builder.engine.exits import OutputCapture, ended_out_of_memory, killed_by_engine, wait_for_exit
 from builder.engine.gate import GateSetup, deliver_script, start_gated_container
 from builder.engine.sandbox import ENGINE_LOST, Hooks, Sandbox, SandboxError, tmpfs_volume
+from builder.engine.steplogs import StepSections
 from builder.engine.transfer import copy_artifacts_out, fill_workspace, hold_mounts
+from builder.plan.stepgraph import Schedule, StepGraph
 from builder.workspace.artifacts import ArtifactCopy
 from pbft.build import StepResult
 
@@ -45,6 +55,7 @@ class PlannedStep:
     script: str
     status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
     ignore_failure: bool = False
+    retry: int = 0  # how many times it runs again after a failure
     skip_reason: str | None = None  # its trigger conditions exclude it: never runs
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -73,14 +84,15 @@ class StepsJob:
     steps: tuple[PlannedStep, ...]
     workspace: Path
     timeout_s: float
+    graph: StepGraph | None = None  # the steps' depends_on; None: each follows the one before
     network: str | None = None
     artifacts: ArtifactCopy | None = None
     services: tuple[PlannedService, ...] = ()
 
 
 def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
-    """Run the job's steps in order to the end or the deadline, once its services are ready.
-    The sandbox's limits are each container's (the build's share, with services).
+    """Run the job's steps as their graph allows to the end or the deadline, once its services
+    are ready. The sandbox's limits are each container's (the build's share).
     `hooks.on_section(text)` gets a line of the node's before and after each step's output;
     `hooks.cancelled()` is asked before each step starts."""
     steps, services, timeout_s, on_section = job.steps, job.services, job.timeout_s, hooks.on_section
@@ -107,27 +119,13 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             raise SandboxError(exc.reason, _service_output(running)) from None
         for service in running:
             on_section(f"service {service.planned.name}: image {service.planned.image}, ready")
-        results: list[StepResult] = []
+        pipeline = _Pipeline(sandbox, job, pod, hooks, deadline)
+        results = pipeline.run()
+        if pipeline.killed_outside:
+            return StepsOutcome(results, None, killed_outside=True)
         state = _Progress()
-        for step in steps:
-            if state.timed_out or hooks.cancelled():
-                results.append(StepResult(step.name, "skipped", None, 0))
-                continue
-            skipped = _skip_reason(step, state.status)
-            if skipped is not None:
-                on_section(f"step {step.name}: skipped, {skipped}")
-                results.append(StepResult(step.name, "skipped", None, 0))
-                continue
-            on_section(f"step {step.name}: image {step.image}")
-            ran = _run_step(sandbox, step, pod, hooks, max(deadline - time.monotonic(), 0.0))
-            if ran.killed_outside:
-                return StepsOutcome(tuple(results), None, killed_outside=True)
-            results.append(ran.result)
-            on_section(
-                f"step {step.name}: {ran.result.status} exit_code {ran.result.exit_code} "
-                f"duration_ms {ran.result.duration_ms}"
-            )
-            state.add(step, ran)
+        for step, result in zip(steps, results):
+            state.add(step, result, pipeline.ran.get(step.name))
         copied, problem = None, ""
         if job.artifacts is not None and state.exit_code == 0:
             copied, problem = copy_artifacts_out(holder, job.artifacts, sandbox.limits.workspace_mb)
@@ -135,7 +133,7 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             on_section("services' output follows")
             hooks.on_output(_service_output(running).encode(errors="replace"))
         return StepsOutcome(
-            tuple(results), state.exit_code, state.failed_step, state.commands_ms, state.truncated,
+            results, state.exit_code, state.failed_step, pipeline.commands_ms, state.truncated,
             state.oom_killed, False, copied, problem,
         )
     except requests.exceptions.ConnectionError as exc:
@@ -178,42 +176,150 @@ class _Ran:
 
 @dataclass
 class _Progress:
-    """The build's status as the steps so far make it."""
+    """The build's status as the steps make it, taken in the run order (not the order they ended)."""
 
     status: str = "success"
     exit_code: int | None = 0
     failed_step: str | None = None
     timed_out: bool = False
-    commands_ms: int = 0
     truncated: bool = False
     oom_killed: bool = False
 
-    def add(self, step: PlannedStep, ran: _Ran) -> None:
-        self.commands_ms += ran.result.duration_ms
-        self.truncated |= ran.truncated
-        self.oom_killed |= ran.oom_killed
-        if ran.result.status == "timeout":
+    def add(self, step: PlannedStep, result: StepResult, ran: _Ran | None) -> None:
+        if ran is not None:
+            self.truncated |= ran.truncated
+            self.oom_killed |= ran.oom_killed
+        if result.status == "timeout" and not self.timed_out:
             self.timed_out, self.exit_code, self.failed_step, self.status = True, None, step.name, "failure"
-        elif ran.result.status == "failure" and not step.ignore_failure and self.status == "success":
-            self.status, self.exit_code, self.failed_step = "failure", ran.result.exit_code, step.name
+        elif result.status == "failure" and not step.ignore_failure and self.status == "success":
+            self.status, self.exit_code, self.failed_step = "failure", result.exit_code, step.name
 
 
 @dataclass
 class _Pod:
     """What a pipeline's steps share: the workspace volume, the holder's network namespace they
-    join, and the containers made so far, for the pipeline's end to remove."""
+    join, and the containers made so far, for the pipeline's end to remove; `stopping` is set
+    when the steps still running are to end at once (an error, or the engine killed one)."""
 
     volume: Any
     network: str
     containers: list
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
-def _run_step(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, time_left_s: float) -> _Ran:
+class _Pipeline:
+    """Runs the steps as their graph allows (builder/plan/stepgraph.py), each in a thread of its
+    own, writing each one's output as a section of the log (builder/engine/steplogs.py)."""
+
+    def __init__(self, sandbox: Sandbox, job: StepsJob, pod: _Pod, hooks: Hooks, deadline: float) -> None:
+        self.sandbox, self.pod, self.hooks, self.deadline = sandbox, pod, hooks, deadline
+        self.steps = {step.name: step for step in job.steps}
+        graph = job.graph or StepGraph(
+            tuple(self.steps), {step.name: (job.steps[i - 1].name,) if i else () for i, step in enumerate(job.steps)})
+        assert graph.names == tuple(self.steps), "the steps are planned in the run order"
+        self.schedule = Schedule(graph)
+        self.sections = StepSections(hooks.on_section, hooks.on_output or (lambda _data: None))
+        self.ran: dict[str, _Ran] = {}
+        self.timed_out = self.killed_outside = False
+        self.commands_ms = 0
+
+    def run(self) -> tuple[StepResult, ...]:
+        """Every step's result, in the run order: those that never ran `skipped`."""
+        started = time.monotonic()
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=self.schedule.graph.width, thread_name_prefix="step") as pool:
+            try:
+                while True:
+                    self._skip_free()
+                    for name in self.schedule.startable():
+                        running[self._start(pool, name)] = name
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        self._ended(running.pop(future), future.result())
+            except BaseException:
+                # The threads still running end before the pool lets go: kill their containers.
+                self.pod.stopping.set()
+                for container in list(self.pod.containers):
+                    _kill(container)
+                raise
+        self.commands_ms = round((time.monotonic() - started) * 1000)
+        return tuple(
+            self.ran[name].result if name in self.ran else StepResult(name, "skipped", None, 0)
+            for name in self.schedule.graph.names
+        )
+
+    def _skip_free(self) -> None:
+        """End the free steps that will not run: all of them once the deadline passed, the
+        engine killed a step or the build's cancel came; else those whose `when:` excludes them."""
+        skipped = True
+        while skipped:
+            skipped = False
+            for name in self.schedule.free():
+                if self.timed_out or self.killed_outside or self.hooks.cancelled():
+                    reason = None
+                else:
+                    reason = _skip_reason(self.steps[name], self.schedule.status_before(name))
+                    if reason is None:
+                        continue
+                    self.sections.note(name, f"step {name}: skipped, {reason}")
+                self.schedule.end(name, "skipped")
+                skipped = True
+
+    def _start(self, pool: ThreadPoolExecutor, name: str) -> Future:
+        step = self.steps[name]
+        self.schedule.start(name)
+        self.sections.begin(name, f"step {name}: image {step.image}")
+        hooks = dataclasses.replace(self.hooks, on_output=functools.partial(self.sections.output, name))
+        say = functools.partial(self.sections.say, name)
+        return pool.submit(_run_step, self.sandbox, step, self.pod, hooks, say, self.deadline)
+
+    def _ended(self, name: str, ran: _Ran) -> None:
+        result = ran.result
+        self.ran[name] = ran
+        self.sections.end(
+            name, f"step {name}: {result.status} exit_code {result.exit_code} duration_ms {result.duration_ms}")
+        self.schedule.end(name, result.status, counts=not self.steps[name].ignore_failure)
+        self.timed_out |= result.status == "timeout"
+        if ran.killed_outside:
+            self.killed_outside = True
+            self.pod.stopping.set()
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        pass  # it ended already, or the engine is gone: the pipeline's end removes it
+
+
+def _run_step(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, say: Callable[[str], None],
+              deadline: float) -> _Ran:
+    """Run `step` until it passes, its retries are used up, or the deadline; the exit codes of
+    the attempts that failed before its last are in its result."""
+    failed: list[int | None] = []
+    duration_ms = 0
+    while True:
+        ran = _attempt(sandbox, step, pod, hooks, max(deadline - time.monotonic(), 0.0))
+        duration_ms += ran.result.duration_ms
+        ran = dataclasses.replace(
+            ran, result=dataclasses.replace(ran.result, duration_ms=duration_ms, attempts=tuple(failed)))
+        if ran.result.status != "failure" or ran.killed_outside or len(failed) == step.retry:
+            return ran
+        failed.append(ran.result.exit_code)
+        say(f"step {step.name}: attempt {len(failed)} of {step.retry + 1} failed with exit code "
+            f"{ran.result.exit_code}; running it again")
+
+
+def _attempt(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, time_left_s: float) -> _Ran:
     gated = start_gated_container(
         sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, "step",
         GateSetup(network=pod.network, workspace=pod.volume),
     )
     pod.containers.append(gated.container)
+    if pod.stopping.is_set():
+        _kill(gated.container)
     capture = None
     try:
         if hooks.on_container is not None:

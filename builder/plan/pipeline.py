@@ -13,6 +13,7 @@ idiom (shared/schema), read with the rest of the file (builder/plan/spec.py).
         commands: [pytest]
         depends_on: [lint]        # optional: the steps it follows; the step before it otherwise
         failure: ignore           # optional: its failure does not fail the build
+        retry: 2                  # optional: run it again after a failure, up to this many times
         when:                     # optional: run only if the build's status so far is one of
           status: [success]       # these (default [success]); event, branch and path as in
           event: [push]           # the spec's own `when:` (builder/plan/triggers.py)
@@ -27,11 +28,14 @@ idiom (shared/schema), read with the rest of the file (builder/plan/spec.py).
           command: pg_isready -h 127.0.0.1
           timeout_s: 60           # default 60
 
-Steps run one at a time, in an order that honours every `depends_on` (among steps
-free to run, the one declared first), so a run is the same sequence on every honest
-node. A step whose `when:` excludes it is `skipped`. The build's status so far is
-`failure` once a step without `failure: ignore` failed: later steps then run only if
-their `when: status` names `failure`.
+A step starts once every step it follows has ended, so steps that do not follow each
+other run at once (builder/plan/stepgraph.py). A step whose `when:` excludes it is
+`skipped`. The status so far a step sees is `failure` once a step it follows, directly
+or through others, failed without `failure: ignore`: it then runs only if its `when:
+status` names `failure`. A failed step with `retry: N` runs again, up to N more times,
+in the same workspace; every honest node applies that one rule, and the attempts that
+failed are in the log and the step's signed result (not compared: a step that passes
+on a retry on one node and at once on another agrees).
 
 Parsing is pure. Every problem is reported, with the offending key, in the spec
 parser's one ValueError.
@@ -44,9 +48,10 @@ import re
 from typing import Iterable
 
 from builder.plan.specvalues import COMMANDS, IMAGE, SecretNames, Variables, Words
+from builder.plan.stepgraph import StepGraph
 from builder.plan.triggers import Condition
-from pbft.build import MAX_STEPS, STEP_NAME
-from shared.schema import Choice, Inline, Named, Number, Section, Text, section, setting
+from pbft.build import MAX_ATTEMPTS as MAX_RETRIES, MAX_STEPS, STEP_NAME
+from shared.schema import Choice, Inline, Int, Named, Number, Section, Text, section, setting
 
 MAX_SERVICES = 8
 DEFAULT_READY_S = 60.0
@@ -90,6 +95,8 @@ class Step:
     ignore_failure: bool = setting(
         Choice(("fail", "ignore"), means={"fail": False, "ignore": True}, refusal="must be 'fail' or 'ignore'"),
         key="failure", default=False, nullable=False, doc="`ignore`: its failure does not fail the build")
+    retry: int = setting(Int(0, MAX_RETRIES), default=0, nullable=False, doc="how many times a failed step runs again (at most "
+                                                        f"{MAX_RETRIES}); each attempt is in the log")
     when: StepWhen = setting(Section(StepWhen, refusal="must be a mapping of status, event, branch and path",
                                      nonempty=True),
                              default=StepWhen(), doc="whether it runs: the build's status so far, and the trigger")
@@ -192,6 +199,11 @@ def dependencies(steps: tuple[Step, ...]) -> dict[str, tuple[str, ...]]:
         step.name: step.depends_on if step.depends_on is not None else ((steps[index - 1].name,) if index else ())
         for index, step in enumerate(steps)
     }
+
+
+def step_graph(steps: tuple[Step, ...]) -> StepGraph:
+    """The graph the steps' `depends_on` make, for the schedule that runs them."""
+    return StepGraph(tuple(step.name for step in run_order(steps)), dependencies(steps))
 
 
 def run_order(steps: tuple[Step, ...]) -> tuple[Step, ...]:

@@ -136,3 +136,75 @@ async def test_a_pipelines_artifacts_are_taken_after_its_last_step(make_executor
     assert result.status == "success", log_text(result)
     assert sorted(result.artifact_digests()) == ["dist/app.sha256", "dist/app.txt"]
     assert result.artifacts is not None and result.artifacts.startswith("sha256:")
+
+
+def _times(text: str, label: str) -> float:
+    """The time a step printed as `<label> <seconds since the epoch>`."""
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{label} ")))
+
+
+@pytest.mark.slow
+async def test_steps_that_do_not_follow_each_other_run_at_once_and_the_one_after_both_waits(
+    make_executor, git_repo, build_ids
+):
+    stamp = "echo {} $(date +%s)"  # whole seconds: the image's date has no finer
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "a", "commands": [stamp.format("a-start"), "sleep 10", "echo a > a.txt"]},
+        {"name": "b", "commands": [stamp.format("b-start"), "sleep 10", "echo b > b.txt"], "depends_on": []},
+        {"name": "c", "commands": ["cat a.txt b.txt", stamp.format("c-end")], "depends_on": ["a", "b"]},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert (result.status, result.exit_code) == ("success", 0), text
+    assert agreed_steps(result) == [("a", "success", 0), ("b", "success", 0), ("c", "success", 0)]
+    first = min(_times(text, "a-start"), _times(text, "b-start"))
+    assert abs(_times(text, "a-start") - _times(text, "b-start")) < 5, text  # together, not one after the other
+    assert _times(text, "c-end") - first <= 23, text  # not 30
+    assert "a\nb\n" in text
+    # Each step's output is one section, whichever printed first.
+    for name in "abc":
+        assert text.index(f"== step {name}: image") < text.index(f"== step {name}: success"), text
+    a_section = text[text.index("== step a: image"):text.index("== step a: success")]
+    assert "b-start" not in a_section and "== step b" not in a_section
+
+
+async def test_a_failure_skips_what_follows_it_and_not_the_steps_beside_it(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "broken", "commands": ["exit 4"]},
+        {"name": "after-broken", "commands": ["echo never"]},
+        {"name": "beside", "commands": ["echo beside ran"], "depends_on": []},
+        {"name": "report", "commands": ["echo reported"], "depends_on": ["broken"], "when": {"status": ["failure"]}},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert (result.status, result.exit_code) == ("failure", 4), text
+    assert agreed_steps(result) == [
+        ("broken", "failure", 4), ("after-broken", "skipped", None), ("beside", "success", 0),
+        ("report", "success", 0),
+    ]
+    assert "beside ran" in text and "reported" in text and "never" not in text
+
+
+async def test_a_step_that_fails_once_passes_on_its_retry_with_both_attempts_in_the_log(
+    make_executor, git_repo, build_ids
+):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "flaky", "retry": 2,
+         "commands": ["if [ -f tried ]; then echo second try; else touch tried; echo first try; exit 7; fi"]},
+        {"name": "stubborn", "retry": 1, "commands": ["echo stubborn", "exit 4"], "depends_on": []},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert agreed_steps(result) == [("flaky", "success", 0), ("stubborn", "failure", 4)], text
+    assert [step.attempts for step in result.steps] == [(7,), (4,)]
+    assert (result.status, result.exit_code) == ("failure", 4)
+    flaky = text[text.index("== step flaky: image"):text.index("== step flaky: success")]
+    assert flaky.index("first try") < flaky.index(
+        "== step flaky: attempt 1 of 3 failed with exit code 7; running it again") < flaky.index("second try")
+    assert text.count("stubborn\n") == 2 and "== step stubborn: attempt 1 of 2 failed with exit code 4" in text

@@ -28,7 +28,7 @@ EVERY_KEY = {
     "image": "pbft-ci/busybox:latest",
     "steps": [
         {"name": "lint", "image": "pbft-ci/lint:${PY}", "commands": ["ruff check ."], "environment": {"A": 1},
-         "secrets": ["TOKEN"], "depends_on": [], "failure": "ignore",
+         "secrets": ["TOKEN"], "depends_on": [], "failure": "ignore", "retry": 2,
          "when": {"status": ["success", "failure"], "event": "push", "branch": BRANCHES, "path": PATHS}},
         {"name": "test", "commands": ["pytest"], "depends_on": "lint"},
     ],
@@ -191,6 +191,8 @@ def test_each_spec_the_docs_show_passes_the_loader_and_the_schema(example):
     ({"steps": [{"name": "-s", "commands": ["a"]}]}, "steps[0].name: must be 1 to 64 letters"),
     ({"steps": {"test": {"commands": "pytest"}}}, "steps.test.commands: must be a non-empty list of strings"),
     ({"steps": [{"name": "s", "commands": ["a"], "failure": None}]}, "steps.s.failure: must be 'fail' or 'ignore'"),
+    ({"steps": [{"name": "s", "commands": ["a"], "retry": 6}]}, "steps.s.retry: must be at most 5"),
+    ({"steps": [{"name": "s", "commands": ["a"], "retry": True}]}, "steps.s.retry: expected an integer, got true"),
     ({"commands": ["a"], "services": [{"name": "db"}]}, "services.db.image: must be an image reference"),
     ({"commands": ["a"], "environment": {"HOME": "/root"}}, "environment.HOME: set by the node, not by a spec"),
     ({"commands": ["a"], "timeout_s": 0}, "timeout_s: must be a positive number"),

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pbft.build import Result
+from pbft.build import Result, flaky_steps
 from pbft.messages import Reply
 
 # A matrix's combination as an Operation names it: (axis, value) pairs.
@@ -107,6 +107,9 @@ def disputed_reason(split: dict[int, Result]) -> str:
     for (status, exit_code), nodes in groups.items():
         said = status if exit_code is None else f"{status} (exit {exit_code})"
         parts.append(f"node{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}: {said}")
-    if len(groups) == 1:
+    flaky = flaky_steps(split)
+    if flaky:
+        parts += [step.describe() for step in flaky]
+    elif len(groups) == 1:
         parts.append("but not on the commit, spec, steps or images they ran (see split)")
     return "; ".join(parts)

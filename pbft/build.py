@@ -9,6 +9,7 @@ looking inside either; the executor makes results and the client reads them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from pbft.networkchange import NetworkChange
 from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
@@ -149,6 +150,56 @@ class StepResult:
 
     def agreed(self) -> dict:
         return {"name": self.name, "status": self.status, "exit_code": self.exit_code}
+
+
+@dataclass(frozen=True)
+class FlakyStep:
+    """A step whose outcome was not one thing: it passed on some nodes and failed (or ran out of
+    time) on others, or passed only on a retry somewhere. Honest nodes that ran the same
+    commit in the same images should agree, so either the step depends on more than its
+    inputs (a flaky test, a race, the machine) or a node lies: the nodes are named."""
+
+    name: str
+    passed_on: tuple[int, ...]
+    failed_on: tuple[int, ...]
+    retried_on: tuple[int, ...]  # nodes where it failed before its last attempt
+
+    @property
+    def flaky(self) -> bool:
+        return bool(self.passed_on and self.failed_on) or bool(self.retried_on)
+
+    def describe(self) -> str:
+        """`step 'test' flaky: failed on node 2, passed on nodes 0, 1, 3; retried on node 1`."""
+        parts = [f"{what} on {_nodes(nodes)}" for what, nodes in (
+            ("failed", self.failed_on), ("passed", self.passed_on), ("retried", self.retried_on)) if nodes]
+        return f"step {self.name!r} flaky: " + ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"step": self.name, "passed_on": list(self.passed_on), "failed_on": list(self.failed_on),
+                "retried_on": list(self.retried_on)}
+
+
+def flaky_steps(results: dict[int, Result]) -> tuple[FlakyStep, ...]:
+    """The steps of nodes' results (`node -> result`) that were flaky, in the order the steps
+    first appear."""
+    names: dict[str, None] = {}
+    outcomes: dict[str, dict[str, list[int]]] = {}
+    for node, result in sorted(results.items()):
+        for step in result.steps:
+            names.setdefault(step.name)
+            kind = "passed" if step.status == "success" else "failed" if step.status in ("failure", "timeout") else None
+            by_kind = outcomes.setdefault(step.name, {"passed": [], "failed": [], "retried": []})
+            if kind is not None:
+                by_kind[kind].append(node)
+            if step.attempts:
+                by_kind["retried"].append(node)
+    found = (FlakyStep(name, tuple(outcomes[name]["passed"]), tuple(outcomes[name]["failed"]),
+                       tuple(outcomes[name]["retried"])) for name in names)
+    return tuple(step for step in found if step.flaky)
+
+
+def _nodes(nodes: tuple[int, ...]) -> str:
+    return f"node{'s' if len(nodes) > 1 else ''} {', '.join(map(str, nodes))}"
 
 
 @struct

@@ -27,6 +27,14 @@ function commitBuilt(record) {
   return url ? el("a", { href: url, rel: "noopener noreferrer", class: "commit-link" }, sha) : sha;
 }
 
+// A step that passed on some nodes and failed on others, or passed only on a retry, with the nodes.
+function flakyLine(entry) {
+  const said = [["failed", entry.failed_on], ["passed", entry.passed_on], ["retried", entry.retried_on]]
+    .filter(([, nodes]) => nodes.length)
+    .map(([what, nodes]) => what + " on node" + (nodes.length > 1 ? "s " : " ") + nodes.join(", "));
+  return "step " + entry.step + ": " + said.join(", ");
+}
+
 function summary(record) {
   const rows = [
     ["Repository", record.repository],
@@ -49,6 +57,7 @@ function summary(record) {
       record.result ? describeResult(record.result) : (record.state === "timeout" ? "no quorum" : "waiting"))],
     ["Dissent", Array.isArray(record.dissent) && record.dissent.length
       ? record.dissent.map(dissentLine).join("\n") + (record.dissent_final === false ? "\n(so far)" : "") : null],
+    ["Flaky", Array.isArray(record.flaky) && record.flaky.length ? record.flaky.map(flakyLine).join("\n") : null],
     ["Reason", record.result && record.result.reason ? record.result.reason : null],
     ["Commit built", commitBuilt(record)],
     ["Elapsed", elapsed(record)],

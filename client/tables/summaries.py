@@ -12,7 +12,7 @@ import json
 import sqlite3
 from typing import Any
 
-from pbft.build import Result, combination_label, pull_request_number
+from pbft.build import Result, combination_label, flaky_steps, pull_request_number
 from pbft.wire import MessageError, decode_struct
 
 # A build's verdict in one word: its agreed result's status once f+1 nodes agreed, else its
@@ -53,6 +53,17 @@ def dissented(row: sqlite3.Row) -> list[dict[str, Any]]:
     return found
 
 
+def flaky(row: sqlite3.Row) -> list[dict[str, Any]]:
+    """The steps that passed on some nodes and failed on others, or passed only on a retry,
+    from every node's signed reply (pbft.build.flaky_steps): what makes a dissent or a
+    dispute a flaky step rather than a bare disagreement."""
+    try:
+        results = {reply["sender"]: decode_struct(Result, reply["result"]) for reply in json.loads(row["reply_list"])}
+    except MessageError:
+        return []
+    return [step.to_dict() for step in flaky_steps(results)]
+
+
 def summary(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "build_id": str(row["build_id"]),
@@ -73,6 +84,7 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         # than the verdict; the routes add the silent ones (client.routes.builds `with_progress`).
         "replied_by": sorted(reply["sender"] for reply in json.loads(row["reply_list"])),
         "dissent": dissented(row),
+        "flaky": flaky(row),
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
         "event": row["event"] or "push",

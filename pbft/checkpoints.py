@@ -102,12 +102,18 @@ class Checkpoints:
         self.ahead = {sender: s for sender, s in self.ahead.items() if s > seq}
         return True
 
-    def restore(self, stable_seq: int, proof: tuple[Checkpoint, ...], stored: list[Checkpoint], me: int) -> None:
-        """Rebuild from the saved stable checkpoint and the CHECKPOINTs stored since."""
+    def restore(self, stable_seq: int, proof: tuple[Checkpoint, ...], stored: list[Checkpoint], me: int,
+                last_executed: int) -> None:
+        """Rebuild from the saved stable checkpoint and the CHECKPOINTs stored since, by the rules
+        that took them (the boundaries up to `last_executed` are known by now): the store still
+        holds a sender's votes off the interval that a newer one replaced, and one that turned
+        out to be at no boundary."""
         assert self.stable_seq == 0 and not self.votes, "restore fresh checkpoints"
         self.stable_seq, self.stable_proof = stable_seq, proof
-        for checkpoint in stored:
-            if checkpoint.seq >= stable_seq:
+        for checkpoint in sorted(stored, key=lambda checkpoint: checkpoint.seq):
+            if checkpoint.seq == stable_seq:
                 self.votes.setdefault(checkpoint.seq, {})[checkpoint.sender] = checkpoint
-                if checkpoint.sender == me:
-                    self.computed(checkpoint.seq, checkpoint.state_digest, checkpoint.network)
+            elif checkpoint.seq < stable_seq or self.add(checkpoint, last_executed) is not None:
+                continue
+            if checkpoint.sender == me:
+                self.computed(checkpoint.seq, checkpoint.state_digest, checkpoint.network)

@@ -1405,7 +1405,8 @@ class Replica:
             [new_view for new_view in by_type.get(NewView, []) if new_view.epoch == replica.epoch],
         )
         replica.last_executed, replica.next_seq, replica.state_digest = state.last_executed, state.next_seq, state.state_digest
-        replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id)
+        replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id,
+                                    state.last_executed)
         replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)
         # Exactly-once: what the ledger executed (key -> (seq, replied)), built here or learnt,
         # less what expired; and the votes on those builds, counted by the same rule as live.

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from pbft.build import Operation
+from pbft.checkpoints import Checkpoints
 from pbft.messages import Checkpoint, Commit, PrePrepare, Prepare, Request, batch_digest, signed
 from tests.support.cluster import Cluster, authenticator, keys
 
@@ -182,6 +183,17 @@ def test_a_sender_holds_one_checkpoint_off_the_interval_ahead_of_what_a_node_exe
     checkpoints.boundary(7)
     assert cluster.deliver_to(1, vote(9)) is None
     assert sorted(checkpoints.votes) == [4, 7, 8, 9]
+
+
+def test_a_restart_keeps_a_senders_latest_checkpoint_off_the_interval_not_every_one_it_stored():
+    # The store keeps what was taken, also the votes a newer one replaced since: a restart
+    # takes them again by the same rules.
+    cluster = Cluster(settings={"checkpoint_interval": 4, "log_window": 8})
+    stored = [signed(Checkpoint(seq, "a" * 64, 2), cluster.replicas[2].auth.sign) for seq in (7, 1, 2, 4, 5, 9)]
+    checkpoints = Checkpoints(interval=4, log_window=8)
+    checkpoints.boundary(2)  # a change executed at 2 before the stop: its checkpoint counts
+    checkpoints.restore(0, (), stored, me=1, last_executed=3)
+    assert sorted(checkpoints.votes) == [2, 4, 9]
 
 
 def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():

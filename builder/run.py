@@ -22,7 +22,7 @@ from builder.engine.gate import exported
 from builder.engine.host import ENGINE_BACK_S
 from builder.engine.sandbox import ENGINE_LOST, ContainerOutcome, Hooks, RunAs, SandboxError, Script
 from builder.engine.services import PlannedService
-from builder.engine.steps import PlannedStep, StepsJob
+from builder.engine.steps import PipelineCache, PlannedStep, StepsJob
 from builder.order import BuildOrder
 from builder.plan.civars import ci_variables, reproducible_environment
 from builder.plan.compile import Expanded, Refused, Skipped, SpecPlan, plan_spec, spec_identity
@@ -206,19 +206,30 @@ class BuildRun:
             self._planned_step(step, plan.image, environment, secrets, fetched) for step in run_order(steps)
         )
         artifacts = self._artifact_copy(spec.artifacts)
+        cache_run = None
+        if plan.caches and node.limits.cache_mb > 0:
+            # The key covers every image a step runs, as a one-script build's covers its one.
+            images = ",".join(sorted({step.image_id for step in planned}))
+            cache_run = prepare_cache(node.caches, fetched.facts, images, spec.cache, self.workspace, self.output)
         try:
+            cache = None if cache_run is None else PipelineCache(
+                cache_run.mounts, cache_run.restore_script, cache_run.save_script)
             job = StepsJob(planned, self.workspace, plan.timeout_s, graph=graph, network=network, artifacts=artifacts,
-                           services=services)
+                           services=services, cache=cache)
             who = RunAs(limits, plan.user, self.labels)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
             outcome = self._unless_host_fault(
                 lambda hooks, _ready: node.engine.run_steps(job, who, hooks), self._hooks()
             )
+            if cache_run is not None:
+                save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
             kept = self._take_artifacts(commit, artifacts, outcome)
         finally:
             if artifacts is not None:
                 node.artifacts.discard(artifacts.dest)
-        budget = memory_budget(limits, with_workspace=True)
+            if cache_run is not None:
+                release_cache(node.caches, self.order.build_id, cache_run)
+        budget = memory_budget(limits, with_workspace=True, with_cache=cache_run is not None)
         result = self._result(outcome, plan.ran, plan.timeout_s, budget.breakdown(), kept)
         if result.status == "timeout":
             result = dataclasses.replace(

@@ -38,9 +38,11 @@ from builder.engine.exits import OutputCapture, ended_out_of_memory, killed_by_e
 from builder.engine.gate import GateSetup, deliver_script, start_gated_container
 from builder.engine.sandbox import ENGINE_LOST, Hooks, Sandbox, SandboxError, tmpfs_volume
 from builder.engine.steplogs import StepSections
-from builder.engine.transfer import copy_artifacts_out, fill_workspace, hold_mounts
+from builder.engine.transfer import copy_artifacts_out, copy_cache_out, fill_workspace, hold_mounts, upload_restore
+from builder.plan.containerpaths import OUT_DIR
 from builder.plan.stepgraph import Schedule, StepGraph
 from builder.workspace.artifacts import ArtifactCopy
+from builder.workspace.cacherun import CacheMounts
 from pbft.build import StepResult
 
 
@@ -56,8 +58,23 @@ class PlannedStep:
     status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
     ignore_failure: bool = False
     retry: int = 0  # how many times it runs again after a failure
+    # The pipeline's cache containers only (`PipelineCache`): what follows the script, and
+    # that it mounts the cache tmpfs.
+    arguments: tuple[str, ...] = ()
+    with_cache: bool = False
     skip_reason: str | None = None  # its trigger conditions exclude it: never runs
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class PipelineCache:
+    """A pipeline's caches (builder/workspace/cacherun.py): its paths are in /workspace, which
+    every step shares, so one container restores them before the first step and another
+    writes them to the cache tmpfs after the last, if every step passed."""
+
+    mounts: CacheMounts
+    restore_script: str  # "" when nothing is restored
+    save_script: str  # "" when nothing is saved (the cache restored is kept as it is)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,8 @@ class StepsOutcome:
     killed_outside: bool = False
     artifacts: dict[str, str] | None = None
     artifacts_problem: str = ""
+    cache_copied: bool = False
+    cache_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,7 @@ class StepsJob:
     network: str | None = None
     artifacts: ArtifactCopy | None = None
     services: tuple[PlannedService, ...] = ()
+    cache: PipelineCache | None = None
 
 
 def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
@@ -97,18 +117,23 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
     `hooks.cancelled()` is asked before each step starts."""
     steps, services, timeout_s, on_section = job.steps, job.services, job.timeout_s, hooks.on_section
     assert steps, "a pipeline has steps"
-    volume = holder = None
+    volume = holder = cache_volume = None
     containers: list = []
     running: list[RunningService] = []
     try:
         volume = tmpfs_volume(sandbox, "workspace", sandbox.limits.workspace_mb, mode="0755")
-        mount = Mount("/workspace", volume.name, type="volume", no_copy=True)
+        mounts = [Mount("/workspace", volume.name, type="volume", no_copy=True)]
+        if job.cache is not None:
+            cache_volume = tmpfs_volume(sandbox, "cache", job.cache.mounts.size_mb, mode="0700")
+            mounts.append(Mount(OUT_DIR, cache_volume.name, type="volume", no_copy=True))
         holder = hold_mounts(
-            sandbox, steps[0].image_id, [mount], timeout_s,
+            sandbox, steps[0].image_id, mounts, timeout_s,
             network=job.network, hosts=tuple(service.name for service in services),
         )
-        pod = _Pod(volume, f"container:{holder.id}", containers)
+        pod = _Pod(volume, f"container:{holder.id}", containers, cache_mounts=tuple(mounts[1:]))
         fill_workspace(sandbox, holder, job.workspace)
+        if job.cache is not None and job.cache.mounts.restore_tar is not None:
+            upload_restore(holder, job.cache.mounts.restore_tar, sandbox.user)
         deadline = time.monotonic() + timeout_s
         for service in services:
             running.append(start_service(sandbox, service, pod=holder.id))
@@ -119,6 +144,9 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             raise SandboxError(exc.reason, _service_output(running)) from None
         for service in running:
             on_section(f"service {service.planned.name}: image {service.planned.image}, ready")
+        if job.cache is not None and job.cache.restore_script:
+            if _cache_container(sandbox, job, pod, hooks, deadline, "restore").killed_outside:
+                return StepsOutcome((), None, killed_outside=True)
         pipeline = _Pipeline(sandbox, job, pod, hooks, deadline)
         results = pipeline.run()
         if pipeline.killed_outside:
@@ -129,12 +157,19 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
         copied, problem = None, ""
         if job.artifacts is not None and state.exit_code == 0:
             copied, problem = copy_artifacts_out(holder, job.artifacts, sandbox.limits.workspace_mb)
+        cache_copied, cache_problem = False, "the build saves no cache"
+        if job.cache is not None and job.cache.save_script and state.exit_code == 0:
+            saved = _cache_container(sandbox, job, pod, hooks, deadline, "save")
+            if saved.killed_outside:
+                return StepsOutcome(results, None, killed_outside=True)
+            cache_copied, cache_problem = copy_cache_out(holder, job.cache.mounts) if saved.result.exit_code == 0 \
+                else (False, f"writing it ended with {saved.result.status}")
         if running:
             on_section("services' output follows")
             hooks.on_output(_service_output(running).encode(errors="replace"))
         return StepsOutcome(
             results, state.exit_code, state.failed_step, pipeline.commands_ms, state.truncated,
-            state.oom_killed, False, copied, problem,
+            state.oom_killed, False, copied, problem, cache_copied, cache_problem,
         )
     except requests.exceptions.ConnectionError as exc:
         raise SandboxError(ENGINE_LOST, f"{exc}\n", engine_lost=True) from None
@@ -145,8 +180,23 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             service.close()
         sandbox.remove(
             [container for container in (*containers, holder) if container is not None],
-            [volume] if volume is not None else [],
+            [leftover for leftover in (volume, cache_volume) if leftover is not None],
         )
+
+
+def _cache_container(sandbox: Sandbox, job: StepsJob, pod: _Pod, hooks: Hooks, deadline: float, what: str) -> _Ran:
+    """Restore the pipeline's cache into /workspace before its first step, or write it to the
+    cache tmpfs after its last: a container of the first step's image, with the cache mounted."""
+    cache, first = job.cache, job.steps[0]
+    assert cache is not None
+    hooks.on_section(f"cache {what} step: image {first.image}")
+    container = PlannedStep(
+        name=f"cache-{what}", image=first.image, image_id=first.image_id,
+        script=cache.restore_script if what == "restore" else cache.save_script,
+        arguments=("pbft-ci-cache", "true"), with_cache=True)
+    ran = _attempt(sandbox, container, pod, hooks, max(deadline - time.monotonic(), 0.0))
+    hooks.on_section(f"cache {what} step: {ran.result.status} exit_code {ran.result.exit_code}")
+    return ran
 
 
 def _service_output(running: list[RunningService]) -> str:
@@ -204,6 +254,7 @@ class _Pod:
     volume: Any
     network: str
     containers: list
+    cache_mounts: tuple[Mount, ...] = ()  # the cache tmpfs, for the cache containers alone
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
@@ -315,7 +366,8 @@ def _run_step(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, say:
 def _attempt(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, time_left_s: float) -> _Ran:
     gated = start_gated_container(
         sandbox.labelled({"pbft-ci.step": step.name}), step.image_id, "step",
-        GateSetup(network=pod.network, workspace=pod.volume),
+        GateSetup(arguments=step.arguments, cache_mounts=pod.cache_mounts if step.with_cache else (),
+                  network=pod.network, workspace=pod.volume),
     )
     pod.containers.append(gated.container)
     if pod.stopping.is_set():

@@ -69,15 +69,17 @@ def _repeats(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[
 
 def _one_form(spec: BuildSpec, given: frozenset) -> Iterable[tuple[str, str]]:
     """What the spec's parts allow together, for one combination of its matrix."""
-    if "steps" in given and "cache" in given:
-        yield "cache", "only the one-script form (commands) keeps caches so far"
+    if ("steps" in given or "services" in given) and spec.cache is not None:
+        for index, path in enumerate(spec.cache.paths):
+            if path.startswith("~/"):
+                yield f"cache.paths[{index}]", (
+                    "in a pipeline each step has a home of its own: a cache path is relative to /workspace "
+                    "(point the tool's cache there, e.g. PIP_CACHE_DIR=/workspace/.cache/pip)")
     # The axes come with the spec's variables, so every step, service and script gets them.
     axes = dict(spec.combination)
     for name, _ in spec.environment:
         if name in axes:
             yield f"environment.{name}", "an axis of the matrix, which each combination sets"
-    if "services" in given and "cache" in given and "steps" not in given:
-        yield "cache", "only a one-script spec without services keeps caches so far"
 
 
 @section(check=_one_form, either=("commands", "steps"))

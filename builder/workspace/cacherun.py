@@ -51,6 +51,10 @@ class CacheRun:
     script: str  # the wrapper that restores, runs the build's script, and saves
     scope: CacheScope  # where the build's cache is kept
     writer: CacheWriter
+    # A pipeline's: the wrapper's two halves, each run in a container of its own before the
+    # first step and after the last (builder/engine/steps.py), with `true` as the script.
+    restore_script: str = ""
+    save_script: str = ""
 
 
 def prepare_cache(store: CacheStore, facts: BuildFacts, image_id: str, cache: CacheSpec, workspace: Path,
@@ -80,8 +84,13 @@ def prepare_cache(store: CacheStore, facts: BuildFacts, image_id: str, cache: Ca
         size_mb=store.size_mb,
         save_to=None if keep_as_is else store.incoming_path(name, scopes[0], build_id),
     )
-    script = wrapper_script(restore.paths if restore else (), () if keep_as_is else roots, store.size_mb)
-    return CacheRun(key, roots, mounts, script, scopes[0], CacheWriter(build_id, facts.commit, facts.event))
+    restore_paths, save_paths = (restore.paths if restore else ()), (() if keep_as_is else roots)
+    return CacheRun(
+        key, roots, mounts, wrapper_script(restore_paths, save_paths, store.size_mb), scopes[0],
+        CacheWriter(build_id, facts.commit, facts.event),
+        restore_script=wrapper_script(restore_paths, (), store.size_mb) if restore_paths else "",
+        save_script=wrapper_script((), save_paths, store.size_mb) if save_paths else "",
+    )
 
 
 def save_cache(store: CacheStore, name: str, run: CacheRun, outcome, output: BuildLog) -> None:

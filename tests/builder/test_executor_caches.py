@@ -241,3 +241,64 @@ async def test_a_pull_request_reads_the_base_branch_cache_and_the_branch_never_r
     assert "restored: home-branch tox-branch" in text and "planted" not in text
     assert re.match(rf"== cache restore miss key {pull_key}, fallback to key [0-9a-f]{{12}}, the newest of "
                     r"branch 'master'", cache_lines(branch)[0]), cache_lines(branch)
+
+
+def cached_pipeline(tag: str, requirements: str = "a==1\n") -> dict[str, str]:
+    """A pipeline whose cache is `.tox` in the workspace: one step says what it found there and
+    leaves `tag`, another beside it runs at once."""
+    spec = {
+        "cache": {"paths": [".tox"], "key_files": ["requirements.txt"]},
+        "steps": [
+            {"name": "fill", "commands": [
+                "if [ -f .tox/marker ]; then echo \"restored: $(cat .tox/marker)\"; else echo cold; fi",
+                "mkdir -p .tox", f"echo {tag} > .tox/marker"]},
+            {"name": "beside", "commands": ["echo beside"], "depends_on": []},
+        ],
+    }
+    return {".pbft-ci.yml": json.dumps(spec), "requirements.txt": requirements}
+
+
+def cache_notes(result) -> list[str]:
+    return [line for line in cache_lines(result) if " step: " not in line]
+
+
+async def test_a_pipeline_restores_its_cache_on_the_second_build(make_executor, git_repo, build_ids, tmp_path):
+    executor = make_executor()
+    git_repo.commit("master", cached_pipeline("one"))
+
+    first = await build(executor, git_repo, build_ids)
+
+    assert first.status == "success", log_text(first)
+    assert "\ncold\n" in log_text(first)
+    assert cache_notes(first)[1].startswith("== cache saved key "), cache_lines(first)
+    assert len(stored(tmp_path)) == 1
+    git_repo.commit("master", cached_pipeline("two"))
+
+    second = await build(executor, git_repo, build_ids)
+
+    text = log_text(second)
+    assert second.status == "success", text
+    assert "restored: one" in text and "\ncold\n" not in text
+    assert "== cache restore step: success exit_code 0" in text
+    assert cache_notes(second)[0].startswith("== cache restore hit key "), cache_lines(second)
+    assert cache_notes(second)[1].endswith("was restored and is kept as it is")
+
+
+async def test_a_pipeline_of_a_pull_request_never_writes_the_cache_its_branch_reads(
+    make_executor, git_repo, build_ids
+):
+    executor = make_executor()
+    git_repo.commit("master", cached_pipeline("branch"))
+    assert (await build(executor, git_repo, build_ids)).status == "success"
+    head = git_repo.commit("feature", cached_pipeline("planted", requirements="a==2\n"))
+    subprocess.run(["git", "-C", str(git_repo.path), "update-ref", "refs/pull/5/head", head], check=True)
+    pull = await build(executor, git_repo, build_ids, commit=head, event="pull_request", pull_ref="refs/pull/5/head")
+    assert pull.status == "success" and " for pull request #5 " in cache_notes(pull)[1], cache_lines(pull)
+    # The branch's next commit asks for the very key the pull request saved under.
+    git_repo.commit("master", cached_pipeline("next", requirements="a==2\n"))
+
+    branch = await build(executor, git_repo, build_ids)
+
+    text = log_text(branch)
+    assert branch.status == "success", text
+    assert "restored: branch" in text and "planted" not in text

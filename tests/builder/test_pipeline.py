@@ -83,7 +83,7 @@ def test_a_step_when_takes_the_trigger_conditions_too():
     ("steps: [{name: s, commands: [a], when: {status: [done]}}]", "steps.s.when.status: must be a non-empty list"),
     ("steps: [{name: s, commands: [a], when: {event: [nope]}}]", "steps.s.when.event: unknown event 'nope'"),
     ("steps: [{name: s, commands: [a], services: [db]}]", "steps[0]: unknown key 'services'"),
-    ("steps: [{name: s, commands: [a]}]\ncache: {paths: [.tox]}", "cache: only the one-script form"),
+    ("steps: [{name: s, commands: [a]}]\ncache: {paths: [~/.x]}", "cache.paths[0]: in a pipeline each step has"),
     ("commands: [a]\nenvironment: {CI_COMMIT_SHA: x}", "environment.CI_COMMIT_SHA: set by the node"),
     ("commands: [a]\nenvironment: {HOME: /root}", "environment.HOME: set by the node"),
     ("commands: [a]\nenvironment: {'A B': x}", "'A B' is not a variable name"),
@@ -164,3 +164,15 @@ def test_exported_values_reach_the_script_exactly_and_keep_its_line_numbers(shel
     assert [value.decode() for value in printed] == list(values.values())
     # Whatever this shell counts for the script alone, it counts with the values exported.
     assert line == plain.stdout.split(b"\0")[-1]
+
+
+def test_a_pipelines_cache_paths_are_in_the_workspace_its_steps_share():
+    assert problems("""
+image: i
+cache: {paths: [~/.cache/pip, .tox]}
+steps:
+  - {name: test, commands: [pytest]}
+""") == (".pbft-ci.yml: cache.paths[0]: in a pipeline each step has a home of its own: a cache path is relative to /workspace "
+         "(point the tool's cache there, e.g. PIP_CACHE_DIR=/workspace/.cache/pip)")
+    assert spec("image: i\ncache: {paths: [.tox]}\nsteps:\n  - {name: test, commands: [pytest]}\n").cache.paths == (
+        ".tox",)

@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict and reconfigure):
+Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict, reconfigure and cost):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -63,6 +63,10 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
               network document (a build limit) submitted while builds are
               asked for one at a time; the time until every node runs it, to
               its verdict, and the builds' latency meanwhile vs before.
+  cost        CPU seconds and peak memory of every node's build containers per
+              verdict (the engine's cgroup figures), against one plain run of
+              the same spec: the example project, and pg8000 with a PostgreSQL
+              service when its images are there (also its time to verdict).
   first-verdict  a newcomer's first hour: `git clone` of this checkout to the
               README's first webhook answered, with its commands alone
               (./startNetwork.sh sets the clone up), the engine and images
@@ -86,7 +90,7 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from bench import (  # noqa: E402
-    builds, burst, caches, codec, durable, firstverdict, largerepo, protocol, reconfigure, restart,
+    builds, burst, caches, codec, cost, durable, firstverdict, largerepo, protocol, reconfigure, restart,
 )
 from bench.targets import targets_table  # noqa: E402
 
@@ -108,6 +112,7 @@ SCENARIOS = {
     "codec": (codec.codec, codec.codec_table),
     "first-verdict": (firstverdict.first_verdict, firstverdict.first_verdict_table),
     "reconfigure": (reconfigure.reconfigure, reconfigure.reconfigure_table),
+    "cost": (cost.cost, cost.cost_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",

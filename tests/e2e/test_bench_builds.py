@@ -49,3 +49,17 @@ def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_pa
     assert "clone to verdict" in result.stdout
     # The clone's network was stopped and the clone removed.
     assert not list(Path(tempfile.gettempdir()).glob("pbft-ci-bench-first-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_cost_bench_charges_a_verdict_for_every_nodes_build(tmp_path):
+    out = tmp_path / "cost.json"
+    result = run_bench("cost", "--quick", "--json", str(out), timeout_s=600)
+    [report] = json.loads(out.read_text())["scenarios"]
+    [busy] = report["projects"]
+    pbft_ci, plain = busy["results"]["pbft-ci"], busy["results"]["plain"]
+    # Four nodes' builds against one plain run, from the engine's own CPU counter: about four times.
+    assert pbft_ci["cpu_s"]["median"] > 2 * plain["cpu_s"]["median"] > 0, busy
+    assert pbft_ci["peak_mb"]["median"] > 0 and plain["elapsed_s"]["median"] > 0, busy
+    assert "A verdict with 4 nodes costs" in result.stdout

@@ -1,0 +1,219 @@
+"""Scenario `cost`: what one verdict costs in CPU and memory, against one plain run.
+
+A verdict nobody can fake is paid for in builds: every node that builds runs the whole
+project. This measures that price where it is paid, in the engine's own accounting:
+the CPU time of the control group the engine puts every container under (cgroup v1
+`cpuacct` or v2 `cpu.stat` of `docker/`, the cgroupfs driver's), whose counter keeps
+what exited containers used, and the memory of the containers' own groups under it,
+summed and sampled every 0.1 s for its peak. Every build container of every node
+counts, the service and holder containers included, and nothing of the nodes' own
+processes.
+
+Compared, alternating each round: webhook -> verdict through four nodes (until every
+node finished its build, so that each verdict is charged for all the builds it caused),
+and one plain run of the same spec (`docker run`, the same limits). Projects: the
+example project, whose build is mostly the containers' start; a build that only
+computes (--quick: the only one, smaller); and pg8000 against a PostgreSQL service (tests/support/postgres_project.py)
+when its images are there, with each one's time to its verdict against its plain run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from bench.builds import all_nodes_done, example_repository, running_network, timed_plain_runs, webhook
+from bench.stats import alternating, load_average, ratio, summarize
+from shared.config import load_config
+from tests.support.network import write_network
+
+SAMPLE_S = 0.1
+
+
+class EngineCgroup:
+    """The control group the engine puts its containers under: its CPU seconds so far, and the
+    memory its containers use now."""
+
+    def __init__(self) -> None:
+        v1_cpu, v1_memory = Path("/sys/fs/cgroup/cpuacct/docker"), Path("/sys/fs/cgroup/memory/docker")
+        v2 = Path("/sys/fs/cgroup/docker")
+        if (v1_cpu / "cpuacct.usage").exists() and (v1_memory / "memory.usage_in_bytes").exists():
+            self._cpu_ns = lambda: int((v1_cpu / "cpuacct.usage").read_text())
+            self._memory = lambda: _children(v1_memory, "memory.usage_in_bytes")
+        elif (v2 / "cpu.stat").exists():
+            self._cpu_ns = lambda: 1000 * int(_field(v2 / "cpu.stat", "usage_usec"))
+            self._memory = lambda: _children(v2, "memory.current")
+        else:
+            raise SystemExit("cost: no engine control group at /sys/fs/cgroup/{cpuacct,memory}/docker or "
+                             "/sys/fs/cgroup/docker (the cost scenario needs the engine's cgroupfs driver)")
+
+    def cpu_s(self) -> float:
+        return self._cpu_ns() / 1e9
+
+    def memory_mb(self) -> float:
+        return self._memory() / (1024 * 1024)
+
+
+def _children(parent: Path, name: str) -> int:
+    """The sum of `name` over the containers' own groups: the parent's figure would also hold
+    the page cache of containers gone (cgroup v1 hands their charges up)."""
+    total = 0
+    for child in parent.iterdir():
+        try:
+            total += int((child / name).read_text()) if child.is_dir() else 0
+        except (FileNotFoundError, ValueError):
+            pass  # the container went while we read
+    return total
+
+
+def _field(path: Path, name: str) -> str:
+    return next(line.split()[1] for line in path.read_text().splitlines() if line.split()[0] == name)
+
+
+def measured(cgroup: EngineCgroup, run: Callable[[], float]) -> dict:
+    """`run()`'s own elapsed seconds (what it times), and the containers' CPU seconds and peak
+    memory above what they used before it, over the whole call."""
+    baseline_mb = cgroup.memory_mb()
+    peak = [baseline_mb]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(SAMPLE_S):
+            peak[0] = max(peak[0], cgroup.memory_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    cpu_before = cgroup.cpu_s()
+    sampler.start()
+    try:
+        elapsed_s = run()
+    finally:
+        done.set()
+        sampler.join()
+    return {"elapsed_s": elapsed_s, "cpu_s": cgroup.cpu_s() - cpu_before, "peak_mb": peak[0] - baseline_mb}
+
+
+def compare(root: Path, config_path: Path, plain: Callable[[], float], rounds: int, branch: str = "master",
+            timeout_s: float | None = None) -> dict:
+    """Samples of a verdict (until every node built) and of one plain run, alternating."""
+    config = load_config(config_path)
+    cgroup = EngineCgroup()
+    samples: dict[str, list[dict]] = {"pbft-ci": [], "plain": []}
+    with running_network(config_path, config, root) as base_url:
+        def verdict() -> float:
+            started_s = time.perf_counter()
+            answer = webhook(base_url, config, branch, timeout_s)
+            elapsed_s = time.perf_counter() - started_s
+            all_nodes_done(base_url, config, [answer])
+            return elapsed_s
+
+        verdict()  # not counted: the nodes' first build clones their mirrors
+        measure = {"pbft-ci": verdict, "plain": plain}
+        for _, name in alternating(list(samples), rounds):
+            samples[name].append(measured(cgroup, measure[name]))
+    results = {
+        name: {figure: summarize([sample[figure] for sample in values], 2) for figure in ("elapsed_s", "cpu_s", "peak_mb")}
+        for name, values in samples.items()
+    }
+    return {
+        "nodes": len(config.nodes),
+        "results": results,
+        "cpu_over_plain": ratio(results["pbft-ci"]["cpu_s"]["median"], results["plain"]["cpu_s"]["median"]),
+        "time_over_plain": ratio(results["pbft-ci"]["elapsed_s"]["median"], results["plain"]["elapsed_s"]["median"]),
+        "peak_over_plain": ratio(results["pbft-ci"]["peak_mb"]["median"], results["plain"]["peak_mb"]["median"]),
+    }
+
+
+def _example(root: Path, rounds: int) -> dict:
+    repository = example_repository(root)
+    config_path = write_network(root)
+    config = load_config(config_path)
+    report = compare(root, config_path, lambda: timed_plain_runs(repository, config, root, 1), rounds)
+    return {"project": "the example project (master)", **report}
+
+
+def _busy(root: Path, rounds: int, loops: int) -> dict:
+    """A build that only computes (a shell loop of `loops` steps, about a CPU second per
+    300,000 here): what the containers' start and the node's checkout cost is small beside."""
+    repository = root / "busy"
+    script = f"i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done; echo counted $i"
+    repository.mkdir()
+    (repository / ".pbft-ci.yml").write_text(f"commands:\n  - '{script}'\n")
+    environment = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    for command in (["init", "--quiet", "--initial-branch=master"], ["add", "--all"],
+                    ["-c", "user.name=bench", "-c", "user.email=bench@pbft-ci.invalid", "commit", "--quiet", "-m", "busy"]):
+        subprocess.run(["git", "-C", str(repository), *command], check=True, env=environment)
+    config_path = write_network(root, repositories={"example": str(repository)})
+    config = load_config(config_path)
+    report = compare(root, config_path, lambda: timed_plain_runs(repository, config, root, 1), rounds)
+    return {"project": f"a shell loop of {loops:,} steps", **report}
+
+
+def _pg8000(root: Path, rounds: int) -> dict:
+    from tests.support.postgres_project import (
+        BUILD_IMAGE_SCRIPT, BUILD_TIMEOUT_S, IMAGES, PROJECT, SDIST_SHA256, VERSION, export_commit, make_project_repo,
+        plain_pipeline_run,
+    )
+    from tests.support.real_project import ProjectUnavailable, fetch_sdist, image_present
+
+    missing = [image for image in IMAGES if not image_present(image)]
+    if missing:
+        return {"project": f"{PROJECT}=={VERSION}", "skipped": f"missing images {missing} ({BUILD_IMAGE_SCRIPT})"}
+    try:
+        sdist = fetch_sdist(project=PROJECT, version=VERSION, sha256=SDIST_SHA256)
+    except ProjectUnavailable as error:
+        return {"project": f"{PROJECT}=={VERSION}", "skipped": str(error)}
+    repository = root / PROJECT
+    commits = make_project_repo(repository, sdist)
+    config_path = write_network(root, repositories={PROJECT: str(repository)})
+    config = load_config(config_path)
+    clone = export_commit(repository, commits["master"], root / "plain-master")
+
+    def plain() -> float:
+        run = plain_pipeline_run(clone, config.build, root)
+        if any(code != 0 for code, _ in run.steps.values()):
+            raise SystemExit(f"cost: the plain run of {PROJECT} failed: {run}")
+        return run.total_s
+
+    report = compare(root, config_path, plain, rounds, timeout_s=BUILD_TIMEOUT_S + 120)
+    return {"project": f"{PROJECT}=={VERSION} with a PostgreSQL service", **report}
+
+
+def cost(args) -> dict:
+    rounds = 1 if args.quick else args.rounds
+    load = load_average()
+    projects = []
+    chosen = {"busy": lambda root, rounds: _busy(root, rounds, 100_000)} if args.quick else {
+        "example": _example, "busy": lambda root, rounds: _busy(root, rounds, 1_000_000), "pg8000": _pg8000}
+    for name, one in chosen.items():
+        with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-cost-{name}-") as scratch:
+            projects.append(one(Path(scratch), rounds))
+    return {"scenario": "cost", "builders": "all", "rounds": rounds, "cpus": os.cpu_count(),
+            "load_average_at_start": load, "projects": projects}
+
+
+def cost_table(report: dict) -> str:
+    load = ", ".join(f"{value:.1f}" for value in report["load_average_at_start"])
+    rows = [f"cost: one verdict (every node's build containers, builders: {report['builders']}) vs one plain run, "
+            f"{report['rounds']} round(s), {report['cpus']} CPUs, load average at start {load}"]
+    for project in report["projects"]:
+        rows += ["", project["project"]]
+        if "skipped" in project:
+            rows.append(f"skipped: {project['skipped']}")
+            continue
+        rows += ["", "| command | CPU s | peak MB | elapsed s |", "| --- | ---: | ---: | ---: |"]
+        for name, result in project["results"].items():
+            rows.append(f"| {name} | {_cell(result['cpu_s'])} | {_cell(result['peak_mb'])} | "
+                        f"{_cell(result['elapsed_s'])} |")
+        rows += ["", f"A verdict with {project['nodes']} nodes costs {project['cpu_over_plain']}x the CPU seconds, "
+                     f"{project['peak_over_plain']}x the peak memory and {project['time_over_plain']}x the time of "
+                     f"one plain run (medians; cells: median [min-max])."]
+    return "\n".join(rows)
+
+
+def _cell(summary: dict) -> str:
+    return f"{summary['median']:.1f} [{summary['min']:.1f}-{summary['max']:.1f}]"

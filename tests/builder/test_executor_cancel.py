@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import pytest
+import yaml
 
 from builder import BuildOrder
 from builder.executor import CANCELLED
@@ -49,6 +50,31 @@ async def test_a_running_build_is_stopped_and_cancelled(
     text = log_text(result)
     assert "started" in text and "finished" not in text and "runs again" not in text, text
     assert container_roles[build_id] == ["build"]  # not run again as if the host had killed it
+
+
+async def test_a_cancel_kills_every_step_running_at_once(make_executor, git_repo, build_ids, container_roles, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({"steps": [
+        {"name": "one", "commands": ["echo one started", "sleep 60"]},
+        {"name": "two", "commands": ["echo two started", "sleep 60"], "depends_on": []},
+        {"name": "after", "commands": ["echo after"], "depends_on": ["one", "two"]},
+    ]})})
+    executor = make_executor()
+    build_id = build_ids()
+    running = start(executor, git_repo, build_id)
+    await until_running(container_roles, build_id)
+    await until_logged(live_log(tmp_path, build_id), "started")
+    async with asyncio.timeout(30):  # both steps' containers made
+        while container_roles[build_id].count("step") < 2:
+            await asyncio.sleep(0.05)
+
+    started_s = time.monotonic()
+    assert await executor.cancel(build_id) is True
+    result = await running
+
+    assert time.monotonic() - started_s < 10  # neither step's sleep ran out
+    assert result.to_dict() == CANCELLED_RESULT
+    assert "\nafter\n" not in log_text(result)
+    assert container_roles[build_id] == ["holder", "step", "step"]
 
 
 async def test_a_build_cancelled_before_it_starts_never_gets_a_container(

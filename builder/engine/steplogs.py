@@ -1,8 +1,8 @@
 """Each pipeline step's output as one section of the build's log, however many steps run at once.
 
 One step at a time is *live*: its lines reach the log (and whoever follows it) as it prints
-them. A step that starts while another is live writes to a buffer of its own, bounded by
-the output cap its capture enforces (builder/engine/exits.OutputCapture); when the live
+them. A step that starts while another is live writes to a buffer of its own (all of them
+together hold at most the build's output cap, all the log would keep); when the live
 step ends, the steps that ended meanwhile are written whole, in the order they ended, and
 the earliest started of those still running writes what it has so far and becomes live.
 So a reader sees each step between its `== step <name>: image …` and `== step <name>: …`
@@ -20,8 +20,12 @@ _Piece = tuple[str, "str | bytes"]  # ("section", a node's line) or ("output", t
 
 
 class StepSections:
-    def __init__(self, on_section: Callable[[str], None], on_output: Callable[[bytes], None]) -> None:
+    def __init__(self, on_section: Callable[[str], None], on_output: Callable[[bytes], None],
+                 max_buffered_bytes: int) -> None:
         self._on_section, self._on_output = on_section, on_output
+        # What waits, all steps together: the log keeps no more than the output cap of a
+        # whole build, so a wide pipeline's steps cannot make the node hold more.
+        self._room = max_buffered_bytes
         self._lock = threading.Lock()
         self._live: str | None = None
         self._running: list[str] = []  # buffered steps still running, in the order they started
@@ -58,8 +62,12 @@ class StepSections:
         with self._lock:
             if name == self._live:
                 self._put(piece)
-            else:
+            elif piece[0] == "section":
                 self._buffers[name].append(piece)
+            elif self._room > 0:
+                kept = piece[1][:self._room]
+                self._room -= len(kept)
+                self._buffers[name].append(("output", kept))
 
     def end(self, name: str, footer: str) -> None:
         with self._lock:

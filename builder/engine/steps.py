@@ -269,7 +269,8 @@ class _Pipeline:
             tuple(self.steps), {step.name: (job.steps[i - 1].name,) if i else () for i, step in enumerate(job.steps)})
         assert graph.names == tuple(self.steps), "the steps are planned in the run order"
         self.schedule = Schedule(graph)
-        self.sections = StepSections(hooks.on_section, hooks.on_output or (lambda _data: None))
+        self.sections = StepSections(hooks.on_section, hooks.on_output or (lambda _data: None),
+                                     sandbox.limits.output_cap_bytes)
         self.ran: dict[str, _Ran] = {}
         self.timed_out = self.killed_outside = False
         self.commands_ms = 0

@@ -95,7 +95,7 @@ def test_a_skipped_step_ends_without_starting_and_frees_those_after_it():
 
 def test_each_step_is_one_section_of_the_log_however_the_steps_interleave():
     log: list[str] = []
-    sections = StepSections(lambda text: log.append(f"== {text}"), lambda data: log.append(data.decode()))
+    sections = StepSections(lambda text: log.append(f"== {text}"), lambda data: log.append(data.decode()), 100)
     sections.begin("a", "step a: image i")
     sections.begin("b", "step b: image i")
     sections.output("a", b"a1")
@@ -114,3 +114,18 @@ def test_each_step_is_one_section_of_the_log_however_the_steps_interleave():
     sections.output("b", b"b3")
     sections.end("b", "step b: success")
     assert log[-2:] == ["b3", "== step b: success"]
+
+
+def test_what_waits_for_its_turn_holds_no_more_than_the_builds_output_cap():
+    log: list[str] = []
+    sections = StepSections(lambda text: log.append(f"== {text}"), lambda data: log.append(data.decode()), 5)
+    sections.begin("live", "step live")
+    sections.begin("a", "step a")
+    sections.begin("b", "step b")
+    sections.output("a", b"aaaa")
+    sections.output("b", b"bbbb")  # one byte of room left
+    sections.output("live", b"live output is written at once, whatever its size")
+    sections.end("a", "step a: failure")
+    sections.end("b", "step b: success")
+    sections.end("live", "step live: success")
+    assert log[-6:] == ["== step a", "aaaa", "== step a: failure", "== step b", "b", "== step b: success"]

@@ -10,6 +10,7 @@ primary and the replies carry the new view. Nodes can be honest, lying, forging 
 """
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -176,7 +177,17 @@ async def test_links_reconnect_and_say_hello_again(cluster, client):
     assert [cluster.received[node].count(build_id) for node in range(4)] == [1, 0, 0, 0]
 
 
-async def test_concurrent_webhooks_each_get_their_own_verdict(cluster, client):
+@pytest.fixture
+def patient_cluster(cluster):
+    """The fake network with a client that retransmits only after 30 s: a request sent to all
+    nodes then says the client chose to, never that a loaded machine made it wait 0.3 s."""
+    protocol = dataclasses.replace(cluster.config.protocol, client_retransmit_s=30.0)
+    cluster.config = dataclasses.replace(cluster.config, protocol=protocol)
+    return cluster
+
+
+async def test_concurrent_webhooks_each_get_their_own_verdict(patient_cluster, client):
+    cluster = patient_cluster
     branches = [f"feature/{i}" for i in range(6)] + ["fail/one", "missing"]
 
     answers = await asyncio.gather(*(post(client, {"branch": branch}) for branch in branches))

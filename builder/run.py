@@ -22,7 +22,7 @@ from builder.engine.gate import exported
 from builder.engine.host import ENGINE_BACK_S
 from builder.engine.sandbox import ENGINE_LOST, ContainerOutcome, Hooks, RunAs, SandboxError, Script
 from builder.engine.services import PlannedService
-from builder.engine.steps import PipelineCache, PlannedStep, StepsJob
+from builder.engine.steps import PlannedStep, StepsJob
 from builder.order import BuildOrder
 from builder.plan.civars import ci_variables, reproducible_environment
 from builder.plan.compile import Expanded, Refused, Skipped, SpecPlan, plan_spec, spec_identity
@@ -212,10 +212,8 @@ class BuildRun:
             images = ",".join(sorted({step.image_id for step in planned}))
             cache_run = prepare_cache(node.caches, fetched.facts, images, spec.cache, self.workspace, self.output)
         try:
-            cache = None if cache_run is None else PipelineCache(
-                cache_run.mounts, cache_run.restore_script, cache_run.save_script)
             job = StepsJob(planned, self.workspace, plan.timeout_s, graph=graph, network=network, artifacts=artifacts,
-                           services=services, cache=cache)
+                           services=services, cache=cache_run)
             who = RunAs(limits, plan.user, self.labels)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
             outcome = self._unless_host_fault(

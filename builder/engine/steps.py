@@ -42,7 +42,7 @@ from builder.engine.transfer import copy_artifacts_out, copy_cache_out, fill_wor
 from builder.plan.containerpaths import OUT_DIR
 from builder.plan.stepgraph import Schedule, StepGraph
 from builder.workspace.artifacts import ArtifactCopy
-from builder.workspace.cacherun import CacheMounts
+from builder.workspace.cacherun import CacheRun
 from pbft.build import StepResult
 
 
@@ -58,23 +58,12 @@ class PlannedStep:
     status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
     ignore_failure: bool = False
     retry: int = 0  # how many times it runs again after a failure
-    # The pipeline's cache containers only (`PipelineCache`): what follows the script, and
+    # The pipeline's cache containers only (`_cache_container`): what follows the script, and
     # that it mounts the cache tmpfs.
     arguments: tuple[str, ...] = ()
     with_cache: bool = False
     skip_reason: str | None = None  # its trigger conditions exclude it: never runs
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class PipelineCache:
-    """A pipeline's caches (builder/workspace/cacherun.py): its paths are in /workspace, which
-    every step shares, so one container restores them before the first step and another
-    writes them to the cache tmpfs after the last, if every step passed."""
-
-    mounts: CacheMounts
-    restore_script: str  # "" when nothing is restored
-    save_script: str  # "" when nothing is saved (the cache restored is kept as it is)
 
 
 @dataclass(frozen=True)
@@ -103,11 +92,14 @@ class StepsJob:
     steps: tuple[PlannedStep, ...]
     workspace: Path
     timeout_s: float
-    graph: StepGraph | None = None  # the steps' depends_on; None: each follows the one before
+    graph: StepGraph  # the steps' depends_on (builder/plan/pipeline.step_graph)
     network: str | None = None
     artifacts: ArtifactCopy | None = None
     services: tuple[PlannedService, ...] = ()
-    cache: PipelineCache | None = None
+    # Its caches (builder/workspace/cacherun.py): their paths are in /workspace, which every
+    # step shares, so one container restores them before the first step and another writes
+    # them to the cache tmpfs after the last, if every step passed.
+    cache: CacheRun | None = None
 
 
 def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
@@ -265,10 +257,8 @@ class _Pipeline:
     def __init__(self, sandbox: Sandbox, job: StepsJob, pod: _Pod, hooks: Hooks, deadline: float) -> None:
         self.sandbox, self.pod, self.hooks, self.deadline = sandbox, pod, hooks, deadline
         self.steps = {step.name: step for step in job.steps}
-        graph = job.graph or StepGraph(
-            tuple(self.steps), {step.name: (job.steps[i - 1].name,) if i else () for i, step in enumerate(job.steps)})
-        assert graph.names == tuple(self.steps), "the steps are planned in the run order"
-        self.schedule = Schedule(graph)
+        assert job.graph.names == tuple(self.steps), "the steps are planned in the run order"
+        self.schedule = Schedule(job.graph)
         self.sections = StepSections(hooks.on_section, hooks.on_output or (lambda _data: None),
                                      sandbox.limits.output_cap_bytes)
         self.ran: dict[str, _Ran] = {}
@@ -290,6 +280,7 @@ class _Pipeline:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         self._ended(running.pop(future), future.result())
+                assert self.schedule.done, "every step ran or was skipped"
             except BaseException:
                 # The threads still running end before the pool lets go: kill their containers.
                 self.pod.stopping.set()

@@ -95,8 +95,8 @@ class Step:
     ignore_failure: bool = setting(
         Choice(("fail", "ignore"), means={"fail": False, "ignore": True}, refusal="must be 'fail' or 'ignore'"),
         key="failure", default=False, nullable=False, doc="`ignore`: its failure does not fail the build")
-    retry: int = setting(Int(0, MAX_RETRIES), default=0, nullable=False, doc="how many times a failed step runs again (at most "
-                                                        f"{MAX_RETRIES}); each attempt is in the log")
+    retry: int = setting(Int(0, MAX_RETRIES), default=0, nullable=False,
+                         doc=f"how many times a failed step runs again (at most {MAX_RETRIES}); each attempt is in the log")
     when: StepWhen = setting(Section(StepWhen, refusal="must be a mapping of status, event, branch and path",
                                      nonempty=True),
                              default=StepWhen(), doc="whether it runs: the build's status so far, and the trigger")

@@ -20,6 +20,7 @@ Pure: the engine (builder/engine/steps.py) asks it what to start and tells it wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 FAILED = ("failure", "timeout")
 
@@ -36,22 +37,20 @@ class StepGraph:
         assert all(position[other] < position[name] for name in self.names for other in self.follows[name]), \
             "names are in an order that honours depends_on"
 
-    def ancestors(self, name: str) -> frozenset[str]:
-        """The steps `name` follows, directly or through others."""
-        seen: set[str] = set()
-        todo = list(self.follows[name])
-        while todo:
-            other = todo.pop()
-            if other not in seen:
-                seen.add(other)
-                todo.extend(self.follows[other])
-        return frozenset(seen)
+    @cached_property
+    def ancestors(self) -> dict[str, frozenset[str]]:
+        """Each step's name: the steps it follows, directly or through others (those come
+        before it in `names`, so theirs are known by then)."""
+        ancestors: dict[str, frozenset[str]] = {}
+        for name in self.names:
+            ancestors[name] = frozenset(self.follows[name]).union(*(ancestors[other] for other in self.follows[name]))
+        return ancestors
 
-    @property
+    @cached_property
     def width(self) -> int:
         """The most steps that can run at once: the largest set of steps none of which follows
         another, which is the number of steps less a maximum matching of "a before b"."""
-        before = {name: self.ancestors(name) for name in self.names}
+        before = self.ancestors
         matched: dict[str, str] = {}  # later step -> the earlier step it is matched with
 
         def augment(earlier: str, tried: set[str]) -> bool:
@@ -103,7 +102,7 @@ class Schedule:
     def status_before(self, name: str) -> str:
         """The status so far a step sees: that of the steps it follows."""
         failed = any(
-            self.ended[other][0] in FAILED and self.ended[other][1] for other in self.graph.ancestors(name)
+            self.ended[other][0] in FAILED and self.ended[other][1] for other in self.graph.ancestors[name]
         )
         return "failure" if failed else "success"
 

@@ -43,18 +43,32 @@ class CacheMounts:
 
 @dataclass(frozen=True)
 class CacheRun:
-    """What a build with caches needs after its container: where to save what, under which key."""
+    """What a build with caches needs around its containers: what to restore and save where,
+    under which key."""
 
     key: str
     roots: tuple[str, ...]  # the spec's cache paths inside the container
     mounts: CacheMounts
-    script: str  # the wrapper that restores, runs the build's script, and saves
     scope: CacheScope  # where the build's cache is kept
     writer: CacheWriter
-    # A pipeline's: the wrapper's two halves, each run in a container of its own before the
-    # first step and after the last (builder/engine/steps.py), with `true` as the script.
-    restore_script: str = ""
-    save_script: str = ""
+    restore_paths: tuple[str, ...]  # what the restored cache holds of `roots`; () with none
+    save_paths: tuple[str, ...]  # what the build saves; () when the restored cache is kept as it is
+
+    @property
+    def script(self) -> str:
+        """A one-script build's command: the wrapper that restores, runs the build's script, and saves."""
+        return wrapper_script(self.restore_paths, self.save_paths, self.mounts.size_mb)
+
+    @property
+    def restore_script(self) -> str:
+        """A pipeline's container before its first step (builder/engine/steps.py), with `true` as
+        the script; "" when nothing is restored."""
+        return wrapper_script(self.restore_paths, (), self.mounts.size_mb) if self.restore_paths else ""
+
+    @property
+    def save_script(self) -> str:
+        """A pipeline's container after its last step; "" when nothing is saved."""
+        return wrapper_script((), self.save_paths, self.mounts.size_mb) if self.save_paths else ""
 
 
 def prepare_cache(store: CacheStore, facts: BuildFacts, image_id: str, cache: CacheSpec, workspace: Path,
@@ -84,13 +98,8 @@ def prepare_cache(store: CacheStore, facts: BuildFacts, image_id: str, cache: Ca
         size_mb=store.size_mb,
         save_to=None if keep_as_is else store.incoming_path(name, scopes[0], build_id),
     )
-    restore_paths, save_paths = (restore.paths if restore else ()), (() if keep_as_is else roots)
-    return CacheRun(
-        key, roots, mounts, wrapper_script(restore_paths, save_paths, store.size_mb), scopes[0],
-        CacheWriter(build_id, facts.commit, facts.event),
-        restore_script=wrapper_script(restore_paths, (), store.size_mb) if restore_paths else "",
-        save_script=wrapper_script((), save_paths, store.size_mb) if save_paths else "",
-    )
+    return CacheRun(key, roots, mounts, scopes[0], CacheWriter(build_id, facts.commit, facts.event),
+                    restore.paths if restore else (), () if keep_as_is else roots)
 
 
 def save_cache(store: CacheStore, name: str, run: CacheRun, outcome, output: BuildLog) -> None:

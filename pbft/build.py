@@ -182,19 +182,17 @@ class FlakyStep:
 def flaky_steps(results: dict[int, Result]) -> tuple[FlakyStep, ...]:
     """The steps of nodes' results (`node -> result`) that were flaky, in the order the steps
     first appear."""
-    names: dict[str, None] = {}
-    outcomes: dict[str, dict[str, list[int]]] = {}
+    outcomes: dict[str, dict[str, list[int]]] = {}  # step name, as first seen -> nodes by outcome
     for node, result in sorted(results.items()):
         for step in result.steps:
-            names.setdefault(step.name)
             kind = "passed" if step.status == "success" else "failed" if step.status in ("failure", "timeout") else None
             by_kind = outcomes.setdefault(step.name, {"passed": [], "failed": [], "retried": []})
             if kind is not None:
                 by_kind[kind].append(node)
             if step.attempts:
                 by_kind["retried"].append(node)
-    found = (FlakyStep(name, tuple(outcomes[name]["passed"]), tuple(outcomes[name]["failed"]),
-                       tuple(outcomes[name]["retried"])) for name in names)
+    found = (FlakyStep(name, tuple(by_kind["passed"]), tuple(by_kind["failed"]), tuple(by_kind["retried"]))
+             for name, by_kind in outcomes.items())
     return tuple(step for step in found if step.flaky)
 
 

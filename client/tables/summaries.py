@@ -35,36 +35,39 @@ SUMMARY_COLUMNS = (
 )
 
 
-def dissented(row: sqlite3.Row) -> list[dict[str, Any]]:
-    """The nodes whose signed reply differs from the agreed result, and what each said. Only an
-    accepted build has one agreed result to differ from: a divergent or disputed build's
-    record holds each node's own (`artifacts_by_node`, `split`), a timed-out build none."""
-    if row["state"] != "accepted":
+def replied(row: sqlite3.Row) -> list[tuple[int, Result]] | None:
+    """Each reply's sender and signed result, in the order they came; None for a record of an
+    older client's result form, whose replies are shown as they are."""
+    try:
+        return [(reply["sender"], decode_struct(Result, reply["result"])) for reply in json.loads(row["reply_list"])]
+    except MessageError:
+        return None
+
+
+def dissented(row: sqlite3.Row, said: list[tuple[int, Result]] | None) -> list[dict[str, Any]]:
+    """The nodes whose signed reply (`said`, from `replied`) differs from the agreed result, and
+    what each said. Only an accepted build has one agreed result to differ from: a divergent or
+    disputed build's record holds each node's own (`artifacts_by_node`, `split`), a timed-out
+    build none."""
+    if row["state"] != "accepted" or said is None:
         return []
-    found = []
     try:
         agreed = decode_struct(Result, json.loads(row["result"])).agreed_key()
-        for reply in json.loads(row["reply_list"]):
-            said = decode_struct(Result, reply["result"])
-            if said.agreed_key() != agreed:
-                found.append({"node": reply["sender"], "kind": "dissented", "said": said.to_dict()})
     except MessageError:
-        return []  # a record of an older client's result form: its replies are shown as they are
-    return found
+        return []
+    return [{"node": node, "kind": "dissented", "said": result.to_dict()}
+            for node, result in said if result.agreed_key() != agreed]
 
 
-def flaky(row: sqlite3.Row) -> list[dict[str, Any]]:
+def flaky(said: list[tuple[int, Result]] | None) -> list[dict[str, Any]]:
     """The steps that passed on some nodes and failed on others, or passed only on a retry,
     from every node's signed reply (pbft.build.flaky_steps): what makes a dissent or a
     dispute a flaky step rather than a bare disagreement."""
-    try:
-        results = {reply["sender"]: decode_struct(Result, reply["result"]) for reply in json.loads(row["reply_list"])}
-    except MessageError:
-        return []
-    return [step.to_dict() for step in flaky_steps(results)]
+    return [] if said is None else [step.to_dict() for step in flaky_steps(dict(said))]
 
 
 def summary(row: sqlite3.Row) -> dict[str, Any]:
+    said = replied(row)  # read once for the dissent and the flaky steps
     return {
         "build_id": str(row["build_id"]),
         "number": row["number"],
@@ -83,8 +86,8 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         # Every node that replied, late replies included, and those that said another result
         # than the verdict; the routes add the silent ones (client.routes.builds `with_progress`).
         "replied_by": sorted(reply["sender"] for reply in json.loads(row["reply_list"])),
-        "dissent": dissented(row),
-        "flaky": flaky(row),
+        "dissent": dissented(row, said),
+        "flaky": flaky(said),
         "elapsed_ms": row["elapsed_ms"],
         "pull_request": None if row["pull_ref"] is None else pull_request_number(row["pull_ref"]),
         "event": row["event"] or "push",

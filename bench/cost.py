@@ -20,7 +20,6 @@ when its images are there, with each one's time to its verdict against its plain
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -116,7 +115,8 @@ def compare(root: Path, config_path: Path, plain: Callable[[], float], rounds: i
         for _, name in alternating(list(samples), rounds):
             samples[name].append(measured(cgroup, measure[name]))
     results = {
-        name: {figure: summarize([sample[figure] for sample in values], 2) for figure in ("elapsed_s", "cpu_s", "peak_mb")}
+        name: {figure: summarize([sample[figure] for sample in values], 2)
+               for figure in ("elapsed_s", "cpu_s", "peak_mb")}
         for name, values in samples.items()
     }
     return {
@@ -138,15 +138,12 @@ def _example(root: Path, rounds: int) -> dict:
 
 def _busy(root: Path, rounds: int, loops: int) -> dict:
     """A build that only computes (a shell loop of `loops` steps, about a CPU second per
-    300,000 here): what the containers' start and the node's checkout cost is small beside."""
+    million here): what the containers' start and the node's checkout cost is small beside."""
+    from tests.e2e.example_network import slow_repository
+
     repository = root / "busy"
     script = f"i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done; echo counted $i"
-    repository.mkdir()
-    (repository / ".pbft-ci.yml").write_text(f"commands:\n  - '{script}'\n")
-    environment = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    for command in (["init", "--quiet", "--initial-branch=master"], ["add", "--all"],
-                    ["-c", "user.name=bench", "-c", "user.email=bench@pbft-ci.invalid", "commit", "--quiet", "-m", "busy"]):
-        subprocess.run(["git", "-C", str(repository), *command], check=True, env=environment)
+    slow_repository(repository, f"commands:\n  - '{script}'\n")
     config_path = write_network(root, repositories={"example": str(repository)})
     config = load_config(config_path)
     report = compare(root, config_path, lambda: timed_plain_runs(repository, config, root, 1), rounds)

@@ -65,8 +65,9 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
               its verdict, and the builds' latency meanwhile vs before.
   cost        CPU seconds and peak memory of every node's build containers per
               verdict (the engine's cgroup figures), against one plain run of
-              the same spec: the example project, and pg8000 with a PostgreSQL
-              service when its images are there (also its time to verdict).
+              the same spec: the example project, a build that only computes,
+              and pg8000 with a PostgreSQL service when its images are there
+              (also its time to verdict).
   first-verdict  a newcomer's first hour: `git clone` of this checkout to the
               README's first webhook answered, with its commands alone
               (./startNetwork.sh sets the clone up), the engine and images

@@ -54,10 +54,8 @@ def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_pa
 @pytest.mark.slow
 @pytest.mark.docker
 def test_the_cost_bench_charges_a_verdict_for_every_nodes_build(tmp_path):
-    out = tmp_path / "cost.json"
-    result = run_bench("cost", "--quick", "--json", str(out), timeout_s=600)
-    [report] = json.loads(out.read_text())["scenarios"]
-    [busy] = report["projects"]
+    result, reports = quick_reports(["cost"], tmp_path)
+    [busy] = reports["cost"]["projects"]
     pbft_ci, plain = busy["results"]["pbft-ci"], busy["results"]["plain"]
     # The engine's own counters were read around both. Their ratio (about four, on a quiet
     # machine) is not asserted: the tests beside this one run containers under the same group.

@@ -18,6 +18,8 @@ bound none, run apart from it. The pure and process-private tests (their own por
 share the workers, the simulator's sweeps last.
 """
 
+import getpass
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Stable: the machine's group first, the engine's and the networks' next, the simulator's long
     # sweeps last (see the docstring).
     items.sort(key=lambda item: rank[item.nodeid])
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove what an earlier run killed before its teardown left in the engine (its machine's
+    session ended, or a timeout killed it): build containers and volumes labelled with a data
+    directory in a run's temporary folder (pytest-NNN) that is gone or whose lock names a
+    process that is not running: pytest removes the lock when a run ends, and a test's own
+    teardown removes what it made, killed nodes included; a killed run does neither. Done once,
+    by the run's controller, never for a folder a live run holds."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: its controller did it
+        return
+    import docker.errors
+    import requests.exceptions
+
+    from tests.e2e.example_network import remove_builds
+
+    root = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    try:
+        remove_builds(lambda data_dir: data_dir.is_relative_to(root)
+                      and _killed_run(root / data_dir.relative_to(root).parts[0]))
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass  # no engine here: nothing was left in one
+
+
+def _killed_run(folder: Path) -> bool:
+    """Whether the run whose temporary folder is `folder` was killed: the folder is gone, or
+    its lock names a process that is no pytest run now."""
+    try:
+        pid = int((folder / ".lock").read_text())
+    except FileNotFoundError:
+        return not folder.exists()  # a run that ended removed its lock, and its teardowns ran
+    except ValueError:
+        return False
+    try:
+        return b"pytest" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True

@@ -81,10 +81,14 @@ class Checkpoints:
         self.own[seq] = (state_digest, network)
 
     def adopt_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> None:
-        """Votes from a verified 2f+1 proof (a view change or state transfer carried it)."""
+        """Votes from a verified 2f+1 proof (a view change or state transfer carried it). Each
+        replaces what its sender said here before: a faulty sender may have signed another
+        digest to us first, and a node with no vote of its own there (one that joins at `seq`)
+        needs every vote of the proof."""
         assert self.due(seq) and all(checkpoint.seq == seq for checkpoint in proof)
+        votes = self.votes.setdefault(seq, {})
         for checkpoint in proof:
-            self.votes.setdefault(seq, {}).setdefault(checkpoint.sender, checkpoint)
+            votes[checkpoint.sender] = checkpoint
 
     def try_stable(self, seq: int) -> bool:
         """Make `seq` stable if 2f+1 votes match our own digest there; forget what it supersedes."""

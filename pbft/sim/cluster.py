@@ -343,11 +343,12 @@ class SimCluster:
         # runs out in the middle of a broadcast reaches only some nodes: seed 12318. A censoring
         # primary drops a request that a client sent to one backup alone, whose timer then fires
         # seconds before the others': it leaves the view alone and misses what the others still
-        # order in it, seed 13339.)
+        # order in it, seed 13339. The CI outage that isolates a node does the same when the
+        # node is a relaying primary: what it relayed just before is lost to some, seed 6127.)
         withholding = any(
             fault.kind in ("equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor")
             for fault in plan.node_faults
-        )
+        ) or self.ci.transfer_past_cancel is not None
         normal = frozenset()
         if not shared and not withholding:
             normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging - self.not_always_members)

@@ -2,7 +2,8 @@
 
 from pbft.ledger import MemoryLedger
 from pbft.build import Result
-from pbft.messages import Fetch, ViewChange, signed
+from pbft.checkpoints import Checkpoints
+from pbft.messages import Checkpoint, Fetch, ViewChange, signed
 from tests.support.cluster import Cluster
 
 T_VIEW_CHANGE = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -36,6 +37,23 @@ def test_a_node_that_missed_stable_checkpoints_catches_up_by_state_transfer():
     # Batches learnt below the stable checkpoint are not built again here.
     assert [len(effect.requests) for effect in cluster.executed[3][:6]] == [0] * 6
     assert all(request.key in replica.clients.executed for request in requests)
+
+
+def test_a_proof_counts_a_senders_vote_that_it_contradicted_before():
+    # A faulty node 2 first tells node 3 a wrong digest at seq 2, then signs the right one into
+    # the proof a state transfer carries. A node that joins at seq 2 has no vote of its own
+    # there, so all 2f+1 of the proof must count.
+    cluster = Cluster(settings=SMALL)
+    submit(cluster, 2)
+    proof = cluster.replicas[1].stable_proof
+    assert 2 in {vote.sender for vote in proof}
+    checkpoints = Checkpoints(interval=2, log_window=4)
+    checkpoints.quorum = 3
+    wrong = signed(Checkpoint(2, "b" * 64, 2), cluster.replicas[2].auth.sign)
+    assert checkpoints.add(wrong, last_executed=0) is None
+    checkpoints.computed(2, proof[0].state_digest, proof[0].network)
+    checkpoints.adopt_proof(2, proof)
+    assert checkpoints.try_stable(2) and set(checkpoints.stable_proof) == set(proof)
 
 
 def test_state_that_does_not_hash_to_the_checkpoint_is_refused():

@@ -235,6 +235,8 @@ class Reply:
     # (`pbft.provenance`); empty for a build without artifacts.
     provenance_sig: str = _attestation_sig()
     network: str = _network()
+    # The members the order picked to build the request (`pbft.builders`); () when all build.
+    builders: tuple[int, ...] = wire(ListOf(SEQ, MAX_VOTES), default=(), omit=(), kw_only=True)
 
 
 # Where a node's build of a request is while it has no result.

@@ -59,13 +59,20 @@ def winner(votes: Mapping[int, V], needed: int) -> tuple[V, list[int]] | None:
     return value, sorted(sender for sender, vote in votes.items() if vote == value)
 
 
-def verdict(votes: Mapping[int, V], n: int, f: int) -> tuple[str, V | None]:
+def verdict(votes: Mapping[int, V], n: int, f: int, chosen: tuple[int, ...] = ()) -> tuple[str, V | None]:
     """What nodes' RESULT votes for one build amount to.
 
     "certified" once 2f+1 distinct nodes agree (two results can never both
     get there); "disputed" once no result can get there any more, however the
     missing nodes vote (honest nodes disagree: a flaky build); else "pending".
+    A build only `chosen` builders ran (`pbft.builders`) is also certified once
+    every one of them voted and all agree on a result without artifacts (a
+    result's agreed key ends with its artifacts' digest, None without).
     """
+    if chosen and all(node in votes for node in chosen):
+        said = {votes[node] for node in chosen}
+        if len(said) == 1 and next(iter(said))[-1] is None:  # type: ignore[index]
+            return "certified", next(iter(said))
     found = winner(votes, commit_quorum(n, f))
     if found is not None:
         return "certified", found[0]

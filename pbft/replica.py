@@ -45,6 +45,7 @@ from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
 from pbft.networks import NetworkClaims, NetworkState, membership_changes
 from pbft.build import Result
+from pbft.builders import Standby, builders_of, chosen_builders
 from pbft.messages import (
     Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
 )
@@ -119,6 +120,8 @@ class Replica:
         self.future: dict[int, deque[Message]] = {}
         self.early_votes: dict[int, deque[ResultVote]] = {}
         self.result_votes = ResultVotes(self._members_at, settings.vote_retry_s)
+        # Builds the order gave f+1 other members to build (`pbft.builders`): ours if they disagree or fall silent.
+        self.standby = Standby(settings.standby_s)
         # Builds the order cancelled: applied where each cancel executes (`pbft.cancels`).
         self.cancels = Cancels()
         self.votes_served_at: dict[int, float] = {}
@@ -283,6 +286,8 @@ class Replica:
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._fall_back_to_all_to_all()
         self._maybe_fetch()
+        for key in self.standby.overdue(self.now):
+            self._build_standing_by(key, f"a chosen builder's result is {self.standby.standby_s:g} s late")
         self._build_learnt_still_open()  # before the ask that would move the answer deadline on
         self._ask_for_votes()
         self._maybe_announce()
@@ -320,7 +325,8 @@ class Replica:
         provenance_sig = self._sign_provenance(request, result, artifact_files)
         reply = signed(
             Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
-                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest),
+                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest,
+                  builders=self.result_votes.chosen.get(request.key, ())),
             self.auth.sign,
         )
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
@@ -710,20 +716,21 @@ class Replica:
         answered = tuple(request for request in fresh if answers[request.key] is not None)
         owed = tuple(request for request in fresh if answers[request.key] is None)
         for request in fresh:
-            self.result_votes.ordered(request.key, seq)
+            self.result_votes.ordered(request.key, seq, () if request in answered else self._chosen(seq, request))
         if not build and member:
             for request in owed:
                 self.result_votes.expect(request.key, self.now, at_once=True)
                 self.transfer.learnt(seq, request)
+        standing_by = self._stand_by(seq, owed) if build else ()
         self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
+        built, learnt = (tuple(r for r in owed if r not in standing_by), standing_by) if build else ((), owed)
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
-            self.id, self.view, seq, batch_id[:8], len(owed) if build else 0,
+            self.id, self.view, seq, batch_id[:8], len(built),
         )
-        built, learnt = (owed, ()) if build else ((), owed)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered))
         for request in answered:
             self._answer(seq, request, answers[request.key])
@@ -735,6 +742,41 @@ class Replica:
         if self.checkpoints.due(seq):
             self._forget_expired_requests()
             self._take_checkpoint(seq)
+
+    def _chosen(self, seq: int, request: Request) -> tuple[int, ...]:
+        """The f+1 members the order picked to build `request`, executed at `seq`, if its
+        repository asks for f+1 builders; () if every member builds it (`pbft.builders`)."""
+        if builders_of(self.network.document or {}, request.operation.repository) != "f+1":
+            return ()
+        members = self._members_at(seq)
+        return chosen_builders(seq, members.ids, members.f)
+
+    def _stand_by(self, seq: int, owed: tuple[Request, ...]) -> tuple[Request, ...]:
+        """Of the builds owed at `seq`, those the order gave to other members: waited for."""
+        standing_by = []
+        for request in owed:
+            chosen = self.result_votes.chosen.get(request.key, ())
+            if chosen and self.id not in chosen:
+                self.standby.wait(seq, request, chosen)
+                self.result_votes.expect(request.key, self.now)
+                standing_by.append(request)
+        return tuple(standing_by)
+
+    def _build_standing_by(self, key: tuple[str, int], why: str) -> None:
+        waiting = self.standby.take(key)
+        logger.info("node=%d view=%d seq=%d build=%s-%d stood by, building it: %s",
+                    self.id, self.view, waiting.seq, key[0], key[1], why)
+        self._outbox.append(BuildLearnt(waiting.seq, waiting.request))
+
+    def _check_standby(self, key: tuple[str, int]) -> None:
+        """Build now what we stand by for if its chosen builders' results differ, or one
+        carries artifacts (agreed by 2f+1)."""
+        waiting = self.standby.waiting[key]
+        said = [vote.result for sender, vote in self.result_votes.votes.get(key, {}).items() if sender in waiting.chosen]
+        if len({result.agreed_key() for result in said}) > 1:
+            self._build_standing_by(key, "the chosen builders' results differ")
+        elif any(result.artifacts is not None for result in said):
+            self._build_standing_by(key, "its artifacts are agreed by 2f+1")
 
     def _order_answer(self, seq: int, request: Request) -> Result | None:
         """The result the order alone gives `request`, or None for a build to run: a cancel's
@@ -863,6 +905,8 @@ class Replica:
         ledger says so ("expired") rather than "pending" for ever."""
         forgotten = self.clients.forget_expired()
         self.transfer.forget(forgotten)
+        for key in forgotten:
+            self.standby.drop(key)
         self.cancels.forget(forgotten)
         for (client, timestamp), seq in self.result_votes.forget(forgotten):
             logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
@@ -906,6 +950,12 @@ class Replica:
             self._outbox.append(Store(vote))
             if self.relaying and self.is_primary:
                 self._queue_for_relay(vote)
+        if vote.key in self.standby:
+            if decided is not None:
+                self.standby.drop(vote.key)
+            elif kept:
+                self.standby.vote(vote.key, vote.sender, self.now)
+                self._check_standby(vote.key)
         if decided is not None:
             state, result = decided
             seq = self.result_votes.seq[vote.key]

@@ -18,8 +18,10 @@ nodes yet to reply answer. Up to f liars alone cannot cause that: the
 
 Past the f+1 replies that decide, the collector goes on counting towards
 what every node's ledger will say of the build (`pbft.quorum.verdict`):
-`certified` once 2f+1 replies match, `disputed` once no result can get
-there any more (honest nodes disagree: a flaky build). The client waits a
+`certified` once 2f+1 replies match, or once every builder the order picked
+for a repository with `builders: f+1` replied alike (`pbft.builders`), and
+`disputed` once no result can get there any more (honest nodes disagree: a
+flaky build). The client waits a
 little for one of them before it answers (client/verbs/submit.py), so that a build
 that passed on two nodes and failed on two is said to be disputed rather
 than reported as whichever pair replied first.
@@ -111,8 +113,14 @@ class ReplyCollector:
     @property
     def ledger_verdict(self) -> str:
         """What the nodes' ledgers will say, as far as the replies so far tell: "certified",
-        "disputed", or "pending" (pbft.quorum.verdict over the replies)."""
-        return verdict(self._votes, self._n, self._f)[0]
+        "disputed", or "pending" (pbft.quorum.verdict over the replies, with the builders the
+        order picked if f+1 replies name them: at least one of those is honest)."""
+        return verdict(self._votes, self._n, self._f, self._chosen())[0]
+
+    def _chosen(self) -> tuple[int, ...]:
+        """The builders f+1 replies name (`pbft.builders`); () if no set is named that often."""
+        named = Counter(reply.builders for reply in self._first_reply.values() if reply.builders)
+        return next((builders for builders, count in named.items() if count >= reply_quorum(self._f)), ())
 
     @property
     def disputed(self) -> bool:

@@ -41,6 +41,10 @@ class ReplicaSettings:
     # this long broadcasts its votes of that slot, as every node does without relaying:
     # a lost relay or a slow primary then costs this much, not a view change or a transfer.
     relay_fallback_s: float = 0.5
+    # A member the order did not pick to build a request (a repository with `builders: f+1`,
+    # `pbft.builders`) builds it anyway once its verdict is still open this long after the
+    # first picked builder's result: what a silent builder costs, plus one build.
+    standby_s: float = 30.0
     # The network as a SLSA builder (`pbft.provenance.builder_id`), which every node
     # names in the provenance it signs of a build's artifacts. It comes from the
     # configuration's public keys, which the core never sees; a replica not told

@@ -58,6 +58,7 @@ class ResultVotes:
         self.votes: dict[Key, dict[int, ResultVote]] = {}  # undecided executed builds: their votes so far
         self.voters: dict[Key, int] = {}  # decided builds: a bit per node whose vote was kept
         self.seq: dict[Key, int] = {}
+        self.chosen: dict[Key, tuple[int, ...]] = {}  # builds only some members build: which
         self.decided: dict[Key, str] = {}
         # Certified builds: hash() of the agreed result (a 64-bit SipHash-keyed value a
         # faulty node cannot aim at), to tell a confirming late vote from a dissent.
@@ -71,11 +72,14 @@ class ResultVotes:
         """Whether `key` executed here and is not forgotten: its votes count."""
         return key in self.seq
 
-    def ordered(self, key: Key, seq: int) -> None:
-        """The build executed at `seq` here: its votes count from now on."""
+    def ordered(self, key: Key, seq: int, chosen: tuple[int, ...] = ()) -> None:
+        """The build executed at `seq` here: its votes count from now on. `chosen`: the
+        builders the order picked for it, if not all members (`pbft.builders`)."""
         if key not in self.decided:
             self.votes.setdefault(key, {})
         self.seq[key] = seq
+        if chosen:
+            self.chosen[key] = chosen
 
     def has_vote(self, key: Key, sender: int) -> bool:
         """Whether a vote of `sender` for the ordered build `key` is kept already."""
@@ -106,7 +110,8 @@ class ResultVotes:
         if vote.sender in held:
             return False, None
         held[vote.sender] = vote
-        state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, members.n, members.f)
+        state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, members.n, members.f,
+                                self.chosen.get(vote.key, ()))
         if state == "pending":
             return True, None
         assert len(held) <= members.n
@@ -176,6 +181,6 @@ class ResultVotes:
         verdict this node never learnt, with their sequence numbers."""
         undecided = [(key, self.seq[key]) for key in keys if key in self.votes]
         for key in keys:
-            for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks):
+            for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks, self.chosen):
                 table.pop(key, None)
         return undecided

@@ -74,7 +74,7 @@ RELAY_VOTES_FROM_NODES = 7
 # The replica's settings a network's YAML may choose; pbft.slot.ReplicaSettings defines their
 # meaning and their defaults, once.
 REPLICA_SETTINGS = ("checkpoint_interval", "log_window", "batch_max", "pipeline_depth", "max_buffered",
-                    "view_change_timeout_s", "relay_votes", "relay_fallback_s")
+                    "view_change_timeout_s", "relay_votes", "relay_fallback_s", "standby_s")
 _REPLICA_DEFAULTS = {field.name: field.default for field in fields(ReplicaSettings)}
 
 
@@ -107,6 +107,9 @@ class ProtocolConfig:
     relay_fallback_s: float = setting(Number(above=0), default=_REPLICA_DEFAULTS["relay_fallback_s"],
                                       doc="a relaying backup whose slot has not moved for this long broadcasts its "
                                           "votes itself")
+    standby_s: float = setting(Number(minimum=0), default=_REPLICA_DEFAULTS["standby_s"],
+                               doc="for a repository with `builders: f+1`: how long after the first picked "
+                                   "builder's result the other nodes build too, if the verdict is still open")
     client_retransmit_s: float = setting(Number(minimum=0), default=5.0,
                                          doc="how long the client waits for f+1 matching replies before it sends "
                                              "the request to every node")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pbft.build import EVENTS
+from pbft.builders import BUILDERS
 from shared.config_files import SecretFile, per_node
 from shared.config_values import (
     BRANCH, CRON, EMAIL, FILE_NAME, FULL_NAME, HTTP_URL, SECRET, SECRET_NAME_KIND, STATUS_STYLE, WEBHOOK_SECRET,
@@ -136,6 +137,9 @@ class RepositoryConfig:
                                                                      "this file; {id} is the node's id")
     build_network: bool = setting(Bool(), default=False, doc="builds may reach the network, never this host or the "
                                                              "peers; what they fetch may differ between nodes")
+    builders: str = setting(Choice(BUILDERS, what="a choice of builders"), default="all",
+                            doc="`all`: every node builds each request; `f+1`: f+1 nodes the order picks, the "
+                                "others only when those disagree, one is late or the build keeps artifacts")
     submodules: tuple[str, ...] = setting(
         ListOf(RepositoryURL(), max_items=MAX_SUBMODULE_URLS), default=(),
         doc="the URLs its submodules may be fetched from, as .gitmodules gives them; any other is an error",

@@ -1,0 +1,103 @@
+"""`builders: f+1` (pbft/builders.py): the order picks f+1 members to build a request, the
+others stand by and build only when those disagree, keep artifacts or one is late; the
+verdict is certified once every picked builder agrees, and the client settles at once."""
+
+from pbft.build import Result
+from pbft.builders import builders_of, chosen_builders
+from pbft.replies import ReplyCollector
+from tests.support.cluster import CLIENT, Cluster
+
+COMMIT = "c" * 40
+F_PLUS_1 = {"f": 1, "nodes": [{"id": node, "public_key": ""} for node in range(4)],
+            "repositories": [{"name": "example", "builders": "f+1"}]}
+
+
+def verdict(cluster: Cluster, node: int, request) -> str | None:
+    return cluster.replicas[node].result_votes.decided.get(request.key)
+
+
+def built_by(cluster: Cluster, request) -> list[int]:
+    """The nodes whose build of `request` reported a result (a reply for it)."""
+    return sorted(reply.sender for reply in cluster.replies if reply.timestamp == request.timestamp)
+
+
+def test_the_order_picks_f_plus_1_members_that_rotate_with_the_sequence_number():
+    assert [chosen_builders(seq, (0, 1, 2, 3), 1) for seq in (1, 2, 3, 4)] == [(1, 2), (2, 3), (0, 3), (0, 1)]
+    assert chosen_builders(5, (2, 4, 7, 9, 11, 12, 20), 2) == (2, 12, 20)  # from the 6th of 7, wrapping round
+    assert builders_of(F_PLUS_1, "example") == "f+1" and builders_of(F_PLUS_1, "other") == "all"
+
+
+def test_the_picked_builders_alone_build_and_their_agreement_certifies_the_verdict():
+    cluster = Cluster(document=F_PLUS_1)
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results()
+
+    assert built_by(cluster, request) == [1, 2]  # seq 1: the members from index 1 on
+    assert all(verdict(cluster, node, request) == "certified" for node in range(4))
+    replies = [reply for reply in cluster.replies if reply.timestamp == request.timestamp]
+    assert {reply.builders for reply in replies} == {(1, 2)}
+    collector = ReplyCollector(CLIENT, request.timestamp, f=1, n=4)
+    for reply in replies:
+        collector.add(reply)
+    assert collector.accepted and collector.settled and collector.ledger_verdict == "certified"
+
+
+def test_a_picked_builder_that_lies_makes_the_others_build_and_the_members_quorum_decides():
+    cluster = Cluster(document=F_PLUS_1)
+    cluster.slow.add(2)  # node 2's build reports what the test says, below
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results()
+    assert built_by(cluster, request) == [1]
+    lie = Result("success", 0, "f" * 40)
+    cluster.running[2] = []
+    cluster.interpreter(2).step(cluster.replicas[2].execution_finished, request, lie, 1)
+    cluster._end_turn(2)
+    cluster.send_results()
+
+    assert built_by(cluster, request) == [0, 1, 2, 3]  # the two standing by built it
+    honest = cluster.build(request.operation)
+    for node in (0, 1, 3):
+        assert verdict(cluster, node, request) == "certified"
+        assert cluster.replicas[node].result_votes.certified[request.key] == hash(honest.agreed_key())
+
+
+def test_a_silent_picked_builder_costs_standby_s_after_the_first_result_then_the_others_build():
+    cluster = Cluster(document=F_PLUS_1, settings={"standby_s": 30.0})
+    cluster.slow.add(2)  # its build never ends
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results(now=1.0)  # node 1's result comes at 1 s
+    assert built_by(cluster, request) == [1]
+    cluster.send_results(now=30.9)
+    assert built_by(cluster, request) == [1]  # still waiting for node 2
+    cluster.send_results(now=31.0)
+
+    assert built_by(cluster, request) == [0, 1, 3]
+    assert all(verdict(cluster, node, request) == "certified" for node in (0, 1, 3))
+
+
+def test_a_picked_builders_artifacts_make_the_others_build_since_artifacts_need_2f_plus_1():
+    with_artifacts = Result("success", 0, COMMIT, artifacts="sha256:" + "a" * 64)
+    cluster = Cluster(document=F_PLUS_1, build=lambda operation: with_artifacts)
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results()
+
+    assert built_by(cluster, request) == [0, 1, 2, 3]
+    assert all(verdict(cluster, node, request) == "certified" for node in range(4))
+
+
+def test_every_member_builds_a_repository_without_the_setting():
+    cluster = Cluster(document={**F_PLUS_1, "repositories": [{"name": "example"}]})
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results()
+    assert built_by(cluster, request) == [0, 1, 2, 3]
+    assert all(reply.builders == () for reply in cluster.replies)

@@ -12,7 +12,10 @@ The other members stand by (`Standby`), and build as well when
   (`pbft.quorum.artifact_quorum`), since each node serves the bytes its own build made;
 - the verdict is still open `standby_s` after the first chosen builder's result came: a
   chosen builder is silent, slow or gone. At least one chosen builder is honest and votes
-  in the end, so a silent one costs at most `standby_s` and one more build.
+  in the end, so a silent one costs at most `standby_s` and one more build;
+- the client sends the request again, even after the verdict: a chosen builder may have
+  voted one result to its peers and replied another to the client, which then lacks f+1
+  matching replies.
 
 The verdict of such a build is certified once every chosen builder voted and all agree,
 without artifacts (`pbft.quorum.verdict`'s `chosen`); otherwise by the usual quorum. At
@@ -52,11 +55,14 @@ class Waiting:
     request: Request
     chosen: tuple[int, ...]
     first_vote_at: float | None = None
+    decided: bool = False  # its verdict is: only its client's asking again makes this node build it
 
 
 class Standby:
-    """The builds this node stands by for, until it builds one or its verdict is decided.
-    Bounded by the builds whose verdict is open here, which the client table bounds."""
+    """The builds this node stands by for, until it builds one or the client table forgets it
+    (which bounds them). Once a verdict is decided, only the client sending the request again
+    makes this node build it: a picked builder may have told its peers one result and the
+    client another, so that the client lacks f+1 matching replies."""
 
     def __init__(self, standby_s: float) -> None:
         self.standby_s = standby_s
@@ -68,21 +74,32 @@ class Standby:
     def __contains__(self, key: tuple[str, int]) -> bool:
         return key in self.waiting
 
+    def open(self, key: tuple[str, int]) -> bool:
+        """Whether this node stands by for `key` and its verdict is still open."""
+        waiting = self.waiting.get(key)
+        return waiting is not None and not waiting.decided
+
     def vote(self, key: tuple[str, int], sender: int, now: float) -> None:
         """A vote for `key` was kept: the first chosen builder's starts the wait."""
         waiting = self.waiting.get(key)
         if waiting is not None and waiting.first_vote_at is None and sender in waiting.chosen:
             waiting.first_vote_at = now
 
+    def decided(self, key: tuple[str, int]) -> None:
+        waiting = self.waiting.get(key)
+        if waiting is not None:
+            waiting.decided = True
+
     def overdue(self, now: float) -> list[tuple[str, int]]:
-        """The builds whose first chosen result came `standby_s` ago or more, oldest first."""
+        """The open builds whose first chosen result came `standby_s` ago or more, oldest first."""
         return [key for key, waiting in sorted(self.waiting.items(), key=lambda item: item[1].seq)
-                if waiting.first_vote_at is not None and now >= waiting.first_vote_at + self.standby_s]
+                if not waiting.decided and waiting.first_vote_at is not None
+                and now >= waiting.first_vote_at + self.standby_s]
 
     def take(self, key: tuple[str, int]) -> Waiting:
         """This node builds `key` after all."""
         return self.waiting.pop(key)
 
     def drop(self, key: tuple[str, int]) -> None:
-        """`key`'s verdict is decided, or the client table forgot it: nothing to stand by for."""
+        """The client table forgot `key`: nothing to stand by for."""
         self.waiting.pop(key, None)

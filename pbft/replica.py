@@ -384,6 +384,11 @@ class Replica:
                     # built it may have lied in its reply (or not built it): build it after all.
                     self._build_learnt(request.key)
                     return None
+                if request.key in self.standby:
+                    # Likewise for a build the order gave f+1 others: one may have told its
+                    # peers one result and the client another.
+                    self._build_standing_by(request.key, "its client sent it again")
+                    return None
                 return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again, from the store.
             self._outbox.append(ResendReply(request.client, request.timestamp))
@@ -950,9 +955,9 @@ class Replica:
             self._outbox.append(Store(vote))
             if self.relaying and self.is_primary:
                 self._queue_for_relay(vote)
-        if vote.key in self.standby:
+        if self.standby.open(vote.key):
             if decided is not None:
-                self.standby.drop(vote.key)
+                self.standby.decided(vote.key)
             elif kept:
                 self.standby.vote(vote.key, vote.sender, self.now)
                 self._check_standby(vote.key)

@@ -158,7 +158,8 @@ class ListOf(Kind):
     def __init__(self, item: Kind, limit: int, *, minimum: int = 0) -> None:
         self.item, self.limit, self.minimum = item, limit, minimum
         write = item.write
-        self.write = None if write is None else (lambda values: [write(value) for value in values])
+        # Held as a tuple, written as the list it is read from (a tuple of plain items too).
+        self.write = list if write is None else (lambda values: [write(value) for value in values])
 
     def read(self, value: Any, name: str) -> tuple:
         if not isinstance(value, list) or not self.minimum <= len(value) <= self.limit:

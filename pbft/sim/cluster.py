@@ -78,6 +78,9 @@ MAX_REQUESTS_PER_CLIENT = 128
 MAX_OPEN_PER_CLIENT = 64
 # How long after the workload and the faults a greedy client goes on retransmitting.
 GREEDY_PERSISTENCE_S = 30.0
+# With f+1 picked builders, how long the others wait after a picked builder's result: about
+# a simulated build, so that a silent picked builder is seen costing it.
+STANDBY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,10 @@ class SimCluster:
         keys = SimKeys.generate(rng, self.n, client_names + [BUSY_CLIENT, GREEDY_CLIENT])
         secrets = owner_secrets(seed)
         keys = replace(keys, owner_secrets={SimKeys.owner_key(secret): secret for secret in secrets.values()})
-        self.document = genesis(self.n, self.f, secrets)
+        # A third of the seeds build with f+1 picked builders (`pbft.builders`): from a draw of
+        # its own, so that the seed's other draws stay as they were.
+        self.f_plus_1 = random.Random(f"builders-{seed}").random() < 1 / 3
+        self.document = genesis(self.n, self.f, secrets, builders="f+1" if self.f_plus_1 else "all")
         self.changes = menu(self.document, secrets)
         self.networks = NetworkChecker(document_digest(self.document))
         members = self.n  # the first document's; the plan's faults fall among them
@@ -234,6 +240,7 @@ class SimCluster:
             max_open_per_client=MAX_OPEN_PER_CLIENT,
             relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
             changes_membership=True,
+            standby_s=STANDBY_S,
         )
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
@@ -759,7 +766,11 @@ class SimCluster:
             # What the order alone answers (cancels, builds cancelled before they executed) is
             # the node's part done, as a build is.
             answered = tuple(request.key for request in effect.answered)
-            self.builds.executed(self.now_s, node, effect.seq, batch, builds + answered, self._delivering_transfer)
+            # And what the order gave f+1 other members to build (`pbft.builders`): it stands by.
+            standby = self.nodes[node].replica.standby
+            standing_by = tuple(request.key for request in effect.learnt if request.key in standby)
+            self.builds.executed(self.now_s, node, effect.seq, batch, builds + answered + standing_by,
+                                 self._delivering_transfer)
         if self.trace is not None:
             self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
         for request in effect.requests:

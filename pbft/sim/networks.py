@@ -40,15 +40,16 @@ def owner_secrets(seed: int) -> dict[str, bytes]:
     return {name: rng.randbytes(32) for name in OWNERS}
 
 
-def genesis(n: int, f: int, secrets: dict[str, bytes]) -> dict:
+def genesis(n: int, f: int, secrets: dict[str, bytes], builders: str = "all") -> dict:
     """The document a simulated network starts with. Its nodes' keys are the authenticators'
-    by id (`pbft.replica.membership`: an empty key)."""
+    by id (`pbft.replica.membership`: an empty key); its repository's builders are all the
+    members, or f+1 the order picks (`pbft.builders`)."""
     return {
         "f": f,
         "nodes": [{"id": node, "public_key": ""} for node in range(n)],
         "owners": {"threshold": THRESHOLD, "keys": [
             {"name": name, "public_key": SimKeys.owner_key(secret)} for name, secret in secrets.items()]},
-        "repositories": [{"name": "example"}],
+        "repositories": [{"name": "example", **({"builders": "f+1"} if builders == "f+1" else {})}],
     }
 
 

@@ -2,8 +2,11 @@
 others stand by and build only when those disagree, keep artifacts or one is late; the
 verdict is certified once every picked builder agrees, and the client settles at once."""
 
+import dataclasses
+
 from pbft.build import Result
 from pbft.builders import builders_of, chosen_builders
+from pbft.messages import Reply, decode, encode, signed
 from pbft.replies import ReplyCollector
 from tests.support.cluster import CLIENT, Cluster
 
@@ -101,3 +104,28 @@ def test_every_member_builds_a_repository_without_the_setting():
     cluster.send_results()
     assert built_by(cluster, request) == [0, 1, 2, 3]
     assert all(reply.builders == () for reply in cluster.replies)
+
+
+def test_a_picked_builder_that_tells_the_client_another_result_than_its_peers_is_outvoted_once_the_client_asks_again():
+    cluster = Cluster(document=F_PLUS_1)
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results()
+    assert all(verdict(cluster, node, request) == "certified" for node in range(4))
+    # Node 1's reply said something else to the client (forged here as it would be): the
+    # client has one matching reply of two, and sends the request again to every node.
+    cluster.replies = [reply for reply in cluster.replies if reply.sender != 1]
+    for node in range(4):
+        cluster.deliver_to(node, request)
+    cluster.run()
+
+    assert sorted(set(built_by(cluster, request))) == [0, 1, 2, 3]  # 0 and 3, standing by, built it after all
+
+
+def test_a_reply_names_its_picked_builders_on_the_wire_and_a_reply_of_all_builders_keeps_its_old_form():
+    cluster = Cluster()
+    picked = signed(Reply(0, 1, CLIENT, 1, Result("success", 0, COMMIT), builders=(1, 2)), cluster.replicas[1].auth.sign)
+    assert encode(picked)["builders"] == [1, 2]  # a list, as it is read, also without a JSON round trip
+    assert decode(encode(picked)) == picked
+    assert "builders" not in encode(dataclasses.replace(picked, builders=()))

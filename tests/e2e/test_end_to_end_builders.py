@@ -1,0 +1,68 @@
+"""End to end: a repository with `builders: f+1` on four real nodes (docs/builds.md, "Who
+builds"). Node 1 is started `--byzantine 1:lie`: whenever the order picks it, the other picked
+builder's result differs from its own, the two standing by build, and the verdict is the
+honest one; when it is not picked, two honest nodes alone build and agree. Then a picked
+builder is killed mid-build: the standby nodes build once `standby_s` passed after the other
+picked builder's result, and the verdict comes within that bound plus one more build.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import docker
+import yaml
+
+from shared.config import load_config
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, client, example_copy, kill_9, network_pids, poll, slow_repository, webhook,
+)
+
+pytestmark = OWN_NETWORK_MARKS
+
+BUILD_S = 3
+STANDBY_S = 5.0
+SPEC = f"commands:\n  - sleep {BUILD_S}\n  - echo built\n"
+
+
+def test_f_plus_1_builders_give_right_verdicts_with_a_liar_and_a_killed_builder(network, tmp_path):
+    slow_repository(tmp_path / "three-seconds", SPEC)
+    config_path = example_copy(tmp_path, allow_byzantine=True)
+    data = yaml.safe_load(config_path.read_text())
+    data["repositories"] = [{"name": "slow", "url": str(tmp_path / "three-seconds"), "builders": "f+1"}]
+    # The verdict of f+1 matching replies comes at once when the picked builders agree; where they
+    # cannot (one killed, the other the liar), after client_settle_s.
+    data.setdefault("protocol", {}).update(standby_s=STANDBY_S, client_settle_s=2.0)
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(config_path), "--byzantine", "1:lie")
+    config = load_config(config_path)
+
+    with client(config, tmp_path / "client.out", str(config_path)) as base_url:
+        for _ in range(4):  # sequence numbers 1 to 4: node 1 is picked for 1 and 4
+            started = time.monotonic()
+            verdict = webhook(base_url, config, "master")
+            elapsed_s = time.monotonic() - started
+            assert verdict["status"] == "success" and 1 not in verdict["agreed_by"], verdict
+            # A liar picked costs one more build (the others start at its result), never standby_s.
+            assert elapsed_s < 3 * BUILD_S + 5, (elapsed_s, verdict)
+
+        # A picked builder killed while it builds: the one whose build container runs.
+        engine = docker.from_env()
+        def building_nodes() -> set[int]:
+            running = engine.containers.list(filters={"label": "pbft-ci.role=build", "status": "running"})
+            return {int(container.labels["pbft-ci.node"]) for container in running
+                    if container.labels.get("pbft-ci.data", "").startswith(str(config.data_dir))}
+
+        answers: list[dict] = []
+        sender = threading.Thread(target=lambda: answers.append(webhook(base_url, config, "master")))
+        started = time.monotonic()
+        sender.start()
+        builders = poll("two picked builders building", lambda: building_nodes() if len(building_nodes()) == 2 else None)
+        victim = min(builders - {1}) if builders - {1} else min(builders)
+        kill_9(network_pids()[victim])
+        sender.join(timeout=120)
+        elapsed_s = time.monotonic() - started
+        (verdict,) = answers
+        assert verdict["status"] == "success" and victim not in verdict["agreed_by"], verdict
+        assert elapsed_s < BUILD_S + STANDBY_S + BUILD_S + 2.0 + 10, elapsed_s

@@ -78,15 +78,16 @@ def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float 
     return verdict
 
 
-def all_nodes_done(base_url: str, config: NetworkConfig, verdicts: list[dict]) -> None:
-    """Wait, after the clock stopped, until every node has finished every build of `verdicts`,
-    so that nodes still building do not slow down the next command measured."""
+def all_nodes_done(base_url: str, config: NetworkConfig, verdicts: list[dict],
+                   nodes: list[int] | None = None) -> None:
+    """Wait, after the clock stopped, until every node (or `nodes`) has finished every build of
+    `verdicts`, so that nodes still building do not slow down the next command measured."""
     from tests.support.real_project import every_node_log
     from tests.e2e.example_network import check_certificate
 
     for verdict in verdicts:
         check_certificate(base_url, config, verdict)
-        every_node_log(base_url, config, verdict)
+        every_node_log(base_url, config, verdict, nodes)
 
 
 def timed_webhook(base_url: str, config: NetworkConfig, branch: str = "master") -> tuple[float, dict]:

@@ -10,8 +10,10 @@ counts, the service and holder containers included, and nothing of the nodes' ow
 processes.
 
 Compared, alternating each round: webhook -> verdict through four nodes (until every
-node finished its build, so that each verdict is charged for all the builds it caused),
-and one plain run of the same spec (`docker run`, the same limits). Projects: the
+node that builds finished its build, so that each verdict is charged for all the builds it
+caused), and one plain run of the same spec (`docker run`, the same limits); once with
+every node building (`builders: all`) and once with the f+1 the order picks
+(`builders: f+1`, docs/builds.md), each on a network of its own. Projects: the
 example project, whose build is mostly the containers' start; a build that only
 computes (--quick: the only one, smaller); and pg8000 against a PostgreSQL service (tests/support/postgres_project.py)
 when its images are there, with each one's time to its verdict against its plain run.
@@ -23,13 +25,20 @@ import os
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from bench.builds import all_nodes_done, example_repository, running_network, timed_plain_runs, webhook
 from bench.stats import alternating, load_average, ratio, summarize
-from shared.config import load_config
+from shared.config import NetworkConfig, load_config
 from tests.support.network import write_network
+from tests.support.real_project import STATUS_LINE
+
+BUILDERS = ("all", "f+1")
 
 SAMPLE_S = 0.1
 
@@ -96,21 +105,53 @@ def measured(cgroup: EngineCgroup, run: Callable[[], float]) -> dict:
     return {"elapsed_s": elapsed_s, "cpu_s": cgroup.cpu_s() - cpu_before, "peak_mb": peak[0] - baseline_mb}
 
 
+def with_builders(config_path: Path, builders: str) -> Path:
+    """The network file at `config_path` with every repository built by `builders`."""
+    data = yaml.safe_load(config_path.read_text())
+    for repository in data["repositories"]:
+        repository["builders"] = builders
+    config_path.write_text(yaml.safe_dump(data))
+    return config_path
+
+
+def nodes_that_built(base_url: str, config: NetworkConfig, answer: dict) -> list[int]:
+    """The nodes whose output for the build ends with its status line (read once each)."""
+    built = []
+    for node in config.nodes:
+        try:
+            with urllib.request.urlopen(f"{base_url}/builds/{answer['build_id']}/log?node={node.id}",
+                                        timeout=30) as response:
+                text = response.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # 404: the node never started it
+                raise
+            continue
+        if STATUS_LINE.search(text):
+            built.append(node.id)
+    return built
+
+
 def compare(root: Path, config_path: Path, plain: Callable[[], float], rounds: int, branch: str = "master",
             timeout_s: float | None = None) -> dict:
-    """Samples of a verdict (until every node built) and of one plain run, alternating."""
+    """Samples of a verdict (until every node that builds built) and of one plain run, alternating."""
     config = load_config(config_path)
+    f_plus_1 = all(repository.builders == "f+1" for repository in config.repositories)
     cgroup = EngineCgroup()
     samples: dict[str, list[dict]] = {"pbft-ci": [], "plain": []}
+    builds: list[int] = []
     with running_network(config_path, config, root) as base_url:
         def verdict() -> float:
             started_s = time.perf_counter()
             answer = webhook(base_url, config, branch, timeout_s)
             elapsed_s = time.perf_counter() - started_s
-            all_nodes_done(base_url, config, [answer])
+            # With f+1 builders, the others build only if those disagree or one is late: the
+            # agreeing picked builders are all there is to wait for.
+            all_nodes_done(base_url, config, [answer], answer["agreed_by"] if f_plus_1 else None)
+            builds.append(len(nodes_that_built(base_url, config, answer)))
             return elapsed_s
 
         verdict()  # not counted: the nodes' first build clones their mirrors
+        del builds[:]
         measure = {"pbft-ci": verdict, "plain": plain}
         for _, name in alternating(list(samples), rounds):
             samples[name].append(measured(cgroup, measure[name]))
@@ -121,6 +162,7 @@ def compare(root: Path, config_path: Path, plain: Callable[[], float], rounds: i
     }
     return {
         "nodes": len(config.nodes),
+        "builds_per_verdict": builds,
         "results": results,
         "cpu_over_plain": ratio(results["pbft-ci"]["cpu_s"]["median"], results["plain"]["cpu_s"]["median"]),
         "time_over_plain": ratio(results["pbft-ci"]["elapsed_s"]["median"], results["plain"]["elapsed_s"]["median"]),
@@ -128,15 +170,15 @@ def compare(root: Path, config_path: Path, plain: Callable[[], float], rounds: i
     }
 
 
-def _example(root: Path, rounds: int) -> dict:
+def _example(root: Path, rounds: int, builders: str) -> dict:
     repository = example_repository(root)
-    config_path = write_network(root)
+    config_path = with_builders(write_network(root), builders)
     config = load_config(config_path)
     report = compare(root, config_path, lambda: timed_plain_runs(repository, config, root, 1), rounds)
     return {"project": "the example project (master)", **report}
 
 
-def _busy(root: Path, rounds: int, loops: int) -> dict:
+def _busy(root: Path, rounds: int, builders: str, loops: int) -> dict:
     """A build that only computes (a shell loop of `loops` steps, about a CPU second per
     million here): what the containers' start and the node's checkout cost is small beside."""
     from tests.e2e.example_network import slow_repository
@@ -144,13 +186,13 @@ def _busy(root: Path, rounds: int, loops: int) -> dict:
     repository = root / "busy"
     script = f"i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done; echo counted $i"
     slow_repository(repository, f"commands:\n  - '{script}'\n")
-    config_path = write_network(root, repositories={"example": str(repository)})
+    config_path = with_builders(write_network(root, repositories={"example": str(repository)}), builders)
     config = load_config(config_path)
     report = compare(root, config_path, lambda: timed_plain_runs(repository, config, root, 1), rounds)
     return {"project": f"a shell loop of {loops:,} steps", **report}
 
 
-def _pg8000(root: Path, rounds: int) -> dict:
+def _pg8000(root: Path, rounds: int, builders: str) -> dict:
     from tests.support.postgres_project import (
         BUILD_IMAGE_SCRIPT, BUILD_TIMEOUT_S, IMAGES, PROJECT, SDIST_SHA256, VERSION, export_commit, make_project_repo,
         plain_pipeline_run,
@@ -166,7 +208,7 @@ def _pg8000(root: Path, rounds: int) -> dict:
         return {"project": f"{PROJECT}=={VERSION}", "skipped": str(error)}
     repository = root / PROJECT
     commits = make_project_repo(repository, sdist)
-    config_path = write_network(root, repositories={PROJECT: str(repository)})
+    config_path = with_builders(write_network(root, repositories={PROJECT: str(repository)}), builders)
     config = load_config(config_path)
     clone = export_commit(repository, commits["master"], root / "plain-master")
 
@@ -184,21 +226,22 @@ def cost(args) -> dict:
     rounds = 1 if args.quick else args.rounds
     load = load_average()
     projects = []
-    chosen = {"busy": lambda root, rounds: _busy(root, rounds, 100_000)} if args.quick else {
-        "example": _example, "busy": lambda root, rounds: _busy(root, rounds, 1_000_000), "pg8000": _pg8000}
+    chosen = {"busy": lambda *common: _busy(*common, 100_000)} if args.quick else {
+        "example": _example, "busy": lambda *common: _busy(*common, 1_000_000), "pg8000": _pg8000}
     for name, one in chosen.items():
-        with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-cost-{name}-") as scratch:
-            projects.append(one(Path(scratch), rounds))
-    return {"scenario": "cost", "builders": "all", "rounds": rounds, "cpus": os.cpu_count(),
+        for builders in BUILDERS:
+            with tempfile.TemporaryDirectory(prefix=f"pbft-ci-bench-cost-{name}-") as scratch:
+                projects.append({**one(Path(scratch), rounds, builders), "builders": builders})
+    return {"scenario": "cost", "rounds": rounds, "cpus": os.cpu_count(),
             "load_average_at_start": load, "projects": projects}
 
 
 def cost_table(report: dict) -> str:
     load = ", ".join(f"{value:.1f}" for value in report["load_average_at_start"])
-    rows = [f"cost: one verdict (every node's build containers, builders: {report['builders']}) vs one plain run, "
+    rows = [f"cost: one verdict (the build containers of every node that built it) vs one plain run, "
             f"{report['rounds']} round(s), {report['cpus']} CPUs, load average at start {load}"]
     for project in report["projects"]:
-        rows += ["", project["project"]]
+        rows += ["", f"{project['project']}, builders: {project['builders']}"]
         if "skipped" in project:
             rows.append(f"skipped: {project['skipped']}")
             continue
@@ -206,7 +249,9 @@ def cost_table(report: dict) -> str:
         for name, result in project["results"].items():
             rows.append(f"| {name} | {_cell(result['cpu_s'])} | {_cell(result['peak_mb'])} | "
                         f"{_cell(result['elapsed_s'])} |")
-        rows += ["", f"A verdict with {project['nodes']} nodes costs {project['cpu_over_plain']}x the CPU seconds, "
+        rows += ["", f"A verdict with {project['nodes']} nodes and builders: {project['builders']} "
+                     f"({'/'.join(map(str, project['builds_per_verdict']))} builds per verdict) "
+                     f"costs {project['cpu_over_plain']}x the CPU seconds, "
                      f"{project['peak_over_plain']}x the peak memory and {project['time_over_plain']}x the time of "
                      f"one plain run (medians; cells: median [min-max])."]
     return "\n".join(rows)

@@ -152,6 +152,7 @@ def make_app(
                 replica = Replica.restore(
                     settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
                     cancels=loaded.cancels, network=network, check_network=check_network, changes=loaded.changes,
+                    chosen=loaded.chosen,
                 )
                 rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(

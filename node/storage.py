@@ -76,11 +76,15 @@ CREATE TABLE IF NOT EXISTS builds (
     request TEXT NOT NULL,
     reply TEXT,
     built INTEGER NOT NULL DEFAULT 1,
+    builders TEXT,
     PRIMARY KEY (client, timestamp)
 );
 """
-# Stores written before the column existed: every row in them was built here.
-MIGRATIONS = {("builds", "built"): "ALTER TABLE builds ADD COLUMN built INTEGER NOT NULL DEFAULT 1"}
+# Stores written before a column existed: every row in them was built here, by every member.
+MIGRATIONS = {
+    ("builds", "built"): "ALTER TABLE builds ADD COLUMN built INTEGER NOT NULL DEFAULT 1",
+    ("builds", "builders"): "ALTER TABLE builds ADD COLUMN builders TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Loaded:
     learnt: list[tuple[int, Request]]  # learnt by state transfer and never built here
     cancels: list[tuple[int, Request]]  # executed cancels (`pbft.cancels`), replayed by a restore
     changes: list[tuple[int, Request]]  # executed network changes (`pbft.networks`), replayed by a restore
+    chosen: dict[tuple[str, int], tuple[int, ...]]  # executed builds only the order's f+1 build (`pbft.builders`)
 
 
 class NodeStore:
@@ -146,6 +151,7 @@ class NodeStore:
         state = DurableState.from_json(json.loads(row[0]))
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         executed: dict[tuple[str, int], tuple[int, bool]] = {}
+        chosen: dict[tuple[str, int], tuple[int, ...]] = {}
         unfinished, learnt, cancels = [], [], []
         # Every client that executed anything here has a newest timestamp in the state.
         for client in sorted(state.client_latest):
@@ -154,11 +160,13 @@ class NodeStore:
                 decode(json.loads(body))
                 for (body,) in self._db.execute("SELECT body FROM votes WHERE client = ? AND timestamp > ?", live)
             ]
-            for timestamp, seq, replied, built, request in self._db.execute(
-                "SELECT timestamp, seq, reply IS NOT NULL, built, CASE WHEN reply IS NULL THEN request END"
+            for timestamp, seq, replied, built, builders, request in self._db.execute(
+                "SELECT timestamp, seq, reply IS NOT NULL, built, builders, CASE WHEN reply IS NULL THEN request END"
                 " FROM builds WHERE client = ? AND timestamp > ?", live,
             ):
                 executed[(client, timestamp)] = (seq, bool(replied))
+                if builders is not None:
+                    chosen[(client, timestamp)] = tuple(json.loads(builders))
                 if request is not None:
                     (unfinished if built else learnt).append((seq, decode(json.loads(request))))
             cancels += [
@@ -171,7 +179,7 @@ class NodeStore:
             found.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt, cancels, self._changes())
+        return Loaded(state, messages, executed, unfinished, learnt, cancels, self._changes(), chosen)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
@@ -341,11 +349,15 @@ class NodeStore:
             "INSERT OR REPLACE INTO ledger (seq, view, digest, batch, state_digest) VALUES (?, ?, ?, ?, ?)",
             (effect.seq, effect.view, effect.digest, batch, effect.state_digest),
         )
+        chosen = dict(effect.chosen)
         for requests, built in ((effect.requests, 1), (effect.answered, 1), (effect.learnt, 0)):
             for request in requests:
+                builders = chosen.get(request.key)
                 self._db.execute(
-                    "INSERT OR IGNORE INTO builds (client, timestamp, seq, request, built) VALUES (?, ?, ?, ?, ?)",
-                    (request.client, request.timestamp, effect.seq, json.dumps(encode(request)), built),
+                    "INSERT OR IGNORE INTO builds (client, timestamp, seq, request, built, builders)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (request.client, request.timestamp, effect.seq, json.dumps(encode(request)), built,
+                     None if builders is None else json.dumps(builders)),
                 )
 
     def ledger_entries(self, from_seq: int, to_seq: int) -> list[LedgerEntry]:

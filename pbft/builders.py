@@ -68,8 +68,9 @@ class Standby:
         self.standby_s = standby_s
         self.waiting: dict[tuple[str, int], Waiting] = {}
 
-    def wait(self, seq: int, request: Request, chosen: tuple[int, ...]) -> None:
-        self.waiting[request.key] = Waiting(seq, request, chosen)
+    def wait(self, seq: int, request: Request, chosen: tuple[int, ...]) -> Waiting:
+        waiting = self.waiting[request.key] = Waiting(seq, request, chosen)
+        return waiting
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         return key in self.waiting

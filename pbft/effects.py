@@ -63,6 +63,9 @@ class Execute:
     order alone answers, which start no build: cancels, and builds cancelled
     before they executed (`pbft.cancels`); their replies follow in the same
     step. All three count for exactly-once, so the store records them.
+    `chosen` names the builders the order picked for this batch's requests of
+    repositories with `builders: f+1` (`pbft.builders`): the store keeps it with
+    each of them, since their verdicts are counted by it after a restart too.
     """
 
     view: int
@@ -73,6 +76,7 @@ class Execute:
     state_digest: str  # hash chain over the ledger up to and including this batch
     learnt: tuple[Request, ...] = ()
     answered: tuple[Request, ...] = ()
+    chosen: tuple[tuple[tuple[str, int], tuple[int, ...]], ...] = ()  # ((client, timestamp), its builders)
 
 
 @dataclass(frozen=True)

@@ -720,23 +720,32 @@ class Replica:
         answers = {request.key: self._order_answer(seq, request) for request in fresh}
         answered = tuple(request for request in fresh if answers[request.key] is not None)
         owed = tuple(request for request in fresh if answers[request.key] is None)
+        chosen = {request.key: self._chosen(seq, request) for request in owed}
         for request in fresh:
-            self.result_votes.ordered(request.key, seq, () if request in answered else self._chosen(seq, request))
+            self.result_votes.ordered(request.key, seq, chosen.get(request.key, ()))
+        # What the order gave other members to build, this member stands by for, built here or
+        # learnt by state transfer alike (`pbft.builders`).
+        standing_by = tuple(r for r in owed if chosen[r.key] and self.id not in chosen[r.key]) if member else ()
+        for request in standing_by:
+            self.standby.wait(seq, request, chosen[request.key])
+            self.result_votes.expect(request.key, self.now, at_once=not build)
         if not build and member:
             for request in owed:
-                self.result_votes.expect(request.key, self.now, at_once=True)
-                self.transfer.learnt(seq, request)
-        standing_by = self._stand_by(seq, owed) if build else ()
+                if request not in standing_by:
+                    self.result_votes.expect(request.key, self.now, at_once=True)
+                    self.transfer.learnt(seq, request)
         self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
-        built, learnt = (tuple(r for r in owed if r not in standing_by), standing_by) if build else ((), owed)
+        built = tuple(r for r in owed if r not in standing_by) if build else ()
+        learnt = tuple(r for r in owed if r not in built)
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
             self.id, self.view, seq, batch_id[:8], len(built),
         )
-        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered))
+        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered,
+                                    tuple((key, builders) for key, builders in chosen.items() if builders)))
         for request in answered:
             self._answer(seq, request, answers[request.key])
             if request.key in self.cancels:
@@ -755,17 +764,6 @@ class Replica:
             return ()
         members = self._members_at(seq)
         return chosen_builders(seq, members.ids, members.f)
-
-    def _stand_by(self, seq: int, owed: tuple[Request, ...]) -> tuple[Request, ...]:
-        """Of the builds owed at `seq`, those the order gave to other members: waited for."""
-        standing_by = []
-        for request in owed:
-            chosen = self.result_votes.chosen.get(request.key, ())
-            if chosen and self.id not in chosen:
-                self.standby.wait(seq, request, chosen)
-                self.result_votes.expect(request.key, self.now)
-                standing_by.append(request)
-        return tuple(standing_by)
 
     def _build_standing_by(self, key: tuple[str, int], why: str) -> None:
         waiting = self.standby.take(key)
@@ -884,7 +882,7 @@ class Replica:
     def _cancel(self, seq: int, target: tuple[str, int]) -> None:
         """The cancel executed at `seq` cancels `target`: stop its build if it runs here (its
         result is then `cancelled`), answer it `cancelled` at once if this node learnt it by
-        state transfer and never built it (the client may need this node's reply: a node that
+        state transfer or stood by for it and never built it (the client may need this node's reply: a node that
         builds nothing still answers what the order decides), and make its verdict `cancelled`."""
         if target not in self.result_votes:
             return  # not executed yet (it is answered `cancelled` when it is), or forgotten
@@ -892,6 +890,9 @@ class Replica:
             if target in self.transfer.learnt_unbuilt:
                 target_seq, request = self.transfer.take(target)
                 self._answer(target_seq, request, cancelled_result())
+            elif target in self.standby:
+                waiting = self.standby.take(target)  # chosen builders build it, or built it: not us
+                self._answer(waiting.seq, waiting.request, cancelled_result())
             else:
                 self._outbox.append(StopBuild(seq, *target))
         self._settle_cancelled(target)
@@ -1421,6 +1422,7 @@ class Replica:
         network: dict | None = None,
         check_network: Callable[[dict], str | None] | None = None,
         changes: Iterable[tuple[int, Request]] = (),
+        chosen: Mapping[tuple[str, int], tuple[int, ...]] | None = None,
     ) -> Replica:
         """Rebuild a replica from what its driver persisted before a crash, each part from
         its own share.
@@ -1432,7 +1434,10 @@ class Replica:
         before the stop (`pbft.cancels`). `changes` are every network change the
         ledger executed, with their sequence numbers: replayed in ledger order from
         the document the node starts with (`network`), by the rule that applied or
-        refused each one, they give the document the node ran before the stop. Nothing is sent
+        refused each one, they give the document the node ran before the stop. `chosen`
+        names the builders the order picked for executed builds of repositories with
+        `builders: f+1` (`pbft.builders`): their verdicts count by them, and this node
+        stands by again for those it did not build. Nothing is sent
         while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
@@ -1468,7 +1473,7 @@ class Replica:
         for key, (seq, replied) in executed.items():
             if not replica.clients.expired(key):
                 replica.clients.remember(key, True if replied else None)
-                replica.result_votes.ordered(key, seq)
+                replica.result_votes.ordered(key, seq, (chosen or {}).get(key, ()))
         for vote in by_type.get(ResultVote, []):
             if vote.key in replica.result_votes:
                 replica.result_votes.add(vote)
@@ -1498,7 +1503,14 @@ class Replica:
             answer = replica._standing_answer(request)
             if replica.id not in replica._members_at(seq):
                 continue  # ordered where this node was no member: it builds none of those
-            if answer is None:
+            builders = replica.result_votes.chosen.get(request.key, ())
+            if answer is None and builders and replica.id not in builders:
+                waiting = replica.standby.wait(seq, request, builders)
+                if request.key in replica.result_votes.decided:
+                    waiting.decided = True
+                elif any(replica.result_votes.has_vote(request.key, node) for node in builders):
+                    waiting.first_vote_at = now  # the wait for the others starts again
+            elif answer is None:
                 replica.transfer.learnt(seq, request)
             else:  # a store from before such requests were answered as they executed
                 replica._answer(seq, request, answer)

@@ -51,6 +51,9 @@ class Loaded(Protocol):
     @property
     def changes(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed network change
 
+    @property
+    def chosen(self) -> dict[tuple[str, int], tuple[int, ...]]: ...  # builds only f+1 chosen build (`pbft.builders`)
+
 
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""

@@ -369,6 +369,8 @@ class SimCluster:
             kinds.append("unsynced")
         if self.nodes[0].replica.relaying:
             kinds.append("relay")
+        if self.f_plus_1:
+            kinds.append("f+1-builders")
         return kinds + (["long"] if self.long else [])
 
     # --- the event loop ------------------------------------------------
@@ -766,9 +768,11 @@ class SimCluster:
             # What the order alone answers (cancels, builds cancelled before they executed) is
             # the node's part done, as a build is.
             answered = tuple(request.key for request in effect.answered)
-            # And what the order gave f+1 other members to build (`pbft.builders`): it stands by.
+            # And what the order gave f+1 other members to build (`pbft.builders`): it stands by
+            # (a batch adopted by state transfer is one whatever it stands by for).
             standby = self.nodes[node].replica.standby
-            standing_by = tuple(request.key for request in effect.learnt if request.key in standby)
+            standing_by = () if self._delivering_transfer else tuple(
+                request.key for request in effect.learnt if request.key in standby)
             self.builds.executed(self.now_s, node, effect.seq, batch, builds + answered + standing_by,
                                  self._delivering_transfer)
         if self.trace is not None:

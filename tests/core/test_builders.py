@@ -129,3 +129,42 @@ def test_a_reply_names_its_picked_builders_on_the_wire_and_a_reply_of_all_builde
     assert encode(picked)["builders"] == [1, 2]  # a list, as it is read, also without a JSON round trip
     assert decode(encode(picked)) == picked
     assert "builders" not in encode(dataclasses.replace(picked, builders=()))
+
+
+def test_a_cancel_answers_a_build_stood_by_for_as_cancelled_and_it_is_never_built_there():
+    cluster = Cluster(document=F_PLUS_1)
+    cluster.slow.update({1, 2})  # the picked builders still run it when the cancel comes
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    assert all(request.key in cluster.replicas[node].standby for node in (0, 3))
+    cluster.deliver_to(0, cluster.cancel(request))
+    cluster.run()
+    for node in (0, 3):
+        assert request.key not in cluster.replicas[node].standby
+        assert verdict(cluster, node, request) == "cancelled"
+    cluster.deliver_to(3, request)  # its client asking again builds nothing now
+    cluster.run()
+    answered = {reply.sender: reply.result.status for reply in cluster.replies if reply.timestamp == request.timestamp}
+    assert answered == {0: "cancelled", 3: "cancelled"}
+
+
+def test_a_restart_keeps_who_the_order_picked_so_the_verdict_is_counted_and_stood_by_as_before(tmp_path):
+    cluster = Cluster(document=F_PLUS_1, store_dir=tmp_path)
+    cluster.slow.add(2)  # node 2's build ends after the restarts
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.send_results(now=1.0)  # node 1's result only
+    for node in (1, 3):  # a picked builder that built it, and a member standing by
+        cluster.crashed.add(node)
+        cluster.restart(node, now=2.0)
+    assert cluster.replicas[1].result_votes.chosen[request.key] == (1, 2)
+    assert request.key in cluster.replicas[3].standby
+    cluster.running[2] = []
+    cluster.interpreter(2).step(cluster.replicas[2].execution_finished, request, cluster.build(request.operation), 2)
+    cluster._end_turn(2)
+    cluster.send_results(now=3.0)
+
+    assert built_by(cluster, request) == [1, 2]  # the two picked builders agreed: nobody else built it
+    assert all(verdict(cluster, node, request) == "certified" for node in range(4))

@@ -55,11 +55,16 @@ def test_the_first_verdict_bench_times_a_fresh_clone_to_its_first_verdict(tmp_pa
 @pytest.mark.docker
 def test_the_cost_bench_charges_a_verdict_for_every_nodes_build(tmp_path):
     result, reports = quick_reports(["cost"], tmp_path)
-    [busy] = reports["cost"]["projects"]
-    pbft_ci, plain = busy["results"]["pbft-ci"], busy["results"]["plain"]
-    # The engine's own counters were read around both. Their ratio (about four, on a quiet
-    # machine) is not asserted: the tests beside this one run containers under the same group.
-    assert pbft_ci["cpu_s"]["median"] > 0 and plain["cpu_s"]["median"] > 0, busy
-    assert pbft_ci["peak_mb"]["median"] > 0 and plain["elapsed_s"]["median"] > 0, busy
-    assert busy["cpu_over_plain"] == round(pbft_ci["cpu_s"]["median"] / plain["cpu_s"]["median"], 2)
-    assert "A verdict with 4 nodes costs" in result.stdout
+    every, f_plus_1 = reports["cost"]["projects"]
+    assert (every["builders"], f_plus_1["builders"]) == ("all", "f+1")
+    # Four builds per verdict, or the two the order picked, which agreed: nobody else built.
+    assert every["builds_per_verdict"] == [4] and f_plus_1["builds_per_verdict"] == [2], reports
+    for busy in (every, f_plus_1):
+        pbft_ci, plain = busy["results"]["pbft-ci"], busy["results"]["plain"]
+        # The engine's own counters were read around both. Their ratio (about four and two, on
+        # a quiet machine) is not asserted: the tests beside this one run containers under
+        # the same group.
+        assert pbft_ci["cpu_s"]["median"] > 0 and plain["cpu_s"]["median"] > 0, busy
+        assert pbft_ci["peak_mb"]["median"] > 0 and plain["elapsed_s"]["median"] > 0, busy
+        assert busy["cpu_over_plain"] == round(pbft_ci["cpu_s"]["median"] / plain["cpu_s"]["median"], 2)
+    assert "A verdict with 4 nodes and builders: f+1 (2 builds per verdict) costs" in result.stdout

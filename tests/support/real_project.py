@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -239,14 +240,15 @@ def plain_limits(limits: BuildConfig, *, with_workspace: bool = False) -> list[s
     ]
 
 
-def every_node_log(base_url: str, config: NetworkConfig, verdict: dict) -> dict[int, str]:
-    """Every node's output for the verdict's build, read through the client (README: Build
-    output), once each has its status line: up to f nodes may still be building when the
-    verdict comes."""
+def every_node_log(base_url: str, config: NetworkConfig, verdict: dict,
+                   nodes: Iterable[int] | None = None) -> dict[int, str]:
+    """Every node's output (or `nodes`' only) for the verdict's build, read through the client
+    (README: Build output), once each has its status line: up to f nodes may still be
+    building when the verdict comes."""
     logs: dict[int, str] = {}
     deadline = time.monotonic() + ALL_LOGS_TIMEOUT_S
-    for node in config.nodes:
-        url = f"{base_url}/builds/{verdict['build_id']}/log?node={node.id}"
+    for node_id in [node.id for node in config.nodes] if nodes is None else nodes:
+        url = f"{base_url}/builds/{verdict['build_id']}/log?node={node_id}"
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=30) as response:
@@ -256,9 +258,9 @@ def every_node_log(base_url: str, config: NetworkConfig, verdict: dict) -> dict[
                     raise
                 text = ""
             if STATUS_LINE.search(text):
-                logs[node.id] = text
+                logs[node_id] = text
                 break
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"node {node.id} has no status line for {verdict}:\n{text[-2000:]}")
+                raise TimeoutError(f"node {node_id} has no status line for {verdict}:\n{text[-2000:]}")
             time.sleep(0.5)
     return logs

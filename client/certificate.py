@@ -10,6 +10,7 @@ alone and takes nothing on the word of the client that served it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +55,17 @@ class Summary:
     commit: str | None
     signers: tuple[int, ...]
     needed: int
+    # The f+1 builders the order picked (`pbft.builders`), as f+1 signed replies name them; ()
+    # when every node built it.
+    picked: tuple[int, ...] = ()
 
     def line(self) -> str:
         exit_code = "none" if self.exit_code is None else self.exit_code
         commit = "none" if self.commit is None else self.commit[:12]
+        picked = f"; the order picked nodes {list(self.picked)} to build it" if self.picked else ""
         return (
             f"valid: build {self.build_id} {self.status} exit_code={exit_code} commit={commit}"
-            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed)"
+            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){picked}"
         )
 
 
@@ -101,7 +106,7 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
         raise CertificateError(f"unsupported version {str(data['version'])[:32]!r}")
     request = _checked_request(data["request"], config)
     result = _checked_result(data["result"])
-    signers, agreed = _checked_replies(data["replies"], request, config)
+    signers, agreed, named = _checked_replies(data["replies"], request, config)
     if len(agreed) > 1:
         raise CertificateError("replies disagree")
     if agreed and agreed != {_agreed(result)}:
@@ -120,6 +125,7 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
         commit=result["commit"],
         signers=tuple(sorted(signers)),
         needed=needed,
+        picked=next((builders for builders, count in named.items() if count >= needed), ()),
     )
 
 
@@ -148,13 +154,17 @@ def _checked_request(wire: Any, config: NetworkConfig) -> Request:
     return request
 
 
-def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> tuple[list[int], set[tuple]]:
-    """The distinct signers of `replies` and the agreed results they carry, each reply checked on its own."""
+def _checked_replies(
+    replies: Any, request: Request, config: NetworkConfig
+) -> tuple[list[int], set[tuple], Counter[tuple[int, ...]]]:
+    """The distinct signers of `replies`, the agreed results they carry, and how many name each
+    set of picked builders; each reply checked on its own."""
     if not isinstance(replies, list):
         raise CertificateError("replies must be a list")
     node_keys = {node.id: node.public_key for node in config.nodes}
     signers: list[int] = []
     agreed: set[tuple] = set()
+    named: Counter[tuple[int, ...]] = Counter()
     for index, wire in enumerate(replies):
         reply = _decoded(wire, Reply, f"reply {index}")
         if reply.sender not in node_keys:
@@ -170,7 +180,9 @@ def _checked_replies(replies: Any, request: Request, config: NetworkConfig) -> t
             )
         signers.append(reply.sender)
         agreed.add(_agreed(reply.result.agreed()))
-    return signers, agreed
+        if reply.builders:
+            named[reply.builders] += 1
+    return signers, agreed, named
 
 
 def _checked_result(result: Any) -> dict:

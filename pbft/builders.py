@@ -13,9 +13,10 @@ The other members stand by (`Standby`), and build as well when
 - the verdict is still open `standby_s` after the first chosen builder's result came: a
   chosen builder is silent, slow or gone. At least one chosen builder is honest and votes
   in the end, so a silent one costs at most `standby_s` and one more build;
-- the client sends the request again, even after the verdict: a chosen builder may have
-  voted one result to its peers and replied another to the client, which then lacks f+1
-  matching replies.
+- the client sends the request again after the verdict was decided: a chosen builder may
+  have voted one result to its peers and replied another to the client, which then lacks
+  f+1 matching replies. (Before the verdict, a client resends every build that runs longer
+  than `client_retransmit_s`: that alone is no reason to build.)
 
 The verdict of such a build is certified once every chosen builder voted and all agree,
 without artifacts (`pbft.quorum.verdict`'s `chosen`); otherwise by the usual quorum. At

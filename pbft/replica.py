@@ -384,10 +384,11 @@ class Replica:
                     # built it may have lied in its reply (or not built it): build it after all.
                     self._build_learnt(request.key)
                     return None
-                if request.key in self.standby:
-                    # Likewise for a build the order gave f+1 others: one may have told its
-                    # peers one result and the client another.
-                    self._build_standing_by(request.key, "its client sent it again")
+                if request.key in self.standby and not self.standby.open(request.key):
+                    # Likewise for a build the order gave f+1 others, once its verdict is decided
+                    # here: one may have told its peers one result and the client another. (Before
+                    # that, a client resends a build that runs long every client_retransmit_s.)
+                    self._build_standing_by(request.key, "its client sent it again after the verdict")
                     return None
                 return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again, from the store.

@@ -36,10 +36,10 @@ class Network:
 
     def reply(
         self, sender: int, *, result: Result = SUCCESS, timestamp: int = TIMESTAMP, client: str = "client",
-        key_of: int | None = None,
+        key_of: int | None = None, builders: tuple[int, ...] = (),
     ) -> Reply:
         signer = self.signer(f"node-{sender if key_of is None else key_of}")
-        return signed(Reply(0, timestamp, client, sender, result), signer)
+        return signed(Reply(0, timestamp, client, sender, result, builders=builders), signer)
 
     def certificate(self, replies: list[Reply], *, request: Request | None = None, result: Result = SUCCESS) -> dict:
         return {

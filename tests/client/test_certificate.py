@@ -82,6 +82,17 @@ def test_more_than_f_plus_1_matching_replies_are_valid(net):
     assert (summary.client, summary.repository, summary.branch) == ("client", "example", "main")
 
 
+def test_a_certificate_names_the_builders_the_order_picked_once_f_plus_1_replies_name_them(net):
+    # builders: f+1 (pbft.builders): node 0 stood by and built too, as node 1 was silent.
+    data = net.certificate([net.reply(2, builders=(1, 2)), net.reply(0, builders=(1, 2))])
+    summary = check_certificate(data, net.config)
+    assert summary.picked == (1, 2)
+    assert summary.line() == valid_line([0, 2]) + "; the order picked nodes [1, 2] to build it"
+    # One reply alone, maybe a faulty node's, names nobody.
+    data = net.certificate([net.reply(2, builders=(2, 3)), net.reply(0, builders=(1, 2))])
+    assert check_certificate(data, net.config).picked == ()
+
+
 def test_an_error_verdict_has_no_commit(net):
     data = net.certificate([net.reply(0, result=ERROR), net.reply(1, result=ERROR)], result=ERROR)
     assert check_certificate(data, net.config).line() == valid_line([0, 1], ERROR)

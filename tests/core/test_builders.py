@@ -123,6 +123,20 @@ def test_a_picked_builder_that_tells_the_client_another_result_than_its_peers_is
     assert sorted(set(built_by(cluster, request))) == [0, 1, 2, 3]  # 0 and 3, standing by, built it after all
 
 
+def test_a_client_resending_a_build_that_runs_long_makes_nobody_standing_by_build_it():
+    cluster = Cluster(document=F_PLUS_1)
+    cluster.slow.update({1, 2})  # the picked builders still build
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    for node in range(4):  # client_retransmit_s passed: the client sends it to every node
+        cluster.deliver_to(node, request)
+    cluster.run()
+    cluster.send_results()
+    assert all(request.key in cluster.replicas[node].standby for node in (0, 3))
+    assert built_by(cluster, request) == []  # 0 and 3 started no build; 1 and 2 are still at it
+
+
 def test_a_reply_names_its_picked_builders_on_the_wire_and_a_reply_of_all_builders_keeps_its_old_form():
     cluster = Cluster()
     picked = signed(Reply(0, 1, CLIENT, 1, Result("success", 0, COMMIT), builders=(1, 2)), cluster.replicas[1].auth.sign)

@@ -15,6 +15,7 @@ import urllib.request
 
 import yaml
 
+from client.certificate import check_certificate as verify_certificate
 from shared.config import load_config
 from tests.e2e.example_network import (
     OWN_NETWORK_MARKS, client, example_copy, http_json, kill_9, network_pids, poll, slow_repository, webhook,
@@ -34,11 +35,24 @@ def test_f_plus_1_builders_give_right_verdicts_with_a_liar_and_a_killed_builder(
     data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "slow", "url": str(tmp_path / "three-seconds"), "builders": "f+1"}]
     # The verdict of f+1 matching replies comes at once when the picked builders agree; where they
-    # cannot (one killed, the other the liar), after client_settle_s.
-    data.setdefault("protocol", {}).update(standby_s=STANDBY_S, client_settle_s=2.0)
+    # cannot (one killed, the other the liar), after client_settle_s. The client resends a build
+    # every client_retransmit_s while it runs, which alone makes nobody build it.
+    data.setdefault("protocol", {}).update(standby_s=STANDBY_S, client_settle_s=2.0, client_retransmit_s=1.0)
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     network(str(config_path), "--byzantine", "1:lie")
     config = load_config(config_path)
+
+    def logged(build_id: str) -> set[int]:
+        """The nodes that started the build: those with output for it."""
+        started = set()
+        for node in config.nodes:
+            try:
+                with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node.id}", timeout=10) as response:
+                    if response.read():
+                        started.add(node.id)
+            except urllib.error.HTTPError:
+                pass  # 404: this node has not started it
+        return started
 
     with client(config, tmp_path / "client.out", str(config_path)) as base_url:
         for _ in range(4):  # sequence numbers 1 to 4: node 1 is picked for 1 and 4
@@ -48,9 +62,14 @@ def test_f_plus_1_builders_give_right_verdicts_with_a_liar_and_a_killed_builder(
             assert verdict["status"] == "success" and 1 not in verdict["agreed_by"], verdict
             # A liar picked costs one more build (the others start at its result), never standby_s.
             assert elapsed_s < 3 * BUILD_S + 5, (elapsed_s, verdict)
-            print(f"verdict in {elapsed_s:.1f} s, agreed by {verdict['agreed_by']}")
+            _, certificate = http_json("GET", f"{base_url}/builds/{verdict['build_id']}/certificate")
+            picked = set(verify_certificate(certificate, config).picked)
+            assert len(picked) == 2, certificate
+            if 1 not in picked:  # two honest builders agreed: nobody else built it
+                assert logged(verdict["build_id"]) == picked
+            print(f"verdict in {elapsed_s:.1f} s, picked {sorted(picked)}, agreed by {verdict['agreed_by']}")
 
-        # A picked builder killed while it builds: one whose output has no status line yet.
+        # A picked builder building: one whose output has no status line yet.
         def building_nodes() -> set[int]:
             _, listing = http_json("GET", f"{base_url}/builds?limit=1")
             pending = [build for build in listing["builds"] if build["state"] == "pending"]
@@ -88,4 +107,7 @@ def test_f_plus_1_builders_give_right_verdicts_with_a_liar_and_a_killed_builder(
             raise AssertionError("the order never picked node 1 in four builds")
         # The other picked builder's result starts the wait: standby_s, then one more build.
         assert elapsed_s < BUILD_S + STANDBY_S + BUILD_S + 10, elapsed_s
+        # Its certificate names whom the order picked, beside who signed.
+        _, certificate = http_json("GET", f"{base_url}/builds/{verdict['build_id']}/certificate")
+        assert verify_certificate(certificate, config).picked == tuple(sorted(builders)), certificate
         print(f"killed node 1 of {sorted(builders)}: verdict in {elapsed_s:.1f} s, agreed by {verdict['agreed_by']}")

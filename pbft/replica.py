@@ -735,7 +735,6 @@ class Replica:
                 if request not in standing_by:
                     self.result_votes.expect(request.key, self.now, at_once=True)
                     self.transfer.learnt(seq, request)
-        self._release_early_votes(batch)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
@@ -747,6 +746,9 @@ class Replica:
         )
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered,
                                     tuple((key, builders) for key, builders in chosen.items() if builders)))
+        # After the batch's Execute: the votes may decide a verdict, or make this node build
+        # what it stood by for, and the store records either for a build it executed.
+        self._release_early_votes(batch)
         for request in answered:
             self._answer(seq, request, answers[request.key])
             if request.key in self.cancels:

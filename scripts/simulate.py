@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", dest="pin_heads", action="store_false",
                         help="clients do not pin a branch's head: nodes that fetch a moving branch at "
                              "different moments build different commits; fails by design")
+    parser.add_argument("--builders", choices=("third", "f+1", "all"), default="third",
+                        help="which seeds build with the f+1 picked builders (pbft/builders.py): a third "
+                             "of them, drawn apart from the seed's other draws, every seed or none "
+                             "(default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes (default: %(default)s)")
     args = parser.parse_args(argv)
     _quiet_logs()
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         relay=args.relay,
         ci=args.ci,
         pin_heads=args.pin_heads,
+        builders=args.builders,
         verbose=args.verbose,
     )
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     flags += f" --relay {args.relay}" if args.relay != "alternate" else ""
     flags += "" if args.ci else " --no-ci"
     flags += "" if args.pin_heads else " --no-pin"
+    flags += f" --builders {args.builders}" if args.builders != "third" else ""
     for seed, outcome in failures:
         others = [check for check in outcome.failed_checks if check != outcome.first_violation.kind]
         print(

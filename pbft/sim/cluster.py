@@ -118,6 +118,9 @@ class SimOptions:
     # Whether clients pin the head of a branch a request names without a commit (client/heads.py).
     # Off, nodes that fetch a moving branch at different moments build different commits.
     pin_heads: bool = True
+    # Which seeds build with the f+1 picked builders (`pbft.builders`): a third of them, drawn
+    # apart from the seed's other draws ("third"), or every seed ("f+1") or none ("all").
+    builders: str = "third"
     verbose: bool = False
 
 
@@ -195,7 +198,8 @@ class SimCluster:
         keys = replace(keys, owner_secrets={SimKeys.owner_key(secret): secret for secret in secrets.values()})
         # A third of the seeds build with f+1 picked builders (`pbft.builders`): from a draw of
         # its own, so that the seed's other draws stay as they were.
-        self.f_plus_1 = random.Random(f"builders-{seed}").random() < 1 / 3
+        third = random.Random(f"builders-{seed}").random() < 1 / 3
+        self.f_plus_1 = options.builders == "f+1" or (options.builders == "third" and third)
         self.document = genesis(self.n, self.f, secrets, builders="f+1" if self.f_plus_1 else "all")
         self.changes = menu(self.document, secrets)
         self.networks = NetworkChecker(document_digest(self.document))

@@ -6,7 +6,7 @@ import dataclasses
 
 from pbft.build import Result
 from pbft.builders import builders_of, chosen_builders
-from pbft.messages import Reply, decode, encode, signed
+from pbft.messages import Reply, ResultVote, decode, encode, signed
 from pbft.replies import ReplyCollector
 from tests.support.cluster import CLIENT, Cluster
 
@@ -182,3 +182,30 @@ def test_a_restart_keeps_who_the_order_picked_so_the_verdict_is_counted_and_stoo
 
     assert built_by(cluster, request) == [1, 2]  # the two picked builders agreed: nobody else built it
     assert all(verdict(cluster, node, request) == "certified" for node in range(4))
+
+
+def test_a_build_stood_by_for_that_its_early_votes_start_is_stored_as_started_and_runs_again_after_a_restart(tmp_path):
+    # Node 3 lags; the picked builders' results, which differ, reach it before it executes the
+    # request. Executing it, it builds it at once: the store must record the build as started
+    # here, so that a restart runs it again as unfinished rather than standing by anew.
+    cluster = Cluster(document=F_PLUS_1, store_dir=tmp_path)
+    cluster.crashed.add(3)
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    cluster.crashed.discard(3)
+    cluster.slow.add(3)
+    for sender, commit in ((1, COMMIT), (2, "f" * 40)):
+        vote = ResultVote(1, request.client, request.timestamp, Result("success", 0, commit), sender)
+        assert cluster.deliver_to(3, signed(vote, cluster.replicas[sender].auth.sign)) is None
+    cluster.deliver_to(0, cluster.request())  # seq 2: node 3 sees the others ahead of it
+    cluster.run()
+    cluster.tick(10.0)  # it asks its peers, and executes seq 1 from their commit certificates
+    cluster.run()
+    assert cluster.executed_seqs(3) == [1, 2] and request.key not in cluster.replicas[3].standby
+    loaded = cluster.stores[3].load()
+    assert request.key in [started.key for _, started in loaded.unfinished]
+    cluster.crashed.add(3)
+    cluster.restart(3, now=20.0)
+    assert request.key in [started.key for _, started in cluster.running[3]]
+    assert request.key not in cluster.replicas[3].standby

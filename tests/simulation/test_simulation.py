@@ -781,10 +781,11 @@ def test_simulation_catches_a_buffer_too_small_for_the_votes_a_new_view_brings(m
     # slots and reaches node 2 last; with 36 early messages per sender it loses the PREPAREs of
     # the one new slot, which then waits for the next view change while nodes fetch in vain.
     monkeypatch.setattr(ReplicaSettings, "per_sender_buffer", property(lambda s: max(16, s.max_buffered // s.n)))
-    outcome = run_seed(9438, options(requests=20, ci=False))  # the seed as found, before CI operations
+    found = options(requests=20, ci=False, builders="all")  # the seed as found, before CI operations and f+1
+    outcome = run_seed(9438, found)
     assert "fetch" in {violation.kind for violation in outcome.violations}, outcome.violations
     monkeypatch.undo()
-    assert not run_seed(9438, options(requests=20, ci=False)).violations
+    assert not run_seed(9438, found).violations
 
 
 def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync):

@@ -123,7 +123,7 @@ def consensus(args) -> dict:
     requests = 20 if args.quick else args.requests
     check_us = signature_check_us()
     sizes = {}
-    for n in CONSENSUS_SIZES:
+    for n in args.sizes or CONSENSUS_SIZES:
         latencies, quorum_ms, cpu_ms, synced_ms, checks = on_network(
             args, n, lambda nodes, service: latencies_and_cpu(nodes, service, requests))
         sizes[str(n)] = {

@@ -24,9 +24,9 @@ def _overhead_s(report: dict) -> float | None:
 
 TARGETS: list[Target] = [
     ("consensus", "consensus overhead p50, n = 4", "<= 10 ms",
-     lambda r: r["results"]["4"]["p50_ms"], lambda v: v <= 10),
+     lambda r: r["results"].get("4", {}).get("p50_ms"), lambda v: v <= 10),
     ("consensus", "consensus overhead p50, n = 16", "<= 40 ms",
-     lambda r: r["results"]["16"]["p50_ms"], lambda v: v <= 40),
+     lambda r: r["results"].get("16", {}).get("p50_ms"), lambda v: v <= 40),
     ("throughput", "ordered requests/s, n = 4 (best in-flight count)", ">= 1000",
      _best_throughput, lambda v: v >= 1000),
     ("idle", "first request after idle / warm one", "<= 1.2x",

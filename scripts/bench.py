@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds of each compared command or case (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=200,
                         help="consensus: requests measured at each network size (default: %(default)s)")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                        help="consensus: only these network sizes, of 4, 7, 10 and 16 (default: all four)")
     parser.add_argument("--duration-s", type=float, default=10.0,
                         help="throughput: seconds each in-flight count runs (default: %(default)s)")
     parser.add_argument("--idle-s", type=float, default=60.0,
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     if min(args.saves, args.rounds, args.requests) < 1 or args.duration_s <= 0 or args.idle_s < 0:
         parser.error("--saves, --rounds, --requests and --duration-s must be positive")
+    if args.sizes and not set(args.sizes) <= {4, 7, 10, 16}:
+        parser.error("--sizes takes network sizes of 4, 7, 10 and 16")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     reports = []

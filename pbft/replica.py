@@ -885,8 +885,9 @@ class Replica:
     def _cancel(self, seq: int, target: tuple[str, int]) -> None:
         """The cancel executed at `seq` cancels `target`: stop its build if it runs here (its
         result is then `cancelled`), answer it `cancelled` at once if this node learnt it by
-        state transfer or stood by for it and never built it (the client may need this node's reply: a node that
-        builds nothing still answers what the order decides), and make its verdict `cancelled`."""
+        state transfer or stood by for it and never built it (the client may need this node's
+        reply: a node that builds nothing still answers what the order decides), and make its
+        verdict `cancelled`."""
         if target not in self.result_votes:
             return  # not executed yet (it is answered `cancelled` when it is), or forgotten
         if self.clients.executed.get(target, False) is None:

@@ -24,6 +24,14 @@ def built_by(cluster: Cluster, request) -> list[int]:
     return sorted(reply.sender for reply in cluster.replies if reply.timestamp == request.timestamp)
 
 
+def submit(cluster: Cluster):
+    """A request ordered by all four nodes (node 0 its primary), and its builds started."""
+    request = cluster.request()
+    cluster.deliver_to(0, request)
+    cluster.run()
+    return request
+
+
 def test_the_order_picks_f_plus_1_members_that_rotate_with_the_sequence_number():
     assert [chosen_builders(seq, (0, 1, 2, 3), 1) for seq in (1, 2, 3, 4)] == [(1, 2), (2, 3), (0, 3), (0, 1)]
     assert chosen_builders(5, (2, 4, 7, 9, 11, 12, 20), 2) == (2, 12, 20)  # from the 6th of 7, wrapping round
@@ -32,9 +40,7 @@ def test_the_order_picks_f_plus_1_members_that_rotate_with_the_sequence_number()
 
 def test_the_picked_builders_alone_build_and_their_agreement_certifies_the_verdict():
     cluster = Cluster(document=F_PLUS_1)
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results()
 
     assert built_by(cluster, request) == [1, 2]  # seq 1: the members from index 1 on
@@ -50,9 +56,7 @@ def test_the_picked_builders_alone_build_and_their_agreement_certifies_the_verdi
 def test_a_picked_builder_that_lies_makes_the_others_build_and_the_members_quorum_decides():
     cluster = Cluster(document=F_PLUS_1)
     cluster.slow.add(2)  # node 2's build reports what the test says, below
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results()
     assert built_by(cluster, request) == [1]
     lie = Result("success", 0, "f" * 40)
@@ -71,9 +75,7 @@ def test_a_picked_builder_that_lies_makes_the_others_build_and_the_members_quoru
 def test_a_silent_picked_builder_costs_standby_s_after_the_first_result_then_the_others_build():
     cluster = Cluster(document=F_PLUS_1, settings={"standby_s": 30.0})
     cluster.slow.add(2)  # its build never ends
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results(now=1.0)  # node 1's result comes at 1 s
     assert built_by(cluster, request) == [1]
     cluster.send_results(now=30.9)
@@ -87,9 +89,7 @@ def test_a_silent_picked_builder_costs_standby_s_after_the_first_result_then_the
 def test_a_picked_builders_artifacts_make_the_others_build_since_artifacts_need_2f_plus_1():
     with_artifacts = Result("success", 0, COMMIT, artifacts="sha256:" + "a" * 64)
     cluster = Cluster(document=F_PLUS_1, build=lambda operation: with_artifacts)
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results()
 
     assert built_by(cluster, request) == [0, 1, 2, 3]
@@ -98,9 +98,7 @@ def test_a_picked_builders_artifacts_make_the_others_build_since_artifacts_need_
 
 def test_every_member_builds_a_repository_without_the_setting():
     cluster = Cluster(document={**F_PLUS_1, "repositories": [{"name": "example"}]})
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results()
     assert built_by(cluster, request) == [0, 1, 2, 3]
     assert all(reply.builders == () for reply in cluster.replies)
@@ -108,9 +106,7 @@ def test_every_member_builds_a_repository_without_the_setting():
 
 def test_a_picked_builder_that_tells_the_client_another_result_than_its_peers_is_outvoted_once_the_client_asks_again():
     cluster = Cluster(document=F_PLUS_1)
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results()
     assert all(verdict(cluster, node, request) == "certified" for node in range(4))
     # Node 1's reply said something else to the client (forged here as it would be): the
@@ -126,9 +122,7 @@ def test_a_picked_builder_that_tells_the_client_another_result_than_its_peers_is
 def test_a_client_resending_a_build_that_runs_long_makes_nobody_standing_by_build_it():
     cluster = Cluster(document=F_PLUS_1)
     cluster.slow.update({1, 2})  # the picked builders still build
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     for node in range(4):  # client_retransmit_s passed: the client sends it to every node
         cluster.deliver_to(node, request)
     cluster.run()
@@ -148,9 +142,7 @@ def test_a_reply_names_its_picked_builders_on_the_wire_and_a_reply_of_all_builde
 def test_a_cancel_answers_a_build_stood_by_for_as_cancelled_and_it_is_never_built_there():
     cluster = Cluster(document=F_PLUS_1)
     cluster.slow.update({1, 2})  # the picked builders still run it when the cancel comes
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     assert all(request.key in cluster.replicas[node].standby for node in (0, 3))
     cluster.deliver_to(0, cluster.cancel(request))
     cluster.run()
@@ -166,9 +158,7 @@ def test_a_cancel_answers_a_build_stood_by_for_as_cancelled_and_it_is_never_buil
 def test_a_restart_keeps_who_the_order_picked_so_the_verdict_is_counted_and_stood_by_as_before(tmp_path):
     cluster = Cluster(document=F_PLUS_1, store_dir=tmp_path)
     cluster.slow.add(2)  # node 2's build ends after the restarts
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.send_results(now=1.0)  # node 1's result only
     for node in (1, 3):  # a picked builder that built it, and a member standing by
         cluster.crashed.add(node)
@@ -190,9 +180,7 @@ def test_a_build_stood_by_for_that_its_early_votes_start_is_stored_as_started_an
     # here, so that a restart runs it again as unfinished rather than standing by anew.
     cluster = Cluster(document=F_PLUS_1, store_dir=tmp_path)
     cluster.crashed.add(3)
-    request = cluster.request()
-    cluster.deliver_to(0, request)
-    cluster.run()
+    request = submit(cluster)
     cluster.crashed.discard(3)
     cluster.slow.add(3)
     for sender, commit in ((1, COMMIT), (2, "f" * 40)):

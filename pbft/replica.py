@@ -1129,7 +1129,7 @@ class Replica:
             self._start_timer()
 
     def _on_view_change(self, message: ViewChange) -> str | None:
-        if message.epoch != self.epoch:
+        if message.epoch != self.epoch and not self._begin_epoch_by_proof(message):
             return "ignore_view-change_of_another_epoch"
         if message.view == self.view and self.mode is Mode.NORMAL:
             return self._serve_new_view(message)
@@ -1360,7 +1360,7 @@ class Replica:
             self._outbox.append(SendTo(message.sender, self._fetch()))
         return None
 
-    def _adopt_proof(self, message: StateTransfer) -> str | None:
+    def _adopt_proof(self, message: StateTransfer | ViewChange) -> str | None:
         """We executed up to a checkpoint but missed the CHECKPOINTs that make it stable, so
         our window cannot move: the proof a peer sent does it, if it vouches for our digest."""
         problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq,
@@ -1371,6 +1371,20 @@ class Replica:
         self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
         self._maybe_stable(message.stable_seq)
         return None
+
+    def _begin_epoch_by_proof(self, message: ViewChange) -> bool:
+        """Whether a VIEW-CHANGE of the epoch we wait to begin made us begin it. It carries the
+        proof of the checkpoint that begins it, signed by the old members: the CHECKPOINTs we
+        lacked may be lost for good (the others began the epoch and vote no more there), and
+        views of the old epoch and of the new one never meet. Its sender may be unknown to us
+        (a node that joins there): the proof speaks for itself."""
+        pending = self.epochs.pending
+        if pending is None or message.epoch != pending.start or message.stable_seq != pending.start:
+            return False
+        if message.stable_seq not in self.checkpoints.own or message.stable_seq <= self.low_watermark:
+            return False  # not executed here yet: the others' state transfer brings it
+        self._adopt_proof(message)
+        return self.epoch == message.epoch
 
     def _adopt_ledger(self, message: StateTransfer) -> str | None:
         """Take the batches up to a stable checkpoint we missed, without running their builds."""

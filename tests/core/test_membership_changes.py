@@ -195,3 +195,25 @@ def test_a_removed_nodes_result_counts_for_a_build_ordered_before_its_removal():
     # Ordered among five, it needs four votes: nodes 0, 1, 4 and the removed node 3.
     assert not [drop for drop in cluster.drops if drop[1].startswith("ignore_result")]
     assert cluster.replicas[0].result_votes.decided.get(request.key) == "certified"
+
+
+def test_a_node_that_lost_the_checkpoints_beginning_the_epoch_begins_it_from_a_view_change_of_the_epoch():
+    # Node 3 executes the change but loses every other CHECKPOINT there (simulator seed 15772:
+    # a blackout), so it waits in the old epoch while 0, 1, 2 and 4 went on in the new one, and
+    # no one signs that checkpoint again. A VIEW-CHANGE of the new epoch carries its proof.
+    four, five = document(range(4), 1, 5), document(range(5), 1, 5)
+    cluster = cluster_of(5, four)
+    cluster.deliver_to(0, cluster.change(change(four, five)))
+    cluster.run(keep=lambda node, message: not (node == 3 and message.TYPE == "checkpoint"))
+    lagging = cluster.replicas[3]
+    assert (lagging.epoch, lagging.last_executed, lagging.epochs.pending.start) == (0, 1, 1)
+    assert all(cluster.replicas[node].epoch == 1 for node in (0, 1, 2, 4))
+    # The new epoch's primary dies with a request waiting: the others ask for a view change.
+    cluster.crashed.add(0)
+    request = cluster.request()
+    for node in (1, 2, 4):
+        cluster.deliver_to(node, request)
+    cluster.network.clear()
+    cluster.tick(100.0, nodes=(1, 2, 4))
+    cluster.run(keep=lambda node, message: node == 3 and message.TYPE == "view-change")
+    assert (lagging.epoch, lagging.low_watermark, lagging.members.ids) == (1, 1, (0, 1, 2, 3, 4))

@@ -10,7 +10,6 @@ alone and takes nothing on the word of the client that served it.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.build import SHA256_DIGEST, STATUSES
+from pbft.builders import named_by
 from pbft.messages import MessageError, Reply, Request, decode, encode
 from pbft.quorum import reply_quorum
 
@@ -125,7 +125,7 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
         commit=result["commit"],
         signers=tuple(sorted(signers)),
         needed=needed,
-        picked=next((builders for builders, count in named.items() if count >= needed), ()),
+        picked=named_by(named, needed),
     )
 
 
@@ -156,15 +156,15 @@ def _checked_request(wire: Any, config: NetworkConfig) -> Request:
 
 def _checked_replies(
     replies: Any, request: Request, config: NetworkConfig
-) -> tuple[list[int], set[tuple], Counter[tuple[int, ...]]]:
-    """The distinct signers of `replies`, the agreed results they carry, and how many name each
-    set of picked builders; each reply checked on its own."""
+) -> tuple[list[int], set[tuple], list[tuple[int, ...]]]:
+    """The distinct signers of `replies`, the agreed results they carry, and the picked builders
+    each names; each reply checked on its own."""
     if not isinstance(replies, list):
         raise CertificateError("replies must be a list")
     node_keys = {node.id: node.public_key for node in config.nodes}
     signers: list[int] = []
     agreed: set[tuple] = set()
-    named: Counter[tuple[int, ...]] = Counter()
+    named: list[tuple[int, ...]] = []
     for index, wire in enumerate(replies):
         reply = _decoded(wire, Reply, f"reply {index}")
         if reply.sender not in node_keys:
@@ -180,8 +180,7 @@ def _checked_replies(
             )
         signers.append(reply.sender)
         agreed.add(_agreed(reply.result.agreed()))
-        if reply.builders:
-            named[reply.builders] += 1
+        named.append(reply.builders)
     return signers, agreed, named
 
 

@@ -26,7 +26,9 @@ them costs time, never a wrong verdict.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 
 from pbft.messages import Request
 
@@ -45,6 +47,13 @@ def chosen_builders(seq: int, ids: tuple[int, ...], f: int) -> tuple[int, ...]:
     """The f+1 members that build the request executed at `seq`, sorted by id."""
     assert list(ids) == sorted(set(ids)) and len(ids) > f >= 0, "member ids, sorted, more than f"
     return tuple(sorted(ids[(seq + i) % len(ids)] for i in range(f + 1)))
+
+
+def named_by(named: Iterable[tuple[int, ...]], needed: int) -> tuple[int, ...]:
+    """The picked builders that `needed` signed replies name alike (f+1: one of them honest),
+    from each reply's `builders`; () if no set is named that often."""
+    counts = Counter(builders for builders in named if builders)
+    return next((builders for builders, count in counts.items() if count >= needed), ())
 
 
 @dataclass

@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import Mapping
 
 from pbft.build import Result
+from pbft.builders import named_by
 from pbft.messages import Reply
 from pbft.quorum import artifact_quorum, reply_quorum, verdict
 
@@ -119,8 +120,7 @@ class ReplyCollector:
 
     def _chosen(self) -> tuple[int, ...]:
         """The builders f+1 replies name (`pbft.builders`); () if no set is named that often."""
-        named = Counter(reply.builders for reply in self._first_reply.values() if reply.builders)
-        return next((builders for builders, count in named.items() if count >= reply_quorum(self._f)), ())
+        return named_by((reply.builders for reply in self._first_reply.values()), reply_quorum(self._f))
 
     @property
     def disputed(self) -> bool:

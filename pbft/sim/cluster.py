@@ -773,10 +773,11 @@ class SimCluster:
             # the node's part done, as a build is.
             answered = tuple(request.key for request in effect.answered)
             # And what the order gave f+1 other members to build (`pbft.builders`): it stands by
-            # (a batch adopted by state transfer is one whatever it stands by for).
-            standby = self.nodes[node].replica.standby
+            # (a batch adopted by state transfer is one whatever it stands by for). Read from the
+            # effect, not the replica, which may be past it: a cancel executed in the same step
+            # ends the standing by before this effect is carried out.
             standing_by = () if self._delivering_transfer else tuple(
-                request.key for request in effect.learnt if request.key in standby)
+                key for key, builders in effect.chosen if node not in builders)
             self.builds.executed(self.now_s, node, effect.seq, batch, builds + answered + standing_by,
                                  self._delivering_transfer)
         if self.trace is not None:

@@ -15,7 +15,9 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from client.actors import machine
 from client.intake import WebhookError
+from pbft.build import Actor
 from shared.config import NetworkConfig
 from shared.reload import LiveConfig
 
@@ -27,14 +29,16 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 class AccessRules:
     token: str = field(repr=False)  # "" when none is configured
     plain_without_token: bool
+    client_name: str = "client"
 
     @classmethod
     def from_config(cls, config: NetworkConfig, client_name: str) -> AccessRules:
         client = config.client(client_name)
-        return cls(client.token, client.plain_without_token)
+        return cls(client.token, client.plain_without_token, client_name)
 
-    def check_plain_call(self, headers: Mapping[str, str]) -> None:
-        """Raise WebhookError (401 or 403) unless this caller may ask for a build with a plain call."""
+    def check_plain_call(self, headers: Mapping[str, str]) -> Actor:
+        """Who this caller is (the actor its requests name), or WebhookError (401 or 403) unless
+        it may ask for a build with a plain call."""
         if self.token:
             self._require_token(headers)
         elif not self.plain_without_token:
@@ -43,6 +47,7 @@ class AccessRules:
                 "plain webhook calls are refused: set token_file for this client "
                 "(or plain_without_token: true if it listens on a loopback address)",
             )
+        return machine(self.client_name)
 
     def check_reader(self, headers: Mapping[str, str]) -> None:
         """Raise WebhookError 401 unless this caller may read build records; open when no token is set."""
@@ -71,8 +76,8 @@ class CurrentAccess:
     def rules(self) -> AccessRules:
         return AccessRules.from_config(self._live.current, self._client_name)
 
-    def check_plain_call(self, headers: Mapping[str, str]) -> None:
-        self.rules().check_plain_call(headers)
+    def check_plain_call(self, headers: Mapping[str, str]) -> Actor:
+        return self.rules().check_plain_call(headers)
 
     def check_reader(self, headers: Mapping[str, str]) -> None:
         self.rules().check_reader(headers)

@@ -20,6 +20,7 @@ import base64
 import binascii
 import functools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -42,6 +43,7 @@ from pbft.attestation import (
 )
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
+from pbft.build import ACTOR_KINDS, ACTOR_NAME
 from pbft.messages import MessageError, Reply, Request, decode
 from pbft.provenance import (
     BUILD_TYPE,
@@ -54,6 +56,8 @@ from pbft.provenance import (
 from pbft.quorum import reply_quorum
 
 _LOWER_HEX = set("0123456789abcdef")
+# An actor as a statement names it (`pbft.build.Actor.label`): its kind, a space, its name.
+_ACTOR_LABEL = re.compile(f"(?:{'|'.join(ACTOR_KINDS)}) {ACTOR_NAME.pattern}")
 
 
 class AttestationError(ValueError):
@@ -191,13 +195,15 @@ class EnvelopeSummary:
     exit_code: int | None
     signers: tuple[int, ...]
     needed: int
+    requested_by: str | None = None  # the actor the signed request named (`kind name`)
 
     def line(self) -> str:
         exit_code = "none" if self.exit_code is None else self.exit_code
+        asked = f"; asked for by {self.requested_by}" if self.requested_by is not None else ""
         return (
             f"valid: attestation of {self.repository} ({self.branch}) commit {self.commit[:12]}"
             f" {self.result} ({self.status} exit_code={exit_code})"
-            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed)"
+            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){asked}"
         )
 
 
@@ -339,8 +345,12 @@ def _policy(statement: dict, commit: str | None, result: str | None) -> dict:
         raise AttestationError(f"the subject is commit {built}, not the requested {commit}")
     if result is not None and predicate["result"] != result:
         raise AttestationError(f"the result is {predicate['result']}, not {result}")
+    requested_by = repository["annotations"].get("requestedBy")
+    if requested_by is not None and not (isinstance(requested_by, str) and _ACTOR_LABEL.fullmatch(requested_by)):
+        raise AttestationError("requestedBy must name an actor: one of its kinds, a space and a plain name")
     exit_code = predicate.get("exitCode")
     return {
+        "requested_by": requested_by,
         "repository": str(subject[0].get("name", "")),
         "branch": str(repository["annotations"].get("branch", "")),
         "commit": built,

@@ -58,14 +58,18 @@ class Summary:
     # The f+1 builders the order picked (`pbft.builders`), as f+1 signed replies name them; ()
     # when every node built it.
     picked: tuple[int, ...] = ()
+    # Who asked for the build, as the signed request names it (`kind name`); None for a
+    # request signed before requests named their actor.
+    actor: str | None = None
 
     def line(self) -> str:
         exit_code = "none" if self.exit_code is None else self.exit_code
         commit = "none" if self.commit is None else self.commit[:12]
         picked = f"; the order picked nodes {list(self.picked)} to build it" if self.picked else ""
+        asked = f"; asked for by {self.actor}" if self.actor is not None else ""
         return (
             f"valid: build {self.build_id} {self.status} exit_code={exit_code} commit={commit}"
-            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){picked}"
+            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){picked}{asked}"
         )
 
 
@@ -126,6 +130,7 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
         signers=tuple(sorted(signers)),
         needed=needed,
         picked=named_by(named, needed),
+        actor=None if operation.actor is None else operation.actor.label(),
     )
 
 

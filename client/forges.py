@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 
 from multidict import CIMultiDict
 
+from client.actors import forge_sender
 from client.commitinfo import CommitInfo, payload_object, pull_request_info, push_commit_info
 from client.intake import WebhookError, checked_branch, checked_commit, json_object, media_type
 from shared.config import RepositoryConfig
@@ -253,6 +254,7 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
     operation = Operation(
         repository.name, checked_branch(name), checked_commit(commit),
         event=None if what == "branch" else "tag", before=_before(payload.get("before")),
+        actor=forge_sender(forge.name, payload),
     )
     info = push_commit_info(forge.name, payload, repository, operation.commit)
     return Build(operation, delivery_id, commit_info=info)
@@ -299,7 +301,7 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
         raise WebhookError(400, "the pull request's number must be a positive integer")
     operation = Operation(
         repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head",
-        event="pull_request", before=_before(before),
+        event="pull_request", before=_before(before), actor=forge_sender(forge.name, payload),
     )
     info = pull_request_info(forge.name, payload, repository, operation.commit)
     return Build(operation, delivery_id, fork=fork, commit_info=info)

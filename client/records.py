@@ -10,7 +10,8 @@ links to other builds durable together:
 - `approvals`: fork pull requests waiting for someone to approve them;
 - `deliveries`: forge delivery ids already answered;
 - `actions`: what action runners reported after a verdict;
-- `slots`: the slot each schedule fired for last.
+- `slots`: the slot each schedule fired for last;
+- `audit`: who did what, read from the builds' signed requests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from client.tables.actions import Actions
 from client.tables.approvals import Approvals
+from client.tables.audit import Audit
 from client.tables.builds import Builds
 from client.tables.deliveries import Deliveries
 from client.tables.slots import ScheduleSlots
@@ -39,6 +41,7 @@ class BuildRecords:
         self.deliveries = Deliveries(self.store)
         self.actions = Actions(self.store)
         self.slots = ScheduleSlots(self.store)
+        self.audit = Audit(self.store)
 
     def close(self) -> None:
         self.store.close()

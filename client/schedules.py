@@ -27,6 +27,7 @@ from typing import Awaitable, Callable, Iterable
 
 from croniter import croniter
 
+from client.actors import scheduled
 from client.tables.slots import ScheduleSlots
 from pbft.build import Operation
 from shared.config import RepositoryConfig, ScheduleConfig
@@ -65,7 +66,8 @@ class Fire:
 
     def operation(self) -> Operation:
         """The slot's build: its branch (its head is pinned before it is signed), the slot named."""
-        return Operation(self.repository, self.schedule.branch, None, event="cron", slot=int(self.slot_s))
+        return Operation(self.repository, self.schedule.branch, None, event="cron", slot=int(self.slot_s),
+                         actor=scheduled(self.repository, self.schedule.name))
 
 
 def key_of(repository: str, schedule: ScheduleConfig) -> Key:

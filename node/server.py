@@ -40,6 +40,7 @@ from pbft.messages import decode, encode
 from pbft.networkchange import document_digest
 from pbft.quorum import reply_quorum
 from pbft.replica import Replica
+from pbft.wire import decode_struct
 
 logger = logging.getLogger(__name__)
 
@@ -386,7 +387,7 @@ def ledger_envelope(record: dict, node_keys: dict[int, str], needed: int) -> tup
         return None, f"the verdict is {verdict['state']}, not certified"
     votes = [decode(item["vote"]) for item in record["votes"]]
     agreed = [vote for vote in votes if vote.result.agreed() == verdict["result"]]
-    operation = Operation(**record["operation"])
+    operation = decode_struct(Operation, record["operation"])
     attestation = Signed(operation, agreed[0].result)
     if not attestation.exists:
         return None, "the verdict names no commit: there is nothing to attest"

@@ -55,6 +55,26 @@ CHANGE_REPOSITORY = "network"
 CHANGE_BRANCH = "change"
 
 
+# Who asked for a request: a person signed in (`user`), a personal API token's owner
+# (`token`), a forge's delivery by the account that pushed or opened the pull request
+# (`forge`, named `<forge>:<login>`), a schedule (`schedule`, named `<repository>/<name>`),
+# or the client's own machine token (`machine`, named after the client). The client signs
+# it into the request, so every ledger, certificate and attestation names it
+# (client/actors.py). A name is kept plain: it reaches logs, pages and SQL filters.
+ACTOR_KINDS = ("user", "token", "forge", "schedule", "machine")
+ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/-]{0,127}")
+
+
+@struct
+class Actor:
+    kind: str = wire(Text(choices=ACTOR_KINDS))
+    name: str = wire(Text(ACTOR_NAME, limit=128))
+
+    def label(self) -> str:
+        """`user alice@example.com`: how records, certificates and logs name it."""
+        return f"{self.kind} {self.name}"
+
+
 def combination_label(combination: tuple[tuple[str, str], ...]) -> str:
     """`PYTHON=3.12,DB=postgres`: a combination as the status context and the records show it."""
     return ",".join(f"{axis}={value}" for axis, value in combination)
@@ -94,6 +114,8 @@ class Operation:
     # owners (`pbft.networkchange`); checked and applied where it executes (`pbft.networks`).
     # Its repository and branch are CHANGE_REPOSITORY and CHANGE_BRANCH.
     change: NetworkChange | None = wire(Optional(Struct(NetworkChange)), default=None, omit=None, kw_only=True)
+    # Who asked for it (`Actor`). An operation signed before actors existed names none.
+    actor: Actor | None = wire(Optional(Struct(Actor)), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:

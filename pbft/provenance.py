@@ -77,9 +77,15 @@ def provenance(
     if result.spec is not None:
         external["spec"] = {"path": result.spec.path, "sha256": result.spec.sha256}
     build_definition: dict = {"buildType": BUILD_TYPE, "externalParameters": external}
+    internal: dict = {}
     if result.spec is not None:
         # The image by the name the spec or the configuration gives it: each node's image id differs.
-        build_definition["internalParameters"] = {"image": result.spec.image}
+        internal["image"] = result.spec.image
+    if operation.actor is not None:
+        # Who asked for the build, as the signed request names it: the client decided it.
+        internal["requestedBy"] = {"kind": operation.actor.kind, "name": operation.actor.name}
+    if internal:
+        build_definition["internalParameters"] = internal
     build_definition["resolvedDependencies"] = [
         {"uri": f"pbft-ci:repository/{operation.repository}", "digest": {"gitCommit": result.commit}}
     ]

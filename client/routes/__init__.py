@@ -10,6 +10,7 @@ reason; a 500 means a bug in this program and is logged with its traceback
 - `builds`: the build records, and what action runners report of a build;
 - `verbs`: re-run or cancel a build, approve a fork's pull request;
 - `changes`: a change of the network document, which its owners signed;
+- `audit`: who triggered, cancelled, re-ran and approved what;
 - `nodes`: what the nodes serve through the client (logs, artifacts, their records and status);
 - `evidence`: a verdict's certificate, attestation, in-toto bundle and provenance;
 - `about`: the client's identity and metrics, the dashboard and the badges.
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from client.access import CurrentAccess
 from client.keys import ACCESS_KEY, LIVE_KEY
-from client.routes import about, builds, changes, evidence, nodes, verbs, webhook
+from client.routes import about, audit, builds, changes, evidence, nodes, verbs, webhook
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 
@@ -31,6 +32,6 @@ def add_routes(app: web.Application, config: NetworkConfig, client_name: str, au
     reload may change), and what the routes to the nodes need."""
     app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name)
     nodes.add_node_proxies(app, config, client_name, auth)
-    for module in (webhook, builds, verbs, changes, nodes, evidence, about):
+    for module in (webhook, builds, verbs, changes, audit, nodes, evidence, about):
         app.add_routes(module.routes)
     about.add_pages(app)

@@ -32,11 +32,11 @@ MAX_CHANGE_BYTES = 2 * MAX_DOCUMENT_CHARS  # the document, and a few signatures 
 
 @routes.post("/network/changes")
 async def submit_change(request: web.Request) -> web.Response:
-    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = request.app[ACCESS_KEY].check_plain_call(request.headers)
     body = await read_capped(request, MAX_CHANGE_BYTES, webhook_settings(request).body_timeout_s)
     change = parse_change(body)
     verdict = await request.app[SERVICE_KEY].verbs.submit.wait(
-        Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=change))
+        Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=change, actor=actor))
     match verdict.outcome:
         case Accepted(result=result, agreed_by=agreed_by):
             answer = {"build_id": verdict.build_id, "status": result.status, "reason": result.reason,

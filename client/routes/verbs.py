@@ -10,6 +10,7 @@ from client.intake import WebhookError
 from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
 from client.routes.params import MAX_BUILD_ID, bounded_int, limit_of, record_of, webhook_settings
+from pbft.build import Actor
 
 routes = web.RouteTableDef()
 
@@ -18,18 +19,18 @@ routes = web.RouteTableDef()
 async def rerun(request: web.Request) -> web.Response:
     """Build again what a build built (its repository, ref and commit), as a new build that
     names the old one."""
-    record = _build_to_act_on(request)
-    build_id = await request.app[SERVICE_KEY].verbs.rerun.start(record)
+    record, actor = _build_to_act_on(request)
+    build_id = await request.app[SERVICE_KEY].verbs.rerun.start(record, actor)
     return started(build_id, webhook_settings(request), rerun_of=record["build_id"])
 
 
 @routes.post("/builds/{build_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     """Stop a build still without a verdict."""
-    record = _build_to_act_on(request)
+    record, actor = _build_to_act_on(request)
     if record["state"] != "pending":
         raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
-    cancel_id = request.app[SERVICE_KEY].verbs.cancel.start(record)
+    cancel_id = request.app[SERVICE_KEY].verbs.cancel.start(record, actor)
     return started(record["build_id"], webhook_settings(request), cancel_id=str(cancel_id))
 
 
@@ -51,19 +52,20 @@ async def get_approval(request: web.Request) -> web.Response:
 async def approve(request: web.Request) -> web.Response:
     """Build a fork's pull request that waited for an approval. Approving it again answers
     the build it started."""
-    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = request.app[ACCESS_KEY].check_plain_call(request.headers)
     approval = _approval(request)
-    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]))
+    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]), actor)
     return started(build_id, webhook_settings(request), already_approved=approval["build_id"] is not None)
 
 
-def _build_to_act_on(request: web.Request) -> dict:
-    """The build the URL names, for a caller who may ask for builds; a cancel is not one (409)."""
-    request.app[ACCESS_KEY].check_plain_call(request.headers)
+def _build_to_act_on(request: web.Request) -> tuple[dict, Actor]:
+    """The build the URL names and who asks to act on it, a caller who may ask for builds; a
+    cancel is not one (409)."""
+    actor = request.app[ACCESS_KEY].check_plain_call(request.headers)
     record = record_of(request)
     if record["cancels"] is not None:
         raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
-    return record
+    return record, actor
 
 
 def _approval(request: web.Request) -> dict:

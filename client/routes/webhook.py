@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from client.actors import acting
 from client.buildlogs import build_log_links
 from client.deliveries import Answer, Held, Started, WebhookSettings, take_delivery
 from client.forges import Ignored, Pong, forge_of, parse_delivery
@@ -32,15 +33,14 @@ async def webhook(request: web.Request) -> web.Response:
     # repository's secret once the body is read; a plain call is checked
     # before its body is waited for.
     forge = forge_of(request.headers)
-    if forge is None:
-        request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = None if forge is not None else request.app[ACCESS_KEY].check_plain_call(request.headers)
     body = await read_capped(request, settings.max_body_bytes, settings.body_timeout_s)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return _delivery_answer(take_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings),
                                 settings)
-    operation = parse_webhook(body, request.headers.get("Content-Type", ""),
-                              [repository.name for repository in config.repositories])
+    operation = acting(parse_webhook(body, request.headers.get("Content-Type", ""),
+                                     [repository.name for repository in config.repositories]), actor)
     service = request.app[SERVICE_KEY]
     verdict = await service.verbs.submit.wait(operation)
     match verdict.outcome:

@@ -43,6 +43,8 @@ function summary(record) {
     ["Event", record.event && record.event !== "push" ? record.event : null],
     ["Message", record.commit_message || null],
     ["Author", record.author || null],
+    // Who asked for it, as the request the nodes ordered names it.
+    ["Asked for by", record.actor ? record.actor.kind + " " + record.actor.name : null],
     ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
     ["Matrix of", record.matrix_of ? buildLink(record.matrix_of, "build " + record.matrix_of) : null],
     ["Combination", record.combination || null],

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS builds_pending ON builds (repository, branch) WHERE state = 'pending';
 CREATE UNIQUE INDEX IF NOT EXISTS builds_number ON builds (repository, number);
 CREATE INDEX IF NOT EXISTS builds_ref ON builds (repository, branch, build_id);
+CREATE INDEX IF NOT EXISTS builds_actor ON builds (json_extract(request, '$.operation.actor.name'), build_id);
 CREATE TABLE IF NOT EXISTS reruns (
     build_id INTEGER PRIMARY KEY,
     rerun_of INTEGER NOT NULL
@@ -87,8 +88,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 # into a table made by the schema above. Version 2 adds the approvals table, version 3 the
 # reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table,
 # version 7 the builds' numbers per repository and their commits' message, author and link,
-# version 8 who reported an action (the runner's name, its signature and stamp).
-SCHEMA_VERSION = 8
+# version 8 who reported an action (the runner's name, its signature and stamp), version 9 the
+# index of builds by who asked for them (client.tables.audit).
+SCHEMA_VERSION = 9
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the
@@ -103,7 +105,7 @@ BUILD_COLUMNS_OF_7 = {"number": "INTEGER", "commit_message": "TEXT", "author": "
 ACTION_COLUMNS_OF_8 = {"runner": "TEXT", "signature": "TEXT", "stamp_us": "INTEGER"}
 # The builds table's indexes, dropped before an old table is renamed: an index keeps its name
 # when its table is renamed, so the schema would not make it again for the new table.
-_BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref")
+_BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref", "builds_actor")
 
 
 def migrate(db: sqlite3.Connection) -> None:

@@ -28,6 +28,8 @@ SUMMARY_COLUMNS = (
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
+    "json_extract(request, '$.operation.actor.kind') AS actor_kind, "
+    "json_extract(request, '$.operation.actor.name') AS actor_name, "
     "json_extract(request, '$.operation.combination') AS combination, "
     "(SELECT matrix_of FROM matrix_builds WHERE matrix_builds.build_id = builds.build_id) AS matrix_of, "
     "(SELECT json_group_array(build_id) FROM (SELECT build_id FROM matrix_builds"
@@ -93,6 +95,9 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         "event": row["event"] or "push",
         "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
         "cancels": None if row["cancels"] is None else str(row["cancels"]),
+        # Who asked for it, as its signed request names it (client/actors.py); null for a request
+        # signed before requests named their actor.
+        "actor": None if row["actor_kind"] is None else {"kind": row["actor_kind"], "name": row["actor_name"]},
         # A matrix's combination builds name it, and it lists them.
         "combination": None if row["combination"] is None else combination_label(json.loads(row["combination"])),
         "matrix_of": None if row["matrix_of"] is None else str(row["matrix_of"]),

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import time
 
+from client.actors import acting
 from client.events import EventStream, HeldForApproval
 from client.tables.approvals import Approvals
 from client.verbs.submit import Submit
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,17 @@ class Approve:
         self._events.publish(HeldForApproval(str(approval_id), operation))
         return approval_id
 
-    def start(self, approval_id: int) -> int:
-        """Start the build an approval held back, once, and return its build id (KeyError if
-        there is no such approval). Approving one that already started returns that build."""
+    def start(self, approval_id: int, actor: Actor) -> int:
+        """Start the build an approval held back, once, asked for by `actor` (who approved it),
+        and return its build id (KeyError if there is no such approval). Approving one that
+        already started returns that build."""
         approval = self._approvals.get(approval_id)
         if approval is None:
             raise KeyError(approval_id)
         if approval["build_id"] is not None:
             return int(approval["build_id"])
         # Nothing awaits between the lookup and the update: two approvals cannot both start it.
-        build_id = self._submit.start(approval["operation"])
+        build_id = self._submit.start(acting(approval["operation"], actor))
         self._approvals.approved(approval_id, build_id)
         log.info("approval %d started build %d", approval_id, build_id)
         return build_id

@@ -27,7 +27,7 @@ from client.events import EventStream, OrderCancelled
 from client.outcome import Accepted, Verdict
 from client.requests import Outstanding, RequestCore
 from client.tables.builds import Builds
-from pbft.build import Operation, Result
+from pbft.build import Actor, Operation, Result
 from pbft.cancels import cancelled_result
 from pbft.wire import decode_struct
 
@@ -107,21 +107,22 @@ class Cancel:
         self._start = start  # starts a build and returns its id at once (client.verbs.submit)
         self._builds = builds
 
-    def start(self, record: dict) -> int:
-        """Ask the network to stop the build `record` (one still without a verdict): a request
-        ordered like any other, whose execution stops it on every node at that point of the
-        order; returns the cancel's own build id."""
+    def start(self, record: dict, actor: Actor | None) -> int:
+        """Ask the network, for `actor`, to stop the build `record` (one still without a
+        verdict): a request ordered like any other, whose execution stops it on every node at
+        that point of the order; returns the cancel's own build id."""
         operation = decode_struct(Operation, record["request"]["operation"])
         assert operation.cancels is None, "a cancel is not a build"
-        cancel = Operation(operation.repository, operation.branch, cancels=int(record["build_id"]))
+        cancel = Operation(operation.repository, operation.branch, cancels=int(record["build_id"]), actor=actor)
         self._book.expect(int(record["build_id"]))
         build_id = self._start(cancel)
         log.info("build %d cancels build %s", build_id, record["build_id"])
         return build_id
 
     def supersede(self, operation: Operation, build_id: int) -> list[int]:
-        """Cancel the older builds of `operation`'s ref that build `build_id` makes moot."""
-        return [self.start(record) for record in self._builds.superseded(operation, before=build_id)]
+        """Cancel the older builds of `operation`'s ref that build `build_id` makes moot, for
+        whoever asked for it."""
+        return [self.start(record, operation.actor) for record in self._builds.superseded(operation, before=build_id)]
 
 
 def said_cancelled(outstanding: Outstanding) -> list[int]:

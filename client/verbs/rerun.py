@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from client.actors import acting
 from client.events import Origin
 from client.tables.store import RecordStore
 from client.verbs.submit import Submit
-from pbft.build import COMMIT_SHA, Operation
+from pbft.build import COMMIT_SHA, Actor, Operation
 from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,9 @@ class Rerun:
         self._store = store
         self._f = f
 
-    async def start(self, record: dict) -> int:
-        """Start a new build of what the build `record` built, and return its id."""
-        operation = decode_struct(Operation, record["request"]["operation"])
+    async def start(self, record: dict, actor: Actor) -> int:
+        """Start a new build of what the build `record` built, asked for by `actor`, and return its id."""
+        operation = acting(decode_struct(Operation, record["request"]["operation"]), actor)
         if operation.commit is None:
             commit = commit_of(record, self._f + 1)
             if commit:

@@ -226,3 +226,12 @@ async def settled(client, build_id: str) -> dict:
             if record["state"] != "pending":
                 return record
             await asyncio.sleep(0.02)
+
+
+async def push(client, branch: str, sha: str, delivery: str) -> str:
+    """Deliver GitHub's push of `sha` to `branch` of repository "hello"; the build id it started."""
+    body = encoded({**GITHUB_PUSH, "ref": f"refs/heads/{branch}", "after": sha,
+                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": sha}})
+    response = await client.post("/webHook", data=body, headers=github_headers(body, delivery=delivery))
+    assert response.status == 202
+    return (await response.json())["build_id"]

@@ -33,7 +33,7 @@ from pbft.attestation import (
 )
 from shared.crypto import Ed25519Authenticator, load_private_key, verify_bytes, parse_public_key
 from pbft.encoding import canonical
-from pbft.build import Operation, Result, Spec
+from pbft.build import Actor, Operation, Result, Spec
 from pbft.messages import Reply, ResultVote, encode, signed
 from tests.support.cluster import Cluster
 from tests.client.signed_network import Network
@@ -115,6 +115,25 @@ def test_the_statement_names_the_event_of_anything_but_a_push():
     repository = statement(tag, SUCCESS)["predicate"]["configuration"][0]
     assert repository["annotations"] == {"branch": "master", "requestedCommit": COMMIT, "event": "tag"}
     assert "event" not in statement(PINNED, SUCCESS)["predicate"]["configuration"][0]["annotations"]
+
+
+def test_the_statement_names_who_asked_when_the_request_names_it(net):
+    asked = dataclasses.replace(PINNED, actor=Actor("forge", "github:octocat"))
+    annotations = statement(asked, SUCCESS)["predicate"]["configuration"][0]["annotations"]
+    assert annotations["requestedBy"] == "forge github:octocat"
+    summary = check_envelope(signed_envelope(net, [0, 2], Signed(asked, SUCCESS).payload), net.config)
+    assert summary.requested_by == "forge github:octocat"
+    assert summary.line().endswith("; asked for by forge github:octocat")
+    # A statement of an older request, which named none, is what it was.
+    assert "requestedBy" not in statement(PINNED, SUCCESS)["predicate"]["configuration"][0]["annotations"]
+
+
+@pytest.mark.parametrize("requested_by", ["root alice", "user", "user alice\x1b[2J", "user " + "a" * 129, 7])
+def test_a_statement_naming_no_plain_actor_is_refused_though_f_plus_1_signed_it(net, requested_by):
+    forged = statement(PINNED, SUCCESS)
+    forged["predicate"]["configuration"][0]["annotations"]["requestedBy"] = requested_by
+    with pytest.raises(AttestationError, match="requestedBy must name an actor"):
+        check_envelope(signed_envelope(net, [0, 1], canonical(forged)), net.config)
 
 
 def test_the_statement_is_a_function_of_the_agreed_result_only():

@@ -5,11 +5,11 @@ with a cancel is tested on real nodes (tests/e2e/test_end_to_end_cancel.py)."""
 import asyncio
 import dataclasses
 
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from client.keys import RECORDS_KEY, SERVICE_KEY
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import post, start_client
-from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, encoded, github_headers, settled
+from tests.client.forge_deliveries import REPOSITORIES, push, settled
 
 SHAS = ["1" * 40, "2" * 40, "3" * 40]
 
@@ -43,8 +43,9 @@ async def test_a_running_build_cancelled_gets_the_verdict_cancelled(cluster, aio
     cancel = await settled(client, answer["cancel_id"])
     assert (cancel["cancels"], cancel["result"]["status"]) == (build["build_id"], "success")
     assert operations(cluster) == [
-        Operation("example", "hold/tests", event="manual"),
-        Operation("example", "hold/tests", cancels=int(build["build_id"])),  # the build's repository and branch
+        Operation("example", "hold/tests", event="manual", actor=Actor("machine", "ci")),
+        # The build's repository and branch; asked for by whoever cancelled (here the same caller).
+        Operation("example", "hold/tests", cancels=int(build["build_id"]), actor=Actor("machine", "ci")),
     ]
 
 
@@ -69,14 +70,6 @@ async def test_only_a_build_without_a_verdict_can_be_cancelled_and_only_by_whoev
         refused = await client.post(f"/builds/{cancel_id}/{action}", headers=BEARER)
         assert refused.status == 409 and "is a cancel, not a build" in (await refused.json())["error"]
     assert (await (await waiting).json())["status"] == "cancelled"
-
-
-async def push(client, branch: str, sha: str, delivery: str) -> str:
-    body = encoded({**GITHUB_PUSH, "ref": f"refs/heads/{branch}", "after": sha,
-                    "head_commit": {**GITHUB_PUSH["head_commit"], "id": sha}})
-    response = await client.post("/webHook", data=body, headers=github_headers(body, delivery=delivery))
-    assert response.status == 202
-    return (await response.json())["build_id"]
 
 
 async def test_a_newer_push_cancels_the_older_build_of_its_branch_only(cluster, aiohttp_client):
@@ -180,7 +173,7 @@ async def test_a_cancel_ordered_after_the_builds_verdict_makes_its_record_cancel
     status, verdict = await waiting
     assert (status, verdict["status"]) == (200, "success")
 
-    cancel_id = service.verbs.cancel.start(record)
+    cancel_id = service.verbs.cancel.start(record, Actor("machine", "client"))
     cancel = await settled(client, str(cancel_id))
     assert cancel["result"]["status"] == "success"
     async with asyncio.timeout(5):

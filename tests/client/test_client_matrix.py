@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from pbft.wire import decode_struct
 from tests.client.fake_nodes import MATRIX, N, honest_result, post, start_client
 from tests.client.forge_deliveries import settled
@@ -35,9 +35,12 @@ async def test_a_matrix_verdict_starts_one_build_per_combination_grouped_under_i
     assert [started["status_url"] for started in answer["matrix"]] == [
         f"http://127.0.0.1:1/builds/{build_id}" for build_id in ids]
     children = [await settled(client, build_id) for build_id in ids]
-    # The parent's request again, its commit pinned to what the expansion was certified for.
-    assert operations(cluster) == [Operation("example", BRANCH, event="manual")] + [
-        Operation("example", BRANCH, COMMIT, event="manual", combination=combination) for combination in MATRIX]
+    # The parent's request again, its commit pinned to what the expansion was certified for,
+    # asked for by whoever asked for the parent.
+    actor = Actor("machine", "ci")
+    assert operations(cluster) == [Operation("example", BRANCH, event="manual", actor=actor)] + [
+        Operation("example", BRANCH, COMMIT, event="manual", combination=combination, actor=actor)
+        for combination in MATRIX]
     assert [decode_struct(Operation, child["request"]["operation"]).combination for child in children] == list(MATRIX)
     assert [(child["matrix_of"], child["combination"], child["state"], child["result"]["status"])
             for child in children] == [

@@ -11,7 +11,7 @@ import subprocess
 from client.heads import HeadUnknown, branch_head
 from client.keys import RECORDS_KEY, SERVICE_KEY
 from client.outcome import TimedOut
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from tests.client.fake_nodes import post, start_client
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
@@ -69,7 +69,7 @@ async def test_a_rerun_of_a_build_without_a_commit_is_pinned(cluster, aiohttp_cl
     for node in range(4):
         cluster.behaviour[node] = "honest"
     head = commit(tmp_path / "repo", "one")
-    rerun_id = await service.verbs.rerun.start(record)
+    rerun_id = await service.verbs.rerun.start(record, Actor("machine", "client"))
     async with asyncio.timeout(10):
         while rerun_id not in cluster.committed:
             await asyncio.sleep(0.02)

@@ -22,7 +22,7 @@ from client.tables import approvals as approvals_module
 from client.tables.schema import SCHEMA_VERSION
 from shared.statuses import StatusReport, status_for
 from builder.workspace.gitmirror import GitError, GitMirrors
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from pbft.wire import MessageError, decode_struct, encode
 from shared.config import RepositoryConfig
 from tests.client.fake_nodes import start_client
@@ -70,20 +70,23 @@ def parsed(name: str, event: str | None = None, **changes):
 # --- The parser, on recorded payloads ---------------------------------------------------------
 
 
-def pull(repository: str, number: int, *, kind: str = "pull", before: str | None = None) -> Operation:
+def pull(repository: str, number: int, actor: Actor, *, kind: str = "pull", before: str | None = None) -> Operation:
     return Operation(repository, "master", HEAD, pull_ref=f"refs/{kind}/{number}/head", event="pull_request",
-                     before=before)
+                     before=before, actor=actor)
 
 
 @pytest.mark.parametrize(
     "name, event, operation, fork",
     [
-        ("github-pull-request", None, pull("hello", 2, before=BASE), False),
-        ("github-pull-request-fork", None, pull("hello", 3, before=BASE), True),
+        # Each asked for by the payload's sender (GitHub, Gitea) or user (GitLab).
+        ("github-pull-request", None, pull("hello", 2, Actor("forge", "github:Codertocat"), before=BASE), False),
+        ("github-pull-request-fork", None, pull("hello", 3, Actor("forge", "github:Octocat"), before=BASE), True),
         # A merge request hook names no base commit: its changed paths are not counted.
-        ("gitlab-merge-request", None, pull("gitlab-test", 1, kind="merge-requests"), False),
-        ("gitlab-merge-request-fork", None, pull("gitlab-test", 2, kind="merge-requests"), True),
-        ("gitea-pull-request", None, pull("webhooks", 1, before=BASE), False),
+        ("gitlab-merge-request", None,
+         pull("gitlab-test", 1, Actor("forge", "gitlab:root"), kind="merge-requests"), False),
+        ("gitlab-merge-request-fork", None,
+         pull("gitlab-test", 2, Actor("forge", "gitlab:root"), kind="merge-requests"), True),
+        ("gitea-pull-request", None, pull("webhooks", 1, Actor("forge", "gitea:gitea"), before=BASE), False),
     ],
 )
 def test_a_pull_request_builds_its_head_by_the_forges_ref(name, event, operation, fork):
@@ -186,7 +189,7 @@ def test_records_of_version_1_gain_approvals_and_keep_their_builds(tmp_path):
     assert records.approvals.get(approval_id)["pull_request"] == 9
     records.close()
     with sqlite3.connect(path) as reopened:
-        assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
 
 
 # --- The client: held, approved, built, reported ---------------------------------------------
@@ -226,7 +229,7 @@ async def test_a_same_repository_pull_request_is_built_at_once(cluster, aiohttp_
     assert status == 202 and "build_id" in answer
     record = await settled(client, answer["build_id"])
     assert record["state"] == "accepted" and record["commit_requested"] == HEAD
-    assert sent_operations(cluster) == [pull("hello", 2, before=BASE)]
+    assert sent_operations(cluster) == [pull("hello", 2, Actor("forge", "github:Codertocat"), before=BASE)]
     listed = await (await client.get("/builds")).json()
     assert listed["builds"][0]["pull_request"] == 2
 
@@ -252,7 +255,8 @@ async def test_a_fork_waits_for_an_approval_then_builds_once(cluster, aiohttp_cl
     assert started["already_approved"] is False
     record = await settled(client, started["build_id"])
     assert record["state"] == "accepted" and record["pull_request"] == 3
-    assert sent_operations(cluster) == [pull("hello", 3, before=BASE)]
+    # Asked for by whoever approved it (the client's machine), not by the fork's sender.
+    assert sent_operations(cluster) == [pull("hello", 3, Actor("machine", "ci"), before=BASE)]
 
     again = await (await client.post(f"/approvals/{approval_id}/approve")).json()
     assert again == {**started, "already_approved": True}

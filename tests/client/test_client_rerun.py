@@ -2,7 +2,7 @@
 
 import hashlib
 
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from pbft.wire import decode_struct
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import post, start_client
@@ -28,9 +28,12 @@ async def test_a_rerun_builds_the_commit_the_old_verdict_named_and_is_linked_to_
     again = await settled(client, answer["build_id"])
     assert (again["state"], again["rerun_of"], again["commit_requested"]) == ("accepted", first["build_id"], built)
     # The same request, but pinned: a branch that moved on since is not what runs again.
-    assert decode_struct(Operation, again["request"]["operation"]) == Operation("example", "main", built, event="manual")
-    assert operations(cluster) == [Operation("example", "main", event="manual"),
-                                   Operation("example", "main", built, event="manual")]
+    # Asked for by whoever called for the rerun: here the same caller, the client's machine.
+    actor = Actor("machine", "ci")
+    assert decode_struct(Operation, again["request"]["operation"]) == Operation(
+        "example", "main", built, event="manual", actor=actor)
+    assert operations(cluster) == [Operation("example", "main", event="manual", actor=actor),
+                                   Operation("example", "main", built, event="manual", actor=actor)]
     old = await (await client.get(f"/builds/{first['build_id']}")).json()
     assert (old["reruns"], old["rerun_of"]) == ([answer["build_id"]], None)
     listed = (await (await client.get("/builds")).json())["builds"]
@@ -45,7 +48,8 @@ async def test_a_rerun_of_a_build_without_a_commit_asks_the_same_again(cluster, 
 
     answer = await (await client.post(f"/builds/{first['build_id']}/rerun")).json()
     again = await settled(client, answer["build_id"])
-    assert decode_struct(Operation, again["request"]["operation"]) == Operation("example", "missing", event="manual")
+    assert decode_struct(Operation, again["request"]["operation"]) == Operation(
+        "example", "missing", event="manual", actor=Actor("machine", "ci"))
     assert again["result"]["status"] == "error"
 
 

@@ -5,6 +5,7 @@ are made as the replica makes them (`Authenticator.sign_bytes` over its PAE)
 and the envelope is checked with securesystemslib, as a third party would.
 """
 
+import dataclasses
 import base64
 import copy
 import hashlib
@@ -31,7 +32,7 @@ from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_d
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
-from pbft.build import Operation, Result, Spec
+from pbft.build import Actor, Operation, Result, Spec
 from pbft.messages import Reply, ResultVote, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
 from tests.support.cluster import Cluster, keys
@@ -81,6 +82,16 @@ def test_the_provenance_names_every_file_the_build_its_source_and_the_network():
 def test_an_unpinned_request_names_no_requested_commit():
     external = provenance_of(Operation("example", "master"))["predicate"]["buildDefinition"]["externalParameters"]
     assert "requestedCommit" not in external and external["branch"] == "master"
+
+
+def test_the_provenance_names_who_asked_among_the_builders_own_parameters():
+    asked = provenance_of(dataclasses.replace(PINNED, actor=Actor("schedule", "example/nightly")))
+    assert asked["predicate"]["buildDefinition"]["internalParameters"] == {
+        "image": "pbft-ci/busybox:latest", "requestedBy": {"kind": "schedule", "name": "example/nightly"}}
+    unspecified = provenance_of(dataclasses.replace(PINNED, actor=Actor("machine", "ci")), Result(
+        "success", 0, COMMIT, artifacts=BUILT.artifacts))
+    assert unspecified["predicate"]["buildDefinition"]["internalParameters"] == {
+        "requestedBy": {"kind": "machine", "name": "ci"}}
 
 
 def test_two_nodes_that_found_the_same_files_in_another_order_sign_the_same_bytes():

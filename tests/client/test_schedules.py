@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from client.records import BuildRecords, records_path
 from client.schedules import MAX_SLEEP_S, ScheduleRunner, Schedules, key_of, latest_slot, next_slot
-from pbft.build import Operation
+from pbft.build import Actor, Operation
 from shared.config import ConfigError, RepositoryConfig, ScheduleConfig, load_config
 from tests.client.fake_nodes import CLIENT, start_client
 
@@ -90,8 +90,10 @@ def test_after_downtime_each_schedule_fires_once_for_its_latest_missed_slot():
     assert [(fire.schedule.name, iso(fire.slot_s)) for fire in fires] == [
         ("nightly", "2026-11-25 03:00"), ("often", "2026-11-25 09:30")]
     assert [fire.operation() for fire in fires] == [
-        Operation("example", "main", None, event="cron", slot=int(at("2026-11-25T03:00"))),
-        Operation("example", "dev", None, event="cron", slot=int(at("2026-11-25T09:30")))]
+        Operation("example", "main", None, event="cron", slot=int(at("2026-11-25T03:00")),
+                  actor=Actor("schedule", "example/nightly")),
+        Operation("example", "dev", None, event="cron", slot=int(at("2026-11-25T09:30")),
+                  actor=Actor("schedule", "example/often"))]
     assert schedules.due(at("2026-11-25T09:48")) == []
 
 
@@ -227,5 +229,6 @@ async def test_the_client_submits_a_missed_scheduled_build_when_it_starts(cluste
     assert (build["repository"], build["branch"], build["event"], build["state"]) == (
         repository.name, "main", "cron", "accepted")
     [operation] = [request.operation for _view, request in cluster.committed.values()]
-    assert operation == Operation(repository.name, "main", None, event="cron", slot=operation.slot)
+    assert operation == Operation(repository.name, "main", None, event="cron", slot=operation.slot,
+                                  actor=Actor("schedule", "example/nightly"))
     assert operation.slot == int(latest_slot(NIGHTLY.cron, time.time()))

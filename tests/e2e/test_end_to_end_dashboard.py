@@ -183,6 +183,8 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     assert wait_for(browser, "the re-run's summary", lambda d: text_of(d, '#summary dd[data-field="re-run_of"]')) == (
         f"build {build_id}")
     assert text_of(browser, '#summary dd[data-field="commit_requested"]') == verdict["commit"]
+    # Asked for with the client's token: the actor its signed request names.
+    assert text_of(browser, '#summary dd[data-field="asked_for_by"]') == f"machine {config.clients[0].name}"
     wait_for(browser, "the re-run's verdict", lambda d: text_of(d, '#summary dd[data-field="state"]') == "accepted",
              BUILD_WAIT_S)
     code, old = http_json("GET", f"{base_url}/builds/{build_id}")

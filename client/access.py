@@ -1,28 +1,49 @@
-"""Who may make the client build, and who may read its build records.
+"""Who may do what: every route asks for a role, and a caller has one.
 
-A forge delivery is authenticated by its repository's webhook secret
-(client.forges). The plain call (`{"branch": ...}`) has no such secret, so it
-needs the client's bearer token when one is configured; without a token it is
-refused unless the configuration opted out, which only a client listening on
-a loopback address may do (shared.config). Build records name branches,
-commits and build output summaries, so they need the token too once an
-operator has set one.
+The roles, each including the ones before it (`ROLES`):
+
+- `read`: the build records, logs, artifacts, evidence, the audit, the dashboard's data;
+- `trigger`: ask for builds with a plain call;
+- `operate`: cancel and re-run builds, report an action runner's results;
+- `approve`: build a fork's pull request that waits for an approval;
+- `admin`: submit a change of the network document.
+
+A caller is whoever its `Authorization: Bearer` token names: the client's own
+machine token (`token_file`) acts as `admin` under the client's name, a
+personal API token (client.tables.tokens) as its owner with the role it was
+made with. A forge delivery is authenticated by its repository's webhook
+secret instead (client.forges) and only triggers builds. Without a machine
+token the client reads openly, and takes plain calls only where the
+configuration opted out of the token, which only a client listening on a
+loopback address may do (shared.config).
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from client.actors import machine
 from client.intake import WebhookError
+from client.tables.tokens import TOKEN_PREFIX, TokenRefused, Tokens
 from pbft.build import Actor
 from shared.config import NetworkConfig
 from shared.reload import LiveConfig
 
+ROLES = ("read", "trigger", "operate", "approve", "admin")
+READ, TRIGGER, OPERATE, APPROVE, ADMIN = ROLES
 # RFC 6750 3: a 401 names the scheme the caller should use.
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: Actor
+    role: str
+
+    def may(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 @dataclass(frozen=True)
@@ -36,48 +57,61 @@ class AccessRules:
         client = config.client(client_name)
         return cls(client.token, client.plain_without_token, client_name)
 
-    def check_plain_call(self, headers: Mapping[str, str]) -> Actor:
-        """Who this caller is (the actor its requests name), or WebhookError (401 or 403) unless
-        it may ask for a build with a plain call."""
-        if self.token:
-            self._require_token(headers)
-        elif not self.plain_without_token:
-            raise WebhookError(
-                403,
-                "plain webhook calls are refused: set token_file for this client "
-                "(or plain_without_token: true if it listens on a loopback address)",
-            )
-        return machine(self.client_name)
+    def require(self, headers: Mapping[str, str], role: str, tokens: Tokens | None, now: float) -> Actor:
+        """Who the caller is (the actor its requests name), or WebhookError: 401 for a caller
+        who is nobody, 403 for one without `role`, naming it."""
+        caller = self._caller(headers, tokens, now)
+        if caller is None:  # no bearer token given
+            if self.token:
+                raise WebhookError(401, "Authorization: Bearer <token> is required", headers=_CHALLENGE)
+            if role != READ and not self.plain_without_token:
+                raise WebhookError(
+                    403,
+                    "plain webhook calls are refused: set token_file for this client "
+                    "(or plain_without_token: true if it listens on a loopback address)",
+                )
+            return machine(self.client_name)
+        if not caller.may(role):
+            raise WebhookError(403, f"this needs the role {role}: {caller.actor.label()} has the role {caller.role}")
+        return caller.actor
 
-    def check_reader(self, headers: Mapping[str, str]) -> None:
-        """Raise WebhookError 401 unless this caller may read build records; open when no token is set."""
-        if self.token:
-            self._require_token(headers)
-
-    def _require_token(self, headers: Mapping[str, str]) -> None:
+    def _caller(self, headers: Mapping[str, str], tokens: Tokens | None, now: float) -> Caller | None:
         scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
+        if not scheme and not credentials:
+            return None
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
             raise WebhookError(401, "Authorization: Bearer <token> is required", headers=_CHALLENGE)
         # Compared as bytes: compare_digest refuses non-ASCII str, and header
         # values may carry surrogate escapes of undecodable bytes.
-        given = credentials.strip().encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, self.token.encode("ascii")):
-            raise WebhookError(401, "wrong bearer token", headers=_CHALLENGE)
+        given = credentials.encode("utf-8", "surrogatepass")
+        if self.token and hmac.compare_digest(given, self.token.encode("ascii")):
+            return Caller(machine(self.client_name), ADMIN)
+        if not self.token and not credentials.startswith(TOKEN_PREFIX):
+            return None  # no machine token to be: the caller is whoever calls without one
+        if credentials.startswith(TOKEN_PREFIX) and tokens is not None:
+            try:
+                holder = tokens.holder(credentials, now)
+            except TokenRefused as refused:
+                raise WebhookError(401, refused.reason, headers=_CHALLENGE) from None
+            if holder is not None:
+                return Caller(Actor("token", holder.owner), holder.role)
+        raise WebhookError(401, "wrong bearer token", headers=_CHALLENGE)
 
 
 class CurrentAccess:
-    """The access rules of the configuration the client runs with now: a reload may set,
-    change or remove the client's token."""
+    """The access rules of the configuration the client runs with now (a reload may set,
+    change or remove the client's token), and the personal tokens its records hold."""
 
-    def __init__(self, live: LiveConfig, client_name: str) -> None:
+    def __init__(self, live: LiveConfig, client_name: str, tokens: Callable[[], Tokens | None],
+                 clock: Callable[[], float]) -> None:
         self._live = live
         self._client_name = client_name
+        self._tokens = tokens
+        self._clock = clock
 
     def rules(self) -> AccessRules:
         return AccessRules.from_config(self._live.current, self._client_name)
 
-    def check_plain_call(self, headers: Mapping[str, str]) -> Actor:
-        return self.rules().check_plain_call(headers)
-
-    def check_reader(self, headers: Mapping[str, str]) -> None:
-        self.rules().check_reader(headers)
+    def require(self, headers: Mapping[str, str], role: str) -> Actor:
+        return self.rules().require(headers, role, self._tokens(), self._clock())

@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from client.access import READ
 from client.dashboard import SECURITY_HEADERS
 from client.intake import checked_branch
 from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
@@ -52,7 +53,7 @@ async def _badge(request: web.Request) -> web.Response:
     # The reader's check is every other reader route's, unless badges are public.
     config = request.app[LIVE_KEY].current
     if not config.client(request.app[NAME_KEY]).public_badges:
-        request.app[ACCESS_KEY].check_reader(request.headers)
+        request.app[ACCESS_KEY].require(request.headers, READ)
     repository = request.match_info["repository"]
     if repository not in {configured.name for configured in config.repositories}:
         raise web.HTTPNotFound(reason="no such repository is configured")

@@ -2,6 +2,7 @@
 
 A `POST /webHook` with `{"branch": ...}` is signed and sent to the network;
 the answer is the build result once f+1 nodes have signed the same one.
+`token create|list|revoke` manages personal API tokens (client.tokencli).
 `verify FILE --config NETWORK.yaml` checks a verdict certificate
 (`GET /builds/{id}/certificate`), attestation (`GET /builds/{id}/attestation`,
 a DSSE envelope) or artifacts' provenance (a DSSE envelope of SLSA
@@ -28,6 +29,7 @@ import logging  # noqa: E402
 from client.app import make_app  # noqa: E402
 from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
+from client.tokencli import token_command  # noqa: E402
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.config import is_loopback_host  # noqa: E402
 
@@ -38,7 +40,8 @@ PROG = ".venv/bin/python client/index.py"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage="%(prog)s [options]\n       %(prog)s verify FILE --config NETWORK.yaml",
+        usage="%(prog)s [options]\n       %(prog)s verify FILE --config NETWORK.yaml\n"
+        "       %(prog)s token {create,list,revoke} [--config NETWORK.yaml]",
         description="Run the pbft-ci client, the webhook endpoint in front of a PBFT network (first form),"
         " or check a verdict certificate or attestation offline (second form; see '%(prog)s verify -h').",
         epilog="Keys must exist first: .venv/bin/python scripts/keygen.py CONFIG for a network on one machine"
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     # running the client exactly as it did before `verify` existed.
     if argv[:1] == ["verify"]:
         return verify(argv[1:])
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:], PROG)
     return run(argv)
 
 

@@ -11,7 +11,8 @@ links to other builds durable together:
 - `deliveries`: forge delivery ids already answered;
 - `actions`: what action runners reported after a verdict;
 - `slots`: the slot each schedule fired for last;
-- `audit`: who did what, read from the builds' signed requests.
+- `audit`: who did what, read from the builds' signed requests;
+- `tokens`: the personal API tokens, by their hashes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from client.tables.builds import Builds
 from client.tables.deliveries import Deliveries
 from client.tables.slots import ScheduleSlots
 from client.tables.store import RecordStore
+from client.tables.tokens import Tokens
 from client.tables.verdicts import Verdicts
 
 
@@ -42,6 +44,7 @@ class BuildRecords:
         self.actions = Actions(self.store)
         self.slots = ScheduleSlots(self.store)
         self.audit = Audit(self.store)
+        self.tokens = Tokens(self.store)
 
     def close(self) -> None:
         self.store.close()

@@ -127,7 +127,8 @@ class ClientConfig:
     public_url: str = setting(HTTP_URL, default="", local=True,
                               doc="base of the links handed to forges and notifications; default http://host:port")
     token: str = setting(CLIENT_TOKEN, default="", file=SecretFile(), local=True,
-                         doc="plain webhook calls and the build records need `Authorization: Bearer <token>`")
+                         doc="the machine token: `Authorization: Bearer <token>` acts as admin; "
+                             "without one, reads are open")
     plain_without_token: bool = setting(Bool(), default=False, local=True,
                                         doc="take plain calls without a token: only on a loopback host")
     public_badges: bool = setting(Bool(), default=False, local=True,

@@ -18,10 +18,12 @@ reason; a 500 means a bug in this program and is logged with its traceback
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from client.access import CurrentAccess
-from client.keys import ACCESS_KEY, LIVE_KEY
+from client.keys import ACCESS_KEY, LIVE_KEY, RECORDS_KEY
 from client.routes import about, audit, builds, changes, evidence, nodes, verbs, webhook
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
@@ -30,7 +32,8 @@ from shared.config import NetworkConfig
 def add_routes(app: web.Application, config: NetworkConfig, client_name: str, auth: Authenticator) -> None:
     """Every route of the client, the access rules they check (from `app[LIVE_KEY]`, which a
     reload may change), and what the routes to the nodes need."""
-    app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name)
+    # The records open with the app (client.contexts); a request finds them open.
+    app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name, lambda: app[RECORDS_KEY].tokens, time.time)
     nodes.add_node_proxies(app, config, client_name, auth)
     for module in (webhook, builds, verbs, changes, audit, nodes, evidence, about):
         app.add_routes(module.routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from client.access import READ
 from client.keys import ACCESS_KEY, RECORDS_KEY
 from client.routes.params import MAX_BUILD_ID, bounded_int, limit_of
 from client.tables.audit import AUDIT_ACTIONS
@@ -21,7 +22,7 @@ routes = web.RouteTableDef()
 async def list_audit(request: web.Request) -> web.Response:
     """The newest actions, `limit` at a time, `next` the `before` of the next page (null on the
     last). Filtered by an `actor`'s name, an `actor_kind`, an `action` and a `repository`."""
-    request.app[ACCESS_KEY].check_reader(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, READ)
     query, filters = request.query, {}
     limit = limit_of(query)
     if "before" in query:

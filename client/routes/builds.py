@@ -13,6 +13,7 @@ import time
 
 from aiohttp import web
 
+from client.access import OPERATE, READ
 from client.actionreports import check_build_takes_reports, checked_report
 from client.buildlogs import build_log_links
 from client.intake import WebhookError, checked_branch
@@ -38,7 +39,7 @@ async def list_builds(request: web.Request) -> web.Response:
     """The newest builds, `limit` at a time: `next` is the `before` of the next page (null on the
     last), so pages never repeat or skip a build while new ones arrive. Filtered by a
     `repository`, a `branch`, a `verdict` (client.tables.summaries.VERDICTS) or a repository's `number`."""
-    request.app[ACCESS_KEY].check_reader(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, READ)
     query = request.query
     limit = limit_of(query)
     filters: dict = {}
@@ -76,7 +77,7 @@ async def report_action(request: web.Request) -> web.Response:
     """The action runner (runner/) reports how an action after a build's verdict went, signed
     with its own key (client.actionreports): the record keeps its newest word per action and
     who said it. The bearer token is still asked for, before any signature is checked."""
-    request.app[ACCESS_KEY].check_plain_call(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, OPERATE)
     record = record_of(request)
     check_build_takes_reports(record)
     build_id = int(record["build_id"])

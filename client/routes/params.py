@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
+from client.access import READ
 from client.deliveries import WebhookSettings
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
@@ -49,7 +50,7 @@ def limit_of(query: Mapping[str, str]) -> int:
 
 def record_of(request: web.Request) -> dict[str, Any]:
     """The build record the URL names, or the 401/400/404 that says why there is none."""
-    request.app[ACCESS_KEY].check_reader(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, READ)
     build_id = bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from client.access import APPROVE, OPERATE, READ
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
@@ -37,14 +38,14 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.get("/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     """Pull requests from forks that wait for an approval, newest first."""
-    request.app[ACCESS_KEY].check_reader(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, READ)
     waiting = request.app[RECORDS_KEY].approvals.waiting(limit_of(request.query))
     return web.json_response({"approvals": [_approval_json(approval) for approval in waiting]})
 
 
 @routes.get("/approvals/{approval_id}")
 async def get_approval(request: web.Request) -> web.Response:
-    request.app[ACCESS_KEY].check_reader(request.headers)
+    request.app[ACCESS_KEY].require(request.headers, READ)
     return web.json_response(_approval_json(_approval(request)))
 
 
@@ -52,7 +53,7 @@ async def get_approval(request: web.Request) -> web.Response:
 async def approve(request: web.Request) -> web.Response:
     """Build a fork's pull request that waited for an approval. Approving it again answers
     the build it started."""
-    actor = request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = request.app[ACCESS_KEY].require(request.headers, APPROVE)
     approval = _approval(request)
     build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]), actor)
     return started(build_id, webhook_settings(request), already_approved=approval["build_id"] is not None)
@@ -61,7 +62,7 @@ async def approve(request: web.Request) -> web.Response:
 def _build_to_act_on(request: web.Request) -> tuple[dict, Actor]:
     """The build the URL names and who asks to act on it, a caller who may ask for builds; a
     cancel is not one (409)."""
-    actor = request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = request.app[ACCESS_KEY].require(request.headers, OPERATE)
     record = record_of(request)
     if record["cancels"] is not None:
         raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from client.access import TRIGGER
 from client.actors import acting
 from client.buildlogs import build_log_links
 from client.deliveries import Answer, Held, Started, WebhookSettings, take_delivery
@@ -33,7 +34,7 @@ async def webhook(request: web.Request) -> web.Response:
     # repository's secret once the body is read; a plain call is checked
     # before its body is waited for.
     forge = forge_of(request.headers)
-    actor = None if forge is not None else request.app[ACCESS_KEY].check_plain_call(request.headers)
+    actor = None if forge is not None else request.app[ACCESS_KEY].require(request.headers, TRIGGER)
     body = await read_capped(request, settings.max_body_bytes, settings.body_timeout_s)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)

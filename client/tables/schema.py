@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS actions (
     stamp_us INTEGER,
     PRIMARY KEY (build_id, name)
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    token_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked_at REAL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -89,8 +99,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 # reruns and schedules tables, version 4 the matrix_builds table, version 6 the actions table,
 # version 7 the builds' numbers per repository and their commits' message, author and link,
 # version 8 who reported an action (the runner's name, its signature and stamp), version 9 the
-# index of builds by who asked for them (client.tables.audit).
-SCHEMA_VERSION = 9
+# index of builds by who asked for them (client.tables.audit), version 10 the personal API
+# tokens (client.tables.tokens).
+SCHEMA_VERSION = 10
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the

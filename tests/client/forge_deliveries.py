@@ -219,10 +219,10 @@ def parse(body: bytes, headers: dict, repositories=REPOSITORIES):
     return parse_delivery(forge, body, headers, repositories)
 
 
-async def settled(client, build_id: str) -> dict:
+async def settled(client, build_id: str, headers: dict | None = None) -> dict:
     async with asyncio.timeout(5):
         while True:
-            record = await (await client.get(f"/builds/{build_id}")).json()
+            record = await (await client.get(f"/builds/{build_id}", headers=headers)).json()
             if record["state"] != "pending":
                 return record
             await asyncio.sleep(0.02)

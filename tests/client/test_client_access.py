@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from client.access import AccessRules
+from client.access import READ, TRIGGER, AccessRules
+from pbft.build import Actor
 from client.app import make_app
 from client.index import main as index_main
 from client.intake import WebhookError
@@ -52,22 +53,21 @@ async def guarded(cluster, aiohttp_client):
 def test_bearer_token_check(authorization, accepted):
     rules = AccessRules(token=TOKEN, plain_without_token=False)
     headers = {"Authorization": authorization} if authorization else {}
-    if accepted:
-        rules.check_plain_call(headers)
-        rules.check_reader(headers)
-        return
-    for check in (rules.check_plain_call, rules.check_reader):
+    for role in (TRIGGER, READ):
+        if accepted:
+            assert rules.require(headers, role, None, 0.0) == Actor("machine", "client")
+            continue
         with pytest.raises(WebhookError) as caught:
-            check(headers)
+            rules.require(headers, role, None, 0.0)
         assert caught.value.status == 401 and caught.value.headers == {"WWW-Authenticate": "Bearer"}
 
 
 def test_without_a_token_plain_calls_need_the_opt_out_and_reads_stay_open():
     with pytest.raises(WebhookError) as caught:
-        AccessRules(token="", plain_without_token=False).check_plain_call({})
+        AccessRules(token="", plain_without_token=False).require({}, TRIGGER, None, 0.0)
     assert caught.value.status == 403 and "token_file" in caught.value.reason
-    AccessRules(token="", plain_without_token=True).check_plain_call({})
-    AccessRules(token="", plain_without_token=False).check_reader({})
+    AccessRules(token="", plain_without_token=True).require({}, TRIGGER, None, 0.0)
+    AccessRules(token="", plain_without_token=False).require({}, READ, None, 0.0)
 
 
 # --- the app ---------------------------------------------------------------------------------

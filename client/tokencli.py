@@ -1,0 +1,73 @@
+"""`client/index.py token create|list|revoke`: the personal API tokens of a client's records.
+
+Run on the client's host, beside the client (the records are one SQLite file
+it shares): a token made here acts at once, one revoked here is refused at
+once. The token is printed once and kept nowhere (client.tables.tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from client.access import ROLES
+from client.records import BuildRecords, records_path
+from client.tables.tokens import MAX_TOKEN_DAYS
+from pbft.build import ACTOR_NAME
+from shared.cli import load_config_or_report
+
+DEFAULT_DAYS = 90
+
+
+def token_command(argv: list[str], prog: str) -> int:
+    """Exit 0 when done, 1 when there was nothing to do (a token already revoked), 2 on usage
+    or configuration errors."""
+    parser = argparse.ArgumentParser(prog=f"{prog} token", description="Make, list or revoke personal API tokens.")
+    parser.add_argument("--config", default="example-config/network.yaml", help="network configuration YAML")
+    parser.add_argument("--name", dest="client", help="the client whose records hold them (default: the first one)")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    create = verbs.add_parser("create", help="make a token and print it, once")
+    create.add_argument("--owner", required=True, type=_plain, help="whom it acts for: the actor its requests name")
+    create.add_argument("--role", required=True, choices=ROLES,
+                        help="what it may do (each role includes the ones before)")
+    create.add_argument("--label", default="api", type=_plain, help="what it is for, shown when listed")
+    create.add_argument("--days", type=_days, default=DEFAULT_DAYS,
+                        help=f"how long it is valid, 1 to {MAX_TOKEN_DAYS} days (default: %(default)s)")
+    verbs.add_parser("list", help="every token: its owner, role and dates, never the token")
+    revoke = verbs.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("token_id", type=int, metavar="ID")
+    args = parser.parse_args(argv)
+    config = load_config_or_report(args.config, read_secrets=False)
+    if config is None:
+        return 2
+    name = args.client or config.clients[0].name
+    records = BuildRecords(records_path(config.data_dir, name))
+    try:
+        if args.verb == "create":
+            token_id, token = records.tokens.create(args.owner, args.label, args.role, time.time(), args.days)
+            print(f"token {token_id} for {args.owner}, role {args.role}, valid {args.days} days:", file=sys.stderr)
+            print(token)
+        elif args.verb == "list":
+            for row in records.tokens.listed():
+                state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"expires {row['expires_at']}"
+                print(f"{row['token_id']}\t{row['owner']}\t{row['role']}\t{row['name']}\t{state}")
+        elif not records.tokens.revoke(args.token_id, time.time()):
+            print(f"no token {args.token_id} to revoke (none, or revoked before)", file=sys.stderr)
+            return 1
+    finally:
+        records.close()
+    return 0
+
+
+def _plain(text: str) -> str:
+    if not ACTOR_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            "letters, digits and ._@+:/- only, at most 128, starting with a letter or digit")
+    return text
+
+
+def _days(text: str) -> int:
+    if not text.isdecimal() or not 1 <= int(text) <= MAX_TOKEN_DAYS:
+        raise argparse.ArgumentTypeError(f"a whole number of days from 1 to {MAX_TOKEN_DAYS}")
+    return int(text)

@@ -1,0 +1,136 @@
+"""Roles: every route asks for one, every caller has one (client.access). Against fake nodes,
+with the client's machine token set and a personal token of each role."""
+
+import time
+
+import pytest
+
+from client.access import ROLES
+from client.index import main
+from client.keys import RECORDS_KEY
+from client.records import BuildRecords, records_path
+from client.tables.tokens import TokenRefused
+from client.tokencli import token_command
+from tests.client.client_token import BEARER, TOKEN, with_client_settings
+from tests.client.fake_nodes import start_client
+from tests.client.forge_deliveries import settled
+from tests.client.signed_network import Network
+
+# Every route that reads or changes something, with the role it asks for. The route's own
+# answer past the check (200, 202, a 400 for an empty body, a 404 for no such approval, a
+# 409 for a build with a verdict) shows the check let the caller through.
+ROUTES = [
+    ("GET", "/builds", "read"),
+    ("GET", "/builds/{id}", "read"),
+    ("GET", "/builds/{id}/certificate", "read"),
+    ("GET", "/builds/{id}/attestation", "read"),
+    ("GET", "/builds/{id}/in-toto", "read"),
+    ("GET", "/builds/{id}/provenance", "read"),
+    ("GET", "/builds/{id}/log?node=0", "read"),
+    ("GET", "/builds/{id}/artifacts", "read"),
+    ("GET", "/builds/{id}/artifacts/a.txt", "read"),
+    ("GET", "/builds/{id}/nodes", "read"),
+    ("GET", "/network", "read"),
+    ("GET", "/approvals", "read"),
+    ("GET", "/approvals/1", "read"),
+    ("GET", "/audit", "read"),
+    ("GET", "/metrics", "read"),
+    ("GET", "/badge/hello/main.svg", "read"),
+    ("POST", "/webHook", "trigger"),
+    ("POST", "/builds/{id}/rerun", "operate"),
+    ("POST", "/builds/{id}/cancel", "operate"),
+    ("POST", "/builds/{id}/actions", "operate"),
+    ("POST", "/approvals/1/approve", "approve"),
+    ("POST", "/network/changes", "admin"),
+]
+# The pages themselves hold no record (they load it with the caller's token), and which client
+# answers on this port opens nothing.
+PUBLIC = ["/client", "/dashboard", "/dashboard/network", "/dashboard/builds/1", "/dashboard/static/dashboard.js"]
+
+
+def personal_tokens(app) -> dict[str, str]:
+    tokens = app[RECORDS_KEY].tokens
+    return {role: tokens.create(f"{role}-person", "matrix", role, time.time(), 1)[1] for role in ROLES}
+
+
+async def call(client, method: str, path: str, headers: dict):
+    body = {"json": {"repository": "hello", "branch": "main"}} if path == "/webHook" else {"data": b""}
+    return await client.request(method, path, headers=headers, **body)
+
+
+async def test_every_route_asks_its_role_of_every_caller(cluster, aiohttp_client):
+    with_client_settings(cluster, token=TOKEN)
+    client = await start_client(aiohttp_client, cluster)
+    response = await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=BEARER)
+    build_id = (await response.json())["build_id"]
+    await settled(client, build_id, BEARER)
+    tokens = personal_tokens(client.server.app)
+
+    for method, template, needed in ROUTES:
+        path = template.format(id=build_id)
+        anonymous = await call(client, method, path, {})
+        assert anonymous.status == 401, (method, path)
+        for role, token in [*tokens.items(), ("admin", TOKEN)]:
+            response = await call(client, method, path, {"Authorization": f"Bearer {token}"})
+            if ROLES.index(role) >= ROLES.index(needed):
+                assert response.status not in (401, 403), (method, path, role, await response.text())
+            else:
+                assert response.status == 403, (method, path, role)
+                error = (await response.json())["error"]
+                assert error == f"this needs the role {needed}: token {role}-person has the role {role}", error
+    for path in PUBLIC:
+        assert (await client.get(path)).status == 200, path
+
+
+async def test_a_personal_token_acts_for_its_owner_until_it_expires_or_is_revoked(cluster, aiohttp_client):
+    with_client_settings(cluster, token=TOKEN)
+    client = await start_client(aiohttp_client, cluster)
+    tokens = client.server.app[RECORDS_KEY].tokens
+    token_id, token = tokens.create("alice", "laptop", "trigger", time.time(), 1)
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    response = await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=bearer)
+    assert response.status == 200
+    build_id = (await response.json())["build_id"]
+    record = await (await client.get(f"/builds/{build_id}", headers=bearer)).json()
+    assert record["actor"] == record["request"]["operation"]["actor"] == {"kind": "token", "name": "alice"}
+    stored = client.server.app[RECORDS_KEY].store.read("SELECT hash FROM tokens").fetchone()[0]
+    assert token not in stored and len(stored) == 64  # its sha256, never the token
+
+    _, expired = tokens.create("bob", "old", "admin", time.time() - 2 * 86400, 1)
+    refused = await client.get("/builds", headers={"Authorization": f"Bearer {expired}"})
+    assert refused.status == 401 and "token 2 of bob expired on" in (await refused.json())["error"]
+    assert tokens.revoke(token_id, time.time()) and not tokens.revoke(token_id, time.time())
+    refused = await client.get("/builds", headers=bearer)
+    assert refused.status == 401 and f"token {token_id} of alice was revoked on" in (await refused.json())["error"]
+    unknown = await client.get("/builds", headers={"Authorization": "Bearer pbft_" + "x" * 43})
+    assert unknown.status == 401 and (await unknown.json())["error"] == "wrong bearer token"
+
+
+@pytest.mark.parametrize("argv, code", [(["create", "--owner", "a b", "--role", "read"], 2),
+                                         (["create", "--owner", "alice", "--role", "root"], 2),
+                                         (["create", "--owner", "alice", "--role", "read", "--days", "400"], 2)])
+def test_the_token_command_refuses_what_it_cannot_make(argv, code):
+    with pytest.raises(SystemExit) as exited:
+        token_command(argv, "client/index.py")
+    assert exited.value.code == code
+
+
+def test_the_token_command_makes_lists_and_revokes_tokens_the_records_keep(tmp_path, capsys):
+    network = Network(tmp_path)
+    config = ["--config", str(network.config_path)]
+    assert main(["token", *config, "create", "--owner", "alice", "--role", "approve", "--days", "7"]) == 0
+    made = capsys.readouterr()
+    token = made.out.strip()
+    assert token.startswith("pbft_") and "token 1 for alice, role approve, valid 7 days" in made.err
+    records = BuildRecords(records_path(network.config.data_dir, network.config.clients[0].name))
+    try:
+        assert records.tokens.holder(token, time.time()).role == "approve"
+        assert main(["token", *config, "list"]) == 0
+        assert capsys.readouterr().out.startswith("1\talice\tapprove\tapi\texpires ")
+        assert main(["token", *config, "revoke", "1"]) == 0
+        assert main(["token", *config, "revoke", "1"]) == 1  # once
+        with pytest.raises(TokenRefused, match="was revoked"):
+            records.tokens.holder(token, time.time())
+    finally:
+        records.close()

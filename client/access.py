@@ -11,7 +11,11 @@ The roles, each including the ones before it (`ROLES`):
 A caller is whoever its `Authorization: Bearer` token names: the client's own
 machine token (`token_file`) acts as `admin` under the client's name, a
 personal API token (client.tables.tokens) as its owner with the role it was
-made with. A forge delivery is authenticated by its repository's webhook
+made with, on the repositories it was made for (all, unless it names some):
+a build, its evidence and what acts on it ask for the role on the build's
+repository, a listing shows only the caller's repositories, and what is the
+whole network's (its state, metrics, a change of its document) asks for the
+role on every repository. A forge delivery is authenticated by its repository's webhook
 secret instead (client.forges) and only triggers builds. Without a machine
 token the client reads openly, and takes plain calls only where the
 configuration opted out of the token, which only a client listening on a
@@ -37,13 +41,26 @@ READ, TRIGGER, OPERATE, APPROVE, ADMIN = ROLES
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+# What `require` is asked for when a route concerns the whole network, not one repository.
+EVERY_REPOSITORY = "*"
+
+
 @dataclass(frozen=True)
 class Caller:
     actor: Actor
     role: str
+    repositories: frozenset[str] | None = None  # None: every repository
 
-    def may(self, role: str) -> bool:
-        return ROLES.index(self.role) >= ROLES.index(role)
+    def check(self, role: str, repository: str | None = None) -> None:
+        """WebhookError 403, naming what is missing, unless the caller has `role` on
+        `repository` (None: on some repository, as a listing asks; EVERY_REPOSITORY: on all)."""
+        if ROLES.index(self.role) < ROLES.index(role):
+            raise WebhookError(403, f"this needs the role {role}: {self.actor.label()} has the role {self.role}")
+        if self.repositories is None or repository is None or repository in self.repositories:
+            return
+        where = "every repository" if repository == EVERY_REPOSITORY else f"repository {repository}"
+        raise WebhookError(403, f"this needs the role {role} on {where}: {self.actor.label()} has it on "
+                                f"{', '.join(sorted(self.repositories))} only")
 
 
 @dataclass(frozen=True)
@@ -57,9 +74,10 @@ class AccessRules:
         client = config.client(client_name)
         return cls(client.token, client.plain_without_token, client_name)
 
-    def require(self, headers: Mapping[str, str], role: str, tokens: Tokens | None, now: float) -> Actor:
-        """Who the caller is (the actor its requests name), or WebhookError: 401 for a caller
-        who is nobody, 403 for one without `role`, naming it."""
+    def require(self, headers: Mapping[str, str], role: str, tokens: Tokens | None, now: float,
+                repository: str | None = None) -> Caller:
+        """Who the caller is, or WebhookError: 401 for a caller who is nobody, 403 for one
+        without `role` on `repository` (see `Caller.check`), naming what it lacks."""
         caller = self._caller(headers, tokens, now)
         if caller is None:  # no bearer token given
             if self.token:
@@ -70,10 +88,9 @@ class AccessRules:
                     "plain webhook calls are refused: set token_file for this client "
                     "(or plain_without_token: true if it listens on a loopback address)",
                 )
-            return machine(self.client_name)
-        if not caller.may(role):
-            raise WebhookError(403, f"this needs the role {role}: {caller.actor.label()} has the role {caller.role}")
-        return caller.actor
+            return Caller(machine(self.client_name), ADMIN)
+        caller.check(role, repository)
+        return caller
 
     def _caller(self, headers: Mapping[str, str], tokens: Tokens | None, now: float) -> Caller | None:
         scheme, _, credentials = headers.get("Authorization", "").strip().partition(" ")
@@ -95,7 +112,7 @@ class AccessRules:
             except TokenRefused as refused:
                 raise WebhookError(401, refused.reason, headers=_CHALLENGE) from None
             if holder is not None:
-                return Caller(Actor("token", holder.owner), holder.role)
+                return Caller(Actor("token", holder.owner), holder.role, holder.repositories)
         raise WebhookError(401, "wrong bearer token", headers=_CHALLENGE)
 
 
@@ -113,5 +130,5 @@ class CurrentAccess:
     def rules(self) -> AccessRules:
         return AccessRules.from_config(self._live.current, self._client_name)
 
-    def require(self, headers: Mapping[str, str], role: str) -> Actor:
-        return self.rules().require(headers, role, self._tokens(), self._clock())
+    def require(self, headers: Mapping[str, str], role: str, repository: str | None = None) -> Caller:
+        return self.rules().require(headers, role, self._tokens(), self._clock(), repository)

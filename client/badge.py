@@ -53,7 +53,7 @@ async def _badge(request: web.Request) -> web.Response:
     # The reader's check is every other reader route's, unless badges are public.
     config = request.app[LIVE_KEY].current
     if not config.client(request.app[NAME_KEY]).public_badges:
-        request.app[ACCESS_KEY].require(request.headers, READ)
+        request.app[ACCESS_KEY].require(request.headers, READ, request.match_info["repository"])
     repository = request.match_info["repository"]
     if repository not in {configured.name for configured in config.repositories}:
         raise web.HTTPNotFound(reason="no such repository is configured")

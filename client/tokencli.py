@@ -15,6 +15,7 @@ from client.access import ROLES
 from client.records import BuildRecords, records_path
 from client.tables.tokens import MAX_TOKEN_DAYS
 from pbft.build import ACTOR_NAME
+from pbft.wire import NAME, MessageError
 from shared.cli import load_config_or_report
 
 DEFAULT_DAYS = 90
@@ -31,6 +32,8 @@ def token_command(argv: list[str], prog: str) -> int:
     create.add_argument("--owner", required=True, type=_plain, help="whom it acts for: the actor its requests name")
     create.add_argument("--role", required=True, choices=ROLES,
                         help="what it may do (each role includes the ones before)")
+    create.add_argument("--repository", action="append", type=_repository, dest="repositories",
+                        help="a repository it acts on (repeatable; default: every one)")
     create.add_argument("--label", default="api", type=_plain, help="what it is for, shown when listed")
     create.add_argument("--days", type=_days, default=DEFAULT_DAYS,
                         help=f"how long it is valid, 1 to {MAX_TOKEN_DAYS} days (default: %(default)s)")
@@ -45,13 +48,17 @@ def token_command(argv: list[str], prog: str) -> int:
     records = BuildRecords(records_path(config.data_dir, name))
     try:
         if args.verb == "create":
-            token_id, token = records.tokens.create(args.owner, args.label, args.role, time.time(), args.days)
-            print(f"token {token_id} for {args.owner}, role {args.role}, valid {args.days} days:", file=sys.stderr)
+            scope = None if args.repositories is None else frozenset(args.repositories)
+            token_id, token = records.tokens.create(args.owner, args.label, args.role, time.time(), args.days, scope)
+            where = "every repository" if scope is None else ", ".join(sorted(scope))
+            print(f"token {token_id} for {args.owner}, role {args.role} on {where}, valid {args.days} days:",
+                  file=sys.stderr)
             print(token)
         elif args.verb == "list":
             for row in records.tokens.listed():
                 state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"expires {row['expires_at']}"
-                print(f"{row['token_id']}\t{row['owner']}\t{row['role']}\t{row['name']}\t{state}")
+                where = ",".join(row["repositories"]) if row["repositories"] else "*"
+                print(f"{row['token_id']}\t{row['owner']}\t{row['role']}\t{where}\t{row['name']}\t{state}")
         elif not records.tokens.revoke(args.token_id, time.time()):
             print(f"no token {args.token_id} to revoke (none, or revoked before)", file=sys.stderr)
             return 1
@@ -65,6 +72,13 @@ def _plain(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "letters, digits and ._@+:/- only, at most 128, starting with a letter or digit")
     return text
+
+
+def _repository(text: str) -> str:
+    try:
+        return NAME.read(text, "repository")
+    except MessageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _days(text: str) -> int:

@@ -9,7 +9,7 @@ import os
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from client.access import READ
+from client.access import EVERY_REPOSITORY, READ
 from client.badge import add_badge
 from client.dashboard import add_dashboard
 from client.keys import ACCESS_KEY, METRICS_KEY, NAME_KEY
@@ -33,5 +33,5 @@ async def identity(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus text format (client.metrics), behind the same token as the build records."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
+    request.app[ACCESS_KEY].require(request.headers, READ, EVERY_REPOSITORY)
     return web.Response(body=request.app[METRICS_KEY].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -22,7 +22,7 @@ routes = web.RouteTableDef()
 async def list_audit(request: web.Request) -> web.Response:
     """The newest actions, `limit` at a time, `next` the `before` of the next page (null on the
     last). Filtered by an `actor`'s name, an `actor_kind`, an `action` and a `repository`."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
     query, filters = request.query, {}
     limit = limit_of(query)
     if "before" in query:
@@ -43,6 +43,6 @@ async def list_audit(request: web.Request) -> web.Response:
             filters["repository"] = NAME.read(query["repository"], "repository")
         except MessageError as error:
             raise web.HTTPBadRequest(reason=str(error)) from None
-    entries = request.app[RECORDS_KEY].audit.entries(limit + 1, **filters)
+    entries = request.app[RECORDS_KEY].audit.entries(limit + 1, repositories=caller.repositories, **filters)
     more = len(entries) > limit
     return web.json_response({"actions": entries[:limit], "next": entries[limit - 1]["build_id"] if more else None})

@@ -20,7 +20,7 @@ from client.intake import WebhookError, checked_branch
 from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.requests import RequestCore
 from client.routes.params import (
-    MAX_BUILD_ID, bounded_int, config_of, limit_of, read_capped, record_of, webhook_settings,
+    MAX_BUILD_ID, bounded_int, caller_and_record, config_of, limit_of, read_capped, record_of, webhook_settings,
 )
 from client.tables.summaries import VERDICTS
 from client.tables.verdicts import replies_until
@@ -39,7 +39,7 @@ async def list_builds(request: web.Request) -> web.Response:
     """The newest builds, `limit` at a time: `next` is the `before` of the next page (null on the
     last), so pages never repeat or skip a build while new ones arrive. Filtered by a
     `repository`, a `branch`, a `verdict` (client.tables.summaries.VERDICTS) or a repository's `number`."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
     query = request.query
     limit = limit_of(query)
     filters: dict = {}
@@ -60,7 +60,7 @@ async def list_builds(request: web.Request) -> web.Response:
         if query["verdict"] not in VERDICTS:
             raise web.HTTPBadRequest(reason=f"verdict must be one of {', '.join(VERDICTS)}")
         filters["verdict"] = query["verdict"]
-    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, **filters)  # one more: is there a next page?
+    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, repositories=caller.repositories, **filters)  # one more: is there a next page?
     core = request.app[SERVICE_KEY].core
     return web.json_response({"builds": [with_progress(core, build) for build in builds[:limit]],
                               "next": builds[limit - 1]["build_id"] if len(builds) > limit else None})
@@ -77,8 +77,7 @@ async def report_action(request: web.Request) -> web.Response:
     """The action runner (runner/) reports how an action after a build's verdict went, signed
     with its own key (client.actionreports): the record keeps its newest word per action and
     who said it. The bearer token is still asked for, before any signature is checked."""
-    request.app[ACCESS_KEY].require(request.headers, OPERATE)
-    record = record_of(request)
+    _, record = caller_and_record(request, OPERATE)
     check_build_takes_reports(record)
     build_id = int(record["build_id"])
     body = await read_capped(request, MAX_ACTION_REPORT_BYTES, webhook_settings(request).body_timeout_s)

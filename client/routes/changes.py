@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from client.access import ADMIN
+from client.access import ADMIN, EVERY_REPOSITORY
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, LIVE_KEY, SERVICE_KEY
 from client.outcome import Accepted, Disputed, Divergent
@@ -33,7 +33,7 @@ MAX_CHANGE_BYTES = 2 * MAX_DOCUMENT_CHARS  # the document, and a few signatures 
 
 @routes.post("/network/changes")
 async def submit_change(request: web.Request) -> web.Response:
-    actor = request.app[ACCESS_KEY].require(request.headers, ADMIN)
+    actor = request.app[ACCESS_KEY].require(request.headers, ADMIN, EVERY_REPOSITORY).actor
     body = await read_capped(request, MAX_CHANGE_BYTES, webhook_settings(request).body_timeout_s)
     change = parse_change(body)
     verdict = await request.app[SERVICE_KEY].verbs.submit.wait(

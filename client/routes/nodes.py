@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from client.access import READ
+from client.access import EVERY_REPOSITORY, READ
 from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
 from client.buildlogs import LOG_PROXY, add_build_log_proxy, serve_build_log
 from client.keys import ACCESS_KEY, SERVICE_KEY
@@ -62,7 +62,7 @@ async def get_build_nodes(request: web.Request) -> web.Response:
 async def get_network(request: web.Request) -> web.Response:
     """Each node's GET /status, or "unreachable" with the reason, and the view and the network
     document this client follows."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
+    request.app[ACCESS_KEY].require(request.headers, READ, EVERY_REPOSITORY)
     core = request.app[SERVICE_KEY].core
     nodes = await network_view(request.app[NODE_SESSIONS].short, request.app[LOG_PROXY].nodes.values())
     client = {"view": core.view, "primary": core.primary,

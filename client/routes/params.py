@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from client.access import READ
+from client.access import READ, Caller
 from client.deliveries import WebhookSettings
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
@@ -49,15 +49,23 @@ def limit_of(query: Mapping[str, str]) -> int:
 
 
 def record_of(request: web.Request) -> dict[str, Any]:
-    """The build record the URL names, or the 401/400/404 that says why there is none."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
+    """The build record the URL names, for a caller who may read it, or the 401/403/400/404
+    that says why there is none."""
+    return caller_and_record(request, READ)[1]
+
+
+def caller_and_record(request: web.Request, role: str) -> tuple[Caller, dict[str, Any]]:
+    """Who asks, and the build record the URL names, if the caller has `role` on its
+    repository; else the 401/403/400/404 that says why not."""
+    caller = request.app[ACCESS_KEY].require(request.headers, role)
     build_id = bounded_int(request.match_info["build_id"], 0, MAX_BUILD_ID)
     if build_id is None:
         raise web.HTTPBadRequest(reason="build id must be a decimal number")
     record = request.app[RECORDS_KEY].builds.get(build_id)
     if record is None:
         raise web.HTTPNotFound(reason=f"no build {build_id}")
-    return record
+    caller.check(role, record["repository"])
+    return caller, record
 
 
 async def read_capped(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:

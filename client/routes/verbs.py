@@ -10,7 +10,7 @@ from client.access import APPROVE, OPERATE, READ
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
-from client.routes.params import MAX_BUILD_ID, bounded_int, limit_of, record_of, webhook_settings
+from client.routes.params import MAX_BUILD_ID, bounded_int, caller_and_record, limit_of, webhook_settings
 from pbft.build import Actor
 
 routes = web.RouteTableDef()
@@ -38,35 +38,37 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.get("/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     """Pull requests from forks that wait for an approval, newest first."""
-    request.app[ACCESS_KEY].require(request.headers, READ)
-    waiting = request.app[RECORDS_KEY].approvals.waiting(limit_of(request.query))
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
+    waiting = request.app[RECORDS_KEY].approvals.waiting(limit_of(request.query), caller.repositories)
     return web.json_response({"approvals": [_approval_json(approval) for approval in waiting]})
 
 
 @routes.get("/approvals/{approval_id}")
 async def get_approval(request: web.Request) -> web.Response:
-    request.app[ACCESS_KEY].require(request.headers, READ)
-    return web.json_response(_approval_json(_approval(request)))
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
+    approval = _approval(request)
+    caller.check(READ, approval["repository"])
+    return web.json_response(_approval_json(approval))
 
 
 @routes.post("/approvals/{approval_id}/approve")
 async def approve(request: web.Request) -> web.Response:
     """Build a fork's pull request that waited for an approval. Approving it again answers
     the build it started."""
-    actor = request.app[ACCESS_KEY].require(request.headers, APPROVE)
+    caller = request.app[ACCESS_KEY].require(request.headers, APPROVE)
     approval = _approval(request)
-    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]), actor)
+    caller.check(APPROVE, approval["repository"])
+    build_id = request.app[SERVICE_KEY].verbs.approve.start(int(approval["approval_id"]), caller.actor)
     return started(build_id, webhook_settings(request), already_approved=approval["build_id"] is not None)
 
 
 def _build_to_act_on(request: web.Request) -> tuple[dict, Actor]:
     """The build the URL names and who asks to act on it, a caller who may ask for builds; a
     cancel is not one (409)."""
-    actor = request.app[ACCESS_KEY].require(request.headers, OPERATE)
-    record = record_of(request)
+    caller, record = caller_and_record(request, OPERATE)
     if record["cancels"] is not None:
         raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
-    return record, actor
+    return record, caller.actor
 
 
 def _approval(request: web.Request) -> dict:

@@ -34,14 +34,17 @@ async def webhook(request: web.Request) -> web.Response:
     # repository's secret once the body is read; a plain call is checked
     # before its body is waited for.
     forge = forge_of(request.headers)
-    actor = None if forge is not None else request.app[ACCESS_KEY].require(request.headers, TRIGGER)
+    caller = None if forge is not None else request.app[ACCESS_KEY].require(request.headers, TRIGGER)
     body = await read_capped(request, settings.max_body_bytes, settings.body_timeout_s)
     if forge is not None:
         delivery = parse_delivery(forge, body, request.headers, settings.repositories)
         return _delivery_answer(take_delivery(delivery, request.app[SERVICE_KEY], request.app[RECORDS_KEY], settings),
                                 settings)
-    operation = acting(parse_webhook(body, request.headers.get("Content-Type", ""),
-                                     [repository.name for repository in config.repositories]), actor)
+    assert caller is not None
+    operation = parse_webhook(body, request.headers.get("Content-Type", ""),
+                              [repository.name for repository in config.repositories])
+    caller.check(TRIGGER, operation.repository)
+    operation = acting(operation, caller.actor)
     service = request.app[SERVICE_KEY]
     verdict = await service.verbs.submit.wait(operation)
     match verdict.outcome:

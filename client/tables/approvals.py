@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from client.tables.deliveries import DELIVERY_RETENTION_S
-from client.tables.store import RecordStore
+from client.tables.store import RecordStore, in_repositories
 from pbft.build import Operation
 from pbft.messages import encode
 from pbft.wire import decode_struct
@@ -61,10 +61,13 @@ class Approvals:
         row = self._store.read("SELECT * FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone()
         return None if row is None else _approval(row)
 
-    def waiting(self, limit: int) -> list[dict[str, Any]]:
-        """The newest `limit` pull requests waiting for an approval, newest first."""
+    def waiting(self, limit: int, repositories: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` pull requests waiting for an approval, newest first; only of
+        `repositories` (a caller's, client.access; None: every one)."""
+        conditions, parameters = in_repositories(repositories)
         rows = self._store.read(
-            "SELECT * FROM approvals WHERE build_id IS NULL ORDER BY approval_id DESC LIMIT ?", (limit,)
+            " ".join(["SELECT * FROM approvals WHERE build_id IS NULL", *(f"AND {c}" for c in conditions),
+                      "ORDER BY approval_id DESC LIMIT ?"]), (*parameters, limit)
         ).fetchall()
         return [_approval(row) for row in rows]
 

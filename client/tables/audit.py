@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from client.tables.store import RecordStore
+from client.tables.store import RecordStore, in_repositories
 from client.tables.summaries import VERDICT_SQL
 
 AUDIT_ACTIONS = ("build", "cancel", "rerun", "approve", "change")
@@ -43,13 +43,14 @@ class Audit:
 
     def entries(
         self, limit: int, *, before: int | None = None, actor: str | None = None, actor_kind: str | None = None,
-        action: str | None = None, repository: str | None = None,
+        action: str | None = None, repository: str | None = None, repositories: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
         """The newest `limit` actions that match every filter given, newest first: ids below
         `before` (the next page's keyset), an actor's name and kind, one of AUDIT_ACTIONS, one
-        repository."""
+        repository, and only `repositories` (a caller's, client.access; None: every one)."""
         assert action is None or action in AUDIT_ACTIONS
-        conditions, parameters = [], []
+        scope, parameters = in_repositories(repositories)
+        conditions = [f"AND {condition}" for condition in scope]
         # Filters on the builds themselves go inside, where the indexes are; the action outside.
         for condition, value in (("build_id < ?", before), ("repository = ?", repository),
                                  ("json_extract(request, '$.operation.actor.name') = ?", actor),

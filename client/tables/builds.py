@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from client.tables.store import RecordStore
+from client.tables.store import RecordStore, in_repositories
 from client.tables.summaries import SUMMARY_COLUMNS, VERDICT_SQL, matrix_build, summary
 from pbft.build import MAX_COMBINATIONS, Operation
 from pbft.messages import Request, encode
@@ -102,12 +102,13 @@ class Builds:
 
     def recent(
         self, limit: int, *, before: int | None = None, repository: str | None = None, branch: str | None = None,
-        verdict: str | None = None, number: int | None = None,
+        verdict: str | None = None, number: int | None = None, repositories: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds that match every filter given, newest first:
         ids below `before` (the keyset of the next page), one repository, one branch (a pull
-        request's target, a tag's name), one verdict (VERDICTS), one number of a repository."""
-        conditions, parameters = [], []
+        request's target, a tag's name), one verdict (VERDICTS), one number of a repository, and
+        only `repositories` (a caller's, client.access; None: every one)."""
+        conditions, parameters = in_repositories(repositories)
         for condition, value in (("build_id < ?", before), ("repository = ?", repository), ("branch = ?", branch),
                                  (f"{VERDICT_SQL} = ?", verdict), ("number = ?", number)):
             if value is not None:

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     owner TEXT NOT NULL,
     name TEXT NOT NULL,
     role TEXT NOT NULL,
+    repositories TEXT,
     hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,

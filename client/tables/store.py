@@ -115,3 +115,11 @@ class RecordStore:
             (ceiling,),
         )
         self._ceiling = ceiling
+
+
+def in_repositories(repositories: frozenset[str] | None) -> tuple[list[str], list[str]]:
+    """The SQL condition (none for None) and its parameters that keep only rows of `repositories`."""
+    if repositories is None:
+        return [], []
+    assert repositories, "a caller with no repository at all reads nothing"
+    return [f"repository IN ({', '.join('?' * len(repositories))})"], sorted(repositories)

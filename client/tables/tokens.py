@@ -9,6 +9,7 @@ and another made.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ class Holder:
     token_id: int
     owner: str
     role: str
+    repositories: frozenset[str] | None  # None: every repository
 
 
 class TokenRefused(Exception):
@@ -44,14 +46,17 @@ class Tokens:
     def __init__(self, store: RecordStore) -> None:
         self._store = store
 
-    def create(self, owner: str, name: str, role: str, now: float, days: int) -> tuple[int, str]:
-        """Make a token for `owner` with `role`, valid `days` from `now`; its id and the token,
-        which nothing keeps. Committed at once."""
-        assert 1 <= days <= MAX_TOKEN_DAYS
+    def create(self, owner: str, name: str, role: str, now: float, days: int,
+               repositories: frozenset[str] | None = None) -> tuple[int, str]:
+        """Make a token for `owner` with `role` on `repositories` (None: every one), valid `days`
+        from `now`; its id and the token, which nothing keeps. Committed at once."""
+        assert 1 <= days <= MAX_TOKEN_DAYS and repositories != frozenset()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        scope = None if repositories is None else json.dumps(sorted(repositories))
         cursor = self._store.write(
-            "INSERT INTO tokens (owner, name, role, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (owner, name, role, _hash(token), now, now + days * 86400),
+            "INSERT INTO tokens (owner, name, role, repositories, hash, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (owner, name, role, scope, _hash(token), now, now + days * 86400),
         )
         self._store.commit()
         return cursor.lastrowid, token
@@ -66,7 +71,8 @@ class Tokens:
             raise TokenRefused(f"token {row['token_id']} of {row['owner']} was revoked on {_day(row['revoked_at'])}")
         if now >= row["expires_at"]:
             raise TokenRefused(f"token {row['token_id']} of {row['owner']} expired on {_day(row['expires_at'])}")
-        return Holder(row["token_id"], row["owner"], row["role"])
+        scope = None if row["repositories"] is None else frozenset(json.loads(row["repositories"]))
+        return Holder(row["token_id"], row["owner"], row["role"], scope)
 
     def revoke(self, token_id: int, now: float) -> bool:
         """Revoke a token for good; False if there is no such token or it was revoked before."""
@@ -78,10 +84,11 @@ class Tokens:
     def listed(self) -> list[dict[str, Any]]:
         """Every token, newest first: who holds it and until when, never the token itself."""
         rows = self._store.read(
-            "SELECT token_id, owner, name, role, created_at, expires_at, revoked_at FROM tokens"
+            "SELECT token_id, owner, name, role, repositories, created_at, expires_at, revoked_at FROM tokens"
             " ORDER BY token_id DESC LIMIT ?", (MAX_LISTED_TOKENS,)).fetchall()
-        return [{**dict(row), **{key: None if row[key] is None else _day(row[key])
-                                 for key in ("created_at", "expires_at", "revoked_at")}} for row in rows]
+        return [{**dict(row), "repositories": None if row["repositories"] is None else json.loads(row["repositories"]),
+                 **{key: None if row[key] is None else _day(row[key]) for key in ("created_at", "expires_at", "revoked_at")}}
+                for row in rows]
 
 
 def _hash(token: str) -> str:

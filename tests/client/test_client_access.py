@@ -55,7 +55,7 @@ def test_bearer_token_check(authorization, accepted):
     headers = {"Authorization": authorization} if authorization else {}
     for role in (TRIGGER, READ):
         if accepted:
-            assert rules.require(headers, role, None, 0.0) == Actor("machine", "client")
+            assert rules.require(headers, role, None, 0.0).actor == Actor("machine", "client")
             continue
         with pytest.raises(WebhookError) as caught:
             rules.require(headers, role, None, 0.0)

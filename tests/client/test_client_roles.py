@@ -122,15 +122,47 @@ def test_the_token_command_makes_lists_and_revokes_tokens_the_records_keep(tmp_p
     assert main(["token", *config, "create", "--owner", "alice", "--role", "approve", "--days", "7"]) == 0
     made = capsys.readouterr()
     token = made.out.strip()
-    assert token.startswith("pbft_") and "token 1 for alice, role approve, valid 7 days" in made.err
+    assert token.startswith("pbft_") and "token 1 for alice, role approve on every repository, valid 7 days" in made.err
     records = BuildRecords(records_path(network.config.data_dir, network.config.clients[0].name))
     try:
         assert records.tokens.holder(token, time.time()).role == "approve"
         assert main(["token", *config, "list"]) == 0
-        assert capsys.readouterr().out.startswith("1\talice\tapprove\tapi\texpires ")
+        assert capsys.readouterr().out.startswith("1\talice\tapprove\t*\tapi\texpires ")
         assert main(["token", *config, "revoke", "1"]) == 0
         assert main(["token", *config, "revoke", "1"]) == 1  # once
         with pytest.raises(TokenRefused, match="was revoked"):
             records.tokens.holder(token, time.time())
     finally:
         records.close()
+
+
+async def test_a_token_made_for_some_repositories_sees_and_acts_on_those_only(cluster, aiohttp_client):
+    with_client_settings(cluster, token=TOKEN)
+    client = await start_client(aiohttp_client, cluster)
+    other = (await (await client.post("/webHook", json={"repository": "open", "branch": "main"},
+                                      headers=BEARER)).json())["build_id"]
+    _, token = client.server.app[RECORDS_KEY].tokens.create(
+        "carol", "hello-ci", "operate", time.time(), 1, frozenset({"hello", "webhooks"}))
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    response = await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=bearer)
+    assert response.status == 200
+    mine = (await response.json())["build_id"]
+    refused = await client.post("/webHook", json={"repository": "open", "branch": "main"}, headers=bearer)
+    assert refused.status == 403 and (await refused.json())["error"] == (
+        "this needs the role trigger on repository open: token carol has it on hello, webhooks only")
+
+    listed = (await (await client.get("/builds", headers=bearer)).json())["builds"]
+    assert [build["build_id"] for build in listed] == [mine]
+    assert [entry["build_id"] for entry in (await (await client.get("/audit", headers=bearer)).json())["actions"]] == [
+        mine]
+    for method, path in (("GET", f"/builds/{other}"), ("GET", f"/builds/{other}/certificate"),
+                         ("POST", f"/builds/{other}/rerun"), ("GET", "/badge/open/main.svg")):
+        response = await client.request(method, path, headers=bearer)
+        assert response.status == 403 and "on repository open:" in (await response.json())["error"], path
+    for path in ("/network", "/metrics"):  # the whole network's
+        response = await client.get(path, headers=bearer)
+        assert response.status == 403 and "on every repository:" in (await response.json())["error"], path
+    assert (await client.post(f"/builds/{mine}/rerun", headers=bearer)).status == 202
+    # The machine token still sees every repository.
+    assert len((await (await client.get("/builds", headers=BEARER)).json())["builds"]) == 3

@@ -60,7 +60,8 @@ async def list_builds(request: web.Request) -> web.Response:
         if query["verdict"] not in VERDICTS:
             raise web.HTTPBadRequest(reason=f"verdict must be one of {', '.join(VERDICTS)}")
         filters["verdict"] = query["verdict"]
-    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, repositories=caller.repositories, **filters)  # one more: is there a next page?
+    # One more than asked: is there a next page?
+    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, repositories=caller.repositories, **filters)
     core = request.app[SERVICE_KEY].core
     return web.json_response({"builds": [with_progress(core, build) for build in builds[:limit]],
                               "next": builds[limit - 1]["build_id"] if len(builds) > limit else None})

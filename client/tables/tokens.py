@@ -86,8 +86,9 @@ class Tokens:
         rows = self._store.read(
             "SELECT token_id, owner, name, role, repositories, created_at, expires_at, revoked_at FROM tokens"
             " ORDER BY token_id DESC LIMIT ?", (MAX_LISTED_TOKENS,)).fetchall()
-        return [{**dict(row), "repositories": None if row["repositories"] is None else json.loads(row["repositories"]),
-                 **{key: None if row[key] is None else _day(row[key]) for key in ("created_at", "expires_at", "revoked_at")}}
+        dates = ("created_at", "expires_at", "revoked_at")
+        return [{**dict(row), **{key: None if row[key] is None else _day(row[key]) for key in dates},
+                 "repositories": None if row["repositories"] is None else json.loads(row["repositories"])}
                 for row in rows]
 
 

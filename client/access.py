@@ -26,41 +26,83 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from client.actors import machine
 from client.intake import WebhookError
-from client.tables.tokens import TOKEN_PREFIX, TokenRefused, Tokens
+from client.tables.tokens import TOKEN_PREFIX, Holder, TokenRefused, Tokens
 from pbft.build import Actor
 from shared.config import NetworkConfig
+from shared.config_principals import ROLES, GrantConfig
 from shared.reload import LiveConfig
 
-ROLES = ("read", "trigger", "operate", "approve", "admin")
 READ, TRIGGER, OPERATE, APPROVE, ADMIN = ROLES
 # RFC 6750 3: a 401 names the scheme the caller should use.
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
 # What `require` is asked for when a route concerns the whole network, not one repository.
 EVERY_REPOSITORY = "*"
 
 
+def higher(*roles: str | None) -> str | None:
+    """The highest of `roles` (None: no role)."""
+    held = [role for role in roles if role is not None]
+    return max(held, key=ROLES.index) if held else None
+
+
 @dataclass(frozen=True)
 class Caller:
+    """Who calls, and its role on each repository: `everywhere` on every one, and `on` where
+    it has a higher one."""
+
     actor: Actor
-    role: str
-    repositories: frozenset[str] | None = None  # None: every repository
+    everywhere: str | None
+    on: Mapping[str, str] = field(default_factory=dict)
+
+    def role_on(self, repository: str) -> str | None:
+        return higher(self.everywhere, self.on.get(repository))
+
+    @property
+    def repositories(self) -> frozenset[str] | None:
+        """The repositories it may read (None: every one), which a listing keeps."""
+        if _covers(self.everywhere, READ):
+            return None
+        return frozenset(repository for repository, role in self.on.items() if _covers(role, READ))
 
     def check(self, role: str, repository: str | None = None) -> None:
         """WebhookError 403, naming what is missing, unless the caller has `role` on
         `repository` (None: on some repository, as a listing asks; EVERY_REPOSITORY: on all)."""
-        if ROLES.index(self.role) < ROLES.index(role):
-            raise WebhookError(403, f"this needs the role {role}: {self.actor.label()} has the role {self.role}")
-        if self.repositories is None or repository is None or repository in self.repositories:
-            return
-        where = "every repository" if repository == EVERY_REPOSITORY else f"repository {repository}"
-        raise WebhookError(403, f"this needs the role {role} on {where}: {self.actor.label()} has it on "
-                                f"{', '.join(sorted(self.repositories))} only")
+        who = self.actor.label()
+        if repository is None:
+            highest = higher(self.everywhere, *self.on.values())
+            if not _covers(highest, role):
+                has = f"the role {highest}" if highest else "no role"
+                raise WebhookError(403, f"this needs the role {role}: {who} has {has}")
+        elif repository == EVERY_REPOSITORY:
+            if not _covers(self.everywhere, role):
+                raise WebhookError(403, f"this needs the role {role} on every repository: "
+                                        f"{who} has {self.everywhere or 'no role'} on every repository")
+        elif not _covers(self.role_on(repository), role):
+            raise WebhookError(403, f"this needs the role {role} on repository {repository}: "
+                                    f"{who} has {self.role_on(repository) or 'no role'} there")
+
+
+def _covers(held: str | None, needed: str) -> bool:
+    return held is not None and ROLES.index(held) >= ROLES.index(needed)
+
+
+def granted(grants: Iterable[GrantConfig], user: str, groups: Iterable[str] = ()) -> tuple[str | None, dict[str, str]]:
+    """The role `user` (in `groups`) has on every repository, and where it has a higher one,
+    by the client's `grants`: the highest each grant that names them gives."""
+    groups = set(groups)
+    everywhere, on = None, {}
+    for grant in grants:
+        if user not in grant.users and not groups & set(grant.groups):
+            continue
+        if not grant.repositories:
+            everywhere = higher(everywhere, grant.role)
+        for repository in grant.repositories:
+            on[repository] = higher(on.get(repository), grant.role)
+    return everywhere, {repository: role for repository, role in on.items() if higher(role, everywhere) != everywhere}
 
 
 @dataclass(frozen=True)
@@ -68,11 +110,12 @@ class AccessRules:
     token: str = field(repr=False)  # "" when none is configured
     plain_without_token: bool
     client_name: str = "client"
+    grants: tuple[GrantConfig, ...] = ()
 
     @classmethod
     def from_config(cls, config: NetworkConfig, client_name: str) -> AccessRules:
         client = config.client(client_name)
-        return cls(client.token, client.plain_without_token, client_name)
+        return cls(client.token, client.plain_without_token, client_name, client.grants)
 
     def require(self, headers: Mapping[str, str], role: str, tokens: Tokens | None, now: float,
                 repository: str | None = None) -> Caller:
@@ -112,8 +155,19 @@ class AccessRules:
             except TokenRefused as refused:
                 raise WebhookError(401, refused.reason, headers=_CHALLENGE) from None
             if holder is not None:
-                return Caller(Actor("token", holder.owner), holder.role, holder.repositories)
+                return self._holding(holder)
         raise WebhookError(401, "wrong bearer token", headers=_CHALLENGE)
+
+
+    def _holding(self, holder: Holder) -> Caller:
+        """A personal token's caller: the role it was made with, on the repositories it was
+        made for; or, made without one, whatever its owner is granted now."""
+        actor = Actor("token", holder.owner)
+        if holder.role is None:
+            return Caller(actor, *granted(self.grants, holder.owner))
+        if holder.repositories is None:
+            return Caller(actor, holder.role)
+        return Caller(actor, None, {repository: holder.role for repository in holder.repositories})
 
 
 class CurrentAccess:

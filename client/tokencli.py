@@ -30,10 +30,11 @@ def token_command(argv: list[str], prog: str) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     create = verbs.add_parser("create", help="make a token and print it, once")
     create.add_argument("--owner", required=True, type=_plain, help="whom it acts for: the actor its requests name")
-    create.add_argument("--role", required=True, choices=ROLES,
-                        help="what it may do (each role includes the ones before)")
+    create.add_argument("--role", choices=ROLES,
+                        help="what it may do (each role includes the ones before); default: whatever the"
+                             " client's grants give its owner, when it is used")
     create.add_argument("--repository", action="append", type=_repository, dest="repositories",
-                        help="a repository it acts on (repeatable; default: every one)")
+                        help="with --role: a repository it acts on (repeatable; default: every one)")
     create.add_argument("--label", default="api", type=_plain, help="what it is for, shown when listed")
     create.add_argument("--days", type=_days, default=DEFAULT_DAYS,
                         help=f"how long it is valid, 1 to {MAX_TOKEN_DAYS} days (default: %(default)s)")
@@ -44,6 +45,9 @@ def token_command(argv: list[str], prog: str) -> int:
     config = load_config_or_report(args.config, read_secrets=False)
     if config is None:
         return 2
+    if args.verb == "create" and args.repositories and args.role is None:
+        print("--repository needs --role: a token without one acts where its owner's grants say", file=sys.stderr)
+        return 2
     name = args.client or config.clients[0].name
     records = BuildRecords(records_path(config.data_dir, name))
     try:
@@ -51,14 +55,15 @@ def token_command(argv: list[str], prog: str) -> int:
             scope = None if args.repositories is None else frozenset(args.repositories)
             token_id, token = records.tokens.create(args.owner, args.label, args.role, time.time(), args.days, scope)
             where = "every repository" if scope is None else ", ".join(sorted(scope))
-            print(f"token {token_id} for {args.owner}, role {args.role} on {where}, valid {args.days} days:",
-                  file=sys.stderr)
+            role = f"role {args.role} on {where}" if args.role else "the roles its owner's grants give"
+            print(f"token {token_id} for {args.owner}, {role}, valid {args.days} days:", file=sys.stderr)
             print(token)
         elif args.verb == "list":
             for row in records.tokens.listed():
                 state = f"revoked {row['revoked_at']}" if row["revoked_at"] else f"expires {row['expires_at']}"
                 where = ",".join(row["repositories"]) if row["repositories"] else "*"
-                print(f"{row['token_id']}\t{row['owner']}\t{row['role']}\t{where}\t{row['name']}\t{state}")
+                role = row["role"] or "grants"
+                print(f"{row['token_id']}\t{row['owner']}\t{role}\t{where}\t{row['name']}\t{state}")
         elif not records.tokens.revoke(args.token_id, time.time()):
             print(f"no token {args.token_id} to revoke (none, or revoked before)", file=sys.stderr)
             return 1

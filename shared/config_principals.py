@@ -3,6 +3,7 @@ notifications through, and the action runners a client takes reports from."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -12,11 +13,17 @@ from shared.config_files import OwnerKeyFile, PublicKeyFile, SecretFile
 from shared.config_values import (
     CLIENT_TOKEN, EMAIL, HOST, HTTP_URL, PORT, PUBLIC_KEY, SECRET, USER_NAME, is_loopback_host, name_of,
 )
-from shared.schema import Bool, FilePath, Inline, Int, ListOf, Number, Section, section, setting
+from shared.schema import Bool, Choice, FilePath, Inline, Int, ListOf, Number, Section, Text, section, setting
 
 # A client's action runners (clients[].runners): a few keys at once, e.g. the old and the new
 # one while a runner's key is replaced.
 MAX_RUNNERS = 8
+# What a caller may do on a repository (client.access), each role including the ones before it.
+ROLES = ("read", "trigger", "operate", "approve", "admin")
+MAX_GRANTS = 256
+# A person's or a group's name as a grant names it: what an actor's name may be (pbft.build.ACTOR_NAME).
+_PERSON = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/-]{0,127}"),
+               what="a plain name (letters, digits and ._@+:/-, at most 128)")
 _KEY_DOC = "Ed25519, 64 hex digits; a file that does not exist yet is no key while keys are being generated"
 
 
@@ -50,6 +57,24 @@ class RunnerKeyConfig:
     name: str = setting(name_of("runner name"),
                         doc="the runner's `name` in its own configuration; its key file is runner-<name>.key")
     public_key: str = setting(PUBLIC_KEY, file=PublicKeyFile(), doc=_KEY_DOC)
+
+
+def _grant_problems(grant: GrantConfig, given: frozenset) -> Iterator[tuple[str, str]]:
+    if not grant.users and not grant.groups:
+        yield "users", "a grant names users, groups or both: this one gives its role to nobody"
+
+
+@section(check=_grant_problems)
+class GrantConfig:
+    """A role on some repositories, or on every one, for some people: whom a personal token
+    made without a role acts for, and a person signed in."""
+
+    role: str = setting(Choice(ROLES, what="a role"), doc="read, trigger, operate, approve or admin, each including "
+                                                          "the ones before it")
+    users: tuple[str, ...] = setting(ListOf(_PERSON, unique=True), default=(), doc="people by name")
+    groups: tuple[str, ...] = setting(ListOf(_PERSON, unique=True), default=(), doc="groups, as sign-in names them")
+    repositories: tuple[str, ...] = setting(ListOf(name_of("repository name"), unique=True), default=(),
+                                            doc="where the role holds; none: every repository")
 
 
 @section
@@ -146,6 +171,10 @@ class ClientConfig:
                                             doc="artifact downloads one caller (address) has at once")
     smtp: SMTPConfig | None = setting(Section(SMTPConfig), default=None, local=True,
                                       doc="the mail server notification e-mails go through")
+    grants: tuple[GrantConfig, ...] = setting(
+        ListOf(Section(GrantConfig), max_items=MAX_GRANTS), default=(), local=True,
+        doc="who has which role on which repositories, beside the machine token (docs: roles)",
+    )
     runners: tuple[RunnerKeyConfig, ...] = setting(
         ListOf(Section(RunnerKeyConfig), max_items=MAX_RUNNERS, unique="name"), default=(),
         doc="the action runners whose signed reports the client records; none: it refuses every report",

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL,
     name TEXT NOT NULL,
-    role TEXT NOT NULL,
+    role TEXT,
     repositories TEXT,
     hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,

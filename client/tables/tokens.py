@@ -30,7 +30,7 @@ class Holder:
 
     token_id: int
     owner: str
-    role: str
+    role: str | None  # None: whatever its owner is granted (clients[].grants)
     repositories: frozenset[str] | None  # None: every repository
 
 
@@ -46,11 +46,13 @@ class Tokens:
     def __init__(self, store: RecordStore) -> None:
         self._store = store
 
-    def create(self, owner: str, name: str, role: str, now: float, days: int,
+    def create(self, owner: str, name: str, role: str | None, now: float, days: int,
                repositories: frozenset[str] | None = None) -> tuple[int, str]:
-        """Make a token for `owner` with `role` on `repositories` (None: every one), valid `days`
-        from `now`; its id and the token, which nothing keeps. Committed at once."""
+        """Make a token for `owner` with `role` on `repositories` (None: every one), or with no
+        role of its own (its owner's grants), valid `days` from `now`; its id and the token,
+        which nothing keeps. Committed at once."""
         assert 1 <= days <= MAX_TOKEN_DAYS and repositories != frozenset()
+        assert role is not None or repositories is None, "a token with its owner's grants has their repositories"
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         scope = None if repositories is None else json.dumps(sorted(repositories))
         cursor = self._store.write(

@@ -370,3 +370,26 @@ def test_votes_are_relayed_from_seven_nodes_up_unless_the_network_says(tmp_path,
     for setting in (True, False):
         path = write_network(tmp_path / str(setting), n=n, f=(n - 1) // 3, protocol={"relay_votes": setting})
         assert load_config(path).protocol.relay_votes is setting
+
+
+def test_a_client_grants_roles_to_people_and_groups_and_refuses_a_grant_to_nobody(tmp_path):
+    def grant(data):
+        data["clients"][0]["grants"] = [
+            {"role": "trigger", "users": ["alice"], "repositories": ["example"]},
+            {"role": "admin", "groups": ["ci-admins"]},
+        ]
+
+    grants = load_config(edit(write_network(tmp_path), grant)).clients[0].grants
+    assert [(g.role, g.users, g.groups, g.repositories) for g in grants] == [
+        ("trigger", ("alice",), (), ("example",)), ("admin", (), ("ci-admins",), ())]
+
+    def break_it(data):
+        data["clients"][0]["grants"] = [{"role": "root", "users": ["alice"]}, {"role": "read"},
+                                        {"role": "read", "users": ["a b"]}]
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(tmp_path / "network.yaml", break_it))
+    problems = "\n".join(caught.value.problems)
+    for expected in ("clients[0].grants[0].role: ", "clients[0].grants[1].users: a grant names users, groups or both",
+                     "clients[0].grants[2].users[0]: "):
+        assert expected in problems, problems

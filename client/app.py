@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from client.contexts import abandon_outstanding, records_ctx, resume_pending, schedules_ctx, service_ctx
+from client.contexts import abandon_outstanding, records_ctx, resume_pending, schedules_ctx, service_ctx, sign_in_ctx
 from client.keys import LIVE_KEY, METRICS_KEY, NAME_KEY, SERVICE_KEY
 from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx
@@ -54,6 +54,7 @@ def make_app(
     app[NAME_KEY] = client_name
     app.cleanup_ctx.extend([
         records_ctx(config, client_name),
+        sign_in_ctx(config, client_name),
         service_ctx(config, client_name, auth, deadline_s),
         # After the service's context: they observe its events, and stop before it closes.
         commit_statuses_ctx(live, client_name, SERVICE_KEY),

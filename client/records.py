@@ -12,7 +12,8 @@ links to other builds durable together:
 - `actions`: what action runners reported after a verdict;
 - `slots`: the slot each schedule fired for last;
 - `audit`: who did what, read from the builds' signed requests;
-- `tokens`: the personal API tokens, by their hashes.
+- `tokens`: the personal API tokens, by their hashes;
+- `sessions`: who is signed in, by their cookies' hashes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from client.tables.audit import Audit
 from client.tables.builds import Builds
 from client.tables.deliveries import Deliveries
 from client.tables.slots import ScheduleSlots
+from client.tables.sessions import Sessions
 from client.tables.store import RecordStore
 from client.tables.tokens import Tokens
 from client.tables.verdicts import Verdicts
@@ -45,6 +47,7 @@ class BuildRecords:
         self.slots = ScheduleSlots(self.store)
         self.audit = Audit(self.store)
         self.tokens = Tokens(self.store)
+        self.sessions = Sessions(self.store)
 
     def close(self) -> None:
         self.store.close()

@@ -198,6 +198,26 @@ else
     fi
 fi
 
+# --- An OpenID provider for the sign-in tests (tests/client/test_client_signin.py), for the
+# tests only: panva's certified oidc-provider from the npm registry, pinned by
+# tests/oidc/package-lock.json, run by the machine's Node.js (Debian's nodejs and npm
+# where it has none).
+if [[ "${PBFT_CI_TEST_IMAGES:-0}" == 1 ]]; then
+    if ! command -v npm >/dev/null; then
+        if can_apt; then
+            say "installing nodejs npm"
+            apt_install nodejs npm
+        else
+            fail "the sign-in tests need Node.js and npm: install them (Debian: apt-get install nodejs npm)"
+        fi
+    fi
+    if [[ ! tests/oidc/node_modules/.package-lock.json -nt tests/oidc/package-lock.json ]]; then
+        step "OpenID provider for the tests" npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+    else
+        say "OpenID provider for the tests present (tests/oidc)"
+    fi
+fi
+
 # --- Key pairs of every node and client of the configuration. keygen.py exits 2
 # for a configuration that does not load, and its lines (each naming the file and
 # the key) are the whole message: the configuration, not the key step, is wrong.

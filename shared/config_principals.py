@@ -132,6 +132,29 @@ class SMTPConfig:
                                doc="the longest one connection, or one command on it, may take")
 
 
+@section
+class SignInConfig:
+    """Signing people in through the team's OpenID Connect provider (client/signin.py):
+    authorization code with PKCE; the provider's claims name the person and their groups,
+    and the client's grants give them roles."""
+
+    issuer: str = setting(HTTP_URL, doc="the provider's issuer URL, as its /.well-known/openid-configuration "
+                                        "names it (https, but on loopback)")
+    client_id: str = setting(Text(re.compile(r"[!-~]{1,255}"), what="a client id (printable ASCII, no spaces)"),
+                             doc="this client's id at the provider")
+    client_secret: str = setting(SECRET, default="", file=SecretFile(), local=True,
+                                 doc="this client's secret at the provider, better kept in client_secret_file")
+    scopes: tuple[str, ...] = setting(
+        ListOf(Text(re.compile(r"[A-Za-z0-9_.:/-]{1,64}"), what="a scope"), unique=True, max_items=16),
+        default=("openid", "profile", "email"), doc="asked for at sign-in; openid is added if missing")
+    username_claim: str = setting(Text(re.compile(r"[A-Za-z0-9_.:-]{1,64}"), what="a claim's name"),
+                                  default="preferred_username",
+                                  doc="the claim that names the person (its value must be a plain name)")
+    groups_claim: str = setting(Text(re.compile(r"(?:[A-Za-z0-9_.:/-]{1,64})?"), what="a claim's name"),
+                                default="groups", doc="the claim that lists their groups; empty: none")
+    session_hours: float = setting(Number(above=0), default=12.0, doc="how long a sign-in lasts")
+
+
 def _client_problems(client: ClientConfig, given: frozenset) -> Iterator[tuple[str, str]]:
     # Only processes on the client's own machine can reach a loopback address.
     if client.plain_without_token and client.host and not is_loopback_host(client.host):
@@ -171,6 +194,8 @@ class ClientConfig:
                                             doc="artifact downloads one caller (address) has at once")
     smtp: SMTPConfig | None = setting(Section(SMTPConfig), default=None, local=True,
                                       doc="the mail server notification e-mails go through")
+    sign_in: SignInConfig | None = setting(Section(SignInConfig), default=None, local=True,
+                                           doc="people sign in through an OpenID Connect provider")
     grants: tuple[GrantConfig, ...] = setting(
         ListOf(Section(GrantConfig), max_items=MAX_GRANTS), default=(), local=True,
         doc="who has which role on which repositories, beside the machine token (docs: roles)",

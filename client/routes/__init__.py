@@ -11,6 +11,7 @@ reason; a 500 means a bug in this program and is logged with its traceback
 - `verbs`: re-run or cancel a build, approve a fork's pull request;
 - `changes`: a change of the network document, which its owners signed;
 - `audit`: who triggered, cancelled, re-ran and approved what;
+- `signin`: people signing in and out through the team's OpenID provider;
 - `nodes`: what the nodes serve through the client (logs, artifacts, their records and status);
 - `evidence`: a verdict's certificate, attestation, in-toto bundle and provenance;
 - `about`: the client's identity and metrics, the dashboard and the badges.
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from client.access import CurrentAccess
 from client.keys import ACCESS_KEY, LIVE_KEY, RECORDS_KEY
-from client.routes import about, audit, builds, changes, evidence, nodes, verbs, webhook
+from client.routes import about, audit, builds, changes, evidence, nodes, signin, verbs, webhook
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 
@@ -33,8 +34,8 @@ def add_routes(app: web.Application, config: NetworkConfig, client_name: str, au
     """Every route of the client, the access rules they check (from `app[LIVE_KEY]`, which a
     reload may change), and what the routes to the nodes need."""
     # The records open with the app (client.contexts); a request finds them open.
-    app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name, lambda: app[RECORDS_KEY].tokens, time.time)
+    app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name, lambda: app[RECORDS_KEY], time.time)
     nodes.add_node_proxies(app, config, client_name, auth)
-    for module in (webhook, builds, verbs, changes, audit, nodes, evidence, about):
+    for module in (webhook, builds, verbs, changes, audit, signin, nodes, evidence, about):
         app.add_routes(module.routes)
     about.add_pages(app)

@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires_at REAL NOT NULL,
     revoked_at REAL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    user TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -101,7 +110,7 @@ CREATE TABLE IF NOT EXISTS schedules (
 # version 7 the builds' numbers per repository and their commits' message, author and link,
 # version 8 who reported an action (the runner's name, its signature and stamp), version 9 the
 # index of builds by who asked for them (client.tables.audit), version 10 the personal API
-# tokens (client.tables.tokens).
+# tokens (client.tables.tokens) and the sessions of people signed in (client.tables.sessions).
 SCHEMA_VERSION = 10
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5

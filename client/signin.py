@@ -1,0 +1,169 @@
+"""Signing people in through an OpenID Connect provider: authorization code with PKCE.
+
+`begin` sends the browser to the provider with a fresh state, nonce and code
+challenge, which it remembers for ten minutes; `finish` takes the provider's
+answer back, exchanges its code (with the verifier and the client's secret)
+at the provider's token endpoint, and checks the ID token (client.idtoken).
+The person is its `username_claim`, their groups its `groups_claim`; the
+client's grants give them roles (client.access), and a session keeps them
+signed in (client.tables.sessions). The provider's endpoints and keys come
+from its discovery document, fetched once and again when its keys change.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+from client.idtoken import IdTokenError, checked_claims
+from client.intake import WebhookError
+from pbft.build import ACTOR_NAME
+from shared.config_principals import SignInConfig
+
+# Sign-ins begun and not finished, at most, and for how long each may be finished.
+MAX_PENDING = 1000
+PENDING_S = 600.0
+MAX_GROUPS = 100
+HTTP_TIMEOUT_S = 10.0
+MAX_DOCUMENT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Pending:
+    nonce: str
+    verifier: str
+    next_path: str
+    begun_at: float
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    groups: tuple[str, ...]
+
+
+class SignIn:
+    def __init__(self, settings: SignInConfig, redirect_uri: str, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.redirect_uri = redirect_uri
+        self._http = http
+        self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._metadata: dict | None = None
+        self._keys: dict | None = None
+
+    async def begin(self, next_path: str) -> str:
+        """Where to send the browser to sign in; it comes back to `next_path` once signed in."""
+        metadata = await self._discovered()
+        now = time.monotonic()
+        self._forget_stale(now)
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        self._pending[state] = Pending(nonce, verifier, next_path, now)
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=")
+        scopes = ("openid", *(scope for scope in self.settings.scopes if scope != "openid"))
+        query = {
+            "response_type": "code", "client_id": self.settings.client_id, "redirect_uri": self.redirect_uri,
+            "scope": " ".join(scopes), "state": state, "nonce": nonce,
+            "code_challenge": challenge.decode("ascii"), "code_challenge_method": "S256",
+        }
+        return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
+
+    async def finish(self, state: str, code: str) -> tuple[Person, str]:
+        """The person the provider signed in for sign-in `state`, and where they were going."""
+        pending = self._pending.pop(state, None)
+        if pending is None or time.monotonic() - pending.begun_at > PENDING_S:
+            raise WebhookError(400, "this sign-in is unknown or older than ten minutes: sign in again")
+        metadata = await self._discovered()
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
+                "code_verifier": pending.verifier, "client_id": self.settings.client_id}
+        answer = await self._json("POST", metadata["token_endpoint"], data=form, headers=self._client_auth())
+        if "error" in answer:
+            raise WebhookError(400, f"the provider refused the sign-in: {_shown(answer.get('error'))}")
+        claims = await self._claims(answer.get("id_token"), pending.nonce)
+        return self._person(claims), pending.next_path
+
+    async def _claims(self, token: object, nonce: str) -> dict:
+        keys = await self._published_keys(refresh=False)
+        check = {"issuer": self.settings.issuer, "client_id": self.settings.client_id, "nonce": nonce,
+                 "now": time.time()}
+        try:
+            return checked_claims(token, keys, **check)
+        except IdTokenError as error:
+            if "names" not in error.reason:
+                raise WebhookError(400, f"the provider's ID token does not check: {error.reason}") from None
+        # The provider may have rotated its keys since they were fetched: once more, fetched anew.
+        try:
+            return checked_claims(token, await self._published_keys(refresh=True), **check)
+        except IdTokenError as error:
+            raise WebhookError(400, f"the provider's ID token does not check: {error.reason}") from None
+
+    def _client_auth(self) -> dict[str, str]:
+        """client_secret_basic (RFC 6749 2.3.1: id and secret form-encoded, then Basic); none
+        for a public client, which PKCE alone binds."""
+        if not self.settings.client_secret:
+            return {}
+        pair = f"{quote(self.settings.client_id, safe='')}:{quote(self.settings.client_secret, safe='')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")}
+
+    def _person(self, claims: dict) -> Person:
+        name = claims.get(self.settings.username_claim)
+        if not isinstance(name, str) or not ACTOR_NAME.fullmatch(name):
+            raise WebhookError(400, f"the provider's {self.settings.username_claim} claim is no plain name "
+                                    "(letters, digits and ._@+:/-, at most 128): set username_claim to one that is")
+        groups = claims.get(self.settings.groups_claim, []) if self.settings.groups_claim else []
+        plain = [group for group in groups if isinstance(group, str) and ACTOR_NAME.fullmatch(group)] \
+            if isinstance(groups, list) else []
+        return Person(name, tuple(dict.fromkeys(plain))[:MAX_GROUPS])
+
+    async def _discovered(self) -> dict:
+        if self._metadata is None:
+            issuer = self.settings.issuer.rstrip("/")
+            metadata = await self._json("GET", f"{issuer}/.well-known/openid-configuration")
+            if metadata.get("issuer") != self.settings.issuer:
+                raise WebhookError(502, f"the provider at {issuer} names another issuer: set issuer to what "
+                                        "its /.well-known/openid-configuration says")
+            for endpoint in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                if not str(metadata.get(endpoint, "")).startswith(("https:", "http:")):
+                    raise WebhookError(502, f"the provider's discovery document has no {endpoint}")
+            self._metadata = metadata
+        return self._metadata
+
+    async def _published_keys(self, *, refresh: bool) -> dict:
+        if self._keys is None or refresh:
+            self._keys = await self._json("GET", (await self._discovered())["jwks_uri"])
+        return self._keys
+
+    async def _json(self, method: str, url: str, **kwargs) -> dict:
+        """A JSON object from the provider; SignInError 502 if it cannot be had."""
+        try:
+            async with self._http.request(method, url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+                                          allow_redirects=False, **kwargs) as response:
+                body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise WebhookError(502, f"the provider's answer from {url} is too large")
+                # Decoded whatever its content type says: some providers label JSON otherwise.
+                data = json.loads(body)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise WebhookError(502, f"the provider did not answer at {url}: {type(error).__name__}") from None
+        if not isinstance(data, dict):
+            raise WebhookError(502, f"the provider's answer from {url} is not a JSON object")
+        return data
+
+    def _forget_stale(self, now: float) -> None:
+        while self._pending and now - next(iter(self._pending.values())).begun_at > PENDING_S:
+            self._pending.popitem(last=False)
+
+
+def _shown(value: object) -> str:
+    """A provider's error code, as plain text of a bounded length."""
+    text = str(value)[:80]
+    return "".join(character if character.isalnum() or character in "_-. " else "?" for character in text)

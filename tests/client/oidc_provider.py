@@ -1,0 +1,59 @@
+"""A real OpenID provider for the sign-in tests: panva's oidc-provider (npm, tests/oidc,
+installed by scripts/setup.sh) run by Node.js on a loopback port, and a browser's part of
+its sign-in played over HTTP: its login form filled and posted, its redirects followed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp.test_utils import unused_port
+
+PROVIDER = Path(__file__).resolve().parent.parent / "oidc" / "provider.mjs"
+CLIENT_ID, CLIENT_SECRET = "pbft-ci-dashboard", "a-secret-of-the-client-at-the-provider"
+
+
+@contextlib.asynccontextmanager
+async def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> AsyncIterator[str]:
+    """Run the provider for one client (`redirect_uri`) and `accounts` (name -> groups); yield
+    its issuer URL. It stops when the block ends, and with this process if it dies."""
+    if not (PROVIDER.parent / "node_modules" / "oidc-provider").is_dir():
+        raise RuntimeError("tests/oidc has no node_modules: run scripts/setup.sh (PBFT_CI_TEST_IMAGES=1)")
+    port = unused_port()
+    issuer = f"http://127.0.0.1:{port}"
+    config = {"issuer": issuer, "port": port, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+              "redirect_uri": redirect_uri, "accounts": {name: {"groups": groups} for name, groups in accounts.items()}}
+    process = await asyncio.create_subprocess_exec(
+        "node", str(PROVIDER), json.dumps(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    try:
+        async with asyncio.timeout(20):
+            while b"listening" not in (line := await process.stdout.readline()):
+                if not line:
+                    raise RuntimeError("the OpenID provider stopped before it listened")
+        yield issuer
+    finally:
+        process.stdin.close()  # it stops when its standard input closes
+        try:
+            async with asyncio.timeout(5):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def sign_in(browser: aiohttp.ClientSession, client_url: str, login: str, next_path: str = "/dashboard"
+                  ) -> aiohttp.ClientResponse:
+    """What a browser does to sign in at `client_url` as `login`: the client's /login, the
+    provider's login form, back to the client; the last answer (the page it returns to)."""
+    form_page = await browser.get(f"{client_url}/login", params={"next": next_path})
+    html = await form_page.text()
+    found = re.search(r'<form[^>]*action="([^"]+)"', html)
+    assert form_page.status == 200 and found, f"no login form at the provider: {form_page.status} {html[:300]}"
+    return await browser.post(found.group(1), data={"prompt": "login", "login": login, "password": "any"})

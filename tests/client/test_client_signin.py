@@ -1,0 +1,85 @@
+"""Signing in through a real OpenID provider (tests/client/oidc_provider.py), against fake
+nodes: the session, its roles from the client's grants, CSRF, and signing out."""
+
+import dataclasses
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import unused_port
+
+from client.app import make_app
+from shared.config_principals import GrantConfig, SignInConfig
+from tests.client.client_token import TOKEN, with_client_settings
+from tests.client.fake_nodes import CLIENT
+from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, provider, sign_in
+
+ACCOUNTS = {"alice": ["developers"], "bob": []}
+GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)),)
+
+
+@pytest.fixture
+async def setting(cluster, aiohttp_client):
+    port = unused_port()
+    url = f"http://127.0.0.1:{port}"
+    async with provider(f"{url}/auth/callback", ACCOUNTS) as issuer:
+        with_client_settings(cluster, token=TOKEN)
+        client_config = dataclasses.replace(
+            cluster.config.clients[0], public_url=url, grants=GRANTS,
+            sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
+        cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
+        await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            yield url, browser
+
+
+async def test_a_person_signs_in_acts_with_the_roles_granted_to_their_groups_and_signs_out(setting):
+    url, browser = setting
+    landed = await sign_in(browser, url, "alice", "/dashboard/builds/1")
+    assert landed.status == 200 and str(landed.url) == f"{url}/dashboard/builds/1"
+    cookie = next(cookie for cookie in browser.cookie_jar if cookie.key == "pbft_session")
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    me = await (await browser.get(f"{url}/session")).json()
+    assert (me["user"], me["groups"]) == ("alice", ["developers"]) and me["csrf"]
+
+    body = {"repository": "hello", "branch": "main"}
+    forged = await browser.post(f"{url}/webHook", json=body)  # what another site's form could send
+    assert forged.status == 403 and "X-CSRF-Token" in (await forged.json())["error"]
+    built = await browser.post(f"{url}/webHook", json=body, headers={"X-CSRF-Token": me["csrf"]})
+    assert built.status == 200
+    build_id = (await built.json())["build_id"]
+    record = await (await browser.get(f"{url}/builds/{build_id}")).json()
+    assert record["actor"] == {"kind": "user", "name": "alice"}
+    refused = await browser.post(f"{url}/builds/{build_id}/cancel", headers={"X-CSRF-Token": me["csrf"]})
+    assert refused.status == 403 and (await refused.json())["error"] == (
+        "this needs the role operate: user alice has the role trigger")
+    other = await browser.post(f"{url}/webHook", json={"repository": "open", "branch": "main"},
+                               headers={"X-CSRF-Token": me["csrf"]})
+    assert other.status == 403 and "on repository open: user alice has no role there" in (await other.json())["error"]
+
+    assert (await browser.post(f"{url}/logout")).status == 403  # without its CSRF token
+    out = await browser.post(f"{url}/logout", headers={"X-CSRF-Token": me["csrf"]})
+    assert out.status == 200
+    assert (await browser.get(f"{url}/session")).status == 401
+    gone = await browser.get(f"{url}/builds", headers={"Cookie": f"pbft_session={cookie.value}"})
+    assert gone.status == 401 and "sign in (GET /login)" in (await gone.json())["error"]
+
+
+async def test_someone_granted_nothing_is_signed_in_and_reads_nothing(setting):
+    url, browser = setting
+    assert (await sign_in(browser, url, "bob")).status == 200
+    assert (await (await browser.get(f"{url}/session")).json())["user"] == "bob"
+    refused = await browser.get(f"{url}/builds")
+    assert refused.status == 403 and (await refused.json())["error"] == (
+        "this needs the role read: user bob has no role")
+
+
+async def test_a_sign_in_that_returns_elsewhere_or_comes_back_unasked_is_refused(setting):
+    url, browser = setting
+    for next_path in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        response = await browser.get(f"{url}/login", params={"next": next_path}, allow_redirects=False)
+        assert response.status == 400, next_path
+    unasked = await browser.get(f"{url}/auth/callback", params={"state": "made-up", "code": "made-up"})
+    assert unasked.status == 400 and "unknown or older than ten minutes" in (await unasked.json())["error"]
+    denied = await browser.get(f"{url}/auth/callback", params={"error": "access_denied<script>"})
+    assert denied.status == 400 and (await denied.json())["error"] == (
+        "the provider did not sign you in: access_denied?script?")

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from client.contexts import abandon_outstanding, records_ctx, resume_pending, schedules_ctx, service_ctx, sign_in_ctx
+from client.contexts import abandon_outstanding, records_ctx, resume_pending, schedules_ctx, service_ctx
 from client.keys import LIVE_KEY, METRICS_KEY, NAME_KEY, SERVICE_KEY
 from client.metrics import ClientMetrics
 from client.notifications import notifications_ctx
+from client.signin import sign_in_ctx
 from client.notifier import NotifySettings
 from client.routes import add_routes
 from client.routes.errors import errors_as_json

@@ -21,13 +21,12 @@ from aiohttp import web
 
 from client.buildlogs import LOG_PROXY
 from client.heads import BranchHeads
-from client.keys import LIVE_KEY, METRICS_KEY, RECORDS_KEY, SERVICE_KEY, SIGNIN_KEY
+from client.keys import LIVE_KEY, METRICS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.networkdocs import DocumentFollower
 from client.links import NodeLinks
 from client.records import BuildRecords, records_path
 from client.schedules import ScheduleRunner, Schedules
 from client.service import ClientOptions, ClientService
-from client.signin import SignIn
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig, NodeConfig, RepositoryConfig
 
@@ -40,23 +39,6 @@ def records_ctx(config: NetworkConfig, client_name: str) -> CleanupContext:
         app[RECORDS_KEY] = records
         yield
         records.close()
-
-    return ctx
-
-
-def sign_in_ctx(config: NetworkConfig, client_name: str) -> CleanupContext:
-    """People signing in through the client's OpenID provider (client.signin), if it has one;
-    with an HTTP session of its own, which checks the provider's certificate. Its settings are
-    the ones the client started with: a change needs a restart."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        client = config.client(client_name)
-        if client.sign_in is None:
-            yield
-            return
-        async with aiohttp.ClientSession() as session:
-            app[SIGNIN_KEY] = SignIn(client.sign_in, f"{client.base_url}/auth/callback", session)
-            yield
 
     return ctx
 

@@ -15,7 +15,6 @@ from client.access import CurrentAccess
 from client.metrics import ClientMetrics
 from client.records import BuildRecords
 from client.service import ClientService
-from client.signin import SignIn
 from shared.reload import LiveConfig
 
 ACCESS_KEY = web.AppKey("access", CurrentAccess)
@@ -24,4 +23,3 @@ METRICS_KEY = web.AppKey("metrics", ClientMetrics)
 NAME_KEY = web.AppKey("client_name", str)
 RECORDS_KEY = web.AppKey("records", BuildRecords)
 SERVICE_KEY = web.AppKey("service", ClientService)
-SIGNIN_KEY = web.AppKey("sign_in", SignIn)  # only when people sign in (clients[].sign_in)

@@ -21,11 +21,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
+from typing import AsyncIterator
+
 import aiohttp
+from aiohttp import web
 
 from client.idtoken import IdTokenError, checked_claims
 from client.intake import WebhookError
 from pbft.build import ACTOR_NAME
+from shared.config import NetworkConfig
 from shared.config_principals import SignInConfig
 
 # Sign-ins begun and not finished, at most, and for how long each may be finished.
@@ -167,3 +171,24 @@ def _shown(value: object) -> str:
     """A provider's error code, as plain text of a bounded length."""
     text = str(value)[:80]
     return "".join(character if character.isalnum() or character in "_-. " else "?" for character in text)
+
+
+# Only when people sign in (clients[].sign_in): kept here, beside what it holds.
+SIGNIN_KEY = web.AppKey("sign_in", SignIn)
+
+
+def sign_in_ctx(config: NetworkConfig, client_name: str):
+    """People signing in through the client's OpenID provider, if it has one; with an HTTP
+    session of its own, which checks the provider's certificate. Its settings are the ones the
+    client started with: a change needs a restart."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        client = config.client(client_name)
+        if client.sign_in is None:
+            yield
+            return
+        async with aiohttp.ClientSession() as session:
+            app[SIGNIN_KEY] = SignIn(client.sign_in, f"{client.base_url}/auth/callback", session)
+            yield
+
+    return ctx

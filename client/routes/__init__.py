@@ -7,10 +7,9 @@ reason; a 500 means a bug in this program and is logged with its traceback
 (client.routes.errors).
 
 - `webhook`: `POST /webHook`, a plain call or a forge's delivery;
-- `builds`: the build records, and what action runners report of a build;
+- `builds`: the build records, what action runners report of a build, and who did what (the audit);
 - `verbs`: re-run or cancel a build, approve a fork's pull request;
 - `changes`: a change of the network document, which its owners signed;
-- `audit`: who triggered, cancelled, re-ran and approved what;
 - `signin`: people signing in and out through the team's OpenID provider;
 - `nodes`: what the nodes serve through the client (logs, artifacts, their records and status);
 - `evidence`: a verdict's certificate, attestation, in-toto bundle and provenance;
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from client.access import CurrentAccess
 from client.keys import ACCESS_KEY, LIVE_KEY, RECORDS_KEY
-from client.routes import about, audit, builds, changes, evidence, nodes, signin, verbs, webhook
+from client.routes import about, builds, changes, evidence, nodes, signin, verbs, webhook
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 
@@ -36,6 +35,6 @@ def add_routes(app: web.Application, config: NetworkConfig, client_name: str, au
     # The records open with the app (client.contexts); a request finds them open.
     app[ACCESS_KEY] = CurrentAccess(app[LIVE_KEY], client_name, lambda: app[RECORDS_KEY], time.time)
     nodes.add_node_proxies(app, config, client_name, auth)
-    for module in (webhook, builds, verbs, changes, audit, signin, nodes, evidence, about):
+    for module in (webhook, builds, verbs, changes, signin, nodes, evidence, about):
         app.add_routes(module.routes)
     about.add_pages(app)

@@ -1,5 +1,7 @@
-"""The build records: `GET /builds` (a page of them), `GET /builds/{id}` (one), and what action
-runners report of a build (`POST /builds/{id}/actions`).
+"""The build records: `GET /builds` (a page of them), `GET /builds/{id}` (one), what action
+runners report of a build (`POST /builds/{id}/actions`), and who did what (`GET /audit`,
+client.tables.audit: each entry a request the client signed with its actor, so the same
+actor is in every node's ledger, the build's certificate and its attestation).
 
 A record without a verdict says where f+1 nodes say the build is (`progress`);
 every record says which nodes dissented from its verdict, and, once the time
@@ -20,11 +22,13 @@ from client.intake import WebhookError, checked_branch
 from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.requests import RequestCore
 from client.routes.params import (
-    MAX_BUILD_ID, bounded_int, caller_and_record, config_of, limit_of, read_capped, record_of, webhook_settings,
+    MAX_BUILD_ID, bounded_int, caller_and_record, config_of, limit_of, listed_repositories, read_capped, record_of,
+    webhook_settings,
 )
+from client.tables.audit import AUDIT_ACTIONS
 from client.tables.summaries import VERDICTS
 from client.tables.verdicts import replies_until
-from pbft.wire import NAME, MessageError
+from pbft.build import ACTOR_KINDS, ACTOR_NAME
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +52,7 @@ async def list_builds(request: web.Request) -> web.Response:
             filters[name] = bounded_int(query[name], low, MAX_BUILD_ID)
             if filters[name] is None:
                 raise web.HTTPBadRequest(reason=f"{name} must be a decimal number from {low} to {MAX_BUILD_ID}")
-    if "repository" in query:
-        # Any well-formed name: a repository no longer configured still has its builds.
-        try:
-            filters["repository"] = NAME.read(query["repository"], "repository")
-        except MessageError as error:
-            raise web.HTTPBadRequest(reason=str(error)) from None
+    filters["repositories"] = listed_repositories(caller, query)
     if "branch" in query:
         filters["branch"] = checked_branch(query["branch"])
     if "verdict" in query:
@@ -61,7 +60,7 @@ async def list_builds(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(reason=f"verdict must be one of {', '.join(VERDICTS)}")
         filters["verdict"] = query["verdict"]
     # One more than asked: is there a next page?
-    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, repositories=caller.repositories, **filters)
+    builds = request.app[RECORDS_KEY].builds.recent(limit + 1, **filters)
     core = request.app[SERVICE_KEY].core
     return web.json_response({"builds": [with_progress(core, build) for build in builds[:limit]],
                               "next": builds[limit - 1]["build_id"] if len(builds) > limit else None})
@@ -117,3 +116,29 @@ def _silent_nodes(core: RequestCore, build: dict) -> list[int] | None:
             int(build["build_id"]), build["elapsed_ms"], settings.deadline_s, settings.settle_s):
         return None
     return sorted(missing)
+
+
+@routes.get("/audit")
+async def list_audit(request: web.Request) -> web.Response:
+    """The newest actions, `limit` at a time, `next` the `before` of the next page (null on the
+    last). Filtered by an `actor`'s name, an `actor_kind`, an `action` and a `repository`."""
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
+    query, filters = request.query, {}
+    limit = limit_of(query)
+    if "before" in query:
+        filters["before"] = bounded_int(query["before"], 0, MAX_BUILD_ID)
+        if filters["before"] is None:
+            raise web.HTTPBadRequest(reason=f"before must be a decimal number from 0 to {MAX_BUILD_ID}")
+    if "actor" in query:
+        if not ACTOR_NAME.fullmatch(query["actor"]):
+            raise web.HTTPBadRequest(reason="actor must be an actor's name: letters, digits and ._@+:/- (at most 128)")
+        filters["actor"] = query["actor"]
+    for name, choices in (("actor_kind", ACTOR_KINDS), ("action", AUDIT_ACTIONS)):
+        if name in query:
+            if query[name] not in choices:
+                raise web.HTTPBadRequest(reason=f"{name} must be one of {', '.join(choices)}")
+            filters[name] = query[name]
+    entries = request.app[RECORDS_KEY].audit.entries(limit + 1, repositories=listed_repositories(caller, query),
+                                                     **filters)
+    more = len(entries) > limit
+    return web.json_response({"actions": entries[:limit], "next": entries[limit - 1]["build_id"] if more else None})

@@ -13,6 +13,7 @@ from client.access import READ, Caller
 from client.deliveries import WebhookSettings
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, LIVE_KEY, NAME_KEY, RECORDS_KEY
+from pbft.wire import NAME, MessageError
 from shared.config import NetworkConfig
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,20 @@ def limit_of(query: Mapping[str, str]) -> int:
     if limit is None:
         raise web.HTTPBadRequest(reason=f"limit must be an integer from 1 to {MAX_BUILDS_LIMIT}")
     return limit
+
+
+def listed_repositories(caller: Caller, query: Mapping[str, str]) -> frozenset[str] | None:
+    """The repositories a listing keeps: the one its `repository` names (any well-formed name:
+    one no longer configured keeps its builds), if the caller may read it, else the caller's
+    (None: every one). A 400 or 403 says why not."""
+    if "repository" not in query:
+        return caller.repositories
+    try:
+        repository = NAME.read(query["repository"], "repository")
+    except MessageError as error:
+        raise web.HTTPBadRequest(reason=str(error)) from None
+    caller.check(READ, repository)
+    return frozenset({repository})
 
 
 def record_of(request: web.Request) -> dict[str, Any]:

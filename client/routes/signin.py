@@ -12,9 +12,9 @@ from aiohttp import web
 
 from client.access import CSRF_HEADER, session_cookie
 from client.intake import WebhookError
-from client.keys import NAME_KEY, RECORDS_KEY, SIGNIN_KEY
+from client.keys import NAME_KEY, RECORDS_KEY
 from client.routes.params import config_of
-from client.signin import SignIn
+from client.signin import SIGNIN_KEY, SignIn
 from client.tables.sessions import SESSION_COOKIE
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,10 @@
 // URL or a cookie). Live build output is read with fetch() and parsed here,
 // because EventSource cannot send an Authorization header; downloads are
 // fetched and saved from memory for the same reason.
+//
+// Where people sign in (clients[].sign_in), the session's cookie goes with every fetch,
+// and what changes something also carries the session's CSRF token (GET /session), which
+// only this page's own requests can know.
 "use strict";
 
 const TOKEN_KEY = "pbft-ci.token";
@@ -23,6 +27,11 @@ const PAGE_SIZE = 50;
 const MAX_TIMED_LINES = 1000000;
 
 class Unauthorized extends Error {}
+
+// The signed-in session's CSRF token ("" when nobody is signed in), and whether the client
+// offers sign-in at all.
+let csrf = "";
+let signInOffered = false;
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -55,12 +64,15 @@ function askForToken(refused) {
   form.hidden = false;
   notice(refused
     ? "The client refused the token: enter the right one."
-    : "This client needs its bearer token to show builds: enter it once for this tab.");
+    : (signInOffered ? "Sign in, or enter this client's bearer token once for this tab."
+      : "This client needs its bearer token to show builds: enter it once for this tab."));
   document.getElementById("token-input").focus();
 }
 
 async function api(path, options) {
-  const response = await fetch(path, { headers: authHeaders(), cache: "no-store", ...(options || {}) });
+  const method = ((options && options.method) || "GET").toUpperCase();
+  const headers = { ...authHeaders(), ...(csrf && method !== "GET" ? { "X-CSRF-Token": csrf } : {}) };
+  const response = await fetch(path, { cache: "no-store", ...(options || {}), headers: headers });
   if (response.status === 401) {
     askForToken(Boolean(token()));
     throw new Unauthorized(path);
@@ -128,6 +140,35 @@ function setupToken() {
     sessionStorage.removeItem(TOKEN_KEY);
     location.reload();
   });
+}
+
+// Who is signed in, if the client signs people in: their name and a sign-out button, or a
+// link to sign in that comes back to this page.
+async function setupSession() {
+  let response;
+  try {
+    response = await fetch("/session", { cache: "no-store" });
+  } catch (error) {
+    return; // the page says why once it reads the builds
+  }
+  if (response.status === 401) {
+    signInOffered = true;
+    const link = document.getElementById("sign-in");
+    link.href = "/login?next=" + encodeURIComponent(location.pathname);
+    link.hidden = false;
+  } else if (response.ok) {
+    const session = await response.json();
+    csrf = session.csrf;
+    const who = document.getElementById("signed-in");
+    who.textContent = "Signed in as " + session.user;
+    who.hidden = false;
+    const out = document.getElementById("sign-out");
+    out.hidden = false;
+    out.addEventListener("click", async () => {
+      await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrf } });
+      location.reload();
+    });
+  }
 }
 
 // A link that saves what `href` answers as the file `name`. A plain link cannot carry the
@@ -318,8 +359,9 @@ function commitCell(build) {
 
 // Runs once the page's scripts have all run: deferred scripts run in order, before DOMContentLoaded,
 // so the pages' functions of builds.js, build.js, output.js and network.js are there by then.
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   setupToken();
+  await setupSession();
   const main = document.getElementById("main");
   main.replaceChildren();
   const path = location.pathname.replace(/\/+$/, "");

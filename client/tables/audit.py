@@ -43,16 +43,16 @@ class Audit:
 
     def entries(
         self, limit: int, *, before: int | None = None, actor: str | None = None, actor_kind: str | None = None,
-        action: str | None = None, repository: str | None = None, repositories: frozenset[str] | None = None,
+        action: str | None = None, repositories: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
         """The newest `limit` actions that match every filter given, newest first: ids below
-        `before` (the next page's keyset), an actor's name and kind, one of AUDIT_ACTIONS, one
-        repository, and only `repositories` (a caller's, client.access; None: every one)."""
+        `before` (the next page's keyset), an actor's name and kind, one of AUDIT_ACTIONS, and
+        `repositories` only (one asked for, or a caller's, client.access; None: every one)."""
         assert action is None or action in AUDIT_ACTIONS
         scope, parameters = in_repositories(repositories)
         conditions = [f"AND {condition}" for condition in scope]
         # Filters on the builds themselves go inside, where the indexes are; the action outside.
-        for condition, value in (("build_id < ?", before), ("repository = ?", repository),
+        for condition, value in (("build_id < ?", before),
                                  ("json_extract(request, '$.operation.actor.name') = ?", actor),
                                  ("json_extract(request, '$.operation.actor.kind') = ?", actor_kind)):
             if value is not None:

@@ -101,15 +101,15 @@ class Builds:
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
 
     def recent(
-        self, limit: int, *, before: int | None = None, repository: str | None = None, branch: str | None = None,
-        verdict: str | None = None, number: int | None = None, repositories: frozenset[str] | None = None,
+        self, limit: int, *, before: int | None = None, repositories: frozenset[str] | None = None,
+        branch: str | None = None, verdict: str | None = None, number: int | None = None,
     ) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` builds that match every filter given, newest first:
-        ids below `before` (the keyset of the next page), one repository, one branch (a pull
-        request's target, a tag's name), one verdict (VERDICTS), one number of a repository, and
-        only `repositories` (a caller's, client.access; None: every one)."""
+        ids below `before` (the keyset of the next page), of `repositories` only (one asked for,
+        or a caller's, client.access; None: every one), one branch (a pull request's target, a
+        tag's name), one verdict (VERDICTS), one number of a repository."""
         conditions, parameters = in_repositories(repositories)
-        for condition, value in (("build_id < ?", before), ("repository = ?", repository), ("branch = ?", branch),
+        for condition, value in (("build_id < ?", before), ("branch = ?", branch),
                                  (f"{VERDICT_SQL} = ?", verdict), ("number = ?", number)):
             if value is not None:
                 conditions.append(condition)

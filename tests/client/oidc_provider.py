@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
-from aiohttp.test_utils import unused_port
+
+from tests.support.network import free_port
 
 PROVIDER = Path(__file__).resolve().parent.parent / "oidc" / "provider.mjs"
 CLIENT_ID, CLIENT_SECRET = "pbft-ci-dashboard", "a-secret-of-the-client-at-the-provider"
@@ -25,7 +26,7 @@ async def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> AsyncIt
     its issuer URL. It stops when the block ends, and with this process if it dies."""
     if not (PROVIDER.parent / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError("tests/oidc has no node_modules: run scripts/setup.sh (PBFT_CI_TEST_IMAGES=1)")
-    port = unused_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     config = {"issuer": issuer, "port": port, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
               "redirect_uri": redirect_uri, "accounts": {name: {"groups": groups} for name, groups in accounts.items()}}

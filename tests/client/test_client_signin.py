@@ -5,13 +5,13 @@ import dataclasses
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import unused_port
 
 from client.app import make_app
 from shared.config_principals import GrantConfig, SignInConfig
 from tests.client.client_token import TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT
 from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, provider, sign_in
+from tests.support.network import free_port
 
 ACCOUNTS = {"alice": ["developers"], "bob": []}
 GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)),)
@@ -19,7 +19,7 @@ GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)
 
 @pytest.fixture
 async def setting(cluster, aiohttp_client):
-    port = unused_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     async with provider(f"{url}/auth/callback", ACCOUNTS) as issuer:
         with_client_settings(cluster, token=TOKEN)

@@ -116,13 +116,77 @@ function buildRow(build) {
     el("td", { class: "secondary", "data-field": "agreed_by" }, build.agreed_by.join(", ")));
 }
 
+// Ask for a build of a repository's branch (POST /webHook): its row appears as the list
+// updates; the call itself answers once the verdict is in, which is then said here.
+function runForm() {
+  const field = (name) => el("input", { id: "run-" + name, name: name, autocomplete: "off", spellcheck: "false",
+    required: true, list: name === "repository" ? "repositories" : null });
+  const said = el("span", { id: "run-said", class: "muted", role: "status" });
+  const form = el("form", { id: "run", class: "filters" },
+    el("label", {}, "Repository ", field("repository")), el("label", {}, "Branch ", field("branch")),
+    el("button", { type: "submit" }, "Run a build"), said);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const asked = { repository: form.elements.repository.value.trim(), branch: form.elements.branch.value.trim() };
+    said.textContent = "Asked for a build of " + asked.repository + " " + asked.branch + ".";
+    try {
+      const response = await api("/webHook", { method: "POST", body: JSON.stringify(asked),
+        headers: { "Content-Type": "application/json" } });
+      const answer = await response.json();
+      said.textContent = response.ok ? "Build " + answer.build_id + ": " + answer.status + "."
+        : "Refused: " + (answer.error || "HTTP " + response.status);
+    } catch (error) {
+      if (!(error instanceof Unauthorized)) said.textContent = "Could not ask: " + error.message;
+    }
+  });
+  return form;
+}
+
+// Fork pull requests that wait for someone with the role approve (GET /approvals), each with
+// its button; hidden while none wait or the caller may not see them.
+function approvalsSection() {
+  const body = el("tbody");
+  const section = el("section", { id: "approvals", hidden: true }, el("h2", {}, "Waiting for approval"),
+    el("table", { class: "builds" }, el("thead", {}, el("tr", {}, ...["Repository", "Pull request", "Commit", ""]
+      .map((name) => el("th", {}, name)))), body));
+  const row = (approval) => {
+    const button = el("button", { type: "button", class: "approve", "data-approval-id": approval.approval_id },
+      "Approve");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const response = await api("/approvals/" + encodeURIComponent(approval.approval_id) + "/approve",
+          { method: "POST" });
+        if (response.status !== 202) throw new Error(await failureReason(response));
+        const started = await response.json();
+        window.location.assign("/dashboard/builds/" + encodeURIComponent(started.build_id));
+      } catch (error) {
+        button.disabled = false;
+        if (!(error instanceof Unauthorized)) notice("Could not approve: " + error.message);
+      }
+    });
+    return el("tr", { "data-approval-id": approval.approval_id }, el("td", {}, approval.repository),
+      el("td", {}, "#" + approval.pull_request), el("td", {}, el("code", {}, short(approval.commit || ""))),
+      el("td", {}, button));
+  };
+  const update = async () => {
+    const response = await api("/approvals");
+    if (!response.ok) return;
+    const waiting = (await response.json()).approvals;
+    body.replaceChildren(...waiting.map(row));
+    section.hidden = !waiting.length;
+  };
+  return { element: section, update: update };
+}
+
 function showBuilds(main) {
   const body = el("tbody");
   let refresh = null;
   const form = filterForm(() => refresh());
   const pages = pager(() => refresh());
+  const approvals = approvalsSection();
   main.append(
-    el("h1", {}, "Builds"), form,
+    el("h1", {}, "Builds"), runForm(), approvals.element, form,
     el("p", { class: "muted" }, "Newest first; updates every few seconds."),
     el("table", { id: "builds", class: "builds" },
       el("thead", {}, el("tr", {}, ...LIST_COLUMNS.map((name) => el("th", {}, name)))), body),
@@ -141,6 +205,7 @@ function showBuilds(main) {
     }
     pages.update(wanted, typeof answer.next === "string" ? answer.next : null);
     noteRepositories(document.getElementById("repositories"), builds);
+    await approvals.update();
   });
   window.addEventListener("popstate", () => {
     showFilters(form, listQuery());

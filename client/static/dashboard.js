@@ -71,7 +71,8 @@ function askForToken(refused) {
 
 async function api(path, options) {
   const method = ((options && options.method) || "GET").toUpperCase();
-  const headers = { ...authHeaders(), ...(csrf && method !== "GET" ? { "X-CSRF-Token": csrf } : {}) };
+  const headers = { ...((options && options.headers) || {}), ...authHeaders(),
+    ...(csrf && method !== "GET" ? { "X-CSRF-Token": csrf } : {}) };
   const response = await fetch(path, { cache: "no-store", ...(options || {}), headers: headers });
   if (response.status === 401) {
     askForToken(Boolean(token()));

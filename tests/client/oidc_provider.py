@@ -4,13 +4,14 @@ its sign-in played over HTTP: its login form filled and posted, its redirects fo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
+import select
 import subprocess
+import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Iterator
 
 import aiohttp
 
@@ -18,35 +19,44 @@ from tests.support.network import free_port
 
 PROVIDER = Path(__file__).resolve().parent.parent / "oidc" / "provider.mjs"
 CLIENT_ID, CLIENT_SECRET = "pbft-ci-dashboard", "a-secret-of-the-client-at-the-provider"
+START_TIMEOUT_S = 20.0
 
 
-@contextlib.asynccontextmanager
-async def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> AsyncIterator[str]:
+@contextlib.contextmanager
+def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> Iterator[str]:
     """Run the provider for one client (`redirect_uri`) and `accounts` (name -> groups); yield
-    its issuer URL. It stops when the block ends, and with this process if it dies."""
+    its issuer URL. It stops when the block ends, and with this process if it dies (its
+    standard input closes)."""
     if not (PROVIDER.parent / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError("tests/oidc has no node_modules: run scripts/setup.sh (PBFT_CI_TEST_IMAGES=1)")
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     config = {"issuer": issuer, "port": port, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
               "redirect_uri": redirect_uri, "accounts": {name: {"groups": groups} for name, groups in accounts.items()}}
-    process = await asyncio.create_subprocess_exec(
-        "node", str(PROVIDER), json.dumps(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT)
+    process = subprocess.Popen(["node", str(PROVIDER), json.dumps(config)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        async with asyncio.timeout(20):
-            while b"listening" not in (line := await process.stdout.readline()):
-                if not line:
-                    raise RuntimeError("the OpenID provider stopped before it listened")
+        _wait_until_listening(process)
         yield issuer
     finally:
-        process.stdin.close()  # it stops when its standard input closes
+        process.stdin.close()
         try:
-            async with asyncio.timeout(5):
-                await process.wait()
-        except TimeoutError:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             process.kill()
-            await process.wait()
+            process.wait()
+        process.stdout.close()
+
+
+def _wait_until_listening(process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = process.stdout.readline() if ready else b""
+        if b"listening" in line:
+            return
+        if not ready or not line:
+            raise RuntimeError(f"the OpenID provider did not listen within {START_TIMEOUT_S:g} s")
 
 
 async def sign_in(browser: aiohttp.ClientSession, client_url: str, login: str, next_path: str = "/dashboard"

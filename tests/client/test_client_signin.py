@@ -21,7 +21,7 @@ GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)
 async def setting(cluster, aiohttp_client):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    async with provider(f"{url}/auth/callback", ACCOUNTS) as issuer:
+    with provider(f"{url}/auth/callback", ACCOUNTS) as issuer:
         with_client_settings(cluster, token=TOKEN)
         client_config = dataclasses.replace(
             cluster.config.clients[0], public_url=url, grants=GRANTS,

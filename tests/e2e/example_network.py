@@ -203,11 +203,11 @@ def github_push(base_url: str, branch: str, head: str, delivery: str) -> str:
     return answer["build_id"]
 
 
-def settled(status_url: str, timeout_s: float = 120) -> dict:
-    """The record at a build's status URL once it has its verdict."""
+def settled(status_url: str, timeout_s: float = 120, headers: dict | None = None) -> dict:
+    """The record at a build's status URL once it has its verdict (read with `headers`)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code, record = http_json("GET", status_url)
+        code, record = http_json("GET", status_url, headers=headers)
         if code == 200 and record.get("state") != "pending":
             return record
         assert time.monotonic() < deadline, record

@@ -208,7 +208,7 @@ class AccessRules:
         made for; or, made without one, whatever its owner is granted now."""
         actor = Actor("token", holder.owner)
         if holder.role is None:
-            return Caller(actor, *granted(self.grants, holder.owner))
+            return Caller(actor, *granted(self.grants, holder.owner, holder.groups))
         if holder.repositories is None:
             return Caller(actor, holder.role)
         return Caller(actor, None, {repository: holder.role for repository in holder.repositories})

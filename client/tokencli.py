@@ -13,12 +13,11 @@ import time
 
 from client.access import ROLES
 from client.records import BuildRecords, records_path
-from client.tables.tokens import MAX_TOKEN_DAYS
+from client.tables.tokens import DEFAULT_DAYS, MAX_TOKEN_DAYS, TokenMade
 from pbft.build import ACTOR_NAME
 from pbft.wire import NAME, MessageError
 from shared.cli import load_config_or_report
 
-DEFAULT_DAYS = 90
 
 
 def token_command(argv: list[str], prog: str) -> int:
@@ -53,7 +52,8 @@ def token_command(argv: list[str], prog: str) -> int:
     try:
         if args.verb == "create":
             scope = None if args.repositories is None else frozenset(args.repositories)
-            token_id, token = records.tokens.create(args.owner, args.label, args.role, time.time(), args.days, scope)
+            token_id, token = records.tokens.create(TokenMade(args.owner, args.label, args.role, args.days, scope),
+                                                    time.time())
             where = "every repository" if scope is None else ", ".join(sorted(scope))
             role = f"role {args.role} on {where}" if args.role else "the roles its owner's grants give"
             print(f"token {token_id} for {args.owner}, {role}, valid {args.days} days:", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Signing in and out (client.signin): `GET /login` sends the browser to the team's OpenID
 provider, `GET /auth/callback` takes it back and begins a session, `GET /session` says who
-is signed in (with the CSRF token the pages send), `POST /logout` ends the session."""
+is signed in (with the CSRF token the pages send), `POST /logout` ends the session. And a
+person's own API tokens for scripts (`/tokens`): made, listed and revoked only from a
+session, never with a token, so that a token cannot beget another."""
 
 from __future__ import annotations
 
@@ -11,17 +13,20 @@ import time
 from aiohttp import web
 
 from client.access import CSRF_HEADER, session_cookie
-from client.intake import WebhookError
+from client.intake import WebhookError, json_object
 from client.keys import NAME_KEY, RECORDS_KEY
-from client.routes.params import config_of
+from client.routes.params import MAX_BUILD_ID, bounded_int, config_of, read_capped, webhook_settings
 from client.signin import SIGNIN_KEY, SignIn
-from client.tables.sessions import SESSION_COOKIE
+from client.tables.sessions import SESSION_COOKIE, Session
+from client.tables.tokens import DEFAULT_DAYS, MAX_TOKEN_DAYS, TokenMade
+from pbft.build import ACTOR_NAME
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 # Where a sign-in may return to: a path of this client, never another site (`//host`, `/\\host`).
 _NEXT = re.compile(r"/(?![/\\])[!-~]{0,1999}")
 MAX_PARAMETER_CHARS = 4096
+MAX_TOKEN_REQUEST_BYTES = 1024
 
 
 @routes.get("/login")
@@ -54,30 +59,66 @@ async def callback(request: web.Request) -> web.Response:
 @routes.get("/session")
 async def who(request: web.Request) -> web.Response:
     """Who is signed in, their groups, until when, and the CSRF token their pages send."""
-    _sign_in(request)
-    cookie = session_cookie(request.headers)
-    session = None if cookie is None else request.app[RECORDS_KEY].sessions.get(cookie, time.time())
-    if session is None:
-        raise WebhookError(401, "not signed in: GET /login")
+    _, session = _session(request, "knowing who you are", csrf=False)
     return web.json_response({"user": session.user, "groups": list(session.groups), "csrf": session.csrf,
                               "expires_at": session.expires_at}, headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
-    _sign_in(request)
-    cookie = session_cookie(request.headers)
-    sessions = request.app[RECORDS_KEY].sessions
-    session = None if cookie is None else sessions.get(cookie, time.time())
-    if session is None:
-        raise WebhookError(401, "not signed in")
-    if request.headers.get(CSRF_HEADER) != session.csrf:
-        raise WebhookError(403, f"signing out needs the {CSRF_HEADER} header that GET /session gives")
-    sessions.end(cookie)
+    cookie, session = _session(request, "signing out")
+    request.app[RECORDS_KEY].sessions.end(cookie)
     log.info("user %s signed out", session.user)
     response = web.json_response({"signed_out": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+@routes.post("/tokens")
+async def make_token(request: web.Request) -> web.Response:
+    """A token for the person signed in, acting with what the grants give them and their
+    groups; shown in this answer only. Body: `{"label": "laptop", "days": 90}`."""
+    _, session = _session(request, "making a token")
+    body = json_object(await read_capped(request, MAX_TOKEN_REQUEST_BYTES, webhook_settings(request).body_timeout_s))
+    label, days = body.get("label", "api"), body.get("days", DEFAULT_DAYS)
+    if not isinstance(label, str) or not ACTOR_NAME.fullmatch(label):
+        raise WebhookError(400, "label must be a plain name: letters, digits and ._@+:/- (at most 128)")
+    if type(days) is not int or not 1 <= days <= MAX_TOKEN_DAYS:
+        raise WebhookError(400, f"days must be a whole number from 1 to {MAX_TOKEN_DAYS}")
+    made = TokenMade(session.user, label, None, days, groups=session.groups)
+    token_id, token = request.app[RECORDS_KEY].tokens.create(made, time.time())
+    log.info("user %s made token %d (%s, %d days)", session.user, token_id, label, days)
+    return web.json_response({"token_id": token_id, "token": token, "days": days}, status=201,
+                             headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/tokens")
+async def my_tokens(request: web.Request) -> web.Response:
+    _, session = _session(request, "listing one's tokens", csrf=False)
+    return web.json_response({"tokens": request.app[RECORDS_KEY].tokens.listed(session.user)})
+
+
+@routes.post("/tokens/{token_id}/revoke")
+async def revoke_token(request: web.Request) -> web.Response:
+    _, session = _session(request, "revoking a token")
+    token_id = bounded_int(request.match_info["token_id"], 1, MAX_BUILD_ID)
+    if token_id is None or not request.app[RECORDS_KEY].tokens.revoke(token_id, time.time(), session.user):
+        raise web.HTTPNotFound(reason=f"no token {request.match_info['token_id'][:20]} of yours to revoke")
+    log.info("user %s revoked token %d", session.user, token_id)
+    return web.json_response({"revoked": token_id})
+
+
+def _session(request: web.Request, doing: str, *, csrf: bool = True) -> tuple[str, Session]:
+    """The session of the person signed in, and its cookie; 401 if there is none, 403 if what
+    `doing` changes something and the request lacks the session's CSRF token."""
+    _sign_in(request)
+    cookie = session_cookie(request.headers)
+    session = None if cookie is None else request.app[RECORDS_KEY].sessions.get(cookie, time.time())
+    if session is None:
+        raise WebhookError(401, f"{doing} needs someone signed in: GET /login")
+    if csrf and request.headers.get(CSRF_HEADER) != session.csrf:
+        raise WebhookError(403, f"{doing} needs the {CSRF_HEADER} header that GET /session gives")
+    return cookie, session
 
 
 def _sign_in(request: web.Request) -> SignIn:

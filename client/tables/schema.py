@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT NOT NULL,
     role TEXT,
     repositories TEXT,
+    groups TEXT,
     hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
@@ -110,8 +111,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 # version 7 the builds' numbers per repository and their commits' message, author and link,
 # version 8 who reported an action (the runner's name, its signature and stamp), version 9 the
 # index of builds by who asked for them (client.tables.audit), version 10 the personal API
-# tokens (client.tables.tokens) and the sessions of people signed in (client.tables.sessions).
-SCHEMA_VERSION = 10
+# tokens (client.tables.tokens) and the sessions of people signed in (client.tables.sessions),
+# version 11 the groups of a token's owner (a token a person made for themselves).
+SCHEMA_VERSION = 11
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the
@@ -153,6 +155,7 @@ def migrate(db: sqlite3.Connection) -> None:
             if statement.strip():
                 db.execute(statement)
         _add_action_columns_of_8(db)
+        _add_token_columns_of_11(db)
         if exists:
             db.execute(
                 f"INSERT INTO builds ({_BUILD_COLUMNS_BEFORE_7}) SELECT {_BUILD_COLUMNS_BEFORE_7} FROM builds_v0"
@@ -180,6 +183,13 @@ def _add_columns_of_7(db: sqlite3.Connection) -> None:
     for name, kind in BUILD_COLUMNS_OF_7.items():
         if name not in present:
             db.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
+
+
+def _add_token_columns_of_11(db: sqlite3.Connection) -> None:
+    """Give a tokens table of version 10 the column version 11 adds (nullable: no groups)."""
+    present = {row["name"] for row in db.execute("PRAGMA table_info(tokens)")}
+    if "groups" not in present:
+        db.execute("ALTER TABLE tokens ADD COLUMN groups TEXT")
 
 
 def _add_action_columns_of_8(db: sqlite3.Connection) -> None:

@@ -20,6 +20,7 @@ from client.tables.store import RecordStore
 # Every token starts so: a caller's bearer token that does not is the machine token or nothing.
 TOKEN_PREFIX = "pbft_"
 MAX_TOKEN_DAYS = 366  # a token lives a year at most; scripts that run longer get a new one
+DEFAULT_DAYS = 90
 # Tokens listed, at most; revoked and expired ones are kept for the audit of who held what.
 MAX_LISTED_TOKENS = 1000
 
@@ -32,6 +33,25 @@ class Holder:
     owner: str
     role: str | None  # None: whatever its owner is granted (clients[].grants)
     repositories: frozenset[str] | None  # None: every repository
+    groups: tuple[str, ...] = ()  # its owner's, as sign-in named them when they made it
+
+
+@dataclass(frozen=True)
+class TokenMade:
+    """A token to make: for `owner`, with `role` on `repositories` (None: every one), or with
+    no role of its own (its owner's grants, with `groups`), for `days`."""
+
+    owner: str
+    label: str
+    role: str | None
+    days: int = DEFAULT_DAYS
+    repositories: frozenset[str] | None = None
+    groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.days <= MAX_TOKEN_DAYS and self.repositories != frozenset()
+        # A token with its owner's grants acts where the grants say.
+        assert self.role is not None or self.repositories is None
 
 
 class TokenRefused(Exception):
@@ -46,19 +66,16 @@ class Tokens:
     def __init__(self, store: RecordStore) -> None:
         self._store = store
 
-    def create(self, owner: str, name: str, role: str | None, now: float, days: int,
-               repositories: frozenset[str] | None = None) -> tuple[int, str]:
-        """Make a token for `owner` with `role` on `repositories` (None: every one), or with no
-        role of its own (its owner's grants), valid `days` from `now`; its id and the token,
-        which nothing keeps. Committed at once."""
-        assert 1 <= days <= MAX_TOKEN_DAYS and repositories != frozenset()
-        assert role is not None or repositories is None, "a token with its owner's grants has their repositories"
+    def create(self, made: TokenMade, now: float) -> tuple[int, str]:
+        """Make the token `made` describes, valid from `now`; its id and the token, which
+        nothing keeps. Committed at once."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        scope = None if repositories is None else json.dumps(sorted(repositories))
+        scope = None if made.repositories is None else json.dumps(sorted(made.repositories))
         cursor = self._store.write(
-            "INSERT INTO tokens (owner, name, role, repositories, hash, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (owner, name, role, scope, _hash(token), now, now + days * 86400),
+            "INSERT INTO tokens (owner, name, role, repositories, groups, hash, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (made.owner, made.label, made.role, scope, json.dumps(list(made.groups)) if made.groups else None,
+             _hash(token), now, now + made.days * 86400),
         )
         self._store.commit()
         return cursor.lastrowid, token
@@ -74,20 +91,24 @@ class Tokens:
         if now >= row["expires_at"]:
             raise TokenRefused(f"token {row['token_id']} of {row['owner']} expired on {_day(row['expires_at'])}")
         scope = None if row["repositories"] is None else frozenset(json.loads(row["repositories"]))
-        return Holder(row["token_id"], row["owner"], row["role"], scope)
+        groups = () if row["groups"] is None else tuple(json.loads(row["groups"]))
+        return Holder(row["token_id"], row["owner"], row["role"], scope, groups)
 
-    def revoke(self, token_id: int, now: float) -> bool:
-        """Revoke a token for good; False if there is no such token or it was revoked before."""
+    def revoke(self, token_id: int, now: float, owner: str | None = None) -> bool:
+        """Revoke a token for good (only one of `owner`'s, if given); False if there is no such
+        token or it was revoked before."""
         cursor = self._store.write(
-            "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (now, token_id))
+            "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL"
+            " AND (? IS NULL OR owner = ?)", (now, token_id, owner, owner))
         self._store.commit()
         return cursor.rowcount == 1
 
-    def listed(self) -> list[dict[str, Any]]:
-        """Every token, newest first: who holds it and until when, never the token itself."""
+    def listed(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every token (or `owner`'s), newest first: who holds it and until when, never the token."""
         rows = self._store.read(
             "SELECT token_id, owner, name, role, repositories, created_at, expires_at, revoked_at FROM tokens"
-            " ORDER BY token_id DESC LIMIT ?", (MAX_LISTED_TOKENS,)).fetchall()
+            " WHERE ? IS NULL OR owner = ? ORDER BY token_id DESC LIMIT ?",
+            (owner, owner, MAX_LISTED_TOKENS)).fetchall()
         dates = ("created_at", "expires_at", "revoked_at")
         return [{**dict(row), **{key: None if row[key] is None else _day(row[key]) for key in dates},
                  "repositories": None if row["repositories"] is None else json.loads(row["repositories"])}

@@ -2,6 +2,7 @@
 with the client's machine token set and a personal token of each role."""
 
 import dataclasses
+import sqlite3
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from client.access import ROLES, granted
 from client.index import main
 from client.keys import RECORDS_KEY
 from client.records import BuildRecords, records_path
-from client.tables.tokens import TokenRefused
+from client.tables.tokens import TokenMade, TokenRefused
 from client.tokencli import token_command
 from shared.config_principals import GrantConfig
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
@@ -54,7 +55,7 @@ PUBLIC = ["/client", "/dashboard", "/dashboard/network", "/dashboard/builds/1", 
 
 def personal_tokens(app) -> dict[str, str]:
     tokens = app[RECORDS_KEY].tokens
-    return {role: tokens.create(f"{role}-person", "matrix", role, time.time(), 1)[1] for role in ROLES}
+    return {role: tokens.create(TokenMade(f"{role}-person", "matrix", role, 1), time.time())[1] for role in ROLES}
 
 
 async def call(client, method: str, path: str, headers: dict):
@@ -95,7 +96,7 @@ async def test_a_personal_token_acts_for_its_owner_until_it_expires_or_is_revoke
     with_client_settings(cluster, token=TOKEN)
     client = await start_client(aiohttp_client, cluster)
     tokens = client.server.app[RECORDS_KEY].tokens
-    token_id, token = tokens.create("alice", "laptop", "trigger", time.time(), 1)
+    token_id, token = tokens.create(TokenMade("alice", "laptop", "trigger", 1), time.time())
     bearer = {"Authorization": f"Bearer {token}"}
 
     response = await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=bearer)
@@ -106,7 +107,7 @@ async def test_a_personal_token_acts_for_its_owner_until_it_expires_or_is_revoke
     stored = client.server.app[RECORDS_KEY].store.read("SELECT hash FROM tokens").fetchone()[0]
     assert token not in stored and len(stored) == 64  # its sha256, never the token
 
-    _, expired = tokens.create("bob", "old", "admin", time.time() - 2 * 86400, 1)
+    _, expired = tokens.create(TokenMade("bob", "old", "admin", 1), time.time() - 2 * 86400)
     refused = await client.get("/builds", headers={"Authorization": f"Bearer {expired}"})
     assert refused.status == 401 and "token 2 of bob expired on" in (await refused.json())["error"]
     assert tokens.revoke(token_id, time.time()) and not tokens.revoke(token_id, time.time())
@@ -151,7 +152,7 @@ async def test_a_token_made_for_some_repositories_sees_and_acts_on_those_only(cl
     other = (await (await client.post("/webHook", json={"repository": "open", "branch": "main"},
                                       headers=BEARER)).json())["build_id"]
     _, token = client.server.app[RECORDS_KEY].tokens.create(
-        "carol", "hello-ci", "operate", time.time(), 1, frozenset({"hello", "webhooks"}))
+        TokenMade("carol", "hello-ci", "operate", 1, frozenset({"hello", "webhooks"})), time.time())
     bearer = {"Authorization": f"Bearer {token}"}
 
     response = await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=bearer)
@@ -201,7 +202,7 @@ async def test_a_token_made_without_a_role_acts_with_what_its_owner_is_granted(c
     cluster.config = dataclasses.replace(cluster.config, clients=(
         dataclasses.replace(cluster.config.clients[0], grants=GRANTS),))
     client = await start_client(aiohttp_client, cluster)
-    _, token = client.server.app[RECORDS_KEY].tokens.create("dave", "laptop", None, time.time(), 1)
+    _, token = client.server.app[RECORDS_KEY].tokens.create(TokenMade("dave", "laptop", None, 1), time.time())
     bearer = {"Authorization": f"Bearer {token}"}
 
     assert (await client.post("/webHook", json={"repository": "hello", "branch": "main"}, headers=bearer)).status == 200
@@ -214,3 +215,19 @@ async def test_a_token_made_without_a_role_acts_with_what_its_owner_is_granted(c
     cancel = await client.post(f"/builds/{listed[0]['build_id']}/cancel", headers=bearer)
     assert cancel.status == 403 and (await cancel.json())["error"] == (
         "this needs the role operate: token dave has the role trigger")
+
+
+def test_records_of_version_10_gain_the_groups_of_a_tokens_owner(tmp_path):
+    path = tmp_path / "builds.sqlite"
+    records = BuildRecords(path)
+    _, token = records.tokens.create(TokenMade("alice", "old", "read", 1), time.time())
+    records.close()
+    with sqlite3.connect(path) as db:  # as version 10 left a file
+        db.execute("ALTER TABLE tokens DROP COLUMN groups")
+        db.execute("PRAGMA user_version = 10")
+    records = BuildRecords(path)
+    try:
+        assert records.tokens.holder(token, time.time()).groups == ()
+        assert records.store.read("PRAGMA user_version").fetchone()[0] == 11
+    finally:
+        records.close()

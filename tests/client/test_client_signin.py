@@ -83,3 +83,28 @@ async def test_a_sign_in_that_returns_elsewhere_or_comes_back_unasked_is_refused
     denied = await browser.get(f"{url}/auth/callback", params={"error": "access_denied<script>"})
     assert denied.status == 400 and (await denied.json())["error"] == (
         "the provider did not sign you in: access_denied?script?")
+
+
+async def test_a_person_makes_a_token_for_their_scripts_which_acts_with_their_groups_until_revoked(setting):
+    url, browser = setting
+    await sign_in(browser, url, "alice")
+    csrf = {"X-CSRF-Token": (await (await browser.get(f"{url}/session")).json())["csrf"]}
+    assert (await browser.post(f"{url}/tokens", json={"label": "laptop"})).status == 403  # no CSRF token
+    made = await browser.post(f"{url}/tokens", json={"label": "laptop", "days": 7}, headers=csrf)
+    assert made.status == 201
+    token_id, token = (await made.json())["token_id"], (await made.json())["token"]
+    script = {"Authorization": f"Bearer {token}"}
+
+    async with aiohttp.ClientSession() as other:  # a script: no cookie
+        built = await other.post(f"{url}/webHook", json={"repository": "hello", "branch": "main"}, headers=script)
+        assert built.status == 200  # trigger on hello, through her group developers
+        record = await (await other.get(f"{url}/builds/{(await built.json())['build_id']}", headers=script)).json()
+        assert record["actor"] == {"kind": "token", "name": "alice"}
+        refused = await other.post(f"{url}/tokens", json={}, headers=script)
+        assert refused.status == 401  # a token does not make tokens
+        listed = (await (await browser.get(f"{url}/tokens")).json())["tokens"]
+        assert [(t["token_id"], t["owner"], t["name"], t["role"]) for t in listed] == [
+            (token_id, "alice", "laptop", None)]
+        assert (await browser.post(f"{url}/tokens/{token_id}/revoke", headers=csrf)).status == 200
+        assert (await other.get(f"{url}/builds", headers=script)).status == 401
+        assert (await browser.post(f"{url}/tokens/{token_id}/revoke", headers=csrf)).status == 404

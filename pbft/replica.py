@@ -547,6 +547,18 @@ class Replica:
         problem = self.members.signature_problem(message, self.auth)
         return None if problem is None else f"ignore_{message.TYPE}_{problem}"
 
+    def _past_member_signature_problem(self, message: Message) -> str | None:
+        """As `_node_signature_problem`, but the sender may be a member of an epoch this node
+        still keeps (`pbft.epochs.MAX_PAST`) rather than of the current one."""
+        problem = self._node_signature_problem(message)
+        if problem is None or not problem.endswith("_unknown_sender"):
+            return problem
+        for epoch in reversed(self.epochs.past):
+            if message.sender in epoch.members.key_of:
+                found = epoch.members.signature_problem(message, self.auth)
+                return None if found is None else f"ignore_{message.TYPE}_{found}"
+        return problem
+
     def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
         if message.view < self.view:
             return f"ignore_{kind}_old_view"
@@ -1013,7 +1025,9 @@ class Replica:
         """Send a peer every signed vote we hold for the builds it asks about (each is
         checkable on its own), at most once per quarter retry period per peer (an
         honest one asks at most every half period)."""
-        reason = self._node_signature_problem(message)
+        # A node the order removed still owes replies for the builds ordered while it was a
+        # member: it asks for their votes as a member of the epoch they were ordered in.
+        reason = self._past_member_signature_problem(message)
         if reason is not None or message.sender == self.id:
             return reason or "ignore_vote-fetch_from_self"
         if self._served_recently(self.votes_served_at, message.sender, self.settings.vote_retry_s / 4):

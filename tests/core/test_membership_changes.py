@@ -8,9 +8,11 @@ that is not a member follows the votes and signs none.
 
 import dataclasses
 
+from pbft.effects import ServeVotes
 from pbft.encoding import canonical
+from pbft.messages import VoteFetch, signed
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
-from shared.crypto import generate_private_key, public_key_hex, sign_bytes
+from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, sign_bytes
 from tests.support.cluster import Cluster, authenticator, keys
 
 OWNER = generate_private_key()
@@ -195,6 +197,23 @@ def test_a_removed_nodes_result_counts_for_a_build_ordered_before_its_removal():
     # Ordered among five, it needs four votes: nodes 0, 1, 4 and the removed node 3.
     assert not [drop for drop in cluster.drops if drop[1].startswith("ignore_result")]
     assert cluster.replicas[0].result_votes.decided.get(request.key) == "certified"
+
+
+def test_a_removed_node_gets_the_votes_of_a_build_ordered_before_its_removal_when_it_asks():
+    """Standing by, a removed node still owes its reply (sim seed 13767): it asks for the votes
+    as a member of the epoch the build was ordered in, and is answered."""
+    five, four = document(range(5), 1, 5), document((0, 1, 2, 4), 1, 5)
+    cluster = cluster_of(5, five)
+    request = cluster.request()
+    order(cluster, request)
+    order(cluster, cluster.change(change(five, four)))
+    assert not cluster.replicas[3].member and cluster.replicas[0].epoch == 2
+    fetch = signed(VoteFetch((request.key,), 3), cluster.replicas[3].auth.sign)
+    assert cluster.replicas[0].receive(fetch) is None
+    assert cluster.replicas[0].take_effects() == [ServeVotes(3, (request.key,))]
+    # A stranger's is not, whatever it asks.
+    stranger = signed(VoteFetch((request.key,), 7), Ed25519Authenticator(generate_private_key(), {}, {}).sign)
+    assert cluster.replicas[0].receive(stranger) == "ignore_vote-fetch_unknown_sender"
 
 
 def test_a_node_that_lost_the_checkpoints_beginning_the_epoch_begins_it_from_a_view_change_of_the_epoch():

@@ -33,8 +33,10 @@ def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> Iterator[str]
     issuer = f"http://127.0.0.1:{port}"
     config = {"issuer": issuer, "port": port, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
               "redirect_uri": redirect_uri, "accounts": {name: {"groups": groups} for name, groups in accounts.items()}}
+    # Unbuffered: `_wait_until_listening` selects on the pipe, which a buffered reader would
+    # have emptied into its own buffer, lines and all, after the first line it read.
     process = subprocess.Popen(["node", str(PROVIDER), json.dumps(config)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     try:
         _wait_until_listening(process)
         yield issuer
@@ -50,13 +52,16 @@ def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> Iterator[str]
 
 def _wait_until_listening(process: subprocess.Popen) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
+    said = []
     while True:
         ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = process.stdout.readline() if ready else b""
         if b"listening" in line:
             return
+        said.append(line.decode(errors="replace"))
         if not ready or not line:
-            raise RuntimeError(f"the OpenID provider did not listen within {START_TIMEOUT_S:g} s")
+            raise RuntimeError(f"the OpenID provider did not listen within {START_TIMEOUT_S:g} s; "
+                               f"it said: {''.join(said)[-2000:]!r}")
 
 
 async def sign_in(browser: aiohttp.ClientSession, client_url: str, login: str, next_path: str = "/dashboard"

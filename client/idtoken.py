@@ -33,6 +33,10 @@ class IdTokenError(ValueError):
         self.reason = reason
 
 
+class UnknownKey(IdTokenError):
+    """The token names a key the provider's published keys lack: they may have rotated since."""
+
+
 def checked_claims(token: Any, keys: dict, *, issuer: str, client_id: str, nonce: str, now: float) -> dict:
     """The claims of `token` if it is signed by one of `keys` (a JWKS) and was issued by
     `issuer` to `client_id` for the sign-in of `nonce`, and is valid at `now`."""
@@ -71,7 +75,7 @@ def _key(keys: dict, header: dict) -> dict:
     if "kid" in header:
         candidates = [key for key in candidates if key.get("kid") == header["kid"]]
     if len(candidates) != 1:
-        raise IdTokenError("the provider publishes no key that the ID token names")
+        raise UnknownKey("the provider publishes no key that the ID token names")
     return candidates[0]
 
 

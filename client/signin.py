@@ -26,7 +26,7 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from client.idtoken import IdTokenError, checked_claims
+from client.idtoken import IdTokenError, UnknownKey, checked_claims
 from client.intake import WebhookError
 from pbft.build import ACTOR_NAME
 from shared.config import NetworkConfig
@@ -101,10 +101,10 @@ class SignIn:
                  "now": time.time()}
         try:
             return checked_claims(token, keys, **check)
+        except UnknownKey:
+            pass  # the provider may have rotated its keys since they were fetched: once more, fetched anew
         except IdTokenError as error:
-            if "names" not in error.reason:
-                raise WebhookError(400, f"the provider's ID token does not check: {error.reason}") from None
-        # The provider may have rotated its keys since they were fetched: once more, fetched anew.
+            raise WebhookError(400, f"the provider's ID token does not check: {error.reason}") from None
         try:
             return checked_claims(token, await self._published_keys(refresh=True), **check)
         except IdTokenError as error:

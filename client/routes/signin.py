@@ -6,6 +6,7 @@ session, never with a token, so that a token cannot beget another."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -116,7 +117,8 @@ def _session(request: web.Request, doing: str, *, csrf: bool = True) -> tuple[st
     session = None if cookie is None else request.app[RECORDS_KEY].sessions.get(cookie, time.time())
     if session is None:
         raise WebhookError(401, f"{doing} needs someone signed in: GET /login")
-    if csrf and request.headers.get(CSRF_HEADER) != session.csrf:
+    given = request.headers.get(CSRF_HEADER, "").encode("utf-8", "surrogatepass")
+    if csrf and not hmac.compare_digest(given, session.csrf.encode("ascii")):
         raise WebhookError(403, f"{doing} needs the {CSRF_HEADER} header that GET /session gives")
     return cookie, session
 

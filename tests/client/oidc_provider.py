@@ -4,9 +4,11 @@ its sign-in played over HTTP: its login form filled and posted, its redirects fo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
+import secrets
 import select
 import subprocess
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import aiohttp
+from Crypto.PublicKey import ECC
 
 from tests.support.network import free_port
 
@@ -23,16 +26,20 @@ START_TIMEOUT_S = 20.0
 
 
 @contextlib.contextmanager
-def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> Iterator[str]:
-    """Run the provider for one client (`redirect_uri`) and `accounts` (name -> groups); yield
-    its issuer URL. It stops when the block ends, and with this process if it dies (its
-    standard input closes)."""
+def provider(redirect_uri: str, accounts: dict[str, list[str]], port: int | None = None,
+             own_key: bool = False) -> Iterator[str]:
+    """Run the provider for one client (`redirect_uri`) and `accounts` (name -> groups), on
+    `port` (a free one if None); yield its issuer URL. It stops when the block ends, and with
+    this process if it dies (its standard input closes). With `own_key`, it signs ID tokens
+    with an ES256 key made for this run (the library's development keys never change)."""
     if not (PROVIDER.parent / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError("tests/oidc has no node_modules: run scripts/setup.sh (PBFT_CI_TEST_IMAGES=1)")
-    port = free_port()
+    port = free_port() if port is None else port
     issuer = f"http://127.0.0.1:{port}"
     config = {"issuer": issuer, "port": port, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
               "redirect_uri": redirect_uri, "accounts": {name: {"groups": groups} for name, groups in accounts.items()}}
+    if own_key:
+        config["jwks"] = {"keys": [_ec_jwk()]}
     # Unbuffered: `_wait_until_listening` selects on the pipe, which a buffered reader would
     # have emptied into its own buffer, lines and all, after the first line it read.
     process = subprocess.Popen(["node", str(PROVIDER), json.dumps(config)], stdin=subprocess.PIPE,
@@ -48,6 +55,17 @@ def provider(redirect_uri: str, accounts: dict[str, list[str]]) -> Iterator[str]
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def _ec_jwk() -> dict:
+    """A fresh P-256 private key as a JWK."""
+    key = ECC.generate(curve="P-256")
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode("ascii")
+
+    return {"kty": "EC", "crv": "P-256", "kid": secrets.token_hex(8), "use": "sig", "alg": "ES256",
+            "x": b64(int(key.pointQ.x)), "y": b64(int(key.pointQ.y)), "d": b64(int(key.d))}
 
 
 def _wait_until_listening(process: subprocess.Popen) -> None:

@@ -108,3 +108,22 @@ async def test_a_person_makes_a_token_for_their_scripts_which_acts_with_their_gr
         assert (await browser.post(f"{url}/tokens/{token_id}/revoke", headers=csrf)).status == 200
         assert (await other.get(f"{url}/builds", headers=script)).status == 401
         assert (await browser.post(f"{url}/tokens/{token_id}/revoke", headers=csrf)).status == 404
+
+
+async def test_a_provider_that_rotated_its_keys_is_asked_for_them_again(cluster, aiohttp_client):
+    port, provider_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    with provider(f"{url}/auth/callback", ACCOUNTS, provider_port, own_key=True) as issuer:
+        with_client_settings(cluster, token=TOKEN)
+        client_config = dataclasses.replace(
+            cluster.config.clients[0], public_url=url, grants=GRANTS,
+            sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
+        cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
+        await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            assert (await sign_in(browser, url, "alice")).status == 200  # the client fetched its keys
+    # The same provider started again signs with new keys, which the client has not seen.
+    with provider(f"{url}/auth/callback", ACCOUNTS, provider_port, own_key=True):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            assert (await sign_in(browser, url, "bob")).status == 200
+            assert (await (await browser.get(f"{url}/session")).json())["user"] == "bob"

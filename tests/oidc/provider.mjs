@@ -19,7 +19,11 @@ const provider = new Provider(config.issuer, {
     post_logout_redirect_uris: config.post_logout_redirect_uris || [],
     grant_types: ['authorization_code'],
     response_types: ['code'],
+    ...(config.jwks ? { id_token_signed_response_alg: 'ES256' } : {}),
   }],
+  // Keys of this run's own when the test gives them (a provider that rotated its keys), else
+  // the library's development keys.
+  ...(config.jwks ? { jwks: config.jwks } : {}),
   claims: { openid: ['sub'], profile: ['preferred_username', 'name'], email: ['email'], groups: ['groups'] },
   scopes,
   conformIdTokenClaims: false,

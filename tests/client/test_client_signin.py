@@ -17,18 +17,29 @@ ACCOUNTS = {"alice": ["developers"], "bob": []}
 GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)),)
 
 
+async def start_client_signing_in(cluster, aiohttp_client, port: int, issuer: str) -> None:
+    """The client on `port` (its redirect URI names it), with the machine token, the grants and
+    sign-in through `issuer`."""
+    with_client_settings(cluster, token=TOKEN)
+    client_config = dataclasses.replace(
+        cluster.config.clients[0], public_url=f"http://127.0.0.1:{port}", grants=GRANTS,
+        sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
+    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
+    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+
+
+def a_browser() -> aiohttp.ClientSession:
+    """A browser's part: cookies kept, for 127.0.0.1 too."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
 @pytest.fixture
 async def setting(cluster, aiohttp_client):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with provider(f"{url}/auth/callback", ACCOUNTS) as issuer:
-        with_client_settings(cluster, token=TOKEN)
-        client_config = dataclasses.replace(
-            cluster.config.clients[0], public_url=url, grants=GRANTS,
-            sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
-        cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-        await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        await start_client_signing_in(cluster, aiohttp_client, port, issuer)
+        async with a_browser() as browser:
             yield url, browser
 
 
@@ -114,16 +125,11 @@ async def test_a_provider_that_rotated_its_keys_is_asked_for_them_again(cluster,
     port, provider_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     with provider(f"{url}/auth/callback", ACCOUNTS, provider_port, own_key=True) as issuer:
-        with_client_settings(cluster, token=TOKEN)
-        client_config = dataclasses.replace(
-            cluster.config.clients[0], public_url=url, grants=GRANTS,
-            sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
-        cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-        await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        await start_client_signing_in(cluster, aiohttp_client, port, issuer)
+        async with a_browser() as browser:
             assert (await sign_in(browser, url, "alice")).status == 200  # the client fetched its keys
     # The same provider started again signs with new keys, which the client has not seen.
     with provider(f"{url}/auth/callback", ACCOUNTS, provider_port, own_key=True):
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with a_browser() as browser:
             assert (await sign_in(browser, url, "bob")).status == 200
             assert (await (await browser.get(f"{url}/session")).json())["user"] == "bob"

@@ -10,13 +10,14 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
 from shared.config import load_config
 from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, provider
 from tests.e2e.browser import BROWSER_MARKS, text_of, texts, wait_for
 from tests.e2e.example_network import OWN_NETWORK, client, http_json, settled, slow_repository
 from tests.e2e.github_deliveries import forge_config, pull_request
+from tests.support.real_project import git
+from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]
 BUILD_WAIT_S = 120
@@ -24,10 +25,6 @@ TOKEN = "e2e-machine-token-" + "0" * 30
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ACCOUNTS = {"alice": ["developers"], "root": []}
 SLOW_SPEC = "commands:\n  - echo started\n  - sleep 15\n  - echo finished\n"
-
-
-def git(repository: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def signin_config(tmp_path: Path) -> tuple[Path, str]:

@@ -152,7 +152,7 @@ def make_app(
             else:
                 replica = Replica.restore(
                     settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
-                    cancels=loaded.cancels, network=network, check_network=check_network, changes=loaded.changes,
+                    cancels=loaded.cancels, deliveries=loaded.deliveries, network=network, check_network=check_network, changes=loaded.changes,
                     chosen=loaded.chosen,
                 )
                 rerun = replica.builds_to_rerun(loaded.unfinished)

@@ -102,6 +102,7 @@ class Loaded:
     unfinished: list[tuple[int, Request]]
     learnt: list[tuple[int, Request]]  # learnt by state transfer and never built here
     cancels: list[tuple[int, Request]]  # executed cancels (`pbft.cancels`), replayed by a restore
+    deliveries: list[tuple[int, Request]]  # executed requests naming a delivery (`pbft.deliveries`), replayed too
     changes: list[tuple[int, Request]]  # executed network changes (`pbft.networks`), replayed by a restore
     chosen: dict[tuple[str, int], tuple[int, ...]]  # executed builds only the order's f+1 build (`pbft.builders`)
 
@@ -152,7 +153,7 @@ class NodeStore:
         messages = [decode(json.loads(body)) for (body,) in self._db.execute("SELECT body FROM messages")]
         executed: dict[tuple[str, int], tuple[int, bool]] = {}
         chosen: dict[tuple[str, int], tuple[int, ...]] = {}
-        unfinished, learnt, cancels = [], [], []
+        unfinished, learnt, cancels, deliveries = [], [], [], []
         # Every client that executed anything here has a newest timestamp in the state.
         for client in sorted(state.client_latest):
             live = (client, state.client_floor.get(client, -1))
@@ -169,17 +170,18 @@ class NodeStore:
                     chosen[(client, timestamp)] = tuple(json.loads(builders))
                 if request is not None:
                     (unfinished if built else learnt).append((seq, decode(json.loads(request))))
-            cancels += [
-                (seq, decode(json.loads(request))) for seq, request in self._db.execute(
-                    "SELECT seq, request FROM builds WHERE client = ? AND timestamp > ?"
-                    " AND json_extract(request, '$.operation.cancels') IS NOT NULL", live,
-                )
-            ]
-        for found in (unfinished, learnt, cancels):
+            for found, field in ((cancels, "cancels"), (deliveries, "delivery")):
+                found += [
+                    (seq, decode(json.loads(request))) for seq, request in self._db.execute(
+                        "SELECT seq, request FROM builds WHERE client = ? AND timestamp > ?"
+                        f" AND json_extract(request, '$.operation.{field}') IS NOT NULL", live,
+                    )
+                ]
+        for found in (unfinished, learnt, cancels, deliveries):
             found.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt, cancels, self._changes(), chosen)
+        return Loaded(state, messages, executed, unfinished, learnt, cancels, deliveries, self._changes(), chosen)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.

@@ -63,6 +63,8 @@ CHANGE_BRANCH = "change"
 # (client/actors.py). A name is kept plain: it reaches logs, pages and SQL filters.
 ACTOR_KINDS = ("user", "token", "forge", "schedule", "machine")
 ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+:/-]{0,127}")
+# What a delivery is named: printable ASCII without spaces, as forges' delivery ids are.
+DELIVERY = re.compile(r"[!-~]{1,160}")
 
 
 @struct
@@ -116,6 +118,11 @@ class Operation:
     change: NetworkChange | None = wire(Optional(Struct(NetworkChange)), default=None, omit=None, kw_only=True)
     # Who asked for it (`Actor`). An operation signed before actors existed names none.
     actor: Actor | None = wire(Optional(Struct(Actor)), default=None, omit=None, kw_only=True)
+    # What asked for it once, however many clients sign a request for it: a forge's delivery
+    # (`<forge>:<delivery id>`) or a schedule's slot (`schedule:<name>@<slot>`). The order
+    # builds the first request of a (repository, delivery) and answers the others `skipped`
+    # (`pbft.deliveries`).
+    delivery: str | None = wire(Optional(Text(DELIVERY, limit=160)), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Mapping
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
 from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
+from pbft.deliveries import Deliveries, duplicate_result
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
@@ -124,6 +125,8 @@ class Replica:
         self.standby = Standby(settings.standby_s)
         # Builds the order cancelled: applied where each cancel executes (`pbft.cancels`).
         self.cancels = Cancels()
+        # The deliveries the order took, each built once (`pbft.deliveries`).
+        self.deliveries = Deliveries()
         self.votes_served_at: dict[int, float] = {}
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
@@ -730,7 +733,9 @@ class Replica:
         build = build and member
         fresh = tuple(request for request in batch if self.clients.execute(request))
         targets = [target for target in map(self.cancels.add, fresh) if target is not None]
+        duplicates = [request for request in fresh if self.deliveries.add(request)]
         answers = {request.key: self._order_answer(seq, request) for request in fresh}
+        answers.update((request.key, duplicate_result(request.operation.delivery)) for request in duplicates)
         answered = tuple(request for request in fresh if answers[request.key] is not None)
         owed = tuple(request for request in fresh if answers[request.key] is None)
         chosen = {request.key: self._chosen(seq, request) for request in owed}
@@ -930,6 +935,7 @@ class Replica:
         for key in forgotten:
             self.standby.drop(key)
         self.cancels.forget(forgotten)
+        self.deliveries.forget(forgotten)
         for (client, timestamp), seq in self.result_votes.forget(forgotten):
             logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
             self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
@@ -1451,6 +1457,7 @@ class Replica:
         now: float = 0.0,
         learnt: Iterable[tuple[int, Request]] = (),
         cancels: Iterable[tuple[int, Request]] = (),
+        deliveries: Iterable[tuple[int, Request]] = (),
         network: dict | None = None,
         check_network: Callable[[dict], str | None] | None = None,
         changes: Iterable[tuple[int, Request]] = (),
@@ -1463,7 +1470,9 @@ class Replica:
         accepted); they were verified before they were stored. `cancels` are the
         executed cancel requests above their client's floor, with their sequence
         numbers: replayed in ledger order, they cancel again what they cancelled
-        before the stop (`pbft.cancels`). `changes` are every network change the
+        before the stop (`pbft.cancels`). `deliveries` are the executed requests above their
+        client's floor that name a delivery: whether the next one of a delivery is a duplicate
+        depends on those alone (`pbft.deliveries`). `changes` are every network change the
         ledger executed, with their sequence numbers: replayed in ledger order from
         the document the node starts with (`network`), by the rule that applied or
         refused each one, they give the document the node ran before the stop. `chosen`
@@ -1517,6 +1526,9 @@ class Replica:
                     # row is written again too, the same (a store from before cancels were
                     # replicated lacks it).
                     replica._settle_cancelled(target)
+        for _, named in deliveries:
+            if named.key in replica.clients.executed:
+                replica.deliveries.add(named)
         # Only the epoch it works in, and nothing past a change of the membership not in force yet.
         pending = replica.epochs.pending
         three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])
@@ -1585,6 +1597,7 @@ class Replica:
         self.views.check_invariants()
         self.transfer.check_invariants()
         self.cancels.check_invariants()
+        self.deliveries.check_invariants()
 
 
 def _describe(message: Message) -> str:

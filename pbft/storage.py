@@ -49,6 +49,9 @@ class Loaded(Protocol):
     def cancels(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed cancel (`pbft.cancels`)
 
     @property
+    def deliveries(self) -> list[tuple[int, Request]]: ...  # (seq, request) of executed requests naming a delivery
+
+    @property
     def changes(self) -> list[tuple[int, Request]]: ...  # (seq, request) of every executed network change
 
     @property

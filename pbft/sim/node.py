@@ -57,7 +57,7 @@ class SimNode:
         else:
             self.replica = Replica.restore(
                 self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
-                learnt=loaded.learnt, cancels=loaded.cancels, network=self.document, changes=loaded.changes,
+                learnt=loaded.learnt, cancels=loaded.cancels, deliveries=loaded.deliveries, network=self.document, changes=loaded.changes,
                 chosen=loaded.chosen,
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))

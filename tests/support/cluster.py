@@ -188,7 +188,7 @@ class Cluster:
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
             loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels,
-            network=self.document, changes=loaded.changes, chosen=loaded.chosen,
+            deliveries=loaded.deliveries, network=self.document, changes=loaded.changes, chosen=loaded.chosen,
         )
         self.crashed.discard(node)
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)

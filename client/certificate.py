@@ -1,5 +1,9 @@
 """Verdict certificates: the signed request and the f+1 signed replies behind a verdict.
 
+A node's RESULT vote signs the same result of the same request as its reply, so
+a certificate may hold votes in place of replies: a build another client asked
+for is known here by the votes in the nodes' ledgers (client.ledgerimport).
+
 A client accepts a result once f+1 distinct nodes sign it, and at most f nodes
 are faulty, so the same f+1 signatures convince anyone else who holds the
 network's public keys. `certificate_from_record` cuts that proof out of a
@@ -18,7 +22,7 @@ from shared.crypto import parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.build import SHA256_DIGEST, STATUSES
 from pbft.builders import named_by
-from pbft.messages import MessageError, Reply, Request, decode, encode
+from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
 from pbft.quorum import reply_quorum
 
 VERSION = 1
@@ -134,13 +138,14 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
     )
 
 
-def _decoded(wire: Any, cls: type, what: str):
+def _decoded(wire: Any, cls: type | tuple[type, ...], what: str):
     try:
         message = decode(wire)
     except (MessageError, RecursionError) as error:
         raise CertificateError(f"{what}: {error}") from None
     if not isinstance(message, cls):
-        raise CertificateError(f"{what}: expected a {cls.TYPE} message")
+        kinds = " or ".join(kind.TYPE for kind in (cls if isinstance(cls, tuple) else (cls,)))
+        raise CertificateError(f"{what}: expected a {kinds} message")
     # Decoding ignores unknown fields and reads a missing optional field as
     # null, so a renamed `"commit":null` would still verify. A certificate must
     # hold exactly the signed messages, which makes every byte of it count.
@@ -171,7 +176,7 @@ def _checked_replies(
     agreed: set[tuple] = set()
     named: list[tuple[int, ...]] = []
     for index, wire in enumerate(replies):
-        reply = _decoded(wire, Reply, f"reply {index}")
+        reply = _decoded(wire, (Reply, ResultVote), f"reply {index}")
         if reply.sender not in node_keys:
             raise CertificateError(f"unknown node {reply.sender}")
         if not verify_bytes(parse_public_key(node_keys[reply.sender]), canonical(reply.payload()), reply.sig):
@@ -185,7 +190,7 @@ def _checked_replies(
             )
         signers.append(reply.sender)
         agreed.add(_agreed(reply.result.agreed()))
-        named.append(reply.builders)
+        named.append(reply.builders if isinstance(reply, Reply) else ())
     return signers, agreed, named
 
 

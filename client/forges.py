@@ -229,6 +229,12 @@ def _delivery_id(forge: Forge, headers: CIMultiDict) -> str | None:
     return delivery_id
 
 
+def _delivery(forge: Forge, delivery_id: str | None) -> str | None:
+    """What the order knows a delivery by (`pbft.deliveries`): one build per delivery, however
+    many of the network's clients the forge delivered it to."""
+    return None if delivery_id is None else f"{forge.name}:{delivery_id}"
+
+
 def _first(headers: CIMultiDict, names: tuple[str, ...]) -> str | None:
     return next((headers[name] for name in names if name in headers), None)
 
@@ -254,7 +260,7 @@ def _push(forge: Forge, payload: dict, repository: RepositoryConfig, delivery_id
     operation = Operation(
         repository.name, checked_branch(name), checked_commit(commit),
         event=None if what == "branch" else "tag", before=_before(payload.get("before")),
-        actor=forge_sender(forge.name, payload),
+        actor=forge_sender(forge.name, payload), delivery=_delivery(forge, delivery_id),
     )
     info = push_commit_info(forge.name, payload, repository, operation.commit)
     return Build(operation, delivery_id, commit_info=info)
@@ -302,6 +308,7 @@ def _pull_request(forge: Forge, payload: dict, repository: RepositoryConfig, del
     operation = Operation(
         repository.name, checked_branch(target), checked_commit(head), pull_ref=f"refs/{ref_kind}/{number}/head",
         event="pull_request", before=_before(before), actor=forge_sender(forge.name, payload),
+        delivery=_delivery(forge, delivery_id),
     )
     info = pull_request_info(forge.name, payload, repository, operation.commit)
     return Build(operation, delivery_id, fork=fork, commit_info=info)

@@ -66,8 +66,10 @@ class Fire:
 
     def operation(self) -> Operation:
         """The slot's build: its branch (its head is pinned before it is signed), the slot named."""
+        # Its delivery: the slot builds once, however many of the network's clients fire it.
         return Operation(self.repository, self.schedule.branch, None, event="cron", slot=int(self.slot_s),
-                         actor=scheduled(self.repository, self.schedule.name))
+                         actor=scheduled(self.repository, self.schedule.name),
+                         delivery=f"schedule:{self.schedule.name}@{int(self.slot_s)}")
 
 
 def key_of(repository: str, schedule: ScheduleConfig) -> Key:

@@ -49,7 +49,8 @@ class ClientService:
         self.events.subscribe(Recorder(records, config.f, settings).observe, critical=True)
         self._links = links
         self._membership = _membership(config)
-        signer = RequestSigner(name, auth, records.store.next_timestamp)
+        self._name, self._lane = name, config.build_id_lane(name)
+        signer = RequestSigner(name, auth, lambda now_us: records.store.next_timestamp(now_us, self._lane))
         self.core = RequestCore(config, signer, links, settings, self.events)
         self.verbs = Verbs(self.core, self.events, records, options.pin)
 
@@ -57,7 +58,9 @@ class ClientService:
         self._links.start(self.core.on_frame, self.core.on_connect, self.core.on_down)
 
     def follow(self, config: NetworkConfig) -> None:
-        """Run with the membership of `config` (nodes, their keys, f), if it is another one."""
+        """Run with the membership of `config` (nodes, their keys, f), if it is another one, and
+        take build ids from the lane the clients of `config` give this one."""
+        self._lane = config.build_id_lane(self._name)
         if _membership(config) == self._membership:
             return
         self._membership = _membership(config)

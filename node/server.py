@@ -49,6 +49,8 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 # far below what would let one connection keep a node busy verifying junk.
 PEER_FRAMES_PER_S = 5_000
 PEER_FRAME_BURST = 10_000
+# Sequence numbers `GET /ledger` answers at once: each holds a batch, each build its votes.
+LEDGER_PAGE = 64
 DRIVER = web.AppKey("driver", Driver)
 LINKS = web.AppKey("links", dict)
 FIRST_DOCUMENT = web.AppKey("first_document", dict)
@@ -203,6 +205,7 @@ def make_app(
     app.router.add_get("/network/first", first_document)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/builds/{seq}", build_at)
+    app.router.add_get("/ledger", ledger_after)
     app.router.add_get("/requests/{client}/{timestamp}", build_of_request)
     app.router.add_get("/requests/{client}/{timestamp}/attestation", attestation_of_request)
     app.router.add_get("/peer", peer_socket)
@@ -342,6 +345,22 @@ async def build_at(request: web.Request) -> web.Response:
     if not records:
         return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
     return web.json_response({"seq": int(text), "builds": records})
+
+
+async def ledger_after(request: web.Request) -> web.Response:
+    """`GET /ledger?after=SEQ`: the builds of the sequence numbers this node executed after SEQ,
+    up to LEDGER_PAGE of them, as `GET /builds/{seq}` shows each: how every client of the
+    network learns the builds another client asked for (client/ledgerimport.py)."""
+    text = request.query.get("after", "0")
+    if not text.isascii() or not text.isdecimal() or len(text) > 18:
+        return web.json_response({"error": "after is a non-negative integer"}, status=400)
+    driver = request.app[DRIVER]
+    driver.write_deferred()
+    after, last = int(text), driver.replica.last_executed
+    seqs = range(after + 1, min(after + LEDGER_PAGE, last) + 1)
+    builds = [record for seq in seqs for record in driver.store.build_records(seq)] if driver.store is not None else []
+    return web.json_response({"after": after, "through": max(after, seqs.stop - 1), "last_executed": last,
+                              "builds": builds})
 
 
 def _record_of_request(request: web.Request) -> dict:

@@ -293,7 +293,8 @@ class NodeStore:
         if rows is None:
             return []
         records = []
-        for request in (decode(wire) for wire in json.loads(rows[0])):
+        for wire in json.loads(rows[0]):
+            request = decode(wire)
             key = (request.client, request.timestamp)
             own = self._db.execute("SELECT reply FROM builds WHERE client = ? AND timestamp = ?", key).fetchone()
             state = self._db.execute("SELECT state, result FROM verdicts WHERE client = ? AND timestamp = ?", key)
@@ -306,6 +307,7 @@ class NodeStore:
                 "client": request.client,
                 "timestamp": request.timestamp,
                 "operation": request.operation.to_dict(),
+                "request": wire,  # as its client signed it: another client checks that signature
                 "own_result": None if own is None or own[0] is None else json.loads(own[0])["result"],
                 "verdict": {"state": state[0], "result": None if state[1] is None else json.loads(state[1])},
                 "votes": [{"node": sender, "vote": json.loads(body)} for sender, body in votes],

@@ -33,7 +33,7 @@ from shared.config_files import (
     read_node_status_token, runner_key_file,
 )
 from shared.config_principals import (
-    MAX_RUNNERS, ClientConfig, NodeConfig, OwnerKeyConfig, OwnersConfig, RunnerKeyConfig, SMTPConfig,
+    BUILD_ID_LANES, MAX_RUNNERS, ClientConfig, NodeConfig, OwnerKeyConfig, OwnersConfig, RunnerKeyConfig, SMTPConfig,
 )
 from shared.config_repositories import (
     DEFAULT_SECRET_EVENTS, MAX_EMAIL_RECIPIENTS, MAX_NOTIFY_TARGETS, MAX_SCHEDULES, MAX_SECRETS, MAX_SUBMODULE_URLS,
@@ -71,8 +71,10 @@ class NetworkConfig:
     f: int = setting(Int(minimum=0), doc="faults tolerated; n = len(nodes) must be at least 3f+1")
     nodes: tuple[NodeConfig, ...] = setting(ListOf(Section(NodeConfig), min_items=1),
                                             doc="one entry per node")
-    clients: tuple[ClientConfig, ...] = setting(ListOf(Section(ClientConfig), min_items=1, unique="name"),
-                                                doc="the clients that sign requests")
+    clients: tuple[ClientConfig, ...] = setting(
+        ListOf(Section(ClientConfig), min_items=1, max_items=BUILD_ID_LANES, unique="name"),
+        doc="the clients that sign requests; several serve one network alike (docs: two clients)",
+    )
     repositories: tuple[RepositoryConfig, ...] = setting(
         ListOf(Section(RepositoryConfig), min_items=1, unique="name"),
         doc="what the network may build; a webhook names one",
@@ -139,6 +141,10 @@ class NetworkConfig:
             if client.name == name:
                 return client
         raise KeyError(f"no client {name!r} in {self.path}")
+
+    def build_id_lane(self, name: str) -> int:
+        """The lane of client `name`'s build ids (`BUILD_ID_LANES`): its place among the clients' names."""
+        return sorted(client.name for client in self.clients).index(self.client(name).name)
 
     def repository(self, name: str) -> RepositoryConfig | None:
         return next((repo for repo in self.repositories if repo.name == name), None)

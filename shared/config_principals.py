@@ -162,6 +162,13 @@ def _client_problems(client: ClientConfig, given: frozenset) -> Iterator[tuple[s
                                       f"not {client.host}; set token_file instead")
 
 
+# A network's clients take their build ids (their requests' timestamps) from lanes of their
+# own: a client's are congruent to its lane modulo BUILD_ID_LANES, so that a build one
+# client asked for, which every other client imports (client/ledgerimport.py), never takes
+# the id of one of theirs. A client's lane is the place of its name among the clients' names.
+BUILD_ID_LANES = 16
+
+
 @section(check=_client_problems)
 class ClientConfig:
     """A client: it takes webhooks, signs requests to the nodes and collects their replies."""

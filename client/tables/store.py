@@ -25,6 +25,7 @@ import sqlite3
 from pathlib import Path
 
 from client.tables.schema import migrate
+from shared.config_principals import BUILD_ID_LANES
 
 # How far ahead of the timestamps in use their ceiling is reserved on disk (see above):
 # one fsync of its own per ten minutes at most, ten minutes of microseconds skipped per crash.
@@ -94,13 +95,15 @@ class RecordStore:
         else:
             turn_commit.set_result(None)
 
-    def next_timestamp(self, now_us: int) -> int:
-        """Return max(now_us, last + 1), below a ceiling already on disk (see the module's doc).
+    def next_timestamp(self, now_us: int, lane: int = 0) -> int:
+        """Return the first timestamp of `lane` from max(now_us, last + 1), below a ceiling
+        already on disk (see the module's doc).
 
         Commits, with whatever else is written and not yet committed, only
         when the timestamp passes the ceiling on disk.
         """
         timestamp = max(now_us, self._last_timestamp + 1)
+        timestamp += (lane - timestamp) % BUILD_ID_LANES
         self._last_timestamp = timestamp
         if timestamp > self._ceiling - TIMESTAMP_RESERVE_US // 2:
             self._set_ceiling(timestamp + TIMESTAMP_RESERVE_US)

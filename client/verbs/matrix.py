@@ -34,7 +34,8 @@ def expand(request: Request, verdict: Verdict, start: Callable[[Operation, Origi
         return verdict
     started = []
     for combination in result.combinations:
-        build_id = start(dataclasses.replace(operation, commit=result.commit, combination=combination),
+        # Each combination is a build of its own: none is the delivery the matrix answered.
+        build_id = start(dataclasses.replace(operation, commit=result.commit, combination=combination, delivery=None),
                          Origin(matrix_of=request.timestamp))
         started.append((str(build_id), combination))
     log.info("build %d: matrix of %d builds started: %s", request.timestamp, len(started),

@@ -29,7 +29,9 @@ class Rerun:
 
     async def start(self, record: dict, actor: Actor) -> int:
         """Start a new build of what the build `record` built, asked for by `actor`, and return its id."""
-        operation = acting(decode_struct(Operation, record["request"]["operation"]), actor)
+        # A new ask, not the delivery that asked for the build it runs again (pbft.deliveries).
+        operation = dataclasses.replace(acting(decode_struct(Operation, record["request"]["operation"]), actor),
+                                        delivery=None)
         if operation.commit is None:
             commit = commit_of(record, self._f + 1)
             if commit:

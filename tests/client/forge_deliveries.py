@@ -3,6 +3,7 @@ payloads (the fields the client reads, plus enough of the rest to keep their sha
 headers each forge signs them with, and the parser's entry point."""
 
 import asyncio
+import dataclasses
 import json
 
 from client.forges import (
@@ -235,3 +236,8 @@ async def push(client, branch: str, sha: str, delivery: str) -> str:
     response = await client.post("/webHook", data=body, headers=github_headers(body, delivery=delivery))
     assert response.status == 202
     return (await response.json())["build_id"]
+
+
+def delivered(operation, forge: str):
+    """`operation` as the client signs it for a delivery of `DELIVERY` from `forge` (pbft.deliveries)."""
+    return dataclasses.replace(operation, delivery=f"{forge}:{DELIVERY}")

@@ -262,7 +262,7 @@ NOT_A_RESULT = (
         (lambda d: d.update(version=True), "unsupported version 'True'"),
         (lambda d: d.update(replies={}), "replies must be a list"),
         (lambda d: d["replies"].append("reply"), "reply 2: a message must be a JSON object"),
-        (lambda d: d["replies"].append(d["request"]), "reply 2: expected a reply message"),
+        (lambda d: d["replies"].append(d["request"]), "reply 2: expected a reply or result message"),
         (lambda d: d["request"].pop("sig"), "request: missing field 'sig'"),
         # Decoding alone would read these as the signed messages; verifying must not.
         (lambda d: d["request"]["operation"].pop("commit"), "request: unexpected or missing fields"),

@@ -31,7 +31,7 @@ from client.records import BuildRecords, records_path
 from pbft.build import Actor, Operation
 from shared.refs import SHELL_METACHARACTERS, check_branch_name, check_commit_sha
 from tests.client.fake_nodes import CLIENT, N, honest_result, start_client
-from tests.client.forge_deliveries import BEFORE, DELIVERY, GITEA_PUSH, GITHUB_COMMIT, GITHUB_DELETION, GITHUB_PING, GITHUB_PUSH, GITHUB_PUSH_WITHOUT_HEAD_COMMIT, GITHUB_REPOSITORY, GITHUB_SECRET, GITHUB_TAG_PUSH, GITLAB_PUSH, OPEN_PUSH, OPEN_REPOSITORY, REPOSITORIES, SECRETS, SHA, TAG_OBJECT, ZERO, encoded, gitea_headers, github_headers, gitlab_headers, parse, settled
+from tests.client.forge_deliveries import BEFORE, DELIVERY, GITEA_PUSH, GITHUB_COMMIT, GITHUB_DELETION, GITHUB_PING, GITHUB_PUSH, GITHUB_PUSH_WITHOUT_HEAD_COMMIT, GITHUB_REPOSITORY, GITHUB_SECRET, GITHUB_TAG_PUSH, GITLAB_PUSH, OPEN_PUSH, OPEN_REPOSITORY, REPOSITORIES, SECRETS, SHA, TAG_OBJECT, ZERO, delivered, encoded, gitea_headers, github_headers, gitlab_headers, parse, settled
 
 
 def refused(body: bytes, headers: dict) -> WebhookError:
@@ -79,14 +79,14 @@ def test_forge_recognised_by_headers(headers, forge):
 )
 def test_github_push_builds_the_pushed_commit(payload, operation):
     body = encoded(payload)
-    assert parse(body, github_headers(body)) == Build(operation, DELIVERY)
+    assert parse(body, github_headers(body)) == Build(delivered(operation, "github"), DELIVERY)
 
 
 def test_github_form_encoded_push():
     body = ("payload=" + urllib.parse.quote(json.dumps(GITHUB_PUSH))).encode()
     headers = {**github_headers(body), "Content-Type": "application/x-www-form-urlencoded"}
     operation = Operation("hello", "main", SHA, before=BEFORE, actor=Actor("forge", "github:Codertocat"))
-    assert parse(body, headers) == Build(operation, DELIVERY)
+    assert parse(body, headers) == Build(delivered(operation, "github"), DELIVERY)
 
 
 def test_github_ping_after_signature_check():
@@ -109,7 +109,7 @@ def test_tag_push_is_built_only_when_the_repository_builds_tags():
     assert isinstance(ignored, Ignored) and "build_tags" in ignored.reason
     body = encoded({**GITHUB_TAG_PUSH, "repository": OPEN_REPOSITORY})
     operation = Operation("open", "v1.0.0", TAG_OBJECT, event="tag", actor=Actor("forge", "github:Codertocat"))
-    assert parse(body, github_headers(body, secret=None)) == Build(operation, DELIVERY)
+    assert parse(body, github_headers(body, secret=None)) == Build(delivered(operation, "github"), DELIVERY)
 
 
 def test_other_github_events_are_ignored_with_a_reason():
@@ -122,7 +122,7 @@ def test_gitlab_push_uses_checkout_sha_and_the_token():
     body = encoded(GITLAB_PUSH)
     operation = Operation("diaspora", "master", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
                           before=GITLAB_PUSH["before"], actor=Actor("forge", "gitlab:jsmith"))
-    assert parse(body, gitlab_headers()) == Build(operation, DELIVERY)
+    assert parse(body, gitlab_headers()) == Build(delivered(operation, "gitlab"), DELIVERY)
     assert refused(body, gitlab_headers(token="glpat-guess")).status == 401
     assert refused(body, gitlab_headers(token=None)).status == 401
 
@@ -140,14 +140,14 @@ def test_gitea_push_with_bare_hex_signature(prefix):
     body = encoded(GITEA_PUSH)
     operation = Operation("webhooks", "develop", "bffeb74224043ba2feb48d137756c8a9331c449a",
                           before=GITEA_PUSH["before"], actor=Actor("forge", "gitea:gitea"))
-    assert parse(body, gitea_headers(body, prefix=prefix)) == Build(operation, DELIVERY)
+    assert parse(body, gitea_headers(body, prefix=prefix)) == Build(delivered(operation, "gitea"), DELIVERY)
     assert refused(body, gitea_headers(body, secret="wrong", prefix=prefix)).status == 401
 
 
 def test_repository_without_secret_accepts_unsigned_deliveries():
     body = encoded(OPEN_PUSH)
     operation = Operation("open", "main", SHA, before=BEFORE, actor=Actor("forge", "github:Codertocat"))
-    assert parse(body, github_headers(body, secret=None)) == Build(operation, DELIVERY)
+    assert parse(body, github_headers(body, secret=None)) == Build(delivered(operation, "github"), DELIVERY)
 
 
 def test_repository_matched_by_clone_url_when_full_name_differs():

@@ -26,7 +26,7 @@ from pbft.build import Actor, Operation
 from pbft.wire import MessageError, decode_struct, encode
 from shared.config import RepositoryConfig
 from tests.client.fake_nodes import start_client
-from tests.client.forge_deliveries import DELIVERY, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers, parse, settled
+from tests.client.forge_deliveries import DELIVERY, delivered, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers, parse, settled
 from tests.client.status_api import TOKEN
 
 PAYLOADS = Path(__file__).parent / "data" / "forges"
@@ -90,7 +90,7 @@ def pull(repository: str, number: int, actor: Actor, *, kind: str = "pull", befo
     ],
 )
 def test_a_pull_request_builds_its_head_by_the_forges_ref(name, event, operation, fork):
-    assert parsed(name, event) == Build(operation, DELIVERY, fork=fork)
+    assert parsed(name, event) == Build(delivered(operation, name.split("-")[0]), DELIVERY, fork=fork)
 
 
 def test_new_commits_and_reopening_build_and_other_actions_do_not():
@@ -229,7 +229,8 @@ async def test_a_same_repository_pull_request_is_built_at_once(cluster, aiohttp_
     assert status == 202 and "build_id" in answer
     record = await settled(client, answer["build_id"])
     assert record["state"] == "accepted" and record["commit_requested"] == HEAD
-    assert sent_operations(cluster) == [pull("hello", 2, Actor("forge", "github:Codertocat"), before=BASE)]
+    assert sent_operations(cluster) == [delivered(pull("hello", 2, Actor("forge", "github:Codertocat"), before=BASE),
+                                                  "github")]
     listed = await (await client.get("/builds")).json()
     assert listed["builds"][0]["pull_request"] == 2
 
@@ -256,7 +257,8 @@ async def test_a_fork_waits_for_an_approval_then_builds_once(cluster, aiohttp_cl
     record = await settled(client, started["build_id"])
     assert record["state"] == "accepted" and record["pull_request"] == 3
     # Asked for by whoever approved it (the client's machine), not by the fork's sender.
-    assert sent_operations(cluster) == [pull("hello", 3, Actor("machine", "ci"), before=BASE)]
+    # The approved build still answers the delivery: it builds once, whichever client holds it.
+    assert sent_operations(cluster) == [delivered(pull("hello", 3, Actor("machine", "ci"), before=BASE), "github")]
 
     again = await (await client.post(f"/approvals/{approval_id}/approve")).json()
     assert again == {**started, "already_approved": True}

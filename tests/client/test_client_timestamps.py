@@ -16,6 +16,9 @@ from client.records import BuildRecords
 from client.tables.store import TIMESTAMP_RESERVE_US
 from pbft.build import Operation
 from pbft.messages import Request
+from shared.config import load_config
+from shared.config_principals import BUILD_ID_LANES
+from tests.support.network import write_network
 
 START_US = 1_700_000_000_000_000
 
@@ -46,14 +49,27 @@ def power_cut(path, tmp_path):
 def test_timestamps_keep_increasing_across_restarts(tmp_path):
     path = tmp_path / "builds.sqlite"
     records = BuildRecords(path)
-    assert records.store.next_timestamp(1_000) == 1_000
-    assert records.store.next_timestamp(1_000) == 1_001
-    assert records.store.next_timestamp(5_000) == 5_000
+    assert records.store.next_timestamp(1_008) == 1_008
+    assert records.store.next_timestamp(1_008) == 1_024  # the next of lane 0: 16 apart
+    assert records.store.next_timestamp(5_000) == 5_008
     records.close()
     # The clock went backwards while the client was down; a clean close kept the last one used.
     records = BuildRecords(path)
-    assert records.store.next_timestamp(10) == 5_001
+    assert records.store.next_timestamp(10) == 5_024
     records.close()
+
+
+def test_clients_of_one_network_take_build_ids_from_lanes_that_never_meet(tmp_path):
+    names = ["zeta", "alpha", "mid"]
+    config = load_config(write_network(tmp_path, clients=tuple(names)))
+    assert [config.build_id_lane(name) for name in names] == [2, 0, 1]  # by name, not by place in the file
+    issued = {}
+    for name in names:
+        records = BuildRecords(tmp_path / "records" / f"{name}.sqlite")
+        issued[name] = {records.store.next_timestamp(START_US, config.build_id_lane(name)) for _ in range(50)}
+        records.close()
+        assert {timestamp % BUILD_ID_LANES for timestamp in issued[name]} == {config.build_id_lane(name)}
+    assert not issued["zeta"] & issued["alpha"] and not issued["alpha"] & issued["mid"]
 
 
 def test_a_timestamp_below_the_ceiling_on_disk_commits_nothing(tmp_path):

@@ -91,9 +91,10 @@ def test_after_downtime_each_schedule_fires_once_for_its_latest_missed_slot():
         ("nightly", "2026-11-25 03:00"), ("often", "2026-11-25 09:30")]
     assert [fire.operation() for fire in fires] == [
         Operation("example", "main", None, event="cron", slot=int(at("2026-11-25T03:00")),
-                  actor=Actor("schedule", "example/nightly")),
+                  actor=Actor("schedule", "example/nightly"),
+                  delivery=f"schedule:nightly@{int(at('2026-11-25T03:00'))}"),
         Operation("example", "dev", None, event="cron", slot=int(at("2026-11-25T09:30")),
-                  actor=Actor("schedule", "example/often"))]
+                  actor=Actor("schedule", "example/often"), delivery=f"schedule:often@{int(at('2026-11-25T09:30'))}")]
     assert schedules.due(at("2026-11-25T09:48")) == []
 
 
@@ -230,5 +231,6 @@ async def test_the_client_submits_a_missed_scheduled_build_when_it_starts(cluste
         repository.name, "main", "cron", "accepted")
     [operation] = [request.operation for _view, request in cluster.committed.values()]
     assert operation == Operation(repository.name, "main", None, event="cron", slot=operation.slot,
-                                  actor=Actor("schedule", "example/nightly"))
+                                  actor=Actor("schedule", "example/nightly"),
+                                  delivery=f"schedule:nightly@{operation.slot}")
     assert operation.slot == int(latest_slot(NIGHTLY.cron, time.time()))

@@ -59,9 +59,11 @@ def write_network(
     protocol: dict | None = None,
     build: dict | None = None,
     runners: tuple[str, ...] = (),
+    clients: tuple[str, ...] = ("client",),
 ) -> Path:
-    """Write keys and a network YAML under `root`; return the YAML's path. The client lists the
-    action `runners` named, each with a key of its own in keys/runner-<name>.key."""
+    """Write keys and a network YAML under `root`; return the YAML's path. Each of `clients` has
+    a key of its own in keys/client-<name>.key and a port of its own; the first lists the action
+    `runners` named, each with a key of its own in keys/runner-<name>.key."""
     keys = root / "keys"
 
     def key_for(name: str) -> str:
@@ -69,7 +71,8 @@ def write_network(
         save_private_key(private, keys / f"{name}.key")
         return public_key_hex(private)
 
-    *node_ports, client_port = free_ports(n + 1)
+    ports = free_ports(n + len(clients))
+    node_ports, client_ports = ports[:n], ports[n:]
     config = {
         "f": f,
         "nodes": [
@@ -78,10 +81,11 @@ def write_network(
         ],
         # A loopback client, so the README's plain `curl -d` call needs no bearer token.
         "clients": [
-            {"name": "client", "host": "127.0.0.1", "port": client_port, "public_key": key_for("client-client"),
+            {"name": name, "host": "127.0.0.1", "port": port, "public_key": key_for(f"client-{name}"),
              "plain_without_token": True,
-             **({"runners": [{"name": name, "public_key": key_for(f"runner-{name}")} for name in runners]}
-                if runners else {})}
+             **({"runners": [{"name": runner, "public_key": key_for(f"runner-{runner}")} for runner in runners]}
+                if runners and name == clients[0] else {})}
+            for name, port in zip(clients, client_ports)
         ],
         "repositories": [
             {"name": name, "url": url} for name, url in (repositories or {"example": str(root / "repo")}).items()

@@ -112,7 +112,7 @@ def check_certificate(data: Any, config: NetworkConfig) -> Summary:
         raise CertificateError(f"a certificate is an object with exactly {sorted(_CERTIFICATE_KEYS)}")
     if data["version"] != VERSION or type(data["version"]) is not int:
         raise CertificateError(f"unsupported version {str(data['version'])[:32]!r}")
-    request = _checked_request(data["request"], config)
+    request = checked_request(data["request"], config)
     result = _checked_result(data["result"])
     signers, agreed, named = _checked_replies(data["replies"], request, config)
     if len(agreed) > 1:
@@ -154,7 +154,8 @@ def _decoded(wire: Any, cls: type | tuple[type, ...], what: str):
     return message
 
 
-def _checked_request(wire: Any, config: NetworkConfig) -> Request:
+def checked_request(wire: Any, config: NetworkConfig) -> Request:
+    """The request `wire`, if it is one exactly as signed by a client of `config`; else CertificateError."""
     request = _decoded(wire, Request, "request")
     client = next((client for client in config.clients if client.name == request.client), None)
     if client is None:

@@ -9,6 +9,7 @@ links to other builds durable together:
 - `verdicts`: how each build ended, and the replies that came after;
 - `approvals`: fork pull requests waiting for someone to approve them;
 - `deliveries`: forge delivery ids already answered;
+- `imported`: how far this client has read the order for other clients' builds;
 - `actions`: what action runners reported after a verdict;
 - `slots`: the slot each schedule fired for last;
 - `audit`: who did what, read from the builds' signed requests;
@@ -25,6 +26,7 @@ from client.tables.approvals import Approvals
 from client.tables.audit import Audit
 from client.tables.builds import Builds
 from client.tables.deliveries import Deliveries
+from client.tables.imported import Imported
 from client.tables.slots import ScheduleSlots
 from client.tables.sessions import Sessions
 from client.tables.store import RecordStore
@@ -43,6 +45,7 @@ class BuildRecords:
         self.verdicts = Verdicts(self.store)
         self.approvals = Approvals(self.store)
         self.deliveries = Deliveries(self.store)
+        self.imported = Imported(self.store)
         self.actions = Actions(self.store)
         self.slots = ScheduleSlots(self.store)
         self.audit = Audit(self.store)

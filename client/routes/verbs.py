@@ -8,7 +8,7 @@ from aiohttp import web
 
 from client.access import APPROVE, OPERATE, READ
 from client.intake import WebhookError
-from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
+from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
 from client.routes.params import MAX_BUILD_ID, bounded_int, caller_and_record, limit_of, webhook_settings
 from pbft.build import Actor
@@ -31,6 +31,11 @@ async def cancel(request: web.Request) -> web.Response:
     record, actor = _build_to_act_on(request)
     if record["state"] != "pending":
         raise WebhookError(409, f"build {record['build_id']} has its verdict already ({record['state']})")
+    asked_through = record["request"].get("client")
+    if asked_through != request.app[NAME_KEY]:
+        # The order lets a client cancel only its own requests (pbft.cancels).
+        raise WebhookError(409, f"build {record['build_id']} was asked for through the client {asked_through}: "
+                                "cancel it there")
     cancel_id = request.app[SERVICE_KEY].verbs.cancel.start(record, actor)
     return started(record["build_id"], webhook_settings(request), cancel_id=str(cancel_id))
 

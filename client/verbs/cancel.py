@@ -39,6 +39,7 @@ class CancelBook:
 
     def __init__(self, core: RequestCore, builds: Builds, events: EventStream) -> None:
         self._core = core
+        self.client_name = core.name
         self._builds = builds
         self._events = events
         # Set once the target's cancel has its verdict; a target's own verdict waits for it.
@@ -122,7 +123,9 @@ class Cancel:
     def supersede(self, operation: Operation, build_id: int) -> list[int]:
         """Cancel the older builds of `operation`'s ref that build `build_id` makes moot, for
         whoever asked for it."""
-        return [self.start(record, operation.actor) for record in self._builds.superseded(operation, before=build_id)]
+        # This client's own only: the order lets a client cancel nothing else (pbft.cancels).
+        return [self.start(record, operation.actor) for record in self._builds.superseded(operation, before=build_id)
+                if record["request"]["client"] == self._book.client_name]
 
 
 def said_cancelled(outstanding: Outstanding) -> list[int]:

@@ -47,9 +47,11 @@ class Resume:
             except MessageError as error:
                 log.error("build %d: its stored request does not decode (%s): not resumed", record["build_id"], error)
                 continue
-            if not isinstance(request, Request) or request.client != self._client_name:
-                log.error("build %d: its stored request is not this client's: not resumed", record["build_id"])
+            if not isinstance(request, Request):
+                log.error("build %d: its stored request is not a request: not resumed", record["build_id"])
                 continue
+            if request.client != self._client_name:
+                continue  # another client's, imported: its verdict is imported too (client.ledgerimport)
             if request.operation.cancels is not None:
                 self._cancels.expect(request.operation.cancels)
             self._submit.follow_again(request, waited_s=max(0.0, time.time() - record["submitted_at"]))

@@ -1,0 +1,193 @@
+"""Every build of the network in every client's records: the builds other clients asked for,
+imported from the nodes' ledgers.
+
+Several clients may serve one network (docs/two-clients.md): a forge delivers to any of them,
+and each answers status and dashboard reads for every build, including one whose client is
+down. Each client reads the order as the nodes executed it (`GET /ledger?after=SEQ`, every
+member at once) and records each build another client signed:
+
+- the request is checked against its client's public key, so no node can make one up;
+- its verdict is the result f+1 members signed in matching RESULT votes, checked as a
+  certificate is (client.certificate), so no node can make one up either; until then it is
+  pending, and asked about again (`GET /requests/{client}/{timestamp}`);
+- the reading moves on only through sequence numbers f+1 members served, and takes the
+  builds every answer holds: one of those members is honest and holds every build there,
+  so a faulty node cannot hide one either.
+
+A client's own builds it records as it signs them; cancels of another client's build it
+leaves to that client (pbft.cancels: a client cancels only its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from client.certificate import VERSION, CertificateError, check_certificate, checked_request
+from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
+from client.records import BuildRecords
+from pbft.encoding import canonical
+from pbft.messages import MessageError, ResultVote, decode, encode
+from shared.config import NetworkConfig, NodeConfig
+from shared.crypto import parse_public_key, verify_bytes
+from shared.reload import LiveConfig
+
+log = logging.getLogger(__name__)
+
+POLL_S = 2.0  # between two readings of the order, when the last one found nothing new
+ANSWER_TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a page: 64 batches (node/server.py LEDGER_PAGE), each build with its votes
+FOLLOW_UPS = 32  # other clients' builds without a verdict asked about again per reading, in turn
+
+
+class LedgerImport:
+    def __init__(self, live: LiveConfig, name: str, records: BuildRecords, session: aiohttp.ClientSession) -> None:
+        self._live, self._name, self._records, self._session = live, name, records, session
+        self._followed_up_to = 0  # the build id the last follow-up reached; they go round in turn
+
+    async def run(self) -> None:
+        """Read on for as long as the client runs; an error of one reading is logged, not fatal."""
+        while True:
+            try:
+                moved = await self.step()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                log.warning("reading the nodes' ledgers failed: %s", error)
+                moved = False
+            if not moved:
+                await asyncio.sleep(POLL_S)
+
+    async def step(self) -> bool:
+        """One reading: the next page of the order, then a turn of follow-ups. Whether the
+        reading moved on (another page may be waiting)."""
+        config = self._live.current
+        if len(config.clients) < 2:
+            return False  # no other client: every build is this one's own
+        after = self._records.imported.cursor()
+        pages = await self._ask_all(config, "/ledger", {"after": str(after)})
+        moved = False
+        if len(pages) > config.f:
+            # f+1 members served every sequence number up to the f+1-th highest `through`.
+            through = sorted((page.get("through", after) for page in pages), reverse=True)[config.f]
+            if isinstance(through, int) and through > after:
+                builds = [build for page in pages for build in page.get("builds", [])
+                          if isinstance(build, dict) and isinstance(build.get("seq"), int) and build["seq"] <= through]
+                self._take(config, builds)
+                self._records.imported.move_cursor(through)
+                moved = True
+        await self._follow_up(config)
+        self._records.store.commit()
+        return moved
+
+    async def _follow_up(self, config: NetworkConfig) -> None:
+        waiting = self._records.imported.waiting(self._name, self._followed_up_to, FOLLOW_UPS)
+        self._followed_up_to = waiting[-1]["build_id"] if waiting else 0
+        for record in waiting:
+            request = record["request"]
+            path = f"/requests/{request.get('client')}/{record['build_id']}"
+            self._take(config, await self._ask_all(config, path, {}))
+
+    async def _ask_all(self, config: NetworkConfig, path: str, query: dict[str, str]) -> list[dict]:
+        """Every member's answer to GET `path`, of those that gave one."""
+        answers = await asyncio.gather(*(_get(self._session, node, path, query) for node in config.nodes))
+        return [answer for answer in answers if isinstance(answer, dict)]
+
+    def _take(self, config: NetworkConfig, builds: list[Any]) -> None:
+        """Record the builds of other clients among `builds` (each as a node's ledger shows it,
+        one build possibly from several nodes), with a verdict where f+1 members signed one."""
+        votes: dict[str, list[Any]] = {}
+        requests: dict[str, Any] = {}
+        for build in builds:
+            wire = build.get("request") if isinstance(build, dict) else None
+            if not isinstance(wire, dict) or wire.get("client") == self._name:
+                continue
+            key = canonical(wire).decode()
+            requests[key] = wire
+            entries = build.get("votes")
+            votes.setdefault(key, []).extend(
+                entry.get("vote") for entry in (entries if isinstance(entries, list) else []) if isinstance(entry, dict))
+        for key, wire in requests.items():
+            self._take_one(config, wire, votes[key])
+
+    def _take_one(self, config: NetworkConfig, wire: dict, votes: list[Any]) -> None:
+        try:
+            request = checked_request(wire, config)
+        except CertificateError as error:
+            log.warning("a node's ledger holds a request that does not verify: %s", error.reason)
+            return
+        if request.operation.cancels is not None:
+            return  # its client's business: it stops that client's own build (pbft.cancels)
+        records, build_id = self._records, request.timestamp
+        if not records.imported.known(build_id):
+            records.builds.add_pending(request, min(time.time(), build_id / 1_000_000))
+            log.info("build %d of client %s imported from the nodes' ledgers", build_id, request.client)
+        if records.builds.get(build_id)["state"] != "pending":
+            return
+        agreed = certified(config, wire, votes)
+        if agreed is not None:
+            signers, group = agreed
+            elapsed_ms = max(0, int(time.time() * 1000 - build_id / 1000))
+            records.verdicts.accept(build_id, group[0].result, signers, elapsed_ms, group)
+            log.info("imported verdict of build %d of client %s: %s agreed_by=%s", build_id, request.client,
+                     group[0].result.status, signers)
+
+
+def certified(config: NetworkConfig, wire: dict, bodies: list[Any]) -> tuple[list[int], list[ResultVote]] | None:
+    """The members that signed one result for the request `wire` in f+1 of `bodies` (RESULT votes
+    as the nodes' ledgers keep them), and their votes; None while no result has that many. A
+    vote that does not verify on its own counts for nothing, so a faulty node's copy of another's
+    vote cannot spoil the others."""
+    members = {node.id: parse_public_key(node.public_key) for node in config.nodes}
+    by_result: dict[str, dict[int, ResultVote]] = {}
+    for body in bodies:
+        try:
+            vote = decode(body)
+        except (MessageError, RecursionError, TypeError, ValueError):
+            continue
+        if (not isinstance(vote, ResultVote) or vote.sender not in members
+                or not verify_bytes(members[vote.sender], canonical(vote.payload()), vote.sig)):
+            continue
+        by_result.setdefault(canonical(vote.result.agreed()).decode(), {}).setdefault(vote.sender, vote)
+    for agreed, group in by_result.items():
+        if len(group) <= config.f:
+            continue
+        certificate = {"version": VERSION, "request": wire, "replies": [encode(vote) for vote in group.values()],
+                       "result": json.loads(agreed)}
+        try:
+            summary = check_certificate(certificate, config)
+        except CertificateError as error:
+            log.warning("votes from the nodes' ledgers do not certify a verdict: %s", error.reason)
+            continue
+        return list(summary.signers), list(group.values())
+    return None
+
+
+async def _get(session: aiohttp.ClientSession, node: NodeConfig, path: str, query: dict[str, str]) -> Any:
+    timeout = aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_S)
+    try:
+        async with session.get(node.url(path), params=query, timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            body = await response.content.read(MAX_ANSWER_BYTES + 1)
+        return json.loads(body) if len(body) <= MAX_ANSWER_BYTES else None
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, RecursionError) as error:
+        log.debug("node %d did not answer %s: %s", node.id, path, error)
+        return None
+
+
+async def ledger_import_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Import other clients' builds for as long as the app runs; after the records' context."""
+    live = app[LIVE_KEY]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=live.current.node_ssl())) as session:
+        task = asyncio.create_task(LedgerImport(live, app[NAME_KEY], app[RECORDS_KEY], session).run(),
+                                   name="ledger import")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

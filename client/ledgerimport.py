@@ -127,7 +127,14 @@ class LedgerImport:
         if not records.imported.known(build_id):
             records.builds.add_pending(request, min(time.time(), build_id / 1_000_000))
             log.info("build %d of client %s imported from the nodes' ledgers", build_id, request.client)
-        if records.builds.get(build_id)["state"] != "pending":
+        record = records.builds.get(build_id)
+        if record["request"] != wire:
+            # Lanes keep clients' build ids apart (shared.config_principals): only a client that
+            # left its lane makes one meet another's, and the record there stays as it is.
+            log.warning("build %d of client %s has the id of another build here: not imported", build_id,
+                        request.client)
+            return
+        if record["state"] != "pending":
             return
         agreed = certified(config, wire, votes)
         if agreed is not None:

@@ -1,0 +1,137 @@
+"""Another client's builds, imported from the nodes' ledgers (client.ledgerimport): recorded only
+as their client signed them, with a verdict only where f+1 members signed one, and the reading
+of the order moving on only as far as f+1 members served it, so that one faulty node can
+neither make up a build or a verdict nor hide a build."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+
+from client.certificate import certificate_from_record, check_certificate
+from client.ledgerimport import LedgerImport
+from client.records import BuildRecords
+from pbft.build import Operation, Result
+from pbft.encoding import canonical
+from pbft.messages import Request, ResultVote, encode, signed
+from shared.config import load_config
+from shared.crypto import load_private_key, sign_bytes
+from tests.support.network import write_network
+
+OTHER = "other"
+TIMESTAMP = 1_700_000_000_000_001  # in the other client's lane
+SUCCESS = Result("success", 0, "ab" * 20)
+FAILURE = Result("failure", 1, "ab" * 20)
+
+
+class Imports:
+    """A network of four nodes and two clients, this one's records, and signers for everyone."""
+
+    def __init__(self, tmp_path) -> None:
+        path = write_network(tmp_path, clients=("client", OTHER))
+        self.config = load_config(path)
+        self.keys = tmp_path / "keys"
+        self.records = BuildRecords(tmp_path / "records" / "builds.sqlite")
+        self.importer = LedgerImport(types.SimpleNamespace(current=self.config), "client", self.records, None)
+
+    def sign(self, name: str):
+        key = load_private_key(self.keys / f"{name}.key")
+        return lambda payload: sign_bytes(key, canonical(payload))
+
+    def request(self, client: str = OTHER, timestamp: int = TIMESTAMP, **changes) -> Request:
+        return signed(Request(client, timestamp, Operation("example", "main", **changes)), self.sign(f"client-{client}"))
+
+    def vote(self, node: int, request: Request, result: Result = SUCCESS, *, signer: int | None = None) -> dict:
+        vote = ResultVote(7, request.client, request.timestamp, result, node)
+        return {"node": node, "vote": encode(signed(vote, self.sign(f"node-{node if signer is None else signer}")))}
+
+    def build(self, request: Request, votes: list[dict], seq: int = 7) -> dict:
+        """A build as a node's ledger shows it (node/storage.py `build_records`)."""
+        return {"seq": seq, "client": request.client, "timestamp": request.timestamp, "request": encode(request),
+                "votes": votes}
+
+    def record(self, build_id: int = TIMESTAMP) -> dict | None:
+        return self.records.builds.get(build_id)
+
+
+@pytest.fixture
+def imports(tmp_path):
+    imports = Imports(tmp_path)
+    yield imports
+    imports.records.close()
+
+
+def test_another_clients_build_is_recorded_with_the_verdict_f_plus_1_members_signed(imports):
+    request = imports.request(delivery="github:d-1")
+    imports.importer._take(imports.config, [imports.build(request, [imports.vote(0, request)])])
+    assert imports.record()["state"] == "pending"
+    assert imports.record()["request"]["client"] == OTHER
+    imports.importer._take(imports.config, [imports.build(request, [imports.vote(0, request), imports.vote(2, request)])])
+    record = imports.record()
+    assert (record["state"], record["result"]["status"], record["agreed_by"]) == ("accepted", "success", [0, 2])
+    # The votes are its certificate: anyone with the network's keys checks it offline.
+    summary = check_certificate(certificate_from_record(record), imports.config)
+    assert (summary.client, summary.build_id, summary.signers) == (OTHER, TIMESTAMP, (0, 2))
+
+
+def test_a_request_its_client_did_not_sign_as_shown_is_not_recorded(imports):
+    request = imports.request()
+    forged = {**encode(request), "operation": {**encode(request)["operation"], "branch": "release"}}
+    votes = [imports.vote(node, request) for node in range(4)]
+    imports.importer._take(imports.config, [{**imports.build(request, votes), "request": forged}])
+    assert imports.record() is None
+
+
+def test_votes_that_do_not_verify_or_repeat_a_node_make_no_verdict_and_spoil_none(imports):
+    request = imports.request()
+    genuine = imports.vote(0, request)
+    forged = imports.vote(1, request, signer=3)  # node 3 signing as node 1
+    copied = {**genuine, "node": 2}  # node 0's vote, listed under node 2
+    wrong_result = imports.vote(3, request, FAILURE)
+    imports.importer._take(imports.config, [imports.build(request, [genuine, forged, copied, wrong_result])])
+    assert imports.record()["state"] == "pending"
+    # The one more genuine vote, from another node's ledger, makes f+1 whatever else came with it.
+    imports.importer._take(imports.config, [imports.build(request, [forged, copied]),
+                                            imports.build(request, [imports.vote(1, request)])])
+    assert (imports.record()["state"], imports.record()["agreed_by"]) == ("accepted", [0, 1])
+
+
+def test_this_clients_own_builds_and_other_clients_cancels_are_left_alone(imports):
+    own = imports.request(client="client", timestamp=TIMESTAMP - 1)
+    cancel = imports.request(timestamp=TIMESTAMP + 16, cancels=TIMESTAMP)
+    imports.importer._take(imports.config, [imports.build(request, [imports.vote(node, request) for node in range(4)])
+                                            for request in (own, cancel)])
+    assert imports.record(own.timestamp) is None and imports.record(cancel.timestamp) is None
+
+
+def pages(imports, answers: list[tuple[int, list[dict]]]):
+    async def ask_all(config, path, query):
+        return [{"after": int(query["after"]), "through": through, "builds": builds} for through, builds in answers]
+    imports.importer._ask_all = ask_all
+
+
+def test_the_reading_moves_on_as_far_as_f_plus_1_members_served_and_takes_what_any_of_them_holds(imports):
+    request = imports.request()
+    held = imports.build(request, [imports.vote(node, request) for node in (1, 2)], seq=4)
+    # A faulty node says it served up to 100 and hides the build; one node is behind.
+    pages(imports, [(100, []), (5, [held]), (5, [held]), (3, [])])
+    assert asyncio.run(imports.importer.step()) is True
+    assert imports.records.imported.cursor() == 5
+    assert imports.record()["state"] == "accepted"
+
+
+def test_the_reading_stays_while_fewer_than_f_plus_1_members_answer(imports):
+    request = imports.request()
+    pages(imports, [(9, [imports.build(request, [])])])
+    assert asyncio.run(imports.importer.step()) is False
+    assert imports.records.imported.cursor() == 0 and imports.record() is None
+
+
+def test_a_build_that_takes_the_id_of_another_is_not_imported_over_it(imports):
+    own = imports.request(client="client")  # the same timestamp: another client left its lane
+    imports.records.builds.add_pending(own, 0.0)
+    request = imports.request()
+    imports.importer._take(imports.config, [imports.build(request, [imports.vote(node, request) for node in range(4)])])
+    assert (imports.record()["request"]["client"], imports.record()["state"]) == ("client", "pending")

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Run the pbft-ci client: scripts/startClient.sh [CONFIG] [--background]
+# Run the pbft-ci client: scripts/startClient.sh [CONFIG] [--name NAME] [--background]
 #
-# CONFIG defaults to example-config/network.yaml. The machine is set up first
+# CONFIG defaults to example-config/network.yaml. NAME picks which of its
+# clients this is (default: the first one): a network may have several, each
+# on its own host (docs/operations.md, "Several clients"), each logging to
+# client-NAME.log. The machine is set up first
 # (scripts/setup.sh, quick when already done: the Python packages in .venv and
 # the client's key pair among them). The client logs to the configuration's
 # log_dir (log/client.log).
@@ -28,15 +31,17 @@ help() {
 }
 
 usage() {
-    echo "usage: $0 [CONFIG] [--background]" >&2
+    echo "usage: $0 [CONFIG] [--name NAME] [--background]" >&2
     exit 2
 }
 
 config=""
+name=""
 background=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --background) background=true ;;
+        --name) [[ $# -ge 2 ]] || usage; name="$2"; shift ;;
         -h|--help) help; exit 0 ;;
         -*) usage ;;
         *) [[ -z "$config" ]] || usage; config="$1" ;;
@@ -76,22 +81,32 @@ except ConfigError as error:
     sys.exit(str(error))
 if not config.clients:
     sys.exit(f"{sys.argv[1]}: no client in this configuration")
-client = config.clients[0]
+names = [client.name for client in config.clients]
+if sys.argv[2] and sys.argv[2] not in names:
+    listed = ", ".join(names)
+    sys.exit(f"{sys.argv[1]}: no client named {sys.argv[2]!r}; its clients are {listed}")
+client = config.client(sys.argv[2]) if sys.argv[2] else config.clients[0]
 host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(client.host, client.host)
 print(f"[{host}]" if ":" in host else host, client.port, config.log_dir)
-' "$config"); then
+' "$config" "$name"); then
     exit 1
 fi
 read -r host port log_dir <<<"$where"
 url="http://$host:$port"
+run_args=(--config "$config")
+log_name=client
+if [[ -n "$name" ]]; then
+    run_args+=(--name "$name" --log-file "$log_dir/client-$name.log")
+    log_name="client-$name"
+fi
 
 if ! $background; then
-    echo "client of $config on $url (webhook: $url/webHook), logging to $log_dir/client.log; Ctrl-C stops it"
-    exec .venv/bin/python client/index.py --config "$config"
+    echo "client of $config on $url (webhook: $url/webHook), logging to $log_dir/$log_name.log; Ctrl-C stops it"
+    exec .venv/bin/python client/index.py "${run_args[@]}"
 fi
 
 mkdir -p "$run_dir" "$log_dir"
-nohup .venv/bin/python client/index.py --config "$config" </dev/null >"$log_dir/client.stdout" 2>&1 &
+nohup .venv/bin/python client/index.py "${run_args[@]}" </dev/null >"$log_dir/$log_name.stdout" 2>&1 &
 pid=$!
 # Only the pid, so that `kill $(cat run/client.pid)` works; files of older versions
 # ("pid config") are still read, as their first word.
@@ -115,13 +130,13 @@ deadline=$((SECONDS + 30))
 until answers; do
     if ! kill -0 "$pid" 2>/dev/null || [[ "$( { cut -d' ' -f3 "/proc/$pid/stat"; } 2>/dev/null)" == Z ]]; then
         # Its last words say why: a busy port names the process holding it.
-        last=$(grep -v '^[[:space:]]*$' "$log_dir/client.stdout" | tail -n 1 || true)
-        echo "the client (pid $pid) exited during start-up: ${last:-no output} ($log_dir/client.stdout)" >&2
+        last=$(grep -v '^[[:space:]]*$' "$log_dir/$log_name.stdout" | tail -n 1 || true)
+        echo "the client (pid $pid) exited during start-up: ${last:-no output} ($log_dir/$log_name.stdout)" >&2
         rm -f "$pid_file"
         exit 1
     fi
     if [[ $SECONDS -ge $deadline ]]; then
-        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see $log_dir/client.stdout" >&2
+        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see $log_dir/$log_name.stdout" >&2
         kill -TERM "$pid" 2>/dev/null || true
         rm -f "$pid_file"
         exit 1
@@ -131,5 +146,5 @@ done
 
 echo "client up: pid $pid, $config"
 echo "  webhook: $url/webHook   builds: $url/builds"
-echo "logs: $log_dir/client.log, $log_dir/client.stdout"
+echo "logs: $log_dir/$log_name.log, $log_dir/$log_name.stdout"
 echo "stop: ./stopNetwork.sh"

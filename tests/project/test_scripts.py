@@ -220,6 +220,20 @@ def test_a_client_started_in_the_background_is_stopped_by_stop_network(tmp_path)
         CLIENT_PID_FILE.unlink(missing_ok=True)
 
 
+def test_the_client_script_runs_the_client_its_name_picks_and_refuses_a_name_the_configuration_lacks(
+    tmp_path, stopped_afterwards,
+):
+    config = write_network(tmp_path, clients=("client", "second"))
+    port = yaml.safe_load(config.read_text())["clients"][1]["port"]
+    refused = run("./scripts/startClient.sh", str(config), "--name", "third", "--background")
+    assert refused.returncode == 1 and "no client named 'third'; its clients are client, second" in refused.stderr
+    started = run("./scripts/startClient.sh", str(config), "--name", "second", "--background")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"127.0.0.1:{port}/webHook" in started.stdout and "client-second.log" in started.stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/client", timeout=10) as answer:
+        assert json.load(answer)["name"] == "second"
+
+
 def test_the_client_is_up_only_once_the_process_started_answers(tmp_path, stopped_afterwards):
     config = write_network(tmp_path)
     _, port = ports_of(config)

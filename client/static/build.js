@@ -45,6 +45,9 @@ function summary(record) {
     ["Author", record.author || null],
     // Who asked for it, as the request the nodes ordered names it.
     ["Asked for by", record.actor ? record.actor.kind + " " + record.actor.name : null],
+    // Through which of the network's clients, and for which forge delivery or schedule slot.
+    ["Through client", record.client || null],
+    ["Delivery", record.delivery || null],
     ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
     ["Matrix of", record.matrix_of ? buildLink(record.matrix_of, "build " + record.matrix_of) : null],
     ["Combination", record.combination || null],

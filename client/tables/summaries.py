@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = (
     "json_extract(request, '$.operation.cancels') AS cancels, "
     "json_extract(request, '$.operation.actor.kind') AS actor_kind, "
     "json_extract(request, '$.operation.actor.name') AS actor_name, "
+    "json_extract(request, '$.client') AS client, json_extract(request, '$.operation.delivery') AS delivery, "
     "json_extract(request, '$.operation.combination') AS combination, "
     "(SELECT matrix_of FROM matrix_builds WHERE matrix_builds.build_id = builds.build_id) AS matrix_of, "
     "(SELECT json_group_array(build_id) FROM (SELECT build_id FROM matrix_builds"
@@ -98,6 +99,10 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         # Who asked for it, as its signed request names it (client/actors.py); null for a request
         # signed before requests named their actor.
         "actor": None if row["actor_kind"] is None else {"kind": row["actor_kind"], "name": row["actor_name"]},
+        # The client that signed it (several may serve a network: client.ledgerimport), and the
+        # forge delivery or schedule slot it answers (pbft.deliveries).
+        "client": row["client"],
+        "delivery": row["delivery"],
         # A matrix's combination builds name it, and it lists them.
         "combination": None if row["combination"] is None else combination_label(json.loads(row["combination"])),
         "matrix_of": None if row["matrix_of"] is None else str(row["matrix_of"]),

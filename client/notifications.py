@@ -45,6 +45,7 @@ from client.events import Event, Finished, OrderCancelled
 from client.notifier import DeliveryError, Notification, Notifier, NotifySettings
 from client.outcome import Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_reason, disputed_result
 from pbft.build import Operation, Result, combination_label
+from pbft.deliveries import is_duplicate
 from shared.config import NetworkConfig, SMTPConfig
 from shared.reload import LiveConfig
 
@@ -340,6 +341,8 @@ class Notifications:
         status = notify_status(verdict)
         if not targets or status is None or operation.cancels is not None:  # a cancel's verdict is the build's
             return
+        if isinstance(verdict.outcome, Accepted) and is_duplicate(operation, verdict.outcome.result):
+            return  # its delivery's build is the one to tell of
         event = None
         for index, target in enumerate(targets):
             if status not in target.on or (target.branches and operation.branch not in target.branches):

@@ -59,6 +59,7 @@ from shared.statuses import (
     status_context, status_for,
 )
 from pbft.build import MAX_COMBINATIONS, Operation
+from pbft.deliveries import is_duplicate
 from pbft.wire import decode_struct
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ class CommitStatuses:
                 return
             case Disputed(split=split):
                 sha = operation.commit or disputed_result(split, self._quorum - 1)["commit"]
+            case Accepted(result=result) if is_duplicate(operation, result):
+                log.info("no status for build %s: its delivery's build reports it", verdict.build_id)
+                return
             case Accepted(result=result) | Divergent(result=result):
                 sha = operation.commit or result.commit
             case TimedOut():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from pbft.build import Result
+from pbft.build import Operation, Result
 from pbft.messages import Request
 
 Key = tuple[str, int]  # (client, timestamp)
@@ -34,6 +34,13 @@ def duplicate_result(delivery: str) -> Result:
     """A duplicate's answer, the same on every node: it names the delivery, not the request
     that built it, which a node that restarted after that request was forgotten cannot know."""
     return Result("skipped", None, None, f"delivery {delivery} was ordered before: it builds once")
+
+
+def is_duplicate(operation: Operation, result: Result) -> bool:
+    """Whether `result` is the order's answer to a request of a delivery it took before: the
+    delivery's build, signed by whichever client, is the one to report."""
+    return (operation.delivery is not None and result.status == "skipped" and result.commit is None
+            and result.reason == duplicate_result(operation.delivery).reason)
 
 
 def delivery_of(request: Request) -> Delivery | None:

@@ -7,13 +7,19 @@ The poster is tested on its own with short backoffs; the whole path (webhook
 import asyncio
 import logging
 import time
+import types
 
 import aiohttp
 import pytest
 
+from client.events import Finished
+from client.outcome import Accepted, Verdict
+from client.statuses import CommitStatuses
+from pbft.build import Operation, Result
+from pbft.deliveries import duplicate_result
 from shared import statuses
 from shared.statuses import CommitStatus, StatusPoster
-from tests.client.fake_nodes import N, honest_result, post, start_client
+from tests.client.fake_nodes import CLIENT, N, honest_result, post, start_client
 from tests.client.status_api import PUBLIC_URL, TOKEN, StatusServer, with_statuses
 
 
@@ -277,3 +283,17 @@ async def test_a_verdict_out_of_time_links_the_build_page_not_a_certificate(clus
         "error", "no 2 nodes agreed on a result before the deadline")
     assert [pending.body["target_url"], final.body["target_url"]] == [f"{PUBLIC_URL}/builds/{build_id}"] * 2
     assert (await client.get(f"/builds/{build_id}/certificate")).status == 409  # there is none to link
+
+
+def test_a_request_the_order_answered_as_a_duplicate_of_a_delivery_posts_no_final_status(cluster, status_server):
+    """Two clients took one delivery: the order built it once (pbft.deliveries), and the build
+    that was built reports; the other's `skipped` would say nothing was built."""
+    with_statuses(cluster, status_server)
+    posted: list[CommitStatus] = []
+    observer = CommitStatuses(cluster.config, CLIENT, types.SimpleNamespace(post=posted.append))
+    delivery = "github:72d3162e"
+    operation = Operation("example", "main", PINNED, delivery=delivery)
+    for result in (duplicate_result(delivery), Result("skipped", None, PINNED, "when: event manual is not push")):
+        observer.observe(Finished(operation, Verdict("1776", Accepted(result, [0, 1], 10.0), [], 12)))
+    [status] = posted  # the genuine skip only
+    assert "when: event manual is not push" in status.description

@@ -8,8 +8,9 @@ member at once) and records each build another client signed:
 
 - the request is checked against its client's public key, so no node can make one up;
 - its verdict is the result f+1 members signed in matching RESULT votes, checked as a
-  certificate is (client.certificate), so no node can make one up either; until then it is
-  pending, and asked about again (`GET /requests/{client}/{timestamp}`);
+  certificate is (client.certificate), so no node can make one up either; `disputed` once no
+  result can reach 2f+1 votes; until then it is pending, and asked about again (`GET
+  /requests/{client}/{timestamp}`), for as long as its own client would wait (`give_up_s`);
 - the reading moves on only through sequence numbers f+1 members served, and takes the
   builds every answer holds: one of those members is honest and holds every build there,
   so a faulty node cannot hide one either.
@@ -25,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -34,7 +36,7 @@ from client.certificate import VERSION, CertificateError, check_certificate, che
 from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
 from client.records import BuildRecords
 from pbft.encoding import canonical
-from pbft.messages import MessageError, ResultVote, decode, encode
+from pbft.messages import MessageError, Request, ResultVote, decode, encode
 from shared.config import NetworkConfig, NodeConfig
 from shared.crypto import parse_public_key, verify_bytes
 from shared.reload import LiveConfig
@@ -115,7 +117,7 @@ class LedgerImport:
         for key, wire in requests.items():
             self._take_one(config, wire, votes[key])
 
-    def _take_one(self, config: NetworkConfig, wire: dict, votes: list[Any]) -> None:
+    def _take_one(self, config: NetworkConfig, wire: dict, bodies: list[Any]) -> None:
         try:
             request = checked_request(wire, config)
         except CertificateError as error:
@@ -136,42 +138,72 @@ class LedgerImport:
             return
         if record["state"] != "pending":
             return
+        votes = verified_votes(config, request, bodies)
+        elapsed_ms = max(0, int(time.time() * 1000 - build_id / 1000))
+        if disputed(config, votes):
+            records.verdicts.dispute(build_id, {vote.sender: vote.result for vote in votes}, config.f, elapsed_ms,
+                                     votes)
+            log.warning("imported verdict of build %d of client %s: disputed", build_id, request.client)
+            return
         agreed = certified(config, wire, votes)
         if agreed is not None:
             signers, group = agreed
-            elapsed_ms = max(0, int(time.time() * 1000 - build_id / 1000))
             records.verdicts.accept(build_id, group[0].result, signers, elapsed_ms, group)
             log.info("imported verdict of build %d of client %s: %s agreed_by=%s", build_id, request.client,
                      group[0].result.status, signers)
+        elif elapsed_ms / 1000 > give_up_s(config):
+            records.verdicts.time_out(build_id, elapsed_ms, votes)
+            log.warning("build %d of client %s: no f+1 matching votes in the ledgers after %.0f s: timeout",
+                        build_id, request.client, elapsed_ms / 1000)
 
 
-def certified(config: NetworkConfig, wire: dict, bodies: list[Any]) -> tuple[list[int], list[ResultVote]] | None:
-    """The members that signed one result for the request `wire` in f+1 of `bodies` (RESULT votes
-    as the nodes' ledgers keep them), and their votes; None while no result has that many. A
-    vote that does not verify on its own counts for nothing, so a faulty node's copy of another's
-    vote cannot spoil the others."""
+def give_up_s(config: NetworkConfig) -> float:
+    """How long after its request an imported build waits for its verdict: as long as its own
+    client would (client.requests), and the time its verdict takes to settle."""
+    protocol = config.protocol
+    return max(protocol.client_deadline_s, protocol.client_queue_limit_s) + protocol.client_settle_s
+
+
+def verified_votes(config: NetworkConfig, request: Request, bodies: list[Any]) -> list[ResultVote]:
+    """The RESULT votes among `bodies` (as the nodes' ledgers keep them) that a member signed for
+    `request`, the first of each member. A vote that does not verify on its own counts for
+    nothing, so a faulty node's copy of another's vote cannot spoil the others."""
     members = {node.id: parse_public_key(node.public_key) for node in config.nodes}
-    by_result: dict[str, dict[int, ResultVote]] = {}
+    votes: dict[int, ResultVote] = {}
     for body in bodies:
         try:
             vote = decode(body)
         except (MessageError, RecursionError, TypeError, ValueError):
             continue
-        if (not isinstance(vote, ResultVote) or vote.sender not in members
-                or not verify_bytes(members[vote.sender], canonical(vote.payload()), vote.sig)):
-            continue
-        by_result.setdefault(canonical(vote.result.agreed()).decode(), {}).setdefault(vote.sender, vote)
+        if (isinstance(vote, ResultVote) and vote.key == request.key and vote.sender in members
+                and verify_bytes(members[vote.sender], canonical(vote.payload()), vote.sig)):
+            votes.setdefault(vote.sender, vote)
+    return list(votes.values())
+
+
+def disputed(config: NetworkConfig, votes: list[ResultVote]) -> bool:
+    """Whether no result can reach 2f+1 votes any more, as a client decides a dispute (pbft.replies)."""
+    largest = max(Counter(vote.result.agreed_key() for vote in votes).values(), default=0)
+    return largest + config.n - len(votes) < 2 * config.f + 1
+
+
+def certified(config: NetworkConfig, wire: dict, votes: list[ResultVote]) -> tuple[list[int], list[ResultVote]] | None:
+    """The members that signed one result for the request `wire` in f+1 of `votes`, and their
+    votes, checked as a certificate is; None while no result has that many."""
+    by_result: dict[str, list[ResultVote]] = {}
+    for vote in votes:
+        by_result.setdefault(canonical(vote.result.agreed()).decode(), []).append(vote)
     for agreed, group in by_result.items():
         if len(group) <= config.f:
             continue
-        certificate = {"version": VERSION, "request": wire, "replies": [encode(vote) for vote in group.values()],
+        certificate = {"version": VERSION, "request": wire, "replies": [encode(vote) for vote in group],
                        "result": json.loads(agreed)}
         try:
             summary = check_certificate(certificate, config)
         except CertificateError as error:
             log.warning("votes from the nodes' ledgers do not certify a verdict: %s", error.reason)
             continue
-        return list(summary.signers), list(group.values())
+        return list(summary.signers), group
     return None
 
 

@@ -6,6 +6,7 @@ neither make up a build or a verdict nor hide a build."""
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 
 import pytest
@@ -21,7 +22,7 @@ from shared.crypto import load_private_key, sign_bytes
 from tests.support.network import write_network
 
 OTHER = "other"
-TIMESTAMP = 1_700_000_000_000_001  # in the other client's lane
+TIMESTAMP = int(time.time() * 1_000_000) // 16 * 16 + 1  # now, in the other client's lane
 SUCCESS = Result("success", 0, "ab" * 20)
 FAILURE = Result("failure", 1, "ab" * 20)
 
@@ -135,3 +136,15 @@ def test_a_build_that_takes_the_id_of_another_is_not_imported_over_it(imports):
     request = imports.request()
     imports.importer._take(imports.config, [imports.build(request, [imports.vote(node, request) for node in range(4)])])
     assert (imports.record()["request"]["client"], imports.record()["state"]) == ("client", "pending")
+
+
+def test_votes_no_result_can_win_make_the_build_disputed_and_a_build_without_a_verdict_for_too_long_times_out(imports):
+    request = imports.request()
+    split = [imports.vote(0, request), imports.vote(1, request, FAILURE), imports.vote(2, request, Result("error", 2, None))]
+    imports.importer._take(imports.config, [imports.build(request, split)])
+    record = imports.record()
+    assert (record["state"], sorted(record["result"]["split"])) == ("disputed", ["0", "1", "2"])
+
+    late = imports.request(timestamp=TIMESTAMP - 3_600_000_000 * 16)  # an hour and more ago
+    imports.importer._take(imports.config, [imports.build(late, [imports.vote(0, late)])])
+    assert imports.record(late.timestamp)["state"] == "timeout"

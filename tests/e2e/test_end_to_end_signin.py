@@ -2,10 +2,12 @@
 four real nodes, the client, and headless Chromium. A developer signs in through the provider's
 login page, sees only the repository the grants give their group, asks for a build, is refused
 its cancel (403 naming the role), signs out; an admin signs in and approves a fork's pull
-request; the audit lists who did what, in order, and the certificate names its actor."""
+request; the audit lists who did what, in order, and the certificate and the attestation name its actor."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from pathlib import Path
 
@@ -150,4 +152,8 @@ def check_the_team(browser, base_url: str, pull_head: str) -> None:
     assert audit["actions"][1]["build_id"] == alice_build
     code, certificate = http_json("GET", f"{base_url}/builds/{approved}/certificate", headers=BEARER)
     assert code == 200 and certificate["request"]["operation"]["actor"] == {"kind": "user", "name": "root"}
+    code, envelope = http_json("GET", f"{base_url}/builds/{approved}/attestation", headers=BEARER)
+    assert code == 200, envelope
+    [repository, *_] = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["configuration"]
+    assert repository["annotations"]["requestedBy"] == "user root", repository
 

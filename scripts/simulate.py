@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--no-ci", dest="ci", action="store_false",
                         help="no CI operations (cancels, re-runs, schedules, moving branches, build slots, "
-                             "outages mid-build) in any seed (pbft/sim/ci.py)")
+                             "outages mid-build, redeliveries) in any seed (pbft/sim/ci.py)")
     parser.add_argument("--no-pin", dest="pin_heads", action="store_false",
                         help="clients do not pin a branch's head: nodes that fetch a moving branch at "
                              "different moments build different commits; fails by design")

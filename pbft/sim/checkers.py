@@ -21,7 +21,7 @@ Each violation has a kind, one per checker:
 - `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
   CHECKPOINT the node had sent;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
-  requests, builds with votes or cancels grew past their bound;
+  requests, builds with votes, cancels or deliveries grew past their bound;
 - `agree`: two honest nodes replied different results for one request (its
   artifacts' bytes aside, which a build that is not reproducible makes its
   own, and `cancelled` aside for a build whose cancel raced its end): what
@@ -30,22 +30,28 @@ Each violation has a kind, one per checker:
   cancel, let one run to its own end after that, told its executor to stop
   one twice in one run, or ended with a verdict other than `cancelled` for a
   build it executed before its cancel (`pbft.cancels`);
+- `delivery`: an honest node built a request of a (repository, delivery) that
+  an earlier request of it, still in the node's client table, had taken
+  (it started a build for it or replied other than `skipped`), never answered
+  such a duplicate, or replied `skipped` to the first request of one
+  (`pbft.deliveries`);
 - `converge`, `ledger`: see `pbft.sim.settled`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Iterable
+from typing import Container, Hashable, Iterable
 
 from pbft.cancels import target_of
+from pbft.deliveries import Delivery, delivery_of
 from pbft.messages import Checkpoint, Commit, Message, Prepare, Request
 from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "liveness", "agree", "cancel", "network", "built", "fetch", "restore", "amnesia", "memory", "converge",
-          "ledger")
+CHECKS = ("safety", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore", "amnesia",
+          "memory", "converge", "ledger")
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,78 @@ class CancelChecker:
             self.violations.append(Violation("cancel", time_s, text))
 
 
+class DeliveryChecker:
+    """Each delivery is built once (checker `delivery`, `pbft.deliveries`).
+
+    Per node, a request naming a delivery is its duplicate where an earlier request of the
+    delivery (by sequence number, then place in the batch) is still in the node's client
+    table as it executes: the node must then never start a build for it, nor reply other
+    than `skipped`. Where no earlier one executed on the node at all, it is the first: the
+    node must not reply `skipped`. Where earlier ones executed and all were forgotten, the
+    delivery may rightly build again: nothing is said. Honest nodes agree on the order, so
+    no two requests of a delivery are built by honest nodes while the first is remembered.
+    And a member answers each duplicate it executed `skipped`, in the step that executed it
+    (`end_failures`): the order alone decides it, whether or not the node builds anything.
+    """
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+        # Per node, each delivery's requests it executed, with their place in the order: a lost
+        # execution (a turn whose save had not run) executes again in the same place.
+        self._executed: dict[int, dict[Delivery, dict[RequestKey, tuple[int, int]]]] = {}
+        self._duplicates: dict[int, dict[RequestKey, str]] = {}  # node -> duplicate -> why
+        self._firsts: dict[int, set[RequestKey]] = {}
+        self._skipped: dict[int, set[RequestKey]] = {}  # node -> the requests it answered `skipped`
+
+    def executed(self, node: int, seq: int, fresh: Iterable[Request], remembered: Container[RequestKey]) -> None:
+        """Honest `node` executed the `fresh` requests (new to it, in the batch's order) at `seq`;
+        `remembered`: its client table's executed requests."""
+        duplicates, firsts = self._duplicates.setdefault(node, {}), self._firsts.setdefault(node, set())
+        for index, request in enumerate(fresh):
+            delivery = delivery_of(request)
+            if delivery is None:
+                continue
+            place = (seq, index)
+            named = self._executed.setdefault(node, {}).setdefault(delivery, {})
+            earlier = sorted((at, key) for key, at in named.items() if at < place)
+            taken = [key for _, key in earlier if key in remembered]
+            duplicates.pop(request.key, None)
+            firsts.discard(request.key)
+            if taken:
+                duplicates[request.key] = f"delivery {delivery} was taken by {taken[0]}, which node {node} remembers"
+            elif not earlier:
+                firsts.add(request.key)
+            named[request.key] = place
+
+    def started(self, time_s: float, node: int, key: RequestKey) -> None:
+        why = self._duplicates.get(node, {}).get(key)
+        if why is not None:
+            self._violate(time_s, f"node {node} started a build of {key}: {why}")
+
+    def replied(self, time_s: float, node: int, key: RequestKey, status: str) -> None:
+        why = self._duplicates.get(node, {}).get(key)
+        if why is not None and status != "skipped":
+            self._violate(time_s, f"node {node} replied {status} for {key}: {why}")
+        if key in self._firsts.get(node, ()) and status == "skipped":
+            self._violate(time_s, f"node {node} replied skipped for {key}, the first request of its delivery")
+        if status == "skipped":
+            self._skipped.setdefault(node, set()).add(key)
+
+    def end_failures(self, time_s: float, not_always_members: Iterable[int]) -> list[Violation]:
+        """The duplicates an honest node executed and never answered; a node that is no member
+        for some of the order answers nothing it executes then, and is left out."""
+        for node, duplicates in sorted(self._duplicates.items()):
+            missing = sorted(duplicates.keys() - self._skipped.get(node, set()))
+            if missing and node not in not_always_members:
+                key = missing[0]
+                return [Violation("delivery", time_s, f"node {node} never answered {key}: {duplicates[key]}")]
+        return []
+
+    def _violate(self, time_s: float, text: str) -> None:
+        if not any(violation.text == text for violation in self.violations):
+            self.violations.append(Violation("delivery", time_s, text))
+
+
 def liveness_failures(time_s: float, submitted: Iterable[RequestKey], accepted: Iterable[RequestKey]) -> list[Violation]:
     """After the network healed and the bound passed, every submitted request must have a
     verdict, builds with artifacts (2f+1 matching replies, `pbft.replies`) included: a
@@ -323,6 +401,7 @@ class MemoryBounds:
             "executed_requests": self.requests,
             "builds_with_votes": self.requests,
             "cancels": self.requests,  # one per cancel the client table remembers (pbft.cancels)
+            "deliveries": self.requests,  # one per request naming a delivery it remembers (pbft.deliveries)
         }
 
 
@@ -338,6 +417,7 @@ def replica_sizes(replica) -> dict[str, int]:
         "executed_requests": len(replica.clients.executed),
         "builds_with_votes": len(replica.result_votes.seq),
         "cancels": len(replica.cancels),
+        "deliveries": len(replica.deliveries),
     }
 
 

@@ -19,7 +19,10 @@ about a third of the seeds (`CiPlan.kinds` names those a seed has):
 - `transfer-past-cancel`: a node cut off while a cancel of a build it runs is ordered, with
   checkpoints close together, so that it learns the cancel by state transfer;
 - `network-change`: changes of the network document from the menu of `pbft.sim.networks`,
-  some of which the order makes stale or which too few owners signed.
+  some of which the order makes stale or which too few owners signed;
+- `redeliver`: one forge delivery asked for by two or three requests a moment apart, from
+  another client when there is one, each naming the delivery: the order builds the first
+  and answers the others `skipped` (`pbft.deliveries`).
 
 The two node faults take a node the fault plan made faulty already (with a network fault,
 never a Byzantine one), or any node when the plan has none: never more than f faulty nodes.
@@ -38,7 +41,9 @@ from pbft.sim.networks import MENU
 from pbft.sim.workload import GREEDY_CLIENT, REPOSITORY, Submission, Workload
 
 KINDS = ("cancel", "rerun", "schedule", "moving-branch", "slots", "restart-mid-build", "transfer-past-cancel",
-         "network-change")
+         "network-change", "redeliver")
+# A redelivery comes this long after the request it repeats, at most.
+REDELIVER_S = 3.0
 MOVING = "moving-"
 # How long a killed container takes to go, as the executor's kill does.
 STOP_S = 0.05
@@ -52,11 +57,13 @@ def ci_rng(seed: int) -> random.Random:
 @dataclass(frozen=True)
 class CiSubmission(Submission):
     """A submission whose operation depends on what went before: the cancel of an earlier
-    submission, or the re-run of one (the operation its request had, pinned commit and all)."""
+    submission, or the re-run or the redelivery of one (the operation its request had, pinned
+    commit, delivery and all)."""
 
     cancels: Submission | None = None
     rerun_of: Submission | None = None
     change: str | None = None  # a change of the network document: its name in `pbft.sim.networks.MENU`
+    redelivers: Submission | None = None  # a request naming a delivery: another request for it
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class CiPlan:
     def describe(self) -> str:
         parts = [f"slots={self.slots}" if self.slots < UNBOUNDED_SLOTS else "slots=any"]
         parts += [f"{kind} x{sum(1 for item in self.submissions if _kind_of(item) == kind)}"
-                  for kind in ("cancel", "rerun", "schedule", "moving-branch", "network-change") if kind in self.kinds]
+                  for kind in ("cancel", "rerun", "schedule", "moving-branch", "network-change", "redeliver")
+                  if kind in self.kinds]
         parts += [f"{name} node={outage.node} {outage.window}" for name, outage in (
             ("restart-mid-build", self.restart_mid_build), ("transfer-past-cancel", self.transfer_past_cancel)) if outage]
         return " ".join(parts)
@@ -159,7 +167,28 @@ def choose_ci_plan(
         for name in ["first", *rng.sample(MENU, rng.randint(1, len(MENU)))]:
             at = rng.choice(correct)
             ci.submissions.append(CiSubmission(at.time_s + rng.uniform(0.0, 2.0), at.client, at.operation, change=name))
+    # Drawn after the changes, for the same reason: every seed's draws above stay what they were.
+    if correct and rng.random() < 0.35:
+        ci.kinds.append("redeliver")
+        ci.submissions += _redeliveries(rng, correct)
     return ci
+
+
+def _redeliveries(rng: random.Random, correct: list[Submission]) -> list[Submission]:
+    """A few deliveries, each asked for by one client and again, a moment later, by another
+    (by the same one when there is only one): two webhooks of one delivery reaching two
+    clients, sometimes a third. Each names its delivery as `sim:<index>`."""
+    clients = sorted({submission.client for submission in correct})
+    submissions: list[Submission] = []
+    for index in range(rng.randint(1, 3)):
+        at = rng.choice(correct)
+        first = Submission(at.time_s, at.client, Operation(REPOSITORY, at.operation.branch, delivery=f"sim:{index}"))
+        submissions.append(first)
+        others = [client for client in clients if client != first.client] or clients
+        for _ in range(2 if rng.random() < 0.3 else 1):
+            submissions.append(CiSubmission(first.time_s + rng.uniform(0.0, REDELIVER_S), rng.choice(others),
+                                            first.operation, redelivers=first))
+    return submissions
 
 
 def _eligible_nodes(plan: FaultPlan) -> list[int]:
@@ -254,7 +283,11 @@ def _kind_of(submission: Submission) -> str:
     if isinstance(submission, CiSubmission):
         if submission.change is not None:
             return "network-change"
+        if submission.redelivers is not None:
+            return "redeliver"
         return "cancel" if submission.cancels is not None else "rerun"
+    if submission.operation.delivery is not None:
+        return "redeliver"
     if submission.operation.event == "cron":
         return "schedule"
     return "moving-branch"

@@ -6,7 +6,9 @@ or a `divergent` verdict when nodes built different artifacts. As the real
 client does (client/verbs/cancel.py), once a cancel of one of its builds has its
 verdict, that build is `cancelled` (`pbft.cancels`): the order decided it,
 whatever its own replies, split between nodes that finished it first and
-nodes that stopped it, can still make.
+nodes that stopped it, can still make. A request the order found a duplicate of
+an earlier one's delivery is answered `skipped` by every honest node
+(`pbft.deliveries`): f+1 such replies are its verdict, as any result's are.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pbft.sim.checkers import (
     CHECKS,
     BuildChecker,
     CancelChecker,
+    DeliveryChecker,
     MemoryBounds,
     MemoryChecker,
     SafetyChecker,
@@ -113,7 +114,7 @@ class SimOptions:
     # "alternate" (the odd ones: chosen by number, not drawn, so other draws stay put), "always", "never".
     relay: str = "alternate"
     # The CI operations of `pbft.sim.ci` (cancels, re-runs, schedules, moving branches, build
-    # slots, outages mid-build) in the seeds that draw them; off: none in any seed.
+    # slots, outages mid-build, redeliveries) in the seeds that draw them; off: none in any seed.
     ci: bool = True
     # Whether clients pin the head of a branch a request names without a commit (client/heads.py).
     # Off, nodes that fetch a moving branch at different moments build different commits.
@@ -266,6 +267,7 @@ class SimCluster:
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
         self.safety = SafetyChecker(self.f)
         self.cancels = CancelChecker()
+        self.deliveries = DeliveryChecker()
         self.builds = self._build_checker()
         self.heads = Heads(self.ci.moving)
         self.executors = [SimExecutor(self.ci.slots) for _ in range(self.n)]
@@ -420,7 +422,9 @@ class SimCluster:
             violations += liveness_failures(self.now_s, submitted, accepted)
         else:
             violations += self._settled_failures()
-        violations += self.cancels.violations
+        violations += self.cancels.violations + self.deliveries.violations
+        if broken is None:  # a node stopped mid-step may have executed a duplicate and not answered it yet
+            violations += self.deliveries.end_failures(self.now_s, self.not_always_members)
         violations += self.networks.end_failures(self.now_s, {
             node: (replica.last_executed, replica.network.digest, replica.network.changed_at)
             for node in sorted(self.honest) for replica in (self.nodes[node].replica,)
@@ -584,19 +588,20 @@ class SimCluster:
         self._push(self.now_s + self.options.client_timeout_s, _RETRANSMIT, client, request.timestamp)
 
     def _operation(self, submission: Submission) -> Operation | None:
-        """What the client signs: a cancel names its target's timestamp, a re-run repeats its
-        original's operation, and a branch without a commit gets the head of the moment
+        """What the client signs: a cancel names its target's timestamp, a re-run or a
+        redelivery repeats its original's operation (a redelivered webhook names the commit it
+        named the first time), and a branch without a commit gets the head of the moment
         (client/heads.py, unless `pin_heads` is off). None: what it names was never asked."""
         operation = submission.operation
         if isinstance(submission, CiSubmission) and submission.change is not None:
             return Operation(CHANGE_REPOSITORY, CHANGE_BRANCH, change=self.changes[submission.change])
         if isinstance(submission, CiSubmission):
-            original = submission.cancels or submission.rerun_of
+            original = submission.cancels or submission.rerun_of or submission.redelivers
             key = self._timestamps.get(original)
             if key is None:
                 return None
             asked = self.clients[key[0]].requests[key[1]].operation
-            if submission.rerun_of is not None:
+            if submission.cancels is None:
                 return asked
             return Operation(REPOSITORY, asked.branch, cancels=key[1])
         if self.options.pin_heads and operation.commit is None:
@@ -767,6 +772,11 @@ class SimCluster:
         builds = tuple(request.key for request in effect.requests)
         if self.nodes[node].honest:
             self.cancels.executed(node, effect.batch)
+            # The requests new to the node, in the batch's order: one ordered again is no new
+            # request of its delivery.
+            fresh = {request.key for request in (*effect.requests, *effect.learnt, *effect.answered)}
+            self.deliveries.executed(node, effect.seq, [request for request in effect.batch if request.key in fresh],
+                                     self.nodes[node].replica.clients.executed)
             self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
             batch = tuple(request.key for request in effect.batch)
             # What the order alone answers (cancels, builds cancelled before they executed) is
@@ -795,6 +805,7 @@ class SimCluster:
     def _start_build(self, node: int, seq: int, request: Request) -> None:
         if node in self.honest:
             self.cancels.started(self.now_s, node, request.key)
+            self.deliveries.started(self.now_s, node, request.key)
         if self.executors[node].start(seq, request):
             self._run_build(node, seq, request)
         else:
@@ -879,6 +890,8 @@ class _NodeEdges:
     def send_reply(self, reply: Reply) -> None:
         if self.sim_node.honest:
             self.cluster.safety.produced((reply.client, reply.timestamp), verdict(reply.result), self.node)
+            self.cluster.deliveries.replied(self.cluster.now_s, self.node, (reply.client, reply.timestamp),
+                                            reply.result.status)
         self.cluster._emit(self.node, reply.client, reply)
 
     def execute(self, effect: Execute) -> None:

@@ -28,6 +28,7 @@ from pbft.messages import (
     Checkpoint, Commit, Fetch, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
 )
 from pbft.clients import ClientTable
+from pbft.deliveries import Deliveries
 from pbft.replica import Replica, ReplicaSettings
 from pbft.storage import StoreError
 from pbft.sim import SimCluster, SimOptions, run_seed
@@ -36,6 +37,7 @@ from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
 from pbft.sim.checkers import (
     BuildChecker,
     CancelChecker,
+    DeliveryChecker,
     MemoryBounds,
     MemoryChecker,
     SafetyChecker,
@@ -885,6 +887,58 @@ def test_the_cancel_checker_reports_a_start_after_the_cancel_and_a_double_stop()
         "node 1 started build ('c', 3) after it executed its cancel",
         "node 1 was told to stop build ('c', 3) twice",
     ]
+
+
+def test_simulation_catches_a_replica_that_builds_every_request_of_a_delivery(monkeypatch):
+    """A replica that never finds a duplicate (as if `Replica._append_to_ledger` did not answer
+    them `duplicate_result`) builds each redelivery: of seeds 0-11, seen failing in each of the
+    six that redeliver (1, 5, 8, 9, 10, 11), and in no other."""
+
+    class NeverDuplicate(Deliveries):
+        def add(self, request):
+            super().add(request)
+            return False
+
+    seeds = _seeds_of_kinds("redeliver", wanted=6)
+    assert not _violations(seeds)
+    monkeypatch.setattr("pbft.replica.Deliveries", NeverDuplicate)
+    found = _violations(seeds)
+    assert any(violation.kind == "delivery" and "started a build of" in violation.text for violation in found), found
+
+
+def test_the_delivery_checker_reports_a_duplicate_built_and_a_first_skipped_while_the_first_is_remembered():
+    checker = DeliveryChecker()
+
+    def request(client, timestamp, delivery="sim:0"):
+        return Request(client, timestamp, Operation("example", "pass-1", delivery=delivery), sig="")
+
+    first, again, third, plain = request("a", 1), request("b", 1), request("a", 2), request("a", 3, delivery=None)
+    checker.executed(1, 4, [plain, first], remembered={first.key})
+    checker.executed(1, 5, [again], remembered={first.key, again.key})
+    checker.executed(1, 4, [plain, first], remembered={first.key, again.key})  # a lost execution, again in its place
+    checker.replied(6.0, 1, first.key, "success")
+    checker.replied(6.0, 1, again.key, "skipped")
+    checker.replied(6.0, 1, plain.key, "skipped")  # names no delivery: nothing to say
+    assert checker.violations == []
+    checker.executed(1, 9, [third], remembered={third.key})  # the others forgotten: it may build again
+    checker.started(9.0, 1, third.key)
+    checker.replied(9.0, 1, third.key, "success")
+    assert checker.violations == []
+    checker.started(7.0, 1, again.key)
+    checker.replied(7.0, 1, again.key, "success")
+    checker.executed(2, 5, [again], remembered={again.key})  # node 2 executed nothing of it before
+    checker.replied(7.0, 2, again.key, "skipped")
+    taken = "delivery ('example', 'sim:0') was taken by ('a', 1), which node 3 remembers"
+    checker.executed(3, 4, [first], remembered={first.key})
+    checker.executed(3, 5, [again], remembered={first.key, again.key})  # and never answers it
+    assert [violation.text for violation in checker.violations] == [
+        "node 1 started a build of ('b', 1): delivery ('example', 'sim:0') was taken by ('a', 1), which node 1 remembers",
+        "node 1 replied success for ('b', 1): delivery ('example', 'sim:0') was taken by ('a', 1), which node 1 remembers",
+        "node 2 replied skipped for ('b', 1), the first request of its delivery",
+    ]
+    assert [violation.text for violation in checker.end_failures(9.0, not_always_members={3})] == []
+    assert [violation.text for violation in checker.end_failures(9.0, not_always_members=())] == [
+        f"node 3 never answered ('b', 1): {taken}"]
 
 
 def test_agreement_check_allows_cancelled_beside_a_real_result_only_for_a_cancelled_build():

@@ -73,7 +73,7 @@ class NetworkConfig:
                                             doc="one entry per node")
     clients: tuple[ClientConfig, ...] = setting(
         ListOf(Section(ClientConfig), min_items=1, max_items=BUILD_ID_LANES, unique="name"),
-        doc="the clients that sign requests; several serve one network alike (docs: two clients)",
+        doc="the clients that sign requests; several serve one network alike (operations: several clients)",
     )
     repositories: tuple[RepositoryConfig, ...] = setting(
         ListOf(Section(RepositoryConfig), min_items=1, unique="name"),

@@ -151,11 +151,18 @@ def client_process(config: NetworkConfig, log_path: Path, *args: str) -> Iterato
     """Like `client`; yields the webhook URL and the process (the leader of its own group)."""
     host, port = config.clients[0].host, config.clients[0].port
     assert not port_open(host, port), f"something already listens on {host}:{port}; a client left running?"
+    with listening(["./scripts/startClient.sh", *args], host, port, log_path) as process:
+        yield f"http://{host}:{port}", process
+
+
+@contextmanager
+def listening(command: list[str], host: str, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
+    """Run `command` (a client), its output in `log_path`, until it listens on `port`; yield the
+    process, the leader of its own group, which is stopped at the end (SIGTERM, then SIGKILL)."""
     with log_path.open("wb") as output:
         # Its own process group, so the signal reaches whatever the script runs.
         process = subprocess.Popen(
-            ["./scripts/startClient.sh", *args],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -164,7 +171,7 @@ def client_process(config: NetworkConfig, log_path: Path, *args: str) -> Iterato
             assert process.poll() is None, f"the client exited with {process.returncode}:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, f"the client did not listen on {port}:\n{log_path.read_text()}"
             time.sleep(0.1)
-        yield f"http://{host}:{port}", process
+        yield process
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

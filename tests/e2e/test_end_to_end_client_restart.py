@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import yaml
 
@@ -17,6 +15,7 @@ from tests.client.forge_deliveries import GITHUB_SECRET
 from tests.e2e.example_network import (
     OWN_NETWORK_MARKS, client, client_process, example_copy, github_push, http_json, log_offsets, new_log_text,
 )
+from tests.support.real_project import branches_repository
 from tests.support.status_server import StatusServer
 
 pytestmark = OWN_NETWORK_MARKS
@@ -25,29 +24,6 @@ STATUS_TOKEN = "forge-status-token"
 FULL_NAME = "Codertocat/Hello-World"
 # Long enough that the client is stopped while every build still runs or waits.
 SPEC = "commands:\n  - echo build started\n  - sleep 5\n  - test ! -f fail\n"
-
-
-def git(repository: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def forge_repository(path: Path, branches: dict[str, bool]) -> dict[str, str]:
-    """A repository with one commit per branch (each its own), failing where `branches` says so;
-    returns each branch's commit."""
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / ".pbft-ci.yml").write_text(SPEC)
-    git(path, "add", ".")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "spec")
-    heads = {}
-    for branch, fails in branches.items():
-        git(path, "checkout", "-q", "-b", branch, "main")
-        (path / ("fail" if fails else "pass")).write_text(branch)
-        git(path, "add", ".")
-        git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", branch)
-        heads[branch] = git(path, "rev-parse", "HEAD")
-    return heads
 
 
 def records(base_url: str, build_ids: list[str], timeout_s: float = 180) -> dict[str, dict]:
@@ -64,8 +40,8 @@ def records(base_url: str, build_ids: list[str], timeout_s: float = 180) -> dict
 def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(scratch, network):
     rounds = {"kill": {"k-pass": False, "k-fail": True, "k-pass-2": False},
               "stop": {"s-pass": False, "s-fail": True, "s-pass-2": False}}
-    heads = forge_repository(scratch / "forge", {branch: fails for branches in rounds.values()
-                                                 for branch, fails in branches.items()})
+    heads = branches_repository(scratch / "forge", SPEC, {branch: fails for branches in rounds.values()
+                                                          for branch, fails in branches.items()})
     statuses = StatusServer(STATUS_TOKEN).start()
     config_path = example_copy(scratch, allow_byzantine=False)
     data = yaml.safe_load(config_path.read_text())

@@ -20,11 +20,9 @@ import yaml
 
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
-from tests.e2e.example_network import (
-    CLIENT_START_TIMEOUT_S, OWN_NETWORK_MARKS, REPO_ROOT, example_copy, github_push, http_json, port_open,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, http_json, listening
 from tests.support.node_processes import add_client
-from tests.support.real_project import git
+from tests.support.real_project import branches_repository
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -37,47 +35,14 @@ SPEC = "commands:\n  - echo build started\n  - sleep 6\n  - test ! -f fail\n"
 ROUTES = {"to-a-1": "a", "to-a-2": "a", "to-b-1": "b", "to-b-2": "b", "to-both-1": "ab", "to-both-2": "ab"}
 
 
-def forge_repository(path: Path, branches: list[str]) -> dict[str, str]:
-    """A repository with one commit per branch, each failing or passing by its name's parity."""
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / ".pbft-ci.yml").write_text(SPEC)
-    git(path, "add", ".")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "spec")
-    heads = {}
-    for branch in branches:
-        git(path, "checkout", "-q", "-b", branch, "main")
-        (path / ("fail" if branch.endswith("2") else "pass")).write_text(branch)
-        git(path, "add", ".")
-        git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", branch)
-        heads[branch] = git(path, "rev-parse", "HEAD")
-    return heads
-
-
 @contextmanager
 def client_process(config_path: Path, name: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Client `name` of the configuration, in a process group of its own; killed at the end."""
+    """Client `name` of the configuration, in a process group of its own; stopped at the end."""
     entry = load_config(config_path).client(name)
-    process = subprocess.Popen(
-        [sys.executable, "client/index.py", "--config", str(config_path), "--name", name, "--log-file", str(log_path)],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + CLIENT_START_TIMEOUT_S
-        while not port_open(entry.host, entry.port):
-            assert process.poll() is None, f"client {name} exited with {process.returncode}:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"client {name} did not listen on {entry.port}"
-            time.sleep(0.1)
+    command = [sys.executable, "client/index.py", "--config", str(config_path), "--name", name,
+               "--log-file", str(log_path)]
+    with listening(command, entry.host, entry.port, log_path.with_suffix(".out")) as process:
         yield f"http://{entry.host}:{entry.port}", process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def all_settled(base_url: str, timeout_s: float = 240) -> list[dict]:
@@ -92,7 +57,8 @@ def all_settled(base_url: str, timeout_s: float = 240) -> list[dict]:
 
 
 def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_killed_mid_build(scratch, network):
-    heads = forge_repository(scratch / "forge", list(ROUTES))
+    # Each commit fails or passes by its branch name's parity.
+    heads = branches_repository(scratch / "forge", SPEC, {branch: branch.endswith("2") for branch in ROUTES})
     config_path = example_copy(scratch, allow_byzantine=False)
     data = yaml.safe_load(config_path.read_text())
     data["repositories"] = [{"name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET,

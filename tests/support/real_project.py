@@ -193,6 +193,25 @@ def git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def branches_repository(path: Path, spec: str, failing: dict[str, bool]) -> dict[str, str]:
+    """A git repository at `path` whose `main` holds the build spec `spec` (which fails where a
+    file `fail` exists), and one branch off it per entry of `failing`, with a commit of its own
+    that fails or passes as the entry says; returns each branch's commit."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / SPEC_FILE).write_text(spec)
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "spec")
+    heads = {}
+    for branch, fails in failing.items():
+        git(path, "checkout", "-q", "-b", branch, "main")
+        (path / ("fail" if fails else "pass")).write_text(branch)
+        git(path, "add", ".")
+        git(path, "commit", "-q", "-m", branch)
+        heads[branch] = git(path, "rev-parse", "HEAD")
+    return heads
+
+
 def break_one_assertion(dest: Path, branch: str, path: str, true: str, false: str) -> None:
     """Commit, on a new branch `branch` of the repository at `dest`, its file `path` with its one
     `true` assertion written as `false`; master is checked out again afterwards."""

@@ -62,6 +62,9 @@ class LedgerImport:
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
                 log.warning("reading the nodes' ledgers failed: %s", error)
                 moved = False
+            except Exception:  # noqa: BLE001 - one bad reading must not end the import for good
+                log.exception("reading the nodes' ledgers failed")
+                moved = False
             if not moved:
                 await asyncio.sleep(POLL_S)
 
@@ -76,10 +79,10 @@ class LedgerImport:
         moved = False
         if len(pages) > config.f:
             # f+1 members served every sequence number up to the f+1-th highest `through`.
-            through = sorted((page.get("through", after) for page in pages), reverse=True)[config.f]
-            if isinstance(through, int) and through > after:
-                builds = [build for page in pages for build in page.get("builds", [])
-                          if isinstance(build, dict) and isinstance(build.get("seq"), int) and build["seq"] <= through]
+            through = sorted((_int(page.get("through"), after) for page in pages), reverse=True)[config.f]
+            if through > after:
+                builds = [build for page in pages for build in _list(page.get("builds"))
+                          if isinstance(build, dict) and _int(build.get("seq"), through + 1) <= through]
                 self._take(config, builds)
                 self._records.imported.move_cursor(through)
                 moved = True
@@ -111,9 +114,8 @@ class LedgerImport:
                 continue
             key = canonical(wire).decode()
             requests[key] = wire
-            entries = build.get("votes")
             votes.setdefault(key, []).extend(
-                entry.get("vote") for entry in (entries if isinstance(entries, list) else []) if isinstance(entry, dict))
+                entry.get("vote") for entry in _list(build.get("votes")) if isinstance(entry, dict))
         for key, wire in requests.items():
             self._take_one(config, wire, votes[key])
 
@@ -205,6 +207,15 @@ def certified(config: NetworkConfig, wire: dict, votes: list[ResultVote]) -> tup
             continue
         return list(summary.signers), group
     return None
+
+
+def _int(value: Any, otherwise: int) -> int:
+    """A node's number, or `otherwise` for anything else it sent."""
+    return value if type(value) is int else otherwise
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 async def _get(session: aiohttp.ClientSession, node: NodeConfig, path: str, query: dict[str, str]) -> Any:

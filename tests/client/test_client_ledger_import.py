@@ -148,3 +148,11 @@ def test_votes_no_result_can_win_make_the_build_disputed_and_a_build_without_a_v
     late = imports.request(timestamp=TIMESTAMP - 3_600_000_000 * 16)  # an hour and more ago
     imports.importer._take(imports.config, [imports.build(late, [imports.vote(0, late)])])
     assert imports.record(late.timestamp)["state"] == "timeout"
+
+
+def test_answers_of_the_wrong_shape_count_as_no_answer_and_stop_nothing(imports):
+    request = imports.request()
+    held = imports.build(request, [imports.vote(node, request) for node in (1, 2)], seq=2)
+    pages(imports, [("9", "all"), (None, [7, "x", {"seq": "2"}]), (2, [held]), (2, [held, {"votes": 5}])])
+    assert asyncio.run(imports.importer.step()) is True
+    assert imports.records.imported.cursor() == 2 and imports.record()["state"] == "accepted"

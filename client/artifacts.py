@@ -197,7 +197,8 @@ async def agreed_manifest(source: ArtifactSource, record: dict) -> AgreedManifes
     """The first manifest a node serves whose digest is the agreed one."""
     digest = agreed_digest(record)
     build_id = record["build_id"]
-    path = f"/artifacts/{source.client_name}/{build_id}"
+    # Under the client that signed it: with several clients, another may have (client.ledgerimport).
+    path = f"/artifacts/{record['client']}/{build_id}"
     skipped = []
     for node_id in node_order(record, source.nodes):
         try:
@@ -232,7 +233,7 @@ async def agreed_file(source: ArtifactSource, record: dict, path: str) -> Agreed
     digest = manifest.files.get(path)
     if digest is None:
         raise ArtifactsUnavailable(404, f"build {build_id} has no artifact {path!r}")
-    url_path = f"/artifacts/{source.client_name}/{build_id}/{path}"
+    url_path = f"/artifacts/{record['client']}/{build_id}/{path}"
     skipped = []
     for node_id in node_order(record, source.nodes):
         spool = await asyncio.to_thread(_spool_file, source.spool_dir)

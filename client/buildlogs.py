@@ -88,7 +88,8 @@ async def serve_build_log(request: web.Request, record: dict) -> web.StreamRespo
     settings = request.app[LOG_PROXY]
     node = _node(request, settings)
     build_id = record["build_id"]
-    path = f"/logs/{settings.client_name}/{build_id}"
+    # Under the client that signed it: with several clients, another may have (client.ledgerimport).
+    path = f"/logs/{record['client']}/{build_id}"
     follow = request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get("Accept", "")
     times = not follow and request.query.get("times") == "1"
     query = {"follow": "1"} if follow else {"times": "1"} if times else None

@@ -132,6 +132,8 @@ def test_a_scheduled_build_is_pinned_and_names_its_slot(network, tmp_path):
         assert record["request"]["operation"] == {
             "repository": "pinned", "branch": "master", "commit": head, "event": "cron", "slot": slot,
             "actor": {"kind": "schedule", "name": f"pinned/{NIGHTLY['name']}"},
+            # The slot builds once, however many clients fire it (pbft.deliveries).
+            "delivery": f"schedule:{NIGHTLY['name']}@{slot}",
         }, record["request"]
         assert (record["verdict"], record["result"]["commit"]) == ("success", head), record
         ordered = check_one_commit(config, tmp_path / "repo", build["build_id"], resume)

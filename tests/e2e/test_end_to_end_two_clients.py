@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -83,6 +84,11 @@ def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_k
             a_process.wait(timeout=15)
 
         found = all_settled(b_url)
+        # The killed client's build's output, as a node kept it under that client's name.
+        built_by_a = next(record for record in found
+                          if record["client"] == A and record["result"]["status"] != "skipped")
+        with urllib.request.urlopen(f"{b_url}/builds/{built_by_a['build_id']}/log?node=0", timeout=30) as answer:
+            assert "build started" in answer.read().decode(), built_by_a
 
     by_delivery: dict[str, list[dict]] = {}
     for record in found:

@@ -52,8 +52,9 @@ async def get_build_nodes(request: web.Request) -> web.Response:
     """Each node's ledger record of the build, fetched from the nodes, and every vote that verifies."""
     record = record_of(request)
     proxy = request.app[LOG_PROXY]
+    # Under the client that signed it: with several clients, another may have (client.ledgerimport).
     view = await build_view(
-        request.app[NODE_SESSIONS].short, proxy.nodes.values(), proxy.auth, proxy.client_name, int(record["build_id"])
+        request.app[NODE_SESSIONS].short, proxy.nodes.values(), proxy.auth, record["client"], int(record["build_id"])
     )
     return web.json_response(view)
 

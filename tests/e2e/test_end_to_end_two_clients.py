@@ -89,6 +89,9 @@ def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_k
                           if record["client"] == A and record["result"]["status"] != "skipped")
         with urllib.request.urlopen(f"{b_url}/builds/{built_by_a['build_id']}/log?node=0", timeout=30) as answer:
             assert "build started" in answer.read().decode(), built_by_a
+        # And each node's record of it, its votes checked.
+        code, nodes = http_json("GET", f"{b_url}/builds/{built_by_a['build_id']}/nodes")
+        assert code == 200 and sum(node["executed"] for node in nodes["nodes"]) >= config.f + 1, nodes
 
     by_delivery: dict[str, list[dict]] = {}
     for record in found:

@@ -8,6 +8,9 @@ The person is its `username_claim`, their groups its `groups_claim`; the
 client's grants give them roles (client.access), and a session keeps them
 signed in (client.tables.sessions). The provider's endpoints and keys come
 from its discovery document, fetched once and again when its keys change.
+GitHub, which gives no ID token, signs in through its own OAuth flow
+(`GitHubSignIn`, `provider: github`): the person and their groups are what
+its API says of the token.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -66,26 +69,35 @@ class SignIn:
     async def begin(self, next_path: str) -> str:
         """Where to send the browser to sign in; it comes back to `next_path` once signed in."""
         metadata = await self._discovered()
-        now = time.monotonic()
-        self._forget_stale(now)
-        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        self._pending[state] = Pending(nonce, verifier, next_path, now)
-        while len(self._pending) > MAX_PENDING:
-            self._pending.popitem(last=False)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=")
+        state, pending = self._remember(next_path)
         scopes = ("openid", *(scope for scope in self.settings.scopes if scope != "openid"))
         query = {
             "response_type": "code", "client_id": self.settings.client_id, "redirect_uri": self.redirect_uri,
-            "scope": " ".join(scopes), "state": state, "nonce": nonce,
-            "code_challenge": challenge.decode("ascii"), "code_challenge_method": "S256",
+            "scope": " ".join(scopes), "state": state, "nonce": pending.nonce,
+            "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
         }
         return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
 
-    async def finish(self, state: str, code: str) -> tuple[Person, str]:
-        """The person the provider signed in for sign-in `state`, and where they were going."""
+    def _remember(self, next_path: str) -> tuple[str, Pending]:
+        """A new sign-in's state, and what its end is checked against, remembered for PENDING_S."""
+        now = time.monotonic()
+        self._forget_stale(now)
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        pending = self._pending[state] = Pending(nonce, verifier, next_path, now)
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+        return state, pending
+
+    def _taken(self, state: str) -> Pending:
+        """The sign-in `state` names, which ends here, or the 400 that says it is none."""
         pending = self._pending.pop(state, None)
         if pending is None or time.monotonic() - pending.begun_at > PENDING_S:
             raise WebhookError(400, "this sign-in is unknown or older than ten minutes: sign in again")
+        return pending
+
+    async def finish(self, state: str, code: str) -> tuple[Person, str]:
+        """The person the provider signed in for sign-in `state`, and where they were going."""
+        pending = self._taken(state)
         metadata = await self._discovered()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
                 "code_verifier": pending.verifier, "client_id": self.settings.client_id}
@@ -119,14 +131,10 @@ class SignIn:
         return {"Authorization": "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")}
 
     def _person(self, claims: dict) -> Person:
-        name = claims.get(self.settings.username_claim)
-        if not isinstance(name, str) or not ACTOR_NAME.fullmatch(name):
-            raise WebhookError(400, f"the provider's {self.settings.username_claim} claim is no plain name "
-                                    "(letters, digits and ._@+:/-, at most 128): set username_claim to one that is")
         groups = claims.get(self.settings.groups_claim, []) if self.settings.groups_claim else []
-        plain = [group for group in groups if isinstance(group, str) and ACTOR_NAME.fullmatch(group)] \
-            if isinstance(groups, list) else []
-        return Person(name, tuple(dict.fromkeys(plain))[:MAX_GROUPS])
+        return person(claims.get(self.settings.username_claim), groups,
+                      f"{self.settings.username_claim} claim is no plain name (letters, digits and ._@+:/-, at most "
+                      "128): set username_claim to one that is")
 
     async def _discovered(self) -> dict:
         if self._metadata is None:
@@ -146,8 +154,8 @@ class SignIn:
             self._keys = await self._json("GET", (await self._discovered())["jwks_uri"])
         return self._keys
 
-    async def _json(self, method: str, url: str, **kwargs) -> dict:
-        """A JSON object from the provider; SignInError 502 if it cannot be had."""
+    async def _json(self, method: str, url: str, kind: type = dict, **kwargs) -> Any:
+        """A JSON object (or a `kind`) from the provider; a 502 if it cannot be had."""
         try:
             async with self._http.request(method, url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
                                           allow_redirects=False, **kwargs) as response:
@@ -158,13 +166,28 @@ class SignIn:
                 data = json.loads(body)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise WebhookError(502, f"the provider did not answer at {url}: {type(error).__name__}") from None
-        if not isinstance(data, dict):
-            raise WebhookError(502, f"the provider's answer from {url} is not a JSON object")
+        if not isinstance(data, kind):
+            raise WebhookError(502, f"the provider's answer from {url} is not a JSON {kind.__name__}")
         return data
 
     def _forget_stale(self, now: float) -> None:
         while self._pending and now - next(iter(self._pending.values())).begun_at > PENDING_S:
             self._pending.popitem(last=False)
+
+
+def challenge_of(verifier: str) -> str:
+    """PKCE's S256 challenge of `verifier` (RFC 7636 4.2)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
+
+
+def person(name: object, groups: object, refusal: str) -> Person:
+    """Who signed in, by a plain name (else a 400 that says the provider's `refusal`), with the
+    plain names among `groups`, the first MAX_GROUPS."""
+    if not isinstance(name, str) or not ACTOR_NAME.fullmatch(name):
+        raise WebhookError(400, f"the provider's {refusal}")
+    plain = [group for group in groups if isinstance(group, str) and ACTOR_NAME.fullmatch(group)] \
+        if isinstance(groups, list) else []
+    return Person(name, tuple(dict.fromkeys(plain))[:MAX_GROUPS])
 
 
 def _shown(value: object) -> str:
@@ -187,8 +210,45 @@ def sign_in_ctx(config: NetworkConfig, client_name: str):
         if client.sign_in is None:
             yield
             return
+        kind = GitHubSignIn if client.sign_in.provider == "github" else SignIn
         async with aiohttp.ClientSession() as session:
-            app[SIGNIN_KEY] = SignIn(client.sign_in, f"{client.base_url}/auth/callback", session)
+            app[SIGNIN_KEY] = kind(client.sign_in, f"{client.base_url}/auth/callback", session)
             yield
 
     return ctx
+
+
+class GitHubSignIn(SignIn):
+    """GitHub's OAuth web flow, with PKCE: GitHub gives an access token, not an ID token, so the
+    person is whom its API says the token is for (`GET /user`: their login), and their groups
+    their organizations and teams (`<org>`, `<org>/<team>`; the scope read:org)."""
+
+    async def begin(self, next_path: str) -> str:
+        state, pending = self._remember(next_path)
+        query = {"client_id": self.settings.client_id, "redirect_uri": self.redirect_uri, "scope": "read:org",
+                 "state": state, "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
+                 "allow_signup": "false"}
+        return f"{self.settings.issuer.rstrip('/')}/login/oauth/authorize?{urlencode(query)}"
+
+    async def finish(self, state: str, code: str) -> tuple[Person, str]:
+        pending = self._taken(state)
+        form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "code": code,
+                "redirect_uri": self.redirect_uri, "code_verifier": pending.verifier}
+        answer = await self._json("POST", f"{self.settings.issuer.rstrip('/')}/login/oauth/access_token", data=form,
+                                  headers={"Accept": "application/json"})
+        token = answer.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise WebhookError(400, f"GitHub refused the sign-in: {_shown(answer.get('error', 'no access token'))}")
+        api = self.settings.api_url or ("https://api.github.com" if self.settings.issuer.rstrip("/") == GITHUB
+                                        else f"{self.settings.issuer.rstrip('/')}/api/v3")
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
+        user = await self._json("GET", f"{api}/user", headers=headers)
+        orgs = await self._json("GET", f"{api}/user/orgs?per_page=100", list, headers=headers)
+        teams = await self._json("GET", f"{api}/user/teams?per_page=100", list, headers=headers)
+        groups = [org.get("login") for org in orgs if isinstance(org, dict)] + [
+            f"{team['organization'].get('login')}/{team.get('slug')}" for team in teams
+            if isinstance(team, dict) and isinstance(team.get("organization"), dict)]
+        return person(user.get("login"), groups, "login is no plain name"), pending.next_path
+
+
+GITHUB = "https://github.com"

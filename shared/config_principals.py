@@ -139,7 +139,8 @@ class SignInConfig:
     and the client's grants give them roles."""
 
     issuer: str = setting(HTTP_URL, doc="the provider's issuer URL, as its /.well-known/openid-configuration "
-                                        "names it (https, but on loopback)")
+                                        "names it (https, but on loopback); GitHub: https://github.com, or the "
+                                        "server of a GitHub Enterprise")
     client_id: str = setting(Text(re.compile(r"[!-~]{1,255}"), what="a client id (printable ASCII, no spaces)"),
                              doc="this client's id at the provider")
     client_secret: str = setting(SECRET, default="", file=SecretFile(), local=True,
@@ -153,6 +154,11 @@ class SignInConfig:
     groups_claim: str = setting(Text(re.compile(r"(?:[A-Za-z0-9_.:/-]{1,64})?"), what="a claim's name"),
                                 default="groups", doc="the claim that lists their groups; empty: none")
     session_hours: float = setting(Number(above=0), default=12.0, doc="how long a sign-in lasts")
+    provider: str = setting(Choice(("oidc", "github"), what="a kind of provider"), default="oidc",
+                            doc="oidc: any OpenID Connect provider; github: GitHub's OAuth flow, the person their "
+                                "login, their groups their organizations and <org>/<team>s")
+    api_url: str = setting(HTTP_URL, default="", doc="GitHub only: its REST API; default https://api.github.com, "
+                                                     "or <issuer>/api/v3 for any other issuer")
 
 
 def _client_problems(client: ClientConfig, given: frozenset) -> Iterator[tuple[str, str]]:

@@ -10,6 +10,7 @@ from client.app import make_app
 from shared.config_principals import GrantConfig, SignInConfig
 from tests.client.client_token import TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT
+from tests.client.github_oauth import CLIENT_ID as GITHUB_CLIENT_ID, CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
 from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, provider, sign_in
 from tests.support.network import free_port
 
@@ -133,3 +134,51 @@ async def test_a_provider_that_rotated_its_keys_is_asked_for_them_again(cluster,
         async with a_browser() as browser:
             assert (await sign_in(browser, url, "bob")).status == 200
             assert (await (await browser.get(f"{url}/session")).json())["user"] == "bob"
+
+
+async def test_a_person_signs_in_through_github_with_their_organizations_and_teams_as_groups(
+    cluster, aiohttp_client, aiohttp_server,
+):
+    github = GitHub("octocat", orgs=["octo-org"], teams=[("octo-org", "developers")])
+    server = await aiohttp_server(github.app())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with_client_settings(cluster, token=TOKEN)
+    grants = (GrantConfig("trigger", groups=("octo-org/developers",), repositories=("hello",)),)
+    client_config = dataclasses.replace(
+        cluster.config.clients[0], public_url=url, grants=grants,
+        sign_in=SignInConfig(str(server.make_url("")).rstrip("/"), GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET,
+                             provider="github"))
+    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
+    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    async with a_browser() as browser:
+        landed = await browser.get(f"{url}/login?next=/dashboard")
+        assert landed.status == 200 and str(landed.url) == f"{url}/dashboard"
+        me = await (await browser.get(f"{url}/session")).json()
+        assert (me["user"], me["groups"]) == ("octocat", ["octo-org", "octo-org/developers"])
+        built = await browser.post(f"{url}/webHook", json={"repository": "hello", "branch": "main"},
+                                   headers={"X-CSRF-Token": me["csrf"]})
+        assert built.status == 200
+        record = await (await browser.get(f"{url}/builds/{(await built.json())['build_id']}")).json()
+        assert record["actor"] == {"kind": "user", "name": "octocat"}
+    [exchanged] = github.exchanged  # the code went back with the secret and the PKCE verifier
+    assert exchanged["client_secret"] == GITHUB_CLIENT_SECRET and exchanged["code_verifier"]
+
+
+async def test_a_github_code_traded_without_the_clients_secret_signs_nobody_in(cluster, aiohttp_client, aiohttp_server):
+    github = GitHub("octocat", orgs=[], teams=[])
+    server = await aiohttp_server(github.app())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with_client_settings(cluster, token=TOKEN)
+    client_config = dataclasses.replace(
+        cluster.config.clients[0], public_url=url,
+        sign_in=SignInConfig(str(server.make_url("")).rstrip("/"), GITHUB_CLIENT_ID, "not-the-secret",
+                             provider="github"))
+    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
+    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    async with a_browser() as browser:
+        refused = await browser.get(f"{url}/login?next=/dashboard")
+        assert refused.status == 400
+        assert "GitHub refused the sign-in: bad_verification_code" in (await refused.json())["error"]
+        assert (await browser.get(f"{url}/session")).status == 401

@@ -1575,6 +1575,11 @@ class Replica:
         for seq, request in unfinished:
             if self.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
                 continue
+            if self.id not in self._members_at(seq):
+                # Ordered where this node was no member: it owes no reply, and builds nothing (what
+                # the order answered there, a duplicate of a delivery say, has no reply stored).
+                self.clients.executed[request.key] = True
+                continue
             answer = self._standing_answer(request)
             if answer is None:
                 rerun.append((seq, request))

@@ -8,12 +8,13 @@ that is not a member follows the votes and signs none.
 
 import dataclasses
 
+from pbft.build import Operation
 from pbft.effects import ServeVotes
 from pbft.encoding import canonical
-from pbft.messages import VoteFetch, signed
+from pbft.messages import Request, VoteFetch, signed
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, sign_bytes
-from tests.support.cluster import Cluster, authenticator, keys
+from tests.support.cluster import CLIENT, Cluster, authenticator, keys
 
 OWNER = generate_private_key()
 
@@ -236,3 +237,22 @@ def test_a_node_that_lost_the_checkpoints_beginning_the_epoch_begins_it_from_a_v
     cluster.tick(100.0, nodes=(1, 2, 4))
     cluster.run(keep=lambda node, message: node == 3 and message.TYPE == "view-change")
     assert (lagging.epoch, lagging.low_watermark, lagging.members.ids) == (1, 1, (0, 1, 2, 3, 4))
+
+
+def test_a_removed_node_restarted_builds_nothing_the_order_answered_where_it_was_no_member(tmp_path):
+    """Sim seed 1441: a duplicate of a delivery, ordered after node 3's removal, has no reply in
+    node 3's store (no word of a non-member counts, so none is signed); restarted, node 3 took
+    it for an unfinished build and built it."""
+    five, four = document(range(5), 1, 5), document((0, 1, 2, 4), 1, 5)
+    cluster = Cluster(n=5, document=five, settings={"changes_membership": True}, store_dir=tmp_path)
+    order(cluster, cluster.change(change(five, four)))
+    first, again = (signed(Request(CLIENT, timestamp, Operation("example", "master", delivery="github:d")),
+                           cluster.client_auth.sign) for timestamp in (50, 51))
+    cluster._timestamp = 51
+    for request in (first, again):
+        order(cluster, request)
+    assert executed(cluster, first) == {0, 1, 2, 4} and executed(cluster, again) == set()
+    cluster.crashed.add(3)
+    cluster.slow.add(3)  # what the restarted node builds stays running, to be seen
+    cluster.restart(3)
+    assert cluster.running[3] == []

@@ -1,7 +1,7 @@
 """Every build of the network in every client's records: the builds other clients asked for,
 imported from the nodes' ledgers.
 
-Several clients may serve one network (docs/two-clients.md): a forge delivers to any of them,
+Several clients may serve one network (docs/operations.md, "Several clients"): a forge delivers to any of them,
 and each answers status and dashboard reads for every build, including one whose client is
 down. Each client reads the order as the nodes executed it (`GET /ledger?after=SEQ`, every
 member at once) and records each build another client signed:
@@ -9,7 +9,7 @@ member at once) and records each build another client signed:
 - the request is checked against its client's public key, so no node can make one up;
 - its verdict is the result f+1 members signed in matching RESULT votes, checked as a
   certificate is (client.certificate), so no node can make one up either; `disputed` once no
-  result can reach 2f+1 votes; until then it is pending, and asked about again (`GET
+  result can be certified any more (pbft.quorum.verdict); until then it is pending, and asked about again (`GET
   /requests/{client}/{timestamp}`), for as long as its own client would wait (`give_up_s`);
 - the reading moves on only through sequence numbers f+1 members served, and takes the
   builds every answer holds: one of those members is honest and holds every build there,
@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -37,6 +36,7 @@ from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
 from client.records import BuildRecords
 from pbft.encoding import canonical
 from pbft.messages import MessageError, Request, ResultVote, decode, encode
+from pbft.quorum import verdict
 from shared.config import NetworkConfig, NodeConfig
 from shared.crypto import parse_public_key, verify_bytes
 from shared.reload import LiveConfig
@@ -128,10 +128,11 @@ class LedgerImport:
         if request.operation.cancels is not None:
             return  # its client's business: it stops that client's own build (pbft.cancels)
         records, build_id = self._records, request.timestamp
-        if not records.imported.known(build_id):
+        record = records.builds.get(build_id)
+        if record is None:
             records.builds.add_pending(request, min(time.time(), build_id / 1_000_000))
             log.info("build %d of client %s imported from the nodes' ledgers", build_id, request.client)
-        record = records.builds.get(build_id)
+            record = records.builds.get(build_id)
         if record["request"] != wire:
             # Lanes keep clients' build ids apart (shared.config_principals): only a client that
             # left its lane makes one meet another's, and the record there stays as it is.
@@ -184,9 +185,8 @@ def verified_votes(config: NetworkConfig, request: Request, bodies: list[Any]) -
 
 
 def disputed(config: NetworkConfig, votes: list[ResultVote]) -> bool:
-    """Whether no result can reach 2f+1 votes any more, as a client decides a dispute (pbft.replies)."""
-    largest = max(Counter(vote.result.agreed_key() for vote in votes).values(), default=0)
-    return largest + config.n - len(votes) < 2 * config.f + 1
+    """Whether no result can be certified any more, by the ledgers' own rule (pbft.quorum.verdict)."""
+    return verdict({vote.sender: vote.result.agreed_key() for vote in votes}, config.n, config.f)[0] == "disputed"
 
 
 def certified(config: NetworkConfig, wire: dict, votes: list[ResultVote]) -> tuple[list[int], list[ResultVote]] | None:

@@ -31,9 +31,6 @@ class Imported:
             (_CURSOR, seq),
         )
 
-    def known(self, build_id: int) -> bool:
-        return self._store.read("SELECT 1 FROM builds WHERE build_id = ?", (build_id,)).fetchone() is not None
-
     def waiting(self, me: str, after: int, limit: int) -> list[dict]:
         """Other clients' builds still without a verdict, by build id after `after`, at most `limit`."""
         rows = self._store.read(

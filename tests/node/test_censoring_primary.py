@@ -57,6 +57,10 @@ def test_censor_keeps_only_that_clients_requests_from_the_replica():
     assert censor.admits(Commit(0, 1, "c" * 64, 2))
 
 
+def views_of(client: Client, timestamp: int) -> list[int]:
+    return [reply.view for reply, _ in client.replies[timestamp].values()]
+
+
 @pytest.fixture
 def nodes(tmp_path):
     config_path = write_network(tmp_path, allow_byzantine=True,
@@ -126,11 +130,14 @@ async def test_a_primary_that_censors_one_client_loses_its_view_and_the_request_
         timestamp for timestamp, at_s in sent.items() if first_sent_s <= at_s < retransmitted_s - BUSY_INTERVAL_S / 2
     ]
     assert len(while_waiting) >= 3, while_waiting
+    # A reply names the view its node is in when it executes, so a node that lagged on a
+    # loaded machine may answer a request ordered in view 0 from view 1: the verdict's f+1
+    # replies are what say where it was ordered.
     for timestamp in while_waiting:
         found = busy.verdict(timestamp)
         assert found is not None and found[1] < retransmitted_s, (timestamp, busy.replies.get(timestamp))
-        assert {reply.view for reply, _ in busy.replies[timestamp].values()} == {0}, busy.replies[timestamp]
-    assert {reply.view for reply, _ in busy.replies[after_view_change].values()} == {1}
+        assert views_of(busy, timestamp).count(0) >= config.f + 1, busy.replies[timestamp]
+    assert views_of(busy, after_view_change).count(1) >= config.f + 1, busy.replies[after_view_change]
 
     # The censor kept the client's request from its replica each time: sent by the client
     # (twice) or forwarded by a backup, counted as a drop and logged.

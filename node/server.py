@@ -155,12 +155,12 @@ def make_app(
                 replica = Replica.restore(
                     settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
                     cancels=loaded.cancels, deliveries=loaded.deliveries, network=network, check_network=check_network, changes=loaded.changes,
-                    chosen=loaded.chosen,
+                    chosen=loaded.chosen, rebooted=store.rebooted,
                 )
                 rerun = replica.builds_to_rerun(loaded.unfinished)
                 logger.warning(
-                    "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d",
-                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun),
+                    "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d rebooted=%s",
+                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun), store.rebooted,
                 )
             driver = Driver(replica, config, run_build, peer_links.senders, behaviour=behaviour, store=store,
                             cancel=None if executor is None else executor.cancel, slots=executor,

@@ -11,7 +11,11 @@ one. A step that only took messages in commits with synchronous=NORMAL: it
 survives a killed process, and a power cut can take only such steps from the
 end of the WAL (its frames are checksummed in a chain, so what survives is a
 prefix), since the fsync of the next synced commit carries every frame before
-it. A store opened with synchronous=NORMAL never fsyncs a commit and could
+it. PRE-PREPAREs, PREPAREs and the executions that start builds are written
+with synchronous=NORMAL before they leave: a killed process keeps them, and
+a power cut may take them, which the vote horizon (`pbft.horizon`) makes safe;
+the store tells a start after a reboot (`rebooted`) by the boot id it records
+with the state. A store opened with synchronous=NORMAL never fsyncs a commit and could
 lose sent messages to a power cut; it exists for measuring the cost
 (scripts/bench.py durable).
 """
@@ -107,6 +111,15 @@ class Loaded:
     chosen: dict[tuple[str, int], tuple[int, ...]]  # executed builds only the order's f+1 build (`pbft.builders`)
 
 
+def current_boot() -> str | None:
+    """This boot of the machine (Linux's boot id), or None where it cannot be read: then
+    every start counts as one after a reboot, the safe side."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 class NodeStore:
     def __init__(self, path: Path, *, n: int, f: int, synchronous: str = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -124,6 +137,13 @@ class NodeStore:
                 self._db.execute(statement)
         self._pruned_below = 0
         self._saved_state: DurableState | None = None  # the state row as on disk, to skip rewriting it
+        # Whether the machine restarted since the state was last written: written and unfsynced
+        # steps may then be lost (`pbft.horizon`). The boot is recorded with the next state written.
+        self._boot = current_boot()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
+        has_state = self._db.execute("SELECT 1 FROM meta WHERE key = 'state'").fetchone() is not None
+        self.rebooted = has_state and (self._boot is None or row is None or row[0] != self._boot)
+        self._boot_written = not self.rebooted and row is not None
 
     def close(self) -> None:
         self._db.close()
@@ -207,6 +227,9 @@ class NodeStore:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (json.dumps(state.to_json()),)
                 )
+                if not self._boot_written and self._boot is not None:
+                    self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (self._boot,))
+                    self._boot_written = True
             for effect in effects:
                 if isinstance(effect, Store):
                     self._store_message(effect.message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from pbft.messages import Checkpoint, Fetch, Message, Relay, Reply, Request, StateTransfer
+from pbft.messages import Checkpoint, Fetch, Message, PrePrepare, Prepare, Relay, Reply, Request, StateTransfer
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,15 @@ class KeepStableProof:
 
 
 @dataclass(frozen=True)
+class KeepVoteHorizon:
+    """The vote horizon moved (`pbft.horizon`): fsync this step, which holds it in the
+    durable state, before the vote that needed it, and those after it, leave unsynced."""
+
+    view: int
+    through: int
+
+
+@dataclass(frozen=True)
 class NetworkChanged:
     """A change executed at `seq` replaced the network document (`pbft.networks`): builds
     ordered after it run with `document`. A restart replays the change from the ledger."""
@@ -148,7 +157,7 @@ class RecordVerdict:
 
 Effect = Union[
     Broadcast, SendTo, SendReply, ResendReply, ServeVotes, Execute, BuildLearnt, StopBuild, Store, ServeFetch,
-    KeepStableProof, RecordVerdict, NetworkChanged,
+    KeepStableProof, KeepVoteHorizon, RecordVerdict, NetworkChanged,
 ]
 
 # What a node only took in or concluded: another node's message kept, a verdict reached,
@@ -162,6 +171,10 @@ _SERVING = (ResendReply, ServeVotes, ServeFetch)
 _UNCOMMITTING = (Relay, StateTransfer)
 
 
+# Votes a synced vote horizon covers (`pbft.horizon`): written before they leave, not fsynced.
+_UNDER_HORIZON = (PrePrepare, Prepare)
+
+
 def must_sync(effects: list[Effect], node_id: int) -> bool:
     """Whether a step must reach the disk, fsynced, before its effects are carried out.
 
@@ -169,24 +182,49 @@ def must_sync(effects: list[Effect], node_id: int) -> bool:
     signed) commits nothing to anyone: losing it to a power cut, with every
     later such step, leaves the node as if those messages had been lost on the
     way, which the protocol survives. Passing on other nodes' votes (a Relay)
-    commits the node to nothing either: a vote of its own in a relay was saved,
-    synced, by the step that signed it. Nor does serving what the store holds
+    commits the node to nothing either: a vote of its own in a relay was saved
+    by the step that signed it. Nor does serving what the store holds
     (`_SERVING`, and the STATE-TRANSFER that answers a FETCH): a retransmitting
-    client or an asking peer costs no fsync. Any other step is synced, and the
-    sync carries every earlier step with it, so whatever leaves the node, or
-    starts a build, is on disk with all it rests on. (A build must not start
-    unsynced: a power cut would take the batch's execution, and the node would
-    run the build again when it executes the batch once more.)
+    client or an asking peer costs no fsync. A PRE-PREPARE or PREPARE of its own
+    is covered by the vote horizon the node fsynced before it (`pbft.horizon`),
+    and starting a build (Execute) needs the disk only against a kill, which a
+    write survives: a power cut that takes the execution takes the build with
+    it, and the node executes the batch, and builds, again. Those steps are
+    written, unsynced, before anything of them is carried out (`must_write`).
+    Any other step is synced, and the sync carries every earlier step with it,
+    so whatever else leaves the node is on disk with all it rests on.
     """
+    return _durability(effects, node_id) == "sync"
+
+
+def must_write(effects: list[Effect], node_id: int) -> bool:
+    """Whether a step that need not be synced must still be written, unsynced, before its
+    effects are carried out: it sends a vote the horizon covers or starts a build. A
+    killed process loses nothing written; only a power cut can (`pbft.horizon`)."""
+    return _durability(effects, node_id) == "write"
+
+
+def _durability(effects: list[Effect], node_id: int) -> str:
+    needs = "defer"
     for effect in effects:
         if isinstance(effect, Store):
-            if effect.message.sender == node_id:
-                return True
-        elif isinstance(effect, (Broadcast, SendTo)) and isinstance(effect.message, _UNCOMMITTING):
-            continue
+            message = effect.message
+            if message.sender != node_id:
+                continue
+            if not isinstance(message, _UNDER_HORIZON):
+                return "sync"
+            needs = "write"
+        elif isinstance(effect, (Broadcast, SendTo)):
+            if isinstance(effect.message, _UNCOMMITTING):
+                continue
+            if not isinstance(effect.message, _UNDER_HORIZON):
+                return "sync"
+            needs = "write"
+        elif isinstance(effect, Execute):
+            needs = "write"
         elif not isinstance(effect, _INWARD + _SERVING):
-            return True
-    return False
+            return "sync"
+    return needs
 
 
 def leaves_unsaved(effect: Effect, effects: list[Effect], node_id: int) -> bool:

@@ -10,8 +10,11 @@ themselves, is paid per turn instead of per message, and nothing leaves the
 node before its disk backs it, but relays of other nodes' votes, which commit
 it to nothing (`pbft.effects.leaves_unsaved`).
 
-A turn that only took messages in (`pbft.effects.must_sync` says it need not
-be synced) is not written at once: its effects wait, in memory, for the next
+A turn whose votes a synced vote horizon covers, or that starts a build
+(`pbft.effects.must_write`), is written unsynced before it is carried out: a
+killed process keeps it, and what a power cut takes is what `pbft.horizon`
+makes safe to lose. A turn that only took messages in (`pbft.effects.must_sync`
+says it need not be synced) is not written at once: its effects wait, in memory, for the next
 turn that must be synced, which writes them first, in the same transaction,
 or for `write_deferred` (each tick, and a read of the ledger), which writes
 them unsynced. A kill loses them as a power cut loses unsynced steps, which
@@ -40,7 +43,7 @@ from typing import Callable, Protocol, TypeVar
 
 from pbft.effects import (
     Broadcast, BuildLearnt, Effect, Execute, NetworkChanged, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
-    StopBuild, leaves_unsaved, must_sync,
+    StopBuild, leaves_unsaved, must_sync, must_write,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
@@ -154,6 +157,8 @@ class Interpreter:
         if self.store is not None:
             if must_sync(effects, self.replica.id):
                 self._save(state, effects, sync=True)
+            elif must_write(effects, self.replica.id):
+                self._save(state, effects, sync=False)
             else:
                 # Only taken in: nothing of it leaves the node or starts a build, so it can wait.
                 self._deferred += effects

@@ -28,6 +28,7 @@ from pbft.effects import (
     Effect,
     Execute,
     KeepStableProof,
+    KeepVoteHorizon,
     NetworkChanged,
     RecordVerdict,
     ResendReply,
@@ -41,6 +42,7 @@ from pbft.effects import (
 from pbft.durable import DurableState
 from pbft.encoding import digest
 from pbft.epochs import Epochs
+from pbft.horizon import Horizon, VoteHorizon
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
@@ -139,6 +141,8 @@ class Replica:
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
         # What we serve of our ledger, and what we adopted of peers' without building it.
         self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
+        # How far our PRE-PREPAREs and PREPAREs may leave unsynced (`pbft.horizon`).
+        self.horizon = VoteHorizon()
         self._outbox: list[Effect] = []
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
         self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
@@ -437,6 +441,7 @@ class Replica:
             if any(request.operation.change is not None for request in batch):
                 # It may change the membership: nothing past it until it executed (`pbft.epochs`).
                 self._change_issued_at = self.next_seq
+            self._cover_vote(self.next_seq)
             preprepare = signed(
                 PrePrepare(self.view, self.next_seq, batch_digest(batch), self.id, batch, epoch=self.epoch),
                 self.auth.sign,
@@ -476,7 +481,8 @@ class Replica:
         slot = self.log.slot(message.seq)
         slot.preprepare = message
         self._outbox.append(Store(message))
-        if not self.is_primary and self.member:
+        if not self.is_primary and self.member and self._may_vote(message.seq):
+            self._cover_vote(message.seq)
             prepare = signed(Prepare(self.view, message.seq, message.digest, self.id, epoch=self.epoch), self.auth.sign)
             slot.prepares[self.id] = prepare
             self._outbox.append(Store(prepare))
@@ -485,6 +491,19 @@ class Replica:
             )
             self._send_vote(prepare)
         self._advance(message.seq)
+
+    def _may_vote(self, seq: int) -> bool:
+        """Not inside the horizon a reboot may have taken votes of ours from (`pbft.horizon`)."""
+        if self.horizon.may_vote(self.view, seq, self.id in self.log.slot(seq).prepares):
+            return True
+        logger.warning("node=%d view=%d seq=%d phase=prepare withheld: a reboot may have taken a vote of ours here",
+                       self.id, self.view, seq)
+        return False
+
+    def _cover_vote(self, seq: int) -> None:
+        moved = self.horizon.cover(self.view, seq, self.high_watermark)
+        if moved is not None:
+            self._outbox.append(KeepVoteHorizon(moved.view, moved.through))
 
     def _on_prepare(self, message: Prepare) -> str | None:
         if self._moves_nothing(message):
@@ -1444,6 +1463,10 @@ class Replica:
             stable_proof=self.stable_proof,
             client_floor=dict(self.clients.floor),
             client_latest=dict(self.clients.latest),
+            vote_horizon_view=self.horizon.durable.view,
+            vote_horizon=self.horizon.durable.through,
+            silent_horizon_view=self.horizon.silent.view,
+            silent_horizon=self.horizon.silent.through,
         )
 
     @classmethod
@@ -1462,6 +1485,7 @@ class Replica:
         check_network: Callable[[dict], str | None] | None = None,
         changes: Iterable[tuple[int, Request]] = (),
         chosen: Mapping[tuple[str, int], tuple[int, ...]] | None = None,
+        rebooted: bool = False,
     ) -> Replica:
         """Rebuild a replica from what its driver persisted before a crash, each part from
         its own share.
@@ -1478,7 +1502,9 @@ class Replica:
         refused each one, they give the document the node ran before the stop. `chosen`
         names the builders the order picked for executed builds of repositories with
         `builders: f+1` (`pbft.builders`): their verdicts count by them, and this node
-        stands by again for those it did not build. Nothing is sent
+        stands by again for those it did not build. `rebooted`: the machine restarted since
+        the store was written, so steps written and not fsynced may be lost: the replica keeps
+        silent inside its vote horizon (`pbft.horizon`). Nothing is sent
         while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
@@ -1506,6 +1532,12 @@ class Replica:
             [new_view for new_view in by_type.get(NewView, []) if new_view.epoch == replica.epoch],
         )
         replica.last_executed, replica.next_seq, replica.state_digest = state.last_executed, state.next_seq, state.state_digest
+        replica.horizon.restore(Horizon(state.vote_horizon_view, state.vote_horizon),
+                                Horizon(state.silent_horizon_view, state.silent_horizon), rebooted)
+        silent = replica.horizon.silent
+        if replica.is_primary and replica.mode is Mode.NORMAL and silent.view == replica.view:
+            # PRE-PREPAREs of ours a power cut took may be out there: issue none where they may be.
+            replica.next_seq = max(replica.next_seq, silent.through)
         replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id,
                                     state.last_executed)
         replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)

@@ -18,8 +18,11 @@ Each violation has a kind, one per checker:
 - `restore`: a restarted replica's executed-request table differs from the
   one it had when it went down (less a turn whose save had not run), or its
   store lacks a ledger entry below the last executed sequence number;
-- `amnesia`: a restarted node's store lacks a PREPARE, COMMIT or
-  CHECKPOINT the node had sent;
+- `amnesia`: a restarted node's store lacks a PRE-PREPARE, PREPARE, COMMIT or
+  CHECKPOINT the node had sent (after a power cut, but the PRE-PREPAREs and
+  PREPAREs its vote horizon covers: `pbft.horizon`);
+- `conflict`: an honest node signed two digests for one (view, sequence
+  number) in PRE-PREPAREs, PREPAREs or COMMITs, or for one CHECKPOINT;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
   requests, builds with votes, cancels or deliveries grew past their bound;
 - `agree`: two honest nodes replied different results for one request (its
@@ -45,12 +48,13 @@ from typing import Container, Hashable, Iterable
 
 from pbft.cancels import target_of
 from pbft.deliveries import Delivery, delivery_of
-from pbft.messages import Checkpoint, Commit, Message, Prepare, Request
+from pbft.horizon import Horizon
+from pbft.messages import Checkpoint, Commit, Message, PrePrepare, Prepare, Request
 from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore", "amnesia",
+CHECKS = ("safety", "conflict", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore", "amnesia",
           "memory", "converge", "ledger")
 
 
@@ -93,6 +97,11 @@ class SafetyChecker:
         if key in started:
             self._violate(time_s, f"node {node} executed request {key} twice (again at seq {seq})")
         started.add(key)
+
+    def lost(self, node: int, keys: set[RequestKey]) -> None:
+        """A power cut took `node`'s executions of `keys` with the builds they started: it
+        executes them again (`pbft.effects.must_write`)."""
+        self._executed_by.get(node, set()).difference_update(keys)
 
     def produced(self, key: RequestKey, verdict: Hashable, node: int) -> None:
         """Honest `node` replied `verdict` for request `key` (perhaps again, from its store)."""
@@ -346,20 +355,41 @@ def restore_problem(node: int, before: set[RequestKey], after: set[RequestKey], 
 
 
 def vouched(message: Message) -> tuple | None:
-    """What a PREPARE, COMMIT or CHECKPOINT commits its sender to; None for other messages."""
-    if isinstance(message, (Prepare, Commit)):
+    """What a PRE-PREPARE, PREPARE, COMMIT or CHECKPOINT commits its sender to:
+    (type, view, seq, digest); None for other messages."""
+    if isinstance(message, (PrePrepare, Prepare, Commit)):
         return (message.TYPE, message.view, message.seq, message.digest)
     if isinstance(message, Checkpoint):
         return (message.TYPE, 0, message.seq, message.state_digest)
     return None
 
 
-def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: int) -> list[tuple]:
-    """What a node sent and its store no longer holds; the store may prune below its stable checkpoint."""
+def conflict(sent: dict[tuple, str], item: tuple) -> str | None:
+    """`conflict`: an honest node signed two digests for one (type, view, seq): two
+    PRE-PREPAREs or PREPAREs of one slot (a power cut took the first, and nothing kept the
+    node from signing another), two COMMITs, or two CHECKPOINTs of one sequence number.
+    `sent` maps what the node signed so far to its digest; it learns `item`."""
+    kind, view, seq, digest = item
+    earlier = sent.setdefault((kind, view, seq), digest)
+    if earlier == digest:
+        return None
+    return f"{kind.upper()} v={view} n={seq} signed with d={earlier[:6]} and then d={digest[:6]}"
+
+
+def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: int,
+              horizon: Horizon | None = None) -> list[tuple]:
+    """What a node sent and its store no longer holds; the store may prune below its stable
+    checkpoint. After a power cut (`horizon`, the one the store had fsynced) the PRE-PREPAREs
+    and PREPAREs it covers may be gone: the node keeps silent there (`pbft.horizon`)."""
     kept = {vouched(message) for message in stored}
+
+    def excused(item: tuple) -> bool:
+        return horizon is not None and item[0] in (PrePrepare.TYPE, Prepare.TYPE) and horizon.covers(item[1], item[2])
+
     return sorted(
         item for item in sent
-        if item not in kept and (item[2] > low_watermark or (item[0] == Checkpoint.TYPE and item[2] == low_watermark))
+        if item not in kept and not excused(item)
+        and (item[2] > low_watermark or (item[0] == Checkpoint.TYPE and item[2] == low_watermark))
     )
 
 

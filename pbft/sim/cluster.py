@@ -25,6 +25,7 @@ from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, R
 from pbft.replica import Replica, ReplicaSettings
 from pbft.viewchange import Membership
 from pbft.durable import DurableState
+from pbft.horizon import Horizon
 from pbft.sim.auth import SimKeys
 from pbft.sim.networks import MEMBERSHIP, NetworkChecker, genesis, menu, owner_secrets
 from pbft.sim.byzantine import behaviour_for
@@ -37,6 +38,7 @@ from pbft.sim.checkers import (
     MemoryChecker,
     SafetyChecker,
     Violation,
+    conflict,
     forgotten,
     liveness_failures,
     replica_sizes,
@@ -289,6 +291,8 @@ class SimCluster:
         self._down: dict[int, _Down] = {}
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
+        self._signed: dict[int, dict[tuple, str]] = {node: {} for node in self.honest}  # (type, view, seq) -> digest
+        self._conflicts: list[Violation] = []  # two digests an honest node signed for one slot
         self._late_fetches: dict[int, str] = {}
         self._votes_delivered: set[tuple[int, tuple[str, int], int]] = set()  # (node, build, honest voter)
         self._restart_after_transfer = {
@@ -411,7 +415,8 @@ class SimCluster:
             error = error.__context__ if isinstance(error, NodeStopped) and error.__context__ else error
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
-        violations = self.safety.violations + self.builds.violations + self.memory.violations + self._restarts
+        violations = (self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations
+                      + self._restarts)
         violations += disagreement_failures(self.now_s, self.safety.produced_results, self.cancels.all_cancelled())
         if broken is not None:
             violations.append(broken)
@@ -659,8 +664,14 @@ class SimCluster:
         down = self._down.pop(node)
         self.stats["restarts"] += 1
         sim_node = self.nodes[node]
-        lost_effects = self.power_cut_stores[node].lose_power() if down.power_loss and node in self.power_cut_stores else 0
-        loaded = sim_node.restart(self.now_s)
+        lost = self.power_cut_stores[node].lose_power() if down.power_loss and node in self.power_cut_stores else []
+        lost_effects = len(lost)
+        # A power cut may take executions written unsynced, with the builds they started.
+        lost_executions = {request.key for effect in lost if isinstance(effect, Execute) for request in effect.batch}
+        down.executed -= lost_executions
+        self.safety.lost(node, lost_executions)
+        self.cancels.lost(node, lost_executions)
+        loaded = sim_node.restart(self.now_s, rebooted=down.power_loss)
         replica = sim_node.replica
         rerun = replica.builds_to_rerun(loaded.unfinished) if loaded else []
         self._log(f"restart node={node} view={replica.view} last_executed={replica.last_executed} "
@@ -675,7 +686,10 @@ class SimCluster:
         replica = self.nodes[node].replica
         stored = loaded.messages if loaded is not None else []
         low_watermark = loaded.state.low_watermark if loaded is not None else 0
-        missing = forgotten(self._sent[node], stored, low_watermark)
+        horizon = None
+        if down.power_loss and loaded is not None:
+            horizon = Horizon(loaded.state.vote_horizon_view, loaded.state.vote_horizon)
+        missing = forgotten(self._sent[node], stored, low_watermark, horizon)
         if missing:
             kind, view, seq, digest = missing[0]
             self._restarts.append(Violation(
@@ -759,6 +773,9 @@ class SimCluster:
         item = vouched(message)
         if item is not None:
             self._sent[node].add(item)
+            problem = conflict(self._signed[node], item)
+            if problem is not None:
+                self._conflicts.append(Violation("conflict", self.now_s, f"node {node}: {problem}"))
         elif isinstance(message, Fetch):
             self.stats["fetches_sent"] += 1
             replica = self.nodes[node].replica

@@ -49,8 +49,9 @@ class SimNode:
             for request in effect.batch
         }
 
-    def restart(self, now_s: float) -> Loaded | None:
-        """Forget everything in memory and restore from the store; return what the store gave back."""
+    def restart(self, now_s: float, rebooted: bool = False) -> Loaded | None:
+        """Forget everything in memory and restore from the store; return what the store gave
+        back. `rebooted`: after a power cut, as the node's store tells it (`pbft.horizon`)."""
         loaded = self.store.load()
         if loaded is None:
             self.replica = Replica(self.replica.settings, self.replica.auth, self.document)
@@ -58,7 +59,7 @@ class SimNode:
             self.replica = Replica.restore(
                 self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
                 learnt=loaded.learnt, cancels=loaded.cancels, deliveries=loaded.deliveries, network=self.document, changes=loaded.changes,
-                chosen=loaded.chosen,
+                chosen=loaded.chosen, rebooted=rebooted,
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

@@ -6,8 +6,9 @@ the steps the disk may not have had:
 
 - as the node saves (`every_step_unsynced=False`, the default): every step
   after the last synced one (`pbft.effects.must_sync`). Such steps took
-  messages in and sent nothing, so losing them is losing those messages on
-  the way, which the protocol must survive: every checker still applies;
+  messages in, sent votes a synced vote horizon covers, or started builds
+  (`pbft.horizon`): the node restarts as after a reboot, and every checker
+  still applies;
 - with every step unsynced (SQLite synchronous=NORMAL, `SimOptions.unsynced_stores`):
   the last step, messages it already sent included, to show what that costs (F7).
 """
@@ -42,16 +43,16 @@ class PowerCutStore:
         elif sync:
             self._synced = len(self._journal)
 
-    def lose_power(self) -> int:
-        """Power fails: the steps the disk may lack are gone. Returns how many effects they had."""
+    def lose_power(self) -> list[Effect]:
+        """Power fails: the steps the disk may lack are gone. Returns their effects."""
         lost = self._journal[self._synced:]
         if not lost:
-            return 0
+            return []
         del self._journal[self._synced:]
         self._inner = self._make_store()
         for state, effects in self._journal:
             self._inner.save(state, effects)
-        return sum(len(effects) for _, effects in lost)
+        return [effect for _, effects in lost for effect in effects]
 
     def load(self) -> Loaded | None:
         return self._inner.load()

@@ -20,15 +20,17 @@ import pytest
 
 from node.storage import NodeStore
 from pbft.effects import (
-    Broadcast, Execute, KeepStableProof, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store,
+    Broadcast, Execute, KeepStableProof, KeepVoteHorizon, RecordVerdict, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes, Store,
     must_sync,
+    must_write,
 )
 from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
+    Checkpoint, Commit, Fetch, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
 )
 from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
+from pbft.horizon import Horizon, VoteHorizon
 from pbft.replica import Replica, ReplicaSettings
 from pbft.storage import StoreError
 from pbft.sim import SimCluster, SimOptions, run_seed
@@ -41,6 +43,7 @@ from pbft.sim.checkers import (
     MemoryBounds,
     MemoryChecker,
     SafetyChecker,
+    conflict,
     disagreement_failures,
     forgotten,
     liveness_failures,
@@ -449,6 +452,42 @@ def test_amnesia_check_finds_a_sent_commit_the_store_lost_and_ignores_pruned_vot
     assert forgotten(sent, [commit, Checkpoint(4, "c" * 64, 1)], low_watermark=4) == []
 
 
+def test_conflict_check_finds_two_digests_signed_for_one_slot():
+    signed_so_far: dict = {}
+    first, again = PrePrepare(0, 12, "a" * 64, 0, ()), PrePrepare(0, 12, "a" * 64, 0, ())
+    assert conflict(signed_so_far, vouched(first)) is None and conflict(signed_so_far, vouched(again)) is None
+    assert conflict(signed_so_far, vouched(PrePrepare(1, 12, "b" * 64, 0, ()))) is None  # another view
+    assert conflict(signed_so_far, vouched(Prepare(0, 12, "b" * 64, 0))) is None  # another kind
+    problem = conflict(signed_so_far, vouched(PrePrepare(0, 12, "b" * 64, 0, ())))
+    assert problem == "PREPREPARE v=0 n=12 signed with d=aaaaaa and then d=bbbbbb", problem
+
+
+def test_after_a_power_cut_the_amnesia_check_excuses_only_votes_inside_the_horizon():
+    sent = {vouched(Prepare(0, 3, "b" * 64, 1)), vouched(Prepare(0, 9, "b" * 64, 1)),
+            vouched(Prepare(1, 2, "b" * 64, 1)), vouched(Commit(0, 3, "b" * 64, 1))}
+    missing = forgotten(sent, [], low_watermark=0, horizon=Horizon(0, 8))
+    assert missing == sorted([vouched(Commit(0, 3, "b" * 64, 1)), vouched(Prepare(0, 9, "b" * 64, 1)),
+                              vouched(Prepare(1, 2, "b" * 64, 1))])
+    assert len(forgotten(sent, [], low_watermark=0)) == 4
+
+
+def test_simulation_catches_a_rebooted_node_that_votes_again_inside_its_horizon(monkeypatch):
+    # Seed 311, as `scripts/simulate.py --seed 311 --requests 20 --long-every 0` runs it: a
+    # blackout cuts the primary's power after PRE-PREPAREs it wrote and had not fsynced.
+    # Forgetting its silence, it signs other batches at those sequence numbers.
+    cli = options(requests=20, primary_faults=True, long_every=0)
+    assert not SimCluster(311, cli).run().violations
+
+    def forgetful(self, durable, silent, rebooted):
+        self.durable, self.silent = durable, Horizon()
+
+    monkeypatch.setattr(VoteHorizon, "restore", forgetful)
+    cluster = SimCluster(311, cli)
+    assert cluster.plan.blackout is not None
+    kinds = {violation.kind for violation in cluster.run().violations}
+    assert "conflict" in kinds, kinds
+
+
 def _saved_views(store, steps):
     replica = Replica(ReplicaSettings(node_id=1, n=4, f=1), SimKeys.generate(random.Random(1), 4, []).for_node(1))
     for view, effects, sync in steps:
@@ -466,29 +505,43 @@ def test_a_power_cut_takes_every_unsynced_step_after_the_last_synced_one():
     _saved_views(store, [(3, [], True), (4, [Store(own), Broadcast(own)], True),
                          (5, [Store(peers)], False), (6, [], False)])
     assert store.load().state.view == 6
-    assert store.lose_power() == 1
+    assert len(store.lose_power()) == 1
     assert store.load().state.view == 4 and own in store.load().messages and peers not in store.load().messages
-    assert store.lose_power() == 0 and store.load().state.view == 4
+    assert store.lose_power() == [] and store.load().state.view == 4
 
 
 def test_with_every_step_unsynced_a_power_cut_takes_the_last_step_even_one_that_sent():
     store = PowerCutStore(lambda: memory_store(4, 1), every_step_unsynced=True)
     commit = Commit(0, 1, "a" * 64, 1)
     _saved_views(store, [(3, [], True), (4, [Broadcast(commit)], True)])
-    assert store.lose_power() == 1
+    assert len(store.lose_power()) == 1
     assert store.load().state.view == 3
 
 
 def test_only_steps_that_take_messages_in_skip_the_sync():
     own, peers = Commit(0, 1, "a" * 64, 1), Commit(0, 1, "a" * 64, 2)
     verdict = RecordVerdict(1, "client", 1, "certified", {"exit_code": 0})
-    execute = Execute(0, 1, "d" * 64, (), (), "s" * 64)
     assert not must_sync([Store(peers), verdict, KeepStableProof(4, ())], node_id=1)
     assert not must_sync([Store(peers), Broadcast(Relay((peers,)))], node_id=1)
     assert must_sync([Store(own)], node_id=1)
     assert must_sync([Store(peers), Broadcast(own)], node_id=1)
-    assert must_sync([execute], node_id=1)
     assert must_sync([SendReply(Reply(0, 1, "client", 1, Result("success", 0, "a" * 40)))], node_id=1)
+    assert not any(must_write(effects, node_id=1) for effects in ([Store(own)], [Store(peers), verdict]))
+
+
+def test_votes_under_the_horizon_and_builds_started_are_written_but_not_synced():
+    # A PRE-PREPARE or PREPARE of our own rides on the fsynced vote horizon (pbft.horizon);
+    # an execution's build dies with the power that would take it. A kill takes neither.
+    peers = Commit(0, 1, "a" * 64, 2)
+    preprepare = PrePrepare(0, 1, "d" * 64, 1, ())
+    prepare = Prepare(0, 1, "d" * 64, 1)
+    execute = Execute(0, 1, "d" * 64, (), (), "s" * 64)
+    for effects in ([Store(preprepare), Broadcast(preprepare)], [Store(peers), Store(prepare), Broadcast(prepare)],
+                    [execute], [Store(prepare), Broadcast(Relay((prepare, peers)))]):
+        assert not must_sync(effects, node_id=1) and must_write(effects, node_id=1), effects
+    # Moving the horizon is fsynced, and so is anything else the step signs.
+    assert must_sync([Store(prepare), Broadcast(prepare), KeepVoteHorizon(0, 40)], node_id=1)
+    assert must_sync([execute, Broadcast(Commit(0, 1, "d" * 64, 1))], node_id=1)
 
 
 def test_serving_what_the_store_holds_already_costs_no_sync():

@@ -181,14 +181,15 @@ class Cluster:
             self.tick(now)
             self.run()
 
-    def restart(self, node: int, now: float = 0.0) -> None:
+    def restart(self, node: int, now: float = 0.0, rebooted: bool = False) -> None:
         """Replace a crashed node's replica by one restored from its store, as a restarted process does:
-        builds its killed process was running start again."""
+        builds its killed process was running start again. `rebooted`: as after a power cut."""
         loaded = self.stores[node].load()
         self.replicas[node] = Replica.restore(
             self.replicas[node].settings, self.replicas[node].auth,
             loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels,
             deliveries=loaded.deliveries, network=self.document, changes=loaded.changes, chosen=loaded.chosen,
+            rebooted=rebooted,
         )
         self.crashed.discard(node)
         self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)

@@ -128,6 +128,7 @@ class KeepVoteHorizon:
     """The vote horizon moved (`pbft.horizon`): fsync this step, which holds it in the
     durable state, before the vote that needed it, and those after it, leave unsynced."""
 
+    epoch: int
     view: int
     through: int
 

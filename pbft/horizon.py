@@ -10,8 +10,8 @@ fsynced; fsyncing each PRE-PREPARE or PREPARE cost every node one of its four
 fsyncs per request (starting the build was another: `pbft.effects.must_sync`).
 
 So those steps are written unsynced under a horizon that was fsynced before
-them: "in view `view`, this node may have sent votes it does not remember up to
-sequence number `through`". A vote past the horizon, or in a later view, first
+them: "in this view (of this epoch), this node may have sent votes it does not
+remember up to sequence number `through`". A vote past the horizon, or in a later view, first
 moves the horizon up to the high watermark, and that step is fsynced
 (`pbft.effects.KeepVoteHorizon`). A node that restarts after its machine did
 (`Replica.restore(rebooted=True)`) keeps silent in that view up to that
@@ -35,13 +35,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Horizon:
-    """Votes in `view` up to `through` may have been sent and never fsynced; view -1: none."""
+    """Votes in view `view` of epoch `epoch` up to `through` may have been sent and never
+    fsynced; view -1: none. Views start again at 0 in each epoch (`pbft.epochs`)."""
 
+    epoch: int = 0
     view: int = -1
     through: int = 0
 
-    def covers(self, view: int, seq: int) -> bool:
-        return view == self.view and seq <= self.through
+    def covers(self, epoch: int, view: int, seq: int) -> bool:
+        return (epoch, view) == (self.epoch, self.view) and seq <= self.through
 
 
 class VoteHorizon:
@@ -51,18 +53,18 @@ class VoteHorizon:
         # it no longer holds may have been sent. It votes nowhere inside it again.
         self.silent = Horizon()
 
-    def cover(self, view: int, seq: int, high_watermark: int) -> Horizon | None:
-        """About to vote at (view, seq): the horizon to fsync first, or None if it covers the vote already."""
-        if self.durable.covers(view, seq):
+    def cover(self, epoch: int, view: int, seq: int, high_watermark: int) -> Horizon | None:
+        """About to vote at (epoch, view, seq): the horizon to fsync first, or None if it covers the vote already."""
+        if self.durable.covers(epoch, view, seq):
             return None
         assert seq <= high_watermark, "a vote past the high watermark"
-        self.durable = Horizon(view, high_watermark)
+        self.durable = Horizon(epoch, view, high_watermark)
         return self.durable
 
-    def may_vote(self, view: int, seq: int, voted_here: bool) -> bool:
-        """Whether a vote at (view, seq) keeps the promise after a reboot: outside the silent
-        horizon, or where the store gave back this node's own vote (the same one again)."""
-        return voted_here or not self.silent.covers(view, seq)
+    def may_vote(self, epoch: int, view: int, seq: int, voted_here: bool) -> bool:
+        """Whether a vote at (epoch, view, seq) keeps the promise after a reboot: outside the
+        silent horizon, or where the store gave back this node's own vote (the same one again)."""
+        return voted_here or not self.silent.covers(epoch, view, seq)
 
     def restore(self, durable: Horizon, silent: Horizon, rebooted: bool) -> None:
         """After a reboot the node is silent inside the horizon it had fsynced; after any

@@ -494,16 +494,16 @@ class Replica:
 
     def _may_vote(self, seq: int) -> bool:
         """Not inside the horizon a reboot may have taken votes of ours from (`pbft.horizon`)."""
-        if self.horizon.may_vote(self.view, seq, self.id in self.log.slot(seq).prepares):
+        if self.horizon.may_vote(self.epoch, self.view, seq, self.id in self.log.slot(seq).prepares):
             return True
         logger.warning("node=%d view=%d seq=%d phase=prepare withheld: a reboot may have taken a vote of ours here",
                        self.id, self.view, seq)
         return False
 
     def _cover_vote(self, seq: int) -> None:
-        moved = self.horizon.cover(self.view, seq, self.high_watermark)
+        moved = self.horizon.cover(self.epoch, self.view, seq, self.high_watermark)
         if moved is not None:
-            self._outbox.append(KeepVoteHorizon(moved.view, moved.through))
+            self._outbox.append(KeepVoteHorizon(moved.epoch, moved.view, moved.through))
 
     def _on_prepare(self, message: Prepare) -> str | None:
         if self._moves_nothing(message):
@@ -1463,8 +1463,10 @@ class Replica:
             stable_proof=self.stable_proof,
             client_floor=dict(self.clients.floor),
             client_latest=dict(self.clients.latest),
+            vote_horizon_epoch=self.horizon.durable.epoch,
             vote_horizon_view=self.horizon.durable.view,
             vote_horizon=self.horizon.durable.through,
+            silent_horizon_epoch=self.horizon.silent.epoch,
             silent_horizon_view=self.horizon.silent.view,
             silent_horizon=self.horizon.silent.through,
         )
@@ -1532,10 +1534,12 @@ class Replica:
             [new_view for new_view in by_type.get(NewView, []) if new_view.epoch == replica.epoch],
         )
         replica.last_executed, replica.next_seq, replica.state_digest = state.last_executed, state.next_seq, state.state_digest
-        replica.horizon.restore(Horizon(state.vote_horizon_view, state.vote_horizon),
-                                Horizon(state.silent_horizon_view, state.silent_horizon), rebooted)
+        replica.horizon.restore(
+            Horizon(state.vote_horizon_epoch, state.vote_horizon_view, state.vote_horizon),
+            Horizon(state.silent_horizon_epoch, state.silent_horizon_view, state.silent_horizon), rebooted,
+        )
         silent = replica.horizon.silent
-        if replica.is_primary and replica.mode is Mode.NORMAL and silent.view == replica.view:
+        if replica.is_primary and replica.mode is Mode.NORMAL and (silent.epoch, silent.view) == (replica.epoch, replica.view):
             # PRE-PREPAREs of ours a power cut took may be out there: issue none where they may be.
             replica.next_seq = max(replica.next_seq, silent.through)
         replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id,

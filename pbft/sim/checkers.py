@@ -356,24 +356,24 @@ def restore_problem(node: int, before: set[RequestKey], after: set[RequestKey], 
 
 def vouched(message: Message) -> tuple | None:
     """What a PRE-PREPARE, PREPARE, COMMIT or CHECKPOINT commits its sender to:
-    (type, view, seq, digest); None for other messages."""
+    (type, epoch, view, seq, digest); None for other messages. Views start again in each epoch."""
     if isinstance(message, (PrePrepare, Prepare, Commit)):
-        return (message.TYPE, message.view, message.seq, message.digest)
+        return (message.TYPE, message.epoch, message.view, message.seq, message.digest)
     if isinstance(message, Checkpoint):
-        return (message.TYPE, 0, message.seq, message.state_digest)
+        return (message.TYPE, 0, 0, message.seq, message.state_digest)
     return None
 
 
 def conflict(sent: dict[tuple, str], item: tuple) -> str | None:
-    """`conflict`: an honest node signed two digests for one (type, view, seq): two
+    """`conflict`: an honest node signed two digests for one (type, epoch, view, seq): two
     PRE-PREPAREs or PREPAREs of one slot (a power cut took the first, and nothing kept the
     node from signing another), two COMMITs, or two CHECKPOINTs of one sequence number.
     `sent` maps what the node signed so far to its digest; it learns `item`."""
-    kind, view, seq, digest = item
-    earlier = sent.setdefault((kind, view, seq), digest)
+    kind, epoch, view, seq, digest = item
+    earlier = sent.setdefault((kind, epoch, view, seq), digest)
     if earlier == digest:
         return None
-    return f"{kind.upper()} v={view} n={seq} signed with d={earlier[:6]} and then d={digest[:6]}"
+    return f"{kind.upper()} epoch={epoch} v={view} n={seq} signed with d={earlier[:6]} and then d={digest[:6]}"
 
 
 def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: int,
@@ -382,15 +382,17 @@ def forgotten(sent: Iterable[tuple], stored: Iterable[Message], low_watermark: i
     checkpoint. After a power cut (`horizon`, the one the store had fsynced) the PRE-PREPAREs
     and PREPAREs it covers may be gone: the node keeps silent there (`pbft.horizon`)."""
     kept = {vouched(message) for message in stored}
-
-    def excused(item: tuple) -> bool:
-        return horizon is not None and item[0] in (PrePrepare.TYPE, Prepare.TYPE) and horizon.covers(item[1], item[2])
-
     return sorted(
         item for item in sent
-        if item not in kept and not excused(item)
-        and (item[2] > low_watermark or (item[0] == Checkpoint.TYPE and item[2] == low_watermark))
+        if item not in kept and not excused(item, horizon)
+        and (item[3] > low_watermark or (item[0] == Checkpoint.TYPE and item[3] == low_watermark))
     )
+
+
+def excused(item: tuple, horizon: Horizon | None) -> bool:
+    """A vote a power cut may take: a PRE-PREPARE or PREPARE inside the fsynced horizon."""
+    kind, epoch, view, seq, _ = item
+    return horizon is not None and kind in (PrePrepare.TYPE, Prepare.TYPE) and horizon.covers(epoch, view, seq)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from pbft.sim.checkers import (
     SafetyChecker,
     Violation,
     conflict,
+    excused,
     forgotten,
     liveness_failures,
     replica_sizes,
@@ -688,13 +689,19 @@ class SimCluster:
         low_watermark = loaded.state.low_watermark if loaded is not None else 0
         horizon = None
         if down.power_loss and loaded is not None:
-            horizon = Horizon(loaded.state.vote_horizon_view, loaded.state.vote_horizon)
+            state = loaded.state
+            horizon = Horizon(state.vote_horizon_epoch, state.vote_horizon_view, state.vote_horizon)
         missing = forgotten(self._sent[node], stored, low_watermark, horizon)
+        if horizon is not None:
+            # What the power cut rightly took is forgotten for good; `conflict` still knows it.
+            kept = {vouched(message) for message in stored}
+            self._sent[node] = {item for item in self._sent[node] if item in kept or not excused(item, horizon)}
         if missing:
-            kind, view, seq, digest = missing[0]
+            kind, epoch, view, seq, digest = missing[0]
             self._restarts.append(Violation(
                 "amnesia", self.now_s,
-                f"node {node} restarted without the {kind.upper()} v={view} n={seq} d={digest[:6]} it had sent"
+                f"node {node} restarted without the {kind.upper()} epoch={epoch} v={view} n={seq} d={digest[:6]}"
+                f" it had sent"
                 f" ({len(missing)} sent message(s) forgotten, {lost_effects} unsynced effects lost)",
             ))
         if loaded is not None:

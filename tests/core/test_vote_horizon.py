@@ -47,7 +47,7 @@ def test_a_vote_past_the_horizon_moves_it_to_the_high_watermark_in_a_synced_step
         moves = [e for turn in voting for e in turn if isinstance(e, KeepVoteHorizon)]
         # Six votes, two fsynced horizons: seq 1 moved it to H = 4, seq 5 (after the checkpoint
         # at 4 moved the window) to H = 8.
-        assert len(voting) == 6 and moves == [KeepVoteHorizon(0, 4), KeepVoteHorizon(0, 8)], (node, moves)
+        assert len(voting) == 6 and moves == [KeepVoteHorizon(0, 0, 4), KeepVoteHorizon(0, 0, 8)], (node, moves)
         assert [must_sync(turn, node) for turn in voting] == [True, False, False, False, True, False]
         assert all(must_write(turn, node) for turn in voting if not must_sync(turn, node))
     assert cluster.replicas[1].durable_state().vote_horizon == 8
@@ -56,10 +56,10 @@ def test_a_vote_past_the_horizon_moves_it_to_the_high_watermark_in_a_synced_step
 def test_a_rebooted_backup_sends_no_prepare_inside_its_horizon_and_the_slot_still_commits():
     cluster = Cluster(settings=SMALL)
     submit(cluster, 1)
-    assert cluster.replicas[2].horizon.durable == Horizon(0, 4)
+    assert cluster.replicas[2].horizon.durable == Horizon(0, 0, 4)
     cluster.crashed.add(2)
     cluster.restart(2, rebooted=True)
-    assert cluster.replicas[2].horizon.silent == Horizon(0, 4)
+    assert cluster.replicas[2].horizon.silent == Horizon(0, 0, 4)
     submit(cluster, 1)
     # No PREPARE of node 2 at seq 2, where one the power cut took may be out there; the
     # others' PREPAREs prepared it, and its COMMIT counts.
@@ -68,7 +68,7 @@ def test_a_rebooted_backup_sends_no_prepare_inside_its_horizon_and_the_slot_stil
     # A restart with no reboot keeps the silence it saved.
     cluster.crashed.add(2)
     cluster.restart(2)
-    assert cluster.replicas[2].horizon.silent == Horizon(0, 4)
+    assert cluster.replicas[2].horizon.silent == Horizon(0, 0, 4)
     submit(cluster, 3)
     assert own_votes(cluster, 2, Prepare) == [(0, 1), (0, 5)]
     assert cluster.executed_seqs(2) == [1, 2, 3, 4, 5]

@@ -457,18 +457,19 @@ def test_conflict_check_finds_two_digests_signed_for_one_slot():
     first, again = PrePrepare(0, 12, "a" * 64, 0, ()), PrePrepare(0, 12, "a" * 64, 0, ())
     assert conflict(signed_so_far, vouched(first)) is None and conflict(signed_so_far, vouched(again)) is None
     assert conflict(signed_so_far, vouched(PrePrepare(1, 12, "b" * 64, 0, ()))) is None  # another view
+    assert conflict(signed_so_far, vouched(PrePrepare(0, 12, "b" * 64, 0, (), epoch=10))) is None  # another epoch
     assert conflict(signed_so_far, vouched(Prepare(0, 12, "b" * 64, 0))) is None  # another kind
     problem = conflict(signed_so_far, vouched(PrePrepare(0, 12, "b" * 64, 0, ())))
-    assert problem == "PREPREPARE v=0 n=12 signed with d=aaaaaa and then d=bbbbbb", problem
+    assert problem == "PREPREPARE epoch=0 v=0 n=12 signed with d=aaaaaa and then d=bbbbbb", problem
 
 
 def test_after_a_power_cut_the_amnesia_check_excuses_only_votes_inside_the_horizon():
-    sent = {vouched(Prepare(0, 3, "b" * 64, 1)), vouched(Prepare(0, 9, "b" * 64, 1)),
-            vouched(Prepare(1, 2, "b" * 64, 1)), vouched(Commit(0, 3, "b" * 64, 1))}
-    missing = forgotten(sent, [], low_watermark=0, horizon=Horizon(0, 8))
-    assert missing == sorted([vouched(Commit(0, 3, "b" * 64, 1)), vouched(Prepare(0, 9, "b" * 64, 1)),
-                              vouched(Prepare(1, 2, "b" * 64, 1))])
-    assert len(forgotten(sent, [], low_watermark=0)) == 4
+    inside, past, other_view = Prepare(0, 3, "b" * 64, 1), Prepare(0, 9, "b" * 64, 1), Prepare(1, 2, "b" * 64, 1)
+    other_epoch, commit = Prepare(0, 3, "b" * 64, 1, epoch=2), Commit(0, 3, "b" * 64, 1)
+    sent = {vouched(message) for message in (inside, past, other_view, other_epoch, commit)}
+    missing = forgotten(sent, [], low_watermark=0, horizon=Horizon(0, 0, 8))
+    assert missing == sorted(vouched(message) for message in (past, other_view, other_epoch, commit))
+    assert len(forgotten(sent, [], low_watermark=0)) == 5
 
 
 def test_simulation_catches_a_rebooted_node_that_votes_again_inside_its_horizon(monkeypatch):
@@ -540,7 +541,7 @@ def test_votes_under_the_horizon_and_builds_started_are_written_but_not_synced()
                     [execute], [Store(prepare), Broadcast(Relay((prepare, peers)))]):
         assert not must_sync(effects, node_id=1) and must_write(effects, node_id=1), effects
     # Moving the horizon is fsynced, and so is anything else the step signs.
-    assert must_sync([Store(prepare), Broadcast(prepare), KeepVoteHorizon(0, 40)], node_id=1)
+    assert must_sync([Store(prepare), Broadcast(prepare), KeepVoteHorizon(0, 0, 40)], node_id=1)
     assert must_sync([execute, Broadcast(Commit(0, 1, "d" * 64, 1))], node_id=1)
 
 

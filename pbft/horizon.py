@@ -15,8 +15,8 @@ remember up to sequence number `through`". A vote past the horizon, or in a late
 moves the horizon up to the high watermark, and that step is fsynced
 (`pbft.effects.KeepVoteHorizon`). A node that restarts after its machine did
 (`Replica.restore(rebooted=True)`) keeps silent in that view up to that
-sequence number wherever its store holds no vote of its own: as a backup it
-sends no PREPARE there, as the primary it issues nothing there. It saves that
+sequence number: as a backup it sends no new PREPARE there, as the primary it
+issues nothing there. It saves that
 silence with its state, so a later restart without a reboot keeps it too, and a
 store that recorded another boot than the machine's (`node.storage`) counts as
 rebooted until it writes again.
@@ -61,10 +61,11 @@ class VoteHorizon:
         self.durable = Horizon(epoch, view, high_watermark)
         return self.durable
 
-    def may_vote(self, epoch: int, view: int, seq: int, voted_here: bool) -> bool:
-        """Whether a vote at (epoch, view, seq) keeps the promise after a reboot: outside the
-        silent horizon, or where the store gave back this node's own vote (the same one again)."""
-        return voted_here or not self.silent.covers(epoch, view, seq)
+    def may_vote(self, epoch: int, view: int, seq: int) -> bool:
+        """Whether a new vote at (epoch, view, seq) keeps the promise after a reboot: outside
+        the silent horizon. (Where the store gave back a vote of ours, the slot kept its
+        PRE-PREPARE too, and we vote there no more.)"""
+        return not self.silent.covers(epoch, view, seq)
 
     def restore(self, durable: Horizon, silent: Horizon, rebooted: bool) -> None:
         """After a reboot the node is silent inside the horizon it had fsynced; after any

@@ -494,7 +494,7 @@ class Replica:
 
     def _may_vote(self, seq: int) -> bool:
         """Not inside the horizon a reboot may have taken votes of ours from (`pbft.horizon`)."""
-        if self.horizon.may_vote(self.epoch, self.view, seq, self.id in self.log.slot(seq).prepares):
+        if self.horizon.may_vote(self.epoch, self.view, seq):
             return True
         logger.warning("node=%d view=%d seq=%d phase=prepare withheld: a reboot may have taken a vote of ours here",
                        self.id, self.view, seq)
@@ -1539,9 +1539,9 @@ class Replica:
             Horizon(state.silent_horizon_epoch, state.silent_horizon_view, state.silent_horizon), rebooted,
         )
         silent = replica.horizon.silent
-        if replica.is_primary and replica.mode is Mode.NORMAL and (silent.epoch, silent.view) == (replica.epoch, replica.view):
+        if replica.is_primary and replica.mode is Mode.NORMAL and silent.covers(replica.epoch, replica.view, replica.next_seq):
             # PRE-PREPAREs of ours a power cut took may be out there: issue none where they may be.
-            replica.next_seq = max(replica.next_seq, silent.through)
+            replica.next_seq = silent.through
         replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id,
                                     state.last_executed)
         replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)

@@ -27,10 +27,9 @@ class DurableState:
     stable_proof: tuple[Checkpoint, ...]
     client_floor: dict[str, int]
     client_latest: dict[str, int]
-    # The vote horizon (`pbft.horizon`): votes in that view up to that sequence number may
-    # have been sent unsynced (`pbft.horizon.Horizon`, field by field); and the one a reboot
-    # left this node silent inside. Stores
-    # from before it had neither: every vote there was synced.
+    # The vote horizon (`pbft.horizon.Horizon`, field by field): votes in that epoch's view up
+    # to that sequence number may have been sent unsynced; and the one a reboot left this node
+    # silent inside. Stores from before it had neither: every vote there was synced.
     vote_horizon_epoch: int = 0
     vote_horizon_view: int = -1
     vote_horizon: int = 0

@@ -195,17 +195,19 @@ def must_sync(effects: list[Effect], node_id: int) -> bool:
     Any other step is synced, and the sync carries every earlier step with it,
     so whatever else leaves the node is on disk with all it rests on.
     """
-    return _durability(effects, node_id) == "sync"
+    return durability(effects, node_id) == "sync"
 
 
 def must_write(effects: list[Effect], node_id: int) -> bool:
     """Whether a step that need not be synced must still be written, unsynced, before its
     effects are carried out: it sends a vote the horizon covers or starts a build. A
     killed process loses nothing written; only a power cut can (`pbft.horizon`)."""
-    return _durability(effects, node_id) == "write"
+    return durability(effects, node_id) == "write"
 
 
-def _durability(effects: list[Effect], node_id: int) -> str:
+def durability(effects: list[Effect], node_id: int) -> str:
+    """How a step reaches the disk before its effects are carried out: "sync" (`must_sync`),
+    "write" (`must_write`) or "defer" (it only took in: it waits for the next save)."""
     needs = "defer"
     for effect in effects:
         if isinstance(effect, Store):

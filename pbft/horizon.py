@@ -11,21 +11,22 @@ fsyncs per request (starting the build was another: `pbft.effects.must_sync`).
 
 So those steps are written unsynced under a horizon that was fsynced before
 them: "in this view (of this epoch), this node may have sent votes it does not
-remember up to sequence number `through`". A vote past the horizon, or in a later view, first
-moves the horizon up to the high watermark, and that step is fsynced
-(`pbft.effects.KeepVoteHorizon`). A node that restarts after its machine did
-(`Replica.restore(rebooted=True)`) keeps silent in that view up to that
-sequence number: as a backup it sends no new PREPARE there, as the primary it
-issues nothing there. It saves that
-silence with its state, so a later restart without a reboot keeps it too, and a
-store that recorded another boot than the machine's (`node.storage`) counts as
-rebooted until it writes again.
+remember up to sequence number `through`". A vote past the horizon, or in a
+later view, first moves the horizon up to the high watermark, and that step is
+fsynced (`pbft.effects.KeepVoteHorizon`). A node that restarts after its
+machine did (`Replica.restore(rebooted=True)`) keeps silent in that view up to
+that sequence number: as a backup it sends no new PREPARE there, as the
+primary it issues nothing there. It saves that silence with its state, so a
+later restart without a reboot keeps it too, and a store that recorded another
+boot than the machine's (`node.storage`) counts as rebooted until it writes
+again.
 
 Its COMMITs are fsynced with the prepared certificate they rest on (they
 always were), so a view change still finds every request that may have
 committed: a node that lost a PREPARE to a power cut lost a vote no COMMIT of
-its own rests on. The price is paid after a reboot only: the node stays out of at most a
-window of that view's slots, and as the primary its peers change views past it.
+its own rests on. The price is paid after a reboot only: the node stays out of
+at most a window of that view's slots, and as the primary its peers change
+views past it.
 """
 
 from __future__ import annotations

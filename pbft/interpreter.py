@@ -43,7 +43,7 @@ from typing import Callable, Protocol, TypeVar
 
 from pbft.effects import (
     Broadcast, BuildLearnt, Effect, Execute, NetworkChanged, ResendReply, SendReply, SendTo, ServeFetch, ServeVotes,
-    StopBuild, leaves_unsaved, must_sync, must_write,
+    StopBuild, durability, leaves_unsaved,
 )
 from pbft.ledger import MemoryLedger
 from pbft.messages import Message, Reply
@@ -155,10 +155,9 @@ class Interpreter:
         for effect in itertools.compress(effects, early):
             self.carry_out(effect)
         if self.store is not None:
-            if must_sync(effects, self.replica.id):
-                self._save(state, effects, sync=True)
-            elif must_write(effects, self.replica.id):
-                self._save(state, effects, sync=False)
+            needs = durability(effects, self.replica.id)
+            if needs != "defer":
+                self._save(state, effects, sync=needs == "sync")
             else:
                 # Only taken in: nothing of it leaves the node or starts a build, so it can wait.
                 self._deferred += effects

@@ -21,8 +21,8 @@ Each violation has a kind, one per checker:
 - `amnesia`: a restarted node's store lacks a PRE-PREPARE, PREPARE, COMMIT or
   CHECKPOINT the node had sent (after a power cut, but the PRE-PREPAREs and
   PREPAREs its vote horizon covers: `pbft.horizon`);
-- `conflict`: an honest node signed two digests for one (view, sequence
-  number) in PRE-PREPAREs, PREPAREs or COMMITs, or for one CHECKPOINT;
+- `conflict`: an honest node signed two digests for one (epoch, view,
+  sequence number) in PRE-PREPAREs, PREPAREs or COMMITs, or for one CHECKPOINT;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
   requests, builds with votes, cancels or deliveries grew past their bound;
 - `agree`: two honest nodes replied different results for one request (its
@@ -54,8 +54,8 @@ from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "conflict", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore", "amnesia",
-          "memory", "converge", "ledger")
+CHECKS = ("safety", "conflict", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore",
+          "amnesia", "memory", "converge", "ledger")
 
 
 @dataclass(frozen=True)

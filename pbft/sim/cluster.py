@@ -292,7 +292,8 @@ class SimCluster:
         self._down: dict[int, _Down] = {}
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
-        self._signed: dict[int, dict[tuple, str]] = {node: {} for node in self.honest}  # (type, view, seq) -> digest
+        # (type, epoch, view, seq) -> digest of all each node signed, what a power cut took included
+        self._signed: dict[int, dict[tuple, str]] = {node: {} for node in self.honest}
         self._conflicts: list[Violation] = []  # two digests an honest node signed for one slot
         self._late_fetches: dict[int, str] = {}
         self._votes_delivered: set[tuple[int, tuple[str, int], int]] = set()  # (node, build, honest voter)

@@ -413,12 +413,13 @@ class Network:
 
 @pytest.fixture
 async def network(tmp_path):
-    """`start({node_id: behaviour-maker})` runs four nodes; a maker gets the node's private key."""
+    """`start({node_id: behaviour-maker})` runs four nodes; a maker gets the node's private key.
+    A test that asserts no view change happens gives the timer time a loaded machine needs."""
     started = []
     session = aiohttp.ClientSession()
 
-    async def start(byzantine: dict) -> Network:
-        path = write_network(tmp_path, allow_byzantine=True, protocol={"view_change_timeout_s": 0.5})
+    async def start(byzantine: dict, view_change_timeout_s: float = 0.5) -> Network:
+        path = write_network(tmp_path, allow_byzantine=True, protocol={"view_change_timeout_s": view_change_timeout_s})
         config = load_config(path)
         net = Network(config)
         started.append(net)
@@ -479,7 +480,7 @@ async def test_an_equivocating_primary_splits_no_honest_nodes_and_a_view_change_
 
 
 async def test_a_forging_backup_does_not_change_the_verdicts(network):
-    net = await network({3: lambda key: Forge()})
+    net = await network({3: lambda key: Forge()}, view_change_timeout_s=5.0)
     assert await net.submit("master", 1, [0]) == SUCCESS
     assert await net.submit("feature", 2, [0]) == FAILURE
     assert all(3 not in replies for replies in net.replies.values())
@@ -502,7 +503,7 @@ async def test_a_forging_backup_does_not_change_the_verdicts(network):
 
 
 async def test_a_silent_backup_does_not_change_the_verdicts(network):
-    net = await network({2: lambda key: Silent()})
+    net = await network({2: lambda key: Silent()}, view_change_timeout_s=5.0)
     assert await net.submit("master", 1, [0]) == SUCCESS
     assert await net.submit("feature", 2, [0]) == FAILURE
     assert all(2 not in replies for replies in net.replies.values())

@@ -386,6 +386,19 @@ def slow_repository(path, spec: str = SLOW_SPEC) -> None:
         subprocess.run(["git", "-C", str(path), *command], check=True)
 
 
+def runs_command(container, command: str) -> bool:
+    """Whether a build's container runs `command` (one of its script's, as `ps` shows it). A
+    container runs from its start, held at its gate (builder/engine/gate.py) while its node
+    fills the workspace: before the script is handed over, a kill or its node's death ends it
+    with nothing run. The engine keeps no build's output, so its processes tell."""
+    try:
+        container.reload()
+        return container.status == "running" and any(
+            command in " ".join(row) for row in container.top()["Processes"] or [])
+    except docker.errors.APIError:  # gone, or ended meanwhile
+        return False
+
+
 def with_quick_branch(path) -> None:
     """Add a branch `quick` to a `slow_repository`, whose build passes at once."""
     subprocess.run(["git", "-C", str(path), "checkout", "-q", "-b", "quick"], check=True)

@@ -17,7 +17,9 @@ import docker
 import yaml
 
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, followed_events, http_json, slow_repository, webhook
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, client, example_copy, followed_events, http_json, runs_command, slow_repository, webhook,
+)
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -105,10 +107,10 @@ def test_a_build_container_killed_from_outside_is_not_signed_as_a_failure_nor_sh
             sender = threading.Thread(target=lambda: verdicts.append(webhook(base_url, config, "master")))
             sender.start()
             deadline = time.monotonic() + 60
-            while not (containers := engine.containers.list(filters=running)):
+            while not (containers := [container for container in engine.containers.list(filters=running)
+                                      if runs_command(container, "sleep")]):  # its script runs, past its gate
                 assert time.monotonic() < deadline and sender.is_alive(), "node 1's build never ran"
                 time.sleep(0.1)
-            time.sleep(1)  # its commands run
             containers[0].kill()
             sender.join(timeout=120)
             assert verdicts and verdicts[0]["status"] == "success", verdicts

@@ -21,7 +21,6 @@ In each, the webhook that asked for the build answers `cancelled`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -39,7 +38,7 @@ from node.peers import MAX_FRAME_AGE_S
 from shared.config import NetworkConfig, load_config
 from tests.e2e.example_network import (
     OWN_NETWORK_MARKS, REPO_ROOT, WEBHOOK_TIMEOUT_S, client, describe, example_copy, http_json, log_offsets,
-    new_log_text, node_record, node_status, poll, run_script, running_node, slow_repository, webhook,
+    new_log_text, node_record, node_status, poll, run_script, runs_command, slow_repository, webhook,
     with_quick_branch,
 )
 
@@ -63,10 +62,6 @@ def configured(tmp_path: Path, **protocol) -> tuple[Path, NetworkConfig]:
     return config_path, load_config(config_path)
 
 
-
-
-
-
 def cancelled_in_ledger(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
     record = node_record(config, node_id, build_id)
     return record if record and (record["verdict"] or {}).get("state") == "cancelled" else None
@@ -88,14 +83,8 @@ def containers(config: NetworkConfig, node_id: int, build_id: str) -> list[str]:
 
 
 def scripted(container) -> str:
-    """The container's status, `scripted` if it runs LONG_SPEC's `sleep` (the engine keeps no
-    build's output: its processes tell)."""
-    if container.status != "running":
-        return container.status
-    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-        if any("sleep 120" in " ".join(row) for row in container.top()["Processes"] or []):
-            return "scripted"
-    return container.status
+    """The container's status, `scripted` once it runs LONG_SPEC's `sleep`."""
+    return "scripted" if runs_command(container, "sleep 120") else container.status
 
 
 def running_everywhere(config: NetworkConfig, build_id: str) -> bool:

@@ -313,12 +313,32 @@ class Replica:
         executed = self.clients.executed
         if request.key not in executed:
             assert self.clients.expired(request.key), "result for a request that was never executed"
+            if self.id in self._members_at(seq):
+                # Its client's floor rose past it while it built or waited for a slot (its client
+                # had max_requests_per_client newer ones executed at a checkpoint), and its client
+                # may still wait: reply all the same, once, as a build's end comes once and a
+                # restart runs no forgotten build again (`builds_to_rerun`). No RESULT vote: the
+                # verdicts forgot it too.
+                self._outbox.append(SendReply(self._reply(request, result, artifact_files)[0]))
             return
         if executed[request.key] is not None:
             return
         if request.key in self.cancels:
             result, artifact_files = cancelled_result(), NO_FILES
         self._answer(seq, request, result, artifact_files)
+
+    def _reply(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> tuple[Reply, str, str, str]:
+        """This node's signed reply to `request`, with the signatures it carries (statement,
+        link, provenance) for the RESULT vote to carry too."""
+        statement_sig, link_sig = self._sign_attestation(request, result)
+        provenance_sig = self._sign_provenance(request, result, artifact_files)
+        reply = signed(
+            Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
+                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest,
+                  builders=self.result_votes.chosen.get(request.key, ())),
+            self.auth.sign,
+        )
+        return reply, statement_sig, link_sig, provenance_sig
 
     def _answer(self, seq: int, request: Request, result: Result, artifact_files: Mapping[str, str] = NO_FILES) -> None:
         """Sign and send this node's reply and RESULT vote for the executed request at `seq`."""
@@ -328,14 +348,7 @@ class Replica:
             # Not a member where it was ordered (removed before, or joined after): no word of ours counts.
             executed[request.key] = True
             return
-        statement_sig, link_sig = self._sign_attestation(request, result)
-        provenance_sig = self._sign_provenance(request, result, artifact_files)
-        reply = signed(
-            Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
-                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest,
-                  builders=self.result_votes.chosen.get(request.key, ())),
-            self.auth.sign,
-        )
+        reply, statement_sig, link_sig, provenance_sig = self._reply(request, result, artifact_files)
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         self._outbox.append(SendReply(reply))
         vote = signed(
@@ -383,6 +396,9 @@ class Replica:
             return "ignore_request_bad_signature"
         clients = self.clients
         if request.key not in clients.executed and clients.expired(request.key):
+            # Forgotten: never executed again. If it was, the store may hold the reply this node
+            # sent, perhaps after it was forgotten (`execution_finished`): the client lost it.
+            self._outbox.append(ResendReply(request.client, request.timestamp))
             return "ignore_request_expired"
         if request.key in clients.executed:
             if clients.executed[request.key] is None:
@@ -925,7 +941,12 @@ class Replica:
         reply: a node that builds nothing still answers what the order decides), and make its
         verdict `cancelled`."""
         if target not in self.result_votes:
-            return  # not executed yet (it is answered `cancelled` when it is), or forgotten
+            # Not executed yet (it is answered `cancelled` when it is), or forgotten: its client
+            # had max_requests_per_client newer ones executed at a checkpoint, perhaps while it
+            # waited here for a slot. Stopped, it ends `cancelled` (`execution_finished`).
+            if self.clients.expired(target):
+                self._outbox.append(StopBuild(seq, *target))
+            return
         if self.clients.executed.get(target, False) is None:
             if target in self.transfer.learnt_unbuilt:
                 target_seq, request = self.transfer.take(target)

@@ -112,6 +112,33 @@ def test_requests_that_never_execute_are_forgotten_with_their_client_floor():
     assert stray.key not in cluster.replicas[2].clients.forwarded
 
 
+def test_a_build_forgotten_while_it_waits_for_a_slot_is_answered_when_it_ends_and_again_when_resent(tmp_path):
+    """A client whose builds queue for minutes may have max_requests_per_client newer ones
+    executed at a checkpoint: its floor rises past a build that has not ended yet on a slow
+    node. When that build ends the node still replies (its client may wait for it, needing
+    one more matching reply), stores that reply, and sends it again to a retransmission,
+    though the request stays forgotten and is never built again."""
+    kept = 2
+    cluster = Cluster(store_dir=tmp_path, settings={"max_requests_per_client": kept, "checkpoint_interval": 2,
+                                                    "log_window": 4, "batch_max": 1})
+    cluster.slow.add(3)  # node 3's builds queue until finish_builds
+    first, *later = submit(cluster, 1 + 2 * kept)
+    slow = cluster.replicas[3]
+    assert slow.clients.expired(first.key) and first.key not in slow.clients.executed
+    assert 3 not in {reply.sender for reply in cluster.replies if reply.timestamp == first.timestamp}
+
+    cluster.finish_builds(3)
+    late = [reply for reply in cluster.replies if reply.timestamp == first.timestamp and reply.sender == 3]
+    assert [reply.result.status for reply in late] == ["success"]
+    assert cluster.stores[3].reply(CLIENT, first.timestamp) == late[0]
+    assert first.key not in slow.clients.executed, "the table does not grow back"
+
+    cluster.replies.clear()
+    assert cluster.deliver_to(3, first) == "ignore_request_expired"
+    assert [(reply.sender, reply.result.status) for reply in cluster.replies] == [(3, "success")]
+    assert first not in cluster.running.get(3, []) and cluster.builds(3).count(first) == 1
+
+
 def test_view_changes_are_kept_one_per_sender_whatever_views_a_faulty_node_invents():
     """§4.4 needs only each node's latest VIEW-CHANGE; keeping one per view it names
     would let one faulty node grow every honest node's memory without bound."""

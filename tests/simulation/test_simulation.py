@@ -1064,3 +1064,16 @@ def test_changes_made_stale_by_the_order_or_signed_by_too_few_owners_are_refused
         assert len(ends) == 1
         _, changed_at = ends.pop()
         assert changed_at > 0  # `first` is always submitted (`back` may undo it)
+
+
+@pytest.mark.parametrize("seed, requests", [(0, 300), (3, 200)])
+def test_builds_forgotten_while_they_queue_for_a_slot_are_still_answered_and_cancelled(seed, requests):
+    """More requests than a node keeps per client (128 here) behind one to four build slots a node:
+    a client's floor rises past builds that still wait for their slot. Each still gets its
+    verdict (a node replies to a forgotten build when it ends, and again when it is resent),
+    and a cancel that executes after its target was forgotten still stops it. Before, seed 0
+    failed `liveness` and seed 3 `cancel` ("let build run to its end after it executed its
+    cancel"). The bound on liveness is long: a few hundred builds one at a time take minutes."""
+    cluster = SimCluster(seed, options(requests=requests, long_every=0, liveness_bound_s=3000.0))
+    assert cluster.ci.slots <= 4 and requests > cluster.nodes[0].replica.settings.max_requests_per_client
+    assert [str(violation) for violation in cluster.run().violations] == []

@@ -311,6 +311,10 @@ class Replica:
         A build whose cancel executed here before its result came ends `cancelled`,
         whatever it reports (`pbft.cancels`)."""
         executed = self.clients.executed
+        if executed.get(request.key) is not None:
+            return
+        if request.key in self.cancels:  # a cancel is remembered as long as its own request
+            result, artifact_files = cancelled_result(), NO_FILES
         if request.key not in executed:
             assert self.clients.expired(request.key), "result for a request that was never executed"
             if self.id in self._members_at(seq):
@@ -321,10 +325,6 @@ class Replica:
                 # verdicts forgot it too.
                 self._outbox.append(SendReply(self._reply(request, result, artifact_files)[0]))
             return
-        if executed[request.key] is not None:
-            return
-        if request.key in self.cancels:
-            result, artifact_files = cancelled_result(), NO_FILES
         self._answer(seq, request, result, artifact_files)
 
     def _reply(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> tuple[Reply, str, str, str]:

@@ -139,6 +139,26 @@ def test_a_build_forgotten_while_it_waits_for_a_slot_is_answered_when_it_ends_an
     assert first not in cluster.running.get(3, []) and cluster.builds(3).count(first) == 1
 
 
+def test_a_cancel_of_a_build_forgotten_while_it_waits_for_a_slot_stops_it_and_it_is_answered_cancelled():
+    """The cancel executes after its target was forgotten on every node (its client had newer
+    ones executed at a checkpoint), while the target still waits on node 3: node 3 is told to
+    stop it, and the build, ending as it finishes, is answered `cancelled`, as its cancel is
+    still remembered."""
+    kept = 2
+    cluster = Cluster(settings={"max_requests_per_client": kept, "checkpoint_interval": 2, "log_window": 4,
+                                "batch_max": 1})
+    cluster.slow.add(3)
+    first, *later = submit(cluster, 1 + 2 * kept)
+    assert all(replica.clients.expired(first.key) for replica in cluster.replicas)
+    cancel = cluster.cancel(first)
+    cluster.deliver_to(0, cancel)
+    cluster.run()
+    assert first.key in cluster.stopped[3]
+    cluster.finish_builds(3)  # the stop lands: the build ends, its result replaced
+    late = [reply for reply in cluster.replies if reply.timestamp == first.timestamp and reply.sender == 3]
+    assert [reply.result.status for reply in late] == ["cancelled"]
+
+
 def test_view_changes_are_kept_one_per_sender_whatever_views_a_faulty_node_invents():
     """§4.4 needs only each node's latest VIEW-CHANGE; keeping one per view it names
     would let one faulty node grow every honest node's memory without bound."""

@@ -5,7 +5,9 @@ project. This measures that price where it is paid, in the engine's own accounti
 the CPU time of the control group the engine puts every container under (cgroup v1
 `cpuacct` or v2 `cpu.stat` of `docker/`, the cgroupfs driver's), whose counter keeps
 what exited containers used, and the memory of the containers' own groups under it,
-summed and sampled every 0.1 s for its peak. Every build container of every node
+each above what it used before the run, summed and sampled every 0.1 s for its peak:
+other containers of the engine that shrink or go meanwhile (a test beside it, say) take
+nothing off, though one that grows adds to it. Every build container of every node
 counts, the service and holder containers included, and nothing of the nodes' own
 processes.
 
@@ -63,20 +65,27 @@ class EngineCgroup:
     def cpu_s(self) -> float:
         return self._cpu_ns() / 1e9
 
-    def memory_mb(self) -> float:
-        return self._memory() / (1024 * 1024)
+    def memory(self) -> dict[str, int]:
+        """The bytes each container uses now, by its group's name."""
+        return self._memory()
 
 
-def _children(parent: Path, name: str) -> int:
-    """The sum of `name` over the containers' own groups: the parent's figure would also hold
-    the page cache of containers gone (cgroup v1 hands their charges up)."""
-    total = 0
+def _children(parent: Path, name: str) -> dict[str, int]:
+    """`name` of each container's own group: the parent's figure would also hold the page
+    cache of containers gone (cgroup v1 hands their charges up)."""
+    used = {}
     for child in parent.iterdir():
         try:
-            total += int((child / name).read_text()) if child.is_dir() else 0
+            if child.is_dir():
+                used[child.name] = int((child / name).read_text())
         except (FileNotFoundError, ValueError):
             pass  # the container went while we read
-    return total
+    return used
+
+
+def grown_mb(now: dict[str, int], before: dict[str, int]) -> float:
+    """What the containers use above what each used before: a new one all it uses."""
+    return sum(max(0, used - before.get(name, 0)) for name, used in now.items()) / (1024 * 1024)
 
 
 def _field(path: Path, name: str) -> str:
@@ -85,14 +94,14 @@ def _field(path: Path, name: str) -> str:
 
 def measured(cgroup: EngineCgroup, run: Callable[[], float]) -> dict:
     """`run()`'s own elapsed seconds (what it times), and the containers' CPU seconds and peak
-    memory above what they used before it, over the whole call."""
-    baseline_mb = cgroup.memory_mb()
-    peak = [baseline_mb]
+    memory above what they used before it (`grown_mb`), over the whole call."""
+    before = cgroup.memory()
+    peak = [0.0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(SAMPLE_S):
-            peak[0] = max(peak[0], cgroup.memory_mb())
+            peak[0] = max(peak[0], grown_mb(cgroup.memory(), before))
 
     sampler = threading.Thread(target=sample, daemon=True)
     cpu_before = cgroup.cpu_s()
@@ -102,7 +111,7 @@ def measured(cgroup: EngineCgroup, run: Callable[[], float]) -> dict:
     finally:
         done.set()
         sampler.join()
-    return {"elapsed_s": elapsed_s, "cpu_s": cgroup.cpu_s() - cpu_before, "peak_mb": peak[0] - baseline_mb}
+    return {"elapsed_s": elapsed_s, "cpu_s": cgroup.cpu_s() - cpu_before, "peak_mb": peak[0]}
 
 
 def with_builders(config_path: Path, builders: str) -> Path:

@@ -40,6 +40,15 @@ def test_summary_keeps_every_value_and_the_range():
     assert ratio(1.0, 0.0) is None
 
 
+def test_the_cost_bench_charges_what_containers_grew_by_and_nothing_for_those_that_shrank_or_went():
+    from bench.cost import grown_mb
+    mb = 1024 * 1024
+    before = {"another-test": 300 * mb, "idle": 10 * mb}
+    # The other test's container went, the idle one grew by 2 MB, a build's started with 40 MB.
+    assert grown_mb({"idle": 12 * mb, "build": 40 * mb}, before) == 42
+    assert grown_mb({"another-test": 100 * mb}, before) == 0
+
+
 def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
     default = re.search(r"\(default: ([a-z -]+)\)", " ".join(run_bench("--help", timeout_s=60).stdout.split()))
     assert default, "bench.py --help names no default scenarios"

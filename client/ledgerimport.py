@@ -33,6 +33,7 @@ from aiohttp import web
 
 from client.certificate import VERSION, CertificateError, check_certificate, checked_request
 from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
+from client.noderequests import describe, read_capped
 from client.records import BuildRecords
 from pbft.encoding import canonical
 from pbft.messages import MessageError, Request, ResultVote, decode, encode
@@ -53,6 +54,10 @@ class LedgerImport:
     def __init__(self, live: LiveConfig, name: str, records: BuildRecords, session: aiohttp.ClientSession) -> None:
         self._live, self._name, self._records, self._session = live, name, records, session
         self._followed_up_to = 0  # the build id the last follow-up reached; they go round in turn
+        # Why each node's last answer to each kind of question was refused, so that a refusal is
+        # said at warning once, when it starts or its reason changes, not at every reading: at
+        # most two entries a member.
+        self._refused: dict[tuple[int, str], str] = {}
 
     async def run(self) -> None:
         """Read on for as long as the client runs; an error of one reading is logged, not fatal."""
@@ -100,8 +105,42 @@ class LedgerImport:
 
     async def _ask_all(self, config: NetworkConfig, path: str, query: dict[str, str]) -> list[dict]:
         """Every member's answer to GET `path`, of those that gave one."""
-        answers = await asyncio.gather(*(_get(self._session, node, path, query) for node in config.nodes))
+        answers = await asyncio.gather(*(self._get(node, path, query) for node in config.nodes))
         return [answer for answer in answers if isinstance(answer, dict)]
+
+    async def _get(self, node: NodeConfig, path: str, query: dict[str, str]) -> dict | None:
+        """Node `node`'s answer to GET `path`: a JSON object read whole, within MAX_ANSWER_BYTES;
+        None for no answer, a refused one said at warning with its reason."""
+        kind = path.split("/")[1]
+        timeout = aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_S)
+        try:
+            async with self._session.get(node.url(path), params=query, timeout=timeout) as response:
+                if response.status == 404 and kind == "requests":
+                    return None  # the node has not executed that build (yet): no refusal
+                if response.status != 200:
+                    return self._refuse(node, kind, f"answered HTTP {response.status}")
+                # Read whole: one read of the stream gives only what has arrived so far.
+                body = await read_capped(response, MAX_ANSWER_BYTES)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+            return self._refuse(node, kind, f"did not answer: {describe(error)}")
+        if body is None:
+            return self._refuse(node, kind, f"sent more than {MAX_ANSWER_BYTES} bytes")
+        try:
+            answer = json.loads(body)
+        except (ValueError, RecursionError):
+            return self._refuse(node, kind, "answered without JSON")
+        if not isinstance(answer, dict):
+            return self._refuse(node, kind, "answered JSON that is not an object")
+        if self._refused.pop((node.id, kind), None) is not None:
+            log.info("node %d answers GET /%s again", node.id, kind)
+        return answer
+
+    def _refuse(self, node: NodeConfig, kind: str, reason: str) -> None:
+        if self._refused.get((node.id, kind)) != reason:
+            log.warning("node %d's answer to GET /%s is refused: %s (asked again at every reading)",
+                        node.id, kind, reason)
+        self._refused[(node.id, kind)] = reason
+        return None
 
     def _take(self, config: NetworkConfig, builds: list[Any]) -> None:
         """Record the builds of other clients among `builds` (each as a node's ledger shows it,
@@ -216,19 +255,6 @@ def _int(value: Any, otherwise: int) -> int:
 
 def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
-
-
-async def _get(session: aiohttp.ClientSession, node: NodeConfig, path: str, query: dict[str, str]) -> Any:
-    timeout = aiohttp.ClientTimeout(total=ANSWER_TIMEOUT_S)
-    try:
-        async with session.get(node.url(path), params=query, timeout=timeout) as response:
-            if response.status != 200:
-                return None
-            body = await response.content.read(MAX_ANSWER_BYTES + 1)
-        return json.loads(body) if len(body) <= MAX_ANSWER_BYTES else None
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, RecursionError) as error:
-        log.debug("node %d did not answer %s: %s", node.id, path, error)
-        return None
 
 
 async def ledger_import_ctx(app: web.Application) -> AsyncIterator[None]:

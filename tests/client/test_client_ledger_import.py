@@ -6,12 +6,17 @@ neither make up a build or a verdict nor hide a build."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import types
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from client.certificate import certificate_from_record, check_certificate
+from client import ledgerimport
 from client.ledgerimport import LedgerImport
 from client.records import BuildRecords
 from pbft.build import Operation, Result
@@ -156,3 +161,75 @@ def test_answers_of_the_wrong_shape_count_as_no_answer_and_stop_nothing(imports)
     pages(imports, [("9", "all"), (None, [7, "x", {"seq": "2"}]), (2, [held]), (2, [held, {"votes": 5}])])
     assert asyncio.run(imports.importer.step()) is True
     assert imports.records.imported.cursor() == 2 and imports.record()["state"] == "accepted"
+
+
+class SlowNodes:
+    """Every member of the network as a real HTTP server that serves `page` as its answer to
+    `GET /ledger`, written a few KiB at a time as a node on a real network sends it, or
+    `oversized` bytes of it when set."""
+
+    CHUNK_BYTES = 4096
+
+    def __init__(self, config, page: dict) -> None:
+        self.config, self.body, self.oversized = config, json.dumps(page).encode(), 0
+        self.runners: list[web.AppRunner] = []
+
+    async def ledger(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        body = self.body if not self.oversized else b" " * self.oversized
+        try:
+            for start in range(0, len(body), self.CHUNK_BYTES):
+                await response.write(body[start:start + self.CHUNK_BYTES])
+                await asyncio.sleep(0.001)  # the next segment is still on its way
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client stopped reading an answer over its bound
+        return response
+
+    async def __aenter__(self) -> "SlowNodes":
+        for node in self.config.nodes:
+            app = web.Application()
+            app.router.add_get("/ledger", self.ledger)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, node.host, node.port).start()
+            self.runners.append(runner)
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+def backlog(imports, count: int) -> tuple[dict, list[int]]:
+    """A page of `count` builds of the other client, each with the votes of every member."""
+    requests = [imports.request(timestamp=TIMESTAMP + 16 * index) for index in range(count)]
+    builds = [imports.build(request, [imports.vote(node, request) for node in range(4)], seq=index + 1)
+              for index, request in enumerate(requests)]
+    return {"after": 0, "through": count, "last_executed": count, "builds": builds}, [r.timestamp for r in requests]
+
+
+async def read_with_a_real_session(imports, page: dict, oversized: int = 0) -> bool:
+    async with SlowNodes(imports.config, page) as nodes, aiohttp.ClientSession() as session:
+        nodes.oversized = oversized
+        imports.importer._session = session
+        return await imports.importer.step()
+
+
+def test_a_page_that_arrives_in_many_pieces_is_read_whole_and_every_build_on_it_imported(imports):
+    page, build_ids = backlog(imports, 40)
+    assert len(json.dumps(page)) > 64 * 1024  # more than one read of the stream ever gives
+    assert asyncio.run(read_with_a_real_session(imports, page)) is True
+    assert imports.records.imported.cursor() == 40
+    assert [imports.record(build_id)["state"] for build_id in build_ids] == ["accepted"] * 40
+
+
+def test_an_answer_over_its_bound_is_refused_at_warning_with_the_reason_and_the_reading_stays(imports, caplog, monkeypatch):
+    monkeypatch.setattr(ledgerimport, "MAX_ANSWER_BYTES", 32 * 1024)
+    page, _ = backlog(imports, 1)
+    with caplog.at_level(logging.WARNING, logger="client.ledgerimport"):
+        assert asyncio.run(read_with_a_real_session(imports, page, oversized=64 * 1024)) is False
+    assert imports.records.imported.cursor() == 0
+    refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert len(refusals) == 4 and all("sent more than 32768 bytes" in line for line in refusals), refusals

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ import yaml
 from builder.workspace.checkouts import checkouts_root
 from pbft.encoding import canonical
 from pbft.messages import Reply, decode
-from shared.config import NetworkConfig
+from shared.config import NetworkConfig, load_config
 from shared.crypto import parse_public_key, verify_bytes
 from tests.client.forge_deliveries import GITHUB_PUSH, encoded, github_headers
 from tests.support.network import free_ports
@@ -153,6 +154,17 @@ def client_process(config: NetworkConfig, log_path: Path, *args: str) -> Iterato
     assert not port_open(host, port), f"something already listens on {host}:{port}; a client left running?"
     with listening(["./scripts/startClient.sh", *args], host, port, log_path) as process:
         yield f"http://{host}:{port}", process
+
+
+@contextmanager
+def named_client(config_path: Path, name: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Client `name` of the configuration at `config_path` (client/index.py --name), in a process
+    group of its own; yields its URL and the process, stopped at the end."""
+    entry = load_config(config_path).client(name)
+    command = [sys.executable, "client/index.py", "--config", str(config_path), "--name", name,
+               "--log-file", str(log_path)]
+    with listening(command, entry.host, entry.port, log_path.with_suffix(".out")) as process:
+        yield f"http://{entry.host}:{entry.port}", process
 
 
 @contextmanager

@@ -9,19 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
-from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, http_json, listening
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, http_json, named_client
 from tests.support.node_processes import add_client
 from tests.support.real_project import branches_repository
 
@@ -34,16 +30,6 @@ SPEC = "commands:\n  - echo build started\n  - sleep 6\n  - test ! -f fail\n"
 # Where each delivery goes: to client a, to client b, or to both (a forge retrying on the
 # other address, or two load balancer paths).
 ROUTES = {"to-a-1": "a", "to-a-2": "a", "to-b-1": "b", "to-b-2": "b", "to-both-1": "ab", "to-both-2": "ab"}
-
-
-@contextmanager
-def client_process(config_path: Path, name: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Client `name` of the configuration, in a process group of its own; stopped at the end."""
-    entry = load_config(config_path).client(name)
-    command = [sys.executable, "client/index.py", "--config", str(config_path), "--name", name,
-               "--log-file", str(log_path)]
-    with listening(command, entry.host, entry.port, log_path.with_suffix(".out")) as process:
-        yield f"http://{entry.host}:{entry.port}", process
 
 
 def all_settled(base_url: str, timeout_s: float = 240) -> list[dict]:
@@ -72,8 +58,8 @@ def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_k
     network(str(config_path))
     config = load_config(config_path)
 
-    with client_process(config_path, "b", scratch / "client-b.log") as (b_url, _):
-        with client_process(config_path, A, scratch / "client-a.log") as (a_url, a_process):
+    with named_client(config_path, "b", scratch / "client-b.log") as (b_url, _):
+        with named_client(config_path, A, scratch / "client-a.log") as (a_url, a_process):
             handed_out: dict[str, dict[str, str]] = {delivery: {} for delivery in ROUTES}
             for delivery, route in ROUTES.items():
                 for name, url in (("a", a_url), ("b", b_url)):

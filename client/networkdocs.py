@@ -19,6 +19,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from client.frames import NodeFrames
+from client.noderequests import describe, read_capped
 from pbft.networkchange import MAX_DOCUMENT_CHARS, document_digest
 from shared.config import ConfigError, NetworkConfig
 from shared.networkdoc import with_document
@@ -74,10 +75,15 @@ class DocumentFollower:
             async with self._session.get(node.url("/network/document"), timeout=timeout) as response:
                 if response.status != 200:
                     return None
-                body = await response.content.read(MAX_ANSWER_BYTES + 1)
-            answer = json.loads(body) if len(body) <= MAX_ANSWER_BYTES else None
+                # Read whole: one read of the stream gives only what has arrived so far.
+                body = await read_capped(response, MAX_ANSWER_BYTES)
+            if body is None:
+                log.warning("node %d's network document is refused: it sent more than %d bytes", node_id,
+                            MAX_ANSWER_BYTES)
+                return None
+            answer = json.loads(body)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, RecursionError) as error:
-            log.warning("node %d did not serve its network document: %s", node_id, error)
+            log.warning("node %d did not serve its network document: %s", node_id, describe(error))
             return None
         document = answer.get("document") if isinstance(answer, dict) else None
         return document if isinstance(document, dict) else None

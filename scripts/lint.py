@@ -29,13 +29,15 @@ if __name__ == "__main__":
 
 from builder.plan.spec import MAX_SPEC_BYTES, SPEC_FILE, parse_build_spec, spec_matrix  # noqa: E402
 from pbft.build import combination_label  # noqa: E402
+from shared.boundedread import read_at_most  # noqa: E402
 
 
 def read_spec(path: Path) -> bytes:
     """The file's bytes as a node reads them: a spec larger than the limit is refused by its
-    size, so more than that is never read. OSError when it cannot be read."""
-    with path.open("rb") as spec:
-        return spec.read(MAX_SPEC_BYTES + 1)
+    size, so more than that is never read. OSError when it cannot be read, and when it is no
+    regular file: a FIFO would hold the reading until something wrote to it, a device might
+    never end."""
+    return read_at_most(path, MAX_SPEC_BYTES + 1)
 
 
 def verdicts(path: Path, text: bytes, matrix: bool) -> list[tuple[str, str | None]]:

@@ -45,6 +45,15 @@ class RefusedFile(OSError):
 def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     """The bytes of the regular file at `path`; RefusedFile when it is no regular file or holds
     more than `max_bytes`, OSError when it cannot be opened or read."""
+    data = read_at_most(path, max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RefusedFile(errno.EFBIG, f"is larger than {_size(max_bytes)}, the most this file may hold")
+    return data
+
+
+def read_at_most(path: str | Path, limit: int) -> bytes:
+    """The first `limit` bytes of the regular file at `path` (all of it if shorter); RefusedFile
+    when it is no regular file, OSError when it cannot be opened or read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as error:
@@ -56,12 +65,9 @@ def read_bounded(path: str | Path, max_bytes: int) -> bytes:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise _not_regular(mode)
-        data = _read_at_most(fd, max_bytes + 1)
+        return _read_at_most(fd, limit)
     finally:
         os.close(fd)
-    if len(data) > max_bytes:
-        raise RefusedFile(errno.EFBIG, f"is larger than {_size(max_bytes)}, the most this file may hold")
-    return data
 
 
 def _not_regular(mode: int) -> RefusedFile:

@@ -4,6 +4,7 @@ refuse is refused with the very reason a node signs, and it needs no network, Do
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,18 @@ def test_any_paths_are_checked_and_one_that_cannot_be_read_is_said_apart(tmp_pat
     assert checked.returncode == 2
     assert checked.stdout == f"good.yml: ok\nbad.yml: refused\n{nodes_reason(BAD)}\n"
     assert checked.stderr == "absent.yml: cannot be read: No such file or directory\n"
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a FIFO"), (os.mkdir, "a directory"), (lambda path: socket.socket(socket.AF_UNIX).bind(str(path)), "a socket"),
+], ids=["a FIFO", "a directory", "a socket"])
+def test_a_path_that_is_no_regular_file_is_refused_in_one_line_without_waiting_on_it(tmp_path, make, kind):
+    make(tmp_path / "spec.yml")
+
+    checked = lint("spec.yml", cwd=tmp_path)
+
+    assert (checked.returncode, checked.stdout) == (2, "")
+    assert checked.stderr == f"spec.yml: cannot be read: is {kind}, not a regular file\n"
 
 
 def test_each_combination_of_a_matrix_is_its_own_build(tmp_path):

@@ -27,7 +27,8 @@ from pbft.wire import HEX64, SIG, ListOf, Struct, Text, struct, wire
 DOCUMENT_FORMAT = 1
 MAX_DOCUMENT_CHARS = 256 * 1024  # a network of a hundred nodes and repositories is far less
 MAX_OWNERS = 16
-OWNER_NAME = Text(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"))
+OWNER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OWNER_NAME = Text(OWNER_NAME_PATTERN)
 
 
 def document_digest(document: dict) -> str:

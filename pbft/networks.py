@@ -15,9 +15,11 @@ named once it speaks again.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
-from pbft.networkchange import NetworkChange, document_digest
+from pbft.networkchange import OWNER_NAME_PATTERN, NetworkChange, document_digest
+from pbft.wire import MAX_TEXT
 
 
 class NetworkClaims:
@@ -86,6 +88,10 @@ class NetworkState:
         self.document = document
         self.digest = digest
         self.changed_at = 0  # the sequence number of the change that made it; 0: the one started with
+        # The owners whose valid signatures carried that change (`signers`), sorted; () for the
+        # document started with. Set where the change applies, so a node that executed it, learnt
+        # it by state transfer or replays it after a restart names the same owners.
+        self.signed_by: tuple[str, ...] = ()
         # The digests of the last few documents, each with the sequence number it ran from, so
         # that a peer's checkpoint or STATUS is compared with what we ran at its point.
         self.history: list[tuple[int, str]] = [(0, digest)]
@@ -115,7 +121,7 @@ class NetworkState:
         rest of what makes a document one every node can run (the driver's schema), a pure
         function of the document, so every honest node answers alike. `membership`: whether
         the change may change the nodes and f (`pbft.epochs`)."""
-        threshold, keys = self.owners()
+        threshold, _ = self.owners()
         if threshold == 0:
             return "this network has no owners: its configuration changes only at a restart of every node"
         if change.base != self.digest:
@@ -130,9 +136,7 @@ class NetworkState:
         if applied_at is not None:
             return (f"the change was applied at sequence number {applied_at} already: a replay (to take that "
                     "step again, owners sign a document that differs in some setting)")
-        payload = change.signed_payload()
-        signers = sorted({signature.owner for signature in change.signatures
-                          if signature.owner in keys and verify_key(keys[signature.owner], payload, signature.sig)})
+        signers = self.signers(change, verify_key)
         if len(signers) < threshold:
             named = f" ({', '.join(signers)})" if signers else ""
             return f"signed by {len(signers)} of the {threshold} owners a change needs{named}"
@@ -142,13 +146,24 @@ class NetworkState:
             return f"changes {', '.join(changed)}, which change only at a restart of every node"
         return membership_problem(document) or check(document)
 
-    def apply(self, seq: int, change: NetworkChange) -> None:
-        """The change executed at `seq` passed `problem`: its document runs from there."""
+    def signers(self, change: NetworkChange, verify_key: Callable[[str, dict, str], bool]) -> tuple[str, ...]:
+        """The owners of the running document whose signatures of `change` hold, sorted by name:
+        a signature by a key that is no owner's, or a second one by one owner, counts for nothing.
+        A pure function of the document and the change, so every honest node names the same."""
+        _, keys = self.owners()
+        payload = change.signed_payload()
+        return tuple(sorted({signature.owner for signature in change.signatures
+                             if signature.owner in keys and verify_key(keys[signature.owner], payload, signature.sig)}))
+
+    def apply(self, seq: int, change: NetworkChange, signed_by: tuple[str, ...]) -> None:
+        """The change executed at `seq` passed `problem`, carried by the signatures of
+        `signed_by` (`signers`, asked before it applies: the owners are the replaced document's):
+        its document runs from there."""
         document = change.parsed()
         assert document is not None, "a change applied unchecked"
         self.steps.setdefault((self.digest, change.target()), seq)
         self._run(document, change.target(), seq)
-        self.changed_at = seq
+        self.changed_at, self.signed_by = seq, signed_by
 
     def reload(self, document: dict, seq: int) -> None:
         """An operator reloaded `document` after `seq`, in a network the order never changed."""
@@ -158,3 +173,29 @@ class NetworkState:
     def _run(self, document: dict, digest: str, seq: int) -> None:
         self.document, self.digest = document, digest
         self.history = [*self.history, (seq, self.digest)][-MAX_HISTORY:]
+
+
+# The answer every node gives a change that applied. Its reason text is each node's own, not
+# part of the agreed result (`pbft.build.Result.agreed`): a reader that trusts the signers it
+# names takes them only where every node of a quorum named the same (client.tables.audit).
+_APPLIED = re.compile(r"network configuration ([0-9a-f]{64}), signed by (.+), runs from sequence number (\d+)")
+
+
+def applied_reason(digest: str, seq: int, signed_by: tuple[str, ...]) -> str:
+    """`network configuration <digest>, signed by ada, bob, runs from sequence number 12`. Owners'
+    names are short; where sixteen long ones would not fit a reason's bound, their count
+    stands for them (GET /network/document on a node names them all)."""
+    named = f"network configuration {digest}, signed by {', '.join(signed_by)}, runs from sequence number {seq}"
+    if len(named) <= MAX_TEXT:
+        return named
+    return f"network configuration {digest}, signed by {len(signed_by)} owners, runs from sequence number {seq}"
+
+
+def signers_named(reason: str) -> tuple[str, ...] | None:
+    """The owners an applied change's reason (`applied_reason`) names; None for any other text,
+    and for the count that stands for too many names."""
+    found = _APPLIED.fullmatch(reason)
+    if found is None:
+        return None
+    names = tuple(found.group(2).split(", "))
+    return names if all(OWNER_NAME_PATTERN.fullmatch(name) for name in names) else None

@@ -46,7 +46,7 @@ from pbft.horizon import Horizon, VoteHorizon
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
-from pbft.networks import NetworkClaims, NetworkState, membership_changes
+from pbft.networks import NetworkClaims, NetworkState, applied_reason, membership_changes
 from pbft.build import Result
 from pbft.builders import Standby, builders_of, chosen_builders
 from pbft.messages import (
@@ -845,15 +845,14 @@ class Replica:
             if problem is not None:
                 logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
                 return Result("error", None, None, f"network change refused: {problem}")
-            self.network.apply(seq, change)
+            self.network.apply(seq, change, self.network.signers(change, self.auth.verify_key))
             self.checkpoints.boundary(seq)
             if new_members:
                 self._pend_epoch(seq)
-            logger.warning("node=%d view=%d seq=%d network configuration %s runs from here",
-                           self.id, self.view, seq, self.network.digest[:16])
+            logger.warning("node=%d view=%d seq=%d network configuration %s runs from here, signed by %s",
+                           self.id, self.view, seq, self.network.digest[:16], ", ".join(self.network.signed_by))
             self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
-            return Result("success", 0, None, f"network configuration {self.network.digest} runs from sequence "
-                                              f"number {seq}")
+            return Result("success", 0, None, applied_reason(self.network.digest, seq, self.network.signed_by))
         return self._standing_answer(request)
 
     def _change_problem(self, seq: int, change: NetworkChange) -> tuple[str | None, bool]:
@@ -1538,7 +1537,7 @@ class Replica:
             problem, new_members = replica._change_problem(seq, replayed)
             if problem is not None:
                 continue
-            replica.network.apply(seq, replayed)
+            replica.network.apply(seq, replayed, replica.network.signers(replayed, auth.verify_key))
             if seq > state.low_watermark:
                 replica.checkpoints.boundary(seq)
             if new_members:

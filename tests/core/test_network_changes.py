@@ -13,6 +13,7 @@ from dataclasses import replace
 from pbft.encoding import canonical
 from pbft.messages import Request
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
+from pbft.networks import applied_reason, signers_named
 from shared.crypto import generate_private_key, public_key_hex, sign_bytes
 from tests.support.cluster import Cluster, keys
 
@@ -59,7 +60,7 @@ def test_a_change_signed_by_k_owners_runs_from_its_sequence_number_on_every_node
     request = submit(cluster, change(DOCUMENT, BIGGER_BUILDS))
     target = document_digest(BIGGER_BUILDS)
     assert set(answers(cluster, request).values()) == {
-        ("success", f"network configuration {target} runs from sequence number 1")}
+        ("success", f"network configuration {target}, signed by ada, bob, runs from sequence number 1")}
     assert all(cluster.network_changes[node] == [(1, target)] for node in range(4))
     assert all(replica.network.document == BIGGER_BUILDS for replica in cluster.replicas)
     cluster.deliver_to(0, cluster.request())  # a build after it: its reply and the checkpoint name the new digest
@@ -120,6 +121,49 @@ def test_a_change_replayed_after_another_undid_it_is_refused_live_and_after_a_re
     cluster.restart(2)
     assert cluster.replicas[2].network.digest == document_digest(DOCUMENT)
     assert cluster.replicas[2].network.steps == cluster.replicas[0].network.steps
+
+
+def test_the_owners_whose_signatures_carried_a_change_are_named_alike_executed_learnt_and_replayed(tmp_path):
+    """Every node names the same signers of the running document: the valid signatures of the
+    replaced document's owners, not every name a change carries, whether it executed the
+    change, learnt it by state transfer or replayed it from its ledger after a restart."""
+    cluster = Cluster(document=DOCUMENT, store_dir=tmp_path,
+                      settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1})
+    cluster.crashed.add(3)  # cut off: it learns the change by state transfer
+    signed = change(DOCUMENT, BIGGER_BUILDS, signers=("cy", "ada"))
+    forged = OwnerSignature("bob", sign_bytes(generate_private_key(), canonical(signed.signed_payload())))
+    request = submit(cluster, replace(signed, signatures=(*signed.signatures, forged)))
+    target = document_digest(BIGGER_BUILDS)
+    assert set(answers(cluster, request).values()) == {("success", applied_reason(target, 1, ("ada", "cy")))}
+    for _ in range(6):
+        cluster.deliver_to(0, cluster.request())
+        cluster.run()
+    cluster.crashed.discard(3)
+    cluster.deliver_to(0, cluster.request())
+    cluster.run()
+    assert cluster.replicas[3].last_executed == 0  # what it missed is below the others' window
+    cluster.tick(10.0)  # no progress for longer than fetch_interval_s: node 3 asks
+    cluster.run()
+    assert cluster.replicas[3].last_executed == cluster.replicas[0].last_executed == 8
+    cluster.crashed.add(2)
+    cluster.restart(2)
+    for replica in cluster.replicas:
+        assert (replica.network.digest, replica.network.changed_at, replica.network.signed_by) == (
+            target, 1, ("ada", "cy"))
+
+
+def test_the_reason_of_an_applied_change_names_its_signers_and_nothing_else_parses_as_one():
+    digest = "ab" * 32
+    assert signers_named(applied_reason(digest, 12, ("ada", "bob"))) == ("ada", "bob")
+    assert applied_reason(digest, 12, ("ada",)) == (
+        f"network configuration {digest}, signed by ada, runs from sequence number 12")
+    sixteen = tuple(f"{index:02d}" + "o" * 62 for index in range(16))  # the longest names a change may carry
+    too_many = applied_reason(digest, 12, sixteen)
+    assert len(too_many) <= 1024 and "signed by 16 owners," in too_many and signers_named(too_many) is None
+    for other in ("network change refused: signed by 1 of the 2 owners a change needs (ada)",
+                  f"network configuration {digest}, signed by ada, bo b, runs from sequence number 12",
+                  f"network configuration {digest}, signed by ada\x1b[2J, runs from sequence number 12"):
+        assert signers_named(other) is None
 
 
 def test_membership_and_protocol_are_not_changed_by_a_change_yet():

@@ -60,8 +60,8 @@ def test_owners_change_the_network_through_the_order(tmp_path):
             network_py("sign", change, "--key", str(tmp_path / "owners" / "bob.key"), "--owner", "bob")
             applied = network_py("submit", change, "--client", base_url)
             assert applied.returncode == 0, applied.stderr
-            found = re.fullmatch(rf"network configuration {target} runs from sequence number (\d+) \(build \d+, "
-                                 r"agreed by nodes \[.*\]\)\n", applied.stdout)
+            found = re.fullmatch(rf"network configuration {target}, signed by ada, bob, runs from sequence number "
+                                 r"(\d+) \(build \d+, agreed by nodes \[.*\]\)\n", applied.stdout)
             assert found, applied.stdout
             seq = int(found.group(1))
 

@@ -1021,7 +1021,7 @@ def test_simulation_catches_a_change_learnt_by_state_transfer_that_is_not_applie
     def learnt_changes_ignored(self, seq, batch_id, batch, *, build):
         if build:
             return original(self, seq, batch_id, batch, build=build)
-        self.network.apply = lambda seq, change: None  # this batch's changes change nothing
+        self.network.apply = lambda seq, change, signed_by: None  # this batch's changes change nothing
         try:
             original(self, seq, batch_id, batch, build=build)
         finally:

@@ -51,6 +51,7 @@ PEER_FRAMES_PER_S = 5_000
 PEER_FRAME_BURST = 10_000
 # Sequence numbers `GET /ledger` answers at once: each holds a batch, each build its votes.
 LEDGER_PAGE = 64
+LEDGER_PAGE_BYTES = 4 * 1024 * 1024  # and about as many bytes, at most: a client reads four times as many
 DRIVER = web.AppKey("driver", Driver)
 LINKS = web.AppKey("links", dict)
 FIRST_DOCUMENT = web.AppKey("first_document", dict)
@@ -357,10 +358,19 @@ async def ledger_after(request: web.Request) -> web.Response:
     driver = request.app[DRIVER]
     driver.write_deferred()
     after, last = int(text), driver.replica.last_executed
-    seqs = range(after + 1, min(after + LEDGER_PAGE, last) + 1)
-    builds = [record for seq in seqs for record in driver.store.build_records(seq)] if driver.store is not None else []
-    return web.json_response({"after": after, "through": max(after, seqs.stop - 1), "last_executed": last,
-                              "builds": builds})
+    builds: list[dict] = []
+    through, size = after, 0
+    for seq in range(after + 1, min(after + LEDGER_PAGE, last) + 1):
+        records = driver.store.build_records(seq) if driver.store is not None else []
+        grown = len(json.dumps(records))
+        # A page ends before it grows past its bound, so that batches of many builds never make
+        # it one no client reads (client/ledgerimport.py MAX_ANSWER_BYTES); it holds one
+        # sequence number's builds whole, whatever their size.
+        if builds and size + grown > LEDGER_PAGE_BYTES:
+            break
+        builds += records
+        through, size = seq, size + grown
+    return web.json_response({"after": after, "through": through, "last_executed": last, "builds": builds})
 
 
 def _record_of_request(request: web.Request) -> dict:

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import yaml
 
+from node import server
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget
 from shared.config import load_config
 from tests.support.network import parse_metrics, write_network
@@ -284,3 +285,33 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         assert metrics[("pbft_builds_running", ())] == metrics[("pbft_builds_queued", ())] == 0
         connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
         assert connected == [1, 1, 1]
+
+
+async def test_the_ledger_is_served_in_pages_that_end_before_their_byte_bound_and_skip_nothing(network, monkeypatch):
+    net = await network()
+    async with aiohttp.ClientSession() as session:
+        for timestamp in range(41, 47):
+            await net.submit(session, "master", timestamp, [0])
+        await settled_statuses(session, net, [1], lambda s: s["last_executed"] == 6)
+
+        async def page(after):
+            async with session.get(f"http://127.0.0.1:{net.config.node(1).port}/ledger?after={after}") as response:
+                assert response.status == 200
+                return await response.json()
+
+        whole = await page(0)
+        assert (whole["through"], [build["seq"] for build in whole["builds"]]) == (6, [1, 2, 3, 4, 5, 6])
+        one_build = len(json.dumps(whole["builds"][:1]))
+        # A bound that two sequence numbers' builds fit, and not three.
+        monkeypatch.setattr(server, "LEDGER_PAGE_BYTES", 2 * one_build + one_build // 2)
+        seen, after = [], 0
+        while after < 6:
+            answer = await page(after)
+            assert answer["through"] - after == len(answer["builds"]) <= 2, answer
+            seen += [build["seq"] for build in answer["builds"]]
+            after = answer["through"]
+        assert seen == [1, 2, 3, 4, 5, 6]
+        # A bound smaller than one sequence number's builds still serves that one whole.
+        monkeypatch.setattr(server, "LEDGER_PAGE_BYTES", 10)
+        answer = await page(2)
+        assert (answer["through"], [build["seq"] for build in answer["builds"]]) == (3, [3])

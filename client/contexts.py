@@ -57,7 +57,7 @@ def service_ctx(config: NetworkConfig, client_name: str, auth: Authenticator,
             app[SERVICE_KEY] = service
             # The network document nodes' signed words are compared with: the one this client runs,
             # and the one f+1 of them run once the order changed it.
-            live.on_reload(lambda new: setattr(service.core.frames, "network", new.digest))
+            live.on_reload(lambda new: service.core.frames.runs(new.digest))
             live.on_reload(service.follow)  # the members, keys and f a change through the order made
             live.on_reload(functools.partial(_follow_nodes, app[LOG_PROXY].nodes))
             follower = DocumentFollower(live, service.core.frames, session, config, service.core.tasks.spawn)

@@ -42,6 +42,13 @@ class NodeFrames:
         # client's: at least one honest node runs it, so the order made it (client.contexts).
         self.on_vouched: Callable[[str], None] | None = None
 
+    def runs(self, network: str) -> None:
+        """Run the network document `network` from now on. Each node's last signed word is
+        compared with it at once: a node that named it before this client took it runs what
+        this client runs, and one that named the document this client ran before does not."""
+        self.network = network
+        self.networks.named = {sender: (named, network) for sender, (named, _) in self.networks.named.items()}
+
     def follow(self, config: NetworkConfig) -> None:
         """Take the members of `config` and their keys: a change through the order made them."""
         self.node_ids = frozenset(node.id for node in config.nodes)

@@ -65,6 +65,20 @@ async def test_the_client_runs_a_document_f_plus_1_nodes_vouch_for(nodes, aiohtt
                                                                           "3": cluster.config.digest}}
 
 
+async def test_once_the_client_runs_a_document_each_nodes_last_word_is_compared_with_it(nodes, aiohttp_client):
+    cluster, documents = nodes
+    wanted = with_repository(cluster, "newrepo")
+    digest = document_digest(wanted)
+    documents.served = {0: wanted}
+    cluster.networks = {0: digest, 1: digest, 2: digest}  # node 3 still runs the one the client started with
+    client = await start_client(aiohttp_client, cluster)
+    await until(lambda: _digest(client) == digest)
+    # No node has said a word since: those that named the document the client now runs are not
+    # foreign, and the one that named the document it ran before is.
+    network = await (await client.get("/network")).json()
+    assert network["client"]["network"] == {"digest": digest, "foreign": {"3": cluster.config.digest}}
+
+
 async def test_one_node_alone_moves_nothing(nodes, aiohttp_client):
     cluster, documents = nodes
     wanted = with_repository(cluster, "newrepo")

@@ -16,7 +16,7 @@ named once it speaks again.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Iterable
 
 from pbft.networkchange import OWNER_NAME_PATTERN, NetworkChange, document_digest
 from pbft.wire import MAX_TEXT
@@ -199,3 +199,11 @@ def signers_named(reason: str) -> tuple[str, ...] | None:
         return None
     names = tuple(found.group(2).split(", "))
     return names if all(OWNER_NAME_PATTERN.fullmatch(name) for name in names) else None
+
+
+def agreed_signers(reasons: Iterable[str]) -> tuple[str, ...] | None:
+    """The owners that the reasons of the nodes whose results agreed on an applied change (at
+    least f+1 of them, so one honest node at least) all name alike; None if one names others
+    or none. A faulty node among them can keep the names from being known, never change them."""
+    named = {signers_named(reason) for reason in reasons}
+    return next(iter(named)) if len(named) == 1 else None

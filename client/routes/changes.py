@@ -3,9 +3,10 @@
 The change (pbft/networkchange.py, made and signed with scripts/network.py) is ordered like
 a build and answered with what f+1 nodes agree on: applied from a sequence number, or refused
 with the reason every node gave (too few owners' signatures, a change already applied or made
-before another, a document the nodes cannot run). The owners' signatures are what make a
-change; the client's token only lets a caller hand one in. Once applied, this client runs the
-new document too, with its own local settings.
+before another, a document the nodes cannot run); an applied change's answer names the owners
+whose signatures carried it. The owners' signatures are what make a change; the client's token
+only lets a caller hand one in. Once applied, this client runs the new document too, with its
+own local settings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from client.outcome import Accepted, Disputed, Divergent
 from client.routes.params import read_capped, webhook_settings
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation
 from pbft.networkchange import MAX_DOCUMENT_CHARS, NetworkChange
+from pbft.networks import agreed_signers
 from pbft.wire import MessageError, decode_struct
 from shared.config import ConfigError
 from shared.networkdoc import with_document
@@ -44,6 +46,9 @@ async def submit_change(request: web.Request) -> web.Response:
                       "agreed_by": agreed_by}
             if result.status != "success":
                 return web.json_response(answer, status=409)
+            # Named alike by every node that agreed (the reason above is one node's words).
+            signers = agreed_signers(reply.result.reason for reply in verdict.replies if reply.sender in agreed_by)
+            answer["signed_by"] = None if signers is None else list(signers)
             _adopt(request, change)
             return web.json_response(answer)
         case Divergent() | Disputed():

@@ -4,18 +4,21 @@ Every action a person, a token, a forge or a schedule takes on the CI is a
 request the client signs with its actor in it (client/actors.py): a build, a
 cancel, a re-run, the approval of a fork's pull request, a change of the
 network document. The records keep each signed request, so the trail is the
-records themselves, and every node's ledger holds the same actors. A
+records themselves, and every node's ledger holds the same actors; a change
+applied also names the owners whose signatures carried it. A
 matrix's combinations are left out: the order's expansion started them, not
 an actor.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
 from client.tables.store import RecordStore, in_repositories
 from client.tables.summaries import VERDICT_SQL
+from pbft.networks import agreed_signers
 
 AUDIT_ACTIONS = ("build", "cancel", "rerun", "approve", "change")
 _ACTION_SQL = (
@@ -32,7 +35,10 @@ _ENTRIES = (
     " json_extract(request, '$.operation.actor.name') AS actor_name,"
     " json_extract(request, '$.operation.cancels') AS cancels,"
     " (SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of,"
-    " (SELECT approval_id FROM approvals WHERE approvals.build_id = builds.build_id) AS approval_id"
+    " (SELECT approval_id FROM approvals WHERE approvals.build_id = builds.build_id) AS approval_id,"
+    # An accepted change's quorum and replies, whose reasons name the owners that signed it.
+    " CASE WHEN state = 'accepted' AND json_extract(request, '$.operation.change') IS NOT NULL"
+    " THEN json_object('agreed_by', json(agreed_by), 'replies', json(replies)) END AS change_replies"
     " FROM builds WHERE build_id NOT IN (SELECT build_id FROM matrix_builds) {where})"
 )
 
@@ -69,7 +75,7 @@ class Audit:
 def _entry(row: sqlite3.Row) -> dict[str, Any]:
     # What the action acted on: the build a cancel stops or a re-run builds again, the approval.
     target = {"cancel": row["cancels"], "rerun": row["rerun_of"], "approve": row["approval_id"]}.get(row["action"])
-    return {
+    entry = {
         "build_id": str(row["build_id"]),
         "at": row["submitted_at"],
         "action": row["action"],
@@ -79,3 +85,19 @@ def _entry(row: sqlite3.Row) -> dict[str, Any]:
         "target": None if target is None else str(target),
         "verdict": row["verdict"],
     }
+    if row["action"] == "change":
+        entry["signed_by"] = _signed_by(row["change_replies"])
+    return entry
+
+
+def _signed_by(change_replies: str | None) -> list[str] | None:
+    """The owners whose signatures carried a change the nodes applied, as every node of the
+    verdict's quorum named them (pbft.networks.agreed_signers): the actor only handed it in.
+    None for a change refused or without a verdict, and where the quorum's words differ."""
+    if change_replies is None:
+        return None
+    found = json.loads(change_replies)
+    quorum = set(found["agreed_by"])
+    signers = agreed_signers(reply["result"].get("reason", "") for reply in found["replies"]
+                             if reply.get("sender") in quorum and isinstance(reply.get("result"), dict))
+    return None if signers is None else list(signers)

@@ -24,6 +24,7 @@ from pbft.attestation import Signed
 from pbft.build import Result, Spec, StepResult
 from pbft.handshake import Challenge, Hello
 from pbft.messages import BuildState, CurrentView, Reply, Request, decode, encode, signed
+from pbft.networks import applied_reason
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, public_key_hex, save_private_key
 
@@ -111,6 +112,9 @@ class FakeCluster:
         self.config: NetworkConfig | None = None  # set once the servers' ports are known
         # The network document a node names in what it signs, where it is not the client's.
         self.networks: dict[int, str] = {}
+        # The owners a node's answer to a change names, where not those whose names the change's
+        # signatures carry (a fake node checks no owner's signature).
+        self.change_signers: dict[int, tuple[str, ...]] = {}
 
     def app(self, node_id: int) -> web.Application:
         async def client_socket(request: web.Request) -> web.WebSocketResponse:
@@ -211,6 +215,12 @@ class FakeCluster:
             return
         if request.operation.cancels is not None:
             result = Result("success", 0, None, f"cancel of build {request.operation.cancels} ordered")
+        elif request.operation.change is not None:  # applied, as pbft.replica answers a change
+            change = request.operation.change
+            signers = tuple(sorted({signature.owner for signature in change.signatures}))
+            seq = list(self.committed).index(timestamp) + 1
+            result = Result("success", 0, None,
+                            applied_reason(change.target(), seq, self.change_signers.get(node_id, signers)))
         elif timestamp in self.cancelled and not finished_here:
             result = Result("cancelled", None, None, "cancelled by the client's request")
         else:

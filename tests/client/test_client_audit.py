@@ -1,13 +1,20 @@
 """Who asked, in the order: every request the client signs names its actor, and `GET /audit`
-lists who triggered, cancelled, re-ran and approved what, against fake nodes with real
-signatures (tests/client/fake_nodes.py)."""
+lists who triggered, cancelled, re-ran and approved what, and the owners whose signatures
+carried a change of the network document, against fake nodes with real signatures
+(tests/client/fake_nodes.py)."""
 
 import dataclasses
+import json
 import sqlite3
 
 from client.certificate import check_certificate
 from client.records import BuildRecords
 from client.tables.schema import SCHEMA_VERSION
+from pbft.encoding import canonical
+from pbft.messages import encode
+from pbft.networkchange import NetworkChange, OwnerSignature
+from shared.crypto import generate_private_key, sign_bytes
+from shared.networkdoc import agreed
 from tests.client.fake_nodes import post, start_client
 from tests.client.forge_deliveries import GITHUB_PUSH, REPOSITORIES, push, settled
 
@@ -98,3 +105,47 @@ def test_records_of_version_8_gain_the_index_of_builds_by_actor(tmp_path):
             "EXPLAIN QUERY PLAN SELECT build_id FROM builds"
             " WHERE json_extract(request, '$.operation.actor.name') = 'ci' ORDER BY build_id DESC"))
         assert "builds_actor" in plan, plan
+
+
+def owners_change(cluster, *owners: str) -> NetworkChange:
+    """The client's network with one repository more, signed by `owners` (fresh keys: a fake
+    node checks no owner's signature)."""
+    document = agreed(cluster.config)
+    wanted = {**document, "repositories": [*document["repositories"], {"name": "newrepo", "url": "/srv/git/newrepo"}]}
+    unsigned = NetworkChange(cluster.config.digest, canonical(wanted).decode())
+    payload = canonical(unsigned.signed_payload())
+    return dataclasses.replace(unsigned, signatures=tuple(
+        OwnerSignature(name, sign_bytes(generate_private_key(), payload)) for name in owners))
+
+
+async def submit_change(client, change: NetworkChange) -> tuple[int, dict]:
+    response = await client.post("/network/changes", data=json.dumps(encode(change)))
+    return response.status, await response.json()
+
+
+async def test_the_audit_of_a_change_names_the_owners_whose_signatures_carried_it(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+    status, answer = await submit_change(client, owners_change(cluster, "bob", "ada"))
+    assert status == 200, answer
+    assert answer["signed_by"] == ["ada", "bob"] and ", signed by ada, bob, runs from" in answer["reason"]
+    [entry] = (await audit(client, "?action=change"))["actions"]
+    assert (entry["build_id"], entry["actor"], entry["verdict"]) == (answer["build_id"], MACHINE, "success")
+    assert entry["signed_by"] == ["ada", "bob"]
+    status, built = await post(client, {"branch": "main"})
+    assert status == 200
+    assert "signed_by" not in (await audit(client, "?action=build"))["actions"][0]  # only a change has signers
+
+
+async def test_a_node_of_the_quorum_naming_other_owners_leaves_them_unnamed_never_named_falsely(
+        cluster, aiohttp_client):
+    # Each node's reason text is its own, not part of the agreed result: node 0 names an owner
+    # that signed nothing, and makes the quorum with node 1 (2 and 3 answer late).
+    cluster.change_signers = {0: ("mallory",)}
+    cluster.delay_s = {0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0}
+    client = await start_client(aiohttp_client, cluster)
+    status, answer = await submit_change(client, owners_change(cluster, "ada", "bob"))
+    assert status == 200, answer
+    assert answer["agreed_by"] == [0, 1] and "mallory" in answer["reason"]  # the lowest agreeing node's words
+    assert answer["signed_by"] is None
+    [entry] = (await audit(client, "?action=change"))["actions"]
+    assert entry["signed_by"] is None

@@ -1,9 +1,11 @@
 """Signing people in through an OpenID Connect provider: authorization code with PKCE.
 
 `begin` sends the browser to the provider with a fresh state, nonce and code
-challenge, which it remembers for ten minutes; `finish` takes the provider's
-answer back, exchanges its code (with the verifier and the client's secret)
-at the provider's token endpoint, and checks the ID token (client.idtoken).
+challenge, which the browser keeps for ten minutes in a sealed cookie
+(client.signinpending), not the client; `finish` takes the provider's answer
+back with that cookie, exchanges its code (with the verifier and the client's
+secret) at the provider's token endpoint, and checks the ID token
+(client.idtoken).
 The person is its `username_claim`, their groups its `groups_claim`; the
 client's grants give them roles (client.access), and a session keeps them
 signed in (client.tables.sessions). The provider's endpoints and keys come
@@ -18,37 +20,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
 from client.idtoken import IdTokenError, UnknownKey, checked_claims
 from client.intake import WebhookError
+from client.signinpending import Pending, Sealer
 from pbft.build import ACTOR_NAME
 from shared.config import NetworkConfig
 from shared.config_principals import SignInConfig
 
-# Sign-ins begun and not finished, at most, and for how long each may be finished.
-MAX_PENDING = 1000
-PENDING_S = 600.0
 MAX_GROUPS = 100
 HTTP_TIMEOUT_S = 10.0
 MAX_DOCUMENT_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class Pending:
-    nonce: str
-    verifier: str
-    next_path: str
-    begun_at: float
 
 
 @dataclass(frozen=True)
@@ -58,46 +48,42 @@ class Person:
 
 
 class SignIn:
-    def __init__(self, settings: SignInConfig, redirect_uri: str, http: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: SignInConfig, redirect_uri: str, http: aiohttp.ClientSession,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.redirect_uri = redirect_uri
+        # The path the provider sends the browser back to: the only one its sign-in cookie goes to.
+        self.return_path = urlsplit(redirect_uri).path or "/"
+        self.clock = clock
         self._http = http
-        self._pending: OrderedDict[str, Pending] = OrderedDict()
+        self._sealer = Sealer()
         self._metadata: dict | None = None
         self._keys: dict | None = None
 
-    async def begin(self, next_path: str) -> str:
-        """Where to send the browser to sign in; it comes back to `next_path` once signed in."""
+    async def begin(self, next_path: str) -> tuple[str, Pending]:
+        """Where to send the browser to sign in, and the sign-in it begins, which the browser
+        keeps (`sealed`); it comes back to `next_path` once signed in."""
         metadata = await self._discovered()
-        state, pending = self._remember(next_path)
+        pending = Pending.new(next_path, self.clock())
         scopes = ("openid", *(scope for scope in self.settings.scopes if scope != "openid"))
         query = {
             "response_type": "code", "client_id": self.settings.client_id, "redirect_uri": self.redirect_uri,
-            "scope": " ".join(scopes), "state": state, "nonce": pending.nonce,
+            "scope": " ".join(scopes), "state": pending.state, "nonce": pending.nonce,
             "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
         }
-        return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
+        return f"{metadata['authorization_endpoint']}?{urlencode(query)}", pending
 
-    def _remember(self, next_path: str) -> tuple[str, Pending]:
-        """A new sign-in's state, and what its end is checked against, remembered for PENDING_S."""
-        now = time.monotonic()
-        self._forget_stale(now)
-        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        pending = self._pending[state] = Pending(nonce, verifier, next_path, now)
-        while len(self._pending) > MAX_PENDING:
-            self._pending.popitem(last=False)
-        return state, pending
+    def sealed(self, pending: Pending) -> str:
+        """A begun sign-in as the cookie the browser keeps it in."""
+        return self._sealer.sealed(pending)
 
-    def _taken(self, state: str) -> Pending:
-        """The sign-in `state` names, which ends here, or the 400 that says it is none."""
-        pending = self._pending.pop(state, None)
-        if pending is None or time.monotonic() - pending.begun_at > PENDING_S:
-            raise WebhookError(400, "this sign-in is unknown or older than ten minutes: sign in again")
-        return pending
+    def pending(self, sealed: str | None, state: str) -> Pending:
+        """The sign-in `state` names, from the cookie the browser brought back (`sealed`); a 400
+        if the browser brought none, another, a forged or one older than ten minutes."""
+        return self._sealer.opened(sealed, state, self.clock())
 
-    async def finish(self, state: str, code: str) -> tuple[Person, str]:
-        """The person the provider signed in for sign-in `state`, and where they were going."""
-        pending = self._taken(state)
+    async def finish(self, pending: Pending, code: str) -> tuple[Person, str]:
+        """The person the provider signed in for `pending`, and where they were going."""
         metadata = await self._discovered()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
                 "code_verifier": pending.verifier, "client_id": self.settings.client_id}
@@ -110,7 +96,7 @@ class SignIn:
     async def _claims(self, token: object, nonce: str) -> dict:
         keys = await self._published_keys(refresh=False)
         check = {"issuer": self.settings.issuer, "client_id": self.settings.client_id, "nonce": nonce,
-                 "now": time.time()}
+                 "now": self.clock()}
         try:
             return checked_claims(token, keys, **check)
         except UnknownKey:
@@ -170,10 +156,6 @@ class SignIn:
             raise WebhookError(502, f"the provider's answer from {url} is not a JSON {kind.__name__}")
         return data
 
-    def _forget_stale(self, now: float) -> None:
-        while self._pending and now - next(iter(self._pending.values())).begun_at > PENDING_S:
-            self._pending.popitem(last=False)
-
 
 def challenge_of(verifier: str) -> str:
     """PKCE's S256 challenge of `verifier` (RFC 7636 4.2)."""
@@ -223,15 +205,14 @@ class GitHubSignIn(SignIn):
     person is whom its API says the token is for (`GET /user`: their login), and their groups
     their organizations and teams (`<org>`, `<org>/<team>`; the scope read:org)."""
 
-    async def begin(self, next_path: str) -> str:
-        state, pending = self._remember(next_path)
+    async def begin(self, next_path: str) -> tuple[str, Pending]:
+        pending = Pending.new(next_path, self.clock())
         query = {"client_id": self.settings.client_id, "redirect_uri": self.redirect_uri, "scope": "read:org",
-                 "state": state, "code_challenge": challenge_of(pending.verifier), "code_challenge_method": "S256",
-                 "allow_signup": "false"}
-        return f"{self.settings.issuer.rstrip('/')}/login/oauth/authorize?{urlencode(query)}"
+                 "state": pending.state, "code_challenge": challenge_of(pending.verifier),
+                 "code_challenge_method": "S256", "allow_signup": "false"}
+        return f"{self.settings.issuer.rstrip('/')}/login/oauth/authorize?{urlencode(query)}", pending
 
-    async def finish(self, state: str, code: str) -> tuple[Person, str]:
-        pending = self._taken(state)
+    async def finish(self, pending: Pending, code: str) -> tuple[Person, str]:
         form = {"client_id": self.settings.client_id, "client_secret": self.settings.client_secret, "code": code,
                 "redirect_uri": self.redirect_uri, "code_verifier": pending.verifier}
         answer = await self._json("POST", f"{self.settings.issuer.rstrip('/')}/login/oauth/access_token", data=form,

@@ -1,8 +1,9 @@
 """Signing in and out (client.signin): `GET /login` sends the browser to the team's OpenID
-provider, `GET /auth/callback` takes it back and begins a session, `GET /session` says who
-is signed in (with the CSRF token the pages send), `POST /logout` ends the session. And a
-person's own API tokens for scripts (`/tokens`): made, listed and revoked only from a
-session, never with a token, so that a token cannot beget another."""
+provider, `GET /auth/callback` takes it back and, for the browser that began the sign-in,
+begins a session; `GET /session` says who is signed in (with the CSRF token the pages
+send), `POST /logout` ends the session. And a person's own API tokens for scripts
+(`/tokens`): made, listed and revoked only from a session, never with a token, so that a
+token cannot beget another."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from client.intake import WebhookError, json_object
 from client.keys import NAME_KEY, RECORDS_KEY
 from client.routes.params import MAX_BUILD_ID, bounded_int, config_of, read_capped, webhook_settings
 from client.signin import SIGNIN_KEY, SignIn
+from client.signinpending import PENDING_S, cookie_name
 from client.tables.sessions import SESSION_COOKIE, Session
 from client.tables.tokens import DEFAULT_DAYS, MAX_TOKEN_DAYS, TokenMade
 from pbft.build import ACTOR_NAME
@@ -32,29 +34,56 @@ MAX_TOKEN_REQUEST_BYTES = 1024
 
 @routes.get("/login")
 async def login(request: web.Request) -> web.Response:
+    """To the provider, with the sign-in's state, nonce and verifier in a cookie of this browser's
+    (client.signinpending): only the browser that began a sign-in can finish it."""
     next_path = request.query.get("next", "/dashboard")
     if not _NEXT.fullmatch(next_path):
         raise web.HTTPBadRequest(reason="next must be a path of this client, starting with one /")
-    url = await _sign_in(request).begin(next_path)
-    raise web.HTTPFound(url)
+    sign_in = _sign_in(request)
+    url, pending = await sign_in.begin(next_path)
+    response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+    # Lax, not Strict: the provider sends the browser back with a top-level GET from its own
+    # site, which a Strict cookie would not go with. Only to the return route, and gone when
+    # the sign-in may no longer be finished.
+    response.set_cookie(cookie_name(pending.state), sign_in.sealed(pending), max_age=PENDING_S,
+                        path=sign_in.return_path, httponly=True, samesite="Lax", secure=_secure(request))
+    return response
 
 
 @routes.get("/auth/callback")
 async def callback(request: web.Request) -> web.Response:
-    sign_in, query = _sign_in(request), request.query
+    """The provider's answer: a session for the person it signed in, if this browser began the
+    sign-in its state names. The sign-in's cookie is spent whatever the outcome."""
+    sign_in, state = _sign_in(request), request.query.get("state", "")
+    name = cookie_name(state)
+    carried = bool(state) and name in request.cookies
+    try:
+        response = await _signed_in(request, sign_in, state)
+    except WebhookError as error:
+        if not carried:
+            raise
+        response = web.json_response({"error": error.reason}, status=error.status, headers=error.headers)
+    if carried:
+        response.del_cookie(name, path=sign_in.return_path, secure=_secure(request), httponly=True, samesite="Lax")
+    return response
+
+
+async def _signed_in(request: web.Request, sign_in: SignIn, state: str) -> web.Response:
+    query = request.query
     if "error" in query:
         raise WebhookError(400, f"the provider did not sign you in: {_plain(query['error'])}")
-    state, code = query.get("state", ""), query.get("code", "")
+    code = query.get("code", "")
     if not state or not code or max(len(state), len(code)) > MAX_PARAMETER_CHARS:
         raise WebhookError(400, "the provider's answer has no state and code")
-    person, next_path = await sign_in.finish(state, code)
+    pending = sign_in.pending(request.cookies.get(cookie_name(state)), state)
+    person, next_path = await sign_in.finish(pending, code)
     cookie, session = request.app[RECORDS_KEY].sessions.begin(person.name, person.groups, time.time(),
                                                                 sign_in.settings.session_hours)
     log.info("user %s signed in (groups: %s)", person.name, ", ".join(person.groups) or "none")
-    response = web.HTTPSeeOther(next_path)
+    response = web.Response(status=303, headers={"Location": next_path})
     response.set_cookie(SESSION_COOKIE, cookie, max_age=int(session.expires_at - time.time()), path="/",
                         httponly=True, samesite="Lax", secure=_secure(request))
-    raise response
+    return response
 
 
 @routes.get("/session")

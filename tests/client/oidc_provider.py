@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 import aiohttp
+import yarl
 from Crypto.PublicKey import ECC
 
 from tests.support.network import free_port
@@ -86,8 +87,37 @@ async def sign_in(browser: aiohttp.ClientSession, client_url: str, login: str, n
                   ) -> aiohttp.ClientResponse:
     """What a browser does to sign in at `client_url` as `login`: the client's /login, the
     provider's login form, back to the client; the last answer (the page it returns to)."""
+    return await signed_in_at_provider(browser, await login_form(browser, client_url, next_path), login)
+
+
+async def login_form(browser: aiohttp.ClientSession, client_url: str, next_path: str = "/dashboard") -> str:
+    """The first half of a sign-in: the client's /login, on to the provider's login form; where
+    the form posts to."""
     form_page = await browser.get(f"{client_url}/login", params={"next": next_path})
     html = await form_page.text()
     found = re.search(r'<form[^>]*action="([^"]+)"', html)
     assert form_page.status == 200 and found, f"no login form at the provider: {form_page.status} {html[:300]}"
-    return await browser.post(found.group(1), data={"prompt": "login", "login": login, "password": "any"})
+    return found.group(1)
+
+
+async def signed_in_at_provider(browser: aiohttp.ClientSession, form_action: str, login: str
+                                ) -> aiohttp.ClientResponse:
+    """The second half: the provider's login form posted as `login`, and the redirects followed
+    back to the client; the last answer."""
+    return await browser.post(form_action, data={"prompt": "login", "login": login, "password": "any"})
+
+
+async def return_url(browser: aiohttp.ClientSession, form_action: str, login: str, redirect_uri: str) -> str:
+    """The second half stopped short: the provider's login form posted as `login` and its own
+    redirects followed, up to the one that would take the browser back to the client
+    (`redirect_uri`), which is returned, not followed."""
+    response = await browser.post(form_action, data={"prompt": "login", "login": login, "password": "any"},
+                                  allow_redirects=False)
+    for _ in range(10):
+        location = response.headers.get("Location", "")
+        assert response.status in (302, 303) and location, f"the provider answered {response.status}"
+        url = str(response.url.join(yarl.URL(location)))
+        if url.startswith(f"{redirect_uri}?"):
+            return url
+        response = await browser.get(url, allow_redirects=False)
+    raise AssertionError("the provider never sent the browser back to the client")

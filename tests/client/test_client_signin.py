@@ -18,15 +18,15 @@ ACCOUNTS = {"alice": ["developers"], "bob": []}
 GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)),)
 
 
-async def start_client_signing_in(cluster, aiohttp_client, port: int, issuer: str) -> None:
+async def start_client_signing_in(cluster, aiohttp_client, port: int, issuer: str):
     """The client on `port` (its redirect URI names it), with the machine token, the grants and
-    sign-in through `issuer`."""
+    sign-in through `issuer`; its test client."""
     with_client_settings(cluster, token=TOKEN)
     client_config = dataclasses.replace(
         cluster.config.clients[0], public_url=f"http://127.0.0.1:{port}", grants=GRANTS,
         sign_in=SignInConfig(issuer, CLIENT_ID, CLIENT_SECRET, scopes=("openid", "profile", "groups")))
     cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    return await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
 
 
 def a_browser() -> aiohttp.ClientSession:
@@ -50,6 +50,7 @@ async def test_a_person_signs_in_acts_with_the_roles_granted_to_their_groups_and
     assert landed.status == 200 and str(landed.url) == f"{url}/dashboard/builds/1"
     cookie = next(cookie for cookie in browser.cookie_jar if cookie.key == "pbft_session")
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    assert not [cookie for cookie in browser.cookie_jar if cookie.key.startswith("pbft_signin_")]  # spent
     me = await (await browser.get(f"{url}/session")).json()
     assert (me["user"], me["groups"]) == ("alice", ["developers"]) and me["csrf"]
 
@@ -91,7 +92,7 @@ async def test_a_sign_in_that_returns_elsewhere_or_comes_back_unasked_is_refused
         response = await browser.get(f"{url}/login", params={"next": next_path}, allow_redirects=False)
         assert response.status == 400, next_path
     unasked = await browser.get(f"{url}/auth/callback", params={"state": "made-up", "code": "made-up"})
-    assert unasked.status == 400 and "unknown or older than ten minutes" in (await unasked.json())["error"]
+    assert unasked.status == 400 and "this browser did not begin this sign-in" in (await unasked.json())["error"]
     denied = await browser.get(f"{url}/auth/callback", params={"error": "access_denied<script>"})
     assert denied.status == 400 and (await denied.json())["error"] == (
         "the provider did not sign you in: access_denied?script?")
@@ -115,7 +116,7 @@ async def test_a_person_makes_a_token_for_their_scripts_which_acts_with_their_gr
         refused = await other.post(f"{url}/tokens", json={}, headers=script)
         assert refused.status == 401  # a token does not make tokens
         listed = (await (await browser.get(f"{url}/tokens")).json())["tokens"]
-        assert [(t["token_id"], t["owner"], t["name"], t["role"]) for t in listed] == [
+        assert [(t["token_id"], t["owner"], t["label"], t["role"]) for t in listed] == [
             (token_id, "alice", "laptop", None)]
         assert (await browser.post(f"{url}/tokens/{token_id}/revoke", headers=csrf)).status == 200
         assert (await other.get(f"{url}/builds", headers=script)).status == 401

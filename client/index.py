@@ -29,7 +29,7 @@ import logging  # noqa: E402
 from client.app import make_app  # noqa: E402
 from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
 from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
-from client.tokencli import token_command  # noqa: E402
+from client.tokencli import DEFAULT_CONFIG, token_command  # noqa: E402
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.config import is_loopback_host  # noqa: E402
 
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " client's own host.",
     )
     parser.add_argument(
-        "--config", default="example-config/network.yaml", help="network configuration YAML (default: %(default)s)"
+        "--config", default=DEFAULT_CONFIG, help="network configuration YAML (default: %(default)s)"
     )
     parser.add_argument("--name", help="which client of the configuration to run as (default: the first one)")
     parser.add_argument("--host", help="address to listen on (default: the client's host in the configuration)")

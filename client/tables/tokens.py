@@ -104,9 +104,10 @@ class Tokens:
         return cursor.rowcount == 1
 
     def listed(self, owner: str | None = None) -> list[dict[str, Any]]:
-        """Every token (or `owner`'s), newest first: who holds it and until when, never the token."""
+        """Every token (or `owner`'s), newest first: who holds it, its label and until when, never
+        the token."""
         rows = self._store.read(
-            "SELECT token_id, owner, name, role, repositories, created_at, expires_at, revoked_at FROM tokens"
+            "SELECT token_id, owner, name AS label, role, repositories, created_at, expires_at, revoked_at FROM tokens"
             " WHERE ? IS NULL OR owner = ? ORDER BY token_id DESC LIMIT ?",
             (owner, owner, MAX_LISTED_TOKENS)).fetchall()
         dates = ("created_at", "expires_at", "revoked_at")

@@ -4,15 +4,18 @@ with the client's machine token set and a personal token of each role."""
 import dataclasses
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from client.access import ROLES, granted
-from client.index import main
+from client.app import make_app
+from client.index import main, parse_args
 from client.keys import RECORDS_KEY
 from client.records import BuildRecords, records_path
 from client.tables.tokens import TokenMade, TokenRefused
-from client.tokencli import token_command
+from client.tokencli import DEFAULT_CONFIG, token_command
+from shared.config import load_config
 from shared.config_principals import GrantConfig
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import start_client
@@ -129,14 +132,17 @@ def test_the_token_command_refuses_what_it_cannot_make(argv, code):
 def test_the_token_command_makes_lists_and_revokes_tokens_the_records_keep(tmp_path, capsys):
     network = Network(tmp_path)
     config = ["--config", str(network.config_path)]
+    path = records_path(network.config.data_dir, network.config.clients[0].name)
+    BuildRecords(path).close()  # as the client does when it starts
     assert main(["token", *config, "create", "--owner", "alice", "--role", "approve", "--days", "7"]) == 0
     made = capsys.readouterr()
     token = made.out.strip()
     assert token.startswith("pbft_") and "token 1 for alice, role approve on every repository, valid 7 days" in made.err
-    records = BuildRecords(records_path(network.config.data_dir, network.config.clients[0].name))
+    assert f"in the records of client client ({path})" in made.err
+    records = BuildRecords(path)
     try:
         assert records.tokens.holder(token, time.time()).role == "approve"
-        assert main(["token", *config, "list"]) == 0
+        assert main(["token", "list", *config]) == 0  # the options after the verb, as before it
         assert capsys.readouterr().out.startswith("1\talice\tapprove\t*\tapi\texpires ")
         assert main(["token", *config, "revoke", "1"]) == 0
         assert main(["token", *config, "revoke", "1"]) == 1  # once
@@ -144,6 +150,29 @@ def test_the_token_command_makes_lists_and_revokes_tokens_the_records_keep(tmp_p
             records.tokens.holder(token, time.time())
     finally:
         records.close()
+
+
+def test_the_token_command_makes_no_records_of_a_client_that_never_ran_there(tmp_path, capsys):
+    network = Network(tmp_path)
+    path = records_path(network.config.data_dir, network.config.clients[0].name)
+    for verb in (["create", "--owner", "alice"], ["list"], ["revoke", "1"]):
+        assert main(["token", "--config", str(network.config_path), *verb]) == 2
+        assert capsys.readouterr().err.startswith(f"no records of client client at {path}: that client has not run")
+    assert not network.config.data_dir.exists()
+
+
+async def test_a_token_the_command_makes_without_config_is_one_the_client_run_by_default_accepts(
+    tmp_path, monkeypatch, aiohttp_client, capsys,
+):
+    # The client and the command, both run without --config from the same folder, read the same records.
+    network = Network(tmp_path / Path(DEFAULT_CONFIG).parent)
+    monkeypatch.chdir(tmp_path)
+    assert parse_args([]).config == DEFAULT_CONFIG and (tmp_path / DEFAULT_CONFIG).samefile(network.config_path)
+    client = await aiohttp_client(make_app(load_config(parse_args([]).config), "client"))
+    assert main(["token", "create", "--owner", "alice", "--role", "read"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert (await client.get("/builds", headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert (await client.get("/builds", headers={"Authorization": "Bearer pbft_" + "x" * 43})).status == 401
 
 
 async def test_a_token_made_for_some_repositories_sees_and_acts_on_those_only(cluster, aiohttp_client):

@@ -18,7 +18,7 @@ from tests.client.client_token import TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT
 from tests.client.github_oauth import CLIENT_ID as GITHUB_CLIENT_ID, CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
 from tests.client.oidc_provider import login_form, provider, return_url, signed_in_at_provider
-from tests.client.test_client_signin import ACCOUNTS, a_browser, start_client_signing_in
+from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in
 from tests.support.network import free_port
 
 FLOOD = 2000

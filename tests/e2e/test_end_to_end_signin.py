@@ -2,19 +2,22 @@
 four real nodes, the client, and headless Chromium. A developer signs in through the provider's
 login page, sees only the repository the grants give their group, asks for a build, is refused
 its cancel (403 naming the role), signs out; an admin signs in and approves a fork's pull
-request; the audit lists who did what, in order, and the certificate and the attestation name its actor."""
+request; the audit lists who did what, in order, and the certificate and the attestation name its actor.
+A return URL from a sign-in someone else began, opened in the browser, signs nobody in."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from shared.config import load_config
-from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, provider
+from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, login_form, provider, return_url
 from tests.e2e.browser import BROWSER_MARKS, text_of, texts, wait_for
 from tests.e2e.example_network import OWN_NETWORK, client, http_json, settled, slow_repository
 from tests.e2e.github_deliveries import forge_config, pull_request
@@ -94,6 +97,7 @@ def test_people_sign_in_act_with_their_roles_and_the_audit_names_them(network, b
         with client(config, tmp_path / "client.out", str(config_path)) as started_url:
             assert started_url == base_url
             check_the_team(browser, base_url, pull_head)
+            check_a_return_url_handed_to_another_browser_signs_nobody_in(browser, base_url)
 
 
 def check_the_team(browser, base_url: str, pull_head: str) -> None:
@@ -157,3 +161,20 @@ def check_the_team(browser, base_url: str, pull_head: str) -> None:
     [repository, *_] = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["configuration"]
     assert repository["annotations"]["requestedBy"] == "user root", repository
 
+
+
+def check_a_return_url_handed_to_another_browser_signs_nobody_in(browser, base_url: str) -> None:
+    """Someone signs in at the provider as themselves, stops before the way back to the client
+    and hands its URL to a browser that never began that sign-in (login CSRF): no session."""
+
+    async def handed() -> str:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as attacker:
+            form = await login_form(attacker, base_url)
+            return await return_url(attacker, form, "root", f"{base_url}/auth/callback")
+
+    returning = asyncio.run(handed())
+    browser.delete_all_cookies()  # the client's: as a browser that was never signed in here
+    browser.get(returning)
+    assert "this browser did not begin this sign-in" in browser.find_element(By.TAG_NAME, "body").text
+    assert browser.execute_script("return fetch('/session').then((r) => r.status)") == 401
+    assert not [cookie for cookie in browser.get_cookies() if cookie["name"] == "pbft_session"]

@@ -32,7 +32,9 @@ def joined(tmp_path: Path, node_id: int, port: int, first_from: str, *, rotate: 
     host = tmp_path / f"host-{node_id}"
     # A node of the first four keeps its key where write_network put it, beside the others'.
     keys = tmp_path / "keys" if rotate else host / "keys"
-    extra = ["--next"] if rotate else ["--first-from", first_from, "--out", str(host / "network.yaml")]
+    # Its ledger and logs on its own "host" too, not where a systemd unit would keep them.
+    extra = ["--next"] if rotate else ["--first-from", first_from, "--out", str(host / "network.yaml"),
+                                       "--data-dir", str(host / "data"), "--log-dir", str(host / "log")]
     made = network_py("join", "--node", str(node_id), "--host", "127.0.0.1", "--port", str(port),
                       "--keys-dir", str(keys), *extra)
     assert made.returncode == 0, made.stderr

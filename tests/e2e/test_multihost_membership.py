@@ -60,7 +60,9 @@ def network_py(hosts: Hosts, host: str, *args: str) -> subprocess.CompletedProce
 def joined(hosts: Hosts, node: int, port: int, source: str, *, rotate: bool = False) -> dict:
     """On node `node`'s own host: its key (or its next one), its entry and, joining, its file."""
     folder = hosts.folder(f"node-{node}")
-    extra = ["--next"] if rotate else ["--first-from", source, "--out", str(folder / "network.yaml")]
+    # Its ledger and logs in its host's folder, not where a systemd unit would keep them.
+    extra = ["--next"] if rotate else ["--first-from", source, "--out", str(folder / "network.yaml"),
+                                       "--data-dir", str(folder / "data"), "--log-dir", str(folder / "log")]
     made = network_py(hosts, f"node-{node}", "join", "--node", str(node), "--host",
                       hosts.lan.hosts[f"node-{node}"].address, "--port", str(port), "--keys-dir", str(folder / "keys"),
                       *extra)

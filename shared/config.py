@@ -170,23 +170,24 @@ def load_config(
     that node's own status token file, for a repository with `node_statuses`.
     `read_secrets=False` leaves the secrets kept in files (a client's token,
     forges' webhook secrets and status tokens, notification webhooks' HMAC keys
-    and the SMTP password) unread and empty: only the
+    and the SMTP password) unread and empty, and does not require them, nor
+    a client's mail server: only the
     client uses them, so with one node per host they stay on the client's
     host and a node's host needs none of them. Build secrets are the other
     way round: only nodes use them, so their files are read and checked when
     `node_id` is given, and never otherwise (the client's host needs none).
     """
     path = Path(path).resolve()
-    return config_from(path, _document(path), require_keys=require_keys, node_id=node_id, read_secrets=read_secrets)
+    options = LoadOptions(require_keys=require_keys, read_secrets=read_secrets)
+    return config_from(path, _document(path), node_id=node_id, options=options)
 
 
-def config_from(
-    path: Path, data: dict, *, require_keys: bool = True, node_id: int | None = None, read_secrets: bool = True
-) -> NetworkConfig:
+def config_from(path: Path, data: dict, *, node_id: int | None = None, options: LoadOptions = LoadOptions()
+                ) -> NetworkConfig:
     """`load_config` of the mapping `data`, as if it were the file at `path` (whose folder
     relative paths start from): a network document the order changed, with a node's own
-    settings merged in (shared/networkdoc.py)."""
-    reading = Reading(path.parent, LoadOptions(require_keys=require_keys, read_secrets=read_secrets))
+    settings merged in, or alone (`options.document_only`: shared/networkdoc.py)."""
+    reading = Reading(path.parent, options, stands_in=options.stands_in)
     config = reading.section(NetworkConfig, data, "", fixed={"path": path})
     check_network(config, reading)
     if node_id is not None:

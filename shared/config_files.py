@@ -15,7 +15,8 @@ from Crypto.PublicKey import ECC
 
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 from shared.config_values import TOKEN_PATTERN
-from shared.schema import Invalid, Reading
+from shared.schema import Invalid, Reading, schema_of
+from shared.schema.sections import Declared
 from shared.secretmask import MIN_FORM_CHARS
 
 # A value shorter than this would be masked wherever those few characters appear in a build's
@@ -31,6 +32,26 @@ class LoadOptions:
 
     require_keys: bool = True  # a public key file that does not exist yet is a problem
     read_secrets: bool = True  # the client's secrets kept in files are read (a node's host holds none)
+    document_only: bool = False  # the mapping is a network document alone (shared/networkdoc.py)
+
+    def stands_in(self, declared: Declared) -> bool:
+        """Whether the setting `declared`, when the mapping leaves it out, stands in, neither
+        required nor judged by a rule (`shared.schema.Reading`). In a network document alone,
+        every host's own setting does: each host's file gives its own. Where the client's
+        secrets are not read, a secret of the client's does, and so does a section of the
+        client's that holds one (its mail server, its sign-in): only the client uses them."""
+        if not declared.setting.local:
+            return False
+        return self.document_only or (not self.read_secrets and _holds_a_secret(declared))
+
+
+def _holds_a_secret(declared: Declared) -> bool:
+    """Whether `declared` is a secret kept in a file of the client's, or a section that holds one."""
+    if isinstance(declared.setting.file, SecretFile):
+        return True
+    kind = declared.kind
+    inner = getattr(kind, "cls", None) or getattr(getattr(kind, "item", None), "cls", None)
+    return inner is not None and any(_holds_a_secret(setting) for setting in schema_of(inner).settings)
 
 
 def _text_of(path: Path) -> str:

@@ -26,8 +26,11 @@ from shared.schema import Inline, schema_of
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5  # in a refused change's reason
-# A required local setting's value while a document alone is checked.
-PLACEHOLDER = "."
+# What names an entry of a list in both a document and a host's file, so that it takes the
+# local settings of its own entry there: a repository or a client its name, a node its id, a
+# notification's webhook its URL (whose secret only the client's file gives). An entry with
+# none of them is matched by its place among the entries with none.
+IDENTITY_KEYS = ("name", "id", "webhook")
 
 
 def agreed(section: Any) -> dict:
@@ -113,31 +116,43 @@ def _merged_section(cls: type, local: dict, document: dict) -> dict:
 
 def _merged_list(cls: type, local: Any, document: list) -> list:
     local = [entry for entry in local if isinstance(entry, dict)] if isinstance(local, list) else []
-
-    def identity(entry: dict, index: int) -> Any:
-        return entry.get("name", entry.get("id", ("#", index)))
-
-    by_identity = {identity(entry, index): entry for index, entry in enumerate(local)}
+    by_identity = dict(zip(_identities(local), local))
     return [
-        _merged_section(cls, by_identity.get(identity(entry, index), {}), entry) if isinstance(entry, dict) else entry
-        for index, entry in enumerate(document)
+        _merged_section(cls, by_identity.get(identity, {}), entry) if isinstance(entry, dict) else entry
+        for identity, entry in zip(_identities(document), document)
     ]
+
+
+def _identities(entries: list) -> list[tuple]:
+    """Each entry's identity (IDENTITY_KEYS), with how many entries before it have the same:
+    two webhooks of one URL are the first and the second of it. A webhook removed from the
+    document then takes its secret with it, and leaves no other entry the file's."""
+    identities, seen = [], {}
+    for entry in entries:
+        found = next(((key, entry[key]) for key in IDENTITY_KEYS
+                      if isinstance(entry, dict) and isinstance(entry.get(key), (str, int))), ("#",))
+        seen[found] = seen.get(found, -1) + 1
+        identities.append((*found, seen[found]))
+    return identities
 
 
 def document_problem(document: dict, folder: Path) -> str | None:
     """Why `document` is not a network document every node can run, or None: the configuration
     rules alone, with no file read, so that every node answers the same (`pbft.networks`).
-    A local setting a section cannot go without (a build secret's file) is taken as given."""
-    from shared.config import ConfigError, NetworkConfig, config_from
+    Every host's own setting stands in (`LoadOptions.document_only`), whatever a section
+    needs of it (a build secret's file, a webhook's secret, a node's status token, a client's
+    mail server): each host's file gives its own, and each process says what its own lacks
+    when it runs the document (`with_document`)."""
+    from shared.config import ConfigError, LoadOptions, NetworkConfig, config_from
 
     # A key of a host's own, or a `<key>_file`, would have each node read a file of its own
     # host: nodes would answer differently, and a file's text could end up in the reason.
     foreign = _foreign_keys(NetworkConfig, document, "")
     if foreign:
         return f"{', '.join(foreign[:MAX_PROBLEMS])}: not a key of a network document"
-    data = _placeheld(NetworkConfig, dict(document))
+    options = LoadOptions(require_keys=True, read_secrets=False, document_only=True)
     try:
-        config = config_from(folder / "network-change.yaml", data, require_keys=True, read_secrets=False)
+        config = config_from(folder / "network-change.yaml", dict(document), options=options)
     except ConfigError as error:
         return "; ".join(error.problems[:MAX_PROBLEMS])
     except Exception as error:  # a reading our rules did not foresee: refused the same way by every node
@@ -166,26 +181,17 @@ def _foreign_keys(cls: type, data: Any, at: str) -> list[str]:
     return found
 
 
-def _placeheld(cls: type, data: dict) -> dict:
-    for declared in schema_of(cls).settings:
-        if declared.setting.local and declared.required:
-            data.setdefault(declared.key, PLACEHOLDER)
-        inner, listed = _held(declared.kind)
-        value = data.get(declared.key)
-        if listed and isinstance(value, list):
-            data[declared.key] = [_placeheld(inner, dict(item)) if isinstance(item, dict) else item for item in value]
-    return data
-
-
 def with_document(config: Any, document: dict, *, read_secrets: bool) -> Any:
     """The configuration a process runs once the order replaced its network document with
     `document`: that document, with the local settings of the file `config` was read from
     (its folders, engines, secret files), whose secrets a client reads (`read_secrets`) and a
-    node does not. Raises ConfigError, or OSError for a file that cannot be read."""
+    node does not, nor requires. Raises ConfigError, naming what the file lacks for the
+    document (a new webhook's secret_file, on the client), or OSError for a file that cannot
+    be read."""
     import yaml
 
     from shared.boundedread import MAX_CONFIG_BYTES, read_bounded
-    from shared.config import config_from
+    from shared.config import LoadOptions, config_from
 
     local = yaml.safe_load(read_bounded(config.path, MAX_CONFIG_BYTES))
-    return config_from(config.path, merged(local, document), read_secrets=read_secrets)
+    return config_from(config.path, merged(local, document), options=LoadOptions(read_secrets=read_secrets))

@@ -7,6 +7,14 @@ where it stands in the document and which of its settings were refused: rules th
 across sections name what they find by its path, and skip a setting read as a stand-in, so
 that one mistake is not named twice.
 
+A reading may be told that some settings, when the mapping leaves them out, stand in
+(`stands_in`): a network document read alone holds none of a host's own settings, which each
+host's file gives, and a node's file need not give the client's secrets
+(shared/config_files.py, `LoadOptions.stands_in`). Such a setting is read as its default (a
+required one as its kind's blank), is not required, and no rule judges it: a section's rule
+that names it is not said, and it counts among the section's stand-ins (`refused`), which
+rules across sections skip.
+
 The reading says the problems it finds itself (a key it does not know, a setting left out)
 in the idiom's words unless it is given a document's own (`Wording`).
 """
@@ -57,8 +65,9 @@ class Reading:
 
     REFUSED = object()  # what `value` returns for a value it recorded as refused
 
-    def __init__(self, base: Path, options: Any = None, *, wording: Wording = Wording()) -> None:
-        self.base, self.options, self.wording = base, options, wording
+    def __init__(self, base: Path, options: Any = None, *, wording: Wording = Wording(),
+                 stands_in: Callable[[Declared], bool] | None = None) -> None:
+        self.base, self.options, self.wording, self.stands_in = base, options, wording, stands_in
         self.problems: list[str] = []
         # For each section read, by id: the section (kept alive, so that ids stay theirs), its
         # path and the fields read as a stand-in for a refused value.
@@ -81,7 +90,8 @@ class Reading:
 
     def refused(self, instance: Any) -> frozenset[str]:
         """The fields of a section this reading built that hold a stand-in: their values were
-        refused, or they were required and left out (problems in a nested section count)."""
+        refused, or they were required and left out (problems in a nested section count), or
+        they stand in for what the mapping leaves to another (`stands_in`)."""
         return self._sections[id(instance)][2]
 
     def section(self, cls: type, mapping: dict, at: str, *, prefix: str = "", fixed: dict | None = None) -> Any:
@@ -93,9 +103,14 @@ class Reading:
         fixed = fixed or {}
         values: dict[str, Any] = {}
         said = {declared.name: declared.key for declared in schema.settings}  # field: key the document used
-        given, refused = set(), set()
+        given, refused, stood = set(), set(), set()
         for declared in schema.settings:
             if declared.name in fixed:
+                continue
+            if self._stood_in(declared, mapping, prefix):
+                kind = declared.kind
+                values[declared.name] = kind.blank if declared.required else kind.absent(declared.default, self)
+                stood.add(declared.name)
                 continue
             before = len(self.problems)
             if isinstance(declared.kind, Inline):
@@ -113,11 +128,24 @@ class Reading:
                     self.fail(join(at, prefix + str(key)), _unknown(str(key), schema.keys))
         instance = cls(**values, **fixed)
         if schema.check is not None:
+            # A rule that names a setting standing in judges what another file gives, not this mapping.
+            unjudged = {key for declared in schema.settings if declared.name in stood
+                        for key in (declared.name, declared.key, declared.file_key) if key}
             for key, reason in schema.check(instance, frozenset(given)):
                 head, tail = re.fullmatch(r"([^.\[]*)(.*)", key).groups()
-                self.fail(join(at, prefix + said.get(head, head) + tail) if key else at, reason)
-        self._sections[id(instance)] = (instance, at, frozenset(refused))
+                if head not in unjudged:
+                    self.fail(join(at, prefix + said.get(head, head) + tail) if key else at, reason)
+        self._sections[id(instance)] = (instance, at, frozenset(refused | stood))
         return instance
+
+    def _stood_in(self, declared: Declared, mapping: dict, prefix: str) -> bool:
+        """Whether `declared` stands in: the reading was told so of it, and the mapping gives
+        neither its key nor its file's."""
+        if self.stands_in is None or isinstance(declared.kind, Inline) or not self.stands_in(declared):
+            return False
+        keys = [declared.key] + ([declared.file_key] if declared.file_key else [])
+        return not any(_present(mapping, prefix + key, declared.setting.nullable or key != declared.key)
+                       for key in keys)
 
     def known(self, cls: type, mapping: dict, at: str, prefix: str = "") -> dict:
         """`mapping` with YAML 1.1's boolean keys named as `cls` declares them; where the

@@ -6,6 +6,7 @@ signatures."""
 
 import asyncio
 import json
+import logging
 
 import pytest
 from aiohttp import web
@@ -14,6 +15,7 @@ from client.keys import LIVE_KEY
 from pbft.networkchange import document_digest
 from shared.networkdoc import agreed
 from tests.client.fake_nodes import FakeCluster, post, serve_fake_nodes, start_client
+from tests.shared.config_files import edit
 
 
 class Documents:
@@ -93,6 +95,49 @@ async def test_one_node_alone_moves_nothing(nodes, aiohttp_client):
 
 def _digest(client) -> str:
     return client.app[LIVE_KEY].current.digest
+
+
+HOOK_SECRET = "the-new-webhooks-own-secret-" * 2
+
+
+def with_webhook_repository(cluster: FakeCluster) -> tuple[dict, dict]:
+    """The running document with a repository added that notifies a webhook; and that
+    repository's entry as the client's file gives it, with the webhook's secret_file."""
+    added = {"name": "newrepo", "url": "/srv/git/newrepo", "notify": [{"webhook": "https://hooks.example.org/new"}]}
+    document = agreed(cluster.config)
+    wanted = {**document, "repositories": [*document["repositories"], added]}
+    (cluster.config.path.parent / "new-hook.secret").write_text(HOOK_SECRET)
+    return wanted, {**added, "notify": [{**added["notify"][0], "secret_file": "new-hook.secret"}]}
+
+
+async def test_the_client_runs_a_document_that_adds_a_webhook_with_the_secret_its_own_file_gives(nodes, aiohttp_client):
+    """The client's operator put the new repository's entry, with the webhook's secret_file,
+    in the client's file before the change: the client runs the document with it."""
+    cluster, documents = nodes
+    wanted, entry = with_webhook_repository(cluster)
+    edit(cluster.config.path, lambda data: data["repositories"].append(entry))
+    digest = document_digest(wanted)
+    documents.served = {1: wanted, 2: wanted}
+    cluster.networks = {1: digest, 2: digest}
+    client = await start_client(aiohttp_client, cluster)
+    await until(lambda: _digest(client) == digest)
+    assert client.app[LIVE_KEY].current.repository("newrepo").notify[0].secret == HOOK_SECRET
+
+
+async def test_a_client_whose_file_lacks_a_new_webhooks_secret_says_so_and_keeps_running(nodes, aiohttp_client,
+                                                                                         caplog):
+    cluster, documents = nodes
+    wanted, _ = with_webhook_repository(cluster)
+    digest = document_digest(wanted)
+    documents.served = {1: wanted, 2: wanted}
+    cluster.networks = {1: digest, 2: digest}
+    client = await start_client(aiohttp_client, cluster)
+    said = lambda: [record for record in caplog.records if record.levelno == logging.CRITICAL]  # noqa: E731
+    await until(said)
+    assert "repositories[1].notify[0].secret_file: is required for a webhook" in said()[0].getMessage()
+    assert _digest(client) == cluster.config.digest
+    status, answer = await post(client, {"branch": "master", "repository": "example"})
+    assert status == 200, answer
 
 
 @pytest.mark.parametrize("body, reason", [

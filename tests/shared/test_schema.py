@@ -230,3 +230,21 @@ def test_the_reading_says_where_each_section_stands_and_which_of_its_settings_it
                                                                     "services[1].children[1]"]
     assert reading.refused(service) == {"port", "children"} and reading.refused(second) == {"name"}
     assert reading.refused(first) == set()
+
+
+def test_a_setting_told_to_stand_in_is_neither_required_nor_judged_when_left_out_and_read_when_given(tmp_path):
+    """A network document checked alone: what a host's own file gives stands in for it."""
+    def host_files(declared) -> bool:
+        return declared.key in ("token", "child")
+
+    reading = Reading(tmp_path, {}, stands_in=host_files)
+    service = reading.section(Service, {"name": "web", "port": 80, "mode": "safe", "children": [
+        {"name": name} for name in "abc"]}, "services[1]")
+    # The rule that needs a token is not said; the service's other rule is.
+    assert reading.problems == ["services[1]: has too many children"]
+    assert (service.token, service.child) == ("", None)
+    assert reading.refused(service) == {"token", "child"}  # rules across sections skip them
+    (tmp_path / "token").write_text("short\n")
+    given = Reading(tmp_path, {}, stands_in=host_files)
+    given.section(Service, {"name": "web", "port": 80, "token_file": "token"}, "services[1]")
+    assert given.problems == ["services[1].token_file: is not a token"]

@@ -55,7 +55,11 @@ class Network:
         self, session, branch: str, timestamp: int, targets, repository: str = "example"
     ) -> tuple[dict, list[Reply]]:
         """Send a signed request to `targets` and wait for f+1 matching replies."""
-        request = signed(Request("client", timestamp, Operation(repository, branch)), self.auth.sign)
+        return await self.order(session, Operation(repository, branch), timestamp, targets)
+
+    async def order(self, session, operation: Operation, timestamp: int, targets) -> tuple[dict, list[Reply]]:
+        """`submit` of any operation (a change of the network document, a cancel)."""
+        request = signed(Request("client", timestamp, operation), self.auth.sign)
         sockets = {
             node_id: await session.ws_connect(f"http://127.0.0.1:{self.config.node(node_id).port}/client")
             for node_id in self.runners

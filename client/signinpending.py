@@ -34,7 +34,7 @@ from client.intake import WebhookError
 PENDING_S = 600  # how long a begun sign-in may be finished: the cookie's Max-Age, and checked at the return
 COOKIE_PREFIX = "pbft_signin_"
 NAME_CHARS = 16  # of the state, in the cookie's name: enough that one browser's tabs never share one
-# Refused unread: a sealed sign-in is some 200 bytes with a next path of at most 2,000.
+# Refused unread: a sealed sign-in is about 250 characters, 2,900 with the longest next path (2,000).
 MAX_SEALED_CHARS = 4096
 # The seal also covers what it is, so that nothing else this key might ever seal passes for a sign-in.
 _PURPOSE = b"pbft-ci pending sign-in v1"

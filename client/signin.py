@@ -31,6 +31,7 @@ from aiohttp import web
 
 from client.idtoken import IdTokenError, UnknownKey, checked_claims
 from client.intake import WebhookError
+from client.noderequests import read_capped
 from client.signinpending import Pending, Sealer
 from pbft.build import ACTOR_NAME
 from shared.config import NetworkConfig
@@ -145,8 +146,9 @@ class SignIn:
         try:
             async with self._http.request(method, url, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
                                           allow_redirects=False, **kwargs) as response:
-                body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-                if len(body) > MAX_DOCUMENT_BYTES:
+                # Read whole: one read of the stream gives only what has arrived so far.
+                body = await read_capped(response, MAX_DOCUMENT_BYTES)
+                if body is None:
                     raise WebhookError(502, f"the provider's answer from {url} is too large")
                 # Decoded whatever its content type says: some providers label JSON otherwise.
                 data = json.loads(body)

@@ -315,12 +315,12 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def network_document(request: web.Request) -> web.Response:
-    """The network document this node runs (shared/networkdoc.py), its digest, and the sequence
-    number of the change that made it (0: the node's file): what scripts/network.py proposes
-    a change against."""
+    """The network document this node runs (shared/networkdoc.py), its digest, the sequence
+    number of the change that made it (0: the node's file) and the owners whose signatures
+    carried that change: what scripts/network.py proposes a change against."""
     network = request.app[DRIVER].replica.network
     return web.json_response({"digest": network.digest, "changed_at": network.changed_at,
-                              "document": network.document})
+                              "signed_by": list(network.signed_by), "document": network.document})
 
 
 async def first_document(request: web.Request) -> web.Response:

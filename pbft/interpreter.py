@@ -32,7 +32,8 @@ kill before that save would leave a hole in the ledger.
 A step that trips a replica invariant, or a save that fails (a full disk),
 stops the interpreter at once: nothing of that turn is saved or sent, and
 nothing is stepped any more (fail-stop); a restart rebuilds the replica from
-what was saved.
+what was saved. So does an effect that raises as it is carried out: none of
+the turn's effects after it is carried out.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ class Interpreter:
         # other nodes' votes passed on, which commit it to nothing.
         early = [leaves_unsaved(effect, effects, self.replica.id) for effect in effects]
         for effect in itertools.compress(effects, early):
-            self.carry_out(effect)
+            if not self._carried_out(effect):
+                return
         if self.store is not None:
             needs = durability(effects, self.replica.id)
             if needs != "defer":
@@ -167,8 +169,21 @@ class Interpreter:
             if self.stopped:
                 return  # the save failed: nothing that rests on it may leave the node
         for effect, sent in zip(effects, early):
-            if not sent:
-                self.carry_out(effect)
+            if not sent and not self._carried_out(effect):
+                return
+
+    def _carried_out(self, effect: Effect) -> bool:
+        """Carry out `effect`; False if it raised, which stops the node (fail-stop, as a failed
+        save does). The effects after it rest on it: a build started with what the order did
+        not say, a vote sent for a state the node does not hold. Restarted, the node replays
+        its ledger and carries them out again, or stops again and says why."""
+        try:
+            self.carry_out(effect)
+        except Exception as error:  # noqa: BLE001 - whatever it was, the turn cannot go on
+            self._stop("node=%d cannot carry out %s (%s: %s): stopping", self.replica.id, type(effect).__name__,
+                       type(error).__name__, " ".join(str(error).split())[:300], exc_info=True)
+            return False
+        return not self.stopped
 
     def write_deferred(self) -> None:
         """Write, unsynced, what turns that only took messages in left waiting, with the

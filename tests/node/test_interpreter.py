@@ -3,6 +3,7 @@
 
 from node.storage import NodeStore
 from pbft.interpreter import Interpreter
+from pbft.effects import Broadcast
 from pbft.messages import Commit, Prepare, PrePrepare
 from tests.support.cluster import Cluster
 
@@ -110,3 +111,42 @@ def test_a_turn_whose_save_never_ran_leaves_nothing_sent_and_nothing_saved(tmp_p
     assert cluster.replicas[1].last_executed == 1
     # Killed here: the whole turn is gone, and none of it left the node.
     assert edges.sent == [] and edges.builds == [] and store.load() is None
+
+
+class FailingCommit(Edges):
+    """Edges whose send of a COMMIT raises, as a link in a state no one foresaw would."""
+
+    def __init__(self, store: NodeStore) -> None:
+        super().__init__(store)
+        self.stops = 0
+
+    def broadcast(self, message):
+        if isinstance(message, Commit):
+            raise RuntimeError("this link cannot send")
+        super().broadcast(message)
+
+    def stop(self):
+        self.stops += 1
+
+
+def test_an_effect_that_raises_stops_the_node_before_any_effect_after_it(tmp_path):
+    cluster = Cluster()
+    held = messages_for_node_1(cluster)
+    store = NodeStore(tmp_path / "node-1.sqlite", n=4, f=1)
+    edges = FailingCommit(store)
+    interpreter = Interpreter(cluster.replicas[1], store, edges)
+    for message in held:
+        interpreter.step(cluster.replicas[1].receive, message, 0.0)
+    kinds = [type(effect).__name__ for effect in interpreter.unsaved]
+    failing = next(index for index, effect in enumerate(interpreter.unsaved)
+                   if isinstance(effect, Broadcast) and isinstance(effect.message, Commit))
+    assert "Execute" in kinds[failing + 1:], kinds  # the batch executes after the COMMIT that fails
+
+    edges.end_turn()
+
+    assert interpreter.stopped and edges.stops == 1
+    # Nothing after the failing effect was carried out: no build started, no COMMIT sent; and
+    # no step is taken any more. What was saved before it is what a restart goes on from.
+    assert edges.builds == [] and not any(isinstance(message, Commit) for message in edges.sent)
+    assert store.load().state.last_executed == 1
+    assert interpreter.step(cluster.replicas[1].receive, held[0], 0.0) is None and edges.scheduled == []

@@ -41,6 +41,7 @@ from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
 from pbft.messages import (
     BuildState, CurrentView, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed,
 )
+from pbft.networks import MAX_HISTORY
 from pbft.replica import Replica
 from pbft.durable import DurableState
 
@@ -115,6 +116,9 @@ class Driver:
         # Told each result this node signs for a request (node/statuses.py posts it to the forge).
         self.on_result = on_result
         self._building: set[str] = set()  # build ids whose build task runs
+        # The configurations builds were made from, by network digest, besides `config`: the
+        # documents of the last few changes with this node's own settings (`config_at`).
+        self._configs: dict[str, NetworkConfig] = {}
         self._stopping: set[asyncio.Task] = set()  # Executor.cancel calls under way
         self.peers = peers
         self.behaviour = behaviour
@@ -410,30 +414,64 @@ class Driver:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
         self.interpreter.close()
 
+    def config_at(self, seq: int) -> NetworkConfig | str:
+        """The configuration a build executed at `seq` is made from: the network document in
+        force there (`pbft.networks.NetworkState.document_at`) with this node's own settings,
+        or why this node has none. Asked when the build starts, which may be after the order
+        moved past another change (its batch and the change's carried out in one turn, or a
+        restart's replay), and answered alike whenever it is asked."""
+        found = self.replica.network.document_at(seq)
+        if found is None:
+            return (f"the network configuration it was ordered under is no longer kept here ({MAX_HISTORY} or more "
+                    "changes of it since)")
+        digest, document = found
+        if digest == self.config.digest or document is None:
+            return self.config
+        if digest not in self._configs:
+            try:
+                config = with_document(self.config, document, read_secrets=False)
+            except (ConfigError, OSError, yaml.YAMLError) as error:
+                return (f"this node cannot run network configuration {digest[:16]} with its own settings: "
+                        + " ".join(str(error).split())[:300])
+            self._configs[digest] = config
+            while len(self._configs) > MAX_HISTORY:
+                self._configs.pop(next(iter(self._configs)))
+        return self._configs[digest]
+
     def start_build(self, seq: int, request: Request) -> None:
-        task = asyncio.create_task(self._run_build(seq, request))
+        # The configuration is taken now, while the effect that starts the build is carried
+        # out, not when the task first runs: a change carried out meanwhile is not its own.
+        task = asyncio.create_task(self._run_build(seq, request, self.config_at(seq)))
         self.builds.add(task)
         build_id = _build_id(request.client, request.timestamp)
         self._building.add(build_id)
         task.add_done_callback(lambda done: (self.builds.discard(done), self._building.discard(build_id)))
 
-    async def _run_build(self, seq: int, request: Request) -> None:
+    async def _run_build(self, seq: int, request: Request, config: NetworkConfig | str) -> None:
         operation = request.operation
-        repository = self.config.repository(operation.repository)
+        repository = config.repository(operation.repository) if not isinstance(config, str) else None
         build_id = _build_id(request.client, request.timestamp)
-        if repository is None:
+        if isinstance(config, str):
+            logger.critical("node=%d seq=%d build=%s cannot start: %s", self.replica.id, seq, build_id, config)
+            result = BuildResult("error", None, None, config)
+        elif repository is None:
             # The same reason on every node that lacks it: a repository added to the file is
             # built once every node has re-read it (SIGHUP, shared.reload).
             result = BuildResult("error", None, None, f"unknown repository: {operation.repository} (not in this "
                                                  "node's configuration; a repository just added to the file needs "
                                                  "a reload of every node: SIGHUP, ./scripts/reload.sh)")
         else:
+            # With the network document it is made from and the limits that document gives, so
+            # that a node that builds with other settings than its peers is seen in its log.
+            limits = config.build
             logger.info(
-                "node=%d seq=%d build=%s start repository=%s branch=%s",
-                self.replica.id, seq, build_id, repository.name, operation.branch,
+                "node=%d seq=%d build=%s start repository=%s branch=%s network=%s image=%s timeout_s=%g "
+                "memory_mb=%d cpus=%g pids_limit=%d",
+                self.replica.id, seq, build_id, repository.name, operation.branch, config.digest[:16], limits.image,
+                limits.timeout_s, limits.memory_mb, limits.cpus, limits.pids_limit,
             )
             started_s = asyncio.get_running_loop().time()
-            result = await self.build(BuildOrder.of(build_id, operation, repository, self.config.build))
+            result = await self.build(BuildOrder.of(build_id, operation, repository, config.build))
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)

@@ -275,7 +275,10 @@ def _run_config(driver: Driver, executor, node_statuses, follow_members: Callabl
     without owners, which the order never changed, may bring another network document: the
     node's checkpoints, STATUS and replies name it from now on (`shared.reload`)."""
     driver.config = config
-    if config.digest != driver.replica.network.digest:
+    # Only a reload of a network the order never changed brings the replica a document: one
+    # the order made, the replica runs already (or a later one, when several changes were
+    # carried out in one turn or replayed at a restart).
+    if not driver.replica.network.changed_at and config.digest != driver.replica.network.digest:
         driver.replica.run_network(agreed(config))
     if executor is not None:
         executor.set_bounds(_repository_bounds(config))

@@ -93,8 +93,10 @@ class NetworkState:
         # it by state transfer or replays it after a restart names the same owners.
         self.signed_by: tuple[str, ...] = ()
         # The digests of the last few documents, each with the sequence number it ran from, so
-        # that a peer's checkpoint or STATUS is compared with what we ran at its point.
+        # that a peer's checkpoint or STATUS is compared with what we ran at its point, and a
+        # build is made from the document in force where it was ordered (`document_at`).
         self.history: list[tuple[int, str]] = [(0, digest)]
+        self._documents: dict[str, dict | None] = {digest: document}  # those of `history`, by digest
         # Every change applied, as the step (from digest, to digest) it took, with where: a
         # document may come back (a change undone), and a change signed for the step before
         # must not apply again. A few entries a year; rebuilt alike by a restart's replay.
@@ -106,6 +108,16 @@ class NetworkState:
         if seq > last_executed or seq < self.history[0][0]:
             return None
         return next(digest for start, digest in reversed(self.history) if start <= seq)
+
+    def document_at(self, seq: int) -> tuple[str, dict | None] | None:
+        """The digest and the document in force for a build executed at `seq`: the one run
+        after executing `seq`, so a change in the build's own batch applies to it, as it does to
+        the builders picked for it (`pbft.builders`). None before the history kept (a build
+        still to run after MAX_HISTORY changes since its own)."""
+        if seq < self.history[0][0]:
+            return None
+        digest = next(digest for start, digest in reversed(self.history) if start <= seq)
+        return digest, self._documents[digest]
 
     def owners(self) -> tuple[int, dict[str, str]]:
         """The owners' threshold k and their public keys by name (0 and none: no owners)."""
@@ -173,6 +185,9 @@ class NetworkState:
     def _run(self, document: dict, digest: str, seq: int) -> None:
         self.document, self.digest = document, digest
         self.history = [*self.history, (seq, self.digest)][-MAX_HISTORY:]
+        self._documents[digest] = document
+        kept = {digest for _, digest in self.history}
+        self._documents = {digest: document for digest, document in self._documents.items() if digest in kept}
 
 
 # The answer every node gives a change that applied. Its reason text is each node's own, not

@@ -26,9 +26,11 @@ async def fake_build(order: BuildOrder) -> BuildResult:
 
 
 class Network:
-    def __init__(self, config, tampered: set[int]) -> None:
+    def __init__(self, config, tampered: set[int], build=fake_build) -> None:
+        """`build(order)` runs each build on every node (`builder.BuildOrder`), fake_build by default."""
         self.config = config
         self.tampered = tampered
+        self.build = build
         self.runners: dict[int, web.AppRunner] = {}
         client_key = load_private_key(config.client_key_path("client"))
         self.auth = Ed25519Authenticator(
@@ -40,7 +42,7 @@ class Network:
     async def start(self, node_id: int, config=None) -> None:
         """Start node `node_id` with the network's configuration, or with `config` (another
         network document at the same addresses)."""
-        app = make_app(config or self.config, node_id, build=fake_build,
+        app = make_app(config or self.config, node_id, build=self.build,
                        behaviour=Lie() if node_id in self.tampered else HONEST)
         runner = web.AppRunner(app)
         await runner.setup()

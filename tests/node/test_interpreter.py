@@ -100,14 +100,21 @@ def test_a_kill_after_a_ledger_read_and_before_the_turns_save_leaves_no_hole(tmp
     assert [entry.seq for entry in store.ledger_entries(1, 1)] == [1]
 
 
-def test_a_turn_whose_save_never_ran_leaves_nothing_sent_and_nothing_saved(tmp_path):
+def node_1_executes(tmp_path, edges_of=Edges):
+    """Node 1 of a fresh cluster, with a store and edges made by `edges_of(store)`, stepped
+    through its share of one request in one turn whose save has not run yet."""
     cluster = Cluster()
     held = messages_for_node_1(cluster)
     store = NodeStore(tmp_path / "node-1.sqlite", n=4, f=1)
-    edges = Edges(store)
+    edges = edges_of(store)
     interpreter = Interpreter(cluster.replicas[1], store, edges)
     for message in held:
         interpreter.step(cluster.replicas[1].receive, message, 0.0)
+    return cluster, held, store, edges, interpreter
+
+
+def test_a_turn_whose_save_never_ran_leaves_nothing_sent_and_nothing_saved(tmp_path):
+    cluster, _, store, edges, _ = node_1_executes(tmp_path)
     assert cluster.replicas[1].last_executed == 1
     # Killed here: the whole turn is gone, and none of it left the node.
     assert edges.sent == [] and edges.builds == [] and store.load() is None
@@ -130,13 +137,7 @@ class FailingCommit(Edges):
 
 
 def test_an_effect_that_raises_stops_the_node_before_any_effect_after_it(tmp_path):
-    cluster = Cluster()
-    held = messages_for_node_1(cluster)
-    store = NodeStore(tmp_path / "node-1.sqlite", n=4, f=1)
-    edges = FailingCommit(store)
-    interpreter = Interpreter(cluster.replicas[1], store, edges)
-    for message in held:
-        interpreter.step(cluster.replicas[1].receive, message, 0.0)
+    cluster, held, store, edges, interpreter = node_1_executes(tmp_path, FailingCommit)
     kinds = [type(effect).__name__ for effect in interpreter.unsaved]
     failing = next(index for index, effect in enumerate(interpreter.unsaved)
                    if isinstance(effect, Broadcast) and isinstance(effect.message, Commit))

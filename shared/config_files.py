@@ -15,7 +15,7 @@ from Crypto.PublicKey import ECC
 
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 from shared.config_values import TOKEN_PATTERN
-from shared.schema import Invalid, Reading, schema_of
+from shared.schema import Invalid, Reading, held, schema_of
 from shared.schema.sections import Declared
 from shared.secretmask import MIN_FORM_CHARS
 
@@ -49,8 +49,7 @@ def _holds_a_secret(declared: Declared) -> bool:
     """Whether `declared` is a secret kept in a file of the client's, or a section that holds one."""
     if isinstance(declared.setting.file, SecretFile):
         return True
-    kind = declared.kind
-    inner = getattr(kind, "cls", None) or getattr(getattr(kind, "item", None), "cls", None)
+    inner, _ = held(declared.kind)
     return inner is not None and any(_holds_a_secret(setting) for setting in schema_of(inner).settings)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pbft.networkchange import document_digest
-from shared.schema import Inline, schema_of
+from shared.schema import Inline, held, schema_of
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5  # in a refused change's reason
@@ -85,15 +85,6 @@ def merged(local: dict, document: dict) -> dict:
     return _merged_section(NetworkConfig, local if isinstance(local, dict) else {}, document)
 
 
-def _held(kind: Any) -> tuple[type | None, bool]:
-    """The section a setting's kind holds, and whether as a list of them (ListOf(Section)):
-    (None, False) for a plain value."""
-    listed = getattr(getattr(kind, "item", None), "cls", None)
-    if listed is not None:
-        return listed, True
-    return getattr(kind, "cls", None), False
-
-
 def _merged_section(cls: type, local: dict, document: dict) -> dict:
     result = dict(document)
     for declared in schema_of(cls).settings:
@@ -103,7 +94,7 @@ def _merged_section(cls: type, local: dict, document: dict) -> dict:
         elif declared.setting.local:
             keys = [declared.key] + ([declared.file_key] if declared.file_key else [])
         else:
-            inner, _ = _held(kind)
+            inner, _ = held(kind)
             value = document.get(declared.key)
             if inner is not None and isinstance(value, list):
                 result[declared.key] = _merged_list(inner, local.get(declared.key), value)
@@ -171,7 +162,7 @@ def _foreign_keys(cls: type, data: Any, at: str) -> list[str]:
                 if not item.setting.local and not isinstance(item.kind, Inline)}
     found = [f"{at}{key}" for key in data if key not in declared]
     for key, item in declared.items():
-        inner, listed = _held(item.kind)
+        inner, listed = held(item.kind)
         value = data.get(key)
         if listed and isinstance(value, list):
             for index, entry in enumerate(value):

@@ -18,10 +18,10 @@ from shared.schema.kinds import (
 from shared.schema.named import Named
 from shared.schema.outputs import json_schema, markdown_reference
 from shared.schema.reading import Reading, Wording
-from shared.schema.sections import FileSource, Inline, Section, schema_of, section, setting
+from shared.schema.sections import FileSource, Inline, Section, held, schema_of, section, setting
 
 __all__ = [
     "Bool", "Choice", "FilePath", "FileSource", "Inline", "Int", "Invalid", "Kind", "ListOf", "MapOf", "Named",
-    "Number", "OneOf", "Reading", "Section", "Text", "Wording", "json_schema", "markdown_reference", "schema_of",
-    "section", "setting", "shown",
+    "Number", "OneOf", "Reading", "Section", "Text", "Wording", "held", "json_schema", "markdown_reference",
+    "schema_of", "section", "setting", "shown",
 ]

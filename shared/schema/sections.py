@@ -142,6 +142,15 @@ def schema_of(cls: type) -> SectionSchema:
     return _SCHEMAS[cls]
 
 
+def held(kind: Any) -> tuple[type | None, bool]:
+    """The section a setting's kind holds, and whether as a list of them (ListOf(Section)):
+    (None, False) for a plain value."""
+    listed = getattr(getattr(kind, "item", None), "cls", None)
+    if listed is not None:
+        return listed, True
+    return getattr(kind, "cls", None), False
+
+
 class Section(Kind):
     """A nested section: a mapping read into `cls`. `nonempty`: an empty mapping is refused as
     a value that is not one (a `when:` that names nothing); `refusal`: the reason given."""

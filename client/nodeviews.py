@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import aiohttp
 from yarl import URL
 
-from client.noderequests import describe
+from client.noderequests import describe, read_capped
 from pbft.authenticator import Authenticator
 from shared.config import NodeConfig
 from pbft.messages import MessageError, ResultVote, decode
@@ -136,11 +136,9 @@ async def _get_json(session: aiohttp.ClientSession, node: NodeConfig, path: str)
     async with session.get(url, timeout=timeout) as response:
         if response.status != 200:
             return response.status, None  # the callers say what the code means; its body is not needed
-        body = bytearray()
-        async for chunk in response.content.iter_any():
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                raise UnusableAnswer(f"sent more than {MAX_ANSWER_BYTES} bytes")
+        body = await read_capped(response, MAX_ANSWER_BYTES)
+        if body is None:
+            raise UnusableAnswer(f"sent more than {MAX_ANSWER_BYTES} bytes")
         try:
             return response.status, json.loads(body)
         except (ValueError, RecursionError):

@@ -449,12 +449,11 @@ class Driver:
 
     async def _run_build(self, seq: int, request: Request, config: NetworkConfig | str) -> None:
         operation = request.operation
-        repository = config.repository(operation.repository) if not isinstance(config, str) else None
         build_id = _build_id(request.client, request.timestamp)
         if isinstance(config, str):
             logger.critical("node=%d seq=%d build=%s cannot start: %s", self.replica.id, seq, build_id, config)
             result = BuildResult("error", None, None, config)
-        elif repository is None:
+        elif (repository := config.repository(operation.repository)) is None:
             # The same reason on every node that lacks it: a repository added to the file is
             # built once every node has re-read it (SIGHUP, shared.reload).
             result = BuildResult("error", None, None, f"unknown repository: {operation.repository} (not in this "

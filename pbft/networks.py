@@ -105,9 +105,8 @@ class NetworkState:
     def digest_at(self, seq: int, last_executed: int) -> str | None:
         """The digest of the document we ran after executing `seq`; None beyond `last_executed`
         (a change may come first) or before the history kept."""
-        if seq > last_executed or seq < self.history[0][0]:
-            return None
-        return next(digest for start, digest in reversed(self.history) if start <= seq)
+        found = self.document_at(seq) if seq <= last_executed else None
+        return None if found is None else found[0]
 
     def document_at(self, seq: int) -> tuple[str, dict | None] | None:
         """The digest and the document in force for a build executed at `seq`: the one run

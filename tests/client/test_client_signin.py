@@ -1,18 +1,14 @@
 """Signing in through a real OpenID provider (tests/client/oidc_provider.py), against fake
 nodes: the session, its roles from the client's grants, CSRF, and signing out."""
 
-import dataclasses
 
 import aiohttp
 import pytest
 
-from client.app import make_app
-from shared.config_principals import GrantConfig, SignInConfig
-from tests.client.client_token import TOKEN, with_client_settings
-from tests.client.fake_nodes import CLIENT
-from tests.client.github_oauth import CLIENT_ID as GITHUB_CLIENT_ID, CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
+from shared.config_principals import GrantConfig
+from tests.client.github_oauth import CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
 from tests.client.oidc_provider import provider, sign_in
-from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in
+from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in, start_client_signing_in_through_github
 from tests.support.network import free_port
 
 
@@ -123,17 +119,9 @@ async def test_a_person_signs_in_through_github_with_their_organizations_and_tea
     cluster, aiohttp_client, aiohttp_server,
 ):
     github = GitHub("octocat", orgs=["octo-org"], teams=[("octo-org", "developers")])
-    server = await aiohttp_server(github.app())
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with_client_settings(cluster, token=TOKEN)
     grants = (GrantConfig("trigger", groups=("octo-org/developers",), repositories=("hello",)),)
-    client_config = dataclasses.replace(
-        cluster.config.clients[0], public_url=url, grants=grants,
-        sign_in=SignInConfig(str(server.make_url("")).rstrip("/"), GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET,
-                             provider="github"))
-    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    url = await start_client_signing_in_through_github(cluster, aiohttp_client, await aiohttp_server(github.app()),
+                                                       grants=grants)
     async with a_browser() as browser:
         landed = await browser.get(f"{url}/login?next=/dashboard")
         assert landed.status == 200 and str(landed.url) == f"{url}/dashboard"
@@ -150,16 +138,8 @@ async def test_a_person_signs_in_through_github_with_their_organizations_and_tea
 
 async def test_a_github_code_traded_without_the_clients_secret_signs_nobody_in(cluster, aiohttp_client, aiohttp_server):
     github = GitHub("octocat", orgs=[], teams=[])
-    server = await aiohttp_server(github.app())
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with_client_settings(cluster, token=TOKEN)
-    client_config = dataclasses.replace(
-        cluster.config.clients[0], public_url=url,
-        sign_in=SignInConfig(str(server.make_url("")).rstrip("/"), GITHUB_CLIENT_ID, "not-the-secret",
-                             provider="github"))
-    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    url = await start_client_signing_in_through_github(cluster, aiohttp_client, await aiohttp_server(github.app()),
+                                                       secret="not-the-secret")
     async with a_browser() as browser:
         refused = await browser.get(f"{url}/login?next=/dashboard")
         assert refused.status == 400

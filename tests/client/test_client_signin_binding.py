@@ -13,12 +13,10 @@ import pytest
 from client.app import make_app
 from client.signin import SIGNIN_KEY
 from client.signinpending import PENDING_S
-from shared.config_principals import SignInConfig
-from tests.client.client_token import TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT
-from tests.client.github_oauth import CLIENT_ID as GITHUB_CLIENT_ID, CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
+from tests.client.github_oauth import GitHub
 from tests.client.oidc_provider import login_form, provider, return_url, signed_in_at_provider
-from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in
+from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in, start_client_signing_in_through_github
 from tests.support.network import free_port
 
 FLOOD = 2000
@@ -140,16 +138,7 @@ async def test_a_begun_sign_in_is_a_cookie_for_the_return_route_only_secure_on_h
 
 async def test_a_github_return_url_opened_in_another_browser_signs_nobody_in(cluster, aiohttp_client, aiohttp_server):
     github = GitHub("octocat", orgs=[], teams=[])
-    server = await aiohttp_server(github.app())
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with_client_settings(cluster, token=TOKEN)
-    client_config = dataclasses.replace(
-        cluster.config.clients[0], public_url=url,
-        sign_in=SignInConfig(str(server.make_url("")).rstrip("/"), GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET,
-                             provider="github"))
-    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-    await aiohttp_client(make_app(cluster.config, CLIENT), server_kwargs={"port": port})
+    url = await start_client_signing_in_through_github(cluster, aiohttp_client, await aiohttp_server(github.app()))
     async with a_browser() as attacker, a_browser() as victim:
         to_github = await attacker.get(f"{url}/login", allow_redirects=False)
         back = await attacker.get(to_github.headers["Location"], allow_redirects=False)

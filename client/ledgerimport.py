@@ -97,7 +97,9 @@ class LedgerImport:
 
     async def _follow_up(self, config: NetworkConfig) -> None:
         waiting = self._records.imported.waiting(self._name, self._followed_up_to, FOLLOW_UPS)
-        self._followed_up_to = waiting[-1]["build_id"] if waiting else 0
+        # A turn that reached the last of them begins the next at the first: with fewer than
+        # FOLLOW_UPS waiting, every reading asks about each.
+        self._followed_up_to = waiting[-1]["build_id"] if len(waiting) == FOLLOW_UPS else 0
         for record in waiting:
             request = record["request"]
             path = f"/requests/{request.get('client')}/{record['build_id']}"

@@ -7,10 +7,17 @@ down. Each client reads the order as the nodes executed it (`GET /ledger?after=S
 member at once) and records each build another client signed:
 
 - the request is checked against its client's public key, so no node can make one up;
-- its verdict is the result f+1 members signed in matching RESULT votes, checked as a
+- its verdict is the one its own client reaches from the same signed results, by the same
+  rule (client.verdicts `outcome_of` over a pbft.replies collector): the result f+1 members
+  signed in matching RESULT votes (2f+1 for a result with artifacts), checked as a
   certificate is (client.certificate), so no node can make one up either; `disputed` once no
-  result can be certified any more (pbft.quorum.verdict); until then it is pending, and asked about again (`GET
-  /requests/{client}/{timestamp}`), for as long as its own client would wait (`give_up_s`);
+  result can be certified any more, `divergent` once the nodes agree on all but their
+  artifacts' bytes. Like its own client, the import holds a verdict of f+1 that has not
+  settled (2f+1 agree, or none can: `settling`) for up to client_settle_s after it first saw
+  the f+1 agree, so that a flaky build that passed on two nodes and failed on two is disputed
+  here as it is there, not accepted as whichever two votes came first. Until then it is
+  pending, and asked about again (`GET /requests/{client}/{timestamp}`), for as long as its
+  own client would wait (`give_up_s`);
 - the reading moves on only through sequence numbers f+1 members served, and takes the
   builds every answer holds: one of those members is honest and holds every build there,
   so a faulty node cannot hide one either.
@@ -26,7 +33,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -34,10 +41,12 @@ from aiohttp import web
 from client.certificate import VERSION, CertificateError, check_certificate, checked_request
 from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
 from client.noderequests import describe, read_capped
+from client.outcome import Accepted, Disputed, Divergent, Outcome
 from client.records import BuildRecords
+from client.verdicts import outcome_of, settling
 from pbft.encoding import canonical
-from pbft.messages import MessageError, Request, ResultVote, decode, encode
-from pbft.quorum import verdict
+from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
+from pbft.replies import ReplyCollector
 from shared.config import NetworkConfig, NodeConfig
 from shared.crypto import parse_public_key, verify_bytes
 from shared.reload import LiveConfig
@@ -51,8 +60,15 @@ FOLLOW_UPS = 32  # other clients' builds without a verdict asked about again per
 
 
 class LedgerImport:
-    def __init__(self, live: LiveConfig, name: str, records: BuildRecords, session: aiohttp.ClientSession) -> None:
+    def __init__(self, live: LiveConfig, name: str, records: BuildRecords, session: aiohttp.ClientSession,
+                 clock: Callable[[], float] = time.time) -> None:
         self._live, self._name, self._records, self._session = live, name, records, session
+        self.clock = clock  # Unix time; a simulated one in tests
+        # When this import first saw f+1 votes agree on each build whose verdict still settles
+        # (client.verdicts `settling`): it holds the build pending for client_settle_s from
+        # then, as its own client waits from its f+1-th reply. One entry per such build, gone
+        # with its verdict; a restart forgets them, and the wait begins again.
+        self._agreed_at: dict[int, float] = {}
         self._followed_up_to = 0  # the build id the last follow-up reached; they go round in turn
         # Why each node's last answer to each kind of question was refused, so that a refusal is
         # said at warning once, when it starts or its reason changes, not at every reading: at
@@ -171,7 +187,7 @@ class LedgerImport:
         records, build_id = self._records, request.timestamp
         record = records.builds.get(build_id)
         if record is None:
-            records.builds.add_pending(request, min(time.time(), build_id / 1_000_000))
+            records.builds.add_pending(request, min(self.clock(), build_id / 1_000_000))
             log.info("build %d of client %s imported from the nodes' ledgers", build_id, request.client)
             record = records.builds.get(build_id)
         if record["request"] != wire:
@@ -181,24 +197,46 @@ class LedgerImport:
                         request.client)
             return
         if record["state"] != "pending":
+            self._agreed_at.pop(build_id, None)
             return
         votes = verified_votes(config, request, bodies)
-        elapsed_ms = max(0, int(time.time() * 1000 - build_id / 1000))
-        if disputed(config, votes):
-            records.verdicts.dispute(build_id, {vote.sender: vote.result for vote in votes}, config.f, elapsed_ms,
-                                     votes)
-            log.warning("imported verdict of build %d of client %s: disputed", build_id, request.client)
+        now = self.clock()
+        elapsed_ms = max(0, int(now * 1000 - build_id / 1000))
+        collector = collected(config, request, votes)
+        if settling(collector):
+            agreed_at = self._agreed_at.setdefault(build_id, now)
+            if now - agreed_at < config.protocol.client_settle_s:
+                return  # pending: its own client, too, waits for the votes still to come
+        self._agreed_at.pop(build_id, None)
+        outcome = outcome_of(collector)
+        if outcome is not None and self._record(config, wire, request, outcome, votes, elapsed_ms):
             return
-        agreed = certified(config, wire, votes)
-        if agreed is not None:
-            signers, group = agreed
-            records.verdicts.accept(build_id, group[0].result, signers, elapsed_ms, group)
-            log.info("imported verdict of build %d of client %s: %s agreed_by=%s", build_id, request.client,
-                     group[0].result.status, signers)
-        elif elapsed_ms / 1000 > give_up_s(config):
+        if elapsed_ms / 1000 > give_up_s(config):
             records.verdicts.time_out(build_id, elapsed_ms, votes)
             log.warning("build %d of client %s: no f+1 matching votes in the ledgers after %.0f s: timeout",
                         build_id, request.client, elapsed_ms / 1000)
+
+    def _record(self, config: NetworkConfig, wire: dict, request: Request, outcome: Outcome,
+                votes: list[ResultVote], elapsed_ms: int) -> bool:
+        """Write `outcome` as the verdict of the build `request`, with the votes behind it;
+        whether it was written (an accepted one only where its votes make a certificate)."""
+        verdicts, build_id = self._records.verdicts, request.timestamp
+        match outcome:
+            case Divergent(result=result, artifacts_by_node=by_node):
+                verdicts.diverge(build_id, result, by_node, elapsed_ms, votes)
+                log.warning("imported verdict of build %d of client %s: divergent, the nodes built different "
+                            "artifacts: %s", build_id, request.client,
+                            " ".join(f"node{node}={digest}" for node, digest in by_node.items()))
+            case Disputed(split=split):
+                verdicts.dispute(build_id, split, config.f, elapsed_ms, votes)
+                log.warning("imported verdict of build %d of client %s: disputed", build_id, request.client)
+            case Accepted(result=result, agreed_by=agreed_by):
+                if certified(config, wire, [vote for vote in votes if vote.sender in agreed_by]) is None:
+                    return False
+                verdicts.accept(build_id, result, agreed_by, elapsed_ms, votes)
+                log.info("imported verdict of build %d of client %s: %s agreed_by=%s", build_id, request.client,
+                         result.status, agreed_by)
+        return True
 
 
 def give_up_s(config: NetworkConfig) -> float:
@@ -225,9 +263,14 @@ def verified_votes(config: NetworkConfig, request: Request, bodies: list[Any]) -
     return list(votes.values())
 
 
-def disputed(config: NetworkConfig, votes: list[ResultVote]) -> bool:
-    """Whether no result can be certified any more, by the ledgers' own rule (pbft.quorum.verdict)."""
-    return verdict({vote.sender: vote.result.agreed_key() for vote in votes}, config.n, config.f)[0] == "disputed"
+def collected(config: NetworkConfig, request: Request, votes: list[ResultVote]) -> ReplyCollector:
+    """`votes` counted as the signing client counts its replies (pbft.replies): a node's RESULT
+    vote signs the result its reply signs (client.certificate), and the collector checks no
+    signature, so each goes in as the reply it stands for."""
+    collector = ReplyCollector(request.client, request.timestamp, config.f, config.n)
+    for vote in votes:
+        collector.add(Reply(0, vote.timestamp, vote.client, vote.sender, vote.result))
+    return collector
 
 
 def certified(config: NetworkConfig, wire: dict, votes: list[ResultVote]) -> tuple[list[int], list[ResultVote]] | None:

@@ -34,7 +34,7 @@ from client.requests import Outstanding, RequestCore
 from client.tables.store import RecordStore
 from client.verbs.cancel import CancelBook, cancelled_verdict, enough_said_cancelled
 from client.verbs.matrix import expand
-from client.verdicts import verdict_of
+from client.verdicts import settling, verdict_of
 from pbft.build import Operation, Result
 from pbft.messages import Request
 
@@ -130,8 +130,8 @@ class Submit:
         elif collector.divergent or collector.disputed:
             wait_s = min(settings.retransmit_s, started_s + settings.deadline_s - time.monotonic())
             await core.await_replies(outstanding, lambda: len(collector.replies) == core.n, wait_s)
-        elif collector.accepted:
-            await core.await_replies(outstanding, lambda: collector.settled, settings.settle_s)
+        elif settling(collector):
+            await core.await_replies(outstanding, lambda: not settling(collector), settings.settle_s)
 
     def _verdict(self, outstanding: Outstanding, cancel: Verdict | None, elapsed_ms: int, quorum_ms: float) -> Verdict:
         """The build's verdict (`cancel`: the verdict of the cancel that decided it, if one did),

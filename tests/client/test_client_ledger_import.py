@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-import types
 
 import aiohttp
 import pytest
@@ -17,49 +15,9 @@ from aiohttp import web
 
 from client.certificate import certificate_from_record, check_certificate
 from client import ledgerimport
-from client.ledgerimport import LedgerImport
-from client.records import BuildRecords
-from pbft.build import Operation, Result
-from pbft.encoding import canonical
-from pbft.messages import Request, ResultVote, encode, signed
-from shared.config import load_config
-from shared.crypto import load_private_key, sign_bytes
-from tests.support.network import write_network
-
-OTHER = "other"
-TIMESTAMP = int(time.time() * 1_000_000) // 16 * 16 + 1  # now, in the other client's lane
-SUCCESS = Result("success", 0, "ab" * 20)
-FAILURE = Result("failure", 1, "ab" * 20)
-
-
-class Imports:
-    """A network of four nodes and two clients, this one's records, and signers for everyone."""
-
-    def __init__(self, tmp_path) -> None:
-        path = write_network(tmp_path, clients=("client", OTHER))
-        self.config = load_config(path)
-        self.keys = tmp_path / "keys"
-        self.records = BuildRecords(tmp_path / "records" / "builds.sqlite")
-        self.importer = LedgerImport(types.SimpleNamespace(current=self.config), "client", self.records, None)
-
-    def sign(self, name: str):
-        key = load_private_key(self.keys / f"{name}.key")
-        return lambda payload: sign_bytes(key, canonical(payload))
-
-    def request(self, client: str = OTHER, timestamp: int = TIMESTAMP, **changes) -> Request:
-        return signed(Request(client, timestamp, Operation("example", "main", **changes)), self.sign(f"client-{client}"))
-
-    def vote(self, node: int, request: Request, result: Result = SUCCESS, *, signer: int | None = None) -> dict:
-        vote = ResultVote(7, request.client, request.timestamp, result, node)
-        return {"node": node, "vote": encode(signed(vote, self.sign(f"node-{node if signer is None else signer}")))}
-
-    def build(self, request: Request, votes: list[dict], seq: int = 7) -> dict:
-        """A build as a node's ledger shows it (node/storage.py `build_records`)."""
-        return {"seq": seq, "client": request.client, "timestamp": request.timestamp, "request": encode(request),
-                "votes": votes}
-
-    def record(self, build_id: int = TIMESTAMP) -> dict | None:
-        return self.records.builds.get(build_id)
+from pbft.build import Result
+from pbft.messages import encode
+from tests.client.ledger_imports import FAILURE, OTHER, TIMESTAMP, Imports
 
 
 @pytest.fixture
@@ -74,7 +32,13 @@ def test_another_clients_build_is_recorded_with_the_verdict_f_plus_1_members_sig
     imports.importer._take(imports.config, [imports.build(request, [imports.vote(0, request)])])
     assert imports.record()["state"] == "pending"
     assert imports.record()["request"]["client"] == OTHER
-    imports.importer._take(imports.config, [imports.build(request, [imports.vote(0, request), imports.vote(2, request)])])
+    agreed = [imports.build(request, [imports.vote(0, request), imports.vote(2, request)])]
+    imports.importer._take(imports.config, agreed)
+    # f+1 agree: like its own client, the import waits up to client_settle_s for the verdict to
+    # settle (2f+1 alike, or none can be), and takes the f+1 when it has not.
+    assert imports.record()["state"] == "pending"
+    imports.now += imports.config.protocol.client_settle_s
+    imports.importer._take(imports.config, agreed)
     record = imports.record()
     assert (record["state"], record["result"]["status"], record["agreed_by"]) == ("accepted", "success", [0, 2])
     # The votes are its certificate: anyone with the network's keys checks it offline.
@@ -99,8 +63,11 @@ def test_votes_that_do_not_verify_or_repeat_a_node_make_no_verdict_and_spoil_non
     imports.importer._take(imports.config, [imports.build(request, [genuine, forged, copied, wrong_result])])
     assert imports.record()["state"] == "pending"
     # The one more genuine vote, from another node's ledger, makes f+1 whatever else came with it.
-    imports.importer._take(imports.config, [imports.build(request, [forged, copied]),
-                                            imports.build(request, [imports.vote(1, request)])])
+    more = [imports.build(request, [genuine, forged, copied, wrong_result]), imports.build(request, [forged, copied]),
+            imports.build(request, [imports.vote(1, request)])]
+    imports.importer._take(imports.config, more)
+    imports.now += imports.config.protocol.client_settle_s  # two agree and one dissents: it never settles
+    imports.importer._take(imports.config, more)
     assert (imports.record()["state"], imports.record()["agreed_by"]) == ("accepted", [0, 1])
 
 
@@ -120,7 +87,7 @@ def pages(imports, answers: list[tuple[int, list[dict]]]):
 
 def test_the_reading_moves_on_as_far_as_f_plus_1_members_served_and_takes_what_any_of_them_holds(imports):
     request = imports.request()
-    held = imports.build(request, [imports.vote(node, request) for node in (1, 2)], seq=4)
+    held = imports.build(request, [imports.vote(node, request) for node in (1, 2, 3)], seq=4)
     # A faulty node says it served up to 100 and hides the build; one node is behind.
     pages(imports, [(100, []), (5, [held]), (5, [held]), (3, [])])
     assert asyncio.run(imports.importer.step()) is True
@@ -157,7 +124,7 @@ def test_votes_no_result_can_win_make_the_build_disputed_and_a_build_without_a_v
 
 def test_answers_of_the_wrong_shape_count_as_no_answer_and_stop_nothing(imports):
     request = imports.request()
-    held = imports.build(request, [imports.vote(node, request) for node in (1, 2)], seq=2)
+    held = imports.build(request, [imports.vote(node, request) for node in (1, 2, 3)], seq=2)
     pages(imports, [("9", "all"), (None, [7, "x", {"seq": "2"}]), (2, [held]), (2, [held, {"votes": 5}])])
     assert asyncio.run(imports.importer.step()) is True
     assert imports.records.imported.cursor() == 2 and imports.record()["state"] == "accepted"

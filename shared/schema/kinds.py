@@ -18,10 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
-
-if TYPE_CHECKING:
-    from shared.schema.reading import Reading
+from typing import Any, Callable, Iterable, Protocol
 
 # Longer values are cut in a problem's text: a pasted certificate needs no echo in full.
 MAX_SHOWN_CHARS = 80
@@ -44,6 +41,27 @@ def shown(value: Any, secret: bool = False) -> str:
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS - 3] + "..."
 
 
+class Reader(Protocol):
+    """What a kind reads its value with: one reading of a document (`shared.schema.reading.Reading`
+    is the one there is). It keeps every problem found, says where relative paths start, and
+    reads the values and sections a value holds. The kinds name it by what they use of it here,
+    beside them: the reading reads with the kinds, so its module stands above theirs."""
+
+    REFUSED: Any  # what `value` returns for a value it recorded as refused
+    base: Path  # the folder the document's relative paths start from
+    options: Any  # the reader's own options, which a file source reads
+    problems: list[str]
+
+    def fail(self, at: str, reason: str) -> None:
+        """Record the problem `reason` at the path `at`."""
+
+    def value(self, kind: Kind, value: Any, at: str) -> Any:
+        """`value` read as `kind`, or REFUSED once its problem is recorded."""
+
+    def section(self, cls: type, mapping: dict, at: str, *, prefix: str = "", fixed: dict | None = None) -> Any:
+        """`mapping` read into the section `cls`."""
+
+
 class Kind:
     """How the values of one setting are read, and what the schema's outputs say of them."""
 
@@ -53,10 +71,10 @@ class Kind:
     # The one reason given for a value of the wrong type or shape, in place of "expected ...".
     refusal = ""
 
-    def read(self, value: Any, at: str, reading: Reading) -> Any:
+    def read(self, value: Any, at: str, reading: Reader) -> Any:
         raise NotImplementedError
 
-    def absent(self, default: Any, reading: Reading) -> Any:
+    def absent(self, default: Any, reading: Reader) -> Any:
         """The value of a setting the document leaves out (or sets to null)."""
         return default
 
@@ -99,7 +117,7 @@ class Int(Kind):
     def __init__(self, minimum: int | None = None, maximum: int | None = None) -> None:
         self.minimum, self.maximum = minimum, maximum
 
-    def read(self, value: Any, at: str, reading: Reading) -> int:
+    def read(self, value: Any, at: str, reading: Reader) -> int:
         if type(value) is not int:
             raise self.expected(value)
         if self.minimum is not None and value < self.minimum:
@@ -125,7 +143,7 @@ class Number(Kind):
         assert minimum is None or above is None, "one lower bound"
         self.minimum, self.above, self.refusal = minimum, above, refusal
 
-    def read(self, value: Any, at: str, reading: Reading) -> float:
+    def read(self, value: Any, at: str, reading: Reader) -> float:
         if type(value) not in (int, float):
             raise self.expected(value)
         if self.minimum is not None and value < self.minimum:
@@ -146,7 +164,7 @@ class Bool(Kind):
 
     noun, blank = "a boolean", False
 
-    def read(self, value: Any, at: str, reading: Reading) -> bool:
+    def read(self, value: Any, at: str, reading: Reader) -> bool:
         if not isinstance(value, bool):
             raise self.expected(value)
         return value
@@ -175,7 +193,7 @@ class Text(Kind):
         self.scalars, self.refusal = scalars, refusal
         self.noun = what or "a string"
 
-    def read(self, value: Any, at: str, reading: Reading) -> str:
+    def read(self, value: Any, at: str, reading: Reader) -> str:
         if self.scalars and isinstance(value, (bool, int, float)):
             value = shown(value) if isinstance(value, bool) else str(value)
         if not isinstance(value, str):
@@ -213,7 +231,7 @@ class Choice(Kind):
         listed = ", ".join(choices)
         self.noun = f"{what} ({listed})" if what else f"one of {listed}"
 
-    def read(self, value: Any, at: str, reading: Reading) -> Any:
+    def read(self, value: Any, at: str, reading: Reader) -> Any:
         if not isinstance(value, str) or value not in self.choices:
             raise self.expected(value)
         return value if self.means is None else self.means[value]
@@ -236,12 +254,12 @@ class FilePath(Kind):
 
     noun, blank = "a path", None
 
-    def read(self, value: Any, at: str, reading: Reading) -> Path:
+    def read(self, value: Any, at: str, reading: Reader) -> Path:
         if not isinstance(value, str) or not value:
             raise self.expected(value)
         return (reading.base / value).resolve()
 
-    def absent(self, default: Any, reading: Reading) -> Any:
+    def absent(self, default: Any, reading: Reader) -> Any:
         return default if default is None else (reading.base / default).resolve()
 
     def json(self, defs: dict) -> dict:
@@ -284,7 +302,7 @@ class ListOf(Kind):
         self.min_items, self.max_items, self.refusal = self.counts.min_items, self.counts.max_items, self.counts.refusal
         self.noun = "a list"
 
-    def read(self, value: Any, at: str, reading: Reading) -> tuple:
+    def read(self, value: Any, at: str, reading: Reader) -> tuple:
         if self.single and not isinstance(value, list):
             # A lone item is read at the setting's own path: it has no index.
             item = reading.value(self.item, value, at)
@@ -309,7 +327,7 @@ class ListOf(Kind):
             raise Invalid(self.counts.too_many or self.refusal
                           or f"must hold at most {self.max_items} items, not {len(value)}")
 
-    def checked(self, items: list[tuple[int, Any]], whole: bool, at: str, reading: Reading) -> None:
+    def checked(self, items: list[tuple[int, Any]], whole: bool, at: str, reading: Reader) -> None:
         """The list's own rule, said at the paths it names."""
         if self.check is not None:
             for where, reason in self.check(tuple(items), whole):
@@ -318,7 +336,7 @@ class ListOf(Kind):
     def nested(self) -> tuple[tuple[Kind, str], ...]:
         return ((self.item, "[]"),)
 
-    def _repeats(self, items: list[tuple[int, Any]], at: str, reading: Reading) -> None:
+    def _repeats(self, items: list[tuple[int, Any]], at: str, reading: Reader) -> None:
         """Each value that an earlier item has already, named at the later item. A value left
         empty (a refused name read as "") is another problem, already named."""
         first: dict[Any, int] = {}
@@ -362,7 +380,7 @@ class MapOf(Kind):
     def __init__(self, key: Text, value: Kind, *, max_items: int | None = None) -> None:
         self.key, self.value, self.max_items = key, value, max_items
 
-    def read(self, value: Any, at: str, reading: Reading) -> tuple:
+    def read(self, value: Any, at: str, reading: Reader) -> tuple:
         if not isinstance(value, dict):
             raise self.expected(value)
         if self.max_items is not None and len(value) > self.max_items:
@@ -397,7 +415,7 @@ class OneOf(Kind):
         self.alternatives, self.pick = alternatives, pick
         self.noun = noun or " or ".join(alternative.noun for alternative in alternatives)
 
-    def read(self, value: Any, at: str, reading: Reading) -> Any:
+    def read(self, value: Any, at: str, reading: Reader) -> Any:
         chosen = self.pick(value)
         assert chosen in self.alternatives, "pick returns one of the alternatives"
         return chosen.read(value, at, reading)

@@ -1,6 +1,8 @@
 """What a schema tells others, made from the same declarations the reading uses: a JSON
 Schema (draft 2020-12), which editors complete and check a document with, and the Markdown
-tables of a reference page (key, kind, default, description), one per section.
+tables of a reference page (key, kind, default, description), one per section. Each kind
+says its own part of the JSON Schema (`Kind.json`), a section's object schema among them
+(`shared.schema.sections.section_json`).
 
 The JSON Schema says what the kinds and sections say of a value's shape; rules that only
 Python code states (a `Text` kind's check, a section's check) stay the reading's, so a
@@ -13,12 +15,10 @@ import dataclasses
 import json
 import re
 import unicodedata
-from pathlib import Path
-from typing import Any, Iterator
 
 from shared.schema.kinds import Kind
 from shared.schema.reading import join
-from shared.schema.sections import Declared, Inline, Section, schema_of
+from shared.schema.sections import Declared, Section, json_default, keyed_settings, schema_of, section_json
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -29,66 +29,6 @@ def json_schema(root: type, *, title: str, schema_id: str = "") -> dict:
     body = section_json(root, defs)
     head = {"$schema": DIALECT, **({"$id": schema_id} if schema_id else {}), "title": title}
     return {**head, **body, **({"$defs": defs} if defs else {})}
-
-
-def section_json(cls: type, defs: dict) -> dict:
-    """The object schema of one section (its nested sections go to `defs`)."""
-    properties: dict[str, dict] = {}
-    required: list[str] = []
-    rules: list[dict] = []
-    for key, declared in _settings(cls):
-        value = declared.kind.json(defs)
-        described = {"description": declared.setting.doc}
-        default = {} if declared.required or declared.setting.shown_default else _json_default(
-            declared.kind.written(declared.default))
-        if declared.required and declared.file_key is None:
-            properties[key] = {**value, **described}
-            required.append(key)
-        elif not declared.setting.nullable:
-            properties[key] = {**value, **described, **default}  # null is a value, which the kind refuses
-        else:
-            # The reading takes null for "left out": a default, or the value in the file.
-            properties[key] = {"anyOf": [value, {"type": "null"}], **described, **default}
-        if declared.file_key is not None:
-            file_key = key.removesuffix(declared.key) + declared.file_key
-            properties[file_key] = {"anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}],
-                                    "description": f"a file that holds {key}, in its place"}
-            rules.append({"not": {"required": [key, file_key]}})
-            if declared.required:
-                # One of the two set, and not to null (which reads as left out).
-                rules.append({"anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
-                                        for name in (key, file_key)]})
-    either = schema_of(cls).either
-    if either is not None:
-        given = [_given(schema_of(cls).declared(name)) for name in either]
-        rules += [{"not": {"allOf": given}}, {"anyOf": given}]
-    schema = {"type": "object", "description": schema_of(cls).doc, "properties": properties,
-              "additionalProperties": False}
-    return {**schema, **({"required": required} if required else {}), **({"allOf": rules} if rules else {})}
-
-
-def _given(declared: Declared) -> dict:
-    """A setting the document gives: present, and not null where null reads as left out."""
-    if not declared.setting.nullable:
-        return {"required": [declared.key]}
-    return {"required": [declared.key], "properties": {declared.key: {"not": {"type": "null"}}}}
-
-
-def _json_default(default: Any) -> dict:
-    if dataclasses.is_dataclass(default):
-        return {}  # a section's defaults are its own settings'
-    if isinstance(default, tuple):
-        return {"default": [str(item) if isinstance(item, Path) else item for item in default]}
-    return {"default": str(default) if isinstance(default, Path) else default}
-
-
-def _settings(cls: type, prefix: str = "") -> Iterator[tuple[str, Declared]]:
-    """A section's settings with their keys, an inline section's in its place."""
-    for declared in schema_of(cls).settings:
-        if isinstance(declared.kind, Inline):
-            yield from _settings(declared.kind.cls, prefix + declared.kind.prefix)
-        else:
-            yield prefix + declared.key, declared
 
 
 def markdown_reference(root: type, *, title: str) -> list[str]:
@@ -106,7 +46,7 @@ def markdown_reference(root: type, *, title: str) -> list[str]:
     for cls, path in paths.items():
         lines += [f"## {path or title}", "", schema_of(cls).doc, "", "| key | kind | default | description |",
                   "| --- | --- | --- | --- |"]
-        for key, declared in _settings(cls):
+        for key, declared in keyed_settings(cls):
             shown_key = f"`{key}`" + (f" (or `{key.removesuffix(declared.key)}{declared.file_key}`)"
                                       if declared.file_key else "")
             # A host's own setting is not part of the network document (shared/networkdoc.py).
@@ -135,7 +75,7 @@ def _walk(cls: type, path: str, paths: dict[type, str]) -> None:
     if cls in paths:
         return
     paths[cls] = path
-    for key, declared in _settings(cls):
+    for key, declared in keyed_settings(cls):
         for inner, suffix in _nested(declared.kind):
             _walk(inner, join(path, key) + suffix, paths)
 
@@ -162,5 +102,5 @@ def _default_text(cls: type, declared: Declared) -> str:
     elif default in (None, "", ()):
         shown = "none"
     else:
-        shown = f"`{json.dumps(_json_default(default)['default'])}`"
+        shown = f"`{json.dumps(json_default(default)['default'])}`"
     return shown if declared.setting.nullable else f"{shown}, not null"

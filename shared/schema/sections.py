@@ -18,18 +18,19 @@ yields (key, reason) for each problem; a key is a field's name (said as the key 
 used for it), another key of the section, or "" for the section itself. `either=(a, b)`
 names two settings of which the document gives exactly one (a build spec's `commands` or
 `steps`): the first is required unless the second is given.
+
+A section held in another is a kind (`Section`, or `Inline` for keys that stand in the
+enclosing mapping); like every kind it says its own JSON Schema, the object schema of its
+section's settings (`section_json`), which shared/schema/outputs.py puts together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from shared.schema.kinds import Kind
-
-if TYPE_CHECKING:
-    from shared.schema.reading import Reading
+from shared.schema.kinds import Kind, Reader
 
 Check = Callable[[Any, frozenset], Iterable[tuple[str, str]]]
 
@@ -39,7 +40,7 @@ class FileSource(Protocol):
     `<key>_file`. `read` returns the file's text, None to leave the setting at its default
     unread, or raises Invalid."""
 
-    def read(self, path: Path, reading: Reading) -> str | None: ...
+    def read(self, path: Path, reading: Reader) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,14 +162,12 @@ class Section(Kind):
         assert cls in _SCHEMAS, f"{cls.__name__} is not a @section"
         self.cls, self.refusal, self.nonempty = cls, refusal, nonempty
 
-    def read(self, value: Any, at: str, reading: Reading) -> Any:
+    def read(self, value: Any, at: str, reading: Reader) -> Any:
         if not isinstance(value, dict) or (self.nonempty and not value):
             raise self.expected(value)
         return reading.section(self.cls, value, at)
 
     def json(self, defs: dict) -> dict:
-        from shared.schema.outputs import section_json
-
         if self.cls.__name__ not in defs:
             defs[self.cls.__name__] = {}  # taken before it is made: a section may hold itself
             defs[self.cls.__name__] = section_json(self.cls, defs)
@@ -189,7 +188,7 @@ class Inline(Kind):
         assert not any(declared.required for declared in _SCHEMAS[cls].settings), "its keys are all optional"
         self.cls, self.prefix = cls, prefix
 
-    def read(self, value: Any, at: str, reading: Reading) -> Any:
+    def read(self, value: Any, at: str, reading: Reader) -> Any:
         raise AssertionError("an inline section is read with the mapping that holds it")
 
     def json(self, defs: dict) -> dict:
@@ -197,3 +196,65 @@ class Inline(Kind):
 
     def text(self, link: Callable[[type], str]) -> str:
         raise AssertionError("an inline section's keys are the enclosing section's")
+
+
+def keyed_settings(cls: type, prefix: str = "") -> Iterator[tuple[str, Declared]]:
+    """A section's settings with their keys, an inline section's in its place."""
+    for declared in schema_of(cls).settings:
+        if isinstance(declared.kind, Inline):
+            yield from keyed_settings(declared.kind.cls, prefix + declared.kind.prefix)
+        else:
+            yield prefix + declared.key, declared
+
+
+def section_json(cls: type, defs: dict) -> dict:
+    """The object schema of one section, in JSON Schema (shared/schema/outputs.py); its nested
+    sections go to `defs`."""
+    properties: dict[str, dict] = {}
+    required: list[str] = []
+    rules: list[dict] = []
+    for key, declared in keyed_settings(cls):
+        value = declared.kind.json(defs)
+        described = {"description": declared.setting.doc}
+        default = {} if declared.required or declared.setting.shown_default else json_default(
+            declared.kind.written(declared.default))
+        if declared.required and declared.file_key is None:
+            properties[key] = {**value, **described}
+            required.append(key)
+        elif not declared.setting.nullable:
+            properties[key] = {**value, **described, **default}  # null is a value, which the kind refuses
+        else:
+            # The reading takes null for "left out": a default, or the value in the file.
+            properties[key] = {"anyOf": [value, {"type": "null"}], **described, **default}
+        if declared.file_key is not None:
+            file_key = key.removesuffix(declared.key) + declared.file_key
+            properties[file_key] = {"anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}],
+                                    "description": f"a file that holds {key}, in its place"}
+            rules.append({"not": {"required": [key, file_key]}})
+            if declared.required:
+                # One of the two set, and not to null (which reads as left out).
+                rules.append({"anyOf": [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                                        for name in (key, file_key)]})
+    either = schema_of(cls).either
+    if either is not None:
+        given = [_given(schema_of(cls).declared(name)) for name in either]
+        rules += [{"not": {"allOf": given}}, {"anyOf": given}]
+    schema = {"type": "object", "description": schema_of(cls).doc, "properties": properties,
+              "additionalProperties": False}
+    return {**schema, **({"required": required} if required else {}), **({"allOf": rules} if rules else {})}
+
+
+def _given(declared: Declared) -> dict:
+    """A setting the document gives: present, and not null where null reads as left out."""
+    if not declared.setting.nullable:
+        return {"required": [declared.key]}
+    return {"required": [declared.key], "properties": {declared.key: {"not": {"type": "null"}}}}
+
+
+def json_default(default: Any) -> dict:
+    """A setting's default as JSON Schema's `default` says it (none for a section's)."""
+    if dataclasses.is_dataclass(default):
+        return {}  # a section's defaults are its own settings'
+    if isinstance(default, tuple):
+        return {"default": [str(item) if isinstance(item, Path) else item for item in default]}
+    return {"default": str(default) if isinstance(default, Path) else default}

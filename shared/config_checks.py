@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shared.boundedread import MAX_CERTIFICATE_FILE_BYTES, read_bounded
 from shared.config_engines import DockerEngineConfig, NodeTLSConfig
 from shared.config_files import read_build_secret, read_node_status_token
+from shared.config_network import NetworkConfig
 from shared.schema import Reading
-
-if TYPE_CHECKING:
-    from shared.config import NetworkConfig
 
 _DOCKER_TLS_FILES = ("ca_file", "cert_file", "key_file")
 

@@ -13,6 +13,12 @@ The document is the settings' values as read, those at their default left out, i
 canonical encoding (pbft/encoding.py), never the file's bytes: comments, key order and a
 default written out or left out do not change the digest. Secrets never enter it (only whether a repository has them, by
 name); public keys do, by value, wherever they were read from.
+
+The document's settings as plain values (`agreed`) and its digest are taken in
+shared/networkdigest.py, below the configuration's loader, which completes every
+configuration with its digest (shared/config.py). This module stands above the loader: it
+checks a changed document (`document_problem`) and makes the configuration a process runs
+with one and its own file (`with_document`), both by loading them as configurations.
 """
 
 from __future__ import annotations
@@ -21,8 +27,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pbft.networkchange import document_digest
+from shared.boundedread import MAX_CONFIG_BYTES, read_bounded
+from shared.config import ConfigError, LoadOptions, NetworkConfig, config_from
+from shared.networkdigest import agreed, network_digest
 from shared.schema import Inline, held, schema_of
+
+__all__ = ["agreed", "document_problem", "merged", "with_document"]
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS = 5  # in a refused change's reason
@@ -33,55 +46,11 @@ MAX_PROBLEMS = 5  # in a refused change's reason
 IDENTITY_KEYS = ("name", "id", "webhook")
 
 
-def agreed(section: Any) -> dict:
-    """`section`'s network settings as plain JSON values, nested sections included."""
-    document = {}
-    for declared in schema_of(type(section)).settings:
-        if declared.setting.local:
-            continue
-        assert not getattr(declared.kind, "secret", False), f"{declared.key}: a secret is declared local"
-        assert not isinstance(declared.kind, Inline), f"{declared.key}: an inline section is a node's own"
-        value = _value(getattr(section, declared.name), declared.key)
-        # Left out at its default, as a file may leave it: one form for one meaning. A default
-        # the loader works out (relay_votes, from the node count) is written always: the
-        # document means the same whatever membership a change gives it.
-        if not declared.required and _left_out(value, _value(declared.default, declared.key),
-                                               bool(declared.setting.shown_default)):
-            continue
-        document[declared.key] = value
-    return document
-
-
-def _left_out(value: Any, default: Any, worked_out: bool) -> bool:
-    if isinstance(value, dict) and isinstance(default, dict):
-        return not value  # a section, whose settings at their defaults are left out already
-    return not worked_out and value == default
-
-
-def _value(value: Any, key: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, tuple):
-        return [_value(item, key) for item in value]
-    if isinstance(value, dict):
-        return {str(name): _value(item, key) for name, item in value.items()}
-    # A path means a file on one host: such settings are declared local.
-    assert not hasattr(value, "__fspath__"), f"{key}: a path in the network document"
-    return agreed(value)
-
-
-def network_digest(config: Any) -> str:
-    """The digest of `config`'s network document (a `shared.config.NetworkConfig`)."""
-    return document_digest(agreed(config))
-
-
 def merged(local: dict, document: dict) -> dict:
     """A configuration file's mapping made of the network document `document` and the local
     settings of `local` (a file's mapping): each entry of a list takes the local settings of
     the file's entry of the same name (or id), so a node keeps its engine and a repository
     the files its secrets are read from, whatever the order changed around them."""
-    from shared.config import NetworkConfig
-
     return _merged_section(NetworkConfig, local if isinstance(local, dict) else {}, document)
 
 
@@ -134,8 +103,6 @@ def document_problem(document: dict, folder: Path) -> str | None:
     needs of it (a build secret's file, a webhook's secret, a node's status token, a client's
     mail server): each host's file gives its own, and each process says what its own lacks
     when it runs the document (`with_document`)."""
-    from shared.config import ConfigError, LoadOptions, NetworkConfig, config_from
-
     # A key of a host's own, or a `<key>_file`, would have each node read a file of its own
     # host: nodes would answer differently, and a file's text could end up in the reason.
     foreign = _foreign_keys(NetworkConfig, document, "")
@@ -179,10 +146,5 @@ def with_document(config: Any, document: dict, *, read_secrets: bool) -> Any:
     node does not, nor requires. Raises ConfigError, naming what the file lacks for the
     document (a new webhook's secret_file, on the client), or OSError for a file that cannot
     be read."""
-    import yaml
-
-    from shared.boundedread import MAX_CONFIG_BYTES, read_bounded
-    from shared.config import LoadOptions, config_from
-
     local = yaml.safe_load(read_bounded(config.path, MAX_CONFIG_BYTES))
     return config_from(config.path, merged(local, document), options=LoadOptions(read_secrets=read_secrets))

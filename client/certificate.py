@@ -24,6 +24,7 @@ from pbft.build import SHA256_DIGEST, STATUSES
 from pbft.builders import named_by
 from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
 from pbft.quorum import reply_quorum
+from pbft.viewchange import Membership
 
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}
@@ -106,20 +107,26 @@ def parse_certificate(raw: bytes) -> Any:
         raise CertificateError("not JSON") from None
 
 
-def check_certificate(data: Any, config: NetworkConfig) -> Summary:
-    """Check a parsed certificate against the network's public keys; raise CertificateError if it fails."""
+def check_certificate(data: Any, config: NetworkConfig, members: Membership | None = None) -> Summary:
+    """Check a parsed certificate against the network's public keys; raise CertificateError if it fails.
+    `members`: the nodes whose signatures count, and f, where they are not `config`'s (those in
+    force where the build was ordered: client.ledgermembers)."""
     if not isinstance(data, dict) or set(data) != _CERTIFICATE_KEYS:
         raise CertificateError(f"a certificate is an object with exactly {sorted(_CERTIFICATE_KEYS)}")
     if data["version"] != VERSION or type(data["version"]) is not int:
         raise CertificateError(f"unsupported version {str(data['version'])[:32]!r}")
     request = checked_request(data["request"], config)
     result = _checked_result(data["result"])
-    signers, agreed, named = _checked_replies(data["replies"], request, config)
+    if members is None:
+        node_keys, f = {node.id: node.public_key for node in config.nodes}, config.f
+    else:
+        node_keys, f = members.key_of, members.f
+    signers, agreed, named = _checked_replies(data["replies"], request, node_keys)
     if len(agreed) > 1:
         raise CertificateError("replies disagree")
     if agreed and agreed != {_agreed(result)}:
         raise CertificateError("the replies carry a different result than the certificate states")
-    needed = reply_quorum(config.f)
+    needed = reply_quorum(f)
     if len(signers) < needed:
         raise CertificateError(f"{len(signers)} matching replies, {needed} needed")
     operation = request.operation
@@ -166,13 +173,12 @@ def checked_request(wire: Any, config: NetworkConfig) -> Request:
 
 
 def _checked_replies(
-    replies: Any, request: Request, config: NetworkConfig
+    replies: Any, request: Request, node_keys: dict[int, str]
 ) -> tuple[list[int], set[tuple], list[tuple[int, ...]]]:
     """The distinct signers of `replies`, the agreed results they carry, and the picked builders
-    each names; each reply checked on its own."""
+    each names; each reply checked on its own against `node_keys`, the members' public keys."""
     if not isinstance(replies, list):
         raise CertificateError("replies must be a list")
-    node_keys = {node.id: node.public_key for node in config.nodes}
     signers: list[int] = []
     agreed: set[tuple] = set()
     named: list[tuple[int, ...]] = []

@@ -20,7 +20,13 @@ member at once) and records each build another client signed:
   own client would wait (`give_up_s`);
 - the reading moves on only through sequence numbers f+1 members served, and takes the
   builds every answer holds: one of those members is honest and holds every build there,
-  so a faulty node cannot hide one either.
+  so a faulty node cannot hide one either;
+- a vote counts against the members in force at the sequence number it signs, where the
+  build was ordered (client.ledgermembers), not against today's: a node that left or was
+  re-keyed since signed it validly then. The reading learns the members from the changes
+  it reads, and moves past a change of the members only once f+1 members before it signed
+  whether it applied. Only votes for a sequence number past the page where the reading
+  first found the build count, so a key retired before that page counts for none of them.
 
 A client's own builds it records as it signs them; cancels of another client's build it
 leaves to that client (pbft.cancels: a client cancels only its own).
@@ -40,6 +46,7 @@ from aiohttp import web
 
 from client.certificate import VERSION, CertificateError, check_certificate, checked_request
 from client.keys import LIVE_KEY, NAME_KEY, RECORDS_KEY
+from client.ledgermembers import LedgerMembers, named_by, public_key
 from client.noderequests import describe, read_capped
 from client.outcome import Accepted, Disputed, Divergent, Outcome
 from client.records import BuildRecords
@@ -47,8 +54,9 @@ from client.verdicts import outcome_of, settling
 from pbft.encoding import canonical
 from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
 from pbft.replies import ReplyCollector
+from pbft.viewchange import Membership
 from shared.config import NetworkConfig, NodeConfig
-from shared.crypto import parse_public_key, verify_bytes
+from shared.crypto import verify_bytes
 from shared.reload import LiveConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,8 @@ class LedgerImport:
                  clock: Callable[[], float] = time.time) -> None:
         self._live, self._name, self._records, self._session = live, name, records, session
         self.clock = clock  # Unix time; a simulated one in tests
+        # The members whose votes count at each point of the order read, learnt from its changes.
+        self._members = LedgerMembers(records.imported, live.current)
         # When this import first saw f+1 votes agree on each build whose verdict still settles
         # (client.verdicts `settling`): it holds the build pending for client_settle_s from
         # then, as its own client waits from its f+1-th reply. One entry per such build, gone
@@ -101,15 +111,63 @@ class LedgerImport:
         if len(pages) > config.f:
             # f+1 members served every sequence number up to the f+1-th highest `through`.
             through = sorted((_int(page.get("through"), after) for page in pages), reverse=True)[config.f]
+            builds = [build for page in pages for build in _list(page.get("builds"))
+                      if isinstance(build, dict) and _int(build.get("seq"), through + 1) <= through]
             if through > after:
-                builds = [build for page in pages for build in _list(page.get("builds"))
-                          if isinstance(build, dict) and _int(build.get("seq"), through + 1) <= through]
-                self._take(config, builds)
+                through = self._members_known_through(config, builds, after, through)
+            if through > after:
+                self._take(config, [build for build in builds if build["seq"] <= through], after)
                 self._records.imported.move_cursor(through)
                 moved = True
         await self._follow_up(config)
+        self._records.imported.forget_found()
         self._records.store.commit()
         return moved
+
+    def _members_known_through(self, config: NetworkConfig, builds: list[dict], after: int, through: int) -> int:
+        """How far past `after` the reading may move on: to `through`, or to just before the
+        first change of the members among `builds` whose verdict is not known yet, whose members
+        vote on the builds after it if it applied. The changes that applied are learnt, in the
+        order (client.ledgermembers).
+
+        A change held for counts as one from the sequence number its members' votes sign, or
+        where a ledger lists it before any vote came. A faulty node that lists one elsewhere
+        holds the reading for at most give_up_s after the change was handed in: past that, a
+        change whose verdict is not known is passed over, at warning."""
+        changes: dict[str, tuple[int, dict, list[Any]]] = {}
+        for build in builds:
+            wire = build.get("request")
+            operation = wire.get("operation") if isinstance(wire, dict) else None
+            if not isinstance(operation, dict) or operation.get("change") is None:
+                continue
+            key = canonical(wire).decode()
+            listed, _, bodies = changes.get(key, (build["seq"], wire, []))
+            changes[key] = (min(listed, build["seq"]), wire, bodies + _votes_of(build))
+        for listed, wire, bodies in sorted(changes.values(), key=lambda change: change[0]):
+            try:
+                request = checked_request(wire, config)
+            except CertificateError:
+                continue
+            document = request.operation.change.parsed()
+            counted = counted_votes(self._members.at, request, bodies, after)
+            seq, votes = counted if counted is not None else (listed, [])
+            members = self._members.at(seq)
+            if (not after < seq <= through or seq <= self._members.last_change or document is None
+                    or named_by(document) in (None, members)):
+                continue  # read before, on a later page, learnt already, or no change of the members
+            agreed = certified(config, members, wire, votes)
+            if agreed is not None:
+                if agreed[1][0].result.status == "success":
+                    self._members.learn(seq, document)
+                continue
+            if self.clock() - request.timestamp / 1_000_000 <= give_up_s(config):
+                log.info("the reading waits at sequence number %d for the verdict of a change of the members",
+                         seq)
+                return seq - 1
+            log.warning("the change of the members of client %s's request %d, at sequence number %d, has no "
+                        "verdict in the ledgers after %.0f s: the reading moves on without its members",
+                        request.client, request.timestamp, seq, give_up_s(config))
+        return through
 
     async def _follow_up(self, config: NetworkConfig) -> None:
         waiting = self._records.imported.waiting(self._name, self._followed_up_to, FOLLOW_UPS)
@@ -160,9 +218,10 @@ class LedgerImport:
         self._refused[(node.id, kind)] = reason
         return None
 
-    def _take(self, config: NetworkConfig, builds: list[Any]) -> None:
+    def _take(self, config: NetworkConfig, builds: list[Any], after: int = 0) -> None:
         """Record the builds of other clients among `builds` (each as a node's ledger shows it,
-        one build possibly from several nodes), with a verdict where f+1 members signed one."""
+        one build possibly from several nodes), with a verdict where their votes make one;
+        `after`: the sequence number after which the reading found those new to it."""
         votes: dict[str, list[Any]] = {}
         requests: dict[str, Any] = {}
         for build in builds:
@@ -171,12 +230,11 @@ class LedgerImport:
                 continue
             key = canonical(wire).decode()
             requests[key] = wire
-            votes.setdefault(key, []).extend(
-                entry.get("vote") for entry in _list(build.get("votes")) if isinstance(entry, dict))
+            votes.setdefault(key, []).extend(_votes_of(build))
         for key, wire in requests.items():
-            self._take_one(config, wire, votes[key])
+            self._take_one(config, wire, votes[key], after)
 
-    def _take_one(self, config: NetworkConfig, wire: dict, bodies: list[Any]) -> None:
+    def _take_one(self, config: NetworkConfig, wire: dict, bodies: list[Any], after: int) -> None:
         try:
             request = checked_request(wire, config)
         except CertificateError as error:
@@ -188,6 +246,7 @@ class LedgerImport:
         record = records.builds.get(build_id)
         if record is None:
             records.builds.add_pending(request, min(self.clock(), build_id / 1_000_000))
+            records.imported.found(build_id, after)
             log.info("build %d of client %s imported from the nodes' ledgers", build_id, request.client)
             record = records.builds.get(build_id)
         if record["request"] != wire:
@@ -199,27 +258,30 @@ class LedgerImport:
         if record["state"] != "pending":
             self._agreed_at.pop(build_id, None)
             return
-        votes = verified_votes(config, request, bodies)
+        floor = records.imported.found_after(build_id)
+        seq, votes = counted_votes(self._members.at, request, bodies, floor) or (floor + 1, [])
+        members = self._members.at(seq)
         now = self.clock()
         elapsed_ms = max(0, int(now * 1000 - build_id / 1000))
-        collector = collected(config, request, votes)
+        collector = collected(members, request, votes)
         if settling(collector):
             agreed_at = self._agreed_at.setdefault(build_id, now)
             if now - agreed_at < config.protocol.client_settle_s:
                 return  # pending: its own client, too, waits for the votes still to come
         self._agreed_at.pop(build_id, None)
         outcome = outcome_of(collector)
-        if outcome is not None and self._record(config, wire, request, outcome, votes, elapsed_ms):
+        if outcome is not None and self._record(config, members, request, outcome, votes, elapsed_ms):
             return
         if elapsed_ms / 1000 > give_up_s(config):
             records.verdicts.time_out(build_id, elapsed_ms, votes)
             log.warning("build %d of client %s: no f+1 matching votes in the ledgers after %.0f s: timeout",
                         build_id, request.client, elapsed_ms / 1000)
 
-    def _record(self, config: NetworkConfig, wire: dict, request: Request, outcome: Outcome,
+    def _record(self, config: NetworkConfig, members: Membership, request: Request, outcome: Outcome,
                 votes: list[ResultVote], elapsed_ms: int) -> bool:
-        """Write `outcome` as the verdict of the build `request`, with the votes behind it;
-        whether it was written (an accepted one only where its votes make a certificate)."""
+        """Write `outcome` as the verdict of the build `request`, with the votes of `members`
+        behind it; whether it was written (an accepted one only where its votes make a
+        certificate)."""
         verdicts, build_id = self._records.verdicts, request.timestamp
         match outcome:
             case Divergent(result=result, artifacts_by_node=by_node):
@@ -228,10 +290,11 @@ class LedgerImport:
                             "artifacts: %s", build_id, request.client,
                             " ".join(f"node{node}={digest}" for node, digest in by_node.items()))
             case Disputed(split=split):
-                verdicts.dispute(build_id, split, config.f, elapsed_ms, votes)
+                verdicts.dispute(build_id, split, members.f, elapsed_ms, votes)
                 log.warning("imported verdict of build %d of client %s: disputed", build_id, request.client)
             case Accepted(result=result, agreed_by=agreed_by):
-                if certified(config, wire, [vote for vote in votes if vote.sender in agreed_by]) is None:
+                agreeing = [vote for vote in votes if vote.sender in agreed_by]
+                if certified(config, members, encode(request), agreeing) is None:
                     return False
                 verdicts.accept(build_id, result, agreed_by, elapsed_ms, votes)
                 log.info("imported verdict of build %d of client %s: %s agreed_by=%s", build_id, request.client,
@@ -246,46 +309,58 @@ def give_up_s(config: NetworkConfig) -> float:
     return max(protocol.client_deadline_s, protocol.client_queue_limit_s) + protocol.client_settle_s
 
 
-def verified_votes(config: NetworkConfig, request: Request, bodies: list[Any]) -> list[ResultVote]:
-    """The RESULT votes among `bodies` (as the nodes' ledgers keep them) that a member signed for
-    `request`, the first of each member. A vote that does not verify on its own counts for
-    nothing, so a faulty node's copy of another's vote cannot spoil the others."""
-    members = {node.id: parse_public_key(node.public_key) for node in config.nodes}
-    votes: dict[int, ResultVote] = {}
+def counted_votes(members_at: Callable[[int], Membership], request: Request, bodies: list[Any],
+                  floor: int) -> tuple[int, list[ResultVote]] | None:
+    """The sequence number `request` was ordered at and the RESULT votes for it among `bodies`
+    (as the nodes' ledgers keep them), the first of each member; None for none.
+
+    Each vote counts only against the members in force at the sequence number it signs
+    (`members_at`), and only for one past `floor`, where the reading first found the build.
+    Honest members sign where it was ordered; votes for another sequence number are a faulty
+    node's, and make f+1 nowhere, so the votes of the sequence number most of them sign are
+    the build's. A vote that does not verify on its own counts for nothing, so a faulty node's
+    copy of another's vote cannot spoil the others."""
+    by_seq: dict[int, dict[int, ResultVote]] = {}
     for body in bodies:
         try:
             vote = decode(body)
         except (MessageError, RecursionError, TypeError, ValueError):
             continue
-        if (isinstance(vote, ResultVote) and vote.key == request.key and vote.sender in members
-                and verify_bytes(members[vote.sender], canonical(vote.payload()), vote.sig)):
-            votes.setdefault(vote.sender, vote)
-    return list(votes.values())
+        if not isinstance(vote, ResultVote) or vote.key != request.key or vote.seq <= floor:
+            continue
+        key = members_at(vote.seq).key_of.get(vote.sender)
+        if key is not None and verify_bytes(public_key(key), canonical(vote.payload()), vote.sig):
+            by_seq.setdefault(vote.seq, {}).setdefault(vote.sender, vote)
+    if not by_seq:
+        return None
+    seq = max(by_seq, key=lambda signed_at: (len(by_seq[signed_at]), -signed_at))
+    return seq, list(by_seq[seq].values())
 
 
-def collected(config: NetworkConfig, request: Request, votes: list[ResultVote]) -> ReplyCollector:
-    """`votes` counted as the signing client counts its replies (pbft.replies): a node's RESULT
-    vote signs the result its reply signs (client.certificate), and the collector checks no
-    signature, so each goes in as the reply it stands for."""
-    collector = ReplyCollector(request.client, request.timestamp, config.f, config.n)
+def collected(members: Membership, request: Request, votes: list[ResultVote]) -> ReplyCollector:
+    """`votes` of `members` counted as the signing client counts its replies (pbft.replies): a
+    node's RESULT vote signs the result its reply signs (client.certificate), and the collector
+    checks no signature, so each goes in as the reply it stands for."""
+    collector = ReplyCollector(request.client, request.timestamp, members.f, members.n)
     for vote in votes:
         collector.add(Reply(0, vote.timestamp, vote.client, vote.sender, vote.result))
     return collector
 
 
-def certified(config: NetworkConfig, wire: dict, votes: list[ResultVote]) -> tuple[list[int], list[ResultVote]] | None:
+def certified(config: NetworkConfig, members: Membership, wire: dict,
+              votes: list[ResultVote]) -> tuple[list[int], list[ResultVote]] | None:
     """The members that signed one result for the request `wire` in f+1 of `votes`, and their
-    votes, checked as a certificate is; None while no result has that many."""
+    votes, checked as a certificate is against `members`; None while no result has that many."""
     by_result: dict[str, list[ResultVote]] = {}
     for vote in votes:
         by_result.setdefault(canonical(vote.result.agreed()).decode(), []).append(vote)
     for agreed, group in by_result.items():
-        if len(group) <= config.f:
+        if len(group) <= members.f:
             continue
         certificate = {"version": VERSION, "request": wire, "replies": [encode(vote) for vote in group],
                        "result": json.loads(agreed)}
         try:
-            summary = check_certificate(certificate, config)
+            summary = check_certificate(certificate, config, members)
         except CertificateError as error:
             log.warning("votes from the nodes' ledgers do not certify a verdict: %s", error.reason)
             continue
@@ -300,6 +375,11 @@ def _int(value: Any, otherwise: int) -> int:
 
 def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
+
+
+def _votes_of(build: dict) -> list[Any]:
+    """The votes a node's ledger shows with a build, as they came."""
+    return [entry.get("vote") for entry in _list(build.get("votes")) if isinstance(entry, dict)]
 
 
 async def ledger_import_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -93,6 +93,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ledger_members (
+    start INTEGER PRIMARY KEY,
+    f INTEGER NOT NULL,
+    nodes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_found (
+    build_id INTEGER PRIMARY KEY,
+    after_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -112,8 +121,10 @@ CREATE TABLE IF NOT EXISTS schedules (
 # version 8 who reported an action (the runner's name, its signature and stamp), version 9 the
 # index of builds by who asked for them (client.tables.audit), version 10 the personal API
 # tokens (client.tables.tokens) and the sessions of people signed in (client.tables.sessions),
-# version 11 the groups of a token's owner (a token a person made for themselves).
-SCHEMA_VERSION = 11
+# version 11 the groups of a token's owner (a token a person made for themselves), version 12
+# the members the ledger import learnt from the order's changes and where in the order it found
+# each imported build still pending (client.tables.imported).
+SCHEMA_VERSION = 12
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the

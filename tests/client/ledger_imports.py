@@ -11,12 +11,12 @@ from aiohttp import web
 
 from client.ledgerimport import LedgerImport
 from client.records import BuildRecords
+from harness.network import write_network
 from pbft.build import Operation, Result
 from pbft.encoding import canonical
 from pbft.messages import Request, ResultVote, encode, signed
 from shared.config import load_config
 from shared.crypto import load_private_key, sign_bytes
-from tests.support.network import write_network
 
 OTHER = "other"
 TIMESTAMP = int(time.time() * 1_000_000) // 16 * 16 + 1  # now, in the other client's lane
@@ -35,11 +35,12 @@ class Imports:
         self.keys = tmp_path / "keys"
         self.records = BuildRecords(tmp_path / "records" / "builds.sqlite")
         self.now = TIMESTAMP / 1_000_000 + 60
+        self.live = types.SimpleNamespace(current=self.config)  # what the client runs: the test may change it
         self.importer = self.new_importer()
 
     def new_importer(self) -> LedgerImport:
         """This client's import, as a (re)start makes it."""
-        importer = LedgerImport(types.SimpleNamespace(current=self.config), "client", self.records, None)
+        importer = LedgerImport(self.live, "client", self.records, None)
         importer.clock = lambda: self.now
         return importer
 

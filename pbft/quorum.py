@@ -59,7 +59,9 @@ def winner(votes: Mapping[int, V], needed: int) -> tuple[V, list[int]] | None:
     return value, sorted(sender for sender, vote in votes.items() if vote == value)
 
 
-def verdict(votes: Mapping[int, V], n: int, f: int, chosen: tuple[int, ...] = ()) -> tuple[str, V | None]:
+def verdict(
+    votes: Mapping[int, V], n: int, f: int, chosen: tuple[int, ...] = (), proven: frozenset[int] = frozenset()
+) -> tuple[str, V | None]:
     """What nodes' RESULT votes for one build amount to.
 
     "certified" once 2f+1 distinct nodes agree (two results can never both
@@ -68,15 +70,26 @@ def verdict(votes: Mapping[int, V], n: int, f: int, chosen: tuple[int, ...] = ()
     A build only `chosen` builders ran (`pbft.builders`) is also certified once
     every one of them voted and all agree on a result without artifacts (a
     result's agreed key ends with its artifacts' digest, None without).
+
+    `proven`: voters proven faulty, that signed two results for the build (`pbft.votes`).
+    Each counts towards 2f+1 for whichever result the others agree on: a result is
+    certified where 2f+1 nodes each signed it or are proven faulty. Two results still
+    cannot both get there, since two such sets share f+1 nodes, an honest one among them,
+    which is never proven and signs one result. A proven node is left out of the picked
+    builders' agreement: at least one of the f+1 is honest and signs one result, the one
+    every honest node that certified by that rule saw it sign (docs/faults.md, "A node
+    signs two results for one build").
     """
+    chosen = tuple(node for node in chosen if node not in proven)
     if chosen and all(node in votes for node in chosen):
         said = {votes[node] for node in chosen}
         if len(said) == 1 and next(iter(said))[-1] is None:  # type: ignore[index]
             return "certified", next(iter(said))
-    found = winner(votes, commit_quorum(n, f))
-    if found is not None:
-        return "certified", found[0]
-    best = max(Counter(votes.values()).values(), default=0)
+    counts = Counter(value for sender, value in votes.items() if sender not in proven)
+    value, best = counts.most_common(1)[0] if counts else (None, 0)
+    best += sum(1 for sender in proven if sender in votes)
+    if value is not None and best >= commit_quorum(n, f):
+        return "certified", value
     if best + (n - len(votes)) < commit_quorum(n, f):
         return "disputed", None
     return "pending", None

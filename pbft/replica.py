@@ -1012,23 +1012,31 @@ class Replica:
     def _count_vote(self, vote: ResultVote) -> bool:
         if vote.sender not in self._members_at(self.result_votes.seq[vote.key]):
             return False  # a node that joined after the build was ordered: not one of its voters
-        kept, decided = self.result_votes.add(vote)
+        kept, decided, evidence = self.result_votes.add(vote)
         if kept:
             self._outbox.append(Store(vote))
             if self.relaying and self.is_primary:
                 self._queue_for_relay(vote)
+        if evidence is not None:
+            # Every member learns it, so that each leaves the sender out of the picked
+            # builders' agreement too, and one standing by builds (docs/faults.md).
+            logger.warning("node=%d view=%d seq=%d build=%s evidence: node %d signed two results", self.id, self.view,
+                           vote.seq, vote.key, vote.sender)
+            self._outbox.extend(Broadcast(signed_vote) for signed_vote in evidence)
         if self.standby.open(vote.key):
             if decided is not None:
                 self.standby.decided(vote.key)
             elif kept:
                 self.standby.vote(vote.key, vote.sender, self.now)
                 self._check_standby(vote.key)
+            elif evidence is not None and vote.sender in self.standby.waiting[vote.key].chosen:
+                self._build_standing_by(vote.key, f"chosen builder {vote.sender} signed two results")
         if decided is not None:
             state, result = decided
             seq = self.result_votes.seq[vote.key]
             logger.info("node=%d view=%d seq=%d build=%s verdict=%s", self.id, self.view, seq, vote.key, state)
             self._outbox.append(RecordVerdict(seq, vote.client, vote.timestamp, state, result))
-        return kept
+        return kept or evidence is not None
 
     def _release_early_votes(self, batch: tuple[Request, ...]) -> None:
         keys = {request.key for request in batch if request.key in self.result_votes}

@@ -5,7 +5,9 @@ agreed result, "disputed" once no result can get there any more, and
 "pending" until then (`pbft.quorum.verdict`); "expired" if the client
 table forgot the build before its verdict reached this node (it was down or
 behind while its peers served and then forgot the votes). Only a node's first vote for a
-build counts. A node that missed votes (it was down, or the votes came
+build counts; a second one with another result proves its sender faulty, and while the
+verdict is open that evidence is kept, sent on to every member, and leaves the sender out
+of the picked builders' agreement (`pbft.quorum.verdict`, docs/faults.md). A node that missed votes (it was down, or the votes came
 before it ordered the build and were lost with its memory) asks its peers
 for them, with a backoff per build, until the verdict is decided; so after
 any fault heals every honest node holds the same verdict.
@@ -23,7 +25,7 @@ ledger shows which node dissented.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from pbft.build import Result
 from pbft.messages import ResultVote
@@ -35,6 +37,14 @@ BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon aft
 # Asks about one build after which a node that learnt it builds it, however few were
 # answered: perhaps no peer built it (all of them learnt it too). A minute, at 2 s.
 MAX_ASKS = 4
+
+
+class Counted(NamedTuple):
+    """What `ResultVotes.add` made of a vote."""
+
+    kept: bool
+    decided: tuple[str, dict | None] | None = None  # (state, agreed result) if this vote decided the verdict
+    evidence: tuple[ResultVote, ResultVote] | None = None  # its sender's two different signed results
 
 
 class Ask:
@@ -64,6 +74,9 @@ class ResultVotes:
         # faulty node cannot aim at), to tell a confirming late vote from a dissent.
         self.certified: dict[Key, int] = {}
         self.asks: dict[Key, Ask] = {}  # undecided builds we wait for, or ask about
+        # Undecided builds: the second result of each sender that signed two (its first is in
+        # `votes`), the evidence that it is faulty. At most one a sender, and gone once decided.
+        self.proven: dict[Key, dict[int, ResultVote]] = {}
         # One VOTE-FETCH per half retry period: a node that learnt thousands of builds by
         # state transfer fills their verdicts at a steady pace its peers can answer.
         self.last_fetch_at = float("-inf")
@@ -92,37 +105,49 @@ class ResultVotes:
         certified = self.certified.get(vote.key)
         return certified is not None and certified == hash(vote.result.agreed_key())
 
-    def add(self, vote: ResultVote) -> tuple[bool, tuple[str, dict | None] | None]:
-        """Keep a sender's first vote for an ordered build. Returns whether it was kept,
-        and (state, agreed result) if this vote decided the verdict."""
+    def add(self, vote: ResultVote) -> Counted:
+        """Keep a sender's first vote for an ordered build; a second one with another result
+        is evidence against its sender (kept while the verdict is open, one per sender).
+        Says whether the vote was kept, the verdict if it is decided now, and the evidence
+        if this vote made some."""
         members = self.members_at(self.seq.get(vote.key, 0))
         assert vote.key in self.seq and vote.sender in members, "a vote for a build not ordered here"
         if vote.key in self.decided:
             bit = 1 << vote.sender
             if self.voters[vote.key] & bit:
-                return False, None
+                return Counted(False)
             self.voters[vote.key] |= bit
-            return True, None
+            return Counted(True)
         ask = self.asks.get(vote.key)
         if ask is not None and ask.sent and not ask.heard:
             ask.heard, ask.answered = True, ask.answered + 1
         held = self.votes[vote.key]
-        if vote.sender in held:
-            return False, None
-        held[vote.sender] = vote
+        first = held.get(vote.sender)
+        if first is None:
+            held[vote.sender] = vote
+            return Counted(True, self._decide(vote.key, members))
+        if first.result.agreed_key() == vote.result.agreed_key() or vote.sender in self.proven.get(vote.key, {}):
+            return Counted(False)
+        self.proven.setdefault(vote.key, {})[vote.sender] = vote
+        return Counted(False, self._decide(vote.key, members), (first, vote))
+
+    def _decide(self, key: Key, members: Membership) -> tuple[str, dict | None] | None:
+        """(state, agreed result) if the votes held for `key` decide its verdict now."""
+        held = self.votes[key]
         state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, members.n, members.f,
-                                self.chosen.get(vote.key, ()))
+                                self.chosen.get(key, ()), frozenset(self.proven.get(key, ())))
         if state == "pending":
-            return True, None
+            return None
         assert len(held) <= members.n
-        self.decided[vote.key] = state
-        self.asks.pop(vote.key, None)
-        del self.votes[vote.key]
-        self.voters[vote.key] = sum(1 << sender for sender in held)
+        self.decided[key] = state
+        self.asks.pop(key, None)
+        self.proven.pop(key, None)
+        del self.votes[key]
+        self.voters[key] = sum(1 << sender for sender in held)
         if agreed is None:
-            return True, (state, None)
-        self.certified[vote.key] = hash(agreed)
-        return True, (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
+            return (state, None)
+        self.certified[key] = hash(agreed)
+        return (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
 
     def settle(self, key: Key, state: str, result: Result) -> bool:
         """The order decided the verdict of the ordered build `key` (`pbft.cancels`): `state`
@@ -136,6 +161,7 @@ class ResultVotes:
         if held is not None:
             self.voters[key] = sum(1 << sender for sender in held)
             self.asks.pop(key, None)
+            self.proven.pop(key, None)
         self.decided[key] = state
         self.certified[key] = hash(result.agreed_key())
         return True
@@ -181,6 +207,7 @@ class ResultVotes:
         verdict this node never learnt, with their sequence numbers."""
         undecided = [(key, self.seq[key]) for key in keys if key in self.votes]
         for key in keys:
-            for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks, self.chosen):
+            for table in (self.votes, self.voters, self.seq, self.decided, self.certified, self.asks, self.chosen,
+                          self.proven):
                 table.pop(key, None)
         return undecided

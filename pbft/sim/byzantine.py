@@ -160,6 +160,34 @@ class Equivocate(Honest):
         return signed(replace(preprepare, batch=batch, digest=batch_digest(batch)), self.auth.sign)
 
 
+class EquivocateResults(Honest):
+    """Builds honestly and signs its true RESULT for the peers of one half of the ring and
+    the flipped one for the other half, in relays too: a picked builder that does so
+    (`pbft.builders`) lets some honest nodes certify at once while others see the picked
+    builders disagree. Otherwise honest, its replies to clients included."""
+
+    kind = "equivocate-results"
+
+    def __init__(self, node: int, n: int, auth: SimAuthenticator) -> None:
+        self.node = node
+        self.n = n
+        self.auth = auth
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if not isinstance(dst, int) or (dst - self.node) % self.n <= self.n // 2:
+            return [(dst, message, 0.0)]
+        if isinstance(message, Relay):
+            message = Relay(tuple(self._other(vote) for vote in message.votes))
+        elif isinstance(message, ResultVote):
+            message = self._other(message)
+        return [(dst, message, 0.0)]
+
+    def _other(self, vote: Message) -> Message:
+        if not isinstance(vote, ResultVote) or vote.sender != self.node:
+            return vote
+        return signed(replace(vote, result=flipped(vote.result)), self.auth.sign)
+
+
 class Censor(Honest):
     """Never lets its replica see a request of one client, straight from it or forwarded
     by a backup, and is otherwise honest. As primary it goes on ordering everybody
@@ -369,6 +397,8 @@ def behaviour_for(
         return Equivocate(fault.node, n, auth)
     if kind == "forge":
         return Forge(fault.node, n, auth, rng)
+    if kind == "equivocate-results":
+        return EquivocateResults(fault.node, n, auth)
     if kind == "vc-spam":
         return ViewChangeSpam(fault.node, auth)
     if kind == "absurd-seq":

@@ -51,7 +51,9 @@ from pbft.sim.checkers import (
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan
+from pbft.sim.faults import (
+    BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan, with_result_equivocation,
+)
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
@@ -216,6 +218,10 @@ class SimCluster:
             self.plan = choose_plan(
                 rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
             )
+            # A faulty node that signs two RESULTs for each build: most telling where f+1 picked
+            # builders decide, so drawn more often there; from a draw of its own (faults.py).
+            self.plan = with_result_equivocation(
+                self.plan, random.Random(f"result-equivocation-{seed}"), 0.4 if self.f_plus_1 else 0.1)
         # Long runs keep to their one scenario: thousands of builds past a node that is down.
         ci = options.ci and not self.long
         self.ci = (choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s, options.primary_faults)

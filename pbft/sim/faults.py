@@ -31,7 +31,7 @@ bugs.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A faulty node's misbehaviour while its window lasts; it is honest otherwise.
 # `power-loss` is a crash of the whole machine; `restart-after-transfer` crashes
@@ -44,10 +44,14 @@ from dataclasses import dataclass, field
 NETWORK_KINDS = ("crash", "isolate", "lossy", "power-loss", "restart-after-transfer", "crash-mid-turn", "disk-full")
 DOWN_KINDS = ("crash", "power-loss", "restart-after-transfer")  # the node is down during its window
 # Behaviours of a node that runs its replica but lies about what it sends (issue 3, item 6).
-BYZANTINE_KINDS = (
+DRAWN_BYZANTINE_KINDS = (
     "silent", "crash-after", "equivocate", "lie", "forge", "delay", "vc-spam", "absurd-seq", "vote-flood",
     "censor", "withhold-relay",
 )
+# `equivocate-results`: signs one RESULT for half of its peers and another for the rest. It
+# is not among the kinds `choose_plan` draws from, so that adding it moved no other seed's
+# draws: `with_result_equivocation` makes a faulty node of a plan one, from a draw of its own.
+BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results",)
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
 CENSORED_CLIENT = "client-0"
@@ -219,7 +223,7 @@ def choose_plan(
     heal_s = rng.uniform(2.0, 10.0) if rng.random() < 0.7 else rng.uniform(2.0, max(10.0, min(horizon_s, 120.0)))
     eligible = list(range(n)) if primary_faults else list(range(1, n))
     faulty = rng.sample(eligible, rng.randint(0, f) if rng.random() < 0.3 else f)
-    kinds = NETWORK_KINDS + BYZANTINE_KINDS
+    kinds = NETWORK_KINDS + DRAWN_BYZANTINE_KINDS
     node_faults = [_node_fault(rng, rng.choice(kinds), node, heal_s) for node in sorted(faulty)]
     lags = []
     if primary_faults and rng.random() < 0.12:
@@ -252,6 +256,17 @@ def choose_plan(
         drop=drop,
         blackout=blackout,
     )
+
+
+def with_result_equivocation(plan: FaultPlan, rng: random.Random, likelihood: float) -> FaultPlan:
+    """`plan`, or with `likelihood` the same plan with one of its faulty nodes made one that
+    signs two RESULTs for each build (`equivocate-results`). `rng` is the seed's own stream
+    for this draw: a seed that draws no such node runs exactly as before the kind existed."""
+    if not plan.faulty or rng.random() >= likelihood:
+        return plan
+    node = rng.choice(sorted(plan.faulty))
+    faults = tuple(NodeFault("equivocate-results", node) if fault.node == node else fault for fault in plan.node_faults)
+    return replace(plan, node_faults=faults)
 
 
 def _next_primary_lags(

@@ -10,7 +10,9 @@ answered, then `SimOptions.settle_s` of idle time with the clocks running.
 - `fetch`: an honest node that converged stopped asking for state; one
   still fetching in the second half of the settle time would fetch forever.
 - `ledger` (checker e): every honest node's store holds the same verdict
-  for each build. Two certified results never differ; a result 2f+1
+  for each build. Two certified results never differ; no honest ledger
+  stays open for a build another one certified (a picked builder that
+  signed two results must not leave one open, `pbft.votes`); a result 2f+1
   honest nodes built is certified everywhere; and where no node is
   Byzantine, every node shows the same verdict state, since every vote
   was sent by an honest node to all. A node may show "expired" instead
@@ -157,6 +159,10 @@ def _build_problem(views: dict[int, BuildView], quorum: int, byzantine_free: boo
     certified = {view.result for view in views.values() if view.state == "certified"}
     if len(certified) > 1:
         return "two results certified"
+    if certified and any(view.state == "pending" for view in views.values()):
+        # After the settle time every vote an honest node holds has reached the others that
+        # ask: a build certified on one honest ledger is decided on every one.
+        return "certified on some honest ledgers, still open on others"
     built = Counter(view.own for view in views.values() if view.own is not None)
     if built:
         result, count = built.most_common(1)[0]

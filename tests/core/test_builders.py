@@ -6,7 +6,7 @@ import dataclasses
 
 from pbft.build import Result
 from pbft.builders import builders_of, chosen_builders
-from pbft.messages import Reply, ResultVote, decode, encode, signed
+from pbft.messages import Relay, Reply, ResultVote, decode, encode, signed
 from pbft.replies import ReplyCollector
 from tests.support.cluster import CLIENT, Cluster
 
@@ -197,3 +197,45 @@ def test_a_build_stood_by_for_that_its_early_votes_start_is_stored_as_started_an
     cluster.restart(3, now=20.0)
     assert request.key in [started.key for _, started in cluster.running[3]]
     assert request.key not in cluster.replicas[3].standby
+
+
+def test_a_picked_builder_that_signs_two_results_leaves_no_honest_ledger_open():
+    # Issue 55, failure 3: picked builders 1 and 2; node 2 signs the true result to nodes 0
+    # and 1 and another to node 3. Nodes 0 and 1 certify at once; node 3 builds, and its
+    # peers serve it node 2's other vote when it asks: two signed results of one node for
+    # one build prove that node faulty, and the picked builders left agree.
+    cluster = Cluster(document=F_PLUS_1)
+    cluster.slow.add(2)
+    request = submit(cluster)
+    cluster.send_results(now=1.0)  # node 1's result
+    honest = cluster.build(request.operation)
+    other = Result("failure", 1, honest.commit, "step test failed")
+    cluster.running[2] = []
+    cluster.interpreter(2).step(cluster.replicas[2].execution_finished, request, honest, 1)
+    cluster._end_turn(2)
+
+    lied = []
+
+    def node_2_equivocates(node: int, message) -> bool:
+        """Node 2's own vote reaches node 3 as the other result (the later copies are its
+        peers' answers to node 3's asks: those carry the vote node 2 signed for them)."""
+        votes = message.votes if isinstance(message, Relay) else (message,)
+        if node != 3 or lied or not any(isinstance(v, ResultVote) and v.sender == 2 for v in votes):
+            return True
+        lied.append(signed(dataclasses.replace(votes[0], result=other), cluster.replicas[2].auth.sign))
+        swapped = tuple(lied[0] if isinstance(v, ResultVote) and v.sender == 2 else v for v in votes)
+        assert cluster.deliver_to(3, Relay(swapped) if isinstance(message, Relay) else swapped[0]) is None
+        return False
+
+    for now in (2.0, 3.0):
+        cluster.tick(now)
+        cluster.run(keep=node_2_equivocates)
+    assert verdict(cluster, 0, request) == "certified" and verdict(cluster, 1, request) == "certified"
+    assert 3 in built_by(cluster, request)  # the picked builders' results differed there
+    for now in range(4, 700, 2):  # node 3 asks its peers for votes, with its backoff
+        cluster.tick(float(now))
+        cluster.run(keep=node_2_equivocates)
+
+    for node in (0, 1, 3):
+        assert verdict(cluster, node, request) == "certified", node
+        assert cluster.replicas[node].result_votes.certified[request.key] == hash(honest.agreed_key())

@@ -7,7 +7,7 @@ number.
 """
 
 from pbft.messages import Commit, PrePrepare, batch_digest, signed
-from pbft.quorum import commit_quorum, prepare_quorum
+from pbft.quorum import commit_quorum, prepare_quorum, verdict
 from tests.support.cluster import Cluster
 
 
@@ -37,3 +37,25 @@ def test_an_equivocating_primary_of_five_nodes_gets_no_two_batches_committed_at_
     cluster.run()
     executed = {node: cluster.ledger(node) for node in range(1, 5) if cluster.ledger(node)}
     assert len(set(map(tuple, executed.values()))) <= 1, executed
+
+
+def test_a_node_proven_to_sign_two_results_counts_for_any_result_and_is_left_out_of_the_picked_builders_agreement():
+    # Node 0 signed "bad" to node 3 and "ok" to the others (`pbft.votes` holds the proof): node 3
+    # reaches the quorum the others did, node 0 counting with the two honest "ok" votes.
+    votes = {0: ("bad", None), 2: ("ok", None), 3: ("ok", None)}
+    assert verdict(votes, 4, 1) == ("pending", None)
+    assert verdict(votes, 4, 1, proven=frozenset({0})) == ("certified", ("ok", None))
+    # Whatever else it signed: it counts for the result the others agree on, never alone.
+    assert verdict({0: ("bad", None), 2: ("ok", None)}, 4, 1, proven=frozenset({0})) == ("pending", None)
+    # Picked builders 1 and 2, node 2 proven: node 1's result alone is the picked builders' agreement.
+    picked = {1: ("ok", None), 2: ("bad", None)}
+    assert verdict(picked, 4, 1, chosen=(1, 2)) == ("pending", None)
+    assert verdict(picked, 4, 1, chosen=(1, 2), proven=frozenset({2})) == ("certified", ("ok", None))
+    # A result with artifacts still needs the members' quorum.
+    with_files = {1: ("ok", "sha256:a"), 2: ("bad", "sha256:b")}
+    assert verdict(with_files, 4, 1, chosen=(1, 2), proven=frozenset({2})) == ("pending", None)
+    # Where honest nodes disagree (a flaky build) it counts with the larger side, which alone
+    # could still have been made the quorum: the limit docs/faults.md names.
+    split = {0: ("a", None), 1: ("a", None), 2: ("b", None), 3: ("b", None)}
+    assert verdict(split, 4, 1) == ("disputed", None)
+    assert verdict(split, 4, 1, proven=frozenset({0})) == ("certified", ("b", None))

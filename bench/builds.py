@@ -23,8 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.stats import alternating, load_average, ratio, summarize
+from harness.builds import remove_builds_under
+from harness.network import write_network
+from harness.real_project import (
+    BUILD_IMAGE_SCRIPT, IMAGE, PROJECT, VERSION, ProjectUnavailable, every_node_log, fetch_sdist, image_present,
+    make_project_repo, plain_build_command, plain_limits,
+)
+from harness.scripts import START_TIMEOUT_S, client, describe, run_script
+from harness.verdicts import WEBHOOK_TIMEOUT_S, check_certificate, http_json
 from shared.config import BuildConfig, NetworkConfig, load_config
-from tests.support.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = {
@@ -39,8 +46,6 @@ BUILD_END = re.compile(r"build end id=(\S+) .* duration_ms=(\d+) commands_ms=(\d
 @contextmanager
 def running_network(config_path: Path, config: NetworkConfig, root: Path):
     """./startNetwork.sh and ./scripts/startClient.sh on `config_path`; yields the client's URL."""
-    from tests.e2e.example_network import START_TIMEOUT_S, client, describe, remove_builds_under, run_script
-
     # The scripts keep this network's pid files under `root`: ./stopNetwork.sh below stops it
     # alone, never the example network or another one running beside the bench.
     outer_run_dir = os.environ.get("PBFT_CI_RUN_DIR")
@@ -69,8 +74,6 @@ def running_network(config_path: Path, config: NetworkConfig, root: Path):
 
 def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float | None = None) -> dict:
     """The README's webhook call for `branch`; its verdict must be the branch's known one."""
-    from tests.e2e.example_network import WEBHOOK_TIMEOUT_S, http_json
-
     code, verdict = http_json("POST", f"{base_url}/webHook", {"branch": branch},
                               timeout_s=timeout_s or WEBHOOK_TIMEOUT_S)
     if code != 200 or (verdict.get("status"), verdict.get("exit_code")) != EXPECTED.get(branch, ("success", 0)):
@@ -82,9 +85,6 @@ def all_nodes_done(base_url: str, config: NetworkConfig, verdicts: list[dict],
                    nodes: list[int] | None = None) -> None:
     """Wait, after the clock stopped, until every node (or `nodes`) has finished every build of
     `verdicts`, so that nodes still building do not slow down the next command measured."""
-    from tests.support.real_project import every_node_log
-    from tests.e2e.example_network import check_certificate
-
     for verdict in verdicts:
         check_certificate(base_url, config, verdict)
         every_node_log(base_url, config, verdict, nodes)
@@ -100,16 +100,12 @@ def timed_webhook(base_url: str, config: NetworkConfig, branch: str = "master") 
 
 def plain_spec_run(clone: Path, limits: BuildConfig, index: int) -> list[list[str]]:
     """The commands of a plain run of the clone's .pbft-ci.yml: one `docker run`."""
-    from tests.support.real_project import plain_build_command
-
     return [plain_build_command(clone, limits)]
 
 
 def plain_dockerfile_run(clone: Path, limits: BuildConfig, index: int) -> list[list[str]]:
     """The commands of a plain run of the clone's Dockerfile: `docker build`, then `docker run`
     of the image with the sandbox's main limits (its root file system its own, as a node runs it)."""
-    from tests.support.real_project import plain_limits
-
     tag = f"pbft-ci-bench/plain-{index}:latest"
     return [
         ["docker", "build", "--quiet", "--network", "none", "--tag", tag, str(clone)],
@@ -243,17 +239,6 @@ def build(args) -> dict:
 
 
 def real_project(args) -> dict:
-    from tests.support.real_project import (
-        BUILD_IMAGE_SCRIPT,
-        IMAGE,
-        PROJECT,
-        VERSION,
-        ProjectUnavailable,
-        fetch_sdist,
-        image_present,
-        make_project_repo,
-    )
-
     rounds = 1 if args.quick else args.rounds
     if not image_present():
         raise SystemExit(f"real-project: {IMAGE} is missing; build it with {BUILD_IMAGE_SCRIPT} (as root)")

@@ -15,16 +15,16 @@ import yaml
 
 from bench.builds import running_network, webhook
 from bench.stats import ratio, summarize
+from harness.builds import slow_repository
+from harness.network import write_network
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.support.network import write_network
 
 
 def burst(args) -> dict:
     count, build_s, bound = (6, 2, 2) if args.quick else (30, 20, 2)
     with tempfile.TemporaryDirectory(prefix="pbft-ci-bench-burst-") as scratch:
         root = Path(scratch)
-        from tests.e2e.example_network import http_json, slow_repository
-
         slow_repository(root / "burst", f"commands:\n  - sleep {build_s}\n")
         config_path = write_network(root, repositories={"burst": str(root / "burst")})
         data = yaml.safe_load(config_path.read_text())

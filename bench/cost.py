@@ -17,7 +17,7 @@ caused), and one plain run of the same spec (`docker run`, the same limits); onc
 every node building (`builders: all`) and once with the f+1 the order picks
 (`builders: f+1`, docs/builds.md), each on a network of its own. Projects: the
 example project, whose build is mostly the containers' start; a build that only
-computes (--quick: the only one, smaller); and pg8000 against a PostgreSQL service (tests/support/postgres_project.py)
+computes (--quick: the only one, smaller); and pg8000 against a PostgreSQL service (harness/postgres_project.py)
 when its images are there, with each one's time to its verdict against its plain run.
 """
 
@@ -36,9 +36,11 @@ import yaml
 
 from bench.builds import all_nodes_done, example_repository, running_network, timed_plain_runs, webhook
 from bench.stats import alternating, load_average, ratio, summarize
+from harness import postgres_project
+from harness.builds import slow_repository
+from harness.network import write_network
+from harness.real_project import STATUS_LINE, ProjectUnavailable, fetch_sdist, image_present
 from shared.config import NetworkConfig, load_config
-from tests.support.network import write_network
-from tests.support.real_project import STATUS_LINE
 
 BUILDERS = ("all", "f+1")
 
@@ -190,8 +192,6 @@ def _example(root: Path, rounds: int, builders: str) -> dict:
 def _busy(root: Path, rounds: int, builders: str, loops: int) -> dict:
     """A build that only computes (a shell loop of `loops` steps, about a CPU second per
     million here): what the containers' start and the node's checkout cost is small beside."""
-    from tests.e2e.example_network import slow_repository
-
     repository = root / "busy"
     script = f"i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done; echo counted $i"
     slow_repository(repository, f"commands:\n  - '{script}'\n")
@@ -202,33 +202,29 @@ def _busy(root: Path, rounds: int, builders: str, loops: int) -> dict:
 
 
 def _pg8000(root: Path, rounds: int, builders: str) -> dict:
-    from tests.support.postgres_project import (
-        BUILD_IMAGE_SCRIPT, BUILD_TIMEOUT_S, IMAGES, PROJECT, SDIST_SHA256, VERSION, export_commit, make_project_repo,
-        plain_pipeline_run,
-    )
-    from tests.support.real_project import ProjectUnavailable, fetch_sdist, image_present
-
-    missing = [image for image in IMAGES if not image_present(image)]
+    project = f"{postgres_project.PROJECT}=={postgres_project.VERSION}"
+    missing = [image for image in postgres_project.IMAGES if not image_present(image)]
     if missing:
-        return {"project": f"{PROJECT}=={VERSION}", "skipped": f"missing images {missing} ({BUILD_IMAGE_SCRIPT})"}
+        return {"project": project, "skipped": f"missing images {missing} ({postgres_project.BUILD_IMAGE_SCRIPT})"}
     try:
-        sdist = fetch_sdist(project=PROJECT, version=VERSION, sha256=SDIST_SHA256)
+        sdist = fetch_sdist(project=postgres_project.PROJECT, version=postgres_project.VERSION,
+                            sha256=postgres_project.SDIST_SHA256)
     except ProjectUnavailable as error:
-        return {"project": f"{PROJECT}=={VERSION}", "skipped": str(error)}
-    repository = root / PROJECT
-    commits = make_project_repo(repository, sdist)
-    config_path = with_builders(write_network(root, repositories={PROJECT: str(repository)}), builders)
+        return {"project": project, "skipped": str(error)}
+    repository = root / postgres_project.PROJECT
+    commits = postgres_project.make_project_repo(repository, sdist)
+    config_path = with_builders(write_network(root, repositories={postgres_project.PROJECT: str(repository)}), builders)
     config = load_config(config_path)
-    clone = export_commit(repository, commits["master"], root / "plain-master")
+    clone = postgres_project.export_commit(repository, commits["master"], root / "plain-master")
 
     def plain() -> float:
-        run = plain_pipeline_run(clone, config.build, root)
+        run = postgres_project.plain_pipeline_run(clone, config.build, root)
         if any(code != 0 for code, _ in run.steps.values()):
-            raise SystemExit(f"cost: the plain run of {PROJECT} failed: {run}")
+            raise SystemExit(f"cost: the plain run of {postgres_project.PROJECT} failed: {run}")
         return run.total_s
 
-    report = compare(root, config_path, plain, rounds, timeout_s=BUILD_TIMEOUT_S + 120)
-    return {"project": f"{PROJECT}=={VERSION} with a PostgreSQL service", **report}
+    report = compare(root, config_path, plain, rounds, timeout_s=postgres_project.BUILD_TIMEOUT_S + 120)
+    return {"project": f"{project} with a PostgreSQL service", **report}
 
 
 def cost(args) -> dict:

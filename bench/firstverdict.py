@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from bench.stats import load_average, summarize
-from tests.support.network import free_ports
+from harness.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("clone", "startNetwork.sh", "startClient.sh", "first webhook")

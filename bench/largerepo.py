@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.builds import compare_with_plain
 from bench.stats import load_average
-from tests.support.network import write_network
+from harness.network import write_network
 
 FILES, TOTAL_MB = 30_000, 224
 QUICK_FILES, QUICK_TOTAL_MB = 3_000, 22

@@ -30,9 +30,9 @@ from client.links import NodeLinks
 from client.outcome import Accepted, Verdict
 from client.records import BuildRecords, records_path
 from client.service import ClientOptions, ClientService
-from shared.config import NetworkConfig, load_config
+from harness.network import parse_metrics, write_network
 from pbft.build import Operation
-from tests.support.network import parse_metrics, write_network
+from shared.config import NetworkConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0

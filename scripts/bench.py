@@ -48,7 +48,7 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
   restart     a node's restart (load its store, restore the replica) after
               5,000 and 40,000 builds of one client, in --dir: what is live
               costs, not the history.
-  real-project  like build, for a real test suite (tests/support/real_project.py:
+  real-project  like build, for a real test suite (harness/real_project.py:
               more-itertools, 660-odd pytest tests). Needs the image
               (scripts/build-debian-image.sh) and, once, PyPI.
   caches      build caches on a simulated dependency install: no cache, a

@@ -151,8 +151,8 @@ else
     step "build image" scripts/build-image.sh
 fi
 
-# --- The Debian images real projects build in: Python (tests/support/real_project.py),
-# and PostgreSQL with the test image of pg8000 (tests/support/postgres_project.py).
+# --- The Debian images real projects build in: Python (harness/real_project.py),
+# and PostgreSQL with the test image of pg8000 (harness/postgres_project.py).
 # Only for the tests (scripts/test.sh sets PBFT_CI_TEST_IMAGES=1): the example
 # network does not need them, and debootstrap takes minutes. It needs root;
 # without it, say what to run and go on.

@@ -2,7 +2,8 @@
 `scripts/test.sh -m core` runs the pure protocol tests in seconds,
 `-m simulation` the seeded simulator's sweeps and `-m "not e2e"` everything
 but the real network. A layer's fixtures are in
-its own conftest.py; helpers that more than one layer uses are in tests/support/.
+its own conftest.py; helpers that more than one layer uses are in tests/support/, and those the
+benches use too in harness/.
 
 scripts/test.sh runs the suite on pytest-xdist workers (`--dist loadgroup`). Tests that use
 what the machine has one of -- the Docker engine, the example network's ports and
@@ -99,7 +100,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import docker.errors
     import requests.exceptions
 
-    from tests.e2e.example_network import remove_builds
+    from harness.builds import remove_builds
 
     root = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
     try:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from builder import BuildOrder
+from harness.network import free_port
 from tests.builder.executor_helpers import Listener, build, host_address, live_log, log_text, until_logged
-from tests.support.network import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -22,16 +22,16 @@ import docker.errors
 import pytest
 from docker.models.containers import ContainerCollection
 
-from builder.engine.images import EVERY_ENGINE_NEEDS_IT
-from builder.engine import network as buildnet
 from builder import BuildOrder, BuildResult, Executor, ExecutorSettings, RepositorySettings
+from builder.engine import network as buildnet
+from builder.engine.images import EVERY_ENGINE_NEEDS_IT
 from builder.engine.sandbox import ENGINE_LOST
+from harness.network import free_port, write_network
 from node.server import _make_executor
 from shared.config import BuildConfig, DockerEngineConfig, load_config
-from tests.support.network import free_port, write_network
-from tests.support.second_engine import ServerTLS, load_image, make_certificates, start_second_engine
 from tests.builder.cached_project import cache_lines, cached_project
 from tests.builder.executor_helpers import log_text, spec
+from tests.support.second_engine import ServerTLS, load_image, make_certificates, start_second_engine
 
 pytestmark = pytest.mark.docker
 

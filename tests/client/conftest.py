@@ -4,11 +4,11 @@ a webhook receiver and a mail server."""
 import pytest
 from aiohttp import web
 
+from harness.network import free_port
 from tests.client.fake_nodes import FakeCluster, N, configure, start_client
 from tests.client.hook_receiver import HookReceiver
 from tests.client.mail_server import MailServer
 from tests.client.status_api import StatusServer
-from tests.support.network import free_port
 
 
 @pytest.fixture

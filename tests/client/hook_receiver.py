@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.support.network import free_port
+from harness.network import free_port
 
 
 @dataclass

@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from tests.support.network import free_port
+from harness.network import free_port
 
 
 @dataclass

@@ -19,7 +19,7 @@ import aiohttp
 import yarl
 from Crypto.PublicKey import ECC
 
-from tests.support.network import free_port
+from harness.network import free_port
 
 PROVIDER = Path(__file__).resolve().parent.parent / "oidc" / "provider.mjs"
 CLIENT_ID, CLIENT_SECRET = "pbft-ci-dashboard", "a-secret-of-the-client-at-the-provider"

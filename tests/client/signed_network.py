@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 from client.index import main
+from harness.network import write_network
 from pbft.build import Operation, Result
 from pbft.encoding import canonical
 from pbft.messages import Reply, Request, encode, signed
 from shared.config import load_config
 from shared.crypto import load_private_key, sign_bytes
-from tests.support.network import write_network
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 TIMESTAMP = 1_700_000_000_000_000

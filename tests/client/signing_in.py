@@ -6,12 +6,12 @@ import dataclasses
 import aiohttp
 
 from client.app import make_app
+from harness.network import free_port
 from shared.config_principals import GrantConfig, SignInConfig
 from tests.client.client_token import TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT
 from tests.client.github_oauth import CLIENT_ID as GITHUB_CLIENT_ID, CLIENT_SECRET as GITHUB_CLIENT_SECRET
 from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET
-from tests.support.network import free_port
 
 ACCOUNTS = {"alice": ["developers"], "bob": []}
 GRANTS = (GrantConfig("trigger", groups=("developers",), repositories=("hello",)),)

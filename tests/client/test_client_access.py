@@ -17,15 +17,15 @@ import pytest
 from aiohttp import web
 
 from client.access import READ, TRIGGER, AccessRules
-from pbft.build import Actor
 from client.app import make_app
 from client.index import main as index_main
 from client.intake import WebhookError
-from tests.support.network import write_network
+from harness.network import write_network
+from pbft.build import Actor
 from tests.client.client_token import BEARER, with_client_settings
+from tests.client.client_token import TOKEN
 from tests.client.fake_nodes import CLIENT, honest_result, start_client
 from tests.client.forge_deliveries import GITHUB_PUSH, encoded, github_headers
-from tests.client.client_token import TOKEN
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 
 from client.keys import SERVICE_KEY
 from client.records import BuildRecords, records_path
+from harness.network import parse_metrics
 from pbft.messages import CurrentView, decode, encode, signed
-from tests.support.network import parse_metrics
 from tests.client.fake_nodes import CLIENT, F, N, RETRANSMIT_S, honest_result, post, start_client
 
 

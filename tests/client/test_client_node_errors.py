@@ -11,8 +11,8 @@ from aiohttp import web
 
 from client import nodeviews
 from client.nodeviews import network_view
+from harness.network import free_port
 from shared.config import NodeConfig
-from tests.support.network import free_port
 
 
 async def asked(node: NodeConfig) -> dict:

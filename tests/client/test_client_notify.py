@@ -20,13 +20,13 @@ from client.metrics import ClientMetrics
 from client.notifications import WebhookSender, email_message, send_mail, signature, verdict_event
 from client.notifier import DeliveryError, Notification, Notifier, NotifySettings
 from client.outcome import Accepted, Verdict
+from harness.network import parse_metrics
 from pbft.build import Operation, Result
 from shared.config import NotifyConfig, SMTPConfig
 from tests.client.fake_nodes import honest_result, post, start_client
 from tests.client.hook_receiver import HookReceiver
 from tests.client.mail_server import MailServer
 from tests.client.status_api import PUBLIC_URL
-from tests.support.network import parse_metrics
 from tests.support.second_engine import make_certificates
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifications.md"

@@ -11,9 +11,9 @@ import signal
 import yaml
 
 from client.keys import LIVE_KEY
+from harness.network import free_port, parse_metrics
 from tests.client.fake_nodes import honest_result, post
 from tests.client.status_api import TOKEN
-from tests.support.network import free_port, parse_metrics
 
 PINNED = "b" * 40
 

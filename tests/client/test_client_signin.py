@@ -5,11 +5,11 @@ nodes: the session, its roles from the client's grants, CSRF, and signing out.""
 import aiohttp
 import pytest
 
+from harness.network import free_port
 from shared.config_principals import GrantConfig
 from tests.client.github_oauth import CLIENT_SECRET as GITHUB_CLIENT_SECRET, GitHub
 from tests.client.oidc_provider import provider, sign_in
 from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in, start_client_signing_in_through_github
-from tests.support.network import free_port
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import pytest
 from client.app import make_app
 from client.signin import SIGNIN_KEY
 from client.signinpending import PENDING_S
+from harness.network import free_port
 from tests.client.fake_nodes import CLIENT
 from tests.client.github_oauth import GitHub
 from tests.client.oidc_provider import login_form, provider, return_url, signed_in_at_provider
 from tests.client.signing_in import ACCOUNTS, a_browser, start_client_signing_in, start_client_signing_in_through_github
-from tests.support.network import free_port
 
 FLOOD = 2000
 FLOOD_AT_ONCE = 50

@@ -14,11 +14,11 @@ import sqlite3
 
 from client.records import BuildRecords
 from client.tables.store import TIMESTAMP_RESERVE_US
+from harness.network import write_network
 from pbft.build import Operation
 from pbft.messages import Request
 from shared.config import load_config
 from shared.config_principals import BUILD_ID_LANES
-from tests.support.network import write_network
 
 START_US = 1_700_000_000_000_000
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 
+from builder import BuildOrder, BuildResult
 from client.attestation import (
     AttestationError,
     check_envelope,
@@ -26,18 +27,17 @@ from client.attestation import (
     sslib_keys,
 )
 from client.certificate import CertificateUnavailable
-from builder import BuildOrder, BuildResult
+from harness.network import write_network
 from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
-from shared.config import load_config
-from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
-from pbft.encoding import canonical
 from pbft.build import Actor, Operation, Result, Spec
+from pbft.encoding import canonical
 from pbft.messages import Reply, ResultVote, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
-from tests.support.cluster import Cluster, keys
-from tests.support.network import write_network
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from tests.client.signed_network import Network, TIMESTAMP
+from tests.support.cluster import Cluster, keys
 from tests.support.node_network import Network as NodeNetwork
 
 COMMIT = "6c9a1984d4929131a50de697145df0cd4e74068d"

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.example_network import (
-    START_TIMEOUT_S,
-    describe,
-    network_pids,
-    remove_builds_under,
-    run_script,
-    running_node,
-)
+from harness.builds import remove_builds_under
+from harness.scripts import START_TIMEOUT_S, describe, run_script
+from tests.e2e.example_network import network_pids, running_node
 
 
 @pytest.fixture

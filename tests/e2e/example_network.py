@@ -1,6 +1,7 @@
-"""The example network run with the README's own scripts: starting and stopping it, its client,
-webhooks, certificates, node status and logs, and copies of its config with a data directory
-of their own."""
+"""The example network run with the README's own scripts, as the end-to-end tests check it:
+its verdicts, node status and logs, and copies of its config with a data directory of their
+own. What benches use too (the scripts and the client as processes, webhooks and their
+certificates, repositories to build) is in harness/."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import copy
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,26 +22,17 @@ import docker
 import pytest
 import yaml
 
-from builder.workspace.checkouts import checkouts_root
-from pbft.encoding import canonical
-from pbft.messages import Reply, decode
+from harness.network import free_ports
+from harness.scripts import listening
+from harness.verdicts import WEBHOOK_TIMEOUT_S, check_certificate, http_json
 from shared.config import NetworkConfig, load_config
-from shared.crypto import parse_public_key, verify_bytes
 from tests.client.forge_deliveries import GITHUB_PUSH, encoded, github_headers
-from tests.support.network import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "example-config" / "network.yaml"
 EXAMPLE_REPO = REPO_ROOT / "data" / "example-repo"
 LOG_DIR = REPO_ROOT / "log"
 
-# A webhook waits for a git fetch and a container on every node; the first
-# build of a fresh node also clones its mirror.
-WEBHOOK_TIMEOUT_S = 120
-# startNetwork.sh runs the set-up first, which on a fresh machine installs
-# packages and the Docker engine.
-START_TIMEOUT_S = 900
-CLIENT_START_TIMEOUT_S = 30
 FEATURE_EXIT_CODE = 3  # example-config/project-feature makes test.sh exit with 3
 
 
@@ -70,17 +59,6 @@ OWN_NETWORK = pytest.mark.own_network
 OWN_NETWORK_MARKS = [*E2E_MARKS, OWN_NETWORK]
 
 
-def run_script(*command: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def describe(result: subprocess.CompletedProcess) -> str:
-    return f"{' '.join(result.args)} exited {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-
-
 def running_node(pid: int) -> bool:
     """True when `pid` is alive and runs a node (a zombie's command line is empty)."""
     try:
@@ -104,58 +82,6 @@ def network_pids() -> dict[int, int]:
     return pids
 
 
-def remove_builds_under(directory: Path) -> None:
-    """Remove the build containers, workspace volumes and checkouts of nodes whose data lives
-    under `directory`: a node a test killed with `kill -9` and never started again left them."""
-    remove_builds(lambda data_dir: data_dir.is_relative_to(directory))
-    # A node's data directory is <the network's data_dir>/node-<id>; its checkouts folder
-    # (in memory) is named for it, and a killed node leaves it, empty or not.
-    for data_dir in (*directory.glob("data/node-*"), *directory.glob("*/data/node-*")):
-        shutil.rmtree(checkouts_root(data_dir.resolve()), ignore_errors=True)
-
-
-def remove_builds(of_data_dir: Callable[[Path], bool]) -> None:
-    """Remove the build containers, then the volumes, and the checkouts of nodes whose data
-    directory passes `of_data_dir`."""
-    engine = docker.from_env()
-    label = {"label": "pbft-ci.data"}
-    try:
-        # Other nodes' finished builds may be removed while this lists them: those are gone already.
-        for container in engine.containers.list(all=True, filters=label, ignore_removed=True):  # before their volumes
-            if of_data_dir(Path(container.labels["pbft-ci.data"])):
-                container.remove(force=True)
-                shutil.rmtree(checkouts_root(Path(container.labels["pbft-ci.data"])), ignore_errors=True)
-        for volume in engine.volumes.list(filters=label):
-            if of_data_dir(Path(volume.attrs["Labels"]["pbft-ci.data"])):
-                volume.remove(force=True)
-    finally:
-        engine.close()
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def client(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[str]:
-    """Run ./scripts/startClient.sh ARGS in the background; yield the webhook URL."""
-    with client_process(config, log_path, *args) as (base_url, _):
-        yield base_url
-
-
-@contextmanager
-def client_process(config: NetworkConfig, log_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Like `client`; yields the webhook URL and the process (the leader of its own group)."""
-    host, port = config.clients[0].host, config.clients[0].port
-    assert not port_open(host, port), f"something already listens on {host}:{port}; a client left running?"
-    with listening(["./scripts/startClient.sh", *args], host, port, log_path) as process:
-        yield f"http://{host}:{port}", process
-
-
 @contextmanager
 def named_client(config_path: Path, name: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """Client `name` of the configuration at `config_path` (client/index.py --name), in a process
@@ -165,49 +91,6 @@ def named_client(config_path: Path, name: str, log_path: Path) -> Iterator[tuple
                "--log-file", str(log_path)]
     with listening(command, entry.host, entry.port, log_path.with_suffix(".out")) as process:
         yield f"http://{entry.host}:{entry.port}", process
-
-
-@contextmanager
-def listening(command: list[str], host: str, port: int, log_path: Path) -> Iterator[subprocess.Popen]:
-    """Run `command` (a client), its output in `log_path`, until it listens on `port`; yield the
-    process, the leader of its own group, which is stopped at the end (SIGTERM, then SIGKILL)."""
-    with log_path.open("wb") as output:
-        # Its own process group, so the signal reaches whatever the script runs.
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + CLIENT_START_TIMEOUT_S
-        while not port_open(host, port):
-            assert process.poll() is None, f"the client exited with {process.returncode}:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"the client did not listen on {port}:\n{log_path.read_text()}"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def http_json(
-    method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None,
-    timeout_s: float = WEBHOOK_TIMEOUT_S,
-) -> tuple[int, dict]:
-    """The status and JSON answer of one call; a dict body is sent as JSON, bytes as they are."""
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    # No Content-Type of our own: urllib then sends the one `curl -d` sends
-    # (application/x-www-form-urlencoded), so this is the README's curl call.
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
 
 
 def github_push(base_url: str, branch: str, head: str, delivery: str) -> str:
@@ -238,26 +121,6 @@ def branch_commit(branch: str) -> str:
         ["git", "-C", str(EXAMPLE_REPO), "rev-parse", f"refs/heads/{branch}"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
-
-
-def check_certificate(base_url: str, config: NetworkConfig, verdict: dict) -> list[Reply]:
-    """Check offline, with the public keys only, that f+1 distinct nodes signed the verdict."""
-    code, record = http_json("GET", f"{base_url}/builds/{verdict['build_id']}")
-    assert code == 200, record
-    replies = [decode(wire) for wire in record["replies"]]
-    agreed = {"status": verdict["status"], "exit_code": verdict["exit_code"], "commit": verdict["commit"]}
-    signers = set()
-    for reply in replies:
-        assert isinstance(reply, Reply), reply
-        key = parse_public_key(config.node(reply.sender).public_key)
-        # The agreed result also names the spec a build ran; the verdict's answer does not.
-        if verify_bytes(key, canonical(reply.payload()), reply.sig) and reply.result.agreed_key()[:3] == tuple(
-            agreed.values()
-        ):
-            signers.add(reply.sender)
-    assert len(signers) >= config.f + 1, f"only {sorted(signers)} signed {agreed}: {record}"
-    assert set(verdict["agreed_by"]) <= signers, (verdict["agreed_by"], sorted(signers))
-    return replies
 
 
 def webhook(base_url: str, config: NetworkConfig, branch: str, timeout_s: float = WEBHOOK_TIMEOUT_S) -> dict:
@@ -384,18 +247,6 @@ def kill_9(pid: int) -> None:
     while running_node(pid):
         assert time.monotonic() < deadline, f"pid {pid} survived SIGKILL"
         time.sleep(0.05)
-
-
-SLOW_SPEC = "commands:\n  - echo build started\n  - sleep 4\n  - echo build finished\n"
-
-
-def slow_repository(path, spec: str = SLOW_SPEC) -> None:
-    """A one-commit git repository on master whose build is `spec`."""
-    path.mkdir()
-    (path / ".pbft-ci.yml").write_text(spec)
-    for command in (["init", "-q", "-b", "master"], ["add", "."],
-                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "slow build"]):
-        subprocess.run(["git", "-C", str(path), *command], check=True)
 
 
 def runs_command(container, command: str) -> bool:

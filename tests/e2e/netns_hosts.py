@@ -23,10 +23,11 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from harness.builds import remove_builds, remove_builds_under
 from shared.config import NetworkConfig
+from tests.e2e.example_network import E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit
 from tests.support.netns import Lan, sweep_stale_namespaces
 from tests.support.readme import code_blocks, section
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, remove_builds, remove_builds_under
 
 
 # End to end, slow, and root for the namespaces.

@@ -13,8 +13,12 @@ import re
 import signal
 import time
 
+from harness.scripts import client, describe, run_script
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, check_logs, check_three_verdicts, client, describe, liar_config, log_offsets, new_log_text, node_status, run_dir, run_script, running_node
+from tests.e2e.example_network import (
+    E2E_MARKS, EXAMPLE_CONFIG, check_logs, check_three_verdicts, liar_config, log_offsets, new_log_text, node_status,
+    run_dir, running_node,
+)
 
 pytestmark = E2E_MARKS
 

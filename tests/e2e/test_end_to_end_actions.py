@@ -19,10 +19,12 @@ from pathlib import Path
 import docker
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.actionreport import ActionReport
 from shared.config import load_config
 from shared.crypto import parse_public_key
-from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, example_copy, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, example_copy
 
 pytestmark = OWN_NETWORK_MARKS
 

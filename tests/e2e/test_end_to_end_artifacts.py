@@ -29,9 +29,11 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 
 from client.attestation import sslib_keys
-from shared.config import load_config
+from harness.scripts import client
+from harness.verdicts import http_json
 from pbft.provenance import PROVENANCE_TYPE
-from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, client, example_copy, http_json
+from shared.config import load_config
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, example_copy
 
 pytestmark = OWN_NETWORK_MARKS
 

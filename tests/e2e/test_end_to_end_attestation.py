@@ -26,9 +26,10 @@ from securesystemslib.exceptions import VerificationError
 
 from client.attestation import sslib_keys
 from client.intoto import LAYOUT_FILE
+from harness.scripts import client
 from pbft.attestation import PREDICATE_TYPE, STATEMENT_FILE
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, REPO_ROOT, branch_commit, client, webhook
+from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, REPO_ROOT, branch_commit, webhook
 
 pytestmark = E2E_MARKS
 IN_TOTO_VERIFY = Path(sys.executable).parent / "in-toto-verify"

@@ -16,10 +16,11 @@ import urllib.request
 import docker
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, client, example_copy, followed_events, http_json, runs_command, slow_repository, webhook,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, followed_events, runs_command, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

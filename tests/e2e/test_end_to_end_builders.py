@@ -16,11 +16,12 @@ import urllib.request
 import yaml
 
 from client.certificate import check_certificate as verify_certificate
+from harness.builds import slow_repository
+from harness.real_project import STATUS_LINE
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, client, example_copy, http_json, kill_9, network_pids, poll, slow_repository, webhook,
-)
-from tests.support.real_project import STATUS_LINE
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, kill_9, network_pids, poll, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, http_json, poll, settled
+from tests.e2e.example_network import OWN_NETWORK_MARKS, poll, settled
 from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS

@@ -21,10 +21,11 @@ import urllib.request
 import docker
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, client, example_copy, http_json, slow_repository, webhook, with_quick_branch,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, webhook, with_quick_branch
 
 pytestmark = OWN_NETWORK_MARKS
 

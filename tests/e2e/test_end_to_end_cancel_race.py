@@ -23,10 +23,11 @@ from collections import Counter
 import docker
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import WEBHOOK_TIMEOUT_S, http_json
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, WEBHOOK_TIMEOUT_S, client, example_copy, http_json, node_record, poll, slow_repository,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, node_record, poll
 
 pytestmark = OWN_NETWORK_MARKS
 

@@ -10,12 +10,12 @@ import time
 
 import yaml
 
+from harness.real_project import branches_repository
+from harness.scripts import client, client_process
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, client, client_process, example_copy, github_push, http_json, log_offsets, new_log_text,
-)
-from tests.support.real_project import branches_repository
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, log_offsets, new_log_text
 from tests.support.status_server import StatusServer
 
 pytestmark = OWN_NETWORK_MARKS

@@ -27,18 +27,20 @@ from pathlib import Path
 import yaml
 
 from client.records import BuildRecords, records_path
+from harness.builds import slow_repository
+from harness.network import write_network
+from harness.scripts import client
+from harness.verdicts import http_json
+from pbft.build import Operation
+from pbft.messages import Request, signed
 from shared.actionreport import ActionReport
 from shared.config import NetworkConfig, load_config
 from shared.crypto import Ed25519Authenticator, load_private_key
-from pbft.build import Operation
-from pbft.messages import Request, signed
-from tests.support.network import write_network
-from tests.support.status_server import StatusServer
 from tests.e2e.browser import BROWSER_MARKS, SCREENSHOTS, attributes, screenshot, text_of, texts, wait_for
 from tests.e2e.example_network import (
-    MATRIX_SPEC, OWN_NETWORK, client, example_copy, followed_events, http_json, kill_9, matrix_settled, node_status,
-    running_node, slow_repository, webhook,
+    MATRIX_SPEC, OWN_NETWORK, example_copy, followed_events, kill_9, matrix_settled, node_status, running_node, webhook,
 )
+from tests.support.status_server import StatusServer
 from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import NetworkConfig, load_config
 from tests.e2e.browser import BROWSER_MARKS, attributes, screenshot, text_of, texts, wait_for
-from tests.e2e.example_network import OWN_NETWORK, client, example_copy, http_json, slow_repository, webhook
+from tests.e2e.example_network import OWN_NETWORK, example_copy, webhook
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]
 

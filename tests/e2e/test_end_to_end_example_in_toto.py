@@ -14,9 +14,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from harness.scripts import client
 from pbft.attestation import STATEMENT_FILE
 from shared.config import load_config
-from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, REPO_ROOT, client, webhook
+from tests.e2e.example_network import E2E_MARKS, EXAMPLE_CONFIG, REPO_ROOT, webhook
 
 pytestmark = E2E_MARKS
 IN_TOTO_VERIFY = Path(sys.executable).parent / "in-toto-verify"

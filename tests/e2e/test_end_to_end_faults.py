@@ -16,9 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
+from harness.scripts import client, describe, run_script
 from node.storage import NodeStore
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, EXECUTE_LINE, client, describe, example_copy, expect, kill_9, new_log_text, run_script, running_node, wait_for_statuses, webhook
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, EXECUTE_LINE, example_copy, expect, kill_9, new_log_text, running_node, wait_for_statuses,
+    webhook,
+)
 from tests.e2e.example_network import node_status
 
 pytestmark = OWN_NETWORK_MARKS

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, client, http_json, node_status, settled,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, node_status, settled
 from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import (
     GITEA_SECRET, GITHUB_PUSH, GITHUB_SECRET, GITLAB_TOKEN, encoded, gitea_headers, github_headers, gitlab_headers,
 )
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy
 from tests.support.status_server import StatusServer
 
 pytestmark = OWN_NETWORK_MARKS

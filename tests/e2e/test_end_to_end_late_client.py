@@ -14,11 +14,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from harness.network import write_network
+from harness.real_project import branches_repository
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, http_json, named_client
-from tests.support.network import write_network
+from tests.e2e.example_network import OWN_NETWORK_MARKS, named_client
 from tests.support.node_processes import RealNodes
-from tests.support.real_project import branches_repository
 
 pytestmark = OWN_NETWORK_MARKS
 BACKLOG = 40

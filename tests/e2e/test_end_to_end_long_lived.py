@@ -13,8 +13,11 @@ import threading
 import time
 import urllib.request
 
+from harness.scripts import client
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, expect, kill_9, new_log_text, wait_for_statuses, webhook
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, example_copy, expect, kill_9, new_log_text, wait_for_statuses, webhook,
+)
 from tests.e2e.example_network import node_status
 
 pytestmark = OWN_NETWORK_MARKS

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_PUSH, GITHUB_SECRET, encoded, github_headers
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, MATRIX_SPEC, client, example_copy, http_json, matrix_settled, slow_repository,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, MATRIX_SPEC, example_copy, matrix_settled
 from tests.support.status_server import StatusServer
 
 pytestmark = OWN_NETWORK_MARKS

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.network import write_network
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, http_json
+from tests.e2e.example_network import OWN_NETWORK_MARKS
 from tests.e2e.network_owners import network_py, with_owners
-from tests.support.network import write_network
 from tests.support.node_processes import RealNodes, wait_until
 
 pytestmark = OWN_NETWORK_MARKS

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.network import write_network
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.e2e.browser import BROWSER_MARKS, attributes, screenshot, texts, wait_for
-from tests.e2e.example_network import OWN_NETWORK, client, http_json, webhook
-from tests.support.network import write_network
+from tests.e2e.example_network import OWN_NETWORK, webhook
 from tests.support.node_processes import RealNodes, wait_until
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]

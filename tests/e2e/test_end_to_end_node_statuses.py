@@ -10,10 +10,12 @@ import urllib.request
 
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
 from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, client, example_copy, github_push, http_json,
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, FEATURE_EXIT_CODE, branch_commit, example_copy, github_push,
 )
 from tests.support.status_server import StatusServer
 

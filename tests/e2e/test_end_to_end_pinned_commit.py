@@ -27,10 +27,11 @@ import yaml
 
 from client.records import BuildRecords, records_path
 from client.schedules import key_of, latest_slot
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, client, example_copy, http_json, node_record, poll, slow_repository, webhook,
-)
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, node_record, poll, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

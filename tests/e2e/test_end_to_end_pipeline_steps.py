@@ -14,8 +14,11 @@ import urllib.request
 
 import yaml
 
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, poll, slow_repository, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, poll, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

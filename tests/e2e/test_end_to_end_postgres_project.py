@@ -4,7 +4,7 @@ from its PyPI sdist, against a PostgreSQL service, built by four nodes as a pipe
 The network is a fresh one of the test's own, started and stopped with the README's
 scripts; its one repository is the sdist turned into git with a `.pbft-ci.yml` of a
 `postgres` service, a `lint` step and a `test` step, each in an image of its own made
-from Debian packages by scripts/build-debian-image.sh (tests/support/postgres_project.py).
+from Debian packages by scripts/build-debian-image.sh (harness/postgres_project.py).
 master passes; a branch with one false assertion fails at the `test` step. Every node's
 ledger certifies each verdict with its steps, every node's log shows each step's output,
 and one node's log is followed live while the failing build runs.
@@ -22,24 +22,16 @@ import time
 
 import pytest
 
-from shared.config import NetworkConfig, load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, followed_events, http_json, webhook
-from tests.support.network import write_network
-from tests.support.postgres_project import (
-    BROKEN_BRANCH,
-    BROKEN_FILE,
-    BROKEN_TEST,
-    BUILD_IMAGE_SCRIPT,
-    BUILD_TIMEOUT_S,
-    IMAGES,
-    PROJECT,
-    SDIST_SHA256,
-    VERSION,
-    export_commit,
-    make_project_repo,
-    plain_pipeline_run,
+from harness.network import write_network
+from harness.postgres_project import (
+    BROKEN_BRANCH, BROKEN_FILE, BROKEN_TEST, BUILD_IMAGE_SCRIPT, BUILD_TIMEOUT_S, IMAGES, PROJECT, SDIST_SHA256,
+    VERSION, export_commit, make_project_repo, plain_pipeline_run,
 )
-from tests.support.real_project import ProjectUnavailable, every_node_log, fetch_sdist, image_present
+from harness.real_project import ProjectUnavailable, every_node_log, fetch_sdist, image_present
+from harness.scripts import client
+from harness.verdicts import http_json
+from shared.config import NetworkConfig, load_config
+from tests.e2e.example_network import OWN_NETWORK_MARKS, followed_events, webhook
 
 pytestmark = [*OWN_NETWORK_MARKS, pytest.mark.slow]
 

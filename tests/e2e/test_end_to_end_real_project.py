@@ -4,7 +4,7 @@ built by four nodes in the Debian image scripts/build-debian-image.sh makes.
 The network is a fresh one of the test's own (keys, ports, data and log
 folders under the test's temporary folder), started and stopped with the
 README's scripts, and its one repository is the sdist turned into git
-(tests/real_project.py). Three webhooks: master passes, a branch with one
+(harness/real_project.py). Three webhooks: master passes, a branch with one
 false assertion fails with pytest's exit code 1, and a branch using HOME, the
 build user's name and a script in /tmp passes.
 """
@@ -15,23 +15,14 @@ import re
 
 import pytest
 
-from shared.config import load_config
-from tests.support.network import write_network
-from tests.support.real_project import (
-    BROKEN_BRANCH,
-    BUILD_IMAGE_SCRIPT,
-    IMAGE,
-    PROJECT,
-    SANDBOX_BRANCH,
-    SANDBOX_MARKERS,
-    STATUS_LINE,
-    ProjectUnavailable,
-    every_node_log,
-    fetch_sdist,
-    image_present,
-    make_project_repo,
+from harness.network import write_network
+from harness.real_project import (
+    BROKEN_BRANCH, BUILD_IMAGE_SCRIPT, IMAGE, PROJECT, SANDBOX_BRANCH, SANDBOX_MARKERS, STATUS_LINE, ProjectUnavailable,
+    every_node_log, fetch_sdist, image_present, make_project_repo,
 )
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, webhook
+from harness.scripts import client
+from shared.config import load_config
+from tests.e2e.example_network import OWN_NETWORK_MARKS, webhook
 
 pytestmark = [*OWN_NETWORK_MARKS, pytest.mark.slow]
 

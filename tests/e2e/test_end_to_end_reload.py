@@ -14,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.builds import slow_repository
+from harness.network import free_port, parse_metrics
+from harness.scripts import describe, run_script
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, EXAMPLE_REPO, branch_commit, describe, example_copy, http_json, run_script,
-    slow_repository,
-)
-from tests.support.network import free_port, parse_metrics
+from tests.e2e.example_network import OWN_NETWORK_MARKS, EXAMPLE_REPO, branch_commit, example_copy
 
 pytestmark = OWN_NETWORK_MARKS
 

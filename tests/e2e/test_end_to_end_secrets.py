@@ -18,9 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_REPOSITORY, GITHUB_SECRET, encoded, github_headers
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, settled, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, settled, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

@@ -16,12 +16,15 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from harness.builds import slow_repository
+from harness.real_project import git
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.oidc_provider import CLIENT_ID, CLIENT_SECRET, login_form, provider, return_url
 from tests.e2e.browser import BROWSER_MARKS, text_of, texts, wait_for
-from tests.e2e.example_network import OWN_NETWORK, client, http_json, settled, slow_repository
+from tests.e2e.example_network import OWN_NETWORK, settled
 from tests.e2e.github_deliveries import forge_config, pull_request
-from tests.support.real_project import git
 from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]

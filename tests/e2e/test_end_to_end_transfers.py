@@ -24,8 +24,10 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from harness.scripts import client
+from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, client, example_copy, http_json, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 

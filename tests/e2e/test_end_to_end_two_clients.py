@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.real_project import branches_repository
+from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
-from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, http_json, named_client
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, named_client
 from tests.support.node_processes import add_client
-from tests.support.real_project import branches_repository
 
 pytestmark = OWN_NETWORK_MARKS
 

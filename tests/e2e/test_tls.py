@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from client.app import make_app as make_client_app
+from harness.network import write_network
 from shared.config import ConfigError, load_config
-from tests.support.network import write_network
 from tests.support.node_processes import Client, RealNodes, wait_until
 from tests.support.second_engine import make_certificates
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import aiohttp
 
 from client.app import client_authenticator
+from harness.network import write_network
 from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
 from shared.config import load_config
-from tests.support.network import say_hello, write_network
+from tests.support.handshake import say_hello
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
 from builder.workspace.artifactstore import ArtifactStore
+from harness.network import write_network
+from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
 from node.server import make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
 from shared.logrequest import NodeRequest, signed_log_headers
 from shared.transfergate import CHUNK_BYTES
-from tests.support.network import write_network
 
 NODE_ID = 1
 CLIENT = "client"  # the one client tests.network.write_network configures

@@ -12,12 +12,12 @@ import time
 import pytest
 from aiohttp import web
 
+from harness.network import write_network
 from node.buildlogs import LOG_SETTINGS, add_build_log_route
 from node.server import make_app
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
 from shared.logrequest import NodeRequest, signed_log_headers
-from tests.support.network import write_network
 
 NODE_ID = 1
 CLIENT = "client"  # the one client tests.network.write_network configures

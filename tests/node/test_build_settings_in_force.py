@@ -20,9 +20,10 @@ import aiohttp
 import pytest
 
 from builder import BuildOrder, BuildResult
+from harness.network import write_network
 from node.server import DRIVER
-from pbft.effects import NetworkChanged
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation
+from pbft.effects import NetworkChanged
 from pbft.encoding import canonical
 from pbft.messages import decode
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
@@ -31,7 +32,6 @@ from shared.crypto import generate_private_key, sign_bytes
 from shared.networkdoc import agreed
 from tests.shared.config_files import edit
 from tests.support.file_settings import with_owner
-from tests.support.network import write_network
 from tests.support.node_network import Network
 
 OWNER = generate_private_key()

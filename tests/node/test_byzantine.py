@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from builder import BuildOrder, BuildResult
+from harness.network import write_network
 from node.byzantine import (
     HONEST,
     MODES,
@@ -36,15 +37,15 @@ from node.byzantine import (
     parse_mode,
 )
 from node.server import DRIVER, make_app
-from shared.config import load_config
-from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from pbft.build import Operation, Result
 from pbft.messages import (
     BuildState, Commit, CurrentView, PrePrepare, Prepare, Reply, Request, batch_digest, decode, encode, signed,
 )
 from pbft.quorum import reply_quorum, winner
+from shared.config import load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
 from tests.support.cluster import CLIENT, authenticator, keys
-from tests.support.network import say_hello, write_network
+from tests.support.handshake import say_hello
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUCCESS = {"status": "success", "exit_code": 0, "commit": "a" * 40}

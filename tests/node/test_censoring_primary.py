@@ -19,11 +19,11 @@ import asyncio
 import aiohttp
 import pytest
 
+from harness.network import write_network
 from node.byzantine import Censor, make_behaviour, parse_mode
-from shared.crypto import generate_private_key
 from pbft.build import Operation
 from pbft.messages import Commit, Request
-from tests.support.network import write_network
+from shared.crypto import generate_private_key
 from tests.support.node_processes import Client, RealNodes, add_client
 
 CENSOR, HONEST = 0, (1, 2, 3)

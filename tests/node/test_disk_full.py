@@ -28,13 +28,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.storage import NodeStore
 from client.app import client_authenticator
+from node.storage import NodeStore
 from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
-from tests.support.network import say_hello
-from tests.support.node_processes import wait_until
 from tests.node.real_nodes import Nodes, order_requests
+from tests.support.handshake import say_hello
+from tests.support.node_processes import wait_until
 
 pytestmark = pytest.mark.slow
 

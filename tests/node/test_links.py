@@ -16,14 +16,15 @@ import pytest
 from aiohttp import web
 
 from client.links import NodeLink
+from harness.network import write_network
 from node.peers import PeerLink
 from node.server import make_app
-from shared.config import NodeConfig, load_config
-from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
 from pbft.build import Operation
 from pbft.handshake import Challenge, Hello
 from pbft.messages import CurrentView, MessageError, Reply, Request, decode, encode, signed
-from tests.support.network import say_hello, write_network
+from shared.config import NodeConfig, load_config
+from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
+from tests.support.handshake import say_hello
 from tests.support.node_network import fake_build
 
 HEARTBEAT_S = 0.25

@@ -2,12 +2,12 @@
 scripts/network.py join --next) beside it: its replica signs with it once a change of the
 network document names its public half (pbft.epochs, Authenticator.sign_as)."""
 
+from harness.network import write_network
 from node.server import authenticator_for
 from shared.cli import next_keys
 from shared.config import load_config
 from shared.config_files import node_next_key_file
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key
-from tests.support.network import write_network
 
 
 def test_a_node_signs_with_its_next_key_when_told_and_only_if_it_holds_it(tmp_path):

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import yaml
 
+from harness.network import parse_metrics, write_network
 from node import server
 from node.server import DRIVER, MAX_FRAME_BYTES, FrameBudget
 from shared.config import load_config
-from tests.support.network import parse_metrics, write_network
 from tests.support.node_network import Network
 
 

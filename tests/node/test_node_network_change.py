@@ -20,6 +20,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
+from harness.network import write_network
 from node.server import DRIVER
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation
 from pbft.encoding import canonical
@@ -29,7 +30,6 @@ from shared.crypto import generate_private_key, sign_bytes
 from shared.networkdoc import agreed
 from tests.shared.config_files import edit
 from tests.support.file_settings import give_all, node_tls, with_owner
-from tests.support.network import write_network
 from tests.support.node_network import Network
 
 OWNERS = {name: generate_private_key() for name in ("ada", "bob", "cy")}

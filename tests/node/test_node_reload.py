@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import yaml
 
+from harness.network import free_port, parse_metrics, write_network
 from node.server import LIVE
 from shared.config import load_config
-from tests.support.network import free_port, parse_metrics, write_network
 from tests.support.node_network import Network
 
 SUCCESS = {"status": "success", "exit_code": 0, "commit": "a" * 40}

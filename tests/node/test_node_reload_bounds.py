@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.network import write_network
 from node.server import LIVE, make_app
 from shared.config import load_config
 from tests.shared.config_files import edit
 from tests.support.hostile_files import hostile_in_place, largest_gap_through_sighup
-from tests.support.network import write_network
 from tests.support.node_network import fake_build
 
 NODE_ID = 0

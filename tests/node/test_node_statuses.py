@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 import yaml
 
+from harness.network import write_network
 from node.statuses import NodeStatuses
 from pbft.build import Operation, Result
 from pbft.messages import Request
 from shared.config import ConfigError, load_config
 from shared.statuses import running_poster
-from tests.support.network import write_network
 from tests.support.node_network import Network
 from tests.support.status_server import StatusServer
 

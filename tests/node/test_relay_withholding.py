@@ -21,11 +21,11 @@ import json
 import aiohttp
 import pytest
 
+from harness.network import write_network
 from node.byzantine import WithholdRelay, make_behaviour, parse_mode
-from shared.crypto import generate_private_key, sign_bytes
 from pbft.encoding import canonical
 from pbft.messages import Commit, Prepare, Relay, decode, encode, signed
-from tests.support.network import write_network
+from shared.crypto import generate_private_key, sign_bytes
 from tests.support.node_processes import Client, RealNodes, wait_until
 
 N, F = 7, 2

@@ -1,5 +1,5 @@
 """No import circle anywhere in the project's code: the modules of every code package (pbft,
-node, client, builder, shared, runner, bench, scripts: whatever tests/support/imports.py's
+node, client, builder, shared, runner, bench, harness, scripts: whatever tests/support/imports.py's
 `code_packages` finds; not tests/) import one another as a graph without a cycle, so each can
 be read, loaded and tested above the ones it uses. Two modules that need each other are one
 module, or share a smaller one that both import.

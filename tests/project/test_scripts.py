@@ -31,7 +31,7 @@ import yaml
 
 from builder.engine.host import remove_labelled_builds
 from builder.workspace.checkouts import checkouts_root
-from tests.support.network import write_network
+from harness.network import write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_PID_FILE = REPO_ROOT / "run" / "client.pid"

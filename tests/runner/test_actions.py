@@ -15,13 +15,13 @@ from aiohttp import web
 from builder.plan.actions import parse_actions
 from builder.plan.nesting import MAX_NESTING
 from builder.plan.spec import parse_build_spec
+from harness.network import free_port, write_network
 from pbft.build import Operation
 from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
 from runner.runner import ActionRunner, Certified, NotNow, Refused, pull_request_refusal
 from tests.builder.executor_helpers import GitRepo
-from tests.support.network import free_port, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

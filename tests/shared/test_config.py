@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+from harness.network import write_network
 from shared.config import BuildConfig, ConfigError, load_config, read_node_status_token
 from shared.crypto import generate_private_key, public_key_hex
-from tests.support.network import write_network
 from tests.shared.config_files import edit
 
 

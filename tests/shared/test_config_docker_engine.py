@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
+from harness.network import write_network
 from shared.config import ConfigError, DockerEngineConfig, DockerTLSConfig, load_config
-from tests.support.network import write_network
 from tests.shared.config_files import edit
 
 

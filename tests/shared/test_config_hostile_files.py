@@ -10,10 +10,10 @@ import os
 
 import pytest
 
+from harness.network import write_network
 from shared.config import ConfigError, load_config
 from tests.shared.config_files import edit
 from tests.support.hostile_files import fifo_in_place_of, oversized_in_place_of
-from tests.support.network import write_network
 
 
 def problems_of(path, **kwargs) -> list[str]:

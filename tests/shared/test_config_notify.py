@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
+from harness.network import write_network
 from shared.config import NOTIFY_STATUSES, ConfigError, load_config
 from tests.shared.config_files import edit
-from tests.support.network import write_network
 
 SECRET = "0123456789abcdef" * 4
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.network import write_network
 from shared.config import ConfigError, NetworkConfig, load_config
 from shared.schema import json_schema
 from tests.shared.config_files import edit
 from tests.shared.json_schema_check import fragment_schema, schema_problems
-from tests.support.network import write_network
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json_schema(NetworkConfig, title="pbft-ci network configuration")

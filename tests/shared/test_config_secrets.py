@@ -3,9 +3,9 @@ files read and checked by a node that starts, every problem named with its key."
 
 import pytest
 
+from harness.network import write_network
 from shared.config import DEFAULT_SECRET_EVENTS, ConfigError, load_config, read_build_secret
 from tests.shared.config_files import edit
-from tests.support.network import write_network
 
 VALUE = "deploy-token-0123456789"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from harness.network import write_network
+from pbft.networkchange import document_digest
 from shared.config import load_config
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key
-from pbft.networkchange import document_digest
 from shared.networkdoc import agreed
-from tests.support.network import write_network
 from tests.support.node_processes import RealNodes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

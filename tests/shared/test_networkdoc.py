@@ -11,11 +11,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.network import write_network
 from shared.config import load_config
 from shared.crypto import generate_private_key, public_key_hex
 from shared.networkdoc import agreed, document_problem
 from tests.shared.config_files import edit
-from tests.support.network import write_network
 
 WEBHOOK_SECRET = "5ecret-of-the-forge-" * 3
 TOKEN = "c1ient-token-" * 4

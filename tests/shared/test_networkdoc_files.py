@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.network import write_network
 from pbft.encoding import canonical
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
 from pbft.networks import NetworkState
@@ -28,7 +29,6 @@ from tests.shared.config_files import edit
 from tests.support.file_settings import (
     CASES, SECRET_TEXT, WEBHOOK, mail_server, node_statuses, notify_webhook, secret_file, with_owner,
 )
-from tests.support.network import write_network
 
 OWNER = generate_private_key()
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.network import free_ports, write_network
 from runner.config import load_runner_config
 from shared.cli import own_key_problem
 from shared.config import load_config
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key
-from tests.support.network import free_ports, write_network
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODES = 4

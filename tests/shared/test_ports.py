@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from harness.network import free_port
 from shared.ports import listen_problem, port_holder
-from tests.support.network import free_port
 
 
 def test_a_free_port_is_no_problem():

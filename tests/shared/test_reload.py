@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from harness.network import free_port, write_network
 from shared.config import NodeTLSConfig, NotifyConfig, SMTPConfig, load_config
 from shared.crypto import generate_private_key, public_key_hex
 from shared.reload import LiveConfig, live_changes, reload_on_sighup
 from tests.shared.config_files import edit
-from tests.support.network import free_port, write_network
 
 SECRET = "a-webhook-secret-nobody-may-read-0123456789"
 TOKEN = "a-bearer-token-nobody-may-read-0123456789"

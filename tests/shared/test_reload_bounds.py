@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
+from harness.network import write_network
 from shared import reload
 from shared.config import load_config
 from shared.reload import LiveConfig
-from tests.support.network import write_network
 
 WHO = "node=1"
 

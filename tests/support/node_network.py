@@ -15,7 +15,7 @@ from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key
-from tests.support.network import say_hello
+from tests.support.handshake import say_hello
 
 
 async def fake_build(order: BuildOrder) -> BuildResult:

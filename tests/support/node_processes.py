@@ -23,13 +23,14 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from shared.config import NetworkConfig, client_key_file, load_config
-from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
-from shared.crypto import public_key_hex, save_private_key
+from harness.network import free_port, parse_metrics
 from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
 from pbft.quorum import reply_quorum, winner
-from tests.support.network import free_port, parse_metrics, say_hello
+from shared.config import NetworkConfig, client_key_file, load_config
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key
+from shared.crypto import public_key_hex, save_private_key
+from tests.support.handshake import say_hello
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

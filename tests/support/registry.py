@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.network import free_port
+from harness.network import free_port
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 

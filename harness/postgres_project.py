@@ -1,6 +1,7 @@
 """A real public project whose tests need a live PostgreSQL, as a pipeline with a database service.
 
-Used by the end-to-end test tests/e2e/test_end_to_end_postgres_project.py.
+Used by the end-to-end test tests/e2e/test_end_to_end_postgres_project.py and the cost
+scenario of scripts/bench.py (bench/cost.py).
 
 The project is pg8000, pinned to one release: a PostgreSQL driver in pure
 Python, so its source runs as it is from the sdist with no compiler, and its
@@ -36,7 +37,7 @@ from builder.plan.spec import SPEC_FILE, parse_build_spec
 from builder.plan.containerpaths import HOME_DIR
 from builder.plan.resources import memory_budget
 from shared.config import BuildConfig
-from tests.support.real_project import break_one_assertion, commit_all, git, unpack_sdist
+from harness.real_project import break_one_assertion, commit_all, git, unpack_sdist
 
 PROJECT = "pg8000"
 VERSION = "1.31.2"

@@ -1,6 +1,6 @@
 """A real public Python project as a build target: its PyPI sdist, turned into a git repository.
 
-Shared by the end-to-end test (tests/test_end_to_end_real_project.py) and the
+Shared by the end-to-end test (tests/e2e/test_end_to_end_real_project.py) and the
 `real-project` scenario of scripts/bench.py, so both build exactly the same
 commits with the same spec.
 
@@ -34,7 +34,7 @@ from builder.plan.containerpaths import HOME_DIR
 from builder.plan.resources import memory_budget
 from shared.config import BuildConfig, NetworkConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PROJECT = "more-itertools"
 VERSION = "10.5.0"

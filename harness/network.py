@@ -1,11 +1,9 @@
-"""Throw-away network configurations for tests: fresh keys, free loopback ports; a client's HELLO;
+"""Throw-away network configurations for tests and benches: fresh keys, free loopback ports;
 GET /metrics parsed."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import json
 import os
 import socket
 from pathlib import Path
@@ -14,8 +12,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.crypto import generate_private_key, public_key_hex, save_private_key
-from pbft.handshake import Challenge, Hello
-from pbft.messages import decode, encode, signed
 
 
 def free_port() -> int:
@@ -102,15 +98,6 @@ def write_network(
     path = root / "network.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-async def say_hello(ws, client: str, node_id: int, sign) -> Hello:
-    """Answer the challenge a node opens a /client socket with, as the client does; return the HELLO sent."""
-    challenge = decode(json.loads((await asyncio.wait_for(ws.receive(), 5)).data))
-    assert isinstance(challenge, Challenge)
-    hello = signed(Hello(client, node_id, challenge.challenge), sign)
-    await ws.send_str(json.dumps(encode(hello)))
-    return hello
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:

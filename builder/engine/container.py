@@ -27,11 +27,17 @@ from builder.engine.sandbox import (
     host_config,
     tmpfs_volume,
 )
-from builder.engine.transfer import copy_artifacts_out, copy_cache_out, fill_workspace, hold_mounts, upload_restore
+from builder.engine.transfer import (
+    ArtifactsOut,
+    copy_artifacts_out,
+    copy_cache_out,
+    fill_workspace,
+    hold_mounts,
+    upload_restore,
+)
+from builder.plan.cachemounts import CacheMounts
 from builder.plan.containerpaths import OUT_DIR
 from builder.plan.resources import memory_budget
-from builder.workspace.artifacts import ArtifactCopy
-from builder.workspace.cacherun import CacheMounts
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class ContainerJob:
     environment: Mapping[str, str] = field(default_factory=dict)
     cache: CacheMounts | None = None
     network: str | None = None
-    artifacts: ArtifactCopy | None = None
+    artifacts: ArtifactsOut | None = None
 
 
 def run_container(

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import docker.errors
 import requests.exceptions
@@ -38,11 +38,17 @@ from builder.engine.exits import OutputCapture, ended_out_of_memory, killed_by_e
 from builder.engine.gate import GateSetup, deliver_script, start_gated_container
 from builder.engine.sandbox import ENGINE_LOST, Hooks, Sandbox, SandboxError, tmpfs_volume
 from builder.engine.steplogs import StepSections
-from builder.engine.transfer import copy_artifacts_out, copy_cache_out, fill_workspace, hold_mounts, upload_restore
+from builder.engine.transfer import (
+    ArtifactsOut,
+    copy_artifacts_out,
+    copy_cache_out,
+    fill_workspace,
+    hold_mounts,
+    upload_restore,
+)
+from builder.plan.cachemounts import CacheMounts
 from builder.plan.containerpaths import OUT_DIR
 from builder.plan.stepgraph import Schedule, StepGraph
-from builder.workspace.artifacts import ArtifactCopy
-from builder.workspace.cacherun import CacheRun
 from pbft.build import StepResult
 
 
@@ -83,6 +89,21 @@ class StepsOutcome:
     cache_problem: str = ""
 
 
+class PipelineCache(Protocol):
+    """A pipeline's caches as its containers use them (builder/workspace/cacherun.py's CacheRun):
+    their mounts, and the scripts that restore them before the first step and write them to the
+    cache tmpfs after the last ("" for none)."""
+
+    @property
+    def mounts(self) -> CacheMounts: ...
+
+    @property
+    def restore_script(self) -> str: ...
+
+    @property
+    def save_script(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class StepsJob:
     """A pipeline: its steps in the order they run, the checkout on this node (`workspace`)
@@ -94,12 +115,12 @@ class StepsJob:
     timeout_s: float
     graph: StepGraph  # the steps' depends_on (builder/plan/pipeline.step_graph)
     network: str | None = None
-    artifacts: ArtifactCopy | None = None
+    artifacts: ArtifactsOut | None = None
     services: tuple[PlannedService, ...] = ()
-    # Its caches (builder/workspace/cacherun.py): their paths are in /workspace, which every
-    # step shares, so one container restores them before the first step and another writes
-    # them to the cache tmpfs after the last, if every step passed.
-    cache: CacheRun | None = None
+    # Its caches: their paths are in /workspace, which every step shares, so one container
+    # restores them before the first step and another writes them to the cache tmpfs after
+    # the last, if every step passed.
+    cache: PipelineCache | None = None
 
 
 def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:

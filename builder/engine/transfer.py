@@ -1,6 +1,9 @@
 """What goes into a build's container and what comes out of it: the sources copied onto its
 workspace, the cache it restores, and after it exits 0 its new cache and its artifacts, read
-from a holder that keeps the tmpfs mounted (see builder/engine/container.py)."""
+from a holder that keeps the tmpfs mounted (see builder/engine/container.py).
+
+The engine reads the archives; what becomes of them on the node is the workspace's
+(builder/workspace/artifacts.py), which it reaches only through `ArtifactsOut`."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import IO, Protocol
 
 import docker.errors
 import requests.exceptions
@@ -24,11 +28,10 @@ from builder.engine.sandbox import (
     numeric_owner,
     remove_all,
 )
-from builder.plan.artifactpatterns import archive_roots
+from builder.plan.artifactpatterns import ArtifactError, archive_path, archive_roots
+from builder.plan.cachemounts import CacheMounts
 from builder.plan.containerpaths import OUT_TAR, RESTORE_TAR
 from builder.plan.resources import memory_budget
-from builder.workspace.artifacts import ArtifactCopy, ArtifactError, Collector, archive_path
-from builder.workspace.cacherun import CacheMounts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,29 @@ _UPLOAD_CHUNK_BYTES = 1024 * 1024
 # the cache and the artifacts out, which may mean reading a full workspace
 # from an engine on another machine.
 _HOLDER_GRACE_S = 300
+
+
+class ArtifactSink(Protocol):
+    """Takes the archives of the workspace in and says the artifacts' digests, or raises
+    ArtifactError with the reason they cannot be taken."""
+
+    max_entries: int  # the most archive entries it reads
+
+    def add_archive(self, archive: IO[bytes], root: str) -> None: ...
+
+    def finish(self) -> dict[str, str]: ...
+
+
+class ArtifactsOut(Protocol):
+    """The artifacts a build declares, as the engine takes them out after an exit 0: the
+    `patterns` say which parts of /workspace it archives, and each `collector()` is a fresh
+    sink for those archives (builder/workspace/artifacts.py's ArtifactCopy and Collector,
+    which write the files on this node)."""
+
+    @property
+    def patterns(self) -> tuple[str, ...]: ...
+
+    def collector(self) -> ArtifactSink: ...
 
 
 def fill_workspace(sandbox: Sandbox, container, workspace: Path) -> None:
@@ -173,10 +199,10 @@ def copy_cache_out(holder, cache: CacheMounts) -> tuple[bool, str]:
         stream.close()
 
 
-def copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
-    """The artifacts read from the holder's workspace into `artifacts.dest`, or why they cannot be taken.
+def copy_artifacts_out(holder, artifacts: ArtifactsOut, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
+    """The artifacts read from the holder's workspace into `artifacts.collector()`, or why they cannot be taken.
 
-    A problem of the build (builder/workspace/artifacts.py's ArtifactError) is returned as
+    A problem of the build (builder/plan/artifactpatterns.py's ArtifactError) is returned as
     its deterministic reason. A problem of this node or its engine raises
     SandboxError: the holder gone (its tmpfs then reads as empty, which must
     not pass for a build that wrote nothing), the engine refusing, the
@@ -186,9 +212,7 @@ def copy_artifacts_out(holder, artifacts: ArtifactCopy, workspace_mb: int) -> tu
     holder.reload()
     if holder.status != "running":
         raise SandboxError(gone)
-    collector = Collector(
-        artifacts.patterns, artifacts.dest, max_bytes=artifacts.max_bytes, max_files=artifacts.max_files
-    )
+    collector = artifacts.collector()
     # An honest engine's archive of the workspace holds no more than the
     # workspace's bytes and a few headers per entry the collector reads.
     limit_bytes = workspace_mb * 1024 * 1024 + collector.max_entries * 4096

@@ -1,4 +1,6 @@
-"""The pattern language of a spec's `artifacts:` (builder/workspace/artifacts.py takes the files).
+"""The pattern language of a spec's `artifacts:` (builder/workspace/artifacts.py takes the files),
+the parts of /workspace the engine archives for them, and the error that says, the same on every
+honest node, why a build's artifacts cannot be taken.
 
 A pattern is a path relative to /workspace whose parts hold letters, digits,
 `. _ - + @` and the wildcards `*` (any run of characters within one part,
@@ -95,3 +97,16 @@ def archive_roots(patterns: Iterable[str]) -> tuple[str, ...]:
     """
     roots = {Pattern(text).root for text in patterns}
     return ("",) if "" in roots else tuple(sorted(roots))
+
+
+def archive_path(root: str, workspace: str = "/workspace") -> str:
+    """The container path whose archive covers `root` (one of archive_roots')."""
+    return f"{workspace}/{root}" if root else workspace
+
+
+class ArtifactError(Exception):
+    """The build's artifacts cannot be taken; `reason` is the same text on every honest node."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

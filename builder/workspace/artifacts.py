@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable
 
-from builder.plan.artifactpatterns import MAX_FILES, Pattern
+from builder.plan.artifactpatterns import MAX_FILES, ArtifactError, Pattern, archive_path
 
 
 WORKSPACE_ARCHIVE_NAME = "workspace"  # the engine names the entries of /workspace's archive "workspace/…"
@@ -65,7 +65,8 @@ class ArtifactCopy:
 
     The files are read from the engine's archive of the workspace, kept
     mounted after the build by the holder (see run_container), and written
-    under `dest`, a directory of this node.
+    under `dest`, a directory of this node, by the `collector()` the engine
+    streams that archive into (builder/engine/transfer.py).
     """
 
     patterns: tuple[str, ...]
@@ -73,18 +74,9 @@ class ArtifactCopy:
     max_bytes: int
     max_files: int = MAX_FILES
 
-
-class ArtifactError(Exception):
-    """The build's artifacts cannot be taken; `reason` is the same text on every honest node."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def archive_path(root: str, workspace: str = "/workspace") -> str:
-    """The container path whose archive covers `root` (one of archive_roots')."""
-    return f"{workspace}/{root}" if root else workspace
+    def collector(self) -> Collector:
+        """A fresh reader of the workspace's archives, writing the selected files under `dest`."""
+        return Collector(self.patterns, self.dest, max_bytes=self.max_bytes, max_files=self.max_files)
 
 
 class Collector:

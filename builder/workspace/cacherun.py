@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.plan.cachemounts import CacheMounts
 from builder.plan.civars import BuildFacts
 from builder.plan.spec import CacheSpec
 from builder.workspace.caches import (
@@ -21,24 +22,6 @@ from builder.workspace.caches import (
 from builder.workspace.log import BuildLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CacheMounts:
-    """A build's caches as the sandbox sees them.
-
-    `restore_tar` (a file on this node, or None) is uploaded to RESTORE_TAR,
-    on the tmpfs of `size_mb` that the build writes its new cache to
-    (OUT_TAR) once the wrapper has extracted and deleted it: a copy, since
-    the engine may run on another machine, and the build may do with its
-    copy what it likes; after a build that exited 0 the node copies that tar, at most
-    `size_mb`, to `save_to` and nowhere else. Without `save_to` (the cache
-    is kept as it is) nothing is copied.
-    """
-
-    restore_tar: Path | None
-    size_mb: int
-    save_to: Path | None
 
 
 @dataclass(frozen=True)

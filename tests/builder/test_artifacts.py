@@ -12,8 +12,8 @@ import tarfile
 import pytest
 import yaml
 
-from builder.plan.artifactpatterns import Pattern, archive_roots, normalize_pattern
-from builder.workspace.artifacts import ArtifactError, Collector, archive_path
+from builder.plan.artifactpatterns import ArtifactError, Pattern, archive_path, archive_roots, normalize_pattern
+from builder.workspace.artifacts import Collector
 from builder.plan.spec import parse_build_spec
 from pbft.attestation import manifest_digest
 

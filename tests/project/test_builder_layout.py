@@ -12,17 +12,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILDER = ROOT / "builder"
 
 
-def imported(path: Path) -> set[str]:
-    """Every module `path` imports, named absolutely (tests/support/imports.py)."""
-    return imported_names(path.read_text(), ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1]))
+def imported(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module `path` (a file of the tree at `root`) imports, named absolutely (tests/support/imports.py)."""
+    return imported_names(path.read_text(), ".".join(path.relative_to(root).with_suffix("").parts[:-1]))
 
 
 def under(names: set[str], *packages: str) -> list[str]:
     return sorted(name for name in names if any(name == top or name.startswith(f"{top}.") for top in packages))
 
 
-def offending(folder: Path, *packages: str) -> dict[str, list[str]]:
-    found = {str(path.relative_to(ROOT)): under(imported(path), *packages) for path in sorted(folder.rglob("*.py"))}
+def offending(folder: Path, *packages: str, root: Path = ROOT) -> dict[str, list[str]]:
+    found = {str(path.relative_to(root)): under(imported(path, root), *packages) for path in sorted(folder.rglob("*.py"))}
     return {path: names for path, names in found.items() if names}
 
 
@@ -37,6 +37,31 @@ def test_the_plan_imports_no_docker_no_git_and_no_layer_above_it():
 
 def test_the_workspace_does_not_speak_to_the_engine():
     assert offending(BUILDER / "workspace", "docker", "builder.engine", "builder.executor") == {}
+
+
+def test_the_engine_imports_nothing_of_the_workspace_or_of_what_runs_it():
+    # What a build reads and leaves on the node reaches the engine through protocols of its own
+    # (builder/engine/transfer.py's ArtifactsOut, steps.py's PipelineCache) or as plan values.
+    assert offending(BUILDER / "engine", "builder.workspace", "builder.run", "builder.executor") == {}
+
+
+def test_the_engine_check_sees_the_workspace_however_it_is_imported(tmp_path):
+    engine = tmp_path / "builder" / "engine"
+    engine.mkdir(parents=True)
+    sources = {
+        "plain.py": "from builder.workspace.artifacts import ArtifactCopy\n",
+        "module.py": "import builder.workspace.log\n",
+        "package.py": "from builder.workspace import cacherun\n",
+        "relative.py": "from ..workspace.cacherun import CacheRun\n",
+        "late.py": "def copy():\n    from builder.workspace.caches import CacheStore\n",
+        "typing.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from builder.workspace.fetch import Fetched\n",
+        "fine.py": "from builder.plan.cachemounts import CacheMounts\nfrom builder.workspaces import other\n",
+    }
+    for name, source in sources.items():
+        (engine / name).write_text(source)
+    found = offending(engine, "builder.workspace", root=tmp_path)
+    assert sorted(found) == sorted(f"builder/engine/{name}" for name in sources if name != "fine.py")
+    assert found["builder/engine/relative.py"] == ["builder.workspace.cacherun", "builder.workspace.cacherun.CacheRun"]
 
 
 def test_the_checks_see_what_they_look_for():

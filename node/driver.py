@@ -19,28 +19,26 @@ import asyncio
 import json
 import logging
 import os
-import secrets
-import signal
 import time
 from collections import Counter
-from typing import Awaitable, Callable, Protocol
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping, Protocol
 
 import yaml
 
 from builder import BuildOrder, BuildResult
 from node.byzantine import HONEST, Behaviour
+from node.clients import ClientLinks, Sender
 from node.metrics import NodeMetrics
 from node.storage import NodeStore
 from shared.config import ConfigError, NetworkConfig
-from shared.networkdoc import with_document
+from shared.networkdoc import agreed, with_document
 from shared.droplog import DropLogLimiter, suppressed_note
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, RecordVerdict, StopBuild
 from pbft.interpreter import Interpreter
 from pbft.build import Result
-from pbft.handshake import CHALLENGE_BYTES, Challenge, Hello
-from pbft.messages import (
-    BuildState, CurrentView, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed,
-)
+from pbft.handshake import Hello
+from pbft.messages import CurrentView, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed
 from pbft.networks import MAX_HISTORY
 from pbft.replica import Replica
 from pbft.durable import DurableState
@@ -59,19 +57,6 @@ def exit_process() -> None:
     exit_at_once(70)
 
 
-# Test-only crash points (`node/index.py --crash-at POINT TURNS`), see CrashAt.
-CRASH_POINTS = {
-    "before-save": "right before a turn's scheduled save that executes a batch",
-    "after-ledger-read": "right after a ledger read wrote what waited, while a turn that executed a batch waits "
-                         "for its scheduled save",
-    "after-cancel": "right after the save of a turn that executed a cancel of a build, before the build is stopped",
-    "stop-after-cancel": "as after-cancel, but a clean stop (SIGTERM to itself) instead of an exit, the build "
-                         "never told to stop",
-}
-# Not 0, 1 (an uncaught error), 2 (a usage error) or 70 (fail-stop): a test knows the crash was this.
-CRASH_EXIT_CODE = 3
-
-
 class Build(Protocol):
     """Runs one build; the executor in production, a fake in tests."""
 
@@ -87,8 +72,51 @@ class Slots(Protocol):
     def has_slot(self, build_id: str) -> bool: ...
 
 
-class Sender(Protocol):
-    def send(self, frame: str) -> None: ...
+@dataclass(frozen=True)
+class Builds:
+    """What runs this node's builds: the executor's run, cancel and build slots, or a
+    substitute's run alone (tests, `--instant-builds`)."""
+
+    run: Build
+    # Stops a build by its id (Executor.cancel), when the order cancelled it (StopBuild);
+    # None: builds here cannot be stopped, and end as they end (their result is replaced).
+    cancel: Callable[[str], Awaitable[bool]] | None = None
+    slots: Slots | None = None  # which of the builds started wait for a build slot (the executor)
+
+
+@dataclass(frozen=True)
+class DriverParts:
+    """The resources the driver carries the replica's effects out through, each made whole
+    before the driver (node/contexts.py: one cleanup context each)."""
+
+    peers: Mapping[int, Sender]  # a sender per peer, the very dict PeerLinks keeps following the members
+    builds: Builds | None = None  # None: nothing builds here (tests of the driver's other edges)
+    clients: ClientLinks | None = None  # None: the driver's own, which nobody else tells news
+    store: NodeStore | None = None
+    metrics: NodeMetrics | None = None  # GET /metrics; None: nothing counted
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Whom the driver tells what it learns besides the effects it carries out; None: nobody."""
+
+    # Each result this node signs for a request (node/statuses.py posts it to the forge).
+    on_result: Callable[[Request, Result], None] | None = None
+    # Each configuration a change through the order makes, with why (the node makes it its
+    # own: `shared.reload.LiveConfig.adopt`); None: the driver runs it alone.
+    on_config: Callable[[NetworkConfig, str], None] | None = None
+    # The epochs the replica works in changed (`pbft.epochs`): the node links to their members.
+    on_members: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Conduct:
+    """How a node started for demos and tests departs from an honest one (`node/index.py`'s
+    `--byzantine` and `--crash-at`, refused unless the configuration sets allow_byzantine)."""
+
+    behaviour: Behaviour = HONEST
+    # A test's crash point, given the driver as it is made (node/crashpoints.py `CrashAt.install`).
+    crash_point: Callable[[Driver], None] | None = None
 
 
 class Driver:
@@ -96,51 +124,41 @@ class Driver:
         self,
         replica: Replica,
         config: NetworkConfig,
-        build: Build,
-        peers: dict[int, Sender],
+        parts: DriverParts,
         *,
-        behaviour: Behaviour = HONEST,
-        store: NodeStore | None = None,
+        listeners: Listeners = Listeners(),
+        conduct: Conduct = Conduct(),
         fail_stop: Callable[[], None] = exit_process,
-        cancel: Callable[[str], Awaitable[bool]] | None = None,
-        slots: Slots | None = None,
-        on_result: Callable[[Request, Result], None] | None = None,
     ) -> None:
         self.replica = replica
         self.config = config
-        self.build = build
-        # Stops a build by its id (Executor.cancel), when the order cancelled it (StopBuild);
-        # None: builds here cannot be stopped, and end as they end (their result is replaced).
-        self.cancel = cancel
-        self.slots = slots  # which of the builds started wait for a build slot (the executor)
-        # Told each result this node signs for a request (node/statuses.py posts it to the forge).
-        self.on_result = on_result
+        builds = parts.builds
+        self.build = None if builds is None else builds.run
+        self.cancel = None if builds is None else builds.cancel
+        self.slots = None if builds is None else builds.slots
+        self.on_result = listeners.on_result
+        self.on_config = listeners.on_config
+        self.on_members = listeners.on_members
         self._building: set[str] = set()  # build ids whose build task runs
         # The configurations builds were made from, by network digest, besides `config`: the
         # documents of the last few changes with this node's own settings (`config_at`).
         self._configs: dict[str, NetworkConfig] = {}
         self._stopping: set[asyncio.Task] = set()  # Executor.cancel calls under way
-        self.peers = peers
-        self.behaviour = behaviour
-        self.store = store
+        self.peers = parts.peers
+        self.behaviour = conduct.behaviour
+        self.store = parts.store
         self.fail_stop = fail_stop
-        self.clients: dict[str, set[Sender]] = {}
-        # The challenge issued on each client connection that has not said HELLO yet.
-        self._challenges: dict[Sender, str] = {}
+        self.clients = parts.clients if parts.clients is not None else ClientLinks(replica.id, replica.auth.sign)
         self.builds: set[asyncio.Task] = set()
-        self.interpreter = Interpreter(replica, store, self)
+        self.interpreter = Interpreter(replica, parts.store, self)
         self.drops: Counter[str] = Counter()
         self._drop_log = DropLogLimiter()
-        self.metrics: NodeMetrics | None = None  # set by the server: GET /metrics
-        # Told each configuration a change through the order makes, with why (the server
-        # makes it the node's: `shared.reload.LiveConfig.adopt`); None: taken here alone.
-        self.on_config: Callable[[NetworkConfig, str], None] | None = None
-        # Told when the epochs the replica works in change (`pbft.epochs`): the server links to
-        # their members (`node.peers.PeerLinks`).
-        self.on_members: Callable[[], None] | None = None
+        self.metrics = parts.metrics
         self._epochs_seen = self._epochs_mark()
         self._view = replica.view
         self._view_told: int | None = None  # the confirmed view clients were last told of
+        if conduct.crash_point is not None:
+            conduct.crash_point(self)
 
     @property
     def stopped(self) -> bool:
@@ -158,17 +176,6 @@ class Driver:
         # Running once it holds a slot: a build the executor has not taken up yet (its task
         # not scheduled, on a busy node) waits as one in the queue does.
         return "running" if self.slots is None or self.slots.has_slot(build_id) else "queued"
-
-    def on_build_state(self, build_id: str, state: str) -> None:
-        """The executor's news of a build (queued, or running): signed, to the build's client."""
-        client, _, timestamp = build_id.rpartition("-")
-        connections = self.clients.get(client)
-        if not connections or not timestamp.isdecimal():
-            return
-        news = signed(BuildState(int(timestamp), client, state, self.replica.id), self.replica.auth.sign)
-        frame = json.dumps(encode(news))
-        for connection in list(connections):
-            connection.send(frame)
 
     @property
     def builds_running(self) -> int:
@@ -235,13 +242,7 @@ class Driver:
                 # client restarted meanwhile): tell it where the build is, so that it waits on.
                 state = self.build_state(message.key)
                 if state is not None:
-                    self.on_build_state(_build_id(*message.key), state)
-
-    def issue_challenge(self, connection: Sender) -> Challenge:
-        """A fresh challenge for a new client connection: the one HELLO it may carry must sign it."""
-        challenge = Challenge(secrets.token_hex(CHALLENGE_BYTES))
-        self._challenges[connection] = challenge.challenge
-        return challenge
+                    self.clients.build_state(_build_id(*message.key), state)
 
     def _register_client(self, hello: Hello, connection: Sender) -> None:
         """Route a client's replies over the connection it opened and proved it owns.
@@ -252,7 +253,7 @@ class Driver:
         connection, or said before, subscribes nobody. Each connection gets
         one attempt.
         """
-        issued = self._challenges.pop(connection, None)
+        issued = self.clients.take_challenge(connection)
         if hello.node != self.replica.id:
             self._drop("hello_for_another_node", str(hello.node))
         elif issued is None:
@@ -262,7 +263,7 @@ class Driver:
         elif not self.replica.auth.verify_client(hello.client, hello.payload(), hello.sig):
             self._drop("hello_bad_signature", hello.client)
         else:
-            self.clients.setdefault(hello.client, set()).add(connection)
+            self.clients.add(hello.client, connection)
             if self.replica.view_confirmed:
                 connection.send(self._current_view(hello.client))
 
@@ -277,7 +278,7 @@ class Driver:
         if not replica.view_confirmed or replica.view == self._view_told:
             return
         self._view_told = replica.view
-        for client, connections in self.clients.items():
+        for client, connections in self.clients.connections.items():
             if connections:
                 frame = self._current_view(client)
                 for connection in list(connections):
@@ -314,11 +315,6 @@ class Driver:
         """Write what waited for a save: a read of the ledger shows what the node took in."""
         self.interpreter.write_deferred()
 
-    def client_gone(self, connection: Sender) -> None:
-        self._challenges.pop(connection, None)
-        for connections in self.clients.values():
-            connections.discard(connection)
-
     def _drop(self, reason: str, detail: str) -> None:
         """Count every drop; log a reason at most once per interval, however fast junk arrives."""
         self.drops[reason] += 1
@@ -341,9 +337,7 @@ class Driver:
             peer.send(frame)
 
     def send_reply(self, reply: Reply) -> None:
-        frame = json.dumps(encode(reply))
-        for connection in list(self.clients.get(reply.client, ())):
-            connection.send(frame)
+        self.clients.send(reply.client, json.dumps(encode(reply)))
 
     def execute(self, effect: Execute) -> None:
         for request in effect.requests:
@@ -367,6 +361,16 @@ class Driver:
             self.config = config
         else:
             self.on_config(config, f"the change executed at sequence number {effect.seq}")
+
+    def run_config(self, config: NetworkConfig) -> None:
+        """Run `config` from now on, which a change through the order made (`network_changed`,
+        through `on_config`) or a reload (SIGHUP) brought: the builds ordered from now on are made
+        from it, those ordered before keep their settings. A reload of a network the order never
+        changed may bring the replica another document (`shared.reload`); one the order made, the
+        replica runs already (or a later one: several changes carried out in one turn, or replayed)."""
+        self.config = config
+        if not self.replica.network.changed_at and config.digest != self.replica.network.digest:
+            self.replica.run_network(agreed(config))
 
     def stop_build(self, effect: StopBuild) -> None:
         build_id = _build_id(effect.client, effect.timestamp)
@@ -490,87 +494,3 @@ class Driver:
 def _build_id(client: str, timestamp: int) -> str:
     """The executor's name of client `client`'s request `timestamp`: its log, its workspace."""
     return f"{client}-{timestamp}"
-
-
-class CrashAt:
-    """End the process at once, as `kill -9` would, at one of the driver's crash points
-    (`CRASH_POINTS`), the first time it is reached after `turns` scheduled saves ran:
-
-    - before-save: the event loop is about to run a turn's save (`Driver.schedule`'s
-      callback, `Interpreter.save_and_send`), and the turn executed a batch;
-    - after-ledger-read: a read of the ledger (GET /builds/{seq}, GET /requests/...)
-      wrote what waited (`Driver.write_deferred`) while a turn that executed a batch
-      still waits for its scheduled save;
-    - after-cancel: a turn that executed a cancel of a build is saved, and the node has not
-      yet told its executor to stop the build (`pbft.cancels`);
-    - stop-after-cancel: the same moment, but the node stops cleanly (it sends itself
-      SIGTERM and tells its executor to stop nothing more), so the build is ended by the
-      shutdown, its result never reported.
-
-    For tests of what a restart finds on disk. `install` wraps `schedule`, `save` and
-    `write_deferred` on one driver; a node started without `--crash-at` runs none of it.
-    """
-
-    def __init__(self, point: str, turns: int, *, exit_process: Callable[[int], object] = exit_at_once,
-                 stop_process: Callable[[], object] = lambda: os.kill(os.getpid(), signal.SIGTERM)) -> None:
-        if point not in CRASH_POINTS:
-            raise ValueError(f"unknown crash point {point!r}; choose one of: {', '.join(CRASH_POINTS)}")
-        self.point = point
-        self.turns = turns
-        self.saves_run = 0  # scheduled saves that ran
-        self.writes = 0  # calls of the store's save, the deferred writes among them
-        self.crashed = False
-        self._exit_process = exit_process
-        self._stop_process = stop_process
-
-    def __str__(self) -> str:
-        return f"{self.point} after {self.turns} turns"
-
-    def install(self, driver: Driver) -> None:
-        schedule, save, write_deferred = driver.schedule, driver.save, driver.write_deferred
-
-        def run_save(callback: Callable[[], None]) -> None:
-            if self.point == "before-save" and self._due(driver):
-                self._crash(driver, "a turn's save was about to run")
-            callback()
-            self.saves_run += 1
-
-        def counted_save(state: DurableState, effects: list[Effect], *, sync: bool) -> None:
-            self.writes += 1
-            save(state, effects, sync=sync)
-            stops = [effect for effect in effects if isinstance(effect, StopBuild)]
-            if not stops or self.crashed or self.saves_run < self.turns:
-                return
-            what = f"a turn that cancels build {stops[0].client}-{stops[0].timestamp} is saved"
-            if self.point == "after-cancel":
-                self._crash(driver, what)
-            elif self.point == "stop-after-cancel":
-                self.crashed = True
-                driver.stop_build = lambda effect: None
-                logger.critical("node=%d crash-at %s: %s: stopping cleanly, the build not told to stop",
-                                driver.replica.id, self.point, what)
-                self._stop_process()
-
-        def ledger_read() -> None:
-            writes = self.writes
-            write_deferred()
-            if self.point == "after-ledger-read" and self.writes > writes and self._due(driver):
-                self._crash(driver, "a ledger read wrote what waited; the turn's save is still scheduled")
-
-        driver.schedule = lambda callback: schedule(lambda: run_save(callback))
-        driver.save = counted_save
-        driver.write_deferred = ledger_read
-
-    def _due(self, driver: Driver) -> bool:
-        unsaved = driver.interpreter.unsaved
-        return not self.crashed and self.saves_run >= self.turns and any(isinstance(e, Execute) for e in unsaved)
-
-    def _crash(self, driver: Driver, what: str) -> None:
-        unsaved = driver.interpreter.unsaved
-        executed = [effect.seq for effect in unsaved if isinstance(effect, Execute)]
-        self.crashed = True
-        # Log first: os._exit skips every cleanup.
-        logger.critical("node=%d crash-at %s: %s (%d unsaved effects, executed seq %s) after %d turns: "
-                        "exiting with code %d", driver.replica.id, self.point, what, len(unsaved),
-                        ",".join(map(str, executed)), self.saves_run, CRASH_EXIT_CODE)
-        self._exit_process(CRASH_EXIT_CODE)

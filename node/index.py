@@ -17,9 +17,9 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from node.byzantine import HONEST, MODES, make_behaviour, parse_mode, positive_integer  # noqa: E402
-from node.driver import CRASH_EXIT_CODE, CRASH_POINTS, CrashAt  # noqa: E402
+from node.crashpoints import CRASH_EXIT_CODE, CRASH_POINTS, CrashAt  # noqa: E402
 from node.instant import instant_build  # noqa: E402
-from node.server import make_app  # noqa: E402
+from node.server import CommandLine, make_app  # noqa: E402
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.crypto import load_private_key  # noqa: E402
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.crash_at:
         logging.getLogger("node").warning("node=%d started with a crash point: %s", args.id, args.crash_at)
     app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None,
-                   crash_at=args.crash_at, config_path=args.config)
+                   command_line=CommandLine(args.config, args.crash_at))
     ssl_context = config.tls.server_context(args.id) if config.tls is not None else None
     return serve(app, f"node {args.id}", host=args.host or node.host, port=node.port, print=None,
                  access_log=None, ssl_context=ssl_context)

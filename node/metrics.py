@@ -62,6 +62,10 @@ class NodeMetrics:
         r.register(_StateCollector(state, links, signatures_checked))
         self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
 
+    def count_reload(self, outcome: str) -> None:
+        """One reload (SIGHUP) ended: "applied" or "refused" (`shared.reload.LiveConfig`)."""
+        self.reloads.labels(outcome).inc()
+
     def seen(self, keys: Iterable[tuple[str, int]], now_s: float) -> None:
         for key in keys:
             if key not in self._first_seen:

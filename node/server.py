@@ -1,8 +1,10 @@
-"""The node's aiohttp application: peer and client WebSockets, /status, build logs and artifacts.
+"""The node's aiohttp application: the app factory, and the routes: peer and client
+WebSockets, /status, the ledger, build logs and artifacts.
 
-`make_app` builds everything a node needs from its configuration; the
-resources (peer links, executor, driver) live in `cleanup_ctx`, so tests and
-the CLI start and stop a node the same way.
+`make_app` makes what the node's resources share (its keys, its client links, its metrics,
+the live configuration) and puts each resource in a cleanup context of its own
+(node/contexts.py), so tests and the CLI start and stop a node the same way; handlers reach
+them under typed keys (node/keys.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 import aiohttp
@@ -22,24 +25,24 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from node.artifactroute import add_artifact_routes
 from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
-from node.driver import Build, CrashAt, Driver
+from node.clients import ClientLinks
+from node.contexts import builds_ctx, driver_ctx, peers_ctx, statuses_ctx, store_ctx
+from node.contexts import _make_executor  # noqa: F401  (tests/builder make a node's executor by this name)
+from node.crashpoints import CrashAt
+from node.driver import Build, Conduct
+from node.keys import CLIENTS, DRIVER, FIRST_DOCUMENT, HEARTBEAT, LIVE, METRICS, PEERS, SOCKETS
 from node.metrics import NodeMetrics
-from node.storage import NodeStore
-from node.peers import HEARTBEAT_S, PeerLink, PeerLinks
-from node.statuses import node_status_token_files, posting_node_statuses
-from shared.config import ConfigError, NetworkConfig, load_config
+from node.peers import HEARTBEAT_S, PeerLink
+from shared.config import NetworkConfig, load_config
 from shared.cli import next_keys
-from shared.networkdoc import agreed, document_problem
 from shared.reload import LiveConfig, reload_on_sighup
 from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.build import Operation
-from pbft.effects import NetworkChanged
 from pbft.messages import decode, encode
 from pbft.networkchange import document_digest
 from pbft.quorum import reply_quorum
-from pbft.replica import Replica
 from pbft.wire import decode_struct
 
 logger = logging.getLogger(__name__)
@@ -52,12 +55,6 @@ PEER_FRAME_BURST = 10_000
 # Sequence numbers `GET /ledger` answers at once: each holds a batch, each build its votes.
 LEDGER_PAGE = 64
 LEDGER_PAGE_BYTES = 4 * 1024 * 1024  # and about as many bytes, at most: a client reads four times as many
-DRIVER = web.AppKey("driver", Driver)
-LINKS = web.AppKey("links", dict)
-FIRST_DOCUMENT = web.AppKey("first_document", dict)
-HEARTBEAT = web.AppKey("heartbeat_s", float)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet)
-LIVE = web.AppKey("live_config", LiveConfig)
 
 
 class ClientConnection:
@@ -96,6 +93,15 @@ def authenticator_for(config: NetworkConfig, private_key, spare_keys=()) -> Ed25
     )
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """What node/index.py's command line adds to the configuration it loaded: the path it read
+    it from, which SIGHUP reads again (None: `config.path`), and a test's crash point (`--crash-at`)."""
+
+    config_path: str | Path | None = None
+    crash_at: CrashAt | None = None
+
+
 def make_app(
     config: NetworkConfig,
     node_id: int,
@@ -103,103 +109,37 @@ def make_app(
     build: Build | None = None,
     behaviour: Behaviour = HONEST,
     heartbeat_s: float = HEARTBEAT_S,
-    crash_at: CrashAt | None = None,
-    config_path: str | Path | None = None,
+    command_line: CommandLine = CommandLine(),
 ) -> web.Application:
     """A node of `config`; `build` replaces the Docker executor (tests), `behaviour` makes it Byzantine (demos).
 
     `heartbeat_s` is the WebSocket ping period on every socket of the node, both ends; tests shorten it.
-    `crash_at` ends the process at one of the driver's crash points (tests of restarts).
-    SIGHUP re-reads `config_path` (the path the node was started with; default `config.path`)
-    and applies what may change live (shared.reload): the repositories.
+    `command_line.crash_at` ends the process at one of the driver's crash points (tests of restarts).
+    SIGHUP re-reads `command_line.config_path` (the path the node was started with; default
+    `config.path`) and applies what may change live (shared.reload): the repositories.
     """
     app = web.Application()
+    crash_point = None if command_line.crash_at is None else command_line.crash_at.install
+    auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)), next_keys(config, node_id))
+    # Read at scrape time, once the driver's context has made the driver.
+    node_metrics = app[METRICS] = NodeMetrics(lambda: app[DRIVER].status(),
+                                              lambda: link_statuses(app[PEERS].links), lambda: auth.checks)
     # As node/index.py read it at the start: this node's files checked, none of the client's secrets read.
-    load = functools.partial(load_config, config_path or config.path, node_id=node_id, read_secrets=False)
-    live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", lambda outcome: _count_reload(app, outcome),
+    load = functools.partial(load_config, command_line.config_path or config.path, node_id=node_id,
+                             read_secrets=False)
+    live = app[LIVE] = LiveConfig(config, load, f"node={node_id}", node_metrics.count_reload,
                                   reads_secrets=False)
+    app[CLIENTS] = ClientLinks(node_id, auth.sign)
     app[HEARTBEAT] = heartbeat_s
-    settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
-                                                network=config.digest)
-
-    async def resources(app: web.Application):
-        auth = authenticator_for(config, load_private_key(config.node_key_path(node_id)), next_keys(config, node_id))
-        # Before anything starts: a node asked for statuses of its own does not start without its token.
-        status_token_files = node_status_token_files(config, node_id)
-        executor = None
-        run_build = build
-        if run_build is None:
-            executor = _make_executor(config, node_id, behaviour.build_environment)
-            await asyncio.to_thread(executor.sweep_leftovers)
-            run_build = executor.run
-        async with (posting_node_statuses(config, node_id, status_token_files) as node_statuses,
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=config.node_ssl())) as session):
-            peer_links = PeerLinks(node_id, session, heartbeat_s=heartbeat_s, wrap=behaviour.peer)
-            peer_links.follow(_peer_urls(config))
-            links = app[LINKS] = peer_links.links
-            store = NodeStore(config.data_dir / f"node-{node_id}" / "node.sqlite", n=config.n, f=config.f)
-            loaded = store.load()
-            # The ledger's changes replay from the document it started from: a file replaced by
-            # a document the order made since would not be it.
-            document = agreed(config)
-            first = app[FIRST_DOCUMENT] = store.first_document(document, changed=bool(loaded and loaded.changes))
-            if first != document:
-                logger.warning("node=%d the ledger starts from network configuration %s, the file holds %s: the "
-                               "ledger's changes replay from the first", node_id, document_digest(first)[:16],
-                               config.digest[:16])
-            now = asyncio.get_running_loop().time()
-            rerun = []
-            network, check_network = first, functools.partial(document_problem, folder=config.path.parent)
-            if loaded is None:
-                replica = Replica(settings, auth, network, check_network)
-            else:
-                replica = Replica.restore(
-                    settings, auth, loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt,
-                    cancels=loaded.cancels, deliveries=loaded.deliveries, network=network, check_network=check_network, changes=loaded.changes,
-                    chosen=loaded.chosen, rebooted=store.rebooted,
-                )
-                rerun = replica.builds_to_rerun(loaded.unfinished)
-                logger.warning(
-                    "node=%d restored: view=%d last_executed=%d low_watermark=%d unfinished_builds=%d rebooted=%s",
-                    node_id, replica.view, replica.last_executed, replica.low_watermark, len(rerun), store.rebooted,
-                )
-            driver = Driver(replica, config, run_build, peer_links.senders, behaviour=behaviour, store=store,
-                            cancel=None if executor is None else executor.cancel, slots=executor,
-                            on_result=node_statuses.finished)
-            if executor is not None:
-                executor.on_state = driver.on_build_state
-            if crash_at is not None:
-                crash_at.install(driver)
-            driver.metrics = NodeMetrics(driver.status, lambda: link_statuses(links), lambda: auth.checks)
-            app[DRIVER] = driver
-            follow_members = functools.partial(_follow_members, peer_links, driver, auth)
-            live.on_reload(functools.partial(_run_config, driver, executor, node_statuses, follow_members))
-            driver.on_config = live.adopt
-            driver.on_members = follow_members
-            if replica.network.changed_at:
-                # The order changed the document since the file was written: run the one it made.
-                driver.network_changed(NetworkChanged(replica.network.changed_at, replica.network.document,
-                                                      replica.network.digest))
-            for seq, request in rerun:
-                driver.start_build(seq, request)
-            driver.resume()
-            peer_links.start()
-            ticker = asyncio.create_task(driver.tick_forever())
-            yield
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-            driver.close()
-            await peer_links.close()
-            for task in list(driver.builds):
-                task.cancel()
-            await asyncio.gather(*driver.builds, return_exceptions=True)
-            store.close()
-        if executor is not None:
-            executor.close()
-
     app[SOCKETS] = weakref.WeakSet()
-    app.cleanup_ctx.append(resources)
-    app.cleanup_ctx.append(reload_on_sighup(live))
+    app.cleanup_ctx.extend([
+        statuses_ctx(config, node_id),
+        builds_ctx(config, node_id, build, behaviour.build_environment),
+        peers_ctx(config, node_id, heartbeat_s, behaviour.peer),
+        store_ctx(config, node_id),
+        driver_ctx(config, node_id, auth, Conduct(behaviour, crash_point)),
+        reload_on_sighup(live),
+    ])
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/status", status)
     app.router.add_get("/network/document", network_document)
@@ -214,81 +154,6 @@ def make_app(
     add_build_log_route(app, config, node_id)
     add_artifact_routes(app, config, node_id)
     return app
-
-
-def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None):
-    # Imported here so that nodes with a substitute build (tests) never touch Docker.
-    from builder.engine.images import load_registry_auth
-    from builder.executor import Executor
-    from builder.settings import ExecutorSettings
-
-    try:
-        registry_auth = load_registry_auth(config.build.registry_auth_path(config.path.parent, node_id))
-    except ValueError as exc:
-        raise ConfigError(config.path, [f"build.registry_auth_file: {exc}"]) from None
-
-    return Executor(ExecutorSettings(
-        data_dir=config.data_dir / f"node-{node_id}",
-        log_dir=config.log_dir,
-        node_id=node_id,
-        limits=config.build,
-        max_concurrent=config.build.max_concurrent,
-        engine=config.node(node_id).docker,
-        # Every node and client of the network: networked builds must reach none of them.
-        peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
-        repository_bounds=_repository_bounds(config),
-        registry_auth=registry_auth,
-        extra_environment=dict(extra_environment or {}),
-    ))
-
-
-def _repository_bounds(config: NetworkConfig) -> dict[str, int]:
-    return {repo.name: repo.max_concurrent for repo in config.repositories if repo.max_concurrent}
-
-
-def _peer_urls(config: NetworkConfig) -> dict[int, str]:
-    return {node.id: node.url("/peer") for node in config.nodes}
-
-
-def _follow_members(peer_links: PeerLinks, driver: Driver, auth) -> None:
-    """Links to the nodes the document names, and to the members of the epochs the replica
-    works in until the epoch without them begins (`node.peers.PeerLinks`); and the node's next
-    key, if its host made one since the start, for the epoch whose members name it."""
-    try:
-        for key in next_keys(driver.config, driver.replica.id):
-            auth.add_spare_key(key)
-    except (OSError, ValueError) as error:
-        logger.critical("node=%d cannot read its next key: %s", driver.replica.id, error)
-    if driver.replica.member:
-        driver.replica.sign_as_member()
-    epochs = driver.replica.epochs
-    pending = epochs.pending.members.ids if epochs.pending is not None else ()
-    peer_links.follow(_peer_urls(driver.config), (*epochs.members.ids, *pending))
-
-
-def _run_config(driver: Driver, executor, node_statuses, follow_members: Callable[[], None],
-                config: NetworkConfig) -> None:
-    """The node runs `config` from now on: a change through the order made it, or a reload
-    (SIGHUP) did. The builds ordered from now on are made from it (the driver makes each
-    build's order from its configuration); builds already ordered keep the URL and settings
-    they were ordered with, and waiting ones get the new bounds. A reload of a network
-    without owners, which the order never changed, may bring another network document: the
-    node's checkpoints, STATUS and replies name it from now on (`shared.reload`)."""
-    driver.config = config
-    # Only a reload of a network the order never changed brings the replica a document: one
-    # the order made, the replica runs already (or a later one, when several changes were
-    # carried out in one turn or replayed at a restart).
-    if not driver.replica.network.changed_at and config.digest != driver.replica.network.digest:
-        driver.replica.run_network(agreed(config))
-    if executor is not None:
-        executor.set_bounds(_repository_bounds(config))
-    node_statuses.reconfigure(config)
-    follow_members()
-
-
-def _count_reload(app: web.Application, outcome: str) -> None:
-    if DRIVER in app and app[DRIVER].metrics is not None:
-        app[DRIVER].metrics.reloads.labels(outcome).inc()
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -306,14 +171,14 @@ async def open_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format (node.metrics)."""
-    body = request.app[DRIVER].metrics.exposition()
+    body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def status(request: web.Request) -> web.Response:
     # The process id lets ./startNetwork.sh tell the node it started from another process on the port.
     return web.json_response(
-        {**request.app[DRIVER].status(), "pid": os.getpid(), "links": link_statuses(request.app[LINKS])}
+        {**request.app[DRIVER].status(), "pid": os.getpid(), "links": link_statuses(request.app[PEERS].links)}
     )
 
 
@@ -486,17 +351,17 @@ async def peer_socket(request: web.Request) -> web.WebSocketResponse:
 
 async def client_socket(request: web.Request) -> web.WebSocketResponse:
     ws = await open_socket(request)
-    driver = request.app[DRIVER]
+    driver, clients = request.app[DRIVER], request.app[CLIENTS]
     connection = ClientConnection(ws)
     replies = driver.behaviour.client(connection)
     # The challenge is the connection's, not a protocol output: it goes out
     # unchanged even from a node that misbehaves with its replies.
-    connection.send(json.dumps(encode(driver.issue_challenge(replies))))
+    connection.send(json.dumps(encode(clients.issue_challenge(replies))))
     try:
         async for frame in frames(request, ws):
             if frame.type == aiohttp.WSMsgType.TEXT:
                 driver.on_frame(frame.data, replies)
     finally:
-        driver.client_gone(replies)
+        clients.gone(replies)
         await connection.close()
     return ws

@@ -33,13 +33,15 @@ from pathlib import Path
 import docker
 import yaml
 
-from node.driver import CRASH_EXIT_CODE
+from harness.builds import slow_repository
+from harness.scripts import client, describe, run_script
+from harness.verdicts import WEBHOOK_TIMEOUT_S, http_json
+from node.crashpoints import CRASH_EXIT_CODE
 from node.peers import MAX_FRAME_AGE_S
 from shared.config import NetworkConfig, load_config
 from tests.e2e.example_network import (
-    OWN_NETWORK_MARKS, REPO_ROOT, WEBHOOK_TIMEOUT_S, client, describe, example_copy, http_json, log_offsets,
-    new_log_text, node_record, node_status, poll, run_script, runs_command, slow_repository, webhook,
-    with_quick_branch,
+    OWN_NETWORK_MARKS, REPO_ROOT, example_copy, log_offsets, new_log_text, node_record, node_status, poll, runs_command,
+    webhook, with_quick_branch,
 )
 
 pytestmark = OWN_NETWORK_MARKS

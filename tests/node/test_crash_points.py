@@ -30,10 +30,10 @@ import time
 import aiohttp
 import pytest
 
-from node.driver import CRASH_EXIT_CODE, CrashAt
+from harness.network import write_network
+from node.crashpoints import CRASH_EXIT_CODE, CrashAt
 from node.storage import NodeStore
 from pbft.effects import Execute, StopBuild
-from tests.support.network import write_network
 from tests.support.node_processes import Client, RealNodes, wait_until
 
 ARMED = 3  # a backup: node 0 stays the primary, and the other three are a quorum

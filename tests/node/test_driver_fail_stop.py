@@ -8,7 +8,7 @@ import logging
 import sqlite3
 from dataclasses import replace
 
-from node.driver import Driver
+from node.driver import Driver, DriverParts
 from node.storage import NodeStore
 from pbft.effects import Execute, ResendReply, SendReply, ServeVotes, Store
 from pbft.build import Result
@@ -34,7 +34,7 @@ async def test_a_broken_invariant_stops_the_node_before_anything_leaves(tmp_path
     store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
     peers = {i: Recorder() for i in (1, 2, 3)}
     stops = []
-    driver = Driver(replica, None, None, peers, store=store, fail_stop=lambda: stops.append(True))
+    driver = Driver(replica, None, DriverParts(peers, store=store), fail_stop=lambda: stops.append(True))
 
     request = cluster.request()
     real_check = replica._check_invariants
@@ -82,7 +82,7 @@ async def test_a_store_that_cannot_write_stops_the_node_before_anything_of_that_
     store = FullStore(tmp_path / "node-0" / "node.sqlite")
     peers = {i: Recorder() for i in (1, 2, 3)}
     stops = []
-    driver = Driver(replica, None, None, peers, store=store, fail_stop=lambda: stops.append(True))
+    driver = Driver(replica, None, DriverParts(peers, store=store), fail_stop=lambda: stops.append(True))
 
     driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
     await asyncio.sleep(0)  # the turn's save runs now, and fails
@@ -121,7 +121,7 @@ async def test_a_batch_whose_execution_cannot_be_written_is_neither_built_nor_re
     store = FullStore(tmp_path / "node-1" / "node.sqlite", fills=lambda effect: isinstance(effect, Execute))
     peers = {i: Recorder() for i in (0, 2, 3)}
     stops, started = [], []
-    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: stops.append(True))
+    driver = Driver(cluster.replicas[1], None, DriverParts(peers, store=store), fail_stop=lambda: stops.append(True))
     driver.start_build = lambda seq, request: started.append(seq)
 
     sent_before_stop = None
@@ -150,7 +150,7 @@ async def test_a_tick_that_cannot_write_what_waited_stops_the_node(tmp_path, cap
     commit = signed(Commit(0, preprepare.seq, preprepare.digest, 2), cluster.replicas[2].auth.sign)
     store = FullStore(tmp_path / "node.sqlite")
     stops = []
-    driver = Driver(cluster.replicas[1], None, None, {}, store=store, fail_stop=lambda: stops.append(True))
+    driver = Driver(cluster.replicas[1], None, DriverParts({}, store=store), fail_stop=lambda: stops.append(True))
     driver.on_frame(json.dumps(encode(commit)))  # only taken in: it waits for the tick
     await asyncio.sleep(0)
     assert stops == [] and store.failed == 0
@@ -166,7 +166,7 @@ async def test_a_healthy_step_is_saved_and_sent(tmp_path):
     cluster = Cluster()
     store = NodeStore(tmp_path / "node.sqlite", n=4, f=1)
     peers = {i: Recorder() for i in (1, 2, 3)}
-    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
+    driver = Driver(cluster.replicas[0], None, DriverParts(peers, store=store), fail_stop=lambda: None)
     driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
     await asyncio.sleep(0)
     assert all(len(peer.frames) == 1 for peer in peers.values()) and store.load() is not None
@@ -191,7 +191,7 @@ async def test_steps_of_one_turn_are_saved_in_one_transaction_before_any_is_sent
     cluster = Cluster()
     peers = {i: Recorder() for i in (1, 2, 3)}
     store = CountingStore(tmp_path / "node.sqlite", peers)
-    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
+    driver = Driver(cluster.replicas[0], None, DriverParts(peers, store=store), fail_stop=lambda: None)
     for _ in range(3):
         driver.on_frame(json.dumps(encode(cluster.request())), connection=None)
     assert store.saves == [] and all(peer.frames == [] for peer in peers.values())
@@ -214,7 +214,7 @@ async def test_only_a_turn_that_sends_is_synced_and_one_that_only_took_in_waits_
     commit = signed(Commit(0, preprepare.seq, preprepare.digest, 2), cluster.replicas[2].auth.sign)
     peers = {i: Recorder() for i in (0, 2, 3)}
     store = CountingStore(tmp_path / "node.sqlite", peers)
-    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: None)
+    driver = Driver(cluster.replicas[1], None, DriverParts(peers, store=store), fail_stop=lambda: None)
     for message in (preprepare, prepare, commit):
         driver.on_frame(json.dumps(encode(message)))
         await asyncio.sleep(0)
@@ -239,7 +239,7 @@ async def test_effects_waiting_for_a_save_are_bounded(tmp_path, monkeypatch):
                for node in (2, 3)]
     peers = {i: Recorder() for i in (0, 2, 3)}
     store = CountingStore(tmp_path / "node.sqlite", peers)
-    driver = Driver(cluster.replicas[1], None, None, peers, store=store, fail_stop=lambda: None)
+    driver = Driver(cluster.replicas[1], None, DriverParts(peers, store=store), fail_stop=lambda: None)
     for commit in commits:  # early commits: taken in, one Store each
         driver.on_frame(json.dumps(encode(commit)))
         await asyncio.sleep(0)
@@ -259,7 +259,7 @@ async def test_a_relay_of_other_nodes_votes_leaves_before_the_save_it_does_not_n
     assert [message.sender for message in prepares] == [1, 2]
     peers = {i: Recorder() for i in (1, 2, 3)}
     store = CountingStore(tmp_path / "node.sqlite", peers)
-    driver = Driver(cluster.replicas[0], None, None, peers, store=store, fail_stop=lambda: None)
+    driver = Driver(cluster.replicas[0], None, DriverParts(peers, store=store), fail_stop=lambda: None)
     for prepare in prepares:
         driver.on_frame(json.dumps(encode(prepare)))
         await asyncio.sleep(0)
@@ -290,8 +290,8 @@ async def test_resent_replies_and_served_votes_come_from_the_store(tmp_path):
     store.save(node.durable_state(), [execute, SendReply(reply), *map(Store, votes)])
     peers = {i: Recorder() for i in (0, 2, 3)}
     client = Recorder()
-    driver = Driver(node, None, None, peers, store=store, fail_stop=lambda: None)
-    driver.clients[request.client] = {client}
+    driver = Driver(node, None, DriverParts(peers, store=store), fail_stop=lambda: None)
+    driver.clients.add(request.client, client)
 
     for effect in (ResendReply(request.client, request.timestamp), ServeVotes(3, (request.key,))):
         driver.interpreter.carry_out(effect)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 
-from node.driver import Driver
+from node.driver import Driver, DriverParts
 from shared import cli
 from shared.droplog import DropLogLimiter, ReplicaDropFilter
 from tests.support.cluster import Cluster
@@ -66,7 +66,7 @@ def test_the_filter_passes_every_other_record():
 
 
 def test_the_driver_counts_every_junk_frame_and_logs_one_line(caplog):
-    driver = Driver(Cluster().replicas[1], config=None, build=None, peers={})
+    driver = Driver(Cluster().replicas[1], None, DriverParts(peers={}))
     with caplog.at_level(logging.WARNING, logger="node.driver"):
         for _ in range(20_000):
             driver.on_frame("not json")

@@ -35,9 +35,9 @@ def tally(votes, n=4, f=1):
     table.ordered(votes[0].key, 1)
     kept, decided = [], []
     for vote in votes:
-        was_kept, verdict_now = table.add(vote)
-        kept += [vote.sender] if was_kept else []
-        decided += [verdict_now] if verdict_now else []
+        counted = table.add(vote)
+        kept += [vote.sender] if counted.kept else []
+        decided += [counted.decided] if counted.decided else []
     return kept, decided
 
 

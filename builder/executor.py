@@ -1,8 +1,9 @@
 """The executor: turn a build order into a BuildResult.
 
 A build takes one of the node's build slots (builder/queue.py), then, in a worker thread:
-fetch and check out the commit (builder/workspace/fetch.py) → plan its spec and run its
-containers on the engine (builder/run.py) → take its caches and artifacts → close its log.
+fetch and check out the commit (builder/workspace/fetch.py) → compile its plan
+(builder/plan/buildplan.py) → run the plan's containers on the engine and take its caches and
+artifacts (builder/run.py) → close its log.
 A cancel the order decided stops it wherever it is: waiting for a slot, or in its container.
 
 `run` never raises for a problem with the build: every failure becomes an
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 from builder.engine.host import ENGINE_DOWN, ENGINE_FAILED, ENGINE_UNAVAILABLE, DockerEngine, kill_quietly
 from builder.order import BuildOrder, valid_build_id
+from builder.plan.compilebuild import compile_build
 from builder.queue import BuildQueue
 from builder.result import BuildResult
 from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
@@ -60,11 +62,10 @@ class Executor:
         self._checkouts = checkouts_root(settings.data_dir, limits.workspace_mb * settings.max_concurrent * 1024 * 1024)
         self._engine = DockerEngine(settings, docker_client)
         self._parts = NodeParts(
-            node_id=settings.node_id, engine=self._engine, limits=limits,
+            node_id=settings.node_id, engine=self._engine,
             caches=CacheStore(settings.data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,
                               scopes=limits.cache_scopes),
             artifacts=ArtifactStore(settings.data_dir, keep=limits.artifacts_keep),
-            extra_environment=dict(settings.extra_environment),
         )
         self._running = 0
         self._active_ids: set[str] = set()
@@ -220,7 +221,7 @@ class Executor:
         log.info("build start id=%s node=%s repo=%r branch=%r", build_id, self._node_id, order.repository_name,
                  order.branch)
         # The limits of the network document the request executed under (`BuildOrder.limits`).
-        parts = self._parts if order.limits is None else dataclasses.replace(self._parts, limits=order.limits)
+        limits = self._settings.limits if order.limits is None else order.limits
         output = self._open_log(order)
         workspace = self._checkouts / build_id
         commands_ms = None
@@ -232,14 +233,15 @@ class Executor:
             except OSError as exc:
                 raise BuildError("could not make this node's checkout folder", f"{exc}\n") from None
             try:
-                fetched = fetch(self._mirrors, order, workspace, parts.limits.workspace_mb * 1024 * 1024)
+                fetched = fetch(self._mirrors, order, workspace, limits.workspace_mb * 1024 * 1024)
             except GitError as exc:
                 raise BuildError(exc.reason, exc.detail) from None
-            output.commit(fetched.facts.commit)
+            output.commit(fetched.checkout.facts.commit)
             if fetched.base_read:
                 output.node_line(fetched.base_read)
             watch.check()
-            result, commands_ms = BuildRun(parts, order, output, workspace, watch).run(fetched)
+            plan = compile_build(order, fetched.checkout, limits, self._settings.extra_environment)
+            result, commands_ms = BuildRun(self._parts, order, output, workspace, watch).run(plan)
         except Cancelled:
             result = self._cancelled(output)
         except BuildError as exc:

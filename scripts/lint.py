@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for path in args.paths:
         if path.is_symlink():
-            # A node never follows a link out of its checkout (builder/run.py).
+            # A node never follows a link out of its checkout (builder/workspace/fetch.py).
             checked = [(str(path), f"{SPEC_FILE} must be a regular file")]
         else:
             try:

@@ -158,13 +158,13 @@ class Service:
         return "\n".join(self.commands)
 
 
-def narrowed(secrets: dict[str, str], names: tuple[str, ...] | None) -> dict[str, str]:
-    """What of a build's `secrets` a step or service that lists `names` gets: a spec can only
-    narrow what the build got, so a name the build did not get (its event's, or one the
-    network does not configure) is simply absent."""
+def narrowed(secrets: tuple[str, ...], names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Which of a build's `secrets` (their names) a step or service that lists `names` gets: a
+    spec can only narrow what the build got, so a name the build did not get (its event's, or
+    one the network does not configure) is simply absent."""
     if names is None:
-        return dict(secrets)
-    return {name: secrets[name] for name in names if name in secrets}
+        return secrets
+    return tuple(name for name in names if name in secrets)
 
 
 def _order(items: tuple[tuple[int, Step], ...], whole: bool) -> Iterable[tuple[str, str]]:

@@ -1,8 +1,9 @@
 """Which of its repository's secrets a build gets (docs/secrets.md), and their values.
 
 Decided from the configuration and the agreed request's event alone, so every honest node
-gives a build the same secrets. The values are read from their files when the build starts,
-not when the node does: replacing a file rotates a secret without a restart.
+gives a build the same secrets: a build's plan names them (`build_secrets`), and its run reads
+their values from their files when it starts (`read_secrets`), not when the node does: replacing
+a file rotates a secret without a restart.
 
 A pull request's build gets a secret only if the secret names the event `pull_request`,
 which the configuration allows only with the repository's `secrets_for_forks: true`. The
@@ -13,7 +14,7 @@ from a fork: its code is anyone's, and so would the secret be.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import BuildSecretConfig, RepositoryConfig, read_build_secret
@@ -42,15 +43,20 @@ class SecretUnreadable(Exception):
 
 @dataclass(frozen=True)
 class BuildSecrets:
-    """The secrets one build gets, by name, and the names of those it does not get."""
+    """The secrets one build gets, as the configuration names them (files, not values), and the
+    names of those it does not get: decided before the build runs, read when it starts."""
 
     event: str
-    values: dict[str, str] = field(default_factory=dict, repr=False)
+    given: tuple[BuildSecretConfig, ...] = ()
     withheld: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(secret.name for secret in self.given)
 
     def settings(self) -> str:
         """The build log's word on them: names only, never a value."""
-        given = f"secrets {', '.join(self.values)}" if self.values else "no secrets"
+        given = f"secrets {', '.join(self.names)}" if self.given else "no secrets"
         if self.withheld:
             given += f" ({', '.join(self.withheld)} not given to {self.event} builds)"
         return given
@@ -63,18 +69,20 @@ def trigger_of(event: str, pull_ref: str | None) -> str:
 
 
 def build_secrets(configured: RepositorySecrets | None, event: str, pull_ref: str | None) -> BuildSecrets:
-    """The secrets a build of `event` (of `pull_ref`, for a pull request) gets, read now;
-    SecretUnreadable for the first that cannot be."""
+    """The secrets a build of `event` (of `pull_ref`, for a pull request) gets."""
     trigger = trigger_of(event, pull_ref)
     if configured is None:
         return BuildSecrets(trigger)
-    values, withheld = {}, []
+    given, withheld = [], []
     for secret in configured.secrets:
-        if _given(secret, trigger, configured.for_forks):
-            values[secret.name] = _value(secret.name, secret.file)
-        else:
-            withheld.append(secret.name)
-    return BuildSecrets(trigger, values, tuple(withheld))
+        (given if _given(secret, trigger, configured.for_forks) else withheld).append(secret)
+    return BuildSecrets(trigger, tuple(given), tuple(secret.name for secret in withheld))
+
+
+def read_secrets(secrets: BuildSecrets) -> dict[str, str]:
+    """The values of the secrets a build gets, by name, read now from their files;
+    SecretUnreadable for the first that cannot be."""
+    return {secret.name: _value(secret.name, secret.file) for secret in secrets.given}
 
 
 def _given(secret: BuildSecretConfig, trigger: str, for_forks: bool) -> bool:

@@ -61,10 +61,10 @@ def _environment_settings(environment: dict[str, str], secrets: BuildSecrets, na
     services get fewer of them."""
     ci = [name for name in environment if name == "CI" or name.startswith("CI_")]
     shown = ", ".join(
-        f"{name}={value}" for name, value in environment.items() if name not in ci and name not in secrets.values
+        f"{name}={value}" for name, value in environment.items() if name not in ci and name not in secrets.names
     )
     line = f"environment {shown} (SOURCE_DATE_EPOCH is the commit's time), and CI and {len(ci) - 1} CI_ variables"
-    if secrets.values or secrets.withheld:
+    if secrets.given or secrets.withheld:
         line += f"; {secrets.settings()}{narrowing}"
     return line
 
@@ -72,7 +72,7 @@ def _environment_settings(environment: dict[str, str], secrets: BuildSecrets, na
 def _narrowing(spec: BuildSpec, secrets: BuildSecrets) -> str:
     """The steps and services whose `secrets:` lets them have only some of the build's, and which."""
     only = [
-        f"{kind} {entry.name} {', '.join(narrowed(secrets.values, entry.secrets)) or 'none'}"
+        f"{kind} {entry.name} {', '.join(narrowed(secrets.names, entry.secrets)) or 'none'}"
         for kind, entries in (("step", spec.steps), ("service", spec.services))
         for entry in entries
         if entry.secrets is not None

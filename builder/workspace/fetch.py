@@ -1,6 +1,7 @@
 """The first stage of a build: fetch the order's commit through the repository's mirror, check it
-out into a fresh workspace, and read what the plan decides from — the commit's time, message and
-author, the paths it changed, and for a pull request the spec of its base."""
+out into a fresh workspace, and read what the plan decides from (builder/plan/buildplan.py's
+CheckedOut) — the commit's time, message and author, the paths it changed, for a pull request
+the spec of its base, and the commit's own spec or Dockerfile."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.order import BuildOrder
+from builder.plan.buildplan import DOCKERFILE, CheckedOut, Sources
 from builder.plan.civars import BuildFacts
+from builder.plan.spec import SPEC_FILE
 from builder.plan.triggers import BaseSpec, Skips
 from builder.workspace import checkout
 from builder.workspace.basespec import read_base_spec
@@ -20,9 +23,7 @@ from builder.workspace.gitmirror import GitMirrors, changed_paths, commit_author
 class Fetched:
     """A commit checked out, and what the plan takes of it."""
 
-    facts: BuildFacts  # what its CI_ variables are made of
-    committed_s: int  # its commit time: SOURCE_DATE_EPOCH
-    skips: Skips  # whether it, or a step of it, runs
+    checkout: CheckedOut
     base_read: str  # what reading a pull request's base spec found, for the log ("" if nothing)
 
 
@@ -58,4 +59,23 @@ def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int) ->
         commit=resolved, message=message, author_name=author, author_email=email, pull_ref=order.pull_ref,
         before=trigger.before,
     )
-    return Fetched(facts, committed_s, Skips(trigger, message, changed, base), base_read)
+    return Fetched(CheckedOut(facts, committed_s, Skips(trigger, message, changed, base), read_sources(dest)), base_read)
+
+
+def read_sources(workspace: Path) -> Sources:
+    """The checkout's spec, or without one its Dockerfile, as the plan reads them."""
+    spec = workspace / SPEC_FILE
+    if spec.is_symlink():
+        # Reading it would follow the link on the node's own file system.
+        return Sources(spec_is_link=True)
+    if spec.is_file():
+        return Sources(spec=spec.read_bytes())
+    dockerfile = workspace / DOCKERFILE
+    if dockerfile.is_file():
+        return Sources(dockerfile=_content(dockerfile))
+    return Sources()
+
+
+def _content(path: Path) -> bytes:
+    """A file's bytes; a link's target, hashed as a link: following it would read this node's own files."""
+    return str(path.readlink()).encode() if path.is_symlink() else path.read_bytes()

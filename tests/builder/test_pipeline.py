@@ -114,10 +114,10 @@ def test_a_step_or_service_may_list_the_secrets_it_gets_and_only_narrows_the_bui
                   "  - {name: test, commands: [c]}\nservices:\n  - {name: db, image: x, secrets: [DB_PASSWORD]}\n")
     assert [step.secrets for step in parsed.steps] == [(), ("TOKEN",), None]
     assert parsed.services[0].secrets == ("DB_PASSWORD",)
-    build = {"TOKEN": "value-1", "OTHER": "value-2"}
-    assert [narrowed(build, step.secrets) for step in parsed.steps] == [{}, {"TOKEN": "value-1"}, build]
+    build = ("TOKEN", "OTHER")
+    assert [narrowed(build, step.secrets) for step in parsed.steps] == [(), ("TOKEN",), build]
     # A name the build did not get is not made up.
-    assert narrowed(build, parsed.services[0].secrets) == {}
+    assert narrowed(build, parsed.services[0].secrets) == ()
 
 
 def test_every_problem_is_reported_at_once():

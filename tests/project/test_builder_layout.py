@@ -64,6 +64,13 @@ def test_the_engine_check_sees_the_workspace_however_it_is_imported(tmp_path):
     assert found["builder/engine/relative.py"] == ["builder.workspace.cacherun", "builder.workspace.cacherun.CacheRun"]
 
 
+def test_the_run_carries_out_a_compiled_plan_and_plans_nothing_itself():
+    # builder/plan/compilebuild.py compiles a plan of buildplan.py's values; builder/run.py takes that plan
+    # and reads the secrets it names.
+    plan_modules = {name for name in under(imported(BUILDER / "run.py"), "builder.plan") if name.count(".") == 2}
+    assert plan_modules == {"builder.plan.buildplan", "builder.plan.secrets"}
+
+
 def test_the_checks_see_what_they_look_for():
     # The driver imports the store; the executor imports the engine; a relative import is resolved.
     assert "node.storage" in under(imported(ROOT / "node" / "driver.py"), "node")

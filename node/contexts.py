@@ -37,6 +37,7 @@ from node.keys import BUILDS, CLIENTS, DRIVER, FIRST_DOCUMENT, LIVE, METRICS, PE
 from node.peers import PeerLink, PeerLinks
 from node.statuses import node_status_token_files, posting_node_statuses
 from node.storage import NodeStore
+from pbft.ci.ordered import OrderedBuild
 from pbft.effects import NetworkChanged
 from pbft.messages import Request
 from pbft.networkchange import document_digest
@@ -126,8 +127,8 @@ def driver_ctx(config: NetworkConfig, node_id: int, auth: Ed25519Authenticator, 
             # The order changed the document since the file was written: run the one it made.
             driver.network_changed(NetworkChanged(replica.network.changed_at, replica.network.document,
                                                   replica.network.digest))
-        for seq, request in rerun:
-            driver.start_build(seq, request)
+        for build in rerun:
+            driver.start_build(build)
         driver.resume()
         peers.start()
         ticker = asyncio.create_task(driver.tick_forever())
@@ -143,7 +144,7 @@ def driver_ctx(config: NetworkConfig, node_id: int, auth: Ed25519Authenticator, 
 
 
 def _restored_replica(app: web.Application, config: NetworkConfig, node_id: int,
-                      auth: Ed25519Authenticator) -> tuple[Replica, list[tuple[int, Request]]]:
+                      auth: Ed25519Authenticator) -> tuple[Replica, list[OrderedBuild]]:
     """The replica as the store left it (a new one on a new store), and the builds it had
     under way, to run again; the document its ledger starts from goes to FIRST_DOCUMENT."""
     store = app[STORE]

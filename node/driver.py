@@ -34,6 +34,7 @@ from node.storage import NodeStore
 from shared.config import ConfigError, NetworkConfig
 from shared.networkdoc import agreed, with_document
 from shared.droplog import DropLogLimiter, suppressed_note
+from pbft.ci.ordered import OrderedBuild
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, RecordVerdict, StopBuild
 from pbft.interpreter import Interpreter
 from pbft.build import Result
@@ -141,7 +142,7 @@ class Driver:
         self.on_members = listeners.on_members
         self._building: set[str] = set()  # build ids whose build task runs
         # The configurations builds were made from, by network digest, besides `config`: the
-        # documents of the last few changes with this node's own settings (`config_at`).
+        # documents of the last few changes with this node's own settings (`config_for`).
         self._configs: dict[str, NetworkConfig] = {}
         self._stopping: set[asyncio.Task] = set()  # Executor.cancel calls under way
         self.peers = parts.peers
@@ -340,11 +341,11 @@ class Driver:
         self.clients.send(reply.client, json.dumps(encode(reply)))
 
     def execute(self, effect: Execute) -> None:
-        for request in effect.requests:
-            self.start_build(effect.seq, request)
+        for build in effect.ordered():
+            self.start_build(build)
 
     def build_learnt(self, effect: BuildLearnt) -> None:
-        self.start_build(effect.seq, effect.request)
+        self.start_build(effect.order)
 
     def network_changed(self, effect: NetworkChanged) -> None:
         """The order replaced the network document at `effect.seq`: the builds ordered after it
@@ -418,17 +419,16 @@ class Driver:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
         self.interpreter.close()
 
-    def config_at(self, seq: int) -> NetworkConfig | str:
-        """The configuration a build executed at `seq` is made from: the network document in
-        force there (`pbft.networks.NetworkState.document_at`) with this node's own settings,
-        or why this node has none. Asked when the build starts, which may be after the order
-        moved past another change (its batch and the change's carried out in one turn, or a
-        restart's replay), and answered alike whenever it is asked."""
-        found = self.replica.network.document_at(seq)
-        if found is None:
+    def config_for(self, build: OrderedBuild) -> NetworkConfig | str:
+        """The configuration `build` is made from: the network document the order had in force
+        at its sequence number, which travels with it (`pbft.ci.ordered`), with this node's own
+        settings; or why this node has none. Never the configuration the node runs by the time
+        the build starts, which a change carried out in the same turn, or replayed before a
+        restart's reruns, may have replaced."""
+        digest, document = build.network, build.document
+        if not digest:
             return (f"the network configuration it was ordered under is no longer kept here ({MAX_HISTORY} or more "
                     "changes of it since)")
-        digest, document = found
         if digest == self.config.digest or document is None:
             return self.config
         if digest not in self._configs:
@@ -442,10 +442,9 @@ class Driver:
                 self._configs.pop(next(iter(self._configs)))
         return self._configs[digest]
 
-    def start_build(self, seq: int, request: Request) -> None:
-        # The configuration is taken now, while the effect that starts the build is carried
-        # out, not when the task first runs: a change carried out meanwhile is not its own.
-        task = asyncio.create_task(self._run_build(seq, request, self.config_at(seq)))
+    def start_build(self, build: OrderedBuild) -> None:
+        seq, request = build.seq, build.request
+        task = asyncio.create_task(self._run_build(seq, request, self.config_for(build)))
         self.builds.add(task)
         build_id = _build_id(request.client, request.timestamp)
         self._building.add(build_id)

@@ -49,6 +49,15 @@ def chosen_builders(seq: int, ids: tuple[int, ...], f: int) -> tuple[int, ...]:
     return tuple(sorted(ids[(seq + i) % len(ids)] for i in range(f + 1)))
 
 
+def picked(document: dict | None, repository: str, seq: int, ids: tuple[int, ...], f: int) -> tuple[int, ...]:
+    """The members the order picked to build a request of `repository` executed at `seq`,
+    `ids` and `f` being the membership there: f+1 of them if the document in force asks for
+    it, else () (every member builds it)."""
+    if builders_of(document or {}, repository) != "f+1":
+        return ()
+    return chosen_builders(seq, ids, f)
+
+
 def named_by(named: Iterable[tuple[int, ...]], needed: int) -> tuple[int, ...]:
     """The picked builders that `needed` signed replies name alike (f+1: one of them honest),
     from each reply's `builders`; () if no set is named that often."""

@@ -6,9 +6,10 @@ and the driver carries them out in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
 
+from pbft.ci.ordered import OrderedBuild
 from pbft.messages import Checkpoint, Fetch, Message, PrePrepare, Prepare, Relay, Reply, Request, StateTransfer
 
 
@@ -77,6 +78,15 @@ class Execute:
     learnt: tuple[Request, ...] = ()
     answered: tuple[Request, ...] = ()
     chosen: tuple[tuple[tuple[str, int], tuple[int, ...]], ...] = ()  # ((client, timestamp), its builders)
+    # The network document in force at `seq` (`pbft.ci.ordered`): its digest, and itself.
+    network: str = ""
+    document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def ordered(self) -> tuple[OrderedBuild, ...]:
+        """The builds to start, each with what the order decided for it."""
+        chosen = dict(self.chosen)
+        return tuple(OrderedBuild(self.seq, request, self.network, self.document, chosen.get(request.key, ()))
+                     for request in self.requests)
 
 
 @dataclass(frozen=True)
@@ -96,8 +106,15 @@ class BuildLearnt:
     build with artifacts is certified by 2f+1 matching votes, which the nodes that
     built it may not make up alone. Its result is replied and voted like any other."""
 
-    seq: int
-    request: Request
+    order: OrderedBuild  # the request, where it executed, and what the order decided for it
+
+    @property
+    def seq(self) -> int:
+        return self.order.seq
+
+    @property
+    def request(self) -> Request:
+        return self.order.request
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
 from pbft.networks import NetworkClaims, NetworkState, applied_reason, membership_changes
 from pbft.build import Result
-from pbft.builders import Standby, builders_of, chosen_builders
+from pbft.builders import Standby, picked
 from pbft.messages import (
     Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
 )
@@ -71,6 +71,7 @@ from pbft.viewchange import (
     plan_new_view,
 )
 from pbft.votes import ResultVotes
+from pbft.ci.ordered import OrderedBuild
 
 logger = logging.getLogger(__name__)
 NO_FILES: Mapping[str, str] = MappingProxyType({})
@@ -773,7 +774,8 @@ class Replica:
         answers.update((request.key, duplicate_result(request.operation.delivery)) for request in duplicates)
         answered = tuple(request for request in fresh if answers[request.key] is not None)
         owed = tuple(request for request in fresh if answers[request.key] is None)
-        chosen = {request.key: self._chosen(seq, request) for request in owed}
+        members = self._members_at(seq)
+        chosen = {r.key: picked(self.network.document, r.operation.repository, seq, members.ids, members.f) for r in owed}
         for request in fresh:
             self.result_votes.ordered(request.key, seq, chosen.get(request.key, ()))
         # What the order gave other members to build, this member stands by for, built here or
@@ -796,8 +798,10 @@ class Replica:
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
             self.id, self.view, seq, batch_id[:8], len(built),
         )
+        network, document = self.network.document_at(seq) or ("", None)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered,
-                                    tuple((key, builders) for key, builders in chosen.items() if builders)))
+                                    tuple((key, builders) for key, builders in chosen.items() if builders),
+                                    network, document))
         # After the batch's Execute: the votes may decide a verdict, or make this node build
         # what it stood by for, and the store records either for a build it executed.
         self._release_early_votes(batch)
@@ -812,19 +816,16 @@ class Replica:
             self._forget_expired_requests()
             self._take_checkpoint(seq)
 
-    def _chosen(self, seq: int, request: Request) -> tuple[int, ...]:
-        """The f+1 members the order picked to build `request`, executed at `seq`, if its
-        repository asks for f+1 builders; () if every member builds it (`pbft.builders`)."""
-        if builders_of(self.network.document or {}, request.operation.repository) != "f+1":
-            return ()
-        members = self._members_at(seq)
-        return chosen_builders(seq, members.ids, members.f)
+    def _ordered(self, seq: int, request: Request) -> OrderedBuild:
+        """A build learnt, stood by for or run again after a restart, as one just executed is
+        given to the driver: with the document in force at `seq` and its picked builders."""
+        return OrderedBuild.at(seq, request, self.network.document_at(seq), self.result_votes.chosen.get(request.key, ()))
 
     def _build_standing_by(self, key: tuple[str, int], why: str) -> None:
         waiting = self.standby.take(key)
         logger.info("node=%d view=%d seq=%d build=%s-%d stood by, building it: %s",
                     self.id, self.view, waiting.seq, key[0], key[1], why)
-        self._outbox.append(BuildLearnt(waiting.seq, waiting.request))
+        self._outbox.append(BuildLearnt(self._ordered(waiting.seq, waiting.request)))
 
     def _check_standby(self, key: tuple[str, int]) -> None:
         """Build now what we stand by for if its chosen builders' results differ, or one
@@ -1018,8 +1019,7 @@ class Replica:
             if self.relaying and self.is_primary:
                 self._queue_for_relay(vote)
         if evidence is not None:
-            # Every member learns it, so that each leaves the sender out of the picked
-            # builders' agreement too, and one standing by builds (docs/faults.md).
+            # Every member learns it, and leaves the sender out of the picked builders' agreement (docs/faults.md).
             logger.warning("node=%d view=%d seq=%d build=%s evidence: node %d signed two results", self.id, self.view,
                            vote.seq, vote.key, vote.sender)
             self._outbox.extend(Broadcast(signed_vote) for signed_vote in evidence)
@@ -1072,7 +1072,7 @@ class Replica:
         seq, request = self.transfer.take(key)
         logger.info("node=%d view=%d seq=%d build=%s-%d learnt by state transfer: building it",
                     self.id, self.view, seq, key[0], key[1])
-        self._outbox.append(BuildLearnt(seq, request))
+        self._outbox.append(BuildLearnt(self._ordered(seq, request)))
 
     def _on_vote_fetch(self, message: VoteFetch) -> str | None:
         """Send a peer every signed vote we hold for the builds it asks about (each is
@@ -1631,10 +1631,10 @@ class Replica:
         replica._check_invariants()
         return replica
 
-    def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[tuple[int, Request]]:
+    def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[OrderedBuild]:
         """Of the builds a killed process left unfinished, those this replica still owes a reply
-        and must build again. One whose cancel executed before the stop is answered `cancelled`
-        now, never run again (nor is a cancel a store from before replicated cancels kept)."""
+        and must build again (`_ordered`). One whose cancel executed before the stop is answered
+        `cancelled` now, never run again (nor is a cancel a store from before replicated cancels kept)."""
         rerun = []
         for seq, request in unfinished:
             if self.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
@@ -1646,7 +1646,7 @@ class Replica:
                 continue
             answer = self._standing_answer(request)
             if answer is None:
-                rerun.append((seq, request))
+                rerun.append(self._ordered(seq, request))
             else:
                 self._answer(seq, request, answer)
         return rerun

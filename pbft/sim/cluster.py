@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from pbft.ci.ordered import OrderedBuild
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
@@ -51,9 +52,7 @@ from pbft.sim.checkers import (
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import (
-    BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan, with_result_equivocation,
-)
+from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan, with_result_equivocation
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
@@ -218,10 +217,7 @@ class SimCluster:
             self.plan = choose_plan(
                 rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
             )
-            # A faulty node that signs two RESULTs for each build: most telling where f+1 picked
-            # builders decide, so drawn more often there; from a draw of its own (faults.py).
-            self.plan = with_result_equivocation(
-                self.plan, random.Random(f"result-equivocation-{seed}"), 0.4 if self.f_plus_1 else 0.1)
+            self.plan = with_result_equivocation(self.plan, seed, self.f_plus_1)
         # Long runs keep to their one scenario: thousands of builds past a node that is down.
         ci = options.ci and not self.long
         self.ci = (choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s, options.primary_faults)
@@ -438,6 +434,7 @@ class SimCluster:
         violations += self.cancels.violations + self.deliveries.violations
         if broken is None:  # a node stopped mid-step may have executed a duplicate and not answered it yet
             violations += self.deliveries.end_failures(self.now_s, self.not_always_members)
+        violations += self.networks.document_failures(self.now_s)
         violations += self.networks.end_failures(self.now_s, {
             node: (replica.last_executed, replica.network.digest, replica.network.changed_at)
             for node in sorted(self.honest) for replica in (self.nodes[node].replica,)
@@ -686,8 +683,8 @@ class SimCluster:
                   f"rebuilding={len(rerun)} lost_unsynced_effects={lost_effects}")
         if sim_node.honest:
             self._check_restored(node, down, loaded, lost_effects)
-        for seq, request in rerun:
-            self._start_build(node, seq, request)
+        for build in rerun:
+            self._start_build(node, build)
         sim_node.interpreter.take()
 
     def _check_restored(self, node: int, down: _Down, loaded, lost_effects: int) -> None:
@@ -823,20 +820,23 @@ class SimCluster:
                                  self._delivering_transfer)
         if self.trace is not None:
             self._log(f"execute node={node} n={effect.seq} builds={list(builds)}")
-        for request in effect.requests:
-            self._start_build(node, effect.seq, request)
+        for build in effect.ordered():
+            self._start_build(node, build)
 
     def _build_learnt(self, node: int, effect: BuildLearnt) -> None:
         if self.nodes[node].honest:
             self.safety.started(self.now_s, node, effect.seq, effect.request.key)
         self.stats["learnt_builds_started"] += 1
         self._log(f"build learnt node={node} n={effect.seq} {effect.request.key}")
-        self._start_build(node, effect.seq, effect.request)
+        self._start_build(node, effect.order)
 
-    def _start_build(self, node: int, seq: int, request: Request) -> None:
+    def _start_build(self, node: int, build: OrderedBuild) -> None:
+        """A build starts as a node's driver starts it: made from what the order gave it."""
+        seq, request = build.seq, build.request
         if node in self.honest:
             self.cancels.started(self.now_s, node, request.key)
             self.deliveries.started(self.now_s, node, request.key)
+            self.networks.built(node, seq, request.key, build.network)
         if self.executors[node].start(seq, request):
             self._run_build(node, seq, request)
         else:

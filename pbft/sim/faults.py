@@ -258,11 +258,13 @@ def choose_plan(
     )
 
 
-def with_result_equivocation(plan: FaultPlan, rng: random.Random, likelihood: float) -> FaultPlan:
-    """`plan`, or with `likelihood` the same plan with one of its faulty nodes made one that
-    signs two RESULTs for each build (`equivocate-results`). `rng` is the seed's own stream
-    for this draw: a seed that draws no such node runs exactly as before the kind existed."""
-    if not plan.faulty or rng.random() >= likelihood:
+def with_result_equivocation(plan: FaultPlan, seed: int, picked_builders: bool) -> FaultPlan:
+    """`plan`, or the same plan with one of its faulty nodes made one that signs two RESULTs
+    for each build (`equivocate-results`): for two fifths of the seeds with `picked_builders`
+    (where it is most telling, `pbft.builders`) and a tenth of the others. Drawn from a stream
+    of the seed's own, so a seed that draws no such node runs exactly as before the kind existed."""
+    rng = random.Random(f"result-equivocation-{seed}")
+    if not plan.faulty or rng.random() >= (0.4 if picked_builders else 0.1):
         return plan
     node = rng.choice(sorted(plan.faulty))
     faults = tuple(NodeFault("equivocate-results", node) if fault.node == node else fault for fault in plan.node_faults)

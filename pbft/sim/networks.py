@@ -94,6 +94,9 @@ class NetworkChecker:
         self.running: dict[int, str] = {}  # node -> the digest it runs, from `first`
         self.first = first
         self.violations: list[Violation] = []
+        # Each build an honest node started: (node, seq, build, the digest of the document it
+        # was made from). Bounded by the builds of the run.
+        self.builds: list[tuple[int, int, tuple[str, int], str]] = []
 
     def changed(self, time_s: float, node: int, seq: int, digest: str) -> None:
         step = (self.running.get(node, self.first), digest)
@@ -111,6 +114,29 @@ class NetworkChecker:
             if other != node and index < len(theirs) and theirs[index] != digest:
                 self._violate(time_s, f"node {node} applied {digest[:8]} at seq {seq}, node {other} "
                                       f"{theirs[index][:8]}")
+
+    def built(self, node: int, seq: int, key: tuple[str, int], digest: str) -> None:
+        """`node` started the build `key`, ordered at `seq`, with the document `digest`."""
+        self.builds.append((node, seq, key, digest))
+
+    def document_failures(self, time_s: float) -> list[Violation]:
+        """Builds made from another document than the one in force at their sequence number:
+        the last one the order applied at or before it (a change in the build's own batch
+        applies to it), as the honest nodes applied them, whichever of them did."""
+        changes: dict[int, str] = {}
+        for applied in self.applied.values():
+            for seq, digests in applied.items():
+                changes[seq] = digests[-1]
+        starts = sorted(changes)
+        failures = []
+        for node, seq, key, digest in self.builds:
+            before = [start for start in starts if start <= seq]
+            expected = changes[before[-1]] if before else self.first
+            if digest != expected:
+                failures.append(Violation("network", time_s, f"node {node} built {key} (seq {seq}) with document "
+                                                             f"{digest[:8] or 'none'}, the order had {expected[:8]} "
+                                                             f"in force there"))
+        return failures[:1]
 
     def end_failures(self, time_s: float, states: dict[int, tuple[int, str, int]]) -> list[Violation]:
         """`states`: each honest node's (last executed, digest it runs, seq of the change that

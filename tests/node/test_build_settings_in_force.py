@@ -25,6 +25,7 @@ from node.server import DRIVER
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation
 from pbft.effects import NetworkChanged
 from pbft.encoding import canonical
+from pbft.ci.ordered import OrderedBuild
 from pbft.messages import decode
 from pbft.networkchange import NetworkChange, OwnerSignature, document_digest
 from shared.config import load_config
@@ -107,10 +108,11 @@ async def test_a_build_ordered_before_a_change_is_built_with_the_settings_it_was
         assert (await builds.until("client-1", 5))[4] == MEMORY_BEFORE
 
         # A node that starts the build only now, past the change in the order (its batch and the
-        # change's carried out in one turn), starts it with the settings of its own sequence number.
+        # change's carried out in one turn), starts it with the settings of its own sequence
+        # number, which travel with it as the replica gives it (`pbft.ci.ordered`).
         driver = net.runners[0].app[DRIVER]
         [record] = driver.store.build_records(1)
-        driver.start_build(1, decode(record["request"]))
+        driver.start_build(OrderedBuild.at(1, decode(record["request"]), driver.replica.network.document_at(1)))
         assert (await builds.until("client-1", 6))[5] == MEMORY_BEFORE
 
         builds.released.set()

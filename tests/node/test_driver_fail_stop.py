@@ -122,7 +122,7 @@ async def test_a_batch_whose_execution_cannot_be_written_is_neither_built_nor_re
     peers = {i: Recorder() for i in (0, 2, 3)}
     stops, started = [], []
     driver = Driver(cluster.replicas[1], None, DriverParts(peers, store=store), fail_stop=lambda: stops.append(True))
-    driver.start_build = lambda seq, request: started.append(seq)
+    driver.start_build = lambda build: started.append(build.seq)
 
     sent_before_stop = None
     for message in to_backup:

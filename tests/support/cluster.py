@@ -192,7 +192,7 @@ class Cluster:
             rebooted=rebooted,
         )
         self.crashed.discard(node)
-        self.running[node] = self.replicas[node].builds_to_rerun(loaded.unfinished)
+        self.running[node] = [(build.seq, build.request) for build in self.replicas[node].builds_to_rerun(loaded.unfinished)]
         if node not in self.slow:
             self.finish_builds(node)
         self.interpreter(node).take()

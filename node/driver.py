@@ -207,6 +207,9 @@ class Driver:
             # The network document this node runs, and the peers that signed that they run another.
             "network": {"digest": replica.network.digest,
                         "foreign": {str(node): digest for node, digest in replica.networks.foreign().items()}},
+            # What a build ordered now is made with, as its start line in the log says: a node
+            # whose settings differ from its peers' is seen here.
+            "build": _effective(self.config_for(*(replica.network.document_at(replica.last_executed) or ("", None)))),
         }
 
     # --- input --------------------------------------------------------
@@ -419,13 +422,12 @@ class Driver:
         """Save and send what is still unsaved, then take no more steps (the node is shutting down)."""
         self.interpreter.close()
 
-    def config_for(self, build: OrderedBuild) -> NetworkConfig | str:
-        """The configuration `build` is made from: the network document the order had in force
-        at its sequence number, which travels with it (`pbft.ci.ordered`), with this node's own
-        settings; or why this node has none. Never the configuration the node runs by the time
-        the build starts, which a change carried out in the same turn, or replayed before a
-        restart's reruns, may have replaced."""
-        digest, document = build.network, build.document
+    def config_for(self, digest: str, document: Mapping | None) -> NetworkConfig | str:
+        """The configuration a build is made from: the network document the order had in force
+        at its sequence number, which travels with it (`OrderedBuild.network` and `.document`),
+        with this node's own settings; or why this node has none. Never the configuration the
+        node runs by the time the build starts, which a change carried out in the same turn, or
+        replayed before a restart's reruns, may have replaced."""
         if not digest:
             return (f"the network configuration it was ordered under is no longer kept here ({MAX_HISTORY} or more "
                     "changes of it since)")
@@ -444,7 +446,7 @@ class Driver:
 
     def start_build(self, build: OrderedBuild) -> None:
         seq, request = build.seq, build.request
-        task = asyncio.create_task(self._run_build(seq, request, self.config_for(build)))
+        task = asyncio.create_task(self._run_build(seq, request, self.config_for(build.network, build.document)))
         self.builds.add(task)
         build_id = _build_id(request.client, request.timestamp)
         self._building.add(build_id)
@@ -488,6 +490,15 @@ class Driver:
         self.interpreter.step(self.replica.execution_finished, request, result, seq, result.artifact_digests())
         if self.on_result is not None:
             self.on_result(request, result)
+
+
+def _effective(config: NetworkConfig | str) -> dict:
+    """The build settings `config` gives, or why the node has none."""
+    if isinstance(config, str):
+        return {"error": config}
+    limits = config.build
+    return {"network": config.digest, "image": limits.image, "timeout_s": limits.timeout_s,
+            "memory_mb": limits.memory_mb, "cpus": limits.cpus, "pids_limit": limits.pids_limit}
 
 
 def _build_id(client: str, timestamp: int) -> str:

@@ -154,4 +154,8 @@ async def test_a_node_that_missed_two_changes_builds_with_the_settings_the_other
         assert await builds.until("client-3", 4) == [MEMORY_BEFORE] * 4  # node 3's among them
         statuses = {node_id: net.runners[node_id].app[DRIVER].status() for node_id in range(4)}
         assert {status["network"]["digest"] for status in statuses.values()} == {document_digest(lowered)}
+        # Its status says the same settings as its peers', those its next build is made with.
+        assert [status["build"] for status in statuses.values()] == [{
+            "network": document_digest(lowered), "image": "pbft-ci/busybox:latest", "timeout_s": 300,
+            "memory_mb": MEMORY_BEFORE, "cpus": 1, "pids_limit": 128}] * 4
         assert not net.runners[3].app[DRIVER].stopped

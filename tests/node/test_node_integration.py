@@ -67,6 +67,9 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
             "last_executed": 2,
             "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
             "network": {"digest": net.config.digest, "foreign": {}},
+            "build": {"network": net.config.digest, "image": net.config.build.image,
+                      "timeout_s": net.config.build.timeout_s, "memory_mb": net.config.build.memory_mb,
+                      "cpus": net.config.build.cpus, "pids_limit": net.config.build.pids_limit},
             "pid": os.getpid(),  # the test's own: its nodes run in this process
             "links": {peer: {"connected": True, "reconnects": 0, "dropped": 0, "expired": 0} for peer in ("0", "2", "3")},
         }

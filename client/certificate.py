@@ -24,7 +24,7 @@ from pbft.build import SHA256_DIGEST, STATUSES
 from pbft.builders import named_by
 from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
 from pbft.quorum import reply_quorum
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 
 VERSION = 1
 _CERTIFICATE_KEYS = {"version", "request", "replies", "result"}

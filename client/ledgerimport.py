@@ -54,7 +54,7 @@ from client.verdicts import outcome_of, settling
 from pbft.encoding import canonical
 from pbft.messages import MessageError, Reply, Request, ResultVote, decode, encode
 from pbft.replies import ReplyCollector
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 from shared.config import NetworkConfig, NodeConfig
 from shared.crypto import verify_bytes
 from shared.reload import LiveConfig

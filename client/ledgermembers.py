@@ -42,7 +42,7 @@ import logging
 from client.tables.imported import Imported
 from pbft.epochs import MAX_PAST, Epochs
 from pbft.networks import membership_problem
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 
 MAX_PAST = 16  # past epochs' members kept, for the votes of builds ordered in them
 

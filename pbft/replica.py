@@ -63,8 +63,8 @@ from pbft.slot import (
     Slot,
     vote_digests,
 )
+from pbft.membership import Membership
 from pbft.viewchange import (
-    Membership,
     NewViewPlan,
     checkpoint_proof_problem,
     committed_certificate_problem,

@@ -30,7 +30,8 @@ from typing import Collection
 from pbft.authenticator import Authenticator
 from pbft.messages import NewView, ViewChange, batch_digest
 from pbft.quorum import reply_quorum
-from pbft.viewchange import LatestViewChanges, Membership, NewViewPlan, plan_new_view, view_change_problem
+from pbft.membership import Membership
+from pbft.viewchange import LatestViewChanges, NewViewPlan, plan_new_view, view_change_problem
 
 Key = tuple[str, int]
 MAX_DOUBLINGS = 10  # the timeout stops doubling at T * 2**10

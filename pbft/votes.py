@@ -28,9 +28,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from pbft.build import Result
+from pbft.membership import Membership
 from pbft.messages import ResultVote
 from pbft.quorum import verdict
-from pbft.viewchange import Membership
 
 Key = tuple[str, int]  # (client, timestamp)
 BACKOFF_CAP = 4  # at most retry_s * 2**4 between asks about one build: soon after a partition heals

@@ -20,7 +20,7 @@ from pbft.cancels import cancelled_result
 from pbft.messages import Reply, Request, signed
 from pbft.replies import ReplyCollector
 from pbft.sim.auth import SimAuthenticator
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 
 Verdict = tuple  # the agreed part of a result, hashable
 DIVERGENT = "divergent"  # a divergent verdict is (DIVERGENT, what the nodes agree on apart from artifacts)

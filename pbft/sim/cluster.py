@@ -24,7 +24,7 @@ from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
 from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 from pbft.durable import DurableState
 from pbft.horizon import Horizon
 from pbft.sim.auth import SimKeys

@@ -3,7 +3,7 @@
 from pbft.clients import ClientTable
 from pbft.build import Operation
 from pbft.messages import Request
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 from pbft.votes import ResultVotes
 
 FOUR_NODES = lambda seq: Membership.of(((node, "") for node in range(4)), f=1, log_window=256)  # noqa: E731

@@ -9,7 +9,8 @@ import pytest
 from pbft.build import Operation
 from pbft.messages import NewView, PrePrepare, Prepare, PreparedCertificate, Request, ViewChange, batch_digest, signed
 from pbft.sim.auth import SimKeys
-from pbft.viewchange import Membership, NewViewPlan
+from pbft.membership import Membership
+from pbft.viewchange import NewViewPlan
 from pbft.views import MAX_DOUBLINGS, Mode, Views
 
 T = 4.0

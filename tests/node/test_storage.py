@@ -6,7 +6,7 @@ from pbft.effects import Execute, RecordVerdict, SendReply, Store
 from pbft.build import Result
 from pbft.messages import Reply, ResultVote, batch_digest, signed
 from pbft.quorum import verdict
-from pbft.viewchange import Membership
+from pbft.membership import Membership
 from pbft.votes import ResultVotes
 from node.storage import NodeStore
 from tests.support.cluster import Cluster

@@ -54,7 +54,7 @@ def time_restart(path: Path, settings: ReplicaSettings) -> tuple[float, int]:
     started_s = time.perf_counter()
     store = NodeStore(path, n=settings.n, f=settings.f)
     loaded = store.load()
-    replica = Replica.restore(settings, auth, loaded.state, loaded.messages, loaded.executed)
+    replica = Replica(settings, auth).restore(loaded)
     elapsed_s = time.perf_counter() - started_s
     store.close()
     return elapsed_s, len(replica.clients.executed)

@@ -162,10 +162,8 @@ def _restored_replica(app: web.Application, config: NetworkConfig, node_id: int,
     check_network = functools.partial(document_problem, folder=config.path.parent)
     if loaded is None:
         return Replica(settings, auth, first, check_network), []
-    replica = Replica.restore(
-        settings, auth, loaded.state, loaded.messages, loaded.executed, asyncio.get_running_loop().time(),
-        learnt=loaded.learnt, cancels=loaded.cancels, deliveries=loaded.deliveries, network=first,
-        check_network=check_network, changes=loaded.changes, chosen=loaded.chosen, rebooted=store.rebooted,
+    replica = Replica(settings, auth, first, check_network).restore(
+        loaded, asyncio.get_running_loop().time(), rebooted=store.rebooted
     )
     rerun = replica.builds_to_rerun(loaded.unfinished)
     logger.warning(

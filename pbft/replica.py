@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
@@ -40,6 +40,7 @@ from pbft.effects import (
     Store,
 )
 from pbft.durable import DurableState
+from pbft.storage import Loaded
 from pbft.encoding import digest
 from pbft.epochs import Epochs
 from pbft.horizon import Horizon, VoteHorizon
@@ -1499,46 +1500,33 @@ class Replica:
             silent_horizon=self.horizon.silent.through,
         )
 
-    @classmethod
-    def restore(
-        cls,
-        settings: ReplicaSettings,
-        auth: Authenticator,
-        state: DurableState,
-        messages: list[Message],
-        executed: dict[tuple[str, int], tuple[int, bool]],
-        now: float = 0.0,
-        learnt: Iterable[tuple[int, Request]] = (),
-        cancels: Iterable[tuple[int, Request]] = (),
-        deliveries: Iterable[tuple[int, Request]] = (),
-        network: dict | None = None,
-        check_network: Callable[[dict], str | None] | None = None,
-        changes: Iterable[tuple[int, Request]] = (),
-        chosen: Mapping[tuple[str, int], tuple[int, ...]] | None = None,
-        rebooted: bool = False,
-    ) -> Replica:
-        """Rebuild a replica from what its driver persisted before a crash, each part from
-        its own share.
+    def restore(self, loaded: Loaded, now: float = 0.0, rebooted: bool = False) -> Replica:
+        """Rebuild this replica, just made with the document the node starts with, from what
+        its driver persisted before a crash (`loaded`, `pbft.storage.Loaded`, taken whole), each
+        part from its own share; return it.
 
-        `messages` are the protocol messages it stored (its own and those it
-        accepted); they were verified before they were stored. `cancels` are the
+        `loaded.messages` are the protocol messages it stored (its own and those it
+        accepted); they were verified before they were stored. `loaded.cancels` are the
         executed cancel requests above their client's floor, with their sequence
         numbers: replayed in ledger order, they cancel again what they cancelled
-        before the stop (`pbft.cancels`). `deliveries` are the executed requests above their
-        client's floor that name a delivery: whether the next one of a delivery is a duplicate
-        depends on those alone (`pbft.deliveries`). `changes` are every network change the
-        ledger executed, with their sequence numbers: replayed in ledger order from
-        the document the node starts with (`network`), by the rule that applied or
-        refused each one, they give the document the node ran before the stop. `chosen`
-        names the builders the order picked for executed builds of repositories with
-        `builders: f+1` (`pbft.builders`): their verdicts count by them, and this node
-        stands by again for those it did not build. `rebooted`: the machine restarted since
-        the store was written, so steps written and not fsynced may be lost: the replica keeps
-        silent inside its vote horizon (`pbft.horizon`). Nothing is sent
-        while restoring but our VIEW-CHANGE again if we were changing views: the
+        before the stop (`pbft.cancels`). `loaded.deliveries` are the executed requests above
+        their client's floor that name a delivery: whether the next one of a delivery is a
+        duplicate depends on those alone (`pbft.deliveries`). `loaded.changes` are every network
+        change the ledger executed, with their sequence numbers: replayed in ledger order from
+        the document the node starts with, by the rule that applied or refused each one, they
+        give the document the node ran before the stop. `loaded.chosen` names the builders the
+        order picked for executed builds of repositories with `builders: f+1` (`pbft.builders`):
+        their verdicts count by them, and this node stands by again for those it did not build.
+        `rebooted`: the machine restarted since the store was written, so steps written and not
+        fsynced may be lost: the replica keeps silent inside its vote horizon (`pbft.horizon`).
+        Nothing is sent while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
-        replica = cls(settings, auth, network, check_network)
+        replica, settings, auth, state = self, self.settings, self.auth, loaded.state
+        messages, executed, learnt, cancels, deliveries, changes, chosen = (
+            loaded.messages, loaded.executed, loaded.learnt, loaded.cancels, loaded.deliveries, loaded.changes,
+            loaded.chosen,
+        )
         for seq, change in changes:  # in ledger order (`pbft.storage.Loaded.changes`)
             replayed = change.operation.change
             assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"

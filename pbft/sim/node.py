@@ -56,10 +56,8 @@ class SimNode:
         if loaded is None:
             self.replica = Replica(self.replica.settings, self.replica.auth, self.document)
         else:
-            self.replica = Replica.restore(
-                self.replica.settings, self.replica.auth, loaded.state, loaded.messages, loaded.executed, now_s,
-                learnt=loaded.learnt, cancels=loaded.cancels, deliveries=loaded.deliveries, network=self.document, changes=loaded.changes,
-                chosen=loaded.chosen, rebooted=rebooted,
+            self.replica = Replica(self.replica.settings, self.replica.auth, self.document).restore(
+                loaded, now_s, rebooted=rebooted
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
         return loaded

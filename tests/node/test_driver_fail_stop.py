@@ -137,8 +137,7 @@ async def test_a_batch_whose_execution_cannot_be_written_is_neither_built_nor_re
     assert [line.getMessage().split(" (")[0] for line in stop_lines(caplog)] == ["node=1 store cannot write"]
     store.full = False  # space freed
     loaded = store.load()
-    restarted = Replica.restore(cluster.replicas[1].settings, cluster.replicas[1].auth, loaded.state,
-                                loaded.messages, loaded.executed, 0.0)
+    restarted = Replica(cluster.replicas[1].settings, cluster.replicas[1].auth).restore(loaded, 0.0)
     assert restarted.last_executed == 0 and store.ledger() == []  # no hole: seq 1 is still to execute
     store.close()
 

@@ -88,9 +88,7 @@ def test_a_kill_after_a_ledger_read_and_before_the_turns_save_leaves_no_hole(tmp
     assert store.ledger_entries(1, 1) == [] and edges.sent == []
 
     # Restarted, the node executes seq 1 again when its peers' votes come again, and builds it once.
-    cluster.replicas[1] = restored = type(replica).restore(
-        replica.settings, replica.auth, loaded.state, loaded.messages, loaded.executed
-    )
+    cluster.replicas[1] = restored = type(replica)(replica.settings, replica.auth).restore(loaded)
     edges = Edges(store)
     interpreter = Interpreter(restored, store, edges)
     for message in held:

@@ -907,8 +907,8 @@ def test_simulation_catches_a_restart_that_forgets_the_cancels(monkeypatch):
     target again and voted its real result."""
     original = Replica.restore
 
-    def forgetful(*args, cancels=(), **kwargs):
-        return original(*args, **kwargs)
+    def forgetful(replica, loaded, *args, **kwargs):
+        return original(replica, replace(loaded, cancels=[]), *args, **kwargs)
 
     monkeypatch.setattr(Replica, "restore", forgetful)
     found = _violations(_seeds_of_kinds("cancel", "restart-mid-build", wanted=10))
@@ -1015,8 +1015,8 @@ def test_simulation_catches_a_restart_that_forgets_the_network_changes(monkeypat
     again: its checkpoints name another digest, and the network checker names it."""
     original = Replica.restore
 
-    def forgetful(*args, changes=(), **kwargs):
-        return original(*args, **kwargs)
+    def forgetful(replica, loaded, *args, **kwargs):
+        return original(replica, replace(loaded, changes=[]), *args, **kwargs)
 
     monkeypatch.setattr(Replica, "restore", forgetful)
     found = _violations(_seeds_of_kinds("network-change", "restart-mid-build", wanted=10))

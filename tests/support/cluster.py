@@ -185,11 +185,8 @@ class Cluster:
         """Replace a crashed node's replica by one restored from its store, as a restarted process does:
         builds its killed process was running start again. `rebooted`: as after a power cut."""
         loaded = self.stores[node].load()
-        self.replicas[node] = Replica.restore(
-            self.replicas[node].settings, self.replicas[node].auth,
-            loaded.state, loaded.messages, loaded.executed, now, learnt=loaded.learnt, cancels=loaded.cancels,
-            deliveries=loaded.deliveries, network=self.document, changes=loaded.changes, chosen=loaded.chosen,
-            rebooted=rebooted,
+        self.replicas[node] = Replica(self.replicas[node].settings, self.replicas[node].auth, self.document).restore(
+            loaded, now, rebooted=rebooted
         )
         self.crashed.discard(node)
         self.running[node] = [(build.seq, build.request) for build in self.replicas[node].builds_to_rerun(loaded.unfinished)]

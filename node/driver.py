@@ -27,6 +27,7 @@ from typing import Awaitable, Callable, Mapping, Protocol
 import yaml
 
 from builder import BuildOrder, BuildResult
+from node.buildsettings import effective, start_line
 from node.byzantine import HONEST, Behaviour
 from node.clients import ClientLinks, Sender
 from node.metrics import NodeMetrics
@@ -209,7 +210,7 @@ class Driver:
                         "foreign": {str(node): digest for node, digest in replica.networks.foreign().items()}},
             # What a build ordered now is made with, as its start line in the log says: a node
             # whose settings differ from its peers' is seen here.
-            "build": _effective(self.config_for(*(replica.network.document_at(replica.last_executed) or ("", None)))),
+            "build": effective(self.config_for(*(replica.network.document_at(replica.last_executed) or ("", None)))),
         }
 
     # --- input --------------------------------------------------------
@@ -465,15 +466,8 @@ class Driver:
                                                  "node's configuration; a repository just added to the file needs "
                                                  "a reload of every node: SIGHUP, ./scripts/reload.sh)")
         else:
-            # With the network document it is made from and the limits that document gives, so
-            # that a node that builds with other settings than its peers is seen in its log.
-            limits = config.build
-            logger.info(
-                "node=%d seq=%d build=%s start repository=%s branch=%s network=%s image=%s timeout_s=%g "
-                "memory_mb=%d cpus=%g pids_limit=%d",
-                self.replica.id, seq, build_id, repository.name, operation.branch, config.digest[:16], limits.image,
-                limits.timeout_s, limits.memory_mb, limits.cpus, limits.pids_limit,
-            )
+            logger.info("node=%d seq=%d build=%s start repository=%s branch=%s %s", self.replica.id, seq, build_id,
+                        repository.name, operation.branch, start_line(config))
             started_s = asyncio.get_running_loop().time()
             result = await self.build(BuildOrder.of(build_id, operation, repository, config.build))
             if self.metrics is not None:
@@ -490,15 +484,6 @@ class Driver:
         self.interpreter.step(self.replica.execution_finished, request, result, seq, result.artifact_digests())
         if self.on_result is not None:
             self.on_result(request, result)
-
-
-def _effective(config: NetworkConfig | str) -> dict:
-    """The build settings `config` gives, or why the node has none."""
-    if isinstance(config, str):
-        return {"error": config}
-    limits = config.build
-    return {"network": config.digest, "image": limits.image, "timeout_s": limits.timeout_s,
-            "memory_mb": limits.memory_mb, "cpus": limits.cpus, "pids_limit": limits.pids_limit}
 
 
 def _build_id(client: str, timestamp: int) -> str:

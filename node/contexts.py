@@ -76,7 +76,7 @@ def builds_ctx(config: NetworkConfig, node_id: int, build: Build | None,
             app[BUILDS] = Builds(build)
             yield
             return
-        executor = _make_executor(config, node_id, extra_environment, on_state=app[CLIENTS].build_state)
+        executor = node_executor(config, node_id, extra_environment, on_state=app[CLIENTS].build_state)
         await asyncio.to_thread(executor.sweep_leftovers)
         app[LIVE].on_reload(lambda new: executor.set_bounds(_repository_bounds(new)))
         app[BUILDS] = Builds(executor.run, executor.cancel, executor)
@@ -173,7 +173,7 @@ def _restored_replica(app: web.Application, config: NetworkConfig, node_id: int,
     return replica, rerun
 
 
-def _make_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None,
+def node_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None,
                    on_state: Callable[[str, str], None] | None = None):
     """Node `node_id`'s executor, made from its configuration; `on_state` is told (build id,
     "queued" or "running") as a build waits for a slot and as it takes one."""

@@ -27,7 +27,6 @@ from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.clients import ClientLinks
 from node.contexts import builds_ctx, driver_ctx, peers_ctx, statuses_ctx, store_ctx
-from node.contexts import _make_executor  # noqa: F401  (tests/builder make a node's executor by this name)
 from node.crashpoints import CrashAt
 from node.driver import Build, Conduct
 from node.keys import CLIENTS, DRIVER, FIRST_DOCUMENT, HEARTBEAT, LIVE, METRICS, PEERS, SOCKETS

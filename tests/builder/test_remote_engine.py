@@ -27,7 +27,7 @@ from builder.engine import network as buildnet
 from builder.engine.images import EVERY_ENGINE_NEEDS_IT
 from builder.engine.sandbox import ENGINE_LOST
 from harness.network import free_port, write_network
-from node.server import _make_executor
+from node import contexts
 from shared.config import BuildConfig, DockerEngineConfig, load_config
 from tests.builder.cached_project import cache_lines, cached_project
 from tests.builder.executor_helpers import log_text, spec
@@ -83,7 +83,7 @@ def node_executor(tmp_path, git_repo, **build):
     """Node 0's executor, made as a node makes it from its configuration."""
     path = write_network(tmp_path, repositories={"example": str(git_repo.path)}, build=build)
     config = load_config(path, node_id=0)
-    return _make_executor(config, 0), config.data_dir / "node-0"
+    return contexts.node_executor(config, 0), config.data_dir / "node-0"
 
 
 async def run(executor, git_repo, build_id, settings: RepositorySettings = RepositorySettings()) -> BuildResult:

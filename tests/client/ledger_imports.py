@@ -108,16 +108,33 @@ class LedgerNodes:
         return web.json_response({"error": "no such request"}, status=404)
 
     async def __aenter__(self) -> "LedgerNodes":
-        for node in self.imports.config.nodes:
-            app = web.Application()
-            app.router.add_get("/ledger", self._ledger)
-            app.router.add_get("/requests/{client}/{timestamp}", self._request)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            await web.TCPSite(runner, node.host, node.port).start()
-            self.runners.append(runner)
+        self.runners = await serve_members(self.imports.config, [("/ledger", self._ledger),
+                                                                 ("/requests/{client}/{timestamp}", self._request)])
         return self
 
     async def __aexit__(self, *_) -> None:
-        for runner in self.runners:
-            await runner.cleanup()
+        await stop_serving(self.runners)
+
+
+async def serve_members(config, routes) -> list[web.AppRunner]:
+    """Every member of `config` as a real HTTP server at its own address, answering GET on each
+    (path, handler) of `routes`; give the runners to `stop_serving` when done."""
+    runners: list[web.AppRunner] = []
+    try:
+        for node in config.nodes:
+            app = web.Application()
+            for path, handler in routes:
+                app.router.add_get(path, handler)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, node.host, node.port).start()
+    except BaseException:
+        await stop_serving(runners)  # none left listening when one address cannot be taken
+        raise
+    return runners
+
+
+async def stop_serving(runners: list[web.AppRunner]) -> None:
+    for runner in runners:
+        await runner.cleanup()

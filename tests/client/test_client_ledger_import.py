@@ -17,7 +17,7 @@ from client.certificate import certificate_from_record, check_certificate
 from client import ledgerimport
 from pbft.build import Result
 from pbft.messages import encode
-from tests.client.ledger_imports import FAILURE, OTHER, TIMESTAMP, Imports
+from tests.client.ledger_imports import FAILURE, OTHER, TIMESTAMP, Imports, serve_members, stop_serving
 
 
 @pytest.fixture
@@ -155,18 +155,11 @@ class SlowNodes:
         return response
 
     async def __aenter__(self) -> "SlowNodes":
-        for node in self.config.nodes:
-            app = web.Application()
-            app.router.add_get("/ledger", self.ledger)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            await web.TCPSite(runner, node.host, node.port).start()
-            self.runners.append(runner)
+        self.runners = await serve_members(self.config, [("/ledger", self.ledger)])
         return self
 
     async def __aexit__(self, *_) -> None:
-        for runner in self.runners:
-            await runner.cleanup()
+        await stop_serving(self.runners)
 
 
 def backlog(imports, count: int) -> tuple[dict, list[int]]:

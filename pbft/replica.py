@@ -12,31 +12,22 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from types import MappingProxyType
 from typing import Callable, Mapping
 
-from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
-from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
-from pbft.deliveries import Deliveries, duplicate_result
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.effects import (
     Broadcast,
-    BuildLearnt,
     Effect,
     Execute,
     KeepStableProof,
     KeepVoteHorizon,
     NetworkChanged,
-    RecordVerdict,
     ResendReply,
-    SendReply,
     SendTo,
     ServeFetch,
-    ServeVotes,
-    StopBuild,
     Store,
 )
 from pbft.durable import DurableState
@@ -49,11 +40,9 @@ from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
 from pbft.networks import NetworkClaims, NetworkState, applied_reason, membership_changes
 from pbft.build import Result
-from pbft.builders import Standby, picked
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, MAX_VOTE_FETCH, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Reply, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
+    Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
 )
-from pbft.provenance import Provenance
 from pbft.relay import VoteRelay
 from pbft.transfer import LedgerTransfer
 from pbft.views import Mode, Views
@@ -71,11 +60,12 @@ from pbft.viewchange import (
     committed_certificate_problem,
     plan_new_view,
 )
-from pbft.votes import ResultVotes
+from pbft.ci.answers import NO_FILES, Answers
 from pbft.ci.ordered import OrderedBuild
+from pbft.ci.ports import Ports
+from pbft.ci.verdicts import Verdicts
 
 logger = logging.getLogger(__name__)
-NO_FILES: Mapping[str, str] = MappingProxyType({})
 
 
 def membership(document: dict | None, settings: ReplicaSettings) -> Membership:
@@ -93,7 +83,8 @@ class Replica:
     (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
     (`pbft.views`, with the certificates of `pbft.viewchange`), the client table
     (`pbft.clients`), catch-up evidence (`pbft.catchup`), state transfer (`pbft.transfer`),
-    relayed votes (`pbft.relay`), result votes (`pbft.votes`) and cancels (`pbft.cancels`).
+    relayed votes (`pbft.relay`), and the CI's share: the verdicts on builds
+    (`pbft.ci.verdicts`) and what this node builds and answers (`pbft.ci.answers`).
     The rules that move between them live here; it inherits from nothing."""
 
     def __init__(
@@ -120,18 +111,9 @@ class Replica:
         self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
         self.check_network = check_network or (lambda document: None)
         self.networks = NetworkClaims()
-        # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
-        # per sender, so that one faulty node's flood cannot push out anybody else's.
+        # Messages of views not entered yet: kept per sender, so that one faulty node's flood
+        # cannot push out anybody else's.
         self.future: dict[int, deque[Message]] = {}
-        self.early_votes: dict[int, deque[ResultVote]] = {}
-        self.result_votes = ResultVotes(self._members_at, settings.vote_retry_s)
-        # Builds the order gave f+1 other members to build (`pbft.builders`): ours if they disagree or fall silent.
-        self.standby = Standby(settings.standby_s)
-        # Builds the order cancelled: applied where each cancel executes (`pbft.cancels`).
-        self.cancels = Cancels()
-        # The deliveries the order took, each built once (`pbft.deliveries`).
-        self.deliveries = Deliveries()
-        self.votes_served_at: dict[int, float] = {}
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
@@ -149,6 +131,19 @@ class Replica:
         self._replay_due = False  # a view started or the window moved: buffered messages may be ready
         self._entered_view: int | None = None  # the view this run entered by a NEW-VIEW, if any
         self._change_issued_at = 0  # as primary: the last batch issued that holds a network change
+        # The CI's share (`pbft.ci`): the verdicts on builds, and what this node builds and answers.
+        # They get the parts they read and a few callables (`pbft.ci.ports`), not this replica:
+        # how the order is made stays here. `emit` appends to the outbox of the moment, as
+        # `take_effects` swaps the list.
+        ports = Ports(
+            self.id, settings, auth, self.clients, self.transfer, self.network,
+            now=lambda: self.now, view=lambda: self.view, emit=lambda effect: self._outbox.append(effect),
+            members_at=self._members_at, signature_problem=self._node_signature_problem,
+            past_member_signature_problem=self._past_member_signature_problem,
+            primary_relays=lambda: self.relaying and self.is_primary, queue_for_relay=self._queue_for_relay,
+        )
+        self.verdicts = Verdicts(ports)
+        self.answers = Answers(ports, self.verdicts)
         self.sign_as_member()  # the document it starts with may name the key that replaced its own
 
     # --- derived values -----------------------------------------------
@@ -228,15 +223,8 @@ class Replica:
             buffer = buffers[sender] = deque(maxlen=self.settings.per_sender_buffer)
         buffer.append(message)
 
-    def _served_recently(self, served_at: dict[int, float], sender: int, interval_s: float) -> bool:
-        """Whether `sender` was answered less than `interval_s` ago; if not, it is answered now."""
-        if self.now < served_at.get(sender, float("-inf")) + interval_s:
-            return True
-        served_at[sender] = self.now
-        return False
-
     def buffered(self, buffers: dict[int, deque]) -> list[Message]:
-        """Everything in per-sender buffers such as `future` or `early_votes`, sender by sender."""
+        """Everything in per-sender buffers such as `future` or `verdicts.early_votes`, sender by sender."""
         return [message for sender in sorted(buffers) for message in buffers[sender]]
 
     def in_window(self, seq: int) -> bool:
@@ -269,8 +257,8 @@ class Replica:
             NewView: self._on_new_view,
             Fetch: self._on_fetch,
             StateTransfer: self._on_state_transfer,
-            ResultVote: self._on_result_vote,
-            VoteFetch: self._on_vote_fetch,
+            ResultVote: self.verdicts.on_result_vote,
+            VoteFetch: self.verdicts.on_vote_fetch,
             Status: self._on_status,
             Relay: self._on_relay,
         }.get(type(message))
@@ -295,10 +283,7 @@ class Replica:
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._fall_back_to_all_to_all()
         self._maybe_fetch()
-        for key in self.standby.overdue(self.now):
-            self._build_standing_by(key, f"a chosen builder's result is {self.standby.standby_s:g} s late")
-        self._build_learnt_still_open()  # before the ask that would move the answer deadline on
-        self._ask_for_votes()
+        self.verdicts.tick()
         self._maybe_announce()
         self._check_invariants()
 
@@ -312,84 +297,7 @@ class Replica:
         node's executor found them; only their manifest's digest is in `result`.
         A build whose cancel executed here before its result came ends `cancelled`,
         whatever it reports (`pbft.cancels`)."""
-        executed = self.clients.executed
-        if executed.get(request.key) is not None:
-            return
-        if request.key in self.cancels:  # a cancel is remembered as long as its own request
-            result, artifact_files = cancelled_result(), NO_FILES
-        if request.key not in executed:
-            assert self.clients.expired(request.key), "result for a request that was never executed"
-            if self.id in self._members_at(seq):
-                # Its client's floor rose past it while it built or waited for a slot (its client
-                # had max_requests_per_client newer ones executed at a checkpoint), and its client
-                # may still wait: reply all the same, once, as a build's end comes once and a
-                # restart runs no forgotten build again (`builds_to_rerun`). No RESULT vote: the
-                # verdicts forgot it too.
-                self._outbox.append(SendReply(self._reply(request, result, artifact_files)[0]))
-            return
-        self._answer(seq, request, result, artifact_files)
-
-    def _reply(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> tuple[Reply, str, str, str]:
-        """This node's signed reply to `request`, with the signatures it carries (statement,
-        link, provenance) for the RESULT vote to carry too."""
-        statement_sig, link_sig = self._sign_attestation(request, result)
-        provenance_sig = self._sign_provenance(request, result, artifact_files)
-        reply = signed(
-            Reply(self.view, request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
-                  link_sig=link_sig, provenance_sig=provenance_sig, network=self.network.digest,
-                  builders=self.result_votes.chosen.get(request.key, ())),
-            self.auth.sign,
-        )
-        return reply, statement_sig, link_sig, provenance_sig
-
-    def _answer(self, seq: int, request: Request, result: Result, artifact_files: Mapping[str, str] = NO_FILES) -> None:
-        """Sign and send this node's reply and RESULT vote for the executed request at `seq`."""
-        executed = self.clients.executed
-        assert executed.get(request.key, False) is None, "a reply for a request not owed one"
-        if self.id not in self._members_at(seq):
-            # Not a member where it was ordered (removed before, or joined after): no word of ours counts.
-            executed[request.key] = True
-            return
-        reply, statement_sig, link_sig, provenance_sig = self._reply(request, result, artifact_files)
-        executed[request.key] = True  # the reply itself is kept by the store (SendReply)
-        self._outbox.append(SendReply(reply))
-        vote = signed(
-            ResultVote(seq, request.client, request.timestamp, result, self.id, statement_sig=statement_sig,
-                       link_sig=link_sig, provenance_sig=provenance_sig),
-            self.auth.sign,
-        )
-        self._count_vote(vote)
-        if not (self.relaying and self.is_primary):  # a relaying primary queues it with the votes it kept
-            self._queue_for_relay(vote)
-        self.result_votes.expect(request.key, self.now)
-
-    def _sign_attestation(self, request: Request, result: Result) -> tuple[str, str]:
-        """This node's DSSE signature of the build's in-toto statement and its signature of
-        its in-toto link (`pbft.attestation`); none for a result that names no commit.
-        They travel in the reply and the vote, so the client's f+1 replies and every
-        ledger's votes hold an attestation that anyone with the public keys can check."""
-        attestation = Signed(request.operation, result)
-        if not attestation.exists:
-            return "", ""
-        return self.auth.sign_bytes(attestation.pae()), self.auth.sign_bytes(attestation.link_bytes())
-
-    def _sign_provenance(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> str:
-        """This node's DSSE signature of the SLSA provenance of the build's artifacts
-        (`pbft.provenance`); none for a build without artifacts, for files whose manifest
-        is not the result's, or in a replica that was not told the network's builder id."""
-        if not self.settings.builder_id or result.artifacts is None:
-            return ""
-        provenance = Provenance(
-            request.operation, result, artifact_files,
-            client=request.client, timestamp=request.timestamp, builder_id=self.settings.builder_id,
-        )
-        if not provenance.exists:
-            logger.warning(
-                "node=%d build=%s-%d no provenance signed: its %d artifact files are not the manifest %s",
-                self.id, request.client, request.timestamp, len(artifact_files), result.artifacts[:19],
-            )
-            return ""
-        return self.auth.sign_bytes(provenance.pae())
+        self.answers.finished(request, result, seq, artifact_files)
 
     # --- requests (§4.1, §4.2) -----------------------------------------
 
@@ -407,13 +315,14 @@ class Replica:
                 if request.key in self.transfer.learnt_unbuilt:
                     # The client still waits for matching replies, and one of the nodes that
                     # built it may have lied in its reply (or not built it): build it after all.
-                    self._build_learnt(request.key)
+                    self.verdicts.build_learnt(request.key)
                     return None
-                if request.key in self.standby and not self.standby.open(request.key):
+                standby = self.verdicts.standby
+                if request.key in standby and not standby.open(request.key):
                     # Likewise for a build the order gave f+1 others, once its verdict is decided
                     # here: one may have told its peers one result and the client another. (Before
                     # that, a client resends a build that runs long every client_retransmit_s.)
-                    self._build_standing_by(request.key, "its client sent it again after the verdict")
+                    self.verdicts.build_standing_by(request.key, "its client sent it again after the verdict")
                     return None
                 return "ignore_request_no_reply_yet"
             # A retransmission: the client lost our reply, so send it again, from the store.
@@ -735,7 +644,7 @@ class Replica:
 
     def _holds(self, vote: Prepare | Commit | ResultVote) -> bool:
         if isinstance(vote, ResultVote):
-            return vote.key in self.result_votes and self.result_votes.has_vote(vote.key, vote.sender)
+            return self.verdicts.holds(vote)
         slot = self.slots.get(vote.seq)
         if slot is None:
             return False
@@ -759,103 +668,43 @@ class Replica:
 
     def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], *, build: bool) -> None:
         """Execute one batch: the only place last_executed and the state digest move forward one step.
-
-        Cancels in it take effect here, built or learnt alike (`pbft.cancels`): each one's
-        target is cancelled before anything of the batch starts, so a target in the same
-        batch, before or after its cancel, is never built."""
+        What it builds, answers and cancels is the CI's (`pbft.ci.answers`): said before the
+        batch's Execute effect, carried out after it."""
         assert seq == self.last_executed + 1
-        # A node outside the membership that orders `seq` (removed, or not joined yet) follows
-        # the order and builds nothing: none of its results would count.
-        member = self.id in self._members_at(seq)
-        build = build and member
-        fresh = tuple(request for request in batch if self.clients.execute(request))
-        targets = [target for target in map(self.cancels.add, fresh) if target is not None]
-        duplicates = [request for request in fresh if self.deliveries.add(request)]
-        answers = {request.key: self._order_answer(seq, request) for request in fresh}
-        answers.update((request.key, duplicate_result(request.operation.delivery)) for request in duplicates)
-        answered = tuple(request for request in fresh if answers[request.key] is not None)
-        owed = tuple(request for request in fresh if answers[request.key] is None)
-        members = self._members_at(seq)
-        chosen = {r.key: picked(self.network.document, r.operation.repository, seq, members.ids, members.f) for r in owed}
-        for request in fresh:
-            self.result_votes.ordered(request.key, seq, chosen.get(request.key, ()))
-        # What the order gave other members to build, this member stands by for, built here or
-        # learnt by state transfer alike (`pbft.builders`).
-        standing_by = tuple(r for r in owed if chosen[r.key] and self.id not in chosen[r.key]) if member else ()
-        for request in standing_by:
-            self.standby.wait(seq, request, chosen[request.key])
-            self.result_votes.expect(request.key, self.now, at_once=not build)
-        if not build and member:
-            for request in owed:
-                if request not in standing_by:
-                    self.result_votes.expect(request.key, self.now, at_once=True)
-                    self.transfer.learnt(seq, request)
+        executed = self.answers.execute(seq, batch, build, self._apply_change)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
-        built = tuple(r for r in owed if r not in standing_by) if build else ()
-        learnt = tuple(r for r in owed if r not in built)
         logger.info(
             "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
-            self.id, self.view, seq, batch_id[:8], len(built),
+            self.id, self.view, seq, batch_id[:8], len(executed.built),
         )
         network, document = self.network.document_at(seq) or ("", None)
-        self._outbox.append(Execute(self.view, seq, batch_id, batch, built, self.state_digest, learnt, answered,
-                                    tuple((key, builders) for key, builders in chosen.items() if builders),
-                                    network, document))
-        # After the batch's Execute: the votes may decide a verdict, or make this node build
-        # what it stood by for, and the store records either for a build it executed.
-        self._release_early_votes(batch)
-        for request in answered:
-            self._answer(seq, request, answers[request.key])
-            if request.key in self.cancels:
-                self._settle_cancelled(request.key)  # overtaken by its cancel: never built anywhere
-        for target in targets:
-            self._cancel(seq, target)
+        self._outbox.append(Execute(self.view, seq, batch_id, batch, executed.built, self.state_digest, executed.learnt,
+                                    executed.answered, executed.builders, network, document))
+        self.answers.answer_executed(seq, batch, executed)
         self.views.progressed(self.now, self.clients.waiting)
         if self.checkpoints.due(seq):
-            self._forget_expired_requests()
+            self.answers.forget_expired()
             self._take_checkpoint(seq)
 
-    def _ordered(self, seq: int, request: Request) -> OrderedBuild:
-        """A build learnt, stood by for or run again after a restart, as one just executed is
-        given to the driver: with the document in force at `seq` and its picked builders."""
-        return OrderedBuild.at(seq, request, self.network.document_at(seq), self.result_votes.chosen.get(request.key, ()))
-
-    def _build_standing_by(self, key: tuple[str, int], why: str) -> None:
-        waiting = self.standby.take(key)
-        logger.info("node=%d view=%d seq=%d build=%s-%d stood by, building it: %s",
-                    self.id, self.view, waiting.seq, key[0], key[1], why)
-        self._outbox.append(BuildLearnt(self._ordered(waiting.seq, waiting.request)))
-
-    def _check_standby(self, key: tuple[str, int]) -> None:
-        """Build now what we stand by for if its chosen builders' results differ, or one
-        carries artifacts (agreed by 2f+1)."""
-        waiting = self.standby.waiting[key]
-        said = [vote.result for sender, vote in self.result_votes.votes.get(key, {}).items() if sender in waiting.chosen]
-        if len({result.agreed_key() for result in said}) > 1:
-            self._build_standing_by(key, "the chosen builders' results differ")
-        elif any(result.artifacts is not None for result in said):
-            self._build_standing_by(key, "its artifacts are agreed by 2f+1")
-
-    def _order_answer(self, seq: int, request: Request) -> Result | None:
-        """The result the order alone gives `request`, or None for a build to run: a cancel's
-        (`pbft.cancels`) and a network change's (`pbft.networks`), which take effect here."""
+    def _apply_change(self, seq: int, request: Request) -> Result:
+        """Apply the network change `request` executed at `seq` (`pbft.networks`), or refuse
+        it; return the result the order gives it."""
         change = request.operation.change
-        if change is not None:
-            problem, new_members = self._change_problem(seq, change)
-            if problem is not None:
-                logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
-                return Result("error", None, None, f"network change refused: {problem}")
-            self.network.apply(seq, change, self.network.signers(change, self.auth.verify_key))
-            self.checkpoints.boundary(seq)
-            if new_members:
-                self._pend_epoch(seq)
-            logger.warning("node=%d view=%d seq=%d network configuration %s runs from here, signed by %s",
-                           self.id, self.view, seq, self.network.digest[:16], ", ".join(self.network.signed_by))
-            self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
-            return Result("success", 0, None, applied_reason(self.network.digest, seq, self.network.signed_by))
-        return self._standing_answer(request)
+        assert change is not None
+        problem, new_members = self._change_problem(seq, change)
+        if problem is not None:
+            logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
+            return Result("error", None, None, f"network change refused: {problem}")
+        self.network.apply(seq, change, self.network.signers(change, self.auth.verify_key))
+        self.checkpoints.boundary(seq)
+        if new_members:
+            self._pend_epoch(seq)
+        logger.warning("node=%d view=%d seq=%d network configuration %s runs from here, signed by %s",
+                       self.id, self.view, seq, self.network.digest[:16], ", ".join(self.network.signed_by))
+        self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
+        return Result("success", 0, None, applied_reason(self.network.digest, seq, self.network.signed_by))
 
     def _change_problem(self, seq: int, change: NetworkChange) -> tuple[str | None, bool]:
         """Why the change executed at `seq` is refused (None: it applies), and whether it changes
@@ -919,177 +768,8 @@ class Replica:
                        self.primary(), "" if self.member else " (this node is not a member)")
         if joined and self.member:
             # Votes went to the members only: ask for those of every build it followed without.
-            for key in list(self.result_votes.votes):
-                self.result_votes.expect(key, self.now)
+            self.verdicts.ask_again(self.now)
         self._hand_over_waiting(())
-
-    def _standing_answer(self, request: Request) -> Result | None:
-        """What the order answers a request that is no network change (`_order_answer`), as
-        often as it is asked: a cancel's result, or `cancelled` for a build its cancel overtook."""
-        # A change is answered where it executes, in the same step: it is never a build left
-        # unfinished or unbuilt.
-        assert request.operation.change is None, "a network change is answered where it executes"
-        if request.operation.cancels is not None:
-            if target_of(request) is None:
-                return Result("error", None, None, "a cancel must name an earlier build of its own client")
-            return cancel_result(request.operation.cancels)
-        return cancelled_result() if request.key in self.cancels else None
-
-    def _cancel(self, seq: int, target: tuple[str, int]) -> None:
-        """The cancel executed at `seq` cancels `target`: stop its build if it runs here (its
-        result is then `cancelled`), answer it `cancelled` at once if this node learnt it by
-        state transfer or stood by for it and never built it (the client may need this node's
-        reply: a node that builds nothing still answers what the order decides), and make its
-        verdict `cancelled`."""
-        if target not in self.result_votes:
-            # Not executed yet (it is answered `cancelled` when it is), or forgotten: its client
-            # had max_requests_per_client newer ones executed at a checkpoint, perhaps while it
-            # waited here for a slot. Stopped, it ends `cancelled` (`execution_finished`).
-            if self.clients.expired(target):
-                self._outbox.append(StopBuild(seq, *target))
-            return
-        if self.clients.executed.get(target, False) is None:
-            if target in self.transfer.learnt_unbuilt:
-                target_seq, request = self.transfer.take(target)
-                self._answer(target_seq, request, cancelled_result())
-            elif target in self.standby:
-                waiting = self.standby.take(target)  # chosen builders build it, or built it: not us
-                self._answer(waiting.seq, waiting.request, cancelled_result())
-            else:
-                self._outbox.append(StopBuild(seq, *target))
-        self._settle_cancelled(target)
-
-    def _settle_cancelled(self, key: tuple[str, int]) -> None:
-        result = cancelled_result()
-        if self.result_votes.settle(key, "cancelled", result):
-            target_seq = self.result_votes.seq[key]
-            logger.info("node=%d view=%d seq=%d build=%s-%d verdict=cancelled", self.id, self.view, target_seq, *key)
-            self._outbox.append(RecordVerdict(target_seq, key[0], key[1], "cancelled", result.agreed()))
-
-    def _forget_expired_requests(self) -> None:
-        """Done at checkpoint boundaries, as a function of the ledger alone, so every
-        honest replica forgets the same requests (and their votes) at the same point.
-        A build forgotten before its verdict reached us stays open in no table: the
-        ledger says so ("expired") rather than "pending" for ever."""
-        forgotten = self.clients.forget_expired()
-        self.transfer.forget(forgotten)
-        for key in forgotten:
-            self.standby.drop(key)
-        self.cancels.forget(forgotten)
-        self.deliveries.forget(forgotten)
-        for (client, timestamp), seq in self.result_votes.forget(forgotten):
-            logger.warning("node=%d view=%d seq=%d build=%s-%d verdict=expired", self.id, self.view, seq, client, timestamp)
-            self._outbox.append(RecordVerdict(seq, client, timestamp, "expired", None))
-
-    # --- certified results ------------------------------------------------
-
-    def _on_result_vote(self, message: ResultVote) -> str | None:
-        """Count another node's RESULT towards the build's verdict. A vote that agrees
-        with a certified verdict changes nothing: it is neither checked nor kept (nor, by
-        a relaying primary, passed on); one against it is, to show the dissent."""
-        if self.result_votes.confirms(message):
-            return None
-        reason = self._result_signature_problem(message)
-        if reason is not None:
-            return reason
-        if message.key in self.result_votes:
-            return None if self._count_vote(message) else "ignore_result_not_first_vote"
-        if self.clients.expired(message.key):
-            return "ignore_result_expired"
-        # A faster node finished a build we have not ordered yet: keep it, bounded.
-        self._buffer(self.early_votes, message.sender, message)
-        return None
-
-    def _result_signature_problem(self, message: ResultVote) -> str | None:
-        """Why a RESULT is not signed by a member: of the epoch that ordered its build, with the
-        key it had there or has now (a node removed or re-keyed since still votes on the builds
-        ordered before), or of this epoch for a build not ordered here yet."""
-        seq = self.result_votes.seq.get(message.key)
-        reason = self._node_signature_problem(message)
-        if reason is None or seq is None:
-            return reason
-        then = self._members_at(seq).signature_problem(message, self.auth)
-        return None if then is None else reason
-
-    def _count_vote(self, vote: ResultVote) -> bool:
-        if vote.sender not in self._members_at(self.result_votes.seq[vote.key]):
-            return False  # a node that joined after the build was ordered: not one of its voters
-        kept, decided, evidence = self.result_votes.add(vote)
-        if kept:
-            self._outbox.append(Store(vote))
-            if self.relaying and self.is_primary:
-                self._queue_for_relay(vote)
-        if evidence is not None:
-            # Every member learns it, and leaves the sender out of the picked builders' agreement (docs/faults.md).
-            logger.warning("node=%d view=%d seq=%d build=%s evidence: node %d signed two results", self.id, self.view,
-                           vote.seq, vote.key, vote.sender)
-            self._outbox.extend(Broadcast(signed_vote) for signed_vote in evidence)
-        if self.standby.open(vote.key):
-            if decided is not None:
-                self.standby.decided(vote.key)
-            elif kept:
-                self.standby.vote(vote.key, vote.sender, self.now)
-                self._check_standby(vote.key)
-            elif evidence is not None and vote.sender in self.standby.waiting[vote.key].chosen:
-                self._build_standing_by(vote.key, f"chosen builder {vote.sender} signed two results")
-        if decided is not None:
-            state, result = decided
-            seq = self.result_votes.seq[vote.key]
-            logger.info("node=%d view=%d seq=%d build=%s verdict=%s", self.id, self.view, seq, vote.key, state)
-            self._outbox.append(RecordVerdict(seq, vote.client, vote.timestamp, state, result))
-        return kept or evidence is not None
-
-    def _release_early_votes(self, batch: tuple[Request, ...]) -> None:
-        keys = {request.key for request in batch if request.key in self.result_votes}
-        for sender, votes in self.early_votes.items():
-            if any(vote.key in keys for vote in votes):
-                for vote in votes:
-                    if vote.key in keys:
-                        self._count_vote(vote)
-                self.early_votes[sender] = deque((v for v in votes if v.key not in keys), maxlen=votes.maxlen)
-
-    def _ask_for_votes(self) -> None:
-        keys = self.result_votes.due(self.now, MAX_VOTE_FETCH)
-        if keys:
-            # Every peer: any one of them may be the only one that heard the vote we lack.
-            logger.info("node=%d view=%d phase=vote-fetch builds=%d", self.id, self.view, len(keys))
-            self._outbox.append(Broadcast(signed(VoteFetch(tuple(keys), self.id), self.auth.sign)))
-
-    def _build_learnt_still_open(self) -> None:
-        """Build, oldest first, the learnt requests whose verdict the peers' votes did not
-        decide (2f+1 matching) once two of our asks were answered and the answers had their
-        time (or four went out): the nodes that built them may be too few without us. Asking
-        first spares a node that caught up on hours of history from building what was
-        certified long ago."""
-        while (key := self.transfer.oldest_open()) is not None:
-            still_open = self.result_votes.open_after_asking(key, times=2, now=self.now)
-            if still_open is None:
-                return  # its answers may still come: the oldest is built first, once they had their time
-            self.transfer.stop_waiting(key)
-            if still_open:
-                self._build_learnt(key)
-
-    def _build_learnt(self, key: tuple[str, int]) -> None:
-        seq, request = self.transfer.take(key)
-        logger.info("node=%d view=%d seq=%d build=%s-%d learnt by state transfer: building it",
-                    self.id, self.view, seq, key[0], key[1])
-        self._outbox.append(BuildLearnt(self._ordered(seq, request)))
-
-    def _on_vote_fetch(self, message: VoteFetch) -> str | None:
-        """Send a peer every signed vote we hold for the builds it asks about (each is
-        checkable on its own), at most once per quarter retry period per peer (an
-        honest one asks at most every half period)."""
-        # A node the order removed still owes replies for the builds ordered while it was a
-        # member: it asks for their votes as a member of the epoch they were ordered in.
-        reason = self._past_member_signature_problem(message)
-        if reason is not None or message.sender == self.id:
-            return reason or "ignore_vote-fetch_from_self"
-        if self._served_recently(self.votes_served_at, message.sender, self.settings.vote_retry_s / 4):
-            return "ignore_vote-fetch_too_soon"
-        keys = tuple(key for key in message.keys if key in self.result_votes)
-        if keys:
-            self._outbox.append(ServeVotes(message.sender, keys))
-        return None
 
     # --- checkpoints and garbage collection (§4.3) ---------------------
 
@@ -1523,10 +1203,7 @@ class Replica:
         replica resumes where it was and asks its peers for anything it missed.
         """
         replica, settings, auth, state = self, self.settings, self.auth, loaded.state
-        messages, executed, learnt, cancels, deliveries, changes, chosen = (
-            loaded.messages, loaded.executed, loaded.learnt, loaded.cancels, loaded.deliveries, loaded.changes,
-            loaded.chosen,
-        )
+        messages, changes = loaded.messages, loaded.changes
         for seq, change in changes:  # in ledger order (`pbft.storage.Loaded.changes`)
             replayed = change.operation.change
             assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"
@@ -1561,26 +1238,9 @@ class Replica:
         replica.checkpoints.restore(state.low_watermark, state.stable_proof, by_type.get(Checkpoint, []), replica.id,
                                     state.last_executed)
         replica.clients.floor, replica.clients.latest = dict(state.client_floor), dict(state.client_latest)
-        # Exactly-once: what the ledger executed (key -> (seq, replied)), built here or learnt,
-        # less what expired; and the votes on those builds, counted by the same rule as live.
-        for key, (seq, replied) in executed.items():
-            if not replica.clients.expired(key):
-                replica.clients.remember(key, True if replied else None)
-                replica.result_votes.ordered(key, seq, (chosen or {}).get(key, ()))
-        for vote in by_type.get(ResultVote, []):
-            if vote.key in replica.result_votes:
-                replica.result_votes.add(vote)
-        for _, cancel in sorted(cancels, key=lambda entry: entry[0]):
-            if cancel.key in replica.clients.executed:
-                target = replica.cancels.add(cancel)
-                if target is not None and target in replica.result_votes:
-                    # Its votes alone would make it certified or disputed again; the ledger's
-                    # row is written again too, the same (a store from before cancels were
-                    # replicated lacks it).
-                    replica._settle_cancelled(target)
-        for _, named in deliveries:
-            if named.key in replica.clients.executed:
-                replica.deliveries.add(named)
+        # Exactly-once: what the ledger executed, built here or learnt, less what expired; the
+        # votes on those builds, and the cancels and deliveries the order took (`pbft.ci`).
+        replica.answers.restore(loaded)
         # Only the epoch it works in, and nothing past a change of the membership not in force yet.
         pending = replica.epochs.pending
         three_phases = [m for kind in (PrePrepare, Prepare, Commit) for m in by_type.get(kind, [])
@@ -1591,53 +1251,20 @@ class Replica:
             # Peers forgot nothing, but the view changes we had collected are
             # gone: say ours again and wait for 2f+1 before timing anything.
             replica._send_view_change()
-        # Requests learnt by state transfer and not built yet: built if their verdict is still
-        # open after two asks, or when their client sends them again, as before the stop.
-        for seq, request in learnt:
-            if replica.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
-                continue  # answered, or a network change: applied where it executed, never built
-            answer = replica._standing_answer(request)
-            if replica.id not in replica._members_at(seq):
-                continue  # ordered where this node was no member: it builds none of those
-            builders = replica.result_votes.chosen.get(request.key, ())
-            if answer is None and builders and replica.id not in builders:
-                waiting = replica.standby.wait(seq, request, builders)
-                if request.key in replica.result_votes.decided:
-                    waiting.decided = True
-                elif any(replica.result_votes.has_vote(request.key, node) for node in builders):
-                    waiting.first_vote_at = now  # the wait for the others starts again
-            elif answer is None:
-                replica.transfer.learnt(seq, request)
-            else:  # a store from before such requests were answered as they executed
-                replica._answer(seq, request, answer)
-        # Peers may have moved on while we were down: ask them once at start, and
-        # ask for the votes of every build whose verdict we do not know yet.
+        # Peers may have moved on while we were down: ask them once at start, and ask for the
+        # votes of every build whose verdict we do not know yet. Requests learnt by state
+        # transfer and not built yet: built if their verdict is still open after two asks, or
+        # when their client sends them again, as before the stop.
         replica.catch_up.ask_at_once = True
-        for key in list(replica.result_votes.votes):
-            replica.result_votes.expect(key, now)
+        replica.answers.restore_learnt(loaded.learnt, now)
         replica._execute_ready()
         replica._check_invariants()
         return replica
 
     def builds_to_rerun(self, unfinished: list[tuple[int, Request]]) -> list[OrderedBuild]:
         """Of the builds a killed process left unfinished, those this replica still owes a reply
-        and must build again (`_ordered`). One whose cancel executed before the stop is answered
-        `cancelled` now, never run again (nor is a cancel a store from before replicated cancels kept)."""
-        rerun = []
-        for seq, request in unfinished:
-            if self.clients.executed.get(request.key, False) is not None or request.operation.change is not None:
-                continue
-            if self.id not in self._members_at(seq):
-                # Ordered where this node was no member: it owes no reply, and builds nothing (what
-                # the order answered there, a duplicate of a delivery say, has no reply stored).
-                self.clients.executed[request.key] = True
-                continue
-            answer = self._standing_answer(request)
-            if answer is None:
-                rerun.append(self._ordered(seq, request))
-            else:
-                self._answer(seq, request, answer)
-        return rerun
+        and must build again (`pbft.ci.answers.Answers.to_rerun`); a network change is no build."""
+        return self.answers.to_rerun([(seq, request) for seq, request in unfinished if request.operation.change is None])
 
     # --- invariants ----------------------------------------------------
 
@@ -1653,8 +1280,7 @@ class Replica:
         assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
         self.views.check_invariants()
         self.transfer.check_invariants()
-        self.cancels.check_invariants()
-        self.deliveries.check_invariants()
+        self.answers.check_invariants()
 
 
 def _describe(message: Message) -> str:

@@ -442,14 +442,14 @@ def replica_sizes(replica) -> dict[str, int]:
     return {
         "slots": len(replica.slots),
         "future": len(replica.buffered(replica.future)),
-        "early_votes": len(replica.buffered(replica.early_votes)),
+        "early_votes": len(replica.buffered(replica.verdicts.early_votes)),
         "waiting": len(replica.clients.waiting),
         "view_changes": len(replica.views.latest.by_sender),
         "checkpoints": len(replica.checkpoints.votes.keys() - replica.checkpoints.boundaries),
         "executed_requests": len(replica.clients.executed),
-        "builds_with_votes": len(replica.result_votes.seq),
-        "cancels": len(replica.cancels),
-        "deliveries": len(replica.deliveries),
+        "builds_with_votes": len(replica.verdicts.result_votes.seq),
+        "cancels": len(replica.answers.cancels),
+        "deliveries": len(replica.answers.deliveries),
     }
 
 

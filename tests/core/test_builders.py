@@ -16,7 +16,7 @@ F_PLUS_1 = {"f": 1, "nodes": [{"id": node, "public_key": ""} for node in range(4
 
 
 def verdict(cluster: Cluster, node: int, request) -> str | None:
-    return cluster.replicas[node].result_votes.decided.get(request.key)
+    return cluster.replicas[node].verdicts.result_votes.decided.get(request.key)
 
 
 def built_by(cluster: Cluster, request) -> list[int]:
@@ -69,7 +69,7 @@ def test_a_picked_builder_that_lies_makes_the_others_build_and_the_members_quoru
     honest = cluster.build(request.operation)
     for node in (0, 1, 3):
         assert verdict(cluster, node, request) == "certified"
-        assert cluster.replicas[node].result_votes.certified[request.key] == hash(honest.agreed_key())
+        assert cluster.replicas[node].verdicts.result_votes.certified[request.key] == hash(honest.agreed_key())
 
 
 def test_a_silent_picked_builder_costs_standby_s_after_the_first_result_then_the_others_build():
@@ -127,7 +127,7 @@ def test_a_client_resending_a_build_that_runs_long_makes_nobody_standing_by_buil
         cluster.deliver_to(node, request)
     cluster.run()
     cluster.send_results()
-    assert all(request.key in cluster.replicas[node].standby for node in (0, 3))
+    assert all(request.key in cluster.replicas[node].verdicts.standby for node in (0, 3))
     assert built_by(cluster, request) == []  # 0 and 3 started no build; 1 and 2 are still at it
 
 
@@ -143,11 +143,11 @@ def test_a_cancel_answers_a_build_stood_by_for_as_cancelled_and_it_is_never_buil
     cluster = Cluster(document=F_PLUS_1)
     cluster.slow.update({1, 2})  # the picked builders still run it when the cancel comes
     request = submit(cluster)
-    assert all(request.key in cluster.replicas[node].standby for node in (0, 3))
+    assert all(request.key in cluster.replicas[node].verdicts.standby for node in (0, 3))
     cluster.deliver_to(0, cluster.cancel(request))
     cluster.run()
     for node in (0, 3):
-        assert request.key not in cluster.replicas[node].standby
+        assert request.key not in cluster.replicas[node].verdicts.standby
         assert verdict(cluster, node, request) == "cancelled"
     cluster.deliver_to(3, request)  # its client asking again builds nothing now
     cluster.run()
@@ -163,8 +163,8 @@ def test_a_restart_keeps_who_the_order_picked_so_the_verdict_is_counted_and_stoo
     for node in (1, 3):  # a picked builder that built it, and a member standing by
         cluster.crashed.add(node)
         cluster.restart(node, now=2.0)
-    assert cluster.replicas[1].result_votes.chosen[request.key] == (1, 2)
-    assert request.key in cluster.replicas[3].standby
+    assert cluster.replicas[1].verdicts.result_votes.chosen[request.key] == (1, 2)
+    assert request.key in cluster.replicas[3].verdicts.standby
     cluster.running[2] = []
     cluster.interpreter(2).step(cluster.replicas[2].execution_finished, request, cluster.build(request.operation), 2)
     cluster._end_turn(2)
@@ -190,13 +190,13 @@ def test_a_build_stood_by_for_that_its_early_votes_start_is_stored_as_started_an
     cluster.run()
     cluster.tick(10.0)  # it asks its peers, and executes seq 1 from their commit certificates
     cluster.run()
-    assert cluster.executed_seqs(3) == [1, 2] and request.key not in cluster.replicas[3].standby
+    assert cluster.executed_seqs(3) == [1, 2] and request.key not in cluster.replicas[3].verdicts.standby
     loaded = cluster.stores[3].load()
     assert request.key in [started.key for _, started in loaded.unfinished]
     cluster.crashed.add(3)
     cluster.restart(3, now=20.0)
     assert request.key in [started.key for _, started in cluster.running[3]]
-    assert request.key not in cluster.replicas[3].standby
+    assert request.key not in cluster.replicas[3].verdicts.standby
 
 
 def test_a_picked_builder_that_signs_two_results_leaves_no_honest_ledger_open():
@@ -238,4 +238,4 @@ def test_a_picked_builder_that_signs_two_results_leaves_no_honest_ledger_open():
 
     for node in (0, 1, 3):
         assert verdict(cluster, node, request) == "certified", node
-        assert cluster.replicas[node].result_votes.certified[request.key] == hash(honest.agreed_key())
+        assert cluster.replicas[node].verdicts.result_votes.certified[request.key] == hash(honest.agreed_key())

@@ -61,7 +61,7 @@ def test_the_results_that_came_before_the_cancel_stay_in_every_ledger_as_evidenc
         cluster.finish_builds(node)
     cluster.send_results()
     for node in range(4):
-        assert cluster.replicas[node].result_votes.decided[target.key] == "cancelled"
+        assert cluster.replicas[node].verdicts.result_votes.decided[target.key] == "cancelled"
         record = cluster.stores[node].build_record(CLIENT, target.timestamp)
         statuses = {vote["node"]: vote["vote"]["result"]["status"] for vote in record["votes"]}
         # Success votes dissent from the verdict and are kept everywhere; a cancelled one
@@ -81,7 +81,7 @@ def test_a_cancel_of_another_clients_build_or_of_a_later_timestamp_cancels_nothi
     cluster.run()
     answers = {reply.result.agreed_key() for reply in cluster.replies if reply.timestamp == 50}
     assert answers == {Result("error", None, None).agreed_key()}
-    assert all(target.key not in replica.cancels for replica in cluster.replicas)
+    assert all(target.key not in replica.answers.cancels for replica in cluster.replicas)
     assert not any(cluster.stopped)
 
 
@@ -98,8 +98,8 @@ def test_a_restart_rebuilds_the_cancels_and_the_cancelled_verdicts_from_the_stor
     cluster.restart(1)
     after = cluster.replicas[1]
     assert after is not before
-    assert after.cancels.by_target == before.cancels.by_target == {target.key: (CLIENT, target.timestamp + 1)}
-    assert after.result_votes.decided[target.key] == "cancelled"
+    assert after.answers.cancels.by_target == before.answers.cancels.by_target == {target.key: (CLIENT, target.timestamp + 1)}
+    assert after.verdicts.result_votes.decided[target.key] == "cancelled"
     assert cluster.running[1] == []  # not run again
     assert [reply.result.status for reply in cluster.replies if reply.sender == 1 and reply.timestamp == 1] == [
         "cancelled"
@@ -116,8 +116,8 @@ def test_cancels_are_forgotten_with_their_requests_so_a_client_cannot_grow_the_t
         cluster.deliver_to(0, cluster.cancel(target))
         cluster.run()
     for replica in cluster.replicas:
-        assert len(replica.cancels) <= kept
-        assert all(cancel in replica.clients.executed for cancel in replica.cancels.by_target.values())
+        assert len(replica.answers.cancels) <= kept
+        assert all(cancel in replica.clients.executed for cancel in replica.answers.cancels.by_target.values())
 
 
 def test_the_cancelled_verdict_is_recorded_once_per_node():

@@ -96,7 +96,7 @@ def test_a_delivery_every_request_of_which_was_forgotten_builds_again_on_every_n
     for index in range(2 * kept):
         delivered(cluster, delivery=f"other-{index}")
     for replica in cluster.replicas:
-        assert len(replica.deliveries) <= kept + 2  # what the table remembers, and one checkpoint's worth
+        assert len(replica.answers.deliveries) <= kept + 2  # what the table remembers, and one checkpoint's worth
     cluster.crashed.add(2)
     cluster.restart(2)
     again = delivered(cluster)

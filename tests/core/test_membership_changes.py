@@ -197,7 +197,7 @@ def test_a_removed_nodes_result_counts_for_a_build_ordered_before_its_removal():
     cluster.send_results()
     # Ordered among five, it needs four votes: nodes 0, 1, 4 and the removed node 3.
     assert not [drop for drop in cluster.drops if drop[1].startswith("ignore_result")]
-    assert cluster.replicas[0].result_votes.decided.get(request.key) == "certified"
+    assert cluster.replicas[0].verdicts.result_votes.decided.get(request.key) == "certified"
 
 
 def test_a_removed_node_gets_the_votes_of_a_build_ordered_before_its_removal_when_it_asks():

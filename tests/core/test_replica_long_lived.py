@@ -196,7 +196,7 @@ def test_a_flood_of_result_votes_from_one_node_cannot_evict_another_nodes_early_
     assert node1.receive(early) is None
     for timestamp in range(10_000, 10_500):  # builds nobody ordered
         node1.receive(signed(ResultVote(1, CLIENT, timestamp, result, 3), cluster.replicas[3].auth.sign))
-    assert sum(len(votes) for votes in node1.early_votes.values()) <= 64
+    assert sum(len(votes) for votes in node1.verdicts.early_votes.values()) <= 64
     cluster.deliver_to(0, request)
     cluster.run()
     assert early in cluster.stored[1]

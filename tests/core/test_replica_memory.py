@@ -22,7 +22,7 @@ def test_a_decided_verdict_keeps_who_voted_not_the_signed_votes():
     cluster = Cluster()
     requests = run_builds(cluster, 20)
     for replica in cluster.replicas:
-        votes = replica.result_votes
+        votes = replica.verdicts.result_votes
         assert all(votes.decided[request.key] == "certified" for request in requests)
         assert votes.votes == {}, "no signed vote stays in memory once its verdict is decided"
         # Who voted: the 2f+1 that certified it (this node among them) and any dissent;
@@ -45,7 +45,7 @@ def test_a_late_vote_for_a_certified_build_is_kept_only_if_it_dissents():
     # Against it: checked, and a second vote of a node whose first one is kept is refused...
     dissent = signed(replace(own_vote, result=replace(own_vote.result, exit_code=1)), cluster.replicas[2].auth.sign)
     assert cluster.deliver_to(1, replace(dissent, sig="00" * 64)) == "ignore_result_bad_signature"
-    voters = cluster.replicas[1].result_votes.voters[request.key]
+    voters = cluster.replicas[1].verdicts.result_votes.voters[request.key]
     assert voters & 1 << 2
     assert cluster.deliver_to(1, dissent) == "ignore_result_not_first_vote"
     # ...and a dissent from a node whose vote it had not kept is kept, for every ledger to show.
@@ -88,10 +88,10 @@ def test_a_vote_fetch_is_served_from_the_store_for_builds_executed_here():
 def test_memory_per_build_stays_small_after_a_restart(tmp_path):
     cluster = Cluster(store_dir=tmp_path)
     requests = run_builds(cluster, 10)
-    voters = {request.key: cluster.replicas[2].result_votes.voters[request.key] for request in requests}
+    voters = {request.key: cluster.replicas[2].verdicts.result_votes.voters[request.key] for request in requests}
     cluster.restart(2)
     replica = cluster.replicas[2]
-    assert replica.result_votes.votes == {}
-    assert {request.key: replica.result_votes.voters[request.key] for request in requests} == voters
-    assert all(replica.result_votes.decided[request.key] == "certified" for request in requests)
+    assert replica.verdicts.result_votes.votes == {}
+    assert {request.key: replica.verdicts.result_votes.voters[request.key] for request in requests} == voters
+    assert all(replica.verdicts.result_votes.decided[request.key] == "certified" for request in requests)
     assert all(replica.clients.executed[request.key] is True for request in requests)

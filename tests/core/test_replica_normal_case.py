@@ -187,12 +187,12 @@ def test_a_result_vote_for_a_build_not_yet_ordered_waits_for_it():
     early = signed(ResultVote(1, request.client, request.timestamp, Result("success", 0, "a" * 40), 2),
                    cluster.replicas[2].auth.sign)
     assert cluster.replicas[1].receive(early) is None
-    assert cluster.replicas[1].buffered(cluster.replicas[1].early_votes) == [early]
+    assert cluster.replicas[1].buffered(cluster.replicas[1].verdicts.early_votes) == [early]
     assert cluster.replicas[1].take_effects() == []
     cluster.deliver_to(0, request)
     cluster.run()
     cluster.send_results()
-    assert early in cluster.stored[1] and not cluster.replicas[1].buffered(cluster.replicas[1].early_votes)
+    assert early in cluster.stored[1] and not cluster.replicas[1].buffered(cluster.replicas[1].verdicts.early_votes)
     votes = [m for m in cluster.stored[1] if isinstance(m, ResultVote)]
     # The 2f+1 RESULTs that certified it, the early one among them; one agreeing after that is not kept.
     senders = [vote.sender for vote in votes]

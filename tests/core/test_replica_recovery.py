@@ -292,7 +292,7 @@ def test_a_node_that_adopted_builds_waits_for_the_answer_to_its_second_ask_befor
     cluster.tick(15.0)  # its second ask: the answers are on their way
     assert cluster.running.get(3, []) == running_before
     cluster.run()
-    assert all(request.key in node3.result_votes.certified for request in requests[:6])
+    assert all(request.key in node3.verdicts.result_votes.certified for request in requests[:6])
     cluster.tick(60.0)
     assert cluster.running.get(3, []) == running_before and not node3.transfer.learnt_open
 
@@ -312,7 +312,7 @@ def test_a_node_whose_asks_go_unanswered_twice_asks_again_before_it_builds():
     cluster.tick(23.0)  # the second ask had its time: unanswered, it asks a third time
     assert cluster.running.get(3, []) == running_before and node3.transfer.learnt_open
     cluster.run()
-    assert all(request.key in node3.result_votes.certified for request in requests[:6])
+    assert all(request.key in node3.verdicts.result_votes.certified for request in requests[:6])
     cluster.tick(120.0)
     assert cluster.running.get(3, []) == running_before and not node3.transfer.learnt_open
 

@@ -47,8 +47,8 @@ def test_a_relaying_network_orders_builds_and_certifies_verdicts_with_a_few_fram
     assert all(0 not in {vote.sender for vote in relay.votes} for relay in passed)
     after_second = frames_by_kind(cluster)
     for node in range(7):
-        assert cluster.replicas[node].result_votes.decided[request.key] == "certified"
-        assert bin(cluster.replicas[node].result_votes.voters[request.key]).count("1") >= 5
+        assert cluster.replicas[node].verdicts.result_votes.decided[request.key] == "certified"
+        assert bin(cluster.replicas[node].verdicts.result_votes.voters[request.key]).count("1") >= 5
     for backup in range(1, 7):
         assert after_first[backup] == ["relay"] and after_second[backup] == ["relay"]
     assert after_first[0] == ["relay"] * 6 and after_second[0] == []

@@ -28,6 +28,7 @@ from pbft.build import Operation, Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
 )
+from pbft.ci.answers import Answers
 from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
 from pbft.horizon import Horizon, VoteHorizon
@@ -784,7 +785,7 @@ def _record_vote_without_answering_held_ones(replica, votes, kind, message):
 def test_simulation_catches_a_relaying_primary_that_cuts_one_backup_out(monkeypatch):
     monkeypatch.setattr("pbft.sim.cluster.choose_plan", _withholding_primary_plan)
     monkeypatch.setattr("pbft.replica.Replica._record_vote", _record_vote_without_answering_held_ones)
-    monkeypatch.setattr("pbft.replica.Replica._build_learnt", lambda replica, key: None)
+    monkeypatch.setattr("pbft.ci.verdicts.Verdicts.build_learnt", lambda verdicts, key: None)
     outcomes = [run_seed(seed, options(relay="always")) for seed in range(6)]
     assert any(outcome.liveness_failures for outcome in outcomes)
 
@@ -894,9 +895,9 @@ def test_unpinned_branch_heads_give_honest_nodes_two_commits_and_the_checker_say
 
 def test_simulation_catches_a_replica_that_does_not_stop_a_cancelled_build(monkeypatch):
     def never_stops(self, seq, target):
-        self._settle_cancelled(target) if target in self.result_votes else None
+        self.settle_cancelled(target) if target in self.verdicts.result_votes else None
 
-    monkeypatch.setattr(Replica, "_cancel", never_stops)
+    monkeypatch.setattr(Answers, "cancel", never_stops)
     found = _violations(_seeds_of_kinds("cancel", wanted=12))
     assert any(violation.kind == "cancel" and "run to its end after it executed its cancel" in violation.text
                for violation in found), found
@@ -923,11 +924,11 @@ def test_simulation_catches_a_cancel_learnt_by_state_transfer_that_is_not_carrie
     def learnt_cancels_ignored(self, seq, batch_id, batch, *, build):
         if build:
             return original(self, seq, batch_id, batch, build=build)
-        self.cancels.add = lambda request: None  # this batch's cancels cancel nothing
+        self.answers.cancels.add = lambda request: None  # this batch's cancels cancel nothing
         try:
             original(self, seq, batch_id, batch, build=build)
         finally:
-            del self.cancels.add
+            del self.answers.cancels.add
 
     monkeypatch.setattr(Replica, "_append_to_ledger", learnt_cancels_ignored)
     found = _violations(_seeds_of_kinds("transfer-past-cancel", wanted=10))

@@ -15,6 +15,7 @@ from collections import deque
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from pbft.admission import Admission
 from pbft.attestation import Signed
 from pbft.authenticator import Authenticator
 from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
@@ -120,9 +121,8 @@ class Replica:
         self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
         self.check_network = check_network or (lambda document: None)
         self.networks = NetworkClaims()
-        # Messages of views not entered yet, and RESULTs of builds not ordered yet: kept
-        # per sender, so that one faulty node's flood cannot push out anybody else's.
-        self.future: dict[int, deque[Message]] = {}
+        # RESULTs of builds not ordered yet: kept per sender, so that one faulty node's
+        # flood cannot push out anybody else's.
         self.early_votes: dict[int, deque[ResultVote]] = {}
         self.result_votes = ResultVotes(self._members_at, settings.vote_retry_s)
         # Builds the order gave f+1 other members to build (`pbft.builders`): ours if they disagree or fall silent.
@@ -141,6 +141,9 @@ class Replica:
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
+        # The checks a message passes before it is taken, and the early ones it keeps (`pbft.admission`).
+        self.admission = Admission(self.auth, self.epochs, self.views, self.checkpoints, self.catch_up,
+                                   settings.per_sender_buffer)
         # What we serve of our ledger, and what we adopted of peers' without building it.
         self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
         # How far our PRE-PREPAREs and PREPAREs may leave unsynced (`pbft.horizon`).
@@ -474,13 +477,13 @@ class Replica:
     # --- three phases (§4.2) ------------------------------------------
 
     def _on_preprepare(self, message: PrePrepare) -> str | None:
-        reason = self._epoch_problem("preprepare", message)
+        reason = self.admission.epoch_problem("preprepare", message)
         if reason is not None:
             return reason or None
         if message.sender != self.primary(message.view):
             return "ignore_preprepare_not_from_primary"
-        reason = self._node_signature_problem(message) or self._check_view_and_window("preprepare", message)
-        if reason is not None or self._buffer_if_future(message):
+        reason = self._node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason
         if message.digest != batch_digest(message.batch):
             return "ignore_preprepare_wrong_digest"
@@ -524,104 +527,30 @@ class Replica:
             self._outbox.append(KeepVoteHorizon(moved.epoch, moved.view, moved.through))
 
     def _on_prepare(self, message: Prepare) -> str | None:
-        if self._moves_nothing(message):
+        if self.admission.moves_nothing(message, self.slots.get(message.seq), self.relay):
             return None
-        reason = self._check_vote("prepare", message)
+        reason = self.admission.check_vote("prepare", message)
         if reason is None and message.sender == self.primary(message.view):
             reason = "ignore_prepare_from_primary"
-        if reason is not None or self._buffer_if_future(message):
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason or None
         return self._record_vote(self.log.slot(message.seq).prepares, "prepare", message)
 
     def _on_commit(self, message: Commit) -> str | None:
-        if self._moves_nothing(message):
+        if self.admission.moves_nothing(message, self.slots.get(message.seq), self.relay):
             return None
-        reason = self._check_vote("commit", message)
-        if reason is not None or self._buffer_if_future(message):
+        reason = self.admission.check_vote("commit", message)
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason or None
         return self._record_vote(self.log.slot(message.seq).commits, "commit", message)
 
-    def _moves_nothing(self, vote: Prepare | Commit) -> bool:
-        """Whether `vote` is of our view for a slot already past its phase: a PREPARE once
-        the slot prepared, a COMMIT once it committed-local. Such a vote can change nothing
-        here (the votes that moved the slot are kept), so it is neither checked nor kept:
-        at n = 16 that spares each node a few signature checks per request. A backup of a
-        relaying network still takes a vote sent straight to it, which says that its
-        sender gave up waiting for the relay (`_joined_all_to_all`)."""
-        if vote.view != self.view or self.mode is Mode.CHANGING:
-            return False
-        if self.relay.to_primary(self.is_primary) and not self.relay.taking_in:
-            return False
-        slot = self.slots.get(vote.seq)
-        if slot is None or slot.preprepare is None:
-            return False
-        return slot.committed if isinstance(vote, Commit) else slot.prepared
-
-    def _check_vote(self, kind: str, message: Prepare | Commit) -> str | None:
-        """Why a vote is not one to count now ("" for one kept for the epoch about to begin), or None."""
-        epoch_problem = self._epoch_problem(kind, message)
-        if epoch_problem is not None:
-            return epoch_problem
-        return self._node_signature_problem(message) or self._check_view_and_window(kind, message)
-
-    def _epoch_problem(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        """Why a message of the three phases is not of the epoch we work in (`pbft.epochs`), or
-        None; "" for one of the epoch about to begin, kept for it once its members signed it."""
-        pending = self.epochs.pending
-        if message.epoch == self.epoch:
-            # (One at or below the epoch's start is below the window: h is at least the start.)
-            if pending is not None and message.seq > pending.start:
-                return f"ignore_{kind}_after_membership_change"
-            return None
-        if message.epoch < self.epoch:
-            return f"ignore_{kind}_old_epoch"
-        if pending is None or message.epoch != pending.start or message.seq <= pending.start:
-            return f"ignore_{kind}_future_epoch"
-        if pending.members.signature_problem(message, self.auth) is not None:
-            return f"ignore_{kind}_future_epoch_bad_signature"
-        self._buffer(self.future, message.sender, message)
-        return ""
+    # The signature checks every other handler runs too (`pbft.admission`).
 
     def _node_signature_problem(self, message: Message) -> str | None:
-        """Why `message` is not signed by the configured node it names as sender, or None."""
-        problem = self.members.signature_problem(message, self.auth)
-        return None if problem is None else f"ignore_{message.TYPE}_{problem}"
+        return self.admission.node_signature_problem(message)
 
     def _past_member_signature_problem(self, message: Message) -> str | None:
-        """As `_node_signature_problem`, but the sender may be a member of an epoch this node
-        still keeps (`pbft.epochs.MAX_PAST`) rather than of the current one."""
-        problem = self._node_signature_problem(message)
-        if problem is None or not problem.endswith("_unknown_sender"):
-            return problem
-        for epoch in reversed(self.epochs.past):
-            if message.sender in epoch.members.key_of:
-                found = epoch.members.signature_problem(message, self.auth)
-                return None if found is None else f"ignore_{message.TYPE}_{found}"
-        return problem
-
-    def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        if message.view < self.view:
-            return f"ignore_{kind}_old_view"
-        # Signed and of our view or a later one: a claim of where its sender is. Claims
-        # beyond our window count too (a node far behind sees nothing else), since
-        # CatchUp keeps one per sender and believes a value only when f+1 senders reach it.
-        self.catch_up.claim_view(message.sender, message.view)
-        if isinstance(message, Commit):
-            self.catch_up.claim_seq(message.sender, message.seq, executed=False)
-        # Up to one window beyond H is a checkpoint we have not made stable yet, as a
-        # slower node often has not: keep those for later rather than learn them by
-        # state transfer and never build them.
-        if not self.low_watermark < message.seq <= self.high_watermark + self.settings.log_window:
-            return f"ignore_{kind}_out_of_window"
-        return None
-
-    def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
-        """Keep a message of a view this replica has not entered yet, or just above its
-        window, in a bounded per-sender buffer; `_replay_ready` hands it back in time."""
-        if self.views.not_entered(message.view) or message.seq > self.high_watermark:
-            self._buffer(self.future, message.sender, message)
-            return True
-        return False
+        return self.admission.past_member_signature_problem(message)
 
     def _replay_ready(self) -> None:
         """At the end of a step in which a view started or the window moved, take back the
@@ -630,18 +559,7 @@ class Replica:
         if not self._replay_due:
             return
         self._replay_due = False
-        ready = []
-        for sender, buffer in self.future.items():
-            kept = deque(maxlen=buffer.maxlen)
-            for message in buffer:
-                if message.epoch > self.epoch:  # of the epoch about to begin (`_epoch_problem`)
-                    kept.append(message)
-                    continue
-                if message.epoch < self.epoch or message.view < self.view or message.seq <= self.low_watermark:
-                    continue
-                (kept if self.views.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
-            self.future[sender] = kept
-        for message in ready:
+        for message in self.admission.ready():
             self._handle(message)
         self._replay_ready()  # what they did may have moved the window again
 

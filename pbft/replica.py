@@ -275,7 +275,7 @@ class Replica:
             ResultVote: self._on_result_vote,
             VoteFetch: self._on_vote_fetch,
             Status: self._on_status,
-            Relay: self._on_relay,
+            Relay: lambda relay: self.relay.take_in(relay, self.views, self.log, self.result_votes, self._handle),
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -296,7 +296,7 @@ class Replica:
             self._maybe_join_lone_view_change()
         self._replay_ready()
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
-        self._fall_back_to_all_to_all()
+        self._outbox.extend(self.relay.fall_back(self.slots, self.views, self.now))
         self._maybe_fetch()
         for key in self.standby.overdue(self.now):
             self._build_standing_by(key, f"a chosen builder's result is {self.standby.standby_s:g} s late")
@@ -510,7 +510,7 @@ class Replica:
             logger.info(
                 "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
             )
-            self._send_vote(prepare)
+            self._outbox.append(self.relay.send(prepare, self.slots, self.views, self.now))
         self._advance(message.seq)
 
     def _may_vote(self, seq: int) -> bool:
@@ -569,11 +569,11 @@ class Replica:
                 return f"ignore_{kind}_sender_changed_digest"
             # Held already (a primary may relay it to us first, and withhold the slot's
             # commits from its sender alone): its sender still waits for us in this slot.
-            self._joined_all_to_all(message)
+            self._outbox.extend(self.relay.joined_all_to_all(message, self.slots, self.views))
             return None
         votes[message.sender] = message
         self._outbox.append(Store(message))
-        self._joined_all_to_all(message)
+        self._outbox.extend(self.relay.joined_all_to_all(message, self.slots, self.views))
         self._advance(message.seq)
         return None
 
@@ -615,50 +615,13 @@ class Replica:
             # and is no backup's to wait for: it rides in the commits' relay.
             self._outbox.append(Broadcast(Relay(proof)))
         else:
-            self._send_vote(commit)
+            self._outbox.append(self.relay.send(commit, self.slots, self.views, self.now))
 
     # --- relayed votes (`pbft.relay`) ------------------------------------
 
     @property
     def relaying(self) -> bool:
         return self.relay.enabled
-
-    def _send_vote(self, vote: Prepare | Commit) -> None:
-        """Broadcast our vote, or in a relaying network hand it to the primary, which passes a quorum on."""
-        self._outbox.append(self.relay.send_vote(vote, self.slots[vote.seq], self.now, self.primary(), self.is_primary))
-
-    def _on_relay(self, relay: Relay) -> str | None:
-        """Take in each relayed vote as if it had come alone. Votes we hold already (our own
-        among them) are skipped before their signature is checked: they tell us nothing."""
-        first_problem = None
-        with self.relay.unpacking():
-            for vote in relay.votes:
-                if vote.sender == self.id or self._holds(vote):
-                    continue
-                problem = self._handle(vote)
-                first_problem = first_problem or problem
-        return first_problem
-
-    def _joined_all_to_all(self, vote: Prepare | Commit) -> None:
-        slot = self.slots.get(vote.seq)
-        if self.relay.joins_all_to_all(vote, slot, self.view, self.primary(vote.view), self.is_primary):
-            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
-
-    def _fall_back_to_all_to_all(self) -> None:
-        """Slots whose relay is overdue go back to all-to-all voting (see relay_fallback_s)."""
-        if not self.relay.to_primary(self.is_primary) or self.mode is Mode.CHANGING:
-            return
-        for slot in self.relay.overdue(self.slots.values(), self.now):
-            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
-
-    def _holds(self, vote: Prepare | Commit | ResultVote) -> bool:
-        if isinstance(vote, ResultVote):
-            return vote.key in self.result_votes and self.result_votes.has_vote(vote.key, vote.sender)
-        slot = self.slots.get(vote.seq)
-        if slot is None:
-            return False
-        held = (slot.prepares if isinstance(vote, Prepare) else slot.commits).get(vote.sender)
-        return held == vote
 
     def _queue_for_relay(self, vote: ResultVote) -> None:
         self._outbox.extend(self.relay.queue_result(vote, self.primary(), self.is_primary))

@@ -7,29 +7,70 @@ a view we have not entered yet, or just above the window, is kept for later in a
 per-sender buffer, so that one faulty node's flood cannot push out anybody else's. Each
 check returns why a message is dropped (`ignore_<message>_<reason>`), or None.
 
-This part owns those buffers (`future`) and reads the parts the checks depend on: the
-authenticator, the epochs, the views and the checkpoints (for h). It writes only the
-claims of where a sender is that every signed vote makes (`pbft.catchup`). It is handed
-those parts, not the replica, so what admission reads and writes is all here.
+This part owns those buffers (`future`) and reads what the checks depend on: the
+authenticator, the epochs, where this node sits in the view (`pbft.views`) and h
+(`pbft.checkpoints`). It writes only the claims of where a sender is that every signed
+vote makes (`pbft.catchup`). It is handed those, not the replica, and knows the other
+parts only by the few things it reads of them (the protocols below), so what admission
+reads and writes is all here and no part reaches another.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 from pbft.authenticator import Authenticator
-from pbft.catchup import CatchUp
-from pbft.checkpoints import Checkpoints
 from pbft.epochs import Epochs
 from pbft.messages import Commit, Message, PrePrepare, Prepare
-from pbft.relay import VoteRelay
 from pbft.slot import Slot
-from pbft.views import Views
+
+
+class Seat(Protocol):
+    """Where this node sits in the view (`pbft.views.Views` is one)."""
+
+    @property
+    def view(self) -> int: ...
+
+    @property
+    def changing(self) -> bool: ...
+
+    @property
+    def is_primary(self) -> bool: ...
+
+    def not_entered(self, view: int) -> bool: ...
+
+
+class Window(Protocol):
+    """h and the window's length (`pbft.checkpoints.Checkpoints` is one)."""
+
+    @property
+    def stable_seq(self) -> int: ...
+
+    @property
+    def log_window(self) -> int: ...
+
+
+class Claims(Protocol):
+    """Where senders say they are (`pbft.catchup.CatchUp` is one)."""
+
+    def claim_view(self, sender: int, view: int) -> None: ...
+
+    def claim_seq(self, sender: int, seq: int, *, executed: bool) -> None: ...
+
+
+class Relaying(Protocol):
+    """Whether votes go to the primary, and are being taken in from a relay (`pbft.relay.VoteRelay` is one)."""
+
+    @property
+    def taking_in(self) -> bool: ...
+
+    def to_primary(self, is_primary: bool) -> bool: ...
 
 
 class Admission:
     def __init__(
-        self, auth: Authenticator, epochs: Epochs, views: Views, checkpoints: Checkpoints, catch_up: CatchUp,
+        self, auth: Authenticator, epochs: Epochs, views: Seat, checkpoints: Window, catch_up: Claims,
         per_sender_buffer: int,
     ) -> None:
         self.auth = auth
@@ -50,7 +91,7 @@ class Admission:
     def high_watermark(self) -> int:
         return self.checkpoints.stable_seq + self.checkpoints.log_window
 
-    def moves_nothing(self, vote: Prepare | Commit, slot: Slot | None, relay: VoteRelay) -> bool:
+    def moves_nothing(self, vote: Prepare | Commit, slot: Slot | None, relay: Relaying) -> bool:
         """Whether `vote` is of our view for a slot already past its phase: a PREPARE once
         the slot prepared, a COMMIT once it committed-local. Such a vote can change nothing
         here (the votes that moved the slot are kept), so it is neither checked nor kept:

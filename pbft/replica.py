@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from typing import Callable, Mapping
 
+from pbft.admission import Admission
 from pbft.authenticator import Authenticator
 from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
@@ -111,9 +112,6 @@ class Replica:
         self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
         self.check_network = check_network or (lambda document: None)
         self.networks = NetworkClaims()
-        # Messages of views not entered yet: kept per sender, so that one faulty node's flood
-        # cannot push out anybody else's.
-        self.future: dict[int, deque[Message]] = {}
         self.now = 0.0
         # State transfer: what peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
@@ -123,6 +121,9 @@ class Replica:
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
+        # The checks a message passes before it is taken, and the early ones it keeps (`pbft.admission`).
+        self.admission = Admission(self.auth, self.epochs, self.views, self.checkpoints, self.catch_up,
+                                   settings.per_sender_buffer)
         # What we serve of our ledger, and what we adopted of peers' without building it.
         self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
         # How far our PRE-PREPAREs and PREPAREs may leave unsynced (`pbft.horizon`).
@@ -217,12 +218,6 @@ class Replica:
     def is_primary(self) -> bool:
         return self.views.is_primary
 
-    def _buffer(self, buffers: dict[int, deque], sender: int, message: Message) -> None:
-        buffer = buffers.get(sender)
-        if buffer is None:
-            buffer = buffers[sender] = deque(maxlen=self.settings.per_sender_buffer)
-        buffer.append(message)
-
     def buffered(self, buffers: dict[int, deque]) -> list[Message]:
         """Everything in per-sender buffers such as `future` or `verdicts.early_votes`, sender by sender."""
         return [message for sender in sorted(buffers) for message in buffers[sender]]
@@ -260,7 +255,7 @@ class Replica:
             ResultVote: self.verdicts.on_result_vote,
             VoteFetch: self.verdicts.on_vote_fetch,
             Status: self._on_status,
-            Relay: self._on_relay,
+            Relay: lambda relay: self.relay.take_in(relay, self.views, self.log, self.verdicts.result_votes, self._handle),
         }.get(type(message))
         if handler is None:
             reason = f"ignore_{message.TYPE}_unexpected"
@@ -281,7 +276,7 @@ class Replica:
             self._maybe_join_lone_view_change()
         self._replay_ready()
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
-        self._fall_back_to_all_to_all()
+        self._outbox.extend(self.relay.fall_back(self.slots, self.views, self.now))
         self._maybe_fetch()
         self.verdicts.tick()
         self._maybe_announce()
@@ -383,13 +378,13 @@ class Replica:
     # --- three phases (§4.2) ------------------------------------------
 
     def _on_preprepare(self, message: PrePrepare) -> str | None:
-        reason = self._epoch_problem("preprepare", message)
+        reason = self.admission.epoch_problem("preprepare", message)
         if reason is not None:
             return reason or None
         if message.sender != self.primary(message.view):
             return "ignore_preprepare_not_from_primary"
-        reason = self._node_signature_problem(message) or self._check_view_and_window("preprepare", message)
-        if reason is not None or self._buffer_if_future(message):
+        reason = self._node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason
         if message.digest != batch_digest(message.batch):
             return "ignore_preprepare_wrong_digest"
@@ -416,7 +411,7 @@ class Replica:
             logger.info(
                 "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
             )
-            self._send_vote(prepare)
+            self._outbox.append(self.relay.send(prepare, self.slots, self.views, self.now))
         self._advance(message.seq)
 
     def _may_vote(self, seq: int) -> bool:
@@ -433,104 +428,30 @@ class Replica:
             self._outbox.append(KeepVoteHorizon(moved.epoch, moved.view, moved.through))
 
     def _on_prepare(self, message: Prepare) -> str | None:
-        if self._moves_nothing(message):
+        if self.admission.moves_nothing(message, self.slots.get(message.seq), self.relay):
             return None
-        reason = self._check_vote("prepare", message)
+        reason = self.admission.check_vote("prepare", message)
         if reason is None and message.sender == self.primary(message.view):
             reason = "ignore_prepare_from_primary"
-        if reason is not None or self._buffer_if_future(message):
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason or None
         return self._record_vote(self.log.slot(message.seq).prepares, "prepare", message)
 
     def _on_commit(self, message: Commit) -> str | None:
-        if self._moves_nothing(message):
+        if self.admission.moves_nothing(message, self.slots.get(message.seq), self.relay):
             return None
-        reason = self._check_vote("commit", message)
-        if reason is not None or self._buffer_if_future(message):
+        reason = self.admission.check_vote("commit", message)
+        if reason is not None or self.admission.buffer_if_future(message):
             return reason or None
         return self._record_vote(self.log.slot(message.seq).commits, "commit", message)
 
-    def _moves_nothing(self, vote: Prepare | Commit) -> bool:
-        """Whether `vote` is of our view for a slot already past its phase: a PREPARE once
-        the slot prepared, a COMMIT once it committed-local. Such a vote can change nothing
-        here (the votes that moved the slot are kept), so it is neither checked nor kept:
-        at n = 16 that spares each node a few signature checks per request. A backup of a
-        relaying network still takes a vote sent straight to it, which says that its
-        sender gave up waiting for the relay (`_joined_all_to_all`)."""
-        if vote.view != self.view or self.mode is Mode.CHANGING:
-            return False
-        if self.relay.to_primary(self.is_primary) and not self.relay.taking_in:
-            return False
-        slot = self.slots.get(vote.seq)
-        if slot is None or slot.preprepare is None:
-            return False
-        return slot.committed if isinstance(vote, Commit) else slot.prepared
-
-    def _check_vote(self, kind: str, message: Prepare | Commit) -> str | None:
-        """Why a vote is not one to count now ("" for one kept for the epoch about to begin), or None."""
-        epoch_problem = self._epoch_problem(kind, message)
-        if epoch_problem is not None:
-            return epoch_problem
-        return self._node_signature_problem(message) or self._check_view_and_window(kind, message)
-
-    def _epoch_problem(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        """Why a message of the three phases is not of the epoch we work in (`pbft.epochs`), or
-        None; "" for one of the epoch about to begin, kept for it once its members signed it."""
-        pending = self.epochs.pending
-        if message.epoch == self.epoch:
-            # (One at or below the epoch's start is below the window: h is at least the start.)
-            if pending is not None and message.seq > pending.start:
-                return f"ignore_{kind}_after_membership_change"
-            return None
-        if message.epoch < self.epoch:
-            return f"ignore_{kind}_old_epoch"
-        if pending is None or message.epoch != pending.start or message.seq <= pending.start:
-            return f"ignore_{kind}_future_epoch"
-        if pending.members.signature_problem(message, self.auth) is not None:
-            return f"ignore_{kind}_future_epoch_bad_signature"
-        self._buffer(self.future, message.sender, message)
-        return ""
+    # The signature checks every other handler runs too (`pbft.admission`).
 
     def _node_signature_problem(self, message: Message) -> str | None:
-        """Why `message` is not signed by the configured node it names as sender, or None."""
-        problem = self.members.signature_problem(message, self.auth)
-        return None if problem is None else f"ignore_{message.TYPE}_{problem}"
+        return self.admission.node_signature_problem(message)
 
     def _past_member_signature_problem(self, message: Message) -> str | None:
-        """As `_node_signature_problem`, but the sender may be a member of an epoch this node
-        still keeps (`pbft.epochs.MAX_PAST`) rather than of the current one."""
-        problem = self._node_signature_problem(message)
-        if problem is None or not problem.endswith("_unknown_sender"):
-            return problem
-        for epoch in reversed(self.epochs.past):
-            if message.sender in epoch.members.key_of:
-                found = epoch.members.signature_problem(message, self.auth)
-                return None if found is None else f"ignore_{message.TYPE}_{found}"
-        return problem
-
-    def _check_view_and_window(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
-        if message.view < self.view:
-            return f"ignore_{kind}_old_view"
-        # Signed and of our view or a later one: a claim of where its sender is. Claims
-        # beyond our window count too (a node far behind sees nothing else), since
-        # CatchUp keeps one per sender and believes a value only when f+1 senders reach it.
-        self.catch_up.claim_view(message.sender, message.view)
-        if isinstance(message, Commit):
-            self.catch_up.claim_seq(message.sender, message.seq, executed=False)
-        # Up to one window beyond H is a checkpoint we have not made stable yet, as a
-        # slower node often has not: keep those for later rather than learn them by
-        # state transfer and never build them.
-        if not self.low_watermark < message.seq <= self.high_watermark + self.settings.log_window:
-            return f"ignore_{kind}_out_of_window"
-        return None
-
-    def _buffer_if_future(self, message: PrePrepare | Prepare | Commit) -> bool:
-        """Keep a message of a view this replica has not entered yet, or just above its
-        window, in a bounded per-sender buffer; `_replay_ready` hands it back in time."""
-        if self.views.not_entered(message.view) or message.seq > self.high_watermark:
-            self._buffer(self.future, message.sender, message)
-            return True
-        return False
+        return self.admission.past_member_signature_problem(message)
 
     def _replay_ready(self) -> None:
         """At the end of a step in which a view started or the window moved, take back the
@@ -539,18 +460,7 @@ class Replica:
         if not self._replay_due:
             return
         self._replay_due = False
-        ready = []
-        for sender, buffer in self.future.items():
-            kept = deque(maxlen=buffer.maxlen)
-            for message in buffer:
-                if message.epoch > self.epoch:  # of the epoch about to begin (`_epoch_problem`)
-                    kept.append(message)
-                    continue
-                if message.epoch < self.epoch or message.view < self.view or message.seq <= self.low_watermark:
-                    continue
-                (kept if self.views.not_entered(message.view) or message.seq > self.high_watermark else ready).append(message)
-            self.future[sender] = kept
-        for message in ready:
+        for message in self.admission.ready():
             self._handle(message)
         self._replay_ready()  # what they did may have moved the window again
 
@@ -560,11 +470,11 @@ class Replica:
                 return f"ignore_{kind}_sender_changed_digest"
             # Held already (a primary may relay it to us first, and withhold the slot's
             # commits from its sender alone): its sender still waits for us in this slot.
-            self._joined_all_to_all(message)
+            self._outbox.extend(self.relay.joined_all_to_all(message, self.slots, self.views))
             return None
         votes[message.sender] = message
         self._outbox.append(Store(message))
-        self._joined_all_to_all(message)
+        self._outbox.extend(self.relay.joined_all_to_all(message, self.slots, self.views))
         self._advance(message.seq)
         return None
 
@@ -606,50 +516,13 @@ class Replica:
             # and is no backup's to wait for: it rides in the commits' relay.
             self._outbox.append(Broadcast(Relay(proof)))
         else:
-            self._send_vote(commit)
+            self._outbox.append(self.relay.send(commit, self.slots, self.views, self.now))
 
     # --- relayed votes (`pbft.relay`) ------------------------------------
 
     @property
     def relaying(self) -> bool:
         return self.relay.enabled
-
-    def _send_vote(self, vote: Prepare | Commit) -> None:
-        """Broadcast our vote, or in a relaying network hand it to the primary, which passes a quorum on."""
-        self._outbox.append(self.relay.send_vote(vote, self.slots[vote.seq], self.now, self.primary(), self.is_primary))
-
-    def _on_relay(self, relay: Relay) -> str | None:
-        """Take in each relayed vote as if it had come alone. Votes we hold already (our own
-        among them) are skipped before their signature is checked: they tell us nothing."""
-        first_problem = None
-        with self.relay.unpacking():
-            for vote in relay.votes:
-                if vote.sender == self.id or self._holds(vote):
-                    continue
-                problem = self._handle(vote)
-                first_problem = first_problem or problem
-        return first_problem
-
-    def _joined_all_to_all(self, vote: Prepare | Commit) -> None:
-        slot = self.slots.get(vote.seq)
-        if self.relay.joins_all_to_all(vote, slot, self.view, self.primary(vote.view), self.is_primary):
-            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
-
-    def _fall_back_to_all_to_all(self) -> None:
-        """Slots whose relay is overdue go back to all-to-all voting (see relay_fallback_s)."""
-        if not self.relay.to_primary(self.is_primary) or self.mode is Mode.CHANGING:
-            return
-        for slot in self.relay.overdue(self.slots.values(), self.now):
-            self._outbox.extend(self.relay.go_all_to_all(slot, self.id, self.view))
-
-    def _holds(self, vote: Prepare | Commit | ResultVote) -> bool:
-        if isinstance(vote, ResultVote):
-            return self.verdicts.holds(vote)
-        slot = self.slots.get(vote.seq)
-        if slot is None:
-            return False
-        held = (slot.prepares if isinstance(vote, Prepare) else slot.commits).get(vote.sender)
-        return held == vote
 
     def _queue_for_relay(self, vote: ResultVote) -> None:
         self._outbox.extend(self.relay.queue_result(vote, self.primary(), self.is_primary))

@@ -60,7 +60,7 @@ class ReplicaSettings:
 
     @property
     def per_sender_buffer(self) -> int:
-        """Early messages held per sender (`Replica.future`, `Verdicts.early_votes`): a share of
+        """Early messages held per sender (`Admission.future`, `Verdicts.early_votes`): a share of
         `max_buffered`, and never less than a window of PREPAREs and COMMITs. A NEW-VIEW
         re-proposes every prepared slot above h, so a backup it reaches last gets that many
         votes from each peer before it enters the view; with less room, votes for the new

@@ -441,7 +441,7 @@ def replica_sizes(replica) -> dict[str, int]:
     """How much a replica holds in each part that peers can make grow."""
     return {
         "slots": len(replica.slots),
-        "future": len(replica.buffered(replica.future)),
+        "future": len(replica.buffered(replica.admission.future)),
         "early_votes": len(replica.buffered(replica.verdicts.early_votes)),
         "waiting": len(replica.clients.waiting),
         "view_changes": len(replica.views.latest.by_sender),

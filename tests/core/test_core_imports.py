@@ -62,7 +62,7 @@ def test_the_check_sees_a_forbidden_import():
 # so none reaches the replica or another part.
 PARTS = [
     "pbft.views", "pbft.transfer", "pbft.relay", "pbft.message_log", "pbft.checkpoints",
-    "pbft.clients", "pbft.votes", "pbft.catchup",
+    "pbft.clients", "pbft.votes", "pbft.catchup", "pbft.admission",
 ]
 
 

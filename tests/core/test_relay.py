@@ -1,12 +1,14 @@
 """The VoteRelay part alone (pbft.relay): where a vote goes, the RESULTs queued for one
 frame, and when a slot goes back to all-to-all voting."""
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from pbft.effects import Broadcast, SendTo
 from pbft.build import Result
 from pbft.messages import Commit, MAX_VOTES, Prepare, Relay, ResultVote
-from pbft.relay import VoteRelay
+from pbft.relay import VoteRelay, held
 from pbft.slot import Slot
 
 FALLBACK = 0.5
@@ -28,6 +30,35 @@ def result_vote(timestamp, sender=1):
 
 def voted_slot(at, **fields):
     return Slot(voted_at=at, **fields)
+
+
+@dataclass
+class Seat:
+    """Where node 1 sits: a backup of view 0 unless told otherwise (`pbft.relay.Seat`)."""
+
+    me: int = 1
+    view: int = 0
+    changing: bool = False
+    is_primary: bool = False
+
+    def primary(self, view=None):
+        return PRIMARY
+
+
+@dataclass
+class Log:
+    slots: dict = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    kept: set = field(default_factory=set)  # (key, sender)
+
+    def __contains__(self, key):
+        return any(key == kept_key for kept_key, _ in self.kept)
+
+    def has_vote(self, key, sender):
+        return (key, sender) in self.kept
 
 
 # --- where a vote goes ---------------------------------------------------------
@@ -125,3 +156,55 @@ def test_unpacking_ends_on_an_error_and_refuses_a_relay_inside_a_relay():
                 pass
         assert relay.taking_in
     assert not relay.taking_in
+
+
+# --- the rules, read from where the node sits --------------------------------
+
+
+def test_a_backups_vote_goes_to_the_primary_of_its_seat():
+    slots = {1: Slot()}
+    assert VoteRelay(True, FALLBACK).send(prepare(1), slots, Seat(), 3.0) == SendTo(PRIMARY, prepare(1))
+    assert slots[1].voted_at == 3.0
+    assert VoteRelay(True, FALLBACK).send(prepare(0), {1: Slot()}, Seat(me=0, is_primary=True), 3.0) == Broadcast(prepare(0))
+
+
+def test_a_relay_hands_on_each_vote_not_held_while_taking_in_and_says_the_first_problem():
+    relay = VoteRelay(True, FALLBACK)
+    kept = prepare(2)
+    handled = []
+
+    def handle(vote):
+        assert relay.taking_in
+        handled.append(vote)
+        return None if vote.sender == 3 else f"problem_{vote.sender}"
+
+    votes = (prepare(1), kept, prepare(3), commit(2), prepare(0))
+    assert relay.take_in(Relay(votes), Seat(), Log({1: Slot(prepares={2: kept})}), Results(), handle) == "problem_2"
+    assert handled == [prepare(3), commit(2), prepare(0)] and not relay.taking_in
+
+
+def test_a_vote_is_held_only_as_it_is_kept():
+    log = Log({1: Slot(prepares={2: prepare(2)})})
+    assert held(prepare(2), log, Results()) and not held(commit(2), log, Results())
+    assert not held(prepare(2, seq=2), log, Results())
+    vote = result_vote(1, sender=2)
+    assert held(vote, log, Results({(vote.key, 2)})) and not held(vote, log, Results({(vote.key, 3)}))
+    assert not held(vote, log, Results())
+
+
+def test_a_backups_straight_vote_sends_ours_of_that_slot_to_all():
+    slot = Slot(prepares={1: prepare(1)})
+    relay = VoteRelay(True, FALLBACK)
+    assert relay.joined_all_to_all(prepare(2), {1: slot}, Seat()) == [Broadcast(prepare(1))]
+    assert slot.all_to_all
+    assert relay.joined_all_to_all(prepare(3), {}, Seat()) == []
+
+
+def test_overdue_slots_fall_back_to_all_to_all_but_not_while_the_view_changes_nor_at_the_primary():
+    late = voted_slot(1.0, prepares={1: prepare(1)})
+    now = 1.0 + FALLBACK
+    assert VoteRelay(True, FALLBACK).fall_back({1: late}, Seat(changing=True), now) == []
+    assert VoteRelay(True, FALLBACK).fall_back({1: late}, Seat(is_primary=True), now) == []
+    assert not late.all_to_all
+    assert VoteRelay(True, FALLBACK).fall_back({1: late}, Seat(), now) == [Broadcast(prepare(1))]
+    assert late.all_to_all

@@ -84,7 +84,7 @@ def test_sequence_numbers_outside_the_watermarks_are_refused_or_kept_for_the_nex
     above = preprepare_for(cluster, request, seq=5)
     assert cluster.deliver_to(1, above) is None
     replica = cluster.replicas[1]
-    assert 5 not in replica.slots and replica.buffered(replica.future) == [above]
+    assert 5 not in replica.slots and replica.buffered(replica.admission.future) == [above]
     assert cluster.deliver_to(1, preprepare_for(cluster, request, seq=4)) is None
 
 
@@ -117,7 +117,7 @@ def test_messages_of_a_future_view_are_buffered_not_applied():
         assert cluster.deliver_to(1, vote) is None
     assert node1.slots == {}
     # Bounded per sender: node 0's oldest made room for its newest, and node 3's stayed.
-    assert node1.buffered(node1.future) == flood[-16:] + [other]
+    assert node1.buffered(node1.admission.future) == flood[-16:] + [other]
 
 
 def test_a_replayed_request_is_built_once_and_answered_from_the_stored_reply():

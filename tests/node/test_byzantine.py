@@ -495,7 +495,7 @@ async def test_a_forging_backup_does_not_change_the_verdicts(network):
 
     await eventually(lambda: dropped_forgeries() and net.bad_replies)
     # Its PREPAREs and COMMITs are dropped as forged, or come after the slot moved on
-    # and are skipped unchecked (`Replica._moves_nothing`): none is ever kept.
+    # and are skipped unchecked (`Admission.moves_nothing`): none is ever kept.
     for i in (0, 1, 2):
         assert {1, 2} <= set(net.replica(i).slots)
         for slot in net.replica(i).slots.values():

@@ -6,7 +6,7 @@ withhold-relay`: it never passes a COMMIT on to node 1 (the next node), and
 puts node 1's own votes first in the relays everyone else gets, so that they
 hold node 1's votes before node 1 gives up waiting for the relay and votes to
 all. Each peer must still answer node 1's straight vote by voting to all in
-that slot (`Replica._joined_all_to_all`), or node 1 would only catch up by
+that slot (`VoteRelay.joined_all_to_all`), or node 1 would only catch up by
 state transfer (before that rule, on these nodes, it fell a second behind and
 fetched the slots' commit certificates). Node 1 must build every request
 itself, in the slots as they come, and hold the same certified verdicts as the

@@ -777,7 +777,7 @@ def _record_vote_without_answering_held_ones(replica, votes, kind, message):
         return None if votes[message.sender].digest == message.digest else f"ignore_{kind}_sender_changed_digest"
     votes[message.sender] = message
     replica._outbox.append(Store(message))
-    replica._joined_all_to_all(message)
+    replica._outbox.extend(replica.relay.joined_all_to_all(message, replica.slots, replica.views))
     replica._advance(message.seq)
     return None
 

@@ -16,7 +16,6 @@ from typing import Callable, Mapping
 
 from pbft.admission import Admission
 from pbft.authenticator import Authenticator
-from pbft.catchup import CatchUp
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.effects import (
@@ -39,13 +38,13 @@ from pbft.horizon import Horizon, VoteHorizon
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
 from pbft.networkchange import NetworkChange, document_digest
-from pbft.networks import NetworkClaims, NetworkState, applied_reason, membership_changes
+from pbft.networks import NetworkState, applied_reason, membership_changes
 from pbft.build import Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
 )
 from pbft.relay import VoteRelay
-from pbft.transfer import LedgerTransfer
+from pbft.statetransfer import StateSync
 from pbft.views import Mode, Views
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.slot import (
@@ -57,8 +56,6 @@ from pbft.slot import (
 from pbft.membership import Membership
 from pbft.viewchange import (
     NewViewPlan,
-    checkpoint_proof_problem,
-    committed_certificate_problem,
     plan_new_view,
 )
 from pbft.ci.answers import NO_FILES, Answers
@@ -83,7 +80,7 @@ class Replica:
     read alone (as etcd/raft splits raftLog, tracker and quorum): the message log
     (`pbft.message_log`), checkpoints (`pbft.checkpoints`), view changes
     (`pbft.views`, with the certificates of `pbft.viewchange`), the client table
-    (`pbft.clients`), catch-up evidence (`pbft.catchup`), state transfer (`pbft.transfer`),
+    (`pbft.clients`), state transfer with its catch-up evidence (`pbft.statetransfer`),
     relayed votes (`pbft.relay`), and the CI's share: the verdicts on builds
     (`pbft.ci.verdicts`) and what this node builds and answers (`pbft.ci.answers`).
     The rules that move between them live here; it inherits from nothing."""
@@ -107,25 +104,24 @@ class Replica:
             int(settings.request_expiry_s * 1_000_000), settings.max_requests_per_client, settings.max_open_per_client
         )
         self.checkpoints = Checkpoints(settings.checkpoint_interval, settings.log_window)
-        # The network document this node runs (changed only by the order), and which one each
-        # peer says it runs: those that run another are named.
+        # The network document this node runs (changed only by the order).
         self.network = NetworkState(network, document_digest(network) if network is not None else settings.network)
         self.check_network = check_network or (lambda document: None)
-        self.networks = NetworkClaims()
         self.now = 0.0
-        # State transfer: what peers vouch for beyond our state, and when to ask them.
-        self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
         # The members of each stretch of the order (`pbft.epochs`): the current one's sign and count.
         self.epochs = Epochs(membership(self.network.document, settings))
         self.checkpoints.quorum = self.members.quorum
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
+        # State transfer (`pbft.statetransfer`): it owns what peers vouch for beyond our state
+        # (catch_up), what we serve of our ledger and adopted of theirs unbuilt (transfer), and
+        # which network each peer says it runs (networks); the rules here read and feed them too.
+        self.sync = StateSync(settings, self.checkpoints, self.epochs, self.views, self.log, self.network)
+        self.catch_up, self.transfer, self.networks = self.sync.catch_up, self.sync.transfer, self.sync.networks
         # The checks a message passes before it is taken, and the early ones it keeps (`pbft.admission`).
         self.admission = Admission(self.auth, self.epochs, self.views, self.checkpoints, self.catch_up,
                                    settings.per_sender_buffer)
-        # What we serve of our ledger, and what we adopted of peers' without building it.
-        self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
         # How far our PRE-PREPAREs and PREPAREs may leave unsynced (`pbft.horizon`).
         self.horizon = VoteHorizon()
         self._outbox: list[Effect] = []
@@ -277,9 +273,9 @@ class Replica:
         self._replay_ready()
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._outbox.extend(self.relay.fall_back(self.slots, self.views, self.now))
-        self._maybe_fetch()
+        self._outbox.extend(self.sync.asks(self.auth, self.now, self.last_executed))
         self.verdicts.tick()
-        self._maybe_announce()
+        self._outbox.extend(self.sync.announcements(self.auth, self.now, self.last_executed))
         self._check_invariants()
 
     def execution_finished(
@@ -662,7 +658,7 @@ class Replica:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        self._claim_network(message.sender, message.network, message.seq)
+        self.sync.claim_network(message.sender, message.network, message.seq, self.last_executed)
         # A signed checkpoint says its sender executed this far; f+1 of them must agree
         # before that counts, so it is taken even beyond the range kept below.
         self.catch_up.claim_seq(message.sender, message.seq, executed=True)
@@ -750,8 +746,15 @@ class Replica:
             self._start_timer()
 
     def _on_view_change(self, message: ViewChange) -> str | None:
-        if message.epoch != self.epoch and not self._begin_epoch_by_proof(message):
-            return "ignore_view-change_of_another_epoch"
+        if message.epoch != self.epoch:
+            # A VIEW-CHANGE of the epoch we wait to begin may carry the proof of the checkpoint that
+            # begins it, which we may never get otherwise (`pbft.statetransfer.StateSync.epoch_proof`).
+            stores = self.sync.epoch_proof(message, self.auth)
+            if stores is not None:
+                self._outbox.extend(stores)
+                self._maybe_stable(message.stable_seq)
+            if message.epoch != self.epoch:
+                return "ignore_view-change_of_another_epoch"
         if message.view == self.view and self.mode is Mode.NORMAL:
             return self._serve_new_view(message)
         problem = self.views.take_view_change(message, self.auth)
@@ -841,49 +844,15 @@ class Replica:
             if self.clients.waiting:
                 self._start_timer()
 
-    # --- state transfer (§4.3, §5.3.2; `pbft.transfer`) ---------------
-
-    def _maybe_fetch(self) -> None:
-        """Ask peers for what we missed, once trusted evidence has shown us behind for a while."""
-        if not self.catch_up.should_ask(self.now, self.last_executed, self.view):
-            return
-        logger.warning(
-            "node=%d view=%d phase=fetch from=%d vouched_seq=%d vouched_view=%d",
-            self.id, self.view, self.last_executed + 1, self.catch_up.target_seq(), self.catch_up.target_view(),
-        )
-        self._outbox.append(Broadcast(self._fetch()))
-
-    def _maybe_announce(self) -> None:
-        """Idle for a while, say where we are, and say again our CHECKPOINTs that are not
-        stable yet: ones lost in a partition would otherwise hold the window shut for good
-        (a primary at H issues nothing, so nothing executes and nobody checkpoints again)."""
-        if self.mode is Mode.CHANGING or not self.catch_up.should_announce(self.now, self.settings.status_interval_s):
-            return
-        status = signed(Status(self.view, self.last_executed, self.id, network=self.network.digest, epoch=self.epoch),
-                        self.auth.sign)
-        self._outbox.append(Broadcast(status))
-        for seq in sorted(self.checkpoints.own):
-            own = self.checkpoints.votes.get(seq, {}).get(self.id)
-            if seq > self.low_watermark and own is not None:
-                self._outbox.append(Broadcast(own))
+    # --- state transfer (§4.3, §5.3.2; `pbft.statetransfer`) ----------
 
     def _on_status(self, message: Status) -> str | None:
         """A peer says where it is: a claim like any other, believed once f+1 make it."""
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        self._claim_network(message.sender, message.network, message.last_executed)
-        if message.epoch == self.epoch:  # views count from 0 in each epoch
-            self.catch_up.claim_view(message.sender, message.view)
-        self.catch_up.claim_seq(message.sender, message.last_executed, executed=True)
+        self.sync.status_claims(message, self.last_executed)
         return None
-
-    def _claim_network(self, sender: int, network: str, seq: int) -> None:
-        """`sender` signed that it ran the document `network` after executing `seq`."""
-        ours = self.network.digest_at(seq, self.last_executed)
-        if self.networks.claim(sender, network, ours):
-            logger.warning("node=%d view=%d node %d runs another network configuration: %s, this node %s",
-                           self.id, self.view, sender, network[:16] or "none", (ours or "")[:16] or "none")
 
     def run_network(self, document: dict) -> None:
         """From now on this node runs `document`, which an operator reloaded (SIGHUP) into a
@@ -891,143 +860,52 @@ class Replica:
         its peers name this node until they run it too."""
         self.network.reload(document, self.last_executed)
 
-    def _fetch(self) -> Fetch:
-        # Waiting for the checkpoint that begins the next epoch, ask for the chunk that ends there.
-        from_seq = self.epochs.pending.start if self.epochs.pending is not None else self.last_executed + 1
-        return signed(Fetch(from_seq, self.view, self.id, epoch=self.epoch), self.auth.sign)
-
     def _on_fetch(self, message: Fetch) -> str | None:
         if message.sender == self.id:
             return "ignore_fetch_unknown_sender"
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
-        # Answering reads the ledger: rate-limited per peer (`pbft.transfer`).
-        newer_view = message.epoch == self.epoch and message.view < self.view and self.views.last_new_view is not None
-        problem = self.transfer.fetch_problem(message.sender, message.from_seq, self.last_executed, newer_view, self.now)
-        if problem is not None:
-            return f"ignore_fetch_{problem}"
-        self._outbox.append(ServeFetch(message))
-        return None
+        reason = self.sync.fetch_problem(message, self.now, self.last_executed)
+        if reason is None:
+            self._outbox.append(ServeFetch(message))
+        return reason
 
     def answer_fetch(self, fetch: Fetch, ledger: LedgerReader) -> None:
-        """Send `fetch.sender` one chunk of the ledger from `fetch.from_seq`, ending at a stable
-        checkpoint with its proof; the chunk that reaches h also carries committed
-        certificates for what this replica executed above h."""
-        end = self.transfer.chunk_end(fetch.from_seq, self.low_watermark, ledger)
-        # A chunk ends at an epoch's start: its proof is the old members', which the asker checks
-        # with the members it knows; past it, the new ones sign (`pbft.epochs`).
-        boundary = self.epochs.boundary_within(fetch.from_seq, end)
-        if boundary is not None:
-            end = boundary
-        # What the answer covers: up to its checkpoint, or with the certificates of the last
-        # chunk everything we executed (see _on_fetch).
-        self.transfer.answered(fetch.sender, end if end < self.low_watermark else self.last_executed, self.now)
-        proof = self.stable_proof if end == self.low_watermark else ledger.stable_proof(end)
-        assert proof is not None, "the store lists a proof it cannot return"
-        certificates = []
-        if end == self.low_watermark:
-            for seq in range(max(fetch.from_seq, self.low_watermark + 1), self.last_executed + 1):
-                certificate = self.log.committed_certificate(seq)
-                if certificate is None:
-                    break
-                certificates.append(certificate)
-        message = StateTransfer(
-            end,
-            proof,
-            tuple(ledger.ledger_entries(fetch.from_seq, end)) if fetch.from_seq <= end else (),
-            tuple(certificates),
-            self.views.last_new_view if fetch.epoch == self.epoch and fetch.view < self.view else None,
-            self.id,
-        )
-        self._outbox.append(SendTo(fetch.sender, signed(message, self.auth.sign)))
+        """Send `fetch.sender` one chunk of the ledger from `fetch.from_seq` (`pbft.statetransfer`)."""
+        answer = self.sync.answer(fetch, ledger, self.auth, self.now, self.last_executed)
+        self._outbox.append(SendTo(fetch.sender, answer))
 
     def _on_state_transfer(self, message: StateTransfer) -> str | None:
         reason = self._node_signature_problem(message)
         if reason is not None:
             return reason
         adopted = message.stable_seq > self.last_executed
-        if adopted:
-            reason = self._adopt_ledger(message)
+        if adopted or message.stable_seq > self.low_watermark:
+            # Take the batches up to a stable checkpoint we missed, without running their builds;
+            # or, executed that far, the proof that makes our checkpoint there stable.
+            reason, entries = self.sync.vouched_entries(message, self.auth, self.last_executed, self.state_digest)
             if reason is not None:
                 return reason
-        elif message.stable_seq > self.low_watermark:
-            reason = self._adopt_proof(message)
-            if reason is not None:
-                return reason
+            for entry in entries:
+                self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
+            self._outbox.extend(self.sync.adopt_proof(message, self.state_digest if adopted else None))
+            self._maybe_stable(message.stable_seq)
+            if adopted:
+                logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d",
+                               self.id, self.view, message.stable_seq, message.sender)
         new_view = message.new_view
         if new_view is not None and self.views.not_entered(new_view.view):
             reason = self._on_new_view(new_view)
             if reason is not None:
                 return f"ignore_state_{reason}"
-        for cert in message.certificates:
-            seq = cert.preprepare.seq
-            if seq <= self.last_executed or not self.in_window(seq):
-                continue
-            problem = committed_certificate_problem(cert, self.members, self.auth, self.epoch)
-            if problem is not None:
-                return f"ignore_state_{problem}"
-            slot = self.log.slot(seq)
-            if not slot.committed:
-                # 2f+1 commits prove the decision at seq, whatever view we are in now.
-                slot.preprepare = cert.preprepare
-                slot.commits = {commit.sender: commit for commit in cert.commits}
-                slot.prepared = slot.committed = True
-                self._outbox.append(Store(cert.preprepare))
-                self._outbox.extend(Store(commit) for commit in cert.commits)
+        reason, stores = self.sync.adopt_certificates(message.certificates, self.auth, self.last_executed)
+        self._outbox.extend(stores)
+        if reason is not None:
+            return reason
         self._execute_ready()
-        if adopted and self.catch_up.target_seq() > self.last_executed:
-            # One chunk of several: ask the node that sent it for the next one at once.
-            self._outbox.append(SendTo(message.sender, self._fetch()))
-        return None
-
-    def _adopt_proof(self, message: StateTransfer | ViewChange) -> str | None:
-        """We executed up to a checkpoint but missed the CHECKPOINTs that make it stable, so
-        our window cannot move: the proof a peer sent does it, if it vouches for our digest."""
-        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq,
-                                           self._members_at(message.stable_seq), self.auth)
-        if problem is not None:
-            return f"ignore_state_{problem}"
-        self.checkpoints.adopt_proof(message.stable_seq, message.checkpoint_proof)
-        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
-        self._maybe_stable(message.stable_seq)
-        return None
-
-    def _begin_epoch_by_proof(self, message: ViewChange) -> bool:
-        """Whether a VIEW-CHANGE of the epoch we wait to begin made us begin it. It carries the
-        proof of the checkpoint that begins it, signed by the old members: the CHECKPOINTs we
-        lacked may be lost for good (the others began the epoch and vote no more there), and
-        views of the old epoch and of the new one never meet. Its sender may be unknown to us
-        (a node that joins there): the proof speaks for itself."""
-        pending = self.epochs.pending
-        if pending is None or message.epoch != pending.start or message.stable_seq != pending.start:
-            return False
-        if message.stable_seq not in self.checkpoints.own or message.stable_seq <= self.low_watermark:
-            return False  # not executed here yet: the others' state transfer brings it
-        self._adopt_proof(message)
-        return self.epoch == message.epoch
-
-    def _adopt_ledger(self, message: StateTransfer) -> str | None:
-        """Take the batches up to a stable checkpoint we missed, without running their builds."""
-        problem = checkpoint_proof_problem(message.checkpoint_proof, message.stable_seq,
-                                           self._members_at(message.stable_seq), self.auth)
-        if problem is not None:
-            return f"ignore_state_{problem}"
-        self.catch_up.proven(message.stable_seq)
-        problem, entries = self.transfer.entries_problem(
-            message.entries, self.last_executed, self.state_digest, message.stable_seq,
-            message.checkpoint_proof[0].state_digest,
-        )
-        if problem is not None:
-            return f"ignore_state_{problem}"
-        for entry in entries:
-            self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
-        seq = message.stable_seq
-        self.checkpoints.computed(seq, self.state_digest, self.network.digest)
-        self.checkpoints.adopt_proof(seq, message.checkpoint_proof)
-        self._outbox.extend(Store(checkpoint) for checkpoint in message.checkpoint_proof)
-        self._maybe_stable(seq)
-        logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d", self.id, self.view, seq, message.sender)
+        if adopted:
+            self._outbox.extend(self.sync.ask_next(message.sender, self.auth, self.last_executed))
         return None
 
     # --- crash recovery (`pbft.durable`) --------------------------------

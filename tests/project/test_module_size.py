@@ -30,7 +30,7 @@ RATCHETED = ("node", "pbft")  # the same limits, but for the exceptions listed b
 # classes with more than MAX_METHODS, as `path` or `path:Qualified.name`, with their counts.
 LONG_FILES = {
     "node/byzantine.py": 513,
-    "pbft/replica.py": 1163,
+    "pbft/replica.py": 1041,
     "pbft/sim/checkers.py": 502,
     "pbft/sim/cluster.py": 967,
 }
@@ -39,7 +39,7 @@ CROWDED_FUNCTIONS = {
 }
 LARGE_CLASSES = {
     "node/driver.py:Driver": 33,
-    "pbft/replica.py:Replica": 80,
+    "pbft/replica.py:Replica": 73,
     "pbft/replies.py:ReplyCollector": 21,
     "pbft/sim/cluster.py:SimCluster": 42,
     "pbft/views.py:Views": 26,

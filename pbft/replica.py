@@ -37,8 +37,8 @@ from pbft.epochs import Epochs
 from pbft.horizon import Horizon, VoteHorizon
 from pbft.ledger import LedgerReader
 from pbft.message_log import MessageLog
-from pbft.networkchange import NetworkChange, document_digest
-from pbft.networks import NetworkState, applied_reason, membership_changes
+from pbft.networkchange import document_digest
+from pbft.networks import NetworkState, applied_reason
 from pbft.build import Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
@@ -58,21 +58,13 @@ from pbft.viewchange import (
     NewViewPlan,
     plan_new_view,
 )
+from pbft.changerule import ChangeRule, membership
 from pbft.ci.answers import NO_FILES, Answers
 from pbft.ci.ordered import OrderedBuild
 from pbft.ci.ports import Ports
 from pbft.ci.verdicts import Verdicts
 
 logger = logging.getLogger(__name__)
-
-
-def membership(document: dict | None, settings: ReplicaSettings) -> Membership:
-    """The nodes a network document names, with their keys and f; without a document, nodes
-    0..n-1 of `settings`, whose keys the authenticator holds."""
-    if document is None:
-        return Membership.of(((node, "") for node in range(settings.n)), settings.f, settings.log_window)
-    return Membership.of(((node["id"], node["public_key"]) for node in document["nodes"]), document["f"],
-                         settings.log_window)
 
 
 class Replica:
@@ -110,6 +102,8 @@ class Replica:
         self.now = 0.0
         # The members of each stretch of the order (`pbft.epochs`): the current one's sign and count.
         self.epochs = Epochs(membership(self.network.document, settings))
+        # Whether a change the order executes applies (`pbft.changerule`), live and on a restart's replay.
+        self.changes = ChangeRule(settings, auth.verify_key, self.network, self.epochs, self.check_network)
         self.checkpoints.quorum = self.members.quorum
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
@@ -135,9 +129,10 @@ class Replica:
         ports = Ports(
             self.id, settings, auth, self.clients, self.transfer, self.network,
             now=lambda: self.now, view=lambda: self.view, emit=lambda effect: self._outbox.append(effect),
-            members_at=self._members_at, signature_problem=self._node_signature_problem,
-            past_member_signature_problem=self._past_member_signature_problem,
-            primary_relays=lambda: self.relaying and self.is_primary, queue_for_relay=self._queue_for_relay,
+            members_at=self._members_at, signature_problem=self.admission.node_signature_problem,
+            past_member_signature_problem=self.admission.past_member_signature_problem,
+            primary_relays=lambda: self.relaying and self.is_primary,
+            queue_for_relay=lambda vote: self._outbox.extend(self.relay.queue_result(vote, self.primary(), self.is_primary)),
         )
         self.verdicts = Verdicts(ports)
         self.answers = Answers(ports, self.verdicts)
@@ -379,7 +374,7 @@ class Replica:
             return reason or None
         if message.sender != self.primary(message.view):
             return "ignore_preprepare_not_from_primary"
-        reason = self._node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
+        reason = self.admission.node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
         if reason is not None or self.admission.buffer_if_future(message):
             return reason
         if message.digest != batch_digest(message.batch):
@@ -440,14 +435,6 @@ class Replica:
         if reason is not None or self.admission.buffer_if_future(message):
             return reason or None
         return self._record_vote(self.log.slot(message.seq).commits, "commit", message)
-
-    # The signature checks every other handler runs too (`pbft.admission`).
-
-    def _node_signature_problem(self, message: Message) -> str | None:
-        return self.admission.node_signature_problem(message)
-
-    def _past_member_signature_problem(self, message: Message) -> str | None:
-        return self.admission.past_member_signature_problem(message)
 
     def _replay_ready(self) -> None:
         """At the end of a step in which a view started or the window moved, take back the
@@ -520,9 +507,6 @@ class Replica:
     def relaying(self) -> bool:
         return self.relay.enabled
 
-    def _queue_for_relay(self, vote: ResultVote) -> None:
-        self._outbox.extend(self.relay.queue_result(vote, self.primary(), self.is_primary))
-
     # --- execution, in sequence order (§4.2) ---------------------------
 
     def _execute_ready(self) -> None:
@@ -562,11 +546,11 @@ class Replica:
         it; return the result the order gives it."""
         change = request.operation.change
         assert change is not None
-        problem, new_members = self._change_problem(seq, change)
+        problem, new_members = self.changes.problem(seq, change)
         if problem is not None:
             logger.warning("node=%d view=%d seq=%d network change refused: %s", self.id, self.view, seq, problem)
             return Result("error", None, None, f"network change refused: {problem}")
-        self.network.apply(seq, change, self.network.signers(change, self.auth.verify_key))
+        self.changes.apply(seq, change)
         self.checkpoints.boundary(seq)
         if new_members:
             self._pend_epoch(seq)
@@ -575,25 +559,11 @@ class Replica:
         self._outbox.append(NetworkChanged(seq, self.network.document, self.network.digest))
         return Result("success", 0, None, applied_reason(self.network.digest, seq, self.network.signed_by))
 
-    def _change_problem(self, seq: int, change: NetworkChange) -> tuple[str | None, bool]:
-        """Why the change executed at `seq` is refused (None: it applies), and whether it changes
-        the membership: one such change per batch, the next one's members being the first's to
-        agree on (`pbft.epochs`)."""
-        problem = self.network.problem(change, self.auth.verify_key, self.check_network,
-                                       membership=self.settings.changes_membership)
-        if problem is not None:
-            return problem, False
-        if not membership_changes(self.network.document, change.parsed()):
-            return None, False
-        if self.epochs.pending is not None or self.epochs.boundaries[-1:] == [seq]:
-            return "another change of the membership executed at this sequence number: submit it again", False
-        return None, True
-
     def _pend_epoch(self, seq: int) -> None:
         """A change of the membership executed at `seq`: the next epoch begins once the
         checkpoint at `seq` is stable here (`pbft.epochs`); nothing above `seq` is ordered
         until then, so what this node held above it goes."""
-        self.epochs.pend(seq, membership(self.network.document, self.settings))
+        self.epochs.pend(seq, self.changes.pending_members())
         self.log.drop_above(seq)
         logger.warning("node=%d view=%d seq=%d membership changes: n=%d f=%d from the checkpoint here",
                        self.id, self.view, seq, self.epochs.pending.members.n, self.epochs.pending.members.f)
@@ -655,7 +625,7 @@ class Replica:
         self._maybe_stable(seq)
 
     def _on_checkpoint(self, message: Checkpoint) -> str | None:
-        reason = self._node_signature_problem(message)
+        reason = self.admission.node_signature_problem(message)
         if reason is not None:
             return reason
         self.sync.claim_network(message.sender, message.network, message.seq, self.last_executed)
@@ -711,7 +681,8 @@ class Replica:
         self.views.move_to(view)
         self.clients.unqueue_all()
         self._send_view_change()
-        self._maybe_start_new_view_timer()
+        if self.views.quorum_wants_our_view():
+            self._start_timer()
         self._maybe_send_new_view(view)
 
     def _send_view_change(self) -> None:
@@ -741,10 +712,6 @@ class Replica:
             logger.warning("node=%d view=%d idle: joining a peer's lone VIEW-CHANGE for view %d", self.id, self.view, view)
             self._start_view_change(view)
 
-    def _maybe_start_new_view_timer(self) -> None:
-        if self.views.quorum_wants_our_view():
-            self._start_timer()
-
     def _on_view_change(self, message: ViewChange) -> str | None:
         if message.epoch != self.epoch:
             # A VIEW-CHANGE of the epoch we wait to begin may carry the proof of the checkpoint that
@@ -762,7 +729,8 @@ class Replica:
             return f"ignore_view-change_{problem}"
         # A verified 2f+1 checkpoint proof: we may be behind it.
         self.catch_up.proven(message.stable_seq)
-        self._maybe_start_new_view_timer()
+        if self.views.quorum_wants_our_view():
+            self._start_timer()
         join = self.views.view_to_join()
         if join is not None:
             self._start_view_change(join)
@@ -771,7 +739,7 @@ class Replica:
 
     def _serve_new_view(self, message: ViewChange) -> str | None:
         """A node still asks for the view we are in: it missed the NEW-VIEW, so send it again."""
-        reason = self._node_signature_problem(message)
+        reason = self.admission.node_signature_problem(message)
         if reason is not None:
             return reason
         new_view = self.views.new_view_to_serve(message.sender, self.now)
@@ -848,7 +816,7 @@ class Replica:
 
     def _on_status(self, message: Status) -> str | None:
         """A peer says where it is: a claim like any other, believed once f+1 make it."""
-        reason = self._node_signature_problem(message)
+        reason = self.admission.node_signature_problem(message)
         if reason is not None:
             return reason
         self.sync.status_claims(message, self.last_executed)
@@ -863,7 +831,7 @@ class Replica:
     def _on_fetch(self, message: Fetch) -> str | None:
         if message.sender == self.id:
             return "ignore_fetch_unknown_sender"
-        reason = self._node_signature_problem(message)
+        reason = self.admission.node_signature_problem(message)
         if reason is not None:
             return reason
         reason = self.sync.fetch_problem(message, self.now, self.last_executed)
@@ -877,7 +845,7 @@ class Replica:
         self._outbox.append(SendTo(fetch.sender, answer))
 
     def _on_state_transfer(self, message: StateTransfer) -> str | None:
-        reason = self._node_signature_problem(message)
+        reason = self.admission.node_signature_problem(message)
         if reason is not None:
             return reason
         adopted = message.stable_seq > self.last_executed
@@ -953,21 +921,9 @@ class Replica:
         Nothing is sent while restoring but our VIEW-CHANGE again if we were changing views: the
         replica resumes where it was and asks its peers for anything it missed.
         """
-        replica, settings, auth, state = self, self.settings, self.auth, loaded.state
+        replica, state = self, loaded.state
         messages, changes = loaded.messages, loaded.changes
-        for seq, change in changes:  # in ledger order (`pbft.storage.Loaded.changes`)
-            replayed = change.operation.change
-            assert replayed is not None and seq <= state.last_executed, "a change the ledger did not execute"
-            problem, new_members = replica._change_problem(seq, replayed)
-            if problem is not None:
-                continue
-            replica.network.apply(seq, replayed, replica.network.signers(replayed, auth.verify_key))
-            if seq > state.low_watermark:
-                replica.checkpoints.boundary(seq)
-            if new_members:
-                replica.epochs.pend(seq, membership(replica.network.document, settings))
-                if seq <= state.low_watermark:  # its checkpoint was stable: the epoch had begun
-                    replica.epochs.begin()
+        replica.changes.replay(changes, state.last_executed, state.low_watermark, replica.checkpoints.boundary)
         replica._restore_epoch()
         replica.now = replica.catch_up.last_progress_at = now
         by_type: dict[type, list[Message]] = {}

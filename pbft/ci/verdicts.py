@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Iterable, Mapping
 
 from pbft.builders import Standby
 from pbft.ci.ordered import OrderedBuild
@@ -20,6 +21,8 @@ from pbft.messages import MAX_VOTE_FETCH, Request, ResultVote, VoteFetch, signed
 from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
+
+Key = tuple[str, int]
 
 
 class Verdicts:
@@ -189,7 +192,7 @@ class Verdicts:
         elif any(result.artifacts is not None for result in said):
             self.build_standing_by(key, "its artifacts are agreed by 2f+1")
 
-    def forget(self, forgotten) -> None:
+    def forget(self, forgotten: list[Key]) -> None:
         """The client table forgot these requests at a checkpoint: so do the verdicts, and a
         build forgotten before its verdict reached us stays open in no table: the ledger says
         so ("expired") rather than "pending" for ever."""
@@ -200,7 +203,8 @@ class Verdicts:
                            client, timestamp)
             self.ports.emit(RecordVerdict(seq, client, timestamp, "expired", None))
 
-    def restore(self, executed, chosen, votes: list[ResultVote]) -> None:
+    def restore(self, executed: Mapping[Key, tuple[int, bool]], chosen: Mapping[Key, tuple[int, ...]] | None,
+                votes: Iterable[ResultVote]) -> None:
         """After a restart: the builds the ledger executed (key -> (seq, replied)), less what
         expired, with the builders the order picked for them, and the votes on those builds,
         counted by the same rule as live."""

@@ -76,3 +76,24 @@ def test_the_replica_inherits_from_no_mixin():
     tree = ast.parse((ROOT / "pbft/replica.py").read_text())
     replica = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Replica")
     assert replica.bases == []
+
+
+# The CI's share of the replicated state (`pbft/ci`) is fed by the order and knows nothing of how
+# the order is made: neither the replica nor its views, view changes or epochs.
+ORDERING = {"pbft.replica", "pbft.views", "pbft.viewchange", "pbft.epochs"}
+CI_MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts)
+                    for path in (ROOT / "pbft" / "ci").glob("*.py") if path.name != "__init__.py")
+
+
+def ordering_reached(module: str) -> list[str]:
+    return sorted(set(reachable(module)) & ORDERING)
+
+
+@pytest.mark.parametrize("module", CI_MODULES)
+def test_the_ci_share_reaches_nothing_of_how_the_order_is_made(module):
+    assert ordering_reached(module) == []
+
+
+def test_the_ci_check_sees_a_module_that_reaches_the_ordering():
+    assert len(CI_MODULES) >= 4  # ordered, ports, verdicts, answers: the check runs over them all
+    assert ordering_reached("pbft.statetransfer") == ["pbft.epochs", "pbft.viewchange", "pbft.views"]

@@ -953,7 +953,7 @@ def test_the_cancel_checker_reports_a_start_after_the_cancel_and_a_double_stop()
 
 
 def test_simulation_catches_a_replica_that_builds_every_request_of_a_delivery(monkeypatch):
-    """A replica that never finds a duplicate (as if `Replica._append_to_ledger` did not answer
+    """A replica that never finds a duplicate (as if `Answers.execute` did not answer
     them `duplicate_result`) builds each redelivery: of seeds 0-11, seen failing in each of the
     six that redeliver (1, 5, 8, 9, 10, 11), and in no other."""
 
@@ -964,7 +964,7 @@ def test_simulation_catches_a_replica_that_builds_every_request_of_a_delivery(mo
 
     seeds = _seeds_of_kinds("redeliver", wanted=6)
     assert not _violations(seeds)
-    monkeypatch.setattr("pbft.replica.Deliveries", NeverDuplicate)
+    monkeypatch.setattr("pbft.ci.answers.Deliveries", NeverDuplicate)
     found = _violations(seeds)
     assert any(violation.kind == "delivery" and "started a build of" in violation.text for violation in found), found
 

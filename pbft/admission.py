@@ -23,22 +23,8 @@ from typing import Protocol
 from pbft.authenticator import Authenticator
 from pbft.epochs import Epochs
 from pbft.messages import Commit, Message, PrePrepare, Prepare
+from pbft.seat import Seat, keep_per_sender
 from pbft.slot import Slot
-
-
-class Seat(Protocol):
-    """Where this node sits in the view (`pbft.views.Views` is one)."""
-
-    @property
-    def view(self) -> int: ...
-
-    @property
-    def changing(self) -> bool: ...
-
-    @property
-    def is_primary(self) -> bool: ...
-
-    def not_entered(self, view: int) -> bool: ...
 
 
 class Window(Protocol):
@@ -191,7 +177,4 @@ class Admission:
         return ready
 
     def _keep(self, message: Message) -> None:
-        buffer = self.future.get(message.sender)
-        if buffer is None:
-            buffer = self.future[message.sender] = deque(maxlen=self.per_sender_buffer)
-        buffer.append(message)
+        keep_per_sender(self.future, message.sender, message, self.per_sender_buffer)

@@ -23,26 +23,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol
 
 from pbft.effects import Broadcast, Effect, SendTo
 from pbft.messages import MAX_VOTES, Commit, Message, Prepare, Relay, ResultVote
+from pbft.seat import Seat
 from pbft.slot import Slot
-
-
-class Seat(Protocol):
-    """Where this node sits in the view (`pbft.views.Views` is one): all the relay's rules
-    read of the view, so that they need neither the view changes nor the replica."""
-
-    @property
-    def me(self) -> int: ...
-
-    @property
-    def view(self) -> int: ...
-
-    @property
-    def changing(self) -> bool: ...
-
-    @property
-    def is_primary(self) -> bool: ...
-
-    def primary(self, view: int | None = None) -> int: ...
 
 
 class Log(Protocol):

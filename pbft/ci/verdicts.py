@@ -18,6 +18,7 @@ from pbft.ci.ordered import OrderedBuild
 from pbft.ci.ports import Ports
 from pbft.effects import Broadcast, BuildLearnt, RecordVerdict, ServeVotes, Store
 from pbft.messages import MAX_VOTE_FETCH, Request, ResultVote, VoteFetch, signed
+from pbft.seat import keep_per_sender
 from pbft.votes import ResultVotes
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ class Verdicts:
         if self.ports.clients.expired(message.key):
             return "ignore_result_expired"
         # A faster node finished a build we have not ordered yet: keep it, bounded.
-        buffer = self.early_votes.get(message.sender)
-        if buffer is None:
-            buffer = self.early_votes[message.sender] = deque(maxlen=self.ports.settings.per_sender_buffer)
-        buffer.append(message)
+        keep_per_sender(self.early_votes, message.sender, message, self.ports.settings.per_sender_buffer)
         return None
 
     def _signature_problem(self, message: ResultVote) -> str | None:

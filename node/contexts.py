@@ -117,7 +117,8 @@ def driver_ctx(config: NetworkConfig, node_id: int, auth: Ed25519Authenticator, 
         replica, rerun = _restored_replica(app, config, node_id, auth)
         follow_members = functools.partial(_follow_members, peers, replica, auth, live)
         driver = app[DRIVER] = Driver(
-            replica, config, DriverParts(peers.senders, app[BUILDS], app[CLIENTS], app[STORE], app[METRICS]),
+            replica, config, DriverParts(peers.senders, app[BUILDS], app[CLIENTS], app[STORE], app[METRICS],
+                                     peers.reach),
             listeners=Listeners(on_result=app[STATUSES].finished, on_config=live.adopt, on_members=follow_members),
             conduct=conduct,
         )

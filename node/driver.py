@@ -42,6 +42,7 @@ from pbft.build import Result
 from pbft.handshake import Hello
 from pbft.messages import CurrentView, Message, MessageError, PrePrepare, Reply, Request, decode, encode, signed
 from pbft.networks import MAX_HISTORY
+from pbft.reach import Reach
 from pbft.replica import Replica
 from pbft.durable import DurableState
 
@@ -96,6 +97,7 @@ class DriverParts:
     clients: ClientLinks | None = None  # None: the driver's own, which nobody else tells news
     store: NodeStore | None = None
     metrics: NodeMetrics | None = None  # GET /metrics; None: nothing counted
+    reach: Reach | None = None  # what the peer links see (PeerLinks.reach); None: no hints, timers only
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class Driver:
         self._configs: dict[str, NetworkConfig] = {}
         self._stopping: set[asyncio.Task] = set()  # Executor.cancel calls under way
         self.peers = parts.peers
+        self.reach = parts.reach if parts.reach is not None else Reach()  # never fed: nobody unreachable
         self.behaviour = conduct.behaviour
         self.store = parts.store
         self.fail_stop = fail_stop
@@ -204,6 +207,9 @@ class Driver:
             "high_watermark": replica.high_watermark,
             "builds_running": self.builds_running,
             "builds_queued": self.builds_queued,
+            # Peers whose link has been down a while and from which nothing came meanwhile: a
+            # primary among them is suspected at once (`pbft.reach`).
+            "unreachable": sorted(self.reach.unreachable(time.monotonic())),
             "dropped": dict(self.drops),
             # The network document this node runs, and the peers that signed that they run another.
             "network": {"digest": replica.network.digest,
@@ -300,7 +306,8 @@ class Driver:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval_s)
-            self.interpreter.step(self.replica.tick, loop.time())
+            now_s = loop.time()
+            self.interpreter.step(self.replica.tick, now_s, self.reach.unreachable(now_s))
             self.interpreter.write_deferred()
             self.tell_view()
             self._follow_epochs()

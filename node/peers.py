@@ -19,10 +19,15 @@ from typing import Callable, Iterable
 
 import aiohttp
 
+from pbft.reach import Reach
+
 logger = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.1
-BACKOFF_MAX_S = 5.0
+# At most this long between two tries: a peer that is back is linked to again (and no
+# longer counted unreachable, `pbft.reach`) within about that. A try toward a dead port
+# costs one refused connection.
+BACKOFF_MAX_S = 1.0
 # Pings let both ends notice a peer that vanished without closing the TCP connection.
 HEARTBEAT_S = 10.0
 # A frame that waited longer than this for its peer is stale: delivering a backlog of
@@ -45,6 +50,8 @@ class PeerLink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer_id = peer_id
+        # Told each time the link connects (True) or is lost (False); PeerLinks feeds its `reach`.
+        self.on_state: Callable[[PeerLink, bool], None] = lambda link, up: None
         self.url = url
         self._session = session
         self._heartbeat_s = heartbeat_s
@@ -98,6 +105,7 @@ class PeerLink:
                 async with self._session.ws_connect(self.url, heartbeat=self._heartbeat_s) as ws:
                     self.connections += 1
                     self.connected = True
+                    self.on_state(self, True)
                     logger.info("connected to node %d at %s (reconnects: %d)", self.peer_id, self.url, self.reconnects)
                     backoff_s = BACKOFF_START_S
                     await self._serve(ws)
@@ -106,6 +114,7 @@ class PeerLink:
                 logger.debug("link to node %d down (%s); retrying in %.1fs", self.peer_id, error, backoff_s)
             finally:
                 self.connected = False
+                self.on_state(self, False)
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
@@ -150,7 +159,8 @@ class PeerLinks:
     linked until the epoch without it begins, so that the checkpoint which ends its epoch is
     made with it. A node whose address changed gets a new link. `wrap` makes each link the
     sender the driver uses (a Byzantine behaviour may stand between them, `node.byzantine`),
-    kept in `senders`, the very dict the driver sends through.
+    kept in `senders`, the very dict the driver sends through. What the links see feeds
+    `reach` (`pbft.reach`): the peers this node cannot reach, which the driver tells the replica.
     """
 
     def __init__(self, own_id: int, session: aiohttp.ClientSession, *, heartbeat_s: float = HEARTBEAT_S,
@@ -163,6 +173,7 @@ class PeerLinks:
         self.senders: dict = {}
         self._started = False
         self._closing: set[asyncio.Task] = set()
+        self.reach = Reach()
 
     def follow(self, urls: dict[int, str], keep: Iterable[int] = ()) -> None:
         """Link to each node of `urls` (id -> its /peer URL); keep the links to `keep` even
@@ -180,10 +191,15 @@ class PeerLinks:
             if link is not None:
                 self._close(peer_id, f"moved to {url}")
             self.links[peer_id] = link = PeerLink(peer_id, url, self._session, heartbeat_s=self._heartbeat_s)
+            link.on_state = self._link_state
             self.senders[peer_id] = self._wrap(peer_id, link)
             if self._started:
                 logger.info("linking to node %d at %s", peer_id, url)
                 link.start()
+
+    def _link_state(self, link: PeerLink, up: bool) -> None:
+        if self.links.get(link.peer_id) is link:  # not a closed link's last word
+            self.reach.link(link.peer_id, up, time.monotonic())
 
     def start(self) -> None:
         self._started = True
@@ -198,6 +214,7 @@ class PeerLinks:
     def _close(self, peer_id: int, why: str) -> None:
         link = self.links.pop(peer_id)
         self.senders.pop(peer_id, None)
+        self.reach.forget(peer_id)
         if why:
             logger.info("closing the link to node %d: %s", peer_id, why)
         task = asyncio.ensure_future(link.close())

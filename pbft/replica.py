@@ -256,9 +256,9 @@ class Replica:
             logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, _describe(message), reason)
         return reason
 
-    def tick(self, now: float) -> None:
-        """Advance the clock; a backup whose timer expired moves to the next view (§4.4)."""
-        self.now = max(self.now, now)
+    def tick(self, now: float, unreachable: frozenset[int] = frozenset()) -> None:
+        """Advance the clock (and what the links see, `Views.timer_expired`); a backup whose timer expired moves on (§4.4)."""
+        self.now, self.views.unreachable = max(self.now, now), unreachable
         if self.views.timer_expired(self.now):
             self._timer_expired()
         elif self.views.resend_due(self.now):

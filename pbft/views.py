@@ -52,6 +52,11 @@ class Views:
         self.in_a_row = 0  # view changes since the last batch executed in a working view
         self.timer_deadline: float | None = None
         self.timer_request: Key | None = None  # the waiting request the timer runs for (§4.4)
+        # The peers this node's links cannot reach (`pbft.reach`, set at each tick), and the
+        # (view, mode) whose timer was cut short for it: once per view, so that a node that finds itself behind
+        # and times its catch-up afresh waits the full timeout for it.
+        self.unreachable: frozenset[int] = frozenset()
+        self.cut_short_in: tuple[int, Mode] | None = None
         self.resend_at = 0.0  # when to say our VIEW-CHANGE again
         # Each node's latest VIEW-CHANGE, ours included: what a new view needs, bounded by n.
         self.latest = LatestViewChanges()
@@ -100,6 +105,12 @@ class Views:
         self.timer_deadline = self.timer_request = None
 
     def timer_expired(self, now: float) -> bool:
+        """The timer is out; at once if it runs for a primary the node's links cannot reach
+        (`unreachable`, `pbft.reach`), since waiting for it cannot help (once per view)."""
+        here = (self.view, self.mode)
+        if self.timer_deadline is not None and self.primary() in self.unreachable and self.cut_short_in != here:
+            self.cut_short_in = here
+            self.timer_deadline = min(self.timer_deadline, now)
         return self.timer_deadline is not None and now >= self.timer_deadline
 
     def progressed(self, now: float, waiting: Collection[Key]) -> None:

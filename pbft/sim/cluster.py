@@ -642,7 +642,7 @@ class SimCluster:
 
     def _tick(self, node: int, _: None) -> None:
         if not self._is_down(node):
-            self.nodes[node].tick(self.now_s)
+            self.nodes[node].tick(self.now_s, self.network.links_seen(node, self.n, self.now_s, self._is_down))
         self._push(self.now_s + self.options.tick_interval_s, _TICK, node)
 
     def _is_down(self, node: int) -> bool:

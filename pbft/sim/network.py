@@ -8,10 +8,14 @@ carries it there. All randomness comes from the seed's RNG.
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 from pbft.sim.faults import DOWN_KINDS, FaultPlan, Window
 
 Address = int | str
+# How long a cut link looks up: a real node's link notices a peer that vanished without
+# closing its connection when a heartbeat goes unanswered (node/peers.py).
+LINK_HEARTBEAT_S = 2.0
 
 
 class Network:
@@ -47,6 +51,16 @@ class Network:
             if isinstance(src, int) and isinstance(dst, int) and (src in side) != (dst in side) and window.covers(time_s):
                 return "partition_split"
         return None
+
+    def links_seen(self, node: int, n: int, time_s: float, is_down: Callable[[int], bool]) -> dict[int, bool]:
+        """What `node`'s links to its peers show, up or down (`pbft.reach`): a crashed peer's
+        connection closes at once; a cut link looks up until a heartbeat goes unanswered,
+        then down while the cut lasts."""
+        return {
+            peer: not is_down(peer) and not all(self.cut(node, peer, at_s) or self.cut(peer, node, at_s)
+                                                for at_s in (time_s, time_s - LINK_HEARTBEAT_S))
+            for peer in range(n) if peer != node
+        }
 
     def transit(self, src: Address, dst: Address, now_s: float, extra_delay_s: float) -> tuple[list[float], str | None]:
         """Arrival times of one send (none if lost, two if duplicated), and why it was lost."""

@@ -4,7 +4,9 @@ store, in memory, in practice), and the interpreter the node's driver runs
 (`pbft.interpreter`), so steps are saved, deferred and sent exactly as on a
 real node. A crash loses what a killed process loses (the interpreter's
 memory: a turn whose save had not run, turns waiting unsynced), and a
-restart goes through `Replica.restore`.
+restart goes through `Replica.restore`. Its links' view of its peers (`pbft.reach`) is
+fed by the cluster from the network model, as the driver feeds a real node's from
+its links.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 from pbft.effects import Execute
 from pbft.interpreter import Edges, Interpreter
 from pbft.messages import Message
+from pbft.reach import Reach
 from pbft.replica import Replica
 from pbft.sim.byzantine import Honest
 from pbft.storage import Loaded, ReplicaStore
@@ -33,13 +36,17 @@ class SimNode:
         self.store = store
         self._make_edges = make_edges
         self.interpreter = Interpreter(replica, store, make_edges(self))
+        self.reach = Reach()
 
     def receive(self, message: Message, now_s: float) -> str | None:
         return self.interpreter.step(self.replica.receive, message, now_s)
 
-    def tick(self, now_s: float) -> None:
-        """As the driver's ticker: a step, then the write of what waited unsynced."""
-        self.interpreter.step(self.replica.tick, now_s)
+    def tick(self, now_s: float, links: dict[int, bool]) -> None:
+        """As the driver's ticker: what the links show (peer -> up), a step, then the write of
+        what waited unsynced."""
+        for peer, up in links.items():
+            self.reach.link(peer, up, now_s)
+        self.interpreter.step(self.replica.tick, now_s, self.reach.unreachable(now_s))
         self.interpreter.write_deferred()
 
     def unsaved_executions(self) -> set[tuple[str, int]]:
@@ -60,4 +67,5 @@ class SimNode:
                 loaded, now_s, rebooted=rebooted
             )
         self.interpreter = Interpreter(self.replica, self.store, self._make_edges(self))
+        self.reach = Reach()  # a new process: its links start again
         return loaded

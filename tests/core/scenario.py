@@ -35,7 +35,9 @@ Commands:
     cut node=N / heal node=N        N receives nothing (its process runs on) / again
     slow node=N                     N's builds do not finish, nor do the stops of them land
     finish node=N                   N's builds report what they found, and N is no longer slow
-    tick t=S [nodes=1,2]            advance the clocks to S seconds (a driver's tick)
+    tick t=S [nodes=1,2] [unreachable=0]
+                                    advance the clocks to S seconds (a driver's tick); their
+                                    links say they cannot reach those nodes (pbft.reach)
     settle t=S                      tick at S and deliver, twice: every RESULT vote goes round
     hold node=N                     N's turns end (are saved and sent) only at `release`
     release node=N                  end N's held turns
@@ -372,7 +374,8 @@ class ScenarioRunner:
 
     def do_tick(self, args: dict[str, str]) -> str:
         nodes = self.nodes(args["nodes"]) if "nodes" in args else None
-        self.cluster.tick(float(args["t"]), nodes)
+        unreachable = frozenset(self.nodes(args["unreachable"])) if "unreachable" in args else frozenset()
+        self.cluster.tick(float(args["t"]), nodes, unreachable)
         return ""
 
     def do_settle(self, args: dict[str, str]) -> str:

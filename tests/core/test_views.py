@@ -318,3 +318,33 @@ def test_the_primary_of_a_view_is_taken_in_turn_from_the_members_ids_whatever_th
     members = Membership.of(((5, ""), (0, ""), (2, "")), f=0, log_window=256)  # node 1 left, node 5 joined
     assert [members.primary(view) for view in range(5)] == [0, 2, 5, 0, 2]
     assert 1 not in members and 5 in members and members.n == 3
+
+
+def test_a_timer_for_a_primary_the_links_cannot_reach_ends_at_once():
+    views = Views(1, MEMBERS, T)
+    views.unreachable = frozenset({0})
+    views.start_timer(1.0, A)
+    assert views.timer_expired(1.1)
+
+
+def test_the_links_cut_a_running_timer_short_when_they_lose_the_primary():
+    views = Views(1, MEMBERS, T)
+    views.start_timer(0.0, A)
+    views.unreachable = frozenset({2, 3})  # other peers: the timer runs on
+    assert not views.timer_expired(1.0) and views.timer_deadline == T
+    views.unreachable = frozenset({0})
+    assert views.timer_expired(1.5) and views.timer_deadline == 1.5
+
+
+def test_the_links_cut_the_timer_short_once_per_view_and_mode():
+    views = Views(1, MEMBERS, T)
+    views.unreachable = frozenset({0, 1})
+    views.start_timer(1.0, A)
+    assert views.timer_expired(1.0)
+    # Found behind its peers, the node times its catch-up afresh: the full timeout.
+    views.start_timer(1.0, A)
+    assert not views.timer_expired(1.1) and views.timer_deadline == 1.0 + T
+    # Changing to view 1, whose primary (node 1) the links cannot reach either: cut again.
+    views.move_to(1)
+    views.start_timer(2.0, None)
+    assert views.timer_expired(2.0)

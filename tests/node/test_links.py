@@ -45,11 +45,17 @@ async def nodes(tmp_path):
         await runner.cleanup()
 
 
-async def statuses(session, config) -> list[dict]:
+async def statuses(session, config, skip: list | None = None) -> list[dict]:
+    """Each node's /status; with `skip`, None for a node that does not answer."""
     answers = []
     for node in config.nodes:
-        async with session.get(f"http://127.0.0.1:{node.port}/status") as response:
-            answers.append(await response.json())
+        try:
+            async with session.get(f"http://127.0.0.1:{node.port}/status") as response:
+                answers.append(await response.json())
+        except aiohttp.ClientConnectionError:
+            if skip is None:
+                raise
+            answers.append(None)
     return answers
 
 
@@ -343,3 +349,40 @@ async def test_a_link_cancelled_as_its_challenge_arrives_stops():
 
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_a_peer_whose_server_stopped_is_unreachable_to_the_others_and_reachable_once_back(tmp_path):
+    """`pbft.reach` fed by real links: node 0's server stops (its connections close, new ones
+    are refused), the others' /status names it unreachable; started again, it is not."""
+    config = load_config(write_network(tmp_path))
+    runners = {}
+
+    async def start(node):
+        runner = web.AppRunner(make_app(config, node.id, build=fake_build, heartbeat_s=HEARTBEAT_S))
+        await runner.setup()
+        await web.TCPSite(runner, node.host, node.port).start()
+        runners[node.id] = runner
+
+    async def until(session, check):
+        async with asyncio.timeout(10):
+            while True:
+                answers = [answer for answer in await statuses(session, config, skip=[]) if answer is not None]
+                if check(answers):
+                    return answers
+                await asyncio.sleep(0.05)
+
+    for node in config.nodes:
+        await start(node)
+    try:
+        async with aiohttp.ClientSession() as session:
+            answers = await until(session, all_links_up)
+            assert [answer["unreachable"] for answer in answers] == [[]] * 4
+            await runners.pop(0).cleanup()
+            others = await until(session, lambda answers: all(answer["unreachable"] == [0] for answer in answers))
+            assert [answer["id"] for answer in others] == [1, 2, 3]
+            await start(config.nodes[0])
+            await until(session, lambda answers: len(answers) == 4 and all_links_up(answers)
+                        and all(answer["unreachable"] == [] for answer in answers))
+    finally:
+        for runner in runners.values():
+            await runner.cleanup()

@@ -164,13 +164,14 @@ class Cluster:
             if node not in self.crashed:
                 self.interpreter(node).write_deferred()
 
-    def tick(self, now: float, nodes: Iterable[int] | None = None) -> None:
+    def tick(self, now: float, nodes: Iterable[int] | None = None, unreachable: frozenset[int] = frozenset()) -> None:
         """Advance the clock of every live replica (or of `nodes`) to `now`, as each node's
-        driver ticks: a step, then the write of what waited unsynced."""
+        driver ticks: a step, then the write of what waited unsynced. `unreachable`: the peers
+        their links say they cannot reach (`pbft.reach`)."""
         for node in range(self.n) if nodes is None else nodes:
             if node not in self.crashed:
                 interpreter = self.interpreter(node)
-                interpreter.step(self.replicas[node].tick, now)
+                interpreter.step(self.replicas[node].tick, now, unreachable - {node})
                 self._end_turn(node)
                 interpreter.write_deferred()
 

@@ -323,8 +323,9 @@ def failover(args) -> dict:
     """The primary killed (SIGKILL) on a warm network, then one request: signing it to its accepted
     verdict, alternating rounds on fresh networks. In view 0: a client that follows its links
     and one that only retransmits. In view 1: a client that had replies there, and one restarted
-    just before the kill. The backups' view-change timer (view_change_timeout_s) runs from the
-    moment the request reaches them."""
+    just before the kill. Backups whose link to the killed primary stays down suspect it as the
+    request reaches them (`pbft.reach`); a client that only retransmits reaches them after
+    client_retransmit_s."""
     rounds = 1 if args.quick else args.rounds
     # A quick run waits out shorter timeouts: its six view changes are most of its time.
     protocol = QUICK_FAILOVER_TIMEOUTS if args.quick else None

@@ -74,10 +74,10 @@ def test_quick_bench_runs_every_network_scenario(tmp_path):
     assert all(cpu["nodes"] > 0 and cpu["client"] > 0 for cpu in reports["throughput"]["cpu_ms_per_request"].values())
     assert reports["idle"]["after_idle_over_warm"] > 0
     failover = reports["failover"]["results"]
-    # Either way a view change must happen, which takes at least one view-change timeout.
-    timeout_ms = reports["failover"]["view_change_timeout_s"] * 1000
-    assert all(failover[name]["min"] >= timeout_ms for name in (
-        "follows links", "retransmits only", "knew view 1", "restarted, view 1"))
+    # A client that only retransmits reaches the backups only when it retransmits; the others'
+    # requests reach them at once, and their links' hint (pbft.reach) needs no timeout.
+    assert failover["retransmits only"]["min"] >= reports["failover"]["client_retransmit_s"] * 1000
+    assert all(failover[name]["min"] > 0 for name in ("follows links", "knew view 1", "restarted, view 1"))
     assert reports["failover"]["restarted_over_knew_the_view"] > 0
     assert len(reports["memory"]["results"]) == 4
     assert all(node["rss_mib"][0] > 0 for node in reports["memory"]["results"].values())

@@ -65,7 +65,8 @@ async def test_a_request_is_ordered_built_and_answered_by_a_quorum(network):
         assert statuses[1] == {
             "id": 1, "view": 0, "epoch": 0, "members": [0, 1, 2, 3], "f": 1, "view_confirmed": True, "primary": 0,
             "last_executed": 2,
-            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "dropped": {},
+            "low_watermark": 0, "high_watermark": 256, "builds_running": 0, "builds_queued": 0, "unreachable": [],
+            "dropped": {},
             "network": {"digest": net.config.digest, "foreign": {}},
             "build": {"network": net.config.digest, "image": net.config.build.image,
                       "timeout_s": net.config.build.timeout_s, "memory_mb": net.config.build.memory_mb,

@@ -207,8 +207,8 @@ class Driver:
             "high_watermark": replica.high_watermark,
             "builds_running": self.builds_running,
             "builds_queued": self.builds_queued,
-            # Peers whose link has been down a while and from which nothing came meanwhile: a
-            # primary among them is suspected at once (`pbft.reach`).
+            # Peers whose link was up once and has been down a while: a primary among them is
+            # suspected at once (`pbft.reach`).
             "unreachable": sorted(self.reach.unreachable(time.monotonic())),
             "dropped": dict(self.drops),
             # The network document this node runs, and the peers that signed that they run another.

@@ -53,8 +53,8 @@ class Views:
         self.timer_deadline: float | None = None
         self.timer_request: Key | None = None  # the waiting request the timer runs for (§4.4)
         # The peers this node's links cannot reach (`pbft.reach`, set at each tick), and the
-        # (view, mode) whose timer was cut short for it: once per view, so that a node that finds itself behind
-        # and times its catch-up afresh waits the full timeout for it.
+        # (view, mode) whose timer was cut short for it: once per view, so that a node that
+        # finds itself behind and times its catch-up afresh waits the full timeout for it.
         self.unreachable: frozenset[int] = frozenset()
         self.cut_short_in: tuple[int, Mode] | None = None
         self.resend_at = 0.0  # when to say our VIEW-CHANGE again

@@ -25,8 +25,10 @@ driver its configuration and then the members it links to.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import os
 from typing import AsyncIterator, Callable
 
 import aiohttp
@@ -50,6 +52,9 @@ from shared.reload import LiveConfig
 
 # The node's start lines keep the name they were always logged under.
 logger = logging.getLogger("node.server")
+
+# The environment variable that makes a node check its replica's invariants after every step.
+CHECK_INVARIANTS = "PBFT_CI_CHECK_INVARIANTS"
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -151,6 +156,9 @@ def _restored_replica(app: web.Application, config: NetworkConfig, node_id: int,
     store = app[STORE]
     settings = config.protocol.replica_settings(node_id=node_id, n=config.n, f=config.f, builder_id=config.builder_id,
                                                 network=config.digest)
+    # The replica's invariants after every step cost CPU a node needs for requests; the test
+    # suite's nodes check them (tests/conftest.py), and so does a node whose operator asks.
+    settings = dataclasses.replace(settings, check_invariants=os.environ.get(CHECK_INVARIANTS) == "1")
     loaded = store.load()
     # The ledger's changes replay from the document it started from: a file replaced by
     # a document the order made since would not be it.

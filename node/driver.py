@@ -36,7 +36,8 @@ from shared.config import ConfigError, NetworkConfig
 from shared.networkdoc import agreed, with_document
 from shared.droplog import DropLogLimiter, suppressed_note
 from pbft.ci.ordered import OrderedBuild
-from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, RecordVerdict, StopBuild
+from pbft.effects import (Broadcast, BuildLearnt, Effect, Execute, KeepStableProof, NetworkChanged, RecordVerdict,
+                          SendTo, StopBuild)
 from pbft.interpreter import Interpreter
 from pbft.build import Result
 from pbft.handshake import Hello
@@ -421,6 +422,8 @@ class Driver:
                 if effect.learnt:
                     metrics.state_transfers.inc()
                 metrics.executed((request.key for request in effect.batch), now_s)
+            elif isinstance(effect, (Broadcast, SendTo)):
+                metrics.sent[effect.message.TYPE] += len(self.peers) if isinstance(effect, Broadcast) else 1
             elif isinstance(effect, KeepStableProof):
                 metrics.checkpoints.inc()
             elif isinstance(effect, RecordVerdict):
@@ -480,10 +483,8 @@ class Driver:
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)
-        logger.info(
-            "node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s",
-            self.replica.id, seq, build_id, result.status, result.exit_code, (result.commit or "")[:12],
-        )
+        logger.info("node=%d seq=%d build=%s end status=%s exit_code=%s commit=%s", self.replica.id, seq, build_id,
+                    result.status, result.exit_code, (result.commit or "")[:12])
         if self.metrics is not None:
             self.metrics.builds.labels(result.status).inc()
         # The per-file digests the provenance names stay on this node. A tampered result keeps

@@ -7,6 +7,7 @@ several nodes in one process (tests) never share a counter.
 
 from __future__ import annotations
 
+import collections
 from collections import OrderedDict
 from typing import Callable, Iterable
 
@@ -59,7 +60,10 @@ class NodeMetrics:
             ["synced"], buckets=SAVE_BUCKETS_S, registry=r)
         # Looked up once: labels() takes a lock and checks its arguments, on every save.
         self.save_seconds_by_sync = {sync: self.save_seconds.labels(str(sync).lower()) for sync in (True, False)}
-        r.register(_StateCollector(state, links, signatures_checked))
+        # Frames sent to peers, by message type: a plain counter, as the driver counts each
+        # frame of every turn (a labelled Counter takes a lock per increment).
+        self.sent: collections.Counter[str] = collections.Counter()
+        r.register(_StateCollector(state, links, signatures_checked, self.sent))
         self._first_seen: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     def count_reload(self, outcome: str) -> None:
@@ -84,10 +88,10 @@ class NodeMetrics:
 
 
 class _StateCollector:
-    def __init__(
-        self, state: Callable[[], dict], links: Callable[[], dict[int, dict]], signatures_checked: Callable[[], int]
-    ) -> None:
+    def __init__(self, state: Callable[[], dict], links: Callable[[], dict[int, dict]],
+                 signatures_checked: Callable[[], int], sent: collections.Counter[str]) -> None:
         self._state = state
+        self._sent = sent
         self._links = links
         self._signatures_checked = signatures_checked
 
@@ -115,6 +119,11 @@ class _StateCollector:
         for reason, count in sorted(state["dropped"].items()):
             drops.add_metric([reason], count)
         yield drops
+        sent = CounterMetricFamily("pbft_messages_sent", "Frames this node sent to its peers, by message type",
+                                   labels=["type"])
+        for kind, count in sorted(self._sent.items()):
+            sent.add_metric([kind], count)
+        yield sent
         # A third of the nodes' CPU per request at n = 16 (docs/performance.md): one check per vote counted.
         yield CounterMetricFamily("pbft_signatures_checked", "Signatures of nodes and clients this node checked",
                                   value=self._signatures_checked())

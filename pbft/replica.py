@@ -399,9 +399,8 @@ class Replica:
             prepare = signed(Prepare(self.view, message.seq, message.digest, self.id, epoch=self.epoch), self.auth.sign)
             slot.prepares[self.id] = prepare
             self._outbox.append(Store(prepare))
-            logger.info(
-                "node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq, message.digest[:8]
-            )
+            logger.debug("node=%d view=%d seq=%d phase=prepare digest=%s", self.id, self.view, message.seq,
+                         message.digest[:8])
             self._outbox.append(self.relay.send(prepare, self.slots, self.views, self.now))
         self._advance(message.seq)
 
@@ -482,9 +481,8 @@ class Replica:
                 prepared = certificate.prepares if certificate is not None else ()
                 quorum = tuple(vote for vote in slot.commits.values() if vote.digest == preprepare.digest)
                 self._outbox.append(Broadcast(Relay((*prepared, *quorum))))
-            logger.info(
-                "node=%d view=%d seq=%d phase=committed digest=%s", self.id, self.view, seq, preprepare.digest[:8]
-            )
+            logger.debug("node=%d view=%d seq=%d phase=committed digest=%s", self.id, self.view, seq,
+                         preprepare.digest[:8])
             self._execute_ready()
 
     def _commit(self, seq: int, preprepare: PrePrepare, proof: tuple[Prepare, ...]) -> None:
@@ -492,7 +490,7 @@ class Replica:
         commit = signed(Commit(self.view, seq, preprepare.digest, self.id, epoch=self.epoch), self.auth.sign)
         slot.commits[self.id] = commit
         self._outbox.append(Store(commit))
-        logger.info("node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8])
+        logger.debug("node=%d view=%d seq=%d phase=commit digest=%s", self.id, self.view, seq, preprepare.digest[:8])
         if self.relaying and self.is_primary:
             # The quorum that prepared us prepares every backup. It leaves before this step
             # is on disk (`pbft.effects.leaves_unsaved`); our commit needs the disk first,
@@ -976,6 +974,8 @@ class Replica:
     # --- invariants ----------------------------------------------------
 
     def _check_invariants(self) -> None:
+        if not self.settings.check_invariants:
+            return
         low, high = self.low_watermark, self.high_watermark
         assert low <= self.last_executed <= high
         slots = self.slots

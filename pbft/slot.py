@@ -57,6 +57,11 @@ class ReplicaSettings:
     # re-key a node, change f: `pbft.epochs`); nodes take them (`shared.config_build`), the
     # replica alone does not, as a network whose links and clients could not follow one.
     changes_membership: bool = False
+    # Check the replica's invariants after every step, stopping at the first broken one
+    # (`pbft.interpreter`): tests and the simulator do; a node does where its environment sets
+    # PBFT_CI_CHECK_INVARIANTS=1 (`node.contexts`), as the test suite's nodes do. About 6 % of
+    # a node's CPU per request at n = 4 (docs/performance.md).
+    check_invariants: bool = True
 
     @property
     def per_sender_buffer(self) -> int:

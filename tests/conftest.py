@@ -20,6 +20,7 @@ share the workers, the simulator's sweeps last.
 """
 
 import getpass
+import os
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from hypothesis import HealthCheck, settings
 # tests that are fine. What the properties check stays as each test's settings say.
 settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("suite")
+
+# Every node the suite starts, in this process or as a process of its own, checks its
+# replica's invariants after each step and stops at the first broken one (node/contexts.py).
+os.environ["PBFT_CI_CHECK_INVARIANTS"] = "1"
 
 TESTS = Path(__file__).resolve().parent
 LAYERS = ("core", "simulation", "shared", "builder", "node", "client", "runner", "e2e", "project")

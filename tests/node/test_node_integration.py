@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 
@@ -271,6 +272,8 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
                 await asyncio.sleep(0.05)
             after.append(metrics)
     assert after[0][("pbft_requests_received_total", ())] == 2  # the primary; backups saw PRE-PREPAREs
+    assert after[0][("pbft_messages_sent_total", (("type", "preprepare"),))] == 2 * 3
+    assert all(("pbft_messages_sent_total", (("type", "preprepare"),)) not in metrics for metrics in after[1:])
     for metrics in after:
         assert metrics[("pbft_requests_ordered_total", ())] == 2
         assert metrics[("pbft_last_executed", ())] == 2 and metrics[("pbft_view", ())] == 0
@@ -287,6 +290,10 @@ async def test_every_nodes_metrics_parse_and_count_the_builds_it_ordered(network
         # Per build at least two other nodes' COMMITs and RESULTs, and two PREPAREs or the PRE-PREPARE and its request.
         assert metrics[("pbft_signatures_checked_total", ())] >= 3 * 2 * 2
         assert metrics[("pbft_builds_running", ())] == metrics[("pbft_builds_queued", ())] == 0
+        # Each node sent its COMMIT of each batch to its three peers; its RESULTs went out in relays
+        # (`pbft.relay`), at least one to each peer.
+        assert metrics[("pbft_messages_sent_total", (("type", "commit"),))] >= 2 * 3
+        assert metrics[("pbft_messages_sent_total", (("type", "relay"),))] >= 3
         connected = [value for (name, _), value in metrics.items() if name == "pbft_peer_connected"]
         assert connected == [1, 1, 1]
 
@@ -319,3 +326,22 @@ async def test_the_ledger_is_served_in_pages_that_end_before_their_byte_bound_an
         monkeypatch.setattr(server, "LEDGER_PAGE_BYTES", 10)
         answer = await page(2)
         assert (answer["through"], [build["seq"] for build in answer["builds"]]) == (3, [3])
+
+
+async def test_a_node_checks_its_replicas_invariants_only_where_its_environment_asks(network, monkeypatch):
+    """Checking every step costs a node CPU it needs for requests: off unless
+    PBFT_CI_CHECK_INVARIANTS=1, which the suite sets for every node it starts (tests/conftest.py)."""
+    assert os.environ["PBFT_CI_CHECK_INVARIANTS"] == "1"
+    net = await network(nodes=[0])
+    assert net.runners[0].app[DRIVER].replica.settings.check_invariants
+    await net.stop(0)
+    monkeypatch.delenv("PBFT_CI_CHECK_INVARIANTS")
+    await net.start(0)
+    replica = net.runners[0].app[DRIVER].replica
+    assert not replica.settings.check_invariants
+    # Unchecked, a broken invariant goes unnoticed by the step; checked, the step trips it.
+    replica.last_executed = replica.high_watermark + 1
+    replica.tick(replica.now)
+    replica.settings = dataclasses.replace(replica.settings, check_invariants=True)
+    with pytest.raises(AssertionError):
+        replica.tick(replica.now)

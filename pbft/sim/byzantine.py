@@ -82,6 +82,18 @@ class Delay(Honest):
         return [(dst, message, self.delay_s)]
 
 
+class SlowPrimary(Honest):
+    """Sends its PRE-PREPAREs `delay_s` late and everything else on time (`with_slow_primary`)."""
+
+    kind = "slow-primary"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        return [(dst, message, self.delay_s if isinstance(message, PrePrepare) else 0.0)]
+
+
 class Lie(Honest):
     kind = "lie"
 
@@ -391,6 +403,8 @@ def behaviour_for(
         return CrashAfter(fault.messages)
     if kind == "delay":
         return Delay(fault.delay_s)
+    if kind == "slow-primary":
+        return SlowPrimary(fault.delay_s)
     if kind == "lie":
         return Lie(auth)
     if kind == "equivocate":

@@ -52,7 +52,7 @@ from pbft.sim.checkers import (
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FaultPlan, Window, choose_plan, long_plan, with_result_equivocation
+from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, WITHHOLDING_KINDS, FaultPlan, Window, choose_plan, drawn_apart, long_plan
 from pbft.sim.network import Address, Network
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
@@ -217,7 +217,7 @@ class SimCluster:
             self.plan = choose_plan(
                 rng, self.n, self.f, options.primary_faults, self.workload.span_s, self.workload.idle_gaps()
             )
-            self.plan = with_result_equivocation(self.plan, seed, self.f_plus_1)
+            self.plan = drawn_apart(self.plan, seed, self.f_plus_1, options.primary_faults)
         # Long runs keep to their one scenario: thousands of builds past a node that is down.
         ci = options.ci and not self.long
         self.ci = (choose_ci_plan(ci_rng(seed), self.workload, self.plan, options.build_max_s, options.primary_faults)
@@ -367,7 +367,7 @@ class SimCluster:
         # order in it, seed 13339. The CI outage that isolates a node does the same when the
         # node is a relaying primary: what it relayed just before is lost to some, seed 6127.)
         withholding = any(
-            fault.kind in ("equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor")
+            fault.kind in WITHHOLDING_KINDS
             for fault in plan.node_faults
         ) or self.ci.transfer_past_cancel is not None
         normal = frozenset()

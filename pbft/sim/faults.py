@@ -31,7 +31,9 @@ bugs.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+
+from pbft.slot import ReplicaSettings
 
 # A faulty node's misbehaviour while its window lasts; it is honest otherwise.
 # `power-loss` is a crash of the whole machine; `restart-after-transfer` crashes
@@ -51,11 +53,20 @@ DRAWN_BYZANTINE_KINDS = (
 # `equivocate-results`: signs one RESULT for half of its peers and another for the rest. It
 # is not among the kinds `choose_plan` draws from, so that adding it moved no other seed's
 # draws: `with_result_equivocation` makes a faulty node of a plan one, from a draw of its own.
-BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results",)
+# `slow-primary`: the primary of view 0 sends each PRE-PREPARE late, by a delay drawn just
+# inside the view-change timer (everything else on time): a network it keeps slow without
+# being suspected, or suspected late, must still give every request its verdict. Drawn
+# apart, as `equivocate-results` is (`with_slow_primary`).
+BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary")
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
 CENSORED_CLIENT = "client-0"
 BUSY_CLIENT = "busy"
+# The simulated replicas' view-change timer: the settings' default (`pbft.sim.cluster`).
+VIEW_CHANGE_TIMEOUT_S = next(item.default for item in fields(ReplicaSettings) if item.name == "view_change_timeout_s")
+# Faults by which a node that may be primary keeps a pre-prepare or a relay from one correct
+# node, which then rightly catches up by transfer (`pbft.sim.cluster`'s build checker).
+WITHHOLDING_KINDS = ("equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor", "slow-primary")
 # Faults that touch every node, so they may strand the primary's messages too.
 GLOBAL_KINDS = ("split", "drop", "blackout")
 # Not faults: a node that is only slow or on a lossy link for a while.
@@ -89,6 +100,7 @@ class NodeFault:
             "lossy": f" p={self.drop_p:.2f}",
             "crash-after": f" {self.messages}",
             "delay": f" {self.delay_s * 1000:.0f}ms",
+            "slow-primary": f" {self.delay_s * 1000:.0f}ms",
             "restart-after-transfer": f" then +{self.delay_s:.2f}s down {self.down_s:.2f}s",
         }
         window = f" {self.window}" if self.window else ""
@@ -269,6 +281,29 @@ def with_result_equivocation(plan: FaultPlan, seed: int, picked_builders: bool) 
     node = rng.choice(sorted(plan.faulty))
     faults = tuple(NodeFault("equivocate-results", node) if fault.node == node else fault for fault in plan.node_faults)
     return replace(plan, node_faults=faults)
+
+
+def drawn_apart(plan: FaultPlan, seed: int, picked_builders: bool, primary_faults: bool) -> FaultPlan:
+    """`plan` with the kinds added after `choose_plan`'s draws were fixed, each from a stream of its own."""
+    plan = with_result_equivocation(plan, seed, picked_builders)
+    return with_slow_primary(plan, seed, primary_faults, VIEW_CHANGE_TIMEOUT_S)
+
+
+def with_slow_primary(plan: FaultPlan, seed: int, primary_faults: bool, timeout_s: float) -> FaultPlan:
+    """`plan`, or for a tenth of the seeds whose primary may be faulty, the same plan with node 0
+    (the primary of view 0) a `slow-primary` whose PRE-PREPAREs leave between half the timer and
+    just under it: a backup's timer starts when it learns of a request, mostly later than the
+    primary, so most such delays are never suspected and some are. Node 0's own fault, or
+    another faulty node's where the plan has f already, gives way. Drawn from a stream of the
+    seed's own, so a seed that draws none runs exactly as before the kind existed."""
+    rng = random.Random(f"slow-primary-{seed}")
+    if not primary_faults or 0 in plan.lagging or rng.random() >= 0.1:
+        return plan
+    others = [fault for fault in plan.node_faults if fault.node != 0]
+    if len({fault.node for fault in others}) >= plan.f:
+        others = [fault for fault in others if fault.node != others[-1].node]
+    slow = NodeFault("slow-primary", 0, delay_s=rng.uniform(0.5, 0.97) * timeout_s)
+    return replace(plan, node_faults=(*others, slow))
 
 
 def _next_primary_lags(

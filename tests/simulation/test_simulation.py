@@ -26,7 +26,8 @@ from pbft.effects import (
 )
 from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode, signed,
+    Checkpoint, Commit, Fetch, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, batch_digest, decode,
+    encode, signed,
 )
 from pbft.ci.answers import Answers
 from pbft.clients import ClientTable
@@ -36,7 +37,7 @@ from pbft.replica import Replica, ReplicaSettings
 from pbft.storage import StoreError
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
-from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
+from pbft.sim.byzantine import AbsurdSeq, SlowPrimary, ViewChangeSpam, VoteFlood
 from pbft.sim.checkers import (
     BuildChecker,
     CancelChecker,
@@ -55,7 +56,7 @@ from pbft.sim.checkers import (
 from pbft.sim.client import DIVERGENT, verdict
 from pbft.sim.ci import KINDS as CI_KINDS
 from pbft.sim.faults import (
-    BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, FaultPlan, Lag, NodeFault, Window, choose_plan,
+    BYZANTINE_KINDS, GLOBAL_KINDS, LAG_KINDS, NETWORK_KINDS, VIEW_CHANGE_TIMEOUT_S, FaultPlan, Lag, NodeFault, Window, choose_plan,
 )
 from pbft.sim.network import Network
 from pbft.sim.networks import NetworkChecker
@@ -252,6 +253,40 @@ def test_a_censoring_primary_loses_its_view_and_every_request_is_answered():
         assert not outcome.violations, (outcome.seed, outcome.first_violation)
         assert outcome.stats["withheld_by_behaviour"] > 0
         assert any(replica.view > 0 for replica in (node.replica for node in cluster.nodes))
+
+
+def test_a_slow_primary_sends_its_pre_prepares_late_and_everything_else_on_time():
+    slow = SlowPrimary(3.0)
+    preprepare = PrePrepare(0, 1, batch_digest(()), 0, ())
+    prepare = Prepare(0, 1, batch_digest(()), 0)
+    assert slow.outgoing(1, preprepare) == [(1, preprepare, 3.0)]
+    assert slow.outgoing(1, prepare) == [(1, prepare, 0.0)]
+
+
+def test_seeds_that_draw_a_slow_primary_make_node_0_one_and_the_others_run_as_before():
+    drawn = 0
+    for seed in range(200):
+        plan = SimCluster(seed, options()).plan
+        slow = [fault for fault in plan.node_faults if fault.kind == "slow-primary"]
+        again = SimCluster(seed, options(primary_faults=False)).plan
+        assert not any(fault.kind == "slow-primary" for fault in again.node_faults)
+        if not slow:
+            continue
+        drawn += 1
+        assert [fault.node for fault in slow] == [0] and len(plan.faulty) <= plan.f
+        assert 0.5 * VIEW_CHANGE_TIMEOUT_S <= slow[0].delay_s <= 0.97 * VIEW_CHANGE_TIMEOUT_S
+    assert 10 <= drawn <= 40  # a tenth of the seeds, give or take
+
+
+def test_a_primary_slow_just_inside_the_timer_costs_no_request_its_verdict():
+    clusters = _seeds_with("slow-primary", options(), node=0, wanted=8)
+    never_suspected = 0
+    for cluster in clusters:
+        outcome = cluster.run()
+        assert not outcome.violations, (outcome.seed, outcome.first_violation)
+        never_suspected += all(node.replica.view == 0 for node in cluster.nodes)
+    # Most such delays stay inside the backups' timers: the view never changes, every verdict comes late.
+    assert never_suspected >= 1
 
 
 def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):

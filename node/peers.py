@@ -35,6 +35,13 @@ HEARTBEAT_S = 10.0
 # others finished long ago, instead of catching up by state transfer. PBFT recovers
 # from the loss (clients retransmit, VIEW-CHANGEs repeat, checkpoints prove state).
 MAX_FRAME_AGE_S = 5.0
+# Frames queued for a peer go out together, one per line of one WebSocket message (JSON
+# frames hold no raw newline), at most this many and about this many characters (ASCII:
+# json.dumps escapes the rest), far below what a node's server takes in one message
+# (`node.server.MAX_FRAME_BYTES`). A turn's votes to one peer then cost one send and
+# one read instead of one each; the peer still charges and steps each frame on its own.
+MAX_FRAMES_PER_MESSAGE = 64
+MAX_MESSAGE_CHARS = 1024 * 1024
 
 
 class PeerLink:
@@ -58,9 +65,11 @@ class PeerLink:
         self._max_age_s = max_age_s
         self._clock = clock
         self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue(maxsize=queue_limit)
-        # A frame taken from the queue but not yet handed to a socket; it goes
-        # out first on the next connection if this one ends under it.
+        # Frames taken from the queue but not yet handed to a socket, as one message; it
+        # goes out first on the next connection if this one ends under it.
         self._pending: str | None = None
+        # A frame taken from the queue that did not fit the message before: the next one starts with it.
+        self._carried: tuple[float, str] | None = None
         self._task: asyncio.Task | None = None
         self.dropped = 0
         self.expired = 0  # frames dropped for waiting longer than max_age_s
@@ -133,13 +142,35 @@ class PeerLink:
     async def _send_queued(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             if self._pending is None:
-                queued_at, frame = await self._queue.get()
-                if self._clock() - queued_at > self._max_age_s:
-                    self.expired += 1
+                self._pending = self._message(await self._next())
+                if self._pending is None:
                     continue
-                self._pending = frame
             await ws.send_str(self._pending)
             self._pending = None
+
+    async def _next(self) -> tuple[float, str]:
+        carried, self._carried = self._carried, None
+        return carried if carried is not None else await self._queue.get()
+
+    def _message(self, first: tuple[float, str]) -> str | None:
+        """`first` and the frames queued behind it, one per line, fresh ones only; None if none is."""
+        frames: list[str] = []
+        size = 0
+        item: tuple[float, str] | None = first
+        while item is not None:
+            queued_at, frame = item
+            if self._clock() - queued_at > self._max_age_s:
+                self.expired += 1
+            elif frames and size + len(frame) >= MAX_MESSAGE_CHARS:
+                self._carried = item
+                break
+            else:
+                frames.append(frame)
+                size += len(frame) + 1
+            if len(frames) >= MAX_FRAMES_PER_MESSAGE or self._queue.empty():
+                break
+            item = self._queue.get_nowait()
+        return "\n".join(frames) if frames else None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Consume the socket until it closes; aiohttp answers PINGs as it reads.

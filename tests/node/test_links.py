@@ -17,6 +17,7 @@ from aiohttp import web
 
 from client.links import NodeLink
 from harness.network import write_network
+from node import peers
 from node.peers import PeerLink
 from node.server import make_app
 from pbft.build import Operation
@@ -148,6 +149,38 @@ async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delive
         finally:
             await link.close()
     assert link.status()["expired"] == 3
+
+
+async def test_frames_queued_together_go_out_as_one_message_a_frame_per_line_within_its_bounds(aiohttp_server, monkeypatch):
+    monkeypatch.setattr(peers, "MAX_MESSAGE_CHARS", 30)
+    received: list[str] = []
+
+    async def peer(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for frame in ws:
+            received.append(frame.data)
+        return ws
+
+    url = await serve_peer(aiohttp_server, peer)
+    async with aiohttp.ClientSession() as session:
+        link = PeerLink(1, url, session)
+        for index in range(peers.MAX_FRAMES_PER_MESSAGE + 1):
+            link.send(str(index))  # queued while the link connects
+        link.send("x" * 20)  # the message it follows would pass 30 characters: the next one starts with it
+        link.send("y" * 40)  # longer than a message alone: it goes alone
+        link.start()
+        try:
+            async with asyncio.timeout(2):
+                while sum(message.count("\n") + 1 for message in received) < peers.MAX_FRAMES_PER_MESSAGE + 3:
+                    await asyncio.sleep(0.01)
+        finally:
+            await link.close()
+    frames = [frame for message in received for frame in message.split("\n")]
+    assert frames == [str(index) for index in range(peers.MAX_FRAMES_PER_MESSAGE + 1)] + ["x" * 20, "y" * 40]
+    assert all(len(message) < 30 or "\n" not in message for message in received)
+    assert max(message.count("\n") + 1 for message in received) <= peers.MAX_FRAMES_PER_MESSAGE
+    assert len(received) < len(frames) / 4  # together, not one by one
 
 
 def client_auth(config) -> Ed25519Authenticator:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,23 +116,28 @@ def plain_dockerfile_run(clone: Path, limits: BuildConfig, index: int) -> list[l
 
 def timed_plain_runs(repository: Path, config: NetworkConfig, root: Path, count: int, plain=plain_spec_run) -> float:
     """Seconds until `count` plain `git clone` and `plain(clone, limits, index)` builds started at once
-    have all passed."""
+    have all passed. Their clones are removed after the clock stops: a CI run's clean-up is not
+    what its author waits for, and a large repository's clone takes seconds to delete."""
 
-    def one(index: int) -> subprocess.CompletedProcess:
-        with tempfile.TemporaryDirectory(dir=root, prefix=f"plain-{index}-") as scratch:
-            clone = Path(scratch) / "clone"
-            subprocess.run(["git", "clone", "--quiet", "--branch", "master", str(repository), str(clone)],
-                           check=True, capture_output=True)
-            for command in plain(clone, config.build, index):
-                result = subprocess.run(command, check=False, capture_output=True, text=True)
-                if result.returncode != 0:
-                    break
-            return result
+    def one(index: int, scratch: Path) -> subprocess.CompletedProcess:
+        clone = scratch / "clone"
+        subprocess.run(["git", "clone", "--quiet", "--branch", "master", str(repository), str(clone)],
+                       check=True, capture_output=True)
+        for command in plain(clone, config.build, index):
+            result = subprocess.run(command, check=False, capture_output=True, text=True)
+            if result.returncode != 0:
+                break
+        return result
 
-    started_s = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        results = list(pool.map(one, range(count)))
-    elapsed_s = time.perf_counter() - started_s
+    scratches = [Path(tempfile.mkdtemp(dir=root, prefix=f"plain-{index}-")) for index in range(count)]
+    try:
+        started_s = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            results = list(pool.map(one, range(count), scratches))
+        elapsed_s = time.perf_counter() - started_s
+    finally:
+        for scratch in scratches:
+            shutil.rmtree(scratch, ignore_errors=True)
     for result in results:
         if result.returncode != 0:
             raise SystemExit(f"a plain run exited {result.returncode}:\n{result.stdout[-2000:]}"

@@ -27,11 +27,11 @@ from builder.engine.sandbox import (
     host_config,
     tmpfs_volume,
 )
+from builder.engine.sources import fill_workspace
 from builder.engine.transfer import (
     ArtifactsOut,
     copy_artifacts_out,
     copy_cache_out,
-    fill_workspace,
     hold_mounts,
     upload_restore,
 )
@@ -173,7 +173,7 @@ def _start_spec_build(
         # The build container has both tmpfs mounted already and keeps
         # them until its exit; the holder shares the mounts from here on.
         made.holder = hold_mounts(sandbox, image_id, held, job.timeout_s)
-    fill_workspace(sandbox, container, script.workspace)
+    fill_workspace(sandbox, container, script.workspace, image_id=image_id, volume=made.gated.volume.name)
     if cache is not None and cache.restore_tar is not None:
         upload_restore(container, cache.restore_tar, sandbox.user)
     # Killed meanwhile (by Executor.close, or behind the node's back),

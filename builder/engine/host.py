@@ -24,12 +24,13 @@ import contextlib
 import functools
 import importlib.util
 import logging
+import os
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import docker
 import docker.constants
@@ -114,7 +115,8 @@ class DockerEngine:
 
     def sandbox(self, who: RunAs) -> Sandbox:
         """What a build's containers are made with on this engine; what they leave is removed by its janitor."""
-        return Sandbox(self.client(), who.limits, who.user, self._identities, who.labels, self._remove_later)
+        return Sandbox(self.client(), who.limits, who.user, self._identities, who.labels, self._remove_later,
+                       sources_mountable=on_this_host(self._config))
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks = Hooks(), ready: GatedContainer | None = None,
             ) -> ContainerOutcome:
@@ -310,6 +312,15 @@ def connect(engine: DockerEngineConfig) -> docker.DockerClient:
         # requests' and paramiko's own errors (a refused certificate, no route) are no DockerException.
         raise docker.errors.DockerException(f"{engine.host} did not answer: {exc}") from exc
     return client
+
+
+def on_this_host(engine: DockerEngineConfig, environment: Mapping[str, str] = os.environ) -> bool:
+    """Whether `engine` runs on this machine, so that a path of the node's names the same folder
+    for the engine: reached through a unix socket, the configured one or (none configured) the
+    environment's (DOCKER_HOST, or the default socket). An engine over tcp:// or ssh:// is taken
+    to be elsewhere, even on loopback; the sources then go through the API."""
+    address = engine.host or environment.get("DOCKER_HOST", "")
+    return not address or address.startswith("unix://")
 
 
 def describe(engine: DockerEngineConfig) -> str:

@@ -77,7 +77,9 @@ class Sandbox:
     the passwd and group files made for it on the engine (`identities`, builder/engine/identity.py)
     and the `labels` that mark what the executor made. `remove_later` (e.g. a single-thread
     executor's submit), given, takes the removal of what a build made, so that its outcome is
-    not held up by the daemon tearing it down; without it the removal is done at once."""
+    not held up by the daemon tearing it down; without it the removal is done at once.
+    `sources_mountable`: the engine runs on this host and sees its file system, so a large
+    checkout may be mounted (read-only) to be copied onto the workspace (builder/engine/sources.py)."""
 
     client: docker.DockerClient
     limits: BuildConfig
@@ -85,6 +87,7 @@ class Sandbox:
     identities: Identities
     labels: dict[str, str]
     remove_later: Callable[[Callable[[], None]], object] | None = None
+    sources_mountable: bool = False
 
     def labelled(self, labels: dict[str, str]) -> Sandbox:
         """The same, its containers marked with `labels` as well (a pipeline step's name)."""

@@ -38,11 +38,11 @@ from builder.engine.exits import OutputCapture, ended_out_of_memory, killed_by_e
 from builder.engine.gate import GateSetup, deliver_script, start_gated_container
 from builder.engine.sandbox import ENGINE_LOST, Hooks, Sandbox, SandboxError, tmpfs_volume
 from builder.engine.steplogs import StepSections
+from builder.engine.sources import fill_workspace
 from builder.engine.transfer import (
     ArtifactsOut,
     copy_artifacts_out,
     copy_cache_out,
-    fill_workspace,
     hold_mounts,
     upload_restore,
 )
@@ -144,7 +144,7 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             network=job.network, hosts=tuple(service.name for service in services),
         )
         pod = _Pod(volume, f"container:{holder.id}", containers, cache_mounts=tuple(mounts[1:]))
-        fill_workspace(sandbox, holder, job.workspace)
+        fill_workspace(sandbox, holder, job.workspace, image_id=steps[0].image_id, volume=volume.name)
         if job.cache is not None and job.cache.mounts.restore_tar is not None:
             upload_restore(holder, job.cache.mounts.restore_tar, sandbox.user)
         deadline = time.monotonic() + timeout_s

@@ -1,15 +1,13 @@
-"""What goes into a build's container and what comes out of it: the sources copied onto its
-workspace, the cache it restores, and after it exits 0 its new cache and its artifacts, read
-from a holder that keeps the tmpfs mounted (see builder/engine/container.py).
+"""What goes into a build's container besides its sources (builder/engine/sources.py) and what
+comes out of it: the cache it restores, and after it exits 0 its new cache and its artifacts,
+read from a holder that keeps the tmpfs mounted (see builder/engine/container.py).
 
 The engine reads the archives; what becomes of them on the node is the workspace's
 (builder/workspace/artifacts.py), which it reaches only through `ArtifactsOut`."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -34,10 +32,6 @@ from builder.plan.containerpaths import OUT_TAR, RESTORE_TAR
 from builder.plan.resources import memory_budget
 
 log = logging.getLogger(__name__)
-
-
-# The workspace's archive goes to the engine in pieces of this size, as tar writes it.
-_UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 # How long a holder outlives the build's deadline: the node's time to copy
@@ -67,38 +61,6 @@ class ArtifactsOut(Protocol):
     def patterns(self) -> tuple[str, ...]: ...
 
     def collector(self) -> ArtifactSink: ...
-
-
-def fill_workspace(sandbox: Sandbox, container, workspace: Path) -> None:
-    """Copy the workspace tree, its .git included, into /workspace of the build container,
-    running and held at its gate, every entry owned by the build user.
-
-    GNU tar writes the archive and it streams to the engine as it is written: a
-    repository of 30,000 files would spend many seconds in Python's tarfile, and a
-    temporary copy of it on the node's disk. Symbolic links are stored as links, never
-    followed; the engine unpacks inside the container, so a link cannot reach the host.
-    """
-    uid, gid = numeric_owner(sandbox.user)
-    size_mb = sandbox.limits.workspace_mb
-    command = [
-        "tar", "--create", "--file=-", f"--directory={workspace}", f"--owner={uid}", f"--group={gid}",
-        "--numeric-owner", ".",
-    ]
-    with tempfile.TemporaryFile() as errors, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as tar:
-        try:
-            container.put_archive("/workspace", iter(functools.partial(tar.stdout.read, _UPLOAD_CHUNK_BYTES), b""))
-        except docker.errors.APIError as exc:
-            tar.kill()
-            # Most likely the sources do not fit; the same tree and limit
-            # give the same outcome on every node.
-            raise SandboxError(f"sources do not fit the {size_mb} MB workspace", str(exc)) from None
-        except BaseException:
-            tar.kill()
-            raise
-        # The engine has read the archive to its end: tar is exiting.
-        if tar.wait() != 0:
-            errors.seek(0)
-            raise SandboxError("could not archive the workspace on this node", errors.read().decode(errors="replace"))
 
 
 def upload_restore(container, restore_tar: Path, user: str) -> None:

@@ -9,3 +9,6 @@ OUT_TAR = f"{OUT_DIR}/cache.tar"
 # The node uploads the cache a build gets here, into the same tmpfs the build
 # later writes its new cache to; the wrapper deletes it once extracted.
 RESTORE_TAR = f"{OUT_DIR}/restore.tar"
+# Where the container that copies a large checkout onto the workspace mounts it, read-only, on
+# an engine of this host (builder/engine/sources.py); no build's own container mounts anything here.
+SOURCES_DIR = "/.pbft-ci/src"

@@ -123,8 +123,8 @@ async def test_a_link_whose_peer_hangs_up_reconnects_at_once_and_sends_what_was_
     assert not link.connected
 
 
-async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delivered(aiohttp_server):
-    received: list[str] = []
+def recording_peer(received: list[str]):
+    """A peer's /peer route that keeps each message's text, in order."""
 
     async def peer(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -133,7 +133,13 @@ async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delive
             received.append(frame.data)
         return ws
 
-    url = await serve_peer(aiohttp_server, peer)
+    return peer
+
+
+async def test_frames_that_waited_too_long_for_their_peer_are_dropped_not_delivered(aiohttp_server):
+    received: list[str] = []
+
+    url = await serve_peer(aiohttp_server, recording_peer(received))
     now = [0.0]
     async with aiohttp.ClientSession() as session:
         link = PeerLink(1, url, session, max_age_s=5.0, clock=lambda: now[0])
@@ -155,14 +161,7 @@ async def test_frames_queued_together_go_out_as_one_message_a_frame_per_line_wit
     monkeypatch.setattr(peers, "MAX_MESSAGE_CHARS", 30)
     received: list[str] = []
 
-    async def peer(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for frame in ws:
-            received.append(frame.data)
-        return ws
-
-    url = await serve_peer(aiohttp_server, peer)
+    url = await serve_peer(aiohttp_server, recording_peer(received))
     async with aiohttp.ClientSession() as session:
         link = PeerLink(1, url, session)
         for index in range(peers.MAX_FRAMES_PER_MESSAGE + 1):

@@ -31,7 +31,7 @@ from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
 from builder.workspace.artifactstore import ArtifactStore
 from builder.workspace.caches import CacheStore
-from builder.workspace.checkouts import checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
+from builder.workspace.checkouts import INBOXES_DIR, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from builder.workspace.fetch import fetch
 from builder.workspace.gitmirror import GitError, GitMirrors
 from builder.workspace.log import BuildLog
@@ -60,7 +60,8 @@ class Executor:
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(settings.data_dir / "mirrors")
         self._checkouts = checkouts_root(settings.data_dir, limits.workspace_mb * settings.max_concurrent * 1024 * 1024)
-        self._engine = DockerEngine(settings, docker_client)
+        # Beside the checkouts: a checkout moves into a container's inbox by a rename.
+        self._engine = DockerEngine(settings, docker_client, inboxes=self._checkouts / INBOXES_DIR)
         self._parts = NodeParts(
             node_id=settings.node_id, engine=self._engine,
             caches=CacheStore(settings.data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,

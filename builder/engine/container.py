@@ -27,7 +27,7 @@ from builder.engine.sandbox import (
     host_config,
     tmpfs_volume,
 )
-from builder.engine.sources import fill_workspace
+from builder.engine.sources import fill_gated
 from builder.engine.transfer import (
     ArtifactsOut,
     copy_artifacts_out,
@@ -163,7 +163,6 @@ def _start_spec_build(
     container = made.container = made.gated.container
     if hooks.on_container is not None:
         hooks.on_container(container)
-    made.capture = OutputCapture(made.gated.output, sandbox.limits.output_cap_bytes, hooks.on_output)
     held = []
     if cache is not None and cache.save_to is not None:
         held += cache_mounts
@@ -173,7 +172,9 @@ def _start_spec_build(
         # The build container has both tmpfs mounted already and keeps
         # them until its exit; the holder shares the mounts from here on.
         made.holder = hold_mounts(sandbox, image_id, held, job.timeout_s)
-    fill_workspace(sandbox, container, script.workspace, image_id=image_id, volume=made.gated.volume.name)
+    fill_gated(sandbox, made.gated, script.workspace)
+    # Read from here on: the gate's word on its copy of the sources came first (fill_gated).
+    made.capture = OutputCapture(made.gated.output, sandbox.limits.output_cap_bytes, hooks.on_output)
     if cache is not None and cache.restore_tar is not None:
         upload_restore(container, cache.restore_tar, sandbox.user)
     # Killed meanwhile (by Executor.close, or behind the node's back),
@@ -181,7 +182,7 @@ def _start_spec_build(
     container.reload()
     if container.status != "running":
         raise SandboxError("docker error: container stopped before the build started")
-    deliver_script(made.gated.stdin, exported(dict(job.environment), script.text), script.secrets)
+    deliver_script(made.gated, exported(dict(job.environment), script.text), script.secrets)
     made.gated.close_stdin()
 
 
@@ -229,6 +230,7 @@ def _release(sandbox: Sandbox, made: _Made) -> None:
     if made.gated is not None:
         # Closed before the script's end: the gate exits and the build never runs.
         made.gated.close_stdin()
+        made.gated.remove_inbox()
         if made.capture is None:
             made.gated.output.close()
     if made.capture is not None:

@@ -2,15 +2,22 @@
 started before the build is, builder/engine/ready.py), filled with the sources while it waits,
 then handed the build's secrets and script on its stdin.
 
-GATE_COMMAND reads them up to end of file and execs `/bin/sh -e -c <script> [arguments]`; the
-secrets are set by the gate's shell, never written on a command line, which is public on its
-host (/proc/<pid>/cmdline, `ps`) where an environment is not.
+GATE_COMMAND first reads one line: COPY_SOURCES, and it copies the checkout the node has put
+in its inbox (a folder of the node's, mounted read-only at SOURCES_DIR) onto /workspace and
+says how that went (SOURCES_COPIED, SOURCES_NOT_COPIED); anything else, and the node puts the
+sources there itself. Then it reads the secrets and the script up to end of file and execs
+`/bin/sh -e -c <script> [arguments]`; the secrets are set by the gate's shell, never written
+on a command line, which is public on its host (/proc/<pid>/cmdline, `ps`) where an
+environment is not.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker.errors
 import requests.exceptions
@@ -27,6 +34,7 @@ from builder.engine.sandbox import (
     remove_all,
     tmpfs_volume,
 )
+from builder.plan.containerpaths import SOURCES_DIR, WORKSPACE_DIR
 from builder.plan.resources import memory_budget
 
 
@@ -42,16 +50,30 @@ SCRIPT_END = "\n# pbft-ci: end of build script"
 SECRETS_END = "\n# pbft-ci: end of the build's secrets\n"
 
 
-# A spec build's container runs this: it reads the build's secrets and script from
-# stdin up to end of file, which the node writes once the sources are in
-# /workspace, exports the secrets, and execs `/bin/sh -e -c <script> [arguments]`,
-# the same process a script given on the command line would run as. Without
-# SECRETS_END and SCRIPT_END it exits 1 and runs nothing. The secrets are set by
-# the gate's shell, not written into the script, because a process's command line
-# is public on its host (/proc/<pid>/cmdline, `ps`) and its environment is not.
+# The first line the node writes to a gate: copy the sources from the inbox; or not (NO_COPY).
+COPY_SOURCES = "copy"
+NO_COPY = "none"
+# What the gate says once it has copied them, or failed to (after what cp said); nothing else
+# reaches the build's output before its script runs.
+SOURCES_COPIED = "pbft-ci-gate: sources copied"
+SOURCES_NOT_COPIED = "pbft-ci-gate: sources not copied"
+# The inbox's folder the node renames the checkout to for the copy.
+INBOX_TREE = "tree"
+
+# A spec build's container runs this: it reads the first line (see the module's docstring),
+# then the build's secrets and script from stdin up to end of file, which the node writes once
+# the sources are in /workspace, exports the secrets, and execs `/bin/sh -e -c <script>
+# [arguments]`, the same process a script given on the command line would run as. Without
+# SECRETS_END and SCRIPT_END it exits 1 and runs nothing. The secrets are set by the gate's
+# shell, not written into the script, because a process's command line is public on its host
+# (/proc/<pid>/cmdline, `ps`) and its environment is not. `cp -PR` copies links as links.
 GATE_COMMAND = [
     "/bin/sh", "-c",
-    'end=$1; sep=$2; shift 2; input=$(cat) && case "$input" in '
+    'end=$1; sep=$2; shift 2; IFS= read -r how || exit 1; '
+    f'if [ "$how" = {COPY_SOURCES} ]; then '
+    f'if said=$(LC_ALL=C cp -PR {SOURCES_DIR}/{INBOX_TREE}/. {WORKSPACE_DIR}/ 2>&1); then echo "{SOURCES_COPIED}"; '
+    f'else printf "%s\\n{SOURCES_NOT_COPIED}\\n" "$said"; fi; fi; '
+    'input=$(cat) && case "$input" in '
     '*"$sep"*"$end") input=${input%"$end"}; eval "${input%%"$sep"*}" && '
     'exec /bin/sh -e -c "${input#*"$sep"}" "$@";; esac; exit 1',
     "pbft-ci-gate", SCRIPT_END, SECRETS_END,
@@ -86,10 +108,12 @@ def exported(environment: dict[str, str], script: str) -> str:
     return f"export {' '.join(assignments)}; {''.join(trims)}{script}"
 
 
-def gate_input(script: str, secrets: dict[str, str] | None = None) -> str:
-    """What the node writes to a gated container's stdin (GATE_COMMAND): one line that exports
+def gate_input(script: str, secrets: dict[str, str] | None = None, *, first_line: bool = True) -> str:
+    """What the node writes to a gated container's stdin (GATE_COMMAND): NO_COPY's line (unless
+    `first_line` is False: the gate has read its first line already), one line that exports
     `secrets`, SECRETS_END, the script, SCRIPT_END."""
-    return exported(secrets or {}, "") + SECRETS_END + script + SCRIPT_END + "\n"
+    opening = NO_COPY + "\n" if first_line else ""
+    return opening + exported(secrets or {}, "") + SECRETS_END + script + SCRIPT_END + "\n"
 
 
 @dataclass
@@ -100,12 +124,28 @@ class GatedContainer:
     /workspace. `stdin` and `output` are the attaches to its input and to its
     output, both opened before it started: nothing it writes is missed, however
     late the reading starts, and a node that dies closes the gate's stdin.
+    `inbox`, where the engine runs on this host: the node's empty folder the
+    container mounts read-only at SOURCES_DIR, for the gate to copy the sources
+    from (builder/engine/sources.py); elsewhere an empty read-only tmpfs is
+    mounted there, so that every build sees the same layout. `opened`: the gate
+    has been written its first line.
     """
 
     container: Container
     volume: Volume
     stdin: StdinAttach
     output: CancellableStream
+    inbox: Path | None = None
+    opened: bool = False
+
+    def open_gate(self, line: str) -> None:
+        """Write the gate's first line (COPY_SOURCES or NO_COPY)."""
+        assert not self.opened, "a gate reads one first line"
+        self.opened = True
+        try:
+            self.stdin.send_all(f"{line}\n".encode())
+        except OSError as exc:
+            raise SandboxError("docker error: could not start the build", str(exc)) from None
 
     def running(self) -> bool:
         """Whether it still waits at its gate; not after a kill or an engine restart."""
@@ -124,6 +164,12 @@ class GatedContainer:
         self.close_stdin()
         self.output.close()
         remove_all([self.container], [self.volume])
+        self.remove_inbox()
+
+    def remove_inbox(self) -> None:
+        """Remove the inbox folder (the container may keep its mount: it sees an empty folder)."""
+        if self.inbox is not None:
+            shutil.rmtree(self.inbox, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -152,16 +198,20 @@ def start_gated_container(
     budget = memory_budget(sandbox.limits, with_workspace=True, with_cache=bool(cache_mounts))
     options = host_config(sandbox, budget)
     identity = build_identity(sandbox, image_id)
-    volume = container = stdin = output = None
+    volume = container = stdin = output = inbox = None
     made = []
     try:
         volume = workspace
+        mounts = []
         if volume is None:
             volume = tmpfs_volume(sandbox, "workspace", sandbox.limits.workspace_mb, mode="0755")
             made.append(volume)
+            inbox = _make_inbox(sandbox.inboxes) if sandbox.inboxes is not None else None
+            mounts.append(_inbox_mount(inbox))
         options.update(
             environment=identity.environment(),
-            mounts=[Mount("/workspace", volume.name, type="volume", no_copy=True), *identity.mounts(), *cache_mounts],
+            mounts=[Mount(WORKSPACE_DIR, volume.name, type="volume", no_copy=True), *mounts, *identity.mounts(),
+                    *cache_mounts],
             working_dir="/workspace",
             read_only=True,
             stdin_open=True,
@@ -178,19 +228,38 @@ def start_gated_container(
         stdin = StdinAttach(container.attach_socket(params={"stdin": 1, "stream": 1}))
         output = container.attach(stdout=True, stderr=True, stream=True)
         container.start()
-        return GatedContainer(container, volume, stdin, output)
+        return GatedContainer(container, volume, stdin, output, inbox)
     except BaseException:
         if stdin is not None:
             stdin.close()
         if output is not None:
             output.close()
         remove_all([container] if container is not None else [], made)
+        if inbox is not None:
+            shutil.rmtree(inbox, ignore_errors=True)
         raise
 
 
-def deliver_script(stdin: StdinAttach, script: str, secrets: dict[str, str] | None = None) -> None:
-    """Write `secrets` and the script to the gated container's stdin (gate_input) and end it:
-    the build starts.
+def _make_inbox(inboxes: Path) -> Path:
+    """A new empty folder under `inboxes` for one container; the build user may read what the
+    node puts in it (the folders above it may be the node's alone: only this one is mounted).
+    The checkouts folder above `inboxes` must exist: the executor made it and checked it is
+    the node's own (builder/workspace/checkouts.py)."""
+    inboxes.mkdir(mode=0o700, exist_ok=True)
+    inbox = Path(tempfile.mkdtemp(dir=inboxes))
+    inbox.chmod(0o755)
+    return inbox
+
+
+def _inbox_mount(inbox: Path | None) -> Mount:
+    if inbox is None:
+        return Mount(SOURCES_DIR, None, type="tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o755)
+    return Mount(SOURCES_DIR, str(inbox), type="bind", read_only=True)
+
+
+def deliver_script(gated: GatedContainer, script: str, secrets: dict[str, str] | None = None) -> None:
+    """Write `secrets` and the script to the gated container's stdin (gate_input, after NO_COPY
+    if the gate has not been written its first line) and end it: the build starts.
 
     Ending our side makes the daemon close the container's stdin
     (StdinOnce): the gate's `cat` ends, and the build finds its stdin at end
@@ -199,8 +268,9 @@ def deliver_script(stdin: StdinAttach, script: str, secrets: dict[str, str] | No
     encoding error.
     """
     try:
-        stdin.send_all(gate_input(script, secrets).encode(errors="replace"))
-        stdin.end_input()
+        first_line, gated.opened = not gated.opened, True
+        gated.stdin.send_all(gate_input(script, secrets, first_line=first_line).encode(errors="replace"))
+        gated.stdin.end_input()
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 

@@ -61,9 +61,11 @@ ENGINE_FAILED = docker.errors.DockerException
 class DockerEngine:
     """The engine of a node, whose data directory labels what it makes."""
 
-    def __init__(self, settings: ExecutorSettings, client=None):
-        """The engine `settings.engine` names, unless `client` (tests) replaces the connection."""
+    def __init__(self, settings: ExecutorSettings, client=None, inboxes: Path | None = None):
+        """The engine `settings.engine` names, unless `client` (tests) replaces the connection.
+        `inboxes`: where its gated containers' inboxes go (Sandbox.inboxes) if it runs on this host."""
         self._config = settings.engine
+        self._inboxes = inboxes if on_this_host(self._config) else None
         self._data_dir = data_dir = settings.data_dir
         self._node_id = node_id = settings.node_id
         self._limits = limits = settings.limits
@@ -116,7 +118,7 @@ class DockerEngine:
     def sandbox(self, who: RunAs) -> Sandbox:
         """What a build's containers are made with on this engine; what they leave is removed by its janitor."""
         return Sandbox(self.client(), who.limits, who.user, self._identities, who.labels, self._remove_later,
-                       sources_mountable=on_this_host(self._config))
+                       inboxes=self._inboxes)
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks = Hooks(), ready: GatedContainer | None = None,
             ) -> ContainerOutcome:

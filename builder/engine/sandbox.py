@@ -78,8 +78,9 @@ class Sandbox:
     and the `labels` that mark what the executor made. `remove_later` (e.g. a single-thread
     executor's submit), given, takes the removal of what a build made, so that its outcome is
     not held up by the daemon tearing it down; without it the removal is done at once.
-    `sources_mountable`: the engine runs on this host and sees its file system, so a large
-    checkout may be mounted (read-only) to be copied onto the workspace (builder/engine/sources.py)."""
+    `inboxes`, where the engine runs on this host and sees its file system: the node's folder,
+    on the file system of its checkouts, where each gated container gets a folder of its own,
+    mounted read-only, that a checkout is copied from onto the workspace (builder/engine/sources.py)."""
 
     client: docker.DockerClient
     limits: BuildConfig
@@ -87,7 +88,12 @@ class Sandbox:
     identities: Identities
     labels: dict[str, str]
     remove_later: Callable[[Callable[[], None]], object] | None = None
-    sources_mountable: bool = False
+    inboxes: Path | None = None
+
+    @property
+    def sources_mountable(self) -> bool:
+        """Whether a checkout of this host may be mounted (read-only) into a container."""
+        return self.inboxes is not None
 
     def labelled(self, labels: dict[str, str]) -> Sandbox:
         """The same, its containers marked with `labels` as well (a pipeline step's name)."""

@@ -1,28 +1,34 @@
 """The sources of a spec build put onto its /workspace tmpfs, held mounted by a running container
 (a gated build container, or a pipeline's holder), every entry owned by the build user.
 
-Two ways, the same tree either way:
+Three ways, the same tree each way:
 
+- Copied by the gate (`fill_gated`): when the engine runs on this host, every gated build
+  container has an inbox, a folder of the node's of its own, mounted read-only at SOURCES_DIR
+  (builder/engine/gate.py). The node renames the build's checkout into it (a rename on one file
+  system: nothing is copied on the host), the gate runs `cp -PR` from it onto /workspace as
+  the build user, before any of the build runs, says it is done, and the node renames the
+  checkout back: the build's script later finds the inbox empty. A copy from page cache to
+  tmpfs inside the engine's host, with no call through the API: a tiny tree's upload took
+  about 120 ms, its copy a few; a tree of 30,000 files needs no container of its own either.
+  Only the inbox is mounted, never the node's checkouts folder above it, so the copy sees no
+  other build's tree. `-P` copies a symbolic link as a link, never following it.
+- Copied through a mount (`fill_workspace`, a pipeline's holder): when the engine runs on
+  this host and the tree is large (MOUNT_FROM_ENTRIES, MOUNT_FROM_BYTES), a short-lived
+  container of the build's image, with the build's limits and hardening and as the build user,
+  mounts the build's own checkout folder read-only at SOURCES_DIR beside the workspace and runs
+  `cp -PR` from one to the other. A small tree is streamed even then: a container's start
+  costs more than its upload.
 - Streamed: GNU tar on the node writes an archive of the checkout and it goes to the engine
   through the API as it is written; the engine unpacks it inside the container. It works for
   any engine, one on another machine too, but every file passes through the API: a repository
   of 30,000 files and 224 MB took about 7.5 s of an 11.3 s build.
-- Copied through a mount: when the engine runs on this host (`Sandbox.sources_mountable`) and
-  the tree is large (MOUNT_FROM_ENTRIES, MOUNT_FROM_BYTES), a short-lived container of the
-  build's image, with the build's limits and hardening and as the build user, mounts the
-  build's own checkout folder read-only at SOURCES_DIR beside the workspace and runs
-  `cp -PR` from one to the other: a copy from page cache to tmpfs inside the engine's host.
-  Only that folder is mounted, never the node's checkouts folder above it, so the copy sees
-  no other build's tree; the build's own container never mounts the checkout at all. `-P`
-  copies a symbolic link as a link, never following it (and inside that container a link
-  could reach nothing of the host beyond this one read-only tree). A small tree is streamed
-  even then: a container's start costs more than its upload.
 
-The copy falls back to streaming, with a line in the node log, when it cannot run (no `cp` in
+A copy falls back to streaming, with a line in the node log, when it cannot run (no `cp` in
 the image, an engine that does not see the node's path after all) or fails for another reason
 than room (a checkout the build user may not read, for a node whose umask keeps its files from
 others); streaming then writes every file over whatever the copy wrote. A tree that does not fit
-ends the build with the same reason both ways, since both write the same files.
+ends the build with the same reason every way, since each writes the same files.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import docker.errors
+import requests.exceptions
 from docker.types import LogConfig, Mount
 
+from builder.engine.gate import COPY_SOURCES, INBOX_TREE, SOURCES_COPIED, SOURCES_NOT_COPIED, GatedContainer
 from builder.engine.sandbox import Sandbox, SandboxError, host_config, numeric_owner
 from builder.plan.containerpaths import SOURCES_DIR, WORKSPACE_DIR
 from builder.plan.resources import memory_budget
@@ -57,6 +66,71 @@ _COPY_TIMEOUT_S = 300
 
 # What a copy that ran out of room says (cp runs with LC_ALL=C).
 _NO_ROOM = "No space left on device"
+# The last of what a gate's copy said that the node keeps for its log.
+_SAID_BYTES = 64 * 1024
+
+
+def fill_gated(sandbox: Sandbox, gated: GatedContainer, workspace: Path) -> None:
+    """Put the checkout `workspace`, its .git included, onto the /workspace of `gated`, a build
+    container waiting at its gate for its first line: copied by the gate from its inbox if it
+    has one, else streamed."""
+    if gated.inbox is not None and _copy_through_inbox(sandbox, gated, workspace):
+        return
+    _stream(sandbox, gated.container, workspace)
+
+
+def _copy_through_inbox(sandbox: Sandbox, gated: GatedContainer, workspace: Path) -> bool:
+    """Have the gate copy the tree from its inbox (see the module's docstring); False, logged,
+    when streaming should do it instead."""
+    tree = gated.inbox / INBOX_TREE
+    try:
+        os.rename(workspace, tree)
+    except OSError as exc:
+        # Not on the inbox's file system (a caller's own folder): the gate is written its
+        # first line with the script.
+        log.info("streaming the sources of build %s: the checkout cannot move to its container's inbox: %s",
+                 workspace.name, exc)
+        return False
+    try:
+        gated.open_gate(COPY_SOURCES)
+        copied, said = _gate_says(gated)
+    finally:
+        os.rename(tree, workspace)
+    if copied:
+        return True
+    if _NO_ROOM in said:
+        raise SandboxError(f"sources do not fit the {sandbox.limits.workspace_mb} MB workspace", said)
+    log.warning("streaming the sources of build %s: the gate's copy failed: %s", workspace.name, said.strip()[-500:])
+    return False
+
+
+def _gate_says(gated: GatedContainer) -> tuple[bool, str]:
+    """Read the gate's output up to SOURCES_COPIED or SOURCES_NOT_COPIED: whether it copied,
+    and the last of what cp said. Nothing of the build's comes before: its script is not there
+    yet. A gate that says neither within _COPY_TIMEOUT_S (an image's cp that never ends) is killed."""
+    copied_line, failed_line = f"{SOURCES_COPIED}\n".encode(), f"{SOURCES_NOT_COPIED}\n".encode()
+    timer = threading.Timer(_COPY_TIMEOUT_S, _kill_quietly, (gated.container,))
+    timer.start()
+    said = b""
+    try:
+        for chunk in gated.output:
+            said = (said + chunk)[-_SAID_BYTES:]
+            if said.endswith(copied_line):
+                return True, ""
+            if said.endswith(failed_line):
+                return False, said[:-len(failed_line)].decode(errors="replace")
+    except (OSError, ValueError, requests.exceptions.RequestException) as exc:
+        raise SandboxError("docker error: container stopped before the build started", f"{exc}\n") from None
+    finally:
+        timer.cancel()
+    raise SandboxError("docker error: container stopped before the build started", said.decode(errors="replace"))
+
+
+def _kill_quietly(container) -> None:
+    try:
+        container.kill()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass
 
 
 def fill_workspace(sandbox: Sandbox, container, workspace: Path, *, image_id: str, volume: str) -> None:

@@ -393,7 +393,7 @@ def _attempt(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, time_
         gated.container.reload()
         if gated.container.status != "running":
             raise SandboxError("docker error: container stopped before the build started")
-        deliver_script(gated.stdin, step.script, step.secrets)
+        deliver_script(gated, step.script, step.secrets)
         gated.close_stdin()
         started = time.monotonic()
         exit_code = wait_for_exit(gated.container, time_left_s)

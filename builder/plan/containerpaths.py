@@ -9,6 +9,7 @@ OUT_TAR = f"{OUT_DIR}/cache.tar"
 # The node uploads the cache a build gets here, into the same tmpfs the build
 # later writes its new cache to; the wrapper deletes it once extracted.
 RESTORE_TAR = f"{OUT_DIR}/restore.tar"
-# Where the container that copies a large checkout onto the workspace mounts it, read-only, on
-# an engine of this host (builder/engine/sources.py); no build's own container mounts anything here.
+# Where, read-only, a spec build's container mounts its inbox (the gate copies the checkout
+# from it, builder/engine/gate.py; empty once the script runs, and an empty tmpfs on an engine
+# elsewhere), and a pipeline's copying container the build's checkout (builder/engine/sources.py).
 SOURCES_DIR = "/.pbft-ci/src"

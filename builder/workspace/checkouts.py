@@ -31,6 +31,8 @@ def _size_bytes(path: Path) -> int:
 
 # In a checkouts folder: the data directory it serves (build ids never start with a dot).
 CHECKOUTS_OWNER_FILE = ".data-dir"
+# In a checkouts folder: the inboxes of the node's gated build containers (builder/engine/gate.py).
+INBOXES_DIR = ".inboxes"
 
 
 def make_checkouts_folder(root: Path, data_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from builder.workspace.checkout import resolve_url
 from builder import BuildOrder, Executor, ExecutorSettings, RepositorySettings
-from builder.workspace.checkouts import checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
+from builder.workspace.checkouts import INBOXES_DIR, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from builder.workspace.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build, log_text, spec
@@ -183,7 +183,9 @@ async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_clien
     try:
         result = await build(executor, git_repo, build_ids)
         assert result.status == "success"
-        assert [path.name for path in root.iterdir()] == [".data-dir"]  # the build's own checkout is gone
+        # The build's own checkout is gone; the inboxes left are prepared containers', empty.
+        assert {path.name for path in root.iterdir()} <= {".data-dir", INBOXES_DIR}
+        assert not [entry for inbox in (root / INBOXES_DIR).glob("*") for entry in inbox.iterdir()]
         assert root.stat().st_mode & 0o077 == 0
     finally:
         executor.close()

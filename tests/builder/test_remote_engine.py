@@ -26,6 +26,7 @@ from builder import BuildOrder, BuildResult, Executor, ExecutorSettings, Reposit
 from builder.engine import network as buildnet
 from builder.engine.images import EVERY_ENGINE_NEEDS_IT
 from builder.engine.sandbox import ENGINE_LOST
+from builder.plan.containerpaths import SOURCES_DIR
 from harness.network import free_port, write_network
 from node import contexts
 from shared.config import BuildConfig, DockerEngineConfig, load_config
@@ -67,12 +68,14 @@ def second_engine(docker_client, default_image, certificates, tmp_path_factory):
 
 @pytest.fixture
 def bind_sources(monkeypatch) -> list[str]:
-    """The source of every bind mount of every container created during the test."""
+    """The source of every bind mount of every container created during the test but the build
+    containers' inboxes (the node's own folders: these engines run on this host)."""
     sources: list[str] = []
     create = ContainerCollection.create
 
     def recording_create(self, image, command=None, **kwargs):
-        sources.extend(mount["Source"] for mount in kwargs.get("mounts") or [] if mount["Type"] == "bind")
+        sources.extend(mount["Source"] for mount in kwargs.get("mounts") or []
+                       if mount["Type"] == "bind" and mount["Target"] != SOURCES_DIR)
         return create(self, image, command, **kwargs)
 
     monkeypatch.setattr(ContainerCollection, "create", recording_create)

@@ -15,6 +15,7 @@ import pytest
 
 from builder import BuildOrder, BuildResult, Executor, ExecutorSettings
 from builder.plan.compile import ROOT_REFUSED
+from builder.workspace.checkouts import INBOXES_DIR
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build_container_filters, leftovers_of, log_text, spec
 
@@ -200,9 +201,13 @@ async def test_container_is_never_privileged(node_executor, origin, build_ids, d
     assert "size=8m" in host["Tmpfs"]["/tmp"] and "nosuid" in host["Tmpfs"]["/tmp"]
     assert "size=8m" in host["Tmpfs"]["/home/build"] and "mode=0700" in host["Tmpfs"]["/home/build"]
     assert config["User"] == "1000:1000"
+    # Read-only but /workspace; the one of the node's folders is the container's empty inbox.
     assert sorted((m["Type"], m["Destination"], m["RW"]) for m in mounts) == [
-        ("bind", "/etc/group", False), ("bind", "/etc/passwd", False), ("volume", "/workspace", True),
+        ("bind", "/.pbft-ci/src", False), ("bind", "/etc/group", False), ("bind", "/etc/passwd", False),
+        ("volume", "/workspace", True),
     ]
+    inbox = next(m for m in mounts if m["Destination"] == "/.pbft-ci/src")
+    assert Path(inbox["Source"]).parent.name == INBOXES_DIR
     assert volume_options["type"] == "tmpfs" and "size=16m" in volume_options["o"]
     text = log_text(result)
     assert "uid=1000" in text

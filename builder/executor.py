@@ -31,7 +31,13 @@ from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
 from builder.workspace.artifactstore import ArtifactStore
 from builder.workspace.caches import CacheStore
-from builder.workspace.checkouts import INBOXES_DIR, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
+from builder.workspace.checkouts import (
+    INBOXES_DIR,
+    CheckoutRemover,
+    checkouts_root,
+    make_checkouts_folder,
+    sweep_orphaned_checkouts,
+)
 from builder.workspace.fetch import fetch
 from builder.workspace.gitmirror import GitError, GitMirrors
 from builder.workspace.log import BuildLog
@@ -62,6 +68,7 @@ class Executor:
         self._checkouts = checkouts_root(settings.data_dir, limits.workspace_mb * settings.max_concurrent * 1024 * 1024)
         # Beside the checkouts: a checkout moves into a container's inbox by a rename.
         self._engine = DockerEngine(settings, docker_client, inboxes=self._checkouts / INBOXES_DIR)
+        self._removed_checkouts = CheckoutRemover(self._checkouts, settings.node_id)
         self._parts = NodeParts(
             node_id=settings.node_id, engine=self._engine,
             caches=CacheStore(settings.data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,
@@ -84,6 +91,10 @@ class Executor:
     @property
     def engine(self) -> DockerEngine:
         return self._engine
+
+    def checkouts_removed(self):
+        """A concurrent future done once the checkouts of the builds ended so far are gone."""
+        return self._removed_checkouts.settled()
 
     @property
     def running(self) -> int:
@@ -185,6 +196,7 @@ class Executor:
         the checkouts' folder goes once no build is left: in memory, it would hold the host's
         RAM until the next start. Builds still running (killed) remove their own."""
         self._engine.close()
+        self._removed_checkouts.close()
         if not self._active_ids:
             shutil.rmtree(self._checkouts, ignore_errors=True)
 
@@ -259,7 +271,7 @@ class Executor:
             result = BuildResult("error", None, None, "internal executor error")
         finally:
             self._containers.pop(build_id, None)
-            shutil.rmtree(workspace, ignore_errors=True)
+            self._removed_checkouts.discard(workspace)
         if build_id in self._cancels and result.status != "cancelled":
             # Cancelled while it ended (its container killed, or before its result is out).
             result = self._cancelled(output)

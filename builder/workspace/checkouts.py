@@ -4,6 +4,7 @@ import hashlib
 import os
 import shutil
 import stat
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ def _size_bytes(path: Path) -> int:
 CHECKOUTS_OWNER_FILE = ".data-dir"
 # In a checkouts folder: the inboxes of the node's gated build containers (builder/engine/gate.py).
 INBOXES_DIR = ".inboxes"
+# In a checkouts folder: finished builds' checkouts while they are removed (CheckoutRemover).
+TRASH_DIR = ".trash"
 
 
 def make_checkouts_folder(root: Path, data_dir: Path) -> None:
@@ -62,3 +65,41 @@ def sweep_orphaned_checkouts(memory: Path = Path("/dev/shm")) -> None:
             continue
         if not served.exists():
             shutil.rmtree(root, ignore_errors=True)
+
+
+class CheckoutRemover:
+    """Removes finished builds' checkouts after their results are out: a checkout of 30,000
+    files took about 0.6 s to delete from memory, which no verdict should wait for. A checkout
+    is moved aside at once (a rename in the checkouts folder) and deleted by one thread of its
+    own; what a killed node left aside goes with the checkouts folder at its next start."""
+
+    def __init__(self, root: Path, node_id: int):
+        self._trash = root / TRASH_DIR
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkouts-node{node_id}")
+
+    def discard(self, checkout: Path) -> None:
+        """Remove the folder `checkout` (in the checkouts folder), later; at once if it cannot be
+        moved aside or the remover is closed. One never made (the build ended before its
+        checkout) is no matter."""
+        if not os.path.lexists(checkout):
+            # Never made: nothing is written here, whose folder this is may not have been checked.
+            return
+        aside = self._trash / checkout.name
+        try:
+            self._trash.mkdir(mode=0o700, exist_ok=True)
+            os.rename(checkout, aside)
+        except OSError:
+            shutil.rmtree(checkout, ignore_errors=True)
+            return
+        try:
+            self._worker.submit(shutil.rmtree, aside, True)
+        except RuntimeError:  # closed: the build that ends now removes its own
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def settled(self) -> Future:
+        """A future done once every removal asked for so far has run."""
+        return self._worker.submit(lambda: None)
+
+    def close(self) -> None:
+        """Finish the removals asked for; later ones are done at once by whoever asks."""
+        self._worker.shutdown(wait=True)

@@ -2,6 +2,7 @@
 Docker engine: `.git` with the commit's history and tags, the build's branch and nothing of
 the node's mirror, the same on every node; submodules only from the URLs a repository allows."""
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from builder.workspace.checkout import resolve_url
 from builder import BuildOrder, Executor, ExecutorSettings, RepositorySettings
-from builder.workspace.checkouts import INBOXES_DIR, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
+from builder.workspace.checkouts import INBOXES_DIR, TRASH_DIR, CheckoutRemover, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from builder.workspace.gitmirror import GitError
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build, log_text, spec
@@ -183,8 +184,10 @@ async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_clien
     try:
         result = await build(executor, git_repo, build_ids)
         assert result.status == "success"
+        await asyncio.wrap_future(executor.checkouts_removed())
         # The build's own checkout is gone; the inboxes left are prepared containers', empty.
-        assert {path.name for path in root.iterdir()} <= {".data-dir", INBOXES_DIR}
+        assert {path.name for path in root.iterdir()} <= {".data-dir", INBOXES_DIR, TRASH_DIR}
+        assert not list((root / TRASH_DIR).glob("*"))
         assert not [entry for inbox in (root / INBOXES_DIR).glob("*") for entry in inbox.iterdir()]
         assert root.stat().st_mode & 0o077 == 0
     finally:
@@ -228,3 +231,24 @@ def test_checkouts_go_to_the_data_disk_where_memory_has_no_room_for_the_builds(t
     data_dir = tmp_path / "data"
     assert checkouts_root(data_dir, room_bytes=1 << 62) == data_dir / "workspaces"
     assert checkouts_root(data_dir, room_bytes=1).parent == Path("/dev/shm")  # Debian hosts have one
+
+
+def test_a_finished_checkout_is_moved_aside_at_once_and_deleted_after(tmp_path):
+    root = tmp_path / "checkouts"
+    make_checkouts_folder(root, tmp_path)
+    remover = CheckoutRemover(root, node_id=7)
+    checkout = root / "t-1"
+    (checkout / "src").mkdir(parents=True)
+    (checkout / "src" / "file").write_text("sources")
+    try:
+        remover.discard(checkout)
+        assert not checkout.exists()  # moved aside before the build's result goes out
+        remover.settled().result(timeout=30)
+        assert not list((root / TRASH_DIR).iterdir())
+        remover.discard(root / "never-made")  # a build that ended before its checkout
+    finally:
+        remover.close()
+    late = root / "t-2"
+    late.mkdir()
+    remover.discard(late)  # closed: removed at once
+    assert not late.exists() and not list((root / TRASH_DIR).iterdir())

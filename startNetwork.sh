@@ -163,65 +163,34 @@ while read -r id host port scheme; do
 done <<<"$nodes"
 mv "$pid_file.new" "$pid_file"
 
-# True while a node we just started is alive. Its command line is no use here:
-# until nohup has exec'd Python it still reads as this script's.
-alive() {
-    kill -0 "$1" 2>/dev/null && [[ "$( { cut -d' ' -f3 "/proc/$1/stat"; } 2>/dev/null)" != Z ]]
-}
-
-# status_ok URL ID PID: true when the node at URL reports id ID and process PID on its status
-# endpoint. The pid matters: another process on the port (a node of another network, or
-# of this one started elsewhere) may answer with the same id while the node started here died.
-status_ok() {
-    .venv/bin/python -c '
-import json, ssl, sys, urllib.request
-context = ssl.create_default_context(cafile=sys.argv[4]) if sys.argv[4] else None
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=1, context=context) as response:
-        answer = json.load(response)
-except (OSError, ValueError):
-    sys.exit(1)
-sys.exit(0 if isinstance(answer, dict) and [answer.get("id"), answer.get("pid")] == [int(sys.argv[2]), int(sys.argv[3])] else 1)
-' "$1" "$2" "$3" "$ca_file"
-}
-
-# The last line a node wrote to its stdout file: why it did not start, when it did not.
 last_words() {
     { grep -v '^[[:space:]]*$' "$log_dir/node-$1.stdout" || true; } | tail -n 1
 }
 
-# A node that does not come up is reported and the others are left alone: they may
-# be serving already, and the client started beside them is none of this run's business.
-pending=("${!pids[@]}")
+# Each node started now is up once GET /status answers with its id and process id: the pid
+# matters, another process on the port (a node of another network, or of this one started
+# elsewhere) may answer with the same id while the node started here died. One process polls
+# them all (scripts/lib/awaitstart.py).
 exited=() silent=()
-deadline=$((SECONDS + 30))
-while [[ ${#pending[@]} -gt 0 ]]; do
-    still=()
-    for id in "${pending[@]}"; do
-        if ! alive "${pids[$id]}"; then
-            words=$(last_words "$id")
-            echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} ($log_dir/node-$id.stdout)" >&2
-            exited+=("$id")
-        elif ! status_ok "${urls[$id]}" "$id" "${pids[$id]}"; then
-            still+=("$id")
-        fi
-    done
-    pending=("${still[@]+"${still[@]}"}")
-    if [[ ${#pending[@]} -gt 0 ]]; then
-        if [[ $SECONDS -ge $deadline ]]; then
-            for id in "${pending[@]}"; do
-                words=$(last_words "$id")
+waits=()
+for id in "${!pids[@]}"; do
+    waits+=(--wait "$id" "${urls[$id]}" "${pids[$id]}")
+done
+if [[ ${#waits[@]} -gt 0 ]]; then
+    while read -r state id; do
+        words=$(last_words "$id")
+        case $state in
+            exited)
+                echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} ($log_dir/node-$id.stdout)" >&2
+                exited+=("$id") ;;
+            silent)
                 echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within 30 s and is left running" \
                      "(./stopNetwork.sh --node $id stops it): ${words:-no output} ($log_dir/node-$id.stdout)" >&2
-            done
-            silent=("${pending[@]}")
-            break
-        fi
-        sleep 0.2
-    fi
-done
+                silent+=("$id") ;;
+        esac
+    done < <(.venv/bin/python scripts/lib/awaitstart.py --seconds 30 --match-id --cafile "$ca_file" "${waits[@]}")
+fi
 
-# Nodes that exited are no longer the pid file's: their pids may be reused.
 if [[ ${#exited[@]} -gt 0 ]]; then
     : >"$pid_file.new"
     while read -r pid id rest; do

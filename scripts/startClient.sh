@@ -114,35 +114,21 @@ echo "$pid" >"$pid_file"
 
 # Ready means that the process started above answers GET /client: any other
 # program holding the port would answer HTTP too, while this client dies.
-answers() {
-    .venv/bin/python -c '
-import json, sys, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=1) as response:
-        answer = json.load(response)
-except (OSError, ValueError):
-    sys.exit(1)
-sys.exit(0 if isinstance(answer, dict) and answer.get("pid") == int(sys.argv[2]) else 1)
-' "$url/client" "$pid"
-}
-
-deadline=$((SECONDS + 30))
-until answers; do
-    if ! kill -0 "$pid" 2>/dev/null || [[ "$( { cut -d' ' -f3 "/proc/$pid/stat"; } 2>/dev/null)" == Z ]]; then
+state=$(.venv/bin/python scripts/lib/awaitstart.py --seconds 30 --wait client "$url/client" "$pid")
+case $state in
+    "exited client")
         # Its last words say why: a busy port names the process holding it.
         last=$(grep -v '^[[:space:]]*$' "$log_dir/$log_name.stdout" | tail -n 1 || true)
         echo "the client (pid $pid) exited during start-up: ${last:-no output} ($log_dir/$log_name.stdout)" >&2
         rm -f "$pid_file"
-        exit 1
-    fi
-    if [[ $SECONDS -ge $deadline ]]; then
+        exit 1 ;;
+    "up client") ;;
+    *)
         echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see $log_dir/$log_name.stdout" >&2
         kill -TERM "$pid" 2>/dev/null || true
         rm -f "$pid_file"
-        exit 1
-    fi
-    sleep 0.2
-done
+        exit 1 ;;
+esac
 
 echo "client up: pid $pid, $config"
 echo "  webhook: $url/webHook   builds: $url/builds"

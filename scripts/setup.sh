@@ -242,24 +242,40 @@ if [[ "${PBFT_CI_TEST_IMAGES:-0}" == 1 ]]; then
     fi
 fi
 
-# --- Key pairs of every node and client of the configuration. keygen.py exits 2
-# for a configuration that does not load, and its lines (each naming the file and
-# the key) are the whole message: the configuration, not the key step, is wrong.
-keys_status=0
-keys_out=$(.venv/bin/python scripts/keygen.py "$config" 2>&1) || keys_status=$?
-case $keys_status in
-    0) say "keys: $(tail -n 1 <<<"$keys_out")" ;;
-    2) echo "$keys_out" >&2; exit 2 ;;
-    *) echo "$keys_out" >&2; fail "keys failed" ;;
-esac
+# --- Key pairs of every node and client of the configuration, and the example's in-toto layout.
+# For the example, both are checked again only when what they read has changed (its
+# configuration, its keys folder, the two scripts) or on another day (a layout expires): each
+# check is a Python start of about 1.2 s, and startNetwork.sh then startClient.sh run them twice
+# within seconds.
+keys_stamp=.venv/.example-keys-checked
+example_keys_fingerprint() {
+    { date +%F; cat example-config/network.yaml scripts/keygen.py scripts/owner.py;
+      find example-config/keys -maxdepth 1 -printf '%f %s %T@\n' 2>/dev/null | sort; } | sha256sum | cut -d' ' -f1
+}
+if [[ "$config" -ef example-config/network.yaml && -f $keys_stamp &&
+      "$(cat "$keys_stamp")" == "$(example_keys_fingerprint)" ]]; then
+    say "keys and in-toto layout: unchanged since they were last checked"
+else
+    rm -f "$keys_stamp"
+    # keygen.py exits 2 for a configuration that does not load, and its lines (each naming the file and
+    # the key) are the whole message: the configuration, not the key step, is wrong.
+    keys_status=0
+    keys_out=$(.venv/bin/python scripts/keygen.py "$config" 2>&1) || keys_status=$?
+    case $keys_status in
+        0) say "keys: $(tail -n 1 <<<"$keys_out")" ;;
+        2) echo "$keys_out" >&2; exit 2 ;;
+        *) echo "$keys_out" >&2; fail "keys failed" ;;
+    esac
 
-# --- The example network's in-toto layout (in_toto_layout in its YAML), signed with an
-# owner key made here beside its node keys, so that `curl .../in-toto | tar x` and
-# in-toto-verify work out of the box. Only for the example: a real network's owner
-# keeps their key offline and signs its layout there (docs/attestations.md).
-if [[ "$config" -ef example-config/network.yaml ]]; then
-    step "in-toto layout" .venv/bin/python scripts/owner.py local --config example-config/network.yaml \
-        --key example-config/keys/owner.key
+    # The example network's in-toto layout (in_toto_layout in its YAML), signed with an
+    # owner key made here beside its node keys, so that `curl .../in-toto | tar x` and
+    # in-toto-verify work out of the box. Only for the example: a real network's owner
+    # keeps their key offline and signs its layout there (docs/attestations.md).
+    if [[ "$config" -ef example-config/network.yaml ]]; then
+        step "in-toto layout" .venv/bin/python scripts/owner.py local --config example-config/network.yaml \
+            --key example-config/keys/owner.key
+        example_keys_fingerprint >"$keys_stamp"
+    fi
 fi
 
 # --- The example repository the example configuration builds.

@@ -267,9 +267,10 @@ def deliver_script(gated: GatedContainer, script: str, secrets: dict[str, str] |
     where a lone surrogate can be escaped; it becomes "?" rather than an
     encoding error.
     """
+    if not gated.opened:
+        gated.open_gate(NO_COPY)
     try:
-        first_line, gated.opened = not gated.opened, True
-        gated.stdin.send_all(gate_input(script, secrets, first_line=first_line).encode(errors="replace"))
+        gated.stdin.send_all(gate_input(script, secrets, first_line=False).encode(errors="replace"))
         gated.stdin.end_input()
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None

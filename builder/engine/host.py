@@ -44,7 +44,16 @@ from builder.engine.network import BuildNetwork
 from builder.engine.ready import ReadyContainers
 from builder.engine.container import ContainerJob, run_container
 from builder.engine.gate import GatedContainer, start_gated_container
-from builder.engine.sandbox import ContainerOutcome, Hooks, RunAs, Sandbox, SandboxError, build_image, check_image
+from builder.engine.sandbox import (
+    ContainerOutcome,
+    Hooks,
+    RunAs,
+    Sandbox,
+    SandboxError,
+    build_image,
+    check_image,
+    kill_quietly,
+)
 from builder.engine.steps import StepsJob, StepsOutcome, run_steps
 from builder.settings import ExecutorSettings
 from shared.config import DockerEngineConfig
@@ -262,14 +271,6 @@ def remove_labelled_builds(client: docker.DockerClient, data_dir: Path) -> int:
             volume.remove(force=True)
             removed += 1
     return removed
-
-
-def kill_quietly(container) -> None:
-    """Kill a build's container; one that already stopped, or is gone, is left to its thread."""
-    try:
-        container.kill()
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        pass
 
 
 def _report_failed_removal(done) -> None:

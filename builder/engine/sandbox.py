@@ -207,6 +207,14 @@ def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
     )
 
 
+def kill_quietly(container) -> None:
+    """Kill a build's container; one that already stopped, or is gone, is left to its thread."""
+    try:
+        container.kill()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass
+
+
 def remove_all(containers: list, volumes: list) -> None:
     """Remove a build's containers, then its volumes, which the containers kept mounted."""
     try:

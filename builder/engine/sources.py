@@ -46,7 +46,7 @@ import requests.exceptions
 from docker.types import LogConfig, Mount
 
 from builder.engine.gate import COPY_SOURCES, INBOX_TREE, SOURCES_COPIED, SOURCES_NOT_COPIED, GatedContainer
-from builder.engine.sandbox import Sandbox, SandboxError, host_config, numeric_owner
+from builder.engine.sandbox import Sandbox, SandboxError, host_config, kill_quietly, numeric_owner
 from builder.plan.containerpaths import SOURCES_DIR, WORKSPACE_DIR
 from builder.plan.resources import memory_budget
 
@@ -109,7 +109,7 @@ def _gate_says(gated: GatedContainer) -> tuple[bool, str]:
     and the last of what cp said. Nothing of the build's comes before: its script is not there
     yet. A gate that says neither within _COPY_TIMEOUT_S (an image's cp that never ends) is killed."""
     copied_line, failed_line = f"{SOURCES_COPIED}\n".encode(), f"{SOURCES_NOT_COPIED}\n".encode()
-    timer = threading.Timer(_COPY_TIMEOUT_S, _kill_quietly, (gated.container,))
+    timer = threading.Timer(_COPY_TIMEOUT_S, kill_quietly, (gated.container,))
     timer.start()
     said = b""
     try:
@@ -124,13 +124,6 @@ def _gate_says(gated: GatedContainer) -> tuple[bool, str]:
     finally:
         timer.cancel()
     raise SandboxError("docker error: container stopped before the build started", said.decode(errors="replace"))
-
-
-def _kill_quietly(container) -> None:
-    try:
-        container.kill()
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        pass
 
 
 def fill_workspace(sandbox: Sandbox, container, workspace: Path, *, image_id: str, volume: str) -> None:

@@ -174,10 +174,13 @@ class LedgerImport:
         # A turn that reached the last of them begins the next at the first: with fewer than
         # FOLLOW_UPS waiting, every reading asks about each.
         self._followed_up_to = waiting[-1]["build_id"] if len(waiting) == FOLLOW_UPS else 0
-        for record in waiting:
-            request = record["request"]
-            path = f"/requests/{request.get('client')}/{record['build_id']}"
-            self._take(config, await self._ask_all(config, path, {}))
+        # Asked about all at once: one slow member holds the turn up for one answer's
+        # timeout, not for one per build waiting.
+        answers = await asyncio.gather(*(
+            self._ask_all(config, f"/requests/{record['request'].get('client')}/{record['build_id']}", {})
+            for record in waiting))
+        for answer in answers:
+            self._take(config, answer)
 
     async def _ask_all(self, config: NetworkConfig, path: str, query: dict[str, str]) -> list[dict]:
         """Every member's answer to GET `path`, of those that gave one."""

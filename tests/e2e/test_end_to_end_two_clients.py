@@ -33,12 +33,14 @@ SPEC = "commands:\n  - echo build started\n  - sleep 6\n  - test ! -f fail\n"
 ROUTES = {"to-a-1": "a", "to-a-2": "a", "to-b-1": "b", "to-b-2": "b", "to-both-1": "ab", "to-both-2": "ab"}
 
 
-def all_settled(base_url: str, timeout_s: float = 240) -> list[dict]:
-    """Every build the client lists, each as its full record, once none is pending."""
+def all_settled(base_url: str, count: int, timeout_s: float = 240) -> list[dict]:
+    """Every build the client lists, each as its full record, once it lists `count` and none is
+    pending. The other client's builds come in from the nodes' ledgers at the import's next
+    reading (client/ledgerimport.py), which may be after this client's own have settled."""
     deadline = time.monotonic() + timeout_s
     while True:
         listed = http_json("GET", f"{base_url}/builds?limit=100")[1]["builds"]
-        if listed and all(build["state"] != "pending" for build in listed):
+        if len(listed) >= count and all(build["state"] != "pending" for build in listed):
             return [http_json("GET", f"{base_url}/builds/{build['build_id']}")[1] for build in listed]
         assert time.monotonic() < deadline, [(build["build_id"], build["state"]) for build in listed]
         time.sleep(0.5)
@@ -70,7 +72,7 @@ def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_k
             os.killpg(a_process.pid, signal.SIGKILL)
             a_process.wait(timeout=15)
 
-        found = all_settled(b_url)
+        found = all_settled(b_url, sum(len(route) for route in ROUTES.values()))
         # The killed client's build's output, as a node kept it under that client's name.
         built_by_a = next(record for record in found
                           if record["client"] == A and record["result"]["status"] != "skipped")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -66,9 +67,7 @@ def workspace(mirrors: GitMirrors, wanted: Checkout, dest: Path) -> None:
     is refused before a file is written."""
     commit = wanted.commit
     mirrors.clone(wanted.name, dest)
-    if wanted.max_bytes is not None:
-        check_size(dest, commit, wanted.max_bytes)
-    check_out(dest, commit, wanted.branch)
+    check_out(dest, commit, wanted.branch, wanted.max_bytes)
     for submodule in submodules(dest, commit, wanted.url):
         if submodule.url not in wanted.submodule_urls:
             raise GitError(
@@ -100,20 +99,55 @@ def check_size(dest: Path, commit: str, max_bytes: int) -> None:
         )
 
 
-def check_out(dest: Path, commit: str, branch: str | None) -> None:
+def check_out(dest: Path, commit: str, branch: str | None, max_bytes: int | None = None) -> None:
     """Make the clone at `dest` hold `commit` as its work tree, on `branch` (a checked name)
-    or on a detached HEAD, with no remote and no branch but that one."""
+    or on a detached HEAD, with no remote and no branch but that one. With `max_bytes`, a tree
+    of more than that is refused (check_size) before a file of it is written: its files are
+    listed while the clone's remote and branch are removed, which writes nothing but .git."""
     repo = _git(dest)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sized = None if max_bytes is None else pool.submit(check_size, dest, commit, max_bytes)
+        try:
+            _forget_origin(repo, dest)
+        finally:
+            if sized is not None:
+                sized.result()  # raised first, as when the size was checked before all else
     try:
-        repo.remote("remove", "origin")  # its refs go with it
-        for ref in repo.for_each_ref("--format=%(refname)", "refs/heads").split():
-            repo.update_ref("-d", ref)
         if branch is None:
             repo.checkout("--quiet", "--detach", commit, "--")
         else:
             repo.checkout("--quiet", "-B", branch, commit, "--")
     except git.GitCommandError as exc:
         raise GitError("checkout failed", exc.stderr) from None
+
+
+def _forget_origin(repo: git.Git, dest: Path) -> None:
+    """Remove the clone's remote, with its refs and its branch's settings, and its one branch."""
+    try:
+        repo.remote("remove", "origin")
+        cloned = _cloned_branch(dest)
+        if cloned is not None:
+            repo.update_ref("-d", "--end-of-options", cloned)
+    except git.GitCommandError as exc:
+        raise GitError("checkout failed", exc.stderr) from None
+
+
+def _cloned_branch(dest: Path) -> str | None:
+    """The one branch a clone has: the one its HEAD names, as the mirror's HEAD did. None when
+    that is detached, or names a branch the mirror lacks (deleting one would log it in HEAD's
+    reflog). Read from the files `git clone` has just written: a branch as a file of its own,
+    or a line of packed-refs."""
+    git_dir = dest / ".git"
+    head = (git_dir / "HEAD").read_text(encoding="utf-8", errors="surrogateescape").strip()
+    ref = head.removeprefix("ref: ")
+    if ref == head or not ref.startswith("refs/heads/"):
+        return None
+    packed = git_dir / "packed-refs"
+    if (git_dir / ref).is_file() or (
+        packed.is_file() and f" {ref}\n" in packed.read_text(encoding="utf-8", errors="surrogateescape")
+    ):
+        return ref
+    return None
 
 
 def submodules(dest: Path, commit: str, repository_url: str) -> list[Submodule]:

@@ -122,6 +122,16 @@ class GitMirrors:
 
 
 def _rev_parse(repo: git.Repo, revision: str, reason: str) -> str:
+    """The commit `revision` names (`<revision>^{commit}`, as `git rev-parse --verify` reads it),
+    or GitError(reason). Asked first of the repository's persistent `git cat-file --batch-check`,
+    which reading the commit's time, message and author uses anyway, so that a name found costs
+    no process of its own (it is a line on its stdin, never an option); a name it does not find,
+    or an answer GitPython cannot read (a SHA-256 repository's), is left to `git rev-parse`."""
+    try:
+        hexsha = repo.git.get_object_header(f"{revision}^{{commit}}")[0]
+        return hexsha.decode("ascii") if isinstance(hexsha, bytes) else hexsha
+    except ValueError:
+        pass
     try:
         return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
     except git.GitCommandError:
@@ -139,6 +149,8 @@ def _check_on_ref(repo: git.Repo, commit: str, name: str) -> None:
     resolved object names by now, never raw request text.
     """
     head = _rev_parse_or_none(repo, f"refs/heads/{name}")
+    if head == commit:
+        return  # a commit is its own ancestor; the client pins the head it saw, so this is the usual case
     if head is not None:
         try:
             # `git merge-base --is-ancestor`: exit 1 means "no", anything else failed.

@@ -17,6 +17,9 @@ the other two. One group, not one test per worker: three networks of four nodes 
 on two cores stretch the waits that some of these tests bound; only the quick benches, which
 bound none, run apart from it. The pure and process-private tests (their own ports and folders)
 share the workers, the simulator's sweeps last.
+
+A test that hangs fails after PBFT_CI_TEST_TIMEOUT_S (tests/support/watchdog.py) with the
+stacks of the threads and tasks it waited in, and the run goes on.
 """
 
 import getpass
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.support.watchdog import pytest_runtest_protocol  # noqa: F401 - a hook of the suite
 
 # Hypothesis's clocks (a deadline per example, the time spent making examples) measure the
 # machine's load, not the code: with the engine's tests beside them on two cores they fail

@@ -236,12 +236,22 @@ def build(args) -> dict:
                 network, dockerfile, write_network(network, repositories={"example": str(dockerfile)}), rounds,
                 plain_dockerfile_run,
             )
+            # The same with `builders: f+1`: two of the four nodes build it, one core each here,
+            # where four builds share two cores above; the others stand by (pbft/builders.py).
+            network = root / "dockerfile-f1"
+            network.mkdir()
+            f1_report = compare_with_plain(
+                network, dockerfile,
+                write_network(network, repositories={"example": {"url": str(dockerfile), "builders": "f+1"}}),
+                rounds, plain_dockerfile_run,
+            )
         finally:
             plain_images = [f"pbft-ci-bench/plain-{index}:latest" for index in range(4)]
             subprocess.run(["docker", "image", "rm", "--force", *plain_images], check=False, capture_output=True)
     return {"scenario": "build", "project": "the example project (master)", "image": "pbft-ci/busybox",
             "load_average_at_start": load, **report,
-            "dockerfile": {"project": "the example project from a Dockerfile", **dockerfile_report}}
+            "dockerfile": {"project": "the example project from a Dockerfile", **dockerfile_report},
+            "dockerfile_f1": {"project": "the example project from a Dockerfile, `builders: f+1`", **f1_report}}
 
 
 def real_project(args) -> dict:
@@ -271,9 +281,9 @@ def compare_table(report: dict) -> str:
         "",
         *_compare_rows(report),
     ]
-    if "dockerfile" in report:
-        rows += ["", f"{report['scenario']}: {report['dockerfile']['project']}", "",
-                 *_compare_rows(report["dockerfile"])]
+    for variant in ("dockerfile", "dockerfile_f1"):
+        if variant in report:
+            rows += ["", f"{report['scenario']}: {report[variant]['project']}", "", *_compare_rows(report[variant])]
     return "\n".join(rows)
 
 

@@ -50,14 +50,15 @@ def write_network(
     *,
     n: int = 4,
     f: int = 1,
-    repositories: dict[str, str] | None = None,
+    repositories: dict[str, str | dict] | None = None,
     allow_byzantine: bool = False,
     protocol: dict | None = None,
     build: dict | None = None,
     runners: tuple[str, ...] = (),
     clients: tuple[str, ...] = ("client",),
 ) -> Path:
-    """Write keys and a network YAML under `root`; return the YAML's path. Each of `clients` has
+    """Write keys and a network YAML under `root`; return the YAML's path. `repositories` maps a
+    name to its URL, or to its entry's settings (`{"url": ..., "builders": "f+1"}`). Each of `clients` has
     a key of its own in keys/client-<name>.key and a port of its own; the first lists the action
     `runners` named, each with a key of its own in keys/runner-<name>.key."""
     keys = root / "keys"
@@ -84,7 +85,8 @@ def write_network(
             for name, port in zip(clients, client_ports)
         ],
         "repositories": [
-            {"name": name, "url": url} for name, url in (repositories or {"example": str(root / "repo")}).items()
+            {"name": name, **({"url": given} if isinstance(given, str) else given)}
+            for name, given in (repositories or {"example": str(root / "repo")}).items()
         ],
         "keys_dir": "keys",
         "data_dir": "data",

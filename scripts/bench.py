@@ -37,7 +37,8 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
               at once; each node's overhead per build (its build duration
               less the time the build's own commands ran); then the same
               project built from a Dockerfile, against plain `git clone &&
-              docker build && docker run`.
+              docker build && docker run`, by every node and with
+              `builders: f+1` (two of the four nodes build it).
   concurrent  20 webhooks at once (10 master, 10 feature) vs 20 in a row.
   burst       30 webhooks at once for a repository whose 20 s builds run two
               at a time per node (repositories[].max_concurrent): every

@@ -29,8 +29,12 @@ def test_quick_bench_runs_the_build_scenarios(tmp_path):
     dockerfile = build["dockerfile"]
     assert set(dockerfile["results"]) == {"pbft-ci", "plain", "plain x4"} and dockerfile["over_plain_x4"] > 0
     assert len(dockerfile["node_overhead_ms"]["values"]) == 4
+    # With `builders: f+1` the two nodes the order picked built it, and no other.
+    f1 = build["dockerfile_f1"]
+    assert set(f1["results"]) == {"pbft-ci", "plain", "plain x4"} and f1["over_plain"] > 0
+    assert len(f1["node_overhead_ms"]["values"]) == 2
     assert reports["concurrent"]["webhooks"] == 4
-    for heading in ("build:", "concurrent:", "targets"):
+    for heading in ("build:", "concurrent:", "targets", "Dockerfile, builders: f+1"):
         assert heading in result.stdout
 
 

@@ -109,7 +109,8 @@ def test_targets_table_says_which_targets_a_run_met():
     reports = [
         {"scenario": "consensus", "results": {"4": {"p50_ms": 8.5}, "16": {"p50_ms": 55.0}}},
         {"scenario": "memory", "max_growth": 0.068},
-        {"scenario": "build", "over_plain_x4": 1.3, "node_overhead_ms": None, "dockerfile": {"over_plain_x4": 0.9}},
+        {"scenario": "build", "over_plain_x4": 1.3, "node_overhead_ms": None, "dockerfile": {"over_plain_x4": 0.9, "over_plain": 1.8},
+         "dockerfile_f1": {"over_plain": 1.05}},
     ]
     rows = {row.split(" | ")[0].lstrip("| "): row for row in targets_table(reports, quick=False).splitlines()}
     assert rows["consensus overhead p50, n = 4"].endswith("| 8.5 | yes |")
@@ -118,6 +119,8 @@ def test_targets_table_says_which_targets_a_run_met():
     assert rows["webhook -> verdict / four plain runs at once"].endswith("| 1.3 | no |")
     assert rows["node overhead per build, p50"].endswith("| n/a | n/a |")
     assert rows["Dockerfile: webhook -> verdict / four plain builds and runs at once"].endswith("| 0.9 | yes |")
+    assert rows["Dockerfile: webhook -> verdict / one plain build and run"].endswith("| 1.8 | no |")
+    assert rows["Dockerfile, builders: f+1: webhook -> verdict / one plain build and run"].endswith("| 1.05 | yes |")
     assert not any(row.startswith(("| ordered requests/s", "| first request after idle")) for row in rows.values()), (
         "scenarios not run are left out"
     )

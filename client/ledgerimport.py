@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 2.0  # between two readings of the order, when the last one found nothing new
 ANSWER_TIMEOUT_S = 10.0
+# Once f+1 members answered a question, how long the others have left to answer it too.
+ANSWER_GRACE_S = 1.0
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a page: 64 batches (node/server.py LEDGER_PAGE), each build with its votes
 FOLLOW_UPS = 32  # other clients' builds without a verdict asked about again per reading, in turn
 
@@ -183,9 +185,26 @@ class LedgerImport:
             self._take(config, answer)
 
     async def _ask_all(self, config: NetworkConfig, path: str, query: dict[str, str]) -> list[dict]:
-        """Every member's answer to GET `path`, of those that gave one."""
-        answers = await asyncio.gather(*(self._get(node, path, query) for node in config.nodes))
-        return [answer for answer in answers if isinstance(answer, dict)]
+        """The members' answers to GET `path`: every one that came before ANSWER_GRACE_S had
+        passed since the f+1-th, or before ANSWER_TIMEOUT_S. f+1 answers are all a reading
+        needs (one of them is honest), so one slow or silent member holds each reading up for
+        the grace, not for the timeout; a member cut short is asked again at the next reading."""
+        loop = asyncio.get_running_loop()
+        asked = [asyncio.ensure_future(self._get(node, path, query)) for node in config.nodes]
+        pending, deadline = set(asked), None
+        try:
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break  # the grace is over
+                if deadline is None and sum(isinstance(_answer(one), dict) for one in asked) > config.f:
+                    deadline = loop.time() + ANSWER_GRACE_S
+        finally:
+            for one in pending:
+                one.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return [answer for one in asked if isinstance(answer := _answer(one), dict)]
 
     async def _get(self, node: NodeConfig, path: str, query: dict[str, str]) -> dict | None:
         """Node `node`'s answer to GET `path`: a JSON object read whole, within MAX_ANSWER_BYTES;
@@ -369,6 +388,11 @@ def certified(config: NetworkConfig, members: Membership, wire: dict,
             continue
         return list(summary.signers), group
     return None
+
+
+def _answer(asked: asyncio.Future) -> dict | None:
+    """What a question to a member gave: None while it waits or once cut short."""
+    return asked.result() if asked.done() and not asked.cancelled() else None
 
 
 def _int(value: Any, otherwise: int) -> int:

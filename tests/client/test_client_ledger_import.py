@@ -102,6 +102,33 @@ def test_the_reading_stays_while_fewer_than_f_plus_1_members_answer(imports):
     assert imports.records.imported.cursor() == 0 and imports.record() is None
 
 
+def test_a_member_that_never_answers_holds_a_reading_up_for_the_grace_alone(imports, monkeypatch):
+    """f+1 answers make a reading; a silent member (a faulty one, or one that hangs) gets
+    ANSWER_GRACE_S after them, not ANSWER_TIMEOUT_S, and is asked again at the next reading."""
+    request = imports.request()
+    held = imports.build(request, [imports.vote(node, request) for node in (0, 1, 2)], seq=3)
+    monkeypatch.setattr(ledgerimport, "ANSWER_TIMEOUT_S", 3600.0)
+    monkeypatch.setattr(ledgerimport, "ANSWER_GRACE_S", 0.01)
+    asked: list[int] = []
+    cut_short: list[int] = []
+
+    async def get(node, path, query):
+        asked.append(node.id)
+        if node.id == 3:
+            try:
+                await asyncio.Event().wait()  # never answers
+            except asyncio.CancelledError:
+                cut_short.append(node.id)
+                raise
+        return {"after": int(query["after"]), "through": 3, "builds": [held]}
+
+    imports.importer._get = get
+    # Without the grace this would wait out the hour-long timeout: the bound here fails it.
+    assert asyncio.run(asyncio.wait_for(imports.importer.step(), timeout=60)) is True
+    assert imports.records.imported.cursor() == 3 and imports.record()["state"] == "accepted"
+    assert cut_short == [3] and asked.count(3) >= 1
+
+
 def test_a_build_that_takes_the_id_of_another_is_not_imported_over_it(imports):
     own = imports.request(client="client")  # the same timestamp: another client left its lane
     imports.records.builds.add_pending(own, 0.0)

@@ -61,6 +61,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # pid_file, and `runs PID node/index.py`: true while PID still runs a node (pids get reused).
 source scripts/lib/processes.sh
+read_start_wait
 
 # The --byzantine words (MODE [ARG]) node PID was started with; nothing for an honest node.
 # Read from the process itself, so that what the script reports is what the node runs.
@@ -184,11 +185,11 @@ if [[ ${#waits[@]} -gt 0 ]]; then
                 echo "node $id (pid ${pids[$id]}) exited during start-up: ${words:-no output} ($log_dir/node-$id.stdout)" >&2
                 exited+=("$id") ;;
             silent)
-                echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within 30 s and is left running" \
+                echo "node $id (pid ${pids[$id]}) did not answer GET ${urls[$id]} within $start_wait_s s and is left running" \
                      "(./stopNetwork.sh --node $id stops it): ${words:-no output} ($log_dir/node-$id.stdout)" >&2
                 silent+=("$id") ;;
         esac
-    done < <(.venv/bin/python scripts/lib/awaitstart.py --seconds 30 --match-id --cafile "$ca_file" "${waits[@]}")
+    done < <(.venv/bin/python scripts/lib/awaitstart.py --seconds "$start_wait_s" --match-id --cafile "$ca_file" "${waits[@]}")
 fi
 
 if [[ ${#exited[@]} -gt 0 ]]; then

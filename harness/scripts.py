@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # startNetwork.sh runs the set-up first, which on a fresh machine installs
 # packages and the Docker engine.
 START_TIMEOUT_S = 900
-CLIENT_START_TIMEOUT_S = 30
+CLIENT_START_TIMEOUT_S = 120  # scripts/startClient.sh waits as long
 
 
 def run_script(*command: str, timeout_s: float = 120) -> subprocess.CompletedProcess:

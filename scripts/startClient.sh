@@ -57,6 +57,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # client_pid_file, and `runs PID client/index.py`: true while PID still runs the client (pids get reused).
 source scripts/lib/processes.sh
+read_start_wait
 pid_file=$client_pid_file
 
 if [[ -f $pid_file ]]; then
@@ -114,7 +115,7 @@ echo "$pid" >"$pid_file"
 
 # Ready means that the process started above answers GET /client: any other
 # program holding the port would answer HTTP too, while this client dies.
-state=$(.venv/bin/python scripts/lib/awaitstart.py --seconds 30 --wait client "$url/client" "$pid")
+state=$(.venv/bin/python scripts/lib/awaitstart.py --seconds "$start_wait_s" --wait client "$url/client" "$pid")
 case $state in
     "exited client")
         # Its last words say why: a busy port names the process holding it.
@@ -124,7 +125,7 @@ case $state in
         exit 1 ;;
     "up client") ;;
     *)
-        echo "the client (pid $pid) did not answer GET $url/client within 30 s, so it was stopped; see $log_dir/$log_name.stdout" >&2
+        echo "the client (pid $pid) did not answer GET $url/client within $start_wait_s s, so it was stopped; see $log_dir/$log_name.stdout" >&2
         kill -TERM "$pid" 2>/dev/null || true
         rm -f "$pid_file"
         exit 1 ;;

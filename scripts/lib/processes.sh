@@ -10,6 +10,18 @@
 # started with different folders are started, reloaded and stopped apart.
 
 run_dir=${PBFT_CI_RUN_DIR:-run}
+
+# read_start_wait: sets start_wait_s, how long the start scripts wait for a process they
+# started to answer: 120 s unless PBFT_CI_START_WAIT_S says otherwise; exits 2 on anything
+# but a whole number of seconds above 0. A node imports, opens its store and asks its engine
+# before it listens; on a host busy with other work that takes many times what it does alone.
+read_start_wait() {
+    start_wait_s=${PBFT_CI_START_WAIT_S:-120}
+    if [[ ! "$start_wait_s" =~ ^[0-9]+$ ]] || ((10#$start_wait_s == 0)); then
+        echo "PBFT_CI_START_WAIT_S is a whole number of seconds above 0; got '$start_wait_s'" >&2
+        exit 2
+    fi
+}
 client_pid_file=$run_dir/client.pid
 pid_file=$run_dir/network.pids
 

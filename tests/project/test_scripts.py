@@ -404,6 +404,19 @@ def test_a_configuration_error_is_the_whole_message(tmp_path, script):
     assert refused.stderr.count("\n") == 1 and "<unicode string>" not in refused.stderr
 
 
+@pytest.mark.parametrize("script", [("./startNetwork.sh",), ("./scripts/startClient.sh", "--background")])
+@pytest.mark.parametrize("wait", ["0", "soon", "-5", "1.5"])
+def test_a_start_wait_that_is_no_whole_number_of_seconds_is_refused_before_anything_starts(
+    tmp_path, monkeypatch, script, wait
+):
+    config = write_network(tmp_path)
+    monkeypatch.setenv("PBFT_CI_START_WAIT_S", wait)
+    refused = run(script[0], str(config), *script[1:], run_dir=tmp_path / "run")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr == f"PBFT_CI_START_WAIT_S is a whole number of seconds above 0; got '{wait}'\n"
+    assert refused.stdout == "" and not (tmp_path / "run").exists()
+
+
 @pytest.mark.docker
 @needs_docker
 def test_a_node_on_a_busy_port_says_so_in_one_line(tmp_path):

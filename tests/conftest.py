@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.support.watchdog import pytest_runtest_protocol  # noqa: F401 - a hook of the suite
+from tests.support.watchdog import pytest_configure, pytest_runtest_protocol  # noqa: F401 - hooks of the suite
 
 # Hypothesis's clocks (a deadline per example, the time spent making examples) measure the
 # machine's load, not the code: with the engine's tests beside them on two cores they fail

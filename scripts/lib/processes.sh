@@ -10,6 +10,8 @@
 # started with different folders are started, reloaded and stopped apart.
 
 run_dir=${PBFT_CI_RUN_DIR:-run}
+client_pid_file=$run_dir/client.pid
+pid_file=$run_dir/network.pids
 
 # read_start_wait: sets start_wait_s, how long the start scripts wait for a process they
 # started to answer: 120 s unless PBFT_CI_START_WAIT_S says otherwise; exits 2 on anything
@@ -22,8 +24,6 @@ read_start_wait() {
         exit 2
     fi
 }
-client_pid_file=$run_dir/client.pid
-pid_file=$run_dir/network.pids
 
 # True when PID is alive and its command line holds SCRIPT (node/index.py or
 # client/index.py). A zombie has an empty command line, so it counts as stopped.

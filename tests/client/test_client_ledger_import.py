@@ -109,11 +109,9 @@ def test_a_member_that_never_answers_holds_a_reading_up_for_the_grace_alone(impo
     held = imports.build(request, [imports.vote(node, request) for node in (0, 1, 2)], seq=3)
     monkeypatch.setattr(ledgerimport, "ANSWER_TIMEOUT_S", 3600.0)
     monkeypatch.setattr(ledgerimport, "ANSWER_GRACE_S", 0.01)
-    asked: list[int] = []
     cut_short: list[int] = []
 
     async def get(node, path, query):
-        asked.append(node.id)
         if node.id == 3:
             try:
                 await asyncio.Event().wait()  # never answers
@@ -126,7 +124,7 @@ def test_a_member_that_never_answers_holds_a_reading_up_for_the_grace_alone(impo
     # Without the grace this would wait out the hour-long timeout: the bound here fails it.
     assert asyncio.run(asyncio.wait_for(imports.importer.step(), timeout=60)) is True
     assert imports.records.imported.cursor() == 3 and imports.record()["state"] == "accepted"
-    assert cut_short == [3] and asked.count(3) >= 1
+    assert cut_short == [3]  # asked, and cut short when the grace was over
 
 
 def test_a_build_that_takes_the_id_of_another_is_not_imported_over_it(imports):

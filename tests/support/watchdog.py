@@ -33,7 +33,11 @@ class TestHung(Exception):
     __test__ = False  # not a test class, whatever its name
 
 
+LIMIT = pytest.StashKey[float]()
+
+
 def timeout_s() -> float:
+    """PBFT_CI_TEST_TIMEOUT_S, checked; a UsageError before any test runs for anything else."""
     text = os.environ.get("PBFT_CI_TEST_TIMEOUT_S", "")
     try:
         value = float(text) if text else DEFAULT_TIMEOUT_S
@@ -59,12 +63,16 @@ def where_everything_stood() -> str:
     return out.getvalue()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[LIMIT] = timeout_s()  # read once, for every test of the run
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    limit = timeout_s()
+    limit = item.config.stash[LIMIT]
 
     def hung(signum, frame) -> None:
         # Again after as long, should the teardown hang too: the run always moves on.

@@ -134,15 +134,15 @@ class BuildRun:
     ) -> tuple[BuildResult, int | None]:
         """A one-script spec: one container, with the spec's caches and artifacts."""
         node = self.node
-        image_id = node.engine.image(build.image, self.images)
+        image_id = node.engine.image(build.image, self.images, build.limits)
         script, arguments, cache_run, ready, on_started = build.script, (), None, None, None
         if build.cache is not None:
             cache_run = prepare_cache(node.caches, plan.facts, image_id, build.cache, self.workspace, self.output)
             script, arguments = cache_run.script, ("pbft-ci-cache", build.script)
         elif network is None:
-            ready = node.engine.take_ready(image_id, build.user)
+            ready = node.engine.take_ready(image_id, build.user, build.limits)
             self._say_ready(ready, image_id, build.user)
-            on_started = functools.partial(node.engine.prepare_ready, image_id, build.user)
+            on_started = functools.partial(node.engine.prepare_ready, image_id, build.user, build.limits)
         artifacts = self._artifact_copy(build)
         try:
             job = ContainerJob(
@@ -171,7 +171,8 @@ class BuildRun:
         node = self.node
         services = tuple(
             PlannedService(
-                name=service.name, image=service.image, image_id=node.engine.image(service.image, self.images),
+                name=service.name, image=service.image,
+                image_id=node.engine.image(service.image, self.images, build.limits),
                 script=service.script, environment={**service.environment, **_picked(secrets, service.secrets)},
                 ready_command=service.ready_command, ready_timeout_s=service.ready_timeout_s,
             )
@@ -179,7 +180,8 @@ class BuildRun:
         )
         steps = tuple(
             PlannedStep(
-                name=step.name, image=step.image, image_id=node.engine.image(step.image, self.images),
+                name=step.name, image=step.image,
+                image_id=node.engine.image(step.image, self.images, build.limits),
                 script=exported(step.environment, step.script), status=step.status,
                 ignore_failure=step.ignore_failure, retry=step.retry, skip_reason=step.skip_reason,
                 secrets=_picked(secrets, step.secrets),
@@ -225,7 +227,7 @@ class BuildRun:
         shutil.rmtree(self.workspace / ".git")
         secrets = self._secrets(build.secrets)
         self.output.settings(list(build.settings))
-        build_output, image_id = engine.build_image(self.workspace, build.tag, build.timeout_s)
+        build_output, image_id = engine.build_image(self.workspace, build.tag, build.limits, build.timeout_s)
         self.output.write(build_output.encode(errors="replace"))
         job = ContainerJob(image_id, None, build.timeout_s, environment={**build.environment, **secrets})
         run = functools.partial(engine.run, job, RunAs(build.limits, build.limits.user, self.labels))

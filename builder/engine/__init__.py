@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from builder.engine.gate import GatedContainer
     from builder.engine.sandbox import ContainerOutcome, Hooks, RunAs
     from builder.engine.steps import StepsJob, StepsOutcome
+    from shared.config_build import BuildConfig
 
 
 class Engine(Protocol):
@@ -21,19 +22,20 @@ class Engine(Protocol):
     def labels(self) -> dict[str, str]:
         """The labels of everything this engine makes for the node."""
 
-    def image(self, name: str, digests: list) -> str:
-        """The id of image `name`, pulled if need be; its registry digest added to `digests`."""
+    def image(self, name: str, digests: list, limits: BuildConfig) -> str:
+        """The id of image `name`, pulled if need be from a registry `limits` allow; its registry
+        digest added to `digests`."""
 
-    def build_image(self, context: Path, tag: str, timeout_s: float) -> tuple[str, str]:
-        """A Dockerfile's image built offline from `context`: its build output and its id."""
+    def build_image(self, context: Path, tag: str, limits: BuildConfig, timeout_s: float) -> tuple[str, str]:
+        """A Dockerfile's image built offline from `context` under the order's `limits`: its build output and its id."""
 
     def network_name(self) -> str:
         """The build network networked builds join (outside only: not this host, not its peers)."""
 
-    def take_ready(self, image_id: str, user: str) -> GatedContainer | None:
-        """A container started before its build came, for this image and user, if one waits."""
+    def take_ready(self, image_id: str, user: str, limits: BuildConfig) -> GatedContainer | None:
+        """A container started before its build came, for this image, user and limits, if one waits."""
 
-    def prepare_ready(self, image_id: str, user: str) -> None:
+    def prepare_ready(self, image_id: str, user: str, limits: BuildConfig) -> None:
         """Start the next such container, in the background."""
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks, ready: GatedContainer | None) -> ContainerOutcome:

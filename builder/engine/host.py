@@ -57,6 +57,7 @@ from builder.engine.sandbox import (
 from builder.engine.steps import StepsJob, StepsOutcome, run_steps
 from builder.settings import ExecutorSettings
 from shared.config import DockerEngineConfig
+from shared.config_build import BuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ class DockerEngine:
         self._inboxes = inboxes if on_this_host(self._config) else None
         self._data_dir = data_dir = settings.data_dir
         self._node_id = node_id = settings.node_id
-        self._limits = limits = settings.limits
         self._docker = client
         self._owns_docker = client is None
         self._guard = threading.Lock()
@@ -85,8 +85,7 @@ class DockerEngine:
         # Containers carry it so that close() finds this executor's builds only,
         # even with several nodes (or test runs) sharing one engine.
         self.instance_id = uuid.uuid4().hex
-        self._images = Images(registries=limits.registries, auth=dict(settings.registry_auth),
-                              require_digests=limits.require_digests)
+        self._images = Images(auth=dict(settings.registry_auth))
         # The passwd and group files made per image, on the engine (builder/engine/identity.py).
         self._identities = Identities(self.labels())
         self._network = BuildNetwork(data_dir, settings.peer_hosts)
@@ -139,25 +138,27 @@ class DockerEngine:
         """A pipeline's steps and services to their end (builder/engine/steps.py)."""
         return run_steps(self.sandbox(who), job, hooks)
 
-    def take_ready(self, image_id: str, user: str) -> GatedContainer | None:
-        """A container started earlier for a build of this image and user, if one waits."""
-        return self.ready.take((image_id, user))
+    def take_ready(self, image_id: str, user: str, limits: BuildConfig) -> GatedContainer | None:
+        """A container started earlier for a build of this image and user under these limits
+        (the order's, which a change of `build:` moves), if one waits."""
+        return self.ready.take((image_id, user, limits))
 
-    def prepare_ready(self, image_id: str, user: str) -> None:
-        """Start the next build's container of this image and user (in the background)."""
-        self.ready.prepare((image_id, user))
+    def prepare_ready(self, image_id: str, user: str, limits: BuildConfig) -> None:
+        """Start the next build's container of this image, user and limits (in the background)."""
+        self.ready.prepare((image_id, user, limits))
 
-    def image(self, name: str, digests: list) -> str:
-        """The id of image `name`, pulled if the engine lacks it; its registry digest, if it has
-        one, is added to `digests`."""
-        image_id, digest = self._images.resolve(self.client(), name)
+    def image(self, name: str, digests: list, limits: BuildConfig) -> str:
+        """The id of image `name`, pulled if the engine lacks it from a registry the order's
+        `limits` allow; its registry digest, if it has one, is added to `digests`."""
+        image_id, digest = self._images.resolve(self.client(), name, limits)
         if digest is not None:
             digests.append(digest)
         return image_id
 
-    def build_image(self, context: Path, tag: str, timeout_s: float) -> tuple[str, str]:
-        """A Dockerfile build's image: its `docker build` output and the id of the image."""
-        output = build_image(self.client(), context=context, tag=tag, limits=self._limits, timeout_s=timeout_s)
+    def build_image(self, context: Path, tag: str, limits: BuildConfig, timeout_s: float) -> tuple[str, str]:
+        """A Dockerfile build's image, built under the order's `limits`: its `docker build`
+        output and the id of the image."""
+        output = build_image(self.client(), context=context, tag=tag, limits=limits, timeout_s=timeout_s)
         return output, check_image(self.client(), tag)
 
     def network_name(self) -> str:
@@ -223,10 +224,11 @@ class DockerEngine:
             self._docker.close()
             self._docker = None
 
-    def _start_ready(self, key: tuple[str, str]) -> GatedContainer:
-        """A spec build's container for image id and user, as run_container would start it, for the next build."""
-        image_id, user = key
-        return start_gated_container(self.sandbox(RunAs(self._limits, user, self.labels())), image_id, "ready")
+    def _start_ready(self, key: tuple[str, str, BuildConfig]) -> GatedContainer:
+        """A spec build's container for image id, user and limits, as run_container would
+        start it, for the next build."""
+        image_id, user, limits = key
+        return start_gated_container(self.sandbox(RunAs(limits, user, self.labels())), image_id, "ready")
 
     def _remove_later(self, removal: Callable[[], None]) -> None:
         try:

@@ -30,6 +30,7 @@ import requests.exceptions
 from builder.plan.imageref import Reference, parse_reference
 from builder.engine.sandbox import SandboxError
 from pbft.build import ImageDigest
+from shared.config_build import BuildConfig
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 
 log = logging.getLogger(__name__)
@@ -71,27 +72,28 @@ EVERY_ENGINE_NEEDS_IT = (
 
 
 class Images:
-    """Resolves the images of builds on one engine, pulling what it lacks from allowed registries."""
+    """Resolves the images of builds on one engine, pulling what it lacks from the registries a
+    build's limits allow (the order's `build:`, never the node's own file: a change through the
+    order moves them on every node at the same sequence number)."""
 
-    def __init__(self, *, registries: tuple[str, ...], auth: dict[str, dict[str, str]], require_digests: bool):
-        self._registries = frozenset(registries)
+    def __init__(self, *, auth: dict[str, dict[str, str]]):
         self._auth = auth
-        self._require_digests = require_digests
         self._guard = threading.Lock()
         self._pulling: dict[str, threading.Lock] = {}
 
-    def resolve(self, client: docker.DockerClient, name: str) -> tuple[str, ImageDigest | None]:
-        """The id of the image `name` names, and its registry digest if it has one; SandboxError
-        with a reason that is the same on every node that cannot get it."""
+    def resolve(self, client: docker.DockerClient, name: str, limits: BuildConfig) -> tuple[str, ImageDigest | None]:
+        """The id of the image `name` names under `limits` (registries, require_digests), and its
+        registry digest if it has one; SandboxError with a reason that is the same on every node
+        that cannot get it."""
         try:
             reference = parse_reference(name)
         except ValueError as exc:
             raise SandboxError(f"image {name[:255]!r}: {exc}") from None
-        if self._require_digests and reference.digest is None:
+        if limits.require_digests and reference.digest is None:
             raise SandboxError(f"image {name}: this network runs images by digest only (name@sha256:...)")
         image = self._local(client, name)
         if image is None:
-            image = self._pull(client, name, reference)
+            image = self._pull(client, name, reference, frozenset(limits.registries))
         digest = self._digest(image, reference)
         if reference.digest is not None and digest != reference.digest:
             # The engine holds the name with other bytes than the digest names (never pulled by it).
@@ -107,9 +109,9 @@ class Images:
         except docker.errors.APIError as exc:
             raise SandboxError("docker error: could not inspect image", str(exc)) from None
 
-    def _pull(self, client, name: str, reference: Reference):
-        if reference.registry not in self._registries:
-            allowed = ", ".join(sorted(self._registries)) or "none"
+    def _pull(self, client, name: str, reference: Reference, registries: frozenset[str]):
+        if reference.registry not in registries:
+            allowed = ", ".join(sorted(registries)) or "none"
             raise SandboxError(
                 f"image not found: {name} (not on this node's engine, and {reference.registry} is not a registry "
                 f"this network pulls from; build.registries: {allowed}). {EVERY_ENGINE_NEEDS_IT}"

@@ -18,6 +18,7 @@ from builder.plan.spec import parse_build_spec
 from builder import BuildOrder, BuildResult
 from builder.engine.gate import GATE_COMMAND, SCRIPT_END, gate_input
 from pbft.build import Spec
+from shared.config_build import BuildConfig
 from tests.builder.executor_helpers import Listener, build, host_address, live_log, log_text, outcome, spec
 
 pytestmark = pytest.mark.docker
@@ -391,6 +392,32 @@ async def test_dockerfile_only_repository_is_built_and_run(make_executor, git_re
     assert lines[2].startswith("== settings docker build: network none, memory 256 MB, timeout 300 s"), lines
     assert lines[3].startswith(f"== settings run: image pbft-ci-build/docker-only:{head[:12]}, user 1000:1000,"), lines
     assert "root file system writable" in lines[3] and "home 256 MB" in lines[3], lines
+
+
+async def test_a_dockerfile_is_built_under_the_memory_limit_of_its_order(
+    make_executor, git_repo, build_ids, docker_client
+):
+    """The order's `build:` (BuildOrder.limits) sets the `docker build`'s memory, not the node's own configuration."""
+    marker = build_ids()  # unique: no earlier run's layer cache answers the RUN below
+    head = git_repo.commit("master", {
+        "Dockerfile": (
+            "FROM pbft-ci/busybox:latest\n"
+            f"RUN echo {marker} && echo \"limit $(cat /sys/fs/cgroup/memory.max 2>/dev/null"
+            " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\"\n"
+            'CMD ["true"]\n'
+        ),
+    })
+
+    try:
+        result = await build(make_executor(memory_mb=64), git_repo, build_ids, repository_name="Docker_Only",
+                             limits=BuildConfig(memory_mb=96))
+    finally:
+        docker_client.images.remove(f"pbft-ci-build/docker-only:{head[:12]}", force=True)
+
+    text = log_text(result)
+    assert result.status == "success", text
+    assert "docker build: network none, memory 96 MB" in text
+    assert f"limit {96 * 1024 * 1024}" in text, text
 
 
 @pytest.mark.parametrize(

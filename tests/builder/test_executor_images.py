@@ -13,6 +13,7 @@ import yaml
 from builder.plan.imageref import parse_reference
 from builder.engine.images import EVERY_ENGINE_NEEDS_IT, load_registry_auth
 from pbft.build import ImageDigest
+from shared.config_build import BuildConfig
 from tests.builder.executor_helpers import DEFAULT_IMAGE, build, log_text
 
 pytestmark = pytest.mark.docker
@@ -128,6 +129,23 @@ async def test_images_from_elsewhere_or_by_tag_where_digests_are_required_are_re
     git_repo.commit("master", {".pbft-ci.yml": version_spec(DEFAULT_IMAGE)})
     by_tag = await build(make_executor(require_digests=True), git_repo, build_ids)
     assert by_tag.reason == f"image {DEFAULT_IMAGE}: this network runs images by digest only (name@sha256:...)"
+
+
+async def test_the_registries_and_the_digest_rule_are_the_orders_not_the_nodes_own(
+    registry, make_executor, git_repo, build_ids
+):
+    """A change of `build:` through the order (BuildOrder.limits) moves them on every node at the
+    same sequence number, whatever each node's configuration file said when it started."""
+    git_repo.commit("master", {".pbft-ci.yml": version_spec(f"{registry}/pbft/absent:1")})
+    pulled = await build(make_executor(), git_repo, build_ids, limits=BuildConfig(registries=(registry,)))
+    assert (pulled.status, pulled.reason) == (
+        "error", f"image {registry}/pbft/absent:1 could not be pulled from {registry}")
+
+    git_repo.commit("master", {".pbft-ci.yml": version_spec(DEFAULT_IMAGE)})
+    by_tag = await build(make_executor(require_digests=True), git_repo, build_ids, limits=BuildConfig())
+    assert by_tag.status == "success", log_text(by_tag)
+    refused = await build(make_executor(), git_repo, build_ids, limits=BuildConfig(require_digests=True))
+    assert refused.reason == f"image {DEFAULT_IMAGE}: this network runs images by digest only (name@sha256:...)"
 
 
 @pytest.mark.parametrize("text, parsed", [

@@ -16,6 +16,7 @@ import pytest
 from docker.models.containers import Container, ContainerCollection
 
 from builder import BuildOrder, BuildResult, Executor, ExecutorSettings
+from shared.config_build import BuildConfig
 from builder.engine.ready import ReadyContainers
 from tests.builder.executor_helpers import leftovers_of, log_text, spec
 
@@ -346,3 +347,27 @@ async def test_a_restarted_node_sweeps_the_containers_its_killed_process_prepare
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.volumes.list(filters=label) == []
     restarted.close()
+
+
+@pytest.mark.docker
+async def test_a_build_runs_under_the_limits_of_its_order_not_those_the_node_started_with(
+    make_executor, git_repo, build_ids
+):
+    """A change of `build:` through the order reaches a node as BuildOrder.limits; a container
+    prepared under the node's own limits must not run a build ordered under others."""
+    git_repo.commit("master", {".pbft-ci.yml": spec("df -k /tmp | tail -n 1", "df -k /workspace | tail -n 1")})
+    executor = make_executor(tmp_mb=16, workspace_mb=32)
+    ordered = BuildConfig(tmp_mb=24, workspace_mb=40)
+
+    node_own = await build(executor, git_repo, build_ids())
+    await wait_for_prepared(executor)
+    first = await build(executor, git_repo, build_ids(), limits=ordered)
+    await wait_for_prepared(executor)
+    second = await build(executor, git_repo, build_ids(), limits=ordered)
+
+    def sizes(result: BuildResult) -> list[str]:
+        assert result.status == "success", log_text(result)
+        return re.findall(r"^tmpfs\s+(\d+)", log_text(result), re.MULTILINE)
+
+    assert sizes(node_own) == [str(16 * 1024), str(32 * 1024)]
+    assert sizes(first) == sizes(second) == [str(24 * 1024), str(40 * 1024)]

@@ -221,9 +221,11 @@ def start_gated_container(
         # Not detached: only then does docker-py set StdinOnce, which makes the
         # daemon close the build's stdin when the node's attach ends, after the
         # script or without it.
+        # entrypoint=[]: the gate is the whole command. The image's ENTRYPOINT would be run
+        # instead, with the gate as its arguments (a step's image is a tool's, often with one).
         container = sandbox.client.containers.create(
-            image_id, [*GATE_COMMAND, *arguments], labels={**sandbox.labels, "pbft-ci.role": role}, detach=False,
-            **options,
+            image_id, [*GATE_COMMAND, *arguments], entrypoint=[], labels={**sandbox.labels, "pbft-ci.role": role},
+            detach=False, **options,
         )
         stdin = StdinAttach(container.attach_socket(params={"stdin": 1, "stream": 1}))
         output = container.attach(stdout=True, stderr=True, stream=True)

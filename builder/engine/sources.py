@@ -171,7 +171,7 @@ def _copy_through_mount(sandbox: Sandbox, workspace: Path, image_id: str, volume
     try:
         copier = sandbox.client.containers.create(
             image_id, ["cp", "-PR", f"{SOURCES_DIR}/.", f"{WORKSPACE_DIR}/"],
-            labels={**sandbox.labels, "pbft-ci.role": "sources"}, detach=True, **options,
+            entrypoint=[], labels={**sandbox.labels, "pbft-ci.role": "sources"}, detach=True, **options,
         )
         copier.start()
         exit_code = copier.wait(timeout=_COPY_TIMEOUT_S)["StatusCode"]

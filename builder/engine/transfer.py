@@ -112,7 +112,7 @@ def hold_mounts(
         options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
     holder = sandbox.client.containers.create(
         image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
-        labels={**sandbox.labels, "pbft-ci.role": "holder"}, detach=True, **options,
+        entrypoint=[], labels={**sandbox.labels, "pbft-ci.role": "holder"}, detach=True, **options,
     )
     try:
         holder.start()

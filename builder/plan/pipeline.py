@@ -82,7 +82,8 @@ class Step:
     # Keyword-only from here: the document's order has the required `commands` after `image`.
     _: dataclasses.KW_ONLY
     image: str | None = setting(IMAGE, default=None, doc="the step's image; the spec's `image` otherwise")
-    commands: tuple[str, ...] = setting(COMMANDS, doc="one `sh -e` script, one line per entry, run in /workspace")
+    commands: tuple[str, ...] = setting(COMMANDS, doc="one `sh -e` script, one line per entry, run in /workspace "
+                                                      "in place of the image's entrypoint")
     environment: tuple[tuple[str, str], ...] = setting(Variables(), default=(),
                                                        doc="variables of this step, on top of the pipeline's")
     # The build's secrets it gets, by name; None: all of them (see `narrowed`).

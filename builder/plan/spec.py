@@ -89,7 +89,8 @@ class BuildSpec:
     image: str | None = setting(IMAGE, default=None,
                                 doc="the image it runs in: found on the node's engine, or pulled; the node's otherwise")
     commands: tuple[str, ...] = setting(COMMANDS, default=(),
-                                        doc="one `sh -e` script, one line per entry, run in /workspace")
+                                        doc="one `sh -e` script, one line per entry, run in /workspace "
+                                            "in place of the image's entrypoint")
     # A pipeline (then `commands` is ()), and the variables every command gets.
     steps: tuple[Step, ...] = setting(STEPS, default=(), nullable=False,
                                       doc="a pipeline: steps sharing one /workspace, each in a container of its own")

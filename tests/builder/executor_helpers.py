@@ -171,3 +171,12 @@ def host_address() -> str:
             return probe.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+async def wait_for_prepared(executor, count: int = 1, timeout_s: float = 30) -> list:
+    """The keys with a prepared container, once there are `count` of them."""
+    deadline = time.monotonic() + timeout_s
+    while len(executor.engine.ready.keys) < count:
+        assert time.monotonic() < deadline, "no container was prepared"
+        await asyncio.sleep(0.05)
+    return executor.engine.ready.keys

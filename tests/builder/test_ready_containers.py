@@ -18,7 +18,7 @@ from docker.models.containers import Container, ContainerCollection
 from builder import BuildOrder, BuildResult, Executor, ExecutorSettings
 from shared.config_build import BuildConfig
 from builder.engine.ready import ReadyContainers
-from tests.builder.executor_helpers import leftovers_of, log_text, spec
+from tests.builder.executor_helpers import leftovers_of, log_text, spec, wait_for_prepared
 
 PASSING = {".pbft-ci.yml": spec("sh test.sh"), "test.sh": "echo tests passed\n"}
 
@@ -144,15 +144,6 @@ def comparable_log(result: BuildResult) -> list[str]:
     """The build log without its build id and without the timings, which differ from build to build."""
     lines = log_text(result).splitlines()[1:]
     return [re.sub(r" duration_ms \d+", "", line) for line in lines]
-
-
-async def wait_for_prepared(executor, count: int = 1, timeout_s: float = 30) -> list:
-    """The keys with a prepared container, once there are `count` of them."""
-    deadline = time.monotonic() + timeout_s
-    while len(executor.engine.ready.keys) < count:
-        assert time.monotonic() < deadline, "no container was prepared"
-        await asyncio.sleep(0.05)
-    return executor.engine.ready.keys
 
 
 async def removed(docker_client, container_id: str, timeout_s: float = 30) -> bool:

@@ -227,11 +227,19 @@ class BuildRun:
         shutil.rmtree(self.workspace / ".git")
         secrets = self._secrets(build.secrets)
         self.output.settings(list(build.settings))
-        build_output, image_id = engine.build_image(self.workspace, build.tag, build.limits, build.timeout_s)
+        build_output, image_id, command = engine.build_image(self.workspace, build.tag, build.limits, build.timeout_s)
         self.output.write(build_output.encode(errors="replace"))
+        user, ready, on_started = build.limits.user, None, None
+        if command:
+            # The next build of this very image (the same tree: a rerun, a schedule, a branch
+            # and its pull request) finds its container started. An image with no command
+            # fails as docker run fails, in a container of its own.
+            ready = engine.take_ready(image_id, user, build.limits, command)
+            self._say_ready(ready, image_id, user)
+            on_started = functools.partial(engine.prepare_ready, image_id, user, build.limits, command)
         job = ContainerJob(image_id, None, build.timeout_s, environment={**build.environment, **secrets})
-        run = functools.partial(engine.run, job, RunAs(build.limits, build.limits.user, self.labels))
-        outcome = self._unless_host_fault(run, self._hooks())
+        run = functools.partial(engine.run, job, RunAs(build.limits, user, self.labels))
+        outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
         return self._result(outcome, build.ran, build.timeout_s, build.budget, ((), "")), outcome.commands_ms
 
     def _result(

@@ -26,16 +26,24 @@ class Engine(Protocol):
         """The id of image `name`, pulled if need be from a registry `limits` allow; its registry
         digest added to `digests`."""
 
-    def build_image(self, context: Path, tag: str, limits: BuildConfig, timeout_s: float) -> tuple[str, str]:
-        """A Dockerfile's image built offline from `context` under the order's `limits`: its build output and its id."""
+    def build_image(
+        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float,
+    ) -> tuple[str, str, tuple[str, ...]]:
+        """A Dockerfile's image built offline from `context` under the order's `limits`: its
+        build output, its id and the command it runs (ENTRYPOINT and CMD)."""
 
     def network_name(self) -> str:
         """The build network networked builds join (outside only: not this host, not its peers)."""
 
-    def take_ready(self, image_id: str, user: str, limits: BuildConfig) -> GatedContainer | None:
-        """A container started before its build came, for this image, user and limits, if one waits."""
+    def take_ready(
+        self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,
+    ) -> GatedContainer | None:
+        """A container started before its build came, for this image, user and limits, if one
+        waits; with `command`, a Dockerfile build's that will run it."""
 
-    def prepare_ready(self, image_id: str, user: str, limits: BuildConfig) -> None:
+    def prepare_ready(
+        self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,
+    ) -> None:
         """Start the next such container, in the background."""
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks, ready: GatedContainer | None) -> ContainerOutcome:

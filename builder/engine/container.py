@@ -112,6 +112,8 @@ def run_container(
         cache_mounts = _cache_mounts(sandbox, cache, made)
         if script is not None:
             _start_spec_build(sandbox, job, hooks, ready, cache_mounts, made)
+        elif ready is not None:
+            _start_prepared_image_build(sandbox, job, hooks, ready, made)
         else:
             _start_image_build(sandbox, job, hooks, made)
         released = time.monotonic()
@@ -184,6 +186,23 @@ def _start_spec_build(
         raise SandboxError("docker error: container stopped before the build started")
     deliver_script(made.gated, exported(dict(job.environment), script.text), script.secrets)
     made.gated.close_stdin()
+
+
+def _start_prepared_image_build(
+    sandbox: Sandbox, job: ContainerJob, hooks: Hooks, ready: GatedContainer, made: _Made,
+) -> None:
+    """A Dockerfile build in a container started ahead (gate.start_image_gate): handed the
+    build's variables, its gate execs the image's command."""
+    made.gated = ready
+    container = made.container = ready.container
+    if hooks.on_container is not None:
+        hooks.on_container(container)
+    made.capture = OutputCapture(ready.output, sandbox.limits.output_cap_bytes, hooks.on_output)
+    container.reload()
+    if container.status != "running":
+        raise SandboxError("docker error: container stopped before the build started")
+    deliver_script(ready, "", dict(job.environment))
+    ready.close_stdin()
 
 
 def _start_image_build(sandbox: Sandbox, job: ContainerJob, hooks: Hooks, made: _Made) -> None:

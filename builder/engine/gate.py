@@ -80,6 +80,20 @@ GATE_COMMAND = [
 ]
 
 
+# A Dockerfile build's container started ahead (builder/engine/ready.py): it reads the first line
+# and the exported variables as GATE_COMMAND does, then execs its arguments after the gate's, the
+# image's own ENTRYPOINT and CMD, which so run as the container's first process with the image's
+# working directory, as `docker start` would have run them. An image without /bin/sh cannot have
+# one: its builds start their container when they come.
+IMAGE_GATE_COMMAND = [
+    "/bin/sh", "-c",
+    'end=$1; sep=$2; shift 2; IFS= read -r how || exit 1; '
+    'input=$(cat) && case "$input" in '
+    '*"$sep"*"$end") input=${input%"$end"}; eval "${input%%"$sep"*}" && exec "$@";; esac; exit 1',
+    "pbft-ci-gate", SCRIPT_END, SECRETS_END,
+]
+
+
 # The time zone and locale every build gets. C.UTF-8 is built into glibc
 # (2.35 and Debian's for long before) and musl; an image without it (busybox
 # has no locales at all) behaves as in the C locale, the same on every node.
@@ -132,7 +146,7 @@ class GatedContainer:
     """
 
     container: Container
-    volume: Volume
+    volume: Volume | None  # None: a Dockerfile build's (start_image_gate), whose sources are in its image
     stdin: StdinAttach
     output: CancellableStream
     inbox: Path | None = None
@@ -163,7 +177,7 @@ class GatedContainer:
         """Close both attaches and remove the container, then its workspace volume."""
         self.close_stdin()
         self.output.close()
-        remove_all([self.container], [self.volume])
+        remove_all([self.container], [self.volume] if self.volume is not None else [])
         self.remove_inbox()
 
     def remove_inbox(self) -> None:
@@ -277,3 +291,31 @@ def deliver_script(gated: GatedContainer, script: str, secrets: dict[str, str] |
     except OSError as exc:
         raise SandboxError("docker error: could not start the build", str(exc)) from None
 
+
+
+def start_image_gate(sandbox: Sandbox, image_id: str, command: tuple[str, ...]) -> GatedContainer:
+    """Create and start a Dockerfile build's container, held at IMAGE_GATE_COMMAND until the
+    build's variables come, then running `command` (the image's own): as container.py's
+    _start_image_build would start it, with no workspace and a writable root file system."""
+    options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=False))
+    identity = build_identity(sandbox, image_id)
+    options.update(environment=identity.environment(), mounts=identity.mounts(), stdin_open=True)
+    container = stdin = output = None
+    try:
+        # Not detached, for StdinOnce (start_gated_container); entrypoint=[]: the gate is the
+        # whole command, and it runs the image's ENTRYPOINT itself, in `command`.
+        container = sandbox.client.containers.create(
+            image_id, [*IMAGE_GATE_COMMAND, *command], entrypoint=[],
+            labels={**sandbox.labels, "pbft-ci.role": "ready"}, detach=False, **options,
+        )
+        stdin = StdinAttach(container.attach_socket(params={"stdin": 1, "stream": 1}))
+        output = container.attach(stdout=True, stderr=True, stream=True)
+        container.start()
+        return GatedContainer(container, None, stdin, output)
+    except BaseException:
+        if stdin is not None:
+            stdin.close()
+        if output is not None:
+            output.close()
+        remove_all([container] if container is not None else [], [])
+        raise

@@ -43,7 +43,7 @@ from builder.engine.images import Images
 from builder.engine.network import BuildNetwork
 from builder.engine.ready import ReadyContainers
 from builder.engine.container import ContainerJob, run_container
-from builder.engine.gate import GatedContainer, start_gated_container
+from builder.engine.gate import GatedContainer, start_gated_container, start_image_gate
 from builder.engine.sandbox import (
     ContainerOutcome,
     Hooks,
@@ -138,14 +138,19 @@ class DockerEngine:
         """A pipeline's steps and services to their end (builder/engine/steps.py)."""
         return run_steps(self.sandbox(who), job, hooks)
 
-    def take_ready(self, image_id: str, user: str, limits: BuildConfig) -> GatedContainer | None:
+    def take_ready(
+        self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,
+    ) -> GatedContainer | None:
         """A container started earlier for a build of this image and user under these limits
-        (the order's, which a change of `build:` moves), if one waits."""
-        return self.ready.take((image_id, user, limits))
+        (the order's, which a change of `build:` moves), if one waits: a spec build's gate, or
+        with `command` (the image's own) a Dockerfile build's."""
+        return self.ready.take((image_id, user, limits, command))
 
-    def prepare_ready(self, image_id: str, user: str, limits: BuildConfig) -> None:
-        """Start the next build's container of this image, user and limits (in the background)."""
-        self.ready.prepare((image_id, user, limits))
+    def prepare_ready(
+        self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,
+    ) -> None:
+        """Start the next build's container of this image, user, limits and command (in the background)."""
+        self.ready.prepare((image_id, user, limits, command))
 
     def image(self, name: str, digests: list, limits: BuildConfig) -> str:
         """The id of image `name`, pulled if the engine lacks it from a registry the order's
@@ -155,11 +160,13 @@ class DockerEngine:
             digests.append(digest)
         return image_id
 
-    def build_image(self, context: Path, tag: str, limits: BuildConfig, timeout_s: float) -> tuple[str, str]:
+    def build_image(
+        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float,
+    ) -> tuple[str, str, tuple[str, ...]]:
         """A Dockerfile build's image, built under the order's `limits`: its `docker build`
-        output and the id of the image."""
+        output, the id of the image and the command it runs (ENTRYPOINT and CMD)."""
         output = build_image(self.client(), context=context, tag=tag, limits=limits, timeout_s=timeout_s)
-        return output, check_image(self.client(), tag)
+        return (output, *check_image(self.client(), tag))
 
     def network_name(self) -> str:
         """The build network networked builds join, made (with its rules) if need be."""
@@ -224,11 +231,14 @@ class DockerEngine:
             self._docker.close()
             self._docker = None
 
-    def _start_ready(self, key: tuple[str, str, BuildConfig]) -> GatedContainer:
-        """A spec build's container for image id, user and limits, as run_container would
-        start it, for the next build."""
-        image_id, user, limits = key
-        return start_gated_container(self.sandbox(RunAs(limits, user, self.labels())), image_id, "ready")
+    def _start_ready(self, key: tuple[str, str, BuildConfig, tuple[str, ...] | None]) -> GatedContainer:
+        """A build's container for image id, user, limits and command, as run_container would
+        start it, for the next build: a spec build's gate, or a Dockerfile build's."""
+        image_id, user, limits, command = key
+        sandbox = self.sandbox(RunAs(limits, user, self.labels()))
+        if command is None:
+            return start_gated_container(sandbox, image_id, "ready")
+        return start_image_gate(sandbox, image_id, command)
 
     def _remove_later(self, removal: Callable[[], None]) -> None:
         try:

@@ -225,12 +225,15 @@ def remove_all(containers: list, volumes: list) -> None:
             _remove_volume(volume)
 
 
-def check_image(client: docker.DockerClient, image: str) -> str:
-    """The id of an image the engine holds: a Dockerfile build's, just built. The build runs
-    that id, so the passwd entry made for it fits what runs even if the tag is moved
-    meanwhile. (A spec's images are found or pulled by builder/engine/images.py.)"""
+def check_image(client: docker.DockerClient, image: str) -> tuple[str, tuple[str, ...]]:
+    """The id of an image the engine holds, a Dockerfile build's, just built, and the command it
+    runs (its ENTRYPOINT then its CMD; empty if it has none). The build runs that id, so the
+    passwd entry made for it fits what runs even if the tag is moved meanwhile. (A spec's images
+    are found or pulled by builder/engine/images.py.)"""
     try:
-        return client.images.get(image).id
+        found = client.images.get(image)
+        config = found.attrs.get("Config") or {}
+        return found.id, (*(config.get("Entrypoint") or ()), *(config.get("Cmd") or ()))
     except docker.errors.ImageNotFound:
         # Made by this build's Dockerfile moments ago: something on the engine removed it since.
         raise SandboxError(f"image not found: {image} (not on this node's engine, although this build's "

@@ -362,3 +362,74 @@ async def test_a_build_runs_under_the_limits_of_its_order_not_those_the_node_sta
 
     assert sizes(node_own) == [str(16 * 1024), str(32 * 1024)]
     assert sizes(first) == sizes(second) == [str(24 * 1024), str(40 * 1024)]
+
+
+DOCKERFILE_PROJECT = {
+    "Dockerfile": (
+        "FROM pbft-ci/busybox:latest\n"
+        "ENV GREETING=hello\n"
+        "WORKDIR /app\n"
+        "COPY check.sh /app/check.sh\n"
+        'ENTRYPOINT ["sh", "/app/check.sh"]\n'
+        'CMD ["from-cmd"]\n'
+    ),
+    # What the image's command sees: its arguments, environment, first process, directory, user
+    # and an empty stdin; the exit code decides the result.
+    "check.sh": (
+        'echo "$GREETING $# $1 pid $$ in $(pwd) as $(id -u) CI=$CI commit=${CI_COMMIT_SHA:-none}"\n'
+        "cat\necho stdin ended\nexit 4\n"
+    ),
+}
+
+
+@pytest.mark.docker
+async def test_a_dockerfile_build_of_the_same_image_runs_its_command_in_a_prepared_container(
+    make_executor, git_repo, build_ids, docker_client, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="builder.run")
+    head = git_repo.commit("master", DOCKERFILE_PROJECT)
+    tag = f"pbft-ci-build/docker-only:{head[:12]}"
+    ids = [build_ids() for _ in range(3)]
+    try:
+        executor = make_executor()
+        await build(executor, git_repo, ids[0], repository_name="Docker_Only")  # builds the image
+        await wait_for_prepared(executor)
+        prepared = await build(executor, git_repo, ids[1], repository_name="Docker_Only")
+        # Another node's executor, with the image already built and no container prepared.
+        fresh = await build(make_executor(data_dir="other"), git_repo, ids[2], repository_name="Docker_Only")
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"build id={ids[1]} node=7 runs in prepared container" in messages
+    assert f"build id={ids[2]} node=7 has no prepared container" in messages
+    assert (prepared.status, prepared.exit_code) == ("failure", 4), log_text(prepared)
+    assert f"hello 1 from-cmd pid 1 in /app as 1000 CI=true commit={head}" in log_text(prepared)
+    assert "stdin ended" in log_text(prepared)
+    assert prepared.to_dict() == fresh.to_dict()
+    assert comparable_log(prepared) == comparable_log(fresh)
+
+
+@pytest.mark.docker
+async def test_an_image_without_a_shell_runs_its_command_in_a_container_of_its_own_each_time(
+    make_executor, git_repo, build_ids, docker_client, default_image
+):
+    """No /bin/sh, no gate: the container prepared ahead cannot start, and the builds start theirs."""
+    head = git_repo.commit("master", {"Dockerfile": (
+        f"FROM {default_image} AS tools\n"
+        "FROM scratch\n"
+        "COPY --from=tools /bin/busybox /busybox\n"
+        'CMD ["/busybox", "echo", "no shell here"]\n'
+    )})
+    tag = f"pbft-ci-build/docker-only:{head[:12]}"
+    try:
+        executor = make_executor()
+        results = [await build(executor, git_repo, build_ids(), repository_name="Docker_Only") for _ in range(2)]
+        executor.engine.ready.settled().result(timeout=30)
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+    for result in results:
+        assert result.status == "success", log_text(result)
+        assert "no shell here" in log_text(result)
+    assert executor.engine.ready.keys == []

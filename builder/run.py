@@ -232,8 +232,9 @@ class BuildRun:
         user, ready, on_started = build.limits.user, None, None
         if command:
             # The next build of this very image (the same tree: a rerun, a schedule, a branch
-            # and its pull request) finds its container started. An image with no command
-            # fails as docker run fails, in a container of its own.
+            # and its pull request) finds its container started, once the node has built the
+            # image twice. An image with no command fails as docker run fails, in a container
+            # of its own.
             ready = engine.take_ready(image_id, user, build.limits, command)
             self._say_ready(ready, image_id, user)
             on_started = functools.partial(engine.prepare_ready, image_id, user, build.limits, command)

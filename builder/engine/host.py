@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
@@ -62,6 +63,8 @@ from shared.config_build import BuildConfig
 log = logging.getLogger(__name__)
 
 ENGINE_UNAVAILABLE = "docker engine unavailable"
+# How many Dockerfile images an engine remembers having built (DockerEngine._built_images).
+BUILT_IMAGES_KEPT = 64
 # What the engine's calls raise when it does not answer (down, or gone away between a build's
 # steps), and when it refuses a call: the executor catches them without speaking the Docker SDK.
 ENGINE_DOWN = requests.exceptions.ConnectionError
@@ -103,6 +106,11 @@ class DockerEngine:
         # of 230; only builds that follow each other without a pause find the
         # next container ready less often.
         self.ready = ReadyContainers(self._start_ready, thread_name=f"ready-node{node_id}")
+        # The Dockerfile images built lately, and how often (at most BUILT_IMAGES_KEPT, the least
+        # recently built dropped first). A Dockerfile build's container is prepared only for an
+        # image built before: most pushes change the image (the sources are in it), and a
+        # container started for an image no build comes for again costs a start and a removal.
+        self._built_images: OrderedDict[str, int] = OrderedDict()
 
     def client(self) -> docker.DockerClient:
         with self._guard:
@@ -149,7 +157,12 @@ class DockerEngine:
     def prepare_ready(
         self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,
     ) -> None:
-        """Start the next build's container of this image, user, limits and command (in the background)."""
+        """Start the next build's container of this image, user, limits and command (in the
+        background); with `command`, only for a Dockerfile image this engine has built twice."""
+        if command is not None:
+            with self._guard:
+                if self._built_images.get(image_id, 0) < 2:
+                    return
         self.ready.prepare((image_id, user, limits, command))
 
     def image(self, name: str, digests: list, limits: BuildConfig) -> str:
@@ -166,7 +179,12 @@ class DockerEngine:
         """A Dockerfile build's image, built under the order's `limits`: its `docker build`
         output, the id of the image and the command it runs (ENTRYPOINT and CMD)."""
         output = build_image(self.client(), context=context, tag=tag, limits=limits, timeout_s=timeout_s)
-        return (output, *check_image(self.client(), tag))
+        image_id, command = check_image(self.client(), tag)
+        with self._guard:
+            self._built_images[image_id] = self._built_images.pop(image_id, 0) + 1
+            while len(self._built_images) > BUILT_IMAGES_KEPT:
+                self._built_images.popitem(last=False)
+        return output, image_id, command
 
     def network_name(self) -> str:
         """The build network networked builds join, made (with its rules) if need be."""

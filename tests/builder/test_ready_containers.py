@@ -389,20 +389,24 @@ async def test_a_dockerfile_build_of_the_same_image_runs_its_command_in_a_prepar
     caplog.set_level(logging.DEBUG, logger="builder.run")
     head = git_repo.commit("master", DOCKERFILE_PROJECT)
     tag = f"pbft-ci-build/docker-only:{head[:12]}"
-    ids = [build_ids() for _ in range(3)]
+    ids = [build_ids() for _ in range(4)]
     try:
         executor = make_executor()
         await build(executor, git_repo, ids[0], repository_name="Docker_Only")  # builds the image
+        executor.engine.ready.settled().result(timeout=30)
+        # An image built once may well never come again (a push changes it): nothing is prepared.
+        assert executor.engine.ready.keys == []
+        await build(executor, git_repo, ids[1], repository_name="Docker_Only")
         await wait_for_prepared(executor)
-        prepared = await build(executor, git_repo, ids[1], repository_name="Docker_Only")
+        prepared = await build(executor, git_repo, ids[2], repository_name="Docker_Only")
         # Another node's executor, with the image already built and no container prepared.
-        fresh = await build(make_executor(data_dir="other"), git_repo, ids[2], repository_name="Docker_Only")
+        fresh = await build(make_executor(data_dir="other"), git_repo, ids[3], repository_name="Docker_Only")
     finally:
         docker_client.images.remove(tag, force=True)
 
     messages = "\n".join(record.getMessage() for record in caplog.records)
-    assert f"build id={ids[1]} node=7 runs in prepared container" in messages
-    assert f"build id={ids[2]} node=7 has no prepared container" in messages
+    assert f"build id={ids[2]} node=7 runs in prepared container" in messages
+    assert f"build id={ids[3]} node=7 has no prepared container" in messages
     assert (prepared.status, prepared.exit_code) == ("failure", 4), log_text(prepared)
     assert f"hello 1 from-cmd pid 1 in /app as 1000 CI=true commit={head}" in log_text(prepared)
     assert "stdin ended" in log_text(prepared)

@@ -57,16 +57,20 @@ class BuildOrder:
     # The network's build limits where the request executed (a change through the order moves
     # them); None: the executor's own (tests that make orders by hand).
     limits: BuildConfig | None = None
+    # The hosts of the nodes and clients of that document, which a networked build must not
+    # reach, on top of those the node started with (a member added through the order is one).
+    peer_hosts: tuple[str, ...] = ()
 
     @classmethod
     def of(
-        cls, build_id: str, operation: Operation, repository: RepositoryConfig, limits: BuildConfig | None = None
+        cls, build_id: str, operation: Operation, repository: RepositoryConfig, limits: BuildConfig | None = None,
+        peer_hosts: tuple[str, ...] = (),
     ) -> BuildOrder:
         return cls(
             build_id=build_id, repository_name=repository.name, repository_url=repository.url,
             branch=operation.branch, commit=operation.commit, pull_ref=operation.pull_ref,
             event=operation.trigger_event, before=operation.before, combination=operation.combination,
-            settings=RepositorySettings.of(repository), limits=limits,
+            settings=RepositorySettings.of(repository), limits=limits, peer_hosts=peer_hosts,
         )
 
     @property

@@ -122,7 +122,7 @@ class BuildRun:
             return self._matrix(build.combinations), None
         if isinstance(build, DockerfileBuild):
             return self._dockerfile(build)
-        network = self.node.engine.network_name() if build.networked else None
+        network = self.node.engine.network_name(self.order.peer_hosts) if build.networked else None
         secrets = self._secrets(build.secrets)
         self.output.settings(build.settings(network))
         if isinstance(build, PipelineBuild):

@@ -204,7 +204,7 @@ def node_executor(config: NetworkConfig, node_id: int, extra_environment: dict[s
         max_concurrent=config.build.max_concurrent,
         engine=config.node(node_id).docker,
         # Every node and client of the network: networked builds must reach none of them.
-        peer_hosts=tuple(node.host for node in config.nodes) + tuple(client.host for client in config.clients),
+        peer_hosts=config.peer_hosts,
         repository_bounds=_repository_bounds(config),
         registry_auth=registry_auth,
         extra_environment=dict(extra_environment or {}),

@@ -67,6 +67,11 @@ class NetworkConfig:
         """The network as a SLSA builder (`pbft.provenance.builder_id`): its nodes' keys and f."""
         return builder_id((node.public_key for node in self.nodes), self.f)
 
+    @property
+    def peer_hosts(self) -> tuple[str, ...]:
+        """The hosts of its nodes and clients: what a networked build must not reach."""
+        return tuple(node.host for node in self.nodes) + tuple(client.host for client in self.clients)
+
     def node_ssl(self) -> ssl.SSLContext | bool:
         """`ssl=` for a connector that reaches the nodes: the network's CA with `tls:`, else
         aiohttp's default (which plain http:// URLs never use)."""

@@ -32,7 +32,7 @@ class Engine(Protocol):
         """A Dockerfile's image built offline from `context` under the order's `limits`: its
         build output, its id and the command it runs (ENTRYPOINT and CMD)."""
 
-    def network_name(self) -> str:
+    def network_name(self, peer_hosts: tuple[str, ...] = ()) -> str:
         """The build network networked builds join (outside only: not this host, not its peers)."""
 
     def take_ready(

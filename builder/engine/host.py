@@ -186,10 +186,11 @@ class DockerEngine:
                 self._built_images.popitem(last=False)
         return output, image_id, command
 
-    def network_name(self) -> str:
-        """The build network networked builds join, made (with its rules) if need be."""
+    def network_name(self, peer_hosts: tuple[str, ...] = ()) -> str:
+        """The build network networked builds join, made (with its rules) if need be, that
+        reaches none of `peer_hosts` (the build's document's nodes and clients) either."""
         self._network_made = True
-        return self._network.ensure(self.client()).name
+        return self._network.ensure(self.client(), peer_hosts).name
 
     def answers(self, within_s: float) -> bool:
         """Whether the engine answers within `within_s` (not once the executor closes)."""

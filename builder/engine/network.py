@@ -63,6 +63,9 @@ _FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 _BRIDGED_TO_IPTABLES = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 _COMMAND_TIMEOUT_S = 10.0
 _SIOCGIFADDR = 0x8915
+# Peer host names a node's build network drops at most: its first configuration's and those
+# later builds' orders named (each member a change through the order adds is one more).
+MAX_PEER_HOSTS = 1024
 
 
 def network_tag(data_dir: Path) -> str:
@@ -92,13 +95,17 @@ class _Chain:
 class BuildNetwork:
     """The build network of the node whose data directory is `data_dir`.
 
-    `peer_hosts` are the configured node and client hosts; their addresses
-    are resolved once, on the first networked build, and dropped from then on.
+    `peer_hosts` are the node and client hosts of the configuration the node
+    started with; their addresses are resolved on the first networked build,
+    and dropped from then on. A build's order may name more (a member added
+    through the order since): they are resolved when a build first names them
+    and dropped too, from then on, whichever document a later build runs under
+    (at most MAX_PEER_HOSTS names).
     """
 
     def __init__(self, data_dir: Path, peer_hosts: Iterable[str]):
         self._data_dir = Path(data_dir)
-        self._peer_hosts = tuple(peer_hosts)
+        self._peer_hosts = tuple(dict.fromkeys(peer_hosts))
         tag = network_tag(self._data_dir)
         self.name = f"pbft-ci-net-{tag}"
         self.bridge = f"pbftci-{tag}"  # 15 characters, the kernel's limit
@@ -107,11 +114,19 @@ class BuildNetwork:
         self._ready: NetworkInfo | None = None
         self._peers: tuple[str, ...] | None = None
 
-    def ensure(self, client: docker.DockerClient) -> NetworkInfo:
-        """The network with its rules in place, made on first use; SandboxError(UNAVAILABLE) if it cannot be."""
+    def ensure(self, client: docker.DockerClient, peer_hosts: Iterable[str] = ()) -> NetworkInfo:
+        """The network with its rules in place, made on first use, dropping `peer_hosts` too;
+        SandboxError(UNAVAILABLE) if it cannot be."""
         with self._guard:
+            new_hosts = [host for host in dict.fromkeys(peer_hosts) if host not in self._peer_hosts]
+            if len(self._peer_hosts) + len(new_hosts) > MAX_PEER_HOSTS:
+                raise SandboxError(UNAVAILABLE, f"{UNAVAILABLE}: more than {MAX_PEER_HOSTS} peer hosts\n")
             if self._ready is not None and self._rules_in_place(self._ready.subnet):
+                if new_hosts:
+                    self._drop_new_peers(client, new_hosts)
                 return self._ready
+            self._peer_hosts += tuple(new_hosts)
+            self._peers = None
             self._ready = None
             try:
                 _check_bridged_traffic_filtered()
@@ -211,6 +226,26 @@ class BuildNetwork:
     def _nat_chains(self, subnet: str) -> tuple[_Chain, ...]:
         return (_Chain(IPTABLES, "nat", "POSTROUTING", f"{self._chain_prefix}-NAT",
                        (("-s", subnet, "!", "-o", self.bridge, "-j", "MASQUERADE"),)),)
+
+    def _drop_new_peers(self, client: docker.DockerClient, hosts: list[str]) -> None:
+        """Drop traffic to `hosts` from the running network: each new address's rule goes first
+        in the forward chain, so no build in flight is unguarded while it is added (a rebuilt
+        chain would be empty for a moment)."""
+        try:
+            added = [address for address in _resolve(hosts) if address not in (self._peers or ())]
+            forward = next(chain for chain in self._filter_chains(()) if chain.hook == "FORWARD"
+                           and chain.command == IPTABLES)
+            for address in added:
+                _check(IPTABLES, "-t", "filter", "-I", forward.name, "1", "-i", self.bridge, "-d", address,
+                       "-j", "DROP")
+        except (_CommandError, ValueError) as exc:
+            log.error("build network %s: could not drop new peers: %s", self.name, exc)
+            self._ready = None
+            self._remove_quietly(client)
+            raise SandboxError(UNAVAILABLE, f"{UNAVAILABLE}: {exc}\n") from None
+        self._peer_hosts += tuple(hosts)
+        self._peers = tuple(sorted({*(self._peers or ()), *added}))
+        log.info("build network %s drops %d more peer address(es) from now on", self.name, len(added))
 
     def _install(self, chains: Iterable[_Chain]) -> None:
         for chain in chains:

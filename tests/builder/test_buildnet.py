@@ -9,6 +9,7 @@ asserts that none is left; net.ipv4.ip_forward is put back as it was.
 """
 
 import asyncio
+import dataclasses
 import http.server
 import random
 import re
@@ -162,10 +163,11 @@ def make_executor(tmp_path, docker_client, default_image, world):
     _, peer = world
     executors = []
 
-    def make() -> Executor:
+    def make(peer_hosts: tuple[str, ...] = (peer.inside_address, "127.0.0.1")) -> Executor:
+        """`peer_hosts`: the node and client hosts of the configuration the node started with."""
         executor = Executor(ExecutorSettings(
             data_dir=tmp_path / "data", log_dir=tmp_path / "log", node_id=3, limits=LIMITS,
-            peer_hosts=(peer.inside_address, "127.0.0.1"),
+            peer_hosts=peer_hosts,
         ), docker_client=docker_client)
         executors.append(executor)
         return executor
@@ -237,6 +239,28 @@ async def test_a_networked_build_reaches_the_outside_but_not_this_host_nor_a_pee
     assert text.count("blocked: ") == 5, text
     assert (on_veth.requests, on_gateway.requests, on_loopback.requests) == (0, 0, 0)
     assert f"network {network.name} (outside only: not this host, not the peers)" in text
+
+
+async def test_a_peer_the_order_names_is_out_of_reach_though_the_node_started_without_it(
+    make_executor, git_repo, build_ids, world
+):
+    """A member added through the order after the node started: its host comes with the build's
+    order (BuildOrder.peer_hosts), and the running network drops it from then on."""
+    outside, peer = world
+    executor = make_executor(peer_hosts=("127.0.0.1",))
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        get(outside.inside_address, outside.port, "/file", wait_s=5),
+        fetch(peer.inside_address, peer.port, 14, "/file"),
+    )})
+    before = await executor.run(networked_order(build_ids(), git_repo, NETWORKED))
+    assert (before.status, before.exit_code) == ("failure", 14), log_text(before)
+
+    after = await executor.run(dataclasses.replace(
+        networked_order(build_ids(), git_repo, NETWORKED), peer_hosts=(peer.inside_address, "127.0.0.1")))
+
+    text = log_text(after)
+    assert (after.status, after.exit_code) == ("success", 0), text
+    assert PAYLOAD in text and f"blocked: {peer.inside_address}:{peer.port}" in text
 
 
 async def test_a_repository_without_build_network_still_has_no_network(make_executor, git_repo, build_ids, world):

@@ -122,6 +122,10 @@ async def test_a_build_ordered_before_a_change_is_built_with_the_settings_it_was
         # A build ordered after the change is built with the new settings on every node.
         await net.submit(session, "master", 3, [0])
         assert await builds.until("client-3", 4) == [MEMORY_AFTER] * 4
+    # Each order names the hosts of its document's nodes and clients, which a networked build
+    # must not reach however the node's own file stood when it started.
+    hosts = tuple(node.host for node in net.config.nodes) + tuple(client.host for client in net.config.clients)
+    assert hosts and {order.peer_hosts for order in builds.orders} == {hosts}
 
 
 async def test_a_node_that_missed_two_changes_builds_with_the_settings_the_others_build_with(net, caplog):

@@ -118,22 +118,34 @@ class Images:
             )
         with self._guard:
             lock = self._pulling.setdefault(name, threading.Lock())
-        with lock:  # one pull per reference; builds that waited find the image then
-            image = self._local(client, name)
-            if image is not None:
-                return image
-            log.info("pulling image %s from %s", name, reference.registry)
-            try:
-                client.images.pull(
-                    reference.repository, tag=reference.digest or reference.tag or "latest",
-                    auth_config=self._auth.get(reference.registry),
-                )
-            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-                raise SandboxError(f"image {name} could not be pulled from {reference.registry}", str(exc)) from None
-            image = self._local(client, name)
-            if image is None:
-                raise SandboxError(f"image {name} could not be pulled from {reference.registry}")
+        try:
+            with lock:  # one pull per reference; builds that waited find the image then
+                return self._pulled(client, name, reference)
+        finally:
+            # Names come from the specs of every repository: a lock nobody holds goes, so the
+            # table holds the pulls under way and not every name ever pulled. (A build that
+            # takes the lock just as it goes may pull beside a newcomer: twice, not wrongly.)
+            with self._guard:
+                if not lock.locked() and self._pulling.get(name) is lock:
+                    del self._pulling[name]
+
+    def _pulled(self, client, name: str, reference: Reference):
+        """The image `name`, pulled unless a build that held the lock before pulled it."""
+        image = self._local(client, name)
+        if image is not None:
             return image
+        log.info("pulling image %s from %s", name, reference.registry)
+        try:
+            client.images.pull(
+                reference.repository, tag=reference.digest or reference.tag or "latest",
+                auth_config=self._auth.get(reference.registry),
+            )
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise SandboxError(f"image {name} could not be pulled from {reference.registry}", str(exc)) from None
+        image = self._local(client, name)
+        if image is None:
+            raise SandboxError(f"image {name} could not be pulled from {reference.registry}")
+        return image
 
     @staticmethod
     def _digest(image, reference: Reference) -> str | None:

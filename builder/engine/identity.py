@@ -22,10 +22,12 @@ the files are bind-mounted, not the volume) is made again for the next build.
 """
 
 import io
+import logging
 import tarfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import docker
@@ -33,6 +35,8 @@ import docker.errors
 from docker.types import Mount
 
 from builder.plan.containerpaths import HOME_DIR
+
+log = logging.getLogger(__name__)
 
 BUILD_NAME = "build"
 # Used when the image already gives the name "build" to another uid or gid,
@@ -44,6 +48,9 @@ MAX_FILE_BYTES = 1024 * 1024
 # Where the reader container mounts the volume it fills; never seen by a build.
 _FILL_DIR = "/pbft-ci-identity"
 ROLE = "identity"
+# Identities an executor keeps, the least recently used removed first: a Dockerfile build's
+# image is new with every commit, and each image had a volume until the node stopped.
+MAX_IDENTITIES = 64
 
 
 class IdentityError(Exception):
@@ -81,20 +88,37 @@ class Identities:
     Thread-safe: builds and the preparation of containers ask from their own threads.
     """
 
-    def __init__(self, labels: dict[str, str]):
+    def __init__(self, labels: dict[str, str], keep: int = MAX_IDENTITIES):
         self._labels = dict(labels)
-        self._made: dict[tuple[str, int, int], _Made] = {}
+        self._made: OrderedDict[tuple[str, int, int], _Made] = OrderedDict()
+        self._keep = keep
         self._guard = threading.Lock()
 
     def get(self, client: docker.DockerClient, *, image_id: str, uid: int, gid: int) -> BuildIdentity:
-        """The identity for `uid:gid` in the image, made on first use and again if its volume went."""
+        """The identity for `uid:gid` in the image, made on first use and again if its volume went.
+
+        Past `keep` identities the least recently asked for goes, with its volume. A container
+        is created right after its identity is asked for (and a later one asks again), so an
+        identity that goes is one no container is about to mount; one that runs keeps the
+        files it has bind-mounted."""
         key = (image_id, uid, gid)
         with self._guard:
             made = self._made.get(key)
             if made is not None and _exists(client, made.volume):
+                self._made.move_to_end(key)
                 return made.identity
             made = self._make(client, image_id, uid, gid)
             self._made[key] = made
+            self._made.move_to_end(key)
+            while len(self._made) > self._keep:
+                _, dropped = self._made.popitem(last=False)
+                try:
+                    _remove_volume(client.volumes.get(dropped.volume))
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError:
+                    # The executor's close removes it with the rest of its label.
+                    log.warning("could not remove identity volume %s", dropped.volume, exc_info=True)
             return made.identity
 
     def remove_all(self, client: docker.DockerClient) -> None:

@@ -165,6 +165,21 @@ def test_a_volume_removed_behind_the_nodes_back_is_made_again():
     assert again.passwd_source == f"/engine/volumes/{client.volumes_made[1].name}/_data/passwd"
 
 
+def test_past_its_bound_the_least_recently_used_identity_goes_with_its_volume():
+    client = _FakeClient({"/etc/passwd": IMAGE_PASSWD})
+    identities = Identities(LABELS, keep=2)
+    first = identities.get(client, image_id="sha256:a", uid=1000, gid=1000)
+    identities.get(client, image_id="sha256:b", uid=1000, gid=1000)
+    identities.get(client, image_id="sha256:a", uid=1000, gid=1000)  # a is used again: b is the oldest
+
+    identities.get(client, image_id="sha256:c", uid=1000, gid=1000)
+
+    assert [volume.removed for volume in client.volumes_made] == [False, True, False]
+    assert identities.get(client, image_id="sha256:a", uid=1000, gid=1000) == first
+    identities.get(client, image_id="sha256:b", uid=1000, gid=1000)  # made again; c goes
+    assert [volume.removed for volume in client.volumes_made] == [False, True, True, False]
+
+
 def test_closing_removes_every_identity_volume_of_the_executor():
     client = _FakeClient({"/etc/passwd": IMAGE_PASSWD})
     identities = Identities(LABELS)

@@ -40,6 +40,7 @@ from builder.workspace.checkouts import (
 )
 from builder.workspace.fetch import fetch
 from builder.workspace.gitmirror import GitError, GitMirrors
+from builder.workspace.kepttrees import MAX_KEPT, KeptTrees, TreeKey
 from builder.workspace.log import BuildLog
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ class Executor:
         # one: the node tells the build's client (node/driver.py).
         self.on_state: Callable[[str, str], None] | None = None
         self._mirrors = GitMirrors(settings.data_dir / "mirrors")
-        self._checkouts = checkouts_root(settings.data_dir, limits.workspace_mb * settings.max_concurrent * 1024 * 1024)
+        self._checkouts = checkouts_root(
+            settings.data_dir, limits.workspace_mb * (settings.max_concurrent + MAX_KEPT) * 1024 * 1024)
         # Beside the checkouts: a checkout moves into a container's inbox by a rename.
         self._engine = DockerEngine(settings, docker_client, inboxes=self._checkouts / INBOXES_DIR)
         self._removed_checkouts = CheckoutRemover(self._checkouts, settings.node_id)
+        self._kept = KeptTrees(self._checkouts, self._removed_checkouts.discard)
         self._parts = NodeParts(
             node_id=settings.node_id, engine=self._engine,
             caches=CacheStore(settings.data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,
@@ -95,6 +98,10 @@ class Executor:
     def checkouts_removed(self):
         """A concurrent future done once the checkouts of the builds ended so far are gone."""
         return self._removed_checkouts.settled()
+
+    def kept_checkouts(self) -> dict[TreeKey, int]:
+        """The checkouts the node keeps for its next builds, and how many builds each served."""
+        return self._kept.kept()
 
     @property
     def running(self) -> int:
@@ -237,6 +244,9 @@ class Executor:
         limits = self._settings.limits if order.limits is None else order.limits
         output = self._open_log(order)
         workspace = self._checkouts / build_id
+        # The checkout a build of this repository and scope left, if the node kept one, and
+        # how many builds this one's has served, itself included (0: none made).
+        tree_key, tree_uses = TreeKey(order.repository_name, bool(order.trigger.pull_request)), 0
         commands_ms = None
         watch = Watch(lambda: build_id in self._cancels, lambda container: self._running_in(build_id, container))
         try:
@@ -245,10 +255,12 @@ class Executor:
                 make_checkouts_folder(self._checkouts, self._settings.data_dir)
             except OSError as exc:
                 raise BuildError("could not make this node's checkout folder", f"{exc}\n") from None
+            served = self._kept.take(tree_key, workspace)
             try:
-                fetched = fetch(self._mirrors, order, workspace, limits.workspace_mb * 1024 * 1024)
+                fetched = fetch(self._mirrors, order, workspace, limits.workspace_mb * 1024 * 1024, kept=served > 0)
             except GitError as exc:
                 raise BuildError(exc.reason, exc.detail) from None
+            tree_uses = served + 1 if fetched.reused else 1
             output.commit(fetched.checkout.facts.commit)
             if fetched.base_read:
                 output.node_line(fetched.base_read)
@@ -271,7 +283,10 @@ class Executor:
             result = BuildResult("error", None, None, "internal executor error")
         finally:
             self._containers.pop(build_id, None)
-            self._removed_checkouts.discard(workspace)
+            if tree_uses:
+                self._kept.give_back(tree_key, workspace, tree_uses)
+            else:
+                self._removed_checkouts.discard(workspace)
         if build_id in self._cancels and result.status != "cancelled":
             # Cancelled while it ended (its container killed, or before its result is out).
             result = self._cancelled(output)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -222,12 +222,18 @@ class BuildRun:
     def _dockerfile(self, build: DockerfileBuild) -> tuple[BuildResult, int | None]:
         """A repository with a Dockerfile and no spec: its image built, then run as a spec build is."""
         engine = self.node.engine
-        # The context is the commit's tree alone: .git differs between checkouts (its
-        # index records file times), and would make every `COPY .` miss the layer cache.
-        shutil.rmtree(self.workspace / ".git")
         secrets = self._secrets(build.secrets)
         self.output.settings(list(build.settings))
-        build_output, image_id, command = engine.build_image(self.workspace, build.tag, build.limits, build.timeout_s)
+        # The context is the commit's tree alone: .git differs between checkouts (its
+        # index records file times), and would make every `COPY .` miss the layer cache.
+        # It is moved aside, not deleted, so the node can keep the checkout for its next build.
+        aside = self.workspace.with_name(f"{self.workspace.name}.git")
+        os.rename(self.workspace / ".git", aside)
+        try:
+            build_output, image_id, command = engine.build_image(
+                self.workspace, build.tag, build.limits, build.timeout_s)
+        finally:
+            os.rename(aside, self.workspace / ".git")
         self.output.write(build_output.encode(errors="replace"))
         user, ready, on_started = build.limits.user, None, None
         if command:

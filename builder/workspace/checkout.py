@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shutil
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,13 +62,20 @@ class Checkout:
     max_bytes: int | None = None  # the most its files may take; None: no bound
 
 
-def workspace(mirrors: GitMirrors, wanted: Checkout, dest: Path) -> None:
+def workspace(mirrors: GitMirrors, wanted: Checkout, dest: Path, *, kept: bool = False) -> None:
     """Check `wanted` out into the new directory `dest`, with the submodules its commit records.
     Submodules of submodules are not fetched. A tree of more than `wanted.max_bytes` (when given)
-    is refused before a file is written."""
+    is refused before a file is written. With `kept`, `dest` is a checkout an earlier build of
+    the repository left (builder/workspace/kepttrees.py, never one with submodules): it gets the
+    commit and the tags from the mirror and is brought to the same refs and files as a new
+    clone by writing what differs."""
     commit = wanted.commit
-    mirrors.clone(wanted.name, dest)
-    check_out(dest, commit, wanted.branch, wanted.max_bytes)
+    if kept:
+        mirrors.fetch_into(wanted.name, commit, dest)
+        refresh(dest, commit, wanted.branch, wanted.max_bytes)
+    else:
+        mirrors.clone(wanted.name, dest)
+        check_out(dest, commit, wanted.branch, wanted.max_bytes)
     for submodule in submodules(dest, commit, wanted.url):
         if submodule.url not in wanted.submodule_urls:
             raise GitError(
@@ -112,13 +120,40 @@ def check_out(dest: Path, commit: str, branch: str | None, max_bytes: int | None
         finally:
             if sized is not None:
                 sized.result()  # raised first, as when the size was checked before all else
+    _switch(repo, dest, commit, branch)
+
+
+def refresh(dest: Path, commit: str, branch: str | None, max_bytes: int | None = None) -> None:
+    """Make a checkout kept from an earlier build, which holds `commit` already, what check_out
+    makes of a new clone: `commit` checked out on `branch` or on a detached HEAD, no file of
+    another commit's left (untracked and ignored ones removed too), and no ref but that branch
+    and the tags. The size is checked first, as there."""
+    if max_bytes is not None:
+        check_size(dest, commit, max_bytes)
+    repo = _git(dest)
+    _switch(repo, dest, commit, branch, "--force")
     try:
-        if branch is None:
-            repo.checkout("--quiet", "--detach", commit, "--")
-        else:
-            repo.checkout("--quiet", "-B", branch, commit, "--")
+        repo.clean("-ffdxq")
+        kept = {f"refs/heads/{branch}"} if branch is not None else set()
+        for ref in repo.for_each_ref("--format=%(refname)").splitlines():
+            if ref not in kept and not ref.startswith("refs/tags/"):
+                repo.update_ref("-d", "--end-of-options", ref)
     except git.GitCommandError as exc:
         raise GitError("checkout failed", exc.stderr) from None
+
+
+def _switch(repo: git.Git, dest: Path, commit: str, branch: str | None, *options: str) -> None:
+    """Check `commit` out on `branch` (made or moved there) or on a detached HEAD. The reflogs
+    go: they would show a build the node's own path to its mirror and, in a kept checkout, the
+    builds before it."""
+    try:
+        if branch is None:
+            repo.checkout("--quiet", *options, "--detach", commit, "--")
+        else:
+            repo.checkout("--quiet", *options, "-B", branch, commit, "--")
+    except git.GitCommandError as exc:
+        raise GitError("checkout failed", exc.stderr) from None
+    shutil.rmtree(dest / ".git" / "logs", ignore_errors=True)
 
 
 def _forget_origin(repo: git.Git, dest: Path) -> None:

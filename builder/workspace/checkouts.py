@@ -1,6 +1,7 @@
 """Where a node's builds are checked out before their files go to the engine, and whose that folder is."""
 
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -75,6 +76,7 @@ class CheckoutRemover:
 
     def __init__(self, root: Path, node_id: int):
         self._trash = root / TRASH_DIR
+        self._discarded = itertools.count()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkouts-node{node_id}")
 
     def discard(self, checkout: Path) -> None:
@@ -84,7 +86,9 @@ class CheckoutRemover:
         if not os.path.lexists(checkout):
             # Never made: nothing is written here, whose folder this is may not have been checked.
             return
-        aside = self._trash / checkout.name
+        # A kept checkout's folder name comes back (builder/workspace/kepttrees.py): each
+        # goes aside under a name of its own.
+        aside = self._trash / f"{checkout.name}.{next(self._discarded)}"
         try:
             self._trash.mkdir(mode=0o700, exist_ok=True)
             os.rename(checkout, aside)

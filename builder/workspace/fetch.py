@@ -5,6 +5,7 @@ the spec of its base, and the commit's own spec or Dockerfile."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,16 @@ from builder.plan.spec import SPEC_FILE
 from builder.plan.triggers import BaseSpec, Skips
 from builder.workspace import checkout
 from builder.workspace.basespec import read_base_spec
-from builder.workspace.gitmirror import GitMirrors, changed_paths, commit_author, commit_message, commit_time
+from builder.workspace.gitmirror import (
+    GitError,
+    GitMirrors,
+    changed_paths,
+    commit_author,
+    commit_message,
+    commit_time,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,25 +35,26 @@ class Fetched:
 
     checkout: CheckedOut
     base_read: str  # what reading a pull request's base spec found, for the log ("" if nothing)
+    reused: bool = False  # whether a kept checkout was brought to the commit (not made anew)
 
 
-def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int) -> Fetched:
-    """Check out the commit `order` means into `dest` (at most `max_bytes`); GitError if it cannot."""
+def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int, *, kept: bool = False) -> Fetched:
+    """Check out the commit `order` means into `dest` (at most `max_bytes`); GitError if it
+    cannot. With `kept`, `dest` holds a checkout an earlier build left (builder/workspace/kepttrees.py),
+    brought to the commit by what differs; one that cannot be is made anew, as without."""
     trigger = order.trigger
     repo, resolved = mirrors.resolve(
         name=order.repository_name, url=order.repository_url, branch=order.branch, commit=order.commit,
         pull_ref=order.pull_ref,
     )
     try:
-        shutil.rmtree(dest, ignore_errors=True)
         # A tag's or a pull request's build is a detached HEAD, as a forge's checkout is.
         on_branch = order.branch if trigger.event != "tag" and not trigger.pull_request else None
-        checkout.workspace(
-            mirrors, checkout.Checkout(
-                name=order.repository_name, url=order.repository_url, commit=resolved, branch=on_branch,
-                submodule_urls=order.settings.submodule_urls, max_bytes=max_bytes,
-            ), dest,
+        wanted = checkout.Checkout(
+            name=order.repository_name, url=order.repository_url, commit=resolved, branch=on_branch,
+            submodule_urls=order.settings.submodule_urls, max_bytes=max_bytes,
         )
+        reused = _check_out(mirrors, wanted, dest, kept)
         committed_s = commit_time(repo, resolved)
         message = commit_message(repo, resolved)
         author, email = commit_author(repo, resolved)
@@ -59,7 +70,25 @@ def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int) ->
         commit=resolved, message=message, author_name=author, author_email=email, pull_ref=order.pull_ref,
         before=trigger.before,
     )
-    return Fetched(CheckedOut(facts, committed_s, Skips(trigger, message, changed, base), read_sources(dest)), base_read)
+    return Fetched(
+        CheckedOut(facts, committed_s, Skips(trigger, message, changed, base), read_sources(dest)), base_read, reused,
+    )
+
+
+def _check_out(mirrors: GitMirrors, wanted: checkout.Checkout, dest: Path, kept: bool) -> bool:
+    """Whether the kept checkout in `dest` was used."""
+    if kept:
+        try:
+            checkout.workspace(mirrors, wanted, dest, kept=True)
+            return True
+        except GitError as exc:
+            if exc.reason.startswith("sources do not fit"):
+                raise  # the commit's own size, whichever way it is checked out
+            log.warning("checking %s out anew: the kept checkout could not be brought to it: %s %s",
+                        wanted.commit, exc.reason, exc.detail.strip()[-500:])
+    shutil.rmtree(dest, ignore_errors=True)
+    checkout.workspace(mirrors, wanted, dest)
+    return False
 
 
 def read_sources(workspace: Path) -> Sources:

@@ -20,7 +20,12 @@ from shared.refs import GIT_ENV
 
 # A clone of a mirror into a workspace reads neither the node's system nor its global git
 # configuration, so that it is the same on every node (builder/workspace/checkout.py).
-ISOLATED_ENV = {**GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+# No hook runs there either: a checkout kept for the next build (builder/workspace/kepttrees.py)
+# is written by the node's git alone, and even so none of its files is ever run on the node.
+ISOLATED_ENV = {
+    **GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull,
+}
 
 
 class GitError(Exception):
@@ -71,6 +76,13 @@ class GitMirrors:
         """Clone the mirror of repository `name` into the new directory `dest`, with no work tree."""
         with self._lock(name):
             _clone_local(self._root / f"{name}.git", dest)
+
+    def fetch_into(self, name: str, commit: str, dest: Path) -> None:
+        """Bring `commit` and the mirror of `name`'s tags into the clone `dest` made earlier
+        (builder/workspace/kepttrees.py): its tags become exactly the mirror's, as a new clone's
+        would be; no other ref changes."""
+        with self._lock(name):
+            _fetch_local(self._root / f"{name}.git", commit, dest)
 
     def clone_submodule(self, url: str, commit: str, dest: Path) -> None:
         """Clone the mirror of the submodule at `url` into the empty directory `dest` after
@@ -270,6 +282,28 @@ def _clone_local(mirror: Path, dest: Path) -> None:
     try:
         git.Git().execute(
             ["git", "clone", "--quiet", "--no-checkout", "--template=", "--", str(mirror), str(dest)],
+            env={**os.environ, **ISOLATED_ENV},
+        )
+    except git.GitCommandError as exc:
+        raise GitError("checkout failed", exc.stderr) from None
+
+
+# A commit no ref of the mirror names (an older commit of a branch, pinned) is served by
+# protocol v2 as it is reachable; protocol v0 (an older git's default) serves it only when
+# told, and a local fetch passes the client's `-c` settings not on to its upload-pack.
+_UPLOAD_ANY_COMMIT = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
+
+
+def _fetch_local(mirror: Path, commit: str, dest: Path) -> None:
+    """Fetch `commit` (a resolved object name) and every tag of the mirror into `dest`, pruning
+    the tags the mirror no longer has; FETCH_HEAD is not written, no hook runs, nothing is
+    collected: what a build sees of `dest` is its refs and its work tree, not its history of
+    fetches. The caller holds the mirror's lock."""
+    try:
+        git.Git(str(dest)).execute(
+            ["git", "fetch", "--quiet", "--prune", "--no-tags",
+             "--no-write-fetch-head", "--no-auto-gc", "--no-recurse-submodules", f"--upload-pack={_UPLOAD_ANY_COMMIT}",
+             "--", str(mirror), commit, "+refs/tags/*:refs/tags/*"],
             env={**os.environ, **ISOLATED_ENV},
         )
     except git.GitCommandError as exc:

@@ -13,6 +13,7 @@ from builder.workspace.checkout import resolve_url
 from builder import BuildOrder, Executor, ExecutorSettings, RepositorySettings
 from builder.workspace.checkouts import INBOXES_DIR, TRASH_DIR, CheckoutRemover, checkouts_root, make_checkouts_folder, sweep_orphaned_checkouts
 from builder.workspace.gitmirror import GitError
+from builder.workspace.kepttrees import KEPT_DIR, TreeKey
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build, log_text, spec
 
@@ -185,8 +186,10 @@ async def test_checkouts_live_only_while_their_build_runs(tmp_path, docker_clien
         result = await build(executor, git_repo, build_ids)
         assert result.status == "success"
         await asyncio.wrap_future(executor.checkouts_removed())
-        # The build's own checkout is gone; the inboxes left are prepared containers', empty.
-        assert {path.name for path in root.iterdir()} <= {".data-dir", INBOXES_DIR, TRASH_DIR}
+        # The build's own checkout is gone, kept for the next build of the repository
+        # (builder/workspace/kepttrees.py); the inboxes left are prepared containers', empty.
+        assert {path.name for path in root.iterdir()} <= {".data-dir", INBOXES_DIR, TRASH_DIR, KEPT_DIR}
+        assert [path.name for path in (root / KEPT_DIR).iterdir()] == [TreeKey("example", False).folder]
         assert not list((root / TRASH_DIR).glob("*"))
         assert not [entry for inbox in (root / INBOXES_DIR).glob("*") for entry in inbox.iterdir()]
         assert root.stat().st_mode & 0o077 == 0

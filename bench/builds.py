@@ -166,10 +166,11 @@ def example_repository(root: Path) -> Path:
 
 
 def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: int, plain=plain_spec_run,
-                       builders: str = "all") -> dict:
+                       builders: str = "all", push=None) -> dict:
     """Samples of the three commands of COMMANDS, and each node's overhead of every pbft-ci build;
     `plain` gives the commands of a plain run (plain_spec_run, plain_dockerfile_run); `builders`
-    is the repository's (`all`, or `f+1`: only the nodes the order picked build)."""
+    is the repository's (`all`, or `f+1`: only the nodes the order picked build). `push`, when
+    given, is called before each command, off the clock: a new commit for it to build."""
     config = load_config(config_path)
     samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
     overheads: list[int] = []
@@ -192,6 +193,8 @@ def compare_with_plain(root: Path, repository: Path, config_path: Path, rounds: 
             timed_webhook(base_url, config, builders=builders)
         measure["plain"]()
         for _, name in alternating(list(COMMANDS), rounds):
+            if push is not None:
+                push()
             samples[name].append(measure[name]())
     results = {name: summarize(values) for name, values in samples.items()}
     return {

@@ -1,6 +1,7 @@
 """The large-repo scenario: a repository of 30,000 files and 224 MB in one commit, built
 through pbft-ci and by the plain runs of bench/builds.py, whose control (four plain
-`git clone && docker run` at once) pays for the same tree.
+`git clone && docker run` at once) pays for the same tree. Before each build, of either
+kind, a push changes one file: each builds a commit it has not built before, as after a push.
 
 The repository is made here, in one pack written by `git fast-import`, as a forge's
 repository is packed. Its files are text: slices of one random pool of hexadecimal words,
@@ -10,6 +11,7 @@ each with a line of its own so that no two are the same object. Its build counts
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 import tempfile
@@ -51,6 +53,21 @@ def make_large_repository(path: Path, files: int, total_mb: int) -> Path:
     return path
 
 
+def push_change(path: Path, number: int) -> None:
+    """A commit on master that changes one of its files, as a push does: each build, the
+    pbft-ci one and the plain ones alike, builds a commit its checkouts have not seen."""
+    name = f"src/pkg{number % 100:02d}/mod00/file{number % 100}.txt"
+    content = b"file changed by push %d\n" % number
+    importer = subprocess.run(
+        ["git", "-C", str(path), "fast-import", "--quiet"], check=False,
+        input=b"commit refs/heads/master\ncommitter bench <bench@pbft-ci.invalid> %d +0000\ndata 5\npush\n"
+              b"from refs/heads/master^0\nM 644 inline %s\ndata %d\n%s\n"
+              % (1704067200 + number, name.encode(), len(content), content),
+    )
+    if importer.returncode != 0:
+        raise SystemExit("large-repo: git fast-import failed")
+
+
 def large_repo(args) -> dict:
     files, total_mb = (QUICK_FILES, QUICK_TOTAL_MB) if args.quick else (FILES, TOTAL_MB)
     rounds = 1 if args.quick else args.rounds
@@ -59,6 +76,8 @@ def large_repo(args) -> dict:
         root = Path(scratch)
         repository = make_large_repository(root / "large", files, total_mb)
         config_path = write_network(root, repositories={"large": str(repository)})
-        report = compare_with_plain(root, repository, config_path, rounds)
+        pushes = itertools.count(1)
+        report = compare_with_plain(root, repository, config_path, rounds,
+                                    push=lambda: push_change(repository, next(pushes)))
     return {"scenario": "large-repo", "project": f"{files:,} files, {total_mb} MB in one commit",
             "image": "pbft-ci/busybox", "load_average_at_start": load, **report}

@@ -255,7 +255,9 @@ class Executor:
                 make_checkouts_folder(self._checkouts, self._settings.data_dir)
             except OSError as exc:
                 raise BuildError("could not make this node's checkout folder", f"{exc}\n") from None
-            served = self._kept.take(tree_key, workspace)
+            # A kept checkout goes back as it is should its build fail to fetch (a branch that
+            # does not exist): it is brought to the next build's commit whatever state it is in.
+            served = tree_uses = self._kept.take(tree_key, workspace)
             try:
                 fetched = fetch(self._mirrors, order, workspace, limits.workspace_mb * 1024 * 1024, kept=served > 0)
             except GitError as exc:

@@ -21,6 +21,10 @@ async def test_the_next_build_takes_the_checkout_the_last_build_of_its_scope_lef
     first = await build(executor, git_repo, build_ids)
     assert first.status == "success", log_text(first)
     assert executor.kept_checkouts() == {BRANCH: 1}
+    # A build that finds nothing to fetch leaves the kept checkout to the next one.
+    missing = await build(executor, git_repo, build_ids, branch="gone")
+    assert (missing.status, missing.reason) == ("error", "branch not found: gone")
+    assert executor.kept_checkouts() == {BRANCH: 1}
 
     git_repo._git("rm", "--quiet", "old.txt")
     head = git_repo.commit("master", {"new.txt": "the second commit's\n"})

@@ -184,7 +184,7 @@ class BuildRun:
                 image_id=node.engine.image(step.image, self.images, build.limits),
                 script=exported(step.environment, step.script), status=step.status,
                 ignore_failure=step.ignore_failure, retry=step.retry, skip_reason=step.skip_reason,
-                secrets=_picked(secrets, step.secrets),
+                timeout_s=step.timeout_s, secrets=_picked(secrets, step.secrets),
             )
             for step in build.steps
         )
@@ -211,7 +211,12 @@ class BuildRun:
             if cache_run is not None:
                 release_cache(node.caches, self.order.build_id, cache_run)
         result = self._result(outcome, build.ran, build.timeout_s, build.budget, kept)
-        if result.status == "timeout":
+        if outcome.step_timeout_s is not None:
+            # A step's own time ended it, not the build's: the build failed, naming the step.
+            result = dataclasses.replace(
+                result, status="failure",
+                reason=f"step {outcome.failed_step!r} exceeded its timeout_s of {outcome.step_timeout_s:g} s")
+        elif result.status == "timeout":
             result = dataclasses.replace(
                 result, reason=f"build exceeded {build.timeout_s:g} s (in step {outcome.failed_step!r})")
         elif result.status == "failure":

@@ -24,7 +24,7 @@ if __name__ == "__main__":
 
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
-from builder.plan.spec import SPEC_FILE, BuildSpec  # noqa: E402
+from builder.plan.spec import EXTENSION, SPEC_FILE, BuildSpec  # noqa: E402
 from shared.schema import json_schema, markdown_reference  # noqa: E402
 
 PAGE = REPO_ROOT / "docs" / "pipeline-reference.md"
@@ -43,6 +43,8 @@ def page() -> str:
         "[a JSON Schema](schema/pbft-ci.schema.json) for editors, and `scripts/lint.py`",
         "checks a spec with the nodes' own rules and words",
         "([Checking a spec before you push](pipelines.md#checking-a-spec-before-you-push)).",
+        f"A top-level key starting with `{EXTENSION}` is never read: a home for YAML anchors",
+        "([Reusing parts of a spec](pipelines.md#reusing-parts-of-a-spec)).",
         "",
     ]
     lines += markdown_reference(BuildSpec, title="Top level")
@@ -51,6 +53,8 @@ def page() -> str:
 
 def schema() -> str:
     declared = json_schema(BuildSpec, title=f"pbft-ci build spec ({SPEC_FILE})")
+    # Top-level `x-` keys are the author's own (builder/plan/spec.py): anything goes there.
+    declared["patternProperties"] = {f"^{EXTENSION}": {}}
     return json.dumps(declared, indent=2, ensure_ascii=False) + "\n"
 
 

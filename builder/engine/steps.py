@@ -48,7 +48,7 @@ from builder.engine.transfer import (
 )
 from builder.plan.cachemounts import CacheMounts
 from builder.plan.containerpaths import OUT_DIR
-from builder.plan.stepgraph import Schedule, StepGraph
+from builder.plan.stepgraph import FAILED, Schedule, StepGraph
 from pbft.build import StepResult
 
 
@@ -64,6 +64,7 @@ class PlannedStep:
     status: tuple[str, ...] = ("success",)  # the build statuses so far it runs after
     ignore_failure: bool = False
     retry: int = 0  # how many times it runs again after a failure
+    timeout_s: float | None = None  # each attempt's own time; None: the build's deadline alone
     # The pipeline's cache containers only (`_cache_container`): what follows the script, and
     # that it mounts the cache tmpfs.
     arguments: tuple[str, ...] = ()
@@ -76,7 +77,7 @@ class PlannedStep:
 class StepsOutcome:
     steps: tuple[StepResult, ...]
     # The build's: 0, the first failed step's exit code (but for `failure: ignore`), or None
-    # when the deadline ended a step; `failed_step` names that step.
+    # when the deadline or the step's own timeout_s ended a step; `failed_step` names that step.
     exit_code: int | None
     failed_step: str | None = None
     commands_ms: int = 0
@@ -87,6 +88,7 @@ class StepsOutcome:
     artifacts_problem: str = ""
     cache_copied: bool = False
     cache_problem: str = ""
+    step_timeout_s: float | None = None  # the failed step's own timeout_s, when that is what ended it
 
 
 class PipelineCache(Protocol):
@@ -182,7 +184,7 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
             hooks.on_output(_service_output(running).encode(errors="replace"))
         return StepsOutcome(
             results, state.exit_code, state.failed_step, pipeline.commands_ms, state.truncated,
-            state.oom_killed, False, copied, problem, cache_copied, cache_problem,
+            state.oom_killed, False, copied, problem, cache_copied, cache_problem, state.step_timeout_s,
         )
     except requests.exceptions.ConnectionError as exc:
         raise SandboxError(ENGINE_LOST, f"{exc}\n", engine_lost=True) from None
@@ -235,6 +237,7 @@ class _Ran:
     truncated: bool = False
     oom_killed: bool = False
     killed_outside: bool = False
+    over_own_time: bool = False  # ended `timeout` by the step's own timeout_s, not the build's deadline
 
 
 @dataclass
@@ -247,15 +250,19 @@ class _Progress:
     timed_out: bool = False
     truncated: bool = False
     oom_killed: bool = False
+    step_timeout_s: float | None = None  # the failed step's own timeout_s, when it ended it
 
     def add(self, step: PlannedStep, result: StepResult, ran: _Ran | None) -> None:
         if ran is not None:
             self.truncated |= ran.truncated
             self.oom_killed |= ran.oom_killed
-        if result.status == "timeout" and not self.timed_out:
+        over_own_time = ran is not None and ran.over_own_time
+        if result.status == "timeout" and not over_own_time and not self.timed_out:
             self.timed_out, self.exit_code, self.failed_step, self.status = True, None, step.name, "failure"
-        elif result.status == "failure" and not step.ignore_failure and self.status == "success":
+            self.step_timeout_s = None
+        elif result.status in FAILED and not step.ignore_failure and self.status == "success":
             self.status, self.exit_code, self.failed_step = "failure", result.exit_code, step.name
+            self.step_timeout_s = step.timeout_s if over_own_time else None
 
 
 @dataclass
@@ -345,7 +352,8 @@ class _Pipeline:
         self.sections.end(
             name, f"step {name}: {result.status} exit_code {result.exit_code} duration_ms {result.duration_ms}")
         self.schedule.end(name, result.status, counts=not self.steps[name].ignore_failure)
-        self.timed_out |= result.status == "timeout"
+        # The build's deadline ends every step; a step's own timeout_s ends that step alone.
+        self.timed_out |= result.status == "timeout" and not ran.over_own_time
         if ran.killed_outside:
             self.killed_outside = True
             self.pod.stopping.set()
@@ -365,10 +373,16 @@ def _run_step(sandbox: Sandbox, step: PlannedStep, pod: _Pod, hooks: Hooks, say:
     failed: list[int | None] = []
     duration_ms = 0
     while True:
-        ran = _attempt(sandbox, step, pod, hooks, max(deadline - time.monotonic(), 0.0))
+        time_left_s = max(deadline - time.monotonic(), 0.0)
+        own = step.timeout_s is not None and step.timeout_s < time_left_s
+        ran = _attempt(sandbox, step, pod, hooks, step.timeout_s if own else time_left_s)
         duration_ms += ran.result.duration_ms
         ran = dataclasses.replace(
-            ran, result=dataclasses.replace(ran.result, duration_ms=duration_ms, attempts=tuple(failed)))
+            ran, result=dataclasses.replace(ran.result, duration_ms=duration_ms, attempts=tuple(failed)),
+            over_own_time=own and ran.result.status == "timeout")
+        if ran.over_own_time:
+            say(f"step {step.name}: exceeded its timeout_s of {step.timeout_s:g} s")
+        # A step past its time is not run again: it would most likely hang as long again.
         if ran.result.status != "failure" or ran.killed_outside or len(failed) == step.retry:
             return ran
         failed.append(ran.result.exit_code)

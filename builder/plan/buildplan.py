@@ -70,6 +70,7 @@ class StepPlan:
     ignore_failure: bool
     retry: int
     skip_reason: str | None  # its `when:` excludes it: it never runs
+    timeout_s: float | None = None  # each attempt's own time; None: the build's deadline alone
 
 
 @dataclass(frozen=True)

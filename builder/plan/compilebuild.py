@@ -103,7 +103,7 @@ def _step(step: Step, image: str, environment: dict[str, str], secrets: BuildSec
         name=step.name, image=step.image or image, script=step.script(),
         environment=without({**environment, **dict(step.environment), "CI_STEP_NAME": step.name}, names),
         secrets=names, status=step.status, ignore_failure=step.ignore_failure, retry=step.retry,
-        skip_reason=checkout.skips.of_step(step.conditions) if step.conditions else None,
+        skip_reason=checkout.skips.of_step(step.conditions) if step.conditions else None, timeout_s=step.timeout_s,
     )
 
 

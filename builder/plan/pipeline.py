@@ -14,6 +14,7 @@ idiom (shared/schema), read with the rest of the file (builder/plan/spec.py).
         depends_on: [lint]        # optional: the steps it follows; the step before it otherwise
         failure: ignore           # optional: its failure does not fail the build
         retry: 2                  # optional: run it again after a failure, up to this many times
+        timeout_s: 300            # optional: each attempt's time; past it the step ends `timeout`
         when:                     # optional: run only if the build's status so far is one of
           status: [success]       # these (default [success]); event, branch and path as in
           event: [push]           # the spec's own `when:` (builder/plan/triggers.py)
@@ -35,7 +36,10 @@ or through others, failed without `failure: ignore`: it then runs only if its `w
 status` names `failure`. A failed step with `retry: N` runs again, up to N more times,
 in the same workspace; every honest node applies that one rule, and the attempts that
 failed are in the log and the step's signed result (not compared: a step that passes
-on a retry on one node and at once on another agrees).
+on a retry on one node and at once on another agrees). A step over its own `timeout_s`
+ends `timeout` and is not run again; the steps after it see `failure`, as after a failed
+step, and the build fails naming it unless the step has `failure: ignore`. The build's
+`timeout_s` bounds every step's.
 
 Parsing is pure. Every problem is reported, with the offending key, in the spec
 parser's one ValueError.
@@ -98,6 +102,10 @@ class Step:
         key="failure", default=False, nullable=False, doc="`ignore`: its failure does not fail the build")
     retry: int = setting(Int(0, MAX_RETRIES), default=0, nullable=False,
                          doc=f"how many times a failed step runs again (at most {MAX_RETRIES}); each attempt is in the log")
+    timeout_s: float | None = setting(
+        Number(above=0, refusal="must be a positive number"), default=None,
+        doc="how long each attempt may run: past it the step ends `timeout`, is not run again and counts as "
+            "failed, and the build goes on as after a failure; never past the build's own `timeout_s`")
     when: StepWhen = setting(Section(StepWhen, refusal="must be a mapping of status, event, branch and path",
                                      nonempty=True),
                              default=StepWhen(), doc="whether it runs: the build's status so far, and the trigger")

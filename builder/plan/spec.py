@@ -18,6 +18,9 @@
     matrix:                         # optional: one build per combination (builder/plan/matrix.py)
       PYTHON: ["3.11", "3.12"]
 
+    x-defaults: &defaults           # optional: any top-level key starting with x- is never read,
+      image: python:3.12            # a home for anchors that `<<: *defaults` merges elsewhere
+
 In place of `commands`, a pipeline: `steps:`, each with its own name, image,
 commands, environment, `when:` and `depends_on:` (builder/plan/pipeline.py), sharing
 one /workspace; and `services:`, containers the build reaches by name.
@@ -55,6 +58,8 @@ from shared.schema import Choice, ListOf, Number, Section, Text, section, settin
 __all__ = ["MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document", "spec_matrix"]
 
 SPEC_FILE = ".pbft-ci.yml"
+# A top-level key that starts with this is the author's own, never read (`_spec_mapping`).
+EXTENSION = "x-"
 MAX_SPEC_BYTES = 64 * 1024
 
 
@@ -160,10 +165,13 @@ def spec_matrix(text: bytes) -> tuple[Combination, ...]:
 
 
 def _spec_mapping(text: bytes) -> dict:
+    """The spec's top-level mapping, without its `x-` keys: those are the author's own, a home
+    for YAML anchors that steps, services and matrices merge with `<<:` (as in Compose and
+    Woodpecker); the YAML reading has merged them already, and nothing reads them."""
     document = spec_document(text)
     if not isinstance(document, dict):
         raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
-    return document
+    return {key: value for key, value in document.items() if not (isinstance(key, str) and key.startswith(EXTENSION))}
 
 
 def _declared_matrix(document: dict) -> tuple[Combination, ...]:

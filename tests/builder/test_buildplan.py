@@ -64,7 +64,8 @@ PIPELINE = {
     "steps": [
         {"name": "lint", "commands": ["ruff check .", "echo $P"], "environment": {"A": "a"}, "secrets": []},
         {"name": "unit", "image": "python-image", "commands": ["pytest"], "depends_on": ["lint"]},
-        {"name": "docs", "commands": ["mkdocs build"], "depends_on": ["lint"], "failure": "ignore", "retry": 2},
+        {"name": "docs", "commands": ["mkdocs build"], "depends_on": ["lint"], "failure": "ignore", "retry": 2,
+         "timeout_s": 90},
         {"name": "deploy", "commands": ["deploy"], "depends_on": ["unit", "docs"], "secrets": ["DEPLOY_TOKEN"],
          "when": {"event": ["tag"]}},
         {"name": "report", "commands": ["report"], "depends_on": ["deploy"], "when": {"status": ["failure"]}},
@@ -106,7 +107,7 @@ def test_a_pipeline_with_services_and_steps_that_run_at_once_compiles_to_its_who
     # A step's script never exports a variable one of its secrets sets: the gate sets it.
     assert unit.image == "python-image" and unit.secrets == ("DEPLOY_TOKEN", "DB_PASSWORD")
     assert "DEPLOY_TOKEN" not in unit.environment and unit.environment["CI_STEP_NAME"] == "unit"
-    assert (docs.ignore_failure, docs.retry) == (True, 2)
+    assert (docs.ignore_failure, docs.retry, docs.timeout_s) == (True, 2, 90.0)
     assert deploy.secrets == ("DEPLOY_TOKEN",) and deploy.skip_reason == "when: event push is not tag"
     assert report.status == ("failure",) and report.skip_reason is None
 

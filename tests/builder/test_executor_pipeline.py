@@ -1,7 +1,8 @@
 """Pipelines (`steps:`) on the real Docker engine: steps in their own images share one
 workspace, each step's outcome is part of the result, the log has a section per step,
 `when: status` and `failure: ignore` decide what runs after a failure, the deadline
-covers every step, and the CI variables reach every step."""
+covers every step and a step's own `timeout_s` ends it alone, and the CI variables reach
+every step."""
 
 import pytest
 import yaml
@@ -100,6 +101,32 @@ async def test_the_deadline_covers_every_step(make_executor, git_repo, build_ids
     assert result.reason == "build exceeded 3 s (in step 'slow')"
     assert agreed_steps(result) == [("quick", "success", 0), ("slow", "timeout", None), ("never", "skipped", None)]
     assert result.steps[1].duration_ms < 10_000
+
+
+async def test_a_step_over_its_own_timeout_fails_the_build_naming_it_and_the_cleanup_after_it_runs(
+    make_executor, git_repo, build_ids
+):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "slow", "commands": ["sleep 30"], "timeout_s": 1, "retry": 2},
+        {"name": "lenient", "commands": ["sleep 30"], "timeout_s": 1, "failure": "ignore", "depends_on": []},
+        {"name": "next", "commands": ["echo next"], "depends_on": ["slow", "lenient"]},
+        {"name": "cleanup", "commands": ["echo cleaning up"], "depends_on": ["slow", "lenient"],
+         "when": {"status": ["failure"]}},
+        timeout_s=120,
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert (result.status, result.exit_code) == ("failure", None), text
+    assert result.reason == "step 'slow' exceeded its timeout_s of 1 s"
+    assert agreed_steps(result) == [
+        ("slow", "timeout", None), ("lenient", "timeout", None), ("next", "skipped", None),
+        ("cleanup", "success", 0),
+    ]
+    assert result.steps[0].attempts == ()  # a step past its time is not run again
+    assert result.steps[0].duration_ms < 10_000
+    assert "step slow: exceeded its timeout_s of 1 s" in text and "cleaning up" in text
 
 
 async def test_every_step_gets_the_ci_variables_of_the_request(make_executor, git_repo, build_ids):

@@ -104,10 +104,22 @@ def _required(argument, value, schema, root, at):
     return [f"{at}.{key}: required" for key in argument if key not in value]
 
 
+def _matched(schema, key: str) -> list:
+    """The patternProperties of `schema` whose pattern matches `key` anywhere (JSON Schema's rule)."""
+    return [inner for pattern, inner in schema.get("patternProperties", {}).items() if re.search(pattern, key)]
+
+
+def _patterns(argument, value, schema, root, at):
+    if not isinstance(value, dict):
+        return []
+    return [problem for key, item in value.items() for inner in _matched(schema, key)
+            for problem in schema_problems(inner, item, root, f"{at}.{key}")]
+
+
 def _additional(argument, value, schema, root, at):
     if not isinstance(value, dict):
         return []
-    extra = [key for key in value if key not in schema.get("properties", {})]
+    extra = [key for key in value if key not in schema.get("properties", {}) and not _matched(schema, key)]
     if argument is False:
         return [f"{at}.{key}: not allowed" for key in extra]
     return [problem for key in extra for problem in schema_problems(argument, value[key], root, f"{at}.{key}")]
@@ -149,7 +161,7 @@ _KEYWORDS = {
     "maxProperties": _count(_object_size, lambda count, bound: count <= bound, "more entries than"),
     "minProperties": _count(_object_size, lambda count, bound: count >= bound, "fewer entries than"),
     "uniqueItems": _unique, "properties": _properties, "required": _required,
-    "additionalProperties": _additional, "propertyNames": _property_names,
+    "additionalProperties": _additional, "patternProperties": _patterns, "propertyNames": _property_names,
     "anyOf": _any_of, "oneOf": _one_of, "allOf": _all_of, "not": _not,
 }
 

@@ -53,8 +53,6 @@ def page() -> str:
 
 def schema() -> str:
     declared = json_schema(BuildSpec, title=f"pbft-ci build spec ({SPEC_FILE})")
-    # Top-level `x-` keys are the author's own (builder/plan/spec.py): anything goes there.
-    declared["patternProperties"] = {f"^{EXTENSION}": {}}
     return json.dumps(declared, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -4,6 +4,12 @@
       PYTHON: ["3.11", "3.12"]    # PYTHON=3.11,DB=sqlite  PYTHON=3.11,DB=postgres
       DB: [sqlite, postgres]      # PYTHON=3.12,DB=sqlite  PYTHON=3.12,DB=postgres
 
+    matrix:                       # the product but the combinations `exclude` matches:
+      PYTHON: ["3.11", "3.12"]    # an entry names some axes, and every combination with
+      DB: [sqlite, postgres]      # those values is left out (GitHub's rule): three builds
+      exclude:
+        - {PYTHON: "3.11", DB: postgres}
+
     matrix:                       # or the combinations themselves
       include:
         - {PYTHON: "3.11", DB: sqlite}
@@ -77,34 +83,62 @@ def _axes_json(values: dict) -> dict:
 
 class Axes(Kind):
     """The axes of a matrix, each a name and a list of values: one combination per element of
-    their product, in the order written."""
+    their product, in the order written, but those an entry of `exclude` matches. The product
+    is bounded before anything is excluded: it is what the reading builds."""
 
     noun, blank = "a mapping of axes to lists of values", ()
 
     def read(self, value: dict, at: str, reading: Reading) -> Any:
-        if len(value) > MAX_AXES:
+        axes = {name: values for name, values in value.items() if name != EXCLUDE}
+        if not axes:
+            raise Invalid(f"must be {_AXES_NEEDED}")
+        if len(axes) > MAX_AXES:
             raise Invalid(f"at most {MAX_AXES} axes")
         before = len(reading.problems)
         values_of = {}
-        for name, values in value.items():
+        for name, values in axes.items():
             _axis_problems(name, at, reading)
             values_of[name] = reading.value(VALUES, values, f"{at}.{str(name)[:40]}")
+        excluded = reading.value(EXCLUDES, value[EXCLUDE], f"{at}.{EXCLUDE}") if EXCLUDE in value else ()
         if len(reading.problems) > before:
             return reading.REFUSED
         count = math.prod(len(values) for values in values_of.values())
         if count > MAX_COMBINATIONS:
             raise Invalid(f"{count} combinations, at most {MAX_COMBINATIONS}")
+        for index, entry in enumerate(excluded):
+            for name, chosen in entry:
+                if name not in values_of:
+                    reading.fail(f"{at}.{EXCLUDE}[{index}]", f"{name} is not an axis of the matrix")
+                elif chosen not in values_of[name]:
+                    reading.fail(f"{at}.{EXCLUDE}[{index}].{name}", f"{chosen!r} is not one of {name}'s values")
+        if len(reading.problems) > before:
+            return reading.REFUSED
         names = list(values_of)
-        return tuple(tuple(zip(names, chosen)) for chosen in itertools.product(*values_of.values()))
+        product = (tuple(zip(names, chosen)) for chosen in itertools.product(*values_of.values()))
+        combinations = tuple(
+            combination for combination in product if not any(set(entry) <= set(combination) for entry in excluded)
+        )
+        if not combinations:
+            raise Invalid(f"{EXCLUDE} leaves no combination")
+        return combinations
 
     def nested(self) -> tuple[tuple[Kind, str], ...]:
         return ((VALUES, ".*"),)
 
     def json(self, defs: dict) -> dict:
-        return _axes_json(VALUES.json(defs))
+        # `exclude` beside the axes: a name no axis can have (axes are capitals).
+        declared = _axes_json({"anyOf": [VALUES.json(defs), EXCLUDES.json(defs)]})
+        declared["propertyNames"] = {"anyOf": [declared["propertyNames"], {"enum": [EXCLUDE]}]}
+        declared["maxProperties"] = MAX_AXES + 1
+        return declared
 
     def text(self, link: Callable[[type], str]) -> str:
-        return f"mapping of up to {MAX_AXES} axes (capitals, digits, _) to lists of values"
+        return (f"mapping of up to {MAX_AXES} axes (capitals, digits, _) to lists of values, and `{EXCLUDE}`: "
+                "a list of mappings of some axes to values, each leaving out every combination it matches")
+
+
+# Beside a matrix's axes: the combinations to leave out, each named by some of its axes.
+EXCLUDE = "exclude"
 
 
 class CombinationKind(Kind):
@@ -130,6 +164,11 @@ class CombinationKind(Kind):
 
     def text(self, link: Callable[[type], str]) -> str:
         return f"mapping of up to {MAX_AXES} axes to values"
+
+
+EXCLUDES = ListOf(CombinationKind(), min_items=1, max_items=MAX_COMBINATIONS,
+                  refusal="must be a non-empty list of mappings of axes to values",
+                  too_many=f"at most {MAX_COMBINATIONS} entries")
 
 
 @section

@@ -58,7 +58,9 @@ from shared.schema import Choice, ListOf, Number, Section, Text, section, settin
 __all__ = ["MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document", "spec_matrix"]
 
 SPEC_FILE = ".pbft-ci.yml"
-# A top-level key that starts with this is the author's own, never read (`_spec_mapping`).
+# A top-level key that starts with this is the author's own, never read: a home for YAML
+# anchors that steps, services and matrices merge with `<<:` (as in Compose and Woodpecker),
+# which the YAML reading has merged before the spec is read.
 EXTENSION = "x-"
 MAX_SPEC_BYTES = 64 * 1024
 
@@ -87,7 +89,7 @@ def _one_form(spec: BuildSpec, given: frozenset) -> Iterable[tuple[str, str]]:
             yield f"environment.{name}", "an axis of the matrix, which each combination sets"
 
 
-@section(check=_one_form, either=("commands", "steps"))
+@section(check=_one_form, either=("commands", "steps"), ignored=EXTENSION)
 class BuildSpec:
     """A build: one script (`commands`) or a pipeline (`steps`), and what it runs with."""
 
@@ -165,13 +167,10 @@ def spec_matrix(text: bytes) -> tuple[Combination, ...]:
 
 
 def _spec_mapping(text: bytes) -> dict:
-    """The spec's top-level mapping, without its `x-` keys: those are the author's own, a home
-    for YAML anchors that steps, services and matrices merge with `<<:` (as in Compose and
-    Woodpecker); the YAML reading has merged them already, and nothing reads them."""
     document = spec_document(text)
     if not isinstance(document, dict):
         raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
-    return {key: value for key, value in document.items() if not (isinstance(key, str) and key.startswith(EXTENSION))}
+    return document
 
 
 def _declared_matrix(document: dict) -> tuple[Combination, ...]:

@@ -152,6 +152,9 @@ class Reading:
         wording says unknown keys first, each is said now, at `at`, and left out."""
         schema = schema_of(cls)
         mapping = _yaml11_keys(mapping, schema)
+        if schema.ignored is not None:
+            mapping = {key: value for key, value in mapping.items()
+                       if not (isinstance(key, str) and key.startswith(schema.ignored))}
         if self.wording.unknown is None:
             return mapping
         for key in mapping:

@@ -17,7 +17,8 @@ and of the names of the fields the document gave (whether or not their values he
 yields (key, reason) for each problem; a key is a field's name (said as the key the document
 used for it), another key of the section, or "" for the section itself. `either=(a, b)`
 names two settings of which the document gives exactly one (a build spec's `commands` or
-`steps`): the first is required unless the second is given.
+`steps`): the first is required unless the second is given. `ignored="x-"` leaves the keys
+that start with it to the document's author: never read, allowed by the JSON Schema.
 
 A section held in another is a kind (`Section`, or `Inline` for keys that stand in the
 enclosing mapping); like every kind it says its own JSON Schema, the object schema of its
@@ -27,6 +28,7 @@ section's settings (`section_json`), which shared/schema/outputs.py puts togethe
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -100,6 +102,7 @@ class SectionSchema:
     check: Check | None
     keys: tuple[str, ...]  # every key, in declaration order (an inline section's in its place)
     either: tuple[str, str] | None = None  # two fields of which the document gives exactly one
+    ignored: str | None = None  # a key starting with this is the author's own: never read, always allowed
 
     def declared(self, name: str) -> Declared:
         """The setting of the field `name`."""
@@ -119,8 +122,10 @@ def _keys(settings: tuple[Declared, ...]) -> tuple[str, ...]:
 _SCHEMAS: dict[type, SectionSchema] = {}
 
 
-def section(cls: type | None = None, *, check: Check | None = None, either: tuple[str, str] | None = None) -> Any:
-    """Make a class a section: a frozen dataclass read from a mapping by its settings."""
+def section(cls: type | None = None, *, check: Check | None = None, either: tuple[str, str] | None = None,
+            ignored: str | None = None) -> Any:
+    """Make a class a section: a frozen dataclass read from a mapping by its settings. A key
+    that starts with `ignored` is left to the document's author (a home for YAML anchors)."""
 
     def declare(cls: type) -> type:
         doc = (cls.__doc__ or "").strip()
@@ -131,7 +136,8 @@ def section(cls: type | None = None, *, check: Check | None = None, either: tupl
                      field.default)
             for field in dataclasses.fields(cls) if "setting" in field.metadata
         )
-        schema = SectionSchema(doc.splitlines()[0], settings, check, _keys(settings), either)
+        schema = SectionSchema(doc.splitlines()[0], settings, check, _keys(settings), either, ignored)
+        assert ignored is None or not any(key.startswith(ignored) for key in schema.keys), "no setting is ignored"
         assert either is None or not any(schema.declared(name).required for name in either), "either is optional"
         _SCHEMAS[cls] = schema
         return cls
@@ -241,6 +247,8 @@ def section_json(cls: type, defs: dict) -> dict:
         rules += [{"not": {"allOf": given}}, {"anyOf": given}]
     schema = {"type": "object", "description": schema_of(cls).doc, "properties": properties,
               "additionalProperties": False}
+    if schema_of(cls).ignored is not None:
+        schema["patternProperties"] = {f"^{re.escape(schema_of(cls).ignored)}": {}}
     return {**schema, **({"required": required} if required else {}), **({"allOf": rules} if rules else {})}
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from builder.plan.spec import parse_build_spec
 from builder.plan.matrix import MAX_LABEL_CHARS, check_combination
-from pbft.build import MAX_COMBINATIONS
+from pbft.build import MAX_COMBINATIONS, combination_label
 
 PRODUCT = """
 image: pbft-ci/python:${PYTHON}
@@ -62,6 +62,16 @@ def test_include_lists_the_combinations_themselves():
     assert parsed.matrix == ((("PYTHON", "3.11"),), (("PYTHON", "3.12"), ("EXTRA", "true")))
 
 
+def test_exclude_leaves_out_every_combination_an_entry_matches():
+    parsed = spec("matrix:\n  A: [1, 2, 3]\n  B: [x, y, z]\n  exclude:\n    - {A: 2, B: y}\n    - {B: z}\n"
+                  "commands: [t]\n")
+    assert [combination_label(combination) for combination in parsed.matrix] == [
+        "A=1,B=x", "A=1,B=y", "A=2,B=x", "A=3,B=x", "A=3,B=y"]
+    # A combination left out is one the spec does not declare: no node builds it.
+    assert "matrix: declares no combination A=2,B=y" in problems(
+        "matrix: {A: [1, 2], B: [x, y], exclude: [{A: 2, B: y}]}\ncommands: [t]\n", (("A", "2"), ("B", "y")))
+
+
 def test_a_spec_without_a_matrix_is_one_build_as_before():
     parsed = spec("commands: [make]\n")
     assert parsed.matrix == () and parsed.combination == () and parsed.environment == ()
@@ -97,6 +107,13 @@ def test_a_combination_the_spec_does_not_declare_is_refused():
     ("{include: [{A: 1, B: 2}, {B: 2, A: 1}]}", "matrix: B=2,A=1 is declared twice"),
     ("{include: [a]}", "matrix.include[0]: must be a mapping of axes to values"),
     ("{include: [{a: 1}]}", "matrix.include[0]: 'a' is not an axis name"),
+    ("{A: [1], exclude: [{A: 2}]}", "matrix.exclude[0].A: '2' is not one of A's values"),
+    ("{A: [1], exclude: [{C: 1}]}", "matrix.exclude[0]: C is not an axis of the matrix"),
+    ("{A: [1, 2], exclude: [{A: 1}, {A: 2}]}", "matrix: exclude leaves no combination"),
+    ("{exclude: [{A: 1}]}", "matrix: must be a mapping of axes to lists of values, or include"),
+    ("{A: [1], exclude: []}", "matrix.exclude: must be a non-empty list of mappings of axes to values"),
+    ("{A: [1], exclude: [a]}", "matrix.exclude[0]: must be a mapping of axes to values"),
+    ("{include: [{A: 1}], exclude: [{A: 1}]}", "matrix: include lists whole combinations; no axes beside it"),
 ])
 def test_bad_matrices_are_refused_naming_the_key(matrix, problem):
     assert problem in problems(f"matrix: {matrix}\ncommands: [t]\n")

@@ -15,6 +15,7 @@ idiom (shared/schema), read with the rest of the file (builder/plan/spec.py).
         failure: ignore           # optional: its failure does not fail the build
         retry: 2                  # optional: run it again after a failure, up to this many times
         timeout_s: 300            # optional: each attempt's time; past it the step ends `timeout`
+        extends: x-python         # optional: templates its keys go on top of (builder/plan/templates.py)
         when:                     # optional: run only if the build's status so far is one of
           status: [success]       # these (default [success]); event, branch and path as in
           event: [push]           # the spec's own `when:` (builder/plan/triggers.py)
@@ -62,6 +63,10 @@ DEFAULT_READY_S = 60.0
 # A service's name is its host name in the build: one DNS label, lowercase.
 SERVICE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 STATUS_CHOICES = ("success", "failure")
+# `extends:` of a step or a service, applied before the spec is read (builder/plan/templates.py).
+EXTENDED = Words(None, "must be a template's name or a list of them", single=True, min_items=1)
+EXTENDED_DOC = ("templates (top-level `x-` keys) its keys go on top of, in order: mappings merge key by key, "
+                "anything else replaces")
 
 
 @section
@@ -109,6 +114,7 @@ class Step:
     when: StepWhen = setting(Section(StepWhen, refusal="must be a mapping of status, event, branch and path",
                                      nonempty=True),
                              default=StepWhen(), doc="whether it runs: the build's status so far, and the trigger")
+    extends: tuple[str, ...] = setting(EXTENDED, default=(), doc=EXTENDED_DOC)
 
     @property
     def status(self) -> tuple[str, ...]:
@@ -154,6 +160,7 @@ class Service:
                                               doc="as a step's: the build's secrets it gets, all of them otherwise")
     ready: Ready | None = setting(Section(Ready, refusal="must be a mapping with a command"), default=None,
                                   doc="the first step waits until the service is ready")
+    extends: tuple[str, ...] = setting(EXTENDED, default=(), doc=EXTENDED_DOC)
 
     @property
     def ready_command(self) -> str | None:

@@ -19,7 +19,9 @@
       PYTHON: ["3.11", "3.12"]
 
     x-defaults: &defaults           # optional: any top-level key starting with x- is never read,
-      image: python:3.12            # a home for anchors that `<<: *defaults` merges elsewhere
+      image: python:3.12            # a home for anchors that `<<: *defaults` merges elsewhere,
+                                    # and a template steps and services name in `extends:`
+                                    # (builder/plan/templates.py)
 
 In place of `commands`, a pipeline: `steps:`, each with its own name, image,
 commands, environment, `when:` and `depends_on:` (builder/plan/pipeline.py), sharing
@@ -51,6 +53,7 @@ from builder.plan.matrix import MATRIX, Combination, with_images
 from builder.plan.nesting import nesting_problem
 from builder.plan.pipeline import SERVICES, STEPS, Service, Step
 from builder.plan.specvalues import COMMANDS, IMAGE, Variables, spec_reading
+from builder.plan.templates import expand
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
@@ -139,7 +142,7 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is
     the first combination's, which the node never runs (it runs each combination's own)."""
-    document = _spec_mapping(text)
+    document, template_errors = expand(_spec_mapping(text), EXTENSION)
     # The matrix first, alone: the rest is read once per combination it declares.
     matrix = _declared_matrix(document)
     if combination is not None and combination not in matrix:
@@ -153,7 +156,7 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     for each in chosen:
         substituted, image_errors = with_images(document, each)
         spec, spec_errors = _read(substituted, each, matrix)
-        parsed.append((each, spec, image_errors + spec_errors))
+        parsed.append((each, spec, template_errors + image_errors + spec_errors))
     errors = _matrix_problems(parsed)
     if errors:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(errors))

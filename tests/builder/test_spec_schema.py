@@ -33,10 +33,13 @@ EVERY_KEY = {
         {"name": "lint", "image": "pbft-ci/lint:${PY}", "commands": ["ruff check ."], "environment": {"A": 1},
          "secrets": ["TOKEN"], "depends_on": [], "failure": "ignore", "retry": 2, "timeout_s": 120,
          "when": {"status": ["success", "failure"], "event": "push", "branch": BRANCHES, "path": PATHS}},
-        {"name": "test", "commands": ["pytest"], "depends_on": "lint"},
+        {"name": "test", "commands": ["pytest"], "depends_on": "lint", "extends": "x-tested"},
     ],
     "services": [{"name": "db", "image": "pbft-ci/postgres:15", "commands": ["postgres"], "secrets": [],
-                  "environment": {"PGDATA": "/tmp"}, "ready": {"command": "pg_isready", "timeout_s": 30}}],
+                  "environment": {"PGDATA": "/tmp"}, "ready": {"command": "pg_isready", "timeout_s": 30},
+                  "extends": ["x-service"]}],
+    "x-tested": {"retry": 1},
+    "x-service": {"environment": {"TZ": "UTC"}},
     "environment": {"APP_ENV": "test", "DEBUG": False},
     "timeout_s": 600,
     "user": "root",
@@ -137,7 +140,10 @@ def test_the_specs_with_every_key_give_every_key_there_is():
 
 
 def mappings(document: Any, path: tuple = ()) -> Iterator[tuple]:
-    """The path of every mapping in `document` whose keys are a section's (not names or axes)."""
+    """The path of every mapping in `document` whose keys are a section's (not names or axes,
+    nor an x- key's, the author's own)."""
+    if path and str(path[0]).startswith("x-"):
+        return
     if isinstance(document, dict):
         if path[-1:] not in (("environment",), ("matrix",), ("services",)) and path[-2:-1] != ("include",):
             yield path

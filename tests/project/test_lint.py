@@ -56,6 +56,20 @@ def test_a_spec_the_nodes_refuse_is_refused_with_their_reason_to_the_byte(tmp_pa
         "timeout_s: must be a positive number")
 
 
+def test_templates_are_applied_and_a_circle_of_them_is_refused_in_one_line(tmp_path):
+    templates = "x-a: {extends: x-b, image: pbft-ci/busybox:latest}\nx-b: {retry: 1}\n"
+    (tmp_path / SPEC_FILE).write_text(templates + "steps: [{name: s, commands: [t], extends: x-a}]\n")
+    assert lint(cwd=tmp_path).stdout == f"{SPEC_FILE}: ok\n"
+
+    circle = templates.replace("x-b: {retry: 1}", "x-b: {extends: x-a}")
+    (tmp_path / SPEC_FILE).write_text(circle + "steps: [{name: s, commands: [t], extends: x-a}]\n")
+    checked = lint(cwd=tmp_path)
+
+    assert checked.returncode == 1
+    assert checked.stdout == (f"{SPEC_FILE}: refused\n.pbft-ci.yml: steps.s.extends: the templates extend each "
+                              "other in a circle: x-a -> x-b -> x-a\n")
+
+
 def test_any_paths_are_checked_and_one_that_cannot_be_read_is_said_apart(tmp_path):
     (tmp_path / "good.yml").write_text(GOOD)
     (tmp_path / "bad.yml").write_text(BAD)

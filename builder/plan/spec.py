@@ -27,7 +27,9 @@ In place of `commands`, a pipeline: `steps:`, each with its own name, image,
 commands, environment, `when:` and `depends_on:` (builder/plan/pipeline.py), sharing
 one /workspace; and `services:`, containers the build reaches by name.
 
-The file is declared in the schema idiom (shared/schema), section by section: `BuildSpec`
+builder/plan/specdocument.py makes the file into the document read here (its size and
+nesting bounded, its anchors merged, its `extends:` applied). The file is declared in the
+schema idiom (shared/schema), section by section: `BuildSpec`
 here, `cache:` in builder/plan/cachespec.py, its steps and services in builder/plan/pipeline.py,
 `when:` in builder/plan/triggers.py, `matrix:` in builder/plan/matrix.py, `after:` in
 builder/plan/actions.py and the kinds of its values in builder/plan/specvalues.py. The
@@ -42,30 +44,23 @@ a ValueError whose text becomes the deterministic reason of an error result.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
-
-import yaml
+from typing import Iterable
 
 from builder.plan.actions import AFTER, ActionSpec
 from builder.plan.artifactpatterns import MAX_PATTERNS, normalize_pattern
 from builder.plan.cachespec import CacheSpec
 from builder.plan.matrix import MATRIX, Combination, with_images
-from builder.plan.nesting import nesting_problem
 from builder.plan.pipeline import SERVICES, STEPS, Service, Step
+from builder.plan.specdocument import EXTENSION, MAX_SPEC_BYTES, SPEC_FILE, spec_document, spec_mapping
 from builder.plan.specvalues import COMMANDS, IMAGE, Variables, spec_reading
-from builder.plan.templates import expand
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
 
-__all__ = ["MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document", "spec_matrix"]
-
-SPEC_FILE = ".pbft-ci.yml"
-# A top-level key that starts with this is the author's own, never read: a home for YAML
-# anchors that steps, services and matrices merge with `<<:` (as in Compose and Woodpecker),
-# which the YAML reading has merged before the spec is read.
-EXTENSION = "x-"
-MAX_SPEC_BYTES = 64 * 1024
+__all__ = [
+    "EXTENSION", "MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document",
+    "spec_matrix",
+]
 
 
 def _repeats(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
@@ -142,7 +137,7 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is
     the first combination's, which the node never runs (it runs each combination's own)."""
-    document, template_errors = expand(_spec_mapping(text), EXTENSION)
+    document, template_errors = spec_mapping(text)
     # The matrix first, alone: the rest is read once per combination it declares.
     matrix = _declared_matrix(document)
     if combination is not None and combination not in matrix:
@@ -166,14 +161,7 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
 def spec_matrix(text: bytes) -> tuple[Combination, ...]:
     """The combinations the spec's `matrix:` declares, () without one; a ValueError, as
     parse_build_spec's, when the file or its matrix is refused (not when the rest is)."""
-    return _declared_matrix(_spec_mapping(text))
-
-
-def _spec_mapping(text: bytes) -> dict:
-    document = spec_document(text)
-    if not isinstance(document, dict):
-        raise ValueError(f"{SPEC_FILE}: must be a mapping with a 'commands' or a 'steps' list")
-    return document
+    return _declared_matrix(spec_mapping(text)[0])
 
 
 def _declared_matrix(document: dict) -> tuple[Combination, ...]:
@@ -184,23 +172,6 @@ def _declared_matrix(document: dict) -> tuple[Combination, ...]:
     if reading.problems:
         raise ValueError(f"{SPEC_FILE}: " + "; ".join(reading.problems))
     return matrix
-
-
-def spec_document(text: bytes) -> Any:
-    """The spec's YAML document, as PyYAML builds it, or a ValueError saying why it is not
-    built: too large, nested too deeply (builder/plan/nesting.py), or not YAML."""
-    if len(text) > MAX_SPEC_BYTES:
-        raise ValueError(f"{SPEC_FILE}: larger than {MAX_SPEC_BYTES} bytes")
-    try:
-        # Checked first: building a document nested deeper recurses past Python's limit.
-        problem = nesting_problem(text)
-        if problem is not None:
-            raise ValueError(f"{SPEC_FILE}: {problem}")
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # The mark gives line and column only, never a path, so the text is
-        # the same on every node.
-        raise ValueError(f"{SPEC_FILE}: invalid YAML: {exc}") from None
 
 
 def _read(document: dict, combination: Combination,

@@ -18,6 +18,7 @@ keeps none, and images its engines lack.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -40,23 +41,40 @@ def read_spec(path: Path) -> bytes:
     return read_at_most(path, MAX_SPEC_BYTES + 1)
 
 
+def included(root: Path, name: str) -> bytes | None:
+    """A file the spec includes, as a node reads it at the commit: a regular file (no link on
+    its way from the repository's root, which is the spec's folder), at most MAX_SPEC_BYTES."""
+    path = root
+    for part in name.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return None
+    try:
+        content = read_spec(path)
+    except OSError:
+        return None
+    return content if len(content) <= MAX_SPEC_BYTES else None
+
+
 def verdicts(path: Path, text: bytes, matrix: bool) -> list[tuple[str, str | None]]:
     """(what was checked, the nodes' reason, or None when they take it): the spec, and with
-    `matrix` each combination's own build, which is refused alone when the spec is for some."""
+    `matrix` each combination's own build, which is refused alone when the spec is for some.
+    The files it includes are read beside it, its folder taken for the repository's root."""
     found: list[tuple[str, str | None]] = []
+    read = functools.partial(included, path.parent)
     try:
-        parse_build_spec(text)
+        parse_build_spec(text, read=read)
         found.append((str(path), None))
     except ValueError as refused:
         found.append((str(path), str(refused)))
     try:
-        combinations = spec_matrix(text) if matrix else ()
+        combinations = spec_matrix(text, read) if matrix else ()
     except ValueError:
         combinations = ()  # the matrix itself is refused: the spec's reason says why
     for combination in combinations:
         label = f"{path} [{combination_label(combination)}]"
         try:
-            parse_build_spec(text, combination)
+            parse_build_spec(text, combination, read)
             found.append((label, None))
         except ValueError as refused:
             found.append((label, str(refused)))

@@ -43,6 +43,8 @@ class Sources:
     spec: bytes | None = None
     spec_is_link: bool = False
     dockerfile: bytes | None = None
+    # The files the spec includes, by path, read from git at the commit (builder/plan/specdocument.py).
+    included: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

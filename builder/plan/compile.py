@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from builder.plan.spec import BuildSpec, parse_build_spec
+from builder.plan.specdocument import Read
 from builder.plan.triggers import Skips
 from pbft.build import Spec
 from shared.config import BuildConfig
@@ -68,11 +69,13 @@ def spec_identity(name: str, content: bytes, image: str) -> Spec:
 
 def plan_spec(
     name: str, content: bytes, combination: tuple | None, limits: BuildConfig, decide: Skips,
+    read: Read | None = None,
 ) -> SpecPlan | Skipped | Refused | Expanded:
     """The build of spec file `name` holding `content`, for the matrix `combination` the order
-    names (None: none), under the network's `limits`; `decide` says whether it runs."""
+    names (None: none), under the network's `limits`; `decide` says whether it runs, `read`
+    gives the files it includes."""
     try:
-        spec = parse_build_spec(content, combination)
+        spec = parse_build_spec(content, combination, read)
     except ValueError as exc:
         return Refused(str(exc))
     if spec.user == "root" and not limits.allow_root:

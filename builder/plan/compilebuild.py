@@ -56,7 +56,8 @@ def _build(
         return Refused(f"{SPEC_FILE} must be a regular file")
     secrets = build_secrets(order.settings.secrets, facts.event, facts.pull_ref)
     if sources.spec is not None:
-        planned = plan_spec(SPEC_FILE, sources.spec, order.combination, limits, checkout.skips)
+        planned = plan_spec(SPEC_FILE, sources.spec, order.combination, limits, checkout.skips,
+                            dict(sources.included).get)
         if not isinstance(planned, SpecPlan):
             return planned
         return _spec_build(planned, order, checkout, limits, {**environment, **dict(planned.spec.environment)}, secrets)

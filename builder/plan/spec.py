@@ -51,7 +51,16 @@ from builder.plan.artifactpatterns import MAX_PATTERNS, normalize_pattern
 from builder.plan.cachespec import CacheSpec
 from builder.plan.matrix import MATRIX, Combination, with_images
 from builder.plan.pipeline import SERVICES, STEPS, Service, Step
-from builder.plan.specdocument import EXTENSION, MAX_SPEC_BYTES, SPEC_FILE, spec_document, spec_mapping
+from builder.plan.specdocument import (
+    EXTENSION,
+    MAX_INCLUDED,
+    MAX_SPEC_BYTES,
+    SPEC_FILE,
+    Read,
+    include_path_problem,
+    spec_document,
+    spec_mapping,
+)
 from builder.plan.specvalues import COMMANDS, IMAGE, Variables, spec_reading
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
@@ -85,6 +94,13 @@ def _one_form(spec: BuildSpec, given: frozenset) -> Iterable[tuple[str, str]]:
     for name, _ in spec.environment:
         if name in axes:
             yield f"environment.{name}", "an axis of the matrix, which each combination sets"
+
+
+def _include_path(text: str) -> str:
+    problem = include_path_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
 
 
 @section(check=_one_form, either=("commands", "steps"), ignored=EXTENSION)
@@ -124,6 +140,11 @@ class BuildSpec:
     # Checked with the rest, run only by the action runner once the verdict is certified
     # (builder/plan/actions.py).
     after: tuple[ActionSpec, ...] = setting(AFTER, default=(), doc="actions run once, after the verdict is certified")
+    include: tuple[str, ...] = setting(
+        ListOf(Text(what="a path", check=_include_path, refusal="must be a path of a .yml or .yaml file"),
+               min_items=1, max_items=MAX_INCLUDED, refusal="must be a non-empty list of paths",
+               too_many=f"at most {MAX_INCLUDED} files"),
+        default=(), doc="files of the same commit merged under this one, in order (paths from the repository's root)")
     combination: Combination = ()
 
     def script(self) -> str:
@@ -131,13 +152,13 @@ class BuildSpec:
         return "\n".join(self.commands)
 
 
-def parse_build_spec(text: bytes, combination: Combination | None = None) -> BuildSpec:
+def parse_build_spec(text: bytes, combination: Combination | None = None, read: Read | None = None) -> BuildSpec:
     """The spec, or a ValueError naming every problem. With a `matrix:` (builder/plan/matrix.py),
     `combination` picks the build: its axes are variables and fill `${AXIS}` in images, and a
     combination the matrix does not declare is refused. Without `combination`, every
     combination's spec is checked and `matrix` lists them; the rest of what is returned is
     the first combination's, which the node never runs (it runs each combination's own)."""
-    document, template_errors = spec_mapping(text)
+    document, template_errors = spec_mapping(text, read)
     # The matrix first, alone: the rest is read once per combination it declares.
     matrix = _declared_matrix(document)
     if combination is not None and combination not in matrix:
@@ -158,10 +179,10 @@ def parse_build_spec(text: bytes, combination: Combination | None = None) -> Bui
     return parsed[0][1]
 
 
-def spec_matrix(text: bytes) -> tuple[Combination, ...]:
+def spec_matrix(text: bytes, read: Read | None = None) -> tuple[Combination, ...]:
     """The combinations the spec's `matrix:` declares, () without one; a ValueError, as
     parse_build_spec's, when the file or its matrix is refused (not when the rest is)."""
-    return _declared_matrix(spec_mapping(text)[0])
+    return _declared_matrix(spec_mapping(text, read)[0])
 
 
 def _declared_matrix(document: dict) -> tuple[Combination, ...]:

@@ -36,8 +36,30 @@ MAX_MERGED_KEYS = 100_000
 _ENTRIES = ("steps", "services")
 
 
-class _TooLarge(Exception):
-    pass
+class TooLarge(Exception):
+    """A merge visited more keys than its Merger allows."""
+
+
+class Merger:
+    """Merges mappings GitLab's way, within a bound on the keys it visits in all: aliases make a
+    mapping small in the file and huge when walked, and two of them merged would be walked whole."""
+
+    def __init__(self, budget: int = MAX_MERGED_KEYS) -> None:
+        self.budget = budget
+
+    def merged(self, below: dict, above: dict) -> dict:
+        """`above` on top of `below`: mappings merge key by key, at every depth; anything else
+        in `above` replaces what `below` has. TooLarge past the bound."""
+        merged = dict(below)
+        for key, value in above.items():
+            self.budget -= 1
+            if self.budget < 0:
+                raise TooLarge
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = self.merged(merged[key], value)
+            else:
+                merged[key] = value
+        return merged
 
 
 def expand(document: dict, prefix: str) -> tuple[dict, list[str]]:
@@ -67,14 +89,14 @@ class _Expansion:
         self.document, self.prefix = document, prefix
         self.problems: list[str] = []
         self.resolved: dict[str, dict] = {}
-        self.budget = MAX_MERGED_KEYS
+        self.merger = Merger()
 
     def entry(self, entry: Any, at: str) -> Any:
         if not isinstance(entry, dict) or EXTENDS not in entry:
             return entry  # the spec's reading says what is wrong with an entry that is no mapping
         try:
             merged = self._on_templates(entry, at, ())
-        except _TooLarge:
+        except TooLarge:
             self.problems.append(f"{at}.{EXTENDS}: merging its templates visits more than {MAX_MERGED_KEYS} keys")
             return entry
         return entry if merged is None else merged
@@ -98,8 +120,8 @@ class _Expansion:
             template = self._template(name, at, chain)
             if template is None:
                 return None
-            below = self._merged(below, template)
-        return self._merged(below, entry)
+            below = self.merger.merged(below, template)
+        return self.merger.merged(below, entry)
 
     def _template(self, name: str, at: str, chain: tuple[str, ...]) -> dict | None:
         """The template `name` with its own `extends` applied, less that key."""
@@ -124,17 +146,3 @@ class _Expansion:
                 return None
         self.resolved[name] = {key: value for key, value in template.items() if key != EXTENDS}
         return self.resolved[name]
-
-    def _merged(self, below: dict, above: dict) -> dict:
-        """`above` on top of `below`: mappings merge key by key, at every depth; anything else
-        in `above` replaces what `below` has."""
-        merged = dict(below)
-        for key, value in above.items():
-            self.budget -= 1
-            if self.budget < 0:
-                raise _TooLarge
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = self._merged(merged[key], value)
-            else:
-                merged[key] = value
-        return merged

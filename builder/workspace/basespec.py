@@ -46,8 +46,8 @@ def read_base_spec(repo: git.Repo, trigger: Trigger, commit: str) -> tuple[BaseS
             "the pull request is not skipped"
         )
     try:
-        conditions = parse_build_spec(text).when
-    except ValueError:
+        conditions = parse_build_spec(text, read=lambda path: regular_file_at(repo, base, path, MAX_SPEC_BYTES)).when
+    except (ValueError, GitError):  # refused, or a file it includes could not be read
         return None, f"{where} does not parse: the pull request is not skipped"
     if not conditions:
         return None, f"{where} has no when: the pull request is not skipped"

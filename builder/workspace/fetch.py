@@ -5,6 +5,7 @@ the spec of its base, and the commit's own spec or Dockerfile."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from builder.order import BuildOrder
 from builder.plan.buildplan import DOCKERFILE, CheckedOut, Sources
 from builder.plan.civars import BuildFacts
 from builder.plan.spec import SPEC_FILE
+from builder.plan.specdocument import MAX_SPEC_BYTES, included_files
 from builder.plan.triggers import BaseSpec, Skips
 from builder.workspace import checkout
 from builder.workspace.basespec import read_base_spec
@@ -24,6 +26,7 @@ from builder.workspace.gitmirror import (
     commit_author,
     commit_message,
     commit_time,
+    regular_file_at,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,12 @@ def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int, *,
             submodule_urls=order.settings.submodule_urls, max_bytes=max_bytes,
         )
         reused = _check_out(mirrors, wanted, dest, kept)
+        sources = read_sources(dest)
+        if sources.spec is not None:
+            # Included files come from git's objects at the commit, never the checkout: a
+            # link there is not followed, and nothing but a regular file is read.
+            sources = dataclasses.replace(sources, included=included_files(
+                sources.spec, lambda path: regular_file_at(repo, resolved, path, MAX_SPEC_BYTES)))
         committed_s = commit_time(repo, resolved)
         message = commit_message(repo, resolved)
         author, email = commit_author(repo, resolved)
@@ -71,7 +80,7 @@ def fetch(mirrors: GitMirrors, order: BuildOrder, dest: Path, max_bytes: int, *,
         before=trigger.before,
     )
     return Fetched(
-        CheckedOut(facts, committed_s, Skips(trigger, message, changed, base), read_sources(dest)), base_read, reused,
+        CheckedOut(facts, committed_s, Skips(trigger, message, changed, base), sources), base_read, reused,
     )
 
 

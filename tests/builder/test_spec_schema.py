@@ -49,7 +49,15 @@ EVERY_KEY = {
     "after": [{"name": "deploy", "image": "pbft-ci/deploy:1", "commands": ["./deploy.sh"],
                "when": {"event": "push", "branch": BRANCHES}, "status": "success", "secrets": ["DEPLOY_TOKEN"]}],
 }
+# The files the specs here include, as a node reads them at the commit.
+INCLUDED = {
+    "ci/common.yml": b"environment: {SHARED: '1'}\n",
+    # What docs/pipelines.md's example of include: names.
+    "ci/templates.yml": b"x-python: {image: pbft-ci/debian-python:bookworm}\n",
+    "ci/services.yml": b"services: [{name: db, image: pbft-ci/debian-postgres:bookworm}]\n",
+}
 ONE_SCRIPT = {"commands": ["make"], "cache": {"paths": ["~/.cache/pip"], "key_files": ["requirements.txt"]},
+              "include": ["ci/common.yml"],
               "matrix": {"include": [{"PY": "3.11", "DB": "sqlite"}]}}
 # Steps and services as mappings of their names.
 BY_NAME = {"steps": {"lint": {"commands": ["ruff"]}, "test": {"commands": ["pytest"], "depends_on": "lint"}},
@@ -59,7 +67,7 @@ BY_NAME = {"steps": {"lint": {"commands": ["ruff"]}, "test": {"commands": ["pyte
 def loads(document: Any) -> list[str]:
     """The loader's problems with `document`, [] when it takes it."""
     try:
-        parse_build_spec(yaml.safe_dump(document).encode())
+        parse_build_spec(yaml.safe_dump(document).encode(), read=INCLUDED.get)
     except ValueError as refused:
         return [str(refused)]
     return []

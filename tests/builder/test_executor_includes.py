@@ -1,12 +1,15 @@
 """`include:` through whole builds on the real Docker engine: a node reads the included files
 from git at the built commit (builder/workspace/fetch.py), never from its checkout, so a link
-in the tree is refused as no regular file, never followed."""
+in the tree is refused as no regular file, never followed; and four nodes build a spec written
+with anchors, templates and includes exactly as the spec written out."""
 
 import os
 
 import pytest
 
-from tests.builder.executor_helpers import build, log_text, spec
+from builder import BuildOrder, Executor, ExecutorSettings
+from shared.config import BuildConfig
+from tests.builder.executor_helpers import GitRepo, build, log_text, spec
 
 pytestmark = pytest.mark.docker
 
@@ -35,3 +38,75 @@ async def test_an_included_link_is_refused_never_followed(make_executor, git_rep
     assert (result.status, result.reason) == (
         "error", ".pbft-ci.yml: include: ci/link.yml: no regular file of at most 65536 bytes there at the commit"
     ), log_text(result)
+
+
+TEMPLATES = """\
+x-base: &base
+  environment: {LEVEL: base, KEPT: from-anchor}
+x-tested:
+  extends: x-step
+  retry: 1
+"""
+WITH_REUSE = """\
+include: [ci/templates.yml]
+steps:
+  - name: one
+    <<: *base
+    commands: ['echo "one $LEVEL $KEPT $SHARED"']
+  - name: two
+    extends: x-tested
+    environment: {LEVEL: two}
+    commands: ['echo "two $LEVEL $KEPT $SHARED"']
+"""
+INCLUDED = """\
+x-step:
+  image: pbft-ci/busybox:latest
+  environment: {KEPT: from-template}
+environment: {SHARED: included}
+"""
+WRITTEN_OUT = """\
+environment: {SHARED: included}
+steps:
+  - name: one
+    environment: {LEVEL: base, KEPT: from-anchor}
+    commands: ['echo "one $LEVEL $KEPT $SHARED"']
+  - name: two
+    image: pbft-ci/busybox:latest
+    environment: {KEPT: from-template, LEVEL: two}
+    retry: 1
+    commands: ['echo "two $LEVEL $KEPT $SHARED"']
+"""
+
+
+def comparable(text: str) -> list[str]:
+    """A build log's lines that every honest node and every way of writing the spec must share:
+    not its header (build id), its commit, nor the times."""
+    return [line.split(" duration_ms")[0] for line in text.splitlines()[2:]]
+
+
+async def test_four_nodes_build_a_spec_with_anchors_templates_and_includes_as_its_written_out_form(
+    tmp_path, docker_client, build_ids
+):
+    reused, written = GitRepo(tmp_path / "reused"), GitRepo(tmp_path / "written")
+    reused.commit("master", {"ci/templates.yml": INCLUDED, ".pbft-ci.yml": TEMPLATES + WITH_REUSE})
+    written.commit("master", {".pbft-ci.yml": WRITTEN_OUT})
+    executors = [
+        Executor(ExecutorSettings(data_dir=tmp_path / f"node-{node}", log_dir=tmp_path / "log", node_id=node,
+                                  limits=BuildConfig()), docker_client=docker_client)
+        for node in range(4)
+    ]
+    try:
+        logs = []
+        for repo in (reused, written):
+            for executor in executors:
+                result = await executor.run(BuildOrder(
+                    build_id=build_ids(), repository_name="example", repository_url=str(repo.path), branch="master",
+                ))
+                assert result.status == "success", log_text(result)
+                logs.append(comparable(log_text(result)))
+    finally:
+        for executor in executors:
+            executor.close()
+
+    assert all(log == logs[0] for log in logs), logs
+    assert "one base from-anchor included" in logs[0] and "two two from-template included" in logs[0]

@@ -1,6 +1,6 @@
-"""The routes that start a verb on a build: re-run it, cancel it, or approve a fork's pull request
-held back (client.verbs); and the approvals waiting. Whoever may ask for builds may ask for these;
-each is answered 202 at once, with the build it started."""
+"""The routes that start a verb on a build: re-run it (or a matrix's failed combinations), cancel
+it, or approve a fork's pull request held back (client.verbs); and the approvals waiting. Whoever
+may ask for builds may ask for these; each is answered 202 at once, with the builds it started."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from client.intake import WebhookError
 from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
 from client.routes.params import MAX_BUILD_ID, bounded_int, caller_and_record, limit_of, webhook_settings
+from client.verbs.rerun import NothingToRerun, failed_of
 from pbft.build import Actor
 
 routes = web.RouteTableDef()
@@ -23,6 +24,24 @@ async def rerun(request: web.Request) -> web.Response:
     record, actor = _build_to_act_on(request)
     build_id = await request.app[SERVICE_KEY].verbs.rerun.start(record, actor)
     return started(build_id, webhook_settings(request), rerun_of=record["build_id"])
+
+
+@routes.post("/builds/{build_id}/rerun-failed")
+async def rerun_failed(request: web.Request) -> web.Response:
+    """Run again the combinations of a matrix build that did not pass, each as a new build that
+    names the combination's (client.verbs.rerun.failed_of); 409 when there is none to run."""
+    record, actor = _build_to_act_on(request)
+    try:
+        failed = failed_of(record, request.app[RECORDS_KEY].builds.get)
+    except NothingToRerun as reason:
+        raise WebhookError(409, str(reason)) from None
+    rerun = request.app[SERVICE_KEY].verbs.rerun
+    started_again = [{"build_id": str(await rerun.start(failed_build, actor)), "rerun_of": failed_build["build_id"],
+                      "combination": failed_build["combination"]} for failed_build in failed]
+    settings = webhook_settings(request)
+    for build in started_again:
+        build["status_url"] = f"{settings.status_base_url}/builds/{build['build_id']}"
+    return web.json_response({"build_id": record["build_id"], "reruns": started_again}, status=202)
 
 
 @routes.post("/builds/{build_id}/cancel")

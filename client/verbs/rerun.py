@@ -4,12 +4,17 @@ The new build has the old one's repository, ref and commit: its request's
 own, or the one its verdict names, or one that f+1 of its replies name (a
 disputed or timed-out build: one of them is honest); failing all of them,
 its branch's head now, pinned like a new build's.
+
+For a build that expanded into a matrix, `failed_of` picks the combinations to run again: those
+whose verdict is other than a certified success (or skip), and whose last run again, if any,
+has its verdict too; each is run again as above, naming the combination's build.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Callable
 
 from client.actors import acting
 from client.events import Origin
@@ -43,6 +48,36 @@ class Rerun:
         self._store.commit()
         log.info("build %d runs build %s again", build_id, record["build_id"])
         return build_id
+
+
+class NothingToRerun(Exception):
+    """Why none of a matrix's combinations is run again: the 409's reason."""
+
+
+# A combination's verdict that needs no second run.
+PASSED = ("success", "skipped")
+
+
+def failed_of(matrix: dict, get: Callable[[int], dict | None]) -> list[dict]:
+    """The records of the combinations of the matrix build `matrix` to run again (see the
+    module's docstring), by `get` (a build's record by its id); NothingToRerun says why none."""
+    build_id = matrix["build_id"]
+    combinations = matrix["matrix_builds"]
+    if not combinations:
+        raise NothingToRerun(
+            f"build {build_id} expanded into no matrix: run it again whole (POST /builds/{build_id}/rerun)")
+    if any(combination["state"] == "pending" for combination in combinations):
+        raise NothingToRerun(f"build {build_id} has combinations without a verdict yet")
+    failed = [combination for combination in combinations
+              if not (combination["state"] == "accepted" and combination["status"] in PASSED)]
+    if not failed:
+        raise NothingToRerun(f"no combination of build {build_id} failed")
+    records = [record for combination in failed if (record := get(int(combination["build_id"]))) is not None]
+    running = [record for record in records if record["reruns"] and (
+        (get(int(record["reruns"][-1])) or {}).get("state") == "pending")]
+    if len(running) == len(records):
+        raise NothingToRerun(f"the failed combinations of build {build_id} are running again already")
+    return [record for record in records if record not in running]
 
 
 def commit_of(record: dict, quorum: int) -> str | None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from client.verbs.rerun import NothingToRerun, failed_of
 from pbft.build import Actor, Operation
 from pbft.wire import decode_struct
 from tests.client.fake_nodes import MATRIX, N, honest_result, post, start_client
@@ -59,6 +60,41 @@ async def test_a_matrix_verdict_starts_one_build_per_combination_grouped_under_i
     assert [(build["build_id"], build["matrix_of"], build["matrix"], build["combination"]) for build in listed] == [
         (ids[2], answer["build_id"], [], LABELS[2]), (ids[1], answer["build_id"], [], LABELS[1]),
         (ids[0], answer["build_id"], [], LABELS[0]), (answer["build_id"], None, ids, None)]
+
+
+async def test_rerun_failed_runs_again_only_the_combinations_that_did_not_pass(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+    _, answer = await post(client, {"branch": BRANCH})
+    parent, ids = answer["build_id"], [started["build_id"] for started in answer["matrix"]]
+    for build_id in ids:
+        await settled(client, build_id)
+
+    response = await client.post(f"/builds/{parent}/rerun-failed")
+
+    assert response.status == 202
+    started = await response.json()
+    assert started["build_id"] == parent
+    assert [(rerun["rerun_of"], rerun["combination"]) for rerun in started["reruns"]] == [(ids[2], LABELS[2])]
+    rerun = await settled(client, started["reruns"][0]["build_id"])
+    assert (rerun["combination"], rerun["result"]["status"]) == (LABELS[2], "failure")
+    assert decode_struct(Operation, rerun["request"]["operation"]) == Operation(
+        "example", BRANCH, COMMIT, event="manual", combination=MATRIX[2], actor=Actor("machine", "ci"))
+    failed = await (await client.get(f"/builds/{ids[2]}")).json()
+    assert failed["reruns"] == [started["reruns"][0]["build_id"]]
+
+    # Nothing to run again: a build that is no matrix, or whose combinations all passed.
+    single = (await post(client, {"branch": "main"}))[1]["build_id"]
+    refused = await client.post(f"/builds/{single}/rerun-failed")
+    assert (refused.status, (await refused.json())["error"]) == (
+        409, f"build {single} expanded into no matrix: run it again whole (POST /builds/{single}/rerun)")
+    passed = {"matrix_builds": [{"build_id": ids[0], "state": "accepted", "status": "success"}], "build_id": "9"}
+    with pytest.raises(NothingToRerun, match="no combination of build 9 failed"):
+        failed_of(passed, lambda build_id: None)
+    # A combination whose last run again has no verdict yet is not started a third time.
+    running = {"matrix_builds": [{"build_id": "5", "state": "accepted", "status": "failure"}], "build_id": "9"}
+    records = {5: {"build_id": "5", "reruns": ["6"]}, 6: {"state": "pending"}}
+    with pytest.raises(NothingToRerun, match="the failed combinations of build 9 are running again already"):
+        failed_of(running, records.get)
 
 
 async def test_a_build_that_is_not_a_matrix_starts_nothing_more(cluster, aiohttp_client):

@@ -44,6 +44,7 @@ ROUTES = [
     ("GET", "/badge/hello/main.svg", "read"),
     ("POST", "/webHook", "trigger"),
     ("POST", "/builds/{id}/rerun", "operate"),
+    ("POST", "/builds/{id}/rerun-failed", "operate"),
     ("POST", "/builds/{id}/cancel", "operate"),
     ("POST", "/builds/{id}/actions", "operate"),
     ("POST", "/approvals/1/approve", "approve"),

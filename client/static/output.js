@@ -334,6 +334,13 @@ function showLogs(container, buildId, nodeIds, isSettled, onNodeLine) {
   container.append(el("div", { class: "log-controls" }, logTabs(grid, nodeIds), times.label), grid);
 }
 
+// Whether a matrix's combinations all have their verdicts and one of them is no pass: what
+// POST /builds/<id>/rerun-failed runs again.
+function someFailed(combinations) {
+  return combinations.length > 0 && combinations.every((build) => build.state !== "pending")
+    && combinations.some((build) => !(build.state === "accepted" && ["success", "skipped"].includes(build.status)));
+}
+
 // A button that POSTs to the build's `action` (rerun, cancel) and hands the answer to `then`.
 function actionButton(buildId, action, text, failure, then) {
   const button = el("button", { type: "button", id: action }, text);
@@ -358,6 +365,11 @@ function showBuild(main, buildId) {
   // Cancel: ordered like any request; the page shows the verdict `cancelled` once it is in.
   const cancel = actionButton(buildId, "cancel", "Cancel", "Could not cancel the build: ", () => {});
   cancel.hidden = true;
+  // A matrix's combinations that did not pass, each run again as a build of its own.
+  const rerunFailed = actionButton(buildId, "rerun-failed", "Run failed again",
+    "Could not run the failed combinations again: ", (body) => notice("Running again: " +
+      body.reruns.map((started) => "build " + started.build_id + " (" + started.combination + ")").join(", ")));
+  rerunFailed.hidden = true;
   const name = el("span", { id: "build-name" }, "build " + buildId);
   const secondary = el("span", { class: "muted build-id", id: "build-id" });
   const overview = el("div", { id: "overview" });
@@ -365,7 +377,8 @@ function showBuild(main, buildId) {
   const table = el("div", { id: "node-views" });
   const logs = el("section", { id: "logs" }, el("h2", {}, "Every node's output"),
     el("p", { class: "muted" }, "Each node's output is what that node says it saw; only the verdict is agreed."));
-  main.append(el("h1", {}, name, " ", secondary, " ", rerun, " ", cancel), overview, artifacts.element,
+  main.append(el("h1", {}, name, " ", secondary, " ", rerun, " ", rerunFailed, " ", cancel), overview,
+    artifacts.element,
     el("h2", {}, "Every node's vote and result"), table, logs);
   let done = false;
   let following = false;
@@ -377,6 +390,7 @@ function showBuild(main, buildId) {
     document.title = "pbft-ci " + buildName(record);
     overview.replaceChildren(summary(record));
     cancel.hidden = record.state !== "pending" || Boolean(record.cancels);
+    rerunFailed.hidden = !someFailed(record.matrix_builds || []);
     table.replaceChildren(...nodeTable(record, nodes));
     done = settled(record, nodes);
     if (!following) {

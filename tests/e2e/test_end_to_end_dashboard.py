@@ -234,6 +234,17 @@ def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(netwo
         assert links == [f"/dashboard/builds/{build['build_id']}" for build in expansion["matrix"]]
         screenshot(browser, "matrix.png")
 
+        # Run failed again: only FLAVOUR=three, as a new build naming the combination's.
+        wait_for(browser, "the button that runs the failed combinations again",
+                 lambda d: d.find_element(By.ID, "rerun-failed").is_displayed())
+        browser.find_element(By.ID, "rerun-failed").click()
+        said = wait_for(browser, "the builds it started", lambda d: (
+            found if (found := text_of(d, "#notice") or "").startswith("Running again: ") else None))
+        failed_id = expansion["matrix"][2]["build_id"]
+        rerun_id = said.removeprefix("Running again: build ").split(" ")[0]
+        assert said == f"Running again: build {rerun_id} (FLAVOUR=three)"
+        assert http_json("GET", f"{base_url}/builds/{failed_id}")[1]["reruns"] == [rerun_id]
+
         browser.get(base_url + links[2])
         wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == "FLAVOUR=three")
         assert text_of(browser, "[data-field=matrix_of]") == f"build {expansion['build_id']}"

@@ -140,6 +140,16 @@ else
     echo "$wanted" >"$stamp"
 fi
 
+# The command line (cli/): .venv/bin/pbft-ci runs it from any folder, with this checkout's code.
+launcher="#!/bin/sh
+PYTHONPATH=\"$PWD\" exec \"$PWD/.venv/bin/python\" -m cli \"\$@\""
+if [[ ! -x .venv/bin/pbft-ci || "$(cat .venv/bin/pbft-ci)" != "$launcher" ]]; then
+    printf '%s\n' "$launcher" >.venv/bin/pbft-ci.partial
+    chmod +x .venv/bin/pbft-ci.partial
+    mv .venv/bin/pbft-ci.partial .venv/bin/pbft-ci
+    say "installed .venv/bin/pbft-ci"
+fi
+
 # --- Docker engine: use one that answers; start one only where none runs.
 if docker info >/dev/null 2>&1; then
     say "docker engine answers"

@@ -41,6 +41,7 @@ from tests.e2e.example_network import (
     MATRIX_SPEC, OWN_NETWORK, example_copy, followed_events, kill_9, matrix_settled, node_status, running_node, webhook,
 )
 from tests.support.status_server import StatusServer
+from cli.main import main as cli_main  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
 
 pytestmark = [*BROWSER_MARKS, OWN_NETWORK]
@@ -244,6 +245,12 @@ def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(netwo
         rerun_id = said.removeprefix("Running again: build ").split(" ")[0]
         assert said == f"Running again: build {rerun_id} (FLAVOUR=three)"
         assert http_json("GET", f"{base_url}/builds/{failed_id}")[1]["reruns"] == [rerun_id]
+
+        # The command line reads the same node's output, whole or followed to its end (cli/).
+        for follow in ([], ["--follow"]):
+            said: list[str] = []
+            assert cli_main(["--url", base_url, "logs", failed_id, "--node", "1", *follow], said.append) == 0
+            assert "flavour three" in "\n".join(said), said
 
         browser.get(base_url + links[2])
         wait_for(browser, "a combination's page", lambda d: text_of(d, "[data-field=combination]") == "FLAVOUR=three")

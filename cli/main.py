@@ -1,0 +1,161 @@
+"""`pbft-ci`'s commands (cli/__init__.py): each reads or asks the client, prints what it said in
+lines a person reads and a script can split, and exits 0 when done (for `run --wait`, when the
+build passed), 1 when the build did not pass or the client refused, 2 on a usage error or when
+the client did not answer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from cli.api import Api, ApiError
+
+DEFAULT_URL = "http://localhost:8080"
+# How long the client may take to answer a run: it answers with the verdict (client_deadline_s).
+RUN_TIMEOUT_S = 900.0
+POLL_S = 1.0
+PASSED = ("success", "skipped")
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "lint":
+        from scripts.lint import main as lint  # the nodes' own reading, PyYAML and nothing more
+
+        return lint([*map(str, args.paths), *(["--matrix"] if args.matrix else [])])
+    api = Api(args.url or os.environ.get("PBFT_CI_URL") or DEFAULT_URL,
+              args.token or os.environ.get("PBFT_CI_TOKEN") or None)
+    try:
+        return COMMANDS[args.command](api, args, out)
+    except ApiError as error:
+        print(f"pbft-ci {args.command}: {error}", file=sys.stderr)
+        return 2 if error.status == 0 else 1
+
+
+def run(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    body = {"repository": args.repository, "branch": args.branch, **({"commit": args.commit} if args.commit else {})}
+    _, verdict = api.post("/webHook", body, timeout_s=RUN_TIMEOUT_S)
+    out(_verdict_line(verdict))
+    builds = verdict.get("matrix") or []
+    for build in builds:
+        out(f"build {build['build_id']} {build['combination']}: started")
+    if not args.wait:
+        return 0
+    if not builds:
+        return 0 if verdict.get("status") in PASSED else 1
+    passed = True
+    for build in builds:
+        record = _settled(api, build["build_id"])
+        out(_record_line(record))
+        passed &= _passed(record)
+    return 0 if passed else 1
+
+
+def status(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    record = api.get(f"/builds/{args.build}")
+    out(_record_line(record))
+    for build in record.get("matrix_builds") or []:
+        out(f"  build {build['build_id']} {build['combination']}: {build['status'] or build['state']}")
+    return 0
+
+
+def logs(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    path = f"/builds/{args.build}/log"
+    if not args.follow:
+        out(api.text(path, node=str(args.node)).rstrip("\n"))
+        return 0
+    for event, data in api.events(path, node=str(args.node)):
+        if event == "output":
+            out(data)
+        elif event in ("end", "limit", "error"):
+            if event != "end":
+                out(f"== {event}: {data}")
+            return 0 if event == "end" else 1
+    return 1
+
+
+def cancel(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    _, answer = api.post(f"/builds/{args.build}/cancel")
+    out(f"build {answer['build_id']}: cancel asked (request {answer['cancel_id']})")
+    return 0
+
+
+def rerun(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    if args.failed:
+        _, answer = api.post(f"/builds/{args.build}/rerun-failed")
+        for build in answer["reruns"]:
+            out(f"build {build['build_id']} {build['combination']}: runs build {build['rerun_of']} again")
+        return 0
+    _, answer = api.post(f"/builds/{args.build}/rerun")
+    out(f"build {answer['build_id']}: runs build {args.build} again")
+    return 0
+
+
+def approve(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    _, answer = api.post(f"/approvals/{args.approval}/approve")
+    out(f"approval {args.approval}: approved, build {answer['build_id']}")
+    return 0
+
+
+COMMANDS = {"run": run, "status": status, "logs": logs, "cancel": cancel, "rerun": rerun, "approve": approve}
+
+
+def _settled(api: Api, build_id: str) -> dict:
+    while True:
+        record = api.get(f"/builds/{build_id}")
+        if record["state"] != "pending":
+            return record
+        time.sleep(POLL_S)
+
+
+def _passed(record: dict) -> bool:
+    return record["state"] == "accepted" and (record.get("result") or {}).get("status") in PASSED
+
+
+def _verdict_line(verdict: dict) -> str:
+    said = f"build {verdict['build_id']}: {verdict.get('status')}"
+    if verdict.get("reason"):
+        said += f" ({verdict['reason']})"
+    return said + (f", commit {verdict['commit']}" if verdict.get("commit") else "")
+
+
+def _record_line(record: dict) -> str:
+    result = record.get("result") or {}
+    label = f" {record['combination']}" if record.get("combination") else ""
+    said = f"build {record['build_id']}{label}: {record['state']}"
+    if result.get("status"):
+        said += f" {result['status']}"
+    if result.get("reason"):
+        said += f" ({result['reason']})"
+    return said + (f", commit {result['commit']}" if result.get("commit") else "")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pbft-ci", description="Ask a pbft-ci client for builds and read them.")
+    parser.add_argument("--url", help=f"the client's URL ($PBFT_CI_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", help="a bearer token of the client's ($PBFT_CI_TOKEN)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="build a branch (or a commit of it) and print the verdict")
+    run_parser.add_argument("repository")
+    run_parser.add_argument("branch")
+    run_parser.add_argument("--commit", help="a commit of the branch, pinned")
+    run_parser.add_argument("--wait", action="store_true",
+                            help="exit 0 only if the build passed (a matrix: once each combination has)")
+    for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict")):
+        commands.add_parser(name, help=text).add_argument("build")
+    logs_parser = commands.add_parser("logs", help="one node's output for a build")
+    logs_parser.add_argument("build")
+    logs_parser.add_argument("--node", type=int, default=0, help="whose output (default 0): never merged")
+    logs_parser.add_argument("--follow", action="store_true", help="as it is written, to the build's end")
+    rerun_parser = commands.add_parser("rerun", help="build again what a build built")
+    rerun_parser.add_argument("build")
+    rerun_parser.add_argument("--failed", action="store_true", help="a matrix's combinations that did not pass")
+    commands.add_parser("approve", help="let a fork's pull request build").add_argument("approval")
+    lint_parser = commands.add_parser("lint", help="check specs with the nodes' own rules, offline")
+    lint_parser.add_argument("paths", nargs="*", default=[".pbft-ci.yml"])
+    lint_parser.add_argument("--matrix", action="store_true", help="each combination of a matrix too")
+    return parser

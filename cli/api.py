@@ -3,12 +3,16 @@ every request, and a refusal's reason (the client's `error`) raised as ApiError.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from shared.sse import SseEvent, SseParser
 
 # How long one call may take; a log followed takes as long as its build.
 TIMEOUT_S = 30.0
@@ -29,45 +33,32 @@ class Api:
     token: str | None = None
 
     def get(self, path: str, **query: str) -> dict:
-        return json.loads(self._call("GET", path, query))
+        return json.loads(self._exchange("GET", path, query))
 
-    def post(self, path: str, body: dict | None = None, timeout_s: float = TIMEOUT_S) -> tuple[int, dict]:
-        status, text = self._exchange("POST", path, {}, body, timeout_s)
-        return status, json.loads(text)
+    def post(self, path: str, body: dict | None = None, timeout_s: float = TIMEOUT_S) -> dict:
+        return json.loads(self._exchange("POST", path, {}, body, timeout_s))
 
     def text(self, path: str, **query: str) -> str:
-        return self._call("GET", path, query).decode(errors="replace")
+        return self._exchange("GET", path, query).decode(errors="replace")
 
-    def events(self, path: str, **query: str) -> Iterator[tuple[str, str]]:
-        """The server-sent events of `path`: (event, data) pairs, as the client re-frames a node's."""
-        request = self._request("GET", path, {**query, "follow": "1"}, None)
-        try:
-            with urllib.request.urlopen(request, timeout=FOLLOW_TIMEOUT_S) as response:
-                event, data = "message", []
-                for raw in response:
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    if not line:
-                        if data:
-                            yield event, "\n".join(data)
-                        event, data = "message", []
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data.append(line[5:].removeprefix(" "))
-        except urllib.error.HTTPError as error:
-            raise ApiError(error.code, _reason(error.read(), error.reason)) from None
-        except (urllib.error.URLError, OSError) as error:
-            raise ApiError(0, f"no answer from {self.url}: {getattr(error, 'reason', error)}") from None
+    def events(self, path: str, **query: str) -> Iterator[SseEvent]:
+        """The server-sent events of `path`, as the client re-frames a node's (shared/sse.py)."""
+        parser = SseParser()
+        with self._opened(self._request("GET", path, {**query, "follow": "1"}, None), FOLLOW_TIMEOUT_S) as response:
+            while chunk := response.read1():
+                yield from (event for event in parser.feed(chunk) if event.name is not None)
 
-    def _call(self, method: str, path: str, query: dict) -> bytes:
-        return self._exchange(method, path, query, None)[1]
+    def _exchange(self, method: str, path: str, query: dict, body: dict | None = None,
+                  timeout_s: float = TIMEOUT_S) -> bytes:
+        with self._opened(self._request(method, path, query, body), timeout_s) as response:
+            return response.read()
 
-    def _exchange(self, method: str, path: str, query: dict, body: dict | None,
-                  timeout_s: float = TIMEOUT_S) -> tuple[int, bytes]:
-        request = self._request(method, path, query, body)
+    @contextlib.contextmanager
+    def _opened(self, request: urllib.request.Request, timeout_s: float) -> Iterator[Any]:
+        """The answer to `request`; a refusal or no answer raised as ApiError."""
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return response.status, response.read()
+                yield response
         except urllib.error.HTTPError as error:
             raise ApiError(error.code, _reason(error.read(), error.reason)) from None
         except (urllib.error.URLError, OSError) as error:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
 def run(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     body = {"repository": args.repository, "branch": args.branch, **({"commit": args.commit} if args.commit else {})}
-    _, verdict = api.post("/webHook", body, timeout_s=RUN_TIMEOUT_S)
+    verdict = api.post("/webHook", body, timeout_s=RUN_TIMEOUT_S)
     out(_verdict_line(verdict))
     builds = verdict.get("matrix") or []
     for build in builds:
@@ -68,35 +68,35 @@ def logs(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if not args.follow:
         out(api.text(path, node=str(args.node)).rstrip("\n"))
         return 0
-    for event, data in api.events(path, node=str(args.node)):
-        if event == "output":
-            out(data)
-        elif event in ("end", "limit", "error"):
-            if event != "end":
-                out(f"== {event}: {data}")
-            return 0 if event == "end" else 1
+    for event in api.events(path, node=str(args.node)):
+        if event.name == "output":
+            out(event.data)
+        elif event.name in ("end", "limit", "error"):
+            if event.name != "end":
+                out(f"== {event.name}: {event.data}")
+            return 0 if event.name == "end" else 1
     return 1
 
 
 def cancel(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    _, answer = api.post(f"/builds/{args.build}/cancel")
+    answer = api.post(f"/builds/{args.build}/cancel")
     out(f"build {answer['build_id']}: cancel asked (request {answer['cancel_id']})")
     return 0
 
 
 def rerun(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if args.failed:
-        _, answer = api.post(f"/builds/{args.build}/rerun-failed")
+        answer = api.post(f"/builds/{args.build}/rerun-failed")
         for build in answer["reruns"]:
             out(f"build {build['build_id']} {build['combination']}: runs build {build['rerun_of']} again")
         return 0
-    _, answer = api.post(f"/builds/{args.build}/rerun")
+    answer = api.post(f"/builds/{args.build}/rerun")
     out(f"build {answer['build_id']}: runs build {args.build} again")
     return 0
 
 
 def approve(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    _, answer = api.post(f"/approvals/{args.approval}/approve")
+    answer = api.post(f"/approvals/{args.approval}/approve")
     out(f"approval {args.approval}: approved, build {answer['build_id']}")
     return 0
 

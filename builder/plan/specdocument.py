@@ -156,7 +156,9 @@ def included_files(text: bytes, read: Read) -> tuple[tuple[str, bytes], ...]:
         return content
 
     try:
-        spec_mapping(text, recorded)
-    except ValueError:
+        document = spec_document(text)
+        if isinstance(document, dict):
+            _Inclusion(recorded).under(document, (SPEC_FILE,))  # reads what it includes; templates need no file
+    except (ValueError, TooLarge):
         pass
     return tuple(found.items())

@@ -75,6 +75,8 @@ class KeptTrees:
             try:
                 os.rename(self._root / key.folder, dest)
             except OSError:
+                # Untracked from here on: it goes, rather than block the key's next one.
+                self._discard(self._root / key.folder)
                 return 0
             return uses
 

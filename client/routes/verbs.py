@@ -35,12 +35,12 @@ async def rerun_failed(request: web.Request) -> web.Response:
         failed = failed_of(record, request.app[RECORDS_KEY].builds.get)
     except NothingToRerun as reason:
         raise WebhookError(409, str(reason)) from None
-    rerun = request.app[SERVICE_KEY].verbs.rerun
-    started_again = [{"build_id": str(await rerun.start(failed_build, actor)), "rerun_of": failed_build["build_id"],
-                      "combination": failed_build["combination"]} for failed_build in failed]
-    settings = webhook_settings(request)
-    for build in started_again:
-        build["status_url"] = f"{settings.status_base_url}/builds/{build['build_id']}"
+    rerun, base_url = request.app[SERVICE_KEY].verbs.rerun, webhook_settings(request).status_base_url
+    started_again = []
+    for failed_build in failed:
+        new_id = await rerun.start(failed_build, actor)
+        started_again.append({"build_id": str(new_id), "status_url": f"{base_url}/builds/{new_id}",
+                              "rerun_of": failed_build["build_id"], "combination": failed_build["combination"]})
     return web.json_response({"build_id": record["build_id"], "reruns": started_again}, status=202)
 
 

@@ -73,11 +73,15 @@ def failed_of(matrix: dict, get: Callable[[int], dict | None]) -> list[dict]:
     if not failed:
         raise NothingToRerun(f"no combination of build {build_id} failed")
     records = [record for combination in failed if (record := get(int(combination["build_id"]))) is not None]
-    running = [record for record in records if record["reruns"] and (
-        (get(int(record["reruns"][-1])) or {}).get("state") == "pending")]
-    if len(running) == len(records):
+    waiting = [record for record in records if not _running_again(record, get)]
+    if not waiting:
         raise NothingToRerun(f"the failed combinations of build {build_id} are running again already")
-    return [record for record in records if record not in running]
+    return waiting
+
+
+def _running_again(record: dict, get: Callable[[int], dict | None]) -> bool:
+    """Whether the build `record`'s last run again has no verdict yet."""
+    return bool(record["reruns"]) and (get(int(record["reruns"][-1])) or {}).get("state") == "pending"
 
 
 def commit_of(record: dict, quorum: int) -> str | None:

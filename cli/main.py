@@ -21,6 +21,13 @@ PASSED = ("success", "skipped")
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        # Offline, with the network's public keys alone: the same check as `client/index.py verify`,
+        # whose options it takes as they are.
+        from client.index import verify
+
+        return verify(argv[1:], prog="pbft-ci verify")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "lint":
@@ -155,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     rerun_parser.add_argument("build")
     rerun_parser.add_argument("--failed", action="store_true", help="a matrix's combinations that did not pass")
     commands.add_parser("approve", help="let a fork's pull request build").add_argument("approval")
+    # Listed for --help only: main() hands `verify` and its options to client/index.py's check.
+    commands.add_parser("verify", help="check a certificate, attestation or provenance offline (see verify -h)")
     lint_parser = commands.add_parser("lint", help="check specs with the nodes' own rules, offline")
     lint_parser.add_argument("paths", nargs="*", default=[".pbft-ci.yml"])
     lint_parser.add_argument("--matrix", action="store_true", help="each combination of a matrix too")

@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     return run(argv)
 
 
-def verify(argv: list[str]) -> int:
+def verify(argv: list[str], prog: str = f"{PROG} verify") -> int:
     """Exit 0 for a valid certificate, attestation or provenance, 1 for an invalid one, 2 for a usage or
-    configuration error."""
+    configuration error. `prog` names the command in its usage (`pbft-ci verify` runs this too)."""
     parser = argparse.ArgumentParser(
-        prog=f"{PROG} verify",
+        prog=prog,
         description="Check a verdict offline. A certificate: the client's signature on the request and"
         " f+1 distinct configured nodes' signatures on one agreed result. An attestation (DSSE envelope):"
         " f+1 distinct configured nodes' signatures on one in-toto statement (checked with securesystemslib),"

@@ -11,6 +11,7 @@ from pathlib import Path
 from cli.main import main
 from tests.client.fake_nodes import start_client
 from tests.client.forge_deliveries import settled
+from tests.client.signed_network import Network
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +85,29 @@ def test_the_installed_command_lints_a_spec_from_any_folder(tmp_path):
     assert (good.returncode, good.stdout) == (0, ".pbft-ci.yml: ok\n"), good.stderr
     assert (bad.returncode, bad.stdout) == (1, "bad.yml: refused\n.pbft-ci.yml: commands: must be a non-empty list "
                                                "of strings\n")
+
+
+def test_verify_checks_a_certificate_offline_as_client_index_does(tmp_path, capsys):
+    net = Network(tmp_path)
+    good = net.write(net.certificate([net.reply(1), net.reply(0)]))
+    forged = net.write(net.certificate([net.reply(1), net.reply(1)]), name="forged.json")
+
+    assert main(["verify", str(good), "--config", str(net.config_path)]) == 0
+    said = capsys.readouterr()
+    assert net.verify(good) == 0 and capsys.readouterr().out == said.out and said.out.startswith("valid: build ")
+    assert main(["verify", str(forged), "--config", str(net.config_path)]) == 1
+    assert capsys.readouterr().err.startswith("invalid: ")
+
+
+def test_the_installed_command_verifies_from_any_folder_and_names_itself(tmp_path):
+    net = Network(tmp_path / "network")
+    certificate = net.write(net.certificate([net.reply(0), net.reply(2)]))
+    command = [str(ROOT / ".venv" / "bin" / "pbft-ci"), "verify"]
+
+    good = subprocess.run([*command, certificate.name, "--config", str(net.config_path)], cwd=certificate.parent,
+                          capture_output=True, text=True, timeout=60)
+    usage = subprocess.run([*command, certificate.name], cwd=certificate.parent, capture_output=True, text=True,
+                           timeout=60)
+
+    assert (good.returncode, good.stdout.split()[:2]) == (0, ["valid:", "build"]), good.stderr
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: pbft-ci verify ")

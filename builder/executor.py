@@ -26,7 +26,7 @@ from builder.engine.host import ENGINE_DOWN, ENGINE_FAILED, ENGINE_UNAVAILABLE, 
 from builder.order import BuildOrder, valid_build_id
 from builder.plan.compilebuild import compile_build
 from builder.queue import BuildQueue
-from builder.result import BuildResult
+from builder.result import BuildResult, bounded_reason
 from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
 from builder.workspace.artifactstore import ArtifactStore
@@ -318,6 +318,8 @@ class Executor:
         """
         duration_ms = round((time.monotonic() - started) * 1000)
         log_path = output.close(result.status, result.exit_code, duration_ms, result.reason)
+        # The log keeps the reason whole; the signed result carries what the wire takes.
+        result = dataclasses.replace(result, reason=bounded_reason(result.reason))
         log.info(
             "build end id=%s node=%s repo=%r branch=%r commit=%s status=%s exit_code=%s duration_ms=%d commands_ms=%d",
             order.build_id, self._node_id, order.repository_name, order.branch, (result.commit or "-")[:12],

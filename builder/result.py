@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pbft.build import Result
+from pbft.wire import MAX_TEXT
+
+
+def bounded_reason(reason: str) -> str:
+    """`reason` as a result carries it: whole if the wire takes it (MAX_TEXT characters), else
+    cut to fit and saying how much more the build log holds. A function of the reason alone,
+    so honest nodes that agree on a reason agree on its cut."""
+    if len(reason) <= MAX_TEXT:
+        return reason
+    kept = MAX_TEXT - 64  # room for the note, whatever the count's digits
+    return f"{reason[:kept]} … ({len(reason) - kept} more characters in the build log)"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ class BuildOrder:
     event: str = "push"
     before: str | None = None
     combination: tuple[tuple[str, str], ...] | None = None
+    # A manual run's inputs, as the request names them (checked against the spec when it is read).
+    inputs: tuple[tuple[str, str], ...] | None = None
     settings: RepositorySettings = RepositorySettings()
     # The network's build limits where the request executed (a change through the order moves
     # them); None: the executor's own (tests that make orders by hand).
@@ -70,7 +72,7 @@ class BuildOrder:
             build_id=build_id, repository_name=repository.name, repository_url=repository.url,
             branch=operation.branch, commit=operation.commit, pull_ref=operation.pull_ref,
             event=operation.trigger_event, before=operation.before, combination=operation.combination,
-            settings=RepositorySettings.of(repository), limits=limits, peer_hosts=peer_hosts,
+            inputs=operation.inputs, settings=RepositorySettings.of(repository), limits=limits, peer_hosts=peer_hosts,
         )
 
     @property

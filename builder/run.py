@@ -119,7 +119,7 @@ class BuildRun:
         if isinstance(build, Skipped):
             return self._skipped(build), None
         if isinstance(build, Expanded):
-            return self._matrix(build.combinations), None
+            return self._matrix(build), None
         if isinstance(build, DockerfileBuild):
             return self._dockerfile(build)
         network = self.node.engine.network_name(self.order.peer_hosts) if build.networked else None
@@ -292,12 +292,14 @@ class BuildRun:
         self.output.note(f"skipped: {skipped.reason}")
         return BuildResult("skipped", None, self.commit, skipped.reason, spec=skipped.ran)
 
-    def _matrix(self, combinations: tuple) -> BuildResult:
+    def _matrix(self, build: Expanded) -> BuildResult:
         """The result of a build whose spec has a matrix and which names no combination: no
-        container, the combinations listed for the client to ask for one build each."""
+        container, the combinations listed for the client to ask for one build each, and how."""
+        combinations, strategy = build.combinations, build.strategy
         reason = f"the spec's matrix expands into {len(combinations)} builds"
         self.output.note(f"{reason}: {'; '.join(combination_label(combination) for combination in combinations)}")
-        return BuildResult("matrix", None, self.commit, reason, combinations=combinations)
+        return BuildResult("matrix", None, self.commit, reason, combinations=combinations,
+                           fail_fast=strategy.fail_fast, max_parallel=strategy.max_parallel)
 
     def _say_ready(self, ready, image_id: str, user: str) -> None:
         build_id, node_id = self.order.build_id, self.node.node_id

@@ -1,6 +1,6 @@
 """`pbft-ci`: the command line of a pbft-ci client's HTTP API (docs/cli.md).
 
-    pbft-ci run REPOSITORY BRANCH [--commit SHA] [--wait]
+    pbft-ci run REPOSITORY BRANCH [--commit SHA] [--input NAME=VALUE ...] [--wait]
     pbft-ci status BUILD
     pbft-ci logs BUILD [--node N] [--follow]
     pbft-ci cancel BUILD

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
 
 def run(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     body = {"repository": args.repository, "branch": args.branch, **({"commit": args.commit} if args.commit else {})}
+    if args.input:
+        body["inputs"] = dict(args.input)
     verdict = api.post("/webHook", body, timeout_s=RUN_TIMEOUT_S)
     out(_verdict_line(verdict))
     builds = verdict.get("matrix") or []
@@ -54,12 +56,29 @@ def run(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return 0
     if not builds:
         return 0 if verdict.get("status") in PASSED else 1
-    passed = True
-    for build in builds:
-        record = _settled(api, build["build_id"])
-        out(_record_line(record))
-        passed &= _passed(record)
-    return 0 if passed else 1
+    return _follow_matrix(api, verdict["build_id"], [build["build_id"] for build in builds], out)
+
+
+def _follow_matrix(api: Api, matrix_id: str, started: list[str], out: Callable[[str], None]) -> int:
+    """Each combination's build to its verdict, those the client starts later too (the spec's
+    max_parallel), until none is left to start (every combination started, or fail_fast
+    stopped the matrix): 0 if every one passed."""
+    said: set[str] = set()
+    while True:
+        for build_id in started:
+            if build_id not in said:
+                record = _settled(api, build_id)
+                out(_record_line(record))
+                said.add(build_id)
+        matrix = api.get(f"/builds/{matrix_id}")
+        built, result = matrix["matrix_builds"], matrix["result"] or {}
+        failed = any(build["state"] != "pending" and build["status"] not in PASSED for build in built)
+        if {build["build_id"] for build in built} <= said and (
+                len(built) >= len(result.get("combinations", ())) or (result.get("fail_fast") and failed)):
+            return 1 if failed or len(built) < len(result.get("combinations", ())) else 0
+        started = [build["build_id"] for build in built]
+        if not set(started) - said:
+            time.sleep(POLL_S)  # the next combination is yet to start
 
 
 def status(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -141,6 +160,14 @@ def _record_line(record: dict) -> str:
     return said + (f", commit {result['commit']}" if result.get("commit") else "")
 
 
+def _input(text: str) -> tuple[str, str]:
+    """`target=production`: the client and then every node check the name and the value."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbft-ci", description="Ask a pbft-ci client for builds and read them.")
     parser.add_argument("--url", help=f"the client's URL ($PBFT_CI_URL, else {DEFAULT_URL})")
@@ -150,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("repository")
     run_parser.add_argument("branch")
     run_parser.add_argument("--commit", help="a commit of the branch, pinned")
+    run_parser.add_argument("--input", action="append", type=_input, default=[], metavar="NAME=VALUE",
+                            help="a value of the spec's inputs: (repeatable); the build sees CI_INPUT_<NAME>")
     run_parser.add_argument("--wait", action="store_true",
                             help="exit 0 only if the build passed (a matrix: once each combination has)")
     for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict")):

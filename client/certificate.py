@@ -66,15 +66,19 @@ class Summary:
     # Who asked for the build, as the signed request names it (`kind name`); None for a
     # request signed before requests named their actor.
     actor: str | None = None
+    # A manual run's inputs as the signed request names them (pbft.build.Operation.inputs).
+    inputs: tuple[tuple[str, str], ...] = ()
 
     def line(self) -> str:
         exit_code = "none" if self.exit_code is None else self.exit_code
         commit = "none" if self.commit is None else self.commit[:12]
         picked = f"; the order picked nodes {list(self.picked)} to build it" if self.picked else ""
         asked = f"; asked for by {self.actor}" if self.actor is not None else ""
+        # repr: a value is one line of printable text (pbft.build.INPUT_VALUE), quoted as it is.
+        given = "; inputs " + ", ".join(f"{name}={value!r}" for name, value in self.inputs) if self.inputs else ""
         return (
             f"valid: build {self.build_id} {self.status} exit_code={exit_code} commit={commit}"
-            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){picked}{asked}"
+            f" signed by nodes {list(self.signers)} (f+1={self.needed} needed){picked}{asked}{given}"
         )
 
 
@@ -142,6 +146,7 @@ def check_certificate(data: Any, config: NetworkConfig, members: Membership | No
         needed=needed,
         picked=named_by(named, needed),
         actor=None if operation.actor is None else operation.actor.label(),
+        inputs=operation.inputs or (),
     )
 
 

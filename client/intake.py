@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from pbft.build import Operation
+from pbft.build import INPUT_NAME, INPUT_VALUE, MAX_INPUTS, Operation
 from shared.refs import check_branch_name, check_commit_sha
 
 # The plain call is a few dozen bytes; forge payloads, which list commits,
@@ -20,7 +20,7 @@ MAX_BODY_BYTES = 64 * 1024
 # `curl -d '{"branch": "x"}'` labels its JSON body as a form, so that label
 # is accepted too; the body is parsed as JSON either way.
 ACCEPTED_CONTENT_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
-KNOWN_KEYS = frozenset({"branch", "repository", "commit"})
+KNOWN_KEYS = frozenset({"branch", "repository", "commit", "inputs"})
 # An unknown repository's answer names the configured ones, up to this many.
 MAX_NAMED_REPOSITORIES = 20
 
@@ -67,6 +67,7 @@ def parse_webhook(body: bytes, content_type_header: str, repositories: Sequence[
         branch=_branch(data),
         commit=_commit(data),
         event="manual",
+        inputs=checked_inputs(data.get("inputs")),
     )
 
 
@@ -132,6 +133,34 @@ def unknown_repository(asked: str, repositories: Sequence[str]) -> str:
     return (f"unknown repository {asked[:80]!r}: this client builds {shown}. A repository added to its "
             "configuration file is served once the client re-reads it: kill -HUP <client pid> "
             "(or ./scripts/reload.sh --client), and every node likewise (./scripts/reload.sh)")
+
+
+def checked_inputs(given: object) -> tuple[tuple[str, str], ...] | None:
+    """A manual run's `inputs` (`{"target": "staging", "dry_run": true}`) as the request
+    carries them: names and values of the shape every node takes (pbft.build INPUT_NAME,
+    INPUT_VALUE), a boolean or a number as the text the spec's reading makes of one.
+    Whether the spec at the commit declares them is for the nodes to say: the client reads
+    no spec."""
+    if given is None or given == {}:
+        return None
+    if not isinstance(given, dict):
+        raise WebhookError(400, "inputs must be an object of input names to values")
+    if len(given) > MAX_INPUTS:
+        raise WebhookError(400, f"inputs: at most {MAX_INPUTS}")
+    checked = []
+    for name, value in given.items():
+        if not INPUT_NAME.fullmatch(name):
+            raise WebhookError(400, f"inputs: {name[:40]!r} is not an input's name "
+                                    "(1 to 32 lowercase letters, digits and _, starting with a letter)")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        if not isinstance(value, str) or not INPUT_VALUE.fullmatch(value):
+            raise WebhookError(400, f"inputs: {name} must be one line of at most 1024 characters, "
+                                    "without control characters")
+        checked.append((name, value))
+    return tuple(checked)
 
 
 def _commit(data: dict) -> str | None:

@@ -47,9 +47,9 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from client.events import Event, Finished, HeldForApproval, OrderCancelled, Resumed, Submitted
+from client.events import Event, Finished, HeldForApproval, OrderCancelled, Requested, Resumed, Submitted
 from client.outcome import (
-    Abandoned, Accepted, Combination, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason,
+    Abandoned, Accepted, Disputed, Divergent, Outcome, TimedOut, Verdict, disputed_reason,
     disputed_result,
 )
 from shared.config import NetworkConfig, RepositoryConfig
@@ -86,6 +86,18 @@ class _Matrix:
 
     subject: _Subject
     states: dict[str, str | None]
+    # How many combinations the expansion has, and whether the first that does not pass stops
+    # the others (its verdict's strategy): builds the client starts later join `states`.
+    total: int = 0
+    fail_fast: bool = False
+
+    def settled(self) -> bool:
+        """Every combination that will have a build has its verdict."""
+        states = list(self.states.values())
+        if None in states:
+            return False
+        stopped = self.fail_fast and any(state not in ("success", "skipped") for state in states)
+        return len(states) >= self.total or stopped
 
 
 def reports_statuses(repository: RepositoryConfig) -> bool:
@@ -102,6 +114,7 @@ class CommitStatuses:
         self._quorum = config.f + 1
         self._poster = poster
         self._matrices: dict[str, _Matrix] = {}  # by the build id of each of their combinations
+        self._expansions: dict[str, _Matrix] = {}  # by the expansion's build id, until settled
 
     def reconfigure(self, config: NetworkConfig) -> None:
         """Post with `config`'s repositories from now on (a reload, shared.reload): a verdict
@@ -122,6 +135,12 @@ class CommitStatuses:
                 self._finished(operation, verdict)
             case Resumed(matrices=matrices):
                 self._resumed(matrices)
+            case Requested(request=request, origin=origin) if origin.matrix_of is not None:
+                # A combination the client starts after the expansion (the spec's max_parallel).
+                matrix = self._expansions.get(str(origin.matrix_of))
+                if matrix is not None and str(request.timestamp) not in matrix.states:
+                    matrix.states[str(request.timestamp)] = None
+                    self._track(matrix)
 
     def _submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
@@ -164,7 +183,9 @@ class CommitStatuses:
             log.info("no status for build %s: neither the request nor the verdict names a commit", verdict.build_id)
             return
         if isinstance(verdict.outcome, Accepted) and verdict.outcome.matrix:
-            self._follow_matrix(_Subject(repository, sha, verdict.build_id), verdict.outcome.matrix)
+            result = verdict.outcome.result
+            self._follow_matrix(_Matrix(_Subject(repository, sha, verdict.build_id), {
+                build_id: None for build_id, _ in verdict.outcome.matrix}, len(result.combinations), result.fail_fast))
             return
         state, description = self._final(verdict.outcome)
         # An accepted verdict has a certificate; linking it lets whoever reads the status check
@@ -189,18 +210,22 @@ class CommitStatuses:
                 continue
             states = {build["build_id"]: None if build["state"] == "pending" else _record_state(build)
                       for build in record["matrix_builds"]}
-            self._track(_Matrix(_Subject(repository, sha, record["build_id"]), states))
+            result = record["result"] or {}
+            self._track(_Matrix(_Subject(repository, sha, record["build_id"]), states,
+                                len(result.get("combinations", ())), bool(result.get("fail_fast"))))
 
-    def _follow_matrix(self, subject: _Subject, builds: tuple[tuple[str, Combination], ...]) -> None:
+    def _follow_matrix(self, matrix: _Matrix) -> None:
         """Follow the builds a matrix verdict started: its own status waits for theirs."""
-        matrix = _Matrix(subject, {build_id: None for build_id, _ in builds})
         self._track(matrix)
         self._post_matrix(matrix)
 
     def _track(self, matrix: _Matrix) -> None:
+        self._expansions[matrix.subject.build_id] = matrix
         for build_id, state in matrix.states.items():
             if state is None:
                 self._matrices[build_id] = matrix
+        while len(self._expansions) > MAX_FOLLOWED_COMBINATIONS // MAX_COMBINATIONS:
+            self._expansions.pop(next(iter(self._expansions)))
         while len(self._matrices) > MAX_FOLLOWED_COMBINATIONS:
             forgotten = self._matrices.pop(next(iter(self._matrices)))
             log.warning("status of matrix build %s left pending: more than %d combinations followed at once",
@@ -209,11 +234,12 @@ class CommitStatuses:
     def _post_matrix(self, matrix: _Matrix) -> None:
         """The expansion's status: pending until each combination has its verdict, then theirs together."""
         states = [state for state in matrix.states.values() if state is not None]
-        count = len(matrix.states)
-        if len(states) < count:
+        count = max(matrix.total, len(matrix.states))
+        if not matrix.settled():
             description = f"matrix of {count} builds, each with a status of its own: {len(states)} have a verdict"
             self._post(matrix.subject, "pending", description)
             return
+        self._expansions.pop(matrix.subject.build_id, None)
         if all(state == "skipped" for state in states):
             state = "skipped"  # nothing was built: no more a pass than one skipped build
         elif all(state in ("success", "skipped") for state in states):

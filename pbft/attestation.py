@@ -86,6 +86,9 @@ def statement(operation: Operation, result: Result) -> dict | None:
         # Which of the spec's matrix combinations passed or failed: without it, the
         # statements of two combinations of one commit would read alike.
         repository["annotations"]["matrixCombination"] = combination_label(operation.combination)
+    if operation.inputs is not None:
+        # A manual run's inputs: the same commit built with other values is another build.
+        repository["annotations"]["inputs"] = dict(operation.inputs)
     if operation.actor is not None:
         # Who asked for the build, as the signed request names it (client/actors.py).
         repository["annotations"]["requestedBy"] = operation.actor.label()

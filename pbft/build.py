@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pbft.networkchange import NetworkChange
-from pbft.wire import HEX64, NAME, SEQ, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
+from pbft.wire import HEX64, NAME, SEQ, Bool, ExitCode, Int, ListOf, Optional, Pair, Struct, Text, struct, wire
 
 # "skipped": the commit or its spec said not to build it for this trigger (builder/plan/triggers.py).
 # "cancelled": the client's cancel was ordered while the node still had the build to run.
@@ -47,6 +47,19 @@ MAX_COMBINATIONS = 32
 COMBINATION = ListOf(
     Pair(("axis", Text(AXIS)), ("value", Text(AXIS_VALUE)), "a combination's entry must be [axis, value]"),
     MAX_AXES, minimum=1,
+)
+
+# A manual run's inputs (a spec's `inputs:`, builder/plan/inputs.py): each a name the spec
+# declares and the value the run gives it, which reaches the build as CI_INPUT_<NAME>. Names
+# are lowercase so that their variables never collide; values are one line of printable
+# text (no control characters, no bidirectional overrides), since they are shown on pages
+# and in logs as well as given to the build.
+INPUT_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+INPUT_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]{0,1024}")
+MAX_INPUTS = 16
+INPUTS = ListOf(
+    Pair(("name", Text(INPUT_NAME)), ("value", Text(INPUT_VALUE)), "an input must be [name, value]"),
+    MAX_INPUTS, minimum=1,
 )
 
 
@@ -123,6 +136,9 @@ class Operation:
     # builds the first request of a (repository, delivery) and answers the others `skipped`
     # (`pbft.deliveries`).
     delivery: str | None = wire(Optional(Text(DELIVERY, limit=160)), default=None, omit=None, kw_only=True)
+    # A manual run's inputs, by name, in the order given: every node checks them against the
+    # spec at the commit (an undeclared name or a value outside a choice is an `error`).
+    inputs: tuple[tuple[str, str], ...] | None = wire(Optional(INPUTS), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:
@@ -274,6 +290,11 @@ class Result:
     combinations: tuple[tuple[tuple[str, str], ...], ...] = wire(
         ListOf(COMBINATION, MAX_COMBINATIONS), default=(), omit=(), kw_only=True
     )
+    # How the client runs a `matrix` result's combinations (the spec's `matrix:` fail_fast and
+    # max_parallel): the first that does not pass cancels the others through the order; at most
+    # this many at once (None: all). Agreed with the combinations.
+    fail_fast: bool = wire(Bool(), default=False, omit=False, kw_only=True)
+    max_parallel: int | None = wire(Optional(Int()), default=None, omit=None, kw_only=True)
     reason: str = wire(Text(), default="")
 
     @property
@@ -304,5 +325,6 @@ class Result:
         digest last (the simulator's checkers read it there)."""
         steps = tuple((step.name, step.status, step.exit_code) for step in self.steps)
         return (
-            self.status, self.exit_code, self.commit, self.spec, steps, self.images, self.combinations, self.artifacts
+            self.status, self.exit_code, self.commit, self.spec, steps, self.images, self.combinations,
+            self.fail_fast, self.max_parallel, self.artifacts,
         )

@@ -74,6 +74,9 @@ def provenance(
         external["pullRequestRef"] = operation.pull_ref
     if operation.event is not None:
         external["event"] = operation.event
+    if operation.inputs is not None:
+        # A manual run's inputs are parameters the person who ran it chose (SLSA's external ones).
+        external["inputs"] = dict(operation.inputs)
     if result.spec is not None:
         external["spec"] = {"path": result.spec.path, "sha256": result.spec.sha256}
     build_definition: dict = {"buildType": BUILD_TYPE, "externalParameters": external}

@@ -56,6 +56,15 @@ class Int(Kind):
         return value
 
 
+class Bool(Kind):
+    """true or false (JSON's, not 0 or 1)."""
+
+    def read(self, value: Any, name: str) -> bool:
+        if type(value) is not bool:
+            raise MessageError(f"{name} must be true or false")
+        return value
+
+
 class ExitCode(Kind):
     """A 32-bit signed integer (a process's exit code)."""
 

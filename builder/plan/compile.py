@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from builder.plan.inputs import InputSpec, input_variables
+from builder.plan.matrix import Strategy
 from builder.plan.spec import BuildSpec, parse_build_spec
 from builder.plan.specdocument import Read
 from builder.plan.triggers import Skips
@@ -43,6 +45,11 @@ class SpecPlan:
     def caches(self) -> bool:
         return self.spec.cache is not None
 
+    def input_variables(self, given: tuple[tuple[str, str], ...] | None) -> dict[str, str]:
+        """The spec's inputs as the build sees them (builder/plan/inputs.py); ValueError for `given`
+        values the spec does not take."""
+        return input_variables(self.spec.inputs, given)
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -57,9 +64,15 @@ class Refused:
 
 @dataclass(frozen=True)
 class Expanded:
-    """A matrix build that names no combination: nothing runs, the client asks for each."""
+    """A matrix build that names no combination: nothing runs, the client asks for each. Its
+    `inputs` are the spec's, checked against the request's before any combination is asked for."""
 
     combinations: tuple
+    inputs: tuple[InputSpec, ...] = ()
+    strategy: Strategy = Strategy()
+
+    def input_variables(self, given: tuple[tuple[str, str], ...] | None) -> dict[str, str]:
+        return input_variables(self.inputs, given)
 
 
 def spec_identity(name: str, content: bytes, image: str) -> Spec:
@@ -88,7 +101,7 @@ def plan_spec(
     if skipped is not None:
         return Skipped(skipped, ran)
     if spec.matrix and combination is None:
-        return Expanded(spec.matrix)
+        return Expanded(spec.matrix, spec.inputs, spec.strategy)
     return SpecPlan(
         spec=spec, ran=ran, image=image, user=ROOT_USER if spec.user == "root" else limits.user,
         timeout_s=min(spec.timeout_s or limits.timeout_s, limits.timeout_s),

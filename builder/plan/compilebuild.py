@@ -58,11 +58,20 @@ def _build(
     if sources.spec is not None:
         planned = plan_spec(SPEC_FILE, sources.spec, order.combination, limits, checkout.skips,
                             dict(sources.included).get)
-        if not isinstance(planned, SpecPlan):
+        if not isinstance(planned, (SpecPlan, Expanded)):
             return planned
-        return _spec_build(planned, order, checkout, limits, {**environment, **dict(planned.spec.environment)}, secrets)
+        try:
+            inputs = planned.input_variables(order.inputs)
+        except ValueError as reason:
+            return Refused(f"{SPEC_FILE}: {reason}")
+        if isinstance(planned, Expanded):
+            return planned
+        environment = {**environment, **dict(planned.spec.environment), **inputs}
+        return _spec_build(planned, order, checkout, limits, environment, secrets)
     if order.combination is not None:
         return Refused(f"the build names a matrix combination; the commit has no {SPEC_FILE}")
+    if order.inputs:
+        return Refused(f"the run gives inputs; the commit has no {SPEC_FILE} to declare them")
     if sources.dockerfile is not None:
         tag = f"pbft-ci-build/{_image_name(order.repository_name)}:{facts.commit[:12]}"
         return DockerfileBuild(

@@ -15,6 +15,11 @@
         - {PYTHON: "3.11", DB: sqlite}
         - {PYTHON: "3.12", DB: postgres}
 
+    matrix:                       # either form, and how the client runs them (GitHub's
+      PYTHON: ["3.11", "3.12"]    # strategy): the first combination that does not pass
+      fail_fast: true             # cancels the others, through the order; at most two
+      max_parallel: 2             # run at once, the next asked for as one ends
+
 Each axis is an environment variable of every step (and of the one script, and of the
 services) of its combination's build, and `${AXIS}` in an image name (the spec's `image`,
 a step's or a service's) is its value; nowhere else is anything substituted.
@@ -36,9 +41,11 @@ import math
 import re
 from typing import Any, Callable, Iterable
 
+from dataclasses import dataclass
+
 from builder.plan.specvalues import RESERVED_VARIABLE
 from pbft.build import AXIS, AXIS_VALUE, MAX_AXES, MAX_COMBINATIONS, combination_label
-from shared.schema import Invalid, Kind, ListOf, OneOf, Reading, Section, Text, section, setting
+from shared.schema import Bool, Int, Invalid, Kind, ListOf, OneOf, Reading, Section, Text, section, setting
 
 Combination = tuple[tuple[str, str], ...]
 
@@ -74,6 +81,30 @@ def _axis_problems(name: Any, at: str, reading: Reading) -> None:
         reading.fail(f"{at}.{name}", "set by the node, not by a spec")
 
 
+# Beside a matrix's axes or its `include:`: how the client runs its combinations.
+FAIL_FAST, MAX_PARALLEL = "fail_fast", "max_parallel"
+_FAIL_FAST_DOC = "the first combination that does not pass cancels the others, through the order"
+_MAX_PARALLEL_DOC = "at most this many combinations build at once; the next is asked for as one ends"
+_STRATEGY_KINDS: dict[str, Kind] = {FAIL_FAST: Bool(), MAX_PARALLEL: Int(1, MAX_COMBINATIONS)}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How the client runs a matrix's combinations: all at once unless `max_parallel` says
+    fewer; with `fail_fast`, the first that does not pass cancels the others."""
+
+    fail_fast: bool = False
+    max_parallel: int | None = None
+
+
+def matrix_strategy(document: dict) -> Strategy:
+    """The strategy a spec's `matrix:` declares, once MATRIX has read it whole."""
+    matrix = document.get("matrix")
+    if not isinstance(matrix, dict):
+        return Strategy()
+    return Strategy(fail_fast=matrix.get(FAIL_FAST, False), max_parallel=matrix.get(MAX_PARALLEL))
+
+
 def _axes_json(values: dict) -> dict:
     name = {"type": "string", "pattern": f"^(?:{AXIS.pattern})$",
             "not": {"pattern": f"^(?:{RESERVED_VARIABLE.pattern})$"}}
@@ -89,12 +120,15 @@ class Axes(Kind):
     noun, blank = "a mapping of axes to lists of values", ()
 
     def read(self, value: dict, at: str, reading: Reading) -> Any:
-        axes = {name: values for name, values in value.items() if name != EXCLUDE}
+        axes = {name: values for name, values in value.items() if name != EXCLUDE and name not in _STRATEGY_KINDS}
         if not axes:
             raise Invalid(f"must be {_AXES_NEEDED}")
         if len(axes) > MAX_AXES:
             raise Invalid(f"at most {MAX_AXES} axes")
         before = len(reading.problems)
+        for name, kind in _STRATEGY_KINDS.items():
+            if name in value:
+                reading.value(kind, value[name], f"{at}.{name}")
         values_of = {}
         for name, values in axes.items():
             _axis_problems(name, at, reading)
@@ -126,15 +160,19 @@ class Axes(Kind):
         return ((VALUES, ".*"),)
 
     def json(self, defs: dict) -> dict:
-        # `exclude` beside the axes: a name no axis can have (axes are capitals).
+        # `exclude` beside the axes: a name no axis can have (axes are capitals); so are the
+        # strategy's, each with its own kind.
         declared = _axes_json({"anyOf": [VALUES.json(defs), EXCLUDES.json(defs)]})
-        declared["propertyNames"] = {"anyOf": [declared["propertyNames"], {"enum": [EXCLUDE]}]}
-        declared["maxProperties"] = MAX_AXES + 1
+        declared["properties"] = {name: kind.json(defs) for name, kind in _STRATEGY_KINDS.items()}
+        declared["propertyNames"] = {"anyOf": [declared["propertyNames"], {"enum": [EXCLUDE, *_STRATEGY_KINDS]}]}
+        declared["maxProperties"] = MAX_AXES + 1 + len(_STRATEGY_KINDS)
         return declared
 
     def text(self, link: Callable[[type], str]) -> str:
-        return (f"mapping of up to {MAX_AXES} axes (capitals, digits, _) to lists of values, and `{EXCLUDE}`: "
-                "a list of mappings of some axes to values, each leaving out every combination it matches")
+        return (f"mapping of up to {MAX_AXES} axes (capitals, digits, _) to lists of values; `{EXCLUDE}`: "
+                "a list of mappings of some axes to values, each leaving out every combination it matches; "
+                f"`{FAIL_FAST}` (boolean): {_FAIL_FAST_DOC}; `{MAX_PARALLEL}` (integer, 1 to {MAX_COMBINATIONS}): "
+                f"{_MAX_PARALLEL_DOC}")
 
 
 # Beside a matrix's axes: the combinations to leave out, each named by some of its axes.
@@ -180,6 +218,8 @@ class MatrixInclude:
                refusal="must be a non-empty list of combinations (mappings of axes to values)",
                too_many=f"at most {MAX_COMBINATIONS} combinations"),
         doc="the combinations, each a mapping of axes to values")
+    fail_fast: bool = setting(_STRATEGY_KINDS[FAIL_FAST], default=False, doc=_FAIL_FAST_DOC)
+    max_parallel: int | None = setting(_STRATEGY_KINDS[MAX_PARALLEL], default=None, doc=_MAX_PARALLEL_DOC)
 
 
 _AXES, _INCLUDE = Axes(), Section(MatrixInclude)
@@ -190,7 +230,7 @@ def _form(value: Any) -> Kind:
         raise Invalid(f"must be {_AXES_NEEDED}")
     if "include" not in value:
         return _AXES
-    if len(value) > 1:
+    if set(value) - {"include", *_STRATEGY_KINDS}:
         raise Invalid("include lists whole combinations; no axes beside it")
     return _INCLUDE
 

@@ -47,9 +47,9 @@ import dataclasses
 from typing import Iterable
 
 from builder.plan.actions import AFTER, ActionSpec
-from builder.plan.artifactpatterns import MAX_PATTERNS, normalize_pattern
 from builder.plan.cachespec import CacheSpec
-from builder.plan.matrix import MATRIX, Combination, with_images
+from builder.plan.inputs import INPUTS, InputSpec
+from builder.plan.matrix import MATRIX, Combination, Strategy, matrix_strategy, with_images
 from builder.plan.pipeline import SERVICES, STEPS, Service, Step
 from builder.plan.specdocument import (
     EXTENSION,
@@ -61,7 +61,7 @@ from builder.plan.specdocument import (
     spec_document,
     spec_mapping,
 )
-from builder.plan.specvalues import COMMANDS, IMAGE, Variables, spec_reading
+from builder.plan.specvalues import ARTIFACTS, COMMANDS, IMAGE, Variables, spec_reading
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
@@ -70,15 +70,6 @@ __all__ = [
     "EXTENSION", "MAX_SPEC_BYTES", "SPEC_FILE", "BuildSpec", "CacheSpec", "parse_build_spec", "spec_document",
     "spec_matrix",
 ]
-
-
-def _repeats(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
-    """No pattern twice, as written or once normalized (`dist` and `./dist/`)."""
-    first: dict[str, int] = {}
-    for index, pattern in items:
-        if pattern in first:
-            yield f"[{index}]", f"repeats artifacts[{first[pattern]}]"
-        first.setdefault(pattern, index)
 
 
 def _one_form(spec: BuildSpec, given: frozenset) -> Iterable[tuple[str, str]]:
@@ -127,12 +118,8 @@ class BuildSpec:
                                doc="`root`: run as root, where the network allows it; the node's build user otherwise")
     cache: CacheSpec | None = setting(Section(CacheSpec, refusal="must be a mapping with a 'paths' list"), default=None,
                                       doc="directories restored before and saved after a successful build")
-    artifacts: tuple[str, ...] = setting(
-        ListOf(Text(what="a path or glob", check=normalize_pattern, refusal="must be a non-empty string"), min_items=1,
-               max_items=MAX_PATTERNS, check=_repeats,
-               refusal="must be a non-empty list of paths or globs relative to /workspace",
-               too_many=f"at most {MAX_PATTERNS} paths or globs"),
-        default=(), doc="files of /workspace the nodes take and hash after a successful build")
+    artifacts: tuple[str, ...] = setting(ARTIFACTS, default=(),
+                                         doc="files of /workspace the nodes take and hash after a successful build")
     when: tuple[Condition, ...] = setting(WHEN, default=(), doc="the triggers that build; any one that holds runs it")
     # Every combination of the spec's `matrix:` (builder/plan/matrix.py), () without one; and the
     # combination this spec is for, whose axes are in `environment` and its images.
@@ -140,12 +127,18 @@ class BuildSpec:
     # Checked with the rest, run only by the action runner once the verdict is certified
     # (builder/plan/actions.py).
     after: tuple[ActionSpec, ...] = setting(AFTER, default=(), doc="actions run once, after the verdict is certified")
+    # What a manual run may give its build (builder/plan/inputs.py), checked by each node
+    # against the values the agreed request names.
+    inputs: tuple[InputSpec, ...] = setting(INPUTS, default=(),
+                                            doc="values a manual run may give, which its build sees as CI_INPUT_<NAME>")
     include: tuple[str, ...] = setting(
         ListOf(Text(what="a path", check=_include_path, refusal="must be a path of a .yml or .yaml file"),
                min_items=1, max_items=MAX_INCLUDED, refusal="must be a non-empty list of paths",
                too_many=f"at most {MAX_INCLUDED} files"),
         default=(), doc="files of the same commit merged under this one, in order (paths from the repository's root)")
     combination: Combination = ()
+    # How the client runs the matrix's combinations (builder/plan/matrix.py).
+    strategy: Strategy = Strategy()
 
     def script(self) -> str:
         """One command per line, for `/bin/sh -e -c`."""
@@ -199,7 +192,8 @@ def _read(document: dict, combination: Combination,
           matrix: tuple[Combination, ...]) -> tuple[BuildSpec | None, list[str]]:
     """The spec of one combination (() without a matrix), and the problems."""
     reading = spec_reading()
-    spec = reading.section(BuildSpec, document, "", fixed={"combination": combination, "matrix": matrix})
+    spec = reading.section(BuildSpec, document, "", fixed={"combination": combination, "matrix": matrix,
+                                                           "strategy": matrix_strategy(document)})
     if reading.problems:
         return None, reading.problems
     return dataclasses.replace(spec, environment=spec.environment + combination), []

@@ -35,6 +35,11 @@ function flakyLine(entry) {
   return "step " + entry.step + ": " + said.join(", ");
 }
 
+function inputsOf(record) {
+  const inputs = record.request && record.request.operation && record.request.operation.inputs;
+  return Array.isArray(inputs) && inputs.length ? inputs.map(([name, value]) => name + " = " + value).join("\n") : null;
+}
+
 function summary(record) {
   const rows = [
     ["Repository", record.repository],
@@ -51,6 +56,8 @@ function summary(record) {
     ["Re-run of", record.rerun_of ? buildLink(record.rerun_of, "build " + record.rerun_of) : null],
     ["Matrix of", record.matrix_of ? buildLink(record.matrix_of, "build " + record.matrix_of) : null],
     ["Combination", record.combination || null],
+    // A manual run's inputs, as the signed request names them (text: never markup).
+    ["Inputs", inputsOf(record)],
     ["Matrix builds", matrixBuilds(record)],
     ["Cancels", record.cancels ? buildLink(record.cancels, "build " + record.cancels) : null],
     ["Re-runs", record.reruns && record.reruns.length

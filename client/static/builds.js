@@ -122,12 +122,25 @@ function runForm() {
   const field = (name) => el("input", { id: "run-" + name, name: name, autocomplete: "off", spellcheck: "false",
     required: true, list: name === "repository" ? "repositories" : null });
   const said = el("span", { id: "run-said", class: "muted", role: "status" });
+  // The spec's `inputs:`, NAME=VALUE one a line; the client and then every node check them.
+  const inputs = el("textarea", { id: "run-inputs", name: "inputs", rows: 1, spellcheck: "false",
+    placeholder: "inputs: name=value, one a line" });
   const form = el("form", { id: "run", class: "filters" },
     el("label", {}, "Repository ", field("repository")), el("label", {}, "Branch ", field("branch")),
-    el("button", { type: "submit" }, "Run a build"), said);
+    el("label", {}, "Inputs ", inputs), el("button", { type: "submit" }, "Run a build"), said);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const asked = { repository: form.elements.repository.value.trim(), branch: form.elements.branch.value.trim() };
+    const given = inputs.value.split("\n").map((line) => line.trim()).filter((line) => line);
+    const unnamed = given.find((line) => line.indexOf("=") < 1);
+    if (unnamed !== undefined) {
+      said.textContent = "Refused: " + unnamed + " is not name=value.";
+      return;
+    }
+    if (given.length) {
+      asked.inputs = Object.fromEntries(given.map((line) => [line.slice(0, line.indexOf("=")).trim(),
+        line.slice(line.indexOf("=") + 1)]));
+    }
     said.textContent = "Asked for a build of " + asked.repository + " " + asked.branch + ".";
     try {
       const response = await api("/webHook", { method: "POST", body: JSON.stringify(asked),

@@ -325,12 +325,21 @@ function verdictCell(build) {
     reason ? el("div", { class: "reason", title: reason }, reason) : null);
 }
 
-// A matrix's builds, one line each: the combination, linked, and its verdict so far.
+// A matrix's builds, one line each: the combination, linked, and its verdict so far; then the
+// combinations without a build yet (the spec's max_parallel) or for good (fail_fast stopped it).
 function matrixBuilds(record) {
   if (!Array.isArray(record.matrix_builds) || !record.matrix_builds.length) return null;
+  const started = new Set(record.matrix_builds.map((build) => build.combination));
+  const combinations = (record.result && Array.isArray(record.result.combinations)) ? record.result.combinations : [];
+  const waiting = combinations.map((pairs) => pairs.map(([axis, value]) => axis + "=" + value).join(","))
+    .filter((label) => !started.has(label));
+  const stopped = record.result && record.result.fail_fast && record.matrix_builds.some((build) =>
+    build.state !== "pending" && !["success", "skipped"].includes(build.status));
   return el("span", {}, ...record.matrix_builds.map((build) => el("div", { "data-build-id": build.build_id },
     buildLink(build.build_id, build.combination), " ",
-    el("span", { class: toneClass(build.status || build.state) }, build.status || build.state))));
+    el("span", { class: toneClass(build.status || build.state) }, build.status || build.state))),
+  ...waiting.map((label) => el("div", { class: "muted", "data-combination": label },
+    label + (stopped ? " not started: fail_fast" : " waiting: max_parallel"))));
 }
 
 // --- commits -----------------------------------------------------------------------

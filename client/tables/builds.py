@@ -147,6 +147,17 @@ class Builds:
         return [{"build_id": row["build_id"], "submitted_at": datetime.fromisoformat(row["submitted_at"]).timestamp(),
                  "request": json.loads(row["request"]), "matrix_of": row["matrix_of"]} for row in rows]
 
+    def limited_matrices(self, limit: int) -> list[int]:
+        """The newest `limit` matrix builds whose verdict limits how their combinations run
+        (fail_fast, max_parallel): those a restarted client may have to go on with."""
+        rows = self._store.read(
+            "SELECT build_id FROM builds WHERE state = 'accepted' AND json_extract(result, '$.status') = 'matrix'"
+            " AND (json_extract(result, '$.fail_fast') OR json_extract(result, '$.max_parallel') IS NOT NULL)"
+            " ORDER BY build_id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [row["build_id"] for row in rows]
+
     def superseded(self, operation: Operation, before: int) -> list[dict[str, Any]]:
         """The builds without a verdict, older than build `before`, of the same repository and
         ref as `operation` (its branch, or its pull request), started as it was (a push, or a

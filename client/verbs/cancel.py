@@ -51,6 +51,10 @@ class CancelBook:
         """A cancel of build `target` is on its way."""
         self._on_their_way.setdefault(target, asyncio.Event())
 
+    def expecting(self, target: int) -> bool:
+        """Whether a cancel of build `target` is on its way."""
+        return target in self._on_their_way
+
     def deciding(self, build_id: int) -> Verdict | None:
         """The verdict of the cancel that made build `build_id` cancelled, while it is followed."""
         return self._deciding.get(build_id)

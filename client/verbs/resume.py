@@ -15,6 +15,7 @@ import time
 from client.events import EventStream, GivenUp, Resumed
 from client.tables.builds import Builds
 from client.verbs.cancel import CancelBook
+from client.verbs.matrix import MatrixRuns
 from client.verbs.submit import Submit
 from pbft.messages import MessageError, Request, decode
 
@@ -24,19 +25,29 @@ log = logging.getLogger(__name__)
 # keeps open for one client (pbft.slot.ReplicaSettings.max_open_per_client). Older ones end
 # `timeout` at the restart.
 MAX_RESUMED = 1024
+# Matrices with a strategy a restarted client goes on with, at most: the newest.
+MAX_MATRICES_GONE_ON = 64
 
 
 class Resume:
     def __init__(self, builds: Builds, submit: Submit, cancels: CancelBook, events: EventStream,
-                 client_name: str) -> None:
+                 client_name: str, matrices: MatrixRuns) -> None:
         self._builds = builds
+        self._matrices = matrices
         self._submit = submit
         self._cancels = cancels
         self._events = events
         self._client_name = client_name
 
     def start(self) -> list[int]:
-        """Follow again every build without a verdict, the newest MAX_RESUMED; return their ids."""
+        """Follow again every build without a verdict, the newest MAX_RESUMED, and go on with the
+        matrices whose combinations a stop interrupted; return the ids followed again."""
+        resumed = self._follow_again()
+        for matrix_id in self._builds.limited_matrices(MAX_MATRICES_GONE_ON):
+            self._matrices.go_on(matrix_id)
+        return resumed
+
+    def _follow_again(self) -> list[int]:
         pending = self._builds.pending(MAX_RESUMED)
         if pending:
             self._events.publish(GivenUp(before=pending[0]["build_id"], followed=MAX_RESUMED))

@@ -45,7 +45,8 @@ EVERY_KEY = {
     "user": "root",
     "artifacts": ["dist/*.whl"],
     "when": [{"event": ["push", "tag"], "branch": BRANCHES}, {"path": PATHS}],
-    "matrix": {"PY": ["3.11", 3.12]},
+    "matrix": {"PY": ["3.11", 3.12], "fail_fast": True, "max_parallel": 1},
+    "inputs": [{"name": "note", "description": "a string input, listed"}],
     "after": [{"name": "deploy", "image": "pbft-ci/deploy:1", "commands": ["./deploy.sh"],
                "when": {"event": "push", "branch": BRANCHES}, "status": "success", "secrets": ["DEPLOY_TOKEN"]}],
 }
@@ -58,7 +59,9 @@ INCLUDED = {
 }
 ONE_SCRIPT = {"commands": ["make"], "cache": {"paths": ["~/.cache/pip"], "key_files": ["requirements.txt"]},
               "include": ["ci/common.yml"],
-              "matrix": {"include": [{"PY": "3.11", "DB": "sqlite"}]}}
+              "matrix": {"include": [{"PY": "3.11", "DB": "sqlite"}], "fail_fast": False, "max_parallel": 4},
+              "inputs": {"target": {"type": "choice", "options": ["staging", "production"], "default": "staging",
+                                    "description": "where it goes"}, "dry_run": {"type": "boolean"}}}
 # Steps and services as mappings of their names.
 BY_NAME = {"steps": {"lint": {"commands": ["ruff"]}, "test": {"commands": ["pytest"], "depends_on": "lint"}},
            "services": {"db": {"image": "pbft-ci/postgres:15"}}}
@@ -123,7 +126,7 @@ def used_keys(document: Any, at: str = "") -> Iterator[str]:
         for key, value in document.items():
             path = f"{at}.{key}" if at else key
             yield path
-            named = path in ("steps", "services") and isinstance(value, dict)  # names to entries
+            named = path in ("steps", "services", "inputs") and isinstance(value, dict)  # names to entries
             for inner in (value.values() if named else [value]):
                 yield from used_keys(inner, path)
 

@@ -45,12 +45,14 @@ def honest_result(branch: str, node_id: int = 0, combination=None) -> Result:
     "artifacts-random…" different bytes on each node (a build that is not reproducible), "skip…"
     is skipped by its spec's `when:`, "fail-pipeline…" fails in its step `test`, "flaky-pipeline…" fails in it on node 3 alone, "matrix…" expands into `MATRIX` (and builds those),
     "matrix-skip…" too, and skips each, "deploy…" ran a .pbft-ci.yml (the only builds that may have
-    actions after the verdict)."""
+    actions after the verdict). "hold-matrix…" expands at once and holds each combination (`held`);
+    a matrix branch naming "fail-fast" or "parallel" declares that strategy (max_parallel 1)."""
     if branch == "missing":
         return Result("error", None, None, f"branch {branch} not found")
     commit = hashlib.sha1(branch.encode()).hexdigest()
-    if branch.startswith("matrix") and combination is None:
-        return Result("matrix", None, commit, "the spec's matrix expands into 3 builds", combinations=MATRIX)
+    if branch.removeprefix("hold-").startswith("matrix") and combination is None:
+        return Result("matrix", None, commit, "the spec's matrix expands into 3 builds", combinations=MATRIX,
+                      fail_fast="fail-fast" in branch, max_parallel=1 if "parallel" in branch else None)
     if combination is not None and combination not in MATRIX:
         return Result("error", None, commit, "matrix: declares no such combination")
     if combination is not None and branch.startswith("matrix-skip"):
@@ -86,7 +88,9 @@ def held(request: Request) -> bool:
     """A build of a branch "hold…" runs until a cancel stops it (or the test releases it): no
     node answers it before. Each node says it is queued (a signed BUILD-STATE), and says so
     again when the request comes again, except for a branch "hold-quiet…"."""
-    return request.operation.cancels is None and request.operation.branch.startswith("hold")
+    operation = request.operation
+    expansion = operation.branch.startswith("hold-matrix") and operation.combination is None
+    return operation.cancels is None and operation.branch.startswith("hold") and not expansion
 
 
 class FakeCluster:

@@ -366,3 +366,11 @@ async def test_bad_or_unknown_build_ids(cluster, aiohttp_client, build_id, statu
     response = await client.get(f"/builds/{build_id}/certificate")
     assert response.status == status
     assert (await response.json())["error"]
+
+
+def test_a_certificate_names_the_inputs_its_signed_request_gave(net, capsys):
+    operation = Operation("example", "main", event="manual", inputs=(("target", "production"), ("note", "it's")))
+    request = signed(Request("client", TIMESTAMP, operation), net.signer("client-client"))
+
+    assert net.verify(net.write(net.certificate([net.reply(0), net.reply(1)], request=request))) == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith("""; inputs target='production', note="it's\"""")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+
+import pytest
 from pathlib import Path
 
 from cli.main import main
@@ -41,6 +43,24 @@ async def test_run_status_and_rerun_print_the_verdicts_and_exit_as_the_build_wen
     assert code == 1 and "failure (step 'test' failed with exit code 3)" in lines[0]
 
 
+async def test_run_signs_its_inputs_into_the_request_and_a_bad_one_is_refused_before_ordering(
+        cluster, aiohttp_client, capsys):
+    client = await start_client(aiohttp_client, cluster)
+
+    code, lines = await cli(client, "run", "example", "main", "--input", "target=production", "--input",
+                            "note=a = b", "--wait")
+    assert code == 0, lines
+    record = await (await client.get(f"/builds/{lines[0].split()[1].rstrip(':')}")).json()
+    assert record["request"]["operation"]["inputs"] == [["target", "production"], ["note", "a = b"]]
+
+    asked = len(cluster.committed)
+    code, lines = await cli(client, "run", "example", "main", "--input", "Target=production")
+    assert (code, lines, len(cluster.committed)) == (1, [], asked)
+    assert capsys.readouterr().err.startswith("pbft-ci run: 400 inputs: 'Target' is not an input's name")
+    with pytest.raises(SystemExit):
+        main(["run", "example", "main", "--input", "no-equals-sign"])
+
+
 async def test_a_matrix_is_followed_to_its_last_combination_and_its_failed_ones_run_again(cluster, aiohttp_client):
     client = await start_client(aiohttp_client, cluster)
 
@@ -58,6 +78,16 @@ async def test_a_matrix_is_followed_to_its_last_combination_and_its_failed_ones_
 
     code, lines = await cli(client, "status", parent)
     assert code == 0 and len(lines) == 4 and lines[3].endswith("PYTHON=fail: failure")
+
+
+async def test_run_waits_for_the_combinations_a_max_parallel_matrix_starts_one_by_one(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+
+    code, lines = await cli(client, "run", "example", "matrix-parallel", "--wait")
+
+    assert code == 1, lines  # its PYTHON=fail combination failed
+    assert [line.split(": ", 1)[1].split(",")[0] for line in lines[1:]] == [
+        "started", "accepted success", "accepted success", "accepted failure"], lines
 
 
 async def test_a_refusal_exits_1_with_the_clients_reason_and_no_answer_exits_2(cluster, aiohttp_client, capsys):

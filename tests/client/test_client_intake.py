@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from client.intake import MAX_BODY_BYTES, WebhookError, parse_webhook
 from pbft.build import Operation
+from pbft.wire import decode_struct, encode
 from shared.refs import SHELL_METACHARACTERS
 
 REPOSITORIES = ("example", "other")
@@ -33,6 +34,12 @@ def parse(body, content_type=JSON):
         ({"branch": "dev", "repository": "other"}, JSON, Operation("other", "dev")),
         ({"branch": "dev", "commit": SHA1}, JSON, Operation("example", "dev", SHA1)),
         ({"branch": "dev", "commit": None}, JSON, Operation("example", "dev")),
+        # A manual run's inputs, in the order given; a boolean or a number as the spec reads one.
+        ({"branch": "dev", "inputs": {"target": "prod", "dry_run": True, "level": 3, "note": "ünï code"}}, JSON,
+         Operation("example", "dev", inputs=(("target", "prod"), ("dry_run", "true"), ("level", "3"),
+                                             ("note", "ünï code")))),
+        ({"branch": "dev", "inputs": {}}, JSON, Operation("example", "dev")),
+        ({"branch": "dev", "inputs": None}, JSON, Operation("example", "dev")),
     ],
 )
 def test_valid_bodies(body, content_type, expected):
@@ -79,6 +86,13 @@ def test_valid_bodies(body, content_type, expected):
         ({"branch": "master", "commit": SHA1.upper()}, JSON, 400, "hex"),
         ({"branch": "master", "commit": 1}, JSON, 400, "hex"),
         ({"branch": "master", "url": "file:///etc"}, JSON, 400, "unknown keys: 'url'"),
+        ({"branch": "master", "inputs": [["a", "b"]]}, JSON, 400, "inputs must be an object"),
+        ({"branch": "master", "inputs": {"A": "b"}}, JSON, 400, "inputs: 'A' is not an input's name"),
+        ({"branch": "master", "inputs": {"a": "x\ny"}}, JSON, 400, "inputs: a must be one line"),
+        ({"branch": "master", "inputs": {"a": "\u202eevil"}}, JSON, 400, "inputs: a must be one line"),
+        ({"branch": "master", "inputs": {"a": "x" * 1025}}, JSON, 400, "inputs: a must be one line"),
+        ({"branch": "master", "inputs": {"a": ["x"]}}, JSON, 400, "inputs: a must be one line"),
+        ({"branch": "master", "inputs": {f"i{n}": "x" for n in range(17)}}, JSON, 400, "inputs: at most 16"),
     ],
 )
 def test_rejected_bodies(body, content_type, status, reason):
@@ -99,6 +113,8 @@ webhook_like = st.fixed_dictionaries(
         "branch": st.one_of(st.text(max_size=40), st.text(alphabet="ab/.-;|&$`<>()'\"!", max_size=12), json_values),
         "repository": st.one_of(st.sampled_from(REPOSITORIES), json_values),
         "commit": st.one_of(st.just(SHA1), json_values),
+        "inputs": st.one_of(st.dictionaries(st.text(alphabet="ab_1A", max_size=6), json_values, max_size=3),
+                            json_values),
     },
 )
 content_types = st.sampled_from([JSON, "", "application/x-www-form-urlencoded", "text/plain", "a;b;c"])
@@ -112,6 +128,8 @@ def _parses_or_refuses(body: bytes, content_type: str) -> None:
     else:
         assert operation.repository in REPOSITORIES
         assert not SHELL_METACHARACTERS.intersection(operation.branch)
+        # What the client accepts, every node's wire reading takes as it is.
+        assert decode_struct(Operation, encode(operation)) == operation
 
 
 @given(st.binary(max_size=300), content_types)

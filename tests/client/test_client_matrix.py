@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from client.keys import SERVICE_KEY
 from client.verbs.rerun import NothingToRerun, failed_of
 from pbft.build import Actor, Operation
 from pbft.wire import decode_struct
@@ -186,3 +187,90 @@ def test_the_records_file_keeps_the_grouping_across_a_restart(tmp_path):
     assert (expansion["matrix"], combination["matrix_of"], combination["combination"]) == (["11"], "10", LABELS[0])
     assert json.loads(json.dumps(again.builds.get(10)["matrix_builds"])) == [
         {"build_id": "11", "combination": LABELS[0], "state": "pending", "status": None}]
+
+
+async def matrix_builds_when(client, build_id: str, condition) -> list[dict]:
+    """The matrix's builds, once `condition` holds of them."""
+    async with asyncio.timeout(5):
+        while True:
+            built = (await (await client.get(f"/builds/{build_id}")).json())["matrix_builds"]
+            if condition(built):
+                return built
+            await asyncio.sleep(0.02)
+
+
+async def test_fail_fast_the_first_combination_that_fails_cancels_the_others_through_the_order(
+        cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+
+    status, answer = await post(client, {"branch": "hold-matrix-fail-fast"})
+    assert status == 200 and [started["combination"] for started in answer["matrix"]] == LABELS
+    ids = [int(started["build_id"]) for started in answer["matrix"]]
+    cluster.release(ids[2])  # PYTHON=fail fails while the two others still build
+
+    built = await matrix_builds_when(client, answer["build_id"], lambda built: all(
+        build["state"] != "pending" for build in built))
+
+    assert [(build["combination"], build["status"]) for build in built] == [
+        (LABELS[0], "cancelled"), (LABELS[1], "cancelled"), (LABELS[2], "failure")]
+    cancels = sorted(operation.cancels for operation in operations(cluster) if operation.cancels is not None)
+    assert cancels == ids[:2]  # one cancel each, ordered: every node stops them at one point of the order
+
+
+async def test_max_parallel_runs_one_combination_at_a_time_in_order_and_a_restart_goes_on(cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+    service = client.server.app[SERVICE_KEY]
+
+    status, answer = await post(client, {"branch": "hold-matrix-parallel"})
+    assert status == 200 and [started["combination"] for started in answer["matrix"]] == LABELS[:1]
+    first = int(answer["matrix"][0]["build_id"])
+    cluster.release(first)
+    built = await matrix_builds_when(client, answer["build_id"], lambda built: len(built) == 2)
+    assert [(build["combination"], build["state"]) for build in built] == [
+        (LABELS[0], "accepted"), (LABELS[1], "pending")]
+
+    # What a client that stopped between a combination's verdict and the next start finds: the
+    # records say one is due, and its restart starts it.
+    service.events._observers.remove((service.verbs.matrices.observe, False))
+    cluster.release(int(built[1]["build_id"]))
+    await settled(client, built[1]["build_id"])
+    assert len((await (await client.get(f"/builds/{answer['build_id']}")).json())["matrix_builds"]) == 2
+    service.verbs.resume.start()
+    built = await matrix_builds_when(client, answer["build_id"], lambda built: len(built) == 3)
+    assert [build["combination"] for build in built] == LABELS
+    service.verbs.resume.start()  # nothing more is due: nothing starts twice
+    cluster.release(int(built[2]["build_id"]))
+    built = await matrix_builds_when(client, answer["build_id"], lambda built: all(
+        build["state"] != "pending" for build in built))
+    assert [build["status"] for build in built] == ["success", "success", "failure"]
+    assert [operation.combination for operation in operations(cluster) if operation.combination] == list(MATRIX)
+
+
+@pytest.mark.parametrize("branch, final", [
+    ("hold-matrix-parallel", "matrix of 3 builds: 1 failure, 2 success"),
+    ("hold-matrix-fail-fast", "matrix of 3 builds: 2 cancelled, 1 failure"),
+])
+async def test_the_expansions_status_waits_for_combinations_started_later_and_ends_when_fail_fast_stops(
+    cluster, status_server, aiohttp_client, branch, final
+):
+    with_statuses(cluster, status_server)
+    client = await start_client(aiohttp_client, cluster)
+    commit = honest_result(branch).commit
+
+    status, answer = await post(client, {"branch": branch, "commit": commit})
+    assert status == 200
+    released: set[int] = set()
+    async with asyncio.timeout(10):
+        while not (_states(status_server, "pbft-ci")[-1:] not in ([], ["pending"])):
+            # The failing combination first: a fail_fast matrix stops there, a max_parallel one goes on.
+            built = (await (await client.get(f"/builds/{answer['build_id']}")).json())["matrix_builds"]
+            for build in sorted(built, key=lambda build: build["combination"] != LABELS[2]):
+                if build["state"] == "pending" and int(build["build_id"]) not in released:
+                    released.add(int(build["build_id"]))
+                    cluster.release(int(build["build_id"]))
+                    break
+            await asyncio.sleep(0.02)
+
+    expansion = _calls(status_server, "pbft-ci")
+    assert all(call.body["state"] == "pending" for call in expansion[:-1]), expansion
+    assert expansion[-1].body["description"] == final

@@ -29,7 +29,7 @@ from client.attestation import (
 from client.certificate import CertificateUnavailable
 from harness.network import write_network
 from node.server import make_app
-from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae
+from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae, statement
 from pbft.build import Actor, Operation, Result, Spec
 from pbft.encoding import canonical
 from pbft.messages import Reply, ResultVote, decode, encode, signed
@@ -422,3 +422,14 @@ def main_verify(net: Network, path, *options) -> int:
     from client.index import main
 
     return main(["verify", str(path), "--config", str(net.config_path), *map(str, options)])
+
+
+def test_a_manual_runs_inputs_are_external_parameters_and_the_attestation_names_them_too():
+    run = dataclasses.replace(PINNED, event="manual", inputs=(("target", "production"), ("dry_run", "false")))
+
+    external = provenance_of(run)["predicate"]["buildDefinition"]["externalParameters"]
+    annotations = statement(run, BUILT)["predicate"]["configuration"][0]["annotations"]
+
+    assert external["inputs"] == annotations["inputs"] == {"target": "production", "dry_run": "false"}
+    assert "inputs" not in provenance_of(PINNED)["predicate"]["buildDefinition"]["externalParameters"]
+    assert "inputs" not in statement(PINNED, BUILT)["predicate"]["configuration"][0]["annotations"]

@@ -16,10 +16,12 @@ from client.actors import acting
 from client.buildlogs import build_log_links
 from client.deliveries import Answer, Held, Started, WebhookSettings, take_delivery
 from client.forges import Ignored, Pong, forge_of, parse_delivery
-from client.intake import parse_webhook
-from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
+from client.inputcheck import refused_inputs
+from client.intake import WebhookError, parse_webhook
+from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.outcome import Abandoned, Accepted, Disputed, Divergent, TimedOut, Verdict, disputed_result
 from client.routes.answers import held, started
+from client.records import records_path
 from client.routes.params import config_of, read_capped, webhook_settings
 from pbft.build import Result, combination_label
 from pbft.messages import encode
@@ -46,6 +48,14 @@ async def webhook(request: web.Request) -> web.Response:
     caller.check(TRIGGER, operation.repository)
     operation = acting(operation, caller.actor)
     service = request.app[SERVICE_KEY]
+    if operation.inputs:
+        # Pinned first, so that the spec the client reads is the one every node will.
+        operation = await service.verbs.submit.pinned(operation)
+        repository = next(repo for repo in config.repositories if repo.name == operation.repository)
+        scratch = records_path(config.data_dir, request.app[NAME_KEY]).parent / "scratch"
+        problem = await refused_inputs(repository, operation, scratch)
+        if problem is not None:
+            raise WebhookError(400, problem)
     verdict = await service.verbs.submit.wait(operation)
     match verdict.outcome:
         case Accepted() | Divergent() | Disputed():

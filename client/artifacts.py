@@ -76,7 +76,7 @@ class ArtifactsUnavailable(Exception):
         self.reason = reason
 
 
-class _Skipped(Exception):
+class NodeSkipped(Exception):
     """What one node did instead of serving what was asked for."""
 
 
@@ -205,8 +205,8 @@ async def agreed_manifest(source: ArtifactSource, record: dict) -> AgreedManifes
             files = _files(await _get(source, node_id, path, MANIFEST_TIMEOUT, MAX_MANIFEST_BYTES))
             served = manifest_digest(files)
             if served != digest:
-                raise _Skipped(f"served a manifest whose digest is {_short(served)}, not the agreed one")
-        except _Skipped as problem:
+                raise NodeSkipped(f"served a manifest whose digest is {_short(served)}, not the agreed one")
+        except NodeSkipped as problem:
             log.warning("artifacts of build %s: node %d skipped: %s", build_id, node_id, problem)
             skipped.append(f"node {node_id} {problem}")
             continue
@@ -214,6 +214,28 @@ async def agreed_manifest(source: ArtifactSource, record: dict) -> AgreedManifes
     raise ArtifactsUnavailable(
         502, f"no node served build {build_id}'s manifest with the agreed {_short(digest)}: {'; '.join(skipped)}"
     )
+
+
+async def node_manifest(source: ArtifactSource, record: dict, node_id: int) -> dict[str, str]:
+    """What node `node_id` says the build `record`'s artifacts are, whatever its digest (the
+    caller checks it against what that node signed); NodeSkipped with what the node did instead."""
+    path = f"/artifacts/{record['client']}/{record['build_id']}"
+    return _files(await _get(source, node_id, path, MANIFEST_TIMEOUT, MAX_MANIFEST_BYTES))
+
+
+async def node_file(source: ArtifactSource, record: dict, node_id: int, path: str, digest: str) -> BinaryIO:
+    """Node `node_id`'s bytes of artifact `path`, spooled and checked against `digest` (that node's
+    own manifest's); NodeSkipped otherwise. The caller closes the file."""
+    spool = await asyncio.to_thread(_spool_file, source.spool_dir)
+    try:
+        size, served = await _spool(source, node_id, f"/artifacts/{record['client']}/{record['build_id']}/{path}", spool)
+        if served != digest:
+            raise NodeSkipped(f"served {size} bytes whose digest is {_short(served)}, not its manifest's")
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
 async def agreed_files(source: ArtifactSource, record: dict) -> dict[str, str]:
@@ -240,8 +262,8 @@ async def agreed_file(source: ArtifactSource, record: dict, path: str) -> Agreed
         try:
             size, served = await _spool(source, node_id, url_path, spool)
             if served != digest:
-                raise _Skipped(f"served {size} bytes whose digest is {_short(served)}, not the agreed one")
-        except _Skipped as problem:
+                raise NodeSkipped(f"served {size} bytes whose digest is {_short(served)}, not the agreed one")
+        except NodeSkipped as problem:
             spool.close()
             log.warning("artifact %r of build %s: node %d skipped: %s", path, build_id, node_id, problem)
             skipped.append(f"node {node_id} {problem}")
@@ -259,17 +281,17 @@ async def agreed_file(source: ArtifactSource, record: dict, path: str) -> Agreed
 async def _get(
     source: ArtifactSource, node_id: int, path: str, timeout: aiohttp.ClientTimeout, max_bytes: int
 ) -> bytes:
-    """The body of the node's answer to a signed GET of `path`; _Skipped with what the node did instead."""
+    """The body of the node's answer to a signed GET of `path`; NodeSkipped with what the node did instead."""
     async with _answer(source, node_id, path, timeout) as answer:
         body = await read_capped(answer, max_bytes)
     if body is None:
-        raise _Skipped(f"sent more than {max_bytes} bytes")
+        raise NodeSkipped(f"sent more than {max_bytes} bytes")
     return body
 
 
 async def _spool(source: ArtifactSource, node_id: int, path: str, spool: BinaryIO) -> tuple[int, str]:
     """Write the node's answer to a signed GET of `path` into `spool`, hashing it on the way:
-    (its size, "sha256:<hex>"); _Skipped with what the node did instead."""
+    (its size, "sha256:<hex>"); NodeSkipped with what the node did instead."""
     sha256 = hashlib.sha256()
     size = 0
     async with _answer(source, node_id, path, FILE_TIMEOUT) as answer:
@@ -278,7 +300,7 @@ async def _spool(source: ArtifactSource, node_id: int, path: str, spool: BinaryI
                 size += len(chunk)
                 if size > source.max_file_bytes:
                     answer.close()  # the node stops sending
-                    raise _Skipped(f"sent more than {source.max_file_bytes} bytes")
+                    raise NodeSkipped(f"sent more than {source.max_file_bytes} bytes")
                 sha256.update(chunk)
                 await asyncio.to_thread(spool.write, chunk)
         except OSError as error:
@@ -291,23 +313,23 @@ async def _spool(source: ArtifactSource, node_id: int, path: str, spool: BinaryI
 async def _answer(
     source: ArtifactSource, node_id: int, path: str, timeout: aiohttp.ClientTimeout
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """The node's 200 answer to a signed GET of `path`, read within `timeout`; _Skipped otherwise."""
+    """The node's 200 answer to a signed GET of `path`, read within `timeout`; NodeSkipped otherwise."""
     url, headers = signed_request(source.auth, source.client_name, source.nodes[node_id], path)
     try:
         async with source.session.get(url, headers=headers, timeout=timeout) as answer:
             if answer.status == 401:
-                raise _Skipped("refused this client's signed request (401)")
+                raise NodeSkipped("refused this client's signed request (401)")
             if answer.status == 404:
-                raise _Skipped("does not have it (404)")
+                raise NodeSkipped("does not have it (404)")
             if answer.status in (429, 503):
-                raise _Skipped(f"is busy ({answer.status})")
+                raise NodeSkipped(f"is busy ({answer.status})")
             if answer.status != 200:
-                raise _Skipped(f"answered {answer.status}")
+                raise NodeSkipped(f"answered {answer.status}")
             yield answer
     except asyncio.TimeoutError:
-        raise _Skipped(f"did not answer within {timeout.total:g} s (or went silent)") from None
+        raise NodeSkipped(f"did not answer within {timeout.total:g} s (or went silent)") from None
     except aiohttp.ClientError as error:
-        raise _Skipped(f"unreachable: {describe(error)}") from None
+        raise NodeSkipped(f"unreachable: {describe(error)}") from None
 
 
 def _spool_file(directory: Path | None) -> BinaryIO:
@@ -320,17 +342,17 @@ def _spool_file(directory: Path | None) -> BinaryIO:
 
 
 def _files(body: bytes) -> dict[str, str]:
-    """The manifest's {path: digest}, each well formed; _Skipped if the body is not such a manifest."""
+    """The manifest's {path: digest}, each well formed; NodeSkipped if the body is not such a manifest."""
     try:
         manifest: Any = json.loads(body)
     except (ValueError, RecursionError):
-        raise _Skipped("sent a manifest that is not JSON") from None
+        raise NodeSkipped("sent a manifest that is not JSON") from None
     files = manifest.get("artifacts") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
-        raise _Skipped("sent a manifest without an `artifacts` mapping")
+        raise NodeSkipped("sent a manifest without an `artifacts` mapping")
     for path, digest in files.items():
         if not is_manifest_entry(path, digest):
-            raise _Skipped("sent a manifest with a malformed path or digest")
+            raise NodeSkipped("sent a manifest with a malformed path or digest")
     return files
 
 

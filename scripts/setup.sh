@@ -97,6 +97,16 @@ else
     # scripts say so if they must.
     say "not root: skipping ${missing[*]}"
 fi
+# diffoscope says why nodes' artifacts differ (client/divergence.py). Its minimal package,
+# without the format tools it recommends (hundreds of MB), compares text, archives and bytes.
+if ! command -v diffoscope >/dev/null; then
+    if can_apt; then
+        say "installing diffoscope-minimal"
+        apt_install --no-install-recommends diffoscope-minimal
+    else
+        say "not root: skipping diffoscope (a build's page then says it cannot compare artifacts)"
+    fi
+fi
 
 # --- Python packages, reinstalled only when requirements.txt changes. uv, Astral's installer,
 # makes the .venv and installs into it from its cache: about 3 s for a new clone where

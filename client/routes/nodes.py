@@ -1,5 +1,6 @@
 """What the nodes serve, through the client: a build's log from one node, its agreed artifacts,
-each node's ledger record of it, and each node's status with the view this client follows.
+why its nodes' artifacts differ (diffoscope), each node's ledger record of it, and each node's
+status with the view this client follows.
 
 The client signs each request to a node with its own key (client.noderequests)
 and checks what comes back against what f+1 nodes agreed (client.artifacts);
@@ -13,6 +14,7 @@ from aiohttp import web
 from client.access import EVERY_REPOSITORY, READ
 from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
 from client.buildlogs import LOG_PROXY, add_build_log_proxy, serve_build_log
+from client.divergence import DIVERGENCES, Divergences, serve_divergence
 from client.keys import ACCESS_KEY, SERVICE_KEY
 from client.nodeviews import build_view, network_view
 from client.routes.params import record_of
@@ -28,6 +30,7 @@ def add_node_proxies(app: web.Application, config: NetworkConfig, client_name: s
     add_transfers(app, config, client_name)
     add_build_log_proxy(app, config, client_name, auth)
     add_artifact_proxy(app, config, client_name)
+    app[DIVERGENCES] = Divergences()
 
 
 @routes.get("/builds/{build_id}/log")
@@ -45,6 +48,13 @@ async def get_artifacts(request: web.Request) -> web.Response:
 async def get_artifact(request: web.Request) -> web.Response:
     """One artifact's bytes, from the first node whose bytes have the agreed digest."""
     return await serve_file(request, record_of(request))
+
+
+@routes.get("/builds/{build_id}/divergence")
+async def get_divergence(request: web.Request) -> web.Response:
+    """Why the nodes' artifacts differ: each side's nodes and diffoscope's report of each file
+    that differs between the two largest (client.divergence)."""
+    return await serve_divergence(request, record_of(request))
 
 
 @routes.get("/builds/{build_id}/nodes")

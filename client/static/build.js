@@ -76,6 +76,7 @@ function summary(record) {
     ["Agreed by", record.agreed_by.length ? "nodes " + record.agreed_by.join(", ") : "—"],
     ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
     ["Artifacts by node", divergentDigests(record)],
+    ["Why the nodes differ", divergenceButton(record)],
     ["Each node said", disputedSplit(record)],
     ["Actions after the verdict", actionsRun(record)],
     ["Downloads", downloads(record)],
@@ -86,6 +87,38 @@ function summary(record) {
     list.append(el("dt", {}, name), el("dd", { "data-field": name.toLowerCase().replace(/ /g, "_") }, value));
   }
   return list;
+}
+
+// Nodes that signed different artifacts (a divergent build, or a dissenting node's): a button that
+// asks the client to compare them (GET /builds/{id}/divergence, diffoscope), its report shown as text.
+function divergenceButton(record) {
+  const artifacts = (result) => result && typeof result.artifacts === "string" ? result.artifacts : null;
+  const agreed = artifacts(record.result);
+  const differs = record.state === "divergent" || (Array.isArray(record.dissent) && record.dissent.some(
+    (entry) => entry.said && artifacts(entry.said) !== agreed));
+  if (!differs) return null;
+  const said = el("div", { id: "divergence" });
+  const button = el("button", { type: "button", id: "explain-divergence" }, "Compare their artifacts");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    said.replaceChildren("comparing with diffoscope…");
+    try {
+      const response = await api("/builds/" + encodeURIComponent(record.build_id) + "/divergence");
+      if (!response.ok) throw new Error(await failureReason(response));
+      const explained = await response.json();
+      said.replaceChildren(
+        ...explained.sides.map((side) => el("div", { class: "side" },
+          "nodes " + side.nodes.join(", ") + ": " + side.digest)),
+        ...explained.files.map((file) => el("div", { class: "divergent-file", "data-path": file.path },
+          el("div", {}, file.path + (file.truncated ? " (report cut)" : "")),
+          el("pre", { class: "log" }, file.report))),
+        explained.more_files ? el("div", { class: "muted" }, explained.more_files + " more files differ") : null);
+    } catch (error) {
+      button.disabled = false;
+      if (!(error instanceof Unauthorized)) said.replaceChildren("Could not compare: " + error.message);
+    }
+  });
+  return el("span", {}, button, said);
 }
 
 // A divergent build's digests, one line per node: the nodes built different bytes, and none is the verdict.

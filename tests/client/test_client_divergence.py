@@ -1,0 +1,88 @@
+"""`GET /builds/{id}/divergence` (client/divergence.py), against fake nodes that serve artifacts
+and check the client's signatures, with the real diffoscope: the nodes grouped by the manifest
+digest each signed, the two largest sides' manifests and differing files fetched from a node
+of each (checked against what it signed) and compared."""
+
+import shutil
+import time
+
+import pytest
+
+from client.keys import RECORDS_KEY
+from pbft.attestation import manifest_digest
+from pbft.build import Operation, Result
+from pbft.messages import Reply, Request, signed
+from tests.client.artifact_nodes import ARTIFACTS_MB, FakeArtifactNodes, manifest_body, sha256
+from tests.client.fake_nodes import CLIENT, FakeCluster, N, serve_fake_nodes, start_client
+
+pytestmark = pytest.mark.skipif(shutil.which("diffoscope") is None, reason="scripts/setup.sh installs diffoscope")
+
+ONE = {"dist/app.txt": b"built by nodes zero and one\n", "same.txt": b"same\n"}
+OTHER = {"dist/app.txt": b"built by nodes two and three\n", "same.txt": b"same\n", "extra.bin": b"\x00\x01"}
+
+
+def digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {path: sha256(data) for path, data in files.items()}
+
+
+@pytest.fixture
+async def network(aiohttp_server, tmp_path):
+    cluster = FakeCluster()
+    nodes = FakeArtifactNodes(cluster)
+    nodes.servers = await serve_fake_nodes(
+        aiohttp_server, cluster, nodes.add_routes, tmp_path, build={"artifacts_mb": ARTIFACTS_MB})
+    for node in range(N):
+        files = ONE if node < 2 else OTHER
+        nodes.manifests[node], nodes.files[node] = manifest_body(node, digests(files)), dict(files)
+    return nodes
+
+
+def add_build(client, cluster, manifests: dict[int, dict[str, bytes]]) -> str:
+    """A build whose nodes each signed the digest of their manifest; divergent if they differ."""
+    records = client.app[RECORDS_KEY]
+    timestamp = records.store.next_timestamp(time.time_ns() // 1000)
+    records.builds.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), time.time())
+    by_node = {node: manifest_digest(digests(files)) for node, files in manifests.items()}
+    replies = [signed(Reply(0, timestamp, CLIENT, node, Result("success", 0, "a" * 40, artifacts=digest)),
+                      cluster.auths[node].sign) for node, digest in by_node.items()]
+    if len(set(by_node.values())) > 1:
+        records.verdicts.diverge(timestamp, Result("success", 0, "a" * 40), by_node, 12, replies)
+    else:
+        records.verdicts.accept(timestamp, replies[0].result, list(by_node), 12, replies)
+    records.store.commit()
+    return str(timestamp)
+
+
+async def test_the_sides_and_a_report_of_each_differing_file_naming_the_nodes_of_each(network, aiohttp_client):
+    client = await start_client(aiohttp_client, network.cluster)
+    build_id = add_build(client, network.cluster, {0: ONE, 1: ONE, 2: OTHER, 3: OTHER})
+
+    answer = await client.get(f"/builds/{build_id}/divergence")
+
+    assert answer.status == 200
+    explained = await answer.json()
+    assert explained["sides"] == [{"digest": manifest_digest(digests(ONE)), "nodes": [0, 1]},
+                                  {"digest": manifest_digest(digests(OTHER)), "nodes": [2, 3]}]
+    assert [file["path"] for file in explained["files"]] == ["dist/app.txt", "extra.bin"]
+    report = explained["files"][0]["report"]
+    assert "nodes-0-1/app.txt" in report and "nodes-2-3/app.txt" in report
+    assert "-built by nodes zero and one" in report and "+built by nodes two and three" in report
+    assert explained["files"][1]["report"] == "only the nodes [2, 3] made it"
+    asked = list(network.asked)
+    assert (await (await client.get(f"/builds/{build_id}/divergence")).json()) == explained
+    assert network.asked == asked, "an explained build is kept, not fetched again"
+
+
+async def test_a_node_speaks_only_for_the_side_it_signed_and_agreeing_nodes_have_nothing_to_explain(
+        network, aiohttp_client):
+    client = await start_client(aiohttp_client, network.cluster)
+    network.manifests[0] = manifest_body(0, digests(OTHER))  # node 0 signed ONE's digest, serves OTHER's
+    build_id = add_build(client, network.cluster, {0: ONE, 1: ONE, 2: OTHER, 3: OTHER})
+
+    explained = await (await client.get(f"/builds/{build_id}/divergence")).json()
+    agreed = add_build(client, network.cluster, {node: ONE for node in range(N)})
+    refused = await client.get(f"/builds/{agreed}/divergence")
+
+    assert [side["from_node"] for side in explained["compared"]] == [1, 2]
+    assert (refused.status, (await refused.json())["error"]) == (
+        409, f"build {agreed}'s nodes signed 1 artifact digest: nothing differs to explain")

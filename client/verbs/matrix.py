@@ -72,7 +72,13 @@ class MatrixRuns:
         self._builds, self._start, self._cancel, self._cancels, self._closing = builds, start, cancel, cancels, closing
 
     def observe(self, event: object) -> None:
-        if not isinstance(event, (Finished, OrderCancelled)) or event.operation.combination is None:
+        if not isinstance(event, (Finished, OrderCancelled)):
+            return
+        if event.operation.combination is None:
+            # The expansion's own verdict, now in the records: a combination that ended before
+            # it was recorded found nothing to go on with.
+            if isinstance(event.verdict.outcome, Accepted) and event.verdict.outcome.result.status == "matrix":
+                self.go_on(int(event.verdict.build_id))
             return
         record = self._builds.get(int(event.verdict.build_id))
         if record is not None and record["matrix_of"] is not None:

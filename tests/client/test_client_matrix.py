@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from client.events import Finished
 from client.keys import SERVICE_KEY
+from client.outcome import Accepted, Verdict
 from client.verbs.rerun import NothingToRerun, failed_of
 from pbft.build import Actor, Operation
 from pbft.wire import decode_struct
@@ -274,3 +276,22 @@ async def test_the_expansions_status_waits_for_combinations_started_later_and_en
     expansion = _calls(status_server, "pbft-ci")
     assert all(call.body["state"] == "pending" for call in expansion[:-1]), expansion
     assert expansion[-1].body["description"] == final
+
+
+async def test_the_expansions_own_verdict_goes_on_with_a_combination_that_ended_before_it_was_recorded(
+        cluster, aiohttp_client):
+    client = await start_client(aiohttp_client, cluster)
+    service = client.server.app[SERVICE_KEY]
+    _, answer = await post(client, {"branch": "hold-matrix-parallel"})
+    matrices = service.verbs.matrices
+    service.events._observers.remove((matrices.observe, False))
+    cluster.release(int(answer["matrix"][0]["build_id"]))
+    await settled(client, answer["matrix"][0]["build_id"])  # its verdict went unobserved
+
+    parent = decode_struct(Operation, (await (await client.get(f"/builds/{answer['build_id']}")).json())[
+        "request"]["operation"])
+    expansion = Accepted(honest_result("hold-matrix-parallel"), [0, 1])
+    matrices.observe(Finished(parent, Verdict(answer["build_id"], expansion, [], 5)))
+
+    built = await matrix_builds_when(client, answer["build_id"], lambda built: len(built) == 2)
+    assert [build["combination"] for build in built] == LABELS[:2]

@@ -1,13 +1,17 @@
 """The client's OpenAPI document (client.openapi) and the table of routes it is made from
 (client.apiroutes): the table lists exactly the routes the app serves, in the groups that serve
 them, with the access their handlers check and the bodies they read; the client serves the
-document without credentials, and it is well-formed OpenAPI 3.1."""
+document without credentials, and it is well-formed OpenAPI 3.1; docs/api.md and
+docs/openapi.json are what the table says (scripts/api_reference.py --check)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +29,7 @@ from shared.config_principals import GrantConfig, SignInConfig
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT, start_client
 
+ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # What fills a path's parameters: a build, approval and token that do not exist, real names otherwise.
 PLAUSIBLE = {"build_id": "1", "approval_id": "1", "token_id": "1", "path": "a.txt", "name": "dashboard.js",
@@ -208,3 +213,9 @@ def test_the_resolver_and_the_parameter_check_see_what_is_wrong():
         resolve(document, "#/components/schemas/Missing")
     assert path_parameters("/badge/{repository}/{branch}.svg") == ["repository", "branch"]
 
+
+def test_the_api_reference_and_the_published_document_are_what_the_table_says():
+    checked = subprocess.run([sys.executable, "scripts/api_reference.py", "--check"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads((ROOT / "docs" / "openapi.json").read_text()) == json.loads(json.dumps(openapi_document()))

@@ -228,7 +228,8 @@ async def node_file(source: ArtifactSource, record: dict, node_id: int, path: st
     own manifest's); NodeSkipped otherwise. The caller closes the file."""
     spool = await asyncio.to_thread(_spool_file, source.spool_dir)
     try:
-        size, served = await _spool(source, node_id, f"/artifacts/{record['client']}/{record['build_id']}/{path}", spool)
+        url_path = f"/artifacts/{record['client']}/{record['build_id']}/{path}"
+        size, served = await _spool(source, node_id, url_path, spool)
         if served != digest:
             raise NodeSkipped(f"served {size} bytes whose digest is {_short(served)}, not its manifest's")
     except BaseException:

@@ -53,8 +53,8 @@ def expand(request: Request, verdict: Verdict, start: Start) -> Verdict:
     for combination in result.combinations[:result.max_parallel]:
         build_id = start(_combination_of(operation, result.commit, combination), Origin(matrix_of=request.timestamp))
         started.append((str(build_id), combination))
-    log.info("build %d: matrix of %d builds, %d started: %s", request.timestamp, len(result.combinations),
-             len(started), " ".join(f"{build_id}={combination_label(combination)}" for build_id, combination in started))
+    log.info("build %d: matrix of %d builds, %d started: %s", request.timestamp, len(result.combinations), len(started),
+             " ".join(f"{build_id}={combination_label(combination)}" for build_id, combination in started))
     return dataclasses.replace(verdict, outcome=dataclasses.replace(accepted, matrix=tuple(started)))
 
 

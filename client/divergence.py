@@ -13,8 +13,8 @@ that node (checked against its manifest) and runs diffoscope on the pair:
   wall time, MEMORY_LIMIT_BYTES of address space and MAX_FILE_BYTES per file (a larger file
   is named, not compared), the two files named after the nodes of their sides;
 - its report is text, cut at MAX_REPORT_BYTES, and a page shows it as text only;
-- the result is kept for the MAX_EXPLAINED builds asked for last: a build's artifacts and
-  replies never change once it has its verdict.
+- the result is kept for the MAX_EXPLAINED builds asked for last, once the record holds
+  every node's reply: a build's artifacts and replies never change after that.
 
 A file only one side has is named as such. The report says which bytes differ, never which
 side is right: a node that lies, a build that is not reproducible and a node whose build
@@ -97,9 +97,11 @@ class Divergences:
             raise ArtifactsUnavailable(503, "diffoscope is not installed here (scripts/setup.sh installs it)")
         async with self._one_at_a_time:
             explained = await self._compare(source, record, sides)
-        self._explained[build_id] = explained
-        while len(self._explained) > MAX_EXPLAINED:
-            self._explained.popitem(last=False)
+        # Kept once every node's reply is in the record: one still to come may add a side.
+        if sum(len(side.nodes) for side in sides) >= len(source.nodes):
+            self._explained[build_id] = explained
+            while len(self._explained) > MAX_EXPLAINED:
+                self._explained.popitem(last=False)
         return explained
 
     async def _compare(self, source: ArtifactSource, record: dict, sides: list[Side]) -> dict:
@@ -161,7 +163,9 @@ class Divergences:
         )
         try:
             async with asyncio.timeout(DIFFOSCOPE_TIMEOUT_S):
-                report = await process.stdout.read(MAX_REPORT_BYTES + 1)
+                report = await _read_capped(process.stdout, MAX_REPORT_BYTES + 1)
+                if len(report) > MAX_REPORT_BYTES:
+                    process.kill()  # enough said: it would block on a pipe nobody reads
                 await process.wait()
         except TimeoutError:
             return {"report": f"not compared: diffoscope took more than {DIFFOSCOPE_TIMEOUT_S:g} s"}
@@ -191,6 +195,16 @@ async def _manifest(source: ArtifactSource, record: dict, side: Side) -> tuple[i
             return node, files
         refused.append(f"node {node} served a manifest other than the one it signed")
     raise ArtifactsUnavailable(502, f"no node of the side {list(side.nodes)} served its manifest: {'; '.join(refused)}")
+
+
+async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """What `stream` gives until its end, at most `limit` bytes (read() alone returns what has
+    come so far)."""
+    chunks, size = [], 0
+    while size < limit and (chunk := await stream.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _limits() -> None:

@@ -3,11 +3,13 @@ and check the client's signatures, with the real diffoscope: the nodes grouped b
 digest each signed, the two largest sides' manifests and differing files fetched from a node
 of each (checked against what it signed) and compared."""
 
+import asyncio
 import shutil
 import time
 
 import pytest
 
+from client.divergence import _read_capped
 from client.keys import RECORDS_KEY
 from pbft.attestation import manifest_digest
 from pbft.build import Operation, Result
@@ -86,3 +88,29 @@ async def test_a_node_speaks_only_for_the_side_it_signed_and_agreeing_nodes_have
     assert [side["from_node"] for side in explained["compared"]] == [1, 2]
     assert (refused.status, (await refused.json())["error"]) == (
         409, f"build {agreed}'s nodes signed 1 artifact digest: nothing differs to explain")
+
+
+async def test_an_explanation_is_kept_only_once_every_node_has_replied(network, aiohttp_client):
+    client = await start_client(aiohttp_client, network.cluster)
+    build_id = add_build(client, network.cluster, {0: ONE, 1: ONE, 2: OTHER})  # node 3 yet to reply
+
+    first = await (await client.get(f"/builds/{build_id}/divergence")).json()
+    asked = len(network.asked)
+    again = await (await client.get(f"/builds/{build_id}/divergence")).json()
+
+    assert first == again and [side["nodes"] for side in first["sides"]] == [[0, 1], [2]]
+    assert len(network.asked) > asked, "asked the nodes again: a reply still to come may add a side"
+
+
+async def test_a_report_is_read_to_its_end_as_it_comes_and_cut_at_the_bound():
+    stream = asyncio.StreamReader()
+    reading = asyncio.create_task(_read_capped(stream, 1000))
+    for piece in (b"--- a\n", b"+++ b\n", b"-one\n+two\n"):  # as diffoscope writes it, piece by piece
+        stream.feed_data(piece)
+        await asyncio.sleep(0.01)
+    stream.feed_eof()
+    capped = asyncio.StreamReader()
+    capped.feed_data(b"x" * 100)
+
+    assert await reading == b"--- a\n+++ b\n-one\n+two\n"
+    assert await _read_capped(capped, 10) == b"x" * 10

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.attestation import STATEMENT_TYPE, envelope, keyid, manifest_digest, pae, statement_bytes
 from pbft.encoding import digest as canonical_digest
-from pbft.build import Operation, Result, SHA256_DIGEST
+from pbft.build import Operation, Result, SHA256_DIGEST, combination_label
 from pbft.messages import Reply, ResultVote
 
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
@@ -74,6 +74,9 @@ def provenance(
         external["pullRequestRef"] = operation.pull_ref
     if operation.event is not None:
         external["event"] = operation.event
+    if operation.combination is not None:
+        # Which of the spec's matrix combinations made these files, as the attestation names it.
+        external["matrixCombination"] = combination_label(operation.combination)
     if operation.inputs is not None:
         # A manual run's inputs are parameters the person who ran it chose (SLSA's external ones).
         external["inputs"] = dict(operation.inputs)

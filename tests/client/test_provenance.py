@@ -433,3 +433,12 @@ def test_a_manual_runs_inputs_are_external_parameters_and_the_attestation_names_
     assert external["inputs"] == annotations["inputs"] == {"target": "production", "dry_run": "false"}
     assert "inputs" not in provenance_of(PINNED)["predicate"]["buildDefinition"]["externalParameters"]
     assert "inputs" not in statement(PINNED, BUILT)["predicate"]["configuration"][0]["annotations"]
+
+
+def test_a_matrix_combinations_provenance_names_the_combination():
+    one = dataclasses.replace(PINNED, combination=(("PYTHON", "3.12"), ("DB", "sqlite")))
+
+    external = provenance_of(one)["predicate"]["buildDefinition"]["externalParameters"]
+
+    assert external["matrixCombination"] == "PYTHON=3.12,DB=sqlite"
+    assert "matrixCombination" not in provenance_of(PINNED)["predicate"]["buildDefinition"]["externalParameters"]

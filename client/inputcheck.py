@@ -2,8 +2,9 @@
 anything is ordered: a value the spec does not take is a 400 with the nodes' own reason, not an
 `error` verdict after the network ordered and fetched it.
 
-The client reads the spec as a node does (builder/plan: the same parsing, the same included
-files, the same check of the values), from a bare, shallow clone of the configured URL
+The client reads the spec as a node does (builder/plan and builder/workspace/gitmirror: the
+same parsing, the same reading of a file at a commit, the same included files, the same check
+of the values), from a bare, shallow clone of the configured URL
 (never one from a request) made for the one check and removed after it: `--filter=blob:none`
 asks only for the commit's trees, and the spec and what it includes come as they are read
 (a local repository, whose upload-pack ignores the filter, gives the commit's blobs too).
@@ -28,16 +29,13 @@ import git
 from builder.plan.inputs import input_variables
 from builder.plan.spec import MAX_SPEC_BYTES, SPEC_FILE, parse_build_spec
 from builder.plan.specdocument import included_files
+from builder.workspace.gitmirror import ISOLATED_ENV, GitError, regular_file_at
 from pbft.build import Operation
 from shared.config import RepositoryConfig
-from shared.refs import GIT_ENV
 
 log = logging.getLogger(__name__)
 
 CLONE_TIMEOUT_S = 30.0
-# No system or user git configuration, and no hooks, for a clone of someone else's repository.
-_GIT_ENV = {**GIT_ENV, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull}
 
 
 async def refused_inputs(repository: RepositoryConfig, operation: Operation, scratch: Path) -> str | None:
@@ -59,11 +57,11 @@ def _refused(repository: RepositoryConfig, operation: Operation, scratch: Path) 
                 return None
             if not _exists(repo, operation.commit, SPEC_FILE):
                 return f"the run gives inputs; the commit has no {SPEC_FILE} to declare them"
-            text = _regular_file(repo, operation.commit, SPEC_FILE)
+            text = regular_file_at(repo, operation.commit, SPEC_FILE, MAX_SPEC_BYTES)
             if text is None:
                 return None  # a link, or too large: the nodes refuse the spec with their reason
-            included = dict(included_files(text, lambda path: _regular_file(repo, operation.commit, path)))
-        except (git.GitCommandError, ValueError, OSError) as error:
+            included = dict(included_files(text, lambda path: regular_file_at(repo, operation.commit, path, MAX_SPEC_BYTES)))
+        except (git.GitCommandError, GitError, ValueError, OSError) as error:
             log.warning("inputs of %s %s left to the nodes: could not read its spec (%s)", repository.name,
                         operation.branch, str(error).splitlines()[0][:200] if str(error) else type(error).__name__)
             return None
@@ -82,7 +80,7 @@ def _clone(url: str, branch: str, path: Path) -> git.Repo:
     git.Git().execute(
         ["git", "clone", "--quiet", "--bare", "--depth=1", "--filter=blob:none", "--single-branch", "--no-tags",
          "--template=", f"--branch={branch}", "--", url, str(path)],
-        env={**os.environ, **_GIT_ENV}, kill_after_timeout=CLONE_TIMEOUT_S,
+        env={**os.environ, **ISOLATED_ENV}, kill_after_timeout=CLONE_TIMEOUT_S,
     )
     return git.Repo(path)
 
@@ -94,13 +92,3 @@ def _exists(repo: git.Repo, commit: str, path: str) -> bool:
         return False
     return True
 
-
-def _regular_file(repo: git.Repo, commit: str, path: str) -> bytes | None:
-    """`path` at `commit` as a node reads it: a regular file of at most MAX_SPEC_BYTES, else None."""
-    try:
-        entry = repo.commit(commit).tree / path
-    except KeyError:
-        return None
-    if entry.type != "blob" or entry.mode not in (0o100644, 0o100755) or entry.size > MAX_SPEC_BYTES:
-        return None
-    return entry.data_stream.read()

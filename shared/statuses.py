@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_DESCRIPTION_CHARS = 140
 # How long a shutdown waits for queued statuses before dropping them.
 CLOSE_GRACE_S = 2.0
+# How long close() waits for a cancelled worker to end before it cancels it again.
+CANCEL_AGAIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,12 @@ class StatusPoster:
                 await self._queue.join()
         except asyncio.TimeoutError:
             log.warning("shutting down with %d commit statuses not posted", len(self._latest))
-        for worker in self._workers:
-            worker.cancel()
+        # Cancelled until each has ended: aiohttp may report a cancel that lands as a call's own
+        # timeout fires as that timeout, and the worker then goes on to its next attempt.
+        while pending := [worker for worker in self._workers if not worker.done()]:
+            for worker in pending:
+                worker.cancel()
+            await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
         await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def _work(self) -> None:

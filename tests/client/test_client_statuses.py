@@ -297,3 +297,28 @@ def test_a_request_the_order_answered_as_a_duplicate_of_a_delivery_posts_no_fina
         observer.observe(Finished(operation, Verdict("1776", Accepted(result, [0, 1], 10.0), [], 12)))
     [status] = posted  # the genuine skip only
     assert "when: event manual is not push" in status.description
+
+
+async def test_close_ends_a_worker_whose_cancel_was_taken_for_a_timeout(status_server, session):
+    """aiohttp may report a cancel that lands as a call's own timeout fires as that timeout:
+    the worker then sleeps and posts again instead of ending, and close() must still end it."""
+    poster = fast_poster(session)
+    swallowed = []
+
+    async def post_once(status, attempt):
+        try:
+            await asyncio.sleep(3600)  # a call that never answers
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(attempt)
+            return True  # as aiohttp's TimeoutError would: worth trying again
+        return False
+
+    poster._post_once = post_once
+    poster.post(status(status_server, PINNED))
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await poster.close(0.1)
+
+    assert swallowed == [1] and all(worker.done() for worker in poster._workers)

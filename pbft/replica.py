@@ -340,15 +340,18 @@ class Replica:
 
     def _issue_preprepares(self) -> None:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
-        while (
-            self.clients.pending
-            and self.mode is Mode.NORMAL
-            and self.epochs.pending is None
-            and self.last_executed >= self.views.stable_seq
-            and self.last_executed >= self._change_issued_at
-            and self.next_seq - self.last_executed < self.settings.pipeline_depth
-            and self.next_seq + 1 <= self.high_watermark
-        ):
+        while True:
+            self._pass_decided()
+            if not (
+                self.clients.pending
+                and self.mode is Mode.NORMAL
+                and self.epochs.pending is None
+                and self.last_executed >= self.views.stable_seq
+                and self.last_executed >= self._change_issued_at
+                and self.next_seq - self.last_executed < self.settings.pipeline_depth
+                and self.next_seq + 1 <= self.high_watermark
+            ):
+                return
             batch = self.clients.next_batch(self.settings.batch_max)
             self.next_seq += 1
             if any(request.operation.change is not None for request in batch):
@@ -365,6 +368,14 @@ class Replica:
             )
             self._outbox.append(Broadcast(preprepare))
             self._accept_preprepare(preprepare)
+
+    def _pass_decided(self) -> None:
+        """Never assign a sequence number that is decided already. A STATE's committed
+        certificates (`pbft.statetransfer.StateSync.adopt_certificates`) may fill slots above
+        what we assigned, from a view we have not entered: a primary of a view its peers left
+        would otherwise put its own batch over one a quorum committed, and execute that."""
+        while (slot := self.slots.get(self.next_seq + 1)) is not None and slot.committed:
+            self.next_seq += 1
 
     # --- three phases (§4.2) ------------------------------------------
 
@@ -392,6 +403,7 @@ class Replica:
 
     def _accept_preprepare(self, message: PrePrepare) -> None:
         slot = self.log.slot(message.seq)
+        assert slot.preprepare is None, "a slot's pre-prepare is never replaced within a view"
         slot.preprepare = message
         self._outbox.append(Store(message))
         if not self.is_primary and self.member and self._may_vote(message.seq):
@@ -981,9 +993,12 @@ class Replica:
         slots = self.slots
         # Run after every step over up to log_window slots: bounds from min/max, not a call per slot.
         assert not slots or (low < min(slots) and max(slots) <= high)
+        quorum = commit_quorum(self.members.n, self.f)
         for slot in slots.values():
             if slot.committed:
+                # What executes at a committed slot is its pre-prepare: a quorum committed that one.
                 assert slot.prepared and slot.preprepare is not None
+                assert matching(vote_digests(slot.commits), slot.preprepare.digest) >= quorum
         assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
         self.views.check_invariants()
         self.transfer.check_invariants()

@@ -47,17 +47,9 @@ from pbft.relay import VoteRelay
 from pbft.statetransfer import StateSync
 from pbft.views import Mode, Views
 from pbft.quorum import commit_quorum, matching, prepare_quorum
-from pbft.slot import (
-    GENESIS_STATE,
-    ReplicaSettings,
-    Slot,
-    vote_digests,
-)
+from pbft.slot import GENESIS_STATE, ReplicaSettings, Slot, vote_digests
 from pbft.membership import Membership
-from pbft.viewchange import (
-    NewViewPlan,
-    plan_new_view,
-)
+from pbft.viewchange import NewViewPlan, plan_new_view
 from pbft.changerule import ChangeRule, membership
 from pbft.ci.answers import NO_FILES, Answers
 from pbft.ci.ordered import OrderedBuild
@@ -340,18 +332,16 @@ class Replica:
 
     def _issue_preprepares(self) -> None:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
-        while True:
-            self._pass_decided()
-            if not (
-                self.clients.pending
-                and self.mode is Mode.NORMAL
-                and self.epochs.pending is None
-                and self.last_executed >= self.views.stable_seq
-                and self.last_executed >= self._change_issued_at
-                and self.next_seq - self.last_executed < self.settings.pipeline_depth
-                and self.next_seq + 1 <= self.high_watermark
-            ):
-                return
+        self.next_seq = self.log.decided_through(self.next_seq)  # a STATE's certificates may be there
+        while (
+            self.clients.pending
+            and self.mode is Mode.NORMAL
+            and self.epochs.pending is None
+            and self.last_executed >= self.views.stable_seq
+            and self.last_executed >= self._change_issued_at
+            and self.next_seq - self.last_executed < self.settings.pipeline_depth
+            and self.next_seq + 1 <= self.high_watermark
+        ):
             batch = self.clients.next_batch(self.settings.batch_max)
             self.next_seq += 1
             if any(request.operation.change is not None for request in batch):
@@ -368,14 +358,7 @@ class Replica:
             )
             self._outbox.append(Broadcast(preprepare))
             self._accept_preprepare(preprepare)
-
-    def _pass_decided(self) -> None:
-        """Never assign a sequence number that is decided already. A STATE's committed
-        certificates (`pbft.statetransfer.StateSync.adopt_certificates`) may fill slots above
-        what we assigned, from a view we have not entered: a primary of a view its peers left
-        would otherwise put its own batch over one a quorum committed, and execute that."""
-        while (slot := self.slots.get(self.next_seq + 1)) is not None and slot.committed:
-            self.next_seq += 1
+            self.next_seq = self.log.decided_through(self.next_seq)
 
     # --- three phases (§4.2) ------------------------------------------
 
@@ -402,8 +385,7 @@ class Replica:
         return None
 
     def _accept_preprepare(self, message: PrePrepare) -> None:
-        slot = self.log.slot(message.seq)
-        assert slot.preprepare is None, "a slot's pre-prepare is never replaced within a view"
+        slot = self.log.empty_slot(message.seq)
         slot.preprepare = message
         self._outbox.append(Store(message))
         if not self.is_primary and self.member and self._may_vote(message.seq):
@@ -454,6 +436,8 @@ class Replica:
         if not self._replay_due:
             return
         self._replay_due = False
+        for pp in self.log.lacking(self.views.last_new_view, self.view, self.in_window):  # the window reached them
+            self._accept_preprepare(pp)
         for message in self.admission.ready():
             self._handle(message)
         self._replay_ready()  # what they did may have moved the window again
@@ -794,9 +778,8 @@ class Replica:
             "node=%d view=%d phase=new-view primary=%d reissued=%d",
             self.id, self.view, self.primary(), len(preprepares),
         )
-        for pp in preprepares:
-            if self.in_window(pp.seq):
-                self._accept_preprepare(pp)
+        for pp in self.log.lacking(new_view, self.view, self.in_window):
+            self._accept_preprepare(pp)
         self._replay_due = True
         self._hand_over_waiting(preprepares)
 
@@ -993,12 +976,7 @@ class Replica:
         slots = self.slots
         # Run after every step over up to log_window slots: bounds from min/max, not a call per slot.
         assert not slots or (low < min(slots) and max(slots) <= high)
-        quorum = commit_quorum(self.members.n, self.f)
-        for slot in slots.values():
-            if slot.committed:
-                # What executes at a committed slot is its pre-prepare: a quorum committed that one.
-                assert slot.prepared and slot.preprepare is not None
-                assert matching(vote_digests(slot.commits), slot.preprepare.digest) >= quorum
+        self.log.check_invariants(commit_quorum(self.members.n, self.f))
         assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
         self.views.check_invariants()
         self.transfer.check_invariants()

@@ -424,9 +424,8 @@ class MemoryBounds:
 
     def limits(self) -> dict[str, int]:
         return {
-            "slots": self.slots,
-            "future": self.buffered,
-            "early_votes": self.buffered,
+            "slots": self.slots, "committed_before": self.slots,  # earlier views' certificates: in the window too
+            "future": self.buffered, "early_votes": self.buffered,
             "waiting": self.waiting,
             "view_changes": self.view_changes,
             "checkpoints": self.checkpoints,
@@ -441,6 +440,7 @@ def replica_sizes(replica) -> dict[str, int]:
     """How much a replica holds in each part that peers can make grow."""
     return {
         "slots": len(replica.slots),
+        "committed_before": len(replica.log.committed_before),
         "future": len(replica.buffered(replica.admission.future)),
         "early_votes": len(replica.buffered(replica.verdicts.early_votes)),
         "waiting": len(replica.clients.waiting),

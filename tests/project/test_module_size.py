@@ -30,7 +30,7 @@ RATCHETED = ("node", "pbft")  # the same limits, but for the exceptions listed b
 # classes with more than MAX_METHODS, as `path` or `path:Qualified.name`, with their counts.
 LONG_FILES = {
     "node/byzantine.py": 513,
-    "pbft/replica.py": 997,
+    "pbft/replica.py": 990,
     "pbft/sim/checkers.py": 502,
     "pbft/sim/cluster.py": 967,
 }

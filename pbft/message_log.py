@@ -78,12 +78,18 @@ class MessageLog:
         return [pp for pp in new_view.preprepares
                 if in_window(pp.seq) and (pp.seq not in self.slots or self.slots[pp.seq].preprepare is None)]
 
-    def check_invariants(self, quorum: int) -> None:
+    def committed_as_proposed(self, seq: int, quorum: int) -> bool:
+        """Whether slot `seq` is committed, and `quorum` commits are for its own pre-prepare:
+        what executes there is what they committed. Checked as it executes, not at every step,
+        which would count the votes of every slot of the window each time."""
+        slot = self.slots[seq]
+        return (slot.committed and slot.preprepare is not None
+                and matching(vote_digests(slot.commits), slot.preprepare.digest) >= quorum)
+
+    def check_invariants(self) -> None:
         for slot in self.slots.values():
             if slot.committed:
-                # What executes at a committed slot is its pre-prepare: a quorum committed that one.
                 assert slot.prepared and slot.preprepare is not None
-                assert matching(vote_digests(slot.commits), slot.preprepare.digest) >= quorum
 
     def prepared_above(self, stable_seq: int) -> tuple[PreparedCertificate, ...]:
         return tuple(cert for seq, cert in sorted(self.prepared_certs.items()) if seq > stable_seq)

@@ -508,7 +508,7 @@ class Replica:
             slot = self.slots.get(self.last_executed + 1)
             if slot is None or not slot.committed or self.epochs.pending is not None:
                 return
-            assert slot.preprepare is not None
+            assert slot.preprepare is not None and self.log.committed_as_proposed(slot.preprepare.seq, self.members.quorum)
             self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, build=True)
             if self.is_primary:
                 self._issue_preprepares()
@@ -976,7 +976,7 @@ class Replica:
         slots = self.slots
         # Run after every step over up to log_window slots: bounds from min/max, not a call per slot.
         assert not slots or (low < min(slots) and max(slots) <= high)
-        self.log.check_invariants(commit_quorum(self.members.n, self.f))
+        self.log.check_invariants()
         assert self.mode is Mode.CHANGING or self.next_seq >= self.views.stable_seq or not self.is_primary
         self.views.check_invariants()
         self.transfer.check_invariants()

@@ -11,7 +11,6 @@ tests/client/test_openapi.py runs --check, so neither can drift.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -24,6 +23,7 @@ if __name__ == "__main__":
 
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
+from shared.generated import write_or_check  # noqa: E402
 from client.apiroutes import GROUPS, PATH_PARAMETERS, ROUTES, Field, Route  # noqa: E402
 from client.openapi import changes, openapi_document, path_parameters, responses  # noqa: E402
 
@@ -103,19 +103,8 @@ def document() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=f"Write (or --check) {PAGE.relative_to(REPO_ROOT)} and "
-                                                 f"{DOCUMENT.relative_to(REPO_ROOT)}: the client's HTTP routes.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what the code says")
-    args = parser.parse_args(argv)
-    made = {PAGE: page(), DOCUMENT: document()}
-    if args.check:
-        stale = [path for path, text in made.items() if not path.exists() or path.read_text() != text]
-        for path in stale:
-            print(f"{path.relative_to(REPO_ROOT)} is out of date: run scripts/api_reference.py", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in made.items():
-        path.write_text(text)
-    return 0
+    return write_or_check({PAGE: page(), DOCUMENT: document()}, REPO_ROOT, "scripts/api_reference.py",
+                          f"Write (or --check) {PAGE.relative_to(REPO_ROOT)} and {DOCUMENT.relative_to(REPO_ROOT)}: the client's HTTP routes.", argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ runs --check, so the page cannot drift.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ if __name__ == "__main__":
 
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
+from shared.generated import write_or_check  # noqa: E402
 from shared.config import NetworkConfig  # noqa: E402
 from shared.schema import markdown_reference  # noqa: E402
 
@@ -49,17 +49,8 @@ def page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write (or --check) docs/configuration-reference.md.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page differs from what the code says")
-    args = parser.parse_args(argv)
-    text = page()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE.relative_to(REPO_ROOT)} is out of date: run scripts/config_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    return 0
+    return write_or_check({PAGE: page()}, REPO_ROOT, "scripts/config_reference.py",
+                          "Write (or --check) docs/configuration-reference.md.", argv)
 
 
 if __name__ == "__main__":

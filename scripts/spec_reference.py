@@ -12,7 +12,6 @@ tests/project/test_spec_docs.py runs --check, so neither can drift.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from builder.plan.spec import EXTENSION, SPEC_FILE, BuildSpec  # noqa: E402
+from shared.generated import write_or_check  # noqa: E402
 from shared.schema import json_schema, markdown_reference  # noqa: E402
 
 PAGE = REPO_ROOT / "docs" / "pipeline-reference.md"
@@ -57,20 +57,8 @@ def schema() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=f"Write (or --check) {PAGE.relative_to(REPO_ROOT)} and "
-                                                 f"{SCHEMA.relative_to(REPO_ROOT)}.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from what the code says")
-    args = parser.parse_args(argv)
-    made = {PAGE: page(), SCHEMA: schema()}
-    if args.check:
-        stale = [path for path, text in made.items() if not path.exists() or path.read_text() != text]
-        for path in stale:
-            print(f"{path.relative_to(REPO_ROOT)} is out of date: run scripts/spec_reference.py", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in made.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return 0
+    return write_or_check({PAGE: page(), SCHEMA: schema()}, REPO_ROOT, "scripts/spec_reference.py",
+                          f"Write (or --check) {PAGE.relative_to(REPO_ROOT)} and {SCHEMA.relative_to(REPO_ROOT)}.", argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from builder.result import BuildResult, bounded_reason
 from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
 from builder.workspace.artifactstore import ArtifactStore
+from builder.workspace.testreports import ReportStore
 from builder.workspace.caches import CacheStore
 from builder.workspace.checkouts import (
     INBOXES_DIR,
@@ -77,6 +78,7 @@ class Executor:
             caches=CacheStore(settings.data_dir, keep=limits.cache_keep, max_bytes=limits.cache_mb * 1024 * 1024,
                               scopes=limits.cache_scopes),
             artifacts=ArtifactStore(settings.data_dir, keep=limits.artifacts_keep),
+            reports=ReportStore(settings.data_dir, keep=limits.artifacts_keep),
         )
         self._running = 0
         self._active_ids: set[str] = set()
@@ -136,6 +138,7 @@ class Executor:
             sweep_orphaned_checkouts()
             self._parts.caches.sweep()
             self._parts.artifacts.sweep()
+            self._parts.reports.sweep()
         except OSError:
             log.warning("could not sweep leftover cache or artifact files of node %s", self._node_id, exc_info=True)
         try:

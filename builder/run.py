@@ -40,6 +40,7 @@ from builder.plan.secrets import BuildSecrets, SecretUnreadable, read_secrets
 from builder.result import BuildResult
 from builder.workspace.artifacts import ArtifactCopy
 from builder.workspace.artifactstore import ArtifactStore
+from builder.workspace.testreports import ReportCopy, ReportStore, reports_record
 from builder.workspace.cacherun import prepare_cache, release_cache, save_cache
 from builder.workspace.caches import CacheStore
 from builder.workspace.log import BuildLog
@@ -74,6 +75,7 @@ class NodeParts:
     engine: Engine
     caches: CacheStore
     artifacts: ArtifactStore
+    reports: ReportStore
 
 
 @dataclass(frozen=True)
@@ -144,21 +146,25 @@ class BuildRun:
             self._say_ready(ready, image_id, build.user)
             on_started = functools.partial(node.engine.prepare_ready, image_id, build.user, build.limits)
         artifacts = self._artifact_copy(build)
+        reports = node.reports.copy(self.order.build_id, build.reports) if build.reports else None
         try:
             job = ContainerJob(
                 image_id, Script(script, self.workspace, arguments, secrets), build.timeout_s,
                 environment=build.container_environment, cache=cache_run.mounts if cache_run else None,
-                network=network, artifacts=artifacts,
+                network=network, artifacts=artifacts, reports=reports,
             )
             run = functools.partial(node.engine.run, job, RunAs(build.limits, build.user, self.labels))
             outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
             kept = self._take_artifacts(artifacts, outcome)
+            self._keep_reports(reports, outcome)
         finally:
             if artifacts is not None:
                 # Moved into the store by now if they are kept.
                 node.artifacts.discard(artifacts.dest)
+            if reports is not None:
+                node.reports.discard(reports)
             if cache_run is not None:
                 release_cache(node.caches, self.order.build_id, cache_run)
         return self._result(outcome, build.ran, build.timeout_s, build.budget, kept), outcome.commands_ms
@@ -189,6 +195,7 @@ class BuildRun:
             for step in build.steps
         )
         artifacts = self._artifact_copy(build)
+        reports = node.reports.copy(self.order.build_id, build.reports) if build.reports else None
         cache_run = None
         if build.cache is not None:
             # The key covers every image a step runs, as a one-script build's covers its one.
@@ -196,7 +203,7 @@ class BuildRun:
             cache_run = prepare_cache(node.caches, plan.facts, images, build.cache, self.workspace, self.output)
         try:
             job = StepsJob(steps, self.workspace, build.timeout_s, graph=build.graph, network=network,
-                           artifacts=artifacts, services=services, cache=cache_run)
+                           artifacts=artifacts, reports=reports, services=services, cache=cache_run)
             who = RunAs(build.limits, build.user, self.labels)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
             outcome = self._unless_host_fault(
@@ -205,9 +212,12 @@ class BuildRun:
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
             kept = self._take_artifacts(artifacts, outcome)
+            self._keep_reports(reports, outcome)
         finally:
             if artifacts is not None:
                 node.artifacts.discard(artifacts.dest)
+            if reports is not None:
+                node.reports.discard(reports)
             if cache_run is not None:
                 release_cache(node.caches, self.order.build_id, cache_run)
         result = self._result(outcome, build.ran, build.timeout_s, build.budget, kept)
@@ -357,6 +367,23 @@ class BuildRun:
                 raise BuildError(f"{faults[0]}; it did not answer again within {ENGINE_BACK_S:g} s", commit=self.commit)
             log.warning("node=%s %s: running the build again", self.node.node_id, faults[0])
             self.output.section(f"{faults[0]}: the build runs again, in a fresh container")
+
+    def _keep_reports(self, copy: ReportCopy | None, outcome) -> None:
+        """Read the build's test reports, keep its outcomes on this node and say them in its log:
+        whatever they say, and whether they could be read, the verdict stays the build's exit's."""
+        if copy is None:
+            return
+        record = reports_record(copy, outcome.reports, outcome.reports_problem)
+        for problem in record["problems"]:
+            self.output.note(f"test reports: {problem}")
+        counts = ", ".join(f"{count} {kind}" for kind, count in record["summary"].items() if count)
+        self.output.note(f"tests: {counts or 'none read'}; outcomes {record['digest']}")
+        order = self.order
+        try:
+            self.node.reports.store({"build": order.build_id, "repository": order.repository_name,
+                                     "commit": self.commit, **record})
+        except OSError:
+            log.warning("could not keep the test outcomes of build %s", order.build_id, exc_info=True)
 
     def _take_artifacts(self, copy: ArtifactCopy | None, outcome) -> tuple[tuple[tuple[str, str], ...], str]:
         """Store what a successful build left as its artifacts: their digests, or why there are none.

@@ -32,6 +32,8 @@ from builder.engine.transfer import (
     ArtifactsOut,
     copy_artifacts_out,
     copy_cache_out,
+    copy_reports_out,
+    ReportsOut,
     hold_mounts,
     upload_restore,
 )
@@ -53,6 +55,7 @@ class ContainerJob:
     cache: CacheMounts | None = None
     network: str | None = None
     artifacts: ArtifactsOut | None = None
+    reports: ReportsOut | None = None  # its test reports, copied out whatever its end
 
 
 def run_container(
@@ -101,7 +104,8 @@ def run_container(
     forge or kill. The holder adds one container start only to builds that
     keep something after they end.
 
-    The cache and the artifacts are copied only after a build that exited 0.
+    The cache and the artifacts are copied only after a build that exited 0; test reports
+    (`job.reports`) whatever its end.
     """
     script, cache = job.script, job.cache
     assert ready is None or (cache is None and job.network is None and not (script and script.arguments)), \
@@ -168,7 +172,7 @@ def _start_spec_build(
     held = []
     if cache is not None and cache.save_to is not None:
         held += cache_mounts
-    if job.artifacts is not None:
+    if job.artifacts is not None or job.reports is not None:
         held.append(Mount("/workspace", made.gated.volume.name, type="volume", no_copy=True))
     if held:
         # The build container has both tmpfs mounted already and keeps
@@ -238,9 +242,10 @@ def _outcome(
             copied, problem = copy_cache_out(made.holder, cache)
         if artifacts is not None:
             found, artifacts_problem = copy_artifacts_out(made.holder, artifacts, sandbox.limits.workspace_mb)
+    reports, reports_problem = copy_reports_out(made.holder, job.reports, sandbox.limits.workspace_mb)
     return ContainerOutcome(
         exit_code, output, truncated, oom_killed, copied, problem, commands_ms, found, artifacts_problem,
-        killed_outside,
+        reports, reports_problem, killed_outside,
     )
 
 

@@ -163,6 +163,10 @@ class ContainerOutcome:
     # reason they could not be taken (builder/workspace/artifacts.py).
     artifacts: dict[str, str] | None = None
     artifacts_problem: str = ""
+    # For a build that declares test reports, whatever its end: the report files copied to
+    # its report copy's `dest` ({path: digest}), or why none could be.
+    reports: dict[str, str] | None = None
+    reports_problem: str = ""
     # Stopped by a kill that neither the deadline nor the kernel's memory limit sent (`docker
     # kill`, a host's operator or tooling): the node's trouble, not a result of the build.
     killed_outside: bool = False

@@ -42,6 +42,8 @@ from builder.engine.sources import fill_workspace
 from builder.engine.transfer import (
     ArtifactsOut,
     copy_artifacts_out,
+    copy_reports_out,
+    ReportsOut,
     copy_cache_out,
     hold_mounts,
     upload_restore,
@@ -89,6 +91,8 @@ class StepsOutcome:
     cache_copied: bool = False
     cache_problem: str = ""
     step_timeout_s: float | None = None  # the failed step's own timeout_s, when that is what ended it
+    reports: dict[str, str] | None = None  # as ContainerOutcome's
+    reports_problem: str = ""
 
 
 class PipelineCache(Protocol):
@@ -118,6 +122,7 @@ class StepsJob:
     graph: StepGraph  # the steps' depends_on (builder/plan/pipeline.step_graph)
     network: str | None = None
     artifacts: ArtifactsOut | None = None
+    reports: ReportsOut | None = None  # its test reports, copied out whatever its end
     services: tuple[PlannedService, ...] = ()
     # Its caches: their paths are in /workspace, which every step shares, so one container
     # restores them before the first step and another writes them to the cache tmpfs after
@@ -172,6 +177,7 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
         copied, problem = None, ""
         if job.artifacts is not None and state.exit_code == 0:
             copied, problem = copy_artifacts_out(holder, job.artifacts, sandbox.limits.workspace_mb)
+        reports, reports_problem = copy_reports_out(holder, job.reports, sandbox.limits.workspace_mb)
         cache_copied, cache_problem = False, "the build saves no cache"
         if job.cache is not None and job.cache.save_script and state.exit_code == 0:
             saved = _cache_container(sandbox, job, pod, hooks, deadline, "save")
@@ -185,6 +191,7 @@ def run_steps(sandbox: Sandbox, job: StepsJob, hooks: Hooks) -> StepsOutcome:
         return StepsOutcome(
             results, state.exit_code, state.failed_step, pipeline.commands_ms, state.truncated,
             state.oom_killed, False, copied, problem, cache_copied, cache_problem, state.step_timeout_s,
+            reports, reports_problem,
         )
     except requests.exceptions.ConnectionError as exc:
         raise SandboxError(ENGINE_LOST, f"{exc}\n", engine_lost=True) from None

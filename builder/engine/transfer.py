@@ -200,6 +200,34 @@ def copy_artifacts_out(holder, artifacts: ArtifactsOut, workspace_mb: int) -> tu
         raise SandboxError("could not copy the artifacts to this node", f"{exc}\n") from None
 
 
+class ReportsOut(Protocol):
+    """The test reports a build declares, as the engine takes them out whatever its end: one
+    ArtifactsOut per pattern (builder/workspace/testreports.py's ReportCopy), so that a
+    pattern that matched nothing (a step that never ran) costs no other report."""
+
+    def each(self) -> list[ArtifactsOut]: ...
+
+
+def copy_reports_out(holder, reports: ReportsOut | None, workspace_mb: int) -> tuple[dict[str, str] | None, str]:
+    """The test reports read from the holder's workspace as copy_artifacts_out reads artifacts
+    (path -> digest), and why any pattern's were not ("; "-joined). A build's reports never
+    change its verdict, so nothing raises here: the engine's or the disk's trouble is a reason
+    like the build's own."""
+    if reports is None or holder is None:
+        return None, ""
+    found: dict[str, str] = {}
+    problems = []
+    for copy in reports.each():
+        try:
+            copied, problem = copy_artifacts_out(holder, copy, workspace_mb)
+        except SandboxError as exc:
+            return None, exc.reason
+        found.update(copied or {})
+        if problem:
+            problems.append(problem)
+    return dict(sorted(found.items())), "; ".join(problems)
+
+
 class _TooLarge(Exception):
     """The daemon sent more than the cache limit allows (plus the wrapping tar's headers)."""
 

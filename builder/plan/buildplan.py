@@ -101,6 +101,7 @@ class SpecBuild:
     cache: CacheSpec | None  # the caches it restores and saves; None without, or when the network keeps none
     artifacts: tuple[str, ...]  # the patterns of the files it keeps after it succeeds
     artifacts_max_bytes: int
+    reports: tuple[str, ...]  # the patterns of its JUnit reports, read whatever its end
     budget: str  # each container's memory limit, as a note on an out-of-memory kill says it
 
     @property

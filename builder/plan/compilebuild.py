@@ -92,6 +92,7 @@ def _spec_build(
     shared = dict(
         spec=plan, network_limits=limits, environment=environment, secrets=secrets, networked=order.settings.networked,
         cache=cache, artifacts=spec.artifacts, artifacts_max_bytes=limits.artifacts_mb * 1024 * 1024,
+        reports=spec.reports.junit if spec.reports is not None else (),
     )
     if not plan.is_pipeline:
         budget = memory_budget(limits, with_workspace=True, with_cache=cache is not None)

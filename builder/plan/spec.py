@@ -10,6 +10,8 @@
       key_files: [requirements.txt] # optional: the cache key covers these files' contents
     artifacts:                      # optional: files taken from /workspace after a successful build
       - dist/*.whl                  # relative paths or globs (builder/workspace/artifacts.py)
+    reports:                        # optional: test reports read after the build, whatever its end
+      junit: [reports/*.xml]        # (builder/plan/reportspec.py)
     when:                           # optional: the events, branches and changed paths that build
       event: [push, pull_request]   # (builder/plan/triggers.py); a build they exclude ends `skipped`
                                     # (a pull request: those of its base branch's spec decide)
@@ -61,7 +63,7 @@ from builder.plan.specdocument import (
     spec_document,
     spec_mapping,
 )
-from builder.plan.specvalues import ARTIFACTS, COMMANDS, IMAGE, Variables, spec_reading
+from builder.plan.specvalues import ARTIFACTS, COMMANDS, IMAGE, REPORTS, ReportsSpec, Variables, spec_reading
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
@@ -120,6 +122,8 @@ class BuildSpec:
                                       doc="directories restored before and saved after a successful build")
     artifacts: tuple[str, ...] = setting(ARTIFACTS, default=(),
                                          doc="files of /workspace the nodes take and hash after a successful build")
+    reports: ReportsSpec | None = setting(
+        REPORTS, default=None, doc="test reports of /workspace each node reads after the build, whatever its end")
     when: tuple[Condition, ...] = setting(WHEN, default=(), doc="the triggers that build; any one that holds runs it")
     # Every combination of the spec's `matrix:` (builder/plan/matrix.py), () without one; and the
     # combination this spec is for, whose axes are in `environment` and its images.

@@ -44,6 +44,7 @@ EVERY_KEY = {
     "timeout_s": 600,
     "user": "root",
     "artifacts": ["dist/*.whl"],
+    "reports": {"junit": ["reports/*.xml"]},
     "when": [{"event": ["push", "tag"], "branch": BRANCHES}, {"path": PATHS}],
     "matrix": {"PY": ["3.11", 3.12], "fail_fast": True, "max_parallel": 1},
     "inputs": [{"name": "note", "description": "a string input, listed"}],

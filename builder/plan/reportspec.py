@@ -1,0 +1,46 @@
+"""A spec's `reports:`: the test reports a build writes, which each node reads after the
+build whatever its end (builder/reports/junit.py), and keeps beside its verdict.
+
+    reports:
+      junit: [reports/*.xml]        # paths or globs of /workspace, as artifacts' are
+
+The patterns follow `artifacts:` (builder/plan/artifactpatterns.py). A report the
+build did not write is noted in its log; a report refused (too large, not JUnit, a
+DOCTYPE) is noted with the reason. Neither changes the verdict: the nodes agree on
+the build's exit, and its reports are evidence beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from builder.plan.artifactpatterns import normalize_pattern
+from shared.schema import ListOf, Section, Text, section, setting
+
+MAX_REPORT_PATTERNS = 16
+
+
+def _patterns_once(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
+    first: dict[str, int] = {}
+    for index, pattern in items:
+        if pattern in first:
+            yield f"[{index}]", f"repeats junit[{first[pattern]}]"
+        first.setdefault(pattern, index)
+
+
+JUNIT = ListOf(Text(what="a path or glob", check=normalize_pattern, refusal="must be a non-empty string"),
+               min_items=1, max_items=MAX_REPORT_PATTERNS, check=_patterns_once,
+               refusal="must be a non-empty list of paths or globs relative to /workspace",
+               too_many=f"at most {MAX_REPORT_PATTERNS} paths or globs")
+
+
+@section
+class ReportsSpec:
+    """The test reports a build writes in /workspace."""
+
+    junit: tuple[str, ...] = setting(
+        JUNIT, doc="JUnit XML files the build writes, paths or globs relative to /workspace, read whatever its end")
+
+
+# The spec's `reports:` (builder/plan/spec.py reads it through builder/plan/specvalues.py).
+REPORTS = Section(ReportsSpec, refusal="must be a mapping with a 'junit' list")

@@ -1,0 +1,1 @@
+"""Test reports a build leaves in its workspace, read by the node."""

@@ -1,0 +1,91 @@
+"""Test reports (`reports: {junit: [...]}`) on the real Docker engine: each node reads them
+after the build whatever its end, keeps the outcomes beside its verdict and says them in its
+log, and nothing a report holds or lacks changes the verdict."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.builder.executor_helpers import build, log_text, spec
+
+pytestmark = pytest.mark.docker
+
+JUNIT = """<?xml version="1.0"?>
+<testsuites><testsuite name="unit">
+<testcase classname="app.Math" name="adds"/>
+<testcase classname="app.Math" name="divides"><failure message="ZeroDivisionError"/></testcase>
+<testcase classname="app.Net" name="fetches"><skipped/></testcase>
+</testsuite></testsuites>
+"""
+
+LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+          '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]><testsuite><testcase name="&lol2;"/></testsuite>')
+
+
+def writes(path: str, text: str) -> str:
+    """A command that writes `text` at `path` of /workspace."""
+    return f"mkdir -p $(dirname {path}) && printf '%s' '{text}' > {path}"
+
+
+def stored(tmp_path, data_dir="data") -> dict:
+    """The one build's test record the node at `data_dir` kept."""
+    (path,) = (tmp_path / data_dir / "reports" / "example").glob("*.json")
+    return json.loads(path.read_text())
+
+
+async def test_a_failed_build_keeps_its_verdict_and_its_test_outcomes(make_executor, git_repo, build_ids, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": spec(writes("reports/unit.xml", JUNIT), "exit 1",
+                                                    reports={"junit": ["reports/*.xml"]})})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code) == ("failure", 1), log_text(result)
+    record = stored(tmp_path)
+    assert record["tests"] == {"app.Math::adds": "passed", "app.Math::divides": "failed",
+                               "app.Net::fetches": "skipped"}
+    assert record["summary"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
+    assert list(record["files"]) == ["reports/unit.xml"] and record["problems"] == []
+    assert f"tests: 1 passed, 1 failed, 1 skipped; outcomes {record['digest']}" in log_text(result)
+    assert not list((tmp_path / "data" / "reports").glob(".incoming-*"))
+
+
+async def test_two_nodes_that_read_the_same_outcomes_have_one_digest(make_executor, git_repo, build_ids, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": spec(writes("out/a.xml", JUNIT), reports={"junit": ["out/a.xml"]})})
+
+    first = await build(make_executor(), git_repo, build_ids)
+    second = await build(make_executor(data_dir="node-b"), git_repo, build_ids)
+
+    assert first.status == second.status == "success", log_text(first)
+    assert stored(tmp_path)["digest"] == stored(tmp_path, "node-b")["digest"]
+
+
+async def test_a_hostile_or_missing_report_is_a_problem_noted_not_a_verdict(make_executor, git_repo, build_ids, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        writes("reports/laughs.xml", LAUGHS), writes("reports/unit.xml", JUNIT),
+        reports={"junit": ["reports/*.xml", "missing/*.xml"]})})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert (result.status, result.exit_code) == ("success", 0), log_text(result)
+    record = stored(tmp_path)
+    # The refused report and the pattern that matched nothing cost the other report nothing.
+    assert record["tests"] == {"app.Math::adds": "passed", "app.Math::divides": "failed",
+                               "app.Net::fetches": "skipped"}
+    assert record["problems"] == [
+        "reports.junit 'missing/*.xml' matched no file",
+        "test report reports/laughs.xml: a DOCTYPE or entity declaration is refused",
+    ]
+    assert "== test reports: test report reports/laughs.xml: a DOCTYPE" in log_text(result)
+
+
+async def test_a_pipeline_reads_its_reports_after_a_failed_step(make_executor, git_repo, build_ids, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({
+        "steps": [{"name": "test", "commands": [writes("reports/unit.xml", JUNIT), "exit 2"]}],
+        "reports": {"junit": ["reports/unit.xml"]},
+    }, sort_keys=False)})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.status == "failure", log_text(result)
+    assert stored(tmp_path)["summary"]["failed"] == 1

@@ -282,6 +282,13 @@ NODES = (
           refusals=(NOT_FOUND, (409, "the nodes signed one artifact digest: nothing differs"),
                     (502, "no node of a side served the manifest it signed"),
                     (503, "diffoscope is not installed on the client's machine"))),
+    Route("GET", "/builds/{build_id}/tests", "nodes", READ, "The build's tests, node by node",
+          "The outcomes each node read from the build's JUnit reports (`reports:` in its spec), a row per test and "
+          "a column per node; a test whose outcome differs between nodes is marked `differs` and listed first. "
+          "Each node's word, checked for shape: a node whose digest does not match its outcomes is set aside.",
+          (Answer(200, "`{\"build_id\", \"nodes\": {node: {digest, summary, problems} or {skipped}}, "
+                      "\"tests\": [{test, outcomes: {node: outcome}, differs}], \"differing\"}`."),),
+          refusals=(NOT_FOUND,)),
     Route("GET", "/builds/{build_id}/nodes", "nodes", READ, "Each node's record of a build",
           "Each node's ledger record of the build, fetched from the nodes, and every vote that verifies.",
           (Answer(200, "`{\"build_id\", \"nodes\", \"votes\", \"refused_votes\"}`."),), refusals=(NOT_FOUND,)),

@@ -223,6 +223,18 @@ async def node_manifest(source: ArtifactSource, record: dict, node_id: int) -> d
     return _files(await _get(source, node_id, path, MANIFEST_TIMEOUT, MAX_MANIFEST_BYTES))
 
 
+async def node_json(source: ArtifactSource, node_id: int, path: str, max_bytes: int) -> dict:
+    """Node `node_id`'s JSON object at `path` (a signed GET); NodeSkipped with what it did instead."""
+    body = await _get(source, node_id, path, MANIFEST_TIMEOUT, max_bytes)
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise NodeSkipped("sent something that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise NodeSkipped("sent JSON that is not an object")
+    return answer
+
+
 async def node_file(source: ArtifactSource, record: dict, node_id: int, path: str, digest: str) -> BinaryIO:
     """Node `node_id`'s bytes of artifact `path`, spooled and checked against `digest` (that node's
     own manifest's); NodeSkipped otherwise. The caller closes the file."""

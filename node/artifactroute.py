@@ -1,4 +1,5 @@
-"""`GET /artifacts/{client}/{timestamp}[/{path}]`: a build's artifacts on this node, for the network's clients only.
+"""`GET /artifacts/{client}/{timestamp}[/{path}]`: a build's artifacts on this node, for the network's clients only;
+and `GET /tests/{client}/{timestamp}`: the test outcomes this node read from the build's reports.
 
 Without a path: the build's manifest, every artifact's digest and size as
 this node recorded them. With one: the artifact's bytes, with its digest in
@@ -9,6 +10,7 @@ executor's build id is `{client}-{timestamp}`. Requests are signed as log
 requests are (`shared.logrequest`, over the raw path and this node's id), so
 a signature opens one artifact, or one manifest, on one node. The path must
 be exactly one the manifest lists; nothing else reaches the file system.
+The test record is builder/workspace/testreports.py's, as this node kept it.
 The bytes are served only if they still have the digest recorded when the
 build ended (builder/workspace/artifactstore.py). That is this node's word only: a client
 compares the digest with the one the network agreed on.
@@ -30,6 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from builder.workspace.artifactstore import Artifact, ArtifactStore, ArtifactUnavailable
+from builder.workspace.testreports import ReportStore
 from node.buildlogs import MAX_TIMESTAMP
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
@@ -39,6 +42,7 @@ from shared.transfergate import TransferGate, send_file
 
 MANIFEST_ROUTE = "/artifacts/{client}/{timestamp}"
 ARTIFACT_ROUTE = "/artifacts/{client}/{timestamp}/{path:.+}"
+TESTS_ROUTE = "/tests/{client}/{timestamp}"
 DIGEST_HEADER = "X-Pbft-Artifact-Digest"
 MAX_DOWNLOADS = 32
 MAX_DOWNLOADS_PER_CLIENT = 16  # a client's own bound is smaller by default (client.transfers)
@@ -47,6 +51,7 @@ MAX_DOWNLOADS_PER_CLIENT = 16  # a client's own bound is smaller by default (cli
 @dataclass(frozen=True)
 class ArtifactSettings:
     store: ArtifactStore
+    reports: ReportStore
     repositories: tuple[str, ...]
     node_id: int
     clients: frozenset[str]
@@ -60,6 +65,7 @@ class ArtifactSettings:
         return cls(
             # Where node.server's executor keeps them; `keep` matters only to the executor.
             store=ArtifactStore(Path(config.data_dir) / f"node-{node_id}", keep=config.build.artifacts_keep),
+            reports=ReportStore(Path(config.data_dir) / f"node-{node_id}", keep=config.build.artifacts_keep),
             repositories=tuple(repository.name for repository in config.repositories),
             node_id=node_id,
             clients=frozenset(client_keys),
@@ -76,6 +82,7 @@ def add_artifact_routes(app: web.Application, config: NetworkConfig, node_id: in
     app[ARTIFACT_SETTINGS] = ArtifactSettings.from_config(config, node_id)
     app.router.add_get(MANIFEST_ROUTE, serve_manifest)
     app.router.add_get(ARTIFACT_ROUTE, serve_artifact)
+    app.router.add_get(TESTS_ROUTE, serve_tests)
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -109,6 +116,17 @@ async def serve_manifest(request: web.Request) -> web.Response:
     if manifest is None:
         return _error(404, f"no artifacts of build {build_id} on node {settings.node_id}")
     return web.json_response({"node": settings.node_id, **manifest})
+
+
+async def serve_tests(request: web.Request) -> web.Response:
+    settings = request.app[ARTIFACT_SETTINGS]
+    build_id, refused = _build_id(request, settings)
+    if refused is not None:
+        return refused
+    record = await asyncio.to_thread(settings.reports.read, settings.repositories, build_id)
+    if record is None:
+        return _error(404, f"no test outcomes of build {build_id} on node {settings.node_id}")
+    return web.json_response({"node": settings.node_id, **record})
 
 
 async def serve_artifact(request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from client.access import EVERY_REPOSITORY, READ
 from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
 from client.buildlogs import LOG_PROXY, add_build_log_proxy, serve_build_log
 from client.divergence import DIVERGENCES, Divergences, serve_divergence
+from client.testtables import serve_tests
 from client.keys import ACCESS_KEY, SERVICE_KEY
 from client.nodeviews import build_view, network_view
 from client.routes.params import record_of
@@ -55,6 +56,13 @@ async def get_divergence(request: web.Request) -> web.Response:
     """Why the nodes' artifacts differ: each side's nodes and diffoscope's report of each file
     that differs between the two largest (client.divergence)."""
     return await serve_divergence(request, record_of(request))
+
+
+@routes.get("/builds/{build_id}/tests")
+async def get_tests(request: web.Request) -> web.Response:
+    """The build's tests, a column per node, those whose outcome differs between nodes first
+    (client.testtables)."""
+    return await serve_tests(request, record_of(request))
 
 
 @routes.get("/builds/{build_id}/nodes")

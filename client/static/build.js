@@ -77,6 +77,7 @@ function summary(record) {
     ["Artifacts", record.result && typeof record.result.artifacts === "string" ? record.result.artifacts : null],
     ["Artifacts by node", divergentDigests(record)],
     ["Why the nodes differ", divergenceButton(record)],
+    ["Tests", testsButton(record)],
     ["Each node said", disputedSplit(record)],
     ["Actions after the verdict", actionsRun(record)],
     ["Downloads", downloads(record)],
@@ -119,6 +120,44 @@ function divergenceButton(record) {
     }
   });
   return el("span", {}, button, said);
+}
+
+// Each node's outcomes of the build's JUnit reports (GET /builds/{id}/tests): a row per test and
+// a column per node, those whose outcome differs between nodes first. Text only.
+function testsButton(record) {
+  if (record.state === "pending" || !record.result || record.result.status === "matrix") return null;
+  const shown = el("div", { id: "tests" });
+  const button = el("button", { type: "button", id: "show-tests" }, "Show each node's tests");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    shown.replaceChildren("asking the nodes…");
+    try {
+      const response = await api("/builds/" + encodeURIComponent(record.build_id) + "/tests");
+      if (!response.ok) throw new Error(await failureReason(response));
+      const table = await response.json();
+      const nodes = Object.keys(table.nodes);
+      const notes = nodes.filter((node) => table.nodes[node].skipped || (table.nodes[node].problems || []).length)
+        .map((node) => el("div", { class: "muted" }, "node " + node + ": "
+          + (table.nodes[node].skipped || table.nodes[node].problems.join("; "))));
+      if (!table.tests.length) {
+        shown.replaceChildren(el("div", {}, "no node read any test"), ...notes);
+        return;
+      }
+      const head = el("tr", {}, el("th", {}, "test"), ...nodes.map((node) => el("th", {}, "node " + node)));
+      const rows = table.tests.map((row) => el("tr", { class: row.differs ? "differs" : "", "data-test": row.test },
+        el("td", {}, row.test + (row.differs ? " (differs between nodes)" : "")),
+        ...nodes.map((node) => el("td", {}, row.outcomes[node] || "—"))));
+      shown.replaceChildren(
+        el("div", {}, table.differing.length
+          ? table.differing.length + " tests differ between nodes: flaky, or made to vary on a node"
+          : "every node that read the reports has the same outcomes"),
+        el("table", { class: "tests" }, head, ...rows), ...notes);
+    } catch (error) {
+      button.disabled = false;
+      if (!(error instanceof Unauthorized)) shown.replaceChildren("Could not ask the nodes: " + error.message);
+    }
+  });
+  return el("span", {}, button, shown);
 }
 
 // A divergent build's digests, one line per node: the nodes built different bytes, and none is the verdict.

@@ -18,6 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from builder.workspace.artifactstore import ArtifactStore
+from builder.workspace.testreports import ReportStore
 from harness.network import write_network
 from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
 from node.server import make_app
@@ -257,3 +258,19 @@ async def test_downloads_beyond_a_clients_share_are_refused_with_retry_after(nod
     async with asyncio.timeout(5):  # the handler returns just after the last byte went out
         while gate.running:
             await asyncio.sleep(0.01)
+
+
+async def test_a_builds_test_outcomes_are_served_to_a_signed_request_only(node, config, client_auth):
+    ReportStore(config.data_dir / f"node-{NODE_ID}", keep=5).store({
+        "build": BUILD, "repository": REPOSITORY, "commit": "c" * 40, "tests": {"a::b": "failed"},
+        "summary": {"passed": 0, "failed": 1, "error": 0, "skipped": 0}, "digest": "sha256:00", "problems": [],
+    })
+    response = await get(node, client_auth, "/tests/client/42")
+    assert response.status == 200
+    assert {**await response.json()} == {
+        "node": NODE_ID, "build": BUILD, "repository": REPOSITORY, "commit": "c" * 40, "tests": {"a::b": "failed"},
+        "summary": {"passed": 0, "failed": 1, "error": 0, "skipped": 0}, "digest": "sha256:00", "problems": []}
+    unsigned = await node.get("/tests/client/42")
+    assert unsigned.status == 401
+    missing = await get(node, client_auth, "/tests/client/43")
+    assert (missing.status, (await missing.json())["error"]) == (404, "no test outcomes of build client-43 on node 1")

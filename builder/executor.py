@@ -31,6 +31,7 @@ from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
 from builder.workspace.artifactstore import ArtifactStore
 from builder.workspace.testreports import ReportStore
+from builder.plan.variations import variation
 from builder.workspace.caches import CacheStore
 from builder.workspace.checkouts import (
     INBOXES_DIR,
@@ -270,7 +271,12 @@ class Executor:
             if fetched.base_read:
                 output.node_line(fetched.base_read)
             watch.check()
-            plan = compile_build(order, fetched.checkout, limits, self._settings.extra_environment)
+            extra = self._settings.extra_environment
+            if order.settings.vary:
+                varied = variation(self._node_id, order.build_id)
+                output.node_line(f"this node's variation (vary: true): {varied.described()}")
+                extra = {**varied.environment(), **extra}
+            plan = compile_build(order, fetched.checkout, limits, extra)
             result, commands_ms = BuildRun(self._parts, order, output, workspace, watch).run(plan)
         except Cancelled:
             result = self._cancelled(output)

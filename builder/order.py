@@ -28,6 +28,7 @@ class RepositorySettings:
     networked: bool = False  # build_network: true
     submodule_urls: frozenset[str] = frozenset()  # where its submodules may be fetched from
     secrets: RepositorySecrets | None = None  # the secrets its builds may get, as files
+    vary: bool = False  # each node builds under its variation (builder/plan/variations.py)
 
     @classmethod
     def of(cls, repository: RepositoryConfig) -> RepositorySettings:
@@ -35,6 +36,7 @@ class RepositorySettings:
             networked=repository.build_network,
             submodule_urls=frozenset(repository.submodules),
             secrets=RepositorySecrets.of(repository) if repository.secrets else None,
+            vary=repository.vary,
         )
 
 

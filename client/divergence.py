@@ -38,6 +38,7 @@ from aiohttp import web
 from client.artifacts import (
     ArtifactSource, ArtifactsUnavailable, NodeSkipped, artifact_source, node_file, node_manifest,
 )
+from builder.plan.variations import suspects, variation
 from pbft.attestation import manifest_digest
 from pbft.messages import MessageError, Reply, decode
 
@@ -212,9 +213,22 @@ def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
 
 
-async def serve_divergence(request: web.Request, record: dict) -> web.Response:
-    """`GET /builds/{id}/divergence`: the build's sides and the report of each differing file."""
+async def serve_divergence(request: web.Request, record: dict, varied: bool = False) -> web.Response:
+    """`GET /builds/{id}/divergence`: the build's sides and the report of each differing file;
+    with `varied` (the repository's `vary: true`), each side's nodes' variations too."""
     try:
-        return web.json_response(await request.app[DIVERGENCES].explain(artifact_source(request.app), record))
+        explained = await request.app[DIVERGENCES].explain(artifact_source(request.app), record)
     except ArtifactsUnavailable as error:
         return web.json_response({"error": error.reason}, status=error.status)
+    return web.json_response(with_variations(explained, record) if varied else explained)
+
+
+def with_variations(explained: dict, record: dict) -> dict:
+    """`explained` with the variation each side's nodes built under (builder/plan/variations.py:
+    a function of the node and the build, so known here too), and `suspects`: the varied parts
+    that may explain the sides ([]: none does; the cause is something not varied, or a node)."""
+    build_id = f"{record['client']}-{record['build_id']}"
+    sides = [{**side, "variations": {str(node): variation(node, build_id).as_dict() for node in side["nodes"]}}
+             for side in explained["sides"]]
+    return {**explained, "sides": sides,
+            "suspects": suspects([tuple(side["nodes"]) for side in explained["sides"]], build_id)}

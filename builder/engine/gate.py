@@ -13,6 +13,7 @@ environment is not.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ from builder.engine.sandbox import (
     remove_all,
     tmpfs_volume,
 )
+from builder.plan.variations import UMASK_VARIABLE
 from builder.plan.containerpaths import SOURCES_DIR, WORKSPACE_DIR
 from builder.plan.resources import memory_budget
 
@@ -108,6 +110,9 @@ def exported(environment: dict[str, str], script: str) -> str:
     """
     if not environment:
         return script
+    # A node's variation of the umask (builder/plan/variations.py), set on the same line.
+    umask = environment.get(UMASK_VARIABLE, "")
+    mask = f"umask {umask}; " if re.fullmatch(r"0[0-7]{3}", umask) else ""
     assignments, trims = [], []
     for name, value in sorted(environment.items()):
         if "\n" in value or "\r" in value:
@@ -119,7 +124,7 @@ def exported(environment: dict[str, str], script: str) -> str:
             trims.append(f'{name}="${{{name}%x}}"; ')
         else:
             assignments.append(f"{name}={shlex.quote(value)}")
-    return f"export {' '.join(assignments)}; {''.join(trims)}{script}"
+    return f"{mask}export {' '.join(assignments)}; {''.join(trims)}{script}"
 
 
 def gate_input(script: str, secrets: dict[str, str] | None = None, *, first_line: bool = True) -> str:

@@ -18,7 +18,7 @@ from client.divergence import DIVERGENCES, Divergences, serve_divergence
 from client.testtables import serve_tests
 from client.keys import ACCESS_KEY, SERVICE_KEY
 from client.nodeviews import build_view, network_view
-from client.routes.params import record_of
+from client.routes.params import config_of, record_of
 from client.transfers import NODE_SESSIONS, add_transfers
 from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
@@ -55,7 +55,10 @@ async def get_artifact(request: web.Request) -> web.Response:
 async def get_divergence(request: web.Request) -> web.Response:
     """Why the nodes' artifacts differ: each side's nodes and diffoscope's report of each file
     that differs between the two largest (client.divergence)."""
-    return await serve_divergence(request, record_of(request))
+    record = record_of(request)
+    varied = any(repository.name == record["repository"] and repository.vary
+                 for repository in config_of(request).repositories)
+    return await serve_divergence(request, record, varied)
 
 
 @routes.get("/builds/{build_id}/tests")

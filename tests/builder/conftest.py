@@ -68,13 +68,13 @@ def make_executor(tmp_path, docker_client, default_image, build_ids):
     """
     executors = []
 
-    def make(*, data_dir: str = "data", **limit_overrides) -> Executor:
+    def make(*, data_dir: str = "data", node_id: int = 7, **limit_overrides) -> Executor:
         """`data_dir` (under the test's tmp_path) differs between executors that stand for different nodes."""
         max_concurrent = limit_overrides.pop("max_concurrent", 2)
         repository_bounds = limit_overrides.pop("repository_bounds", {})
         executor = Executor(ExecutorSettings(data_dir=tmp_path / data_dir,
             log_dir=tmp_path / "log",
-            node_id=7,
+            node_id=node_id,
             limits=BuildConfig(**limit_overrides),
             max_concurrent=max_concurrent,
             repository_bounds=repository_bounds,

@@ -1,12 +1,15 @@
 """Test reports (`reports: {junit: [...]}`) on the real Docker engine: each node reads them
 after the build whatever its end, keeps the outcomes beside its verdict and says them in its
-log, and nothing a report holds or lacks changes the verdict."""
+log, and nothing a report holds or lacks changes the verdict. And a repository's `vary: true`:
+each node builds under its own time zone, locale and umask."""
 
 import json
 
 import pytest
 import yaml
 
+from builder import BuildOrder, RepositorySettings
+from builder.plan.variations import variation
 from tests.builder.executor_helpers import build, log_text, spec
 
 pytestmark = pytest.mark.docker
@@ -89,3 +92,38 @@ async def test_a_pipeline_reads_its_reports_after_a_failed_step(make_executor, g
 
     assert result.status == "failure", log_text(result)
     assert stored(tmp_path)["summary"]["failed"] == 1
+
+
+async def test_with_vary_each_node_builds_under_its_own_variation_and_a_reproducible_artifact_still_matches(
+        make_executor, git_repo, build_ids, tmp_path):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        'echo "varied: $TZ $LC_ALL $(umask)"', "mkdir -p dist", "echo same > dist/same.txt",
+        artifacts=["dist/same.txt"])})
+    build_id = build_ids()
+    order = dict(settings=RepositorySettings(vary=True))
+
+    first = await make_executor(node_id=0).run(BuildOrder(build_id, "example", str(git_repo.path), "master", **order))
+    second = await make_executor(node_id=1, data_dir="node-b").run(
+        BuildOrder(build_id, "example", str(git_repo.path), "master", **order))
+
+    for node, result in ((0, first), (1, second)):
+        varied = variation(node, build_id)
+        assert f"this node's variation (vary: true): {varied.described()}" in log_text(result)
+        assert f"varied: {varied.time_zone} {varied.locale} {varied.umask}" in log_text(result)
+    assert variation(0, build_id).time_zone != variation(1, build_id).time_zone
+    assert first.status == second.status == "success"
+    assert first.agreed() == second.agreed(), "an artifact that depends on none of it is the same on both"
+
+
+async def test_with_vary_an_artifact_that_depends_on_the_time_zone_differs_between_nodes(
+        make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        "mkdir -p dist", 'date -d "@$SOURCE_DATE_EPOCH" > dist/when.txt', artifacts=["dist/when.txt"])})
+    build_id = build_ids()
+    orders = [BuildOrder(build_id, "example", str(git_repo.path), "master", settings=RepositorySettings(vary=True))] * 2
+
+    first = await make_executor(node_id=0).run(orders[0])
+    second = await make_executor(node_id=1, data_dir="node-b").run(orders[1])
+
+    assert first.status == second.status == "success", log_text(first)
+    assert first.artifacts != second.artifacts

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from client.divergence import _read_capped
+from builder.plan.variations import variation
+from client.divergence import _read_capped, with_variations
 from client.keys import RECORDS_KEY
 from pbft.attestation import manifest_digest
 from pbft.build import Operation, Result
@@ -114,3 +115,15 @@ async def test_a_report_is_read_to_its_end_as_it_comes_and_cut_at_the_bound():
 
     assert await reading == b"--- a\n+++ b\n-one\n+two\n"
     assert await _read_capped(capped, 10) == b"x" * 10
+
+
+def test_with_vary_each_side_names_its_nodes_variations_and_what_differs_between_the_compared():
+    record = {"client": CLIENT, "build_id": "1700"}
+    explained = {"sides": [{"digest": "sha256:a", "nodes": [0, 1, 2]}, {"digest": "sha256:b", "nodes": [3]}]}
+    shown = with_variations(explained, record)
+    assert shown["sides"][1]["variations"] == {"3": variation(3, f"{CLIENT}-1700").as_dict()}
+    assert list(shown["sides"][0]["variations"]) == ["0", "1", "2"]
+    # Nodes 0, 1 and 2 built under three time zones, locales and umasks and agree: none explains node 3.
+    assert shown["suspects"] == []
+    alone = with_variations({"sides": [{"digest": f"sha256:{node}", "nodes": [node]} for node in range(4)]}, record)
+    assert alone["suspects"] == ["time zone", "locale", "umask"]

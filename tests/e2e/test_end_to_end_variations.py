@@ -1,0 +1,59 @@
+"""End to end: a repository's `vary: true` (builder/plan/variations.py), with the README's commands
+starting the example network and the client.
+
+Each node builds under its own time zone, locale and umask. A build whose artifact depends on
+none of them is certified with the same bytes from every node: reproducible under those
+variations. One whose artifact prints the commit's time in the build's time zone differs on
+every node; `GET /builds/{id}/divergence` names each node's variation and the parts that may
+explain it.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from harness.builds import slow_repository
+from harness.scripts import client
+from harness.verdicts import http_json
+from shared.config import load_config
+from tests.e2e.example_network import OWN_NETWORK, example_copy
+
+pytestmark = [OWN_NETWORK]
+
+SAME = """\
+commands:
+  - mkdir -p dist && echo "built from $(cat .pbft-ci.yml | wc -l) lines" > dist/same.txt
+artifacts: [dist/same.txt]
+"""
+
+ZONED = """\
+commands:
+  - mkdir -p dist && date -d "@$SOURCE_DATE_EPOCH" > dist/when.txt
+artifacts: [dist/when.txt]
+"""
+
+
+def test_a_varied_build_is_reproducible_or_names_what_may_explain_it(network, tmp_path):
+    slow_repository(tmp_path / "same", SAME)
+    slow_repository(tmp_path / "zoned", ZONED)
+    path = example_copy(tmp_path, allow_byzantine=False)
+    data = yaml.safe_load(path.read_text())
+    data["repositories"] = [{"name": name, "url": str(tmp_path / name), "vary": True} for name in ("same", "zoned")]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    network(str(path))
+    with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
+        code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "same", "branch": "master"})
+        assert code == 200 and verdict["status"] == "success", verdict
+        assert len(verdict["agreed_by"]) >= 3, verdict
+
+        code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "zoned", "branch": "master"})
+        assert code == 200 and verdict["status"] == "divergent", verdict
+        code, explained = http_json("GET", f"{base_url}/builds/{verdict['build_id']}/divergence")
+        assert code == 200, explained
+        assert all(len(side["nodes"]) == 1 for side in explained["sides"]), explained["sides"]
+        zones = {zone for side in explained["sides"] for zone in
+                 (variation["time_zone"] for variation in side["variations"].values())}
+        assert len(zones) == len(explained["sides"]) >= 3
+        assert explained["suspects"] == ["time zone", "locale", "umask"]
+        (file,) = explained["files"]
+        assert file["path"] == "dist/when.txt"

@@ -104,6 +104,22 @@ def logs(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 1
 
 
+def tests(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """Each node's test outcomes (GET /builds/{id}/tests): a tab-separated row per test, a column
+    per node, those whose outcome differs between nodes first and marked; exit 1 if any differs."""
+    table = api.get(f"/builds/{args.build}/tests")
+    nodes = list(table["nodes"])
+    out("\t".join(["test", *(f"node {node}" for node in nodes)]))
+    for row in table["tests"]:
+        mark = "  (differs between nodes)" if row["differs"] else ""
+        out("\t".join([row["test"], *(row["outcomes"].get(node, "-") for node in nodes)]) + mark)
+    for node in nodes:
+        said = table["nodes"][node]
+        if said.get("skipped") or said.get("problems"):
+            out(f"node {node}: {said.get('skipped') or '; '.join(said['problems'])}")
+    return 1 if table["differing"] else 0
+
+
 def cancel(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     answer = api.post(f"/builds/{args.build}/cancel")
     out(f"build {answer['build_id']}: cancel asked (request {answer['cancel_id']})")
@@ -127,7 +143,8 @@ def approve(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> i
     return 0
 
 
-COMMANDS = {"run": run, "status": status, "logs": logs, "cancel": cancel, "rerun": rerun, "approve": approve}
+COMMANDS = {"run": run, "status": status, "logs": logs, "tests": tests, "cancel": cancel, "rerun": rerun,
+            "approve": approve}
 
 
 def _settled(api: Api, build_id: str) -> dict:
@@ -181,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="a value of the spec's inputs: (repeatable); the build sees CI_INPUT_<NAME>")
     run_parser.add_argument("--wait", action="store_true",
                             help="exit 0 only if the build passed (a matrix: once each combination has)")
-    for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict")):
+    for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict"),
+                       ("tests", "each node's test outcomes, those that differ between nodes first")):
         commands.add_parser(name, help=text).add_argument("build")
     logs_parser = commands.add_parser("logs", help="one node's output for a build")
     logs_parser.add_argument("build")

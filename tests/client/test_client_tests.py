@@ -3,12 +3,14 @@ signed request as nodes do and serve each node's test record: a row per test, a 
 node, the tests whose outcome differs between nodes first, and a node whose record is not one
 (a digest that is not its outcomes', an outcome no report holds) set aside with the reason."""
 
+import asyncio
 import time
 
 import pytest
 from aiohttp import web
 
 from builder.reports.junit import outcomes_digest
+from cli.main import main
 from client.keys import RECORDS_KEY
 from client.testtables import checked
 from client.artifacts import NodeSkipped
@@ -99,3 +101,24 @@ async def test_a_node_whose_record_is_not_one_is_set_aside_with_the_reason(netwo
 def test_what_a_node_record_must_be(answer, reason):
     with pytest.raises(NodeSkipped, match=reason.replace("(", r"\(").replace(")", r"\)")):
         checked(answer)
+
+
+async def test_the_command_line_prints_the_table_and_exits_1_when_a_test_differs(network, aiohttp_client):
+    cluster, served = network
+    client = await start_client(aiohttp_client, cluster)
+    build_id = add_build(client, cluster)
+    url = str(client.make_url("/")).rstrip("/")
+
+    lines: list[str] = []
+    code = await asyncio.to_thread(main, ["--url", url, "tests", build_id], lines.append)
+
+    assert code == 1
+    assert lines == ["test\tnode 0\tnode 1\tnode 2\tnode 3",
+                     "app::races\tpassed\tpassed\tpassed\tfailed  (differs between nodes)",
+                     "app::adds\tpassed\tpassed\tpassed\tpassed",
+                     "app::skips\tskipped\tskipped\tskipped\tskipped"]
+    served[3] = record_of({**STEADY, "app::races": "passed"})
+    served[2] = None
+    lines.clear()
+    code = await asyncio.to_thread(main, ["--url", url, "tests", build_id], lines.append)
+    assert code == 0 and lines[-1] == "node 2: does not have it (404)" and lines[1] == "app::adds\tpassed\tpassed\t-\tpassed"

@@ -79,9 +79,10 @@ class MessageLog:
                 if in_window(pp.seq) and (pp.seq not in self.slots or self.slots[pp.seq].preprepare is None)]
 
     def committed_as_proposed(self, seq: int, quorum: int) -> bool:
-        """Whether slot `seq` is committed, and `quorum` commits are for its own pre-prepare:
-        what executes there is what they committed. Checked as it executes, not at every step,
-        which would count the votes of every slot of the window each time."""
+        """Whether slot `seq` is committed, and `quorum` commits (by the rule that committed it)
+        are for its own pre-prepare: what executes there is what they committed. Checked as it
+        executes, not at every step, which would count the votes of every slot of the window
+        each time."""
         slot = self.slots[seq]
         return (slot.committed and slot.preprepare is not None
                 and matching(vote_digests(slot.commits), slot.preprepare.digest) >= quorum)

@@ -508,7 +508,7 @@ class Replica:
             slot = self.slots.get(self.last_executed + 1)
             if slot is None or not slot.committed or self.epochs.pending is not None:
                 return
-            assert slot.preprepare is not None and self.log.committed_as_proposed(slot.preprepare.seq, self.members.quorum)
+            assert slot.preprepare is not None and self.log.committed_as_proposed(slot.preprepare.seq, commit_quorum(self.members.n, self.f))
             self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, build=True)
             if self.is_primary:
                 self._issue_preprepares()

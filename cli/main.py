@@ -6,10 +6,12 @@ the client did not answer."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from cli.api import Api, ApiError
 
@@ -106,12 +108,18 @@ def logs(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 def tests(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     """Each node's test outcomes (GET /builds/{id}/tests): a tab-separated row per test, a column
-    per node, those whose outcome differs between nodes first and marked; exit 1 if any differs."""
+    per node, those whose outcome differs between nodes first and marked; exit 1 if any differs.
+    `--evidence FILE` writes the whole table, each node's signed statement included (JSON)."""
     table = api.get(f"/builds/{args.build}/tests")
+    if args.evidence:
+        Path(args.evidence).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     nodes = list(table["nodes"])
     out("\t".join(["test", *(f"node {node}" for node in nodes)]))
     for row in table["tests"]:
         mark = "  (differs between nodes)" if row["differs"] else ""
+        if row.get("flaky") == "proven":
+            mark = (f"  (proven flaky: passed on node {', '.join(row['passed_on'])}, failed on node "
+                    f"{', '.join(row['failed_on'])}; each signed)")
         out("\t".join([row["test"], *(row["outcomes"].get(node, "-") for node in nodes)]) + mark)
     for node in nodes:
         said = table["nodes"][node]
@@ -198,9 +206,11 @@ def _parser() -> argparse.ArgumentParser:
                             help="a value of the spec's inputs: (repeatable); the build sees CI_INPUT_<NAME>")
     run_parser.add_argument("--wait", action="store_true",
                             help="exit 0 only if the build passed (a matrix: once each combination has)")
-    for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict"),
-                       ("tests", "each node's test outcomes, those that differ between nodes first")):
+    for name, text in (("status", "a build's verdict so far"), ("cancel", "stop a build without a verdict")):
         commands.add_parser(name, help=text).add_argument("build")
+    tests_parser = commands.add_parser("tests", help="each node's test outcomes, those that differ between nodes first")
+    tests_parser.add_argument("build")
+    tests_parser.add_argument("--evidence", metavar="FILE", help="write the table with each node's signed statement")
     logs_parser = commands.add_parser("logs", help="one node's output for a build")
     logs_parser.add_argument("build")
     logs_parser.add_argument("--node", type=int, default=0, help="whose output (default 0): never merged")

@@ -8,11 +8,18 @@ on different nodes in the same build (passed on one, failed on another) is marke
 `differs`, listed first: the same commit and the same spec, so flaky, or made to
 vary on one node.
 
-What a node serves is its own word, checked only for shape: ids and outcomes as the
-nodes' parser makes them, and a digest that is the digest of those outcomes (a node
-whose digest does not match is set aside, not shown). A node that lies about its
-tests shows in its own column only; the verdict is the agreed one, whatever the table
-says.
+What a node serves is its own word, signed (shared/testrecord.py): ids and outcomes as
+the nodes' parser makes them, a digest that is the digest of those outcomes, and the
+node's signature over that digest, this build and the commit the network agreed it
+built. A node whose record fails any of these is set aside with the reason, not shown.
+The table carries each node's statement and signature, so it is evidence anyone with
+the network's public keys can check offline.
+
+A test that passed on some nodes and failed (or erred) on others is marked `flaky:
+"proven"`, with the nodes on each side: each side's outcome is signed by its nodes,
+so either the test's outcome depends on where it ran or a node signed an outcome it
+did not read, and its signature names it. A node that lies about its tests shows in
+its own column only; the verdict is the agreed one, whatever the table says.
 """
 
 from __future__ import annotations
@@ -23,15 +30,25 @@ from aiohttp import web
 
 from builder.reports.junit import MAX_NAME_CHARS, MAX_TESTS, OUTCOMES, outcomes_digest
 from client.artifacts import ArtifactSource, NodeSkipped, artifact_source, node_json
+from shared.crypto import PublicKey, parse_public_key
+from shared.testrecord import verify_statement
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024  # MAX_TESTS ids of MAX_NAME_CHARS, and room to spare
 MAX_PROBLEMS = 64
 MAX_PROBLEM_CHARS = 2048
+FAILED = ("failed", "error")
 
 
-def checked(answer: dict) -> dict:
-    """A node's test record, if it is one: its tests, summary, digest and problems; NodeSkipped
-    with why not."""
+class Expected:
+    """What a node's signed statement must name: itself, the build and the agreed commit."""
+
+    def __init__(self, node: int, key: PublicKey, build: str, commit: str | None):
+        self.node, self.key, self.build, self.commit = node, key, build, commit
+
+
+def checked(answer: dict, expected: Expected) -> dict:
+    """A node's test record, if it is one and the node signed it: its tests, summary, digest,
+    problems, statement and signature; NodeSkipped with why not."""
     tests = answer.get("tests")
     if not isinstance(tests, dict) or len(tests) > MAX_TESTS:
         raise NodeSkipped(f"sent no test outcomes, or more than {MAX_TESTS}")
@@ -44,16 +61,35 @@ def checked(answer: dict) -> dict:
     if not isinstance(problems, list) or len(problems) > MAX_PROBLEMS or not all(
             isinstance(problem, str) and len(problem) <= MAX_PROBLEM_CHARS for problem in problems):
         raise NodeSkipped("sent problems that are not a short list of lines")
+    said = answer.get("statement")
+    if not verify_statement(expected.key, said, answer.get("signature")):
+        raise NodeSkipped("sent outcomes its key did not sign")
+    if (said["node"], said["build"], said["digest"]) != (expected.node, expected.build, answer["digest"]) or (
+            expected.commit is not None and said["commit"] != expected.commit):
+        raise NodeSkipped("signed outcomes of another node, build, commit or digest")
     return {"tests": tests, "digest": answer["digest"], "problems": problems,
+            "statement": said, "signature": answer["signature"],
             "summary": {outcome: sum(1 for each in tests.values() if each == outcome) for outcome in OUTCOMES}}
 
 
 async def _of_node(source: ArtifactSource, record: dict, node: int) -> dict:
+    build = f"{record['client']}-{record['build_id']}"
     try:
+        expected = Expected(node, parse_public_key(source.nodes[node].public_key), build,
+                            (record.get("result") or {}).get("commit"))
         answer = await node_json(source, node, f"/tests/{record['client']}/{record['build_id']}", MAX_RECORD_BYTES)
-        return checked(answer)
+        return checked(answer, expected)
     except NodeSkipped as skipped:
         return {"skipped": str(skipped)}
+
+
+def _row(test: str, outcomes: dict[str, str]) -> dict:
+    row = {"test": test, "outcomes": outcomes, "differs": len(set(outcomes.values())) > 1}
+    passed = sorted((node for node, outcome in outcomes.items() if outcome == "passed"), key=int)
+    failed = sorted((node for node, outcome in outcomes.items() if outcome in FAILED), key=int)
+    if passed and failed:
+        row.update(flaky="proven", passed_on=passed, failed_on=failed)
+    return row
 
 
 async def tests_table(source: ArtifactSource, record: dict) -> dict:
@@ -64,8 +100,7 @@ async def tests_table(source: ArtifactSource, record: dict) -> dict:
     for node, answer in answers.items():
         for test, outcome in (answer.get("tests") or {}).items():
             by_test.setdefault(test, {})[str(node)] = outcome
-    rows = [{"test": test, "outcomes": outcomes, "differs": len(set(outcomes.values())) > 1}
-            for test, outcomes in by_test.items()]
+    rows = [_row(test, outcomes) for test, outcomes in by_test.items()]
     rows.sort(key=lambda row: (not row["differs"], row["test"]))
     return {
         "build_id": record["build_id"],

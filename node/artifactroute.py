@@ -10,7 +10,8 @@ executor's build id is `{client}-{timestamp}`. Requests are signed as log
 requests are (`shared.logrequest`, over the raw path and this node's id), so
 a signature opens one artifact, or one manifest, on one node. The path must
 be exactly one the manifest lists; nothing else reaches the file system.
-The test record is builder/workspace/testreports.py's, as this node kept it.
+The test record is builder/workspace/testreports.py's, as this node kept it, signed
+by this node (shared/testrecord.py).
 The bytes are served only if they still have the digest recorded when the
 build ended (builder/workspace/artifactstore.py). That is this node's word only: a client
 compares the digest with the one the network agreed on.
@@ -28,6 +29,7 @@ import base64
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 
@@ -38,6 +40,7 @@ from pbft.authenticator import Authenticator
 from shared.config import NetworkConfig
 from shared.crypto import Ed25519Authenticator, parse_public_key
 from shared.logrequest import NodeAccess, NodeRequest, SeenNonces, check_log_request
+from shared.testrecord import sign_record
 from shared.transfergate import TransferGate, send_file
 
 MANIFEST_ROUTE = "/artifacts/{client}/{timestamp}"
@@ -55,12 +58,13 @@ class ArtifactSettings:
     repositories: tuple[str, ...]
     node_id: int
     clients: frozenset[str]
-    verifier: Authenticator  # checks client signatures only; signs nothing
+    verifier: Authenticator  # checks client signatures only
+    sign: Callable[[bytes], str]  # this node's signature, by its protocol key: for test records only
     downloads: TransferGate
     seen: SeenNonces = field(default_factory=SeenNonces)  # each signed request is served once
 
     @classmethod
-    def from_config(cls, config: NetworkConfig, node_id: int) -> "ArtifactSettings":
+    def from_config(cls, config: NetworkConfig, node_id: int, sign: Callable[[bytes], str]) -> "ArtifactSettings":
         client_keys = {client.name: parse_public_key(client.public_key) for client in config.clients}
         return cls(
             # Where node.server's executor keeps them; `keep` matters only to the executor.
@@ -70,6 +74,7 @@ class ArtifactSettings:
             node_id=node_id,
             clients=frozenset(client_keys),
             verifier=Ed25519Authenticator(None, {}, client_keys),
+            sign=sign,
             downloads=TransferGate("artifact downloads", MAX_DOWNLOADS, MAX_DOWNLOADS_PER_CLIENT,
                                    where=f"node {node_id}"),
         )
@@ -78,8 +83,10 @@ class ArtifactSettings:
 ARTIFACT_SETTINGS = web.AppKey("artifact_settings", ArtifactSettings)
 
 
-def add_artifact_routes(app: web.Application, config: NetworkConfig, node_id: int) -> None:
-    app[ARTIFACT_SETTINGS] = ArtifactSettings.from_config(config, node_id)
+def add_artifact_routes(app: web.Application, config: NetworkConfig, node_id: int,
+                        sign: Callable[[bytes], str]) -> None:
+    """`sign`: this node's signature over bytes (its authenticator's `sign_bytes`)."""
+    app[ARTIFACT_SETTINGS] = ArtifactSettings.from_config(config, node_id, sign)
     app.router.add_get(MANIFEST_ROUTE, serve_manifest)
     app.router.add_get(ARTIFACT_ROUTE, serve_artifact)
     app.router.add_get(TESTS_ROUTE, serve_tests)
@@ -107,26 +114,29 @@ def _build_id(request: web.Request, settings: ArtifactSettings) -> tuple[str | N
     return f"{client}-{int(text)}", None
 
 
-async def serve_manifest(request: web.Request) -> web.Response:
+async def _serve_record(request: web.Request, read, what: str, sign=None) -> web.Response:
+    """The JSON record `read(repositories, build_id)` of the build the URL names; `sign` makes it
+    this node's signed word."""
     settings = request.app[ARTIFACT_SETTINGS]
     build_id, refused = _build_id(request, settings)
     if refused is not None:
         return refused
-    manifest = await asyncio.to_thread(settings.store.manifest, settings.repositories, build_id)
-    if manifest is None:
-        return _error(404, f"no artifacts of build {build_id} on node {settings.node_id}")
-    return web.json_response({"node": settings.node_id, **manifest})
+    record = await asyncio.to_thread(read, settings.repositories, build_id)
+    if record is None:
+        return _error(404, f"no {what} of build {build_id} on node {settings.node_id}")
+    if sign is not None:
+        return web.json_response(sign_record(sign, settings.node_id, record))
+    return web.json_response({"node": settings.node_id, **record})
+
+
+async def serve_manifest(request: web.Request) -> web.Response:
+    return await _serve_record(request, request.app[ARTIFACT_SETTINGS].store.manifest, "artifacts")
 
 
 async def serve_tests(request: web.Request) -> web.Response:
+    # Signed (shared/testrecord.py): a test's outcome on this node is evidence a client may show.
     settings = request.app[ARTIFACT_SETTINGS]
-    build_id, refused = _build_id(request, settings)
-    if refused is not None:
-        return refused
-    record = await asyncio.to_thread(settings.reports.read, settings.repositories, build_id)
-    if record is None:
-        return _error(404, f"no test outcomes of build {build_id} on node {settings.node_id}")
-    return web.json_response({"node": settings.node_id, **record})
+    return await _serve_record(request, settings.reports.read, "test outcomes", settings.sign)
 
 
 async def serve_artifact(request: web.Request) -> web.StreamResponse:

@@ -151,7 +151,7 @@ def make_app(
     app.router.add_get("/peer", peer_socket)
     app.router.add_get("/client", client_socket)
     add_build_log_route(app, config, node_id)
-    add_artifact_routes(app, config, node_id)
+    add_artifact_routes(app, config, node_id, auth.sign_bytes)
     return app
 
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from shared.schema import ListOf, Text
+
 MAX_PATTERNS = 32
 MAX_PATTERN_CHARS = 256
 MAX_FILES = 256  # the most files one build's artifacts may hold
@@ -41,6 +43,23 @@ def normalize_pattern(text) -> str:
         if "**" in part and part != "**":
             raise ValueError("'**' must be a whole part, as in 'dist/**/*.whl'")
     return "/".join(parts)
+
+
+def pattern_list(key: str, max_items: int) -> ListOf:
+    """The spec kind of a list of patterns under `key` (`artifacts`, `junit`): at least one, at
+    most `max_items`, none twice as written or once normalized (`dist` and `./dist/`)."""
+
+    def once(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
+        first: dict[str, int] = {}
+        for index, pattern in items:
+            if pattern in first:
+                yield f"[{index}]", f"repeats {key}[{first[pattern]}]"
+            first.setdefault(pattern, index)
+
+    return ListOf(Text(what="a path or glob", check=normalize_pattern, refusal="must be a non-empty string"),
+                  min_items=1, max_items=max_items, check=once,
+                  refusal="must be a non-empty list of paths or globs relative to /workspace",
+                  too_many=f"at most {max_items} paths or globs")
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,13 @@ the build's exit, and its reports are evidence beside it.
 
 from __future__ import annotations
 
-from typing import Iterable
-
-from builder.plan.artifactpatterns import normalize_pattern
-from shared.schema import ListOf, Section, Text, section, setting
+from builder.plan.artifactpatterns import pattern_list
+from shared.schema import Section, section, setting
 
 MAX_REPORT_PATTERNS = 16
 
 
-def _patterns_once(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
-    first: dict[str, int] = {}
-    for index, pattern in items:
-        if pattern in first:
-            yield f"[{index}]", f"repeats junit[{first[pattern]}]"
-        first.setdefault(pattern, index)
-
-
-JUNIT = ListOf(Text(what="a path or glob", check=normalize_pattern, refusal="must be a non-empty string"),
-               min_items=1, max_items=MAX_REPORT_PATTERNS, check=_patterns_once,
-               refusal="must be a non-empty list of paths or globs relative to /workspace",
-               too_many=f"at most {MAX_REPORT_PATTERNS} paths or globs")
+JUNIT = pattern_list("junit", MAX_REPORT_PATTERNS)
 
 
 @section

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from builder.plan.artifactpatterns import MAX_PATTERNS, normalize_pattern
+from builder.plan.artifactpatterns import MAX_PATTERNS, pattern_list
 from builder.plan.reportspec import REPORTS, ReportsSpec  # noqa: F401 (the spec's, read from here)
 from builder.plan.imageref import parse_reference
 from shared.config import MAX_SECRETS, SECRET_NAME
@@ -67,20 +67,8 @@ COMMANDS = ListOf(Text(what="a command", check=_command, refusal="must be a non-
                   check=_script_size, refusal="must be a non-empty list of strings")
 
 
-def _patterns_once(items: tuple[tuple[int, str], ...], whole: bool) -> Iterable[tuple[str, str]]:
-    """No pattern twice, as written or once normalized (`dist` and `./dist/`)."""
-    first: dict[str, int] = {}
-    for index, pattern in items:
-        if pattern in first:
-            yield f"[{index}]", f"repeats artifacts[{first[pattern]}]"
-        first.setdefault(pattern, index)
-
-
 # `artifacts:`, paths or globs of /workspace (builder/plan/artifactpatterns.py).
-ARTIFACTS = ListOf(Text(what="a path or glob", check=normalize_pattern, refusal="must be a non-empty string"),
-                   min_items=1, max_items=MAX_PATTERNS, check=_patterns_once,
-                   refusal="must be a non-empty list of paths or globs relative to /workspace",
-                   too_many=f"at most {MAX_PATTERNS} paths or globs")
+ARTIFACTS = pattern_list("artifacts", MAX_PATTERNS)
 
 
 def _value(text: str) -> str:

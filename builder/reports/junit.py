@@ -110,10 +110,15 @@ class _Outcomes:
         return dict(sorted(self.outcomes.items()))
 
 
+def check_size(path: str, size: int) -> None:
+    """ReportError if a report of `size` bytes is over the bound: said before a byte of it is read."""
+    if size > MAX_REPORT_BYTES:
+        raise ReportError(path, f"{size} bytes, over the {MAX_REPORT_BYTES}-byte bound (MAX_REPORT_BYTES)")
+
+
 def parse_junit(path: str, data: bytes) -> dict[str, str]:
     """The outcomes of one report, `data` as read from `path`: test id -> outcome, sorted by id."""
-    if len(data) > MAX_REPORT_BYTES:
-        raise ReportError(path, f"{len(data)} bytes, over the {MAX_REPORT_BYTES}-byte bound (MAX_REPORT_BYTES)")
+    check_size(path, len(data))
     if _DECLARATION.search(data):
         raise ReportError(path, "a DOCTYPE or entity declaration is refused")
     try:

@@ -26,7 +26,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.reports.junit import MAX_REPORT_BYTES, MAX_REPORTS, ReportError, merge, outcomes_digest, parse_junit
+from builder.reports.junit import (MAX_REPORT_BYTES, MAX_REPORTS, ReportError, check_size, merge, outcomes_digest,
+                                   parse_junit)
 from builder.reports.junit import summary as outcome_summary
 from builder.workspace.artifacts import ArtifactCopy
 from builder.workspace.caches import newest_first
@@ -51,7 +52,8 @@ class ReportCopy:
 
     def file(self, path: str) -> Path | None:
         """Where the engine copied the report at `path` (any pattern's copy will do: the same bytes)."""
-        return next((copy.dest / path for copy in self.each() if (copy.dest / path).is_file()), None)
+        places = (self.dest / str(index) / path for index in range(len(self.patterns)))
+        return next((place for place in places if place.is_file()), None)
 
 
 class ReportStore:
@@ -108,6 +110,7 @@ def reports_record(copy: ReportCopy, found: dict[str, str] | None, problem: str)
         try:
             if file is None:
                 raise ReportError(path, "not copied to this node")
+            check_size(path, file.stat().st_size)  # a hostile build's 100 MB report is never read into memory
             parsed.append((path, parse_junit(path, file.read_bytes())))
         except ReportError as exc:
             problems.append(str(exc))

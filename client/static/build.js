@@ -152,11 +152,15 @@ function testsButton(record) {
       }
       const head = el("tr", {}, el("th", {}, "test"), ...nodes.map((node) => el("th", {}, "node " + node)));
       const rows = table.tests.map((row) => el("tr", { class: row.differs ? "differs" : "", "data-test": row.test },
-        el("td", {}, row.test + (row.differs ? " (differs between nodes)" : "")),
+        el("td", {}, row.test + (row.flaky === "proven"
+          ? " (proven flaky: passed on node " + row.passed_on.join(", ") + ", failed on node "
+            + row.failed_on.join(", ") + "; each signed)"
+          : row.differs ? " (differs between nodes)" : "")),
         ...nodes.map((node) => el("td", {}, row.outcomes[node] || "—"))));
       shown.replaceChildren(
         el("div", {}, table.differing.length
-          ? table.differing.length + " tests differ between nodes: flaky, or made to vary on a node"
+          ? table.differing.length + " tests differ between nodes: flaky, or made to vary on a node. "
+            + "Each node signed its outcomes (pbft-ci tests --evidence keeps them)"
           : "every node that read the reports has the same outcomes"),
         el("table", { class: "tests" }, head, ...rows), ...notes);
     } catch (error) {

@@ -1,6 +1,7 @@
 """The node's store of builds' test outcomes (builder/workspace/testreports.py), on disk."""
 
 import os
+from pathlib import Path
 
 from builder.reports.junit import outcomes_digest
 from builder.workspace.testreports import ReportStore, reports_record
@@ -54,3 +55,22 @@ def test_the_record_reads_each_copied_file_and_names_what_it_could_not(tmp_path)
     assert made["summary"] == {"passed": 1, "failed": 0, "error": 1, "skipped": 0}
     assert made["problems"] == ["reports.junit 'more/*.xml' matched no file",
                                 "test report reports/gone.xml: not copied to this node"]
+
+
+def test_a_report_over_the_bound_is_refused_by_its_size_without_being_read(tmp_path, monkeypatch):
+    store = ReportStore(tmp_path, keep=5)
+    copy = store.copy("b1", ("reports/*.xml",))
+    (copy.dest / "0" / "reports").mkdir()
+    (copy.dest / "0" / "reports" / "unit.xml").write_bytes(JUNIT)
+    with open(copy.dest / "0" / "reports" / "huge.xml", "wb") as huge:
+        huge.truncate(100_000_000)  # sparse: 100 MB as the build wrote it, no disk spent here
+    read: list[str] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real(self))
+
+    made = reports_record(copy, {"reports/unit.xml": "sha256:1", "reports/huge.xml": "sha256:2"}, "")
+
+    assert made["tests"] == {"a::b": "passed", "c": "error"}
+    assert made["problems"] == [
+        "test report reports/huge.xml: 100000000 bytes, over the 8388608-byte bound (MAX_REPORT_BYTES)"]
+    assert read == ["unit.xml"]

@@ -4,7 +4,10 @@ The README's commands start the network with node 3 flaky (node/byzantine.py: ho
 builds see PBFT_CI_FLAKY=1), and the client. The repository's build writes a JUnit report in
 which `app.Net::races` fails where that variable is set, and exits 0 on every node: the
 verdict is certified success, and `GET /builds/{id}/tests` and the build's page show the test
-failed on node 3 and passed on nodes 0, 1 and 2, listed first as differing between nodes.
+failed on node 3 and passed on nodes 0, 1 and 2, listed first and marked proven flaky, each
+node's outcomes signed by its key in the network's configuration. The build also writes two
+hostile reports, a billion laughs and 100 MB of zeros: every node refuses each with its reason
+and reads the good report all the same.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from harness.builds import slow_repository
 from harness.scripts import client
 from harness.verdicts import http_json
 from shared.config import load_config
+from shared.crypto import parse_public_key
+from shared.testrecord import verify_statement
 from tests.e2e.browser import BROWSER_MARKS, screenshot, text_of, texts, wait_for
 from tests.e2e.example_network import OWN_NETWORK, example_copy
 from selenium.webdriver.common.by import By  # noqa: E402 (tests.e2e.browser skips the module without selenium)
@@ -28,6 +33,10 @@ commands:
   - >-
     printf '<testsuite name="app"><testcase classname="app.Math" name="adds"/>
     <testcase classname="app.Net" name="races">%s</testcase></testsuite>' "$races" > reports/unit.xml
+  - >-
+    printf '<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+    <!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><testsuite><testcase name="&c;"/></testsuite>' > reports/laughs.xml
+  - head -c 100000000 /dev/zero > reports/huge.xml
 reports:
   junit: [reports/*.xml]
 """
@@ -49,6 +58,15 @@ def test_a_test_that_failed_on_one_node_only_is_shown_with_each_nodes_outcome(ne
                          timeout_s=60)
         assert table["differing"] == ["app.Net::races"], table
         assert table["tests"][0]["outcomes"] == {"0": "passed", "1": "passed", "2": "passed", "3": "failed"}
+        assert (table["tests"][0]["flaky"], table["tests"][0]["failed_on"]) == ("proven", ["3"])
+        config = load_config(path)
+        for node, said in table["nodes"].items():
+            assert said["statement"]["commit"] == verdict["commit"]
+            assert verify_statement(parse_public_key(config.node(int(node)).public_key), said["statement"],
+                                    said["signature"]), node
+            assert said["problems"] == [
+                "test report reports/huge.xml: 100000000 bytes, over the 8388608-byte bound (MAX_REPORT_BYTES)",
+                "test report reports/laughs.xml: a DOCTYPE or entity declaration is refused"], node
         assert table["tests"][1] == {"test": "app.Math::adds", "differs": False,
                                      "outcomes": {"0": "passed", "1": "passed", "2": "passed", "3": "passed"}}
 
@@ -56,7 +74,8 @@ def test_a_test_that_failed_on_one_node_only_is_shown_with_each_nodes_outcome(ne
         wait_for(browser, "the tests button", lambda d: d.find_elements(By.ID, "show-tests"))
         browser.find_element(By.ID, "show-tests").click()
         wait_for(browser, "the test table", lambda d: d.find_elements(By.CSS_SELECTOR, "#tests tr.differs"))
-        assert text_of(browser, "#tests tr.differs td") == "app.Net::races (differs between nodes)"
+        assert text_of(browser, "#tests tr.differs td") == (
+            "app.Net::races (proven flaky: passed on node 0, 1, 2, failed on node 3; each signed)")
         assert texts(browser, "#tests tr.differs td")[1:] == ["passed", "passed", "passed", "failed"]
         screenshot(browser, "tests-by-node.png")
 

@@ -23,8 +23,9 @@ from harness.network import write_network
 from node.artifactroute import ARTIFACT_SETTINGS, DIGEST_HEADER, add_artifact_routes
 from node.server import make_app
 from shared.config import load_config
-from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key
+from shared.crypto import Ed25519Authenticator, generate_private_key, load_private_key, parse_public_key, sign_bytes
 from shared.logrequest import NodeRequest, signed_log_headers
+from shared.testrecord import verify_statement
 from shared.transfergate import CHUNK_BYTES
 
 NODE_ID = 1
@@ -66,7 +67,8 @@ def build_dir(config):
 @pytest.fixture
 async def node(aiohttp_client, config):
     app = web.Application()
-    add_artifact_routes(app, config, NODE_ID)
+    node_key = load_private_key(config.node_key_path(NODE_ID))
+    add_artifact_routes(app, config, NODE_ID, lambda data: sign_bytes(node_key, data))
     return await aiohttp_client(app)
 
 
@@ -260,16 +262,28 @@ async def test_downloads_beyond_a_clients_share_are_refused_with_retry_after(nod
             await asyncio.sleep(0.01)
 
 
-async def test_a_builds_test_outcomes_are_served_to_a_signed_request_only(node, config, client_auth):
+async def test_a_builds_test_outcomes_are_served_to_a_signed_request_only_signed_by_the_node(
+        node, config, client_auth):
     ReportStore(config.data_dir / f"node-{NODE_ID}", keep=5).store({
         "build": BUILD, "repository": REPOSITORY, "commit": "c" * 40, "tests": {"a::b": "failed"},
         "summary": {"passed": 0, "failed": 1, "error": 0, "skipped": 0}, "digest": "sha256:00", "problems": [],
     })
     response = await get(node, client_auth, "/tests/client/42")
     assert response.status == 200
-    assert {**await response.json()} == {
+    served = await response.json()
+    signature = served.pop("signature")
+    said = {"node": NODE_ID, "build": BUILD, "repository": REPOSITORY, "commit": "c" * 40, "digest": "sha256:00"}
+    assert served == {
         "node": NODE_ID, "build": BUILD, "repository": REPOSITORY, "commit": "c" * 40, "tests": {"a::b": "failed"},
-        "summary": {"passed": 0, "failed": 1, "error": 0, "skipped": 0}, "digest": "sha256:00", "problems": []}
+        "summary": {"passed": 0, "failed": 1, "error": 0, "skipped": 0}, "digest": "sha256:00", "problems": [],
+        "statement": said}
+    node_key = parse_public_key(config.node(NODE_ID).public_key)
+    assert verify_statement(node_key, said, signature)
+    # The signature holds the node to this build's digest and to nothing else.
+    assert not verify_statement(node_key, {**said, "digest": "sha256:01"}, signature)
+    assert not verify_statement(node_key, {**said, "build": f"{CLIENT}-43"}, signature)
+    other = parse_public_key(config.node(0).public_key)
+    assert not verify_statement(other, said, signature)
     unsigned = await node.get("/tests/client/42")
     assert unsigned.status == 401
     missing = await get(node, client_auth, "/tests/client/43")

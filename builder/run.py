@@ -37,6 +37,7 @@ from builder.plan.buildplan import (
     SpecBuild,
 )
 from builder.plan.secrets import BuildSecrets, SecretUnreadable, read_secrets
+from builder.plan.variations import BUILD_HOSTNAME, variation
 from builder.result import BuildResult
 from builder.workspace.artifacts import ArtifactCopy
 from builder.workspace.artifactstore import ArtifactStore
@@ -102,6 +103,9 @@ class BuildRun:
         self.images: list = []  # the registry digests of the images it ran
         self.labels = {"pbft-ci.build": order.build_id, **node.engine.labels()}
         self.commit = ""  # the commit it builds, once its plan is run
+        # Its containers' host name: the node's own with `vary: true`, and then no container started
+        # ahead (those have the common one).
+        self.hostname = variation(node.node_id, order.build_id).hostname if order.settings.vary else BUILD_HOSTNAME
 
     def run(self, plan: BuildPlan) -> tuple[BuildResult, int | None]:
         """The result of running `plan`, and how long the build's own commands ran (ContainerOutcome.commands_ms)."""
@@ -141,7 +145,7 @@ class BuildRun:
         if build.cache is not None:
             cache_run = prepare_cache(node.caches, plan.facts, image_id, build.cache, self.workspace, self.output)
             script, arguments = cache_run.script, ("pbft-ci-cache", build.script)
-        elif network is None:
+        elif network is None and self.hostname == BUILD_HOSTNAME:
             ready = node.engine.take_ready(image_id, build.user, build.limits)
             self._say_ready(ready, image_id, build.user)
             on_started = functools.partial(node.engine.prepare_ready, image_id, build.user, build.limits)
@@ -153,7 +157,7 @@ class BuildRun:
                 environment=build.container_environment, cache=cache_run.mounts if cache_run else None,
                 network=network, artifacts=artifacts, reports=reports,
             )
-            run = functools.partial(node.engine.run, job, RunAs(build.limits, build.user, self.labels))
+            run = functools.partial(node.engine.run, job, RunAs(build.limits, build.user, self.labels, self.hostname))
             outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
@@ -204,7 +208,7 @@ class BuildRun:
         try:
             job = StepsJob(steps, self.workspace, build.timeout_s, graph=build.graph, network=network,
                            artifacts=artifacts, reports=reports, services=services, cache=cache_run)
-            who = RunAs(build.limits, build.user, self.labels)
+            who = RunAs(build.limits, build.user, self.labels, self.hostname)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
             outcome = self._unless_host_fault(
                 lambda hooks, _ready: node.engine.run_steps(job, who, hooks), self._hooks()
@@ -251,7 +255,7 @@ class BuildRun:
             os.rename(aside, self.workspace / ".git")
         self.output.write(build_output.encode(errors="replace"))
         user, ready, on_started = build.limits.user, None, None
-        if command:
+        if command and self.hostname == BUILD_HOSTNAME:
             # The next build of this very image (the same tree: a rerun, a schedule, a branch
             # and its pull request) finds its container started, once the node has built the
             # image twice. An image with no command fails as docker run fails, in a container
@@ -260,7 +264,7 @@ class BuildRun:
             self._say_ready(ready, image_id, user)
             on_started = functools.partial(engine.prepare_ready, image_id, user, build.limits, command)
         job = ContainerJob(image_id, None, build.timeout_s, environment={**build.environment, **secrets})
-        run = functools.partial(engine.run, job, RunAs(build.limits, user, self.labels))
+        run = functools.partial(engine.run, job, RunAs(build.limits, user, self.labels, self.hostname))
         outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
         return self._result(outcome, build.ran, build.timeout_s, build.budget, ((), "")), outcome.commands_ms
 

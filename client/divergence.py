@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 import shutil
 import tempfile
@@ -38,7 +39,7 @@ from aiohttp import web
 from client.artifacts import (
     ArtifactSource, ArtifactsUnavailable, NodeSkipped, artifact_source, node_file, node_manifest,
 )
-from builder.plan.variations import suspects, variation
+from builder.plan.variations import suspects, traced, traces, variation
 from pbft.attestation import manifest_digest
 from pbft.messages import MessageError, Reply, decode
 
@@ -225,10 +226,33 @@ async def serve_divergence(request: web.Request, record: dict, varied: bool = Fa
 
 def with_variations(explained: dict, record: dict) -> dict:
     """`explained` with the variation each side's nodes built under (builder/plan/variations.py:
-    a function of the node and the build, so known here too), and `suspects`: the varied parts
-    that may explain the sides ([]: none does; the cause is something not varied, or a node)."""
+    a function of the node and the build, so known here too); `suspects`: the varied parts
+    that may explain the sides ([]: none does; the cause is something not varied, or a node);
+    and `causes`: the suspects whose traces the compared bytes hold, each side its own value's
+    (the clock's year, the time zone's name, the umask's file mode), named from the evidence."""
     build_id = f"{record['client']}-{record['build_id']}"
     sides = [{**side, "variations": {str(node): variation(node, build_id).as_dict() for node in side["nodes"]}}
              for side in explained["sides"]]
-    return {**explained, "sides": sides,
-            "suspects": suspects([tuple(side["nodes"]) for side in explained["sides"]], build_id)}
+    suspected = suspects([tuple(side["nodes"]) for side in explained["sides"]], build_id)
+    return {**explained, "sides": sides, "suspects": suspected,
+            "causes": _causes(explained, build_id, int(record["build_id"]) / 1e6, suspected)}
+
+
+# A line of diffoscope's text report that one side's bytes hold: "-…" or "+…", after the
+# tree drawing of nested comparisons ("│ -…"), and not a file header ("--- nodes-0/…").
+_REPORT_LINE = re.compile(r"^[│├└─┄ ]*([-+])(?![-+]{2} )(.*)$")
+
+
+def _causes(explained: dict, build_id: str, built_at_s: float, suspected: list[str]) -> list[str]:
+    compared = explained.get("compared") or []
+    if len(compared) != 2:
+        return []
+    said: dict[str, list[str]] = {"-": [], "+": []}
+    for entry in explained.get("files", []):
+        for line in str(entry.get("report", "")).splitlines():
+            match = _REPORT_LINE.match(line)
+            if match:
+                said[match.group(1)].append(match.group(2))
+    lines = ("\n".join(said["-"]), "\n".join(said["+"]))
+    one, other = (traces(variation(side["from_node"], build_id), built_at_s) for side in compared)
+    return [part for part in suspected if part in one and traced((one[part], other[part]), lines)]

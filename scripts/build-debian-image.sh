@@ -49,9 +49,10 @@ WHEELS=
 case "$variant" in
     python)
         IMAGE=pbft-ci/debian-python:$SUITE
-        PACKAGES=python3,python3-pytest,git
+        # libfaketime: a repository's `vary: true` moves the clock of images that have it.
+        PACKAGES=python3,python3-pytest,git,libfaketime
         IMAGE_PATH=$BASE_PATH
-        CHECK="python3 -m pytest --version"
+        CHECK="python3 -m pytest --version && test -r /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 -o -r /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"
         ;;
     postgres)
         IMAGE=pbft-ci/debian-postgres:$SUITE

@@ -135,8 +135,9 @@ class RepositoryConfig:
                                                              "<status_context>/node-<id> (docs/forges.md)")
     node_status_token_file: str = setting(FILE_NAME, default="", local=True, doc="each node's own forge token, relative to "
                                                                      "this file; {id} is the node's id")
-    vary: bool = setting(Bool(), default=False, doc="each node builds under its own variation of time zone, locale "
-                                                    "and umask, known to every node (docs/reproducibility.md)")
+    vary: bool = setting(Bool(), default=False, doc="each node builds under its own variation of time zone, locale, "
+                                                    "umask, clock and host name, known to every node "
+                                                    "(docs/reproducibility.md)")
     build_network: bool = setting(Bool(), default=False, doc="builds may reach the network, never this host or the "
                                                              "peers; what they fetch may differ between nodes")
     builders: str = setting(Choice(BUILDERS, what="a choice of builders"), default="all",

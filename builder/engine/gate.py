@@ -32,10 +32,11 @@ from builder.engine.sandbox import (
     SandboxError,
     build_identity,
     host_config,
+    joined,
     remove_all,
     tmpfs_volume,
 )
-from builder.plan.variations import UMASK_VARIABLE
+from builder.plan.variations import CLOCK_VARIABLE, UMASK_VARIABLE
 from builder.plan.containerpaths import SOURCES_DIR, WORKSPACE_DIR
 from builder.plan.resources import memory_budget
 
@@ -113,6 +114,12 @@ def exported(environment: dict[str, str], script: str) -> str:
     # A node's variation of the umask (builder/plan/variations.py), set on the same line.
     umask = environment.get(UMASK_VARIABLE, "")
     mask = f"umask {umask}; " if re.fullmatch(r"0[0-7]{3}", umask) else ""
+    # And of the clock: libfaketime, where the image has Debian's, for the programs the script starts.
+    clock = environment.get(CLOCK_VARIABLE, "")
+    if re.fullmatch(r"\+[0-9]{1,5}d", clock):
+        mask += ('for lib in /usr/lib/*/faketime/libfaketime.so.1; do if [ -r "$lib" ]; then export '
+                 f'LD_PRELOAD="$lib${{LD_PRELOAD:+:$LD_PRELOAD}}" FAKETIME={clock} FAKETIME_DONT_FAKE_MONOTONIC=1; '
+                 'break; fi; done; ')
     assignments, trims = [], []
     for name, value in sorted(environment.items()):
         if "\n" in value or "\r" in value:
@@ -236,7 +243,7 @@ def start_gated_container(
             stdin_open=True,
         )
         if network is not None:
-            options["network_mode"] = network
+            options = joined(options, network)
         # Not detached: only then does docker-py set StdinOnce, which makes the
         # daemon close the build's stdin when the node's attach ends, after the
         # script or without it.

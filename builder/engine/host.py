@@ -134,7 +134,7 @@ class DockerEngine:
     def sandbox(self, who: RunAs) -> Sandbox:
         """What a build's containers are made with on this engine; what they leave is removed by its janitor."""
         return Sandbox(self.client(), who.limits, who.user, self._identities, who.labels, self._remove_later,
-                       inboxes=self._inboxes)
+                       inboxes=self._inboxes, hostname=who.hostname)
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks = Hooks(), ready: GatedContainer | None = None,
             ) -> ContainerOutcome:

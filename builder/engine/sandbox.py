@@ -50,6 +50,7 @@ from docker.types import LogConfig
 from builder.engine.identity import Identities, IdentityError
 from builder.plan.containerpaths import HOME_DIR
 from builder.plan.resources import MemoryBudget
+from builder.plan.variations import BUILD_HOSTNAME
 from shared.config import BuildConfig
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Sandbox:
     labels: dict[str, str]
     remove_later: Callable[[Callable[[], None]], object] | None = None
     inboxes: Path | None = None
+    hostname: str = BUILD_HOSTNAME  # its containers' (a varied build's own, builder/plan/variations.py)
 
     @property
     def sources_mountable(self) -> bool:
@@ -116,6 +118,7 @@ class RunAs:
     limits: BuildConfig
     user: str
     labels: dict[str, str]
+    hostname: str = BUILD_HOSTNAME
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,15 @@ class ContainerOutcome:
     killed_outside: bool = False
 
 
+def joined(options: dict, network_mode: str) -> dict:
+    """`options` (host_config's) for a container on `network_mode`: one joining another
+    container's namespace ("container:<id>") shares its host name and may not set its own."""
+    options["network_mode"] = network_mode
+    if network_mode.startswith("container:"):
+        options.pop("hostname", None)
+    return options
+
+
 def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
     """Container options shared by spec builds, Dockerfile builds and cache holders."""
     limits, user = sandbox.limits, sandbox.user
@@ -179,6 +191,9 @@ def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
     uid, gid = numeric_owner(user)
     return dict(
         network_mode="none",
+        # The same on every node (docker's default is the container's id), unless varied. A
+        # container joining another's network namespace takes its host name: see `joined`.
+        hostname=sandbox.hostname,
         mem_limit=memory,
         # Equal to mem_limit: the container gets no swap on top of its memory.
         memswap_limit=memory,

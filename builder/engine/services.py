@@ -24,7 +24,7 @@ from docker.types import Healthcheck
 
 from builder.plan.resources import memory_budget
 from builder.engine.exits import OutputCapture
-from builder.engine.sandbox import Sandbox, SandboxError, build_identity, host_config, remove_all
+from builder.engine.sandbox import Sandbox, SandboxError, build_identity, host_config, joined, remove_all
 
 # How often the engine runs a service's readiness command, and how long one run may take.
 READY_INTERVAL_S = 0.5
@@ -74,8 +74,8 @@ def start_service(sandbox: Sandbox, planned: PlannedService, *, pod: str) -> Run
     identity = build_identity(sandbox, planned.image_id)
     writable = ["/run", *declared]
     memory = f"{budget.total_mb + limits.tmp_mb * len(writable)}m"
+    options = joined(options, f"container:{pod}")
     options.update(
-        network_mode=f"container:{pod}",
         mem_limit=memory,
         memswap_limit=memory,
         read_only=True,

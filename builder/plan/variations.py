@@ -1,6 +1,6 @@
 """Reproducibility under variation: with a repository's `vary: true`, each node builds under a
 variation of its own of what a build should not depend on (Debian's reprotest varies these and
-more): the time zone, the locale and the umask.
+more): the time zone, the locale, the umask, the clock and the host name.
 
 A node's variation is a function of its id and the build's id (the agreed request's client and
 timestamp) alone, so every node, and any client, knows every other node's: when f+1 nodes that
@@ -11,20 +11,40 @@ take consecutive entries of each list, so up to len(list) nodes never share a va
 The time zone and the locale replace the fixed ones every build gets
 (builder/plan/civars.py); a spec's own `environment:` still sets them over the node's choice.
 The umask is applied on the first line of each script (builder/engine/gate.py `exported`).
-What is not varied yet: the host name, the build path (/workspace) and the clock.
+The clock is moved forward by whole days with libfaketime, where the image has it (Debian's
+`libfaketime`; LD_PRELOAD on the same first line): dynamically linked programs see the later
+date, statically linked ones (busybox) and images without it the real clock. Monotonic clocks
+are left alone, so timeouts and sleeps are not. The host name is the build containers' (every
+build's is BUILD_HOSTNAME otherwise, the same on every node); a varied build never takes a
+container started ahead, which has the common one. What is not varied yet: the build path
+(/workspace).
+
+When the nodes' artifacts differ, `traces` says what each varied part leaves in bytes that
+differ (a time zone's name, a umask's file mode, the later year), so that the part whose
+traces each side's differing bytes hold is named the cause (client/divergence.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 from dataclasses import dataclass
 
 UMASK_VARIABLE = "PBFT_CI_UMASK"
+CLOCK_VARIABLE = "PBFT_CI_FAKETIME"
 # POSIX TZ strings, not zoneinfo names: an image without /usr/share/zoneinfo (busybox) reads
 # them too, so every image sees its offset. Offsets of quarter and half hours included.
 ZONES = ("UTC0", "NST3:30", "<+0545>-5:45", "<+1245>-12:45", "<-12>12", "CET-1", "JST-9")
 LOCALES = ("C.UTF-8", "fr_CH.UTF-8", "tr_TR.UTF-8", "ja_JP.UTF-8", "de_DE.UTF-8", "es_ES.UTF-8", "ru_RU.UTF-8")
 UMASKS = ("0022", "0002", "0077", "0027", "0007", "0022", "0002")
+# Days the clock is moved forward: about a year apart (as reprotest's 373), so that each node's
+# date, and its year, differ from every other's.
+CLOCK_DAYS = (0, 373, 746, 1119, 1492, 1865, 2238)
+DAY_S = 86_400
+# Every build container's host name, on every node, unless the build is varied.
+BUILD_HOSTNAME = "pbft-ci"
+HOSTNAMES = ("build-alder", "build-birch", "build-cedar", "build-dogwood", "build-elm", "build-fir", "build-ginkgo")
 
 
 @dataclass(frozen=True)
@@ -32,15 +52,20 @@ class Variation:
     time_zone: str
     locale: str
     umask: str
+    clock_days: int = 0
+    hostname: str = BUILD_HOSTNAME
 
     def environment(self) -> dict[str, str]:
-        return {"TZ": self.time_zone, "LC_ALL": self.locale, "LANG": self.locale, UMASK_VARIABLE: self.umask}
+        return {"TZ": self.time_zone, "LC_ALL": self.locale, "LANG": self.locale, UMASK_VARIABLE: self.umask,
+                CLOCK_VARIABLE: f"+{self.clock_days}d"}
 
     def described(self) -> str:
-        return f"TZ={self.time_zone}, LC_ALL={self.locale}, umask {self.umask}"
+        return (f"TZ={self.time_zone}, LC_ALL={self.locale}, umask {self.umask}, "
+                f"clock +{self.clock_days} days (where the image has libfaketime), host name {self.hostname}")
 
-    def as_dict(self) -> dict[str, str]:
-        return {"time_zone": self.time_zone, "locale": self.locale, "umask": self.umask}
+    def as_dict(self) -> dict:
+        return {"time_zone": self.time_zone, "locale": self.locale, "umask": self.umask,
+                "clock_days": self.clock_days, "hostname": self.hostname}
 
 
 def variation(node_id: int, build_id: str) -> Variation:
@@ -48,10 +73,11 @@ def variation(node_id: int, build_id: str) -> Variation:
     the node its place from there."""
     start = int.from_bytes(hashlib.sha256(build_id.encode()).digest()[:4], "big")
     pick = start + node_id
-    return Variation(ZONES[pick % len(ZONES)], LOCALES[pick % len(LOCALES)], UMASKS[pick % len(UMASKS)])
+    return Variation(ZONES[pick % len(ZONES)], LOCALES[pick % len(LOCALES)], UMASKS[pick % len(UMASKS)],
+                     CLOCK_DAYS[pick % len(CLOCK_DAYS)], HOSTNAMES[pick % len(HOSTNAMES)])
 
 
-PARTS = ("time zone", "locale", "umask")
+PARTS = ("time zone", "locale", "umask", "clock", "host name")
 
 
 def suspects(sides: list[tuple[int, ...]], build_id: str) -> list[str]:
@@ -69,5 +95,40 @@ def suspects(sides: list[tuple[int, ...]], build_id: str) -> list[str]:
     return left
 
 
-def _values(varied: Variation) -> tuple[str, str, str]:
-    return varied.time_zone, varied.locale, varied.umask
+def _values(varied: Variation) -> tuple:
+    return varied.time_zone, varied.locale, varied.umask, varied.clock_days, varied.hostname
+
+
+# What `date +%Z` prints under each POSIX TZ string: its name, or the offset in <>.
+_ZONE_NAME = re.compile(r"<([^>]+)>|([A-Za-z]{3,})")
+
+
+def traces(varied: Variation, built_at_s: float) -> dict[str, tuple[re.Pattern, ...]]:
+    """What each part of `varied` leaves in bytes a build wrote, for a build that ran about
+    `built_at_s` (the request's time: within a day of the build's). The locale leaves none this
+    can tell from the rest (month names, number formats) and is not traced."""
+    zone = _ZONE_NAME.match(varied.time_zone)
+    name = zone.group(1) or zone.group(2) if zone else varied.time_zone
+    umask = int(varied.umask, 8)
+    mode = "".join(letter if 0o666 & ~umask & bit else "-"
+                   for letter, bit in zip("rwxrwxrwx", (0o400, 0o200, 0o100, 0o40, 0o20, 0o10, 0o4, 0o2, 0o1)))
+    moved = built_at_s + varied.clock_days * DAY_S
+    years = sorted({time.gmtime(moved + shift).tm_year for shift in (-DAY_S, 0, DAY_S)})
+    return {
+        "time zone": (_token(name),),
+        "umask": (re.compile(rf"(?<![\w-])-{re.escape(mode)}(?![\w-])"),),
+        "clock": tuple(_token(str(year)) for year in years),
+        "host name": (re.compile(rf"(?<![\w.-]){re.escape(varied.hostname)}(?![\w-])"),),
+    }
+
+
+def _token(text: str) -> re.Pattern:
+    return re.compile(rf"(?<![\w+-]){re.escape(text)}(?![\w])")
+
+
+def traced(part_traces: tuple[tuple[re.Pattern, ...], tuple[re.Pattern, ...]], lines: tuple[str, str]) -> bool:
+    """Whether each side's differing bytes (`lines`) hold a trace of its own value of the part and
+    none of the other side's: the part is then named a cause, not merely a suspect."""
+    own = [any(pattern.search(text) for pattern in patterns) for patterns, text in zip(part_traces, lines)]
+    other = [any(pattern.search(text) for pattern in patterns) for patterns, text in zip(part_traces[::-1], lines)]
+    return all(own) and not any(other)

@@ -110,13 +110,16 @@ function divergenceButton(record) {
       // With the repository's vary: true, each node's variation and what may explain the sides.
       const varied = (side) => side.variations ? Object.keys(side.variations).map((node) => el("div", { class: "muted" },
         "node " + node + " built under TZ=" + side.variations[node].time_zone + ", LC_ALL="
-        + side.variations[node].locale + ", umask " + side.variations[node].umask)) : [];
+        + side.variations[node].locale + ", umask " + side.variations[node].umask
+        + ", clock +" + side.variations[node].clock_days + " days")) : [];
       said.replaceChildren(
         ...explained.sides.flatMap((side) => [el("div", { class: "side" },
           "nodes " + side.nodes.join(", ") + ": " + side.digest), ...varied(side)]),
         Array.isArray(explained.suspects) ? el("div", { id: "suspects" }, explained.suspects.length
           ? "what the nodes varied that may explain it: " + explained.suspects.join(", ")
           : "nothing the nodes varied explains it: nodes that agree built under different values of each") : null,
+        Array.isArray(explained.causes) && explained.causes.length ? el("div", { id: "causes" },
+          "what each side's bytes hold a trace of: " + explained.causes.join(", ")) : null,
         ...explained.files.map((file) => el("div", { class: "divergent-file", "data-path": file.path },
           el("div", {}, file.path + (file.truncated ? " (report cut)" : "")),
           el("pre", { class: "log" }, file.report))),

@@ -1,9 +1,10 @@
 """Test reports (`reports: {junit: [...]}`) on the real Docker engine: each node reads them
 after the build whatever its end, keeps the outcomes beside its verdict and says them in its
 log, and nothing a report holds or lacks changes the verdict. And a repository's `vary: true`:
-each node builds under its own time zone, locale and umask."""
+each node builds under its own time zone, locale, umask and clock (where the image has libfaketime)."""
 
 import json
+import time
 
 import pytest
 import yaml
@@ -97,7 +98,7 @@ async def test_a_pipeline_reads_its_reports_after_a_failed_step(make_executor, g
 async def test_with_vary_each_node_builds_under_its_own_variation_and_a_reproducible_artifact_still_matches(
         make_executor, git_repo, build_ids, tmp_path):
     git_repo.commit("master", {".pbft-ci.yml": spec(
-        'echo "varied: $TZ $LC_ALL $(umask)"', "mkdir -p dist", "echo same > dist/same.txt",
+        'echo "varied: $TZ $LC_ALL $(umask) $(hostname)"', "mkdir -p dist", "echo same > dist/same.txt",
         artifacts=["dist/same.txt"])})
     build_id = build_ids()
     order = dict(settings=RepositorySettings(vary=True))
@@ -109,7 +110,7 @@ async def test_with_vary_each_node_builds_under_its_own_variation_and_a_reproduc
     for node, result in ((0, first), (1, second)):
         varied = variation(node, build_id)
         assert f"this node's variation (vary: true): {varied.described()}" in log_text(result)
-        assert f"varied: {varied.time_zone} {varied.locale} {varied.umask}" in log_text(result)
+        assert f"varied: {varied.time_zone} {varied.locale} {varied.umask} {varied.hostname}" in log_text(result)
     assert variation(0, build_id).time_zone != variation(1, build_id).time_zone
     assert first.status == second.status == "success"
     assert first.agreed() == second.agreed(), "an artifact that depends on none of it is the same on both"
@@ -127,3 +128,41 @@ async def test_with_vary_an_artifact_that_depends_on_the_time_zone_differs_betwe
 
     assert first.status == second.status == "success", log_text(first)
     assert first.artifacts != second.artifacts
+
+
+async def test_with_vary_an_image_with_libfaketime_sees_each_nodes_clock_moved_by_its_days(
+        make_executor, git_repo, build_ids, python_image):
+    git_repo.commit("master", {".pbft-ci.yml": spec(
+        "mkdir -p dist", "date -u +%Y-%m-%d > dist/when.txt", "cat dist/when.txt",
+        'python3 -c "import time; print(time.time())"',
+        artifacts=["dist/when.txt"], image=python_image)})
+    build_id = build_ids()
+    orders = [BuildOrder(build_id, "example", str(git_repo.path), "master", settings=RepositorySettings(vary=True))] * 2
+    started_s = time.time()
+
+    results = [await make_executor(node_id=0).run(orders[0]),
+               await make_executor(node_id=1, data_dir="node-b").run(orders[1])]
+
+    ended_s = time.time()
+    for node, result in enumerate(results):
+        assert result.status == "success", log_text(result)
+        days = variation(node, build_id).clock_days * 86_400
+        # Its own date: the real one moved forward by its days, both in what date(1) wrote and in Python's clock.
+        dates = {time.strftime("%Y-%m-%d", time.gmtime(moment + days)) for moment in (started_s, ended_s)}
+        lines = log_text(result).splitlines()
+        assert set(lines) & dates, (node, dates, lines)
+        said = [float(line) for line in lines if line.replace(".", "", 1).isdigit()]
+        assert said and started_s + days - 5 <= said[0] <= ended_s + days + 5, (node, said)
+        assert f"clock +{variation(node, build_id).clock_days} days" in log_text(result)
+    assert results[0].artifacts != results[1].artifacts, "two clocks a year apart wrote two dates"
+
+
+async def test_without_vary_every_nodes_build_has_the_same_host_name(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": spec('echo "host: $(hostname)"')})
+    build_id = build_ids()
+    order = BuildOrder(build_id, "example", str(git_repo.path), "master")
+
+    results = [await make_executor(node_id=0).run(order), await make_executor(node_id=1, data_dir="node-b").run(order)]
+
+    for result in results:
+        assert "host: pbft-ci\n" in log_text(result), log_text(result)

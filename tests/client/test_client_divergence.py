@@ -4,7 +4,9 @@ digest each signed, the two largest sides' manifests and differing files fetched
 of each (checked against what it signed) and compared."""
 
 import asyncio
+import calendar
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -126,4 +128,38 @@ def test_with_vary_each_side_names_its_nodes_variations_and_what_differs_between
     # Nodes 0, 1 and 2 built under three time zones, locales and umasks and agree: none explains node 3.
     assert shown["suspects"] == []
     alone = with_variations({"sides": [{"digest": f"sha256:{node}", "nodes": [node]} for node in range(4)]}, record)
-    assert alone["suspects"] == ["time zone", "locale", "umask"]
+    assert alone["suspects"] == ["time zone", "locale", "umask", "clock", "host name"]
+    assert alone["causes"] == [], "no file was compared: nothing is traced"
+
+
+def diffoscope_report(one: str, other: str) -> str:
+    """diffoscope's text report of two one-line files, as it writes it (nested in a tarball)."""
+    return (f"--- nodes-0/dist.tar\n+++ nodes-3/dist.tar\n├── file list\n│ @@ -1 +1 @@\n"
+            f"│ --rw-r--r--   0 build  build  21 dist/stamp.txt\n│ +-rw-r--r--   0 build  build  21 dist/stamp.txt\n"
+            f"├── dist/stamp.txt\n│ @@ -1 +1 @@\n│ -{one}\n│ +{other}\n")
+
+
+def test_the_part_whose_traces_each_side_holds_is_named_the_cause():
+    build_id = str(calendar.timegm((2026, 11, 29, 5, 0, 0)) * 1_000_000)
+    record = {"client": CLIENT, "build_id": build_id}
+    zero, three = variation(0, f"{CLIENT}-{build_id}"), variation(3, f"{CLIENT}-{build_id}")
+    assert zero.clock_days != three.clock_days and zero.time_zone != three.time_zone
+
+    def causes(one: str, other: str) -> list[str]:
+        explained = {"sides": [{"digest": "sha256:a", "nodes": [0]}, {"digest": "sha256:b", "nodes": [3]}],
+                     "compared": [{"nodes": [0], "from_node": 0}, {"nodes": [3], "from_node": 3}],
+                     "files": [{"path": "dist.tar", "report": diffoscope_report(one, other)}]}
+        return with_variations(explained, record)["causes"]
+
+    def year(varied) -> int:
+        return time.gmtime(int(build_id) / 1e6 + varied.clock_days * 86_400).tm_year
+
+    # A build that wrote the date of its clock, in UTC: the years are each node's moved clock.
+    assert causes(f"built {year(zero)}-11-29T05:00:01Z", f"built {year(three)}-12-03T05:00:02Z") == ["clock"]
+    # One that wrote its time zone's name, as date(1) prints it under each: the zone.
+    zone = {varied: subprocess.run(["date", "+%Z"], env={"TZ": varied.time_zone}, capture_output=True, text=True,
+                                   check=True).stdout.strip() for varied in (zero, three)}
+    assert causes(f"at 05:00 {zone[zero]}", f"at 14:00 {zone[three]}") == ["time zone"]
+    # Bytes that hold neither: suspects, but no cause.
+    assert causes("random 1f3a", "random 9b0c") == []
+

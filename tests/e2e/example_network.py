@@ -215,9 +215,10 @@ def wait_for_statuses(config: NetworkConfig, nodes, done, timeout_s: float = 30)
         time.sleep(0.2)
 
 
-def example_copy(tmp_path: Path, *, allow_byzantine: bool) -> Path:
+def example_copy(tmp_path: Path, *, allow_byzantine: bool, repositories: list[dict] | None = None) -> Path:
     """The example network with ports, a data directory and logs of its own (`tmp_path/data`,
-    `tmp_path/log`), so that it runs beside the example network and other tests' copies.
+    `tmp_path/log`), so that it runs beside the example network and other tests' copies;
+    with `repositories`, those in place of the example's.
 
     Nodes keep their protocol state across restarts, so the example's own
     data directory may hold any view another run left behind; a fresh one
@@ -229,6 +230,8 @@ def example_copy(tmp_path: Path, *, allow_byzantine: bool) -> Path:
     data["data_dir"] = str(tmp_path / "data")
     data["log_dir"] = str(tmp_path / "log")
     data["allow_byzantine"] = allow_byzantine
+    if repositories is not None:
+        data["repositories"] = repositories
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

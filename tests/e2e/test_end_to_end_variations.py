@@ -1,16 +1,16 @@
 """End to end: a repository's `vary: true` (builder/plan/variations.py), with the README's commands
 starting the example network and the client.
 
-Each node builds under its own time zone, locale and umask. A build whose artifact depends on
-none of them is certified with the same bytes from every node: reproducible under those
-variations. One whose artifact prints the commit's time in the build's time zone differs on
-every node; `GET /builds/{id}/divergence` names each node's variation and the parts that may
-explain it.
+Each node builds under its own time zone, locale, umask, clock and host name. A build whose
+artifact depends on none of them is certified with the same bytes from every node: reproducible
+under those variations. One whose artifact prints the commit's time in the build's time zone
+differs on every node; `GET /builds/{id}/divergence` names each node's variation, the parts that
+may explain it, and the time zone as the cause: each side's bytes hold its own zone's name. One
+that embeds the time it was built at, in an image with libfaketime, differs on every node too,
+and the clock is named the cause: each side's bytes hold its own clock's year.
 """
 
 from __future__ import annotations
-
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -32,14 +32,20 @@ commands:
 artifacts: [dist/when.txt]
 """
 
+STAMPED = """\
+image: pbft-ci/debian-python:bookworm
+commands:
+  - mkdir -p dist && date -u +%Y-%m-%dT%H:%M:%SZ > dist/stamp.txt
+artifacts: [dist/stamp.txt]
+"""
+
 
 def test_a_varied_build_is_reproducible_or_names_what_may_explain_it(network, tmp_path):
     slow_repository(tmp_path / "same", SAME)
     slow_repository(tmp_path / "zoned", ZONED)
-    path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": name, "url": str(tmp_path / name), "vary": True} for name in ("same", "zoned")]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    slow_repository(tmp_path / "stamped", STAMPED)
+    path = example_copy(tmp_path, allow_byzantine=False, repositories=[
+        {"name": name, "url": str(tmp_path / name), "vary": True} for name in ("same", "zoned", "stamped")])
     network(str(path))
     with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
         code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "same", "branch": "master"})
@@ -54,6 +60,14 @@ def test_a_varied_build_is_reproducible_or_names_what_may_explain_it(network, tm
         zones = {zone for side in explained["sides"] for zone in
                  (variation["time_zone"] for variation in side["variations"].values())}
         assert len(zones) == len(explained["sides"]) >= 3
-        assert explained["suspects"] == ["time zone", "locale", "umask"]
+        assert explained["suspects"] == ["time zone", "locale", "umask", "clock", "host name"]
+        assert explained["causes"] == ["time zone"], explained["files"]
         (file,) = explained["files"]
         assert file["path"] == "dist/when.txt"
+
+        code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "stamped", "branch": "master"})
+        assert code == 200 and verdict["status"] == "divergent", verdict
+        code, explained = http_json("GET", f"{base_url}/builds/{verdict['build_id']}/divergence")
+        assert code == 200, explained
+        assert len(explained["sides"]) == 4, explained["sides"]
+        assert explained["causes"] == ["clock"], explained["files"]

@@ -250,7 +250,7 @@ class BuildRun:
         os.rename(self.workspace / ".git", aside)
         try:
             build_output, image_id, command = engine.build_image(
-                self.workspace, build.tag, build.limits, build.timeout_s)
+                self.workspace, build.tag, build.limits, build.timeout_s, self.commit)
         finally:
             os.rename(aside, self.workspace / ".git")
         self.output.write(build_output.encode(errors="replace"))

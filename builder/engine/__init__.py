@@ -27,10 +27,10 @@ class Engine(Protocol):
         digest added to `digests`."""
 
     def build_image(
-        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float,
+        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float, commit: str = "",
     ) -> tuple[str, str, tuple[str, ...]]:
-        """A Dockerfile's image built offline from `context` under the order's `limits`: its
-        build output, its id and the command it runs (ENTRYPOINT and CMD)."""
+        """A Dockerfile's image built offline from `context` (the tree of `commit`) under the
+        order's `limits`: its build output, its id and the command it runs (ENTRYPOINT and CMD)."""
 
     def network_name(self, peer_hosts: tuple[str, ...] = ()) -> str:
         """The build network networked builds join (outside only: not this host, not its peers)."""

@@ -40,7 +40,7 @@ import docker.tls
 import requests.exceptions
 
 from builder.engine.identity import Identities
-from builder.engine.images import Images
+from builder.engine.images import BuiltImages, Images
 from builder.engine.network import BuildNetwork
 from builder.engine.ready import ReadyContainers
 from builder.engine.container import ContainerJob, run_container
@@ -111,6 +111,7 @@ class DockerEngine:
         # image built before: most pushes change the image (the sources are in it), and a
         # container started for an image no build comes for again costs a start and a removal.
         self._built_images: OrderedDict[str, int] = OrderedDict()
+        self._dockerfile_images = BuiltImages()
 
     def client(self) -> docker.DockerClient:
         with self._guard:
@@ -174,12 +175,23 @@ class DockerEngine:
         return image_id
 
     def build_image(
-        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float,
+        self, context: Path, tag: str, limits: BuildConfig, timeout_s: float, commit: str = "",
     ) -> tuple[str, str, tuple[str, ...]]:
         """A Dockerfile build's image, built under the order's `limits`: its `docker build`
-        output, the id of the image and the command it runs (ENTRYPOINT and CMD)."""
-        output = build_image(self.client(), context=context, tag=tag, limits=limits, timeout_s=timeout_s)
-        image_id, command = check_image(self.client(), tag)
+        output, the id of the image and the command it runs (ENTRYPOINT and CMD). An image this
+        engine built from the same `commit`, base images and limits is not built again
+        (images.BuiltImages): its output then says so."""
+        client = self.client()
+        key = self._dockerfile_images.key(client, context, commit, limits)
+        known = self._dockerfile_images.get(client, tag, key)
+        if known is not None:
+            image_id, command = known
+            output = (f"== image {tag}: built on this node from commit {commit[:12]} and the same base images "
+                      "before; not built again\n")
+        else:
+            output = build_image(client, context=context, tag=tag, limits=limits, timeout_s=timeout_s)
+            image_id, command = check_image(client, tag)
+            self._dockerfile_images.remember(tag, key, image_id, command)
         with self._guard:
             self._built_images[image_id] = self._built_images.pop(image_id, 0) + 1
             while len(self._built_images) > BUILT_IMAGES_KEPT:

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import docker
@@ -155,3 +156,87 @@ class Images:
             if repository in (reference.repository, f"{reference.registry}/{reference.path}"):
                 return digest
         return None
+
+
+# A Dockerfile larger than this is built every time, never keyed.
+MAX_DOCKERFILE_BYTES = 256 * 1024
+BUILT_KEPT = 16
+
+
+def base_images(dockerfile: str) -> tuple[str, ...] | None:
+    """The images a Dockerfile builds from (each FROM's and COPY --from's that is not one of its
+    own stages), or None when they cannot be read from its text alone: a name made of ARGs, or a
+    RUN --mount, whose contents no name says."""
+    bases: list[str] = []
+    stages: set[str] = set()
+    logical = dockerfile.replace("\\\r\n", " ").replace("\\\n", " ")
+    for line in logical.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if any(word.startswith("--mount") for word in words):
+            return None
+        if words[0].upper() == "FROM":
+            rest = [word for word in words[1:] if not word.startswith("--")]
+            if not rest:
+                return None
+            if len(rest) >= 3 and rest[1].lower() == "as":
+                stages.add(rest[2].lower())
+            named = [rest[0]]
+        else:
+            named = [word.split("=", 1)[1] for word in words[1:] if word.startswith("--from=")]
+        for name in named:
+            if "$" in name:
+                return None
+            if name.lower() not in stages and name != "scratch" and not name.isdecimal():
+                bases.append(name)
+    return tuple(bases)
+
+
+class BuiltImages:
+    """The Dockerfile images this engine built lately, each with what it was built from: the
+    commit (its whole tree is the context), the ids its base images had, the limits. A build of
+    the same tag from the same of all three is the image already built (a cached `docker build`
+    would give it again, at 60 ms or so a node): it is run as it is, if the engine still holds
+    it under that tag with that id. Node-local and only an optimization: a node that restarted,
+    or a Dockerfile whose bases its text does not name, builds as before."""
+
+    def __init__(self, keep: int = BUILT_KEPT):
+        self._keep = keep
+        self._known: OrderedDict[str, tuple[tuple, str, tuple[str, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(client: docker.DockerClient, context: Path, commit: str, limits: BuildConfig) -> tuple | None:
+        """What the image of `context` at `commit` is built from, or None if it cannot be said."""
+        dockerfile = context / "Dockerfile"
+        try:
+            if not commit or dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
+                return None
+            bases = base_images(dockerfile.read_text(errors="replace"))
+            if bases is None:
+                return None
+            return commit, tuple(client.images.get(name).id for name in bases), limits
+        except (OSError, docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+
+    def get(self, client: docker.DockerClient, tag: str, key: tuple | None) -> tuple[str, tuple[str, ...]] | None:
+        """The id and command of the image built as `tag` from `key`, if the engine holds it still."""
+        with self._lock:
+            known = self._known.get(tag)
+        if key is None or known is None or known[0] != key:
+            return None
+        try:
+            found = client.images.get(tag)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+        return (known[1], known[2]) if found.id == known[1] else None
+
+    def remember(self, tag: str, key: tuple | None, image_id: str, command: tuple[str, ...]) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._known.pop(tag, None)
+            self._known[tag] = (key, image_id, command)
+            while len(self._known) > self._keep:
+                self._known.popitem(last=False)

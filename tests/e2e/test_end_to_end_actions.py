@@ -128,10 +128,7 @@ def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret
     forge.mkdir()
     git(forge, "init", "-q", "-b", "master")
     (forge / ".pbft-ci.yml").write_text(SPEC)
-    config_path = example_copy(scratch, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "deployed", "url": str(forge)}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config_path = example_copy(scratch, allow_byzantine=False, repositories=[{"name": "deployed", "url": str(forge)}])
     heads = {"failing": commit(forge, "master", fails=True)}
     heads["feature"] = commit(forge, "feature", fails=False)
     git(forge, "checkout", "-q", "master")

@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 
@@ -144,10 +143,8 @@ def check_the_agreed_archive_and_its_provenance(base_url, build, config, config_
 
 def test_a_reproducible_artifact_is_agreed_and_a_random_one_is_divergent(network, tmp_path):
     artifact_repository(tmp_path / "artifacts")
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "artifacts", "url": str(tmp_path / "artifacts")}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "artifacts", "url": str(tmp_path / "artifacts")}]
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(config_path))
     config = load_config(config_path)
     quorum = 2 * config.f + 1

@@ -14,7 +14,6 @@ import time
 import urllib.request
 
 import docker
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -27,10 +26,8 @@ pytestmark = OWN_NETWORK_MARKS
 
 def test_a_user_follows_a_running_build_and_reads_every_nodes_finished_log(network, tmp_path):
     slow_repository(tmp_path / "slow")
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "slow", "url": str(tmp_path / "slow")}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "slow", "url": str(tmp_path / "slow")}]
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(config_path))
     config = load_config(config_path)
 
@@ -92,10 +89,8 @@ def test_a_build_container_killed_from_outside_is_not_signed_as_a_failure_nor_sh
     says why it ran twice. (Node 1's late vote agrees with a verdict already certified, so
     the others neither check nor keep it: the view has it from node 1's own record.)"""
     slow_repository(tmp_path / "slow")
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "slow", "url": str(tmp_path / "slow")}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "slow", "url": str(tmp_path / "slow")}]
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(config_path))
     config = load_config(config_path)
     engine = docker.from_env()

@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 
 import docker
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -56,10 +55,8 @@ def test_a_cancel_stops_a_build_on_every_node_and_one_node_alone_cancels_nothing
     repository = tmp_path / "long"
     slow_repository(repository, LONG_SPEC)
     with_quick_branch(repository)
-    config_path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "long", "url": str(repository), "max_concurrent": 1}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "long", "url": str(repository), "max_concurrent": 1}]
+    config_path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     network(str(config_path), "--byzantine", "3:cancel")
     config = load_config(config_path)
     engine = docker.from_env()

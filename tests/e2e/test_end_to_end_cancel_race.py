@@ -21,7 +21,6 @@ import time
 from collections import Counter
 
 import docker
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -79,10 +78,8 @@ def test_a_cancel_racing_a_builds_end_is_never_disputed(network, tmp_path):
     print(f"CANCEL_RACE_SEED={seed}")
     delays = random.Random(seed)
     slow_repository(tmp_path / "repo", "commands:\n  - sleep 1\n")
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "race", "url": str(tmp_path / "repo")}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "race", "url": str(tmp_path / "repo")}]
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(config_path))
     config = load_config(config_path)
     ended = Counter()

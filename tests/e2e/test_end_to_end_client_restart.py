@@ -8,7 +8,6 @@ import os
 import signal
 import time
 
-import yaml
 
 from harness.real_project import branches_repository
 from harness.scripts import client, client_process
@@ -43,12 +42,10 @@ def test_a_client_stopped_mid_build_finishes_its_builds_after_a_restart(scratch,
     heads = branches_repository(scratch / "forge", SPEC, {branch: fails for branches in rounds.values()
                                                           for branch, fails in branches.items()})
     statuses = StatusServer(STATUS_TOKEN).start()
-    config_path = example_copy(scratch, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET,
-                             "url": str(scratch / "forge"), "status_api": statuses.url,
-                             "status_token": STATUS_TOKEN}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET,
+                     "url": str(scratch / "forge"), "status_api": statuses.url,
+                     "status_token": STATUS_TOKEN}]
+    config_path = example_copy(scratch, allow_byzantine=False, repositories=repositories)
     network(str(config_path))
     config = load_config(config_path)
 

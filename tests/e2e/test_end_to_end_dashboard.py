@@ -64,10 +64,8 @@ PRINTING_SPEC = f"""commands:
 def own_network_config(tmp_path: Path) -> Path:
     """The example network with the printing repository, a data directory and ports of its own."""
     slow_repository(tmp_path / "printing", PRINTING_SPEC)
-    path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "printing", "url": str(tmp_path / "printing")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "printing", "url": str(tmp_path / "printing")}]
+    path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     return path
 
 
@@ -217,10 +215,8 @@ def check_one_status_line(output: str) -> None:
 
 def test_a_matrix_s_page_lists_its_combinations_builds_with_their_verdicts(network, browser, tmp_path):
     slow_repository(tmp_path / "matrix", MATRIX_SPEC)
-    path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
+    path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(path))
     with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
         code, expansion = http_json("POST", f"{base_url}/webHook", {"repository": "matrix", "branch": "master"})
@@ -267,11 +263,9 @@ def test_a_build_that_fails_on_two_nodes_and_passes_on_two_is_disputed_everywher
     slow_repository(tmp_path / "flaky", FLAKY_SPEC)
     head = subprocess.run(["git", "-C", str(tmp_path / "flaky"), "rev-parse", "HEAD"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "flaky", "url": str(tmp_path / "flaky"), "full_name": "octo/flaky",
-                             "status_api": statuses.url, "status_token": "forge-status-token"}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "flaky", "url": str(tmp_path / "flaky"), "full_name": "octo/flaky",
+                     "status_api": statuses.url, "status_token": "forge-status-token"}]
+    path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     network(str(path), "--byzantine", "2:flaky", "--byzantine", "3:flaky")
     try:
         with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:

@@ -67,10 +67,8 @@ def printing_repository(path: Path) -> None:
 
 def liar_network(tmp_path: Path) -> Path:
     printing_repository(tmp_path / "printing")
-    path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "printing", "url": str(tmp_path / "printing")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "printing", "url": str(tmp_path / "printing")}]
+    path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     return path
 
 

@@ -10,7 +10,6 @@ report, as text, once asked for.
 
 from __future__ import annotations
 
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -31,10 +30,8 @@ artifacts: [dist/said.txt]
 
 def test_a_node_that_built_other_bytes_is_named_and_diffoscope_shows_the_difference(network, browser, tmp_path):
     slow_repository(tmp_path / "varied", SPEC)
-    path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "varied", "url": str(tmp_path / "varied")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "varied", "url": str(tmp_path / "varied")}]
+    path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     network(str(path), "--byzantine", "3:flaky")
     with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
         code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "varied", "branch": "master"})

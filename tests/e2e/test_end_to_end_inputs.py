@@ -17,7 +17,6 @@ import base64
 import json
 import urllib.request
 
-import yaml
 
 from cli.main import main as cli_main
 from harness.builds import slow_repository
@@ -43,10 +42,8 @@ artifacts: [said.txt]
 
 def test_a_runs_inputs_reach_every_nodes_build_the_certificate_and_the_provenance(network, browser, tmp_path, capsys):
     slow_repository(tmp_path / "deploy", SPEC)
-    path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "deploy", "url": str(tmp_path / "deploy")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "deploy", "url": str(tmp_path / "deploy")}]
+    path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(path))
     config = load_config(path)
     with client(config, tmp_path / "client.out", str(path)) as base_url:

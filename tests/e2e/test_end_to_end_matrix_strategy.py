@@ -9,7 +9,6 @@ node's ledger ends each of them `cancelled` at one point of the order.
 
 from __future__ import annotations
 
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -35,10 +34,8 @@ commands:
 
 def test_a_3x3_matrix_less_one_runs_eight_builds_and_fail_fast_cancels_them_on_every_node(network, tmp_path):
     slow_repository(tmp_path / "matrix", SPEC)
-    path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "matrix", "url": str(tmp_path / "matrix")}]
+    path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     network(str(path))
     config = load_config(path)
     with client(config, tmp_path / "client.out", str(path)) as base_url:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import urllib.request
 
-import yaml
 
 from harness.scripts import client
 from harness.verdicts import http_json
@@ -33,14 +32,12 @@ def test_each_node_posts_its_own_status_and_the_verdict_links_its_certificate(sc
     tokens.mkdir()
     for node_id, token in NODE_TOKENS.items():
         (tokens / f"node-{node_id}.status-token").write_text(token + "\n")
-    config_path = example_copy(scratch, allow_byzantine=True)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{
+    repositories = [{
         "name": "hello", "full_name": FULL_NAME, "secret": GITHUB_SECRET, "url": str(EXAMPLE_REPO),
         "status_api": statuses.url, "status_token": CLIENT_TOKEN,
         "node_statuses": True, "node_status_token_file": str(tokens / "node-{id}.status-token"),
     }]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config_path = example_copy(scratch, allow_byzantine=True, repositories=repositories)
     network(str(config_path), "--byzantine", f"{LIAR}:lie")
     config = load_config(config_path)
     # What each honest node and the verdict say of each branch, and what the liar says instead.

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
 
 from client.records import BuildRecords, records_path
 from client.schedules import key_of, latest_slot
@@ -42,10 +41,8 @@ NIGHTLY = {"name": "nightly", "cron": "0 3 * * *", "branch": "master"}
 def configured(tmp_path: Path, **repository) -> tuple[Path, NetworkConfig]:
     """The example network with one repository of the test's own, whose build says hello."""
     slow_repository(tmp_path / "repo", "commands:\n  - echo hello\n")
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "pinned", "url": str(tmp_path / "repo"), **repository}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "pinned", "url": str(tmp_path / "repo"), **repository}]
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     return config_path, load_config(config_path)
 
 

@@ -52,10 +52,8 @@ def replied_by_all(base_url: str, build_id: str) -> dict | None:
 
 def test_steps_run_at_once_a_retry_passes_and_a_step_failing_on_one_node_is_flaky(network, tmp_path):
     slow_repository(tmp_path / "steps", SPEC)
-    config_path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{"name": "steps", "url": str(tmp_path / "steps")}]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "steps", "url": str(tmp_path / "steps")}]
+    config_path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     network(str(config_path), "--byzantine", "3:flaky")
     config = load_config(config_path)
 

@@ -86,15 +86,13 @@ def secrets_network(tmp_path: Path, secret: str) -> Path:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "deploy-token").write_text(secret + "\n")
     forge(tmp_path / "forge", secret)
-    config_path = example_copy(tmp_path, allow_byzantine=False)
-    data = yaml.safe_load(config_path.read_text())
-    data["repositories"] = [{
+    repositories = [{
         "name": "example", "url": str(tmp_path / "forge"), "full_name": GITHUB_REPOSITORY["full_name"],
         "secret": GITHUB_SECRET,
         "build_forks": True,
         "secrets": [{"name": "DEPLOY_TOKEN", "file": str(tmp_path / "secrets" / "deploy-token")}],
     }]
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
     return config_path
 
 

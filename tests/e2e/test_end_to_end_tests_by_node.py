@@ -12,7 +12,6 @@ and reads the good report all the same.
 
 from __future__ import annotations
 
-import yaml
 
 from harness.builds import slow_repository
 from harness.scripts import client
@@ -44,10 +43,8 @@ reports:
 
 def test_a_test_that_failed_on_one_node_only_is_shown_with_each_nodes_outcome(network, browser, tmp_path):
     slow_repository(tmp_path / "tested", SPEC)
-    path = example_copy(tmp_path, allow_byzantine=True)
-    data = yaml.safe_load(path.read_text())
-    data["repositories"] = [{"name": "tested", "url": str(tmp_path / "tested")}]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    repositories = [{"name": "tested", "url": str(tmp_path / "tested")}]
+    path = example_copy(tmp_path, allow_byzantine=True, repositories=repositories)
     network(str(path), "--byzantine", "3:flaky")
     with client(load_config(path), tmp_path / "client.out", str(path)) as base_url:
         code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "tested", "branch": "master"})

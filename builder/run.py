@@ -37,7 +37,6 @@ from builder.plan.buildplan import (
     SpecBuild,
 )
 from builder.plan.secrets import BuildSecrets, SecretUnreadable, read_secrets
-from builder.plan.variations import BUILD_HOSTNAME, variation
 from builder.result import BuildResult
 from builder.workspace.artifacts import ArtifactCopy
 from builder.workspace.artifactstore import ArtifactStore
@@ -103,13 +102,14 @@ class BuildRun:
         self.images: list = []  # the registry digests of the images it ran
         self.labels = {"pbft-ci.build": order.build_id, **node.engine.labels()}
         self.commit = ""  # the commit it builds, once its plan is run
-        # Its containers' host name: the node's own with `vary: true`, and then no container started
-        # ahead (those have the common one).
-        self.hostname = variation(node.node_id, order.build_id).hostname if order.settings.vary else BUILD_HOSTNAME
+        # Its containers' host name, the plan's: the node's own with `vary: true`, and then no
+        # container started ahead (those have the common one, None).
+        self.hostname: str | None = None
 
     def run(self, plan: BuildPlan) -> tuple[BuildResult, int | None]:
         """The result of running `plan`, and how long the build's own commands ran (ContainerOutcome.commands_ms)."""
         commit = self.commit = plan.commit
+        self.hostname = plan.hostname
         try:
             result, commands_ms = self._run(plan)
         except SandboxError as exc:
@@ -145,7 +145,7 @@ class BuildRun:
         if build.cache is not None:
             cache_run = prepare_cache(node.caches, plan.facts, image_id, build.cache, self.workspace, self.output)
             script, arguments = cache_run.script, ("pbft-ci-cache", build.script)
-        elif network is None and self.hostname == BUILD_HOSTNAME:
+        elif network is None and self.hostname is None:
             ready = node.engine.take_ready(image_id, build.user, build.limits)
             self._say_ready(ready, image_id, build.user)
             on_started = functools.partial(node.engine.prepare_ready, image_id, build.user, build.limits)
@@ -255,7 +255,7 @@ class BuildRun:
             os.rename(aside, self.workspace / ".git")
         self.output.write(build_output.encode(errors="replace"))
         user, ready, on_started = build.limits.user, None, None
-        if command and self.hostname == BUILD_HOSTNAME:
+        if command and self.hostname is None:
             # The next build of this very image (the same tree: a rerun, a schedule, a branch
             # and its pull request) finds its container started, once the node has built the
             # image twice. An image with no command fails as docker run fails, in a container

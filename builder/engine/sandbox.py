@@ -90,7 +90,7 @@ class Sandbox:
     labels: dict[str, str]
     remove_later: Callable[[Callable[[], None]], object] | None = None
     inboxes: Path | None = None
-    hostname: str = BUILD_HOSTNAME  # its containers' (a varied build's own, builder/plan/variations.py)
+    hostname: str | None = None  # its containers' (a varied build's own); None: BUILD_HOSTNAME
 
     @property
     def sources_mountable(self) -> bool:
@@ -118,7 +118,7 @@ class RunAs:
     limits: BuildConfig
     user: str
     labels: dict[str, str]
-    hostname: str = BUILD_HOSTNAME
+    hostname: str | None = None  # a varied build's own (builder/plan/variations.py); None: BUILD_HOSTNAME
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
         network_mode="none",
         # The same on every node (docker's default is the container's id), unless varied. A
         # container joining another's network namespace takes its host name: see `joined`.
-        hostname=sandbox.hostname,
+        hostname=sandbox.hostname or BUILD_HOSTNAME,
         mem_limit=memory,
         # Equal to mem_limit: the container gets no swap on top of its memory.
         memswap_limit=memory,

@@ -166,6 +166,9 @@ class BuildPlan:
 
     facts: BuildFacts
     build: ScriptBuild | PipelineBuild | DockerfileBuild | Skipped | Refused | Expanded
+    # Its containers' host name when the build is varied (builder/plan/variations.py); None: the
+    # one every node's builds share, which lets it run in a container started ahead.
+    hostname: str | None = None
 
     @property
     def commit(self) -> str:

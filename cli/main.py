@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from cli.api import Api, ApiError
 
@@ -128,6 +129,18 @@ def tests(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int
     return 1 if table["differing"] else 0
 
 
+def flaky(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """A repository's tests proven flaky in its branch builds (GET /repositories/{name}/flaky),
+    most often first: a tab-separated row each."""
+    answer = api.get(f"/repositories/{quote(args.repository, safe='')}/flaky")
+    out("test\tbuilds\tlast build\tfailed on")
+    for test in answer["tests"]:
+        nodes = ", ".join(f"node {node} ×{count}" for node, count in sorted(test["failed_on"].items(),
+                                                                          key=lambda item: int(item[0])))
+        out(f"{test['test']}\t{test['builds']}\t{test['last_build']}\t{nodes}")
+    return 0
+
+
 def cancel(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
     answer = api.post(f"/builds/{args.build}/cancel")
     out(f"build {answer['build_id']}: cancel asked (request {answer['cancel_id']})")
@@ -151,8 +164,8 @@ def approve(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> i
     return 0
 
 
-COMMANDS = {"run": run, "status": status, "logs": logs, "tests": tests, "cancel": cancel, "rerun": rerun,
-            "approve": approve}
+COMMANDS = {"run": run, "status": status, "logs": logs, "tests": tests, "flaky": flaky, "cancel": cancel,
+            "rerun": rerun, "approve": approve}
 
 
 def _settled(api: Api, build_id: str) -> dict:
@@ -211,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     tests_parser = commands.add_parser("tests", help="each node's test outcomes, those that differ between nodes first")
     tests_parser.add_argument("build")
     tests_parser.add_argument("--evidence", metavar="FILE", help="write the table with each node's signed statement")
+    commands.add_parser("flaky", help="a repository's tests proven flaky, most often first").add_argument("repository")
     logs_parser = commands.add_parser("logs", help="one node's output for a build")
     logs_parser.add_argument("build")
     logs_parser.add_argument("--node", type=int, default=0, help="whose output (default 0): never merged")

@@ -285,10 +285,20 @@ NODES = (
     Route("GET", "/builds/{build_id}/tests", "nodes", READ, "The build's tests, node by node",
           "The outcomes each node read from the build's JUnit reports (`reports:` in its spec), a row per test and "
           "a column per node; a test whose outcome differs between nodes is marked `differs` and listed first. "
-          "Each node's word, checked for shape: a node whose digest does not match its outcomes is set aside.",
-          (Answer(200, "`{\"build_id\", \"nodes\": {node: {digest, summary, problems} or {skipped}}, "
-                      "\"tests\": [{test, outcomes: {node: outcome}, differs}], \"differing\"}`."),),
+          "Each node's signed word: a node whose digest does not match its outcomes, or whose signature or "
+          "statement does not hold, is set aside. A test that passed on some nodes and failed on others is "
+          "marked `flaky: \"proven\"`; the table keeps each node's statement and signature, for anyone to check.",
+          (Answer(200, "`{\"build_id\", \"nodes\": {node: {digest, summary, problems, statement, signature} or "
+                      "{skipped}}, \"tests\": [{test, outcomes: {node: outcome}, differs, flaky?, passed_on?, "
+                      "failed_on?}], \"differing\"}`."),),
           refusals=(NOT_FOUND,)),
+    Route("GET", "/repositories/{repository}/flaky", "nodes", READ, "A repository's flaky tests",
+          "The tests proven flaky in the repository's branch builds (never a pull request's), most often first: "
+          "in how many builds, the last, and how many times each node was on the failing side. The client asks "
+          "the nodes about each accepted branch build on its own, and whenever a build's table is asked for.",
+          (Answer(200, "`{\"repository\", \"tests\": [{test, builds, last_build, failed_on: {node: "
+                      "count}}]}`."),),
+          refusals=((404, "no such repository in this network"),)),
     Route("GET", "/builds/{build_id}/nodes", "nodes", READ, "Each node's record of a build",
           "Each node's ledger record of the build, fetched from the nodes, and every vote that verifies.",
           (Answer(200, "`{\"build_id\", \"nodes\", \"votes\", \"refused_votes\"}`."),), refusals=(NOT_FOUND,)),

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from client.contexts import abandon_outstanding, records_ctx, resume_pending, schedules_ctx, service_ctx
 from client.keys import LIVE_KEY, METRICS_KEY, NAME_KEY, SERVICE_KEY
-from client.ledgerimport import ledger_import_ctx
+from client.gatherers import GATHERERS
 from client.metrics import ClientMetrics
 from client.notifications import NotifySettings, notifications_ctx  # the settings as the notifier defines them
 from client.signin import sign_in_ctx
@@ -61,7 +61,7 @@ def make_app(
         commit_statuses_ctx(live, client_name, SERVICE_KEY),
         notifications_ctx(live, client_name, SERVICE_KEY, metrics.count_notification, notify_settings),
         schedules_ctx,
-        ledger_import_ctx,  # other clients' builds, from the nodes' ledgers
+        *GATHERERS,  # other clients' builds, from the nodes' ledgers; the repositories' flaky tests
         reload_on_sighup(live),
     ])
     app.on_startup.append(resume_pending)  # runs after the cleanup contexts have started

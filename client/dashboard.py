@@ -52,6 +52,7 @@ def add_dashboard(app: web.Application) -> None:
     app.router.add_get("/dashboard", _page)
     app.router.add_get("/dashboard/network", _page)
     app.router.add_get("/dashboard/builds/{build_id}", _build_page)
+    app.router.add_get("/dashboard/repositories/{repository}/flaky", _page)
     app.router.add_get("/dashboard/static/{name}", _static)
     # Browsers ask for /favicon.ico whatever a page names; an SVG answers them all.
     app.router.add_get("/favicon.ico", _favicon)

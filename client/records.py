@@ -12,6 +12,7 @@ links to other builds durable together:
 - `imported`: how far this client has read the order for other clients' builds;
 - `actions`: what action runners reported after a verdict;
 - `slots`: the slot each schedule fired for last;
+- `flaky`: the tests proven flaky in branch builds, for the repositories' pages;
 - `audit`: who did what, read from the builds' signed requests;
 - `tokens`: the personal API tokens, by their hashes;
 - `sessions`: who is signed in, by their cookies' hashes.
@@ -26,6 +27,7 @@ from client.tables.approvals import Approvals
 from client.tables.audit import Audit
 from client.tables.builds import Builds
 from client.tables.deliveries import Deliveries
+from client.tables.flaky import FlakyTests
 from client.tables.imported import Imported
 from client.tables.slots import ScheduleSlots
 from client.tables.sessions import Sessions
@@ -48,6 +50,7 @@ class BuildRecords:
         self.imported = Imported(self.store)
         self.actions = Actions(self.store)
         self.slots = ScheduleSlots(self.store)
+        self.flaky = FlakyTests(self.store)
         self.audit = Audit(self.store)
         self.tokens = Tokens(self.store)
         self.sessions = Sessions(self.store)

@@ -30,6 +30,8 @@ from aiohttp import web
 
 from builder.reports.junit import MAX_NAME_CHARS, MAX_TESTS, OUTCOMES, outcomes_digest
 from client.artifacts import ArtifactSource, NodeSkipped, artifact_source, node_json
+from client.keys import RECORDS_KEY
+from client.records import BuildRecords
 from shared.crypto import PublicKey, parse_public_key
 from shared.testrecord import verify_statement
 
@@ -111,5 +113,15 @@ async def tests_table(source: ArtifactSource, record: dict) -> dict:
     }
 
 
+def keep_flaky(records: BuildRecords, record: dict, table: dict) -> None:
+    """Keep the table's proven flaky tests for the repository's page (client.tables.flaky), if
+    the build is a branch's: a pull request's author may write tests that flake on purpose."""
+    if (record.get("request") or {}).get("operation", {}).get("pull_ref") is None:
+        records.flaky.keep(record["repository"], int(record["build_id"]),
+                           [row for row in table["tests"] if row.get("flaky") == "proven"])
+
+
 async def serve_tests(request: web.Request, record: dict) -> web.Response:
-    return web.json_response(await tests_table(artifact_source(request.app), record))
+    table = await tests_table(artifact_source(request.app), record)
+    keep_flaky(request.app[RECORDS_KEY], record, table)
+    return web.json_response(table)

@@ -16,7 +16,7 @@ from client.artifacts import add_artifact_proxy, serve_file, serve_manifest
 from client.buildlogs import LOG_PROXY, add_build_log_proxy, serve_build_log
 from client.divergence import DIVERGENCES, Divergences, serve_divergence
 from client.testtables import serve_tests
-from client.keys import ACCESS_KEY, SERVICE_KEY
+from client.keys import ACCESS_KEY, RECORDS_KEY, SERVICE_KEY
 from client.nodeviews import build_view, network_view
 from client.routes.params import config_of, record_of
 from client.transfers import NODE_SESSIONS, add_transfers
@@ -66,6 +66,18 @@ async def get_tests(request: web.Request) -> web.Response:
     """The build's tests, a column per node, those whose outcome differs between nodes first
     (client.testtables)."""
     return await serve_tests(request, record_of(request))
+
+
+@routes.get("/repositories/{repository}/flaky")
+async def get_flaky_tests(request: web.Request) -> web.Response:
+    """The repository's tests proven flaky in its branch builds, most often first: in how many
+    builds, the last, and how often each node was on the failing side (client.tables.flaky)."""
+    caller = request.app[ACCESS_KEY].require(request.headers, READ)
+    repository = request.match_info["repository"]
+    if repository not in {each.name for each in config_of(request).repositories}:
+        raise web.HTTPNotFound(reason="no such repository in this network")
+    caller.check(READ, repository)
+    return web.json_response({"repository": repository, "tests": request.app[RECORDS_KEY].flaky.of(repository)})
 
 
 @routes.get("/builds/{build_id}/nodes")

@@ -165,7 +165,9 @@ function testsButton(record) {
           ? table.differing.length + " tests differ between nodes: flaky, or made to vary on a node. "
             + "Each node signed its outcomes (pbft-ci tests --evidence keeps them)"
           : "every node that read the reports has the same outcomes"),
-        el("table", { class: "tests" }, head, ...rows), ...notes);
+        el("table", { class: "tests" }, head, ...rows), ...notes,
+        el("a", { id: "flaky-link", href: "/dashboard/repositories/" + encodeURIComponent(record.repository) + "/flaky" },
+          record.repository + "'s flaky tests"));
     } catch (error) {
       button.disabled = false;
       if (!(error instanceof Unauthorized)) shown.replaceChildren("Could not ask the nodes: " + error.message);

@@ -225,3 +225,30 @@ function showBuilds(main) {
     refresh();
   });
 }
+
+// --- a repository's flaky tests -------------------------------------------------------
+
+// GET /repositories/{name}/flaky: the tests proven flaky in its branch builds, most often first,
+// with how many times each node was on the failing side. Text only.
+async function showFlaky(main, repository) {
+  const said = el("div", { id: "flaky" }, "asking the client…");
+  main.append(el("h1", {}, "Flaky tests of " + repository), said);
+  try {
+    const answer = await apiJson("/repositories/" + encodeURIComponent(repository) + "/flaky");
+    if (!answer.tests.length) {
+      said.replaceChildren("no test of " + repository + " has been proven flaky in its branch builds");
+      return;
+    }
+    const head = el("tr", {}, ...["Test", "Builds", "Last build", "Failed on"].map((name) => el("th", {}, name)));
+    const rows = answer.tests.map((test) => el("tr", { "data-test": test.test },
+      el("td", {}, test.test), el("td", { "data-field": "builds" }, String(test.builds)),
+      el("td", {}, buildLink(test.last_build, test.last_build)),
+      el("td", { "data-field": "failed_on" }, Object.keys(test.failed_on).sort((a, b) => a - b)
+        .map((node) => "node " + node + " ×" + test.failed_on[node]).join(", "))));
+    said.replaceChildren(
+      el("p", {}, "Each proven by nodes that signed it passed and nodes that signed it failed in the same build."),
+      el("table", { class: "tests" }, head, ...rows));
+  } catch (error) {
+    if (!(error instanceof Unauthorized)) said.replaceChildren("Could not ask the client: " + error.message);
+  }
+}

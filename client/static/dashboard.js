@@ -379,6 +379,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   if (build) {
     document.title = "pbft-ci build " + build[1];
     showBuild(main, build[1]);
+  } else if (path.match(/^\/dashboard\/repositories\/[^/]+\/flaky$/)) {
+    let repository = path.split("/")[3];
+    try { repository = decodeURIComponent(repository); } catch (error) { /* shown as written */ }
+    document.title = "pbft-ci flaky tests of " + repository;
+    showFlaky(main, repository);
   } else if (path === "/dashboard/network") {
     document.title = "pbft-ci network";
     showNetwork(main);

@@ -102,6 +102,15 @@ CREATE TABLE IF NOT EXISTS ledger_found (
     build_id INTEGER PRIMARY KEY,
     after_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS flaky_tests (
+    repository TEXT NOT NULL,
+    test TEXT NOT NULL,
+    build_id INTEGER NOT NULL,
+    passed_on TEXT NOT NULL,
+    failed_on TEXT NOT NULL,
+    PRIMARY KEY (build_id, test)
+);
+CREATE INDEX IF NOT EXISTS flaky_tests_repository ON flaky_tests (repository, build_id);
 CREATE TABLE IF NOT EXISTS schedules (
     repository TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -123,8 +132,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 # tokens (client.tables.tokens) and the sessions of people signed in (client.tables.sessions),
 # version 11 the groups of a token's owner (a token a person made for themselves), version 12
 # the members the ledger import learnt from the order's changes and where in the order it found
-# each imported build still pending (client.tables.imported).
-SCHEMA_VERSION = 12
+# each imported build still pending (client.tables.imported), version 13 the tests proven
+# flaky (client.tables.flaky).
+SCHEMA_VERSION = 13
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the

@@ -258,6 +258,6 @@ def test_records_of_version_10_gain_the_groups_of_a_tokens_owner(tmp_path):
     records = BuildRecords(path)
     try:
         assert records.tokens.holder(token, time.time()).groups == ()
-        assert records.store.read("PRAGMA user_version").fetchone()[0] == 12
+        assert records.store.read("PRAGMA user_version").fetchone()[0] == 13
     finally:
         records.close()

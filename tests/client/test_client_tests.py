@@ -15,6 +15,10 @@ from aiohttp import web
 from builder.reports.junit import outcomes_digest
 from cli.main import main
 from client.keys import RECORDS_KEY
+from client.records import BuildRecords
+from client.artifacts import artifact_source
+from client.flakycollector import SETTLE_S, WINDOW_S, FlakyCollector
+from client.tables.flaky import MAX_BUILDS, MAX_TESTS_PER_BUILD
 from client.testtables import Expected, checked
 from client.artifacts import NodeSkipped
 from shared.crypto import sign_bytes
@@ -59,13 +63,14 @@ async def network(aiohttp_server, tmp_path):
     return cluster, served
 
 
-def add_build(client, cluster) -> str:
+def add_build(client, cluster, pull_ref: str | None = None, replied: int = N) -> str:
     records = client.app[RECORDS_KEY]
     timestamp = records.store.next_timestamp(time.time_ns() // 1000)
-    records.builds.add_pending(Request(CLIENT, timestamp, Operation("example", "main")), time.time())
+    operation = Operation("example", "main", commit=COMMIT if pull_ref else None, pull_ref=pull_ref)
+    records.builds.add_pending(Request(CLIENT, timestamp, operation), time.time())
     replies = [signed(Reply(0, timestamp, CLIENT, node, Result("failure", 1, COMMIT)), cluster.auths[node].sign)
-               for node in range(N)]
-    records.verdicts.accept(timestamp, replies[0].result, list(range(N)), 12, replies)
+               for node in range(replied)]
+    records.verdicts.accept(timestamp, replies[0].result, list(range(replied)), 12, replies)
     records.store.commit()
     return str(timestamp)
 
@@ -185,3 +190,83 @@ async def test_the_command_line_prints_the_table_and_exits_1_when_a_test_differs
     lines.clear()
     code = await asyncio.to_thread(main, ["--url", url, "tests", build_id], lines.append)
     assert code == 0 and lines[-1] == "node 2: does not have it (404)" and lines[1] == "app::adds\tpassed\tpassed\t-\tpassed"
+
+
+async def test_a_repositorys_flaky_tests_are_its_branch_builds_proven_flaky_most_often_first(
+        network, aiohttp_client, tmp_path):
+    cluster, served = network
+    client = await start_client(aiohttp_client, cluster)
+    looked = []
+    for node in range(N):
+        served[node] = record_of({**STEADY, "app::races": "passed", "app::slow": "passed"})
+    for failing_node in (3, 2):  # app::races fails on node 3, then on node 2
+        served[failing_node] = record_of({**STEADY, "app::races": "failed", "app::slow": "error"})
+        build_id = add_build(client, cluster)
+        looked.append(build_id)
+        assert (await client.get(f"/builds/{build_id}/tests")).status == 200
+        served[failing_node] = record_of({**STEADY, "app::races": "passed", "app::slow": "passed"})
+    # Asked again, a build's rows are replaced by what the nodes say now: node 2 passes it this time.
+    assert (await client.get(f"/builds/{looked[1]}/tests")).status == 200
+    assert (await (await client.get("/repositories/example/flaky")).json())["tests"][0]["builds"] == 1
+    served[2] = record_of({**STEADY, "app::races": "failed", "app::slow": "error"})
+    assert (await client.get(f"/builds/{looked[1]}/tests")).status == 200
+    # A pull request's build runs its author's tests: they never reach the repository's page.
+    served[1] = record_of({**STEADY, "app::sneaky": "failed"})
+    served[0] = record_of({**STEADY, "app::sneaky": "passed"})
+    pull = add_build(client, cluster, pull_ref="refs/pull/7/head")
+    assert (await client.get(f"/builds/{pull}/tests")).status == 200
+
+    answer = await client.get("/repositories/example/flaky")
+
+    assert answer.status == 200
+    assert await answer.json() == {"repository": "example", "tests": [
+        {"test": "app::races", "builds": 2, "last_build": looked[1], "failed_on": {"2": 1, "3": 1}},
+        {"test": "app::slow", "builds": 2, "last_build": looked[1], "failed_on": {"2": 1, "3": 1}},
+    ]}
+    missing = await client.get("/repositories/nowhere/flaky")
+    assert missing.status == 404 and "no such repository" in (await missing.json())["error"]
+    url = str(client.make_url("/")).rstrip("/")
+    lines: list[str] = []
+    assert await asyncio.to_thread(main, ["--url", url, "flaky", "example"], lines.append) == 0
+    assert lines == ["test\tbuilds\tlast build\tfailed on",
+                     f"app::races\t2\t{looked[1]}\tnode 2 ×1, node 3 ×1",
+                     f"app::slow\t2\t{looked[1]}\tnode 2 ×1, node 3 ×1"]
+
+
+def test_the_flaky_tests_kept_are_bounded_per_build_and_per_repository(tmp_path):
+    records = BuildRecords(tmp_path / "builds.sqlite")
+    try:
+        many = [{"test": f"t{index:03}", "passed_on": ["0"], "failed_on": ["1"]} for index in range(150)]
+        records.flaky.keep("example", 1, many)
+        assert len(records.flaky.of("example")) == MAX_TESTS_PER_BUILD
+        for build_id in range(2, MAX_BUILDS + 5):
+            records.flaky.keep("example", build_id, many[:1])
+        kept = records.flaky.of("example")
+        assert kept[0] == {"test": "t000", "builds": MAX_BUILDS, "last_build": str(MAX_BUILDS + 4),
+                           "failed_on": {"1": MAX_BUILDS}}
+        assert len(kept) == 1, "build 1, the oldest, went with its 100 tests"
+        records.flaky.keep("other", 7, many[:2])
+        assert [test["test"] for test in records.flaky.of("other")] == ["t000", "t001"]
+    finally:
+        records.close()
+
+
+async def test_the_client_gathers_an_accepted_branch_builds_flaky_tests_once_its_nodes_have_them(
+        network, aiohttp_client):
+    cluster, served = network
+    client = await start_client(aiohttp_client, cluster)
+    records = client.app[RECORDS_KEY]
+    every = add_build(client, cluster)  # every node replied: its records are all written
+    three = add_build(client, cluster, replied=3)  # node 3 still building
+    pull = add_build(client, cluster, pull_ref="refs/pull/7/head")
+    collector = FlakyCollector(records, lambda: artifact_source(client.app), lambda: N)
+    verdict_s = int(three) / 1e6 + 0.012
+
+    assert await collector.step(verdict_s + 1) == [every], "the other waits for node 3, the pull request ever"
+    assert await collector.step(verdict_s + SETTLE_S + 1) == [three], "node 3 had its time"
+    assert await collector.step(verdict_s + SETTLE_S + 2) == [], "each is asked about once"
+    assert pull not in [test["last_build"] for test in records.flaky.of("example")]
+    assert records.flaky.of("example") == [
+        {"test": "app::races", "builds": 2, "last_build": three, "failed_on": {"3": 2}}]
+    late = FlakyCollector(records, lambda: artifact_source(client.app), lambda: N)
+    assert await late.step(verdict_s + WINDOW_S + 1) == [], "builds that old are left to whoever asks"

@@ -5,7 +5,8 @@ builds see PBFT_CI_FLAKY=1), and the client. The repository's build writes a JUn
 which `app.Net::races` fails where that variable is set, and exits 0 on every node: the
 verdict is certified success, and `GET /builds/{id}/tests` and the build's page show the test
 failed on node 3 and passed on nodes 0, 1 and 2, listed first and marked proven flaky, each
-node's outcomes signed by its key in the network's configuration. The build also writes two
+node's outcomes signed by its key in the network's configuration; the repository's page of
+flaky tests lists it, failed on node 3. The build also writes two
 hostile reports, a billion laughs and 100 MB of zeros: every node refuses each with its reason
 and reads the good report all the same.
 """
@@ -75,6 +76,12 @@ def test_a_test_that_failed_on_one_node_only_is_shown_with_each_nodes_outcome(ne
             "app.Net::races (proven flaky: passed on node 0, 1, 2, failed on node 3; each signed)")
         assert texts(browser, "#tests tr.differs td")[1:] == ["passed", "passed", "passed", "failed"]
         screenshot(browser, "tests-by-node.png")
+
+        # The repository's page: the table asked for above kept the test as proven flaky.
+        browser.find_element(By.ID, "flaky-link").click()
+        wait_for(browser, "the flaky tests", lambda d: d.find_elements(By.CSS_SELECTOR, "#flaky tr[data-test]"))
+        assert texts(browser, "#flaky tr[data-test] td") == ["app.Net::races", "1", str(build_id), "node 3 ×1"]
+        screenshot(browser, "flaky-tests.png")
 
 
 def every_node_read(base_url: str, build_id: str) -> dict | None:

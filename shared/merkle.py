@@ -1,0 +1,134 @@
+"""A Merkle tree over an append-only list, hashed as RFC 9162 (Certificate Transparency 2.0)
+hashes one, with its inclusion and consistency proofs and their checks.
+
+A verdict log appends each certified verdict's bytes as a leaf; a tree head is the root over
+the first `size` leaves. Whoever holds a head can check that a verdict is in it (an inclusion proof), and that
+a later head extends an earlier one without rewriting it (a consistency proof), with no other
+data than the proof: RFC 9162 section 2.1.
+
+    leaf:  SHA-256(0x00 || bytes)
+    node:  SHA-256(0x01 || left || right)
+    empty: SHA-256("")
+
+A tree of n > 1 leaves splits at k, the largest power of two below n: the left subtree holds
+the first k leaves. Pure functions of bytes; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+HASH_BYTES = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly below `n` (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """The Merkle Tree Hash of `leaves` (their leaf hashes, in order)."""
+    if not leaves:
+        return EMPTY_ROOT
+    level = list(leaves)
+    # Bottom up: pairing left to right and carrying an odd last node up gives the same tree as
+    # splitting at the largest power of two below n, top down.
+    while len(level) > 1:
+        paired = [node_hash(level[index], level[index + 1]) for index in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """The audit path of leaf `index` in the tree of `leaves` (leaf hashes), leaf to root."""
+    if not 0 <= index < len(leaves):
+        raise ValueError(f"leaf {index} is not in a tree of {len(leaves)}")
+    if len(leaves) == 1:
+        return []
+    k = _split(len(leaves))
+    if index < k:
+        return inclusion_proof(leaves[:k], index) + [root(leaves[k:])]
+    return inclusion_proof(leaves[k:], index - k) + [root(leaves[:k])]
+
+
+def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
+    """The proof that the tree of the first `old_size` of `leaves` is a prefix of the tree of all."""
+    if not 0 <= old_size <= len(leaves):
+        raise ValueError(f"a tree of {len(leaves)} has no earlier tree of {old_size}")
+    if old_size in (0, len(leaves)):
+        return []
+    return _subproof(leaves, old_size, True)
+
+
+def _subproof(leaves: Sequence[bytes], m: int, complete: bool) -> list[bytes]:
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [root(leaves)]
+    k = _split(n)
+    if m <= k:
+        return _subproof(leaves[:k], m, complete) + [root(leaves[k:])]
+    return _subproof(leaves[k:], m - k, False) + [root(leaves[:k])]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], head: bytes) -> bool:
+    """Whether `proof` shows the leaf hash `leaf` at `index` of the tree of `size` whose root is
+    `head` (RFC 9162, 2.1.3.2)."""
+    if not 0 <= index < size or any(len(each) != HASH_BYTES for each in proof):
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == head
+
+
+def verify_consistency(old_size: int, old_head: bytes, size: int, head: bytes, proof: Sequence[bytes]) -> bool:
+    """Whether `proof` shows the tree of `old_size` with root `old_head` is a prefix of the tree
+    of `size` with root `head` (RFC 9162, 2.1.4.2)."""
+    if not 0 <= old_size <= size or any(len(each) != HASH_BYTES for each in proof):
+        return False
+    if old_size == size:
+        return not proof and old_head == head
+    if old_size == 0:
+        return not proof and old_head == EMPTY_ROOT
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is the proof's first node
+        path.insert(0, old_head)
+    fn, sn = old_size - 1, size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == old_head and sr == head

@@ -14,7 +14,10 @@
 # /tmp and /workspace at run time, so the image needs nothing of its own for
 # the build user.
 #
-# Usage: scripts/build-debian-image.sh [--force] [python|postgres|pg8000]
+# Usage: scripts/build-debian-image.sh [--force|--check] [python|postgres|pg8000]
+# An image already built from the same packages is kept (--force builds it again); one built
+# from others is built again. --check only says, by its exit code, whether the image is there
+# and built from the packages this script names.
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian),
 #              TMPDIR (where the root file system is assembled; default /var/tmp),
 #              PYTHON (a python3 with pip, for the one wheel Debian lacks; default python3).
@@ -33,13 +36,15 @@ PYTHON="${PYTHON:-python3}"
 BASE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 force=0
+check=0
 variant=python
 for argument in "$@"; do
     case "$argument" in
         --force) force=1 ;;
+        --check) check=1 ;;
         -h|--help) help; exit 0 ;;
         python|postgres|pg8000) variant=$argument ;;
-        *) echo "usage: $0 [--force] [python|postgres|pg8000]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--force|--check] [python|postgres|pg8000]" >&2; exit 2 ;;
     esac
 done
 
@@ -74,7 +79,19 @@ case "$variant" in
         ;;
 esac
 
-if [ "$force" -eq 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# What the image's comment says it was built from (docker import --message, below).
+MESSAGE="pbft-ci: debootstrap --variant=minbase --include=$PACKAGES $SUITE${WHEELS:+ and ${WHEELS%% *}}"
+current=0
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    if [ "$(docker image inspect -f '{{.Comment}}' "$IMAGE")" = "$MESSAGE" ]; then
+        current=1
+    fi
+fi
+if [ "$check" -eq 1 ]; then
+    [ "$current" -eq 1 ]
+    exit
+fi
+if [ "$force" -eq 0 ] && [ "$current" -eq 1 ]; then
     echo "$IMAGE already exists (use --force to rebuild)"
     exit 0
 fi
@@ -141,7 +158,7 @@ tar -C "$rootfs" --numeric-owner -c . | docker import \
     --change 'WORKDIR /workspace' \
     --change 'USER 1000:1000' \
     --change 'CMD ["/bin/sh"]' \
-    --message "pbft-ci: debootstrap --variant=minbase --include=$PACKAGES $SUITE${WHEELS:+ and ${WHEELS%% *}}" \
+    --message "$MESSAGE" \
     - "$IMAGE" >/dev/null
 
 echo "built $IMAGE in $(( $(date +%s) - started )) s: $(docker run --rm --network none "$IMAGE" sh -c "$CHECK" 2>&1)"

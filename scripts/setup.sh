@@ -206,7 +206,7 @@ for entry in "${debian_images[@]}"; do
     variant=${entry%%:*} debian_image=${entry#*:}
     if [[ "${PBFT_CI_TEST_IMAGES:-0}" != 1 ]]; then
         :
-    elif docker image inspect "$debian_image" >/dev/null 2>&1; then
+    elif scripts/build-debian-image.sh --check "$variant"; then
         say "build image $debian_image present"
     elif [[ "$(id -u)" -eq 0 ]]; then
         say "building $debian_image with debootstrap (once; a few minutes)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -211,7 +212,9 @@ class BuiltImages:
         """What the image of `context` at `commit` is built from, or None if it cannot be said."""
         dockerfile = context / "Dockerfile"
         try:
-            if not commit or dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
+            # A regular file only: the commit's, never a link out of the checkout nor a FIFO to block on.
+            found = dockerfile.lstat()
+            if not commit or not stat.S_ISREG(found.st_mode) or found.st_size > MAX_DOCKERFILE_BYTES:
                 return None
             bases = base_images(dockerfile.read_text(errors="replace"))
             if bases is None:

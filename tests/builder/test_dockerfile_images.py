@@ -3,12 +3,14 @@ limits (builder/engine/images.py `BuiltImages`), on the real engine; and which i
 Dockerfile's text names as its bases (`base_images`)."""
 
 import io
+import os
 import uuid
 
 import docker.errors
 import pytest
 
-from builder.engine.images import base_images
+from builder.engine.images import BuiltImages, base_images
+from shared.config_build import BuildConfig
 from tests.builder.executor_helpers import build, log_text
 
 
@@ -64,3 +66,23 @@ async def test_an_image_built_from_the_same_commit_and_base_images_is_not_built_
     assert said not in log_text(rebuilt), "its base moved"
     assert said not in log_text(elsewhere), "another node's engine built nothing yet"
     assert first.agreed() == again.agreed() == rebuilt.agreed() == elsewhere.agreed()
+
+
+def test_a_dockerfile_that_is_not_a_regular_file_of_the_checkout_is_never_read(tmp_path, docker_client):
+    """A link out of the checkout, or a FIFO a read would block on: the image is built as ever."""
+    (tmp_path / "secret").write_text("FROM busybox\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "Dockerfile").symlink_to(tmp_path / "secret")
+    piped = tmp_path / "piped"
+    piped.mkdir()
+    os.mkfifo(piped / "Dockerfile")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "Dockerfile").write_text("FROM scratch\n")
+    limits = BuildConfig()
+
+    assert BuiltImages.key(docker_client, linked, "c" * 40, limits) is None
+    assert BuiltImages.key(docker_client, piped, "c" * 40, limits) is None
+    assert BuiltImages.key(docker_client, plain, "c" * 40, limits) == ("c" * 40, (), limits)
+    assert BuiltImages.key(docker_client, plain, "", limits) is None

@@ -23,12 +23,20 @@ class FlakyTests:
         self._store = store
 
     def keep(self, repository: str, build_id: int, rows: list[dict]) -> None:
-        """The proven flaky `rows` of a build's test table (client.testtables), in place of what
-        an earlier look at the same build kept (more nodes may have answered since)."""
-        self._store.write("DELETE FROM flaky_tests WHERE build_id = ?", (build_id,))
-        for row in sorted(rows, key=lambda row: row["test"])[:MAX_TESTS_PER_BUILD]:
+        """The proven flaky `rows` of a build's test table (client.testtables). A test an earlier
+        look at the build proved flaky stays so (its signatures were seen, whatever nodes answer
+        now); one seen again is replaced (more nodes may have answered since)."""
+        kept = {row["test"] for row in self._store.read(
+            "SELECT test FROM flaky_tests WHERE build_id = ?", (build_id,)).fetchall()}
+        room = MAX_TESTS_PER_BUILD - len(kept)
+        for row in sorted(rows, key=lambda row: row["test"]):
+            if row["test"] not in kept:
+                if room <= 0:
+                    continue
+                room -= 1
             self._store.write(
-                "INSERT INTO flaky_tests (repository, test, build_id, passed_on, failed_on) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO flaky_tests (repository, test, build_id, passed_on, failed_on)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (repository, row["test"], build_id, json.dumps(row["passed_on"]), json.dumps(row["failed_on"])),
             )
         self._store.write(

@@ -271,12 +271,14 @@ class Executor:
             if fetched.base_read:
                 output.node_line(fetched.base_read)
             watch.check()
-            extra, hostname = self._settings.extra_environment, None
+            extra, varied = self._settings.extra_environment, None
             if order.settings.vary:
                 varied = variation(self._node_id, order.build_id)
                 output.node_line(f"this node's variation (vary: true): {varied.described()}")
-                extra, hostname = {**varied.environment(), **extra}, varied.hostname
-            plan = dataclasses.replace(compile_build(order, fetched.checkout, limits, extra), hostname=hostname)
+                extra = {**varied.environment(), **extra}
+            plan = compile_build(order, fetched.checkout, limits, extra)
+            if varied is not None:
+                plan = dataclasses.replace(plan, hostname=varied.hostname, build_path=varied.build_path)
             result, commands_ms = BuildRun(self._parts, order, output, workspace, watch).run(plan)
         except Cancelled:
             result = self._cancelled(output)

@@ -44,6 +44,7 @@ from builder.workspace.testreports import ReportCopy, ReportStore, reports_recor
 from builder.workspace.cacherun import prepare_cache, release_cache, save_cache
 from builder.workspace.caches import CacheStore
 from builder.workspace.log import BuildLog
+from shared.config import BuildConfig
 from pbft.attestation import manifest_digest
 from pbft.build import Spec, combination_label
 
@@ -105,11 +106,12 @@ class BuildRun:
         # Its containers' host name, the plan's: the node's own with `vary: true`, and then no
         # container started ahead (those have the common one, None).
         self.hostname: str | None = None
+        self.build_path: str | None = None
 
     def run(self, plan: BuildPlan) -> tuple[BuildResult, int | None]:
         """The result of running `plan`, and how long the build's own commands ran (ContainerOutcome.commands_ms)."""
         commit = self.commit = plan.commit
-        self.hostname = plan.hostname
+        self.hostname, self.build_path = plan.hostname, plan.build_path
         try:
             result, commands_ms = self._run(plan)
         except SandboxError as exc:
@@ -157,7 +159,7 @@ class BuildRun:
                 environment=build.container_environment, cache=cache_run.mounts if cache_run else None,
                 network=network, artifacts=artifacts, reports=reports,
             )
-            run = functools.partial(node.engine.run, job, RunAs(build.limits, build.user, self.labels, self.hostname))
+            run = functools.partial(node.engine.run, job, self._as(build.limits, build.user))
             outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
@@ -208,7 +210,7 @@ class BuildRun:
         try:
             job = StepsJob(steps, self.workspace, build.timeout_s, graph=build.graph, network=network,
                            artifacts=artifacts, reports=reports, services=services, cache=cache_run)
-            who = RunAs(build.limits, build.user, self.labels, self.hostname)
+            who = self._as(build.limits, build.user)
             # A pipeline's containers are never prepared ahead: `ready` is always None for it.
             outcome = self._unless_host_fault(
                 lambda hooks, _ready: node.engine.run_steps(job, who, hooks), self._hooks()
@@ -264,7 +266,7 @@ class BuildRun:
             self._say_ready(ready, image_id, user)
             on_started = functools.partial(engine.prepare_ready, image_id, user, build.limits, command)
         job = ContainerJob(image_id, None, build.timeout_s, environment={**build.environment, **secrets})
-        run = functools.partial(engine.run, job, RunAs(build.limits, user, self.labels, self.hostname))
+        run = functools.partial(engine.run, job, self._as(build.limits, user))
         outcome = self._unless_host_fault(run, self._hooks(on_started), ready)
         return self._result(outcome, build.ran, build.timeout_s, build.budget, ((), "")), outcome.commands_ms
 
@@ -314,6 +316,11 @@ class BuildRun:
         self.output.note(f"{reason}: {'; '.join(combination_label(combination) for combination in combinations)}")
         return BuildResult("matrix", None, self.commit, reason, combinations=combinations,
                            fail_fast=strategy.fail_fast, max_parallel=strategy.max_parallel)
+
+    def _as(self, limits: BuildConfig, user: str) -> RunAs:
+        """How its containers run: under `limits` as `user`, its labels, and its variation's host name
+        and build path (if any)."""
+        return RunAs(limits, user, self.labels, self.hostname, self.build_path)
 
     def _say_ready(self, ready, image_id: str, user: str) -> None:
         build_id, node_id = self.order.build_id, self.node.node_id

@@ -136,7 +136,7 @@ class RepositoryConfig:
     node_status_token_file: str = setting(FILE_NAME, default="", local=True, doc="each node's own forge token, relative to "
                                                                      "this file; {id} is the node's id")
     vary: bool = setting(Bool(), default=False, doc="each node builds under its own variation of time zone, locale, "
-                                                    "umask, clock and host name, known to every node "
+                                                    "umask, clock, host name and build path, known to every node "
                                                     "(docs/reproducibility.md)")
     build_network: bool = setting(Bool(), default=False, doc="builds may reach the network, never this host or the "
                                                              "peers; what they fetch may differ between nodes")

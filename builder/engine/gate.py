@@ -234,11 +234,14 @@ def start_gated_container(
             made.append(volume)
             inbox = _make_inbox(sandbox.inboxes) if sandbox.inboxes is not None else None
             mounts.append(_inbox_mount(inbox))
+        if sandbox.build_path is not None:
+            # A varied build runs where its node's variation says, its workspace there as well.
+            mounts.append(Mount(sandbox.build_path, volume.name, type="volume", no_copy=True))
         options.update(
             environment=identity.environment(),
             mounts=[Mount(WORKSPACE_DIR, volume.name, type="volume", no_copy=True), *mounts, *identity.mounts(),
                     *cache_mounts],
-            working_dir="/workspace",
+            working_dir=sandbox.build_path or WORKSPACE_DIR,
             read_only=True,
             stdin_open=True,
         )

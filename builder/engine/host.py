@@ -135,7 +135,7 @@ class DockerEngine:
     def sandbox(self, who: RunAs) -> Sandbox:
         """What a build's containers are made with on this engine; what they leave is removed by its janitor."""
         return Sandbox(self.client(), who.limits, who.user, self._identities, who.labels, self._remove_later,
-                       inboxes=self._inboxes, hostname=who.hostname)
+                       inboxes=self._inboxes, hostname=who.hostname, build_path=who.build_path)
 
     def run(self, job: ContainerJob, who: RunAs, hooks: Hooks = Hooks(), ready: GatedContainer | None = None,
             ) -> ContainerOutcome:

@@ -91,6 +91,7 @@ class Sandbox:
     remove_later: Callable[[Callable[[], None]], object] | None = None
     inboxes: Path | None = None
     hostname: str | None = None  # its containers' (a varied build's own); None: BUILD_HOSTNAME
+    build_path: str | None = None  # where a varied build's scripts run, its workspace mounted there too
 
     @property
     def sources_mountable(self) -> bool:
@@ -119,6 +120,7 @@ class RunAs:
     user: str
     labels: dict[str, str]
     hostname: str | None = None  # a varied build's own (builder/plan/variations.py); None: BUILD_HOSTNAME
+    build_path: str | None = None  # a varied build's own; None: /workspace alone
 
 
 @dataclass(frozen=True)

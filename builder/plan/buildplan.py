@@ -166,9 +166,10 @@ class BuildPlan:
 
     facts: BuildFacts
     build: ScriptBuild | PipelineBuild | DockerfileBuild | Skipped | Refused | Expanded
-    # Its containers' host name when the build is varied (builder/plan/variations.py); None: the
-    # one every node's builds share, which lets it run in a container started ahead.
+    # Its containers' host name and build path when the build is varied (builder/plan/variations.py);
+    # None: those every node's builds share, which let it run in a container started ahead.
     hostname: str | None = None
+    build_path: str | None = None
 
     @property
     def commit(self) -> str:

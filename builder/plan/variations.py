@@ -1,6 +1,6 @@
 """Reproducibility under variation: with a repository's `vary: true`, each node builds under a
 variation of its own of what a build should not depend on (Debian's reprotest varies these and
-more): the time zone, the locale, the umask, the clock and the host name.
+more): the time zone, the locale, the umask, the clock, the host name and the build path.
 
 A node's variation is a function of its id and the build's id (the agreed request's client and
 timestamp) alone, so every node, and any client, knows every other node's: when f+1 nodes that
@@ -16,8 +16,9 @@ The clock is moved forward by whole days with libfaketime, where the image has i
 date, statically linked ones (busybox) and images without it the real clock. Monotonic clocks
 are left alone, so timeouts and sleeps are not. The host name is the build containers' (every
 build's is BUILD_HOSTNAME otherwise, the same on every node); a varied build never takes a
-container started ahead, which has the common one. What is not varied yet: the build path
-(/workspace).
+container started ahead, which has the common one. The build path is where the build runs: its
+workspace is mounted there as well as at /workspace (which paths of the spec and CI_WORKSPACE
+keep naming), and its scripts start there.
 
 When the nodes' artifacts differ, `traces` says what each varied part leaves in bytes that
 differ (a time zone's name, a umask's file mode, the later year), so that the part whose
@@ -45,6 +46,8 @@ DAY_S = 86_400
 # Every build container's host name, on every node, unless the build is varied.
 BUILD_HOSTNAME = "pbft-ci"
 HOSTNAMES = ("build-alder", "build-birch", "build-cedar", "build-dogwood", "build-elm", "build-fir", "build-ginkgo")
+# Under /build, a folder no image of a build is expected to have: the mount makes it.
+BUILD_PATHS = tuple(f"/build/{name.removeprefix('build-')}/src" for name in HOSTNAMES)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Variation:
     umask: str
     clock_days: int = 0
     hostname: str = BUILD_HOSTNAME
+    build_path: str = "/workspace"
 
     def environment(self) -> dict[str, str]:
         return {"TZ": self.time_zone, "LC_ALL": self.locale, "LANG": self.locale, UMASK_VARIABLE: self.umask,
@@ -61,11 +65,12 @@ class Variation:
 
     def described(self) -> str:
         return (f"TZ={self.time_zone}, LC_ALL={self.locale}, umask {self.umask}, "
-                f"clock +{self.clock_days} days (where the image has libfaketime), host name {self.hostname}")
+                f"clock +{self.clock_days} days (where the image has libfaketime), host name {self.hostname}, "
+                f"build path {self.build_path}")
 
     def as_dict(self) -> dict:
         return {"time_zone": self.time_zone, "locale": self.locale, "umask": self.umask,
-                "clock_days": self.clock_days, "hostname": self.hostname}
+                "clock_days": self.clock_days, "hostname": self.hostname, "build_path": self.build_path}
 
 
 def variation(node_id: int, build_id: str) -> Variation:
@@ -74,10 +79,11 @@ def variation(node_id: int, build_id: str) -> Variation:
     start = int.from_bytes(hashlib.sha256(build_id.encode()).digest()[:4], "big")
     pick = start + node_id
     return Variation(ZONES[pick % len(ZONES)], LOCALES[pick % len(LOCALES)], UMASKS[pick % len(UMASKS)],
-                     CLOCK_DAYS[pick % len(CLOCK_DAYS)], HOSTNAMES[pick % len(HOSTNAMES)])
+                     CLOCK_DAYS[pick % len(CLOCK_DAYS)], HOSTNAMES[pick % len(HOSTNAMES)],
+                     BUILD_PATHS[pick % len(BUILD_PATHS)])
 
 
-PARTS = ("time zone", "locale", "umask", "clock", "host name")
+PARTS = ("time zone", "locale", "umask", "clock", "host name", "build path")
 
 
 def suspects(sides: list[tuple[int, ...]], build_id: str) -> list[str]:
@@ -96,7 +102,7 @@ def suspects(sides: list[tuple[int, ...]], build_id: str) -> list[str]:
 
 
 def _values(varied: Variation) -> tuple:
-    return varied.time_zone, varied.locale, varied.umask, varied.clock_days, varied.hostname
+    return varied.time_zone, varied.locale, varied.umask, varied.clock_days, varied.hostname, varied.build_path
 
 
 # What `date +%Z` prints under each POSIX TZ string: its name, or the offset in <>.
@@ -119,6 +125,7 @@ def traces(varied: Variation, built_at_s: float) -> dict[str, tuple[re.Pattern, 
         "umask": (re.compile(rf"(?<![\w-])-{re.escape(mode)}(?![\w-])"),),
         "clock": tuple(_token(str(year)) for year in years),
         "host name": (re.compile(rf"(?<![\w.-]){re.escape(varied.hostname)}(?![\w-])"),),
+        "build path": (re.compile(rf"(?<![\w.-]){re.escape(varied.build_path)}(?![\w-])"),),
     }
 
 

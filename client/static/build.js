@@ -111,7 +111,8 @@ function divergenceButton(record) {
       const varied = (side) => side.variations ? Object.keys(side.variations).map((node) => el("div", { class: "muted" },
         "node " + node + " built under TZ=" + side.variations[node].time_zone + ", LC_ALL="
         + side.variations[node].locale + ", umask " + side.variations[node].umask
-        + ", clock +" + side.variations[node].clock_days + " days")) : [];
+        + ", clock +" + side.variations[node].clock_days + " days, host " + side.variations[node].hostname
+        + ", in " + side.variations[node].build_path)) : [];
       said.replaceChildren(
         ...explained.sides.flatMap((side) => [el("div", { class: "side" },
           "nodes " + side.nodes.join(", ") + ": " + side.digest), ...varied(side)]),

@@ -98,7 +98,8 @@ async def test_a_pipeline_reads_its_reports_after_a_failed_step(make_executor, g
 async def test_with_vary_each_node_builds_under_its_own_variation_and_a_reproducible_artifact_still_matches(
         make_executor, git_repo, build_ids, tmp_path):
     git_repo.commit("master", {".pbft-ci.yml": spec(
-        'echo "varied: $TZ $LC_ALL $(umask) $(hostname)"', "mkdir -p dist", "echo same > dist/same.txt",
+        'echo "varied: $TZ $LC_ALL $(umask) $(hostname) $(pwd)"', "mkdir -p dist", "echo same > dist/same.txt",
+        "test -f /workspace/dist/same.txt",
         artifacts=["dist/same.txt"])})
     build_id = build_ids()
     order = dict(settings=RepositorySettings(vary=True))
@@ -110,7 +111,8 @@ async def test_with_vary_each_node_builds_under_its_own_variation_and_a_reproduc
     for node, result in ((0, first), (1, second)):
         varied = variation(node, build_id)
         assert f"this node's variation (vary: true): {varied.described()}" in log_text(result)
-        assert f"varied: {varied.time_zone} {varied.locale} {varied.umask} {varied.hostname}" in log_text(result)
+        assert (f"varied: {varied.time_zone} {varied.locale} {varied.umask} {varied.hostname} {varied.build_path}"
+                in log_text(result))
     assert variation(0, build_id).time_zone != variation(1, build_id).time_zone
     assert first.status == second.status == "success"
     assert first.agreed() == second.agreed(), "an artifact that depends on none of it is the same on both"
@@ -166,3 +168,19 @@ async def test_without_vary_every_nodes_build_has_the_same_host_name(make_execut
 
     for result in results:
         assert "host: pbft-ci\n" in log_text(result), log_text(result)
+
+
+async def test_with_vary_a_pipelines_steps_run_at_the_nodes_build_path_on_the_one_workspace(
+        make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": yaml.safe_dump({
+        "steps": [{"name": "write", "commands": ["pwd > where.txt", "hostname >> where.txt"]},
+                  {"name": "read", "commands": ["cat /workspace/where.txt"]}],
+    }, sort_keys=False)})
+    build_id = build_ids()
+
+    result = await make_executor(node_id=2).run(
+        BuildOrder(build_id, "example", str(git_repo.path), "master", settings=RepositorySettings(vary=True)))
+
+    varied = variation(2, build_id)
+    assert result.status == "success", log_text(result)
+    assert f"{varied.build_path}\n{varied.hostname}\n" in log_text(result)

@@ -24,13 +24,14 @@ def test_up_to_seven_nodes_never_share_a_time_zone_or_a_locale():
         assert len({each.locale for each in varied}) == len(LOCALES)
         assert len({each.clock_days for each in varied}) == len(CLOCK_DAYS)
         assert len({each.hostname for each in varied}) == len(HOSTNAMES)
+        assert len({each.build_path for each in varied}) == len(HOSTNAMES)
 
 
 def test_a_part_is_cleared_by_two_agreeing_nodes_that_differ_in_it():
     # Nodes 0 and 1 agree under different values of everything: nothing varied explains node 2.
     assert suspects([(0, 1), (2,)], "client-5") == []
     # Each node alone: every part that differs may be the cause.
-    assert suspects([(0,), (1,)], "client-5") == ["time zone", "locale", "umask", "clock", "host name"]
+    assert suspects([(0,), (1,)], "client-5") == ["time zone", "locale", "umask", "clock", "host name", "build path"]
     # One node is no divergence: nothing differs.
     assert suspects([(2,)], "client-5") == []
 
@@ -64,6 +65,9 @@ def test_each_parts_traces_are_what_it_leaves_in_bytes():
     named = traces(Variation("CET-1", "C.UTF-8", "0022", 0), BUILT_AT_S)
     assert named["time zone"][0].search("05:00 CET") and not named["time zone"][0].search("CETUS")
     assert named["host name"][0].search("built on pbft-ci.") and not named["host name"][0].search("pbft-ci-2")
+    alder = traces(Variation("UTC0", "C.UTF-8", "0022", 0, "build-alder", "/build/alder/src"), BUILT_AT_S)
+    assert alder["build path"][0].search("File \"/build/alder/src/app.py\", line 3")
+    assert not alder["build path"][0].search("/build/alder/srcs/app.py")
 
 
 def test_a_part_is_traced_when_each_side_holds_its_own_value_and_not_the_others():

@@ -128,7 +128,7 @@ def test_with_vary_each_side_names_its_nodes_variations_and_what_differs_between
     # Nodes 0, 1 and 2 built under three time zones, locales and umasks and agree: none explains node 3.
     assert shown["suspects"] == []
     alone = with_variations({"sides": [{"digest": f"sha256:{node}", "nodes": [node]} for node in range(4)]}, record)
-    assert alone["suspects"] == ["time zone", "locale", "umask", "clock", "host name"]
+    assert alone["suspects"] == ["time zone", "locale", "umask", "clock", "host name", "build path"]
     assert alone["causes"] == [], "no file was compared: nothing is traced"
 
 

@@ -60,7 +60,7 @@ def test_a_varied_build_is_reproducible_or_names_what_may_explain_it(network, tm
         zones = {zone for side in explained["sides"] for zone in
                  (variation["time_zone"] for variation in side["variations"].values())}
         assert len(zones) == len(explained["sides"]) >= 3
-        assert explained["suspects"] == ["time zone", "locale", "umask", "clock", "host name"]
+        assert explained["suspects"] == ["time zone", "locale", "umask", "clock", "host name", "build path"]
         assert explained["causes"] == ["time zone"], explained["files"]
         (file,) = explained["files"]
         assert file["path"] == "dist/when.txt"

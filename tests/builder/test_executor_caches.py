@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 
+from builder import RepositorySettings
 from tests.builder.cached_project import cache_lines, cached_project
 from tests.builder.executor_helpers import build, log_text
 
@@ -302,3 +303,17 @@ async def test_a_pipeline_of_a_pull_request_never_writes_the_cache_its_branch_re
     text = log_text(branch)
     assert branch.status == "success", text
     assert "restored: branch" in text and "planted" not in text
+
+
+async def test_a_varied_build_restores_and_saves_its_cache_from_its_own_build_path(make_executor, git_repo, build_ids):
+    """The cache's paths are the workspace's, which the node's build path shows too."""
+    executor = make_executor()
+    varied = {"settings": RepositorySettings(vary=True)}
+    git_repo.commit("master", cached_project("one"))
+    first = await build(executor, git_repo, build_ids, **varied)
+    git_repo.commit("master", cached_project("two", require=True, before=["pwd"]))
+    second = await build(executor, git_repo, build_ids, **varied)
+
+    assert first.status == second.status == "success", log_text(second)
+    assert "restored: home-one tox-one" in log_text(second)
+    assert re.search(r"^/build/[a-z]+/src$", log_text(second), re.MULTILINE), "pwd: it ran at its build path"

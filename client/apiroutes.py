@@ -344,6 +344,8 @@ ABOUT = (
     Route("GET", "/dashboard/builds/{build_id}", "about", PUBLIC, "The dashboard: one build",
           "The page of one build; whether the build exists is for the JSON routes to say.", (PAGE,),
           refusals=((400, "a build id that is not a decimal number"),)),
+    Route("GET", "/dashboard/repositories/{repository}/flaky", "about", PUBLIC, "The dashboard: flaky tests",
+          "The page of a repository's tests proven flaky; the tests are for the JSON route to say.", (PAGE,)),
     Route("GET", "/dashboard/static/{name}", "about", PUBLIC, "The dashboard's files",
           "The dashboard's scripts, style sheet and icon.",
           (Answer(200, "The file.", (JAVASCRIPT, CSS, SVG)),), refusals=((404, "no such file"),)),

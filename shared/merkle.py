@@ -82,24 +82,36 @@ def _subproof(leaves: Sequence[bytes], m: int, complete: bool) -> list[bytes]:
     return _subproof(leaves[k:], m - k, False) + [root(leaves[:k])]
 
 
+def _sides(fn: int, sn: int, count: int) -> list[bool] | None:
+    """The walk from a node up to the root shared by both checks (RFC 9162, 2.1.3.2 and
+    2.1.4.2): for each of `count` proof nodes, whether it is the left sibling of the hash
+    carried up; None if the proof is not exactly as long as the path from `fn` to the root
+    of a tree whose last node is `sn`."""
+    sides = []
+    for _ in range(count):
+        if sn == 0:
+            return None
+        on_left = bool(fn & 1) or fn == sn
+        if on_left:
+            while fn and not fn & 1:  # a right edge: climb to where this node is a right child
+                fn, sn = fn >> 1, sn >> 1
+        sides.append(on_left)
+        fn, sn = fn >> 1, sn >> 1
+    return sides if sn == 0 else None
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], head: bytes) -> bool:
     """Whether `proof` shows the leaf hash `leaf` at `index` of the tree of `size` whose root is
     `head` (RFC 9162, 2.1.3.2)."""
     if not 0 <= index < size or any(len(each) != HASH_BYTES for each in proof):
         return False
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn, sn = fn >> 1, sn >> 1
-        else:
-            r = node_hash(r, p)
-        fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and r == head
+    sides = _sides(index, size - 1, len(proof))
+    if sides is None:
+        return False
+    r = leaf
+    for p, on_left in zip(proof, sides):
+        r = node_hash(p, r) if on_left else node_hash(r, p)
+    return r == head
 
 
 def verify_consistency(old_size: int, old_head: bytes, size: int, head: bytes, proof: Sequence[bytes]) -> bool:
@@ -119,16 +131,14 @@ def verify_consistency(old_size: int, old_head: bytes, size: int, head: bytes, p
     fn, sn = old_size - 1, size - 1
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
+    sides = _sides(fn, sn, len(path) - 1)
+    if sides is None:
+        return False
+    # Two hashes climb: the old root (only where the old tree has a node) and the new one.
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
+    for c, on_left in zip(path[1:], sides):
+        if on_left:
             fr, sr = node_hash(c, fr), node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn, sn = fn >> 1, sn >> 1
         else:
             sr = node_hash(sr, c)
-        fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and fr == old_head and sr == head
+    return fr == old_head and sr == head

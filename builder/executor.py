@@ -25,7 +25,8 @@ from typing import Any, Callable
 from builder.engine.host import ENGINE_DOWN, ENGINE_FAILED, ENGINE_UNAVAILABLE, DockerEngine, kill_quietly
 from builder.order import BuildOrder, valid_build_id
 from builder.plan.compilebuild import compile_build
-from builder.queue import BuildQueue
+from builder.plan.concurrencyspec import ConcurrencySpec
+from builder.queue import BuildQueue, GroupTurns
 from builder.result import BuildResult, bounded_reason
 from builder.run import BuildError, BuildRun, Cancelled, NodeParts, Watch
 from builder.settings import ExecutorSettings
@@ -63,10 +64,12 @@ class Executor:
         # Which build takes a freed slot: the node's max_concurrent, each repository's own bound
         # and a fair turn between repositories; a waiting build's future is set when it may run.
         self._queue = BuildQueue(settings.max_concurrent, dict(settings.repository_bounds))
+        # Builds of one concurrency group wait for each other, in the order's order.
+        self._groups = GroupTurns()
         self._slot_waiters: dict[str, asyncio.Future] = {}
         # Told (build id, "queued" or "running") as a build waits for a slot and as it takes
         # one: the node tells the build's client (node/driver.py).
-        self.on_state: Callable[[str, str], None] | None = None
+        self.on_state: Callable[[str, str, str | None], None] | None = None
         self._mirrors = GitMirrors(settings.data_dir / "mirrors")
         self._checkouts = checkouts_root(
             settings.data_dir, limits.workspace_mb * (settings.max_concurrent + MAX_KEPT) * 1024 * 1024)
@@ -195,9 +198,29 @@ class Executor:
                 turn.set_result(True)
                 self._tell(build_id, "running")
 
-    def _tell(self, build_id: str, state: str) -> None:
+    def _tell(self, build_id: str, state: str, supersedes: str | None = None) -> None:
         if self.on_state is not None:
-            self.on_state(build_id, state)
+            self.on_state(build_id, state, supersedes)
+
+    def _take_turn(self, build_id: str, concurrency: ConcurrencySpec | None, watch: Watch, output: BuildLog,
+                   loop: asyncio.AbstractEventLoop) -> bool:
+        """The build's turn in its concurrency group (builder/queue.py); False if cancelled while it
+        waited. With `cancel_in_progress`, each older build of the group it waits for is named to the
+        client in this node's signed BUILD-STATE, so that f+1 nodes' word has the client cancel it
+        through the order (client/verbs/supersede.py): never this node's own stop, which the others
+        would not make at the same point."""
+        said: set[str] = set()
+
+        def waits(blocker: str, older_of_the_group: bool) -> None:
+            if blocker not in said:
+                said.add(blocker)
+                output.node_line(f"waits for build {blocker} of concurrency group {concurrency.group} to end"
+                                 " on this node")
+            if older_of_the_group and concurrency.cancel_in_progress:
+                loop.call_soon_threadsafe(self._tell, build_id, "running", blocker)
+
+        return self._groups.take_turn(build_id, None if concurrency is None else concurrency.group,
+                                      watch.cancelled, waits)
 
     def _release(self, build_id: str) -> None:
         self._grant(self._queue.finish(build_id))
@@ -231,14 +254,14 @@ class Executor:
                 return await asyncio.to_thread(self._finish, order, self._cancelled(output), output, started)
             self._running += 1
             try:
-                return await asyncio.to_thread(self._build, order)
+                return await asyncio.to_thread(self._build, order, asyncio.get_running_loop())
             finally:
                 self._running -= 1
                 self._release(build_id)
         finally:
             self._active_ids.discard(build_id)
 
-    def _build(self, order: BuildOrder) -> BuildResult:
+    def _build(self, order: BuildOrder, loop: asyncio.AbstractEventLoop) -> BuildResult:
         """The whole build, blocking; runs in a worker thread."""
         started = time.monotonic()
         build_id = order.build_id
@@ -253,6 +276,7 @@ class Executor:
         tree_key, tree_uses = TreeKey(order.repository_name, bool(order.trigger.pull_request)), 0
         commands_ms = None
         watch = Watch(lambda: build_id in self._cancels, lambda container: self._running_in(build_id, container))
+        self._groups.come(build_id, order.repository_name, order.seq)
         try:
             watch.check()
             try:
@@ -277,6 +301,8 @@ class Executor:
                 output.node_line(f"this node's variation (vary: true): {varied.described()}")
                 extra = {**varied.environment(), **extra}
             plan = compile_build(order, fetched.checkout, limits, extra)
+            if not self._take_turn(build_id, plan.concurrency, watch, output, loop):
+                raise Cancelled()
             if varied is not None:
                 plan = dataclasses.replace(plan, hostname=varied.hostname, build_path=varied.build_path)
             result, commands_ms = BuildRun(self._parts, order, output, workspace, watch).run(plan)
@@ -295,6 +321,7 @@ class Executor:
             log.exception("build %s failed unexpectedly", build_id)
             result = BuildResult("error", None, None, "internal executor error")
         finally:
+            self._groups.leave(build_id)
             self._containers.pop(build_id, None)
             if tree_uses:
                 self._kept.give_back(tree_key, workspace, tree_uses)

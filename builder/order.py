@@ -64,17 +64,20 @@ class BuildOrder:
     # The hosts of the nodes and clients of that document, which a networked build must not
     # reach, on top of those the node started with (a member added through the order is one).
     peer_hosts: tuple[str, ...] = ()
+    # Its sequence number: builds of one concurrency group run in that order (builder/queue.py GroupTurns).
+    seq: int = 0
 
     @classmethod
     def of(
         cls, build_id: str, operation: Operation, repository: RepositoryConfig, limits: BuildConfig | None = None,
-        peer_hosts: tuple[str, ...] = (),
+        peer_hosts: tuple[str, ...] = (), seq: int = 0,
     ) -> BuildOrder:
         return cls(
             build_id=build_id, repository_name=repository.name, repository_url=repository.url,
             branch=operation.branch, commit=operation.commit, pull_ref=operation.pull_ref,
             event=operation.trigger_event, before=operation.before, combination=operation.combination,
             inputs=operation.inputs, settings=RepositorySettings.of(repository), limits=limits, peer_hosts=peer_hosts,
+            seq=seq,
         )
 
     @property

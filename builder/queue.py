@@ -5,11 +5,27 @@ repositories, so that one repository's burst of pushes does not hold another's b
 Builds of one repository start in the order they came (the order of the ledger); between
 repositories, a freed slot goes to the repository that started a build the longest ago.
 Pure: the executor feeds it and starts what it says.
+
+`GroupTurns` then orders the builds that hold a slot by their concurrency groups: builds of a
+repository whose specs name one group (`concurrency: {group}`) run one at a time, in the order
+the network ordered them. A build comes there once it holds a build slot and leaves when it ends. Once its plan is read,
+it waits while a build of its group runs, or while a build ordered before it (a lower
+sequence number) still holds a slot and has not read its plan or waits for the same group:
+that one might be of the group, and goes first. Only builds that hold a slot are waited for,
+and each of those reads its plan without another slot, so a wait never waits on a build that
+waits for this one's slot. Every node applies the same rule to the same order and the same
+specs; nothing of it changes what a build produces, only when it starts.
+
+`GroupTurns` blocks, for the executor's worker threads; its wait wakes every `POLL_S` to see a cancel.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable
 
 
 class BuildQueue:
@@ -69,3 +85,77 @@ class BuildQueue:
             started.append(build_id)
         assert len(self.running) <= self.slots
         return started
+
+
+POLL_S = 0.5
+_UNREAD = object()  # a build whose plan is not read yet: it may be of any group
+
+
+@dataclass
+class _Build:
+    repository: str
+    place: tuple[int, int]  # (sequence number, arrival): the order's, then the executor's
+    group: object = _UNREAD  # str, None (no group) or _UNREAD
+    runs: bool = False  # it holds its group's turn
+
+
+class GroupTurns:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._builds: dict[str, _Build] = {}
+        self._arrivals = itertools.count()
+
+    def come(self, build_id: str, repository: str, seq: int) -> None:
+        """A build took a slot: until its plan is read, builds of its repository ordered after it wait for it."""
+        with self._changed:
+            self._builds[build_id] = _Build(repository, (seq, next(self._arrivals)))
+
+    def blocker(self, build_id: str) -> str | None:
+        """The build that `build_id`'s turn waits for, if any (it has said its group)."""
+        me = self._builds[build_id]
+        for other_id, other in self._builds.items():
+            if other_id == build_id or other.repository != me.repository:
+                continue
+            if other.runs and other.group == me.group:
+                return other_id
+            if other.place < me.place and not other.runs and other.group in (_UNREAD, me.group):
+                return other_id
+        return None
+
+    def of_the_group_before(self, build_id: str, other_id: str) -> bool:
+        """Whether `other_id` is of `build_id`'s group (its plan read) and ordered before it:
+        one that `cancel_in_progress` supersedes."""
+        me, other = self._builds[build_id], self._builds.get(other_id)
+        return other is not None and other.group == me.group and other.place < me.place
+
+    def take_turn(self, build_id: str, group: str | None, cancelled: Callable[[], bool],
+                  waits: Callable[[str, bool], None] = lambda blocker, superseded: None) -> bool:
+        """Build `build_id` read its plan, of `group` (None: none): return once it may run, True;
+        False if it was cancelled while it waited. `waits(blocker, older_of_the_group)` is told
+        of each build it comes to wait for, and whether that one is an older build of its group."""
+        with self._changed:
+            me = self._builds[build_id]
+            me.group = group
+            self._changed.notify_all()
+            if group is None:
+                return True
+            told = set()
+            while (blocker := self.blocker(build_id)) is not None:
+                if cancelled():
+                    return False
+                older = self.of_the_group_before(build_id, blocker)
+                if (blocker, older) not in told:
+                    waits(blocker, older)
+                    told.add((blocker, older))
+                self._changed.wait(POLL_S)
+            me.runs = True
+            return True
+
+    def leave(self, build_id: str) -> None:
+        """The build ended (or never read its plan): the builds it held back go on."""
+        with self._changed:
+            self._builds.pop(build_id, None)
+            self._changed.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._builds)

@@ -159,6 +159,11 @@ def rerun(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int
 
 
 def approve(api: Api, args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    if args.action is not None:  # a deploy that waits: ARG is its build
+        answer = api.post(f"/builds/{args.approval}/actions/{quote(args.action, safe='')}/approve")
+        again = " (approved before)" if answer["already_approved"] else ""
+        out(f"build {args.approval}: action {args.action} approved by approval {answer['approval_id']}{again}")
+        return 0
     answer = api.post(f"/approvals/{args.approval}/approve")
     out(f"approval {args.approval}: approved, build {answer['build_id']}")
     return 0
@@ -232,7 +237,9 @@ def _parser() -> argparse.ArgumentParser:
     rerun_parser = commands.add_parser("rerun", help="build again what a build built")
     rerun_parser.add_argument("build")
     rerun_parser.add_argument("--failed", action="store_true", help="a matrix's combinations that did not pass")
-    commands.add_parser("approve", help="let a fork's pull request build").add_argument("approval")
+    approve_parser = commands.add_parser("approve", help="let a fork's pull request build, or a deploy run")
+    approve_parser.add_argument("approval", help="a pull request's approval id; with --action, a build's id")
+    approve_parser.add_argument("--action", help="the build's deploy that waits for an approval, by its name")
     # Listed for --help only: main() hands `verify` and its options to client/index.py's check.
     commands.add_parser("verify", help="check a certificate, attestation or provenance offline (see verify -h)")
     lint_parser = commands.add_parser("lint", help="check specs with the nodes' own rules, offline")

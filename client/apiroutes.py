@@ -93,6 +93,7 @@ PATH_PARAMETERS = {
     "build_id": Field("build_id", "string", "A build's id: a decimal number (the client's request timestamp, µs)."),
     "approval_id": Field("approval_id", "string", "A pull request's approval id, as `GET /approvals` lists it."),
     "token_id": Field("token_id", "string", "A personal token's id, as `GET /tokens` lists it."),
+    "action": Field("action", "string", "An action's name in the spec's `after:` section."),
     "path": Field("path", "string", "The artifact's path, as the build's manifest names it."),
     "name": Field("name", "string", "One of the dashboard's files.", enum=tuple(STATIC_TYPES)),
     "repository": Field("repository", "string", "A configured repository's name."),
@@ -158,6 +159,8 @@ BUILDS = (
                 Field("reason", "string", "Why, in a line.", required=True),
                 Field("runner", "string", "The runner's name, as the client's configuration lists it.", required=True),
                 Field("stamp_us", "integer", "The runner's clock in µs, above every stamp it used.", required=True),
+                Field("environment", "string", "The deploy environment the action names, if any."),
+                Field("approver", "string", "Who approved the deploy (`user alice`), once approved."),
                 Field("sig", "string", "The runner's Ed25519 signature of the report (hex).", required=True)),
           refusals=((400, "a body that is not a report"), (403, "a report no listed runner signed for this build"),
                     NOT_FOUND, (409, "a build without a certified verdict of a `.pbft-ci.yml`, or a replayed or "
@@ -186,6 +189,14 @@ VERBS = (
           (Answer(202, "The cancel on its way: `build_id`, `status_url`, `cancel_id`."),),
           refusals=(NOT_FOUND, (409, "the build has its verdict already, was asked for through another client, "
                                      "or is a cancel"))),
+    Route("POST", "/builds/{build_id}/actions/{action}/approve", "verbs", TRIGGER, "Approve a deploy",
+          "Let an `after:` action that waits for an approval deploy to its environment: an approval ordered like a "
+          "cancel, which the action runner checks before it runs the action once. Who may: the role the network "
+          "document's environment names (`approvers`, approve unless it says otherwise) on the build's repository.",
+          (Answer(202, "The approval on its way: `build_id`, `status_url`, `approval_id`, `already_approved`."),),
+          refusals=((400, "an action name that is none"), (403, "the caller lacks the environment's role (named)"),
+                    NOT_FOUND, (409, "no certified verdict, an action that waits for no approval, an environment "
+                                     "not in the network document, or a build asked for through another client"))),
     Route("GET", "/approvals", "verbs", READ, "Pull requests waiting",
           "Pull requests from forks that wait for an approval before they are built, newest first.",
           (Answer(200, "`{\"approvals\": [approval, ...]}`."),), query=(LIMIT,)),

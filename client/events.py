@@ -82,6 +82,16 @@ class OrderCancelled:
 
 
 @dataclass(frozen=True)
+class Superseding:
+    """f+1 nodes say build `build_id` waits for the client's older build `older` of its
+    concurrency group, whose spec has a newer build cancel the older (`cancel_in_progress`)."""
+
+    build_id: int
+    older: int
+    operation: Operation
+
+
+@dataclass(frozen=True)
 class LateReply:
     """A node's signed reply came after its build's verdict (its signature is checked)."""
 
@@ -107,7 +117,8 @@ class GivenUp:
     followed: int
 
 
-Event = Requested | Submitted | HeldForApproval | Finished | OrderCancelled | LateReply | Resumed | GivenUp
+Event = (Requested | Submitted | HeldForApproval | Finished | OrderCancelled | Superseding | LateReply | Resumed
+         | GivenUp)
 Observer = Callable[[Event], None]
 
 

@@ -54,9 +54,10 @@ class BranchHeads:
 
     async def pin(self, operation: Operation) -> Operation:
         """`operation` with the commit its branch names now, if it names none and builds a
-        branch (not a pull request's ref, not a cancel, not a network change); else as it is."""
+        branch (not a pull request's ref, not a cancel or an approval, not a network change); else
+        as it is."""
         if (operation.commit is not None or operation.pull_ref is not None or operation.cancels is not None
-                or operation.change is not None):
+                or operation.approves is not None or operation.change is not None):
             return operation
         repository = next((repo for repo in self._repositories() if repo.name == operation.repository), None)
         if repository is None:

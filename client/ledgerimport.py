@@ -262,8 +262,8 @@ class LedgerImport:
         except CertificateError as error:
             log.warning("a node's ledger holds a request that does not verify: %s", error.reason)
             return
-        if request.operation.cancels is not None:
-            return  # its client's business: it stops that client's own build (pbft.cancels)
+        if request.operation.cancels is not None or request.operation.approves is not None:
+            return  # its client's business: it stops, or lets deploy, that client's own build
         records, build_id = self._records, request.timestamp
         record = records.builds.get(build_id)
         if record is None:

@@ -339,7 +339,8 @@ class Notifications:
     def _finished(self, operation: Operation, verdict: Verdict) -> None:
         targets = self._targets.get(operation.repository, ())
         status = notify_status(verdict)
-        if not targets or status is None or operation.cancels is not None:  # a cancel's verdict is the build's
+        # A cancel's verdict is the build's; an approval's is the deploy's, which the runner reports.
+        if not targets or status is None or operation.cancels is not None or operation.approves is not None:
             return
         if isinstance(verdict.outcome, Accepted) and is_duplicate(operation, verdict.outcome.result):
             return  # its delivery's build is the one to tell of

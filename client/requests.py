@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, Protocol
 
 from client.background import Background
-from client.events import EventStream, LateReply, Submitted
+from client.events import EventStream, LateReply, Submitted, Superseding
 from client.frames import NodeFrames
 from pbft.authenticator import Authenticator
 from pbft.build import Operation
@@ -106,10 +106,25 @@ class Outstanding:
     replied: asyncio.Event = field(default_factory=asyncio.Event)  # set at each reply counted
     retransmitted: bool = False
     states: dict[int, str] = field(default_factory=dict)  # node -> its signed BUILD-STATE, the latest
+    # node -> the older build its concurrency group's `cancel_in_progress` supersedes, as it
+    # signed; and the ones f+1 nodes named, which the client has been told to cancel.
+    superseding: dict[int, int] = field(default_factory=dict)
+    superseded: set[int] = field(default_factory=set)
 
     @property
     def build_id(self) -> int:
         return self.request.timestamp
+
+    def supersedes(self, sender: int, older: int, f: int) -> bool:
+        """Node `sender` says the build waits for `older`, of its concurrency group, which its spec
+        has cancelled when a newer build comes. True once, when f+1 nodes say so of one build
+        (one of them honest): the verbs then cancel it through the order (client/verbs/supersede.py)."""
+        self.superseding[sender] = older
+        said = sum(1 for target in self.superseding.values() if target == older)
+        if older >= self.build_id or said <= f or older in self.superseded:
+            return False
+        self.superseded.add(older)
+        return True
 
     @property
     def operation(self) -> Operation:
@@ -292,6 +307,8 @@ class RequestCore:
             # A build whose verdict is in has no use for where it is.
             if outstanding is not None and self.frames.signed(message, link_node_id):
                 outstanding.states[message.sender] = message.state
+                if message.supersedes and outstanding.supersedes(message.sender, message.supersedes, self.f):
+                    self._events.publish(Superseding(outstanding.build_id, message.supersedes, outstanding.operation))
 
     def _on_reply(self, link_node_id: int, reply: Reply) -> None:
         outstanding = self._outstanding.get(reply.timestamp)

@@ -144,7 +144,8 @@ class CommitStatuses:
 
     def _submitted(self, build_id: str, operation: Operation) -> None:
         repository = self._repositories.get(operation.repository)
-        if repository is None or operation.cancels is not None:  # a cancel has no commit of its own
+        # A cancel and a deploy's approval have no commit of their own.
+        if repository is None or operation.cancels is not None or operation.approves is not None:
             return
         if operation.commit is None:
             log.info("no pending status for build %s: its commit is known only from the verdict", build_id)
@@ -163,7 +164,7 @@ class CommitStatuses:
 
     def _finished(self, operation: Operation, verdict: Verdict) -> None:
         repository = self._repositories.get(operation.repository)
-        if repository is None or operation.cancels is not None:
+        if repository is None or operation.cancels is not None or operation.approves is not None:
             return
         match verdict.outcome:
             case Abandoned():

@@ -53,10 +53,14 @@ class ClientLinks:
         for connection in list(self.connections.get(client, ())):
             connection.send(frame)
 
-    def build_state(self, build_id: str, state: str) -> None:
-        """The executor's news of a build (queued, or running): signed, to the build's client."""
+    def build_state(self, build_id: str, state: str, supersedes: str | None = None) -> None:
+        """The executor's news of a build (queued, or running, and which older build of its
+        concurrency group it asks to cancel): signed, to the build's client."""
         client, _, timestamp = build_id.rpartition("-")
         if not self.connections.get(client) or not timestamp.isdecimal():
             return
-        news = signed(BuildState(int(timestamp), client, state, self._node_id), self._sign)
+        older_client, _, older = (supersedes or "").rpartition("-")
+        # A client cancels only its own builds (pbft.cancels): another's it is not told of.
+        superseded = int(older) if older_client == client and older.isdecimal() else 0
+        news = signed(BuildState(int(timestamp), client, state, self._node_id, supersedes=superseded), self._sign)
         self.send(client, json.dumps(encode(news)))

@@ -183,9 +183,10 @@ def _restored_replica(app: web.Application, config: NetworkConfig, node_id: int,
 
 
 def node_executor(config: NetworkConfig, node_id: int, extra_environment: dict[str, str] | None = None,
-                   on_state: Callable[[str, str], None] | None = None):
+                   on_state: Callable[[str, str, str | None], None] | None = None):
     """Node `node_id`'s executor, made from its configuration; `on_state` is told (build id,
-    "queued" or "running") as a build waits for a slot and as it takes one."""
+    "queued" or "running", the older build of its concurrency group it supersedes or None) as a
+    build waits for a slot, as it takes one and as it waits for its group."""
     # Imported here so that nodes with a substitute build (tests) never touch Docker.
     from builder.engine.images import load_registry_auth
     from builder.executor import Executor

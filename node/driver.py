@@ -479,7 +479,7 @@ class Driver:
             logger.info("node=%d seq=%d build=%s start repository=%s branch=%s %s", self.replica.id, seq, build_id,
                         repository.name, operation.branch, start_line(config))
             started_s = asyncio.get_running_loop().time()
-            result = await self.build(BuildOrder.of(build_id, operation, repository, config.build, config.peer_hosts))
+            result = await self.build(BuildOrder.of(build_id, operation, repository, config.build, config.peer_hosts, seq))
             if self.metrics is not None:
                 self.metrics.build_seconds.observe(asyncio.get_running_loop().time() - started_s)
         result = self.behaviour.tamper(result)

@@ -75,7 +75,8 @@ class NodeStatuses:
         """This node's build of `request` ended with `result` (what it signs and votes)."""
         operation = request.operation
         repository = self._repositories.get(operation.repository)
-        if repository is None or operation.cancels is not None or result.status == "matrix":
+        if (repository is None or operation.cancels is not None or operation.approves is not None
+                or result.status == "matrix"):
             return
         build_id = f"{request.client}-{request.timestamp}"
         sha = operation.commit or result.commit

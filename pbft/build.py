@@ -90,6 +90,17 @@ class Actor:
         return f"{self.kind} {self.name}"
 
 
+@struct
+class Approval:
+    """Not a build: a person approves that action `action` of build `build` (an earlier request
+    of the same client, by its timestamp) deploys to `environment`. Ordered like a cancel, so
+    every action runner reads the same decision, with who approved, from its certificate."""
+
+    build: int = wire(SEQ)
+    action: str = wire(NAME)  # as the spec's `after:` names it
+    environment: str = wire(NAME)  # as the network document's `environments:` names it
+
+
 def combination_label(combination: tuple[tuple[str, str], ...]) -> str:
     """`PYTHON=3.12,DB=postgres`: a combination as the status context and the records show it."""
     return ",".join(f"{axis}={value}" for axis, value in combination)
@@ -139,6 +150,9 @@ class Operation:
     # A manual run's inputs, by name, in the order given: every node checks them against the
     # spec at the commit (an undeclared name or a value outside a choice is an `error`).
     inputs: tuple[tuple[str, str], ...] | None = wire(Optional(INPUTS), default=None, omit=None, kw_only=True)
+    # Not a build: an approval of an action of this client's earlier build (`Approval`);
+    # repository and branch are that build's.
+    approves: Approval | None = wire(Optional(Struct(Approval)), default=None, omit=None, kw_only=True)
 
     @property
     def trigger_event(self) -> str:

@@ -253,6 +253,10 @@ class BuildState:
     client: str = wire(NAME)
     state: str = wire(Text(choices=BUILD_STATES))
     sender: int = wire(SEQ)
+    # The older build of the same client that this one's concurrency group waits for, and that
+    # its spec's `cancel_in_progress` asks the client to cancel through the order (0: none).
+    # f+1 nodes saying so are what the client acts on (client/verbs/supersede.py).
+    supersedes: int = wire(SEQ, default=0, omit=0, kw_only=True)
 
 
 @message("current-view")

@@ -8,7 +8,8 @@ never run a second time by the runner itself (a deploy may have half
 happened; an operator decides). `floor`: builds at or below it are history
 the runner was started after, never acted on. `report_stamp`: the stamp of
 the last report the runner signed, so that the next one is higher even if the
-clock went back (shared/actionreport.py).
+clock went back (shared/actionreport.py). `waiting` holds the deploys that wait for an
+approval (runner/approvals.py), and an action's row names who approved it, if anyone did.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+
+from runner.approvals import MAX_WAITING
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -28,6 +31,15 @@ CREATE TABLE IF NOT EXISTS actions (
     reason TEXT NOT NULL DEFAULT '',
     started_at REAL NOT NULL,
     finished_at REAL,
+    approver TEXT,
+    PRIMARY KEY (build_id, name)
+);
+CREATE TABLE IF NOT EXISTS waiting (
+    build_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    since REAL NOT NULL,
+    checked REAL NOT NULL,
     PRIMARY KEY (build_id, name)
 );
 """
@@ -41,6 +53,8 @@ class RunnerLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if "approver" not in {row["name"] for row in self._db.execute("PRAGMA table_info(actions)")}:
+            self._db.execute("ALTER TABLE actions ADD COLUMN approver TEXT")  # a ledger from before deploys waited
 
     def close(self) -> None:
         self._db.close()
@@ -71,13 +85,41 @@ class RunnerLedger:
         row = self._db.execute("SELECT outcome FROM examined WHERE build_id = ?", (build_id,)).fetchone()
         return None if row is None else row[0]
 
-    def start(self, build_id: int, name: str) -> bool:
-        """Write down that action `name` of build `build_id` starts; False if it started before."""
+    def start(self, build_id: int, name: str, approver: str | None = None) -> bool:
+        """Write down that action `name` of build `build_id` starts (approved by `approver`, for a
+        deploy that waited); False if it started before."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO actions (build_id, name, state, started_at) VALUES (?, ?, 'running', ?)",
-            (build_id, name, time.time()),
+            "INSERT OR IGNORE INTO actions (build_id, name, state, started_at, approver) VALUES (?, ?, 'running', ?, ?)",
+            (build_id, name, time.time(), approver),
         )
         return cursor.rowcount == 1
+
+    def wait(self, build_id: int, name: str, environment: str, now: float) -> list[tuple[int, str, str]]:
+        """Write down that action `name` of build `build_id` waits for an approval to deploy to
+        `environment`; return the waiting deploys this pushes out, the oldest, past `max_waiting`."""
+        self._db.execute("INSERT OR IGNORE INTO waiting (build_id, name, environment, since, checked)"
+                         " VALUES (?, ?, ?, ?, 0)", (build_id, name, environment, now))
+        return self._over(MAX_WAITING)
+
+    def _over(self, limit: int) -> list[tuple[int, str, str]]:
+        rows = self._db.execute("SELECT build_id, name, environment FROM waiting ORDER BY since DESC, build_id DESC"
+                                " LIMIT -1 OFFSET ?", (limit,)).fetchall()
+        return [(row["build_id"], row["name"], row["environment"]) for row in rows]
+
+    def waiting(self, limit: int, now: float) -> list[dict]:
+        """Up to `limit` waiting deploys, those asked about least recently first, marked asked about now."""
+        rows = [dict(row) for row in self._db.execute(
+            "SELECT build_id, name, environment, since FROM waiting ORDER BY checked, since LIMIT ?", (limit,))]
+        self._db.executemany("UPDATE waiting SET checked = ? WHERE build_id = ? AND name = ?",
+                             [(now, row["build_id"], row["name"]) for row in rows])
+        return rows
+
+    def waits(self, build_id: int, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM waiting WHERE build_id = ? AND name = ?",
+                                (build_id, name)).fetchone() is not None
+
+    def done_waiting(self, build_id: int, name: str) -> None:
+        self._db.execute("DELETE FROM waiting WHERE build_id = ? AND name = ?", (build_id, name))
 
     def finish(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str) -> None:
         self._db.execute(

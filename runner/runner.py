@@ -19,12 +19,15 @@ that it has not examined:
 6. records the outcome (runner/ledger.py) and reports it to the client,
    signed with the runner's own key (shared/actionreport.py): the client
    takes a report from no one else, and shows it with the build.
+
+An action that deploys to an environment whose approval is required waits
+instead, and runs at a later poll once an approval was ordered
+(runner/approvals.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import hashlib
 import io
 import json
@@ -56,10 +59,13 @@ from builder import (
 )
 from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
+from runner.approvals import (
+    APPROVAL_WINDOW_S, CHECKED_PER_POLL, NotApproved, approver, environment_refusal, needs_approval,
+)
 from runner.config import RunnerConfig, RunnerConfigError
 from runner.ledger import RunnerLedger
+from runner.maskedlog import MaskedLog
 from shared.actionreport import MAX_REASON_CHARS, ActionReport
-from shared.secretmask import Masks, StreamMasker
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +73,6 @@ log = logging.getLogger(__name__)
 BUILDS_PER_POLL = 200
 MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300)
-
-
-class MaskedLog:
-    """An action's output, written to its log file with each of its secrets masked in every form
-    shared.secretmask knows, output split anywhere between chunks included."""
-
-    def __init__(self, path: Path, secrets: dict[str, str]) -> None:
-        self._file = path.open("w", encoding="utf-8")
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._masker = StreamMasker(Masks(secrets))
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(self._masker.feed(self._decoder.decode(chunk)))
-
-    def close(self) -> None:
-        self._file.write(self._masker.feed(self._decoder.decode(b"", final=True)) + self._masker.flush())
-        self._file.close()
 
 
 def pull_request_refusal(operation) -> str | None:
@@ -202,7 +191,63 @@ class ActionRunner:
             if build_id <= floor or build["state"] == "pending" or self._ledger.examined(build_id):
                 continue
             done.append((build_id, await self.examine(build_id, build["state"])))
+        return done + await self.poll_waiting()
+
+    async def poll_waiting(self) -> list[tuple[int, str]]:
+        """Ask about deploys that wait for an approval, a few a poll: run each one approved, end
+        each one out of time; return what each came to."""
+        done = []
+        now = time.time()
+        for waiting in self._ledger.waiting(CHECKED_PER_POLL, now):
+            build_id, name, environment = waiting["build_id"], waiting["name"], waiting["environment"]
+            if now - waiting["since"] > APPROVAL_WINDOW_S:
+                done.append((build_id, await self._no_approval(
+                    build_id, name, environment, f"no approval to deploy to {environment}"
+                                                 f" within {APPROVAL_WINDOW_S / 86400:g} days")))
+                continue
+            outcome = await self._approved(build_id, name)
+            if outcome is not None:
+                done.append((build_id, outcome))
         return done
+
+    async def _no_approval(self, build_id: int, name: str, environment: str, reason: str) -> str:
+        self._ledger.done_waiting(build_id, name)
+        if self._ledger.start(build_id, name):
+            self._ledger.finish(build_id, name, "error", None, reason)
+            await self._report(build_id, name, "error", None, reason, environment=environment)
+        log.info("build %d: action %s: %s", build_id, name, reason)
+        return f"{name} error"
+
+    async def _approved(self, build_id: int, name: str) -> str | None:
+        """Run action `name` of build `build_id` if an approval of it was ordered; None while none was."""
+        status, body = await self._get(f"/builds/{build_id}")
+        if status != 200:
+            return None
+        actions = _json_object(body).get("actions")
+        approvals = [each for action in (actions if isinstance(actions, list) else [])
+                     if isinstance(action, dict) and action.get("name") == name
+                     for each in (action.get("approvals") or []) if isinstance(each, dict)]
+        if not approvals:
+            return None
+        try:
+            certified = await self._certified(build_id)
+            (action,) = [action for action in await self._actions(certified) if action.name == name]
+        except (Refused, ValueError) as refusal:  # ValueError: the action no longer runs for this verdict
+            return await self._no_approval(build_id, name, "", f"refused: {refusal}")
+        for approval in approvals:
+            try:
+                approval_id = int(approval.get("approval_id"))
+                checked = await self._certified(approval_id)
+                who = approver(build_id, certified.request.client, action, checked.request, checked.status)
+            except (Refused, NotApproved, TypeError, ValueError) as refusal:
+                log.warning("build %d: approval %s of action %s does not count: %s", build_id,
+                            approval.get("approval_id"), name, refusal)
+                continue
+            self._ledger.done_waiting(build_id, name)
+            log.info("build %d: action %s deploys to %s, approved by %s (approval %d)", build_id, name,
+                     action.environment, who, approval_id)
+            return await self._run_all(certified, [action], approved_by=who)
+        return None
 
     async def examine(self, build_id: int, state: str) -> str:
         """Run what the verdict of `build_id` calls for; record and return the outcome."""
@@ -282,17 +327,42 @@ class ActionRunner:
         finally:
             repo.close()
 
-    async def _run_all(self, certified: Certified, actions: list[ActionSpec]) -> str:
+    async def _run_all(self, certified: Certified, actions: list[ActionSpec], approved_by: str | None = None) -> str:
+        """Run `actions`, but hold back a deploy that waits for an approval (unless `approved_by`
+        approved it) and refuse one to an environment the network does not have."""
+        outcomes, ready = [], []
+        for action in actions:
+            refusal = environment_refusal(action, self._config.network)
+            if refusal is not None:
+                outcomes.append(f"{action.name} error")
+                if self._ledger.start(certified.build_id, action.name):
+                    self._ledger.finish(certified.build_id, action.name, "error", None, refusal)
+                    await self._report(certified.build_id, action.name, "error", None, refusal,
+                                       environment=action.environment)
+            elif approved_by is None and needs_approval(action, self._config.network):
+                outcomes.append(f"{action.name} waits for an approval to deploy to {action.environment}")
+                await self._wait(certified.build_id, action)
+            else:
+                ready.append(action)
+        if not ready:
+            return "; ".join(outcomes)
         workspace = Path(tempfile.mkdtemp(prefix="pbft-ci-action-"))
         try:
             await asyncio.to_thread(self._export, certified, workspace)
             await self._fetch_artifacts(certified, workspace / "artifacts")
-            outcomes = []
-            for action in actions:
-                outcomes.append(f"{action.name} {await self._run_one(certified, action, workspace)}")
-            return "ran " + ", ".join(outcomes)
+            ran = [f"{action.name} {await self._run_one(certified, action, workspace, approved_by)}"
+                   for action in ready]
+            return "; ".join(["ran " + ", ".join(ran), *outcomes])
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
+
+    async def _wait(self, build_id: int, action: ActionSpec) -> None:
+        if self._ledger.waits(build_id, action.name):
+            return
+        for pushed_out in self._ledger.wait(build_id, action.name, action.environment, time.time()):
+            await self._no_approval(*pushed_out, "refused: more deploys waited for an approval than the runner keeps")
+        await self._report(build_id, action.name, "waiting", None,
+                           f"waits for an approval to deploy to {action.environment}", environment=action.environment)
 
     def _export(self, certified: Certified, workspace: Path) -> None:
         """The certified commit's files, without .git, into `workspace`."""
@@ -332,16 +402,17 @@ class ActionRunner:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
-    async def _run_one(self, certified: Certified, action: ActionSpec, workspace: Path) -> str:
+    async def _run_one(self, certified: Certified, action: ActionSpec, workspace: Path, approved_by: str | None) -> str:
         build_id = certified.build_id
-        if not self._ledger.start(build_id, action.name):
+        if not self._ledger.start(build_id, action.name, approved_by):
             return "ran before"
+        said = {"environment": action.environment, "approver": approved_by}
         operation = certified.request.operation
         try:
             secrets = self._config.secret_values(operation.repository, action.secrets)
         except RunnerConfigError as error:
             self._ledger.finish(build_id, action.name, "error", None, str(error))
-            await self._report(build_id, action.name, "error", None, str(error))
+            await self._report(build_id, action.name, "error", None, str(error), **said)
             return "error"
         environment = {
             "CI": "true", "CI_SYSTEM_NAME": "pbft-ci", "CI_BUILD_ID": str(build_id), "CI_REPO": operation.repository,
@@ -349,6 +420,10 @@ class ActionRunner:
             "CI_PIPELINE_EVENT": operation.trigger_event, "CI_BUILD_STATUS": certified.status,
             "PBFT_CI_ACTION": action.name,
         }
+        if action.environment is not None:
+            environment["CI_PIPELINE_DEPLOY_TARGET"] = action.environment
+        if approved_by is not None:
+            environment["PBFT_CI_APPROVED_BY"] = approved_by
         self._logs.mkdir(parents=True, exist_ok=True)
         log_path = self._logs / f"{build_id}-{action.name}.log"
         started_s = time.monotonic()
@@ -358,7 +433,7 @@ class ActionRunner:
         self._ledger.finish(build_id, action.name, state, exit_code, reason)
         log.info("build %d: action %s %s exit_code=%s in %.1f s (log %s)", build_id, action.name, state, exit_code,
                  elapsed_s, log_path)
-        await self._report(build_id, action.name, state, exit_code, reason)
+        await self._report(build_id, action.name, state, exit_code, reason, **said)
         return state
 
     def _container(self, action: ActionSpec, workspace: Path, environment: dict[str, str], log_path: Path,
@@ -387,13 +462,14 @@ class ActionRunner:
             return "failure", None, f"timed out after {self._config.timeout_s:g} s"
         return ("success" if outcome.exit_code == 0 else "failure"), outcome.exit_code, ""
 
-    async def _report(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str) -> None:
+    async def _report(self, build_id: int, name: str, state: str, exit_code: int | None, reason: str, *,
+                      environment: str | None = None, approver: str | None = None) -> None:
         """Tell the client how the action went, signed, for the build's record and page; a client
         that is down misses it (the runner's own ledger and log keep it)."""
         # The client takes printable text only: a line break in an engine's error is a space there.
         printable = "".join(char if char.isprintable() else " " for char in reason)[:MAX_REASON_CHARS]
         report = ActionReport(build_id, name, state, exit_code, printable, self._config.name,
-                              self._ledger.next_report_stamp(time.time_ns() // 1000))
+                              self._ledger.next_report_stamp(time.time_ns() // 1000), environment or None, approver)
         body = report.signed_body(self._config.key)
         try:
             async with self._session.post(f"{self._config.client_url}/builds/{build_id}/actions", json=body,

@@ -10,6 +10,7 @@ from pathlib import Path
 from pbft.provenance import builder_id
 from shared.config_build import BuildConfig, ProtocolConfig
 from shared.config_engines import NodeTLSConfig
+from shared.config_environments import MAX_ENVIRONMENTS, EnvironmentConfig
 from shared.config_files import client_key_file, node_key_file, runner_key_file
 from shared.config_principals import BUILD_ID_LANES, ClientConfig, NodeConfig, OwnersConfig
 from shared.config_repositories import RepositoryConfig
@@ -31,6 +32,10 @@ class NetworkConfig:
     repositories: tuple[RepositoryConfig, ...] = setting(
         ListOf(Section(RepositoryConfig), min_items=1, unique="name"),
         doc="what the network may build; a webhook names one",
+    )
+    environments: tuple[EnvironmentConfig, ...] = setting(
+        ListOf(Section(EnvironmentConfig), max_items=MAX_ENVIRONMENTS, unique="name"), default=(),
+        doc="where `after:` actions deploy, and who approves a deploy (docs/actions.md)",
     )
     build: BuildConfig = setting(Section(BuildConfig), default=BuildConfig(), doc="how every node builds")
     protocol: ProtocolConfig = setting(Section(ProtocolConfig), default=ProtocolConfig(),
@@ -106,6 +111,9 @@ class NetworkConfig:
 
     def repository(self, name: str) -> RepositoryConfig | None:
         return next((repo for repo in self.repositories if repo.name == name), None)
+
+    def environment(self, name: str) -> EnvironmentConfig | None:
+        return next((environment for environment in self.environments if environment.name == name), None)
 
     def node_key_path(self, node_id: int) -> Path:
         return node_key_file(self.keys_dir, node_id)

@@ -7,12 +7,16 @@
         when: {event: push, branch: master}   # event and branch conditions, as a build's `when:`
         status: [success]               # the verdicts it runs for (default: success)
         secrets: [DEPLOY_TOKEN]         # the runner's secrets it gets as environment variables
+        environment: production         # optional: a deploy environment of the network document
 
 Nodes never run an action: they check the section with the rest of the spec
 (a malformed one makes the build an `error`, the same on every node) and
 agree on the spec's sha256. The action runner (runner/) runs it once, after
 the verdict is certified, from the spec file whose sha256 the certificate
-names, so it runs exactly what the nodes agreed was in the spec.
+names, so it runs exactly what the nodes agreed was in the spec. An action
+that names an environment whose approval is required (the network document's
+`environments:`) waits until a person with the environment's role approves
+it through the order (runner/approvals.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from shared.schema import ListOf, Section, Text, section, setting
 
 MAX_ACTIONS = 16
 ACTION_NAME = STEP_NAME  # plain, as a step's: it names the action in records, logs and URLs
+ENVIRONMENT_NAME = STEP_NAME  # as the network document's `environments:` names one (shared/config_environments.py)
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 # A verdict an action may follow: a certified build's status (a matrix's expansion runs nothing).
 _VERDICTS = tuple(status for status in STATUSES if status != "matrix")
@@ -55,6 +60,10 @@ class ActionSpec:
     secrets: tuple[str, ...] = setting(Words(SECRET_NAME, "must be a list of variable names (A-Z, 0-9, _)"),
                                        default=(), nullable=False,
                                        doc="the runner's secrets it gets, as environment variables")
+    environment: str | None = setting(
+        Text(ENVIRONMENT_NAME, what="an environment name", refusal="must be 1 to 64 letters, digits, '.', '_' or '-'"),
+        default=None, doc="the deploy environment it deploys to, of the network document's `environments:`; one "
+                          "that requires approval runs only once a person with its role approved it")
 
     def refusal(self, event: str, branch: str, status: str) -> str | None:
         """Why this action does not run for a verdict `status` of a build started by `event`

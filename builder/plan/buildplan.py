@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from builder.plan.civars import BuildFacts
 from builder.plan.compile import Expanded, Refused, Skipped, SpecPlan
+from builder.plan.concurrencyspec import ConcurrencySpec
 from builder.plan.secrets import BuildSecrets
 from builder.plan.settings import spec_settings
 from builder.plan.spec import CacheSpec
@@ -174,6 +175,11 @@ class BuildPlan:
     @property
     def commit(self) -> str:
         return self.facts.commit
+
+    @property
+    def concurrency(self) -> ConcurrencySpec | None:
+        """The spec's concurrency group (builder/plan/concurrencyspec.py): builds of it run one at a time here."""
+        return self.build.spec.spec.concurrency if isinstance(self.build, SpecBuild) else None
 
 
 def without(environment: dict[str, str], secrets: tuple[str, ...]) -> dict[str, str]:

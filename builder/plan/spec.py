@@ -19,6 +19,8 @@
       APP_ENV: test
     matrix:                         # optional: one build per combination (builder/plan/matrix.py)
       PYTHON: ["3.11", "3.12"]
+    concurrency:                    # optional: one build of the group at a time on each node
+      group: deploy-lab             # (builder/plan/concurrencyspec.py)
 
     x-defaults: &defaults           # optional: any top-level key starting with x- is never read,
       image: python:3.12            # a home for anchors that `<<: *defaults` merges elsewhere,
@@ -63,7 +65,9 @@ from builder.plan.specdocument import (
     spec_document,
     spec_mapping,
 )
-from builder.plan.specvalues import ARTIFACTS, COMMANDS, IMAGE, REPORTS, ReportsSpec, Variables, spec_reading
+from builder.plan.specvalues import (
+    ARTIFACTS, COMMANDS, IMAGE, REPORTS, ConcurrencySpec, ReportsSpec, Variables, spec_reading,
+)
 from builder.plan.triggers import WHEN, Condition
 from pbft.build import combination_label
 from shared.schema import Choice, ListOf, Number, Section, Text, section, setting
@@ -125,6 +129,9 @@ class BuildSpec:
     reports: ReportsSpec | None = setting(
         REPORTS, default=None, doc="test reports of /workspace each node reads after the build, whatever its end")
     when: tuple[Condition, ...] = setting(WHEN, default=(), doc="the triggers that build; any one that holds runs it")
+    concurrency: ConcurrencySpec | None = setting(
+        Section(ConcurrencySpec, refusal="must be a mapping with a 'group'"), default=None,
+        doc="a group whose builds run one at a time on each node, in the order's order")
     # Every combination of the spec's `matrix:` (builder/plan/matrix.py), () without one; and the
     # combination this spec is for, whose axes are in `environment` and its images.
     matrix: tuple[Combination, ...] = setting(MATRIX, default=(), doc="one build per combination of its axes' values")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from builder.plan.artifactpatterns import MAX_PATTERNS, pattern_list
 from builder.plan.reportspec import REPORTS, ReportsSpec  # noqa: F401 (the spec's, read from here)
+from builder.plan.concurrencyspec import ConcurrencySpec  # noqa: F401 (the spec's, read from here)
 from builder.plan.imageref import parse_reference
 from shared.config import MAX_SECRETS, SECRET_NAME
 from shared.schema import Invalid, Kind, ListOf, Reading, Text, Wording

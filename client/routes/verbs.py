@@ -1,18 +1,21 @@
 """The routes that start a verb on a build: re-run it (or a matrix's failed combinations), cancel
-it, or approve a fork's pull request held back (client.verbs); and the approvals waiting. Whoever
-may ask for builds may ask for these; each is answered 202 at once, with the builds it started."""
+it, approve a fork's pull request held back or an action's deploy (client.verbs); and the
+approvals waiting. Whoever may ask for builds may ask for these (a deploy's approval: whoever has
+its environment's role); each is answered 202 at once, with the requests it started."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from client.access import APPROVE, OPERATE, READ
+from client.access import APPROVE, OPERATE, READ, TRIGGER
 from client.intake import WebhookError
 from client.keys import ACCESS_KEY, NAME_KEY, RECORDS_KEY, SERVICE_KEY
 from client.routes.answers import started
-from client.routes.params import MAX_BUILD_ID, bounded_int, caller_and_record, limit_of, webhook_settings
+from client.routes.params import (
+    MAX_BUILD_ID, bounded_int, caller_and_record, config_of, limit_of, webhook_settings,
+)
 from client.verbs.rerun import NothingToRerun, failed_of
-from pbft.build import Actor
+from pbft.build import STEP_NAME, Actor
 
 routes = web.RouteTableDef()
 
@@ -59,6 +62,22 @@ async def cancel(request: web.Request) -> web.Response:
     return started(record["build_id"], webhook_settings(request), cancel_id=str(cancel_id))
 
 
+@routes.post("/builds/{build_id}/actions/{action}/approve")
+async def approve_deploy(request: web.Request) -> web.Response:
+    """Let an `after:` action that waits for an approval deploy to its environment: ordered
+    like a cancel, for a caller with the environment's role on the build's repository."""
+    # Trigger is the least role an environment may ask for (shared/config_environments.py).
+    caller, record = caller_and_record(request, TRIGGER)
+    action = request.match_info["action"]
+    if not STEP_NAME.fullmatch(action):
+        raise web.HTTPBadRequest(reason="action must be an action's name (letters, digits, '.', '_', '-')")
+    if record["state"] != "accepted":
+        raise WebhookError(409, f"build {record['build_id']} has no certified verdict ({record['state']})")
+    approval_id, again = request.app[SERVICE_KEY].verbs.deploys.approve(record, action, caller, config_of(request))
+    return started(record["build_id"], webhook_settings(request), approval_id=str(approval_id),
+                   already_approved=again)
+
+
 @routes.get("/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     """Pull requests from forks that wait for an approval, newest first."""
@@ -88,10 +107,11 @@ async def approve(request: web.Request) -> web.Response:
 
 def _build_to_act_on(request: web.Request) -> tuple[dict, Actor]:
     """The build the URL names and who asks to act on it, a caller who may ask for builds; a
-    cancel is not one (409)."""
+    cancel or an approval is not one (409)."""
     caller, record = caller_and_record(request, OPERATE)
-    if record["cancels"] is not None:
-        raise WebhookError(409, f"build {record['build_id']} is a cancel, not a build")
+    if record["cancels"] is not None or record["approves"] is not None:
+        kind = "a cancel" if record["cancels"] is not None else "an approval"
+        raise WebhookError(409, f"build {record['build_id']} is {kind}, not a build")
     return record, caller.actor
 
 

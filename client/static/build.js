@@ -185,14 +185,38 @@ function divergentDigests(record) {
 }
 
 // What the action runner reported of the spec's `after:` actions, one line each, with the
-// runner that signed the report (a report recorded before reports were signed has none).
+// runner that signed the report (a report recorded before reports were signed has none). A
+// deploy that waits for an approval has a button: the client answers 403, naming the role, to
+// whoever lacks the environment's.
 function actionsRun(record) {
   if (!Array.isArray(record.actions) || !record.actions.length) return null;
-  return record.actions.map((action) => action.name + ": " + action.state
+  return el("div", {}, ...record.actions.map((action) => el("div", { "data-action": action.name },
+    action.name + ": " + (action.state === "waiting" ? "waiting for approval" : action.state)
+    + (action.environment ? " (deploys to " + action.environment + ")" : "")
     + (action.exit_code === null ? "" : " (exit " + action.exit_code + ")")
-    + (action.reason ? ", " + action.reason : "")
-    + (action.runner ? " — reported by " + action.runner : " — unsigned, recorded before runners signed reports"))
-    .join("\n");
+    + (action.reason && action.state !== "waiting" ? ", " + action.reason : "")
+    + (action.approver ? ", approved by " + action.approver : "")
+    + (action.runner ? " — reported by " + action.runner : " — unsigned, recorded before runners signed reports"),
+    action.state === "waiting" && action.environment ? approveButton(record, action) : "")));
+}
+
+function approveButton(record, action) {
+  const said = el("span", { class: "muted" });
+  const button = el("button", { type: "button", class: "approve-deploy" }, "Approve deploy to " + action.environment);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const response = await api("/builds/" + encodeURIComponent(record.build_id) + "/actions/"
+        + encodeURIComponent(action.name) + "/approve", { method: "POST" });
+      if (!response.ok) throw new Error(await failureReason(response));
+      const answer = await response.json();
+      said.textContent = " approval " + answer.approval_id + " ordered; the runner deploys once it is certified";
+    } catch (error) {
+      said.textContent = " could not approve: " + error.message;
+      button.disabled = false;
+    }
+  });
+  return el("span", {}, " ", button, said);
 }
 
 // A disputed build's split, one line per node: no result had 2f+1 nodes behind it.

@@ -23,6 +23,7 @@ from pbft.networks import agreed_signers
 AUDIT_ACTIONS = ("build", "cancel", "rerun", "approve", "change")
 _ACTION_SQL = (
     "(CASE WHEN json_extract(request, '$.operation.cancels') IS NOT NULL THEN 'cancel'"
+    " WHEN json_extract(request, '$.operation.approves') IS NOT NULL THEN 'approve'"
     " WHEN json_extract(request, '$.operation.change') IS NOT NULL THEN 'change'"
     " WHEN rerun_of IS NOT NULL THEN 'rerun'"
     " WHEN approval_id IS NOT NULL THEN 'approve'"
@@ -34,6 +35,7 @@ _ENTRIES = (
     " json_extract(request, '$.operation.actor.kind') AS actor_kind,"
     " json_extract(request, '$.operation.actor.name') AS actor_name,"
     " json_extract(request, '$.operation.cancels') AS cancels,"
+    " json_extract(request, '$.operation.approves') AS approves,"
     " (SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of,"
     " (SELECT approval_id FROM approvals WHERE approvals.build_id = builds.build_id) AS approval_id,"
     # An accepted change's quorum and replies, whose reasons name the owners that signed it.
@@ -73,8 +75,11 @@ class Audit:
 
 
 def _entry(row: sqlite3.Row) -> dict[str, Any]:
-    # What the action acted on: the build a cancel stops or a re-run builds again, the approval.
-    target = {"cancel": row["cancels"], "rerun": row["rerun_of"], "approve": row["approval_id"]}.get(row["action"])
+    # What the action acted on: the build a cancel stops or a re-run builds again, the approval
+    # of a fork's pull request, or the build whose deploy an approval lets run.
+    approves = None if row["approves"] is None else json.loads(row["approves"])
+    approved = row["approval_id"] if approves is None else approves["build"]
+    target = {"cancel": row["cancels"], "rerun": row["rerun_of"], "approve": approved}.get(row["action"])
     entry = {
         "build_id": str(row["build_id"]),
         "at": row["submitted_at"],
@@ -87,6 +92,8 @@ def _entry(row: sqlite3.Row) -> dict[str, Any]:
     }
     if row["action"] == "change":
         entry["signed_by"] = _signed_by(row["change_replies"])
+    if approves is not None:  # a deploy's approval: which action, to where
+        entry["deploy"] = {"action": approves["action"], "environment": approves["environment"]}
     return entry
 
 

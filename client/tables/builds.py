@@ -11,6 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from client.tables.actions import Actions
 from client.tables.store import RecordStore, in_repositories
 from client.tables.summaries import SUMMARY_COLUMNS, VERDICT_SQL, matrix_build, summary
 from pbft.build import MAX_COMBINATIONS, Operation
@@ -28,6 +29,7 @@ MAX_SUPERSEDED = 16
 class Builds:
     def __init__(self, store: RecordStore) -> None:
         self._store = store
+        self._actions = Actions(store)  # a record lists its actions and their approvals
 
     def add_pending(self, request: Request, submitted_at: float) -> None:
         operation = request.operation
@@ -90,15 +92,23 @@ class Builds:
             (build_id, MAX_COMBINATIONS),
         ).fetchall()
         actions = self._store.read(
-            "SELECT name, state, exit_code, reason, reported_at, runner, stamp_us, signature AS sig FROM actions"
+            "SELECT name, state, exit_code, reason, reported_at, runner, stamp_us, signature AS sig, environment,"
+            " approver FROM actions"
             " WHERE build_id = ? ORDER BY name LIMIT ?",
             (build_id, MAX_LISTED_ACTIONS),
         ).fetchall()
         return {**summary(row), "reruns": [str(rerun[0]) for rerun in reruns],
-                "actions": [{**dict(action), "reported_at": datetime.fromtimestamp(
-                    action["reported_at"], timezone.utc).isoformat(timespec="seconds")} for action in actions],
+                "actions": [self._action(build_id, action) for action in actions],
                 "matrix_builds": [matrix_build(combination) for combination in combinations],
                 "request": json.loads(row["request"]), "replies": json.loads(row["replies"])}
+
+    def _action(self, build_id: int, action) -> dict[str, Any]:
+        """An action as the record lists it, with the approvals ordered of it if it deploys."""
+        entry = {**dict(action), "reported_at": datetime.fromtimestamp(
+            action["reported_at"], timezone.utc).isoformat(timespec="seconds")}
+        if action["environment"] is not None:
+            entry["approvals"] = self._actions.approvals(build_id, action["name"])
+        return entry
 
     def recent(
         self, limit: int, *, before: int | None = None, repositories: frozenset[str] | None = None,
@@ -129,6 +139,7 @@ class Builds:
             " AND json_extract(request, '$.operation.pull_ref') IS NULL"
             " AND json_extract(request, '$.operation.combination') IS NULL"
             " AND json_extract(request, '$.operation.cancels') IS NULL"
+            " AND json_extract(request, '$.operation.approves') IS NULL"
             " AND coalesce(json_extract(request, '$.operation.event'), 'push') IN ('push', 'manual', 'cron')"
             f" AND {VERDICT_SQL} NOT IN ('cancelled', 'skipped') ORDER BY build_id DESC LIMIT ?",
             (repository, branch, limit),
@@ -168,6 +179,7 @@ class Builds:
             " AND coalesce(json_extract(request, '$.operation.pull_ref'), '') = ?"
             " AND coalesce(json_extract(request, '$.operation.event'), 'push') = ?"
             " AND json_extract(request, '$.operation.cancels') IS NULL"
+            " AND json_extract(request, '$.operation.approves') IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM builds AS c WHERE c.state = 'pending' AND c.repository = builds.repository"
             " AND json_extract(c.request, '$.operation.cancels') = builds.build_id)"
             " ORDER BY build_id DESC LIMIT ?",

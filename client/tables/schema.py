@@ -70,8 +70,18 @@ CREATE TABLE IF NOT EXISTS actions (
     runner TEXT,
     signature TEXT,
     stamp_us INTEGER,
+    environment TEXT,
+    approver TEXT,
     PRIMARY KEY (build_id, name)
 );
+CREATE TABLE IF NOT EXISTS deploy_approvals (
+    approval_id INTEGER PRIMARY KEY,
+    build_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deploy_approvals_of ON deploy_approvals (build_id, action);
 CREATE TABLE IF NOT EXISTS tokens (
     token_id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL,
@@ -133,8 +143,9 @@ CREATE TABLE IF NOT EXISTS schedules (
 # version 11 the groups of a token's owner (a token a person made for themselves), version 12
 # the members the ledger import learnt from the order's changes and where in the order it found
 # each imported build still pending (client.tables.imported), version 13 the tests proven
-# flaky (client.tables.flaky).
-SCHEMA_VERSION = 13
+# flaky (client.tables.flaky), version 14 the deploy environment and approver of an action and
+# the approvals of deploys (client.tables.actions).
+SCHEMA_VERSION = 14
 # The last version whose builds table the schema above cannot take as it is.
 _REBUILT_BEFORE = 5
 # The builds table's columns before version 7, which copies of older tables name, and the
@@ -147,6 +158,8 @@ BUILD_COLUMNS_OF_7 = {"number": "INTEGER", "commit_message": "TEXT", "author": "
 # The actions table's columns version 8 adds. Reports recorded before have none: anyone with the
 # client's token could write those, and the record says they are unsigned.
 ACTION_COLUMNS_OF_8 = {"runner": "TEXT", "signature": "TEXT", "stamp_us": "INTEGER"}
+# And those version 14 adds: a deploy's environment and who approved it.
+ACTION_COLUMNS_OF_14 = {"environment": "TEXT", "approver": "TEXT"}
 # The builds table's indexes, dropped before an old table is renamed: an index keeps its name
 # when its table is renamed, so the schema would not make it again for the new table.
 _BUILD_INDEXES = ("builds_pending", "builds_number", "builds_ref", "builds_actor")
@@ -214,8 +227,8 @@ def _add_token_columns_of_11(db: sqlite3.Connection) -> None:
 
 
 def _add_action_columns_of_8(db: sqlite3.Connection) -> None:
-    """Give an actions table of versions 6 and 7 the columns version 8 adds (all nullable)."""
+    """Give an actions table of versions 6 to 13 the columns versions 8 and 14 add (all nullable)."""
     present = {row["name"] for row in db.execute("PRAGMA table_info(actions)")}
-    for name, kind in ACTION_COLUMNS_OF_8.items():
+    for name, kind in {**ACTION_COLUMNS_OF_8, **ACTION_COLUMNS_OF_14}.items():
         if name not in present:
             db.execute(f"ALTER TABLE actions ADD COLUMN {name} {kind}")

@@ -28,6 +28,7 @@ SUMMARY_COLUMNS = (
     "json_extract(request, '$.operation.pull_ref') AS pull_ref, json_extract(request, '$.operation.event') AS event, "
     "(SELECT rerun_of FROM reruns WHERE reruns.build_id = builds.build_id) AS rerun_of, "
     "json_extract(request, '$.operation.cancels') AS cancels, "
+    "json_extract(request, '$.operation.approves') AS approves, "
     "json_extract(request, '$.operation.actor.kind') AS actor_kind, "
     "json_extract(request, '$.operation.actor.name') AS actor_name, "
     "json_extract(request, '$.client') AS client, json_extract(request, '$.operation.delivery') AS delivery, "
@@ -96,6 +97,8 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         "event": row["event"] or "push",
         "rerun_of": None if row["rerun_of"] is None else str(row["rerun_of"]),
         "cancels": None if row["cancels"] is None else str(row["cancels"]),
+        # An approval of a deploy: `{build, action, environment}` (pbft.build.Approval).
+        "approves": None if row["approves"] is None else approval_json(json.loads(row["approves"])),
         # Who asked for it, as its signed request names it (client/actors.py); null for a request
         # signed before requests named their actor.
         "actor": None if row["actor_kind"] is None else {"kind": row["actor_kind"], "name": row["actor_name"]},
@@ -108,6 +111,11 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         "matrix_of": None if row["matrix_of"] is None else str(row["matrix_of"]),
         "matrix": [str(build_id) for build_id in json.loads(row["matrix"])],
     }
+
+
+def approval_json(approves: dict[str, Any]) -> dict[str, Any]:
+    """An approval as records show it: the build it approves by its id (a string, as every id)."""
+    return {**approves, "build": str(approves["build"])}
 
 
 def matrix_build(row: sqlite3.Row) -> dict[str, Any]:

@@ -35,6 +35,17 @@ NO_FILES: Mapping[str, str] = MappingProxyType({})
 Key = tuple[str, int]
 
 
+def approval_answer(request: Request) -> Result:
+    """What the order answers an approval of a deploy (`pbft.build.Approval`), on every node
+    alike: like a cancel, a client speaks only of its own builds, and of ones it asked for before."""
+    approves = request.operation.approves
+    assert approves is not None, "not an approval"
+    if approves.build >= request.timestamp:
+        return Result("error", None, None, "an approval must name an earlier build of its own client")
+    return Result("success", 0, None, f"approval of action {approves.action} of build {approves.build}"
+                                      f" for environment {approves.environment} ordered")
+
+
 @dataclass(frozen=True)
 class Executed:
     """What the order decided, here, about the builds of one batch as it executes."""
@@ -143,7 +154,7 @@ class Answers:
 
     def standing_answer(self, request: Request) -> Result | None:
         """What the order answers a request that is no network change, as often as it is asked:
-        a cancel's result, or `cancelled` for a build its cancel overtook."""
+        a cancel's or an approval's result, or `cancelled` for a build its cancel overtook."""
         # A change is answered where it executes, in the same step: it is never a build left
         # unfinished or unbuilt.
         assert request.operation.change is None, "a network change is answered where it executes"
@@ -151,6 +162,8 @@ class Answers:
             if target_of(request) is None:
                 return Result("error", None, None, "a cancel must name an earlier build of its own client")
             return cancel_result(request.operation.cancels)
+        if request.operation.approves is not None:
+            return approval_answer(request)
         return cancelled_result() if request.key in self.cancels else None
 
     def execute(self, seq: int, batch: tuple[Request, ...], build: bool,

@@ -49,7 +49,9 @@ EVERY_KEY = {
     "matrix": {"PY": ["3.11", 3.12], "fail_fast": True, "max_parallel": 1},
     "inputs": [{"name": "note", "description": "a string input, listed"}],
     "after": [{"name": "deploy", "image": "pbft-ci/deploy:1", "commands": ["./deploy.sh"],
-               "when": {"event": "push", "branch": BRANCHES}, "status": "success", "secrets": ["DEPLOY_TOKEN"]}],
+               "when": {"event": "push", "branch": BRANCHES}, "status": "success", "secrets": ["DEPLOY_TOKEN"],
+               "environment": "production"}],
+    "concurrency": {"group": "deploy-lab", "cancel_in_progress": True},
 }
 # The files the specs here include, as a node reads them at the commit.
 INCLUDED = {

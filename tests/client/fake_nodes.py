@@ -22,6 +22,7 @@ from aiohttp import web
 from client.app import make_app
 from pbft.attestation import Signed
 from pbft.build import Result, Spec, StepResult
+from pbft.ci.answers import approval_answer
 from pbft.handshake import Challenge, Hello
 from pbft.messages import BuildState, CurrentView, Reply, Request, decode, encode, signed
 from pbft.networks import applied_reason
@@ -219,6 +220,8 @@ class FakeCluster:
             return
         if request.operation.cancels is not None:
             result = Result("success", 0, None, f"cancel of build {request.operation.cancels} ordered")
+        elif request.operation.approves is not None:
+            result = approval_answer(request)
         elif request.operation.change is not None:  # applied, as pbft.replica answers a change
             change = request.operation.change
             signers = tuple(sorted({signature.owner for signature in change.signatures}))

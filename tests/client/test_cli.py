@@ -11,6 +11,8 @@ import pytest
 from pathlib import Path
 
 from cli.main import main
+from tests.client.client_token import BEARER, TOKEN
+from tests.client.deploys import a_client, certified_deploy, reported
 from tests.client.fake_nodes import start_client
 from tests.client.forge_deliveries import settled
 from tests.client.signed_network import Network
@@ -141,3 +143,21 @@ def test_the_installed_command_verifies_from_any_folder_and_names_itself(tmp_pat
 
     assert (good.returncode, good.stdout.split()[:2]) == (0, ["valid:", "build"]), good.stderr
     assert usage.returncode == 2 and usage.stderr.startswith("usage: pbft-ci verify ")
+
+
+async def test_approve_lets_a_deploy_that_waits_run_and_says_which_approval(cluster, aiohttp_client, capsys):
+    client = await a_client(cluster, aiohttp_client)
+    build_id = await certified_deploy(client)
+    code, lines = await cli(client, "--token", TOKEN, "approve", build_id, "--action", "deploy")
+    assert (code, lines) == (1, [])
+    assert capsys.readouterr().err == (f"pbft-ci approve: 409 action deploy of build {build_id} deploys to no"
+                                       " environment that its runner reported\n")
+    await reported(cluster, client, build_id, "waiting")
+
+    code, lines = await cli(client, "--token", TOKEN, "approve", build_id, "--action", "deploy")
+    assert code == 0 and lines[0].startswith(f"build {build_id}: action deploy approved by approval ")
+    approval_id = lines[0].rsplit(" ", 1)[1]
+    assert (await settled(client, approval_id, BEARER))["approves"]["build"] == build_id
+    code, lines = await cli(client, "--token", TOKEN, "approve", build_id, "--action", "deploy")
+    assert (code, lines) == (0, [f"build {build_id}: action deploy approved by approval {approval_id}"
+                                 " (approved before)"])

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from client.records import BuildRecords, records_path
-from client.tables.schema import ACTION_COLUMNS_OF_8
+from client.tables.schema import ACTION_COLUMNS_OF_8, ACTION_COLUMNS_OF_14
 from shared.actionreport import ActionReport
 from shared.crypto import generate_private_key
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
@@ -199,3 +199,48 @@ async def test_a_report_recorded_before_reports_were_signed_shows_as_unsigned_un
     (action,) = records.builds.get(build_id)["actions"]
     assert (action["state"], action["runner"], action["stamp_us"]) == ("failure", RUNNER, 5)
     records.close()
+
+
+async def test_records_of_version_13_gain_a_deploys_environment_and_approver(cluster, client):
+    build_id = await deployed(client)
+    path = records_path(cluster.config.data_dir, CLIENT)
+    await client.close()
+    with sqlite3.connect(path) as old:
+        old.execute("INSERT INTO actions (build_id, name, state, exit_code, reason, reported_at, runner, signature,"
+                    " stamp_us) VALUES (?, 'deploy', 'success', 0, '', 1.0, ?, ?, 5)", (build_id, RUNNER, "ab" * 64))
+        for column in ACTION_COLUMNS_OF_14:
+            old.execute(f"ALTER TABLE actions DROP COLUMN {column}")
+        old.execute("DROP TABLE deploy_approvals")
+        old.execute("PRAGMA user_version = 13")
+
+    records = BuildRecords(path)
+    (action,) = records.builds.get(build_id)["actions"]
+    assert (action["state"], action["environment"], action["approver"]) == ("success", None, None)
+    assert "approvals" not in action  # no deploy: nothing to approve
+    approved = ActionReport(build_id, "deploy", "success", 0, "", RUNNER, 6, "production", "user alice")
+    assert records.actions.keep(approved, "cd" * 64, time.time())
+    (action,) = records.builds.get(build_id)["actions"]
+    assert (action["environment"], action["approver"], action["approvals"]) == ("production", "user alice", [])
+    records.close()
+
+
+async def test_a_deploys_report_is_signed_with_its_environment_and_approver(cluster, client):
+    build_id = await deployed(client)
+    url = f"/builds/{build_id}/actions"
+    body = report(cluster, build_id, state="success", environment="production", approver="user alice")
+    assert (body["environment"], body["approver"]) == ("production", "user alice")
+    # The signature covers both: naming another approver or environment breaks it.
+    for field, value in (("approver", "user mallory"), ("environment", "staging")):
+        status, reason = await refusal(await client.post(url, json={**body, field: value}))
+        assert status == 403 and "the signature is not" in reason
+    for field, value, why in (("approver", "mallory", "approver must name who approved"),
+                              ("environment", "a b", "environment must be an environment's name")):
+        status, reason = await refusal(await client.post(url, json={**body, field: value}))
+        assert status == 400 and why in reason
+    assert (await client.post(url, json=body)).status == 200
+    (action,) = await actions_of(client, build_id)
+    assert (action["environment"], action["approver"]) == ("production", "user alice")
+    # A report of any other action signs the bytes reports always had: no such keys.
+    plain = report(cluster, build_id, action="notify")
+    assert "environment" not in plain and "approver" not in plain
+    assert (await client.post(url, json=plain)).status == 200

@@ -100,7 +100,7 @@ def test_records_of_version_8_gain_the_index_of_builds_by_actor(tmp_path):
         db.execute("PRAGMA user_version = 8")
     BuildRecords(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 14
         plan = " ".join(row[3] for row in db.execute(
             "EXPLAIN QUERY PLAN SELECT build_id FROM builds"
             " WHERE json_extract(request, '$.operation.actor.name') = 'ci' ORDER BY build_id DESC"))

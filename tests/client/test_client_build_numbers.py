@@ -63,7 +63,7 @@ def test_a_file_of_version_6_numbers_its_builds_in_submission_order_and_goes_on_
     assert numbers(reopened)["42"] == ("third", 1)
     reopened.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 14
         columns = {row[1] for row in db.execute("PRAGMA table_info(builds)")}
         assert set(BUILD_COLUMNS_OF_7) <= columns
         indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}

@@ -182,4 +182,5 @@ def test_records_written_before_divergent_existed_are_kept_and_can_record_one(tm
         assert reopened.execute("SELECT state FROM builds WHERE build_id = 7").fetchone()[0] == "divergent"
         names = {row[0] for row in reopened.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert names == {"builds", "client_state", "deliveries", "approvals", "reruns", "schedules", "matrix_builds",
-                     "actions", "tokens", "sessions", "ledger_members", "ledger_found", "flaky_tests", "sqlite_sequence"}
+                     "actions", "tokens", "sessions", "ledger_members", "ledger_found", "flaky_tests", "deploy_approvals",
+                     "sqlite_sequence"}

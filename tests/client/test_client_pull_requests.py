@@ -189,7 +189,7 @@ def test_records_of_version_1_gain_approvals_and_keep_their_builds(tmp_path):
     assert records.approvals.get(approval_id)["pull_request"] == 9
     records.close()
     with sqlite3.connect(path) as reopened:
-        assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
+        assert reopened.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 14
 
 
 # --- The client: held, approved, built, reported ---------------------------------------------

@@ -47,6 +47,9 @@ ROUTES = [
     ("POST", "/builds/{id}/rerun-failed", "operate"),
     ("POST", "/builds/{id}/cancel", "operate"),
     ("POST", "/builds/{id}/actions", "operate"),
+    # Trigger at least; the environment's own role is asked once the action is known to wait
+    # (tests/client/test_client_deploys.py).
+    ("POST", "/builds/{id}/actions/deploy/approve", "trigger"),
     ("POST", "/approvals/1/approve", "approve"),
     ("POST", "/network/changes", "admin"),
 ]
@@ -258,6 +261,6 @@ def test_records_of_version_10_gain_the_groups_of_a_tokens_owner(tmp_path):
     records = BuildRecords(path)
     try:
         assert records.tokens.holder(token, time.time()).groups == ()
-        assert records.store.read("PRAGMA user_version").fetchone()[0] == 13
+        assert records.store.read("PRAGMA user_version").fetchone()[0] == 14
     finally:
         records.close()

@@ -24,7 +24,7 @@ from client.openapi import changes, openapi_document, operation_id, path_paramet
 from client.tables.sessions import SESSION_COOKIE
 from client.tables.tokens import TokenMade
 from pbft.networkchange import NetworkChange
-from shared.actionreport import SIGNED_FIELDS
+from shared.actionreport import OPTIONAL_FIELDS, SIGNED_FIELDS
 from shared.config_principals import GrantConfig, SignInConfig
 from tests.client.client_token import BEARER, TOKEN, with_client_settings
 from tests.client.fake_nodes import CLIENT, start_client
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # What fills a path's parameters: a build, approval and token that do not exist, real names otherwise.
 PLAUSIBLE = {"build_id": "1", "approval_id": "1", "token_id": "1", "path": "a.txt", "name": "dashboard.js",
-             "repository": "hello", "branch": "main"}
+             "repository": "hello", "branch": "main", "action": "deploy"}
 # The groups of the modules that add routes without being one of client.routes: client.routes.about adds them.
 PAGES = {"client.dashboard": "about", "client.badge": "about"}
 PERSON = "alice"
@@ -64,7 +64,7 @@ async def test_the_table_lists_every_route_the_app_serves_and_no_other(cluster):
 def test_the_bodies_are_the_fields_the_handlers_read():
     bodies = {route_id(route): {field.name for field in route.body} for route in ROUTES}
     assert bodies["POST /webHook"] == KNOWN_KEYS
-    assert bodies["POST /builds/{build_id}/actions"] == {*SIGNED_FIELDS, "sig"}
+    assert bodies["POST /builds/{build_id}/actions"] == {*SIGNED_FIELDS, *OPTIONAL_FIELDS, "sig"}
     assert bodies["POST /network/changes"] == {field.name for field in dataclasses.fields(NetworkChange)}
     assert bodies["POST /tokens"] == {"label", "days"}
     assert {name for name, fields in bodies.items() if fields} == {

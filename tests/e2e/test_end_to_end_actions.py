@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +22,8 @@ from harness.verdicts import http_json
 from shared.actionreport import ActionReport
 from shared.config import load_config
 from shared.crypto import parse_public_key
-from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, example_copy
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy
+from tests.e2e.runner_helpers import build, git, run_runner
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -44,11 +43,6 @@ after:
     when: {branch: master}
     secrets: [DEPLOY_TOKEN]
 """
-
-
-def git(repository: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def commit(repository: Path, branch: str, *, fails: bool) -> str:
@@ -106,21 +100,6 @@ class TamperingProxy(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-def run_runner(config_path: Path) -> str:
-    """One pass of the runner over the builds with a verdict; its output."""
-    result = subprocess.run([sys.executable, "runner/index.py", "--config", str(config_path), "--once",
-                             "--log-file", "-"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stderr
-
-
-def build(base_url: str, branch: str, head: str) -> dict:
-    code, answer = http_json("POST", f"{base_url}/webHook", {"repository": "deployed", "branch": branch,
-                                                               "commit": head})
-    assert code == 200, answer
-    return answer
 
 
 def test_a_deploy_action_runs_once_per_certified_success_on_master_with_a_secret_no_node_sees(scratch, network):

@@ -175,6 +175,20 @@ def check_the_pages(browser, base_url: str, config: NetworkConfig, pids: dict[in
     assert wait_for(browser, "the action's result", lambda d: text_of(d, actions)) == (
         f"deploy: success (exit 0), {MARKUP} — reported by runner")
     assert not browser.find_elements(By.ID, "injected")
+    # A deploy that waits for an approval has a button; the client's refusal is shown as it says it
+    # (the example's network document has no environments).
+    waiting = ActionReport(int(build_id), "release", "waiting", None, "waits", "runner", time.time_ns() // 1000,
+                           "production")
+    code, answer = http_json("POST", f"{base_url}/builds/{build_id}/actions",
+                             waiting.signed_body(load_private_key(config.runner_key_path("runner"))))
+    assert code == 200, answer
+    browser.get(f"{base_url}/dashboard/builds/{build_id}")
+    release = '#summary div[data-action="release"]'
+    wait_for(browser, "the waiting deploy", lambda d: d.find_elements(By.CSS_SELECTOR, release + " button"))
+    assert text_of(browser, release).startswith("release: waiting for approval (deploys to production) — reported by")
+    browser.find_element(By.CSS_SELECTOR, release + " button").click()
+    assert wait_for(browser, "the refusal", lambda d: "could not approve" in text_of(d, release) and text_of(
+        d, release)).endswith("could not approve: environment production is not in the network document")
 
     # Run it again: a new build of the commit the verdict named, linked to this one.
     assert not browser.find_element(By.ID, "cancel").is_displayed()  # it has its verdict

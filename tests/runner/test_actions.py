@@ -15,13 +15,14 @@ from aiohttp import web
 from builder.plan.actions import parse_actions
 from builder.plan.nesting import MAX_NESTING
 from builder.plan.spec import parse_build_spec
-from harness.network import free_port, write_network
+from harness.network import free_port
 from pbft.build import Operation
 from pbft.messages import Request
 from runner.config import RunnerConfigError, load_runner_config
 from runner.ledger import RunnerLedger
 from runner.runner import ActionRunner, Certified, NotNow, Refused, pull_request_refusal
 from tests.builder.executor_helpers import GitRepo
+from tests.runner.runner_files import runner_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,17 +74,6 @@ def test_an_action_starts_once_and_one_left_running_is_interrupted_never_rerun(t
     assert again.start(7, "deploy") is False
     assert [(row["name"], row["state"]) for row in again.actions(7)] == [("deploy", "interrupted")]
     again.close()
-
-
-def runner_yaml(tmp_path, **settings) -> object:
-    network = write_network(tmp_path, runners=("deployer",))
-    (tmp_path / "deploy-token").write_text("s3cr3t-value\n")
-    # Its key: keys/runner-deployer.key beside the network's YAML, where the network's keys_dir says.
-    data = {"network": str(network), "name": "deployer", "client_url": "http://127.0.0.1:8080",
-            "repositories": {"example": {"secrets": {"DEPLOY_TOKEN": "deploy-token"}}}, **settings}
-    path = tmp_path / "runner.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_the_runner_reads_a_secret_when_an_action_starts(tmp_path):

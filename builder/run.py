@@ -164,7 +164,7 @@ class BuildRun:
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
             kept = self._take_artifacts(artifacts, outcome)
-            self._keep_reports(reports, outcome)
+            tests = self._keep_reports(reports, outcome)
         finally:
             if artifacts is not None:
                 # Moved into the store by now if they are kept.
@@ -173,7 +173,7 @@ class BuildRun:
                 node.reports.discard(reports)
             if cache_run is not None:
                 release_cache(node.caches, self.order.build_id, cache_run)
-        return self._result(outcome, build.ran, build.timeout_s, build.budget, kept), outcome.commands_ms
+        return self._result(outcome, build.ran, build.timeout_s, build.budget, kept, tests), outcome.commands_ms
 
     def _pipeline(
         self, plan: BuildPlan, build: PipelineBuild, secrets: dict[str, str], network: str | None,
@@ -218,7 +218,7 @@ class BuildRun:
             if cache_run is not None:
                 save_cache(node.caches, self.order.repository_name, cache_run, outcome, self.output)
             kept = self._take_artifacts(artifacts, outcome)
-            self._keep_reports(reports, outcome)
+            tests = self._keep_reports(reports, outcome)
         finally:
             if artifacts is not None:
                 node.artifacts.discard(artifacts.dest)
@@ -226,7 +226,7 @@ class BuildRun:
                 node.reports.discard(reports)
             if cache_run is not None:
                 release_cache(node.caches, self.order.build_id, cache_run)
-        result = self._result(outcome, build.ran, build.timeout_s, build.budget, kept)
+        result = self._result(outcome, build.ran, build.timeout_s, build.budget, kept, tests)
         if outcome.step_timeout_s is not None:
             # A step's own time ended it, not the build's: the build failed, naming the step.
             result = dataclasses.replace(
@@ -272,10 +272,16 @@ class BuildRun:
 
     def _result(
         self, outcome: ContainerOutcome, ran: Spec, timeout_s: float, budget: str,
+        kept: tuple[tuple[tuple[str, str], ...], str], tests: str | None = None,
+    ) -> BuildResult:
+        """The result of a build that ran, from its outcome, the artifacts it left (`kept`: their
+        digests, or why there are none) and the digest of the test outcomes it read, if any."""
+        return dataclasses.replace(self._verdict(outcome, ran, timeout_s, budget, kept), tests=tests)
+
+    def _verdict(
+        self, outcome: ContainerOutcome, ran: Spec, timeout_s: float, budget: str,
         kept: tuple[tuple[tuple[str, str], ...], str],
     ) -> BuildResult:
-        """The result of a build that ran, from its outcome and the artifacts it left (`kept`:
-        their digests, or why there are none)."""
         commit = self.commit
         self.output.truncated |= outcome.truncated
         if outcome.oom_killed:
@@ -379,11 +385,12 @@ class BuildRun:
             log.warning("node=%s %s: running the build again", self.node.node_id, faults[0])
             self.output.section(f"{faults[0]}: the build runs again, in a fresh container")
 
-    def _keep_reports(self, copy: ReportCopy | None, outcome) -> None:
+    def _keep_reports(self, copy: ReportCopy | None, outcome) -> str | None:
         """Read the build's test reports, keep its outcomes on this node and say them in its log:
-        whatever they say, and whether they could be read, the verdict stays the build's exit's."""
+        whatever they say, and whether they could be read, the verdict stays the build's exit's.
+        The outcomes' digest, which the node's signed result names; None without reports."""
         if copy is None:
-            return
+            return None
         record = reports_record(copy, outcome.reports, outcome.reports_problem)
         for problem in record["problems"]:
             self.output.note(f"test reports: {problem}")
@@ -395,6 +402,8 @@ class BuildRun:
                                      "commit": self.commit, **record})
         except OSError:
             log.warning("could not keep the test outcomes of build %s", order.build_id, exc_info=True)
+            return None  # nothing served: nothing signed
+        return record["digest"]
 
     def _take_artifacts(self, copy: ArtifactCopy | None, outcome) -> tuple[tuple[tuple[str, str], ...], str]:
         """Store what a successful build left as its artifacts: their digests, or why there are none.

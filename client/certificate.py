@@ -245,9 +245,9 @@ def _checked_result(result: Any) -> dict:
 
 
 def _agreed_dict(result: dict) -> dict:
-    """The agreed part of a result's wire form (`Result.agreed()`): all of it but the reason
-    and each step's duration."""
-    agreed = {key: value for key, value in result.items() if key != "reason"}
+    """The agreed part of a result's wire form (`Result.agreed()`): all of it but the reason,
+    the node's own test outcomes' digest and each step's duration."""
+    agreed = {key: value for key, value in result.items() if key not in ("reason", "tests")}
     if "steps" in agreed:
         agreed["steps"] = [{key: step[key] for key in _STEP_KEYS} for step in agreed["steps"]]
     return agreed

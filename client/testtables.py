@@ -15,6 +15,11 @@ built. A node whose record fails any of these is set aside with the reason, not 
 The table carries each node's statement and signature, so it is evidence anyone with
 the network's public keys can check offline.
 
+Each node's signed reply to the build (its result, `Result.tests`) names the digest of the
+outcomes it read, so the reply the client keeps with the build's record holds the node to them
+too: a node that serves outcomes other than those its reply named is set aside, and each node's
+column says whether its reply vouches for it (`in_reply`).
+
 A test that passed on some nodes and failed (or erred) on others is marked `flaky:
 "proven"`, with the nodes on each side: each side's outcome is signed by its nodes,
 so either the test's outcome depends on where it ran or a node signed an outcome it
@@ -42,10 +47,11 @@ FAILED = ("failed", "error")
 
 
 class Expected:
-    """What a node's signed statement must name: itself, the build and the agreed commit."""
+    """What a node's signed statement must name: itself, the build and the agreed commit; and
+    the outcomes' digest its signed reply named (`replied`), if it named one."""
 
-    def __init__(self, node: int, key: PublicKey, build: str, commit: str | None):
-        self.node, self.key, self.build, self.commit = node, key, build, commit
+    def __init__(self, node: int, key: PublicKey, build: str, commit: str | None, replied: str | None = None):
+        self.node, self.key, self.build, self.commit, self.replied = node, key, build, commit, replied
 
 
 def checked(answer: dict, expected: Expected) -> dict:
@@ -69,7 +75,9 @@ def checked(answer: dict, expected: Expected) -> dict:
     if (said["node"], said["build"], said["digest"]) != (expected.node, expected.build, answer["digest"]) or (
             expected.commit is not None and said["commit"] != expected.commit):
         raise NodeSkipped("signed outcomes of another node, build, commit or digest")
-    return {"tests": tests, "digest": answer["digest"], "problems": problems,
+    if expected.replied is not None and expected.replied != answer["digest"]:
+        raise NodeSkipped(f"serves outcomes other than those its signed reply named ({expected.replied})")
+    return {"tests": tests, "digest": answer["digest"], "problems": problems, "in_reply": expected.replied is not None,
             "statement": said, "signature": answer["signature"],
             "summary": {outcome: sum(1 for each in tests.values() if each == outcome) for outcome in OUTCOMES}}
 
@@ -78,11 +86,21 @@ async def _of_node(source: ArtifactSource, record: dict, node: int) -> dict:
     build = f"{record['client']}-{record['build_id']}"
     try:
         expected = Expected(node, parse_public_key(source.nodes[node].public_key), build,
-                            (record.get("result") or {}).get("commit"))
+                            (record.get("result") or {}).get("commit"), _replied(record, node))
         answer = await node_json(source, node, f"/tests/{record['client']}/{record['build_id']}", MAX_RECORD_BYTES)
         return checked(answer, expected)
     except NodeSkipped as skipped:
         return {"skipped": str(skipped)}
+
+
+def _replied(record: dict, node: int) -> str | None:
+    """The outcomes' digest node `node`'s reply to the build named, as the record keeps its
+    replies (each one's signature checked as it came); None if it sent none that names one."""
+    for reply in record.get("replies") or ():
+        if reply.get("sender") == node and isinstance(reply.get("result"), dict):
+            tests = reply["result"].get("tests")
+            return tests if isinstance(tests, str) else None
+    return None
 
 
 def _row(test: str, outcomes: dict[str, str]) -> dict:

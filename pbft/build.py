@@ -309,6 +309,11 @@ class Result:
     # this many at once (None: all). Agreed with the combinations.
     fail_fast: bool = wire(Bool(), default=False, omit=False, kw_only=True)
     max_parallel: int | None = wire(Optional(Int()), default=None, omit=None, kw_only=True)
+    # The digest of the test outcomes this node read from the build's reports (the spec's
+    # `reports:`; builder/reports/junit.py `outcomes_digest`), which it serves beside its
+    # ledger entry. Each node's own, like `reason`: a test that passed here and failed there
+    # leaves the verdict the agreed part's, and each node's signed reply holds it to its outcomes.
+    tests: str | None = wire(Optional(Text(SHA256_DIGEST)), default=None, omit=None, kw_only=True)
     reason: str = wire(Text(), default="")
 
     @property
@@ -330,6 +335,7 @@ class Result:
     def agreed(self) -> dict:
         agreed = self.to_dict()
         del agreed["reason"]
+        agreed.pop("tests", None)
         if self.steps:
             agreed["steps"] = [step.agreed() for step in self.steps]
         return agreed

@@ -52,6 +52,10 @@ async def test_a_failed_build_keeps_its_verdict_and_its_test_outcomes(make_execu
     assert list(record["files"]) == ["reports/unit.xml"] and record["problems"] == []
     assert f"tests: 1 passed, 1 failed, 1 skipped; outcomes {record['digest']}" in log_text(result)
     assert not list((tmp_path / "data" / "reports").glob(".incoming-*"))
+    # The node's result names the outcomes' digest: its signed reply holds it to them, and the
+    # verdict is what the other nodes' results agree on, whatever digest each names.
+    assert result.tests == record["digest"] and "tests" not in result.agreed()
+    assert result.to_dict()["tests"] == record["digest"]
 
 
 async def test_two_nodes_that_read_the_same_outcomes_have_one_digest(make_executor, git_repo, build_ids, tmp_path):
@@ -61,7 +65,7 @@ async def test_two_nodes_that_read_the_same_outcomes_have_one_digest(make_execut
     second = await build(make_executor(data_dir="node-b"), git_repo, build_ids)
 
     assert first.status == second.status == "success", log_text(first)
-    assert stored(tmp_path)["digest"] == stored(tmp_path, "node-b")["digest"]
+    assert stored(tmp_path)["digest"] == stored(tmp_path, "node-b")["digest"] == first.tests == second.tests
 
 
 async def test_a_hostile_or_missing_report_is_a_problem_noted_not_a_verdict(make_executor, git_repo, build_ids, tmp_path):

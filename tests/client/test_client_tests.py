@@ -63,13 +63,15 @@ async def network(aiohttp_server, tmp_path):
     return cluster, served
 
 
-def add_build(client, cluster, pull_ref: str | None = None, replied: int = N) -> str:
+def add_build(client, cluster, pull_ref: str | None = None, replied: int = N, named: dict | None = None) -> str:
+    """A build with a verdict, of which `replied` nodes replied, each naming the test outcomes'
+    digest `named` gives it (none by default)."""
     records = client.app[RECORDS_KEY]
     timestamp = records.store.next_timestamp(time.time_ns() // 1000)
     operation = Operation("example", "main", commit=COMMIT if pull_ref else None, pull_ref=pull_ref)
     records.builds.add_pending(Request(CLIENT, timestamp, operation), time.time())
-    replies = [signed(Reply(0, timestamp, CLIENT, node, Result("failure", 1, COMMIT)), cluster.auths[node].sign)
-               for node in range(replied)]
+    replies = [signed(Reply(0, timestamp, CLIENT, node, Result("failure", 1, COMMIT, tests=(named or {}).get(node))),
+                      cluster.auths[node].sign) for node in range(replied)]
     records.verdicts.accept(timestamp, replies[0].result, list(range(replied)), 12, replies)
     records.store.commit()
     return str(timestamp)
@@ -126,6 +128,20 @@ async def test_a_node_whose_record_is_not_one_is_set_aside_with_the_reason(netwo
     assert table["nodes"]["1"] == {"skipped": "sent outcomes whose digest is not the one it names"}
     assert table["nodes"]["2"] == {"skipped": "does not have it (404)"}
     assert table["tests"][0]["outcomes"] == {"0": "passed", "3": "failed"}
+
+
+async def test_a_node_is_held_to_the_outcomes_its_signed_reply_named(network, aiohttp_client):
+    cluster, served = network
+    client = await start_client(aiohttp_client, cluster)
+    passed = record_of({**STEADY, "app::races": "passed"})["digest"]
+    # Node 3 replied that the test passed, then serves that it failed; node 2's reply named none.
+    build_id = add_build(client, cluster, named={0: passed, 1: passed, 3: passed})
+
+    table = await (await client.get(f"/builds/{build_id}/tests")).json()
+
+    assert table["nodes"]["3"] == {"skipped": f"serves outcomes other than those its signed reply named ({passed})"}
+    assert [table["nodes"][node]["in_reply"] for node in "012"] == [True, True, False]
+    assert table["differing"] == []  # node 3's word against its own reply is not a flaky test
 
 
 async def test_a_record_not_signed_by_its_node_for_this_build_and_commit_is_set_aside(network, aiohttp_client):

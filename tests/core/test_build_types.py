@@ -40,6 +40,22 @@ def test_steps_travel_with_their_durations_and_agree_without_them():
         "failure", 1, "c" * 40, spec=SPEC).agreed_key()
 
 
+def test_each_nodes_test_outcomes_digest_travels_signed_and_is_not_part_of_the_verdict():
+    here, there = ("sha256:" + digit * 64 for digit in "ab")
+    read_here = Result("success", 0, "c" * 40, spec=SPEC, tests=here)
+    wire = encode(read_here)
+    assert list(wire) == ["status", "exit_code", "commit", "spec", "tests", "reason"] and wire["tests"] == here
+    assert decode_struct(Result, wire) == read_here
+    read_there = Result("success", 0, "c" * 40, spec=SPEC, tests=there)
+    # A test that passed on one node and failed on another leaves the verdict the agreed part's.
+    assert read_here.agreed() == read_there.agreed() == Result("success", 0, "c" * 40, spec=SPEC).agreed()
+    assert read_here.agreed_key() == read_there.agreed_key()
+    assert statement(Operation("example", "master", "c" * 40), read_here) == statement(
+        Operation("example", "master", "c" * 40), read_there)
+    with pytest.raises(MessageError):
+        decode_struct(Result, {**wire, "tests": "md5:1234"})
+
+
 @pytest.mark.parametrize("steps, problem", [
     ([{"name": "a", "status": "done", "exit_code": 0, "duration_ms": 1}], "unknown status 'done'"),
     ([{"name": "../a", "status": "success", "exit_code": 0, "duration_ms": 1}], "name is not well formed"),

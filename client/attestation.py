@@ -44,6 +44,7 @@ from pbft.attestation import (
 from shared.config import NetworkConfig
 from shared.crypto import parse_public_key, verify_bytes
 from pbft.build import ACTOR_KINDS, ACTOR_NAME
+from pbft.ci.variations import variations_of
 from pbft.messages import MessageError, Reply, Request, decode
 from pbft.provenance import (
     BUILD_TYPE,
@@ -162,10 +163,12 @@ def provenance_signers_from_record(
             f"build {build}: the files given are not its artifacts (their manifest is {manifest_digest(files)},"
             f" the verdict's {result.artifacts})"
         )
-    provenance = Provenance(
-        request.operation, result, files, client=request.client, timestamp=request.timestamp,
-        builder_id=config.builder_id,
-    )
+    repository = config.repository(request.operation.repository)
+    # A varied repository's provenance lists each member's variation, as the nodes made it
+    # (pbft.ci.variations): the members and `vary` of the document the client runs now.
+    variations = variations_of(tuple(node.id for node in config.nodes), f"{request.client}-{request.timestamp}") \
+        if repository is not None and repository.vary else None
+    provenance = Provenance(request, result, files, builder_id=config.builder_id, variations=variations)
     if not provenance.exists:
         raise AttestationUnavailable(f"build {build}: its artifacts have no provenance")
     return AttestedProvenance(provenance, provenance_signers(provenance, agreed, node_keys(config), verify_with))

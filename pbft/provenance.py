@@ -9,7 +9,9 @@ signatures make one DSSE envelope, as for the verdict's statement.
 
 Everything in it is a function of what f+1 honest nodes agree on: the
 request (client, timestamp, repository, branch, pinned commit), the agreed
-result, the files whose manifest it names, and the network (`builder_id`).
+result, the files whose manifest it names, the network (`builder_id`) and,
+for a repository the network document varies, every member's variation
+(`pbft.ci.variations`: a function of the node and the build alone).
 No clock, nothing of one node: equal inputs give equal bytes on every node,
 so one node's signature can sit beside another's. Pure, like
 `pbft.attestation`: the replica signs with it, the client and tools check with it.
@@ -21,8 +23,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 from pbft.attestation import STATEMENT_TYPE, envelope, keyid, manifest_digest, pae, statement_bytes
 from pbft.encoding import digest as canonical_digest
-from pbft.build import Operation, Result, SHA256_DIGEST, combination_label
-from pbft.messages import Reply, ResultVote
+from pbft.build import Result, SHA256_DIGEST, combination_label
+from pbft.messages import Reply, Request, ResultVote
 
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 # What a pbft-ci build is: the spec file at the built commit, run in the named image
@@ -47,7 +49,8 @@ def invocation_id(client: str, timestamp: int) -> str:
 
 
 def provenance(
-    operation: Operation, result: Result, files: Mapping[str, str], *, client: str, timestamp: int, builder_id: str
+    request: Request, result: Result, files: Mapping[str, str], *, builder_id: str,
+    variations: Mapping[str, dict] | None = None,
 ) -> dict | None:
     """The SLSA provenance statement of a build's artifacts, or None when there is none to make.
 
@@ -57,6 +60,7 @@ def provenance(
     on, and a result a Byzantine node altered (whose manifest no longer
     matches) gets no provenance.
     """
+    operation = request.operation
     if result.status != "success" or result.commit is None or result.artifacts is None or not files:
         return None
     if manifest_digest(files) != result.artifacts:
@@ -90,6 +94,10 @@ def provenance(
     if operation.actor is not None:
         # Who asked for the build, as the signed request names it: the client decided it.
         internal["requestedBy"] = {"kind": operation.actor.kind, "name": operation.actor.name}
+    if variations:
+        # Each member built under its own variation: f+1 of them signing these bytes say the
+        # build came out the same under theirs (reproducibility under variation).
+        internal["variations"] = {node: dict(variation) for node, variation in variations.items()}
     if internal:
         build_definition["internalParameters"] = internal
     build_definition["resolvedDependencies"] = [
@@ -103,7 +111,7 @@ def provenance(
             "buildDefinition": build_definition,
             "runDetails": {
                 "builder": {"id": builder_id},
-                "metadata": {"invocationId": invocation_id(client, timestamp)},
+                "metadata": {"invocationId": invocation_id(request.client, request.timestamp)},
             },
         },
     }
@@ -113,10 +121,10 @@ class Provenance:
     """A build's provenance bytes, ready for one node to sign or for anyone to check."""
 
     def __init__(
-        self, operation: Operation, result: Result, files: Mapping[str, str], *, client: str, timestamp: int,
-        builder_id: str,
+        self, request: Request, result: Result, files: Mapping[str, str], *, builder_id: str,
+        variations: Mapping[str, dict] | None = None,
     ) -> None:
-        found = provenance(operation, result, files, client=client, timestamp=timestamp, builder_id=builder_id)
+        found = provenance(request, result, files, builder_id=builder_id, variations=variations)
         self.statement = found
         self.payload = b"" if found is None else statement_bytes(found)
 

@@ -22,6 +22,7 @@ from pbft.builders import picked
 from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
 from pbft.ci.ordered import OrderedBuild
 from pbft.ci.ports import Ports
+from pbft.ci.variations import variations_of, vary_of
 from pbft.ci.verdicts import Verdicts
 from pbft.deliveries import Deliveries, duplicate_result
 from pbft.effects import RecordVerdict, SendReply, StopBuild
@@ -84,15 +85,16 @@ class Answers:
                 # may still wait: reply all the same, once, as a build's end comes once and a
                 # restart runs no forgotten build again (`to_rerun`). No RESULT vote: the
                 # verdicts forgot it too.
-                self.ports.emit(SendReply(self._reply(request, result, artifact_files)[0]))
+                self.ports.emit(SendReply(self._reply(seq, request, result, artifact_files)[0]))
             return
         self.answer(seq, request, result, artifact_files)
 
-    def _reply(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> tuple[Reply, str, str, str]:
-        """This node's signed reply to `request`, with the signatures it carries (statement,
-        link, provenance) for the RESULT vote to carry too."""
+    def _reply(self, seq: int, request: Request, result: Result,
+               artifact_files: Mapping[str, str]) -> tuple[Reply, str, str, str]:
+        """This node's signed reply to `request`, executed at `seq`, with the signatures it
+        carries (statement, link, provenance) for the RESULT vote to carry too."""
         statement_sig, link_sig = self._sign_attestation(request, result)
-        provenance_sig = self._sign_provenance(request, result, artifact_files)
+        provenance_sig = self._sign_provenance(seq, request, result, artifact_files)
         reply = signed(
             Reply(self.ports.view(), request.timestamp, request.client, self.id, result, statement_sig=statement_sig,
                   link_sig=link_sig, provenance_sig=provenance_sig, network=self.ports.network.digest,
@@ -110,7 +112,7 @@ class Answers:
             # Not a member where it was ordered (removed before, or joined after): no word of ours counts.
             executed[request.key] = True
             return
-        reply, statement_sig, link_sig, provenance_sig = self._reply(request, result, artifact_files)
+        reply, statement_sig, link_sig, provenance_sig = self._reply(seq, request, result, artifact_files)
         executed[request.key] = True  # the reply itself is kept by the store (SendReply)
         ports.emit(SendReply(reply))
         vote = signed(
@@ -133,16 +135,20 @@ class Answers:
             return "", ""
         return self.ports.auth.sign_bytes(attestation.pae()), self.ports.auth.sign_bytes(attestation.link_bytes())
 
-    def _sign_provenance(self, request: Request, result: Result, artifact_files: Mapping[str, str]) -> str:
+    def _sign_provenance(self, seq: int, request: Request, result: Result, artifact_files: Mapping[str, str]) -> str:
         """This node's DSSE signature of the SLSA provenance of the build's artifacts
         (`pbft.provenance`); none for a build without artifacts, for files whose manifest
-        is not the result's, or in a replica that was not told the network's builder id."""
+        is not the result's, or in a replica that was not told the network's builder id. A
+        build the document in force at `seq` varies lists every member's variation there."""
         builder_id = self.ports.settings.builder_id
         if not builder_id or result.artifacts is None:
             return ""
+        found = self.ports.network.document_at(seq)
+        varied = found is not None and vary_of(found[1], request.operation.repository)
         provenance = Provenance(
-            request.operation, result, artifact_files,
-            client=request.client, timestamp=request.timestamp, builder_id=builder_id,
+            request, result, artifact_files, builder_id=builder_id,
+            variations=variations_of(self.ports.members_at(seq).ids, f"{request.client}-{request.timestamp}")
+            if varied else None,
         )
         if not provenance.exists:
             logger.warning(

@@ -78,3 +78,9 @@ def test_a_part_is_traced_when_each_side_holds_its_own_value_and_not_the_others(
     assert not traced((one["time zone"], other["time zone"]), stamps)
     assert not traced((one["clock"], other["clock"]), ("built 2026", "built 2026 or 2027"))
     assert not traced((one["clock"], other["clock"]), ("built 2026", "built at noon"))
+
+
+def test_a_variations_environment_sets_its_time_zone_locale_umask_and_clock():
+    varied = variation(2, "client-7")
+    assert varied.environment() == {"TZ": varied.time_zone, "LC_ALL": varied.locale, "LANG": varied.locale,
+                                    UMASK_VARIABLE: varied.umask, CLOCK_VARIABLE: f"+{varied.clock_days}d"}

@@ -31,8 +31,9 @@ from harness.network import write_network
 from node.server import make_app
 from pbft.attestation import STATEMENT_TYPE, Signed, envelope, keyid, manifest_digest, pae, statement
 from pbft.build import Actor, Operation, Result, Spec
+from pbft.ci.variations import variation, variations_of, vary_of
 from pbft.encoding import canonical
-from pbft.messages import Reply, ResultVote, decode, encode, signed
+from pbft.messages import Reply, Request, ResultVote, decode, encode, signed
 from pbft.provenance import BUILD_TYPE, PROVENANCE_TYPE, Provenance, builder_id, provenance, provenance_signers
 from shared.config import load_config
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
@@ -49,7 +50,7 @@ BUILDER = builder_id(["cd" * 32, "ab" * 32, "ef" * 32, "01" * 32], 1)
 
 
 def provenance_of(operation=PINNED, result=BUILT, files=FILES, *, client="ci", timestamp=17, builder=BUILDER):
-    return provenance(operation, result, files, client=client, timestamp=timestamp, builder_id=builder)
+    return provenance(Request(client, timestamp, operation), result, files, builder_id=builder)
 
 
 # --- the statement ---------------------------------------------------------
@@ -96,10 +97,10 @@ def test_the_provenance_names_who_asked_among_the_builders_own_parameters():
 
 def test_two_nodes_that_found_the_same_files_in_another_order_sign_the_same_bytes():
     """Each node builds its own mapping; the reason, which nodes do not compare, changes nothing."""
-    one = Provenance(PINNED, BUILT, FILES, client="ci", timestamp=17, builder_id=BUILDER)
+    one = Provenance(Request("ci", 17, PINNED), BUILT, FILES, builder_id=BUILDER)
     other_files = dict(reversed(list(FILES.items())))
     other_result = Result("success", 0, COMMIT, "another node's reason", spec=SPEC, artifacts=BUILT.artifacts)
-    other = Provenance(PINNED, other_result, other_files, client="ci", timestamp=17, builder_id=BUILDER)
+    other = Provenance(Request("ci", 17, PINNED), other_result, other_files, builder_id=BUILDER)
     assert one.exists and one.payload == other.payload and one.pae() == other.pae()
     assert one.payload.startswith(b'{"_type":') and b" " not in one.payload  # canonical JSON
 
@@ -112,7 +113,7 @@ def test_two_nodes_that_found_the_same_files_in_another_order_sign_the_same_byte
 ])
 def test_files_that_are_not_the_agreed_manifest_have_no_provenance(files):
     assert provenance_of(files=files) is None
-    assert not Provenance(PINNED, BUILT, files, client="ci", timestamp=17, builder_id=BUILDER).exists
+    assert not Provenance(Request("ci", 17, PINNED), BUILT, files, builder_id=BUILDER).exists
 
 
 @pytest.mark.parametrize("result", [
@@ -178,12 +179,33 @@ def test_every_node_with_the_agreed_files_signs_the_provenance_in_its_reply_and_
     cluster.deliver_to(0, request)
     cluster.run()
     votes = [message for stored in cluster.stored for message in stored if isinstance(message, ResultVote)]
-    signed = Provenance(request.operation, BUILT, FILES, client=request.client, timestamp=request.timestamp,
-                        builder_id=CLUSTER_BUILDER)
+    signed = Provenance(request, BUILT, FILES, builder_id=CLUSTER_BUILDER)
 
     assert [s.node for s in provenance_signers(signed, cluster.replies, cluster_keys(), verify)] == [0, 1, 2, 3]
     assert [s.node for s in provenance_signers(signed, votes, cluster_keys(), verify)] == [0, 1, 2, 3]
     assert {(r.sender, r.provenance_sig) for r in cluster.replies} == {(v.sender, v.provenance_sig) for v in votes}
+
+
+def test_a_varied_builds_provenance_lists_every_members_variation_and_every_node_signs_it():
+    document = {"f": 1, "nodes": [{"id": node, "public_key": ""} for node in range(4)],
+                "repositories": [{"name": "example", "url": "/srv/example", "vary": True}]}
+    cluster = Cluster(build=artifact_build, artifact_files=lambda node, operation: FILES,
+                      settings={"builder_id": CLUSTER_BUILDER}, document=document)
+    request = cluster.request("master")
+    cluster.deliver_to(0, request)
+    cluster.run()
+    varied = variations_of((0, 1, 2, 3), f"{request.client}-{request.timestamp}")
+    signed = Provenance(request, BUILT, FILES, builder_id=CLUSTER_BUILDER,
+                        variations=varied)
+
+    assert signed.statement["predicate"]["buildDefinition"]["internalParameters"]["variations"] == varied
+    assert varied["2"] == variation(2, f"{request.client}-{request.timestamp}").as_dict()
+    assert [s.node for s in provenance_signers(signed, cluster.replies, cluster_keys(), verify)] == [0, 1, 2, 3]
+    # The signatures are of the bytes that list them: without, none verifies.
+    unlisted = Provenance(request, BUILT, FILES, builder_id=CLUSTER_BUILDER)
+    assert provenance_signers(unlisted, cluster.replies, cluster_keys(), verify) == []
+    assert not vary_of({"repositories": [{"name": "example", "url": "/srv/example"}]}, "example")
+    assert not vary_of(None, "example") and not vary_of(document, "other")
 
 
 def test_a_node_whose_files_are_not_the_agreed_manifest_signs_no_provenance():
@@ -239,7 +261,7 @@ async def test_nodes_sign_the_provenance_of_their_executors_files_under_the_conf
         for node_id in list(net.runners):
             await net.stop(node_id)
     assert agreed["artifacts"] == BUILT.artifacts
-    signed = Provenance(Operation("example", "master"), BUILT, FILES, client="client", timestamp=5,
+    signed = Provenance(Request("client", 5, Operation("example", "master")), BUILT, FILES,
                         builder_id=config.builder_id)
     node_keys = {node.id: node.public_key for node in config.nodes}
     found = provenance_signers(signed, replies, node_keys, verify)
@@ -261,8 +283,7 @@ def node_auth(net: Network, node: int) -> Ed25519Authenticator:
 def provenance_for(net: Network, request=None, files=FILES) -> Provenance:
     """The provenance a node of `net` signs for `request` (the record's), as its replica builds it."""
     request = request or net.request(timestamp=TIMESTAMP)
-    return Provenance(request.operation, BUILT, files, client=request.client, timestamp=request.timestamp,
-                      builder_id=net.config.builder_id)
+    return Provenance(request, BUILT, files, builder_id=net.config.builder_id)
 
 
 def reply_of(net: Network, sender: int, provenance_sig: str | None = None) -> Reply:
@@ -384,7 +405,7 @@ def test_verify_cli_accepts_a_provenance_and_checks_the_artifact_files(net, tmp_
     files = {**FILES, "dist/app.tar": "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()}
     result = Result("success", 0, COMMIT, spec=SPEC, artifacts=manifest_digest(files))
     request = net.request(timestamp=TIMESTAMP)
-    signed_by = Provenance(request.operation, result, files, client="client", timestamp=TIMESTAMP,
+    signed_by = Provenance(Request("client", TIMESTAMP, request.operation), result, files,
                            builder_id=net.config.builder_id)
     good = net.write(signed_envelope(net, [0, 2], signed_by.payload), "good.provenance.json")
 

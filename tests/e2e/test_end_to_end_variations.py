@@ -12,6 +12,11 @@ and the clock is named the cause: each side's bytes hold its own clock's year.
 
 from __future__ import annotations
 
+import base64
+import json
+import urllib.request
+
+from builder.plan.variations import variation
 from harness.builds import slow_repository
 from harness.scripts import client
 from harness.verdicts import http_json
@@ -51,6 +56,16 @@ def test_a_varied_build_is_reproducible_or_names_what_may_explain_it(network, tm
         code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "same", "branch": "master"})
         assert code == 200 and verdict["status"] == "success", verdict
         assert len(verdict["agreed_by"]) >= 3, verdict
+        # The provenance f+1 nodes signed lists every member's variation: the bytes came out the
+        # same under each of theirs.
+        with urllib.request.urlopen(f"{base_url}/builds/{verdict['build_id']}/provenance", timeout=60) as answer:
+            envelope = json.loads(answer.read())
+        assert len(envelope["signatures"]) == 2, envelope  # f+1
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        listed = statement["predicate"]["buildDefinition"]["internalParameters"]["variations"]
+        build = f"client-{verdict['build_id']}"
+        assert listed == {str(node): variation(node, build).as_dict() for node in range(4)}, listed
+        assert len({each["time_zone"] for each in listed.values()}) == 4
 
         code, verdict = http_json("POST", f"{base_url}/webHook", {"repository": "zoned", "branch": "master"})
         assert code == 200 and verdict["status"] == "divergent", verdict

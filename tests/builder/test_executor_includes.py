@@ -10,6 +10,7 @@ import pytest
 from builder import BuildOrder, Executor, ExecutorSettings
 from shared.config import BuildConfig
 from tests.builder.executor_helpers import GitRepo, build, log_text, spec
+from tests.builder.reuse_specs import INCLUDED, TEMPLATES, WITH_REUSE, WRITTEN_OUT, comparable
 
 pytestmark = pytest.mark.docker
 
@@ -38,50 +39,6 @@ async def test_an_included_link_is_refused_never_followed(make_executor, git_rep
     assert (result.status, result.reason) == (
         "error", ".pbft-ci.yml: include: ci/link.yml: no regular file of at most 65536 bytes there at the commit"
     ), log_text(result)
-
-
-TEMPLATES = """\
-x-base: &base
-  environment: {LEVEL: base, KEPT: from-anchor}
-x-tested:
-  extends: x-step
-  retry: 1
-"""
-WITH_REUSE = """\
-include: [ci/templates.yml]
-steps:
-  - name: one
-    <<: *base
-    commands: ['echo "one $LEVEL $KEPT $SHARED"']
-  - name: two
-    extends: x-tested
-    environment: {LEVEL: two}
-    commands: ['echo "two $LEVEL $KEPT $SHARED"']
-"""
-INCLUDED = """\
-x-step:
-  image: pbft-ci/busybox:latest
-  environment: {KEPT: from-template}
-environment: {SHARED: included}
-"""
-WRITTEN_OUT = """\
-environment: {SHARED: included}
-steps:
-  - name: one
-    environment: {LEVEL: base, KEPT: from-anchor}
-    commands: ['echo "one $LEVEL $KEPT $SHARED"']
-  - name: two
-    image: pbft-ci/busybox:latest
-    environment: {KEPT: from-template, LEVEL: two}
-    retry: 1
-    commands: ['echo "two $LEVEL $KEPT $SHARED"']
-"""
-
-
-def comparable(text: str) -> list[str]:
-    """A build log's lines that every honest node and every way of writing the spec must share:
-    not its header (build id), its commit, nor the times."""
-    return [line.split(" duration_ms")[0] for line in text.splitlines()[2:]]
 
 
 async def test_four_nodes_build_a_spec_with_anchors_templates_and_includes_as_its_written_out_form(

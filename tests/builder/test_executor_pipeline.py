@@ -103,6 +103,22 @@ async def test_the_deadline_covers_every_step(make_executor, git_repo, build_ids
     assert result.steps[1].duration_ms < 10_000
 
 
+async def test_a_step_for_failures_does_not_run_after_a_success(make_executor, git_repo, build_ids):
+    git_repo.commit("master", {".pbft-ci.yml": pipeline(
+        {"name": "test", "commands": ["echo testing"]},
+        {"name": "report", "commands": ["echo reporting the failure"], "when": {"status": ["failure"]}},
+        {"name": "always", "commands": ["echo always"], "when": {"status": ["success", "failure"]}},
+    )})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    text = log_text(result)
+    assert (result.status, result.exit_code) == ("success", 0), text
+    assert agreed_steps(result) == [("test", "success", 0), ("report", "skipped", None), ("always", "success", 0)]
+    assert "reporting the failure" not in text
+    assert "== step report: skipped, when: status is failure, the build's is success" in text
+
+
 async def test_a_step_over_its_own_timeout_fails_the_build_naming_it_and_the_cleanup_after_it_runs(
     make_executor, git_repo, build_ids
 ):

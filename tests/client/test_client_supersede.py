@@ -31,10 +31,12 @@ async def cancels(client) -> list[str]:
 
 async def test_f_plus_1_nodes_naming_the_older_build_have_the_client_cancel_it_once(cluster, aiohttp_client):
     client = await start_client(aiohttp_client, cluster)
-    waiting = [asyncio.create_task(post(client, {"branch": f"hold/{name}"})) for name in ("older", "newer")]
-    async with asyncio.timeout(5):
-        while len(builds := (await (await client.get("/builds")).json())["builds"]) < 2:
-            await asyncio.sleep(0.02)
+    waiting = []
+    for count, name in enumerate(("older", "newer"), start=1):  # one after the other: the older has the lower id
+        waiting.append(asyncio.create_task(post(client, {"branch": f"hold/{name}"})))
+        async with asyncio.timeout(5):
+            while len(builds := (await (await client.get("/builds")).json())["builds"]) < count:
+                await asyncio.sleep(0.02)
     older, newer = sorted(int(build["build_id"]) for build in builds)
     said = client.server.app[SERVICE_KEY].core.outstanding(newer).superseding  # what the client took in, by node
 

@@ -23,6 +23,8 @@ MAX_WAITING = 256
 # Waiting deploys asked about per poll, the least recently asked first: a long queue of them
 # costs a few requests a poll, and each is asked about in turn.
 CHECKED_PER_POLL = 16
+# The approvals of one deploy whose certificates a poll asks the client for, the oldest first.
+APPROVALS_ASKED = 16
 
 
 class NotApproved(Exception):

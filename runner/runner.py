@@ -60,7 +60,7 @@ from builder import (
 from pbft.attestation import is_manifest_entry, manifest_digest
 from pbft.messages import Request, decode
 from runner.approvals import (
-    APPROVAL_WINDOW_S, CHECKED_PER_POLL, NotApproved, approver, environment_refusal, needs_approval,
+    APPROVAL_WINDOW_S, APPROVALS_ASKED, CHECKED_PER_POLL, NotApproved, approver, environment_refusal, needs_approval,
 )
 from runner.config import RunnerConfig, RunnerConfigError
 from runner.ledger import RunnerLedger
@@ -229,6 +229,8 @@ class ActionRunner:
                      for each in (action.get("approvals") or []) if isinstance(each, dict)]
         if not approvals:
             return None
+        # The client lists a few (client.tables.actions); one that lists more is not asked about them all.
+        approvals = approvals[:APPROVALS_ASKED]
         try:
             certified = await self._certified(build_id)
             (action,) = [action for action in await self._actions(certified) if action.name == name]

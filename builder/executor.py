@@ -209,14 +209,12 @@ class Executor:
         client in this node's signed BUILD-STATE, so that f+1 nodes' word has the client cancel it
         through the order (client/verbs/supersede.py): never this node's own stop, which the others
         would not make at the same point."""
-        said: set[str] = set()
-
         def waits(blocker: str, older_of_the_group: bool) -> None:
-            if blocker not in said:
-                said.add(blocker)
-                output.node_line(f"waits for build {blocker} of concurrency group {concurrency.group} to end"
-                                 " on this node")
-            if older_of_the_group and concurrency.cancel_in_progress:
+            # Told once a (blocker, older) pair: again only when the blocker's plan showed it older.
+            superseded = older_of_the_group and concurrency.cancel_in_progress
+            output.node_line(f"waits for build {blocker}{' (older: superseded)' if superseded else ''}"
+                             f" of concurrency group {concurrency.group} to end on this node")
+            if superseded:
                 loop.call_soon_threadsafe(self._tell, build_id, "running", blocker)
 
         return self._groups.take_turn(build_id, None if concurrency is None else concurrency.group,

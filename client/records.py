@@ -43,12 +43,12 @@ def records_path(data_dir: Path, client_name: str) -> Path:
 class BuildRecords:
     def __init__(self, path: Path) -> None:
         self.store = RecordStore(path)
-        self.builds = Builds(self.store)
+        self.actions = Actions(self.store)
+        self.builds = Builds(self.store, self.actions)
         self.verdicts = Verdicts(self.store)
         self.approvals = Approvals(self.store)
         self.deliveries = Deliveries(self.store)
         self.imported = Imported(self.store)
-        self.actions = Actions(self.store)
         self.slots = ScheduleSlots(self.store)
         self.flaky = FlakyTests(self.store)
         self.audit = Audit(self.store)

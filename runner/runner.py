@@ -213,10 +213,14 @@ class ActionRunner:
     async def _no_approval(self, build_id: int, name: str, environment: str, reason: str) -> str:
         self._ledger.done_waiting(build_id, name)
         if self._ledger.start(build_id, name):
-            self._ledger.finish(build_id, name, "error", None, reason)
-            await self._report(build_id, name, "error", None, reason, environment=environment)
+            await self._end_in_error(build_id, name, reason, environment=environment)
         log.info("build %d: action %s: %s", build_id, name, reason)
         return f"{name} error"
+
+    async def _end_in_error(self, build_id: int, name: str, reason: str, **said: str | None) -> None:
+        """End an action this runner started in its ledger as an `error`, and report why."""
+        self._ledger.finish(build_id, name, "error", None, reason)
+        await self._report(build_id, name, "error", None, reason, **said)
 
     async def _approved(self, build_id: int, name: str) -> str | None:
         """Run action `name` of build `build_id` if an approval of it was ordered; None while none was."""
@@ -338,9 +342,7 @@ class ActionRunner:
             if refusal is not None:
                 outcomes.append(f"{action.name} error")
                 if self._ledger.start(certified.build_id, action.name):
-                    self._ledger.finish(certified.build_id, action.name, "error", None, refusal)
-                    await self._report(certified.build_id, action.name, "error", None, refusal,
-                                       environment=action.environment)
+                    await self._end_in_error(certified.build_id, action.name, refusal, environment=action.environment)
             elif approved_by is None and needs_approval(action, self._config.network):
                 outcomes.append(f"{action.name} waits for an approval to deploy to {action.environment}")
                 await self._wait(certified.build_id, action)
@@ -413,8 +415,7 @@ class ActionRunner:
         try:
             secrets = self._config.secret_values(operation.repository, action.secrets)
         except RunnerConfigError as error:
-            self._ledger.finish(build_id, action.name, "error", None, str(error))
-            await self._report(build_id, action.name, "error", None, str(error), **said)
+            await self._end_in_error(build_id, action.name, str(error), **said)
             return "error"
         environment = {
             "CI": "true", "CI_SYSTEM_NAME": "pbft-ci", "CI_BUILD_ID": str(build_id), "CI_REPO": operation.repository,

@@ -27,9 +27,9 @@ MAX_SUPERSEDED = 16
 
 
 class Builds:
-    def __init__(self, store: RecordStore) -> None:
+    def __init__(self, store: RecordStore, actions: Actions) -> None:
         self._store = store
-        self._actions = Actions(store)  # a record lists its actions and their approvals
+        self._actions = actions  # a record lists its actions and their approvals
 
     def add_pending(self, request: Request, submitted_at: float) -> None:
         operation = request.operation

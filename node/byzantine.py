@@ -270,7 +270,7 @@ class Equivocate(Behaviour):
         if not isinstance(message, PrePrepare) or not message.batch:
             return frame
         batch = message.batch[:-1]
-        twin = signed(replace(message, digest=batch_digest(batch), batch=batch), self._sign)
+        twin = signed(replace(message, digest=batch_digest(batch, message.verdicts), batch=batch), self._sign)
         self._warn(
             "byzantine equivocate: view=%d seq=%d digest=%s (%d requests) to even peers, digest=%s (%d) to odd peers",
             message.view, message.seq, message.digest[:8], len(message.batch), twin.digest[:8], len(batch),

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from pbft.durable import DurableState
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
-from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, decode, encode
+from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, VerdictProof, decode, encode
+from pbft.wire import decode_struct
 from pbft.storage import StoreError
 
 SCHEMA = """
@@ -69,6 +70,13 @@ CREATE TABLE IF NOT EXISTS verdicts (
     result TEXT,
     PRIMARY KEY (client, timestamp)
 );
+CREATE TABLE IF NOT EXISTS verdict_log (
+    position INTEGER PRIMARY KEY,
+    client TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    leaf BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stable_proofs (
     seq INTEGER PRIMARY KEY,
     proof TEXT NOT NULL
@@ -88,6 +96,8 @@ CREATE TABLE IF NOT EXISTS builds (
 MIGRATIONS = {
     ("builds", "built"): "ALTER TABLE builds ADD COLUMN built INTEGER NOT NULL DEFAULT 1",
     ("builds", "builders"): "ALTER TABLE builds ADD COLUMN builders TEXT",
+    # The verdict proofs ordered beside a batch (`pbft.ci.verdictlog`); NULL for a batch with none.
+    ("ledger", "verdicts"): "ALTER TABLE ledger ADD COLUMN verdicts TEXT",
 }
 
 
@@ -109,6 +119,7 @@ class Loaded:
     deliveries: list[tuple[int, Request]]  # executed requests naming a delivery (`pbft.deliveries`), replayed too
     changes: list[tuple[int, Request]]  # executed network changes (`pbft.networks`), replayed by a restore
     chosen: dict[tuple[str, int], tuple[int, ...]]  # executed builds only the order's f+1 build (`pbft.builders`)
+    log: list[tuple[tuple[str, int], bytes]]  # the verdict log's leaves, in order (`pbft.ci.verdictlog`)
 
 
 def current_boot() -> str | None:
@@ -201,7 +212,9 @@ class NodeStore:
             found.sort(key=lambda build: build[0])
         self._pruned_below = state.low_watermark
         self._saved_state = state
-        return Loaded(state, messages, executed, unfinished, learnt, cancels, deliveries, self._changes(), chosen)
+        log = [((client, timestamp), bytes(leaf)) for client, timestamp, leaf in self._db.execute(
+            "SELECT client, timestamp, leaf FROM verdict_log ORDER BY position")]
+        return Loaded(state, messages, executed, unfinished, learnt, cancels, deliveries, self._changes(), chosen, log)
 
     def save(self, state: DurableState, effects: list[Effect], *, sync: bool = True) -> None:
         """Persist one replica step atomically: its state and whatever its effects make durable.
@@ -372,9 +385,14 @@ class NodeStore:
 
     def _store_execution(self, effect: Execute) -> None:
         batch = json.dumps([encode(request) for request in effect.batch])
+        verdicts = json.dumps([encode(proof) for proof in effect.verdicts]) if effect.verdicts else None
         self._db.execute(
-            "INSERT OR REPLACE INTO ledger (seq, view, digest, batch, state_digest) VALUES (?, ?, ?, ?, ?)",
-            (effect.seq, effect.view, effect.digest, batch, effect.state_digest),
+            "INSERT OR REPLACE INTO ledger (seq, view, digest, batch, state_digest, verdicts) VALUES (?, ?, ?, ?, ?, ?)",
+            (effect.seq, effect.view, effect.digest, batch, effect.state_digest, verdicts),
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO verdict_log (position, client, timestamp, seq, leaf) VALUES (?, ?, ?, ?, ?)",
+            [(leaf.position, *leaf.key, leaf.seq, leaf.data) for leaf in effect.leaves],
         )
         chosen = dict(effect.chosen)
         for requests, built in ((effect.requests, 1), (effect.answered, 1), (effect.learnt, 0)):
@@ -389,9 +407,11 @@ class NodeStore:
 
     def ledger_entries(self, from_seq: int, to_seq: int) -> list[LedgerEntry]:
         rows = self._db.execute(
-            "SELECT seq, batch FROM ledger WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
+            "SELECT seq, batch, verdicts FROM ledger WHERE seq BETWEEN ? AND ? ORDER BY seq", (from_seq, to_seq)
         )
-        return [LedgerEntry(seq, tuple(decode(wire) for wire in json.loads(batch))) for seq, batch in rows]
+        return [LedgerEntry(seq, tuple(decode(wire) for wire in json.loads(batch)),
+                            () if verdicts is None else tuple(decode_struct(VerdictProof, proof) for proof in json.loads(verdicts)))
+                for seq, batch, verdicts in rows]
 
     def stable_proof_seqs(self, from_seq: int, to_seq: int) -> list[int]:
         rows = self._db.execute(

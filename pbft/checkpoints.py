@@ -24,8 +24,9 @@ class Checkpoints:
         # Matching votes that make a checkpoint stable (`pbft.quorum.commit_quorum` of the members).
         self.quorum = 0
         self.votes: dict[int, dict[int, Checkpoint]] = {}  # seq -> sender -> signed checkpoint
-        # seq -> the state digest this replica computed there, and its network document's digest
-        self.own: dict[int, tuple[str, str]] = {}
+        # seq -> what this replica vouches for there (`Checkpoint.vouches`): its state digest, its
+        # network document's digest and its verdict log's head
+        self.own: dict[int, tuple[str, str, int, str]] = {}
         self.stable_seq = 0  # h
         self.stable_proof: tuple[Checkpoint, ...] = ()  # 2f+1 checkpoints proving h
         # Sequence numbers above h where a change of the network document executed: each is a
@@ -76,9 +77,9 @@ class Checkpoints:
         self.ahead[vote.sender] = vote.seq
         return None
 
-    def computed(self, seq: int, state_digest: str, network: str) -> None:
-        """This replica's own state and network document digests at `seq`: what a stable proof must match."""
-        self.own[seq] = (state_digest, network)
+    def computed(self, seq: int, vouched: tuple[str, str, int, str]) -> None:
+        """What this replica vouches for at `seq` (`Checkpoint.vouches`): what a stable proof must match."""
+        self.own[seq] = vouched
 
     def adopt_proof(self, seq: int, proof: tuple[Checkpoint, ...]) -> None:
         """Votes from a verified 2f+1 proof (a view change or state transfer carried it). Each
@@ -95,7 +96,7 @@ class Checkpoints:
         own = self.own.get(seq)
         if own is None or seq <= self.stable_seq:
             return False
-        proof = tuple(vote for vote in self.votes.get(seq, {}).values() if (vote.state_digest, vote.network) == own)
+        proof = tuple(vote for vote in self.votes.get(seq, {}).values() if vote.vouches() == own)
         if len(proof) < self.quorum:
             return False
         assert len({vote.sender for vote in proof}) == len(proof), "one vote per sender"
@@ -120,4 +121,4 @@ class Checkpoints:
             elif checkpoint.seq < stable_seq or self.add(checkpoint, last_executed) is not None:
                 continue
             if checkpoint.sender == me:
-                self.computed(checkpoint.seq, checkpoint.state_digest, checkpoint.network)
+                self.computed(checkpoint.seq, checkpoint.vouches())

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from pbft.ci.ordered import OrderedBuild
-from pbft.messages import Checkpoint, Fetch, Message, PrePrepare, Prepare, Relay, Reply, Request, StateTransfer
+from pbft.ci.verdictlog import Leaf
+from pbft.messages import Checkpoint, Fetch, Message, PrePrepare, Prepare, Relay, Reply, Request, StateTransfer, VerdictProof
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class Execute:
     # The network document in force at `seq` (`pbft.ci.ordered`): its digest, and itself.
     network: str = ""
     document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The batch's verdict proofs, which its digest binds (the ledger serves them to state
+    # transfer), and the verdicts they appended to the verdict log (`pbft.ci.verdictlog`).
+    verdicts: tuple[VerdictProof, ...] = ()
+    leaves: tuple[Leaf, ...] = ()
 
     def ordered(self) -> tuple[OrderedBuild, ...]:
         """The builds to start, each with what the order decided for it."""

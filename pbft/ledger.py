@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pbft.messages import Checkpoint, LedgerEntry, Request
+from pbft.messages import Checkpoint, LedgerEntry, Request, VerdictProof
 
 
 class LedgerReader(Protocol):
@@ -31,10 +31,12 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self.batches: dict[int, tuple[Request, ...]] = {}
+        self.verdicts: dict[int, tuple[VerdictProof, ...]] = {}  # the batches' verdict proofs, where any
         self.proofs: dict[int, tuple[Checkpoint, ...]] = {}
 
     def ledger_entries(self, from_seq: int, to_seq: int) -> list[LedgerEntry]:
-        return [LedgerEntry(seq, self.batches[seq]) for seq in range(from_seq, to_seq + 1) if seq in self.batches]
+        return [LedgerEntry(seq, self.batches[seq], self.verdicts.get(seq, ()))
+                for seq in range(from_seq, to_seq + 1) if seq in self.batches]
 
     def stable_proof_seqs(self, from_seq: int, to_seq: int) -> list[int]:
         return sorted(seq for seq in self.proofs if from_seq <= seq <= to_seq)

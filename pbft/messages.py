@@ -26,6 +26,7 @@ MAX_BATCH = 1024
 MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
+MAX_PROOFS = 8  # certified verdicts one batch adds to the verdict log (`pbft.ci.verdictlog`)
 
 
 def _network():
@@ -67,6 +68,39 @@ class Request:
         return (self.client, self.timestamp)
 
 
+@message("result")
+class ResultVote:
+    """<RESULT, n, c, t, r, i>: node i's outcome of client c's request t, ordered at n.
+
+    2f+1 matching votes certify a build's result in every honest node's
+    ledger, independently of what any client accepted.
+    """
+
+    seq: int = wire(SEQ)
+    client: str = wire(NAME)
+    timestamp: int = wire(SEQ)
+    result: Result = wire(Struct(Result))
+    sender: int = wire(SEQ)
+    statement_sig: str = _attestation_sig()  # as in Reply: so that every node's ledger can show the attestation
+    link_sig: str = _attestation_sig()
+    provenance_sig: str = _attestation_sig()
+
+    @functools.cached_property
+    def key(self) -> tuple[str, int]:
+        # Cached: the same tuple object keys every table that remembers this request.
+        return (self.client, self.timestamp)
+
+
+@struct
+class VerdictProof:
+    """The signed RESULT votes that certified one build's verdict (`pbft.quorum.verdict`), as a
+    primary proposes them for the verdict log beside a batch (`pbft.ci.verdictlog`): every vote
+    for the agreed result it held when the verdict was decided, and both votes of any node
+    proven to have signed two. Each vote speaks for itself: checked against its signer."""
+
+    votes: tuple[ResultVote, ...] = wire(ListOf(Nested(ResultVote), MAX_VOTES, minimum=1))
+
+
 @message("status")
 class Status:
     """<STATUS, v, n, i>: node i is in view v (not changing it) and has executed up to n.
@@ -105,6 +139,11 @@ class PrePrepare:
     sender: int = wire(SEQ)
     batch: tuple[Request, ...] = wire(ListOf(Nested(Request), MAX_BATCH), default=(), signed=False)
     epoch: int = _epoch()
+    # Certified verdicts for the verdict log, ordered with the batch and bound by the same
+    # digest (`batch_digest`); left out while none, so batches without keep their bytes.
+    verdicts: tuple[VerdictProof, ...] = wire(
+        ListOf(Struct(VerdictProof), MAX_PROOFS), default=(), omit=(), signed=False, kw_only=True
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +176,15 @@ class Checkpoint:
     state_digest: str = wire(HEX64)
     sender: int = wire(SEQ)
     network: str = _network()
+    # The verdict log's head after n (`pbft.ci.verdictlog`): its size and root, left out while
+    # the log is empty (checkpoints signed before the log keep their bytes). The chain of batch
+    # digests binds the log already; signed here, 2f+1 checkpoints alike are a co-signed head.
+    log_size: int = wire(SEQ, default=0, omit=0, kw_only=True)
+    log_root: str = wire(HEX64, default="", omit="", kw_only=True)
+
+    def vouches(self) -> tuple[str, str, int, str]:
+        """What checkpoints must share to match: the state, the network document and the log's head."""
+        return (self.state_digest, self.network, self.log_size, self.log_root)
 
 
 @struct
@@ -186,6 +234,7 @@ class LedgerEntry:
 
     seq: int = wire(SEQ)
     batch: tuple[Request, ...] = wire(ListOf(Nested(Request), MAX_BATCH))
+    verdicts: tuple[VerdictProof, ...] = wire(ListOf(Struct(VerdictProof), MAX_PROOFS), default=(), omit=())
 
 
 @message("fetch")
@@ -272,29 +321,6 @@ class CurrentView:
     network: str = _network()
 
 
-@message("result")
-class ResultVote:
-    """<RESULT, n, c, t, r, i>: node i's outcome of client c's request t, ordered at n.
-
-    2f+1 matching votes certify a build's result in every honest node's
-    ledger, independently of what any client accepted.
-    """
-
-    seq: int = wire(SEQ)
-    client: str = wire(NAME)
-    timestamp: int = wire(SEQ)
-    result: Result = wire(Struct(Result))
-    sender: int = wire(SEQ)
-    statement_sig: str = _attestation_sig()  # as in Reply: so that every node's ledger can show the attestation
-    link_sig: str = _attestation_sig()
-    provenance_sig: str = _attestation_sig()
-
-    @functools.cached_property
-    def key(self) -> tuple[str, int]:
-        # Cached: the same tuple object keys every table that remembers this request.
-        return (self.client, self.timestamp)
-
-
 @message("relay", signed=False)
 class Relay:
     """<RELAY, votes>: signed votes, passed on in one frame.
@@ -323,10 +349,22 @@ Message = Union[
 ]
 
 
-def batch_digest(batch: tuple[Request, ...]) -> str:
-    return digest([request.digest() for request in batch])
+def batch_digest(batch: tuple[Request, ...], verdicts: tuple[VerdictProof, ...] = ()) -> str:
+    """What a PRE-PREPARE's votes agree on: its requests (each with its signature) and the
+    verdict proofs beside them, whose votes' signatures are bound the same way."""
+    requests = digest([request.digest() for request in batch])
+    return requests if not verdicts else digest([requests, [digest(encode(proof)) for proof in verdicts]])
 
 
 def signed(message: Message, sign) -> Message:
     """Return `message` carrying the signature `sign(payload)`."""
     return replace(message, sig=sign(message.payload()))
+
+
+def describe(message: Message) -> str:
+    """A message's type and the fields that place it, for a log line."""
+    parts = [message.TYPE]
+    for name in ("view", "seq", "sender", "client", "timestamp"):
+        if hasattr(message, name):
+            parts.append(f"{name}={getattr(message, name)}")
+    return " ".join(parts)

@@ -41,7 +41,7 @@ from pbft.networkchange import document_digest
 from pbft.networks import NetworkState, applied_reason
 from pbft.build import Result
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, ViewChange, VoteFetch, batch_digest, signed,
+    Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, VerdictProof, ViewChange, VoteFetch, batch_digest, describe, signed,
 )
 from pbft.relay import VoteRelay
 from pbft.statetransfer import StateSync
@@ -245,7 +245,7 @@ class Replica:
         else:
             reason = handler(message)
         if reason is not None:
-            logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, _describe(message), reason)
+            logger.warning("node=%d view=%d dropped %s: %s", self.id, self.view, describe(message), reason)
         return reason
 
     def tick(self, now: float, unreachable: frozenset[int] = frozenset()) -> None:
@@ -261,6 +261,8 @@ class Replica:
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._outbox.extend(self.relay.fall_back(self.slots, self.views, self.now))
         self._outbox.extend(self.sync.asks(self.auth, self.now, self.last_executed))
+        if self.is_primary and self.verdicts.log.due(self.now):
+            self._issue_preprepares()  # certified verdicts that no batch of requests came to carry
         self.verdicts.tick()
         self._outbox.extend(self.sync.announcements(self.auth, self.now, self.last_executed))
         self._check_invariants()
@@ -334,7 +336,7 @@ class Replica:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
         self.next_seq = self.log.decided_through(self.next_seq)  # a STATE's certificates may be there
         while (
-            self.clients.pending
+            (self.clients.pending or self.verdicts.log.due(self.now))
             and self.mode is Mode.NORMAL
             and self.epochs.pending is None
             and self.last_executed >= self.views.stable_seq
@@ -342,14 +344,14 @@ class Replica:
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
-            batch = self.clients.next_batch(self.settings.batch_max)
+            batch, proofs = self.clients.next_batch(self.settings.batch_max), self.verdicts.log.propose()
             self.next_seq += 1
             if any(request.operation.change is not None for request in batch):
                 # It may change the membership: nothing past it until it executed (`pbft.epochs`).
                 self._change_issued_at = self.next_seq
             self._cover_vote(self.next_seq)
             preprepare = signed(
-                PrePrepare(self.view, self.next_seq, batch_digest(batch), self.id, batch, epoch=self.epoch),
+                PrePrepare(self.view, self.next_seq, batch_digest(batch, proofs), self.id, batch, epoch=self.epoch, verdicts=proofs),
                 self.auth.sign,
             )
             logger.info(
@@ -371,7 +373,7 @@ class Replica:
         reason = self.admission.node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
         if reason is not None or self.admission.buffer_if_future(message):
             return reason
-        if message.digest != batch_digest(message.batch):
+        if message.digest != batch_digest(message.batch, message.verdicts):
             return "ignore_preprepare_wrong_digest"
         for request in message.batch:
             if not self.auth.verify_client(request.client, request.payload(), request.sig):
@@ -509,16 +511,16 @@ class Replica:
             if slot is None or not slot.committed or self.epochs.pending is not None:
                 return
             assert slot.preprepare is not None and self.log.committed_as_proposed(slot.preprepare.seq, commit_quorum(self.members.n, self.f))
-            self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, build=True)
+            self._append_to_ledger(slot.preprepare.seq, slot.preprepare.digest, slot.preprepare.batch, slot.preprepare.verdicts, build=True)
             if self.is_primary:
                 self._issue_preprepares()
 
-    def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], *, build: bool) -> None:
+    def _append_to_ledger(self, seq: int, batch_id: str, batch: tuple[Request, ...], verdicts: tuple[VerdictProof, ...], *, build: bool) -> None:
         """Execute one batch: the only place last_executed and the state digest move forward one step.
         What it builds, answers and cancels is the CI's (`pbft.ci.answers`): said before the
         batch's Execute effect, carried out after it."""
         assert seq == self.last_executed + 1
-        executed = self.answers.execute(seq, batch, build, self._apply_change)
+        executed = self.answers.execute(seq, batch, build, self._apply_change, verdicts)
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
@@ -528,7 +530,7 @@ class Replica:
         )
         network, document = self.network.document_at(seq) or ("", None)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, executed.built, self.state_digest, executed.learnt,
-                                    executed.answered, executed.builders, network, document))
+                                    executed.answered, executed.builders, network, document, verdicts, executed.leaves))
         self.answers.answer_executed(seq, batch, executed)
         self.views.progressed(self.now, self.clients.waiting)
         if self.checkpoints.due(seq):
@@ -593,6 +595,7 @@ class Replica:
         self.log.drop_above(start)
         self.sign_as_member()
         self.clients.unqueue_all()
+        self.verdicts.log.unpropose()
         self.clients.forwarded.clear()
         self.next_seq = max(self.next_seq if self.next_seq <= start else start, self.last_executed)
         self._entered_view = 0
@@ -607,11 +610,13 @@ class Replica:
     # --- checkpoints and garbage collection (§4.3) ---------------------
 
     def _take_checkpoint(self, seq: int) -> None:
-        self.checkpoints.computed(seq, self.state_digest, self.network.digest)
+        log_size, log_root = self.verdicts.log.head()
+        checkpoint = Checkpoint(seq, self.state_digest, self.id, network=self.network.digest, log_size=log_size, log_root=log_root)
+        self.checkpoints.computed(seq, checkpoint.vouches())
         if self.id not in self.epochs.members_at(seq):
             self._maybe_stable(seq)  # a node that is no member of the epoch signs none of its checkpoints
             return
-        checkpoint = signed(Checkpoint(seq, self.state_digest, self.id, network=self.network.digest), self.auth.sign)
+        checkpoint = signed(checkpoint, self.auth.sign)
         self.checkpoints.add(checkpoint, self.last_executed)
         self._outbox.append(Store(checkpoint))
         logger.info("node=%d view=%d seq=%d phase=checkpoint digest=%s", self.id, self.view, seq, self.state_digest[:8])
@@ -674,6 +679,7 @@ class Replica:
     def _start_view_change(self, view: int) -> None:
         self.views.move_to(view)
         self.clients.unqueue_all()
+        self.verdicts.log.unpropose()
         self._send_view_change()
         if self.views.quorum_wants_our_view():
             self._start_timer()
@@ -749,7 +755,7 @@ class Replica:
             return
         plan = plan_new_view(chosen, view, self.members, self.epoch)
         preprepares = tuple(
-            signed(PrePrepare(view, seq, old.digest, self.id, old.batch, epoch=self.epoch), self.auth.sign)
+            signed(PrePrepare(view, seq, old.digest, self.id, old.batch, epoch=self.epoch, verdicts=old.verdicts), self.auth.sign)
             for seq, old in sorted(plan.batches.items())
         )
         message = signed(NewView(view, chosen, preprepares, self.id, epoch=self.epoch), self.auth.sign)
@@ -849,8 +855,8 @@ class Replica:
             if reason is not None:
                 return reason
             for entry in entries:
-                self._append_to_ledger(entry.seq, batch_digest(entry.batch), entry.batch, build=False)
-            self._outbox.extend(self.sync.adopt_proof(message, self.state_digest if adopted else None))
+                self._append_to_ledger(entry.seq, batch_digest(entry.batch, entry.verdicts), entry.batch, entry.verdicts, build=False)
+            self._outbox.extend(self.sync.adopt_proof(message, (self.state_digest, self.verdicts.log.head()) if adopted else None))
             self._maybe_stable(message.stable_seq)
             if adopted:
                 logger.warning("node=%d view=%d seq=%d phase=state-transfer from=%d",
@@ -982,10 +988,3 @@ class Replica:
         self.transfer.check_invariants()
         self.answers.check_invariants()
 
-
-def _describe(message: Message) -> str:
-    parts = [message.TYPE]
-    for name in ("view", "seq", "sender", "client", "timestamp"):
-        if hasattr(message, name):
-            parts.append(f"{name}={getattr(message, name)}")
-    return " ".join(parts)

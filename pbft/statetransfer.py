@@ -181,13 +181,15 @@ class StateSync:
         )
         return (None if problem is None else f"ignore_state_{problem}"), entries
 
-    def adopt_proof(self, message: StateTransfer | ViewChange, state_digest: str | None = None) -> list[Effect]:
+    def adopt_proof(self, message: StateTransfer | ViewChange,
+                    reached: tuple[str, tuple[int, str]] | None = None) -> list[Effect]:
         """Take the checked proof of `message.stable_seq`: the checkpoint we reached there by
-        adopting the entries up to it (`state_digest`), or executed ourselves but missed the
-        CHECKPOINTs that make it stable, so that our window could not move. The replica then
-        sees whether it became stable."""
-        if state_digest is not None:
-            self.checkpoints.computed(message.stable_seq, state_digest, self.network.digest)
+        adopting the entries up to it (`reached`: our state digest and verdict log head there), or
+        executed ourselves but missed the CHECKPOINTs that make it stable, so that our window could
+        not move. The replica then sees whether it became stable."""
+        if reached is not None:
+            (state_digest, (log_size, log_root)) = reached
+            self.checkpoints.computed(message.stable_seq, (state_digest, self.network.digest, log_size, log_root))
         self.checkpoints.adopt_proof(message.stable_seq, message.checkpoint_proof)
         return [Store(checkpoint) for checkpoint in message.checkpoint_proof]
 

@@ -57,6 +57,9 @@ class Loaded(Protocol):
     @property
     def chosen(self) -> dict[tuple[str, int], tuple[int, ...]]: ...  # builds only f+1 chosen build (`pbft.builders`)
 
+    @property
+    def log(self) -> list[tuple[tuple[str, int], bytes]]: ...  # the verdict log's leaves, in order: (build, data)
+
 
 class ReplicaStore(LedgerReader, Protocol):
     """Also a `pbft.ledger.LedgerReader`: FETCH is answered from the store."""

@@ -80,7 +80,7 @@ class LedgerTransfer:
             return "entries_not_contiguous", []
         chained = state_digest
         for entry in missing:
-            chained = digest([chained, entry.seq, batch_digest(entry.batch)])
+            chained = digest([chained, entry.seq, batch_digest(entry.batch, entry.verdicts)])
         if chained != vouched_digest:
             return "entries_do_not_match_checkpoint", []
         return None, missing

@@ -67,7 +67,7 @@ def checkpoint_proof_problem(
     senders = {c.sender for c in proof}
     if len(senders) != len(proof) or len(senders) < commit_quorum(members.n, members.f):
         return "checkpoint_proof_too_small"
-    if len({(c.state_digest, c.network) for c in proof}) != 1 or any(c.seq != seq for c in proof):
+    if len({c.vouches() for c in proof}) != 1 or any(c.seq != seq for c in proof):
         return "checkpoint_proof_mismatch"
     if not all(members.signed_by_member(checkpoint, auth) for checkpoint in proof):
         return "checkpoint_proof_bad_signature"
@@ -79,7 +79,7 @@ def _preprepare_problem(preprepare: PrePrepare, members: Membership, auth: Authe
         return "certificate_of_another_epoch"
     if preprepare.sender != members.primary(preprepare.view):
         return "certificate_preprepare_not_from_primary"
-    if preprepare.digest != batch_digest(preprepare.batch):
+    if preprepare.digest != batch_digest(preprepare.batch, preprepare.verdicts):
         return "certificate_wrong_digest"
     if not members.signed_by_member(preprepare, auth):
         return "certificate_bad_preprepare_signature"

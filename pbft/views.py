@@ -241,7 +241,7 @@ class Views:
         if [(pp.seq, pp.digest) for pp in message.preprepares] != expected:
             return "wrong_preprepares", None
         for pp in message.preprepares:
-            if (pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch)
+            if (pp.view != message.view or pp.sender != message.sender or pp.digest != batch_digest(pp.batch, pp.verdicts)
                     or pp.epoch != self.epoch):
                 return "malformed_preprepare", None
             if not self.members.signed_by_member(pp, auth):

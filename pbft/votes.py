@@ -45,6 +45,7 @@ class Counted(NamedTuple):
     kept: bool
     decided: tuple[str, dict | None] | None = None  # (state, agreed result) if this vote decided the verdict
     evidence: tuple[ResultVote, ResultVote] | None = None  # its sender's two different signed results
+    proof: tuple[ResultVote, ...] = ()  # a certified verdict's votes (`pbft.ci.verdictlog`)
 
 
 class Ask:
@@ -125,19 +126,23 @@ class ResultVotes:
         first = held.get(vote.sender)
         if first is None:
             held[vote.sender] = vote
-            return Counted(True, self._decide(vote.key, members))
+            decided, proof = self._decide(vote.key, members)
+            return Counted(True, decided, proof=proof)
         if first.result.agreed_key() == vote.result.agreed_key() or vote.sender in self.proven.get(vote.key, {}):
             return Counted(False)
         self.proven.setdefault(vote.key, {})[vote.sender] = vote
-        return Counted(False, self._decide(vote.key, members), (first, vote))
+        decided, proof = self._decide(vote.key, members)
+        return Counted(False, decided, (first, vote), proof)
 
-    def _decide(self, key: Key, members: Membership) -> tuple[str, dict | None] | None:
-        """(state, agreed result) if the votes held for `key` decide its verdict now."""
+    def _decide(self, key: Key, members: Membership) -> tuple[tuple[str, dict | None] | None, tuple[ResultVote, ...]]:
+        """((state, agreed result), proof) if the votes held for `key` decide its verdict now; the
+        proof, of a certified one: the votes for its result, and both of each node proven to sign two."""
         held = self.votes[key]
+        proven = self.proven.get(key, {})
         state, agreed = verdict({sender: v.result.agreed_key() for sender, v in held.items()}, members.n, members.f,
-                                self.chosen.get(key, ()), frozenset(self.proven.get(key, ())))
+                                self.chosen.get(key, ()), frozenset(proven))
         if state == "pending":
-            return None
+            return None, ()
         assert len(held) <= members.n
         self.decided[key] = state
         self.asks.pop(key, None)
@@ -145,9 +150,11 @@ class ResultVotes:
         del self.votes[key]
         self.voters[key] = sum(1 << sender for sender in held)
         if agreed is None:
-            return (state, None)
+            return (state, None), ()
         self.certified[key] = hash(agreed)
-        return (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed))
+        proof = tuple(v for sender, v in held.items() if v.result.agreed_key() == agreed or sender in proven)
+        return (state, next(v.result.agreed() for v in held.values() if v.result.agreed_key() == agreed)), (
+            *proof, *proven.values())
 
     def settle(self, key: Key, state: str, result: Result) -> bool:
         """The order decided the verdict of the ordered build `key` (`pbft.cancels`): `state`

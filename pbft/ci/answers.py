@@ -23,10 +23,11 @@ from pbft.cancels import Cancels, cancel_result, cancelled_result, target_of
 from pbft.ci.ordered import OrderedBuild
 from pbft.ci.ports import Ports
 from pbft.ci.variations import variations_of, vary_of
+from pbft.ci.verdictlog import Leaf
 from pbft.ci.verdicts import Verdicts
 from pbft.deliveries import Deliveries, duplicate_result
 from pbft.effects import RecordVerdict, SendReply, StopBuild
-from pbft.messages import Reply, Request, ResultVote, signed
+from pbft.messages import Reply, Request, ResultVote, VerdictProof, signed
 from pbft.provenance import Provenance
 from pbft.storage import Loaded
 
@@ -56,6 +57,7 @@ class Executed:
     builders: tuple[tuple[Key, tuple[int, ...]], ...]  # the builders picked, for the builds that have them
     answers: Mapping[Key, Result | None]  # the order's answer to each request new in the batch
     targets: tuple[Key, ...]  # the builds the batch's cancels cancel
+    leaves: tuple[Leaf, ...] = ()  # the verdicts the batch's proofs appended to the verdict log
 
 
 class Answers:
@@ -173,7 +175,7 @@ class Answers:
         return cancelled_result() if request.key in self.cancels else None
 
     def execute(self, seq: int, batch: tuple[Request, ...], build: bool,
-                apply_change: Callable[[int, Request], Result]) -> Executed:
+                apply_change: Callable[[int, Request], Result], proofs: tuple[VerdictProof, ...] = ()) -> Executed:
         """The CI's share of executing `batch` at `seq`, before its Execute effect: the requests
         new in it are executed in the client table, its cancels and deliveries taken, each one
         answered by the order where it can be (a network change by `apply_change`, which applies
@@ -182,7 +184,8 @@ class Answers:
 
         Cancels in it take effect here, built or learnt alike (`pbft.cancels`): each one's
         target is cancelled before anything of the batch starts (`answer_executed`), so a
-        target in the same batch, before or after its cancel, is never built."""
+        target in the same batch, before or after its cancel, is never built. The verdicts the
+        batch's `proofs` certify join the verdict log (`pbft.ci.verdictlog`)."""
         ports, result_votes, standby = self.ports, self.verdicts.result_votes, self.verdicts.standby
         # A node outside the membership that orders `seq` (removed, or not joined yet) follows
         # the order and builds nothing: none of its results would count.
@@ -214,7 +217,7 @@ class Answers:
         built = tuple(r for r in owed if r not in standing_by) if build else ()
         learnt = tuple(r for r in owed if r not in built)
         builders = tuple((key, picks) for key, picks in chosen.items() if picks)
-        return Executed(built, learnt, answered, builders, answers, targets)
+        return Executed(built, learnt, answered, builders, answers, targets, self.verdicts.log_verdicts(seq, proofs))
 
     def answer_executed(self, seq: int, batch: tuple[Request, ...], executed: Executed) -> None:
         """After the batch's Execute: the votes may decide a verdict, or make this node build
@@ -275,7 +278,8 @@ class Answers:
         and their votes (`Verdicts.restore`), then the executed cancels, replayed in ledger order
         so that they cancel again what they cancelled before the stop, and the deliveries."""
         clients = self.ports.clients
-        self.verdicts.restore(loaded.executed, loaded.chosen, [m for m in loaded.messages if isinstance(m, ResultVote)])
+        self.verdicts.restore(loaded.executed, loaded.chosen, [m for m in loaded.messages if isinstance(m, ResultVote)],
+                              loaded.log)
         for _, cancel in sorted(loaded.cancels, key=lambda entry: entry[0]):
             if cancel.key in clients.executed:
                 target = self.cancels.add(cancel)

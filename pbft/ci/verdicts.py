@@ -16,8 +16,9 @@ from typing import Iterable, Mapping
 from pbft.builders import Standby
 from pbft.ci.ordered import OrderedBuild
 from pbft.ci.ports import Ports
+from pbft.ci.verdictlog import Leaf, VerdictLog, proof_problem
 from pbft.effects import Broadcast, BuildLearnt, RecordVerdict, ServeVotes, Store
-from pbft.messages import MAX_VOTE_FETCH, Request, ResultVote, VoteFetch, signed
+from pbft.messages import MAX_VOTE_FETCH, Request, ResultVote, VerdictProof, VoteFetch, signed
 from pbft.seat import keep_per_sender
 from pbft.votes import ResultVotes
 
@@ -38,6 +39,8 @@ class Verdicts:
         # cannot push out anybody else's.
         self.early_votes: dict[int, deque[ResultVote]] = {}
         self.votes_served_at: dict[int, float] = {}
+        # Every certified verdict, in the order's order (`pbft.ci.verdictlog`).
+        self.log = VerdictLog()
 
     def on_result_vote(self, message: ResultVote) -> str | None:
         """Count another node's RESULT towards the build's verdict. A vote that agrees
@@ -71,7 +74,9 @@ class Verdicts:
         ports = self.ports
         if vote.sender not in ports.members_at(self.result_votes.seq[vote.key]):
             return False  # a node that joined after the build was ordered: not one of its voters
-        kept, decided, evidence = self.result_votes.add(vote)
+        kept, decided, evidence, proof = self.result_votes.add(vote)
+        if proof:
+            self.log.certified(vote.key, VerdictProof(proof), ports.now())
         if kept:
             ports.emit(Store(vote))
             if ports.primary_relays():
@@ -194,6 +199,7 @@ class Verdicts:
         """The client table forgot these requests at a checkpoint: so do the verdicts, and a
         build forgotten before its verdict reached us stays open in no table: the ledger says
         so ("expired") rather than "pending" for ever."""
+        self.log.forget(forgotten)
         for key in forgotten:
             self.standby.drop(key)
         for (client, timestamp), seq in self.result_votes.forget(forgotten):
@@ -201,16 +207,37 @@ class Verdicts:
                            client, timestamp)
             self.ports.emit(RecordVerdict(seq, client, timestamp, "expired", None))
 
+    def log_verdicts(self, seq: int, proofs: Iterable[VerdictProof]) -> tuple[Leaf, ...]:
+        """Append to the verdict log, where the batch at `seq` executes, the verdicts its proofs
+        certify, each checked by rules of the order alone (`pbft.ci.verdictlog`): of a build
+        ordered before `seq` and still in the client table, not logged yet."""
+        leaves = []
+        for proof in proofs:
+            first = proof.votes[0]
+            if first.key in self.log.logged or self.result_votes.seq.get(first.key) != first.seq or first.seq >= seq:
+                continue
+            problem, data = proof_problem(proof, self.ports.members_at, self.ports.auth,
+                                          self.result_votes.chosen.get(first.key, ()))
+            if problem is not None:
+                logger.warning("node=%d seq=%d build=%s-%d verdict proof refused: %s", self.id, seq, first.client,
+                               first.timestamp, problem)
+                continue
+            leaves.append(self.log.append(first.key, first.seq, data))
+        return tuple(leaves)
+
     def restore(self, executed: Mapping[Key, tuple[int, bool]], chosen: Mapping[Key, tuple[int, ...]] | None,
-                votes: Iterable[ResultVote]) -> None:
+                votes: Iterable[ResultVote], leaves: Iterable[tuple[Key, bytes]] = ()) -> None:
         """After a restart: the builds the ledger executed (key -> (seq, replied)), less what
-        expired, with the builders the order picked for them, and the votes on those builds,
-        counted by the same rule as live."""
+        expired, with the builders the order picked for them, the verdict log's leaves, and the
+        votes on those builds, counted by the same rule as live."""
         clients = self.ports.clients
         for key, (seq, replied) in executed.items():
             if not clients.expired(key):
                 clients.remember(key, True if replied else None)
                 self.result_votes.ordered(key, seq, (chosen or {}).get(key, ()))
+        self.log.restore(leaves, lambda key: key in self.result_votes)
         for vote in votes:
             if vote.key in self.result_votes:
-                self.result_votes.add(vote)
+                proof = self.result_votes.add(vote).proof
+                if proof:
+                    self.log.certified(vote.key, VerdictProof(proof), self.ports.now())

@@ -169,7 +169,7 @@ class Equivocate(Honest):
             batch = preprepare.batch[::-1]
         else:
             return None
-        return signed(replace(preprepare, batch=batch, digest=batch_digest(batch)), self.auth.sign)
+        return signed(replace(preprepare, batch=batch, digest=batch_digest(batch, preprepare.verdicts)), self.auth.sign)
 
 
 class EquivocateResults(Honest):

@@ -38,7 +38,7 @@ Each violation has a kind, one per checker:
   (it started a build for it or replied other than `skipped`), never answered
   such a duplicate, or replied `skipped` to the first request of one
   (`pbft.deliveries`);
-- `converge`, `ledger`: see `pbft.sim.settled`.
+- `converge`, `ledger`: see `pbft.sim.settled`; `log`: `pbft.sim.logcheck`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
-CHECKS = ("safety", "conflict", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore",
+CHECKS = ("safety", "conflict", "log", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore",
           "amnesia", "memory", "converge", "ledger")
 
 
@@ -360,7 +360,7 @@ def vouched(message: Message) -> tuple | None:
     if isinstance(message, (PrePrepare, Prepare, Commit)):
         return (message.TYPE, message.epoch, message.view, message.seq, message.digest)
     if isinstance(message, Checkpoint):
-        return (message.TYPE, 0, 0, message.seq, message.state_digest)
+        return (message.TYPE, 0, 0, message.seq, message.vouches())
     return None
 
 

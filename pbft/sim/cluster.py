@@ -22,7 +22,7 @@ from pbft.ci.ordered import OrderedBuild
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
-from pbft.messages import Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
+from pbft.messages import Checkpoint, Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.membership import Membership
 from pbft.durable import DurableState
@@ -31,24 +31,11 @@ from pbft.sim.auth import SimKeys
 from pbft.sim.networks import MEMBERSHIP, NetworkChecker, genesis, menu, owner_secrets
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
-    CHECKS,
-    BuildChecker,
-    CancelChecker,
-    DeliveryChecker,
-    MemoryBounds,
-    MemoryChecker,
-    SafetyChecker,
-    Violation,
-    conflict,
-    excused,
-    forgotten,
-    liveness_failures,
-    replica_sizes,
-    restart_load_problem,
-    restore_problem,
+    CHECKS, BuildChecker, CancelChecker, DeliveryChecker, MemoryBounds, MemoryChecker, SafetyChecker, Violation, conflict,
+    disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem, restore_problem,
     vouched,
-    disagreement_failures,
 )
+from pbft.sim.logcheck import LogChecker
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
@@ -270,7 +257,7 @@ class SimCluster:
         self.clients = {name: SimClient(name, keys.for_client(name), self.n, self.f, self._members)
                         for name in client_names}
         self.honest = frozenset(node for node in range(self.n) if self.nodes[node].honest)
-        self.safety = SafetyChecker(self.f)
+        self.safety, self.log_check = SafetyChecker(self.f), LogChecker()
         self.cancels = CancelChecker()
         self.deliveries = DeliveryChecker()
         self.builds = self._build_checker()
@@ -420,7 +407,7 @@ class SimCluster:
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
         violations = (self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations
-                      + self._restarts)
+                      + self._restarts + self.log_check.violations)
         violations += disagreement_failures(self.now_s, self.safety.produced_results, self.cancels.all_cancelled())
         if broken is not None:
             violations.append(broken)
@@ -782,6 +769,8 @@ class SimCluster:
     def _vouch(self, node: int, message: Message) -> None:
         """Remember what an honest node told everyone, to find what a restart forgot, and who fetches."""
         item = vouched(message)
+        if isinstance(message, Checkpoint):
+            self.log_check.checkpointed(self.now_s, node, message)
         if item is not None:
             self._sent[node].add(item)
             problem = conflict(self._signed[node], item)
@@ -806,6 +795,7 @@ class SimCluster:
             self.deliveries.executed(node, effect.seq, [request for request in effect.batch if request.key in fresh],
                                      self.nodes[node].replica.clients.executed)
             self.safety.executed(self.now_s, node, effect.seq, effect.digest, builds)
+            self.log_check.executed(self.now_s, node, effect)
             batch = tuple(request.key for request in effect.batch)
             # What the order alone answers (cancels, builds cancelled before they executed) is
             # the node's part done, as a build is.

@@ -50,7 +50,8 @@ Commands:
     clients node=N                  N's client table: the floor and how many executed requests it keeps
 
 Events: `n1 execute seq=2 built=t2` (with `answered=t3` for what the order alone
-answers, `learnt=t4` for what state transfer brought), `n1 stop t2` (the order
+answers, `learnt=t4` for what state transfer brought, `logged=t1` for the verdicts it appended
+to the verdict log), `n1 stop t2` (the order
 cancelled a build), `n1 build-learnt seq=3 t3`, `n1 verdict t3 certified`, `n1 reply t3 success`, `n0 view-change v=1`, `n1 new-view v=1`,
 `n1 reply-again t3` (a retransmission answered from the store), `n3 fetch from=1`,
 `n1 state-transfer stable=8 to=n3`, `n2 stable seq=8`, and
@@ -186,8 +187,9 @@ def _event(effect: Effect) -> str | None:
         built = ",".join(f"t{request.timestamp}" for request in effect.requests) or "-"
         learnt = ",".join(f"t{request.timestamp}" for request in effect.learnt)
         answered = ",".join(f"t{request.timestamp}" for request in effect.answered)
+        logged = ",".join(f"t{leaf.key[1]}" for leaf in effect.leaves)
         return (f"execute seq={effect.seq} built={built}" + (f" answered={answered}" if answered else "")
-                + (f" learnt={learnt}" if learnt else ""))
+                + (f" learnt={learnt}" if learnt else "") + (f" logged={logged}" if logged else ""))
     if isinstance(effect, StopBuild):
         return f"stop t{effect.timestamp}"
     if isinstance(effect, BuildLearnt):

@@ -51,7 +51,7 @@ def test_a_proof_counts_a_senders_vote_that_it_contradicted_before():
     checkpoints.quorum = 3
     wrong = signed(Checkpoint(2, "b" * 64, 2), cluster.replicas[2].auth.sign)
     assert checkpoints.add(wrong, last_executed=0) is None
-    checkpoints.computed(2, proof[0].state_digest, proof[0].network)
+    checkpoints.computed(2, proof[0].vouches())
     checkpoints.adopt_proof(2, proof)
     assert checkpoints.try_stable(2) and set(checkpoints.stable_proof) == set(proof)
 

@@ -160,8 +160,9 @@ FLOOD_FRAMES = 12_000  # more than a peer's burst allowance
 async def test_a_flooding_peer_loses_its_excess_and_cannot_stall_the_node(network):
     net = await network()
     port = net.config.node(1).port
-    # For a slot this test never orders: one that prepared would skip such votes unchecked.
-    junk = json.dumps({"type": "prepare", "view": 0, "seq": 2, "digest": "a" * 64, "sender": 2, "sig": "b" * 128})
+    # For a slot this test never orders (the build is at 1, the batch that logs its verdict at 2):
+    # one that prepared would skip such votes unchecked.
+    junk = json.dumps({"type": "prepare", "view": 0, "seq": 5, "digest": "a" * 64, "sender": 2, "sig": "b" * 128})
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://127.0.0.1:{port}/peer") as flood:
             for _ in range(FLOOD_FRAMES):

@@ -30,6 +30,8 @@ from pbft.messages import (
     encode, signed,
 )
 from pbft.ci.answers import Answers
+from pbft.ci.verdictlog import VerdictLog
+from pbft.ci.verdicts import Verdicts
 from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
 from pbft.horizon import Horizon, VoteHorizon
@@ -677,12 +679,28 @@ def _fault_free_seeds(wanted: int) -> list[int]:
 def test_simulation_catches_a_node_that_never_builds(monkeypatch):
     original = Replica._append_to_ledger
 
-    def lazy(self, seq, batch_id, batch, *, build):
-        original(self, seq, batch_id, batch, build=build and self.id != 2)
+    def lazy(self, seq, batch_id, batch, verdicts, *, build):
+        original(self, seq, batch_id, batch, verdicts, build=build and self.id != 2)
 
     monkeypatch.setattr(Replica, "_append_to_ledger", lazy)
     outcome = run_seed(_fault_free_seeds(1)[0], options())
     assert any(violation.kind == "built" and "node 2" in violation.text for violation in outcome.violations)
+
+
+def test_simulation_catches_a_node_whose_verdict_log_is_its_own(monkeypatch):
+    """The verdict log must be a function of the order alone (`pbft.ci.verdictlog`): a node
+    that appends only the verdicts it certified itself, not every proof the order carries,
+    appends other leaves and signs other heads at its checkpoints."""
+    original = Verdicts.log_verdicts
+
+    def own_only(self, seq, proofs):
+        if self.id != 2:
+            return original(self, seq, proofs)
+        return original(self, seq, [proof for proof in proofs if self.result_votes.decided.get(proof.votes[0].key)])
+
+    monkeypatch.setattr(Verdicts, "log_verdicts", own_only)
+    found = _violations(_fault_free_seeds(3))
+    assert any(violation.kind == "log" for violation in found), found
 
 
 def test_simulation_catches_a_store_that_forgets_executed_requests():
@@ -869,17 +887,26 @@ def _without_slow_primaries(monkeypatch) -> None:
     monkeypatch.setattr("pbft.sim.faults.with_slow_primary", lambda plan, *args: plan)
 
 
+def _without_verdict_log(monkeypatch) -> None:
+    """Seeds found before the verdict log (`pbft.ci.verdictlog`), run as they were then: no batch
+    carries a verdict, so the sequence numbers and their timing are the seed's as found."""
+    monkeypatch.setattr(VerdictLog, "propose", lambda log: ())
+    monkeypatch.setattr(VerdictLog, "due", lambda log, now: False)
+
+
 def test_simulation_catches_a_node_left_alone_in_a_later_view(monkeypatch):
     # Seed 66: node 6's timer fires alone; without the idle join it waits in view 1 for ever
     # while the others work in view 0. (Another seed with this story: 105.)
     monkeypatch.setattr("pbft.views.Views.lone_view_change", lambda views, now, idle: None)
     _without_slow_primaries(monkeypatch)
+    _without_verdict_log(monkeypatch)
     # Without CI operations (pbft/sim/ci.py), which came later and changed the seed's timing.
     outcome = run_seed(66, options(ci=False))
     assert [violation.kind for violation in outcome.violations] == ["converge"]
     assert "(changing)" in outcome.first_violation.text
     monkeypatch.undo()
     _without_slow_primaries(monkeypatch)
+    _without_verdict_log(monkeypatch)
     assert not run_seed(66, options(ci=False)).violations
 
 
@@ -889,11 +916,13 @@ def test_simulation_catches_a_buffer_too_small_for_the_votes_a_new_view_brings(m
     # the one new slot, which then waits for the next view change while nodes fetch in vain.
     monkeypatch.setattr(ReplicaSettings, "per_sender_buffer", property(lambda s: max(16, s.max_buffered // s.n)))
     _without_slow_primaries(monkeypatch)
+    _without_verdict_log(monkeypatch)
     found = options(requests=20, ci=False, builders="all")  # the seed as found, before CI operations and f+1
     outcome = run_seed(9438, found)
     assert "fetch" in {violation.kind for violation in outcome.violations}, outcome.violations
     monkeypatch.undo()
     _without_slow_primaries(monkeypatch)
+    _without_verdict_log(monkeypatch)
     assert not run_seed(9438, found).violations
 
 
@@ -965,12 +994,12 @@ def test_simulation_catches_a_cancel_learnt_by_state_transfer_that_is_not_carrie
     cancels included."""
     original = Replica._append_to_ledger
 
-    def learnt_cancels_ignored(self, seq, batch_id, batch, *, build):
+    def learnt_cancels_ignored(self, seq, batch_id, batch, verdicts, *, build):
         if build:
-            return original(self, seq, batch_id, batch, build=build)
+            return original(self, seq, batch_id, batch, verdicts, build=build)
         self.answers.cancels.add = lambda request: None  # this batch's cancels cancel nothing
         try:
-            original(self, seq, batch_id, batch, build=build)
+            original(self, seq, batch_id, batch, verdicts, build=build)
         finally:
             del self.answers.cancels.add
 
@@ -1071,12 +1100,12 @@ def test_simulation_catches_a_restart_that_forgets_the_network_changes(monkeypat
 def test_simulation_catches_a_change_learnt_by_state_transfer_that_is_not_applied(monkeypatch):
     original = Replica._append_to_ledger
 
-    def learnt_changes_ignored(self, seq, batch_id, batch, *, build):
+    def learnt_changes_ignored(self, seq, batch_id, batch, verdicts, *, build):
         if build:
-            return original(self, seq, batch_id, batch, build=build)
+            return original(self, seq, batch_id, batch, verdicts, build=build)
         self.network.apply = lambda seq, change, signed_by: None  # this batch's changes change nothing
         try:
-            original(self, seq, batch_id, batch, build=build)
+            original(self, seq, batch_id, batch, verdicts, build=build)
         finally:
             del self.network.apply
 

@@ -267,6 +267,8 @@ class _Edges:
                 cluster.ledgers[node].proofs[effect.seq] = effect.proof
             elif isinstance(effect, Execute):
                 cluster.ledgers[node].batches[effect.seq] = effect.batch
+                if effect.verdicts:
+                    cluster.ledgers[node].verdicts[effect.seq] = effect.verdicts
 
     def stop(self) -> None:
         raise AssertionError(f"node {self.node}'s interpreter stopped: a replica invariant broke")

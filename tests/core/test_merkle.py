@@ -1,4 +1,4 @@
-"""RFC 9162 Merkle trees (shared/merkle.py): the roots Certificate Transparency's reference data
+"""RFC 9162 Merkle trees (pbft/merkle.py): the roots Certificate Transparency's reference data
 gives, and for every tree up to 40 leaves, every inclusion and consistency proof checks while a
 changed leaf, head or proof node does not. (A head is signed with its size, which binds it: a
 proof does not, for a leftmost leaf whose path in a larger tree happens to hash the same.)"""
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.merkle import (
+from pbft.merkle import (
     EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
 )
 

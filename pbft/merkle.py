@@ -142,3 +142,35 @@ def verify_consistency(old_size: int, old_head: bytes, size: int, head: bytes, p
         else:
             sr = node_hash(sr, c)
     return fr == old_head and sr == head
+
+
+class Frontier:
+    """A growing tree kept as the roots of the perfect subtrees its leaves split into, largest
+    first (one for each bit set in its size): enough to append a leaf and to give the root, in
+    memory logarithmic in the size, where `root` needs every leaf. The verdict log keeps its
+    tree this way (`pbft.ci.verdictlog`); the store keeps the leaves, for proofs."""
+
+    __slots__ = ("size", "_roots")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._roots: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        """Add the leaf hash `leaf` (see `leaf_hash`) as the tree's last leaf."""
+        self._roots.append(leaf)
+        self.size += 1
+        merged = self.size
+        while not merged & 1:  # each trailing zero of the new size: two equal subtrees join
+            right = self._roots.pop()
+            self._roots[-1] = node_hash(self._roots[-1], right)
+            merged >>= 1
+
+    def root(self) -> bytes:
+        """The Merkle Tree Hash of the leaves so far: `root` of them all."""
+        if not self._roots:
+            return EMPTY_ROOT
+        folded = self._roots[-1]
+        for left in reversed(self._roots[:-1]):
+            folded = node_hash(left, folded)
+        return folded

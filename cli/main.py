@@ -28,9 +28,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     if argv[:1] == ["verify"]:
         # Offline, with the network's public keys alone: the same check as `client/index.py verify`,
         # whose options it takes as they are.
-        from client.index import verify
+        from client.verify import verify
 
         return verify(argv[1:], prog="pbft-ci verify")
+    if argv[:1] == ["log-monitor"]:
+        from client.logmonitor import main as log_monitor  # the nodes' heads, with the public keys alone
+
+        return log_monitor(argv[1:], prog="pbft-ci log-monitor")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "lint":
@@ -241,7 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     approve_parser.add_argument("approval", help="a pull request's approval id; with --action, a build's id")
     approve_parser.add_argument("--action", help="the build's deploy that waits for an approval, by its name")
     # Listed for --help only: main() hands `verify` and its options to client/index.py's check.
-    commands.add_parser("verify", help="check a certificate, attestation or provenance offline (see verify -h)")
+    commands.add_parser("verify", help="check a certificate, attestation, provenance or log head offline (see verify -h)")
+    commands.add_parser("log-monitor", help="watch every node's verdict log heads (see log-monitor -h)")
     lint_parser = commands.add_parser("lint", help="check specs with the nodes' own rules, offline")
     lint_parser.add_argument("paths", nargs="*", default=[".pbft-ci.yml"])
     lint_parser.add_argument("--matrix", action="store_true", help="each combination of a matrix too")

@@ -23,13 +23,11 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import logging  # noqa: E402
 
 from client.app import make_app  # noqa: E402
-from client.attestation import AttestationError, check_envelope, is_envelope  # noqa: E402
-from client.certificate import CertificateError, check_certificate, parse_certificate  # noqa: E402
 from client.tokencli import DEFAULT_CONFIG, token_command  # noqa: E402
+from client.verify import verify  # noqa: E402
 from shared.cli import configure_logging, load_config_or_report, own_key_problem, serve  # noqa: E402
 from shared.config import is_loopback_host  # noqa: E402
 
@@ -71,68 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     # A leading word picks the subcommand, so `index.py [options]` keeps
     # running the client exactly as it did before `verify` existed.
     if argv[:1] == ["verify"]:
-        return verify(argv[1:])
+        return verify(argv[1:], prog=f"{PROG} verify")
     if argv[:1] == ["token"]:
         return token_command(argv[1:], PROG)
     return run(argv)
-
-
-def verify(argv: list[str], prog: str = f"{PROG} verify") -> int:
-    """Exit 0 for a valid certificate, attestation or provenance, 1 for an invalid one, 2 for a usage or
-    configuration error. `prog` names the command in its usage (`pbft-ci verify` runs this too)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Check a verdict offline. A certificate: the client's signature on the request and"
-        " f+1 distinct configured nodes' signatures on one agreed result. An attestation (DSSE envelope):"
-        " f+1 distinct configured nodes' signatures on one in-toto statement (checked with securesystemslib),"
-        " its types, its commit and its result. A provenance (DSSE envelope of SLSA provenance v1): the same"
-        " signatures, the built commit, this network as the builder, and the given artifact files."
-        " Prints one line; exit 0 when valid, 1 with the reason when not, 2 on usage or configuration errors.",
-    )
-    parser.add_argument(
-        "certificate", metavar="FILE",
-        help="a certificate (GET /builds/{id}/certificate), attestation (GET /builds/{id}/attestation)"
-        " or provenance of a build's artifacts",
-    )
-    parser.add_argument("--config", required=True, help="network configuration YAML holding the public keys")
-    parser.add_argument(
-        "--commit", help="attestations and provenance: the commit (40 hex digits) the subject or source must be"
-    )
-    parser.add_argument("--result", choices=("pass", "fail"), help="attestations: the result it must state")
-    parser.add_argument(
-        "--artifact", action="append", default=[], metavar="ARTIFACT",
-        help="provenance: a file whose sha256 must be one of its subjects (repeatable)",
-    )
-    args = parser.parse_args(argv)
-    # Public keys are all it needs: any host may check, holding none of the client's secrets.
-    config = load_config_or_report(args.config, read_secrets=False)
-    if config is None:
-        return 2
-    try:
-        raw = Path(args.certificate).read_bytes()
-        artifacts = {path: _sha256_of(path) for path in args.artifact}
-    except OSError as error:
-        print(f"cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    try:
-        data = parse_certificate(raw)
-        if is_envelope(data):
-            summary = check_envelope(data, config, commit=args.commit, result=args.result, artifacts=artifacts)
-        elif artifacts:
-            print("--artifact needs a provenance, not a certificate", file=sys.stderr)
-            return 2
-        else:
-            summary = check_certificate(data, config)
-    except (CertificateError, AttestationError) as error:
-        print(f"invalid: {error.reason}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    return 0
-
-
-def _sha256_of(path: str) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def run(argv: list[str]) -> int:

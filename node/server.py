@@ -29,6 +29,7 @@ from node.clients import ClientLinks
 from node.contexts import builds_ctx, driver_ctx, peers_ctx, statuses_ctx, store_ctx
 from node.crashpoints import CrashAt
 from node.driver import Build, Conduct
+from node.logroutes import add_log_routes
 from node.keys import CLIENTS, DRIVER, FIRST_DOCUMENT, HEARTBEAT, LIVE, METRICS, PEERS, SOCKETS
 from node.metrics import NodeMetrics
 from node.peers import HEARTBEAT_S, PeerLink
@@ -152,6 +153,7 @@ def make_app(
     app.router.add_get("/client", client_socket)
     add_build_log_route(app, config, node_id)
     add_artifact_routes(app, config, node_id, auth.sign_bytes)
+    add_log_routes(app)
     return app
 
 

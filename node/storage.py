@@ -30,6 +30,7 @@ from pathlib import Path
 from pbft.durable import DurableState
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, VerdictProof, decode, encode
+from pbft.merkle import leaf_hash
 from pbft.wire import decode_struct
 from pbft.storage import StoreError
 
@@ -77,6 +78,7 @@ CREATE TABLE IF NOT EXISTS verdict_log (
     seq INTEGER NOT NULL,
     leaf BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS verdict_log_build ON verdict_log (client, timestamp);
 CREATE TABLE IF NOT EXISTS stable_proofs (
     seq INTEGER PRIMARY KEY,
     proof TEXT NOT NULL
@@ -422,6 +424,17 @@ class NodeStore:
     def stable_proof(self, seq: int) -> tuple[Checkpoint, ...] | None:
         row = self._db.execute("SELECT proof FROM stable_proofs WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else tuple(decode(wire) for wire in json.loads(row[0]))
+
+    def log_leaf(self, client: str, timestamp: int) -> tuple[int, int, bytes] | None:
+        """(position, seq, leaf data) of a build's verdict in the verdict log, if logged."""
+        row = self._db.execute("SELECT position, seq, leaf FROM verdict_log WHERE client = ? AND timestamp = ?",
+                               (client, timestamp)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def log_hashes(self, size: int) -> list[bytes]:
+        """The leaf hashes of the verdict log's first `size` leaves, for its proofs."""
+        return [leaf_hash(bytes(leaf)) for (leaf,) in
+                self._db.execute("SELECT leaf FROM verdict_log WHERE position < ? ORDER BY position", (size,))]
 
     def ledger(self) -> list[tuple[int, str, str]]:
         """(seq, batch digest, state digest) of every executed batch, for comparing nodes."""

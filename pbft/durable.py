@@ -37,6 +37,29 @@ class DurableState:
     silent_horizon_view: int = -1
     silent_horizon: int = 0
 
+    @classmethod
+    def of(cls, replica) -> DurableState:
+        """What `replica` (a `pbft.replica.Replica`) must save now, read from each of its parts."""
+        return cls(
+            view=replica.view,
+            changing_view=replica.changing_view,
+            view_changes_in_a_row=replica.views.in_a_row,
+            low_watermark=replica.low_watermark,
+            last_executed=replica.last_executed,
+            next_seq=replica.next_seq,
+            view_stable_seq=replica.views.stable_seq,
+            state_digest=replica.state_digest,
+            stable_proof=replica.stable_proof,
+            client_floor=dict(replica.clients.floor),
+            client_latest=dict(replica.clients.latest),
+            vote_horizon_epoch=replica.horizon.durable.epoch,
+            vote_horizon_view=replica.horizon.durable.view,
+            vote_horizon=replica.horizon.durable.through,
+            silent_horizon_epoch=replica.horizon.silent.epoch,
+            silent_horizon_view=replica.horizon.silent.view,
+            silent_horizon=replica.horizon.silent.through,
+        )
+
     def to_json(self) -> dict:
         return {
             **{field.name: getattr(self, field.name) for field in fields(self)},

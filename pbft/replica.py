@@ -533,6 +533,8 @@ class Replica:
                                     executed.answered, executed.builders, network, document, verdicts, executed.leaves))
         self.answers.answer_executed(seq, batch, executed)
         self.views.progressed(self.now, self.clients.waiting)
+        if not batch and executed.leaves:  # verdicts alone, on an idle network: its head is co-signed at once
+            self.checkpoints.boundary(seq)
         if self.checkpoints.due(seq):
             self.answers.forget_expired()
             self._take_checkpoint(seq)
@@ -878,25 +880,7 @@ class Replica:
     # --- crash recovery (`pbft.durable`) --------------------------------
 
     def durable_state(self) -> DurableState:
-        return DurableState(
-            view=self.view,
-            changing_view=self.changing_view,
-            view_changes_in_a_row=self.views.in_a_row,
-            low_watermark=self.low_watermark,
-            last_executed=self.last_executed,
-            next_seq=self.next_seq,
-            view_stable_seq=self.views.stable_seq,
-            state_digest=self.state_digest,
-            stable_proof=self.stable_proof,
-            client_floor=dict(self.clients.floor),
-            client_latest=dict(self.clients.latest),
-            vote_horizon_epoch=self.horizon.durable.epoch,
-            vote_horizon_view=self.horizon.durable.view,
-            vote_horizon=self.horizon.durable.through,
-            silent_horizon_epoch=self.horizon.silent.epoch,
-            silent_horizon_view=self.horizon.silent.view,
-            silent_horizon=self.horizon.silent.through,
-        )
+        return DurableState.of(self)
 
     def restore(self, loaded: Loaded, now: float = 0.0, rebooted: bool = False) -> Replica:
         """Rebuild this replica, just made with the document the node starts with, from what

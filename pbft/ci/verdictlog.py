@@ -9,7 +9,8 @@ node appends, where that batch executes, the leaves of the proofs that check, by
 order alone: the same leaves in the same places on every node, whether it executed the batch,
 learnt it by state transfer or replays it after a restart. Each checkpoint signs the log's
 head (`Checkpoint.log_size`, `log_root`) beside the state digest, so 2f+1 checkpoints alike
-are a co-signed head.
+are a co-signed head; a batch that carries verdicts alone is a checkpoint too, so that an idle
+network's last verdicts are in a co-signed head soon after they are certified.
 
 A proof checks where it executes if its votes are all for one build that executed earlier at
 the sequence number they name, and still in the client table; each is signed by a member of

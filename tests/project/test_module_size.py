@@ -30,9 +30,9 @@ RATCHETED = ("node", "pbft")  # the same limits, but for the exceptions listed b
 # classes with more than MAX_METHODS, as `path` or `path:Qualified.name`, with their counts.
 LONG_FILES = {
     "node/byzantine.py": 513,
-    "pbft/replica.py": 990,
+    "pbft/replica.py": 974,
     "pbft/sim/checkers.py": 502,
-    "pbft/sim/cluster.py": 967,
+    "pbft/sim/cluster.py": 957,
 }
 CROWDED_FUNCTIONS = {
     "node/peers.py:PeerLink.__init__": 7,

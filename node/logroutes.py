@@ -1,0 +1,113 @@
+"""The verdict log over HTTP (docs/verdict-log.md): what a node serves of it for anyone to check
+offline (client/logproofs.py), against the network's keys alone.
+
+    GET /log/head[?seq=S]                                  the co-signed head of the newest stable
+                                                           checkpoint (or of S, if this node kept its proof)
+    GET /log/inclusion?client=C&timestamp=T[&size=N]       where a build's verdict is, and the proof
+                                                           that it is in the tree of N (default: the head's)
+    GET /log/consistency?first=A&second=B                  the proof that the tree of B extends that of A
+
+Proofs are computed from the leaves the store holds, which the replica wrote with the batches
+that appended them: a node serves only what its own order appended.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from node.keys import DRIVER
+from pbft.merkle import EMPTY_ROOT, consistency_proof, inclusion_proof
+from pbft.messages import Checkpoint, encode
+
+HEAD_ROUTE, INCLUSION_ROUTE, CONSISTENCY_ROUTE = "/log/head", "/log/inclusion", "/log/consistency"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def head_of(checkpoints: tuple[Checkpoint, ...]) -> dict:
+    """The head a stable proof signs, as client/logproofs.py reads one."""
+    first = checkpoints[0]
+    return {"seq": first.seq, "size": first.log_size, "root": first.log_root or EMPTY_ROOT.hex(),
+            "checkpoints": [encode(checkpoint) for checkpoint in checkpoints]}
+
+
+def _bad(reason: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def _count(request: web.Request, name: str, default: int | None = None) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdecimal() or len(text) > 18:
+        raise ValueError(f"{name} is a non-negative integer")
+    return int(text)
+
+
+def _stable_head(request: web.Request) -> tuple[Checkpoint, ...]:
+    driver = request.app[DRIVER]
+    driver.write_deferred()  # the leaves and proofs taken since the last save are part of what is served
+    return driver.replica.stable_proof
+
+
+async def serve_head(request: web.Request) -> web.Response:
+    try:
+        seq = _count(request, "seq")
+    except ValueError as error:
+        return _bad(str(error))
+    proof = _stable_head(request)
+    if seq is not None:
+        store = request.app[DRIVER].store
+        proof = (store.stable_proof(seq) or ()) if store is not None else ()
+        if not proof:
+            return _bad(f"this node kept no stable checkpoint at {seq}", 404)
+    if not proof:
+        return _bad("no checkpoint is stable here yet", 404)
+    return web.json_response(head_of(proof))
+
+
+async def serve_inclusion(request: web.Request) -> web.Response:
+    client = request.query.get("client", "")
+    if not _NAME.fullmatch(client):
+        return _bad("client is a client's name")
+    try:
+        timestamp = _count(request, "timestamp")
+        stable = _stable_head(request)
+        size = _count(request, "size", stable[0].log_size if stable else 0)
+    except ValueError as error:
+        return _bad(str(error))
+    if timestamp is None:
+        return _bad("timestamp is the build's request timestamp")
+    store = request.app[DRIVER].store
+    found = store.log_leaf(client, timestamp) if store is not None else None
+    if found is None:
+        return _bad(f"the verdict of {client}/{timestamp} is not in this node's verdict log", 404)
+    position, seq, data = found
+    hashes = store.log_hashes(size)
+    if position >= len(hashes) or len(hashes) != size:
+        return _bad(f"the verdict is at position {position}, not in a tree of {size} this node holds", 404)
+    return web.json_response({"position": position, "seq": seq, "size": size, "leaf": data.decode(),
+                              "proof": [node.hex() for node in inclusion_proof(hashes, position)]})
+
+
+async def serve_consistency(request: web.Request) -> web.Response:
+    try:
+        first, second = _count(request, "first"), _count(request, "second")
+    except ValueError as error:
+        return _bad(str(error))
+    if first is None or second is None or first > second:
+        return _bad("first and second are the sizes of two trees, first <= second")
+    _stable_head(request)
+    store = request.app[DRIVER].store
+    hashes = store.log_hashes(second) if store is not None else []
+    if len(hashes) != second:
+        return _bad(f"this node's verdict log holds {len(hashes)} verdicts, not {second}", 404)
+    return web.json_response({"first": first, "second": second,
+                              "proof": [node.hex() for node in consistency_proof(hashes, first)]})
+
+
+def add_log_routes(app: web.Application) -> None:
+    app.router.add_get(HEAD_ROUTE, serve_head)
+    app.router.add_get(INCLUSION_ROUTE, serve_inclusion)
+    app.router.add_get(CONSISTENCY_ROUTE, serve_consistency)

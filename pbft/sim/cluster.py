@@ -35,7 +35,7 @@ from pbft.sim.checkers import (
     disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem, restore_problem,
     vouched,
 )
-from pbft.sim.logcheck import LogChecker
+from pbft.sim.logcheck import LogChecker, end_failures as log_end_failures
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
@@ -406,8 +406,7 @@ class SimCluster:
             error = error.__context__ if isinstance(error, NodeStopped) and error.__context__ else error
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
-        violations = (self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations
-                      + self._restarts + self.log_check.violations)
+        violations = self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations + self._restarts + self.log_check.violations
         violations += disagreement_failures(self.now_s, self.safety.produced_results, self.cancels.all_cancelled())
         if broken is not None:
             violations.append(broken)
@@ -474,7 +473,8 @@ class SimCluster:
         self.cancels.ledger_failures(self.now_s, {
             node: {key: view.state for key, view in ledger.items()} for node, ledger in ledgers.items()
         })
-        return failures + ledger_failures(self.now_s, ledgers, self._quorum_at, byzantine_free, self._votes_delivered)
+        return failures + ledger_failures(self.now_s, ledgers, self._quorum_at, byzantine_free, self._votes_delivered) + (
+            log_end_failures(self.now_s, {node: self.nodes[node].replica for node in converged_nodes(ends)}))
 
     # --- events ----------------------------------------------------------
 

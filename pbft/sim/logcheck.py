@@ -5,7 +5,9 @@ The log must be a function of the order alone, whatever each node saw certified 
 - every honest node appends the same leaf at each position (executed, learnt by state
   transfer or replayed after a restart alike), and signs the same head (size, root) in its
   CHECKPOINT at each sequence number: honest heads agree at every checkpoint;
-- each leaf is a verdict of a build an honest node executed at the sequence number it names.
+- each leaf is a verdict of a build an honest node executed at the sequence number it names;
+- once the network settled, every honest node has logged every verdict it holds certified (of
+  the builds its client table still holds): a verdict certified is not left out for good.
 
 Only honest nodes are watched: a Byzantine one may sign any head, and its CHECKPOINT then
 counts towards no co-signed head of the others'.
@@ -54,3 +56,17 @@ class LogChecker:
 
 def _short(head: tuple[int, str]) -> str:
     return f"size {head[0]} root {head[1][:8] or '-'}"
+
+
+def end_failures(time_s: float, replicas: dict) -> list[Violation]:
+    """`replicas`: the converged honest nodes' replicas, once settled (`pbft.sim.settled`)."""
+    failures = []
+    for node, replica in sorted(replicas.items()):
+        log = replica.verdicts.log
+        unlogged = sorted(key for key, state in replica.verdicts.result_votes.decided.items()
+                          if state == "certified" and key not in log.logged)
+        if unlogged:
+            failures.append(Violation("log", time_s, f"node {node} holds {len(unlogged)} certified verdict(s) it never"
+                                                     f" logged after settling, {unlogged[0]} first"
+                                                     f" ({len(log.pending)} pending, {len(log.proposed)} proposed)"))
+    return failures

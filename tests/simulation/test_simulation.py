@@ -703,6 +703,14 @@ def test_simulation_catches_a_node_whose_verdict_log_is_its_own(monkeypatch):
     assert any(violation.kind == "log" for violation in found), found
 
 
+def test_simulation_catches_verdicts_no_primary_ever_logs(monkeypatch):
+    """Certified verdicts must reach the log (`pbft.ci.verdictlog`): primaries that never
+    propose a proof leave every node holding certified verdicts it never logged."""
+    _no_verdict_proposed(monkeypatch)
+    found = _violations(_fault_free_seeds(1))
+    assert any(violation.kind == "log" and "never logged" in violation.text for violation in found), found
+
+
 def test_simulation_catches_a_store_that_forgets_executed_requests():
     class Forgetful:
         def __init__(self, n, f):
@@ -890,6 +898,11 @@ def _without_slow_primaries(monkeypatch) -> None:
 def _without_verdict_log(monkeypatch) -> None:
     """Seeds found before the verdict log (`pbft.ci.verdictlog`), run as they were then: no batch
     carries a verdict, so the sequence numbers and their timing are the seed's as found."""
+    _no_verdict_proposed(monkeypatch)
+    monkeypatch.setattr("pbft.sim.cluster.log_end_failures", lambda time_s, replicas: [])
+
+
+def _no_verdict_proposed(monkeypatch) -> None:
     monkeypatch.setattr(VerdictLog, "propose", lambda log: ())
     monkeypatch.setattr(VerdictLog, "due", lambda log, now: False)
 

@@ -80,11 +80,11 @@ async def serve_inclusion(request: web.Request) -> web.Response:
     if timestamp is None:
         return _bad("timestamp is the build's request timestamp")
     store = request.app[DRIVER].store
-    found = store.log_leaf(client, timestamp) if store is not None else None
+    found = store.verdict_log.leaf(client, timestamp) if store is not None else None
     if found is None:
         return _bad(f"the verdict of {client}/{timestamp} is not in this node's verdict log", 404)
     position, seq, data = found
-    hashes = store.log_hashes(size)
+    hashes = store.verdict_log.hashes(size)
     if position >= len(hashes) or len(hashes) != size:
         return _bad(f"the verdict is at position {position}, not in a tree of {size} this node holds", 404)
     return web.json_response({"position": position, "seq": seq, "size": size, "leaf": data.decode(),
@@ -100,7 +100,7 @@ async def serve_consistency(request: web.Request) -> web.Response:
         return _bad("first and second are the sizes of two trees, first <= second")
     _stable_head(request)
     store = request.app[DRIVER].store
-    hashes = store.log_hashes(second) if store is not None else []
+    hashes = store.verdict_log.hashes(second) if store is not None else []
     if len(hashes) != second:
         return _bad(f"this node's verdict log holds {len(hashes)} verdicts, not {second}", 404)
     return web.json_response({"first": first, "second": second,

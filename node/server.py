@@ -211,8 +211,10 @@ async def build_at(request: web.Request) -> web.Response:
         return web.json_response({"error": "a sequence number is a non-negative integer"}, status=400)
     driver = request.app[DRIVER]
     driver.write_deferred()  # votes and verdicts taken in since the last save are part of the record
-    records = driver.store.build_records(int(text)) if driver.store is not None else []
-    if not records:
+    store = driver.store
+    records = store.build_records(int(text)) if store is not None else []
+    # A batch of no builds (verdicts for the log alone, or a new view's null request) executed all the same.
+    if not records and (store is None or not store.executed_at(int(text))):
         return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
     return web.json_response({"seq": int(text), "builds": records})
 

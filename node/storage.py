@@ -133,6 +133,25 @@ def current_boot() -> str | None:
         return None
 
 
+class VerdictLogRows:
+    """The verdict log's leaves as the store keeps them (`pbft.ci.verdictlog`), read for proofs
+    (node/logroutes.py); the replica's Execute effects write them."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def leaf(self, client: str, timestamp: int) -> tuple[int, int, bytes] | None:
+        """(position, seq, leaf data) of a build's verdict, if logged."""
+        row = self._db.execute("SELECT position, seq, leaf FROM verdict_log WHERE client = ? AND timestamp = ?",
+                               (client, timestamp)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def hashes(self, size: int) -> list[bytes]:
+        """The leaf hashes of the first `size` leaves."""
+        return [leaf_hash(bytes(leaf)) for (leaf,) in
+                self._db.execute("SELECT leaf FROM verdict_log WHERE position < ? ORDER BY position", (size,))]
+
+
 class NodeStore:
     def __init__(self, path: Path, *, n: int, f: int, synchronous: str = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -148,6 +167,7 @@ class NodeStore:
         for (table, column), statement in MIGRATIONS.items():
             if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(statement)
+        self.verdict_log = VerdictLogRows(self._db)
         self._pruned_below = 0
         self._saved_state: DurableState | None = None  # the state row as on disk, to skip rewriting it
         # Whether the machine restarted since the state was last written: written and unfsynced
@@ -325,6 +345,10 @@ class NodeStore:
             found += [decode(json.loads(body)) for (body,) in rows]
         return found
 
+    def executed_at(self, seq: int) -> bool:
+        """Whether this node's ledger holds a batch at `seq`."""
+        return self._db.execute("SELECT 1 FROM ledger WHERE seq = ?", (seq,)).fetchone() is not None
+
     def build_records(self, seq: int) -> list[dict]:
         """Every build ordered at `seq`: this node's result, the certified verdict and the votes kept (`pbft.votes`)."""
         rows = self._db.execute("SELECT batch FROM ledger WHERE seq = ?", (seq,)).fetchone()
@@ -424,17 +448,6 @@ class NodeStore:
     def stable_proof(self, seq: int) -> tuple[Checkpoint, ...] | None:
         row = self._db.execute("SELECT proof FROM stable_proofs WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else tuple(decode(wire) for wire in json.loads(row[0]))
-
-    def log_leaf(self, client: str, timestamp: int) -> tuple[int, int, bytes] | None:
-        """(position, seq, leaf data) of a build's verdict in the verdict log, if logged."""
-        row = self._db.execute("SELECT position, seq, leaf FROM verdict_log WHERE client = ? AND timestamp = ?",
-                               (client, timestamp)).fetchone()
-        return None if row is None else (row[0], row[1], bytes(row[2]))
-
-    def log_hashes(self, size: int) -> list[bytes]:
-        """The leaf hashes of the verdict log's first `size` leaves, for its proofs."""
-        return [leaf_hash(bytes(leaf)) for (leaf,) in
-                self._db.execute("SELECT leaf FROM verdict_log WHERE position < ? ORDER BY position", (size,))]
 
     def ledger(self) -> list[tuple[int, str, str]]:
         """(seq, batch digest, state digest) of every executed batch, for comparing nodes."""

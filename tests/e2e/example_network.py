@@ -215,6 +215,29 @@ def wait_for_statuses(config: NetworkConfig, nodes, done, timeout_s: float = 30)
         time.sleep(0.2)
 
 
+def wait_logged(config: NetworkConfig, verdicts: int, timeout_s: float = 60) -> dict[int, dict]:
+    """Every node's verdict log head once it co-signs `verdicts` verdicts or more: the network has
+    ordered the batch that logged them (about a second after they were certified) and is idle."""
+    deadline = time.monotonic() + timeout_s
+    heads: dict[int, dict] = {}
+    while True:
+        for node in config.nodes:
+            code, head = http_json("GET", f"http://{node.host}:{node.port}/log/head")
+            heads[node.id] = head if code == 200 else {"size": -1, "answer": head}
+        if all(head["size"] >= verdicts for head in heads.values()):
+            return heads
+        assert time.monotonic() < deadline, f"verdict log heads: {heads}"
+        time.sleep(0.2)
+
+
+def record_on(config: NetworkConfig, node_id: int, build_id: int) -> dict:
+    """Node `node_id`'s ledger record of the client's build `build_id` (its request's timestamp)."""
+    node = config.node(node_id)
+    code, record = http_json("GET", f"http://{node.host}:{node.port}/requests/{config.clients[0].name}/{build_id}")
+    assert code == 200, record
+    return record
+
+
 def example_copy(tmp_path: Path, *, allow_byzantine: bool, repositories: list[dict] | None = None) -> Path:
     """The example network with ports, a data directory and logs of its own (`tmp_path/data`,
     `tmp_path/log`), so that it runs beside the example network and other tests' copies;

@@ -17,7 +17,9 @@ import yaml
 from harness.scripts import client
 from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, node_status, settled
+from tests.e2e.example_network import (
+    OWN_NETWORK_MARKS, EXAMPLE_REPO, REPO_ROOT, branch_commit, node_status, record_on, settled, wait_logged,
+)
 from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS
@@ -56,16 +58,11 @@ def test_a_signed_github_push_gets_a_certified_verdict_every_node_agrees_on(netw
     refused = subprocess.run(verify, cwd=REPO_ROOT, capture_output=True, text=True)
     assert refused.returncode == 1 and "invalid" in refused.stderr, refused
 
-    last = max(node_status(config, node.id)["last_executed"] for node in config.nodes)
     verdicts = {}
     for node in config.nodes:
         deadline = time.monotonic() + 30
-        while True:
-            code, ledger = http_json("GET", f"http://{node.host}:{node.port}/builds/{last}")
-            build = ledger["builds"][0] if code == 200 else None
-            if build and build["verdict"]["state"] == "certified":
-                break
-            assert time.monotonic() < deadline, ledger
+        while (build := record_on(config, node.id, answer["build_id"]))["verdict"]["state"] != "certified":
+            assert time.monotonic() < deadline, build
             time.sleep(0.3)
         verdicts[node.id] = build["verdict"]
     assert len({json.dumps(v, sort_keys=True) for v in verdicts.values()}) == 1, verdicts
@@ -104,6 +101,7 @@ def test_pull_requests_build_the_forges_ref_and_a_fork_waits_for_its_approval(ne
             "accepted", "success", heads[5]), record
         assert record["pull_request"] == 5, record
 
+        wait_logged(config, 1)  # the batch that logs its verdict is in: the network is idle
         executed = [node_status(config, node.id)["last_executed"] for node in config.nodes]
         code, held = pull_request(base_url, 6, heads[6], source="someone/example-fork")
         assert code == 202 and held["awaiting_approval"] is True, held
@@ -126,8 +124,6 @@ def test_pull_requests_build_the_forges_ref_and_a_fork_waits_for_its_approval(ne
         assert "is not the head of refs/pull/5/head" in record["result"]["reason"], record
 
     # Every node's ledger holds the pull request's ref in the signed request it ordered.
-    last = max(node_status(config, node.id)["last_executed"] for node in config.nodes)
     for node in config.nodes:
-        code, ledger = http_json("GET", f"http://{node.host}:{node.port}/builds/{last}")
-        assert code == 200, ledger
-        assert ledger["builds"][0]["operation"]["pull_ref"] == "refs/pull/5/head", ledger
+        ordered = record_on(config, node.id, stale["build_id"])
+        assert ordered["operation"]["pull_ref"] == "refs/pull/5/head", ordered

@@ -72,6 +72,18 @@ class Nodes:
         with urllib.request.urlopen(f"http://{node.host}:{node.port}/status", timeout=5) as response:
             return json.load(response)
 
+    def idle(self, timeout_s: float = 60) -> int:
+        """The sequence number every running node executed once none executes more for two
+        seconds: past the batch that logs the last builds' verdicts (pbft/ci/verdictlog.py)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            first = {node_id: self.status(node_id)["last_executed"] for node_id in self.processes}
+            time.sleep(2.0)
+            then = {node_id: self.status(node_id)["last_executed"] for node_id in self.processes}
+            if first == then and len(set(then.values())) == 1:
+                return next(iter(then.values()))
+            assert time.monotonic() < deadline, f"the nodes never went idle: {then}"
+
     def store_path(self, node_id: int) -> Path:
         return self.config.data_dir / f"node-{node_id}" / "node.sqlite"
 

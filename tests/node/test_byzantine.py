@@ -486,8 +486,9 @@ async def test_a_forging_backup_does_not_change_the_verdicts(network):
     assert await net.submit("feature", 2, [0]) == FAILURE
     assert all(3 not in replies for replies in net.replies.values())
     # The forger itself works honestly inside, so it executes too; its votes
-    # reach the others whenever its links are up, and are dropped there.
-    await net.settle(range(4), lambda r: r.last_executed == 2)
+    # reach the others whenever its links are up, and are dropped there. (Past 2: the batch that
+    # logs the verdicts, pbft/ci/verdictlog.py.)
+    await net.settle(range(4), lambda r: r.last_executed >= 2)
 
     def dropped_forgeries() -> Counter:
         drops = sum((net.apps[i][DRIVER].drops for i in (0, 1, 2)), start=Counter())
@@ -508,7 +509,7 @@ async def test_a_silent_backup_does_not_change_the_verdicts(network):
     assert await net.submit("master", 1, [0]) == SUCCESS
     assert await net.submit("feature", 2, [0]) == FAILURE
     assert all(2 not in replies for replies in net.replies.values())
-    await net.settle((0, 1, 3), lambda r: r.last_executed == 2)
+    await net.settle((0, 1, 3), lambda r: r.last_executed >= 2)
     assert all(net.replica(i).view == 0 for i in (0, 1, 3))
 
 
@@ -516,5 +517,6 @@ async def test_a_slow_backup_does_not_change_the_verdicts(network):
     net = await network({3: lambda key: Delay(300)})
     assert await net.submit("master", 1, [0]) == SUCCESS
     assert await net.submit("feature", 2, [0]) == FAILURE
-    await net.settle(range(4), lambda r: r.last_executed == 2)  # the slow node catches up
+    # The slow node catches up (the batch that logs the verdicts may follow: all four alike).
+    await net.settle(range(4), lambda r: r.last_executed >= 2 and r.last_executed == net.replica(0).last_executed)
     assert len({net.replica(i).state_digest for i in range(4)}) == 1

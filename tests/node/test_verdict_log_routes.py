@@ -84,6 +84,10 @@ async def test_a_verdict_is_in_a_co_signed_head_and_a_later_head_extends_it(netw
         status, missing = await get(session, net, 0, "/log/inclusion?client=client&timestamp=99")
         assert status == 404 and "not in this node's verdict log" in missing["error"]
         assert (await Monitor(net.config).poll(session)) == []
+        # The batches that logged the verdicts hold no build, and are in the ledger all the same.
+        last = (await get(session, net, 0, "/status"))[1]["last_executed"]
+        answers = [await get(session, net, 0, f"/builds/{seq}") for seq in range(1, last + 1)]
+        assert all(status == 200 for status, _ in answers) and sum(len(body["builds"]) for _, body in answers) == 2
 
     cert = write(tmp_path, "cert.json", certificate(net, "master", 1, replies, agreed))
     head_path, old_path = write(tmp_path, "head.json", second), write(tmp_path, "old.json", first)

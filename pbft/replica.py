@@ -334,7 +334,8 @@ class Replica:
 
     def _issue_preprepares(self) -> None:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
-        self.next_seq = self.log.decided_through(self.next_seq)  # a STATE's certificates may be there
+        # A STATE's certificates may be there; a primary that entered its view behind assigned nothing above what it executed.
+        self.next_seq = max(self.log.decided_through(self.next_seq), self.last_executed)
         while (
             (self.clients.pending or self.verdicts.log.due(self.now))
             and self.mode is Mode.NORMAL
@@ -354,10 +355,8 @@ class Replica:
                 PrePrepare(self.view, self.next_seq, batch_digest(batch, proofs), self.id, batch, epoch=self.epoch, verdicts=proofs),
                 self.auth.sign,
             )
-            logger.info(
-                "node=%d view=%d seq=%d phase=pre-prepare digest=%s requests=%d",
-                self.id, self.view, preprepare.seq, preprepare.digest[:8], len(batch),
-            )
+            logger.info("node=%d view=%d seq=%d phase=pre-prepare digest=%s requests=%d verdicts=%d", self.id, self.view,
+                        preprepare.seq, preprepare.digest[:8], len(batch), len(proofs))
             self._outbox.append(Broadcast(preprepare))
             self._accept_preprepare(preprepare)
             self.next_seq = self.log.decided_through(self.next_seq)
@@ -390,6 +389,8 @@ class Replica:
         slot = self.log.empty_slot(message.seq)
         slot.preprepare = message
         self._outbox.append(Store(message))
+        if message.verdicts and not self.is_primary and self.views.timer_deadline is None:
+            self._start_timer()  # verdicts alone wait for nothing else: a batch lost to a partition must not stall them
         if not self.is_primary and self.member and self._may_vote(message.seq):
             self._cover_vote(message.seq)
             prepare = signed(Prepare(self.view, message.seq, message.digest, self.id, epoch=self.epoch), self.auth.sign)
@@ -524,10 +525,8 @@ class Replica:
         self.last_executed = seq
         self.catch_up.progressed(self.now)
         self.state_digest = digest([self.state_digest, seq, batch_id])
-        logger.info(
-            "node=%d view=%d seq=%d phase=execute digest=%s builds=%d",
-            self.id, self.view, seq, batch_id[:8], len(executed.built),
-        )
+        logger.info("node=%d view=%d seq=%d phase=execute digest=%s builds=%d logged=%d", self.id, self.view, seq,
+                    batch_id[:8], len(executed.built), len(executed.leaves))
         network, document = self.network.document_at(seq) or ("", None)
         self._outbox.append(Execute(self.view, seq, batch_id, batch, executed.built, self.state_digest, executed.learnt,
                                     executed.answered, executed.builders, network, document, verdicts, executed.leaves))
@@ -776,12 +775,12 @@ class Replica:
         self._entered_view = new_view.view
         self._outbox.append(Store(new_view))
         self.clients.forwarded.clear()
-        self._adopt_checkpoint(plan)
-        self.catch_up.proven(plan.stable_seq)
         self.log.new_view()
         preprepares = new_view.preprepares
-        # Never issue at or below the view's stable checkpoint, even if we are behind it.
+        # Never at or below the view's stable checkpoint, nor where the NEW-VIEW reissues; before adopting it, which may issue.
         self.next_seq = max([pp.seq for pp in preprepares] + [self.low_watermark, plan.stable_seq])
+        self._adopt_checkpoint(plan)
+        self.catch_up.proven(plan.stable_seq)
         logger.warning(
             "node=%d view=%d phase=new-view primary=%d reissued=%d",
             self.id, self.view, self.primary(), len(preprepares),

@@ -22,7 +22,7 @@ from pbft.ci.ordered import OrderedBuild
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
-from pbft.messages import Checkpoint, Fetch, Message, MessageError, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
+from pbft.messages import Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
 from pbft.replica import Replica, ReplicaSettings
 from pbft.membership import Membership
 from pbft.durable import DurableState
@@ -771,6 +771,8 @@ class SimCluster:
         item = vouched(message)
         if isinstance(message, Checkpoint):
             self.log_check.checkpointed(self.now_s, node, message)
+        for preprepare in message.preprepares if isinstance(message, NewView) else ():  # signed by its sender too
+            self._vouch(node, preprepare)
         if item is not None:
             self._sent[node].add(item)
             problem = conflict(self._signed[node], item)
@@ -779,8 +781,7 @@ class SimCluster:
         elif isinstance(message, Fetch):
             self.stats["fetches_sent"] += 1
             replica = self.nodes[node].replica
-            detail = (f"from={message.from_seq} view={message.view} vouched_seq={replica.catch_up.target_seq()} "
-                      f"vouched_view={replica.catch_up.target_view()}")
+            detail = f"from={message.from_seq} view={message.view} vouched_seq={replica.catch_up.target_seq()} vouched_view={replica.catch_up.target_view()}"
             self.builds.fetched(self.now_s, node, detail)
             if self._settle_from_s is not None and self.now_s >= self._settle_from_s + self.options.settle_s / 2:
                 self._late_fetches.setdefault(node, detail)
@@ -789,8 +790,7 @@ class SimCluster:
         builds = tuple(request.key for request in effect.requests)
         if self.nodes[node].honest:
             self.cancels.executed(node, effect.batch)
-            # The requests new to the node, in the batch's order: one ordered again is no new
-            # request of its delivery.
+            # The requests new to the node, in the batch's order: one ordered again is no new request of its delivery.
             fresh = {request.key for request in (*effect.requests, *effect.learnt, *effect.answered)}
             self.deliveries.executed(node, effect.seq, [request for request in effect.batch if request.key in fresh],
                                      self.nodes[node].replica.clients.executed)

@@ -116,6 +116,10 @@ class Checkpoints:
         out to be at no boundary."""
         assert self.stable_seq == 0 and not self.votes, "restore fresh checkpoints"
         self.stable_seq, self.stable_proof = stable_seq, proof
+        # Where we signed one off the interval we executed a batch of verdicts alone: a checkpoint
+        # here as everywhere, which the replayed changes do not tell.
+        self.boundaries |= {checkpoint.seq for checkpoint in stored
+                            if checkpoint.sender == me and stable_seq < checkpoint.seq <= last_executed}
         for checkpoint in sorted(stored, key=lambda checkpoint: checkpoint.seq):
             if checkpoint.seq == stable_seq:
                 self.votes.setdefault(checkpoint.seq, {})[checkpoint.sender] = checkpoint

@@ -338,22 +338,6 @@ class BuildChecker:
         ))
 
 
-def restore_problem(node: int, before: set[RequestKey], after: set[RequestKey], floors: dict[str, int]) -> str | None:
-    """Why a restarted node's executed requests (above each client's floor) differ from those it had at the crash."""
-    def above(keys: set[RequestKey]) -> set[RequestKey]:
-        return {key for key in keys if key[1] > floors.get(key[0], -1)}
-
-    lost, gained = sorted(above(before) - above(after)), sorted(above(after) - above(before))
-    if not lost and not gained:
-        return None
-    parts = []
-    if lost:
-        parts.append(f"lost {len(lost)} executed request(s) {_first(lost)}")
-    if gained:
-        parts.append(f"gained {len(gained)} it had not executed {_first(gained)}")
-    return f"node {node} restarted and " + " and ".join(parts)
-
-
 def vouched(message: Message) -> tuple | None:
     """What a PRE-PREPARE, PREPARE, COMMIT or CHECKPOINT commits its sender to:
     (type, epoch, view, seq, digest); None for other messages. Views start again in each epoch."""

@@ -32,9 +32,10 @@ from pbft.sim.networks import MEMBERSHIP, NetworkChecker, genesis, menu, owner_s
 from pbft.sim.byzantine import behaviour_for
 from pbft.sim.checkers import (
     CHECKS, BuildChecker, CancelChecker, DeliveryChecker, MemoryBounds, MemoryChecker, SafetyChecker, Violation, conflict,
-    disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem, restore_problem,
+    disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem,
     vouched,
 )
+from pbft.sim.restored import Down, checkpoints_problem, restore_problem
 from pbft.sim.logcheck import LogChecker, end_failures as log_end_failures
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
@@ -145,14 +146,6 @@ class SeedOutcome:
         if not self.violations:
             return None
         return min(self.violations, key=lambda violation: (CHECKS.index(violation.kind), violation.time_s))
-
-
-@dataclass
-class _Down:
-    """What a node had when it went down, to compare with what it restores."""
-
-    executed: set[tuple[str, int]]
-    power_loss: bool
 
 
 def describe(message: Message) -> str:
@@ -278,7 +271,7 @@ class SimCluster:
         # Every fault over, every request sent.
         self._quiet_from_s = max(self.plan.heal_s, self.ci.heal_s, submissions[-1].time_s if submissions else 0.0)
         self._settle_from_s: float | None = None
-        self._down: dict[int, _Down] = {}
+        self._down: dict[int, Down] = {}
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
         # (type, epoch, view, seq) -> digest of all each node signed, what a power cut took included
@@ -642,7 +635,7 @@ class SimCluster:
         if node in self._down:
             self._down[node].power_loss |= power_loss
             return
-        self._down[node] = _Down(set(self.nodes[node].replica.clients.executed) - unsaved, power_loss)
+        self._down[node] = Down.of(self.nodes[node].replica, unsaved, power_loss)
         self._incarnation[node] += 1  # builds the dead process started never report
         self.executors[node] = SimExecutor(self.ci.slots)  # nor does it remember what ran or waited
         self.cancels.lost(node, unsaved)
@@ -674,7 +667,7 @@ class SimCluster:
             self._start_build(node, build)
         sim_node.interpreter.take()
 
-    def _check_restored(self, node: int, down: _Down, loaded, lost_effects: int) -> None:
+    def _check_restored(self, node: int, down: Down, loaded, lost_effects: int) -> None:
         replica = self.nodes[node].replica
         stored = loaded.messages if loaded is not None else []
         low_watermark = loaded.state.low_watermark if loaded is not None else 0
@@ -705,7 +698,8 @@ class SimCluster:
                 self._restarts.append(hole)
         if lost_effects and self.options.unsynced_stores:
             return  # an unsynced step may hold executions too: amnesia already tells the story
-        problem = restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
+        problem = (restore_problem(node, down.executed, set(replica.clients.executed), replica.clients.floor)
+                   or checkpoints_problem(node, down.checkpoints, replica))
         if problem is not None:
             self._restarts.append(Violation("restore", self.now_s, problem))
 

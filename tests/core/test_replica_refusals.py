@@ -196,6 +196,24 @@ def test_a_restart_keeps_a_senders_latest_checkpoint_off_the_interval_not_every_
     assert sorted(checkpoints.votes) == [2, 4, 9]
 
 
+def test_a_restart_knows_the_checkpoints_it_signed_off_the_interval():
+    # A batch of verdicts alone is a checkpoint where it executes; only our own stored vote tells
+    # a restart so. Without it the peers' votes there were refused and a later proof found us unaware.
+    cluster = Cluster(settings={"checkpoint_interval": 4, "log_window": 8})
+
+    def vote(seq, sender):
+        return signed(Checkpoint(seq, "a" * 64, sender), cluster.replicas[sender].auth.sign)
+
+    checkpoints = Checkpoints(interval=4, log_window=8)
+    checkpoints.restore(4, (), [vote(6, 1), vote(6, 2), vote(3, 2), vote(7, 2)], me=1, last_executed=6)
+    assert checkpoints.due(6) and not checkpoints.due(7) and not checkpoints.due(3)
+    assert set(checkpoints.votes[6]) == {1, 2} and checkpoints.own[6] == vote(6, 1).vouches()
+    # One of ours above what the store says we executed (a power cut took that step) proves nothing.
+    ahead = Checkpoints(interval=4, log_window=8)
+    ahead.restore(4, (), [vote(9, 1)], me=1, last_executed=6)
+    assert not ahead.due(9)
+
+
 def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():
     cluster = Cluster(settings={"max_open_per_client": 2})
     cluster.crashed.add(0)  # nothing executes: every request stays open at the backup

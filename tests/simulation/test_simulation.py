@@ -32,6 +32,7 @@ from pbft.messages import (
 from pbft.ci.answers import Answers
 from pbft.ci.verdictlog import VerdictLog
 from pbft.ci.verdicts import Verdicts
+from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
 from pbft.horizon import Horizon, VoteHorizon
@@ -52,9 +53,9 @@ from pbft.sim.checkers import (
     forgotten,
     liveness_failures,
     replica_sizes,
-    restore_problem,
     vouched,
 )
+from pbft.sim.restored import restore_problem
 from pbft.sim.client import DIVERGENT, verdict
 from pbft.sim.ci import KINDS as CI_KINDS
 from pbft.sim.faults import (
@@ -937,6 +938,25 @@ def test_simulation_catches_a_buffer_too_small_for_the_votes_a_new_view_brings(m
     _without_slow_primaries(monkeypatch)
     _without_verdict_log(monkeypatch)
     assert not run_seed(9438, found).violations
+
+
+def test_simulation_catches_a_restart_that_forgets_a_checkpoint_off_the_interval(monkeypatch):
+    # Seed 67 (n = 7, node 3 lagging, then a blackout): node 3 signed a checkpoint at seq 42, a
+    # batch of verdicts alone, and restarted not knowing 42 as one, as restores did when only the
+    # replayed changes told them where checkpoints off the interval were. A later proof of 42 (a
+    # rejoining node's state transfer, as the membership e2e test found) then broke its invariant.
+    restore = Checkpoints.restore
+
+    def restore_as_before(checkpoints, stable_seq, proof, stored, me, last_executed):
+        forgotten = [vote for vote in stored if vote.sender == me and not checkpoints.due(vote.seq)]
+        restore(checkpoints, stable_seq, proof, [vote for vote in stored if vote not in forgotten], me, last_executed)
+
+    monkeypatch.setattr(Checkpoints, "restore", restore_as_before)
+    outcome = run_seed(67, options())
+    assert outcome.first_violation.kind == "restore", outcome.violations
+    assert "not knowing seq 42 as a checkpoint" in outcome.first_violation.text
+    monkeypatch.undo()
+    assert not run_seed(67, options()).violations
 
 
 def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync):

@@ -120,7 +120,7 @@ def start_nodes(
 ) -> NodeProcesses:
     """Write a network of `n` nodes under `root` and start every node; returns once all answer GET /status.
 
-    With `profile_dir`, each node runs under cProfile and writes node-<id>.prof there when it stops.
+    With `profile_dir`, each node runs under cProfile, timed by its CPU clock (`bench.cpuprofile`), and writes node-<id>.prof there when it stops.
     `protocol`: settings of the network YAML's protocol section. `edit` changes the YAML's
     mapping before the nodes read it (owners, for a bench of changes).
     """
@@ -136,7 +136,8 @@ def start_nodes(
     nodes = NodeProcesses(config, processes, root)
     try:
         for node in config.nodes:
-            profiler = [] if profile_dir is None else ["-m", "cProfile", "-o", str(profile_dir / f"node-{node.id}.prof")]
+            profiler = [] if profile_dir is None else [str(REPO_ROOT / "bench" / "cpuprofile.py"),
+                                                       str(profile_dir / f"node-{node.id}.prof")]
             nodes.commands[node.id] = [sys.executable, *profiler, str(REPO_ROOT / "node" / "index.py"),
                                        "--config", str(config_path), "--id", str(node.id), *extra]
             with open(root / "log" / f"node-{node.id}.stdout", "wb") as stdout:

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions", action="store_true",
                         help="codec: also count instructions per request with valgrind's callgrind")
     parser.add_argument("--profile", metavar="DIR", type=Path,
-                        help="consensus, throughput, idle, memory: run the nodes under cProfile, "
+                        help="consensus, throughput, idle, memory: run the nodes under cProfile, timed by CPU, "
                              "writing DIR/node-<id>.prof (later runs overwrite earlier ones)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)

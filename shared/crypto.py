@@ -14,6 +14,7 @@ network configuration.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -30,6 +31,10 @@ from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
 # Parsed keys an authenticator keeps by their hex (`Ed25519Authenticator.verify_key`): the
 # members and owners of a few network documents.
 MAX_PARSED_KEYS = 1024
+# Signatures an authenticator remembers having checked: a RESULT vote checked as it arrives is
+# checked again in the verdict proof that carries it into the log (`pbft.ci.verdictlog`), on
+# every node. Bounded, oldest forgotten first; only signatures that held are kept.
+MAX_VERIFIED = 4096
 
 
 class PublicKey:
@@ -132,6 +137,8 @@ class Ed25519Authenticator:
         self._parsed: dict[str, PublicKey] = {key.raw.hex(): key for key in self._node_keys.values()}
         # Signatures checked so far, for GET /metrics: CPU no implementation of the protocol can shed.
         self.checks = 0
+        # (key, signature, digest of the signed bytes) of signatures that held (MAX_VERIFIED)
+        self._verified: dict[tuple[bytes, str, bytes], None] = {}
 
     def sign(self, payload: dict) -> str:
         assert self._private_key is not None, "this authenticator only verifies"
@@ -175,5 +182,14 @@ class Ed25519Authenticator:
     def _verify(self, key: PublicKey | None, payload: dict, sig: str) -> bool:
         if key is None:
             return False
+        data = canonical(payload)
+        seen = (key.raw, sig, hashlib.sha256(data).digest())
+        if seen in self._verified:
+            return True
         self.checks += 1
-        return verify_bytes(key, canonical(payload), sig)
+        if not verify_bytes(key, data, sig):
+            return False
+        if len(self._verified) >= MAX_VERIFIED:
+            del self._verified[next(iter(self._verified))]
+        self._verified[seen] = None
+        return True

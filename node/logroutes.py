@@ -18,6 +18,7 @@ import re
 from aiohttp import web
 
 from node.keys import DRIVER
+from node.counts import count_of
 from pbft.merkle import EMPTY_ROOT, consistency_proof, inclusion_proof
 from pbft.messages import Checkpoint, encode
 
@@ -40,9 +41,10 @@ def _count(request: web.Request, name: str, default: int | None = None) -> int |
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isascii() or not text.isdecimal() or len(text) > 18:
+    count = count_of(text)
+    if count is None:
         raise ValueError(f"{name} is a non-negative integer")
-    return int(text)
+    return count
 
 
 def _stable_head(request: web.Request) -> tuple[Checkpoint, ...]:

@@ -27,6 +27,7 @@ from node.buildlogs import MAX_TIMESTAMP, add_build_log_route
 from node.byzantine import HONEST, Behaviour
 from node.clients import ClientLinks
 from node.contexts import builds_ctx, driver_ctx, peers_ctx, statuses_ctx, store_ctx
+from node.counts import count_of
 from node.crashpoints import CrashAt
 from node.driver import Build, Conduct
 from node.logroutes import add_log_routes
@@ -206,29 +207,29 @@ def link_statuses(links: dict[int, PeerLink]) -> dict[int, dict]:
 
 async def build_at(request: web.Request) -> web.Response:
     """The builds ordered at one sequence number: this node's result, the certified verdict, the votes it kept."""
-    text = request.match_info["seq"]
-    if not text.isdigit() or len(text) > 18:
+    seq = count_of(request.match_info["seq"])
+    if seq is None:
         return web.json_response({"error": "a sequence number is a non-negative integer"}, status=400)
     driver = request.app[DRIVER]
     driver.write_deferred()  # votes and verdicts taken in since the last save are part of the record
     store = driver.store
-    records = store.build_records(int(text)) if store is not None else []
+    records = store.build_records(seq) if store is not None else []
     # A batch of no builds (verdicts for the log alone, or a new view's null request) executed all the same.
-    if not records and (store is None or not store.executed_at(int(text))):
-        return web.json_response({"error": f"nothing executed at sequence number {text}"}, status=404)
-    return web.json_response({"seq": int(text), "builds": records})
+    if not records and (store is None or not store.executed_at(seq)):
+        return web.json_response({"error": f"nothing executed at sequence number {seq}"}, status=404)
+    return web.json_response({"seq": seq, "builds": records})
 
 
 async def ledger_after(request: web.Request) -> web.Response:
     """`GET /ledger?after=SEQ`: the builds of the sequence numbers this node executed after SEQ,
     up to LEDGER_PAGE of them, as `GET /builds/{seq}` shows each: how every client of the
     network learns the builds another client asked for (client/ledgerimport.py)."""
-    text = request.query.get("after", "0")
-    if not text.isascii() or not text.isdecimal() or len(text) > 18:
+    after = count_of(request.query.get("after", "0"))
+    if after is None:
         return web.json_response({"error": "after is a non-negative integer"}, status=400)
     driver = request.app[DRIVER]
     driver.write_deferred()
-    after, last = int(text), driver.replica.last_executed
+    last = driver.replica.last_executed
     builds: list[dict] = []
     through, size = after, 0
     for seq in range(after + 1, min(after + LEDGER_PAGE, last) + 1):
@@ -247,20 +248,20 @@ async def ledger_after(request: web.Request) -> web.Response:
 def _record_of_request(request: web.Request) -> dict:
     """This node's ledger record of the build named by the route's client and timestamp;
     raises a 400 or 404 JSON answer when the timestamp is malformed or the build unknown."""
-    client, text = request.match_info["client"], request.match_info["timestamp"]
-    if not text.isascii() or not text.isdecimal() or len(text) > 19 or int(text) > MAX_TIMESTAMP:
+    client, timestamp = request.match_info["client"], count_of(request.match_info["timestamp"], digits=19)
+    if timestamp is None or timestamp > MAX_TIMESTAMP:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "a timestamp is a non-negative 63-bit integer"}), content_type="application/json"
         )
     driver = request.app[DRIVER]
     driver.write_deferred()
-    record = driver.store.build_record(client, int(text)) if driver.store is not None else None
+    record = driver.store.build_record(client, timestamp) if driver.store is not None else None
     if record is None:
         raise web.HTTPNotFound(
-            text=json.dumps({"error": f"no executed request {text} of client {client!r}"}),
+            text=json.dumps({"error": f"no executed request {timestamp} of client {client!r}"}),
             content_type="application/json",
         )
-    return {**record, "build": driver.build_state((client, int(text)))}
+    return {**record, "build": driver.build_state((client, timestamp))}
 
 
 async def build_of_request(request: web.Request) -> web.Response:

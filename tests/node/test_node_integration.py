@@ -271,8 +271,9 @@ async def test_every_node_certifies_the_verdict_and_shows_the_liars_vote(network
         assert views[3]["own_result"]["status"] == "failure"
         async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/99") as response:
             assert response.status == 404
-        async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/-1") as response:
-            assert response.status == 400
+        for bad in ("-1", "%C2%B2", "1" * 19):  # "²" is a digit to str.isdigit, and no number to int
+            async with session.get(f"http://127.0.0.1:{net.config.node(0).port}/builds/{bad}") as response:
+                assert response.status == 400, bad
         # A client finds the same record by its request's timestamp (it never learns the sequence number).
         node_0 = f"http://127.0.0.1:{net.config.node(0).port}"
         async with session.get(f"{node_0}/requests/client/31") as response:

@@ -57,14 +57,15 @@ class PublicKey:
 class PrivateKey:
     """An Ed25519 private key, held as its 32-byte seed (RFC 8032)."""
 
-    __slots__ = ("seed", "_signing_key")
+    __slots__ = ("seed", "_signing_key", "public_raw")
 
     def __init__(self, seed: bytes) -> None:
         self.seed = seed
         self._signing_key = nacl.signing.SigningKey(seed)
+        self.public_raw = bytes(self._signing_key.verify_key)  # its public key's 32 bytes
 
     def public_key(self) -> PublicKey:
-        return PublicKey(bytes(self._signing_key.verify_key))
+        return PublicKey(self.public_raw)
 
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data).signature
@@ -141,12 +142,14 @@ class Ed25519Authenticator:
         self._verified: dict[tuple[bytes, str, bytes], None] = {}
 
     def sign(self, payload: dict) -> str:
-        assert self._private_key is not None, "this authenticator only verifies"
-        return sign_bytes(self._private_key, canonical(payload))
+        return self.sign_bytes(canonical(payload))
 
     def sign_bytes(self, data: bytes) -> str:
         assert self._private_key is not None, "this authenticator only verifies"
-        return sign_bytes(self._private_key, data)
+        signature = sign_bytes(self._private_key, data)
+        # Our own votes come back to us inside proofs that others carry (a verdict's, a view change's).
+        self._remember((self._private_key.public_raw, signature, hashlib.sha256(data).digest()))
+        return signature
 
     def add_spare_key(self, key: PrivateKey) -> None:
         """A next key made after the node started (scripts/network.py join --next)."""
@@ -189,7 +192,11 @@ class Ed25519Authenticator:
         self.checks += 1
         if not verify_bytes(key, data, sig):
             return False
+        self._remember(seen)
+        return True
+
+    def _remember(self, signed: tuple[bytes, str, bytes]) -> None:
+        """(key, signature, SHA-256 of the signed bytes): a signature that holds."""
         if len(self._verified) >= MAX_VERIFIED:
             del self._verified[next(iter(self._verified))]
-        self._verified[seen] = None
-        return True
+        self._verified[signed] = None

@@ -32,3 +32,12 @@ def test_the_memory_of_checked_signatures_is_bounded(monkeypatch):
     assert len(verifier._verified) == 3 and verifier.checks == 5
     assert verifier.verify_node(1, *signed[0]) and verifier.checks == 6  # the oldest was forgotten
     assert verifier.verify_node(1, *signed[4]) and verifier.checks == 6
+
+
+def test_a_signature_of_our_own_is_never_checked():
+    # Our RESULT vote comes back inside the verdict proofs other primaries carry.
+    key = generate_private_key()
+    me = Ed25519Authenticator(key, {1: key.public_key()}, {})
+    payload = {"type": "result", "seq": 7, "sender": 1}
+    assert me.verify_node(1, payload, me.sign(payload)) and me.checks == 0
+    assert not me.verify_node(1, {**payload, "seq": 8}, me.sign(payload)) and me.checks == 1

@@ -13,7 +13,7 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict, reconfigure and cost):
+Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict, reconfigure, cost and frames):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -73,6 +73,9 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
               README's first webhook answered, with its commands alone
               (./startNetwork.sh sets the clone up), the engine and images
               present; each phase's seconds.
+  frames      no network: the largest VIEW-CHANGE and NEW-VIEW at n = 4, 7,
+              16 for batches of 1, 32 and 64 requests, with and without their
+              verdict proofs, against the largest frame a node takes from a peer.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from bench import (  # noqa: E402
-    builds, burst, caches, codec, cost, durable, firstverdict, largerepo, protocol, reconfigure, restart,
+    builds, burst, caches, codec, cost, durable, firstverdict, frames, largerepo, protocol, reconfigure, restart,
 )
 from bench.targets import targets_table  # noqa: E402
 
@@ -115,6 +118,7 @@ SCENARIOS = {
     "first-verdict": (firstverdict.first_verdict, firstverdict.first_verdict_table),
     "reconfigure": (reconfigure.reconfigure, reconfigure.reconfigure_table),
     "cost": (cost.cost, cost.cost_table),
+    "frames": (frames.frames, frames.frames_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",

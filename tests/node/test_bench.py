@@ -55,6 +55,19 @@ def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
     assert sorted(NETWORK_SCENARIOS + BUILD_SCENARIOS) == sorted(default[1].split())
 
 
+def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
+    from bench.frames import largest
+    small, proven = largest(4, 1, 0, 10), largest(4, 1, 1, 10)
+    # A NEW-VIEW holds 2f+1 VIEW-CHANGEs and the batches it issues again; a proof adds 2f+1 signed votes.
+    assert small["new_view"] > 3 * small["view_change"] > 30 * small["preprepare"]
+    assert proven["preprepare"] - small["preprepare"] > 3 * 800
+    assert largest(4, 1, 0, 20)["view_change"] > 1.9 * small["view_change"]
+    result, reports = quick_reports(["frames"], tmp_path)
+    rows = reports["frames"]["rows"]
+    assert {row["n"] for row in rows} == {4} and len(rows) == 12
+    assert "| 4 | 64 | 8 | 256 |" in result.stdout
+
+
 @pytest.mark.slow
 def test_quick_bench_runs_every_network_scenario(tmp_path):
     result, reports = quick_reports(NETWORK_SCENARIOS, tmp_path)

@@ -1,9 +1,9 @@
 """The frames scenario: how large a VIEW-CHANGE and a NEW-VIEW can grow, against the
 largest frame a node takes from a peer (`node.server.MAX_FRAME_BYTES`).
 
-A VIEW-CHANGE carries a prepared certificate, pre-prepare and batch whole, for every
-sequence number above the sender's stable checkpoint; a NEW-VIEW carries 2f+1 of them and
-the pre-prepares it issues again. Under load the batches are full, and each carries the
+A VIEW-CHANGE carries a prepared certificate and its batch for every sequence number above
+the sender's stable checkpoint; a NEW-VIEW carries 2f+1 of them without their batches, and
+the pre-prepares it issues again with theirs (`pbft.viewchange`). Under load the batches are full, and each carries the
 verdicts of about as many earlier builds, up to `MAX_PROOFS` proofs of 2f+1 signed RESULT votes (`pbft.ci.verdictlog`). A frame over
 the limit never reaches its peer, and a view change whose NEW-VIEW cannot be delivered never
 ends. Nothing here starts a node: the messages are made with the real classes and sizes
@@ -17,13 +17,14 @@ the next one becomes stable under steady load; and `log_window`, the most the wi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from pbft.build import Operation, Result
 from pbft.messages import (
-    MAX_PROOFS, Checkpoint, NewView, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote, VerdictProof,
-    ViewChange, signed,
+    MAX_PROOFS, Checkpoint, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote, VerdictProof, signed,
 )
 from pbft.replica import ReplicaSettings
+from pbft.viewchange import carrying_batches_once, new_view_of
 from pbft.wire import encode
 
 SIZES = (4, 7, 16)
@@ -60,8 +61,10 @@ def largest(n: int, requests: int, proofs: int, slots: int) -> dict:
     prepares = tuple(signed(Prepare(1, 5, "e" * 64, sender), _sign) for sender in range(1, 2 * f + 1))
     proof = tuple(signed(Checkpoint(128, "e" * 64, sender, log_size=100, log_root="f" * 64), _sign)
                   for sender in range(2 * f + 1))
-    view_change = signed(ViewChange(2, 128, proof, (PreparedCertificate(preprepare, prepares),) * slots, 1), _sign)
-    new_view = signed(NewView(2, (view_change,) * (2 * f + 1), (preprepare,) * slots, 2), _sign)
+    certificates = tuple(PreparedCertificate(replace(preprepare, seq=128 + slot), prepares) for slot in range(1, slots + 1))
+    view_change = signed(carrying_batches_once(2, 128, proof, certificates, 1, 0), _sign)
+    reissued = tuple(replace(certificate.preprepare, view=2, sender=2) for certificate in certificates)
+    new_view = signed(new_view_of(2, (view_change,) * (2 * f + 1), reissued, 2, 0), _sign)
     return {"preprepare": _bytes(preprepare), "view_change": _bytes(view_change), "new_view": _bytes(new_view)}
 
 

@@ -195,6 +195,17 @@ class PreparedCertificate:
     prepares: tuple[Prepare, ...] = wire(ListOf(Nested(Prepare), MAX_VOTES))
 
 
+@struct
+class LedgerEntry:
+    """One batch at its sequence number: an executed one, as state transfer carries it below
+    a stable checkpoint; a prepared one, as a VIEW-CHANGE carries it beside the pre-prepare
+    it signs without it."""
+
+    seq: int = wire(SEQ)
+    batch: tuple[Request, ...] = wire(ListOf(Nested(Request), MAX_BATCH))
+    verdicts: tuple[VerdictProof, ...] = wire(ListOf(Struct(VerdictProof), MAX_PROOFS), default=(), omit=())
+
+
 @message("view-change")
 class ViewChange:
     """<VIEW-CHANGE, v+1, n, C, P, i> (§4.4): node i's stable checkpoint n with its
@@ -206,6 +217,11 @@ class ViewChange:
     prepared: tuple[PreparedCertificate, ...] = wire(ListOf(Struct(PreparedCertificate), MAX_LOG))
     sender: int = wire(SEQ)
     epoch: int = _epoch()
+    # The batches of the prepared pre-prepares, which the signature covers without them (each
+    # pre-prepare's digest binds its batch): a NEW-VIEW carries its 2f+1 VIEW-CHANGEs without
+    # them, and each batch it issues again once (`pbft.viewchange`).
+    batches: tuple[LedgerEntry, ...] = wire(ListOf(Struct(LedgerEntry), MAX_LOG), default=(), omit=(), signed=False,
+                                            kw_only=True)
 
 
 @message("new-view")
@@ -226,15 +242,6 @@ class CommittedCertificate:
 
     preprepare: PrePrepare = wire(Nested(PrePrepare))
     commits: tuple[Commit, ...] = wire(ListOf(Nested(Commit), MAX_VOTES))
-
-
-@struct
-class LedgerEntry:
-    """One executed batch, as state transfer carries it below a stable checkpoint."""
-
-    seq: int = wire(SEQ)
-    batch: tuple[Request, ...] = wire(ListOf(Nested(Request), MAX_BATCH))
-    verdicts: tuple[VerdictProof, ...] = wire(ListOf(Struct(VerdictProof), MAX_PROOFS), default=(), omit=())
 
 
 @message("fetch")

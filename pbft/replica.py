@@ -49,7 +49,7 @@ from pbft.views import Mode, Views
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.slot import GENESIS_STATE, ReplicaSettings, Slot, vote_digests
 from pbft.membership import Membership
-from pbft.viewchange import NewViewPlan, plan_new_view
+from pbft.viewchange import NewViewPlan, carrying_batches_once, new_view_of, plan_new_view
 from pbft.changerule import ChangeRule, membership
 from pbft.ci.answers import NO_FILES, Answers
 from pbft.ci.ordered import OrderedBuild
@@ -690,8 +690,8 @@ class Replica:
         if not self.member:
             return
         message = signed(
-            ViewChange(self.view, self.low_watermark, self.stable_proof, self.log.prepared_above(self.low_watermark), self.id,
-                       epoch=self.epoch),
+            carrying_batches_once(self.view, self.low_watermark, self.stable_proof, self.log.prepared_above(self.low_watermark),
+                                  self.id, self.epoch),
             self.auth.sign,
         )
         self.views.said(message, self.now)
@@ -759,7 +759,7 @@ class Replica:
             signed(PrePrepare(view, seq, old.digest, self.id, old.batch, epoch=self.epoch, verdicts=old.verdicts), self.auth.sign)
             for seq, old in sorted(plan.batches.items())
         )
-        message = signed(NewView(view, chosen, preprepares, self.id, epoch=self.epoch), self.auth.sign)
+        message = signed(new_view_of(view, chosen, preprepares, self.id, self.epoch), self.auth.sign)
         self._outbox.append(Broadcast(message))
         self._enter_view(message, plan)
 

@@ -233,7 +233,8 @@ class Views:
         for vc in message.view_changes:
             if vc.view != message.view:
                 return "view_change_for_other_view", None
-            problem = view_change_problem(vc, self.members, auth, self.epoch, self._proof_members(vc.stable_seq))
+            problem = view_change_problem(vc, self.members, auth, self.epoch, self._proof_members(vc.stable_seq),
+                                          with_batches=False)
             if problem is not None:
                 return problem, None
         plan = plan_new_view(message.view_changes, message.view, self.members, self.epoch)

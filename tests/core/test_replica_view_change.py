@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from pbft.messages import NewView, PrePrepare, Prepare, ViewChange, signed
+from pbft.messages import NewView, PrePrepare, Prepare, ViewChange, batch_digest, signed
 from tests.support.cluster import Cluster
 
 T = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -183,6 +183,33 @@ def test_a_new_view_whose_preprepares_do_not_follow_from_its_proofs_is_refused()
     assert cluster.deliver_to(2, too_few) == "ignore_new-view_too_few_view_changes"
     assert cluster.deliver_to(2, new_view) is None
     assert cluster.replicas[2].view == 1 and not cluster.replicas[2].changing_view
+
+
+def test_a_batch_travels_once_beside_the_preprepare_a_view_change_signs_without_it():
+    cluster = Cluster()
+    view_changes, new_view = view_change_messages(cluster)
+    honest = view_changes[3]
+    cert = honest.prepared[0]
+    # Signed without its batch, which travels beside it, bound by the pre-prepare's digest.
+    assert cert.preprepare.batch == () and [entry.seq for entry in honest.batches] == [cert.preprepare.seq]
+    assert batch_digest(honest.batches[0].batch, honest.batches[0].verdicts) == cert.preprepare.digest
+    # The NEW-VIEW holds the view changes without their batches and issues each batch again, once.
+    assert all(vc.batches == () for vc in new_view.view_changes)
+    reissued = next(pp for pp in new_view.preprepares if pp.seq == cert.preprepare.seq)
+    assert reissued.batch == honest.batches[0].batch and reissued.digest == cert.preprepare.digest
+    # The batches travel outside the signature: a wrong one, two, or none where one is due are refused.
+    node2 = cluster.replicas[2]
+    wrong = replace(honest.batches[0], batch=())
+    assert node2.receive(replace(honest, batches=(wrong,))) == "ignore_view-change_batch_not_of_its_preprepare"
+    assert node2.receive(replace(honest, batches=honest.batches * 2)) == "ignore_view-change_two_batches_for_one_seq"
+    assert node2.receive(replace(honest, batches=())) == "ignore_view-change_batch_missing"
+    assert node2.receive(honest) is None
+    # A NEW-VIEW whose re-issued pre-prepare carries another batch than its digest names is refused.
+    swapped = signed(replace(reissued, batch=()), cluster.replicas[1].auth.sign)
+    forged = signed(replace(new_view, preprepares=tuple(swapped if pp.seq == reissued.seq else pp
+                                                        for pp in new_view.preprepares)), cluster.replicas[1].auth.sign)
+    assert node2.receive(forged) == "ignore_new-view_malformed_preprepare"
+    assert node2.receive(new_view) is None and node2.view == 1 and not node2.changing_view
 
 
 def test_a_view_change_with_a_forged_certificate_is_refused():

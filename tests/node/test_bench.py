@@ -58,14 +58,16 @@ def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
 def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
     from bench.frames import largest
     small, proven = largest(4, 1, 0, 10), largest(4, 1, 1, 10)
-    # A NEW-VIEW holds 2f+1 VIEW-CHANGEs and the batches it issues again; a proof adds 2f+1 signed votes.
-    assert small["new_view"] > 3 * small["view_change"] > 30 * small["preprepare"]
+    # A proof adds 2f+1 signed votes to a batch; a NEW-VIEW holds 2f+1 VIEW-CHANGEs, but each batch once.
     assert proven["preprepare"] - small["preprepare"] > 3 * 800
+    assert small["new_view"] > 2 * small["view_change"] > 20 * small["preprepare"]
+    assert proven["new_view"] - small["new_view"] < 1.2 * (proven["view_change"] - small["view_change"])
     assert largest(4, 1, 0, 20)["view_change"] > 1.9 * small["view_change"]
     result, reports = quick_reports(["frames"], tmp_path)
     rows = reports["frames"]["rows"]
     assert {row["n"] for row in rows} == {4} and len(rows) == 12
     assert "| 4 | 64 | 8 | 256 |" in result.stdout
+    assert all(row["new_view"] < 8e6 for row in rows if row["slots"] == 136)
 
 
 @pytest.mark.slow

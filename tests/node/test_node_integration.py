@@ -113,7 +113,8 @@ async def test_a_node_that_runs_another_network_document_is_named_by_the_others(
             metrics = parse_metrics(await response.text())
     for node_id in (0, 1, 2):
         assert statuses[node_id]["network"] == {"digest": net.config.digest, "foreign": {"3": other.digest}}
-        assert statuses[node_id]["low_watermark"] == 2  # three matching checkpoints: 2f+1
+        # Three matching checkpoints, 2f+1: at 2, or at the batch of those builds' verdicts if it came by now.
+        assert statuses[node_id]["low_watermark"] >= 2
     assert statuses[3]["network"] == {"digest": other.digest, "foreign": {str(i): net.config.digest for i in range(3)}}
     assert statuses[3]["low_watermark"] == 0  # its checkpoint matches nobody's
     assert metrics[("pbft_peer_foreign_network", (("peer", "3"),))] == 1.0

@@ -1,5 +1,5 @@
 """The frames scenario: how large a VIEW-CHANGE and a NEW-VIEW can grow, against the
-largest frame a node takes from a peer (`node.server.MAX_FRAME_BYTES`).
+largest frame a node takes from a peer (`pbft.messages.MAX_FRAME_BYTES`).
 
 A VIEW-CHANGE carries a prepared certificate and its batch for every sequence number above
 the sender's stable checkpoint; a NEW-VIEW carries 2f+1 of them without their batches, and
@@ -21,7 +21,8 @@ from dataclasses import replace
 
 from pbft.build import Operation, Result
 from pbft.messages import (
-    MAX_PROOFS, Checkpoint, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote, VerdictProof, signed,
+    MAX_FRAME_BYTES, MAX_PROOFS, Checkpoint, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote,
+    VerdictProof, signed,
 )
 from pbft.replica import ReplicaSettings
 from pbft.viewchange import carrying_batches_once, new_view_of
@@ -69,8 +70,6 @@ def largest(n: int, requests: int, proofs: int, slots: int) -> dict:
 
 
 def frames(args) -> dict:
-    from node.server import MAX_FRAME_BYTES  # the node's limit, where it is enforced
-
     settings = ReplicaSettings(node_id=0, n=4, f=1)
     steady = settings.checkpoint_interval + settings.pipeline_depth
     rows = []

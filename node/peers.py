@@ -38,7 +38,7 @@ MAX_FRAME_AGE_S = 5.0
 # Frames queued for a peer go out together, one per line of one WebSocket message (JSON
 # frames hold no raw newline), at most this many and about this many characters (ASCII:
 # json.dumps escapes the rest), far below what a node's server takes in one message
-# (`node.server.MAX_FRAME_BYTES`). A turn's votes to one peer then cost one send and
+# (`pbft.messages.MAX_FRAME_BYTES`). A turn's votes to one peer then cost one send and
 # one read instead of one each; the peer still charges and steps each frame on its own.
 MAX_FRAMES_PER_MESSAGE = 64
 MAX_MESSAGE_CHARS = 1024 * 1024

@@ -41,14 +41,13 @@ from pbft.attestation import Signed, envelope_of, signers
 from shared.crypto import Ed25519Authenticator, load_private_key, parse_public_key, verify_bytes
 from pbft.encoding import canonical
 from pbft.build import Operation
-from pbft.messages import decode, encode
+from pbft.messages import MAX_FRAME_BYTES, decode, encode
 from pbft.networkchange import document_digest
 from pbft.quorum import reply_quorum
 from pbft.wire import decode_struct
 
 logger = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES = 8 * 1024 * 1024
 # Far above what a peer sends in normal operation (a few frames per request),
 # far below what would let one connection keep a node busy verifying junk.
 PEER_FRAMES_PER_S = 5_000

@@ -24,6 +24,9 @@ from pbft.wire import (  # noqa: F401 (encode, decode and MessageError are this 
 
 MAX_BATCH = 1024
 MAX_VOTES = 1024  # signed votes in one proof: bounded by the number of nodes
+# The largest frame a node takes from a peer (node/server.py): an honest node never sends one
+# larger, or it never arrives (`scripts/bench.py frames`, the simulator's `frame` check).
+MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
 MAX_PROOFS = 8  # certified verdicts one batch adds to the verdict log (`pbft.ci.verdictlog`)

@@ -25,6 +25,7 @@ Each violation has a kind, one per checker:
   sequence number) in PRE-PREPAREs, PREPAREs or COMMITs, or for one CHECKPOINT;
 - `memory`: a replica's log, buffers, view changes, checkpoints, executed
   requests, builds with votes, cancels or deliveries grew past their bound;
+- `frame`: an honest node sent a frame larger than a peer takes (`pbft.sim.frames`);
 - `agree`: two honest nodes replied different results for one request (its
   artifacts' bytes aside, which a build that is not reproducible makes its
   own, and `cancelled` aside for a build whose cancel raced its end): what
@@ -49,13 +50,16 @@ from typing import Container, Hashable, Iterable
 from pbft.cancels import target_of
 from pbft.deliveries import Delivery, delivery_of
 from pbft.horizon import Horizon
-from pbft.messages import Checkpoint, Commit, Message, PrePrepare, Prepare, Request
+from pbft.messages import (
+    Checkpoint, Commit, Message, PrePrepare, Prepare, Request,
+)
 from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
 CHECKS = ("safety", "conflict", "log", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore",
-          "amnesia", "memory", "converge", "ledger")
+          "amnesia", "memory", "frame", "converge", "ledger")
+
 
 
 @dataclass(frozen=True)

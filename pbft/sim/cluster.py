@@ -22,7 +22,10 @@ from pbft.ci.ordered import OrderedBuild
 from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVerdict, StopBuild
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
-from pbft.messages import Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer, decode, encode
+from pbft.messages import (
+    MAX_FRAME_BYTES, Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer,
+    decode, encode,
+)
 from pbft.replica import Replica, ReplicaSettings
 from pbft.membership import Membership
 from pbft.durable import DurableState
@@ -35,13 +38,14 @@ from pbft.sim.checkers import (
     disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem,
     vouched,
 )
+from pbft.sim.frames import frame_problem
 from pbft.sim.restored import Down, checkpoints_problem, restore_problem
 from pbft.sim.logcheck import LogChecker, end_failures as log_end_failures
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
 from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, WITHHOLDING_KINDS, FaultPlan, Window, choose_plan, drawn_apart, long_plan
-from pbft.sim.network import Address, Network
+from pbft.sim.network import Address, Network, describe
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
     NodeEnd,
@@ -114,6 +118,7 @@ class SimOptions:
     # Which seeds build with the f+1 picked builders (`pbft.builders`): a third of them, drawn
     # apart from the seed's other draws ("third"), or every seed ("f+1") or none ("all").
     builders: str = "third"
+    frame_bytes: int = MAX_FRAME_BYTES  # the largest frame a node takes from a peer (the `frame` check)
     verbose: bool = False
 
 
@@ -146,20 +151,6 @@ class SeedOutcome:
         if not self.violations:
             return None
         return min(self.violations, key=lambda violation: (CHECKS.index(violation.kind), violation.time_s))
-
-
-def describe(message: Message) -> str:
-    parts = [message.TYPE]
-    for name, label in (("view", "v"), ("seq", "n"), ("sender", "i"), ("client", "c"), ("timestamp", "t")):
-        if hasattr(message, name):
-            parts.append(f"{label}={getattr(message, name)}")
-    if hasattr(message, "digest") and isinstance(message.digest, str):
-        parts.append(f"d={message.digest[:6]}")
-    if isinstance(message, Relay):
-        parts.append("[" + ", ".join(describe(vote) for vote in message.votes) + "]")
-    if hasattr(message, "result"):
-        parts.append(f"{message.result.status}/{message.result.exit_code}")
-    return " ".join(parts)
 
 
 class SimCluster:
@@ -273,6 +264,7 @@ class SimCluster:
         self._settle_from_s: float | None = None
         self._down: dict[int, Down] = {}
         self._restarts: list[Violation] = []  # what restarted nodes forgot (restore, amnesia)
+        self._frames: list[Violation] = []
         self._sent: dict[int, set[tuple]] = {node: set() for node in self.honest}  # what each node vouched for
         # (type, epoch, view, seq) -> digest of all each node signed, what a power cut took included
         self._signed: dict[int, dict[tuple, str]] = {node: {} for node in self.honest}
@@ -399,7 +391,7 @@ class SimCluster:
             error = error.__context__ if isinstance(error, NodeStopped) and error.__context__ else error
             frame = traceback.extract_tb(error.__traceback__)[-1]
             broken = Violation("safety", self.now_s, f"invariant {frame.line!r} at {frame.name}:{frame.lineno}")
-        violations = self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations + self._restarts + self.log_check.violations
+        violations = self.safety.violations + self._conflicts + self.builds.violations + self.memory.violations + self._restarts + self.log_check.violations + self._frames
         violations += disagreement_failures(self.now_s, self.safety.produced_results, self.cancels.all_cancelled())
         if broken is not None:
             violations.append(broken)
@@ -481,9 +473,15 @@ class SimCluster:
             return
         try:
             # The codec round trip every real frame takes, so the simulation exercises it too.
-            message = decode(encode(message))
+            wire = encode(message)
+            message, oversized = decode(wire), frame_problem(message, wire, self.options.frame_bytes)
         except MessageError as error:
             self._lose(src, dst, message, f"codec: {error}")
+            return
+        if oversized is not None:  # refused unread, as a node's server does
+            if isinstance(src, int) and src in self.honest:
+                self._frames.append(Violation("frame", self.now_s, f"node {src} to {dst}: {oversized}"))
+            self._lose(src, dst, message, "frame_too_big")
             return
         self.stats["delivered"] += 1
         if not isinstance(dst, int):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from pbft.messages import Message, Relay
 from pbft.sim.faults import DOWN_KINDS, FaultPlan, Window
 
 Address = int | str
@@ -89,3 +90,18 @@ class Network:
 
     def _lag_delay(self, dst: Address, now_s: float) -> float:
         return sum(self._rng.uniform(0.0, lag.delay_s) for lag in self._lags if lag.node == dst and lag.window.covers(now_s))
+
+
+def describe(message: Message) -> str:
+    """A message as the trace shows it: its type, what places it, its digest, a vote's result."""
+    parts = [message.TYPE]
+    for name, label in (("view", "v"), ("seq", "n"), ("sender", "i"), ("client", "c"), ("timestamp", "t")):
+        if hasattr(message, name):
+            parts.append(f"{label}={getattr(message, name)}")
+    if hasattr(message, "digest") and isinstance(message.digest, str):
+        parts.append(f"d={message.digest[:6]}")
+    if isinstance(message, Relay):
+        parts.append("[" + ", ".join(describe(vote) for vote in message.votes) + "]")
+    if hasattr(message, "result"):
+        parts.append(f"{message.result.status}/{message.result.exit_code}")
+    return " ".join(parts)

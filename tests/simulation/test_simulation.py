@@ -26,7 +26,7 @@ from pbft.effects import (
 )
 from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, batch_digest, decode,
+    Checkpoint, Commit, Fetch, NewView, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, batch_digest, decode,
     encode, signed,
 )
 from pbft.ci.answers import Answers
@@ -957,6 +957,21 @@ def test_simulation_catches_a_restart_that_forgets_a_checkpoint_off_the_interval
     assert "not knowing seq 42 as a checkpoint" in outcome.first_violation.text
     monkeypatch.undo()
     assert not run_seed(67, options()).violations
+
+
+def test_simulation_catches_a_new_view_no_peer_takes(monkeypatch):
+    # Seed 4 (a view change over prepared batches): a NEW-VIEW that held its 2f+1 VIEW-CHANGEs
+    # whole took 46 kB, where carrying each batch once takes 28 kB. With peers that take frames of
+    # 32 KiB (a node's 8 MB, scaled to the simulator's small batches) the first never arrives.
+    whole = lambda view, view_changes, preprepares, sender, epoch: NewView(  # noqa: E731
+        view, view_changes, preprepares, sender, epoch=epoch)
+    monkeypatch.setattr("pbft.replica.new_view_of", whole)
+    outcome = run_seed(4, options(frame_bytes=32 * 1024))
+    assert outcome.first_violation is not None
+    frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
+    assert frames and all("new-view" in text for text in frames), outcome.violations
+    monkeypatch.undo()
+    assert not run_seed(4, options(frame_bytes=32 * 1024)).violations
 
 
 def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync):

@@ -209,6 +209,12 @@ def test_a_batch_travels_once_beside_the_preprepare_a_view_change_signs_without_
     forged = signed(replace(new_view, preprepares=tuple(swapped if pp.seq == reissued.seq else pp
                                                         for pp in new_view.preprepares)), cluster.replicas[1].auth.sign)
     assert node2.receive(forged) == "ignore_new-view_malformed_preprepare"
+    # Inside a NEW-VIEW the view changes may come without batches, never with another one.
+    carried = next(index for index, vc in enumerate(new_view.view_changes) if vc.prepared)
+    tampered = replace(new_view.view_changes[carried], batches=(wrong,))
+    view_changes = new_view.view_changes[:carried] + (tampered,) + new_view.view_changes[carried + 1:]
+    forged = signed(replace(new_view, view_changes=view_changes), cluster.replicas[1].auth.sign)
+    assert node2.receive(forged) == "ignore_new-view_batch_not_of_its_preprepare"
     assert node2.receive(new_view) is None and node2.view == 1 and not node2.changing_view
 
 

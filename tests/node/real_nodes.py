@@ -21,6 +21,7 @@ from pbft.build import Operation
 from pbft.messages import Reply, Request, decode, encode, signed
 from shared.config import load_config
 from tests.support.handshake import say_hello
+from tests.support.node_processes import idle_seq
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,16 +74,7 @@ class Nodes:
             return json.load(response)
 
     def idle(self, timeout_s: float = 60) -> int:
-        """The sequence number every running node executed once none executes more for two
-        seconds: past the batch that logs the last builds' verdicts (pbft/ci/verdictlog.py)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            first = {node_id: self.status(node_id)["last_executed"] for node_id in self.processes}
-            time.sleep(2.0)
-            then = {node_id: self.status(node_id)["last_executed"] for node_id in self.processes}
-            if first == then and len(set(then.values())) == 1:
-                return next(iter(then.values()))
-            assert time.monotonic() < deadline, f"the nodes never went idle: {then}"
+        return idle_seq(self.status, list(self.processes), timeout_s)
 
     def store_path(self, node_id: int) -> Path:
         return self.config.data_dir / f"node-{node_id}" / "node.sqlite"

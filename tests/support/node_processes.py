@@ -123,6 +123,9 @@ class RealNodes:
     def status(self, node_id: int) -> dict:
         return self.get(node_id, "/status")[1]
 
+    def idle(self, timeout_s: float = 60) -> int:
+        return idle_seq(self.status, list(self.processes), timeout_s)
+
     def metrics(self, node_id: int) -> dict[tuple[str, tuple], float]:
         return parse_metrics(self.get(node_id, "/metrics")[1])
 
@@ -206,3 +209,17 @@ class Client:
         await asyncio.gather(*self._readers, return_exceptions=True)
         for ws in self.sockets.values():
             await ws.close()
+
+
+def idle_seq(status, node_ids: list[int], timeout_s: float = 60) -> int:
+    """The sequence number every node of `node_ids` executed once none executes more for two
+    seconds (`status(node_id)` is its GET /status): past the batch that logs the last builds'
+    verdicts (pbft/ci/verdictlog.py)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        first = {node_id: status(node_id)["last_executed"] for node_id in node_ids}
+        time.sleep(2.0)
+        then = {node_id: status(node_id)["last_executed"] for node_id in node_ids}
+        if first == then and len(set(then.values())) == 1:
+            return next(iter(then.values()))
+        assert time.monotonic() < deadline, f"the nodes never went idle: {then}"

@@ -50,16 +50,13 @@ from typing import Container, Hashable, Iterable
 from pbft.cancels import target_of
 from pbft.deliveries import Delivery, delivery_of
 from pbft.horizon import Horizon
-from pbft.messages import (
-    Checkpoint, Commit, Message, PrePrepare, Prepare, Request,
-)
+from pbft.messages import Checkpoint, Commit, Message, PrePrepare, Prepare, Request
 from pbft.sim.client import DIVERGENT
 from pbft.slot import ReplicaSettings
 
 RequestKey = tuple[str, int]  # (client, timestamp)
 CHECKS = ("safety", "conflict", "log", "liveness", "agree", "cancel", "delivery", "network", "built", "fetch", "restore",
           "amnesia", "memory", "frame", "converge", "ledger")
-
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from typing import Protocol
 
 from pbft.authenticator import Authenticator
 from pbft.epochs import Epochs
-from pbft.messages import Commit, Message, PrePrepare, Prepare
+from pbft.messages import (
+    MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Commit, Message, PrePrepare, Prepare, batch_bytes, batch_digest,
+)
 from pbft.seat import Seat, keep_per_sender
 from pbft.slot import Slot
 
@@ -134,6 +136,25 @@ class Admission:
                 found = epoch.members.signature_problem(message, self.auth)
                 return None if found is None else f"ignore_{message.TYPE}_{found}"
         return problem
+
+    def batch_problem(self, message: PrePrepare) -> str | None:
+        """Why a PRE-PREPARE's batch is not one an honest primary makes, or None: its digest, a
+        request twice, more than MAX_BATCH_BYTES or a request over MAX_REQUEST_BYTES (a faulty
+        primary's padding, which every VIEW-CHANGE of the window would carry: `pbft.messages`),
+        or a request its client did not sign."""
+        batch = message.batch
+        if message.digest != batch_digest(batch, message.verdicts):
+            return "ignore_preprepare_wrong_digest"
+        if len({request.key for request in batch}) != len(batch):
+            return "ignore_preprepare_request_twice"
+        if batch_bytes(batch, message.verdicts) > MAX_BATCH_BYTES:
+            return "ignore_preprepare_batch_too_large"
+        for request in batch:
+            if request.size > MAX_REQUEST_BYTES:
+                return "ignore_preprepare_request_too_large"
+            if not self.auth.verify_client(request.client, request.payload(), request.sig):
+                return "ignore_preprepare_bad_request_signature"
+        return None
 
     def view_and_window_problem(self, kind: str, message: PrePrepare | Prepare | Commit) -> str | None:
         if message.view < self.views.view:

@@ -111,10 +111,15 @@ class ClientTable:
         self.pending_keys.add(request.key)
         return True
 
-    def next_batch(self, batch_max: int) -> tuple[Request, ...]:
+    def next_batch(self, batch_max: int, max_bytes: int) -> tuple[Request, ...]:
+        """The queued requests the next PRE-PREPARE orders: up to `batch_max`, and `max_bytes`
+        in all (`pbft.messages.batch_bytes`), the first whatever its size."""
         assert batch_max > 0 and len(self.pending) == len(self.pending_keys)
-        batch = []
+        batch: list[Request] = []
         while self.pending and len(batch) < batch_max:
+            max_bytes -= self.pending[0].size
+            if batch and max_bytes < 0:
+                break
             request = self.pending.popleft()
             self.pending_keys.discard(request.key)
             batch.append(request)

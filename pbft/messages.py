@@ -11,11 +11,12 @@ from a peer ever reaches the protocol core.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Union
 
 from pbft.build import Operation, Result
-from pbft.encoding import digest
+from pbft.encoding import canonical, digest
 from pbft.handshake import Hello
 from pbft.wire import (  # noqa: F401 (encode, decode and MessageError are this module's interface too)
     HEX64, NAME, SEQ, SIG, ListOf, MessageError, Nested, Optional, Pair, Struct, Text, decode, encode, message,
@@ -30,6 +31,15 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_LOG = 4096  # certificates or pre-prepares in one view change: bounded by the log window
 MAX_VOTE_FETCH = 256  # builds asked about in one VOTE-FETCH
 MAX_PROOFS = 8  # certified verdicts one batch adds to the verdict log (`pbft.ci.verdictlog`)
+# A batch's bytes (`batch_bytes`: its requests and verdict proofs as their digests encode them).
+# A primary stops adding at MAX_BATCH_BYTES and a backup refuses a PRE-PREPARE over it, or one
+# that holds a request twice: a VIEW-CHANGE carries every prepared batch of a window, so without
+# a bound a faulty primary could pad batches until no peer took an honest node's VIEW-CHANGE,
+# and never be replaced (`pbft.admission.batch_problem`, `pbft.framebound`).
+MAX_BATCH_BYTES = 128 * 1024
+# One request, which a node refuses from a client above it: a batch of one always fits, beside
+# the verdict proofs of a network of up to a hundred nodes.
+MAX_REQUEST_BYTES = 96 * 1024
 
 
 def _network():
@@ -63,7 +73,18 @@ class Request:
     def digest(self) -> str:
         # The signature is part of the digest, so a pre-prepare binds the
         # exact signed request and nobody can swap in a re-signed variant.
-        return digest({"payload": self.payload(), "sig": self.sig})
+        return self._encoded[0]
+
+    @property
+    def size(self) -> int:
+        """The bytes of the signed request as its digest encodes them (`batch_bytes`)."""
+        return self._encoded[1]
+
+    @functools.cached_property
+    def _encoded(self) -> tuple[str, int]:
+        # Cached: a batch's digest and size read every request of it, at the primary and at each backup.
+        data = canonical({"payload": self.payload(), "sig": self.sig})
+        return hashlib.sha256(data).hexdigest(), len(data)
 
     @functools.cached_property
     def key(self) -> tuple[str, int]:
@@ -102,6 +123,12 @@ class VerdictProof:
     proven to have signed two. Each vote speaks for itself: checked against its signer."""
 
     votes: tuple[ResultVote, ...] = wire(ListOf(Nested(ResultVote), MAX_VOTES, minimum=1))
+
+    @functools.cached_property
+    def encoded(self) -> tuple[str, int]:
+        """The digest and the size of the proof's canonical encoding (`batch_digest`, `batch_bytes`)."""
+        data = canonical(encode(self))
+        return hashlib.sha256(data).hexdigest(), len(data)
 
 
 @message("status")
@@ -363,7 +390,12 @@ def batch_digest(batch: tuple[Request, ...], verdicts: tuple[VerdictProof, ...] 
     """What a PRE-PREPARE's votes agree on: its requests (each with its signature) and the
     verdict proofs beside them, whose votes' signatures are bound the same way."""
     requests = digest([request.digest() for request in batch])
-    return requests if not verdicts else digest([requests, [digest(encode(proof)) for proof in verdicts]])
+    return requests if not verdicts else digest([requests, [proof.encoded[0] for proof in verdicts]])
+
+
+def batch_bytes(batch: tuple[Request, ...], verdicts: tuple[VerdictProof, ...] = ()) -> int:
+    """A batch's size against MAX_BATCH_BYTES: what its digest encodes, request by request and proof by proof."""
+    return sum(request.size for request in batch) + sum(proof.encoded[1] for proof in verdicts)
 
 
 def signed(message: Message, sign) -> Message:

@@ -41,7 +41,7 @@ from pbft.networkchange import document_digest
 from pbft.networks import NetworkState, applied_reason
 from pbft.build import Result
 from pbft.messages import (
-    Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, VerdictProof, ViewChange, VoteFetch, batch_digest, describe, signed,
+    MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, VerdictProof, ViewChange, VoteFetch, batch_bytes, batch_digest, describe, signed,
 )
 from pbft.relay import VoteRelay
 from pbft.statetransfer import StateSync
@@ -282,6 +282,8 @@ class Replica:
     # --- requests (§4.1, §4.2) -----------------------------------------
 
     def _on_request(self, request: Request) -> str | None:
+        if request.size > MAX_REQUEST_BYTES:
+            return "ignore_request_too_large"  # the client refuses to sign one (client.verbs.submit)
         if not self.auth.verify_client(request.client, request.payload(), request.sig):
             return "ignore_request_bad_signature"
         clients = self.clients
@@ -345,7 +347,8 @@ class Replica:
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
         ):
-            batch, proofs = self.clients.next_batch(self.settings.batch_max), self.verdicts.log.propose()
+            batch = self.clients.next_batch(self.settings.batch_max, MAX_BATCH_BYTES)
+            proofs = self.verdicts.log.propose(MAX_BATCH_BYTES - batch_bytes(batch))
             self.next_seq += 1
             if any(request.operation.change is not None for request in batch):
                 # It may change the membership: nothing past it until it executed (`pbft.epochs`).
@@ -372,11 +375,9 @@ class Replica:
         reason = self.admission.node_signature_problem(message) or self.admission.view_and_window_problem("preprepare", message)
         if reason is not None or self.admission.buffer_if_future(message):
             return reason
-        if message.digest != batch_digest(message.batch, message.verdicts):
-            return "ignore_preprepare_wrong_digest"
-        for request in message.batch:
-            if not self.auth.verify_client(request.client, request.payload(), request.sig):
-                return "ignore_preprepare_bad_request_signature"
+        reason = self.admission.batch_problem(message)
+        if reason is not None:
+            return reason
         slot = self.log.slot(message.seq)
         if slot.preprepare is not None:
             if slot.preprepare.digest != message.digest:

@@ -29,6 +29,7 @@ import time
 from typing import Awaitable, Callable
 
 from client.events import EventStream, Finished, Origin, Requested
+from client.intake import WebhookError
 from client.outcome import Accepted, Verdict
 from client.requests import Outstanding, RequestCore
 from client.tables.store import RecordStore
@@ -36,7 +37,7 @@ from client.verbs.cancel import CancelBook, cancelled_verdict, enough_said_cance
 from client.verbs.matrix import expand
 from client.verdicts import settling, verdict_of
 from pbft.build import Operation, Result
-from pbft.messages import Request
+from pbft.messages import MAX_REQUEST_BYTES, Request
 
 # The operation with its branch's head pinned (client.heads `BranchHeads.pin`).
 Pin = Callable[[Operation], Awaitable[Operation]]
@@ -86,6 +87,10 @@ class Submit:
         # that is already recorded and already listening for replies.
         started_s = time.monotonic()
         request = self._core.sign(operation)
+        if request.size > MAX_REQUEST_BYTES:
+            # Nodes refuse it unread (pbft.messages): say so now rather than time out.
+            raise WebhookError(413, f"the build's request is {request.size} bytes signed, over the {MAX_REQUEST_BYTES} "
+                                    "a node takes: shorten what it carries (its inputs, a network document)")
         self._events.publish(Requested(request, time.time(), origin))
         return self._core.track(request), started_s
 

@@ -112,9 +112,15 @@ class VerdictLog:
         oldest = next(iter(self.pending.values()), None)
         return oldest is not None and (len(self.pending) >= MAX_PROOFS or now >= oldest[1] + VERDICT_DELAY_S)
 
-    def propose(self) -> tuple[VerdictProof, ...]:
-        """Up to MAX_PROOFS pending proofs, oldest first, for the batch a primary issues now."""
-        keys = list(self.pending)[:MAX_PROOFS]
+    def propose(self, room: int) -> tuple[VerdictProof, ...]:
+        """Up to MAX_PROOFS pending proofs, oldest first and `room` bytes in all (`batch_bytes`),
+        for the batch a primary issues now."""
+        keys: list[Key] = []
+        for key, (proof, _) in self.pending.items():
+            room -= proof.encoded[1]
+            if len(keys) == MAX_PROOFS or room < 0:
+                break
+            keys.append(key)
         for key in keys:
             self.proposed[key] = self.pending.pop(key)
         return tuple(self.proposed[key][0] for key in keys)

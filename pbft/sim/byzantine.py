@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from pbft.build import Operation, Result
 from pbft.messages import (
-    Checkpoint, Commit, Message, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, ViewChange, batch_digest, signed,
+    MAX_BATCH, Checkpoint, Commit, Message, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, ViewChange, batch_digest, signed,
 )
 from pbft.sim.auth import SimAuthenticator, keyed_signature
 from pbft.sim.faults import CENSORED_CLIENT, NodeFault
@@ -92,6 +92,35 @@ class SlowPrimary(Honest):
 
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         return [(dst, message, self.delay_s if isinstance(message, PrePrepare) else 0.0)]
+
+
+class Pad(Honest):
+    """As primary, pads each of its first `preprepares` batches with copies of their requests, up
+    to the most a PRE-PREPARE's batch may hold on the wire, and then pre-prepares nothing more:
+    the backups must replace it, with VIEW-CHANGEs that carry every batch they prepared
+    (`pbft.messages.MAX_BATCH_BYTES`). Everything else it sends as it should."""
+
+    kind = "pad"
+
+    def __init__(self, auth: SimAuthenticator, preprepares: int) -> None:
+        self.auth, self.remaining = auth, preprepares
+        self.padded: dict[tuple[int, int], PrePrepare | None] = {}  # (view, seq) -> what every backup gets
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if not isinstance(message, PrePrepare):
+            return [(dst, message, 0.0)]
+        slot = (message.view, message.seq)
+        if slot not in self.padded:
+            self.padded[slot] = self._padded(message) if self.remaining > 0 else None
+            self.remaining -= 1
+        padded = self.padded[slot]
+        return [] if padded is None else [(dst, padded, 0.0)]
+
+    def _padded(self, preprepare: PrePrepare) -> PrePrepare:
+        if not preprepare.batch:
+            return preprepare
+        batch = (preprepare.batch * MAX_BATCH)[:MAX_BATCH]
+        return signed(replace(preprepare, batch=batch, digest=batch_digest(batch, preprepare.verdicts)), self.auth.sign)
 
 
 class Lie(Honest):
@@ -407,6 +436,8 @@ def behaviour_for(
         return SlowPrimary(fault.delay_s)
     if kind == "lie":
         return Lie(auth)
+    if kind == "pad":
+        return Pad(auth, fault.messages)
     if kind == "equivocate":
         return Equivocate(fault.node, n, auth)
     if kind == "forge":

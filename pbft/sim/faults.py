@@ -57,7 +57,11 @@ DRAWN_BYZANTINE_KINDS = (
 # inside the view-change timer (everything else on time): a network it keeps slow without
 # being suspected, or suspected late, must still give every request its verdict. Drawn
 # apart, as `equivocate-results` is (`with_slow_primary`).
-BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary")
+# `pad`: the primary of view 0 pads its first few batches with copies of their requests, as many
+# as a PRE-PREPARE may hold, then pre-prepares nothing (`pbft.sim.byzantine.Pad`): the view
+# change that replaces it must not carry those batches. Drawn apart too, in place of another
+# faulty node (`with_padding_primary`).
+BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary", "pad")
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
 CENSORED_CLIENT = "client-0"
@@ -66,7 +70,9 @@ BUSY_CLIENT = "busy"
 VIEW_CHANGE_TIMEOUT_S = next(item.default for item in fields(ReplicaSettings) if item.name == "view_change_timeout_s")
 # Faults by which a node that may be primary keeps a pre-prepare or a relay from one correct
 # node, which then rightly catches up by transfer (`pbft.sim.cluster`'s build checker).
-WITHHOLDING_KINDS = ("equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor", "slow-primary")
+WITHHOLDING_KINDS = (
+    "equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor", "slow-primary", "pad",
+)
 # Faults that touch every node, so they may strand the primary's messages too.
 GLOBAL_KINDS = ("split", "drop", "blackout")
 # Not faults: a node that is only slow or on a lossy link for a while.
@@ -91,7 +97,7 @@ class NodeFault:
     node: int
     window: Window | None = None  # network kinds only
     drop_p: float = 0.0  # lossy
-    messages: int = 0  # crash-after
+    messages: int = 0  # crash-after; pad: the batches it pads
     delay_s: float = 0.0  # delay; restart-after-transfer: from the first transfer to the second crash
     down_s: float = 0.0  # restart-after-transfer: how long the second crash lasts
 
@@ -99,6 +105,7 @@ class NodeFault:
         detail = {
             "lossy": f" p={self.drop_p:.2f}",
             "crash-after": f" {self.messages}",
+            "pad": f" {self.messages}",
             "delay": f" {self.delay_s * 1000:.0f}ms",
             "slow-primary": f" {self.delay_s * 1000:.0f}ms",
             "restart-after-transfer": f" then +{self.delay_s:.2f}s down {self.down_s:.2f}s",
@@ -286,7 +293,21 @@ def with_result_equivocation(plan: FaultPlan, seed: int, picked_builders: bool) 
 def drawn_apart(plan: FaultPlan, seed: int, picked_builders: bool, primary_faults: bool) -> FaultPlan:
     """`plan` with the kinds added after `choose_plan`'s draws were fixed, each from a stream of its own."""
     plan = with_result_equivocation(plan, seed, picked_builders)
-    return with_slow_primary(plan, seed, primary_faults, VIEW_CHANGE_TIMEOUT_S)
+    plan = with_slow_primary(plan, seed, primary_faults, VIEW_CHANGE_TIMEOUT_S)
+    return with_padding_primary(plan, seed, primary_faults)
+
+
+def with_padding_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
+    """`plan`, or for a tenth of the seeds whose primary may be faulty and whose plan has a
+    faulty node other than node 0, the same plan with node 0 a `pad` for its first 1 to 24
+    batches in place of one of them (a seed without faults keeps none). From a stream of the
+    seed's own, as `with_slow_primary`'s."""
+    rng = random.Random(f"padding-primary-{seed}")
+    faulty = sorted({fault.node for fault in plan.node_faults})
+    if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
+        return plan
+    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
+    return replace(plan, node_faults=(*others, NodeFault("pad", 0, messages=rng.randint(1, 24))))
 
 
 def with_slow_primary(plan: FaultPlan, seed: int, primary_faults: bool, timeout_s: float) -> FaultPlan:

@@ -3,6 +3,7 @@ git repository: the client reads the spec at the commit it pinned, as the nodes 
 refuses a value the spec does not take with a 400 before anything is ordered; where it
 cannot tell, the nodes decide."""
 
+import json
 import subprocess
 
 from tests.client.fake_nodes import post, start_client
@@ -58,3 +59,18 @@ async def test_a_commit_without_a_spec_refuses_inputs_and_an_unreachable_reposit
     assert status == 200 and len(cluster.committed) == 1, verdict
     scratch = cluster.config.data_dir / "client-ci" / "scratch"
     assert scratch.is_dir() and not list(scratch.iterdir()), "each check's clone is removed"
+
+
+async def test_a_run_whose_signed_request_no_node_would_take_is_refused_with_its_size(cluster, aiohttp_client, tmp_path):
+    # Sixteen values of 1,000 characters outside the BMP: 64,000 bytes of UTF-8 in the webhook's
+    # body, each written \ud834\udd1e (12 bytes) where the request is signed: over
+    # pbft.messages.MAX_REQUEST_BYTES, which nodes refuse unread.
+    client = await start_client(aiohttp_client, cluster)
+    inputs = {f"input_{i}": "\U0001d11e" * 1000 for i in range(16)}
+    body = json.dumps({"repository": "other", "branch": "main", "inputs": inputs}, ensure_ascii=False).encode()
+    response = await client.post("/webHook", data=body, headers={"Content-Type": "application/json"})
+    answer = await response.json()
+    assert response.status == 413 and "over the 98304 a node takes" in answer["error"], answer
+    assert not cluster.committed
+    status, verdict = await post(client, {"repository": "other", "branch": "main", "inputs": {"input_0": "€" * 1024}})
+    assert status == 200 and len(cluster.committed) == 1, verdict

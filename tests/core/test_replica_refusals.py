@@ -4,7 +4,10 @@ from dataclasses import replace
 
 from pbft.build import Operation
 from pbft.checkpoints import Checkpoints
-from pbft.messages import Checkpoint, Commit, PrePrepare, Prepare, Request, batch_digest, signed
+from pbft.clients import ClientTable
+from pbft.messages import (
+    MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Checkpoint, Commit, PrePrepare, Prepare, Request, batch_bytes, batch_digest, signed,
+)
 from tests.support.cluster import Cluster, authenticator, keys
 
 
@@ -221,3 +224,48 @@ def test_a_client_with_too_many_open_requests_is_refused_until_some_execute():
     assert cluster.deliver_to(1, first) is None and cluster.deliver_to(1, second) is None
     assert cluster.deliver_to(1, third) == "ignore_request_client_has_too_many_open"
     assert set(cluster.replicas[1].clients.waiting) == {first.key, second.key}
+
+
+def _request_of(cluster, timestamp, chars, value="€"):
+    """A signed request whose manual-run inputs make it about `chars` * 6 bytes (each € is \\u20ac)."""
+    inputs = tuple((f"input_{i}", value * min(1024, chars - 1024 * i)) for i in range(-(-chars // 1024)))
+    operation = Operation("example", "master", inputs=inputs)
+    return signed(Request("client", timestamp, operation), cluster.client_auth.sign)
+
+
+def test_a_request_over_the_size_a_batch_of_one_must_hold_is_refused():
+    cluster = Cluster()
+    large = _request_of(cluster, 1, 16 * 1024)
+    assert large.size > MAX_REQUEST_BYTES
+    assert cluster.deliver_to(0, large) == "ignore_request_too_large"
+    assert cluster.deliver_to(1, preprepare_for(cluster, large)) == "ignore_preprepare_request_too_large"
+    assert cluster.replicas[1].slots == {}
+    fits = _request_of(cluster, 2, MAX_REQUEST_BYTES // 6 - 200)
+    assert MAX_REQUEST_BYTES - 2000 < fits.size <= MAX_REQUEST_BYTES
+    assert cluster.deliver_to(1, preprepare_for(cluster, fits)) is None
+
+
+def test_a_preprepare_a_primary_padded_is_refused():
+    # A faulty primary's padding, which every VIEW-CHANGE of the window would then carry.
+    cluster = Cluster()
+    request = cluster.request()
+    batch = (request, cluster.request("feature"), request)
+    twice = signed(PrePrepare(0, 1, batch_digest(batch), 0, batch), cluster.replicas[0].auth.sign)
+    assert cluster.deliver_to(1, twice) == "ignore_preprepare_request_twice"
+    halves = tuple(_request_of(cluster, timestamp, MAX_BATCH_BYTES // 12 + 100) for timestamp in (10, 11))
+    assert all(request.size <= MAX_REQUEST_BYTES for request in halves) and batch_bytes(halves) > MAX_BATCH_BYTES
+    large = signed(PrePrepare(0, 1, batch_digest(halves), 0, halves), cluster.replicas[0].auth.sign)
+    assert cluster.deliver_to(1, large) == "ignore_preprepare_batch_too_large"
+    assert cluster.replicas[1].slots == {}
+
+
+def test_a_primary_stops_a_batch_at_its_byte_bound_and_takes_a_large_request_alone():
+    table = ClientTable(expiry_us=10**9)
+    cluster = Cluster()
+    third = MAX_BATCH_BYTES // 3 // 6
+    requests = [_request_of(cluster, timestamp, third) for timestamp in (1, 2, 3)]
+    for request in requests:
+        assert table.wait(request) and table.queue(request)
+    first = table.next_batch(64, MAX_BATCH_BYTES)
+    assert first == tuple(requests[:2]) and batch_bytes(first) <= MAX_BATCH_BYTES
+    assert table.next_batch(64, 10) == (requests[2],)  # the first of a batch, whatever its size

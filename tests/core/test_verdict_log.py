@@ -7,7 +7,8 @@ from hypothesis import given, strategies as st
 
 from pbft.ci.verdictlog import MAX_PENDING, VERDICT_DELAY_S, VerdictLog, leaf_data, proof_problem
 from pbft.merkle import EMPTY_ROOT, Frontier, inclusion_proof, leaf_hash, root, verify_inclusion
-from pbft.messages import Checkpoint, PrePrepare, VerdictProof, batch_digest, signed
+from pbft.build import Result
+from pbft.messages import MAX_BATCH_BYTES, Checkpoint, PrePrepare, ResultVote, VerdictProof, batch_digest, signed
 from tests.support.cluster import Cluster
 
 
@@ -174,11 +175,15 @@ def test_a_node_that_learns_the_batches_by_state_transfer_has_the_same_log():
 
 def test_pending_verdicts_are_bounded_and_forgotten_with_their_builds():
     log = VerdictLog()
-    proof = VerdictProof.__new__(VerdictProof)
+    proof = VerdictProof((ResultVote(1, "c", 1, Result("success", 0, "c" * 40), 0, "0" * 128),))
     for timestamp in range(MAX_PENDING + 5):
         log.certified(("c", timestamp), proof, 0.0)
     assert len(log.pending) == MAX_PENDING and ("c", 0) not in log.pending
-    assert log.due(0.0) and len(log.propose()) == 8
+    assert log.due(0.0) and len(log.propose(MAX_BATCH_BYTES)) == 8
+    log.unpropose()
+    # A batch's room left by its requests bounds the proofs beside them, oldest first.
+    assert log.propose(3 * proof.encoded[1] + 1) == (proof,) * 3 and len(log.proposed) == 3
+    assert log.propose(proof.encoded[1] - 1) == ()
     log.unpropose()
     assert len(log.pending) == MAX_PENDING
     log.forget([("c", MAX_PENDING)])

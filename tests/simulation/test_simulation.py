@@ -24,6 +24,7 @@ from pbft.effects import (
     must_sync,
     must_write,
 )
+from pbft.admission import Admission
 from pbft.build import Operation, Result
 from pbft.messages import (
     Checkpoint, Commit, Fetch, NewView, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, StateTransfer, batch_digest, decode,
@@ -904,7 +905,7 @@ def _without_verdict_log(monkeypatch) -> None:
 
 
 def _no_verdict_proposed(monkeypatch) -> None:
-    monkeypatch.setattr(VerdictLog, "propose", lambda log: ())
+    monkeypatch.setattr(VerdictLog, "propose", lambda log, room: ())
     monkeypatch.setattr(VerdictLog, "due", lambda log, now: False)
 
 
@@ -972,6 +973,26 @@ def test_simulation_catches_a_new_view_no_peer_takes(monkeypatch):
     assert frames and all("new-view" in text for text in frames), outcome.violations
     monkeypatch.undo()
     assert not run_seed(4, options(frame_bytes=32 * 1024)).violations
+
+
+def test_simulation_catches_a_primary_that_pads_its_batches(monkeypatch):
+    # Seed 724: node 0, primary of view 0, pads its first 16 batches with copies of their requests,
+    # 1,024 entries each, then pre-prepares nothing. Backups that took such batches carried them
+    # in their VIEW-CHANGEs (1.24 MB, over peers' frames of 1 MiB: a node's limit, scaled to the
+    # simulator's small requests), and the view change could not end. Refused, they cost nothing.
+    def old_rule(admission, message):
+        if message.digest != batch_digest(message.batch, message.verdicts):
+            return "ignore_preprepare_wrong_digest"
+        return None
+
+    monkeypatch.setattr(Admission, "batch_problem", old_rule)
+    outcome = run_seed(724, options(frame_bytes=1024 * 1024))
+    assert "pad" in outcome.kinds
+    frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
+    assert frames and all("view-change" in text and "over 1048576" in text for text in frames), outcome.violations
+    monkeypatch.undo()
+    outcome = run_seed(724, options(frame_bytes=1024 * 1024))
+    assert not outcome.violations and outcome.stats["ignore_preprepare_request_twice"] > 0
 
 
 def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync):

@@ -12,6 +12,8 @@ encoded as nodes send them.
 
 Slots: `checkpoint_interval + pipeline_depth`, what lies above a stable checkpoint while
 the next one becomes stable under steady load; and `log_window`, the most the window admits.
+The last row of each n is a window of batches at `MAX_BATCH_BYTES`, which backups refuse
+above: the most a faulty primary can make honest backups prepare.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 
 from pbft.build import Operation, Result
 from pbft.messages import (
-    MAX_FRAME_BYTES, MAX_PROOFS, Checkpoint, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote,
+    MAX_BATCH_BYTES, MAX_FRAME_BYTES, MAX_PROOFS, Checkpoint, PreparedCertificate, PrePrepare, Prepare, Request, ResultVote,
     VerdictProof, signed,
 )
 from pbft.replica import ReplicaSettings
@@ -80,6 +82,10 @@ def frames(args) -> dict:
                 for slots in (steady, settings.log_window):
                     rows.append({"n": n, "requests": requests, "proofs": proofs, "slots": slots,
                                  **largest(n, requests, proofs, slots)})
+        # The most a faulty primary can make honest backups prepare: a window of batches at the bound.
+        at_bound = MAX_BATCH_BYTES // _request(0).size
+        rows.append({"n": n, "requests": at_bound, "proofs": 0, "slots": settings.log_window,
+                     **largest(n, at_bound, 0, settings.log_window)})
     return {"scenario": "frames", "max_frame_bytes": MAX_FRAME_BYTES, "rows": rows,
             "largest_new_view_steady_n4": max(row["new_view"] for row in rows if row["n"] == 4 and row["slots"] == steady)}
 

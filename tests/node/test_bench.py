@@ -57,6 +57,7 @@ def test_every_default_scenario_is_run_by_the_node_layer_or_the_e2e_layer():
 
 def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
     from bench.frames import largest
+    from pbft.messages import MAX_BATCH_BYTES
     small, proven = largest(4, 1, 0, 10), largest(4, 1, 1, 10)
     # A proof adds 2f+1 signed votes to a batch; a NEW-VIEW holds 2f+1 VIEW-CHANGEs, but each batch once.
     assert proven["preprepare"] - small["preprepare"] > 3 * 800
@@ -65,8 +66,12 @@ def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
     assert largest(4, 1, 0, 20)["view_change"] > 1.9 * small["view_change"]
     result, reports = quick_reports(["frames"], tmp_path)
     rows = reports["frames"]["rows"]
-    assert {row["n"] for row in rows} == {4} and len(rows) == 12
+    assert {row["n"] for row in rows} == {4} and len(rows) == 13
     assert "| 4 | 64 | 8 | 256 |" in result.stdout
+    # The last row: a window of batches at the bound backups enforce, each one as large as it may be.
+    bound = rows[-1]
+    assert bound["slots"] == 256 and MAX_BATCH_BYTES * 0.95 < bound["preprepare"] < MAX_BATCH_BYTES * 1.1
+    assert bound["view_change"] > 256 * MAX_BATCH_BYTES
     assert all(row["new_view"] < 8e6 for row in rows if row["slots"] == 136)
 
 

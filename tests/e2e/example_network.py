@@ -305,6 +305,16 @@ def poll(what: str, probe: Callable, timeout_s: float = 60, every_s: float = 0.2
     return answer
 
 
+def finished_log(base_url: str, build_id: str, node: int) -> str:
+    """Node `node`'s output of a build once it ended there (its `== status` line): a verdict
+    needs only f+1 nodes, and the others may still be building when the client answers."""
+    def finished() -> str | None:
+        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=10) as response:
+            text = response.read().decode()
+        return text if "== status " in text else None
+    return poll(f"node {node}'s log of build {build_id}", finished)
+
+
 def node_record(config: NetworkConfig, node_id: int, build_id: str) -> dict | None:
     """Node `node_id`'s own ledger record of the client's build `build_id` (GET
     /requests/<client>/<timestamp>); None while it has none or does not answer."""

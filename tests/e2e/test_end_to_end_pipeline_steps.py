@@ -10,7 +10,6 @@ node 3 alone as flaky, with that node.
 
 from __future__ import annotations
 
-import urllib.request
 
 import yaml
 
@@ -18,7 +17,7 @@ from harness.builds import slow_repository
 from harness.scripts import client
 from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, poll, webhook
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, finished_log as node_log, poll, webhook
 
 pytestmark = OWN_NETWORK_MARKS
 
@@ -35,14 +34,6 @@ SPEC = yaml.safe_dump({"steps": [
 
 def stamp(text: str, label: str) -> int:
     return int(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{label} ")))
-
-
-def node_log(base_url: str, build_id: str, node: int) -> str:
-    def finished() -> str | None:
-        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=10) as response:
-            text = response.read().decode()
-        return text if "== status " in text else None
-    return poll(f"node {node}'s log of build {build_id}", finished)
 
 
 def replied_by_all(base_url: str, build_id: str) -> dict | None:

@@ -7,12 +7,11 @@ the checkout in one line each."""
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 
 from harness.scripts import client
 from shared.config import load_config
 from tests.builder.reuse_specs import INCLUDED, TEMPLATES, WITH_REUSE, WRITTEN_OUT, comparable
-from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT
+from tests.e2e.example_network import OWN_NETWORK_MARKS, REPO_ROOT, finished_log
 from tests.e2e.runner_helpers import build, forge_commit, forge_network, git
 
 pytestmark = OWN_NETWORK_MARKS
@@ -23,11 +22,6 @@ LINT = REPO_ROOT / ".venv" / "bin" / "pbft-ci"
 def lint(folder, *paths: str) -> tuple[int, str]:
     done = subprocess.run([str(LINT), "lint", *paths], cwd=folder, capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout
-
-
-def node_log(base_url: str, build_id: str, node: int) -> str:
-    with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=30) as response:
-        return response.read().decode()
 
 
 def test_a_reused_spec_builds_on_every_node_as_its_written_out_form_and_lint_reads_it_alike(scratch, network):
@@ -56,7 +50,7 @@ def test_a_reused_spec_builds_on_every_node_as_its_written_out_form_and_lint_rea
     with client(config, scratch / "client.out", str(config_path)) as base_url:
         verdicts = {form: build(base_url, form, head) for form, head in (("reused", reused), ("written", written))}
         assert [verdict["status"] for verdict in verdicts.values()] == ["success", "success"], verdicts
-        logs = {(form, node.id): comparable(node_log(base_url, verdict["build_id"], node.id))
+        logs = {(form, node.id): comparable(finished_log(base_url, verdict["build_id"], node.id))
                 for form, verdict in verdicts.items() for node in config.nodes}
     first = logs[("reused", 0)]
     assert "one base from-anchor included" in first and "two two from-template included" in first, first

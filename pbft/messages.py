@@ -37,6 +37,9 @@ MAX_PROOFS = 8  # certified verdicts one batch adds to the verdict log (`pbft.ci
 # a bound a faulty primary could pad batches until no peer took an honest node's VIEW-CHANGE,
 # and never be replaced (`pbft.admission.batch_problem`, `pbft.framebound`).
 MAX_BATCH_BYTES = 128 * 1024
+# The most nodes a network may have: a verdict's proof, n + f signed votes at most, must fit in
+# one batch (about 73 KB at 64 nodes, with the example's votes: `scripts/bench.py frames`).
+MAX_NODES = 64
 # One request, which a node refuses from a client above it: a batch of one always fits, beside
 # the verdict proofs of a network of up to a hundred nodes.
 MAX_REQUEST_BYTES = 96 * 1024

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from pbft.messages import MAX_NODES
 from shared.boundedread import MAX_CERTIFICATE_FILE_BYTES, read_bounded
 from shared.config_engines import DockerEngineConfig, NodeTLSConfig
 from shared.config_files import read_build_secret, read_node_status_token
@@ -24,6 +25,9 @@ def check_network(config: NetworkConfig, reading: Reading) -> None:
         ids = sorted(node.id for node in nodes)
         if len(set(ids)) != len(ids):
             reading.fail("nodes", f"each id must be a node's own; got {ids}")
+    if len(nodes) > MAX_NODES:
+        reading.fail("nodes", f"at most {MAX_NODES} nodes, got {len(nodes)}: a verdict's proof holds a vote of each, "
+                              "and must fit in one batch")
     if nodes and "f" not in reading.refused(config) and len(nodes) < 3 * config.f + 1:
         reading.fail("f", f"n = {len(nodes)} nodes tolerate at most f = {(len(nodes) - 1) // 3}; need n >= 3f+1")
     _check_distinct(config, reading)

@@ -72,6 +72,12 @@ def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
     bound = rows[-1]
     assert bound["slots"] == 256 and MAX_BATCH_BYTES * 0.95 < bound["preprepare"] < MAX_BATCH_BYTES * 1.1
     assert bound["view_change"] > 256 * MAX_BATCH_BYTES
+    # A verdict's proof at the largest network a configuration takes, with a vote of every node
+    # and a second vote of f of them, still fits in one batch, with room for longer reasons.
+    from bench.frames import _vote
+    from pbft.messages import MAX_NODES, VerdictProof
+    f = (MAX_NODES - 1) // 3
+    assert VerdictProof(tuple(_vote(1, sender) for sender in range(MAX_NODES + f))).encoded[1] < 0.6 * MAX_BATCH_BYTES
     assert all(row["new_view"] < 8e6 for row in rows if row["slots"] == 136)
 
 

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from harness.network import write_network
+from pbft.messages import MAX_NODES
 from shared.config import BuildConfig, ConfigError, load_config, read_node_status_token
 from shared.crypto import generate_private_key, public_key_hex
 from tests.shared.config_files import edit
@@ -21,6 +22,19 @@ def test_the_example_configuration_loads(tmp_path):
     assert config.repository("nope") is None
     assert config.protocol.checkpoint_interval == 128 and config.protocol.log_window == 256
     assert config.data_dir == tmp_path / "data"
+
+
+def test_a_network_of_more_nodes_than_a_verdicts_proof_can_hold_in_one_batch_is_refused(tmp_path):
+    def grow(data, n):
+        first = data["nodes"][0]
+        data["nodes"] = [{**first, "id": i, "port": 30000 + i, "public_key": fresh_key()} for i in range(n)]
+
+    at_most = load_config(edit(write_network(tmp_path / "64"), lambda data: grow(data, MAX_NODES)))
+    assert at_most.n == MAX_NODES
+    with pytest.raises(ConfigError) as caught:
+        load_config(edit(write_network(tmp_path / "65"), lambda data: grow(data, MAX_NODES + 1)))
+    assert caught.value.problems == [f"nodes: at most {MAX_NODES} nodes, got {MAX_NODES + 1}: a verdict's proof "
+                                     "holds a vote of each, and must fit in one batch"]
 
 
 def test_every_problem_is_reported_at_once_with_its_path(tmp_path):

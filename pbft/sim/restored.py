@@ -26,8 +26,11 @@ class Down:
 
     @classmethod
     def of(cls, replica, unsaved: set[RequestKey], power_loss: bool) -> Down:
+        # Signed: a node that is no member of a checkpoint's epoch computes what it would vouch
+        # for there (`Checkpoints.computed`) but signs and stores nothing a restart could restore.
         checkpoints = replica.checkpoints
-        own = {seq: vouched for seq, vouched in checkpoints.own.items() if seq > checkpoints.stable_seq}
+        own = {seq: vouched for seq, vouched in checkpoints.own.items()
+               if seq > checkpoints.stable_seq and replica.id in checkpoints.votes.get(seq, {})}
         return cls(set(replica.clients.executed) - unsaved, power_loss, own)
 
 

@@ -56,7 +56,7 @@ from pbft.sim.checkers import (
     replica_sizes,
     vouched,
 )
-from pbft.sim.restored import restore_problem
+from pbft.sim.restored import Down, restore_problem
 from pbft.sim.client import DIVERGENT, verdict
 from pbft.sim.ci import KINDS as CI_KINDS
 from pbft.sim.faults import (
@@ -958,6 +958,23 @@ def test_simulation_catches_a_restart_that_forgets_a_checkpoint_off_the_interval
     assert "not knowing seq 42 as a checkpoint" in outcome.first_violation.text
     monkeypatch.undo()
     assert not run_seed(67, options()).violations
+
+
+def test_a_restart_is_held_only_to_the_checkpoints_it_signed(monkeypatch):
+    # Seed 1441: node 0, no member of the epoch at seq 24 (the network changed its members), computed
+    # what it would vouch for there but signed nothing, lost power and restarted. The check took the
+    # computed value for a signed checkpoint (found by the 20,000-seed sweep, chunk 1,000).
+    def all_computed(cls, replica, unsaved, power_loss):
+        checkpoints = replica.checkpoints
+        own = {seq: vouched for seq, vouched in checkpoints.own.items() if seq > checkpoints.stable_seq}
+        return cls(set(replica.clients.executed) - unsaved, power_loss, own)
+
+    monkeypatch.setattr(Down, "of", classmethod(all_computed))
+    outcome = run_seed(1441, options())
+    assert [violation.text for violation in outcome.violations] == [
+        "node 0 restarted without the checkpoint it signed at seq 24"]
+    monkeypatch.undo()
+    assert not run_seed(1441, options()).violations
 
 
 def test_simulation_catches_a_new_view_no_peer_takes(monkeypatch):

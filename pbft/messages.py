@@ -35,13 +35,14 @@ MAX_PROOFS = 8  # certified verdicts one batch adds to the verdict log (`pbft.ci
 # A primary stops adding at MAX_BATCH_BYTES and a backup refuses a PRE-PREPARE over it, or one
 # that holds a request twice: a VIEW-CHANGE carries every prepared batch of a window, so without
 # a bound a faulty primary could pad batches until no peer took an honest node's VIEW-CHANGE,
-# and never be replaced (`pbft.admission.batch_problem`, `pbft.framebound`).
+# and never be replaced (`pbft.admission.batch_problem`; what a window of such batches still
+# weighs: `scripts/bench.py frames`).
 MAX_BATCH_BYTES = 128 * 1024
 # The most nodes a network may have: a verdict's proof, n + f signed votes at most, must fit in
 # one batch (about 73 KB at 64 nodes, with the example's votes: `scripts/bench.py frames`).
 MAX_NODES = 64
-# One request, which a node refuses from a client above it: a batch of one always fits, beside
-# the verdict proofs of a network of up to a hundred nodes.
+# One request, which a node refuses from a client above it: a batch of it alone always fits,
+# and the verdict proofs that do not fit beside it wait for the next batch.
 MAX_REQUEST_BYTES = 96 * 1024
 
 

@@ -299,7 +299,7 @@ def drawn_apart(plan: FaultPlan, seed: int, picked_builders: bool, primary_fault
 
 def with_padding_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
     """`plan`, or for a tenth of the seeds whose primary may be faulty and whose plan has a
-    faulty node other than node 0, the same plan with node 0 a `pad` for its first 1 to 24
+    faulty node, node 0 not among them, the same plan with node 0 a `pad` for its first 1 to 24
     batches in place of one of them (a seed without faults keeps none). From a stream of the
     seed's own, as `with_slow_primary`'s."""
     rng = random.Random(f"padding-primary-{seed}")

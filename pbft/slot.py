@@ -24,6 +24,9 @@ class ReplicaSettings:
     status_interval_s: float = 5.0  # idle this long, a node tells its peers where it is (then backs off)
     vote_retry_s: float = 2.0  # how long a build's verdict may stay open here before we ask peers for votes
     transfer_chunk: int = 256  # batches per state-transfer answer, where the kept checkpoint proofs allow
+    # And bytes of batches per answer, where they allow: the asker decodes and checks an answer in
+    # one step of its event loop, half a second per MB on a loaded node, while it answers nobody.
+    transfer_bytes: int = 512 * 1024
     # Exactly-once bookkeeping forgets a client's requests this much older than
     # its newest executed one, so memory does not grow with requests served.
     request_expiry_s: float = 3600.0
@@ -77,7 +80,7 @@ class ReplicaSettings:
         assert self.n >= 3 * self.f + 1, "PBFT needs n >= 3f+1"
         assert self.node_id >= 0
         assert self.log_window >= self.checkpoint_interval > 0
-        assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0
+        assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0 and self.transfer_bytes > 0
         assert self.max_requests_per_client > 0 and self.max_open_per_client > 0
 
 

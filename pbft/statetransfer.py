@@ -52,7 +52,7 @@ class StateSync:
         # What peers vouch for beyond our state, and when to ask them.
         self.catch_up = CatchUp(settings.f, settings.fetch_interval_s)
         # What we serve of our ledger, and what we adopted of peers' without building it.
-        self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk)
+        self.transfer = LedgerTransfer(settings.fetch_interval_s, settings.transfer_chunk, settings.transfer_bytes)
         # Which network document each peer says it runs: those that run another are named.
         self.networks = NetworkClaims()
 
@@ -136,6 +136,7 @@ class StateSync:
         boundary = self.epochs.boundary_within(fetch.from_seq, end)
         if boundary is not None:
             end = boundary
+        end, entries = self.transfer.entries_to(fetch.from_seq, end, ledger)
         # What the answer covers: up to its checkpoint, or with the certificates of the last
         # chunk everything we executed (see fetch_problem).
         self.transfer.answered(fetch.sender, end if end < low_watermark else last_executed, now)
@@ -151,7 +152,7 @@ class StateSync:
         message = StateTransfer(
             end,
             proof,
-            tuple(ledger.ledger_entries(fetch.from_seq, end)) if fetch.from_seq <= end else (),
+            tuple(entries),
             tuple(certificates),
             self.views.last_new_view if fetch.epoch == self.epoch and fetch.view < self.views.view else None,
             self.id,

@@ -26,15 +26,16 @@ from typing import Iterable
 
 from pbft.encoding import digest
 from pbft.ledger import LedgerReader
-from pbft.messages import LedgerEntry, Request, batch_digest
+from pbft.messages import LedgerEntry, Request, batch_bytes, batch_digest
 
 Key = tuple[str, int]
 
 
 class LedgerTransfer:
-    def __init__(self, fetch_interval_s: float, chunk: int) -> None:
+    def __init__(self, fetch_interval_s: float, chunk: int, max_bytes: int = 512 * 1024) -> None:
         self.fetch_interval_s = fetch_interval_s
         self.chunk = chunk
+        self.max_bytes = max_bytes
         self.served: dict[int, tuple[int, float]] = {}  # sender -> (seq the last answer reached, when)
         self.learnt_unbuilt: dict[Key, tuple[int, Request]] = {}
         self.learnt_open: dict[Key, tuple[int, Request]] = {}
@@ -66,6 +67,26 @@ class LedgerTransfer:
         end = close[-1] if close else kept[0]
         assert from_seq <= end <= low_watermark
         return end
+
+    def entries_to(self, from_seq: int, end: int, ledger: LedgerReader) -> tuple[int, list[LedgerEntry]]:
+        """The entries of an answer from `from_seq` that `chunk_end` would end at `end`: cut back
+        to the furthest kept stable checkpoint that keeps them within `max_bytes` (the nearest one
+        if none does), read one checkpoint interval at a time so that a cut answer costs no more
+        to read than it holds. The asker checks an answer in one step of its loop: 256 batches of
+        eight built requests are over 4 MB, two seconds of a loaded node that answers nobody."""
+        if from_seq > end:
+            return end, []
+        entries: list[LedgerEntry] = []
+        reached, total, start = None, 0, from_seq
+        for seq in ledger.stable_proof_seqs(from_seq, end - 1) + [end]:
+            part = ledger.ledger_entries(start, seq)
+            size = sum(batch_bytes(entry.batch, entry.verdicts) for entry in part)
+            if reached is not None and total + size > self.max_bytes:
+                break
+            entries += part
+            reached, total, start = seq, total + size, seq + 1
+        assert reached is not None
+        return reached, entries
 
     # --- adopting -------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Failure modes of long-lived networks: lagging nodes, idle gaps, restarts (OSDI'99 §4.3-§4.5, §5.3)."""
 
 from pbft.build import Result
-from pbft.messages import Checkpoint, Commit, Fetch, ResultVote, ViewChange, signed
+from pbft.messages import Checkpoint, Commit, Fetch, ResultVote, ViewChange, batch_bytes, signed
 from tests.support.cluster import CLIENT, Cluster
 
 T = 4.0  # ReplicaSettings.view_change_timeout_s
@@ -221,12 +221,12 @@ def test_a_backup_that_missed_the_new_view_is_sent_it_when_it_repeats_its_view_c
     assert cluster.builds(3) == [request]
 
 
-def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
-    """§5.3.2: a gap longer than one answer may carry comes in chunks, each ending at a
-    stable checkpoint whose 2f+1 proof the sender kept, so each is checked on its own."""
-    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1, "transfer_chunk": 4})
+def rejoin_after_a_gap(settings):
+    """Node 3 misses 40 requests (batches of one, a checkpoint every two) and rejoins at
+    seq 41: the cluster, the requests it missed, the one it builds, the STATEs it got."""
+    cluster = Cluster(settings={"checkpoint_interval": 2, "log_window": 4, "batch_max": 1, **settings})
     cluster.crashed.add(3)
-    requests = submit(cluster, 40)
+    missed = submit(cluster, 40)
     cluster.crashed.discard(3)
     latest = submit(cluster, 1)  # seq 41, above the last stable checkpoint (40)
     chunks = []
@@ -241,11 +241,26 @@ def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
     replica = cluster.replicas[3]
     assert replica.last_executed == 41 and replica.state_digest == cluster.replicas[0].state_digest
     assert cluster.ledger(3) == cluster.ledger(0)
+    return cluster, missed, latest, chunks
+
+
+def test_a_long_gap_is_transferred_in_chunks_each_proven_by_a_kept_checkpoint():
+    """§5.3.2: a gap longer than one answer may carry comes in chunks, each ending at a
+    stable checkpoint whose 2f+1 proof the sender kept, so each is checked on its own."""
+    cluster, requests, latest, chunks = rejoin_after_a_gap({"transfer_chunk": 4})
     assert max(len(chunk.entries) for chunk in chunks) <= 4
     assert sum(len(chunk.entries) for chunk in chunks if chunk.sender == chunks[-1].sender) >= 40
     # Nothing below the checkpoints is built again; what it was sent certificates for, it builds.
     assert cluster.builds(3) == latest
-    assert all(request.key in replica.clients.executed for request in requests)
+    assert all(request.key in cluster.replicas[3].clients.executed for request in requests)
+
+
+def test_a_long_gap_comes_in_chunks_of_bounded_bytes_however_many_batches_one_may_hold():
+    """The asker checks a whole answer in one step of its loop: answers end at the furthest kept
+    checkpoint within `transfer_bytes`, not only within `transfer_chunk` batches."""
+    chunks = rejoin_after_a_gap({"transfer_chunk": 256, "transfer_bytes": 5_000})[3]
+    weights = [sum(batch_bytes(entry.batch, entry.verdicts) for entry in chunk.entries) for chunk in chunks]
+    assert len([weight for weight in weights if weight]) >= 4 and max(weights) <= 5_000, weights
 
 
 def test_a_node_killed_during_a_build_ends_with_the_certified_verdict_of_its_peers(tmp_path):

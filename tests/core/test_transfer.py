@@ -97,6 +97,23 @@ def test_a_chunk_ends_at_the_nearest_kept_checkpoint_beyond_reach_if_none_is_clo
     assert transfer.chunk_end(1, 60, ledger_with_proofs()) == 60
 
 
+def test_a_chunk_ends_at_the_furthest_kept_checkpoint_within_its_bytes():
+    ledger = ledger_with_proofs(10, 20, 30)
+    sent = entries(*range(1, 41))
+    for entry in sent:
+        ledger.batches[entry.seq] = entry.batch
+    size = sent[0].batch[0].size  # the requests of `entries` are of about this size
+    transfer = LedgerTransfer(INTERVAL, chunk=100, max_bytes=25 * size)
+    assert transfer.entries_to(1, 40, ledger) == (20, sent[:20])
+    assert transfer.entries_to(11, 40, ledger) == (30, sent[10:30])
+    assert transfer.entries_to(21, 40, ledger) == (40, sent[20:])  # they fit
+    assert transfer.entries_to(41, 40, ledger) == (40, [])  # beyond h: certificates only
+    # None close enough: the nearest kept one, however long; no kept one before the end: all.
+    small = LedgerTransfer(INTERVAL, 100, max_bytes=5 * size)
+    assert small.entries_to(1, 40, ledger) == (10, sent[:10])
+    assert small.entries_to(31, 40, ledger) == (40, sent[30:])
+
+
 # --- adopting ----------------------------------------------------------------
 
 

@@ -137,7 +137,9 @@ async def test_a_node_that_missed_two_changes_builds_with_the_settings_the_other
         raised = await change_memory(net, session, 1)
         lowered = await change_memory(net, session, 2, MEMORY_BEFORE, base=raised)
         await net.start(3)
-        await net.submit(session, "master", 3, range(4))
+        # Held until node 3 built it too: a verdict certified before node 3 catches up is logged in
+        # a batch of its own, whose checkpoint would bring node 3 the build as one it learnt, not one to build.
+        held = asyncio.create_task(net.submit(session, "slow", 3, range(4)))
         # Node 3 carries both changes out in one turn, as a state transfer that brings both
         # batches does: the first change's effect comes when its replica runs the second's document.
         driver = net.runners[3].app[DRIVER]
@@ -145,6 +147,9 @@ async def test_a_node_that_missed_two_changes_builds_with_the_settings_the_other
             while driver.replica.last_executed < 3:
                 await asyncio.sleep(0.02)
         assert driver.replica.network.changed_at == 2 and driver.replica.network.digest == document_digest(lowered)
+        assert await builds.until("client-3", 4) == [MEMORY_BEFORE] * 4  # node 3's among them
+        builds.released.set()
+        await held
         for seq, document in ((1, raised), (2, lowered)):
             driver.network_changed(NetworkChanged(seq, document, document_digest(document)))
         caplog.set_level(logging.INFO, logger="node.driver")
@@ -155,7 +160,6 @@ async def test_a_node_that_missed_two_changes_builds_with_the_settings_the_other
         assert len(started) == 4 and {line.split(" ", 3)[3] for line in started} == {
             f"start repository=example branch=master network={document_digest(lowered)[:16]} image=pbft-ci/busybox:latest "
             f"timeout_s=300 memory_mb={MEMORY_BEFORE} cpus=1 pids_limit=128"}, started
-        assert await builds.until("client-3", 4) == [MEMORY_BEFORE] * 4  # node 3's among them
         statuses = {node_id: net.runners[node_id].app[DRIVER].status() for node_id in range(4)}
         assert {status["network"]["digest"] for status in statuses.values()} == {document_digest(lowered)}
         # Its status says the same settings as its peers', those its next build is made with.

@@ -1,6 +1,8 @@
 """Testing layer 2: the whole cluster on the seeded simulated network.
 
-The seed sweep is the CI gate (PBFT_SIM_SEEDS seeds, default 300). The
+The seed sweep is the CI gate (PBFT_SIM_SEEDS seeds, default 150: every fault kind and
+workload shape is drawn by seed 77; the 20,000-seed sweep of `scripts/simulate.py` runs
+apart, docs/faults.md). The
 targeted tests show that each checker fires on the violation it exists
 for, both fed directly and on a deliberately broken cluster, and stays
 quiet on legitimate PBFT behaviour, so a green sweep means something.
@@ -69,7 +71,7 @@ from pbft.sim.settled import BuildView, NodeEnd, convergence_failures, late_fetc
 from pbft.sim.store import PowerCutStore
 from pbft.sim.workload import SHAPES, make_workload
 
-SEEDS = int(os.environ.get("PBFT_SIM_SEEDS", "300"))
+SEEDS = int(os.environ.get("PBFT_SIM_SEEDS", "150"))
 
 
 def memory_store(n: int, f: int) -> NodeStore:
@@ -91,13 +93,15 @@ def quiet_replica_logs(caplog):
     caplog.set_level(logging.ERROR, logger="pbft")
 
 
-def _seeds_with(kind: str, sim_options: SimOptions, node: int | None = None, wanted: int = 20) -> list[SimCluster]:
-    """Clusters (not yet run) whose plan includes `kind`, on `node` if given."""
+def _seeds_with(kind: str, sim_options: SimOptions, node: int | None = None, wanted: int = 20,
+                where=lambda cluster: True) -> list[SimCluster]:
+    """The first `wanted` clusters (not yet run) whose plan includes `kind`, on `node` if given,
+    and that are `where` says."""
     found = []
     seed = 0
     while len(found) < wanted:
         cluster = SimCluster(seed, sim_options)
-        if any(fault.kind == kind and node in (None, fault.node) for fault in cluster.plan.node_faults):
+        if any(fault.kind == kind and node in (None, fault.node) for fault in cluster.plan.node_faults) and where(cluster):
             found.append(cluster)
         seed += 1
     return found
@@ -129,8 +133,8 @@ def test_seed_sweep_keeps_safety_and_liveness(first):
 
 
 def test_the_sweep_s_seeds_draw_every_fault_kind_and_workload_shape():
-    if SEEDS < 300:
-        pytest.skip(f"{SEEDS} seeds (PBFT_SIM_SEEDS) need not draw every kind; the default 300 do")
+    if SEEDS < 150:
+        pytest.skip(f"{SEEDS} seeds (PBFT_SIM_SEEDS) need not draw every kind; the default 150 do")
     drawn = set()
     for seed in range(SEEDS):
         drawn.update(SimCluster(seed, options()).kinds())
@@ -221,9 +225,8 @@ def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes
     # backups to commit its own batch at one sequence number.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda n, f: 2 * f)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda n, f: 2 * f + 1)
-    clusters = [cluster for cluster in _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=40)
-                if cluster.plan.n == 5][:1]
-    assert clusters
+    clusters = _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=1,
+                           where=lambda cluster: cluster.plan.n == 5)
     outcomes = [cluster.run() for cluster in clusters]
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
     monkeypatch.undo()
@@ -244,15 +247,13 @@ def test_simulation_catches_a_timer_that_any_progress_restarts(monkeypatch):
     # A censoring primary orders the busy client's requests every second and drops client-0's.
     monkeypatch.setattr("pbft.views.Views.progressed", _restart_timer_on_any_progress)
     # Seeds where nothing else (a split, a blackout) forces a view change anyway.
-    clusters = [cluster for cluster in _seeds_with("censor", options(), node=0, wanted=8)
-                if cluster.plan.kinds() == ["censor"]][:3]
-    assert clusters and all(cluster.run().liveness_failures for cluster in clusters)
+    clusters = _seeds_with("censor", options(), node=0, wanted=3, where=lambda cluster: cluster.plan.kinds() == ["censor"])
+    assert all(cluster.run().liveness_failures for cluster in clusters)
 
 
 def test_a_censoring_primary_loses_its_view_and_every_request_is_answered():
     # (Seeds without a change of the membership, whose next epoch would start again at view 0.)
-    for cluster in [cluster for cluster in _seeds_with("censor", options(), node=0, wanted=8)
-                    if not cluster.not_always_members][:6]:
+    for cluster in _seeds_with("censor", options(), node=0, wanted=6, where=lambda cluster: not cluster.not_always_members):
         outcome = cluster.run()
         assert not outcome.violations, (outcome.seed, outcome.first_violation)
         assert outcome.stats["withheld_by_behaviour"] > 0

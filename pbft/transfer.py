@@ -32,7 +32,7 @@ Key = tuple[str, int]
 
 
 class LedgerTransfer:
-    def __init__(self, fetch_interval_s: float, chunk: int, max_bytes: int = 512 * 1024) -> None:
+    def __init__(self, fetch_interval_s: float, chunk: int, max_bytes: int) -> None:
         self.fetch_interval_s = fetch_interval_s
         self.chunk = chunk
         self.max_bytes = max_bytes

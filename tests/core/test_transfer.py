@@ -11,6 +11,7 @@ from pbft.slot import GENESIS_STATE
 from pbft.transfer import LedgerTransfer
 
 INTERVAL = 1.0  # fetch_interval_s: a peer is answered once per half of it
+ANY_BYTES = 1 << 20  # max_bytes where the test's few small batches never reach it
 
 
 def request(timestamp, branch="master"):
@@ -38,7 +39,7 @@ def ledger_with_proofs(*seqs):
 
 
 def test_a_fetch_for_the_next_chunk_is_answered_at_once():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     assert transfer.fetch_problem(2, 1, 30, False, 0.0) is None
     transfer.answered(2, 10, 0.0)
     assert transfer.fetch_problem(2, 11, 30, False, 0.01) is None
@@ -47,7 +48,7 @@ def test_a_fetch_for_the_next_chunk_is_answered_at_once():
 
 
 def test_a_fetch_for_anything_but_the_next_chunk_waits_half_an_interval():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     assert transfer.fetch_problem(2, 1, 30, False, 0.0) is None
     transfer.answered(2, 10, 0.0)
     assert transfer.fetch_problem(2, 10, 30, False, 0.1) == "too_soon"  # within what it got
@@ -58,7 +59,7 @@ def test_a_fetch_for_anything_but_the_next_chunk_waits_half_an_interval():
 
 
 def test_a_peer_raising_from_seq_by_one_gets_no_more_than_a_laggard():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     assert transfer.fetch_problem(2, 11, 30, False, 0.0) is None
     transfer.answered(2, 20, 0.0)  # the answer reached the chunk's checkpoint
     assert transfer.fetch_problem(2, 12, 30, False, 0.01) == "too_soon"
@@ -66,7 +67,7 @@ def test_a_peer_raising_from_seq_by_one_gets_no_more_than_a_laggard():
 
 
 def test_the_fetch_limit_is_per_peer():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     assert transfer.fetch_problem(2, 1, 30, False, 0.0) is None
     transfer.answered(2, 10, 0.0)
     assert transfer.fetch_problem(2, 1, 30, False, 0.1) == "too_soon"
@@ -74,7 +75,7 @@ def test_the_fetch_limit_is_per_peer():
 
 
 def test_a_fetch_beyond_our_ledger_is_answered_only_for_a_newer_view():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     assert transfer.fetch_problem(2, 31, 30, False, 0.0) == "nothing_newer"
     assert transfer.fetch_problem(2, 31, 30, True, 0.0) is None  # it lacks our NEW-VIEW
     transfer.answered(2, 30, 0.0)
@@ -82,7 +83,7 @@ def test_a_fetch_beyond_our_ledger_is_answered_only_for_a_newer_view():
 
 
 def test_a_chunk_ends_at_the_furthest_kept_checkpoint_within_reach():
-    transfer = LedgerTransfer(INTERVAL, chunk=15)
+    transfer = LedgerTransfer(INTERVAL, chunk=15, max_bytes=ANY_BYTES)
     ledger = ledger_with_proofs(10, 20, 30)
     assert transfer.chunk_end(1, 40, ledger) == 10
     assert transfer.chunk_end(11, 40, ledger) == 20
@@ -92,7 +93,7 @@ def test_a_chunk_ends_at_the_furthest_kept_checkpoint_within_reach():
 
 
 def test_a_chunk_ends_at_the_nearest_kept_checkpoint_beyond_reach_if_none_is_close():
-    transfer = LedgerTransfer(INTERVAL, chunk=5)
+    transfer = LedgerTransfer(INTERVAL, chunk=5, max_bytes=ANY_BYTES)
     assert transfer.chunk_end(1, 60, ledger_with_proofs(30, 50)) == 30
     assert transfer.chunk_end(1, 60, ledger_with_proofs()) == 60
 
@@ -146,7 +147,7 @@ def test_entries_that_break_the_digest_chain_are_not_adopted():
 
 
 def test_take_removes_a_learnt_request_from_unbuilt_and_open():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     first, second = request(1), request(2)
     transfer.learnt(4, first)
     transfer.learnt(5, second)
@@ -159,7 +160,7 @@ def test_take_removes_a_learnt_request_from_unbuilt_and_open():
 
 
 def test_oldest_open_follows_the_ledger_and_stop_waiting_keeps_the_request_unbuilt():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     requests = [request(timestamp) for timestamp in (9, 3, 6)]  # ledger order, not timestamp order
     for seq, learnt in enumerate(requests, start=1):
         transfer.learnt(seq, learnt)
@@ -174,7 +175,7 @@ def test_oldest_open_follows_the_ledger_and_stop_waiting_keeps_the_request_unbui
 
 
 def test_forget_removes_a_learnt_request_from_both_and_ignores_unknown_keys():
-    transfer = LedgerTransfer(INTERVAL, chunk=10)
+    transfer = LedgerTransfer(INTERVAL, chunk=10, max_bytes=ANY_BYTES)
     first, second = request(1), request(2)
     transfer.learnt(1, first)
     transfer.learnt(2, second)

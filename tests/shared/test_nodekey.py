@@ -19,6 +19,7 @@ import yaml
 
 from harness.network import free_ports, write_network
 from runner.config import load_runner_config
+from scripts import nodekey as nodekey_script
 from shared.cli import own_key_problem
 from shared.config import load_config
 from shared.crypto import generate_private_key, load_private_key, public_key_hex, save_private_key
@@ -45,13 +46,22 @@ def generate(host: Path, *who: str) -> str:
     return public_key
 
 
+def generate_here(host: Path, *who: str) -> str:
+    """`generate`'s own code in this process, for the hosts a test needs but does not test the
+    command with (`generate` runs it as the README does, for the tests of the command): the
+    public key it wrote."""
+    assert nodekey_script.main(["generate", *who, "--keys-dir", str(host / "keys")]) == 0
+    [public] = (host / "keys").glob("*.pub")
+    return public.read_text().strip()
+
+
 @pytest.fixture
 def ceremony(tmp_path):
     """Four node hosts and a client host, each with only its own key, and the operator's YAML
     (inline public keys) copied to every host. Returns (hosts, public keys, write(data))."""
     hosts = {name: tmp_path / name for name in [f"node-{i}" for i in range(NODES)] + ["client"]}
-    keys = {f"node-{i}": generate(hosts[f"node-{i}"], "--node", str(i)) for i in range(NODES)}
-    keys["client"] = generate(hosts["client"], "--client", "ci")
+    keys = {f"node-{i}": generate_here(hosts[f"node-{i}"], "--node", str(i)) for i in range(NODES)}
+    keys["client"] = generate_here(hosts["client"], "--client", "ci")
     ports = free_ports(NODES + 1)
     data = {
         "f": 1,

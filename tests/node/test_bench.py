@@ -84,7 +84,7 @@ def test_the_frames_bench_sizes_view_changes_as_nodes_send_them(tmp_path):
 @pytest.mark.slow
 def test_quick_bench_runs_every_network_scenario(tmp_path):
     result, reports = quick_reports(NETWORK_SCENARIOS, tmp_path)
-    assert set(reports["consensus"]["results"]) == {"4", "7", "10", "16"}
+    assert set(reports["consensus"]["results"]) == {"4", "7"}
     for size in reports["consensus"]["results"].values():
         assert 0 < size["min_ms"] <= size["p50_ms"] <= size["p99_ms"] <= size["max_ms"]
         assert 0 < size["f_plus_1_p50_ms"] <= size["p50_ms"]  # the verdict waits for f+1, then settles

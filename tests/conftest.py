@@ -13,9 +13,10 @@ only through containers and volumes labelled with their own data directory, so t
 second group, collected next, which another worker runs beside the first. End-to-end tests
 marked `own_network` start a network with ports, data, logs and pid files of their own
 (`example_copy`, PBFT_CI_RUN_DIR): they are a third group, collected next, run in order beside
-the other two. One group, not one test per worker: three networks of four nodes building at once
+the other two, but for a few files the machine's group runs, so that neither group is the run's
+longest path. Groups, not one test per worker: three networks of four nodes building at once
 on two cores stretch the waits that some of these tests bound; only the quick benches, which
-bound none, run apart from it. The pure and process-private tests (their own ports and folders)
+bound none, run apart from them. The pure and process-private tests (their own ports and folders)
 share the workers, the simulator's sweeps last.
 
 A test that hangs fails after PBFT_CI_TEST_TIMEOUT_S (tests/support/watchdog.py) with the
@@ -58,6 +59,13 @@ ENGINE_FILES = frozenset({
     "test_executor_checkout.py", "test_executor_matrix.py", "test_executor_pipeline.py", "test_executor_secrets.py",
     "test_executor_services.py", "test_executor_triggers.py", "test_ready_containers.py",
 })
+# End-to-end tests on networks of their own that the machine's group runs: on the networks' group
+# alone they made it the suite's longest path (1,248 s of a 1,278 s run of the e2e layer by
+# itself), and a third group would put three networks on the two cores at once.
+MACHINE_GROUP_NETWORK_FILES = frozenset({
+    "test_end_to_end_transfers.py", "test_end_to_end_dashboard.py", "test_end_to_end_actions.py",
+    "test_end_to_end_build_output.py", "test_end_to_end_postgres_project.py", "test_end_to_end_signin.py",
+})
 # End-to-end tests on networks of their own that bound no wait: the quick benches, whose numbers
 # are not checked. They run beside the networks' group, on whichever worker is free.
 UNTIMED_NETWORK_FILES = frozenset({"test_bench_builds.py"})
@@ -82,6 +90,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if layer == "e2e" and item.get_closest_marker("own_network") is not None:
             if item.path.name in UNTIMED_NETWORK_FILES:
                 rank[item.nodeid] = 0.8
+            elif item.path.name in MACHINE_GROUP_NETWORK_FILES:
+                item.add_marker(MACHINE_GROUP)
+                rank[item.nodeid] = 0.1
             else:
                 item.add_marker(NETWORKS_GROUP)
                 rank[item.nodeid] = 0.7

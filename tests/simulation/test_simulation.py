@@ -125,6 +125,11 @@ def _violations_until(runs: Iterable[SimCluster | int], caught: Callable[[list[V
     return found
 
 
+def _of_kind(kind: str, text: str = "") -> Callable[[list[Violation]], bool]:
+    """Whether some of the violations is of `kind` and says `text`: what `_violations_until` looks for."""
+    return lambda violations: any(violation.kind == kind and text in violation.text for violation in violations)
+
+
 # --- the sweep -------------------------------------------------------------
 
 
@@ -233,8 +238,9 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
     # Backups that execute whatever pre-prepare they see first let an equivocating primary split them.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda n, f: 0)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda n, f: 1)
-    found = _violations_until(_clusters_with("equivocate", options(primary_faults=True), node=0, wanted=10), _split)
-    assert _split(found), found
+    split = _of_kind("safety", "executed")  # honest nodes executed different batches at one seq
+    found = _violations_until(_clusters_with("equivocate", options(primary_faults=True), node=0, wanted=10), split)
+    assert split(found), found
 
 
 def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes(monkeypatch):
@@ -248,11 +254,6 @@ def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes
     assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
     monkeypatch.undo()
     assert not any(SimCluster(cluster.seed, cluster.options).run().violations for cluster in clusters)
-
-
-def _split(violations: list[Violation]) -> bool:
-    """Whether honest nodes executed different batches at one seq."""
-    return any(violation.kind == "safety" and "executed" in violation.text for violation in violations)
 
 
 def _restart_timer_on_any_progress(views, now, waiting) -> None:
@@ -320,11 +321,10 @@ def test_simulation_catches_a_client_that_trusts_one_reply(monkeypatch):
     # The simulated clients count replies with the real rule (pbft.replies): make it trust one.
     monkeypatch.setattr("pbft.replies.reply_quorum", lambda f: 1)
     monkeypatch.setattr("pbft.replies.artifact_quorum", lambda f: 1)
-    lies = ("no honest node produced", "fewer than f+1 honest nodes produced")  # a lie about artifacts, too
-    found = _violations_until(_clusters_with("lie", options(), wanted=10),
-                              lambda found: all(any(lie in str(violation) for violation in found) for lie in lies))
-    caught = [str(violation) for violation in found if violation.kind == "safety"]
-    assert all(any(lie in text for text in caught) for lie in lies), caught
+    lies = [_of_kind("safety", "no honest node produced"),
+            _of_kind("safety", "fewer than f+1 honest nodes produced")]  # a lie about artifacts, too
+    found = _violations_until(_clusters_with("lie", options(), wanted=10), lambda found: all(lie(found) for lie in lies))
+    assert all(lie(found) for lie in lies), found
 
 
 def test_simulation_reports_liveness_when_builds_outlast_the_bound():
@@ -749,8 +749,7 @@ def test_simulation_catches_a_store_that_forgets_executed_requests():
             loaded = self.inner.load()
             return loaded and replace(loaded, executed={})
 
-    found = _violations_until(_clusters_with("crash", options(store_factory=Forgetful), wanted=6),
-                              lambda found: any(violation.kind == "restore" for violation in found))
+    found = _violations_until(_clusters_with("crash", options(store_factory=Forgetful), wanted=6), _of_kind("restore"))
     restored = [violation for violation in found if violation.kind == "restore"]
     assert restored and "lost" in restored[0].text
 
@@ -767,9 +766,8 @@ def test_simulation_catches_a_store_that_loses_sent_commits():
             kept = [effect for effect in effects if not isinstance(getattr(effect, "message", None), Commit)]
             self.inner.save(state, kept, sync=sync)
 
-    found = _violations_until(_clusters_with("crash", options(store_factory=Unsafe), wanted=4),
-                              lambda found: any(violation.kind == "amnesia" for violation in found))
-    assert any(violation.kind == "amnesia" for violation in found), found
+    found = _violations_until(_clusters_with("crash", options(store_factory=Unsafe), wanted=4), _of_kind("amnesia"))
+    assert _of_kind("amnesia")(found), found
 
 
 def test_simulation_catches_a_node_that_stops_listening(monkeypatch):
@@ -1050,12 +1048,9 @@ def test_simulation_catches_a_node_that_goes_on_after_its_disk_filled(monkeypatc
     clusters = _seeds_with("disk-full", options(), wanted=2)
     assert all(not cluster.run().violations and cluster.stats["stopped_by_full_disk"] for cluster in clusters)
     monkeypatch.setattr("pbft.interpreter.Interpreter._save", _save_that_goes_on_after_a_failed_write)
-    found = _violations_until(_clusters_with("disk-full", options(), wanted=4), _unlogged)
-    assert _unlogged(found), found
-
-
-def _unlogged(violations: list[Violation]) -> bool:
-    return any("with no ledger entry" in violation.text for violation in violations)
+    unlogged = _of_kind("restore", "with no ledger entry")
+    found = _violations_until(_clusters_with("disk-full", options(), wanted=4), unlogged)
+    assert unlogged(found), found
 
 
 # --- CI operations (pbft/sim/ci.py), and checkers that catch them broken ------------------
@@ -1070,10 +1065,6 @@ def _lazy_seeds_of_kinds(*kinds: str, wanted: int, **overrides) -> Iterator[int]
     """`_seeds_of_kinds`, each seed found when it is asked for."""
     clusters = (SimCluster(seed, options(**overrides)) for seed in range(400))
     return islice((cluster.seed for cluster in clusters if set(kinds) <= set(cluster.ci.kinds)), wanted)
-
-
-def _of_kind(kind: str, text: str = "") -> Callable[[list[Violation]], bool]:
-    return lambda violations: any(violation.kind == kind and text in violation.text for violation in violations)
 
 
 def _violations(seeds: list[int], **overrides) -> list:

@@ -108,11 +108,6 @@ def _clusters_with(kind: str, sim_options: SimOptions, node: int | None = None, 
             yield cluster
 
 
-def _seeds_with(kind: str, sim_options: SimOptions, node: int | None = None, wanted: int = 20,
-                where=lambda cluster: True) -> list[SimCluster]:
-    return list(_clusters_with(kind, sim_options, node, wanted, where))
-
-
 def _violations_until(runs: Iterable[SimCluster | int], caught: Callable[[list[Violation]], bool], **overrides) -> list:
     """The violations of `runs` (clusters, or seeds run with `options(**overrides)`), run in order
     until those found so far are what `caught` looks for. A test of a broken replica asks that one
@@ -128,6 +123,9 @@ def _violations_until(runs: Iterable[SimCluster | int], caught: Callable[[list[V
 def _of_kind(kind: str, text: str = "") -> Callable[[list[Violation]], bool]:
     """Whether some of the violations is of `kind` and says `text`: what `_violations_until` looks for."""
     return lambda violations: any(violation.kind == kind and text in violation.text for violation in violations)
+
+
+_split = _of_kind("safety", "executed")  # honest nodes executed different batches at one seq
 
 
 # --- the sweep -------------------------------------------------------------
@@ -238,9 +236,8 @@ def test_simulation_catches_replicas_that_commit_without_a_quorum(monkeypatch):
     # Backups that execute whatever pre-prepare they see first let an equivocating primary split them.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda n, f: 0)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda n, f: 1)
-    split = _of_kind("safety", "executed")  # honest nodes executed different batches at one seq
-    found = _violations_until(_clusters_with("equivocate", options(primary_faults=True), node=0, wanted=10), split)
-    assert split(found), found
+    found = _violations_until(_clusters_with("equivocate", options(primary_faults=True), node=0, wanted=10), _split)
+    assert _split(found), found
 
 
 def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes(monkeypatch):
@@ -248,10 +245,10 @@ def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes
     # backups to commit its own batch at one sequence number.
     monkeypatch.setattr("pbft.replica.prepare_quorum", lambda n, f: 2 * f)
     monkeypatch.setattr("pbft.replica.commit_quorum", lambda n, f: 2 * f + 1)
-    clusters = _seeds_with("equivocate", options(primary_faults=True), node=0, wanted=1,
-                           where=lambda cluster: cluster.plan.n == 5)
-    outcomes = [cluster.run() for cluster in clusters]
-    assert any("executed" in str(violation) for outcome in outcomes for violation in outcome.safety_violations)
+    clusters = list(_clusters_with("equivocate", options(primary_faults=True), node=0, wanted=1,
+                                   where=lambda cluster: cluster.plan.n == 5))
+    found = [violation for cluster in clusters for violation in cluster.run().violations]
+    assert _split(found), found
     monkeypatch.undo()
     assert not any(SimCluster(cluster.seed, cluster.options).run().violations for cluster in clusters)
 
@@ -270,13 +267,13 @@ def test_simulation_catches_a_timer_that_any_progress_restarts(monkeypatch):
     # A censoring primary orders the busy client's requests every second and drops client-0's.
     monkeypatch.setattr("pbft.views.Views.progressed", _restart_timer_on_any_progress)
     # Seeds where nothing else (a split, a blackout) forces a view change anyway.
-    clusters = _seeds_with("censor", options(), node=0, wanted=3, where=lambda cluster: cluster.plan.kinds() == ["censor"])
+    clusters = _clusters_with("censor", options(), node=0, wanted=3, where=lambda cluster: cluster.plan.kinds() == ["censor"])
     assert all(cluster.run().liveness_failures for cluster in clusters)
 
 
 def test_a_censoring_primary_loses_its_view_and_every_request_is_answered():
     # (Seeds without a change of the membership, whose next epoch would start again at view 0.)
-    for cluster in _seeds_with("censor", options(), node=0, wanted=3, where=lambda cluster: not cluster.not_always_members):
+    for cluster in _clusters_with("censor", options(), node=0, wanted=3, where=lambda cluster: not cluster.not_always_members):
         outcome = cluster.run()
         assert not outcome.violations, (outcome.seed, outcome.first_violation)
         assert outcome.stats["withheld_by_behaviour"] > 0
@@ -307,7 +304,7 @@ def test_seeds_that_draw_a_slow_primary_make_node_0_one_and_the_others_run_as_be
 
 
 def test_a_primary_slow_just_inside_the_timer_costs_no_request_its_verdict():
-    clusters = _seeds_with("slow-primary", options(), node=0, wanted=4)
+    clusters = _clusters_with("slow-primary", options(), node=0, wanted=4)
     never_suspected = 0
     for cluster in clusters:
         outcome = cluster.run()
@@ -347,7 +344,7 @@ def test_sim_signatures_verify_only_with_the_signers_secret():
 
 def test_crashed_nodes_restart_from_their_stores_without_breaking_safety():
     restarted = []
-    for cluster in _seeds_with("crash", options(), wanted=5):
+    for cluster in _clusters_with("crash", options(), wanted=5):
         outcome = cluster.run()
         if outcome.stats["restarts"]:
             restarted.append(cluster.seed)
@@ -785,7 +782,7 @@ def test_simulation_catches_a_node_that_stops_listening(monkeypatch):
 
 
 def test_synced_stores_never_forget_what_a_node_sent():
-    for cluster in _seeds_with("power-loss", options(), wanted=4):
+    for cluster in _clusters_with("power-loss", options(), wanted=4):
         assert not [violation for violation in cluster.run().violations if violation.kind == "amnesia"]
 
 
@@ -1045,7 +1042,7 @@ def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync
 
 
 def test_simulation_catches_a_node_that_goes_on_after_its_disk_filled(monkeypatch):
-    clusters = _seeds_with("disk-full", options(), wanted=2)
+    clusters = _clusters_with("disk-full", options(), wanted=2)
     assert all(not cluster.run().violations and cluster.stats["stopped_by_full_disk"] for cluster in clusters)
     monkeypatch.setattr("pbft.interpreter.Interpreter._save", _save_that_goes_on_after_a_failed_write)
     unlogged = _of_kind("restore", "with no ledger entry")
@@ -1056,13 +1053,9 @@ def test_simulation_catches_a_node_that_goes_on_after_its_disk_filled(monkeypatc
 # --- CI operations (pbft/sim/ci.py), and checkers that catch them broken ------------------
 
 
-def _seeds_of_kinds(*kinds: str, wanted: int, **overrides) -> list[int]:
-    """The first `wanted` seeds (of 400) whose CI plan draws every one of `kinds`."""
-    return list(_lazy_seeds_of_kinds(*kinds, wanted=wanted, **overrides))
-
-
-def _lazy_seeds_of_kinds(*kinds: str, wanted: int, **overrides) -> Iterator[int]:
-    """`_seeds_of_kinds`, each seed found when it is asked for."""
+def _seeds_of_kinds(*kinds: str, wanted: int, **overrides) -> Iterator[int]:
+    """The first `wanted` seeds (of 400) whose CI plan draws every one of `kinds`, each found when
+    it is asked for."""
     clusters = (SimCluster(seed, options(**overrides)) for seed in range(400))
     return islice((cluster.seed for cluster in clusters if set(kinds) <= set(cluster.ci.kinds)), wanted)
 
@@ -1076,7 +1069,7 @@ def test_unpinned_branch_heads_give_honest_nodes_two_commits_and_the_checker_say
     behind) build different commits: what client/heads.py prevents. Seen failing in 18 of the
     first 100 seeds with --no-pin, each a moving-branch seed. The first of them (of 8) that fails
     unpinned passes pinned."""
-    for seed in _lazy_seeds_of_kinds("moving-branch", wanted=8):
+    for seed in _seeds_of_kinds("moving-branch", wanted=8):
         unpinned = [violation for violation in run_seed(seed, options(pin_heads=False)).violations if violation.kind == "agree"]
         if unpinned:
             break
@@ -1090,7 +1083,7 @@ def test_simulation_catches_a_replica_that_does_not_stop_a_cancelled_build(monke
 
     monkeypatch.setattr(Answers, "cancel", never_stops)
     ran_on = _of_kind("cancel", "run to its end after it executed its cancel")
-    found = _violations_until(_lazy_seeds_of_kinds("cancel", wanted=12), ran_on)
+    found = _violations_until(_seeds_of_kinds("cancel", wanted=12), ran_on)
     assert ran_on(found), found
 
 
@@ -1103,7 +1096,7 @@ def test_simulation_catches_a_restart_that_forgets_the_cancels(monkeypatch):
         return original(replica, replace(loaded, cancels=[]), *args, **kwargs)
 
     monkeypatch.setattr(Replica, "restore", forgetful)
-    found = _violations_until(_lazy_seeds_of_kinds("cancel", "restart-mid-build", wanted=10), _of_kind("cancel"))
+    found = _violations_until(_seeds_of_kinds("cancel", "restart-mid-build", wanted=10), _of_kind("cancel"))
     assert _of_kind("cancel")(found), found
 
 
@@ -1122,7 +1115,7 @@ def test_simulation_catches_a_cancel_learnt_by_state_transfer_that_is_not_carrie
             del self.answers.cancels.add
 
     monkeypatch.setattr(Replica, "_append_to_ledger", learnt_cancels_ignored)
-    found = _violations_until(_lazy_seeds_of_kinds("transfer-past-cancel", wanted=10), _of_kind("cancel"))
+    found = _violations_until(_seeds_of_kinds("transfer-past-cancel", wanted=10), _of_kind("cancel"))
     assert _of_kind("cancel")(found), found
 
 
@@ -1153,7 +1146,7 @@ def test_simulation_catches_a_replica_that_builds_every_request_of_a_delivery(mo
             super().add(request)
             return False
 
-    seeds = _seeds_of_kinds("redeliver", wanted=2)
+    seeds = list(_seeds_of_kinds("redeliver", wanted=2))
     assert not _violations(seeds)
     monkeypatch.setattr("pbft.ci.answers.Deliveries", NeverDuplicate)
     found = _violations(seeds)
@@ -1211,7 +1204,7 @@ def test_simulation_catches_a_restart_that_forgets_the_network_changes(monkeypat
         return original(replica, replace(loaded, changes=[]), *args, **kwargs)
 
     monkeypatch.setattr(Replica, "restore", forgetful)
-    found = _violations_until(_lazy_seeds_of_kinds("network-change", "restart-mid-build", wanted=10), _of_kind("network"))
+    found = _violations_until(_seeds_of_kinds("network-change", "restart-mid-build", wanted=10), _of_kind("network"))
     assert _of_kind("network")(found), found
 
 
@@ -1228,7 +1221,7 @@ def test_simulation_catches_a_change_learnt_by_state_transfer_that_is_not_applie
             del self.network.apply
 
     monkeypatch.setattr(Replica, "_append_to_ledger", learnt_changes_ignored)
-    found = _violations_until(_lazy_seeds_of_kinds("network-change", "transfer-past-cancel", wanted=10),
+    found = _violations_until(_seeds_of_kinds("network-change", "transfer-past-cancel", wanted=10),
                               _of_kind("network"))
     assert _of_kind("network")(found), found
 

@@ -19,16 +19,7 @@ from pbft.authenticator import Authenticator
 from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.effects import (
-    Broadcast,
-    Effect,
-    Execute,
-    KeepStableProof,
-    KeepVoteHorizon,
-    NetworkChanged,
-    ResendReply,
-    SendTo,
-    ServeFetch,
-    Store,
+    Broadcast, Effect, Execute, KeepStableProof, KeepVoteHorizon, NetworkChanged, ResendReply, SendTo, ServeFetch, Store,
 )
 from pbft.durable import DurableState
 from pbft.storage import Loaded
@@ -44,6 +35,7 @@ from pbft.messages import (
     MAX_BATCH_BYTES, MAX_REQUEST_BYTES, Checkpoint, Commit, Fetch, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Relay, Request, ResultVote, StateTransfer, Status, VerdictProof, ViewChange, VoteFetch, batch_bytes, batch_digest, describe, signed,
 )
 from pbft.relay import VoteRelay
+from pbft.resend import PrePrepareResend
 from pbft.statetransfer import StateSync
 from pbft.views import Mode, Views
 from pbft.quorum import commit_quorum, matching, prepare_quorum
@@ -100,6 +92,7 @@ class Replica:
         # The view, its mode and timer, and the view changes on the way to the next (§4.4).
         self.views = Views(self.id, self.members, settings.view_change_timeout_s)
         self.relay = VoteRelay(settings.relay_votes, settings.relay_fallback_s)
+        self.resend = PrePrepareResend()  # as primary: our PRE-PREPAREs that did not commit
         # State transfer (`pbft.statetransfer`): it owns what peers vouch for beyond our state
         # (catch_up), what we serve of our ledger and adopted of theirs unbuilt (transfer), and
         # which network each peer says it runs (networks); the rules here read and feed them too.
@@ -260,6 +253,7 @@ class Replica:
         self._replay_ready()
         self._outbox.extend(self.relay.flush(self.primary(), self.is_primary))
         self._outbox.extend(self.relay.fall_back(self.slots, self.views, self.now))
+        self._outbox.extend(self.resend.due(self.slots, self.views, self.last_executed + 1, self.next_seq, self.now))
         self._outbox.extend(self.sync.asks(self.auth, self.now, self.last_executed))
         if self.is_primary and self.verdicts.log.due(self.now):
             self._issue_preprepares()  # certified verdicts that no batch of requests came to carry

@@ -257,6 +257,9 @@ class Replica:
         self._outbox.extend(self.sync.asks(self.auth, self.now, self.last_executed))
         if self.is_primary and self.verdicts.log.due(self.now):
             self._issue_preprepares()  # certified verdicts that no batch of requests came to carry
+        overdue = self.verdicts.log.overdue(self.now, self.settings.vote_retry_s)  # timed as a request is (§4.4)
+        if overdue is not None and self.member and not self.is_primary and not self.views.changing and self.views.timer_deadline is None:
+            self.views.start_timer(self.now, overdue)
         self.verdicts.tick()
         self._outbox.extend(self.sync.announcements(self.auth, self.now, self.last_executed))
         self._check_invariants()
@@ -526,7 +529,7 @@ class Replica:
         self._outbox.append(Execute(self.view, seq, batch_id, batch, executed.built, self.state_digest, executed.learnt,
                                     executed.answered, executed.builders, network, document, verdicts, executed.leaves))
         self.answers.answer_executed(seq, batch, executed)
-        self.views.progressed(self.now, self.clients.waiting)
+        self.views.progressed(self.now, self.clients.waiting, self.verdicts.log.overdue(self.now, self.settings.vote_retry_s))
         if not batch and executed.leaves:  # verdicts alone, on an idle network: its head is co-signed at once
             self.checkpoints.boundary(seq)
         if self.checkpoints.due(seq):

@@ -113,20 +113,22 @@ class Views:
             self.timer_deadline = min(self.timer_deadline, now)
         return self.timer_deadline is not None and now >= self.timer_deadline
 
-    def progressed(self, now: float, waiting: Collection[Key]) -> None:
+    def progressed(self, now: float, waiting: Collection[Key], overdue: Key | None = None) -> None:
         """A batch executed in our working view: it proves the view works, so the doubling
         starts over, but it proves nothing about the request the timer runs for, which
-        keeps its deadline while we still wait for it. Otherwise a backup times the oldest
-        request it waits for. (Batches learnt by state transfer while changing views prove
+        keeps its deadline while we still wait for it, as does a verdict we certified that the
+        order has not logged in time (`overdue`). Otherwise a backup times the oldest request
+        it waits for. (Batches learnt by state transfer while changing views prove
         nothing about the next view.)"""
         if self.changing:
             return
         self.in_a_row = 0
-        if self.timer_deadline is not None and self.timer_request in waiting:
+        timed = self.timer_request
+        if self.timer_deadline is not None and (timed in waiting or (overdue is not None and timed == overdue)):
             return
         self.stop_timer()
-        if waiting and not self.is_primary:
-            self.start_timer(now, next(iter(waiting)))
+        if (waiting or overdue is not None) and not self.is_primary:
+            self.start_timer(now, next(iter(waiting), overdue))
 
     # --- changing -------------------------------------------------------
 

@@ -259,6 +259,7 @@ class Answers:
         result = cancelled_result()
         result_votes = self.verdicts.result_votes
         if result_votes.settle(key, "cancelled", result):
+            self.verdicts.log.withdraw(key)
             target_seq = result_votes.seq[key]
             logger.info("node=%d view=%d seq=%d build=%s-%d verdict=cancelled", self.id, self.ports.view(),
                         target_seq, *key)

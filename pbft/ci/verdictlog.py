@@ -112,6 +112,16 @@ class VerdictLog:
         oldest = next(iter(self.pending.values()), None)
         return oldest is not None and (len(self.pending) >= MAX_PROOFS or now >= oldest[1] + VERDICT_DELAY_S)
 
+    def overdue(self, now: float, grace_s: float) -> Key | None:
+        """The oldest verdict certified here and not logged `grace_s` after a primary would have
+        proposed it alone (VERDICT_DELAY_S), or None: a backup's view-change timer runs for it as
+        for a request it waits for, so that a primary that strips verdicts from its batches, or
+        lost one that carried them, does not keep the log short for good."""
+        oldest = next(iter(self.pending.items()), None)
+        if oldest is None or now < oldest[1][1] + VERDICT_DELAY_S + grace_s:
+            return None
+        return oldest[0]
+
     def propose(self, room: int) -> tuple[VerdictProof, ...]:
         """Up to MAX_PROOFS pending proofs, oldest first and `room` bytes in all (`batch_bytes`),
         for the batch a primary issues now."""
@@ -138,6 +148,12 @@ class VerdictLog:
         self.pending.pop(key, None)
         self.proposed.pop(key, None)
         return leaf
+
+    def withdraw(self, key: Key) -> None:
+        """The order settled `key`'s verdict otherwise (its cancel executed): ours to propose no
+        more, nor for a backup to wait for (`overdue`); a batch that carries it already logs it
+        or not by the rules above, on every node alike."""
+        self.pending.pop(key, None)
 
     def forget(self, keys: Iterable[Key]) -> None:
         """The client table forgot these builds: a proof of one is refused from now on."""

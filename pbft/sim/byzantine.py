@@ -123,6 +123,27 @@ class Pad(Honest):
         return signed(replace(preprepare, batch=batch, digest=batch_digest(batch, preprepare.verdicts)), self.auth.sign)
 
 
+class DropProofs(Honest):
+    """As primary, strips the certified verdicts from each PRE-PREPARE it sends (a batch of
+    verdicts alone goes out empty), and is otherwise honest: requests are ordered and answered,
+    so only the verdict log, which the backups' timers must defend, goes without its leaves."""
+
+    kind = "drop-proofs"
+
+    def __init__(self, auth: SimAuthenticator) -> None:
+        self.auth = auth
+        self.stripped: dict[tuple[int, int], PrePrepare] = {}  # (view, seq) -> what every backup gets
+
+    def outgoing(self, dst: Address, message: Message) -> list[Send]:
+        if not isinstance(message, PrePrepare) or not message.verdicts:
+            return [(dst, message, 0.0)]
+        slot = (message.view, message.seq)
+        if slot not in self.stripped:
+            self.stripped[slot] = signed(replace(message, verdicts=(), digest=batch_digest(message.batch, ())),
+                                         self.auth.sign)
+        return [(dst, self.stripped[slot], 0.0)]
+
+
 class Lie(Honest):
     kind = "lie"
 
@@ -438,6 +459,8 @@ def behaviour_for(
         return Lie(auth)
     if kind == "pad":
         return Pad(auth, fault.messages)
+    if kind == "drop-proofs":
+        return DropProofs(auth)
     if kind == "equivocate":
         return Equivocate(fault.node, n, auth)
     if kind == "forge":

@@ -61,7 +61,11 @@ DRAWN_BYZANTINE_KINDS = (
 # as a PRE-PREPARE may hold, then pre-prepares nothing (`pbft.sim.byzantine.Pad`): the view
 # change that replaces it must not carry those batches. Drawn apart too, in place of another
 # faulty node (`with_padding_primary`).
-BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary", "pad")
+# `drop-proofs`: the primary of view 0 strips the certified verdicts from its PRE-PREPAREs and
+# is otherwise honest (`pbft.sim.byzantine.DropProofs`): the backups, whose timers run for the
+# verdicts they hold and see not logged, must replace it. Drawn apart, in place of another
+# faulty node (`with_proof_dropping_primary`).
+BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary", "pad", "drop-proofs")
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
 CENSORED_CLIENT = "client-0"
@@ -294,7 +298,20 @@ def drawn_apart(plan: FaultPlan, seed: int, picked_builders: bool, primary_fault
     """`plan` with the kinds added after `choose_plan`'s draws were fixed, each from a stream of its own."""
     plan = with_result_equivocation(plan, seed, picked_builders)
     plan = with_slow_primary(plan, seed, primary_faults, VIEW_CHANGE_TIMEOUT_S)
-    return with_padding_primary(plan, seed, primary_faults)
+    plan = with_padding_primary(plan, seed, primary_faults)
+    return with_proof_dropping_primary(plan, seed, primary_faults)
+
+
+def with_proof_dropping_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
+    """`plan`, or for a tenth of the seeds whose primary may be faulty and whose plan has a
+    faulty node, node 0 not among them, the same plan with node 0 a `drop-proofs` in place of
+    one of them. From a stream of the seed's own, as `with_padding_primary`'s."""
+    rng = random.Random(f"proof-dropping-primary-{seed}")
+    faulty = sorted({fault.node for fault in plan.node_faults})
+    if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
+        return plan
+    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
+    return replace(plan, node_faults=(*others, NodeFault("drop-proofs", 0)))
 
 
 def with_padding_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:

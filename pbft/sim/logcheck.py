@@ -6,10 +6,10 @@ The log must be a function of the order alone, whatever each node saw certified 
   transfer or replayed after a restart alike), and signs the same head (size, root) in its
   CHECKPOINT at each sequence number: honest heads agree at every checkpoint;
 - each leaf is a verdict of a build an honest node executed at the sequence number it names;
-- once the network settled under an honest primary, every honest node has logged every verdict
-  it holds certified (of the builds its client table still holds): a verdict certified is not
-  left out for good. (A primary that is down while the network is idle is suspected only once
-  a request comes, as PBFT suspects one; the verdicts wait for that view change.)
+- once the network settled, every honest node has logged every verdict it holds certified (of
+  the builds its client table still holds): a verdict certified is not left out for good, by
+  a primary that is down, lost its PRE-PREPARE or strips the verdicts from its batches
+  (`drop-proofs`), whether or not requests still come.
 
 Only honest nodes are watched: a Byzantine one may sign any head, and its CHECKPOINT then
 counts towards no co-signed head of the others'.
@@ -64,8 +64,6 @@ def end_failures(time_s: float, replicas: dict) -> list[Violation]:
     """`replicas`: the converged honest nodes' replicas, once settled (`pbft.sim.settled`)."""
     failures = []
     for node, replica in sorted(replicas.items()):
-        if replica.primary() not in replicas:
-            continue  # its view's primary is faulty, and the network idle: nothing suspects it
         log = replica.verdicts.log
         unlogged = sorted(key for key, state in replica.verdicts.result_votes.decided.items()
                           if state == "certified" and key not in log.logged)

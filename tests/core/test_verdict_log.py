@@ -188,3 +188,34 @@ def test_pending_verdicts_are_bounded_and_forgotten_with_their_builds():
     assert len(log.pending) == MAX_PENDING
     log.forget([("c", MAX_PENDING)])
     assert ("c", MAX_PENDING) not in log.pending
+
+
+def test_a_backup_times_a_verdict_it_holds_and_sees_not_logged_as_it_times_a_request():
+    log = VerdictLog()
+    proof = VerdictProof((ResultVote(1, "c", 1, Result("success", 0, "c" * 40), 0, "0" * 128),))
+    log.certified(("c", 1), proof, 10.0)
+    log.certified(("c", 2), proof, 11.0)
+    grace_s = 2.0
+    assert log.overdue(10.0 + VERDICT_DELAY_S + grace_s - 0.01, grace_s) is None, "the primary had no chance yet"
+    assert log.overdue(10.0 + VERDICT_DELAY_S + grace_s, grace_s) == ("c", 1), "the oldest first"
+    log.withdraw(("c", 1))  # its cancel executed: the order settled it otherwise
+    assert log.overdue(20.0, grace_s) == ("c", 2)
+    log.propose(MAX_BATCH_BYTES)
+    assert log.overdue(20.0, grace_s) is None, "proposed, as primary: nothing to wait for"
+
+
+def test_the_backups_replace_a_primary_that_leaves_a_certified_verdict_unlogged():
+    cluster = Cluster()
+    request, = certified(cluster, "master")
+    cluster.crashed.add(0)  # the network is idle: no request waits, and so no timer ran before
+    settings = cluster.replicas[1].settings
+    overdue_s = VERDICT_DELAY_S + settings.vote_retry_s
+    cluster.tick(overdue_s)
+    cluster.run()
+    assert all(cluster.replicas[node].views.timer_request == request.key for node in (1, 2, 3))
+    cluster.tick(overdue_s + settings.view_change_timeout_s)
+    cluster.run()
+    cluster.tick(overdue_s + settings.view_change_timeout_s + VERDICT_DELAY_S)  # the new primary's batch of verdicts
+    cluster.run()
+    assert {cluster.replicas[node].view for node in (1, 2, 3)} == {1}
+    assert {cluster.replicas[node].verdicts.log.head()[0] for node in (1, 2, 3)} == {1}

@@ -42,6 +42,7 @@ from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
 from pbft.horizon import Horizon, VoteHorizon
 from pbft.replica import Replica, ReplicaSettings
+from pbft.resend import PrePrepareResend
 from pbft.storage import StoreError
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
@@ -253,7 +254,7 @@ def test_simulation_catches_quorums_of_2f_plus_1_among_more_than_3f_plus_1_nodes
     assert not any(SimCluster(cluster.seed, cluster.options).run().violations for cluster in clusters)
 
 
-def _restart_timer_on_any_progress(views, now, waiting) -> None:
+def _restart_timer_on_any_progress(views, now, waiting, overdue=None) -> None:
     """The rule before OSDI'99 §4.4 was followed: any executed batch restarts the timer."""
     if views.changing:
         return
@@ -927,6 +928,7 @@ def _without_verdict_log(monkeypatch) -> None:
 def _no_verdict_proposed(monkeypatch) -> None:
     monkeypatch.setattr(VerdictLog, "propose", lambda log, room: ())
     monkeypatch.setattr(VerdictLog, "due", lambda log, now: False)
+    monkeypatch.setattr(VerdictLog, "overdue", lambda log, now, grace_s: None)  # nor does a backup wait for one
 
 
 def test_simulation_catches_a_node_left_alone_in_a_later_view(monkeypatch):
@@ -1030,6 +1032,33 @@ def test_simulation_catches_a_primary_that_pads_its_batches(monkeypatch):
     monkeypatch.undo()
     outcome = run_seed(724, options(frame_bytes=1024 * 1024))
     assert not outcome.violations and outcome.stats["ignore_preprepare_request_twice"] > 0
+
+
+def test_simulation_catches_a_primary_that_strips_verdicts_from_its_batches(monkeypatch):
+    # `drop-proofs`: node 0, primary of view 0, orders every request but sends its PRE-PREPAREs
+    # without the certified verdicts they carried. The network looks healthy; with no timer for
+    # the verdicts a backup holds and sees not logged, nothing replaced it and the log stayed short.
+    never_logged = _of_kind("log", "never logged")
+    monkeypatch.setattr(VerdictLog, "overdue", lambda log, now, grace_s: None)
+    assert never_logged(_violations_until(_clusters_with("drop-proofs", options(), node=0, wanted=3), never_logged))
+    monkeypatch.undo()
+    for cluster in _clusters_with("drop-proofs", options(), node=0, wanted=3):
+        outcome = cluster.run()
+        assert not outcome.violations, (cluster.seed, outcome.first_violation)
+
+
+def test_simulation_catches_a_preprepare_that_every_backup_missed(monkeypatch):
+    # Seed 2022: node 3 isolated and nodes 1 and 2 split off while the primary pre-prepares a batch of
+    # two verdicts alone, which no backup gets; no client waits for it, so no timer runs, and with one
+    # batch in flight the primary assigned nothing more: 17 certified verdicts were never logged.
+    # The backups' timers for the verdicts they hold (the test above) replace such a primary too, a
+    # timeout later; with them off, the primary's PRE-PREPARE sent again must recover alone.
+    monkeypatch.setattr(VerdictLog, "overdue", lambda log, now, grace_s: None)
+    with monkeypatch.context() as without_resend:
+        without_resend.setattr(PrePrepareResend, "due", lambda resend, slots, seat, first, last, now: [])
+        outcome = run_seed(2022, options())
+        assert "split" in outcome.kinds and _of_kind("log", "never logged")(outcome.violations)
+    assert not run_seed(2022, options()).violations
 
 
 def _save_that_goes_on_after_a_failed_write(interpreter, state, effects, *, sync):

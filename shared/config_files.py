@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from Crypto.PublicKey import ECC
 
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
+from shared.crypto import raw_public_key_of_pem
 from shared.config_values import TOKEN_PATTERN
 from shared.schema import Invalid, Reading, held, schema_of
 from shared.schema.sections import Declared
@@ -73,12 +73,9 @@ class OwnerKeyFile:
         if text is None or not text.startswith("-----BEGIN"):
             return text
         try:
-            key = ECC.import_key(text)
+            return raw_public_key_of_pem(text).hex()
         except (ValueError, IndexError, TypeError):
-            raise Invalid(f"{path} holds no public key in PEM") from None
-        if key.curve != "Ed25519":
-            raise Invalid(f"{path} holds no Ed25519 public key")
-        return key.public_key().export_key(format="raw").hex()
+            raise Invalid(f"{path} holds no Ed25519 public key in PEM") from None
 
 
 class SecretFile:

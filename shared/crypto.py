@@ -5,7 +5,11 @@ receives carries a signature, and verification dominates a node's CPU, so
 the fastest well-kept implementation is worth its dependency (measured
 here: verify 43 µs against pycryptodome's 203 µs, sign 17 µs against 94 µs).
 Both follow RFC 8032, so the signatures are byte-for-byte the same.
-Key files stay PKCS#8 PEM, read and written with pycryptodome.
+Key files stay PKCS#8 PEM. The one form an Ed25519 key takes there (RFC 8410: a fixed
+DER prefix, then the 32 bytes) is read and written here, and checked a point of the
+curve by RFC 8032's decoding (§5.1.3); pycryptodome reads any other PEM. Its import
+costs a process about a quarter of a second of CPU (cffi parses its C declarations),
+which every node, client and command used to pay as it started.
 
 Private keys live in PEM files that are generated on the machine that uses
 them and never leave it; public keys are 32 raw bytes, written as hex in the
@@ -14,6 +18,8 @@ network configuration.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 from pathlib import Path
@@ -21,8 +27,6 @@ from typing import Iterable, Mapping
 
 import nacl.exceptions
 import nacl.signing
-from Crypto.PublicKey import ECC
-from Crypto.Signature import eddsa
 
 from pbft.encoding import canonical
 from shared.boundedread import MAX_SECRET_FILE_BYTES, read_bounded
@@ -35,6 +39,56 @@ MAX_PARSED_KEYS = 1024
 # checked again in the verdict proof that carries it into the log (`pbft.ci.verdictlog`), on
 # every node. Bounded, oldest forgotten first; only signatures that held are kept.
 MAX_VERIFIED = 4096
+
+# RFC 8410's DER for an Ed25519 key, up to its 32 bytes: PKCS#8 (a private key's seed) and
+# SubjectPublicKeyInfo (a public key).
+PKCS8_ED25519 = bytes.fromhex("302e020100300506032b657004220420")
+SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+# The curve (RFC 8032 §5.1): the field's prime and the constant d.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def is_point(raw: bytes) -> bool:
+    """Whether 32 bytes decode to a point of edwards25519 (RFC 8032 §5.1.3): y below p, and
+    x² = (y² - 1) / (d·y² + 1) a square, with x = 0 only where the sign bit is clear."""
+    if len(raw) != 32:
+        return False
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return False
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    if x2 == 0:
+        return not raw[31] >> 7
+    return pow(x2, (_P - 1) // 2, _P) == 1
+
+
+def pem_der(text: str, label: str) -> bytes | None:
+    """The DER inside a PEM block of `label` that is the whole of `text`, or None."""
+    lines = text.strip().splitlines()
+    if len(lines) < 3 or lines[0] != f"-----BEGIN {label}-----" or lines[-1] != f"-----END {label}-----":
+        return None
+    try:
+        return base64.b64decode("".join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def raw_public_key_of_pem(text: str) -> bytes:
+    """The 32 bytes of the Ed25519 public key in PEM `text`; ValueError if it holds none."""
+    der = pem_der(text, "PUBLIC KEY")
+    if der is not None and len(der) == len(SPKI_ED25519) + 32 and der.startswith(SPKI_ED25519):
+        raw = der[len(SPKI_ED25519):]
+    else:
+        from Crypto.PublicKey import ECC  # another encoding of a key: pycryptodome reads it
+
+        key = ECC.import_key(text)
+        if key.curve != "Ed25519":
+            raise ValueError("no Ed25519 public key")
+        raw = key.public_key().export_key(format="raw")
+    if not is_point(raw):
+        raise ValueError("not a point of the curve")
+    return raw
 
 
 class PublicKey:
@@ -84,13 +138,30 @@ def save_private_key(private_key: PrivateKey, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(ECC.construct(curve="Ed25519", seed=private_key.seed).export_key(format="PEM"))
+        handle.write(private_key_pem(private_key))
+
+
+def private_key_pem(private_key: PrivateKey) -> str:
+    """PKCS#8 PEM, as pycryptodome and OpenSSL write an Ed25519 key."""
+    return pem_of(PKCS8_ED25519 + private_key.seed, "PRIVATE KEY")
+
+
+def pem_of(der: bytes, label: str) -> str:
+    """`der` as a PEM block of `label`, on one line of base64 as a short key's is (`pem_der` reads it)."""
+    dashes = "-" * 5
+    return f"{dashes}BEGIN {label}{dashes}\n{base64.b64encode(der).decode()}\n{dashes}END {label}{dashes}"
 
 
 def load_private_key(path: Path) -> PrivateKey:
     """The key in the PEM file at `path`; OSError when it cannot be read (or is no regular file
     of at most MAX_SECRET_FILE_BYTES), ValueError when it holds no Ed25519 private key."""
-    key = ECC.import_key(read_bounded(path, MAX_SECRET_FILE_BYTES))
+    data = read_bounded(path, MAX_SECRET_FILE_BYTES)
+    der = pem_der(data.decode("latin-1"), "PRIVATE KEY")
+    if der is not None and len(der) == len(PKCS8_ED25519) + 32 and der.startswith(PKCS8_ED25519):
+        return PrivateKey(der[len(PKCS8_ED25519):])
+    from Crypto.PublicKey import ECC  # another encoding of a key: pycryptodome reads it
+
+    key = ECC.import_key(data)
     if key.curve != "Ed25519" or not key.has_private():
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return PrivateKey(key.seed)
@@ -101,7 +172,8 @@ def parse_public_key(text: str) -> PublicKey:
     raw = bytes.fromhex(text)
     if len(raw) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes (64 hex digits)")
-    eddsa.import_public_key(raw)  # raises ValueError for bytes that are not a point of the curve
+    if not is_point(raw):
+        raise ValueError("not a point of the Ed25519 curve")
     return PublicKey(raw)
 
 

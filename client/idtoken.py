@@ -14,9 +14,6 @@ import json
 import re
 from typing import Any
 
-from Crypto.Hash import SHA256
-from Crypto.PublicKey import ECC, RSA
-from Crypto.Signature import DSS, pkcs1_15
 
 ALGORITHMS = ("RS256", "ES256")
 # Clocks of the provider and the client may differ this much.
@@ -80,6 +77,11 @@ def _key(keys: dict, header: dict) -> dict:
 
 
 def _verifies(key: dict, algorithm: str, signed: bytes, signature: bytes) -> bool:
+    # Imported here, at a sign-in: pycryptodome's import costs a client's start a quarter of a second.
+    from Crypto.Hash import SHA256
+    from Crypto.PublicKey import ECC, RSA
+    from Crypto.Signature import DSS, pkcs1_15
+
     digest = SHA256.new(signed)
     try:
         if algorithm == "RS256":

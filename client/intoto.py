@@ -21,7 +21,6 @@ import json
 import tarfile
 from datetime import datetime, timedelta, timezone
 
-from Crypto.Signature import eddsa
 
 from pbft.attestation import (
     STATEMENT_FILE,
@@ -35,7 +34,7 @@ from pbft.attestation import (
     public_key_dict,
 )
 from shared.config import NetworkConfig
-from shared.crypto import PrivateKey, sign_bytes
+from shared.crypto import PrivateKey, sign_bytes, spki_pem
 from pbft.encoding import canonical
 from pbft.quorum import reply_quorum
 
@@ -92,7 +91,7 @@ def sign_layout(signed: dict, owner_key: PrivateKey) -> dict:
 
 def public_key_pem(public_key_hex: str) -> str:
     """An Ed25519 public key as SubjectPublicKeyInfo PEM: what `in-toto-verify --verification-keys` reads."""
-    return eddsa.import_public_key(bytes.fromhex(public_key_hex)).export_key(format="PEM") + "\n"
+    return spki_pem(bytes.fromhex(public_key_hex)) + "\n"
 
 
 def metadata_bytes(metadata: dict) -> bytes:

@@ -27,7 +27,6 @@ import json
 import secrets
 from dataclasses import dataclass
 
-from Crypto.Cipher import AES
 
 from client.intake import WebhookError
 
@@ -79,7 +78,7 @@ class Sealer:
         """`pending` as a cookie's value: base64url of the GCM nonce, the ciphertext and its tag."""
         plain = json.dumps([pending.state, pending.nonce, pending.verifier, pending.next_path, pending.begun_at],
                            separators=(",", ":")).encode("utf-8")
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=secrets.token_bytes(_NONCE_BYTES))
+        cipher = _aes_gcm(self._key, secrets.token_bytes(_NONCE_BYTES))
         cipher.update(_PURPOSE)
         sealed, tag = cipher.encrypt_and_digest(plain)
         return base64.urlsafe_b64encode(cipher.nonce + sealed + tag).rstrip(b"=").decode("ascii")
@@ -102,7 +101,7 @@ class Sealer:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             if len(raw) <= _NONCE_BYTES + _TAG_BYTES:
                 return None
-            cipher = AES.new(self._key, AES.MODE_GCM, nonce=raw[:_NONCE_BYTES])
+            cipher = _aes_gcm(self._key, raw[:_NONCE_BYTES])
             cipher.update(_PURPOSE)
             plain = cipher.decrypt_and_verify(raw[_NONCE_BYTES:-_TAG_BYTES], raw[-_TAG_BYTES:])
         except (ValueError, binascii.Error):  # not base64, or a seal that does not hold
@@ -110,3 +109,10 @@ class Sealer:
         # Sealed by this key, so made by this client: its shape is the one `sealed` wrote.
         state, nonce, verifier, next_path, begun_at = json.loads(plain)
         return Pending(state, nonce, verifier, next_path, float(begun_at))
+
+
+def _aes_gcm(key: bytes, nonce: bytes):
+    """AES-GCM under `key`: pycryptodome's, imported at the first sign-in, not at the client's start."""
+    from Crypto.Cipher import AES
+
+    return AES.new(key, AES.MODE_GCM, nonce=nonce)

@@ -74,6 +74,15 @@ def pem_der(text: str, label: str) -> bytes | None:
         return None
 
 
+def spki_pem(raw: bytes) -> str:
+    """An Ed25519 public key's 32 bytes as SubjectPublicKeyInfo PEM, as pycryptodome and OpenSSL
+    write it; ValueError if they are not a point of the curve."""
+    if not is_point(raw):
+        raise ValueError("not a point of the Ed25519 curve")
+    body = base64.b64encode(SPKI_ED25519 + raw).decode()
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----"
+
+
 def raw_public_key_of_pem(text: str) -> bytes:
     """The 32 bytes of the Ed25519 public key in PEM `text`; ValueError if it holds none."""
     der = pem_der(text, "PUBLIC KEY")

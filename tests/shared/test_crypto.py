@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from shared import crypto
 from shared.crypto import (
     Ed25519Authenticator, generate_private_key, is_point, load_private_key, parse_public_key, private_key_pem,
-    raw_public_key_of_pem, save_private_key,
+    raw_public_key_of_pem, save_private_key, spki_pem,
 )
 
 
@@ -40,6 +40,7 @@ def test_key_files_are_the_pkcs8_and_spki_pem_pycryptodome_writes_and_reads(tmp_
     assert ECC.import_key((tmp_path / "node.key").read_text()).seed == key.seed
     assert load_private_key(tmp_path / "node.key").seed == key.seed
     assert raw_public_key_of_pem(library.public_key().export_key(format="PEM")) == key.public_raw
+    assert spki_pem(key.public_raw) == library.public_key().export_key(format="PEM")
     # Another encoding of the same key (its DER, unwrapped) is still read, by pycryptodome.
     (tmp_path / "other.key").write_bytes(library.export_key(format="DER"))
     assert load_private_key(tmp_path / "other.key").seed == key.seed
@@ -48,7 +49,7 @@ def test_key_files_are_the_pkcs8_and_spki_pem_pycryptodome_writes_and_reads(tmp_
 @pytest.mark.parametrize("text", [
     "", "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----", "-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----",
     ECC.generate(curve="P-256").public_key().export_key(format="PEM"),
-])
+], ids=["empty", "no-body", "not-base64", "p256"])
 def test_a_pem_without_an_ed25519_public_key_is_refused(text):
     with pytest.raises((ValueError, IndexError, TypeError)):
         raw_public_key_of_pem(text)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
-from croniter import croniter
 
 from client.actors import scheduled
 from client.tables.slots import ScheduleSlots
@@ -44,12 +43,19 @@ def latest_slot(cron: str, now_s: float) -> float:
     """The latest time at or before `now_s` that `cron` names (slots are whole minutes)."""
     # croniter's get_prev is strictly before its start: start just past the second now is in.
     start = datetime.fromtimestamp(math.floor(now_s) + 1, timezone.utc)
-    return croniter(cron, start).get_prev(float)
+    return _croniter(cron, start).get_prev(float)
 
 
 def next_slot(cron: str, after_s: float) -> float:
     """The first time after `after_s` that `cron` names."""
-    return croniter(cron, datetime.fromtimestamp(after_s, timezone.utc)).get_next(float)
+    return _croniter(cron, datetime.fromtimestamp(after_s, timezone.utc)).get_next(float)
+
+
+def _croniter(cron: str, start: datetime):
+    """croniter, imported once a client has a schedule: not every client pays its import at start."""
+    from croniter import croniter
+
+    return croniter(cron, start)
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,7 @@ def spki_pem(raw: bytes) -> str:
     write it; ValueError if they are not a point of the curve."""
     if not is_point(raw):
         raise ValueError("not a point of the Ed25519 curve")
-    body = base64.b64encode(SPKI_ED25519 + raw).decode()
-    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----"
+    return pem_of(SPKI_ED25519 + raw, "PUBLIC KEY")
 
 
 def raw_public_key_of_pem(text: str) -> bytes:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from pbft.effects import Broadcast
 from pbft.messages import PrePrepare
-from pbft.resend import RESEND_S, PrePrepareResend
+from pbft.resend import RESEND_MAX_S, RESEND_S, PrePrepareResend
 from pbft.slot import Slot
 
 D = "d" * 64
@@ -25,13 +25,27 @@ def slots_of(*seqs, view=0, sender=0, committed=()):
     return {seq: Slot(preprepare=PrePrepare(view, seq, D, sender), committed=seq in committed) for seq in seqs}
 
 
-def test_a_preprepare_that_has_not_committed_goes_out_again_each_resend_interval():
+def test_a_preprepare_that_has_not_committed_goes_out_again_after_waits_that_double():
     resend, slots = PrePrepareResend(), slots_of(1, 2, committed={1})
     assert resend.due(slots, Seat(), 1, 2, now=10.0) == [], "first seen by a tick: it just went out"
     assert resend.due(slots, Seat(), 1, 2, now=10.0 + RESEND_S - 0.01) == []
     assert resend.due(slots, Seat(), 1, 2, now=10.0 + RESEND_S) == [Broadcast(slots[2].preprepare)]
     assert resend.due(slots, Seat(), 1, 2, now=10.5 + RESEND_S) == [], "counted as sent just now"
-    assert resend.due(slots, Seat(), 1, 2, now=10.0 + 2 * RESEND_S) == [Broadcast(slots[2].preprepare)]
+    assert resend.due(slots, Seat(), 1, 2, now=10.0 + 2 * RESEND_S) == [], "the next wait is twice the first"
+    assert resend.due(slots, Seat(), 1, 2, now=10.0 + 3 * RESEND_S) == [Broadcast(slots[2].preprepare)]
+
+
+def test_the_wait_between_copies_stops_growing_at_its_cap():
+    resend, slots = PrePrepareResend(), slots_of(1)
+    now, sent_at = 0.0, []
+    resend.due(slots, Seat(), 1, 1, now)
+    while now < 60.0:
+        now += 0.25  # a tick
+        if resend.due(slots, Seat(), 1, 1, now):
+            sent_at.append(now)
+    waits = [later - earlier for earlier, later in zip([0.0] + sent_at, sent_at)]
+    assert waits[:4] == [RESEND_S, 2 * RESEND_S, 4 * RESEND_S, 8 * RESEND_S]
+    assert max(waits) == RESEND_MAX_S and waits[-1] == RESEND_MAX_S
 
 
 def test_only_our_own_preprepares_of_the_view_we_are_primary_of_go_out_again():

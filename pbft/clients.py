@@ -113,12 +113,13 @@ class ClientTable:
 
     def next_batch(self, batch_max: int, max_bytes: int) -> tuple[Request, ...]:
         """The queued requests the next PRE-PREPARE orders: up to `batch_max`, and `max_bytes`
-        in all (`pbft.messages.batch_bytes`), the first whatever its size."""
+        in all (`pbft.messages.batch_bytes`). Each fits a batch alone (MAX_REQUEST_BYTES); one
+        that does not fit what room the window has left waits for it (`ReplicaSettings.window_bytes`)."""
         assert batch_max > 0 and len(self.pending) == len(self.pending_keys)
         batch: list[Request] = []
         while self.pending and len(batch) < batch_max:
             max_bytes -= self.pending[0].size
-            if batch and max_bytes < 0:
+            if max_bytes < 0:
                 break
             request = self.pending.popleft()
             self.pending_keys.discard(request.key)

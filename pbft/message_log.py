@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from pbft.messages import Commit, CommittedCertificate, NewView, PreparedCertificate, PrePrepare, Prepare
+from pbft.messages import Commit, CommittedCertificate, NewView, PreparedCertificate, PrePrepare, Prepare, batch_bytes
 from pbft.quorum import commit_quorum, matching, prepare_quorum
 from pbft.slot import Slot, vote_digests
 
@@ -66,6 +66,13 @@ class MessageLog:
         while (slot := self.slots.get(seq + 1)) is not None and slot.committed:
             seq += 1
         return seq
+
+    def room(self, executed: int, window_bytes: int) -> int:
+        """What `window_bytes` leaves beside the batches pre-prepared above `executed`
+        (`batch_bytes`): the most a VIEW-CHANGE carries of batches not executed yet is bounded by
+        it (`ReplicaSettings.window_bytes`)."""
+        return window_bytes - sum(batch_bytes(slot.preprepare.batch, slot.preprepare.verdicts)
+                                  for seq, slot in self.slots.items() if seq > executed and slot.preprepare is not None)
 
     def lacking(self, new_view: NewView | None, view: int, in_window: Callable[[int], bool]) -> list[PrePrepare]:
         """Of the pre-prepares `new_view` re-issued, if it began `view`, those the window reaches

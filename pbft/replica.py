@@ -325,11 +325,8 @@ class Replica:
         return None
 
     def _is_ordered(self, request: Request) -> bool:
-        return any(
-            slot.preprepare is not None and request in slot.preprepare.batch
-            for seq, slot in self.slots.items()
-            if seq > self.last_executed
-        )
+        return any(slot.preprepare is not None and request in slot.preprepare.batch
+                   for seq, slot in self.slots.items() if seq > self.last_executed)
 
     def _issue_preprepares(self) -> None:
         """Assign sequence numbers while the pipeline has room; batch the rest (§4.2)."""
@@ -343,9 +340,12 @@ class Replica:
             and self.last_executed >= self._change_issued_at
             and self.next_seq - self.last_executed < self.settings.pipeline_depth
             and self.next_seq + 1 <= self.high_watermark
+            and (room := min(MAX_BATCH_BYTES, self.log.room(self.last_executed, self.settings.window_bytes))) > 0
         ):
-            batch = self.clients.next_batch(self.settings.batch_max, MAX_BATCH_BYTES)
-            proofs = self.verdicts.log.propose(MAX_BATCH_BYTES - batch_bytes(batch))
+            batch = self.clients.next_batch(self.settings.batch_max, room)
+            proofs = self.verdicts.log.propose(room - batch_bytes(batch))
+            if not batch and not proofs:
+                break  # what waits does not fit the window's room (`ReplicaSettings.window_bytes`)
             self.next_seq += 1
             if any(request.operation.change is not None for request in batch):
                 # It may change the membership: nothing past it until it executed (`pbft.epochs`).
@@ -375,11 +375,11 @@ class Replica:
         reason = self.admission.batch_problem(message)
         if reason is not None:
             return reason
-        slot = self.log.slot(message.seq)
-        if slot.preprepare is not None:
-            if slot.preprepare.digest != message.digest:
-                return "ignore_preprepare_conflicting_digest"
-            return "ignore_preprepare_duplicate"
+        held = self.slots[message.seq].preprepare if message.seq in self.slots else None
+        if held is not None:
+            return "ignore_preprepare_conflicting_digest" if held.digest != message.digest else "ignore_preprepare_duplicate"
+        if batch_bytes(message.batch, message.verdicts) > self.log.room(self.last_executed, self.settings.window_bytes):
+            return "ignore_preprepare_window_bytes"  # (`ReplicaSettings.window_bytes`); the primary resends it
         self._accept_preprepare(message)
         return None
 

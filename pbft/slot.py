@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pbft.messages import Commit, Prepare, PrePrepare
+from pbft.messages import MAX_BATCH_BYTES, MAX_FRAME_BYTES, Commit, Prepare, PrePrepare
 
 GENESIS_STATE = "0" * 64
 
@@ -17,6 +17,12 @@ class ReplicaSettings:
     checkpoint_interval: int = 128  # K (§4.3): a checkpoint every K sequence numbers
     log_window: int = 256  # L: sequence numbers a replica accepts above its low watermark h
     batch_max: int = 64  # requests in one pre-prepare
+    # Bytes of batches a replica takes pre-prepared above what it executed (`batch_bytes`): a
+    # backup refuses a PRE-PREPARE past them, and a primary assigns none that could pass them.
+    # A faulty primary that leaves a hole in the order and fills the window above it (L batches
+    # of MAX_BATCH_BYTES, 32 MB) would otherwise make every VIEW-CHANGE that replaces it larger
+    # than the frame a peer takes. An honest primary keeps `pipeline_depth` batches in flight.
+    window_bytes: int = MAX_FRAME_BYTES // 4
     pipeline_depth: int = 8  # sequence numbers a primary keeps in flight before it batches
     max_buffered: int = 4096  # early messages held, shared out per sender (per_sender_buffer)
     view_change_timeout_s: float = 4.0  # T: doubled for each consecutive view change
@@ -81,6 +87,7 @@ class ReplicaSettings:
         assert self.node_id >= 0
         assert self.log_window >= self.checkpoint_interval > 0
         assert self.batch_max > 0 and self.pipeline_depth > 0 and self.transfer_chunk > 0 and self.transfer_bytes > 0
+        assert self.window_bytes >= MAX_BATCH_BYTES, "room for one batch at least"
         assert self.max_requests_per_client > 0 and self.max_open_per_client > 0
 
 

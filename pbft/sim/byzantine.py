@@ -14,13 +14,13 @@ from dataclasses import replace
 
 from pbft.build import Operation, Result
 from pbft.messages import (
-    MAX_BATCH, Checkpoint, Commit, Message, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, ViewChange, batch_digest, signed,
+    Checkpoint, Commit, Message, PrePrepare, Prepare, Relay, Reply, Request, ResultVote, ViewChange, batch_digest, signed,
 )
 from pbft.sim.auth import SimAuthenticator, keyed_signature
 from pbft.sim.faults import CENSORED_CLIENT, NodeFault
+from pbft.sim.honest import Honest, Send
 from pbft.sim.network import Address
-
-Send = tuple[Address, Message, float]  # destination, message, extra delay in seconds
+from pbft.sim.primaries import DropProofs, Fill, Pad, SlowPrimary
 
 
 def bogus_digest(*parts: object) -> str:
@@ -35,21 +35,6 @@ def flipped(result: Result) -> Result:
     if result.status == "success":
         return Result("failure", 1, result.commit, "lie")
     return Result("success", 0, result.commit, "lie")
-
-
-class Honest:
-    kind = "honest"
-
-    def admits(self, message: Message) -> bool:
-        """Whether the node's replica gets to see `message` at all."""
-        return True
-
-    def observe(self, message: Message) -> list[Send]:
-        """Byzantine behaviours may remember what they receive, and answer it at once; honest nodes need not."""
-        return []
-
-    def outgoing(self, dst: Address, message: Message) -> list[Send]:
-        return [(dst, message, 0.0)]
 
 
 class Silent(Honest):
@@ -80,68 +65,6 @@ class Delay(Honest):
 
     def outgoing(self, dst: Address, message: Message) -> list[Send]:
         return [(dst, message, self.delay_s)]
-
-
-class SlowPrimary(Honest):
-    """Sends its PRE-PREPAREs `delay_s` late and everything else on time (`with_slow_primary`)."""
-
-    kind = "slow-primary"
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-
-    def outgoing(self, dst: Address, message: Message) -> list[Send]:
-        return [(dst, message, self.delay_s if isinstance(message, PrePrepare) else 0.0)]
-
-
-class Pad(Honest):
-    """As primary, pads each of its first `preprepares` batches with copies of their requests, up
-    to the most a PRE-PREPARE's batch may hold on the wire, and then pre-prepares nothing more:
-    the backups must replace it, with VIEW-CHANGEs that carry every batch they prepared
-    (`pbft.messages.MAX_BATCH_BYTES`). Everything else it sends as it should."""
-
-    kind = "pad"
-
-    def __init__(self, auth: SimAuthenticator, preprepares: int) -> None:
-        self.auth, self.remaining = auth, preprepares
-        self.padded: dict[tuple[int, int], PrePrepare | None] = {}  # (view, seq) -> what every backup gets
-
-    def outgoing(self, dst: Address, message: Message) -> list[Send]:
-        if not isinstance(message, PrePrepare):
-            return [(dst, message, 0.0)]
-        slot = (message.view, message.seq)
-        if slot not in self.padded:
-            self.padded[slot] = self._padded(message) if self.remaining > 0 else None
-            self.remaining -= 1
-        padded = self.padded[slot]
-        return [] if padded is None else [(dst, padded, 0.0)]
-
-    def _padded(self, preprepare: PrePrepare) -> PrePrepare:
-        if not preprepare.batch:
-            return preprepare
-        batch = (preprepare.batch * MAX_BATCH)[:MAX_BATCH]
-        return signed(replace(preprepare, batch=batch, digest=batch_digest(batch, preprepare.verdicts)), self.auth.sign)
-
-
-class DropProofs(Honest):
-    """As primary, strips the certified verdicts from each PRE-PREPARE it sends (a batch of
-    verdicts alone goes out empty), and is otherwise honest: requests are ordered and answered,
-    so only the verdict log, which the backups' timers must defend, goes without its leaves."""
-
-    kind = "drop-proofs"
-
-    def __init__(self, auth: SimAuthenticator) -> None:
-        self.auth = auth
-        self.stripped: dict[tuple[int, int], PrePrepare] = {}  # (view, seq) -> what every backup gets
-
-    def outgoing(self, dst: Address, message: Message) -> list[Send]:
-        if not isinstance(message, PrePrepare) or not message.verdicts:
-            return [(dst, message, 0.0)]
-        slot = (message.view, message.seq)
-        if slot not in self.stripped:
-            self.stripped[slot] = signed(replace(message, verdicts=(), digest=batch_digest(message.batch, ())),
-                                         self.auth.sign)
-        return [(dst, self.stripped[slot], 0.0)]
 
 
 class Lie(Honest):
@@ -461,6 +384,8 @@ def behaviour_for(
         return Pad(auth, fault.messages)
     if kind == "drop-proofs":
         return DropProofs(auth)
+    if kind == "fill":
+        return Fill(auth, fault.messages)
     if kind == "equivocate":
         return Equivocate(fault.node, n, auth)
     if kind == "forge":

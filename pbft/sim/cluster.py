@@ -23,7 +23,7 @@ from pbft.effects import BuildLearnt, Effect, Execute, NetworkChanged, RecordVer
 from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
 from pbft.messages import (
-    MAX_FRAME_BYTES, Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer,
+    MAX_BATCH_BYTES, MAX_FRAME_BYTES, Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer,
     decode, encode,
 )
 from pbft.replica import Replica, ReplicaSettings
@@ -44,7 +44,7 @@ from pbft.sim.logcheck import LogChecker, end_failures as log_end_failures
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
 from pbft.cancels import cancelled_result
 from pbft.sim.client import SimClient, verdict
-from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, WITHHOLDING_KINDS, FaultPlan, Window, choose_plan, drawn_apart, long_plan
+from pbft.sim.faults import BUSY_CLIENT, DOWN_KINDS, FILL_FRAME_BYTES, WITHHOLDING_KINDS, FaultPlan, Window, choose_plan, drawn_apart, long_plan
 from pbft.sim.network import Address, Network, describe
 from pbft.sim.node import SimNode
 from pbft.sim.settled import (
@@ -209,19 +209,16 @@ class SimCluster:
                 # These scenarios need stable checkpoints a node misses (a transfer carries ledger
                 # entries only below one): make them come often.
                 checkpoint_interval = min(checkpoint_interval, 4)
+        # The largest frame a node takes from a peer, scaled down where a `fill` primary makes the
+        # window's batches matter (`FILL_FRAME_BYTES`); a replica takes a quarter of it above what it executed.
+        filled = any(fault.kind == "fill" for fault in self.plan.node_faults)
+        self.frame_bytes = min(options.frame_bytes, FILL_FRAME_BYTES) if filled else options.frame_bytes
         settings = dict(
-            n=self.n,
-            f=self.f,
-            checkpoint_interval=checkpoint_interval,
-            log_window=2 * checkpoint_interval,
-            batch_max=batch_max,
-            pipeline_depth=pipeline_depth,
-            max_buffered=MAX_BUFFERED,
-            max_requests_per_client=MAX_REQUESTS_PER_CLIENT,
-            max_open_per_client=MAX_OPEN_PER_CLIENT,
+            n=self.n, f=self.f, checkpoint_interval=checkpoint_interval, log_window=2 * checkpoint_interval,
+            batch_max=batch_max, pipeline_depth=pipeline_depth, max_buffered=MAX_BUFFERED,
+            max_requests_per_client=MAX_REQUESTS_PER_CLIENT, max_open_per_client=MAX_OPEN_PER_CLIENT,
             relay_votes=options.relay == "always" or (options.relay == "alternate" and seed % 2 == 1),
-            changes_membership=True,
-            standby_s=STANDBY_S,
+            changes_membership=True, standby_s=STANDBY_S, window_bytes=max(self.frame_bytes // 4, MAX_BATCH_BYTES),
         )
         self.network = Network(self.plan, rng)
         byzantine = self.plan.byzantine()
@@ -474,7 +471,7 @@ class SimCluster:
         try:
             # The codec round trip every real frame takes, so the simulation exercises it too.
             wire = encode(message)
-            message, oversized = decode(wire), frame_problem(message, wire, self.options.frame_bytes)
+            message, oversized = decode(wire), frame_problem(message, wire, self.frame_bytes)
         except MessageError as error:
             self._lose(src, dst, message, f"codec: {error}")
             return

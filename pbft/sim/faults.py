@@ -58,14 +58,23 @@ DRAWN_BYZANTINE_KINDS = (
 # being suspected, or suspected late, must still give every request its verdict. Drawn
 # apart, as `equivocate-results` is (`with_slow_primary`).
 # `pad`: the primary of view 0 pads its first few batches with copies of their requests, as many
-# as a PRE-PREPARE may hold, then pre-prepares nothing (`pbft.sim.byzantine.Pad`): the view
+# as a PRE-PREPARE may hold, then pre-prepares nothing (`pbft.sim.primaries.Pad`): the view
 # change that replaces it must not carry those batches. Drawn apart too, in place of another
 # faulty node (`with_padding_primary`).
 # `drop-proofs`: the primary of view 0 strips the certified verdicts from its PRE-PREPAREs and
-# is otherwise honest (`pbft.sim.byzantine.DropProofs`): the backups, whose timers run for the
+# is otherwise honest (`pbft.sim.primaries.DropProofs`): the backups, whose timers run for the
 # verdicts they hold and see not logged, must replace it. Drawn apart, in place of another
 # faulty node (`with_proof_dropping_primary`).
-BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary", "pad", "drop-proofs")
+# `fill`: the primary of view 0 leaves a hole in the order and pre-prepares every sequence
+# number of the window above it, each batch as large as the requests it has seen make it
+# (`pbft.sim.primaries.Fill`): the VIEW-CHANGEs that replace it must still fit a frame, which
+# such seeds scale to the simulator's small requests (`FILL_FRAME_BYTES`). Drawn apart, in
+# place of another faulty node (`with_filling_primary`).
+BYZANTINE_KINDS = DRAWN_BYZANTINE_KINDS + ("equivocate-results", "slow-primary", "pad", "drop-proofs", "fill")
+# The frame a seed with a `fill` primary checks against (`pbft.sim.frames`): a node's 8 MiB
+# scaled to the simulator's batches of a few kB, so that a window of them would not fit, but
+# not below what a window of prepared certificates takes (about 1.2 kB a slot at n = 4).
+FILL_FRAME_BYTES = 1024 * 1024
 # The client a `censor` node never lets a request of through, and the client that keeps
 # the network busy meanwhile, so that only the censored request waits (`pbft.sim.cluster`).
 CENSORED_CLIENT = "client-0"
@@ -76,6 +85,7 @@ VIEW_CHANGE_TIMEOUT_S = next(item.default for item in fields(ReplicaSettings) if
 # node, which then rightly catches up by transfer (`pbft.sim.cluster`'s build checker).
 WITHHOLDING_KINDS = (
     "equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor", "slow-primary", "pad",
+    "fill",
 )
 # Faults that touch every node, so they may strand the primary's messages too.
 GLOBAL_KINDS = ("split", "drop", "blackout")
@@ -101,7 +111,7 @@ class NodeFault:
     node: int
     window: Window | None = None  # network kinds only
     drop_p: float = 0.0  # lossy
-    messages: int = 0  # crash-after; pad: the batches it pads
+    messages: int = 0  # crash-after; pad: the batches it pads; fill: the requests it sees first
     delay_s: float = 0.0  # delay; restart-after-transfer: from the first transfer to the second crash
     down_s: float = 0.0  # restart-after-transfer: how long the second crash lasts
 
@@ -110,6 +120,7 @@ class NodeFault:
             "lossy": f" p={self.drop_p:.2f}",
             "crash-after": f" {self.messages}",
             "pad": f" {self.messages}",
+            "fill": f" after {self.messages} requests",
             "delay": f" {self.delay_s * 1000:.0f}ms",
             "slow-primary": f" {self.delay_s * 1000:.0f}ms",
             "restart-after-transfer": f" then +{self.delay_s:.2f}s down {self.down_s:.2f}s",
@@ -299,7 +310,21 @@ def drawn_apart(plan: FaultPlan, seed: int, picked_builders: bool, primary_fault
     plan = with_result_equivocation(plan, seed, picked_builders)
     plan = with_slow_primary(plan, seed, primary_faults, VIEW_CHANGE_TIMEOUT_S)
     plan = with_padding_primary(plan, seed, primary_faults)
-    return with_proof_dropping_primary(plan, seed, primary_faults)
+    plan = with_proof_dropping_primary(plan, seed, primary_faults)
+    return with_filling_primary(plan, seed, primary_faults)
+
+
+def with_filling_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
+    """`plan`, or for a tenth of the seeds whose primary may be faulty and whose plan has a
+    faulty node, node 0 not among them, the same plan with node 0 a `fill` that leaves its hole
+    once it has seen 8 to 16 requests (the more, the larger its batches), in place of one of
+    them. From a stream of the seed's own."""
+    rng = random.Random(f"filling-primary-{seed}")
+    faulty = sorted({fault.node for fault in plan.node_faults})
+    if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
+        return plan
+    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
+    return replace(plan, node_faults=(*others, NodeFault("fill", 0, messages=rng.randint(8, 16))))
 
 
 def with_proof_dropping_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:

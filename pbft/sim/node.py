@@ -18,7 +18,7 @@ from pbft.interpreter import Edges, Interpreter
 from pbft.messages import Message
 from pbft.reach import Reach
 from pbft.replica import Replica
-from pbft.sim.byzantine import Honest
+from pbft.sim.honest import Honest
 from pbft.storage import Loaded, ReplicaStore
 
 # What the cluster gives a node to reach the world: edges for one incarnation of it.

@@ -259,7 +259,7 @@ def test_a_preprepare_a_primary_padded_is_refused():
     assert cluster.replicas[1].slots == {}
 
 
-def test_a_primary_stops_a_batch_at_its_byte_bound_and_takes_a_large_request_alone():
+def test_a_primary_stops_a_batch_at_its_byte_bound_and_a_request_waits_for_room():
     table = ClientTable(expiry_us=10**9)
     cluster = Cluster()
     third = MAX_BATCH_BYTES // 3 // 6
@@ -268,4 +268,28 @@ def test_a_primary_stops_a_batch_at_its_byte_bound_and_takes_a_large_request_alo
         assert table.wait(request) and table.queue(request)
     first = table.next_batch(64, MAX_BATCH_BYTES)
     assert first == tuple(requests[:2]) and batch_bytes(first) <= MAX_BATCH_BYTES
-    assert table.next_batch(64, 10) == (requests[2],)  # the first of a batch, whatever its size
+    assert table.next_batch(64, requests[2].size - 1) == (), "it waits for room in the window"
+    assert table.next_batch(64, requests[2].size) == (requests[2],)
+
+
+def test_a_backup_takes_batches_above_what_it_executed_up_to_its_window_bytes():
+    # A faulty primary that leaves seq 1 out and fills 2, 3, ... keeps them all from executing:
+    # each VIEW-CHANGE would carry them. The backup takes them up to `window_bytes`.
+    cluster = Cluster(settings={"window_bytes": MAX_BATCH_BYTES})
+    requests = [_request_of(cluster, timestamp, MAX_BATCH_BYTES // 6 // 3) for timestamp in range(1, 5)]
+    taken = [cluster.deliver_to(1, preprepare_for(cluster, request, seq=seq)) for seq, request in enumerate(requests, 2)]
+    assert taken == [None, None, "ignore_preprepare_window_bytes", "ignore_preprepare_window_bytes"]
+    assert sorted(cluster.replicas[1].slots) == [2, 3]
+    assert 0 <= cluster.replicas[1].log.room(0, MAX_BATCH_BYTES) < MAX_BATCH_BYTES // 3
+
+
+def test_a_primary_assigns_into_the_room_its_window_bytes_leave_and_the_rest_waits():
+    cluster = Cluster(settings={"window_bytes": MAX_BATCH_BYTES, "pipeline_depth": 8, "batch_max": 1})
+    requests = [_request_of(cluster, timestamp, MAX_BATCH_BYTES // 6 // 3) for timestamp in range(1, 5)]
+    for request in requests:
+        cluster.deliver_to(0, request)
+    primary = cluster.replicas[0]
+    assert sorted(primary.slots) == [1, 2], "two fit the room, two wait"
+    assert len(primary.clients.pending) == 2
+    cluster.run()  # the two commit and execute: room again, for the rest
+    assert [execute.seq for execute in cluster.executed[0]] == [1, 2, 3, 4]

@@ -41,12 +41,14 @@ from pbft.checkpoints import Checkpoints
 from pbft.clients import ClientTable
 from pbft.deliveries import Deliveries
 from pbft.horizon import Horizon, VoteHorizon
+from pbft.message_log import MessageLog
 from pbft.replica import Replica, ReplicaSettings
 from pbft.resend import PrePrepareResend
 from pbft.storage import StoreError
 from pbft.sim import SimCluster, SimOptions, run_seed
 from pbft.sim.auth import SimKeys
-from pbft.sim.byzantine import AbsurdSeq, SlowPrimary, ViewChangeSpam, VoteFlood
+from pbft.sim.byzantine import AbsurdSeq, ViewChangeSpam, VoteFlood
+from pbft.sim.primaries import SlowPrimary
 from pbft.sim.checkers import (
     BuildChecker,
     CancelChecker,
@@ -1025,6 +1027,8 @@ def test_simulation_catches_a_primary_that_pads_its_batches(monkeypatch):
         return None
 
     monkeypatch.setattr(Admission, "batch_problem", old_rule)
+    # The window's bound on bytes refuses them too (a quarter of the 1 MiB: `window_bytes`).
+    monkeypatch.setattr(MessageLog, "room", lambda log, executed, window_bytes: 2**40)
     outcome = run_seed(724, options(frame_bytes=1024 * 1024))
     assert "pad" in outcome.kinds
     frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
@@ -1032,6 +1036,22 @@ def test_simulation_catches_a_primary_that_pads_its_batches(monkeypatch):
     monkeypatch.undo()
     outcome = run_seed(724, options(frame_bytes=1024 * 1024))
     assert not outcome.violations and outcome.stats["ignore_preprepare_request_twice"] > 0
+
+
+def test_simulation_catches_a_primary_that_fills_the_window_above_a_hole(monkeypatch):
+    # Seed 260 (n = 5, a window of 256): node 0, primary of view 0, leaves seq 15 out and
+    # pre-prepares 16 to 270, each batch every request it has seen. Nothing above the hole
+    # executes, so no checkpoint moves h: with no bound on the bytes a backup takes above what it
+    # executed, each VIEW-CHANGE that replaces it carried them all, over the peers' frames of 1 MiB
+    # (`FILL_FRAME_BYTES`), and the view change never ended. Bounded, they fit.
+    monkeypatch.setattr(MessageLog, "room", lambda log, executed, window_bytes: 2**40)
+    outcome = run_seed(260, options(liveness_bound_s=20.0, settle_s=5.0))  # the frames go at about 10 s
+    assert "fill" in outcome.kinds
+    frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
+    assert frames and all("view-change" in text and "over 1048576" in text for text in frames), outcome.violations
+    monkeypatch.undo()
+    outcome = run_seed(260, options())
+    assert not outcome.violations and outcome.stats["ignore_preprepare_window_bytes"] > 0
 
 
 def test_simulation_catches_a_primary_that_strips_verdicts_from_its_batches(monkeypatch):

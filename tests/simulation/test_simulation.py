@@ -1029,7 +1029,7 @@ def test_simulation_catches_a_primary_that_pads_its_batches(monkeypatch):
     monkeypatch.setattr(Admission, "batch_problem", old_rule)
     # The window's bound on bytes refuses them too (a quarter of the 1 MiB: `window_bytes`).
     monkeypatch.setattr(MessageLog, "room", lambda log, executed, window_bytes: 2**40)
-    outcome = run_seed(724, options(frame_bytes=1024 * 1024))
+    outcome = run_seed(724, options(frame_bytes=1024 * 1024, liveness_bound_s=20.0, settle_s=5.0))  # frames from 13.3 s
     assert "pad" in outcome.kinds
     frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
     assert frames and all("view-change" in text and "over 1048576" in text for text in frames), outcome.violations
@@ -1045,7 +1045,7 @@ def test_simulation_catches_a_primary_that_fills_the_window_above_a_hole(monkeyp
     # executed, each VIEW-CHANGE that replaces it carried them all, over the peers' frames of 1 MiB
     # (`FILL_FRAME_BYTES`), and the view change never ended. Bounded, they fit.
     monkeypatch.setattr(MessageLog, "room", lambda log, executed, window_bytes: 2**40)
-    outcome = run_seed(260, options(liveness_bound_s=20.0, settle_s=5.0))  # the frames go at about 10 s
+    outcome = run_seed(260, options(liveness_bound_s=20.0, settle_s=5.0))  # the frames go from 9.5 s
     assert "fill" in outcome.kinds
     frames = [violation.text for violation in outcome.violations if violation.kind == "frame"]
     assert frames and all("view-change" in text and "over 1048576" in text for text in frames), outcome.violations

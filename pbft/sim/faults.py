@@ -31,6 +31,7 @@ bugs.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 
 from pbft.slot import ReplicaSettings
@@ -319,24 +320,16 @@ def with_filling_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> Fa
     faulty node, node 0 not among them, the same plan with node 0 a `fill` that leaves its hole
     once it has seen 8 to 16 requests (the more, the larger its batches), in place of one of
     them. From a stream of the seed's own."""
-    rng = random.Random(f"filling-primary-{seed}")
-    faulty = sorted({fault.node for fault in plan.node_faults})
-    if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
-        return plan
-    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
-    return replace(plan, node_faults=(*others, NodeFault("fill", 0, messages=rng.randint(8, 16))))
+    return _primary_in_place(plan, random.Random(f"filling-primary-{seed}"), primary_faults,
+                             lambda rng: NodeFault("fill", 0, messages=rng.randint(8, 16)))
 
 
 def with_proof_dropping_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
     """`plan`, or for a tenth of the seeds whose primary may be faulty and whose plan has a
     faulty node, node 0 not among them, the same plan with node 0 a `drop-proofs` in place of
     one of them. From a stream of the seed's own, as `with_padding_primary`'s."""
-    rng = random.Random(f"proof-dropping-primary-{seed}")
-    faulty = sorted({fault.node for fault in plan.node_faults})
-    if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
-        return plan
-    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
-    return replace(plan, node_faults=(*others, NodeFault("drop-proofs", 0)))
+    return _primary_in_place(plan, random.Random(f"proof-dropping-primary-{seed}"), primary_faults,
+                             lambda rng: NodeFault("drop-proofs", 0))
 
 
 def with_padding_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> FaultPlan:
@@ -344,12 +337,20 @@ def with_padding_primary(plan: FaultPlan, seed: int, primary_faults: bool) -> Fa
     faulty node, node 0 not among them, the same plan with node 0 a `pad` for its first 1 to 24
     batches in place of one of them (a seed without faults keeps none). From a stream of the
     seed's own, as `with_slow_primary`'s."""
-    rng = random.Random(f"padding-primary-{seed}")
-    faulty = sorted({fault.node for fault in plan.node_faults})
+    return _primary_in_place(plan, random.Random(f"padding-primary-{seed}"), primary_faults,
+                             lambda rng: NodeFault("pad", 0, messages=rng.randint(1, 24)))
+
+
+def _primary_in_place(plan: FaultPlan, rng: random.Random, primary_faults: bool,
+                      fault: Callable[[random.Random], NodeFault]) -> FaultPlan:
+    """`plan`, or where the primary may be faulty, the plan has a faulty node and node 0 is
+    neither faulty nor lagging, for a tenth of such draws of `rng`: the plan with node 0 the
+    primary `fault` makes (from `rng`, after that draw) in place of its last faulty node."""
+    faulty = sorted({drawn.node for drawn in plan.node_faults})
     if not primary_faults or not faulty or 0 in faulty or 0 in plan.lagging or rng.random() >= 0.1:
         return plan
-    others = [fault for fault in plan.node_faults if fault.node != faulty[-1]]
-    return replace(plan, node_faults=(*others, NodeFault("pad", 0, messages=rng.randint(1, 24))))
+    others = [kept for kept in plan.node_faults if kept.node != faulty[-1]]
+    return replace(plan, node_faults=(*others, fault(rng)))
 
 
 def with_slow_primary(plan: FaultPlan, seed: int, primary_faults: bool, timeout_s: float) -> FaultPlan:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pbft.messages import MAX_BATCH, MAX_BATCH_BYTES, Message, PrePrepare, Request, batch_bytes, batch_digest, signed
+from pbft.messages import MAX_BATCH, MAX_BATCH_BYTES, Message, PrePrepare, Request, batch_digest, signed
 from pbft.sim.auth import SimAuthenticator
 from pbft.sim.honest import Honest, Send
 from pbft.sim.network import Address
@@ -60,10 +60,9 @@ class Pad(Honest):
 class Fill(Honest):
     """As primary, leaves a hole in the order and fills the window above it: its first
     PRE-PREPARE (seq s) after it has seen `requests` requests never goes out, and in its place
-    it signs PRE-PREPAREs for s+1 up to
-    s + FILL_SLOTS, each batch holding every request it has seen (distinct, each signed by its
-    client, ordered or not), up to a batch's bytes; of that view it sends no PRE-PREPARE of its
-    own after. Nothing above the hole executes, so no checkpoint moves h, and each VIEW-CHANGE
+    it signs PRE-PREPAREs for s+1 up to s + FILL_SLOTS, each batch holding every request it has
+    seen (distinct, each signed by its client, ordered or not), up to a batch's bytes; of that
+    view it sends no PRE-PREPARE of its own after. Nothing above the hole executes, so no checkpoint moves h, and each VIEW-CHANGE
     that replaces it would carry every batch its sender took above the hole
     (`ReplicaSettings.window_bytes` bounds them). Everything else it sends as it should."""
 
@@ -99,14 +98,16 @@ class Fill(Honest):
         return [(dst, message, 0.0)]
 
     def _fill(self, hole: PrePrepare) -> list[PrePrepare]:
-        batch: list[Request] = []
+        taken: list[Request] = []
+        room = MAX_BATCH_BYTES  # `batch_bytes`: the sum of the requests' sizes
         for request in self.seen.values():
-            if len(batch) == MAX_BATCH or batch_bytes((*batch, request)) > MAX_BATCH_BYTES:
+            room -= request.size
+            if len(taken) == MAX_BATCH or room < 0:
                 break
-            batch.append(request)
-        batch_ = tuple(batch)
+            taken.append(request)
+        batch = tuple(taken)
         return [
-            signed(PrePrepare(hole.view, seq, batch_digest(batch_, ()), hole.sender, batch_, epoch=hole.epoch),
+            signed(PrePrepare(hole.view, seq, batch_digest(batch, ()), hole.sender, batch, epoch=hole.epoch),
                    self.auth.sign)
             for seq in range(hole.seq + 1, hole.seq + 1 + FILL_SLOTS)
         ]

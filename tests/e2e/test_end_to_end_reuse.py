@@ -6,6 +6,7 @@ the checkout in one line each."""
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 
 from harness.scripts import client
@@ -54,4 +55,7 @@ def test_a_reused_spec_builds_on_every_node_as_its_written_out_form_and_lint_rea
                 for form, verdict in verdicts.items() for node in config.nodes}
     first = logs[("reused", 0)]
     assert "one base from-anchor included" in first and "two two from-template included" in first, first
-    assert all(log == first for log in logs.values()), logs
+    differing = {key: "\n".join(difflib.unified_diff(first, log, "reused on node 0", f"{key[0]} on node {key[1]}",
+                                                    lineterm=""))
+                 for key, log in logs.items() if log != first}
+    assert not differing, "\n".join(differing.values())

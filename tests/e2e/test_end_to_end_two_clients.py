@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -19,7 +18,7 @@ from harness.real_project import branches_repository
 from harness.verdicts import http_json
 from shared.config import load_config
 from tests.client.forge_deliveries import GITHUB_SECRET
-from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, github_push, named_client
+from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, finished_log, github_push, named_client
 from tests.support.node_processes import add_client
 
 pytestmark = OWN_NETWORK_MARKS
@@ -76,8 +75,7 @@ def test_two_clients_give_every_delivery_one_build_and_one_verdict_when_one_is_k
         # The killed client's build's output, as a node kept it under that client's name.
         built_by_a = next(record for record in found
                           if record["client"] == A and record["result"]["status"] != "skipped")
-        with urllib.request.urlopen(f"{b_url}/builds/{built_by_a['build_id']}/log?node=0", timeout=30) as answer:
-            assert "build started" in answer.read().decode(), built_by_a
+        assert "build started" in finished_log(b_url, built_by_a["build_id"], 0), built_by_a
         # And each node's record of it, its votes checked.
         code, nodes = http_json("GET", f"{b_url}/builds/{built_by_a['build_id']}/nodes")
         assert code == 200 and sum(node["executed"] for node in nodes["nodes"]) >= config.f + 1, nodes

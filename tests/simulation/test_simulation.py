@@ -833,7 +833,7 @@ def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it()
 def test_simulation_catches_a_client_table_bounded_only_by_timestamps(monkeypatch):
     # Clients number their requests 1, 2, 3, ...: an hour of microseconds never passes.
     monkeypatch.setattr("pbft.clients.ClientTable.__init__", _unbounded_client_table)
-    outcome = SimCluster(0, options(long_every=1, long_requests=1000)).run()
+    outcome = SimCluster(0, options(long_every=1, long_requests=500)).run()
     assert any("executed_requests" in violation.text for violation in outcome.violations if violation.kind == "memory")
 
 
@@ -863,15 +863,15 @@ def _crash_near_the_end(rng, n, f, span_s) -> FaultPlan:
 
 
 def test_simulation_catches_a_restart_that_loads_history(monkeypatch):
-    # A node that executed 900 of one run's 1,000 requests restarts: its clients' floors
+    # A node that executed 450 of one run's 500 requests restarts: its clients' floors
     # hold 128 each (the simulator's per-client bound), so what it loads must too.
     monkeypatch.setattr("pbft.sim.cluster.long_plan", _crash_near_the_end)
     monkeypatch.setattr("node.storage.NodeStore.load", _load_every_build)
-    outcome = SimCluster(0, options(long_every=1, long_requests=1000)).run()
+    outcome = SimCluster(0, options(long_every=1, long_requests=500)).run()
     [problem] = [violation for violation in outcome.violations if "restarted loading" in violation.text]
     assert problem.kind == "memory" and "executed builds" in problem.text
     monkeypatch.setattr("node.storage.NodeStore.load", _real_load)
-    assert not SimCluster(0, options(long_every=1, long_requests=1000)).run().violations
+    assert not SimCluster(0, options(long_every=1, long_requests=500)).run().violations
 
 
 _real_client_table_init = ClientTable.__init__

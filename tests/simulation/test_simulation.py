@@ -833,7 +833,7 @@ def test_a_long_run_crosses_many_checkpoints_with_one_node_down_for_most_of_it()
 def test_simulation_catches_a_client_table_bounded_only_by_timestamps(monkeypatch):
     # Clients number their requests 1, 2, 3, ...: an hour of microseconds never passes.
     monkeypatch.setattr("pbft.clients.ClientTable.__init__", _unbounded_client_table)
-    outcome = SimCluster(0, options(long_every=1, long_requests=500)).run()
+    outcome = SimCluster(0, options(long_every=1, long_requests=1000)).run()
     assert any("executed_requests" in violation.text for violation in outcome.violations if violation.kind == "memory")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 
 from harness.scripts import client
 from harness.verdicts import http_json
@@ -24,18 +23,6 @@ commands:
   - sleep 3
   - echo "ended $(cut -d ' ' -f 1 /proc/uptime)"
 """
-
-
-def node_log(base_url: str, build_id: str, node: int, until: str = "\nended ") -> str:
-    """The node's log of the build once it holds `until` (its commands ended there, by default): a
-    verdict needs only f+1 nodes; or as it is after two minutes."""
-    deadline = time.monotonic() + 120
-    while True:
-        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=30) as response:
-            log = response.read().decode()
-        if until in log or time.monotonic() > deadline:
-            return log
-        time.sleep(0.5)
 
 
 def span(log: str) -> tuple[float, float]:
@@ -61,7 +48,7 @@ def test_two_builds_of_one_group_never_run_at_once_on_any_node(scratch, network)
         first, second = sorted(verdict["build_id"] for verdict in verdicts)  # ids are request timestamps
         waited = 0
         for node in config.nodes:
-            logs = {build_id: node_log(base_url, build_id, node.id) for build_id in (first, second)}
+            logs = {build_id: finished_log(base_url, build_id, node.id) for build_id in (first, second)}
             spans = sorted(span(log) for log in logs.values())
             assert spans[0][1] <= spans[1][0], (node.id, spans, logs)  # one after the other
             waited += sum("of concurrency group lab to end on this node" in log for log in logs.values())

@@ -631,6 +631,8 @@ class SimCluster:
             self._down[node].power_loss |= power_loss
             return
         self._down[node] = Down.of(self.nodes[node].replica, unsaved, power_loss)
+        if self.nodes[node].replica.is_primary:
+            self.builds.primary_down(self.now_s)
         self._incarnation[node] += 1  # builds the dead process started never report
         self.executors[node] = SimExecutor(self.ci.slots)  # nor does it remember what ran or waited
         self.cancels.lost(node, unsaved)

@@ -528,6 +528,28 @@ def test_build_checker_lets_faulty_and_lagging_nodes_catch_up_by_transfer():
     assert checker.violations == []
 
 
+def test_build_checker_excuses_adoptions_by_transfer_only_after_a_primary_went_down():
+    checker = BuildChecker(normal=frozenset({0, 1, 2}), fetch_free=False)
+    checker.executed(1.0, 0, 1, batch=[("c", 1)], builds=[], by_transfer=True)
+    checker.primary_down(2.0)
+    checker.executed(3.0, 1, 1, batch=[("c", 1)], builds=[], by_transfer=True)  # a lone timer's doing
+    checker.executed(3.0, 2, 1, batch=[("c", 1)], builds=[], by_transfer=False)  # never excused
+    assert [(violation.time_s, violation.text.split(" ordered")[0]) for violation in checker.violations] == [
+        (1.0, "node 0"), (3.0, "node 2")]
+
+
+def test_a_primary_down_may_leave_one_backup_alone_in_the_next_view_to_catch_up_by_transfer():
+    # Seed 1597: a CI outage takes node 0, the relaying primary, at 14.16 s; node 3 alone
+    # waits for a verdict the order has not logged, so its timer fires alone at 18.75 s; node 0
+    # is back at 19.41 s and orders seq 21 in view 0 with the others; node 3, changing views
+    # alone, adopts it by transfer at 24.0 s and builds it after.
+    cluster = SimCluster(1597, options())
+    assert cluster.ci.restart_mid_build is not None and cluster.ci.restart_mid_build.node == 0
+    assert 3 in cluster.builds.normal
+    outcome = cluster.run()
+    assert outcome.violations == []
+
+
 def test_build_checker_reports_a_fetch_in_a_seed_without_faults_once_per_node():
     checker = BuildChecker(normal=frozenset({0, 1, 2, 3}), fetch_free=True)
     for _ in range(3):

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 ENGINE_UNAVAILABLE = "docker engine unavailable"
 # How many Dockerfile images an engine remembers having built (DockerEngine._built_images).
 BUILT_IMAGES_KEPT = 64
+# How long a build waits for its container still starting in the background (`ready.py`)
+# before it starts one of its own: a start takes 0.3-1.5 s on a busy two-core machine.
+READY_WAIT_S = 5.0
 # What the engine's calls raise when it does not answer (down, or gone away between a build's
 # steps), and when it refuses a call: the executor catches them without speaking the Docker SDK.
 ENGINE_DOWN = requests.exceptions.ConnectionError
@@ -153,7 +156,7 @@ class DockerEngine:
         """A container started earlier for a build of this image and user under these limits
         (the order's, which a change of `build:` moves), if one waits: a spec build's gate, or
         with `command` (the image's own) a Dockerfile build's."""
-        return self.ready.take((image_id, user, limits, command))
+        return self.ready.take((image_id, user, limits, command), wait_s=READY_WAIT_S)
 
     def prepare_ready(
         self, image_id: str, user: str, limits: BuildConfig, command: tuple[str, ...] | None = None,

@@ -14,10 +14,19 @@ tmpfs volume and an engine slot, so there is at most one per key, and at most
 `max_keys` keys, the least recently used dropped first. A waiting container
 that died (killed, engine restarted) is removed, never used: the build then
 starts its own, as it would have without this.
+
+A build that comes while its container is still starting (two builds of one
+image back to back: the first asked for the next container as its commands
+began, and the start takes longer than the build) waits for that start
+rather than begin one of its own: the start under way began earlier, so it
+ends sooner, and four nodes starting twice as many containers on two cores
+made such a build cost 1.5 s instead of 0.3 s. The wait is bounded, for a
+start that hangs.
 """
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Hashable, Protocol
@@ -47,6 +56,7 @@ class ReadyContainers:
         self._starting: set[Hashable] = set()
         self._closed = False
         self._guard = threading.Lock()
+        self._started = threading.Condition(self._guard)  # notified whenever a start ends
         # One thread: a build triggers at most one start, and starts must not
         # pile up on an engine that is already busy with the builds.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
@@ -57,9 +67,16 @@ class ReadyContainers:
         with self._guard:
             return list(self._waiting)
 
-    def take(self, key: Hashable) -> Waiting | None:
-        """The container waiting for `key`, if one is still running; it is the caller's from here on."""
-        with self._guard:
+    def take(self, key: Hashable, wait_s: float = 0.0) -> Waiting | None:
+        """The container waiting for `key`, if one is still running; it is the caller's from here on.
+        While one for `key` is starting, wait for it up to `wait_s` seconds."""
+        deadline = time.monotonic() + wait_s
+        with self._started:
+            while key in self._starting and key not in self._waiting and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._started.wait(remaining)
             waiting = self._waiting.pop(key, None)
         if waiting is None:
             return None
@@ -96,6 +113,7 @@ class ReadyContainers:
         """Remove every waiting container, and one being started once it has started."""
         with self._guard:
             self._closed = True
+            self._started.notify_all()
             waiting = list(self._waiting.values())
             self._waiting.clear()
         # Not cancelled: a queued removal must still run; a queued start sees
@@ -114,6 +132,7 @@ class ReadyContainers:
             log.info("could not prepare a build container for %s: %s", key, exc)
         with self._guard:
             self._starting.discard(key)
+            self._started.notify_all()
             if started is None:
                 return
             dropped = []

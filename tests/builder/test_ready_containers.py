@@ -110,6 +110,75 @@ def test_close_removes_a_container_still_starting_and_starts_no_more():
     assert ready.keys == [] and len(started) == 1
 
 
+def gated_start(release: threading.Event, starting: threading.Event, started: list):
+    def start(key):
+        starting.set()
+        assert release.wait(10)
+        started.append(FakeContainer(key))
+        return started[-1]
+    return start
+
+
+def wait_until_waiting(ready: ReadyContainers) -> None:
+    """Until a take blocks on the start under way (the condition's waiters are threading's own)."""
+    deadline = time.monotonic() + 10
+    while not ready._started._waiters:
+        assert time.monotonic() < deadline, "the take never waited"
+        time.sleep(0.001)
+
+
+def test_a_build_that_comes_while_its_container_starts_takes_that_one_when_it_is_up():
+    starting, release, started = threading.Event(), threading.Event(), []
+    ready = ReadyContainers(gated_start(release, starting, started))
+    ready.prepare("a")
+    assert starting.wait(10)
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(ready.take("a", wait_s=30)))
+    taker.start()
+    wait_until_waiting(ready)
+    assert not taken  # still waiting: the start has not ended
+    release.set()
+    taker.join(10)
+
+    assert taken == started and len(started) == 1 and ready.keys == []
+    ready.close()
+
+
+def test_a_start_that_outlasts_the_wait_is_kept_for_the_next_build():
+    starting, release, started = threading.Event(), threading.Event(), []
+    ready = ReadyContainers(gated_start(release, starting, started))
+    ready.prepare("a")
+    assert starting.wait(10)
+
+    assert ready.take("a", wait_s=0.05) is None
+    assert ready.take("b", wait_s=30) is None  # nothing starts for "b": no wait at all
+    release.set()
+    settled(ready)
+    assert ready.take("a") is started[0]
+    ready.close()
+
+
+def test_a_build_waiting_for_a_start_that_fails_starts_its_own_at_once():
+    starting, release = threading.Event(), threading.Event()
+
+    def failing(key):
+        starting.set()
+        assert release.wait(10)
+        raise RuntimeError("engine busy")
+
+    ready = ReadyContainers(failing)
+    ready.prepare("a")
+    assert starting.wait(10)
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(ready.take("a", wait_s=30)))
+    taker.start()
+    wait_until_waiting(ready)
+    release.set()
+    taker.join(10)
+    assert not taker.is_alive() and taken == [None]
+    ready.close()
+
+
 def test_a_failed_start_leaves_no_container_and_a_later_one_is_tried_again():
     attempts = []
 

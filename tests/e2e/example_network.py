@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -309,9 +310,14 @@ def finished_log(base_url: str, build_id: str, node: int) -> str:
     """Node `node`'s output of a build once it ended there (its `== status` line): a verdict
     needs only f+1 nodes, and the others may still be building when the client answers."""
     def finished() -> str | None:
-        with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=10) as response:
-            text = response.read().decode()
-        return text if "== status " in text else None
+        try:
+            with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node}", timeout=10) as response:
+                text = response.read().decode()
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # 404: the node has not started the build yet (its fetch is slower)
+                raise
+            return None
+        return text if "\n== status " in text else None
     return poll(f"node {node}'s log of build {build_id}", finished)
 
 

@@ -5,7 +5,6 @@ asks for, and that build still restores the branch's own cache, never the pull r
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 from harness.scripts import client
 from harness.verdicts import http_json
 from shared.config import load_config
-from tests.e2e.example_network import OWN_NETWORK_MARKS, poll, settled
+from tests.e2e.example_network import OWN_NETWORK_MARKS, finished_log, settled
 from tests.e2e.github_deliveries import forge_config, pull_request, push
 
 pytestmark = OWN_NETWORK_MARKS
@@ -39,18 +38,9 @@ def commit(work: Path, lock: str, says: str) -> str:
     return git(work, "rev-parse", "HEAD")
 
 
-def finished_log(base_url: str, build_id: str, node_id: int) -> str:
-    """The node's log of the build once it has its status line, else ""."""
-    with urllib.request.urlopen(f"{base_url}/builds/{build_id}/log?node={node_id}", timeout=30) as answer:
-        log = answer.read().decode()
-    return log if "\n== status " in log else ""
-
-
 def node_logs(base_url: str, build_id: str, config) -> dict[int, str]:
     """Every node's finished log: f+1 agreeing leaves the others still building."""
-    return {node.id: poll(f"node {node.id}'s finished log of build {build_id}",
-                          lambda: finished_log(base_url, build_id, node.id))
-            for node in config.nodes}
+    return {node.id: finished_log(base_url, build_id, node.id) for node in config.nodes}
 
 
 def built(base_url: str, answer: dict, config) -> dict[int, str]:

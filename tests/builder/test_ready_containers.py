@@ -127,15 +127,22 @@ def wait_until_waiting(ready: ReadyContainers) -> None:
         time.sleep(0.001)
 
 
+def waiting_take(ready: ReadyContainers, key: str) -> tuple[threading.Thread, list]:
+    """A build's take of `key` on a thread of its own, once it blocks on the start under way:
+    the thread, and the list its answer goes to."""
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(ready.take(key, wait_s=30)))
+    taker.start()
+    wait_until_waiting(ready)
+    return taker, taken
+
+
 def test_a_build_that_comes_while_its_container_starts_takes_that_one_when_it_is_up():
     starting, release, started = threading.Event(), threading.Event(), []
     ready = ReadyContainers(gated_start(release, starting, started))
     ready.prepare("a")
     assert starting.wait(10)
-    taken = []
-    taker = threading.Thread(target=lambda: taken.append(ready.take("a", wait_s=30)))
-    taker.start()
-    wait_until_waiting(ready)
+    taker, taken = waiting_take(ready, "a")
     assert not taken  # still waiting: the start has not ended
     release.set()
     taker.join(10)
@@ -169,10 +176,7 @@ def test_a_build_waiting_for_a_start_that_fails_starts_its_own_at_once():
     ready = ReadyContainers(failing)
     ready.prepare("a")
     assert starting.wait(10)
-    taken = []
-    taker = threading.Thread(target=lambda: taken.append(ready.take("a", wait_s=30)))
-    taker.start()
-    wait_until_waiting(ready)
+    taker, taken = waiting_take(ready, "a")
     release.set()
     taker.join(10)
     assert not taker.is_alive() and taken == [None]

@@ -24,7 +24,6 @@ from pbft.build import CHANGE_BRANCH, CHANGE_REPOSITORY, Operation, Result
 from pbft.networkchange import document_digest
 from pbft.messages import (
     MAX_BATCH_BYTES, MAX_FRAME_BYTES, Checkpoint, Fetch, Message, MessageError, NewView, Relay, Reply, Request, ResultVote, StateTransfer,
-    decode, encode,
 )
 from pbft.replica import Replica, ReplicaSettings
 from pbft.membership import Membership
@@ -38,7 +37,7 @@ from pbft.sim.checkers import (
     disagreement_failures, excused, forgotten, liveness_failures, replica_sizes, restart_load_problem,
     vouched,
 )
-from pbft.sim.frames import frame_problem
+from pbft.sim.frames import FrameCodec
 from pbft.sim.restored import Down, checkpoints_problem, restore_problem
 from pbft.sim.logcheck import LogChecker, end_failures as log_end_failures
 from pbft.sim.ci import STOP_S, UNBOUNDED_SLOTS, CiPlan, CiSubmission, Heads, SimExecutor, choose_ci_plan, ci_rng
@@ -213,6 +212,7 @@ class SimCluster:
         # window's batches matter (`FILL_FRAME_BYTES`); a replica takes a quarter of it above what it executed.
         filled = any(fault.kind == "fill" for fault in self.plan.node_faults)
         self.frame_bytes = min(options.frame_bytes, FILL_FRAME_BYTES) if filled else options.frame_bytes
+        self._codec = FrameCodec(self.frame_bytes)
         settings = dict(
             n=self.n, f=self.f, checkpoint_interval=checkpoint_interval, log_window=2 * checkpoint_interval,
             batch_max=batch_max, pipeline_depth=pipeline_depth, max_buffered=MAX_BUFFERED,
@@ -470,8 +470,7 @@ class SimCluster:
             return
         try:
             # The codec round trip every real frame takes, so the simulation exercises it too.
-            wire = encode(message)
-            message, oversized = decode(wire), frame_problem(message, wire, self.frame_bytes)
+            message, oversized = self._codec.round_trip(message)
         except MessageError as error:
             self._lose(src, dst, message, f"codec: {error}")
             return

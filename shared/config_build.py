@@ -49,6 +49,9 @@ class BuildConfig:
                                                        "(builder/workspace/artifacts.py); 0: artifacts off")
     artifacts_keep: int = setting(_AT_LEAST_ONE, default=5, doc="builds per repository whose artifacts a node keeps, "
                                                                 "the oldest deleted first")
+    images_keep: int = setting(_AT_LEAST_ONE, default=3, doc="Dockerfile images a node's engine keeps per repository, "
+                                                             "the least recently tagged removed first, none tagged "
+                                                             "within the hour (builder/engine/imagekeep.py)")
     registries: tuple[str, ...] = setting(ListOf(REGISTRY), default=(),
                                           doc="registries a node pulls images it lacks from; none: only what each "
                                               "engine holds")

@@ -187,14 +187,26 @@ class DockerEngine:
         client = self.client()
         key = self._dockerfile_images.key(client, context, commit, limits)
         known = self._dockerfile_images.get(client, tag, key)
+        repository, _, version = tag.rpartition(":")
+        if known is not None:
+            try:
+                # Tagged again, as a cached `docker build` would: the image is in use, and a
+                # node sharing this engine does not count it among the old ones (imagekeep.py).
+                client.api.tag(known[0], repository, version)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                known = None  # gone meanwhile, or the engine went away: build it as if unknown
         if known is not None:
             image_id, command = known
             output = (f"== image {tag}: built on this node from commit {commit[:12]} and the same base images "
                       "before; not built again\n")
         else:
-            output = build_image(client, context=context, tag=tag, limits=limits, timeout_s=timeout_s)
+            output, built_id = build_image(client, context=context, tag=tag, limits=limits, timeout_s=timeout_s)
             image_id, command = check_image(client, tag)
             self._dockerfile_images.remember(tag, key, image_id, command)
+            # Another node on this engine may build the same tag at once and tag its own
+            # image last, now or after this check: ours is then named by nothing (imagekeep.Orphans).
+            self._dockerfile_images.made.add(built_id)
+        self._remove_later(functools.partial(self._dockerfile_images.prune, client, repository, limits.images_keep))
         with self._guard:
             self._built_images[image_id] = self._built_images.pop(image_id, 0) + 1
             while len(self._built_images) > BUILT_IMAGES_KEPT:
@@ -248,8 +260,10 @@ class DockerEngine:
         for container in running:
             # One that exited on its own meanwhile is removed by its thread.
             kill_quietly(container)
-        # Finished builds' containers go before the engine connection does.
+        # Finished builds' containers go before the engine connection does, then the images
+        # this node built that nothing names.
         self._janitor.shutdown(wait=True)
+        self._dockerfile_images.made.remove(self._docker, grace_s=0.0)
         try:
             self._identities.remove_all(self._docker)
         except docker.errors.DockerException:

@@ -30,6 +30,7 @@ import docker.errors
 import requests.exceptions
 
 from builder.plan.imageref import Reference, parse_reference
+from builder.engine.imagekeep import Orphans, prune_images
 from builder.engine.sandbox import SandboxError
 from pbft.build import ImageDigest
 from shared.config_build import BuildConfig
@@ -206,6 +207,14 @@ class BuiltImages:
         self._keep = keep
         self._known: OrderedDict[str, tuple[tuple, str, tuple[str, ...]]] = OrderedDict()
         self._lock = threading.Lock()
+        # Every image this engine's builds made, for those no tag names later (imagekeep.py).
+        self.made = Orphans()
+
+    def prune(self, client: docker.DockerClient, repository: str, keep: int) -> None:
+        """What a node's engine keeps of a repository's Dockerfile images: its `keep` newest
+        tags, and of the images this node made, those a tag names (builder/engine/imagekeep.py)."""
+        prune_images(client, repository, keep)
+        self.made.remove(client)
 
     @staticmethod
     def key(client: docker.DockerClient, context: Path, commit: str, limits: BuildConfig) -> tuple | None:

@@ -323,11 +323,12 @@ def _remove_with_retries(thing, attempts: int = 5, pause_s: float = 0.2) -> None
 
 def build_image(
     client: docker.DockerClient, *, context: Path, tag: str, limits: BuildConfig, timeout_s: float
-) -> str:
-    """Build the repository's Dockerfile offline; return the build log text."""
+) -> tuple[str, str]:
+    """Build the repository's Dockerfile offline; return the build log text and the id of the
+    image this build made (the tag may name another by now: check_image)."""
     memory = limits.memory_mb * 1024 * 1024
     try:
-        _, log_lines = client.images.build(
+        built, log_lines = client.images.build(
             path=str(context),
             tag=tag,
             rm=True,
@@ -343,7 +344,7 @@ def build_image(
         raise SandboxError(f"image build exceeded {timeout_s:g} s") from None
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError("docker error: image build failed", str(exc)) from None
-    return _build_log_text(log_lines)
+    return _build_log_text(log_lines), built.id
 
 
 def _build_log_text(log_lines) -> str:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,8 +112,12 @@ def plain_dockerfile_run(clone: Path, limits: BuildConfig, index: int) -> list[l
     """The commands of a plain run of the clone's Dockerfile: `docker build`, then `docker run`
     of the image with the sandbox's main limits (its root file system its own, as a node runs it)."""
     tag = f"pbft-ci-bench/plain-{index}:latest"
+    # Each build's image id, for the clean-up: runs at once may each make their own image
+    # and move the tag off an earlier one, which the tag's removal would leave behind.
+    made = clone.parent.parent / PLAIN_IMAGES / f"{uuid.uuid4().hex}.iid"
+    made.parent.mkdir(exist_ok=True)
     return [
-        ["docker", "build", "--quiet", "--network", "none", "--tag", tag, str(clone)],
+        ["docker", "build", "--quiet", "--network", "none", "--iidfile", str(made), "--tag", tag, str(clone)],
         ["docker", "run", "--rm", *plain_limits(limits), tag],
     ]
 
@@ -227,6 +232,8 @@ def dockerfile_repository(root: Path) -> Path:
     return repository
 
 
+# Where plain Dockerfile runs write their images' ids, in the scratch folder of each network.
+PLAIN_IMAGES = "plain-images"
 DOCKERFILE = """FROM pbft-ci/busybox:latest
 COPY calc.sh test.sh /src/
 WORKDIR /src
@@ -260,8 +267,13 @@ def build(args) -> dict:
                 rounds, plain_dockerfile_run, builders="f+1",
             )
         finally:
-            plain_images = [f"pbft-ci-bench/plain-{index}:latest" for index in range(4)]
-            subprocess.run(["docker", "image", "rm", "--force", *plain_images], check=False, capture_output=True)
+            # The plain runs' images, and the one the nodes built (builder/plan/compilebuild.py names it).
+            commit = subprocess.run(["git", "-C", str(dockerfile), "rev-parse", "HEAD"], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+            images = [*(f"pbft-ci-bench/plain-{index}:latest" for index in range(4)),
+                      *{made.read_text().strip() for made in root.glob(f"*/{PLAIN_IMAGES}/*.iid")},
+                      f"pbft-ci-build/example:{commit[:12]}"]
+            subprocess.run(["docker", "image", "rm", "--force", *images], check=False, capture_output=True)
     return {"scenario": "build", "project": "the example project (master)", "image": "pbft-ci/busybox",
             "load_average_at_start": load, **report,
             "dockerfile": {"project": "the example project from a Dockerfile", **dockerfile_report},

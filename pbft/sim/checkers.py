@@ -307,20 +307,21 @@ class BuildChecker:
     transfer without building them: that is how PBFT catches them up. So may
     a normal node once a primary went down (`primary_down`): a backup that
     alone waits for something then suspects it alone, changes views alone,
-    and catches up by transfer when the primary comes back (seed 1597).
+    and catches up by transfer when the primary comes back (seed 1597); so may one from
+    `short_s`, when more than f nodes are out or lagging at once (`FaultPlan.short_of_quorum_from`).
     """
 
-    def __init__(self, normal: frozenset[int], fetch_free: bool) -> None:
+    def __init__(self, normal: frozenset[int], fetch_free: bool, short_s: float | None = None) -> None:
         self.normal = normal
         self.fetch_free = fetch_free
         self.violations: list[Violation] = []
         self._built: dict[int, set[RequestKey]] = {}
         self._reported: set[tuple[str, int]] = set()
-        self.transfers_excused_from: float | None = None
+        self.transfers_excused_from: float | None = short_s
 
     def primary_down(self, time_s: float) -> None:
         """The node that was primary crashed (or lost power) at `time_s`."""
-        if self.transfers_excused_from is None:
+        if self.transfers_excused_from is None or time_s < self.transfers_excused_from:
             self.transfers_excused_from = time_s
 
     def executed(

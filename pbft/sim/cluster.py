@@ -342,7 +342,8 @@ class SimCluster:
         normal = frozenset()
         if not shared and not withholding:
             normal = frozenset(self.honest - plan.faulty - self.ci.faulty - plan.lagging - self.not_always_members)
-        return BuildChecker(normal, fetch_free=not shared and not plan.node_faults and not self.ci.faulty)
+        return BuildChecker(normal, fetch_free=not shared and not plan.node_faults and not self.ci.faulty,
+                            short_s=plan.short_of_quorum_from())
 
     def kinds(self) -> list[str]:
         kinds = self.plan.kinds() + self.ci.kinds

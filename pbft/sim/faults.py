@@ -88,6 +88,8 @@ WITHHOLDING_KINDS = (
     "equivocate", "lossy", "isolate", "withhold-relay", "delay", "crash-after", "censor", "slow-primary", "pad",
     "fill",
 )
+# Faults that take a node out of the quorums for their window (for the run, without one).
+OUT_KINDS = DOWN_KINDS + ("crash-mid-turn", "disk-full", "isolate", "silent", "crash-after")
 # Faults that touch every node, so they may strand the primary's messages too.
 GLOBAL_KINDS = ("split", "drop", "blackout")
 # Not faults: a node that is only slow or on a lossy link for a while.
@@ -193,6 +195,20 @@ class FaultPlan:
         """F1's scenario: the primary of view 0 goes down while the primary of view 1 lags."""
         primary = self.fault_of(0)
         return primary is not None and primary.kind in DOWN_KINDS and 1 % self.n in self.lagging
+
+    def short_of_quorum_from(self) -> float | None:
+        """The first time more than f nodes are out or lagging at once (a node down or stopped
+        in its fault's window, a silent one throughout, a lagging one in its lag's window),
+        or None. The others are then fewer than a quorum: nothing commits, and a correct node
+        whose timer fires first leaves the view alone, as under any asynchrony, and later
+        catches up by transfer (seed 5570: a backup down while another lags)."""
+        spans = [(fault.window.start_s, fault.window.end_s) if fault.window is not None else (0.0, float("inf"))
+                 for fault in self.node_faults if fault.kind in OUT_KINDS]
+        spans += [(lag.window.start_s, lag.window.end_s) for lag in self.lags]
+        for start_s in sorted(start for start, _ in spans):
+            if sum(1 for start, end in spans if start <= start_s < end) > self.f:
+                return start_s
+        return None
 
     def kinds(self) -> list[str]:
         kinds = [fault.kind for fault in self.node_faults]

@@ -333,6 +333,8 @@ def encode(value: Any) -> dict:
 
 def decode_struct(cls: type, data: Any) -> Any:
     """Turn a struct's wire form (as `encode` wrote it) back into `cls`, or raise MessageError."""
+    if not isinstance(data, dict):
+        raise MessageError(f"{cls.__name__} must be a JSON object")
     return cls._read(data)
 
 

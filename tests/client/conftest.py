@@ -8,6 +8,7 @@ from harness.network import free_port
 from tests.client.fake_nodes import FakeCluster, N, configure, start_client
 from tests.client.hook_receiver import HookReceiver
 from tests.client.mail_server import MailServer
+from tests.client.route_callers import guarded_client
 from tests.client.status_api import StatusServer
 
 
@@ -23,6 +24,12 @@ async def cluster(aiohttp_server, tmp_path):
 @pytest.fixture
 async def client(cluster, aiohttp_client):
     return await start_client(aiohttp_client, cluster)
+
+
+@pytest.fixture
+async def guarded(cluster, aiohttp_client):
+    """The client of `guarded_client`: its machine token, people signing in, one admin."""
+    return await guarded_client(cluster, aiohttp_client)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from client.access import CSRF_HEADER
 from client.apiroutes import ROUTES, SESSION, Route
 from client.keys import RECORDS_KEY
 from client.tables.sessions import SESSION_COOKIE
-from tests.client.test_openapi import PERSON, PLAUSIBLE, bearer, guarded, route_id  # noqa: F401 (a fixture)
+from tests.client.route_callers import PERSON, PLAUSIBLE, bearer, route_id
 
 # What goes where an id, a name or a path is expected.
 ODD_SEGMENTS = ("..", "../../etc/passwd", "-1", "0", "1" * 40, "1e400", "nan", "x" * 4000, "ärger€", "\x00",
@@ -71,7 +71,7 @@ def path_parameters(route: Route) -> list[str]:
 
 
 @pytest.mark.parametrize("route", [route for route in ROUTES if path_parameters(route)], ids=route_id)
-async def test_odd_path_parameters_are_refused_or_not_found_never_a_500(guarded, route):  # noqa: F811
+async def test_odd_path_parameters_are_refused_or_not_found_never_a_500(guarded, route):
     problems = []
     for name in path_parameters(route):
         for odd in ODD_SEGMENTS:
@@ -81,7 +81,7 @@ async def test_odd_path_parameters_are_refused_or_not_found_never_a_500(guarded,
 
 
 @pytest.mark.parametrize("route", [route for route in ROUTES if route.query], ids=route_id)
-async def test_odd_query_values_are_refused_or_ignored_never_a_500(guarded, route):  # noqa: F811
+async def test_odd_query_values_are_refused_or_ignored_never_a_500(guarded, route):
     problems = []
     for field in route.query:
         for odd in ODD_QUERIES:
@@ -95,7 +95,7 @@ async def test_odd_query_values_are_refused_or_ignored_never_a_500(guarded, rout
 
 
 @pytest.mark.parametrize("route", [route for route in ROUTES if route.method == "POST"], ids=route_id)
-async def test_bodies_that_are_no_object_or_hold_the_wrong_kinds_are_refused_never_a_500(guarded, route):  # noqa: F811
+async def test_bodies_that_are_no_object_or_hold_the_wrong_kinds_are_refused_never_a_500(guarded, route):
     problems = []
     for odd in ODD_BODIES:
         found = await answer(guarded, route, data=odd)

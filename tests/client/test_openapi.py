@@ -22,25 +22,16 @@ from client.intake import KNOWN_KEYS
 from client.keys import RECORDS_KEY
 from client.openapi import changes, openapi_document, operation_id, path_parameters
 from client.tables.sessions import SESSION_COOKIE
-from client.tables.tokens import TokenMade
 from pbft.networkchange import NetworkChange
 from shared.actionreport import OPTIONAL_FIELDS, SIGNED_FIELDS
-from shared.config_principals import GrantConfig, SignInConfig
-from tests.client.client_token import BEARER, TOKEN, with_client_settings
-from tests.client.fake_nodes import CLIENT, start_client
+from tests.client.client_token import BEARER
+from tests.client.fake_nodes import CLIENT
+from tests.client.route_callers import PERSON, PLAUSIBLE, bearer, route_id
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-# What fills a path's parameters: a build, approval and token that do not exist, real names otherwise.
-PLAUSIBLE = {"build_id": "1", "approval_id": "1", "token_id": "1", "path": "a.txt", "name": "dashboard.js",
-             "repository": "hello", "branch": "main", "action": "deploy"}
 # The groups of the modules that add routes without being one of client.routes: client.routes.about adds them.
 PAGES = {"client.dashboard": "about", "client.badge": "about"}
-PERSON = "alice"
-
-
-def route_id(route: Route) -> str:
-    return f"{route.method} {route.path}"
 
 
 def served_routes(app) -> dict[tuple[str, str], str]:
@@ -74,28 +65,11 @@ def test_the_bodies_are_the_fields_the_handlers_read():
 # --- who may call each route, as its handler checks ------------------------------------------
 
 
-@pytest.fixture
-async def guarded(cluster, aiohttp_client):
-    """A client with its machine token, people signing in (through a provider no test reaches:
-    `GET /login` only names it) and `PERSON` granted admin."""
-    with_client_settings(cluster, token=TOKEN)
-    client_config = dataclasses.replace(
-        cluster.config.clients[0], grants=(GrantConfig("admin", users=(PERSON,)),),
-        sign_in=SignInConfig("http://127.0.0.1:9", "pbft-ci", "secret", provider="github"))
-    cluster.config = dataclasses.replace(cluster.config, clients=(client_config,))
-    return await start_client(aiohttp_client, cluster)
-
-
 async def call(client, route: Route, headers: dict):
     url = route.path.format(**PLAUSIBLE)
     query = {field.name: "0" for field in route.query if field.required}
     body = {"json": {}} if route.method == "POST" else {}
     return await client.request(route.method, url, params=query, headers=headers, allow_redirects=False, **body)
-
-
-def bearer(app, role: str, repositories: frozenset[str] | None = None) -> dict:
-    made = TokenMade(f"{role}-person", "api", role, 1, repositories)
-    return {"Authorization": f"Bearer {app[RECORDS_KEY].tokens.create(made, time.time())[1]}"}
 
 
 def let_through(status: int) -> bool:

@@ -3,10 +3,12 @@ engine: which events get them, every container of a pipeline gets them, their va
 the build log however they are printed, read from the file at each build (rotation without a
 restart), and a file that cannot be read is the node's `error`, never a build without them."""
 
+import contextlib
 import hashlib
 import subprocess
 import uuid
 
+import docker.errors
 import pytest
 import yaml
 
@@ -162,12 +164,16 @@ async def test_a_secret_that_cannot_be_read_is_an_error_naming_it_not_a_build_wi
     assert "holds fewer than 8 characters" in caplog.text  # the operator's log says why too
 
 
-async def test_a_dockerfile_build_gets_it_masked_as_well(tmp_path, make_executor, git_repo, build_ids):
+async def test_a_dockerfile_build_gets_it_masked_as_well(tmp_path, make_executor, git_repo, build_ids, docker_client):
     secret = value()
-    git_repo.commit("master", {"Dockerfile": "FROM pbft-ci/busybox:latest\n"
-                                             'CMD ["sh", "-c", "echo token=$DEPLOY_TOKEN"]\n'})
+    head = git_repo.commit("master", {"Dockerfile": "FROM pbft-ci/busybox:latest\n"
+                                                    'CMD ["sh", "-c", "echo token=$DEPLOY_TOKEN"]\n'})
 
-    result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
+    try:
+        result = await build(make_executor(), git_repo, build_ids, settings=secrets(tmp_path, secret))
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):  # the build may have failed before making it
+            docker_client.images.remove(f"pbft-ci-build/example:{head[:12]}", force=True)
 
     text = log_text(result)
     assert result.status == "success", text

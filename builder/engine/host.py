@@ -115,6 +115,7 @@ class DockerEngine:
         # container started for an image no build comes for again costs a start and a removal.
         self._built_images: OrderedDict[str, int] = OrderedDict()
         self._dockerfile_images = BuiltImages()
+        self._images_keep = settings.limits.images_keep
 
     def client(self) -> docker.DockerClient:
         with self._guard:
@@ -234,8 +235,11 @@ class DockerEngine:
 
     def remove_leftovers(self) -> int:
         """Remove what a killed earlier process of this node left on the engine (containers,
-        volumes, the build network); how many containers and volumes."""
+        volumes, the build network) and every repository's Dockerfile images beyond
+        `images_keep`; how many containers and volumes."""
         removed = remove_labelled_builds(self.client(), self._data_dir)
+        # Images carry no node's label: each repository's old ones, whoever built them (imagekeep.py).
+        self._dockerfile_images.prune_all(self.client(), self._images_keep)
         # The network and its rules come back with the next networked build.
         self._network.remove(self.client())
         return removed

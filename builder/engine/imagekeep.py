@@ -6,7 +6,8 @@ the sources makes a new one, so a node that builds a repository for months would
 disk with one image per commit. After each Dockerfile build the node removes that
 repository's tags beyond the newest `build.images_keep`, newest by when the engine last
 tagged their image (a build, cached or not, tags it; a node that runs an image it built
-before tags it again, `BuiltImages.get`).
+before tags it again, `BuiltImages.get`); and at its start it does so for every repository,
+so that the images of one no longer built, or left by a killed node, go too.
 
 Several nodes may share one engine and build one repository at once, so a tag is removed
 only if its image was last tagged more than `grace_s` ago (longer than a build takes from
@@ -38,6 +39,8 @@ import requests.exceptions
 
 log = logging.getLogger(__name__)
 
+# What every Dockerfile build's image is named under (builder/plan/compilebuild.py).
+PREFIX = "pbft-ci-build"
 # The images a node remembers having built and seen untagged at once (Orphans), at most.
 ORPHANS_KEPT = 64
 # Longer than any build takes from its image's tagging to its container's creation; an hour
@@ -80,17 +83,36 @@ def stale_tags(images: list[dict], repository: str, keep: int, now: datetime, gr
 
 def prune_images(client: docker.DockerClient, repository: str, keep: int, *, grace_s: float | None = None,
                  now: datetime | None = None) -> list[str]:
-    """Remove the stale tags of `repository` from the engine (`stale_tags`, within GRACE_S
-    unless `grace_s` says); the tags removed. A tag the engine refuses to remove (its image in
-    use) or that is gone already is skipped."""
+    """Remove the stale tags of `repository` (`pbft-ci-build/<name>`) from the engine
+    (`stale_tags`, within GRACE_S unless `grace_s` says); the tags removed. A tag the engine
+    refuses to remove (its image in use) or that is gone already is skipped."""
+    images = _listed(client, {"name": repository})
+    now, grace_s = now or datetime.now(timezone.utc), GRACE_S if grace_s is None else grace_s
+    stale = stale_tags(images, repository, keep, now, grace_s)
+    return _remove_tags(client, stale, f"{repository} beyond the newest {keep}")
+
+
+def prune_every_repository(client: docker.DockerClient, keep: int, *, grace_s: float | None = None) -> list[str]:
+    """`prune_images` for each repository under PREFIX on the engine, each kept to its newest `keep`."""
+    images = _listed(client, {"filters": {"reference": f"{PREFIX}/*"}})
+    repositories = sorted({tag.rpartition(":")[0] for attrs in images for tag in attrs.get("RepoTags") or ()
+                           if tag.startswith(f"{PREFIX}/")})
+    now, grace_s = datetime.now(timezone.utc), GRACE_S if grace_s is None else grace_s
+    stale = [tag for repository in repositories for tag in stale_tags(images, repository, keep, now, grace_s)]
+    return _remove_tags(client, stale, f"{PREFIX}/* beyond the newest {keep} of each")
+
+
+def _listed(client: docker.DockerClient, which: dict) -> list[dict]:
     try:
-        images = [image.attrs for image in client.images.list(name=repository)]
+        return [image.attrs for image in client.images.list(**which)]
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        log.warning("could not list the images of %s: %s", repository, exc)
+        log.warning("could not list the images %s: %s", which, exc)
         return []
+
+
+def _remove_tags(client: docker.DockerClient, stale: list[str], what: str) -> list[str]:
     removed = []
-    grace_s = GRACE_S if grace_s is None else grace_s
-    for tag in stale_tags(images, repository, keep, now or datetime.now(timezone.utc), grace_s):
+    for tag in stale:
         try:
             client.images.remove(tag, force=False, noprune=False)
         except docker.errors.NotFound:
@@ -100,8 +122,7 @@ def prune_images(client: docker.DockerClient, repository: str, keep: int, *, gra
             continue
         removed.append(tag)
     if removed:
-        log.info("removed %d image(s) of %s beyond the newest %d: %s", len(removed), repository, keep,
-                 ", ".join(removed))
+        log.info("removed %d image(s) of %s: %s", len(removed), what, ", ".join(removed))
     return removed
 
 

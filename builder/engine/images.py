@@ -30,7 +30,7 @@ import docker.errors
 import requests.exceptions
 
 from builder.plan.imageref import Reference, parse_reference
-from builder.engine.imagekeep import Orphans, prune_images
+from builder.engine.imagekeep import Orphans, prune_every_repository, prune_images
 from builder.engine.sandbox import SandboxError
 from pbft.build import ImageDigest
 from shared.config_build import BuildConfig
@@ -215,6 +215,11 @@ class BuiltImages:
         tags, and of the images this node made, those a tag names (builder/engine/imagekeep.py)."""
         prune_images(client, repository, keep)
         self.made.remove(client)
+
+    @staticmethod
+    def prune_all(client: docker.DockerClient, keep: int) -> list[str]:
+        """`prune` for every repository's images on the engine, at a node's start."""
+        return prune_every_repository(client, keep)
 
     @staticmethod
     def key(client: docker.DockerClient, context: Path, commit: str, limits: BuildConfig) -> tuple | None:

@@ -160,3 +160,22 @@ async def test_two_nodes_building_one_new_image_at_once_on_one_engine_leave_only
     for result in results:
         assert (result.status, result.exit_code) == ("success", 0), log_text(result)
     assert left == [], "images of the four builds that nothing names"
+
+
+@pytest.mark.docker
+def test_a_node_starting_prunes_every_repository_s_images_even_those_no_longer_built(
+        make_executor, docker_client, default_image, monkeypatch):
+    # Under a prefix of this test's own, so that no other test's images are in reach.
+    prefix = f"pbft-ci-keeptest-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr("builder.engine.imagekeep.PREFIX", prefix)
+    monkeypatch.setattr("builder.engine.imagekeep.GRACE_S", 0.0)
+    tags = [f"{prefix}/{name}:v{index}" for name in ("gone", "kept") for index in range(2)]
+    try:
+        for index, tag in enumerate(tags):
+            docker_client.images.build(fileobj=io.BytesIO(f"FROM {default_image}\nENV V={index}\n".encode()),
+                                       tag=tag, rm=True, network_mode="none")
+        make_executor(images_keep=1).sweep_leftovers()
+        held = {tag for found in docker_client.images.list(filters={"reference": f"{prefix}/*"}) for tag in found.tags}
+    finally:
+        _remove(docker_client, *tags)
+    assert held == {f"{prefix}/gone:v1", f"{prefix}/kept:v1"}

@@ -156,7 +156,12 @@ class Orphans:
                 removed.append(image_id)
             except docker.errors.NotFound:
                 pass
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            except requests.exceptions.RequestException as exc:
+                # The engine is away: the next pass tries them all again, and a stopping node
+                # does not wait on it once per image.
+                log.info("kept the images this node built: %s", exc)
+                break
+            except docker.errors.DockerException as exc:
                 log.info("kept image %s: %s", image_id[:19], getattr(exc, "explanation", None) or exc)
                 continue  # in use: tried again on the next pass
             with self._lock:

@@ -637,9 +637,13 @@ async def test_an_image_without_passwd_or_etc_gets_both_entries(
     docker_client.images.build(path=str(context), tag=image, network_mode="none", rm=True)
     git_repo.commit("master", {".pbft-ci.yml": spec("/bin/busybox id", "/bin/busybox cat /etc/passwd", image=image)})
 
+    executor = make_executor()
     try:
-        result = await build(make_executor(), git_repo, build_ids)
+        result = await build(executor, git_repo, build_ids)
     finally:
+        # Closed first: the container it started ahead for the image's next build would keep
+        # the image, untagged, past a forced removal.
+        executor.close()
         docker_client.images.remove(image, force=True)
 
     text = log_text(result)

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import yaml
 
 from builder import BuildOrder
@@ -180,3 +181,12 @@ async def wait_for_prepared(executor, count: int = 1, timeout_s: float = 30) -> 
         assert time.monotonic() < deadline, "no container was prepared"
         await asyncio.sleep(0.05)
     return executor.engine.ready.keys
+
+
+def remove_images(docker_client, *names) -> None:
+    """Remove the images `names` (tags or ids) a test made; one gone already is no error."""
+    for name in names:
+        try:
+            docker_client.images.remove(name, force=True)
+        except docker.errors.ImageNotFound:
+            pass

@@ -6,12 +6,11 @@ import io
 import os
 import uuid
 
-import docker.errors
 import pytest
 
 from builder.engine.images import BuiltImages, base_images
 from shared.config_build import BuildConfig
-from tests.builder.executor_helpers import build, log_text
+from tests.builder.executor_helpers import build, log_text, remove_images
 
 
 @pytest.mark.parametrize("text, bases", [
@@ -26,14 +25,6 @@ from tests.builder.executor_helpers import build, log_text
 ])
 def test_the_base_images_a_dockerfile_names(text, bases):
     assert base_images(text) == bases
-
-
-def remove_images(docker_client, *names) -> None:
-    for name in names:
-        try:
-            docker_client.images.remove(name, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 @pytest.mark.docker

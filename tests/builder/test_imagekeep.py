@@ -12,7 +12,7 @@ import docker.errors
 import pytest
 
 from builder.engine.imagekeep import Orphans, prune_images, stale_tags, tagged_at
-from tests.builder.executor_helpers import build, log_text
+from tests.builder.executor_helpers import build, log_text, remove_images
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -53,14 +53,6 @@ def test_all_but_the_newest_tags_of_the_repository_are_stale_unless_tagged_withi
     assert stale_tags(images, "pbft-ci-build/app-two", 0, NOW, 0) == ["pbft-ci-build/app-two:ffff"]
 
 
-def _remove(docker_client, *names) -> None:
-    for name in names:
-        try:
-            docker_client.images.remove(name, force=True)
-        except docker.errors.ImageNotFound:
-            pass
-
-
 @pytest.mark.docker
 def test_the_engine_loses_the_old_tags_and_keeps_one_a_container_uses(docker_client, default_image):
     repository = f"pbft-ci-build/keep-{uuid.uuid4().hex[:8]}"
@@ -81,7 +73,7 @@ def test_the_engine_loses_the_old_tags_and_keeps_one_a_container_uses(docker_cli
     finally:
         if container is not None:
             container.remove(force=True)
-        _remove(docker_client, *tags, neighbour)
+        remove_images(docker_client, *tags, neighbour)
 
 
 @pytest.mark.docker
@@ -102,7 +94,7 @@ async def test_an_executor_keeps_the_newest_images_and_an_image_it_runs_again_co
         assert "not built again" in log_text(results[2])
         held = {found_tag for found in docker_client.images.list(name=f"pbft-ci-build/{name}") for found_tag in found.tags}
     finally:
-        _remove(docker_client, *tag.values())
+        remove_images(docker_client, *tag.values())
     for result, printed in zip(results, ("one", "two", "one", "three")):
         assert (result.status, result.exit_code) == ("success", 0), log_text(result)
         assert printed in log_text(result).splitlines()
@@ -137,7 +129,7 @@ def test_an_image_its_tag_moved_off_is_removed_unless_a_tag_or_a_container_holds
     finally:
         if container is not None:
             container.remove(force=True)
-        _remove(docker_client, f"{repository}:v", *made)
+        remove_images(docker_client, f"{repository}:v", *made)
 
 
 @pytest.mark.docker
@@ -156,7 +148,7 @@ async def test_two_nodes_building_one_new_image_at_once_on_one_engine_leave_only
                 if marker in ((found.attrs.get("Config") or {}).get("Cmd") or [])]  # others' may have none
         assert docker_client.images.get(tag).attrs["Config"]["Cmd"] == ["echo", marker]
     finally:
-        _remove(docker_client, tag)
+        remove_images(docker_client, tag)
     for result in results:
         assert (result.status, result.exit_code) == ("success", 0), log_text(result)
     assert left == [], "images of the four builds that nothing names"
@@ -177,5 +169,5 @@ def test_a_node_starting_prunes_every_repository_s_images_even_those_no_longer_b
         make_executor(images_keep=1).sweep_leftovers()
         held = {tag for found in docker_client.images.list(filters={"reference": f"{prefix}/*"}) for tag in found.tags}
     finally:
-        _remove(docker_client, *tags)
+        remove_images(docker_client, *tags)
     assert held == {f"{prefix}/gone:v1", f"{prefix}/kept:v1"}

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.crash_at:
         logging.getLogger("node").warning("node=%d started with a crash point: %s", args.id, args.crash_at)
     app = make_app(config, args.id, behaviour=behaviour, build=instant_build if args.instant_builds else None,
-                   command_line=CommandLine(args.config, args.crash_at))
+                   command_line=CommandLine(args.config, args.crash_at), heartbeat_s=config.protocol.peer_heartbeat_s)
     ssl_context = config.tls.server_context(args.id) if config.tls is not None else None
     return serve(app, f"node {args.id}", host=args.host or node.host, port=node.port, print=None,
                  access_log=None, ssl_context=ssl_context)

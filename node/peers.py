@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 import aiohttp
 
 from pbft.reach import Reach
+from shared.config_build import PEER_HEARTBEAT_S as HEARTBEAT_S
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ BACKOFF_START_S = 0.1
 # longer counted unreachable, `pbft.reach`) within about that. A try toward a dead port
 # costs one refused connection.
 BACKOFF_MAX_S = 1.0
-# Pings let both ends notice a peer that vanished without closing the TCP connection.
-HEARTBEAT_S = 10.0
 # A frame that waited longer than this for its peer is stale: delivering a backlog of
 # old votes to a node that was down would make it execute (and build) batches the
 # others finished long ago, instead of catching up by state transfer. PBFT recovers

@@ -78,6 +78,9 @@ RELAY_VOTES_FROM_NODES = 7
 # meaning and their defaults, once.
 REPLICA_SETTINGS = ("checkpoint_interval", "log_window", "batch_max", "pipeline_depth", "max_buffered",
                     "view_change_timeout_s", "relay_votes", "relay_fallback_s", "standby_s")
+# Pings let both ends of a node's link notice a peer that vanished without closing the TCP
+# connection (node/peers.py).
+PEER_HEARTBEAT_S = 10.0
 _REPLICA_DEFAULTS = {field.name: field.default for field in fields(ReplicaSettings)}
 
 
@@ -113,6 +116,11 @@ class ProtocolConfig:
     standby_s: float = setting(Number(minimum=0), default=_REPLICA_DEFAULTS["standby_s"],
                                doc="for a repository with `builders: f+1`: how long after the first picked "
                                    "builder's result the other nodes build too, if the verdict is still open")
+    peer_heartbeat_s: float = setting(
+        Number(above=0), default=PEER_HEARTBEAT_S,
+        doc="the WebSocket ping period on the links between nodes, read at a node's start: a peer that "
+            "answers no ping for 1.5 times it is taken for gone, its link closed and what was queued for it "
+            "dropped (it catches up by state transfer)")
     client_retransmit_s: float = setting(Number(minimum=0), default=5.0,
                                          doc="how long the client waits for f+1 matching replies before it sends "
                                              "the request to every node")

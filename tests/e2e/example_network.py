@@ -239,10 +239,11 @@ def record_on(config: NetworkConfig, node_id: int, build_id: int) -> dict:
     return record
 
 
-def example_copy(tmp_path: Path, *, allow_byzantine: bool, repositories: list[dict] | None = None) -> Path:
+def example_copy(tmp_path: Path, *, allow_byzantine: bool, repositories: list[dict] | None = None,
+                 protocol: dict | None = None) -> Path:
     """The example network with ports, a data directory and logs of its own (`tmp_path/data`,
     `tmp_path/log`), so that it runs beside the example network and other tests' copies;
-    with `repositories`, those in place of the example's.
+    with `repositories`, those in place of the example's; `protocol` settings over the example's.
 
     Nodes keep their protocol state across restarts, so the example's own
     data directory may hold any view another run left behind; a fresh one
@@ -256,6 +257,8 @@ def example_copy(tmp_path: Path, *, allow_byzantine: bool, repositories: list[di
     data["allow_byzantine"] = allow_byzantine
     if repositories is not None:
         data["repositories"] = repositories
+    if protocol is not None:
+        data["protocol"] = {**data.get("protocol", {}), **protocol}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -35,6 +35,11 @@ from tests.e2e.example_network import OWN_NETWORK_MARKS, example_copy, node_reco
 pytestmark = OWN_NETWORK_MARKS
 
 LATE = 3  # the node that fetches after the push; nodes 0-2 are a quorum without it
+# Node 3 stays paused while nodes 0-2 order and build, which takes longer than one ping period
+# on a loaded machine. With the default period its peers would take it for gone, drop the
+# frames that order the build, and node 3 would learn the certified verdict by state transfer
+# without building anything: the links must outlast the pause for node 3 to fetch at all.
+PAUSE_PROOF = {"peer_heartbeat_s": 600}
 NIGHTLY = {"name": "nightly", "cron": "0 3 * * *", "branch": "master"}
 
 
@@ -42,7 +47,7 @@ def configured(tmp_path: Path, **repository) -> tuple[Path, NetworkConfig]:
     """The example network with one repository of the test's own, whose build says hello."""
     slow_repository(tmp_path / "repo", "commands:\n  - echo hello\n")
     repositories = [{"name": "pinned", "url": str(tmp_path / "repo"), **repository}]
-    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories)
+    config_path = example_copy(tmp_path, allow_byzantine=False, repositories=repositories, protocol=PAUSE_PROOF)
     return config_path, load_config(config_path)
 
 

@@ -153,9 +153,11 @@ async def test_a_matrix_whose_combinations_were_all_skipped_is_no_pass_of_its_ow
 
     status, answer = await post(client, {"branch": branch, "commit": honest_result(branch).commit})
     assert status == 200
+    # The poster's workers send statuses in no fixed order: wait for each one asserted below.
     async with asyncio.timeout(10):
-        while not any(call.body["description"] == "matrix of 3 builds: 3 skipped"
-                      for call in _calls(status_server, "pbft-ci")):
+        while not (any(call.body["description"] == "matrix of 3 builds: 3 skipped"
+                       for call in _calls(status_server, "pbft-ci"))
+                   and all(len(_states(status_server, f"pbft-ci/{label}")) >= 2 for label in LABELS)):
             await asyncio.sleep(0.02)
 
     # Nothing was built: the expansion's status is a skipped build's, as each combination's is.

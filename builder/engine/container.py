@@ -25,6 +25,7 @@ from builder.engine.sandbox import (
     Script,
     build_identity,
     host_config,
+    identity_mounts,
     tmpfs_volume,
 )
 from builder.engine.sources import fill_gated
@@ -213,7 +214,8 @@ def _start_image_build(sandbox: Sandbox, job: ContainerJob, hooks: Hooks, made: 
     """A Dockerfile build's container, running the image's CMD with its output attached."""
     options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=False))
     identity = build_identity(sandbox, job.image_id)
-    options.update(environment={**identity.environment(), **job.environment}, mounts=identity.mounts())
+    options.update(environment={**identity.environment(), **job.environment},
+                   mounts=identity_mounts(identity, options))
     container = made.container = sandbox.client.containers.create(
         job.image_id, None, labels={**sandbox.labels, "pbft-ci.role": "build"}, detach=True, **options
     )

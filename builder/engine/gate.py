@@ -32,6 +32,7 @@ from builder.engine.sandbox import (
     SandboxError,
     build_identity,
     host_config,
+    identity_mounts,
     joined,
     remove_all,
     tmpfs_volume,
@@ -237,16 +238,16 @@ def start_gated_container(
         if sandbox.build_path is not None:
             # A varied build runs where its node's variation says, its workspace there as well.
             mounts.append(Mount(sandbox.build_path, volume.name, type="volume", no_copy=True))
+        if network is not None:
+            options = joined(options, network)
         options.update(
             environment=identity.environment(),
-            mounts=[Mount(WORKSPACE_DIR, volume.name, type="volume", no_copy=True), *mounts, *identity.mounts(),
-                    *cache_mounts],
+            mounts=[Mount(WORKSPACE_DIR, volume.name, type="volume", no_copy=True), *mounts,
+                    *identity_mounts(identity, options), *cache_mounts],
             working_dir=sandbox.build_path or WORKSPACE_DIR,
             read_only=True,
             stdin_open=True,
         )
-        if network is not None:
-            options = joined(options, network)
         # Not detached: only then does docker-py set StdinOnce, which makes the
         # daemon close the build's stdin when the node's attach ends, after the
         # script or without it.
@@ -314,7 +315,7 @@ def start_image_gate(sandbox: Sandbox, image_id: str, command: tuple[str, ...]) 
     _start_image_build would start it, with no workspace and a writable root file system."""
     options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=False))
     identity = build_identity(sandbox, image_id)
-    options.update(environment=identity.environment(), mounts=identity.mounts(), stdin_open=True)
+    options.update(environment=identity.environment(), mounts=identity_mounts(identity, options), stdin_open=True)
     container = stdin = output = None
     try:
         # Not detached, for StdinOnce (start_gated_container); entrypoint=[]: the gate is the

@@ -1,4 +1,5 @@
-"""Who the build is inside its container: a passwd and group entry and a home.
+"""Who the build is inside its container: a passwd and group entry and a home; and the
+/etc/hosts of a container the engine gives no network at all.
 
 Tools look the running uid up in /etc/passwd (`id -un`, `getpass.getuser()`,
 git's committer identity, ssh's ~/.ssh, pip's cache) and many give up when it
@@ -6,6 +7,12 @@ has no entry. The build's root file system is read-only, so the entry cannot
 be added at run time: each node makes passwd and group files per image and
 build user, derived from the image's own, and they are mounted read-only
 over /etc/passwd and /etc/group.
+
+A build without a network is created with networking disabled
+(`builder.engine.sandbox.host_config`): the engine then sets up no network
+sandbox for it, which costs it about half the CPU of such a container's
+start, and writes no /etc/hosts. The volume holds the one the engine writes
+for network "none" (`HOSTS`), so that `localhost` resolves as it does there.
 
 The files live in a volume on the build's own engine, written through the
 Docker API, so that this works whether the engine runs on the node's machine
@@ -51,6 +58,9 @@ ROLE = "identity"
 # Identities an executor keeps, the least recently used removed first: a Dockerfile build's
 # image is new with every commit, and each image had a volume until the node stopped.
 MAX_IDENTITIES = 64
+# What the engine writes to /etc/hosts of a container on network "none": the loopback names.
+HOSTS = (b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+         b"ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 
 
 class IdentityError(Exception):
@@ -64,12 +74,18 @@ class BuildIdentity:
     passwd_source: str
     group_source: str
     user_name: str
+    hosts_source: str
 
-    def mounts(self) -> list[Mount]:
-        return [
+    def mounts(self, *, hosts: bool) -> list[Mount]:
+        """The mounts over /etc; with `hosts`, for a container created with networking disabled,
+        /etc/hosts too (the engine leaves it empty there)."""
+        mounts = [
             Mount("/etc/passwd", self.passwd_source, type="bind", read_only=True),
             Mount("/etc/group", self.group_source, type="bind", read_only=True),
         ]
+        if hosts:
+            mounts.append(Mount("/etc/hosts", self.hosts_source, type="bind", read_only=True))
+        return mounts
 
     def environment(self) -> dict[str, str]:
         return {"HOME": HOME_DIR, "USER": self.user_name, "LOGNAME": self.user_name}
@@ -145,7 +161,7 @@ class Identities:
                 image_passwd, image_group = _read_file(reader, "/etc/passwd"), _read_file(reader, "/etc/group")
                 passwd, user_name = passwd_with_build_user(image_passwd, uid, gid)
                 group = group_with_build_group(image_group, gid)
-                reader.put_archive(_FILL_DIR, _archive({"passwd": passwd, "group": group}))
+                reader.put_archive(_FILL_DIR, _archive({"passwd": passwd, "group": group, "hosts": HOSTS}))
             finally:
                 reader.remove(force=True)
             volume.reload()
@@ -153,7 +169,8 @@ class Identities:
         except BaseException:
             _remove_volume(volume)
             raise
-        return _Made(volume.name, BuildIdentity(f"{mountpoint}/passwd", f"{mountpoint}/group", user_name))
+        return _Made(volume.name, BuildIdentity(f"{mountpoint}/passwd", f"{mountpoint}/group", user_name,
+                                                   f"{mountpoint}/hosts"))
 
 
 def passwd_with_build_user(image_passwd: bytes | None, uid: int, gid: int) -> tuple[bytes, str]:

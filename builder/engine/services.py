@@ -24,7 +24,9 @@ from docker.types import Healthcheck
 
 from builder.plan.resources import memory_budget
 from builder.engine.exits import OutputCapture
-from builder.engine.sandbox import Sandbox, SandboxError, build_identity, host_config, joined, remove_all
+from builder.engine.sandbox import (
+    Sandbox, SandboxError, build_identity, host_config, identity_mounts, joined, remove_all,
+)
 
 # How often the engine runs a service's readiness command, and how long one run may take.
 READY_INTERVAL_S = 0.5
@@ -80,7 +82,7 @@ def start_service(sandbox: Sandbox, planned: PlannedService, *, pod: str) -> Run
         memswap_limit=memory,
         read_only=True,
         environment={**identity.environment(), **planned.environment},
-        mounts=identity.mounts(),
+        mounts=identity_mounts(identity, options),
     )
     options["tmpfs"] = {
         **options["tmpfs"],

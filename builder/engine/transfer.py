@@ -23,6 +23,7 @@ from builder.engine.sandbox import (
     SandboxError,
     build_identity,
     host_config,
+    joined,
     numeric_owner,
     remove_all,
 )
@@ -90,7 +91,7 @@ def upload_restore(container, restore_tar: Path, user: str) -> None:
 
 def hold_mounts(
     sandbox: Sandbox, image_id: str, mounts: list[Mount], timeout_s: float, *,
-    network: str | None = None, hosts: tuple[str, ...] = (),
+    network: str | None = None, hosts: tuple[str, ...] | None = None,
 ) -> Container:
     """Start a container that keeps `mounts` (the cache tmpfs, the workspace) mounted after the build's exit.
 
@@ -98,7 +99,8 @@ def hold_mounts(
     the build's deadline by _HOLDER_GRACE_S, the time the node has to copy
     the cache and the artifacts out. A pipeline's holder also owns the network
     namespace its steps and services join (builder/engine/steps.py): `network` (none
-    otherwise), and `hosts`, names that resolve to its loopback address there.
+    otherwise), and `hosts`, names that resolve to its loopback address there. A holder
+    given no `hosts` is no pod: nothing joins it, and it has no network sandbox either.
     """
     options = host_config(sandbox, memory_budget(sandbox.limits, with_workspace=True, with_cache=True))
     options.update(
@@ -106,10 +108,14 @@ def hold_mounts(
         mounts=list(mounts),
         read_only=True,
     )
-    if network is not None:
-        options["network_mode"] = network
-    if hosts:
-        options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
+    if hosts is not None:
+        # Others join its namespace: the engine's network sandbox must be there to join.
+        options = joined(options, network or "none")
+        options.pop("network_disabled", None)
+        if hosts:
+            options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
+    elif network is not None:
+        options = joined(options, network)
     holder = sandbox.client.containers.create(
         image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
         entrypoint=[], labels={**sandbox.labels, "pbft-ci.role": "holder"}, detach=True, **options,

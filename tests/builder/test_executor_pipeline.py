@@ -251,3 +251,21 @@ async def test_a_step_that_fails_once_passes_on_its_retry_with_both_attempts_in_
     assert flaky.index("first try") < flaky.index(
         "== step flaky: attempt 1 of 3 failed with exit code 7; running it again") < flaky.index("second try")
     assert text.count("stubborn\n") == 2 and "== step stubborn: attempt 1 of 2 failed with exit code 4" in text
+
+
+RESOLVE_LOCALHOST = "python3 -c \"import socket; print('localhost is', socket.gethostbyname('localhost'))\""
+
+
+@pytest.mark.parametrize("shape", ["one container", "pipeline"])
+async def test_localhost_resolves_in_a_build_without_a_network(make_executor, git_repo, build_ids, python_image, shape):
+    """A build alone is created with networking disabled, where the engine writes no /etc/hosts
+    and the node mounts its own; a pipeline's pod keeps the engine's. glibc finds localhost in both."""
+    if shape == "pipeline":
+        spec = pipeline({"name": "resolve", "image": python_image, "commands": [RESOLVE_LOCALHOST]})
+    else:
+        spec = yaml.safe_dump({"image": python_image, "commands": [RESOLVE_LOCALHOST]})
+    git_repo.commit("master", {".pbft-ci.yml": spec})
+
+    result = await build(make_executor(), git_repo, build_ids)
+
+    assert result.status == "success" and "localhost is 127.0.0.1\n" in log_text(result), log_text(result)

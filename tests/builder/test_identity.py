@@ -147,9 +147,14 @@ def test_the_files_are_made_once_per_image_and_user_in_a_volume_of_the_engine():
     assert passwd.endswith(b"build:x:1000:1000:pbft-ci build:/home/build:/bin/sh\n")
     assert volume.files["group"] == (b"root:x:0:\nbuild:x:1000:\n", 0o644) and passwd_mode == 0o644
     assert first.environment() == {"HOME": "/home/build", "USER": "build", "LOGNAME": "build"}
-    assert [(m["Type"], m["Target"], m["ReadOnly"]) for m in first.mounts()] == [
+    assert [(m["Type"], m["Target"], m["ReadOnly"]) for m in first.mounts(hosts=False)] == [
         ("bind", "/etc/passwd", True), ("bind", "/etc/group", True),
     ]
+    # A container with networking disabled gets the loopback names the engine leaves out there.
+    assert first.hosts_source == f"/engine/volumes/{volume.name}/_data/hosts"
+    hosts, hosts_mode = volume.files["hosts"]
+    assert hosts.startswith(b"127.0.0.1\tlocalhost\n::1\tlocalhost ") and hosts_mode == 0o644
+    assert [(m["Target"], m["Source"]) for m in first.mounts(hosts=True)][2:] == [("/etc/hosts", first.hosts_source)]
     assert len(client.created) == 1 and client.created[0].removed
 
 

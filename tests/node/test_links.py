@@ -418,3 +418,18 @@ async def test_a_peer_whose_server_stopped_is_unreachable_to_the_others_and_reac
     finally:
         for runner in runners.values():
             await runner.cleanup()
+
+
+@pytest.mark.parametrize("protocol, period", [(None, peers.HEARTBEAT_S), ({"peer_heartbeat_s": 45}, 45.0)])
+def test_a_node_pings_its_peers_at_the_period_its_configuration_gives(tmp_path, monkeypatch, protocol, period):
+    """protocol.peer_heartbeat_s reaches every socket of the node (node/index.py): a network whose
+    nodes may pause longer than 1.5 periods keeps its links instead of dropping what they carry."""
+    from node import index as node_index
+    from node.keys import HEARTBEAT
+
+    served = []
+    monkeypatch.setattr(node_index, "serve", lambda app, *args, **kwargs: served.append(app) or 0)
+    path = write_network(tmp_path, allow_byzantine=True, protocol=protocol)  # for --instant-builds: no engine
+
+    assert node_index.main(["--config", str(path), "--id", "0", "--instant-builds", "--log-file", "-"]) == 0
+    assert [app[HEARTBEAT] for app in served] == [period]

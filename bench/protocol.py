@@ -21,7 +21,8 @@ from bench.network import NodeProcesses, client_of, settle, start_nodes, submit_
 from bench.stats import alternating, load_average, percentile, ratio, summarize
 from client.service import ClientService
 from shared.config import ProtocolConfig
-from shared.crypto import Ed25519Authenticator, generate_private_key
+from shared.crypto import Ed25519Authenticator, generate_private_key, verify_bytes
+from pbft.encoding import canonical
 from pbft.messages import Commit, signed
 
 T = TypeVar("T")
@@ -111,14 +112,16 @@ async def latencies_and_cpu(nodes: NodeProcesses, service, count: int) -> tuple[
 
 def signature_check_us(count: int = 2000) -> float:
     """CPU µs of one signature check as nodes make it (a COMMIT's canonical payload, then Ed25519),
-    in this process: what the checks a request needs cost at the least."""
+    in this process: what the checks a request needs cost at the least. Each check is made
+    anew: an authenticator remembers the signatures that held, its own among them, and
+    answers those without checking (`pbft_signatures_checked` counts only real checks)."""
     key = generate_private_key()
     auth = Ed25519Authenticator(key, {0: key.public_key()}, {})
     commit = signed(Commit(0, 1, "0" * 64, 0), auth.sign)
-    payload = commit.payload()
+    payload, public_key = commit.payload(), key.public_key()
     started_s = time.process_time()
     for _ in range(count):
-        auth.verify_node(0, payload, commit.sig)
+        assert verify_bytes(public_key, canonical(payload), commit.sig)
     return (time.process_time() - started_s) * 1e6 / count
 
 

@@ -119,9 +119,11 @@ def signature_check_us(count: int = 2000) -> float:
     auth = Ed25519Authenticator(key, {0: key.public_key()}, {})
     commit = signed(Commit(0, 1, "0" * 64, 0), auth.sign)
     payload, public_key = commit.payload(), key.public_key()
+    if not verify_bytes(public_key, canonical(payload), commit.sig):
+        raise RuntimeError("the calibration's own signature does not hold")
     started_s = time.process_time()
     for _ in range(count):
-        assert verify_bytes(public_key, canonical(payload), commit.sig)
+        verify_bytes(public_key, canonical(payload), commit.sig)
     return (time.process_time() - started_s) * 1e6 / count
 
 

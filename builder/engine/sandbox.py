@@ -204,8 +204,9 @@ def host_config(sandbox: Sandbox, budget: MemoryBudget) -> dict:
         network_mode="none",
         # No network sandbox at all, rather than one with a loopback only: the engine's
         # set-up and tear-down of the sandbox were half the CPU a short build's container cost
-        # it. Still a network namespace of its own with `lo` up (127.0.0.1 and ::1) and no other interface. `joined` gives a container
-        # that needs one (a build network, a pipeline's pod) its sandbox back.
+        # it. Still a network namespace of its own with `lo` up (127.0.0.1 and ::1) and no
+        # other interface. A container that needs the sandbox (a build network: `joined`; a
+        # pipeline's pod: `transfer.hold_mounts`) gets it back.
         network_disabled=True,
         # The same on every node (docker's default is the container's id), unless varied. A
         # container joining another's network namespace takes its host name: see `joined`.

@@ -108,14 +108,14 @@ def hold_mounts(
         mounts=list(mounts),
         read_only=True,
     )
+    if network is not None:
+        options = joined(options, network)
     if hosts is not None:
-        # Others join its namespace: the engine's network sandbox must be there to join.
-        options = joined(options, network or "none")
+        # A pod: steps and services join its namespace, which needs the engine's network sandbox
+        # even on network "none".
         options.pop("network_disabled", None)
         if hosts:
             options["extra_hosts"] = {host: "127.0.0.1" for host in hosts}
-    elif network is not None:
-        options = joined(options, network)
     holder = sandbox.client.containers.create(
         image_id, ["/bin/sh", "-c", f"sleep {int(timeout_s) + _HOLDER_GRACE_S}"],
         entrypoint=[], labels={**sandbox.labels, "pbft-ci.role": "holder"}, detach=True, **options,

@@ -13,17 +13,25 @@ that appended them: a node serves only what its own order appended.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
+import sqlite3
+from typing import Callable
 
 from aiohttp import web
 
 from node.keys import DRIVER
 from node.counts import count_of
-from pbft.merkle import EMPTY_ROOT, consistency_proof, inclusion_proof
+from node.logtree import TreeBehind
+from pbft.merkle import EMPTY_ROOT
 from pbft.messages import Checkpoint, encode
 
 HEAD_ROUTE, INCLUSION_ROUTE, CONSISTENCY_ROUTE = "/log/head", "/log/inclusion", "/log/consistency"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+GROW_INTERVAL_S = 0.25  # with node.logtree.GROW_LEAVES: 16,384 leaves a second indexed at most
+logger = logging.getLogger(__name__)
 
 
 def head_of(checkpoints: tuple[Checkpoint, ...]) -> dict:
@@ -45,6 +53,17 @@ def _count(request: web.Request, name: str, default: int | None = None) -> int |
     if count is None:
         raise ValueError(f"{name} is a non-negative integer")
     return count
+
+
+def _with_proof(make: Callable[[], list[bytes]], **fields) -> web.Response:
+    """`fields` and the proof `make` gives; or why this node has none to give now."""
+    try:
+        proof = make()
+    except TreeBehind as error:  # a store from before the kept subtrees, still being indexed
+        return _bad(str(error), 503)
+    except LookupError as error:
+        return _bad(str(error), 404)
+    return web.json_response({**fields, "proof": [node.hex() for node in proof]})
 
 
 def _stable_head(request: web.Request) -> tuple[Checkpoint, ...]:
@@ -86,11 +105,10 @@ async def serve_inclusion(request: web.Request) -> web.Response:
     if found is None:
         return _bad(f"the verdict of {client}/{timestamp} is not in this node's verdict log", 404)
     position, seq, data = found
-    hashes = store.verdict_log.hashes(size)
-    if position >= len(hashes) or len(hashes) != size:
+    if not position < size <= store.verdict_log.size():
         return _bad(f"the verdict is at position {position}, not in a tree of {size} this node holds", 404)
-    return web.json_response({"position": position, "seq": seq, "size": size, "leaf": data.decode(),
-                              "proof": [node.hex() for node in inclusion_proof(hashes, position)]})
+    return _with_proof(lambda: store.verdict_log.inclusion(size, position),
+                       position=position, seq=seq, size=size, leaf=data.decode())
 
 
 async def serve_consistency(request: web.Request) -> web.Response:
@@ -102,14 +120,42 @@ async def serve_consistency(request: web.Request) -> web.Response:
         return _bad("first and second are the sizes of two trees, first <= second")
     _stable_head(request)
     store = request.app[DRIVER].store
-    hashes = store.verdict_log.hashes(second) if store is not None else []
-    if len(hashes) != second:
-        return _bad(f"this node's verdict log holds {len(hashes)} verdicts, not {second}", 404)
-    return web.json_response({"first": first, "second": second,
-                              "proof": [node.hex() for node in consistency_proof(hashes, first)]})
+    held = store.verdict_log.size() if store is not None else 0
+    if second > held:
+        return _bad(f"this node's verdict log holds {held} verdicts, not {second}", 404)
+    return _with_proof(lambda: store.verdict_log.consistency(second, first), first=first, second=second)
+
+
+async def grow_tree(app: web.Application):
+    """The cleanup context that keeps the verdict log's tree grown (node/logtree.py) in the
+    background, a slice each GROW_INTERVAL_S: a store from before the tree existed is indexed
+    without holding the event loop for long, and a proof then hashes few leaves."""
+    task = asyncio.create_task(_grow_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _grow_forever(app: web.Application) -> None:
+    failing = False
+    while True:
+        await asyncio.sleep(GROW_INTERVAL_S)
+        store = app[DRIVER].store
+        if store is None:
+            return
+        try:
+            store.verdict_log.grow()
+            failing = False
+        except (sqlite3.Error, LookupError) as error:
+            if not failing:  # once per spell: a full disk stops the node's saves, which say so
+                logger.warning("node=%d cannot grow the verdict log's tree: %s", app[DRIVER].replica.id,
+                               " ".join(str(error).split())[:300])
+            failing = True
 
 
 def add_log_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(grow_tree)
     app.router.add_get(HEAD_ROUTE, serve_head)
     app.router.add_get(INCLUSION_ROUTE, serve_inclusion)
     app.router.add_get(CONSISTENCY_ROUTE, serve_consistency)

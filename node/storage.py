@@ -30,7 +30,7 @@ from pathlib import Path
 from pbft.durable import DurableState
 from pbft.effects import BuildLearnt, Effect, Execute, KeepStableProof, RecordVerdict, SendReply, Store
 from pbft.messages import Checkpoint, LedgerEntry, Message, NewView, Reply, Request, ResultVote, VerdictProof, decode, encode
-from pbft.merkle import leaf_hash
+from node.logtree import VerdictLogRows
 from pbft.wire import decode_struct
 from pbft.storage import StoreError
 
@@ -131,25 +131,6 @@ def current_boot() -> str | None:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
     except OSError:
         return None
-
-
-class VerdictLogRows:
-    """The verdict log's leaves as the store keeps them (`pbft.ci.verdictlog`), read for proofs
-    (node/logroutes.py); the replica's Execute effects write them."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def leaf(self, client: str, timestamp: int) -> tuple[int, int, bytes] | None:
-        """(position, seq, leaf data) of a build's verdict, if logged."""
-        row = self._db.execute("SELECT position, seq, leaf FROM verdict_log WHERE client = ? AND timestamp = ?",
-                               (client, timestamp)).fetchone()
-        return None if row is None else (row[0], row[1], bytes(row[2]))
-
-    def hashes(self, size: int) -> list[bytes]:
-        """The leaf hashes of the first `size` leaves."""
-        return [leaf_hash(bytes(leaf)) for (leaf,) in
-                self._db.execute("SELECT leaf FROM verdict_log WHERE position < ? ORDER BY position", (size,))]
 
 
 class NodeStore:

@@ -17,10 +17,14 @@ the first k leaves. Pure functions of bytes; no I/O.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 HASH_BYTES = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+# (start, count) -> the Merkle Tree Hash of leaves start .. start + count - 1. RFC 9162's
+# recursion asks only for subtrees that start at a multiple of the largest power of two not
+# above their size: where that size is a power of two, a perfect subtree.
+Subtree = Callable[[int, int], bytes]
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -53,33 +57,57 @@ def root(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """The audit path of leaf `index` in the tree of `leaves` (leaf hashes), leaf to root."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf {index} is not in a tree of {len(leaves)}")
-    if len(leaves) == 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return inclusion_proof(leaves[:k], index) + [root(leaves[k:])]
-    return inclusion_proof(leaves[k:], index - k) + [root(leaves[:k])]
+    return inclusion_path(_subtrees_of(leaves), len(leaves), index)
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     """The proof that the tree of the first `old_size` of `leaves` is a prefix of the tree of all."""
-    if not 0 <= old_size <= len(leaves):
-        raise ValueError(f"a tree of {len(leaves)} has no earlier tree of {old_size}")
-    if old_size in (0, len(leaves)):
+    return consistency_path(_subtrees_of(leaves), len(leaves), old_size)
+
+
+def inclusion_path(subtree: Subtree, size: int, index: int) -> list[bytes]:
+    """The audit path of leaf `index` in the tree of `size` leaves, leaf to root (RFC 9162,
+    2.1.3.1), from `subtree`, asked once per level: a store that keeps its perfect subtrees
+    answers each from a row, not from every leaf."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of {size}")
+    path, start, count = [], 0, size
+    while count > 1:  # top down; the path runs bottom up
+        k = _split(count)
+        if index - start < k:
+            path.append(subtree(start + k, count - k))
+            count = k
+        else:
+            path.append(subtree(start, k))
+            start, count = start + k, count - k
+    path.reverse()
+    return path
+
+
+def consistency_path(subtree: Subtree, size: int, old_size: int) -> list[bytes]:
+    """The proof that the tree of the first `old_size` leaves is a prefix of the tree of `size`
+    (RFC 9162, 2.1.4.1: SUBPROOF), from `subtree`, asked once per level and once more."""
+    if not 0 <= old_size <= size:
+        raise ValueError(f"a tree of {size} has no earlier tree of {old_size}")
+    if old_size in (0, size):
         return []
-    return _subproof(leaves, old_size, True)
+    path, start, count, m, complete = [], 0, size, old_size, True
+    while m != count:
+        k = _split(count)
+        if m <= k:
+            path.append(subtree(start + k, count - k))
+            count = k
+        else:
+            path.append(subtree(start, k))
+            start, count, m, complete = start + k, count - k, m - k, False
+    if not complete:
+        path.append(subtree(start, count))
+    path.reverse()
+    return path
 
 
-def _subproof(leaves: Sequence[bytes], m: int, complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [root(leaves)]
-    k = _split(n)
-    if m <= k:
-        return _subproof(leaves[:k], m, complete) + [root(leaves[k:])]
-    return _subproof(leaves[k:], m - k, False) + [root(leaves[:k])]
+def _subtrees_of(leaves: Sequence[bytes]) -> Subtree:
+    return lambda start, count: root(leaves[start:start + count])
 
 
 def _sides(fn: int, sn: int, count: int) -> list[bool] | None:

@@ -13,7 +13,8 @@ repeated runs with min and max; compared commands alternate their order each
 round, so a noisy machine shows as a wide range, not a wrong ratio. --quick
 numbers only show that the scenarios still run.
 
-Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict, reconfigure, cost and frames):
+Scenarios (default: all but real-project, caches, large-repo, codec, first-verdict, reconfigure, cost, frames
+and log-proofs):
 
   consensus   n = 4, 7, 10, 16 nodes with the test-only instant executor
               (node/instant.py); p50 and p99 of one request at a time, from
@@ -76,6 +77,9 @@ Scenarios (default: all but real-project, caches, large-repo, codec, first-verdi
   frames      no network: the largest VIEW-CHANGE and NEW-VIEW at n = 4, 7,
               16 for batches of 1, 32 and 64 requests, with and without their
               verdict proofs, against the largest frame a node takes from a peer.
+  log-proofs  no network: a verdict log of --leaves verdicts in a node's
+              store; CPU of its proofs from the kept subtrees vs from every
+              leaf, and of growing the subtrees.
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ if __name__ == "__main__":
     use_project_python()  # from a plain shell's python3: run again under .venv/bin/python
 
 from bench import (  # noqa: E402
-    builds, burst, caches, codec, cost, durable, firstverdict, frames, largerepo, protocol, reconfigure, restart,
+    builds, burst, caches, codec, cost, durable, firstverdict, frames, largerepo, logproofs, protocol, reconfigure,
+    restart,
 )
 from bench.targets import targets_table  # noqa: E402
 
@@ -119,6 +124,7 @@ SCENARIOS = {
     "reconfigure": (reconfigure.reconfigure, reconfigure.reconfigure_table),
     "cost": (cost.cost, cost.cost_table),
     "frames": (frames.frames, frames.frames_table),
+    "log-proofs": (logproofs.log_proofs, logproofs.log_proofs_table),
 }
 DEFAULT = (
     "consensus", "relay", "throughput", "idle", "failover", "memory", "build", "concurrent", "durable", "restart",
@@ -152,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="idle: seconds of silence before the measured request (default: %(default)s)")
     parser.add_argument("--saves", type=int, default=1000, help="durable: saves per round and mode (default: %(default)s)")
     parser.add_argument("--dir", default=str(REPO_ROOT / "data"),
-                        help="durable, restart: where the scratch databases go (default: %(default)s)")
+                        help="durable, restart, log-proofs: where the scratch databases go (default: %(default)s)")
+    parser.add_argument("--leaves", type=int, default=1_000_000,
+                        help="log-proofs: verdicts in the log (default: %(default)s)")
     parser.add_argument("--files", type=int, default=20000,
                         help="caches: files the simulated dependency install writes (default: %(default)s)")
     parser.add_argument("--compile-mb", type=int, default=0,

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbft.merkle import (
-    EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion,
+    EMPTY_ROOT, consistency_path, consistency_proof, inclusion_path, inclusion_proof, leaf_hash, root,
+    verify_consistency, verify_inclusion,
 )
 
 # RFC 6962's test leaves (as Certificate Transparency's reference implementations use them) and
@@ -99,3 +100,59 @@ def test_an_earlier_tree_larger_than_the_tree_has_no_proof_and_checks_nothing():
     assert not verify_consistency(4, root(LEAVES[:4]), 3, root(LEAVES[:3]), [])
     assert verify_consistency(0, EMPTY_ROOT, 3, root(LEAVES[:3]), [])
     assert not verify_consistency(0, flip(EMPTY_ROOT), 3, root(LEAVES[:3]), [])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 16, 17, 1000, 1 << 20, 1_000_003])
+def test_a_proof_asks_for_one_aligned_subtree_per_level(size):
+    # What a store that keeps its perfect subtrees relies on (node/logtree.py): a proof over a
+    # million leaves asks for about twenty subtrees, each starting at a multiple of the largest
+    # power of two not above its size, so that a power-of-two one is a perfect subtree it holds.
+    asked = []
+
+    def subtree(start, count):
+        assert 0 <= start and 0 < count and start + count <= size
+        assert start % (1 << (count.bit_length() - 1)) == 0, (start, count)
+        asked.append((start, count))
+        return leaf_hash(f"{start}/{count}".encode())
+
+    levels = (size - 1).bit_length()
+    for index in {0, size // 3, size - 1}:
+        asked.clear()
+        assert len(inclusion_path(subtree, size, index)) == len(asked) <= levels
+    for old_size in {1, size // 2, size - 1} - {0, size}:
+        asked.clear()
+        assert len(consistency_path(subtree, size, old_size)) == len(asked) <= levels + 1
+
+
+def rfc_path(leaves, m):
+    """RFC 9162's PATH(m, D[n]) as the RFC writes it, recursively."""
+    if len(leaves) == 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if m < k:
+        return rfc_path(leaves[:k], m) + [root(leaves[k:])]
+    return rfc_path(leaves[k:], m - k) + [root(leaves[:k])]
+
+
+def rfc_subproof(leaves, m, complete):
+    """RFC 9162's SUBPROOF(m, D[n], b)."""
+    if m == len(leaves):
+        return [] if complete else [root(leaves)]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if m <= k:
+        return rfc_subproof(leaves[:k], m, complete) + [root(leaves[k:])]
+    return rfc_subproof(leaves[k:], m - k, False) + [root(leaves[:k])]
+
+
+def test_the_walks_give_the_rfcs_recursive_proofs():
+    leaves = [leaf_hash(bytes([i])) for i in range(37)]
+    for size in range(1, 38):
+        tree = leaves[:size]
+        assert [inclusion_proof(tree, index) for index in range(size)] == [rfc_path(tree, m) for m in range(size)]
+        assert [consistency_proof(tree, old) for old in range(1, size)] == [
+            rfc_subproof(tree, m, True) for m in range(1, size)]
+    assert consistency_proof(leaves, 0) == consistency_proof(leaves, 37) == []
+    with pytest.raises(ValueError):
+        inclusion_path(lambda start, count: EMPTY_ROOT, 5, 5)
+    with pytest.raises(ValueError):
+        consistency_path(lambda start, count: EMPTY_ROOT, 5, 6)

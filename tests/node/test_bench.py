@@ -218,3 +218,14 @@ def test_the_reconfigure_bench_times_a_change_until_every_node_runs_it(tmp_path)
         assert 0 < results[f"{kind}_change_verdict_ms"]["median"] <= results[f"{kind}_applied_everywhere_ms"]["median"] + 50
         assert report[f"{kind}_builds_during"] >= 1 and results[f"{kind}_build_before_ms"]["median"] > 0
     assert "every node runs it" in result.stdout and "node 1's key replaced" in result.stdout
+
+
+def test_the_log_proofs_bench_grows_every_perfect_subtree_and_both_ways_agree(tmp_path):
+    from argparse import Namespace
+    from bench.logproofs import log_proofs
+    report = log_proofs(Namespace(quick=True, rounds=3, dir=str(tmp_path), leaves=0))
+    # Perfect subtrees of 16 leaves and more over 20,000 leaves: 1,250 of 16, 625 of 32, ... 1 of 16,384.
+    assert report["leaves"] == 20_000
+    assert report["tree_rows"] == sum(20_000 >> level for level in range(4, 15)) == 2_495
+    assert len(report["proof_cpu_ms"]["kept subtrees"]["values"]) == 3  # and it raised had any proof differed
+    assert list(tmp_path.iterdir()) == []  # its scratch store is gone

@@ -6,7 +6,8 @@ alone (client/logproofs.py):
 
 - each head is co-signed by 2f+1 nodes: a node that serves one the others did not sign is named;
 - every two heads are one history: two of one size have one root, and the larger extends the
-  smaller by the consistency proof the larger's node serves;
+  smaller by the consistency proof the larger's node serves (or, if it serves none, any node
+  that holds as many verdicts: the proof is checked against both heads, whoever serves it);
 - each node's head extends the one it served at the last poll.
 
 Two co-signed heads that are not one history would take more than f faulty nodes: the report
@@ -50,31 +51,51 @@ class Monitor:
         for node_id, head in heads.items():
             before = self.seen.get(node_id)
             if before is not None:
-                problem = await self._one_history(session, node_id, before, head)
+                problem = await self._one_history(session, node_id, before, head, heads, problems)
                 if problem:
                     problems.append(f"node {node_id}'s head does not extend the one it served before: {problem}")
         ordered = sorted(heads.items(), key=lambda item: item[1].size)
         for index, (small_node, small) in enumerate(ordered):
             for large_node, large in ordered[index + 1:]:
-                problem = await self._one_history(session, large_node, small, large)
+                problem = await self._one_history(session, large_node, small, large, heads, problems)
                 if problem:
                     problems.append(f"nodes {small_node} and {large_node} serve heads of one log that cannot both"
                                     f" be true: {problem} ({small.line()}; {large.line()})")
         self.seen.update(heads)
-        return problems
+        return list(dict.fromkeys(problems))  # a node named once, however many pairs it was asked for
 
-    async def _one_history(self, session: aiohttp.ClientSession, node_id: int, old: Head, new: Head) -> str | None:
+    async def _one_history(self, session: aiohttp.ClientSession, node_id: int, old: Head, new: Head,
+                           heads: dict[int, Head], problems: list[str]) -> str | None:
+        """Why heads `old` and `new` cannot both be true, or None. Any node that holds the larger
+        tree can prove that it extends the smaller: the proof is checked against both co-signed
+        heads, so it matters not whose it is. `node_id`'s is asked first, then the others'. A
+        node that serves a proof that does not check is named in `problems`; one that serves
+        none (down, or still indexing its log: 503) is silent, not a contradiction, and the pair
+        is checked again at the next poll if no node proves it now."""
         if new.size < old.size:
             return f"it shrank from {old.size} verdicts to {new.size}"
         if new.size == old.size:
             return None if new.root == old.root else f"two roots for {new.size} verdicts"
-        try:
-            proof = await self._get(session, node_id, f"/log/consistency?first={old.size}&second={new.size}")
-            check_consistency(proof, old, new)
-        except LogProofError as error:
-            return error.reason
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-            return f"node {node_id} serves no consistency proof ({type(error).__name__})"
+        provers = [node_id, *(other for other, head in heads.items() if other != node_id and head.size >= new.size)]
+        wrong: dict[int, str] = {}
+        silent: list[str] = []
+        for prover in provers:
+            try:
+                proof = await self._get(session, prover, f"/log/consistency?first={old.size}&second={new.size}")
+                check_consistency(proof, old, new)
+            except LogProofError as error:
+                wrong[prover] = error.reason
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                silent.append(f"node {prover}: {type(error).__name__}: {error}"[:200])
+                continue
+            problems.extend(f"node {other} serves a consistency proof that does not check, where node {prover}'s"
+                            f" does: {reason}" for other, reason in wrong.items())
+            return None
+        if wrong:
+            return next(iter(wrong.values()))
+        print(f"no node proves now that the head of {new.size} verdicts extends the head of {old.size}"
+              f" ({'; '.join(silent)}): checked again at the next poll", file=sys.stderr)
         return None
 
     async def _get(self, session: aiohttp.ClientSession, node_id: int, path: str):

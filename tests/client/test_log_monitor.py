@@ -30,19 +30,24 @@ def head(config, seq: int, leaves: list[bytes]) -> dict:
 
 @pytest.fixture
 async def nodes(tmp_path):
-    """`serve({node_id: leaves})`: each node serves the co-signed head over its leaves, and
-    consistency proofs from its own leaves."""
+    """`serve({node_id: leaves}, indexing=..., lying=...)`: each node serves the co-signed head
+    over its leaves, and consistency proofs from its own leaves; those `indexing` answer 503 (as
+    a node still growing its log's tree does) and those `lying` a proof with a node flipped."""
     config = load_config(write_network(tmp_path))
     runners = []
 
-    async def serve(histories: dict[int, list[bytes]]) -> None:
+    async def serve(histories: dict[int, list[bytes]], indexing=(), lying=()) -> None:
         for node_id, leaves in histories.items():
             async def serve_head(request, leaves=leaves):
                 return web.json_response(head(config, 8, leaves))
 
-            async def serve_consistency(request, leaves=leaves):
+            async def serve_consistency(request, leaves=leaves, node_id=node_id):
+                if node_id in indexing:
+                    return web.json_response({"error": "this node is still indexing its verdict log"}, status=503)
                 first, second = int(request.query["first"]), int(request.query["second"])
                 proof = consistency_proof([leaf_hash(data) for data in leaves[:second]], first)
+                if node_id in lying:
+                    proof[0] = bytes([proof[0][0] ^ 1]) + proof[0][1:]
                 return web.json_response({"first": first, "second": second, "proof": [node.hex() for node in proof]})
 
             app = web.Application()
@@ -115,3 +120,31 @@ def test_a_head_is_checked_field_by_field(tmp_path):
         with pytest.raises(LogProofError) as caught:
             check_head(broken, config)
         assert caught.value.reason == reason
+
+
+async def test_a_node_that_cannot_prove_now_is_stood_in_for_by_one_that_holds_as_much(nodes, capsys):
+    config, serve = nodes
+    await serve({0: LOG[:2], 1: LOG[:5], 2: LOG[:5], 3: LOG[:3]}, indexing={1, 3})
+    async with aiohttp.ClientSession() as session:
+        assert await Monitor(config).poll(session) == []  # node 2 proves what 1 and 3 cannot yet
+    assert "no node proves" not in capsys.readouterr().err
+
+
+async def test_heads_no_node_can_prove_now_are_no_contradiction_and_are_checked_again(nodes, capsys):
+    config, serve = nodes
+    await serve({0: LOG[:2], 1: LOG[:5], 2: LOG[:5], 3: LOG[:3]}, indexing={1, 2, 3})
+    async with aiohttp.ClientSession() as session:
+        assert await Monitor(config).poll(session) == []
+    said = capsys.readouterr().err
+    assert "no node proves now that the head of 3 verdicts extends the head of 2" in said
+    assert "no node proves now that the head of 5 verdicts extends the head of 3" in said
+    assert "node 3: ValueError" in said and "checked again at the next poll" in said
+
+
+async def test_a_node_that_serves_a_wrong_proof_is_named_and_the_heads_still_are_one_history(nodes):
+    config, serve = nodes
+    await serve({0: LOG[:2], 1: LOG[:5], 2: LOG[:5], 3: LOG[:2]}, lying={1})
+    async with aiohttp.ClientSession() as session:
+        problems = await Monitor(config).poll(session)
+    assert len(problems) == 1 and problems[0].startswith(
+        "node 1 serves a consistency proof that does not check, where node 2's does:")

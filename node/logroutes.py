@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import sqlite3
 from typing import Callable
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from node.keys import DRIVER
 from node.counts import count_of
-from node.logtree import TreeBehind
+from node.logtree import GROW_LEAVES, MAX_TAIL, TreeBehind
 from pbft.merkle import EMPTY_ROOT
 from pbft.messages import Checkpoint, encode
 
@@ -41,8 +42,15 @@ def head_of(checkpoints: tuple[Checkpoint, ...]) -> dict:
             "checkpoints": [encode(checkpoint) for checkpoint in checkpoints]}
 
 
-def _bad(reason: str, status: int = 400) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def _bad(reason: str, status: int = 400, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def retry_after_s(behind: TreeBehind) -> int:
+    """Whole seconds until `grow_tree` has indexed enough for the proof asked: the leaves past
+    MAX_TAIL at GROW_LEAVES a GROW_INTERVAL_S, at least one (RFC 9110's Retry-After)."""
+    missing = behind.size - behind.grown - MAX_TAIL
+    return max(1, math.ceil(missing * GROW_INTERVAL_S / GROW_LEAVES))
 
 
 def _count(request: web.Request, name: str, default: int | None = None) -> int | None:
@@ -60,7 +68,7 @@ def _with_proof(make: Callable[[], list[bytes]], **fields) -> web.Response:
     try:
         proof = make()
     except TreeBehind as error:  # a store from before the kept subtrees, still being indexed
-        return _bad(str(error), 503)
+        return _bad(str(error), 503, {"Retry-After": str(retry_after_s(error))})
     except LookupError as error:
         return _bad(str(error), 404)
     return web.json_response({**fields, "proof": [node.hex() for node in proof]})

@@ -39,6 +39,7 @@ class TreeBehind(Exception):
 
     def __init__(self, grown: int, size: int) -> None:
         super().__init__(f"this node is still indexing its verdict log ({grown} of {size} verdicts): retry shortly")
+        self.grown, self.size = grown, size
 
 
 class VerdictLogRows:

@@ -12,6 +12,7 @@ import pytest
 
 from harness.network import write_network
 from node.logtree import GROW_LEAVES, MAX_TAIL, TREE_LEVEL, TreeBehind
+from node.logroutes import GROW_INTERVAL_S, retry_after_s
 from node.server import make_app
 from node.storage import NodeStore
 from pbft.merkle import consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion
@@ -109,6 +110,13 @@ def test_growing_stops_at_a_missing_leaf(store):
     assert store.verdict_log.grow() == 32
 
 
+def test_a_wait_for_the_tree_is_told_in_whole_seconds_from_the_leaves_missing():
+    per_second = int(GROW_LEAVES / GROW_INTERVAL_S)
+    assert retry_after_s(TreeBehind(0, MAX_TAIL + 1)) == 1
+    assert retry_after_s(TreeBehind(GROW_LEAVES, GROW_LEAVES + MAX_TAIL + 3 * per_second)) == 3
+    assert retry_after_s(TreeBehind(GROW_LEAVES, GROW_LEAVES + MAX_TAIL + 3 * per_second + 1)) == 4
+
+
 async def test_a_node_serves_a_long_logs_consistency_once_its_tree_is_grown(tmp_path, aiohttp_client):
     config = load_config(write_network(tmp_path), node_id=0, read_secrets=False)
     size = 2 * GROW_LEAVES + 7
@@ -123,6 +131,7 @@ async def test_a_node_serves_a_long_logs_consistency_once_its_tree_is_grown(tmp_
             if response.status == 200:
                 break
             assert response.status == 503 and "still indexing its verdict log" in body["error"], body
+            assert 1 <= int(response.headers["Retry-After"]) <= retry_after_s(TreeBehind(0, size)), response.headers
             await asyncio.sleep(0.05)
     proof = [bytes.fromhex(node_hash) for node_hash in body["proof"]]
     assert verify_consistency(100, root(leaves[:100]), size, root(leaves), proof)
